@@ -1,0 +1,3 @@
+from services.acl.app import main
+
+main()

@@ -1,0 +1,204 @@
+"""The catalog's HTTP API: the Folders and Files parts of the public contract.
+
+The gateway authenticates and forwards; the caller arrives in headers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.catalog import domain, queries
+from services.catalog.handlers import Catalog
+from shared.contracts.envelope import Cause
+from shared.kit import consistency
+from shared.kit.http import JSON, cause, error_body
+
+STATUS = {"invalid": 422, "conflict": 409, "not_found": 404}
+
+Caller = Annotated[Cause, Depends(cause)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewFolder(Strict):
+    name: str
+    description: str = Field("", max_length=10_000)
+    parent_id: uuid.UUID | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class FolderChanges(Strict):
+    name: str | None = None
+    description: str | None = Field(None, max_length=10_000)
+    metadata: dict[str, Any] | None = None
+
+
+class FileChanges(Strict):
+    name: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Move(Strict):
+    file_ids: list[uuid.UUID] = Field(default_factory=list, max_length=100_000)
+    folder_ids: list[uuid.UUID] = Field(default_factory=list, max_length=10_000)
+    target_folder_id: uuid.UUID
+    dry_run: bool = False
+
+
+class Delete(Strict):
+    file_ids: list[uuid.UUID] = Field(default_factory=list, max_length=100_000)
+    folder_ids: list[uuid.UUID] = Field(default_factory=list, max_length=10_000)
+    dry_run: bool = False
+
+
+class FileIds(BaseModel):
+    ids: list[uuid.UUID] = Field(max_length=100_000)
+
+
+def _written(body: Any, position: int, status: int = 200) -> JSON:
+    response = JSON(body, status)
+    if position:
+        response.headers[consistency.HEADER] = consistency.encode({"catalog": position})
+    return response
+
+
+def router(catalog: Catalog) -> APIRouter:
+    api = APIRouter(prefix="/v1")
+
+    @api.post("/folders", status_code=201)
+    async def create_folder(body: NewFolder, caller: Caller) -> JSON:
+        folder_id, position = await catalog.create_folder(
+            caller,
+            name=body.name,
+            description=body.description,
+            parent_id=body.parent_id,
+            metadata=body.metadata,
+        )
+        return _written(await queries.folder(catalog.pool, folder_id), position, 201)
+
+    @api.get("/folders")
+    async def list_folders(
+        _: Caller,
+        parent_id: uuid.UUID | None = None,
+        cursor: str | None = None,
+        limit: Limit = 100,
+    ) -> dict[str, Any]:
+        return await queries.folders(catalog.pool, parent_id, cursor, limit)
+
+    @api.get("/folders/{folder_id}")
+    async def get_folder(folder_id: uuid.UUID, _: Caller) -> dict[str, Any]:
+        return await queries.folder(catalog.pool, folder_id)
+
+    @api.get("/folders/{folder_id}/summary")
+    async def folder_summary(folder_id: uuid.UUID, _: Caller) -> dict[str, Any]:
+        return await queries.summary(catalog.pool, folder_id)
+
+    @api.get("/folders/{folder_id}/items")
+    async def folder_items(
+        folder_id: uuid.UUID,
+        _: Caller,
+        kind: str | None = None,
+        cursor: str | None = None,
+        limit: Limit = 100,
+    ) -> dict[str, Any]:
+        return await queries.items(catalog.pool, folder_id, kind, cursor, limit)
+
+    @api.patch("/folders/{folder_id}")
+    async def update_folder(folder_id: uuid.UUID, body: FolderChanges, caller: Caller) -> JSON:
+        position = await catalog.update_folder(
+            caller,
+            folder_id,
+            name=body.name,
+            description=body.description,
+            metadata=body.metadata,
+        )
+        return _written(await queries.folder(catalog.pool, folder_id), position)
+
+    @api.delete("/folders/{folder_id}", status_code=204)
+    async def delete_folder(folder_id: uuid.UUID, caller: Caller) -> Response:
+        _, position = await catalog.delete(
+            caller, file_ids=[], folder_ids=[folder_id], dry_run=False
+        )
+        response = Response(status_code=204)
+        response.headers[consistency.HEADER] = consistency.encode({"catalog": position})
+        return response
+
+    @api.get("/files/{file_id}")
+    async def get_file(file_id: uuid.UUID, _: Caller) -> dict[str, Any]:
+        return await queries.file(catalog.pool, file_id)
+
+    @api.patch("/files/{file_id}")
+    async def update_file(file_id: uuid.UUID, body: FileChanges, caller: Caller) -> JSON:
+        position = await catalog.update_file(
+            caller, file_id, name=body.name, metadata=body.metadata
+        )
+        return _written(await queries.file(catalog.pool, file_id), position)
+
+    @api.delete("/files/{file_id}", status_code=204)
+    async def delete_file(file_id: uuid.UUID, caller: Caller) -> Response:
+        _, position = await catalog.delete(caller, file_ids=[file_id], folder_ids=[], dry_run=False)
+        response = Response(status_code=204)
+        response.headers[consistency.HEADER] = consistency.encode({"catalog": position})
+        return response
+
+    @api.post("/move")
+    async def move(body: Move, caller: Caller) -> JSON:
+        result, position = await catalog.move(
+            caller,
+            file_ids=body.file_ids,
+            folder_ids=body.folder_ids,
+            target_id=body.target_folder_id,
+            dry_run=body.dry_run,
+        )
+        return _written(result, position)
+
+    @api.post("/delete")
+    async def delete(body: Delete, caller: Caller) -> JSON:
+        result, position = await catalog.delete(
+            caller, file_ids=body.file_ids, folder_ids=body.folder_ids, dry_run=body.dry_run
+        )
+        return _written(result, position)
+
+    @api.get("/search")
+    async def search(
+        _: Caller,
+        q: Annotated[str, Query(min_length=1, max_length=300)],
+        kind: str | None = None,
+        folder_id: uuid.UUID | None = None,
+        cursor: str | None = None,
+        limit: Limit = 100,
+    ) -> dict[str, Any]:
+        return await queries.search(catalog.pool, q, kind, folder_id, cursor, limit)
+
+    return api
+
+
+def internal(catalog: Catalog) -> APIRouter:
+    api = APIRouter(prefix="/internal", include_in_schema=False)
+
+    @api.get("/files/{file_id}")
+    async def file_with_blob(file_id: uuid.UUID) -> dict[str, Any]:
+        return await queries.file(catalog.pool, file_id, internal=True)
+
+    @api.post("/files")
+    async def files_by_id(body: FileIds) -> dict[str, Any]:
+        return {"items": await queries.files(catalog.pool, body.ids)}
+
+    return api
+
+
+def install(app: FastAPI, catalog: Catalog) -> None:
+    async def rejected(_: Request, error: Exception) -> JSON:
+        assert isinstance(error, domain.Rejected)
+        return JSON(error_body(error.code, error.message, error.details), STATUS[error.kind])
+
+    app.add_exception_handler(domain.Rejected, rejected)
+    app.include_router(router(catalog))
+    app.include_router(internal(catalog))

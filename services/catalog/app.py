@@ -1,0 +1,31 @@
+"""Composition root of the catalog service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.catalog import api
+from services.catalog.handlers import Catalog
+from services.catalog.projections import tree
+from shared.contracts import topics
+from shared.kit.service import Runtime, create_app, serve
+from shared.kit.settings import Settings
+
+
+def build(settings: Settings) -> FastAPI:
+    runtime = Runtime(
+        name="catalog",
+        settings=settings,
+        publishes=topics.CATALOG,
+        consumes=(topics.INGEST,),
+        setups=(tree.setup,),
+    )
+    catalog = Catalog(runtime)
+    runtime.handle = catalog.react
+    app = create_app(runtime, "Files catalog")
+    api.install(app, catalog)
+    return app
+
+
+def main() -> None:
+    serve("catalog", build, default_port=8081)

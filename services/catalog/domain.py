@@ -1,0 +1,268 @@
+"""The catalog's rules, pure: folders and file entries.
+
+Decisions take the current state (read by the handler) and a command, and
+return the events to record, each with its stream and the version it makes.
+No I/O here; ids and time come in with the command.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared.contracts import catalog as ev
+from shared.contracts import rules
+from shared.contracts.envelope import Event
+from shared.contracts.ingest import FileContentStored
+
+MAX_NAME = rules.MAX_NAME
+MAX_METADATA_BYTES = rules.MAX_METADATA_BYTES
+
+
+class Rejected(Exception):
+    """A command the rules refuse. `kind` says what sort of refusal it is."""
+
+    kind = "invalid"
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+class Invalid(Rejected):
+    kind = "invalid"
+
+
+class Conflict(Rejected):
+    kind = "conflict"
+
+
+class NotFound(Rejected):
+    kind = "not_found"
+
+
+@dataclass(frozen=True)
+class Folder:
+    id: uuid.UUID
+    parent_id: uuid.UUID | None
+    name: str
+    version: int
+    # Ids from the top-level folder down to this one, itself included.
+    path: tuple[uuid.UUID, ...]
+
+
+@dataclass(frozen=True)
+class File:
+    id: uuid.UUID
+    folder_id: uuid.UUID
+    name: str
+    version: int
+    blob_key: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Change:
+    stream_id: str
+    version: int
+    event: Event
+
+
+def valid_name(name: str, what: str = "name") -> str:
+    problem = rules.name_problem(name, what)
+    if problem:
+        raise Invalid("invalid_name", problem, {"name": name[:MAX_NAME]})
+    return name
+
+
+def valid_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    size = rules.metadata_size(metadata)
+    if size > MAX_METADATA_BYTES:
+        raise Invalid(
+            "metadata_too_large",
+            f"metadata is {size} bytes of JSON; at most {MAX_METADATA_BYTES} are allowed",
+            {"size": size, "limit": MAX_METADATA_BYTES},
+        )
+    return metadata
+
+
+def create_folder(
+    folder_id: uuid.UUID,
+    parent: Folder | None,
+    name: str,
+    description: str,
+    metadata: dict[str, Any],
+) -> list[Change]:
+    event = ev.FolderCreated(
+        folder_id=folder_id,
+        parent_id=parent.id if parent else None,
+        name=valid_name(name),
+        description=description,
+        metadata=valid_metadata(metadata),
+    )
+    return [Change(ev.folder_stream(folder_id), 1, event)]
+
+
+def update_folder(
+    folder: Folder,
+    current_description: str,
+    current_metadata: dict[str, Any],
+    *,
+    name: str | None,
+    description: str | None,
+    metadata: dict[str, Any] | None,
+) -> list[Change]:
+    changes: list[Change] = []
+    stream = ev.folder_stream(folder.id)
+    if name is not None and name != folder.name:
+        changes.append(
+            Change(stream, 0, ev.FolderRenamed(folder_id=folder.id, name=valid_name(name)))
+        )
+    new_description = current_description if description is None else description
+    new_metadata = current_metadata if metadata is None else valid_metadata(metadata)
+    if new_description != current_description or new_metadata != current_metadata:
+        changes.append(
+            Change(
+                stream,
+                0,
+                ev.FolderDescribed(
+                    folder_id=folder.id, description=new_description, metadata=new_metadata
+                ),
+            )
+        )
+    return _numbered(changes, {stream: folder.version})
+
+
+def update_file(
+    file: File,
+    current_metadata: dict[str, Any],
+    *,
+    name: str | None,
+    metadata: dict[str, Any] | None,
+) -> list[Change]:
+    changes: list[Change] = []
+    stream = ev.file_stream(file.id)
+    if name is not None and name != file.name:
+        changes.append(Change(stream, 0, ev.FileRenamed(file_id=file.id, name=valid_name(name))))
+    if metadata is not None and metadata != current_metadata:
+        changes.append(
+            Change(
+                stream,
+                0,
+                ev.FileMetadataChanged(file_id=file.id, metadata=valid_metadata(metadata)),
+            )
+        )
+    return _numbered(changes, {stream: file.version})
+
+
+def move(folders: Sequence[Folder], files: Sequence[File], target: Folder) -> list[Change]:
+    """Move folders and files into target, all or nothing."""
+    moving = {f.id for f in folders}
+    for folder in folders:
+        if folder.id in target.path:
+            where = "itself" if folder.id == target.id else "one of its own subfolders"
+            raise Conflict(
+                "move_cycle",
+                f"cannot move folder {folder.name!r} into {where} ({target.name!r})",
+                {"folder_id": str(folder.id), "target_folder_id": str(target.id)},
+            )
+    names: dict[str, Folder] = {}
+    for folder in folders:
+        clash = names.setdefault(folder.name.lower(), folder)
+        if clash is not folder:
+            raise Conflict(
+                "name_taken",
+                f"two folders named {folder.name!r} cannot move into the same folder",
+                {"name": folder.name},
+            )
+    changes = [
+        Change(
+            ev.folder_stream(f.id),
+            f.version + 1,
+            ev.FolderMoved(folder_id=f.id, from_parent_id=f.parent_id, to_parent_id=target.id),
+        )
+        for f in folders
+        if f.parent_id != target.id
+    ]
+    changes += [
+        Change(
+            ev.file_stream(f.id),
+            f.version + 1,
+            ev.FileMoved(file_id=f.id, from_folder_id=f.folder_id, to_folder_id=target.id),
+        )
+        for f in files
+        if f.folder_id != target.id and f.folder_id not in moving
+    ]
+    return changes
+
+
+def delete(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
+    """Delete folders (with everything below them, as given) and files.
+
+    Files go first, then folders deepest first, so that every consumer sees a
+    folder emptied before it disappears.
+    """
+    changes = [
+        Change(
+            ev.file_stream(f.id),
+            f.version + 1,
+            ev.FileDeleted(
+                file_id=f.id, folder_id=f.folder_id, blob_key=f.blob_key, sha256=f.sha256
+            ),
+        )
+        for f in files
+    ]
+    changes += [
+        Change(
+            ev.folder_stream(f.id),
+            f.version + 1,
+            ev.FolderDeleted(folder_id=f.id, parent_id=f.parent_id),
+        )
+        for f in sorted(folders, key=lambda f: len(f.path), reverse=True)
+    ]
+    return changes
+
+
+def register_upload(stored: FileContentStored, folder: Folder | None) -> Change:
+    """Content is stored: the file enters the catalog, unless its folder went away."""
+    if folder is None:
+        return Change(
+            ev.file_stream(stored.file_id),
+            1,
+            ev.UploadRejected(
+                file_id=stored.file_id,
+                folder_id=stored.folder_id,
+                blob_key=stored.blob_key,
+                reason="the folder was deleted while the file was uploading",
+            ),
+        )
+    return Change(
+        ev.file_stream(stored.file_id),
+        1,
+        ev.FileUploaded(
+            file_id=stored.file_id,
+            folder_id=stored.folder_id,
+            name=stored.name,
+            kind=stored.kind,
+            size=stored.size,
+            sha256=stored.sha256,
+            mime_type=stored.mime_type,
+            media=stored.media,
+            blob_key=stored.blob_key,
+            source=stored.source,
+            job_id=stored.job_id,
+            metadata=stored.metadata,
+        ),
+    )
+
+
+def _numbered(changes: list[Change], versions: dict[str, int]) -> list[Change]:
+    numbered = []
+    for change in changes:
+        versions[change.stream_id] += 1
+        numbered.append(Change(change.stream_id, versions[change.stream_id], change.event))
+    return numbered

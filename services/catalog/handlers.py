@@ -1,0 +1,287 @@
+"""Catalog commands and reactions: read state, decide, project inline, append, commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from services.catalog import domain
+from services.catalog.projections import tree
+from shared.contracts.envelope import Cause, Envelope, new_envelope
+from shared.contracts.ingest import FileContentStored
+from shared.kit.eventstore import EventStore
+from shared.kit.service import Runtime
+
+FOLDER_COLUMNS = "id, parent_id, name, version, path"
+FILE_COLUMNS = "id, folder_id, name, version, blob_key, sha256"
+
+
+def _folder(row: asyncpg.Record) -> domain.Folder:
+    return domain.Folder(
+        id=row["id"],
+        parent_id=row["parent_id"],
+        name=row["name"],
+        version=row["version"],
+        path=tuple(row["path"]),
+    )
+
+
+def _file(row: asyncpg.Record) -> domain.File:
+    return domain.File(
+        id=row["id"],
+        folder_id=row["folder_id"],
+        name=row["name"],
+        version=row["version"],
+        blob_key=row["blob_key"],
+        sha256=row["sha256"],
+    )
+
+
+class Catalog:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.runtime.pool
+
+    @property
+    def store(self) -> EventStore:
+        return self.runtime.store
+
+    # -- recording -----------------------------------------------------------------
+
+    async def record(
+        self, conn: asyncpg.Connection, changes: Sequence[domain.Change], cause: Cause
+    ) -> int:
+        """Project and append in the caller's transaction; returns the store position."""
+        envelopes = [
+            new_envelope(c.event, stream_id=c.stream_id, stream_version=c.version, cause=cause)
+            for c in changes
+        ]
+        if not envelopes:
+            return 0
+        try:
+            await tree.apply(conn, envelopes)
+        except asyncpg.UniqueViolationError as error:
+            if error.constraint_name == "folders_sibling_name":
+                raise domain.Conflict(
+                    "name_taken",
+                    "a folder with that name already exists here",
+                    {"constraint": "unique folder names among siblings"},
+                ) from error
+            raise
+        return await self.store.append(conn, envelopes)
+
+    # -- reading state ---------------------------------------------------------------
+
+    async def folder(self, conn: asyncpg.Connection, folder_id: uuid.UUID) -> domain.Folder:
+        row = await conn.fetchrow(
+            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = $1", folder_id
+        )
+        if row is None:
+            raise domain.NotFound("not_found", f"folder {folder_id} does not exist")
+        return _folder(row)
+
+    async def file(self, conn: asyncpg.Connection, file_id: uuid.UUID) -> domain.File:
+        row = await conn.fetchrow(
+            f"SELECT {FILE_COLUMNS} FROM catalog.files WHERE id = $1", file_id
+        )
+        if row is None:
+            raise domain.NotFound("not_found", f"file {file_id} does not exist")
+        return _file(row)
+
+    async def _require_all(
+        self, conn: asyncpg.Connection, table: str, columns: str, ids: Sequence[uuid.UUID]
+    ) -> list[asyncpg.Record]:
+        rows = await conn.fetch(
+            f"SELECT {columns} FROM catalog.{table} WHERE id = ANY($1::uuid[])", list(set(ids))
+        )
+        missing = set(ids) - {r["id"] for r in rows}
+        if missing:
+            what = "folders" if table == "folders" else "files"
+            listed = ", ".join(sorted(str(m) for m in missing))
+            raise domain.NotFound(
+                "not_found", f"these {what} do not exist: {listed}", {f"missing_{what}": listed}
+            )
+        return rows
+
+    # -- commands --------------------------------------------------------------------
+
+    async def create_folder(
+        self,
+        cause: Cause,
+        *,
+        name: str,
+        description: str,
+        parent_id: uuid.UUID | None,
+        metadata: dict[str, Any],
+    ) -> tuple[uuid.UUID, int]:
+        folder_id = uuid.uuid4()
+        async with self.pool.acquire() as conn, conn.transaction():
+            parent = await self.folder(conn, parent_id) if parent_id else None
+            changes = domain.create_folder(folder_id, parent, name, description, metadata)
+            try:
+                return folder_id, await self.record(conn, changes, cause)
+            except domain.Conflict as conflict:
+                raise domain.Conflict(
+                    "name_taken",
+                    f"a folder named {name!r} already exists in "
+                    + (f"folder {parent.name!r}" if parent else "the top level"),
+                    {"name": name, "parent_id": str(parent_id) if parent_id else None},
+                ) from conflict
+
+    async def update_folder(
+        self,
+        cause: Cause,
+        folder_id: uuid.UUID,
+        *,
+        name: str | None,
+        description: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {FOLDER_COLUMNS}, description, metadata FROM catalog.folders"
+                " WHERE id = $1 FOR UPDATE",
+                folder_id,
+            )
+            if row is None:
+                raise domain.NotFound("not_found", f"folder {folder_id} does not exist")
+            changes = domain.update_folder(
+                _folder(row),
+                row["description"],
+                row["metadata"],
+                name=name,
+                description=description,
+                metadata=metadata,
+            )
+            try:
+                return await self.record(conn, changes, cause)
+            except domain.Conflict as conflict:
+                raise domain.Conflict(
+                    "name_taken",
+                    f"a folder named {name!r} already exists beside this one",
+                    {"name": name},
+                ) from conflict
+
+    async def update_file(
+        self, cause: Cause, file_id: uuid.UUID, *, name: str | None, metadata: dict[str, Any] | None
+    ) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {FILE_COLUMNS}, metadata FROM catalog.files WHERE id = $1 FOR UPDATE",
+                file_id,
+            )
+            if row is None:
+                raise domain.NotFound("not_found", f"file {file_id} does not exist")
+            changes = domain.update_file(_file(row), row["metadata"], name=name, metadata=metadata)
+            return await self.record(conn, changes, cause)
+
+    async def move(
+        self,
+        cause: Cause,
+        *,
+        file_ids: Sequence[uuid.UUID],
+        folder_ids: Sequence[uuid.UUID],
+        target_id: uuid.UUID,
+        dry_run: bool,
+    ) -> tuple[dict[str, Any], int]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            target = await self.folder(conn, target_id)
+            folders = [
+                _folder(r)
+                for r in await self._require_all(conn, "folders", FOLDER_COLUMNS, folder_ids)
+            ]
+            files = [
+                _file(r) for r in await self._require_all(conn, "files", FILE_COLUMNS, file_ids)
+            ]
+            changes = domain.move(folders, files, target)
+            impact = await self._impact(conn, folder_ids, file_ids)
+            if dry_run:
+                return {"dry_run": True, **impact}, 0
+            try:
+                position = await self.record(conn, changes, cause)
+            except domain.Conflict as conflict:
+                clash = await conn.fetchval(
+                    """SELECT m.name FROM catalog.folders m JOIN catalog.folders t
+                       ON t.parent_id = $2 AND lower(t.name) = lower(m.name)
+                       WHERE m.id = ANY($1::uuid[]) LIMIT 1""",
+                    list(folder_ids),
+                    target_id,
+                )
+                raise domain.Conflict(
+                    "name_taken",
+                    f"folder {target.name!r} already has a folder named {clash!r}",
+                    {"name": clash, "target_folder_id": str(target_id)},
+                ) from conflict
+            return {"moved": len(set(file_ids)) + len(set(folder_ids))}, position
+
+    async def delete(
+        self,
+        cause: Cause,
+        *,
+        file_ids: Sequence[uuid.UUID],
+        folder_ids: Sequence[uuid.UUID],
+        dry_run: bool,
+    ) -> tuple[dict[str, Any], int]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._require_all(conn, "folders", "id", folder_ids)
+            await self._require_all(conn, "files", "id", file_ids)
+            folders = [
+                _folder(r)
+                for r in await conn.fetch(
+                    f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE path && $1::uuid[]"
+                    " FOR UPDATE",
+                    list(folder_ids),
+                )
+            ]
+            files = [
+                _file(r)
+                for r in await conn.fetch(
+                    f"""SELECT {FILE_COLUMNS} FROM catalog.files
+                        WHERE id = ANY($1::uuid[]) OR folder_id = ANY($2::uuid[]) FOR UPDATE""",
+                    list(file_ids),
+                    [f.id for f in folders],
+                )
+            ]
+            if dry_run:
+                return {
+                    "dry_run": True,
+                    **await self._impact(conn, folder_ids, file_ids),
+                }, 0
+            position = await self.record(conn, domain.delete(folders, files), cause)
+            return {"deleted": len(set(file_ids)) + len(set(folder_ids))}, position
+
+    async def _impact(
+        self,
+        conn: asyncpg.Connection,
+        folder_ids: Sequence[uuid.UUID],
+        file_ids: Sequence[uuid.UUID],
+    ) -> dict[str, Any]:
+        row = await conn.fetchrow(
+            """WITH below AS (SELECT id FROM catalog.folders WHERE path && $1::uuid[])
+               SELECT (SELECT count(*) FROM below) AS folders,
+                      (SELECT count(*) FROM catalog.files
+                       WHERE folder_id IN (SELECT id FROM below)
+                          OR id = ANY($2::uuid[])) AS files""",
+            list(folder_ids),
+            list(file_ids),
+        )
+        # Dataset links are the datasets context's to count; the gateway adds them.
+        return {"folders": row["folders"], "files": row["files"]}
+
+    async def when_file_content_stored(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+        stored = FileContentStored.model_validate(envelope.data)
+        row = await conn.fetchrow(
+            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = $1", stored.folder_id
+        )
+        change = domain.register_upload(stored, _folder(row) if row else None)
+        await self.record(conn, [change], Cause.of(envelope))
+
+    async def react(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+        if envelope.type == FileContentStored.type:
+            await self.when_file_content_stored(conn, envelope)

@@ -1,0 +1,192 @@
+"""The catalog's read models: the folder tree and the file entries.
+
+They are updated inline, in the transaction that records the events, so the
+catalog reads its own writes; `files rebuild catalog.tree` replays them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from shared.contracts.envelope import Envelope
+from shared.kit.projections import Projection
+
+ROOT = "00000000-0000-0000-0000-000000000000"
+
+tree = Projection(
+    name="catalog.tree",
+    tables=("catalog.folders", "catalog.files"),
+    ddl=f"""
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE TABLE IF NOT EXISTS catalog.folders (
+        id uuid PRIMARY KEY,
+        parent_id uuid,
+        name text NOT NULL,
+        description text NOT NULL,
+        metadata jsonb NOT NULL,
+        path uuid[] NOT NULL,
+        version integer NOT NULL,
+        created_at timestamptz NOT NULL,
+        created_by text NOT NULL
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS folders_sibling_name
+        ON catalog.folders ((coalesce(parent_id, '{ROOT}')), lower(name));
+    CREATE INDEX IF NOT EXISTS folders_children ON catalog.folders (parent_id, name, id);
+    CREATE INDEX IF NOT EXISTS folders_path ON catalog.folders USING gin (path);
+    CREATE INDEX IF NOT EXISTS folders_name_trgm ON catalog.folders USING gin (name gin_trgm_ops);
+    CREATE TABLE IF NOT EXISTS catalog.files (
+        id uuid PRIMARY KEY,
+        folder_id uuid NOT NULL,
+        name text NOT NULL,
+        kind text NOT NULL,
+        size bigint NOT NULL,
+        sha256 text NOT NULL,
+        mime_type text NOT NULL,
+        media jsonb NOT NULL,
+        blob_key text NOT NULL,
+        source jsonb NOT NULL,
+        metadata jsonb NOT NULL,
+        job_id uuid,
+        version integer NOT NULL,
+        created_at timestamptz NOT NULL,
+        created_by text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS files_folder ON catalog.files (folder_id, name, id);
+    CREATE INDEX IF NOT EXISTS files_name_trgm ON catalog.files USING gin (name gin_trgm_ops);
+    """,
+)
+
+
+@tree.on("catalog.FolderCreated")
+async def folder_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    # One at a time: a folder's parent may be created earlier in the same batch.
+    for e in events:
+        d = e.data
+        await conn.execute(
+            """INSERT INTO catalog.folders
+               (id, parent_id, name, description, metadata, path, version, created_at, created_by)
+               SELECT $1::uuid, $2::uuid, $3, $4, $5,
+                      coalesce((SELECT path FROM catalog.folders WHERE id = $2::uuid), '{}')
+                          || $1::uuid,
+                      $6, $7, $8""",
+            d["folder_id"],
+            d["parent_id"],
+            d["name"],
+            d.get("description", ""),
+            d.get("metadata", {}),
+            e.stream_version,
+            e.occurred_at,
+            e.actor,
+        )
+
+
+@tree.on("catalog.FolderRenamed")
+async def folder_renamed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE catalog.folders SET name = $2, version = $3 WHERE id = $1",
+        [(e.data["folder_id"], e.data["name"], e.stream_version) for e in events],
+    )
+
+
+@tree.on("catalog.FolderDescribed")
+async def folder_described(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE catalog.folders SET description = $2, metadata = $3, version = $4 WHERE id = $1",
+        [
+            (e.data["folder_id"], e.data["description"], e.data["metadata"], e.stream_version)
+            for e in events
+        ],
+    )
+
+
+@tree.on("catalog.FolderMoved")
+async def folder_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    for e in events:
+        folder_id, target = e.data["folder_id"], e.data["to_parent_id"]
+        # Re-root the folder's subtree: new parent's path, then the part from the folder down.
+        await conn.execute(
+            """UPDATE catalog.folders f
+               SET path = (SELECT path FROM catalog.folders WHERE id = $2)
+                          || f.path[array_position(f.path, $1::uuid):]
+               WHERE f.path @> ARRAY[$1::uuid]""",
+            folder_id,
+            target,
+        )
+        await conn.execute(
+            "UPDATE catalog.folders SET parent_id = $2, version = $3 WHERE id = $1",
+            folder_id,
+            target,
+            e.stream_version,
+        )
+
+
+@tree.on("catalog.FolderDeleted")
+async def folder_deleted(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        "DELETE FROM catalog.folders WHERE id = ANY($1::uuid[])",
+        [e.data["folder_id"] for e in events],
+    )
+
+
+@tree.on("catalog.FileUploaded")
+async def file_uploaded(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    rows = [
+        {
+            **e.data,
+            "version": e.stream_version,
+            "created_at": e.occurred_at.isoformat(),
+            "created_by": e.actor,
+        }
+        for e in events
+    ]
+    await conn.execute(
+        """INSERT INTO catalog.files
+           (id, folder_id, name, kind, size, sha256, mime_type, media, blob_key, source,
+            metadata, job_id, version, created_at, created_by)
+           SELECT file_id, folder_id, name, kind, size, sha256, mime_type, media, blob_key,
+                  source, coalesce(metadata, '{}'), job_id, version, created_at, created_by
+           FROM jsonb_to_recordset($1::jsonb) AS x(
+               file_id uuid, folder_id uuid, name text, kind text, size bigint, sha256 text,
+               mime_type text, media jsonb, blob_key text, source jsonb, metadata jsonb,
+               job_id uuid, version integer, created_at timestamptz, created_by text)
+           ON CONFLICT (id) DO NOTHING""",
+        rows,
+    )
+
+
+@tree.on("catalog.FileRenamed")
+async def file_renamed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE catalog.files SET name = $2, version = $3 WHERE id = $1",
+        [(e.data["file_id"], e.data["name"], e.stream_version) for e in events],
+    )
+
+
+@tree.on("catalog.FileMetadataChanged")
+async def file_metadata_changed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE catalog.files SET metadata = $2, version = $3 WHERE id = $1",
+        [(e.data["file_id"], e.data["metadata"], e.stream_version) for e in events],
+    )
+
+
+@tree.on("catalog.FileMoved")
+async def file_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        """UPDATE catalog.files f SET folder_id = x.folder_id, version = x.version
+           FROM unnest($1::uuid[], $2::uuid[], $3::int[]) AS x(id, folder_id, version)
+           WHERE f.id = x.id""",
+        [e.data["file_id"] for e in events],
+        [e.data["to_folder_id"] for e in events],
+        [e.stream_version for e in events],
+    )
+
+
+@tree.on("catalog.FileDeleted")
+async def file_deleted(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        "DELETE FROM catalog.files WHERE id = ANY($1::uuid[])",
+        [e.data["file_id"] for e in events],
+    )

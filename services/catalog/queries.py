@@ -1,0 +1,281 @@
+"""What the catalog answers: folders with their path, listings, search, file details."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.catalog import domain
+
+FILE_FIELDS = (
+    "id, name, kind, folder_id, size, sha256, mime_type, media, source, metadata, blob_key,"
+    " created_at, created_by"
+)
+
+
+def file_json(row: asyncpg.Record) -> dict[str, Any]:
+    media = {k: v for k, v in (row["media"] or {}).items() if v is not None}
+    source = {k: v for k, v in (row["source"] or {}).items() if v is not None}
+    return {
+        "type": "file",
+        "id": str(row["id"]),
+        "name": row["name"],
+        "kind": row["kind"],
+        "folder_id": str(row["folder_id"]),
+        "size": row["size"],
+        "sha256": row["sha256"],
+        "mime_type": row["mime_type"],
+        "media": media,
+        "source": source,
+        "metadata": row["metadata"],
+        "created_at": row["created_at"].isoformat(),
+        "created_by": row["created_by"],
+        "datasets": [],
+    }
+
+
+def _cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode()
+
+
+def _uncursor(cursor: str) -> list[Any]:
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except Exception as error:
+        raise domain.Invalid("invalid_cursor", "the cursor is not one this API gave out") from error
+    if not isinstance(values, list):
+        raise domain.Invalid("invalid_cursor", "the cursor is not one this API gave out")
+    return values
+
+
+async def _paths(
+    conn: asyncpg.Connection | asyncpg.Pool, paths: list[list[uuid.UUID]]
+) -> list[list[dict[str, str]]]:
+    ids = list({i for p in paths for i in p})
+    names = {
+        r["id"]: r["name"]
+        for r in await conn.fetch(
+            "SELECT id, name FROM catalog.folders WHERE id = ANY($1::uuid[])", ids
+        )
+    }
+    return [[{"id": str(i), "name": names.get(i, "")} for i in p] for p in paths]
+
+
+async def folders_json(
+    conn: asyncpg.Connection | asyncpg.Pool, rows: list[asyncpg.Record]
+) -> list[dict[str, Any]]:
+    if not rows:
+        return []
+    ids = [r["id"] for r in rows]
+    counts = {
+        r["id"]: r
+        for r in await conn.fetch(
+            """SELECT x.id,
+                      (SELECT count(*) FROM catalog.files f WHERE f.folder_id = x.id) AS files,
+                      (SELECT count(*) FROM catalog.folders d WHERE d.parent_id = x.id) AS folders
+               FROM unnest($1::uuid[]) AS x(id)""",
+            ids,
+        )
+    }
+    paths = await _paths(conn, [list(r["path"]) for r in rows])
+    return [
+        {
+            "type": "folder",
+            "id": str(r["id"]),
+            "name": r["name"],
+            "description": r["description"],
+            "metadata": r["metadata"],
+            "parent_id": str(r["parent_id"]) if r["parent_id"] else None,
+            "path": path,
+            "file_count": counts[r["id"]]["files"],
+            "folder_count": counts[r["id"]]["folders"],
+            "created_at": r["created_at"].isoformat(),
+            "created_by": r["created_by"],
+            "my_role": "admin",
+        }
+        for r, path in zip(rows, paths, strict=True)
+    ]
+
+
+async def folder(pool: asyncpg.Pool, folder_id: uuid.UUID) -> dict[str, Any]:
+    row = await pool.fetchrow("SELECT * FROM catalog.folders WHERE id = $1", folder_id)
+    if row is None:
+        raise domain.NotFound("not_found", f"folder {folder_id} does not exist")
+    return (await folders_json(pool, [row]))[0]
+
+
+async def folders(
+    pool: asyncpg.Pool, parent_id: uuid.UUID | None, cursor: str | None, limit: int
+) -> dict[str, Any]:
+    if parent_id is not None:
+        await folder(pool, parent_id)
+    after = _uncursor(cursor) if cursor else ["", ""]
+    rows = await pool.fetch(
+        """SELECT * FROM catalog.folders
+           WHERE parent_id IS NOT DISTINCT FROM $1 AND (name, id::text) > ($2, $3)
+           ORDER BY name, id::text LIMIT $4""",
+        parent_id,
+        after[0],
+        after[1],
+        limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": await folders_json(pool, rows),
+        "next_cursor": _cursor([rows[-1]["name"], str(rows[-1]["id"])]) if more else None,
+    }
+
+
+async def items(
+    pool: asyncpg.Pool, folder_id: uuid.UUID, kind: str | None, cursor: str | None, limit: int
+) -> dict[str, Any]:
+    """Subfolders first, then files, each by name; the cursor is (section, name, id)."""
+    await folder(pool, folder_id)
+    section, name, ident = _uncursor(cursor) if cursor else [0, "", ""]
+    found: list[dict[str, Any]] = []
+    next_cursor = None
+    if section == 0 and kind in (None, "folder"):
+        rows = await pool.fetch(
+            """SELECT * FROM catalog.folders WHERE parent_id = $1 AND (name, id::text) > ($2, $3)
+               ORDER BY name, id::text LIMIT $4""",
+            folder_id,
+            name,
+            ident,
+            limit + 1,
+        )
+        found = await folders_json(pool, list(rows[:limit]))
+        if len(rows) > limit:
+            return {
+                "items": found,
+                "next_cursor": _cursor([0, rows[limit - 1]["name"], str(rows[limit - 1]["id"])]),
+            }
+        name, ident = "", ""
+    if kind != "folder" and len(found) < limit:
+        room = limit - len(found)
+        rows = await pool.fetch(
+            f"""SELECT {FILE_FIELDS} FROM catalog.files
+                WHERE folder_id = $1 AND ($2::text IS NULL OR kind = $2)
+                  AND (name, id::text) > ($3, $4)
+                ORDER BY name, id::text LIMIT $5""",
+            folder_id,
+            kind,
+            name,
+            ident,
+            room + 1,
+        )
+        found += [file_json(r) for r in rows[:room]]
+        if len(rows) > room:
+            last = rows[room - 1]
+            next_cursor = _cursor([1, last["name"], str(last["id"])])
+    elif kind != "folder" and section == 0 and found:
+        # The page is full of folders; files may follow.
+        next_cursor = _cursor([1, "", ""])
+    return {"items": found, "next_cursor": next_cursor}
+
+
+async def summary(pool: asyncpg.Pool, folder_id: uuid.UUID) -> dict[str, Any]:
+    await folder(pool, folder_id)
+    rows = await pool.fetch(
+        """SELECT f.kind, count(*) AS files, coalesce(sum(f.size), 0) AS bytes
+           FROM catalog.files f JOIN catalog.folders d ON d.id = f.folder_id
+           WHERE d.path @> ARRAY[$1::uuid] GROUP BY f.kind ORDER BY f.kind""",
+        folder_id,
+    )
+    folders_below = await pool.fetchval(
+        "SELECT count(*) - 1 FROM catalog.folders WHERE path @> ARRAY[$1::uuid]", folder_id
+    )
+    return {
+        "folder_id": str(folder_id),
+        "folders": folders_below,
+        "files": sum(r["files"] for r in rows),
+        "bytes": sum(r["bytes"] for r in rows),
+        "by_kind": {r["kind"]: {"files": r["files"], "bytes": r["bytes"]} for r in rows},
+    }
+
+
+async def file(pool: asyncpg.Pool, file_id: uuid.UUID, *, internal: bool = False) -> dict[str, Any]:
+    row = await pool.fetchrow(f"SELECT {FILE_FIELDS} FROM catalog.files WHERE id = $1", file_id)
+    if row is None:
+        raise domain.NotFound("not_found", f"file {file_id} does not exist")
+    found = file_json(row)
+    if internal:
+        found["blob_key"] = row["blob_key"]
+    return found
+
+
+async def files(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        f"SELECT {FILE_FIELDS} FROM catalog.files WHERE id = ANY($1::uuid[]) ORDER BY name, id",
+        ids,
+    )
+    return [file_json(r) for r in rows]
+
+
+async def search(
+    pool: asyncpg.Pool,
+    q: str,
+    kind: str | None,
+    folder_id: uuid.UUID | None,
+    cursor: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    """Files and folders whose name contains q, folders first; trigram indexes serve ILIKE."""
+    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    section, ident = _uncursor(cursor) if cursor else [0, ""]
+    found: list[dict[str, Any]] = []
+    next_cursor = None
+    if section == 0 and kind in (None, "folder"):
+        rows = await pool.fetch(
+            """SELECT * FROM catalog.folders
+               WHERE name ILIKE $1 AND ($2::uuid IS NULL OR path @> ARRAY[$2::uuid])
+                 AND id::text > $3
+               ORDER BY id::text LIMIT $4""",
+            pattern,
+            folder_id,
+            ident,
+            limit + 1,
+        )
+        found = await folders_json(pool, list(rows[:limit]))
+        if len(rows) > limit:
+            return {"items": found, "next_cursor": _cursor([0, str(rows[limit - 1]["id"])])}
+        ident = ""
+    if kind != "folder" and len(found) < limit:
+        room = limit - len(found)
+        rows = await pool.fetch(
+            f"""SELECT {FILE_FIELDS} FROM catalog.files f
+                WHERE f.name ILIKE $1 AND ($2::text IS NULL OR f.kind = $2)
+                  AND ($3::uuid IS NULL OR f.folder_id IN (
+                        SELECT id FROM catalog.folders WHERE path @> ARRAY[$3::uuid]))
+                  AND f.id::text > $4
+                ORDER BY f.id::text LIMIT $5""",
+            pattern,
+            kind,
+            folder_id,
+            ident,
+            room + 1,
+        )
+        files = [file_json(r) for r in rows[:room]]
+        folder_rows = await pool.fetch(
+            "SELECT id, path FROM catalog.folders WHERE id = ANY($1::uuid[])",
+            list({r["folder_id"] for r in rows[:room]}),
+        )
+        paths = dict(
+            zip(
+                [r["id"] for r in folder_rows],
+                await _paths(pool, [list(r["path"]) for r in folder_rows]),
+                strict=True,
+            )
+        )
+        for f in files:
+            f["path"] = paths.get(uuid.UUID(f["folder_id"]), [])
+        found += files
+        if len(rows) > room:
+            next_cursor = _cursor([1, str(rows[room - 1]["id"])])
+    elif kind != "folder" and section == 0 and found:
+        next_cursor = _cursor([1, ""])
+    return {"items": found, "next_cursor": next_cursor}

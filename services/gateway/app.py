@@ -1,0 +1,324 @@
+"""The public edge: authenticates, routes to the services, waits for consistency.
+
+It owns no data. Each `/v1` request is authenticated by API key (asking the
+ACL service, cached for at most a second so a revoked key stops working at
+once), then forwarded to the service that owns the resource, with the caller
+in headers. Uploads and downloads are streamed through, never buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from shared.kit import consistency
+from shared.kit.http import ACTOR_HEADER, CORRELATION_HEADER, JSON, error_body, install_errors
+from shared.kit.logs import log
+from shared.kit.service import serve
+from shared.kit.settings import Settings
+
+AUTH_TTL_S = 1.0
+PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location")
+
+
+def _error(status: int, code: str, message: str, **details: Any) -> JSON:
+    return JSON(error_body(code, message, details), status)
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services = {
+            "catalog": settings.catalog_url,
+            "ingest": settings.ingest_url,
+            "acl": settings.acl_url,
+        }
+        self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self.http: httpx.AsyncClient
+
+    async def start(self) -> None:
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+
+    # -- authentication --------------------------------------------------------------
+
+    async def authenticate(self, request: Request) -> dict[str, Any] | None:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return None
+        digest = hashlib.sha256(key.strip().encode()).hexdigest()
+        cached = self._keys.get(digest)
+        now = time.monotonic()
+        if cached and cached[0] > now:
+            return cached[1]
+        answer = await self.http.post(
+            f"{self.services['acl']}/internal/authenticate", json={"api_key": key.strip()}
+        )
+        user = answer.json() if answer.status_code == 200 else None
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[digest] = (now + AUTH_TTL_S, user)
+        return user
+
+    # -- consistency -----------------------------------------------------------------
+
+    async def wait_for(self, token: dict[str, int], rounds: int = 3) -> dict[str, int]:
+        """Wait until every service has applied the token, then the reactions it caused."""
+        deadline = time.monotonic() + self.settings.consistency_timeout_s
+        for _ in range(rounds):
+            left = max(deadline - time.monotonic(), 0.0)
+            answers = await asyncio.gather(
+                *(
+                    self.http.get(
+                        f"{url}/internal/consistency",
+                        params={"token": consistency.encode(token), "timeout": f"{left:.3f}"},
+                    )
+                    for url in self.services.values()
+                ),
+                return_exceptions=True,
+            )
+            heads = [a.json()["head"] for a in answers if isinstance(a, httpx.Response)]
+            grown = consistency.merge(token, *heads)
+            if grown == token or left == 0:
+                return grown
+            token = grown
+        return token
+
+    # -- forwarding ------------------------------------------------------------------
+
+    def _headers(self, request: Request, user: dict[str, Any]) -> dict[str, str]:
+        headers = {
+            ACTOR_HEADER: user["id"],
+            CORRELATION_HEADER: request.state.correlation_id,
+        }
+        for name in ("content-type", "traceparent"):
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        return headers
+
+    async def forward(
+        self, service: str, request: Request, user: dict[str, Any], *, stream_body: bool = False
+    ) -> httpx.Response:
+        url = f"{self.services[service]}{request.url.path}"
+        content: Any = request.stream() if stream_body else await request.body()
+        return await self.http.request(
+            request.method,
+            url,
+            params=request.query_params,
+            content=content,
+            headers=self._headers(request, user),
+        )
+
+    @staticmethod
+    def relay(answer: httpx.Response, token: dict[str, int] | None = None) -> Response:
+        headers = {k: v for k, v in answer.headers.items() if k.lower() in PASSED_HEADERS}
+        if token:
+            headers.pop(consistency.HEADER.lower(), None)
+            headers[consistency.HEADER] = consistency.encode(token)
+        return Response(answer.content, answer.status_code, headers=headers)
+
+
+def route(path: str, method: str) -> str | None:
+    """Which service owns a public path."""
+    parts = path.strip("/").split("/")[1:]  # drop "v1"
+    if not parts:
+        return None
+    head = parts[0]
+    if head == "users":
+        return "acl"
+    if head == "jobs":
+        return "ingest"
+    if head == "folders" and len(parts) == 3 and parts[2] == "files" and method == "POST":
+        return "ingest"
+    if head in ("folders", "files", "move", "delete", "search"):
+        return "catalog"
+    return None
+
+
+def build(settings: Settings) -> FastAPI:
+    gateway = Gateway(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(
+        title="Files",
+        version="1",
+        lifespan=lifespan,
+        default_response_class=JSON,
+        openapi_url=None,
+    )
+    install_errors(app)
+    openapi: dict[str, Any] = {}
+
+    @app.middleware("http")
+    async def correlate(request: Request, call_next: Any) -> Response:
+        correlation = request.headers.get("x-request-id") or str(uuid.uuid4())
+        request.state.correlation_id = correlation
+        with structlog.contextvars.bound_contextvars(correlation_id=correlation):
+            response: Response = await call_next(request)
+        response.headers["X-Request-Id"] = correlation
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSON:
+        answers = await asyncio.gather(
+            *(gateway.http.get(f"{url}/readyz") for url in gateway.services.values()),
+            return_exceptions=True,
+        )
+        unready = [
+            name
+            for name, answer in zip(gateway.services, answers, strict=True)
+            if not isinstance(answer, httpx.Response) or answer.status_code != 200
+        ]
+        if unready:
+            return JSON({"status": "unready", "services": unready}, 503)
+        return JSON({"status": "ready"})
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document() -> dict[str, Any]:
+        if not openapi:
+            openapi.update({"openapi": "3.1.0", "info": {"title": "Files", "version": "1"}})
+            paths: dict[str, Any] = {}
+            schemas: dict[str, Any] = {}
+            for url in gateway.services.values():
+                doc = (await gateway.http.get(f"{url}/openapi.json")).json()
+                paths.update({p: v for p, v in doc.get("paths", {}).items() if p.startswith("/v1")})
+                schemas.update(doc.get("components", {}).get("schemas", {}))
+            openapi["paths"] = paths
+            openapi["components"] = {
+                "schemas": schemas,
+                "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            }
+            openapi["security"] = [{"apiKey": []}]
+        return openapi
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Files API")
+
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
+    async def public(rest: str, request: Request) -> Response:
+        user = await gateway.authenticate(request)
+        if user is None:
+            return _error(
+                401, "unauthenticated", "send a valid API key as 'Authorization: Bearer <key>'"
+            )
+        structlog.contextvars.bind_contextvars(actor=user["id"])
+        service = route(request.url.path, request.method)
+        if service is None:
+            return _error(404, "not_found", f"no route {request.method} {request.url.path}")
+        if request.method == "GET" and consistency.HEADER in request.headers:
+            try:
+                wanted = consistency.decode(request.headers[consistency.HEADER])
+            except ValueError as error:
+                return _error(400, "invalid_consistency_token", str(error))
+            await gateway.wait_for(wanted)
+        parts = request.url.path.strip("/").split("/")
+        if service == "ingest" and parts[1] == "folders":
+            return await upload(request, user, parts[2])
+        if parts[1] == "files" and len(parts) == 4 and parts[3] == "content":
+            return await content(request, user)
+        answer = await gateway.forward(service, request, user)
+        if service == "ingest" and parts[1] == "jobs" and answer.status_code == 200:
+            return await job_with_files(answer, request, user)
+        return gateway.relay(answer)
+
+    async def upload(request: Request, user: dict[str, Any], folder_id: str) -> Response:
+        folder = await gateway.http.get(
+            f"{settings.catalog_url}/v1/folders/{folder_id}",
+            headers=gateway._headers(request, user),
+        )
+        if folder.status_code != 200:
+            return gateway.relay(folder)
+        answer = await gateway.forward("ingest", request, user, stream_body=True)
+        if answer.status_code != 201:
+            return gateway.relay(answer)
+        # Read-your-writes: the folder lists the files once this answers.
+        token = await gateway.wait_for(
+            consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
+        )
+        return gateway.relay(answer, token)
+
+    async def job_with_files(
+        answer: httpx.Response, request: Request, user: dict[str, Any]
+    ) -> Response:
+        job = answer.json()
+        ids = job.pop("file_ids", [])
+        found = await gateway.http.post(
+            f"{settings.catalog_url}/internal/files",
+            json={"ids": ids},
+            headers=gateway._headers(request, user),
+        )
+        job["files"] = found.json()["items"] if found.status_code == 200 else []
+        return JSON(job)
+
+    async def content(request: Request, user: dict[str, Any]) -> Response:
+        file_id = request.url.path.strip("/").split("/")[2]
+        found = await gateway.http.get(
+            f"{settings.catalog_url}/internal/files/{file_id}",
+            headers=gateway._headers(request, user),
+        )
+        if found.status_code != 200:
+            return gateway.relay(found)
+        file = found.json()
+        upstream = gateway.http.build_request(
+            "GET",
+            f"{settings.ingest_url}/internal/blobs/{file['blob_key']}",
+            headers={k: v for k, v in request.headers.items() if k.lower() == "range"},
+        )
+        answer = await gateway.http.send(upstream, stream=True)
+        if answer.status_code not in (200, 206):
+            await answer.aread()
+            await answer.aclose()
+            return gateway.relay(answer)
+        headers = {
+            k: v
+            for k, v in answer.headers.items()
+            if k.lower() in ("content-length", "content-range", "accept-ranges")
+        }
+        quoted = urllib.parse.quote(file["name"])
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quoted}"
+        headers["X-Content-Type-Options"] = "nosniff"
+        return StreamingResponse(
+            answer.aiter_raw(),
+            answer.status_code,
+            headers=headers,
+            media_type=file["mime_type"],
+            background=BackgroundTask(answer.aclose),
+        )
+
+    log.debug("gateway.built")
+    return app
+
+
+def main() -> None:
+    serve("gateway", build, default_port=None)

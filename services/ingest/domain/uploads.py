@@ -1,0 +1,77 @@
+"""Upload jobs, pure: what an upload records once its bytes are stored."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared.contracts import ingest as ev
+from shared.contracts import rules
+from shared.contracts.catalog import Media, Source
+from shared.contracts.envelope import Event
+
+
+class Refused(Exception):
+    """An upload the rules refuse; nothing of it is recorded."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    file_id: uuid.UUID
+    name: str
+    kind: str
+    mime_type: str
+    size: int
+    sha256: str
+    blob_key: str
+    media: Media
+
+
+def check_file_name(name: str | None) -> str:
+    if name is None:
+        raise Refused(422, "missing_file_name", "a file part has no filename")
+    problem = rules.name_problem(name, "file name")
+    if problem:
+        raise Refused(422, "invalid_name", problem, {"name": name[: rules.MAX_NAME]})
+    return name
+
+
+def record_upload(
+    job_id: uuid.UUID, folder_id: uuid.UUID, files: Sequence[StoredFile]
+) -> list[tuple[str, int, Event]]:
+    """The job's stream: started, one event per stored file, finished."""
+    if not files:
+        raise Refused(422, "no_files", "the upload has no 'file' parts")
+    events: list[Event] = [
+        ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files))
+    ]
+    events += [
+        ev.FileContentStored(
+            job_id=job_id,
+            file_id=f.file_id,
+            folder_id=folder_id,
+            name=f.name,
+            kind=f.kind,
+            size=f.size,
+            sha256=f.sha256,
+            mime_type=f.mime_type,
+            media=f.media,
+            blob_key=f.blob_key,
+            source=Source(type="upload"),
+        )
+        for f in files
+    ]
+    events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
+    stream = ev.job_stream(job_id)
+    return [(stream, version, event) for version, event in enumerate(events, start=1)]

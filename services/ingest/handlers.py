@@ -1,0 +1,229 @@
+"""Ingest commands: stream each uploaded part to the blob store while hashing and sniffing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from python_multipart import MultipartParser
+from python_multipart.multipart import parse_options_header
+
+from services.ingest.domain import media
+from services.ingest.domain.uploads import Refused, StoredFile, check_file_name, record_upload
+from services.ingest.projections import jobs
+from shared.contracts.catalog import Media
+from shared.contracts.envelope import Cause, new_envelope
+from shared.kit.blobs import BlobWriter, LocalBlobStore
+from shared.kit.eventstore import EventStore
+from shared.kit.service import Runtime
+
+
+@dataclass
+class _Part:
+    headers: dict[str, str] = field(default_factory=dict)
+    head: bytearray = field(default_factory=bytearray)
+    writer: BlobWriter | None = None
+    name: str | None = None
+    is_file: bool = False
+
+
+class _Receiver:
+    """Turns multipart callbacks into blob writes, one part at a time."""
+
+    def __init__(self, blobs: LocalBlobStore) -> None:
+        self.blobs = blobs
+        self.part: _Part | None = None
+        self.header_field = b""
+        self.header_value = b""
+        self.stored: list[StoredFile] = []
+        self.refusal: Refused | None = None
+        self.writers: list[BlobWriter] = []
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.part = _Part()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        assert self.part is not None
+        self.part.headers[self.header_field.decode("latin-1").lower()] = self.header_value.decode(
+            "utf-8", "replace"
+        )
+        self.header_field = self.header_value = b""
+
+    def on_headers_finished(self) -> None:
+        part = self.part
+        assert part is not None
+        _, options = parse_options_header(part.headers.get("content-disposition", ""))
+        field_name = options.get(b"name", b"").decode()
+        filename = options.get(b"filename")
+        part.is_file = field_name == "file"
+        if not part.is_file or self.refusal:
+            return
+        try:
+            part.name = check_file_name(filename.decode("utf-8", "replace") if filename else None)
+        except Refused as refusal:
+            self.refusal = refusal
+            return
+        part.writer = self.blobs.writer()
+        self.writers.append(part.writer)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self.part
+        if part is None or part.writer is None or self.refusal:
+            return
+        chunk = memoryview(data)[start:end]
+        if len(part.head) < media.HEAD_SIZE:
+            part.head += chunk[: media.HEAD_SIZE - len(part.head)]
+        part.writer.write(chunk)
+
+    def on_part_end(self) -> None:
+        part = self.part
+        self.part = None
+        if part is None or part.writer is None or self.refusal:
+            return
+        assert part.name is not None
+        try:
+            kind, _ = media.sniff(bytes(part.head)) if part.writer.size else media.sniff(b"")
+        except media.UnknownContent as unknown:
+            self.refusal = Refused(
+                415,
+                "unsupported_content",
+                f"{part.name!r} is not a kind of file we accept: {unknown}",
+                {"name": part.name, "accepted": ["image", "video", "pdf", "audio", "text"]},
+            )
+            return
+        key, sha = part.writer.finish()
+        facts = media.inspect(lambda off, n: self.blobs.read_at(key, off, n), part.writer.size)
+        self.stored.append(
+            StoredFile(
+                file_id=uuid.uuid4(),
+                name=part.name,
+                kind=kind,
+                mime_type=facts.mime_type,
+                size=part.writer.size,
+                sha256=sha,
+                blob_key=key,
+                media=Media(
+                    width=facts.width,
+                    height=facts.height,
+                    frames=facts.frames,
+                    duration_s=facts.duration_s,
+                ),
+            )
+        )
+
+    def cleanup(self) -> None:
+        for writer in self.writers:
+            writer.abort()
+
+
+class Uploads:
+    def __init__(self, runtime: Runtime, blobs: LocalBlobStore) -> None:
+        self.runtime = runtime
+        self.blobs = blobs
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.runtime.pool
+
+    @property
+    def store(self) -> EventStore:
+        return self.runtime.store
+
+    async def receive(
+        self,
+        cause: Cause,
+        folder_id: uuid.UUID,
+        content_type: str,
+        body: AsyncIterator[bytes],
+    ) -> tuple[dict[str, Any], int]:
+        """Store every part of a multipart body; all files are recorded, or none."""
+        mime, options = parse_options_header(content_type)
+        boundary = options.get(b"boundary")
+        if mime != b"multipart/form-data" or not boundary:
+            raise Refused(
+                415,
+                "expected_multipart",
+                "upload files as multipart/form-data with one or more 'file' parts",
+            )
+        receiver = _Receiver(self.blobs)
+        parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
+        try:
+            async for chunk in body:
+                # After a refusal the rest is read and dropped, so the client gets the answer.
+                if not receiver.refusal:
+                    parser.write(chunk)
+            if receiver.refusal is None:
+                parser.finalize()
+        except Refused:
+            raise
+        except Exception as error:
+            raise Refused(400, "malformed_multipart", f"the multipart body is malformed: {error}")
+        finally:
+            receiver.cleanup()
+        if receiver.refusal:
+            raise receiver.refusal
+        job_id = uuid.uuid4()
+        changes = record_upload(job_id, folder_id, receiver.stored)
+        envelopes = [
+            new_envelope(event, stream_id=stream, stream_version=version, cause=cause)
+            for stream, version, event in changes
+        ]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await jobs.apply(conn, envelopes)
+            position = await self.store.append(conn, envelopes)
+        created_at = envelopes[0].occurred_at.isoformat()
+        files = [
+            {
+                "type": "file",
+                "id": str(f.file_id),
+                "name": f.name,
+                "kind": f.kind,
+                "folder_id": str(folder_id),
+                "size": f.size,
+                "sha256": f.sha256,
+                "mime_type": f.mime_type,
+                "media": f.media.model_dump(exclude_none=True),
+                "source": {"type": "upload"},
+                "metadata": {},
+                "created_at": created_at,
+                "created_by": cause.actor,
+                "datasets": [],
+            }
+            for f in receiver.stored
+        ]
+        return {"job_id": str(job_id), "files": files}, position
+
+    async def job(self, job_id: uuid.UUID) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow("SELECT * FROM ingest.jobs WHERE id = $1", job_id)
+        if row is None:
+            return None
+        return {
+            "id": str(row["id"]),
+            "folder_id": str(row["folder_id"]),
+            "status": row["status"],
+            "progress": {"done": row["done"], "total": row["total"]},
+            "file_ids": row["files"],
+            "errors": row["errors"],
+            "created_at": row["created_at"].isoformat(),
+            "created_by": row["created_by"],
+        }

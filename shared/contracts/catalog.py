@@ -1,0 +1,144 @@
+"""Events of the catalog context: the folder tree and file entries.
+
+Catalog is the single writer of the file and folder lifecycle; consumers read
+it from `files.catalog` alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.contracts.envelope import Event
+
+
+def folder_stream(folder_id: uuid.UUID) -> str:
+    return f"folder-{folder_id}"
+
+
+def file_stream(file_id: uuid.UUID) -> str:
+    return f"file-{file_id}"
+
+
+class FolderCreated(Event):
+    type: ClassVar[str] = "catalog.FolderCreated"
+    folder_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    name: str
+    description: str = ""
+    metadata: dict[str, Any] = {}
+
+
+class FolderRenamed(Event):
+    type: ClassVar[str] = "catalog.FolderRenamed"
+    folder_id: uuid.UUID
+    name: str
+
+
+class FolderDescribed(Event):
+    """Description or client metadata changed."""
+
+    type: ClassVar[str] = "catalog.FolderDescribed"
+    folder_id: uuid.UUID
+    description: str
+    metadata: dict[str, Any]
+
+
+class FolderMoved(Event):
+    type: ClassVar[str] = "catalog.FolderMoved"
+    folder_id: uuid.UUID
+    from_parent_id: uuid.UUID | None
+    to_parent_id: uuid.UUID
+
+
+class FolderDeleted(Event):
+    type: ClassVar[str] = "catalog.FolderDeleted"
+    folder_id: uuid.UUID
+    parent_id: uuid.UUID | None
+
+
+class Media(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    duration_s: float | None = None
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    type: str = "upload"
+    integration_id: uuid.UUID | None = None
+    key: str | None = None
+
+
+class FileUploaded(Event):
+    type: ClassVar[str] = "catalog.FileUploaded"
+    file_id: uuid.UUID
+    folder_id: uuid.UUID
+    name: str
+    kind: str
+    size: int
+    sha256: str
+    mime_type: str
+    media: Media = Media()
+    blob_key: str
+    source: Source = Source()
+    job_id: uuid.UUID | None = None
+    metadata: dict[str, Any] = {}
+
+
+class FileRenamed(Event):
+    type: ClassVar[str] = "catalog.FileRenamed"
+    file_id: uuid.UUID
+    name: str
+
+
+class FileMetadataChanged(Event):
+    type: ClassVar[str] = "catalog.FileMetadataChanged"
+    file_id: uuid.UUID
+    metadata: dict[str, Any]
+
+
+class FileMoved(Event):
+    type: ClassVar[str] = "catalog.FileMoved"
+    file_id: uuid.UUID
+    from_folder_id: uuid.UUID
+    to_folder_id: uuid.UUID
+
+
+class FileDeleted(Event):
+    type: ClassVar[str] = "catalog.FileDeleted"
+    file_id: uuid.UUID
+    folder_id: uuid.UUID
+    blob_key: str
+    sha256: str
+
+
+class UploadRejected(Event):
+    """Content arrived for a folder that no longer exists; ingest may release it."""
+
+    type: ClassVar[str] = "catalog.UploadRejected"
+    file_id: uuid.UUID
+    folder_id: uuid.UUID
+    blob_key: str
+    reason: str
+
+
+EVENTS: tuple[type[Event], ...] = (
+    FolderCreated,
+    FolderRenamed,
+    FolderDescribed,
+    FolderMoved,
+    FolderDeleted,
+    FileUploaded,
+    FileRenamed,
+    FileMetadataChanged,
+    FileMoved,
+    FileDeleted,
+    UploadRejected,
+)

@@ -1,0 +1,61 @@
+"""Events of the ingest context: upload jobs and stored content."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from shared.contracts.catalog import Media, Source
+from shared.contracts.envelope import Event
+
+
+def job_stream(job_id: uuid.UUID) -> str:
+    return f"upload-job-{job_id}"
+
+
+class UploadJobStarted(Event):
+    type: ClassVar[str] = "ingest.UploadJobStarted"
+    job_id: uuid.UUID
+    folder_id: uuid.UUID
+    total: int
+
+
+class FileContentStored(Event):
+    """Bytes are in the blob store, hashed and sniffed: catalog registers the file."""
+
+    type: ClassVar[str] = "ingest.FileContentStored"
+    job_id: uuid.UUID
+    file_id: uuid.UUID
+    folder_id: uuid.UUID
+    name: str
+    kind: str
+    size: int
+    sha256: str
+    mime_type: str
+    media: Media = Media()
+    blob_key: str
+    source: Source = Source()
+    metadata: dict[str, Any] = {}
+
+
+class FileContentRejected(Event):
+    type: ClassVar[str] = "ingest.FileContentRejected"
+    job_id: uuid.UUID
+    name: str
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class UploadJobFinished(Event):
+    type: ClassVar[str] = "ingest.UploadJobFinished"
+    job_id: uuid.UUID
+    status: str  # "done" | "failed"
+
+
+EVENTS: tuple[type[Event], ...] = (
+    UploadJobStarted,
+    FileContentStored,
+    FileContentRejected,
+    UploadJobFinished,
+)

@@ -1,0 +1,27 @@
+"""Product-wide limits on names and client metadata, checked by every context that takes them."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any
+
+MAX_NAME = 300
+MAX_METADATA_BYTES = 64 * 1024
+
+
+def name_problem(name: str, what: str = "name") -> str | None:
+    """What is wrong with a folder or file name, or None."""
+    if not name or not name.strip():
+        return f"the {what} is empty"
+    if len(name) > MAX_NAME:
+        return f"the {what} is {len(name)} characters long; at most {MAX_NAME} are allowed"
+    if "/" in name:
+        return f"the {what} {name!r} contains '/'"
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return f"the {what} {name!r} contains control characters"
+    return None
+
+
+def metadata_size(metadata: dict[str, Any]) -> int:
+    return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())

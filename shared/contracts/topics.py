@@ -1,0 +1,13 @@
+"""One topic per producing context, keyed by stream id."""
+
+CATALOG = "files.catalog"
+INGEST = "files.ingest"
+DICOM = "files.dicom"
+DATASETS = "files.datasets"
+ACL = "files.acl"
+
+ALL = (CATALOG, INGEST, DICOM, DATASETS, ACL)
+
+
+def dead_letters(topic: str) -> str:
+    return f"{topic}.dlq"

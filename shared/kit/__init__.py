@@ -1,0 +1,1 @@
+"""The event-sourcing kit every service is built on."""

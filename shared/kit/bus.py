@@ -1,0 +1,60 @@
+"""Kafka plumbing: topics, producers, and the wire form of an envelope."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.contracts import topics
+from shared.contracts.envelope import Envelope
+
+
+def encode(envelope: Envelope) -> bytes:
+    return orjson.dumps(envelope.model_dump(mode="json"))
+
+
+def decode(value: bytes) -> Envelope:
+    return Envelope.model_validate(orjson.loads(value))
+
+
+def headers(envelope: Envelope) -> list[tuple[str, bytes]]:
+    found = [("type", envelope.type.encode()), ("correlation_id", envelope.correlation_id.encode())]
+    if envelope.traceparent:
+        found.append(("traceparent", envelope.traceparent.encode()))
+    return found
+
+
+async def ensure_topics(
+    bootstrap: str, partitions: int, names: Iterable[str] = topics.ALL
+) -> set[str]:
+    """Create the topics that do not exist yet; returns the names it created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [n for n in names if n not in existing]
+        wanted += [topics.dead_letters(n) for n in names if topics.dead_letters(n) not in existing]
+        created: set[str] = set()
+        for name in wanted:
+            try:
+                await admin.create_topics([NewTopic(name, partitions, 1)])
+                created.add(name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        await admin.close()
+
+
+def producer(bootstrap: str, *, idempotence: bool) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=idempotence,
+        acks="all",
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+    )

@@ -1,0 +1,55 @@
+"""Consistency tokens: how far each store had got when a write answered.
+
+A token lists `source:position` pairs. A service that consumes a source is
+caught up with the token when its watermark for that source reaches the
+position; the gateway then adds that service's own head to the token, so the
+reactions the write caused are waited for too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+HEADER = "Files-Consistency"
+
+
+def encode(positions: dict[str, int]) -> str:
+    return ",".join(f"{source}:{position}" for source, position in sorted(positions.items()))
+
+
+def decode(token: str) -> dict[str, int]:
+    """Parse a token; raises ValueError naming what is wrong."""
+    positions: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in token.split(","))):
+        source, sep, position = part.partition(":")
+        if not sep or not source.isidentifier() or not position.isdigit():
+            raise ValueError(f"malformed consistency token part {part!r}")
+        positions[source] = max(positions.get(source, 0), int(position))
+    return positions
+
+
+def merge(*tokens: dict[str, int]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for token in tokens:
+        for source, position in token.items():
+            merged[source] = max(merged.get(source, 0), position)
+    return merged
+
+
+async def wait_until_caught_up(
+    watermarks: Callable[[], Awaitable[dict[str, int]]],
+    wanted: dict[str, int],
+    timeout_s: float,
+    interval_s: float = 0.005,
+) -> bool:
+    """Poll watermarks until each wanted source reaches its position, or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        marks = await watermarks()
+        if all(marks.get(source, 0) >= position for source, position in wanted.items()):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval_s)

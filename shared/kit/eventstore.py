@@ -1,0 +1,162 @@
+"""Append-only event store on PostgreSQL, one schema per service.
+
+Appends take a per-store transaction lock, so positions are dense and commit
+in position order: a reader following the position never passes a gap that a
+slower transaction fills later (the trap of sequence-numbered outboxes).
+Optimistic concurrency is the unique (stream_id, stream_version) key.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+
+from shared.contracts.envelope import Envelope
+
+
+class ConcurrencyConflict(Exception):
+    """Another writer appended to the stream first; re-read and decide again."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"concurrent write to a stream: {detail}")
+
+
+_COLUMNS = (
+    "position, event_id, stream_id, stream_version, type, schema_version, data, metadata,"
+    " occurred_at"
+)
+
+
+def _metadata(envelope: Envelope) -> dict[str, Any]:
+    return {
+        "actor": envelope.actor,
+        "correlation_id": envelope.correlation_id,
+        "causation_id": envelope.causation_id,
+        "traceparent": envelope.traceparent,
+    }
+
+
+class EventStore:
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.table = f"{schema}.events"
+        self.channel = f"{schema}_events"
+        # Advisory lock keys are bigints; derive a stable one per store.
+        self.lock_key = zlib.crc32(f"files.eventstore.{schema}".encode())
+
+    async def setup(self, conn: asyncpg.Connection) -> None:
+        s = self.schema
+        await conn.execute(
+            f"""
+            CREATE SCHEMA IF NOT EXISTS {s};
+            CREATE TABLE IF NOT EXISTS {s}.events (
+                position bigint PRIMARY KEY,
+                event_id uuid NOT NULL UNIQUE,
+                stream_id text NOT NULL,
+                stream_version integer NOT NULL,
+                type text NOT NULL,
+                schema_version integer NOT NULL,
+                data jsonb NOT NULL,
+                metadata jsonb NOT NULL,
+                occurred_at timestamptz NOT NULL,
+                recorded_at timestamptz NOT NULL DEFAULT now(),
+                CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version)
+            );
+            CREATE INDEX IF NOT EXISTS events_occurred_at ON {s}.events (occurred_at);
+            """
+        )
+
+    async def append(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> int:
+        """Append in the caller's transaction; returns the last position written.
+
+        Call it last in the transaction: the store lock is held until commit.
+        """
+        if not envelopes:
+            return 0
+        assert conn.is_in_transaction(), "append must run inside a transaction"
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", self.lock_key)
+        head: int = await conn.fetchval(f"SELECT coalesce(max(position), 0) FROM {self.table}")
+        try:
+            await conn.execute(
+                f"""
+                INSERT INTO {self.table} ({_COLUMNS})
+                SELECT $1::bigint + n, e, s, v, t, sv, d, m, o
+                FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::int[],
+                            $7::jsonb[], $8::jsonb[], $9::timestamptz[])
+                     WITH ORDINALITY AS x(e, s, v, t, sv, d, m, o, n)
+                """,
+                head,
+                [e.event_id for e in envelopes],
+                [e.stream_id for e in envelopes],
+                [e.stream_version for e in envelopes],
+                [e.type for e in envelopes],
+                [e.schema_version for e in envelopes],
+                [e.data for e in envelopes],
+                [_metadata(e) for e in envelopes],
+                [e.occurred_at for e in envelopes],
+            )
+        except asyncpg.UniqueViolationError as error:
+            if error.constraint_name == "events_stream_version_key":
+                raise ConcurrencyConflict(error.detail or "") from error
+            raise
+        await conn.execute(f"NOTIFY {self.channel}")
+        return head + len(envelopes)
+
+    async def head(self, conn: asyncpg.Connection | asyncpg.Pool) -> int:
+        value: int = await conn.fetchval(f"SELECT coalesce(max(position), 0) FROM {self.table}")
+        return value
+
+    def _envelope(self, row: asyncpg.Record) -> Envelope:
+        meta = row["metadata"]
+        return Envelope(
+            event_id=row["event_id"],
+            type=row["type"],
+            schema_version=row["schema_version"],
+            stream_id=row["stream_id"],
+            stream_version=row["stream_version"],
+            occurred_at=row["occurred_at"],
+            actor=meta["actor"],
+            correlation_id=meta["correlation_id"],
+            causation_id=meta.get("causation_id"),
+            traceparent=meta.get("traceparent"),
+            source=self.schema,
+            position=row["position"],
+            data=row["data"],
+        )
+
+    async def read_after(
+        self, conn: asyncpg.Connection | asyncpg.Pool, position: int, limit: int = 1000
+    ) -> list[Envelope]:
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM {self.table} WHERE position > $1 ORDER BY position LIMIT $2",
+            position,
+            limit,
+        )
+        return [self._envelope(r) for r in rows]
+
+    async def read_all(
+        self, conn: asyncpg.Connection, batch: int = 5000
+    ) -> AsyncIterator[list[Envelope]]:
+        position = 0
+        while envelopes := await self.read_after(conn, position, batch):
+            yield envelopes
+            position = envelopes[-1].position
+
+    async def read_stream(
+        self, conn: asyncpg.Connection | asyncpg.Pool, stream_id: str
+    ) -> list[Envelope]:
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM {self.table} WHERE stream_id = $1 ORDER BY stream_version",
+            stream_id,
+        )
+        return [self._envelope(r) for r in rows]
+
+    async def get(self, conn: asyncpg.Connection | asyncpg.Pool, event_id: uuid.UUID) -> Envelope:
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM {self.table} WHERE event_id = $1", event_id
+        )
+        return self._envelope(row)

@@ -1,0 +1,97 @@
+"""The HTTP conventions every service shares: the error format, the caller, health."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.contracts.envelope import Cause
+from shared.kit.logs import log
+
+
+class JSON(JSONResponse):
+    """JSON rendered by orjson: UUIDs and datetimes as strings, fast."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+ACTOR_HEADER = "X-Files-Actor"
+CORRELATION_HEADER = "X-Correlation-Id"
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def not_found(what: str, ident: object) -> ApiError:
+    return ApiError(404, "not_found", f"{what} {ident} does not exist", {"id": str(ident)})
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if p not in ("body", "query", "path"))
+
+
+async def _api_error(_: Request, error: Exception) -> JSON:
+    assert isinstance(error, ApiError)
+    return JSON(error_body(error.code, error.message, error.details), error.status)
+
+
+async def _validation_error(_: Request, error: Exception) -> JSON:
+    assert isinstance(error, RequestValidationError)
+    problems = error.errors()
+    if any(p.get("type") == "json_invalid" for p in problems):
+        return JSON(error_body("malformed_json", "the request body is not valid JSON"), 400)
+    fields = [{"field": _location(tuple(p["loc"])), "problem": p["msg"]} for p in problems]
+    message = "; ".join(f"{f['field'] or 'body'}: {f['problem']}" for f in fields)
+    return JSON(error_body("invalid_request", message, {"fields": fields}), 422)
+
+
+async def _http_error(_: Request, error: Exception) -> JSON:
+    assert isinstance(error, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    return JSON(error_body(code, str(error.detail)), error.status_code)
+
+
+async def _unexpected(_: Request, error: Exception) -> JSON:
+    log.error("http.unexpected_error", exc_info=error)
+    return JSON(error_body("internal_error", "something went wrong on our side"), 500)
+
+
+def install_errors(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+def cause(request: Request) -> Cause:
+    """Who is asking: the gateway authenticated them and says so in headers."""
+    actor = request.headers.get(ACTOR_HEADER)
+    if not actor:
+        raise ApiError(401, "unauthenticated", "no caller: requests come through the gateway")
+    correlation = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
+    structlog.contextvars.bind_contextvars(correlation_id=correlation, actor=actor)
+    return Cause(
+        actor=actor,
+        correlation_id=correlation,
+        traceparent=request.headers.get("traceparent"),
+    )

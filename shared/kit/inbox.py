@@ -1,0 +1,215 @@
+"""Idempotent consumer: the inbox row and the effect commit together, then the offset.
+
+A batch from Kafka is applied in one transaction; each event id goes into the
+inbox first, and only events the inbox had not seen reach the handler. The
+Kafka offset is committed after the database commit, so a crash in between
+redelivers events the inbox then drops. A batch that fails is retried one
+event at a time; an event that keeps failing goes to `<topic>.dlq` and is
+logged, never silently dropped.
+
+The consumer also keeps, per source store, a watermark: the highest position
+below which it has applied every event. Consistency tokens wait on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.contracts import topics as topic_names
+from shared.contracts.envelope import Envelope
+from shared.kit.bus import decode
+from shared.kit.logs import log
+
+Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+
+
+class Inbox:
+    """The inbox and watermark tables of one consumer, in its service's schema."""
+
+    def __init__(self, schema: str, consumer: str) -> None:
+        self.schema = schema
+        self.consumer = consumer
+
+    async def setup(self, conn: asyncpg.Connection) -> None:
+        s = self.schema
+        await conn.execute(
+            f"""
+            CREATE SCHEMA IF NOT EXISTS {s};
+            CREATE TABLE IF NOT EXISTS {s}.inbox (
+                consumer text NOT NULL,
+                event_id uuid NOT NULL,
+                source text NOT NULL,
+                position bigint NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (consumer, event_id)
+            );
+            CREATE INDEX IF NOT EXISTS inbox_position ON {s}.inbox (consumer, source, position);
+            CREATE TABLE IF NOT EXISTS {s}.watermarks (
+                consumer text NOT NULL,
+                source text NOT NULL,
+                position bigint NOT NULL,
+                PRIMARY KEY (consumer, source)
+            );
+            """
+        )
+
+    async def admit(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> set[str]:
+        """Record the events; returns the ids not seen before (to be applied now)."""
+        rows = await conn.fetch(
+            f"""INSERT INTO {self.schema}.inbox (consumer, event_id, source, position)
+                SELECT $1, e, s, p FROM unnest($2::uuid[], $3::text[], $4::bigint[]) AS x(e, s, p)
+                ON CONFLICT DO NOTHING RETURNING event_id""",
+            self.consumer,
+            [e.event_id for e in envelopes],
+            [e.source for e in envelopes],
+            [e.position for e in envelopes],
+        )
+        return {str(r["event_id"]) for r in rows}
+
+    async def advance(self, conn: asyncpg.Connection, sources: set[str]) -> None:
+        s = self.schema
+        for source in sources:
+            await conn.execute(
+                f"""INSERT INTO {s}.watermarks (consumer, source, position) VALUES ($1, $2, 0)
+                    ON CONFLICT DO NOTHING""",
+                self.consumer,
+                source,
+            )
+            # The new watermark is the end of the contiguous run that starts right
+            # after the old one, if that run has started.
+            await conn.execute(
+                f"""
+                UPDATE {s}.watermarks w SET position = (
+                    SELECT min(i.position) FROM {s}.inbox i
+                    WHERE i.consumer = $1 AND i.source = $2 AND i.position > w.position
+                      AND NOT EXISTS (
+                        SELECT 1 FROM {s}.inbox j
+                        WHERE j.consumer = $1 AND j.source = $2 AND j.position = i.position + 1))
+                WHERE w.consumer = $1 AND w.source = $2 AND EXISTS (
+                    SELECT 1 FROM {s}.inbox k
+                    WHERE k.consumer = $1 AND k.source = $2 AND k.position = w.position + 1)
+                """,
+                self.consumer,
+                source,
+            )
+
+    async def watermarks(self, conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+        rows = await conn.fetch(
+            f"SELECT source, position FROM {self.schema}.watermarks WHERE consumer = $1",
+            self.consumer,
+        )
+        return {r["source"]: r["position"] for r in rows}
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        inbox: Inbox,
+        topics: Sequence[str],
+        handle: Handler,
+        bootstrap: str,
+        dead_letters: AIOKafkaProducer,
+        attempts: int = 3,
+        after_db_commit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.inbox = inbox
+        self.topics = tuple(topics)
+        self.handle = handle
+        self.bootstrap = bootstrap
+        self.dead_letters = dead_letters
+        self.attempts = attempts
+        # A seam for tests that kill the consumer between the two commits.
+        self.after_db_commit = after_db_commit
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        kafka = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.inbox.consumer,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=20,
+            max_poll_records=2000,
+        )
+        await kafka.start()
+        try:
+            while True:
+                batches = await kafka.getmany(timeout_ms=500)
+                self.ready.set()
+                messages = [m for batch in batches.values() for m in batch]
+                if not messages:
+                    continue
+                await self.apply_messages(messages)
+                if self.after_db_commit is not None:
+                    await self.after_db_commit()
+                await kafka.commit()
+        finally:
+            await kafka.stop()
+
+    async def apply_messages(self, messages: Sequence[object]) -> None:
+        envelopes: list[Envelope] = []
+        for message in messages:
+            try:
+                envelopes.append(decode(message.value))  # type: ignore[attr-defined]
+            except Exception as error:  # malformed on the wire: nothing to apply
+                await self._dead_letter(message.topic, message.value, repr(error))  # type: ignore[attr-defined]
+        try:
+            await self._apply(envelopes)
+        except Exception:
+            log.warning("consumer.batch_failed", consumer=self.inbox.consumer, exc_info=True)
+            for envelope in envelopes:
+                await self._apply_alone(envelope)
+
+    async def _apply(self, envelopes: Sequence[Envelope]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await self.inbox.admit(conn, envelopes)
+            for envelope in envelopes:
+                if str(envelope.event_id) in fresh:
+                    with structlog.contextvars.bound_contextvars(
+                        correlation_id=envelope.correlation_id,
+                        causation_id=str(envelope.event_id),
+                        event_type=envelope.type,
+                    ):
+                        await self.handle(conn, envelope)
+            await self.inbox.advance(conn, {e.source for e in envelopes})
+
+    async def _apply_alone(self, envelope: Envelope) -> None:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await self._apply([envelope])
+                return
+            except Exception as error:
+                if attempt == self.attempts:
+                    log.error(
+                        "consumer.dead_letter",
+                        consumer=self.inbox.consumer,
+                        event_id=str(envelope.event_id),
+                        event_type=envelope.type,
+                        exc_info=True,
+                    )
+                    topic = topic_names.dead_letters(f"files.{envelope.source}")
+                    await self._dead_letter(topic, envelope.model_dump_json().encode(), repr(error))
+                    # Mark it seen so the watermark can move past it.
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        await self.inbox.admit(conn, [envelope])
+                        await self.inbox.advance(conn, {envelope.source})
+                else:
+                    await asyncio.sleep(0.05 * attempt)
+
+    async def _dead_letter(self, topic: str, value: bytes, reason: str) -> None:
+        base = topic.removesuffix(".dlq")
+        await self.dead_letters.send_and_wait(
+            topic_names.dead_letters(base),
+            value,
+            headers=[("consumer", self.inbox.consumer.encode()), ("reason", reason.encode())],
+        )
+        log.error("consumer.dead_lettered", topic=base, reason=reason)

@@ -1,0 +1,109 @@
+"""The relay: publishes what the event store committed, in store order, at least once.
+
+One relay per store runs at a time, elected by a session advisory lock held
+on its own connection: when that replica dies, its session ends, the lock is
+freed and another replica's relay takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.kit import db
+from shared.kit.bus import encode, headers
+from shared.kit.eventstore import EventStore
+from shared.kit.logs import log
+
+
+class Relay:
+    def __init__(
+        self,
+        store: EventStore,
+        dsn: str,
+        producer: AIOKafkaProducer,
+        topic: str,
+        bootstrap: str,
+        batch: int = 2000,
+    ) -> None:
+        self.store = store
+        self.dsn = dsn
+        self.producer = producer
+        self.topic = topic
+        self.bootstrap = bootstrap
+        self.batch = batch
+        self.published = 0
+        self._wake = asyncio.Event()
+        self._lock_key = zlib.crc32(f"files.relay.{store.schema}.{topic}".encode())
+
+    async def setup(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {self.store.schema}.relay_offsets (
+                topic text PRIMARY KEY, position bigint NOT NULL)"""
+        )
+
+    async def run(self) -> None:
+        conn = await db.connect(self.dsn)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
+                await asyncio.sleep(1.0)
+            await conn.add_listener(self.store.channel, lambda *_: self._wake.set())
+            self.published = await self._start_position(conn)
+            log.info("relay.leading", topic=self.topic, position=self.published)
+            while True:
+                self._wake.clear()
+                if not await self.publish_pending(conn):
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                    except TimeoutError:
+                        pass
+        finally:
+            await conn.close()
+
+    async def publish_pending(self, conn: asyncpg.Connection) -> int:
+        envelopes = await self.store.read_after(conn, self.published, self.batch)
+        if not envelopes:
+            return 0
+        sent = [
+            await self.producer.send(
+                self.topic, encode(e), key=e.stream_id.encode(), headers=headers(e)
+            )
+            for e in envelopes
+        ]
+        await asyncio.gather(*sent)
+        self.published = envelopes[-1].position
+        await conn.execute(
+            f"""INSERT INTO {self.store.schema}.relay_offsets (topic, position) VALUES ($1, $2)
+                ON CONFLICT (topic) DO UPDATE SET position = EXCLUDED.position""",
+            self.topic,
+            self.published,
+        )
+        return len(envelopes)
+
+    async def _start_position(self, conn: asyncpg.Connection) -> int:
+        recorded: int = (
+            await conn.fetchval(
+                f"SELECT position FROM {self.store.schema}.relay_offsets WHERE topic = $1",
+                self.topic,
+            )
+            or 0
+        )
+        if recorded and await self._topic_is_empty():
+            # The broker lost its messages (the embedded one keeps them in memory):
+            # publish everything again; consumers' inboxes drop what they applied.
+            log.warning("relay.republishing", topic=self.topic, recorded=recorded)
+            return 0
+        return recorded
+
+    async def _topic_is_empty(self) -> bool:
+        probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await probe.start()
+        try:
+            partitions = await self.producer.partitions_for(self.topic)
+            ends = await probe.end_offsets([TopicPartition(self.topic, p) for p in partitions])
+            return all(offset == 0 for offset in ends.values())
+        finally:
+            await probe.stop()

@@ -1,0 +1,182 @@
+"""The composition root's building blocks: one Runtime per service process.
+
+Nothing connects at import time; `start()` does, from the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI, Query
+
+from shared.kit import bus, consistency, db
+from shared.kit.eventstore import EventStore
+from shared.kit.http import JSON, ApiError, install_errors
+from shared.kit.inbox import Consumer, Handler, Inbox
+from shared.kit.logs import configure, log
+from shared.kit.outbox import Relay
+from shared.kit.settings import Settings
+
+Setup = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
+def source_of(topic: str) -> str:
+    return topic.removeprefix("files.")
+
+
+@dataclass
+class Runtime:
+    name: str
+    settings: Settings
+    publishes: str | None = None
+    consumes: Sequence[str] = ()
+    handle: Handler | None = None
+    setups: Sequence[Setup] = ()
+    pool_size: int = 10
+    # Run once the database and bus are reachable (e.g. bootstrap records).
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    store: EventStore = field(init=False)
+    inbox: Inbox = field(init=False)
+    pool: asyncpg.Pool = field(init=False)
+    producer: AIOKafkaProducer = field(init=False)
+    relay: Relay | None = field(init=False, default=None)
+    consumer: Consumer | None = field(init=False, default=None)
+    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.store = EventStore(self.name)
+        self.inbox = Inbox(self.name, self.name)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await db.connect_pool(s.database_url, max_size=self.pool_size)
+        async with self.pool.acquire() as conn:
+            # Services start side by side against one database: serialise DDL.
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(7314)")
+                await self.store.setup(conn)
+                await self.inbox.setup(conn)
+                for setup in self.setups:
+                    await setup(conn)
+        await bus.ensure_topics(s.kafka_bootstrap, s.topic_partitions)
+        self.producer = bus.producer(s.kafka_bootstrap, idempotence=s.kafka_idempotence)
+        await self.producer.start()
+        if self.publishes:
+            self.relay = Relay(
+                self.store, s.database_url, self.producer, self.publishes, s.kafka_bootstrap
+            )
+            async with self.pool.acquire() as conn:
+                await self.relay.setup(conn)
+            self._supervise("relay", self.relay.run)
+        if self.consumes and self.handle:
+            self.consumer = Consumer(
+                pool=self.pool,
+                inbox=self.inbox,
+                topics=self.consumes,
+                handle=self.handle,
+                bootstrap=s.kafka_bootstrap,
+                dead_letters=self.producer,
+            )
+            self._supervise("consumer", self.consumer.run)
+        for hook in self.on_start:
+            await hook()
+
+    def _supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
+        async def forever() -> None:
+            delay = 0.1
+            while True:
+                try:
+                    await run()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.error(f"{what}.crashed", service=self.name, exc_info=True)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+        self._tasks.append(asyncio.create_task(forever(), name=f"{self.name}.{what}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+        await self.pool.close()
+
+    async def watermarks(self) -> dict[str, int]:
+        return await self.inbox.watermarks(self.pool)
+
+    def mount(self, app: FastAPI) -> None:
+        """Health and consistency routes, for the gateway and the orchestrator."""
+
+        @app.get("/healthz", include_in_schema=False)
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @app.get("/readyz", include_in_schema=False)
+        async def readyz() -> JSON:
+            try:
+                await self.pool.fetchval("SELECT 1")
+            except Exception as error:
+                return JSON({"status": "unready", "reason": repr(error)}, 503)
+            if self.consumer is not None and not self.consumer.ready.is_set():
+                return JSON({"status": "unready", "reason": "consumer joining"}, 503)
+            return JSON({"status": "ready"})
+
+        @app.get("/internal/consistency", include_in_schema=False)
+        async def caught_up(
+            token: str = "", timeout: float = Query(5.0, ge=0, le=30)
+        ) -> dict[str, object]:
+            try:
+                wanted = consistency.decode(token)
+            except ValueError as error:
+                raise ApiError(400, "invalid_consistency_token", str(error)) from error
+            mine = {source_of(t) for t in self.consumes}
+            relevant = {k: v for k, v in wanted.items() if k in mine}
+            ok = await consistency.wait_until_caught_up(self.watermarks, relevant, timeout)
+            return {"caught_up": ok, "head": {self.name: await self.store.head(self.pool)}}
+
+
+def create_app(runtime: Runtime, title: str) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        log.info("service.started", service=runtime.name)
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, lifespan=lifespan, default_response_class=JSON)
+    install_errors(app)
+    runtime.mount(app)
+    return app
+
+
+def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | None) -> None:
+    """Run one service; the gateway's port defaults to FILES_HTTP_PORT."""
+    parser = argparse.ArgumentParser(prog=f"python -m services.{name}")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--host", default=None)
+    args = parser.parse_args()
+    settings = Settings()
+    configure(name, settings.log_level)
+    app = build(settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.http_host,
+        port=args.port or default_port or settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

@@ -1,0 +1,129 @@
+"""The whole platform on one machine: PostgreSQL, the broker, every service, the gateway.
+
+Each piece runs as a child process with its log under `<data dir>/logs/`.
+Pieces given by the environment (FILES_DATABASE_URL, FILES_KAFKA_BOOTSTRAP)
+are used instead of starting embedded ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from shared.kit.embedded import Child, _die_with_parent, free_port, start_broker, start_postgres
+from shared.kit.settings import Settings
+
+SERVICES = ("acl", "catalog", "ingest")
+
+
+def admin_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:
+    """The first admin's key: from the environment, the data dir, or made now (True)."""
+    if settings.bootstrap_admin_key:
+        return settings.bootstrap_admin_key, False
+    path = data_dir / "admin.key"
+    if path.exists():
+        return path.read_text().strip(), False
+    key = "files_" + secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key, True
+
+
+def _ready(url: str) -> bool:
+    with contextlib.suppress(Exception), urllib.request.urlopen(f"{url}/readyz", timeout=1) as r:
+        return bool(r.status == 200)
+    return False
+
+
+class Stack:
+    def __init__(self, settings: Settings, *, durable: bool = True) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.durable = durable
+        self.children: list[Child] = []
+        self.env: dict[str, str] = {}
+        self.gateway_url = ""
+        self.admin_key = ""
+        self.admin_key_is_new = False
+
+    def start(self, timeout: float = 90) -> None:
+        s = self.settings
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        database_url, bootstrap = s.database_url, s.kafka_bootstrap
+        if not database_url:
+            pg = start_postgres(
+                self.data_dir / "pg", durable=self.durable, log=logs / "postgres.log"
+            )
+            self.children.append(pg)
+            database_url = pg.url
+        if not bootstrap:
+            broker = start_broker(log=logs / "broker.log")
+            self.children.append(broker)
+            bootstrap = broker.url
+        self.admin_key, self.admin_key_is_new = admin_key(s, self.data_dir)
+        ports = {name: free_port() for name in SERVICES}
+        self.env = {
+            **os.environ,
+            "FILES_DATA_DIR": str(self.data_dir),
+            "FILES_DATABASE_URL": database_url,
+            "FILES_KAFKA_BOOTSTRAP": bootstrap,
+            "FILES_BLOB_URL": s.blob_url or str(self.data_dir / "blobs"),
+            "FILES_BOOTSTRAP_ADMIN_KEY": self.admin_key,
+            "FILES_HTTP_PORT": str(s.http_port),
+            **{f"FILES_{n.upper()}_URL": f"http://127.0.0.1:{p}" for n, p in ports.items()},
+        }
+        for name, port in ports.items():
+            self._spawn(name, ["--port", str(port)], logs)
+        deadline = time.monotonic() + timeout
+        self._wait([f"http://127.0.0.1:{p}" for p in ports.values()], deadline)
+        self._spawn("gateway", [], logs)
+        self.gateway_url = f"http://{s.http_host}:{s.http_port}"
+        self._wait([self.gateway_url], deadline)
+        (self.data_dir / "stack.env").write_text(
+            f"FILES_DATABASE_URL={database_url}\nFILES_KAFKA_BOOTSTRAP={bootstrap}\n"
+        )
+
+    def _spawn(self, name: str, args: list[str], logs: Path) -> None:
+        out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}", *args],
+            env=self.env,
+            stdout=out,
+            stderr=out,
+            preexec_fn=_die_with_parent,
+        )
+        self.children.append(Child(name, proc, ""))
+
+    def _wait(self, urls: list[str], deadline: float) -> None:
+        pending = list(urls)
+        while pending:
+            self.check_alive()
+            pending = [u for u in pending if not _ready(u)]
+            if pending and time.monotonic() > deadline:
+                raise RuntimeError(f"not ready in time: {', '.join(pending)}")
+            time.sleep(0.1)
+
+    def check_alive(self) -> None:
+        for child in self.children:
+            if child.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{child.name} exited with status {child.proc.returncode};"
+                    f" see {self.data_dir / 'logs' / (child.name + '.log')}"
+                )
+
+    def stop(self) -> None:
+        # Services first, so nothing talks to a database or broker that is gone.
+        for child in reversed(self.children):
+            if child.name == "postgres":
+                child.stop(signal.SIGINT)  # fast shutdown: roll back, checkpoint, exit
+            else:
+                child.stop()
+        self.children.clear()
