@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from shared.contracts.envelope import Envelope
+from shared.kit.db import Conn
 
 
 class ConcurrencyConflict(Exception):
@@ -48,7 +49,7 @@ class EventStore:
         # Advisory lock keys are bigints; derive a stable one per store.
         self.lock_key = zlib.crc32(f"files.eventstore.{schema}".encode())
 
-    async def setup(self, conn: asyncpg.Connection) -> None:
+    async def setup(self, conn: Conn) -> None:
         s = self.schema
         await conn.execute(
             f"""
@@ -70,7 +71,7 @@ class EventStore:
             """
         )
 
-    async def append(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> int:
+    async def append(self, conn: Conn, envelopes: Sequence[Envelope]) -> int:
         """Append in the caller's transaction; returns the last position written.
 
         Call it last in the transaction: the store lock is held until commit.
@@ -106,7 +107,7 @@ class EventStore:
         await conn.execute(f"NOTIFY {self.channel}")
         return head + len(envelopes)
 
-    async def head(self, conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    async def head(self, conn: Conn | asyncpg.Pool) -> int:
         value: int = await conn.fetchval(f"SELECT coalesce(max(position), 0) FROM {self.table}")
         return value
 
@@ -129,7 +130,7 @@ class EventStore:
         )
 
     async def read_after(
-        self, conn: asyncpg.Connection | asyncpg.Pool, position: int, limit: int = 1000
+        self, conn: Conn | asyncpg.Pool, position: int, limit: int = 1000
     ) -> list[Envelope]:
         rows = await conn.fetch(
             f"SELECT {_COLUMNS} FROM {self.table} WHERE position > $1 ORDER BY position LIMIT $2",
@@ -138,25 +139,21 @@ class EventStore:
         )
         return [self._envelope(r) for r in rows]
 
-    async def read_all(
-        self, conn: asyncpg.Connection, batch: int = 5000
-    ) -> AsyncIterator[list[Envelope]]:
+    async def read_all(self, conn: Conn, batch: int = 5000) -> AsyncIterator[list[Envelope]]:
         position = 0
         while envelopes := await self.read_after(conn, position, batch):
             yield envelopes
             position = envelopes[-1].position
 
-    async def read_stream(
-        self, conn: asyncpg.Connection | asyncpg.Pool, stream_id: str
-    ) -> list[Envelope]:
+    async def read_stream(self, conn: Conn | asyncpg.Pool, stream_id: str) -> list[Envelope]:
         rows = await conn.fetch(
             f"SELECT {_COLUMNS} FROM {self.table} WHERE stream_id = $1 ORDER BY stream_version",
             stream_id,
         )
         return [self._envelope(r) for r in rows]
 
-    async def get(self, conn: asyncpg.Connection | asyncpg.Pool, event_id: uuid.UUID) -> Envelope:
+    async def get(self, conn: Conn | asyncpg.Pool, event_id: uuid.UUID) -> Envelope | None:
         row = await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM {self.table} WHERE event_id = $1", event_id
         )
-        return self._envelope(row)
+        return self._envelope(row) if row else None

@@ -23,9 +23,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from shared.contracts import topics as topic_names
 from shared.contracts.envelope import Envelope
 from shared.kit.bus import decode
+from shared.kit.db import Conn
 from shared.kit.logs import log
 
-Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+Handler = Callable[[Conn, Envelope], Awaitable[None]]
 
 
 class Inbox:
@@ -35,7 +36,7 @@ class Inbox:
         self.schema = schema
         self.consumer = consumer
 
-    async def setup(self, conn: asyncpg.Connection) -> None:
+    async def setup(self, conn: Conn) -> None:
         s = self.schema
         await conn.execute(
             f"""
@@ -58,7 +59,7 @@ class Inbox:
             """
         )
 
-    async def admit(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> set[str]:
+    async def admit(self, conn: Conn, envelopes: Sequence[Envelope]) -> set[str]:
         """Record the events; returns the ids not seen before (to be applied now)."""
         rows = await conn.fetch(
             f"""INSERT INTO {self.schema}.inbox (consumer, event_id, source, position)
@@ -71,7 +72,7 @@ class Inbox:
         )
         return {str(r["event_id"]) for r in rows}
 
-    async def advance(self, conn: asyncpg.Connection, sources: set[str]) -> None:
+    async def advance(self, conn: Conn, sources: set[str]) -> None:
         s = self.schema
         for source in sources:
             await conn.execute(
@@ -98,7 +99,7 @@ class Inbox:
                 source,
             )
 
-    async def watermarks(self, conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+    async def watermarks(self, conn: Conn | asyncpg.Pool) -> dict[str, int]:
         rows = await conn.fetch(
             f"SELECT source, position FROM {self.schema}.watermarks WHERE consumer = $1",
             self.consumer,

@@ -8,13 +8,14 @@ freed and another replica's relay takes over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.kit import db
 from shared.kit.bus import encode, headers
+from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
 from shared.kit.logs import log
 
@@ -39,7 +40,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._lock_key = zlib.crc32(f"files.relay.{store.schema}.{topic}".encode())
 
-    async def setup(self, conn: asyncpg.Connection) -> None:
+    async def setup(self, conn: Conn) -> None:
         await conn.execute(
             f"""CREATE TABLE IF NOT EXISTS {self.store.schema}.relay_offsets (
                 topic text PRIMARY KEY, position bigint NOT NULL)"""
@@ -48,7 +49,10 @@ class Relay:
     async def run(self) -> None:
         conn = await db.connect(self.dsn)
         try:
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
+            # Standby replicas retry once a second; the lock has no wake-up to wait on.
+            while True:
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
+                    break
                 await asyncio.sleep(1.0)
             await conn.add_listener(self.store.channel, lambda *_: self._wake.set())
             self.published = await self._start_position(conn)
@@ -56,14 +60,12 @@ class Relay:
             while True:
                 self._wake.clear()
                 if not await self.publish_pending(conn):
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-                    except TimeoutError:
-                        pass
         finally:
             await conn.close()
 
-    async def publish_pending(self, conn: asyncpg.Connection) -> int:
+    async def publish_pending(self, conn: Conn) -> int:
         envelopes = await self.store.read_after(conn, self.published, self.batch)
         if not envelopes:
             return 0
@@ -83,7 +85,7 @@ class Relay:
         )
         return len(envelopes)
 
-    async def _start_position(self, conn: asyncpg.Connection) -> int:
+    async def _start_position(self, conn: Conn) -> int:
         recorded: int = (
             await conn.fetchval(
                 f"SELECT position FROM {self.store.schema}.relay_offsets WHERE topic = $1",

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from shared.contracts.envelope import Envelope
+from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
 
-BatchHandler = Callable[[asyncpg.Connection, Sequence[Envelope]], Awaitable[None]]
+BatchHandler = Callable[[Conn, Sequence[Envelope]], Awaitable[None]]
 
 
 @dataclass
@@ -33,10 +34,10 @@ class Projection:
 
         return register
 
-    async def setup(self, conn: asyncpg.Connection) -> None:
+    async def setup(self, conn: Conn) -> None:
         await conn.execute(self.ddl)
 
-    async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+    async def apply(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
         # Consecutive events of one type go to their handler together, set-based;
         # runs keep the store's order between types.
         for event_type, run in itertools.groupby(envelopes, key=lambda e: e.type):

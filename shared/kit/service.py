@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Query
 
 from shared.kit import bus, consistency, db
+from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
 from shared.kit.http import JSON, ApiError, install_errors
 from shared.kit.inbox import Consumer, Handler, Inbox
@@ -24,7 +25,7 @@ from shared.kit.logs import configure, log
 from shared.kit.outbox import Relay
 from shared.kit.settings import Settings
 
-Setup = Callable[[asyncpg.Connection], Awaitable[None]]
+Setup = Callable[[Conn], Awaitable[None]]
 
 
 def source_of(topic: str) -> str:
@@ -57,14 +58,13 @@ class Runtime:
     async def start(self) -> None:
         s = self.settings
         self.pool = await db.connect_pool(s.database_url, max_size=self.pool_size)
-        async with self.pool.acquire() as conn:
-            # Services start side by side against one database: serialise DDL.
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(7314)")
-                await self.store.setup(conn)
-                await self.inbox.setup(conn)
-                for setup in self.setups:
-                    await setup(conn)
+        # Services start side by side against one database: serialise DDL.
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(7314)")
+            await self.store.setup(conn)
+            await self.inbox.setup(conn)
+            for setup in self.setups:
+                await setup(conn)
         await bus.ensure_topics(s.kafka_bootstrap, s.topic_partitions)
         self.producer = bus.producer(s.kafka_bootstrap, idempotence=s.kafka_idempotence)
         await self.producer.start()
@@ -135,7 +135,8 @@ class Runtime:
 
         @app.get("/internal/consistency", include_in_schema=False)
         async def caught_up(
-            token: str = "", timeout: float = Query(5.0, ge=0, le=30)
+            token: str = "",
+            timeout: float = Query(5.0, ge=0, le=30),  # noqa: ASYNC109
         ) -> dict[str, object]:
             try:
                 wanted = consistency.decode(token)

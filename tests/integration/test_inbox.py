@@ -1,0 +1,109 @@
+"""The idempotent consumer: a crash between the database commit and the offset commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import asyncpg
+import pytest
+
+from shared.contracts.envelope import Envelope
+from shared.kit import bus
+from shared.kit.inbox import Consumer, Inbox
+from tests.conftest import eventually
+from tests.integration.helpers import envelope, schema
+
+
+class Killed(Exception):
+    pass
+
+
+async def test_event_redelivered_after_a_crash_between_commits_is_applied_once(
+    pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    s = schema()
+    topic = f"files.test.{uuid.uuid4().hex[:8]}"
+    await bus.ensure_topics(kafka_bootstrap, 1, [topic])
+    inbox = Inbox(s, f"consumer-{s}")
+    async with pool.acquire() as conn:
+        await inbox.setup(conn)
+        await conn.execute(f"CREATE TABLE {s}.effects (event_id uuid, n int)")
+
+    async def apply(conn: asyncpg.Connection, e: Envelope) -> None:
+        await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+
+    producer = bus.producer(kafka_bootstrap, idempotence=False)
+    await producer.start()
+    sent = envelope("stream-a", 1, n=7).model_copy(update={"source": s, "position": 1})
+    await producer.send_and_wait(topic, bus.encode(sent), key=b"stream-a")
+
+    async def die_before_offset_commit() -> None:
+        raise Killed
+
+    first = Consumer(
+        pool=pool,
+        inbox=inbox,
+        topics=[topic],
+        handle=apply,
+        bootstrap=kafka_bootstrap,
+        dead_letters=producer,
+        after_db_commit=die_before_offset_commit,
+    )
+    with pytest.raises(Killed):
+        await asyncio.wait_for(first.run(), timeout=20)
+    assert await pool.fetchval(f"SELECT count(*) FROM {s}.effects") == 1
+
+    # A new member of the group gets the event again, since its offset was never committed.
+    redelivered = asyncio.Event()
+
+    async def watch() -> None:
+        redelivered.set()
+
+    second = Consumer(
+        pool=pool,
+        inbox=inbox,
+        topics=[topic],
+        handle=apply,
+        bootstrap=kafka_bootstrap,
+        dead_letters=producer,
+        after_db_commit=watch,
+    )
+    running = asyncio.create_task(second.run())
+    try:
+
+        async def got_it_again() -> bool:
+            return redelivered.is_set()
+
+        await eventually(got_it_again, timeout=20, what="redelivery")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await producer.stop()
+    assert await pool.fetchval(f"SELECT count(*) FROM {s}.effects") == 1
+    assert await inbox.watermarks(pool) == {s: 1}
+
+
+async def test_watermark_waits_for_gaps(pool: asyncpg.Pool) -> None:
+    s = schema()
+    inbox = Inbox(s, "c")
+    async with pool.acquire() as conn:
+        await inbox.setup(conn)
+
+    def at(position: int) -> Envelope:
+        return envelope(f"x-{position}", 1).model_copy(
+            update={"source": "src", "position": position}
+        )
+
+    async def admit(*positions: int) -> dict[str, int]:
+        async with pool.acquire() as conn, conn.transaction():
+            await inbox.admit(conn, [at(p) for p in positions])
+            await inbox.advance(conn, {"src"})
+        return await inbox.watermarks(pool)
+
+    assert await admit(1, 2, 4) == {"src": 2}
+    assert await admit(6) == {"src": 2}
+    assert await admit(3) == {"src": 4}
+    assert await admit(5) == {"src": 6}

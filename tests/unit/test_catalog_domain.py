@@ -1,0 +1,132 @@
+"""Catalog rules, given state, when a command, then events (no I/O)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from services.catalog import domain
+from shared.contracts import catalog as ev
+from shared.contracts.catalog import Media
+from shared.contracts.ingest import FileContentStored
+
+
+def folder(name: str, parent: domain.Folder | None = None, version: int = 1) -> domain.Folder:
+    fid = uuid.uuid4()
+    return domain.Folder(
+        id=fid,
+        parent_id=parent.id if parent else None,
+        name=name,
+        version=version,
+        path=(*(parent.path if parent else ()), fid),
+    )
+
+
+def file(name: str, where: domain.Folder, version: int = 1) -> domain.File:
+    return domain.File(uuid.uuid4(), where.id, name, version, "sha256/ab/cd/abcd", "abcd")
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("x" * 301, "301 characters"),
+        ("a/b", "'/'"),
+        ("bell\x07", "control characters"),
+        ("new\nline", "control characters"),
+    ],
+)
+def test_bad_names_are_refused_with_the_reason(name: str, problem: str) -> None:
+    with pytest.raises(domain.Invalid, match=problem):
+        domain.create_folder(uuid.uuid4(), None, name, "", {})
+
+
+def test_names_of_300_characters_and_unicode_are_fine() -> None:
+    changes = domain.create_folder(uuid.uuid4(), None, "é" * 300, "", {})
+    assert changes[0].event.name == "é" * 300  # type: ignore[attr-defined]
+
+
+def test_metadata_over_64_kib_is_refused() -> None:
+    with pytest.raises(domain.Invalid, match="at most 65536"):
+        domain.create_folder(uuid.uuid4(), None, "x", "", {"blob": "x" * 65_536})
+
+
+def test_create_records_parent_and_starts_the_stream() -> None:
+    parent = folder("top")
+    [change] = domain.create_folder(uuid.uuid4(), parent, "child", "d", {"a": 1})
+    assert change.version == 1
+    assert isinstance(change.event, ev.FolderCreated)
+    assert change.event.parent_id == parent.id
+
+
+def test_moving_a_folder_into_itself_or_below_is_a_cycle() -> None:
+    top = folder("top")
+    child = folder("child", top)
+    with pytest.raises(domain.Conflict, match="into itself"):
+        domain.move([top], [], top)
+    with pytest.raises(domain.Conflict, match="one of its own subfolders"):
+        domain.move([top], [], child)
+
+
+def test_move_records_one_event_per_item_that_changes_place() -> None:
+    top, other = folder("top"), folder("other")
+    sub = folder("sub", top)
+    f_in_top, f_in_other = file("a.png", top, version=3), file("b.png", other)
+    changes = domain.move([sub], [f_in_top, f_in_other], other)
+    moved = {type(c.event).__name__: c for c in changes}
+    assert set(moved) == {"FolderMoved", "FileMoved"}
+    assert moved["FileMoved"].version == 4
+    assert len(changes) == 2  # b.png already lives in the target
+
+
+def test_two_folders_of_one_name_cannot_move_into_one_place() -> None:
+    target = folder("t")
+    with pytest.raises(domain.Conflict, match="two folders named"):
+        domain.move([folder("Same"), folder("same")], [], target)
+
+
+def test_delete_records_files_then_folders_deepest_first() -> None:
+    top = folder("top")
+    sub = folder("sub", top)
+    deeper = folder("deeper", sub)
+    changes = domain.delete([top, deeper, sub], [file("f", deeper)])
+    kinds = [type(c.event).__name__ for c in changes]
+    assert kinds == ["FileDeleted", "FolderDeleted", "FolderDeleted", "FolderDeleted"]
+    order = [c.event.folder_id for c in changes[1:]]  # type: ignore[attr-defined]
+    assert order == [deeper.id, sub.id, top.id]
+
+
+def test_update_without_change_records_nothing() -> None:
+    f = folder("same")
+    assert domain.update_folder(f, "d", {}, name="same", description="d", metadata={}) == []
+    changes = domain.update_folder(f, "d", {}, name="new", description="e", metadata=None)
+    assert [c.version for c in changes] == [2, 3]
+
+
+def stored(folder_id: uuid.UUID) -> FileContentStored:
+    return FileContentStored(
+        job_id=uuid.uuid4(),
+        file_id=uuid.uuid4(),
+        folder_id=folder_id,
+        name="a.png",
+        kind="image",
+        size=3,
+        sha256="ab",
+        mime_type="image/png",
+        media=Media(width=1),
+        blob_key="sha256/ab",
+    )
+
+
+def test_stored_content_becomes_an_uploaded_file() -> None:
+    where = folder("top")
+    change = domain.register_upload(stored(where.id), where)
+    assert isinstance(change.event, ev.FileUploaded)
+    assert change.event.media.width == 1
+
+
+def test_content_for_a_folder_that_went_away_is_rejected() -> None:
+    change = domain.register_upload(stored(uuid.uuid4()), None)
+    assert isinstance(change.event, ev.UploadRejected)
