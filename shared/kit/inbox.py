@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
 from shared.contracts import topics as topic_names
 from shared.contracts.envelope import Envelope
@@ -156,13 +158,13 @@ class Consumer:
         finally:
             await kafka.stop()
 
-    async def apply_messages(self, messages: Sequence[object]) -> None:
+    async def apply_messages(self, messages: Sequence[ConsumerRecord[Any, Any]]) -> None:
         envelopes: list[Envelope] = []
         for message in messages:
             try:
-                envelopes.append(decode(message.value))  # type: ignore[attr-defined]
+                envelopes.append(decode(message.value))
             except Exception as error:  # malformed on the wire: nothing to apply
-                await self._dead_letter(message.topic, message.value, repr(error))  # type: ignore[attr-defined]
+                await self._dead_letter(message.topic, message.value, repr(error))
         try:
             await self._apply(envelopes)
         except Exception:
@@ -197,8 +199,11 @@ class Consumer:
                         event_type=envelope.type,
                         exc_info=True,
                     )
-                    topic = topic_names.dead_letters(f"files.{envelope.source}")
-                    await self._dead_letter(topic, envelope.model_dump_json().encode(), repr(error))
+                    await self._dead_letter(
+                        f"files.{envelope.source}",
+                        envelope.model_dump_json().encode(),
+                        repr(error),
+                    )
                     # Mark it seen so the watermark can move past it.
                     async with self.pool.acquire() as conn, conn.transaction():
                         await self.inbox.admit(conn, [envelope])
@@ -207,10 +212,9 @@ class Consumer:
                     await asyncio.sleep(0.05 * attempt)
 
     async def _dead_letter(self, topic: str, value: bytes, reason: str) -> None:
-        base = topic.removesuffix(".dlq")
         await self.dead_letters.send_and_wait(
-            topic_names.dead_letters(base),
+            topic_names.dead_letters(topic),
             value,
             headers=[("consumer", self.inbox.consumer.encode()), ("reason", reason.encode())],
         )
-        log.error("consumer.dead_lettered", topic=base, reason=reason)
+        log.error("consumer.dead_lettered", topic=topic, reason=reason)

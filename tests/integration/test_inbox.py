@@ -8,6 +8,7 @@ import uuid
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from shared.contracts.envelope import Envelope
 from shared.kit import bus
@@ -107,3 +108,65 @@ async def test_watermark_waits_for_gaps(pool: asyncpg.Pool) -> None:
     assert await admit(6) == {"src": 2}
     assert await admit(3) == {"src": 4}
     assert await admit(5) == {"src": 6}
+
+
+async def test_a_poison_event_goes_to_the_dead_letter_topic_and_the_rest_apply(
+    pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    s = schema()
+    topic = f"files.{s}"
+    await bus.ensure_topics(kafka_bootstrap, 1, [topic])
+    inbox = Inbox(s, f"consumer-{s}")
+    async with pool.acquire() as conn:
+        await inbox.setup(conn)
+        await conn.execute(f"CREATE TABLE {s}.effects (n int)")
+
+    async def apply(conn: asyncpg.Connection, e: Envelope) -> None:
+        if e.data["n"] == 2:
+            raise ValueError("cannot digest 2")
+        await conn.execute(f"INSERT INTO {s}.effects VALUES ($1)", e.data["n"])
+
+    producer = bus.producer(kafka_bootstrap, idempotence=False)
+    await producer.start()
+    for n in (1, 2, 3):
+        sent = envelope(f"s-{n}", 1, n=n).model_copy(update={"source": s, "position": n})
+        await producer.send_and_wait(topic, bus.encode(sent), key=f"s-{n}".encode())
+    consumer = Consumer(
+        pool=pool,
+        inbox=inbox,
+        topics=[topic],
+        handle=apply,
+        bootstrap=kafka_bootstrap,
+        dead_letters=producer,
+    )
+    running = asyncio.create_task(consumer.run())
+    dlq = AIOKafkaConsumer(
+        f"{topic}.dlq",
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"dlq-{s}",
+    )
+    await dlq.start()
+    dead: list[Envelope] = []
+    try:
+
+        async def watermark_passed_all() -> bool:
+            return (await inbox.watermarks(pool)).get(s) == 3
+
+        await eventually(watermark_passed_all, timeout=20, what="watermark past the poison")
+
+        async def dead_lettered() -> bool:
+            batch = await dlq.getmany(timeout_ms=200)
+            dead.extend(bus.decode(m.value) for msgs in batch.values() for m in msgs)
+            return bool(dead)
+
+        await eventually(dead_lettered, timeout=20, what="event on the dead-letter topic")
+    finally:
+        await dlq.stop()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await producer.stop()
+    assert [e.data["n"] for e in dead] == [2]
+    rows = await pool.fetch(f"SELECT n FROM {s}.effects ORDER BY n")
+    assert [r["n"] for r in rows] == [1, 3]
