@@ -85,13 +85,13 @@ async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "condition"
 ) -> None:
     """Wait on a condition with a deadline (never a bare sleep)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout} s")
+            raise AssertionError(f"{what} did not hold within {within} s")
         await asyncio.sleep(0.02)
 
 

@@ -8,19 +8,25 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from services.catalog import domain, queries
 from services.catalog.handlers import Catalog
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
+from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.http import JSON, cause, error_body
 
 STATUS = {"invalid": 422, "conflict": 409, "not_found": 404}
 
 Caller = Annotated[Cause, Depends(cause)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+# An empty query value (`?parent_id=`, as the contract writes it) means "not given".
+Blank = BeforeValidator(lambda value: None if value == "" else value)
+Kind = Annotated[str | None, Query(pattern=r"^([a-z][a-z0-9_]{0,39})?$")]
+FolderId = Annotated[uuid.UUID | None, Blank]
 
 
 class Strict(BaseModel):
@@ -63,9 +69,9 @@ class FileIds(BaseModel):
 
 
 def _written(body: Any, position: int, status: int = 200) -> JSON:
+    # Every write answers with a token, even one that changed nothing (position 0).
     response = JSON(body, status)
-    if position:
-        response.headers[consistency.HEADER] = consistency.encode({"catalog": position})
+    response.headers[consistency.HEADER] = consistency.encode({"catalog": position})
     return response
 
 
@@ -86,7 +92,7 @@ def router(catalog: Catalog) -> APIRouter:
     @api.get("/folders")
     async def list_folders(
         _: Caller,
-        parent_id: uuid.UUID | None = None,
+        parent_id: FolderId = None,
         cursor: str | None = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:
@@ -104,11 +110,11 @@ def router(catalog: Catalog) -> APIRouter:
     async def folder_items(
         folder_id: uuid.UUID,
         _: Caller,
-        kind: str | None = None,
+        kind: Kind = None,
         cursor: str | None = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:
-        return await queries.items(catalog.pool, folder_id, kind, cursor, limit)
+        return await queries.items(catalog.pool, folder_id, kind or None, cursor, limit)
 
     @api.patch("/folders/{folder_id}")
     async def update_folder(folder_id: uuid.UUID, body: FolderChanges, caller: Caller) -> JSON:
@@ -170,12 +176,12 @@ def router(catalog: Catalog) -> APIRouter:
     async def search(
         _: Caller,
         q: Annotated[str, Query(min_length=1, max_length=300)],
-        kind: str | None = None,
-        folder_id: uuid.UUID | None = None,
+        kind: Kind = None,
+        folder_id: FolderId = None,
         cursor: str | None = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:
-        return await queries.search(catalog.pool, q, kind, folder_id, cursor, limit)
+        return await queries.search(catalog.pool, q, kind or None, folder_id, cursor, limit)
 
     return api
 
@@ -199,6 +205,17 @@ def install(app: FastAPI, catalog: Catalog) -> None:
         assert isinstance(error, domain.Rejected)
         return JSON(error_body(error.code, error.message, error.details), STATUS[error.kind])
 
+    async def raced(_: Request, error: Exception) -> JSON:
+        return JSON(
+            error_body(
+                "concurrent_change",
+                "another request changed the same folders or files at the same time; try again",
+            ),
+            409,
+        )
+
     app.add_exception_handler(domain.Rejected, rejected)
+    app.add_exception_handler(ConcurrencyConflict, raced)
+    app.add_exception_handler(asyncpg.DeadlockDetectedError, raced)
     app.include_router(router(catalog))
     app.include_router(internal(catalog))

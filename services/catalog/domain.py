@@ -8,9 +8,11 @@ No I/O here; ids and time come in with the command.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from shared.contracts import catalog as ev
 from shared.contracts import rules
@@ -72,6 +74,11 @@ class Change:
     event: Event
 
 
+def storable(text: str) -> bool:
+    """PostgreSQL text and jsonb cannot hold NUL, which JSON lets in."""
+    return "\x00" not in text
+
+
 def valid_name(name: str, what: str = "name") -> str:
     problem = rules.name_problem(name, what)
     if problem:
@@ -79,13 +86,45 @@ def valid_name(name: str, what: str = "name") -> str:
     return name
 
 
+def valid_description(description: str) -> str:
+    if not storable(description):
+        raise Invalid(
+            "invalid_description",
+            "the description contains a NUL character",
+        )
+    return description
+
+
+def _strings(value: Any) -> Iterator[str]:
+    # A loop, not recursion: 64 KiB of JSON can nest deeper than Python's stack allows.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def valid_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    size = rules.metadata_size(metadata)
+    try:
+        size = rules.metadata_size(metadata)
+        # What the store writes with; it refuses integers beyond 64 bits and deep nesting.
+        orjson.dumps(metadata)
+    except (ValueError, TypeError, RecursionError) as error:
+        raise Invalid("invalid_metadata", f"metadata cannot be stored: {error}") from error
     if size > MAX_METADATA_BYTES:
         raise Invalid(
             "metadata_too_large",
             f"metadata is {size} bytes of JSON; at most {MAX_METADATA_BYTES} are allowed",
             {"size": size, "limit": MAX_METADATA_BYTES},
+        )
+    if not all(storable(s) for s in _strings(metadata)):
+        raise Invalid(
+            "invalid_metadata", "metadata strings may not contain the NUL character (\\u0000)"
         )
     return metadata
 
@@ -101,7 +140,7 @@ def create_folder(
         folder_id=folder_id,
         parent_id=parent.id if parent else None,
         name=valid_name(name),
-        description=description,
+        description=valid_description(description),
         metadata=valid_metadata(metadata),
     )
     return [Change(ev.folder_stream(folder_id), 1, event)]
@@ -122,7 +161,7 @@ def update_folder(
         changes.append(
             Change(stream, 0, ev.FolderRenamed(folder_id=folder.id, name=valid_name(name)))
         )
-    new_description = current_description if description is None else description
+    new_description = current_description if description is None else valid_description(description)
     new_metadata = current_metadata if metadata is None else valid_metadata(metadata)
     if new_description != current_description or new_metadata != current_metadata:
         changes.append(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -17,6 +19,7 @@ from shared.kit.service import Runtime
 
 FOLDER_COLUMNS = "id, parent_id, name, version, path"
 FILE_COLUMNS = "id, folder_id, name, version, blob_key, sha256"
+MOVE_LOCK = zlib.crc32(b"files.catalog.move")
 
 
 def _folder(row: asyncpg.Record) -> domain.Folder:
@@ -55,11 +58,17 @@ class Catalog:
     # -- recording -----------------------------------------------------------------
 
     async def record(
-        self, conn: asyncpg.Connection, changes: Sequence[domain.Change], cause: Cause
+        self,
+        conn: asyncpg.Connection,
+        changes: Sequence[domain.Change],
+        cause: Cause,
+        at: datetime | None = None,
     ) -> int:
         """Project and append in the caller's transaction; returns the store position."""
         envelopes = [
-            new_envelope(c.event, stream_id=c.stream_id, stream_version=c.version, cause=cause)
+            new_envelope(
+                c.event, stream_id=c.stream_id, stream_version=c.version, cause=cause, at=at
+            )
             for c in changes
         ]
         if not envelopes:
@@ -78,9 +87,11 @@ class Catalog:
 
     # -- reading state ---------------------------------------------------------------
 
-    async def folder(self, conn: asyncpg.Connection, folder_id: uuid.UUID) -> domain.Folder:
+    async def folder(
+        self, conn: asyncpg.Connection, folder_id: uuid.UUID, lock: str = ""
+    ) -> domain.Folder:
         row = await conn.fetchrow(
-            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = $1", folder_id
+            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = $1 {lock}", folder_id
         )
         if row is None:
             raise domain.NotFound("not_found", f"folder {folder_id} does not exist")
@@ -95,10 +106,16 @@ class Catalog:
         return _file(row)
 
     async def _require_all(
-        self, conn: asyncpg.Connection, table: str, columns: str, ids: Sequence[uuid.UUID]
+        self,
+        conn: asyncpg.Connection,
+        table: str,
+        columns: str,
+        ids: Sequence[uuid.UUID],
+        lock: str = "",
     ) -> list[asyncpg.Record]:
         rows = await conn.fetch(
-            f"SELECT {columns} FROM catalog.{table} WHERE id = ANY($1::uuid[])", list(set(ids))
+            f"SELECT {columns} FROM catalog.{table} WHERE id = ANY($1::uuid[]) {lock}",
+            list(set(ids)),
         )
         missing = set(ids) - {r["id"] for r in rows}
         if missing:
@@ -122,7 +139,8 @@ class Catalog:
     ) -> tuple[uuid.UUID, int]:
         folder_id = uuid.uuid4()
         async with self.pool.acquire() as conn, conn.transaction():
-            parent = await self.folder(conn, parent_id) if parent_id else None
+            # FOR SHARE: a delete or move of the parent waits for us, or we for it.
+            parent = await self.folder(conn, parent_id, "FOR SHARE") if parent_id else None
             changes = domain.create_folder(folder_id, parent, name, description, metadata)
             try:
                 return folder_id, await self.record(conn, changes, cause)
@@ -191,34 +209,52 @@ class Catalog:
         dry_run: bool,
     ) -> tuple[dict[str, Any], int]:
         async with self.pool.acquire() as conn, conn.transaction():
-            target = await self.folder(conn, target_id)
+            # Moves go one at a time: two crossing moves (a into b, b into a) would each
+            # pass the cycle check against the other's old tree.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
+            target = await self.folder(conn, target_id, "FOR SHARE")
             folders = [
                 _folder(r)
-                for r in await self._require_all(conn, "folders", FOLDER_COLUMNS, folder_ids)
+                for r in await self._require_all(
+                    conn, "folders", FOLDER_COLUMNS, folder_ids, "FOR UPDATE"
+                )
             ]
             files = [
-                _file(r) for r in await self._require_all(conn, "files", FILE_COLUMNS, file_ids)
+                _file(r)
+                for r in await self._require_all(
+                    conn, "files", FILE_COLUMNS, file_ids, "FOR UPDATE"
+                )
             ]
             changes = domain.move(folders, files, target)
+            # Lock the subtrees whose paths change, so no folder is created in them meanwhile.
+            await conn.execute(
+                "SELECT 1 FROM catalog.folders WHERE path && $1::uuid[] FOR UPDATE",
+                [f.id for f in folders],
+            )
             impact = await self._impact(conn, folder_ids, file_ids)
+            await self._refuse_name_clash(conn, folders, target)
             if dry_run:
                 return {"dry_run": True, **impact}, 0
-            try:
-                position = await self.record(conn, changes, cause)
-            except domain.Conflict as conflict:
-                clash = await conn.fetchval(
-                    """SELECT m.name FROM catalog.folders m JOIN catalog.folders t
-                       ON t.parent_id = $2 AND lower(t.name) = lower(m.name)
-                       WHERE m.id = ANY($1::uuid[]) LIMIT 1""",
-                    list(folder_ids),
-                    target_id,
-                )
-                raise domain.Conflict(
-                    "name_taken",
-                    f"folder {target.name!r} already has a folder named {clash!r}",
-                    {"name": clash, "target_folder_id": str(target_id)},
-                ) from conflict
+            position = await self.record(conn, changes, cause)
             return {"moved": len(set(file_ids)) + len(set(folder_ids))}, position
+
+    async def _refuse_name_clash(
+        self, conn: asyncpg.Connection, folders: Sequence[domain.Folder], target: domain.Folder
+    ) -> None:
+        # Checked before writing: a unique violation would abort the transaction.
+        clash = await conn.fetchval(
+            """SELECT m.name FROM catalog.folders m JOIN catalog.folders t
+               ON t.parent_id = $2 AND lower(t.name) = lower(m.name) AND t.id <> m.id
+               WHERE m.id = ANY($1::uuid[]) LIMIT 1""",
+            [f.id for f in folders],
+            target.id,
+        )
+        if clash is not None:
+            raise domain.Conflict(
+                "name_taken",
+                f"folder {target.name!r} already has a folder named {clash!r}",
+                {"name": clash, "target_folder_id": str(target.id)},
+            )
 
     async def delete(
         self,
@@ -277,10 +313,12 @@ class Catalog:
     async def when_file_content_stored(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
         stored = FileContentStored.model_validate(envelope.data)
         row = await conn.fetchrow(
-            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = $1", stored.folder_id
+            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = $1 FOR SHARE",
+            stored.folder_id,
         )
         change = domain.register_upload(stored, _folder(row) if row else None)
-        await self.record(conn, [change], Cause.of(envelope))
+        # The file was created when its upload stored it: the time the upload answered with.
+        await self.record(conn, [change], Cause.of(envelope), at=envelope.occurred_at)
 
     async def react(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
         if envelope.type == FileContentStored.type:

@@ -42,12 +42,18 @@ def _cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(values)).decode()
 
 
-def _uncursor(cursor: str) -> list[Any]:
+def _uncursor(cursor: str, *shape: type) -> list[Any]:
+    """The values of a cursor this API gave out, checked against the shape it gave them."""
     try:
         values = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
     except Exception as error:
         raise domain.Invalid("invalid_cursor", "the cursor is not one this API gave out") from error
-    if not isinstance(values, list):
+    if (
+        not isinstance(values, list)
+        or len(values) != len(shape)
+        or not all(type(v) is t for v, t in zip(values, shape, strict=True))
+        or not all(domain.storable(v) for v in values if isinstance(v, str))
+    ):
         raise domain.Invalid("invalid_cursor", "the cursor is not one this API gave out")
     return values
 
@@ -113,7 +119,7 @@ async def folders(
 ) -> dict[str, Any]:
     if parent_id is not None:
         await folder(pool, parent_id)
-    after = _uncursor(cursor) if cursor else ["", ""]
+    after = _uncursor(cursor, str, str) if cursor else ["", ""]
     rows = await pool.fetch(
         """SELECT * FROM catalog.folders
            WHERE parent_id IS NOT DISTINCT FROM $1 AND (name, id::text) > ($2, $3)
@@ -136,7 +142,7 @@ async def items(
 ) -> dict[str, Any]:
     """Subfolders first, then files, each by name; the cursor is (section, name, id)."""
     await folder(pool, folder_id)
-    section, name, ident = _uncursor(cursor) if cursor else [0, "", ""]
+    section, name, ident = _uncursor(cursor, int, str, str) if cursor else [0, "", ""]
     found: list[dict[str, Any]] = []
     next_cursor = None
     if section == 0 and kind in (None, "folder"):
@@ -172,16 +178,26 @@ async def items(
         if len(rows) > room:
             last = rows[room - 1]
             next_cursor = _cursor([1, last["name"], str(last["id"])])
-    elif kind != "folder" and section == 0 and found:
-        # The page is full of folders; files may follow.
+    elif kind != "folder" and section == 0 and found and await _has_files(pool, folder_id, kind):
+        # The page is full of folders; files follow.
         next_cursor = _cursor([1, "", ""])
     return {"items": found, "next_cursor": next_cursor}
+
+
+async def _has_files(pool: asyncpg.Pool, folder_id: uuid.UUID, kind: str | None) -> bool:
+    found: bool = await pool.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM catalog.files
+                          WHERE folder_id = $1 AND ($2::text IS NULL OR kind = $2))""",
+        folder_id,
+        kind,
+    )
+    return found
 
 
 async def summary(pool: asyncpg.Pool, folder_id: uuid.UUID) -> dict[str, Any]:
     await folder(pool, folder_id)
     rows = await pool.fetch(
-        """SELECT f.kind, count(*) AS files, coalesce(sum(f.size), 0) AS bytes
+        """SELECT f.kind, count(*) AS files, coalesce(sum(f.size), 0)::bigint AS bytes
            FROM catalog.files f JOIN catalog.folders d ON d.id = f.folder_id
            WHERE d.path @> ARRAY[$1::uuid] GROUP BY f.kind ORDER BY f.kind""",
         folder_id,
@@ -226,7 +242,11 @@ async def search(
 ) -> dict[str, Any]:
     """Files and folders whose name contains q, folders first; trigram indexes serve ILIKE."""
     pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    section, ident = _uncursor(cursor) if cursor else [0, ""]
+    if not domain.storable(q):
+        raise domain.Invalid("invalid_query", "the search text contains a NUL character")
+    if folder_id is not None:
+        await folder(pool, folder_id)
+    section, ident = _uncursor(cursor, int, str) if cursor else [0, ""]
     found: list[dict[str, Any]] = []
     next_cursor = None
     if section == 0 and kind in (None, "folder"):

@@ -30,7 +30,7 @@ from shared.kit.service import serve
 from shared.kit.settings import Settings
 
 AUTH_TTL_S = 1.0
-PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location")
+PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location", "content-range")
 
 
 def _error(status: int, code: str, message: str, **details: Any) -> JSON:
@@ -116,7 +116,8 @@ class Gateway:
     async def forward(
         self, service: str, request: Request, user: dict[str, Any], *, stream_body: bool = False
     ) -> httpx.Response:
-        url = f"{self.services[service]}{request.url.path}"
+        # Without a trailing slash: the service would redirect to its own, internal address.
+        url = f"{self.services[service]}{request.url.path.rstrip('/')}"
         content: Any = request.stream() if stream_body else await request.body()
         return await self.http.request(
             request.method,
@@ -245,7 +246,7 @@ def build(settings: Settings) -> FastAPI:
         parts = request.url.path.strip("/").split("/")
         if service == "ingest" and parts[1] == "folders":
             return await upload(request, user, parts[2])
-        if parts[1] == "files" and len(parts) == 4 and parts[3] == "content":
+        if parts[1:2] == ["files"] and parts[3:] == ["content"] and request.method == "GET":
             return await content(request, user)
         answer = await gateway.forward(service, request, user)
         if service == "ingest" and parts[1] == "jobs" and answer.status_code == 200:

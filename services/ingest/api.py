@@ -38,10 +38,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise ValueError("empty suffix range")
         return max(size - length, 0), size - 1
     start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or end < start:
+    if last and int(last) < start:
+        return None  # not a valid range, so the header is ignored (RFC 9110, 14.2)
+    if start >= size:
         raise ValueError("range starts past the end")
-    return start, end
+    return start, min(int(last), size - 1) if last else size - 1
 
 
 def router(uploads: Uploads) -> APIRouter:

@@ -15,7 +15,7 @@ from services.ingest.domain import media
 from services.ingest.domain.uploads import Refused, StoredFile, check_file_name, record_upload
 from services.ingest.projections import jobs
 from shared.contracts.catalog import Media
-from shared.contracts.envelope import Cause, new_envelope
+from shared.contracts.envelope import Cause, new_envelope, now
 from shared.kit.blobs import BlobWriter, LocalBlobStore
 from shared.kit.eventstore import EventStore
 from shared.kit.service import Runtime
@@ -23,7 +23,7 @@ from shared.kit.service import Runtime
 
 @dataclass
 class _Part:
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, bytes] = field(default_factory=dict)
     head: bytearray = field(default_factory=bytearray)
     writer: BlobWriter | None = None
     name: str | None = None
@@ -64,22 +64,23 @@ class _Receiver:
 
     def on_header_end(self) -> None:
         assert self.part is not None
-        self.part.headers[self.header_field.decode("latin-1").lower()] = self.header_value.decode(
-            "utf-8", "replace"
-        )
+        # Raw bytes: clients send file names in UTF-8, which a str here would mangle.
+        self.part.headers[self.header_field.decode("latin-1").lower()] = bytes(self.header_value)
         self.header_field = self.header_value = b""
 
     def on_headers_finished(self) -> None:
         part = self.part
         assert part is not None
-        _, options = parse_options_header(part.headers.get("content-disposition", ""))
+        _, options = parse_options_header(part.headers.get("content-disposition", b""))
         field_name = options.get(b"name", b"").decode()
         filename = options.get(b"filename")
         part.is_file = field_name == "file"
         if not part.is_file or self.refusal:
             return
         try:
-            part.name = check_file_name(filename.decode("utf-8", "replace") if filename else None)
+            part.name = check_file_name(
+                filename.decode("utf-8", "replace") if filename is not None else None
+            )
         except Refused as refusal:
             self.refusal = refusal
             return
@@ -177,21 +178,25 @@ class Uploads:
         except Refused:
             raise
         except Exception as error:
-            raise Refused(400, "malformed_multipart", f"the multipart body is malformed: {error}")
+            raise Refused(
+                400, "malformed_multipart", f"the multipart body is malformed: {error}"
+            ) from error
         finally:
             receiver.cleanup()
         if receiver.refusal:
             raise receiver.refusal
         job_id = uuid.uuid4()
         changes = record_upload(job_id, folder_id, receiver.stored)
+        # One moment for the whole upload: it is every file's created_at, here and in the catalog.
+        at = now()
         envelopes = [
-            new_envelope(event, stream_id=stream, stream_version=version, cause=cause)
+            new_envelope(event, stream_id=stream, stream_version=version, cause=cause, at=at)
             for stream, version, event in changes
         ]
         async with self.pool.acquire() as conn, conn.transaction():
             await jobs.apply(conn, envelopes)
             position = await self.store.append(conn, envelopes)
-        created_at = envelopes[0].occurred_at.isoformat()
+        created_at = at.isoformat()
         files = [
             {
                 "type": "file",

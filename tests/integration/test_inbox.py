@@ -77,7 +77,7 @@ async def test_event_redelivered_after_a_crash_between_commits_is_applied_once(
         async def got_it_again() -> bool:
             return redelivered.is_set()
 
-        await eventually(got_it_again, timeout=20, what="redelivery")
+        await eventually(got_it_again, within=20, what="redelivery")
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -153,14 +153,14 @@ async def test_a_poison_event_goes_to_the_dead_letter_topic_and_the_rest_apply(
         async def watermark_passed_all() -> bool:
             return (await inbox.watermarks(pool)).get(s) == 3
 
-        await eventually(watermark_passed_all, timeout=20, what="watermark past the poison")
+        await eventually(watermark_passed_all, within=20, what="watermark past the poison")
 
         async def dead_lettered() -> bool:
             batch = await dlq.getmany(timeout_ms=200)
             dead.extend(bus.decode(m.value) for msgs in batch.values() for m in msgs)
             return bool(dead)
 
-        await eventually(dead_lettered, timeout=20, what="event on the dead-letter topic")
+        await eventually(dead_lettered, within=20, what="event on the dead-letter topic")
     finally:
         await dlq.stop()
         running.cancel()

@@ -69,7 +69,7 @@ async def test_relay_publishes_every_event_of_200_concurrent_transactions_in_str
             seen.extend(bus.decode(m.value) for msgs in batch.values() for m in msgs)
             return len({e.event_id for e in seen}) >= 200
 
-        await eventually(all_arrived, timeout=20, what="200 events on the topic")
+        await eventually(all_arrived, within=20, what="200 events on the topic")
     finally:
         await consumer.stop()
         running.cancel()

@@ -1,0 +1,189 @@
+"""Files: uploads sniffed by content, details, edits, jobs, and content by range."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.parse
+
+import httpx
+
+from tests.e2e.support import (
+    CONSISTENCY,
+    ELF,
+    PDF,
+    error,
+    folder,
+    items,
+    png,
+    text,
+    unique,
+    upload,
+    wav,
+)
+
+
+async def test_upload_sniffs_kinds_from_bytes_and_reads_its_own_writes(
+    api: httpx.AsyncClient,
+) -> None:
+    top = await folder(api, unique("uploads"))
+    image, notes, sound = png(32, 16), text("plain words\nsecond line\n"), wav(0.5)
+    answer = await upload(
+        api,
+        top["id"],
+        ("x.txt", image),
+        ("notes.bin", notes),
+        ("report.dat", PDF),
+        ("sound.xyz", sound),
+    )
+    assert set(answer) == {"job_id", "files"}
+    files = answer["files"]
+    # Read-your-writes: the folder lists them as soon as the upload has answered.
+    listed = await items(api, top["id"])
+    assert sorted(i["id"] for i in listed) == sorted(f["id"] for f in files)
+
+    assert [(f["name"], f["kind"], f["mime_type"]) for f in files] == [
+        ("x.txt", "image", "image/png"),
+        ("notes.bin", "text", "text/plain"),
+        ("report.dat", "pdf", "application/pdf"),
+        ("sound.xyz", "audio", "audio/wav"),
+    ]
+    assert files[0]["media"] == {"width": 32, "height": 16}
+    assert abs(files[3]["media"]["duration_s"] - 0.5) < 0.01
+    for f, data in zip(files, (image, notes, PDF, sound), strict=True):
+        assert f["size"] == len(data)
+        assert f["sha256"] == hashlib.sha256(data).hexdigest()
+        assert f["folder_id"] == top["id"]
+        details = (await api.get(f"/v1/files/{f['id']}")).json()
+        for field in (
+            "id",
+            "name",
+            "kind",
+            "folder_id",
+            "size",
+            "sha256",
+            "mime_type",
+            "media",
+            "created_at",
+        ):
+            assert details[field] == f[field], field
+        assert details["source"] == {"type": "upload"}
+        assert details["metadata"] == {}
+        assert details["datasets"] == []
+        assert details["created_by"] == (await api.get("/v1/users/me")).json()["id"]
+
+    job = await api.get(f"/v1/jobs/{answer['job_id']}")
+    assert job.status_code == 200, job.text
+    found = job.json()
+    assert found["id"] == answer["job_id"]
+    assert found["status"] == "done"
+    assert found["progress"] == {"done": 4, "total": 4}
+    assert sorted(f["id"] for f in found["files"]) == sorted(f["id"] for f in files)
+    assert found["errors"] == []
+
+
+async def test_unknown_content_refuses_the_whole_upload(api: httpx.AsyncClient) -> None:
+    top = await folder(api, unique("refused"))
+    refused = await api.post(
+        f"/v1/folders/{top['id']}/files",
+        files=[
+            ("file", ("fine.txt", text("fine"), "text/plain")),
+            ("file", ("program.bin", ELF, "application/octet-stream")),
+            ("file", ("after.png", png(), "image/png")),
+        ],
+    )
+    problem = error(refused, 415)
+    assert "program.bin" in problem["message"]
+    assert problem["details"]["name"] == "program.bin"
+
+    random_bytes = bytes(range(256)) * 4 + os.urandom(512)
+    error(
+        await api.post(
+            f"/v1/folders/{top['id']}/files",
+            files=[("file", ("noise", random_bytes, "application/octet-stream"))],
+        ),
+        415,
+    )
+    # A later upload is visible once it answers; had the refused ones recorded anything
+    # (they were sent earlier), it would be visible too.
+    later = await upload(api, top["id"], ("later.txt", text("later")))
+    listed = await items(api, top["id"])
+    assert [i["name"] for i in listed] == ["later.txt"]
+    assert [i["id"] for i in listed] == [later["files"][0]["id"]]
+    hits = (await api.get("/v1/search", params={"q": "fine.txt", "folder_id": top["id"]})).json()
+    assert hits["items"] == []
+
+
+async def test_rename_change_metadata_and_delete_a_file(api: httpx.AsyncClient) -> None:
+    top = await folder(api, unique("edit"))
+    file = (await upload(api, top["id"], ("draft.txt", text("draft"))))["files"][0]
+
+    renamed = await api.patch(f"/v1/files/{file['id']}", json={"name": "final.txt"})
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.headers.get(CONSISTENCY)
+    assert renamed.json()["name"] == "final.txt"
+    metadata = {"label": "cat", "boxes": [[1, 2, 3, 4]], "ok": True}
+    changed = await api.patch(f"/v1/files/{file['id']}", json={"metadata": metadata})
+    assert changed.status_code == 200, changed.text
+    got = (await api.get(f"/v1/files/{file['id']}")).json()
+    assert (got["name"], got["metadata"]) == ("final.txt", metadata)
+    assert got["kind"] == "text" and got["sha256"] == file["sha256"]
+    assert [i["name"] for i in await items(api, top["id"])] == ["final.txt"]
+    content = await api.get(f"/v1/files/{file['id']}/content")
+    assert "final.txt" in content.headers["content-disposition"]
+
+    deleted = await api.delete(f"/v1/files/{file['id']}")
+    assert deleted.status_code == 204, deleted.text
+    assert deleted.headers.get(CONSISTENCY)
+    error(await api.get(f"/v1/files/{file['id']}"), 404, "not_found")
+    error(await api.get(f"/v1/files/{file['id']}/content"), 404)
+    error(await api.patch(f"/v1/files/{file['id']}", json={"name": "zombie.txt"}), 404)
+    error(await api.delete(f"/v1/files/{file['id']}"), 404)
+    assert await items(api, top["id"]) == []
+
+
+async def test_content_by_range(api: httpx.AsyncClient) -> None:
+    top = await folder(api, unique("ranges"))
+    body = "".join(f"{n:02}-abcdef\n" for n in range(10)).encode()
+    assert len(body) == 100
+    name = "Notes für dich.txt"
+    file = (await upload(api, top["id"], (name, body)))["files"][0]
+    url = f"/v1/files/{file['id']}/content"
+
+    whole = await api.get(url)
+    assert whole.status_code == 200
+    assert whole.content == body
+    assert whole.headers["content-type"].startswith("text/plain")
+    disposition = whole.headers["content-disposition"]
+    assert disposition.startswith("attachment")
+    assert urllib.parse.quote(name) in disposition
+
+    first = await api.get(url, headers={"Range": "bytes=0-9"})
+    assert (first.status_code, first.content) == (206, body[:10])
+    assert first.headers["content-range"] == "bytes 0-9/100"
+    suffix = await api.get(url, headers={"Range": "bytes=-10"})
+    assert (suffix.status_code, suffix.content) == (206, body[-10:])
+    assert suffix.headers["content-range"] == "bytes 90-99/100"
+    open_ended = await api.get(url, headers={"Range": "bytes=5-"})
+    assert (open_ended.status_code, open_ended.content) == (206, body[5:])
+    past_end = await api.get(url, headers={"Range": "bytes=95-1000"})
+    assert (past_end.status_code, past_end.content) == (206, body[95:])
+
+    backwards = await api.get(url, headers={"Range": "bytes=5-2"})  # invalid, so ignored
+    assert (backwards.status_code, backwards.content) == (200, body)
+
+    unsatisfiable = await api.get(url, headers={"Range": "bytes=100-"})
+    error(unsatisfiable, 416)
+    assert unsatisfiable.headers.get("content-range") == "bytes */100"
+
+    for method in ("POST", "PATCH", "DELETE"):
+        refused = await api.request(method, url)
+        assert refused.status_code in (404, 405), refused.status_code
+        assert refused.content != body
+    assert (await api.get(url)).content == body
+
+    image = png(4, 4)
+    picture = (await upload(api, top["id"], ("picture.txt", image)))["files"][0]
+    served = await api.get(f"/v1/files/{picture['id']}/content")
+    assert served.headers["content-type"] == "image/png"
+    assert served.content == image
