@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
 
 from shared.contracts import acl as ev
+from shared.contracts import rules
 from shared.contracts.envelope import Event
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
 ORG_ROLES = ("admin", "member")
 
 
@@ -57,8 +59,10 @@ def create_user(
         raise Refused(422, "invalid_email", f"{email!r} is not an email address")
     if org_role not in ORG_ROLES:
         raise Refused(422, "invalid_role", f"org_role must be one of {', '.join(ORG_ROLES)}")
-    if not name.strip() or len(name) > 300:
+    if not name.strip() or len(name) > rules.MAX_NAME:
         raise Refused(422, "invalid_name", "the user's name must have 1 to 300 characters")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise Refused(422, "invalid_name", "the user's name contains control characters")
     stream = ev.user_stream(user_id)
     return [
         (

@@ -253,6 +253,13 @@ def build(settings: Settings) -> FastAPI:
             return await job_with_files(answer, request, user)
         return gateway.relay(answer)
 
+    async def folder_exists(request: Request, user: dict[str, Any], folder_id: str) -> bool:
+        folder = await gateway.http.get(
+            f"{settings.catalog_url}/v1/folders/{folder_id}",
+            headers=gateway._headers(request, user),
+        )
+        return folder.status_code == 200
+
     async def upload(request: Request, user: dict[str, Any], folder_id: str) -> Response:
         folder = await gateway.http.get(
             f"{settings.catalog_url}/v1/folders/{folder_id}",
@@ -263,11 +270,32 @@ def build(settings: Settings) -> FastAPI:
         answer = await gateway.forward("ingest", request, user, stream_body=True)
         if answer.status_code != 201:
             return gateway.relay(answer)
-        # Read-your-writes: the folder lists the files once this answers.
+        # Read-your-writes: the folder lists the files once this answers, and the
+        # answer shows them as the catalog registered them.
         token = await gateway.wait_for(
             consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
         )
-        return gateway.relay(answer, token)
+        uploaded = answer.json()
+        ids = [f["id"] for f in uploaded["files"]]
+        registered = await gateway.http.post(
+            f"{settings.catalog_url}/internal/files",
+            json={"ids": ids},
+            headers=gateway._headers(request, user),
+        )
+        files = registered.json()["items"] if registered.status_code == 200 else []
+        if len(files) < len(ids) and not await folder_exists(request, user, folder_id):
+            return _error(
+                409,
+                "folder_deleted",
+                f"folder {folder_id} was deleted while the upload was stored",
+                folder_id=folder_id,
+                job_id=uploaded["job_id"],
+            )
+        # Past the consistency deadline the catalog may still be catching up: then the
+        # answer is ingest's own account of the files.
+        by_id = {f["id"]: f for f in uploaded["files"]} | {f["id"]: f for f in files}
+        body = {"job_id": uploaded["job_id"], "files": [by_id[i] for i in ids]}
+        return JSON(body, 201, headers={consistency.HEADER: consistency.encode(token)})
 
     async def job_with_files(
         answer: httpx.Response, request: Request, user: dict[str, Any]

@@ -24,4 +24,7 @@ def name_problem(name: str, what: str = "name") -> str | None:
 
 
 def metadata_size(metadata: dict[str, Any]) -> int:
-    return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    """Its size as compact JSON; ValueError for NaN or Infinity, which JSON cannot carry."""
+    return len(
+        json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    )
