@@ -232,6 +232,9 @@ async def files(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[dict[str, Any]
     return [file_json(r) for r in rows]
 
 
+NIL = "00000000-0000-0000-0000-000000000000"
+
+
 async def search(
     pool: asyncpg.Pool,
     q: str,
@@ -240,62 +243,69 @@ async def search(
     cursor: str | None,
     limit: int,
 ) -> dict[str, Any]:
-    """Files and folders whose name contains q, folders first; trigram indexes serve ILIKE."""
+    """Files and folders whose name contains q, folders first, each section by id.
+
+    ILIKE is served by the trigram indexes for rare text; for common text the
+    primary-key order lets a page stop after `limit` hits. Conditions are only
+    added when given, so the planner sees each query for what it is.
+    """
     pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     if not domain.storable(q):
         raise domain.Invalid("invalid_query", "the search text contains a NUL character")
     if folder_id is not None:
         await folder(pool, folder_id)
-    section, ident = _uncursor(cursor, int, str) if cursor else [0, ""]
+    section, ident = _uncursor(cursor, int, str) if cursor else [0, NIL]
+    try:
+        after = uuid.UUID(ident or NIL)
+    except ValueError as error:
+        raise domain.Invalid("invalid_cursor", "the cursor is not one this API gave out") from error
     found: list[dict[str, Any]] = []
-    next_cursor = None
     if section == 0 and kind in (None, "folder"):
+        where = "name ILIKE $1 AND id > $2"
+        if folder_id is not None:
+            where += " AND path @> ARRAY[$4::uuid]"
         rows = await pool.fetch(
-            """SELECT * FROM catalog.folders
-               WHERE name ILIKE $1 AND ($2::uuid IS NULL OR path @> ARRAY[$2::uuid])
-                 AND id::text > $3
-               ORDER BY id::text LIMIT $4""",
+            f"SELECT * FROM catalog.folders WHERE {where} ORDER BY id LIMIT $3",
             pattern,
-            folder_id,
-            ident,
+            after,
             limit + 1,
+            *([folder_id] if folder_id is not None else []),
         )
         found = await folders_json(pool, list(rows[:limit]))
         if len(rows) > limit:
             return {"items": found, "next_cursor": _cursor([0, str(rows[limit - 1]["id"])])}
-        ident = ""
-    if kind != "folder" and len(found) < limit:
-        room = limit - len(found)
-        rows = await pool.fetch(
-            f"""SELECT {FILE_FIELDS} FROM catalog.files f
-                WHERE f.name ILIKE $1 AND ($2::text IS NULL OR f.kind = $2)
-                  AND ($3::uuid IS NULL OR f.folder_id IN (
-                        SELECT id FROM catalog.folders WHERE path @> ARRAY[$3::uuid]))
-                  AND f.id::text > $4
-                ORDER BY f.id::text LIMIT $5""",
-            pattern,
-            kind,
-            folder_id,
-            ident,
-            room + 1,
+        after = uuid.UUID(NIL)
+    if kind == "folder" or len(found) >= limit:
+        more = kind != "folder" and len(found) >= limit
+        return {"items": found, "next_cursor": _cursor([1, NIL]) if more else None}
+    room = limit - len(found)
+    where, args = "f.name ILIKE $1 AND f.id > $2", [pattern, after, room + 1]
+    if kind is not None:
+        args.append(kind)
+        where += f" AND f.kind = ${len(args)}"
+    if folder_id is not None:
+        args.append(folder_id)
+        where += (
+            f" AND f.folder_id IN (SELECT id FROM catalog.folders"
+            f" WHERE path @> ARRAY[${len(args)}::uuid])"
         )
-        files = [file_json(r) for r in rows[:room]]
-        folder_rows = await pool.fetch(
-            "SELECT id, path FROM catalog.folders WHERE id = ANY($1::uuid[])",
-            list({r["folder_id"] for r in rows[:room]}),
+    rows = await pool.fetch(
+        f"SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $3", *args
+    )
+    files = [file_json(r) for r in rows[:room]]
+    folder_rows = await pool.fetch(
+        "SELECT id, path FROM catalog.folders WHERE id = ANY($1::uuid[])",
+        list({r["folder_id"] for r in rows[:room]}),
+    )
+    paths = dict(
+        zip(
+            [r["id"] for r in folder_rows],
+            await _paths(pool, [list(r["path"]) for r in folder_rows]),
+            strict=True,
         )
-        paths = dict(
-            zip(
-                [r["id"] for r in folder_rows],
-                await _paths(pool, [list(r["path"]) for r in folder_rows]),
-                strict=True,
-            )
-        )
-        for f in files:
-            f["path"] = paths.get(uuid.UUID(f["folder_id"]), [])
-        found += files
-        if len(rows) > room:
-            next_cursor = _cursor([1, str(rows[room - 1]["id"])])
-    elif kind != "folder" and section == 0 and found:
-        next_cursor = _cursor([1, ""])
+    )
+    for f in files:
+        f["path"] = paths.get(uuid.UUID(f["folder_id"]), [])
+    found += files
+    next_cursor = _cursor([1, str(rows[room - 1]["id"])]) if len(rows) > room else None
     return {"items": found, "next_cursor": next_cursor}
