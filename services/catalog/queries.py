@@ -233,6 +233,31 @@ async def files(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[dict[str, Any]
 
 
 NIL = "00000000-0000-0000-0000-000000000000"
+# How long the index-driven plan may try before the walk in id order takes over.
+INDEX_BUDGET_MS = 25
+
+
+async def _matching_files(pool: asyncpg.Pool, sql: str, args: list[Any]) -> list[asyncpg.Record]:
+    """Run a file search with the plan that suits how common the text is.
+
+    The planner cannot tell how many names contain a text. Rare or absent text is
+    found fastest through the indexes (trigram, folder), then sorted; common text
+    by walking ids in order until a page is full. Try the first within a small
+    budget, and fall back to the second, which then finds its page quickly.
+    """
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction(readonly=True):
+                await conn.execute(
+                    "SET LOCAL enable_indexscan = off;"
+                    f" SET LOCAL statement_timeout = {INDEX_BUDGET_MS}"
+                )
+                return await conn.fetch(sql, *args)
+        except asyncpg.QueryCanceledError:
+            pass
+        async with conn.transaction(readonly=True):
+            await conn.execute("SET LOCAL enable_bitmapscan = off")
+            return await conn.fetch(sql, *args)
 
 
 async def search(
@@ -289,8 +314,10 @@ async def search(
             f" AND f.folder_id IN (SELECT id FROM catalog.folders"
             f" WHERE path @> ARRAY[${len(args)}::uuid])"
         )
-    rows = await pool.fetch(
-        f"SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $3", *args
+    rows = await _matching_files(
+        pool,
+        f"SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $3",
+        args,
     )
     files = [file_json(r) for r in rows[:room]]
     folder_rows = await pool.fetch(
