@@ -1,0 +1,276 @@
+"""Search latency over a large catalog: p50/p95 of the catalog's own search query.
+
+The catalog's tables are created by its projection DDL (services/catalog/projections.py),
+filled directly with SQL (generate_series): 20 top-level folders, 980 subfolders below
+them, and 1,000,000 files (`--quick`: 50,000) named like "scan_000123_left.png", spread
+over the subfolders. Then ANALYZE, and `services.catalog.queries.search(pool, q, kind,
+folder_id, cursor, limit=100)` is timed over a few hundred varied queries: common and rare
+substrings, names, no match, one- and two-letter queries, with and without `folder_id`
+(a top-level folder, a subfolder) and `kind`, and some second pages. One untimed pass
+warms the caches; the timed pass follows.
+Baseline: none, the figures themselves. Target: p95 under 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench._common import Report, main, percentile, postgres, progress
+from services.catalog import queries
+from services.catalog.projections import tree
+from shared.kit import db
+
+NAME = "search"
+TARGET_P95_MS = 50.0
+TOPS = 20
+SUBS = 980
+PREFIXES = ("scan", "frame", "img", "ct", "mri", "xray", "thumb", "mask")
+SIDES = ("left", "right", "front", "back", "top")
+SITES = ("boston", "berlin", "tokyo", "lyon", "austin", "oslo", "seoul", "lima", "cairo", "perth")
+MODALITIES = ("ct-scans", "lidar-drive")
+WEATHER = ("sunny", "rain", "fog", "night", "snow", "dusk", "overcast")
+
+Query = dict[str, Any]
+
+
+def _array(values: tuple[str, ...]) -> str:
+    return "ARRAY[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+FOLDERS_SQL = f"""
+INSERT INTO catalog.folders
+    (id, parent_id, name, description, metadata, path, version, created_at, created_by)
+SELECT md5('top' || i)::uuid, NULL,
+       ({_array(MODALITIES)})[i % 2 + 1] || '-' || ({_array(SITES)})[i % 10 + 1]
+           || '-' || (2014 + i),
+       'imported from the field kit', '{{}}', ARRAY[md5('top' || i)::uuid], 1, now(), 'bench'
+FROM generate_series(1, {TOPS}) AS i;
+INSERT INTO catalog.folders
+    (id, parent_id, name, description, metadata, path, version, created_at, created_by)
+SELECT md5('sub' || j)::uuid, md5('top' || (j % {TOPS} + 1))::uuid,
+       'session_' || lpad(j::text, 3, '0') || '_' || ({_array(WEATHER)})[j % 7 + 1],
+       '', '{{"camera": "front"}}',
+       ARRAY[md5('top' || (j % {TOPS} + 1))::uuid, md5('sub' || j)::uuid], 1, now(), 'bench'
+FROM generate_series(1, {SUBS}) AS j;
+"""
+
+FILES_SQL = f"""
+INSERT INTO catalog.files
+    (id, folder_id, name, kind, size, sha256, mime_type, media, blob_key, source, metadata,
+     job_id, version, created_at, created_by)
+SELECT gen_random_uuid(),
+       md5('sub' || (g % {SUBS} + 1))::uuid,
+       ({_array(PREFIXES)})[(h.v / 100) % 8 + 1] || '_' || lpad((g / {SUBS})::text, 6, '0')
+           || '_' || ({_array(SIDES)})[(h.v / 20) % 5 + 1] || '.' || k.ext,
+       k.kind, 4096 + h.v % 100000, h.m || h.m, k.mime,
+       '{{"width": 640, "height": 480}}', 'sha256/00/00/' || h.m, '{{"type": "upload"}}',
+       '{{}}', NULL, 1, now(), 'bench'
+FROM generate_series($1::bigint, $2::bigint) AS g
+-- A hash of g picks kind, side and prefix, independently of each other and of the folder.
+CROSS JOIN LATERAL (
+    SELECT md5(g::text) AS m, ('x' || substr(md5(g::text), 1, 8))::bit(32)::int & 2147483647 AS v
+) AS h
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN h.v % 20 < 14 THEN 'image' WHEN h.v % 20 < 16 THEN 'video'
+                WHEN h.v % 20 < 18 THEN 'text' ELSE 'pdf' END AS kind,
+           CASE WHEN h.v % 20 < 7 THEN 'png' WHEN h.v % 20 < 14 THEN 'jpg'
+                WHEN h.v % 20 < 16 THEN 'mp4' WHEN h.v % 20 < 18 THEN 'txt' ELSE 'pdf' END AS ext,
+           CASE WHEN h.v % 20 < 7 THEN 'image/png' WHEN h.v % 20 < 14 THEN 'image/jpeg'
+                WHEN h.v % 20 < 16 THEN 'video/mp4' WHEN h.v % 20 < 18 THEN 'text/plain'
+                ELSE 'application/pdf' END AS mime
+) AS k
+"""
+
+
+async def fill(dsn: str, files: int) -> dict[str, float]:
+    conn = await db.connect(dsn)
+    timings = {}
+    try:
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS catalog")
+        await tree.setup(conn)
+        # Load without the file indexes, then let the projection's DDL create them again.
+        await conn.execute("DROP INDEX catalog.files_folder, catalog.files_name_trgm")
+        start = time.perf_counter()
+        await conn.execute(FOLDERS_SQL)
+        step = 250_000
+        for first in range(0, files, step):
+            await conn.execute(FILES_SQL, first, min(first + step, files) - 1)
+        timings["load_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        await conn.execute("SET maintenance_work_mem = '512MB'")
+        await tree.setup(conn)
+        timings["index_s"] = time.perf_counter() - start
+        await conn.execute("VACUUM ANALYZE catalog.folders, catalog.files")
+    finally:
+        await conn.close()
+    return timings
+
+
+def workload(
+    rng: random.Random, tops: list[uuid.UUID], subs: list[uuid.UUID], n: int, per_folder: int
+) -> list[Query]:
+    """`n` queries of varied selectivity, each tagged with a category."""
+
+    def number(width: int = 6) -> str:
+        # Names number the files of each folder from 0 to about `per_folder`.
+        return str(rng.randrange(0, per_folder)).zfill(width)
+
+    absent: list[Query] = [
+        {"q": "png", "kind": "video"},
+        {"q": ".jpg", "kind": "pdf"},
+        {"q": "mp4", "kind": "image", "folder_id": rng.choice(tops)},
+    ]
+    makers: list[tuple[str, Callable[[], Query]]] = [
+        ("common", lambda: {"q": rng.choice(PREFIXES + SIDES + ("png", "jpg", ".mp4"))}),
+        ("common", lambda: {"q": f"{rng.choice(PREFIXES)}_"}),
+        ("medium", lambda: {"q": f"{rng.choice(PREFIXES)}_{number()[:4]}"}),
+        ("medium", lambda: {"q": number()}),
+        ("rare", lambda: {"q": f"{rng.choice(PREFIXES)}_{number()}_{rng.choice(SIDES)}"}),
+        ("rare", lambda: {"q": f"_{number()}_{rng.choice(SIDES)}.png"}),
+        ("none", lambda: {"q": rng.choice(("zebra", "invoice", "qqq", "scan_9999999", "dicom"))}),
+        ("short", lambda: {"q": rng.choice(("a", "e", "_", "1", "ct", "_l", "07", "n_"))}),
+        ("folders", lambda: {"q": rng.choice(WEATHER + SITES + ("session", "lidar", "2020"))}),
+        ("in_top", lambda: {"q": rng.choice(PREFIXES + SIDES), "folder_id": rng.choice(tops)}),
+        ("in_top", lambda: {"q": f"_{number()}_", "folder_id": rng.choice(tops)}),
+        ("in_sub", lambda: {"q": rng.choice(PREFIXES + SIDES), "folder_id": rng.choice(subs)}),
+        (
+            "in_sub",
+            lambda: {"q": f"{rng.choice(PREFIXES)}_{number()}", "folder_id": rng.choice(subs)},
+        ),
+        ("kind", lambda: {"q": rng.choice(PREFIXES + SIDES), "kind": rng.choice(("video", "pdf"))}),
+        ("kind", lambda: {"q": f"_{number()}", "kind": "image"}),
+        # A filter that excludes every match of a common word: a user filters videos and
+        # types "png".
+        ("absent", lambda: rng.choice(absent)),
+    ]
+    found = []
+    for _ in range(n):
+        category, make = rng.choice(makers)
+        found.append({"category": category, "kind": None, "folder_id": None, **make()})
+    return found
+
+
+def describe(query: Query, tops: set[uuid.UUID]) -> str:
+    text = f"q={query['q']!r}"
+    if query["kind"]:
+        text += f" kind={query['kind']}"
+    if query["folder_id"]:
+        text += " in a top-level folder" if query["folder_id"] in tops else " in a subfolder"
+    return text
+
+
+async def run_queries(
+    pool: asyncpg.Pool, work: list[Query], pages: bool, tops: set[uuid.UUID]
+) -> list[tuple[str, float, str]]:
+    """(category, seconds, what was asked and how many items came back) per query."""
+    timings = []
+    for i, query in enumerate(work):
+        args = (query["q"], query["kind"], query["folder_id"])
+        start = time.perf_counter()
+        result = await queries.search(pool, *args, None, 100)
+        seconds = time.perf_counter() - start
+        what = f"{describe(query, tops)}: {len(result['items'])} items"
+        timings.append((query["category"], seconds, what))
+        if pages and i % 10 == 0 and result["next_cursor"]:
+            start = time.perf_counter()
+            page = await queries.search(pool, *args, result["next_cursor"], 100)
+            seconds = time.perf_counter() - start
+            what = f"{describe(query, tops)}, page 2: {len(page['items'])} items"
+            timings.append(("next_page", seconds, what))
+    return timings
+
+
+async def measure(dsn: str, report: Report, files: int, count: int, custom_plans: bool) -> None:
+    progress(f"filling catalog.folders ({TOPS + SUBS}) and catalog.files ({files:,})")
+    timings = await fill(dsn, files)
+    progress(f"loaded in {timings['load_s']:.1f} s, indexed in {timings['index_s']:.1f} s")
+    if custom_plans:
+        # A what-if, not the product's setting: never reuse a generic plan.
+        conn = await db.connect(dsn)
+        await conn.execute("ALTER ROLE postgres SET plan_cache_mode = force_custom_plan")
+        await conn.close()
+        report.note("what-if run: plan_cache_mode = force_custom_plan (--custom-plans)")
+    pool = await db.connect_pool(dsn, max_size=4)
+    try:
+        tops = [
+            r["id"]
+            for r in await pool.fetch("SELECT id FROM catalog.folders WHERE parent_id IS NULL")
+        ]
+        subs = [
+            r["id"]
+            for r in await pool.fetch("SELECT id FROM catalog.folders WHERE parent_id IS NOT NULL")
+        ]
+        work = workload(random.Random(20261125), tops, subs, count, max(files // SUBS, 1))
+        progress(f"warm-up pass: {len(work)} queries")
+        await run_queries(pool, work, pages=True, tops=set(tops))
+        progress(f"timed pass: {len(work)} queries")
+        with report.contention.measure():
+            results = await run_queries(pool, work, pages=True, tops=set(tops))
+    finally:
+        await pool.close()
+
+    all_ms = [t * 1e3 for _, t, _ in results]
+    p50, p95 = percentile(all_ms, 50), percentile(all_ms, 95)
+    report.figure("p50_ms", f"search p50 over {len(all_ms)} queries", p50, "ms", headline=True)
+    report.figure("p95_ms", f"search p95 over {len(all_ms)} queries", p95, "ms", headline=True)
+    report.figure("p99_ms", "search p99", percentile(all_ms, 99), "ms")
+    report.figure("max_ms", "search max", max(all_ms), "ms")
+    by_category: dict[str, list[float]] = defaultdict(list)
+    for category, seconds, _ in results:
+        by_category[category].append(seconds * 1e3)
+    for category, values in sorted(by_category.items()):
+        report.figure(
+            f"p95_{category}_ms",
+            f"p95 of '{category}' queries (n={len(values)}, p50 {percentile(values, 50):.1f} ms)",
+            percentile(values, 95),
+            "ms",
+            role="detail",
+        )
+    rest = [t * 1e3 for category, t, _ in results if category != "absent"]
+    if len(rest) < len(all_ms):
+        report.figure(
+            "p95_without_absent_ms",
+            f"p95 without the 'absent' queries ({len(rest)} queries)",
+            percentile(rest, 95),
+            "ms",
+            role="detail",
+        )
+    report.target(f"p95 under {TARGET_P95_MS:.0f} ms", p95 < TARGET_P95_MS, f"{p95:.1f} ms")
+    for category, seconds, what in sorted(results, key=lambda r: -r[1])[:8]:
+        report.note(f"slow: {seconds * 1e3:,.0f} ms ({category}) {what}")
+    report.note(
+        f"{files:,} files in {TOPS + SUBS:,} folders, loaded in {timings['load_s']:.0f} s,"
+        f" indexed in {timings['index_s']:.0f} s; one query at a time, limit 100"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--files", type=int, default=None, help="default 1,000,000 (50,000 quick)")
+    parser.add_argument("--queries", type=int, default=None, help="default 400 (150 quick)")
+    parser.add_argument(
+        "--custom-plans",
+        action="store_true",
+        help="what-if: PostgreSQL plans every search afresh (plan_cache_mode=force_custom_plan)",
+    )
+
+
+def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
+    files = args.files or (50_000 if args.quick else 1_000_000)
+    count = args.queries or (150 if args.quick else 400)
+    report.title = f"catalog search over {files:,} files (baseline: none)"
+    with postgres(workdir, durable=False) as pg:
+        asyncio.run(measure(pg.url, report, files, count, args.custom_plans))
+
+
+if __name__ == "__main__":
+    main(NAME, "catalog search latency", body, add_arguments)

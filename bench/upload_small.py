@@ -1,0 +1,196 @@
+"""Many small files, end to end: uploaded through the gateway until the folder lists them all.
+
+Product: `POST /v1/folders/{id}/files` (multipart, `--batch` files per request, `--concurrency`
+requests in flight) until `GET /v1/folders/{id}/items` (paginated) lists every file. Files/s
+over the whole span, from the first request to the listing that shows them all.
+Baseline: the same bytes written to the same disk by a plain Python loop, one
+open/write/close per file. Target: at least 500 files/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import struct
+import time
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._common import ADMIN_KEY, MB, CpuMeter, KiB, Report, main, percentile, progress, stack
+
+NAME = "upload_small"
+TARGET_FILES_PER_S = 500.0
+SIDES = ("left", "right", "front", "back")
+
+
+def png_like(index: int, size: int) -> bytes:
+    """A PNG signature and IHDR chunk (sniffed as an image, 64x48), then random bytes."""
+    ihdr = struct.pack(">IIBBBBB", 64, 48, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
+    chunk += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    head = b"\x89PNG\r\n\x1a\n" + chunk + index.to_bytes(8, "big")
+    return head + os.urandom(max(size - len(head), 0))
+
+
+def file_name(index: int) -> str:
+    return f"scan_{index:06d}_{SIDES[index % len(SIDES)]}.png"
+
+
+def baseline(files: list[tuple[str, bytes]], where: Path) -> float:
+    """Seconds to write every file with open/write/close, nothing else."""
+    where.mkdir(parents=True)
+    start = time.perf_counter()
+    for name, content in files:
+        with open(where / name, "wb") as f:
+            f.write(content)
+    return time.perf_counter() - start
+
+
+async def list_all(api: httpx.AsyncClient, folder_id: str, page: int = 1000) -> int:
+    """How many items the folder lists, following the cursor."""
+    count, cursor = 0, None
+    for _ in range(100_000):  # bounded: far more pages than any run makes
+        params: dict[str, Any] = {"limit": page}
+        if cursor:
+            params["cursor"] = cursor
+        answer = await api.get(f"/v1/folders/{folder_id}/items", params=params)
+        answer.raise_for_status()
+        body = answer.json()
+        count += len(body["items"])
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    return count
+
+
+async def upload(
+    gateway: str, files: list[tuple[str, bytes]], batch: int, concurrency: int
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=gateway, headers=headers, timeout=120, limits=limits
+    ) as api:
+
+        async def new_folder(name: str) -> str:
+            answer = await api.post("/v1/folders", json={"name": name})
+            answer.raise_for_status()
+            return str(answer.json()["id"])
+
+        # Warm-up, not timed: connections, the auth cache, first-request imports.
+        warm = await new_folder(f"warm-up-{uuid.uuid4().hex[:8]}")
+        answer = await api.post(
+            f"/v1/folders/{warm}/files",
+            files=[("file", (file_name(i), png_like(i, 4 * KiB), "image/png")) for i in range(10)],
+        )
+        answer.raise_for_status()
+
+        folder_id = await new_folder(f"bench-{uuid.uuid4().hex[:8]}")
+        batches = [files[i : i + batch] for i in range(0, len(files), batch)]
+        queue: asyncio.Queue[list[tuple[str, bytes]]] = asyncio.Queue()
+        for b in batches:
+            queue.put_nowait(b)
+        latencies: list[float] = []
+
+        async def worker() -> None:
+            while not queue.empty():
+                chunk = queue.get_nowait()
+                parts = [("file", (n, c, "application/octet-stream")) for n, c in chunk]
+                t0 = time.perf_counter()
+                answer = await api.post(f"/v1/folders/{folder_id}/files", files=parts)
+                latencies.append(time.perf_counter() - t0)
+                if answer.status_code != 201:
+                    raise RuntimeError(f"upload answered {answer.status_code}: {answer.text[:300]}")
+                stored = len(answer.json()["files"])
+                if stored != len(chunk):
+                    raise RuntimeError(f"upload stored {stored} of {len(chunk)} files")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        uploaded = time.perf_counter()
+        listed, polls = 0, 0
+        while polls < 300:  # bounded: 300 listings, ~30 s at worst
+            polls += 1
+            listed = await list_all(api, folder_id)
+            if listed >= len(files):
+                break
+            await asyncio.sleep(0.1)
+        end = time.perf_counter()
+        if listed != len(files):
+            raise RuntimeError(f"the folder lists {listed} of {len(files)} files")
+        return {
+            "total_s": end - start,
+            "upload_s": uploaded - start,
+            "list_s": end - uploaded,
+            "polls": polls,
+            "latencies": latencies,
+        }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--files", type=int, default=None, help="default 10,000 (1,000 quick)")
+    parser.add_argument("--size", type=int, default=4 * KiB, help="bytes per file")
+    parser.add_argument("--batch", type=int, default=100, help="files per request")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL without fsync")
+
+
+def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
+    count = args.files or (1_000 if args.quick else 10_000)
+    report.title = (
+        f"{count:,} files of {args.size:,} B through the gateway until listed"
+        f" ({args.batch} per request, {args.concurrency} in flight)"
+    )
+    progress(f"generating {count:,} files")
+    files = [(file_name(i), png_like(i, args.size)) for i in range(count)]
+
+    progress("baseline: plain Python open/write/close per file")
+    with report.contention.measure():
+        # Three fresh directories; the median run counts (one run is short and noisy).
+        runs = sorted(baseline(files, workdir / f"baseline-{i}") for i in range(3))
+    base_s = runs[1]
+    base_rate = count / base_s
+
+    progress("starting the stack")
+    with stack(workdir, durable=not args.no_fsync) as running:
+        progress(f"uploading through {running.gateway_url}")
+        pids = {c.name: c.proc.pid for c in running.children}
+        with report.contention.measure(), CpuMeter(pids) as cpu:
+            result = asyncio.run(upload(running.gateway_url, files, args.batch, args.concurrency))
+        running.check_alive()
+
+    rate = count / result["total_s"]
+    lat = result["latencies"]
+    report.figure("files_per_s", "upload until listed", rate, "files/s", headline=True)
+    report.figure(
+        "mb_per_s", "upload until listed", count * args.size / result["total_s"] / MB, "MB/s"
+    )
+    report.figure("upload_s", "all upload requests answered after", result["upload_s"], "s")
+    report.figure("list_s", "then listing all of them took", result["list_s"], "s")
+    report.figure(
+        "request_p50_ms", f"request of {args.batch} files, p50", percentile(lat, 50) * 1e3, "ms"
+    )
+    report.figure(
+        "request_p95_ms", f"request of {args.batch} files, p95", percentile(lat, 95) * 1e3, "ms"
+    )
+    report.baseline("baseline_files_per_s", "plain open/write/close", base_rate, "files/s")
+    report.ratio("ratio", "product / baseline", rate, base_rate)
+    report.target(
+        f"at least {TARGET_FILES_PER_S:.0f} files/s",
+        rate >= TARGET_FILES_PER_S,
+        f"{rate:,.0f} files/s",
+    )
+    report.note(f"CPU-seconds used meanwhile: {cpu.describe()}")
+    if result["polls"] > 1:
+        report.note(f"the listing was complete only after {result['polls']} polls")
+    if args.no_fsync:
+        report.note("PostgreSQL ran without fsync (--no-fsync)")
+
+
+if __name__ == "__main__":
+    main(NAME, "small files through the gateway", body, add_arguments)
