@@ -99,7 +99,7 @@ async def fill(dsn: str, files: int) -> dict[str, float]:
         await conn.execute("CREATE SCHEMA IF NOT EXISTS catalog")
         await tree.setup(conn)
         # Load without the file indexes, then let the projection's DDL create them again.
-        await conn.execute("DROP INDEX catalog.files_folder, catalog.files_name_trgm")
+        await conn.execute("DROP INDEX catalog.files_folder, catalog.files_search")
         start = time.perf_counter()
         await conn.execute(FOLDERS_SQL)
         step = 250_000

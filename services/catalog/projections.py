@@ -20,6 +20,7 @@ tree = Projection(
     tables=("catalog.folders", "catalog.files"),
     ddl=f"""
     CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE EXTENSION IF NOT EXISTS btree_gin;
     CREATE TABLE IF NOT EXISTS catalog.folders (
         id uuid PRIMARY KEY,
         parent_id uuid,
@@ -54,7 +55,8 @@ tree = Projection(
         created_by text NOT NULL
     );
     CREATE INDEX IF NOT EXISTS files_folder ON catalog.files (folder_id, name, id);
-    CREATE INDEX IF NOT EXISTS files_name_trgm ON catalog.files USING gin (name gin_trgm_ops);
+    -- Trigrams and kind in one index: a kind filter narrows inside the index.
+    CREATE INDEX IF NOT EXISTS files_search ON catalog.files USING gin (name gin_trgm_ops, kind);
     """,
 )
 

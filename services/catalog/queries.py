@@ -234,29 +234,38 @@ async def files(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[dict[str, Any]
 
 NIL = "00000000-0000-0000-0000-000000000000"
 # How long the index-driven plan may try before the walk in id order takes over.
-INDEX_BUDGET_MS = 25
+INDEX_BUDGET_MS = 20
 
 
-async def _matching_files(pool: asyncpg.Pool, sql: str, args: list[Any]) -> list[asyncpg.Record]:
+async def _matching_files(
+    pool: asyncpg.Pool, sql: str, args: list[Any], text: str, scoped: bool
+) -> list[asyncpg.Record]:
     """Run a file search with the plan that suits how common the text is.
 
     The planner cannot tell how many names contain a text. Rare or absent text is
-    found fastest through the indexes (trigram, folder), then sorted; common text
-    by walking ids in order until a page is full. Try the first within a small
-    budget, and fall back to the second, which then finds its page quickly.
+    found fastest through the indexes (trigrams with kind, folder), then sorted;
+    common text by walking ids in order until a page is full. Text shorter than a
+    trigram only walks. Otherwise the indexes get a small budget, and the walk,
+    which then finds its page quickly, takes over; within a folder the planner may
+    still pick the folder index for it, as a small subtree makes the walk long.
+    Plans are made for each call: a cached generic plan would ignore the choice.
     """
     async with pool.acquire() as conn:
-        try:
-            async with conn.transaction(readonly=True):
-                await conn.execute(
-                    "SET LOCAL enable_indexscan = off;"
-                    f" SET LOCAL statement_timeout = {INDEX_BUDGET_MS}"
-                )
-                return await conn.fetch(sql, *args)
-        except asyncpg.QueryCanceledError:
-            pass
+        if len(text) >= 3:
+            try:
+                async with conn.transaction(readonly=True):
+                    await conn.execute(
+                        "SET LOCAL plan_cache_mode = force_custom_plan;"
+                        " SET LOCAL enable_indexscan = off;"
+                        f" SET LOCAL statement_timeout = {INDEX_BUDGET_MS}"
+                    )
+                    return await conn.fetch(sql, *args)
+            except asyncpg.QueryCanceledError:
+                pass
         async with conn.transaction(readonly=True):
-            await conn.execute("SET LOCAL enable_bitmapscan = off")
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            if not scoped:
+                await conn.execute("SET LOCAL enable_bitmapscan = off")
             return await conn.fetch(sql, *args)
 
 
@@ -310,14 +319,17 @@ async def search(
         where += f" AND f.kind = ${len(args)}"
     if folder_id is not None:
         args.append(folder_id)
+        # An array, not a join: the folder index can serve it and the planner sees its size.
         where += (
-            f" AND f.folder_id IN (SELECT id FROM catalog.folders"
-            f" WHERE path @> ARRAY[${len(args)}::uuid])"
+            f" AND f.folder_id = ANY(ARRAY(SELECT id FROM catalog.folders"
+            f" WHERE path @> ARRAY[${len(args)}::uuid]))"
         )
     rows = await _matching_files(
         pool,
         f"SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $3",
         args,
+        q,
+        scoped=folder_id is not None,
     )
     files = [file_json(r) for r in rows[:room]]
     folder_rows = await pool.fetch(
