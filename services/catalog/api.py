@@ -193,6 +193,16 @@ def internal(catalog: Catalog) -> APIRouter:
     async def file_with_blob(file_id: uuid.UUID) -> dict[str, Any]:
         return await queries.file(catalog.pool, file_id, internal=True)
 
+    @api.get("/folders/{folder_id}")
+    async def folder_exists(folder_id: uuid.UUID) -> dict[str, Any]:
+        # Without the counts of the public view: the gateway asks on every upload.
+        found = await catalog.pool.fetchval(
+            "SELECT id FROM catalog.folders WHERE id = $1", folder_id
+        )
+        if found is None:
+            raise domain.NotFound("not_found", f"folder {folder_id} does not exist")
+        return {"id": str(found)}
+
     @api.post("/files")
     async def files_by_id(body: FileIds) -> dict[str, Any]:
         return {"items": await queries.files(catalog.pool, body.ids)}

@@ -253,18 +253,14 @@ def build(settings: Settings) -> FastAPI:
             return await job_with_files(answer, request, user)
         return gateway.relay(answer)
 
-    async def folder_exists(request: Request, user: dict[str, Any], folder_id: str) -> bool:
-        folder = await gateway.http.get(
-            f"{settings.catalog_url}/v1/folders/{folder_id}",
+    async def find_folder(request: Request, user: dict[str, Any], folder_id: str) -> httpx.Response:
+        return await gateway.http.get(
+            f"{settings.catalog_url}/internal/folders/{folder_id}",
             headers=gateway._headers(request, user),
         )
-        return folder.status_code == 200
 
     async def upload(request: Request, user: dict[str, Any], folder_id: str) -> Response:
-        folder = await gateway.http.get(
-            f"{settings.catalog_url}/v1/folders/{folder_id}",
-            headers=gateway._headers(request, user),
-        )
+        folder = await find_folder(request, user, folder_id)
         if folder.status_code != 200:
             return gateway.relay(folder)
         answer = await gateway.forward("ingest", request, user, stream_body=True)
@@ -283,7 +279,8 @@ def build(settings: Settings) -> FastAPI:
             headers=gateway._headers(request, user),
         )
         files = registered.json()["items"] if registered.status_code == 200 else []
-        if len(files) < len(ids) and not await folder_exists(request, user, folder_id):
+        missing = len(files) < len(ids)
+        if missing and (await find_folder(request, user, folder_id)).status_code == 404:
             return _error(
                 409,
                 "folder_deleted",

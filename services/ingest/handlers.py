@@ -187,6 +187,7 @@ class Uploads:
             raise receiver.refusal
         job_id = uuid.uuid4()
         changes = record_upload(job_id, folder_id, receiver.stored)
+        await self.blobs.make_durable([f.blob_key for f in receiver.stored])
         # One moment for the whole upload: it is every file's created_at, here and in the catalog.
         at = now()
         envelopes = [

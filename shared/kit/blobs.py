@@ -6,6 +6,7 @@ Identical uploads share one blob.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
@@ -19,6 +20,14 @@ CHUNK = 1024 * 1024
 
 def content_key(sha256: str) -> str:
     return f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class BlobWriter:
@@ -65,6 +74,16 @@ class LocalBlobStore:
         if not path.is_relative_to(self.root) or not key.startswith("sha256/"):
             raise KeyError(key)
         return path
+
+    async def make_durable(self, keys: list[str]) -> None:
+        """fsync blobs and their directories before any event refers to them.
+
+        In threads, so a batch of small files syncs concurrently and the event loop
+        keeps serving.
+        """
+        paths = [self._path(k) for k in set(keys)]
+        await asyncio.gather(*(asyncio.to_thread(_fsync, p) for p in paths))
+        await asyncio.gather(*(asyncio.to_thread(_fsync, d) for d in {p.parent for p in paths}))
 
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size

@@ -83,19 +83,17 @@ class Inbox:
                 self.consumer,
                 source,
             )
-            # The new watermark is the end of the contiguous run that starts right
-            # after the old one, if that run has started.
+            # Walk forward from the old watermark while the next position is in the
+            # inbox: the cost is the run just applied, not the whole history.
             await conn.execute(
                 f"""
-                UPDATE {s}.watermarks w SET position = (
-                    SELECT min(i.position) FROM {s}.inbox i
-                    WHERE i.consumer = $1 AND i.source = $2 AND i.position > w.position
-                      AND NOT EXISTS (
-                        SELECT 1 FROM {s}.inbox j
-                        WHERE j.consumer = $1 AND j.source = $2 AND j.position = i.position + 1))
-                WHERE w.consumer = $1 AND w.source = $2 AND EXISTS (
-                    SELECT 1 FROM {s}.inbox k
-                    WHERE k.consumer = $1 AND k.source = $2 AND k.position = w.position + 1)
+                WITH RECURSIVE run(position) AS (
+                    SELECT position FROM {s}.watermarks WHERE consumer = $1 AND source = $2
+                    UNION
+                    SELECT i.position FROM run JOIN {s}.inbox i
+                      ON i.consumer = $1 AND i.source = $2 AND i.position = run.position + 1)
+                UPDATE {s}.watermarks SET position = (SELECT max(position) FROM run)
+                WHERE consumer = $1 AND source = $2
                 """,
                 self.consumer,
                 source,
