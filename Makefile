@@ -1,15 +1,18 @@
 # Every target bootstraps what it needs: uv (from PyPI) and the virtual environment.
 SHELL := /bin/bash
-# uv from PyPI when the machine has none; `python3 -m uv` works wherever pip put it.
-UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+# uv from PyPI, in a small venv of its own, when the machine has none.
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PYTHON ?= 3.11
 
 .PHONY: run test lint format typecheck bench setup
 
 setup: .venv/.synced
 
-.venv/.synced: pyproject.toml uv.lock
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/python -m pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
 	touch $@
 

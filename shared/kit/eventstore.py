@@ -1,15 +1,14 @@
 """Append-only event store on PostgreSQL, one schema per service.
 
-Appends take a per-store transaction lock, so positions are dense and commit
-in position order: a reader following the position never passes a gap that a
-slower transaction fills later (the trap of sequence-numbered outboxes).
+Appends lock the store's head row until they commit, so positions are dense and
+commit in position order: a reader following the position never passes a gap
+that a slower transaction fills later (the trap of sequence-numbered outboxes).
 Optimistic concurrency is the unique (stream_id, stream_version) key.
 """
 
 from __future__ import annotations
 
 import uuid
-import zlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -46,8 +45,6 @@ class EventStore:
         self.schema = schema
         self.table = f"{schema}.events"
         self.channel = f"{schema}_events"
-        # Advisory lock keys are bigints; derive a stable one per store.
-        self.lock_key = zlib.crc32(f"files.eventstore.{schema}".encode())
 
     async def setup(self, conn: Conn) -> None:
         s = self.schema
@@ -68,8 +65,22 @@ class EventStore:
                 CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version)
             );
             CREATE INDEX IF NOT EXISTS events_occurred_at ON {s}.events (occurred_at);
+            CREATE TABLE IF NOT EXISTS {s}.head (
+                id integer PRIMARY KEY CHECK (id = 1),
+                position bigint NOT NULL
+            );
+            INSERT INTO {s}.head
+                SELECT 1, coalesce(max(position), 0) FROM {s}.events
+                ON CONFLICT (id) DO NOTHING;
             """
         )
+
+    async def lock(self, conn: Conn) -> int:
+        """Hold the store's append lock until the transaction ends; returns the head."""
+        position: int = await conn.fetchval(
+            f"SELECT position FROM {self.schema}.head WHERE id = 1 FOR UPDATE"
+        )
+        return position
 
     async def append(self, conn: Conn, envelopes: Sequence[Envelope]) -> int:
         """Append in the caller's transaction; returns the last position written.
@@ -79,18 +90,24 @@ class EventStore:
         if not envelopes:
             return 0
         assert conn.is_in_transaction(), "append must run inside a transaction"
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", self.lock_key)
-        head: int = await conn.fetchval(f"SELECT coalesce(max(position), 0) FROM {self.table}")
+        # One round trip: the head row's lock orders appends (held until commit),
+        # its update numbers them, and NOTIFY fires when they commit.
         try:
-            await conn.execute(
+            last: int = await conn.fetchval(
                 f"""
-                INSERT INTO {self.table} ({_COLUMNS})
-                SELECT $1::bigint + n, e, s, v, t, sv, d, m, o
-                FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::int[],
-                            $7::jsonb[], $8::jsonb[], $9::timestamptz[])
-                     WITH ORDINALITY AS x(e, s, v, t, sv, d, m, o, n)
+                WITH head AS (
+                    UPDATE {self.schema}.head SET position = position + $1
+                    WHERE id = 1 RETURNING position - $1 AS base),
+                written AS (
+                    INSERT INTO {self.table} ({_COLUMNS})
+                    SELECT head.base + n, e, s, v, t, sv, d, m, o
+                    FROM head, unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::int[],
+                                      $7::jsonb[], $8::jsonb[], $9::timestamptz[])
+                         WITH ORDINALITY AS x(e, s, v, t, sv, d, m, o, n)
+                    RETURNING position)
+                SELECT max(position) FROM written, pg_notify($10, '') AS notified
                 """,
-                head,
+                len(envelopes),
                 [e.event_id for e in envelopes],
                 [e.stream_id for e in envelopes],
                 [e.stream_version for e in envelopes],
@@ -99,13 +116,13 @@ class EventStore:
                 [e.data for e in envelopes],
                 [_metadata(e) for e in envelopes],
                 [e.occurred_at for e in envelopes],
+                self.channel,
             )
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name == "events_stream_version_key":
                 raise ConcurrencyConflict(error.detail or "") from error
             raise
-        await conn.execute(f"NOTIFY {self.channel}")
-        return head + len(envelopes)
+        return last
 
     async def head(self, conn: Conn | asyncpg.Pool) -> int:
         value: int = await conn.fetchval(f"SELECT coalesce(max(position), 0) FROM {self.table}")

@@ -54,7 +54,7 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, projection: Projection)
     """
     replayed = 0
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", store.lock_key)
+        await store.lock(conn)
         await conn.execute(f"TRUNCATE {', '.join(projection.tables)}")
         async for envelopes in store.read_all(conn):
             await projection.apply(conn, envelopes)
