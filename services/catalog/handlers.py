@@ -43,6 +43,15 @@ def _file(row: asyncpg.Record) -> domain.File:
     )
 
 
+def envelopes_of(
+    changes: Sequence[domain.Change], cause: Cause, at: datetime | None = None
+) -> list[Envelope]:
+    return [
+        new_envelope(c.event, stream_id=c.stream_id, stream_version=c.version, cause=cause, at=at)
+        for c in changes
+    ]
+
+
 class Catalog:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -65,12 +74,9 @@ class Catalog:
         at: datetime | None = None,
     ) -> int:
         """Project and append in the caller's transaction; returns the store position."""
-        envelopes = [
-            new_envelope(
-                c.event, stream_id=c.stream_id, stream_version=c.version, cause=cause, at=at
-            )
-            for c in changes
-        ]
+        return await self.write(conn, envelopes_of(changes, cause, at))
+
+    async def write(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> int:
         if not envelopes:
             return 0
         try:
@@ -310,16 +316,31 @@ class Catalog:
         # Dataset links are the datasets context's to count; the gateway adds them.
         return {"folders": row["folders"], "files": row["files"]}
 
-    async def when_file_content_stored(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
-        stored = FileContentStored.model_validate(envelope.data)
-        row = await conn.fetchrow(
-            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = $1 FOR SHARE",
-            stored.folder_id,
+    async def when_file_content_stored(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+    ) -> None:
+        """Register a batch of stored files: one folder lookup, one projection write, one append."""
+        stored = [FileContentStored.model_validate(e.data) for e in envelopes]
+        # FOR SHARE: a folder being deleted or moved waits for these files, or they for it.
+        rows = await conn.fetch(
+            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = ANY($1::uuid[]) FOR SHARE",
+            list({s.folder_id for s in stored}),
         )
-        change = domain.register_upload(stored, _folder(row) if row else None)
-        # The file was created when its upload stored it: the time the upload answered with.
-        await self.record(conn, [change], Cause.of(envelope), at=envelope.occurred_at)
+        folders = {r["id"]: _folder(r) for r in rows}
+        # Each file was created when its upload stored it: the time the upload answered with.
+        await self.write(
+            conn,
+            [
+                envelope
+                for cause, content in zip(envelopes, stored, strict=True)
+                for envelope in envelopes_of(
+                    [domain.register_upload(content, folders.get(content.folder_id))],
+                    Cause.of(cause),
+                    cause.occurred_at,
+                )
+            ],
+        )
 
-    async def react(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
-        if envelope.type == FileContentStored.type:
-            await self.when_file_content_stored(conn, envelope)
+    async def react(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        if envelopes[0].type == FileContentStored.type:
+            await self.when_file_content_stored(conn, envelopes)

@@ -14,6 +14,7 @@ below which it has applied every event. Consistency tokens wait on it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -28,7 +29,8 @@ from shared.kit.bus import decode
 from shared.kit.db import Conn
 from shared.kit.logs import log
 
-Handler = Callable[[Conn, Envelope], Awaitable[None]]
+# Gets consecutive new events of one type together, so a reaction can be set-based.
+Handler = Callable[[Conn, Sequence[Envelope]], Awaitable[None]]
 
 
 class Inbox:
@@ -173,14 +175,16 @@ class Consumer:
     async def _apply(self, envelopes: Sequence[Envelope]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await self.inbox.admit(conn, envelopes)
-            for envelope in envelopes:
-                if str(envelope.event_id) in fresh:
-                    with structlog.contextvars.bound_contextvars(
-                        correlation_id=envelope.correlation_id,
-                        causation_id=str(envelope.event_id),
-                        event_type=envelope.type,
-                    ):
-                        await self.handle(conn, envelope)
+            new = [e for e in envelopes if str(e.event_id) in fresh]
+            for event_type, run in itertools.groupby(new, key=lambda e: e.type):
+                batch = list(run)
+                with structlog.contextvars.bound_contextvars(
+                    correlation_id=batch[0].correlation_id,
+                    causation_id=str(batch[0].event_id),
+                    event_type=event_type,
+                    events=len(batch),
+                ):
+                    await self.handle(conn, batch)
             await self.inbox.advance(conn, {e.source for e in envelopes})
 
     async def _apply_alone(self, envelope: Envelope) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 import pytest
@@ -32,8 +33,9 @@ async def test_event_redelivered_after_a_crash_between_commits_is_applied_once(
         await inbox.setup(conn)
         await conn.execute(f"CREATE TABLE {s}.effects (event_id uuid, n int)")
 
-    async def apply(conn: asyncpg.Connection, e: Envelope) -> None:
-        await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        for e in events:
+            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
 
     producer = bus.producer(kafka_bootstrap, idempotence=False)
     await producer.start()
@@ -121,10 +123,11 @@ async def test_a_poison_event_goes_to_the_dead_letter_topic_and_the_rest_apply(
         await inbox.setup(conn)
         await conn.execute(f"CREATE TABLE {s}.effects (n int)")
 
-    async def apply(conn: asyncpg.Connection, e: Envelope) -> None:
-        if e.data["n"] == 2:
-            raise ValueError("cannot digest 2")
-        await conn.execute(f"INSERT INTO {s}.effects VALUES ($1)", e.data["n"])
+    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        for e in events:
+            if e.data["n"] == 2:
+                raise ValueError("cannot digest 2")
+            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1)", e.data["n"])
 
     producer = bus.producer(kafka_bootstrap, idempotence=False)
     await producer.start()
