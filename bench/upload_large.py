@@ -261,7 +261,7 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     )
     report.note(f"CPU-seconds used meanwhile (all rounds): {cpu.describe()}")
     report.note(f"{result['samples']} RSS samples; sizes in MB = 10^6 bytes")
-    report.note("ingest does not fsync blobs; the baseline does (once, at the end)")
+    report.note("ingest fsyncs each blob before recording it; the baseline fsyncs once at the end")
     if args.no_fsync:
         report.note("PostgreSQL ran without fsync (--no-fsync)")
 
