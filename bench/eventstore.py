@@ -33,7 +33,7 @@ from shared.contracts.catalog import Media, Source
 from shared.contracts.envelope import Cause, Envelope, new_envelope
 from shared.contracts.ingest import FileContentStored, job_stream
 from shared.kit import bus, db
-from shared.kit.eventstore import EventStore
+from shared.kit.eventstore import EventStore, columns
 from shared.kit.outbox import Relay
 
 NAME = "eventstore"
@@ -69,24 +69,7 @@ def transaction_envelopes(batch: int) -> list[Envelope]:
 
 def rows(envelopes: Sequence[Envelope]) -> Rows:
     """The columns of the store's INSERT, as the store builds them."""
-    return (
-        [e.event_id for e in envelopes],
-        [e.stream_id for e in envelopes],
-        [e.stream_version for e in envelopes],
-        [e.type for e in envelopes],
-        [e.schema_version for e in envelopes],
-        [e.data for e in envelopes],
-        [
-            {
-                "actor": e.actor,
-                "correlation_id": e.correlation_id,
-                "causation_id": e.causation_id,
-                "traceparent": e.traceparent,
-            }
-            for e in envelopes
-        ],
-        [e.occurred_at for e in envelopes],
-    )
+    return columns(envelopes)
 
 
 UNNEST = """unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[],

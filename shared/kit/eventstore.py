@@ -40,6 +40,20 @@ def _metadata(envelope: Envelope) -> dict[str, Any]:
     }
 
 
+def columns(envelopes: Sequence[Envelope]) -> tuple[list[Any], ...]:
+    """The envelopes as the store's column arrays, for one unnest INSERT."""
+    return (
+        [e.event_id for e in envelopes],
+        [e.stream_id for e in envelopes],
+        [e.stream_version for e in envelopes],
+        [e.type for e in envelopes],
+        [e.schema_version for e in envelopes],
+        [e.data for e in envelopes],
+        [_metadata(e) for e in envelopes],
+        [e.occurred_at for e in envelopes],
+    )
+
+
 class EventStore:
     def __init__(self, schema: str) -> None:
         self.schema = schema
@@ -108,14 +122,7 @@ class EventStore:
                 SELECT max(position) FROM written, pg_notify($10, '') AS notified
                 """,
                 len(envelopes),
-                [e.event_id for e in envelopes],
-                [e.stream_id for e in envelopes],
-                [e.stream_version for e in envelopes],
-                [e.type for e in envelopes],
-                [e.schema_version for e in envelopes],
-                [e.data for e in envelopes],
-                [_metadata(e) for e in envelopes],
-                [e.occurred_at for e in envelopes],
+                *columns(envelopes),
                 self.channel,
             )
         except asyncpg.UniqueViolationError as error:
