@@ -25,7 +25,6 @@ from starlette.background import BackgroundTask
 
 from shared.kit import consistency
 from shared.kit.http import ACTOR_HEADER, CORRELATION_HEADER, JSON, error_body, install_errors
-from shared.kit.logs import log
 from shared.kit.service import serve
 from shared.kit.settings import Settings
 
@@ -342,7 +341,6 @@ def build(settings: Settings) -> FastAPI:
             background=BackgroundTask(answer.aclose),
         )
 
-    log.debug("gateway.built")
     return app
 
 

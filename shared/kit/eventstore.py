@@ -8,7 +8,6 @@ Optimistic concurrency is the unique (stream_id, stream_version) key.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -175,9 +174,3 @@ class EventStore:
             stream_id,
         )
         return [self._envelope(r) for r in rows]
-
-    async def get(self, conn: Conn | asyncpg.Pool, event_id: uuid.UUID) -> Envelope | None:
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM {self.table} WHERE event_id = $1", event_id
-        )
-        return self._envelope(row) if row else None
