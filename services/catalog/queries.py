@@ -318,12 +318,13 @@ async def search(
         args.append(kind)
         where += f" AND f.kind = ${len(args)}"
     if folder_id is not None:
-        args.append(folder_id)
-        # An array, not a join: the folder index can serve it and the planner sees its size.
-        where += (
-            f" AND f.folder_id = ANY(ARRAY(SELECT id FROM catalog.folders"
-            f" WHERE path @> ARRAY[${len(args)}::uuid]))"
+        # The subtree's folder ids as a parameter, not a subquery: planned per call, the
+        # planner then knows how many files they hold and may use the folder index.
+        subtree = await pool.fetch(
+            "SELECT id FROM catalog.folders WHERE path @> ARRAY[$1::uuid]", folder_id
         )
+        args.append([r["id"] for r in subtree])
+        where += f" AND f.folder_id = ANY(${len(args)}::uuid[])"
     rows = await _matching_files(
         pool,
         f"SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $3",
