@@ -223,7 +223,14 @@ async def relay(dsn: str, bootstrap: str, report: Report, events: int) -> None:
         )
         await bus.ensure_topics(bootstrap, 3, (relay_topic, raw_topic))
         stored = [e async for batch in store.read_all(conn) for e in batch]
-        payloads = [(bus.encode(e), e.stream_id.encode(), bus.headers(e)) for e in stored]
+        payloads = [
+            (
+                bus.encode(e),
+                e.stream_id.encode(),
+                bus.wire_headers(e.type, e.correlation_id, e.traceparent),
+            )
+            for e in stored
+        ]
         # Warm-up, not timed: metadata for both topics.
         for topic in (relay_topic, raw_topic):
             await producer.send_and_wait(topic, b"warm-up", key=b"warm-up")

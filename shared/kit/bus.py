@@ -21,10 +21,12 @@ def decode(value: bytes) -> Envelope:
     return Envelope.model_validate(orjson.loads(value))
 
 
-def headers(envelope: Envelope) -> list[tuple[str, bytes]]:
-    found = [("type", envelope.type.encode()), ("correlation_id", envelope.correlation_id.encode())]
-    if envelope.traceparent:
-        found.append(("traceparent", envelope.traceparent.encode()))
+def wire_headers(
+    event_type: str, correlation_id: str, traceparent: str | None
+) -> list[tuple[str, bytes]]:
+    found = [("type", event_type.encode()), ("correlation_id", correlation_id.encode())]
+    if traceparent:
+        found.append(("traceparent", traceparent.encode()))
     return found
 
 

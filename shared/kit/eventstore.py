@@ -162,6 +162,28 @@ class EventStore:
         )
         return [self._envelope(r) for r in rows]
 
+    async def read_wire_after(self, conn: Conn, position: int, limit: int) -> list[asyncpg.Record]:
+        """Events after a position as the relay sends them: the envelope's JSON built by
+        PostgreSQL, so no row becomes a Python object on the way to Kafka."""
+        return await conn.fetch(
+            f"""SELECT position, stream_id, type, metadata->>'correlation_id' AS correlation_id,
+                       metadata->>'traceparent' AS traceparent,
+                       json_build_object(
+                           'event_id', event_id, 'type', type,
+                           'schema_version', schema_version, 'stream_id', stream_id,
+                           'stream_version', stream_version, 'occurred_at', occurred_at,
+                           'actor', metadata->'actor',
+                           'correlation_id', metadata->'correlation_id',
+                           'causation_id', metadata->'causation_id',
+                           'traceparent', metadata->'traceparent',
+                           'source', $3::text, 'position', position, 'data', data
+                       )::text AS wire
+                FROM {self.table} WHERE position > $1 ORDER BY position LIMIT $2""",
+            position,
+            limit,
+            self.schema,
+        )
+
     async def read_all(self, conn: Conn, batch: int = 5000) -> AsyncIterator[list[Envelope]]:
         position = 0
         while envelopes := await self.read_after(conn, position, batch):

@@ -13,8 +13,7 @@ import zlib
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.kit import db
-from shared.kit.bus import encode, headers
+from shared.kit import bus, db
 from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
 from shared.kit.logs import log
@@ -66,24 +65,27 @@ class Relay:
             await conn.close()
 
     async def publish_pending(self, conn: Conn) -> int:
-        envelopes = await self.store.read_after(conn, self.published, self.batch)
-        if not envelopes:
+        rows = await self.store.read_wire_after(conn, self.published, self.batch)
+        if not rows:
             return 0
         sent = [
             await self.producer.send(
-                self.topic, encode(e), key=e.stream_id.encode(), headers=headers(e)
+                self.topic,
+                r["wire"].encode(),
+                key=r["stream_id"].encode(),
+                headers=bus.wire_headers(r["type"], r["correlation_id"], r["traceparent"]),
             )
-            for e in envelopes
+            for r in rows
         ]
         await asyncio.gather(*sent)
-        self.published = envelopes[-1].position
+        self.published = rows[-1]["position"]
         await conn.execute(
             f"""INSERT INTO {self.store.schema}.relay_offsets (topic, position) VALUES ($1, $2)
                 ON CONFLICT (topic) DO UPDATE SET position = EXCLUDED.position""",
             self.topic,
             self.published,
         )
-        return len(envelopes)
+        return len(rows)
 
     async def _start_position(self, conn: Conn) -> int:
         recorded: int = (
