@@ -78,6 +78,9 @@ async def test_relay_publishes_every_event_of_200_concurrent_transactions_in_str
         await producer.stop()
 
     assert sorted({e.position for e in seen}) == list(range(1, 201))
+    # What travels is the stored envelope, field for field.
+    stored = {e.event_id: e for e in await store.read_after(pool, 0, 1000)}
+    assert all(stored[e.event_id] == e for e in seen)
     per_stream: dict[str, list[int]] = defaultdict(list)
     for e in seen:
         per_stream[e.stream_id].append(e.stream_version)
