@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -28,6 +30,8 @@ from shared.contracts.envelope import Envelope
 from shared.kit.bus import decode
 from shared.kit.db import Conn
 from shared.kit.logs import log
+
+PRUNE_EVERY_S = 60.0
 
 # Gets consecutive new events of one type together, so a reaction can be set-based.
 Handler = Callable[[Conn, Sequence[Envelope]], Awaitable[None]]
@@ -64,10 +68,16 @@ class Inbox:
         )
 
     async def admit(self, conn: Conn, envelopes: Sequence[Envelope]) -> set[str]:
-        """Record the events; returns the ids not seen before (to be applied now)."""
+        """Record the events; returns the ids not seen before (to be applied now).
+
+        An event at or below its source's watermark was applied, whether or not its
+        inbox row has been pruned since.
+        """
         rows = await conn.fetch(
             f"""INSERT INTO {self.schema}.inbox (consumer, event_id, source, position)
                 SELECT $1, e, s, p FROM unnest($2::uuid[], $3::text[], $4::bigint[]) AS x(e, s, p)
+                WHERE p > coalesce((SELECT w.position FROM {self.schema}.watermarks w
+                                    WHERE w.consumer = $1 AND w.source = x.s), 0)
                 ON CONFLICT DO NOTHING RETURNING event_id""",
             self.consumer,
             [e.event_id for e in envelopes],
@@ -100,6 +110,17 @@ class Inbox:
                 self.consumer,
                 source,
             )
+
+    async def prune(self, conn: Conn | asyncpg.Pool, keep: timedelta = timedelta(hours=1)) -> int:
+        """Forget inbox rows the watermark has passed (kept a while, for inspection)."""
+        done: str = await conn.execute(
+            f"""DELETE FROM {self.schema}.inbox i USING {self.schema}.watermarks w
+                WHERE i.consumer = $1 AND w.consumer = $1 AND w.source = i.source
+                  AND i.position <= w.position AND i.applied_at < now() - $2::interval""",
+            self.consumer,
+            keep,
+        )
+        return int(done.split()[-1])
 
     async def watermarks(self, conn: Conn | asyncpg.Pool) -> dict[str, int]:
         rows = await conn.fetch(
@@ -144,10 +165,14 @@ class Consumer:
             max_poll_records=2000,
         )
         await kafka.start()
+        next_prune = time.monotonic() + PRUNE_EVERY_S
         try:
             while True:
                 batches = await kafka.getmany(timeout_ms=500)
                 self.ready.set()
+                if time.monotonic() > next_prune:
+                    await self.inbox.prune(self.pool)
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
                 messages = [m for batch in batches.values() for m in batch]
                 if not messages:
                     continue

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -173,3 +174,21 @@ async def test_a_poison_event_goes_to_the_dead_letter_topic_and_the_rest_apply(
     assert [e.data["n"] for e in dead] == [2]
     rows = await pool.fetch(f"SELECT n FROM {s}.effects ORDER BY n")
     assert [r["n"] for r in rows] == [1, 3]
+
+
+async def test_pruned_events_are_still_recognised_as_applied(pool: asyncpg.Pool) -> None:
+    s = schema()
+    inbox = Inbox(s, "c")
+    async with pool.acquire() as conn:
+        await inbox.setup(conn)
+    events = [
+        envelope(f"x-{p}", 1).model_copy(update={"source": "src", "position": p})
+        for p in (1, 2, 3, 5)
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        assert len(await inbox.admit(conn, events)) == 4
+        await inbox.advance(conn, {"src"})
+    assert await inbox.prune(pool, keep=timedelta(0)) == 3  # 5 waits for 4
+    async with pool.acquire() as conn, conn.transaction():
+        # The broker lost its messages and the relay sent everything again.
+        assert await inbox.admit(conn, events) == set()
