@@ -20,6 +20,8 @@ from shared.kit.settings import Settings
 from shared.kit.stack import Stack
 
 ADMIN_KEY = "files_test_admin_key_0123456789"
+# How often `eventually` looks again, within its deadline.
+POLL_S = 0.02
 
 
 @pytest.fixture(scope="session")
@@ -90,4 +92,4 @@ async def eventually(
     while not await check():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {within} s")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL_S)

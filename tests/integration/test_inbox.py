@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.contracts.envelope import Envelope
 from shared.kit import bus
@@ -23,25 +23,45 @@ class Killed(Exception):
     pass
 
 
-async def test_event_redelivered_after_a_crash_between_commits_is_applied_once(
-    pool: asyncpg.Pool, kafka_bootstrap: str
-) -> None:
+@dataclass
+class World:
+    """A consumer's schema with an effects table, its topic, and a producer to send on it."""
+
+    schema: str
+    topic: str
+    inbox: Inbox
+    producer: AIOKafkaProducer
+
+    async def send(self, n: int) -> None:
+        sent = envelope(f"s-{n}", 1, n=n).model_copy(update={"source": self.schema, "position": n})
+        await self.producer.send_and_wait(self.topic, bus.encode(sent), key=f"s-{n}".encode())
+
+
+@pytest.fixture
+async def world(pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[World]:
     s = schema()
-    topic = f"files.test.{uuid.uuid4().hex[:8]}"
+    topic = f"files.{s}"
     await bus.ensure_topics(kafka_bootstrap, 1, [topic])
     inbox = Inbox(s, f"consumer-{s}")
     async with pool.acquire() as conn:
         await inbox.setup(conn)
         await conn.execute(f"CREATE TABLE {s}.effects (event_id uuid, n int)")
+    producer = bus.producer(kafka_bootstrap, idempotence=False)
+    await producer.start()
+    yield World(s, topic, inbox, producer)
+    await producer.stop()
+
+
+async def test_event_redelivered_after_a_crash_between_commits_is_applied_once(
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
+) -> None:
+    s, topic, inbox, producer = world.schema, world.topic, world.inbox, world.producer
 
     async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
         for e in events:
             await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
 
-    producer = bus.producer(kafka_bootstrap, idempotence=False)
-    await producer.start()
-    sent = envelope("stream-a", 1, n=7).model_copy(update={"source": s, "position": 1})
-    await producer.send_and_wait(topic, bus.encode(sent), key=b"stream-a")
+    await world.send(1)
 
     async def die_before_offset_commit() -> None:
         raise Killed
@@ -85,7 +105,6 @@ async def test_event_redelivered_after_a_crash_between_commits_is_applied_once(
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
-        await producer.stop()
     assert await pool.fetchval(f"SELECT count(*) FROM {s}.effects") == 1
     assert await inbox.watermarks(pool) == {s: 1}
 
@@ -114,27 +133,18 @@ async def test_watermark_waits_for_gaps(pool: asyncpg.Pool) -> None:
 
 
 async def test_a_poison_event_goes_to_the_dead_letter_topic_and_the_rest_apply(
-    pool: asyncpg.Pool, kafka_bootstrap: str
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
 ) -> None:
-    s = schema()
-    topic = f"files.{s}"
-    await bus.ensure_topics(kafka_bootstrap, 1, [topic])
-    inbox = Inbox(s, f"consumer-{s}")
-    async with pool.acquire() as conn:
-        await inbox.setup(conn)
-        await conn.execute(f"CREATE TABLE {s}.effects (n int)")
+    s, topic, inbox, producer = world.schema, world.topic, world.inbox, world.producer
 
     async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
         for e in events:
             if e.data["n"] == 2:
                 raise ValueError("cannot digest 2")
-            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1)", e.data["n"])
+            await conn.execute(f"INSERT INTO {s}.effects (n) VALUES ($1)", e.data["n"])
 
-    producer = bus.producer(kafka_bootstrap, idempotence=False)
-    await producer.start()
     for n in (1, 2, 3):
-        sent = envelope(f"s-{n}", 1, n=n).model_copy(update={"source": s, "position": n})
-        await producer.send_and_wait(topic, bus.encode(sent), key=f"s-{n}".encode())
+        await world.send(n)
     consumer = Consumer(
         pool=pool,
         inbox=inbox,
@@ -170,7 +180,6 @@ async def test_a_poison_event_goes_to_the_dead_letter_topic_and_the_rest_apply(
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
-        await producer.stop()
     assert [e.data["n"] for e in dead] == [2]
     rows = await pool.fetch(f"SELECT n FROM {s}.effects ORDER BY n")
     assert [r["n"] for r in rows] == [1, 3]
