@@ -9,6 +9,7 @@ reactions the write caused are waited for too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -38,18 +39,40 @@ def merge(*tokens: dict[str, int]) -> dict[str, int]:
     return merged
 
 
+class Signal:
+    """Wakes every waiter when watermarks move (on the consumer's NOTIFY)."""
+
+    def __init__(self) -> None:
+        self._moved = asyncio.Event()
+
+    def current(self) -> asyncio.Event:
+        return self._moved
+
+    def fire(self) -> None:
+        self._moved.set()
+        self._moved = asyncio.Event()
+
+
+# Waiters look again at least this often, should a notification be lost.
+RECHECK_S = 0.25
+
+
 async def wait_until_caught_up(
     watermarks: Callable[[], Awaitable[dict[str, int]]],
     wanted: dict[str, int],
     timeout_s: float,
-    interval_s: float = 0.005,
+    moved: Signal,
 ) -> bool:
-    """Poll watermarks until each wanted source reaches its position, or the deadline."""
+    """Wait until each wanted source reaches its position, or the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
+        # Taken before reading, so a move in between still wakes us.
+        next_move = moved.current()
         marks = await watermarks()
         if all(marks.get(source, 0) >= position for source, position in wanted.items()):
             return True
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return False
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(next_move.wait(), min(left, RECHECK_S))

@@ -122,6 +122,10 @@ class Inbox:
         )
         return int(done.split()[-1])
 
+    @property
+    def channel(self) -> str:
+        return f"{self.schema}_watermarks"
+
     async def watermarks(self, conn: Conn | asyncpg.Pool) -> dict[str, int]:
         rows = await conn.fetch(
             f"SELECT source, position FROM {self.schema}.watermarks WHERE consumer = $1",
@@ -211,6 +215,7 @@ class Consumer:
                 ):
                     await self.handle(conn, batch)
             await self.inbox.advance(conn, {e.source for e in envelopes})
+            await conn.execute(f"NOTIFY {self.inbox.channel}")
 
     async def _apply_alone(self, envelope: Envelope) -> None:
         for attempt in range(1, self.attempts + 1):

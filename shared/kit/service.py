@@ -50,6 +50,8 @@ class Runtime:
     relay: Relay | None = field(init=False, default=None)
     consumer: Consumer | None = field(init=False, default=None)
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+    moved: consistency.Signal = field(init=False, default_factory=consistency.Signal)
+    _listener: Conn | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.store = EventStore(self.name)
@@ -76,6 +78,8 @@ class Runtime:
                 await self.relay.setup(conn)
             self._supervise("relay", self.relay.run)
         if self.consumes and self.handle:
+            self._listener = await db.connect(s.database_url)
+            await self._listener.add_listener(self.inbox.channel, lambda *_: self.moved.fire())
             self.consumer = Consumer(
                 pool=self.pool,
                 inbox=self.inbox,
@@ -111,6 +115,8 @@ class Runtime:
                 await task
         with contextlib.suppress(Exception):
             await self.producer.stop()
+        if self._listener is not None:
+            await self._listener.close()
         await self.pool.close()
 
     async def watermarks(self) -> dict[str, int]:
@@ -144,7 +150,9 @@ class Runtime:
                 raise ApiError(400, "invalid_consistency_token", str(error)) from error
             mine = {source_of(t) for t in self.consumes}
             relevant = {k: v for k, v in wanted.items() if k in mine}
-            ok = await consistency.wait_until_caught_up(self.watermarks, relevant, timeout)
+            ok = await consistency.wait_until_caught_up(
+                self.watermarks, relevant, timeout, self.moved
+            )
             return {"caught_up": ok, "head": {self.name: await self.store.head(self.pool)}}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import pathlib
 
 import pytest
@@ -68,3 +69,21 @@ def test_services_do_not_import_each_other() -> None:
                         assert name.split(".")[1] == service.name, (
                             f"{source.relative_to(ROOT)} imports {name}"
                         )
+
+
+async def test_a_wait_wakes_when_the_watermark_moves_and_gives_up_at_its_deadline() -> None:
+    marks = {"ingest": 3}
+    moved = consistency.Signal()
+
+    async def watermarks() -> dict[str, int]:
+        return dict(marks)
+
+    waiting = asyncio.create_task(
+        consistency.wait_until_caught_up(watermarks, {"ingest": 5}, 5.0, moved)
+    )
+    done, _ = await asyncio.wait({waiting}, timeout=0.05)
+    assert not done  # still behind
+    marks["ingest"] = 5
+    moved.fire()
+    assert await asyncio.wait_for(waiting, 1.0) is True
+    assert await consistency.wait_until_caught_up(watermarks, {"ingest": 9}, 0.05, moved) is False
