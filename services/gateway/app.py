@@ -29,7 +29,26 @@ from shared.kit.service import serve
 from shared.kit.settings import Settings
 
 AUTH_TTL_S = 1.0
+# 100,000 ids as JSON are about 4 MB.
+MAX_JSON_BODY = 16 * 1024 * 1024
 PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location", "content-range")
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def capped_body(request: Request) -> bytes:
+    """A JSON body, read up to MAX_JSON_BODY: bulk ids fit, a runaway client does not."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_JSON_BODY:
+        raise TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BODY:
+            raise TooLarge
+    return bytes(body)
 
 
 def _error(status: int, code: str, message: str, **details: Any) -> JSON:
@@ -117,7 +136,7 @@ class Gateway:
     ) -> httpx.Response:
         # Without a trailing slash: the service would redirect to its own, internal address.
         url = f"{self.services[service]}{request.url.path.rstrip('/')}"
-        content: Any = request.stream() if stream_body else await request.body()
+        content: Any = request.stream() if stream_body else await capped_body(request)
         return await self.http.request(
             request.method,
             url,
@@ -247,7 +266,15 @@ def build(settings: Settings) -> FastAPI:
             return await upload(request, user, parts[2])
         if parts[1:2] == ["files"] and parts[3:] == ["content"] and request.method == "GET":
             return await content(request, user)
-        answer = await gateway.forward(service, request, user)
+        try:
+            answer = await gateway.forward(service, request, user)
+        except TooLarge:
+            return _error(
+                413,
+                "request_too_large",
+                f"the request body is over {MAX_JSON_BODY // (1024 * 1024)} MiB",
+                limit=MAX_JSON_BODY,
+            )
         if service == "ingest" and parts[1] == "jobs" and answer.status_code == 200:
             return await job_with_files(answer, request, user)
         return gateway.relay(answer)

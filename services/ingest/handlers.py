@@ -20,6 +20,9 @@ from shared.kit.blobs import BlobWriter, LocalBlobStore
 from shared.kit.eventstore import EventStore
 from shared.kit.service import Runtime
 
+# One upload is one transaction of events; more files go in further uploads.
+MAX_FILES = 10_000
+
 
 @dataclass
 class _Part:
@@ -83,6 +86,14 @@ class _Receiver:
             )
         except Refused as refusal:
             self.refusal = refusal
+            return
+        if len(self.writers) == MAX_FILES:
+            self.refusal = Refused(
+                413,
+                "too_many_files",
+                f"one upload takes at most {MAX_FILES} files; send the rest in another",
+                {"limit": MAX_FILES},
+            )
             return
         part.writer = self.blobs.writer()
         self.writers.append(part.writer)
