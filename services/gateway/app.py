@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
@@ -48,7 +49,9 @@ async def capped_body(request: Request) -> bytes:
         body += chunk
         if len(body) > MAX_JSON_BODY:
             raise TooLarge
-    return bytes(body)
+    # Kept where Starlette keeps a body it read itself, for composing the answer.
+    request._body = bytes(body)
+    return request._body
 
 
 def _error(status: int, code: str, message: str, **details: Any) -> JSON:
@@ -62,6 +65,7 @@ class Gateway:
             "catalog": settings.catalog_url,
             "ingest": settings.ingest_url,
             "acl": settings.acl_url,
+            "datasets": settings.datasets_url,
         }
         self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self.http: httpx.AsyncClient
@@ -119,6 +123,21 @@ class Gateway:
             token = grown
         return token
 
+    async def catch_up(self, consumer: str, source: str) -> None:
+        """Wait (bounded) until `consumer` has applied everything `source` has recorded."""
+        head = await self.http.get(
+            f"{self.services[source]}/internal/consistency", params={"token": "", "timeout": "0"}
+        )
+        if head.status_code != 200:
+            return
+        await self.http.get(
+            f"{self.services[consumer]}/internal/consistency",
+            params={
+                "token": consistency.encode(head.json()["head"]),
+                "timeout": str(self.settings.consistency_timeout_s),
+            },
+        )
+
     # -- forwarding ------------------------------------------------------------------
 
     def _headers(self, request: Request, user: dict[str, Any]) -> dict[str, str]:
@@ -146,11 +165,17 @@ class Gateway:
         )
 
     @staticmethod
-    def relay(answer: httpx.Response, token: dict[str, int] | None = None) -> Response:
+    def relay(
+        answer: httpx.Response, token: dict[str, int] | None = None, body: Any = None
+    ) -> Response:
+        """The service's answer, with its headers that matter; `body` replaces a JSON body."""
         headers = {k: v for k, v in answer.headers.items() if k.lower() in PASSED_HEADERS}
         if token:
             headers.pop(consistency.HEADER.lower(), None)
             headers[consistency.HEADER] = consistency.encode(token)
+        if body is not None:
+            headers.pop("content-length", None)
+            return Response(orjson.dumps(body), answer.status_code, headers=headers)
         return Response(answer.content, answer.status_code, headers=headers)
 
 
@@ -164,6 +189,8 @@ def route(path: str, method: str) -> str | None:
         return "acl"
     if head == "jobs":
         return "ingest"
+    if head == "datasets" or (head == "files" and parts[2:] == ["datasets"]):
+        return "datasets"
     if head == "folders" and len(parts) == 3 and parts[2] == "files" and method == "POST":
         return "ingest"
     if head in ("folders", "files", "move", "delete", "search"):
@@ -266,6 +293,10 @@ def build(settings: Settings) -> FastAPI:
             return await upload(request, user, parts[2])
         if parts[1:2] == ["files"] and parts[3:] == ["content"] and request.method == "GET":
             return await content(request, user)
+        if service == "datasets" and request.method != "GET":
+            # The datasets context validates against its mirror of the catalog: let it
+            # catch up with the catalog first, so a file uploaded a moment ago is known.
+            await gateway.catch_up("datasets", "catalog")
         try:
             answer = await gateway.forward(service, request, user)
         except TooLarge:
@@ -275,8 +306,18 @@ def build(settings: Settings) -> FastAPI:
                 f"the request body is over {MAX_JSON_BODY // (1024 * 1024)} MiB",
                 limit=MAX_JSON_BODY,
             )
-        if service == "ingest" and parts[1] == "jobs" and answer.status_code == 200:
+        if answer.status_code != 200:
+            return gateway.relay(answer)
+        # Answers that take parts from more than one context.
+        reading = request.method == "GET"
+        if reading and parts[1] == "jobs":
             return await job_with_files(answer, request, user)
+        if reading and parts[1] == "datasets" and parts[3:] == ["files"]:
+            return await dataset_files(answer, request, user)
+        if parts[1] == "files" and len(parts) == 3:
+            return await file_with_datasets(answer, request, user)
+        if parts[1] in ("move", "delete"):
+            return await with_dataset_impact(answer, request, user, parts[1])
         return gateway.relay(answer)
 
     async def find_folder(request: Request, user: dict[str, Any], folder_id: str) -> httpx.Response:
@@ -320,17 +361,59 @@ def build(settings: Settings) -> FastAPI:
         body = {"job_id": uploaded["job_id"], "files": [by_id[i] for i in ids]}
         return JSON(body, 201, headers={consistency.HEADER: consistency.encode(token)})
 
-    async def job_with_files(
-        answer: httpx.Response, request: Request, user: dict[str, Any]
-    ) -> Response:
-        job = answer.json()
-        ids = job.pop("file_ids", [])
+    async def files_by_id(
+        request: Request, user: dict[str, Any], ids: list[str]
+    ) -> list[dict[str, Any]]:
         found = await gateway.http.post(
             f"{settings.catalog_url}/internal/files",
             json={"ids": ids},
             headers=gateway._headers(request, user),
         )
-        job["files"] = found.json()["items"] if found.status_code == 200 else []
+        by_id = {f["id"]: f for f in found.json()["items"]} if found.status_code == 200 else {}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def dataset_files(
+        answer: httpx.Response, request: Request, user: dict[str, Any]
+    ) -> Response:
+        page = answer.json()
+        items = await files_by_id(request, user, page["file_ids"])
+        return JSON({"items": items, "next_cursor": page["next_cursor"]})
+
+    async def file_with_datasets(
+        answer: httpx.Response, request: Request, user: dict[str, Any]
+    ) -> Response:
+        file = answer.json()
+        linked = await gateway.http.get(
+            f"{settings.datasets_url}/v1/files/{file['id']}/datasets",
+            headers=gateway._headers(request, user),
+        )
+        file["datasets"] = linked.json()["items"] if linked.status_code == 200 else []
+        return gateway.relay(answer, body=file)
+
+    async def with_dataset_impact(
+        answer: httpx.Response, request: Request, user: dict[str, Any], action: str
+    ) -> Response:
+        result = answer.json()
+        if not result.get("dry_run"):
+            return gateway.relay(answer)
+        asked = orjson.loads(await request.body())
+        await gateway.catch_up("datasets", "catalog")
+        impact = await gateway.http.post(
+            f"{settings.datasets_url}/internal/impact",
+            json={
+                "file_ids": asked.get("file_ids", []),
+                "folder_ids": asked.get("folder_ids", []),
+                "target_folder_id": asked.get("target_folder_id") if action == "move" else None,
+            },
+        )
+        result["datasets"] = impact.json()["datasets"] if impact.status_code == 200 else []
+        return gateway.relay(answer, body=result)
+
+    async def job_with_files(
+        answer: httpx.Response, request: Request, user: dict[str, Any]
+    ) -> Response:
+        job = answer.json()
+        job["files"] = await files_by_id(request, user, job.pop("file_ids", []))
         return JSON(job)
 
     async def content(request: Request, user: dict[str, Any]) -> Response:

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     catalog_url: str = "http://127.0.0.1:8081"
     ingest_url: str = "http://127.0.0.1:8082"
     acl_url: str = "http://127.0.0.1:8083"
+    datasets_url: str = "http://127.0.0.1:8084"
     log_level: str = "info"
     consistency_timeout_s: float = 5.0
     max_metadata_bytes: int = 64 * 1024

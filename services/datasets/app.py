@@ -1,0 +1,31 @@
+"""Composition root of the datasets service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.datasets import api
+from services.datasets.handlers import Datasets
+from services.datasets.projections import membership, tree
+from shared.contracts import topics
+from shared.kit.service import Runtime, create_app, serve
+from shared.kit.settings import Settings
+
+
+def build(settings: Settings) -> FastAPI:
+    runtime = Runtime(
+        name="datasets",
+        settings=settings,
+        publishes=topics.DATASETS,
+        consumes=(topics.CATALOG,),
+        setups=(membership.setup, tree.setup),
+    )
+    datasets = Datasets(runtime)
+    runtime.handle = datasets.react
+    app = create_app(runtime, "Files datasets")
+    api.install(app, datasets)
+    return app
+
+
+def main() -> None:
+    serve("datasets", build, default_port=8084)

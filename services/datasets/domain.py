@@ -1,0 +1,126 @@
+"""Datasets, pure: what is recorded when files are linked, unlinked, synced.
+
+Decisions take the dataset's state and return events with the versions they
+make on the dataset's stream. Ids come in with the command; no I/O.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shared.contracts import datasets as ev
+from shared.contracts import rules
+from shared.contracts.envelope import Event
+
+
+class Refused(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, object] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: uuid.UUID
+    version: int
+    name: str
+    synced_folder_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class Change:
+    stream_id: str
+    version: int
+    event: Event
+
+
+def valid_name(name: str) -> str:
+    problem = rules.name_problem(name, "dataset name")
+    if problem:
+        raise Refused(422, "invalid_name", problem, {"name": name[: rules.MAX_NAME]})
+    return name
+
+
+def _numbered(dataset_id: uuid.UUID, version: int, events: Sequence[Event]) -> list[Change]:
+    stream = ev.dataset_stream(dataset_id)
+    return [Change(stream, version + i, e) for i, e in enumerate(events, start=1)]
+
+
+def _chunks(file_ids: Sequence[uuid.UUID]) -> list[list[uuid.UUID]]:
+    ids = list(file_ids)
+    return [ids[i : i + ev.IDS_PER_EVENT] for i in range(0, len(ids), ev.IDS_PER_EVENT)]
+
+
+def create(
+    dataset_id: uuid.UUID,
+    name: str,
+    description: str,
+    synced_folder_id: uuid.UUID | None,
+    files_in_folder: Sequence[uuid.UUID],
+) -> list[Change]:
+    """A synced dataset starts with the files below its folder."""
+    created = ev.DatasetCreated(
+        dataset_id=dataset_id,
+        name=valid_name(name),
+        description=description,
+        synced_folder_id=synced_folder_id,
+    )
+    linked = [
+        ev.FilesLinked(dataset_id=dataset_id, file_ids=chunk, reason="synced")
+        for chunk in _chunks(files_in_folder)
+    ]
+    return _numbered(dataset_id, 0, [created, *linked])
+
+
+def update(
+    dataset: Dataset, description: str, *, name: str | None, new_description: str | None
+) -> list[Change]:
+    changed_name = dataset.name if name is None else valid_name(name)
+    changed_description = description if new_description is None else new_description
+    if changed_name == dataset.name and changed_description == description:
+        return []
+    event = ev.DatasetUpdated(
+        dataset_id=dataset.id, name=changed_name, description=changed_description
+    )
+    return _numbered(dataset.id, dataset.version, [event])
+
+
+def delete(dataset: Dataset) -> list[Change]:
+    return _numbered(dataset.id, dataset.version, [ev.DatasetDeleted(dataset_id=dataset.id)])
+
+
+def link(dataset: Dataset, new_file_ids: Sequence[uuid.UUID], reason: str) -> list[Change]:
+    """new_file_ids: the files not yet in the dataset (adding one twice is no error)."""
+    return _numbered(
+        dataset.id,
+        dataset.version,
+        [
+            ev.FilesLinked(dataset_id=dataset.id, file_ids=chunk, reason=reason)
+            for chunk in _chunks(new_file_ids)
+        ],
+    )
+
+
+def unlink(dataset: Dataset, member_ids: Sequence[uuid.UUID], reason: str) -> list[Change]:
+    return _numbered(
+        dataset.id,
+        dataset.version,
+        [
+            ev.FilesUnlinked(dataset_id=dataset.id, file_ids=chunk, reason=reason)
+            for chunk in _chunks(member_ids)
+        ],
+    )
+
+
+def unsync(dataset: Dataset, folder_id: uuid.UUID) -> list[Change]:
+    event = ev.DatasetUnsynced(
+        dataset_id=dataset.id, folder_id=folder_id, reason="the synced folder was deleted"
+    )
+    return _numbered(dataset.id, dataset.version, [event])

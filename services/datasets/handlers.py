@@ -1,0 +1,333 @@
+"""Datasets commands, and the reactions that keep them in step with the catalog."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import asyncpg
+
+from services.datasets import domain
+from services.datasets.projections import membership, tree
+from shared.contracts.envelope import Cause, Envelope, new_envelope
+from shared.kit.eventstore import EventStore
+from shared.kit.service import Runtime
+
+DATASET_COLUMNS = "id, version, name, synced_folder_id"
+Links = set[tuple[uuid.UUID, uuid.UUID]]  # (dataset, file)
+
+# Which synced datasets a file belongs in: those whose folder is on the file's path.
+COVERAGE = """
+    SELECT d.id AS dataset_id, f.id AS file_id
+    FROM datasets.files f
+    JOIN datasets.folders fo ON fo.id = f.folder_id
+    JOIN datasets.datasets d ON d.synced_folder_id = ANY(fo.path)
+    WHERE f.id = ANY($1::uuid[])
+"""
+
+
+def _dataset(row: asyncpg.Record) -> domain.Dataset:
+    return domain.Dataset(row["id"], row["version"], row["name"], row["synced_folder_id"])
+
+
+def _by_dataset(links: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    grouped: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for dataset_id, file_id in links:
+        grouped[dataset_id].append(file_id)
+    return grouped
+
+
+class Datasets:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.runtime.pool
+
+    @property
+    def store(self) -> EventStore:
+        return self.runtime.store
+
+    async def record(
+        self, conn: asyncpg.Connection, changes: Sequence[domain.Change], cause: Cause
+    ) -> int:
+        envelopes = [
+            new_envelope(c.event, stream_id=c.stream_id, stream_version=c.version, cause=cause)
+            for c in changes
+        ]
+        if not envelopes:
+            return 0
+        await membership.apply(conn, envelopes)
+        return await self.store.append(conn, envelopes)
+
+    async def dataset(self, conn: asyncpg.Connection, dataset_id: uuid.UUID) -> domain.Dataset:
+        row = await conn.fetchrow(
+            f"SELECT {DATASET_COLUMNS} FROM datasets.datasets WHERE id = $1 FOR UPDATE",
+            dataset_id,
+        )
+        if row is None:
+            raise domain.Refused(404, "not_found", f"dataset {dataset_id} does not exist")
+        return _dataset(row)
+
+    # -- commands --------------------------------------------------------------------
+
+    async def create(
+        self, cause: Cause, *, name: str, description: str, synced_folder_id: uuid.UUID | None
+    ) -> tuple[uuid.UUID, int]:
+        dataset_id = uuid.uuid4()
+        async with self.pool.acquire() as conn, conn.transaction():
+            files: list[uuid.UUID] = []
+            if synced_folder_id is not None:
+                # FOR SHARE: the folder cannot go away before the dataset records it.
+                found = await conn.fetchval(
+                    "SELECT id FROM datasets.folders WHERE id = $1 FOR SHARE", synced_folder_id
+                )
+                if found is None:
+                    raise domain.Refused(
+                        404,
+                        "not_found",
+                        f"folder {synced_folder_id} does not exist",
+                        {"synced_folder_id": str(synced_folder_id)},
+                    )
+                files = [
+                    r["id"]
+                    for r in await conn.fetch(
+                        """SELECT f.id FROM datasets.files f
+                           JOIN datasets.folders fo ON fo.id = f.folder_id
+                           WHERE fo.path @> ARRAY[$1::uuid] FOR SHARE OF f""",
+                        synced_folder_id,
+                    )
+                ]
+            changes = domain.create(dataset_id, name, description, synced_folder_id, files)
+            return dataset_id, await self.record(conn, changes, cause)
+
+    async def update(
+        self, cause: Cause, dataset_id: uuid.UUID, *, name: str | None, description: str | None
+    ) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            dataset = await self.dataset(conn, dataset_id)
+            current = await conn.fetchval(
+                "SELECT description FROM datasets.datasets WHERE id = $1", dataset_id
+            )
+            changes = domain.update(dataset, current, name=name, new_description=description)
+            return await self.record(conn, changes, cause)
+
+    async def delete(self, cause: Cause, dataset_id: uuid.UUID) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await self.record(
+                conn, domain.delete(await self.dataset(conn, dataset_id)), cause
+            )
+
+    async def add_files(
+        self, cause: Cause, dataset_id: uuid.UUID, file_ids: Sequence[uuid.UUID]
+    ) -> tuple[int, int]:
+        """Link files, all or none; returns (how many were new, position)."""
+        wanted = list(dict.fromkeys(file_ids))
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Files first, then the dataset: the same order as the deletion reaction
+            # takes its locks, so the two wait for each other instead of deadlocking.
+            present = {
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM datasets.files WHERE id = ANY($1::uuid[]) FOR SHARE", wanted
+                )
+            }
+            missing = [str(i) for i in wanted if i not in present]
+            if missing:
+                shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
+                raise domain.Refused(
+                    404,
+                    "files_not_found",
+                    f"{len(missing)} of these files do not exist (or were deleted): {shown}",
+                    {"missing_file_ids": missing[:1000], "missing": len(missing)},
+                )
+            dataset = await self.dataset(conn, dataset_id)
+            new = [
+                r["id"]
+                for r in await conn.fetch(
+                    """SELECT x.id FROM unnest($2::uuid[]) WITH ORDINALITY AS x(id, n)
+                       WHERE NOT EXISTS (SELECT 1 FROM datasets.members m
+                                         WHERE m.dataset_id = $1 AND m.file_id = x.id)
+                       ORDER BY x.n""",
+                    dataset_id,
+                    wanted,
+                )
+            ]
+            position = await self.record(conn, domain.link(dataset, new, "added"), cause)
+            return len(new), position
+
+    async def remove_file(self, cause: Cause, dataset_id: uuid.UUID, file_id: uuid.UUID) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            dataset = await self.dataset(conn, dataset_id)
+            member = await conn.fetchval(
+                "SELECT 1 FROM datasets.members WHERE dataset_id = $1 AND file_id = $2",
+                dataset_id,
+                file_id,
+            )
+            if member is None:
+                raise domain.Refused(
+                    404, "not_found", f"file {file_id} is not in dataset {dataset.name!r}"
+                )
+            return await self.record(conn, domain.unlink(dataset, [file_id], "removed"), cause)
+
+    # -- reactions to the catalog ----------------------------------------------------
+
+    async def react(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        kind = envelopes[0].type
+        if kind in ("catalog.FileUploaded", "catalog.FileMoved"):
+            files = [uuid.UUID(e.data["file_id"]) for e in envelopes]
+            await self._resync(conn, envelopes, files)
+        elif kind == "catalog.FolderMoved":
+            for envelope in envelopes:
+                below = [
+                    r["id"]
+                    for r in await conn.fetch(
+                        """SELECT f.id FROM datasets.files f
+                           JOIN datasets.folders fo ON fo.id = f.folder_id
+                           WHERE fo.path @> ARRAY[$1::uuid]""",
+                        envelope.data["folder_id"],
+                    )
+                ]
+                await self._resync(conn, [envelope], below)
+        elif kind == "catalog.FileDeleted":
+            await tree.apply(conn, envelopes)
+            await self.when_files_deleted(conn, envelopes)
+        elif kind == "catalog.FolderDeleted":
+            await tree.apply(conn, envelopes)
+            await self.when_folders_deleted(conn, envelopes)
+        else:
+            await tree.apply(conn, envelopes)
+
+    async def _coverage(self, conn: asyncpg.Connection, files: Sequence[uuid.UUID]) -> Links:
+        return {(r["dataset_id"], r["file_id"]) for r in await conn.fetch(COVERAGE, list(files))}
+
+    async def _resync(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope], files: Sequence[uuid.UUID]
+    ) -> None:
+        """Apply the tree change, then link what came into a synced folder and unlink
+        what left one. Each reaction compares the mirror before and after itself, so
+        events of different streams converge in whatever order they arrive."""
+        before = await self._coverage(conn, files)
+        await tree.apply(conn, envelopes)
+        after = await self._coverage(conn, files)
+        members = await self._members(conn, {f for _, f in before | after})
+        joined = {link for link in after - before if link not in members}
+        left = {link for link in before - after if link in members}
+        await self._relink(conn, envelopes[0], joined, "synced", left, "moved_out")
+
+    async def _members(self, conn: asyncpg.Connection, files: Iterable[uuid.UUID]) -> Links:
+        rows = await conn.fetch(
+            "SELECT dataset_id, file_id FROM datasets.members WHERE file_id = ANY($1::uuid[])",
+            list(files),
+        )
+        return {(r["dataset_id"], r["file_id"]) for r in rows}
+
+    async def _relink(
+        self,
+        conn: asyncpg.Connection,
+        cause: Envelope,
+        joined: Links,
+        joined_reason: str,
+        left: Links,
+        left_reason: str,
+    ) -> None:
+        if not joined and not left:
+            return
+        to_link, to_unlink = _by_dataset(joined), _by_dataset(left)
+        rows = await conn.fetch(
+            f"""SELECT {DATASET_COLUMNS} FROM datasets.datasets
+                WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
+            list(to_link.keys() | to_unlink.keys()),
+        )
+        changes: list[domain.Change] = []
+        for row in rows:
+            dataset = _dataset(row)
+            unlinked = domain.unlink(dataset, sorted(to_unlink.get(dataset.id, [])), left_reason)
+            dataset = domain.Dataset(
+                dataset.id, dataset.version + len(unlinked), dataset.name, dataset.synced_folder_id
+            )
+            linked = domain.link(dataset, sorted(to_link.get(dataset.id, [])), joined_reason)
+            changes += unlinked + linked
+        await self.record(conn, changes, Cause.of(cause))
+
+    async def when_files_deleted(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+    ) -> None:
+        gone = await self._members(conn, [uuid.UUID(e.data["file_id"]) for e in envelopes])
+        await self._relink(conn, envelopes[0], set(), "", gone, "file_deleted")
+
+    async def when_folders_deleted(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+    ) -> None:
+        rows = await conn.fetch(
+            f"""SELECT {DATASET_COLUMNS} FROM datasets.datasets
+                WHERE synced_folder_id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
+            [e.data["folder_id"] for e in envelopes],
+        )
+        changes = [c for r in rows for c in domain.unsync(_dataset(r), r["synced_folder_id"])]
+        await self.record(conn, changes, Cause.of(envelopes[0]))
+
+    # -- queries ---------------------------------------------------------------------
+
+    async def impact(
+        self,
+        file_ids: Sequence[uuid.UUID],
+        folder_ids: Sequence[uuid.UUID],
+        target_folder_id: uuid.UUID | None,
+    ) -> list[dict[str, Any]]:
+        """Links a delete (no target) or a move (to the target) would remove, per dataset."""
+        async with self.pool.acquire() as conn:
+            files = [
+                r["id"]
+                for r in await conn.fetch(
+                    """SELECT f.id FROM datasets.files f
+                       JOIN datasets.folders fo ON fo.id = f.folder_id
+                       WHERE f.id = ANY($1::uuid[]) OR fo.path && $2::uuid[]""",
+                    list(file_ids),
+                    list(folder_ids),
+                )
+            ]
+            if target_folder_id is None:
+                lost = await self._members(conn, files)
+            else:
+                target_path = await conn.fetchval(
+                    "SELECT path FROM datasets.folders WHERE id = $1", target_folder_id
+                )
+                members = await self._members(conn, files)
+                covering = await self._coverage(conn, files)
+                synced = {
+                    r["id"]: r["synced_folder_id"]
+                    for r in await conn.fetch(
+                        "SELECT id, synced_folder_id FROM datasets.datasets"
+                        " WHERE id = ANY($1::uuid[])",
+                        list({d for d, _ in covering}),
+                    )
+                }
+                # Folders that move keep their own subtrees: only syncs above them count.
+                moving = {
+                    r["id"]
+                    for r in await conn.fetch(
+                        "SELECT id FROM datasets.folders WHERE path && $1::uuid[]",
+                        list(folder_ids),
+                    )
+                }
+                lost = {
+                    (d, f)
+                    for d, f in covering & members
+                    if synced[d] not in (target_path or []) and synced[d] not in moving
+                }
+            counts = _by_dataset(lost)
+            names = {
+                r["id"]: r["name"]
+                for r in await conn.fetch(
+                    "SELECT id, name FROM datasets.datasets WHERE id = ANY($1::uuid[])",
+                    list(counts),
+                )
+            }
+        return [
+            {"id": str(d), "name": names.get(d, ""), "links_removed": len(f)}
+            for d, f in sorted(counts.items(), key=lambda kv: names.get(kv[0], ""))
+        ]

@@ -1,0 +1,202 @@
+"""Read models of the datasets context.
+
+`membership` (datasets and their files, "linked to") is fed by the datasets'
+own events, inline in the transaction that records them, and rebuilds from
+them. `tree` mirrors the catalog's folders and files, fed by the catalog's
+events: it is what sync and validation look at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from shared.contracts.envelope import Envelope
+from shared.kit.projections import Projection
+
+membership = Projection(
+    name="datasets.membership",
+    tables=("datasets.datasets", "datasets.members"),
+    ddl="""
+    CREATE TABLE IF NOT EXISTS datasets.datasets (
+        id uuid PRIMARY KEY,
+        name text NOT NULL,
+        description text NOT NULL,
+        synced_folder_id uuid,
+        unsynced_from uuid,
+        file_count bigint NOT NULL DEFAULT 0,
+        version integer NOT NULL,
+        created_at timestamptz NOT NULL,
+        created_by text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS datasets_synced ON datasets.datasets (synced_folder_id)
+        WHERE synced_folder_id IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS datasets.members (
+        dataset_id uuid NOT NULL,
+        file_id uuid NOT NULL,
+        PRIMARY KEY (dataset_id, file_id)
+    );
+    CREATE INDEX IF NOT EXISTS members_file ON datasets.members (file_id);
+    """,
+)
+
+tree = Projection(
+    name="datasets.tree",
+    tables=("datasets.folders", "datasets.files"),
+    ddl="""
+    CREATE TABLE IF NOT EXISTS datasets.folders (
+        id uuid PRIMARY KEY,
+        path uuid[] NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS folders_path ON datasets.folders USING gin (path);
+    CREATE TABLE IF NOT EXISTS datasets.files (
+        id uuid PRIMARY KEY,
+        folder_id uuid NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS files_folder ON datasets.files (folder_id);
+    """,
+)
+
+
+@membership.on("datasets.DatasetCreated")
+async def dataset_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        """INSERT INTO datasets.datasets
+           (id, name, description, synced_folder_id, version, created_at, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        [
+            (
+                e.data["dataset_id"],
+                e.data["name"],
+                e.data.get("description", ""),
+                e.data.get("synced_folder_id"),
+                e.stream_version,
+                e.occurred_at,
+                e.actor,
+            )
+            for e in events
+        ],
+    )
+
+
+@membership.on("datasets.DatasetUpdated")
+async def dataset_updated(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE datasets.datasets SET name = $2, description = $3, version = $4 WHERE id = $1",
+        [
+            (e.data["dataset_id"], e.data["name"], e.data["description"], e.stream_version)
+            for e in events
+        ],
+    )
+
+
+@membership.on("datasets.DatasetDeleted")
+async def dataset_deleted(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    ids = [e.data["dataset_id"] for e in events]
+    await conn.execute("DELETE FROM datasets.members WHERE dataset_id = ANY($1::uuid[])", ids)
+    await conn.execute("DELETE FROM datasets.datasets WHERE id = ANY($1::uuid[])", ids)
+
+
+@membership.on("datasets.FilesLinked")
+async def files_linked(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    for e in events:
+        await conn.execute(
+            """WITH added AS (
+                   INSERT INTO datasets.members (dataset_id, file_id)
+                   SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING 1)
+               UPDATE datasets.datasets
+               SET file_count = file_count + (SELECT count(*) FROM added), version = $3
+               WHERE id = $1""",
+            e.data["dataset_id"],
+            e.data["file_ids"],
+            e.stream_version,
+        )
+
+
+@membership.on("datasets.FilesUnlinked")
+async def files_unlinked(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    for e in events:
+        await conn.execute(
+            """WITH removed AS (
+                   DELETE FROM datasets.members
+                   WHERE dataset_id = $1 AND file_id = ANY($2::uuid[]) RETURNING 1)
+               UPDATE datasets.datasets
+               SET file_count = file_count - (SELECT count(*) FROM removed), version = $3
+               WHERE id = $1""",
+            e.data["dataset_id"],
+            e.data["file_ids"],
+            e.stream_version,
+        )
+
+
+@membership.on("datasets.DatasetUnsynced")
+async def dataset_unsynced(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        """UPDATE datasets.datasets
+           SET synced_folder_id = NULL, unsynced_from = $2, version = $3 WHERE id = $1""",
+        [(e.data["dataset_id"], e.data["folder_id"], e.stream_version) for e in events],
+    )
+
+
+@tree.on("catalog.FolderCreated")
+async def folder_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    for e in events:  # a parent may come earlier in the same batch
+        await conn.execute(
+            """INSERT INTO datasets.folders (id, path)
+               SELECT $1::uuid,
+                      coalesce((SELECT path FROM datasets.folders WHERE id = $2::uuid), '{}')
+                          || $1::uuid
+               ON CONFLICT (id) DO NOTHING""",
+            e.data["folder_id"],
+            e.data["parent_id"],
+        )
+
+
+@tree.on("catalog.FolderMoved")
+async def folder_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    for e in events:
+        await conn.execute(
+            """UPDATE datasets.folders f
+               SET path = (SELECT path FROM datasets.folders WHERE id = $2)
+                          || f.path[array_position(f.path, $1::uuid):]
+               WHERE f.path @> ARRAY[$1::uuid]""",
+            e.data["folder_id"],
+            e.data["to_parent_id"],
+        )
+
+
+@tree.on("catalog.FolderDeleted")
+async def folder_deleted(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        "DELETE FROM datasets.folders WHERE id = ANY($1::uuid[])",
+        [e.data["folder_id"] for e in events],
+    )
+
+
+@tree.on("catalog.FileUploaded")
+async def file_uploaded(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        """INSERT INTO datasets.files (id, folder_id)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT (id) DO NOTHING""",
+        [e.data["file_id"] for e in events],
+        [e.data["folder_id"] for e in events],
+    )
+
+
+@tree.on("catalog.FileMoved")
+async def file_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        """UPDATE datasets.files f SET folder_id = x.folder_id
+           FROM unnest($1::uuid[], $2::uuid[]) AS x(id, folder_id) WHERE f.id = x.id""",
+        [e.data["file_id"] for e in events],
+        [e.data["to_folder_id"] for e in events],
+    )
+
+
+@tree.on("catalog.FileDeleted")
+async def file_deleted(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        "DELETE FROM datasets.files WHERE id = ANY($1::uuid[])",
+        [e.data["file_id"] for e in events],
+    )
