@@ -32,6 +32,7 @@ from shared.kit.db import Conn
 from shared.kit.logs import log
 
 PRUNE_EVERY_S = 60.0
+ADVANCE_PAGE = 5000
 
 # Gets consecutive new events of one type together, so a reaction can be set-based.
 Handler = Callable[[Conn, Sequence[Envelope]], Awaitable[None]]
@@ -87,6 +88,11 @@ class Inbox:
         return {str(r["event_id"]) for r in rows}
 
     async def advance(self, conn: Conn, sources: set[str]) -> None:
+        """Move each source's watermark to the end of the run applied right after it.
+
+        Reads positions above the watermark in index order, a page at a time: the
+        cost is the run just applied, whatever the inbox's size or its statistics.
+        """
         s = self.schema
         for source in sources:
             await conn.execute(
@@ -95,21 +101,38 @@ class Inbox:
                 self.consumer,
                 source,
             )
-            # Walk forward from the old watermark while the next position is in the
-            # inbox: the cost is the run just applied, not the whole history.
-            await conn.execute(
-                f"""
-                WITH RECURSIVE run(position) AS (
-                    SELECT position FROM {s}.watermarks WHERE consumer = $1 AND source = $2
-                    UNION
-                    SELECT i.position FROM run JOIN {s}.inbox i
-                      ON i.consumer = $1 AND i.source = $2 AND i.position = run.position + 1)
-                UPDATE {s}.watermarks SET position = (SELECT max(position) FROM run)
-                WHERE consumer = $1 AND source = $2
-                """,
+            mark: int = await conn.fetchval(
+                f"""SELECT position FROM {s}.watermarks
+                    WHERE consumer = $1 AND source = $2 FOR UPDATE""",
                 self.consumer,
                 source,
             )
+            start = mark
+            while True:
+                above = await conn.fetch(
+                    f"""SELECT position FROM {s}.inbox
+                        WHERE consumer = $1 AND source = $2 AND position > $3
+                        ORDER BY position LIMIT {ADVANCE_PAGE}""",
+                    self.consumer,
+                    source,
+                    mark,
+                )
+                run = 0
+                for row in above:
+                    if row["position"] != mark + run + 1:
+                        break
+                    run += 1
+                mark += run
+                if run < ADVANCE_PAGE:
+                    break
+            if mark != start:
+                await conn.execute(
+                    f"""UPDATE {s}.watermarks SET position = $3
+                        WHERE consumer = $1 AND source = $2""",
+                    self.consumer,
+                    source,
+                    mark,
+                )
 
     async def prune(self, conn: Conn | asyncpg.Pool, keep: timedelta = timedelta(hours=1)) -> int:
         """Forget inbox rows the watermark has passed (kept a while, for inspection)."""
@@ -166,7 +189,9 @@ class Consumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=20,
-            max_poll_records=2000,
+            # Large batches: a folder deletion sends one event per file.
+            max_poll_records=10_000,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         await kafka.start()
         next_prune = time.monotonic() + PRUNE_EVERY_S
