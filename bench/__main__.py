@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("upload_small", "upload_large", "eventstore", "search")
+BENCHMARKS = ("upload_small", "upload_large", "eventstore", "search", "datasets")
 TIMEOUT_S = {"quick": 300, "full": 1800}
 
 
