@@ -176,13 +176,15 @@ async def file_metadata_changed(conn: asyncpg.Connection, events: Sequence[Envel
 
 @tree.on("catalog.FileMoved")
 async def file_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    # The last move of each file: an UPDATE ... FROM joining a row twice applies either.
+    last = {e.data["file_id"]: e for e in events}
     await conn.execute(
         """UPDATE catalog.files f SET folder_id = x.folder_id, version = x.version
            FROM unnest($1::uuid[], $2::uuid[], $3::int[]) AS x(id, folder_id, version)
            WHERE f.id = x.id""",
-        [e.data["file_id"] for e in events],
-        [e.data["to_folder_id"] for e in events],
-        [e.stream_version for e in events],
+        list(last),
+        [e.data["to_folder_id"] for e in last.values()],
+        [e.stream_version for e in last.values()],
     )
 
 

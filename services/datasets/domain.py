@@ -41,11 +41,37 @@ class Change:
     event: Event
 
 
+def _unstorable(text: str) -> bool:
+    """NUL and lone surrogates, which JSON can carry but PostgreSQL text cannot."""
+    return "\x00" in text or (not text.isascii() and not _encodes(text))
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def valid_name(name: str) -> str:
     problem = rules.name_problem(name, "dataset name")
+    if problem is None and _unstorable(name):
+        problem = "the dataset name contains characters that are not valid Unicode text"
     if problem:
-        raise Refused(422, "invalid_name", problem, {"name": name[: rules.MAX_NAME]})
+        shown = name[: rules.MAX_NAME].encode(errors="replace").decode()
+        raise Refused(422, "invalid_name", problem, {"name": shown})
     return name
+
+
+def valid_description(description: str) -> str:
+    if _unstorable(description):
+        raise Refused(
+            422,
+            "invalid_description",
+            "the description contains NUL or characters that are not valid Unicode text",
+        )
+    return description
 
 
 def _numbered(dataset_id: uuid.UUID, version: int, events: Sequence[Event]) -> list[Change]:
@@ -69,7 +95,7 @@ def create(
     created = ev.DatasetCreated(
         dataset_id=dataset_id,
         name=valid_name(name),
-        description=description,
+        description=valid_description(description),
         synced_folder_id=synced_folder_id,
     )
     linked = [
@@ -83,7 +109,9 @@ def update(
     dataset: Dataset, description: str, *, name: str | None, new_description: str | None
 ) -> list[Change]:
     changed_name = dataset.name if name is None else valid_name(name)
-    changed_description = description if new_description is None else new_description
+    changed_description = (
+        description if new_description is None else valid_description(new_description)
+    )
     if changed_name == dataset.name and changed_description == description:
         return []
     event = ev.DatasetUpdated(

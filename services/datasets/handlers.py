@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -10,13 +11,17 @@ from typing import Any
 import asyncpg
 
 from services.datasets import domain
-from services.datasets.projections import membership, tree
+from services.datasets.projections import ORPHANS_OF, membership, tree
 from shared.contracts.envelope import Cause, Envelope, new_envelope
 from shared.kit.eventstore import EventStore
 from shared.kit.service import Runtime
 
 DATASET_COLUMNS = "id, version, name, synced_folder_id"
 Links = set[tuple[uuid.UUID, uuid.UUID]]  # (dataset, file)
+# Creating a synced dataset takes it exclusively, reactions to the catalog shared: else a
+# file could reach the folder between the creation's read of its files and its commit,
+# while the reaction, not seeing the uncommitted dataset yet, links it to none.
+SYNC_LOCK = zlib.crc32(b"files.datasets.sync")
 
 # Which synced datasets a file belongs in: those whose folder is on the file's path.
 COVERAGE = """
@@ -81,6 +86,7 @@ class Datasets:
         async with self.pool.acquire() as conn, conn.transaction():
             files: list[uuid.UUID] = []
             if synced_folder_id is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", SYNC_LOCK)
                 # FOR SHARE: the folder cannot go away before the dataset records it.
                 found = await conn.fetchval(
                     "SELECT id FROM datasets.folders WHERE id = $1 FOR SHARE", synced_folder_id
@@ -176,6 +182,9 @@ class Datasets:
     # -- reactions to the catalog ----------------------------------------------------
 
     async def react(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        # Before any row lock of the batch's transaction, so it cannot deadlock with a
+        # creation waiting on those rows.
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SYNC_LOCK)
         kind = envelopes[0].type
         if kind in ("catalog.FileUploaded", "catalog.FileMoved"):
             files = [uuid.UUID(e.data["file_id"]) for e in envelopes]
@@ -192,6 +201,21 @@ class Datasets:
                     )
                 ]
                 await self._resync(conn, [envelope], below)
+        elif kind == "catalog.FolderCreated":
+            # Files whose folder, or an orphan folder above them, came before the folder
+            # (another partition): they take their place in synced folders only now.
+            early = [
+                r["id"]
+                for r in await conn.fetch(
+                    f"""SELECT f.id FROM datasets.files f WHERE f.folder_id = ANY($1::uuid[])
+                        UNION
+                        SELECT f.id FROM ({ORPHANS_OF}) AS o
+                        JOIN datasets.folders fo ON fo.path @> ARRAY[o.id]
+                        JOIN datasets.files f ON f.folder_id = fo.id""",
+                    [e.data["folder_id"] for e in envelopes],
+                )
+            ]
+            await self._resync(conn, envelopes, early)
         elif kind == "catalog.FileDeleted":
             await tree.apply(conn, envelopes)
             await self.when_files_deleted(conn, envelopes)

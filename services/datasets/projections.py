@@ -49,7 +49,9 @@ tree = Projection(
         id uuid PRIMARY KEY,
         path uuid[] NOT NULL
     );
+    ALTER TABLE datasets.folders ADD COLUMN IF NOT EXISTS parent_id uuid;
     CREATE INDEX IF NOT EXISTS folders_path ON datasets.folders USING gin (path);
+    CREATE INDEX IF NOT EXISTS folders_parent ON datasets.folders (parent_id);
     CREATE TABLE IF NOT EXISTS datasets.files (
         id uuid PRIMARY KEY,
         folder_id uuid NOT NULL
@@ -139,17 +141,35 @@ async def dataset_unsynced(conn: asyncpg.Connection, events: Sequence[Envelope])
     )
 
 
+# Folders come on several partitions, so a child (or a folder moved under it) may come
+# before its parent: it is then an orphan, the root of its own path, until the parent
+# comes and adopts it. Orphans are the folders whose path starts with themselves but
+# that have a parent.
+ORPHANS_OF = """
+    SELECT o.id FROM datasets.folders o
+    WHERE o.parent_id = ANY($1::uuid[]) AND o.path[1] = o.id
+"""
+
+
 @tree.on("catalog.FolderCreated")
 async def folder_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
     for e in events:  # a parent may come earlier in the same batch
         await conn.execute(
-            """INSERT INTO datasets.folders (id, path)
-               SELECT $1::uuid,
+            """INSERT INTO datasets.folders (id, parent_id, path)
+               SELECT $1::uuid, $2::uuid,
                       coalesce((SELECT path FROM datasets.folders WHERE id = $2::uuid), '{}')
                           || $1::uuid
                ON CONFLICT (id) DO NOTHING""",
             e.data["folder_id"],
             e.data["parent_id"],
+        )
+        await conn.execute(
+            f"""UPDATE datasets.folders f
+                SET path = (SELECT path FROM datasets.folders WHERE id = $2::uuid) || f.path
+                FROM ({ORPHANS_OF}) AS o
+                WHERE f.path @> ARRAY[o.id] AND f.path[1] = o.id""",
+            [e.data["folder_id"]],
+            e.data["folder_id"],
         )
 
 
@@ -161,6 +181,12 @@ async def folder_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> 
                SET path = (SELECT path FROM datasets.folders WHERE id = $2)
                           || f.path[array_position(f.path, $1::uuid):]
                WHERE f.path @> ARRAY[$1::uuid]""",
+            e.data["folder_id"],
+            e.data["to_parent_id"],
+        )
+        # A parent not here yet leaves the moved folder an orphan, adopted when it comes.
+        await conn.execute(
+            "UPDATE datasets.folders SET parent_id = $2 WHERE id = $1",
             e.data["folder_id"],
             e.data["to_parent_id"],
         )
@@ -186,11 +212,14 @@ async def file_uploaded(conn: asyncpg.Connection, events: Sequence[Envelope]) ->
 
 @tree.on("catalog.FileMoved")
 async def file_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    # The last move of each file: an UPDATE ... FROM joining a row twice applies
+    # either join row, so a file moved in and out again could stay in.
+    last = {e.data["file_id"]: e.data["to_folder_id"] for e in events}
     await conn.execute(
         """UPDATE datasets.files f SET folder_id = x.folder_id
            FROM unnest($1::uuid[], $2::uuid[]) AS x(id, folder_id) WHERE f.id = x.id""",
-        [e.data["file_id"] for e in events],
-        [e.data["to_folder_id"] for e in events],
+        list(last),
+        list(last.values()),
     )
 
 

@@ -219,6 +219,9 @@ class Consumer:
                 envelopes.append(decode(message.value))
             except Exception as error:  # malformed on the wire: nothing to apply
                 await self._dead_letter(message.topic, message.value, repr(error))
+        # Partitions interleave; within a batch, apply each source's events in the
+        # order its store recorded them.
+        envelopes.sort(key=lambda e: (e.source, e.position))
         try:
             await self._apply(envelopes)
         except Exception:
