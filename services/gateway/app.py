@@ -293,6 +293,14 @@ def build(settings: Settings) -> FastAPI:
             return await upload(request, user, parts[2])
         if parts[1:2] == ["files"] and parts[3:] == ["content"] and request.method == "GET":
             return await content(request, user)
+        if parts[1:2] == ["files"] and parts[3:] == ["datasets"]:
+            # The catalog says whether the file exists; datasets only knows its links.
+            found = await gateway.http.get(
+                f"{settings.catalog_url}/internal/files/{parts[2]}",
+                headers=gateway._headers(request, user),
+            )
+            if found.status_code != 200:
+                return gateway.relay(found)
         if service == "datasets" and request.method != "GET":
             # The datasets context validates against its mirror of the catalog: let it
             # catch up with the catalog first, so a file uploaded a moment ago is known.

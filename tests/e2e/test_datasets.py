@@ -373,7 +373,8 @@ async def test_deleting_files_and_folders_unlinks_them_everywhere(api: httpx.Asy
     token = await delete(api, file_ids=one)
     for d in (a, b):
         assert await member_ids(api, d["id"], token) == {*kept, *below}
-    assert await linked(api, one[0]) == []
+    # A deleted file is gone, "linked to" included.
+    error(await api.get(f"/v1/files/{one[0]}/datasets"), 404, "not_found")
 
     token = await delete(api, folder_ids=[sub["id"]])
     for d in (a, b):
@@ -381,7 +382,7 @@ async def test_deleting_files_and_folders_unlinks_them_everywhere(api: httpx.Asy
         assert (await get(api, d["id"]))["file_count"] == 2
     for file_id in below:
         error(await api.get(f"/v1/files/{file_id}"), 404)
-        assert await linked(api, file_id) == []
+        error(await api.get(f"/v1/files/{file_id}/datasets"), 404)
 
 
 async def test_a_dataset_whose_synced_folder_is_deleted_keeps_existing(
@@ -532,7 +533,7 @@ async def test_folder_deleted_while_its_files_are_added_leaves_no_dangling_membe
             assert (await api.get(f"/v1/files/{file_id}")).status_code == 200
         assert (await get(api, created["id"]))["file_count"] == len(listed)
         for file_id in ids:
-            assert await linked(api, file_id) == []
+            error(await api.get(f"/v1/files/{file_id}/datasets"), 404)
 
 
 async def test_a_synced_dataset_created_during_uploads_and_moves_gets_them_all(
@@ -588,3 +589,9 @@ async def test_a_tree_made_a_moment_ago_is_synced_to_its_depth(api: httpx.AsyncC
         token = await move(api, top["id"], file_ids=[again["files"][0]["id"]])
         expected = {file_id, again["files"][0]["id"]}
         assert await member_ids(api, early["id"], token) == expected, f"round {round_}"
+
+
+async def test_linked_to_of_an_unknown_file_is_404(api: httpx.AsyncClient) -> None:
+    answer = await api.get(f"/v1/files/{uuid.uuid4()}/datasets")
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "not_found"
