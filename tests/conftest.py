@@ -92,4 +92,4 @@ async def eventually(
     while not await check():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {within} s")
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(POLL_S)  # poll again, within the deadline
