@@ -5,10 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel, ConfigDict
 
-from services.acl import domain
 from services.acl.handlers import Access
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
@@ -55,9 +54,4 @@ def router(access: Access) -> APIRouter:
 
 
 def install(app: FastAPI, access: Access) -> None:
-    async def refused(_: Request, error: Exception) -> JSON:
-        assert isinstance(error, domain.Refused)
-        return JSON(error_body(error.code, error.message), error.status)
-
-    app.add_exception_handler(domain.Refused, refused)
     app.include_router(router(access))

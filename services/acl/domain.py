@@ -12,17 +12,10 @@ from dataclasses import dataclass
 from shared.contracts import acl as ev
 from shared.contracts import rules
 from shared.contracts.envelope import Event
+from shared.kit.errors import Refused
 
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
 ORG_ROLES = ("admin", "member")
-
-
-class Refused(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

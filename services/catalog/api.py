@@ -8,18 +8,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from services.catalog import domain, queries
 from services.catalog.handlers import Catalog
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
-from shared.kit.eventstore import ConcurrencyConflict
-from shared.kit.http import JSON, cause, error_body
-
-STATUS = {"invalid": 422, "conflict": 409, "not_found": 404}
+from shared.kit.http import JSON, cause
 
 Caller = Annotated[Cause, Depends(cause)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -211,21 +207,5 @@ def internal(catalog: Catalog) -> APIRouter:
 
 
 def install(app: FastAPI, catalog: Catalog) -> None:
-    async def rejected(_: Request, error: Exception) -> JSON:
-        assert isinstance(error, domain.Rejected)
-        return JSON(error_body(error.code, error.message, error.details), STATUS[error.kind])
-
-    async def raced(_: Request, error: Exception) -> JSON:
-        return JSON(
-            error_body(
-                "concurrent_change",
-                "another request changed the same folders or files at the same time; try again",
-            ),
-            409,
-        )
-
-    app.add_exception_handler(domain.Rejected, rejected)
-    app.add_exception_handler(ConcurrencyConflict, raced)
-    app.add_exception_handler(asyncpg.DeadlockDetectedError, raced)
     app.include_router(router(catalog))
     app.include_router(internal(catalog))

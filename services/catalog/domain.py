@@ -18,33 +18,25 @@ from shared.contracts import catalog as ev
 from shared.contracts import rules
 from shared.contracts.envelope import Event
 from shared.contracts.ingest import FileContentStored
+from shared.kit.errors import Refused
 
 MAX_NAME = rules.MAX_NAME
 MAX_METADATA_BYTES = rules.MAX_METADATA_BYTES
 
 
-class Rejected(Exception):
-    """A command the rules refuse. `kind` says what sort of refusal it is."""
-
-    kind = "invalid"
-
+class Invalid(Refused):
     def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details or {}
+        super().__init__(422, code, message, details)
 
 
-class Invalid(Rejected):
-    kind = "invalid"
+class Conflict(Refused):
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(409, code, message, details)
 
 
-class Conflict(Rejected):
-    kind = "conflict"
-
-
-class NotFound(Rejected):
-    kind = "not_found"
+class NotFound(Refused):
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(404, code, message, details)
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,15 @@ import base64
 import uuid
 from typing import Annotated, Any
 
-import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.datasets import domain
 from services.datasets.handlers import Datasets
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
-from shared.kit.eventstore import ConcurrencyConflict
-from shared.kit.http import JSON, cause, error_body
+from shared.kit.http import JSON, cause
 
 Caller = Annotated[Cause, Depends(cause)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -180,22 +178,4 @@ def router(datasets: Datasets) -> APIRouter:
 
 
 def install(app: FastAPI, datasets: Datasets) -> None:
-    async def refused(_: Request, error: Exception) -> JSON:
-        assert isinstance(error, domain.Refused)
-        return JSON(error_body(error.code, error.message, error.details), error.status)
-
-    async def raced(_: Request, error: Exception) -> JSON:
-        # A command and a reaction to the catalog can lock the same files and datasets
-        # in opposite orders; PostgreSQL then aborts one: the caller may try again.
-        return JSON(
-            error_body(
-                "concurrent_change",
-                "another change to the same dataset or files happened at the same time; try again",
-            ),
-            409,
-        )
-
-    app.add_exception_handler(domain.Refused, refused)
-    app.add_exception_handler(ConcurrencyConflict, raced)
-    app.add_exception_handler(asyncpg.DeadlockDetectedError, raced)
     app.include_router(router(datasets))

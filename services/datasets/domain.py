@@ -13,17 +13,7 @@ from dataclasses import dataclass
 from shared.contracts import datasets as ev
 from shared.contracts import rules
 from shared.contracts.envelope import Event
-
-
-class Refused(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, details: dict[str, object] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or {}
+from shared.kit.errors import Refused
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from services.ingest.domain.uploads import Refused
 from services.ingest.handlers import Uploads
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
-from shared.kit.http import JSON, cause, error_body, not_found
+from shared.kit.errors import not_found
+from shared.kit.http import JSON, cause, error_body
 
 Caller = Annotated[Cause, Depends(cause)]
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -92,9 +92,4 @@ def router(uploads: Uploads) -> APIRouter:
 
 
 def install(app: FastAPI, uploads: Uploads) -> None:
-    async def refused(_: Request, error: Exception) -> JSON:
-        assert isinstance(error, Refused)
-        return JSON(error_body(error.code, error.message, error.details), error.status)
-
-    app.add_exception_handler(Refused, refused)
     app.include_router(router(uploads))

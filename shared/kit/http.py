@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
 import orjson
 import structlog
 from fastapi import FastAPI, Request
@@ -13,6 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.contracts.envelope import Cause
+from shared.kit.errors import Refused
+from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.logs import log
 
 
@@ -27,21 +30,6 @@ ACTOR_HEADER = "X-Files-Actor"
 CORRELATION_HEADER = "X-Correlation-Id"
 
 
-class ApiError(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or {}
-
-
-def not_found(what: str, ident: object) -> ApiError:
-    return ApiError(404, "not_found", f"{what} {ident} does not exist", {"id": str(ident)})
-
-
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
@@ -51,7 +39,7 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 
 async def _api_error(_: Request, error: Exception) -> JSON:
-    assert isinstance(error, ApiError)
+    assert isinstance(error, Refused)
     return JSON(error_body(error.code, error.message, error.details), error.status)
 
 
@@ -76,9 +64,23 @@ async def _unexpected(_: Request, error: Exception) -> JSON:
     return JSON(error_body("internal_error", "something went wrong on our side"), 500)
 
 
+async def _raced(_: Request, error: Exception) -> JSON:
+    # Two writers took the same stream (optimistic concurrency) or locked the same rows
+    # in opposite orders (PostgreSQL aborted one): nothing was written, try again.
+    return JSON(
+        error_body(
+            "concurrent_change",
+            "another request changed the same things at the same time; try again",
+        ),
+        409,
+    )
+
+
 def install_errors(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
-    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(Refused, _api_error)
+    app.add_exception_handler(ConcurrencyConflict, _raced)
+    app.add_exception_handler(asyncpg.DeadlockDetectedError, _raced)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
@@ -87,7 +89,7 @@ def cause(request: Request) -> Cause:
     """Who is asking: the gateway authenticated them and says so in headers."""
     actor = request.headers.get(ACTOR_HEADER)
     if not actor:
-        raise ApiError(401, "unauthenticated", "no caller: requests come through the gateway")
+        raise Refused(401, "unauthenticated", "no caller: requests come through the gateway")
     correlation = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
     structlog.contextvars.bind_contextvars(correlation_id=correlation, actor=actor)
     return Cause(

@@ -18,8 +18,9 @@ from fastapi import FastAPI, Query
 
 from shared.kit import bus, consistency, db
 from shared.kit.db import Conn
+from shared.kit.errors import Refused
 from shared.kit.eventstore import EventStore
-from shared.kit.http import JSON, ApiError, install_errors
+from shared.kit.http import JSON, install_errors
 from shared.kit.inbox import Consumer, Handler, Inbox
 from shared.kit.logs import configure, log
 from shared.kit.outbox import Relay
@@ -147,7 +148,7 @@ class Runtime:
             try:
                 wanted = consistency.decode(token)
             except ValueError as error:
-                raise ApiError(400, "invalid_consistency_token", str(error)) from error
+                raise Refused(400, "invalid_consistency_token", str(error)) from error
             mine = {source_of(t) for t in self.consumes}
             relevant = {k: v for k, v in wanted.items() if k in mine}
             ok = await consistency.wait_until_caught_up(

@@ -5,25 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from shared.contracts import ingest as ev
 from shared.contracts import rules
 from shared.contracts.catalog import Media, Source
 from shared.contracts.envelope import Event
-
-
-class Refused(Exception):
-    """An upload the rules refuse; nothing of it is recorded."""
-
-    def __init__(
-        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or {}
+from shared.kit.errors import Refused
 
 
 @dataclass(frozen=True)
