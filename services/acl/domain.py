@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from shared.contracts import acl as ev
 from shared.contracts import rules
-from shared.contracts.envelope import Event
+from shared.contracts.envelope import Change
 from shared.kit.errors import Refused
 
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
@@ -42,7 +42,7 @@ def create_user(
     email: str,
     name: str,
     org_role: str,
-) -> list[tuple[str, int, Event]]:
+) -> list[Change]:
     """caller None is the bootstrap: the platform creating its first admin."""
     if caller is not None and caller.org_role != "admin":
         raise Refused(
@@ -58,10 +58,10 @@ def create_user(
         raise Refused(422, "invalid_name", "the user's name contains control characters")
     stream = ev.user_stream(user_id)
     return [
-        (
+        Change(
             stream,
             1,
             ev.UserCreated(user_id=user_id, email=email.lower(), name=name, org_role=org_role),
         ),
-        (stream, 2, ev.ApiKeyIssued(key_id=key_id, user_id=user_id, key_hash=key_hash(key))),
+        Change(stream, 2, ev.ApiKeyIssued(key_id=key_id, user_id=user_id, key_hash=key_hash(key))),
     ]

@@ -9,7 +9,7 @@ import asyncpg
 
 from services.acl import domain
 from services.acl.projections import users
-from shared.contracts.envelope import Cause, new_envelope
+from shared.contracts.envelope import Cause, envelopes_of
 from shared.kit.logs import log
 from shared.kit.service import Runtime
 
@@ -70,10 +70,7 @@ class Access:
     ) -> tuple[dict[str, Any], int]:
         user_id = uuid.uuid4()
         changes = domain.create_user(caller, user_id, uuid.uuid4(), key, **fields)
-        envelopes = [
-            new_envelope(event, stream_id=stream, stream_version=version, cause=cause)
-            for stream, version, event in changes
-        ]
+        envelopes = envelopes_of(changes, cause)
         try:
             async with conn.transaction():
                 await users.apply(conn, envelopes)

@@ -16,7 +16,7 @@ import orjson
 
 from shared.contracts import catalog as ev
 from shared.contracts import rules
-from shared.contracts.envelope import Event
+from shared.contracts.envelope import Change
 from shared.contracts.ingest import FileContentStored
 from shared.kit.errors import Refused
 
@@ -57,13 +57,6 @@ class File:
     version: int
     blob_key: str
     sha256: str
-
-
-@dataclass(frozen=True)
-class Change:
-    stream_id: str
-    version: int
-    event: Event
 
 
 def storable(text: str) -> bool:

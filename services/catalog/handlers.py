@@ -12,7 +12,7 @@ import asyncpg
 
 from services.catalog import domain
 from services.catalog.projections import tree
-from shared.contracts.envelope import Cause, Envelope, new_envelope
+from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.contracts.ingest import FileContentStored
 from shared.kit.eventstore import EventStore
 from shared.kit.service import Runtime
@@ -43,15 +43,6 @@ def _file(row: asyncpg.Record) -> domain.File:
     )
 
 
-def envelopes_of(
-    changes: Sequence[domain.Change], cause: Cause, at: datetime | None = None
-) -> list[Envelope]:
-    return [
-        new_envelope(c.event, stream_id=c.stream_id, stream_version=c.version, cause=cause, at=at)
-        for c in changes
-    ]
-
-
 class Catalog:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -69,7 +60,7 @@ class Catalog:
     async def record(
         self,
         conn: asyncpg.Connection,
-        changes: Sequence[domain.Change],
+        changes: Sequence[Change],
         cause: Cause,
         at: datetime | None = None,
     ) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from shared.contracts import datasets as ev
 from shared.contracts import rules
-from shared.contracts.envelope import Event
+from shared.contracts.envelope import Change, Event
 from shared.kit.errors import Refused
 
 
@@ -22,13 +22,6 @@ class Dataset:
     version: int
     name: str
     synced_folder_id: uuid.UUID | None
-
-
-@dataclass(frozen=True)
-class Change:
-    stream_id: str
-    version: int
-    event: Event
 
 
 def _unstorable(text: str) -> bool:

@@ -12,7 +12,7 @@ import asyncpg
 
 from services.datasets import domain
 from services.datasets.projections import ORPHANS_OF, membership, tree
-from shared.contracts.envelope import Cause, Envelope, new_envelope
+from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.eventstore import EventStore
 from shared.kit.service import Runtime
 
@@ -57,12 +57,9 @@ class Datasets:
         return self.runtime.store
 
     async def record(
-        self, conn: asyncpg.Connection, changes: Sequence[domain.Change], cause: Cause
+        self, conn: asyncpg.Connection, changes: Sequence[Change], cause: Cause
     ) -> int:
-        envelopes = [
-            new_envelope(c.event, stream_id=c.stream_id, stream_version=c.version, cause=cause)
-            for c in changes
-        ]
+        envelopes = envelopes_of(changes, cause)
         if not envelopes:
             return 0
         await membership.apply(conn, envelopes)
@@ -266,7 +263,7 @@ class Datasets:
                 WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
             list(to_link.keys() | to_unlink.keys()),
         )
-        changes: list[domain.Change] = []
+        changes: list[Change] = []
         for row in rows:
             dataset = _dataset(row)
             unlinked = domain.unlink(dataset, sorted(to_unlink.get(dataset.id, [])), left_reason)

@@ -15,7 +15,7 @@ from services.ingest.domain import media
 from services.ingest.domain.uploads import Refused, StoredFile, check_file_name, record_upload
 from services.ingest.projections import jobs
 from shared.contracts.catalog import Media
-from shared.contracts.envelope import Cause, new_envelope, now
+from shared.contracts.envelope import Cause, envelopes_of, now
 from shared.kit.blobs import BlobWriter, LocalBlobStore
 from shared.kit.eventstore import EventStore
 from shared.kit.service import Runtime
@@ -201,10 +201,7 @@ class Uploads:
         await self.blobs.make_durable([f.blob_key for f in receiver.stored])
         # One moment for the whole upload: it is every file's created_at, here and in the catalog.
         at = now()
-        envelopes = [
-            new_envelope(event, stream_id=stream, stream_version=version, cause=cause, at=at)
-            for stream, version, event in changes
-        ]
+        envelopes = envelopes_of(changes, cause, at)
         async with self.pool.acquire() as conn, conn.transaction():
             await jobs.apply(conn, envelopes)
             position = await self.store.append(conn, envelopes)

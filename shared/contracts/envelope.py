@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -60,6 +62,24 @@ class Cause(BaseModel):
             causation_id=str(envelope.event_id),
             traceparent=envelope.traceparent,
         )
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a decision returns: an event, the stream it goes to, the version it makes."""
+
+    stream_id: str
+    version: int
+    event: Event
+
+
+def envelopes_of(
+    changes: Sequence[Change], cause: Cause, at: datetime | None = None
+) -> list[Envelope]:
+    return [
+        new_envelope(c.event, stream_id=c.stream_id, stream_version=c.version, cause=cause, at=at)
+        for c in changes
+    ]
 
 
 def now() -> datetime:

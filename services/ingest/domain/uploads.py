@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from shared.contracts import ingest as ev
 from shared.contracts import rules
 from shared.contracts.catalog import Media, Source
-from shared.contracts.envelope import Event
+from shared.contracts.envelope import Change, Event
 from shared.kit.errors import Refused
 
 
@@ -36,7 +36,7 @@ def check_file_name(name: str | None) -> str:
 
 def record_upload(
     job_id: uuid.UUID, folder_id: uuid.UUID, files: Sequence[StoredFile]
-) -> list[tuple[str, int, Event]]:
+) -> list[Change]:
     """The job's stream: started, one event per stored file, finished."""
     if not files:
         raise Refused(422, "no_files", "the upload has no 'file' parts")
@@ -61,4 +61,4 @@ def record_upload(
     ]
     events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
     stream = ev.job_stream(job_id)
-    return [(stream, version, event) for version, event in enumerate(events, start=1)]
+    return [Change(stream, version, event) for version, event in enumerate(events, start=1)]
