@@ -11,7 +11,7 @@ from services.acl import domain
 from services.acl.projections import users
 from shared.contracts.envelope import Cause, envelopes_of
 from shared.kit.logs import log
-from shared.kit.service import Runtime
+from shared.kit.service import Handlers
 
 
 def user_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -24,14 +24,7 @@ def user_json(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-class Access:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self.runtime.pool
-
+class Access(Handlers):
     async def bootstrap(self, admin_key: str) -> None:
         """Create the first organisation admin, once, with the given key."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -78,7 +71,7 @@ class Access:
             raise domain.Refused(
                 409, "email_taken", f"a user with email {fields['email']!r} already exists"
             ) from None
-        position = await self.runtime.store.append(conn, envelopes)
+        position = await self.store.append(conn, envelopes)
         row = await conn.fetchrow("SELECT * FROM acl.users WHERE id = $1", user_id)
         return user_json(row), position
 

@@ -14,8 +14,7 @@ from services.catalog import domain
 from services.catalog.projections import tree
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.contracts.ingest import FileContentStored
-from shared.kit.eventstore import EventStore
-from shared.kit.service import Runtime
+from shared.kit.service import Handlers
 
 FOLDER_COLUMNS = "id, parent_id, name, version, path"
 FILE_COLUMNS = "id, folder_id, name, version, blob_key, sha256"
@@ -43,18 +42,7 @@ def _file(row: asyncpg.Record) -> domain.File:
     )
 
 
-class Catalog:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self.runtime.pool
-
-    @property
-    def store(self) -> EventStore:
-        return self.runtime.store
-
+class Catalog(Handlers):
     # -- recording -----------------------------------------------------------------
 
     async def record(

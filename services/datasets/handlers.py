@@ -13,8 +13,7 @@ import asyncpg
 from services.datasets import domain
 from services.datasets.projections import ORPHANS_OF, membership, tree
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
-from shared.kit.eventstore import EventStore
-from shared.kit.service import Runtime
+from shared.kit.service import Handlers
 
 DATASET_COLUMNS = "id, version, name, synced_folder_id"
 Links = set[tuple[uuid.UUID, uuid.UUID]]  # (dataset, file)
@@ -44,18 +43,7 @@ def _by_dataset(links: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> dict[uuid.UUID,
     return grouped
 
 
-class Datasets:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self.runtime.pool
-
-    @property
-    def store(self) -> EventStore:
-        return self.runtime.store
-
+class Datasets(Handlers):
     async def record(
         self, conn: asyncpg.Connection, changes: Sequence[Change], cause: Cause
     ) -> int:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
@@ -17,8 +16,7 @@ from services.ingest.projections import jobs
 from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, envelopes_of, now
 from shared.kit.blobs import BlobWriter, LocalBlobStore
-from shared.kit.eventstore import EventStore
-from shared.kit.service import Runtime
+from shared.kit.service import Handlers, Runtime
 
 # One upload is one transaction of events; more files go in further uploads.
 MAX_FILES = 10_000
@@ -148,18 +146,10 @@ class _Receiver:
             writer.abort()
 
 
-class Uploads:
+class Uploads(Handlers):
     def __init__(self, runtime: Runtime, blobs: LocalBlobStore) -> None:
-        self.runtime = runtime
+        super().__init__(runtime)
         self.blobs = blobs
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self.runtime.pool
-
-    @property
-    def store(self) -> EventStore:
-        return self.runtime.store
 
     async def receive(
         self,

@@ -157,6 +157,22 @@ class Runtime:
             return {"caught_up": ok, "head": {self.name: await self.store.head(self.pool)}}
 
 
+class Handlers:
+    """Base of a service's command handlers: the pool and the store come from the
+    runtime once it has started, not at construction."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.runtime.pool
+
+    @property
+    def store(self) -> EventStore:
+        return self.runtime.store
+
+
 def create_app(runtime: Runtime, title: str) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
