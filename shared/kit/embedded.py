@@ -74,12 +74,27 @@ def _as_postgres_user() -> str | None:
 
 
 def _open_path_to(path: Path) -> None:
-    """Let the postgres user traverse the directories leading to its data."""
+    """Let the postgres user traverse the directories leading to a path."""
     for parent in path.parents:
         mode = parent.stat().st_mode
         wanted = mode | stat.S_IXOTH | stat.S_IXGRP
         if mode != wanted:
             parent.chmod(wanted)
+
+
+def _open_installation(root: Path) -> None:
+    """Let the postgres user read and run the wheel's PostgreSQL, wherever the venv lies
+    (a checkout in a private temp dir included)."""
+    _open_path_to(root)
+    for folder, _, names in os.walk(root):
+        here = Path(folder)
+        here.chmod(here.stat().st_mode | stat.S_IROTH | stat.S_IXOTH)
+        for name in names:
+            file = here / name
+            mode = file.stat().st_mode
+            wanted = mode | stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
+            if mode != wanted:
+                file.chmod(wanted)
 
 
 def _postgres_bin() -> Path:
@@ -99,8 +114,7 @@ def start_postgres(pgdata: Path, *, durable: bool = True, log: Path | None = Non
     if user:
         _open_path_to(pgdata)
         os.chown(pgdata, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
-        for binary in POSTGRES_BIN_PATH.iterdir():
-            binary.chmod(binary.stat().st_mode | stat.S_IXOTH | stat.S_IROTH)
+        _open_installation(POSTGRES_BIN_PATH.parent)
     if not (pgdata / "PG_VERSION").exists():
         subprocess.run(
             [
