@@ -227,10 +227,19 @@ def move(folders: Sequence[Folder], files: Sequence[File], target: Folder) -> li
 def delete(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
     """Delete folders (with everything below them, as given) and files.
 
-    Files go first, then folders deepest first, so that every consumer sees a
-    folder emptied before it disappears.
+    Folders go first, outermost first, then files: a consumer meets the folder
+    event that caused a cascade before the file events it caused, and can act on
+    the whole subtree at once.
     """
     changes = [
+        Change(
+            ev.folder_stream(f.id),
+            f.version + 1,
+            ev.FolderDeleted(folder_id=f.id, parent_id=f.parent_id),
+        )
+        for f in sorted(folders, key=lambda f: len(f.path))
+    ]
+    changes += [
         Change(
             ev.file_stream(f.id),
             f.version + 1,
@@ -239,14 +248,6 @@ def delete(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
             ),
         )
         for f in files
-    ]
-    changes += [
-        Change(
-            ev.folder_stream(f.id),
-            f.version + 1,
-            ev.FolderDeleted(folder_id=f.id, parent_id=f.parent_id),
-        )
-        for f in sorted(folders, key=lambda f: len(f.path), reverse=True)
     ]
     return changes
 

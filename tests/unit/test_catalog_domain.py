@@ -87,15 +87,15 @@ def test_two_folders_of_one_name_cannot_move_into_one_place() -> None:
         domain.move([folder("Same"), folder("same")], [], target)
 
 
-def test_delete_records_files_then_folders_deepest_first() -> None:
+def test_delete_records_folders_outermost_first_then_files() -> None:
     top = folder("top")
     sub = folder("sub", top)
     deeper = folder("deeper", sub)
-    changes = domain.delete([top, deeper, sub], [file("f", deeper)])
+    changes = domain.delete([deeper, top, sub], [file("f", deeper)])
     kinds = [type(c.event).__name__ for c in changes]
-    assert kinds == ["FileDeleted", "FolderDeleted", "FolderDeleted", "FolderDeleted"]
-    order = [c.event.folder_id for c in changes[1:]]  # type: ignore[attr-defined]
-    assert order == [deeper.id, sub.id, top.id]
+    assert kinds == ["FolderDeleted", "FolderDeleted", "FolderDeleted", "FileDeleted"]
+    order = [c.event.folder_id for c in changes[:3]]  # type: ignore[attr-defined]
+    assert order == [top.id, sub.id, deeper.id]
 
 
 def test_update_without_change_records_nothing() -> None:
