@@ -89,20 +89,37 @@ def now() -> datetime:
 def new_envelope(
     event: Event, *, stream_id: str, stream_version: int, cause: Cause, at: datetime | None = None
 ) -> Envelope:
-    # Built from a validated event and our own fields: constructing skips validating
-    # them again, a third of the cost of a bulk write (100,000 envelopes per cascade).
-    return Envelope.model_construct(
-        event_id=uuid.uuid4(),
-        type=event.type,
-        schema_version=event.version,
-        stream_id=stream_id,
-        stream_version=stream_version,
-        occurred_at=at or now(),
-        actor=cause.actor,
-        correlation_id=cause.correlation_id,
-        causation_id=cause.causation_id,
-        traceparent=cause.traceparent,
-        source="",
-        position=0,
-        data=event.model_dump(mode="json"),
+    return _trusted(
+        {
+            "event_id": uuid.uuid4(),
+            "type": event.type,
+            "schema_version": event.version,
+            "stream_id": stream_id,
+            "stream_version": stream_version,
+            "occurred_at": at or now(),
+            "actor": cause.actor,
+            "correlation_id": cause.correlation_id,
+            "causation_id": cause.causation_id,
+            "traceparent": cause.traceparent,
+            "source": "",
+            "position": 0,
+            "data": event.model_dump(mode="json"),
+        }
     )
+
+
+_ENVELOPE_FIELDS = frozenset(Envelope.model_fields)
+
+
+def _trusted(fields: dict[str, Any]) -> Envelope:
+    """An envelope of values already of the right types (a validated event, our own
+    ids and times), without validating them again. It is what `model_construct` does,
+    minus its per-field bookkeeping: a tenth of the cost, which matters when one
+    folder deletion writes 100,000 envelopes. A unit test holds it equal to a
+    validated envelope."""
+    envelope = Envelope.__new__(Envelope)
+    object.__setattr__(envelope, "__dict__", fields)
+    object.__setattr__(envelope, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
+    object.__setattr__(envelope, "__pydantic_extra__", None)
+    object.__setattr__(envelope, "__pydantic_private__", None)
+    return envelope

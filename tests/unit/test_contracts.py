@@ -39,3 +39,19 @@ def test_event_schemas_match_the_snapshot() -> None:
     assert pinned == json.loads(json.dumps(current)), (
         "contracts changed additively: refresh with FILES_UPDATE_SNAPSHOTS=1"
     )
+
+
+def test_a_new_envelope_equals_a_validated_one() -> None:
+    import uuid
+
+    from shared.contracts import catalog as ev
+    from shared.contracts.envelope import Cause, Envelope, new_envelope
+
+    event = ev.FileDeleted(file_id=uuid.uuid4(), folder_id=uuid.uuid4(), blob_key="k", sha256="s")
+    cause = Cause(actor="someone", correlation_id="c", causation_id="e", traceparent="t")
+    built = new_envelope(event, stream_id="file-x", stream_version=2, cause=cause)
+    validated = Envelope.model_validate(built.model_dump())
+    assert built == validated
+    assert built.model_dump_json() == validated.model_dump_json()
+    moved = built.model_copy(update={"source": "catalog", "position": 7})
+    assert (moved.source, moved.position, moved.data) == ("catalog", 7, built.data)
