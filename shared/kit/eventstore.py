@@ -78,6 +78,14 @@ class EventStore:
                 CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version)
             );
             CREATE INDEX IF NOT EXISTS events_occurred_at ON {s}.events (occurred_at);
+            -- The audit's filters (shared/kit/audit.py), each with the position so one
+            -- value reads in store order: the subject (the uuid ending the stream id),
+            -- the actor and the type.
+            CREATE INDEX IF NOT EXISTS events_subject
+                ON {s}.events ((right(stream_id, 36)), position);
+            CREATE INDEX IF NOT EXISTS events_actor
+                ON {s}.events ((metadata->>'actor'), position);
+            CREATE INDEX IF NOT EXISTS events_type ON {s}.events (type, position);
             CREATE TABLE IF NOT EXISTS {s}.head (
                 id integer PRIMARY KEY CHECK (id = 1),
                 position bigint NOT NULL

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -15,8 +16,10 @@ import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Query
+from pydantic import AwareDatetime
 
 from shared.kit import bus, consistency, db
+from shared.kit.audit import audit
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.eventstore import EventStore
@@ -186,7 +189,43 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
     app = FastAPI(title=title, lifespan=lifespan, default_response_class=JSON)
     install_errors(app)
     runtime.mount(app)
+    mount_audit(app, runtime)
     return app
+
+
+def mount_audit(app: FastAPI, runtime: Runtime) -> None:
+    """This service's part of `GET /v1/audit`: its own events, for the gateway to merge
+    with the other services' (it decides what the caller may see)."""
+
+    @app.get("/internal/audit", include_in_schema=False)
+    async def audit_events(
+        subject_id: list[uuid.UUID] | None = Query(None, max_length=1000),
+        actor_id: str | None = Query(None, min_length=1, max_length=200),
+        types: list[str] | None = Query(None, alias="type", max_length=100),
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        after: int = Query(0, ge=0),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, object]:
+        if since is not None and until is not None and since > until:
+            raise Refused(
+                422,
+                "invalid_request",
+                "until: must not be before since",
+                {"fields": [{"field": "until", "problem": "must not be before since"}]},
+            )
+        items = await audit(
+            runtime.pool,
+            runtime.store,
+            subject_ids=subject_id,
+            actor_id=actor_id,
+            types=types,
+            since=since,
+            until=until,
+            after=after,
+            limit=limit,
+        )
+        return {"source": runtime.store.schema, "items": items}
 
 
 def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | None) -> None:
