@@ -23,6 +23,7 @@ PROJECTIONS = {
     "catalog.tree": ("catalog", "services.catalog.projections:tree"),
     "ingest.jobs": ("ingest", "services.ingest.projections:jobs"),
     "acl.users": ("acl", "services.acl.projections:users"),
+    "acl.collaborators": ("acl", "services.acl.projections:collaborators"),
     "datasets.membership": ("datasets", "services.datasets.projections:membership"),
 }
 

@@ -1,23 +1,58 @@
-"""ACL's HTTP API: users, and key authentication for the gateway."""
+"""ACL's HTTP API: users, API keys, folder collaborators, and key authentication for
+the gateway.
+
+The gateway authenticates and forwards the caller (`X-Files-Actor`) and what they may
+do (`X-Files-Access`). For collaborator routes it first asks the catalog for the
+folder and sends its path of ids, root first, in `X-Files-Folder-Path`.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
-from services.acl.handlers import Access
+from services.acl.handlers import AccessControl
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
-from shared.kit.http import JSON, cause, error_body
+from shared.kit.access import Access
+from shared.kit.errors import Refused
+from shared.kit.http import JSON, access, cause, error_body
+
+FOLDER_PATH_HEADER = "X-Files-Folder-Path"
 
 Caller = Annotated[Cause, Depends(cause)]
+Grants = Annotated[Access, Depends(access)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-class NewUser(BaseModel):
+def folder_path(request: Request) -> list[uuid.UUID]:
+    """The folder's path of ids, root first, as the gateway found it in the catalog."""
+    header = request.headers.get(FOLDER_PATH_HEADER)
+    if not header:
+        raise Refused(
+            400,
+            "invalid_folder_path",
+            f"no {FOLDER_PATH_HEADER}: requests come through the gateway, which sends it",
+        )
+    try:
+        return [uuid.UUID(part.strip()) for part in header.split(",")]
+    except ValueError:
+        raise Refused(
+            400, "invalid_folder_path", f"{FOLDER_PATH_HEADER} must list folder ids"
+        ) from None
+
+
+Path = Annotated[list[uuid.UUID], Depends(folder_path)]
+
+
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class NewUser(Strict):
     email: str
     name: str
     org_role: Literal["admin", "member"] = "member"
@@ -27,31 +62,114 @@ class KeyCheck(BaseModel):
     api_key: str
 
 
-def router(access: Access) -> APIRouter:
+class Invitation(Strict):
+    emails: list[Annotated[str, Field(max_length=320)]] = Field(min_length=1, max_length=1000)
+    role: str
+
+
+class RoleChange(Strict):
+    role: str
+
+
+class Lookup(BaseModel):
+    emails: list[Annotated[str, Field(max_length=320)]] = Field(max_length=100_000)
+
+
+def _written(body: Any, position: int, status: int = 200) -> Response:
+    # Every write answers with a token, even one that changed nothing (position 0).
+    response = Response(status_code=204) if status == 204 else JSON(body, status)
+    response.headers[consistency.HEADER] = consistency.encode({"acl": position})
+    return response
+
+
+def router(acl: AccessControl) -> APIRouter:
     api = APIRouter()
 
+    # -- users -----------------------------------------------------------------------
+
     @api.post("/v1/users", status_code=201)
-    async def create_user(body: NewUser, caller: Caller) -> JSON:
-        user, position = await access.create_user(
+    async def create_user(body: NewUser, caller: Caller) -> Response:
+        user, position = await acl.create_user(
             caller, email=body.email, name=body.name, org_role=body.org_role
         )
-        response = JSON(user, 201)
-        response.headers[consistency.HEADER] = consistency.encode({"acl": position})
-        return response
+        return _written(user, position, 201)
+
+    @api.get("/v1/users")
+    async def list_users(
+        caller: Caller, cursor: str | None = None, limit: Limit = 100
+    ) -> dict[str, Any]:
+        return await acl.list_users(caller, cursor, limit)
 
     @api.get("/v1/users/me")
     async def me(caller: Caller) -> dict[str, Any]:
-        return await access.user(uuid.UUID(caller.actor))
+        return await acl.user(uuid.UUID(caller.actor))
+
+    # -- API keys --------------------------------------------------------------------
+
+    @api.post("/v1/users/{user_id}/keys", status_code=201)
+    async def issue_key(user_id: uuid.UUID, caller: Caller) -> Response:
+        key, position = await acl.issue_key(caller, user_id)
+        return _written(key, position, 201)
+
+    @api.get("/v1/users/{user_id}/keys")
+    async def keys(user_id: uuid.UUID, caller: Caller) -> dict[str, Any]:
+        return await acl.keys(caller, user_id)
+
+    @api.delete("/v1/keys/{key_id}", status_code=204)
+    async def revoke_key(key_id: uuid.UUID, caller: Caller) -> Response:
+        """Revoking a key that is already revoked answers 204 again and records nothing."""
+        return _written(None, await acl.revoke_key(caller, key_id), 204)
+
+    # -- folder collaborators --------------------------------------------------------
+
+    @api.get("/v1/folders/{folder_id}/collaborators")
+    async def collaborators(
+        folder_id: uuid.UUID, _: Caller, grants: Grants, path: Path
+    ) -> dict[str, Any]:
+        return await acl.collaborators(grants, path, folder_id)
+
+    @api.post("/v1/folders/{folder_id}/collaborators")
+    async def invite(
+        folder_id: uuid.UUID, body: Invitation, caller: Caller, grants: Grants, path: Path
+    ) -> Response:
+        listed, position = await acl.invite(caller, grants, path, folder_id, body.emails, body.role)
+        return _written(listed, position)
+
+    @api.patch("/v1/folders/{folder_id}/collaborators/{user_id}")
+    async def change_role(
+        folder_id: uuid.UUID,
+        user_id: uuid.UUID,
+        body: RoleChange,
+        caller: Caller,
+        grants: Grants,
+        path: Path,
+    ) -> Response:
+        collaborator, position = await acl.change_role(
+            caller, grants, path, folder_id, user_id, body.role
+        )
+        return _written(collaborator, position)
+
+    @api.delete("/v1/folders/{folder_id}/collaborators/{user_id}", status_code=204)
+    async def remove(
+        folder_id: uuid.UUID, user_id: uuid.UUID, caller: Caller, grants: Grants, path: Path
+    ) -> Response:
+        return _written(None, await acl.remove(caller, grants, path, folder_id, user_id), 204)
+
+    # -- for the gateway and the other services --------------------------------------
 
     @api.post("/internal/authenticate", include_in_schema=False)
     async def authenticate(body: KeyCheck) -> JSON:
-        user = await access.authenticate(body.api_key)
+        user = await acl.authenticate(body.api_key)
         if user is None:
             return JSON(error_body("unauthenticated", "unknown or revoked API key"), 401)
         return JSON(user)
 
+    @api.post("/internal/users/lookup", include_in_schema=False)
+    async def lookup(body: Lookup) -> dict[str, Any]:
+        return await acl.lookup(body.emails)
+
     return api
 
 
-def install(app: FastAPI, access: Access) -> None:
-    app.include_router(router(access))
+def install(app: FastAPI, acl: AccessControl) -> None:
+    app.include_router(router(acl))

@@ -1,12 +1,11 @@
-"""ACL read models: users, and keys by hash for authentication."""
+"""ACL read models: users, keys by hash for authentication, folder collaborators."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
 from shared.contracts.envelope import Envelope
+from shared.kit.db import Conn
 from shared.kit.projections import Projection
 
 users = Projection(
@@ -32,7 +31,7 @@ users = Projection(
 
 
 @users.on("acl.UserCreated")
-async def user_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+async def user_created(conn: Conn, events: Sequence[Envelope]) -> None:
     await conn.executemany(
         "INSERT INTO acl.users (id, email, name, org_role, created_at) VALUES ($1, $2, $3, $4, $5)",
         [
@@ -43,7 +42,7 @@ async def user_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -> 
 
 
 @users.on("acl.ApiKeyIssued")
-async def key_issued(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+async def key_issued(conn: Conn, events: Sequence[Envelope]) -> None:
     await conn.executemany(
         "INSERT INTO acl.api_keys (id, user_id, key_hash, created_at) VALUES ($1, $2, $3, $4)",
         [(e.data["key_id"], e.data["user_id"], e.data["key_hash"], e.occurred_at) for e in events],
@@ -51,8 +50,69 @@ async def key_issued(conn: asyncpg.Connection, events: Sequence[Envelope]) -> No
 
 
 @users.on("acl.ApiKeyRevoked")
-async def key_revoked(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+async def key_revoked(conn: Conn, events: Sequence[Envelope]) -> None:
     await conn.execute(
         "UPDATE acl.api_keys SET revoked = true WHERE id = ANY($1::uuid[])",
         [e.data["key_id"] for e in events],
+    )
+
+
+collaborators = Projection(
+    name="acl.collaborators",
+    tables=("acl.collaborators",),
+    ddl="""
+    CREATE TABLE IF NOT EXISTS acl.collaborators (
+        folder_id uuid NOT NULL,
+        user_id uuid NOT NULL,
+        role text NOT NULL,
+        granted_at timestamptz NOT NULL,
+        PRIMARY KEY (folder_id, user_id)
+    );
+    CREATE INDEX IF NOT EXISTS collaborators_user ON acl.collaborators (user_id);
+    """,
+)
+
+
+def _last_per_grant(events: Sequence[Envelope]) -> list[Envelope]:
+    """One event per (folder, user), the last: a statement must not touch a row twice."""
+    last = {(e.data["folder_id"], e.data["user_id"]): e for e in events}
+    return list(last.values())
+
+
+@collaborators.on("acl.CollaboratorAdded")
+async def collaborator_added(conn: Conn, events: Sequence[Envelope]) -> None:
+    rows = _last_per_grant(events)
+    await conn.execute(
+        """INSERT INTO acl.collaborators (folder_id, user_id, role, granted_at)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])
+           ON CONFLICT (folder_id, user_id)
+           DO UPDATE SET role = EXCLUDED.role, granted_at = EXCLUDED.granted_at""",
+        [e.data["folder_id"] for e in rows],
+        [e.data["user_id"] for e in rows],
+        [e.data["role"] for e in rows],
+        [e.occurred_at for e in rows],
+    )
+
+
+@collaborators.on("acl.CollaboratorRoleChanged")
+async def collaborator_role_changed(conn: Conn, events: Sequence[Envelope]) -> None:
+    rows = _last_per_grant(events)
+    await conn.execute(
+        """UPDATE acl.collaborators c SET role = x.role
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS x(folder_id, user_id, role)
+           WHERE c.folder_id = x.folder_id AND c.user_id = x.user_id""",
+        [e.data["folder_id"] for e in rows],
+        [e.data["user_id"] for e in rows],
+        [e.data["role"] for e in rows],
+    )
+
+
+@collaborators.on("acl.CollaboratorRemoved")
+async def collaborator_removed(conn: Conn, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        """DELETE FROM acl.collaborators c
+           USING unnest($1::uuid[], $2::uuid[]) AS x(folder_id, user_id)
+           WHERE c.folder_id = x.folder_id AND c.user_id = x.user_id""",
+        [e.data["folder_id"] for e in events],
+        [e.data["user_id"] for e in events],
     )

@@ -1,4 +1,4 @@
-"""Events of the access-control context: users and API keys."""
+"""Events of the access-control context: users, API keys, folder collaborators."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from shared.contracts.envelope import Event
 
 def user_stream(user_id: uuid.UUID) -> str:
     return f"user-{user_id}"
+
+
+def folder_access_stream(folder_id: uuid.UUID) -> str:
+    """Who may do what on one folder: its collaborators' grants, in order."""
+    return f"folder-access-{folder_id}"
 
 
 class UserCreated(Event):
@@ -35,4 +40,43 @@ class ApiKeyRevoked(Event):
     user_id: uuid.UUID
 
 
-EVENTS: tuple[type[Event], ...] = (UserCreated, ApiKeyIssued, ApiKeyRevoked)
+class CollaboratorAdded(Event):
+    """A user was granted a role on a folder (and so on everything below it).
+
+    `reason`: "invited", or "created the folder" (the creator of a top-level folder
+    becomes its admin).
+    """
+
+    type: ClassVar[str] = "acl.CollaboratorAdded"
+    folder_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str  # "admin" | "editor" | "user"
+    reason: str
+
+
+class CollaboratorRoleChanged(Event):
+    type: ClassVar[str] = "acl.CollaboratorRoleChanged"
+    folder_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str
+    previous_role: str
+
+
+class CollaboratorRemoved(Event):
+    """A grant was withdrawn. `reason`: "removed", or "folder_deleted"."""
+
+    type: ClassVar[str] = "acl.CollaboratorRemoved"
+    folder_id: uuid.UUID
+    user_id: uuid.UUID
+    previous_role: str
+    reason: str
+
+
+EVENTS: tuple[type[Event], ...] = (
+    UserCreated,
+    ApiKeyIssued,
+    ApiKeyRevoked,
+    CollaboratorAdded,
+    CollaboratorRoleChanged,
+    CollaboratorRemoved,
+)
