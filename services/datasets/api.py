@@ -1,4 +1,9 @@
-"""The datasets' HTTP API: the Datasets part of the contract and "linked to"."""
+"""The datasets' HTTP API: the Datasets part of the contract, "linked to", and sharing.
+
+Every route but the internal ones takes the caller's access (`X-Files-Access`,
+set by the gateway): a dataset the caller may not see answers 404, as if it
+did not exist, and files of folders they may not see are left out.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,23 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.datasets import domain
-from services.datasets.handlers import Datasets
+from services.datasets.handlers import Datasets, files_seen
 from shared.contracts.envelope import Cause
+from shared.kit import access as access_rules
 from shared.kit import consistency
-from shared.kit.http import JSON, cause
+from shared.kit.http import JSON, access, cause
 
 Caller = Annotated[Cause, Depends(cause)]
+Access = Annotated[access_rules.Access, Depends(access)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+
+# Datasets with the caller's share of each ($1: the caller's user id).
+WITH_SHARE = """
+    SELECT d.*, s.role AS shared_role FROM datasets.datasets d
+    LEFT JOIN datasets.shares s ON s.dataset_id = d.id AND s.user_id = $1
+"""
+# Whether the caller sees the dataset ($2: whether they are an org admin).
+VISIBLE = "($2::boolean OR d.created_by = $1 OR s.role IS NOT NULL)"
 
 
 class Strict(BaseModel):
@@ -37,6 +52,11 @@ class DatasetChanges(Strict):
 
 class FileIds(Strict):
     file_ids: list[uuid.UUID] = Field(max_length=100_000)
+
+
+class Sharing(Strict):
+    emails: list[str] = Field(min_length=1, max_length=1000)
+    role: str
 
 
 class Impact(BaseModel):
@@ -67,7 +87,7 @@ def _after(cursor: str | None) -> uuid.UUID:
         ) from error
 
 
-def dataset_json(row: Any) -> dict[str, Any]:
+def dataset_json(row: Any, my_role: str | None = None) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "name": row["name"],
@@ -78,80 +98,115 @@ def dataset_json(row: Any) -> dict[str, Any]:
         "file_count": row["file_count"],
         "created_at": row["created_at"].isoformat(),
         "created_by": row["created_by"],
+        "my_role": my_role,
     }
 
 
 def router(datasets: Datasets) -> APIRouter:
     api = APIRouter()
 
-    async def one(dataset_id: uuid.UUID) -> dict[str, Any]:
+    async def one(dataset_id: uuid.UUID, caller: access_rules.Access) -> dict[str, Any]:
         row = await datasets.pool.fetchrow(
-            "SELECT * FROM datasets.datasets WHERE id = $1", dataset_id
+            f"{WITH_SHARE} WHERE d.id = $2", caller.user_id, dataset_id
         )
-        if row is None:
-            raise domain.Refused(404, "not_found", f"dataset {dataset_id} does not exist")
-        return dataset_json(row)
+        role = (
+            None if row is None else domain.role_of(caller, row["created_by"], row["shared_role"])
+        )
+        return dataset_json(row, domain.require(role, "user", dataset_id))
+
+    async def collaborators(dataset_id: uuid.UUID) -> dict[str, Any]:
+        creator = await datasets.pool.fetchval(
+            "SELECT created_by FROM datasets.datasets WHERE id = $1", dataset_id
+        )
+        shares = await datasets.pool.fetch(
+            """SELECT user_id, role FROM datasets.shares WHERE dataset_id = $1
+               ORDER BY array_position(ARRAY['admin', 'editor', 'user'], role), user_id""",
+            dataset_id,
+        )
+        owner = [{"user_id": creator, "role": "admin"}] if creator is not None else []
+        items = owner + [{"user_id": r["user_id"], "role": r["role"]} for r in shares]
+        return {"items": items, "next_cursor": None}
 
     @api.post("/v1/datasets", status_code=201)
-    async def create(body: NewDataset, caller: Caller) -> Response:
+    async def create(body: NewDataset, caller: Caller, rights: Access) -> Response:
         dataset_id, position = await datasets.create(
             caller,
+            rights,
             name=body.name,
             description=body.description,
             synced_folder_id=body.synced_folder_id,
         )
-        return _written(await one(dataset_id), position, 201)
+        return _written(await one(dataset_id, rights), position, 201)
 
     @api.get("/v1/datasets")
-    async def list_datasets(_: Caller, cursor: str | None = None, limit: Limit = 100) -> Any:
+    async def list_datasets(rights: Access, cursor: str | None = None, limit: Limit = 100) -> Any:
+        """The datasets the caller sees: their own, those shared with them (all, for an
+        org admin)."""
         rows = await datasets.pool.fetch(
-            "SELECT * FROM datasets.datasets WHERE id > $1 ORDER BY id LIMIT $2",
+            f"{WITH_SHARE} WHERE {VISIBLE} AND d.id > $3 ORDER BY d.id LIMIT $4",
+            rights.user_id,
+            rights.org_admin,
             _after(cursor),
             limit + 1,
         )
         more = len(rows) > limit
         return {
-            "items": [dataset_json(r) for r in rows[:limit]],
+            "items": [
+                dataset_json(r, domain.role_of(rights, r["created_by"], r["shared_role"]))
+                for r in rows[:limit]
+            ],
             "next_cursor": _cursor(str(rows[limit - 1]["id"])) if more else None,
         }
 
     @api.get("/v1/datasets/{dataset_id}")
-    async def get(dataset_id: uuid.UUID, _: Caller) -> Any:
-        return await one(dataset_id)
+    async def get(dataset_id: uuid.UUID, rights: Access) -> Any:
+        return await one(dataset_id, rights)
 
     @api.patch("/v1/datasets/{dataset_id}")
-    async def update(dataset_id: uuid.UUID, body: DatasetChanges, caller: Caller) -> Response:
+    async def update(
+        dataset_id: uuid.UUID, body: DatasetChanges, caller: Caller, rights: Access
+    ) -> Response:
         position = await datasets.update(
-            caller, dataset_id, name=body.name, description=body.description
+            caller, rights, dataset_id, name=body.name, description=body.description
         )
-        return _written(await one(dataset_id), position)
+        return _written(await one(dataset_id, rights), position)
 
     @api.delete("/v1/datasets/{dataset_id}")
-    async def delete(dataset_id: uuid.UUID, caller: Caller) -> Response:
-        return _written(None, await datasets.delete(caller, dataset_id), 204)
+    async def delete(dataset_id: uuid.UUID, caller: Caller, rights: Access) -> Response:
+        return _written(None, await datasets.delete(caller, rights, dataset_id), 204)
 
     @api.post("/v1/datasets/{dataset_id}/files")
-    async def add_files(dataset_id: uuid.UUID, body: FileIds, caller: Caller) -> Response:
-        added, position = await datasets.add_files(caller, dataset_id, body.file_ids)
+    async def add_files(
+        dataset_id: uuid.UUID, body: FileIds, caller: Caller, rights: Access
+    ) -> Response:
+        added, position = await datasets.add_files(caller, rights, dataset_id, body.file_ids)
         return _written({"added": added}, position)
 
     @api.delete("/v1/datasets/{dataset_id}/files/{file_id}")
-    async def remove_file(dataset_id: uuid.UUID, file_id: uuid.UUID, caller: Caller) -> Response:
-        return _written(None, await datasets.remove_file(caller, dataset_id, file_id), 204)
+    async def remove_file(
+        dataset_id: uuid.UUID, file_id: uuid.UUID, caller: Caller, rights: Access
+    ) -> Response:
+        position = await datasets.remove_file(caller, rights, dataset_id, file_id)
+        return _written(None, position, 204)
 
     @api.get("/v1/datasets/{dataset_id}/files")
     async def files(
-        dataset_id: uuid.UUID, _: Caller, cursor: str | None = None, limit: Limit = 100
+        dataset_id: uuid.UUID, rights: Access, cursor: str | None = None, limit: Limit = 100
     ) -> Any:
-        """File ids, a page at a time; the gateway adds each file's details."""
-        await one(dataset_id)
-        rows = await datasets.pool.fetch(
-            """SELECT file_id FROM datasets.members WHERE dataset_id = $1 AND file_id > $2
-               ORDER BY file_id LIMIT $3""",
-            dataset_id,
-            _after(cursor),
-            limit + 1,
-        )
+        """File ids, a page at a time, of the files the caller sees (filtered before the
+        page is cut); the gateway adds each file's details."""
+        await datasets.require(datasets.pool, dataset_id, rights, "user")
+        joins, seen, seen_args = files_seen(rights, param=4)
+        if not seen_args:  # an org admin sees every file
+            query = """SELECT m.file_id FROM datasets.members m
+                       WHERE m.dataset_id = $1 AND m.file_id > $2
+                       ORDER BY m.file_id LIMIT $3"""
+        else:
+            query = f"""SELECT m.file_id FROM datasets.members m
+                        JOIN datasets.files f ON f.id = m.file_id {joins}
+                        WHERE m.dataset_id = $1 AND m.file_id > $2 AND {seen}
+                        ORDER BY m.file_id LIMIT $3"""
+        rows = await datasets.pool.fetch(query, dataset_id, _after(cursor), limit + 1, *seen_args)
         more = len(rows) > limit
         return {
             "file_ids": [str(r["file_id"]) for r in rows[:limit]],
@@ -159,14 +214,42 @@ def router(datasets: Datasets) -> APIRouter:
         }
 
     @api.get("/v1/files/{file_id}/datasets")
-    async def linked_to(file_id: uuid.UUID, _: Caller) -> Any:
+    async def linked_to(file_id: uuid.UUID, rights: Access) -> Any:
+        """The datasets the caller sees that the file is in."""
+        if not await datasets.sees_file(datasets.pool, rights, file_id):
+            raise domain.Refused(404, "not_found", f"file {file_id} does not exist")
         rows = await datasets.pool.fetch(
-            """SELECT d.id, d.name FROM datasets.members m
-               JOIN datasets.datasets d ON d.id = m.dataset_id
-               WHERE m.file_id = $1 ORDER BY d.name, d.id""",
+            f"""SELECT d.id, d.name FROM ({WITH_SHARE}) AS d
+                JOIN datasets.members m ON m.dataset_id = d.id
+                WHERE m.file_id = $3 AND ($2::boolean OR d.created_by = $1
+                                          OR d.shared_role IS NOT NULL)
+                ORDER BY d.name, d.id""",
+            rights.user_id,
+            rights.org_admin,
             file_id,
         )
         return {"items": [{"id": str(r["id"]), "name": r["name"]} for r in rows]}
+
+    @api.get("/v1/datasets/{dataset_id}/collaborators")
+    async def list_collaborators(dataset_id: uuid.UUID, rights: Access) -> Any:
+        """Who may use the dataset: its creator (its admin), then those it is shared with."""
+        await datasets.require(datasets.pool, dataset_id, rights, "user")
+        return await collaborators(dataset_id)
+
+    @api.post("/v1/datasets/{dataset_id}/collaborators")
+    async def share(
+        dataset_id: uuid.UUID, body: Sharing, caller: Caller, rights: Access
+    ) -> Response:
+        """Share with users by email, with a role (sharing again changes the role);
+        an unknown email refuses the whole call."""
+        position = await datasets.share(caller, rights, dataset_id, body.emails, body.role)
+        return _written(await collaborators(dataset_id), position)
+
+    @api.delete("/v1/datasets/{dataset_id}/collaborators/{user_id}")
+    async def unshare(
+        dataset_id: uuid.UUID, user_id: uuid.UUID, caller: Caller, rights: Access
+    ) -> Response:
+        return _written(None, await datasets.unshare(caller, rights, dataset_id, user_id), 204)
 
     @api.post("/internal/impact", include_in_schema=False)
     async def impact(body: Impact) -> Any:

@@ -1,4 +1,5 @@
-"""Datasets, pure: what is recorded when files are linked, unlinked, synced.
+"""Datasets, pure: what is recorded when files are linked, unlinked, synced, shared;
+and who may do what with a dataset.
 
 Decisions take the dataset's state and return events with the versions they
 make on the dataset's stream. Ids come in with the command; no I/O.
@@ -7,12 +8,13 @@ make on the dataset's stream. Ids come in with the command; no I/O.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shared.contracts import datasets as ev
 from shared.contracts import rules
 from shared.contracts.envelope import Change, Event
+from shared.kit.access import RANK, Access, role_name
 from shared.kit.errors import Refused
 
 
@@ -22,6 +24,34 @@ class Dataset:
     version: int
     name: str
     synced_folder_id: uuid.UUID | None
+    created_by: str = ""
+
+
+# -- who may do what ---------------------------------------------------------------
+# A dataset's roles: "user" sees it and the files in it the caller may see, "editor"
+# also adds and removes files and renames it, "admin" also deletes and shares it.
+
+
+def role_of(access: Access, created_by: str, shared_role: str | None) -> str | None:
+    """The caller's role on a dataset: its creator and org admins are its admins,
+    anyone else has the role it was shared with them with, if any."""
+    if access.org_admin or access.user_id == created_by:
+        return "admin"
+    return shared_role
+
+
+def require(role: str | None, needed: str, dataset_id: uuid.UUID) -> str:
+    """The caller's role, if at least `needed`; a dataset they do not see does not exist."""
+    if role is None:
+        raise Refused(404, "not_found", f"dataset {dataset_id} does not exist")
+    if RANK[role] < RANK[needed]:
+        raise Refused(
+            403,
+            "forbidden",
+            f"dataset {dataset_id}: this needs the {needed} role on the dataset (you have {role})",
+            {"role_needed": needed, "role": role},
+        )
+    return role
 
 
 def _unstorable(text: str) -> bool:
@@ -135,3 +165,49 @@ def unsync(dataset: Dataset, folder_id: uuid.UUID) -> list[Change]:
         dataset_id=dataset.id, folder_id=folder_id, reason="the synced folder was deleted"
     )
     return _numbered(dataset.id, dataset.version, [event])
+
+
+def valid_role(role: str) -> str:
+    canonical = role_name(role)
+    if canonical is None:
+        raise Refused(
+            422,
+            "invalid_role",
+            f"{role[:50]!r} is not a role: one of user (or viewer), editor, admin",
+            {"roles": list(RANK)},
+        )
+    return canonical
+
+
+def share(
+    dataset: Dataset, shares: Mapping[str, str], user_ids: Sequence[uuid.UUID], role: str
+) -> list[Change]:
+    """shares: the dataset's current shares, {user id: role}. Sharing again with the
+    same role records nothing; the creator is always its admin, so is left as is."""
+    canonical = valid_role(role)
+    events: list[Event] = [
+        ev.DatasetShared(dataset_id=dataset.id, user_id=user_id, role=canonical)
+        for user_id in dict.fromkeys(user_ids)
+        if str(user_id) != dataset.created_by and shares.get(str(user_id)) != canonical
+    ]
+    return _numbered(dataset.id, dataset.version, events)
+
+
+def unshare(dataset: Dataset, shares: Mapping[str, str], user_id: uuid.UUID) -> list[Change]:
+    if str(user_id) == dataset.created_by:
+        raise Refused(
+            409,
+            "creator_stays_admin",
+            f"user {user_id} created dataset {dataset.name!r} and stays its admin",
+            {"user_id": str(user_id)},
+        )
+    if str(user_id) not in shares:
+        raise Refused(
+            404,
+            "not_found",
+            f"dataset {dataset.name!r} is not shared with user {user_id}",
+            {"user_id": str(user_id)},
+        )
+    return _numbered(
+        dataset.id, dataset.version, [ev.DatasetUnshared(dataset_id=dataset.id, user_id=user_id)]
+    )

@@ -1,7 +1,13 @@
-"""Datasets commands, and the reactions that keep them in step with the catalog."""
+"""Datasets commands, and the reactions that keep them in step with the catalog.
+
+Commands take the caller's `Access`: a dataset's role comes from the dataset
+(creator, org admin, shares), a file's visibility from its folder's path in
+the mirror of the catalog's tree.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 import zlib
 from collections import defaultdict
@@ -9,13 +15,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
+import httpx
 
 from services.datasets import domain
 from services.datasets.projections import ORPHANS_OF, membership, tree
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.kit.access import Access
 from shared.kit.service import Handlers
 
-DATASET_COLUMNS = "id, version, name, synced_folder_id"
+DATASET_COLUMNS = "id, version, name, synced_folder_id, created_by"
 Links = set[tuple[uuid.UUID, uuid.UUID]]  # (dataset, file)
 # Creating a synced dataset takes it exclusively, reactions to the catalog shared: else a
 # file could reach the folder between the creation's read of its files and its commit,
@@ -32,8 +40,37 @@ COVERAGE = """
 """
 
 
+# A dataset with the caller's share of it ($2: the caller's user id).
+DATASET_FOR = """
+    SELECT d.id, d.version, d.name, d.synced_folder_id, d.created_by, s.role AS shared_role
+    FROM datasets.datasets d
+    LEFT JOIN datasets.shares s ON s.dataset_id = d.id AND s.user_id = $2
+    WHERE d.id = $1
+"""
+
+
+def files_seen(access: Access, files: str = "f", param: int = 1) -> tuple[str, str, list[Any]]:
+    """How to keep only the files the caller sees (at least `user` on the folder path):
+    (joins, condition, arguments) for a query over `datasets.files {files}`, the
+    argument numbered `param`. An org admin sees every file, without a join."""
+    roots = access.roots
+    if roots is None:
+        return "", "TRUE", []
+    return (
+        f"JOIN datasets.folders seen_fo ON seen_fo.id = {files}.folder_id",
+        f"seen_fo.path && ${param}::uuid[]",
+        [roots],
+    )
+
+
+def _role(access: Access, row: asyncpg.Record | None) -> str | None:
+    return None if row is None else domain.role_of(access, row["created_by"], row["shared_role"])
+
+
 def _dataset(row: asyncpg.Record) -> domain.Dataset:
-    return domain.Dataset(row["id"], row["version"], row["name"], row["synced_folder_id"])
+    return domain.Dataset(
+        row["id"], row["version"], row["name"], row["synced_folder_id"], row["created_by"]
+    )
 
 
 def _by_dataset(links: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> dict[uuid.UUID, list[uuid.UUID]]:
@@ -53,19 +90,31 @@ class Datasets(Handlers):
         await membership.apply(conn, envelopes)
         return await self.store.append(conn, envelopes)
 
-    async def dataset(self, conn: asyncpg.Connection, dataset_id: uuid.UUID) -> domain.Dataset:
-        row = await conn.fetchrow(
-            f"SELECT {DATASET_COLUMNS} FROM datasets.datasets WHERE id = $1 FOR UPDATE",
-            dataset_id,
-        )
-        if row is None:
-            raise domain.Refused(404, "not_found", f"dataset {dataset_id} does not exist")
+    async def dataset(
+        self, conn: asyncpg.Connection, dataset_id: uuid.UUID, access: Access, needed: str
+    ) -> domain.Dataset:
+        """The dataset, locked for a change, if the caller has the `needed` role on it."""
+        row = await conn.fetchrow(f"{DATASET_FOR} FOR UPDATE OF d", dataset_id, access.user_id)
+        domain.require(_role(access, row), needed, dataset_id)
+        assert row is not None
         return _dataset(row)
+
+    async def require(self, conn: Any, dataset_id: uuid.UUID, access: Access, needed: str) -> str:
+        """The caller's role on the dataset, if at least `needed` (404 if they have none).
+        conn: a connection or the pool."""
+        row = await conn.fetchrow(DATASET_FOR, dataset_id, access.user_id)
+        return domain.require(_role(access, row), needed, dataset_id)
 
     # -- commands --------------------------------------------------------------------
 
     async def create(
-        self, cause: Cause, *, name: str, description: str, synced_folder_id: uuid.UUID | None
+        self,
+        cause: Cause,
+        access: Access,
+        *,
+        name: str,
+        description: str,
+        synced_folder_id: uuid.UUID | None,
     ) -> tuple[uuid.UUID, int]:
         dataset_id = uuid.uuid4()
         async with self.pool.acquire() as conn, conn.transaction():
@@ -73,10 +122,11 @@ class Datasets(Handlers):
             if synced_folder_id is not None:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", SYNC_LOCK)
                 # FOR SHARE: the folder cannot go away before the dataset records it.
-                found = await conn.fetchval(
-                    "SELECT id FROM datasets.folders WHERE id = $1 FOR SHARE", synced_folder_id
+                path = await conn.fetchval(
+                    "SELECT path FROM datasets.folders WHERE id = $1 FOR SHARE", synced_folder_id
                 )
-                if found is None:
+                # A folder the caller has no role on does not exist, for them.
+                if path is None or access.role_on(path) is None:
                     raise domain.Refused(
                         404,
                         "not_found",
@@ -96,34 +146,47 @@ class Datasets(Handlers):
             return dataset_id, await self.record(conn, changes, cause)
 
     async def update(
-        self, cause: Cause, dataset_id: uuid.UUID, *, name: str | None, description: str | None
+        self,
+        cause: Cause,
+        access: Access,
+        dataset_id: uuid.UUID,
+        *,
+        name: str | None,
+        description: str | None,
     ) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
-            dataset = await self.dataset(conn, dataset_id)
+            dataset = await self.dataset(conn, dataset_id, access, "editor")
             current = await conn.fetchval(
                 "SELECT description FROM datasets.datasets WHERE id = $1", dataset_id
             )
             changes = domain.update(dataset, current, name=name, new_description=description)
             return await self.record(conn, changes, cause)
 
-    async def delete(self, cause: Cause, dataset_id: uuid.UUID) -> int:
+    async def delete(self, cause: Cause, access: Access, dataset_id: uuid.UUID) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
-            return await self.record(
-                conn, domain.delete(await self.dataset(conn, dataset_id)), cause
-            )
+            dataset = await self.dataset(conn, dataset_id, access, "admin")
+            return await self.record(conn, domain.delete(dataset), cause)
 
     async def add_files(
-        self, cause: Cause, dataset_id: uuid.UUID, file_ids: Sequence[uuid.UUID]
+        self, cause: Cause, access: Access, dataset_id: uuid.UUID, file_ids: Sequence[uuid.UUID]
     ) -> tuple[int, int]:
-        """Link files, all or none; returns (how many were new, position)."""
+        """Link files, all or none; returns (how many were new, position). Files the
+        caller may not see are refused exactly as unknown ones are."""
         wanted = list(dict.fromkeys(file_ids))
         async with self.pool.acquire() as conn, conn.transaction():
+            # The role before the files, so that one who may not edit the dataset
+            # learns nothing about them.
+            await self.require(conn, dataset_id, access, "editor")
             # Files first, then the dataset: the same order as the deletion reaction
             # takes its locks, so the two wait for each other instead of deadlocking.
+            joins, seen, args = files_seen(access, param=2)
             present = {
                 r["id"]
                 for r in await conn.fetch(
-                    "SELECT id FROM datasets.files WHERE id = ANY($1::uuid[]) FOR SHARE", wanted
+                    f"""SELECT f.id FROM datasets.files f {joins}
+                        WHERE f.id = ANY($1::uuid[]) AND {seen} FOR SHARE OF f""",
+                    wanted,
+                    *args,
                 )
             }
             missing = [str(i) for i in wanted if i not in present]
@@ -135,7 +198,7 @@ class Datasets(Handlers):
                     f"{len(missing)} of these files do not exist (or were deleted): {shown}",
                     {"missing_file_ids": missing[:1000], "missing": len(missing)},
                 )
-            dataset = await self.dataset(conn, dataset_id)
+            dataset = await self.dataset(conn, dataset_id, access, "editor")
             new = [
                 r["id"]
                 for r in await conn.fetch(
@@ -150,19 +213,95 @@ class Datasets(Handlers):
             position = await self.record(conn, domain.link(dataset, new, "added"), cause)
             return len(new), position
 
-    async def remove_file(self, cause: Cause, dataset_id: uuid.UUID, file_id: uuid.UUID) -> int:
+    async def remove_file(
+        self, cause: Cause, access: Access, dataset_id: uuid.UUID, file_id: uuid.UUID
+    ) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
-            dataset = await self.dataset(conn, dataset_id)
+            dataset = await self.dataset(conn, dataset_id, access, "editor")
             member = await conn.fetchval(
                 "SELECT 1 FROM datasets.members WHERE dataset_id = $1 AND file_id = $2",
                 dataset_id,
                 file_id,
             )
-            if member is None:
+            # A file the caller may not see is answered as one not in the dataset.
+            if member is None or not await self.sees_file(conn, access, file_id):
                 raise domain.Refused(
                     404, "not_found", f"file {file_id} is not in dataset {dataset.name!r}"
                 )
             return await self.record(conn, domain.unlink(dataset, [file_id], "removed"), cause)
+
+    async def sees_file(self, conn: Any, access: Access, file_id: uuid.UUID) -> bool:
+        """Whether the caller has a role on the file's folder. A file the mirror does
+        not know (yet) is left to the caller's other checks. conn: or the pool."""
+        if access.org_admin:
+            return True
+        row = await conn.fetchrow(
+            """SELECT fo.path FROM datasets.files f
+               LEFT JOIN datasets.folders fo ON fo.id = f.folder_id WHERE f.id = $1""",
+            file_id,
+        )
+        return row is None or (row["path"] is not None and access.role_on(row["path"]) is not None)
+
+    # -- sharing ---------------------------------------------------------------------
+
+    async def users_by_email(self, emails: Sequence[str]) -> list[uuid.UUID]:
+        """The users with these emails, from the ACL context; all or none."""
+        url = f"{self.runtime.settings.acl_url}/internal/users/lookup"
+        try:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
+                answer = await http.post(url, json={"emails": list(emails)})
+        except httpx.HTTPError as error:
+            raise domain.Refused(
+                503, "acl_unavailable", "could not look the users up; try again"
+            ) from error
+        if answer.status_code != 200:
+            raise domain.Refused(
+                503,
+                "acl_unavailable",
+                f"could not look the users up (the ACL service answered {answer.status_code})",
+            )
+        body = answer.json()
+        unknown = list(body.get("unknown") or [])
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
+            raise domain.Refused(
+                422,
+                "unknown_emails",
+                f"no user has these emails: {shown}",
+                {"unknown_emails": unknown[:1000]},
+            )
+        return [uuid.UUID(str(u)) for u in body.get("found", {}).values()]
+
+    async def shares(self, conn: Any, dataset_id: uuid.UUID) -> dict[str, str]:
+        rows = await conn.fetch(
+            "SELECT user_id, role FROM datasets.shares WHERE dataset_id = $1", dataset_id
+        )
+        return {r["user_id"]: r["role"] for r in rows}
+
+    async def share(
+        self,
+        cause: Cause,
+        access: Access,
+        dataset_id: uuid.UUID,
+        emails: Sequence[str],
+        role: str,
+    ) -> int:
+        domain.valid_role(role)
+        # Checked before asking the ACL context, and again under the dataset's lock.
+        await self.require(self.pool, dataset_id, access, "admin")
+        user_ids = await self.users_by_email(emails)
+        async with self.pool.acquire() as conn, conn.transaction():
+            dataset = await self.dataset(conn, dataset_id, access, "admin")
+            shares = await self.shares(conn, dataset_id)
+            return await self.record(conn, domain.share(dataset, shares, user_ids, role), cause)
+
+    async def unshare(
+        self, cause: Cause, access: Access, dataset_id: uuid.UUID, user_id: uuid.UUID
+    ) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            dataset = await self.dataset(conn, dataset_id, access, "admin")
+            shares = await self.shares(conn, dataset_id)
+            return await self.record(conn, domain.unshare(dataset, shares, user_id), cause)
 
     # -- reactions to the catalog ----------------------------------------------------
 
@@ -255,9 +394,7 @@ class Datasets(Handlers):
         for row in rows:
             dataset = _dataset(row)
             unlinked = domain.unlink(dataset, sorted(to_unlink.get(dataset.id, [])), left_reason)
-            dataset = domain.Dataset(
-                dataset.id, dataset.version + len(unlinked), dataset.name, dataset.synced_folder_id
-            )
+            dataset = dataclasses.replace(dataset, version=dataset.version + len(unlinked))
             linked = domain.link(dataset, sorted(to_link.get(dataset.id, [])), joined_reason)
             changes += unlinked + linked
         await self.record(conn, changes, Cause.of(cause))

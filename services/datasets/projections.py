@@ -1,8 +1,8 @@
 """Read models of the datasets context.
 
-`membership` (datasets and their files, "linked to") is fed by the datasets'
-own events, inline in the transaction that records them, and rebuilds from
-them. `tree` mirrors the catalog's folders and files, fed by the catalog's
+`membership` (datasets, their files, "linked to", who they are shared with) is
+fed by the datasets' own events, inline in the transaction that records them,
+and rebuilds from them. `tree` mirrors the catalog's folders and files, fed by the catalog's
 events: it is what sync and validation look at.
 """
 
@@ -17,7 +17,7 @@ from shared.kit.projections import Projection
 
 membership = Projection(
     name="datasets.membership",
-    tables=("datasets.datasets", "datasets.members"),
+    tables=("datasets.datasets", "datasets.members", "datasets.shares"),
     ddl="""
     CREATE TABLE IF NOT EXISTS datasets.datasets (
         id uuid PRIMARY KEY,
@@ -38,6 +38,15 @@ membership = Projection(
         PRIMARY KEY (dataset_id, file_id)
     );
     CREATE INDEX IF NOT EXISTS members_file ON datasets.members (file_id);
+    CREATE INDEX IF NOT EXISTS datasets_creator ON datasets.datasets (created_by);
+    -- user_id is text, as created_by is: both compare with the caller's id.
+    CREATE TABLE IF NOT EXISTS datasets.shares (
+        dataset_id uuid NOT NULL,
+        user_id text NOT NULL,
+        role text NOT NULL,
+        PRIMARY KEY (dataset_id, user_id)
+    );
+    CREATE INDEX IF NOT EXISTS shares_user ON datasets.shares (user_id);
     """,
 )
 
@@ -97,6 +106,7 @@ async def dataset_updated(conn: asyncpg.Connection, events: Sequence[Envelope]) 
 async def dataset_deleted(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
     ids = [e.data["dataset_id"] for e in events]
     await conn.execute("DELETE FROM datasets.members WHERE dataset_id = ANY($1::uuid[])", ids)
+    await conn.execute("DELETE FROM datasets.shares WHERE dataset_id = ANY($1::uuid[])", ids)
     await conn.execute("DELETE FROM datasets.datasets WHERE id = ANY($1::uuid[])", ids)
 
 
@@ -138,6 +148,32 @@ async def dataset_unsynced(conn: asyncpg.Connection, events: Sequence[Envelope])
         """UPDATE datasets.datasets
            SET synced_folder_id = NULL, unsynced_from = $2, version = $3 WHERE id = $1""",
         [(e.data["dataset_id"], e.data["folder_id"], e.stream_version) for e in events],
+    )
+
+
+@membership.on("datasets.DatasetShared")
+async def dataset_shared(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    # One statement per event, in order: the same user twice in a batch ends with the
+    # last role.
+    await conn.executemany(
+        """WITH shared AS (
+               INSERT INTO datasets.shares (dataset_id, user_id, role) VALUES ($1, $2, $3)
+               ON CONFLICT (dataset_id, user_id) DO UPDATE SET role = excluded.role)
+           UPDATE datasets.datasets SET version = $4 WHERE id = $1""",
+        [
+            (e.data["dataset_id"], e.data["user_id"], e.data["role"], e.stream_version)
+            for e in events
+        ],
+    )
+
+
+@membership.on("datasets.DatasetUnshared")
+async def dataset_unshared(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        """WITH unshared AS (
+               DELETE FROM datasets.shares WHERE dataset_id = $1 AND user_id = $2)
+           UPDATE datasets.datasets SET version = $3 WHERE id = $1""",
+        [(e.data["dataset_id"], e.data["user_id"], e.stream_version) for e in events],
     )
 
 

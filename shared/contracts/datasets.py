@@ -1,4 +1,4 @@
-"""Events of the datasets context: datasets, their files, and folder sync."""
+"""Events of the datasets context: datasets, their files, folder sync, and sharing."""
 
 from __future__ import annotations
 
@@ -63,6 +63,22 @@ class DatasetUnsynced(Event):
     reason: str
 
 
+class DatasetShared(Event):
+    """The dataset is shared with a user, with a role: "user", "editor" or "admin".
+    Sharing with someone it is already shared with changes their role."""
+
+    type: ClassVar[str] = "datasets.DatasetShared"
+    dataset_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str
+
+
+class DatasetUnshared(Event):
+    type: ClassVar[str] = "datasets.DatasetUnshared"
+    dataset_id: uuid.UUID
+    user_id: uuid.UUID
+
+
 EVENTS: tuple[type[Event], ...] = (
     DatasetCreated,
     DatasetUpdated,
@@ -70,4 +86,6 @@ EVENTS: tuple[type[Event], ...] = (
     FilesLinked,
     FilesUnlinked,
     DatasetUnsynced,
+    DatasetShared,
+    DatasetUnshared,
 )

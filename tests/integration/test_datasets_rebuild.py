@@ -13,6 +13,7 @@ from tests.e2e.support import CONSISTENCY, folder, text, unique, upload
 SNAPSHOT = {
     "datasets.datasets": "SELECT * FROM datasets.datasets ORDER BY id",
     "datasets.members": "SELECT * FROM datasets.members ORDER BY dataset_id, file_id",
+    "datasets.shares": "SELECT * FROM datasets.shares ORDER BY dataset_id, user_id",
 }
 
 
@@ -37,6 +38,18 @@ async def make_history(api: httpx.AsyncClient) -> str:
     await api.post(f"/v1/datasets/{doomed['id']}/files", json={"file_ids": outside})
     await api.patch(f"/v1/datasets/{manual['id']}", json={"name": unique("m2"), "description": "e"})
     await api.delete(f"/v1/datasets/{manual['id']}/files/{ids[0]}")
+    users = [
+        (await api.post("/v1/users", json={"email": f"{unique(n)}@example.com", "name": n})).json()
+        for n in ("kept", "gone")
+    ]
+    collaborators = f"/v1/datasets/{manual['id']}/collaborators"
+    emails = [u["email"] for u in users]
+    await api.post(collaborators, json={"emails": emails, "role": "user"})
+    await api.post(collaborators, json={"emails": emails[:1], "role": "editor"})
+    await api.delete(f"{collaborators}/{users[1]['id']}")
+    await api.post(
+        f"/v1/datasets/{doomed['id']}/collaborators", json={"emails": emails, "role": "admin"}
+    )
     await api.delete(f"/v1/datasets/{doomed['id']}")
     await api.post("/v1/move", json={"file_ids": outside, "target_folder_id": sub["id"]})
     await api.post("/v1/move", json={"file_ids": [ids[1]], "target_folder_id": other["id"]})
@@ -56,6 +69,7 @@ async def test_rebuilt_membership_has_the_same_rows_as_the_live_one(
     live = await rows(pool)
     assert live["datasets.datasets"] and live["datasets.members"]
     assert any(r["unsynced_from"] for r in live["datasets.datasets"])
+    assert any(r["role"] == "editor" for r in live["datasets.shares"])
     replayed = await rebuild(pool, EventStore("datasets"), membership)
     assert replayed > 0
     assert await rows(pool) == live
