@@ -5,6 +5,7 @@ The gateway authenticates and forwards; the caller arrives in headers.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Annotated, Any
 
@@ -15,9 +16,11 @@ from services.catalog import domain, queries
 from services.catalog.handlers import Catalog
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
-from shared.kit.http import JSON, cause
+from shared.kit.access import RANK, Access
+from shared.kit.http import JSON, access, cause
 
 Caller = Annotated[Cause, Depends(cause)]
+Rights = Annotated[Access, Depends(access)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 # An empty query value (`?parent_id=`, as the contract writes it) means "not given".
 Blank = BeforeValidator(lambda value: None if value == "" else value)
@@ -75,109 +78,126 @@ def router(catalog: Catalog) -> APIRouter:
     api = APIRouter(prefix="/v1")
 
     @api.post("/folders", status_code=201)
-    async def create_folder(body: NewFolder, caller: Caller) -> JSON:
+    async def create_folder(body: NewFolder, caller: Caller, rights: Rights) -> JSON:
         folder_id, position = await catalog.create_folder(
             caller,
             name=body.name,
             description=body.description,
             parent_id=body.parent_id,
             metadata=body.metadata,
+            access=rights,
         )
-        return _written(await queries.folder(catalog.pool, folder_id), position, 201)
+        if body.parent_id is None:
+            # Its creator is its admin: granted by the ACL context in reaction, which
+            # the gateway waits for; this answer must not wait to say so.
+            rights = dataclasses.replace(rights, grants={**rights.grants, folder_id: "admin"})
+        return _written(await queries.folder(catalog.pool, folder_id, rights), position, 201)
 
     @api.get("/folders")
     async def list_folders(
-        _: Caller,
+        rights: Rights,
         parent_id: FolderId = None,
         cursor: str | None = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:
-        return await queries.folders(catalog.pool, parent_id, cursor, limit)
+        return await queries.folders(catalog.pool, parent_id, cursor, limit, rights)
 
     @api.get("/folders/{folder_id}")
-    async def get_folder(folder_id: uuid.UUID, _: Caller) -> dict[str, Any]:
-        return await queries.folder(catalog.pool, folder_id)
+    async def get_folder(folder_id: uuid.UUID, rights: Rights) -> dict[str, Any]:
+        return await queries.folder(catalog.pool, folder_id, rights)
 
     @api.get("/folders/{folder_id}/summary")
-    async def folder_summary(folder_id: uuid.UUID, _: Caller) -> dict[str, Any]:
-        return await queries.summary(catalog.pool, folder_id)
+    async def folder_summary(folder_id: uuid.UUID, rights: Rights) -> dict[str, Any]:
+        return await queries.summary(catalog.pool, folder_id, rights)
 
     @api.get("/folders/{folder_id}/items")
     async def folder_items(
         folder_id: uuid.UUID,
-        _: Caller,
+        rights: Rights,
         kind: Kind = None,
         cursor: str | None = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:
-        return await queries.items(catalog.pool, folder_id, kind or None, cursor, limit)
+        return await queries.items(catalog.pool, folder_id, kind or None, cursor, limit, rights)
 
     @api.patch("/folders/{folder_id}")
-    async def update_folder(folder_id: uuid.UUID, body: FolderChanges, caller: Caller) -> JSON:
+    async def update_folder(
+        folder_id: uuid.UUID, body: FolderChanges, caller: Caller, rights: Rights
+    ) -> JSON:
         position = await catalog.update_folder(
             caller,
             folder_id,
             name=body.name,
             description=body.description,
             metadata=body.metadata,
+            access=rights,
         )
-        return _written(await queries.folder(catalog.pool, folder_id), position)
+        return _written(await queries.folder(catalog.pool, folder_id, rights), position)
 
     @api.delete("/folders/{folder_id}", status_code=204)
-    async def delete_folder(folder_id: uuid.UUID, caller: Caller) -> Response:
+    async def delete_folder(folder_id: uuid.UUID, caller: Caller, rights: Rights) -> Response:
         _, position = await catalog.delete(
-            caller, file_ids=[], folder_ids=[folder_id], dry_run=False
+            caller, file_ids=[], folder_ids=[folder_id], dry_run=False, access=rights
         )
         response = Response(status_code=204)
         response.headers[consistency.HEADER] = consistency.encode({"catalog": position})
         return response
 
     @api.get("/files/{file_id}")
-    async def get_file(file_id: uuid.UUID, _: Caller) -> dict[str, Any]:
-        return await queries.file(catalog.pool, file_id)
+    async def get_file(file_id: uuid.UUID, rights: Rights) -> dict[str, Any]:
+        return await queries.file(catalog.pool, file_id, rights)
 
     @api.patch("/files/{file_id}")
-    async def update_file(file_id: uuid.UUID, body: FileChanges, caller: Caller) -> JSON:
+    async def update_file(
+        file_id: uuid.UUID, body: FileChanges, caller: Caller, rights: Rights
+    ) -> JSON:
         position = await catalog.update_file(
-            caller, file_id, name=body.name, metadata=body.metadata
+            caller, file_id, name=body.name, metadata=body.metadata, access=rights
         )
-        return _written(await queries.file(catalog.pool, file_id), position)
+        return _written(await queries.file(catalog.pool, file_id, rights), position)
 
     @api.delete("/files/{file_id}", status_code=204)
-    async def delete_file(file_id: uuid.UUID, caller: Caller) -> Response:
-        _, position = await catalog.delete(caller, file_ids=[file_id], folder_ids=[], dry_run=False)
+    async def delete_file(file_id: uuid.UUID, caller: Caller, rights: Rights) -> Response:
+        _, position = await catalog.delete(
+            caller, file_ids=[file_id], folder_ids=[], dry_run=False, access=rights
+        )
         response = Response(status_code=204)
         response.headers[consistency.HEADER] = consistency.encode({"catalog": position})
         return response
 
     @api.post("/move")
-    async def move(body: Move, caller: Caller) -> JSON:
+    async def move(body: Move, caller: Caller, rights: Rights) -> JSON:
         result, position = await catalog.move(
             caller,
             file_ids=body.file_ids,
             folder_ids=body.folder_ids,
             target_id=body.target_folder_id,
             dry_run=body.dry_run,
+            access=rights,
         )
         return _written(result, position)
 
     @api.post("/delete")
-    async def delete(body: Delete, caller: Caller) -> JSON:
+    async def delete(body: Delete, caller: Caller, rights: Rights) -> JSON:
         result, position = await catalog.delete(
-            caller, file_ids=body.file_ids, folder_ids=body.folder_ids, dry_run=body.dry_run
+            caller,
+            file_ids=body.file_ids,
+            folder_ids=body.folder_ids,
+            dry_run=body.dry_run,
+            access=rights,
         )
         return _written(result, position)
 
     @api.get("/search")
     async def search(
-        _: Caller,
+        rights: Rights,
         q: Annotated[str, Query(min_length=1, max_length=300)],
         kind: Kind = None,
         folder_id: FolderId = None,
         cursor: str | None = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:
-        return await queries.search(catalog.pool, q, kind or None, folder_id, cursor, limit)
+        return await queries.search(catalog.pool, q, kind or None, folder_id, cursor, limit, rights)
 
     return api
 
@@ -186,22 +206,28 @@ def internal(catalog: Catalog) -> APIRouter:
     api = APIRouter(prefix="/internal", include_in_schema=False)
 
     @api.get("/files/{file_id}")
-    async def file_with_blob(file_id: uuid.UUID) -> dict[str, Any]:
-        return await queries.file(catalog.pool, file_id, internal=True)
+    async def file_with_blob(file_id: uuid.UUID, rights: Rights) -> dict[str, Any]:
+        return await queries.file(catalog.pool, file_id, rights, internal=True)
 
     @api.get("/folders/{folder_id}")
-    async def folder_exists(folder_id: uuid.UUID) -> dict[str, Any]:
-        # Without the counts of the public view: the gateway asks on every upload.
-        found = await catalog.pool.fetchval(
-            "SELECT id FROM catalog.folders WHERE id = $1", folder_id
+    async def folder_access(
+        folder_id: uuid.UUID, rights: Rights, needed: str = "user"
+    ) -> dict[str, Any]:
+        """Whether the caller has `needed` on the folder (404 or 403 if not), and its
+        path: the gateway asks before an upload and before collaborator changes."""
+        if needed not in RANK:
+            raise domain.Invalid("invalid_role", f"no role {needed!r}")
+        path = await catalog.pool.fetchval(
+            "SELECT path FROM catalog.folders WHERE id = $1", folder_id
         )
-        if found is None:
+        if path is None:
             raise domain.NotFound("not_found", f"folder {folder_id} does not exist")
-        return {"id": str(found)}
+        role = rights.require(path, needed, f"folder {folder_id}")
+        return {"id": str(folder_id), "path": [str(p) for p in path], "my_role": role}
 
     @api.post("/files")
-    async def files_by_id(body: FileIds) -> dict[str, Any]:
-        return {"items": await queries.files(catalog.pool, body.ids)}
+    async def files_by_id(body: FileIds, rights: Rights) -> dict[str, Any]:
+        return {"items": await queries.files(catalog.pool, body.ids, rights)}
 
     return api
 

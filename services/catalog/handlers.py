@@ -15,6 +15,8 @@ from services.catalog.projections import tree
 from shared.contracts import catalog as ev
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, new_envelope
 from shared.contracts.ingest import FileContentStored
+from shared.kit.access import RANK, Access
+from shared.kit.errors import Refused
 from shared.kit.service import Handlers
 
 FOLDER_COLUMNS = "id, parent_id, name, version, path"
@@ -87,7 +89,7 @@ class Catalog(Handlers):
         try:
             await tree.apply(conn, envelopes)
         except asyncpg.UniqueViolationError as error:
-            if error.constraint_name == "folders_sibling_name":
+            if error.constraint_name == "folders_sibling_names":
                 raise domain.Conflict(
                     "name_taken",
                     "a folder with that name already exists here",
@@ -99,22 +101,20 @@ class Catalog(Handlers):
     # -- reading state ---------------------------------------------------------------
 
     async def folder(
-        self, conn: asyncpg.Connection, folder_id: uuid.UUID, lock: str = ""
+        self,
+        conn: asyncpg.Connection,
+        folder_id: uuid.UUID,
+        access: Access,
+        needed: str,
+        lock: str = "",
     ) -> domain.Folder:
         row = await conn.fetchrow(
             f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = $1 {lock}", folder_id
         )
         if row is None:
             raise domain.NotFound("not_found", f"folder {folder_id} does not exist")
+        access.require(row["path"], needed, f"folder {folder_id}")
         return _folder(row)
-
-    async def file(self, conn: asyncpg.Connection, file_id: uuid.UUID) -> domain.File:
-        row = await conn.fetchrow(
-            f"SELECT {FILE_COLUMNS} FROM catalog.files WHERE id = $1", file_id
-        )
-        if row is None:
-            raise domain.NotFound("not_found", f"file {file_id} does not exist")
-        return _file(row)
 
     async def _require_all(
         self,
@@ -122,18 +122,36 @@ class Catalog(Handlers):
         table: str,
         columns: str,
         ids: Sequence[uuid.UUID],
+        access: Access,
+        needed: str,
         lock: str = "",
     ) -> list[asyncpg.Record]:
+        """The rows of these ids, if all exist and the caller has `needed` on each.
+
+        One the caller may not see is reported as missing, like one that does not exist.
+        """
+        where = "path" if table == "folders" else "(SELECT p.path FROM catalog.folders p"
+        where += "" if table == "folders" else " WHERE p.id = folder_id)"
         rows = await conn.fetch(
-            f"SELECT {columns} FROM catalog.{table} WHERE id = ANY($1::uuid[]) {lock}",
+            f"""SELECT {columns}, {where} AS access_path FROM catalog.{table}
+                WHERE id = ANY($1::uuid[]) {lock}""",
             list(set(ids)),
         )
-        missing = set(ids) - {r["id"] for r in rows}
+        roles = {r["id"]: access.role_on(r["access_path"] or ()) for r in rows}
+        what = "folders" if table == "folders" else "files"
+        missing = set(ids) - {i for i, role in roles.items() if role}
         if missing:
-            what = "folders" if table == "folders" else "files"
             listed = ", ".join(sorted(str(m) for m in missing))
             raise domain.NotFound(
                 "not_found", f"these {what} do not exist: {listed}", {f"missing_{what}": listed}
+            )
+        weak = sorted(str(i) for i, role in roles.items() if role and RANK[role] < RANK[needed])
+        if weak:
+            raise Refused(
+                403,
+                "forbidden",
+                f"these {what} need the {needed} role on their folder: {', '.join(weak)}",
+                {"role_needed": needed, f"forbidden_{what}": weak},
             )
         return rows
 
@@ -147,11 +165,18 @@ class Catalog(Handlers):
         description: str,
         parent_id: uuid.UUID | None,
         metadata: dict[str, Any],
+        access: Access,
     ) -> tuple[uuid.UUID, int]:
+        """Any user may create a top-level folder (and becomes its admin, in the ACL
+        context); a subfolder needs the editor role on its parent."""
         folder_id = uuid.uuid4()
         async with self.pool.acquire() as conn, conn.transaction():
             # FOR SHARE: a delete or move of the parent waits for us, or we for it.
-            parent = await self.folder(conn, parent_id, "FOR SHARE") if parent_id else None
+            parent = (
+                await self.folder(conn, parent_id, access, "editor", "FOR SHARE")
+                if parent_id
+                else None
+            )
             changes = domain.create_folder(folder_id, parent, name, description, metadata)
             try:
                 return folder_id, await self.record(conn, changes, cause)
@@ -171,6 +196,7 @@ class Catalog(Handlers):
         name: str | None,
         description: str | None,
         metadata: dict[str, Any] | None,
+        access: Access,
     ) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -180,6 +206,7 @@ class Catalog(Handlers):
             )
             if row is None:
                 raise domain.NotFound("not_found", f"folder {folder_id} does not exist")
+            access.require(row["path"], "editor", f"folder {folder_id}")
             changes = domain.update_folder(
                 _folder(row),
                 row["description"],
@@ -198,15 +225,24 @@ class Catalog(Handlers):
                 ) from conflict
 
     async def update_file(
-        self, cause: Cause, file_id: uuid.UUID, *, name: str | None, metadata: dict[str, Any] | None
+        self,
+        cause: Cause,
+        file_id: uuid.UUID,
+        *,
+        name: str | None,
+        metadata: dict[str, Any] | None,
+        access: Access,
     ) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                f"SELECT {FILE_COLUMNS}, metadata FROM catalog.files WHERE id = $1 FOR UPDATE",
+                f"""SELECT {FILE_COLUMNS}, metadata,
+                           (SELECT path FROM catalog.folders p WHERE p.id = folder_id) AS path
+                    FROM catalog.files WHERE id = $1 FOR UPDATE""",
                 file_id,
             )
             if row is None:
                 raise domain.NotFound("not_found", f"file {file_id} does not exist")
+            access.require(row["path"] or (), "editor", f"file {file_id}")
             changes = domain.update_file(_file(row), row["metadata"], name=name, metadata=metadata)
             return await self.record(conn, changes, cause)
 
@@ -218,22 +254,24 @@ class Catalog(Handlers):
         folder_ids: Sequence[uuid.UUID],
         target_id: uuid.UUID,
         dry_run: bool,
+        access: Access,
     ) -> tuple[dict[str, Any], int]:
+        """Needs the editor role where things leave and where they arrive."""
         async with self.pool.acquire() as conn, conn.transaction():
             # Moves go one at a time: two crossing moves (a into b, b into a) would each
             # pass the cycle check against the other's old tree.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
-            target = await self.folder(conn, target_id, "FOR SHARE")
+            target = await self.folder(conn, target_id, access, "editor", "FOR SHARE")
             folders = [
                 _folder(r)
                 for r in await self._require_all(
-                    conn, "folders", FOLDER_COLUMNS, folder_ids, "FOR UPDATE"
+                    conn, "folders", FOLDER_COLUMNS, folder_ids, access, "editor", "FOR UPDATE"
                 )
             ]
             files = [
                 _file(r)
                 for r in await self._require_all(
-                    conn, "files", FILE_COLUMNS, file_ids, "FOR UPDATE"
+                    conn, "files", FILE_COLUMNS, file_ids, access, "editor", "FOR UPDATE"
                 )
             ]
             changes = domain.move(folders, files, target)
@@ -274,10 +312,12 @@ class Catalog(Handlers):
         file_ids: Sequence[uuid.UUID],
         folder_ids: Sequence[uuid.UUID],
         dry_run: bool,
+        access: Access,
     ) -> tuple[dict[str, Any], int]:
+        """Needs the editor role on what is named; what lies below comes with it."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await self._require_all(conn, "folders", "id", folder_ids)
-            await self._require_all(conn, "files", "id", file_ids)
+            await self._require_all(conn, "folders", "id", folder_ids, access, "editor")
+            await self._require_all(conn, "files", "id", file_ids, access, "editor")
             folders = [
                 _folder(r)
                 for r in await conn.fetch(

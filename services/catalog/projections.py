@@ -13,12 +13,10 @@ import asyncpg
 from shared.contracts.envelope import Envelope
 from shared.kit.projections import Projection
 
-ROOT = "00000000-0000-0000-0000-000000000000"
-
 tree = Projection(
     name="catalog.tree",
     tables=("catalog.folders", "catalog.files"),
-    ddl=f"""
+    ddl="""
     CREATE EXTENSION IF NOT EXISTS pg_trgm;
     CREATE EXTENSION IF NOT EXISTS btree_gin;
     CREATE TABLE IF NOT EXISTS catalog.folders (
@@ -32,8 +30,11 @@ tree = Projection(
         created_at timestamptz NOT NULL,
         created_by text NOT NULL
     );
-    CREATE UNIQUE INDEX IF NOT EXISTS folders_sibling_name
-        ON catalog.folders ((coalesce(parent_id, '{ROOT}')), lower(name));
+    -- Top-level names are unique per creator: one member's private folder must not
+    -- make another's name "taken" (that would tell them it exists).
+    DROP INDEX IF EXISTS catalog.folders_sibling_name;
+    CREATE UNIQUE INDEX IF NOT EXISTS folders_sibling_names
+        ON catalog.folders ((coalesce(parent_id::text, 'top:' || created_by)), lower(name));
     CREATE INDEX IF NOT EXISTS folders_children ON catalog.folders (parent_id, name, id);
     CREATE INDEX IF NOT EXISTS folders_path ON catalog.folders USING gin (path);
     CREATE INDEX IF NOT EXISTS folders_name_trgm ON catalog.folders USING gin (name gin_trgm_ops);

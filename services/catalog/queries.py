@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 
 from services.catalog import domain
+from shared.kit.access import Access
 
 FILE_FIELDS = (
     "id, name, kind, folder_id, size, sha256, mime_type, media, source, metadata, blob_key,"
@@ -59,8 +60,11 @@ def _uncursor(cursor: str, *shape: type) -> list[Any]:
 
 
 async def _paths(
-    conn: asyncpg.Connection | asyncpg.Pool, paths: list[list[uuid.UUID]]
+    conn: asyncpg.Connection | asyncpg.Pool, paths: list[list[uuid.UUID]], access: Access
 ) -> list[list[dict[str, str]]]:
+    """Paths with names, from the first folder the caller may see: the names of
+    folders above one shared with them are not theirs to read."""
+    paths = [p[next((i for i, f in enumerate(p) if access.role_on([f])), len(p)) :] for p in paths]
     ids = list({i for p in paths for i in p})
     names = {
         r["id"]: r["name"]
@@ -72,7 +76,7 @@ async def _paths(
 
 
 async def folders_json(
-    conn: asyncpg.Connection | asyncpg.Pool, rows: list[asyncpg.Record]
+    conn: asyncpg.Connection | asyncpg.Pool, rows: list[asyncpg.Record], access: Access
 ) -> list[dict[str, Any]]:
     if not rows:
         return []
@@ -87,7 +91,7 @@ async def folders_json(
             ids,
         )
     }
-    paths = await _paths(conn, [list(r["path"]) for r in rows])
+    paths = await _paths(conn, [list(r["path"]) for r in rows], access)
     return [
         {
             "type": "folder",
@@ -101,47 +105,76 @@ async def folders_json(
             "folder_count": counts[r["id"]]["folders"],
             "created_at": r["created_at"].isoformat(),
             "created_by": r["created_by"],
-            "my_role": "admin",
+            "my_role": access.role_on(r["path"]),
         }
         for r, path in zip(rows, paths, strict=True)
     ]
 
 
-async def folder(pool: asyncpg.Pool, folder_id: uuid.UUID) -> dict[str, Any]:
+async def _visible_folder(
+    pool: asyncpg.Pool, folder_id: uuid.UUID, access: Access
+) -> asyncpg.Record:
     row = await pool.fetchrow("SELECT * FROM catalog.folders WHERE id = $1", folder_id)
     if row is None:
         raise domain.NotFound("not_found", f"folder {folder_id} does not exist")
-    return (await folders_json(pool, [row]))[0]
+    access.require(row["path"], "user", f"folder {folder_id}")
+    return row
+
+
+async def folder(pool: asyncpg.Pool, folder_id: uuid.UUID, access: Access) -> dict[str, Any]:
+    row = await _visible_folder(pool, folder_id, access)
+    return (await folders_json(pool, [row], access))[0]
 
 
 async def folders(
-    pool: asyncpg.Pool, parent_id: uuid.UUID | None, cursor: str | None, limit: int
+    pool: asyncpg.Pool,
+    parent_id: uuid.UUID | None,
+    cursor: str | None,
+    limit: int,
+    access: Access,
 ) -> dict[str, Any]:
+    """The children of a folder, or the caller's top level: the top-level folders for
+    an org admin; for a member, each folder shared with them whose parent they cannot
+    see (a folder shared deep in someone's tree shows at their top level)."""
     if parent_id is not None:
-        await folder(pool, parent_id)
+        await _visible_folder(pool, parent_id, access)
     after = _uncursor(cursor, str, str) if cursor else ["", ""]
+    if parent_id is None and access.roots is not None:
+        where = (
+            "$1::uuid IS NULL AND id = ANY($5::uuid[])"
+            " AND NOT (path[1:cardinality(path) - 1] && $5::uuid[])"
+        )
+        extra: list[Any] = [access.roots]
+    else:
+        where, extra = "parent_id IS NOT DISTINCT FROM $1", []
     rows = await pool.fetch(
-        """SELECT * FROM catalog.folders
-           WHERE parent_id IS NOT DISTINCT FROM $1 AND (name, id::text) > ($2, $3)
-           ORDER BY name, id::text LIMIT $4""",
+        f"""SELECT * FROM catalog.folders
+            WHERE {where} AND (name, id::text) > ($2, $3)
+            ORDER BY name, id::text LIMIT $4""",
         parent_id,
         after[0],
         after[1],
         limit + 1,
+        *extra,
     )
     more = len(rows) > limit
     rows = rows[:limit]
     return {
-        "items": await folders_json(pool, rows),
+        "items": await folders_json(pool, rows, access),
         "next_cursor": _cursor([rows[-1]["name"], str(rows[-1]["id"])]) if more else None,
     }
 
 
 async def items(
-    pool: asyncpg.Pool, folder_id: uuid.UUID, kind: str | None, cursor: str | None, limit: int
+    pool: asyncpg.Pool,
+    folder_id: uuid.UUID,
+    kind: str | None,
+    cursor: str | None,
+    limit: int,
+    access: Access,
 ) -> dict[str, Any]:
     """Subfolders first, then files, each by name; the cursor is (section, name, id)."""
-    await folder(pool, folder_id)
+    await _visible_folder(pool, folder_id, access)
     section, name, ident = _uncursor(cursor, int, str, str) if cursor else [0, "", ""]
     found: list[dict[str, Any]] = []
     next_cursor = None
@@ -154,7 +187,7 @@ async def items(
             ident,
             limit + 1,
         )
-        found = await folders_json(pool, list(rows[:limit]))
+        found = await folders_json(pool, list(rows[:limit]), access)
         if len(rows) > limit:
             return {
                 "items": found,
@@ -194,8 +227,8 @@ async def _has_files(pool: asyncpg.Pool, folder_id: uuid.UUID, kind: str | None)
     return found
 
 
-async def summary(pool: asyncpg.Pool, folder_id: uuid.UUID) -> dict[str, Any]:
-    await folder(pool, folder_id)
+async def summary(pool: asyncpg.Pool, folder_id: uuid.UUID, access: Access) -> dict[str, Any]:
+    await _visible_folder(pool, folder_id, access)
     rows = await pool.fetch(
         """SELECT f.kind, count(*) AS files, coalesce(sum(f.size), 0)::bigint AS bytes
            FROM catalog.files f JOIN catalog.folders d ON d.id = f.folder_id
@@ -214,20 +247,33 @@ async def summary(pool: asyncpg.Pool, folder_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
-async def file(pool: asyncpg.Pool, file_id: uuid.UUID, *, internal: bool = False) -> dict[str, Any]:
-    row = await pool.fetchrow(f"SELECT {FILE_FIELDS} FROM catalog.files WHERE id = $1", file_id)
+async def file(
+    pool: asyncpg.Pool, file_id: uuid.UUID, access: Access, *, internal: bool = False
+) -> dict[str, Any]:
+    row = await pool.fetchrow(
+        f"""SELECT {FILE_FIELDS}, (SELECT path FROM catalog.folders p WHERE p.id = folder_id)
+            FROM catalog.files WHERE id = $1""",
+        file_id,
+    )
     if row is None:
         raise domain.NotFound("not_found", f"file {file_id} does not exist")
+    access.require(row["path"] or (), "user", f"file {file_id}")
     found = file_json(row)
+    found["my_role"] = access.role_on(row["path"] or ())
     if internal:
         found["blob_key"] = row["blob_key"]
     return found
 
 
-async def files(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+async def files(pool: asyncpg.Pool, ids: list[uuid.UUID], access: Access) -> list[dict[str, Any]]:
+    """Those of these files the caller may see."""
     rows = await pool.fetch(
-        f"SELECT {FILE_FIELDS} FROM catalog.files WHERE id = ANY($1::uuid[]) ORDER BY name, id",
+        f"""SELECT {FILE_FIELDS} FROM catalog.files f
+            WHERE id = ANY($1::uuid[]) AND ($2::uuid[] IS NULL OR EXISTS (
+                SELECT 1 FROM catalog.folders p WHERE p.id = f.folder_id AND p.path && $2))
+            ORDER BY name, id""",
         ids,
+        access.roots,
     )
     return [file_json(r) for r in rows]
 
@@ -276,8 +322,10 @@ async def search(
     folder_id: uuid.UUID | None,
     cursor: str | None,
     limit: int,
+    access: Access,
 ) -> dict[str, Any]:
-    """Files and folders whose name contains q, folders first, each section by id.
+    """Files and folders whose name contains q, folders first, each section by id,
+    among those the caller may see.
 
     ILIKE is served by the trigram indexes for rare text; for common text the
     primary-key order lets a page stop after `limit` hits. Conditions are only
@@ -287,7 +335,10 @@ async def search(
     if not domain.storable(q):
         raise domain.Invalid("invalid_query", "the search text contains a NUL character")
     if folder_id is not None:
-        await folder(pool, folder_id)
+        await _visible_folder(pool, folder_id, access)
+    # Within a visible folder everything is visible; elsewhere a member sees the
+    # subtrees of the folders shared with them.
+    roots = access.roots if folder_id is None else None
     section, ident = _uncursor(cursor, int, str) if cursor else [0, NIL]
     try:
         after = uuid.UUID(ident or NIL)
@@ -295,17 +346,17 @@ async def search(
         raise domain.Invalid("invalid_cursor", "the cursor is not one this API gave out") from error
     found: list[dict[str, Any]] = []
     if section == 0 and kind in (None, "folder"):
-        where = "name ILIKE $1 AND id > $2"
+        where, args = "name ILIKE $1 AND id > $2", [pattern, after, limit + 1]
         if folder_id is not None:
-            where += " AND path @> ARRAY[$4::uuid]"
+            args.append(folder_id)
+            where += f" AND path @> ARRAY[${len(args)}::uuid]"
+        if roots is not None:
+            args.append(roots)
+            where += f" AND path && ${len(args)}::uuid[]"
         rows = await pool.fetch(
-            f"SELECT * FROM catalog.folders WHERE {where} ORDER BY id LIMIT $3",
-            pattern,
-            after,
-            limit + 1,
-            *([folder_id] if folder_id is not None else []),
+            f"SELECT * FROM catalog.folders WHERE {where} ORDER BY id LIMIT $3", *args
         )
-        found = await folders_json(pool, list(rows[:limit]))
+        found = await folders_json(pool, list(rows[:limit]), access)
         if len(rows) > limit:
             return {"items": found, "next_cursor": _cursor([0, str(rows[limit - 1]["id"])])}
         after = uuid.UUID(NIL)
@@ -317,20 +368,24 @@ async def search(
     if kind is not None:
         args.append(kind)
         where += f" AND f.kind = ${len(args)}"
+    scope = None
     if folder_id is not None:
-        # The subtree's folder ids as a parameter, not a subquery: planned per call, the
-        # planner then knows how many files they hold and may use the folder index.
-        subtree = await pool.fetch(
+        scope = await pool.fetch(
             "SELECT id FROM catalog.folders WHERE path @> ARRAY[$1::uuid]", folder_id
         )
-        args.append([r["id"] for r in subtree])
+    elif roots is not None:
+        scope = await pool.fetch("SELECT id FROM catalog.folders WHERE path && $1::uuid[]", roots)
+    if scope is not None:
+        # The folder ids as a parameter, not a subquery: planned per call, the planner
+        # then knows how many files they hold and may use the folder index.
+        args.append([r["id"] for r in scope])
         where += f" AND f.folder_id = ANY(${len(args)}::uuid[])"
     rows = await _matching_files(
         pool,
         f"SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $3",
         args,
         q,
-        scoped=folder_id is not None,
+        scoped=scope is not None,
     )
     files = [file_json(r) for r in rows[:room]]
     folder_rows = await pool.fetch(
@@ -340,7 +395,7 @@ async def search(
     paths = dict(
         zip(
             [r["id"] for r in folder_rows],
-            await _paths(pool, [list(r["path"]) for r in folder_rows]),
+            await _paths(pool, [list(r["path"]) for r in folder_rows], access),
             strict=True,
         )
     )

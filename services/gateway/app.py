@@ -1,14 +1,19 @@
 """The public edge: authenticates, routes to the services, waits for consistency.
 
-It owns no data. Each `/v1` request is authenticated by API key (asking the
-ACL service, cached for at most a second so a revoked key stops working at
-once), then forwarded to the service that owns the resource, with the caller
-in headers. Uploads and downloads are streamed through, never buffered.
+It owns no data. Each `/v1` request is authenticated by API key: the ACL
+service answers with the caller and what they may do (organisation role,
+folder grants), cached for at most a second, and dropped at once after a
+change of users, keys or collaborators made through this replica. The request
+is then forwarded to the service that owns the resource with the caller and
+their access in headers; each service decides on its own resources (the
+catalog knows folder paths, so it decides what a grant reaches). Uploads and
+downloads are streamed through, never buffered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import time
@@ -24,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from shared.kit import consistency
+from shared.kit import access, consistency
 from shared.kit.http import ACTOR_HEADER, CORRELATION_HEADER, JSON, error_body, install_errors
 from shared.kit.service import serve
 from shared.kit.settings import Settings
@@ -140,9 +145,14 @@ class Gateway:
 
     # -- forwarding ------------------------------------------------------------------
 
+    def forget_callers(self) -> None:
+        """After a change of access made here: the next request asks the ACL again."""
+        self._keys.clear()
+
     def _headers(self, request: Request, user: dict[str, Any]) -> dict[str, str]:
         headers = {
             ACTOR_HEADER: user["id"],
+            access.HEADER: user["access"],
             CORRELATION_HEADER: request.state.correlation_id,
         }
         for name in ("content-type", "traceparent"):
@@ -179,14 +189,34 @@ class Gateway:
         return Response(answer.content, answer.status_code, headers=headers)
 
 
+def _audit_cursor(cursor: str | None) -> dict[str, int]:
+    if not cursor:
+        return {}
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except Exception as error:
+        raise ValueError("not a cursor") from error
+    if not isinstance(decoded, dict) or not all(
+        isinstance(k, str) and type(v) is int for k, v in decoded.items()
+    ):
+        raise ValueError("not a cursor")
+    return decoded
+
+
+def _encode_audit_cursor(after: dict[str, int]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(after)).decode()
+
+
 def route(path: str, method: str) -> str | None:
     """Which service owns a public path."""
     parts = path.strip("/").split("/")[1:]  # drop "v1"
     if not parts:
         return None
     head = parts[0]
-    if head == "users":
+    if head in ("users", "keys") or (head == "folders" and parts[2:3] == ["collaborators"]):
         return "acl"
+    if head == "audit":
+        return "gateway"
     if head == "jobs":
         return "ingest"
     if head == "datasets" or (head == "files" and parts[2:] == ["datasets"]):
@@ -289,8 +319,12 @@ def build(settings: Settings) -> FastAPI:
                 return _error(400, "invalid_consistency_token", str(error))
             await gateway.wait_for(wanted)
         parts = request.url.path.strip("/").split("/")
+        if service == "gateway":
+            return await audit(request, user)
         if service == "ingest" and parts[1] == "folders":
             return await upload(request, user, parts[2])
+        if service == "acl" and parts[1] == "folders":
+            return await collaborators(request, user, parts[2])
         if parts[1:2] == ["files"] and parts[3:] == ["content"] and request.method == "GET":
             return await content(request, user)
         if parts[1:2] == ["files"] and parts[3:] == ["datasets"]:
@@ -314,6 +348,21 @@ def build(settings: Settings) -> FastAPI:
                 f"the request body is over {MAX_JSON_BODY // (1024 * 1024)} MiB",
                 limit=MAX_JSON_BODY,
             )
+        if service == "acl" and request.method != "GET" and answer.status_code < 300:
+            gateway.forget_callers()
+        if (
+            parts[1:] == ["folders"]
+            and request.method == "POST"
+            and answer.status_code == 201
+            and answer.json()["parent_id"] is None
+        ):
+            # The creator becomes the folder's admin in the ACL context, by reaction:
+            # wait for it, so their next request finds the folder theirs.
+            token = await gateway.wait_for(
+                consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=2
+            )
+            gateway.forget_callers()
+            return gateway.relay(answer, token)
         if answer.status_code != 200:
             return gateway.relay(answer)
         # Answers that take parts from more than one context.
@@ -328,14 +377,35 @@ def build(settings: Settings) -> FastAPI:
             return await with_dataset_impact(answer, request, user, parts[1])
         return gateway.relay(answer)
 
-    async def find_folder(request: Request, user: dict[str, Any], folder_id: str) -> httpx.Response:
+    async def find_folder(
+        request: Request, user: dict[str, Any], folder_id: str, needed: str = "user"
+    ) -> httpx.Response:
         return await gateway.http.get(
             f"{settings.catalog_url}/internal/folders/{folder_id}",
+            params={"needed": needed},
             headers=gateway._headers(request, user),
         )
 
-    async def upload(request: Request, user: dict[str, Any], folder_id: str) -> Response:
+    async def collaborators(request: Request, user: dict[str, Any], folder_id: str) -> Response:
+        # The ACL context holds the grants, the catalog the folder's place in the tree.
         folder = await find_folder(request, user, folder_id)
+        if folder.status_code != 200:
+            return gateway.relay(folder)
+        headers = gateway._headers(request, user)
+        headers["X-Files-Folder-Path"] = ",".join(folder.json()["path"])
+        answer = await gateway.http.request(
+            request.method,
+            f"{settings.acl_url}{request.url.path.rstrip('/')}",
+            params=request.query_params,
+            content=await capped_body(request),
+            headers=headers,
+        )
+        if request.method != "GET" and answer.status_code < 300:
+            gateway.forget_callers()
+        return gateway.relay(answer)
+
+    async def upload(request: Request, user: dict[str, Any], folder_id: str) -> Response:
+        folder = await find_folder(request, user, folder_id, "editor")
         if folder.status_code != 200:
             return gateway.relay(folder)
         answer = await gateway.forward("ingest", request, user, stream_body=True)
@@ -421,8 +491,91 @@ def build(settings: Settings) -> FastAPI:
         answer: httpx.Response, request: Request, user: dict[str, Any]
     ) -> Response:
         job = answer.json()
+        if job.get("created_by") != user["id"]:
+            # Someone else's job shows to those who may see its folder.
+            folder = await find_folder(request, user, job["folder_id"])
+            if folder.status_code != 200:
+                return _error(404, "not_found", f"job {job['id']} does not exist")
         job["files"] = await files_by_id(request, user, job.pop("file_ids", []))
         return JSON(job)
+
+    async def audit(request: Request, user: dict[str, Any]) -> Response:
+        """Events of every context, merged in time order; the cursor holds how far each
+        context's store was read. Org admins see everything; a member asks about a
+        subject they may see, or about their own actions."""
+        if request.method != "GET":
+            return _error(405, "method_not_allowed", "the audit is read-only")
+        query = request.query_params
+        try:
+            limit = int(query.get("limit", "100"))
+            after = _audit_cursor(query.get("cursor"))
+        except ValueError:
+            return _error(422, "invalid_cursor", "limit must be 1..1000 and cursor one we gave")
+        if not 1 <= limit <= 1000:
+            return _error(422, "invalid_limit", "limit must be between 1 and 1000")
+        subjects = query.getlist("subject_id")
+        if user["org_role"] != "admin":
+            if not subjects and query.get("actor_id") != user["id"]:
+                return _error(
+                    403,
+                    "forbidden",
+                    "the audit across subjects needs the organisation admin role: give a"
+                    " subject_id you may see, or your own actor_id",
+                    role_needed="org admin",
+                )
+            for subject in subjects:
+                if not await _may_see(request, user, subject):
+                    return _error(404, "not_found", f"subject {subject} does not exist")
+        params = [
+            (k, v)
+            for k, v in query.multi_items()
+            if k in ("subject_id", "actor_id", "type", "since", "until")
+        ]
+        answers = await asyncio.gather(
+            *(
+                gateway.http.get(
+                    f"{url}/internal/audit",
+                    params=[*params, ("after", str(after.get(name, 0))), ("limit", str(limit))],
+                )
+                for name, url in gateway.services.items()
+            )
+        )
+        events: list[dict[str, Any]] = []
+        exhausted = True
+        for answer in answers:
+            if answer.status_code != 200:
+                return gateway.relay(answer)
+            items = answer.json()["items"]
+            exhausted = exhausted and len(items) < limit
+            events += items
+        events.sort(key=lambda e: (e["occurred_at"], e["source"], e["position"]))
+        page = events[:limit]
+        for event in page:
+            after[event["source"]] = max(after.get(event["source"], 0), event["position"])
+        more = not exhausted or len(events) > limit
+        return JSON(
+            {
+                "items": [{k: v for k, v in e.items() if k not in ("position",)} for e in page],
+                "next_cursor": _encode_audit_cursor(after) if more else None,
+            }
+        )
+
+    async def _may_see(request: Request, user: dict[str, Any], subject: str) -> bool:
+        if subject == user["id"]:
+            return True
+        try:
+            uuid.UUID(subject)
+        except ValueError:
+            return False
+        headers = gateway._headers(request, user)
+        for url in (
+            f"{settings.catalog_url}/internal/folders/{subject}",
+            f"{settings.catalog_url}/internal/files/{subject}",
+            f"{settings.datasets_url}/v1/datasets/{subject}",
+        ):
+            if (await gateway.http.get(url, headers=headers)).status_code == 200:
+                return True
+        return False
 
     async def content(request: Request, user: dict[str, Any]) -> Response:
         file_id = request.url.path.strip("/").split("/")[2]

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.contracts.envelope import Cause
+from shared.kit import access as access_rules
 from shared.kit.errors import Refused
 from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.logs import log
@@ -97,3 +98,12 @@ def cause(request: Request) -> Cause:
         correlation_id=correlation,
         traceparent=request.headers.get("traceparent"),
     )
+
+
+def access(request: Request) -> access_rules.Access:
+    """What the caller may do: their organisation role and folder grants, as the
+    gateway found them in the ACL context for this request."""
+    header = request.headers.get(access_rules.HEADER)
+    if not header:
+        raise Refused(401, "unauthenticated", "no caller: requests come through the gateway")
+    return access_rules.Access.decode(header)
