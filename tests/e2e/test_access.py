@@ -1,0 +1,272 @@
+"""Access through the gateway: keys, revocation, moves that change who sees what,
+datasets that follow folder access, and the audit trail."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import eventually
+from tests.e2e.support import error, folder, text, unique, upload
+
+
+async def member(api: httpx.AsyncClient, name: str) -> dict[str, Any]:
+    answer = await api.post(
+        "/v1/users",
+        json={"email": f"{unique(name)}@example.com", "name": name, "org_role": "member"},
+    )
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+@pytest.fixture
+async def as_key(stack: Any) -> AsyncIterator[Any]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(key: str) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            base_url=stack.gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def invite(api: httpx.AsyncClient, folder_id: str, email: str, role: str) -> None:
+    answer = await api.post(
+        f"/v1/folders/{folder_id}/collaborators", json={"emails": [email], "role": role}
+    )
+    assert answer.status_code == 200, answer.text
+
+
+async def test_keys_are_shown_once_rotated_and_revoked_at_once(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    dana = await member(api, "dana")
+    first = as_key(dana["api_key"])
+    assert (await first.get("/v1/users/me")).json()["id"] == dana["id"]
+
+    issued = await first.post(f"/v1/users/{dana['id']}/keys")
+    assert issued.status_code == 201, issued.text
+    second = as_key(issued.json()["api_key"])
+    assert (await second.get("/v1/users/me")).status_code == 200
+    listed = (await first.get(f"/v1/users/{dana['id']}/keys")).json()["items"]
+    assert len(listed) == 2
+    assert all(set(k) == {"id", "created_at", "revoked"} for k in listed), listed
+
+    # Rotation: the old key is revoked with the new one; it fails on the next request.
+    old = next(k for k in listed if k["id"] != issued.json()["id"])
+    assert (await second.delete(f"/v1/keys/{old['id']}")).status_code == 204
+    error(await first.get("/v1/users/me"), 401, "unauthenticated")
+    assert (await second.get("/v1/users/me")).status_code == 200
+
+    # Someone else's keys are not a member's to see or revoke.
+    other = await member(api, "other")
+    error(await as_key(other["api_key"]).delete(f"/v1/keys/{issued.json()['id']}"), 404)
+    error(await as_key(other["api_key"]).post(f"/v1/users/{dana['id']}/keys"), 403)
+    error(await second.post("/v1/users", json={"email": "x@example.com", "name": "x"}), 403)
+
+
+async def test_removing_a_collaborator_takes_effect_within_a_second(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    top = await folder(api, unique("revoke"))
+    [file] = (await upload(api, top["id"], ("secret.txt", text("secret"))))["files"]
+    erin = await member(api, "erin")
+    await invite(api, top["id"], erin["email"], "user")
+    client = as_key(erin["api_key"])
+    assert (await client.get(f"/v1/files/{file['id']}/content")).status_code == 200
+
+    removed = await api.delete(f"/v1/folders/{top['id']}/collaborators/{erin['id']}")
+    assert removed.status_code == 204, removed.text
+    started = time.monotonic()
+
+    async def gone() -> bool:
+        answer = await client.get(f"/v1/files/{file['id']}/content")
+        return answer.status_code == 404
+
+    await eventually(gone, within=1.0, what="access revoked")
+    assert time.monotonic() - started < 1.0
+    error(await client.get(f"/v1/folders/{top['id']}"), 404)
+    found = (await client.get("/v1/search", params={"q": "secret"})).json()["items"]
+    assert file["id"] not in {i["id"] for i in found}
+
+
+async def test_a_folder_admin_stays_unless_an_org_admin_transfers_the_folder(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    frank, gina = await member(api, "frank"), await member(api, "gina")
+    as_frank = as_key(frank["api_key"])
+    mine = await as_frank.post("/v1/folders", json={"name": unique("franks")})
+    assert mine.status_code == 201, mine.text
+    assert mine.json()["my_role"] == "admin"
+    folder_id = mine.json()["id"]
+    await invite(as_frank, folder_id, gina["email"], "admin")
+    # Another folder admin cannot demote the creator, nor the creator them.
+    as_gina = as_key(gina["api_key"])
+    error(
+        await as_gina.patch(
+            f"/v1/folders/{folder_id}/collaborators/{frank['id']}", json={"role": "user"}
+        ),
+        409,
+        "admin_collaborator",
+    )
+    error(await as_frank.delete(f"/v1/folders/{folder_id}/collaborators/{gina['id']}"), 409)
+    # An org admin transfers it: the old admin becomes a user.
+    changed = await api.patch(
+        f"/v1/folders/{folder_id}/collaborators/{frank['id']}", json={"role": "viewer"}
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["role"] == "user"
+
+    async def demoted() -> bool:
+        answer = await as_frank.patch(f"/v1/folders/{folder_id}", json={"description": "x"})
+        return answer.status_code == 403
+
+    await eventually(demoted, within=1.0, what="the creator demoted")
+    error(
+        await api.post(
+            f"/v1/folders/{folder_id}/collaborators",
+            json={"emails": ["nobody-at-all@example.com"], "role": "user"},
+        ),
+        422,
+        "unknown_emails",
+    )
+
+
+async def test_moving_a_folder_under_another_changes_who_sees_it(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    top = await folder(api, unique("moves"))
+    shared = await folder(api, "shared", top["id"])
+    private = await folder(api, "private", top["id"])
+    [file] = (await upload(api, private["id"], ("plans.txt", text("plans"))))["files"]
+    hana = await member(api, "hana")
+    await invite(api, shared["id"], hana["email"], "user")
+    client = as_key(hana["api_key"])
+    error(await client.get(f"/v1/files/{file['id']}"), 404)
+
+    moved = await api.post(
+        "/v1/move", json={"folder_ids": [private["id"]], "target_folder_id": shared["id"]}
+    )
+    assert moved.status_code == 200, moved.text
+    seen = await client.get(f"/v1/files/{file['id']}")
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["my_role"] == "user"
+    path = (await client.get(f"/v1/folders/{private['id']}")).json()["path"]
+    assert [p["id"] for p in path] == [shared["id"], private["id"]]
+
+    back = await api.post(
+        "/v1/move", json={"folder_ids": [private["id"]], "target_folder_id": top["id"]}
+    )
+    assert back.status_code == 200, back.text
+    error(await client.get(f"/v1/files/{file['id']}"), 404)
+
+
+async def test_datasets_show_a_member_only_the_files_they_may_see(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    top = await folder(api, unique("dsacl"))
+    a, b = await folder(api, "a", top["id"]), await folder(api, "b", top["id"])
+    [in_a] = (await upload(api, a["id"], ("a.txt", text("a"))))["files"]
+    [in_b] = (await upload(api, b["id"], ("b.txt", text("b"))))["files"]
+    ivan = await member(api, "ivan")
+    await invite(api, a["id"], ivan["email"], "user")
+    dataset = await api.post("/v1/datasets", json={"name": unique("mixed")})
+    assert dataset.status_code == 201, dataset.text
+    ds = dataset.json()["id"]
+    added = await api.post(f"/v1/datasets/{ds}/files", json={"file_ids": [in_a["id"], in_b["id"]]})
+    assert added.status_code == 200, added.text
+
+    client = as_key(ivan["api_key"])
+    error(await client.get(f"/v1/datasets/{ds}"), 404)
+    shared = await api.post(
+        f"/v1/datasets/{ds}/collaborators", json={"emails": [ivan["email"]], "role": "user"}
+    )
+    assert shared.status_code == 200, shared.text
+    files = await client.get(f"/v1/datasets/{ds}/files")
+    assert files.status_code == 200, files.text
+    assert [f["id"] for f in files.json()["items"]] == [in_a["id"]]
+    linked = (await client.get(f"/v1/files/{in_a['id']}")).json()["datasets"]
+    assert [d["id"] for d in linked] == [ds]
+    error(await client.get(f"/v1/files/{in_b['id']}/datasets"), 404)
+    listed = (await client.get("/v1/datasets", params={"limit": 1000})).json()["items"]
+    assert ds in {d["id"] for d in listed}
+
+
+async def test_the_audit_shows_who_did_what_and_why_to_those_who_may_see_it(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    me = (await api.get("/v1/users/me")).json()
+    top = await folder(api, unique("audited"))
+    sub = await folder(api, "sub", top["id"])
+    [file] = (await upload(api, sub["id"], ("f.txt", text("f"))))["files"]
+    june = await member(api, "june")
+    await invite(api, top["id"], june["email"], "editor")
+    deleted = await api.delete(f"/v1/folders/{sub['id']}")
+    assert deleted.status_code == 204
+
+    async def history(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        cursor = None
+        for _ in range(100):
+            query = {**params, "limit": 2, **({"cursor": cursor} if cursor else {})}
+            answer = await client.get("/v1/audit", params=query)
+            assert answer.status_code == 200, answer.text
+            found += answer.json()["items"]
+            cursor = answer.json()["next_cursor"]
+            if cursor is None:
+                return found
+        raise AssertionError("the audit never ended")
+
+    # The folder's history across contexts: created (catalog), its creator made its
+    # admin in reaction (acl, caused by the creation), then shared (acl).
+    events = await history(api, subject_id=top["id"])
+    assert [e["type"] for e in events] == [
+        "catalog.FolderCreated",
+        "acl.CollaboratorAdded",
+        "acl.CollaboratorAdded",
+    ], events
+    assert events[1]["data"]["user_id"] == me["id"]
+    assert events[1]["causation_id"] == events[0]["event_id"]
+    assert events[2]["data"]["user_id"] == june["id"]
+    assert all(e["actor_id"] == me["id"] for e in events)
+    assert {
+        "event_id",
+        "type",
+        "occurred_at",
+        "actor_id",
+        "subject_id",
+        "data",
+        "causation_id",
+    } <= set(events[0])
+
+    # The file's deletion was caused by its folder's.
+    [folder_gone] = await history(api, subject_id=sub["id"], type="catalog.FolderDeleted")
+    [file_gone] = await history(api, subject_id=file["id"], type="catalog.FileDeleted")
+    assert file_gone["causation_id"] == folder_gone["event_id"]
+
+    # Keys are never in it.
+    for event in await history(api, subject_id=june["id"]):
+        assert "key_hash" not in event["data"]
+
+    client = as_key(june["api_key"])
+    error(await client.get("/v1/audit"), 403, "forbidden")
+    assert len(await history(client, subject_id=top["id"])) == 3
+    error(await client.get("/v1/audit", params={"subject_id": file["id"]}), 404)
+    outsider = await folder(api, unique("not-junes"))
+    error(await client.get("/v1/audit", params={"subject_id": outsider["id"]}), 404)
+    # Her own actions she may always read.
+    described = await client.patch(
+        f"/v1/folders/{top['id']}", json={"description": "june was here"}
+    )
+    assert described.status_code == 200, described.text
+    own = await history(client, actor_id=june["id"])
+    assert [(e["type"], e["subject_id"]) for e in own] == [("catalog.FolderDescribed", top["id"])]
