@@ -2,7 +2,7 @@
 
 It owns no data. Each `/v1` request is authenticated by API key: the ACL
 service answers with the caller and what they may do (organisation role,
-folder grants), cached for at most a second, and dropped at once after a
+folder grants), cached for at most half a second, and dropped at once after a
 change of users, keys or collaborators made through this replica. The request
 is then forwarded to the service that owns the resource with the caller and
 their access in headers; each service decides on its own resources (the
@@ -34,7 +34,9 @@ from shared.kit.http import ACTOR_HEADER, CORRELATION_HEADER, JSON, error_body, 
 from shared.kit.service import serve
 from shared.kit.settings import Settings
 
-AUTH_TTL_S = 1.0
+# Another replica's cached view of a caller lives at most this long: a revoked key or
+# grant stops working there within it, and at once on the replica that revoked it.
+AUTH_TTL_S = 0.5
 # 100,000 ids as JSON are about 4 MB.
 MAX_JSON_BODY = 16 * 1024 * 1024
 PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location", "content-range")
