@@ -284,34 +284,48 @@ INDEX_BUDGET_MS = 20
 
 
 async def _matching_files(
-    pool: asyncpg.Pool, sql: str, args: list[Any], text: str, scoped: bool
+    pool: asyncpg.Pool, where: str, args: list[Any], text: str, scoped: bool
 ) -> list[asyncpg.Record]:
     """Run a file search with the plan that suits how common the text is.
 
-    The planner cannot tell how many names contain a text. Rare or absent text is
-    found fastest through the indexes (trigrams with kind, folder), then sorted;
-    common text by walking ids in order until a page is full. Text shorter than a
-    trigram only walks. Otherwise the indexes get a small budget, and the walk,
-    which then finds its page quickly, takes over; within a folder the planner may
-    still pick the folder index for it, as a small subtree makes the walk long.
-    Plans are made for each call: a cached generic plan would ignore the choice.
+    The planner cannot tell how many names contain a text. Across the whole catalog,
+    rare or absent text is found fastest through the indexes (trigrams with kind,
+    folder), then sorted; common text by walking ids in order until a page is full.
+    Text shorter than a trigram only walks. Otherwise the indexes get a small budget,
+    and the walk, which then finds its page quickly, takes over.
+
+    Within a set of folders (a folder's subtree, or what a member may see), the
+    page's ids come first: the folder index holds (folder, name, id), so an index-only
+    scan checks names without visiting the table, whose rows for those folders are
+    spread everywhere. The planner's own choice gets the budget first, then the
+    indexes run without one. Plans are made for each call: a cached generic plan
+    would ignore the choice.
     """
+    sql = f"SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $3"
+    if scoped:
+        page = f"SELECT f.id FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $3"
+        sql = f"SELECT {FILE_FIELDS} FROM catalog.files WHERE id IN ({page}) ORDER BY id"
+    custom = "SET LOCAL plan_cache_mode = force_custom_plan"
+    budget = f"SET LOCAL statement_timeout = {INDEX_BUDGET_MS}"
     async with pool.acquire() as conn:
         if len(text) >= 3:
+            first = (
+                f"{custom}; {budget}"
+                if scoped
+                else f"{custom}; SET LOCAL enable_indexscan = off; {budget}"
+            )
             try:
                 async with conn.transaction(readonly=True):
-                    await conn.execute(
-                        "SET LOCAL plan_cache_mode = force_custom_plan;"
-                        " SET LOCAL enable_indexscan = off;"
-                        f" SET LOCAL statement_timeout = {INDEX_BUDGET_MS}"
-                    )
+                    await conn.execute(first)
                     return await conn.fetch(sql, *args)
             except asyncpg.QueryCanceledError:
                 pass
+            if scoped:
+                async with conn.transaction(readonly=True):
+                    await conn.execute(f"{custom}; SET LOCAL enable_indexscan = off")
+                    return await conn.fetch(sql, *args)
         async with conn.transaction(readonly=True):
-            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            if not scoped:
-                await conn.execute("SET LOCAL enable_bitmapscan = off")
+            await conn.execute(custom if scoped else f"{custom}; SET LOCAL enable_bitmapscan = off")
             return await conn.fetch(sql, *args)
 
 
@@ -380,13 +394,7 @@ async def search(
         # then knows how many files they hold and may use the folder index.
         args.append([r["id"] for r in scope])
         where += f" AND f.folder_id = ANY(${len(args)}::uuid[])"
-    rows = await _matching_files(
-        pool,
-        f"SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $3",
-        args,
-        q,
-        scoped=scope is not None,
-    )
+    rows = await _matching_files(pool, where, args, q, scoped=scope is not None)
     files = [file_json(r) for r in rows[:room]]
     folder_rows = await pool.fetch(
         "SELECT id, path FROM catalog.folders WHERE id = ANY($1::uuid[])",
