@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, new
 from shared.contracts.ingest import FileContentStored
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
+from shared.kit.logs import log
 from shared.kit.service import Handlers
 
 FOLDER_COLUMNS = "id, parent_id, name, version, path"
@@ -315,6 +317,7 @@ class Catalog(Handlers):
         access: Access,
     ) -> tuple[dict[str, Any], int]:
         """Needs the editor role on what is named; what lies below comes with it."""
+        started = time.monotonic()
         async with self.pool.acquire() as conn, conn.transaction():
             await self._require_all(conn, "folders", "id", folder_ids, access, "editor")
             await self._require_all(conn, "files", "id", file_ids, access, "editor")
@@ -340,8 +343,22 @@ class Catalog(Handlers):
                     "dry_run": True,
                     **await self._impact(conn, folder_ids, file_ids),
                 }, 0
-            position = await self.write(conn, _cascade(domain.delete(folders, files), cause))
-            return {"deleted": len(set(file_ids)) + len(set(folder_ids))}, position
+            read = time.monotonic()
+            envelopes = _cascade(domain.delete(folders, files), cause)
+            decided = time.monotonic()
+            position = await self.write(conn, envelopes)
+            written = time.monotonic()
+        if len(envelopes) >= 10_000:
+            log.info(
+                "catalog.bulk_delete",
+                folders=len(folders),
+                files=len(files),
+                read_s=round(read - started, 3),
+                decide_s=round(decided - read, 3),
+                write_s=round(written - decided, 3),
+                commit_s=round(time.monotonic() - written, 3),
+            )
+        return {"deleted": len(set(file_ids)) + len(set(folder_ids))}, position
 
     async def _impact(
         self,

@@ -33,6 +33,8 @@ from shared.kit.logs import log
 
 PRUNE_EVERY_S = 60.0
 ADVANCE_PAGE = 5000
+# Batches slower than this are logged, with what they held.
+SLOW_BATCH_S = 0.5
 
 # Gets consecutive new events of one type together, so a reaction can be set-based.
 Handler = Callable[[Conn, Sequence[Envelope]], Awaitable[None]]
@@ -256,6 +258,7 @@ class Consumer:
                 await self._apply_alone(envelope)
 
     async def _apply(self, envelopes: Sequence[Envelope]) -> None:
+        started = time.monotonic()
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await self.inbox.admit(conn, envelopes)
             new = [e for e in envelopes if str(e.event_id) in fresh]
@@ -270,6 +273,16 @@ class Consumer:
                     await self.handle(conn, batch)
             await self.inbox.advance(conn, {e.source for e in envelopes})
             await conn.execute(f"NOTIFY {self.inbox.channel}")
+        took = time.monotonic() - started
+        if took > SLOW_BATCH_S:
+            log.info(
+                "consumer.slow_batch",
+                consumer=self.inbox.consumer,
+                events=len(envelopes),
+                new=len(new),
+                types=sorted({e.type for e in new}),
+                seconds=round(took, 3),
+            )
 
     async def _apply_alone(self, envelope: Envelope) -> None:
         for attempt in range(1, self.attempts + 1):
