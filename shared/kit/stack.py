@@ -91,6 +91,14 @@ class Stack:
             f"FILES_DATABASE_URL={database_url}\nFILES_KAFKA_BOOTSTRAP={bootstrap}\n"
         )
 
+    def add_gateway(self, timeout: float = 30) -> str:
+        """Start one more gateway replica in front of the same services; its URL."""
+        port = free_port()
+        self._spawn("gateway", ["--port", str(port)], self.data_dir / "logs")
+        url = f"http://127.0.0.1:{port}"
+        self._wait([url], time.monotonic() + timeout)
+        return url
+
     def _spawn(self, name: str, args: list[str], logs: Path) -> None:
         out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(

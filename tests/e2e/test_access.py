@@ -270,3 +270,39 @@ async def test_the_audit_shows_who_did_what_and_why_to_those_who_may_see_it(
     assert described.status_code == 200, described.text
     own = await history(client, actor_id=june["id"])
     assert [(e["type"], e["subject_id"]) for e in own] == [("catalog.FolderDescribed", top["id"])]
+
+
+@pytest.fixture(scope="module")
+def second_gateway(stack: Any) -> str:
+    return str(stack.add_gateway())
+
+
+async def test_revocations_hold_within_a_second_on_every_gateway_replica(
+    api: httpx.AsyncClient, second_gateway: str
+) -> None:
+    top = await folder(api, unique("replicas"))
+    [file] = (await upload(api, top["id"], ("r.txt", text("r"))))["files"]
+    kim = await member(api, "kim")
+    await invite(api, top["id"], kim["email"], "editor")
+    async with httpx.AsyncClient(
+        base_url=second_gateway, headers={"Authorization": f"Bearer {kim['api_key']}"}
+    ) as elsewhere:
+        # The other replica knows her and her grant (and caches them).
+        assert (await elsewhere.get(f"/v1/files/{file['id']}")).status_code == 200
+
+        removed = await api.delete(f"/v1/folders/{top['id']}/collaborators/{kim['id']}")
+        assert removed.status_code == 204, removed.text
+
+        async def unseen() -> bool:
+            return (await elsewhere.get(f"/v1/files/{file['id']}")).status_code == 404
+
+        await eventually(unseen, within=1.0, what="the grant gone on the other replica")
+
+        [key] = (await api.get(f"/v1/users/{kim['id']}/keys")).json()["items"]
+        assert (await elsewhere.get("/v1/users/me")).status_code == 200
+        assert (await api.delete(f"/v1/keys/{key['id']}")).status_code == 204
+
+        async def refused() -> bool:
+            return (await elsewhere.get("/v1/users/me")).status_code == 401
+
+        await eventually(refused, within=1.0, what="the key refused on the other replica")
