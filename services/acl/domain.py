@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from shared.contracts import acl as ev
 from shared.contracts import rules
 from shared.contracts.envelope import Change, Event
-from shared.kit.access import ROLES, Access, role_name
+from shared.kit.access import Access, valid_role
 from shared.kit.errors import Refused
 
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
@@ -122,19 +122,6 @@ class Folder:
     id: uuid.UUID
     version: int
     grants: Mapping[uuid.UUID, str]
-
-
-def valid_role(role: str) -> str:
-    """The canonical role a client wrote ("viewer" is "user"), or 422."""
-    name = role_name(role)
-    if name is None:
-        raise Refused(
-            422,
-            "invalid_role",
-            f"{role!r} is not a role: use one of {', '.join(ROLES)} (viewer means user)",
-            {"allowed_roles": list(ROLES)},
-        )
-    return name
 
 
 def valid_path(folder_id: uuid.UUID, path: Sequence[uuid.UUID]) -> Sequence[uuid.UUID]:

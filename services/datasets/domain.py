@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from shared.contracts import datasets as ev
 from shared.contracts import rules
 from shared.contracts.envelope import Change, Event
-from shared.kit.access import RANK, Access, role_name
+from shared.kit.access import Access, require_role, valid_role
 from shared.kit.errors import Refused
 
 
@@ -42,16 +42,7 @@ def role_of(access: Access, created_by: str, shared_role: str | None) -> str | N
 
 def require(role: str | None, needed: str, dataset_id: uuid.UUID) -> str:
     """The caller's role, if at least `needed`; a dataset they do not see does not exist."""
-    if role is None:
-        raise Refused(404, "not_found", f"dataset {dataset_id} does not exist")
-    if RANK[role] < RANK[needed]:
-        raise Refused(
-            403,
-            "forbidden",
-            f"dataset {dataset_id}: this needs the {needed} role on the dataset (you have {role})",
-            {"role_needed": needed, "role": role},
-        )
-    return role
+    return require_role(role, needed, f"dataset {dataset_id}", on="the dataset")
 
 
 def _unstorable(text: str) -> bool:
@@ -165,18 +156,6 @@ def unsync(dataset: Dataset, folder_id: uuid.UUID) -> list[Change]:
         dataset_id=dataset.id, folder_id=folder_id, reason="the synced folder was deleted"
     )
     return _numbered(dataset.id, dataset.version, [event])
-
-
-def valid_role(role: str) -> str:
-    canonical = role_name(role)
-    if canonical is None:
-        raise Refused(
-            422,
-            "invalid_role",
-            f"{role[:50]!r} is not a role: one of user (or viewer), editor, admin",
-            {"roles": list(RANK)},
-        )
-    return canonical
 
 
 def share(

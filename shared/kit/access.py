@@ -29,6 +29,34 @@ def role_name(role: str) -> str | None:
     return role if role in RANK else None
 
 
+def valid_role(role: str) -> str:
+    """The canonical role a client wrote ("viewer" is "user"), or 422."""
+    name = role_name(role)
+    if name is None:
+        raise Refused(
+            422,
+            "invalid_role",
+            f"{role[:50]!r} is not a role: use one of {', '.join(ROLES)} (viewer means user)",
+            {"allowed_roles": list(ROLES)},
+        )
+    return name
+
+
+def require_role(role: str | None, needed: str, what: str, on: str = "the folder") -> str:
+    """`role` if it is at least `needed`: no role is 404 (`what` does not exist, as far
+    as the caller can tell), too weak a role is 403 naming the one needed."""
+    if role is None:
+        raise Refused(404, "not_found", f"{what} does not exist")
+    if RANK[role] < RANK[needed]:
+        raise Refused(
+            403,
+            "forbidden",
+            f"{what}: this needs the {needed} role on {on} (you have {role})",
+            {"role_needed": needed, "role": role},
+        )
+    return role
+
+
 def strongest(roles: Iterable[str]) -> str | None:
     return max(roles, key=RANK.__getitem__, default=None)
 
@@ -46,17 +74,7 @@ class Access:
 
     def require(self, path: Iterable[uuid.UUID], needed: str, what: str) -> str:
         """The caller's role on a resource at `path`, if at least `needed`."""
-        role = self.role_on(path)
-        if role is None:
-            raise Refused(404, "not_found", f"{what} does not exist")
-        if RANK[role] < RANK[needed]:
-            raise Refused(
-                403,
-                "forbidden",
-                f"{what}: this needs the {needed} role on the folder (you have {role})",
-                {"role_needed": needed, "role": role},
-            )
-        return role
+        return require_role(self.role_on(path), needed, what)
 
     @property
     def roots(self) -> list[uuid.UUID] | None:
