@@ -17,7 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("upload_small", "upload_large", "eventstore", "search", "access", "datasets")
+BENCHMARKS = (
+    "upload_small",
+    "upload_large",
+    "eventstore",
+    "search",
+    "access",
+    "datasets",
+    "dicom",
+)
 TIMEOUT_S = {"quick": 300, "full": 1800}
 
 

@@ -1,0 +1,1 @@
+"""The DICOM context: instances read from uploaded files, grouped into series (issue 5)."""
