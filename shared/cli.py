@@ -25,6 +25,7 @@ PROJECTIONS = {
     "acl.users": ("acl", "services.acl.projections:users"),
     "acl.collaborators": ("acl", "services.acl.projections:collaborators"),
     "datasets.membership": ("datasets", "services.datasets.projections:membership"),
+    "dicom.series": ("dicom", "services.dicom.projections:series"),
 }
 
 

@@ -17,7 +17,7 @@ def build(settings: Settings) -> FastAPI:
         name="catalog",
         settings=settings,
         publishes=topics.CATALOG,
-        consumes=(topics.INGEST,),
+        consumes=(topics.INGEST, topics.DICOM),
         setups=(tree.setup,),
     )
     catalog = Catalog(runtime)

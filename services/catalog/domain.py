@@ -16,6 +16,8 @@ import orjson
 
 from shared.contracts import catalog as ev
 from shared.contracts import rules
+from shared.contracts.catalog import Source
+from shared.contracts.dicom import SeriesAssembled, SeriesFacts
 from shared.contracts.envelope import Change
 from shared.contracts.ingest import FileContentStored
 from shared.kit.errors import Refused
@@ -281,6 +283,56 @@ def register_upload(stored: FileContentStored, folder: Folder | None) -> Change:
             source=stored.source,
             job_id=stored.job_id,
             metadata=stored.metadata,
+        ),
+    )
+
+
+def series_facts(series: SeriesFacts) -> dict[str, Any]:
+    """The File's `dicom` object (API.md)."""
+    return {
+        "study_uid": series.study_uid,
+        "series_uid": series.series_uid,
+        "patient_id": series.patient_id,
+        "modality": series.modality,
+        "instances": len(series.instances),
+        "renderable_3d": series.renderable_3d,
+        "missing_3d_tags": list(series.missing_3d_tags),
+    }
+
+
+def series_name(series: SeriesFacts) -> str:
+    return f"{series.modality or 'DICOM'} series {series.series_uid}"
+
+
+def register_series(series: SeriesAssembled, folder: Folder | None) -> Change:
+    """A DICOM series is assembled: one `dicom_series` file in its folder, unless the folder
+    went away. Its content is its first instance (in slice order)."""
+    first = series.instances[0]
+    if folder is None:
+        return Change(
+            ev.file_stream(series.file_id),
+            1,
+            ev.UploadRejected(
+                file_id=series.file_id,
+                folder_id=series.folder_id,
+                blob_key=first["blob_key"],
+                reason="the folder was deleted while the series was imported",
+            ),
+        )
+    return Change(
+        ev.file_stream(series.file_id),
+        1,
+        ev.FileUploaded(
+            file_id=series.file_id,
+            folder_id=series.folder_id,
+            name=series_name(series),
+            kind="dicom_series",
+            size=series.size,
+            sha256=series.sha256,
+            mime_type="application/dicom",
+            blob_key=first["blob_key"],
+            source=Source(type="upload"),
+            dicom=series_facts(series),
         ),
     )
 

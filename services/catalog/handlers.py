@@ -14,6 +14,7 @@ import asyncpg
 from services.catalog import domain
 from services.catalog.projections import tree
 from shared.contracts import catalog as ev
+from shared.contracts.dicom import SeriesAssembled, SeriesExtended
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, new_envelope
 from shared.contracts.ingest import FileContentStored
 from shared.kit.access import RANK, Access
@@ -403,6 +404,62 @@ class Catalog(Handlers):
             ],
         )
 
+    async def when_series_assembled(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+    ) -> None:
+        """A DICOM series is assembled: it enters its folder as one `dicom_series` file."""
+        assembled = [SeriesAssembled.model_validate(e.data) for e in envelopes]
+        rows = await conn.fetch(
+            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = ANY($1::uuid[]) FOR SHARE",
+            list({s.folder_id for s in assembled}),
+        )
+        folders = {r["id"]: _folder(r) for r in rows}
+        await self.write(
+            conn,
+            [
+                envelope
+                for cause, series in zip(envelopes, assembled, strict=True)
+                for envelope in envelopes_of(
+                    [domain.register_series(series, folders.get(series.folder_id))],
+                    Cause.of(cause),
+                    cause.occurred_at,
+                )
+            ],
+        )
+
+    async def when_series_extended(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+    ) -> None:
+        """A later upload joined a series: its file shows the series as it now is."""
+        extended = [SeriesExtended.model_validate(e.data) for e in envelopes]
+        rows = await conn.fetch(
+            "SELECT id, version FROM catalog.files WHERE id = ANY($1::uuid[]) FOR UPDATE",
+            list({s.file_id for s in extended}),
+        )
+        versions = {r["id"]: r["version"] for r in rows}
+        out: list[Envelope] = []
+        for cause, series in zip(envelopes, extended, strict=True):
+            if series.file_id not in versions:
+                continue  # the file was deleted (or its folder was): nothing to show it on
+            versions[series.file_id] += 1
+            change = Change(
+                ev.file_stream(series.file_id),
+                versions[series.file_id],
+                ev.DicomSeriesExtended(
+                    file_id=series.file_id,
+                    size=series.size,
+                    sha256=series.sha256,
+                    dicom=domain.series_facts(series),
+                ),
+            )
+            out += envelopes_of([change], Cause.of(cause), cause.occurred_at)
+        await self.write(conn, out)
+
     async def react(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
-        if envelopes[0].type == FileContentStored.type:
+        kind = envelopes[0].type
+        if kind == FileContentStored.type:
             await self.when_file_content_stored(conn, envelopes)
+        elif kind == SeriesAssembled.type:
+            await self.when_series_assembled(conn, envelopes)
+        elif kind == SeriesExtended.type:
+            await self.when_series_extended(conn, envelopes)

@@ -55,6 +55,7 @@ tree = Projection(
         created_at timestamptz NOT NULL,
         created_by text NOT NULL
     );
+    ALTER TABLE catalog.files ADD COLUMN IF NOT EXISTS dicom jsonb;
     CREATE INDEX IF NOT EXISTS files_folder ON catalog.files (folder_id, name, id);
     -- Trigrams and kind in one index: a kind filter narrows inside the index.
     CREATE INDEX IF NOT EXISTS files_search ON catalog.files USING gin (name gin_trgm_ops, kind);
@@ -147,15 +148,28 @@ async def file_uploaded(conn: asyncpg.Connection, events: Sequence[Envelope]) ->
     await conn.execute(
         """INSERT INTO catalog.files
            (id, folder_id, name, kind, size, sha256, mime_type, media, blob_key, source,
-            metadata, job_id, version, created_at, created_by)
+            metadata, job_id, version, created_at, created_by, dicom)
            SELECT file_id, folder_id, name, kind, size, sha256, mime_type, media, blob_key,
-                  source, coalesce(metadata, '{}'), job_id, version, created_at, created_by
+                  source, coalesce(metadata, '{}'), job_id, version, created_at, created_by,
+                  nullif(dicom, 'null'::jsonb)
            FROM jsonb_to_recordset($1::jsonb) AS x(
                file_id uuid, folder_id uuid, name text, kind text, size bigint, sha256 text,
                mime_type text, media jsonb, blob_key text, source jsonb, metadata jsonb,
-               job_id uuid, version integer, created_at timestamptz, created_by text)
+               job_id uuid, version integer, created_at timestamptz, created_by text,
+               dicom jsonb)
            ON CONFLICT (id) DO NOTHING""",
         rows,
+    )
+
+
+@tree.on("catalog.DicomSeriesExtended")
+async def dicom_series_extended(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE catalog.files SET size = $2, sha256 = $3, dicom = $4, version = $5 WHERE id = $1",
+        [
+            (e.data["file_id"], e.data["size"], e.data["sha256"], e.data["dicom"], e.stream_version)
+            for e in events
+        ],
     )
 
 

@@ -14,14 +14,14 @@ from shared.kit.access import Access
 
 FILE_FIELDS = (
     "id, name, kind, folder_id, size, sha256, mime_type, media, source, metadata, blob_key,"
-    " created_at, created_by"
+    " created_at, created_by, dicom"
 )
 
 
 def file_json(row: asyncpg.Record) -> dict[str, Any]:
     media = {k: v for k, v in (row["media"] or {}).items() if v is not None}
     source = {k: v for k, v in (row["source"] or {}).items() if v is not None}
-    return {
+    found: dict[str, Any] = {
         "type": "file",
         "id": str(row["id"]),
         "name": row["name"],
@@ -37,6 +37,9 @@ def file_json(row: asyncpg.Record) -> dict[str, Any]:
         "created_by": row["created_by"],
         "datasets": [],
     }
+    if row["dicom"] is not None:
+        found["dicom"] = row["dicom"]
+    return found
 
 
 def _cursor(values: list[Any]) -> str:

@@ -73,6 +73,7 @@ class Gateway:
             "ingest": settings.ingest_url,
             "acl": settings.acl_url,
             "datasets": settings.datasets_url,
+            "dicom": settings.dicom_url,
         }
         self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self.http: httpx.AsyncClient
@@ -223,7 +224,12 @@ def route(path: str, method: str) -> str | None:
         return "ingest"
     if head == "datasets" or (head == "files" and parts[2:] == ["datasets"]):
         return "datasets"
-    if head == "folders" and len(parts) == 3 and parts[2] == "files" and method == "POST":
+    if (
+        head == "folders"
+        and len(parts) == 3
+        and parts[2] in ("files", "dicom")
+        and method == "POST"
+    ):
         return "ingest"
     if head in ("folders", "files", "move", "delete", "search"):
         return "catalog"
@@ -323,6 +329,8 @@ def build(settings: Settings) -> FastAPI:
         parts = request.url.path.strip("/").split("/")
         if service == "gateway":
             return await audit(request, user)
+        if service == "ingest" and parts[1] == "folders" and parts[3] == "dicom":
+            return await upload_dicom(request, user, parts[2])
         if service == "ingest" and parts[1] == "folders":
             return await upload(request, user, parts[2])
         if service == "acl" and parts[1] == "folders":
@@ -441,6 +449,18 @@ def build(settings: Settings) -> FastAPI:
         body = {"job_id": uploaded["job_id"], "files": [by_id[i] for i in ids]}
         return JSON(body, 201, headers={consistency.HEADER: consistency.encode(token)})
 
+    async def upload_dicom(request: Request, user: dict[str, Any], folder_id: str) -> Response:
+        # 202 once every part is stored: the DICOM context reads and assembles them after,
+        # and the job (GET /v1/jobs/{id}) shows its progress, series files and errors.
+        folder = await find_folder(request, user, folder_id, "editor")
+        if folder.status_code != 200:
+            return gateway.relay(folder)
+        # The DICOM context follows series files in the catalog (moved, deleted): let it
+        # catch up first, so these instances join the series as the caller sees them now.
+        await gateway.catch_up("dicom", "catalog")
+        answer = await gateway.forward("ingest", request, user, stream_body=True)
+        return gateway.relay(answer)
+
     async def files_by_id(
         request: Request, user: dict[str, Any], ids: list[str]
     ) -> list[dict[str, Any]]:
@@ -498,6 +518,19 @@ def build(settings: Settings) -> FastAPI:
             folder = await find_folder(request, user, job["folder_id"])
             if folder.status_code != 200:
                 return _error(404, "not_found", f"job {job['id']} does not exist")
+        if job.get("kind") == "dicom":
+            # Ingest stored the parts; the DICOM context's account is the job's progress.
+            account = await gateway.http.get(f"{settings.dicom_url}/internal/jobs/{job['id']}")
+            if account.status_code != 200:
+                return gateway.relay(account)
+            settled = account.json()
+            job["progress"]["done"] = settled["done"]
+            job["errors"] = settled["errors"]
+            job["file_ids"] = settled["file_ids"]
+            job["status"] = "done" if settled["done"] >= job["progress"]["total"] else "running"
+            if job["status"] == "done":
+                # Done means its series files are in the catalog: let it catch up (bounded).
+                await gateway.catch_up("catalog", "dicom")
         job["files"] = await files_by_id(request, user, job.pop("file_ids", []))
         return JSON(job)
 

@@ -57,6 +57,15 @@ def router(uploads: Uploads) -> APIRouter:
         response.headers[consistency.HEADER] = consistency.encode({"ingest": position})
         return response
 
+    @api.post("/v1/folders/{folder_id}/dicom", status_code=202)
+    async def upload_dicom(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+        body, position = await uploads.receive_dicom(
+            caller, folder_id, request.headers.get("content-type", ""), request.stream()
+        )
+        response = JSON(body, 202)
+        response.headers[consistency.HEADER] = consistency.encode({"ingest": position})
+        return response
+
     @api.get("/v1/jobs/{job_id}")
     async def job(job_id: uuid.UUID, _: Caller) -> dict[str, Any]:
         found = await uploads.job(job_id)

@@ -11,7 +11,14 @@ from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
 from services.ingest.domain import media
-from services.ingest.domain.uploads import Refused, StoredFile, check_file_name, record_upload
+from services.ingest.domain.uploads import (
+    Refused,
+    StoredFile,
+    StoredInstance,
+    check_file_name,
+    record_dicom_upload,
+    record_upload,
+)
 from services.ingest.projections import jobs
 from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, envelopes_of, now
@@ -34,8 +41,11 @@ class _Part:
 class _Receiver:
     """Turns multipart callbacks into blob writes, one part at a time."""
 
-    def __init__(self, blobs: LocalBlobStore) -> None:
+    def __init__(self, blobs: LocalBlobStore, *, dicom: bool = False) -> None:
         self.blobs = blobs
+        # DICOM parts are stored as they are: the DICOM context reads them.
+        self.dicom = dicom
+        self.instances: list[StoredInstance] = []
         self.part: _Part | None = None
         self.header_field = b""
         self.header_value = b""
@@ -111,6 +121,10 @@ class _Receiver:
         if part is None or part.writer is None or self.refusal:
             return
         assert part.name is not None
+        if self.dicom:
+            key, sha = part.writer.finish()
+            self.instances.append(StoredInstance(part.name, key, sha, part.writer.size))
+            return
         try:
             kind, _ = media.sniff(bytes(part.head)) if part.writer.size else media.sniff(b"")
         except media.UnknownContent as unknown:
@@ -159,6 +173,13 @@ class Uploads(Handlers):
         body: AsyncIterator[bytes],
     ) -> tuple[dict[str, Any], int]:
         """Store every part of a multipart body; all files are recorded, or none."""
+        receiver = await self._receive(content_type, body)
+        return await self._record(cause, folder_id, receiver)
+
+    async def _receive(
+        self, content_type: str, body: AsyncIterator[bytes], *, dicom: bool = False
+    ) -> _Receiver:
+        """Every part of a multipart body in the blob store, or a refusal."""
         mime, options = parse_options_header(content_type)
         boundary = options.get(b"boundary")
         if mime != b"multipart/form-data" or not boundary:
@@ -167,7 +188,7 @@ class Uploads(Handlers):
                 "expected_multipart",
                 "upload files as multipart/form-data with one or more 'file' parts",
             )
-        receiver = _Receiver(self.blobs)
+        receiver = _Receiver(self.blobs, dicom=dicom)
         parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
         try:
             async for chunk in body:
@@ -186,6 +207,11 @@ class Uploads(Handlers):
             receiver.cleanup()
         if receiver.refusal:
             raise receiver.refusal
+        return receiver
+
+    async def _record(
+        self, cause: Cause, folder_id: uuid.UUID, receiver: _Receiver
+    ) -> tuple[dict[str, Any], int]:
         job_id = uuid.uuid4()
         changes = record_upload(job_id, folder_id, receiver.stored)
         await self.blobs.make_durable([f.blob_key for f in receiver.stored])
@@ -217,12 +243,31 @@ class Uploads(Handlers):
         ]
         return {"job_id": str(job_id), "files": files}, position
 
+    async def receive_dicom(
+        self,
+        cause: Cause,
+        folder_id: uuid.UUID,
+        content_type: str,
+        body: AsyncIterator[bytes],
+    ) -> tuple[dict[str, Any], int]:
+        """Store every part of a DICOM upload; the job runs on in the DICOM context."""
+        receiver = await self._receive(content_type, body, dicom=True)
+        job_id = uuid.uuid4()
+        changes = record_dicom_upload(job_id, folder_id, receiver.instances)
+        await self.blobs.make_durable([i.blob_key for i in receiver.instances])
+        envelopes = envelopes_of(changes, cause)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await jobs.apply(conn, envelopes)
+            position = await self.store.append(conn, envelopes)
+        return {"job_id": str(job_id)}, position
+
     async def job(self, job_id: uuid.UUID) -> dict[str, Any] | None:
         row = await self.pool.fetchrow("SELECT * FROM ingest.jobs WHERE id = $1", job_id)
         if row is None:
             return None
         return {
             "id": str(row["id"]),
+            "kind": row["kind"],
             "folder_id": str(row["folder_id"]),
             "status": row["status"],
             "progress": {"done": row["done"], "total": row["total"]},

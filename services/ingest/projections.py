@@ -24,6 +24,9 @@ jobs = Projection(
         created_at timestamptz NOT NULL,
         created_by text NOT NULL
     );
+    -- "upload", or "dicom": a DICOM job's progress, files and errors are the DICOM
+    -- context's (the gateway composes them).
+    ALTER TABLE ingest.jobs ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'upload';
     """,
 )
 
@@ -32,10 +35,17 @@ jobs = Projection(
 async def job_started(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
     await conn.executemany(
         """INSERT INTO ingest.jobs (id, folder_id, status, total, done, files, errors,
-                                    created_at, created_by)
-           VALUES ($1, $2, 'running', $3, 0, '[]', '[]', $4, $5) ON CONFLICT DO NOTHING""",
+                                    created_at, created_by, kind)
+           VALUES ($1, $2, 'running', $3, 0, '[]', '[]', $4, $5, $6) ON CONFLICT DO NOTHING""",
         [
-            (e.data["job_id"], e.data["folder_id"], e.data["total"], e.occurred_at, e.actor)
+            (
+                e.data["job_id"],
+                e.data["folder_id"],
+                e.data["total"],
+                e.occurred_at,
+                e.actor,
+                e.data.get("kind", "upload"),
+            )
             for e in events
         ],
     )

@@ -90,6 +90,18 @@ class FileUploaded(Event):
     source: Source = Source()
     job_id: uuid.UUID | None = None
     metadata: dict[str, Any] = {}
+    # Kind `dicom_series`: the File's `dicom` object (API.md).
+    dicom: dict[str, Any] | None = None
+
+
+class DicomSeriesExtended(Event):
+    """A later upload added instances to the series this file is."""
+
+    type: ClassVar[str] = "catalog.DicomSeriesExtended"
+    file_id: uuid.UUID
+    size: int
+    sha256: str
+    dicom: dict[str, Any]
 
 
 class FileRenamed(Event):
@@ -136,6 +148,7 @@ EVENTS: tuple[type[Event], ...] = (
     FolderMoved,
     FolderDeleted,
     FileUploaded,
+    DicomSeriesExtended,
     FileRenamed,
     FileMetadataChanged,
     FileMoved,

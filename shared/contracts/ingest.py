@@ -18,6 +18,8 @@ class UploadJobStarted(Event):
     job_id: uuid.UUID
     folder_id: uuid.UUID
     total: int
+    # "dicom": the DICOM context reads the parts; the job's progress is its account.
+    kind: str = "upload"
 
 
 class FileContentStored(Event):
@@ -47,6 +49,19 @@ class FileContentRejected(Event):
     details: dict[str, Any] = {}
 
 
+class DicomInstanceStored(Event):
+    """One part of a DICOM upload is in the blob store (not yet read): the DICOM context
+    reads its headers and assembles series."""
+
+    type: ClassVar[str] = "ingest.DicomInstanceStored"
+    job_id: uuid.UUID
+    folder_id: uuid.UUID
+    name: str
+    blob_key: str
+    sha256: str
+    size: int
+
+
 class UploadJobFinished(Event):
     type: ClassVar[str] = "ingest.UploadJobFinished"
     job_id: uuid.UUID
@@ -57,5 +72,6 @@ EVENTS: tuple[type[Event], ...] = (
     UploadJobStarted,
     FileContentStored,
     FileContentRejected,
+    DicomInstanceStored,
     UploadJobFinished,
 )

@@ -85,6 +85,10 @@ class LocalBlobStore:
         await asyncio.gather(*(asyncio.to_thread(_fsync, p) for p in paths))
         await asyncio.gather(*(asyncio.to_thread(_fsync, d) for d in {p.parent for p in paths}))
 
+    def path(self, key: str) -> Path:
+        """Where a blob is on disk (KeyError for a key that is not a content key)."""
+        return self._path(key)
+
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
 

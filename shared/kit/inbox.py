@@ -196,6 +196,7 @@ class Consumer:
         bootstrap: str,
         dead_letters: AIOKafkaProducer,
         attempts: int = 3,
+        max_batch: int = 10_000,
         after_db_commit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.pool = pool
@@ -205,6 +206,7 @@ class Consumer:
         self.bootstrap = bootstrap
         self.dead_letters = dead_letters
         self.attempts = attempts
+        self.max_batch = max_batch
         # A seam for tests that kill the consumer between the two commits.
         self.after_db_commit = after_db_commit
         self.ready = asyncio.Event()
@@ -218,7 +220,7 @@ class Consumer:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=20,
             # Large batches: a folder deletion sends one event per file.
-            max_poll_records=10_000,
+            max_poll_records=self.max_batch,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         await kafka.start()

@@ -45,6 +45,8 @@ class Runtime:
     handle: Handler | None = None
     setups: Sequence[Setup] = ()
     pool_size: int = 10
+    # Most events a consumer applies in one transaction (a DICOM batch reads files).
+    max_batch: int = 10_000
     # Run once the database and bus are reachable (e.g. bootstrap records).
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     store: EventStore = field(init=False)
@@ -91,6 +93,7 @@ class Runtime:
                 handle=self.handle,
                 bootstrap=s.kafka_bootstrap,
                 dead_letters=self.producer,
+                max_batch=self.max_batch,
             )
             self._supervise("consumer", self.consumer.run)
         for hook in self.on_start:

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     ingest_url: str = "http://127.0.0.1:8082"
     acl_url: str = "http://127.0.0.1:8083"
     datasets_url: str = "http://127.0.0.1:8084"
+    dicom_url: str = "http://127.0.0.1:8085"
     log_level: str = "info"
     consistency_timeout_s: float = 5.0
     max_metadata_bytes: int = 64 * 1024

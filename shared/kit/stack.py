@@ -20,7 +20,7 @@ from pathlib import Path
 from shared.kit.embedded import Child, _die_with_parent, free_port, start_broker, start_postgres
 from shared.kit.settings import Settings
 
-SERVICES = ("acl", "catalog", "ingest", "datasets")
+SERVICES = ("acl", "catalog", "ingest", "datasets", "dicom")
 
 
 def admin_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:

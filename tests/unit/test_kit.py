@@ -32,6 +32,8 @@ def test_malformed_tokens_are_refused(bad: str) -> None:
     [
         ("POST", "/v1/folders", "catalog"),
         ("POST", "/v1/folders/x/files", "ingest"),
+        ("POST", "/v1/folders/x/dicom", "ingest"),
+        ("GET", "/v1/folders/x/dicom", "catalog"),
         ("GET", "/v1/folders/x/items", "catalog"),
         ("GET", "/v1/jobs/x", "ingest"),
         ("GET", "/v1/users/me", "acl"),
@@ -46,7 +48,7 @@ def test_gateway_routes_each_path_to_its_owner(method: str, path: str, service: 
 def test_event_types_are_stable_names_not_import_paths() -> None:
     for name, event in REGISTRY.items():
         context, _, kind = name.partition(".")
-        assert context in {"catalog", "ingest", "datasets", "acl"} and kind[0].isupper()
+        assert context in {"catalog", "ingest", "dicom", "datasets", "acl"} and kind[0].isupper()
         assert event.type == name
 
 

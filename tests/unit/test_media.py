@@ -472,7 +472,10 @@ def test_dicom_is_sent_to_the_dicom_route() -> None:
 
     with pytest.raises(UnknownContent) as raised:
         inspect_bytes(data)
-    assert str(raised.value) == "DICOM content: upload it as a DICOM series"
+    assert (
+        str(raised.value)
+        == "DICOM content: upload it as a DICOM series (POST /v1/folders/{id}/dicom)"
+    )
 
 
 # --- Damaged input -----------------------------------------------------------------------------

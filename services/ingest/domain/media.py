@@ -78,7 +78,9 @@ def sniff(head: bytes) -> tuple[str, str]:
     if not head:
         raise UnknownContent("empty file")
     if head[128:132] == b"DICM":
-        raise UnknownContent("DICOM content: upload it as a DICOM series")
+        raise UnknownContent(
+            "DICOM content: upload it as a DICOM series (POST /v1/folders/{id}/dicom)"
+        )
     for sniffer in _SNIFFERS:
         found = sniffer(head)
         if found is not None:

@@ -25,6 +25,16 @@ class StoredFile:
     media: Media
 
 
+@dataclass(frozen=True)
+class StoredInstance:
+    """One part of a DICOM upload, stored as it came."""
+
+    name: str
+    blob_key: str
+    sha256: str
+    size: int
+
+
 def check_file_name(name: str | None) -> str:
     if name is None:
         raise Refused(422, "missing_file_name", "a file part has no filename")
@@ -60,5 +70,30 @@ def record_upload(
         for f in files
     ]
     events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
+    stream = ev.job_stream(job_id)
+    return [Change(stream, version, event) for version, event in enumerate(events, start=1)]
+
+
+def record_dicom_upload(
+    job_id: uuid.UUID, folder_id: uuid.UUID, instances: Sequence[StoredInstance]
+) -> list[Change]:
+    """A DICOM job's stream: started, one event per stored part. Its progress is the DICOM
+    context's: it is done when that context has accepted or rejected every part."""
+    if not instances:
+        raise Refused(422, "no_files", "the upload has no 'file' parts")
+    events: list[Event] = [
+        ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(instances), kind="dicom")
+    ]
+    events += [
+        ev.DicomInstanceStored(
+            job_id=job_id,
+            folder_id=folder_id,
+            name=i.name,
+            blob_key=i.blob_key,
+            sha256=i.sha256,
+            size=i.size,
+        )
+        for i in instances
+    ]
     stream = ev.job_stream(job_id)
     return [Change(stream, version, event) for version, event in enumerate(events, start=1)]

@@ -1,0 +1,3 @@
+from services.dicom.app import main
+
+main()

@@ -1,0 +1,41 @@
+"""Composition root of the DICOM service."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from services.dicom import api
+from services.dicom.handlers import Dicom
+from services.dicom.projections import series
+from shared.contracts import topics
+from shared.kit.blobs import LocalBlobStore
+from shared.kit.service import Runtime, create_app, serve
+from shared.kit.settings import Settings
+
+MAX_BATCH = 50
+
+
+def build(settings: Settings) -> FastAPI:
+    # pydicom logs what it finds odd in a file; the rejections say what matters.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    runtime = Runtime(
+        name="dicom",
+        settings=settings,
+        publishes=topics.DICOM,
+        consumes=(topics.INGEST, topics.CATALOG),
+        setups=(series.setup,),
+        # Each batch reads its files' headers and commits the job's progress: small
+        # batches make the progress move while a large upload is read.
+        max_batch=MAX_BATCH,
+    )
+    dicom = Dicom(runtime, LocalBlobStore(settings.blob_root()))
+    runtime.handle = dicom.react
+    app = create_app(runtime, "Files DICOM")
+    api.install(app, dicom)
+    return app
+
+
+def main() -> None:
+    serve("dicom", build, default_port=8085)

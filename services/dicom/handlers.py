@@ -1,0 +1,328 @@
+"""The DICOM context's reaction to stored instances: read headers, admit, assemble, record.
+
+A batch of `ingest.DicomInstanceStored` is handled at once: every file's headers are read
+(in a worker thread, headers only), then per folder the instances are admitted against the
+series the folder already has, merged into them, and recorded in one transaction with the
+read model: a new series is `SeriesAssembled` (its file id chosen here), a known one that
+gained instances `SeriesExtended`, and every instance ends as `InstanceAccepted` or
+`InstanceRejected` for its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from services.dicom import domain
+from services.dicom.projections import series as series_model
+from shared.contracts import dicom as ev
+from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.contracts.ingest import DicomInstanceStored
+from shared.kit.blobs import LocalBlobStore
+from shared.kit.db import Conn
+from shared.kit.service import Handlers, Runtime
+
+
+@dataclass(frozen=True)
+class Part:
+    """One stored file of an upload, as this context keeps it."""
+
+    name: str
+    blob_key: str
+    sha256: str
+    size: int
+
+    def instance_json(self, instance: domain.Instance) -> dict[str, Any]:
+        return {
+            "sop_uid": instance.sop_uid,
+            "name": self.name,
+            "blob_key": self.blob_key,
+            "sha256": self.sha256,
+            "size": self.size,
+            "facts": dataclasses.asdict(instance),
+        }
+
+
+def instance_of(facts: dict[str, Any]) -> domain.Instance:
+    def tupled(key: str) -> Any:
+        value = facts.get(key)
+        return tuple(value) if value is not None else None
+
+    return domain.Instance(
+        **{
+            **facts,
+            "position": tupled("position"),
+            "orientation": tupled("orientation"),
+            "pixel_spacing": tupled("pixel_spacing"),
+        }
+    )
+
+
+def read(blobs: LocalBlobStore, key: str) -> domain.Instance | domain.Rejected:
+    """The instance in a stored blob; a blob that cannot be read is rejected, not raised."""
+    try:
+        return domain.read_instance(blobs.path(key))
+    except (OSError, KeyError) as error:
+        return domain.Rejected(
+            "unreadable", f"the stored file cannot be read: {type(error).__name__}"
+        )
+
+
+async def lock_folders(conn: Conn, folder_ids: Iterable[uuid.UUID]) -> None:
+    """Until commit, no other transaction of this context changes these folders' series
+    (replicas consume jobs of one folder side by side). In one order, so two batches
+    cannot wait on each other."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('dicom.folder:' || f::text, 0))"
+        " FROM unnest($1::uuid[]) AS f ORDER BY f",
+        sorted(set(folder_ids)),
+    )
+
+
+def _digest(parts: Sequence[Part]) -> str:
+    return hashlib.sha256("\n".join(p.sha256 for p in parts).encode()).hexdigest()
+
+
+class Dicom(Handlers):
+    def __init__(self, runtime: Runtime, blobs: LocalBlobStore) -> None:
+        super().__init__(runtime)
+        self.blobs = blobs
+
+    async def react(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        kind = envelopes[0].type
+        if kind == DicomInstanceStored.type:
+            await self.when_instances_stored(conn, envelopes)
+        elif kind in ("catalog.FileDeleted", "catalog.UploadRejected", "catalog.FileMoved"):
+            await self.when_files_changed(conn, envelopes)
+
+    async def when_files_changed(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        """A series' file is deleted (or was never registered): the series is released.
+        Moved: the series follows it, unless the folder it went to already has a series of
+        that SeriesInstanceUID; then the moved file is released (the one there stays)."""
+        files = [e.data["file_id"] for e in envelopes]
+        query = "SELECT * FROM dicom.series WHERE file_id = ANY($1::uuid[])"
+        rows = await conn.fetch(query, files)
+        if not rows:
+            return  # not series files
+        moved_to = [
+            uuid.UUID(e.data["to_folder_id"])
+            for e in envelopes
+            if e.type == "catalog.FileMoved"
+            and e.data["file_id"] in {str(r["file_id"]) for r in rows}
+        ]
+        # Folders first, as for uploads; then the rows again, now that they hold still.
+        await lock_folders(conn, {*(r["folder_id"] for r in rows), *moved_to})
+        rows = await conn.fetch(query + " FOR UPDATE", files)
+        # Series by file id, as each event of the batch leaves it; None once released.
+        mine: dict[str, dict[str, Any] | None] = {str(r["file_id"]): dict(r) for r in rows}
+        places = {(r["folder_id"], r["series_uid"]) for r in rows}
+        if moved_to:
+            taken = await conn.fetch(
+                "SELECT folder_id, series_uid FROM dicom.series WHERE folder_id = ANY($1::uuid[])",
+                moved_to,
+            )
+            places |= {(r["folder_id"], r["series_uid"]) for r in taken}
+        out: list[Envelope] = []
+        for envelope in envelopes:
+            row = mine.get(envelope.data["file_id"])
+            if row is None:
+                continue
+            folder_id, series_uid = row["folder_id"], row["series_uid"]
+            event: ev.SeriesMoved | ev.SeriesReleased
+            if envelope.type == "catalog.FileMoved":
+                target = uuid.UUID(envelope.data["to_folder_id"])
+                if target == folder_id:
+                    continue
+                if (target, series_uid) in places:
+                    event = self._released(row, "moved into a folder with the same series")
+                else:
+                    event = ev.SeriesMoved(
+                        series_uid=series_uid,
+                        file_id=row["file_id"],
+                        from_folder_id=folder_id,
+                        to_folder_id=target,
+                    )
+                    places.add((target, series_uid))
+                    row["folder_id"] = target
+            else:
+                event = self._released(row, "its file was deleted")
+            places.discard((folder_id, series_uid))
+            row["version"] += 1
+            out += envelopes_of(
+                [Change(ev.series_stream(row["file_id"]), row["version"], event)],
+                Cause.of(envelope),
+            )
+            if isinstance(event, ev.SeriesReleased):
+                mine[envelope.data["file_id"]] = None
+        if out:
+            await series_model.apply(conn, out)
+            await self.store.append(conn, out)
+
+    @staticmethod
+    def _released(row: dict[str, Any], reason: str) -> ev.SeriesReleased:
+        return ev.SeriesReleased(
+            series_uid=row["series_uid"],
+            folder_id=row["folder_id"],
+            file_id=row["file_id"],
+            reason=reason,
+        )
+
+    async def when_instances_stored(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        stored = [DicomInstanceStored.model_validate(e.data) for e in envelopes]
+        blobs = self.blobs
+        results = await asyncio.to_thread(lambda: [read(blobs, s.blob_key) for s in stored])
+        folders: dict[uuid.UUID, list[int]] = {}
+        for n, s in enumerate(stored):
+            folders.setdefault(s.folder_id, []).append(n)
+        await lock_folders(conn, folders)
+        out: list[Envelope] = []
+        job_versions = await self._job_versions(conn, {s.job_id for s in stored})
+        for folder_id, indexes in folders.items():
+            out += await self._folder(
+                conn,
+                folder_id,
+                [(envelopes[n], stored[n], results[n]) for n in indexes],
+                job_versions,
+            )
+        if out:
+            await series_model.apply(conn, out)
+            await self.store.append(conn, out)
+
+    async def _job_versions(self, conn: Conn, jobs: set[uuid.UUID]) -> dict[uuid.UUID, int]:
+        rows = await conn.fetch(
+            "SELECT job_id, version FROM dicom.jobs WHERE job_id = ANY($1::uuid[]) FOR UPDATE",
+            list(jobs),
+        )
+        versions = {job: 0 for job in jobs}
+        versions.update({r["job_id"]: r["version"] for r in rows})
+        return versions
+
+    async def _known(
+        self, conn: Conn, folder_id: uuid.UUID
+    ) -> tuple[dict[str, domain.Series], dict[str, asyncpg.Record], dict[str, Part]]:
+        """The folder's series, their rows, and the stored part of each known instance."""
+        rows = await conn.fetch(
+            "SELECT * FROM dicom.series WHERE folder_id = $1 FOR UPDATE", folder_id
+        )
+        by_file = {r["file_id"]: r for r in rows}
+        instances = await conn.fetch(
+            """SELECT file_id, sop_uid, name, blob_key, sha256, size, facts
+               FROM dicom.instances WHERE file_id = ANY($1::uuid[]) ORDER BY file_id, ordinal""",
+            list(by_file),
+        )
+        members: dict[uuid.UUID, list[domain.Instance]] = {}
+        parts: dict[str, Part] = {}
+        for i in instances:
+            members.setdefault(i["file_id"], []).append(instance_of(i["facts"]))
+            parts[i["sop_uid"]] = Part(i["name"], i["blob_key"], i["sha256"], i["size"])
+        known: dict[str, domain.Series] = {}
+        for file_id, row in by_file.items():
+            (assembled,) = domain.assemble(members.get(file_id, []))
+            known[row["series_uid"]] = dataclasses.replace(
+                assembled,
+                study_uid=row["study_uid"],
+                patient_id=row["patient_id"],
+                modality=row["modality"],
+            )
+        return known, {r["series_uid"]: r for r in rows}, parts
+
+    async def _folder(
+        self,
+        conn: Conn,
+        folder_id: uuid.UUID,
+        items: Sequence[tuple[Envelope, DicomInstanceStored, domain.Instance | domain.Rejected]],
+        job_versions: dict[uuid.UUID, int],
+    ) -> list[Envelope]:
+        known, rows, parts = await self._known(conn, folder_id)
+        read_ok = [(e, s, r) for e, s, r in items if isinstance(r, domain.Instance)]
+        admission = domain.admit([r for _, _, r in read_ok], known.values())
+        refused = {id(f.instance): f.rejected for f in admission.refused}
+        accepted = [(e, s, r) for e, s, r in read_ok if id(r) not in refused]
+        for _, s, r in accepted:
+            parts.setdefault(r.sop_uid, Part(s.name, s.blob_key, s.sha256, s.size))
+        merged = domain.merge(
+            [
+                known[uid]
+                for uid in dict.fromkeys(r.series_uid for _, _, r in accepted)
+                if uid in known
+            ],
+            [r for _, _, r in accepted],
+        )
+        out: list[Envelope] = []
+        file_ids: dict[str, uuid.UUID] = {}
+        for series in merged:
+            row = rows.get(series.series_uid)
+            if row is not None:
+                file_ids[series.series_uid] = row["file_id"]
+                if series.sop_uids == known[series.series_uid].sop_uids:
+                    continue  # only instances it already had
+            else:
+                file_ids[series.series_uid] = uuid.uuid4()
+            file_id = file_ids[series.series_uid]
+            members = [parts[uid] for uid in series.sop_uids]
+            facts = series.facts()
+            event_type = ev.SeriesExtended if row is not None else ev.SeriesAssembled
+            event = event_type(
+                series_uid=series.series_uid,
+                folder_id=folder_id,
+                file_id=file_id,
+                study_uid=series.study_uid,
+                patient_id=series.patient_id,
+                modality=series.modality,
+                renderable_3d=series.renderable_3d,
+                missing_3d_tags=facts["missing_3d_tags"],
+                instances=[
+                    part.instance_json(instance)
+                    for part, instance in zip(members, series.instances, strict=True)
+                ],
+                size=sum(p.size for p in members),
+                sha256=_digest(members),
+            )
+            version = row["version"] + 1 if row is not None else 1
+            # The series is caused by the first stored instance that joined it here.
+            cause = next(e for e, _, r in accepted if r.series_uid == series.series_uid)
+            out += envelopes_of(
+                [Change(ev.series_stream(file_id), version, event)], Cause.of(cause)
+            )
+        for envelope, s, result in items:
+            job_versions[s.job_id] += 1
+            change_stream = ev.job_stream(s.job_id)
+            problem = result if isinstance(result, domain.Rejected) else refused.get(id(result))
+            job_event: ev.InstanceAccepted | ev.InstanceRejected
+            if problem is not None:
+                job_event = ev.InstanceRejected(
+                    job_id=s.job_id,
+                    folder_id=folder_id,
+                    name=s.name,
+                    code=problem.code,
+                    message=problem.message,
+                    details=dict(problem.details),
+                )
+            else:
+                assert isinstance(result, domain.Instance)
+                job_event = ev.InstanceAccepted(
+                    job_id=s.job_id,
+                    folder_id=folder_id,
+                    name=s.name,
+                    sop_uid=result.sop_uid,
+                    series_uid=result.series_uid,
+                    file_id=file_ids[result.series_uid],
+                )
+            out += envelopes_of(
+                [Change(change_stream, job_versions[s.job_id], job_event)],
+                Cause.of(envelope),
+            )
+        return out
+
+    async def job(self, job_id: uuid.UUID) -> dict[str, Any]:
+        row = await self.pool.fetchrow("SELECT * FROM dicom.jobs WHERE job_id = $1", job_id)
+        if row is None:
+            return {"done": 0, "file_ids": [], "errors": []}
+        return {"done": row["done"], "file_ids": row["files"], "errors": row["errors"]}

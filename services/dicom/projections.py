@@ -1,0 +1,141 @@
+"""The DICOM context's read model: each folder's series and their instances.
+
+Fed inline by the series events this context records, so the next batch sees the series
+the previous one assembled; `files rebuild dicom.series` replays it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.contracts.envelope import Envelope
+from shared.kit.db import Conn
+from shared.kit.projections import Projection
+
+series = Projection(
+    name="dicom.series",
+    tables=("dicom.series", "dicom.instances", "dicom.jobs"),
+    ddl="""
+    CREATE TABLE IF NOT EXISTS dicom.series (
+        folder_id uuid NOT NULL,
+        series_uid text NOT NULL,
+        file_id uuid NOT NULL UNIQUE,
+        study_uid text NOT NULL,
+        patient_id text NOT NULL,
+        modality text,
+        version integer NOT NULL,
+        PRIMARY KEY (folder_id, series_uid)
+    );
+    CREATE TABLE IF NOT EXISTS dicom.instances (
+        file_id uuid NOT NULL,
+        ordinal integer NOT NULL,
+        sop_uid text NOT NULL,
+        name text NOT NULL,
+        blob_key text NOT NULL,
+        sha256 text NOT NULL,
+        size bigint NOT NULL,
+        facts jsonb NOT NULL,
+        PRIMARY KEY (file_id, sop_uid)
+    );
+    -- Each job's account: how many of its instances are settled, the series files they
+    -- joined, the errors of those rejected. Ingest knows the job's total.
+    CREATE TABLE IF NOT EXISTS dicom.jobs (
+        job_id uuid PRIMARY KEY,
+        version integer NOT NULL,
+        done integer NOT NULL,
+        files jsonb NOT NULL,
+        errors jsonb NOT NULL
+    );
+    """,
+)
+
+
+async def _replace(conn: Conn, events: Sequence[Envelope]) -> None:
+    # The last event of each series holds all of it.
+    last = {e.data["file_id"]: e for e in events}
+    await conn.execute(
+        """INSERT INTO dicom.series
+           (folder_id, series_uid, file_id, study_uid, patient_id, modality, version)
+           SELECT folder_id, series_uid, file_id, study_uid, patient_id, modality, version
+           FROM jsonb_to_recordset($1::jsonb) AS x(
+               folder_id uuid, series_uid text, file_id uuid, study_uid text,
+               patient_id text, modality text, version integer)
+           ON CONFLICT (folder_id, series_uid) DO UPDATE
+           SET modality = excluded.modality, version = excluded.version""",
+        [{**e.data, "version": e.stream_version} for e in last.values()],
+    )
+    await conn.execute("DELETE FROM dicom.instances WHERE file_id = ANY($1::uuid[])", list(last))
+    await conn.execute(
+        """INSERT INTO dicom.instances
+           (file_id, ordinal, sop_uid, name, blob_key, sha256, size, facts)
+           SELECT file_id, ordinal, sop_uid, name, blob_key, sha256, size, facts
+           FROM jsonb_to_recordset($1::jsonb) AS x(
+               file_id uuid, ordinal integer, sop_uid text, name text, blob_key text,
+               sha256 text, size bigint, facts jsonb)""",
+        [
+            {**instance, "file_id": file_id, "ordinal": n}
+            for file_id, e in last.items()
+            for n, instance in enumerate(e.data["instances"])
+        ],
+    )
+
+
+series.on("dicom.SeriesAssembled")(_replace)
+series.on("dicom.SeriesExtended")(_replace)
+
+
+@series.on("dicom.SeriesReleased")
+async def series_released(conn: Conn, events: Sequence[Envelope]) -> None:
+    files = [e.data["file_id"] for e in events]
+    await conn.execute("DELETE FROM dicom.series WHERE file_id = ANY($1::uuid[])", files)
+    await conn.execute("DELETE FROM dicom.instances WHERE file_id = ANY($1::uuid[])", files)
+
+
+@series.on("dicom.SeriesMoved")
+async def series_moved(conn: Conn, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE dicom.series SET folder_id = $2, version = $3 WHERE file_id = $1",
+        [(e.data["file_id"], e.data["to_folder_id"], e.stream_version) for e in events],
+    )
+
+
+@series.on("dicom.InstanceAccepted")
+async def instances_accepted(conn: Conn, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors)
+           SELECT job_id, max(version), count(*), jsonb_agg(DISTINCT file_id), '[]'
+           FROM jsonb_to_recordset($1::jsonb) AS r(job_id uuid, version integer, file_id text)
+           GROUP BY job_id
+           ON CONFLICT (job_id) DO UPDATE
+           SET version = excluded.version, done = j.done + excluded.done,
+               files = (SELECT jsonb_agg(DISTINCT f)
+                        FROM jsonb_array_elements(j.files || excluded.files) AS f)""",
+        [
+            {"job_id": e.data["job_id"], "version": e.stream_version, "file_id": e.data["file_id"]}
+            for e in events
+        ],
+    )
+
+
+@series.on("dicom.InstanceRejected")
+async def instances_rejected(conn: Conn, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors)
+           SELECT job_id, max(version), count(*), '[]',
+                  jsonb_agg(jsonb_build_object('name', name, 'code', code, 'message', message,
+                                               'details', details) ORDER BY version)
+           FROM jsonb_to_recordset($1::jsonb) AS r(
+               job_id uuid, version integer, name text, code text, message text, details jsonb)
+           GROUP BY job_id
+           ON CONFLICT (job_id) DO UPDATE
+           SET version = excluded.version, done = j.done + excluded.done,
+               errors = j.errors || excluded.errors""",
+        [
+            {
+                **{k: e.data[k] for k in ("job_id", "name", "code", "message")},
+                "version": e.stream_version,
+                "details": e.data.get("details") or {},
+            }
+            for e in events
+        ],
+    )

@@ -1,0 +1,98 @@
+"""Events of the DICOM context: instances read, admitted and assembled into series.
+
+One series is one file in the catalog: `SeriesAssembled` names the file id it gets,
+`SeriesExtended` the same file when a later upload adds instances to it; `SeriesMoved` and
+`SeriesReleased` follow the file in the catalog (moved, deleted). Each instance
+of a job ends as `InstanceAccepted` or `InstanceRejected` (the job's progress and errors).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from shared.contracts.envelope import Event
+
+
+def series_stream(file_id: uuid.UUID) -> str:
+    return f"dicom-series-{file_id}"
+
+
+def job_stream(job_id: uuid.UUID) -> str:
+    return f"dicom-job-{job_id}"
+
+
+class SeriesFacts(Event):
+    """What both series events carry: the series as it now is (instances in slice order)."""
+
+    series_uid: str
+    folder_id: uuid.UUID
+    file_id: uuid.UUID
+    study_uid: str
+    patient_id: str
+    modality: str | None = None
+    renderable_3d: bool
+    missing_3d_tags: list[str] = []
+    # One object per instance, in slice order: sop_uid, name, blob_key, sha256, size, facts.
+    instances: list[dict[str, Any]]
+    size: int
+    sha256: str  # of the instances' sha256s, in order: the series' content
+
+
+class SeriesAssembled(SeriesFacts):
+    type: ClassVar[str] = "dicom.SeriesAssembled"
+
+
+class SeriesExtended(SeriesFacts):
+    type: ClassVar[str] = "dicom.SeriesExtended"
+
+
+class SeriesReleased(Event):
+    """The series' file left the catalog (deleted, or never registered because its folder
+    was deleted): a later upload of the same series starts a new file."""
+
+    type: ClassVar[str] = "dicom.SeriesReleased"
+    series_uid: str
+    folder_id: uuid.UUID
+    file_id: uuid.UUID
+    reason: str
+
+
+class SeriesMoved(Event):
+    """The series' file moved to another folder: uploads there extend it."""
+
+    type: ClassVar[str] = "dicom.SeriesMoved"
+    series_uid: str
+    file_id: uuid.UUID
+    from_folder_id: uuid.UUID
+    to_folder_id: uuid.UUID
+
+
+class InstanceAccepted(Event):
+    type: ClassVar[str] = "dicom.InstanceAccepted"
+    job_id: uuid.UUID
+    folder_id: uuid.UUID
+    name: str
+    sop_uid: str
+    series_uid: str
+    file_id: uuid.UUID
+
+
+class InstanceRejected(Event):
+    type: ClassVar[str] = "dicom.InstanceRejected"
+    job_id: uuid.UUID
+    folder_id: uuid.UUID
+    name: str
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+EVENTS: tuple[type[Event], ...] = (
+    SeriesAssembled,
+    SeriesExtended,
+    SeriesReleased,
+    SeriesMoved,
+    InstanceAccepted,
+    InstanceRejected,
+)
