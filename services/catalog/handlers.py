@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -25,6 +25,8 @@ from shared.kit.service import Handlers
 FOLDER_COLUMNS = "id, parent_id, name, version, path"
 FILE_COLUMNS = "id, folder_id, name, version, blob_key, sha256"
 MOVE_LOCK = zlib.crc32(b"files.catalog.move")
+# What enters a folder as a new file: stored upload content, or an assembled DICOM series.
+Arrival = TypeVar("Arrival", FileContentStored, SeriesAssembled)
 
 
 def _folder(row: asyncpg.Record) -> domain.Folder:
@@ -384,43 +386,37 @@ class Catalog(Handlers):
     ) -> None:
         """Register a batch of stored files: one folder lookup, one projection write, one append."""
         stored = [FileContentStored.model_validate(e.data) for e in envelopes]
-        # FOR SHARE: a folder being deleted or moved waits for these files, or they for it.
-        rows = await conn.fetch(
-            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = ANY($1::uuid[]) FOR SHARE",
-            list({s.folder_id for s in stored}),
-        )
-        folders = {r["id"]: _folder(r) for r in rows}
-        # Each file was created when its upload stored it: the time the upload answered with.
-        await self.write(
-            conn,
-            [
-                envelope
-                for cause, content in zip(envelopes, stored, strict=True)
-                for envelope in envelopes_of(
-                    [domain.register_upload(content, folders.get(content.folder_id))],
-                    Cause.of(cause),
-                    cause.occurred_at,
-                )
-            ],
-        )
+        await self._enter_folders(conn, envelopes, stored, domain.register_upload)
 
     async def when_series_assembled(
         self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
     ) -> None:
         """A DICOM series is assembled: it enters its folder as one `dicom_series` file."""
         assembled = [SeriesAssembled.model_validate(e.data) for e in envelopes]
+        await self._enter_folders(conn, envelopes, assembled, domain.register_series)
+
+    async def _enter_folders(
+        self,
+        conn: asyncpg.Connection,
+        envelopes: Sequence[Envelope],
+        arrivals: Sequence[Arrival],
+        register: Callable[[Arrival, domain.Folder | None], Change],
+    ) -> None:
+        """New files for their folders, each decided against its folder (None if it went
+        away meanwhile), created at the time of the event that brought it."""
+        # FOR SHARE: a folder being deleted or moved waits for these files, or they for it.
         rows = await conn.fetch(
             f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = ANY($1::uuid[]) FOR SHARE",
-            list({s.folder_id for s in assembled}),
+            list({a.folder_id for a in arrivals}),
         )
         folders = {r["id"]: _folder(r) for r in rows}
         await self.write(
             conn,
             [
                 envelope
-                for cause, series in zip(envelopes, assembled, strict=True)
+                for cause, arrival in zip(envelopes, arrivals, strict=True)
                 for envelope in envelopes_of(
-                    [domain.register_series(series, folders.get(series.folder_id))],
+                    [register(arrival, folders.get(arrival.folder_id))],
                     Cause.of(cause),
                     cause.occurred_at,
                 )
