@@ -152,13 +152,18 @@ class Gateway:
         """After a change of access made here: the next request asks the ACL again."""
         self._keys.clear()
 
-    def _headers(self, request: Request, user: dict[str, Any]) -> dict[str, str]:
+    def _headers(
+        self, request: Request, user: dict[str, Any], *, with_body: bool = False
+    ) -> dict[str, str]:
+        """Who asks, for a call to a service; `with_body` when the call carries the
+        caller's own body, which keeps its content type (else a JSON call of ours would
+        go out labelled as, say, the caller's multipart upload)."""
         headers = {
             ACTOR_HEADER: user["id"],
             access.HEADER: user["access"],
             CORRELATION_HEADER: request.state.correlation_id,
         }
-        for name in ("content-type", "traceparent"):
+        for name in ("content-type", "traceparent") if with_body else ("traceparent",):
             if name in request.headers:
                 headers[name] = request.headers[name]
         return headers
@@ -174,7 +179,7 @@ class Gateway:
             url,
             params=request.query_params,
             content=content,
-            headers=self._headers(request, user),
+            headers=self._headers(request, user, with_body=True),
         )
 
     @staticmethod
@@ -227,7 +232,7 @@ def route(path: str, method: str) -> str | None:
     if (
         head == "folders"
         and len(parts) == 3
-        and parts[2] in ("files", "dicom")
+        and parts[2] in ("files", "dicom", "image-groups")
         and method == "POST"
     ):
         return "ingest"
@@ -329,6 +334,8 @@ def build(settings: Settings) -> FastAPI:
         parts = request.url.path.strip("/").split("/")
         if service == "gateway":
             return await audit(request, user)
+        if service == "ingest" and parts[1] == "folders" and parts[3] == "image-groups":
+            return await upload_image_group(request, user, parts[2])
         if service == "ingest" and parts[1] == "folders" and parts[3] == "dicom":
             return await upload_dicom(request, user, parts[2])
         if service == "ingest" and parts[1] == "folders":
@@ -401,7 +408,7 @@ def build(settings: Settings) -> FastAPI:
         folder = await find_folder(request, user, folder_id)
         if folder.status_code != 200:
             return gateway.relay(folder)
-        headers = gateway._headers(request, user)
+        headers = gateway._headers(request, user, with_body=True)
         headers["X-Files-Folder-Path"] = ",".join(folder.json()["path"])
         answer = await gateway.http.request(
             request.method,
@@ -447,6 +454,48 @@ def build(settings: Settings) -> FastAPI:
         # answer is ingest's own account of the files.
         by_id = {f["id"]: f for f in uploaded["files"]} | {f["id"]: f for f in files}
         body = {"job_id": uploaded["job_id"], "files": [by_id[i] for i in ids]}
+        return JSON(body, 201, headers={consistency.HEADER: consistency.encode(token)})
+
+    async def upload_image_group(
+        request: Request, user: dict[str, Any], folder_id: str
+    ) -> Response:
+        folder = await find_folder(request, user, folder_id, "editor")
+        if folder.status_code != 200:
+            return gateway.relay(folder)
+        answer = await gateway.forward("ingest", request, user, stream_body=True)
+        if answer.status_code != 201:
+            return gateway.relay(answer)
+        # Read-your-writes: answer with the group's file and folder as the catalog has them.
+        token = await gateway.wait_for(
+            consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
+        )
+        stored = answer.json()
+        registered = await gateway.http.post(
+            f"{settings.catalog_url}/internal/files",
+            json={"ids": [stored["file_id"]]},
+            headers=gateway._headers(request, user),
+        )
+        files = registered.json()["items"] if registered.status_code == 200 else []
+        made = await gateway.http.get(
+            f"{settings.catalog_url}/v1/folders/{stored['folder_id']}",
+            headers=gateway._headers(request, user),
+        )
+        if not files or made.status_code != 200:
+            if (await find_folder(request, user, folder_id)).status_code == 404:
+                return _error(
+                    409,
+                    "folder_deleted",
+                    f"folder {folder_id} was deleted while the image group was stored",
+                    folder_id=folder_id,
+                    job_id=stored["job_id"],
+                )
+            return _error(
+                503,
+                "not_yet_registered",
+                "the image group is stored but not yet listed; see its job",
+                job_id=stored["job_id"],
+            )
+        body = {"file": files[0], "folder": made.json()}
         return JSON(body, 201, headers={consistency.HEADER: consistency.encode(token)})
 
     async def upload_dicom(request: Request, user: dict[str, Any], folder_id: str) -> Response:
