@@ -19,7 +19,7 @@ from shared.contracts import rules
 from shared.contracts.catalog import Source
 from shared.contracts.dicom import SeriesAssembled, SeriesFacts
 from shared.contracts.envelope import Change
-from shared.contracts.ingest import FileContentStored
+from shared.contracts.ingest import FileContentStored, ImageGroupStored
 from shared.kit.errors import Refused
 
 MAX_NAME = rules.MAX_NAME
@@ -285,6 +285,86 @@ def register_upload(stored: FileContentStored, folder: Folder | None) -> Change:
             metadata=stored.metadata,
         ),
     )
+
+
+def constituent_folder_name(name: str, taken: set[str]) -> str:
+    """`<name> (images)`, or `<name> (images 2)`, ...: the first not taken among the
+    folder's subfolders (case-insensitively)."""
+    base = name[: MAX_NAME - 20]
+    candidate, n = f"{base} (images)", 1
+    while candidate.lower() in taken:
+        n += 1
+        candidate = f"{base} (images {n})"
+    return candidate
+
+
+def register_image_group(
+    group: ImageGroupStored, parent: Folder | None, folder_name: str
+) -> list[Change]:
+    """A group's images are stored: its constituent folder below the target, the images
+    in it (in order) and the group's file in the target, unless the target went away."""
+    first = group.files[0]
+    if parent is None:
+        return [
+            Change(
+                ev.file_stream(group.group_file_id),
+                1,
+                ev.UploadRejected(
+                    file_id=group.group_file_id,
+                    folder_id=group.folder_id,
+                    blob_key=first.blob_key,
+                    reason="the folder was deleted while the image group was uploading",
+                ),
+            )
+        ]
+    changes = [
+        Change(
+            ev.folder_stream(group.constituent_folder_id),
+            1,
+            ev.FolderCreated(
+                folder_id=group.constituent_folder_id,
+                parent_id=parent.id,
+                name=folder_name,
+                constituent_of=group.group_file_id,
+            ),
+        )
+    ]
+    changes += [register_upload(stored, parent) for stored in group.files]
+    changes.append(
+        Change(
+            ev.file_stream(group.group_file_id),
+            1,
+            ev.FileUploaded(
+                file_id=group.group_file_id,
+                folder_id=group.folder_id,
+                name=group.name,
+                kind=group.kind,
+                size=sum(f.size for f in group.files),
+                sha256=first.sha256,
+                mime_type=first.mime_type,
+                media=first.media,
+                blob_key=first.blob_key,
+                source=Source(type="upload"),
+                job_id=group.job_id,
+                group={
+                    "constituent_folder_id": str(group.constituent_folder_id),
+                    "file_ids": [str(f.file_id) for f in group.files],
+                },
+            ),
+        )
+    )
+    return changes
+
+
+def refuse_constituents(groups: Sequence[tuple[uuid.UUID, str]]) -> None:
+    """Constituents of a group that stays cannot be deleted: the group names them."""
+    if groups:
+        names = ", ".join(f"{name!r} ({gid})" for gid, name in groups)
+        raise Conflict(
+            "constituent_of_group",
+            f"these files or folders belong to an image group; delete the group first: {names}",
+            {"groups": [{"id": str(gid), "name": name} for gid, name in groups]},
+        )
 
 
 def series_facts(series: SeriesFacts) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from services.catalog.projections import tree
 from shared.contracts import catalog as ev
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, new_envelope
-from shared.contracts.ingest import FileContentStored
+from shared.contracts.ingest import FileContentStored, ImageGroupStored
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
 from shared.kit.logs import log
@@ -341,6 +341,7 @@ class Catalog(Handlers):
                     [f.id for f in folders],
                 )
             ]
+            await self._refuse_constituents(conn, folders, files)
             if dry_run:
                 return {
                     "dry_run": True,
@@ -362,6 +363,27 @@ class Catalog(Handlers):
                 commit_s=round(time.monotonic() - written, 3),
             )
         return {"deleted": len(set(file_ids)) + len(set(folder_ids))}, position
+
+    async def _refuse_constituents(
+        self,
+        conn: asyncpg.Connection,
+        folders: Sequence[domain.Folder],
+        files: Sequence[domain.File],
+    ) -> None:
+        """A group that stays keeps its constituent folder and images."""
+        rows = await conn.fetch(
+            """SELECT g.id, g.name FROM catalog.files g
+               WHERE g.kind IN ('image_group', 'image_sequence') AND g."group" IS NOT NULL
+                 AND NOT g.id = ANY($3::uuid[])
+                 AND ((g."group"->>'constituent_folder_id')::uuid = ANY($1::uuid[])
+                      OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(g."group"->'file_ids') i
+                                 WHERE i::uuid = ANY($2::uuid[])))
+               ORDER BY g.name, g.id""",
+            [f.id for f in folders],
+            [f.id for f in files],
+            [f.id for f in files],
+        )
+        domain.refuse_constituents([(r["id"], r["name"]) for r in rows])
 
     async def _impact(
         self,
@@ -387,6 +409,33 @@ class Catalog(Handlers):
         """Register a batch of stored files: one folder lookup, one projection write, one append."""
         stored = [FileContentStored.model_validate(e.data) for e in envelopes]
         await self._enter_folders(conn, envelopes, stored, domain.register_upload)
+
+    async def when_image_group_stored(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+    ) -> None:
+        """An image group enters its folder: the constituent folder, its images and the
+        group's file, in this transaction."""
+        for envelope in envelopes:
+            group = ImageGroupStored.model_validate(envelope.data)
+            # Stronger than FOR SHARE: a subfolder being created here (which shares the
+            # parent) waits for us, so the name chosen below stays free until we commit.
+            row = await conn.fetchrow(
+                f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = $1 FOR NO KEY UPDATE",
+                group.folder_id,
+            )
+            taken = {
+                r["name"]
+                for r in await conn.fetch(
+                    "SELECT lower(name) AS name FROM catalog.folders WHERE parent_id = $1",
+                    group.folder_id,
+                )
+            }
+            changes = domain.register_image_group(
+                group,
+                _folder(row) if row else None,
+                domain.constituent_folder_name(group.name, taken),
+            )
+            await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
 
     async def when_series_assembled(
         self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
@@ -455,6 +504,8 @@ class Catalog(Handlers):
         kind = envelopes[0].type
         if kind == FileContentStored.type:
             await self.when_file_content_stored(conn, envelopes)
+        elif kind == ImageGroupStored.type:
+            await self.when_image_group_stored(conn, envelopes)
         elif kind == SeriesAssembled.type:
             await self.when_series_assembled(conn, envelopes)
         elif kind == SeriesExtended.type:

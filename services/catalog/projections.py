@@ -56,6 +56,9 @@ tree = Projection(
         created_by text NOT NULL
     );
     ALTER TABLE catalog.files ADD COLUMN IF NOT EXISTS dicom jsonb;
+    -- Image groups and sequences: {constituent_folder_id, file_ids}.
+    ALTER TABLE catalog.files ADD COLUMN IF NOT EXISTS "group" jsonb;
+    ALTER TABLE catalog.folders ADD COLUMN IF NOT EXISTS constituent_of uuid;
     CREATE INDEX IF NOT EXISTS files_folder ON catalog.files (folder_id, name, id);
     -- Trigrams and kind in one index: a kind filter narrows inside the index.
     CREATE INDEX IF NOT EXISTS files_search ON catalog.files USING gin (name gin_trgm_ops, kind);
@@ -70,11 +73,12 @@ async def folder_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -
         d = e.data
         await conn.execute(
             """INSERT INTO catalog.folders
-               (id, parent_id, name, description, metadata, path, version, created_at, created_by)
+               (id, parent_id, name, description, metadata, path, version, created_at, created_by,
+                constituent_of)
                SELECT $1::uuid, $2::uuid, $3, $4, $5,
                       coalesce((SELECT path FROM catalog.folders WHERE id = $2::uuid), '{}')
                           || $1::uuid,
-                      $6, $7, $8""",
+                      $6, $7, $8, $9::uuid""",
             d["folder_id"],
             d["parent_id"],
             d["name"],
@@ -83,6 +87,7 @@ async def folder_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -
             e.stream_version,
             e.occurred_at,
             e.actor,
+            d.get("constituent_of"),
         )
 
 
@@ -148,15 +153,15 @@ async def file_uploaded(conn: asyncpg.Connection, events: Sequence[Envelope]) ->
     await conn.execute(
         """INSERT INTO catalog.files
            (id, folder_id, name, kind, size, sha256, mime_type, media, blob_key, source,
-            metadata, job_id, version, created_at, created_by, dicom)
+            metadata, job_id, version, created_at, created_by, dicom, "group")
            SELECT file_id, folder_id, name, kind, size, sha256, mime_type, media, blob_key,
                   source, coalesce(metadata, '{}'), job_id, version, created_at, created_by,
-                  nullif(dicom, 'null'::jsonb)
+                  nullif(dicom, 'null'::jsonb), nullif("group", 'null'::jsonb)
            FROM jsonb_to_recordset($1::jsonb) AS x(
                file_id uuid, folder_id uuid, name text, kind text, size bigint, sha256 text,
                mime_type text, media jsonb, blob_key text, source jsonb, metadata jsonb,
                job_id uuid, version integer, created_at timestamptz, created_by text,
-               dicom jsonb)
+               dicom jsonb, "group" jsonb)
            ON CONFLICT (id) DO NOTHING""",
         rows,
     )

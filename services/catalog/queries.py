@@ -14,7 +14,7 @@ from shared.kit.access import Access
 
 FILE_FIELDS = (
     "id, name, kind, folder_id, size, sha256, mime_type, media, source, metadata, blob_key,"
-    " created_at, created_by, dicom"
+    ' created_at, created_by, dicom, "group"'
 )
 
 
@@ -39,6 +39,8 @@ def file_json(row: asyncpg.Record) -> dict[str, Any]:
     }
     if row["dicom"] is not None:
         found["dicom"] = row["dicom"]
+    if row["group"] is not None:
+        found["group"] = row["group"]
     return found
 
 

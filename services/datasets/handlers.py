@@ -30,13 +30,17 @@ Links = set[tuple[uuid.UUID, uuid.UUID]]  # (dataset, file)
 # while the reaction, not seeing the uncommitted dataset yet, links it to none.
 SYNC_LOCK = zlib.crc32(b"files.datasets.sync")
 
-# Which synced datasets a file belongs in: those whose folder is on the file's path.
-COVERAGE = """
+# A folder path through the constituent folder of an image group: never synced.
+IN_CONSTITUENT = """EXISTS (SELECT 1 FROM datasets.folders c
+    WHERE c.id = ANY({path}) AND c.constituent_of IS NOT NULL)"""
+# Which synced datasets a file belongs in: those whose folder is on the file's path,
+# unless the path goes through an image group's constituent folder.
+COVERAGE = f"""
     SELECT d.id AS dataset_id, f.id AS file_id
     FROM datasets.files f
     JOIN datasets.folders fo ON fo.id = f.folder_id
     JOIN datasets.datasets d ON d.synced_folder_id = ANY(fo.path)
-    WHERE f.id = ANY($1::uuid[])
+    WHERE f.id = ANY($1::uuid[]) AND NOT {IN_CONSTITUENT.format(path="fo.path")}
 """
 
 
@@ -133,12 +137,27 @@ class Datasets(Handlers):
                         f"folder {synced_folder_id} does not exist",
                         {"synced_folder_id": str(synced_folder_id)},
                     )
+                group = await conn.fetchval(
+                    """SELECT constituent_of FROM datasets.folders
+                       WHERE id = ANY($1::uuid[]) AND constituent_of IS NOT NULL LIMIT 1""",
+                    path,
+                )
+                if group is not None:
+                    raise domain.Refused(
+                        422,
+                        "constituent_folder",
+                        f"folder {synced_folder_id} holds the images of image group {group}"
+                        " (or lies inside such a folder); such folders are never synced",
+                        {"synced_folder_id": str(synced_folder_id), "group_file_id": str(group)},
+                    )
                 files = [
                     r["id"]
                     for r in await conn.fetch(
-                        """SELECT f.id FROM datasets.files f
+                        f"""SELECT f.id FROM datasets.files f
                            JOIN datasets.folders fo ON fo.id = f.folder_id
-                           WHERE fo.path @> ARRAY[$1::uuid] FOR SHARE OF f""",
+                           WHERE fo.path @> ARRAY[$1::uuid]
+                             AND NOT {IN_CONSTITUENT.format(path="fo.path")}
+                           FOR SHARE OF f""",
                         synced_folder_id,
                     )
                 ]

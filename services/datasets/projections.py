@@ -61,6 +61,8 @@ tree = Projection(
     ALTER TABLE datasets.folders ADD COLUMN IF NOT EXISTS parent_id uuid;
     CREATE INDEX IF NOT EXISTS folders_path ON datasets.folders USING gin (path);
     CREATE INDEX IF NOT EXISTS folders_parent ON datasets.folders (parent_id);
+    -- A constituent folder of an image group (its group file's id): never synced.
+    ALTER TABLE datasets.folders ADD COLUMN IF NOT EXISTS constituent_of uuid;
     CREATE TABLE IF NOT EXISTS datasets.files (
         id uuid PRIMARY KEY,
         folder_id uuid NOT NULL
@@ -191,13 +193,15 @@ ORPHANS_OF = """
 async def folder_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
     for e in events:  # a parent may come earlier in the same batch
         await conn.execute(
-            """INSERT INTO datasets.folders (id, parent_id, path)
+            """INSERT INTO datasets.folders (id, parent_id, path, constituent_of)
                SELECT $1::uuid, $2::uuid,
                       coalesce((SELECT path FROM datasets.folders WHERE id = $2::uuid), '{}')
-                          || $1::uuid
+                          || $1::uuid,
+                      $3::uuid
                ON CONFLICT (id) DO NOTHING""",
             e.data["folder_id"],
             e.data["parent_id"],
+            e.data.get("constituent_of"),
         )
         await conn.execute(
             f"""UPDATE datasets.folders f

@@ -66,6 +66,15 @@ def router(uploads: Uploads) -> APIRouter:
         response.headers[consistency.HEADER] = consistency.encode({"ingest": position})
         return response
 
+    @api.post("/v1/folders/{folder_id}/image-groups", status_code=201)
+    async def upload_image_group(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+        body, position = await uploads.receive_image_group(
+            caller, folder_id, request.headers.get("content-type", ""), request.stream()
+        )
+        response = JSON(body, 201)
+        response.headers[consistency.HEADER] = consistency.encode({"ingest": position})
+        return response
+
     @api.get("/v1/jobs/{job_id}")
     async def job(job_id: uuid.UUID, _: Caller) -> dict[str, Any]:
         found = await uploads.job(job_id)

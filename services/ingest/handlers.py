@@ -17,6 +17,7 @@ from services.ingest.domain.uploads import (
     StoredInstance,
     check_file_name,
     record_dicom_upload,
+    record_image_group,
     record_upload,
 )
 from services.ingest.projections import jobs
@@ -27,6 +28,7 @@ from shared.kit.service import Handlers, Runtime
 
 # One upload is one transaction of events; more files go in further uploads.
 MAX_FILES = 10_000
+FIELD_LIMIT = 4096
 
 
 @dataclass
@@ -36,6 +38,7 @@ class _Part:
     writer: BlobWriter | None = None
     name: str | None = None
     is_file: bool = False
+    field: str = ""
 
 
 class _Receiver:
@@ -52,6 +55,8 @@ class _Receiver:
         self.stored: list[StoredFile] = []
         self.refusal: Refused | None = None
         self.writers: list[BlobWriter] = []
+        # Form fields other than files (an image group's kind and name), a few KiB at most.
+        self.fields: dict[str, bytearray] = {}
 
     def callbacks(self) -> dict[str, Any]:
         return {
@@ -86,6 +91,9 @@ class _Receiver:
         field_name = options.get(b"name", b"").decode()
         filename = options.get(b"filename")
         part.is_file = field_name == "file"
+        if not part.is_file and filename is None:
+            part.field = field_name
+            self.fields[field_name] = bytearray()
         if not part.is_file or self.refusal:
             return
         try:
@@ -108,6 +116,8 @@ class _Receiver:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.part
+        if part is not None and part.field and len(self.fields[part.field]) < FIELD_LIMIT:
+            self.fields[part.field] += data[start:end][: FIELD_LIMIT - len(self.fields[part.field])]
         if part is None or part.writer is None or self.refusal:
             return
         chunk = memoryview(data)[start:end]
@@ -260,6 +270,38 @@ class Uploads(Handlers):
             await jobs.apply(conn, envelopes)
             position = await self.store.append(conn, envelopes)
         return {"job_id": str(job_id)}, position
+
+    async def receive_image_group(
+        self,
+        cause: Cause,
+        folder_id: uuid.UUID,
+        content_type: str,
+        body: AsyncIterator[bytes],
+    ) -> tuple[dict[str, Any], int]:
+        """Store the images of a group or sequence; all are recorded as one group, or none."""
+        receiver = await self._receive(content_type, body)
+        fields = {k: bytes(v).decode("utf-8", "replace") for k, v in receiver.fields.items()}
+        job_id, group_file_id, constituent_folder_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        kind = fields.get("kind", "")
+        changes = record_image_group(
+            job_id,
+            folder_id,
+            group_file_id,
+            constituent_folder_id,
+            kind,
+            fields.get("name", ""),
+            receiver.stored,
+        )
+        await self.blobs.make_durable([f.blob_key for f in receiver.stored])
+        envelopes = envelopes_of(changes, cause)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await jobs.apply(conn, envelopes)
+            position = await self.store.append(conn, envelopes)
+        return {
+            "job_id": str(job_id),
+            "file_id": str(group_file_id),
+            "folder_id": str(constituent_folder_id),
+        }, position
 
     async def job(self, job_id: uuid.UUID) -> dict[str, Any] | None:
         row = await self.pool.fetchrow("SELECT * FROM ingest.jobs WHERE id = $1", job_id)

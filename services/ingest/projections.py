@@ -83,3 +83,14 @@ async def job_finished(conn: asyncpg.Connection, events: Sequence[Envelope]) -> 
         "UPDATE ingest.jobs SET status = $2 WHERE id = $1",
         [(e.data["job_id"], e.data["status"]) for e in events],
     )
+
+
+@jobs.on("ingest.ImageGroupStored")
+async def image_group_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE ingest.jobs SET done = total, files = $2::jsonb WHERE id = $1",
+        [
+            (e.data["job_id"], [e.data["group_file_id"]] + [f["file_id"] for f in e.data["files"]])
+            for e in events
+        ],
+    )

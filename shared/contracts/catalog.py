@@ -29,6 +29,8 @@ class FolderCreated(Event):
     name: str
     description: str = ""
     metadata: dict[str, Any] = {}
+    # The group file whose constituent images this folder holds: never synced with a dataset.
+    constituent_of: uuid.UUID | None = None
 
 
 class FolderRenamed(Event):
@@ -92,6 +94,8 @@ class FileUploaded(Event):
     metadata: dict[str, Any] = {}
     # Kind `dicom_series`: the File's `dicom` object (API.md).
     dicom: dict[str, Any] | None = None
+    # Kinds `image_group` and `image_sequence`: {constituent_folder_id, file_ids} (API.md).
+    group: dict[str, Any] | None = None
 
 
 class DicomSeriesExtended(Event):

@@ -62,6 +62,21 @@ class DicomInstanceStored(Event):
     size: int
 
 
+class ImageGroupStored(Event):
+    """The images of a group or sequence are stored (sniffed, all images): the catalog
+    registers, at once, the constituent folder, the images in it (in order) and the
+    group's file in the target folder."""
+
+    type: ClassVar[str] = "ingest.ImageGroupStored"
+    job_id: uuid.UUID
+    group_file_id: uuid.UUID
+    folder_id: uuid.UUID
+    name: str
+    kind: str  # "image_group" | "image_sequence"
+    constituent_folder_id: uuid.UUID
+    files: list[FileContentStored]
+
+
 class UploadJobFinished(Event):
     type: ClassVar[str] = "ingest.UploadJobFinished"
     job_id: uuid.UUID
@@ -74,4 +89,5 @@ EVENTS: tuple[type[Event], ...] = (
     FileContentRejected,
     DicomInstanceStored,
     UploadJobFinished,
+    ImageGroupStored,
 )

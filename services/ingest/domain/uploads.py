@@ -97,3 +97,88 @@ def record_dicom_upload(
     ]
     stream = ev.job_stream(job_id)
     return [Change(stream, version, event) for version, event in enumerate(events, start=1)]
+
+
+GROUP_KINDS = ("image_group", "image_sequence")
+
+
+def record_image_group(
+    job_id: uuid.UUID,
+    folder_id: uuid.UUID,
+    group_file_id: uuid.UUID,
+    constituent_folder_id: uuid.UUID,
+    kind: str,
+    name: str,
+    files: Sequence[StoredFile],
+) -> list[Change]:
+    """An image group or sequence: every part an image (a sequence's all of one size), or
+    nothing is recorded. The job's stream: started, the group stored, finished."""
+    if kind not in GROUP_KINDS:
+        raise Refused(
+            422,
+            "invalid_kind",
+            f"kind must be one of {', '.join(GROUP_KINDS)}",
+            {"kind": kind, "accepted": list(GROUP_KINDS)},
+        )
+    problem = rules.name_problem(name, "group name")
+    if problem:
+        raise Refused(422, "invalid_name", problem, {"name": name[: rules.MAX_NAME]})
+    if not files:
+        raise Refused(422, "empty_group", "an image group needs at least one 'file' part")
+    others = [f.name for f in files if f.kind != "image"]
+    if others:
+        raise Refused(
+            415,
+            "not_an_image",
+            f"an image group takes only images; these are not: {', '.join(map(repr, others))}",
+            {"names": others, "accepted": ["image"]},
+        )
+    if kind == "image_sequence":
+        sizes = {f.name: (f.media.width, f.media.height) for f in files}
+        if len(set(sizes.values())) > 1:
+            first = (files[0].media.width, files[0].media.height)
+            listed = ", ".join(f"{n!r} is {w}x{h}" for n, (w, h) in sizes.items())
+            raise Refused(
+                422,
+                "dimensions_differ",
+                f"a sequence's images must share dimensions; {listed}",
+                {
+                    "expected": {"width": first[0], "height": first[1]},
+                    "files": [
+                        {"name": f.name, "width": f.media.width, "height": f.media.height}
+                        for f in files
+                        if (f.media.width, f.media.height) != first
+                    ],
+                },
+            )
+    stored = [
+        ev.FileContentStored(
+            job_id=job_id,
+            file_id=f.file_id,
+            folder_id=constituent_folder_id,
+            name=f.name,
+            kind=f.kind,
+            size=f.size,
+            sha256=f.sha256,
+            mime_type=f.mime_type,
+            media=f.media,
+            blob_key=f.blob_key,
+            source=Source(type="upload"),
+        )
+        for f in files
+    ]
+    events: list[Event] = [
+        ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files), kind=kind),
+        ev.ImageGroupStored(
+            job_id=job_id,
+            group_file_id=group_file_id,
+            folder_id=folder_id,
+            name=name,
+            kind=kind,
+            constituent_folder_id=constituent_folder_id,
+            files=stored,
+        ),
+        ev.UploadJobFinished(job_id=job_id, status="done"),
+    ]
+    stream = ev.job_stream(job_id)
+    return [Change(stream, version, event) for version, event in enumerate(events, start=1)]
