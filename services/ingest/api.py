@@ -45,35 +45,42 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(int(last), size - 1) if last else size - 1
 
 
+def _received(result: tuple[dict[str, Any], int], status: int) -> JSON:
+    body, position = result
+    response = JSON(body, status)
+    response.headers[consistency.HEADER] = consistency.encode({"ingest": position})
+    return response
+
+
 def router(uploads: Uploads) -> APIRouter:
     api = APIRouter()
 
     @api.post("/v1/folders/{folder_id}/files", status_code=201)
     async def upload(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
-        body, position = await uploads.receive(
-            caller, folder_id, request.headers.get("content-type", ""), request.stream()
+        return _received(
+            await uploads.receive(
+                caller, folder_id, request.headers.get("content-type", ""), request.stream()
+            ),
+            201,
         )
-        response = JSON(body, 201)
-        response.headers[consistency.HEADER] = consistency.encode({"ingest": position})
-        return response
 
     @api.post("/v1/folders/{folder_id}/dicom", status_code=202)
     async def upload_dicom(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
-        body, position = await uploads.receive_dicom(
-            caller, folder_id, request.headers.get("content-type", ""), request.stream()
+        return _received(
+            await uploads.receive_dicom(
+                caller, folder_id, request.headers.get("content-type", ""), request.stream()
+            ),
+            202,
         )
-        response = JSON(body, 202)
-        response.headers[consistency.HEADER] = consistency.encode({"ingest": position})
-        return response
 
     @api.post("/v1/folders/{folder_id}/image-groups", status_code=201)
     async def upload_image_group(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
-        body, position = await uploads.receive_image_group(
-            caller, folder_id, request.headers.get("content-type", ""), request.stream()
+        return _received(
+            await uploads.receive_image_group(
+                caller, folder_id, request.headers.get("content-type", ""), request.stream()
+            ),
+            201,
         )
-        response = JSON(body, 201)
-        response.headers[consistency.HEADER] = consistency.encode({"ingest": position})
-        return response
 
     @api.get("/v1/jobs/{job_id}")
     async def job(job_id: uuid.UUID, _: Caller) -> dict[str, Any]:

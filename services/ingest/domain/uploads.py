@@ -44,6 +44,22 @@ def check_file_name(name: str | None) -> str:
     return name
 
 
+def _stored(job_id: uuid.UUID, folder_id: uuid.UUID, f: StoredFile) -> ev.FileContentStored:
+    return ev.FileContentStored(
+        job_id=job_id,
+        file_id=f.file_id,
+        folder_id=folder_id,
+        name=f.name,
+        kind=f.kind,
+        size=f.size,
+        sha256=f.sha256,
+        mime_type=f.mime_type,
+        media=f.media,
+        blob_key=f.blob_key,
+        source=Source(type="upload"),
+    )
+
+
 def record_upload(
     job_id: uuid.UUID, folder_id: uuid.UUID, files: Sequence[StoredFile]
 ) -> list[Change]:
@@ -53,22 +69,7 @@ def record_upload(
     events: list[Event] = [
         ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files))
     ]
-    events += [
-        ev.FileContentStored(
-            job_id=job_id,
-            file_id=f.file_id,
-            folder_id=folder_id,
-            name=f.name,
-            kind=f.kind,
-            size=f.size,
-            sha256=f.sha256,
-            mime_type=f.mime_type,
-            media=f.media,
-            blob_key=f.blob_key,
-            source=Source(type="upload"),
-        )
-        for f in files
-    ]
+    events += [_stored(job_id, folder_id, f) for f in files]
     events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
     stream = ev.job_stream(job_id)
     return [Change(stream, version, event) for version, event in enumerate(events, start=1)]
@@ -151,22 +152,7 @@ def record_image_group(
                     ],
                 },
             )
-    stored = [
-        ev.FileContentStored(
-            job_id=job_id,
-            file_id=f.file_id,
-            folder_id=constituent_folder_id,
-            name=f.name,
-            kind=f.kind,
-            size=f.size,
-            sha256=f.sha256,
-            mime_type=f.mime_type,
-            media=f.media,
-            blob_key=f.blob_key,
-            source=Source(type="upload"),
-        )
-        for f in files
-    ]
+    stored = [_stored(job_id, constituent_folder_id, f) for f in files]
     events: list[Event] = [
         ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files), kind=kind),
         ev.ImageGroupStored(
