@@ -16,9 +16,21 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# jsonb's binary form is a version byte, then the JSON text. Binary lets `COPY` (which
+# asyncpg speaks only in binary) carry jsonb, so big appends can use it.
+def _jsonb_out(value: Any) -> bytes:
+    return b"\x01" + orjson.dumps(value)
+
+
+def _jsonb_in(data: bytes) -> Any:
+    return orjson.loads(memoryview(data)[1:])
+
+
 async def _init(conn: asyncpg.Connection) -> None:
-    for typ in ("json", "jsonb"):
-        await conn.set_type_codec(typ, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+    await conn.set_type_codec(
+        "jsonb", encoder=_jsonb_out, decoder=_jsonb_in, schema="pg_catalog", format="binary"
+    )
 
 
 async def connect_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:

@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from shared.kit.eventstore import ConcurrencyConflict, EventStore
+from shared.kit.eventstore import COPY_FROM, ConcurrencyConflict, EventStore
 from tests.integration.helpers import envelope, schema
 
 
@@ -80,3 +80,30 @@ async def test_a_late_commit_is_never_passed_by_a_reader(
     await pool.release(slow)
     await racing
     assert [e.stream_id for e in await store.read_after(pool, 0)] == ["slow", "fast"]
+
+
+async def test_a_big_append_goes_by_copy_with_the_same_guarantees(
+    pool: asyncpg.Pool, store: EventStore
+) -> None:
+    """Appends of COPY_FROM events or more take another path: positions stay dense
+    around small appends, what is read back is what was written, and a stream
+    conflict is still a ConcurrencyConflict that writes nothing."""
+    big = [envelope(f"big-{i}", 1, i) for i in range(COPY_FROM + 5)]
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append(conn, [envelope("small", 1)])
+    async with pool.acquire() as conn, conn.transaction():
+        last = await store.append(conn, big)
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append(conn, [envelope("small", 2)])
+    assert last == len(big) + 1
+    events = await store.read_after(pool, 0, 5000)
+    assert [e.position for e in events] == list(range(1, len(big) + 3))
+    read_back = events[1:-1]
+    assert [(e.event_id, e.stream_id, e.data, e.occurred_at) for e in read_back] == [
+        (e.event_id, e.stream_id, e.data, e.occurred_at) for e in big
+    ]
+    clash = [envelope(f"other-{i}", 1) for i in range(COPY_FROM)] + [envelope("big-7", 1)]
+    with pytest.raises(ConcurrencyConflict):
+        async with pool.acquire() as conn, conn.transaction():
+            await store.append(conn, clash)
+    assert await store.head(pool) == len(big) + 2
