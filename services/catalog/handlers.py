@@ -20,7 +20,7 @@ from shared.contracts.ingest import FileContentStored, ImageGroupStored
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
 from shared.kit.logs import log
-from shared.kit.service import Handlers
+from shared.kit.service import Handlers, collector_paused
 
 FOLDER_COLUMNS = "id, parent_id, name, version, path"
 FILE_COLUMNS = "id, folder_id, name, version, blob_key, sha256"
@@ -321,6 +321,19 @@ class Catalog(Handlers):
     ) -> tuple[dict[str, Any], int]:
         """Needs the editor role on what is named; what lies below comes with it."""
         started = time.monotonic()
+        # A folder's cascade builds an event per file below it (100,000 in one call).
+        with collector_paused():
+            return await self._delete(cause, file_ids, folder_ids, dry_run, access, started)
+
+    async def _delete(
+        self,
+        cause: Cause,
+        file_ids: Sequence[uuid.UUID],
+        folder_ids: Sequence[uuid.UUID],
+        dry_run: bool,
+        access: Access,
+        started: float,
+    ) -> tuple[dict[str, Any], int]:
         async with self.pool.acquire() as conn, conn.transaction():
             await self._require_all(conn, "folders", "id", folder_ids, access, "editor")
             await self._require_all(conn, "files", "id", file_ids, access, "editor")
