@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PYTHON ?= 3.11
 
-.PHONY: run test lint format typecheck bench setup
+.PHONY: run test lint format typecheck bench setup deploy-check
 
 setup: .venv/.synced
 
@@ -38,3 +38,6 @@ typecheck: setup
 
 bench: setup
 	$(UV) run --frozen python -m bench
+
+deploy-check: setup
+	$(UV) run --frozen python deploy/check.py

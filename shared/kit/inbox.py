@@ -96,7 +96,9 @@ class Inbox:
         cost is the run just applied, whatever the inbox's size or its statistics.
         """
         s = self.schema
-        for source in sources:
+        # In one order everywhere: replicas iterate a set in different orders (string
+        # hashes are seeded per process), and opposite orders of these row locks deadlock.
+        for source in sorted(sources):
             await conn.execute(
                 f"""INSERT INTO {s}.watermarks (consumer, source, position) VALUES ($1, $2, 0)
                     ON CONFLICT DO NOTHING""",
