@@ -1,21 +1,28 @@
-"""Real parts for the tests: an embedded PostgreSQL, the tansu broker, and the whole stack.
+"""Real parts for the tests: an embedded PostgreSQL, the tansu broker, moto's S3 server,
+and the whole stack.
 
 One PostgreSQL and one broker serve the session; integration tests each take
-a schema of their own, e2e tests share one running platform.
+a schema of their own, e2e tests share one running platform, its blobs in S3 (moto).
+The blob-touching e2e modules also run against a second platform whose blobs are on
+local disk (the `blobs` parameter, see tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
 from shared.kit import db
-from shared.kit.embedded import Child, free_port, start_broker, start_postgres
+from shared.kit.embedded import Child, free_port, start_broker, start_postgres, wait_for_port
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
 
@@ -56,16 +63,45 @@ async def pool(database_url: str) -> AsyncIterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str, kafka_bootstrap: str
-) -> Iterator[Stack]:
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("stack"),
-        database_url=database_url,
-        kafka_bootstrap=kafka_bootstrap,
-        http_port=free_port(),
-        bootstrap_admin_key=ADMIN_KEY,
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server on loopback: http://127.0.0.1:<port> (any credentials pass)."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
     )
+    child = Child("moto", proc, f"http://127.0.0.1:{port}")
+    try:
+        wait_for_port(port, proc, "moto server")
+        deadline = time.monotonic() + 30
+        while True:  # listening is not yet answering
+            try:
+                with urllib.request.urlopen(f"{child.url}/moto-api/", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield child.url
+    finally:
+        child.stop()
+        log.close()
+
+
+S3_KEYS = {"s3_access_key": "test-access-key", "s3_secret_key": "test-secret-key"}
+# Sweeps run often, and an unreferenced blob goes at the next one: tests see the
+# collector and expiry act within their deadlines (the claim protocol, not a grace
+# period, is what keeps stores in flight safe).
+SWEEPS: dict[str, Any] = {
+    "blob_gc_every_s": 0.2,
+    "blob_gc_grace_s": 0,
+    "upload_sweep_every_s": 0.2,
+}
+
+
+def _start_stack(settings: Settings) -> Iterator[Stack]:
     running = Stack(settings, durable=False)
     try:
         running.start()
@@ -74,10 +110,76 @@ def stack(
         running.stop()
 
 
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str,
+    kafka_bootstrap: str,
+    s3_endpoint: str,
+) -> Iterator[Stack]:
+    """The platform, its blobs in S3 (moto), as in production."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("stack"),
+        database_url=database_url,
+        kafka_bootstrap=kafka_bootstrap,
+        http_port=free_port(),
+        bootstrap_admin_key=ADMIN_KEY,
+        blob_url=f"s3://files-e2e?endpoint={s3_endpoint}&region=us-east-1",
+        **S3_KEYS,
+        **SWEEPS,
+    )
+    yield from _start_stack(settings)
+
+
+def _create_database(url: str, name: str) -> str:
+    async def create() -> None:
+        conn = await db.connect(url)
+        try:
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+
+    # In a thread of its own: the tests' event loop may be running in this one.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, create()).result()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Stack]:
+    """A second platform, its blobs on local disk: its own database and broker, so the
+    two never see each other's events. Started only when a test asks for it."""
+    broker = start_broker()
+    try:
+        settings = Settings(
+            data_dir=tmp_path_factory.mktemp("local-stack"),
+            database_url=_create_database(database_url, "files_local_blobs"),
+            kafka_bootstrap=broker.url,
+            http_port=free_port(),
+            bootstrap_admin_key=ADMIN_KEY,
+            **SWEEPS,
+        )
+        yield from _start_stack(settings)
+    finally:
+        broker.stop()
+
+
 @pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+def blobs(request: pytest.FixtureRequest) -> str:
+    """Which blob store the platform under test uses: "s3" unless parametrized."""
+    return str(getattr(request, "param", "s3"))
+
+
+@pytest.fixture
+def platform(request: pytest.FixtureRequest, blobs: str) -> Stack:
+    stack: Stack = request.getfixturevalue("local_stack" if blobs == "local" else "stack")
+    return stack
+
+
+@pytest.fixture
+async def api(platform: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
-        base_url=stack.gateway_url,
+        base_url=platform.gateway_url,
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         timeout=30,
     ) as client:

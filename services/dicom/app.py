@@ -10,7 +10,7 @@ from services.dicom import api
 from services.dicom.handlers import Dicom
 from services.dicom.projections import series
 from shared.contracts import topics
-from shared.kit.blobs import LocalBlobStore
+from shared.kit.blobs import open_blob_store
 from shared.kit.service import Runtime, create_app, serve
 from shared.kit.settings import Settings
 
@@ -30,7 +30,9 @@ def build(settings: Settings) -> FastAPI:
         # batches make the progress move while a large upload is read.
         max_batch=MAX_BATCH,
     )
-    dicom = Dicom(runtime, LocalBlobStore(settings.blob_root()))
+    blobs = open_blob_store(settings)
+    runtime.on_start.append(blobs.start)
+    dicom = Dicom(runtime, blobs)
     runtime.handle = dicom.react
     app = create_app(runtime, "Files DICOM")
     api.install(app, dicom)

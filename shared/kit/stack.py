@@ -17,6 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from shared.kit.embedded import Child, _die_with_parent, free_port, start_broker, start_postgres
 from shared.kit.settings import Settings
 
@@ -40,6 +42,12 @@ def _ready(url: str) -> bool:
     with contextlib.suppress(Exception), urllib.request.urlopen(f"{url}/readyz", timeout=1) as r:
         return bool(r.status == 200)
     return False
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)
 
 
 class Stack:
@@ -72,6 +80,10 @@ class Stack:
         ports = {name: free_port() for name in SERVICES}
         self.env = {
             **os.environ,
+            # What the caller set reaches the services (S3 keys, sweep intervals, ...).
+            **{
+                f"FILES_{name.upper()}": _env_value(getattr(s, name)) for name in s.model_fields_set
+            },
             "FILES_DATA_DIR": str(self.data_dir),
             "FILES_DATABASE_URL": database_url,
             "FILES_KAFKA_BOOTSTRAP": bootstrap,

@@ -1,0 +1,154 @@
+"""What both adapters share: keys, the spooling writer, the interface, the errors."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+CHUNK = 1024 * 1024
+# S3's limits for a multipart upload, kept by the local adapter too.
+MIN_PART = 5 * 1024 * 1024
+MAX_PARTS = 10_000
+# A key is ours: a content hash or an id, in a few plain path segments.
+_KEY = re.compile(r"[a-z0-9]+(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}){1,4}")
+
+
+def content_key(sha256: str) -> str:
+    return f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def check_key(key: str) -> str:
+    """The key, if it is one of ours (KeyError otherwise: never a path from user text)."""
+    if not _KEY.fullmatch(key) or ".." in key:
+        raise KeyError(key)
+    return key
+
+
+def check_part_number(part_number: int) -> int:
+    if not 1 <= part_number <= MAX_PARTS:
+        raise InvalidPart(f"part numbers go from 1 to {MAX_PARTS}")
+    return part_number
+
+
+class UnknownUpload(LookupError):
+    """No multipart upload of that id for that key (never made, completed or aborted)."""
+
+
+class InvalidPart(ValueError):
+    """A part list that cannot complete an upload: unknown part or etag, wrong order,
+    or a part other than the last under MIN_PART."""
+
+
+class PartInfo(NamedTuple):
+    part_number: int
+    etag: str
+    size: int
+
+
+class BlobWriter:
+    """One upload's bytes, spooled to a local file while hashed.
+
+    Nothing is in the store until `commit`; until then `read_at` reads the spool, so
+    media inspection never needs a network round trip.
+    """
+
+    def __init__(self, spool_dir: Path) -> None:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        self.path = spool_dir / uuid.uuid4().hex
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.key = ""
+        self.sha256 = ""
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        self._file.write(data)
+        self.size += len(data)
+
+    def finish(self) -> tuple[str, str]:
+        """Close the spool; returns (key, sha256). The blob is stored by `commit`."""
+        self._file.close()
+        self.sha256 = self._hash.hexdigest()
+        self.key = content_key(self.sha256)
+        return self.key, self.sha256
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+    def abort(self) -> None:
+        """Drop the spool (harmless after commit, which has moved or removed it)."""
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class BlobStore(Protocol):
+    """Content-addressed bytes. A key that is not ours raises KeyError; a missing blob
+    FileNotFoundError."""
+
+    async def start(self) -> None:
+        """Ready the store (S3: create the bucket if missing)."""
+
+    async def close(self) -> None: ...
+
+    def writer(self) -> BlobWriter: ...
+
+    async def commit(self, writers: Sequence[BlobWriter]) -> None:
+        """Store finished writers under their content keys, durably; drop the spools
+        (also on failure). Events may refer to the blobs once this returns."""
+
+    async def size(self, key: str) -> int: ...
+
+    def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes start..end inclusive, a chunk at a time."""
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def delete(self, key: str) -> None:
+        """Remove a blob (no error if it is gone)."""
+
+    def local_copy(self, key: str) -> AbstractAsyncContextManager[Path]:
+        """A local file with the blob's bytes, for the time of the block."""
+
+    def read_at(self, key: str, offset: int, length: int) -> bytes:
+        """Up to `length` bytes at `offset`, blocking: for media inspection, which runs
+        in a thread and reads a few ranges of a large file."""
+
+    async def move(self, source: str, target: str) -> None:
+        """Put the blob `source` under the key `target` (kept if already there, since
+        keys are content hashes) and remove `source`."""
+
+    # Multipart uploads (resumable large uploads): parts 1..MAX_PARTS, each but the last
+    # at least MIN_PART, completed into `key`.
+    async def create_multipart(self, key: str) -> str:
+        """A new upload's id."""
+
+    def presign_part(
+        self, key: str, upload_id: str, part_number: int, expires: timedelta
+    ) -> str | None:
+        """A URL a client can PUT the part to, or None: the caller takes the PUT itself."""
+
+    async def put_part(
+        self, key: str, upload_id: str, part_number: int, chunks: AsyncIterable[bytes]
+    ) -> str:
+        """Store one part (replacing an earlier one of that number); its etag."""
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]: ...
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> None:
+        """Join (part number, etag) in ascending order into the blob `key`."""
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None: ...
+
+    def presigned_get(self, key: str, expires: timedelta) -> str | None:
+        """A URL to download the blob directly, or None (local: through our route)."""

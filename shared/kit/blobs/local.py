@@ -1,0 +1,224 @@
+"""Blobs in a local directory: `<root>/sha256/aa/bb/<sha256>`, spools in `<root>/incoming`
+(the same file system, so a commit is a rename), multipart parts in `<root>/multipart`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import anyio
+
+from shared.kit.blobs.base import (
+    CHUNK,
+    MIN_PART,
+    BlobWriter,
+    InvalidPart,
+    PartInfo,
+    UnknownUpload,
+    check_key,
+    check_part_number,
+)
+
+# Our own bookkeeping: never a blob's key.
+RESERVED = ("incoming", "multipart")
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _move_into_place(spool: Path, final: Path) -> None:
+    """fsync, then rename: after a crash the key holds all of its bytes or nothing."""
+    _fsync(spool)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(spool, final)
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        if key.split("/", 1)[0] in RESERVED:
+            raise KeyError(key)
+        return self.root / key
+
+    def path(self, key: str) -> Path:
+        """Where a blob is on disk."""
+        return self._path(key)
+
+    def writer(self) -> BlobWriter:
+        return BlobWriter(self.root / "incoming")
+
+    async def commit(self, writers: Sequence[BlobWriter]) -> None:
+        try:
+            finals = {self._path(w.key): w.path for w in writers}
+            await asyncio.gather(
+                *(asyncio.to_thread(_move_into_place, s, f) for f, s in finals.items())
+            )
+            # The renames are durable once their directories are synced.
+            await asyncio.gather(
+                *(asyncio.to_thread(_fsync, d) for d in {f.parent for f in finals})
+            )
+        finally:
+            for w in writers:
+                w.abort()
+
+    async def size(self, key: str) -> int:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(key)
+        return path.stat().st_size
+
+    async def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        if path.is_file():
+            path.unlink(missing_ok=True)
+
+    async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        async with await anyio.open_file(self._path(key), "rb") as f:
+            await f.seek(start)
+            left = end - start + 1
+            while left > 0:
+                chunk = await f.read(min(CHUNK, left))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                yield chunk
+
+    @asynccontextmanager
+    async def local_copy(self, key: str) -> AsyncIterator[Path]:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(key)
+        yield path  # the blob itself: no copy needed
+
+    def read_at(self, key: str, offset: int, length: int) -> bytes:
+        with open(self._path(key), "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+    async def move(self, source: str, target: str) -> None:
+        final = self._path(target)
+        await asyncio.to_thread(_move_into_place, self._path(source), final)
+        await asyncio.to_thread(_fsync, final.parent)
+
+    # Multipart: `multipart/<upload id>/key` names the target, `<n>.<md5>` are the parts.
+
+    def _upload(self, key: str, upload_id: str) -> Path:
+        self._path(key)
+        folder = self.root / "multipart" / upload_id
+        if not _UPLOAD_ID.fullmatch(upload_id) or not folder.is_dir():
+            raise UnknownUpload(upload_id)
+        if (folder / "key").read_text() != key:
+            raise UnknownUpload(upload_id)
+        return folder
+
+    async def create_multipart(self, key: str) -> str:
+        self._path(key)
+        upload_id = uuid.uuid4().hex
+        folder = self.root / "multipart" / upload_id
+        folder.mkdir(parents=True)
+        (folder / "key").write_text(key)
+        return upload_id
+
+    def presign_part(
+        self, key: str, upload_id: str, part_number: int, expires: timedelta
+    ) -> str | None:
+        return None
+
+    def presigned_get(self, key: str, expires: timedelta) -> str | None:
+        return None
+
+    async def put_part(
+        self, key: str, upload_id: str, part_number: int, chunks: AsyncIterable[bytes]
+    ) -> str:
+        folder = self._upload(key, upload_id)
+        check_part_number(part_number)
+        temp = folder / f"incoming-{uuid.uuid4().hex}"
+        md5 = hashlib.md5(usedforsecurity=False)
+        try:
+            async with await anyio.open_file(temp, "wb") as f:
+                async for chunk in chunks:
+                    md5.update(chunk)
+                    await f.write(chunk)
+            etag = md5.hexdigest()
+            await asyncio.to_thread(self._keep_part, folder, part_number, temp, etag)
+        finally:
+            temp.unlink(missing_ok=True)
+        return etag
+
+    @staticmethod
+    def _keep_part(folder: Path, part_number: int, temp: Path, etag: str) -> None:
+        _fsync(temp)
+        for old in folder.glob(f"{part_number}.*"):
+            old.unlink(missing_ok=True)
+        os.replace(temp, folder / f"{part_number}.{etag}")
+
+    def _parts(self, folder: Path) -> list[PartInfo]:
+        parts = []
+        for path in folder.iterdir():
+            number, _, etag = path.name.partition(".")
+            if number.isdigit():
+                parts.append(PartInfo(int(number), etag, path.stat().st_size))
+        return sorted(parts)
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        return self._parts(self._upload(key, upload_id))
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> None:
+        folder = self._upload(key, upload_id)
+        have = {(p.part_number, p.etag): p.size for p in self._parts(folder)}
+        wanted = [(n, etag.strip('"')) for n, etag in parts]
+        if not wanted or [n for n, _ in wanted] != sorted({n for n, _ in wanted}):
+            raise InvalidPart("parts must be listed once each, in ascending order")
+        for i, part in enumerate(wanted):
+            if part not in have:
+                raise InvalidPart(f"part {part[0]} with etag {part[1]} was not uploaded")
+            if have[part] < MIN_PART and i < len(wanted) - 1:
+                raise InvalidPart(f"part {part[0]} is under {MIN_PART} bytes and not the last")
+        await asyncio.to_thread(self._join, folder, wanted, self._path(key))
+
+    def _join(self, folder: Path, parts: list[tuple[int, str]], final: Path) -> None:
+        spool = self.root / "incoming" / uuid.uuid4().hex
+        spool.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(spool, "wb") as out:
+                for n, etag in parts:
+                    with open(folder / f"{n}.{etag}", "rb") as part:
+                        shutil.copyfileobj(part, out, CHUNK)
+            _move_into_place(spool, final)
+            _fsync(final.parent)
+        finally:
+            spool.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        folder = self._upload(key, upload_id)
+        await asyncio.to_thread(shutil.rmtree, folder, True)

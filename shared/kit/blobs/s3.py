@@ -1,0 +1,357 @@
+"""Blobs in an S3 bucket (MinIO, AWS S3 or any S3-compatible store), through the minio
+client. minio is synchronous: every call runs in this store's own thread pool, so the
+event loop never waits on the network and a burst of reads cannot starve other threads.
+
+Uploads are spooled to local files while hashed (the key is the hash, known only at the
+end) and put under their content keys at commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import certifi
+import httpx
+import urllib3
+from minio import Minio
+from minio.commonconfig import ComposeSource, CopySource
+from minio.datatypes import Part
+from minio.error import S3Error
+
+from shared.kit.blobs.base import (
+    CHUNK,
+    BlobWriter,
+    InvalidPart,
+    PartInfo,
+    UnknownUpload,
+    check_key,
+    check_part_number,
+)
+
+T = TypeVar("T")
+THREADS = 32
+# Blobs put side by side at commit, and parts of one large blob.
+PARALLEL_PUTS = 8
+PART_SIZE = 16 * 1024 * 1024
+MAX_COPY = 5 * 1024**3
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    endpoint: str  # host[:port]
+    secure: bool
+    region: str | None
+
+
+def parse_url(url: str) -> S3Location:
+    """`s3://bucket?endpoint=http://host:port&region=eu-west-1&secure=false`; without an
+    endpoint, AWS S3."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError("an S3 blob URL is s3://<bucket>[?endpoint=...&region=...]")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    endpoint = query.get("endpoint", "s3.amazonaws.com")
+    secure = True
+    if "://" in endpoint:
+        scheme, _, endpoint = endpoint.partition("://")
+        secure = scheme == "https"
+    if "secure" in query:
+        secure = query["secure"].lower() not in ("false", "0", "no")
+    region = query.get("region") or os.environ.get("AWS_REGION") or None
+    return S3Location(parts.netloc, endpoint.rstrip("/"), secure, region)
+
+
+def _missing(error: S3Error, key: str) -> Exception:
+    if error.code in ("NoSuchKey", "ResourceNotFound"):
+        return FileNotFoundError(key)
+    if error.code == "NoSuchUpload":
+        return UnknownUpload(key)
+    if error.code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall"):
+        return InvalidPart(error.message or error.code)
+    return error
+
+
+def _part_size(size: int) -> int:
+    """16 MiB parts, larger when a blob would need more than 10,000 of them."""
+    return max(PART_SIZE, -(-size // 9_999))
+
+
+class S3BlobStore:
+    def __init__(
+        self,
+        location: S3Location,
+        spool_dir: Path,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+    ) -> None:
+        self.bucket = location.bucket
+        self.spool_dir = spool_dir
+        self._client = Minio(
+            location.endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            session_token=session_token,
+            secure=location.secure,
+            region=location.region,
+            # As minio's own, with a connection for each of our threads.
+            http_client=urllib3.PoolManager(
+                maxsize=THREADS,
+                timeout=urllib3.Timeout(connect=10, read=300),
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+                retries=urllib3.Retry(
+                    total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+                ),
+            ),
+        )
+        self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="s3")
+        self._http: httpx.AsyncClient | None = None
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(fn, *args, **kwargs))
+
+    async def start(self) -> None:
+        """Create the bucket if it is missing (also caches its region, so presigning
+        needs no network)."""
+        if not await self._call(self._client.bucket_exists, self.bucket):
+            try:
+                await self._call(self._client.make_bucket, self.bucket)
+            except S3Error as error:
+                if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def writer(self) -> BlobWriter:
+        return BlobWriter(self.spool_dir)
+
+    async def commit(self, writers: Sequence[BlobWriter]) -> None:
+        """Put each spool under its content key, unless that key is there already
+        (identical bytes share one blob), a few side by side."""
+        gate = asyncio.Semaphore(PARALLEL_PUTS)
+
+        async def put(w: BlobWriter) -> None:
+            async with gate:
+                if await self.exists(w.key):
+                    return
+                await self._call(
+                    self._client.fput_object,
+                    self.bucket,
+                    w.key,
+                    str(w.path),
+                    part_size=_part_size(w.size),
+                    num_parallel_uploads=2,
+                )
+
+        try:
+            unique = {check_key(w.key): w for w in writers}
+            async with asyncio.TaskGroup() as group:
+                for w in unique.values():
+                    group.create_task(put(w))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # the first failure says enough
+        finally:
+            for w in writers:
+                w.abort()
+
+    async def size(self, key: str) -> int:
+        try:
+            found = await self._call(self._client.stat_object, self.bucket, check_key(key))
+        except S3Error as error:
+            raise _missing(error, key) from error
+        return int(found.size or 0)
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self.size(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def delete(self, key: str) -> None:
+        await self._call(self._client.remove_object, self.bucket, check_key(key))
+
+    async def _get(self, key: str, offset: int = 0, length: int = 0) -> Any:
+        try:
+            return await self._call(
+                self._client.get_object, self.bucket, check_key(key), offset, length
+            )
+        except S3Error as error:
+            raise _missing(error, key) from error
+
+    async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        response = await self._get(key, start, end - start + 1)
+        try:
+            while chunk := await self._call(response.read, CHUNK):
+                yield chunk
+        finally:
+            response.close()
+            response.release_conn()
+
+    @asynccontextmanager
+    async def local_copy(self, key: str) -> AsyncIterator[Path]:
+        response = await self._get(key)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spool_dir / f"copy-{uuid.uuid4().hex}"
+        try:
+            try:
+                await self._call(_save, response, path)
+            finally:
+                response.close()
+                response.release_conn()
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def read_at(self, key: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            response = self._client.get_object(self.bucket, check_key(key), offset, length)
+        except S3Error as error:
+            if error.code == "InvalidRange":
+                return b""  # at or past the end, as a file read there gives nothing
+            raise _missing(error, key) from error
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+    async def move(self, source: str, target: str) -> None:
+        """A server-side copy, then the source goes: no byte passes through us."""
+        if not await self.exists(target):
+            source_key, target_key = check_key(source), check_key(target)
+            if await self.size(source) <= MAX_COPY:
+                await self._call(
+                    self._client.copy_object,
+                    self.bucket,
+                    target_key,
+                    CopySource(self.bucket, source_key),
+                )
+            else:  # one CopyObject takes at most 5 GiB; compose copies in parts
+                await self._call(
+                    self._client.compose_object,
+                    self.bucket,
+                    target_key,
+                    [ComposeSource(self.bucket, source_key)],
+                )
+        await self.delete(source)
+
+    # Multipart, through minio's S3 calls (private in minio 7.2, but plain S3 APIs).
+
+    async def create_multipart(self, key: str) -> str:
+        return await self._call(
+            self._client._create_multipart_upload, self.bucket, check_key(key), {}
+        )
+
+    def presign_part(self, key: str, upload_id: str, part_number: int, expires: timedelta) -> str:
+        return self._client.get_presigned_url(
+            "PUT",
+            self.bucket,
+            check_key(key),
+            expires=expires,
+            extra_query_params={
+                "uploadId": upload_id,
+                "partNumber": str(check_part_number(part_number)),
+            },
+        )
+
+    def presigned_get(self, key: str, expires: timedelta) -> str:
+        return self._client.presigned_get_object(self.bucket, check_key(key), expires=expires)
+
+    async def put_part(
+        self, key: str, upload_id: str, part_number: int, chunks: AsyncIterable[bytes]
+    ) -> str:
+        """Spooled first: S3 wants a part's length before its bytes. Then PUT to the
+        presigned URL, streamed from the spool."""
+        url = self.presign_part(key, upload_id, part_number, timedelta(hours=1))
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        spool = self.spool_dir / f"part-{uuid.uuid4().hex}"
+        try:
+            async with await anyio.open_file(spool, "wb") as f:
+                async for chunk in chunks:
+                    await f.write(chunk)
+
+            async def body() -> AsyncIterator[bytes]:
+                async with await anyio.open_file(spool, "rb") as f:
+                    while chunk := await f.read(CHUNK):
+                        yield chunk
+
+            if self._http is None:
+                self._http = httpx.AsyncClient(timeout=httpx.Timeout(30, read=300))
+            size = spool.stat().st_size
+            response = await self._http.put(
+                url, content=body(), headers={"Content-Length": str(size)}
+            )
+        finally:
+            spool.unlink(missing_ok=True)
+        if response.status_code == 404:
+            raise UnknownUpload(upload_id)
+        response.raise_for_status()
+        return response.headers["etag"].strip('"')
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        parts: list[PartInfo] = []
+        marker: str | None = None
+        while True:
+            try:
+                page = await self._call(
+                    self._client._list_parts,
+                    self.bucket,
+                    check_key(key),
+                    upload_id,
+                    part_number_marker=marker,
+                )
+            except S3Error as error:
+                raise _missing(error, upload_id) from error
+            parts += [PartInfo(p.part_number, p.etag, p.size or 0) for p in page.parts]
+            if not page.is_truncated or not page.next_part_number_marker:
+                return parts
+            marker = page.next_part_number_marker
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> None:
+        try:
+            await self._call(
+                self._client._complete_multipart_upload,
+                self.bucket,
+                check_key(key),
+                upload_id,
+                [Part(n, etag.strip('"')) for n, etag in parts],
+            )
+        except S3Error as error:
+            raise _missing(error, upload_id) from error
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            await self._call(
+                self._client._abort_multipart_upload, self.bucket, check_key(key), upload_id
+            )
+        except S3Error as error:
+            raise _missing(error, upload_id) from error
+
+
+def _save(response: Any, path: Path) -> None:
+    with open(path, "wb") as f:
+        shutil.copyfileobj(response, f, CHUNK)

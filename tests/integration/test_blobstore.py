@@ -1,0 +1,291 @@
+"""One contract, both blob stores: a local directory and S3 over HTTP (moto's server)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.kit.blobs import (
+    MIN_PART,
+    BlobStore,
+    BlobWriter,
+    InvalidPart,
+    LocalBlobStore,
+    S3BlobStore,
+    UnknownUpload,
+    content_key,
+    open_blob_store,
+)
+from shared.kit.settings import Settings
+from shared.kit.stack import Stack
+from tests.e2e.support import folder, unique, upload
+
+
+@pytest.fixture(params=["local", "s3"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, s3_endpoint: str
+) -> AsyncIterator[BlobStore]:
+    if request.param == "local":
+        settings = Settings(data_dir=tmp_path, blob_url=f"file://{tmp_path / 'blobs'}")
+    else:
+        settings = Settings(
+            data_dir=tmp_path,
+            blob_url=f"s3://blobs-{uuid.uuid4().hex[:12]}?endpoint={s3_endpoint}&region=us-east-1",
+            s3_access_key="test-access-key",
+            s3_secret_key="test-secret-key",
+        )
+    blobs = open_blob_store(settings)
+    assert isinstance(blobs, LocalBlobStore if request.param == "local" else S3BlobStore)
+    await blobs.start()
+    await blobs.start()  # the bucket (or directory) being there already is fine
+    yield blobs
+    await blobs.close()
+
+
+def written(blobs: BlobStore, data: bytes, chunk: int = 1000) -> BlobWriter:
+    writer = blobs.writer()
+    for at in range(0, len(data), chunk):
+        writer.write(data[at : at + chunk])
+    return writer
+
+
+async def read(blobs: BlobStore, key: str, start: int, end: int) -> bytes:
+    return b"".join([chunk async for chunk in blobs.stream(key, start, end)])
+
+
+async def test_written_bytes_are_stored_under_their_hash_once_committed(store: BlobStore) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)  # more than one chunk
+    writer = written(store, data, chunk=64 * 1024)
+    sha = hashlib.sha256(data).hexdigest()
+    assert writer.finish() == (content_key(sha), sha)
+    assert writer.size == len(data)
+    # Before the commit: readable from the spool, not in the store.
+    assert writer.read_at(10, 5) == data[10:15]
+    assert not await store.exists(writer.key)
+    await store.commit([writer])
+    assert not writer.path.exists()
+    assert await store.exists(writer.key)
+    assert await store.size(writer.key) == len(data)
+    assert await read(store, writer.key, 0, len(data) - 1) == data
+    assert await read(store, writer.key, 5, 5) == data[5:6]
+    assert (
+        await read(store, writer.key, 1024 * 1024 - 3, 2 * 1024 * 1024 + 9)
+        == (data[1024 * 1024 - 3 : 2 * 1024 * 1024 + 10])
+    )
+    assert await read(store, writer.key, len(data) - 4, len(data) - 1) == data[-4:]
+    async with store.local_copy(writer.key) as path:
+        assert path.read_bytes() == data
+
+
+async def test_a_blob_larger_than_a_part(store: BlobStore) -> None:
+    """S3 puts it as a multipart upload (16 MiB parts)."""
+    data = os.urandom(16 * 1024 * 1024 + 1)
+    writer = written(store, data, chunk=1024 * 1024)
+    key, _ = writer.finish()
+    await store.commit([writer])
+    assert await store.size(key) == len(data)
+    assert await read(store, key, len(data) - 3, len(data) - 1) == data[-3:]
+
+
+async def test_identical_bytes_share_one_blob(store: BlobStore) -> None:
+    data = b"the same bytes " * 100
+    first, second = written(store, data), written(store, data)
+    first.finish()
+    second.finish()
+    await store.commit([first, second])
+    assert first.key == second.key
+    again = written(store, data)
+    again.finish()
+    await store.commit([again])  # already there: nothing to put
+    assert again.key == first.key
+    assert await read(store, first.key, 0, len(data) - 1) == data
+    assert not any(w.path.exists() for w in (first, second, again))
+
+
+async def test_an_empty_blob(store: BlobStore) -> None:
+    writer = store.writer()
+    key, _ = writer.finish()
+    await store.commit([writer])
+    assert await store.size(key) == 0
+
+
+async def test_an_aborted_or_interrupted_writer_leaves_nothing(store: BlobStore) -> None:
+    data = os.urandom(10_000)
+    aborted = written(store, data)
+    aborted.finish()
+    aborted.abort()
+    assert not aborted.path.exists()
+    assert not await store.exists(aborted.key)
+    # Cut off half way (the client went away): the receiver drops it unfinished.
+    interrupted = written(store, data[:5000])
+    interrupted.abort()
+    assert not interrupted.path.exists()
+    for whole_or_part in (data, data[:5000]):
+        assert not await store.exists(content_key(hashlib.sha256(whole_or_part).hexdigest()))
+
+
+async def test_a_failed_commit_drops_every_spool_and_stores_nothing_broken(
+    store: BlobStore,
+) -> None:
+    done, unfinished = written(store, b"finished"), written(store, b"never finished")
+    done.finish()
+    with pytest.raises(KeyError):
+        await store.commit([done, unfinished])
+    assert not done.path.exists() and not unfinished.path.exists()
+
+
+async def test_unknown_and_foreign_keys(store: BlobStore) -> None:
+    missing = content_key("0" * 64)
+    assert not await store.exists(missing)
+    writer = written(store, b"beside a directory")
+    writer.finish()
+    await store.commit([writer])
+    prefix = writer.key.rsplit("/", 2)[0]  # sha256/aa: a directory on disk, no object in S3
+    assert not await store.exists(prefix)
+    with pytest.raises(FileNotFoundError):
+        await store.size(prefix)
+    with pytest.raises(FileNotFoundError):
+        await store.size(missing)
+    with pytest.raises(FileNotFoundError):
+        async with store.local_copy(missing):
+            pass
+    for foreign in ("../etc/passwd", "sha256/../../x", "/abs", "sha256/ab/../../../x", ""):
+        with pytest.raises(KeyError):
+            await store.size(foreign)
+
+
+async def test_delete(store: BlobStore) -> None:
+    writer = written(store, b"to be collected")
+    key, _ = writer.finish()
+    await store.commit([writer])
+    await store.delete(key)
+    assert not await store.exists(key)
+    await store.delete(key)  # gone already: no error
+
+
+async def _chunks(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    for at in range(0, len(data), size):
+        yield data[at : at + size]
+
+
+async def _put(store: BlobStore, key: str, upload_id: str, n: int, data: bytes) -> str:
+    """A part as a client sends it: to the presigned URL when there is one."""
+    url = store.presign_part(key, upload_id, n, timedelta(minutes=5))
+    if url is None:
+        return await store.put_part(key, upload_id, n, _chunks(data))
+    async with httpx.AsyncClient() as client:
+        response = await client.put(url, content=data)
+    assert response.status_code == 200, response.text
+    return response.headers["etag"].strip('"')
+
+
+async def test_a_multipart_upload_joins_its_parts(store: BlobStore) -> None:
+    key = f"uploads/{uuid.uuid4().hex}"
+    first, second = os.urandom(MIN_PART), os.urandom(1000)
+    upload_id = await store.create_multipart(key)
+    assert await store.list_parts(key, upload_id) == []
+    etag1 = await _put(store, key, upload_id, 1, first)
+    # Sent again (a retry): the later copy counts.
+    etag1 = await store.put_part(key, upload_id, 1, _chunks(first))
+    etag2 = await store.put_part(key, upload_id, 2, _chunks(second))
+    assert etag1 == hashlib.md5(first).hexdigest()
+    parts = await store.list_parts(key, upload_id)
+    assert [(p.part_number, p.etag, p.size) for p in parts] == [
+        (1, etag1, len(first)),
+        (2, etag2, len(second)),
+    ]
+    with pytest.raises(InvalidPart):
+        await store.complete_multipart(key, upload_id, [(1, etag1), (2, "0" * 32)])
+    await store.complete_multipart(key, upload_id, [(1, etag1), (2, etag2)])
+    assert await store.size(key) == len(first) + len(second)
+    assert await read(store, key, MIN_PART - 2, MIN_PART + 1) == first[-2:] + second[:2]
+    with pytest.raises(UnknownUpload):
+        await store.list_parts(key, upload_id)
+    # Read by range where it was assembled, then moved under its content key.
+    whole = first + second
+    assert store.read_at(key, MIN_PART - 3, 6) == whole[MIN_PART - 3 : MIN_PART + 3]
+    assert store.read_at(key, len(whole) - 2, 10) == whole[-2:]
+    assert store.read_at(key, len(whole), 10) == b""
+    target = content_key(hashlib.sha256(whole).hexdigest())
+    await store.move(key, target)
+    assert not await store.exists(key)
+    assert await read(store, target, 0, len(whole) - 1) == whole
+
+
+async def test_a_move_onto_identical_bytes_keeps_them(store: BlobStore) -> None:
+    data = os.urandom(2000)
+    writer = written(store, data)
+    key, _ = writer.finish()
+    await store.commit([writer])
+    again = f"uploads/{uuid.uuid4().hex}"
+    upload_id = await store.create_multipart(again)
+    etag = await store.put_part(again, upload_id, 1, _chunks(data))
+    await store.complete_multipart(again, upload_id, [(1, etag)])
+    await store.move(again, key)
+    assert not await store.exists(again)
+    assert await read(store, key, 0, len(data) - 1) == data
+
+
+async def test_presigned_urls(store: BlobStore) -> None:
+    key = f"uploads/{uuid.uuid4().hex}"
+    upload_id = await store.create_multipart(key)
+    url = store.presign_part(key, upload_id, 1, timedelta(minutes=5))
+    if isinstance(store, LocalBlobStore):
+        assert url is None  # the service takes the PUT itself
+        assert store.presigned_get(key, timedelta(minutes=5)) is None
+        return
+    assert url is not None
+    data = b"a small last part"
+    etag = await _put(store, key, upload_id, 1, data)
+    await store.complete_multipart(key, upload_id, [(1, etag)])
+    got = store.presigned_get(key, timedelta(minutes=5))
+    assert got is not None
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(got)).content == data
+
+
+async def test_an_aborted_multipart_upload_leaves_nothing(store: BlobStore) -> None:
+    key = f"uploads/{uuid.uuid4().hex}"
+    upload_id = await store.create_multipart(key)
+    await store.put_part(key, upload_id, 1, _chunks(b"some bytes"))
+    await store.abort_multipart(key, upload_id)
+    with pytest.raises(UnknownUpload):
+        await store.list_parts(key, upload_id)
+    assert not await store.exists(key)
+
+
+def spools(platform: Stack) -> list[Path]:
+    s3 = platform.settings.blob_url.startswith("s3://")
+    where = platform.data_dir / ("spool" if s3 else "blobs/incoming")
+    return [p for p in where.glob("*") if p.is_file()] if where.exists() else []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("blobs", ["s3", "local"], indirect=True)
+async def test_the_platform_keeps_uploads_in_its_store_and_no_spool(
+    api: httpx.AsyncClient, platform: Stack
+) -> None:
+    store = open_blob_store(platform.settings)
+    await store.start()
+    top = await folder(api, unique("blobs"))
+    data = f"kept in the store {uuid.uuid4()}\n".encode()
+    (stored,) = (await upload(api, top["id"], ("a.txt", data)))["files"]
+    assert stored["sha256"] == hashlib.sha256(data).hexdigest()
+    assert await store.exists(content_key(stored["sha256"]))
+    # A refused upload stores none of its files and leaves no spool behind.
+    kept_out = f"refused with its neighbour {uuid.uuid4()}\n".encode()
+    answer = await api.post(
+        f"/v1/folders/{top['id']}/files",
+        files=[("file", ("b.txt", kept_out)), ("file", ("c.bin", b"\x00\xff" * 50))],
+    )
+    assert answer.status_code == 415, answer.text
+    assert not await store.exists(content_key(hashlib.sha256(kept_out).hexdigest()))
+    assert spools(platform) == []
+    await store.close()
