@@ -19,7 +19,16 @@ from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
 
 # A data key containing any of these (case-insensitive) is dropped, at any depth.
-REDACTED_KEY_PARTS = ("secret", "password", "key_hash", "access_key", "private_key", "credential")
+# `sealed`: values encrypted at rest (an integration's credentials) stay out as well.
+REDACTED_KEY_PARTS = (
+    "secret",
+    "password",
+    "key_hash",
+    "access_key",
+    "private_key",
+    "credential",
+    "sealed",
+)
 
 # Every stream id ends with the aggregate's UUID (`file-<uuid>`, `upload-job-<uuid>`):
 # the audit's subject. EventStore.setup indexes the same expression.

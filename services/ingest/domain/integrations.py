@@ -1,0 +1,165 @@
+"""Cloud integrations, pure: what a registration must say, and what it records.
+
+An integration is a customer's bucket with the credentials to read it. The
+credentials are sealed by the caller (they never appear in an event in clear);
+the checks here are of form only: whether the bucket answers is the adapter's to
+find out (services/ingest/cloud.py) before anything is recorded.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+
+from shared.contracts import ingest as ev
+from shared.contracts import rules
+from shared.contracts.envelope import Change
+from shared.kit.errors import Refused
+
+PROVIDERS = ("s3",)
+# S3's bucket naming rules (lower case, digits, dots and hyphens, 3 to 63 characters).
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+REGION = re.compile(r"^[a-z0-9-]{1,64}$")
+MAX_KEY_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the bucket's S3 API answers: host[:port], and whether over TLS."""
+
+    host: str
+    secure: bool
+
+    def url(self) -> str:
+        return f"{'https' if self.secure else 'http'}://{self.host}"
+
+
+AWS = Endpoint("s3.amazonaws.com", secure=True)
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    provider: str
+    endpoint: Endpoint
+    # Given by the caller, or None (then the endpoint is asked where the bucket is).
+    region: str | None
+    bucket: str
+    access_key: str
+    secret_key: str
+    # What the caller wrote as the endpoint, normalised (None for AWS's default).
+    endpoint_given: str | None
+
+
+def parse_endpoint(value: str | None) -> Endpoint:
+    """An endpoint URL (`https://host[:port]`, no path, no credentials) or AWS's."""
+    if value is None or value == "":
+        return AWS
+    parsed = urllib.parse.urlsplit(value.strip())
+    problem = None
+    if parsed.scheme not in ("http", "https"):
+        problem = "must start with http:// or https://"
+    elif not parsed.hostname:
+        problem = "names no host"
+    elif parsed.username or parsed.password:
+        problem = "must not carry credentials: give access_key and secret_key"
+    elif parsed.path not in ("", "/") or parsed.query or parsed.fragment:
+        problem = "must be the service's address only, without a path or query"
+    else:
+        try:
+            parsed.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            problem = "has a malformed port"
+    if problem:
+        raise _invalid("endpoint", problem)
+    return Endpoint(parsed.netloc.lower(), secure=parsed.scheme == "https")
+
+
+def _invalid(field: str, problem: str) -> Refused:
+    return Refused(
+        422,
+        "invalid_request",
+        f"{field}: {problem}",
+        {"fields": [{"field": field, "problem": problem}]},
+    )
+
+
+def _text(body: dict[str, object], field: str, *, required: bool = True) -> str | None:
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise _invalid(field, "is required")
+        return None
+    if not isinstance(value, str):
+        raise _invalid(field, "must be a string")
+    return value
+
+
+def parse_registration(body: object) -> Registration:
+    """The registration a request body asks for, or 422 naming the field at fault."""
+    if not isinstance(body, dict):
+        raise Refused(422, "invalid_request", "the body must be a JSON object")
+    name = _text(body, "name") or ""
+    problem = rules.name_problem(name, "integration name")
+    if problem:
+        raise _invalid("name", problem)
+    provider = _text(body, "provider") or ""
+    if provider not in PROVIDERS:
+        raise _invalid("provider", f"must be one of {', '.join(PROVIDERS)}")
+    bucket = _text(body, "bucket") or ""
+    if not BUCKET.match(bucket) or ".." in bucket:
+        raise _invalid("bucket", "is not a bucket name (3 to 63 of a-z, 0-9, '.', '-')")
+    region = _text(body, "region", required=False) or None
+    if region is not None and not REGION.match(region):
+        raise _invalid("region", "is not a region name (such as eu-west-1)")
+    endpoint_text = _text(body, "endpoint", required=False) or None
+    endpoint = parse_endpoint(endpoint_text)
+    access_key = _text(body, "access_key") or ""
+    secret_key = _text(body, "secret_key") or ""
+    if not access_key or len(access_key) > 256:
+        raise _invalid("access_key", "must be 1 to 256 characters")
+    if not secret_key or len(secret_key) > 1024:
+        raise _invalid("secret_key", "must be 1 to 1024 characters")
+    return Registration(
+        name=name,
+        provider=provider,
+        endpoint=endpoint,
+        region=region,
+        bucket=bucket,
+        access_key=access_key,
+        secret_key=secret_key,
+        endpoint_given=endpoint.url() if endpoint_text else None,
+    )
+
+
+def register(
+    integration_id: uuid.UUID, registration: Registration, sealed_credentials: str
+) -> list[Change]:
+    """The integration's stream begins; the credentials go in sealed, never in clear."""
+    return [
+        Change(
+            ev.integration_stream(integration_id),
+            1,
+            ev.IntegrationRegistered(
+                integration_id=integration_id,
+                name=registration.name,
+                provider=registration.provider,
+                endpoint=registration.endpoint_given,
+                region=registration.region,
+                bucket=registration.bucket,
+                sealed_credentials=sealed_credentials,
+            ),
+        )
+    ]
+
+
+def remove(integration_id: uuid.UUID, version: int) -> list[Change]:
+    return [
+        Change(
+            ev.integration_stream(integration_id),
+            version + 1,
+            ev.IntegrationRemoved(integration_id=integration_id),
+        )
+    ]

@@ -1,0 +1,561 @@
+"""Cloud integrations and imports by reference: the commands, and the jobs that run them.
+
+An integration is registered only once its bucket answered with its credentials;
+the credentials are sealed (shared/kit/secrets.py) before they reach an event.
+An import records its job and answers; the objects are then read in the background
+of this process, a batch at a time (read concurrently, each streamed once to hash and
+sniff it; one transaction of events per batch), so the job's progress moves as they
+are registered. A job interrupted by a restart resumes when ingest starts again: its
+stream says what it was asked and what is settled (domain/imports.py `fold`); the
+batch in flight is read again, and nothing of it had been recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import queue
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+from minio import Minio
+
+from services.ingest import cloud
+from services.ingest.domain import imports as domain
+from services.ingest.domain import integrations as rules
+from services.ingest.domain import media
+from services.ingest.projections import integrations, jobs
+from shared.contracts import ingest as ev
+from shared.contracts.catalog import Media
+from shared.contracts.envelope import Cause, Change, envelopes_of
+from shared.kit.access import Access
+from shared.kit.errors import Refused, not_found
+from shared.kit.eventstore import ConcurrencyConflict
+from shared.kit.logs import log
+from shared.kit.secrets import Sealer, SealError, key_material
+from shared.kit.service import Handlers, Runtime
+from shared.kit.settings import Settings
+
+# Objects read and recorded together: one transaction of events per batch.
+BATCH = 500
+# Objects read at the same time (threads: the S3 client blocks).
+READERS = 16
+LISTING_PAGE = 1000
+# Progress moves at least this often while objects are read.
+FLUSH_S = 1.0
+# Bucket-level problems: when a whole batch fails with one of them, the job stops.
+FATAL = ("invalid_credentials", "bucket_not_found", "endpoint_unreachable", "access_denied")
+
+
+def require_org_admin(access: Access, *, single: bool = False, ident: object = None) -> None:
+    """Integrations are the organisation admins': a member is told so for the collection,
+    and told nothing exists for one integration (no existence leak)."""
+    if access.org_admin:
+        return
+    if single:
+        raise not_found("integration", ident)
+    raise Refused(
+        403,
+        "forbidden",
+        "cloud integrations need the organisation admin role",
+        {"role_needed": "org admin"},
+    )
+
+
+def _integration_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "provider": row["provider"],
+        "bucket": row["bucket"],
+        "endpoint": row["endpoint"],
+        "region": row["region"],
+        "created_at": row["created_at"].isoformat(),
+        "created_by": row["created_by"],
+    }
+
+
+class Imports(Handlers):
+    def __init__(self, runtime: Runtime, settings: Settings) -> None:
+        super().__init__(runtime)
+        self.settings = settings
+        self._sealer: Sealer | None = None
+        self.spool = settings.data_dir / "spool"
+        self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="import-read")
+        self._clients: dict[uuid.UUID, tuple[cloud.Bucket, Minio]] = {}
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+
+    @property
+    def sealer(self) -> Sealer:
+        if self._sealer is None:
+            self._sealer = Sealer(key_material(self.settings.secret_key, self.settings.data_dir))
+        return self._sealer
+
+    async def _record(self, changes: Sequence[Change], cause: Cause) -> int:
+        envelopes = envelopes_of(changes, cause)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await jobs.apply(conn, envelopes)
+            await integrations.apply(conn, envelopes)
+            return await self.store.append(conn, envelopes)
+
+    # -- integrations ----------------------------------------------------------------
+
+    async def register(
+        self, access: Access, cause: Cause, body: object
+    ) -> tuple[dict[str, Any], int]:
+        require_org_admin(access)
+        registration = rules.parse_registration(body)
+        bucket = cloud.Bucket(
+            registration.endpoint,
+            registration.region,
+            registration.bucket,
+            registration.access_key,
+            registration.secret_key,
+        )
+        s3 = cloud.client(bucket, pool_size=2)
+        try:
+            await asyncio.to_thread(cloud.check, s3, bucket)
+        except cloud.CloudProblem as problem:
+            raise Refused(
+                422,
+                problem.code,
+                f"the integration was not registered: {problem.message}",
+                {"bucket": bucket.name, "endpoint": bucket.endpoint.url()},
+            ) from None
+        integration_id = uuid.uuid4()
+        sealed = self.sealer.seal(
+            orjson.dumps(
+                {"access_key": registration.access_key, "secret_key": registration.secret_key}
+            ),
+            str(integration_id),
+        )
+        position = await self._record(rules.register(integration_id, registration, sealed), cause)
+        row = await self.pool.fetchrow(
+            "SELECT * FROM ingest.integrations WHERE id = $1", integration_id
+        )
+        return _integration_json(row), position
+
+    async def integrations(self, access: Access, limit: int, cursor: str | None) -> dict[str, Any]:
+        require_org_admin(access)
+        after: tuple[Any, ...] | None = None
+        if cursor:
+            try:
+                at, ident = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+                after = (at, uuid.UUID(ident))
+            except Exception:
+                raise Refused(422, "invalid_cursor", "cursor is not one we gave") from None
+        rows = await self.pool.fetch(
+            """SELECT * FROM ingest.integrations
+               WHERE $1::text IS NULL OR (created_at, id) > ($1::timestamptz, $2::uuid)
+               ORDER BY created_at, id LIMIT $3""",
+            after[0] if after else None,
+            after[1] if after else None,
+            limit + 1,
+        )
+        items = [_integration_json(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = base64.urlsafe_b64encode(
+                orjson.dumps([last["created_at"].isoformat(), str(last["id"])])
+            ).decode()
+        return {"items": items, "next_cursor": next_cursor}
+
+    async def integration(self, access: Access, integration_id: uuid.UUID) -> dict[str, Any]:
+        require_org_admin(access, single=True, ident=integration_id)
+        row = await self.pool.fetchrow(
+            "SELECT * FROM ingest.integrations WHERE id = $1", integration_id
+        )
+        if row is None:
+            raise not_found("integration", integration_id)
+        return _integration_json(row)
+
+    async def remove(self, access: Access, cause: Cause, integration_id: uuid.UUID) -> int:
+        """Files imported through it stay listed; their content is no longer served."""
+        require_org_admin(access, single=True, ident=integration_id)
+        row = await self.pool.fetchrow(
+            "SELECT version FROM ingest.integrations WHERE id = $1", integration_id
+        )
+        if row is None:
+            raise not_found("integration", integration_id)
+        position = await self._record(rules.remove(integration_id, row["version"]), cause)
+        self._clients.pop(integration_id, None)
+        return position
+
+    async def _bucket(self, integration_id: uuid.UUID) -> tuple[cloud.Bucket, Minio] | None:
+        """The integration's bucket and a client for it, or None if it was removed."""
+        row = await self.pool.fetchrow(
+            "SELECT * FROM ingest.integrations WHERE id = $1", integration_id
+        )
+        if row is None:
+            self._clients.pop(integration_id, None)
+            return None
+        cached = self._clients.get(integration_id)
+        if cached is not None:
+            return cached
+        try:
+            credentials = orjson.loads(
+                self.sealer.open(row["sealed_credentials"], str(integration_id))
+            )
+        except SealError as error:
+            raise Refused(
+                409,
+                "integration_unreadable",
+                f"integration {integration_id}'s credentials cannot be opened: {error}",
+            ) from None
+        bucket = cloud.Bucket(
+            rules.parse_endpoint(row["endpoint"]),
+            row["region"],
+            row["bucket"],
+            credentials["access_key"],
+            credentials["secret_key"],
+        )
+        found = (bucket, cloud.client(bucket, pool_size=READERS * 2))
+        self._clients[integration_id] = found
+        return found
+
+    async def presign(self, integration_id: uuid.UUID, key: str, name: str, mime_type: str) -> str:
+        found = await self._bucket(integration_id)
+        if found is None:
+            raise Refused(
+                409,
+                "integration_removed",
+                f"the file's integration {integration_id} was removed: its content is not"
+                " reachable through this platform any more",
+                {"integration_id": str(integration_id)},
+            )
+        bucket, s3 = found
+        try:
+            return await asyncio.to_thread(cloud.presign, s3, bucket, key, name, mime_type)
+        except cloud.CloudProblem as problem:
+            raise Refused(409, problem.code, problem.message) from None
+
+    # -- imports ---------------------------------------------------------------------
+
+    async def start_import(
+        self, cause: Cause, folder_id: uuid.UUID, body: object
+    ) -> tuple[dict[str, Any], int]:
+        """Record the job and what it was asked, then run it in the background: 202."""
+        integration_id = domain.integration_of(body)
+        found = await self._bucket(integration_id)
+        if found is None:
+            raise not_found("integration", integration_id)
+        request = domain.parse_request(body, found[0].name)
+        job_id = uuid.uuid4()
+        changes = domain.start(job_id, folder_id, request)
+        envelopes = envelopes_of(changes, cause)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await jobs.apply(conn, envelopes)
+            position = await self.store.append(conn, envelopes)
+        state = domain.fold((e.type, e.data) for e in envelopes)
+        assert state is not None
+        if not state.ended:
+            self._spawn(state, Cause.of(envelopes[0]))
+        return {"job_id": str(job_id)}, position
+
+    def _spawn(self, state: domain.JobState, cause: Cause) -> None:
+        if state.job_id in self._running:
+            return
+        task = asyncio.create_task(self._run(state, cause), name=f"import-{state.job_id}")
+        self._running[state.job_id] = task
+        task.add_done_callback(lambda _: self._running.pop(state.job_id, None))
+        # The runtime cancels its tasks before it closes the pool: an import stopped by a
+        # shutdown records nothing more, and resumes at the next start.
+        self.runtime._tasks.append(task)
+
+    async def resume(self) -> None:
+        """At start: every import job its stream says is unfinished runs on."""
+        rows = await self.pool.fetch(
+            "SELECT id FROM ingest.jobs WHERE kind = 'import' AND status = 'running'"
+        )
+        for row in rows:
+            envelopes = await self.store.read_stream(self.pool, ev.job_stream(row["id"]))
+            state = domain.fold((e.type, e.data) for e in envelopes)
+            if state is None or state.ended:
+                continue
+            log.info("import.resumed", job_id=str(state.job_id), settled=len(state.settled))
+            self._spawn(state, Cause.of(envelopes[0]))
+
+    async def _run(self, state: domain.JobState, cause: Cause) -> None:
+        try:
+            await self._import(state, cause)
+        except ConcurrencyConflict:
+            # Another runner (another replica resuming it) recorded first: it has the job.
+            log.warning("import.taken_over", job_id=str(state.job_id))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.error("import.crashed", job_id=str(state.job_id), exc_info=True)
+            with contextlib.suppress(Exception):
+                await self._append(
+                    state,
+                    cause,
+                    domain.fail(
+                        state.job_id,
+                        state.version,
+                        "internal_error",
+                        "the import stopped on an error of ours; what it registered stays",
+                    ),
+                )
+
+    async def _append(self, state: domain.JobState, cause: Cause, changes: list[Change]) -> None:
+        envelopes = envelopes_of(changes, cause)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await jobs.apply(conn, envelopes)
+            await self.store.append(conn, envelopes)
+        state.version += len(changes)
+
+    async def _import(self, state: domain.JobState, cause: Cause) -> None:
+        """Read every pending object, READERS at a time and never idle between batches;
+        record what was read every BATCH objects (or FLUSH_S seconds)."""
+        self.spool.mkdir(parents=True, exist_ok=True)
+        found = await self._bucket(state.integration_id)
+        if found is None:
+            await self._fail_removed(state, cause)
+            return
+        bucket, s3 = found
+        named = {o.key for o in state.objects}
+        listing = _Listing(s3, bucket, state.prefix, named, state.listed)
+        if state.prefix is not None and not state.listing_complete:
+            listing.start()
+        else:
+            listing.complete = True
+        loop = asyncio.get_running_loop()
+        inflight: set[asyncio.Future[domain.Found | domain.Rejection]] = set()
+        done: list[domain.Found | domain.Rejection] = []
+        flushed = time.monotonic()
+        try:
+            async for obj in _objects(state, listing):
+                inflight.add(loop.run_in_executor(self.readers, self._read_one, s3, bucket, obj))
+                if len(inflight) >= READERS * 2:
+                    finished, inflight = await asyncio.wait(
+                        inflight, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    done += [f.result() for f in finished]
+                if len(done) >= BATCH or (done and time.monotonic() - flushed > FLUSH_S):
+                    if await self._flush(state, cause, listing, done):
+                        return
+                    done, flushed = [], time.monotonic()
+            if inflight:
+                finished, inflight = await asyncio.wait(inflight)
+                done += [f.result() for f in finished]
+            if listing.problem is not None:
+                if not await self._flush(state, cause, listing, done):
+                    await self._append(
+                        state,
+                        cause,
+                        domain.fail(
+                            state.job_id,
+                            state.version,
+                            listing.problem.code,
+                            f"the prefix {state.prefix!r} could not be listed:"
+                            f" {listing.problem.message}",
+                        ),
+                    )
+                return
+            if await self._flush(state, cause, listing, done, final=True):
+                return
+            await self._append(state, cause, domain.finish(state.job_id, state.version))
+            log.info("import.finished", job_id=str(state.job_id), settled=len(state.settled))
+        finally:
+            listing.stop()
+            for future in inflight:
+                future.cancel()
+
+    async def _flush(
+        self,
+        state: domain.JobState,
+        cause: Cause,
+        listing: _Listing,
+        results: list[domain.Found | domain.Rejection],
+        *,
+        final: bool = False,
+    ) -> bool:
+        """Record a batch of read objects (and how far the listing got); True when the
+        job stopped (its integration removed, or the bucket refusing everything)."""
+        if await self._bucket(state.integration_id) is None:
+            await self._fail_removed(state, cause)
+            return True
+        stored = [r for r in results if isinstance(r, domain.Found)]
+        refused = [r for r in results if isinstance(r, domain.Rejection)]
+        listed = listing.unreported()
+        complete = final and state.prefix is not None and not state.listing_complete
+        changes = domain.batch(
+            state.job_id,
+            state.folder_id,
+            state.integration_id,
+            state.version,
+            stored,
+            refused,
+            listed=listed,
+            listing_complete=complete,
+        )
+        if changes:
+            await self._append(state, cause, changes)
+        state.listed += listed
+        state.listing_complete = state.listing_complete or complete
+        state.settled.update(f.obj.key for f in stored)
+        state.settled.update(str(r.details.get("key", "")) for r in refused)
+        reasons = {r.details.get("reason") for r in refused}
+        if results and len(refused) == len(results) and len(reasons) == 1:
+            (reason,) = reasons
+            if reason in FATAL:
+                await self._append(
+                    state,
+                    cause,
+                    domain.fail(
+                        state.job_id,
+                        state.version,
+                        str(reason),
+                        f"every object of a batch was refused by the bucket: {reason}",
+                    ),
+                )
+                return True
+        return False
+
+    async def _fail_removed(self, state: domain.JobState, cause: Cause) -> None:
+        await self._append(
+            state,
+            cause,
+            domain.fail(
+                state.job_id,
+                state.version,
+                "integration_removed",
+                f"integration {state.integration_id} was removed during the import",
+            ),
+        )
+
+    def _read_one(
+        self, s3: Minio, bucket: cloud.Bucket, obj: ev.ImportObject
+    ) -> domain.Found | domain.Rejection:
+        """One object, in a worker thread: a file to register, or why not."""
+        refused = domain.check_object(obj)
+        if refused is not None:
+            return refused
+        try:
+            read = cloud.read(s3, bucket, obj.key, self.spool)
+        except cloud.CloudProblem as problem:
+            code = problem.code if problem.code == "object_not_found" else "object_unreadable"
+            return domain.rejection(obj, code, problem.message, {"reason": problem.code})
+        except media.UnknownContent as unknown:
+            return domain.rejection(
+                obj,
+                "unsupported_content",
+                f"{obj.key!r} is not a kind of file we accept: {unknown}",
+                {"accepted": list(domain.ACCEPTED_KINDS)},
+            )
+        except Exception as error:
+            return domain.rejection(
+                obj, "object_unreadable", f"{obj.key!r} could not be read ({type(error).__name__})"
+            )
+        mismatch = domain.check_kind(obj, read.facts.kind)
+        if mismatch is not None:
+            return mismatch
+        facts = read.facts
+        return domain.Found(
+            file_id=uuid.uuid4(),
+            obj=obj,
+            kind=facts.kind,
+            mime_type=facts.mime_type,
+            size=read.size,
+            sha256=read.sha256,
+            media=Media(
+                width=facts.width,
+                height=facts.height,
+                frames=facts.frames,
+                duration_s=facts.duration_s,
+            ),
+        )
+
+
+async def _objects(state: domain.JobState, listing: _Listing) -> AsyncIterator[ev.ImportObject]:
+    """The objects still to read: those named first, then the prefix's as listed."""
+    for obj in state.pending():
+        yield obj
+    while not listing.complete:
+        for obj in await listing.take(LISTING_PAGE):
+            if obj.key not in state.settled:
+                yield obj
+
+
+class _Listing:
+    """A prefix's objects, listed in a worker thread ahead of the reads, page by page.
+
+    Keys the request also named are left out (they are read once); `count` is how many
+    it found, of which `reported` are already in the job's total (on a resumed job, the
+    ones an earlier run reported).
+    """
+
+    def __init__(
+        self,
+        s3: Minio,
+        bucket: cloud.Bucket,
+        prefix: str | None,
+        named: set[str],
+        reported: int,
+    ) -> None:
+        self.s3, self.bucket, self.prefix, self.named = s3, bucket, prefix or "", named
+        # Thread-safe and bounded: the listing runs at most 20 pages ahead of the reads.
+        self.pages: queue.Queue[list[str] | None] = queue.Queue(maxsize=20)
+        self.buffer: list[str] = []
+        self.count = 0
+        self.reported = reported
+        self.complete = False
+        self.problem: cloud.CloudProblem | None = None
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._list, name="import-list", daemon=True).start()
+
+    def _put(self, page: list[str] | None) -> bool:
+        while not self._stopped.is_set():
+            with contextlib.suppress(queue.Full):
+                self.pages.put(page, timeout=0.5)
+                return True
+        return False
+
+    def _list(self) -> None:
+        page: list[str] = []
+        try:
+            for key in cloud.list_keys(self.s3, self.bucket, self.prefix):
+                if key in self.named:
+                    continue
+                page.append(key)
+                if len(page) == LISTING_PAGE:
+                    if not self._put(page):
+                        return
+                    page = []
+            if page and not self._put(page):
+                return
+        except cloud.CloudProblem as problem:
+            self.problem = problem
+        except Exception as error:
+            self.problem = cloud.problem(error, self.bucket)
+        self._put(None)
+
+    async def take(self, most: int) -> list[ev.ImportObject]:
+        """Up to `most` more listed objects (waiting for a page if none is buffered)."""
+        if not self.buffer and not self.complete:
+            page = await asyncio.to_thread(self.pages.get)
+            if page is None:
+                self.complete = True
+            else:
+                self.count += len(page)
+                self.buffer += page
+        taken, self.buffer = self.buffer[:most], self.buffer[most:]
+        return [ev.ImportObject(key=k) for k in taken]
+
+    def unreported(self) -> int:
+        """Listed objects not yet in the job's total; they are now."""
+        fresh = max(self.count - self.reported, 0)
+        self.reported += fresh
+        return fresh
+
+    def stop(self) -> None:
+        self._stopped.set()

@@ -1,0 +1,94 @@
+"""A customer's bucket for the tests and benchmarks: moto's S3 server, as a process.
+
+It starts without authentication (so the test can make an IAM user, its keys and
+its bucket), then `auth(True)` makes it check every request's signature against
+those keys, as a real S3 does: a wrong secret is then `SignatureDoesNotMatch`.
+(moto does not check presigned URLs' signatures; with auth on it fails them, so a
+test that follows a presigned URL turns auth off first.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.kit.embedded import free_port
+
+POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+}
+
+
+@dataclass
+class MotoS3:
+    process: subprocess.Popen[bytes]
+    endpoint: str
+    access_key: str = ""
+    secret_key: str = field(default="", repr=False)
+
+    def auth(self, enabled: bool) -> None:
+        """Check signatures from now on (True), or take any request (False)."""
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset-auth",
+            data=b"0" if enabled else b"inf",
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_moto(log: Path | None = None, timeout: float = 30.0) -> MotoS3:
+    port = free_port()
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    env.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child's log
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=out,
+        stderr=out,
+        env=env,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                break
+        except Exception:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("moto's S3 server did not start") from None
+            time.sleep(0.05)  # poll again, within the deadline
+    moto = MotoS3(process, endpoint)
+    import boto3
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="setup",
+        aws_secret_access_key="setup",
+    )
+    iam.create_user(UserName="files-importer")
+    iam.put_user_policy(
+        UserName="files-importer", PolicyName="s3", PolicyDocument=json.dumps(POLICY)
+    )
+    key = iam.create_access_key(UserName="files-importer")["AccessKey"]
+    moto.access_key, moto.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+    return moto

@@ -1,0 +1,377 @@
+"""Cloud integrations and imports by reference, through the gateway, against a real S3
+API: moto's server as the customer's bucket (its own process, checking signatures)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from minio import Minio
+
+from services.ingest.domain import imports
+from services.ingest.projections import jobs
+from shared.contracts.envelope import Cause, envelopes_of
+from shared.kit.embedded import free_port
+from shared.kit.eventstore import EventStore
+from shared.kit.stack import Stack
+from tests.cloud_fixtures import MotoS3, start_moto
+from tests.conftest import eventually
+from tests.e2e.support import ELF, error, folder, items, png, text, unique
+from tests.unit.test_media import mp4
+
+BUCKET = "customer-e2e"
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    server = start_moto(tmp_path_factory.mktemp("customer") / "moto.log")
+    try:
+        s3 = Minio(
+            server.endpoint.removeprefix("http://"),
+            server.access_key,
+            server.secret_key,
+            secure=False,
+            region="us-east-1",
+        )
+        s3.make_bucket(BUCKET)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bucket(moto: MotoS3) -> Minio:
+    moto.auth(False)
+    return Minio(
+        moto.endpoint.removeprefix("http://"),
+        moto.access_key,
+        moto.secret_key,
+        secure=False,
+        region="us-east-1",
+    )
+
+
+def put(s3: Minio, key: str, data: bytes) -> None:
+    s3.put_object(BUCKET, key, io.BytesIO(data), len(data))
+
+
+async def register(api: httpx.AsyncClient, moto: MotoS3, **fields: Any) -> httpx.Response:
+    body = {
+        "name": unique("lab"),
+        "provider": "s3",
+        "endpoint": moto.endpoint,
+        "region": "us-east-1",
+        "bucket": BUCKET,
+        "access_key": moto.access_key,
+        "secret_key": moto.secret_key,
+        **fields,
+    }
+    return await api.post("/v1/integrations", json=body)
+
+
+async def integration(api: httpx.AsyncClient, moto: MotoS3) -> str:
+    answer = await register(api, moto)
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"])
+
+
+async def member(api: httpx.AsyncClient, name: str) -> dict[str, Any]:
+    answer = await api.post(
+        "/v1/users",
+        json={"email": f"{unique(name)}@example.com", "name": name, "org_role": "member"},
+    )
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+@pytest.fixture
+async def as_key(platform: Stack) -> AsyncIterator[Any]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(key: str) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            base_url=platform.gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def finished(api: httpx.AsyncClient, job_id: str, files: int) -> dict[str, Any]:
+    """The job once it is done and the catalog lists its `files` files."""
+    job: dict[str, Any] = {}
+
+    async def done() -> bool:
+        nonlocal job
+        answer = await api.get(f"/v1/jobs/{job_id}")
+        assert answer.status_code == 200, answer.text
+        job = answer.json()
+        assert job["status"] != "failed", job
+        return job["status"] == "done" and len(job["files"]) == files
+
+    await eventually(done, within=30, what=f"import job {job_id} done with {files} files")
+    return job
+
+
+async def start_import(api: httpx.AsyncClient, folder_id: str, **body: Any) -> str:
+    answer = await api.post(f"/v1/folders/{folder_id}/imports", json=body)
+    assert answer.status_code == 202, answer.text
+    assert answer.headers.get("Files-Consistency")
+    return str(answer.json()["job_id"])
+
+
+async def test_an_integration_is_checked_and_its_secret_never_shown(
+    api: httpx.AsyncClient, moto: MotoS3, platform: Stack, as_key: Any
+) -> None:
+    moto.auth(True)  # the bucket now checks signatures, as S3 does
+    seen: list[str] = []
+    try:
+        good = await register(api, moto)
+        seen.append(good.text)
+        assert good.status_code == 201, good.text
+        made = good.json()
+        assert set(made) >= {"id", "name", "provider", "bucket", "endpoint", "region"}
+        assert (made["provider"], made["bucket"]) == ("s3", BUCKET)
+        assert made["endpoint"] == moto.endpoint and "created_at" in made
+
+        wrong_name = unique("wrong")
+        wrong = await register(api, moto, name=wrong_name, secret_key="not-the-secret")
+        seen.append(wrong.text)
+        found = error(wrong, 422, "invalid_credentials")
+        assert "secret key" in found["message"]
+        error(await register(api, moto, bucket="no-such-bucket"), 422, "bucket_not_found")
+        unreachable = await register(api, moto, endpoint="http://127.0.0.1:9")
+        error(unreachable, 422, "endpoint_unreachable")
+        error(await register(api, moto, provider="gcs"), 422, "invalid_request")
+    finally:
+        moto.auth(False)
+
+    listed = await api.get("/v1/integrations")
+    seen.append(listed.text)
+    assert listed.status_code == 200
+    names = [i["name"] for i in listed.json()["items"]]
+    assert made["name"] in names and wrong_name not in names
+    one = await api.get(f"/v1/integrations/{made['id']}")
+    seen.append(one.text)
+    assert one.json() == made
+
+    # A member may neither register nor list; one integration does not exist for them.
+    dana = as_key((await member(api, "dana"))["api_key"])
+    error(await register(dana, moto), 403, "forbidden")
+    error(await dana.get("/v1/integrations"), 403, "forbidden")
+    error(await dana.get(f"/v1/integrations/{made['id']}"), 404)
+    error(await dana.delete(f"/v1/integrations/{made['id']}"), 404)
+
+    audit = await api.get("/v1/audit", params={"subject_id": made["id"]})
+    seen.append(audit.text)
+    (registered,) = [e for e in audit.json()["items"] if e["subject_id"] == made["id"]]
+    assert registered["type"] == "ingest.IntegrationRegistered"
+    assert registered["data"]["bucket"] == BUCKET
+    assert not {k for k in registered["data"] if "sealed" in k or "secret" in k}
+
+    gone = await api.delete(f"/v1/integrations/{made['id']}")
+    assert gone.status_code == 204
+    error(await api.get(f"/v1/integrations/{made['id']}"), 404)
+
+    logs = "".join(p.read_text(errors="replace") for p in (platform.data_dir / "logs").iterdir())
+    for where in [*seen, logs]:
+        assert moto.secret_key not in where
+        assert moto.access_key not in where
+    assert "not-the-secret" not in logs
+
+
+async def test_imports_by_keys_prefix_and_manifest_register_files_by_reference(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    objects = {
+        f"{run}/img/cat.png": png(8, 6),
+        f"{run}/img/dog.png": png(5, 7),
+        f"{run}/img/notes.txt": text("field notes\n"),
+        f"{run}/img/program.bin": ELF,
+        f"{run}/clips/walk.mp4": mp4(),
+    }
+    for key, data in objects.items():
+        put(bucket, key, data)
+    integration_id = await integration(api, moto)
+
+    # By keys: a missing key is reported, the rest imports.
+    by_keys = await folder(api, unique("by-keys"))
+    job_id = await start_import(
+        api,
+        by_keys["id"],
+        integration_id=integration_id,
+        keys=[f"{run}/img/cat.png", f"{run}/missing.png", f"{run}/clips/walk.mp4"],
+    )
+    job = await finished(api, job_id, files=2)
+    assert job["progress"] == {"done": 3, "total": 3}
+    assert [(e["name"], e["code"]) for e in job["errors"]] == [
+        (f"{run}/missing.png", "object_not_found")
+    ]
+    listed = {f["name"]: f for f in await items(api, by_keys["id"])}
+    assert set(listed) == {"cat.png", "walk.mp4"}
+    cat, walk = listed["cat.png"], listed["walk.mp4"]
+    assert (cat["kind"], cat["size"]) == ("image", len(objects[f"{run}/img/cat.png"]))
+    assert cat["sha256"] == hashlib.sha256(objects[f"{run}/img/cat.png"]).hexdigest()
+    assert cat["media"] == {"width": 8, "height": 6}
+    assert cat["source"] == {
+        "type": "cloud",
+        "integration_id": integration_id,
+        "key": f"{run}/img/cat.png",
+    }
+    assert walk["kind"] == "video" and walk["media"]["width"] == 1920
+    details = (await api.get(f"/v1/files/{cat['id']}")).json()
+    assert details["source"] == cat["source"]
+
+    # Content: a redirect to a short-lived presigned URL of the customer's bucket.
+    content = await api.get(f"/v1/files/{cat['id']}/content")
+    assert content.status_code == 307, content.text
+    location = content.headers["location"]
+    assert location.startswith(moto.endpoint) and "X-Amz-Expires=300" in location
+    async with httpx.AsyncClient() as outside:
+        fetched = await outside.get(location)
+    assert fetched.status_code == 200
+    assert fetched.content == objects[f"{run}/img/cat.png"]
+    assert fetched.headers["content-disposition"].startswith("attachment")
+
+    # By prefix: every object under it; what is no accepted kind is reported.
+    by_prefix = await folder(api, unique("by-prefix"))
+    job_id = await start_import(
+        api, by_prefix["id"], integration_id=integration_id, prefix=f"{run}/img/"
+    )
+    job = await finished(api, job_id, files=3)
+    assert job["progress"] == {"done": 4, "total": 4}
+    assert [(e["name"], e["code"]) for e in job["errors"]] == [
+        (f"{run}/img/program.bin", "unsupported_content")
+    ]
+    kinds = {f["name"]: f["kind"] for f in await items(api, by_prefix["id"])}
+    assert kinds == {"cat.png": "image", "dog.png": "image", "notes.txt": "text"}
+
+    # By manifest (Encord's cloud import JSON): titles and client metadata; a group is
+    # refused per entry, an "images" entry that is text is a kind mismatch.
+    by_manifest = await folder(api, unique("by-manifest"))
+    manifest = {
+        "images": [
+            {
+                "objectUrl": f"s3://{BUCKET}/{run}/img/dog.png",
+                "title": "Dog",
+                "clientMetadata": {"camera": "left"},
+            },
+            {"objectUrl": f"{moto.endpoint}/{BUCKET}/{run}/img/notes.txt"},
+        ],
+        "videos": [{"key": f"{run}/clips/walk.mp4", "title": "Walk"}],
+        "image_groups": [{"title": "group", "objectUrl_0": f"s3://{BUCKET}/{run}/img/cat.png"}],
+    }
+    job_id = await start_import(
+        api, by_manifest["id"], integration_id=integration_id, manifest=manifest
+    )
+    job = await finished(api, job_id, files=2)
+    assert job["progress"] == {"done": 4, "total": 4}
+    assert sorted((e["name"], e["code"]) for e in job["errors"]) == [
+        (f"{run}/img/notes.txt", "kind_mismatch"),
+        ("group", "not_supported_by_reference"),
+    ]
+    named = {f["name"]: f for f in await items(api, by_manifest["id"])}
+    assert set(named) == {"Dog", "Walk"}
+    assert named["Dog"]["metadata"] == {"camera": "left"}
+    assert named["Dog"]["media"] == {"width": 5, "height": 7}
+
+    # A malformed manifest is refused whole, naming the entry; nothing is recorded.
+    bad = await api.post(
+        f"/v1/folders/{by_manifest['id']}/imports",
+        json={"integration_id": integration_id, "manifest": {"images": [{"title": "x"}]}},
+    )
+    assert "manifest.images[0]" in error(bad, 422, "invalid_manifest")["message"]
+    unknown = await api.post(
+        f"/v1/folders/{by_manifest['id']}/imports",
+        json={"integration_id": str(uuid.uuid4()), "keys": ["a"]},
+    )
+    error(unknown, 404)
+
+
+async def test_importing_needs_the_editor_role_on_the_folder(
+    api: httpx.AsyncClient, moto: MotoS3, as_key: Any
+) -> None:
+    integration_id = await integration(api, moto)
+    shared = await folder(api, unique("shared"))
+    hidden = await folder(api, unique("hidden"))
+    viewer = await member(api, "viewer")
+    invited = await api.post(
+        f"/v1/folders/{shared['id']}/collaborators",
+        json={"emails": [viewer["email"]], "role": "viewer"},
+    )
+    assert invited.status_code == 200, invited.text
+    client = as_key(viewer["api_key"])
+    body = {"integration_id": integration_id, "keys": ["anything.png"]}
+    found = error(await client.post(f"/v1/folders/{shared['id']}/imports", json=body), 403)
+    assert found["details"]["role_needed"] == "editor"
+    error(await client.post(f"/v1/folders/{hidden['id']}/imports", json=body), 404)
+
+
+def another_ingest(platform: Stack) -> subprocess.Popen[bytes]:
+    """One more ingest process on the platform's database (as after a restart)."""
+    with open(platform.data_dir / "logs" / "ingest-resume.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.ingest", "--port", str(free_port())],
+            env=platform.env,
+            stdout=log,
+            stderr=log,
+        )
+
+
+async def test_an_interrupted_import_resumes_from_its_events_when_ingest_starts(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, platform: Stack, pool: Any
+) -> None:
+    """A job whose process stopped after recording its start (and one batch) is taken up
+    by the next ingest process to start: it reads the job's stream, skips what is settled,
+    lists the prefix again and imports the rest."""
+    run = uuid.uuid4().hex[:8]
+    for key in (f"{run}/a.png", f"{run}/b.png", f"{run}/more/c.png", f"{run}/more/d.png"):
+        put(bucket, key, png(4, 4))
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("resumed"))
+    me = (await api.get("/v1/users/me")).json()["id"]
+    job_id = uuid.uuid4()
+    request = imports.parse_request(
+        {
+            "integration_id": integration_id,
+            "keys": [f"{run}/a.png", f"{run}/b.png"],
+            "prefix": f"{run}/more/",
+        },
+        BUCKET,
+    )
+    started = imports.start(job_id, uuid.UUID(target["id"]), request)
+    # The first batch settled a.png (as refused, so that resuming cannot read it again).
+    settled = imports.batch(
+        job_id,
+        uuid.UUID(target["id"]),
+        uuid.UUID(integration_id),
+        len(started),
+        [],
+        [imports.rejection(request.objects[0], "object_unreadable", "before the restart")],
+    )
+    envelopes = envelopes_of(started + settled, Cause(actor=me, correlation_id="resume-test"))
+    async with pool.acquire() as conn, conn.transaction():
+        await jobs.apply(conn, envelopes)
+        await EventStore("ingest").append(conn, envelopes)
+
+    second = another_ingest(platform)
+    try:
+        job = await finished(api, str(job_id), files=3)
+    finally:
+        second.terminate()
+        second.wait(30)
+    assert job["progress"] == {"done": 4, "total": 4}
+    assert [e["code"] for e in job["errors"]] == ["object_unreadable"]
+    names = sorted(f["name"] for f in await items(api, target["id"]))
+    assert names == ["b.png", "c.png", "d.png"]

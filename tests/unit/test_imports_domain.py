@@ -1,0 +1,321 @@
+"""Imports by reference and integrations, pure: requests, manifests, the job's stream."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from services.ingest.domain import imports as domain
+from services.ingest.domain import integrations
+from shared.contracts import ingest as ev
+from shared.contracts.catalog import Media
+from shared.contracts.envelope import Change
+from shared.kit.errors import Refused
+
+BUCKET = "customer-data"
+INTEGRATION = uuid.uuid4()
+
+
+def body(**fields: object) -> dict[str, object]:
+    return {"integration_id": str(INTEGRATION), **fields}
+
+
+def refused(call: object, *args: object) -> Refused:
+    with pytest.raises(Refused) as caught:
+        call(*args)  # type: ignore[operator]
+    return caught.value
+
+
+# -- object URLs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("cats/1.png", "cats/1.png"),
+        (f"s3://{BUCKET}/cats/a b.png", "cats/a b.png"),
+        (f"https://{BUCKET}.s3.eu-west-1.amazonaws.com/cats/a%20b.png", "cats/a b.png"),
+        (f"https://{BUCKET}.s3.amazonaws.com/x.png", "x.png"),
+        (f"http://127.0.0.1:9000/{BUCKET}/deep/x.png", "deep/x.png"),
+    ],
+)
+def test_an_object_url_names_a_key_of_the_bucket(url: str, key: str) -> None:
+    assert domain.key_of(url, BUCKET) == key
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://other-bucket/x.png",
+        "https://other.s3.amazonaws.com/x.png",
+        "http://127.0.0.1:9000/other/x.png",
+        "ftp://host/x",
+        f"s3://{BUCKET}/",
+        "",
+    ],
+)
+def test_an_object_url_outside_the_bucket_is_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        domain.key_of(url, BUCKET)
+
+
+# -- requests and manifests --------------------------------------------------------------
+
+
+def test_keys_prefix_and_manifest_together_each_key_once() -> None:
+    request = domain.parse_request(
+        body(
+            keys=["a.png", "b.mp4", "a.png"],
+            prefix="raw/",
+            manifest={
+                "images": [
+                    {
+                        "objectUrl": f"s3://{BUCKET}/c.png",
+                        "title": "cat",
+                        "clientMetadata": {"k": 1},
+                    }
+                ],
+                "videos": [{"key": "b.mp4"}, {"key": "d.mp4"}],
+                "skip_duplicate_urls": True,
+            },
+        ),
+        BUCKET,
+    )
+    assert request.integration_id == INTEGRATION
+    assert request.prefix == "raw/"
+    assert [(o.key, o.kind) for o in request.objects] == [
+        ("a.png", None),
+        ("b.mp4", None),
+        ("c.png", "image"),
+        ("d.mp4", "video"),
+    ]
+    cat = request.objects[2]
+    assert (cat.title, cat.metadata) == ("cat", {"k": 1})
+    assert request.refused == []
+
+
+def test_image_groups_and_dicom_series_are_refused_per_entry() -> None:
+    request = domain.parse_request(
+        body(
+            manifest={
+                "images": [{"key": "a.png"}],
+                "image_groups": [{"title": "g", "objectUrl_0": f"s3://{BUCKET}/1.png"}],
+                "dicom_series": [{"objectUrl_0": f"s3://{BUCKET}/1.dcm"}],
+            }
+        ),
+        BUCKET,
+    )
+    assert [o.key for o in request.objects] == ["a.png"]
+    assert [(r.name, r.code) for r in request.refused] == [
+        ("g", "not_supported_by_reference"),
+        ("manifest.dicom_series[0]", "not_supported_by_reference"),
+    ]
+    assert "image group" in request.refused[0].message
+
+
+def test_a_malformed_manifest_is_refused_whole_naming_every_problem() -> None:
+    error = refused(
+        domain.parse_request,
+        body(
+            manifest={
+                "images": [
+                    {"title": "no url"},
+                    "not an object",
+                    {"objectUrl": "s3://elsewhere/x.png"},
+                    {"key": "x.png", "title": "a/b"},
+                    {"key": "y.png", "clientMetadata": []},
+                ],
+                "videos": {"key": "v.mp4"},
+                "nifti": [],
+            }
+        ),
+        BUCKET,
+    )
+    assert (error.status, error.code) == (422, "invalid_manifest")
+    fields = [f["field"] for f in error.details["fields"]]
+    assert sorted(fields) == [
+        "manifest.images[0]",
+        "manifest.images[1]",
+        "manifest.images[2].objectUrl",
+        "manifest.images[3].title",
+        "manifest.images[4].clientMetadata",
+        "manifest.nifti",
+        "manifest.videos",
+    ]
+    assert "elsewhere" in error.message or "elsewhere" in str(error.details)
+
+
+@pytest.mark.parametrize(
+    ("request_body", "field"),
+    [
+        ({"integration_id": str(INTEGRATION)}, "body"),
+        (body(keys="a.png"), "keys"),
+        (body(keys=["", 3]), "keys[0]"),
+        (body(prefix=7), "prefix"),
+        (body(keys=["a"], extra=1), "extra"),
+        (body(manifest=[]), "manifest"),
+    ],
+)
+def test_a_malformed_request_names_its_field(request_body: dict[str, object], field: str) -> None:
+    error = refused(domain.parse_request, request_body, BUCKET)
+    assert error.status == 422
+    assert field in [f["field"] for f in error.details["fields"]]
+
+
+def test_the_integration_must_be_named() -> None:
+    assert domain.integration_of(body()) == INTEGRATION
+    bads: list[object] = [{}, {"integration_id": "x"}, [], {"integration_id": 3}]
+    for bad in bads:
+        assert refused(domain.integration_of, bad).status == 422
+
+
+def test_at_most_so_many_objects_by_name() -> None:
+    keys = [f"k{i}" for i in range(domain.MAX_OBJECTS + 1)]
+    assert refused(domain.parse_request, body(keys=keys), BUCKET).code == "too_many_objects"
+
+
+def test_names_kinds_and_folder_markers() -> None:
+    assert domain.file_name(ev.ImportObject(key="a/b/c.png")) == "c.png"
+    assert domain.file_name(ev.ImportObject(key="a/c.png", title="Cat")) == "Cat"
+    assert domain.check_object(ev.ImportObject(key="a/c.png")) is None
+    marker = domain.check_object(ev.ImportObject(key="a/"))
+    assert marker is not None and marker.code == "invalid_name"
+    control = domain.check_object(ev.ImportObject(key="a/\x01.png"))
+    assert control is not None and control.details["key"] == "a/\x01.png"
+    assert domain.check_kind(ev.ImportObject(key="x", kind="image"), "image") is None
+    assert domain.check_kind(ev.ImportObject(key="x"), "video") is None
+    mismatch = domain.check_kind(ev.ImportObject(key="x", kind="image"), "video")
+    assert mismatch is not None and mismatch.code == "kind_mismatch"
+
+
+def test_requested_objects_come_in_chunks_of_bounded_size() -> None:
+    objects = [ev.ImportObject(key=f"{i:04d}-" + "k" * 900) for i in range(1000)]
+    chunks = domain.chunks(objects)
+    assert len(chunks) > 1
+    assert [o for c in chunks for o in c] == objects
+    for c in chunks:
+        assert len(ev.ImportObjectsRequested(job_id=uuid.uuid4(), objects=c).model_dump_json()) < (
+            domain.MAX_CHUNK_BYTES * 1.2
+        )
+
+
+# -- the job's stream --------------------------------------------------------------------
+
+
+def stream(changes: list[Change]) -> list[tuple[str, dict[str, object]]]:
+    return [(c.event.type, c.event.model_dump(mode="json")) for c in changes]
+
+
+def test_a_job_resumes_from_its_stream_where_its_last_batch_ended() -> None:
+    job, folder = uuid.uuid4(), uuid.uuid4()
+    request = domain.parse_request(
+        body(keys=["a.png", "b.png", "c.png"], prefix="raw/", manifest={"dicom_series": [{}]}),
+        BUCKET,
+    )
+    started = domain.start(job, folder, request)
+    assert [c.version for c in started] == [1, 2, 3]
+    assert isinstance(started[0].event, ev.ImportJobStarted) and started[0].event.total == 4
+    found = domain.Found(
+        uuid.uuid4(),
+        request.objects[0],
+        "image",
+        "image/png",
+        10,
+        "0" * 64,
+        Media(width=2, height=3),
+    )
+    missing = domain.rejection(request.objects[1], "object_not_found", "gone")
+    first = domain.batch(job, folder, INTEGRATION, 3, [found], [missing], listed=1000)
+    assert [c.version for c in first] == [4, 5, 6]
+    stored = first[1].event
+    assert isinstance(stored, ev.FileContentStored)
+    assert stored.source.type == "cloud" and stored.source.key == "a.png"
+    assert stored.source.integration_id == INTEGRATION
+    assert domain.is_reference(stored.blob_key)
+    assert stored.name == "a.png" and stored.media.width == 2
+    state = domain.fold(stream(started + first))
+    assert state is not None and not state.ended
+    assert (state.version, state.listed, state.prefix) == (6, 1000, "raw/")
+    assert [o.key for o in state.pending()] == ["c.png"]
+    ended = domain.finish(job, 6)
+    final = domain.fold(stream(started + first + ended))
+    assert final is not None and final.ended
+    assert domain.fold([("ingest.UploadJobStarted", {})]) is None
+
+
+def test_a_request_of_only_refused_entries_finishes_at_once() -> None:
+    request = domain.parse_request(body(manifest={"image_groups": [{"title": "g"}]}), BUCKET)
+    changes = domain.start(uuid.uuid4(), uuid.uuid4(), request)
+    assert [c.event.type for c in changes] == [
+        "ingest.ImportJobStarted",
+        "ingest.FileContentRejected",
+        "ingest.UploadJobFinished",
+    ]
+
+
+# -- integrations ------------------------------------------------------------------------
+
+
+def registration(**fields: object) -> dict[str, object]:
+    return {
+        "name": "lab bucket",
+        "provider": "s3",
+        "bucket": BUCKET,
+        "access_key": "AKIA",
+        "secret_key": "s3cr3t",
+        **fields,
+    }
+
+
+def test_a_registration_is_read_and_recorded_with_sealed_credentials_only() -> None:
+    parsed = integrations.parse_registration(registration(endpoint="http://127.0.0.1:9000/"))
+    assert parsed.endpoint == integrations.Endpoint("127.0.0.1:9000", secure=False)
+    assert parsed.endpoint_given == "http://127.0.0.1:9000"
+    assert integrations.parse_registration(registration()).endpoint == integrations.AWS
+    ident = uuid.uuid4()
+    (change,) = integrations.register(ident, parsed, "v1.sealed")
+    data = change.event.model_dump_json()
+    assert "s3cr3t" not in data and "AKIA" not in data and "v1.sealed" in data
+    assert change.stream_id == f"integration-{ident}"
+    (removed,) = integrations.remove(ident, 1)
+    assert removed.version == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"provider": "gcs"}, "provider"),
+        ({"bucket": "Not_A_Bucket"}, "bucket"),
+        ({"name": ""}, "name"),
+        ({"endpoint": "ftp://x"}, "endpoint"),
+        ({"endpoint": "http://u:p@host"}, "endpoint"),
+        ({"endpoint": "https://host/path"}, "endpoint"),
+        ({"region": "EU WEST"}, "region"),
+        ({"secret_key": ""}, "secret_key"),
+        ({"access_key": 5}, "access_key"),
+    ],
+)
+def test_a_registration_names_the_field_at_fault(fields: dict[str, object], field: str) -> None:
+    error = refused(integrations.parse_registration, registration(**fields))
+    assert error.status == 422
+    assert error.details["fields"][0]["field"] == field
+    assert "s3cr3t" not in error.message
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "service"),
+    [
+        ("/v1/integrations", "POST", "ingest"),
+        ("/v1/integrations", "GET", "ingest"),
+        (f"/v1/integrations/{INTEGRATION}", "DELETE", "ingest"),
+        (f"/v1/folders/{INTEGRATION}/imports", "POST", "ingest"),
+        (f"/v1/folders/{INTEGRATION}/imports", "GET", "catalog"),
+    ],
+)
+def test_the_gateway_sends_integrations_and_imports_to_ingest(
+    path: str, method: str, service: str
+) -> None:
+    from services.gateway.app import route
+
+    assert route(path, method) == service
