@@ -20,11 +20,13 @@ from typing import Any
 BENCHMARKS = (
     "upload_small",
     "upload_large",
+    "upload_session",
     "eventstore",
     "search",
     "access",
     "datasets",
     "dicom",
+    "imports",
 )
 TIMEOUT_S = {"quick": 300, "full": 1800}
 

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import re
 import time
 import urllib.parse
 import uuid
@@ -29,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from shared.kit import access, consistency
+from shared.kit import access, consistency, tracing
 from shared.kit.http import ACTOR_HEADER, CORRELATION_HEADER, JSON, error_body, install_errors
 from shared.kit.service import serve
 from shared.kit.settings import Settings
@@ -215,6 +216,9 @@ def _encode_audit_cursor(after: dict[str, int]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(after)).decode()
 
 
+PART_URL = re.compile(r"/v1/uploads/[0-9a-fA-F-]{36}/parts/\d{1,5}")
+
+
 def route(path: str, method: str) -> str | None:
     """Which service owns a public path."""
     parts = path.strip("/").split("/")[1:]  # drop "v1"
@@ -225,14 +229,14 @@ def route(path: str, method: str) -> str | None:
         return "acl"
     if head == "audit":
         return "gateway"
-    if head == "jobs":
+    if head in ("jobs", "integrations", "uploads"):
         return "ingest"
     if head == "datasets" or (head == "files" and parts[2:] == ["datasets"]):
         return "datasets"
     if (
         head == "folders"
         and len(parts) == 3
-        and parts[2] in ("files", "dicom", "image-groups")
+        and parts[2] in ("files", "dicom", "image-groups", "imports", "uploads")
         and method == "POST"
     ):
         return "ingest"
@@ -270,6 +274,10 @@ def build(settings: Settings) -> FastAPI:
             response: Response = await call_next(request)
         response.headers["X-Request-Id"] = correlation
         return response
+
+    # Outermost: a server span per request; the `traceparent` forwarded to the services
+    # (see `Gateway._headers`) is then this span's.
+    app.add_middleware(tracing.ServerSpans)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -316,6 +324,17 @@ def build(settings: Settings) -> FastAPI:
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
     async def public(rest: str, request: Request) -> Response:
+        if request.method == "PUT" and PART_URL.fullmatch(request.url.path):
+            # A part of an upload session, sent to the URL the session gave: its
+            # signature is the right (as a presigned S3 URL's is), not an API key.
+            return gateway.relay(
+                await gateway.http.put(
+                    f"{settings.ingest_url}{request.url.path}",
+                    params=request.query_params,
+                    content=request.stream(),
+                    headers={CORRELATION_HEADER: request.state.correlation_id},
+                )
+            )
         user = await gateway.authenticate(request)
         if user is None:
             return _error(
@@ -338,6 +357,12 @@ def build(settings: Settings) -> FastAPI:
             return await upload_image_group(request, user, parts[2])
         if service == "ingest" and parts[1] == "folders" and parts[3] == "dicom":
             return await upload_dicom(request, user, parts[2])
+        if service == "ingest" and parts[1] == "folders" and parts[3] == "imports":
+            return await import_objects(request, user, parts[2])
+        if service == "ingest" and parts[1] == "folders" and parts[3] == "uploads":
+            return await open_upload_session(request, user, parts[2])
+        if service == "ingest" and parts[1] == "uploads":
+            return await upload_session(request, user, parts[2])
         if service == "ingest" and parts[1] == "folders":
             return await upload(request, user, parts[2])
         if service == "acl" and parts[1] == "folders":
@@ -510,6 +535,79 @@ def build(settings: Settings) -> FastAPI:
         answer = await gateway.forward("ingest", request, user, stream_body=True)
         return gateway.relay(answer)
 
+    def with_part_urls(request: Request, session: dict[str, Any]) -> dict[str, Any]:
+        """Our own part URLs (the local store) are relative: made absolute here, with
+        the address the client used."""
+        base = str(request.base_url).rstrip("/")
+        for part in session.get("parts", []):
+            if part["url"].startswith("/"):
+                part["url"] = base + part["url"]
+        return session
+
+    async def open_upload_session(
+        request: Request, user: dict[str, Any], folder_id: str
+    ) -> Response:
+        # A session adds a file as an upload does: the editor role on the folder.
+        folder = await find_folder(request, user, folder_id, "editor")
+        if folder.status_code != 200:
+            return gateway.relay(folder)
+        answer = await gateway.forward("ingest", request, user)
+        if answer.status_code != 201:
+            return gateway.relay(answer)
+        return gateway.relay(answer, body=with_part_urls(request, answer.json()))
+
+    async def upload_session(request: Request, user: dict[str, Any], session_id: str) -> Response:
+        """A session is the business of those who may upload into its folder."""
+        found = await gateway.http.get(
+            f"{settings.ingest_url}/v1/uploads/{session_id}",
+            headers=gateway._headers(request, user),
+        )
+        if found.status_code != 200:
+            return gateway.relay(found)
+        session = found.json()
+        folder = await find_folder(request, user, session["folder_id"], "editor")
+        if folder.status_code != 200:
+            # Not theirs to see: as if there were no such session.
+            return _error(404, "not_found", f"upload session {session_id} does not exist")
+        if request.method == "GET":
+            return gateway.relay(found, body=with_part_urls(request, session))
+        answer = await gateway.forward("ingest", request, user)
+        if request.method != "POST" or answer.status_code != 201:
+            return gateway.relay(answer)
+        # Completed: answer with the file as the catalog registered it, as an upload does.
+        token = await gateway.wait_for(
+            consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
+        )
+        completed = answer.json()
+        registered = await files_by_id(request, user, [completed["file_id"]])
+        if not registered:
+            return _error(
+                409,
+                "folder_deleted",
+                f"folder {session['folder_id']} was deleted while the file was completed",
+                folder_id=session["folder_id"],
+                job_id=completed["job_id"],
+            )
+        body = {"job_id": completed["job_id"], "file": registered[0]}
+        return JSON(body, 201, headers={consistency.HEADER: consistency.encode(token)})
+
+    async def import_objects(request: Request, user: dict[str, Any], folder_id: str) -> Response:
+        # Imports by reference add files as uploads do: the editor role on the folder.
+        # 202 once the job is recorded; GET /v1/jobs/{id} follows it.
+        folder = await find_folder(request, user, folder_id, "editor")
+        if folder.status_code != 200:
+            return gateway.relay(folder)
+        try:
+            answer = await gateway.forward("ingest", request, user)
+        except TooLarge:
+            return _error(
+                413,
+                "request_too_large",
+                f"the request body is over {MAX_JSON_BODY // (1024 * 1024)} MiB",
+                limit=MAX_JSON_BODY,
+            )
+        return gateway.relay(answer)
+
     async def files_by_id(
         request: Request, user: dict[str, Any], ids: list[str]
     ) -> list[dict[str, Any]]:
@@ -670,6 +768,25 @@ def build(settings: Settings) -> FastAPI:
         if found.status_code != 200:
             return gateway.relay(found)
         file = found.json()
+        source = file.get("source") or {}
+        if source.get("type") == "cloud":
+            # Imported by reference: the bytes are in the customer's bucket. Ingest holds
+            # the integration's credentials and answers a short-lived presigned URL.
+            presigned = await gateway.http.get(
+                f"{settings.ingest_url}/internal/integrations/{source.get('integration_id')}"
+                "/presign",
+                params={
+                    "key": source.get("key", ""),
+                    "name": file["name"],
+                    "mime_type": file["mime_type"],
+                },
+            )
+            if presigned.status_code != 200:
+                return gateway.relay(presigned)
+            return Response(
+                status_code=307,
+                headers={"Location": presigned.json()["url"], "Cache-Control": "no-store"},
+            )
         upstream = gateway.http.build_request(
             "GET",
             f"{settings.ingest_url}/internal/blobs/{file['blob_key']}",

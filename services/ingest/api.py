@@ -6,14 +6,18 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from services.ingest.handlers import Uploads
+from services.ingest.sessions import Sessions
 from shared.contracts.envelope import Cause
+from shared.kit import access as access_rules
 from shared.kit import consistency
 from shared.kit.errors import not_found
-from shared.kit.http import JSON, cause, error_body
+from shared.kit.http import JSON, access, cause, error_body
+from shared.kit.service import Runtime
+from shared.kit.settings import Settings
 
 Caller = Annotated[Cause, Depends(cause)]
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -92,7 +96,7 @@ def router(uploads: Uploads) -> APIRouter:
     @api.get("/internal/blobs/{key:path}", include_in_schema=False)
     async def blob(key: str, request: Request) -> Response:
         try:
-            size = uploads.blobs.size(key)
+            size = await uploads.blobs.size(key)
         except (KeyError, FileNotFoundError):
             raise not_found("content", key) from None
         try:
@@ -118,3 +122,108 @@ def router(uploads: Uploads) -> APIRouter:
 
 def install(app: FastAPI, uploads: Uploads) -> None:
     app.include_router(router(uploads))
+
+
+def install_cloud(app: FastAPI, runtime: Runtime, settings: Settings) -> None:
+    """Cloud integrations and imports by reference (services/ingest/imports.py): their
+    read model, the resumption of unfinished imports at start, and their routes."""
+    from services.ingest.imports import Imports
+    from services.ingest.projections import integrations
+
+    imports = Imports(runtime, settings)
+    runtime.setups = (*runtime.setups, integrations.setup)
+    runtime.on_start.append(imports.resume)
+    api = APIRouter()
+
+    @api.post("/v1/integrations", status_code=201)
+    async def register_integration(
+        caller: Caller, who: access_rules.Access = Depends(access), body: dict[str, Any] = Body(...)
+    ) -> JSON:
+        return _received(await imports.register(who, caller, body), 201)
+
+    @api.get("/v1/integrations")
+    async def list_integrations(
+        _: Caller,
+        who: access_rules.Access = Depends(access),
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        return await imports.integrations(who, limit, cursor)
+
+    @api.get("/v1/integrations/{integration_id}")
+    async def get_integration(
+        integration_id: uuid.UUID, _: Caller, who: access_rules.Access = Depends(access)
+    ) -> dict[str, Any]:
+        return await imports.integration(who, integration_id)
+
+    @api.delete("/v1/integrations/{integration_id}", status_code=204)
+    async def remove_integration(
+        integration_id: uuid.UUID, caller: Caller, who: access_rules.Access = Depends(access)
+    ) -> Response:
+        position = await imports.remove(who, caller, integration_id)
+        return Response(
+            status_code=204,
+            headers={consistency.HEADER: consistency.encode({"ingest": position})},
+        )
+
+    @api.post("/v1/folders/{folder_id}/imports", status_code=202)
+    async def import_objects(
+        folder_id: uuid.UUID, caller: Caller, body: dict[str, Any] = Body(...)
+    ) -> JSON:
+        # The gateway checked the editor role on the folder, as for uploads.
+        return _received(await imports.start_import(caller, folder_id, body), 202)
+
+    @api.get("/internal/integrations/{integration_id}/presign", include_in_schema=False)
+    async def presign(
+        integration_id: uuid.UUID,
+        key: str = Query(..., min_length=1, max_length=1024),
+        name: str = Query(..., min_length=1, max_length=300),
+        mime_type: str = Query("application/octet-stream", max_length=200),
+    ) -> dict[str, str]:
+        return {"url": await imports.presign(integration_id, key, name, mime_type)}
+
+    app.include_router(api)
+
+
+def sessions_router(sessions: Sessions) -> APIRouter:
+    """Upload sessions: large files in parts, straight to the store, resumable."""
+    api = APIRouter()
+
+    @api.post("/v1/folders/{folder_id}/uploads", status_code=201)
+    async def open_session(
+        folder_id: uuid.UUID, caller: Caller, body: dict[str, Any] = Body(...)
+    ) -> JSON:
+        # The gateway checked the editor role on the folder, as for uploads.
+        return _received(await sessions.open(caller, folder_id, body), 201)
+
+    @api.get("/v1/uploads/{session_id}")
+    async def session(session_id: uuid.UUID, _: Caller) -> dict[str, Any]:
+        found = await sessions.state(session_id)
+        if found is None:
+            raise not_found("upload session", session_id)
+        return found
+
+    @api.put("/v1/uploads/{session_id}/parts/{number}")
+    async def put_part(
+        session_id: uuid.UUID,
+        number: int,
+        request: Request,
+        expires: int = Query(...),
+        signature: str = Query(..., max_length=64),
+    ) -> dict[str, Any]:
+        # No caller: the URL's signature is the right, as with a presigned S3 URL.
+        return await sessions.put_part(session_id, number, expires, signature, request.stream())
+
+    @api.post("/v1/uploads/{session_id}/complete", status_code=201)
+    async def complete(session_id: uuid.UUID, caller: Caller) -> JSON:
+        return _received(await sessions.complete(caller, session_id), 201)
+
+    @api.delete("/v1/uploads/{session_id}", status_code=204)
+    async def abort(session_id: uuid.UUID, caller: Caller) -> Response:
+        position = await sessions.abort(caller, session_id)
+        return Response(
+            status_code=204,
+            headers={consistency.HEADER: consistency.encode({"ingest": position})},
+        )
+
+    return api

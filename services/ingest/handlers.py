@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +12,6 @@ from python_multipart.multipart import parse_options_header
 
 from services.ingest.domain import media
 from services.ingest.domain.uploads import (
-    Refused,
     StoredFile,
     StoredInstance,
     check_file_name,
@@ -20,10 +19,11 @@ from services.ingest.domain.uploads import (
     record_image_group,
     record_upload,
 )
-from services.ingest.projections import jobs
+from services.ingest.projections import blob_refs, claim_blobs, jobs
 from shared.contracts.catalog import Media
-from shared.contracts.envelope import Cause, envelopes_of, now
-from shared.kit.blobs import BlobWriter, LocalBlobStore
+from shared.contracts.envelope import Cause, Envelope, envelopes_of, now
+from shared.kit.blobs import BlobStore, BlobWriter
+from shared.kit.errors import Refused
 from shared.kit.service import Handlers, Runtime
 
 # One upload is one transaction of events; more files go in further uploads.
@@ -44,7 +44,7 @@ class _Part:
 class _Receiver:
     """Turns multipart callbacks into blob writes, one part at a time."""
 
-    def __init__(self, blobs: LocalBlobStore, *, dicom: bool = False) -> None:
+    def __init__(self, blobs: BlobStore, *, dicom: bool = False) -> None:
         self.blobs = blobs
         # DICOM parts are stored as they are: the DICOM context reads them.
         self.dicom = dicom
@@ -146,7 +146,8 @@ class _Receiver:
             )
             return
         key, sha = part.writer.finish()
-        facts = media.inspect(lambda off, n: self.blobs.read_at(key, off, n), part.writer.size)
+        # From the local spool: no round trip to the store for a few header reads.
+        facts = media.inspect(part.writer.read_at, part.writer.size)
         self.stored.append(
             StoredFile(
                 file_id=uuid.uuid4(),
@@ -166,12 +167,13 @@ class _Receiver:
         )
 
     def cleanup(self) -> None:
+        """Drop every spool not committed (after a commit, nothing is left to drop)."""
         for writer in self.writers:
             writer.abort()
 
 
 class Uploads(Handlers):
-    def __init__(self, runtime: Runtime, blobs: LocalBlobStore) -> None:
+    def __init__(self, runtime: Runtime, blobs: BlobStore) -> None:
         super().__init__(runtime)
         self.blobs = blobs
 
@@ -200,6 +202,7 @@ class Uploads(Handlers):
             )
         receiver = _Receiver(self.blobs, dicom=dicom)
         parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
+        received = False
         try:
             async for chunk in body:
                 # After a refusal the rest is read and dropped, so the client gets the answer.
@@ -207,6 +210,7 @@ class Uploads(Handlers):
                     parser.write(chunk)
             if receiver.refusal is None:
                 parser.finalize()
+            received = receiver.refusal is None
         except Refused:
             raise
         except Exception as error:
@@ -214,7 +218,9 @@ class Uploads(Handlers):
                 400, "malformed_multipart", f"the multipart body is malformed: {error}"
             ) from error
         finally:
-            receiver.cleanup()
+            # The spools of an upload received whole wait for the commit.
+            if not received:
+                receiver.cleanup()
         if receiver.refusal:
             raise receiver.refusal
         return receiver
@@ -223,14 +229,13 @@ class Uploads(Handlers):
         self, cause: Cause, folder_id: uuid.UUID, receiver: _Receiver
     ) -> tuple[dict[str, Any], int]:
         job_id = uuid.uuid4()
-        changes = record_upload(job_id, folder_id, receiver.stored)
-        await self.blobs.make_durable([f.blob_key for f in receiver.stored])
         # One moment for the whole upload: it is every file's created_at, here and in the catalog.
         at = now()
-        envelopes = envelopes_of(changes, cause, at)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await jobs.apply(conn, envelopes)
-            position = await self.store.append(conn, envelopes)
+        try:
+            changes = record_upload(job_id, folder_id, receiver.stored)
+            position = await self._store(receiver, envelopes_of(changes, cause, at))
+        finally:
+            receiver.cleanup()
         created_at = at.isoformat()
         files = [
             {
@@ -263,12 +268,11 @@ class Uploads(Handlers):
         """Store every part of a DICOM upload; the job runs on in the DICOM context."""
         receiver = await self._receive(content_type, body, dicom=True)
         job_id = uuid.uuid4()
-        changes = record_dicom_upload(job_id, folder_id, receiver.instances)
-        await self.blobs.make_durable([i.blob_key for i in receiver.instances])
-        envelopes = envelopes_of(changes, cause)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await jobs.apply(conn, envelopes)
-            position = await self.store.append(conn, envelopes)
+        try:
+            changes = record_dicom_upload(job_id, folder_id, receiver.instances)
+            position = await self._store(receiver, envelopes_of(changes, cause))
+        finally:
+            receiver.cleanup()
         return {"job_id": str(job_id)}, position
 
     async def receive_image_group(
@@ -283,25 +287,35 @@ class Uploads(Handlers):
         fields = {k: bytes(v).decode("utf-8", "replace") for k, v in receiver.fields.items()}
         job_id, group_file_id, constituent_folder_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         kind = fields.get("kind", "")
-        changes = record_image_group(
-            job_id,
-            folder_id,
-            group_file_id,
-            constituent_folder_id,
-            kind,
-            fields.get("name", ""),
-            receiver.stored,
-        )
-        await self.blobs.make_durable([f.blob_key for f in receiver.stored])
-        envelopes = envelopes_of(changes, cause)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await jobs.apply(conn, envelopes)
-            position = await self.store.append(conn, envelopes)
+        try:
+            changes = record_image_group(
+                job_id,
+                folder_id,
+                group_file_id,
+                constituent_folder_id,
+                kind,
+                fields.get("name", ""),
+                receiver.stored,
+            )
+            position = await self._store(receiver, envelopes_of(changes, cause))
+        finally:
+            receiver.cleanup()
         return {
             "job_id": str(job_id),
             "file_id": str(group_file_id),
             "folder_id": str(constituent_folder_id),
         }, position
+
+    async def _store(self, receiver: _Receiver, envelopes: Sequence[Envelope]) -> int:
+        """Store the received blobs and record their events in one transaction, the
+        blobs claimed first: the collector cannot take one between its store and the
+        event that refers to it."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await claim_blobs(conn, sorted({w.key for w in receiver.writers}))
+            await self.blobs.commit(receiver.writers)
+            await jobs.apply(conn, envelopes)
+            await blob_refs.apply(conn, envelopes)
+            return await self.store.append(conn, envelopes)
 
     async def job(self, job_id: uuid.UUID) -> dict[str, Any] | None:
         row = await self.pool.fetchrow("SELECT * FROM ingest.jobs WHERE id = $1", job_id)

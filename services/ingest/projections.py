@@ -1,12 +1,15 @@
-"""Ingest's read model: upload jobs and their progress."""
+"""Ingest's read models: jobs (uploads and imports) and their progress; cloud integrations;
+upload sessions; stored blobs and the files that refer to them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 
 from shared.contracts.envelope import Envelope
+from shared.kit.db import Conn
 from shared.kit.projections import Projection
 
 jobs = Projection(
@@ -94,3 +97,263 @@ async def image_group_stored(conn: asyncpg.Connection, events: Sequence[Envelope
             for e in events
         ],
     )
+
+
+@jobs.on("ingest.ImportJobStarted")
+async def import_started(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        """INSERT INTO ingest.jobs (id, folder_id, status, total, done, files, errors,
+                                    created_at, created_by, kind)
+           VALUES ($1, $2, 'running', $3, 0, '[]', '[]', $4, $5, 'import')
+           ON CONFLICT DO NOTHING""",
+        [
+            (e.data["job_id"], e.data["folder_id"], e.data["total"], e.occurred_at, e.actor)
+            for e in events
+        ],
+    )
+
+
+@jobs.on("ingest.ImportObjectsListed")
+async def import_listed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE ingest.jobs SET total = total + $2 WHERE id = $1",
+        [(e.data["job_id"], e.data["count"]) for e in events if e.data["count"]],
+    )
+
+
+@jobs.on("ingest.ImportJobFailed")
+async def import_failed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        """UPDATE ingest.jobs SET status = 'failed', errors = errors || $2::jsonb
+           WHERE id = $1""",
+        [
+            (
+                e.data["job_id"],
+                [{"name": "", "code": e.data["code"], "message": e.data["message"], "details": {}}],
+            )
+            for e in events
+        ],
+    )
+
+
+# Cloud integrations: what the bucket is and its sealed credentials (never in clear).
+integrations = Projection(
+    name="ingest.integrations",
+    tables=("ingest.integrations",),
+    ddl="""
+    CREATE TABLE IF NOT EXISTS ingest.integrations (
+        id uuid PRIMARY KEY,
+        name text NOT NULL,
+        provider text NOT NULL,
+        endpoint text,
+        region text,
+        bucket text NOT NULL,
+        sealed_credentials text NOT NULL,
+        version integer NOT NULL,
+        created_at timestamptz NOT NULL,
+        created_by text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS integrations_created ON ingest.integrations (created_at, id);
+    """,
+)
+
+
+@integrations.on("ingest.IntegrationRegistered")
+async def integration_registered(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        """INSERT INTO ingest.integrations (id, name, provider, endpoint, region, bucket,
+                                            sealed_credentials, version, created_at, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING""",
+        [
+            (
+                e.data["integration_id"],
+                e.data["name"],
+                e.data["provider"],
+                e.data.get("endpoint"),
+                e.data.get("region"),
+                e.data["bucket"],
+                e.data["sealed_credentials"],
+                e.stream_version,
+                e.occurred_at,
+                e.actor,
+            )
+            for e in events
+        ],
+    )
+
+
+@integrations.on("ingest.IntegrationRemoved")
+async def integration_removed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        "DELETE FROM ingest.integrations WHERE id = ANY($1::uuid[])",
+        [e.data["integration_id"] for e in events],
+    )
+
+
+# Upload sessions: large files sent in parts (services/ingest/sessions.py).
+sessions = Projection(
+    name="ingest.sessions",
+    tables=("ingest.sessions",),
+    ddl="""
+    CREATE TABLE IF NOT EXISTS ingest.sessions (
+        id uuid PRIMARY KEY,
+        folder_id uuid NOT NULL,
+        name text NOT NULL,
+        size bigint NOT NULL,
+        part_size bigint NOT NULL,
+        parts integer NOT NULL,
+        store_key text NOT NULL,
+        upload_id text NOT NULL,
+        status text NOT NULL,
+        expires_at timestamptz NOT NULL,
+        file_id uuid,
+        created_at timestamptz NOT NULL,
+        created_by text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS sessions_open ON ingest.sessions (expires_at)
+        WHERE status = 'open';
+    """,
+)
+
+
+@sessions.on("ingest.UploadSessionOpened")
+async def session_opened(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        """INSERT INTO ingest.sessions (id, folder_id, name, size, part_size, parts, store_key,
+                                        upload_id, status, expires_at, created_at, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, $11)
+           ON CONFLICT DO NOTHING""",
+        [
+            (
+                e.data["session_id"],
+                e.data["folder_id"],
+                e.data["name"],
+                e.data["size"],
+                e.data["part_size"],
+                e.data["parts"],
+                e.data["store_key"],
+                e.data["upload_id"],
+                datetime.fromisoformat(e.data["expires_at"]),
+                e.occurred_at,
+                e.actor,
+            )
+            for e in events
+        ],
+    )
+
+
+@sessions.on("ingest.FileContentStored")
+async def session_completed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    # Most stored content is not a session's: the join finds the few that are.
+    await conn.execute(
+        """UPDATE ingest.sessions s SET status = 'completed', file_id = x.file_id
+           FROM jsonb_to_recordset($1::jsonb) AS x(job_id uuid, file_id uuid)
+           WHERE s.id = x.job_id""",
+        [{"job_id": e.data["job_id"], "file_id": e.data["file_id"]} for e in events],
+    )
+
+
+@sessions.on("ingest.UploadSessionEnded")
+async def session_ended(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE ingest.sessions SET status = $2 WHERE id = $1",
+        [(e.data["session_id"], e.data["status"]) for e in events],
+    )
+
+
+# Stored blobs, and the files of ours that refer to them: what the collector may
+# reclaim is a blob no file refers to. A DICOM instance's blob is pinned: the DICOM
+# context, not a file of ours, refers to it.
+blob_refs = Projection(
+    name="ingest.blobs",
+    tables=("ingest.blobs", "ingest.blob_files"),
+    ddl="""
+    CREATE TABLE IF NOT EXISTS ingest.blobs (
+        key text PRIMARY KEY,
+        stored_at timestamptz NOT NULL,
+        pinned boolean NOT NULL DEFAULT false
+    );
+    CREATE TABLE IF NOT EXISTS ingest.blob_files (
+        file_id uuid PRIMARY KEY,
+        blob_key text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS blob_files_key ON ingest.blob_files (blob_key);
+    """,
+)
+
+
+async def _blobs_stored(conn: Conn, keys: list[str], at: datetime, *, pinned: bool = False) -> None:
+    await conn.execute(
+        """INSERT INTO ingest.blobs AS b (key, stored_at, pinned)
+           SELECT DISTINCT key, $2::timestamptz, $3::boolean FROM unnest($1::text[]) AS key
+           ORDER BY key
+           ON CONFLICT (key) DO UPDATE SET stored_at = greatest(b.stored_at, excluded.stored_at),
+               pinned = b.pinned OR excluded.pinned""",
+        keys,
+        at,
+        pinned,
+    )
+
+
+async def claim_blobs(conn: Conn, keys: list[str]) -> None:
+    """Hold blobs about to be stored until the transaction that refers to them commits:
+    the collector skips them, or, if it took one first, the claim waits until that one
+    is gone, and the bytes are then stored again."""
+    await _blobs_stored(conn, keys, datetime.now(UTC))
+
+
+async def _files(conn: Conn, pairs: list[tuple[str, str]], at: datetime) -> None:
+    await _blobs_stored(conn, [key for _, key in pairs], at)
+    await conn.executemany(
+        "INSERT INTO ingest.blob_files (file_id, blob_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        pairs,
+    )
+
+
+@blob_refs.on("ingest.FileContentStored")
+async def file_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    pairs = [
+        (e.data["file_id"], e.data["blob_key"])
+        for e in events
+        if e.data.get("source", {}).get("type", "upload") == "upload"
+    ]
+    await _files(conn, pairs, events[-1].occurred_at)
+
+
+@blob_refs.on("ingest.ImageGroupStored")
+async def group_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    pairs = [(f["file_id"], f["blob_key"]) for e in events for f in e.data["files"]]
+    await _files(conn, pairs, events[-1].occurred_at)
+
+
+@blob_refs.on("ingest.DicomInstanceStored")
+async def instance_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await _blobs_stored(
+        conn, [e.data["blob_key"] for e in events], events[-1].occurred_at, pinned=True
+    )
+
+
+@blob_refs.on("ingest.BlobsReleased")
+async def blobs_released(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        "DELETE FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])",
+        [f for e in events for f in e.data["file_ids"]],
+    )
+
+
+@blob_refs.on("ingest.BlobsReclaimed")
+async def blobs_reclaimed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        "DELETE FROM ingest.blobs WHERE key = ANY($1::text[])",
+        [k for e in events for k in e.data["blob_keys"]],
+    )
+
+
+# A blob no file refers to, stored before the cutoff, not held by a claim.
+RECLAIMABLE = """
+    SELECT b.key FROM ingest.blobs b
+    WHERE NOT b.pinned AND b.stored_at < $1
+      AND NOT EXISTS (SELECT 1 FROM ingest.blob_files f WHERE f.blob_key = b.key)
+    ORDER BY b.stored_at LIMIT $2
+    FOR UPDATE SKIP LOCKED
+"""

@@ -1,9 +1,12 @@
-"""Events of the ingest context: upload jobs and stored content."""
+"""Events of the ingest context: upload jobs, stored content, cloud integrations and imports."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
 
 from shared.contracts.catalog import Media, Source
 from shared.contracts.envelope import Event
@@ -83,6 +86,121 @@ class UploadJobFinished(Event):
     status: str  # "done" | "failed"
 
 
+def integration_stream(integration_id: uuid.UUID) -> str:
+    return f"integration-{integration_id}"
+
+
+class IntegrationRegistered(Event):
+    """A customer's bucket, checked reachable with these credentials. The credentials
+    ({access_key, secret_key} as JSON) travel sealed only (shared/kit/secrets.py, bound to
+    the integration's id); the audit drops the field."""
+
+    type: ClassVar[str] = "ingest.IntegrationRegistered"
+    integration_id: uuid.UUID
+    name: str
+    provider: str  # "s3"
+    endpoint: str | None = None
+    region: str | None = None
+    bucket: str
+    sealed_credentials: str
+
+
+class IntegrationRemoved(Event):
+    type: ClassVar[str] = "ingest.IntegrationRemoved"
+    integration_id: uuid.UUID
+
+
+class ImportJobStarted(Event):
+    """An import by reference: objects of an integration's bucket become files of the
+    folder without their bytes being copied. `total` counts the objects named in the
+    request; a prefix's objects add to it as they are listed (ImportObjectsListed)."""
+
+    type: ClassVar[str] = "ingest.ImportJobStarted"
+    job_id: uuid.UUID
+    folder_id: uuid.UUID
+    integration_id: uuid.UUID
+    prefix: str | None = None
+    total: int
+
+
+class ImportObject(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    title: str | None = None
+    # What the manifest said it is ("image", "video"); None: whatever its bytes are.
+    kind: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+class ImportObjectsRequested(Event):
+    """Objects an import was asked for by name (keys, manifest entries), in chunks of
+    bounded size, so the job can resume from its stream."""
+
+    type: ClassVar[str] = "ingest.ImportObjectsRequested"
+    job_id: uuid.UUID
+    objects: list[ImportObject]
+
+
+class ImportObjectsListed(Event):
+    """More objects found under the import's prefix: the job's total grows by `count`."""
+
+    type: ClassVar[str] = "ingest.ImportObjectsListed"
+    job_id: uuid.UUID
+    count: int
+    complete: bool = False
+
+
+class ImportJobFailed(Event):
+    """The import cannot go on (the bucket cannot be listed, the integration was removed);
+    what it registered before stays."""
+
+    type: ClassVar[str] = "ingest.ImportJobFailed"
+    job_id: uuid.UUID
+    code: str
+    message: str
+
+
+class UploadSessionOpened(Event):
+    """A large file will come in parts, straight to the store (`store_key`, under the
+    store's multipart upload `upload_id`); the session's job stream holds it."""
+
+    type: ClassVar[str] = "ingest.UploadSessionOpened"
+    session_id: uuid.UUID
+    folder_id: uuid.UUID
+    name: str
+    size: int
+    part_size: int
+    parts: int
+    store_key: str
+    upload_id: str
+    expires_at: datetime
+
+
+class UploadSessionEnded(Event):
+    """A session ended without a file: it expired, or its client aborted it. Its parts
+    were deleted from the store."""
+
+    type: ClassVar[str] = "ingest.UploadSessionEnded"
+    session_id: uuid.UUID
+    status: str  # "expired" | "aborted" | "rejected"
+
+
+class BlobsReleased(Event):
+    """Files of ours the catalog deleted (or never registered): their blobs lose them.
+    A blob that no file refers to any more is the collector's."""
+
+    type: ClassVar[str] = "ingest.BlobsReleased"
+    file_ids: list[uuid.UUID]
+
+
+class BlobsReclaimed(Event):
+    """The collector deleted these blobs' bytes: no file referred to them."""
+
+    type: ClassVar[str] = "ingest.BlobsReclaimed"
+    blob_keys: list[str]
+
+
 EVENTS: tuple[type[Event], ...] = (
     UploadJobStarted,
     FileContentStored,
@@ -90,4 +208,14 @@ EVENTS: tuple[type[Event], ...] = (
     DicomInstanceStored,
     UploadJobFinished,
     ImageGroupStored,
+    IntegrationRegistered,
+    IntegrationRemoved,
+    ImportJobStarted,
+    ImportObjectsRequested,
+    ImportObjectsListed,
+    ImportJobFailed,
+    UploadSessionOpened,
+    UploadSessionEnded,
+    BlobsReleased,
+    BlobsReclaimed,
 )

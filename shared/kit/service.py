@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Query
 from pydantic import AwareDatetime
 
-from shared.kit import bus, consistency, db
+from shared.kit import bus, consistency, db, tracing
 from shared.kit.audit import audit
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
@@ -83,7 +83,7 @@ class Runtime:
             )
             async with self.pool.acquire() as conn:
                 await self.relay.setup(conn)
-            self._supervise("relay", self.relay.run)
+            self.supervise("relay", self.relay.run)
         if self.consumes and self.handle:
             self._listener = await db.connect(s.database_url)
             await self._listener.add_listener(self.inbox.channel, lambda *_: self.moved.fire())
@@ -96,11 +96,11 @@ class Runtime:
                 dead_letters=self.producer,
                 max_batch=self.max_batch,
             )
-            self._supervise("consumer", self.consumer.run)
+            self.supervise("consumer", self.consumer.run)
         for hook in self.on_start:
             await hook()
 
-    def _supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
+    def supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
         async def forever() -> None:
             delay = 0.1
             while True:
@@ -191,6 +191,7 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
             await runtime.stop()
 
     app = FastAPI(title=title, lifespan=lifespan, default_response_class=JSON)
+    app.add_middleware(tracing.ServerSpans)
     install_errors(app)
     runtime.mount(app)
     mount_audit(app, runtime)
@@ -240,6 +241,7 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
     args = parser.parse_args()
     settings = Settings()
     configure(name, settings.log_level)
+    tracing.setup(name, trace_file=settings.trace_file)
     app = build(settings)
     uvicorn.run(
         app,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,7 +17,11 @@ class Settings(BaseSettings):
     # Apache Kafka supports the idempotent producer; the embedded broker does not.
     kafka_idempotence: bool = False
     topic_partitions: int = 3
+    # A directory (path or file://...) or s3://bucket?endpoint=...&region=...&secure=...
     blob_url: str = ""
+    # S3 credentials; when empty, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     bootstrap_admin_key: str = ""
@@ -27,9 +32,28 @@ class Settings(BaseSettings):
     datasets_url: str = "http://127.0.0.1:8084"
     dicom_url: str = "http://127.0.0.1:8085"
     log_level: str = "info"
+    # Finished spans as JSON lines in this file (tests); OTLP export takes the standard
+    # OTEL_EXPORTER_OTLP_ENDPOINT instead (shared/kit/tracing.py).
+    trace_file: str = ""
     consistency_timeout_s: float = 5.0
     max_metadata_bytes: int = 64 * 1024
+    # Seals cloud integrations' credentials at rest (shared/kit/secrets.py). Unset: a key
+    # made once in <data dir>/secret.key (0600). Set it in production, kept like a password.
+    secret_key: str = ""
+    # Upload sessions (large files in parts): the part size offered, how long an
+    # unfinished session lives, and how often expired ones are swept.
+    upload_part_size: int = 64 * 1024 * 1024
+    upload_session_ttl_s: float = 24 * 3600
+    upload_sweep_every_s: float = 60.0
+    # The blob collector: how often it sweeps, and how long an unreferenced blob is
+    # kept (safety margin only; the claim protocol is what protects stores in flight).
+    blob_gc_every_s: float = 60.0
+    blob_gc_grace_s: float = 15 * 60
+    # The gateway's gRPC API (proto/files/v1/files.proto) on this port, beside HTTP on
+    # http_host; 0: no gRPC server.
+    grpc_port: int = 0
 
     def blob_root(self) -> Path:
+        """The local blob directory (when blob_url is not an s3:// URL)."""
         url = self.blob_url or str(self.data_dir / "blobs")
         return Path(url.removeprefix("file://"))

@@ -44,7 +44,7 @@ def check_file_name(name: str | None) -> str:
     return name
 
 
-def _stored(job_id: uuid.UUID, folder_id: uuid.UUID, f: StoredFile) -> ev.FileContentStored:
+def content_stored(job_id: uuid.UUID, folder_id: uuid.UUID, f: StoredFile) -> ev.FileContentStored:
     return ev.FileContentStored(
         job_id=job_id,
         file_id=f.file_id,
@@ -69,7 +69,7 @@ def record_upload(
     events: list[Event] = [
         ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files))
     ]
-    events += [_stored(job_id, folder_id, f) for f in files]
+    events += [content_stored(job_id, folder_id, f) for f in files]
     events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
     stream = ev.job_stream(job_id)
     return [Change(stream, version, event) for version, event in enumerate(events, start=1)]
@@ -152,7 +152,7 @@ def record_image_group(
                     ],
                 },
             )
-    stored = [_stored(job_id, constituent_folder_id, f) for f in files]
+    stored = [content_stored(job_id, constituent_folder_id, f) for f in files]
     events: list[Event] = [
         ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files), kind=kind),
         ev.ImageGroupStored(

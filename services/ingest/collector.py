@@ -1,0 +1,93 @@
+"""Reclaims stored bytes that no file refers to any more.
+
+A deleted file stops being served at once: the catalog forgets it, and every
+download asks the catalog first. Its bytes go later, here: the catalog's
+`FileDeleted` (or `UploadRejected`) releases the file's blob, and a sweep deletes
+blobs that no file of ours refers to. Identical uploads share one blob, so a blob
+goes only when its last file has gone. A blob being stored again meanwhile is
+claimed in the storing transaction (`projections.claim_blobs`); the sweep skips it, or
+the claim waits for the sweep and the bytes are stored again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from services.ingest.projections import RECLAIMABLE, blob_refs
+from shared.contracts import ingest as ev
+from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.kit.blobs import BlobStore
+from shared.kit.db import Conn
+from shared.kit.logs import log
+from shared.kit.service import Handlers, Runtime
+
+RELEASING = ("catalog.FileDeleted", "catalog.UploadRejected")
+# Blobs deleted per sweep transaction.
+SWEEP_BATCH = 1000
+# Deletes in flight at once.
+DELETES_IN_FLIGHT = 16
+
+
+class Collector(Handlers):
+    def __init__(self, runtime: Runtime, store: BlobStore) -> None:
+        super().__init__(runtime)
+        self.blobs = store
+        self.grace = timedelta(seconds=runtime.settings.blob_gc_grace_s)
+
+    async def react(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        """Files the catalog deleted (or never registered) release their blobs: one
+        event per batch, naming those of the files that are ours."""
+        gone = [e.data["file_id"] for e in envelopes if e.type in RELEASING]
+        if not gone:
+            return
+        ours = [
+            r["file_id"]
+            for r in await conn.fetch(
+                "SELECT file_id FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])"
+                " ORDER BY file_id",
+                gone,
+            )
+        ]
+        if not ours:
+            return
+        change = Change(f"blob-release-{uuid.uuid4()}", 1, ev.BlobsReleased(file_ids=ours))
+        written = envelopes_of([change], Cause.of(envelopes[0]))
+        await blob_refs.apply(conn, written)
+        await self.store.append(conn, written)
+
+    async def sweep(self) -> int:
+        """Delete up to SWEEP_BATCH unreferenced blobs; how many went."""
+        cutoff = datetime.now(UTC) - self.grace
+        async with self.pool.acquire() as conn, conn.transaction():
+            keys = [r["key"] for r in await conn.fetch(RECLAIMABLE, cutoff, SWEEP_BATCH)]
+            if not keys:
+                return 0
+            # Bytes first: if this transaction then fails, the rows stay and the next
+            # sweep deletes again (deleting a missing blob is no error).
+            limit = asyncio.Semaphore(DELETES_IN_FLIGHT)
+
+            async def delete(key: str) -> None:
+                async with limit:
+                    await self.blobs.delete(key)
+
+            await asyncio.gather(*(delete(k) for k in keys))
+            cause = Cause(actor="system:blob-collector", correlation_id=str(uuid.uuid4()))
+            change = Change(f"blob-reclaim-{uuid.uuid4()}", 1, ev.BlobsReclaimed(blob_keys=keys))
+            written = envelopes_of([change], cause)
+            await blob_refs.apply(conn, written)
+            await self.store.append(conn, written)
+        return len(keys)
+
+    async def sweep_forever(self, every_s: float) -> None:
+        while True:
+            try:
+                while (reclaimed := await self.sweep()) == SWEEP_BATCH:
+                    log.info("blobs.reclaimed", count=reclaimed)
+                if reclaimed:
+                    log.info("blobs.reclaimed", count=reclaimed)
+            except Exception:
+                log.error("blobs.sweep_failed", exc_info=True)
+            await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction

@@ -1,0 +1,251 @@
+"""Upload sessions through the gateway: a large file in parts sent straight to the
+store (presigned S3 URLs, or our signed URLs with the local store), resumed after an
+interruption, completed into a file; abandoned sessions expire and lose their parts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from services.ingest.projections import blob_refs, sessions
+from shared.kit import db
+from shared.kit.eventstore import EventStore
+from shared.kit.projections import rebuild
+from tests.conftest import eventually
+from tests.e2e.support import ELF, error, folder, items, png, unique
+
+MiB = 1024 * 1024
+PART = 5 * MiB  # the smallest part S3 takes
+
+
+def big_png(size: int) -> bytes:
+    """A real PNG header (so it sniffs as an image of 40 x 30), padded to `size` bytes."""
+    head = png(40, 30)
+    return head + os.urandom(size - len(head))
+
+
+@pytest.fixture
+async def anonymous() -> AsyncIterator[httpx.AsyncClient]:
+    """A client with no API key: what PUTs parts to their URLs, as any S3 client would."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        yield client
+
+
+async def open_session(
+    api: httpx.AsyncClient, folder_id: str, name: str, size: int, **fields: Any
+) -> dict[str, Any]:
+    answer = await api.post(
+        f"/v1/folders/{folder_id}/uploads",
+        json={"name": name, "size": size, "part_size": PART, **fields},
+    )
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+async def put(client: httpx.AsyncClient, part: dict[str, Any], data: bytes) -> None:
+    answer = await client.put(part["url"], content=data)
+    assert answer.status_code == 200, answer.text
+
+
+def piece(data: bytes, number: int) -> bytes:
+    return data[(number - 1) * PART : number * PART]
+
+
+async def test_a_large_file_goes_in_parts_straight_to_the_store_and_becomes_a_file(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    top = await folder(api, unique("sessions"))
+    data = big_png(12 * MiB + 123)
+    session = await open_session(api, top["id"], "scan.png", len(data))
+    assert session["status"] == "open"
+    assert [(p["part"], p["size"]) for p in session["parts"]] == [
+        (1, PART),
+        (2, PART),
+        (3, 2 * MiB + 123),
+    ]
+    assert all(p["url"].startswith("http") for p in session["parts"])
+    # In any order, side by side, without our API key.
+    await asyncio.gather(
+        *(put(anonymous, p, piece(data, p["part"])) for p in reversed(session["parts"]))
+    )
+    state = (await api.get(f"/v1/uploads/{session['id']}")).json()
+    assert [p["part"] for p in state["parts_stored"]] == [1, 2, 3]
+    assert state["parts"] == [] and state["bytes_stored"] == len(data)
+
+    done = await api.post(f"/v1/uploads/{session['id']}/complete")
+    assert done.status_code == 201, done.text
+    file = done.json()["file"]
+    assert file["name"] == "scan.png" and file["kind"] == "image"
+    assert file["size"] == len(data)
+    assert file["sha256"] == hashlib.sha256(data).hexdigest()
+    assert file["media"]["width"] == 40 and file["media"]["height"] == 30
+    assert [f["id"] for f in await items(api, top["id"])] == [file["id"]]
+    content = await api.get(f"/v1/files/{file['id']}/content")
+    assert content.status_code == 200 and content.content == data
+    job = (await api.get(f"/v1/jobs/{session['job_id']}")).json()
+    assert job["status"] == "done" and job["progress"] == {"done": 1, "total": 1}
+    # Completed once: a second completion is refused, and names why.
+    error(await api.post(f"/v1/uploads/{session['id']}/complete"), 409, "session_ended")
+
+
+async def test_an_interrupted_upload_resumes_from_the_parts_already_stored(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    top = await folder(api, unique("resume"))
+    data = big_png(3 * PART)
+    session = await open_session(api, top["id"], "clip.png", len(data))
+    first, _, third = session["parts"]
+    await put(anonymous, first, piece(data, 1))
+    await put(anonymous, third, b"x" * 1000)  # cut short by the interruption
+    refused = error(await api.post(f"/v1/uploads/{session['id']}/complete"), 409, "parts_missing")
+    assert refused["details"]["missing_parts"] == [2, 3]
+    assert refused["details"]["wrong_sizes"] == {"3": 1000}
+
+    # Later, another process of the client: it asks what is stored and sends the rest.
+    state = (await api.get(f"/v1/uploads/{session['id']}")).json()
+    assert [p["part"] for p in state["parts_stored"]] == [1, 3]
+    assert state["bytes_stored"] == PART
+    assert [p["part"] for p in state["parts"]] == [2, 3]
+    for part in state["parts"]:
+        await put(anonymous, part, piece(data, part["part"]))
+    done = await api.post(f"/v1/uploads/{session['id']}/complete")
+    assert done.status_code == 201, done.text
+    file_id = done.json()["file"]["id"]
+    assert (await api.get(f"/v1/files/{file_id}/content")).content == data
+
+
+async def test_an_abandoned_session_expires_and_its_parts_are_deleted(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    top = await folder(api, unique("expiry"))
+    data = big_png(2 * PART)
+    session = await open_session(api, top["id"], "gone.png", len(data), expires_in_s=1)
+    await put(anonymous, session["parts"][0], piece(data, 1))
+
+    async def expired() -> bool:
+        return bool((await api.get(f"/v1/uploads/{session['id']}")).json()["status"] == "expired")
+
+    await eventually(expired, within=15, what="the session expired")
+    state = (await api.get(f"/v1/uploads/{session['id']}")).json()
+    assert state["parts_stored"] == [] and state["parts"] == []
+    job = (await api.get(f"/v1/jobs/{session['job_id']}")).json()
+    assert job["status"] == "expired"
+    # Its URLs lead nowhere now, and it cannot complete.
+    late = await anonymous.put(session["parts"][1]["url"], content=piece(data, 2))
+    # S3 answers 404 NoSuchUpload (moto, standing in for it here, a 500); ours 404.
+    assert late.status_code >= 400, late.text
+    error(await api.post(f"/v1/uploads/{session['id']}/complete"), 409, "session_ended")
+    assert await items(api, top["id"]) == []
+
+
+async def test_a_client_can_abort_its_session(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    top = await folder(api, unique("abort"))
+    data = big_png(PART + 10)
+    session = await open_session(api, top["id"], "abort.png", len(data))
+    await put(anonymous, session["parts"][0], piece(data, 1))
+    assert (await api.delete(f"/v1/uploads/{session['id']}")).status_code == 204
+    state = (await api.get(f"/v1/uploads/{session['id']}")).json()
+    assert state["status"] == "aborted" and state["parts_stored"] == []
+    error(await api.delete(f"/v1/uploads/{session['id']}"), 409, "session_ended")
+
+
+async def test_content_that_is_no_file_we_take_is_refused_at_completion(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    top = await folder(api, unique("refused"))
+    data = ELF + os.urandom(PART)
+    session = await open_session(api, top["id"], "tool", len(data))
+    for part in session["parts"]:
+        await put(anonymous, part, piece(data, part["part"]))
+    error(await api.post(f"/v1/uploads/{session['id']}/complete"), 415, "unsupported_content")
+    state = (await api.get(f"/v1/uploads/{session['id']}")).json()
+    assert state["status"] == "rejected"
+    assert await items(api, top["id"]) == []
+
+
+async def test_bad_requests_name_the_problem(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    top = await folder(api, unique("bad-sessions"))
+    url = f"/v1/folders/{top['id']}/uploads"
+    error(await api.post(url, json={"name": "a.png", "size": 0}), 422, "invalid_size")
+    error(await api.post(url, json={"size": 10}), 422, "missing_file_name")
+    error(await api.post(url, json={"name": "a.png", "size": 10, "part_size": 1}), 422)
+    error(await api.post(url, json={"name": "a.png", "size": 6 * 1024**4}), 413, "file_too_large")
+    error(
+        await api.post(url, json={"name": "a.png", "size": 10, "expires_in_s": 10**9}),
+        422,
+        "invalid_expiry",
+    )
+    nowhere = "/v1/folders/00000000-0000-4000-8000-000000000000/uploads"
+    error(await api.post(nowhere, json={"name": "a.png", "size": 10}), 404)
+    error(await api.get("/v1/uploads/00000000-0000-4000-8000-000000000000"), 404)
+    session = await open_session(api, top["id"], "a.png", PART + 1)
+    part = session["parts"][0]["url"]
+    if "signature=" in part:  # our own URL: a changed signature is refused
+        at = part.index("signature=") + len("signature=")
+        tampered = part[:at] + ("1" if part[at] == "0" else "0") + part[at + 1 :]
+        assert (await anonymous.put(tampered, content=b"x")).status_code == 403
+
+
+async def test_only_those_who_may_upload_into_the_folder_see_its_sessions(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    top = await folder(api, unique("session-access"))
+    session = await open_session(api, top["id"], "mine.png", PART + 1)
+    answer = await api.post(
+        "/v1/users",
+        json={"email": f"{unique('outsider')}@example.com", "name": "o", "org_role": "member"},
+    )
+    assert answer.status_code == 201, answer.text
+    async with httpx.AsyncClient(
+        base_url=platform.gateway_url,
+        headers={"Authorization": f"Bearer {answer.json()['api_key']}"},
+        timeout=30,
+    ) as outsider:
+        error(
+            await outsider.post(
+                f"/v1/folders/{top['id']}/uploads", json={"name": "x.png", "size": 10}
+            ),
+            404,
+        )
+        error(await outsider.get(f"/v1/uploads/{session['id']}"), 404)
+        error(await outsider.post(f"/v1/uploads/{session['id']}/complete"), 404)
+        error(await outsider.delete(f"/v1/uploads/{session['id']}"), 404)
+    assert (await api.get(f"/v1/uploads/{session['id']}")).json()["status"] == "open"
+
+
+async def test_sessions_and_blob_references_rebuild_from_events_with_the_same_rows(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient, platform: Any
+) -> None:
+    top = await folder(api, unique("rebuild-sessions"))
+    data = big_png(PART + 7)
+    session = await open_session(api, top["id"], "r.png", len(data))
+    for part in session["parts"]:
+        await put(anonymous, part, piece(data, part["part"]))
+    assert (await api.post(f"/v1/uploads/{session['id']}/complete")).status_code == 201
+    await open_session(api, top["id"], "open.png", len(data))
+    queries = [
+        (sessions, "SELECT * FROM ingest.sessions ORDER BY id"),
+        (
+            blob_refs,
+            "SELECT f.file_id, f.blob_key, b.pinned FROM ingest.blob_files f"
+            " JOIN ingest.blobs b ON b.key = f.blob_key ORDER BY f.file_id",
+        ),
+    ]
+    pool = await db.connect_pool(platform.env["FILES_DATABASE_URL"], min_size=1, max_size=2)
+    try:
+        for projection, query in queries:
+            before = [tuple(r) for r in await pool.fetch(query)]
+            await rebuild(pool, EventStore("ingest"), projection)
+            assert [tuple(r) for r in await pool.fetch(query)] == before, projection.name
+    finally:
+        await pool.close()

@@ -1,0 +1,156 @@
+"""The collector against a blob being stored again, step by step on a real PostgreSQL
+and a local blob store: whichever of the two takes the blob's row first, the bytes of
+the file being stored survive."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.ingest.collector import Collector
+from services.ingest.projections import RECLAIMABLE, blob_refs, claim_blobs
+from shared.contracts import ingest as ev
+from shared.contracts.catalog import Media
+from shared.contracts.envelope import Cause, Change, envelopes_of
+from shared.kit import db
+from shared.kit.blobs import LocalBlobStore
+from shared.kit.eventstore import EventStore
+from shared.kit.settings import Settings
+from tests.conftest import _create_database, eventually
+
+CAUSE = Cause(actor="test", correlation_id="c")
+DATA = b"bytes stored twice"
+
+
+@pytest.fixture(scope="module")
+def collector_database(database_url: str) -> str:
+    return _create_database(database_url, f"collector_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+async def setup(
+    collector_database: str, tmp_path: Path
+) -> AsyncIterator[tuple[Collector, LocalBlobStore, asyncpg.Pool]]:
+    pool = await db.connect_pool(collector_database, max_size=5)
+    store = EventStore("ingest")
+    async with pool.acquire() as conn:
+        await store.setup(conn)
+        await blob_refs.setup(conn)
+        await conn.execute("TRUNCATE ingest.blobs, ingest.blob_files")
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    runtime: Any = SimpleNamespace(pool=pool, store=store, settings=Settings(blob_gc_grace_s=0))
+    yield Collector(runtime, blobs), blobs, pool
+    await pool.close()
+
+
+def stored(file_id: uuid.UUID, key: str) -> list[Any]:
+    event = ev.FileContentStored(
+        job_id=uuid.uuid4(),
+        file_id=file_id,
+        folder_id=uuid.uuid4(),
+        name="f.txt",
+        kind="text",
+        size=len(DATA),
+        sha256=key.rsplit("/", 1)[-1],
+        mime_type="text/plain",
+        media=Media(),
+        blob_key=key,
+    )
+    return envelopes_of([Change(f"upload-job-{event.job_id}", 1, event)], CAUSE)
+
+
+async def store_file(
+    pool: asyncpg.Pool,
+    blobs: LocalBlobStore,
+    *,
+    stored_bytes: asyncio.Event | None = None,
+    hold: asyncio.Event | None = None,
+) -> tuple[uuid.UUID, str]:
+    """What an upload does: claim, store the bytes, record, in one transaction (held
+    open, once the bytes are stored, until `hold` is set)."""
+    writer = blobs.writer()
+    writer.write(DATA)
+    key, _ = writer.finish()
+    file_id = uuid.uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        await claim_blobs(conn, [key])
+        await blobs.commit([writer])
+        if stored_bytes is not None:
+            stored_bytes.set()
+        if hold is not None:
+            await hold.wait()
+        await blob_refs.apply(conn, stored(file_id, key))
+    return file_id, key
+
+
+async def release(pool: asyncpg.Pool, file_id: uuid.UUID) -> None:
+    change = Change(f"blob-release-{uuid.uuid4()}", 1, ev.BlobsReleased(file_ids=[file_id]))
+    async with pool.acquire() as conn, conn.transaction():
+        await blob_refs.apply(conn, envelopes_of([change], CAUSE))
+
+
+async def test_a_released_blob_goes_and_a_referenced_one_stays(setup: Any) -> None:
+    collector, blobs, pool = setup
+    first, key = await store_file(pool, blobs)
+    second, _ = await store_file(pool, blobs)
+    await release(pool, first)
+    assert await collector.sweep() == 0  # the second file still has it
+    assert await blobs.exists(key)
+    await release(pool, second)
+    assert await collector.sweep() == 1
+    assert not await blobs.exists(key)
+
+
+async def test_a_sweep_skips_a_blob_claimed_by_a_store_in_flight(setup: Any) -> None:
+    collector, blobs, pool = setup
+    old, key = await store_file(pool, blobs)
+    await release(pool, old)  # unreferenced now: the collector's, unless claimed
+    hold, stored_bytes = asyncio.Event(), asyncio.Event()
+    in_flight = asyncio.create_task(store_file(pool, blobs, stored_bytes=stored_bytes, hold=hold))
+    try:
+        await asyncio.wait_for(stored_bytes.wait(), timeout=5)
+        # The bytes are back and their file not yet recorded: the sweep must not take them.
+        assert await collector.sweep() == 0
+    finally:
+        hold.set()
+        await in_flight
+    assert await blobs.exists(key)
+    assert await collector.sweep() == 0
+
+
+async def test_a_store_waits_for_a_sweep_that_took_the_blob_first_then_stores_again(
+    setup: Any,
+) -> None:
+    collector, blobs, pool = setup
+    old, key = await store_file(pool, blobs)
+    await release(pool, old)
+    async with pool.acquire() as sweeping, sweeping.transaction():
+        # The sweep has locked the row and is deleting the bytes...
+        later = datetime.now(UTC) + timedelta(days=1)
+        assert [r["key"] for r in await sweeping.fetch(RECLAIMABLE, later, 10)] == [key]
+        in_flight = asyncio.create_task(store_file(pool, blobs))
+
+        async def waiting() -> bool:
+            return bool(
+                await pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO ingest.blobs%'"
+                )
+            )
+
+        await eventually(waiting, within=5, what="the store waits on the sweep's lock")
+        assert not in_flight.done()
+        await blobs.delete(key)
+        await sweeping.execute("DELETE FROM ingest.blobs WHERE key = $1", key)
+    # ... and the store, let through once the sweep committed, stored the bytes again.
+    await in_flight
+    assert await blobs.exists(key)
+    assert await collector.sweep() == 0
