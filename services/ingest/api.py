@@ -10,14 +10,13 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from services.ingest.handlers import Uploads
+from services.ingest.imports import Imports
 from services.ingest.sessions import Sessions
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
 from shared.kit import consistency
 from shared.kit.errors import not_found
 from shared.kit.http import JSON, access, cause, error_body
-from shared.kit.service import Runtime
-from shared.kit.settings import Settings
 
 Caller = Annotated[Cause, Depends(cause)]
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -120,19 +119,8 @@ def router(uploads: Uploads) -> APIRouter:
     return api
 
 
-def install(app: FastAPI, uploads: Uploads) -> None:
-    app.include_router(router(uploads))
-
-
-def install_cloud(app: FastAPI, runtime: Runtime, settings: Settings) -> None:
-    """Cloud integrations and imports by reference (services/ingest/imports.py): their
-    read model, the resumption of unfinished imports at start, and their routes."""
-    from services.ingest.imports import Imports
-    from services.ingest.projections import integrations
-
-    imports = Imports(runtime, settings)
-    runtime.setups = (*runtime.setups, integrations.setup)
-    runtime.on_start.append(imports.resume)
+def cloud_router(imports: Imports) -> APIRouter:
+    """Cloud integrations and imports by reference (services/ingest/imports.py)."""
     api = APIRouter()
 
     @api.post("/v1/integrations", status_code=201)
@@ -182,7 +170,7 @@ def install_cloud(app: FastAPI, runtime: Runtime, settings: Settings) -> None:
     ) -> dict[str, str]:
         return {"url": await imports.presign(integration_id, key, name, mime_type)}
 
-    app.include_router(api)
+    return api
 
 
 def sessions_router(sessions: Sessions) -> APIRouter:
@@ -227,3 +215,9 @@ def sessions_router(sessions: Sessions) -> APIRouter:
         )
 
     return api
+
+
+def install(app: FastAPI, uploads: Uploads, sessions: Sessions, imports: Imports) -> None:
+    app.include_router(router(uploads))
+    app.include_router(sessions_router(sessions))
+    app.include_router(cloud_router(imports))

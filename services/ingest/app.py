@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.ingest import api, projections
 from services.ingest.collector import Collector
 from services.ingest.handlers import Uploads
+from services.ingest.imports import Imports
 from services.ingest.projections import jobs
 from services.ingest.sessions import Sessions
 from shared.contracts import topics
@@ -23,7 +24,12 @@ def build(settings: Settings) -> FastAPI:
         publishes=topics.INGEST,
         # The catalog's deletions release the blobs of deleted files.
         consumes=(topics.CATALOG,),
-        setups=(jobs.setup, projections.sessions.setup, projections.blob_refs.setup),
+        setups=(
+            jobs.setup,
+            projections.integrations.setup,
+            projections.sessions.setup,
+            projections.blob_refs.setup,
+        ),
     )
     blobs = open_blob_store(settings)
     runtime.on_start.append(blobs.start)
@@ -32,6 +38,9 @@ def build(settings: Settings) -> FastAPI:
     sessions = Sessions(runtime, blobs, secrets.derive(material, "upload part urls"))
     collector = Collector(runtime, blobs)
     runtime.handle = collector.react
+    imports = Imports(runtime, settings)
+    # Imports a restart interrupted go on where they were.
+    runtime.on_start.append(imports.resume)
 
     async def sweep() -> None:
         runtime.supervise(
@@ -43,9 +52,7 @@ def build(settings: Settings) -> FastAPI:
 
     runtime.on_start.append(sweep)
     app = create_app(runtime, "Files ingest")
-    api.install(app, uploads)
-    app.include_router(api.sessions_router(sessions))
-    api.install_cloud(app, runtime, settings)
+    api.install(app, uploads, sessions, imports)
     return app
 
 
