@@ -125,6 +125,8 @@ def stack(
         http_port=free_port(),
         bootstrap_admin_key=ADMIN_KEY,
         blob_url=f"s3://files-e2e?endpoint={s3_endpoint}&region=us-east-1",
+        # Every process's finished spans, for tests/e2e/test_tracing.py.
+        trace_file=str(tmp_path_factory.mktemp("traces") / "spans.jsonl"),
         **S3_KEYS,
         **SWEEPS,
     )

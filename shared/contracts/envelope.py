@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -44,6 +45,13 @@ class Envelope(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+# While a reaction runs with tracing on: for each traceparent of the events it handles,
+# the one of the reaction's span, which the events it appends carry on (see `Cause.of`).
+continuing: ContextVar[Mapping[str | None, str | None] | None] = ContextVar(
+    "continuing", default=None
+)
+
+
 class Cause(BaseModel):
     """Who asked, and why: carried from a request or a consumed event into new events."""
 
@@ -56,11 +64,15 @@ class Cause(BaseModel):
 
     @classmethod
     def of(cls, envelope: Envelope) -> Cause:
+        traceparent = envelope.traceparent
+        continued = continuing.get()
+        if continued:
+            traceparent = continued.get(traceparent, traceparent)
         return cls(
             actor=envelope.actor,
             correlation_id=envelope.correlation_id,
             causation_id=str(envelope.event_id),
-            traceparent=envelope.traceparent,
+            traceparent=traceparent,
         )
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +28,7 @@ from aiokafka.structs import ConsumerRecord
 
 from shared.contracts import topics as topic_names
 from shared.contracts.envelope import Envelope
+from shared.kit import tracing
 from shared.kit.bus import decode
 from shared.kit.db import Conn
 from shared.kit.logs import log
@@ -246,33 +248,44 @@ class Consumer:
 
     async def apply_messages(self, messages: Sequence[ConsumerRecord[Any, Any]]) -> None:
         envelopes: list[Envelope] = []
+        # With tracing on, the trace context of each message's headers, by event id.
+        carried: dict[uuid.UUID, str | None] | None = {} if tracing.enabled else None
         for message in messages:
             try:
-                envelopes.append(decode(message.value))
+                envelope = decode(message.value)
             except Exception as error:  # malformed on the wire: nothing to apply
                 await self._dead_letter(message.topic, message.value, repr(error))
+                continue
+            envelopes.append(envelope)
+            if carried is not None:
+                carried[envelope.event_id] = tracing.carried(message.headers)
         # Partitions interleave; within a batch, apply each source's events in the
         # order its store recorded them.
         envelopes.sort(key=lambda e: (e.source, e.position))
         try:
-            await self._apply(envelopes)
+            await self._apply(envelopes, carried)
         except Exception:
             log.warning("consumer.batch_failed", consumer=self.inbox.consumer, exc_info=True)
             for envelope in envelopes:
-                await self._apply_alone(envelope)
+                await self._apply_alone(envelope, carried)
 
-    async def _apply(self, envelopes: Sequence[Envelope]) -> None:
+    async def _apply(
+        self, envelopes: Sequence[Envelope], carried: Mapping[uuid.UUID, str | None] | None = None
+    ) -> None:
         started = time.monotonic()
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await self.inbox.admit(conn, envelopes)
             new = [e for e in envelopes if str(e.event_id) in fresh]
             for event_type, run in itertools.groupby(new, key=lambda e: e.type):
                 batch = list(run)
-                with structlog.contextvars.bound_contextvars(
-                    correlation_id=batch[0].correlation_id,
-                    causation_id=str(batch[0].event_id),
-                    event_type=event_type,
-                    events=len(batch),
+                with (
+                    structlog.contextvars.bound_contextvars(
+                        correlation_id=batch[0].correlation_id,
+                        causation_id=str(batch[0].event_id),
+                        event_type=event_type,
+                        events=len(batch),
+                    ),
+                    tracing.reacting(f"{self.inbox.consumer} {event_type}", batch, carried),
                 ):
                     await self.handle(conn, batch)
             await self.inbox.advance(conn, {e.source for e in envelopes})
@@ -288,10 +301,12 @@ class Consumer:
                 seconds=round(took, 3),
             )
 
-    async def _apply_alone(self, envelope: Envelope) -> None:
+    async def _apply_alone(
+        self, envelope: Envelope, carried: Mapping[uuid.UUID, str | None] | None = None
+    ) -> None:
         for attempt in range(1, self.attempts + 1):
             try:
-                await self._apply([envelope])
+                await self._apply([envelope], carried)
                 return
             except Exception as error:
                 if attempt == self.attempts:

@@ -13,7 +13,7 @@ import zlib
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.kit import bus, db
+from shared.kit import bus, db, tracing
 from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
 from shared.kit.logs import log
@@ -68,16 +68,21 @@ class Relay:
         rows = await self.store.read_wire_after(conn, self.published, self.batch)
         if not rows:
             return 0
-        sent = [
-            await self.producer.send(
-                self.topic,
-                r["wire"].encode(),
-                key=r["stream_id"].encode(),
-                headers=bus.wire_headers(r["type"], r["correlation_id"], r["traceparent"]),
-            )
-            for r in rows
-        ]
-        await asyncio.gather(*sent)
+        with tracing.publishing(self.topic, (r["traceparent"] for r in rows)) as carried:
+            sent = [
+                await self.producer.send(
+                    self.topic,
+                    r["wire"].encode(),
+                    key=r["stream_id"].encode(),
+                    headers=bus.wire_headers(
+                        r["type"],
+                        r["correlation_id"],
+                        carried.get(r["traceparent"], r["traceparent"]),
+                    ),
+                )
+                for r in rows
+            ]
+            await asyncio.gather(*sent)
         self.published = rows[-1]["position"]
         await conn.execute(
             f"""INSERT INTO {self.store.schema}.relay_offsets (topic, position) VALUES ($1, $2)

@@ -190,8 +190,13 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, lifespan=lifespan, default_response_class=JSON)
-    app.add_middleware(tracing.ServerSpans)
+    app = FastAPI(
+        title=title,
+        lifespan=lifespan,
+        default_response_class=JSON,
+        telemetry={"exclude": tracing.untraced},
+    )
+    app.add_middleware(tracing.ForwardContext)
     install_errors(app)
     runtime.mount(app)
     mount_audit(app, runtime)
