@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PYTHON ?= 3.11
 
-.PHONY: run test lint format typecheck bench setup deploy-check
+.PHONY: run test lint format typecheck bench setup deploy-check proto
 
 setup: .venv/.synced
 
@@ -41,3 +41,10 @@ bench: setup
 
 deploy-check: setup
 	$(UV) run --frozen python deploy/check.py
+
+# The gRPC API's Python code (services/gateway/files_pb/), generated from proto/ and committed.
+proto: setup
+	$(UV) run --frozen python -m grpc_tools.protoc -I proto \
+		--python_out=services/gateway/files_pb --pyi_out=services/gateway/files_pb \
+		--grpc_python_out=services/gateway/files_pb proto/files/v1/files.proto
+	sed -i 's/^from files\.v1 import/from . import/' services/gateway/files_pb/files/v1/files_pb2_grpc.py

@@ -249,11 +249,20 @@ def build(settings: Settings) -> FastAPI:
     gateway = Gateway(settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(served: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        grpc_server = None
+        if settings.grpc_port:
+            # The gRPC API beside HTTP: each RPC is the HTTP request it stands for, made
+            # to this very app in process (same gateway, rights, composition, errors).
+            from services.gateway import grpc_api
+
+            grpc_server = await grpc_api.start(served, settings.http_host, settings.grpc_port)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
             await gateway.stop()
 
     app = FastAPI(
@@ -275,9 +284,9 @@ def build(settings: Settings) -> FastAPI:
         response.headers["X-Request-Id"] = correlation
         return response
 
-    # Outermost: a server span per request; the `traceparent` forwarded to the services
-    # (see `Gateway._headers`) is then this span's.
-    app.add_middleware(tracing.ServerSpans)
+    # The `traceparent` forwarded to the services (`Gateway._headers`) is then the one of
+    # this request's server span (FastAPI's, when tracing is on).
+    app.add_middleware(tracing.ForwardContext)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

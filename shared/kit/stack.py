@@ -58,6 +58,8 @@ class Stack:
         self.children: list[Child] = []
         self.env: dict[str, str] = {}
         self.gateway_url = ""
+        # The gateway's gRPC API (host:port), on FILES_GRPC_PORT or a free port.
+        self.grpc_target = ""
         self.admin_key = ""
         self.admin_key_is_new = False
 
@@ -78,6 +80,7 @@ class Stack:
             bootstrap = broker.url
         self.admin_key, self.admin_key_is_new = admin_key(s, self.data_dir)
         ports = {name: free_port() for name in SERVICES}
+        grpc_port = s.grpc_port or free_port()
         self.env = {
             **os.environ,
             # What the caller set reaches the services (S3 keys, sweep intervals, ...).
@@ -90,6 +93,7 @@ class Stack:
             "FILES_BLOB_URL": s.blob_url or str(self.data_dir / "blobs"),
             "FILES_BOOTSTRAP_ADMIN_KEY": self.admin_key,
             "FILES_HTTP_PORT": str(s.http_port),
+            "FILES_GRPC_PORT": str(grpc_port),
             **{f"FILES_{n.upper()}_URL": f"http://127.0.0.1:{p}" for n, p in ports.items()},
         }
         for name, port in ports.items():
@@ -98,6 +102,7 @@ class Stack:
         self._wait([f"http://127.0.0.1:{p}" for p in ports.values()], deadline)
         self._spawn("gateway", [], logs)
         self.gateway_url = f"http://{s.http_host}:{s.http_port}"
+        self.grpc_target = f"{s.http_host}:{grpc_port}"
         self._wait([self.gateway_url], deadline)
         (self.data_dir / "stack.env").write_text(
             f"FILES_DATABASE_URL={database_url}\nFILES_KAFKA_BOOTSTRAP={bootstrap}\n"
@@ -106,16 +111,21 @@ class Stack:
     def add_gateway(self, timeout: float = 30) -> str:
         """Start one more gateway replica in front of the same services; its URL."""
         port = free_port()
-        self._spawn("gateway", ["--port", str(port)], self.data_dir / "logs")
+        # HTTP only: the gRPC port is the first gateway's.
+        self._spawn(
+            "gateway", ["--port", str(port)], self.data_dir / "logs", {"FILES_GRPC_PORT": "0"}
+        )
         url = f"http://127.0.0.1:{port}"
         self._wait([url], time.monotonic() + timeout)
         return url
 
-    def _spawn(self, name: str, args: list[str], logs: Path) -> None:
+    def _spawn(
+        self, name: str, args: list[str], logs: Path, env: dict[str, str] | None = None
+    ) -> None:
         out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=out,
             stderr=out,
             preexec_fn=_die_with_parent,
