@@ -91,7 +91,7 @@ async def rebuild(settings: Settings, names: list[str]) -> None:
             started = time.perf_counter()
             count = await replay(pool, EventStore(schema), projection)
             took = time.perf_counter() - started
-            print(f"{name}: replayed {count} events in {took:.2f} s")
+            print(f"{name}: replayed {count} events in {took:.2f} s", flush=True)
     finally:
         await pool.close()
 

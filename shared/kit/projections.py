@@ -7,7 +7,10 @@ which is why a rebuild gives the same rows.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -46,17 +49,37 @@ class Projection:
                 await handler(conn, list(run))
 
 
+# Writers project, then append: they lock a read model's tables, then the store's head
+# row. A rebuild takes them in the same order (a TRUNCATE after the head lock would
+# deadlock with a writer caught in between), and waits at most LOCK_WAIT for them, less
+# than PostgreSQL's deadlock check (deadlock_timeout, 1 s), so that if it ever meets a
+# writer the other way round, it is the rebuild that lets go, and tries again.
+LOCK_WAIT = "500ms"
+REBUILD_TRIES_S = 120.0
+
+
 async def rebuild(pool: asyncpg.Pool, store: EventStore, projection: Projection) -> int:
     """Drop the projection's rows and replay the store into it; returns events replayed.
 
-    Runs in one transaction, holding the store's append lock, so no write
-    interleaves with the replay and readers see the old rows until it commits.
+    Runs in one transaction holding the tables and the store's append lock, so no write
+    interleaves with the replay; readers of the tables wait until it commits.
     """
-    replayed = 0
-    async with pool.acquire() as conn, conn.transaction():
-        await store.lock(conn)
-        await conn.execute(f"TRUNCATE {', '.join(projection.tables)}")
-        async for envelopes in store.read_all(conn):
-            await projection.apply(conn, envelopes)
-            replayed += len(envelopes)
-    return replayed
+    tables = ", ".join(projection.tables)
+    deadline = time.monotonic() + REBUILD_TRIES_S
+    while True:
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+                await conn.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+                await store.lock(conn)
+                await conn.execute("SET LOCAL lock_timeout = 0")
+                await conn.execute(f"TRUNCATE {tables}")
+                replayed = 0
+                async for envelopes in store.read_all(conn):
+                    await projection.apply(conn, envelopes)
+                    replayed += len(envelopes)
+                return replayed
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(random.uniform(0.05, 0.25))  # let the writers through
