@@ -62,6 +62,7 @@ def run(settings: Settings) -> int:
     try:
         stack.start()
         print(f"Files is running at {stack.gateway_url}  (API docs: {stack.gateway_url}/docs)")
+        print(f"gRPC (files.v1, proto/files/v1/files.proto) at {stack.grpc_target}")
         if stack.admin_key_is_new:
             print(f"First admin's API key (also in {stack.data_dir / 'admin.key'}):")
             print(f"  {stack.admin_key}")
