@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,18 +54,13 @@ class Sessions(Handlers):
     async def open(
         self, cause: Cause, folder_id: uuid.UUID, body: dict[str, Any]
     ) -> tuple[dict[str, Any], int]:
-        part_size = body.get("part_size", self.part_size)
-        if isinstance(part_size, bool) or not isinstance(part_size, int):
-            raise Refused(422, "invalid_part_size", "part_size must be an integer of bytes")
-        name, size = domain.check_open(body.get("name"), body.get("size"), part_size)
-        lifetime = body.get("expires_in_s", self.ttl_s)
-        if not isinstance(lifetime, int | float) or not 1 <= lifetime <= self.ttl_s:
-            raise Refused(
-                422,
-                "invalid_expiry",
-                f"expires_in_s must be between 1 and {self.ttl_s:g} seconds",
-                {"expires_in_s": lifetime},
-            )
+        name, size, part_size, lifetime = domain.check_open(
+            body.get("name"),
+            body.get("size"),
+            body.get("part_size", self.part_size),
+            body.get("expires_in_s", self.ttl_s),
+            self.ttl_s,
+        )
         session_id = uuid.uuid4()
         store_key = f"uploads/{session_id.hex}"
         upload_id = await self.blobs.create_multipart(store_key)
@@ -108,7 +103,10 @@ class Sessions(Handlers):
             raise Refused(
                 422, "invalid_part", f"this session has parts 1 to {row['parts']}", {"part": number}
             )
-        etag = await self.blobs.put_part(row["store_key"], row["upload_id"], number, chunks)
+        expected = domain.plan(row["size"], row["part_size"])[number - 1].size
+        etag = await self.blobs.put_part(
+            row["store_key"], row["upload_id"], number, _at_most(chunks, expected, number)
+        )
         return {"part": number, "etag": etag}
 
     async def state(self, session_id: uuid.UUID) -> dict[str, Any] | None:
@@ -314,3 +312,19 @@ class Sessions(Handlers):
 
 def _number(part: domain.StoredPart) -> int:
     return part.number
+
+
+async def _at_most(chunks: AsyncIterable[bytes], size: int, number: int) -> AsyncIterator[bytes]:
+    """The part's bytes, refused as soon as they run past its planned size: a signed URL
+    does not buy unlimited disk."""
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > size:
+            raise Refused(
+                413,
+                "part_too_large",
+                f"part {number} is {size} bytes; more were sent",
+                {"part": number, "size": size},
+            )
+        yield chunk

@@ -61,25 +61,34 @@ def test_completion_names_the_parts_missing_or_of_the_wrong_size() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "size", "part_size", "code"),
+    ("name", "size", "part_size", "lifetime", "code"),
     [
-        (None, 10, MIN_PART, "missing_file_name"),
-        ("a/b.mp4", 10, MIN_PART, "invalid_name"),
-        ("a.mp4", 0, MIN_PART, "invalid_size"),
-        ("a.mp4", "10", MIN_PART, "invalid_size"),
-        ("a.mp4", True, MIN_PART, "invalid_size"),
-        ("a.mp4", MAX_SIZE + 1, MIN_PART, "file_too_large"),
-        ("a.mp4", 10, MIN_PART - 1, "invalid_part_size"),
+        (None, 10, MIN_PART, 60, "missing_file_name"),
+        ("a/b.mp4", 10, MIN_PART, 60, "invalid_name"),
+        ("a.mp4", 0, MIN_PART, 60, "invalid_size"),
+        ("a.mp4", "10", MIN_PART, 60, "invalid_size"),
+        ("a.mp4", True, MIN_PART, 60, "invalid_size"),
+        ("a.mp4", MAX_SIZE + 1, MIN_PART, 60, "file_too_large"),
+        ("a.mp4", 10, MIN_PART - 1, 60, "invalid_part_size"),
+        ("a.mp4", 10, "big", 60, "invalid_part_size"),
+        ("a.mp4", 10, MIN_PART, 0, "invalid_expiry"),
+        ("a.mp4", 10, MIN_PART, 3601, "invalid_expiry"),
+        ("a.mp4", 10, MIN_PART, "soon", "invalid_expiry"),
     ],
 )
 def test_opening_refuses_what_cannot_be_uploaded(
-    name: str | None, size: object, part_size: int, code: str
+    name: str | None, size: object, part_size: object, lifetime: object, code: str
 ) -> None:
     with pytest.raises(Refused) as refused:
-        check_open(name, size, part_size)
+        check_open(name, size, part_size, lifetime, 3600)
     assert refused.value.code == code
     assert refused.value.status in (413, 422)
 
 
 def test_opening_accepts_a_named_file_of_some_bytes() -> None:
-    assert check_open("scan.mp4", 3 * 1024 * MiB, 64 * MiB) == ("scan.mp4", 3 * 1024 * MiB)
+    assert check_open("scan.mp4", 3 * 1024 * MiB, 64 * MiB, 60, 3600) == (
+        "scan.mp4",
+        3 * 1024 * MiB,
+        64 * MiB,
+        60.0,
+    )

@@ -54,8 +54,11 @@ def plan(size: int, part_size: int) -> list[Part]:
     return [Part(n, min(part_size, size - (n - 1) * part_size)) for n in range(1, count + 1)]
 
 
-def check_open(name: str | None, size: object, part_size: int) -> tuple[str, int]:
-    """The name and size of a session to open, or the refusal that names the problem."""
+def check_open(
+    name: str | None, size: object, part_size: object, lifetime: object, max_lifetime: float
+) -> tuple[str, int, int, float]:
+    """Name, size, part size and lifetime of a session to open, or the refusal that
+    names the problem."""
     name = check_file_name(name)
     if isinstance(size, bool) or not isinstance(size, int):
         raise Refused(422, "invalid_size", "size must be the file's size in bytes, an integer")
@@ -70,14 +73,29 @@ def check_open(name: str | None, size: object, part_size: int) -> tuple[str, int
             f"a file can be at most {MAX_SIZE} bytes (5 TiB)",
             {"size": size, "limit": MAX_SIZE},
         )
-    if not MIN_PART <= part_size <= MAX_PART:
+    if (
+        isinstance(part_size, bool)
+        or not isinstance(part_size, int)
+        or not MIN_PART <= part_size <= MAX_PART
+    ):
         raise Refused(
             422,
             "invalid_part_size",
-            f"part_size must be between {MIN_PART} and {MAX_PART} bytes",
+            f"part_size must be a number of bytes between {MIN_PART} and {MAX_PART}",
             {"part_size": part_size},
         )
-    return name, size
+    if (
+        isinstance(lifetime, bool)
+        or not isinstance(lifetime, int | float)
+        or not 1 <= lifetime <= max_lifetime
+    ):
+        raise Refused(
+            422,
+            "invalid_expiry",
+            f"expires_in_s must be between 1 and {max_lifetime:g} seconds",
+            {"expires_in_s": lifetime},
+        )
+    return name, size, part_size, float(lifetime)
 
 
 def open_session(
