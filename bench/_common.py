@@ -304,21 +304,23 @@ def broker(workdir: Path) -> Iterator[Child]:
 
 
 @contextlib.contextmanager
-def stack(workdir: Path, *, durable: bool = True) -> Iterator[Stack]:
+def stack(workdir: Path, *, durable: bool = True, **overrides: Any) -> Iterator[Stack]:
     """The whole platform as child processes, with its own PostgreSQL and broker.
 
-    Start it from the main thread: the children get SIGTERM when the thread that started
-    them ends (PR_SET_PDEATHSIG).
+    `overrides` are more Settings fields (`blob_url=...`, `s3_access_key=...`); the
+    services get them as FILES_* variables. Start it from the main thread: the children
+    get SIGTERM when the thread that started them ends (PR_SET_PDEATHSIG).
     """
-    settings = Settings(
-        data_dir=workdir / "stack",
-        database_url="",
-        kafka_bootstrap="",
-        blob_url="",
-        http_host="127.0.0.1",
-        http_port=free_port(),
-        bootstrap_admin_key=ADMIN_KEY,
-    )
+    fields: dict[str, Any] = {
+        "data_dir": workdir / "stack",
+        "database_url": "",
+        "kafka_bootstrap": "",
+        "blob_url": "",
+        "http_host": "127.0.0.1",
+        "http_port": free_port(),
+        "bootstrap_admin_key": ADMIN_KEY,
+    }
+    settings = Settings(**{**fields, **overrides})
     running = Stack(settings, durable=durable)
     try:
         running.start()
