@@ -194,6 +194,8 @@ async def test_bad_requests_name_the_problem(
         at = part.index("signature=") + len("signature=")
         tampered = part[:at] + ("1" if part[at] == "0" else "0") + part[at + 1 :]
         assert (await anonymous.put(tampered, content=b"x")).status_code == 403
+        # A signed URL does not buy unlimited disk: a part past its size is refused.
+        error(await anonymous.put(part, content=b"x" * (PART + 1)), 413, "part_too_large")
 
 
 async def test_only_those_who_may_upload_into_the_folder_see_its_sessions(
