@@ -19,7 +19,7 @@ from services.ingest.domain.uploads import (
     record_image_group,
     record_upload,
 )
-from services.ingest.projections import blob_refs, claim_blobs, jobs
+from services.ingest.projections import blob_refs, claim_blobs, file_ids, jobs
 from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, Envelope, envelopes_of, now
 from shared.kit.blobs import BlobStore, BlobWriter
@@ -327,7 +327,7 @@ class Uploads(Handlers):
             "folder_id": str(row["folder_id"]),
             "status": row["status"],
             "progress": {"done": row["done"], "total": row["total"]},
-            "file_ids": row["files"],
+            "file_ids": await file_ids(self.pool, row),
             "errors": row["errors"],
             "created_at": row["created_at"].isoformat(),
             "created_by": row["created_by"],

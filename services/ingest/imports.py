@@ -33,19 +33,21 @@ from services.ingest.domain import media
 from services.ingest.projections import integrations, jobs
 from shared.contracts import ingest as ev
 from shared.contracts.catalog import Media
-from shared.contracts.envelope import Cause, Change, envelopes_of
+from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.access import Access
 from shared.kit.errors import Refused, not_found
 from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.logs import log
 from shared.kit.secrets import Sealer, SealError, key_material
-from shared.kit.service import Handlers, Runtime
+from shared.kit.service import Handlers, Runtime, collector_paused
 from shared.kit.settings import Settings
 
 # Objects read and recorded together: one transaction of events per batch.
 BATCH = 500
 # Objects read at the same time (threads: the S3 client blocks).
 READERS = 16
+# Objects a reader thread takes at a time (one after the other).
+RUN = 8
 LISTING_PAGE = 1000
 # Progress moves at least this often while objects are read.
 FLUSH_S = 1.0
@@ -88,7 +90,7 @@ class Imports(Handlers):
         self._sealer: Sealer | None = None
         self.spool = settings.data_dir / "spool"
         self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="import-read")
-        self._clients: dict[uuid.UUID, tuple[cloud.Bucket, Minio]] = {}
+        self._clients: dict[uuid.UUID, tuple[cloud.Bucket, Minio, cloud.Reader]] = {}
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     @property
@@ -188,8 +190,11 @@ class Imports(Handlers):
         self._clients.pop(integration_id, None)
         return position
 
-    async def _bucket(self, integration_id: uuid.UUID) -> tuple[cloud.Bucket, Minio] | None:
-        """The integration's bucket and a client for it, or None if it was removed."""
+    async def _bucket(
+        self, integration_id: uuid.UUID
+    ) -> tuple[cloud.Bucket, Minio, cloud.Reader] | None:
+        """The integration's bucket, a client for it and a reader of its objects, or None
+        if it was removed."""
         row = await self.pool.fetchrow(
             "SELECT * FROM ingest.integrations WHERE id = $1", integration_id
         )
@@ -216,7 +221,8 @@ class Imports(Handlers):
             credentials["access_key"],
             credentials["secret_key"],
         )
-        found = (bucket, cloud.client(bucket, pool_size=READERS * 2))
+        s3 = cloud.client(bucket, pool_size=4)
+        found = (bucket, s3, cloud.Reader(s3, bucket))
         self._clients[integration_id] = found
         return found
 
@@ -230,7 +236,7 @@ class Imports(Handlers):
                 " reachable through this platform any more",
                 {"integration_id": str(integration_id)},
             )
-        bucket, s3 = found
+        bucket, s3, _ = found
         try:
             return await asyncio.to_thread(cloud.presign, s3, bucket, key, name, mime_type)
         except cloud.CloudProblem as problem:
@@ -305,11 +311,13 @@ class Imports(Handlers):
                 )
 
     async def _append(self, state: domain.JobState, cause: Cause, changes: list[Change]) -> None:
-        envelopes = envelopes_of(changes, cause)
+        await self._write(state, envelopes_of(changes, cause))
+
+    async def _write(self, state: domain.JobState, envelopes: list[Envelope]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await jobs.apply(conn, envelopes)
             await self.store.append(conn, envelopes)
-        state.version += len(changes)
+        state.version += len(envelopes)
 
     async def _import(self, state: domain.JobState, cause: Cause) -> None:
         """Read every pending object, READERS at a time and never idle between batches;
@@ -319,32 +327,32 @@ class Imports(Handlers):
         if found is None:
             await self._fail_removed(state, cause)
             return
-        bucket, s3 = found
+        reader = found[2]
         named = {o.key for o in state.objects}
-        listing = _Listing(s3, bucket, state.prefix, named, state.listed)
+        listing = _Listing(reader, state.prefix, named, state.listed)
         if state.prefix is not None and not state.listing_complete:
             listing.start()
         else:
             listing.complete = True
         loop = asyncio.get_running_loop()
-        inflight: set[asyncio.Future[domain.Found | domain.Rejection]] = set()
+        inflight: set[asyncio.Future[list[domain.Found | domain.Rejection]]] = set()
         done: list[domain.Found | domain.Rejection] = []
         flushed = time.monotonic()
         try:
-            async for obj in _objects(state, listing):
-                inflight.add(loop.run_in_executor(self.readers, self._read_one, s3, bucket, obj))
+            async for run in _objects(state, listing):
+                inflight.add(loop.run_in_executor(self.readers, self._read_run, reader, run))
                 if len(inflight) >= READERS * 2:
                     finished, inflight = await asyncio.wait(
                         inflight, return_when=asyncio.FIRST_COMPLETED
                     )
-                    done += [f.result() for f in finished]
+                    done += [r for f in finished for r in f.result()]
                 if len(done) >= BATCH or (done and time.monotonic() - flushed > FLUSH_S):
                     if await self._flush(state, cause, listing, done):
                         return
                     done, flushed = [], time.monotonic()
             if inflight:
                 finished, inflight = await asyncio.wait(inflight)
-                done += [f.result() for f in finished]
+                done += [r for f in finished for r in f.result()]
             if listing.problem is not None:
                 if not await self._flush(state, cause, listing, done):
                     await self._append(
@@ -386,18 +394,20 @@ class Imports(Handlers):
         refused = [r for r in results if isinstance(r, domain.Rejection)]
         listed = listing.unreported()
         complete = final and state.prefix is not None and not state.listing_complete
-        changes = domain.batch(
-            state.job_id,
-            state.folder_id,
-            state.integration_id,
-            state.version,
-            stored,
-            refused,
-            listed=listed,
-            listing_complete=complete,
-        )
-        if changes:
-            await self._append(state, cause, changes)
+        with collector_paused():
+            envelopes = domain.batch_envelopes(
+                state.job_id,
+                state.folder_id,
+                state.integration_id,
+                state.version,
+                stored,
+                refused,
+                cause,
+                listed=listed,
+                listing_complete=complete,
+            )
+        if envelopes:
+            await self._write(state, envelopes)
         state.listed += listed
         state.listing_complete = state.listing_complete or complete
         state.settled.update(f.obj.key for f in stored)
@@ -431,15 +441,22 @@ class Imports(Handlers):
             ),
         )
 
+    def _read_run(
+        self, reader: cloud.Reader, run: list[ev.ImportObject]
+    ) -> list[domain.Found | domain.Rejection]:
+        """A few objects, one after the other, in a worker thread: handing each to a
+        thread of its own costs the event loop more than reading a small one."""
+        return [self._read_one(reader, obj) for obj in run]
+
     def _read_one(
-        self, s3: Minio, bucket: cloud.Bucket, obj: ev.ImportObject
+        self, reader: cloud.Reader, obj: ev.ImportObject
     ) -> domain.Found | domain.Rejection:
         """One object, in a worker thread: a file to register, or why not."""
         refused = domain.check_object(obj)
         if refused is not None:
             return refused
         try:
-            read = cloud.read(s3, bucket, obj.key, self.spool)
+            read = reader.read(obj.key, self.spool)
         except cloud.CloudProblem as problem:
             code = problem.code if problem.code == "object_not_found" else "object_unreadable"
             return domain.rejection(obj, code, problem.message, {"reason": problem.code})
@@ -474,14 +491,18 @@ class Imports(Handlers):
         )
 
 
-async def _objects(state: domain.JobState, listing: _Listing) -> AsyncIterator[ev.ImportObject]:
-    """The objects still to read: those named first, then the prefix's as listed."""
-    for obj in state.pending():
-        yield obj
+async def _objects(
+    state: domain.JobState, listing: _Listing
+) -> AsyncIterator[list[ev.ImportObject]]:
+    """The objects still to read, RUN at a time: those named first, then the prefix's
+    as listed."""
+    pending = state.pending()
+    for i in range(0, len(pending), RUN):
+        yield pending[i : i + RUN]
     while not listing.complete:
-        for obj in await listing.take(LISTING_PAGE):
-            if obj.key not in state.settled:
-                yield obj
+        page = [o for o in await listing.take(LISTING_PAGE) if o.key not in state.settled]
+        for i in range(0, len(page), RUN):
+            yield page[i : i + RUN]
 
 
 class _Listing:
@@ -494,13 +515,12 @@ class _Listing:
 
     def __init__(
         self,
-        s3: Minio,
-        bucket: cloud.Bucket,
+        reader: cloud.Reader,
         prefix: str | None,
         named: set[str],
         reported: int,
     ) -> None:
-        self.s3, self.bucket, self.prefix, self.named = s3, bucket, prefix or "", named
+        self.reader, self.prefix, self.named = reader, prefix or "", named
         # Thread-safe and bounded: the listing runs at most 20 pages ahead of the reads.
         self.pages: queue.Queue[list[str] | None] = queue.Queue(maxsize=20)
         self.buffer: list[str] = []
@@ -523,7 +543,7 @@ class _Listing:
     def _list(self) -> None:
         page: list[str] = []
         try:
-            for key in cloud.list_keys(self.s3, self.bucket, self.prefix):
+            for key in self.reader.list_keys(self.prefix):
                 if key in self.named:
                     continue
                 page.append(key)
@@ -536,7 +556,7 @@ class _Listing:
         except cloud.CloudProblem as problem:
             self.problem = problem
         except Exception as error:
-            self.problem = cloud.problem(error, self.bucket)
+            self.problem = cloud.problem(error, self.reader.bucket)
         self._put(None)
 
     async def take(self, most: int) -> list[ev.ImportObject]:

@@ -14,7 +14,7 @@ from shared.kit.projections import Projection
 
 jobs = Projection(
     name="ingest.jobs",
-    tables=("ingest.jobs",),
+    tables=("ingest.jobs", "ingest.job_files"),
     ddl="""
     CREATE TABLE IF NOT EXISTS ingest.jobs (
         id uuid PRIMARY KEY,
@@ -30,8 +30,29 @@ jobs = Projection(
     -- "upload", or "dicom": a DICOM job's progress, files and errors are the DICOM
     -- context's (the gateway composes them).
     ALTER TABLE ingest.jobs ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'upload';
+    -- An import's files, in the order registered (`files` stays []): an import of
+    -- 100,000 objects appends a batch at a time, which a jsonb array would rewrite
+    -- whole on every batch.
+    CREATE TABLE IF NOT EXISTS ingest.job_files (
+        job_id uuid NOT NULL,
+        position integer NOT NULL,
+        file_id uuid NOT NULL,
+        PRIMARY KEY (job_id, position)
+    );
     """,
 )
+
+
+async def file_ids(conn: Conn | asyncpg.Pool, job: asyncpg.Record) -> list[str]:
+    """A job's files, in order: an import's from ingest.job_files, others' from `files`."""
+    if job["kind"] != "import":
+        return list(job["files"])
+    found = await conn.fetchval(
+        """SELECT coalesce(array_agg(file_id::text ORDER BY position), '{}')
+           FROM ingest.job_files WHERE job_id = $1""",
+        job["id"],
+    )
+    return list(found)
 
 
 @jobs.on("ingest.UploadJobStarted")
@@ -56,27 +77,64 @@ async def job_started(conn: asyncpg.Connection, events: Sequence[Envelope]) -> N
 
 @jobs.on("ingest.FileContentStored")
 async def content_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    # An import's files (source "cloud") go to ingest.job_files, appended; an upload's
+    # to the job's `files`.
+    imported = [e for e in events if (e.data.get("source") or {}).get("type") == "cloud"]
+    uploaded = [e for e in events if (e.data.get("source") or {}).get("type") != "cloud"]
+    if uploaded:
+        await conn.execute(
+            """UPDATE ingest.jobs j SET done = j.done + x.n, files = j.files || x.ids
+               FROM (SELECT job_id, count(*) AS n, jsonb_agg(file_id ORDER BY i) AS ids
+                     FROM jsonb_to_recordset($1::jsonb) AS r(job_id uuid, file_id text, i int)
+                     GROUP BY job_id) AS x
+               WHERE j.id = x.job_id""",
+            [
+                {"job_id": e.data["job_id"], "file_id": e.data["file_id"], "i": i}
+                for i, e in enumerate(uploaded)
+            ],
+        )
+    if imported:
+        await _imported(
+            conn, [e.data["job_id"] for e in imported], [e.data["file_id"] for e in imported]
+        )
+
+
+async def _imported(conn: Conn, job_ids: list[str], file_ids: list[str]) -> None:
+    """Files of import jobs, in order: appended to ingest.job_files after the job's last,
+    and counted done."""
     await conn.execute(
-        """UPDATE ingest.jobs j SET done = j.done + x.n, files = j.files || x.ids
-           FROM (SELECT job_id, count(*) AS n, jsonb_agg(file_id) AS ids
-                 FROM jsonb_to_recordset($1::jsonb) AS r(job_id uuid, file_id text)
-                 GROUP BY job_id) AS x
-           WHERE j.id = x.job_id""",
-        [{"job_id": e.data["job_id"], "file_id": e.data["file_id"]} for e in events],
+        """WITH x AS (
+               SELECT job_id, file_id,
+                      row_number() OVER (PARTITION BY job_id ORDER BY i) AS n
+               FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(job_id, file_id, i)),
+           appended AS (
+               INSERT INTO ingest.job_files (job_id, position, file_id)
+               SELECT x.job_id,
+                      coalesce((SELECT max(f.position) FROM ingest.job_files f
+                                WHERE f.job_id = x.job_id), 0) + x.n,
+                      x.file_id
+               FROM x
+               RETURNING job_id)
+           UPDATE ingest.jobs j SET done = j.done + a.n
+           FROM (SELECT job_id, count(*) AS n FROM appended GROUP BY job_id) AS a
+           WHERE j.id = a.job_id""",
+        job_ids,
+        file_ids,
     )
 
 
 @jobs.on("ingest.FileContentRejected")
 async def content_rejected(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    # One update per job for the whole run, its errors in order.
+    errors: dict[str, list[dict[str, object]]] = {}
+    for e in events:
+        errors.setdefault(str(e.data["job_id"]), []).append(
+            {k: e.data.get(k) for k in ("name", "code", "message", "details")}
+        )
     await conn.executemany(
-        """UPDATE ingest.jobs SET done = done + 1, errors = errors || $2::jsonb WHERE id = $1""",
-        [
-            (
-                e.data["job_id"],
-                [{k: e.data.get(k) for k in ("name", "code", "message", "details")}],
-            )
-            for e in events
-        ],
+        """UPDATE ingest.jobs SET done = done + $3, errors = errors || $2::jsonb
+           WHERE id = $1""",
+        [(job_id, found, len(found)) for job_id, found in errors.items()],
     )
 
 

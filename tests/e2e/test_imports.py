@@ -20,6 +20,7 @@ from services.ingest.projections import jobs
 from shared.contracts.envelope import Cause, envelopes_of
 from shared.kit.embedded import free_port
 from shared.kit.eventstore import EventStore
+from shared.kit.projections import rebuild
 from shared.kit.stack import Stack
 from tests.cloud_fixtures import MotoS3, start_moto
 from tests.conftest import eventually
@@ -375,3 +376,25 @@ async def test_an_interrupted_import_resumes_from_its_events_when_ingest_starts(
     assert [e["code"] for e in job["errors"]] == ["object_unreadable"]
     names = sorted(f["name"] for f in await items(api, target["id"]))
     assert names == ["b.png", "c.png", "d.png"]
+
+
+async def test_an_import_s_files_survive_a_rebuild_of_the_jobs_projection(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, pool: Any
+) -> None:
+    """An import's files are kept apart from its job's row (appended a batch at a time);
+    `files rebuild ingest.jobs` replays them, in the same order."""
+    run = uuid.uuid4().hex[:8]
+    keys = [f"{run}/{i}.png" for i in range(5)]
+    for i, key in enumerate(keys):
+        put(bucket, key, png(3, 3 + i))
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("rebuilt"))
+    job_id = await start_import(
+        api, target["id"], integration_id=integration_id, keys=[*keys, f"{run}/gone.png"]
+    )
+    job = await finished(api, job_id, files=5)
+    assert [f["name"] for f in job["files"]] == [k.rsplit("/", 1)[1] for k in keys]
+
+    await rebuild(pool, EventStore("ingest"), jobs)
+    again = (await api.get(f"/v1/jobs/{job_id}")).json()
+    assert again == job

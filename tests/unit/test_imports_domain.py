@@ -10,7 +10,7 @@ from services.ingest.domain import imports as domain
 from services.ingest.domain import integrations
 from shared.contracts import ingest as ev
 from shared.contracts.catalog import Media
-from shared.contracts.envelope import Change
+from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.errors import Refused
 
 BUCKET = "customer-data"
@@ -242,6 +242,41 @@ def test_a_job_resumes_from_its_stream_where_its_last_batch_ended() -> None:
     final = domain.fold(stream(started + first + ended))
     assert final is not None and final.ended
     assert domain.fold([("ingest.UploadJobStarted", {})]) is None
+
+
+def test_a_batch_s_envelopes_built_directly_are_those_of_its_validated_events() -> None:
+    job, folder = uuid.uuid4(), uuid.uuid4()
+    named = ev.ImportObject(key="cats/1.png", title="Cat", metadata={"camera": {"side": "l"}})
+    listed = ev.ImportObject.model_construct(key="raw/2.mp4")
+    found = [
+        domain.Found(uuid.uuid4(), named, "image", "image/png", 10, "0" * 64, Media(width=2)),
+        domain.Found(
+            uuid.uuid4(),
+            listed,
+            "video",
+            "video/mp4",
+            99,
+            "1" * 64,
+            Media(width=4, height=3, frames=25, duration_s=1.5),
+        ),
+    ]
+    refused = [domain.rejection(named, "object_not_found", "gone")]
+    cause = Cause(actor="user-1", correlation_id="c-1", causation_id="e-1", traceparent="t")
+    for listed_count, complete in ((0, False), (1000, True)):
+        fast = domain.batch_envelopes(
+            job, folder, INTEGRATION, 7, found, refused, cause, listed_count, complete
+        )
+        slow = envelopes_of(
+            domain.batch(job, folder, INTEGRATION, 7, found, refused, listed_count, complete),
+            cause,
+        )
+        assert len(fast) == len(slow) == len(found) + len(refused) + (1 if listed_count else 0)
+        for quick, validated in zip(fast, slow, strict=True):
+            same = {"event_id", "occurred_at"}
+            assert quick.model_dump(exclude=same) == validated.model_dump(exclude=same)
+            assert Envelope.model_validate(quick.model_dump()) == quick
+        stored = fast[-2].data
+        assert stored == ev.FileContentStored.model_validate(stored).model_dump(mode="json")
 
 
 def test_a_request_of_only_refused_entries_finishes_at_once() -> None:
