@@ -110,18 +110,29 @@ class Stack:
 
     def add_gateway(self, timeout: float = 30) -> str:
         """Start one more gateway replica in front of the same services; its URL."""
-        port = free_port()
         # HTTP only: the gRPC port is the first gateway's.
-        self._spawn(
-            "gateway", ["--port", str(port)], self.data_dir / "logs", {"FILES_GRPC_PORT": "0"}
-        )
+        url, _ = self.add_replica("gateway", timeout, {"FILES_GRPC_PORT": "0"})
+        return url
+
+    def add_replica(
+        self, name: str, timeout: float = 30, env: dict[str, str] | None = None
+    ) -> tuple[str, Child]:
+        """Start one more process of a service (its consumer joins the same group, its
+        relay competes for the same lock); its URL and process, once it is ready."""
+        port = free_port()
+        child = self._spawn(name, ["--port", str(port)], self.data_dir / "logs", env)
         url = f"http://127.0.0.1:{port}"
         self._wait([url], time.monotonic() + timeout)
-        return url
+        return url, child
+
+    def remove(self, child: Child, sig: int = signal.SIGTERM) -> None:
+        """Stop one process (SIGKILL: as if its machine died) and forget it."""
+        self.children.remove(child)
+        child.stop(sig)
 
     def _spawn(
         self, name: str, args: list[str], logs: Path, env: dict[str, str] | None = None
-    ) -> None:
+    ) -> Child:
         out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}", *args],
@@ -130,7 +141,9 @@ class Stack:
             stderr=out,
             preexec_fn=_die_with_parent,
         )
-        self.children.append(Child(name, proc, ""))
+        child = Child(name, proc, "")
+        self.children.append(child)
+        return child
 
     def _wait(self, urls: list[str], deadline: float) -> None:
         pending = list(urls)
