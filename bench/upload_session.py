@@ -28,10 +28,7 @@ import contextlib
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +40,7 @@ from minio import Minio
 
 from bench._common import ADMIN_KEY, MB, CpuMeter, MiB, Report, RssSampler, main, progress, stack
 from bench.upload_large import Content
-from shared.kit.embedded import Child, free_port, wait_for_port
+from shared.kit.embedded import Child, start_s3_server
 
 NAME = "upload_session"
 BUCKET = "bench"
@@ -56,29 +53,11 @@ MARK_AT = MiB  # where each round writes its 8 bytes (the start of the second bl
 @contextlib.contextmanager
 def moto_server(workdir: Path) -> Iterator[Child]:
     """moto's S3 server on a free loopback port, stopped on the way out."""
-    port = free_port()
-    log = open(workdir / "moto.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=log,
-    )
-    child = Child("moto", proc, f"http://127.0.0.1:{port}")
+    child = start_s3_server(workdir / "moto.log")
     try:
-        wait_for_port(port, proc, "moto server")
-        deadline = time.monotonic() + 30
-        while True:  # listening is not yet answering
-            try:
-                with urllib.request.urlopen(f"{child.url}/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         yield child
     finally:
         child.stop()
-        log.close()
 
 
 def write_content(content: Content, path: Path) -> None:

@@ -10,15 +10,12 @@ test that follows a presigned URL turns auth off first.)
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.kit.embedded import free_port
+from shared.kit.embedded import Child, start_s3_server
 
 POLICY = {
     "Version": "2012-10-17",
@@ -28,7 +25,7 @@ POLICY = {
 
 @dataclass
 class MotoS3:
-    process: subprocess.Popen[bytes]
+    server: Child
     endpoint: str
     access_key: str = ""
     secret_key: str = field(default="", repr=False)
@@ -44,38 +41,18 @@ class MotoS3:
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 200
 
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.server.proc
+
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        self.server.stop()
 
 
 def start_moto(log: Path | None = None, timeout: float = 30.0) -> MotoS3:
-    port = free_port()
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
-    env.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child's log
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=out,
-        stderr=out,
-        env=env,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
-                break
-        except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("moto's S3 server did not start") from None
-            time.sleep(0.05)  # poll again, within the deadline
-    moto = MotoS3(process, endpoint)
+    server = start_s3_server(log, timeout)
+    endpoint = server.url
+    moto = MotoS3(server, endpoint)
     import boto3
 
     iam = boto3.client(

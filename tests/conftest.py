@@ -10,10 +10,7 @@ local disk (the `blobs` parameter, see tests/e2e/conftest.py).
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,7 +19,7 @@ import httpx
 import pytest
 
 from shared.kit import db
-from shared.kit.embedded import Child, free_port, start_broker, start_postgres, wait_for_port
+from shared.kit.embedded import Child, free_port, start_broker, start_postgres, start_s3_server
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
 
@@ -65,29 +62,9 @@ async def pool(database_url: str) -> AsyncIterator[Any]:
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server on loopback: http://127.0.0.1:<port> (any credentials pass)."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=log,
-    )
-    child = Child("moto", proc, f"http://127.0.0.1:{port}")
-    try:
-        wait_for_port(port, proc, "moto server")
-        deadline = time.monotonic() + 30
-        while True:  # listening is not yet answering
-            try:
-                with urllib.request.urlopen(f"{child.url}/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield child.url
-    finally:
-        child.stop()
-        log.close()
+    child = start_s3_server(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield child.url
+    child.stop()
 
 
 S3_KEYS = {"s3_access_key": "test-access-key", "s3_secret_key": "test-secret-key"}

@@ -15,7 +15,9 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,3 +214,34 @@ def start_broker(log: Path | None = None) -> Child:
     child = Child("broker", proc, f"127.0.0.1:{port}")
     wait_for_port(port, proc, "the tansu broker")
     return child
+
+
+def start_s3_server(log: Path | None = None, timeout: float = 30) -> Child:
+    """moto's S3 server (a dev dependency) on a free loopback port, answering: the
+    S3 store of the tests and benchmarks. `url` is its endpoint."""
+    port = free_port()
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    env.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)  # starts open; a test may turn auth on
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=out,
+        stderr=out,
+        env=env,
+        preexec_fn=_die_with_parent,
+    )
+    child = Child("s3", proc, f"http://127.0.0.1:{port}")
+    try:
+        wait_for_port(port, proc, "moto's S3 server", timeout)
+        deadline = time.monotonic() + timeout
+        while True:  # listening is not yet answering: poll within the deadline
+            try:
+                with urllib.request.urlopen(f"{child.url}/moto-api/", timeout=1):
+                    return child
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    except Exception:
+        child.stop()
+        raise

@@ -148,3 +148,13 @@ async def pages(
     keys = [(i.get("type"), i["id"]) for i in found]
     assert len(keys) == len(set(keys)), "an item came twice across pages"
     return found
+
+
+async def member(api: httpx.AsyncClient, name: str) -> dict[str, Any]:
+    """A new member of the organisation (no grants yet); its `api_key` is shown once."""
+    answer = await api.post(
+        "/v1/users",
+        json={"email": f"{unique(name)}@example.com", "name": name, "org_role": "member"},
+    )
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())

@@ -4,39 +4,13 @@ datasets that follow folder access, and the audit trail."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import eventually
-from tests.e2e.support import error, folder, text, unique, upload
-
-
-async def member(api: httpx.AsyncClient, name: str) -> dict[str, Any]:
-    answer = await api.post(
-        "/v1/users",
-        json={"email": f"{unique(name)}@example.com", "name": name, "org_role": "member"},
-    )
-    assert answer.status_code == 201, answer.text
-    return dict(answer.json())
-
-
-@pytest.fixture
-async def as_key(stack: Any) -> AsyncIterator[Any]:
-    clients: list[httpx.AsyncClient] = []
-
-    def make(key: str) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(
-            base_url=stack.gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-        )
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
+from tests.e2e.support import error, folder, member, text, unique, upload
 
 
 async def invite(api: httpx.AsyncClient, folder_id: str, email: str, role: str) -> None:

@@ -8,8 +8,8 @@ import httpx
 
 from tests.conftest import eventually
 from tests.dicom_fixtures import ct_dataset, ct_series, ct_slice, png_bytes, to_bytes, uid
-from tests.e2e.support import error, folder, items, unique
-from tests.e2e.test_access import invite, member
+from tests.e2e.support import error, folder, items, member, unique
+from tests.e2e.test_access import invite
 
 TAGS_3D = ["ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "SliceThickness"]
 

@@ -8,7 +8,7 @@ import io
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,7 +24,7 @@ from shared.kit.projections import rebuild
 from shared.kit.stack import Stack
 from tests.cloud_fixtures import MotoS3, start_moto
 from tests.conftest import eventually
-from tests.e2e.support import ELF, error, folder, items, png, text, unique
+from tests.e2e.support import ELF, error, folder, items, member, png, text, unique
 from tests.unit.test_media import mp4
 
 BUCKET = "customer-e2e"
@@ -81,31 +81,6 @@ async def integration(api: httpx.AsyncClient, moto: MotoS3) -> str:
     answer = await register(api, moto)
     assert answer.status_code == 201, answer.text
     return str(answer.json()["id"])
-
-
-async def member(api: httpx.AsyncClient, name: str) -> dict[str, Any]:
-    answer = await api.post(
-        "/v1/users",
-        json={"email": f"{unique(name)}@example.com", "name": name, "org_role": "member"},
-    )
-    assert answer.status_code == 201, answer.text
-    return dict(answer.json())
-
-
-@pytest.fixture
-async def as_key(platform: Stack) -> AsyncIterator[Any]:
-    clients: list[httpx.AsyncClient] = []
-
-    def make(key: str) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(
-            base_url=platform.gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-        )
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
 
 
 async def finished(api: httpx.AsyncClient, job_id: str, files: int) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -18,7 +18,7 @@ from shared.kit import db
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import rebuild
 from tests.conftest import eventually
-from tests.e2e.support import ELF, error, folder, items, png, unique
+from tests.e2e.support import ELF, error, folder, items, member, png, unique
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # the smallest part S3 takes
@@ -199,29 +199,16 @@ async def test_bad_requests_name_the_problem(
 
 
 async def test_only_those_who_may_upload_into_the_folder_see_its_sessions(
-    api: httpx.AsyncClient, platform: Any
+    api: httpx.AsyncClient, as_key: Callable[[str], httpx.AsyncClient]
 ) -> None:
     top = await folder(api, unique("session-access"))
     session = await open_session(api, top["id"], "mine.png", PART + 1)
-    answer = await api.post(
-        "/v1/users",
-        json={"email": f"{unique('outsider')}@example.com", "name": "o", "org_role": "member"},
-    )
-    assert answer.status_code == 201, answer.text
-    async with httpx.AsyncClient(
-        base_url=platform.gateway_url,
-        headers={"Authorization": f"Bearer {answer.json()['api_key']}"},
-        timeout=30,
-    ) as outsider:
-        error(
-            await outsider.post(
-                f"/v1/folders/{top['id']}/uploads", json={"name": "x.png", "size": 10}
-            ),
-            404,
-        )
-        error(await outsider.get(f"/v1/uploads/{session['id']}"), 404)
-        error(await outsider.post(f"/v1/uploads/{session['id']}/complete"), 404)
-        error(await outsider.delete(f"/v1/uploads/{session['id']}"), 404)
+    outsider = as_key((await member(api, "outsider"))["api_key"])
+    opening = {"name": "x.png", "size": 10}
+    error(await outsider.post(f"/v1/folders/{top['id']}/uploads", json=opening), 404)
+    error(await outsider.get(f"/v1/uploads/{session['id']}"), 404)
+    error(await outsider.post(f"/v1/uploads/{session['id']}/complete"), 404)
+    error(await outsider.delete(f"/v1/uploads/{session['id']}"), 404)
     assert (await api.get(f"/v1/uploads/{session['id']}")).json()["status"] == "open"
 
 
