@@ -83,6 +83,7 @@ class Gateway:
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            event_hooks={"request": [_carry_trace]},
         )
 
     async def stop(self) -> None:
@@ -196,6 +197,13 @@ class Gateway:
             headers.pop("content-length", None)
             return Response(orjson.dumps(body), answer.status_code, headers=headers)
         return Response(answer.content, answer.status_code, headers=headers)
+
+
+async def _carry_trace(request: httpx.Request) -> None:
+    """Every call to a service (the caller's lookup and consistency waits too, not only
+    forwarded requests) continues the request's trace."""
+    if "traceparent" not in request.headers and (traceparent := tracing.current()):
+        request.headers["traceparent"] = traceparent
 
 
 def _audit_cursor(cursor: str | None) -> dict[str, int]:
