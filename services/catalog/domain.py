@@ -358,13 +358,14 @@ def register_image_group(
     return changes
 
 
-def refuse_constituents(groups: Sequence[tuple[uuid.UUID, str]]) -> None:
-    """Constituents of a group that stays cannot be deleted: the group names them."""
+def refuse_constituents(groups: Sequence[tuple[uuid.UUID, str]], doing: str = "delete") -> None:
+    """Constituents of a group cannot be deleted or moved away from it while it stays:
+    the group names them."""
     if groups:
         names = ", ".join(f"{name!r} ({gid})" for gid, name in groups)
         raise Conflict(
             "constituent_of_group",
-            f"these files or folders belong to an image group; delete the group first: {names}",
+            f"these files or folders belong to an image group; {doing} the group instead: {names}",
             {"groups": [{"id": str(gid), "name": name} for gid, name in groups]},
         )
 

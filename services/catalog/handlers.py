@@ -280,6 +280,7 @@ class Catalog(Handlers):
                 )
             ]
             changes = domain.move(folders, files, target)
+            await self._refuse_constituents(conn, folders, files, "move")
             # Lock the subtrees whose paths change, so no folder is created in them meanwhile.
             await conn.execute(
                 "SELECT 1 FROM catalog.folders WHERE path && $1::uuid[] FOR UPDATE",
@@ -382,8 +383,10 @@ class Catalog(Handlers):
         conn: asyncpg.Connection,
         folders: Sequence[domain.Folder],
         files: Sequence[domain.File],
+        doing: str = "delete",
     ) -> None:
-        """A group that stays keeps its constituent folder and images."""
+        """A group that stays keeps its constituent folder and images: they are not
+        deleted, nor moved away, without it."""
         rows = await conn.fetch(
             """SELECT g.id, g.name FROM catalog.files g
                WHERE g.kind IN ('image_group', 'image_sequence') AND g."group" IS NOT NULL
@@ -396,7 +399,7 @@ class Catalog(Handlers):
             [f.id for f in files],
             [f.id for f in files],
         )
-        domain.refuse_constituents([(r["id"], r["name"]) for r in rows])
+        domain.refuse_constituents([(r["id"], r["name"]) for r in rows], doing)
 
     async def _impact(
         self,

@@ -92,6 +92,20 @@ async def test_constituents_stay_while_their_group_exists(api: httpx.AsyncClient
         refused = error(answer, 409, "constituent_of_group")
         assert "kept" in refused["message"]
         assert refused["details"]["groups"][0]["id"] == made["file"]["id"]
+    # Nor moved away from their group: not an image, not the constituent folder.
+    elsewhere = await folder(api, unique("elsewhere"))
+    for moving in ({"file_ids": [first]}, {"folder_ids": [made["folder"]["id"]]}):
+        refused = error(
+            await api.post("/v1/move", json={**moving, "target_folder_id": elsewhere["id"]}),
+            409,
+            "constituent_of_group",
+        )
+        assert "move the group instead" in refused["message"]
+    # With the folder that holds both, the group and its images move together.
+    moved = await api.post(
+        "/v1/move", json={"folder_ids": [top["id"]], "target_folder_id": elsewhere["id"]}
+    )
+    assert moved.status_code == 200, moved.text
     # A later image in the constituent folder does not join the group.
     later = (await upload(api, made["folder"]["id"], ("c.png", png())))["files"][0]
     found = (await api.get(f"/v1/files/{made['file']['id']}")).json()
