@@ -307,17 +307,19 @@ def register_image_group(
     in it (in order) and the group's file in the target, unless the target went away."""
     first = group.files[0]
     if parent is None:
+        # One rejection per image: each releases its own stored content.
         return [
             Change(
-                ev.file_stream(group.group_file_id),
+                ev.file_stream(image.file_id),
                 1,
                 ev.UploadRejected(
-                    file_id=group.group_file_id,
+                    file_id=image.file_id,
                     folder_id=group.folder_id,
-                    blob_key=first.blob_key,
+                    blob_key=image.blob_key,
                     reason="the folder was deleted while the image group was uploading",
                 ),
             )
+            for image in group.files
         ]
     changes = [
         Change(

@@ -76,7 +76,9 @@ def test_the_catalog_registers_folder_images_and_group() -> None:
         "file_ids": [str(f.file_id) for f in group.files],
     }
     gone = domain.register_image_group(group, None, name)
-    assert [type(c.event) for c in gone] == [ev.UploadRejected]
+    # Each image's content is released: one rejection per image.
+    assert [type(c.event) for c in gone] == [ev.UploadRejected] * len(group.files)
+    assert [c.event.file_id for c in gone] == [f.file_id for f in group.files]
 
 
 def test_constituents_name_their_group() -> None:
