@@ -351,6 +351,6 @@ def test_a_registration_names_the_field_at_fault(fields: dict[str, object], fiel
 def test_the_gateway_sends_integrations_and_imports_to_ingest(
     path: str, method: str, service: str
 ) -> None:
-    from services.gateway.app import route
+    from services.gateway.edge import route
 
     assert route(path, method) == service

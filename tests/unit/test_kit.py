@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from services.gateway.app import route
+from services.gateway.edge import route
 from shared.contracts import REGISTRY
 from shared.kit import consistency
 

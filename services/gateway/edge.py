@@ -1,0 +1,227 @@
+"""The public edge: authenticates, routes to the services, waits for consistency.
+
+It owns no data. Each `/v1` request is authenticated by API key: the ACL
+service answers with the caller and what they may do (organisation role,
+folder grants), cached for at most half a second, and dropped at once after a
+change of users, keys or collaborators made through this replica. The request
+is then forwarded to the service that owns the resource with the caller and
+their access in headers; each service decides on its own resources (the
+catalog knows folder paths, so it decides what a grant reaches). Uploads and
+downloads are streamed through, never buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+from shared.kit import access, consistency, tracing
+from shared.kit.http import ACTOR_HEADER, CORRELATION_HEADER, JSON, error_body
+from shared.kit.settings import Settings
+
+# Another replica's cached view of a caller lives at most this long: a revoked key or
+# grant stops working there within it, and at once on the replica that revoked it.
+AUTH_TTL_S = 0.5
+# 100,000 ids as JSON are about 4 MB.
+MAX_JSON_BODY = 16 * 1024 * 1024
+PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location", "content-range")
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def capped_body(request: Request) -> bytes:
+    """A JSON body, read up to MAX_JSON_BODY: bulk ids fit, a runaway client does not."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_JSON_BODY:
+        raise TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BODY:
+            raise TooLarge
+    # Kept where Starlette keeps a body it read itself, for composing the answer.
+    request._body = bytes(body)
+    return request._body
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> JSON:
+    return JSON(error_body(code, message, details), status)
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services = {
+            "catalog": settings.catalog_url,
+            "ingest": settings.ingest_url,
+            "acl": settings.acl_url,
+            "datasets": settings.datasets_url,
+            "dicom": settings.dicom_url,
+        }
+        self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self.http: httpx.AsyncClient
+
+    async def start(self) -> None:
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            event_hooks={"request": [_carry_trace]},
+        )
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+
+    # -- authentication --------------------------------------------------------------
+
+    async def authenticate(self, request: Request) -> dict[str, Any] | None:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return None
+        digest = hashlib.sha256(key.strip().encode()).hexdigest()
+        cached = self._keys.get(digest)
+        now = time.monotonic()
+        if cached and cached[0] > now:
+            return cached[1]
+        answer = await self.http.post(
+            f"{self.services['acl']}/internal/authenticate", json={"api_key": key.strip()}
+        )
+        user = answer.json() if answer.status_code == 200 else None
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[digest] = (now + AUTH_TTL_S, user)
+        return user
+
+    # -- consistency -----------------------------------------------------------------
+
+    async def wait_for(self, token: dict[str, int], rounds: int = 3) -> dict[str, int]:
+        """Wait until every service has applied the token, then the reactions it caused."""
+        deadline = time.monotonic() + self.settings.consistency_timeout_s
+        for _ in range(rounds):
+            left = max(deadline - time.monotonic(), 0.0)
+            answers = await asyncio.gather(
+                *(
+                    self.http.get(
+                        f"{url}/internal/consistency",
+                        params={"token": consistency.encode(token), "timeout": f"{left:.3f}"},
+                    )
+                    for url in self.services.values()
+                ),
+                return_exceptions=True,
+            )
+            heads = [a.json()["head"] for a in answers if isinstance(a, httpx.Response)]
+            grown = consistency.merge(token, *heads)
+            if grown == token or left == 0:
+                return grown
+            token = grown
+        return token
+
+    async def catch_up(self, consumer: str, source: str) -> None:
+        """Wait (bounded) until `consumer` has applied everything `source` has recorded."""
+        head = await self.http.get(
+            f"{self.services[source]}/internal/consistency", params={"token": "", "timeout": "0"}
+        )
+        if head.status_code != 200:
+            return
+        await self.http.get(
+            f"{self.services[consumer]}/internal/consistency",
+            params={
+                "token": consistency.encode(head.json()["head"]),
+                "timeout": str(self.settings.consistency_timeout_s),
+            },
+        )
+
+    # -- forwarding ------------------------------------------------------------------
+
+    def forget_callers(self) -> None:
+        """After a change of access made here: the next request asks the ACL again."""
+        self._keys.clear()
+
+    def _headers(
+        self, request: Request, user: dict[str, Any], *, with_body: bool = False
+    ) -> dict[str, str]:
+        """Who asks, for a call to a service; `with_body` when the call carries the
+        caller's own body, which keeps its content type (else a JSON call of ours would
+        go out labelled as, say, the caller's multipart upload)."""
+        headers = {
+            ACTOR_HEADER: user["id"],
+            access.HEADER: user["access"],
+            CORRELATION_HEADER: request.state.correlation_id,
+        }
+        for name in ("content-type", "traceparent") if with_body else ("traceparent",):
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        return headers
+
+    async def forward(
+        self, service: str, request: Request, user: dict[str, Any], *, stream_body: bool = False
+    ) -> httpx.Response:
+        # Without a trailing slash: the service would redirect to its own, internal address.
+        url = f"{self.services[service]}{request.url.path.rstrip('/')}"
+        content: Any = request.stream() if stream_body else await capped_body(request)
+        return await self.http.request(
+            request.method,
+            url,
+            params=request.query_params,
+            content=content,
+            headers=self._headers(request, user, with_body=True),
+        )
+
+    @staticmethod
+    def relay(
+        answer: httpx.Response, token: dict[str, int] | None = None, body: Any = None
+    ) -> Response:
+        """The service's answer, with its headers that matter; `body` replaces a JSON body."""
+        headers = {k: v for k, v in answer.headers.items() if k.lower() in PASSED_HEADERS}
+        if token:
+            headers.pop(consistency.HEADER.lower(), None)
+            headers[consistency.HEADER] = consistency.encode(token)
+        if body is not None:
+            headers.pop("content-length", None)
+            return Response(orjson.dumps(body), answer.status_code, headers=headers)
+        return Response(answer.content, answer.status_code, headers=headers)
+
+
+async def _carry_trace(request: httpx.Request) -> None:
+    """Every call to a service (the caller's lookup and consistency waits too, not only
+    forwarded requests) continues the request's trace."""
+    if "traceparent" not in request.headers and (traceparent := tracing.current()):
+        request.headers["traceparent"] = traceparent
+
+
+PART_URL = re.compile(r"/v1/uploads/[0-9a-fA-F-]{36}/parts/\d{1,5}")
+
+
+def route(path: str, method: str) -> str | None:
+    """Which service owns a public path."""
+    parts = path.strip("/").split("/")[1:]  # drop "v1"
+    if not parts:
+        return None
+    head = parts[0]
+    if head in ("users", "keys") or (head == "folders" and parts[2:3] == ["collaborators"]):
+        return "acl"
+    if head == "audit":
+        return "gateway"
+    if head in ("jobs", "integrations", "uploads"):
+        return "ingest"
+    if head == "datasets" or (head == "files" and parts[2:] == ["datasets"]):
+        return "datasets"
+    if (
+        head == "folders"
+        and len(parts) == 3
+        and parts[2] in ("files", "dicom", "image-groups", "imports", "uploads")
+        and method == "POST"
+    ):
+        return "ingest"
+    if head in ("folders", "files", "move", "delete", "search"):
+        return "catalog"
+    return None
