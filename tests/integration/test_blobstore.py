@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -289,3 +290,19 @@ async def test_the_platform_keeps_uploads_in_its_store_and_no_spool(
     assert not await store.exists(content_key(hashlib.sha256(kept_out).hexdigest()))
     assert spools(platform) == []
     await store.close()
+
+
+async def test_a_start_drops_the_spools_a_crash_left_and_keeps_those_in_flight(
+    store: BlobStore,
+) -> None:
+    left = written(store, b"left behind by a crash")
+    left.finish()
+    two_hours_ago = time.time() - 7200
+    os.utime(left.path, (two_hours_ago, two_hours_ago))
+    in_flight = written(store, b"being received")
+    await store.start()  # as a restarted process does
+    assert not left.path.exists()
+    assert in_flight.path.exists()
+    key, _ = in_flight.finish()
+    await store.commit([in_flight])
+    assert await read(store, key, 0, 13) == b"being received"

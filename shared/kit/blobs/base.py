@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -34,6 +36,25 @@ def check_part_number(part_number: int) -> int:
     if not 1 <= part_number <= MAX_PARTS:
         raise InvalidPart(f"part numbers go from 1 to {MAX_PARTS}")
     return part_number
+
+
+# A spool untouched this long belongs to no request in flight (a spool is written as the
+# bytes arrive, and committed or dropped right after): a crash left it behind.
+SPOOL_MAX_AGE_S = 3600
+
+
+def sweep_spools(directory: Path, max_age_s: float = SPOOL_MAX_AGE_S) -> int:
+    """Delete the files a crash left in a spool directory; how many went."""
+    if not directory.is_dir():
+        return 0
+    cutoff = time.time() - max_age_s
+    swept = 0
+    for path in directory.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                swept += 1
+    return swept
 
 
 class UnknownUpload(LookupError):

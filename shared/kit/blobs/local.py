@@ -25,6 +25,7 @@ from shared.kit.blobs.base import (
     UnknownUpload,
     check_key,
     check_part_number,
+    sweep_spools,
 )
 
 # Our own bookkeeping: never a blob's key.
@@ -53,7 +54,7 @@ class LocalBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     async def start(self) -> None:
-        pass
+        await asyncio.to_thread(sweep_spools, self.root / "incoming")
 
     async def close(self) -> None:
         pass

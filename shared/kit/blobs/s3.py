@@ -39,6 +39,7 @@ from shared.kit.blobs.base import (
     UnknownUpload,
     check_key,
     check_part_number,
+    sweep_spools,
 )
 
 T = TypeVar("T")
@@ -128,7 +129,8 @@ class S3BlobStore:
 
     async def start(self) -> None:
         """Create the bucket if it is missing (also caches its region, so presigning
-        needs no network)."""
+        needs no network), and drop the spools a crash left behind."""
+        await asyncio.to_thread(sweep_spools, self.spool_dir)
         if not await self._call(self._client.bucket_exists, self.bucket):
             try:
                 await self._call(self._client.make_bucket, self.bucket)
