@@ -2,8 +2,9 @@
 
 It owns no data. Each `/v1` request is authenticated by API key: the ACL
 service answers with the caller and what they may do (organisation role,
-folder grants), cached for at most half a second, and dropped at once after a
-change of users, keys or collaborators made through this replica. The request
+folder grants), cached for at most two seconds, and dropped at once after a
+change of users, keys or collaborators: made through this replica, or announced
+by the ACL context's events (every replica follows `files.acl`). The request
 is then forwarded to the service that owns the resource with the caller and
 their access in headers; each service decides on its own resources (the
 catalog knows folder paths, so it decides what a grant reaches). Uploads and
@@ -13,6 +14,7 @@ downloads are streamed through, never buffered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
@@ -20,16 +22,20 @@ from typing import Any
 
 import httpx
 import orjson
+from aiokafka import AIOKafkaConsumer
 from fastapi import Request
 from fastapi.responses import Response
 
+from shared.contracts import topics
 from shared.kit import access, consistency, tracing
 from shared.kit.http import ACTOR_HEADER, CORRELATION_HEADER, JSON, error_body
+from shared.kit.logs import log
 from shared.kit.settings import Settings
 
-# Another replica's cached view of a caller lives at most this long: a revoked key or
-# grant stops working there within it, and at once on the replica that revoked it.
-AUTH_TTL_S = 0.5
+# A cached view of a caller lives at most this long. A change of access drops every
+# replica's cache when its event arrives (tens of milliseconds), and at once on the
+# replica that made it; this bound holds if the events stop coming.
+AUTH_TTL_S = 2.0
 # 100,000 ids as JSON are about 4 MB.
 MAX_JSON_BODY = 16 * 1024 * 1024
 PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location", "content-range")
@@ -70,6 +76,7 @@ class Gateway:
         }
         self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self.http: httpx.AsyncClient
+        self._follower: asyncio.Task[None]
 
     async def start(self) -> None:
         self.http = httpx.AsyncClient(
@@ -78,8 +85,39 @@ class Gateway:
             event_hooks={"request": [_carry_trace]},
         )
 
+        self._follower = asyncio.create_task(self._follow_access_changes(), name="acl-follower")
+
     async def stop(self) -> None:
+        self._follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._follower
         await self.http.aclose()
+
+    async def _follow_access_changes(self) -> None:
+        """Every event of the ACL context (a key revoked, a grant removed or changed, a
+        user changed) drops the cached callers, on every replica: each reads the whole
+        topic from its end, in no consumer group."""
+        while True:
+            consumer = AIOKafkaConsumer(
+                topics.ACL,
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=None,
+                auto_offset_reset="latest",
+                fetch_max_wait_ms=20,
+            )
+            try:
+                await consumer.start()
+                async for _ in consumer:
+                    self.forget_callers()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The cache's bound holds meanwhile; follow again after a pause.
+                log.warning("gateway.acl_follower_failed", exc_info=True)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
 
     # -- authentication --------------------------------------------------------------
 
