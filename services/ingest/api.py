@@ -55,7 +55,7 @@ def _received(result: tuple[dict[str, Any], int], status: int) -> JSON:
     return response
 
 
-def router(uploads: Uploads) -> APIRouter:
+def router(uploads: Uploads, sessions: Sessions) -> APIRouter:
     api = APIRouter()
 
     @api.post("/v1/folders/{folder_id}/files", status_code=201)
@@ -90,6 +90,9 @@ def router(uploads: Uploads) -> APIRouter:
         found = await uploads.job(job_id)
         if found is None:
             raise not_found("job", job_id)
+        if found["kind"] == "session":
+            # One file in parts: its progress is in bytes, as the parts reach the store.
+            found["progress"]["bytes"] = await sessions.bytes_progress(job_id)
         return found
 
     @api.get("/internal/blobs/{key:path}", include_in_schema=False)
@@ -218,6 +221,6 @@ def sessions_router(sessions: Sessions) -> APIRouter:
 
 
 def install(app: FastAPI, uploads: Uploads, sessions: Sessions, imports: Imports) -> None:
-    app.include_router(router(uploads))
+    app.include_router(router(uploads, sessions))
     app.include_router(sessions_router(sessions))
     app.include_router(cloud_router(imports))

@@ -116,6 +116,16 @@ class Sessions(Handlers):
         stored = await self._stored(row) if row["status"] == "open" else []
         return self._view(row, stored)
 
+    async def bytes_progress(self, session_id: uuid.UUID) -> dict[str, int]:
+        """Bytes of the file in the store so far, of its size."""
+        row = await self._row(self.pool, session_id)
+        if row is None:
+            return {"done": 0, "total": 0}
+        if row["status"] == "completed":
+            return {"done": row["size"], "total": row["size"]}
+        stored = await self._stored(row) if row["status"] == "open" else []
+        return {"done": self._view(row, stored)["bytes_stored"], "total": row["size"]}
+
     async def complete(self, cause: Cause, session_id: uuid.UUID) -> tuple[dict[str, Any], int]:
         """Assemble the parts, read the file once, and register it; all in one
         transaction holding the session, so a second completion waits, then finds it

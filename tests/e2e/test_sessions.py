@@ -89,7 +89,12 @@ async def test_a_large_file_goes_in_parts_straight_to_the_store_and_becomes_a_fi
     content = await api.get(f"/v1/files/{file['id']}/content")
     assert content.status_code == 200 and content.content == data
     job = (await api.get(f"/v1/jobs/{session['job_id']}")).json()
-    assert job["status"] == "done" and job["progress"] == {"done": 1, "total": 1}
+    assert job["status"] == "done"
+    assert job["progress"] == {
+        "done": 1,
+        "total": 1,
+        "bytes": {"done": len(data), "total": len(data)},
+    }
     # Completed once: a second completion is refused, and names why.
     error(await api.post(f"/v1/uploads/{session['id']}/complete"), 409, "session_ended")
 
@@ -111,6 +116,10 @@ async def test_an_interrupted_upload_resumes_from_the_parts_already_stored(
     state = (await api.get(f"/v1/uploads/{session['id']}")).json()
     assert [p["part"] for p in state["parts_stored"]] == [1, 3]
     assert state["bytes_stored"] == PART
+    # The session's job shows it too, in bytes.
+    job = (await api.get(f"/v1/jobs/{session['job_id']}")).json()
+    assert job["status"] == "running"
+    assert job["progress"]["bytes"] == {"done": PART, "total": len(data)}
     assert [p["part"] for p in state["parts"]] == [2, 3]
     for part in state["parts"]:
         await put(anonymous, part, piece(data, part["part"]))
@@ -125,13 +134,14 @@ async def test_an_abandoned_session_expires_and_its_parts_are_deleted(
 ) -> None:
     top = await folder(api, unique("expiry"))
     data = big_png(2 * PART)
-    session = await open_session(api, top["id"], "gone.png", len(data), expires_in_s=1)
+    # Long enough for the first part to arrive on a busy machine, short for a test.
+    session = await open_session(api, top["id"], "gone.png", len(data), expires_in_s=4)
     await put(anonymous, session["parts"][0], piece(data, 1))
 
     async def expired() -> bool:
         return bool((await api.get(f"/v1/uploads/{session['id']}")).json()["status"] == "expired")
 
-    await eventually(expired, within=15, what="the session expired")
+    await eventually(expired, within=20, what="the session expired")
     state = (await api.get(f"/v1/uploads/{session['id']}")).json()
     assert state["parts_stored"] == [] and state["parts"] == []
     job = (await api.get(f"/v1/jobs/{session['job_id']}")).json()
