@@ -89,12 +89,7 @@ class Compose:
         )
         uploaded = answer.json()
         ids = [f["id"] for f in uploaded["files"]]
-        registered = await self.gateway.http.post(
-            f"{self.settings.catalog_url}/internal/files",
-            json={"ids": ids},
-            headers=self.gateway._headers(request, user),
-        )
-        files = registered.json()["items"] if registered.status_code == 200 else []
+        files = await self.files_by_id(request, user, ids)
         missing = len(files) < len(ids)
         if missing and (await self.find_folder(request, user, folder_id)).status_code == 404:
             return error_response(
@@ -124,12 +119,7 @@ class Compose:
             consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
         )
         stored = answer.json()
-        registered = await self.gateway.http.post(
-            f"{self.settings.catalog_url}/internal/files",
-            json={"ids": [stored["file_id"]]},
-            headers=self.gateway._headers(request, user),
-        )
-        files = registered.json()["items"] if registered.status_code == 200 else []
+        files = await self.files_by_id(request, user, [stored["file_id"]])
         made = await self.gateway.http.get(
             f"{self.settings.catalog_url}/v1/folders/{stored['folder_id']}",
             headers=self.gateway._headers(request, user),
