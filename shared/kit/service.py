@@ -101,19 +101,9 @@ class Runtime:
             await hook()
 
     def supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
-        async def forever() -> None:
-            delay = 0.1
-            while True:
-                try:
-                    await run()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.error(f"{what}.crashed", service=self.name, exc_info=True)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-
-        self._tasks.append(asyncio.create_task(forever(), name=f"{self.name}.{what}"))
+        self._tasks.append(
+            asyncio.create_task(supervised(self.name, what, run), name=f"{self.name}.{what}")
+        )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -256,6 +246,20 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+
+
+async def supervised(service: str, what: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run `run` for ever: after a crash, log it and start again, backing off to 5 s."""
+    delay = 0.1
+    while True:
+        try:
+            await run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.error(f"{what}.crashed", service=service, exc_info=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 _paused = 0

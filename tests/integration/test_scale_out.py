@@ -29,6 +29,7 @@ from shared.kit import bus, db
 from shared.kit.eventstore import EventStore
 from shared.kit.inbox import Consumer, Inbox
 from shared.kit.outbox import Relay
+from shared.kit.service import supervised
 from tests.conftest import eventually
 from tests.integration.helpers import envelope, schema
 
@@ -90,24 +91,14 @@ async def consume(dsn: str, bootstrap: str, s: str, topic: str, replica: str) ->
         dead_letters=producer,
         after_db_commit=maybe_stall,
     )
-    await supervised(consumer.run)
+    await supervised("replica", "consumer", consumer.run)
 
 
 async def relay(dsn: str, bootstrap: str, s: str, topic: str) -> None:
     """One relay replica of store `<schema>`, until killed."""
     producer = bus.producer(bootstrap, idempotence=False)
     await producer.start()
-    await supervised(Relay(EventStore(s), dsn, producer, topic, bootstrap).run)
-
-
-async def supervised(run: Callable[[], Awaitable[None]]) -> None:
-    """Restart after a crash, as the service runtime does."""
-    while True:
-        try:
-            await run()
-        except Exception as error:
-            print(f"crashed: {error!r}", file=sys.stderr, flush=True)
-            await asyncio.sleep(0.1)
+    await supervised("replica", "relay", Relay(EventStore(s), dsn, producer, topic, bootstrap).run)
 
 
 # ---------------------------------------------------------------- the tests
