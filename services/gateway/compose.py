@@ -75,18 +75,29 @@ class Compose:
             self.gateway.forget_callers()
         return self.gateway.relay(answer)
 
-    async def upload(self, request: Request, user: dict[str, Any], folder_id: str) -> Response:
+    async def _stored(
+        self, request: Request, user: dict[str, Any], folder_id: str
+    ) -> Response | tuple[httpx.Response, dict[str, int]]:
+        """An upload into a folder: the editor role checked, the body streamed to ingest,
+        and the catalog caught up with it (read-your-writes: the folder lists what was
+        stored once this answers). The refusal to relay, or ingest's answer and the token."""
         folder = await self.find_folder(request, user, folder_id, "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
         answer = await self.gateway.forward("ingest", request, user, stream_body=True)
         if answer.status_code != 201:
             return self.gateway.relay(answer)
-        # Read-your-writes: the folder lists the files once this answers, and the
-        # answer shows them as the catalog registered them.
         token = await self.gateway.wait_for(
             consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
         )
+        return answer, token
+
+    async def upload(self, request: Request, user: dict[str, Any], folder_id: str) -> Response:
+        stored = await self._stored(request, user, folder_id)
+        if isinstance(stored, Response):
+            return stored
+        answer, token = stored
+        # The answer shows the files as the catalog registered them.
         uploaded = answer.json()
         ids = [f["id"] for f in uploaded["files"]]
         files = await self.files_by_id(request, user, ids)
@@ -108,16 +119,11 @@ class Compose:
     async def upload_image_group(
         self, request: Request, user: dict[str, Any], folder_id: str
     ) -> Response:
-        folder = await self.find_folder(request, user, folder_id, "editor")
-        if folder.status_code != 200:
-            return self.gateway.relay(folder)
-        answer = await self.gateway.forward("ingest", request, user, stream_body=True)
-        if answer.status_code != 201:
-            return self.gateway.relay(answer)
-        # Read-your-writes: answer with the group's file and folder as the catalog has them.
-        token = await self.gateway.wait_for(
-            consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
-        )
+        received = await self._stored(request, user, folder_id)
+        if isinstance(received, Response):
+            return received
+        answer, token = received
+        # Answered with the group's file and folder as the catalog has them.
         stored = answer.json()
         files = await self.files_by_id(request, user, [stored["file_id"]])
         made = await self.gateway.http.get(
