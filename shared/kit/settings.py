@@ -40,6 +40,17 @@ class Settings(BaseSettings):
     # Seals cloud integrations' credentials at rest (shared/kit/secrets.py). Unset: a key
     # made once in <data dir>/secret.key (0600). Set it in production, kept like a password.
     secret_key: str = ""
+    # Cloud integrations' endpoints allowed although the address rule refuses them
+    # (loopback, private, link-local, metadata, ...): hosts, host:port or CIDRs, comma
+    # separated (services/ingest/domain/endpoints.py). The local platform allows 127.0.0.1.
+    allowed_endpoints: str = ""
+    # What ingest reads of a bucket's answers: a response must arrive within this (plus
+    # a second per 64 KiB of body); a listing stops past these pages or seconds waited;
+    # one import reads at most this many objects (named and listed).
+    cloud_response_timeout_s: float = 60.0
+    cloud_listing_timeout_s: float = 3600.0
+    cloud_listing_max_pages: int = 10_000
+    import_max_keys: int = 1_000_000
     # Upload sessions (large files in parts): the part size offered, how long an
     # unfinished session lives, and how often expired ones are swept.
     upload_part_size: int = 64 * 1024 * 1024

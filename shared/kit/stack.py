@@ -82,6 +82,8 @@ class Stack:
         ports = {name: free_port() for name in SERVICES}
         grpc_port = s.grpc_port or free_port()
         self.env = {
+            # A bucket on this machine (MinIO, moto) may be an integration's.
+            "FILES_ALLOWED_ENDPOINTS": "127.0.0.1",
             **os.environ,
             # What the caller set reaches the services (S3 keys, sweep intervals, ...).
             **{
