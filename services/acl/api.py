@@ -72,7 +72,9 @@ class RoleChange(Strict):
 
 
 class Lookup(BaseModel):
-    emails: list[Annotated[str, Field(max_length=320)]] = Field(max_length=100_000)
+    emails: list[Annotated[str, Field(max_length=320)]] = Field([], max_length=100_000)
+    # Users by id (the ones of an integration's sharing): which of them do not exist.
+    ids: list[uuid.UUID] = Field([], max_length=100_000)
 
 
 def _written(body: Any, position: int, status: int = 200) -> Response:
@@ -166,7 +168,7 @@ def router(acl: AccessControl) -> APIRouter:
 
     @api.post("/internal/users/lookup", include_in_schema=False)
     async def lookup(body: Lookup) -> dict[str, Any]:
-        return await acl.lookup(body.emails)
+        return await acl.lookup(body.emails, body.ids)
 
     return api
 

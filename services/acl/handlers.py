@@ -216,8 +216,11 @@ class AccessControl(Handlers):
             "next_cursor": _cursor(rows[-1]["email"]) if more else None,
         }
 
-    async def lookup(self, emails: Sequence[str]) -> dict[str, Any]:
-        """Users by email, case-insensitively; keys are the emails as sent."""
+    async def lookup(
+        self, emails: Sequence[str], user_ids: Sequence[uuid.UUID] = ()
+    ) -> dict[str, Any]:
+        """Users by email, case-insensitively (keys are the emails as sent); and which of
+        `user_ids` are no user's (`unknown_ids`)."""
         rows = await self.pool.fetch(
             "SELECT id, email FROM acl.users WHERE email = ANY($1::text[])",
             list({e.lower() for e in emails}),
@@ -225,7 +228,12 @@ class AccessControl(Handlers):
         ids = {r["email"]: str(r["id"]) for r in rows}
         found = {e: ids[e.lower()] for e in emails if e.lower() in ids}
         unknown = list(dict.fromkeys(e for e in emails if e.lower() not in ids))
-        return {"found": found, "unknown": unknown}
+        rows = await self.pool.fetch(
+            "SELECT id FROM acl.users WHERE id = ANY($1::uuid[])", list(user_ids)
+        )
+        known = {r["id"] for r in rows}
+        unknown_ids = [str(u) for u in dict.fromkeys(user_ids) if u not in known]
+        return {"found": found, "unknown": unknown, "unknown_ids": unknown_ids}
 
     # -- API keys --------------------------------------------------------------------
 
