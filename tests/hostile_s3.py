@@ -109,7 +109,7 @@ class HostileS3:
 
     def _list(self, bucket: str, query: dict[str, str]) -> Answer:
         token = query.get("continuation-token", "")
-        page = int(token.removeprefix("t") or 0)
+        page = int(token[1:]) if token.startswith("t") else len(token)
         if bucket == "endless":
             return self._send(200, _listing([f"dir-{page}/"], f"t{page + 1}"))
         if bucket == "looping":

@@ -141,11 +141,14 @@ class Budget:
         *,
         until: float | None = None,
         until_code: str = "response_timeout",
+        until_message: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.what, self.max_bytes, self.clock = what, max_bytes, clock
         self.start = clock()
-        self.seconds, self.until, self.until_code = seconds, until, until_code
+        self.seconds, self.until = seconds, until
+        self.until_code = until_code
+        self.until_message = until_message or f"{what} did not arrive in time"
         self.received = 0
 
     def left(self) -> float:
@@ -154,7 +157,7 @@ class Budget:
         left = self.start + self.seconds + self.received / MIN_RATE - now
         if self.until is not None and self.until - now < left:
             if self.until - now <= 0:
-                raise CapReached(self.until_code, f"{self.what} did not arrive in time")
+                raise CapReached(self.until_code, self.until_message)
             return self.until - now
         if left <= 0:
             raise CapReached(
@@ -208,6 +211,7 @@ class ListingBudget:
             self.caps.response_s,
             until=now + self.caps.listing_s - self.spent,
             until_code="listing_timeout",
+            until_message=f"{self.what} took more than {self.caps.listing_s:g} s",
             clock=self.clock,
         )
 
