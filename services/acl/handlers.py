@@ -219,8 +219,8 @@ class AccessControl(Handlers):
     async def lookup(
         self, emails: Sequence[str], user_ids: Sequence[uuid.UUID] = ()
     ) -> dict[str, Any]:
-        """Users by email, case-insensitively (keys are the emails as sent); and which of
-        `user_ids` are no user's (`unknown_ids`)."""
+        """Users by email, case-insensitively (keys are the emails as sent); and, when ids
+        are asked about, which of them are no user's (`unknown_ids`)."""
         rows = await self.pool.fetch(
             "SELECT id, email FROM acl.users WHERE email = ANY($1::text[])",
             list({e.lower() for e in emails}),
@@ -228,12 +228,14 @@ class AccessControl(Handlers):
         ids = {r["email"]: str(r["id"]) for r in rows}
         found = {e: ids[e.lower()] for e in emails if e.lower() in ids}
         unknown = list(dict.fromkeys(e for e in emails if e.lower() not in ids))
-        rows = await self.pool.fetch(
-            "SELECT id FROM acl.users WHERE id = ANY($1::uuid[])", list(user_ids)
-        )
-        known = {r["id"] for r in rows}
-        unknown_ids = [str(u) for u in dict.fromkeys(user_ids) if u not in known]
-        return {"found": found, "unknown": unknown, "unknown_ids": unknown_ids}
+        answer: dict[str, Any] = {"found": found, "unknown": unknown}
+        if user_ids:
+            rows = await self.pool.fetch(
+                "SELECT id FROM acl.users WHERE id = ANY($1::uuid[])", list(user_ids)
+            )
+            known = {r["id"] for r in rows}
+            answer["unknown_ids"] = [str(u) for u in dict.fromkeys(user_ids) if u not in known]
+        return answer
 
     # -- API keys --------------------------------------------------------------------
 
