@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from shared.kit import identity
 from shared.kit.embedded import Child, _die_with_parent, free_port, start_broker, start_postgres
 from shared.kit.settings import Settings
 
@@ -62,6 +63,7 @@ class Stack:
         self.grpc_target = ""
         self.admin_key = ""
         self.admin_key_is_new = False
+        self.service_key = ""
 
     def start(self, timeout: float = 90) -> None:
         s = self.settings
@@ -79,6 +81,8 @@ class Stack:
             self.children.append(broker)
             bootstrap = broker.url
         self.admin_key, self.admin_key_is_new = admin_key(s, self.data_dir)
+        # Services answer only calls signed with it; a fresh one each start, kept nowhere.
+        self.service_key = s.service_key.get_secret_value() or identity.new_key()
         ports = {name: free_port() for name in SERVICES}
         grpc_port = s.grpc_port or free_port()
         self.env = {
@@ -92,6 +96,7 @@ class Stack:
             "FILES_KAFKA_BOOTSTRAP": bootstrap,
             "FILES_BLOB_URL": s.blob_url or str(self.data_dir / "blobs"),
             "FILES_BOOTSTRAP_ADMIN_KEY": self.admin_key,
+            "FILES_SERVICE_KEY": self.service_key,
             "FILES_HTTP_PORT": str(s.http_port),
             "FILES_GRPC_PORT": str(grpc_port),
             **{f"FILES_{n.upper()}_URL": f"http://127.0.0.1:{p}" for n, p in ports.items()},
@@ -134,6 +139,9 @@ class Stack:
         self, name: str, args: list[str], logs: Path, env: dict[str, str] | None = None
     ) -> Child:
         out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        if name != "gateway":
+            # Only the gateway listens on FILES_HTTP_HOST; the services, on loopback only.
+            args = ["--host", "127.0.0.1", *args]
         proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}", *args],
             env={**self.env, **(env or {})},

@@ -14,6 +14,7 @@ import pytest
 
 from shared.kit.settings import Settings
 from shared.kit.stack import SERVICES
+from tests.conftest import SERVICE_KEY
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 APPS = (*SERVICES, "gateway")
@@ -81,7 +82,7 @@ def test_each_service_has_a_deployment_with_probes_and_resources(
 @pytest.mark.parametrize("name", APPS)
 def test_the_probed_paths_exist(name: str, tmp_path: Path) -> None:
     build = importlib.import_module(f"services.{name}.app").build
-    app = build(Settings(data_dir=tmp_path))  # nothing connects before startup
+    app = build(Settings(data_dir=tmp_path, service_key=SERVICE_KEY))  # nothing connects yet
     paths = {getattr(route, "path", None) for route in app.routes}
     assert {"/readyz", "/healthz"} <= paths
 
