@@ -69,6 +69,17 @@ class Stack:
         s = self.settings
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self.admin_key, self.admin_key_is_new = admin_key(s, self.data_dir)
+            named = "FILES_BOOTSTRAP_ADMIN_KEY"
+            if not s.bootstrap_admin_key:
+                named = f"the admin key in {self.data_dir / 'admin.key'}"
+            identity.require_strong(named, self.admin_key, prefix="files_")
+            # Services answer only calls signed with it; a fresh one each start, kept nowhere.
+            self.service_key = s.service_key.get_secret_value() or identity.new_key()
+            identity.ServiceKey(self.service_key)
+        except identity.WeakSecret as weak:
+            raise RuntimeError(str(weak)) from None
         database_url, bootstrap = s.database_url, s.kafka_bootstrap
         if not database_url:
             pg = start_postgres(
@@ -80,9 +91,6 @@ class Stack:
             broker = start_broker(log=logs / "broker.log")
             self.children.append(broker)
             bootstrap = broker.url
-        self.admin_key, self.admin_key_is_new = admin_key(s, self.data_dir)
-        # Services answer only calls signed with it; a fresh one each start, kept nowhere.
-        self.service_key = s.service_key.get_secret_value() or identity.new_key()
         ports = {name: free_port() for name in SERVICES}
         grpc_port = s.grpc_port or free_port()
         self.env = {
@@ -109,9 +117,11 @@ class Stack:
         self.gateway_url = f"http://{s.http_host}:{s.http_port}"
         self.grpc_target = f"{s.http_host}:{grpc_port}"
         self._wait([self.gateway_url], deadline)
-        (self.data_dir / "stack.env").write_text(
-            f"FILES_DATABASE_URL={database_url}\nFILES_KAFKA_BOOTSTRAP={bootstrap}\n"
-        )
+        # For `files rebuild` and `files audit`; the URL holds the database's password.
+        found = self.data_dir / "stack.env"
+        found.touch(mode=0o600)
+        found.chmod(0o600)
+        found.write_text(f"FILES_DATABASE_URL={database_url}\nFILES_KAFKA_BOOTSTRAP={bootstrap}\n")
 
     def add_gateway(self, timeout: float = 30) -> str:
         """Start one more gateway replica in front of the same services; its URL."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,12 +13,17 @@ import orjson
 import pytest
 from fastapi import Depends, FastAPI
 
+from services.acl.app import build as build_acl
 from shared.contracts.envelope import Cause
 from shared.kit import identity
 from shared.kit.access import Access
 from shared.kit.http import JSON, access, cause, install_errors
+from shared.kit.settings import Settings
+from shared.kit.stack import Stack
+from tests.conftest import ADMIN_KEY
 
-KEY = identity.ServiceKey("Zt1d0b3-vQ8_kLm2nP4rS6tU8wX0yZ2aB4cD6eF8gH0")
+KEY_TEXT = "Zt1d0b3-vQ8_kLm2nP4rS6tU8wX0yZ2aB4cD6eF8gH0"
+KEY = identity.ServiceKey(KEY_TEXT)
 OTHER = identity.ServiceKey("different-key-Q8_kLm2nP4rS6tU8wX0yZ2aB4cD6e")
 ADMIN = Access(user_id=str(uuid.uuid4()), org_admin=True)
 
@@ -168,3 +174,32 @@ async def test_a_service_token_does_not_act_for_a_user() -> None:
 
 async def test_health_needs_no_token() -> None:
     assert (await _get("/healthz", {})).status_code == 200
+
+
+# -- the bootstrap admin key -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "files_admin",
+        "files_" + "a" * 40,
+        "files_0123456789",
+        "files_Zt1d0b3-vQ8_kLm2nP4r",  # 20 URL-safe characters: 120 bits
+        "admin-password",
+    ],
+)
+def test_a_weak_bootstrap_admin_key_is_refused_at_start(key: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, bootstrap_admin_key=key, service_key=KEY_TEXT)
+    with pytest.raises(RuntimeError, match="FILES_BOOTSTRAP_ADMIN_KEY is too weak"):
+        Stack(settings).start()
+    assert not (tmp_path / "pg").exists()  # refused before anything started
+    with pytest.raises(identity.WeakSecret, match="FILES_BOOTSTRAP_ADMIN_KEY is too weak"):
+        build_acl(settings)
+
+
+@pytest.mark.parametrize(
+    "key", ["files_Zt1d0b3-vQ8_kLm2nP4rS6", "files_" + "0123456789abcdef" * 2, ADMIN_KEY]
+)
+def test_a_strong_bootstrap_admin_key_is_taken(key: str, tmp_path: Path) -> None:
+    build_acl(Settings(data_dir=tmp_path, bootstrap_admin_key=key, service_key=KEY_TEXT))
