@@ -9,7 +9,7 @@ consistency waits, datasets asking the ACL context for users) carries a token na
 the calling service instead (`service:gateway`), with no access: a route that acts for
 a user refuses it (`shared/kit/http.py`).
 
-Token: `v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(key, "v1." + claims))>`,
+Token: `v1.<base64(JSON claims)>.<base64(HMAC-SHA256(key, "v1." + claims))>`,
 claims `{sub, acc, cid, iat, exp}`, valid TTL_S seconds. HMAC rather than Ed25519:
 every service signs too (service-to-service calls), so each would need a private key
 of its own and every verifier the others' public keys, while the services already
@@ -22,7 +22,6 @@ random one per start); one under 128 bits is refused at start.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
 import math
@@ -95,11 +94,12 @@ def new_key() -> str:
 
 
 def _b64(raw: bytes) -> bytes:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+    # Standard base64 (header-safe, and binascii's C codec is the fastest at hand).
+    return binascii.b2a_base64(raw, newline=False)
 
 
 def _unb64(text: bytes) -> bytes:
-    return base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+    return binascii.a2b_base64(text, strict_mode=True)
 
 
 class Unauthenticated(Exception):
