@@ -152,12 +152,11 @@ class ServiceKey:
         access: str | None = None,
         correlation_id: str | None = None,
         *,
-        ttl_s: int = TTL_S,
         now: float | None = None,
     ) -> str:
         issued = int(time.time() if now is None else now)
         claims = {"sub": actor, "acc": access, "cid": correlation_id, "iat": issued}
-        claims["exp"] = issued + ttl_s
+        claims["exp"] = issued + TTL_S
         signed = VERSION + b"." + _b64(orjson.dumps(claims))
         return (signed + b"." + _b64(self._mac(signed))).decode()
 
@@ -187,6 +186,8 @@ class ServiceKey:
             raise Unauthenticated("the identity token has expired")
         if issued > moment + SKEW_S:
             raise Unauthenticated("the identity token was issued in the future")
+        if expires - issued > TTL_S:
+            raise Unauthenticated(f"the identity token lives longer than {TTL_S} s")
         return Identity(claims["sub"], claims["acc"], claims["cid"], issued, expires)
 
 

@@ -52,6 +52,15 @@ def _tampered(token: str, **changes: Any) -> str:
     return f"{version}.{forged.decode()}.{mac}"
 
 
+def _signed_by_hand(claims: dict[str, Any]) -> str:
+    signed = b"v1." + base64.b64encode(orjson.dumps(claims))
+    return (signed + b"." + base64.b64encode(KEY._mac(signed))).decode()
+
+
+LONG_LIVED = {"sub": "someone", "acc": "someone;admin", "cid": None, "iat": int(time.time())}
+LONG_LIVED["exp"] = LONG_LIVED["iat"] + 3600
+
+
 @pytest.mark.parametrize(
     ("token", "says"),
     [
@@ -59,6 +68,7 @@ def _tampered(token: str, **changes: Any) -> str:
         (_tampered(KEY.sign("member", "member;member;"), acc="member;admin"), "signature"),
         (KEY.sign("someone", "someone;admin", now=time.time() - identity.TTL_S - 1), "expired"),
         (KEY.sign("someone", "someone;admin", now=time.time() + 3600), "future"),
+        (_signed_by_hand(LONG_LIVED), "lives longer"),
         ("", "malformed"),
         ("v1", "malformed"),
         ("v1..", "malformed"),
