@@ -387,6 +387,7 @@ def needed_flows(outsiders: Iterable[str]) -> set[tuple[str, str, str, int]]:
         flows |= {("gateway", service, "TCP", 8080), (service, POSTGRES, "TCP", 5432)}
     flows |= {("ingest", S3, "TCP", 9000), ("dicom", S3, "TCP", 9000)}
     flows |= {("ingest", OUTSIDE, "TCP", 443), ("datasets", "acl", "TCP", 8080)}
+    flows |= {("ingest", "acl", "TCP", 8080)}  # sharing an integration names users
     return flows
 
 

@@ -36,6 +36,7 @@ from services.ingest.projections import integrations, jobs
 from shared.contracts import ingest as ev
 from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.kit import identity
 from shared.kit.access import Access
 from shared.kit.errors import Refused, not_found
 from shared.kit.eventstore import ConcurrencyConflict
@@ -222,7 +223,11 @@ class Imports(Handlers):
         url = f"{self.settings.acl_url}/internal/users/lookup"
         try:
             async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
-                answer = await http.post(url, json={"ids": [str(u) for u in user_ids]})
+                answer = await http.post(
+                    url,
+                    json={"ids": [str(u) for u in user_ids]},
+                    headers={identity.HEADER: self.runtime.identity.for_service("ingest")},
+                )
         except httpx.HTTPError:
             raise Refused(
                 503, "acl_unavailable", "could not look the users up; try again"
