@@ -44,7 +44,9 @@ from shared.kit.stack import SERVICES  # noqa: E402
 
 APPS = (*SERVICES, "gateway")
 # Only these consume no topic, so an autoscaler may add replicas freely.
-STATELESS = {"gateway", "ingest"}
+# Scaled by CPU (an HPA): the gateway and ingest keep no state; the thumbnails context's
+# consumer only records requests, and its CPU work is taken from the database by any replica.
+STATELESS = {"gateway", "ingest", "thumbnails"}
 PORT = 8080
 KUSTOMIZE_FIELDS = {
     "apiVersion",
