@@ -305,6 +305,13 @@ class Thumbnails(Handlers):
             await self.record(
                 file, failure=("crashed", f"the worker drawing it died (exit {error.exitcode})")
             )
+        except concurrent.futures.BrokenExecutor:
+            # The pool itself broke: a new one for the next files; this one is tried again
+            # when its lease runs out.
+            broken, self._pool = self._pool, None
+            if broken is not None:
+                broken.stop()  # type: ignore[no-untyped-call]
+            raise
         else:
             await self.record(file, made=made)
 

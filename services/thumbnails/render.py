@@ -41,8 +41,12 @@ class Unthumbnailable(Exception):
     """The content cannot be drawn; `code` and the message say why (recorded, not retried)."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        # Both in args: the exception crosses from the worker process pickled.
+        super().__init__(code, message)
+        self.code, self.message = code, message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class SourceUnavailable(Exception):

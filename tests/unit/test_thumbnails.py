@@ -245,3 +245,12 @@ def test_the_range_reader_reads_only_the_blocks_asked_for_within_its_budget() ->
     tight = render.RangeReader(store, "k", len(data), budget=render.BLOCK)  # type: ignore[arg-type]
     with pytest.raises(render.Unthumbnailable):
         tight.read(render.BLOCK + 1)
+
+
+def test_the_worker_s_refusals_cross_processes_whole() -> None:
+    import pickle
+
+    refused = pickle.loads(pickle.dumps(render.Unthumbnailable("too_large", "frames of 9x9")))
+    assert (refused.code, str(refused)) == ("too_large", "frames of 9x9")
+    failed = pickle.loads(pickle.dumps(render.SourceUnavailable("the store did not answer")))
+    assert str(failed) == "the store did not answer"
