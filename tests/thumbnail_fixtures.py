@@ -46,14 +46,20 @@ def photo(seed: int, width: int = 1024, height: int = 768) -> bytes:
     return out.getvalue()
 
 
-def mp4(width: int = 160, height: int = 120, frames: int = 30, rate: int = 10) -> bytes:
-    """A short H.264 video whose frames brighten one after another."""
+def mp4(
+    width: int = 160, height: int = 120, frames: int = 30, rate: int = 10, noise: bool = False
+) -> bytes:
+    """A short H.264 video whose frames brighten one after another (with `noise`, random
+    pixels besides: large, since noise does not compress)."""
+    rng = np.random.default_rng(3)
     out = io.BytesIO()
     with av.open(out, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for n in range(frames):
             pixels = np.full((height, width, 3), (n * 8) % 256, np.uint8)
+            if noise:
+                pixels = rng.integers(0, 255, (height, width, 3), np.uint8)
             pixels[:, : width // 4] = (0, 200, 0)
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             for packet in stream.encode(frame):

@@ -254,3 +254,13 @@ def test_the_worker_s_refusals_cross_processes_whole() -> None:
     assert (refused.code, str(refused)) == ("too_large", "frames of 9x9")
     failed = pickle.loads(pickle.dumps(render.SourceUnavailable("the store did not answer")))
     assert str(failed) == "the store did not answer"
+
+
+def test_a_video_s_frame_is_drawn_from_a_few_ranges_of_it_not_the_whole_file() -> None:
+    data = media.mp4(320, 240, frames=100, noise=True)  # 10 s, incompressible: megabytes
+    store = InMemoryStore(data)
+    reader = render.RangeReader(store, "k", len(data))  # type: ignore[arg-type]
+    image = render.draw_video(reader, 512)  # type: ignore[arg-type]
+    assert image.size == (320, 240)
+    assert len(data) > 2 * 1024 * 1024
+    assert reader.read_bytes < len(data) / 3, (reader.read_bytes, len(data))
