@@ -16,10 +16,8 @@ advisory lock until commit, so the sweep never deletes pictures a file is being 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import hashlib
-import multiprocessing
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,9 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pebble
-
 from services.thumbnails import domain, render
+from services.thumbnails.drawing import Drawing
 from services.thumbnails.projections import thumbnails as model
 from shared.contracts import thumbnails as ev
 from shared.contracts.catalog import FileDeleted, FileUploaded
@@ -86,7 +83,7 @@ class Thumbnails(Handlers):
         self.time_cap = settings.thumbnail_time_cap_s
         self.workers = settings.thumbnail_workers or len(os.sched_getaffinity(0))
         self.grace = timedelta(seconds=settings.blob_gc_grace_s)
-        self._pool: pebble.ProcessPool | None = None
+        self.drawing = Drawing(settings, self.workers)
 
     # -- reactions ---------------------------------------------------------------------
 
@@ -200,28 +197,13 @@ class Thumbnails(Handlers):
 
     # -- drawing -----------------------------------------------------------------------
 
-    def workers_pool(self) -> pebble.ProcessPool:
-        if self._pool is None:
-            # Spawned, not forked: a worker starts clean, without this process's threads
-            # and connections.
-            self._pool = pebble.ProcessPool(
-                max_workers=self.workers,
-                max_tasks=500,
-                initializer=render.start_worker,
-                initargs=(self.runtime.settings,),
-                context=multiprocessing.get_context("spawn"),
-            )
-        return self._pool
-
     async def run(self) -> None:
         """Runners that each claim a pending file, draw it, record it (one more runner than
         workers, so a worker is not idle while a result is recorded)."""
         try:
             await asyncio.gather(*(self._runner() for _ in range(self.workers + 1)))
         finally:
-            if self._pool is not None:
-                self._pool.stop()  # type: ignore[no-untyped-call]
-                self._pool = None
+            self.drawing.stop()
 
     async def _runner(self) -> None:
         while True:
@@ -287,33 +269,14 @@ class Thumbnails(Handlers):
             await self.record(file, failure=("content_missing", "the content is not stored"))
             return
         job = render.Job(source.partition(":")[0], file["blob_key"], size, self.fmt)
-        future = self.workers_pool().schedule(render.make, args=(job,), timeout=self.time_cap)
-        try:
-            made: list[render.Picture] = await asyncio.wrap_future(future)
-        except render.Unthumbnailable as error:
-            await self.record(file, failure=(error.code, domain.short_reason(str(error))))
-        except render.SourceUnavailable as error:
-            # Not the file's fault: its lease runs out and it is tried again.
-            log.warning(
-                "thumbnails.store_unavailable", file_id=str(file["file_id"]), error=str(error)
-            )
-        except concurrent.futures.TimeoutError:
-            await self.record(
-                file, failure=("timed_out", f"drawing it took more than {self.time_cap:g} s")
-            )
-        except pebble.ProcessExpired as error:
-            await self.record(
-                file, failure=("crashed", f"the worker drawing it died (exit {error.exitcode})")
-            )
-        except concurrent.futures.BrokenExecutor:
-            # The pool itself broke: a new one for the next files; this one is tried again
-            # when its lease runs out.
-            broken, self._pool = self._pool, None
-            if broken is not None:
-                broken.stop()  # type: ignore[no-untyped-call]
-            raise
+        outcome = await self.drawing.draw(job, self.time_cap)
+        if outcome is None:
+            # The store did not answer: the lease runs out and the file is tried again.
+            log.warning("thumbnails.store_unavailable", file_id=str(file["file_id"]))
+        elif isinstance(outcome, tuple):
+            await self.record(file, failure=outcome)
         else:
-            await self.record(file, made=made)
+            await self.record(file, made=outcome)
 
     async def record(
         self,
