@@ -89,7 +89,7 @@ def dicom_series_of_greys(count: int) -> list[tuple[str, bytes]]:
     ]
 
 
-@pytest.mark.timeout(300)  # seven kinds drawn, on two cores shared with everything
+@pytest.mark.timeout(600)  # seven kinds drawn, on two cores shared with everything
 @pytest.mark.parametrize("blobs", ["s3", "local"], indirect=True)
 async def test_every_kind_gets_its_thumbnail(api: httpx.AsyncClient) -> None:
     top = await folder(api, unique("thumbs"))
