@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import uuid
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,12 +45,21 @@ SWEEP_BATCH = 100
 IDLE_S = 1.0
 
 
+# Sources are locked by bucket: a batch of 10,000 uploads then takes at most this many
+# advisory locks, well within PostgreSQL's lock table (64 per connection by default).
+LOCK_BUCKETS = 256
+# The class of this context's advisory locks (two-key form: its own key space).
+LOCK_SPACE = zlib.crc32(b"files.thumbnails.source") & 0x7FFFFFFF
+
+
 async def lock_sources(conn: Conn, sources: Iterable[str]) -> None:
     """Until commit, no other transaction changes these sources (in one order everywhere)."""
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('thumbnails.source:' || s, 0))"
-        " FROM unnest($1::text[]) AS s ORDER BY s",
-        sorted(set(sources)),
+        f"""SELECT pg_advisory_xact_lock({LOCK_SPACE}, b)
+            FROM (SELECT DISTINCT hashtext(s) & {LOCK_BUCKETS - 1} AS b
+                  FROM unnest($1::text[]) AS s) AS buckets
+            ORDER BY b""",
+        list(set(sources)),
     )
 
 
