@@ -46,8 +46,9 @@ IDLE_S = 1.0
 
 
 # Sources are locked by bucket: a batch of 10,000 uploads then takes at most this many
-# advisory locks, well within PostgreSQL's lock table (64 per connection by default).
-LOCK_BUCKETS = 256
+# advisory locks (PostgreSQL's lock table is sized for 64 a connection by default), and
+# the sections they guard are short.
+LOCK_BUCKETS = 64
 # The class of this context's advisory locks (two-key form: its own key space).
 LOCK_SPACE = zlib.crc32(b"files.thumbnails.source") & 0x7FFFFFFF
 
