@@ -151,8 +151,10 @@ async def released(conn: Conn, events: Sequence[Envelope]) -> None:
         rows,
     )
     # When a source's last file went: the sweep reclaims it once that is long enough ago.
+    # The latest time, not the last applied: events are timed before their transactions
+    # commit, so a replay that takes several transactions' events at once gets the same.
     await conn.execute(
-        """UPDATE thumbnails.sources AS s SET released_at = x.at
+        """UPDATE thumbnails.sources AS s SET released_at = greatest(s.released_at, x.at)
            FROM (SELECT source, max(at) AS at
                  FROM jsonb_to_recordset($1::jsonb) AS r(source text, at timestamptz)
                  GROUP BY source) AS x

@@ -292,13 +292,21 @@ async def test_the_read_model_rebuilt_from_events_equals_the_live_one(
         )
         return bool(busy == 0)
 
-    for _ in range(5):
+    for _ in range(10):
+        # Other tests' deletions may still be coming (series released by the DICOM
+        # context): compared only when no event was recorded from before the live rows
+        # were read until after the rebuild.
         await eventually(quiet, WITHIN, "the thumbnails context at rest")
         head = await store.head(pool)
         live = await rows(pool)
+        assert await rebuild(pool, store, model) > 0
+        rebuilt = await rows(pool)
         if await store.head(pool) == head:
             break
+    else:
+        raise AssertionError("the thumbnails context did not hold still for a rebuild")
     states = {r["state"] for r in live["files"]}
     assert {"made", "failed", "released"} <= states
-    assert await rebuild(pool, store, model) > 0
-    assert await rows(pool) == live
+    for table, found in live.items():
+        differ = [(a, b) for a, b in zip(found, rebuilt[table], strict=False) if a != b]
+        assert not differ and len(found) == len(rebuilt[table]), (table, differ[:3])
