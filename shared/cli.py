@@ -33,6 +33,7 @@ PROJECTIONS = {
     "acl.collaborators": ("acl", "services.acl.projections:collaborators"),
     "datasets.membership": ("datasets", "services.datasets.projections:membership"),
     "dicom.series": ("dicom", "services.dicom.projections:series"),
+    "thumbnails.files": ("thumbnails", "services.thumbnails.projections:thumbnails"),
 }
 
 
@@ -125,10 +126,11 @@ def _positive(value: str) -> int:
 
 
 AUDIT_EPILOG = """\
-Reads the event store of every context (acl, catalog, datasets, dicom, ingest) directly
-and read-only, in one snapshot, merged in time order. Filters combine; --subject and
---type may be repeated. --since is inclusive, --until exclusive; a time without an
-offset is UTC. The followed causes and effects are shown whatever the filters.
+Reads the event store of every context (acl, catalog, datasets, dicom, ingest,
+thumbnails) directly and read-only, in one snapshot, merged in time order. Filters
+combine; --subject and --type may be repeated. --since is inclusive, --until
+exclusive; a time without an offset is UTC. The followed causes and effects are shown
+whatever the filters.
 Secrets (key hashes, passwords, sealed credentials) are redacted as in GET /v1/audit.
 
 examples:

@@ -164,6 +164,8 @@ def build(settings: Settings) -> FastAPI:
             return await compose.collaborators(request, user, parts[2])
         if parts[1:2] == ["files"] and parts[3:] == ["content"] and request.method == "GET":
             return await compose.content(request, user)
+        if parts[1:2] == ["files"] and parts[3:] == ["thumbnail"] and request.method == "GET":
+            return await compose.thumbnail(request, user, parts[2])
         if parts[1:2] == ["files"] and parts[3:] == ["datasets"]:
             # The catalog says whether the file exists; datasets only knows its links.
             found = await gateway.http.get(

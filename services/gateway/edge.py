@@ -73,6 +73,7 @@ class Gateway:
             "acl": settings.acl_url,
             "datasets": settings.datasets_url,
             "dicom": settings.dicom_url,
+            "thumbnails": settings.thumbnails_url,
         }
         self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
         # Signs who asks, on every call to a service (refused at start if weak or unset).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,7 @@ class Settings(BaseSettings):
     acl_url: str = "http://127.0.0.1:8083"
     datasets_url: str = "http://127.0.0.1:8084"
     dicom_url: str = "http://127.0.0.1:8085"
+    thumbnails_url: str = "http://127.0.0.1:8086"
     log_level: str = "info"
     # Finished spans as JSON lines in this file (tests); OTLP export takes the standard
     # OTEL_EXPORTER_OTLP_ENDPOINT instead (shared/kit/tracing.py).
@@ -67,6 +69,11 @@ class Settings(BaseSettings):
     # The gateway's gRPC API (proto/files/v1/files.proto) on this port, beside HTTP on
     # http_host; 0: no gRPC server.
     grpc_port: int = 0
+    # Thumbnails (services/thumbnails): worker processes drawing them (0: one per CPU this
+    # process may use), the most time one file may take, and the pictures' format.
+    thumbnail_workers: int = 0
+    thumbnail_time_cap_s: float = 30.0
+    thumbnail_format: Literal["webp", "jpeg"] = "webp"
 
     def blob_root(self) -> Path:
         """The local blob directory (when blob_url is not an s3:// URL)."""

@@ -23,7 +23,7 @@ from shared.kit import identity
 from shared.kit.embedded import Child, _die_with_parent, free_port, start_broker, start_postgres
 from shared.kit.settings import Settings
 
-SERVICES = ("acl", "catalog", "ingest", "datasets", "dicom")
+SERVICES = ("acl", "catalog", "ingest", "datasets", "dicom", "thumbnails")
 
 
 def admin_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:
