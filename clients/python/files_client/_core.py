@@ -310,6 +310,26 @@ def exchange(session: Session, call: Call) -> Op[httpx.Response]:
         raise error_from(response)
 
 
+def collect(feed: Feed[T]) -> Op[list[T]]:
+    """The items of a feed, as one operation's result."""
+    out: list[T] = []
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = feed.throw(error) if error is not None else feed.send(value)
+        except StopIteration:
+            return out
+        value, error = None, None
+        if isinstance(step, Emit):
+            out.append(step.item)
+            continue
+        try:
+            value = yield step
+        except Exception as failure:
+            error = failure
+
+
 def json_of(session: Session, call: Call) -> Op[Any]:
     response = yield from exchange(session, call)
     return response.json() if response.content else None

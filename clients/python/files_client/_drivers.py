@@ -20,13 +20,10 @@ CHUNK = 1024 * 1024
 
 def _request(http: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
     if call.stream_body is not None:
-        return httpx.Request(
-            call.method,
-            call.url,
-            params=call.params,
-            headers=call.headers,
-            stream=call.stream_body(),
-        )
+        # Made by hand, so a body stream serves either client; a part URL is whole.
+        url = httpx.URL(call.url)
+        headers = {"Host": url.netloc.decode("ascii"), **call.headers}
+        return httpx.Request(call.method, url, headers=headers, stream=call.stream_body())
     return http.build_request(
         call.method,
         call.url,

@@ -24,12 +24,14 @@ from files_client._core import (
     Driver,
     Emit,
     Feed,
+    Gather,
     M,
     NextChunk,
     Op,
     Session,
     Sleep,
     Sync,
+    collect,
     exchange,
     json_of,
     listing,
@@ -221,10 +223,72 @@ class Folder(FolderData, _Bound[M]):
         """Files into this folder (streamed; a file of 64 MiB or more goes in parts,
         resumably); the Files in the order given."""
         local = [transfer.LocalFile.at(p) for p in paths]
-        found = yield from transfer.upload(
-            self._session, self.id, local, progress, parallel=parallel
+        [found] = yield from transfer.upload_many(
+            self._session, [(self.id, local)], progress, parallel=parallel
         )
         return [self._api._file(f) for f in found]
+
+    @operation
+    def upload_tree(
+        self,
+        plan: dict[tuple[str, ...], list[transfer.LocalFile]],
+        *,
+        progress: transfer.Progress | None = None,
+        skip_existing: bool = True,
+        journal: transfer.Journal | None = None,
+        parallel: int = transfer.PARALLEL,
+    ) -> Op[UploadReport[M]]:
+        """Files into subfolders of this one (`("a", "b")`: the subfolder a/b, made if
+        missing; `()`: this folder), all side by side. With `skip_existing`, a file the
+        folder has already (same name, size and sha256) is not sent again: so an
+        interrupted upload, run again, sends what is missing. A `journal` remembers
+        upload sessions of large files, so their parts sent before are not sent again."""
+        folders: dict[tuple[str, ...], Folder[M]] = {(): self}
+        made: set[tuple[str, ...]] = set()
+        for sub in sorted(plan):
+            for depth in range(1, len(sub) + 1):
+                key = sub[:depth]
+                if key in folders:
+                    continue
+                parent = folders[key[:-1]]
+                found = None
+                if key[:-1] not in made:
+                    found = yield from self._api._child_folder(parent, key[-1], list(key))
+                if found is None:
+                    found = yield from type(self._api).create_folder.fn(
+                        self._api, key[-1], parent=parent.id
+                    )
+                    made.add(key)
+                folders[key] = found
+        work: list[tuple[str, list[transfer.LocalFile]]] = []
+        skipped: list[File[M]] = []
+        for sub, files in plan.items():
+            folder = folders[sub]
+            todo = files
+            if skip_existing and sub not in made and files:
+                there: dict[tuple[str, int], list[File[M]]] = {}
+                listed: list[File[M]] = yield from collect(
+                    self._api._pages(f"/v1/folders/{folder.id}/items", {}, only="file")
+                )
+                for x in listed:
+                    there.setdefault((x.name, x.size), []).append(x)
+                todo = []
+                for f in files:
+                    same = there.get((f.name, f.size), [])
+                    digest = transfer.sha256_of(f.path) if same else ""
+                    match = next((x for x in same if x.sha256 == digest), None)
+                    if match is None:
+                        todo.append(f)
+                    else:
+                        skipped.append(match)
+                        if progress:
+                            progress(f.size)
+            work.append((folder.id, todo))
+        found_lists = yield from transfer.upload_many(
+            self._session, work, progress, parallel=parallel, journal=journal
+        )
+        uploaded = [self._api._file(f) for found in found_lists for f in found]
+        return UploadReport(uploaded, skipped, sum(f.size for f in uploaded))
 
     @operation
     def upload_file(
@@ -266,7 +330,12 @@ class Folder(FolderData, _Bound[M]):
 
     @operation
     def upload_image_group(
-        self, paths: Sequence[PathLike], name: str, *, sequence: bool = False
+        self,
+        paths: Sequence[PathLike],
+        name: str,
+        *,
+        sequence: bool = False,
+        progress: transfer.Progress | None = None,
     ) -> Op[ImageGroup[M]]:
         """Images as one image group (or, `sequence=True`, an image sequence: same
         width and height, in this order): the group's file, and its images' folder."""
@@ -278,7 +347,7 @@ class Folder(FolderData, _Bound[M]):
                 "POST",
                 f"/v1/folders/{self.id}/image-groups",
                 data={"kind": kind, "name": name},
-                files=transfer.multipart(local, None),
+                files=transfer.multipart(local, progress),
             ),
         )
         return ImageGroup(self._api._file(found["file"]), self._api._folder(found["folder"]))
@@ -447,6 +516,15 @@ class File(FileData, _Bound[M]):
         """The datasets it is linked to (those the caller may see)."""
         found = yield from json_of(self._session, Call("GET", f"/v1/files/{self.id}/datasets"))
         return [DatasetRef.model_validate(d) for d in found["items"]]
+
+
+@dataclass
+class UploadReport(Generic[M]):
+    """What `upload_tree` sent, and the files it found there already."""
+
+    uploaded: list[File[M]]
+    skipped: list[File[M]]
+    bytes: int
 
 
 @dataclass
@@ -777,6 +855,22 @@ class Api(Bound[M]):
         return found
 
     @operation
+    def download_many(
+        self,
+        files: Sequence[tuple[File[M], PathLike]],
+        *,
+        progress: transfer.Progress | None = None,
+        parallel: int = transfer.PARALLEL,
+    ) -> Op[list[Path]]:
+        """Files to local paths, side by side; each resumes a download that stopped."""
+        ops = [
+            transfer.download(self._session, f.model_dump(), Path(dest), progress)
+            for f, dest in files
+        ]
+        paths: list[Path] = yield Gather(ops, parallel)
+        return paths
+
+    @operation
     def move(self, items: Iterable[Ref], target: Ref, *, dry_run: bool = False) -> Op[Impact]:
         """Move files and folders into `target`, all or nothing; `dry_run` tells what
         would move and which datasets would lose links, changing nothing."""
@@ -885,6 +979,7 @@ class Api(Bound[M]):
         """Register a bucket (organisation admins); its credentials are never returned."""
         fields = {
             "name": name,
+            "provider": "s3",
             "bucket": bucket,
             "access_key": access_key,
             "secret_key": secret_key,

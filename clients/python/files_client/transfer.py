@@ -279,29 +279,41 @@ def upload_in_parts(
     return dict(done["file"])
 
 
-def upload(
+def upload_many(
     session: Session,
-    folder_id: str,
-    files: list[LocalFile],
+    work: list[tuple[str, list[LocalFile]]],
     progress: Progress | None = None,
     *,
     parallel: int = PARALLEL,
     journal: Journal | None = None,
     parts_from: int = PARTS_FROM,
-) -> Op[list[dict[str, Any]]]:
-    """Files into one folder: small ones in multipart batches, large ones in parts,
-    side by side. The files come back in the order given."""
-    small = [f for f in files if f.size < parts_from]
-    large = [f for f in files if f.size >= parts_from]
-    groups = batches(small)
-    ops: list[Op[Any]] = [upload_batch(session, folder_id, g, progress) for g in groups]
-    ops += [upload_in_parts(session, folder_id, f, progress, journal=journal) for f in large]
+) -> Op[list[list[dict[str, Any]]]]:
+    """Files into folders (`(folder id, files)` each): small ones in multipart batches,
+    large ones in parts, all side by side. Each folder's files come back in the order
+    given."""
+    ops: list[Op[Any]] = []
+    slots: list[tuple[int, list[LocalFile]]] = []
+    for n, (folder_id, files) in enumerate(work):
+        for group in batches([f for f in files if f.size < parts_from]):
+            ops.append(upload_batch(session, folder_id, group, progress))
+            slots.append((n, group))
+        for f in files:
+            if f.size >= parts_from:
+                ops.append(upload_in_parts(session, folder_id, f, progress, journal=journal))
+                slots.append((n, [f]))
     results = yield Gather(ops, parallel)
-    out: dict[LocalFile, dict[str, Any]] = {}
-    for group, answer in zip(groups, results[: len(groups)], strict=True):
-        out.update(zip(group, answer, strict=True))
-    out.update(zip(large, results[len(groups) :], strict=True))
-    return [out[f] for f in files]
+    found: list[dict[LocalFile, dict[str, Any]]] = [{} for _ in work]
+    for (n, group), answer in zip(slots, results, strict=True):
+        found[n].update(zip(group, answer if isinstance(answer, list) else [answer], strict=True))
+    return [[found[n][f] for f in files] for n, (_, files) in enumerate(work)]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(PIECE):
+            digest.update(data)
+    return digest.hexdigest()
 
 
 # -- downloads -------------------------------------------------------------------------
