@@ -237,6 +237,7 @@ class Folder(FolderData, _Bound[M]):
         skip_existing: bool = True,
         journal: transfer.Journal | None = None,
         parallel: int = transfer.PARALLEL,
+        parts_from: int = transfer.PARTS_FROM,
     ) -> Op[UploadReport[M]]:
         """Files into subfolders of this one (`("a", "b")`: the subfolder a/b, made if
         missing; `()`: this folder), all side by side. With `skip_existing`, a file the
@@ -285,7 +286,7 @@ class Folder(FolderData, _Bound[M]):
                             progress(f.size)
             work.append((folder.id, todo))
         found_lists = yield from transfer.upload_many(
-            self._session, work, progress, parallel=parallel, journal=journal
+            self._session, work, progress, parallel=parallel, journal=journal, parts_from=parts_from
         )
         uploaded = [self._api._file(f) for found in found_lists for f in found]
         return UploadReport(uploaded, skipped, sum(f.size for f in uploaded))

@@ -24,7 +24,7 @@ from files_client._core import Sync
 from files_client.api import Dataset, File, Folder, Job, safe_name, split_path
 from files_client.client import Client
 from files_client.errors import Conflict, FilesError, Invalid, NotFound
-from files_client.transfer import Journal, LocalFile
+from files_client.transfer import PARTS_FROM, Journal, LocalFile
 
 SyncFolder = Folder[Sync]
 SyncFile = File[Sync]
@@ -95,6 +95,10 @@ class Bar:
         if sys.stderr.isatty():
             from tqdm import tqdm
 
+            try:
+                width = os.get_terminal_size(sys.stderr.fileno()).columns
+            except OSError:
+                width = 0
             self.bar = tqdm(
                 total=total,
                 desc=label,
@@ -102,7 +106,7 @@ class Bar:
                 unit_scale=unit == "B",
                 unit_divisor=1024 if unit == "B" else 1000,
                 file=sys.stderr,
-                dynamic_ncols=True,
+                ncols=min(width or 80, 120),
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}"
                 " {rate_fmt} ETA {remaining}",
                 mininterval=0.2,
@@ -249,6 +253,7 @@ def upload(args: argparse.Namespace) -> int:
             report = target.upload_tree(
                 plan,
                 progress=bar,
+                parts_from=args.parts_from,
                 skip_existing=not args.duplicates,
                 journal=Journal(config.state_dir() / "uploads.json"),
                 parallel=args.parallel,
@@ -391,7 +396,7 @@ def mv(args: argparse.Namespace) -> int:
 
 def _print_datasets(datasets: list[Any], dry_run: bool) -> None:
     for d in datasets:
-        verb = "would lose" if dry_run else "lost"
+        verb = "would lose" if dry_run else "loses"
         print(f"  dataset {d.name}: {verb} {d.links_removed} link(s)")
 
 
@@ -401,7 +406,7 @@ def rm(args: argparse.Namespace) -> int:
         impact = c.delete(items, dry_run=True)
         verb = "would delete" if args.dry_run else "deleting"
         print(f"{verb} {impact.folders or 0} folder(s) and {impact.files or 0} file(s)")
-        _print_datasets(impact.datasets, True)
+        _print_datasets(impact.datasets, args.dry_run)
         if not args.dry_run:
             done = c.delete(items)
             print(f"deleted {done.deleted if done.deleted is not None else len(items)} item(s)")
@@ -639,6 +644,13 @@ def register(commands: Any) -> None:
         "--duplicates", action="store_true", help="upload even files already there (no skipping)"
     )
     p.add_argument("--parallel", type=int, default=4, metavar="N", help="requests in flight")
+    p.add_argument(
+        "--parts-from",
+        type=int,
+        default=PARTS_FROM,
+        metavar="BYTES",
+        help="files this large or larger go as resumable upload sessions (default 64 MiB)",
+    )
     p.add_argument("--json", action="store_true", help="print the uploaded files as JSON lines")
 
     p = verb("ls", "list a folder (the top level without PATH)")
