@@ -27,6 +27,7 @@ BENCHMARKS = (
     "datasets",
     "dicom",
     "imports",
+    "cli_upload",
 )
 TIMEOUT_S = {"quick": 300, "full": 1800}
 

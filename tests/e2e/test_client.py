@@ -170,6 +170,9 @@ def test_files_content_download_changes_moves_datasets_and_deletes(
     assert ds.add([got]) == 1
     assert [d.id for d in got.linked_datasets()] == [ds.id]
     assert [d.id for d in got.refresh().datasets] == [ds.id]
+    ds.remove(got)
+    assert got.linked_datasets() == [] and list(ds.files()) == []
+    assert ds.add([got]) == 1
     changed = got.rename("y.png").set_metadata({"label": "cat"})
     assert (changed.name, changed.metadata) == ("y.png", {"label": "cat"})
     moved = changed.move_to(other)
