@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -92,6 +93,7 @@ class Bar:
 
     def __init__(self, total: int, label: str, *, unit: str = "B") -> None:
         self.bar: Any = None
+        self.lock = threading.Lock()
         if sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -114,7 +116,8 @@ class Bar:
 
     def __call__(self, n: int) -> None:
         if self.bar is not None:
-            self.bar.update(n)
+            with self.lock:  # called from the threads that send in parallel
+                self.bar.update(n)
 
     def set(self, done: int, total: int) -> None:
         if self.bar is not None:
@@ -773,8 +776,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"files {name}: {where}{error.strerror or error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"files {name}: interrupted", file=sys.stderr)
-        return 130
+        # Requests in flight in other threads are dropped, not awaited: what was sent is
+        # recorded whole or not at all, and the next `files upload` picks up from there.
+        print(f"files {name}: interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
 
 
 def main(argv: list[str] | None = None) -> int:
