@@ -16,8 +16,8 @@ from typing import IO, Any
 
 import httpx
 
-from files_client._core import Call, Gather, NextChunk, Op, Session, exchange, json_of
-from files_client.errors import Conflict, FilesError
+from files_client._core import Call, Gather, NextChunk, Op, Session, Sleep, exchange, json_of
+from files_client.errors import FilesError
 
 MiB = 1024 * 1024
 # Files at least this large go as upload sessions, in parts, straight to the store.
@@ -267,10 +267,12 @@ def upload_in_parts(
     for part in state["parts"]:
         offset = (int(part["part"]) - 1) * part_size
         ops.append(put_part(session, part["url"], f, offset, int(part["size"]), _Counted(progress)))
-    yield Gather(ops, parallel)
     try:
+        yield Gather(ops, parallel)
         done = yield from json_of(session, Call("POST", f"/v1/uploads/{state['id']}/complete"))
-    except Conflict as error:
+    except FilesError as error:
+        # Resumable: upload_file(..., session_id=...) sends only the parts still missing.
+        error.details.setdefault("upload_session_id", state["id"])
         if error.code == "session_ended" and journal:
             journal.drop(key)
         raise
@@ -345,30 +347,44 @@ def download(
     dest: Path,
     progress: Progress | None = None,
 ) -> Op[Path]:
-    """A file's bytes into `dest`, through `<dest>.part`: a download that stopped goes
-    on from where it was (HTTP Range). The sha256 is checked where it is the content's."""
+    """A file's bytes into `dest`, through `<dest>.part`: a download that stopped (in an
+    earlier run, or a broken connection now) goes on from where it was (HTTP Range). The
+    sha256 is checked where it is the content's."""
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    size = int(file["size"])
     have = part.stat().st_size if part.exists() else 0
-    if have > int(file["size"]):
+    if have > size:
         have = 0
     digest = hashlib.sha256()
     if have:
         with open(part, "rb") as f:
             while data := f.read(PIECE):
                 digest.update(data)
-    response = yield from content(session, file["id"], have)
-    if response.status_code != 206:
-        have = 0
-        digest = hashlib.sha256()
-    if progress and have:
-        progress(have)
-    with open(part, "ab" if have else "wb") as out:
-        while data := (yield NextChunk(response)):
-            out.write(data)
-            digest.update(data)
+        if progress:
+            progress(have)
+    broken = 0
+    while have < size or not part.exists():
+        response = yield from content(session, file["id"], have)
+        if response.status_code != 206 and have:
             if progress:
-                progress(len(data))
+                progress(-have)  # sent whole again: counted again from the start
+            have, digest = 0, hashlib.sha256()
+        try:
+            with open(part, "ab" if have else "wb") as out:
+                while data := (yield NextChunk(response)):
+                    out.write(data)
+                    digest.update(data)
+                    have += len(data)
+                    if progress:
+                        progress(len(data))
+        except httpx.TransportError:
+            broken += 1
+            if broken >= session.retries.attempts:
+                raise
+            yield Sleep(session.retries.delay(broken))
+            continue
+        break
     checked = file.get("kind") not in ("dicom_series", "image_group", "image_sequence")
     if checked and file.get("sha256") and digest.hexdigest() != file["sha256"]:
         with contextlib.suppress(OSError):
