@@ -105,8 +105,9 @@ def test_login_saves_url_and_key_privately_and_is_used(
     env: dict[str, str], tmp_path: Path, platform: Stack
 ) -> None:
     bare = {k: v for k, v in env.items() if k not in ("FILES_URL", "FILES_API_KEY")}
-    assert "files run" not in fails(bare, "whoami")  # one line naming what is missing
-    assert "no platform" in fails(bare, "ls")
+    assert fails(bare, "whoami") == (
+        "files whoami: no platform: set FILES_URL (and FILES_API_KEY) or run `files login`"
+    )
     out = ok(bare, "login", "--url", platform.gateway_url, "--api-key-stdin", stdin=ADMIN_KEY)
     assert "admin@files.local" in out
     saved = tmp_path / "config" / "files" / "config.json"
