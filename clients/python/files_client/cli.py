@@ -205,10 +205,14 @@ def login(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             raise Usage("give --url (or FILES_URL)")
         url = input("Files URL (e.g. http://127.0.0.1:8080): ").strip()
-    if args.api_key_stdin or not sys.stdin.isatty():
+    if args.api_key_stdin:
         key = sys.stdin.readline().strip()
+    elif os.environ.get("FILES_API_KEY"):
+        key = os.environ["FILES_API_KEY"]
+    elif sys.stdin.isatty():
+        key = getpass.getpass("API key: ").strip()
     else:
-        key = os.environ.get("FILES_API_KEY") or getpass.getpass("API key: ").strip()
+        key = sys.stdin.readline().strip()
     if not key:
         raise Usage("no API key given")
     with Client(url, api_key=key) as c:
@@ -381,10 +385,16 @@ def mv(args: argparse.Namespace) -> int:
         if len(sources) != 1:
             raise NotFound("not_found", f"{args.dest}: no such folder")
         names = split_path(args.dest)
-        parent = _folder(c, "/".join(names[:-1])) if len(names) > 1 else None
-        if parent is None:
-            raise NotFound("not_found", f"{args.dest}: no such folder")
         item = sources[0]
+        if len(names) == 1 and isinstance(item, Folder) and item.parent_id is None:
+            # A top-level folder renamed: it stays at the top level.
+            if not args.dry_run:
+                item = item.rename(names[0])
+            print(f"{'would rename' if args.dry_run else 'renamed'} to {names[0]}")
+            return 0
+        if len(names) < 2:
+            raise NotFound("not_found", f"{args.dest}: no such folder")
+        parent = _folder(c, "/".join(names[:-1]))
         if args.dry_run:
             print(f"would move {_path_of(item)} to {parent.full_path}/{names[-1]}")
             return 0
