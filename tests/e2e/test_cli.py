@@ -247,7 +247,7 @@ def test_move_rename_remove_with_its_impact_and_missing_paths(
     assert f"{top}/nope" in fails(env, "download", f"{top}/nope/x.png")
     assert "usage:" in files(env, "mv", "only-one").stderr
     assert f"renamed to {top}-2" in ok(env, "mv", top, f"{top}-2")
-    assert [i["name"] for i in json_lines(ok(env, "ls", f"{top}-2", "--json"))] == ["dst", "src"]
+    assert [i["name"] for i in json_lines(ok(env, "ls", f"{top}-2", "--json"))] == ["src"]
 
 
 def test_datasets_sharing_jobs_and_history(
