@@ -235,6 +235,7 @@ def test_image_groups_sequences_and_dicom_series_with_their_job(
     assert done.status == "done" and moves[-1] == ("done", 4, 4)
     [series] = done.files
     assert series.kind == "dicom_series" and series.dicom and series.dicom.instances == 4
+    assert series.refresh().id == series.id  # a job's files are bound to the client too
     assert client.wait_for_job(job.id).status == "done"
 
 

@@ -115,8 +115,14 @@ B = TypeVar("B", bound="_Bound[Any]")
 
 
 def _bind(client: Any, kind: type[B], data: Any) -> B:
+    """A model answered by `client`, bound to it, and so are the models inside it (a
+    job's files)."""
     model: B = kind.model_validate(data)  # type: ignore[attr-defined]
     model._client = client
+    for value in model.__dict__.values():
+        for inner in value if isinstance(value, list) else [value]:
+            if isinstance(inner, _Bound):
+                inner._client = client
     return model
 
 
