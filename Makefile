@@ -22,7 +22,7 @@ run: setup
 test: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy shared services/*/domain*
+	$(UV) run --frozen mypy shared services/*/domain* clients/python/files_client
 	$(UV) run --frozen pytest -q
 
 lint: setup
@@ -34,7 +34,7 @@ format: setup
 	$(UV) run --frozen ruff check --fix .
 
 typecheck: setup
-	$(UV) run --frozen mypy shared services/*/domain*
+	$(UV) run --frozen mypy shared services/*/domain* clients/python/files_client
 
 bench: setup
 	$(UV) run --frozen python -m bench

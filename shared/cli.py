@@ -1,9 +1,13 @@
-"""`files`: run the platform, rebuild projections, replay the audit trail.
+"""`files`: run and operate the platform (run, rebuild, audit); use it (upload, ls, ...).
+
+The user verbs are the Python client's (files_client/cli.py): login, upload, ls,
+search, mv, rm, download, datasets, share, jobs, history.
 
 files run                    the whole platform on the embedded default
 files rebuild <projection>   drop a read model and replay its events
 files rebuild --all
 files audit [filters]        every context's events, merged in time order (see --help)
+files upload PATH... --to FOLDER/PATH, files ls [PATH], ...  (files <verb> --help)
 """
 
 from __future__ import annotations
@@ -232,7 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     rebuild_parser.add_argument("projection", nargs="?", choices=sorted(PROJECTIONS))
     rebuild_parser.add_argument("--all", action="store_true")
     audit_parser = _audit_parser(commands)
+    from files_client import cli as user_cli
+
+    user_cli.register(commands)
     args = parser.parse_args(argv)
+    if getattr(args, "user_command", None):
+        return user_cli.run(args)
     settings = Settings()
     if args.command == "run":
         return run(settings)
