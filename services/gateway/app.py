@@ -15,6 +15,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from services.gateway import sessions, web
 from services.gateway.compose import Compose
 from services.gateway.edge import (
     MAX_JSON_BODY,
@@ -116,6 +117,10 @@ def build(settings: Settings) -> FastAPI:
         from fastapi.openapi.docs import get_swagger_ui_html
 
         return get_swagger_ui_html(openapi_url="/openapi.json", title="Files API")
+
+    # The web app: its pages and sign-in sessions (before the catch-all `/v1` route).
+    web.install(app, settings)
+    sessions.install(app, gateway)
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
     async def public(rest: str, request: Request) -> Response:

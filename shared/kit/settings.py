@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # The gateway's gRPC API (proto/files/v1/files.proto) on this port, beside HTTP on
     # http_host; 0: no gRPC server.
     grpc_port: int = 0
+    # How long a web app session (the cookie `POST /v1/sessions` sets) lasts.
+    session_ttl_s: float = 12 * 3600
+    # The web app's built files (index.html, assets/); empty: web/dist of the source tree.
+    web_dir: str = ""
 
     def blob_root(self) -> Path:
         """The local blob directory (when blob_url is not an s3:// URL)."""
