@@ -47,6 +47,7 @@ def test_browse_a_folder_by_tree_breadcrumbs_and_deep_links(signed_in: Page, api
     # Breadcrumb up, then the keyboard: down to the folder, Enter opens it.
     crumbs.get_by_role("link", name=top["name"]).click()
     expect(page).to_have_url(f"/folders/{top['id']}")
+    expect(grid.get_by_role("row", name="scans")).to_be_visible()
     grid.focus()
     page.keyboard.press("ArrowDown")
     expect(grid.get_by_role("row", name="scans")).to_have_attribute("aria-selected", "true")

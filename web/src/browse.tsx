@@ -142,26 +142,26 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
         + Upload files
       </button>
       <span class="spacer" />
-      <label class="inline">
+      <label class="inline" for="kind-filter">
         Kind
-        <select value={kind} onChange={(e) => setKind((e.target as HTMLSelectElement).value)}>
+      </label>
+      <select id="kind-filter" value={kind} onChange={(e) => setKind((e.target as HTMLSelectElement).value)}>
           <option value="">All kinds</option>
           {Object.entries(KINDS).map(([k, label]) => (
             <option value={k} key={k}>
               {label}
             </option>
           ))}
-        </select>
-      </label>
-      <label class="inline">
+      </select>
+      <label class="inline" for="sort-by">
         Sort by
-        <select value={sort.key} onChange={(e) => setSort({ ...sort, key: (e.target as HTMLSelectElement).value as Sort["key"] })}>
+      </label>
+      <select id="sort-by" value={sort.key} onChange={(e) => setSort({ ...sort, key: (e.target as HTMLSelectElement).value as Sort["key"] })}>
           <option value="name">Name</option>
           <option value="kind">Kind</option>
           <option value="size">Size</option>
           <option value="created_at">Created</option>
-        </select>
-      </label>
+      </select>
       <button
         type="button"
         aria-label={sort.dir === 1 ? "Ascending" : "Descending"}
