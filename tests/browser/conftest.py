@@ -38,6 +38,13 @@ CHROMIUM_ARGS = [
 WEB_BUILD = Path(__file__).resolve().parents[2] / "web" / "dist" / "index.html"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The first test also waits for the platform to start (a minute on a busy machine).
+    for item in items:
+        if item.nodeid.startswith("tests/browser/"):
+            item.add_marker(pytest.mark.timeout(300))
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     report = yield

@@ -187,8 +187,8 @@ function Picker(props: { onFiles: (files: { file: File; path: string }[]) => voi
           ref={dirs}
           type="file"
           multiple
-          {...({ webkitdirectory: "" } as any)}
-          aria-label="Folder"
+          {...({ webkitdirectory: true } as any)}
+          aria-label="Whole folder"
           class="visually-hidden"
           tabIndex={-1}
           onChange={(e) => {
@@ -441,7 +441,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
     <Dialog title="Upload files" onClose={() => !busy && props.onClose()} class="wide">
       {!props.folderId && (
         <div class="field">
-          <label for={`${base}-folder`}>Folder</label>
+          <label for={`${base}-folder`}>Upload to folder</label>
           <select id={`${base}-folder`} value={folderId ?? ""} onChange={(e) => setFolderId((e.target as HTMLSelectElement).value || null)}>
             <option value="">Choose a folder (files cannot be added at the top level)</option>
             {folders.map((f) => (
