@@ -15,7 +15,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from services.gateway import sessions, web
+from services.gateway import sessions, slices, web
 from services.gateway.compose import Compose
 from services.gateway.edge import (
     MAX_JSON_BODY,
@@ -167,6 +167,8 @@ def build(settings: Settings) -> FastAPI:
             return await compose.upload(request, user, parts[2])
         if service == "acl" and parts[1] == "folders":
             return await compose.collaborators(request, user, parts[2])
+        if slices.wanted(parts, request.method):
+            return await slices.slice_image(gateway, request, user, parts[2], parts[4])
         if parts[1:2] == ["files"] and parts[3:] == ["content"] and request.method == "GET":
             return await compose.content(request, user)
         if parts[1:2] == ["files"] and parts[3:] == ["datasets"]:

@@ -1,10 +1,10 @@
 """The web app's static files, served at `/`.
 
 The app (web/, built into web/dist by `make web`) is a client of the public `/v1` API
-and nothing else. Its deep links (`/folders/<id>`, `/files/<id>`, `/datasets/<id>`, `/search`) answer its
-index page, which then reads the address. Hashed assets are cached for a year; the
-index is revalidated each time. A precompressed `.gz` beside an asset (the build
-writes them) is sent to a browser that accepts gzip.
+and nothing else. Its deep links (`/folders/<id>`, `/files/<id>`, `/datasets/<id>`,
+`/search`) answer its index page, which then reads the address. Hashed assets are
+cached for a year; the index is revalidated each time. A precompressed `.gz` beside an
+asset (the build writes them) is sent to a browser that accepts gzip.
 """
 
 from __future__ import annotations

@@ -69,8 +69,12 @@ def playwright() -> Iterator[Playwright]:
 def browser(playwright: Playwright) -> Iterator[Browser]:
     executable = shutil.which("chromium")
     if executable is None:
-        pytest.fail("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
-    browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        pytest.fail(
+            "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        )
+    browser = playwright.chromium.launch(
+        executable_path=executable, headless=True, args=CHROMIUM_ARGS
+    )
     yield browser
     browser.close()
 
@@ -135,7 +139,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def make_folder(api: httpx.Client, name: str, parent_id: str | None = None, **fields: Any) -> dict[str, Any]:
+def make_folder(
+    api: httpx.Client, name: str, parent_id: str | None = None, **fields: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name, **fields}
     if parent_id:
         body["parent_id"] = parent_id

@@ -10,11 +10,19 @@ from tests.browser.conftest import make_folder, unique, upload
 from tests.e2e.support import PDF, png, text
 
 
-def test_browse_a_folder_by_tree_breadcrumbs_and_deep_links(signed_in: Page, api: httpx.Client) -> None:
+def test_browse_a_folder_by_tree_breadcrumbs_and_deep_links(
+    signed_in: Page, api: httpx.Client
+) -> None:
     page = signed_in
     top = make_folder(api, unique("browse"))
     sub = make_folder(api, "scans", top["id"])
-    upload(api, sub["id"], ("big.png", png(64, 48)), ("notes.txt", text("hello\n" * 50)), ("doc.pdf", PDF))
+    upload(
+        api,
+        sub["id"],
+        ("big.png", png(64, 48)),
+        ("notes.txt", text("hello\n" * 50)),
+        ("doc.pdf", PDF),
+    )
 
     page.goto(f"/folders/{sub['id']}")  # a deep link
     expect(page.get_by_role("heading", name="scans", level=1)).to_be_visible()
@@ -31,10 +39,14 @@ def test_browse_a_folder_by_tree_breadcrumbs_and_deep_links(signed_in: Page, api
         expect(grid.get_by_role("columnheader", name=column)).to_be_visible()
     rows = grid.get_by_role("row").filter(has_not=page.get_by_role("columnheader"))
     expect(rows).to_have_count(3)
-    found = {f["name"]: f["size"] for f in api.get(f"/v1/folders/{sub['id']}/items").json()["items"]}
+    found = {
+        f["name"]: f["size"] for f in api.get(f"/v1/folders/{sub['id']}/items").json()["items"]
+    }
     by_size = sorted(found, key=lambda name: found[name])
     grid.get_by_role("columnheader", name="Size").get_by_role("button").click()
-    expect(grid.get_by_role("columnheader", name="Size")).to_have_attribute("aria-sort", "ascending")
+    expect(grid.get_by_role("columnheader", name="Size")).to_have_attribute(
+        "aria-sort", "ascending"
+    )
     expect(rows.first).to_have_attribute("aria-label", by_size[0])
     expect(rows.last).to_have_attribute("aria-label", by_size[-1])
     grid.get_by_role("columnheader", name="Size").get_by_role("button").click()
@@ -68,5 +80,7 @@ def test_browse_a_folder_by_tree_breadcrumbs_and_deep_links(signed_in: Page, api
 
 
 def found_id(api: httpx.Client, folder_id: str, name: str) -> str:
-    [item] = [i for i in api.get(f"/v1/folders/{folder_id}/items").json()["items"] if i["name"] == name]
+    [item] = [
+        i for i in api.get(f"/v1/folders/{folder_id}/items").json()["items"] if i["name"] == name
+    ]
     return str(item["id"])

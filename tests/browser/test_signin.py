@@ -28,7 +28,9 @@ def test_sign_in_with_an_api_key_and_sign_out(page: Page, platform: Stack) -> No
     cookie = _cookie(page)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert not cookie["secure"]  # plain HTTP here; Secure over TLS
-    stored = page.evaluate("JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage})")
+    stored = page.evaluate(
+        "JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage})"
+    )
     assert ADMIN_KEY not in stored
     assert ADMIN_KEY not in page.evaluate("document.cookie")
 
@@ -48,7 +50,9 @@ def test_sign_in_with_an_api_key_and_sign_out(page: Page, platform: Stack) -> No
 
 def test_cookie_writes_need_the_csrf_header_and_our_origin(platform: Stack) -> None:
     with httpx.Client(base_url=platform.gateway_url) as client:
-        started = client.post("/v1/sessions", json={"api_key": ADMIN_KEY}, headers={"X-Files-CSRF": "1"})
+        started = client.post(
+            "/v1/sessions", json={"api_key": ADMIN_KEY}, headers={"X-Files-CSRF": "1"}
+        )
         assert started.status_code == 201, started.text
         assert "token" not in started.json() and started.json()["user"]["org_role"] == "admin"
         token = started.cookies["files_session"]
@@ -85,7 +89,8 @@ def test_revoking_the_key_ends_its_sessions_and_the_audit_keeps_no_secret(
     api: httpx.Client, platform: Stack
 ) -> None:
     user = api.post(
-        "/v1/users", json={"email": f"{unique('web')}@example.com", "name": "Web", "org_role": "member"}
+        "/v1/users",
+        json={"email": f"{unique('web')}@example.com", "name": "Web", "org_role": "member"},
     ).json()
     issued = api.post(f"/v1/users/{user['id']}/keys").json()
     with httpx.Client(base_url=platform.gateway_url) as client:

@@ -31,12 +31,18 @@ def test_new_folder_at_the_top_and_inside_and_no_file_at_the_top(
     dialog.get_by_label("Description").fill("made in the browser")
     dialog.get_by_role("button", name="Create").click()
     expect(page.get_by_role("heading", name=name, level=1)).to_be_visible()
-    [made] = [f for f in api.get("/v1/folders", params={"limit": 1000}).json()["items"] if f["name"] == name]
+    [made] = [
+        f
+        for f in api.get("/v1/folders", params={"limit": 1000}).json()["items"]
+        if f["name"] == name
+    ]
     assert made["description"] == "made in the browser" and made["parent_id"] is None
     expect(page).to_have_url(f"/folders/{made['id']}")
 
     # A subfolder from the tree's right-click menu.
-    page.get_by_role("tree").get_by_role("treeitem", name=name).locator(".tree-row").click(button="right")
+    page.get_by_role("tree").get_by_role("treeitem", name=name).locator(".tree-row").click(
+        button="right"
+    )
     page.get_by_role("menu").get_by_role("menuitem", name="New folder").click()
     page.get_by_role("dialog", name="New folder").get_by_label("Name").fill("inner")
     page.get_by_role("dialog", name="New folder").get_by_role("button", name="Create").click()
@@ -69,7 +75,9 @@ def test_upload_files_and_a_folder_with_progress_and_refusals(
     expect(dialog.get_by_role("tab", name="Upload")).to_have_attribute("aria-selected", "true")
     for tab in ("Batch images as", "DICOM", "Import from private cloud"):
         expect(dialog.get_by_role("tab", name=tab)).to_be_visible()
-    dialog.get_by_label("Files", exact=True).set_input_files([tmp_path / "cat.png", tmp_path / "virus.exe"])
+    dialog.get_by_label("Files", exact=True).set_input_files(
+        [tmp_path / "cat.png", tmp_path / "virus.exe"]
+    )
     dialog.get_by_label("Whole folder").set_input_files(tree)
     listed = dialog.get_by_role("list", name="Files to upload")
     expect(listed.get_by_role("listitem")).to_have_count(4)
@@ -117,7 +125,9 @@ def test_a_large_file_goes_in_parts_and_resumes_after_a_dropped_connection(
     dialog = page.get_by_role("dialog", name="Upload files")
     dialog.get_by_label("Files", exact=True).set_input_files(big)
     dialog.get_by_role("button", name="Upload", exact=True).click()
-    expect(dialog.get_by_role("listitem", name="big.bin.txt")).to_contain_text("Uploaded", timeout=30_000)
+    expect(dialog.get_by_role("listitem", name="big.bin.txt")).to_contain_text(
+        "Uploaded", timeout=30_000
+    )
     assert dropped, "the first part's connection was dropped"
     [stored] = items(api, folder["id"])
     assert stored["name"] == "big.bin.txt" and stored["size"] == size
@@ -126,7 +136,9 @@ def test_a_large_file_goes_in_parts_and_resumes_after_a_dropped_connection(
     assert content.content == b"x" * size
 
 
-def test_batch_images_as_an_image_sequence(signed_in: Page, api: httpx.Client, tmp_path: Path) -> None:
+def test_batch_images_as_an_image_sequence(
+    signed_in: Page, api: httpx.Client, tmp_path: Path
+) -> None:
     page = signed_in
     folder = make_folder(api, unique("batch"))
     frames = []
