@@ -40,7 +40,7 @@ def test_manage_access_invite_change_remove_and_admins_locked(
     emails.fill(ann["email"])
     emails.press("Enter")
     emails.fill(bob["email"])
-    dialog.get_by_role("button", name="Add").click()
+    dialog.get_by_role("button", name="Add", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("Added 2 people as editor")
     roles = {
         c["email"]: c["role"]

@@ -3,6 +3,8 @@ frame strips, DICOM slices, PDF and text."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from playwright.sync_api import Page, expect
 
@@ -136,12 +138,14 @@ def test_a_dicom_series_scrolls_slice_by_slice(signed_in: Page, api: httpx.Clien
     )
     assert started.status_code == 202, started.text
     job_id = started.json()["job_id"]
-    page.wait_for_function(
-        "async id => (await (await fetch('/v1/jobs/' + id)).json()).status === 'done'",
-        arg=job_id,
-        timeout=30_000,
-    )
-    [series] = api.get(f"/v1/jobs/{job_id}").json()["files"]
+    deadline = time.monotonic() + 30
+    while True:
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] == "done" and job["files"]:
+            break
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)  # poll again, within the deadline
+    [series] = job["files"]
     drawn = api.get(f"/v1/files/{series['id']}/slices/4")
     assert drawn.status_code == 200 and drawn.headers["content-type"] == "image/png"
     assert drawn.content.startswith(b"\x89PNG")
