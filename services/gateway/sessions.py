@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -39,8 +40,10 @@ class SignIn(BaseModel):
     api_key: str = Field(min_length=1, max_length=1000)
 
 
-def _own_origin(request: Request) -> str:
-    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+def _over_tls(request: Request) -> bool:
+    """Whether the browser's connection is TLS: ours, or a proxy's in front of us."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
 
 
 def check_csrf(request: Request) -> None:
@@ -53,8 +56,9 @@ def check_csrf(request: Request) -> None:
             " (or use 'Authorization: Bearer <key>')",
         )
     origin = request.headers.get("origin")
-    if origin is not None and origin != _own_origin(request):
-        raise Refused(403, "csrf_check_failed", f"requests from {origin!r} are not accepted")
+    # The host only: behind a TLS-terminating proxy our own scheme may be http.
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise Refused(403, "csrf_check_failed", f"requests from {origin[:200]!r} are not accepted")
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         raise Refused(403, "csrf_check_failed", f"a {site} request is not accepted")
@@ -108,7 +112,7 @@ def install(app: FastAPI, gateway: Gateway) -> None:
             path="/",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=_over_tls(request),
         )
         return response
 
@@ -133,6 +137,6 @@ def install(app: FastAPI, gateway: Gateway) -> None:
             path="/",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=_over_tls(request),
         )
         return response

@@ -83,6 +83,16 @@ def test_cookie_writes_need_the_csrf_header_and_our_origin(platform: Stack) -> N
         assert own.status_code == 201, own.text
         # Reads need no header; a key in Authorization needs no CSRF header either.
         assert client.get(f"/v1/folders/{own.json()['id']}", cookies=jar).status_code == 200
+        # Behind a TLS-terminating proxy the cookie is Secure.
+        secure = client.post(
+            "/v1/sessions",
+            json={"api_key": ADMIN_KEY},
+            headers={"X-Files-CSRF": "1", "X-Forwarded-Proto": "https"},
+        )
+        assert "secure" in secure.headers["set-cookie"].lower()
+        assert "samesite=strict" in secure.headers["set-cookie"].lower()
+        # No header, no session: a page elsewhere cannot sign a browser in either.
+        assert client.post("/v1/sessions", json={"api_key": ADMIN_KEY}).status_code == 403
 
 
 def test_revoking_the_key_ends_its_sessions_and_the_audit_keeps_no_secret(
