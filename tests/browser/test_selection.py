@@ -89,9 +89,9 @@ def test_delete_a_folder_shows_what_it_takes_first(signed_in: Page, api: httpx.C
 
     page.goto(f"/folders/{top['id']}")
     page.get_by_role("row", name="doomed").click(button="right")
-    page.get_by_role("menu", name="Actions for doomed").get_by_role(
-        "menuitem", name="Delete"
-    ).click()
+    menu = page.get_by_role("menu", name="Actions for doomed")
+    expect(menu.get_by_role("menuitem", name="Upload files")).to_be_visible()
+    menu.get_by_role("menuitem", name="Delete").click()
     dialog = page.get_by_role("dialog", name="Delete")
     impact = dialog.get_by_role("region", name="Impact")
     expect(impact).to_contain_text("3 files and 2 folders")
