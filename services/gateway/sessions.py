@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 COOKIE = "files_session"
 CSRF_HEADER = "X-Files-CSRF"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+MAX_BODY = 4096
 
 
 class SignIn(BaseModel):
@@ -90,8 +91,13 @@ def install(app: FastAPI, gateway: Gateway) -> None:
     @app.post("/v1/sessions", include_in_schema=False)
     async def sign_in(request: Request) -> Response:
         check_csrf(request)
+        body_bytes = bytearray()
+        async for chunk in request.stream():
+            body_bytes += chunk
+            if len(body_bytes) > MAX_BODY:
+                return JSON(error_body("request_too_large", "a sign-in is a few bytes"), 413)
         try:
-            body = SignIn.model_validate_json(await request.body())
+            body = SignIn.model_validate_json(bytes(body_bytes))
         except ValidationError:
             return JSON(error_body("invalid_request", 'send {"api_key": "<your key>"}'), 422)
         answer = await gateway.http.post(
