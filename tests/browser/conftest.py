@@ -1,5 +1,5 @@
-"""Browser tests: the web app driven in Debian's Chromium by Playwright, each result
-checked through the API.
+"""Browser tests: the web app driven in Debian's Chromium by Playwright (its sync API,
+run after every other test), each result checked through the API.
 
 They run against the platform whose blobs are on local disk (`local_stack`): its
 upload-session part URLs are the gateway's own, as the browser's same-origin policy
@@ -39,10 +39,13 @@ WEB_BUILD = Path(__file__).resolve().parents[2] / "web" / "dist" / "index.html"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The first test also waits for the platform to start (a minute on a busy machine).
-    for item in items:
-        if item.nodeid.startswith("tests/browser/"):
-            item.add_marker(pytest.mark.timeout(300))
+    """The browser tests run last: Playwright's sync API keeps its event loop current
+    in this thread while it runs, so no asyncio test may come after it starts. The
+    first of them also waits for the platform to start (a minute on a busy machine)."""
+    browser = [i for i in items if i.nodeid.startswith("tests/browser/")]
+    for item in browser:
+        item.add_marker(pytest.mark.timeout(300))
+    items[:] = [i for i in items if not i.nodeid.startswith("tests/browser/")] + browser
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
