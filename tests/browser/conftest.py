@@ -20,7 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY
@@ -35,6 +42,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# A write's effects reach the view after the API's consistency wait (at most 5 s).
+expect.set_options(timeout=15_000)
 WEB_BUILD = Path(__file__).resolve().parents[2] / "web" / "dist" / "index.html"
 
 
