@@ -66,7 +66,8 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         stack.start()
-        print(f"Files is running at {stack.gateway_url}  (API docs: {stack.gateway_url}/docs)")
+        print(f"Files is running: open the web app at {stack.gateway_url}/")
+        print(f"API docs at {stack.gateway_url}/docs")
         print(f"gRPC (files.v1, proto/files/v1/files.proto) at {stack.grpc_target}")
         if stack.admin_key_is_new:
             print(f"First admin's API key (also in {stack.data_dir / 'admin.key'}):")

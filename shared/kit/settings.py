@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     thumbnail_workers: int = 0
     thumbnail_time_cap_s: float = 30.0
     thumbnail_format: Literal["webp", "jpeg"] = "webp"
+    # How long a web app session (the cookie `POST /v1/sessions` sets) lasts.
+    session_ttl_s: float = 12 * 3600
+    # The web app's built files (index.html, assets/); empty: web/dist of the source tree.
+    web_dir: str = ""
 
     def blob_root(self) -> Path:
         """The local blob directory (when blob_url is not an s3:// URL)."""
