@@ -3,7 +3,7 @@
 An integration is a customer's bucket with the credentials to read it. The
 credentials are sealed by the caller (they never appear in an event in clear);
 the checks here are of form only: whether the bucket answers is the adapter's to
-find out (services/ingest/cloud.py) before anything is recorded.
+find out (services/ingest/buckets) before anything is recorded.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import urllib.parse
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from shared.contracts import ingest as ev
 from shared.contracts import rules
@@ -24,6 +25,8 @@ PROVIDERS = ("s3",)
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION = re.compile(r"^[a-z0-9-]{1,64}$")
 MAX_KEY_LENGTH = 1024
+# AWS's session tokens are up to a few KiB (longer with many session tags).
+MAX_SESSION_TOKEN = 8192
 # Users an integration is shared with, at most: the event that lists them stays small.
 MAX_SHARED = 1000
 
@@ -52,6 +55,33 @@ AWS = Endpoint("s3.amazonaws.com", secure=True)
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """An access key and its secret, and the STS session token of temporary ones
+    (AssumeRole, GetSessionToken, an IAM role's): out of every repr."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+def sealed_credentials(credentials: Credentials) -> dict[str, str]:
+    """What is sealed (shared/kit/secrets.py) into the integration's event."""
+    found = {"access_key": credentials.access_key, "secret_key": credentials.secret_key}
+    if credentials.session_token:
+        found["session_token"] = credentials.session_token
+    return found
+
+
+def opened_credentials(opened: dict[str, Any]) -> Credentials:
+    """Credentials as sealed, by this version or an earlier one (no session token)."""
+    return Credentials(
+        str(opened["access_key"]),
+        str(opened["secret_key"]),
+        opened.get("session_token") or None,
+    )
+
+
+@dataclass(frozen=True)
 class Registration:
     name: str
     provider: str
@@ -59,8 +89,7 @@ class Registration:
     # Given by the caller, or None (then the endpoint is asked where the bucket is).
     region: str | None
     bucket: str
-    access_key: str
-    secret_key: str
+    credentials: Credentials
     # What the caller wrote as the endpoint, normalised (None for AWS's default).
     endpoint_given: str | None
 
@@ -134,14 +163,16 @@ def parse_registration(body: object) -> Registration:
         raise _invalid("access_key", "must be 1 to 256 characters")
     if not secret_key or len(secret_key) > 1024:
         raise _invalid("secret_key", "must be 1 to 1024 characters")
+    session_token = _text(body, "session_token", required=False) or None
+    if session_token is not None and len(session_token) > MAX_SESSION_TOKEN:
+        raise _invalid("session_token", f"must be at most {MAX_SESSION_TOKEN} characters")
     return Registration(
         name=name,
         provider=provider,
         endpoint=endpoint,
         region=region,
         bucket=bucket,
-        access_key=access_key,
-        secret_key=secret_key,
+        credentials=Credentials(access_key, secret_key, session_token),
         endpoint_given=endpoint.url() if endpoint_text else None,
     )
 
