@@ -6,12 +6,12 @@ endpoint (redirects, endless bodies, trickles, looping listings), without a plat
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 
 from services.ingest.buckets.port import Bucket, CloudProblem, Credentials
@@ -105,9 +105,11 @@ async def test_signed_requests_list_read_and_presign(moto: MotoS3, tmp_path: Pat
         await found.close()
     moto.auth(False)  # moto checks no presigned signature with auth on
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            assert answer.read() == png(3, 2)
-            assert answer.headers["Content-Type"] == "image/png"
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.get(url)
+        assert answer.content == png(3, 2)
+        assert answer.headers["Content-Type"] == "image/png"
+        assert "b%20c.png" in answer.headers["Content-Disposition"]
     finally:
         moto.auth(True)
 
@@ -119,7 +121,9 @@ async def test_a_wrong_secret_or_bucket_is_named(moto: MotoS3) -> None:
     unknown = reader(moto.endpoint, BUCKET, Credentials("AKIAUNKNOWN000000000", "x"))
     assert (await problem_of(unknown.check())).code == "invalid_credentials"
     await unknown.close()
-    elsewhere = reader(moto.endpoint, "no-such-bucket", Credentials(moto.access_key, moto.secret_key))
+    elsewhere = reader(
+        moto.endpoint, "no-such-bucket", Credentials(moto.access_key, moto.secret_key)
+    )
     assert (await problem_of(elsewhere.check())).code == "bucket_not_found"
     await elsewhere.close()
 

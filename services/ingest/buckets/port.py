@@ -123,7 +123,8 @@ def refused(code: str, bucket: Bucket, key: str | None = None) -> CloudProblem:
     if code in _CREDENTIALS:
         return CloudProblem(
             "invalid_credentials",
-            f"the access key or secret key was refused by {bucket.endpoint.url()} ({code})",
+            f"the access key, secret key or session token was refused by"
+            f" {bucket.endpoint.url()} ({code})",
         )
     if code in _MISSING_BUCKET:
         return CloudProblem("bucket_not_found", f"there is no {where(bucket)}")
