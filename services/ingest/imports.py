@@ -24,7 +24,7 @@ import httpx
 import orjson
 
 from services.ingest.buckets.port import Bucket, BucketReader, CloudProblem, problem
-from services.ingest.buckets.s3 import LISTING_PAGE, S3Reader
+from services.ingest.buckets.s3 import LISTING_PAGE, S3Reader, Sts
 from services.ingest.domain import imports as domain
 from services.ingest.domain import integrations as rules
 from services.ingest.domain import media
@@ -107,6 +107,7 @@ class Imports(Handlers):
         # FILES_ALLOWED_ENDPOINTS stops the service at start, naming the entry.
         self.egress = Egress(EndpointRule.parse(settings.allowed_endpoints))
         self.caps = Caps.of(settings)
+        self.sts = Sts.of(settings)
         self._clients: dict[uuid.UUID, tuple[Bucket, BucketReader]] = {}
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
@@ -136,7 +137,7 @@ class Imports(Handlers):
             registration.bucket,
             registration.credentials,
         )
-        reader = S3Reader(bucket, self.egress, self.caps)
+        reader = S3Reader(bucket, self.egress, self.caps, self.sts)
         try:
             await reader.check()
         except CloudProblem as refused:
@@ -283,7 +284,10 @@ class Imports(Handlers):
             row["bucket"],
             rules.opened_credentials(credentials),
         )
-        found: tuple[Bucket, BucketReader] = (bucket, S3Reader(bucket, self.egress, self.caps))
+        found: tuple[Bucket, BucketReader] = (
+            bucket,
+            S3Reader(bucket, self.egress, self.caps, self.sts),
+        )
         self._clients[integration_id] = found
         return found
 

@@ -6,6 +6,7 @@ endpoint (redirects, endless bodies, trickles, looping listings), without a plat
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,8 @@ import boto3
 import httpx
 import pytest
 
-from services.ingest.buckets.port import Bucket, CloudProblem, Credentials
-from services.ingest.buckets.s3 import S3Reader
+from services.ingest.buckets.port import Bucket, CloudProblem, Credentials, WebIdentity
+from services.ingest.buckets.s3 import S3Reader, Sts
 from services.ingest.domain.endpoints import EndpointRule
 from services.ingest.domain.integrations import parse_endpoint
 from services.ingest.egress import Caps, Egress
@@ -128,10 +129,9 @@ async def test_a_wrong_secret_or_bucket_is_named(moto: MotoS3) -> None:
     await elsewhere.close()
 
 
-async def test_temporary_credentials_sign_with_their_session_token(moto: MotoS3) -> None:
-    """STS's temporary credentials (here AssumeRole's): the session token is signed in
-    (X-Amz-Security-Token); the same keys without it are refused."""
-    moto.auth(False)  # the role is made by an administrator, not by the importer
+def importer_role(moto: MotoS3) -> str:
+    """A role that may read every bucket, made by an administrator (auth off): its ARN."""
+    moto.auth(False)
     iam = boto3.client(
         "iam",
         endpoint_url=moto.endpoint,
@@ -147,8 +147,18 @@ async def test_temporary_credentials_sign_with_their_session_token(moto: MotoS3)
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
     }
-    role = iam.create_role(RoleName="importer", AssumeRolePolicyDocument=json.dumps(trust))
-    iam.put_role_policy(RoleName="importer", PolicyName="s3", PolicyDocument=json.dumps(policy))
+    name = f"importer-{uuid.uuid4().hex[:8]}"
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName=name, PolicyName="s3", PolicyDocument=json.dumps(policy))
+    moto.auth(True)
+    return str(role["Role"]["Arn"])
+
+
+async def test_temporary_credentials_sign_with_their_session_token(moto: MotoS3) -> None:
+    """STS's temporary credentials (here AssumeRole's): the session token is signed in
+    (X-Amz-Security-Token); the same keys without it are refused."""
+    role_arn = importer_role(moto)
+    moto.auth(False)
     sts = boto3.client(
         "sts",
         endpoint_url=moto.endpoint,
@@ -156,7 +166,7 @@ async def test_temporary_credentials_sign_with_their_session_token(moto: MotoS3)
         aws_access_key_id=moto.access_key,
         aws_secret_access_key=moto.secret_key,
     )
-    granted = sts.assume_role(RoleArn=role["Role"]["Arn"], RoleSessionName="files")["Credentials"]
+    granted = sts.assume_role(RoleArn=role_arn, RoleSessionName="files")["Credentials"]
     moto.auth(True)
     temporary = Credentials(
         granted["AccessKeyId"], granted["SecretAccessKey"], granted["SessionToken"]
@@ -176,6 +186,36 @@ async def test_temporary_credentials_sign_with_their_session_token(moto: MotoS3)
     without = reader(moto.endpoint, BUCKET, Credentials(temporary.access_key, temporary.secret_key))
     assert (await problem_of(without.check())).code == "invalid_credentials"
     await without.close()
+
+
+async def test_a_role_is_assumed_with_the_platforms_web_identity(
+    moto: MotoS3, tmp_path: Path
+) -> None:
+    """AssumeRoleWithWebIdentity (moto's STS takes any token): no key of the
+    customer's; without a token file the platform says it has no web identity."""
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.payload.signature")
+    role = WebIdentity(importer_role(moto))
+    bucket = Bucket(parse_endpoint(moto.endpoint), "us-east-1", BUCKET, role)
+    egress = loopback_allowed(bucket.endpoint.port)
+    found = S3Reader(bucket, egress, CAPS, Sts(str(token), moto.endpoint))
+    try:
+        # moto's auth wants an Authorization header even on STS's unsigned
+        # AssumeRoleWithWebIdentity: the role is assumed (by the presign, which sends
+        # nothing to S3) with auth off; every S3 request after it is checked.
+        moto.auth(False)
+        try:
+            url = await found.presign("a.png", "a.png", "image/png")
+        finally:
+            moto.auth(True)
+        assert "X-Amz-Security-Token=" in url
+        await found.check()
+        assert "a.png" in await all_keys(found)
+    finally:
+        await found.close()
+    unavailable = S3Reader(bucket, egress, CAPS, Sts())
+    assert (await problem_of(unavailable.check())).code == "web_identity_unavailable"
+    await unavailable.close()
 
 
 # -- the address rule and the caps, against the hostile endpoint ------------------------

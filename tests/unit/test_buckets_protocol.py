@@ -207,6 +207,21 @@ def test_a_session_token_is_sealed_with_the_keys_and_old_credentials_open() -> N
         integrations.parse_registration({**body, "session_token": 5})
 
 
+def test_a_role_instead_of_keys() -> None:
+    body = {"name": "by role", "provider": "s3", "bucket": "b-1"}
+    arn = "arn:aws:iam::123456789012:role/files-importer"
+    registration = integrations.parse_registration({**body, "role_arn": arn})
+    assert registration.credentials == integrations.WebIdentity(arn)
+    sealed = integrations.sealed_credentials(registration.credentials)
+    assert integrations.opened_credentials(sealed) == registration.credentials
+    with pytest.raises(Refused, match="access_key: is not given with role_arn"):
+        integrations.parse_registration({**body, "role_arn": arn, "access_key": "AKIA"})
+    with pytest.raises(Refused, match="role_arn: is not a role"):
+        integrations.parse_registration({**body, "role_arn": "arn:aws:iam::1:user/x"})
+    with pytest.raises(Refused, match="access_key: is required"):
+        integrations.parse_registration(body)
+
+
 def test_endpoint_host_is_compared_as_written() -> None:
     assert protocol.is_aws(Endpoint("s3.amazonaws.com", True))
     assert not protocol.is_aws(Endpoint("s3.amazonaws.com.evil.example", True))

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.ingest.domain import media
-from services.ingest.domain.integrations import Credentials, Endpoint
+from services.ingest.domain.integrations import (
+    BucketCredentials,
+    Credentials,
+    Endpoint,
+    WebIdentity,
+)
 from services.ingest.egress import CapReached, EndpointNotAllowed
 
 _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
@@ -25,7 +30,15 @@ _MISSING_OBJECT = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
 _REDIRECTS = {"PermanentRedirect", "TemporaryRedirect", "Redirect"}
 
 
-__all__ = ["Bucket", "BucketReader", "CloudProblem", "Credentials", "Read"]
+__all__ = [
+    "Bucket",
+    "BucketCredentials",
+    "BucketReader",
+    "CloudProblem",
+    "Credentials",
+    "Read",
+    "WebIdentity",
+]
 
 
 class CloudProblem(Exception):
@@ -47,7 +60,7 @@ class Bucket:
     endpoint: Endpoint
     region: str | None
     name: str
-    credentials: Credentials
+    credentials: BucketCredentials
 
 
 @dataclass(frozen=True)

@@ -24,16 +24,26 @@ import asyncio
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
+from botocore.credentials import (
+    AssumeRoleWithWebIdentityCredentialFetcher,
+    DeferredRefreshableCredentials,
+    ReadOnlyCredentials,
+    RefreshableCredentials,
+)
 from botocore.credentials import Credentials as Signing
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.session import Session
+from botocore.utils import FileWebIdentityTokenLoader
 from yarl import URL
 
 from services.ingest.buckets import protocol
@@ -42,6 +52,7 @@ from services.ingest.buckets.port import (
     Bucket,
     CloudProblem,
     Read,
+    WebIdentity,
     not_allowed,
     problem,
     refused,
@@ -57,6 +68,7 @@ from services.ingest.egress import (
     EndpointNotAllowed,
     ListingBudget,
 )
+from shared.kit.settings import Settings
 
 CONNECT_TIMEOUT_S = 3.0
 # A request answered 5xx, or whose connection failed before an answer, is sent again.
@@ -69,6 +81,51 @@ PRESIGN_EXPIRY = timedelta(minutes=5)
 MAX_HEADER_LINE = 16 * 1024
 
 _T = TypeVar("_T")
+ROLE_SESSION = "files-ingest"
+
+
+@dataclass(frozen=True)
+class Sts:
+    """How ingest assumes a role with its web identity (FILES_CLOUD_* settings)."""
+
+    token_file: str = ""
+    endpoint: str = ""
+
+    @classmethod
+    def of(cls, settings: Settings) -> Sts:
+        return cls(settings.cloud_web_identity_token_file, settings.cloud_sts_endpoint)
+
+
+def _signing(bucket: Bucket, sts: Sts) -> Signing:
+    """botocore's credentials for the bucket: its keys as they are, or a role assumed
+    with the platform's web identity, fetched on first use and refreshed by botocore
+    before they expire."""
+    given = bucket.credentials
+    if not isinstance(given, WebIdentity):
+        return Signing(given.access_key, given.secret_key, given.session_token)
+    if not sts.token_file:
+        raise CloudProblem(
+            "web_identity_unavailable",
+            f"role {given.role_arn} cannot be assumed: this platform has no web identity"
+            " (FILES_CLOUD_WEB_IDENTITY_TOKEN_FILE); give the integration keys instead",
+        )
+    session = Session()
+    region = bucket.region or "us-east-1"
+
+    def sts_client(service: str, config: Any = None) -> Any:
+        return session.create_client(
+            service, region_name=region, endpoint_url=sts.endpoint or None, config=config
+        )
+
+    fetcher = AssumeRoleWithWebIdentityCredentialFetcher(
+        sts_client,
+        FileWebIdentityTokenLoader(sts.token_file),
+        given.role_arn,
+        extra_args={"RoleSessionName": ROLE_SESSION},
+    )
+    return DeferredRefreshableCredentials(
+        fetcher.fetch_credentials, "assume-role-with-web-identity"
+    )
 
 
 class _Resolver(AbstractResolver):
@@ -129,17 +186,13 @@ class S3Reader:
     """A bucket read over its S3 API; one aiohttp session (a pool of keep-alive
     connections) per bucket, made on first use in the running loop."""
 
-    def __init__(self, bucket: Bucket, egress: Egress, caps: Caps) -> None:
-        self.bucket, self.egress, self.caps = bucket, egress, caps
-        credentials = bucket.credentials
-        self._signing = Signing(
-            credentials.access_key, credentials.secret_key, credentials.session_token
-        )
+    def __init__(self, bucket: Bucket, egress: Egress, caps: Caps, sts: Sts = Sts()) -> None:
+        self.bucket, self.egress, self.caps, self.sts = bucket, egress, caps, sts
+        self._signing: Signing | None = None
         self._lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
         self.region = ""
         self.urls: protocol.Addressing | None = None
-        self._auth: S3SigV4Auth | None = None
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -183,7 +236,6 @@ class S3Reader:
         async with self._lock:
             if self.urls is None:
                 region = self.bucket.region or await self._location()
-                self._auth = S3SigV4Auth(self._signing, "s3", region)
                 self.region = region
                 self.urls = protocol.addressing(self.bucket.endpoint, self.bucket.name, region)
         return self.urls
@@ -194,6 +246,30 @@ class S3Reader:
             self._http = None
 
     # -- the requests -----------------------------------------------------------------
+
+    async def _frozen(self) -> ReadOnlyCredentials:
+        """The credentials to sign with now: a role's are fetched (or refreshed, when
+        they are about to expire) from STS in a worker thread."""
+        if self._signing is None:
+            self._signing = _signing(self.bucket, self.sts)
+        signing = self._signing
+        if not (isinstance(signing, RefreshableCredentials) and signing.refresh_needed()):
+            return signing.get_frozen_credentials()
+        try:
+            return await asyncio.to_thread(signing.get_frozen_credentials)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "an error")
+            raise CloudProblem(
+                "invalid_credentials",
+                f"the integration's role could not be assumed with this platform's web"
+                f" identity: STS answered {code}",
+            ) from None
+        except (BotoCoreError, OSError) as error:
+            raise CloudProblem(
+                "endpoint_unreachable",
+                f"STS, which gives the integration's role its credentials, does not answer"
+                f" ({type(error).__name__})",
+            ) from None
 
     def _headers(self, url: str, auth: S3SigV4Auth) -> dict[str, str]:
         request = AWSRequest("GET", url)
@@ -207,21 +283,20 @@ class S3Reader:
         on_ok: Callable[[AsyncIterator[bytes]], Awaitable[_T]],
         *,
         key: str | None = None,
-        auth: S3SigV4Auth | None = None,
+        region: str | None = None,
     ) -> tuple[int, _T | bytes]:
         """GET `url`, signed, and read its answer within a fresh `budget()` per attempt:
         (200, what `on_ok` made of the body) or (status, the error's body, at most
         MAX_ERROR_BYTES). Sent again after a 5xx, or a connection that failed before
         an answer, RETRIES times."""
         http = self._session()
-        signer = auth or self._auth
-        assert signer is not None
         target = URL(url, encoded=True)
         for attempt in range(RETRIES + 1):
             answered = False
             response: aiohttp.ClientResponse | None = None
             try:
                 allowance = budget()
+                signer = S3SigV4Auth(await self._frozen(), "s3", region or self.region)
                 headers = self._headers(url, signer)
                 try:
                     async with asyncio.timeout(allowance.left()):
@@ -275,7 +350,7 @@ class S3Reader:
                 self.caps.response_s,
             ),
             _joined,
-            auth=S3SigV4Auth(self._signing, "s3", "us-east-1"),
+            region="us-east-1",
         )
         if status != 200:
             raise refused(protocol.error_code(status, body, None), self.bucket)
@@ -372,6 +447,6 @@ class S3Reader:
             f"&response-content-type={quote(mime_type, safe='')}",
         )
         S3SigV4QueryAuth(
-            self._signing, "s3", self.region, expires=int(PRESIGN_EXPIRY.total_seconds())
+            await self._frozen(), "s3", self.region, expires=int(PRESIGN_EXPIRY.total_seconds())
         ).add_auth(request)
         return str(request.url)
