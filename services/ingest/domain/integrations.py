@@ -192,7 +192,9 @@ def _credentials(body: dict[str, object]) -> BucketCredentials:
     role to assume with the platform's web identity: one or the other."""
     role_arn = _text(body, "role_arn", required=False)
     if role_arn is not None:
-        given = sorted(f for f in ("access_key", "secret_key", "session_token") if f in body)
+        given = [
+            f for f in ("access_key", "secret_key", "session_token") if body.get(f) is not None
+        ]
         if given:
             raise _invalid(given[0], "is not given with role_arn: give keys or a role, not both")
         if not ROLE_ARN.match(role_arn):
