@@ -4,6 +4,9 @@ Each RPC is the HTTP request it stands for, made in-process to the gateway's own
 app (no socket, no second implementation): authentication, rights, composition,
 consistency waits and errors are those of the HTTP API by construction, and the
 gateway instance (its caller cache, its connections to the services) is shared.
+A unary RPC is one entry of `UNARY` (its method and path), served by one generic
+path (`Api.unary`, JSON <-> proto by field name); the streaming ones (`STREAMED`) are
+methods of `Api`.
 Bodies stream through the ASGI interface both ways: an upload's chunks become the
 multipart body as they arrive (the gateway streams it on to ingest), a download's
 chunks are passed on as the app sends them. Nothing holds a whole file.
@@ -330,6 +333,17 @@ UNARY: dict[str, Route] = {
     "UploadSessions/CompleteUploadSession": Route("POST", "/v1/uploads/{session_id}/complete"),
     "UploadSessions/AbortUploadSession": Route("DELETE", "/v1/uploads/{session_id}"),
     "Audit/ListEvents": Route("GET", "/v1/audit"),
+}
+
+# The streaming RPCs, each a method of `Api` of its name, and the route it stands for.
+STREAMED: dict[str, tuple[str, str]] = {
+    "Files/Upload": ("POST", "/v1/folders/{folder_id}/files"),
+    "Files/Download": ("GET", "/v1/files/{file_id}/content"),
+    "Files/UploadDicom": ("POST", "/v1/folders/{folder_id}/dicom"),
+    "Files/UploadImageGroup": ("POST", "/v1/folders/{folder_id}/image-groups"),
+    "Files/GetThumbnail": ("GET", "/v1/files/{file_id}/thumbnail"),
+    "Files/GetSlice": ("GET", "/v1/files/{file_id}/slices/{index}"),
+    "UploadSessions/PutPart": ("PUT", "/v1/uploads/{session_id}/parts/{number}"),
 }
 
 PATH_FIELD = re.compile(r"\{(\w+)\}")
@@ -769,7 +783,8 @@ class Api:
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         """A handler per service of the proto: its unary RPCs by `UNARY`, its streaming
-        ones by the method of that name. An RPC with neither stops the gateway at start."""
+        ones (`STREAMED`) by the method of that name. An RPC with neither stops the
+        gateway at start."""
         made = []
         for service in pb.DESCRIPTOR.services_by_name.values():
             methods = {}
@@ -796,15 +811,12 @@ class Api:
                         return await self.unary(route, reply, message, context)
 
                     methods[method.name] = grpc.unary_unary_rpc_method_handler(unary, **codec)
-                elif (
-                    handler := getattr(self, method.name, None)
-                ) is not None and name not in UNARY:
+                elif name in STREAMED and streamed != (False, False):
                     kind = {
                         (True, False): grpc.stream_unary_rpc_method_handler,
                         (False, True): grpc.unary_stream_rpc_method_handler,
-                        (True, True): grpc.stream_stream_rpc_method_handler,
                     }[streamed]
-                    methods[method.name] = kind(handler, **codec)
+                    methods[method.name] = kind(getattr(self, method.name), **codec)
                 else:
                     raise RuntimeError(f"gRPC: no route for {name}")
             made.append(grpc.method_handlers_generic_handler(service.full_name, methods))

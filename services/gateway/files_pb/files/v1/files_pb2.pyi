@@ -670,12 +670,14 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("done", "total")
+    __slots__ = ("done", "total", "bytes")
     DONE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
     done: int
     total: int
-    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+    bytes: Progress
+    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., bytes: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("name", "code", "message", "details")
