@@ -282,7 +282,7 @@ class Route:
     reshape: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
 
-# Every unary RPC of the proto, by "Service/Method"; the streaming ones are `Api.streams`.
+# Every unary RPC of the proto, by "Service/Method"; the streaming ones are `STREAMED`.
 UNARY: dict[str, Route] = {
     "Folders/CreateFolder": Route("POST", "/v1/folders"),
     "Folders/GetFolder": Route("GET", "/v1/folders/{folder_id}"),
