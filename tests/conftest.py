@@ -10,6 +10,7 @@ local disk (the `blobs` parameter, see tests/e2e/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,11 @@ from shared.kit import db
 from shared.kit.embedded import Child, free_port, start_broker, start_postgres, start_s3_server
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
+
+# A platform started after a test opened a gRPC channel is spawned from a process in
+# which gRPC runs: its fork handlers would then run in the child before it execs, and
+# can abort it (an `epoll_wait error: Bad file descriptor`). The tests only spawn.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 # Fixed, so that every test (and the processes they start) can use them; random-looking,
 # so that they pass the strength checks of the real ones.
