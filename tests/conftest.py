@@ -17,11 +17,18 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 
 from shared.kit import db
 from shared.kit.embedded import Child, free_port, start_broker, start_postgres, start_s3_server
+from shared.kit.logs import PROCESSORS
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
+
+# In process, the kit logs as the services do (JSON lines): structlog's default console
+# renderer would draw every traceback with its locals through `rich` (a schemathesis
+# dependency), slowly.
+structlog.configure(processors=PROCESSORS)
 
 ADMIN_KEY = "files_test_admin_key_0123456789"
 # How often `eventually` looks again, within its deadline.
@@ -81,7 +88,8 @@ SWEEPS: dict[str, Any] = {
 def _start_stack(settings: Settings) -> Iterator[Stack]:
     running = Stack(settings, durable=False)
     try:
-        running.start()
+        # Generous: on a machine shared with other suites, consumers take a while to join.
+        running.start(timeout=240)
         yield running
     finally:
         running.stop()
