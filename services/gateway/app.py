@@ -115,7 +115,8 @@ def build(settings: Settings) -> FastAPI:
                 # A path refused outright (encoded bytes, dot segments): before anything.
                 return error_response(400, refusal.code, refusal.message, **refusal.details)
             found = refusal
-        if isinstance(found, Refusal) or found is None or not found.route.public:
+        route = found.route if found is not None else None
+        if route is None or not route.public:
             user = await gateway.authenticate(request)
             if user is None:
                 return error_response(

@@ -91,7 +91,7 @@ ERRORS: dict[int, tuple[str, str, str, dict[str, Any]]] = {
 }
 # What any route may answer besides its own (a 404 too: an id in a body or a query).
 ALWAYS = (400, 404, 500, 503)
-TOKEN_PATTERN = r"^\s*([A-Za-z_][A-Za-z0-9_]*:[0-9]+\s*(,\s*|$))*$"
+TOKEN_PATTERN = r"^[a-z_]+:[0-9]{1,18}(,[a-z_]+:[0-9]{1,18})*$"
 
 
 def _models(routes: Sequence[Route]) -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
@@ -136,7 +136,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
                 "name": "Files-Consistency",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "pattern": TOKEN_PATTERN, "maxLength": 200},
+                "schema": {"type": "string", "pattern": TOKEN_PATTERN},
                 "description": "a write's token: the read waits (at most 5 s) until it is"
                 " applied, and its reactions",
             }

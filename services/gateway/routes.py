@@ -257,7 +257,7 @@ ROUTES: tuple[Route, ...] = (
                      " its job follows it"}),
     Route("POST", f"/v1/folders/{F}/dicom", "ingest", "Upload DICOM instances", 202,
           Multipart(ingest.UPLOAD), ingest.JobStarted, compose="upload_dicom",
-          errors=(400, 403, 413, 422), gives={"job_id": "/job_id"}),
+          errors=(400, 403, 413, 415, 422), gives={"job_id": "/job_id"}),
     Route("GET", "/v1/jobs/{job_id}", "ingest", "A job: progress, files, errors",
           answer=ingest.Job, compose="job_with_files"),
     Route("POST", f"/v1/folders/{F}/uploads", "ingest", "Open an upload session (large files)",
@@ -332,11 +332,15 @@ ROUTES: tuple[Route, ...] = (
 
 
 class Refusal(Exception):
-    """The path is refused before any route is chosen (status, code, message, details)."""
+    """The path is refused (status, code, message, details); `route`, when its shape
+    was matched and only a parameter is wrong."""
 
-    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, route: Route | None = None, **details: Any
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.route = route
 
 
 @dataclass(frozen=True)
@@ -419,7 +423,7 @@ class Table:
                 value = s.parse(segment)
                 if value is None:
                     # As an id that is not there: nothing tells a malformed id apart.
-                    raise Refusal(404, "not_found", f"{s.names} {segment} does not exist")
+                    raise Refusal(404, "not_found", f"{s.names} {segment} does not exist", route)
                 values[s.name] = value
         return Match(route, values)
 
