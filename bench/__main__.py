@@ -27,6 +27,7 @@ BENCHMARKS = (
     "datasets",
     "dicom",
     "imports",
+    "gateway",
 )
 TIMEOUT_S = {"quick": 300, "full": 1800}
 

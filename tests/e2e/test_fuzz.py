@@ -84,7 +84,9 @@ def fuzz(stack: Stack, key: str, tmp: Path, *filters: str) -> None:
     ]
     if MAX_TIME_S:
         command += ["--max-time", str(MAX_TIME_S)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=TIMEOUT_S, check=False, cwd=tmp
+    )  # in tmp: schemathesis keeps a cache in its working directory
     output = done.stdout + done.stderr
     (tmp / "schemathesis.log").write_text(output)
     assert done.returncode == 0, output[-20_000:]

@@ -1,0 +1,206 @@
+"""Gateway overhead: `GET /v1/folders/{id}` through the gateway against the same request
+straight to the catalog, in one run.
+
+The whole platform runs as child processes (`bench._common.stack`). One folder is made;
+then requests, one at a time over one keep-alive connection each (`http.client`: the
+least a client can add, and the same for both), alternate in rounds between:
+
+- product: `GET /v1/folders/{id}` to the gateway with the admin's API key (the gateway
+  matches the route, finds the caller in its two-second cache, forwards to the catalog
+  through its httpx client and relays the answer);
+- baseline: the same GET to the catalog itself, with the caller's headers as the
+  gateway sends them (`X-Files-Actor`, `X-Files-Access`, `X-Correlation-Id`).
+
+10,000 of each (`--quick`: 1,000) after an untimed warm-up, in 4 rounds of each kind,
+alternating, so that a burst of load elsewhere on the machine falls on both. p50, p99,
+max; target: gateway p50 at most 1.3x the catalog's. Where the CPU went (gateway,
+catalog, PostgreSQL, this client) is printed. `--profile` also records the gateway
+with py-spy during one extra round (a speedscope file in bench/.out/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+from bench._common import (
+    ADMIN_KEY,
+    OUT_DIR,
+    CpuMeter,
+    Report,
+    main,
+    percentile,
+    progress,
+    stack,
+)
+
+NAME = "gateway"
+TARGET_P50_RATIO = 1.3
+ROUNDS = 4
+
+
+class Client:
+    """One keep-alive connection, timing each request from send to the last byte read."""
+
+    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        self.conn = http.client.HTTPConnection(parsed.hostname or "", parsed.port, timeout=30)
+        self.headers = headers
+
+    def get(self, path: str) -> tuple[float, int, bytes]:
+        start = time.perf_counter()
+        self.conn.request("GET", path, headers=self.headers)
+        answer = self.conn.getresponse()
+        body = answer.read()
+        return (time.perf_counter() - start) * 1000, answer.status, body
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def rounds(clients: dict[str, Client], path: str, n: int, report: Report) -> dict[str, list[float]]:
+    """n requests of each kind, in ROUNDS alternating rounds."""
+    times: dict[str, list[float]] = {name: [] for name in clients}
+    per_round = max(n // ROUNDS, 1)
+    for _ in range(ROUNDS):
+        for name, client in clients.items():
+            with report.contention.measure():
+                for _ in range(per_round):
+                    ms, status, body = client.get(path)
+                    if status != 200:
+                        raise RuntimeError(f"{name}: {status} {body[:200]!r}")
+                    times[name].append(ms)
+    return times
+
+
+def caller_headers(catalog_url: str, acl_url: str) -> dict[str, str]:
+    """The headers the gateway sends the catalog for the admin, asked of the ACL."""
+    acl = urllib.parse.urlsplit(acl_url)
+    conn = http.client.HTTPConnection(acl.hostname or "", acl.port, timeout=30)
+    conn.request(
+        "POST",
+        "/internal/authenticate",
+        body=json.dumps({"api_key": ADMIN_KEY}),
+        headers={"Content-Type": "application/json"},
+    )
+    user = json.loads(conn.getresponse().read())
+    conn.close()
+    return {
+        "X-Files-Actor": user["id"],
+        "X-Files-Access": user["access"],
+        "X-Correlation-Id": "bench-gateway",
+    }
+
+
+def profile(pid: int, client: Client, path: str, n: int) -> Path:
+    """py-spy records the gateway while `n` requests go through it."""
+    OUT_DIR.mkdir(exist_ok=True)
+    out = OUT_DIR / "gateway-profile.speedscope.json"
+    spy = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "py_spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "500",
+            "--format",
+            "speedscope",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)  # py-spy attaches
+        for _ in range(n):
+            client.get(path)
+    finally:
+        spy.send_signal(2)
+        spy.wait(30)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--requests", type=int, default=None, help="default 10,000 (1,000 quick)")
+    parser.add_argument("--profile", action="store_true", help="record the gateway with py-spy")
+
+
+def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
+    n = args.requests or (1_000 if args.quick else 10_000)
+    report.title = (
+        f"gateway overhead: GET /v1/folders/{{id}} through the gateway vs straight to the"
+        f" catalog, {n:,} requests each, one at a time"
+    )
+    progress("starting the stack")
+    with stack(workdir) as running:
+        gateway = Client(running.gateway_url, {"Authorization": f"Bearer {ADMIN_KEY}"})
+        made = http.client.HTTPConnection(
+            urllib.parse.urlsplit(running.gateway_url).hostname or "",
+            urllib.parse.urlsplit(running.gateway_url).port,
+            timeout=30,
+        )
+        made.request(
+            "POST",
+            "/v1/folders",
+            body=json.dumps({"name": "bench-gateway"}),
+            headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"},
+        )
+        answer = made.getresponse()
+        folder = json.loads(answer.read())
+        made.close()
+        if answer.status != 201:
+            raise RuntimeError(f"no folder: {answer.status} {folder}")
+        path = f"/v1/folders/{folder['id']}"
+        catalog_url = running.env["FILES_CATALOG_URL"]
+        catalog = Client(catalog_url, caller_headers(catalog_url, running.env["FILES_ACL_URL"]))
+        clients = {"gateway": gateway, "catalog": catalog}
+        # The two answers are the same folder.
+        assert json.loads(gateway.get(path)[2])["id"] == json.loads(catalog.get(path)[2])["id"]
+        progress("warming up")
+        rounds(clients, path, max(n // 10, 200), Report(NAME, "", True))
+        progress(f"{n:,} requests of each kind, in {ROUNDS} alternating rounds")
+        pids = {c.name: c.proc.pid for c in running.children}
+        with CpuMeter(pids) as cpu:
+            times = rounds(clients, path, n, report)
+        if args.profile:
+            progress("recording the gateway with py-spy")
+            out = profile(pids["gateway"], gateway, path, min(n, 5_000))
+            report.note(f"py-spy profile of the gateway: {out}")
+        gateway.close()
+        catalog.close()
+        running.check_alive()
+
+    g, c = times["gateway"], times["catalog"]
+    g50, g99 = percentile(g, 50), percentile(g, 99)
+    c50, c99 = percentile(c, 50), percentile(c, 99)
+    label = f"through the gateway: p50 of {len(g):,}"
+    report.figure("gateway_p50_ms", label, g50, "ms", headline=True)
+    report.figure("gateway_p99_ms", "through the gateway: p99", g99, "ms")
+    report.figure("gateway_max_ms", "through the gateway: max", max(g), "ms", role="detail")
+    report.baseline("catalog_p50_ms", f"straight to the catalog: p50 of {len(c):,}", c50, "ms")
+    report.baseline("catalog_p99_ms", "straight to the catalog: p99", c99, "ms")
+    ratio = report.ratio("p50_ratio", "p50: gateway / catalog", g50, c50)
+    report.ratio("p99_ratio", "p99: gateway / catalog", g99, c99)
+    share = g50 - c50
+    report.figure("overhead_p50_ms", "the gateway's own share at p50", share, "ms", role="detail")
+    report.target(
+        f"gateway p50 at most {TARGET_P50_RATIO}x the catalog's",
+        ratio <= TARGET_P50_RATIO,
+        f"{ratio:.2f}x ({g50:.2f} ms vs {c50:.2f} ms)",
+    )
+    report.note(f"CPU-seconds while measuring: {cpu.describe()}")
+
+
+if __name__ == "__main__":
+    main(NAME, "gateway overhead", body, add_arguments)
