@@ -8,8 +8,9 @@ least a client can add, and the same for both), alternate in rounds between:
 - product: `GET /v1/folders/{id}` to the gateway with the admin's API key (the gateway
   matches the route, finds the caller in its two-second cache, forwards to the catalog
   through its httpx client and relays the answer);
-- baseline: the same GET to the catalog itself, with the caller's headers as the
-  gateway sends them (`X-Files-Actor`, `X-Files-Access`, `X-Correlation-Id`).
+- baseline: the same GET to the catalog itself, with the caller's identity token as
+  the gateway signs it (`X-Files-Identity`, signed afresh before each round: a token
+  lives 60 s) and `X-Correlation-Id`.
 
 10,000 of each (`--quick`: 1,000) after an untimed warm-up, in 4 rounds of each kind,
 alternating, so that a burst of load elsewhere on the machine falls on both. p50, p99,
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 from bench._common import (
@@ -39,6 +41,8 @@ from bench._common import (
     progress,
     stack,
 )
+from shared.kit import identity
+from shared.kit.identity import ServiceKey
 
 NAME = "gateway"
 TARGET_P50_RATIO = 1.3
@@ -64,12 +68,19 @@ class Client:
         self.conn.close()
 
 
-def rounds(clients: dict[str, Client], path: str, n: int, report: Report) -> dict[str, list[float]]:
-    """n requests of each kind, in ROUNDS alternating rounds."""
+def rounds(
+    clients: dict[str, Client],
+    path: str,
+    n: int,
+    report: Report,
+    before: Callable[[], None],
+) -> dict[str, list[float]]:
+    """n requests of each kind, in ROUNDS alternating rounds; `before` each round."""
     times: dict[str, list[float]] = {name: [] for name in clients}
     per_round = max(n // ROUNDS, 1)
     for _ in range(ROUNDS):
         for name, client in clients.items():
+            before()
             with report.contention.measure():
                 for _ in range(per_round):
                     ms, status, body = client.get(path)
@@ -79,23 +90,22 @@ def rounds(clients: dict[str, Client], path: str, n: int, report: Report) -> dic
     return times
 
 
-def caller_headers(catalog_url: str, acl_url: str) -> dict[str, str]:
-    """The headers the gateway sends the catalog for the admin, asked of the ACL."""
+def the_admin(acl_url: str, key: ServiceKey) -> dict[str, str]:
+    """The admin as the ACL context tells the gateway: id and access string."""
     acl = urllib.parse.urlsplit(acl_url)
     conn = http.client.HTTPConnection(acl.hostname or "", acl.port, timeout=30)
     conn.request(
         "POST",
         "/internal/authenticate",
         body=json.dumps({"api_key": ADMIN_KEY}),
-        headers={"Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            identity.HEADER: key.for_service("gateway", "bench-gateway"),
+        },
     )
-    user = json.loads(conn.getresponse().read())
+    user: dict[str, str] = json.loads(conn.getresponse().read())
     conn.close()
-    return {
-        "X-Files-Actor": user["id"],
-        "X-Files-Access": user["access"],
-        "X-Correlation-Id": "bench-gateway",
-    }
+    return user
 
 
 def profile(pid: int, client: Client, path: str, n: int) -> Path:
@@ -162,17 +172,26 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         if answer.status != 201:
             raise RuntimeError(f"no folder: {answer.status} {folder}")
         path = f"/v1/folders/{folder['id']}"
-        catalog_url = running.env["FILES_CATALOG_URL"]
-        catalog = Client(catalog_url, caller_headers(catalog_url, running.env["FILES_ACL_URL"]))
+        key = ServiceKey(running.env["FILES_SERVICE_KEY"])
+        admin = the_admin(running.env["FILES_ACL_URL"], key)
+        catalog = Client(running.env["FILES_CATALOG_URL"], {})
+
+        def sign() -> None:
+            catalog.headers = {
+                identity.HEADER: key.sign(admin["id"], admin["access"], "bench-gateway"),
+                "X-Correlation-Id": "bench-gateway",
+            }
+
+        sign()
         clients = {"gateway": gateway, "catalog": catalog}
         # The two answers are the same folder.
         assert json.loads(gateway.get(path)[2])["id"] == json.loads(catalog.get(path)[2])["id"]
         progress("warming up")
-        rounds(clients, path, max(n // 10, 200), Report(NAME, "", True))
+        rounds(clients, path, max(n // 10, 200), Report(NAME, "", True), sign)
         progress(f"{n:,} requests of each kind, in {ROUNDS} alternating rounds")
         pids = {c.name: c.proc.pid for c in running.children}
         with CpuMeter(pids) as cpu:
-            times = rounds(clients, path, n, report)
+            times = rounds(clients, path, n, report, sign)
         if args.profile:
             progress("recording the gateway with py-spy")
             out = profile(pids["gateway"], gateway, path, min(n, 5_000))

@@ -230,14 +230,14 @@ def router(datasets: Datasets) -> APIRouter:
 
     @api.post("/internal/impact", include_in_schema=False)
     async def impact(body: Impact, request: Request) -> Any:
-        """The links a move or delete would remove, per dataset. With the caller's
-        access (the gateway sends it): the datasets they may see by name, the others
-        only as a count, as a dry run shows them."""
+        """The links a move or delete would remove, per dataset. Asked for a user (the
+        gateway signs the caller's token): the datasets they may see by name, the
+        others only as a count, as a dry run shows them."""
         found = await datasets.impact(body.file_ids, body.folder_ids, body.target_folder_id)
-        header = request.headers.get(access_rules.HEADER)
-        if not header or not found:
+        caller = getattr(request.state, "identity", None)
+        if caller is None or caller.access is None or not found:
             return {"datasets": found, "hidden_datasets": 0}
-        rights = access_rules.Access.decode(header)
+        rights = access_rules.Access.decode(caller.access)
         rows = await datasets.pool.fetch(
             f"{WITH_SHARE} WHERE d.id = ANY($2::uuid[])",
             rights.user_id,

@@ -6,9 +6,9 @@ folder grants), cached for at most two seconds, and dropped at once after a
 change of users, keys or collaborators: made through this replica, or announced
 by the ACL context's events (every replica follows `files.acl`). The request
 is then forwarded to the service that owns the resource with the caller and
-their access in headers; each service decides on its own resources (the
-catalog knows folder paths, so it decides what a grant reaches). Uploads and
-downloads are streamed through, never buffered.
+their access in a signed token (shared/kit/identity.py); each service decides on
+its own resources (the catalog knows folder paths, so it decides what a grant
+reaches). Uploads and downloads are streamed through, never buffered.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from fastapi.responses import Response
 
 from services.gateway.routes import Route
 from shared.contracts import topics
-from shared.kit import access, consistency, tracing
-from shared.kit.http import ACTOR_HEADER, CORRELATION_HEADER, JSON, error_body
+from shared.kit import consistency, identity, tracing
+from shared.kit.http import CORRELATION_HEADER, JSON, error_body
 from shared.kit.logs import log
 from shared.kit.settings import Settings
 
@@ -107,6 +107,8 @@ class Gateway:
             "dicom": settings.dicom_url,
         }
         self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        # Signs who asks, on every call to a service (refused at start if weak or unset).
+        self.identity = identity.ServiceKey(settings.service_key)
         self.http: httpx.AsyncClient
         self._follower: asyncio.Task[None]
 
@@ -160,15 +162,20 @@ class Gateway:
         *,
         with_body: bool = False,
     ) -> dict[str, str]:
-        """The headers of every call to a service, the one place they are made: the
-        request's correlation id, who asks (when someone does), and the trace.
-        `with_body` for the call that carries the caller's own request on (it keeps its
-        content type and its Idempotency-Key; else a JSON call of ours would go out
-        labelled as, say, the caller's multipart upload)."""
-        headers = {CORRELATION_HEADER: request.state.correlation_id}
-        if user is not None:
-            headers[ACTOR_HEADER] = user["id"]
-            headers[access.HEADER] = user["access"]
+        """The headers of every call to a service, the one place they are made: who
+        asks, signed (the user, or the gateway itself for a call made for no user: a
+        key lookup, a consistency wait, a blob read after the rights were checked),
+        the request's correlation id (the service's own request id then matches ours),
+        and the trace. `with_body` for the call that carries the caller's own request
+        on (it keeps its content type and its Idempotency-Key; else a JSON call of ours
+        would go out labelled as, say, the caller's multipart upload)."""
+        correlation = request.state.correlation_id
+        headers = {
+            identity.HEADER: self.identity.sign(user["id"], user["access"], correlation)
+            if user is not None
+            else self.identity.for_service("gateway", correlation),
+            CORRELATION_HEADER: correlation,
+        }
         for name in FORWARDED_WITH_BODY if with_body else ("traceparent",):
             value = request.headers.get(name)
             if value is not None:

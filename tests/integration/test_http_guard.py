@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from services.gateway.edge import Gateway, Unavailable
+from shared.kit import identity
 from shared.kit.embedded import free_port
 from shared.kit.errors import Refused
 from shared.kit.http import install_errors
@@ -116,7 +117,11 @@ async def test_a_service_that_never_answers_is_unavailable() -> None:
     listening = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
     gateway = Gateway(
-        Settings(catalog_url=f"http://127.0.0.1:{port}", ingest_url="http://127.0.0.1:1")
+        Settings(
+            catalog_url=f"http://127.0.0.1:{port}",
+            ingest_url="http://127.0.0.1:1",
+            service_key=identity.new_key(),
+        )
     )
     gateway.http = httpx.AsyncClient(timeout=httpx.Timeout(0.3, connect=0.3))
     request = Request({"type": "http", "headers": [], "state": {"correlation_id": "c"}})
