@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import MutableMapping
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
@@ -27,7 +29,12 @@ class JSON(JSONResponse):
     """JSON rendered by orjson: UUIDs and datetimes as strings, fast."""
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except orjson.JSONEncodeError:
+            # Text with a lone surrogate (a client's own JSON, echoed in a refusal) is
+            # no UTF-8: written escaped, as JSON allows, rather than failing the answer.
+            return json.dumps(content, ensure_ascii=True, default=str).encode()
 
 
 CORRELATION_HEADER = "X-Correlation-Id"
@@ -118,6 +125,10 @@ class Guard:
         with structlog.contextvars.bound_contextvars(correlation_id=request_id):
             try:
                 await self.app(scope, receive, sending)
+            except ClientDisconnect:
+                # The client went away mid-request (gave up on an upload, timed out):
+                # there is no one to answer, and nothing of ours went wrong.
+                log.info("http.client_gone", method=scope.get("method"), path=scope.get("path"))
             except Exception as error:
                 log.error(
                     "http.unexpected_error",

@@ -109,6 +109,7 @@ def test_every_route_has_a_composer_or_is_forwarded_and_names_its_params() -> No
         assert route.template.startswith("/v1/")
         assert "internal" not in route.template
         assert route.path({p.name: ID for p in route.params}).count("{") == 0
+    assert len({r.name for r in ROUTES}) == len(ROUTES), "operation ids are unique"
 
 
 def test_event_types_are_stable_names_not_import_paths() -> None:
