@@ -15,8 +15,8 @@ least a client can add, and the same for both), alternate in rounds between:
 10,000 of each (`--quick`: 1,000) after an untimed warm-up, in 4 rounds of each kind,
 alternating, so that a burst of load elsewhere on the machine falls on both. p50, p99,
 max; target: gateway p50 at most 1.3x the catalog's. Where the CPU went (gateway,
-catalog, PostgreSQL, this client) is printed. `--profile` also records the gateway
-with py-spy during one extra round (a speedscope file in bench/.out/).
+catalog, PostgreSQL, this client) is printed. `--profile` also runs one more gateway
+under pyinstrument for a round of its own (its report in bench/.out/gateway-profile.txt).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -42,9 +43,26 @@ from bench._common import (
     stack,
 )
 from shared.kit import identity
+from shared.kit.embedded import free_port
 from shared.kit.identity import ServiceKey
 
 NAME = "gateway"
+# A gateway under pyinstrument, its time charged where the CPU spent it (async mode off:
+# an await is not the awaiting frame's time), the report written when it stops.
+PROFILED = """
+import sys
+from pyinstrument import Profiler
+from services.gateway.app import main
+out = sys.argv.pop(1)
+profiler = Profiler(interval=0.0005, async_mode="disabled")
+profiler.start()
+try:
+    main()
+finally:
+    profiler.stop()
+    with open(out, "w") as f:
+        f.write(profiler.output_text(show_all=True))
+"""
 TARGET_P50_RATIO = 1.3
 ROUNDS = 4
 
@@ -81,6 +99,10 @@ def rounds(
     for _ in range(ROUNDS):
         for name, client in clients.items():
             before()
+            # A fresh connection, opened untimed: the last one idled through the other
+            # kind's round, maybe past the server's keep-alive (5 s).
+            client.close()
+            client.get(path)
             with report.contention.measure():
                 for _ in range(per_round):
                     ms, status, body = client.get(path)
@@ -108,42 +130,42 @@ def the_admin(acl_url: str, key: ServiceKey) -> dict[str, str]:
     return user
 
 
-def profile(pid: int, client: Client, path: str, n: int) -> Path:
-    """py-spy records the gateway while `n` requests go through it."""
+def profile(env: dict[str, str], path: str, n: int) -> Path:
+    """One more gateway, in front of the same services, under pyinstrument, while `n`
+    requests go through it; its report (py-spy cannot read this machine's processes)."""
     OUT_DIR.mkdir(exist_ok=True)
-    out = OUT_DIR / "gateway-profile.speedscope.json"
-    spy = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "py_spy",
-            "record",
-            "--pid",
-            str(pid),
-            "--rate",
-            "500",
-            "--format",
-            "speedscope",
-            "--output",
-            str(out),
-            "--nonblocking",
-        ],
+    out = OUT_DIR / "gateway-profile.txt"
+    port = free_port()
+    gateway = subprocess.Popen(
+        [sys.executable, "-c", PROFILED, str(out), "--port", str(port)],
+        env={**env, "FILES_GRPC_PORT": "0"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(1.0)  # py-spy attaches
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client = Client(url, {"Authorization": f"Bearer {ADMIN_KEY}"})
+                if client.get(path)[1] == 200:
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         for _ in range(n):
             client.get(path)
+        client.close()
     finally:
-        spy.send_signal(2)
-        spy.wait(30)
+        gateway.send_signal(signal.SIGINT)
+        gateway.wait(60)
     return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=None, help="default 10,000 (1,000 quick)")
-    parser.add_argument("--profile", action="store_true", help="record the gateway with py-spy")
+    parser.add_argument("--profile", action="store_true", help="profile a gateway (pyinstrument)")
 
 
 def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
@@ -193,9 +215,9 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         with CpuMeter(pids) as cpu:
             times = rounds(clients, path, n, report, sign)
         if args.profile:
-            progress("recording the gateway with py-spy")
-            out = profile(pids["gateway"], gateway, path, min(n, 5_000))
-            report.note(f"py-spy profile of the gateway: {out}")
+            progress("profiling a gateway of its own with pyinstrument")
+            out = profile(running.env, path, min(n, 5_000))
+            report.note(f"pyinstrument profile of a gateway: {out}")
         gateway.close()
         catalog.close()
         running.check_alive()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.cookiejar
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,7 @@ class Gateway:
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            cookies=NoCookies(),
             event_hooks={"request": [_carry_trace]},
         )
 
@@ -397,6 +399,17 @@ class Gateway:
             headers.pop("content-length", None)
             return Response(orjson.dumps(body), answer.status_code, headers=headers)
         return Response(answer.content, answer.status_code, headers=headers)
+
+
+class NoCookies(http.cookiejar.CookieJar):
+    """The one client serves every caller: a cookie a service set must never ride on
+    another caller's call, so none is kept (and none is parsed, on every answer)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        pass
 
 
 def _heads(answer: httpx.Response) -> dict[str, int]:
