@@ -106,46 +106,10 @@ def build(settings: Settings) -> FastAPI:
 
     async def public(request: Request) -> Response:
         """One `/v1` request: the path checked and matched, the caller authenticated,
-        the token waited for, then the route's composer or a plain forward."""
-        raw = request.scope.get("raw_path") or request.scope["path"].encode()
+        the token waited for, then the route's composer or a plain forward. A service
+        that does not answer is a 503; once a write was made, its own answer."""
         try:
-            found = TABLE.match(request.method, raw.partition(b"?")[0])
-        except Refusal as refusal:
-            if refusal.status == 400:
-                # A path refused outright (encoded bytes, dot segments): before anything.
-                return error_response(400, refusal.code, refusal.message, **refusal.details)
-            found = refusal
-        route = found.route if found is not None else None
-        if route is None or not route.public:
-            user = await gateway.authenticate(request)
-            if user is None:
-                return error_response(
-                    401, "unauthenticated", "send a valid API key as 'Authorization: Bearer <key>'"
-                )
-            structlog.contextvars.bind_contextvars(actor=user["id"])
-        else:
-            user = None
-        if found is None:
-            return error_response(404, "not_found", f"no route {request.method} {request.url.path}")
-        if isinstance(found, Refusal):
-            refused = error_response(found.status, found.code, found.message, **found.details)
-            if found.status == 405:
-                refused.headers["Allow"] = ", ".join(found.details["allowed"])
-            return refused
-        call = Call(request, found.route, found.values, user)
-        if request.method == "GET" and consistency.HEADER in request.headers:
-            try:
-                wanted = consistency.decode(request.headers[consistency.HEADER])
-            except ValueError as error:
-                return error_response(400, "invalid_consistency_token", str(error))
-            refused = await gateway.check_and_wait(request, wanted)
-            if refused is not None:
-                return refused
-        try:
-            if call.route.compose is None:
-                return gateway.relay(await gateway.forward(call))
-            answer: Response = await composers[call.route.compose](call)
-            return answer
+            return await answer(request)
         except TooLarge:
             return error_response(
                 413,
@@ -169,6 +133,45 @@ def build(settings: Settings) -> FastAPI:
             if committed is None:
                 raise
             return committed_answer(error, committed)
+
+    async def answer(request: Request) -> Response:
+        raw = request.scope.get("raw_path") or request.scope["path"].encode()
+        try:
+            found = TABLE.match(request.method, raw.partition(b"?")[0])
+        except Refusal as refusal:
+            if refusal.status == 400:
+                # A path refused outright (encoded bytes, dot segments): before anything.
+                return error_response(400, refusal.code, refusal.message, **refusal.details)
+            found = refusal
+        route = found.route if found is not None else None
+        user = None
+        if route is None or not route.public:
+            user = await gateway.authenticate(request)
+            if user is None:
+                return error_response(
+                    401, "unauthenticated", "send a valid API key as 'Authorization: Bearer <key>'"
+                )
+            structlog.contextvars.bind_contextvars(actor=user["id"])
+        if found is None:
+            return error_response(404, "not_found", f"no route {request.method} {request.url.path}")
+        if isinstance(found, Refusal):
+            refused = error_response(found.status, found.code, found.message, **found.details)
+            if found.status == 405:
+                refused.headers["Allow"] = ", ".join(found.details["allowed"])
+            return refused
+        call = Call(request, found.route, found.values, user)
+        if request.method == "GET" and consistency.HEADER in request.headers:
+            try:
+                wanted = consistency.decode(request.headers[consistency.HEADER])
+            except ValueError as error:
+                return error_response(400, "invalid_consistency_token", str(error))
+            refused = await gateway.check_and_wait(request, wanted)
+            if refused is not None:
+                return refused
+        if call.route.compose is None:
+            return gateway.relay(await gateway.forward(call))
+        composed: Response = await composers[call.route.compose](call)
+        return composed
 
     def committed_answer(error: Exception, committed: httpx.Response) -> Response:
         """The write was made: the caller gets the service's own answer to it (with its

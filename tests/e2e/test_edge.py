@@ -332,3 +332,24 @@ async def test_a_service_that_does_not_answer_is_a_503_and_a_made_write_stands(
     finally:
         raw.close()
     assert (await api.get(f"/v1/files/{file['id']}")).json()["name"] == "renamed.png"
+
+
+async def test_an_unreachable_acl_is_a_503_not_a_500(stack: Stack, api: httpx.AsyncClient) -> None:
+    """Authentication itself asks the ACL context: when it cannot, the caller is told
+    to try again, not that something broke."""
+    url, child = stack.add_replica(
+        "gateway",
+        env={"FILES_GRPC_PORT": "0", "FILES_ACL_URL": f"http://127.0.0.1:{free_port()}"},
+        probe="/healthz",
+    )
+    raw = Raw(url, None)
+    try:
+        auth = {"Authorization": api.headers["Authorization"]}
+        status, _, data = raw.send("GET", "/v1/users/me", headers=auth)
+        assert status == 503, data
+        assert orjson.loads(data)["error"]["details"] == {"service": "acl"}
+        status, _, _ = raw.send("GET", "/healthz")
+        assert status == 200
+    finally:
+        raw.close()
+        stack.remove(child)
