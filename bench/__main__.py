@@ -28,6 +28,8 @@ BENCHMARKS = (
     "dicom",
     "imports",
     "gateway",
+    "thumbnails",
+    "cli_upload",
 )
 TIMEOUT_S = {"quick": 300, "full": 1800}
 

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.routing import Route as StarletteRoute
 
-from services.gateway import openapi
+from services.gateway import openapi, web
 from services.gateway.compose import Compose
 from services.gateway.edge import (
     MAX_JSON_BODY,
@@ -103,6 +103,9 @@ def build(settings: Settings) -> FastAPI:
         from fastapi.openapi.docs import get_swagger_ui_html
 
         return get_swagger_ui_html(openapi_url="/openapi.json", title="Files API")
+
+    # The web app's pages (not the API: kept out of its document).
+    web.install(app, settings)
 
     async def public(request: Request) -> Response:
         """One `/v1` request: the path checked and matched, the caller authenticated,

@@ -20,6 +20,7 @@ import orjson
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
+from services.gateway import sessions
 from services.gateway.edge import Call, Gateway, error_response
 from services.gateway.routes import PARAMS
 from shared.kit import consistency
@@ -68,6 +69,14 @@ class Compose:
         )
         by_id = {f["id"]: f for f in found.json()["items"]} if found.status_code == 200 else {}
         return [by_id[i] for i in ids if i in by_id]
+
+    # -- the web app's sessions (services/gateway/sessions.py) ------------------------
+
+    async def sign_in(self, call: Call) -> Response:
+        return await sessions.sign_in(self.gateway, call)
+
+    async def sign_out(self, call: Call) -> Response:
+        return await sessions.sign_out(self.gateway, call)
 
     # -- catalog ---------------------------------------------------------------------
 
@@ -479,3 +488,56 @@ class Compose:
             if answer.status_code == 200:
                 return True
         return False
+
+    # -- pictures (thumbnails, DICOM slices) -----------------------------------------
+
+    async def _seen_file(self, call: Call) -> httpx.Response:
+        """The file as the catalog shows it to the caller (404 if they may not see it)."""
+        path = f"/internal/files/{call.values['file_id']}"
+        return await self.gateway.call("catalog", "GET", path, call.request, call.user)
+
+    @staticmethod
+    def _picture(answer: httpx.Response, passed: tuple[str, ...]) -> Response:
+        headers = {k: v for k, v in answer.headers.items() if k.lower() in passed}
+        headers["X-Content-Type-Options"] = "nosniff"
+        return Response(answer.content, answer.status_code, headers=headers)
+
+    async def thumbnail(self, call: Call) -> Response:
+        """The file's picture: the catalog says whether the caller may see the file (404
+        if not, as for its content), the thumbnails context serves it (or says why not)."""
+        found = await self._seen_file(call)
+        if found.status_code != 200:
+            return self.gateway.relay(found)
+        file = found.json()
+        params = [
+            ("kind", file["kind"]),
+            ("imported", "true" if (file.get("source") or {}).get("type") == "cloud" else "false"),
+            *call.query(),
+        ]
+        headers = {k: v for k, v in call.request.headers.items() if k.lower() == "if-none-match"}
+        answer = await self.gateway.call(
+            "thumbnails",
+            "GET",
+            f"/internal/thumbnails/{call.values['file_id']}",
+            call.request,
+            call.user,
+            params=params,
+            headers=headers,
+        )
+        return self._picture(answer, ("content-type", "etag", "cache-control", "retry-after"))
+
+    async def slice_image(self, call: Call) -> Response:
+        """A DICOM series' slice as a PNG, for the viewer: the catalog says whether the
+        caller may see the file and that it is a series; the DICOM context, which owns
+        the instances, draws it (services/dicom/slices.py)."""
+        found = await self._seen_file(call)
+        if found.status_code != 200:
+            return self.gateway.relay(found)
+        file_id = call.values["file_id"]
+        if found.json().get("kind") != "dicom_series":
+            return error_response(
+                422, "not_a_dicom_series", f"file {file_id} is not a DICOM series: it has no slices"
+            )
+        return self._picture(
+            await self.gateway.forward(call), ("content-type", "cache-control", "etag")
+        )

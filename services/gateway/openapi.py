@@ -123,7 +123,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
     ]
     for q in route.query:
         schema = {"type": "array", "items": q.schema} if q.many else q.schema
-        entry: dict[str, Any] = {"name": q.name, "in": "query", "required": q.required}
+        entry: dict[str, Any] = {"name": q.name, "in": q.where, "required": q.required}
         entry["schema"] = schema
         if q.many:
             entry |= {"style": "form", "explode": True}
@@ -198,7 +198,9 @@ def _operation(
     if isinstance(route.answer, type):
         success["content"] = {"application/json": {"schema": refs[(route.answer, "serialization")]}}
     elif isinstance(route.answer, Raw):
-        success["content"] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+        # A file's own bytes are of its own type; a picture's, of the type named.
+        media_type = "*/*" if route.answer == Raw() else route.answer.media_type
+        success["content"] = {media_type: {"schema": {"type": "string", "format": "binary"}}}
     if route.method != "GET":
         success["headers"] = {
             "Files-Consistency": {
@@ -252,15 +254,24 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
         "info": {
             "title": "Files",
             "version": "1",
-            "description": "Folders, files, datasets and their access, by API key."
-            " Errors are `{error: {code, message, details}}`; lists are"
+            "description": "Folders, files, datasets and their access, by API key (or the"
+            " web app's session cookie). Errors are `{error: {code, message, details}}`; lists are"
             " `{items, next_cursor}`; every write answers a `Files-Consistency` token.",
         },
         "paths": paths,
         "components": {
             "schemas": schemas,
             "responses": responses,
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer"},
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "files_session",
+                    "description": "the web app's, from `POST /v1/sessions`; a write signed"
+                    " in by it needs the `X-Files-CSRF` header",
+                },
+            },
         },
-        "security": [{"apiKey": []}],
+        "security": [{"apiKey": []}, {"session": []}],
     }

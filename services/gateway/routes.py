@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 from shared.api import acl, audit, catalog, datasets, ingest
 
-Owner = Literal["acl", "catalog", "datasets", "dicom", "ingest", "gateway"]
+Owner = Literal["acl", "catalog", "datasets", "dicom", "ingest", "thumbnails", "gateway"]
 
 
 # -- parameters ----------------------------------------------------------------------
@@ -84,25 +84,36 @@ PARAMS = {
         Param("integration_id", "uuid", "integration"),
         Param("session_id", "uuid", "upload session"),
         Param("number", "int", "part", minimum=1, maximum=10_000),
+        Param("index", "int", "slice", minimum=0, maximum=100_000),
     )
 }
 
 
 @dataclass(frozen=True)
 class Query:
-    """A query parameter the route takes; only declared ones reach the service."""
+    """A query parameter the route takes; only declared ones reach the service. (`where`
+    "header": a request header it needs, for the document; headers are not forwarded
+    by being declared.)"""
 
     name: str
     schema: dict[str, Any]
     description: str = ""
     required: bool = False
     many: bool = False
+    where: Literal["query", "header"] = "query"
 
 
 CURSOR = Query("cursor", {"type": "string"}, "from the previous page's `next_cursor`")
 LIMIT = Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
 KIND = Query("kind", {"type": "string", "pattern": "^([a-z][a-z0-9_]{0,39})?$"}, "a file kind")
 PAGE = (CURSOR, LIMIT)
+CSRF = Query(
+    "X-Files-CSRF",
+    {"type": "string", "minLength": 1, "maxLength": 100},
+    "any value: shows a cookie-signed write comes from our own pages",
+    required=True,
+    where="header",
+)
 
 
 # -- bodies --------------------------------------------------------------------------
@@ -196,6 +207,15 @@ ROUTES: tuple[Route, ...] = (
           errors=(403,)),
     Route("DELETE", "/v1/keys/{key_id}", "acl", "Revoke a key", 204, changes_access=True,
           errors=(403,)),
+    # -- the web app's sessions (acl): the cookie, not an API key, signs them in --
+    Route("POST", "/v1/sessions", "acl", "Sign in: an API key for a session cookie", 201,
+          acl.SignIn, acl.Session, compose="sign_in", public=True, query=(CSRF,),
+          errors=(401, 403, 413, 422),
+          description="Sets `files_session` (HttpOnly, SameSite=Strict, Secure over TLS). A"
+                      " request without `Authorization` is then signed in by it; its writes"
+                      " need the `X-Files-CSRF` header, and an `Origin`, if sent, of ours."),
+    Route("DELETE", "/v1/sessions", "acl", "Sign out: the session ends, the cookie is cleared",
+          204, compose="sign_out", public=True, query=(CSRF,), errors=(403,)),
     # -- folders (catalog) --
     Route("POST", "/v1/folders", "catalog", "Create a folder", 201, catalog.NewFolder,
           catalog.Folder, compose="create_folder", errors=WRITE_ERRORS,
@@ -224,6 +244,16 @@ ROUTES: tuple[Route, ...] = (
           answer=Raw(), compose="content", errors=(409, 416),
           also={206: "the range asked for",
                 307: "imported by reference: a short-lived presigned URL to follow"}),
+    Route("GET", f"/v1/files/{FI}/thumbnail", "thumbnails", "The file's picture",
+          answer=Raw("image/*"), compose="thumbnail", errors=(422,), query=(
+              Query("size", {"type": "integer", "minimum": 1, "maximum": 4096, "default": 128},
+                    "px on the long side: the smallest picture made that covers it"),),
+          also={304: "not modified since the `If-None-Match` ETag"},
+          description="404 `thumbnail_not_ready` (with `Retry-After`) while it is drawn;"
+                      " 404 `thumbnail_unavailable` for a file that will have none."),
+    Route("GET", f"/v1/files/{FI}/slices/{{index}}", "dicom",
+          "A DICOM series' slice (0 first, in slice order) as a PNG", answer=Raw("image/png"),
+          compose="slice_image", errors=(422,)),
     Route("POST", "/v1/move", "catalog", "Move files and folders (all or nothing)",
           body=catalog.Move, answer=catalog.MoveAnswer, compose="with_dataset_impact",
           errors=WRITE_ERRORS, description="`dry_run: true` answers the Impact instead."),
@@ -278,10 +308,13 @@ ROUTES: tuple[Route, ...] = (
     # -- integrations and imports (ingest) --
     Route("POST", "/v1/integrations", "ingest", "Register a cloud integration (org admins)",
           201, ingest.NewIntegration, ingest.Integration, errors=WRITE_ERRORS),
-    Route("GET", "/v1/integrations", "ingest", "List integrations (org admins)",
-          answer=ingest.Integrations, query=PAGE, errors=(403, 422)),
+    Route("GET", "/v1/integrations", "ingest", "Integrations one may use",
+          answer=ingest.Integrations, query=PAGE, errors=(422,)),
     Route("GET", "/v1/integrations/{integration_id}", "ingest", "An integration",
           answer=ingest.Integration),
+    Route("PATCH", "/v1/integrations/{integration_id}", "ingest",
+          "Share an integration with users (org admins)", body=ingest.IntegrationSharing,
+          answer=ingest.Integration, errors=WRITE_ERRORS),
     Route("DELETE", "/v1/integrations/{integration_id}", "ingest", "Remove an integration",
           204, errors=(403,)),
     Route("POST", f"/v1/folders/{F}/imports", "ingest", "Import objects by reference", 202,

@@ -67,3 +67,15 @@ class Collaborator(Shape):
 
 class Collaborators(Page):
     items: list[Collaborator]
+
+
+class SignIn(Strict):
+    api_key: str = Field(min_length=1, max_length=1000)
+
+
+class Session(Shape):
+    """A session of the web app; its token is only in the `files_session` cookie."""
+
+    id: str
+    expires_at: str
+    user: User

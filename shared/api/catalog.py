@@ -79,6 +79,10 @@ class File(Shape):
     datasets: list[LinkedDataset] = Field(description="the datasets it is linked to")
     dicom: dict[str, Any] | None = None
     group: dict[str, Any] | None = None
+    my_role: Role | None = Field(None, description="the caller's role on it (one file's answer)")
+    path: list[IdName] | None = Field(
+        None, description="in search hits: its folder's, from the first folder the caller may see"
+    )
 
 
 class Folders(Page):

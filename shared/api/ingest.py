@@ -34,6 +34,15 @@ class Integration(Shape):
     region: str | None
     created_at: str
     created_by: str
+    shared_with: list[str] | None = Field(
+        None, description="who may use it besides the org admins (shown to org admins only)"
+    )
+
+
+class IntegrationSharing(Strict):
+    """The list replaces the one before; `[]`: only the org admins."""
+
+    shared_with: list[uuid.UUID] = Field(max_length=1000, description="user ids")
 
 
 class Integrations(Page):

@@ -127,6 +127,7 @@ async def test_every_route_refuses_every_encoding_and_nothing_lands(
         "integration_id": str(uuid.uuid4()),
         "session_id": str(uuid.uuid4()),
         "number": "1",
+        "index": "0",
     }
     v = victim["id"]
     targets = [

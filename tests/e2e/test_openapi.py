@@ -35,7 +35,7 @@ def operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def filled(template: str) -> str:
-    return template.replace("{number}", "1").format_map(_Ids())
+    return template.replace("{number}", "1").replace("{index}", "0").format_map(_Ids())
 
 
 class _Ids(dict[str, str]):
@@ -52,9 +52,10 @@ async def test_the_document_is_the_table_and_a_valid_openapi_3_1(api: httpx.Asyn
         operation = doc["paths"][route.template][route.method.lower()]
         declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
         assert declared == {p.name for p in route.params}, route.template
-        assert {p["name"] for p in operation["parameters"] if p["in"] == "query"} == {
-            q.name for q in route.query
-        }
+        for where in ("query", "header"):
+            assert {p["name"] for p in operation["parameters"] if p["in"] == where} == {
+                q.name for q in route.query if q.where == where
+            } | ({"Files-Consistency"} if where == "header" and route.method == "GET" else set())
         assert str(route.status) in operation["responses"]
         if isinstance(route.body, type):
             assert "application/json" in operation["requestBody"]["content"]
@@ -89,6 +90,16 @@ async def test_nothing_undocumented_is_served(api: httpx.AsyncClient) -> None:
         error(await api.get(filled(template) + "/more/more"), 404, "not_found")
     for path in ("/v1/internal/audit", "/internal/audit", "/v1/consistency", "/v1", "/v1/x"):
         error(await api.get(path), 404)
+
+
+async def test_the_web_app_is_served_but_not_documented(api: httpx.AsyncClient) -> None:
+    doc = await document(api)
+    for path in ("/", f"/folders/{ID}", f"/files/{ID}", f"/datasets/{ID}", "/search"):
+        page = await api.get(path)
+        assert page.status_code == 200, path
+        assert page.headers["content-type"].startswith("text/html")
+        assert path not in doc["paths"]
+    assert all(path.startswith("/v1/") for path in doc["paths"])
 
 
 async def test_the_docs_page_shows_the_document(api: httpx.AsyncClient) -> None:

@@ -1,0 +1,140 @@
+"""The web app's sessions: an API key exchanged for an HttpOnly cookie.
+
+`POST /v1/sessions {api_key}` asks the ACL context, which owns keys, to start a
+session (recorded as `acl.SessionStarted`, only the token's hash kept) and sets its
+token as a cookie: HttpOnly (no script reads it), SameSite=Strict (no other site's
+page sends it), Secure over TLS. `DELETE /v1/sessions` ends it on the server
+(`acl.SessionEnded`) and clears the cookie. A revoked key ends its sessions.
+
+A request without `Authorization` is authenticated by the cookie. Since a browser
+sends the cookie by itself, a write authenticated by it must also show it comes from
+the app (CSRF): it carries the `X-Files-CSRF` header, which no other site's page can
+set on a request to us without a CORS preflight we never grant, and its `Origin` (and
+`Sec-Fetch-Site`), when sent, must be ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from shared.api.acl import SignIn
+from shared.kit import consistency
+from shared.kit.errors import Refused
+from shared.kit.http import JSON, error_body
+
+if TYPE_CHECKING:
+    from services.gateway.edge import Call, Gateway
+
+COOKIE = "files_session"
+CSRF_HEADER = "X-Files-CSRF"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+MAX_BODY = 4096
+
+
+def _over_tls(request: Request) -> bool:
+    """Whether the browser's connection is TLS: ours, or a proxy's in front of us."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
+
+
+def check_csrf(request: Request) -> None:
+    """A cookie-authenticated write must come from our own pages."""
+    if not request.headers.get(CSRF_HEADER):
+        raise Refused(
+            403,
+            "csrf_check_failed",
+            f"a write signed in by cookie must send the {CSRF_HEADER} header"
+            " (or use 'Authorization: Bearer <key>')",
+        )
+    origin = request.headers.get("origin")
+    # The host only: behind a TLS-terminating proxy our own scheme may be http.
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise Refused(403, "csrf_check_failed", f"requests from {origin[:200]!r} are not accepted")
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise Refused(403, "csrf_check_failed", f"a {site} request is not accepted")
+
+
+async def authenticate(gateway: Gateway, request: Request) -> dict[str, Any] | None:
+    """The caller of a request signed in by the session cookie, or None."""
+    token = request.cookies.get(COOKIE, "")
+    if not token or len(token) > 1000:
+        return None
+    if request.method not in SAFE_METHODS:
+        check_csrf(request)
+    digest = "session:" + hashlib.sha256(token.encode()).hexdigest()
+    now = time.monotonic()
+    cached = gateway._keys.get(digest)
+    if cached and cached[0] > now:
+        return cached[1]
+    answer = await gateway.call(
+        "acl", "POST", "/internal/authenticate", request, json={"session_token": token}
+    )
+    user = answer.json() if answer.status_code == 200 else None
+    gateway.remember_caller(digest, now, user)
+    return user
+
+
+async def sign_in(gateway: Gateway, call: Call) -> Response:
+    """`POST /v1/sessions`: the key exchanged for a session, its token set as the cookie."""
+    request = call.request
+    check_csrf(request)
+    body_bytes = bytearray()
+    async for chunk in request.stream():
+        body_bytes += chunk
+        if len(body_bytes) > MAX_BODY:
+            return JSON(error_body("request_too_large", "a sign-in is a few bytes"), 413)
+    try:
+        body = SignIn.model_validate_json(bytes(body_bytes))
+    except ValidationError:
+        return JSON(error_body("invalid_request", 'send {"api_key": "<your key>"}'), 422)
+    answer = await gateway.call(
+        "acl", "POST", "/internal/sessions", request, json={"api_key": body.api_key}
+    )
+    if answer.status_code != 201:
+        return gateway.relay(answer)
+    started = answer.json()
+    token = started.pop("token")
+    response = gateway.relay(answer, body=started)
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(gateway.settings.session_ttl_s),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_over_tls(request),
+    )
+    return response
+
+
+async def sign_out(gateway: Gateway, call: Call) -> Response:
+    """`DELETE /v1/sessions`: the session ended on the server, the cookie cleared."""
+    request = call.request
+    check_csrf(request)
+    token = request.cookies.get(COOKIE, "")
+    headers = {}
+    if token and len(token) <= 1000:
+        answer = await gateway.call(
+            "acl", "POST", "/internal/sessions/end", request, json={"session_token": token}
+        )
+        if answer.status_code >= 300:
+            return gateway.relay(answer)
+        headers = {consistency.HEADER: answer.headers.get(consistency.HEADER, "")}
+        gateway.forget_callers()
+    response = Response(status_code=204, headers=headers)
+    response.delete_cookie(
+        COOKIE,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_over_tls(request),
+    )
+    return response
