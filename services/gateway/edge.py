@@ -47,6 +47,11 @@ PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location", "conte
 FORWARDED_WITH_BODY = ("content-type", "traceparent", "idempotency-key")
 
 
+# A connection that was made and then dropped under a request (not a timeout, not a
+# refused connection: the service is up, the connection was not).
+DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
 class TooLarge(Exception):
     pass
 
@@ -113,6 +118,7 @@ class Gateway:
         # Signs who asks, on every call to a service (refused at start if weak or unset).
         self.identity = identity.ServiceKey(settings.service_key)
         self.http: httpx.AsyncClient
+        self.fresh: httpx.AsyncClient
         self._follower: asyncio.Task[None]
 
     async def start(self) -> None:
@@ -122,7 +128,13 @@ class Gateway:
             cookies=NoCookies(),
             event_hooks={"request": [_carry_trace]},
         )
-
+        # For a read retried after its kept-alive connection was dropped: a connection
+        # of its own (the pool's other idle ones may have been dropped too).
+        self.fresh = httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            limits=httpx.Limits(max_keepalive_connections=0),
+            cookies=NoCookies(),
+        )
         self._follower = asyncio.create_task(self._follow_access_changes(), name="acl-follower")
 
     async def stop(self) -> None:
@@ -130,6 +142,7 @@ class Gateway:
         with contextlib.suppress(asyncio.CancelledError):
             await self._follower
         await self.http.aclose()
+        await self.fresh.aclose()
 
     async def _follow_access_changes(self) -> None:
         """Every event of the ACL context (a key revoked, a grant removed or changed, a
@@ -204,7 +217,10 @@ class Gateway:
     ) -> httpx.Response:
         """Every call to a service goes through here and the one client: `path` is
         ours (a route's template filled with parsed values, or an internal route),
-        never the client's. A service that does not answer raises Unavailable."""
+        never the client's. A service that does not answer raises Unavailable (a 503,
+        never a 500: a write may or may not have been made, and the caller may retry it
+        under its Idempotency-Key). A read whose kept-alive connection the service
+        dropped (it closed it as idle while we sent) is sent once more, on a new one."""
         built = self.http.build_request(
             method,
             self.services[service] + path,
@@ -215,7 +231,13 @@ class Gateway:
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
         try:
-            return await self.http.send(built, stream=stream)
+            try:
+                return await self.http.send(built, stream=stream)
+            except DROPPED as error:
+                if method != "GET" or not isinstance(content, bytes | None):
+                    raise  # a write, or a body that cannot be sent again
+                log.info("gateway.read_retried", upstream=service, error=repr(error))
+                return await self.fresh.send(built, stream=stream)
         except httpx.TransportError as error:
             raise Unavailable(service, error) from error
 

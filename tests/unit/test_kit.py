@@ -43,6 +43,11 @@ ID = "3f0c2a8e-5b1d-4c47-9a51-0d6f1b2c3d4e"
         ("GET", "/v1/users/me", "acl"),
         ("POST", "/v1/move", "catalog"),
         ("GET", "/v1/audit", "gateway"),
+        ("POST", "/v1/sessions", "acl"),
+        ("DELETE", "/v1/sessions", "acl"),
+        ("GET", f"/v1/files/{ID}/thumbnail", "thumbnails"),
+        ("GET", f"/v1/files/{ID}/slices/12", "dicom"),
+        ("PATCH", f"/v1/integrations/{ID}", "ingest"),
     ],
 )
 def test_gateway_routes_each_path_to_its_owner(method: str, path: str, service: str) -> None:
