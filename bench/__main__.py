@@ -27,6 +27,7 @@ BENCHMARKS = (
     "datasets",
     "dicom",
     "imports",
+    "gateway",
     "thumbnails",
     "cli_upload",
 )

@@ -150,11 +150,22 @@ class Runtime:
                 wanted = consistency.decode(token)
             except ValueError as error:
                 raise Refused(400, "invalid_consistency_token", str(error)) from error
+            head = await self.store.head(self.pool)
+            if wanted.get(self.name, 0) > head:
+                # Never to come: refused at once rather than waited for.
+                raise Refused(
+                    400,
+                    "invalid_consistency_token",
+                    f"the consistency token names {self.name}:{wanted[self.name]}, past the"
+                    f" {self.name} store's last position {head}",
+                    {"source": self.name, "position": wanted[self.name], "head": head},
+                )
             mine = {source_of(t) for t in self.consumes}
             relevant = {k: v for k, v in wanted.items() if k in mine}
             ok = await consistency.wait_until_caught_up(
                 self.watermarks, relevant, timeout, self.moved
             )
+            # Read again: the reactions written meanwhile are waited for next.
             return {"caught_up": ok, "head": {self.name: await self.store.head(self.pool)}}
 
 

@@ -39,8 +39,8 @@ def admin_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:
     return key, True
 
 
-def _ready(url: str) -> bool:
-    with contextlib.suppress(Exception), urllib.request.urlopen(f"{url}/readyz", timeout=1) as r:
+def _ready(url: str, probe: str = "/readyz") -> bool:
+    with contextlib.suppress(Exception), urllib.request.urlopen(f"{url}{probe}", timeout=1) as r:
         return bool(r.status == 200)
     return False
 
@@ -132,14 +132,19 @@ class Stack:
         return url
 
     def add_replica(
-        self, name: str, timeout: float = 30, env: dict[str, str] | None = None
+        self,
+        name: str,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
+        probe: str = "/readyz",
     ) -> tuple[str, Child]:
         """Start one more process of a service (its consumer joins the same group, its
-        relay competes for the same lock); its URL and process, once it is ready."""
+        relay competes for the same lock); its URL and process, once `probe` answers
+        200 (`/healthz` for one that is never to be ready)."""
         port = free_port()
         child = self._spawn(name, ["--port", str(port)], self.data_dir / "logs", env)
         url = f"http://127.0.0.1:{port}"
-        self._wait([url], time.monotonic() + timeout)
+        self._wait([url], time.monotonic() + timeout, probe)
         return url, child
 
     def remove(self, child: Child, sig: int = signal.SIGTERM) -> None:
@@ -165,11 +170,11 @@ class Stack:
         self.children.append(child)
         return child
 
-    def _wait(self, urls: list[str], deadline: float) -> None:
+    def _wait(self, urls: list[str], deadline: float, probe: str = "/readyz") -> None:
         pending = list(urls)
         while pending:
             self.check_alive()
-            pending = [u for u in pending if not _ready(u)]
+            pending = [u for u in pending if not _ready(u, probe)]
             if pending and time.monotonic() > deadline:
                 raise RuntimeError(f"not ready in time: {', '.join(pending)}")
             time.sleep(0.1)
