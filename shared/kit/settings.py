@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # The gateway's gRPC API (proto/files/v1/files.proto) on this port, beside HTTP on
     # http_host; 0: no gRPC server.
     grpc_port: int = 0
+    # Consumers (shared/kit/retry.py): transient failures are retried this long, never
+    # dead-lettered; any other failure this many times, then dead-lettered.
+    consumer_retry_for_s: float = 300.0
+    consumer_poison_tries: int = 5
 
     def blob_root(self) -> Path:
         """The local blob directory (when blob_url is not an s3:// URL)."""
