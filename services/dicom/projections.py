@@ -7,6 +7,7 @@ the previous one assembled; `files rebuild dicom.series` replays it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from shared.contracts.envelope import Envelope
 from shared.kit.db import Conn
@@ -50,8 +51,7 @@ series = Projection(
 )
 
 
-async def _replace(conn: Conn, events: Sequence[Envelope]) -> None:
-    # The last event of each series holds all of it.
+async def _series(conn: Conn, events: Sequence[Envelope]) -> None:
     last = {e.data["file_id"]: e for e in events}
     await conn.execute(
         """INSERT INTO dicom.series
@@ -62,26 +62,57 @@ async def _replace(conn: Conn, events: Sequence[Envelope]) -> None:
                patient_id text, modality text, version integer)
            ON CONFLICT (folder_id, series_uid) DO UPDATE
            SET modality = excluded.modality, version = excluded.version""",
-        [{**e.data, "version": e.stream_version} for e in last.values()],
-    )
-    await conn.execute("DELETE FROM dicom.instances WHERE file_id = ANY($1::uuid[])", list(last))
-    await conn.execute(
-        """INSERT INTO dicom.instances
-           (file_id, ordinal, sop_uid, name, blob_key, sha256, size, facts)
-           SELECT file_id, ordinal, sop_uid, name, blob_key, sha256, size, facts
-           FROM jsonb_to_recordset($1::jsonb) AS x(
-               file_id uuid, ordinal integer, sop_uid text, name text, blob_key text,
-               sha256 text, size bigint, facts jsonb)""",
         [
-            {**instance, "file_id": file_id, "ordinal": n}
-            for file_id, e in last.items()
-            for n, instance in enumerate(e.data["instances"])
+            {k: v for k, v in e.data.items() if k != "instances"} | {"version": e.stream_version}
+            for e in last.values()
         ],
     )
+    # Events from before pages hold every instance of the series, in slice order.
+    whole = {file_id: e for file_id, e in last.items() if e.data.get("instances")}
+    if whole:
+        await conn.execute(
+            "DELETE FROM dicom.instances WHERE file_id = ANY($1::uuid[])", list(whole)
+        )
+        await _insert(
+            conn, [(file_id, i) for file_id, e in whole.items() for i in e.data["instances"]]
+        )
 
 
-series.on("dicom.SeriesAssembled")(_replace)
-series.on("dicom.SeriesExtended")(_replace)
+async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> None:
+    """Instances after those their series has (`ordinal` is the order they arrived in;
+    the handler orders a series along its slice direction)."""
+    await conn.execute(
+        """WITH x AS (
+               SELECT *, row_number() OVER (PARTITION BY file_id ORDER BY n) AS k
+               FROM jsonb_to_recordset($1::jsonb) AS r(
+                   n integer, file_id uuid, sop_uid text, name text, blob_key text,
+                   sha256 text, size bigint, facts jsonb))
+           INSERT INTO dicom.instances
+           (file_id, ordinal, sop_uid, name, blob_key, sha256, size, facts)
+           SELECT file_id,
+                  coalesce((SELECT max(i.ordinal) + 1 FROM dicom.instances i
+                            WHERE i.file_id = x.file_id), 0) + k - 1,
+                  sop_uid, name, blob_key, sha256, size, facts
+           FROM x
+           ON CONFLICT (file_id, sop_uid) DO NOTHING""",
+        [{**i, "file_id": file_id, "n": n} for n, (file_id, i) in enumerate(instances)],
+    )
+
+
+series.on("dicom.SeriesAssembled")(_series)
+series.on("dicom.SeriesExtended")(_series)
+
+
+@series.on("dicom.SeriesInstancesAdded")
+async def instances_added(conn: Conn, events: Sequence[Envelope]) -> None:
+    await _insert(conn, [(e.data["file_id"], i) for e in events for i in e.data["instances"]])
+    last = {e.data["file_id"]: e.stream_version for e in events}
+    await conn.execute(
+        """UPDATE dicom.series s SET version = x.version
+           FROM unnest($1::uuid[], $2::int[]) AS x(file_id, version) WHERE s.file_id = x.file_id""",
+        list(last),
+        list(last.values()),
+    )
 
 
 @series.on("dicom.SeriesReleased")
