@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
 from shared.kit.errors import Refused
-from shared.kit.eventstore import ConcurrencyConflict
+from shared.kit.eventstore import ConcurrencyConflict, EventTooLarge
 from shared.kit.logs import log
 
 
@@ -77,10 +77,25 @@ async def _raced(_: Request, error: Exception) -> JSON:
     )
 
 
+async def _too_large(_: Request, error: Exception) -> JSON:
+    # The request would record an event the bus cannot carry: nothing was written.
+    assert isinstance(error, EventTooLarge)
+    return JSON(
+        error_body(
+            "event_too_large",
+            f"this request would record an event of {error.size} bytes ({error.event_type});"
+            f" at most {error.limit} are allowed: send less in one request",
+            {"size": error.size, "limit": error.limit, "event_type": error.event_type},
+        ),
+        413,
+    )
+
+
 def install_errors(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
     app.add_exception_handler(Refused, _api_error)
     app.add_exception_handler(ConcurrencyConflict, _raced)
+    app.add_exception_handler(EventTooLarge, _too_large)
     app.add_exception_handler(asyncpg.DeadlockDetectedError, _raced)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
