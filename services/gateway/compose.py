@@ -22,6 +22,10 @@ from shared.kit import consistency
 from shared.kit.http import JSON
 from shared.kit.settings import Settings
 
+# More consistency waits an image-group upload may take (each at most
+# FILES_CONSISTENCY_TIMEOUT_S) before it answers 503 not_yet_registered.
+GROUP_WAITS = 5
+
 
 def _audit_cursor(cursor: str | None) -> dict[str, int]:
     if not cursor:
@@ -126,6 +130,13 @@ class Compose:
         # Answered with the group's file and folder as the catalog has them.
         stored = answer.json()
         files = await self.files_by_id(request, user, [stored["file_id"]])
+        # The catalog registers a group's images all at once: a large group (10,000
+        # frames) may take longer than one consistency wait. A few more, bounded.
+        for _ in range(GROUP_WAITS):
+            if files:
+                break
+            token = await self.gateway.wait_for(token, rounds=1)
+            files = await self.files_by_id(request, user, [stored["file_id"]])
         made = await self.gateway.http.get(
             f"{self.settings.catalog_url}/v1/folders/{stored['folder_id']}",
             headers=self.gateway._headers(request, user),

@@ -13,8 +13,7 @@ import pytest
 
 from tests.dicom_fixtures import ct_series
 from tests.e2e.support import folder, items, text, unique, upload
-from tests.e2e.test_dicom import finished, fresh_study, send, series_files
-from tests.e2e.test_image_groups import post_group
+from tests.e2e.test_dicom import finished, fresh_study, series_files
 
 # Thousands of blobs: on local disk, so the figures are the bus's and not moto's.
 pytestmark = pytest.mark.parametrize("blobs", ["local"], indirect=True)
@@ -49,7 +48,12 @@ async def test_a_10000_frame_sequence_registers_and_the_next_upload_is_listed_at
 ) -> None:
     top = await folder(api, unique("long-sequence"))
     frames = [(f"frame_{n:05d}.png", frame(n)) for n in range(10_000)]
-    answer = await post_group(api, top["id"], "image_sequence", "scan", *frames)
+    fields: list[tuple[str, Any]] = [("kind", (None, "image_sequence")), ("name", (None, "scan"))]
+    answer = await api.post(
+        f"/v1/folders/{top['id']}/image-groups",
+        files=fields + [("file", (n, data, "image/png")) for n, data in frames],
+        timeout=600,  # 10,000 parts to receive, sniff and store on a busy machine
+    )
     assert answer.status_code == 201, answer.text
     made: dict[str, Any] = answer.json()
     group = made["file"]["group"]
@@ -78,7 +82,13 @@ async def test_a_3000_instance_series_registers_and_the_next_upload_is_listed_at
         (f"ct-{k:04}.dcm", data)
         for k, data in enumerate(ct_series(3000, study=study, rows=2, columns=2))
     ]
-    job_id = await send(api, where["id"], *instances)
+    answer = await api.post(
+        f"/v1/folders/{where['id']}/dicom",
+        files=[("file", (name, data, "application/dicom")) for name, data in instances],
+        timeout=600,
+    )
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
     await listed_at_once(api, where["id"])
     job = await finished(api, job_id, within=300)
     assert job["progress"] == {"done": 3000, "total": 3000}, job
