@@ -97,12 +97,23 @@ class Relay:
         with tracing.publishing(self.topic, (r["traceparent"] for r in rows)) as carried:
             sent: list[tuple[asyncpg.Record, asyncio.Future[Any]]] = []
             for r in rows:
-                message = self._message(r, carried)
+                value = r["wire"].encode()
                 try:
                     # The producer measures the record against MAX_MESSAGE_BYTES here.
-                    sent.append((r, await self._send(*message)))
+                    future = await self.producer.send(
+                        self.topic,
+                        value,
+                        key=r["stream_id"].encode(),
+                        headers=bus.wire_headers(
+                            r["type"],
+                            r["correlation_id"],
+                            carried.get(r["traceparent"], r["traceparent"]),
+                        ),
+                    )
                 except TOO_LARGE as error:
-                    await self._park(conn, r, len(message[1]), repr(error))
+                    await self._park(conn, r, len(value), repr(error))
+                    continue
+                sent.append((r, future))
             results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
             for (r, _), result in zip(sent, results, strict=True):
                 if isinstance(result, TOO_LARGE):
@@ -120,30 +131,19 @@ class Relay:
         )
         return len(rows)
 
-    def _message(
-        self, r: asyncpg.Record, carried: dict[str | None, str | None]
-    ) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-        headers = bus.wire_headers(
-            r["type"], r["correlation_id"], carried.get(r["traceparent"], r["traceparent"])
-        )
-        return r["stream_id"].encode(), r["wire"].encode(), headers
-
-    async def _send(
-        self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
-    ) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = await self.producer.send(
-            self.topic, value, key=key, headers=headers
-        )
-        return future
-
     async def _send_alone(
         self, conn: Conn, r: asyncpg.Record, carried: dict[str | None, str | None]
     ) -> None:
-        message = self._message(r, carried)
+        value = r["wire"].encode()
+        headers = bus.wire_headers(
+            r["type"], r["correlation_id"], carried.get(r["traceparent"], r["traceparent"])
+        )
         try:
-            await (await self._send(*message))
+            await self.producer.send_and_wait(
+                self.topic, value, key=r["stream_id"].encode(), headers=headers
+            )
         except TOO_LARGE as error:
-            await self._park(conn, r, len(message[1]), repr(error))
+            await self._park(conn, r, len(value), repr(error))
 
     async def _park(self, conn: Conn, r: asyncpg.Record, size: int, reason: str) -> None:
         """Set the event aside and publish its stand-in, which does fit."""
