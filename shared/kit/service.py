@@ -19,12 +19,13 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Query
 from pydantic import AwareDatetime
 
-from shared.kit import bus, consistency, db, tracing
+from shared.kit import bus, consistency, db, identity, tracing
 from shared.kit.audit import audit
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.eventstore import EventStore
 from shared.kit.http import JSON, install_errors
+from shared.kit.identity import ServiceKey
 from shared.kit.inbox import Consumer, Handler, Inbox
 from shared.kit.logs import configure, log
 from shared.kit.outbox import Relay
@@ -60,10 +61,13 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
     moved: consistency.Signal = field(init=False, default_factory=consistency.Signal)
     _listener: Conn | None = field(init=False, default=None)
+    # Verifies who calls this service, and signs its own calls to others.
+    identity: ServiceKey = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = EventStore(self.name)
         self.inbox = Inbox(self.name, self.name)
+        self.identity = ServiceKey(self.settings.service_key)
 
     async def start(self) -> None:
         s = self.settings
@@ -191,6 +195,8 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
         telemetry={"exclude": tracing.untraced},
     )
     app.add_middleware(tracing.ForwardContext)
+    # Outermost: a call without a valid token reaches no route (health excepted).
+    app.add_middleware(identity.Authenticated, key=runtime.identity)
     install_errors(app)
     runtime.mount(app)
     mount_audit(app, runtime)
@@ -241,7 +247,10 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
     settings = Settings()
     configure(name, settings.log_level)
     tracing.setup(name, trace_file=settings.trace_file)
-    app = build(settings)
+    try:
+        app = build(settings)
+    except identity.WeakSecret as refused:
+        raise SystemExit(f"{name}: {refused}") from None
     uvicorn.run(
         app,
         host=args.host or settings.http_host,
