@@ -16,7 +16,7 @@ import orjson
 
 from shared.contracts.envelope import Envelope
 from shared.contracts.limits import MAX_EVENT_BYTES
-from shared.kit.db import Conn, Json
+from shared.kit.db import Conn
 
 
 class ConcurrencyConflict(Exception):
@@ -60,12 +60,13 @@ def _metadata(envelope: Envelope) -> dict[str, Any]:
     }
 
 
-def encoded(envelopes: Sequence[Envelope]) -> tuple[list[Json], list[Json]]:
-    """Each envelope's data and metadata as JSON, measured: the codec would encode them
-    anyway, so the check costs a length. Raises EventTooLarge."""
+def encoded(envelopes: Sequence[Envelope]) -> tuple[list[bytes], list[bytes]]:
+    """Each envelope's data and metadata as JSON (which the jsonb codec passes on as it
+    is), measured: the codec would encode them anyway, so the check costs a length.
+    Raises EventTooLarge."""
     data, metadata = [], []
     for e in envelopes:
-        d, m = Json(orjson.dumps(e.data)), Json(orjson.dumps(_metadata(e)))
+        d, m = orjson.dumps(e.data), orjson.dumps(_metadata(e))
         if len(d) + len(m) > MAX_EVENT_BYTES:
             raise EventTooLarge(e, len(d) + len(m))
         data.append(d)

@@ -41,7 +41,7 @@ from shared.contracts import topics as topic_names
 from shared.contracts.envelope import Envelope
 from shared.kit import tracing
 from shared.kit.bus import PARKED, decode
-from shared.kit.db import Conn, Json
+from shared.kit.db import Conn
 from shared.kit.logs import log
 from shared.kit.retry import Backoff, Policy, transient
 
@@ -480,7 +480,7 @@ class Consumer:
                     envelope.type,
                     envelope.source,
                     envelope.position,
-                    Json(value),
+                    value,  # JSON already
                     error,
                     tries,
                     first_failed_at,

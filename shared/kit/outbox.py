@@ -95,7 +95,8 @@ class Relay:
         if not rows:
             return 0
         with tracing.publishing(self.topic, (r["traceparent"] for r in rows)) as carried:
-            sent: list[tuple[asyncpg.Record, asyncio.Future[Any]]] = []
+            sent: list[asyncio.Future[Any]] = []
+            parked: set[int] = set()
             for r in rows:
                 value = r["wire"].encode()
                 try:
@@ -111,17 +112,22 @@ class Relay:
                         ),
                     )
                 except TOO_LARGE as error:
+                    parked.add(r["position"])
                     await self._park(conn, r, len(value), repr(error))
                     continue
-                sent.append((r, future))
-            results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
-            for (r, _), result in zip(sent, results, strict=True):
-                if isinstance(result, TOO_LARGE):
-                    # The broker refused the batch it was in (its limit is below ours):
-                    # alone, it either goes or is set aside.
-                    await self._send_alone(conn, r, carried)
-                elif isinstance(result, BaseException):
-                    raise result
+                sent.append(future)
+            try:
+                await asyncio.gather(*sent)
+            except TOO_LARGE:
+                # The broker refused a batch (its limit is below ours): each record it
+                # refused goes alone, or is set aside.
+                results = await asyncio.gather(*sent, return_exceptions=True)
+                went = [r for r in rows if r["position"] not in parked]
+                for r, result in zip(went, results, strict=True):
+                    if isinstance(result, TOO_LARGE):
+                        await self._send_alone(conn, r, carried)
+                    elif isinstance(result, BaseException):
+                        raise result from None
         self.published = rows[-1]["position"]
         await conn.execute(
             f"""INSERT INTO {self.store.schema}.relay_offsets (topic, position) VALUES ($1, $2)
