@@ -23,7 +23,7 @@ from shared.kit import identity
 from shared.kit.embedded import Child, _die_with_parent, free_port, start_broker, start_postgres
 from shared.kit.settings import Settings
 
-SERVICES = ("acl", "catalog", "ingest", "datasets", "dicom")
+SERVICES = ("acl", "catalog", "ingest", "datasets", "dicom", "thumbnails")
 
 
 def admin_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:
@@ -94,6 +94,8 @@ class Stack:
         ports = {name: free_port() for name in SERVICES}
         grpc_port = s.grpc_port or free_port()
         self.env = {
+            # A bucket on this machine (MinIO, moto) may be an integration's.
+            "FILES_ALLOWED_ENDPOINTS": "127.0.0.1",
             **os.environ,
             # What the caller set reaches the services (S3 keys, sweep intervals, ...).
             **{
