@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from services.dicom import domain, slices
+from services.dicom.projections import instance_of
 from services.dicom.projections import series as series_model
 from shared.contracts import dicom as ev
 from shared.contracts import limits
@@ -51,21 +52,6 @@ class Part:
             "size": self.size,
             "facts": dataclasses.asdict(instance),
         }
-
-
-def instance_of(facts: dict[str, Any]) -> domain.Instance:
-    def tupled(key: str) -> Any:
-        value = facts.get(key)
-        return tuple(value) if value is not None else None
-
-    return domain.Instance(
-        **{
-            **facts,
-            "position": tupled("position"),
-            "orientation": tupled("orientation"),
-            "pixel_spacing": tupled("pixel_spacing"),
-        }
-    )
 
 
 # Blobs read side by side (fetched first when the store is S3).
@@ -294,6 +280,8 @@ class Dicom(Handlers):
                 missing_3d_tags=facts["missing_3d_tags"],
                 instance_count=len(members),
                 first_blob_key=members[0].blob_key,
+                middle_blob_key=members[len(members) // 2].blob_key,
+                middle_sha256=members[len(members) // 2].sha256,
                 size=sum(p.size for p in members),
                 sha256=_digest(members),
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from services.dicom import domain
 from shared.contracts.envelope import Envelope
 from shared.kit.db import Conn
 from shared.kit.projections import Projection
@@ -78,9 +79,24 @@ async def _series(conn: Conn, events: Sequence[Envelope]) -> None:
         )
 
 
+def instance_of(facts: dict[str, Any]) -> domain.Instance:
+    def tupled(key: str) -> Any:
+        value = facts.get(key)
+        return tuple(value) if value is not None else None
+
+    return domain.Instance(
+        **{
+            **facts,
+            "position": tupled("position"),
+            "orientation": tupled("orientation"),
+            "pixel_spacing": tupled("pixel_spacing"),
+        }
+    )
+
+
 async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> None:
-    """Instances after those their series has (`ordinal` is the order they arrived in;
-    the handler orders a series along its slice direction)."""
+    """Instances after those their series has, in the order given (a new series' pages
+    are in slice order; `_in_slice_order` puts an extended one back in order)."""
     await conn.execute(
         """WITH x AS (
                SELECT *, row_number() OVER (PARTITION BY file_id ORDER BY n) AS k
@@ -103,9 +119,47 @@ series.on("dicom.SeriesAssembled")(_series)
 series.on("dicom.SeriesExtended")(_series)
 
 
+async def _in_slice_order(conn: Conn, files: list[str]) -> None:
+    """`ordinal` is the slice order (the slices route reads it): instances an extension
+    added may go between those the series had, so the series is ordered again."""
+    rows = await conn.fetch(
+        """SELECT file_id, sop_uid, ordinal, facts FROM dicom.instances
+           WHERE file_id = ANY($1::uuid[])""",
+        files,
+    )
+    by_file: dict[Any, list[Any]] = {}
+    for r in rows:
+        by_file.setdefault(r["file_id"], []).append(r)
+    moved: list[tuple[Any, str, int]] = []
+    for file_id, members in by_file.items():
+        now = {r["sop_uid"]: r["ordinal"] for r in members}
+        ordered = domain.order(instance_of(r["facts"]) for r in members)
+        moved += [(file_id, i.sop_uid, k) for k, i in enumerate(ordered) if now[i.sop_uid] != k]
+    if moved:
+        await conn.execute(
+            """UPDATE dicom.instances i SET ordinal = x.ordinal
+               FROM unnest($1::uuid[], $2::text[], $3::int[]) AS x(file_id, sop_uid, ordinal)
+               WHERE i.file_id = x.file_id AND i.sop_uid = x.sop_uid""",
+            [m[0] for m in moved],
+            [m[1] for m in moved],
+            [m[2] for m in moved],
+        )
+
+
 @series.on("dicom.SeriesInstancesAdded")
 async def instances_added(conn: Conn, events: Sequence[Envelope]) -> None:
+    files = list({e.data["file_id"] for e in events})
+    extended = [
+        r["f"]
+        for r in await conn.fetch(
+            """SELECT f FROM unnest($1::uuid[]) AS f
+               WHERE EXISTS (SELECT 1 FROM dicom.instances i WHERE i.file_id = f)""",
+            files,
+        )
+    ]
     await _insert(conn, [(e.data["file_id"], i) for e in events for i in e.data["instances"]])
+    if extended:
+        await _in_slice_order(conn, extended)
     last = {e.data["file_id"]: e.stream_version for e in events}
     await conn.execute(
         """UPDATE dicom.series s SET version = x.version

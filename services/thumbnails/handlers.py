@@ -126,15 +126,21 @@ class Thumbnails(Handlers):
 
     @staticmethod
     def _series(envelope: Envelope) -> Wanted | None:
-        instances = envelope.data["instances"]
-        if not instances:
+        """A series is drawn from its middle slice: the event names it (events from
+        before pages name every instance, in slice order, instead)."""
+        data = envelope.data
+        if data.get("middle_blob_key"):
+            blob_key, sha256 = data["middle_blob_key"], data["middle_sha256"]
+        elif instances := data.get("instances"):
+            shown = instances[domain.middle(len(instances))]
+            blob_key, sha256 = shown["blob_key"], shown["sha256"]
+        else:
             return None
-        shown = instances[domain.middle(len(instances))]
         return Wanted(
-            uuid.UUID(envelope.data["file_id"]),
+            uuid.UUID(data["file_id"]),
             "dicom_series",
-            domain.source_of("dicom", shown["sha256"]),
-            shown["blob_key"],
+            domain.source_of("dicom", sha256),
+            blob_key,
             envelope,
         )
 

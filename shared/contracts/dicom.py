@@ -42,6 +42,10 @@ class SeriesFacts(Event):
     # direction (the file's content). None in events from before pages: see `instances`.
     instance_count: int | None = None
     first_blob_key: str | None = None
+    # The slice a picture of the series shows: the middle one along the slice direction
+    # (index instance_count // 2, the later of two). None in events from before pages.
+    middle_blob_key: str | None = None
+    middle_sha256: str | None = None
     size: int
     sha256: str  # of the instances' sha256s, in order: the series' content
 
