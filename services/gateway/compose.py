@@ -26,6 +26,11 @@ from services.gateway.routes import PARAMS
 from shared.kit import consistency
 from shared.kit.http import JSON
 
+# The catalog registers a group's images all at once: a large group (10,000 frames)
+# may take longer than one consistency budget. An image-group upload's budget is this
+# many of them (still bounded), spent in as many waits before it answers 202.
+GROUP_WAITS = 5
+
 
 def _audit_cursor(cursor: str | None) -> dict[str, int]:
     if not cursor:
@@ -244,6 +249,7 @@ class Compose:
         return JSON(body, 201, headers={consistency.HEADER: consistency.encode(token)})
 
     async def upload_image_group(self, call: Call) -> Response:
+        self.gateway.widen_budget(call.request, GROUP_WAITS)
         received = await self._stored(call)
         if isinstance(received, Response):
             return received
@@ -252,6 +258,11 @@ class Compose:
         # Answered with the group's file and folder as the catalog has them.
         stored = answer.json()
         files = await self.files_by_id(call, [stored["file_id"]])
+        for _ in range(GROUP_WAITS):
+            if files:
+                break
+            token = await self.gateway.wait_for(call.request, token, rounds=1)
+            files = await self.files_by_id(call, [stored["file_id"]])
         made = await self.gateway.call(
             "catalog", "GET", f"/v1/folders/{stored['folder_id']}", call.request, call.user
         )

@@ -310,6 +310,11 @@ class Gateway:
             state.consistency_deadline = deadline
         return max(deadline - time.monotonic(), 0.0)
 
+    def widen_budget(self, request: Request, times: int) -> None:
+        """A route whose effects take longer to apply gets `times` the usual budget."""
+        self.budget(request)
+        request.state.consistency_deadline += (times - 1) * self.settings.consistency_timeout_s
+
     async def check_and_wait(self, request: Request, token: dict[str, int]) -> Response | None:
         """A client's token: wait for it (within the budget); a 400 naming the source
         if it names a store we do not have, or a position past a store's head (it

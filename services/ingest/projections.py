@@ -146,12 +146,27 @@ async def job_finished(conn: asyncpg.Connection, events: Sequence[Envelope]) -> 
     )
 
 
+@jobs.on("ingest.ImageGroupImagesStored")
+async def image_group_images_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE ingest.jobs SET files = files || $2::jsonb WHERE id = $1",
+        [(e.data["job_id"], [f["file_id"] for f in e.data["files"]]) for e in events],
+    )
+
+
 @jobs.on("ingest.ImageGroupStored")
 async def image_group_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    # The group's file first, then its images: from its pages, or (events from before
+    # pages) its own `files`.
     await conn.executemany(
-        "UPDATE ingest.jobs SET done = total, files = $2::jsonb WHERE id = $1",
+        "UPDATE ingest.jobs SET done = total, files = $2::jsonb || files || $3::jsonb"
+        " WHERE id = $1",
         [
-            (e.data["job_id"], [e.data["group_file_id"]] + [f["file_id"] for f in e.data["files"]])
+            (
+                e.data["job_id"],
+                [e.data["group_file_id"]],
+                [f["file_id"] for f in e.data.get("files", [])],
+            )
             for e in events
         ],
     )
@@ -396,10 +411,12 @@ async def file_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> N
     await _files(conn, pairs, events[-1].occurred_at)
 
 
-@blob_refs.on("ingest.ImageGroupStored")
+@blob_refs.on("ingest.ImageGroupImagesStored")
+@blob_refs.on("ingest.ImageGroupStored")  # before pages, it held the images
 async def group_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-    pairs = [(f["file_id"], f["blob_key"]) for e in events for f in e.data["files"]]
-    await _files(conn, pairs, events[-1].occurred_at)
+    pairs = [(f["file_id"], f["blob_key"]) for e in events for f in e.data.get("files", [])]
+    if pairs:
+        await _files(conn, pairs, events[-1].occurred_at)
 
 
 @blob_refs.on("ingest.DicomInstanceStored")

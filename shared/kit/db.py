@@ -17,8 +17,12 @@ def _dumps(value: Any) -> str:
 
 
 # jsonb's binary form is a version byte, then the JSON text. Binary lets `COPY` (which
-# asyncpg speaks only in binary) carry jsonb, so big appends can use it.
+# asyncpg speaks only in binary) carry jsonb, so big appends can use it. `bytes` given
+# for a jsonb are JSON already (the event store measures what it appends): sent as they
+# are. (No JSON value is bytes: orjson would refuse them.)
 def _jsonb_out(value: Any) -> bytes:
+    if type(value) is bytes:
+        return b"\x01" + value
     return b"\x01" + orjson.dumps(value)
 
 

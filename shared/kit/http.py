@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
 from shared.kit.errors import Refused
-from shared.kit.eventstore import ConcurrencyConflict
+from shared.kit.eventstore import ConcurrencyConflict, EventTooLarge
 from shared.kit.identity import Identity
 from shared.kit.logs import log
 
@@ -153,12 +153,27 @@ async def _raced(_: Request, error: Exception) -> JSON:
     )
 
 
+async def _too_large(_: Request, error: Exception) -> JSON:
+    # The request would record an event the bus cannot carry: nothing was written.
+    assert isinstance(error, EventTooLarge)
+    return JSON(
+        error_body(
+            "event_too_large",
+            f"this request would record an event of {error.size} bytes ({error.event_type});"
+            f" at most {error.limit} are allowed: send less in one request",
+            {"size": error.size, "limit": error.limit, "event_type": error.event_type},
+        ),
+        413,
+    )
+
+
 def install_errors(app: FastAPI) -> None:
     """The error format for every refusal; call it after adding any other middleware,
     so that the guard is the outermost."""
     app.add_middleware(Guard)
     app.add_exception_handler(Refused, _api_error)
     app.add_exception_handler(ConcurrencyConflict, _raced)
+    app.add_exception_handler(EventTooLarge, _too_large)
     app.add_exception_handler(asyncpg.DeadlockDetectedError, _raced)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

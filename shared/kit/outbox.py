@@ -3,6 +3,12 @@
 One relay per store runs at a time, elected by a session advisory lock held
 on its own connection: when that replica dies, its session ends, the lock is
 freed and another replica's relay takes over.
+
+An event the bus will not carry (bigger than MAX_MESSAGE_BYTES; the store refuses
+those at append, so this is the second guard) is set aside, never retried for ever:
+a row in `<schema>.relay_parked`, an error log, the `parked` count, and in its place
+on the topic a small `relay.EventParked` stand-in at the same position, so consumers'
+watermarks move past it (their inboxes record it as a dead letter) and the rest flows.
 """
 
 from __future__ import annotations
@@ -10,13 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
+from typing import Any
 
+import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
+from shared.contracts.limits import MAX_MESSAGE_BYTES
 from shared.kit import bus, db, tracing
 from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
 from shared.kit.logs import log
+
+# What a producer or broker says of a record too big for it.
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 class Relay:
@@ -36,13 +50,25 @@ class Relay:
         self.bootstrap = bootstrap
         self.batch = batch
         self.published = 0
+        # Events set aside since this relay started (also logged, and in relay_parked).
+        self.parked = 0
         self._wake = asyncio.Event()
         self._lock_key = zlib.crc32(f"files.relay.{store.schema}.{topic}".encode())
 
     async def setup(self, conn: Conn) -> None:
         await conn.execute(
             f"""CREATE TABLE IF NOT EXISTS {self.store.schema}.relay_offsets (
-                topic text PRIMARY KEY, position bigint NOT NULL)"""
+                topic text PRIMARY KEY, position bigint NOT NULL);
+            CREATE TABLE IF NOT EXISTS {self.store.schema}.relay_parked (
+                topic text NOT NULL,
+                position bigint NOT NULL,
+                event_id uuid NOT NULL,
+                stream_id text NOT NULL,
+                type text NOT NULL,
+                size integer NOT NULL,
+                reason text NOT NULL,
+                parked_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (topic, position))"""
         )
 
     async def run(self) -> None:
@@ -69,20 +95,39 @@ class Relay:
         if not rows:
             return 0
         with tracing.publishing(self.topic, (r["traceparent"] for r in rows)) as carried:
-            sent = [
-                await self.producer.send(
-                    self.topic,
-                    r["wire"].encode(),
-                    key=r["stream_id"].encode(),
-                    headers=bus.wire_headers(
-                        r["type"],
-                        r["correlation_id"],
-                        carried.get(r["traceparent"], r["traceparent"]),
-                    ),
-                )
-                for r in rows
-            ]
-            await asyncio.gather(*sent)
+            sent: list[asyncio.Future[Any]] = []
+            parked: set[int] = set()
+            for r in rows:
+                value = r["wire"].encode()
+                try:
+                    # The producer measures the record against MAX_MESSAGE_BYTES here.
+                    future = await self.producer.send(
+                        self.topic,
+                        value,
+                        key=r["stream_id"].encode(),
+                        headers=bus.wire_headers(
+                            r["type"],
+                            r["correlation_id"],
+                            carried.get(r["traceparent"], r["traceparent"]),
+                        ),
+                    )
+                except TOO_LARGE as error:
+                    parked.add(r["position"])
+                    await self._park(conn, r, len(value), repr(error))
+                    continue
+                sent.append(future)
+            try:
+                await asyncio.gather(*sent)
+            except TOO_LARGE:
+                # The broker refused a batch (its limit is below ours): each record it
+                # refused goes alone, or is set aside.
+                results = await asyncio.gather(*sent, return_exceptions=True)
+                went = [r for r in rows if r["position"] not in parked]
+                for r, result in zip(went, results, strict=True):
+                    if isinstance(result, TOO_LARGE):
+                        await self._send_alone(conn, r, carried)
+                    elif isinstance(result, BaseException):
+                        raise result from None
         self.published = rows[-1]["position"]
         await conn.execute(
             f"""INSERT INTO {self.store.schema}.relay_offsets (topic, position) VALUES ($1, $2)
@@ -91,6 +136,60 @@ class Relay:
             self.published,
         )
         return len(rows)
+
+    async def _send_alone(
+        self, conn: Conn, r: asyncpg.Record, carried: dict[str | None, str | None]
+    ) -> None:
+        value = r["wire"].encode()
+        headers = bus.wire_headers(
+            r["type"], r["correlation_id"], carried.get(r["traceparent"], r["traceparent"])
+        )
+        try:
+            await self.producer.send_and_wait(
+                self.topic, value, key=r["stream_id"].encode(), headers=headers
+            )
+        except TOO_LARGE as error:
+            await self._park(conn, r, len(value), repr(error))
+
+    async def _park(self, conn: Conn, r: asyncpg.Record, size: int, reason: str) -> None:
+        """Set the event aside and publish its stand-in, which does fit."""
+        envelope = orjson.loads(r["wire"])
+        await conn.execute(
+            f"""INSERT INTO {self.store.schema}.relay_parked
+                (topic, position, event_id, stream_id, type, size, reason)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+            self.topic,
+            r["position"],
+            envelope["event_id"],
+            r["stream_id"],
+            r["type"],
+            size,
+            reason,
+        )
+        self.parked += 1
+        log.error(
+            "relay.parked",
+            topic=self.topic,
+            position=r["position"],
+            event_id=envelope["event_id"],
+            event_type=r["type"],
+            size=size,
+            limit=MAX_MESSAGE_BYTES,
+            reason=reason,
+        )
+        stand_in = {
+            **envelope,
+            "type": bus.PARKED,
+            "data": {"type": r["type"], "size": size, "reason": reason},
+        }
+        await (
+            await self.producer.send(
+                self.topic,
+                orjson.dumps(stand_in),
+                key=r["stream_id"].encode(),
+                headers=bus.wire_headers(bus.PARKED, r["correlation_id"], None),
+            )
+        )
 
     async def _start_position(self, conn: Conn) -> int:
         recorded: int = (

@@ -29,6 +29,7 @@ from shared.kit.identity import ServiceKey
 from shared.kit.inbox import Consumer, Handler, Inbox
 from shared.kit.logs import configure, log
 from shared.kit.outbox import Relay
+from shared.kit.retry import Policy
 from shared.kit.settings import Settings
 
 Setup = Callable[[Conn], Awaitable[None]]
@@ -98,6 +99,9 @@ class Runtime:
                 handle=self.handle,
                 bootstrap=s.kafka_bootstrap,
                 dead_letters=self.producer,
+                policy=Policy(
+                    retry_for_s=s.consumer_retry_for_s, poison_tries=s.consumer_poison_tries
+                ),
                 max_batch=self.max_batch,
             )
             self.supervise("consumer", self.consumer.run)

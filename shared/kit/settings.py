@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # The gateway's gRPC API (proto/files/v1/files.proto) on this port, beside HTTP on
     # http_host; 0: no gRPC server.
     grpc_port: int = 0
+    # Consumers (shared/kit/retry.py): transient failures are retried this long, never
+    # dead-lettered; any other failure this many times, then dead-lettered.
+    consumer_retry_for_s: float = 300.0
+    consumer_poison_tries: int = 5
     # Thumbnails (services/thumbnails): worker processes drawing them (0: one per CPU this
     # process may use), the most time one file may take, and the pictures' format.
     thumbnail_workers: int = 0
