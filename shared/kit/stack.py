@@ -3,26 +3,59 @@
 Each piece runs as a child process with its log under `<data dir>/logs/`.
 Pieces given by the environment (FILES_DATABASE_URL, FILES_KAFKA_BOOTSTRAP)
 are used instead of starting embedded ones.
+
+Once started, the platform is supervised: a piece that exits is started again, on
+the same port (PostgreSQL on the same data dir), backing off while it keeps dying;
+each exit and restart is a line of `<data dir>/logs/stack.log`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from shared.kit.embedded import Child, _die_with_parent, free_port, start_broker, start_postgres
+from shared.kit.embedded import (
+    Child,
+    _die_with_parent,
+    free_port,
+    spawn_postgres,
+    start_broker,
+    start_postgres,
+)
 from shared.kit.settings import Settings
 
 SERVICES = ("acl", "catalog", "ingest", "datasets", "dicom")
+# A piece that exits is started again after this, doubling while it keeps dying...
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+# ...and forgiven once it has stayed up this long.
+STEADY_S = 30.0
+SUPERVISE_EVERY_S = 0.2
+
+
+@dataclass
+class _Tended:
+    """How to start a piece again, and how long to wait before the next try."""
+
+    restart: Callable[[], subprocess.Popen[bytes]]
+    backoff: float = FIRST_BACKOFF_S
+    started: float = 0.0
+    due: float | None = None
 
 
 def admin_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:
@@ -62,6 +95,13 @@ class Stack:
         self.grpc_target = ""
         self.admin_key = ""
         self.admin_key_is_new = False
+        # Supervision: every child's restart, the exits seen, and the thread tending them.
+        self.echo = False  # also print exits and restarts on stderr (`files run`)
+        self.exits: list[tuple[str, int, float]] = []
+        self._tended: dict[int, _Tended] = {}
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     def start(self, timeout: float = 90) -> None:
         s = self.settings
@@ -69,14 +109,20 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         database_url, bootstrap = s.database_url, s.kafka_bootstrap
         if not database_url:
-            pg = start_postgres(
-                self.data_dir / "pg", durable=self.durable, log=logs / "postgres.log"
+            pgdata, pg_log = self.data_dir / "pg", logs / "postgres.log"
+            pg = start_postgres(pgdata, durable=self.durable, log=pg_log)
+            self._adopt(
+                pg,
+                lambda: (
+                    spawn_postgres(
+                        pgdata, durable=self.durable, log=pg_log, port=pg.port, restart=True
+                    ).proc
+                ),
             )
-            self.children.append(pg)
             database_url = pg.url
         if not bootstrap:
             broker = start_broker(log=logs / "broker.log")
-            self.children.append(broker)
+            self._adopt(broker, lambda: self._restart_broker(broker))
             bootstrap = broker.url
         self.admin_key, self.admin_key_is_new = admin_key(s, self.data_dir)
         ports = {name: free_port() for name in SERVICES}
@@ -107,6 +153,8 @@ class Stack:
         (self.data_dir / "stack.env").write_text(
             f"FILES_DATABASE_URL={database_url}\nFILES_KAFKA_BOOTSTRAP={bootstrap}\n"
         )
+        self._supervisor = threading.Thread(target=self._supervise, name="stack", daemon=True)
+        self._supervisor.start()
 
     def add_gateway(self, timeout: float = 30) -> str:
         """Start one more gateway replica in front of the same services; its URL."""
@@ -126,24 +174,108 @@ class Stack:
         return url, child
 
     def remove(self, child: Child, sig: int = signal.SIGTERM) -> None:
-        """Stop one process (SIGKILL: as if its machine died) and forget it."""
-        self.children.remove(child)
+        """Stop one process (SIGKILL: as if its machine died) and forget it: it is not
+        started again."""
+        with self._lock:
+            self.children.remove(child)
+            self._tended.pop(id(child), None)
         child.stop(sig)
+
+    def child(self, name: str) -> Child:
+        """The first process of that name (a service, "gateway", "postgres", "broker")."""
+        with self._lock:
+            return next(c for c in self.children if c.name == name)
 
     def _spawn(
         self, name: str, args: list[str], logs: Path, env: dict[str, str] | None = None
     ) -> Child:
-        out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}", *args],
-            env={**self.env, **(env or {})},
-            stdout=out,
-            stderr=out,
-            preexec_fn=_die_with_parent,
-        )
-        child = Child(name, proc, "")
-        self.children.append(child)
+        def popen() -> subprocess.Popen[bytes]:
+            out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+            return subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}", *args],
+                env={**self.env, **(env or {})},
+                stdout=out,
+                stderr=out,
+                preexec_fn=_die_with_parent,
+            )
+
+        child = Child(name, popen(), "")
+        self._adopt(child, popen)
         return child
+
+    def _adopt(self, child: Child, restart: Callable[[], subprocess.Popen[bytes]]) -> None:
+        with self._lock:
+            self.children.append(child)
+            self._tended[id(child)] = _Tended(restart, started=time.monotonic())
+
+    def _restart_broker(self, broker: Child) -> subprocess.Popen[bytes]:
+        started = start_broker(log=self.data_dir / "logs" / "broker.log", port=broker.port)
+        # It lost its topics with its messages: make them again with our partition count
+        # before a client's first request makes them with the broker's default.
+        from shared.kit import bus
+
+        try:
+            asyncio.run(
+                asyncio.wait_for(
+                    bus.ensure_topics(broker.url, self.settings.topic_partitions), timeout=10
+                )
+            )
+        except Exception as error:
+            self._note("broker.topics_not_made", error=repr(error))
+        return started.proc
+
+    # -- supervision ---------------------------------------------------------------
+
+    def _note(self, event: str, **fields: object) -> None:
+        line = {"time": datetime.now(UTC).isoformat(), "event": event, **fields}
+        with open(self.data_dir / "logs" / "stack.log", "a") as out:
+            out.write(json.dumps(line) + "\n")
+        if self.echo:
+            print(
+                f"files: {event} {' '.join(f'{k}={v}' for k, v in fields.items())}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(SUPERVISE_EVERY_S):
+            with self._lock:
+                for child in list(self.children):
+                    if not self._stopping.is_set():
+                        self._tend(child)
+
+    def _tend(self, child: Child) -> None:
+        tended = self._tended.get(id(child))
+        if tended is None:
+            return
+        now = time.monotonic()
+        if child.proc.poll() is None:
+            if tended.due is None and now - tended.started > STEADY_S:
+                tended.backoff = FIRST_BACKOFF_S
+            return
+        if tended.due is None:
+            status = child.proc.returncode
+            self.exits.append((child.name, status, time.time()))
+            tended.due = now + tended.backoff
+            self._note(
+                "exited",
+                name=child.name,
+                status=status,
+                restart_in_s=tended.backoff,
+                log=str(self.data_dir / "logs" / f"{child.name}.log"),
+            )
+            return
+        if now < tended.due:
+            return
+        try:
+            child.proc = tended.restart()
+        except Exception as error:
+            self._note("restart_failed", name=child.name, error=repr(error))
+            tended.due = now + tended.backoff
+        else:
+            self._note("restarted", name=child.name, pid=child.proc.pid)
+            tended.started, tended.due = time.monotonic(), None
+        tended.backoff = min(tended.backoff * 2, MAX_BACKOFF_S)
 
     def _wait(self, urls: list[str], deadline: float) -> None:
         pending = list(urls)
@@ -155,14 +287,20 @@ class Stack:
             time.sleep(0.1)
 
     def check_alive(self) -> None:
-        for child in self.children:
-            if child.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{child.name} exited with status {child.proc.returncode};"
-                    f" see {self.data_dir / 'logs' / (child.name + '.log')}"
-                )
+        """Raise, naming its log, if any piece has exited since the start, even one
+        started again since (a benchmark's figures would not be of one run)."""
+        exited = [(name, status) for name, status, _ in self.exits]
+        exited += [(c.name, c.proc.returncode) for c in self.children if c.proc.poll() is not None]
+        for name, status in exited:
+            raise RuntimeError(
+                f"{name} exited with status {status};"
+                f" see {self.data_dir / 'logs' / (name + '.log')}"
+            )
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
         # Services first, so nothing talks to a database or broker that is gone.
         for child in reversed(self.children):
             if child.name == "postgres":
