@@ -20,11 +20,12 @@ from services.gateway.edge import (
     MAX_JSON_BODY,
     PART_URL,
     Gateway,
+    Replayed,
     TooLarge,
     error_response,
     route,
 )
-from shared.kit import consistency, tracing
+from shared.kit import consistency, idempotency, tracing
 from shared.kit.http import CORRELATION_HEADER, JSON, install_errors
 from shared.kit.service import serve
 from shared.kit.settings import Settings
@@ -119,6 +120,21 @@ def build(settings: Settings) -> FastAPI:
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
     async def public(rest: str, request: Request) -> Response:
+        key = request.headers.get(idempotency.HEADER)
+        if key is not None and request.method in idempotency.METHODS:
+            if not idempotency.valid_key(key):
+                return error_response(
+                    400,
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 printable ASCII characters, no spaces",
+                )
+            try:
+                return await gateway.keep_answer(request, await answer(request))
+            except Replayed as replay:
+                return replay.response
+        return await answer(request)
+
+    async def answer(request: Request) -> Response:
         if request.method == "PUT" and PART_URL.fullmatch(request.url.path):
             # A part of an upload session, sent to the URL the session gave: its
             # signature is the right (as a presigned S3 URL's is), not an API key.

@@ -17,7 +17,14 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from services.gateway.edge import MAX_JSON_BODY, Gateway, TooLarge, capped_body, error_response
+from services.gateway.edge import (
+    MAX_JSON_BODY,
+    Gateway,
+    TooLarge,
+    capped_body,
+    error_response,
+    note_idempotency,
+)
 from shared.kit import consistency
 from shared.kit.http import JSON
 from shared.kit.settings import Settings
@@ -71,6 +78,7 @@ class Compose:
             content=await capped_body(request),
             headers=headers,
         )
+        note_idempotency(request, "acl", user, answer)
         if request.method != "GET" and answer.status_code < 300:
             self.gateway.forget_callers()
         return self.gateway.relay(answer)

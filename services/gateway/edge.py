@@ -14,6 +14,7 @@ downloads are streamed through, never buffered.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import re
@@ -27,7 +28,8 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from shared.contracts import topics
-from shared.kit import access, consistency, tracing
+from shared.kit import access, consistency, idempotency, tracing
+from shared.kit.errors import Refused
 from shared.kit.http import ACTOR_HEADER, CORRELATION_HEADER, JSON, error_body
 from shared.kit.logs import log
 from shared.kit.settings import Settings
@@ -62,6 +64,28 @@ async def capped_body(request: Request) -> bytes:
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSON:
     return JSON(error_body(code, message, details), status)
+
+
+class Replayed(Exception):
+    """A service gave back the answer this gateway composed the first time a keyed
+    request was applied (kit/idempotency.py): it is relayed as it is."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("replayed")
+        self.response = response
+
+
+def note_idempotency(
+    request: Request, service: str, user: dict[str, Any], answer: httpx.Response
+) -> None:
+    """What the owning service did with the request's Idempotency-Key."""
+    state = answer.headers.get(idempotency.STATE_HEADER)
+    if state == "public":
+        headers = {k: v for k, v in answer.headers.items() if k.lower() in idempotency.KEPT_HEADERS}
+        headers[idempotency.REPLAYED_HEADER] = "true"
+        raise Replayed(Response(answer.content, answer.status_code, headers=headers))
+    if state in ("applied", "replayed"):
+        request.state.idempotent = (service, state, user["id"])
 
 
 class Gateway:
@@ -133,6 +157,9 @@ class Gateway:
         answer = await self.http.post(
             f"{self.services['acl']}/internal/authenticate", json={"api_key": key.strip()}
         )
+        if answer.status_code >= 500:
+            # Not a refusal: the caller is unknown for now, and nothing is cached.
+            raise Refused(503, "unavailable", "the access service did not answer; try again")
         user = answer.json() if answer.status_code == 200 else None
         if len(self._keys) > 10_000:
             self._keys.clear()
@@ -156,7 +183,11 @@ class Gateway:
                 ),
                 return_exceptions=True,
             )
-            heads = [a.json()["head"] for a in answers if isinstance(a, httpx.Response)]
+            heads = [
+                a.json()["head"]
+                for a in answers
+                if isinstance(a, httpx.Response) and a.status_code == 200
+            ]
             grown = consistency.merge(token, *heads)
             if grown == token or left == 0:
                 return grown
@@ -195,7 +226,10 @@ class Gateway:
             access.HEADER: user["access"],
             CORRELATION_HEADER: request.state.correlation_id,
         }
-        for name in ("content-type", "traceparent") if with_body else ("traceparent",):
+        passed = (
+            ("content-type", "traceparent", "idempotency-key") if with_body else ("traceparent",)
+        )
+        for name in passed:
             if name in request.headers:
                 headers[name] = request.headers[name]
         return headers
@@ -206,13 +240,43 @@ class Gateway:
         # Without a trailing slash: the service would redirect to its own, internal address.
         url = f"{self.services[service]}{request.url.path.rstrip('/')}"
         content: Any = request.stream() if stream_body else await capped_body(request)
-        return await self.http.request(
+        answer = await self.http.request(
             request.method,
             url,
             params=request.query_params,
             content=content,
             headers=self._headers(request, user, with_body=True),
         )
+        note_idempotency(request, service, user, answer)
+        return answer
+
+    async def keep_answer(self, request: Request, response: Response) -> Response:
+        """A keyed write the owning service applied (or gave back): the answer as composed
+        here is kept with it, so that a retry gets this very answer."""
+        noted = getattr(request.state, "idempotent", None)
+        if noted is None or response.status_code >= 500 or not hasattr(response, "body"):
+            return response
+        service, state, scope = noted
+        headers = [
+            (k, v) for k, v in response.headers.items() if k.lower() in idempotency.KEPT_HEADERS
+        ]
+        try:
+            await self.http.put(
+                f"{self.services[service]}/internal/idempotency",
+                json={
+                    "scope": scope,
+                    "key": request.headers[idempotency.HEADER],
+                    "status": response.status_code,
+                    "headers": headers,
+                    "body": base64.b64encode(response.body).decode(),
+                },
+            )
+        except httpx.TransportError:
+            # The service's own answer stays kept: a retry is composed again from it.
+            log.warning("gateway.answer_not_kept", service=service)
+        if state == "replayed":
+            response.headers[idempotency.REPLAYED_HEADER] = "true"
+        return response
 
     @staticmethod
     def relay(

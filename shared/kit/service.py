@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gc
 import uuid
@@ -17,20 +18,28 @@ import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Query
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel
 
-from shared.kit import bus, consistency, db, tracing
+from shared.kit import bus, consistency, db, idempotency, tracing
 from shared.kit.audit import audit
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.eventstore import EventStore
-from shared.kit.http import JSON, install_errors
+from shared.kit.http import ACTOR_HEADER, JSON, install_errors
 from shared.kit.inbox import Consumer, Handler, Inbox
 from shared.kit.logs import configure, log
 from shared.kit.outbox import Relay
 from shared.kit.settings import Settings
 
 Setup = Callable[[Conn], Awaitable[None]]
+
+
+class PublicAnswer(BaseModel):
+    scope: str
+    key: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: str  # base64
 
 
 def source_of(topic: str) -> str:
@@ -66,12 +75,15 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
-        self.pool = await db.connect_pool(s.database_url, max_size=self.pool_size)
+        self.pool = await db.connect_pool(
+            s.database_url, max_size=self.pool_size, kind=idempotency.Pool
+        )
         # Services start side by side against one database: serialise DDL.
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7314)")
             await self.store.setup(conn)
             await self.inbox.setup(conn)
+            await conn.execute(idempotency.ddl(self.name))
             for setup in self.setups:
                 await setup(conn)
         await bus.ensure_topics(s.kafka_bootstrap, s.topic_partitions)
@@ -85,8 +97,7 @@ class Runtime:
                 await self.relay.setup(conn)
             self.supervise("relay", self.relay.run)
         if self.consumes and self.handle:
-            self._listener = await db.connect(s.database_url)
-            await self._listener.add_listener(self.inbox.channel, lambda *_: self.moved.fire())
+            self.supervise("listener", self._listen)
             self.consumer = Consumer(
                 pool=self.pool,
                 inbox=self.inbox,
@@ -97,8 +108,27 @@ class Runtime:
                 max_batch=self.max_batch,
             )
             self.supervise("consumer", self.consumer.run)
+        self.supervise(
+            "idempotency.prune",
+            lambda: idempotency.prune_forever(self.pool, self.name, s.idempotency_ttl_s),
+        )
         for hook in self.on_start:
             await hook()
+
+    async def _listen(self) -> None:
+        """Wake consistency waiters when the watermarks move; connected again after the
+        database went away (waiters also look on their own, every RECHECK_S)."""
+        self._listener = conn = await db.connect(self.settings.database_url)
+        closed = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _: closed.set())
+            await conn.add_listener(self.inbox.channel, lambda *_: self.moved.fire())
+            await closed.wait()
+            raise ConnectionError("the listening connection was closed")
+        finally:
+            self._listener = None
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     def supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
         self._tasks.append(
@@ -113,8 +143,6 @@ class Runtime:
                 await task
         with contextlib.suppress(Exception):
             await self.producer.stop()
-        if self._listener is not None:
-            await self._listener.close()
         await self.pool.close()
 
     async def watermarks(self) -> dict[str, int]:
@@ -153,6 +181,15 @@ class Runtime:
             )
             return {"caught_up": ok, "head": {self.name: await self.store.head(self.pool)}}
 
+        @app.put("/internal/idempotency", include_in_schema=False)
+        async def keep_public_answer(body: PublicAnswer) -> dict[str, bool]:
+            """The gateway's composed answer to a keyed request, given back on a retry."""
+            answer = idempotency.Answer(
+                body.status, [(k, v) for k, v in body.headers], base64.b64decode(body.body)
+            )
+            kept = await idempotency.keep_public(self.pool, self.name, body.scope, body.key, answer)
+            return {"kept": kept}
+
 
 class Handlers:
     """Base of a service's command handlers: the pool and the store come from the
@@ -187,6 +224,13 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
         telemetry={"exclude": tracing.untraced},
     )
     app.add_middleware(tracing.ForwardContext)
+    # Keyed writes (Idempotency-Key) as units of work, their answers kept.
+    app.add_middleware(
+        idempotency.Idempotency,
+        schema=runtime.name,
+        pool=lambda: runtime.pool,
+        actor_header=ACTOR_HEADER,
+    )
     install_errors(app)
     runtime.mount(app)
     mount_audit(app, runtime)

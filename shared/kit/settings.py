@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # The gateway's gRPC API (proto/files/v1/files.proto) on this port, beside HTTP on
     # http_host; 0: no gRPC server.
     grpc_port: int = 0
+    # How long an Idempotency-Key and its answer are kept (at least a day: clients retry
+    # across restarts of either side).
+    idempotency_ttl_s: float = 24 * 3600
 
     def blob_root(self) -> Path:
         """The local blob directory (when blob_url is not an s3:// URL)."""
