@@ -13,7 +13,7 @@ import zlib
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.kit import bus, db, tracing
+from shared.kit import bus, db, faults, tracing
 from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
 from shared.kit.logs import log
@@ -37,6 +37,8 @@ class Relay:
         self.batch = batch
         self.published = 0
         self._wake = asyncio.Event()
+        # The topic's end offsets per partition, as last seen (they only ever grow).
+        self._ends: dict[int, int] = {}
         self._lock_key = zlib.crc32(f"files.relay.{store.schema}.{topic}".encode())
 
     async def setup(self, conn: Conn) -> None:
@@ -54,15 +56,27 @@ class Relay:
                     break
                 await asyncio.sleep(1.0)
             await conn.add_listener(self.store.channel, lambda *_: self._wake.set())
-            self.published = await self._start_position(conn)
-            log.info("relay.leading", topic=self.topic, position=self.published)
-            while True:
-                self._wake.clear()
-                if not await self.publish_pending(conn):
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            await probe.start()
+            try:
+                self.published = await self._start_position(conn, probe)
+                log.info("relay.leading", topic=self.topic, position=self.published)
+                await self._lead(conn, probe)
+            finally:
+                await probe.stop()
         finally:
             await conn.close()
+
+    async def _lead(self, conn: Conn, probe: AIOKafkaConsumer) -> None:
+        while True:
+            self._wake.clear()
+            # Before every batch: a batch sent to a broker that lost the earlier ones
+            # would hide the loss from a leader started after it.
+            if await self._broker_lost_messages(probe):
+                self.published = 0
+            if not await self.publish_pending(conn):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
 
     async def publish_pending(self, conn: Conn) -> int:
         rows = await self.store.read_wire_after(conn, self.published, self.batch)
@@ -83,6 +97,7 @@ class Relay:
                 for r in rows
             ]
             await asyncio.gather(*sent)
+        faults.strike(f"relay.{self.topic}")  # the chaos tests: dead before the checkpoint
         self.published = rows[-1]["position"]
         await conn.execute(
             f"""INSERT INTO {self.store.schema}.relay_offsets (topic, position) VALUES ($1, $2)
@@ -92,7 +107,7 @@ class Relay:
         )
         return len(rows)
 
-    async def _start_position(self, conn: Conn) -> int:
+    async def _start_position(self, conn: Conn, probe: AIOKafkaConsumer) -> int:
         recorded: int = (
             await conn.fetchval(
                 f"SELECT position FROM {self.store.schema}.relay_offsets WHERE topic = $1",
@@ -100,19 +115,23 @@ class Relay:
             )
             or 0
         )
-        if recorded and await self._topic_is_empty():
-            # The broker lost its messages (the embedded one keeps them in memory):
-            # publish everything again; consumers' inboxes drop what they applied.
+        await self._broker_lost_messages(probe)
+        if recorded and not any(self._ends.values()):
+            # The topic is empty although events were published: the broker lost its
+            # messages (the embedded one keeps them in memory). Publish them all again;
+            # the consumers' inboxes drop what they applied.
             log.warning("relay.republishing", topic=self.topic, recorded=recorded)
             return 0
         return recorded
 
-    async def _topic_is_empty(self) -> bool:
-        probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await probe.start()
-        try:
-            partitions = await self.producer.partitions_for(self.topic)
-            ends = await probe.end_offsets([TopicPartition(self.topic, p) for p in partitions])
-            return all(offset == 0 for offset in ends.values())
-        finally:
-            await probe.stop()
+    async def _broker_lost_messages(self, probe: AIOKafkaConsumer) -> bool:
+        """Whether a partition's end offset went down since the last look: only a broker
+        that lost messages does that (the embedded one, started again, has none)."""
+        partitions = await self.producer.partitions_for(self.topic)
+        ends = await probe.end_offsets([TopicPartition(self.topic, p) for p in partitions])
+        now = {tp.partition: offset for tp, offset in ends.items()}
+        lost = any(now.get(p, 0) < seen for p, seen in self._ends.items())
+        self._ends = now
+        if lost:
+            log.warning("relay.republishing", topic=self.topic, published=self.published)
+        return lost

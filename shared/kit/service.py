@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -293,15 +294,20 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
 
 
 async def supervised(service: str, what: str, run: Callable[[], Awaitable[None]]) -> None:
-    """Run `run` for ever: after a crash, log it and start again, backing off to 5 s."""
+    """Run `run` for ever: after a crash, log it and start again, backing off to 5 s (and
+    from 0.1 s again after a run of a minute or more: a database restart an hour later
+    is not made to wait on the backoff of an earlier one)."""
     delay = 0.1
     while True:
+        started = time.monotonic()
         try:
             await run()
         except asyncio.CancelledError:
             raise
         except Exception:
             log.error(f"{what}.crashed", service=service, exc_info=True)
+            if time.monotonic() - started > 60:
+                delay = 0.1
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key and its answer are kept (at least a day: clients retry
     # across restarts of either side).
     idempotency_ttl_s: float = 24 * 3600
+    # Tests only (tests/chaos/): where fault triggers are dropped (shared/kit/faults.py).
+    faults_dir: str = ""
 
     def blob_root(self) -> Path:
         """The local blob directory (when blob_url is not an s3:// URL)."""
