@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PYTHON ?= 3.11
 
-.PHONY: run test lint format typecheck bench setup deploy-check proto
+.PHONY: run test lint format typecheck bench setup deploy-check proto chaos
 
 setup: .venv/.synced
 
@@ -38,6 +38,15 @@ typecheck: setup
 
 bench: setup
 	$(UV) run --frozen python -m bench
+
+# Fault injection at full size: 1,000 uploads while every piece is killed in turn
+# (tests/chaos/; `make test` runs a short version). Figures in $(FILES_CHAOS_REPORT).
+FILES_CHAOS_REPORT ?= .data/chaos.json
+chaos: setup
+	mkdir -p $(dir $(FILES_CHAOS_REPORT))
+	FILES_CHAOS_UPLOADS=1000 FILES_CHAOS_PAUSE_S=60 FILES_CHAOS_RECOVERY_S=30 \
+		FILES_CHAOS_REPORT=$(abspath $(FILES_CHAOS_REPORT)) \
+		$(UV) run --frozen pytest tests/chaos -q -s
 
 deploy-check: setup
 	$(UV) run --frozen python deploy/check.py
