@@ -464,12 +464,17 @@ class _Request:
             await self.hashing_receive()
 
     async def found(self) -> _Found | None:
-        row = await self.mw.pool().fetchrow(
-            f"""SELECT method, path, fingerprint, answer, public_answer
-                FROM {self.mw.schema}.idempotency WHERE scope = $1 AND key_hash = $2""",
-            self.actor,
-            key_hash(self.key),
-        )
+        """The committed claim of the key; raises _Away if the database is away."""
+        try:
+            row = await self.mw.pool().fetchrow(
+                f"""SELECT method, path, fingerprint, answer, public_answer
+                    FROM {self.mw.schema}.idempotency WHERE scope = $1 AND key_hash = $2""",
+                self.actor,
+                key_hash(self.key),
+            )
+        except Exception as error:
+            log.warning("idempotency.lookup_failed", error=repr(error))
+            raise _Away from error
         return None if row is None else _Found(**dict(row))
 
     async def replay(self, found: _Found) -> bool:
@@ -515,7 +520,10 @@ class _Request:
         await self.send(message)
 
     async def run(self) -> None:
-        found = await self.found()
+        try:
+            found = await self.found()
+        except _Away:
+            return await self.mw._send(self.send, _unavailable())
         if found is not None and await self.replay(found):
             return
         self.unit = Unit(
@@ -531,7 +539,10 @@ class _Request:
             await self.mw.app(self.scope, self.hashing_receive, self.buffering_send)
         except AlreadyApplied:
             await self._abandon()
-            found = await self.found()
+            try:
+                found = await self.found()
+            except _Away:
+                return await self.mw._send(self.send, _unavailable())
             if found is None or not await self.replay(found):
                 await self.mw._send(
                     self.send,
@@ -579,7 +590,10 @@ class _Request:
         if unit.pinned is None:
             # Refused, nothing written. If another try of this request has committed
             # since, its answer is the one (a folder it made is no name clash for us).
-            found = await self.found()
+            try:
+                found = await self.found()
+            except _Away:
+                found = None
             if found is None or not await self.replay(found):
                 await self.mw._send(self.send, answer)
             return
@@ -618,6 +632,10 @@ class _Request:
             return False
         finally:
             await self.mw.pool().release(conn)
+
+
+class _Away(Exception):
+    """The database did not answer a lookup of a key."""
 
 
 def _unavailable() -> Answer:
