@@ -42,8 +42,14 @@ ASGIApp = Callable[
 
 # Metadata passed on to the HTTP request as headers, and answer headers passed back as
 # trailing metadata.
-PASSED_IN = ("authorization", "files-consistency", "x-request-id", "traceparent")
-PASSED_OUT = ("files-consistency", "x-request-id")
+PASSED_IN = (
+    "authorization",
+    "files-consistency",
+    "x-request-id",
+    "traceparent",
+    "idempotency-key",
+)
+PASSED_OUT = ("files-consistency", "x-request-id", "idempotent-replayed")
 # A download's messages stay well under gRPC's default 4 MiB message limit.
 CHUNK = 1024 * 1024
 

@@ -10,9 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import grpc
 import httpx
 
+from services.gateway.files_pb.files.v1 import files_pb2 as pb
+from shared.kit.stack import Stack
 from tests.e2e.support import CONSISTENCY, error, folder, items, member, multipart, png, unique
+from tests.e2e.test_grpc import ADMIN, Client
 
 KEY = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -35,7 +39,9 @@ async def top_level_named(api: httpx.AsyncClient, name: str) -> list[dict[str, A
     found, cursor = [], None
     while True:
         page = (
-            await api.get("/v1/folders", params={"limit": 1000, **({"cursor": cursor} or {})})
+            await api.get(
+                "/v1/folders", params={"limit": 1000, **({"cursor": cursor} if cursor else {})}
+            )
         ).json()
         found += [f for f in page["items"] if f["name"] == name]
         cursor = page["next_cursor"]
@@ -54,10 +60,13 @@ async def test_a_folder_created_twice_with_one_key_is_created_once(
     assert len(await top_level_named(api, name)) == 1
     # The same key with another request is a mistake of the client's.
     other = await api.post("/v1/folders", json={"name": unique("idem-other")}, headers=headers)
-    assert "this Idempotency-Key was used for another request" in error(
-        other, 422, "idempotency_key_reused"
-    )["message"]
-    moved = await api.patch(f"/v1/folders/{first.json()['id']}", json={"name": "x"}, headers=headers)
+    assert (
+        "this Idempotency-Key was used for another request"
+        in error(other, 422, "idempotency_key_reused")["message"]
+    )
+    moved = await api.patch(
+        f"/v1/folders/{first.json()['id']}", json={"name": "x"}, headers=headers
+    )
     error(moved, 422, "idempotency_key_reused")
     # Without a key, the same request is another request (a name clash here).
     error(await api.post("/v1/folders", json={"name": name}), 409, "name_taken")
@@ -167,3 +176,19 @@ async def test_a_key_that_is_not_printable_ascii_is_refused(api: httpx.AsyncClie
         error(answer, 400, "invalid_idempotency_key")
     # Reads ignore it.
     assert (await api.get("/v1/folders", headers={KEY: "has space"})).status_code == 200
+
+
+async def test_a_grpc_write_takes_the_key_as_metadata(api: httpx.AsyncClient, stack: Stack) -> None:
+    name, metadata = unique("idem-grpc"), (*ADMIN, ("idempotency-key", str(uuid.uuid4())))
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        client = Client(channel)
+        first = client.folders.CreateFolder(pb.CreateFolderRequest(name=name), metadata=metadata)
+        made = await first
+        again = client.folders.CreateFolder(pb.CreateFolderRequest(name=name), metadata=metadata)
+        assert (await again).id == made.id
+        assert dict(await again.trailing_metadata())["idempotent-replayed"] == "true"
+        assert (
+            dict(await again.trailing_metadata())[CONSISTENCY.lower()]
+            == dict(await first.trailing_metadata())[CONSISTENCY.lower()]
+        )
+    assert len(await top_level_named(api, name)) == 1
