@@ -32,6 +32,8 @@ import httpx
 import psutil
 
 from bench._common import ADMIN_KEY, MB, CpuMeter, MiB, Report, RssSampler, main, progress, stack
+from shared.kit import identity
+from shared.kit.access import Access
 
 NAME = "upload_large"
 TARGET_RATIO = 0.5
@@ -139,6 +141,7 @@ async def run(
     rounds: int,
     direct: bool,
     baseline_path: Path,
+    service_key: str,
 ) -> dict[str, Any]:
     """`rounds` times: the baseline, the upload through the gateway, the direct upload.
 
@@ -156,6 +159,7 @@ async def run(
         folder = answer.json()
         url = f"/v1/folders/{folder['id']}/files"
         user = (await api.get("/v1/users/me")).json()
+        signer = identity.ServiceKey(service_key)
         # Warm-up, not timed: one small upload.
         await post_file(api, url, Content(MiB), {})
         client_rss = psutil.Process().memory_info().rss
@@ -167,9 +171,10 @@ async def run(
                 elapsed, stored = await post_file(api, url, content, {})
                 found["elapsed"].append(elapsed)
                 if direct:
-                    # Straight to ingest, as the gateway forwards it (the caller in headers).
+                    # Straight to ingest, as the gateway forwards it (the caller signed).
                     settle()
-                    seconds, _ = await post_file(raw, url, content, {"X-Files-Actor": user["id"]})
+                    caller = signer.sign(user["id"], Access(user["id"], org_admin=True).encode())
+                    seconds, _ = await post_file(raw, url, content, {identity.HEADER: caller})
                     found["direct_s"].append(seconds)
         found["client_rss_growth"] = psutil.Process().memory_info().rss - client_rss
         items = (await api.get(f"/v1/folders/{folder['id']}/items")).json()["items"]
@@ -211,6 +216,7 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
                     rounds,
                     not args.no_direct,
                     workdir / "baseline.bin",
+                    running.service_key,
                 )
             )
         running.check_alive()

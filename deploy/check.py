@@ -4,8 +4,11 @@ Renders each kustomization (base, then each overlay) with the small renderer bel
 validates every object against the Kubernetes OpenAPI schemas of KUBERNETES_VERSION
 (the `kubernetes-validate` package, strict: unknown fields are errors), then checks
 what the schemas cannot: every service has a Deployment and a Service, probes on
-/readyz and /healthz, requests and limits, references that resolve; compose.yaml
-runs the same image and commands; the Dockerfile has the shape the manifests assume.
+/readyz and /healthz, requests and limits, references that resolve, the service key
+from a Secret; the NetworkPolicies let through exactly the flows the platform needs
+(every flow between the pods, the operators' pods, DNS and outside addresses is played
+through them); compose.yaml runs the same image and commands and holds no default
+secret; the Dockerfile has the shape the manifests assume.
 
 The renderer knows the kustomization fields this project uses (resources, namespace,
 images, replicas, strategic-merge patches, configMapGenerator without hash suffixes)
@@ -20,11 +23,13 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import ipaddress
 import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -326,7 +331,219 @@ def check_platform(objects: list[Obj], where: str) -> list[str]:
         problem("the gateway needs a PodDisruptionBudget")
     if not any(k == "HorizontalPodAutoscaler" and n == "gateway" for k, n in by_key):
         problem("the gateway needs a HorizontalPodAutoscaler")
+    for name in APPS:
+        deployment = by_key.get(("Deployment", name))
+        if deployment is not None and not any(
+            env.get("name") == "FILES_SERVICE_KEY" and "secretKeyRef" in env.get("valueFrom", {})
+            for c in deployment["spec"]["template"]["spec"]["containers"]
+            if c["name"] == name
+            for env in c.get("env", [])
+        ):
+            problem(f"{name}: FILES_SERVICE_KEY must come from a Secret")
     problems += [f"{where}: {p}" for p in check_topics(config_maps)]
+    problems += [f"{where}: {p}" for p in check_network(objects)]
+    return problems
+
+
+# ---------------------------------------------------------------- network policies
+
+# Where the platform's pods live, as the flows below are played.
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+SERVICES_ONLY = tuple(a for a in APPS if a != "gateway")
+# Pods and addresses the platform's pods meet, with the labels their operators give.
+POSTGRES = "postgres"
+KAFKA = "kafka"
+S3 = "minio"
+DNS = "dns"
+OUTSIDE = "an outside address"
+PRIVATE = "a private address"
+METADATA = "the cloud metadata address"
+INTRUDER = "another pod of the namespace"
+ELSEWHERE = "a gateway look-alike in another namespace"
+# name: (namespace, None for the platform's; labels)
+FOREIGN_PODS: dict[str, tuple[str | None, dict[str, str]]] = {
+    POSTGRES: (None, {"cnpg.io/cluster": "files-pg", "cnpg.io/instanceRole": "primary"}),
+    KAFKA: (None, {"strimzi.io/cluster": "files-kafka", "strimzi.io/kind": "Kafka"}),
+    S3: (None, {"v1.min.io/tenant": "files", "app": "minio"}),
+    DNS: ("kube-system", {"k8s-app": "kube-dns"}),
+    INTRUDER: (None, {"app": "curious"}),
+    ELSEWHERE: ("other", {"app.kubernetes.io/name": "gateway"}),
+}
+ADDRESSES = {OUTSIDE: "203.0.113.7", PRIVATE: "10.1.2.3", METADATA: "169.254.169.254"}
+PORTS = (("UDP", 53), ("TCP", 53), ("TCP", 80), ("TCP", 443), ("TCP", 5432), ("TCP", 8080))
+PORTS += (("TCP", 9000), ("TCP", 9090), ("TCP", 9092))
+
+
+def needed_flows(outsiders: Iterable[str]) -> set[tuple[str, str, str, int]]:
+    """(from, to, protocol, port): every flow the platform needs, and no other. Anything
+    but the platform's own pods reaches the gateway's two ports (the public edge)."""
+    flows = set()
+    platform = (*APPS, "files-topics")
+    for source in outsiders:
+        flows |= {(source, "gateway", "TCP", 8080), (source, "gateway", "TCP", 9090)}
+    for pod in platform:
+        flows |= {(pod, DNS, "UDP", 53), (pod, DNS, "TCP", 53), (pod, KAFKA, "TCP", 9092)}
+    for service in SERVICES_ONLY:
+        flows |= {("gateway", service, "TCP", 8080), (service, POSTGRES, "TCP", 5432)}
+    flows |= {("ingest", S3, "TCP", 9000), ("dicom", S3, "TCP", 9000)}
+    flows |= {("ingest", OUTSIDE, "TCP", 443), ("datasets", "acl", "TCP", 8080)}
+    return flows
+
+
+@dataclass
+class Endpoint:
+    name: str
+    namespace: str | None  # None: an address outside the cluster
+    labels: dict[str, str]
+    address: str
+    ports: dict[str, int]  # named container ports
+
+
+def _selects(selector: Obj | None, labels: dict[str, str]) -> bool:
+    if selector is None:
+        return False
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, op, values = expression["key"], expression["operator"], expression.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _peer_matches(peer: Obj, policy_namespace: str, other: Endpoint) -> bool:
+    if "ipBlock" in peer:
+        block = peer["ipBlock"]
+        address = ipaddress.ip_address(other.address)
+        return address in ipaddress.ip_network(block["cidr"]) and not any(
+            address in ipaddress.ip_network(e) for e in block.get("except", [])
+        )
+    if other.namespace is None:
+        return False  # an address outside the cluster is no pod
+    if "namespaceSelector" in peer:
+        if not _selects(peer["namespaceSelector"], {NAMESPACE_LABEL: other.namespace}):
+            return False
+    elif other.namespace != policy_namespace:
+        return False
+    return "podSelector" not in peer or _selects(peer["podSelector"], other.labels)
+
+
+def _port_matches(rule_ports: list[Obj] | None, target: Endpoint, proto: str, port: int) -> bool:
+    if not rule_ports:
+        return True
+    for entry in rule_ports:
+        if entry.get("protocol", "TCP") != proto:
+            continue
+        wanted = entry.get("port")
+        if wanted is None:
+            return True
+        number = target.ports.get(wanted) if isinstance(wanted, str) else wanted
+        if number is not None and number <= port <= entry.get("endPort", number):
+            return True
+    return False
+
+
+def _allows(
+    policies: list[Obj],
+    pod: Endpoint,
+    other: Endpoint,
+    target: Endpoint,
+    direction: str,
+    port: tuple[str, int],
+) -> bool:
+    """Whether the policies selecting `pod` let its traffic with `other` through in
+    `direction` (Ingress: other -> pod; Egress: pod -> other), to `target`'s port."""
+    if pod.namespace is None:
+        return True
+    field = "ingress" if direction == "Ingress" else "egress"
+    peers = "from" if direction == "Ingress" else "to"
+    selecting = []
+    for policy in policies:
+        spec = policy["spec"]
+        kinds = spec.get("policyTypes") or ["Ingress", *(["Egress"] if "egress" in spec else [])]
+        if (
+            direction in kinds
+            and policy["metadata"].get("namespace", "") == pod.namespace
+            and _selects(spec.get("podSelector", {}), pod.labels)
+        ):
+            selecting.append(policy)
+    if not selecting:
+        return True  # no policy selects it: Kubernetes lets everything through
+    return any(
+        _port_matches(rule.get("ports"), target, *port)
+        and (
+            not rule.get(peers) or any(_peer_matches(p, pod.namespace, other) for p in rule[peers])
+        )
+        for policy in selecting
+        for rule in policy["spec"].get(field) or []
+    )
+
+
+def check_network(objects: list[Obj]) -> list[str]:
+    """Plays every flow between the platform's pods, its dependencies and outside
+    addresses through the NetworkPolicies: each needed one must pass, no other."""
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    namespace = next((o["metadata"]["namespace"] for o in objects if o["kind"] == "Deployment"), "")
+    problems = []
+    endpoints: dict[str, Endpoint] = {}
+    for obj in objects:
+        for pod in pod_specs(obj):
+            template = obj["spec"].get("template") or obj["spec"]["jobTemplate"]["spec"]["template"]
+            labels = template.get("metadata", {}).get("labels", {})
+            if labels.get("app.kubernetes.io/part-of") != "files":
+                problems.append(
+                    f"{obj['kind']}/{obj['metadata']['name']}: its pods need the label"
+                    " app.kubernetes.io/part-of: files (the default deny selects it)"
+                )
+            ports = {
+                p["name"]: p["containerPort"]
+                for c in pod["containers"]
+                for p in c.get("ports", [])
+                if "name" in p
+            }
+            endpoints[obj["metadata"]["name"]] = Endpoint(
+                obj["metadata"]["name"], namespace, labels, "10.244.0.10", ports
+            )
+    for name, (ns, labels) in FOREIGN_PODS.items():
+        endpoints[name] = Endpoint(name, ns or namespace, labels, "10.244.0.20", {})
+    for name, address in ADDRESSES.items():
+        endpoints[name] = Endpoint(name, None, {}, address, {})
+    if not any(
+        set(p["spec"].get("policyTypes", [])) >= {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+        and _selects(p["spec"].get("podSelector", {}), {"app.kubernetes.io/part-of": "files"})
+        for p in policies
+    ):
+        problems.append("no default deny (ingress and egress) for the platform's pods")
+    platform = {
+        n for n, e in endpoints.items() if e.labels.get("app.kubernetes.io/part-of") == "files"
+    }
+    needed = needed_flows(set(endpoints) - platform)
+    for source in endpoints.values():
+        for target in endpoints.values():
+            if source is target or (source.name not in platform and target.name not in platform):
+                continue
+            for port in PORTS:
+                passes = _allows(policies, source, target, target, "Egress", port) and _allows(
+                    policies, target, source, target, "Ingress", port
+                )
+                flow = (source.name, target.name, *port)
+                if passes and flow not in needed:
+                    problems.append(
+                        f"network: {source.name} can reach {target.name} on {port[0]} {port[1]}"
+                    )
+                elif not passes and flow in needed:
+                    problems.append(
+                        f"network: {source.name} cannot reach {target.name} on {port[0]} {port[1]}"
+                    )
     return problems
 
 
@@ -390,9 +607,27 @@ def check_compose(path: Path) -> list[str]:
         env = compose_env(service)
         if str(env.get("FILES_KAFKA_IDEMPOTENCE", "")).lower() != "true":
             problems.append(f"{path.name}: {name} without FILES_KAFKA_IDEMPOTENCE=true")
+        if "FILES_SERVICE_KEY" not in env:
+            problems.append(f"{path.name}: {name} without FILES_SERVICE_KEY")
+    for name, service in services.items():
+        for key, value in compose_env(service).items():
+            if SECRET_NAME.search(key) and not REQUIRED_VARIABLE.search(str(value)):
+                problems.append(
+                    f"{path.name}: {name}: {key} must come from a required variable"
+                    " (${VARIABLE:?message}), not a value or a default"
+                )
+    for variable in DEFAULTED_VARIABLE.findall(path.read_text()):
+        if SECRET_NAME.search(variable):
+            problems.append(f"{path.name}: ${{{variable}}} has a default: secrets have none")
     if len(images) != 1:
         problems.append(f"{path.name}: the services use more than one image: {sorted(images)}")
     return problems
+
+
+# Variables holding a secret (an S3 access key id is a name, not a secret).
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|(?<!ACCESS)_KEY$|DATABASE_URL")
+REQUIRED_VARIABLE = re.compile(r"\$\{[A-Z0-9_]+:?\?[^}]*\}")
+DEFAULTED_VARIABLE = re.compile(r"\$\{([A-Z0-9_]+):?[-=+]")
 
 
 def compose_env(service: Obj) -> dict[str, Any]:

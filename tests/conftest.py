@@ -23,7 +23,11 @@ from shared.kit.embedded import Child, free_port, start_broker, start_postgres, 
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
 
-ADMIN_KEY = "files_test_admin_key_0123456789"
+# Fixed, so that every test (and the processes they start) can use them; random-looking,
+# so that they pass the strength checks of the real ones.
+ADMIN_KEY = "files_ILR-oOuPN_ZyF7HZnd7DACWHIeX_KX-mE5nb-C0VRoE"
+# The platforms' service key: the tests that call a service directly sign as the gateway.
+SERVICE_KEY = "PC__5TdcrjgEG8fBBh4GjgaSALHmpujGPDMm-tbZQt0"
 # How often `eventually` looks again, within its deadline.
 POLL_S = 0.02
 
@@ -101,6 +105,7 @@ def stack(
         kafka_bootstrap=kafka_bootstrap,
         http_port=free_port(),
         bootstrap_admin_key=ADMIN_KEY,
+        service_key=SERVICE_KEY,
         blob_url=f"s3://files-e2e?endpoint={s3_endpoint}&region=us-east-1",
         # Every process's finished spans, for tests/e2e/test_tracing.py.
         trace_file=str(tmp_path_factory.mktemp("traces") / "spans.jsonl"),
@@ -136,6 +141,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> 
             kafka_bootstrap=broker.url,
             http_port=free_port(),
             bootstrap_admin_key=ADMIN_KEY,
+            service_key=SERVICE_KEY,
             **SWEEPS,
         )
         yield from _start_stack(settings)

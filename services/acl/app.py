@@ -8,11 +8,17 @@ from services.acl import api
 from services.acl.handlers import AccessControl
 from services.acl.projections import collaborators, users
 from shared.contracts import topics
+from shared.kit import identity
 from shared.kit.service import Runtime, create_app, serve
 from shared.kit.settings import Settings
 
 
 def build(settings: Settings) -> FastAPI:
+    if settings.bootstrap_admin_key:
+        # Refused at start, before anyone could guess it.
+        identity.require_strong(
+            "FILES_BOOTSTRAP_ADMIN_KEY", settings.bootstrap_admin_key, prefix="files_"
+        )
     runtime = Runtime(
         name="acl",
         settings=settings,

@@ -20,6 +20,7 @@ import httpx
 from services.datasets import domain
 from services.datasets.projections import ORPHANS_OF, membership, tree
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.kit import identity
 from shared.kit.access import Access
 from shared.kit.service import Handlers
 
@@ -268,7 +269,11 @@ class Datasets(Handlers):
         url = f"{self.runtime.settings.acl_url}/internal/users/lookup"
         try:
             async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
-                answer = await http.post(url, json={"emails": list(emails)})
+                answer = await http.post(
+                    url,
+                    json={"emails": list(emails)},
+                    headers={identity.HEADER: self.runtime.identity.for_service("datasets")},
+                )
         except httpx.HTTPError as error:
             raise domain.Refused(
                 503, "acl_unavailable", "could not look the users up; try again"

@@ -6,9 +6,9 @@ folder grants), cached for at most two seconds, and dropped at once after a
 change of users, keys or collaborators: made through this replica, or announced
 by the ACL context's events (every replica follows `files.acl`). The request
 is then forwarded to the service that owns the resource with the caller and
-their access in headers; each service decides on its own resources (the
-catalog knows folder paths, so it decides what a grant reaches). Uploads and
-downloads are streamed through, never buffered.
+their access in a signed token (shared/kit/identity.py); each service decides on
+its own resources (the catalog knows folder paths, so it decides what a grant
+reaches). Uploads and downloads are streamed through, never buffered.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from shared.contracts import topics
-from shared.kit import access, consistency, idempotency, tracing
+from shared.kit import consistency, idempotency, identity, tracing
 from shared.kit.errors import Refused
-from shared.kit.http import ACTOR_HEADER, CORRELATION_HEADER, JSON, error_body
+from shared.kit.http import JSON, error_body
 from shared.kit.logs import log
 from shared.kit.settings import Settings
 
@@ -99,6 +99,8 @@ class Gateway:
             "dicom": settings.dicom_url,
         }
         self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        # Signs who asks, on every call to a service (refused at start if weak or unset).
+        self.identity = identity.ServiceKey(settings.service_key)
         self.http: httpx.AsyncClient
         self._follower: asyncio.Task[None]
 
@@ -106,7 +108,7 @@ class Gateway:
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            event_hooks={"request": [_carry_trace]},
+            event_hooks={"request": [_carry_trace, self._sign_for_gateway]},
         )
 
         self._follower = asyncio.create_task(self._follow_access_changes(), name="acl-follower")
@@ -222,9 +224,9 @@ class Gateway:
         caller's own body, which keeps its content type (else a JSON call of ours would
         go out labelled as, say, the caller's multipart upload)."""
         headers = {
-            ACTOR_HEADER: user["id"],
-            access.HEADER: user["access"],
-            CORRELATION_HEADER: request.state.correlation_id,
+            identity.HEADER: self.identity.sign(
+                user["id"], user["access"], request.state.correlation_id
+            )
         }
         passed = (
             ("content-type", "traceparent", "idempotency-key") if with_body else ("traceparent",)
@@ -233,6 +235,12 @@ class Gateway:
             if name in request.headers:
                 headers[name] = request.headers[name]
         return headers
+
+    async def _sign_for_gateway(self, call: httpx.Request) -> None:
+        """A call made for no user (a key lookup, a consistency wait, a blob read after
+        the rights were checked) is signed as the gateway's own."""
+        if identity.HEADER not in call.headers:
+            call.headers[identity.HEADER] = self.identity.for_service("gateway")
 
     async def forward(
         self, service: str, request: Request, user: dict[str, Any], *, stream_body: bool = False

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import pwd
+import secrets
 import signal
 import socket
 import stat
@@ -141,22 +142,7 @@ def spawn_postgres(
         _open_path_to(pgdata)
         os.chown(pgdata, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
         _open_installation(POSTGRES_BIN_PATH.parent)
-    if not (pgdata / "PG_VERSION").exists():
-        subprocess.run(
-            [
-                str(POSTGRES_BIN_PATH / "initdb"),
-                "-D",
-                str(pgdata),
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-                "-U",
-                "postgres",
-            ],
-            check=True,
-            user=user,
-            capture_output=True,
-        )
+    password = _configure_postgres(POSTGRES_BIN_PATH, pgdata, user)
     if not restart:
         # Left by a machine or container that went away: its pid may name another
         # process now. A restart keeps it, so that PostgreSQL itself checks that no
@@ -182,7 +168,66 @@ def spawn_postgres(
         args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     out = open(log or pgdata / "postgres.log", "ab")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(args, user=user, stdout=out, stderr=out, preexec_fn=_die_with_parent)
-    return Child("postgres", proc, f"postgresql://postgres@127.0.0.1:{port}/postgres")
+    return Child("postgres", proc, f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres")
+
+
+# Password authentication only, and only over loopback (the server listens on
+# 127.0.0.1; its socket directory is the data directory, its owner's alone).
+PG_HBA = """\
+# Written by the launcher (shared/kit/embedded.py) at every start.
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+"""
+
+
+def password_file(pgdata: Path) -> Path:
+    """Where the superuser's password is kept: beside the cluster, its owner's alone."""
+    return pgdata.parent / f"{pgdata.name}.password"
+
+
+def _configure_postgres(bin_path: Path, pgdata: Path, user: str | None) -> str:
+    """A cluster that takes only the superuser's password, generated at initdb and kept
+    (0600) in `password_file`; a cluster made before that gets one now. Returns it."""
+    kept = password_file(pgdata)
+    fresh = not (pgdata / "PG_VERSION").exists()
+    if fresh or not kept.exists():
+        password = secrets.token_urlsafe(32)
+        # Handed to initdb (run as the postgres user) in a file of its own, then deleted.
+        handed = pgdata.parent / f".{pgdata.name}.initdb-password"
+        handed.unlink(missing_ok=True)
+        fd = os.open(handed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        try:
+            if user:
+                os.chown(handed, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+            if fresh:
+                run = [str(bin_path / "initdb"), "-D", str(pgdata), "--auth=scram-sha-256"]
+                run += ["--pwfile", str(handed), "--encoding=UTF8", "--locale=C.UTF-8"]
+                run += ["-U", "postgres"]
+                subprocess.run(run, check=True, user=user, capture_output=True)
+            else:
+                # Single-user mode, no server: the role's password, set before any start.
+                subprocess.run(
+                    [str(bin_path / "postgres"), "--single", "-D", str(pgdata), "postgres"],
+                    input=f"ALTER ROLE postgres PASSWORD '{password}'\n".encode(),
+                    check=True,
+                    user=user,
+                    capture_output=True,
+                )
+        finally:
+            handed.unlink(missing_ok=True)
+        fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+    kept.chmod(0o600)
+    hba = pgdata / "pg_hba.conf"
+    if hba.read_text() != PG_HBA:
+        hba.write_text(PG_HBA)
+    password = kept.read_text().strip()
+    if not password:
+        raise RuntimeError(f"{kept} is empty: delete it to have a new password made")
+    return password
 
 
 def _wait_for_postgres(child: Child, port: int, timeout: float = 60) -> None:

@@ -19,6 +19,7 @@ from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
 from shared.kit.errors import Refused
 from shared.kit.eventstore import ConcurrencyConflict
+from shared.kit.identity import Identity
 from shared.kit.logs import log
 
 
@@ -29,7 +30,6 @@ class JSON(JSONResponse):
         return orjson.dumps(content)
 
 
-ACTOR_HEADER = "X-Files-Actor"
 CORRELATION_HEADER = "X-Correlation-Id"
 
 
@@ -125,15 +125,31 @@ def install_errors(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
 
-def cause(request: Request) -> Cause:
-    """Who is asking: the gateway authenticated them and says so in headers."""
-    actor = request.headers.get(ACTOR_HEADER)
-    if not actor:
+def identity_of(request: Request) -> Identity:
+    """The verified caller of this call (`shared/kit/identity.py`); never a raw header."""
+    found = getattr(request.state, "identity", None)
+    if not isinstance(found, Identity):
         raise Refused(401, "unauthenticated", "no caller: requests come through the gateway")
-    correlation = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
-    structlog.contextvars.bind_contextvars(correlation_id=correlation, actor=actor)
+    return found
+
+
+def _user(request: Request) -> Identity:
+    found = identity_of(request)
+    if found.access is None:
+        # A service's own token: it may wait, look up, read blobs, never act as a user.
+        raise Refused(
+            401, "unauthenticated", "this route acts for a user: a service's token is not enough"
+        )
+    return found
+
+
+def cause(request: Request) -> Cause:
+    """Who is asking: the user the gateway authenticated, as its signed token says."""
+    caller = _user(request)
+    correlation = caller.correlation_id or str(uuid.uuid4())
+    structlog.contextvars.bind_contextvars(correlation_id=correlation, actor=caller.actor)
     return Cause(
-        actor=actor,
+        actor=caller.actor,
         correlation_id=correlation,
         traceparent=request.headers.get("traceparent"),
     )
@@ -141,8 +157,7 @@ def cause(request: Request) -> Cause:
 
 def access(request: Request) -> access_rules.Access:
     """What the caller may do: their organisation role and folder grants, as the
-    gateway found them in the ACL context for this request."""
-    header = request.headers.get(access_rules.HEADER)
-    if not header:
-        raise Refused(401, "unauthenticated", "no caller: requests come through the gateway")
-    return access_rules.Access.decode(header)
+    gateway found them in the ACL context for this request and signed."""
+    encoded = _user(request).access
+    assert encoded is not None
+    return access_rules.Access.decode(encoded)

@@ -370,12 +370,13 @@ class Idempotency:
         *,
         schema: str,
         pool: Callable[[], asyncpg.Pool],
-        actor_header: str,
+        caller: Callable[[MutableMapping[str, Any]], str | None],
     ) -> None:
         self.app = app
         self.schema = schema
         self.pool = pool
-        self.actor_header = actor_header.lower().encode()
+        # The user a request acts for (the scope of its keys), None for a service's call.
+        self.caller = caller
 
     async def __call__(
         self,
@@ -385,9 +386,8 @@ class Idempotency:
     ) -> None:
         if scope["type"] != "http" or scope["method"] not in METHODS:
             return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        raw_key = headers.get(HEADER.lower().encode())
-        actor = headers.get(self.actor_header)
+        raw_key = dict(scope["headers"]).get(HEADER.lower().encode())
+        actor = self.caller(scope)
         if raw_key is None or not actor or scope["path"].startswith("/internal/"):
             return await self.app(scope, receive, send)
         key = raw_key.decode("latin-1")
@@ -400,7 +400,7 @@ class Idempotency:
                     "Idempotency-Key must be 1 to 255 printable ASCII characters, no spaces",
                 ),
             )
-        await _Request(self, scope, receive, send, key, actor.decode("latin-1")).run()
+        await _Request(self, scope, receive, send, key, actor).run()
 
     async def _send(
         self, send: Callable[[Any], Awaitable[None]], answer: Answer, state: str = ""

@@ -12,8 +12,9 @@ import contextlib
 import gc
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import uvicorn
@@ -21,12 +22,13 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Query
 from pydantic import AwareDatetime, BaseModel
 
-from shared.kit import bus, consistency, db, idempotency, tracing
+from shared.kit import bus, consistency, db, idempotency, identity, tracing
 from shared.kit.audit import audit
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.eventstore import EventStore
-from shared.kit.http import ACTOR_HEADER, JSON, install_errors
+from shared.kit.http import JSON, install_errors
+from shared.kit.identity import ServiceKey
 from shared.kit.inbox import Consumer, Handler, Inbox
 from shared.kit.logs import configure, log
 from shared.kit.outbox import Relay
@@ -69,10 +71,13 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
     moved: consistency.Signal = field(init=False, default_factory=consistency.Signal)
     _listener: Conn | None = field(init=False, default=None)
+    # Verifies who calls this service, and signs its own calls to others.
+    identity: ServiceKey = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = EventStore(self.name)
         self.inbox = Inbox(self.name, self.name)
+        self.identity = ServiceKey(self.settings.service_key)
 
     async def start(self) -> None:
         s = self.settings
@@ -225,17 +230,27 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
         telemetry={"exclude": tracing.untraced},
     )
     app.add_middleware(tracing.ForwardContext)
-    # Keyed writes (Idempotency-Key) as units of work, their answers kept.
+    # Keyed writes (Idempotency-Key) as units of work, their answers kept; inside the
+    # identity check, whose verified caller scopes the keys.
     app.add_middleware(
         idempotency.Idempotency,
         schema=runtime.name,
         pool=lambda: runtime.pool,
-        actor_header=ACTOR_HEADER,
+        caller=_user_of,
     )
+    # Outermost: a call without a valid token reaches no route (health excepted).
+    app.add_middleware(identity.Authenticated, key=runtime.identity)
     install_errors(app)
     runtime.mount(app)
     mount_audit(app, runtime)
     return app
+
+
+def _user_of(scope: MutableMapping[str, Any]) -> str | None:
+    """The user a call acts for, as its verified identity token says (none for a
+    service's own call)."""
+    found = scope.get("state", {}).get("identity")
+    return found.actor if found is not None and found.access is not None else None
 
 
 def mount_audit(app: FastAPI, runtime: Runtime) -> None:
@@ -282,7 +297,10 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
     settings = Settings()
     configure(name, settings.log_level)
     tracing.setup(name, trace_file=settings.trace_file)
-    app = build(settings)
+    try:
+        app = build(settings)
+    except identity.WeakSecret as refused:
+        raise SystemExit(f"{name}: {refused}") from None
     uvicorn.run(
         app,
         host=args.host or settings.http_host,

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     bootstrap_admin_key: str = ""
+    # Signs and verifies who calls a service (shared/kit/identity.py): the same on every
+    # service and the gateway, at least 128 bits. Unset: services refuse to start (the
+    # embedded platform makes a random one per start).
+    service_key: SecretStr = SecretStr("")
     # Where the gateway finds the services (set by the launcher or the deployment).
     catalog_url: str = "http://127.0.0.1:8081"
     ingest_url: str = "http://127.0.0.1:8082"

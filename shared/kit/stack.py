@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from shared.kit import identity
 from shared.kit.embedded import (
     Child,
     _die_with_parent,
@@ -95,6 +96,7 @@ class Stack:
         self.grpc_target = ""
         self.admin_key = ""
         self.admin_key_is_new = False
+        self.service_key = ""
         # Supervision: every child's restart, the exits seen, and the thread tending them.
         self.echo = False  # also print exits and restarts on stderr (`files run`)
         self.exits: list[tuple[str, int, float]] = []
@@ -107,6 +109,17 @@ class Stack:
         s = self.settings
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self.admin_key, self.admin_key_is_new = admin_key(s, self.data_dir)
+            named = "FILES_BOOTSTRAP_ADMIN_KEY"
+            if not s.bootstrap_admin_key:
+                named = f"the admin key in {self.data_dir / 'admin.key'}"
+            identity.require_strong(named, self.admin_key, prefix="files_")
+            # Services answer only calls signed with it; a fresh one each start, kept nowhere.
+            self.service_key = s.service_key.get_secret_value() or identity.new_key()
+            identity.ServiceKey(self.service_key)
+        except identity.WeakSecret as weak:
+            raise RuntimeError(str(weak)) from None
         database_url, bootstrap = s.database_url, s.kafka_bootstrap
         if not database_url:
             pgdata, pg_log = self.data_dir / "pg", logs / "postgres.log"
@@ -124,7 +137,6 @@ class Stack:
             broker = start_broker(log=logs / "broker.log")
             self._adopt(broker, lambda: self._restart_broker(broker))
             bootstrap = broker.url
-        self.admin_key, self.admin_key_is_new = admin_key(s, self.data_dir)
         ports = {name: free_port() for name in SERVICES}
         grpc_port = s.grpc_port or free_port()
         self.env = {
@@ -138,6 +150,7 @@ class Stack:
             "FILES_KAFKA_BOOTSTRAP": bootstrap,
             "FILES_BLOB_URL": s.blob_url or str(self.data_dir / "blobs"),
             "FILES_BOOTSTRAP_ADMIN_KEY": self.admin_key,
+            "FILES_SERVICE_KEY": self.service_key,
             "FILES_HTTP_PORT": str(s.http_port),
             "FILES_GRPC_PORT": str(grpc_port),
             **{f"FILES_{n.upper()}_URL": f"http://127.0.0.1:{p}" for n, p in ports.items()},
@@ -150,9 +163,11 @@ class Stack:
         self.gateway_url = f"http://{s.http_host}:{s.http_port}"
         self.grpc_target = f"{s.http_host}:{grpc_port}"
         self._wait([self.gateway_url], deadline)
-        (self.data_dir / "stack.env").write_text(
-            f"FILES_DATABASE_URL={database_url}\nFILES_KAFKA_BOOTSTRAP={bootstrap}\n"
-        )
+        # For `files rebuild` and `files audit`; the URL holds the database's password.
+        found = self.data_dir / "stack.env"
+        found.touch(mode=0o600)
+        found.chmod(0o600)
+        found.write_text(f"FILES_DATABASE_URL={database_url}\nFILES_KAFKA_BOOTSTRAP={bootstrap}\n")
         self._supervisor = threading.Thread(target=self._supervise, name="stack", daemon=True)
         self._supervisor.start()
 
@@ -189,6 +204,10 @@ class Stack:
     def _spawn(
         self, name: str, args: list[str], logs: Path, env: dict[str, str] | None = None
     ) -> Child:
+        if name != "gateway":
+            # Only the gateway listens on FILES_HTTP_HOST; the services, on loopback only.
+            args = ["--host", "127.0.0.1", *args]
+
         def popen() -> subprocess.Popen[bytes]:
             out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
             return subprocess.Popen(

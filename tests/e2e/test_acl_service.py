@@ -1,7 +1,7 @@
 """The ACL service driven directly over HTTP: collaborators, roles, keys, authentication.
 
 The gateway's part (authenticating, asking the catalog for the folder's path) is
-played here by the tests: they send X-Files-Actor, X-Files-Access and
+played here by the tests: they sign the caller's identity token and send
 X-Files-Folder-Path themselves, as the gateway does.
 """
 
@@ -18,6 +18,7 @@ from shared.kit.access import Access
 from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import CONSISTENCY, error, unique
+from tests.signing import Signed, as_user, sign_as_gateway
 
 
 class Person:
@@ -29,19 +30,22 @@ class Person:
         self.id: str = user["id"]
         self.email: str = user["email"]
 
-    async def headers(self, *path: str) -> dict[str, str]:
+    async def headers(self, *path: str) -> Signed:
         """Fresh access (grants change under the tests), and the folder path if given."""
         me = await authenticate(self.acl, self.key)
         assert me is not None
-        found = {"X-Files-Actor": self.id, "X-Files-Access": me["access"]}
         if path:
-            found["X-Files-Folder-Path"] = ",".join(path)
-        return found
+            return as_user(self.id, me["access"], **{"X-Files-Folder-Path": ",".join(path)})
+        return as_user(self.id, me["access"])
 
 
 @pytest.fixture
 async def acl(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.env["FILES_ACL_URL"], timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.env["FILES_ACL_URL"],
+        timeout=30,
+        event_hooks={"request": [sign_as_gateway]},
+    ) as client:
         yield client
 
 

@@ -1,7 +1,7 @@
 """Who may see and do what in the datasets context, and sharing a dataset.
 
-The datasets service is called directly, with the headers the gateway sends
-(`X-Files-Actor`, `X-Files-Access`). Folders, files and users are made through
+The datasets service is called directly, with the token the gateway signs for a
+caller (their id and access). Folders, files and users are made through
 the gateway with the admin key. The member of these tests has the `user` role on
 folder `a` (and so on `a/sub`) and none on its sibling `b`.
 """
@@ -18,12 +18,11 @@ import httpx
 import pytest
 
 from shared.kit import db
-from shared.kit.access import HEADER as ACCESS_HEADER
 from shared.kit.access import Access
-from shared.kit.http import ACTOR_HEADER
 from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import CONSISTENCY, error, folder, text, unique, upload
+from tests.signing import Signed, as_user, sign_as_gateway
 
 
 @dataclass
@@ -40,25 +39,25 @@ class World:
     other: dict[str, Any]
     third: dict[str, Any]
 
-    def as_member(self) -> dict[str, str]:
+    def as_member(self) -> Signed:
         return headers(self.member["id"], grants={uuid.UUID(self.a): "user"})
 
-    def as_other(self) -> dict[str, str]:
+    def as_other(self) -> Signed:
         return headers(self.other["id"])
 
-    def as_third(self) -> dict[str, str]:
+    def as_third(self) -> Signed:
         return headers(self.third["id"])
 
 
 def headers(
     user_id: str, *, org_admin: bool = False, grants: dict[uuid.UUID, str] | None = None
-) -> dict[str, str]:
-    access = Access(user_id=user_id, org_admin=org_admin, grants=grants or {})
-    return {ACTOR_HEADER: user_id, ACCESS_HEADER: access.encode()}
+) -> Signed:
+    return as_user(user_id, Access(user_id=user_id, org_admin=org_admin, grants=grants or {}))
 
 
 # An org admin who did not create any of these datasets.
-ORG_ADMIN = headers(str(uuid.uuid4()), org_admin=True)
+ORG_ADMIN_ID = str(uuid.uuid4())
+ORG_ADMIN = headers(ORG_ADMIN_ID, org_admin=True)
 
 
 async def user(api: httpx.AsyncClient, prefix: str) -> dict[str, Any]:
@@ -92,7 +91,11 @@ async def world(stack: Stack) -> AsyncIterator[World]:
             headers={"Authorization": f"Bearer {ADMIN_KEY}"},
             timeout=30,
         ) as api,
-        httpx.AsyncClient(base_url=stack.env["FILES_DATASETS_URL"], timeout=30) as datasets,
+        httpx.AsyncClient(
+            base_url=stack.env["FILES_DATASETS_URL"],
+            timeout=30,
+            event_hooks={"request": [sign_as_gateway]},
+        ) as datasets,
     ):
         parent = await folder(api, unique("ds-access"))
         a = await folder(api, "a", parent["id"])
@@ -134,7 +137,7 @@ async def world(stack: Stack) -> AsyncIterator[World]:
 # -- helpers over the datasets service -------------------------------------------------
 
 
-async def create(w: World, as_: dict[str, str], **fields: Any) -> dict[str, Any]:
+async def create(w: World, as_: Signed, **fields: Any) -> dict[str, Any]:
     answer = await w.datasets.post(
         "/v1/datasets", json={"name": unique("ds"), **fields}, headers=as_
     )
@@ -143,24 +146,24 @@ async def create(w: World, as_: dict[str, str], **fields: Any) -> dict[str, Any]
     return dict(answer.json())
 
 
-async def get(w: World, as_: dict[str, str], dataset_id: str) -> httpx.Response:
+async def get(w: World, as_: Signed, dataset_id: str) -> httpx.Response:
     return await w.datasets.get(f"/v1/datasets/{dataset_id}", headers=as_)
 
 
-async def add(w: World, as_: dict[str, str], dataset_id: str, ids: list[str]) -> httpx.Response:
+async def add(w: World, as_: Signed, dataset_id: str, ids: list[str]) -> httpx.Response:
     return await w.datasets.post(
         f"/v1/datasets/{dataset_id}/files", json={"file_ids": ids}, headers=as_
     )
 
 
-async def added(w: World, as_: dict[str, str], dataset_id: str, ids: list[str]) -> int:
+async def added(w: World, as_: Signed, dataset_id: str, ids: list[str]) -> int:
     answer = await add(w, as_, dataset_id, ids)
     assert answer.status_code == 200, answer.text
     return int(answer.json()["added"])
 
 
 async def share(
-    w: World, as_: dict[str, str], dataset_id: str, emails: list[str], role: str
+    w: World, as_: Signed, dataset_id: str, emails: list[str], role: str
 ) -> httpx.Response:
     return await w.datasets.post(
         f"/v1/datasets/{dataset_id}/collaborators",
@@ -170,7 +173,7 @@ async def share(
 
 
 async def shared(
-    w: World, as_: dict[str, str], dataset_id: str, emails: list[str], role: str
+    w: World, as_: Signed, dataset_id: str, emails: list[str], role: str
 ) -> list[dict[str, Any]]:
     answer = await share(w, as_, dataset_id, emails, role)
     assert answer.status_code == 200, answer.text
@@ -180,7 +183,7 @@ async def shared(
     return list(body["items"])
 
 
-async def collaborators(w: World, as_: dict[str, str], dataset_id: str) -> dict[str, str]:
+async def collaborators(w: World, as_: Signed, dataset_id: str) -> dict[str, str]:
     answer = await w.datasets.get(f"/v1/datasets/{dataset_id}/collaborators", headers=as_)
     assert answer.status_code == 200, answer.text
     items = answer.json()["items"]
@@ -189,7 +192,7 @@ async def collaborators(w: World, as_: dict[str, str], dataset_id: str) -> dict[
     return roles
 
 
-async def visible(w: World, as_: dict[str, str]) -> dict[str, str | None]:
+async def visible(w: World, as_: Signed) -> dict[str, str | None]:
     """Every dataset the caller lists, page by page: {id: my_role}."""
     found: dict[str, str | None] = {}
     cursor = None
@@ -207,7 +210,7 @@ async def visible(w: World, as_: dict[str, str]) -> dict[str, str | None]:
     return found
 
 
-async def file_ids(w: World, as_: dict[str, str], dataset_id: str, limit: int = 100) -> list[str]:
+async def file_ids(w: World, as_: Signed, dataset_id: str, limit: int = 100) -> list[str]:
     """Every file id a caller gets, page by page; every page but the last is full."""
     found: list[str] = []
     cursor = None
@@ -227,7 +230,7 @@ async def file_ids(w: World, as_: dict[str, str], dataset_id: str, limit: int = 
     return found
 
 
-async def linked(w: World, as_: dict[str, str], file_id: str) -> httpx.Response:
+async def linked(w: World, as_: Signed, file_id: str) -> httpx.Response:
     return await w.datasets.get(f"/v1/files/{file_id}/datasets", headers=as_)
 
 
@@ -301,12 +304,12 @@ async def test_sharing_roles_and_what_each_may_do(world: World) -> None:
 
     # user: sees it and its files; may change nothing.
     items = await shared(w, ORG_ADMIN, ds["id"], [w.member["email"]], "viewer")
-    assert items[0] == {"user_id": ORG_ADMIN[ACTOR_HEADER], "role": "admin"}
+    assert items[0] == {"user_id": ORG_ADMIN_ID, "role": "admin"}
     assert {"user_id": w.member["id"], "role": "user"} in items
     assert (await get(w, member, ds["id"])).json()["my_role"] == "user"
     assert sorted(await file_ids(w, member, ds["id"])) == sorted(w.in_a[:2])
     assert await collaborators(w, member, ds["id"]) == {
-        ORG_ADMIN[ACTOR_HEADER]: "admin",
+        ORG_ADMIN_ID: "admin",
         w.member["id"]: "user",
     }
     forbidden = error(await w.datasets.patch(path, json={"name": "x"}, headers=member), 403)
@@ -321,7 +324,7 @@ async def test_sharing_roles_and_what_each_may_do(world: World) -> None:
     # editor (sharing again changes the role): files, name, description; not delete, share.
     await shared(w, ORG_ADMIN, ds["id"], [w.member["email"]], "editor")
     assert await collaborators(w, ORG_ADMIN, ds["id"]) == {
-        ORG_ADMIN[ACTOR_HEADER]: "admin",
+        ORG_ADMIN_ID: "admin",
         w.member["id"]: "editor",
     }
     renamed = await w.datasets.patch(path, json={"description": "edited"}, headers=member)
@@ -338,7 +341,7 @@ async def test_sharing_roles_and_what_each_may_do(world: World) -> None:
     await shared(w, ORG_ADMIN, ds["id"], [w.member["email"]], "admin")
     items = await shared(w, member, ds["id"], [w.third["email"], w.other["email"]], "editor")
     assert {i["user_id"]: i["role"] for i in items} == {
-        ORG_ADMIN[ACTOR_HEADER]: "admin",
+        ORG_ADMIN_ID: "admin",
         w.member["id"]: "admin",
         w.third["id"]: "editor",
         w.other["id"]: "editor",
@@ -351,7 +354,7 @@ async def test_sharing_roles_and_what_each_may_do(world: World) -> None:
     assert w.third["id"] not in await collaborators(w, member, ds["id"])
     error(await w.datasets.delete(f"{path}/collaborators/{w.third['id']}", headers=member), 404)
     # The creator stays its admin.
-    creator = ORG_ADMIN[ACTOR_HEADER]
+    creator = ORG_ADMIN_ID
     error(
         await w.datasets.delete(f"{path}/collaborators/{creator}", headers=member),
         409,

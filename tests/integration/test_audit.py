@@ -16,7 +16,9 @@ from shared.kit.audit import audit, audit_query
 from shared.kit.eventstore import EventStore
 from shared.kit.service import Runtime, create_app
 from shared.kit.settings import Settings
+from tests.conftest import SERVICE_KEY
 from tests.integration.helpers import schema
+from tests.signing import sign_as_gateway
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -319,11 +321,15 @@ async def test_filters_are_index_scans_on_a_large_store(
 
 @pytest.fixture
 async def client(pool: asyncpg.Pool, history: History) -> Any:
-    runtime = Runtime(name=history.store.schema, settings=Settings())
+    runtime = Runtime(name=history.store.schema, settings=Settings(service_key=SERVICE_KEY))
     runtime.pool = pool  # what start() would have connected; no broker needed here
     app = create_app(runtime, "audit test")
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://service") as c:
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://service",
+        event_hooks={"request": [sign_as_gateway]},
+    ) as c:
         yield c
 
 

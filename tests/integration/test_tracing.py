@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from shared.contracts.envelope import Cause, Envelope, new_envelope
-from shared.kit import bus, http, tracing
+from shared.kit import bus, http, identity, tracing
+from shared.kit.access import Access
 from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
 from shared.kit.inbox import Consumer, Inbox
@@ -26,6 +27,7 @@ from shared.kit.logs import PROCESSORS
 from shared.kit.outbox import Relay
 from tests.conftest import eventually
 from tests.integration.helpers import Happened, schema
+from tests.signing import SIGNER, as_user
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,7 @@ async def test_one_trace_from_a_request_through_two_reactions(
     # The command: a request whose Cause takes the server span's context.
     app = FastAPI()
     app.add_middleware(tracing.ForwardContext)
+    app.add_middleware(identity.Authenticated, key=SIGNER)
 
     @app.post("/things")
     async def command(request: Request) -> dict[str, str]:
@@ -118,10 +121,11 @@ async def test_one_trace_from_a_request_through_two_reactions(
         ) as caller:
             answer = await caller.post(
                 "/things",
-                headers={
-                    http.ACTOR_HEADER: "tester",
-                    "traceparent": tracing.traceparent_of(client_span) or "",
-                },
+                headers=as_user(
+                    "tester",
+                    Access(user_id="tester"),
+                    traceparent=tracing.traceparent_of(client_span) or "",
+                ),
             )
         client_span.end()
         assert answer.status_code == 200, answer.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import shutil
@@ -14,6 +15,7 @@ import pytest
 
 from shared.kit.settings import Settings
 from shared.kit.stack import SERVICES
+from tests.conftest import SERVICE_KEY
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 APPS = (*SERVICES, "gateway")
@@ -81,7 +83,7 @@ def test_each_service_has_a_deployment_with_probes_and_resources(
 @pytest.mark.parametrize("name", APPS)
 def test_the_probed_paths_exist(name: str, tmp_path: Path) -> None:
     build = importlib.import_module(f"services.{name}.app").build
-    app = build(Settings(data_dir=tmp_path))  # nothing connects before startup
+    app = build(Settings(data_dir=tmp_path, service_key=SERVICE_KEY))  # nothing connects yet
     paths = {getattr(route, "path", None) for route in app.routes}
     assert {"/readyz", "/healthz"} <= paths
 
@@ -93,3 +95,54 @@ def test_the_gateway_is_autoscaled_and_protected_from_disruption(
         "gateway"
     )
     assert local[("PodDisruptionBudget", "gateway")]["spec"]["maxUnavailable"] == 1
+
+
+def test_broken_network_policies_and_secrets_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, broken)
+    policies = broken / "k8s" / "base" / "network-policies.yaml"
+    documents = policies.read_text().split("\n---\n")
+    # The default deny gone, and any pod (or address) may call the services.
+    kept = [d for d in documents if "name: files-default-deny" not in d]
+    assert len(kept) == len(documents) - 1
+    gateway_only = """    - from:
+        - podSelector:
+            matchLabels: {app.kubernetes.io/name: gateway, app.kubernetes.io/part-of: files}
+"""
+    assert gateway_only in "".join(kept)
+    policies.write_text("\n---\n".join(kept).replace(gateway_only, "    - from: []\n"))
+    # A service without the service key; a compose secret with a default.
+    catalog = broken / "k8s" / "base" / "catalog.yaml"
+    catalog.write_text(catalog.read_text().replace("name: FILES_SERVICE_KEY", "name: FILES_KEY"))
+    compose = broken / "compose.yaml"
+    compose.write_text(
+        compose.read_text().replace(
+            "${FILES_SERVICE_KEY:?set FILES_SERVICE_KEY}", "${FILES_SERVICE_KEY:-0123456789}"
+        )
+    )
+
+    assert check.main(["--deploy", str(broken), "--no-kubectl"]) == 1
+    err = capsys.readouterr().err
+    assert "no default deny (ingress and egress) for the platform's pods" in err
+    assert "network: another pod of the namespace can reach catalog on TCP 8080" in err
+    assert "network: an outside address can reach acl on TCP 8080" in err
+    assert "catalog: FILES_SERVICE_KEY must come from a Secret" in err
+    assert "${FILES_SERVICE_KEY} has a default: secrets have none" in err
+    assert "FILES_SERVICE_KEY must come from a required variable" in err
+
+
+def test_ingest_reaches_public_buckets_but_not_the_cloud_metadata_address(
+    local: dict[tuple[str, str], Any],
+) -> None:
+    objects = copy.deepcopy(list(local.values()))
+    (policy,) = [o for o in objects if o["metadata"]["name"] == "ingest-to-cloud-buckets"]
+    excluded = policy["spec"]["egress"][0]["to"][0]["ipBlock"]["except"]
+    assert "169.254.0.0/16" in excluded and "10.0.0.0/8" in excluded
+    assert check.check_network(objects) == []
+    # Without that exception, the check sees the metadata address reachable.
+    excluded.remove("169.254.0.0/16")
+    assert "network: ingest can reach the cloud metadata address on TCP 443" in (
+        check.check_network(objects)
+    )
