@@ -37,8 +37,10 @@ class Relay:
         self.batch = batch
         self.published = 0
         self._wake = asyncio.Event()
-        # The topic's end offsets per partition, as last seen (they only ever grow).
+        # The topic's end offsets per partition, as last seen (they only ever grow), and
+        # how many looks in a row have seen one lower.
         self._ends: dict[int, int] = {}
+        self._dropped = 0
         self._lock_key = zlib.crc32(f"files.relay.{store.schema}.{topic}".encode())
 
     async def setup(self, conn: Conn) -> None:
@@ -126,12 +128,19 @@ class Relay:
 
     async def _broker_lost_messages(self, probe: AIOKafkaConsumer) -> bool:
         """Whether a partition's end offset went down since the last look: only a broker
-        that lost messages does that (the embedded one, started again, has none)."""
+        that lost messages does that (the embedded one, started again, has none). Seen
+        twice in a row before it is believed: a broker going away can answer oddly once,
+        and a false alarm would publish everything again for nothing."""
         partitions = await self.producer.partitions_for(self.topic)
         ends = await probe.end_offsets([TopicPartition(self.topic, p) for p in partitions])
         now = {tp.partition: offset for tp, offset in ends.items()}
-        lost = any(now.get(p, 0) < seen for p, seen in self._ends.items())
-        self._ends = now
-        if lost:
+        if any(p in now and now[p] < seen for p, seen in self._ends.items()):
+            self._dropped += 1
+            if self._dropped < 2:
+                return False  # the baseline stays; look again
             log.warning("relay.republishing", topic=self.topic, published=self.published)
-        return lost
+            self._ends, self._dropped = now, 0
+            return True
+        self._dropped = 0
+        self._ends = {**self._ends, **now}
+        return False
