@@ -75,7 +75,7 @@ class Relay:
             # Before every batch: a batch sent to a broker that lost the earlier ones
             # would hide the loss from a leader started after it.
             if await self._broker_lost_messages(probe):
-                self.published = 0
+                await self._record(conn, 0)
             if not await self.publish_pending(conn):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
@@ -100,14 +100,20 @@ class Relay:
             ]
             await asyncio.gather(*sent)
         faults.strike(f"relay.{self.topic}")  # the chaos tests: dead before the checkpoint
-        self.published = rows[-1]["position"]
+        await self._record(conn, rows[-1]["position"])
+        return len(rows)
+
+    async def _record(self, conn: Conn, position: int) -> None:
+        """How far the topic has the store's events. Set back to 0 when the broker lost
+        them, at once: a leader that dies while publishing them again leaves the next
+        one to go on with it, not to forget it."""
+        self.published = position
         await conn.execute(
             f"""INSERT INTO {self.store.schema}.relay_offsets (topic, position) VALUES ($1, $2)
                 ON CONFLICT (topic) DO UPDATE SET position = EXCLUDED.position""",
             self.topic,
-            self.published,
+            position,
         )
-        return len(rows)
 
     async def _start_position(self, conn: Conn, probe: AIOKafkaConsumer) -> int:
         recorded: int = (
@@ -123,6 +129,7 @@ class Relay:
             # messages (the embedded one keeps them in memory). Publish them all again;
             # the consumers' inboxes drop what they applied.
             log.warning("relay.republishing", topic=self.topic, recorded=recorded)
+            await self._record(conn, 0)
             return 0
         return recorded
 
