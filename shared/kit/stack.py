@@ -228,19 +228,33 @@ class Stack:
             self._tended[id(child)] = _Tended(restart, started=time.monotonic())
 
     def _restart_broker(self, broker: Child) -> subprocess.Popen[bytes]:
-        started = start_broker(log=self.data_dir / "logs" / "broker.log", port=broker.port)
-        # It lost its topics with its messages: make them again with our partition count
-        # before a client's first request makes them with the broker's default.
+        """The broker again, on its port, with its topics made before any client of ours
+        can write to it. It lost them with its messages, and the tansu broker loses
+        messages written while a topic is being made (auto-created by a write, or made
+        by us at the same time): so the processes that talk to it are paused (SIGSTOP)
+        from before it listens until its topics are made, a second or two."""
         from shared.kit import bus
 
+        clients = [
+            c.proc
+            for c in self.children
+            if c.name not in ("postgres", "broker") and c.proc.poll() is None
+        ]
+        for proc in clients:
+            proc.send_signal(signal.SIGSTOP)
         try:
-            asyncio.run(
-                asyncio.wait_for(
-                    bus.ensure_topics(broker.url, self.settings.topic_partitions), timeout=10
+            started = start_broker(log=self.data_dir / "logs" / "broker.log", port=broker.port)
+            try:
+                asyncio.run(
+                    asyncio.wait_for(
+                        bus.ensure_topics(broker.url, self.settings.topic_partitions), timeout=10
+                    )
                 )
-            )
-        except Exception as error:
-            self._note("broker.topics_not_made", error=repr(error))
+            except Exception as error:
+                self._note("broker.topics_not_made", error=repr(error))
+        finally:
+            for proc in clients:
+                proc.send_signal(signal.SIGCONT)
         return started.proc
 
     # -- supervision ---------------------------------------------------------------
