@@ -207,6 +207,10 @@ async def chaos_api(chaos_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
         base_url=chaos_stack.gateway_url,
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         timeout=60,
+        # A connection idle longer than this is not used again: the gateway closes idle
+        # ones after 5 s, and a request sent as it does so is lost on the way (the usual
+        # keep-alive race, which a client's retry covers; here it would blur the count).
+        limits=httpx.Limits(keepalive_expiry=1.0),
     ) as client:
         yield client
 
