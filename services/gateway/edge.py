@@ -107,7 +107,11 @@ class Gateway:
     async def start(self) -> None:
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=5.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            # Idle connections go before the services' 5 s keep-alive closes them: a call
+            # sent on one as it closes would be lost (and answered 503).
+            limits=httpx.Limits(
+                max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0
+            ),
             event_hooks={"request": [_carry_trace, self._sign_for_gateway]},
         )
 
