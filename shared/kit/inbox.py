@@ -38,6 +38,15 @@ ADVANCE_PAGE = 5000
 # Batches slower than this are logged, with what they held.
 SLOW_BATCH_S = 0.5
 
+# A lost database connection (a restart): never a reason to dead-letter an event.
+LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
 # Gets consecutive new events of one type together, so a reaction can be set-based.
 Handler = Callable[[Conn, Sequence[Envelope]], Awaitable[None]]
 
@@ -309,6 +318,10 @@ class Consumer:
                 await self._apply([envelope], carried)
                 return
             except Exception as error:
+                if isinstance(error, LOST):
+                    # Not the event's fault: the consumer starts again and the event is
+                    # delivered again (its offset was not committed).
+                    raise
                 if attempt == self.attempts:
                     log.error(
                         "consumer.dead_letter",
