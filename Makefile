@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PYTHON ?= 3.11
 
-.PHONY: run test lint format typecheck bench setup deploy-check proto chaos
+.PHONY: run test lint format typecheck bench setup deploy-check proto chaos web
 
 setup: .venv/.synced
 
@@ -16,13 +16,25 @@ setup: .venv/.synced
 	$(UV) sync --frozen
 	touch $@
 
-run: setup
+# The web app (web/): its dependencies exactly as web/package-lock.json pins them, then
+# the build (type check, bundle, precompressed assets) into web/dist, served at /.
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json web/scripts/compress.mjs
+
+web: web/dist/index.html
+
+web/node_modules/.package-lock.json: web/package-lock.json web/package.json
+	cd web && npm ci --no-audit --no-fund
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && npm run build
+
+run: setup web
 	$(UV) run --frozen files run
 
-test: setup
+test: setup web
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy shared services/*/domain*
+	$(UV) run --frozen mypy shared services/*/domain* clients/python/files_client
 	$(UV) run --frozen pytest -q
 
 lint: setup
@@ -34,7 +46,7 @@ format: setup
 	$(UV) run --frozen ruff check --fix .
 
 typecheck: setup
-	$(UV) run --frozen mypy shared services/*/domain*
+	$(UV) run --frozen mypy shared services/*/domain* clients/python/files_client
 
 bench: setup
 	$(UV) run --frozen python -m bench

@@ -27,6 +27,8 @@ BENCHMARKS = (
     "datasets",
     "dicom",
     "imports",
+    "thumbnails",
+    "cli_upload",
 )
 TIMEOUT_S = {"quick": 300, "full": 1800}
 

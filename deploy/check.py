@@ -49,7 +49,9 @@ from shared.kit.stack import SERVICES  # noqa: E402
 
 APPS = (*SERVICES, "gateway")
 # Only these consume no topic, so an autoscaler may add replicas freely.
-STATELESS = {"gateway", "ingest"}
+# Scaled by CPU (an HPA): the gateway and ingest keep no state; the thumbnails context's
+# consumer only records requests, and its CPU work is taken from the database by any replica.
+STATELESS = {"gateway", "ingest", "thumbnails"}
 PORT = 8080
 KUSTOMIZE_FIELDS = {
     "apiVersion",
@@ -385,8 +387,9 @@ def needed_flows(outsiders: Iterable[str]) -> set[tuple[str, str, str, int]]:
         flows |= {(pod, DNS, "UDP", 53), (pod, DNS, "TCP", 53), (pod, KAFKA, "TCP", 9092)}
     for service in SERVICES_ONLY:
         flows |= {("gateway", service, "TCP", 8080), (service, POSTGRES, "TCP", 5432)}
-    flows |= {("ingest", S3, "TCP", 9000), ("dicom", S3, "TCP", 9000)}
+    flows |= {(name, S3, "TCP", 9000) for name in ("ingest", "dicom", "thumbnails")}
     flows |= {("ingest", OUTSIDE, "TCP", 443), ("datasets", "acl", "TCP", 8080)}
+    flows |= {("ingest", "acl", "TCP", 8080)}  # sharing an integration names users
     return flows
 
 

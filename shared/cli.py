@@ -1,9 +1,13 @@
-"""`files`: run the platform, rebuild projections, replay the audit trail.
+"""`files`: run and operate the platform (run, rebuild, audit); use it (upload, ls, ...).
+
+The user verbs are the Python client's (files_client/cli.py): login, upload, ls,
+search, mv, rm, download, datasets, share, jobs, history.
 
 files run                    the whole platform on the embedded default
 files rebuild <projection>   drop a read model and replay its events
 files rebuild --all
 files audit [filters]        every context's events, merged in time order (see --help)
+files upload PATH... --to FOLDER/PATH, files ls [PATH], ...  (files <verb> --help)
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ PROJECTIONS = {
     "acl.collaborators": ("acl", "services.acl.projections:collaborators"),
     "datasets.membership": ("datasets", "services.datasets.projections:membership"),
     "dicom.series": ("dicom", "services.dicom.projections:series"),
+    "thumbnails.files": ("thumbnails", "services.thumbnails.projections:thumbnails"),
 }
 
 
@@ -63,7 +68,8 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         stack.start()
-        print(f"Files is running at {stack.gateway_url}  (API docs: {stack.gateway_url}/docs)")
+        print(f"Files is running: open the web app at {stack.gateway_url}/")
+        print(f"API docs at {stack.gateway_url}/docs")
         print(f"gRPC (files.v1, proto/files/v1/files.proto) at {stack.grpc_target}")
         if stack.admin_key_is_new:
             print(f"First admin's API key (also in {stack.data_dir / 'admin.key'}):")
@@ -127,10 +133,11 @@ def _positive(value: str) -> int:
 
 
 AUDIT_EPILOG = """\
-Reads the event store of every context (acl, catalog, datasets, dicom, ingest) directly
-and read-only, in one snapshot, merged in time order. Filters combine; --subject and
---type may be repeated. --since is inclusive, --until exclusive; a time without an
-offset is UTC. The followed causes and effects are shown whatever the filters.
+Reads the event store of every context (acl, catalog, datasets, dicom, ingest,
+thumbnails) directly and read-only, in one snapshot, merged in time order. Filters
+combine; --subject and --type may be repeated. --since is inclusive, --until
+exclusive; a time without an offset is UTC. The followed causes and effects are shown
+whatever the filters.
 Secrets (key hashes, passwords, sealed credentials) are redacted as in GET /v1/audit.
 
 examples:
@@ -232,7 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     rebuild_parser.add_argument("projection", nargs="?", choices=sorted(PROJECTIONS))
     rebuild_parser.add_argument("--all", action="store_true")
     audit_parser = _audit_parser(commands)
+    from files_client import cli as user_cli
+
+    user_cli.register(commands)
     args = parser.parse_args(argv)
+    if getattr(args, "user_command", None):
+        return user_cli.run(args)
     settings = Settings()
     if args.command == "run":
         return run(settings)

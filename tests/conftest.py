@@ -109,6 +109,8 @@ def stack(
         blob_url=f"s3://files-e2e?endpoint={s3_endpoint}&region=us-east-1",
         # Every process's finished spans, for tests/e2e/test_tracing.py.
         trace_file=str(tmp_path_factory.mktemp("traces") / "spans.jsonl"),
+        # The customers' buckets of the tests (moto, fakes) are on loopback.
+        allowed_endpoints="127.0.0.1",
         **S3_KEYS,
         **SWEEPS,
     )

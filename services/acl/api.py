@@ -19,7 +19,7 @@ from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.access import Access
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, access, cause, error_body
+from shared.kit.http import CORRELATION_HEADER, JSON, access, cause, error_body
 
 FOLDER_PATH_HEADER = "X-Files-Folder-Path"
 
@@ -59,7 +59,18 @@ class NewUser(Strict):
 
 
 class KeyCheck(BaseModel):
-    api_key: str
+    """An API key, or a web app session's token."""
+
+    api_key: str | None = None
+    session_token: str | None = None
+
+
+class SignIn(BaseModel):
+    api_key: Annotated[str, Field(max_length=1000)]
+
+
+class SignOut(BaseModel):
+    session_token: Annotated[str, Field(max_length=1000)]
 
 
 class Invitation(Strict):
@@ -72,7 +83,13 @@ class RoleChange(Strict):
 
 
 class Lookup(BaseModel):
-    emails: list[Annotated[str, Field(max_length=320)]] = Field(max_length=100_000)
+    emails: list[Annotated[str, Field(max_length=320)]] = Field([], max_length=100_000)
+    # Users by id (the ones of an integration's sharing): which of them do not exist.
+    ids: list[uuid.UUID] = Field([], max_length=100_000)
+
+
+def _correlation(request: Request) -> str:
+    return request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
 
 
 def _written(body: Any, position: int, status: int = 200) -> Response:
@@ -159,14 +176,27 @@ def router(acl: AccessControl) -> APIRouter:
 
     @api.post("/internal/authenticate", include_in_schema=False)
     async def authenticate(body: KeyCheck) -> JSON:
-        user = await acl.authenticate(body.api_key)
+        user = await acl.authenticate(body.api_key, body.session_token)
         if user is None:
             return JSON(error_body("unauthenticated", "unknown or revoked API key"), 401)
         return JSON(user)
 
+    # The web app's sessions, for the gateway (POST and DELETE /v1/sessions there).
+
+    @api.post("/internal/sessions", include_in_schema=False)
+    async def start_session(body: SignIn, request: Request) -> Response:
+        token, session, position = await acl.start_session(
+            body.api_key, _correlation(request), acl.runtime.settings.session_ttl_s
+        )
+        return _written({**session, "token": token}, position, 201)
+
+    @api.post("/internal/sessions/end", include_in_schema=False)
+    async def end_session(body: SignOut, request: Request) -> Response:
+        return _written(None, await acl.end_session(body.session_token, _correlation(request)), 204)
+
     @api.post("/internal/users/lookup", include_in_schema=False)
     async def lookup(body: Lookup) -> dict[str, Any]:
-        return await acl.lookup(body.emails)
+        return await acl.lookup(body.emails, body.ids)
 
     return api
 

@@ -9,6 +9,7 @@ import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from shared.contracts import acl as ev
 from shared.contracts import rules
@@ -96,15 +97,78 @@ class Key:
     revoked: bool
 
 
-def revoke_key(caller: Caller, key: Key | None, version: int) -> list[Change]:
+def revoke_key(
+    caller: Caller, key: Key | None, version: int, open_sessions: Sequence[uuid.UUID] = ()
+) -> list[Change]:
     """Revoke a key (`version`: its user's stream version). Someone else's key is 404 to
-    a member, as is an unknown key. Revoking a revoked key records nothing (204 again)."""
+    a member, as is an unknown key. Revoking a revoked key records nothing (204 again).
+    The web app's sessions opened with the key end with it."""
     if key is None or (key.user_id != caller.user_id and caller.org_role != "admin"):
         raise Refused(404, "not_found", "this API key does not exist")
     if key.revoked:
         return []
-    event = ev.ApiKeyRevoked(key_id=key.id, user_id=key.user_id)
-    return [Change(ev.user_stream(key.user_id), version + 1, event)]
+    events: list[Event] = [ev.ApiKeyRevoked(key_id=key.id, user_id=key.user_id)]
+    events += [
+        ev.SessionEnded(session_id=session_id, user_id=key.user_id, reason="key_revoked")
+        for session_id in open_sessions
+    ]
+    stream = ev.user_stream(key.user_id)
+    return [Change(stream, version + n, e) for n, e in enumerate(events, 1)]
+
+
+# -- web app sessions ---------------------------------------------------------------
+#
+# The web app exchanges an API key for a session, so the key never stays in the
+# browser: the session's token is an HttpOnly cookie, and only its hash is recorded.
+
+MIN_SESSION_S = 60
+MAX_SESSION_S = 30 * 24 * 3600
+
+
+def new_session_token() -> str:
+    return "files_session_" + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_session(
+    user_id: uuid.UUID,
+    version: int,
+    key_id: uuid.UUID,
+    session_id: uuid.UUID,
+    token: str,
+    now: datetime,
+    ttl_s: float,
+) -> list[Change]:
+    """A session for the key's user (`version`: their stream's), until now + ttl."""
+    ttl_s = min(max(ttl_s, MIN_SESSION_S), MAX_SESSION_S)
+    event = ev.SessionStarted(
+        session_id=session_id,
+        user_id=user_id,
+        key_id=key_id,
+        token_hash=token_hash(token),
+        expires_at=now + timedelta(seconds=ttl_s),
+    )
+    return [Change(ev.user_stream(user_id), version + 1, event)]
+
+
+@dataclass(frozen=True)
+class Session:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    ended: bool
+    expires_at: datetime
+
+
+def end_session(session: Session | None, version: int, now: datetime) -> list[Change]:
+    """Signing out ends the session; one that is unknown, ended or expired records
+    nothing (signing out twice is no error)."""
+    if session is None or session.ended or session.expires_at <= now:
+        return []
+    event = ev.SessionEnded(session_id=session.id, user_id=session.user_id, reason="signed_out")
+    return [Change(ev.user_stream(session.user_id), version + 1, event)]
 
 
 # -- folder collaborators -----------------------------------------------------------

@@ -169,16 +169,31 @@ class AccessControl(Handlers):
             raise Refused(401, "unauthenticated", "the caller is not a user")
         return domain.Caller(user_id, role)
 
-    async def authenticate(self, key: str) -> dict[str, Any] | None:
-        """The key's user and what they may do (`access`, the gateway's header), in one
-        round trip; None for an unknown or revoked key."""
-        row = await self.pool.fetchrow(
-            """SELECT u.*, ARRAY(SELECT c.folder_id::text || ':' || c.role
-                                 FROM acl.collaborators c WHERE c.user_id = u.id) AS grants
-               FROM acl.api_keys k JOIN acl.users u ON u.id = k.user_id
-               WHERE k.key_hash = $1 AND NOT k.revoked""",
-            domain.key_hash(key),
-        )
+    async def authenticate(
+        self, key: str | None = None, session_token: str | None = None
+    ) -> dict[str, Any] | None:
+        """The user of an API key or of a web app session, and what they may do
+        (`access`, the gateway's header), in one round trip; None for an unknown or
+        revoked key, or a session that is unknown, ended or expired."""
+        grants = """SELECT u.*, ARRAY(SELECT c.folder_id::text || ':' || c.role
+                                      FROM acl.collaborators c WHERE c.user_id = u.id) AS grants"""
+        if session_token is not None:
+            row = await self.pool.fetchrow(
+                f"""{grants}
+                    FROM acl.sessions s
+                    JOIN acl.api_keys k ON k.id = s.key_id
+                    JOIN acl.users u ON u.id = s.user_id
+                    WHERE s.token_hash = $1 AND NOT s.ended AND s.expires_at > now()
+                      AND NOT k.revoked""",
+                domain.token_hash(session_token),
+            )
+        else:
+            row = await self.pool.fetchrow(
+                f"""{grants}
+                    FROM acl.api_keys k JOIN acl.users u ON u.id = k.user_id
+                    WHERE k.key_hash = $1 AND NOT k.revoked""",
+                domain.key_hash(key or ""),
+            )
         if row is None:
             return None
         pairs = (g.rpartition(":") for g in row["grants"])
@@ -216,8 +231,11 @@ class AccessControl(Handlers):
             "next_cursor": _cursor(rows[-1]["email"]) if more else None,
         }
 
-    async def lookup(self, emails: Sequence[str]) -> dict[str, Any]:
-        """Users by email, case-insensitively; keys are the emails as sent."""
+    async def lookup(
+        self, emails: Sequence[str], user_ids: Sequence[uuid.UUID] = ()
+    ) -> dict[str, Any]:
+        """Users by email, case-insensitively (keys are the emails as sent); and, when ids
+        are asked about, which of them are no user's (`unknown_ids`)."""
         rows = await self.pool.fetch(
             "SELECT id, email FROM acl.users WHERE email = ANY($1::text[])",
             list({e.lower() for e in emails}),
@@ -225,7 +243,14 @@ class AccessControl(Handlers):
         ids = {r["email"]: str(r["id"]) for r in rows}
         found = {e: ids[e.lower()] for e in emails if e.lower() in ids}
         unknown = list(dict.fromkeys(e for e in emails if e.lower() not in ids))
-        return {"found": found, "unknown": unknown}
+        answer: dict[str, Any] = {"found": found, "unknown": unknown}
+        if user_ids:
+            rows = await self.pool.fetch(
+                "SELECT id FROM acl.users WHERE id = ANY($1::uuid[])", list(user_ids)
+            )
+            known = {r["id"] for r in rows}
+            answer["unknown_ids"] = [str(u) for u in dict.fromkeys(user_ids) if u not in known]
+        return answer
 
     # -- API keys --------------------------------------------------------------------
 
@@ -285,9 +310,81 @@ class AccessControl(Handlers):
                     "SELECT revoked FROM acl.api_keys WHERE id = $1", key_id
                 )
                 key = domain.Key(key_id, owner, revoked)
-            position = await self.record(conn, domain.revoke_key(caller, key, version), cause)
+            sessions = [
+                r["id"]
+                for r in await conn.fetch(
+                    """SELECT id FROM acl.sessions
+                       WHERE key_id = $1 AND NOT ended AND expires_at > now() ORDER BY id""",
+                    key_id,
+                )
+            ]
+            changes = domain.revoke_key(caller, key, version, sessions)
+            position = await self.record(conn, changes, cause)
         if position:
             log.info("acl.key_revoked", key_id=str(key_id))
+        return position
+
+    # -- web app sessions ------------------------------------------------------------
+
+    async def start_session(
+        self, api_key: str, correlation_id: str, ttl_s: float
+    ) -> tuple[str, dict[str, Any], int]:
+        """Exchange an API key for a session: its token (for the cookie, never
+        recorded), the session and its user, and the store position."""
+        key = await self.pool.fetchrow(
+            "SELECT id, user_id FROM acl.api_keys WHERE key_hash = $1 AND NOT revoked",
+            domain.key_hash(api_key),
+        )
+        if key is None:
+            raise Refused(401, "unauthenticated", "unknown or revoked API key")
+        token, session_id = domain.new_session_token(), uuid.uuid4()
+        cause = Cause(actor=str(key["user_id"]), correlation_id=correlation_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            version = await self._user_for_update(conn, key["user_id"])
+            # Revoked meanwhile? The revocation holds the same row lock.
+            if await conn.fetchval("SELECT revoked FROM acl.api_keys WHERE id = $1", key["id"]):
+                raise Refused(401, "unauthenticated", "unknown or revoked API key")
+            now = await conn.fetchval("SELECT now()")
+            changes = domain.start_session(
+                key["user_id"], version, key["id"], session_id, token, now, ttl_s
+            )
+            position = await self.record(conn, changes, cause)
+            row = await conn.fetchrow("SELECT * FROM acl.users WHERE id = $1", key["user_id"])
+            expires_at = await conn.fetchval(
+                "SELECT expires_at FROM acl.sessions WHERE id = $1", session_id
+            )
+        assert row is not None  # locked above
+        log.info("acl.session_started", session_id=str(session_id), user_id=str(row["id"]))
+        session = {
+            "id": str(session_id),
+            "expires_at": expires_at.isoformat(),
+            "user": user_json(row),
+        }
+        return token, session, position
+
+    async def end_session(self, token: str, correlation_id: str) -> int:
+        """Sign out: the session ends now (nothing is recorded if it had ended)."""
+        found = await self.pool.fetchrow(
+            "SELECT id, user_id FROM acl.sessions WHERE token_hash = $1",
+            domain.token_hash(token),
+        )
+        if found is None:
+            return 0
+        cause = Cause(actor=str(found["user_id"]), correlation_id=correlation_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            version = await self._user_for_update(conn, found["user_id"])
+            row = await conn.fetchrow(
+                "SELECT id, user_id, ended, expires_at, now() AS now FROM acl.sessions"
+                " WHERE id = $1",
+                found["id"],
+            )
+            assert row is not None  # sessions are never deleted
+            session = domain.Session(row["id"], row["user_id"], row["ended"], row["expires_at"])
+            position = await self.record(
+                conn, domain.end_session(session, version, row["now"]), cause
+            )
+        if position:
+            log.info("acl.session_ended", session_id=str(found["id"]))
         return position
 
     # -- folder collaborators --------------------------------------------------------

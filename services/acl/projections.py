@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from shared.contracts.envelope import Envelope
 from shared.kit.db import Conn
@@ -10,7 +11,7 @@ from shared.kit.projections import Projection
 
 users = Projection(
     name="acl.users",
-    tables=("acl.users", "acl.api_keys"),
+    tables=("acl.users", "acl.api_keys", "acl.sessions"),
     ddl="""
     CREATE TABLE IF NOT EXISTS acl.users (
         id uuid PRIMARY KEY,
@@ -26,6 +27,15 @@ users = Projection(
         revoked boolean NOT NULL DEFAULT false,
         created_at timestamptz NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS acl.sessions (
+        id uuid PRIMARY KEY,
+        user_id uuid NOT NULL,
+        key_id uuid NOT NULL,
+        token_hash text NOT NULL UNIQUE,
+        expires_at timestamptz NOT NULL,
+        ended boolean NOT NULL DEFAULT false
+    );
+    CREATE INDEX IF NOT EXISTS sessions_key ON acl.sessions (key_id) WHERE NOT ended;
     """,
 )
 
@@ -54,6 +64,32 @@ async def key_revoked(conn: Conn, events: Sequence[Envelope]) -> None:
     await conn.execute(
         "UPDATE acl.api_keys SET revoked = true WHERE id = ANY($1::uuid[])",
         [e.data["key_id"] for e in events],
+    )
+
+
+@users.on("acl.SessionStarted")
+async def session_started(conn: Conn, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        """INSERT INTO acl.sessions (id, user_id, key_id, token_hash, expires_at)
+           VALUES ($1, $2, $3, $4, $5)""",
+        [
+            (
+                e.data["session_id"],
+                e.data["user_id"],
+                e.data["key_id"],
+                e.data["token_hash"],
+                datetime.fromisoformat(e.data["expires_at"]),
+            )
+            for e in events
+        ],
+    )
+
+
+@users.on("acl.SessionEnded")
+async def session_ended(conn: Conn, events: Sequence[Envelope]) -> None:
+    await conn.execute(
+        "UPDATE acl.sessions SET ended = true WHERE id = ANY($1::uuid[])",
+        [e.data["session_id"] for e in events],
     )
 
 

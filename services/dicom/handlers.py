@@ -20,13 +20,14 @@ from typing import Any
 
 import asyncpg
 
-from services.dicom import domain
+from services.dicom import domain, slices
 from services.dicom.projections import series as series_model
 from shared.contracts import dicom as ev
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.contracts.ingest import DicomInstanceStored
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
+from shared.kit.errors import Refused
 from shared.kit.service import Handlers, Runtime
 
 
@@ -102,6 +103,8 @@ class Dicom(Handlers):
     def __init__(self, runtime: Runtime, blobs: BlobStore) -> None:
         super().__init__(runtime)
         self.blobs = blobs
+        # Slices drawn at once (each holds an instance's pixels in memory).
+        self.render_gate = asyncio.Semaphore(4)
 
     async def react(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
         kind = envelopes[0].type
@@ -328,6 +331,20 @@ class Dicom(Handlers):
                 Cause.of(envelope),
             )
         return out
+
+    async def slice_image(self, file_id: uuid.UUID, index: int) -> tuple[bytes, str]:
+        """A slice of a series drawn as a PNG, and its ETag (the instance's hash)."""
+        row = await self.pool.fetchrow(
+            """SELECT blob_key, sha256 FROM dicom.instances WHERE file_id = $1
+               ORDER BY ordinal OFFSET $2 LIMIT 1""",
+            file_id,
+            index,
+        )
+        if row is None:
+            raise Refused(404, "not_found", f"series {file_id} has no slice {index}")
+        async with self.render_gate, self.blobs.local_copy(row["blob_key"]) as path:
+            png = await asyncio.to_thread(slices.render, path)
+        return png, f"{row['sha256'][:32]}-{index}"
 
     async def job(self, job_id: uuid.UUID) -> dict[str, Any]:
         row = await self.pool.fetchrow("SELECT * FROM dicom.jobs WHERE job_id = $1", job_id)

@@ -15,6 +15,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from services.gateway import sessions, slices, web
 from services.gateway.compose import Compose
 from services.gateway.edge import (
     MAX_JSON_BODY,
@@ -118,6 +119,10 @@ def build(settings: Settings) -> FastAPI:
 
         return get_swagger_ui_html(openapi_url="/openapi.json", title="Files API")
 
+    # The web app: its pages and sign-in sessions (before the catch-all `/v1` route).
+    web.install(app, settings)
+    sessions.install(app, gateway)
+
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
     async def public(rest: str, request: Request) -> Response:
         key = request.headers.get(idempotency.HEADER)
@@ -178,8 +183,12 @@ def build(settings: Settings) -> FastAPI:
             return await compose.upload(request, user, parts[2])
         if service == "acl" and parts[1] == "folders":
             return await compose.collaborators(request, user, parts[2])
+        if slices.wanted(parts, request.method):
+            return await slices.slice_image(gateway, request, user, parts[2], parts[4])
         if parts[1:2] == ["files"] and parts[3:] == ["content"] and request.method == "GET":
             return await compose.content(request, user)
+        if parts[1:2] == ["files"] and parts[3:] == ["thumbnail"] and request.method == "GET":
+            return await compose.thumbnail(request, user, parts[2])
         if parts[1:2] == ["files"] and parts[3:] == ["datasets"]:
             # The catalog says whether the file exists; datasets only knows its links.
             found = await gateway.http.get(

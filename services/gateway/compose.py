@@ -402,6 +402,37 @@ class Compose:
                 return True
         return False
 
+    async def thumbnail(self, request: Request, user: dict[str, Any], file_id: str) -> Response:
+        """The file's picture: the catalog says whether the caller may see the file (404
+        if not, as for its content), the thumbnails context serves it (or says why not)."""
+        found = await self.gateway.http.get(
+            f"{self.settings.catalog_url}/internal/files/{file_id}",
+            headers=self.gateway._headers(request, user),
+        )
+        if found.status_code != 200:
+            return self.gateway.relay(found)
+        file = found.json()
+        params = {
+            "kind": file["kind"],
+            "imported": "true" if (file.get("source") or {}).get("type") == "cloud" else "false",
+        }
+        if "size" in request.query_params:
+            params["size"] = request.query_params["size"]
+        headers = self.gateway._headers(request, user)
+        if "if-none-match" in request.headers:
+            headers["If-None-Match"] = request.headers["if-none-match"]
+        answer = await self.gateway.http.get(
+            f"{self.settings.thumbnails_url}/internal/thumbnails/{file_id}",
+            params=params,
+            headers=headers,
+        )
+        passed = ("content-type", "etag", "cache-control", "x-content-type-options", "retry-after")
+        return Response(
+            answer.content,
+            answer.status_code,
+            headers={k: v for k, v in answer.headers.items() if k.lower() in passed},
+        )
+
     async def content(self, request: Request, user: dict[str, Any]) -> Response:
         file_id = request.url.path.strip("/").split("/")[2]
         found = await self.gateway.http.get(

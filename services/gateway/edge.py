@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer
 from fastapi import Request
 from fastapi.responses import Response
 
+from services.gateway import sessions
 from shared.contracts import topics
 from shared.kit import consistency, idempotency, identity, tracing
 from shared.kit.errors import Refused
@@ -97,6 +98,7 @@ class Gateway:
             "acl": settings.acl_url,
             "datasets": settings.datasets_url,
             "dicom": settings.dicom_url,
+            "thumbnails": settings.thumbnails_url,
         }
         self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
         # Signs who asks, on every call to a service (refused at start if weak or unset).
@@ -154,7 +156,8 @@ class Gateway:
     async def authenticate(self, request: Request) -> dict[str, Any] | None:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            return None
+            # The web app's session cookie (services/gateway/sessions.py).
+            return await sessions.authenticate(self, request)
         digest = hashlib.sha256(key.strip().encode()).hexdigest()
         cached = self._keys.get(digest)
         now = time.monotonic()
@@ -167,10 +170,13 @@ class Gateway:
             # Not a refusal: the caller is unknown for now, and nothing is cached.
             raise Refused(503, "unavailable", "the access service did not answer; try again")
         user = answer.json() if answer.status_code == 200 else None
+        self.remember_caller(digest, now, user)
+        return user
+
+    def remember_caller(self, digest: str, now: float, user: dict[str, Any] | None) -> None:
         if len(self._keys) > 10_000:
             self._keys.clear()
         self._keys[digest] = (now + AUTH_TTL_S, user)
-        return user
 
     # -- consistency -----------------------------------------------------------------
 

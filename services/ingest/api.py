@@ -147,6 +147,16 @@ def cloud_router(imports: Imports) -> APIRouter:
     ) -> dict[str, Any]:
         return await imports.integration(who, integration_id)
 
+    @api.patch("/v1/integrations/{integration_id}")
+    async def share_integration(
+        integration_id: uuid.UUID,
+        caller: Caller,
+        who: access_rules.Access = Depends(access),
+        body: dict[str, Any] = Body(...),
+    ) -> JSON:
+        # {shared_with: [user ids]}: who may use it besides the org admins.
+        return _received(await imports.share(who, caller, integration_id, body), 200)
+
     @api.delete("/v1/integrations/{integration_id}", status_code=204)
     async def remove_integration(
         integration_id: uuid.UUID, caller: Caller, who: access_rules.Access = Depends(access)
@@ -159,10 +169,14 @@ def cloud_router(imports: Imports) -> APIRouter:
 
     @api.post("/v1/folders/{folder_id}/imports", status_code=202)
     async def import_objects(
-        folder_id: uuid.UUID, caller: Caller, body: dict[str, Any] = Body(...)
+        folder_id: uuid.UUID,
+        caller: Caller,
+        who: access_rules.Access = Depends(access),
+        body: dict[str, Any] = Body(...),
     ) -> JSON:
-        # The gateway checked the editor role on the folder, as for uploads.
-        return _received(await imports.start_import(caller, folder_id, body), 202)
+        # The gateway checked the editor role on the folder, as for uploads; whether
+        # the caller may use the integration is decided here.
+        return _received(await imports.start_import(who, caller, folder_id, body), 202)
 
     @api.get("/internal/integrations/{integration_id}/presign", include_in_schema=False)
     async def presign(

@@ -1,11 +1,17 @@
-"""The customer's bucket (any S3 API: AWS, MinIO, moto): the `minio` client for the
-check, the region and presigned URLs; `Reader`, a lean signed HTTP/1.1 client of our
-own, for what an import does per object (list it, GET it), where minio's per-request
-cost was most of ingest's CPU.
+"""The customer's bucket (any S3 API: AWS, MinIO, moto): `Reader`, a lean signed
+HTTP/1.1 client of our own for everything ingest asks of it (the bucket check, its
+region, the listing of a prefix, a GET per object), where minio's per-request cost
+was most of ingest's CPU; the minio client only builds URLs and presigns them, and
+never connects (its HTTP client refuses to).
 
-Blocking calls: the handlers run them in worker threads. Errors
-become `CloudProblem`s with a code and a message for a person, never the provider's
-raw text: it can carry the access key. Credentials live in `Bucket`, out of its repr.
+Every connection is made through `egress.Egress` (the address rule, checked on the
+address dialled) and every answer is read through an `egress.Budget` (bytes and time
+caps): a hostile endpoint can neither make us reach inside our network nor hold our
+memory or threads. Redirects are never followed.
+
+Blocking calls: the handlers run them in worker threads. Errors become
+`CloudProblem`s with a code and a message for a person, never the provider's raw
+text: it can carry the access key. Credentials live in `Bucket`, out of its repr.
 """
 
 from __future__ import annotations
@@ -14,28 +20,37 @@ import contextlib
 import functools
 import hashlib
 import hmac
-import http.client
 import re
 import socket
 import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
+from urllib.parse import quote as url_quote
 from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 
 import urllib3
 from minio import Minio
-from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import quote
 
 from services.ingest.domain import media
-from services.ingest.domain.integrations import Endpoint
+from services.ingest.domain.integrations import REGION, Endpoint
+from services.ingest.egress import (
+    MAX_ERROR_BYTES,
+    MAX_HEAD_BYTES,
+    Budget,
+    CapReached,
+    Caps,
+    Egress,
+    EndpointNotAllowed,
+    ListingBudget,
+)
 
 CHUNK = 1024 * 1024
 # An object up to this size is hashed in memory; a larger one is spooled to disk.
@@ -44,6 +59,7 @@ CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 60.0
 # A GET answered 5xx, or whose connection failed before an answer, is sent again.
 RETRIES = 2
+LISTING_PAGE = 1000
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _SIGNED_HEADERS = "host;x-amz-content-sha256;x-amz-date"
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,200})</Code>")
@@ -55,17 +71,21 @@ _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "
 _MISSING_BUCKET = {"NoSuchBucket"}
 _DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem"}
 _MISSING_OBJECT = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
+_REDIRECTS = {"PermanentRedirect", "TemporaryRedirect", "Redirect"}
 
 
 class CloudProblem(Exception):
     """What the bucket said, as a code (`invalid_credentials`, `bucket_not_found`,
-    `access_denied`, `endpoint_unreachable`, `object_not_found`, `object_unreadable`,
-    `bucket_error`) and a message for a person."""
+    `access_denied`, `endpoint_unreachable`, `endpoint_not_allowed`, `object_not_found`,
+    `object_unreadable`, `bucket_error`, or a cap reached: `response_too_large`,
+    `response_timeout`, `listing_too_large`, `listing_timeout`, `listing_loop`) and a
+    message for a person."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details or {}
 
 
 @dataclass(frozen=True)
@@ -77,40 +97,42 @@ class Bucket:
     secret_key: str = field(repr=False)
 
 
-def _http(pool_size: int) -> urllib3.PoolManager:
-    # Few retries and short connect timeouts: an unreachable endpoint answers in seconds.
-    return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=3.0, read=60.0),
-        maxsize=pool_size,
-        retries=urllib3.Retry(
-            total=2, connect=1, backoff_factor=0.1, status_forcelist=(500, 502, 503, 504)
-        ),
+class _Offline(urllib3.PoolManager):
+    """minio's HTTP client: it builds and presigns URLs only, so it never connects
+    (a connection here would bypass the address rule)."""
+
+    def urlopen(self, *_: Any, **__: Any) -> Any:
+        raise CloudProblem("bucket_error", "this client does not connect")
+
+
+_OFFLINE = _Offline()
+
+
+def not_allowed(refused: EndpointNotAllowed, bucket: Bucket) -> CloudProblem:
+    shown = refused.address or refused.host
+    return CloudProblem(
+        "endpoint_not_allowed",
+        f"{bucket.endpoint.url()} may not be reached: {refused.reason}. Endpoints on"
+        " loopback, link-local, private, shared, multicast, reserved or cloud metadata"
+        " addresses are refused unless the operator lists them in FILES_ALLOWED_ENDPOINTS",
+        {"address": shown, "reason": refused.reason},
     )
 
 
-def client(bucket: Bucket, pool_size: int = 32) -> Minio:
-    return Minio(
-        bucket.endpoint.host,
-        access_key=bucket.access_key,
-        secret_key=bucket.secret_key,
-        secure=bucket.endpoint.secure,
-        region=bucket.region,
-        http_client=_http(pool_size),
-    )
-
-
-def problem(error: Exception, bucket: Bucket, key: str | None = None) -> CloudProblem:
-    """The CloudProblem an error of the client stands for."""
-    if isinstance(error, S3Error):
-        return _refused(error.code or "", bucket, key)
-    if isinstance(error, urllib3.exceptions.HTTPError | OSError | http.client.HTTPException):
+def problem(error: Exception, bucket: Bucket) -> CloudProblem:
+    """The CloudProblem an unexpected error stands for."""
+    if isinstance(error, CloudProblem):
+        return error
+    if isinstance(error, EndpointNotAllowed):
+        return not_allowed(error, bucket)
+    if isinstance(error, CapReached):
+        return CloudProblem(error.code, f"{bucket.endpoint.url()}: {error.message}")
+    if isinstance(error, OSError):
         return CloudProblem(
             "endpoint_unreachable",
             f"{bucket.endpoint.url()} does not answer ({type(error).__name__})",
         )
     where = f"bucket {bucket.name!r} at {bucket.endpoint.url()}"
-    if isinstance(error, ServerError | InvalidResponseError):
-        return CloudProblem("bucket_error", f"{where} answered an unexpected response")
     return CloudProblem("bucket_error", f"{where}: {type(error).__name__}")
 
 
@@ -132,17 +154,13 @@ def _refused(code: str, bucket: Bucket, key: str | None = None) -> CloudProblem:
             f"these credentials may not read {where} ({code}): they need to list and"
             " get its objects",
         )
+    if code in _REDIRECTS:
+        return CloudProblem(
+            "bucket_error",
+            f"{where} answered a redirect ({code}), which is not followed: check the"
+            " integration's endpoint and region",
+        )
     return CloudProblem("bucket_error", f"{where} answered {code or 'an error'}")
-
-
-def check(s3: Minio, bucket: Bucket) -> None:
-    """The bucket exists and these credentials may list it, or a CloudProblem."""
-    try:
-        # One page of a listing: it needs the bucket and the right to list it, and its
-        # errors (unlike a HEAD's) say which of the credentials or the bucket is wrong.
-        next(iter(s3.list_objects(bucket.name, recursive=True)), None)
-    except Exception as error:
-        raise problem(error, bucket) from None
 
 
 @dataclass(frozen=True)
@@ -164,15 +182,20 @@ class _Connection:
     The reads of an import are many small GETs: through minio and urllib3 each costs
     about 0.3 ms of CPU (header objects, email-module parsing, a signer rebuilt per
     request); this one writes the request as bytes and parses the status line and
-    headers itself.
+    headers itself. Every read is within a `Budget` (bytes, deadline).
     """
 
-    def __init__(self, host: str, port: int, secure: bool) -> None:
-        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
-        if secure:
-            sock = _tls().wrap_socket(sock, server_hostname=host)
-        sock.settimeout(READ_TIMEOUT_S)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, egress: Egress, host: str, port: int, secure: bool) -> None:
+        # The address rule's socket: the address dialled is the one checked.
+        sock = egress.connect(host, port, CONNECT_TIMEOUT_S)
+        try:
+            if secure:
+                # The certificate is verified against the host name (and SNI sent).
+                sock = _tls().wrap_socket(sock, server_hostname=host)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            sock.close()
+            raise
         self.sock = sock
         self.buffer = bytearray()
         self.used = False
@@ -181,21 +204,30 @@ class _Connection:
         with contextlib.suppress(OSError):
             self.sock.close()
 
-    def _fill(self) -> None:
-        data = self.sock.recv(CHUNK)
+    def _fill(self, budget: Budget) -> None:
+        self.sock.settimeout(min(READ_TIMEOUT_S, budget.left()))
+        try:
+            data = self.sock.recv(CHUNK)
+        except TimeoutError:
+            budget.left()  # a CapReached if the budget's deadline is what passed
+            raise
         if not data:
             raise _Broken("the connection was closed")
         self.buffer += data
 
     def send(self, request: bytes) -> None:
+        self.sock.settimeout(READ_TIMEOUT_S)
         self.sock.sendall(request)
 
-    def head(self) -> tuple[int, dict[bytes, bytes]]:
+    def head(self, budget: Budget) -> tuple[int, dict[bytes, bytes]]:
         """The response's status and headers (names lowercased)."""
         while (end := self.buffer.find(b"\r\n\r\n")) < 0:
-            if len(self.buffer) > 64 * 1024:
-                raise _Broken("response headers too long")
-            self._fill()
+            if len(self.buffer) > MAX_HEAD_BYTES:
+                raise CapReached(
+                    "response_too_large",
+                    f"{budget.what}: the response's headers went past {MAX_HEAD_BYTES} bytes",
+                )
+            self._fill(budget)
         lines = bytes(self.buffer[:end]).split(b"\r\n")
         del self.buffer[: end + 4]
         parts = lines[0].split(b" ", 2)
@@ -207,46 +239,50 @@ class _Connection:
             headers[name.strip().lower()] = value.strip()
         return int(parts[1]), headers
 
-    def body(self, headers: dict[bytes, bytes]) -> Iterator[bytes]:
-        """The response's body, in pieces of at most CHUNK bytes."""
+    def body(self, headers: dict[bytes, bytes], budget: Budget) -> Iterator[bytes]:
+        """The response's body, in pieces of at most CHUNK bytes, within the budget."""
         if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-            yield from self._chunked()
+            yield from self._chunked(budget)
             return
         length = headers.get(b"content-length")
         if length is None or not length.isdigit():
             raise _Broken("a response without a length")
         left = int(length)
+        budget.declared(left)
         while left:
             if not self.buffer:
-                self._fill()
+                self._fill(budget)
             piece = bytes(self.buffer[: min(left, CHUNK)])
             del self.buffer[: len(piece)]
             left -= len(piece)
+            budget.take(len(piece))
             yield piece
 
-    def _line(self) -> bytes:
+    def _line(self, budget: Budget) -> bytes:
         while (end := self.buffer.find(b"\r\n")) < 0:
-            if len(self.buffer) > 64 * 1024:
+            if len(self.buffer) > MAX_HEAD_BYTES:
                 raise _Broken("a line too long")
-            self._fill()
+            self._fill(budget)
         line = bytes(self.buffer[:end])
         del self.buffer[: end + 2]
         return line
 
-    def _chunked(self) -> Iterator[bytes]:
-        while size := int(self._line().split(b";", 1)[0], 16):
+    def _chunked(self, budget: Budget) -> Iterator[bytes]:
+        while size := int(self._line(budget).split(b";", 1)[0], 16):
+            budget.declared(budget.received + size)
             left = size
             while left:
                 if not self.buffer:
-                    self._fill()
+                    self._fill(budget)
                 piece = bytes(self.buffer[: min(left, CHUNK)])
                 del self.buffer[: len(piece)]
                 left -= len(piece)
+                budget.take(len(piece))
                 yield piece
-            if self._line():
+            if self._line(budget):
                 raise _Broken("a chunk longer than it said")
         # After the last chunk: trailers, if any, up to a blank line.
-        while self._line():
+        while self._line(budget):
             pass
 
 
@@ -302,29 +338,58 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-class Reader:
-    """What an import asks of a bucket, per object: its listing (ListObjectsV2) and a
-    GET of each object, signed (AWS Signature V4) here and sent on keep-alive
-    connections of their own, one per thread. The bucket check, the region lookup and
-    presigned URLs stay with the minio client."""
+_T = TypeVar("_T")
 
-    def __init__(self, s3: Minio, bucket: Bucket) -> None:
-        self.s3, self.bucket = s3, bucket
+
+def _joined(pieces: Iterator[bytes]) -> bytes:
+    return b"".join(pieces)
+
+
+class Reader:
+    """What ingest asks of a bucket: the check that it answers, its region, the listing
+    of a prefix (ListObjectsV2) and a GET of each object, signed (AWS Signature V4) here
+    and sent on keep-alive connections of their own, one per thread."""
+
+    def __init__(self, bucket: Bucket, egress: Egress, caps: Caps) -> None:
+        self.bucket, self.egress, self.caps = bucket, egress, caps
         self._local = threading.local()
         self._lock = threading.Lock()
         self._ready = False
 
-    def _prepare(self) -> None:
+    def _addressing(self, region: str | None) -> Minio:
+        """minio's client for its URLs (virtual host or path style, AWS's hosts) and
+        presigning; it never connects."""
+        return Minio(
+            self.bucket.endpoint.host,
+            access_key=self.bucket.access_key,
+            secret_key=self.bucket.secret_key,
+            secure=self.bucket.endpoint.secure,
+            region=region,
+            http_client=_OFFLINE,
+        )
+
+    def allowed(self) -> None:
+        """The endpoint may be reached (its name resolves to an address the rule
+        allows), or a CloudProblem `endpoint_not_allowed` naming the address."""
+        endpoint = self.bucket.endpoint
+        try:
+            self.egress.addresses(endpoint.hostname, endpoint.port)
+        except EndpointNotAllowed as refused:
+            raise not_allowed(refused, self.bucket) from None
+        except OSError as error:
+            raise problem(error, self.bucket) from None
+
+    def prepare(self) -> None:
         """The region (asked of the endpoint if the integration named none) and the
         URL the bucket's objects are at, as the minio client would address them."""
+        if self._ready:
+            return
         with self._lock:
             if self._ready:
                 return
-            try:
-                self.region = self.bucket.region or self.s3._get_region(self.bucket.name)
-            except Exception as error:
-                raise problem(error, self.bucket) from None
-            url = self.s3._base_url.build(
+            self.region = self.bucket.region or self._location()
+            self.urls = self._addressing(self.region)
+            url = self.urls._base_url.build(
                 method="GET", region=self.region, bucket_name=self.bucket.name, object_name="k"
             )
             self.secure = url.scheme == "https"
@@ -332,44 +397,90 @@ class Reader:
             self.host = url.hostname or ""
             self.port = url.port or (443 if self.secure else 80)
             self.path = url.path[:-1]  # the objects' path prefix: "/bucket/" or "/"
-            listing = self.s3._base_url.build(
+            listing = self.urls._base_url.build(
                 method="GET", region=self.region, bucket_name=self.bucket.name
             )
             self.bucket_path = listing.path  # the bucket's: "/bucket" or "/"
             self._date = ""
             self._ready = True
 
-    def _signing_key(self, day: str) -> bytes:
+    def _location(self) -> str:
+        """GetBucketLocation, as minio asks it (path style, signed for us-east-1)."""
+        url = self._addressing(None)._base_url.build(
+            method="GET",
+            region="us-east-1",
+            bucket_name=self.bucket.name,
+            query_params={"location": ""},
+        )
+        target = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+        request = self._signed(url.path, "location=", netloc=url.netloc, region="us-east-1")
+        status, body = self._exchange(
+            request,
+            lambda: Budget(
+                f"the location of bucket {self.bucket.name!r}",
+                MAX_ERROR_BYTES,
+                self.caps.response_s,
+            ),
+            _joined,
+            target=(*target, url.scheme == "https"),
+        )
+        if status != 200:
+            raise self._refusal(status, body, None)
+        try:
+            found = (ElementTree.fromstring(body).text or "").strip()
+        except ElementTree.ParseError:
+            raise self._not_xml("location") from None
+        if not found:
+            return "us-east-1"
+        if found == "EU" and url.hostname and url.hostname.endswith("amazonaws.com"):
+            return "eu-west-1"
+        if not REGION.match(found):
+            raise CloudProblem(
+                "bucket_error",
+                f"bucket {self.bucket.name!r} at {self.bucket.endpoint.url()} named a"
+                " region that is not one; give the integration's region",
+            )
+        return found
+
+    def _signing_key(self, day: str, region: str) -> bytes:
         key = hmac.digest(f"AWS4{self.bucket.secret_key}".encode(), day.encode(), "sha256")
-        for part in (self.region, "s3", "aws4_request"):
+        for part in (region, "s3", "aws4_request"):
             key = hmac.digest(key, part.encode(), "sha256")
         return key
 
     def _request(self, key: str) -> bytes:
         return self._signed(self.path + quote(key, safe="/~"), "")
 
-    def _signed(self, path: str, query: str) -> bytes:
-        """A GET of `path` (URI-encoded) with `query` (encoded, sorted), signed."""
+    def _signed(
+        self, path: str, query: str, *, netloc: str | None = None, region: str | None = None
+    ) -> bytes:
+        """A GET of `path` (URI-encoded) with `query` (encoded, sorted), signed; for the
+        bucket's own host and region unless others are given."""
         now = time.gmtime()
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", now)
         day = amz_date[:8]
-        if day != self._date:
-            # Thread-safe enough: both values are set together, and a race makes the
-            # same key twice.
-            self._key, self._date = self._signing_key(day), day
-        signing_key = self._key
+        netloc = netloc or self.netloc
+        if region is not None:
+            signing_key = self._signing_key(day, region)
+        else:
+            region = self.region
+            if day != self._date:
+                # Thread-safe enough: both values are set together, and a race makes
+                # the same key twice.
+                self._key, self._date = self._signing_key(day, region), day
+            signing_key = self._key
         canonical = (
-            f"GET\n{path}\n{query}\nhost:{self.netloc}\nx-amz-content-sha256:{_EMPTY_SHA256}\n"
+            f"GET\n{path}\n{query}\nhost:{netloc}\nx-amz-content-sha256:{_EMPTY_SHA256}\n"
             f"x-amz-date:{amz_date}\n\n{_SIGNED_HEADERS}\n{_EMPTY_SHA256}"
         )
-        scope = f"{day}/{self.region}/s3/aws4_request"
+        scope = f"{day}/{region}/s3/aws4_request"
         to_sign = (
             f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n"
             f"{hashlib.sha256(canonical.encode()).hexdigest()}"
         )
         signature = hmac.new(signing_key, to_sign.encode(), "sha256").hexdigest()
         return (
-            f"GET {path}{'?' if query else ''}{query} HTTP/1.1\r\nHost: {self.netloc}\r\n"
+            f"GET {path}{'?' if query else ''}{query} HTTP/1.1\r\nHost: {netloc}\r\n"
             f"x-amz-content-sha256: {_EMPTY_SHA256}\r\nx-amz-date: {amz_date}\r\n"
             f"Authorization: AWS4-HMAC-SHA256 Credential={self.bucket.access_key}/{scope},"
             f" SignedHeaders={_SIGNED_HEADERS}, Signature={signature}\r\n"
@@ -379,7 +490,7 @@ class Reader:
     def _connection(self) -> _Connection:
         found: _Connection | None = getattr(self._local, "conn", None)
         if found is None:
-            found = _Connection(self.host, self.port, self.secure)
+            found = _Connection(self.egress, self.host, self.port, self.secure)
             self._local.conn = found
         return found
 
@@ -389,28 +500,52 @@ class Reader:
             found.close()
             self._local.conn = None
 
-    def read(self, key: str, spool_dir: Path) -> Read:
-        """Stream the object once: hash it (a body of more than one piece spooled: in
-        memory up to SPOOL_IN_MEMORY, else on disk), sniff its head, read its media
-        facts. media.UnknownContent for a kind we do not take; CloudProblem when the
-        bucket will not give it."""
-        if not self._ready:
-            self._prepare()
-        request = self._request(key)
+    def _forget(self, own: _Connection | None) -> None:
+        """A connection whose state is unknown after an error: closed."""
+        if own is None:
+            self._drop()
+        else:
+            own.close()
+
+    def _exchange(
+        self,
+        request: bytes,
+        budget: Callable[[], Budget],
+        on_ok: Callable[[Iterator[bytes]], _T],
+        *,
+        key: str | None = None,
+        target: tuple[str, int, bool] | None = None,
+    ) -> tuple[int, _T | bytes]:
+        """Send `request` and read its answer within a fresh `budget()` per attempt:
+        (200, what `on_ok` made of the body) or (status, the error's body, at most
+        MAX_ERROR_BYTES). Sent again after a 5xx or a connection that broke before an
+        answer (RETRIES times); on the thread's keep-alive connection, or on one of its
+        own to `target` (host, port, secure)."""
+        what = f"{key!r}" if key is not None else "the answer"
         for attempt in range(RETRIES + 1):
             answered = reused = False
+            own: _Connection | None = None
             try:
-                conn = self._connection()
+                allowance = budget()
+                if target is None:
+                    conn = self._connection()
+                else:
+                    conn = own = _Connection(self.egress, *target)
                 reused, conn.used = conn.used, True
                 conn.send(request)
-                status, headers = conn.head()
+                status, headers = conn.head(allowance)
                 answered = True
+                result: _T | bytes
                 if status == 200:
-                    content = _Content(conn.body(headers), spool_dir)
+                    result = on_ok(conn.body(headers, allowance))
                 else:
-                    refusal = b"".join(conn.body(headers))[:65536]
+                    allowance.max_bytes = MAX_ERROR_BYTES
+                    result = b"".join(conn.body(headers, allowance))
+            except (EndpointNotAllowed, CapReached) as refused:
+                self._forget(own)
+                raise problem(refused, self.bucket) from None
             except (OSError, _Broken, ValueError) as error:
-                self._drop()
+                self._forget(own)
                 if attempt < RETRIES and not answered:
                     # A kept-alive connection the endpoint had closed: at once, anew.
                     if not reused:
@@ -418,119 +553,139 @@ class Reader:
                     continue
                 if answered:
                     raise CloudProblem(
-                        "object_unreadable",
-                        f"{key!r} could not be read to its end ({type(error).__name__})",
+                        "object_unreadable" if key is not None else "bucket_error",
+                        f"{what} could not be read to its end ({type(error).__name__})",
                     ) from None
                 raise CloudProblem(
                     "endpoint_unreachable",
                     f"{self.bucket.endpoint.url()} does not answer ({type(error).__name__})",
                 ) from None
-            if headers.get(b"connection", b"").lower() == b"close":
+            if own is not None:
+                own.close()
+            elif headers.get(b"connection", b"").lower() == b"close":
                 self._drop()
-            if status == 200:
-                with content:
-                    return content.facts()
             if status >= 500 and attempt < RETRIES:
                 time.sleep(0.1 * (attempt + 1))
                 continue
-            raise self._refusal(status, refusal, key)
+            return status, result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def read(self, key: str, spool_dir: Path) -> Read:
+        """Stream the object once: hash it (a body of more than one piece spooled: in
+        memory up to SPOOL_IN_MEMORY, else on disk), sniff its head, read its media
+        facts. media.UnknownContent for a kind we do not take; CloudProblem when the
+        bucket will not give it (or a cap is reached)."""
+        self.prepare()
+        status, answer = self._exchange(
+            self._request(key),
+            lambda: Budget(f"object {key!r}", None, self.caps.response_s),
+            lambda pieces: _Content(pieces, spool_dir),
+            key=key,
+        )
+        if isinstance(answer, _Content):
+            with answer:
+                return answer.facts()
+        raise self._refusal(status, answer, key)
+
+    def check(self) -> None:
+        """The bucket exists and these credentials may list it, or a CloudProblem: one
+        listing page, which needs the bucket and the right to list it, and whose errors
+        (unlike a HEAD's) say which of the credentials or the bucket is wrong."""
+        self.allowed()
+        self.prepare()
+        self._page("", None, 1, ListingBudget(self.caps, f"bucket {self.bucket.name!r}"))
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         """Every object key under the prefix (ListObjectsV2, pages of 1,000; folder
-        markers left out), or a CloudProblem. minio's listing takes about 30 us of CPU
-        per key (an object with parsed dates for each); this reads the keys alone."""
-        if not self._ready:
-            self._prepare()
+        markers left out), or a CloudProblem, within the listing's caps. minio's
+        listing takes about 30 us of CPU per key (an object with parsed dates for each);
+        this reads the keys alone."""
+        self.prepare()
+        listing = ListingBudget(self.caps, f"the listing of {prefix!r}")
         token: str | None = None
         while True:
-            query = {"encoding-type": "url", "list-type": "2", "max-keys": "1000"}
-            query["prefix"] = prefix
-            if token is not None:
-                query["continuation-token"] = token
-            encoded = "&".join(
-                f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items())
-            )
-            status, body = self._fetch(self._signed(self.bucket_path, encoded))
-            if status != 200:
-                raise self._refusal(status, body, None)
-            try:
-                root = ElementTree.fromstring(body)
-            except ElementTree.ParseError:
-                raise CloudProblem(
-                    "bucket_error",
-                    f"bucket {self.bucket.name!r} at {self.bucket.endpoint.url()} answered a"
-                    " listing that is not XML",
-                ) from None
-            encoded_keys = (root.findtext(f"{_S3}EncodingType") or "").lower() == "url"
-            for found in root.iterfind(f"{_S3}Contents"):
-                name = found.findtext(f"{_S3}Key") or ""
-                if encoded_keys:
-                    name = unquote_plus(name)
-                if name and not name.endswith("/"):
-                    yield name
-            token = root.findtext(f"{_S3}NextContinuationToken")
-            if (root.findtext(f"{_S3}IsTruncated") or "").lower() != "true":
+            keys, token = self._page(prefix, token, LISTING_PAGE, listing)
+            yield from keys
+            if token is None:
                 return
-            if not token:
-                raise CloudProblem(
-                    "bucket_error",
-                    f"bucket {self.bucket.name!r} at {self.bucket.endpoint.url()} answered a"
-                    " truncated listing without a continuation token",
-                )
 
-    def _fetch(self, request: bytes) -> tuple[int, bytes]:
-        """A small response whole (status, body); retried as a read is."""
-        for attempt in range(RETRIES + 1):
-            answered = reused = False
-            try:
-                conn = self._connection()
-                reused, conn.used = conn.used, True
-                conn.send(request)
-                status, headers = conn.head()
-                answered = True
-                body = b"".join(conn.body(headers))
-            except (OSError, _Broken, ValueError) as error:
-                self._drop()
-                if attempt < RETRIES and not answered:
-                    if not reused:
-                        time.sleep(0.1 * (attempt + 1))
-                    continue
-                raise CloudProblem(
-                    "endpoint_unreachable",
-                    f"{self.bucket.endpoint.url()} does not answer ({type(error).__name__})",
-                ) from None
-            if headers.get(b"connection", b"").lower() == b"close":
-                self._drop()
-            if status >= 500 and attempt < RETRIES:
-                time.sleep(0.1 * (attempt + 1))
-                continue
-            return status, body
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _page(
+        self, prefix: str, token: str | None, most: int, listing: ListingBudget
+    ) -> tuple[list[str], str | None]:
+        """One page: its keys, and the next page's token (None after the last)."""
+        query = {"encoding-type": "url", "list-type": "2", "max-keys": str(most)}
+        query["prefix"] = prefix
+        if token is not None:
+            query["continuation-token"] = token
+        encoded = "&".join(
+            f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items())
+        )
+        try:
+            status, body = self._exchange(
+                self._signed(self.bucket_path, encoded), listing.page, _joined
+            )
+        finally:
+            listing.stopped()
+        if status != 200:
+            raise self._refusal(status, body, None)
+        try:
+            root = ElementTree.fromstring(body)
+        except ElementTree.ParseError:
+            raise self._not_xml("listing") from None
+        encoded_keys = (root.findtext(f"{_S3}EncodingType") or "").lower() == "url"
+        keys = []
+        for found in root.iterfind(f"{_S3}Contents"):
+            name = found.findtext(f"{_S3}Key") or ""
+            if encoded_keys:
+                name = unquote_plus(name)
+            if name and not name.endswith("/"):
+                keys.append(name)
+        following = root.findtext(f"{_S3}NextContinuationToken")
+        if (root.findtext(f"{_S3}IsTruncated") or "").lower() != "true":
+            following = None
+        elif not following:
+            raise CloudProblem(
+                "bucket_error",
+                f"bucket {self.bucket.name!r} at {self.bucket.endpoint.url()} answered a"
+                " truncated listing without a continuation token",
+            )
+        try:
+            listing.done(following)
+        except CapReached as cap:
+            raise problem(cap, self.bucket) from None
+        return keys, following
+
+    def _not_xml(self, what: str) -> CloudProblem:
+        return CloudProblem(
+            "bucket_error",
+            f"bucket {self.bucket.name!r} at {self.bucket.endpoint.url()} answered a {what}"
+            " that is not XML",
+        )
 
     def _refusal(self, status: int, body: bytes, key: str | None) -> CloudProblem:
         found = _ERROR_CODE.search(body)
         code = found.group(1).decode(errors="replace") if found else ""
         if not code:
             code = {403: "AccessDenied", 404: "NoSuchKey" if key else "NoSuchBucket"}.get(
-                status, f"HTTP {status}"
+                status, "Redirect" if 300 <= status < 400 else f"HTTP {status}"
             )
         return _refused(code, self.bucket, key)
 
-
-def presign(s3: Minio, bucket: Bucket, key: str, name: str, mime_type: str) -> str:
-    """A GET URL of the object for a few minutes, served as an attachment of its type."""
-    from urllib.parse import quote
-
-    try:
-        return s3.presigned_get_object(
-            bucket.name,
-            key,
-            expires=PRESIGN_EXPIRY,
-            response_headers={
-                "response-content-disposition": f"attachment; filename*=UTF-8''{quote(name)}",
-                "response-content-type": mime_type,
-            },
-        )
-    except Exception as error:
-        raise problem(error, bucket, key) from None
+    def presign(self, key: str, name: str, mime_type: str) -> str:
+        """A GET URL of the object for a few minutes, served as an attachment of its
+        type (computed here: nothing is sent to the bucket once its region is known)."""
+        self.prepare()
+        try:
+            return self.urls.presigned_get_object(
+                self.bucket.name,
+                key,
+                expires=PRESIGN_EXPIRY,
+                response_headers={
+                    "response-content-disposition": (
+                        f"attachment; filename*=UTF-8''{url_quote(name)}"
+                    ),
+                    "response-content-type": mime_type,
+                },
+            )
+        except Exception as error:
+            raise problem(error, self.bucket) from None

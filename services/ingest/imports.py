@@ -23,17 +23,20 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import orjson
-from minio import Minio
 
 from services.ingest import cloud
 from services.ingest.domain import imports as domain
 from services.ingest.domain import integrations as rules
 from services.ingest.domain import media
+from services.ingest.domain.endpoints import EndpointRule
+from services.ingest.egress import Caps, Egress
 from services.ingest.projections import integrations, jobs
 from shared.contracts import ingest as ev
 from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.kit import identity
 from shared.kit.access import Access
 from shared.kit.errors import Refused, not_found
 from shared.kit.eventstore import ConcurrencyConflict
@@ -48,30 +51,41 @@ BATCH = 500
 READERS = 16
 # Objects a reader thread takes at a time (one after the other).
 RUN = 8
-LISTING_PAGE = 1000
+LISTING_PAGE = cloud.LISTING_PAGE
 # Progress moves at least this often while objects are read.
 FLUSH_S = 1.0
 # Bucket-level problems: when a whole batch fails with one of them, the job stops.
-FATAL = ("invalid_credentials", "bucket_not_found", "endpoint_unreachable", "access_denied")
+FATAL = (
+    "invalid_credentials",
+    "bucket_not_found",
+    "endpoint_unreachable",
+    "endpoint_not_allowed",
+    "access_denied",
+    "response_too_large",
+    "response_timeout",
+)
 
 
-def require_org_admin(access: Access, *, single: bool = False, ident: object = None) -> None:
-    """Integrations are the organisation admins': a member is told so for the collection,
-    and told nothing exists for one integration (no existence leak)."""
-    if access.org_admin:
-        return
-    if single:
-        raise not_found("integration", ident)
-    raise Refused(
-        403,
-        "forbidden",
-        "cloud integrations need the organisation admin role",
-        {"role_needed": "org admin"},
-    )
+def require_org_admin(access: Access) -> None:
+    """Registering an integration is the organisation admins'."""
+    if not access.org_admin:
+        raise Refused(
+            403,
+            "forbidden",
+            "registering a cloud integration needs the organisation admin role",
+            {"role_needed": "org admin"},
+        )
 
 
-def _integration_json(row: Any) -> dict[str, Any]:
-    return {
+def _sharing(row: Any) -> list[str] | None:
+    """Whom an integration is shared with; None when there is no such integration."""
+    return None if row is None else list(row["shared_with"])
+
+
+def _integration_json(row: Any, access: Access) -> dict[str, Any]:
+    """An integration as its users see it: never its credentials; who else may use it
+    only for the org admins."""
+    found = {
         "id": str(row["id"]),
         "name": row["name"],
         "provider": row["provider"],
@@ -81,6 +95,9 @@ def _integration_json(row: Any) -> dict[str, Any]:
         "created_at": row["created_at"].isoformat(),
         "created_by": row["created_by"],
     }
+    if access.org_admin:
+        found["shared_with"] = list(row["shared_with"])
+    return found
 
 
 class Imports(Handlers):
@@ -90,7 +107,11 @@ class Imports(Handlers):
         self._sealer: Sealer | None = None
         self.spool = settings.data_dir / "spool"
         self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="import-read")
-        self._clients: dict[uuid.UUID, tuple[cloud.Bucket, Minio, cloud.Reader]] = {}
+        # Every connection to a bucket goes through the address rule; a bad
+        # FILES_ALLOWED_ENDPOINTS stops the service at start, naming the entry.
+        self.egress = Egress(EndpointRule.parse(settings.allowed_endpoints))
+        self.caps = Caps.of(settings)
+        self._clients: dict[uuid.UUID, tuple[cloud.Bucket, cloud.Reader]] = {}
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     @property
@@ -120,15 +141,15 @@ class Imports(Handlers):
             registration.access_key,
             registration.secret_key,
         )
-        s3 = cloud.client(bucket, pool_size=2)
+        reader = cloud.Reader(bucket, self.egress, self.caps)
         try:
-            await asyncio.to_thread(cloud.check, s3, bucket)
+            await asyncio.to_thread(reader.check)
         except cloud.CloudProblem as problem:
             raise Refused(
                 422,
                 problem.code,
                 f"the integration was not registered: {problem.message}",
-                {"bucket": bucket.name, "endpoint": bucket.endpoint.url()},
+                {"bucket": bucket.name, "endpoint": bucket.endpoint.url(), **problem.details},
             ) from None
         integration_id = uuid.uuid4()
         sealed = self.sealer.seal(
@@ -141,10 +162,10 @@ class Imports(Handlers):
         row = await self.pool.fetchrow(
             "SELECT * FROM ingest.integrations WHERE id = $1", integration_id
         )
-        return _integration_json(row), position
+        return _integration_json(row, access), position
 
     async def integrations(self, access: Access, limit: int, cursor: str | None) -> dict[str, Any]:
-        require_org_admin(access)
+        """The integrations the caller may use (all of them for an org admin)."""
         after: tuple[Any, ...] | None = None
         if cursor:
             try:
@@ -154,13 +175,16 @@ class Imports(Handlers):
                 raise Refused(422, "invalid_cursor", "cursor is not one we gave") from None
         rows = await self.pool.fetch(
             """SELECT * FROM ingest.integrations
-               WHERE $1::text IS NULL OR (created_at, id) > ($1::timestamptz, $2::uuid)
+               WHERE ($1::text IS NULL OR (created_at, id) > ($1::timestamptz, $2::uuid))
+                 AND ($4 OR $5 = ANY(shared_with))
                ORDER BY created_at, id LIMIT $3""",
             after[0] if after else None,
             after[1] if after else None,
             limit + 1,
+            access.org_admin,
+            access.user_id,
         )
-        items = [_integration_json(r) for r in rows[:limit]]
+        items = [_integration_json(r, access) for r in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -169,32 +193,71 @@ class Imports(Handlers):
             ).decode()
         return {"items": items, "next_cursor": next_cursor}
 
-    async def integration(self, access: Access, integration_id: uuid.UUID) -> dict[str, Any]:
-        require_org_admin(access, single=True, ident=integration_id)
-        row = await self.pool.fetchrow(
+    async def _row(self, integration_id: uuid.UUID) -> Any:
+        return await self.pool.fetchrow(
             "SELECT * FROM ingest.integrations WHERE id = $1", integration_id
         )
-        if row is None:
-            raise not_found("integration", integration_id)
-        return _integration_json(row)
+
+    async def integration(self, access: Access, integration_id: uuid.UUID) -> dict[str, Any]:
+        row = await self._row(integration_id)
+        rules.require_use(access, integration_id, _sharing(row))
+        return _integration_json(row, access)
+
+    async def share(
+        self, access: Access, cause: Cause, integration_id: uuid.UUID, body: object
+    ) -> tuple[dict[str, Any], int]:
+        """Who may use the integration besides the org admins (the list replaces the one
+        before). Every user named must exist."""
+        row = await self._row(integration_id)
+        rules.require_admin(access, integration_id, _sharing(row))
+        user_ids = rules.parse_sharing(body)
+        await self._users_exist(user_ids)
+        position = await self._record(rules.share(integration_id, row["version"], user_ids), cause)
+        return _integration_json(await self._row(integration_id), access), position
+
+    async def _users_exist(self, user_ids: list[uuid.UUID]) -> None:
+        """Every one of these users exists (the ACL context knows), or 422 naming those
+        that do not."""
+        if not user_ids:
+            return
+        url = f"{self.settings.acl_url}/internal/users/lookup"
+        try:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
+                answer = await http.post(
+                    url,
+                    json={"ids": [str(u) for u in user_ids]},
+                    headers={identity.HEADER: self.runtime.identity.for_service("ingest")},
+                )
+        except httpx.HTTPError:
+            raise Refused(
+                503, "acl_unavailable", "could not look the users up; try again"
+            ) from None
+        if answer.status_code != 200:
+            raise Refused(
+                503,
+                "acl_unavailable",
+                f"could not look the users up (the ACL service answered {answer.status_code})",
+            )
+        unknown = list(answer.json().get("unknown_ids") or [])
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
+            raise Refused(
+                422,
+                "unknown_users",
+                f"there are no users with these ids: {shown}",
+                {"unknown_users": unknown},
+            )
 
     async def remove(self, access: Access, cause: Cause, integration_id: uuid.UUID) -> int:
         """Files imported through it stay listed; their content is no longer served."""
-        require_org_admin(access, single=True, ident=integration_id)
-        row = await self.pool.fetchrow(
-            "SELECT version FROM ingest.integrations WHERE id = $1", integration_id
-        )
-        if row is None:
-            raise not_found("integration", integration_id)
+        row = await self._row(integration_id)
+        rules.require_admin(access, integration_id, _sharing(row))
         position = await self._record(rules.remove(integration_id, row["version"]), cause)
         self._clients.pop(integration_id, None)
         return position
 
-    async def _bucket(
-        self, integration_id: uuid.UUID
-    ) -> tuple[cloud.Bucket, Minio, cloud.Reader] | None:
-        """The integration's bucket, a client for it and a reader of its objects, or None
-        if it was removed."""
+    async def _bucket(self, integration_id: uuid.UUID) -> tuple[cloud.Bucket, cloud.Reader] | None:
+        """The integration's bucket and a reader of it, or None if it was removed."""
         row = await self.pool.fetchrow(
             "SELECT * FROM ingest.integrations WHERE id = $1", integration_id
         )
@@ -221,8 +284,7 @@ class Imports(Handlers):
             credentials["access_key"],
             credentials["secret_key"],
         )
-        s3 = cloud.client(bucket, pool_size=4)
-        found = (bucket, s3, cloud.Reader(s3, bucket))
+        found = (bucket, cloud.Reader(bucket, self.egress, self.caps))
         self._clients[integration_id] = found
         return found
 
@@ -236,23 +298,34 @@ class Imports(Handlers):
                 " reachable through this platform any more",
                 {"integration_id": str(integration_id)},
             )
-        bucket, s3, _ = found
+        _, reader = found
         try:
-            return await asyncio.to_thread(cloud.presign, s3, bucket, key, name, mime_type)
+            return await asyncio.to_thread(reader.presign, key, name, mime_type)
         except cloud.CloudProblem as problem:
             raise Refused(409, problem.code, problem.message) from None
 
     # -- imports ---------------------------------------------------------------------
 
     async def start_import(
-        self, cause: Cause, folder_id: uuid.UUID, body: object
+        self, access: Access, cause: Cause, folder_id: uuid.UUID, body: object
     ) -> tuple[dict[str, Any], int]:
-        """Record the job and what it was asked, then run it in the background: 202."""
+        """Record the job and what it was asked, then run it in the background: 202.
+        The caller must be one who may use the integration (else 404), and its endpoint
+        still allowed (else 422, as at registration)."""
         integration_id = domain.integration_of(body)
+        row = await self._row(integration_id)
+        rules.require_use(access, integration_id, _sharing(row))
         found = await self._bucket(integration_id)
         if found is None:
             raise not_found("integration", integration_id)
         request = domain.parse_request(body, found[0].name)
+        try:
+            await asyncio.to_thread(found[1].allowed)
+        except cloud.CloudProblem as problem:
+            # A name that does not resolve now is the job's to report, as a bucket that
+            # does not answer; an address refused is refused here.
+            if problem.code == "endpoint_not_allowed":
+                raise Refused(422, problem.code, problem.message, problem.details) from None
         job_id = uuid.uuid4()
         changes = domain.start(job_id, folder_id, request)
         envelopes = envelopes_of(changes, cause)
@@ -327,9 +400,9 @@ class Imports(Handlers):
         if found is None:
             await self._fail_removed(state, cause)
             return
-        reader = found[2]
+        reader = found[1]
         named = {o.key for o in state.objects}
-        listing = _Listing(reader, state.prefix, named, state.listed)
+        listing = _Listing(reader, state.prefix, named, state.listed, self.caps.import_keys)
         if state.prefix is not None and not state.listing_complete:
             listing.start()
         else:
@@ -519,8 +592,11 @@ class _Listing:
         prefix: str | None,
         named: set[str],
         reported: int,
+        most: int,
     ) -> None:
         self.reader, self.prefix, self.named = reader, prefix or "", named
+        # Objects one import reads at most, named and listed: the listing stops there.
+        self.most = max(most - len(named), 0)
         # Thread-safe and bounded: the listing runs at most 20 pages ahead of the reads.
         self.pages: queue.Queue[list[str] | None] = queue.Queue(maxsize=20)
         self.buffer: list[str] = []
@@ -542,21 +618,33 @@ class _Listing:
 
     def _list(self) -> None:
         page: list[str] = []
+        listed = 0
         try:
             for key in self.reader.list_keys(self.prefix):
                 if key in self.named:
                     continue
+                if listed == self.most:
+                    raise cloud.CloudProblem(
+                        "listing_too_large",
+                        "the prefix holds more objects than one import reads"
+                        f" ({self.most + len(self.named)}, named and listed); the first"
+                        f" {self.most} listed are imported: import the rest by narrower"
+                        " prefixes",
+                        {"limit": self.most + len(self.named)},
+                    )
+                listed += 1
                 page.append(key)
                 if len(page) == LISTING_PAGE:
                     if not self._put(page):
                         return
                     page = []
-            if page and not self._put(page):
-                return
         except cloud.CloudProblem as problem:
             self.problem = problem
         except Exception as error:
             self.problem = cloud.problem(error, self.reader.bucket)
+        # What was listed before the end (or a problem) is imported too.
+        if page and not self._put(page):
+            return
         self._put(None)
 
     async def take(self, most: int) -> list[ev.ImportObject]:

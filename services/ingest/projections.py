@@ -212,6 +212,9 @@ integrations = Projection(
         created_by text NOT NULL
     );
     CREATE INDEX IF NOT EXISTS integrations_created ON ingest.integrations (created_at, id);
+    -- The users (ids as text) who may use it besides the organisation admins.
+    ALTER TABLE ingest.integrations
+        ADD COLUMN IF NOT EXISTS shared_with text[] NOT NULL DEFAULT '{}';
     """,
 )
 
@@ -234,6 +237,21 @@ async def integration_registered(conn: asyncpg.Connection, events: Sequence[Enve
                 e.stream_version,
                 e.occurred_at,
                 e.actor,
+            )
+            for e in events
+        ],
+    )
+
+
+@integrations.on("ingest.IntegrationShared")
+async def integration_shared(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE ingest.integrations SET shared_with = $2, version = $3 WHERE id = $1",
+        [
+            (
+                e.data["integration_id"],
+                [str(u) for u in e.data["shared_with"]],
+                e.stream_version,
             )
             for e in events
         ],

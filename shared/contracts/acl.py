@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import ClassVar
 
 from shared.contracts.envelope import Event
@@ -72,6 +73,30 @@ class CollaboratorRemoved(Event):
     reason: str
 
 
+class SessionStarted(Event):
+    """Someone signed in to the web app with an API key: a browser session, on the
+    user's stream. Only the session token's hash is recorded (the token is the
+    browser's cookie); it ends at `expires_at` without an event, or earlier by
+    SessionEnded."""
+
+    type: ClassVar[str] = "acl.SessionStarted"
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    key_id: uuid.UUID
+    token_hash: str
+    expires_at: datetime
+
+
+class SessionEnded(Event):
+    """A browser session ended before its expiry. `reason`: "signed_out", or
+    "key_revoked" (the key it was opened with was revoked)."""
+
+    type: ClassVar[str] = "acl.SessionEnded"
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    reason: str
+
+
 EVENTS: tuple[type[Event], ...] = (
     UserCreated,
     ApiKeyIssued,
@@ -79,4 +104,6 @@ EVENTS: tuple[type[Event], ...] = (
     CollaboratorAdded,
     CollaboratorRoleChanged,
     CollaboratorRemoved,
+    SessionStarted,
+    SessionEnded,
 )

@@ -105,6 +105,15 @@ class IntegrationRegistered(Event):
     sealed_credentials: str
 
 
+class IntegrationShared(Event):
+    """Who may use the integration besides the organisation admins: the whole list (it
+    replaces the one before; empty: admins only). At most 1,000 users."""
+
+    type: ClassVar[str] = "ingest.IntegrationShared"
+    integration_id: uuid.UUID
+    shared_with: list[uuid.UUID]
+
+
 class IntegrationRemoved(Event):
     type: ClassVar[str] = "ingest.IntegrationRemoved"
     integration_id: uuid.UUID
@@ -209,6 +218,7 @@ EVENTS: tuple[type[Event], ...] = (
     UploadJobFinished,
     ImageGroupStored,
     IntegrationRegistered,
+    IntegrationShared,
     IntegrationRemoved,
     ImportJobStarted,
     ImportObjectsRequested,

@@ -5,8 +5,9 @@ INGEST = "files.ingest"
 DICOM = "files.dicom"
 DATASETS = "files.datasets"
 ACL = "files.acl"
+THUMBNAILS = "files.thumbnails"
 
-ALL = (CATALOG, INGEST, DICOM, DATASETS, ACL)
+ALL = (CATALOG, INGEST, DICOM, DATASETS, ACL, THUMBNAILS)
 
 
 def dead_letters(topic: str) -> str:

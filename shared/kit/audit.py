@@ -24,6 +24,7 @@ REDACTED_KEY_PARTS = (
     "secret",
     "password",
     "key_hash",
+    "token_hash",
     "access_key",
     "private_key",
     "credential",

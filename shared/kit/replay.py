@@ -26,7 +26,7 @@ from shared.kit.audit import SUBJECT_SQL, redact, rfc3339, subject_of
 from shared.kit.db import Conn
 
 # Every context that keeps an event store, in the order the merge breaks ties on.
-CONTEXTS = ("acl", "catalog", "datasets", "dicom", "ingest")
+CONTEXTS = ("acl", "catalog", "datasets", "dicom", "ingest", "thumbnails")
 
 # Rows per round trip, and ids per array parameter.
 PAGE = 500

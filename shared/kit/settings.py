@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,7 @@ class Settings(BaseSettings):
     acl_url: str = "http://127.0.0.1:8083"
     datasets_url: str = "http://127.0.0.1:8084"
     dicom_url: str = "http://127.0.0.1:8085"
+    thumbnails_url: str = "http://127.0.0.1:8086"
     log_level: str = "info"
     # Finished spans as JSON lines in this file (tests); OTLP export takes the standard
     # OTEL_EXPORTER_OTLP_ENDPOINT instead (shared/kit/tracing.py).
@@ -44,6 +46,17 @@ class Settings(BaseSettings):
     # Seals cloud integrations' credentials at rest (shared/kit/secrets.py). Unset: a key
     # made once in <data dir>/secret.key (0600). Set it in production, kept like a password.
     secret_key: str = ""
+    # Cloud integrations' endpoints allowed although the address rule refuses them
+    # (loopback, private, link-local, metadata, ...): hosts, host:port or CIDRs, comma
+    # separated (services/ingest/domain/endpoints.py). The local platform allows 127.0.0.1.
+    allowed_endpoints: str = ""
+    # What ingest reads of a bucket's answers: a response must arrive within this (plus
+    # a second per 64 KiB of body); a listing stops past these pages or seconds waited;
+    # one import reads at most this many objects (named and listed).
+    cloud_response_timeout_s: float = 60.0
+    cloud_listing_timeout_s: float = 3600.0
+    cloud_listing_max_pages: int = 10_000
+    import_max_keys: int = 1_000_000
     # Upload sessions (large files in parts): the part size offered, how long an
     # unfinished session lives, and how often expired ones are swept.
     upload_part_size: int = 64 * 1024 * 1024
@@ -61,6 +74,15 @@ class Settings(BaseSettings):
     idempotency_ttl_s: float = 24 * 3600
     # Tests only (tests/chaos/): where fault triggers are dropped (shared/kit/faults.py).
     faults_dir: str = ""
+    # Thumbnails (services/thumbnails): worker processes drawing them (0: one per CPU this
+    # process may use), the most time one file may take, and the pictures' format.
+    thumbnail_workers: int = 0
+    thumbnail_time_cap_s: float = 30.0
+    thumbnail_format: Literal["webp", "jpeg"] = "webp"
+    # How long a web app session (the cookie `POST /v1/sessions` sets) lasts.
+    session_ttl_s: float = 12 * 3600
+    # The web app's built files (index.html, assets/); empty: web/dist of the source tree.
+    web_dir: str = ""
 
     def blob_root(self) -> Path:
         """The local blob directory (when blob_url is not an s3:// URL)."""

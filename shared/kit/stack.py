@@ -40,7 +40,7 @@ from shared.kit.embedded import (
 )
 from shared.kit.settings import Settings
 
-SERVICES = ("acl", "catalog", "ingest", "datasets", "dicom")
+SERVICES = ("acl", "catalog", "ingest", "datasets", "dicom", "thumbnails")
 # A piece that exits is started again after this, doubling while it keeps dying...
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
@@ -140,6 +140,8 @@ class Stack:
         ports = {name: free_port() for name in SERVICES}
         grpc_port = s.grpc_port or free_port()
         self.env = {
+            # A bucket on this machine (MinIO, moto) may be an integration's.
+            "FILES_ALLOWED_ENDPOINTS": "127.0.0.1",
             **os.environ,
             # What the caller set reaches the services (S3 keys, sweep intervals, ...).
             **{

@@ -1,8 +1,11 @@
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from minio import Minio
+
+from tests.cloud_fixtures import MotoS3, start_moto
 
 pytestmark = pytest.mark.e2e
 
@@ -36,3 +39,37 @@ async def as_key(platform: Any) -> AsyncIterator[Callable[[str], httpx.AsyncClie
     yield make
     for client in clients:
         await client.aclose()
+
+
+# A customer's bucket for the modules on cloud integrations: moto's S3 server, a process
+# of each module's own, checking signatures when asked.
+BUCKET = "customer-e2e"
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    server = start_moto(tmp_path_factory.mktemp("customer") / "moto.log")
+    try:
+        s3 = Minio(
+            server.endpoint.removeprefix("http://"),
+            server.access_key,
+            server.secret_key,
+            secure=False,
+            region="us-east-1",
+        )
+        s3.make_bucket(BUCKET)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bucket(moto: MotoS3) -> Minio:
+    moto.auth(False)
+    return Minio(
+        moto.endpoint.removeprefix("http://"),
+        moto.access_key,
+        moto.secret_key,
+        secure=False,
+        region="us-east-1",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -247,3 +248,50 @@ def test_revoking_someone_elses_key_is_404_and_twice_records_nothing() -> None:
     assert revoked.event == ev.ApiKeyRevoked(key_id=key.id, user_id=owner)
     done = domain.Key(key.id, owner, revoked=True)
     assert domain.revoke_key(domain.Caller(owner, "member"), done, 3) == []
+
+
+# -- web app sessions ---------------------------------------------------------------
+
+
+def test_a_session_records_only_its_token_hash_and_expires() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    user, key, session = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    token = domain.new_session_token()
+    [change] = domain.start_session(user, 3, key, session, token, now, 3600)
+    assert change.stream_id == ev.user_stream(user) and change.version == 4
+    started = change.event
+    assert isinstance(started, ev.SessionStarted)
+    assert started.token_hash == domain.token_hash(token) != token
+    assert token not in started.model_dump_json()
+    assert started.expires_at == now + timedelta(hours=1)
+    # A lifetime is kept within bounds.
+    [short] = domain.start_session(user, 0, key, session, token, now, 0)
+    assert short.event.expires_at == now + timedelta(seconds=domain.MIN_SESSION_S)  # type: ignore[attr-defined]
+
+
+def test_signing_out_ends_an_open_session_once() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    user = uuid.uuid4()
+    open_ = domain.Session(uuid.uuid4(), user, False, now + timedelta(hours=1))
+    [change] = domain.end_session(open_, 5, now)
+    assert change.version == 6 and change.event.reason == "signed_out"  # type: ignore[attr-defined]
+    assert domain.end_session(None, 5, now) == []
+    assert domain.end_session(dataclasses.replace(open_, ended=True), 5, now) == []
+    assert domain.end_session(open_, 5, now + timedelta(hours=2)) == []
+
+
+def test_revoking_a_key_ends_its_open_sessions_in_the_same_stream() -> None:
+    owner = uuid.uuid4()
+    caller = domain.Caller(owner, "member")
+    key = domain.Key(uuid.uuid4(), owner, False)
+    sessions = [uuid.uuid4(), uuid.uuid4()]
+    changes = domain.revoke_key(caller, key, 7, sessions)
+    assert [c.version for c in changes] == [8, 9, 10]
+    assert isinstance(changes[0].event, ev.ApiKeyRevoked)
+    ended = [c.event for c in changes[1:]]
+    assert [e.session_id for e in ended] == sessions  # type: ignore[attr-defined]
+    assert all(e.reason == "key_revoked" for e in ended)  # type: ignore[attr-defined]

@@ -48,7 +48,8 @@ def test_gateway_routes_each_path_to_its_owner(method: str, path: str, service: 
 def test_event_types_are_stable_names_not_import_paths() -> None:
     for name, event in REGISTRY.items():
         context, _, kind = name.partition(".")
-        assert context in {"catalog", "ingest", "dicom", "datasets", "acl"} and kind[0].isupper()
+        contexts = {"catalog", "ingest", "dicom", "datasets", "acl", "thumbnails"}
+        assert context in contexts and kind[0].isupper()
         assert event.type == name
 
 

@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from shared.contracts import ingest as ev
 from shared.contracts import rules
 from shared.contracts.envelope import Change
-from shared.kit.errors import Refused
+from shared.kit.access import Access
+from shared.kit.errors import Refused, not_found
 
 PROVIDERS = ("s3",)
 # S3's bucket naming rules (lower case, digits, dots and hyphens, 3 to 63 characters).
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION = re.compile(r"^[a-z0-9-]{1,64}$")
 MAX_KEY_LENGTH = 1024
+# Users an integration is shared with, at most: the event that lists them stays small.
+MAX_SHARED = 1000
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,15 @@ class Endpoint:
 
     def url(self) -> str:
         return f"{'https' if self.secure else 'http'}://{self.host}"
+
+    @property
+    def hostname(self) -> str:
+        """The host alone (an IPv6 address without its brackets)."""
+        return urllib.parse.urlsplit(f"//{self.host}").hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urllib.parse.urlsplit(f"//{self.host}").port or (443 if self.secure else 80)
 
 
 AWS = Endpoint("s3.amazonaws.com", secure=True)
@@ -161,5 +173,63 @@ def remove(integration_id: uuid.UUID, version: int) -> list[Change]:
             ev.integration_stream(integration_id),
             version + 1,
             ev.IntegrationRemoved(integration_id=integration_id),
+        )
+    ]
+
+
+def may_use(access: Access, shared_with: list[str]) -> bool:
+    """Org admins use every integration; a member, those shared with them."""
+    return access.org_admin or access.user_id in shared_with
+
+
+def require_use(access: Access, integration_id: uuid.UUID, shared_with: list[str] | None) -> None:
+    """The integration exists (`shared_with` is not None) and the caller may use it;
+    else 404, as for an integration that does not exist (no existence leak)."""
+    if shared_with is None or not may_use(access, shared_with):
+        raise not_found("integration", integration_id)
+
+
+def require_admin(access: Access, integration_id: uuid.UUID, shared_with: list[str] | None) -> None:
+    """Only an org admin changes or removes an integration: a member it is shared with
+    is told so (403), anyone else finds nothing (404)."""
+    require_use(access, integration_id, shared_with)
+    if not access.org_admin:
+        raise Refused(
+            403,
+            "forbidden",
+            f"integration {integration_id}: changing or removing it needs the organisation"
+            " admin role",
+            {"role_needed": "org admin"},
+        )
+
+
+def parse_sharing(body: object) -> list[uuid.UUID]:
+    """The users a `PATCH /v1/integrations/{id}` shares it with (all of them: the list
+    replaces the one before), each once, in the order given; or 422."""
+    if not isinstance(body, dict):
+        raise Refused(422, "invalid_request", "the body must be a JSON object")
+    unknown = sorted(set(body) - {"shared_with"})
+    if unknown:
+        raise _invalid(unknown[0], "is not a field of an integration that can be changed")
+    given = body.get("shared_with")
+    if not isinstance(given, list):
+        raise _invalid("shared_with", "must be a list of user ids")
+    if len(given) > MAX_SHARED:
+        raise _invalid("shared_with", f"names at most {MAX_SHARED} users")
+    users: dict[uuid.UUID, None] = {}
+    for i, value in enumerate(given):
+        try:
+            users[uuid.UUID(value)] = None
+        except (TypeError, ValueError, AttributeError):
+            raise _invalid(f"shared_with[{i}]", "is not a user id") from None
+    return list(users)
+
+
+def share(integration_id: uuid.UUID, version: int, user_ids: list[uuid.UUID]) -> list[Change]:
+    return [
+        Change(
+            ev.integration_stream(integration_id),
+            version + 1,
+            ev.IntegrationShared(integration_id=integration_id, shared_with=user_ids),
         )
     ]

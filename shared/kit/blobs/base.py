@@ -126,6 +126,10 @@ class BlobStore(Protocol):
         """Store finished writers under their content keys, durably; drop the spools
         (also on failure). Events may refer to the blobs once this returns."""
 
+    async def put(self, key: str, data: bytes) -> None:
+        """Store small bytes made here (a thumbnail) under a key of ours, durably,
+        replacing what was there."""
+
     async def size(self, key: str) -> int: ...
 
     def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:

@@ -86,6 +86,17 @@ class LocalBlobStore:
             for w in writers:
                 w.abort()
 
+    async def put(self, key: str, data: bytes) -> None:
+        final = self._path(key)
+        spool = self.writer()
+        try:
+            spool.write(data)
+            spool.finish()
+            await asyncio.to_thread(_move_into_place, spool.path, final)
+            await asyncio.to_thread(_fsync, final.parent)
+        finally:
+            spool.abort()
+
     async def size(self, key: str) -> int:
         path = self._path(key)
         if not path.is_file():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import os
 import shutil
 import uuid
@@ -174,6 +175,11 @@ class S3BlobStore:
         finally:
             for w in writers:
                 w.abort()
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self._call(
+            self._client.put_object, self.bucket, check_key(key), io.BytesIO(data), len(data)
+        )
 
     async def size(self, key: str) -> int:
         try:

@@ -1,0 +1,203 @@
+"""Thumbnails: pictures drawn per second for 1,000 images, against a plain Pillow loop.
+
+1,000 JPEG photos (`--quick`: 100; `--images`), 1024x768 with texture (a gradient and
+noise, seeded), about 280 KiB each, are made first, not timed.
+
+Baseline: a plain Pillow loop over the same files, in this process, one after another:
+`Image.open`, `draft`, `load`, `ImageOps.exif_transpose`, then the two sizes (512 and 128
+px on the long side, each made from the one before) encoded as WebP with the product's
+settings. Pictures/s of that loop (a file counts once: both its sizes); best of
+`--rounds` (default 3).
+
+Product: the platform started as processes (its own PostgreSQL and broker, blobs on local
+disk), the thumbnails service with `--workers` drawing processes (default 2: the
+machine's cores). The files are uploaded through the gateway, 100 per request, one
+request at a time; timed from the first upload until every file's thumbnails are made
+(the thumbnails context's read model, polled every 50 ms). Two figures: end to end
+(the uploads, ingest's hashing and the catalog share the two cores with the drawing), and
+the drawing alone: from the first file's `ThumbnailsRequested` to the last
+`ThumbnailsMade` (their times in the store). Each is compared with the plain loop.
+Target: the drawing alone at least as fast as the plain loop (ratio >= 1): the pool of
+worker processes wins back what the platform costs around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+from PIL import Image, ImageOps
+
+from bench._common import ADMIN_KEY, CpuMeter, Report, main, progress, stack
+from services.thumbnails import domain, render
+from tests.thumbnail_fixtures import photo
+
+NAME = "thumbnails"
+TARGET_RATIO = 1.0
+PER_REQUEST = 100
+
+
+def make_files(workdir: Path, count: int) -> list[Path]:
+    folder = workdir / "images"
+    folder.mkdir()
+    paths = []
+    for n in range(count):
+        path = folder / f"photo_{n:05d}.jpg"
+        path.write_bytes(photo(seed=n))
+        paths.append(path)
+    return paths
+
+
+def plain_loop(paths: list[Path]) -> float:
+    start = time.perf_counter()
+    for path in paths:
+        with Image.open(path) as image:
+            image.draft("RGB", (512, 512))
+            image.load()
+            picture = ImageOps.exif_transpose(image)
+            for size in (512, 128):
+                picture = picture.copy()
+                picture.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+                out = io.BytesIO()
+                picture.save(out, "WEBP", quality=render.QUALITY["webp"], method=4)
+    return time.perf_counter() - start
+
+
+async def settled(database_url: str, ids: list[str], deadline_s: float) -> tuple[float, float]:
+    """Wait until every file's thumbnails are made; (time they were, drawing-only seconds)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + deadline_s
+        while True:
+            done = await conn.fetchval(
+                "SELECT count(*) FROM thumbnails.files"
+                " WHERE file_id = ANY($1::uuid[]) AND state IN ('made', 'failed')",
+                ids,
+            )
+            if done == len(ids):
+                finished = time.perf_counter()
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{len(ids) - done} files without thumbnails after {deadline_s} s"
+                )
+            await asyncio.sleep(0.05)
+        failed = await conn.fetchval(
+            "SELECT count(*) FROM thumbnails.files WHERE file_id = ANY($1::uuid[])"
+            " AND state = 'failed'",
+            ids,
+        )
+        if failed:
+            raise RuntimeError(f"{failed} files could not be drawn")
+        span = await conn.fetchval(
+            """SELECT extract(epoch FROM max(occurred_at) FILTER (WHERE type = $2)
+                                       - min(occurred_at) FILTER (WHERE type = $3))
+               FROM thumbnails.events WHERE right(stream_id, 36) = ANY($1::text[])""",
+            ids,
+            "thumbnails.ThumbnailsMade",
+            "thumbnails.ThumbnailsRequested",
+        )
+        return finished, float(span)
+    finally:
+        await conn.close()
+
+
+def end_to_end(workdir: Path, paths: list[Path], workers: int) -> tuple[float, float, CpuMeter]:
+    with (
+        stack(workdir, thumbnail_workers=workers) as running,
+        httpx.Client(
+            base_url=running.gateway_url,
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            timeout=300,
+        ) as api,
+    ):
+        made = api.post("/v1/folders", json={"name": "thumbnails-bench"})
+        made.raise_for_status()
+        folder_id = made.json()["id"]
+        database_url = running.env["FILES_DATABASE_URL"]
+        pids = {c.name: c.proc.pid for c in running.children}
+        ids: list[str] = []
+        with CpuMeter(pids) as meter:
+            start = time.perf_counter()
+            for i in range(0, len(paths), PER_REQUEST):
+                parts = [
+                    ("file", (p.name, p.read_bytes(), "application/octet-stream"))
+                    for p in paths[i : i + PER_REQUEST]
+                ]
+                answer = api.post(f"/v1/folders/{folder_id}/files", files=parts)
+                if answer.status_code != 201:
+                    raise RuntimeError(f"upload answered {answer.status_code}: {answer.text}")
+                ids += [f["id"] for f in answer.json()["files"]]
+            uploaded = time.perf_counter() - start
+            progress(f"uploaded in {uploaded:.1f} s; waiting for the thumbnails")
+            finished, drawing = asyncio.run(settled(database_url, ids, 1200))
+        shown = api.get(f"/v1/files/{ids[-1]}/thumbnail", params={"size": 512})
+        if shown.status_code != 200 or shown.headers["content-type"] != "image/webp":
+            raise RuntimeError(f"the thumbnail route answered {shown.status_code}")
+        return finished - start, drawing, meter
+
+
+def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
+    count = args.images or (100 if args.quick else 1000)
+    rounds = args.rounds or (1 if args.quick else 3)
+    report.title = (
+        f"{count:,} JPEG photos of 1024x768 to WebP thumbnails of {domain.SIZES} px"
+        " (baseline: a plain Pillow loop)"
+    )
+    progress(f"making {count:,} photos")
+    paths = make_files(workdir, count)
+    size = sum(p.stat().st_size for p in paths)
+    progress("warm-up: one untimed pass of the plain loop over 50 files")
+    plain_loop(paths[:50])
+    base_times = []
+    for r in range(rounds):
+        progress(f"plain Pillow loop, round {r + 1} of {rounds}")
+        with report.contention.measure():
+            base_times.append(plain_loop(paths))
+    base_s = min(base_times)
+    progress(f"end to end with {args.workers} drawing processes")
+    with report.contention.measure():
+        e2e_s, drawing_s, meter = end_to_end(workdir, paths, args.workers)
+    report.figure(
+        "e2e_per_s",
+        f"end to end: {count:,} photos uploaded until every thumbnail is made",
+        count / e2e_s,
+        "thumbnails/s",
+        headline=True,
+    )
+    report.figure(
+        "drawing_per_s",
+        "  the drawing alone (first requested .. last made)",
+        count / drawing_s,
+        "thumbnails/s",
+    )
+    report.baseline(
+        "plain_per_s",
+        f"plain Pillow loop, one process: {count:,} photos",
+        count / base_s,
+        "thumbnails/s",
+    )
+    report.ratio("e2e_ratio", "end to end / plain loop", base_s, e2e_s)
+    ratio = report.ratio("drawing_ratio", "drawing alone / plain loop", base_s, drawing_s)
+    report.target(
+        f"the drawing alone at least {TARGET_RATIO}x the plain loop",
+        ratio >= TARGET_RATIO,
+        f"{ratio:.2f}x",
+    )
+    report.note(f"{count:,} photos, {size / count / 1024:.0f} KiB each on average")
+    report.note(f"CPU-seconds end to end: {meter.describe()}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", type=int, default=0, help="how many photos (1,000)")
+    parser.add_argument("--rounds", type=int, default=0, help="rounds of the plain loop (3)")
+    parser.add_argument("--workers", type=int, default=2, help="drawing processes (2)")
+
+
+if __name__ == "__main__":
+    main(NAME, "thumbnails per second", body, add_arguments)

@@ -1,0 +1,194 @@
+"""The two drivers of the operations in `_core`: the only code that differs between
+`Client` (httpx.Client, threads) and `AsyncClient` (httpx.AsyncClient, tasks). Each
+carries out instructions and hands their results (or exceptions) back; nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any
+
+import httpx
+
+from files_client._core import Call, Close, Driver, Emit, Feed, Gather, NextChunk, Op, Send, Sleep
+
+CHUNK = 1024 * 1024
+
+
+def _request(http: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
+    if call.stream_body is not None:
+        # Made by hand, so a body stream serves either client; a part URL is whole.
+        url = httpx.URL(call.url)
+        headers = {"Host": url.netloc.decode("ascii"), **call.headers}
+        return httpx.Request(call.method, url, headers=headers, stream=call.stream_body())
+    return http.build_request(
+        call.method,
+        call.url,
+        params=call.params,
+        json=call.json,
+        data=call.data,
+        files=call.files() if call.files else None,
+        content=call.content() if call.content else None,
+        headers=call.headers,
+    )
+
+
+class SyncDriver(Driver):
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+
+    def _do(self, instruction: Any) -> Any:
+        if isinstance(instruction, Send):
+            call = instruction.call
+            return self.http.send(_request(self.http, call), stream=call.stream)
+        if isinstance(instruction, NextChunk):
+            response = instruction.response
+            chunks = getattr(response, "_files_chunks", None)
+            if chunks is None:
+                chunks = response._files_chunks = response.iter_bytes(CHUNK)  # type: ignore[attr-defined]
+            chunk = next(chunks, b"")
+            if not chunk:
+                response.close()
+            return chunk
+        if isinstance(instruction, Close):
+            instruction.response.close()
+            return None
+        if isinstance(instruction, Sleep):
+            time.sleep(instruction.seconds)
+            return None
+        if isinstance(instruction, Gather):
+            return self._gather(instruction)
+        raise TypeError(f"not an instruction: {instruction!r}")
+
+    def _gather(self, gather: Gather) -> list[Any]:
+        if not gather.ops:
+            return []
+        with ThreadPoolExecutor(max(1, min(gather.limit, len(gather.ops)))) as pool:
+            futures = [pool.submit(self.run, op) for op in gather.ops]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f in done and f.exception()), None)
+            if failed is not None:
+                for future in futures:
+                    future.cancel()
+                wait(futures)
+                raise failed.exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
+
+    def run(self, op: Op[Any]) -> Any:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                instruction = op.throw(error) if error is not None else op.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            if isinstance(instruction, Emit):
+                raise TypeError(f"an operation emitted {instruction.item!r}; use a listing")
+            try:
+                value = self._do(instruction)
+            except Exception as failure:
+                error = failure
+
+    def iterate(self, feed: Feed[Any]) -> Iterator[Any]:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    instruction = feed.throw(error) if error is not None else feed.send(value)
+                except StopIteration:
+                    return
+                value, error = None, None
+                if isinstance(instruction, Emit):
+                    yield instruction.item
+                    continue
+                try:
+                    value = self._do(instruction)
+                except Exception as failure:
+                    error = failure
+        finally:
+            feed.close()
+
+
+class AsyncDriver(Driver):
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def _do(self, instruction: Any) -> Any:
+        if isinstance(instruction, Send):
+            call = instruction.call
+            return await self.http.send(_request(self.http, call), stream=call.stream)
+        if isinstance(instruction, NextChunk):
+            response = instruction.response
+            chunks = getattr(response, "_files_chunks", None)
+            if chunks is None:
+                chunks = response._files_chunks = response.aiter_bytes(CHUNK)  # type: ignore[attr-defined]
+            chunk = await anext(chunks, b"")
+            if not chunk:
+                await response.aclose()
+            return chunk
+        if isinstance(instruction, Close):
+            await instruction.response.aclose()
+            return None
+        if isinstance(instruction, Sleep):
+            await asyncio.sleep(instruction.seconds)
+            return None
+        if isinstance(instruction, Gather):
+            return await self._gather(instruction)
+        raise TypeError(f"not an instruction: {instruction!r}")
+
+    async def _gather(self, gather: Gather) -> list[Any]:
+        slots = asyncio.Semaphore(max(1, gather.limit))
+
+        async def one(op: Op[Any]) -> Any:
+            async with slots:
+                return await self.run(op)
+
+        tasks = [asyncio.ensure_future(one(op)) for op in gather.ops]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run(self, op: Op[Any]) -> Any:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                instruction = op.throw(error) if error is not None else op.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            if isinstance(instruction, Emit):
+                raise TypeError(f"an operation emitted {instruction.item!r}; use a listing")
+            try:
+                value = await self._do(instruction)
+            except Exception as failure:
+                error = failure
+
+    async def iterate(self, feed: Feed[Any]) -> AsyncIterator[Any]:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    instruction = feed.throw(error) if error is not None else feed.send(value)
+                except StopIteration:
+                    return
+                value, error = None, None
+                if isinstance(instruction, Emit):
+                    yield instruction.item
+                    continue
+                try:
+                    value = await self._do(instruction)
+                except Exception as failure:
+                    error = failure
+        finally:
+            feed.close()

@@ -1,0 +1,800 @@
+"""The `files` command's user verbs, on the Python client.
+
+Paths are folder names joined with `/` from the top level (a file's path ends with its
+name); a bare id names a folder or file too. The platform is FILES_URL and
+FILES_API_KEY, else what `files login` saved. Exit 0 on success; otherwise non-zero
+with one line on stderr naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from files_client import config
+from files_client._core import Sync
+from files_client.api import Dataset, File, Folder, Job, safe_name, split_path
+from files_client.client import Client
+from files_client.errors import Conflict, FilesError, Invalid, NotFound
+from files_client.transfer import PARTS_FROM, Journal, LocalFile
+
+SyncFolder = Folder[Sync]
+SyncFile = File[Sync]
+
+VERBS = (
+    "login",
+    "whoami",
+    "upload",
+    "ls",
+    "search",
+    "mv",
+    "rm",
+    "download",
+    "datasets",
+    "share",
+    "jobs",
+    "history",
+)
+
+
+class Usage(Exception):
+    """A command used wrongly: exit 2."""
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    if not rows:
+        return
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=True)]
+        print("  ".join(cells).rstrip())
+
+
+def _json_line(model: Any) -> None:
+    data = model.model_dump(mode="json") if hasattr(model, "model_dump") else model
+    print(json.dumps(data, ensure_ascii=False))
+
+
+def _path_of(item: SyncFolder | SyncFile) -> str:
+    if isinstance(item, Folder):
+        return item.full_path
+    return item.full_path or item.name
+
+
+class Bar:
+    """A progress bar in bytes (rate and ETA) on a terminal; nothing otherwise."""
+
+    def __init__(self, total: int, label: str, *, unit: str = "B") -> None:
+        self.bar: Any = None
+        self.lock = threading.Lock()
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            try:
+                width = os.get_terminal_size(sys.stderr.fileno()).columns
+            except OSError:
+                width = 0
+            self.bar = tqdm(
+                total=total,
+                desc=label,
+                unit=unit,
+                unit_scale=unit == "B",
+                unit_divisor=1024 if unit == "B" else 1000,
+                file=sys.stderr,
+                ncols=min(width or 80, 120),
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}"
+                " {rate_fmt} ETA {remaining}",
+                mininterval=0.2,
+            )
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            with self.lock:  # called from the threads that send in parallel
+                self.bar.update(n)
+
+    def set(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _note(text: str) -> None:
+    """A line for a person at a terminal; scripts get none."""
+    if sys.stderr.isatty():
+        print(text, file=sys.stderr)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _client() -> Client:
+    return Client()
+
+
+def _folder(c: Client, path: str) -> SyncFolder:
+    found = c.resolve(path)
+    if not isinstance(found, Folder):
+        raise Invalid("not_a_folder", f"{path}: is a file, not a folder", {"path": path})
+    return found
+
+
+def _walk(folder: SyncFolder, into: Path) -> Iterator[tuple[SyncFile, Path]]:
+    """Every file below a folder, with where it goes under `into` (the tree mirrored,
+    names made safe for the disk, clashes numbered)."""
+    taken: set[str] = set()
+    for item in folder.items():
+        name = _unique(safe_name(item.name), taken)
+        if isinstance(item, Folder):
+            yield from _walk(item, into / name)
+        else:
+            yield item, into / name
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    stem, dot, ext = name.rpartition(".") if "." in name.strip(".") else (name, "", "")
+    candidate, n = name, 1
+    while candidate.casefold() in taken:
+        n += 1
+        candidate = f"{stem} ({n}){dot}{ext}" if dot else f"{name} ({n})"
+    taken.add(candidate.casefold())
+    return candidate
+
+
+def _local_files(paths: list[str]) -> list[tuple[list[str], LocalFile]]:
+    """Each local file with the subfolders it goes to: a directory becomes a folder of its
+    name, recursively (sorted; only regular files)."""
+    out: list[tuple[list[str], LocalFile]] = []
+    for given in paths:
+        p = Path(given)
+        if p.is_dir():
+            base = p.resolve().name
+            for root, dirs, names in os.walk(p, followlinks=False):
+                dirs.sort()
+                rel = Path(root).relative_to(p).parts
+                for name in sorted(names):
+                    full = Path(root) / name
+                    if full.is_file():
+                        out.append(([base, *rel], LocalFile.at(full)))
+        elif p.is_file():
+            out.append(([], LocalFile.at(p)))
+        elif p.exists():
+            raise Invalid("not_a_file", f"{given}: not a regular file or directory")
+        else:
+            raise NotFound("no_such_file", f"{given}: no such file or directory")
+    return out
+
+
+# -- the verbs --------------------------------------------------------------------------
+
+
+def login(args: argparse.Namespace) -> int:
+    url = args.url or os.environ.get("FILES_URL") or ""
+    if not url:
+        if not sys.stdin.isatty():
+            raise Usage("give --url (or FILES_URL)")
+        url = input("Files URL (e.g. http://127.0.0.1:8080): ").strip()
+    if args.api_key_stdin:
+        key = sys.stdin.readline().strip()
+    elif os.environ.get("FILES_API_KEY"):
+        key = os.environ["FILES_API_KEY"]
+    elif sys.stdin.isatty():
+        key = getpass.getpass("API key: ").strip()
+    else:
+        key = sys.stdin.readline().strip()
+    if not key:
+        raise Usage("no API key given")
+    with Client(url, api_key=key) as c:
+        me = c.me()
+    path = config.save(url.rstrip("/"), key)
+    print(f"logged in to {url.rstrip('/')} as {me.email}; saved in {path}")
+    return 0
+
+
+def whoami(args: argparse.Namespace) -> int:
+    with _client() as c:
+        me = c.me()
+        print(f"{me.email} ({me.name}, {me.org_role}) at {c.url}")
+    return 0
+
+
+def upload(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    local = _local_files(args.paths)
+    if not local:
+        raise Invalid("nothing_to_upload", "no files to upload in " + " ".join(args.paths))
+    total = sum(f.size for _, f in local)
+    with _client() as c:
+        target = c.make_folders(args.to)
+        if args.group or args.sequence:
+            name = args.group or args.sequence
+            bar = Bar(total, "upload")
+            try:
+                made = target.upload_image_group(
+                    [f.path for _, f in local], name, sequence=bool(args.sequence), progress=bar
+                )
+            finally:
+                bar.close()
+            if args.json:
+                _json_line(made.file)
+            _note(f"{made.file.kind} {made.file.name} in {target.full_path}: {len(local)} images")
+            return 0
+        if args.dicom:
+            return _upload_dicom(c, target, [f for _, f in local], total, args)
+        plan: dict[tuple[str, ...], list[LocalFile]] = {}
+        for sub, f in local:
+            plan.setdefault(tuple(sub), []).append(f)
+        bar = Bar(total, "upload")
+        try:
+            report = target.upload_tree(
+                plan,
+                progress=bar,
+                parts_from=args.parts_from,
+                skip_existing=not args.duplicates,
+                journal=Journal(config.state_dir() / "uploads.json"),
+                parallel=args.parallel,
+            )
+        finally:
+            bar.close()
+    if args.json:
+        for sent in report.uploaded:
+            _json_line(sent)
+    seconds = time.monotonic() - started
+    skipped = f"; {len(report.skipped)} already there, skipped" if report.skipped else ""
+    _note(
+        f"uploaded {len(report.uploaded)} files ({_size(report.bytes)}) to {target.full_path}"
+        f" in {seconds:.1f} s{skipped}"
+    )
+    return 0
+
+
+def _upload_dicom(
+    c: Client, target: SyncFolder, files: list[LocalFile], total: int, args: argparse.Namespace
+) -> int:
+    jobs: list[Job[Sync]] = []
+    bar = Bar(total, "upload")
+    try:
+        for start in range(0, len(files), 10_000):
+            batch = files[start : start + 10_000]
+            jobs.append(target.upload_dicom([f.path for f in batch], progress=bar))
+    finally:
+        bar.close()
+    failed = 0
+    for job in jobs:
+        done = _watch(job, "series")
+        for f in done.files:
+            if args.json:
+                _json_line(f)
+            else:
+                _note(f"{f.name}: {f.dicom.instances if f.dicom else '?'} instances")
+        for e in done.errors:
+            failed += 1
+            print(f"files upload: {e.name}: {e.code}: {e.message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _watch(job: Job[Sync], label: str) -> Job[Sync]:
+    bar = Bar(max(job.progress.total, 1), label, unit="item")
+
+    def moved(j: Job[Sync]) -> None:
+        if j.progress.bytes:
+            bar.set(j.progress.bytes.get("done", 0), max(j.progress.bytes.get("total", 0), 1))
+        else:
+            bar.set(j.progress.done, max(j.progress.total, 1))
+
+    try:
+        return job.wait(progress=moved)
+    finally:
+        bar.close()
+
+
+def ls(args: argparse.Namespace) -> int:
+    with _client() as c:
+        if not args.path or args.path.strip("/") == "":
+            listed: Iterator[SyncFolder | SyncFile] = iter(c.list_folders())
+        else:
+            found = c.resolve(args.path)
+            listed = (
+                iter(found.items(kind=args.kind)) if isinstance(found, Folder) else iter([found])
+            )
+        rows = []
+        for item in listed:
+            if args.json:
+                _json_line(item)
+                continue
+            if isinstance(item, Folder):
+                count = f"{item.folder_count + item.file_count} items"
+                rows.append([item.id, "folder", count, _when(item.created_at), item.name + "/"])
+            else:
+                rows.append(
+                    [item.id, item.kind, _size(item.size), _when(item.created_at), item.name]
+                )
+        if not args.json:
+            _table(rows, ["ID", "KIND", "SIZE", "CREATED", "NAME"])
+    return 0
+
+
+def search(args: argparse.Namespace) -> int:
+    with _client() as c:
+        within = _folder(c, args.within) if args.within else None
+        rows = []
+        for n, hit in enumerate(c.search(args.text, kind=args.kind, folder=within)):
+            if args.limit and n >= args.limit:
+                break
+            if args.json:
+                _json_line(hit)
+                continue
+            if isinstance(hit, Folder):
+                rows.append([hit.id, "folder", "-", hit.full_path + "/"])
+            else:
+                rows.append([hit.id, hit.kind, _size(hit.size), _path_of(hit)])
+        if not args.json:
+            _table(rows, ["ID", "KIND", "SIZE", "PATH"])
+            if not rows:
+                _note(f"nothing matches {args.text!r}")
+    return 0
+
+
+def mv(args: argparse.Namespace) -> int:
+    with _client() as c:
+        sources = [c.resolve(p) for p in args.sources]
+        try:
+            dest = c.resolve(args.dest)
+        except NotFound:
+            dest = None
+        if isinstance(dest, Folder):
+            impact = c.move(sources, dest, dry_run=args.dry_run)
+            verb = "would move" if args.dry_run else "moved"
+            print(f"{verb} {len(sources)} item(s) into {dest.full_path}")
+            _print_datasets(impact.datasets, args.dry_run)
+            return 0
+        if dest is not None:
+            raise Conflict("not_a_folder", f"{args.dest}: is a file; name a folder to move into")
+        # `mv a/x b/y`, y new: move into b, named y.
+        if len(sources) != 1:
+            raise NotFound("not_found", f"{args.dest}: no such folder")
+        names = split_path(args.dest)
+        item = sources[0]
+        if len(names) == 1 and isinstance(item, Folder) and item.parent_id is None:
+            # A top-level folder renamed: it stays at the top level.
+            if not args.dry_run:
+                item = item.rename(names[0])
+            print(f"{'would rename' if args.dry_run else 'renamed'} to {names[0]}")
+            return 0
+        if len(names) < 2:
+            raise NotFound("not_found", f"{args.dest}: no such folder")
+        parent = _folder(c, "/".join(names[:-1]))
+        if args.dry_run:
+            print(f"would move {_path_of(item)} to {parent.full_path}/{names[-1]}")
+            return 0
+        current = item.folder_id if isinstance(item, File) else item.parent_id
+        if current != parent.id:
+            item = item.move_to(parent)
+        if item.name != names[-1]:
+            item = item.rename(names[-1])
+        print(f"moved to {parent.full_path}/{item.name}")
+    return 0
+
+
+def _print_datasets(datasets: list[Any], dry_run: bool) -> None:
+    for d in datasets:
+        verb = "would lose" if dry_run else "loses"
+        print(f"  dataset {d.name}: {verb} {d.links_removed} link(s)")
+
+
+def rm(args: argparse.Namespace) -> int:
+    with _client() as c:
+        items = [c.resolve(p) for p in args.paths]
+        impact = c.delete(items, dry_run=True)
+        verb = "would delete" if args.dry_run else "deleting"
+        print(f"{verb} {impact.folders or 0} folder(s) and {impact.files or 0} file(s)")
+        _print_datasets(impact.datasets, args.dry_run)
+        if not args.dry_run:
+            done = c.delete(items)
+            print(f"deleted {done.deleted if done.deleted is not None else len(items)} item(s)")
+    return 0
+
+
+def download(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    with _client() as c:
+        found = c.resolve(args.path)
+        if isinstance(found, File):
+            files = [(found, out / safe_name(found.name))]
+        else:
+            files = list(_walk(found, out / safe_name(found.name)))
+        total = sum(f.size for f, _ in files)
+        bar = Bar(total, "download")
+        try:
+            written = c.download_many(files, progress=bar, parallel=args.parallel)
+        finally:
+            bar.close()
+    for path in written:
+        if args.verbose:
+            print(path)
+    _note(f"downloaded {len(written)} file(s) ({_size(total)}) into {out}")
+    return 0
+
+
+def _dataset(c: Client, ref: str) -> Dataset[Sync]:
+    try:
+        return c.get_dataset(ref) if _looks_like_id(ref) else _dataset_named(c, ref)
+    except NotFound:
+        raise NotFound("not_found", f"dataset {ref}: no such dataset") from None
+
+
+def _dataset_named(c: Client, name: str) -> Dataset[Sync]:
+    found = [d for d in c.list_datasets() if d.name == name]
+    if not found:
+        raise NotFound("not_found", f"dataset {name}: no such dataset")
+    if len(found) > 1:
+        raise Conflict(
+            "ambiguous_name", f"dataset {name}: {len(found)} datasets have that name; use its id"
+        )
+    return found[0]
+
+
+def _looks_like_id(text: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return len(text) == 36
+
+
+def _files_below(c: Client, paths: list[str]) -> list[SyncFile]:
+    out: list[SyncFile] = []
+    for p in paths:
+        found = c.resolve(p)
+        if isinstance(found, File):
+            out.append(found)
+        else:
+            out += [f for f, _ in _walk(found, Path("."))]
+    return out
+
+
+def datasets(args: argparse.Namespace) -> int:
+    with _client() as c:
+        if args.action == "create":
+            synced = _folder(c, args.synced_to) if args.synced_to else None
+            made = c.create_dataset(args.name, description=args.description, synced_folder=synced)
+            if args.json:
+                _json_line(made)
+            else:
+                print(f"created dataset {made.name} ({made.id}), {made.file_count} file(s)")
+        elif args.action == "ls":
+            if args.dataset:
+                d = _dataset(c, args.dataset)
+                rows = []
+                for f in d.files():
+                    if args.json:
+                        _json_line(f)
+                    else:
+                        rows.append([f.id, f.kind, _size(f.size), f.name])
+                _table(rows, ["ID", "KIND", "SIZE", "NAME"])
+            else:
+                rows = []
+                for d in c.list_datasets():
+                    if args.json:
+                        _json_line(d)
+                        continue
+                    sync = "synced" if d.synced else "-"
+                    rows.append([d.id, str(d.file_count), sync, _when(d.created_at), d.name])
+                _table(rows, ["ID", "FILES", "SYNC", "CREATED", "NAME"])
+        elif args.action == "add":
+            d = _dataset(c, args.dataset)
+            files = _files_below(c, args.paths)
+            added = d.add(files) if files else 0
+            print(f"added {added} file(s) to {d.name}")
+        elif args.action == "rm":
+            d = _dataset(c, args.dataset)
+            files = _files_below(c, args.paths)
+            for f in files:
+                d.remove(f)
+            print(f"removed {len(files)} file(s) from {d.name}")
+        elif args.action == "delete":
+            d = _dataset(c, args.dataset)
+            d.delete()
+            print(f"deleted dataset {d.name}")
+    return 0
+
+
+def share(args: argparse.Namespace) -> int:
+    with _client() as c:
+        folder = _folder(c, args.path)
+        if args.emails:
+            if not args.role:
+                raise Usage("give --role (admin, editor or user)")
+            listed = folder.add_collaborators(args.emails, args.role)
+        else:
+            listed = folder.collaborators()
+        rows = [
+            [x.email or x.user_id, x.role, "inherited" if x.inherited_from else "here"]
+            for x in listed
+        ]
+        _table(rows, ["USER", "ROLE", "GRANTED"])
+    return 0
+
+
+def jobs(args: argparse.Namespace) -> int:
+    with _client() as c:
+        job = c.get_job(args.job_id)
+        done = _watch(job, job.kind or "job") if args.action == "watch" else job
+        if args.json:
+            _json_line(done)
+        else:
+            p = done.progress
+            print(f"job {done.id}: {done.status}, {p.done}/{p.total}, {len(done.files)} file(s)")
+        for e in done.errors:
+            print(f"files jobs: {e.name}: {e.code}: {e.message}", file=sys.stderr)
+        return 0 if done.status == "done" else 1
+
+
+def history(args: argparse.Namespace) -> int:
+    with _client() as c:
+        subjects: list[str] = []
+        for ref in args.subjects:
+            subjects.append(ref if _looks_like_id(ref) else c.resolve(ref).id)
+        actor = c.me().id if args.actor == "me" else args.actor
+        rows = []
+        events = c.audit(
+            subject=subjects or None,
+            actor=actor,
+            type=args.type,
+            since=args.since,
+            until=args.until,
+        )
+        for n, e in enumerate(events):
+            if args.limit and n >= args.limit:
+                break
+            if args.json:
+                _json_line(e)
+            else:
+                rows.append(
+                    [
+                        e.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        e.type,
+                        e.subject_id or "-",
+                        e.actor_id or "-",
+                    ]
+                )
+        if not args.json:
+            _table(rows, ["TIME", "EVENT", "SUBJECT", "ACTOR"])
+    return 0
+
+
+# -- the parser ---------------------------------------------------------------------------
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "login": login,
+    "whoami": whoami,
+    "upload": upload,
+    "ls": ls,
+    "search": search,
+    "mv": mv,
+    "rm": rm,
+    "download": download,
+    "datasets": datasets,
+    "share": share,
+    "jobs": jobs,
+    "history": history,
+}
+
+PATHS = "folder names joined with '/' from the top level; a file's path ends with its name"
+
+
+def register(commands: Any) -> None:
+    """Add the user verbs to the `files` command's subparsers."""
+
+    def verb(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name, help=help, description=description or help, epilog=f"PATH: {PATHS}."
+        )
+        parser.set_defaults(user_command=name)
+        return parser
+
+    p = verb(
+        "login",
+        "save the platform's URL and your API key (config file, mode 0600)",
+        "Save the URL and API key in $XDG_CONFIG_HOME/files/config.json (or"
+        " ~/.config/files/config.json), mode 0600, after checking them. FILES_URL and"
+        " FILES_API_KEY, when set, take precedence over the saved login.",
+    )
+    p.add_argument("--url", help="the platform, e.g. http://127.0.0.1:8080")
+    p.add_argument("--api-key-stdin", action="store_true", help="read the key from stdin")
+
+    verb("whoami", "who the saved login or FILES_API_KEY is")
+
+    p = verb(
+        "upload",
+        "upload files and directories into a folder",
+        "Upload files into FOLDER/PATH, creating the folders missing along it. A"
+        " directory uploads recursively, each subdirectory a subfolder of its name."
+        " Parallel; resumable: run it again after an interruption and it skips the files"
+        " already there (same name, size and sha256) and sends only the missing parts of"
+        " large files. A progress bar on a terminal, quiet otherwise.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
+    p.add_argument("--to", required=True, metavar="FOLDER/PATH", help="where they go")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--dicom", action="store_true", help="DICOM instances, assembled as series")
+    kind.add_argument("--group", metavar="NAME", help="the images as one image group")
+    kind.add_argument("--sequence", metavar="NAME", help="the images as one image sequence")
+    p.add_argument(
+        "--duplicates", action="store_true", help="upload even files already there (no skipping)"
+    )
+    p.add_argument("--parallel", type=int, default=4, metavar="N", help="requests in flight")
+    p.add_argument(
+        "--parts-from",
+        type=int,
+        default=PARTS_FROM,
+        metavar="BYTES",
+        help="files this large or larger go as resumable upload sessions (default 64 MiB)",
+    )
+    p.add_argument("--json", action="store_true", help="print the uploaded files as JSON lines")
+
+    p = verb("ls", "list a folder (the top level without PATH)")
+    p.add_argument("path", nargs="?", metavar="PATH")
+    p.add_argument("--kind", help="only this kind (folder, image, video, ...)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = verb("search", "find files and folders by name, with their paths")
+    p.add_argument("text")
+    p.add_argument("--kind", help="only this kind")
+    p.add_argument("--in", dest="within", metavar="PATH", help="only below this folder")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N hits")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = verb(
+        "mv",
+        "move files and folders into a folder (or rename one)",
+        "Move SRC... into the folder DEST, all or nothing. With one SRC and a DEST that"
+        " does not exist, SRC moves to DEST's parent under DEST's name.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SRC")
+    p.add_argument("dest", metavar="DEST")
+    p.add_argument("--dry-run", action="store_true", help="say what would move, change nothing")
+
+    p = verb(
+        "rm",
+        "delete files and folders (with all they hold)",
+        "Delete files and folders, all or nothing, and print the impact: how many folders"
+        " and files, and the links each dataset loses.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--dry-run", action="store_true", help="print the impact, delete nothing")
+
+    p = verb(
+        "download",
+        "download a file, or a folder with everything below it",
+        "Download into DIR: a file under its name, a folder as a directory tree. Parallel;"
+        " an interrupted download resumes where it stopped; checksums are verified.",
+    )
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("-o", "--output", default=".", metavar="DIR", help="where (default: here)")
+    p.add_argument("--parallel", type=int, default=4, metavar="N", help="downloads in flight")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each file written")
+
+    p = verb("datasets", "create, list, fill and empty datasets")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("create", help="a new dataset", description="Create a dataset.")
+    a.add_argument("name")
+    a.add_argument("--description")
+    a.add_argument("--synced-to", metavar="PATH", help="a folder the dataset follows")
+    a.add_argument("--json", action="store_true")
+    a = actions.add_parser(
+        "ls", help="the datasets, or one dataset's files", description="List datasets or files."
+    )
+    a.add_argument("dataset", nargs="?", metavar="DATASET", help="a name or id")
+    a.add_argument("--json", action="store_true")
+    a = actions.add_parser(
+        "add",
+        help="link files (a folder: every file below it)",
+        description="Add files to a dataset.",
+    )
+    a.add_argument("dataset", metavar="DATASET")
+    a.add_argument("paths", nargs="+", metavar="PATH")
+    a = actions.add_parser(
+        "rm", help="unlink files from a dataset", description="Remove files from a dataset."
+    )
+    a.add_argument("dataset", metavar="DATASET")
+    a.add_argument("paths", nargs="+", metavar="PATH")
+    a = actions.add_parser("delete", help="delete a dataset", description="Delete a dataset.")
+    a.add_argument("dataset", metavar="DATASET")
+
+    p = verb(
+        "share",
+        "give users a role on a folder (or list who has one)",
+        "Give users (by email) a role on a folder: admin, editor or user. Without EMAIL,"
+        " list the folder's collaborators.",
+    )
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("emails", nargs="*", metavar="EMAIL")
+    p.add_argument("--role", choices=["admin", "editor", "user", "viewer"])
+
+    p = verb("jobs", "follow a job (upload, DICOM, import)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (("watch", "wait for the job, with progress"), ("show", "the job now")):
+        a = actions.add_parser(name, help=text, description=text)
+        a.add_argument("job_id", metavar="ID")
+        a.add_argument("--json", action="store_true")
+
+    p = verb(
+        "history",
+        "the audit trail of files, folders, datasets or users, through the API",
+        "Events in time order from GET /v1/audit, for what you may see (a member names a"
+        " subject, or --actor me). The operator's `files audit` reads the stores directly.",
+    )
+    p.add_argument("subjects", nargs="*", metavar="PATH|ID", help="what it is about")
+    p.add_argument("--actor", metavar="ID|me", help="who did it")
+    p.add_argument("--type", action="append", help="an event type (repeatable)")
+    p.add_argument("--since", metavar="TIME", help="from (ISO 8601)")
+    p.add_argument("--until", metavar="TIME", help="before (ISO 8601)")
+    p.add_argument("--limit", type=int, default=0, metavar="N")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed user verb: 0, or 1 with one line on stderr (2 for misuse)."""
+    name: str = args.user_command
+    try:
+        return HANDLERS[name](args)
+    except Usage as problem:
+        print(f"files {name}: {problem}", file=sys.stderr)
+        return 2
+    except FilesError as error:
+        print(f"files {name}: {error.message}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `files ls | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"files {name}: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # Requests in flight in other threads are dropped, not awaited: what was sent is
+        # recorded whole or not at all, and the next `files upload` picks up from there.
+        print(f"files {name}: interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m files_client ...`: the user verbs alone (the wheel's own entry)."""
+    parser = argparse.ArgumentParser(prog="files", description="Files, from the command line.")
+    register(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(argv))

@@ -1,0 +1,115 @@
+"""Errors as the API states them: its code, message and details, typed by kind.
+
+try:
+    c.get_folder(folder_id)
+except NotFound as e:
+    print(e.code, e.message, e.details)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class FilesError(Exception):
+    """Any refusal or failure the API (or the way to it) reports."""
+
+    status: int | None = None
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        if status is not None:
+            self.status = status
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class Invalid(FilesError):
+    """400 or 422: the request is not acceptable as sent."""
+
+
+class Unauthenticated(FilesError):
+    """401: no key, or an unknown or revoked one."""
+
+
+class Forbidden(FilesError):
+    """403: the caller sees the resource but lacks the role (`details.role_needed`)."""
+
+
+class NotFound(FilesError):
+    """404: no such resource, or none the caller may see."""
+
+
+class Conflict(FilesError):
+    """409: the state does not allow it (`name_taken`, `parts_missing`, ...)."""
+
+
+class TooLarge(FilesError):
+    """413: past a limit (`too_many_files`, `request_too_large`, ...)."""
+
+
+class UnsupportedContent(Invalid):
+    """415: bytes of no kind the platform accepts (`unsupported_content`, `not_an_image`)."""
+
+
+class RangeNotSatisfiable(Invalid):
+    """416: a download range past the end of the file."""
+
+
+class Unavailable(FilesError):
+    """503 (or 502/504, 429), or the platform could not be reached: try again later.
+    Raised once the client's retries are spent."""
+
+
+class ServerError(FilesError):
+    """Any other 5xx: a fault of the platform."""
+
+
+BY_STATUS: dict[int, type[FilesError]] = {
+    400: Invalid,
+    401: Unauthenticated,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: TooLarge,
+    415: UnsupportedContent,
+    416: RangeNotSatisfiable,
+    422: Invalid,
+    429: Unavailable,
+    502: Unavailable,
+    503: Unavailable,
+    504: Unavailable,
+}
+
+
+def error_from(response: httpx.Response) -> FilesError:
+    """The typed error of an answer of 400 or more."""
+    status = response.status_code
+    kind = BY_STATUS.get(status, ServerError if status >= 500 else FilesError)
+    try:
+        body = response.json()["error"]
+        code, message = str(body["code"]), str(body["message"])
+        details = body.get("details") or {}
+    except Exception:
+        text = response.text.strip().replace("\n", " ")[:300]
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status, f"http_{status}")
+        message = f"{response.request.method} {response.request.url.path}: HTTP {status}" + (
+            f": {text}" if text else ""
+        )
+        details = {}
+    return kind(code, message, details if isinstance(details, dict) else {}, status)

@@ -1,0 +1,455 @@
+"""What the API answers and what the client sends, as typed models.
+
+The answer models keep fields they do not know (the API grows additively), and
+`tests/e2e/test_client_openapi.py` checks every field here against the gateway's
+/openapi.json, route by route (`ROUTES`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["admin", "editor", "user", "viewer"]
+
+
+class Data(BaseModel):
+    """An answer's plain data: unknown fields are kept, not refused."""
+
+    model_config = ConfigDict(extra="allow", frozen=False, populate_by_name=True)
+
+
+class Body(BaseModel):
+    """A request body: exactly these fields, unset ones left out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+# -- answers ---------------------------------------------------------------------------
+
+
+class PathEntry(Data):
+    id: str
+    name: str
+
+
+class DatasetRef(Data):
+    id: str
+    name: str
+
+
+class Media(Data):
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    duration_s: float | None = None
+
+
+class Source(Data):
+    type: str
+    integration_id: str | None = None
+    key: str | None = None
+
+
+class DicomFacts(Data):
+    study_uid: str | None = None
+    series_uid: str | None = None
+    patient_id: str | None = None
+    modality: str | None = None
+    instances: int | None = None
+    renderable_3d: bool | None = None
+    missing_3d_tags: list[str] = Field(default_factory=list)
+
+
+class GroupFacts(Data):
+    constituent_folder_id: str
+    file_ids: list[str] = Field(default_factory=list)
+
+
+class FolderData(Data):
+    type: Literal["folder"] = "folder"
+    id: str
+    name: str
+    description: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    parent_id: str | None = None
+    path: list[PathEntry] = Field(default_factory=list)
+    file_count: int = 0
+    folder_count: int = 0
+    created_at: datetime | None = None
+    created_by: str | None = None
+    my_role: str | None = None
+
+
+class FileData(Data):
+    type: Literal["file"] = "file"
+    id: str
+    name: str
+    kind: str
+    folder_id: str
+    size: int
+    sha256: str
+    mime_type: str
+    media: Media = Field(default_factory=Media)
+    source: Source | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    created_by: str | None = None
+    datasets: list[DatasetRef] = Field(default_factory=list)
+    dicom: DicomFacts | None = None
+    group: GroupFacts | None = None
+    my_role: str | None = None
+    # In search hits: the folder's path, from the first folder the caller may see.
+    path: list[PathEntry] | None = None
+
+
+class DatasetData(Data):
+    id: str
+    name: str
+    description: str = ""
+    synced_folder_id: str | None = None
+    synced: bool = False
+    unsynced_from_folder_id: str | None = None
+    file_count: int = 0
+    created_at: datetime | None = None
+    created_by: str | None = None
+    my_role: str | None = None
+
+
+class Progress(Data):
+    done: int = 0
+    total: int = 0
+    bytes: dict[str, int] | None = None
+
+
+class JobError(Data):
+    name: str | None = None
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobData(Data):
+    id: str
+    status: str
+    kind: str | None = None
+    progress: Progress = Field(default_factory=Progress)
+    errors: list[JobError] = Field(default_factory=list)
+    folder_id: str | None = None
+    created_at: datetime | None = None
+    created_by: str | None = None
+
+
+class PartUrl(Data):
+    part: int
+    size: int
+    url: str
+
+
+class StoredPart(Data):
+    part: int
+    size: int
+    etag: str | None = None
+
+
+class UploadSession(Data):
+    id: str
+    job_id: str
+    folder_id: str
+    name: str
+    size: int
+    part_size: int
+    status: str
+    expires_at: datetime | None = None
+    file_id: str | None = None
+    parts_stored: list[StoredPart] = Field(default_factory=list)
+    bytes_stored: int = 0
+    parts: list[PartUrl] = Field(default_factory=list)
+
+
+class Collaborator(Data):
+    user_id: str
+    email: str | None = None
+    name: str | None = None
+    role: str
+    inherited_from: str | None = None
+
+
+class DatasetCollaborator(Data):
+    user_id: str
+    role: str
+
+
+class IntegrationData(Data):
+    id: str
+    name: str
+    provider: str
+    bucket: str
+    endpoint: str | None = None
+    region: str | None = None
+    created_at: datetime | None = None
+    created_by: str | None = None
+
+
+class User(Data):
+    id: str
+    email: str
+    name: str
+    org_role: str
+
+
+class NewUser(User):
+    """A user just created: `api_key` is shown only here."""
+
+    api_key: str
+
+
+class ApiKey(Data):
+    id: str
+    created_at: datetime | None = None
+    revoked: bool = False
+
+
+class NewApiKey(Data):
+    """A key just issued: `api_key` is shown only here."""
+
+    id: str
+    user_id: str
+    api_key: str
+    created_at: datetime | None = None
+
+
+class DatasetImpact(Data):
+    id: str
+    name: str
+    links_removed: int
+
+
+class Impact(Data):
+    """What a move or delete did (`moved`/`deleted`) or, as a dry run, would do."""
+
+    dry_run: bool = False
+    moved: int | None = None
+    deleted: int | None = None
+    folders: int | None = None
+    files: int | None = None
+    datasets: list[DatasetImpact] = Field(default_factory=list)
+
+
+class KindTotal(Data):
+    files: int
+    bytes: int
+
+
+class Summary(Data):
+    folder_id: str
+    folders: int
+    files: int
+    bytes: int
+    by_kind: dict[str, KindTotal] = Field(default_factory=dict)
+
+
+class AuditEvent(Data):
+    event_id: str
+    type: str
+    occurred_at: datetime
+    actor_id: str | None = None
+    subject_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    causation_id: str | None = None
+    source: str | None = None
+
+
+# -- request bodies ------------------------------------------------------------------
+
+
+class NewFolderBody(Body):
+    name: str
+    description: str | None = None
+    parent_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class FolderChangesBody(Body):
+    name: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class FileChangesBody(Body):
+    name: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class MoveBody(Body):
+    file_ids: list[str] = Field(default_factory=list)
+    folder_ids: list[str] = Field(default_factory=list)
+    target_folder_id: str
+    dry_run: bool | None = None
+
+
+class DeleteBody(Body):
+    file_ids: list[str] = Field(default_factory=list)
+    folder_ids: list[str] = Field(default_factory=list)
+    dry_run: bool | None = None
+
+
+class NewDatasetBody(Body):
+    name: str
+    description: str | None = None
+    synced_folder_id: str | None = None
+
+
+class DatasetChangesBody(Body):
+    name: str | None = None
+    description: str | None = None
+
+
+class FileIdsBody(Body):
+    file_ids: list[str]
+
+
+class InvitationBody(Body):
+    emails: list[str]
+    role: str
+
+
+class RoleChangeBody(Body):
+    role: str
+
+
+class NewUserBody(Body):
+    email: str
+    name: str
+    org_role: Literal["admin", "member"] | None = None
+
+
+class NewIntegrationBody(Body):
+    name: str
+    provider: Literal["s3"] = "s3"
+    bucket: str
+    access_key: str
+    secret_key: str
+    endpoint: str | None = None
+    region: str | None = None
+
+
+class ImportBody(Body):
+    integration_id: str
+    keys: list[str] | None = None
+    prefix: str | None = None
+    manifest: dict[str, Any] | None = None
+
+
+class NewSessionBody(Body):
+    name: str
+    size: int
+    part_size: int | None = None
+    expires_in_s: int | None = None
+
+
+class UploadAnswer(Data):
+    job_id: str
+    files: list[FileData]
+
+
+class ImageGroupAnswer(Data):
+    file: FileData
+    folder: FolderData
+
+
+class JobStarted(Data):
+    job_id: str
+
+
+class Completed(Data):
+    job_id: str
+    file: FileData
+
+
+class Added(Data):
+    added: int
+
+
+class Page(Data):
+    items: list[Any]
+    next_cursor: str | None = None
+
+
+# Every route the client calls: (method, path template, request body, answer).
+# Multipart bodies are named by their form fields.
+ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[BaseModel] | None]] = [
+    ("POST", "/v1/folders", NewFolderBody, FolderData),
+    ("GET", "/v1/folders", None, Page),
+    ("GET", "/v1/folders/{folder_id}", None, FolderData),
+    ("PATCH", "/v1/folders/{folder_id}", FolderChangesBody, FolderData),
+    ("DELETE", "/v1/folders/{folder_id}", None, None),
+    ("GET", "/v1/folders/{folder_id}/summary", None, Summary),
+    ("GET", "/v1/folders/{folder_id}/items", None, Page),
+    ("POST", "/v1/folders/{folder_id}/files", ("file",), UploadAnswer),
+    ("POST", "/v1/folders/{folder_id}/image-groups", ("kind", "name", "file"), ImageGroupAnswer),
+    ("POST", "/v1/folders/{folder_id}/dicom", ("file",), JobStarted),
+    ("POST", "/v1/folders/{folder_id}/imports", ImportBody, JobStarted),
+    ("POST", "/v1/folders/{folder_id}/uploads", NewSessionBody, UploadSession),
+    ("GET", "/v1/uploads/{session_id}", None, UploadSession),
+    ("POST", "/v1/uploads/{session_id}/complete", None, Completed),
+    ("DELETE", "/v1/uploads/{session_id}", None, None),
+    ("GET", "/v1/folders/{folder_id}/collaborators", None, Page),
+    ("POST", "/v1/folders/{folder_id}/collaborators", InvitationBody, Page),
+    ("PATCH", "/v1/folders/{folder_id}/collaborators/{user_id}", RoleChangeBody, Collaborator),
+    ("DELETE", "/v1/folders/{folder_id}/collaborators/{user_id}", None, None),
+    ("GET", "/v1/files/{file_id}", None, FileData),
+    ("PATCH", "/v1/files/{file_id}", FileChangesBody, FileData),
+    ("DELETE", "/v1/files/{file_id}", None, None),
+    ("GET", "/v1/files/{file_id}/content", None, None),
+    ("GET", "/v1/files/{file_id}/datasets", None, Page),
+    ("POST", "/v1/move", MoveBody, Impact),
+    ("POST", "/v1/delete", DeleteBody, Impact),
+    ("GET", "/v1/search", None, Page),
+    ("POST", "/v1/datasets", NewDatasetBody, DatasetData),
+    ("GET", "/v1/datasets", None, Page),
+    ("GET", "/v1/datasets/{dataset_id}", None, DatasetData),
+    ("PATCH", "/v1/datasets/{dataset_id}", DatasetChangesBody, DatasetData),
+    ("DELETE", "/v1/datasets/{dataset_id}", None, None),
+    ("POST", "/v1/datasets/{dataset_id}/files", FileIdsBody, Added),
+    ("DELETE", "/v1/datasets/{dataset_id}/files/{file_id}", None, None),
+    ("GET", "/v1/datasets/{dataset_id}/files", None, Page),
+    ("GET", "/v1/datasets/{dataset_id}/collaborators", None, Page),
+    ("POST", "/v1/datasets/{dataset_id}/collaborators", InvitationBody, Page),
+    ("DELETE", "/v1/datasets/{dataset_id}/collaborators/{user_id}", None, None),
+    ("GET", "/v1/jobs/{job_id}", None, JobData),
+    ("POST", "/v1/integrations", NewIntegrationBody, IntegrationData),
+    ("GET", "/v1/integrations", None, Page),
+    ("GET", "/v1/integrations/{integration_id}", None, IntegrationData),
+    ("DELETE", "/v1/integrations/{integration_id}", None, None),
+    ("GET", "/v1/audit", None, Page),
+    ("POST", "/v1/users", NewUserBody, NewUser),
+    ("GET", "/v1/users", None, Page),
+    ("GET", "/v1/users/me", None, User),
+    ("POST", "/v1/users/{user_id}/keys", None, NewApiKey),
+    ("GET", "/v1/users/{user_id}/keys", None, Page),
+    ("DELETE", "/v1/keys/{key_id}", None, None),
+]
+
+# The item model of each listing route, for the check against /openapi.json.
+PAGE_ITEMS: dict[tuple[str, str], type[BaseModel]] = {
+    ("GET", "/v1/folders"): FolderData,
+    ("GET", "/v1/folders/{folder_id}/items"): FileData,
+    ("GET", "/v1/folders/{folder_id}/collaborators"): Collaborator,
+    ("POST", "/v1/folders/{folder_id}/collaborators"): Collaborator,
+    ("GET", "/v1/files/{file_id}/datasets"): DatasetRef,
+    ("GET", "/v1/search"): FileData,
+    ("GET", "/v1/datasets"): DatasetData,
+    ("GET", "/v1/datasets/{dataset_id}/files"): FileData,
+    ("GET", "/v1/datasets/{dataset_id}/collaborators"): DatasetCollaborator,
+    ("POST", "/v1/datasets/{dataset_id}/collaborators"): DatasetCollaborator,
+    ("GET", "/v1/integrations"): IntegrationData,
+    ("GET", "/v1/audit"): AuditEvent,
+    ("GET", "/v1/users"): User,
+    ("GET", "/v1/users/{user_id}/keys"): ApiKey,
+}

@@ -1,0 +1,398 @@
+"""Bytes in and out, streamed: multipart uploads of many files, upload sessions in parts
+(resumable), downloads that continue where they stopped. Operations of `_core`, so
+both clients share them."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from files_client._core import Call, Gather, NextChunk, Op, Session, Sleep, exchange, json_of
+from files_client.errors import FilesError
+
+MiB = 1024 * 1024
+# Files at least this large go as upload sessions, in parts, straight to the store.
+PARTS_FROM = 64 * MiB
+# A part is read from disk in pieces of this size, never whole.
+PIECE = 1 * MiB
+# A multipart request carries at most this many files and about this many bytes: one
+# request is all or nothing, so a broken connection costs one batch at most.
+BATCH_FILES = 500
+BATCH_BYTES = 256 * MiB
+PARALLEL = 4
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    path: Path
+    name: str
+    size: int
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str], name: str | None = None) -> LocalFile:
+        p = Path(path)
+        st = p.stat()
+        if not p.is_file():
+            raise FilesError("not_a_file", f"{p} is not a file", {"path": str(p)})
+        return cls(p, name or p.name, st.st_size)
+
+
+class _Counted:
+    """Reports the bytes as they are read, once each (a retry sends again but does not
+    count again), so progress is what reached the wire at least once."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.high = 0
+        self.lock = threading.Lock()
+
+    def advance(self, position: int) -> None:
+        if self.progress is None:
+            return
+        with self.lock:
+            if position > self.high:
+                self.progress(position - self.high)
+                self.high = position
+
+
+class LazyFile:
+    """A file for a multipart body, opened only while it is read: a batch of hundreds of
+    files holds at most one of them open. Its size is known without opening it."""
+
+    def __init__(self, path: Path, size: int, counted: _Counted) -> None:
+        self.path, self.size, self.counted = path, size, counted
+        self.pos = 0
+        self.handle: IO[bytes] | None = None
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self.pos = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.size}[whence] + offset
+        if self.handle is not None:
+            self.handle.seek(self.pos)
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        if self.handle is None:
+            if self.pos >= self.size:
+                return b""
+            self.handle = open(self.path, "rb")  # noqa: SIM115 (closed at the end of the file)
+            self.handle.seek(self.pos)
+        data = self.handle.read(n)
+        self.pos += len(data)
+        self.counted.advance(self.pos)
+        if not data or self.pos >= self.size:
+            self.close()
+        return data
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+class FileSlice(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A part of a file as a request body: read in pieces, for either client."""
+
+    def __init__(self, path: Path, offset: int, size: int, counted: _Counted) -> None:
+        self.path, self.offset, self.size, self.counted = path, offset, size, counted
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            sent = 0
+            while sent < self.size:
+                data = f.read(min(PIECE, self.size - sent))
+                if not data:
+                    raise FilesError(
+                        "file_changed", f"{self.path} became shorter while it was sent"
+                    )
+                sent += len(data)
+                self.counted.advance(sent)
+                yield data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for data in self:
+            yield data
+
+
+def batches(files: list[LocalFile]) -> list[list[LocalFile]]:
+    out: list[list[LocalFile]] = []
+    current: list[LocalFile] = []
+    size = 0
+    for f in files:
+        if current and (len(current) >= BATCH_FILES or size + f.size > BATCH_BYTES):
+            out.append(current)
+            current, size = [], 0
+        current.append(f)
+        size += f.size
+    if current:
+        out.append(current)
+    return out
+
+
+def multipart(files: list[LocalFile], progress: Progress | None) -> Callable[[], list[Any]]:
+    counters = [_Counted(progress) for _ in files]
+
+    def parts() -> list[Any]:
+        return [
+            ("file", (f.name, LazyFile(f.path, f.size, c), "application/octet-stream"))
+            for f, c in zip(files, counters, strict=True)
+        ]
+
+    return parts
+
+
+def upload_batch(
+    session: Session, folder_id: str, files: list[LocalFile], progress: Progress | None
+) -> Op[list[dict[str, Any]]]:
+    answer = yield from json_of(
+        session,
+        Call("POST", f"/v1/folders/{folder_id}/files", files=multipart(files, progress)),
+    )
+    return list(answer["files"])
+
+
+class Journal:
+    """Where upload sessions are remembered between runs, so an interrupted upload of
+    a large file continues with the parts it has not sent (a JSON file, 0600)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+
+    def _read(self) -> dict[str, str]:
+        try:
+            found = json.loads(self.path.read_text())
+            return found if isinstance(found, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _write(self, entries: dict[str, str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(entries, f)
+        os.replace(tmp, self.path)
+
+    def get(self, key: str) -> str | None:
+        with self.lock:
+            return self._read().get(key)
+
+    def put(self, key: str, session_id: str) -> None:
+        with self.lock:
+            entries = self._read()
+            entries[key] = session_id
+            self._write(entries)
+
+    def drop(self, key: str) -> None:
+        with self.lock:
+            entries = self._read()
+            if entries.pop(key, None) is not None:
+                self._write(entries)
+
+
+def journal_key(session: Session, folder_id: str, f: LocalFile) -> str:
+    st = f.path.stat()
+    parts = [session.base_url, folder_id, str(f.path.resolve()), f.name]
+    return "|".join([*parts, str(st.st_size), str(st.st_mtime_ns)])
+
+
+def put_part(
+    session: Session, url: str, f: LocalFile, offset: int, size: int, counted: _Counted
+) -> Op[int]:
+    response = yield from exchange(
+        session,
+        Call(
+            "PUT",
+            url,
+            stream_body=lambda: FileSlice(f.path, offset, size, counted),
+            headers={"Content-Length": str(size)},
+            auth=False,
+        ),
+    )
+    return response.status_code
+
+
+def upload_in_parts(
+    session: Session,
+    folder_id: str,
+    f: LocalFile,
+    progress: Progress | None,
+    *,
+    journal: Journal | None = None,
+    session_id: str | None = None,
+    part_size: int | None = None,
+    parallel: int = PARALLEL,
+) -> Op[dict[str, Any]]:
+    """One file as an upload session: opened (or resumed: `session_id`, or the one the
+    journal remembers), its missing parts PUT side by side, completed."""
+    key = journal_key(session, folder_id, f) if journal else ""
+    state: dict[str, Any] | None = None
+    known = session_id or (journal.get(key) if journal else None)
+    if known:
+        try:
+            state = yield from json_of(session, Call("GET", f"/v1/uploads/{known}"))
+        except FilesError:
+            state = None
+        if state is not None and (state["status"] != "open" or state["size"] != f.size):
+            state = None
+    if state is None:
+        body: dict[str, Any] = {"name": f.name, "size": f.size}
+        if part_size:
+            body["part_size"] = part_size
+        state = yield from json_of(
+            session, Call("POST", f"/v1/folders/{folder_id}/uploads", json=body)
+        )
+        assert state is not None
+        if journal:
+            journal.put(key, state["id"])
+    if progress and state.get("bytes_stored"):
+        progress(int(state["bytes_stored"]))  # parts already in the store count as sent
+    part_size = int(state["part_size"])
+    ops = []
+    for part in state["parts"]:
+        offset = (int(part["part"]) - 1) * part_size
+        ops.append(put_part(session, part["url"], f, offset, int(part["size"]), _Counted(progress)))
+    try:
+        yield Gather(ops, parallel)
+        done = yield from json_of(session, Call("POST", f"/v1/uploads/{state['id']}/complete"))
+    except FilesError as error:
+        # Resumable: upload_file(..., session_id=...) sends only the parts still missing.
+        error.details.setdefault("upload_session_id", state["id"])
+        if error.code == "session_ended" and journal:
+            journal.drop(key)
+        raise
+    if journal:
+        journal.drop(key)
+    return dict(done["file"])
+
+
+def upload_many(
+    session: Session,
+    work: list[tuple[str, list[LocalFile]]],
+    progress: Progress | None = None,
+    *,
+    parallel: int = PARALLEL,
+    journal: Journal | None = None,
+    parts_from: int = PARTS_FROM,
+) -> Op[list[list[dict[str, Any]]]]:
+    """Files into folders (`(folder id, files)` each): small ones in multipart batches,
+    large ones in parts, all side by side. Each folder's files come back in the order
+    given."""
+    ops: list[Op[Any]] = []
+    slots: list[tuple[int, list[LocalFile]]] = []
+    for n, (folder_id, files) in enumerate(work):
+        for group in batches([f for f in files if f.size < parts_from]):
+            ops.append(upload_batch(session, folder_id, group, progress))
+            slots.append((n, group))
+        for f in files:
+            if f.size >= parts_from:
+                ops.append(upload_in_parts(session, folder_id, f, progress, journal=journal))
+                slots.append((n, [f]))
+    results = yield Gather(ops, parallel)
+    found: list[dict[LocalFile, dict[str, Any]]] = [{} for _ in work]
+    for (n, group), answer in zip(slots, results, strict=True):
+        found[n].update(zip(group, answer if isinstance(answer, list) else [answer], strict=True))
+    return [[found[n][f] for f in files] for n, (_, files) in enumerate(work)]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(PIECE):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+# -- downloads -------------------------------------------------------------------------
+
+
+def content(session: Session, file_id: str, offset: int = 0) -> Op[httpx.Response]:
+    """The streamed answer of a file's content (following a redirect to a bucket)."""
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    response = yield from exchange(
+        session, Call("GET", f"/v1/files/{file_id}/content", headers=headers, stream=True)
+    )
+    if response.status_code in (301, 302, 303, 307, 308):
+        location = response.headers["location"]
+        yield from _drain(response)
+        response = yield from exchange(
+            session, Call("GET", location, headers=headers, stream=True, auth=False)
+        )
+    return response
+
+
+def _drain(response: httpx.Response) -> Op[None]:
+    while (yield NextChunk(response)):
+        pass
+
+
+def download(
+    session: Session,
+    file: dict[str, Any],
+    dest: Path,
+    progress: Progress | None = None,
+) -> Op[Path]:
+    """A file's bytes into `dest`, through `<dest>.part`: a download that stopped (in an
+    earlier run, or a broken connection now) goes on from where it was (HTTP Range). The
+    sha256 is checked where it is the content's."""
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    size = int(file["size"])
+    have = part.stat().st_size if part.exists() else 0
+    if have > size:
+        have = 0
+    digest = hashlib.sha256()
+    if have:
+        with open(part, "rb") as f:
+            while data := f.read(PIECE):
+                digest.update(data)
+        if progress:
+            progress(have)
+    broken = 0
+    while have < size or not part.exists():
+        response = yield from content(session, file["id"], have)
+        if response.status_code != 206 and have:
+            if progress:
+                progress(-have)  # sent whole again: counted again from the start
+            have, digest = 0, hashlib.sha256()
+        try:
+            with open(part, "ab" if have else "wb") as out:
+                while data := (yield NextChunk(response)):
+                    out.write(data)
+                    digest.update(data)
+                    have += len(data)
+                    if progress:
+                        progress(len(data))
+        except httpx.TransportError:
+            broken += 1
+            if broken >= session.retries.attempts:
+                raise
+            yield Sleep(session.retries.delay(broken))
+            continue
+        break
+    checked = file.get("kind") not in ("dicom_series", "image_group", "image_sequence")
+    if checked and file.get("sha256") and digest.hexdigest() != file["sha256"]:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise FilesError(
+            "checksum_mismatch",
+            f"{dest.name}: the bytes received do not match the file's sha256",
+            {"file_id": file["id"]},
+        )
+    os.replace(part, dest)
+    return dest

@@ -1,0 +1,148 @@
+"""The web app's sessions: an API key exchanged for an HttpOnly cookie.
+
+`POST /v1/sessions {api_key}` asks the ACL context, which owns keys, to start a
+session (recorded as `acl.SessionStarted`, only the token's hash kept) and sets its
+token as a cookie: HttpOnly (no script reads it), SameSite=Strict (no other site's
+page sends it), Secure over TLS. `DELETE /v1/sessions` ends it on the server
+(`acl.SessionEnded`) and clears the cookie. A revoked key ends its sessions.
+
+A request without `Authorization` is authenticated by the cookie. Since a browser
+sends the cookie by itself, a write authenticated by it must also show it comes from
+the app (CSRF): it carries the `X-Files-CSRF` header, which no other site's page can
+set on a request to us without a CORS preflight we never grant, and its `Origin` (and
+`Sec-Fetch-Site`), when sent, must be ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, ValidationError
+
+from shared.kit import consistency
+from shared.kit.errors import Refused
+from shared.kit.http import CORRELATION_HEADER, JSON, error_body
+
+if TYPE_CHECKING:
+    from services.gateway.edge import Gateway
+
+COOKIE = "files_session"
+CSRF_HEADER = "X-Files-CSRF"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+MAX_BODY = 4096
+
+
+class SignIn(BaseModel):
+    api_key: str = Field(min_length=1, max_length=1000)
+
+
+def _over_tls(request: Request) -> bool:
+    """Whether the browser's connection is TLS: ours, or a proxy's in front of us."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
+
+
+def check_csrf(request: Request) -> None:
+    """A cookie-authenticated write must come from our own pages."""
+    if not request.headers.get(CSRF_HEADER):
+        raise Refused(
+            403,
+            "csrf_check_failed",
+            f"a write signed in by cookie must send the {CSRF_HEADER} header"
+            " (or use 'Authorization: Bearer <key>')",
+        )
+    origin = request.headers.get("origin")
+    # The host only: behind a TLS-terminating proxy our own scheme may be http.
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise Refused(403, "csrf_check_failed", f"requests from {origin[:200]!r} are not accepted")
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise Refused(403, "csrf_check_failed", f"a {site} request is not accepted")
+
+
+async def authenticate(gateway: Gateway, request: Request) -> dict[str, Any] | None:
+    """The caller of a request signed in by the session cookie, or None."""
+    token = request.cookies.get(COOKIE, "")
+    if not token or len(token) > 1000:
+        return None
+    if request.method not in SAFE_METHODS:
+        check_csrf(request)
+    digest = "session:" + hashlib.sha256(token.encode()).hexdigest()
+    now = time.monotonic()
+    cached = gateway._keys.get(digest)
+    if cached and cached[0] > now:
+        return cached[1]
+    answer = await gateway.http.post(
+        f"{gateway.services['acl']}/internal/authenticate", json={"session_token": token}
+    )
+    user = answer.json() if answer.status_code == 200 else None
+    gateway.remember_caller(digest, now, user)
+    return user
+
+
+def install(app: FastAPI, gateway: Gateway) -> None:
+    """The two routes, registered before the gateway's catch-all `/v1` route."""
+
+    @app.post("/v1/sessions", include_in_schema=False)
+    async def sign_in(request: Request) -> Response:
+        check_csrf(request)
+        body_bytes = bytearray()
+        async for chunk in request.stream():
+            body_bytes += chunk
+            if len(body_bytes) > MAX_BODY:
+                return JSON(error_body("request_too_large", "a sign-in is a few bytes"), 413)
+        try:
+            body = SignIn.model_validate_json(bytes(body_bytes))
+        except ValidationError:
+            return JSON(error_body("invalid_request", 'send {"api_key": "<your key>"}'), 422)
+        answer = await gateway.http.post(
+            f"{gateway.services['acl']}/internal/sessions",
+            json={"api_key": body.api_key},
+            headers={CORRELATION_HEADER: request.state.correlation_id},
+        )
+        if answer.status_code != 201:
+            return gateway.relay(answer)
+        started = answer.json()
+        token = started.pop("token")
+        response = gateway.relay(answer, body=started)
+        max_age = int(gateway.settings.session_ttl_s)
+        response.set_cookie(
+            COOKIE,
+            token,
+            max_age=max_age,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=_over_tls(request),
+        )
+        return response
+
+    @app.delete("/v1/sessions", include_in_schema=False)
+    async def sign_out(request: Request) -> Response:
+        check_csrf(request)
+        token = request.cookies.get(COOKIE, "")
+        headers = {}
+        if token and len(token) <= 1000:
+            answer = await gateway.http.post(
+                f"{gateway.services['acl']}/internal/sessions/end",
+                json={"session_token": token},
+                headers={CORRELATION_HEADER: request.state.correlation_id},
+            )
+            if answer.status_code >= 300:
+                return gateway.relay(answer)
+            headers = {consistency.HEADER: answer.headers.get(consistency.HEADER, "")}
+            gateway.forget_callers()
+        response = Response(status_code=204, headers=headers)
+        response.delete_cookie(
+            COOKIE,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=_over_tls(request),
+        )
+        return response

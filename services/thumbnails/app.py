@@ -1,0 +1,49 @@
+"""Composition root of the thumbnails service."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from services.thumbnails import api
+from services.thumbnails.handlers import LEASES, Thumbnails
+from services.thumbnails.projections import thumbnails as model
+from shared.contracts import topics
+from shared.kit.blobs import open_blob_store
+from shared.kit.db import Conn
+from shared.kit.service import Runtime, create_app, serve
+from shared.kit.settings import Settings
+
+
+async def _leases(conn: Conn) -> None:
+    await conn.execute(LEASES)
+
+
+def build(settings: Settings) -> FastAPI:
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    runtime = Runtime(
+        name="thumbnails",
+        settings=settings,
+        publishes=topics.THUMBNAILS,
+        # Files registered and deleted (catalog); DICOM series' slices (dicom).
+        consumes=(topics.CATALOG, topics.DICOM),
+        setups=(model.setup, _leases),
+    )
+    blobs = open_blob_store(settings)
+    runtime.on_start.append(blobs.start)
+    thumbnails = Thumbnails(runtime, blobs)
+    runtime.handle = thumbnails.react
+
+    async def start_work() -> None:
+        runtime.supervise("drawing", thumbnails.run)
+        runtime.supervise("sweep", lambda: thumbnails.sweep_forever(settings.blob_gc_every_s))
+
+    runtime.on_start.append(start_work)
+    app = create_app(runtime, "Files thumbnails")
+    api.install(app, thumbnails)
+    return app
+
+
+def main() -> None:
+    serve("thumbnails", build, default_port=8086)

@@ -1,0 +1,64 @@
+"""The pool of worker processes that draw thumbnails, each file under a time cap.
+
+A worker that overruns the cap is killed and replaced (pebble), as is one that dies
+(a decoder's crash, its address-space limit): the file is recorded as failed, the pool
+goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing
+
+import pebble
+
+from services.thumbnails import domain, render
+from shared.kit.settings import Settings
+
+Failure = tuple[str, str]  # (code, reason)
+
+
+class Drawing:
+    def __init__(self, settings: Settings, workers: int) -> None:
+        self.settings = settings
+        self.workers = workers
+        self._pool: pebble.ProcessPool | None = None
+
+    def _workers(self) -> pebble.ProcessPool:
+        if self._pool is None:
+            # Spawned, not forked: a worker starts clean, without this process's threads
+            # and connections. Recycled now and then, so no decoder's leak grows for ever.
+            self._pool = pebble.ProcessPool(
+                max_workers=self.workers,
+                max_tasks=500,
+                initializer=render.start_worker,
+                initargs=(self.settings,),
+                context=multiprocessing.get_context("spawn"),
+            )
+        return self._pool
+
+    async def draw(self, job: render.Job, time_cap: float) -> list[render.Picture] | Failure | None:
+        """The pictures; or why the file cannot have them; or None when the store did not
+        answer (not the file's fault: try again later)."""
+        future = self._workers().schedule(render.make, args=(job,), timeout=time_cap)
+        try:
+            made: list[render.Picture] = await asyncio.wrap_future(future)
+        except render.Unthumbnailable as error:
+            return error.code, domain.short_reason(str(error))
+        except render.SourceUnavailable:
+            return None
+        except concurrent.futures.TimeoutError:
+            return "timed_out", f"drawing it took more than {time_cap:g} s"
+        except pebble.ProcessExpired as error:
+            return "crashed", f"the worker drawing it died (exit {error.exitcode})"
+        except concurrent.futures.BrokenExecutor:
+            # The pool itself broke: a new one for the next files; this one is tried again.
+            self.stop()
+            return None
+        return made
+
+    def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()  # type: ignore[no-untyped-call]

@@ -1,0 +1,434 @@
+"""The thumbnails context's reactions and its drawing loop.
+
+The reaction is quick and makes no picture: a file whose content is known becomes a
+pending row (`ThumbnailsRequested`), or, when its source was drawn already (an identical
+file), gets that source's pictures at once. Drawing happens beside the consumer, in a pool
+of worker processes, each file under a time cap (a worker that overruns or dies is
+replaced and the file recorded as failed): one hostile file costs at most the cap, and
+the consumer never waits for it. Runners claim pending files with a lease (replicas share
+the work through the database); a file whose lease ran out (its replica died) is taken
+again, at most MAX_ATTEMPTS times.
+
+Every change of a source (its pictures stored, reused, reclaimed) holds that source's
+advisory lock until commit, so the sweep never deletes pictures a file is being given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import uuid
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.thumbnails import domain, render
+from services.thumbnails.drawing import Drawing
+from services.thumbnails.projections import thumbnails as model
+from shared.contracts import thumbnails as ev
+from shared.contracts.catalog import FileDeleted, FileUploaded
+from shared.contracts.dicom import SeriesAssembled, SeriesExtended, SeriesReleased
+from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.kit.blobs import BlobStore
+from shared.kit.db import Conn
+from shared.kit.logs import log
+from shared.kit.service import Handlers, Runtime
+
+# Sources reclaimed per sweep transaction.
+SWEEP_BATCH = 100
+# Runners look for work at least this often, should a wake-up be missed (and to take up
+# files whose lease ran out).
+IDLE_S = 1.0
+
+
+# Sources are locked by bucket: a batch of 10,000 uploads then takes at most this many
+# advisory locks (PostgreSQL's lock table is sized for 64 a connection by default), and
+# the sections they guard are short.
+LOCK_BUCKETS = 64
+# The class of this context's advisory locks (two-key form: its own key space).
+LOCK_SPACE = zlib.crc32(b"files.thumbnails.source") & 0x7FFFFFFF
+
+
+async def lock_sources(conn: Conn, sources: Iterable[str]) -> None:
+    """Until commit, no other transaction changes these sources (in one order everywhere)."""
+    await conn.execute(
+        f"""SELECT pg_advisory_xact_lock({LOCK_SPACE}, b)
+            FROM (SELECT DISTINCT hashtext(s) & {LOCK_BUCKETS - 1} AS b
+                  FROM unnest($1::text[]) AS s) AS buckets
+            ORDER BY b""",
+        list(set(sources)),
+    )
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A file whose thumbnails are to be made from `blob_key` (what `source` names)."""
+
+    file_id: uuid.UUID
+    kind: str
+    source: str
+    blob_key: str
+    cause: Envelope
+
+
+def _settled_event(
+    file_id: uuid.UUID, source: str, row: Any
+) -> ev.ThumbnailsMade | ev.ThumbnailFailed:
+    if row["state"] == "made":
+        return ev.ThumbnailsMade(file_id=file_id, source=source, renditions=row["renditions"])
+    return ev.ThumbnailFailed(
+        file_id=file_id, source=source, code=row["code"], reason=row["reason"]
+    )
+
+
+class Thumbnails(Handlers):
+    def __init__(self, runtime: Runtime, blobs: BlobStore) -> None:
+        super().__init__(runtime)
+        self.blobs = blobs
+        settings = runtime.settings
+        self.fmt = settings.thumbnail_format
+        self.time_cap = settings.thumbnail_time_cap_s
+        self.workers = settings.thumbnail_workers or len(os.sched_getaffinity(0))
+        self.grace = timedelta(seconds=settings.blob_gc_grace_s)
+        self.drawing = Drawing(settings, self.workers)
+
+    # -- reactions ---------------------------------------------------------------------
+
+    async def react(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        kind = envelopes[0].type
+        if kind == FileUploaded.type:
+            await self.request(conn, [w for e in envelopes if (w := self._uploaded(e))])
+        elif kind in (SeriesAssembled.type, SeriesExtended.type):
+            await self.request(conn, [w for e in envelopes if (w := self._series(e))])
+        elif kind in (FileDeleted.type, SeriesReleased.type):
+            await self.release(conn, envelopes)
+
+    @staticmethod
+    def _uploaded(envelope: Envelope) -> Wanted | None:
+        """A file registered with its content. A DICOM series is drawn from its middle
+        slice, which the DICOM context's events name; imported files (content in the
+        customer's bucket, `ref:` keys) are not drawn (see README)."""
+        data = envelope.data
+        renderer = domain.renderer_of(data["kind"])
+        if renderer is None or renderer == "dicom" or not data["blob_key"].startswith("sha256/"):
+            return None
+        return Wanted(
+            uuid.UUID(data["file_id"]),
+            data["kind"],
+            domain.source_of(renderer, data["sha256"]),
+            data["blob_key"],
+            envelope,
+        )
+
+    @staticmethod
+    def _series(envelope: Envelope) -> Wanted | None:
+        instances = envelope.data["instances"]
+        if not instances:
+            return None
+        shown = instances[domain.middle(len(instances))]
+        return Wanted(
+            uuid.UUID(envelope.data["file_id"]),
+            "dicom_series",
+            domain.source_of("dicom", shown["sha256"]),
+            shown["blob_key"],
+            envelope,
+        )
+
+    async def request(self, conn: Conn, wanted: Sequence[Wanted]) -> None:
+        if not wanted:
+            return
+        await lock_sources(conn, (w.source for w in wanted))
+        rows = await conn.fetch(
+            "SELECT file_id, version, state, source FROM thumbnails.files"
+            " WHERE file_id = ANY($1::uuid[]) FOR UPDATE",
+            [w.file_id for w in wanted],
+        )
+        files = {r["file_id"]: dict(r) for r in rows}
+        settled = {
+            r["source"]: r
+            for r in await conn.fetch(
+                "SELECT * FROM thumbnails.sources WHERE source = ANY($1::text[])",
+                list({w.source for w in wanted}),
+            )
+        }
+        out: list[Envelope] = []
+        for w in wanted:
+            row = files.get(w.file_id)
+            if row is not None and (row["state"] == "released" or row["source"] == w.source):
+                continue  # a deleted file, or what it has already (a redelivery, a no-op)
+            version = (row["version"] if row else 0) + 1
+            changes = [
+                Change(
+                    ev.file_stream(w.file_id),
+                    version,
+                    ev.ThumbnailsRequested(
+                        file_id=w.file_id, kind=w.kind, source=w.source, blob_key=w.blob_key
+                    ),
+                )
+            ]
+            if w.source in settled:
+                # An identical file was drawn already: its pictures are this one's.
+                version += 1
+                event = _settled_event(w.file_id, w.source, settled[w.source])
+                changes.append(Change(ev.file_stream(w.file_id), version, event))
+            files[w.file_id] = {"version": version, "state": "pending", "source": w.source}
+            out += envelopes_of(changes, Cause.of(w.cause))
+        if out:
+            await model.apply(conn, out)
+            await self.store.append(conn, out)
+
+    async def release(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        """A deleted file (or a released series) no longer has thumbnails; its source's
+        pictures go when no file uses it (the sweep)."""
+        gone = {uuid.UUID(e.data["file_id"]): e for e in envelopes}
+        rows = await conn.fetch(
+            "SELECT file_id, version, source FROM thumbnails.files"
+            " WHERE file_id = ANY($1::uuid[]) AND state <> 'released' FOR UPDATE",
+            list(gone),
+        )
+        out: list[Envelope] = []
+        for r in rows:
+            change = Change(
+                ev.file_stream(r["file_id"]),
+                r["version"] + 1,
+                ev.ThumbnailsReleased(file_id=r["file_id"], source=r["source"]),
+            )
+            out += envelopes_of([change], Cause.of(gone[r["file_id"]]))
+        if out:
+            await conn.execute(
+                "DELETE FROM thumbnails.leases WHERE file_id = ANY($1::uuid[])",
+                [r["file_id"] for r in rows],
+            )
+            await model.apply(conn, out)
+            await self.store.append(conn, out)
+
+    # -- drawing -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Runners that each claim a pending file, draw it, record it (one more runner than
+        workers, so a worker is not idle while a result is recorded)."""
+        try:
+            await asyncio.gather(*(self._runner() for _ in range(self.workers + 1)))
+        finally:
+            self.drawing.stop()
+
+    async def _runner(self) -> None:
+        while True:
+            wake = self.runtime.moved.current()
+            claimed = await self.claim()
+            if claimed is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), IDLE_S)
+                continue
+            try:
+                await self.draw(claimed)
+            except Exception:
+                # The lease runs out and the file is tried again (at most MAX_ATTEMPTS).
+                log.error("thumbnails.draw_failed", file_id=str(claimed["file_id"]), exc_info=True)
+                await asyncio.sleep(IDLE_S)
+
+    async def claim(self) -> dict[str, Any] | None:
+        """The oldest pending file nobody holds, leased for this runner (or None)."""
+        lease = timedelta(seconds=self.time_cap * 2 + 60)
+        row = await self.pool.fetchrow(
+            """WITH next AS (
+                   SELECT f.file_id FROM thumbnails.files f
+                   WHERE f.state = 'pending' AND NOT EXISTS (
+                       SELECT 1 FROM thumbnails.leases l
+                       WHERE l.file_id = f.file_id AND l.until > now())
+                   ORDER BY f.requested_at LIMIT 1
+                   FOR UPDATE OF f SKIP LOCKED)
+               INSERT INTO thumbnails.leases AS l (file_id, until, attempts)
+               SELECT file_id, now() + $1::interval, 1 FROM next
+               ON CONFLICT (file_id) DO UPDATE
+               SET until = excluded.until, attempts = l.attempts + 1
+               WHERE l.until <= now()
+               RETURNING l.file_id, l.attempts""",
+            lease,
+        )
+        if row is None:
+            return None
+        found = await self.pool.fetchrow(
+            "SELECT * FROM thumbnails.files WHERE file_id = $1 AND state = 'pending'",
+            row["file_id"],
+        )
+        if found is None:
+            return None
+        return {**dict(found), "attempts": row["attempts"]}
+
+    async def draw(self, file: dict[str, Any]) -> None:
+        source = file["source"]
+        if file["attempts"] > domain.MAX_ATTEMPTS:
+            await self.record(
+                file,
+                failure=("gave_up", f"not drawn after {domain.MAX_ATTEMPTS} attempts"),
+            )
+            return
+        known = await self.pool.fetchrow(
+            "SELECT state FROM thumbnails.sources WHERE source = $1", source
+        )
+        if known is not None:
+            await self.record(file)  # an identical file's pictures are there already
+            return
+        try:
+            size = await self.blobs.size(file["blob_key"])
+        except (FileNotFoundError, KeyError):
+            await self.record(file, failure=("content_missing", "the content is not stored"))
+            return
+        job = render.Job(source.partition(":")[0], file["blob_key"], size, self.fmt)
+        outcome = await self.drawing.draw(job, self.time_cap)
+        if outcome is None:
+            # The store did not answer: the lease runs out and the file is tried again.
+            log.warning("thumbnails.store_unavailable", file_id=str(file["file_id"]))
+        elif isinstance(outcome, tuple):
+            await self.record(file, failure=outcome)
+        else:
+            await self.record(file, made=outcome)
+
+    async def record(
+        self,
+        file: dict[str, Any],
+        *,
+        made: list[render.Picture] | None = None,
+        failure: tuple[str, str] | None = None,
+    ) -> None:
+        """Settle the source (store its pictures, or its failure) and every pending file
+        of it, in one transaction under the source's lock."""
+        source = file["source"]
+        # Caused by the request of the file that was drawn (its upload's correlation).
+        cause = Cause(
+            actor="system:thumbnails",
+            correlation_id=file["correlation_id"],
+            causation_id=str(file["request_id"]),
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await lock_sources(conn, [source])
+            pending = await conn.fetch(
+                "SELECT file_id, version FROM thumbnails.files"
+                " WHERE source = $1 AND state = 'pending' ORDER BY file_id FOR UPDATE",
+                source,
+            )
+            if not pending:
+                return  # deleted meanwhile: nothing is stored
+            row = await conn.fetchrow("SELECT * FROM thumbnails.sources WHERE source = $1", source)
+            settled: Mapping[str, Any] | None = dict(row) if row is not None else None
+            if settled is None and made is not None:
+                renditions = await self._store(source, made)
+                settled = {"state": "made", "renditions": renditions}
+            elif settled is None and failure is not None:
+                settled = {"state": "failed", "code": failure[0], "reason": failure[1]}
+            if settled is None:
+                return
+            out: list[Envelope] = []
+            for r in pending:
+                event = _settled_event(r["file_id"], source, settled)
+                change = Change(ev.file_stream(r["file_id"]), r["version"] + 1, event)
+                out += envelopes_of([change], cause)
+            await conn.execute(
+                "DELETE FROM thumbnails.leases WHERE file_id = ANY($1::uuid[])",
+                [r["file_id"] for r in pending],
+            )
+            await model.apply(conn, out)
+            await self.store.append(conn, out)
+        if failure is not None:
+            log.info(
+                "thumbnails.failed",
+                file_id=str(file["file_id"]),
+                code=failure[0],
+                reason=failure[1],
+            )
+
+    async def _store(self, source: str, made: list[render.Picture]) -> list[dict[str, Any]]:
+        renditions = []
+        for picture in made:
+            key = domain.blob_key(source, picture.size, self.fmt)
+            await self.blobs.put(key, picture.data)
+            renditions.append(
+                ev.Rendition(
+                    size=picture.size,
+                    blob_key=key,
+                    sha256=hashlib.sha256(picture.data).hexdigest(),
+                    content_type=domain.CONTENT_TYPES[self.fmt],
+                    width=picture.width,
+                    height=picture.height,
+                    bytes=len(picture.data),
+                ).model_dump()
+            )
+        return renditions
+
+    # -- reclaiming ----------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Delete the pictures of up to SWEEP_BATCH sources no file uses any more; how many."""
+        cutoff = datetime.now(UTC) - self.grace
+        async with self.pool.acquire() as conn, conn.transaction():
+            candidates = [
+                r["source"]
+                for r in await conn.fetch(
+                    """SELECT s.source FROM thumbnails.sources s
+                       WHERE s.released_at IS NOT NULL AND s.released_at <= $1
+                         AND NOT EXISTS (SELECT 1 FROM thumbnails.files f
+                                         WHERE f.source = s.source AND f.state <> 'released')
+                       ORDER BY s.source LIMIT $2""",
+                    cutoff,
+                    SWEEP_BATCH,
+                )
+            ]
+            if not candidates:
+                return 0
+            await lock_sources(conn, candidates)
+            # Looked at again under the locks: a file may have taken one up meanwhile.
+            rows = await conn.fetch(
+                """SELECT s.source, s.renditions FROM thumbnails.sources s
+                   WHERE s.source = ANY($1::text[]) AND NOT EXISTS (
+                       SELECT 1 FROM thumbnails.files f
+                       WHERE f.source = s.source AND f.state <> 'released')
+                   ORDER BY s.source""",
+                candidates,
+            )
+            if not rows:
+                return 0
+            keys = [r["blob_key"] for row in rows for r in (row["renditions"] or [])]
+            # Bytes first: if the transaction then fails, the next sweep deletes again.
+            await asyncio.gather(*(self.blobs.delete(k) for k in keys))
+            cause = Cause(actor="system:thumbnails", correlation_id=str(uuid.uuid4()))
+            change = Change(
+                f"thumbnails-reclaim-{uuid.uuid4()}",
+                1,
+                ev.ThumbnailsReclaimed(sources=[r["source"] for r in rows], blob_keys=keys),
+            )
+            out = envelopes_of([change], cause)
+            await model.apply(conn, out)
+            await self.store.append(conn, out)
+            return len(rows)
+
+    async def sweep_forever(self, every_s: float) -> None:
+        while True:
+            try:
+                while (reclaimed := await self.sweep()) == SWEEP_BATCH:
+                    log.info("thumbnails.reclaimed", sources=reclaimed)
+                if reclaimed:
+                    log.info("thumbnails.reclaimed", sources=reclaimed)
+            except Exception:
+                log.error("thumbnails.sweep_failed", exc_info=True)
+            await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction
+
+    async def thumbnail(self, file_id: uuid.UUID) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(
+            "SELECT state, renditions, code, reason FROM thumbnails.files WHERE file_id = $1",
+            file_id,
+        )
+        return dict(row) if row is not None else None
+
+
+LEASES = """
+CREATE TABLE IF NOT EXISTS thumbnails.leases (
+    file_id uuid PRIMARY KEY,
+    until timestamptz NOT NULL,
+    attempts integer NOT NULL
+);
+"""

@@ -1,0 +1,343 @@
+"""Drawing thumbnails, in worker processes (services/thumbnails/handlers.py runs them with a
+time cap per file, and a worker that dies or overruns is replaced).
+
+Content is read by range from the blob store (a local file as it is; S3 by ranged GETs
+through a small block cache), only what the decoder asks for, within a byte budget: a
+video's frame needs its index and a few packets, not the whole file. Each decoder has
+its own bound: Pillow's decompression-bomb limit, a frame size for videos, a pixel data
+size for DICOM, a render size for PDFs.
+"""
+
+from __future__ import annotations
+
+import io
+import resource
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from PIL import Image, ImageFile, ImageOps
+
+from services.thumbnails import domain
+from shared.kit.blobs import BlobStore, LocalBlobStore, open_blob_store
+from shared.kit.settings import Settings
+
+# Most bytes one file may make us read (a video reads its index and a few packets).
+READ_BUDGET = 512 * 1024 * 1024
+BLOCK = 256 * 1024
+BLOCKS_KEPT = 64
+# A video frame or DICOM frame larger than this is not decoded.
+MAX_FRAME_PIXELS = 64_000_000
+MAX_DICOM_PIXEL_BYTES = 1024 * 1024 * 1024
+# Frames decoded at most while looking for the one to show.
+MAX_VIDEO_FRAMES = 240
+# A worker's address space: a decoder that goes past it fails, not the machine.
+ADDRESS_SPACE = 4 * 1024 * 1024 * 1024
+QUALITY = {"webp": 80, "jpeg": 85}
+
+
+class Unthumbnailable(Exception):
+    """The content cannot be drawn; `code` and the message say why (recorded, not retried)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        # Both in args: the exception crosses from the worker process pickled.
+        super().__init__(code, message)
+        self.code, self.message = code, message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SourceUnavailable(Exception):
+    """The store did not answer: not the file's fault, tried again later."""
+
+
+@dataclass(frozen=True)
+class Job:
+    renderer: str  # "image" | "video" | "pdf" | "dicom"
+    blob_key: str
+    size: int  # bytes of the content
+    fmt: str  # "webp" | "jpeg"
+    sizes: tuple[int, ...] = domain.SIZES
+
+
+@dataclass(frozen=True)
+class Picture:
+    size: int
+    data: bytes
+    width: int
+    height: int
+
+
+_store: BlobStore | None = None
+
+
+def start_worker(settings: Settings) -> None:
+    """A worker process's start: its own blob store, the decoders' limits."""
+    global _store
+    _store = open_blob_store(settings)
+    # Pillow warns past MAX_IMAGE_PIXELS (and refuses at twice that): a warning is a refusal.
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard == resource.RLIM_INFINITY or hard > ADDRESS_SPACE:
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, hard))
+    import logging
+
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    import av
+
+    av.logging.set_level(None)
+
+
+class RangeReader(io.RawIOBase):
+    """A blob as a seekable file, read by ranges through a small block cache, within a
+    byte budget. An error of the store becomes SourceUnavailable (remembered in `failed`,
+    since a decoder may wrap it in an error of its own)."""
+
+    def __init__(self, store: BlobStore, key: str, size: int, budget: int = READ_BUDGET) -> None:
+        self.store, self.key, self.length = store, key, size
+        self.position = 0
+        self.budget = budget
+        self.read_bytes = 0
+        self.failed: Exception | None = None
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def _block(self, number: int) -> bytes:
+        found = self._blocks.get(number)
+        if found is not None:
+            self._blocks.move_to_end(number)
+            return found
+        start = number * BLOCK
+        length = min(BLOCK, self.length - start)
+        if self.read_bytes + length > self.budget:
+            raise Unthumbnailable(
+                "too_large", f"drawing it would read more than {self.budget // 2**20} MiB"
+            )
+        try:
+            data = self.store.read_at(self.key, start, length)
+        except FileNotFoundError:
+            raise
+        except Exception as error:
+            self.failed = error
+            raise SourceUnavailable(f"the store did not answer: {type(error).__name__}") from error
+        self.read_bytes += len(data)
+        self._blocks[number] = data
+        if len(self._blocks) > BLOCKS_KEPT:
+            self._blocks.popitem(last=False)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self.length - self.position)
+        done = 0
+        while done < wanted:
+            number, offset = divmod(self.position, BLOCK)
+            block = self._block(number)
+            if offset >= len(block):
+                break
+            chunk = block[offset : offset + wanted - done]
+            view[done : done + len(chunk)] = chunk
+            done += len(chunk)
+            self.position += len(chunk)
+        return done
+
+
+def opened(job: Job) -> BinaryIO:
+    """The content as a file: the blob itself on a local store, else by ranges."""
+    assert _store is not None, "start_worker first"
+    if isinstance(_store, LocalBlobStore):
+        return open(_store.path(job.blob_key), "rb")
+    return RangeReader(_store, job.blob_key, job.size)  # type: ignore[return-value]
+
+
+def make(job: Job) -> list[Picture]:
+    """The job's pictures, one per size; raises Unthumbnailable or SourceUnavailable."""
+    try:
+        source = opened(job)
+    except FileNotFoundError as error:
+        raise Unthumbnailable("content_missing", "the content is no longer stored") from error
+    with source:
+        try:
+            picture = DRAW[job.renderer](source, max(job.sizes))
+        except (Unthumbnailable, SourceUnavailable):
+            raise
+        except FileNotFoundError as error:
+            raise Unthumbnailable("content_missing", "the content is no longer stored") from error
+        except Exception as error:
+            if isinstance(source, RangeReader) and source.failed is not None:
+                raise SourceUnavailable(str(source.failed)) from error
+            raise Unthumbnailable("unreadable", describe(error)) from error
+    return pictures(picture, job.sizes, job.fmt)
+
+
+def describe(error: BaseException) -> str:
+    text = str(error) or "no detail"
+    return domain.short_reason(f"{type(error).__name__}: {text}")
+
+
+def pictures(image: Image.Image, sizes: tuple[int, ...], fmt: str) -> list[Picture]:
+    """Encoded pictures, largest first, each made from the one before (cheaper, and as
+    sharp as from the original at these sizes)."""
+    image = displayable(image, fmt)
+    out = []
+    for size in sorted(sizes, reverse=True):
+        width, height = domain.fit(image.width, image.height, size)
+        if (width, height) != image.size:
+            image = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        buffer = io.BytesIO()
+        if fmt == "webp":
+            image.save(buffer, "WEBP", quality=QUALITY["webp"], method=4)
+        else:
+            image.save(buffer, "JPEG", quality=QUALITY["jpeg"], optimize=True)
+        out.append(Picture(size, buffer.getvalue(), width, height))
+    return sorted(out, key=lambda p: p.size)
+
+
+def displayable(image: Image.Image, fmt: str) -> Image.Image:
+    """RGB (or RGBA, which WebP keeps) with 8 bits a channel."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+
+        image = Image.fromarray(domain.min_max(np.asarray(image)), "L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        image = image.convert("RGBA")
+        if fmt == "webp":
+            return image
+        flat = Image.new("RGB", image.size, (255, 255, 255))
+        flat.paste(image, mask=image.getchannel("A"))
+        return flat
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+# -- one function per renderer: the content, the long side wanted -> a PIL image --------
+
+
+def draw_image(source: BinaryIO, longest: int) -> Image.Image:
+    """The (first frame of the) image, turned as its EXIF orientation says."""
+    try:
+        image = Image.open(source, formats=("PNG", "JPEG", "GIF", "TIFF", "WEBP", "BMP"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise Unthumbnailable("too_large", describe(error)) from error
+    with image:
+        # JPEG decodes at 1/2, 1/4 or 1/8 scale straight from the DCT: far less work.
+        image.draft("RGB", (longest, longest))
+        image.load()
+        turned = ImageOps.exif_transpose(image)
+        return turned if turned is not image else image.copy()
+
+
+def draw_video(source: BinaryIO, longest: int) -> Image.Image:
+    """A frame a tenth of the way in (at most 5 s: past a fade-in, before a long film's
+    middle), decoded from the nearest keyframe before it."""
+    import av
+
+    try:
+        container = av.open(source, mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as error:
+        raise Unthumbnailable("unreadable", describe(error)) from error
+    with container:
+        if not container.streams.video:
+            raise Unthumbnailable("unreadable", "the file has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"  # one core per worker: the pool is the parallelism
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > MAX_FRAME_PIXELS:
+            raise Unthumbnailable("too_large", f"frames of {width}x{height} pixels")
+        seconds = float(container.duration or 0) / 1_000_000
+        target = min(seconds / 10, 5.0)
+        if target > 0 and stream.time_base:
+            container.seek(int(target / stream.time_base), stream=stream, backward=True)
+        chosen = None
+        for n, frame in enumerate(container.decode(stream)):
+            chosen = frame
+            at = frame.time if frame.time is not None else 0.0
+            if at >= target or n >= MAX_VIDEO_FRAMES:
+                break
+        if chosen is None:
+            raise Unthumbnailable("unreadable", "no frame could be decoded")
+        image: Image.Image = chosen.to_image()  # type: ignore[no-untyped-call]
+        return image
+
+
+def draw_pdf(source: BinaryIO, longest: int) -> Image.Image:
+    """The first page, rendered with its long side `longest` pixels."""
+    import pypdfium2 as pdfium
+
+    try:
+        document = pdfium.PdfDocument(source)
+    except pdfium.PdfiumError as error:
+        raise Unthumbnailable("unreadable", describe(error)) from error
+    try:
+        if len(document) == 0:
+            raise Unthumbnailable("unreadable", "the PDF has no page")
+        page = document[0]
+        width, height = page.get_size()
+        if not (width > 0 and height > 0):
+            raise Unthumbnailable("unreadable", "the first page has no size")
+        scale = longest / max(width, height)
+        image: Image.Image = page.render(scale=scale).to_pil()
+        page.close()
+        return image
+    finally:
+        document.close()
+
+
+def draw_dicom(source: BinaryIO, longest: int) -> Image.Image:
+    """The instance's middle frame (its only one, for most), windowed."""
+    import numpy as np
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import pixel_array  # type: ignore[attr-defined]
+
+    try:
+        header = pydicom.dcmread(source, stop_before_pixels=True)
+    except (InvalidDicomError, ValueError, EOFError) as error:
+        raise Unthumbnailable("unreadable", describe(error)) from error
+    rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    frames = int(header.get("NumberOfFrames", 1) or 1)
+    samples = int(header.get("SamplesPerPixel", 1) or 1)
+    bits = int(header.get("BitsAllocated", 16) or 16)
+    if rows <= 0 or columns <= 0:
+        raise Unthumbnailable("unreadable", "the instance has no pixel dimensions")
+    if rows * columns > MAX_FRAME_PIXELS or (
+        rows * columns * frames * samples * max(bits, 8) // 8 > MAX_DICOM_PIXEL_BYTES
+    ):
+        raise Unthumbnailable("too_large", f"pixel data of {frames}x{rows}x{columns}")
+    source.seek(0)
+    frame = domain.middle(frames)
+    pixels = pixel_array(source, index=frame if frames > 1 else None)
+    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2"))
+    if samples > 1 or pixels.ndim == 3:
+        # pydicom gives colour as RGB (YBR converted): show it as it is.
+        return Image.fromarray(np.ascontiguousarray(pixels).astype(np.uint8), "RGB")
+    grey = domain.display(
+        pixels,
+        slope=domain.first_value(header.get("RescaleSlope")),
+        intercept=domain.first_value(header.get("RescaleIntercept")),
+        center=domain.first_value(header.get("WindowCenter")),
+        width=domain.first_value(header.get("WindowWidth")),
+        inverted=photometric == "MONOCHROME1",
+    )
+    return Image.fromarray(grey, "L")
+
+
+DRAW = {"image": draw_image, "video": draw_video, "pdf": draw_pdf, "dicom": draw_dicom}

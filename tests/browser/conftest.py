@@ -1,0 +1,184 @@
+"""Browser tests: the web app driven in Debian's Chromium by Playwright (its sync API,
+run after every other test), each result checked through the API.
+
+They run against the platform whose blobs are on local disk (`local_stack`): its
+upload-session part URLs are the gateway's own, as the browser's same-origin policy
+wants (an S3 store's part URLs need the bucket's CORS, see README). One browser per
+session, a fresh context (cookies, storage) per test; a failing test leaves a
+screenshot in `.artifacts/browser/`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
+
+from shared.kit.stack import Stack
+from tests.conftest import ADMIN_KEY
+
+ARTIFACTS = Path(os.environ.get("FILES_TEST_ARTIFACTS", ".artifacts")) / "browser"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# A write's effects reach the view after the API's consistency wait (at most 5 s).
+expect.set_options(timeout=15_000)
+WEB_BUILD = Path(__file__).resolve().parents[2] / "web" / "dist" / "index.html"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests run last: Playwright's sync API keeps its event loop current
+    in this thread while it runs, so no asyncio test may come after it starts. The
+    first of them also waits for the platform to start (a minute on a busy machine)."""
+    browser = [i for i in items if i.nodeid.startswith("tests/browser/")]
+    for item in browser:
+        item.add_marker(pytest.mark.timeout(300))
+    items[:] = [i for i in items if not i.nodeid.startswith("tests/browser/")] + browser
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def platform(local_stack: Stack) -> Stack:
+    if not WEB_BUILD.is_file():
+        pytest.fail("the web app is not built: run `make web` (make test does)")
+    return local_stack
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail(
+            "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        )
+    browser = playwright.chromium.launch(
+        executable_path=executable, headless=True, args=CHROMIUM_ARGS
+    )
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def api(platform: Stack) -> Iterator[httpx.Client]:
+    """The admin's API client, to set up and to check what the app did."""
+    with httpx.Client(
+        base_url=platform.gateway_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def _context(browser: Browser, platform: Stack, **options: Any) -> BrowserContext:
+    context = browser.new_context(
+        base_url=platform.gateway_url, viewport={"width": 1280, "height": 800}, **options
+    )
+    context.set_default_timeout(10_000)
+    return context
+
+
+@pytest.fixture
+def context(
+    browser: Browser, platform: Stack, request: pytest.FixtureRequest
+) -> Iterator[BrowserContext]:
+    context = _context(browser, platform)
+    yield context
+    failed = any(
+        getattr(getattr(request.node, f"report_{when}", None), "failed", False)
+        for when in ("setup", "call")
+    )
+    if failed:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)[-150:]
+        for n, page in enumerate(context.pages):
+            path = ARTIFACTS / f"{name}-{n}.png"
+            page.screenshot(path=str(path), full_page=True)
+            print(f"screenshot: {path}")
+    context.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+def sign_in(page: Page, key: str = ADMIN_KEY) -> None:
+    """Through the sign-in form, as a person does."""
+    page.goto("/")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign out").wait_for()
+
+
+@pytest.fixture
+def signed_in(page: Page) -> Page:
+    sign_in(page)
+    return page
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def make_folder(
+    api: httpx.Client, name: str, parent_id: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name, **fields}
+    if parent_id:
+        body["parent_id"] = parent_id
+    answer = api.post("/v1/folders", json=body)
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def upload(api: httpx.Client, folder_id: str, *files: tuple[str, bytes]) -> list[dict[str, Any]]:
+    answer = api.post(
+        f"/v1/folders/{folder_id}/files", files=[("file", (name, body)) for name, body in files]
+    )
+    assert answer.status_code == 201, answer.text
+    return list(answer.json()["files"])
+
+
+def items(api: httpx.Client, folder_id: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 1000}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.get(f"/v1/folders/{folder_id}/items", params=params).json()
+        found += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return found

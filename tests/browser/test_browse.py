@@ -1,0 +1,86 @@
+"""Browsing: the folder tree, breadcrumbs, grid and list views, sort, kind filter,
+deep links per folder and file, keyboard navigation."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import make_folder, unique, upload
+from tests.e2e.support import PDF, png, text
+
+
+def test_browse_a_folder_by_tree_breadcrumbs_and_deep_links(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    top = make_folder(api, unique("browse"))
+    sub = make_folder(api, "scans", top["id"])
+    upload(
+        api,
+        sub["id"],
+        ("big.png", png(64, 48)),
+        ("notes.txt", text("hello\n" * 50)),
+        ("doc.pdf", PDF),
+    )
+
+    page.goto(f"/folders/{sub['id']}")  # a deep link
+    expect(page.get_by_role("heading", name="scans", level=1)).to_be_visible()
+    crumbs = page.get_by_role("navigation", name="Breadcrumb")
+    expect(crumbs.get_by_role("link", name=top["name"])).to_be_visible()
+    expect(crumbs.get_by_role("link", name="scans")).to_have_attribute("aria-current", "page")
+    tree = page.get_by_role("tree", name="Folder tree")
+    expect(tree.get_by_role("treeitem", name="scans")).to_have_attribute("aria-selected", "true")
+
+    # List view: the columns, sorting by size, the kind filter.
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    for column in ("Name", "Kind", "Size", "Created"):
+        expect(grid.get_by_role("columnheader", name=column)).to_be_visible()
+    rows = grid.get_by_role("row").filter(has_not=page.get_by_role("columnheader"))
+    expect(rows).to_have_count(3)
+    found = {
+        f["name"]: f["size"] for f in api.get(f"/v1/folders/{sub['id']}/items").json()["items"]
+    }
+    by_size = sorted(found, key=lambda name: found[name])
+    grid.get_by_role("columnheader", name="Size").get_by_role("button").click()
+    expect(grid.get_by_role("columnheader", name="Size")).to_have_attribute(
+        "aria-sort", "ascending"
+    )
+    expect(rows.first).to_have_attribute("aria-label", by_size[0])
+    expect(rows.last).to_have_attribute("aria-label", by_size[-1])
+    grid.get_by_role("columnheader", name="Size").get_by_role("button").click()
+    expect(rows.first).to_have_attribute("aria-label", by_size[-1])
+    page.get_by_label("Kind").select_option("pdf")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("aria-label", "doc.pdf")
+    page.get_by_label("Kind").select_option("")
+
+    # Breadcrumb up, then the keyboard: down to the folder, Enter opens it.
+    crumbs.get_by_role("link", name=top["name"]).click()
+    expect(page).to_have_url(f"/folders/{top['id']}")
+    expect(grid.get_by_role("row", name="scans")).to_be_visible()
+    grid.focus()
+    page.keyboard.press("ArrowDown")
+    expect(grid.get_by_role("row", name="scans")).to_have_attribute("aria-selected", "true")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"/folders/{sub['id']}")
+    page.go_back()
+    expect(page).to_have_url(f"/folders/{top['id']}")
+
+    # Grid view, then open a file by double-click: its own address and viewer.
+    page.get_by_role("button", name="Grid").click()
+    page.goto(f"/folders/{sub['id']}")
+    page.get_by_role("row", name="big.png").dblclick()
+    file_id = found_id(api, sub["id"], "big.png")
+    expect(page).to_have_url(f"/files/{file_id}")
+    expect(page.get_by_role("img", name="big.png")).to_be_visible()
+    page.reload()  # the deep link serves the app
+    expect(page.get_by_role("heading", name="big.png", level=1)).to_be_visible()
+
+
+def found_id(api: httpx.Client, folder_id: str, name: str) -> str:
+    [item] = [
+        i for i in api.get(f"/v1/folders/{folder_id}/items").json()["items"] if i["name"] == name
+    ]
+    return str(item["id"])

@@ -1,0 +1,104 @@
+"""The details panel: a folder's summary and "Manage access" (Invite and Manage tabs,
+admins locked); a file's facts and "Linked to" (View, Remove); history from the audit."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import make_folder, unique, upload
+from tests.e2e.support import png, text
+
+
+def _user(api: httpx.Client, prefix: str) -> dict:
+    answer = api.post(
+        "/v1/users",
+        json={
+            "email": f"{unique(prefix)}@example.com",
+            "name": prefix.title(),
+            "org_role": "member",
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def test_manage_access_invite_change_remove_and_admins_locked(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("shared"))
+    ann, bob = _user(api, "ann"), _user(api, "bob")
+    page.goto(f"/folders/{folder['id']}")
+    details = page.get_by_role("complementary", name="Details")
+    expect(details).to_contain_text("Your role")
+    details.get_by_role("button", name="Manage access").click()
+    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
+    expect(dialog.get_by_role("tab", name="Invite")).to_have_attribute("aria-selected", "true")
+    dialog.get_by_label("Role").select_option("editor")
+    emails = dialog.get_by_label("Emails")
+    emails.fill(ann["email"])
+    emails.press("Enter")
+    emails.fill(bob["email"])
+    dialog.get_by_role("button", name="Add", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("Added 2 people as editor")
+    roles = {
+        c["email"]: c["role"]
+        for c in api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]
+    }
+    assert roles[ann["email"]] == "editor" and roles[bob["email"]] == "editor"
+
+    dialog.get_by_role("tab", name="Manage").click()
+    dialog.get_by_label(f"Role of {ann['email']}").select_option("user")
+    expect(dialog.get_by_label(f"Role of {ann['email']}")).to_have_value("user")
+    dialog.get_by_role("button", name=f"Remove {bob['email']}").click()
+    expect(dialog.get_by_role("button", name=f"Remove {bob['email']}")).to_be_hidden()
+    admin = dialog.get_by_role("row", name="admin@files.local")
+    expect(admin).to_contain_text("Admin")
+    expect(admin.get_by_role("combobox")).to_have_count(0)
+    expect(admin.get_by_role("button", name="Remove admin@files.local")).to_have_count(0)
+    roles = {
+        c["email"]: c["role"]
+        for c in api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]
+    }
+    assert roles == {"admin@files.local": "admin", ann["email"]: "user"}
+
+
+def test_file_facts_linked_to_view_and_remove_and_history(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("facts"))
+    [image] = upload(api, folder["id"], ("shot.png", png(32, 24)))
+    upload(api, folder["id"], ("other.txt", text()))
+    first = api.post("/v1/datasets", json={"name": unique("first")}).json()
+    second = api.post("/v1/datasets", json={"name": unique("second")}).json()
+    for d in (first, second):
+        api.post(f"/v1/datasets/{d['id']}/files", json={"file_ids": [image["id"]]})
+
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("row", name="shot.png").click()
+    details = page.get_by_role("complementary", name="Details")
+    expect(details).to_contain_text("32 \u00d7 24")
+    expect(details).to_contain_text("Image")
+    details.get_by_role("tab", name="Linked to").click()
+    linked = details.get_by_role("list", name="Datasets")
+    expect(linked.get_by_role("listitem")).to_have_count(2)
+    linked.get_by_role("listitem", name=second["name"]).get_by_role("button", name="Remove").click()
+    expect(linked.get_by_role("listitem")).to_have_count(1)
+    assert [d["id"] for d in api.get(f"/v1/files/{image['id']}/datasets").json()["items"]] == [
+        first["id"]
+    ]
+    linked.get_by_role("listitem", name=first["name"]).get_by_role("button", name="View").click()
+    expect(page).to_have_url(f"/datasets/{first['id']}")
+    expect(page.get_by_role("link", name="shot.png")).to_be_visible()
+
+    # History: who did what, when.
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("row", name="shot.png").click()
+    details.get_by_role("tab", name="History").click()
+    history = details.get_by_role("list", name="History")
+    expect(history).to_contain_text("File uploaded")
+    expect(history).to_contain_text("Administrator (you)")
+    audit = api.get("/v1/audit", params={"subject_id": image["id"]}).json()["items"]
+    assert any(e["type"] == "catalog.FileUploaded" for e in audit)

@@ -1,0 +1,121 @@
+"""Signing in: an API key exchanged for an HttpOnly, SameSite=Strict session cookie;
+the key never stays in the browser; signing out ends the session on the server;
+cookie-authenticated writes need the app's CSRF header and our own origin."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from shared.kit.stack import Stack
+from tests.browser.conftest import sign_in, unique
+from tests.conftest import ADMIN_KEY
+
+
+def _cookie(page: Page) -> dict:
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "files_session"]
+    return dict(cookie)
+
+
+def test_sign_in_with_an_api_key_and_sign_out(page: Page, platform: Stack) -> None:
+    page.goto("/")
+    page.get_by_label("API key").fill("files_not_a_real_key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("unknown or revoked")
+    sign_in(page)
+    expect(page.get_by_role("searchbox", name="Search files")).to_be_visible()
+
+    cookie = _cookie(page)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert not cookie["secure"]  # plain HTTP here; Secure over TLS
+    stored = page.evaluate(
+        "JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage})"
+    )
+    assert ADMIN_KEY not in stored
+    assert ADMIN_KEY not in page.evaluate("document.cookie")
+
+    with httpx.Client(base_url=platform.gateway_url) as client:
+        me = client.get("/v1/users/me", cookies={"files_session": cookie["value"]})
+        assert me.status_code == 200 and me.json()["email"] == "admin@files.local"
+
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_label("API key")).to_be_visible()
+        # Ended on the server: the old cookie no longer signs anyone in.
+        again = client.get("/v1/users/me", cookies={"files_session": cookie["value"]})
+        assert again.status_code == 401
+    # A reload stays signed out.
+    page.reload()
+    expect(page.get_by_label("API key")).to_be_visible()
+
+
+def test_cookie_writes_need_the_csrf_header_and_our_origin(platform: Stack) -> None:
+    with httpx.Client(base_url=platform.gateway_url) as client:
+        started = client.post(
+            "/v1/sessions", json={"api_key": ADMIN_KEY}, headers={"X-Files-CSRF": "1"}
+        )
+        assert started.status_code == 201, started.text
+        assert "token" not in started.json() and started.json()["user"]["org_role"] == "admin"
+        token = started.cookies["files_session"]
+        jar = {"files_session": token}
+        body = {"name": unique("csrf")}
+        refused = client.post("/v1/folders", json=body, cookies=jar)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_check_failed"
+        foreign = client.post(
+            "/v1/folders",
+            json=body,
+            cookies=jar,
+            headers={"X-Files-CSRF": "1", "Origin": "https://evil.example"},
+        )
+        assert foreign.status_code == 403
+        cross_site = client.post(
+            "/v1/folders",
+            json=body,
+            cookies=jar,
+            headers={"X-Files-CSRF": "1", "Sec-Fetch-Site": "cross-site"},
+        )
+        assert cross_site.status_code == 403
+        own = client.post(
+            "/v1/folders",
+            json=body,
+            cookies=jar,
+            headers={"X-Files-CSRF": "1", "Origin": platform.gateway_url},
+        )
+        assert own.status_code == 201, own.text
+        # Reads need no header; a key in Authorization needs no CSRF header either.
+        assert client.get(f"/v1/folders/{own.json()['id']}", cookies=jar).status_code == 200
+        # Behind a TLS-terminating proxy the cookie is Secure.
+        secure = client.post(
+            "/v1/sessions",
+            json={"api_key": ADMIN_KEY},
+            headers={"X-Files-CSRF": "1", "X-Forwarded-Proto": "https"},
+        )
+        assert "secure" in secure.headers["set-cookie"].lower()
+        assert "samesite=strict" in secure.headers["set-cookie"].lower()
+        # No header, no session: a page elsewhere cannot sign a browser in either.
+        assert client.post("/v1/sessions", json={"api_key": ADMIN_KEY}).status_code == 403
+
+
+def test_revoking_the_key_ends_its_sessions_and_the_audit_keeps_no_secret(
+    api: httpx.Client, platform: Stack
+) -> None:
+    user = api.post(
+        "/v1/users",
+        json={"email": f"{unique('web')}@example.com", "name": "Web", "org_role": "member"},
+    ).json()
+    issued = api.post(f"/v1/users/{user['id']}/keys").json()
+    with httpx.Client(base_url=platform.gateway_url) as client:
+        started = client.post(
+            "/v1/sessions", json={"api_key": issued["api_key"]}, headers={"X-Files-CSRF": "1"}
+        )
+        assert started.status_code == 201
+        jar = {"files_session": started.cookies["files_session"]}
+        assert client.get("/v1/users/me", cookies=jar).json()["id"] == user["id"]
+        assert api.delete(f"/v1/keys/{issued['id']}").status_code == 204
+        assert client.get("/v1/users/me", cookies=jar).status_code == 401
+    audit = api.get("/v1/audit", params={"subject_id": user["id"]}).json()["items"]
+    kinds = [e["type"] for e in audit]
+    assert "acl.SessionStarted" in kinds
+    ended = [e for e in audit if e["type"] == "acl.SessionEnded"]
+    assert ended and ended[0]["data"]["reason"] == "key_revoked"
+    assert all("token_hash" not in e["data"] for e in audit)
+    assert jar["files_session"] not in str(audit)

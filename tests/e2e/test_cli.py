@@ -1,0 +1,338 @@
+"""The `files` command's user verbs against the running platform, run as a user runs
+them: the console script in a process of its own, FILES_URL and FILES_API_KEY or a saved
+login, exit codes and one line on stderr; the progress bar under a pseudo-terminal."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import select
+import stat
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from files_client import Client
+from files_client._core import Session
+from files_client.cli import VERBS
+from files_client.transfer import LocalFile, journal_key
+
+from shared import cli as files_cli
+from shared.kit.stack import Stack
+from tests.conftest import ADMIN_KEY
+from tests.dicom_fixtures import ct_series
+from tests.e2e.support import png, unique
+
+FILES = str(Path(sys.executable).parent / "files")
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def env(platform: Stack, tmp_path: Path) -> dict[str, str]:
+    """The environment of a user of this platform, with a home of their own."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FILES_")}
+    return {
+        **base,
+        "FILES_URL": platform.gateway_url,
+        "FILES_API_KEY": ADMIN_KEY,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
+
+
+def files(
+    env: dict[str, str], *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FILES, *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def ok(env: dict[str, str], *args: str, **kw: Any) -> str:
+    done = files(env, *args, **kw)
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+def fails(env: dict[str, str], *args: str, code: int = 1) -> str:
+    """The command fails with one line on stderr; that line."""
+    done = files(env, *args)
+    assert done.returncode == code, (args, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in [
+        *([verb, "--help"] for verb in VERBS),
+        *(["datasets", a, "--help"] for a in ("create", "ls", "add", "rm", "delete")),
+        *(["jobs", a, "--help"] for a in ("watch", "show")),
+        ["--help"],
+        ["audit", "--help"],
+    ]:
+        with pytest.raises(SystemExit) as leaving:
+            files_cli.main(argv)
+        assert leaving.value.code == 0, argv
+        assert "usage: files" in capsys.readouterr().out, argv
+
+
+def test_login_saves_url_and_key_privately_and_is_used(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    bare = {k: v for k, v in env.items() if k not in ("FILES_URL", "FILES_API_KEY")}
+    assert fails(bare, "whoami") == (
+        "files whoami: no platform: set FILES_URL (and FILES_API_KEY) or run `files login`"
+    )
+    out = ok(bare, "login", "--url", platform.gateway_url, "--api-key-stdin", stdin=ADMIN_KEY)
+    assert "admin@files.local" in out
+    saved = tmp_path / "config" / "files" / "config.json"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert json.loads(saved.read_text()) == {"url": platform.gateway_url, "api_key": ADMIN_KEY}
+    assert "admin@files.local" in ok(bare, "whoami")
+    # The environment wins over the saved login.
+    wrong = {**bare, "FILES_API_KEY": "files_wrong_key_0000000000000"}
+    assert "valid API key" in fails(wrong, "whoami")
+    elsewhere = {**bare, "XDG_CONFIG_HOME": str(tmp_path / "other")}
+    done = files(
+        elsewhere,
+        "login",
+        "--url",
+        platform.gateway_url,
+        "--api-key-stdin",
+        stdin="files_wrong_key_0000000000000",
+    )
+    assert done.returncode == 1 and done.stderr.startswith("files login: send a valid API key")
+    assert not (tmp_path / "other" / "files" / "config.json").exists()
+
+
+def test_upload_a_tree_list_search_download_and_upload_again(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    src = tmp_path / "shots"
+    (src / "left").mkdir(parents=True)
+    (src / "right" / "deep").mkdir(parents=True)
+    (src / "a.png").write_bytes(png(8, 6))
+    (src / "left" / "b.png").write_bytes(png(4, 4))
+    (src / "right" / "deep" / "notes.txt").write_bytes(b"hello\n")
+    (tmp_path / "loose.png").write_bytes(png(2, 2))
+    top = unique("cli")
+    # Not a terminal: quiet.
+    done = files(env, "upload", str(src), str(tmp_path / "loose.png"), "--to", f"{top}/x/y")
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == "", done
+
+    listed = json_lines(ok(env, "ls", f"{top}/x/y", "--json"))
+    assert [(i["type"], i["name"]) for i in listed] == [("folder", "shots"), ("file", "loose.png")]
+    table = ok(env, "ls", f"{top}/x/y/shots").splitlines()
+    assert table[0].split() == ["ID", "KIND", "SIZE", "CREATED", "NAME"]
+    assert [row.split()[-1] for row in table[1:]] == ["left/", "right/", "a.png"]
+    assert ok(env, "ls", f"{top}/x/y/shots/right/deep/notes.txt").splitlines()[1].split()[1] == (
+        "text"
+    )
+    assert top in ok(env, "ls")
+
+    hits = ok(env, "search", "notes.txt", "--in", top).splitlines()
+    assert hits[1].split()[-1] == f"{top}/x/y/shots/right/deep/notes.txt"
+    assert json_lines(ok(env, "search", top, "--json"))[0]["name"] == top
+
+    # Again: everything is there already, so nothing is sent twice.
+    ok(env, "upload", str(src), "--to", f"{top}/x/y")
+    assert len(json_lines(ok(env, "ls", f"{top}/x/y/shots", "--json"))) == 3
+    (src / "left" / "c.png").write_bytes(png(5, 5))
+    sent = json_lines(ok(env, "upload", str(src), "--to", f"{top}/x/y", "--json"))
+    assert [f["name"] for f in sent] == ["c.png"]
+
+    out = tmp_path / "out"
+    ok(env, "download", f"{top}/x/y/shots", "-o", str(out))
+    assert tree(out / "shots") == tree(src)
+    ok(env, "download", f"{top}/x/y/loose.png", "-o", str(out))
+    assert (out / "loose.png").read_bytes() == (tmp_path / "loose.png").read_bytes()
+
+
+def test_a_large_file_resumes_from_the_session_an_interrupted_upload_left(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    data = png(40, 30)
+    data += os.urandom(11 * MiB - len(data))
+    big = tmp_path / "big.png"
+    big.write_bytes(data)
+    top = unique("resume")
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        folder = c.make_folders(top)
+        # As if `files upload` had stopped after the first part.
+        session = folder.open_upload_session("big.png", len(data), part_size=5 * MiB)
+        first = session.parts[0]
+        assert httpx.put(first.url, content=data[: first.size], timeout=60).status_code == 200
+        key = journal_key(Session(platform.gateway_url, ADMIN_KEY), folder.id, LocalFile.at(big))
+        journal = tmp_path / "state" / "files" / "uploads.json"
+        journal.parent.mkdir(parents=True)
+        journal.write_text(json.dumps({key: session.id}))
+        [sent] = json_lines(
+            ok(env, "upload", str(big), "--to", top, "--parts-from", str(5 * MiB), "--json")
+        )
+        finished = c.get_upload_session(session.id)
+        assert finished.status == "completed" and finished.file_id == sent["id"]
+        assert sent["size"] == len(data)
+        assert json.loads(journal.read_text()) == {}
+
+
+def test_image_groups_sequences_and_dicom_from_the_command_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        (imgs / f"{i}.png").write_bytes(png(6, 4))
+    top = unique("groups")
+    ok(env, "upload", str(imgs), "--to", top, "--group", "cats")
+    ok(env, "upload", str(imgs), "--to", top, "--sequence", "walk")
+    kinds = {i["name"]: i.get("kind", "folder") for i in json_lines(ok(env, "ls", top, "--json"))}
+    assert kinds["cats"] == "image_group" and kinds["walk"] == "image_sequence"
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i, body in enumerate(ct_series(3, series=31)):
+        (scans / f"{i}.dcm").write_bytes(body)
+    series = json_lines(ok(env, "upload", str(scans), "--to", f"{top}/ct", "--dicom", "--json"))
+    assert [s["kind"] for s in series] == ["dicom_series"] and series[0]["dicom"]["instances"] == 3
+    (scans / "bad.dcm").write_bytes(b"not dicom at all")
+    line = fails(env, "upload", str(scans / "bad.dcm"), "--to", f"{top}/ct", "--dicom")
+    assert "bad.dcm" in line
+
+
+def test_move_rename_remove_with_its_impact_and_missing_paths(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "a.png").write_bytes(png(3, 3))
+    top = unique("mv")
+    ok(env, "upload", str(tmp_path / "a.png"), "--to", f"{top}/src")
+    ok(env, "upload", str(tmp_path / "a.png"), "--to", f"{top}/dst")
+    ok(env, "datasets", "create", f"{top}-ds", "--synced-to", f"{top}/src")
+    assert "moved 1 item(s) into" in ok(env, "mv", f"{top}/src/a.png", f"{top}/dst")
+    ok(env, "mv", f"{top}/dst", f"{top}/src/inner")
+    names = [i["name"] for i in json_lines(ok(env, "ls", f"{top}/src", "--json"))]
+    assert names == ["inner"]
+    impact = ok(env, "rm", "--dry-run", f"{top}/src/inner")
+    assert "would delete 1 folder(s) and 2 file(s)" in impact
+    assert f"dataset {top}-ds: would lose 2 link(s)" in impact
+    ok(env, "ls", f"{top}/src/inner")  # still there
+    assert "deleted" in ok(env, "rm", f"{top}/src/inner")
+    line = fails(env, "ls", f"{top}/src/inner")
+    assert line == f"files ls: {top}/src/inner: no such folder or file"
+    assert f"{top}/nope" in fails(env, "rm", f"{top}/nope")
+    assert f"{top}/nope" in fails(env, "download", f"{top}/nope/x.png")
+    assert "usage:" in files(env, "mv", "only-one").stderr
+    assert f"renamed to {top}-2" in ok(env, "mv", top, f"{top}-2")
+    assert [i["name"] for i in json_lines(ok(env, "ls", f"{top}-2", "--json"))] == ["src"]
+
+
+def test_datasets_sharing_jobs_and_history(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    (tmp_path / "a.png").write_bytes(png(3, 3))
+    (tmp_path / "b.png").write_bytes(png(4, 3))
+    top = unique("ds")
+    [a, b] = json_lines(
+        ok(
+            env,
+            "upload",
+            str(tmp_path / "a.png"),
+            str(tmp_path / "b.png"),
+            "--to",
+            top,
+            "--json",
+        )
+    )
+    name = unique("train")
+    made = json_lines(ok(env, "datasets", "create", name, "--json"))[0]
+    assert f"added 2 file(s) to {name}" in ok(env, "datasets", "add", name, top)
+    listed = ok(env, "datasets", "ls", name)
+    assert a["id"] in listed and b["id"] in listed
+    assert name in ok(env, "datasets", "ls")
+    ok(env, "datasets", "rm", made["id"], f"{top}/a.png")
+    assert a["id"] not in ok(env, "datasets", "ls", name)
+    assert "no such dataset" in fails(env, "datasets", "ls", unique("x"))
+    ok(env, "datasets", "delete", name)
+    assert "no such dataset" in fails(env, "datasets", "ls", name)
+
+    email = f"{unique('bob')}@example.com"
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        c.create_user(email, "Bob")
+    shared = ok(env, "share", top, email, "--role", "editor")
+    assert email in shared and "editor" in shared
+    assert email in ok(env, "share", top)
+    assert "no user" in fails(env, "share", top, "nobody@example.com", "--role", "user")
+
+    scans = []
+    for i, body in enumerate(ct_series(2, series=52)):
+        scans.append(tmp_path / f"{i}.dcm")
+        scans[-1].write_bytes(body)
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        job = c.get_folder_by_path(top).upload_dicom(scans)
+    watched = ok(env, "jobs", "watch", job.id)
+    assert f"job {job.id}: done, 2/2, 1 file(s)" in watched
+    assert json_lines(ok(env, "jobs", "show", job.id, "--json"))[0]["status"] == "done"
+    history = ok(env, "history", top).splitlines()
+    assert history[0].split() == ["TIME", "EVENT", "SUBJECT", "ACTOR"]
+    assert any("catalog.FolderCreated" in row for row in history[1:])
+    assert json_lines(ok(env, "history", "--actor", "me", "--limit", "2", "--json"))
+
+
+def test_the_progress_bar_shows_on_a_terminal(env: dict[str, str], tmp_path: Path) -> None:
+    data = png(40, 30)
+    big = tmp_path / "big.png"
+    big.write_bytes(data + os.urandom(24 * MiB))
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        [FILES, "upload", str(big), "--to", unique("tty"), "--parts-from", str(8 * MiB)],
+        env={**env, "COLUMNS": "120"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    )
+    os.close(follower)
+    shown = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+        elif proc.poll() is not None:
+            break
+    assert proc.wait(30) == 0
+    os.close(leader)
+    text = shown.decode(errors="replace")
+    assert "upload: 100%" in text, text
+    assert "B/s" in text and "ETA" in text, text
+    assert "uploaded 1 files" in text, text

@@ -1,0 +1,435 @@
+"""The Python client (files_client) against the running platform: the issue's example as
+written, then every method, sync and async, with retries, idempotency keys, consistency
+tokens and typed errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from files_client import (
+    AsyncClient,
+    Client,
+    Conflict,
+    File,
+    Folder,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Retries,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedContent,
+)
+from minio import Minio
+
+from shared.kit.embedded import free_port
+from shared.kit.stack import Stack
+from tests.cloud_fixtures import MotoS3, start_moto
+from tests.conftest import ADMIN_KEY
+from tests.dicom_fixtures import ct_series
+from tests.e2e.support import ELF, png, unique
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def client(platform: Stack) -> Iterator[Client]:
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        yield c
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def big_png(size: int) -> bytes:
+    head = png(40, 30)
+    return head + os.urandom(size - len(head))
+
+
+def test_the_issue_example_works_as_written(
+    platform: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.png", png(8, 6))
+    write(tmp_path / "b.png", png(4, 4))
+    KEY = ADMIN_KEY
+    top = unique("scans")
+    # --- the issue's lines, the URL and folder name aside ---
+    from files_client import Client
+
+    c = Client(platform.gateway_url, api_key=KEY)  # Client() reads FILES_URL and FILES_API_KEY
+    f = c.create_folder(top, description="CT")
+    sub = f.create_subfolder("day1")
+    files = sub.upload(["a.png", "b.png"])  # list of File
+    hits = c.search("a.png")  # Files and Folders, each with .path
+    ds = c.create_dataset("train", synced_folder=f)
+    # ---
+    assert f.description == "CT" and sub.parent_id == f.id
+    assert [type(x) for x in files] == [File, File]
+    assert [(x.name, x.kind, x.media.width) for x in files] == [
+        ("a.png", "image", 8),
+        ("b.png", "image", 4),
+    ]
+    mine = [h for h in hits if h.full_path == f"{top}/day1/a.png"]
+    assert len(mine) == 1 and [p.name for p in mine[0].path or []] == [top, "day1"]
+    assert ds.synced_folder_id == f.id
+    assert ds.refresh().file_count == 2
+    assert {x.id for x in ds.files()} == {x.id for x in files}
+    c.close()
+
+    monkeypatch.setenv("FILES_URL", platform.gateway_url)
+    monkeypatch.setenv("FILES_API_KEY", KEY)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "nothing-saved"))
+    with Client() as from_env:
+        assert from_env.get_folder(f.id).full_path == top
+
+
+def test_folders_by_id_and_path_items_filters_changes_moves_and_deletes(
+    client: Client, tmp_path: Path
+) -> None:
+    top = client.create_folder(unique("tree"), metadata={"site": "A"})
+    a = top.create_subfolder("a", description="first")
+    b = top.create_subfolder("b")
+    pics = [write(tmp_path / f"p{i}.png", png(3 + i, 2)) for i in range(5)]
+    note = write(tmp_path / "n.txt", b"notes\n")
+    sent = a.upload([*pics, note])
+
+    assert client.get_folder(a.id).file_count == 6
+    assert client.get_folder_by_path(f"{top.name}/a").id == a.id
+    assert client.get_file_by_path(f"{top.name}/a/n.txt").id == sent[-1].id
+    assert client.resolve(a.id).id == a.id and client.resolve(sent[0].id).id == sent[0].id
+    with pytest.raises(NotFound) as missing:
+        client.resolve(f"{top.name}/a/nope")
+    assert f"{top.name}/a/nope" in missing.value.message
+    assert {f.name for f in client.list_folders(top)} == {"a", "b"}
+    assert any(f.id == top.id for f in client.list_folders())
+    assert [f.name for f in top.subfolders()] == ["a", "b"]
+
+    # Pages of 2 items: the cursor carries on through folders, then files.
+    assert [i.name for i in top.items(page_size=1)] == ["a", "b"]
+    names = [i.name for i in a.items(page_size=2)]
+    assert names == ["n.txt", "p0.png", "p1.png", "p2.png", "p3.png", "p4.png"]
+    assert [f.name for f in a.items(kind="text")] == ["n.txt"]
+    assert len(list(a.files(kind="image"))) == 5
+
+    summary = top.summary()
+    assert (summary.files, summary.folders) == (6, 2)
+    assert summary.by_kind["image"].files == 5
+
+    renamed = a.rename("alpha").describe("renamed").set_metadata({"k": 1})
+    assert (renamed.name, renamed.description, renamed.metadata) == ("alpha", "renamed", {"k": 1})
+    assert top.refresh().metadata == {"site": "A"}
+
+    impact = client.move([renamed], b, dry_run=True)
+    assert impact.dry_run and impact.folders == 1 and impact.files == 6
+    moved = renamed.move_to(b)
+    assert moved.parent_id == b.id and moved.full_path == f"{top.name}/b/alpha"
+    gone = client.delete([moved], dry_run=True)
+    assert (gone.folders, gone.files) == (1, 6)
+    b.delete()
+    with pytest.raises(NotFound):
+        client.get_folder(b.id)
+    with pytest.raises(NotFound):
+        client.get_file(sent[0].id)
+
+
+def test_files_content_download_changes_moves_datasets_and_deletes(
+    client: Client, tmp_path: Path
+) -> None:
+    top = client.create_folder(unique("files"))
+    other = top.create_subfolder("other")
+    data = png(20, 10) + b"tail" * 1000
+    [f] = top.upload([write(tmp_path / "x.png", data)])
+    got = client.get_file(f.id)
+    assert (got.size, got.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert b"".join(got.content()) == data
+    assert b"".join(got.content(offset=10)) == data[10:]
+    (tmp_path / "out").mkdir()
+    written = got.download(tmp_path / "out")
+    assert written == tmp_path / "out" / "x.png" and written.read_bytes() == data
+    named = got.download(tmp_path / "copy.png")
+    assert named.read_bytes() == data
+
+    # A download that stopped half-way goes on from there.
+    partial = tmp_path / "resumed.png"
+    (tmp_path / "resumed.png.part").write_bytes(data[:1000])
+    seen: list[int] = []
+    assert got.download(partial, progress=seen.append).read_bytes() == data
+    assert sum(seen) == len(data) and seen[0] == 1000
+
+    ds = client.create_dataset(unique("ds"))
+    assert ds.add([got]) == 1
+    assert [d.id for d in got.linked_datasets()] == [ds.id]
+    assert [d.id for d in got.refresh().datasets] == [ds.id]
+    ds.remove(got)
+    assert got.linked_datasets() == [] and list(ds.files()) == []
+    assert ds.add([got]) == 1
+    changed = got.rename("y.png").set_metadata({"label": "cat"})
+    assert (changed.name, changed.metadata) == ("y.png", {"label": "cat"})
+    moved = changed.move_to(other)
+    assert moved.folder_id == other.id and moved.folder().id == other.id
+    moved.delete()
+    with pytest.raises(NotFound):
+        client.get_file(f.id)
+    assert ds.refresh().file_count == 0
+
+
+def test_a_large_file_goes_in_parts_and_an_interrupted_session_resumes(
+    client: Client, tmp_path: Path
+) -> None:
+    top = client.create_folder(unique("large"))
+    data = big_png(11 * MiB + 7)
+    path = write(tmp_path / "big.png", data)
+    seen: list[int] = []
+    whole = top.upload_file(path, part_size=5 * MiB, progress=seen.append)
+    assert (whole.size, whole.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert sum(seen) == len(data)
+
+    # Interrupted after its first part: resumed, only the missing parts are sent.
+    session = top.open_upload_session("again.png", len(data), part_size=5 * MiB)
+    first = session.parts[0]
+    assert httpx.put(first.url, content=data[: first.size], timeout=60).status_code == 200
+    assert client.get_upload_session(session.id).bytes_stored == first.size
+    sent: list[int] = []
+    resumed = top.upload_file(path, name="again.png", session_id=session.id, progress=sent.append)
+    assert resumed.sha256 == hashlib.sha256(data).hexdigest() and resumed.name == "again.png"
+    assert sent[0] == first.size and sum(sent) == len(data)
+    assert client.get_job(session.job_id).status == "done"
+
+    # Driven by hand, and aborted.
+    dropped = top.open_upload_session("dropped.png", len(data), part_size=5 * MiB)
+    client.abort_upload_session(dropped.id)
+    assert client.get_upload_session(dropped.id).status == "aborted"
+    with pytest.raises(Conflict) as ended:
+        client.complete_upload_session(dropped.id)
+    assert ended.value.code == "session_ended"
+
+
+def test_image_groups_sequences_and_dicom_series_with_their_job(
+    client: Client, tmp_path: Path
+) -> None:
+    top = client.create_folder(unique("media"))
+    images = [write(tmp_path / f"{i}.png", png(6, 4)) for i in range(3)]
+    group = top.upload_image_group(images, "cats")
+    assert group.file.kind == "image_group" and group.folder.name == "cats (images)"
+    assert group.file.group is not None and len(group.file.group.file_ids) == 3
+    seq = top.upload_image_group(images, "walk", sequence=True)
+    assert seq.file.kind == "image_sequence"
+    with pytest.raises(UnsupportedContent) as refused:
+        top.upload_image_group([write(tmp_path / "x.txt", b"not an image\n")], "bad")
+    assert refused.value.code == "not_an_image"
+
+    slices = [write(tmp_path / f"s{i}.dcm", b) for i, b in enumerate(ct_series(4, series=77))]
+    job = top.upload_dicom(slices)
+    moves: list[tuple[str, int, int]] = []
+    done = job.wait(progress=lambda j: moves.append((j.status, j.progress.done, j.progress.total)))
+    assert done.status == "done" and moves[-1] == ("done", 4, 4)
+    [series] = done.files
+    assert series.kind == "dicom_series" and series.dicom and series.dicom.instances == 4
+    assert series.refresh().id == series.id  # a job's files are bound to the client too
+    assert client.wait_for_job(job.id).status == "done"
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    server = start_moto(tmp_path_factory.mktemp("client-bucket") / "moto.log")
+    try:
+        server.auth(False)
+        s3 = Minio(
+            server.endpoint.removeprefix("http://"),
+            server.access_key,
+            server.secret_key,
+            secure=False,
+            region="us-east-1",
+        )
+        s3.make_bucket("client-e2e")
+        import io
+
+        for i in range(3):
+            body = png(5, 5 + i)
+            s3.put_object("client-e2e", f"cats/{i}.png", io.BytesIO(body), len(body))
+        yield server
+    finally:
+        server.stop()
+
+
+def test_cloud_integrations_and_imports(client: Client, moto: MotoS3) -> None:
+    lab = client.create_integration(
+        unique("lab"),
+        bucket="client-e2e",
+        access_key=moto.access_key,
+        secret_key=moto.secret_key,
+        endpoint=moto.endpoint,
+        region="us-east-1",
+    )
+    assert lab.bucket == "client-e2e" and "secret_key" not in lab.model_dump()
+    assert client.get_integration(lab.id).name == lab.name
+    assert lab.id in {i.id for i in client.list_integrations()}
+    top = client.create_folder(unique("imported"))
+    job = top.import_objects(lab, prefix="cats/").wait(timeout=60)
+    assert job.status == "done" and sorted(f.name for f in job.files) == ["0.png", "1.png", "2.png"]
+    assert all(f.source and f.source.type == "cloud" for f in job.files)
+    keyed = top.import_objects(lab, keys=["cats/1.png"]).wait(timeout=60)
+    assert [f.source.key for f in keyed.files if f.source] == ["cats/1.png"]
+    lab.delete()
+    with pytest.raises(NotFound):
+        client.get_integration(lab.id)
+
+
+def test_datasets_collaborators_users_keys_and_audit(client: Client, platform: Stack) -> None:
+    email = f"{unique('ann')}@example.com"
+    ann = client.create_user(email, "Ann")
+    assert ann.api_key and ann.org_role == "member"
+    assert email in {u.email for u in client.list_users()}
+    assert client.me().org_role == "admin"
+
+    top = client.create_folder(unique("shared"))
+    listed = top.add_collaborators([email], "user")
+    assert {(c.email, c.role) for c in listed} >= {(email, "user")}
+    with Client(platform.gateway_url, api_key=ann.api_key) as as_ann:
+        seen = as_ann.get_folder(top.id)
+        assert seen.my_role == "user"
+        with pytest.raises(Forbidden) as refused:
+            seen.rename("mine")
+        assert refused.value.details.get("role_needed") == "editor"
+    changed = top.change_role(ann.id, "editor")
+    assert changed.role == "editor"
+    assert {c.email: c.role for c in top.collaborators()}[email] == "editor"
+    top.remove_collaborator(ann.id)
+    assert email not in {c.email for c in top.collaborators()}
+
+    ds = client.create_dataset(unique("train"), description="first")
+    assert ds.update(name="train2", description="second").description == "second"
+    assert ds.id in {d.id for d in client.list_datasets()}
+    shared = ds.share([email], "user")
+    assert ann.id in {c.user_id for c in shared}
+    assert ann.id in {c.user_id for c in ds.collaborators()}
+    ds.unshare(ann.id)
+    assert ann.id not in {c.user_id for c in ds.collaborators()}
+
+    key = client.issue_key(ann)
+    assert key.user_id == ann.id and key.api_key
+    assert key.id in {k.id for k in client.list_keys(ann)}
+    client.revoke_key(key.id)
+    assert [k.revoked for k in client.list_keys(ann) if k.id == key.id] == [True]
+    with (
+        Client(platform.gateway_url, api_key=key.api_key) as revoked,
+        pytest.raises(Unauthenticated),
+    ):
+        revoked.me()
+
+    events = list(client.audit(subject=ds))
+    assert events[0].type == "datasets.DatasetCreated" and events[0].subject_id == ds.id
+    assert "datasets.DatasetRenamed" in {e.type for e in events} or len(events) > 1
+    assert all(e.subject_id == ds.id for e in client.audit(subject=ds.id, type=events[0].type))
+    ds.delete()
+    with pytest.raises(NotFound):
+        client.get_dataset(ds.id)
+
+
+def test_errors_are_typed_with_the_api_code_message_and_details(
+    client: Client, tmp_path: Path
+) -> None:
+    with pytest.raises(NotFound) as missing:
+        client.get_folder(str(uuid.uuid4()))
+    assert missing.value.code == "not_found" and missing.value.status == 404
+    top = client.create_folder(unique("errors"))
+    top.create_subfolder("x")
+    with pytest.raises(Conflict) as taken:
+        top.create_subfolder("X")
+    assert taken.value.code == "name_taken" and taken.value.message
+    with pytest.raises(Invalid) as bad:
+        top.create_subfolder("a/b")
+    assert bad.value.code == "invalid_name"
+    with pytest.raises(UnsupportedContent) as refused:
+        top.upload([write(tmp_path / "elf.bin", ELF)])
+    assert refused.value.code == "unsupported_content"
+    with pytest.raises(Unauthenticated):
+        Client(client.url, api_key="files_wrong_key_000000000000000").me()
+    nowhere = Client(f"http://127.0.0.1:{free_port()}", api_key="k", retries=Retries(3, 0.01, 0.02))
+    with pytest.raises(Unavailable) as down:
+        nowhere.me()
+    assert down.value.code == "unreachable" and down.value.details["attempts"] == 3
+
+
+class Flaky(httpx.HTTPTransport):
+    """The real transport, with the first attempt of each write failing before it is
+    sent, and every request's headers kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[httpx.Request] = []
+        self.failed: set[str] = set()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        key = request.headers.get("idempotency-key")
+        if key and key not in self.failed:
+            self.failed.add(key)
+            raise httpx.ConnectError("refused, once", request=request)
+        return super().handle_request(request)
+
+
+def test_writes_are_retried_under_one_idempotency_key_and_reads_carry_the_token(
+    platform: Stack,
+) -> None:
+    flaky = Flaky()
+    with Client(
+        platform.gateway_url,
+        api_key=ADMIN_KEY,
+        retries=Retries(4, 0.01, 0.05),
+        http=httpx.Client(transport=flaky, timeout=60),
+    ) as c:
+        top = c.create_folder(unique("retried"))
+        posts = [r for r in flaky.seen if r.method == "POST"]
+        assert len(posts) == 2
+        assert posts[0].headers["idempotency-key"] == posts[1].headers["idempotency-key"]
+        read = c.get_folder(top.id)
+        assert read.id == top.id
+        token = flaky.seen[-1].headers["files-consistency"]
+        assert "catalog:" in token
+        top.rename("renamed-" + top.name)
+        after = c.get_folder(top.id)
+        assert after.name.startswith("renamed-")
+        newer = flaky.seen[-1].headers["files-consistency"]
+        catalog = {s: int(p) for s, p in (x.split(":") for x in newer.split(","))}["catalog"]
+        assert catalog > {s: int(p) for s, p in (x.split(":") for x in token.split(","))}["catalog"]
+    # Without read-your-writes, reads send no token.
+    plain = httpx.Client(transport=Flaky(), timeout=60)
+    with Client(platform.gateway_url, api_key=ADMIN_KEY, read_your_writes=False, http=plain) as c:
+        c.get_folder(top.id)
+        assert "files-consistency" not in plain._transport.seen[-1].headers  # type: ignore[attr-defined]
+
+
+async def test_the_async_client_does_the_same(platform: Stack, tmp_path: Path) -> None:
+    pics = [write(tmp_path / f"{i}.png", png(2 + i, 2)) for i in range(3)]
+    async with AsyncClient(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        top = await c.create_folder(unique("async"))
+        sub = await top.create_subfolder("day1")
+        sent = await sub.upload(pics)
+        assert [f.name for f in sent] == ["0.png", "1.png", "2.png"]
+        assert isinstance(await c.resolve(f"{top.name}/day1"), Folder)
+        assert [i.name async for i in sub.items(page_size=2)] == ["0.png", "1.png", "2.png"]
+        hits = [h async for h in c.search(top.name)]
+        assert [h.id for h in hits] == [top.id]
+        chunks = [c async for c in sent[0].content()]
+        assert b"".join(chunks) == pics[0].read_bytes()
+        path = await sent[1].download(tmp_path / "one.png")
+        assert path.read_bytes() == pics[1].read_bytes()
+        big = write(tmp_path / "big.png", big_png(6 * MiB))
+        parted = await sub.upload_file(big, part_size=5 * MiB)
+        assert parted.sha256 == hashlib.sha256(big.read_bytes()).hexdigest()
+        ds = await c.create_dataset(unique("ads"), synced_folder=top)
+        assert (await ds.refresh()).file_count == 4
+        with pytest.raises(NotFound):
+            await c.get_file(str(uuid.uuid4()))
+        await top.delete()

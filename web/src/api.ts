@@ -1,0 +1,185 @@
+// The app's one door to the platform: the public /v1 API, signed in by the session
+// cookie. Writes carry the CSRF header the gateway asks of cookie-authenticated writes.
+
+export const CSRF_HEADER = "X-Files-CSRF";
+const CONSISTENCY = "Files-Consistency";
+
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public code: string,
+    message: string,
+    public details: Record<string, any> = {},
+  ) {
+    super(message);
+  }
+}
+
+let unauthenticated: () => void = () => {};
+export function onUnauthenticated(handler: () => void) {
+  unauthenticated = handler;
+}
+
+// The last write's consistency token: reads for a few seconds after it send it back,
+// so what the person just did (and its reactions in other contexts) shows at once.
+let token: { value: string; until: number } | null = null;
+export function consistencyHeaders(): Record<string, string> {
+  return token && token.until > Date.now() ? { [CONSISTENCY]: token.value } : {};
+}
+export function remember(response: { headers: { get(name: string): string | null } }) {
+  const value = response.headers.get(CONSISTENCY);
+  if (value) token = { value, until: Date.now() + 10_000 };
+}
+
+export async function errorOf(response: Response): Promise<ApiError> {
+  try {
+    const body = await response.json();
+    const e = body.error ?? {};
+    return new ApiError(response.status, e.code ?? "error", e.message ?? response.statusText, e.details ?? {});
+  } catch {
+    return new ApiError(response.status, "error", `${response.status} ${response.statusText}`);
+  }
+}
+
+export async function call<T = any>(
+  method: string,
+  path: string,
+  body?: unknown,
+  init: { signal?: AbortSignal; quiet401?: boolean } = {},
+): Promise<T> {
+  const headers: Record<string, string> = {};
+  if (method === "GET") Object.assign(headers, consistencyHeaders());
+  else headers[CSRF_HEADER] = "1";
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+    signal: init.signal,
+  });
+  if (method !== "GET") remember(response);
+  if (!response.ok) {
+    const error = await errorOf(response);
+    if (response.status === 401 && !init.quiet401) unauthenticated();
+    throw error;
+  }
+  if (response.status === 204) return undefined as T;
+  return (await response.json()) as T;
+}
+
+export const get = <T = any>(path: string, signal?: AbortSignal) => call<T>("GET", path, undefined, { signal });
+export const post = <T = any>(path: string, body?: unknown) => call<T>("POST", path, body ?? {});
+export const patch = <T = any>(path: string, body: unknown) => call<T>("PATCH", path, body);
+export const del = <T = any>(path: string) => call<T>("DELETE", path);
+
+export function query(params: Record<string, string | number | undefined | null>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}
+
+// Every page of a list, `onPage` called as each arrives.
+export async function all<T = any>(
+  path: string,
+  params: Record<string, string | number | undefined> = {},
+  onPage?: (items: T[]) => void,
+  signal?: AbortSignal,
+): Promise<T[]> {
+  const items: T[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await get<{ items: T[]; next_cursor: string | null }>(
+      path + query({ ...params, limit: 1000, cursor }),
+      signal,
+    );
+    items.push(...page.items);
+    onPage?.(page.items);
+    cursor = page.next_cursor ?? undefined;
+  } while (cursor);
+  return items;
+}
+
+// A multipart upload with progress (fetch has no upload progress; XHR does).
+export function send(
+  path: string,
+  form: FormData | Blob,
+  onProgress: (loaded: number, total: number) => void,
+  method = "POST",
+  signal?: AbortSignal,
+  csrf = true,
+): Promise<any> {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(method, path);
+    if (csrf) xhr.setRequestHeader(CSRF_HEADER, "1");
+    xhr.withCredentials = true;
+    xhr.upload.onprogress = (e) => onProgress(e.loaded, e.total);
+    xhr.onload = () => {
+      const value = xhr.getResponseHeader(CONSISTENCY);
+      if (value) token = { value, until: Date.now() + 10_000 };
+      let body: any = null;
+      try {
+        body = xhr.responseText ? JSON.parse(xhr.responseText) : null;
+      } catch {
+        body = null;
+      }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+      else {
+        if (xhr.status === 401) unauthenticated();
+        const e = body?.error ?? {};
+        reject(new ApiError(xhr.status, e.code ?? "error", e.message ?? `${xhr.status} ${xhr.statusText}`, e.details ?? {}));
+      }
+    };
+    xhr.onerror = () => reject(new ApiError(0, "network_error", "the connection was lost"));
+    xhr.onabort = () => reject(new ApiError(0, "aborted", "cancelled"));
+    signal?.addEventListener("abort", () => xhr.abort());
+    xhr.send(form);
+  });
+}
+
+export type Folder = {
+  type: "folder";
+  id: string;
+  name: string;
+  description: string | null;
+  parent_id: string | null;
+  path: { id: string; name: string }[];
+  file_count: number;
+  folder_count: number;
+  created_at: string;
+  created_by: string;
+  my_role: string | null;
+};
+
+export type FileItem = {
+  type: "file";
+  id: string;
+  name: string;
+  kind: string;
+  folder_id: string;
+  size: number;
+  sha256: string;
+  mime_type: string;
+  media: { width?: number; height?: number; frames?: number; duration_s?: number };
+  dicom?: {
+    study_uid: string;
+    series_uid: string;
+    patient_id: string;
+    modality?: string;
+    instances: number;
+    renderable_3d: boolean;
+    missing_3d_tags: string[];
+  };
+  group?: { constituent_folder_id: string; file_ids: string[] };
+  source: { type: string; integration_id?: string; key?: string };
+  created_at: string;
+  created_by: string;
+  datasets: { id: string; name: string }[];
+  path?: { id: string; name: string }[];
+};
+
+export type Item = Folder | FileItem;
+
+export type User = { id: string; email: string; name: string; org_role: string };

@@ -1,0 +1,171 @@
+import { useEffect, useState } from "preact/hooks";
+import { ApiError, call, del, get, onUnauthenticated, type User } from "./api";
+import { FolderTree } from "./tree";
+import { FolderPage } from "./browse";
+import { FilePage } from "./viewer";
+import { DatasetPage } from "./datasets";
+import { SearchBox, SearchPage } from "./search";
+import { DialogHost } from "./dialogs";
+import { navigate, useRoute } from "./router";
+import { session } from "./store";
+import { ErrorText, Notices } from "./ui";
+
+export function App() {
+  const [me, setMe] = useState<User | null | undefined>(undefined);
+  useEffect(() => {
+    onUnauthenticated(() => {
+      session.me = null;
+      setMe(null);
+    });
+    call<User>("GET", "/v1/users/me", undefined, { quiet401: true })
+      .then((u) => {
+        session.me = u;
+        setMe(u);
+      })
+      .catch(() => setMe(null));
+  }, []);
+  if (me === undefined) return <p class="loading">Loading…</p>;
+  if (me === null)
+    return (
+      <SignIn
+        onSignedIn={(u) => {
+          session.me = u;
+          setMe(u);
+        }}
+      />
+    );
+  return (
+    <Shell
+      me={me}
+      onSignedOut={() => {
+        session.me = null;
+        setMe(null);
+      }}
+    />
+  );
+}
+
+function SignIn({ onSignedIn }: { onSignedIn: (u: User) => void }) {
+  const [key, setKey] = useState("");
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const started = await call<{ user: User }>("POST", "/v1/sessions", { api_key: key.trim() }, { quiet401: true });
+      setKey("");
+      onSignedIn(started.user);
+    } catch (err) {
+      setError(err instanceof ApiError && err.status === 401 ? new Error("That API key is unknown or revoked.") : err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <main class="signin">
+      <form onSubmit={submit} aria-labelledby="signin-title">
+        <h1 id="signin-title">Files</h1>
+        <p>Sign in with your API key. It is exchanged for a session and not kept by the browser.</p>
+        <label for="api-key">API key</label>
+        <input
+          id="api-key"
+          type="password"
+          autoComplete="off"
+          spellcheck={false}
+          value={key}
+          onInput={(e) => setKey((e.target as HTMLInputElement).value)}
+          required
+        />
+        <button type="submit" class="primary" disabled={busy || !key.trim()}>
+          Sign in
+        </button>
+        <ErrorText error={error} />
+      </form>
+    </main>
+  );
+}
+
+function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
+  const route = useRoute();
+  const [treeOpen, setTreeOpen] = useState(false);
+  useEffect(() => setTreeOpen(false), [route]);
+  const signOut = async () => {
+    try {
+      await del("/v1/sessions");
+    } finally {
+      onSignedOut();
+      navigate("/", true);
+    }
+  };
+  let page;
+  if (route.page === "folder") page = <FolderPage key={route.id} folderId={route.id} />;
+  else if (route.page === "file") page = <FilePage key={route.id} id={route.id} />;
+  else if (route.page === "dataset") page = <DatasetPage key={route.id} id={route.id} />;
+  else if (route.page === "search") page = <SearchPage q={route.q} />;
+  else page = <FolderPage key="home" folderId={null} />;
+  const folderId = route.page === "folder" ? route.id : null;
+  return (
+    <div class="shell">
+      <header class="topbar">
+        <button
+          type="button"
+          class="tree-toggle"
+          aria-expanded={treeOpen}
+          aria-controls="folder-tree"
+          onClick={() => setTreeOpen(!treeOpen)}
+        >
+          Folders
+        </button>
+        <a
+          href="/"
+          class="brand"
+          onClick={(e) => {
+            e.preventDefault();
+            navigate("/");
+          }}
+        >
+          Files
+        </a>
+        <SearchBox />
+        <span class="me" title={me.email}>
+          {me.name}
+        </span>
+        <button type="button" onClick={signOut}>
+          Sign out
+        </button>
+      </header>
+      <div class="body">
+        <nav id="folder-tree" aria-label="Folders" class={`sidebar ${treeOpen ? "open" : ""}`}>
+          <FolderTree current={folderId} />
+        </nav>
+        <main class="main">{page}</main>
+      </div>
+      <DialogHost />
+      <Notices />
+    </div>
+  );
+}
+
+export async function whoIs(id: string): Promise<string> {
+  if (session.me && id === session.me.id) return `${session.me.name} (you)`;
+  return id === "system" ? "the platform" : names.get(id) ?? (await lookupNames(), names.get(id) ?? id.slice(0, 8));
+}
+
+const names = new Map<string, string>();
+let looked = false;
+async function lookupNames() {
+  if (looked || session.me?.org_role !== "admin") return;
+  looked = true;
+  try {
+    let cursor: string | null = null;
+    do {
+      const page: any = await get(`/v1/users?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+      for (const u of page.items) names.set(u.id, `${u.name} <${u.email}>`);
+      cursor = page.next_cursor;
+    } while (cursor);
+  } catch {
+    /* names stay ids */
+  }
+}

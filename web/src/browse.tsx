@@ -1,0 +1,514 @@
+// A folder's page: toolbar, breadcrumbs, its items (a virtualised grid of thumbnails or
+// a list with columns), selection by click, shift-click and ctrl/cmd-click, the
+// keyboard, the right-click menu, and the details panel.
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
+import { all, get, type FileItem, type Folder, type Item } from "./api";
+import { bytes, date, kindLabel, KINDS } from "./format";
+import { KindIcon } from "./icons";
+import { fileUrl, folderUrl, navigate } from "./router";
+import { open, useVersion } from "./store";
+import { Menu, type MenuItem } from "./ui";
+import { selectionMenu } from "./actions";
+import { Details } from "./details";
+
+type Sort = { key: "name" | "kind" | "size" | "created_at"; dir: 1 | -1 };
+const ROW = 40;
+const TILE_W = 168;
+const TILE_H = 176;
+
+function kindOf(i: Item) {
+  return i.type === "folder" ? "folder" : i.kind;
+}
+
+function compare(a: Item, b: Item, sort: Sort): number {
+  if (a.type !== b.type) return a.type === "folder" ? -1 : 1; // folders first, always
+  let d = 0;
+  if (sort.key === "name") d = a.name.localeCompare(b.name, undefined, { numeric: true, sensitivity: "base" });
+  else if (sort.key === "kind") d = kindOf(a).localeCompare(kindOf(b));
+  else if (sort.key === "size") d = (a.type === "file" ? a.size : 0) - (b.type === "file" ? b.size : 0);
+  else d = a.created_at.localeCompare(b.created_at);
+  if (d === 0) d = a.id.localeCompare(b.id);
+  return d * sort.dir;
+}
+
+const prefs = {
+  get view(): "grid" | "list" {
+    return (localStorage.getItem("files.view") as "grid" | "list") ?? "grid";
+  },
+  set view(v) {
+    localStorage.setItem("files.view", v);
+  },
+};
+
+export function FolderPage({ folderId }: { folderId: string | null }) {
+  const version = useVersion();
+  const [folder, setFolder] = useState<Folder | null>(null);
+  const [items, setItems] = useState<Item[] | null>(null);
+  const [loading, setLoading] = useState(true);
+  const [error, setError] = useState<string | null>(null);
+  const [view, setView] = useState(prefs.view);
+  const [sort, setSort] = useState<Sort>({ key: "name", dir: 1 });
+  const [kind, setKind] = useState("");
+  const [selected, setSelected] = useState<Set<string>>(new Set());
+  const [anchor, setAnchor] = useState<number>(-1);
+  const [active, setActive] = useState<number>(-1);
+  const [menu, setMenu] = useState<{ x: number; y: number; items: MenuItem[]; label: string } | null>(null);
+
+  useEffect(() => {
+    const abort = new AbortController();
+    setError(null);
+    setLoading(true);
+    if (folderId) get<Folder>(`/v1/folders/${folderId}`, abort.signal).then(setFolder).catch((e) => !abort.signal.aborted && setError(e.message));
+    else setFolder(null);
+    const loaded: Item[] = [];
+    const path = folderId ? `/v1/folders/${folderId}/items` : "/v1/folders";
+    all<Item>(
+      path,
+      {},
+      (page) => {
+        if (abort.signal.aborted) return;
+        loaded.push(...page);
+        setItems([...loaded]);
+      },
+      abort.signal,
+    )
+      .then(() => !abort.signal.aborted && (setItems([...loaded]), setLoading(false)))
+      .catch((e) => !abort.signal.aborted && (setError(e.message), setLoading(false)));
+    return () => abort.abort();
+  }, [folderId, version]);
+
+  // What was selected and is gone (deleted, moved) is no longer selected.
+  useEffect(() => {
+    if (!items) return;
+    const ids = new Set(items.map((i) => i.id));
+    setSelected((old) => new Set([...old].filter((id) => ids.has(id))));
+  }, [items]);
+
+  const shown = useMemo(() => {
+    const list = (items ?? []).filter((i) => !kind || kindOf(i) === kind);
+    return list.sort((a, b) => compare(a, b, sort));
+  }, [items, kind, sort]);
+
+  const chosen = shown.filter((i) => selected.has(i.id));
+
+  const selectOnly = (i: number) => {
+    setSelected(new Set(shown[i] ? [shown[i].id] : []));
+    setAnchor(i);
+    setActive(i);
+  };
+  const selectRange = (from: number, to: number, add: boolean) => {
+    const [lo, hi] = from < to ? [from, to] : [to, from];
+    const next = add ? new Set(selected) : new Set<string>();
+    for (let k = Math.max(lo, 0); k <= hi; k++) next.add(shown[k].id);
+    setSelected(next);
+    setActive(to);
+  };
+  const click = (i: number, e: MouseEvent) => {
+    if (e.shiftKey && anchor >= 0) selectRange(anchor, i, e.ctrlKey || e.metaKey);
+    else if (e.ctrlKey || e.metaKey) {
+      const next = new Set(selected);
+      const id = shown[i].id;
+      if (next.has(id)) next.delete(id);
+      else next.add(id);
+      setSelected(next);
+      setAnchor(i);
+      setActive(i);
+    } else selectOnly(i);
+  };
+  const openItem = (item: Item) => navigate(item.type === "folder" ? folderUrl(item.id) : fileUrl(item.id));
+  const contextMenu = (i: number, x: number, y: number) => {
+    let targets = chosen;
+    if (!selected.has(shown[i].id)) {
+      selectOnly(i);
+      targets = [shown[i]];
+    }
+    const label = targets.length === 1 ? `Actions for ${targets[0].name}` : `Actions for ${targets.length} items`;
+    const extra: MenuItem[] =
+      targets.length === 1 && targets[0].type === "folder"
+        ? [
+            { label: "Open", action: () => openItem(targets[0]) },
+            { label: "Upload files", action: () => open({ kind: "upload", folderId: targets[0].id }) },
+          ]
+        : [];
+    setMenu({ x, y, label, items: [...extra, ...selectionMenu(targets, folderId)] });
+  };
+
+  const toolbar = (
+    <div class="toolbar" role="toolbar" aria-label="Folder actions">
+      <button type="button" class="primary" onClick={() => open({ kind: "new-folder", parentId: folderId })}>
+        + New folder
+      </button>
+      <button type="button" class="primary" onClick={() => open({ kind: "upload", folderId })}>
+        + Upload files
+      </button>
+      <span class="spacer" />
+      <label class="inline" for="kind-filter">
+        Kind
+      </label>
+      <select id="kind-filter" value={kind} onChange={(e) => setKind((e.target as HTMLSelectElement).value)}>
+          <option value="">All kinds</option>
+          {Object.entries(KINDS).map(([k, label]) => (
+            <option value={k} key={k}>
+              {label}
+            </option>
+          ))}
+      </select>
+      <label class="inline" for="sort-by">
+        Sort by
+      </label>
+      <select id="sort-by" value={sort.key} onChange={(e) => setSort({ ...sort, key: (e.target as HTMLSelectElement).value as Sort["key"] })}>
+          <option value="name">Name</option>
+          <option value="kind">Kind</option>
+          <option value="size">Size</option>
+          <option value="created_at">Created</option>
+      </select>
+      <button
+        type="button"
+        aria-label={sort.dir === 1 ? "Ascending" : "Descending"}
+        title="Sort direction"
+        onClick={() => setSort({ ...sort, dir: sort.dir === 1 ? -1 : 1 })}
+      >
+        {sort.dir === 1 ? "↑" : "↓"}
+      </button>
+      <div role="group" aria-label="View" class="segmented">
+        <button
+          type="button"
+          aria-pressed={view === "grid"}
+          onClick={() => {
+            prefs.view = "grid";
+            setView("grid");
+          }}
+        >
+          Grid
+        </button>
+        <button
+          type="button"
+          aria-pressed={view === "list"}
+          onClick={() => {
+            prefs.view = "list";
+            setView("list");
+          }}
+        >
+          List
+        </button>
+      </div>
+    </div>
+  );
+
+  const details = chosen.length === 1 ? chosen[0] : chosen.length === 0 ? folder : null;
+  return (
+    <div class="folder-page">
+      <section class="content" aria-label={folder ? folder.name : "All folders"}>
+        <Breadcrumbs path={folder?.path ?? []} />
+        <h1 class="title">{folder ? folder.name : "All folders"}</h1>
+        {toolbar}
+        {error && (
+          <p role="alert" class="error-text">
+            {error}
+          </p>
+        )}
+        {items && shown.length === 0 && !loading ? (
+          <p class="empty">{items.length === 0 ? (folderId ? "This folder is empty." : "No folders yet: create one with + New folder.") : "Nothing of this kind here."}</p>
+        ) : (
+          <Listing
+            items={shown}
+            view={view}
+            sort={sort}
+            onSort={(key) => setSort({ key, dir: sort.key === key ? (sort.dir === 1 ? -1 : 1) : 1 })}
+            selected={selected}
+            active={active}
+            onClick={click}
+            onOpen={openItem}
+            onContext={contextMenu}
+            onKey={(e, cols) => {
+              const n = shown.length;
+              if (!n) return false;
+              const cur = active < 0 ? 0 : active;
+              const step = view === "grid" ? cols : 1;
+              let to = -1;
+              if (e.key === "ArrowDown") to = Math.min(cur + step, n - 1);
+              else if (e.key === "ArrowUp") to = Math.max(cur - step, 0);
+              else if (e.key === "ArrowRight" && view === "grid") to = Math.min(cur + 1, n - 1);
+              else if (e.key === "ArrowLeft" && view === "grid") to = Math.max(cur - 1, 0);
+              else if (e.key === "Home") to = 0;
+              else if (e.key === "End") to = n - 1;
+              else if (e.key === "PageDown") to = Math.min(cur + 10 * step, n - 1);
+              else if (e.key === "PageUp") to = Math.max(cur - 10 * step, 0);
+              if (to >= 0) {
+                if (active < 0) selectOnly(to);
+                else if (e.shiftKey) selectRange(anchor >= 0 ? anchor : cur, to, false);
+                else if (e.ctrlKey || e.metaKey) setActive(to);
+                else selectOnly(to);
+                return true;
+              }
+              if (e.key === " " && active >= 0) {
+                const next = new Set(selected);
+                const id = shown[active].id;
+                if (next.has(id)) next.delete(id);
+                else next.add(id);
+                setSelected(next);
+                setAnchor(active);
+                return true;
+              }
+              if (e.key === "Enter" && active >= 0) {
+                openItem(shown[active]);
+                return true;
+              }
+              if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "a") {
+                setSelected(new Set(shown.map((i) => i.id)));
+                return true;
+              }
+              if (e.key === "Escape") {
+                setSelected(new Set());
+                return true;
+              }
+              if (e.key === "Delete" && chosen.length) {
+                open({
+                  kind: "delete",
+                  fileIds: chosen.filter((i) => i.type === "file").map((i) => i.id),
+                  folderIds: chosen.filter((i) => i.type === "folder").map((i) => i.id),
+                });
+                return true;
+              }
+              if (e.key === "Backspace" && folder) {
+                navigate(folderUrl(folder.parent_id));
+                return true;
+              }
+              return false;
+            }}
+            onMenuKey={(rect) => active >= 0 && contextMenu(active, rect.left + 24, rect.bottom)}
+          />
+        )}
+        <p class="count" aria-live="polite">
+          {loading ? `Loading… ${items?.length ?? 0} items` : `${shown.length} items`}
+          {chosen.length > 0 && `, ${chosen.length} selected`}
+        </p>
+      </section>
+      <aside class="details" aria-label="Details">
+        {details ? (
+          <Details key={details.id} item={details} />
+        ) : chosen.length > 1 ? (
+          <p>{chosen.length} items selected</p>
+        ) : (
+          <p class="muted">Select a folder or file to see its details.</p>
+        )}
+      </aside>
+      {menu && <Menu x={menu.x} y={menu.y} label={menu.label} items={menu.items} onClose={() => setMenu(null)} />}
+    </div>
+  );
+}
+
+export function Breadcrumbs({ path }: { path: { id: string; name: string }[] }) {
+  return (
+    <nav aria-label="Breadcrumb" class="breadcrumbs">
+      <ol>
+        <li>
+          <a
+            href="/"
+            aria-current={path.length === 0 ? "page" : undefined}
+            onClick={(e) => {
+              e.preventDefault();
+              navigate("/");
+            }}
+          >
+            Files
+          </a>
+        </li>
+        {path.map((p, i) => (
+          <li key={p.id}>
+            <a
+              href={folderUrl(p.id)}
+              aria-current={i === path.length - 1 ? "page" : undefined}
+              onClick={(e) => {
+                e.preventDefault();
+                navigate(folderUrl(p.id));
+              }}
+            >
+              {p.name}
+            </a>
+          </li>
+        ))}
+      </ol>
+    </nav>
+  );
+}
+
+// Thumbnails come from GET /v1/files/{id}/thumbnail when it answers 200; until then,
+// and for a file without one, the kind's icon. A failure is remembered, not retried.
+const noThumbnail = new Set<string>();
+const THUMBNAILED = new Set(["image", "video", "image_group", "image_sequence", "dicom_series", "pdf"]);
+
+export function Thumb({ file, size = 256 }: { file: FileItem; size?: number }) {
+  const [ok, setOk] = useState(false);
+  const [failed, setFailed] = useState(noThumbnail.has(file.id));
+  const tryIt = THUMBNAILED.has(file.kind) && !failed;
+  return (
+    <div class="thumb">
+      {!ok && <KindIcon kind={file.kind} size={48} />}
+      {tryIt && (
+        <img
+          src={`/v1/files/${file.id}/thumbnail?size=${size}`}
+          alt=""
+          loading="lazy"
+          decoding="async"
+          style={ok ? undefined : { display: "none" }}
+          onLoad={() => setOk(true)}
+          onError={() => {
+            noThumbnail.add(file.id);
+            setFailed(true);
+          }}
+        />
+      )}
+    </div>
+  );
+}
+
+function Listing(props: {
+  items: Item[];
+  view: "grid" | "list";
+  sort: Sort;
+  onSort: (key: Sort["key"]) => void;
+  selected: Set<string>;
+  active: number;
+  onClick: (i: number, e: MouseEvent) => void;
+  onOpen: (item: Item) => void;
+  onContext: (i: number, x: number, y: number) => void;
+  onKey: (e: KeyboardEvent, cols: number) => boolean;
+  onMenuKey: (rect: DOMRect) => void;
+}) {
+  const scroller = useRef<HTMLDivElement>(null);
+  const [top, setTop] = useState(0);
+  const [size, setSize] = useState({ w: 800, h: 600 });
+  useLayoutEffect(() => {
+    const el = scroller.current!;
+    const measure = () => setSize({ w: el.clientWidth, h: el.clientHeight });
+    measure();
+    const observer = new ResizeObserver(measure);
+    observer.observe(el);
+    return () => observer.disconnect();
+  }, []);
+  const grid = props.view === "grid";
+  const cols = grid ? Math.max(1, Math.floor(size.w / TILE_W)) : 1;
+  const rowH = grid ? TILE_H : ROW;
+  const rows = Math.ceil(props.items.length / cols);
+  const first = Math.max(0, Math.floor(top / rowH) - 3);
+  const last = Math.min(rows, Math.ceil((top + size.h) / rowH) + 3);
+
+  // Keep the active item in view (the keyboard moves it).
+  useEffect(() => {
+    if (props.active < 0) return;
+    const el = scroller.current!;
+    const rowTop = Math.floor(props.active / cols) * rowH;
+    if (rowTop < el.scrollTop) el.scrollTop = rowTop;
+    else if (rowTop + rowH > el.scrollTop + el.clientHeight) el.scrollTop = rowTop + rowH - el.clientHeight;
+  }, [props.active, cols, rowH]);
+
+  const visible: { item: Item; i: number }[] = [];
+  for (let r = first; r < last; r++)
+    for (let c = 0; c < cols; c++) {
+      const i = r * cols + c;
+      if (i < props.items.length) visible.push({ item: props.items[i], i });
+    }
+  const activeItem = props.items[props.active];
+  const header = (key: Sort["key"], label: string) => (
+    <div
+      role="columnheader"
+      class={`col col-${key}`}
+      aria-sort={props.sort.key === key ? (props.sort.dir === 1 ? "ascending" : "descending") : "none"}
+    >
+      <button type="button" class="link" onClick={() => props.onSort(key)}>
+        {label}
+        {props.sort.key === key ? (props.sort.dir === 1 ? " ▲" : " ▼") : ""}
+      </button>
+    </div>
+  );
+  return (
+    <div
+      class={`listing ${grid ? "grid-view" : "list-view"}`}
+      role="grid"
+      aria-label="Folder contents"
+      aria-multiselectable="true"
+      aria-rowcount={props.items.length + (grid ? 0 : 1)}
+      aria-colcount={grid ? 1 : 4}
+      tabIndex={0}
+      aria-activedescendant={activeItem ? `item-${activeItem.id}` : undefined}
+      onKeyDown={(e) => {
+        if (e.key === "ContextMenu" || (e.shiftKey && e.key === "F10")) {
+          const row = document.getElementById(activeItem ? `item-${activeItem.id}` : "");
+          if (row) props.onMenuKey(row.getBoundingClientRect());
+          e.preventDefault();
+          return;
+        }
+        if (props.onKey(e, cols)) e.preventDefault();
+      }}
+    >
+      {!grid && (
+        <div role="rowgroup" class="list-head">
+          <div role="row" aria-rowindex={1} class="row head">
+            {header("name", "Name")}
+            {header("kind", "Kind")}
+            {header("size", "Size")}
+            {header("created_at", "Created")}
+          </div>
+        </div>
+      )}
+      <div class="scroller" ref={scroller} onScroll={(e) => setTop((e.target as HTMLElement).scrollTop)}>
+        <div role="rowgroup" class="canvas" style={{ height: `${rows * rowH}px` }}>
+          {visible.map(({ item, i }) => {
+            const r = Math.floor(i / cols);
+            const c = i % cols;
+            const style = grid
+              ? { top: `${r * rowH}px`, left: `${c * TILE_W}px`, width: `${TILE_W - 8}px`, height: `${TILE_H - 8}px` }
+              : { top: `${r * rowH}px`, height: `${ROW}px` };
+            return (
+              <div
+                role="row"
+                id={`item-${item.id}`}
+                key={item.id}
+                aria-label={item.name}
+                aria-rowindex={i + (grid ? 1 : 2)}
+                aria-selected={props.selected.has(item.id)}
+                class={`row item ${props.selected.has(item.id) ? "selected" : ""} ${i === props.active ? "active" : ""}`}
+                style={style}
+                onMouseDown={(e) => e.shiftKey && e.preventDefault()}
+                onClick={(e) => props.onClick(i, e)}
+                onDblClick={() => props.onOpen(item)}
+                onContextMenu={(e) => {
+                  e.preventDefault();
+                  props.onContext(i, e.clientX, e.clientY);
+                }}
+              >
+                {grid ? (
+                  <div role="gridcell" class="tile">
+                    {item.type === "file" ? <Thumb file={item} /> : <div class="thumb"><KindIcon kind="folder" size={56} /></div>}
+                    <span class="tile-name" title={item.name}>
+                      {item.name}
+                    </span>
+                  </div>
+                ) : (
+                  <>
+                    <div role="gridcell" class="col col-name">
+                      <KindIcon kind={kindOf(item)} size={18} />
+                      <span class="name" title={item.name}>
+                        {item.name}
+                      </span>
+                    </div>
+                    <div role="gridcell" class="col col-kind">
+                      {kindLabel(kindOf(item))}
+                    </div>
+                    <div role="gridcell" class="col col-size">
+                      {item.type === "file" ? bytes(item.size) : `${item.file_count} files`}
+                    </div>
+                    <div role="gridcell" class="col col-created_at">
+                      {date(item.created_at)}
+                    </div>
+                  </>
+                )}
+              </div>
+            );
+          })}
+        </div>
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,73 @@
+// A dataset's page: what "View" opens from a file's "Linked to".
+import { useEffect, useState } from "preact/hooks";
+import { all, get } from "./api";
+import { bytes, kindLabel } from "./format";
+import { fileUrl, folderUrl, navigate } from "./router";
+import { useVersion } from "./store";
+import { ErrorText } from "./ui";
+
+export function DatasetPage({ id }: { id: string }) {
+  const version = useVersion();
+  const [dataset, setDataset] = useState<any>(null);
+  const [files, setFiles] = useState<any[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    get(`/v1/datasets/${id}`).then(setDataset).catch(setError);
+    all(`/v1/datasets/${id}/files`).then(setFiles).catch(setError);
+  }, [id, version]);
+  if (error) return <ErrorText error={error} />;
+  if (!dataset) return <p class="muted">Loading…</p>;
+  return (
+    <section class="dataset-page" aria-label={`Dataset ${dataset.name}`}>
+      <h1 class="title">Dataset {dataset.name}</h1>
+      {dataset.description && <p>{dataset.description}</p>}
+      <p>
+        {dataset.file_count} files
+        {dataset.synced_folder_id && (
+          <>
+            {", synced with "}
+            <a
+              href={folderUrl(dataset.synced_folder_id)}
+              onClick={(e) => {
+                e.preventDefault();
+                navigate(folderUrl(dataset.synced_folder_id));
+              }}
+            >
+              its folder
+            </a>
+          </>
+        )}
+      </p>
+      {files && (
+        <table class="dataset-files">
+          <thead>
+            <tr>
+              <th scope="col">Name</th>
+              <th scope="col">Kind</th>
+              <th scope="col">Size</th>
+            </tr>
+          </thead>
+          <tbody>
+            {files.map((f) => (
+              <tr key={f.id}>
+                <td>
+                  <a
+                    href={fileUrl(f.id)}
+                    onClick={(e) => {
+                      e.preventDefault();
+                      navigate(fileUrl(f.id));
+                    }}
+                  >
+                    {f.name}
+                  </a>
+                </td>
+                <td>{kindLabel(f.kind)}</td>
+                <td>{bytes(f.size)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}

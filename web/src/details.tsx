@@ -1,0 +1,264 @@
+// The details panel: a folder's summary and "Manage access"; a file's facts, the
+// datasets it is "Linked to" (each with View and Remove), and anyone's history.
+import { useEffect, useState } from "preact/hooks";
+import { del, get, type FileItem, type Folder, type Item } from "./api";
+import { bytes, date, duration, eventLabel, kindLabel } from "./format";
+import { navigate, fileUrl } from "./router";
+import { changed, open, useVersion } from "./store";
+import { ErrorText, notify, TabPanel, Tabs } from "./ui";
+import { whoIs } from "./app";
+
+export function Details({ item }: { item: Item }) {
+  const [tab, setTab] = useState("details");
+  const base = `details-${item.id}`;
+  const tabs =
+    item.type === "folder"
+      ? [
+          { id: "details", label: "Details" },
+          { id: "history", label: "History" },
+        ]
+      : [
+          { id: "details", label: "Details" },
+          { id: "linked", label: "Linked to" },
+          { id: "history", label: "History" },
+        ];
+  return (
+    <div class="details-inner">
+      <h2 class="details-title">{item.name}</h2>
+      <Tabs label="Details" tabs={tabs} active={tab} onChange={setTab} idBase={base} />
+      <TabPanel idBase={base} id={tab}>
+        {tab === "details" && (item.type === "folder" ? <FolderFacts folder={item} /> : <FileFacts id={item.id} />)}
+        {tab === "linked" && <LinkedTo id={item.id} />}
+        {tab === "history" && <History subject={item.id} />}
+      </TabPanel>
+    </div>
+  );
+}
+
+function FolderFacts({ folder }: { folder: Folder }) {
+  const version = useVersion();
+  const [summary, setSummary] = useState<any>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    get(`/v1/folders/${folder.id}/summary`).then(setSummary).catch(setError);
+  }, [folder.id, version]);
+  return (
+    <div>
+      {folder.description && <p class="description">{folder.description}</p>}
+      <dl class="facts">
+        <dt>Kind</dt>
+        <dd>Folder</dd>
+        {summary && (
+          <>
+            <dt>Files</dt>
+            <dd>{summary.files}</dd>
+            <dt>Folders</dt>
+            <dd>{summary.folders}</dd>
+            <dt>Size</dt>
+            <dd>{bytes(summary.bytes)}</dd>
+          </>
+        )}
+        <dt>Created</dt>
+        <dd>{date(folder.created_at)}</dd>
+        <dt>Your role</dt>
+        <dd>{folder.my_role ?? "none"}</dd>
+      </dl>
+      {summary && Object.keys(summary.by_kind).length > 0 && (
+        <table class="by-kind">
+          <caption>By kind</caption>
+          <thead>
+            <tr>
+              <th scope="col">Kind</th>
+              <th scope="col">Files</th>
+              <th scope="col">Size</th>
+            </tr>
+          </thead>
+          <tbody>
+            {Object.entries(summary.by_kind).map(([k, v]: [string, any]) => (
+              <tr key={k}>
+                <td>{kindLabel(k)}</td>
+                <td>{v.files}</td>
+                <td>{bytes(v.bytes)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <ErrorText error={error} />
+      <button type="button" onClick={() => open({ kind: "access", folderId: folder.id, folderName: folder.name })}>
+        Manage access
+      </button>
+    </div>
+  );
+}
+
+export function FileFacts({ id }: { id: string }) {
+  const version = useVersion();
+  const [file, setFile] = useState<FileItem | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    get<FileItem>(`/v1/files/${id}`).then(setFile).catch(setError);
+  }, [id, version]);
+  if (error) return <ErrorText error={error} />;
+  if (!file) return <p class="muted">Loading…</p>;
+  const m = file.media ?? {};
+  return (
+    <div>
+      <dl class="facts">
+        <dt>Kind</dt>
+        <dd>{kindLabel(file.kind)}</dd>
+        <dt>Size</dt>
+        <dd>{bytes(file.size)}</dd>
+        <dt>Type</dt>
+        <dd>{file.mime_type}</dd>
+        {m.width !== undefined && (
+          <>
+            <dt>Dimensions</dt>
+            <dd>
+              {m.width} × {m.height}
+            </dd>
+          </>
+        )}
+        {m.frames !== undefined && (
+          <>
+            <dt>Frames</dt>
+            <dd>{m.frames}</dd>
+          </>
+        )}
+        {m.duration_s !== undefined && (
+          <>
+            <dt>Duration</dt>
+            <dd>{duration(m.duration_s)}</dd>
+          </>
+        )}
+        {file.group && (
+          <>
+            <dt>Images</dt>
+            <dd>{file.group.file_ids.length}</dd>
+          </>
+        )}
+        <dt>Created</dt>
+        <dd>{date(file.created_at)}</dd>
+        <dt>Source</dt>
+        <dd>{file.source?.type === "cloud" ? `Cloud: ${file.source.key}` : "Upload"}</dd>
+        <dt>SHA-256</dt>
+        <dd class="mono" title={file.sha256}>
+          {file.sha256?.slice(0, 16)}…
+        </dd>
+      </dl>
+      {file.dicom && (
+        <section aria-label="DICOM tags" class="dicom-tags">
+          <h3>DICOM</h3>
+          <dl class="facts">
+            <dt>Modality</dt>
+            <dd>{file.dicom.modality ?? "—"}</dd>
+            <dt>Instances</dt>
+            <dd>{file.dicom.instances}</dd>
+            <dt>PatientID</dt>
+            <dd>{file.dicom.patient_id}</dd>
+            <dt>StudyInstanceUID</dt>
+            <dd class="mono">{file.dicom.study_uid}</dd>
+            <dt>SeriesInstanceUID</dt>
+            <dd class="mono">{file.dicom.series_uid}</dd>
+            <dt>3D</dt>
+            <dd>
+              {file.dicom.renderable_3d
+                ? "Renderable in 3D"
+                : `Not renderable in 3D: missing ${file.dicom.missing_3d_tags.join(", ")}`}
+            </dd>
+          </dl>
+        </section>
+      )}
+      <p>
+        <a href={`/v1/files/${file.id}/content`} download={file.name}>
+          Download
+        </a>
+        {" · "}
+        <a
+          href={fileUrl(file.id)}
+          onClick={(e) => {
+            e.preventDefault();
+            navigate(fileUrl(file.id));
+          }}
+        >
+          Open
+        </a>
+      </p>
+    </div>
+  );
+}
+
+function LinkedTo({ id }: { id: string }) {
+  const version = useVersion();
+  const [datasets, setDatasets] = useState<{ id: string; name: string }[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    get(`/v1/files/${id}/datasets`)
+      .then((r: any) => setDatasets(r.items ?? r))
+      .catch(setError);
+  }, [id, version]);
+  const remove = async (d: { id: string; name: string }) => {
+    try {
+      await del(`/v1/datasets/${d.id}/files/${id}`);
+      notify(`Removed from ${d.name}`);
+      changed();
+    } catch (e) {
+      setError(e);
+    }
+  };
+  if (!datasets) return error ? <ErrorText error={error} /> : <p class="muted">Loading…</p>;
+  return (
+    <div>
+      {datasets.length === 0 ? (
+        <p class="muted">Not linked to any dataset.</p>
+      ) : (
+        <ul class="linked" aria-label="Datasets">
+          {datasets.map((d) => (
+            <li key={d.id} aria-label={d.name}>
+              <span>{d.name}</span>
+              <button type="button" onClick={() => navigate(`/datasets/${d.id}`)} aria-label="View">
+                View
+              </button>
+              <button type="button" onClick={() => remove(d)} aria-label="Remove">
+                Remove
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+      <ErrorText error={error} />
+    </div>
+  );
+}
+
+export function History({ subject }: { subject: string }) {
+  const version = useVersion();
+  const [events, setEvents] = useState<any[] | null>(null);
+  const [who, setWho] = useState<Record<string, string>>({});
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    get(`/v1/audit?subject_id=${subject}&limit=200`)
+      .then(async (r: any) => {
+        setEvents(r.items);
+        const actors = [...new Set<string>(r.items.map((e: any) => e.actor_id))];
+        const named: Record<string, string> = {};
+        for (const a of actors) named[a] = await whoIs(a);
+        setWho(named);
+      })
+      .catch(setError);
+  }, [subject, version]);
+  if (error) return <ErrorText error={error} />;
+  if (!events) return <p class="muted">Loading…</p>;
+  if (events.length === 0) return <p class="muted">No history.</p>;
+  return (
+    <ol class="history" aria-label="History">
+      {[...events].reverse().map((e) => (
+        <li key={e.event_id}>
+          <span class="what">{eventLabel(e.type)}</span>
+          <span class="who">{who[e.actor_id] ?? e.actor_id}</span>
+          <time dateTime={e.occurred_at}>{date(e.occurred_at)}</time>
+        </li>
+      ))}
+    </ol>
+  );
+}

@@ -1,0 +1,631 @@
+// The dialogs: "New folder", "Move to another folder", "Delete", "Add to dataset",
+// "Manage access" ("Upload files" is in upload.tsx). One open at a time.
+import { useEffect, useId, useRef, useState } from "preact/hooks";
+import { all, del, get, patch, post, query, type Folder } from "./api";
+import { Lock } from "./icons";
+import { folderUrl, navigate } from "./router";
+import { changed, closeDialog, session, setDialogOpener, type DialogRequest } from "./store";
+import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
+import { UploadDialog } from "./upload";
+
+export function DialogHost() {
+  const [dialog, setDialog] = useState<DialogRequest | null>(null);
+  useEffect(() => setDialogOpener(setDialog), []);
+  if (!dialog) return null;
+  const close = () => setDialog(null);
+  switch (dialog.kind) {
+    case "new-folder":
+      return <NewFolder parentId={dialog.parentId} onClose={close} />;
+    case "upload":
+      return <UploadDialog folderId={dialog.folderId} tab={dialog.tab} onClose={close} />;
+    case "move":
+      return <MoveDialog {...dialog} onClose={close} />;
+    case "delete":
+      return <DeleteDialog {...dialog} onClose={close} />;
+    case "add-to-dataset":
+      return <AddToDataset {...dialog} onClose={close} />;
+    case "access":
+      return <ManageAccess {...dialog} onClose={close} />;
+  }
+}
+
+function Field(props: { label: string; value: string; onInput: (v: string) => void; multiline?: boolean; required?: boolean; autoFocus?: boolean }) {
+  const id = useId();
+  return (
+    <div class="field">
+      <label for={id}>{props.label}</label>
+      {props.multiline ? (
+        <textarea id={id} value={props.value} onInput={(e) => props.onInput((e.target as HTMLTextAreaElement).value)} rows={3} />
+      ) : (
+        <input
+          id={id}
+          value={props.value}
+          required={props.required}
+          autoFocus={props.autoFocus}
+          onInput={(e) => props.onInput((e.target as HTMLInputElement).value)}
+        />
+      )}
+    </div>
+  );
+}
+
+function NewFolder({ parentId, onClose }: { parentId: string | null; onClose: () => void }) {
+  const [name, setName] = useState("");
+  const [description, setDescription] = useState("");
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const body: any = { name: name.trim(), description: description.trim() || undefined };
+      if (parentId) body.parent_id = parentId;
+      const created = await post<Folder>("/v1/folders", body);
+      notify(`Folder ${created.name} created`);
+      changed();
+      onClose();
+      if (!parentId) navigate(folderUrl(created.id));
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Dialog title="New folder" onClose={onClose}>
+      <form onSubmit={submit}>
+        <Field label="Name" value={name} onInput={setName} required autoFocus />
+        <Field label="Description" value={description} onInput={setDescription} multiline />
+        <ErrorText error={error} />
+        <div class="actions">
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+          <button type="submit" class="primary" disabled={busy || !name.trim()}>
+            Create
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+// The dry run's answer: what a move or delete would touch, and the links datasets lose.
+type Impact = { folders: number; files: number; datasets: { id: string; name: string; links_removed: number }[] };
+
+function ImpactView({ impact, verb }: { impact: Impact | null; verb: string }) {
+  const [synced, setSynced] = useState<Record<string, string>>({});
+  useEffect(() => {
+    if (!impact) return;
+    Promise.all(
+      impact.datasets.map((d) =>
+        get(`/v1/datasets/${d.id}`)
+          .then((full: any) => [d.id, full.synced_folder_id] as const)
+          .catch(() => [d.id, null] as const),
+      ),
+    ).then((pairs) => {
+      const found: Record<string, string> = {};
+      for (const [id, folder] of pairs) if (folder) found[id] = folder;
+      setSynced(found);
+    });
+  }, [impact]);
+  if (!impact) return <p class="muted">Working out what this touches…</p>;
+  return (
+    <section class="impact" aria-label="Impact">
+      <p>
+        This {verb}s {impact.files} {impact.files === 1 ? "file" : "files"} and {impact.folders}{" "}
+        {impact.folders === 1 ? "folder" : "folders"}.
+      </p>
+      {impact.datasets.length > 0 ? (
+        <>
+          <p>Datasets that lose links:</p>
+          <ul>
+            {impact.datasets.map((d) => (
+              <li key={d.id}>
+                {d.name}: {d.links_removed} {d.links_removed === 1 ? "link" : "links"} removed
+                {synced[d.id] ? " (synced dataset)" : ""}
+              </li>
+            ))}
+          </ul>
+        </>
+      ) : (
+        <p>No dataset loses a link.</p>
+      )}
+    </section>
+  );
+}
+
+function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: string | null; onClose: () => void }) {
+  const [text, setText] = useState("");
+  const [hits, setHits] = useState<Folder[]>([]);
+  const [target, setTarget] = useState<Folder | null>(null);
+  const [impact, setImpact] = useState<Impact | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const [activeHit, setActiveHit] = useState(0);
+  const listId = useId();
+  useEffect(() => {
+    if (!text.trim() || (target && text === target.name)) {
+      setHits([]);
+      return;
+    }
+    const abort = new AbortController();
+    const timer = setTimeout(() => {
+      get(`/v1/search${query({ q: text.trim(), kind: "folder", limit: 20 })}`, abort.signal)
+        .then((r: any) => {
+          setHits(r.items.filter((f: Folder) => !props.folderIds.includes(f.id)));
+          setActiveHit(0);
+        })
+        .catch(() => {});
+    }, 150);
+    return () => {
+      clearTimeout(timer);
+      abort.abort();
+    };
+  }, [text]);
+  const body = { file_ids: props.fileIds, folder_ids: props.folderIds };
+  useEffect(() => {
+    if (!target) return;
+    setImpact(null);
+    setError(null);
+    post<Impact>("/v1/move", { ...body, target_folder_id: target.id, dry_run: true }).then(setImpact).catch(setError);
+  }, [target]);
+  const choose = (f: Folder) => {
+    setTarget(f);
+    setText(f.name);
+    setHits([]);
+  };
+  const move = async () => {
+    if (!target) return;
+    setBusy(true);
+    try {
+      const r = await post<{ moved: number }>("/v1/move", { ...body, target_folder_id: target.id });
+      notify(`Moved ${r.moved} ${r.moved === 1 ? "item" : "items"} to ${target.name}`);
+      changed();
+      props.onClose();
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Dialog title="Move to another folder" onClose={props.onClose}>
+      <div class="field combo">
+        <label for={`${listId}-input`}>Target folder</label>
+        <input
+          id={`${listId}-input`}
+          role="combobox"
+          aria-expanded={hits.length > 0}
+          aria-controls={listId}
+          aria-autocomplete="list"
+          aria-activedescendant={hits[activeHit] ? `${listId}-${hits[activeHit].id}` : undefined}
+          autoComplete="off"
+          autoFocus
+          value={text}
+          placeholder="Start typing a folder's name"
+          onInput={(e) => {
+            setText((e.target as HTMLInputElement).value);
+            setTarget(null);
+            setImpact(null);
+          }}
+          onKeyDown={(e) => {
+            if (e.key === "ArrowDown") setActiveHit(Math.min(activeHit + 1, hits.length - 1));
+            else if (e.key === "ArrowUp") setActiveHit(Math.max(activeHit - 1, 0));
+            else if (e.key === "Enter" && hits[activeHit]) choose(hits[activeHit]);
+            else return;
+            e.preventDefault();
+          }}
+        />
+        {hits.length > 0 && (
+          <ul role="listbox" id={listId} aria-label="Folders" class="options">
+            {hits.map((f, i) => (
+              <li
+                role="option"
+                id={`${listId}-${f.id}`}
+                key={f.id}
+                aria-selected={i === activeHit}
+                aria-label={f.name}
+                onMouseDown={(e) => e.preventDefault()}
+                onClick={() => choose(f)}
+              >
+                <span>{f.name}</span>
+                <span class="path">{f.path.map((p) => p.name).join(" / ")}</span>
+              </li>
+            ))}
+          </ul>
+        )}
+      </div>
+      {target && <ImpactView impact={impact} verb="move" />}
+      <ErrorText error={error} />
+      <div class="actions">
+        <button type="button" onClick={props.onClose}>
+          Cancel
+        </button>
+        <button type="button" class="primary" disabled={!target || !impact || busy} onClick={move}>
+          Move
+        </button>
+      </div>
+    </Dialog>
+  );
+}
+
+function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; onClose: () => void }) {
+  const [impact, setImpact] = useState<Impact | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const body = { file_ids: props.fileIds, folder_ids: props.folderIds };
+  useEffect(() => {
+    post<Impact>("/v1/delete", { ...body, dry_run: true }).then(setImpact).catch(setError);
+  }, []);
+  const remove = async () => {
+    setBusy(true);
+    try {
+      const r = await post<{ deleted: number }>("/v1/delete", body);
+      notify(`Deleted ${r.deleted} ${r.deleted === 1 ? "item" : "items"}`);
+      changed();
+      props.onClose();
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Dialog title="Delete" onClose={props.onClose}>
+      <p>Deleting a file removes it from all datasets it was added to. This cannot be undone.</p>
+      {!error && <ImpactView impact={impact} verb="delete" />}
+      <ErrorText error={error} />
+      <div class="actions">
+        <button type="button" onClick={props.onClose}>
+          Cancel
+        </button>
+        <button type="button" class="danger" disabled={!impact || busy} onClick={remove}>
+          Delete
+        </button>
+      </div>
+    </Dialog>
+  );
+}
+
+// The files a selection stands for: its files, and every file below its folders.
+async function filesOf(fileIds: string[], folderIds: string[]): Promise<string[]> {
+  const ids = [...fileIds];
+  const queue = [...folderIds];
+  while (queue.length) {
+    const id = queue.shift()!;
+    for (const item of await all<any>(`/v1/folders/${id}/items`)) {
+      if (item.type === "file") ids.push(item.id);
+      else queue.push(item.id);
+    }
+  }
+  return [...new Set(ids)];
+}
+
+function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId: string | null; onClose: () => void }) {
+  const [tab, setTab] = useState("existing");
+  const [datasets, setDatasets] = useState<any[] | null>(null);
+  const [added, setAdded] = useState<Set<string>>(new Set());
+  const [error, setError] = useState<unknown>(null);
+  const [name, setName] = useState("");
+  const [description, setDescription] = useState("");
+  const [sync, setSync] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const base = useId();
+  useEffect(() => {
+    all("/v1/datasets").then(setDatasets).catch(setError);
+  }, []);
+  const add = async (d: { id: string; name: string }) => {
+    setBusy(true);
+    setError(null);
+    try {
+      const ids = await filesOf(props.fileIds, props.folderIds);
+      const r = await post<{ added: number }>(`/v1/datasets/${d.id}/files`, { file_ids: ids });
+      setAdded(new Set([...added, d.id]));
+      notify(`Added ${ids.length} ${ids.length === 1 ? "file" : "files"} to ${d.name}${r.added < ids.length ? ` (${ids.length - r.added} already there)` : ""}`);
+      changed();
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const create = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const body: any = { name: name.trim(), description: description.trim() || undefined };
+      if (sync && props.folderId) body.synced_folder_id = props.folderId;
+      const d = await post<any>("/v1/datasets", body);
+      // A synced dataset starts with its folder's files; others get the selection.
+      const ids = await filesOf(props.fileIds, sync ? props.folderIds.filter((f) => f !== props.folderId) : props.folderIds);
+      if (ids.length) await post(`/v1/datasets/${d.id}/files`, { file_ids: ids });
+      notify(`Dataset ${d.name} created`);
+      changed();
+      props.onClose();
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Dialog title="Add to dataset" onClose={props.onClose}>
+      <Tabs
+        label="Add to dataset"
+        idBase={base}
+        active={tab}
+        onChange={setTab}
+        tabs={[
+          { id: "existing", label: "Datasets" },
+          { id: "new", label: "+New dataset" },
+        ]}
+      />
+      <TabPanel idBase={base} id={tab}>
+        {tab === "existing" ? (
+          datasets === null ? (
+            <p class="muted">Loading…</p>
+          ) : datasets.length === 0 ? (
+            <p class="muted">No datasets yet: create one in +New dataset.</p>
+          ) : (
+            <ul class="dataset-list" aria-label="Datasets">
+              {datasets.map((d) => (
+                <li key={d.id} aria-label={d.name}>
+                  <span class="name">{d.name}</span>
+                  <span class="muted">{d.file_count} files</span>
+                  <button type="button" disabled={busy} onClick={() => add(d)}>
+                    {added.has(d.id) ? "Added" : "Add"}
+                  </button>
+                </li>
+              ))}
+            </ul>
+          )
+        ) : (
+          <form onSubmit={create}>
+            <Field label="Name" value={name} onInput={setName} required />
+            <Field label="Description" value={description} onInput={setDescription} multiline />
+            <div class="field switch-field">
+              <button
+                type="button"
+                role="switch"
+                aria-checked={sync}
+                disabled={!props.folderId}
+                aria-labelledby={`${base}-sync`}
+                class="switch"
+                onClick={() => setSync(!sync)}
+              >
+                <span />
+              </button>
+              <span id={`${base}-sync`}>Sync with folder</span>
+            </div>
+            <div class="actions">
+              <button type="submit" class="primary" disabled={busy || !name.trim()}>
+                Add to new dataset
+              </button>
+            </div>
+          </form>
+        )}
+      </TabPanel>
+      <ErrorText error={error} />
+    </Dialog>
+  );
+}
+
+const ROLES = [
+  { id: "admin", label: "Admin" },
+  { id: "editor", label: "Editor" },
+  { id: "user", label: "User" },
+];
+
+function ManageAccess(props: { folderId: string; folderName: string; onClose: () => void }) {
+  const [tab, setTab] = useState("invite");
+  const [people, setPeople] = useState<any[] | null>(null);
+  const [role, setRole] = useState("user");
+  const [emails, setEmails] = useState<string[]>([]);
+  const [typed, setTyped] = useState("");
+  const [known, setKnown] = useState<{ email: string; name: string }[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const base = useId();
+  const input = useRef<HTMLInputElement>(null);
+  const load = () =>
+    get(`/v1/folders/${props.folderId}/collaborators`)
+      .then((r: any) => setPeople(r.items))
+      .catch(setError);
+  useEffect(() => {
+    load();
+    if (session.me?.org_role === "admin") all<any>("/v1/users").then(setKnown).catch(() => {});
+  }, []);
+  const addTyped = () => {
+    const found = typed
+      .split(/[\s,;]+/)
+      .map((s) => s.trim())
+      .filter(Boolean);
+    if (found.length) setEmails([...new Set([...emails, ...found])]);
+    setTyped("");
+  };
+  const invite = async () => {
+    const all = [...emails, ...typed.split(/[\s,;]+/).filter(Boolean)];
+    if (!all.length) return;
+    setBusy(true);
+    setError(null);
+    try {
+      const r: any = await post(`/v1/folders/${props.folderId}/collaborators`, { emails: all, role });
+      setPeople(r.items);
+      setEmails([]);
+      setTyped("");
+      notify(`Added ${all.length} ${all.length === 1 ? "person" : "people"} as ${role}`);
+      changed();
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const change = async (userId: string, to: string) => {
+    setError(null);
+    try {
+      await patch(`/v1/folders/${props.folderId}/collaborators/${userId}`, { role: to });
+      await load();
+      changed();
+    } catch (e) {
+      setError(e);
+      await load();
+    }
+  };
+  const remove = async (userId: string) => {
+    setError(null);
+    try {
+      await del(`/v1/folders/${props.folderId}/collaborators/${userId}`);
+      await load();
+      changed();
+    } catch (e) {
+      setError(e);
+    }
+  };
+  const suggestions = typed.length > 0 ? known.filter((u) => u.email.includes(typed.toLowerCase()) && !emails.includes(u.email)).slice(0, 8) : [];
+  return (
+    <Dialog title={`Manage access: ${props.folderName}`} onClose={props.onClose} class="wide">
+      <Tabs
+        label="Manage access"
+        idBase={base}
+        active={tab}
+        onChange={setTab}
+        tabs={[
+          { id: "invite", label: "Invite" },
+          { id: "manage", label: "Manage" },
+        ]}
+      />
+      <TabPanel idBase={base} id={tab}>
+        {tab === "invite" ? (
+          <div>
+            <div class="field">
+              <label for={`${base}-role`}>Role</label>
+              <select id={`${base}-role`} value={role} onChange={(e) => setRole((e.target as HTMLSelectElement).value)}>
+                {ROLES.map((r) => (
+                  <option value={r.id} key={r.id}>
+                    {r.label}
+                  </option>
+                ))}
+              </select>
+            </div>
+            <div class="field">
+              <label for={`${base}-emails`}>Emails</label>
+              {emails.length > 0 && (
+                <ul class="chips" aria-label="People to add">
+                  {emails.map((e) => (
+                    <li key={e}>
+                      {e}
+                      <button type="button" class="icon-button" aria-label={`Do not add ${e}`} onClick={() => setEmails(emails.filter((x) => x !== e))}>
+                        ×
+                      </button>
+                    </li>
+                  ))}
+                </ul>
+              )}
+              <input
+                id={`${base}-emails`}
+                ref={input}
+                type="search"
+                list={`${base}-known`}
+                placeholder="Type email addresses"
+                value={typed}
+                onInput={(e) => setTyped((e.target as HTMLInputElement).value)}
+                onKeyDown={(e) => {
+                  if (e.key === "Enter" || e.key === ",") {
+                    e.preventDefault();
+                    addTyped();
+                  }
+                }}
+              />
+              {suggestions.length > 0 && (
+                <ul class="options" role="listbox" aria-label="Users">
+                  {suggestions.map((u) => (
+                    <li
+                      role="option"
+                      aria-selected={false}
+                      key={u.email}
+                      onMouseDown={(e) => e.preventDefault()}
+                      onClick={() => {
+                        setEmails([...emails, u.email]);
+                        setTyped("");
+                        input.current?.focus();
+                      }}
+                    >
+                      {u.name} &lt;{u.email}&gt;
+                    </li>
+                  ))}
+                </ul>
+              )}
+            </div>
+            <div class="actions">
+              <button type="button" class="primary" disabled={busy || (!emails.length && !typed.trim())} onClick={invite}>
+                Add
+              </button>
+            </div>
+          </div>
+        ) : people === null ? (
+          <p class="muted">Loading…</p>
+        ) : (
+          <table class="people">
+            <caption class="visually-hidden">Collaborators</caption>
+            <thead>
+              <tr>
+                <th scope="col">Person</th>
+                <th scope="col">Role</th>
+                <th scope="col">
+                  <span class="visually-hidden">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {people.map((p) => {
+                const inherited = p.inherited_from !== null;
+                const locked = p.role === "admin";
+                return (
+                  <tr key={`${p.user_id}-${p.inherited_from}`} aria-label={p.email}>
+                    <td>
+                      <span>{p.name}</span> <span class="muted">{p.email}</span>
+                      {inherited && <span class="muted"> (from a folder above)</span>}
+                    </td>
+                    <td>
+                      {locked || inherited ? (
+                        <span class="locked" aria-label={`${p.role}${locked ? ", locked" : ""}`}>
+                          {locked && <Lock />} {ROLES.find((r) => r.id === p.role)?.label ?? p.role}
+                        </span>
+                      ) : (
+                        <select
+                          aria-label={`Role of ${p.email}`}
+                          value={p.role}
+                          onChange={(e) => change(p.user_id, (e.target as HTMLSelectElement).value)}
+                        >
+                          {ROLES.map((r) => (
+                            <option value={r.id} key={r.id}>
+                              {r.label}
+                            </option>
+                          ))}
+                        </select>
+                      )}
+                    </td>
+                    <td>
+                      {!locked && !inherited && (
+                        <button type="button" aria-label={`Remove ${p.email}`} onClick={() => remove(p.user_id)}>
+                          Remove
+                        </button>
+                      )}
+                    </td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+        )}
+      </TabPanel>
+      <ErrorText error={error} />
+    </Dialog>
+  );
+}
+
+export { closeDialog };

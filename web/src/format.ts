@@ -1,0 +1,45 @@
+export function bytes(n: number | null | undefined): string {
+  if (n === null || n === undefined) return "";
+  if (n < 1024) return `${n} B`;
+  const units = ["KB", "MB", "GB", "TB"];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+export function date(iso: string | null | undefined): string {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+export const KINDS: Record<string, string> = {
+  folder: "Folder",
+  image: "Image",
+  video: "Video",
+  image_group: "Image group",
+  image_sequence: "Image sequence",
+  dicom_series: "DICOM series",
+  pdf: "PDF",
+  audio: "Audio",
+  text: "Text",
+};
+export const kindLabel = (kind: string) => KINDS[kind] ?? kind;
+
+export function duration(s: number | undefined): string {
+  if (s === undefined) return "";
+  const m = Math.floor(s / 60);
+  const sec = (s % 60).toFixed(1).padStart(4, "0");
+  return `${m}:${sec}`;
+}
+
+// "catalog.FileUploaded" -> "File uploaded"
+export function eventLabel(type: string): string {
+  const name = type.split(".").pop() ?? type;
+  const words = name.replace(/([a-z0-9])([A-Z])/g, "$1 $2").toLowerCase();
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}

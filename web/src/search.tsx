@@ -1,0 +1,145 @@
+// The global search: a searchbox in the top bar, across every folder the person may
+// see; each hit with its folder path; open a hit to go there.
+import { useEffect, useId, useState } from "preact/hooks";
+import { get, query, type Item } from "./api";
+import { kindLabel } from "./format";
+import { KindIcon } from "./icons";
+import { fileUrl, folderUrl, navigate } from "./router";
+import { ErrorText } from "./ui";
+
+const where = (hit: Item) => {
+  const path = hit.path ?? [];
+  const folders = hit.type === "folder" ? path.slice(0, -1) : path;
+  return folders.length ? folders.map((p) => p.name).join(" / ") : "top level";
+};
+const go = (hit: Item) => navigate(hit.type === "folder" ? folderUrl(hit.id) : fileUrl(hit.id));
+
+export function SearchBox() {
+  const [q, setQ] = useState("");
+  const [hits, setHits] = useState<Item[]>([]);
+  const [open, setOpen] = useState(false);
+  const [active, setActive] = useState(-1);
+  const id = useId();
+  useEffect(() => {
+    if (!q.trim()) {
+      setHits([]);
+      return;
+    }
+    const abort = new AbortController();
+    const timer = setTimeout(() => {
+      get(`/v1/search${query({ q: q.trim(), limit: 10 })}`, abort.signal)
+        .then((r: any) => {
+          setHits(r.items);
+          setActive(-1);
+          setOpen(true);
+        })
+        .catch(() => {});
+    }, 200);
+    return () => {
+      clearTimeout(timer);
+      abort.abort();
+    };
+  }, [q]);
+  const pick = (hit: Item) => {
+    setOpen(false);
+    setQ("");
+    go(hit);
+  };
+  return (
+    <form
+      role="search"
+      class="search"
+      onSubmit={(e) => {
+        e.preventDefault();
+        if (active >= 0 && hits[active]) pick(hits[active]);
+        else if (q.trim()) {
+          setOpen(false);
+          navigate(`/search${query({ q: q.trim() })}`);
+        }
+      }}
+    >
+      <input
+        type="search"
+        aria-label="Search files"
+        placeholder="Search all files"
+        value={q}
+        aria-controls={`${id}-hits`}
+        aria-activedescendant={active >= 0 ? `${id}-${active}` : undefined}
+        onInput={(e) => setQ((e.target as HTMLInputElement).value)}
+        onFocus={() => hits.length && setOpen(true)}
+        onBlur={() => setTimeout(() => setOpen(false), 150)}
+        onKeyDown={(e) => {
+          if (e.key === "ArrowDown") setActive(Math.min(active + 1, hits.length - 1));
+          else if (e.key === "ArrowUp") setActive(Math.max(active - 1, -1));
+          else if (e.key === "Escape") setOpen(false);
+          else return;
+          e.preventDefault();
+        }}
+      />
+      {open && q.trim() && (
+        <ul role="listbox" id={`${id}-hits`} aria-label="Search results" class="options hits">
+          {hits.length === 0 && (
+            <li role="option" aria-selected={false} aria-disabled="true" class="muted">
+              No match
+            </li>
+          )}
+          {hits.map((hit, i) => (
+            <li
+              role="option"
+              id={`${id}-${i}`}
+              key={hit.id}
+              aria-selected={i === active}
+              aria-label={hit.name}
+              onMouseDown={(e) => e.preventDefault()}
+              onClick={() => pick(hit)}
+            >
+              <KindIcon kind={hit.type === "folder" ? "folder" : hit.kind} size={16} />
+              <span class="name">{hit.name}</span>
+              <span class="path">{where(hit)}</span>
+            </li>
+          ))}
+        </ul>
+      )}
+    </form>
+  );
+}
+
+export function SearchPage({ q }: { q: string }) {
+  const [hits, setHits] = useState<Item[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    setHits(null);
+    if (!q) return setHits([]);
+    get(`/v1/search${query({ q, limit: 200 })}`)
+      .then((r: any) => setHits(r.items))
+      .catch(setError);
+  }, [q]);
+  return (
+    <section class="search-page" aria-label="Search results">
+      <h1 class="title">Results for “{q}”</h1>
+      <ErrorText error={error} />
+      {hits === null ? (
+        <p class="muted">Searching…</p>
+      ) : hits.length === 0 ? (
+        <p>Nothing found.</p>
+      ) : (
+        <ul class="hit-list">
+          {hits.map((hit) => (
+            <li key={hit.id}>
+              <a
+                href={hit.type === "folder" ? folderUrl(hit.id) : fileUrl(hit.id)}
+                onClick={(e) => {
+                  e.preventDefault();
+                  go(hit);
+                }}
+              >
+                <KindIcon kind={hit.type === "folder" ? "folder" : hit.kind} size={16} /> {hit.name}
+              </a>
+              <span class="muted"> {kindLabel(hit.type === "folder" ? "folder" : hit.kind)} in {where(hit)}</span>
+            </li>
+          ))}
+        </ul>
+      )}
+    </section>
+  );
+}

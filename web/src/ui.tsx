@@ -1,0 +1,205 @@
+// Small accessible building blocks: modal dialogs, tabs, menus, notices.
+import type { ComponentChildren } from "preact";
+import { useEffect, useId, useLayoutEffect, useRef, useState } from "preact/hooks";
+
+export function Dialog(props: {
+  title: string;
+  onClose: () => void;
+  children: ComponentChildren;
+  class?: string;
+}) {
+  const ref = useRef<HTMLDialogElement>(null);
+  const id = useId();
+  useEffect(() => {
+    const dialog = ref.current!;
+    if (!dialog.open) dialog.showModal();
+    return () => dialog.open && dialog.close();
+  }, []);
+  return (
+    <dialog
+      ref={ref}
+      class={`dialog ${props.class ?? ""}`}
+      aria-labelledby={id}
+      onCancel={(e) => {
+        e.preventDefault();
+        props.onClose();
+      }}
+    >
+      <header class="dialog-head">
+        <h2 id={id}>{props.title}</h2>
+        <button type="button" class="icon-button" aria-label="Close" onClick={props.onClose}>
+          ×
+        </button>
+      </header>
+      <div class="dialog-body">{props.children}</div>
+    </dialog>
+  );
+}
+
+export type Tab = { id: string; label: string };
+
+export function Tabs(props: {
+  label: string;
+  tabs: Tab[];
+  active: string;
+  onChange: (id: string) => void;
+  idBase: string;
+}) {
+  const refs = useRef<Record<string, HTMLButtonElement | null>>({});
+  const move = (e: KeyboardEvent) => {
+    const i = props.tabs.findIndex((t) => t.id === props.active);
+    let next = -1;
+    if (e.key === "ArrowRight") next = (i + 1) % props.tabs.length;
+    else if (e.key === "ArrowLeft") next = (i - 1 + props.tabs.length) % props.tabs.length;
+    else if (e.key === "Home") next = 0;
+    else if (e.key === "End") next = props.tabs.length - 1;
+    if (next >= 0) {
+      e.preventDefault();
+      props.onChange(props.tabs[next].id);
+      refs.current[props.tabs[next].id]?.focus();
+    }
+  };
+  return (
+    <div role="tablist" aria-label={props.label} class="tabs" onKeyDown={move}>
+      {props.tabs.map((t) => (
+        <button
+          type="button"
+          role="tab"
+          key={t.id}
+          ref={(el) => {
+            refs.current[t.id] = el;
+          }}
+          id={`${props.idBase}-tab-${t.id}`}
+          aria-controls={`${props.idBase}-panel-${t.id}`}
+          aria-selected={t.id === props.active}
+          tabIndex={t.id === props.active ? 0 : -1}
+          onClick={() => props.onChange(t.id)}
+        >
+          {t.label}
+        </button>
+      ))}
+    </div>
+  );
+}
+
+export function TabPanel(props: { idBase: string; id: string; children: ComponentChildren }) {
+  return (
+    <div
+      role="tabpanel"
+      id={`${props.idBase}-panel-${props.id}`}
+      aria-labelledby={`${props.idBase}-tab-${props.id}`}
+      class="tab-panel"
+    >
+      {props.children}
+    </div>
+  );
+}
+
+export type MenuItem = { label: string; action: () => void; disabled?: boolean };
+
+export function Menu(props: { x: number; y: number; label: string; items: MenuItem[]; onClose: () => void }) {
+  const ref = useRef<HTMLDivElement>(null);
+  const [pos, setPos] = useState({ x: props.x, y: props.y });
+  useLayoutEffect(() => {
+    const el = ref.current!;
+    const r = el.getBoundingClientRect();
+    setPos({
+      x: Math.max(4, Math.min(props.x, window.innerWidth - r.width - 4)),
+      y: Math.max(4, Math.min(props.y, window.innerHeight - r.height - 4)),
+    });
+    el.querySelector<HTMLElement>('[role="menuitem"]:not([aria-disabled="true"])')?.focus();
+    const away = (e: MouseEvent) => {
+      if (!el.contains(e.target as Node)) props.onClose();
+    };
+    const blur = () => props.onClose();
+    document.addEventListener("mousedown", away, true);
+    window.addEventListener("blur", blur);
+    window.addEventListener("resize", blur);
+    return () => {
+      document.removeEventListener("mousedown", away, true);
+      window.removeEventListener("blur", blur);
+      window.removeEventListener("resize", blur);
+    };
+  }, []);
+  const keys = (e: KeyboardEvent) => {
+    const items = Array.from(ref.current!.querySelectorAll<HTMLElement>('[role="menuitem"]'));
+    const i = items.indexOf(document.activeElement as HTMLElement);
+    if (e.key === "ArrowDown") items[(i + 1) % items.length]?.focus();
+    else if (e.key === "ArrowUp") items[(i - 1 + items.length) % items.length]?.focus();
+    else if (e.key === "Home") items[0]?.focus();
+    else if (e.key === "End") items[items.length - 1]?.focus();
+    else if (e.key === "Escape" || e.key === "Tab") props.onClose();
+    else return;
+    e.preventDefault();
+    e.stopPropagation();
+  };
+  return (
+    <div
+      ref={ref}
+      role="menu"
+      aria-label={props.label}
+      class="menu"
+      style={{ left: `${pos.x}px`, top: `${pos.y}px` }}
+      onKeyDown={keys}
+    >
+      {props.items.map((item) => (
+        <button
+          type="button"
+          role="menuitem"
+          key={item.label}
+          tabIndex={-1}
+          aria-disabled={item.disabled ? "true" : undefined}
+          onClick={() => {
+            if (item.disabled) return;
+            props.onClose();
+            item.action();
+          }}
+        >
+          {item.label}
+        </button>
+      ))}
+    </div>
+  );
+}
+
+// Notices for what happened (role status) and what failed (role alert).
+type Notice = { id: number; text: string; error: boolean };
+let push: (n: Notice) => void = () => {};
+let next = 1;
+export function notify(text: string, error = false) {
+  push({ id: next++, text, error });
+}
+
+export function Notices() {
+  const [items, setItems] = useState<Notice[]>([]);
+  useEffect(() => {
+    push = (n) => {
+      setItems((all) => [...all.slice(-3), n]);
+      setTimeout(() => setItems((all) => all.filter((x) => x.id !== n.id)), n.error ? 10_000 : 5_000);
+    };
+  }, []);
+  return (
+    <div class="notices">
+      <div role="status" aria-live="polite">
+        {items.filter((n) => !n.error).map((n) => (
+          <p key={n.id} class="notice">{n.text}</p>
+        ))}
+      </div>
+      <div role="alert">
+        {items.filter((n) => n.error).map((n) => (
+          <p key={n.id} class="notice error">{n.text}</p>
+        ))}
+      </div>
+    </div>
+  );
+}
+
+export function ErrorText({ error }: { error: unknown }) {
+  if (!error) return null;
+  const message = error instanceof Error ? error.message : String(error);
+  return (
+    <p role="alert" class="error-text">
+      {message}
+    </p>
+  );
+}

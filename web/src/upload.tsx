@@ -1,0 +1,559 @@
+// "Upload files": tabs Upload, Batch images as, DICOM and Import from private cloud.
+// Files (or whole folders) come from a drop zone or the pickers; each file goes in a
+// request of its own, so each refused file shows the API's message; large files go
+// through upload sessions, part by part, resumed after a dropped connection.
+import { useEffect, useId, useRef, useState } from "preact/hooks";
+import { ApiError, all, get, post, send, type Folder } from "./api";
+import { bytes } from "./format";
+import { changed } from "./store";
+import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
+
+// Files from this size go through upload sessions, in parts of PART bytes.
+export const SESSION_AT = 8 * 1024 * 1024;
+const PART = 8 * 1024 * 1024;
+const PARALLEL = 3;
+
+type Entry = {
+  file: File;
+  path: string; // relative path, "a/b/c.png" for a folder's file
+  status: "waiting" | "uploading" | "done" | "refused" | "failed";
+  loaded: number;
+  message?: string;
+};
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function pool<T>(items: T[], width: number, work: (item: T) => Promise<void>) {
+  let next = 0;
+  const errors: unknown[] = [];
+  await Promise.all(
+    Array.from({ length: Math.min(width, items.length) }, async () => {
+      while (next < items.length) {
+        const item = items[next++];
+        try {
+          await work(item);
+        } catch (e) {
+          errors.push(e);
+        }
+      }
+    }),
+  );
+  if (errors.length) throw errors[0];
+}
+
+// Every file of a dropped folder, with its path.
+async function entriesOf(items: DataTransferItemList): Promise<{ file: File; path: string }[]> {
+  const found: { file: File; path: string }[] = [];
+  const walk = async (entry: any, prefix: string): Promise<void> => {
+    if (entry.isFile) {
+      const file: File = await new Promise((ok, fail) => entry.file(ok, fail));
+      found.push({ file, path: prefix + file.name });
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch: any[] = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+        if (!batch.length) break;
+        for (const child of batch) await walk(child, `${prefix}${entry.name}/`);
+      }
+    }
+  };
+  const roots = Array.from(items)
+    .map((i) => (i as any).webkitGetAsEntry?.())
+    .filter(Boolean);
+  for (const root of roots) await walk(root, "");
+  return found;
+}
+
+// A large file through an upload session: parts straight to the part URLs, and after a
+// dropped connection the session says which parts are missing (with fresh URLs).
+export async function uploadInParts(folderId: string, file: File, onProgress: (loaded: number) => void, name = file.name) {
+  let session: any = await post(`/v1/folders/${folderId}/uploads`, {
+    name,
+    size: file.size,
+    part_size: file.size < 512 * 1024 * 1024 ? PART : undefined,
+  });
+  const partSize: number = session.part_size;
+  const loaded = new Map<number, number>();
+  for (const p of session.parts_stored ?? []) loaded.set(p.part, p.size);
+  const report = () => onProgress([...loaded.values()].reduce((a, b) => a + b, 0));
+  for (let attempt = 0; ; attempt++) {
+    const stored = new Set<number>((session.parts_stored ?? []).map((p: any) => p.part));
+    const todo = (session.parts as any[]).filter((p) => !stored.has(p.part));
+    try {
+      await pool(todo, PARALLEL, async (p) => {
+        const start = (p.part - 1) * partSize;
+        const blob = file.slice(start, Math.min(start + partSize, file.size));
+        await send(p.url, blob, (l) => (loaded.set(p.part, l), report()), "PUT", undefined, false);
+        loaded.set(p.part, blob.size);
+        report();
+      });
+      break;
+    } catch (e) {
+      const retriable = e instanceof ApiError && (e.status === 0 || e.status >= 500 || e.status === 403);
+      if (!retriable || attempt >= 8) throw e;
+      await sleep(Math.min(500 * 2 ** attempt, 8000));
+      for (;;) {
+        try {
+          session = await get(`/v1/uploads/${session.id}`);
+          break;
+        } catch (err) {
+          if (!(err instanceof ApiError && err.status === 0) || attempt++ >= 8) throw err;
+          await sleep(1000);
+        }
+      }
+      loaded.clear();
+      for (const p of session.parts_stored ?? []) loaded.set(p.part, p.size);
+      report();
+    }
+  }
+  return post(`/v1/uploads/${session.id}/complete`);
+}
+
+// The folders of a folder upload, made as needed ("a/b" under the target).
+function folderMaker(root: string) {
+  const made = new Map<string, Promise<string>>([["", Promise.resolve(root)]]);
+  const ensure = (path: string): Promise<string> => {
+    if (made.has(path)) return made.get(path)!;
+    const cut = path.lastIndexOf("/");
+    const parentPath = cut < 0 ? "" : path.slice(0, cut);
+    const name = path.slice(cut + 1);
+    const promise = ensure(parentPath).then(async (parent) => {
+      try {
+        const f = await post<Folder>("/v1/folders", { name, parent_id: parent });
+        return f.id;
+      } catch (e) {
+        if (e instanceof ApiError && e.code === "name_taken") {
+          const siblings = await all<Folder>("/v1/folders", { parent_id: parent });
+          const same = siblings.find((s) => s.name.toLowerCase() === name.toLowerCase());
+          if (same) return same.id;
+        }
+        throw e;
+      }
+    });
+    made.set(path, promise);
+    return promise;
+  };
+  return ensure;
+}
+
+function Picker(props: { onFiles: (files: { file: File; path: string }[]) => void; accept?: string; folders?: boolean; label: string }) {
+  const files = useRef<HTMLInputElement>(null);
+  const dirs = useRef<HTMLInputElement>(null);
+  const [over, setOver] = useState(false);
+  const pick = (list: FileList | null) =>
+    list && props.onFiles(Array.from(list).map((f) => ({ file: f, path: (f as any).webkitRelativePath || f.name })));
+  return (
+    <div
+      class={`dropzone ${over ? "over" : ""}`}
+      role="group"
+      aria-label={props.label}
+      onDragOver={(e) => {
+        e.preventDefault();
+        setOver(true);
+      }}
+      onDragLeave={() => setOver(false)}
+      onDrop={async (e) => {
+        e.preventDefault();
+        setOver(false);
+        const dt = e.dataTransfer!;
+        if (dt.items && dt.items.length && (dt.items[0] as any).webkitGetAsEntry) props.onFiles(await entriesOf(dt.items));
+        else pick(dt.files);
+      }}
+    >
+      <p>Drag and drop files{props.folders ? " or folders" : ""} here, or</p>
+      <button type="button" onClick={() => files.current?.click()}>
+        Choose files
+      </button>
+      {props.folders && (
+        <button type="button" onClick={() => dirs.current?.click()}>
+          Choose a folder
+        </button>
+      )}
+      <input
+        ref={files}
+        type="file"
+        multiple
+        accept={props.accept}
+        aria-label="Files"
+        class="visually-hidden"
+        tabIndex={-1}
+        onChange={(e) => {
+          pick((e.target as HTMLInputElement).files);
+          (e.target as HTMLInputElement).value = "";
+        }}
+      />
+      {props.folders && (
+        <input
+          ref={dirs}
+          type="file"
+          multiple
+          {...({ webkitdirectory: true } as any)}
+          aria-label="Whole folder"
+          class="visually-hidden"
+          tabIndex={-1}
+          onChange={(e) => {
+            pick((e.target as HTMLInputElement).files);
+            (e.target as HTMLInputElement).value = "";
+          }}
+        />
+      )}
+    </div>
+  );
+}
+
+function FileList({ entries, onRemove, busy }: { entries: Entry[]; onRemove: (i: number) => void; busy: boolean }) {
+  if (!entries.length) return null;
+  const total = entries.reduce((a, e) => a + e.file.size, 0);
+  const loaded = entries.reduce((a, e) => a + e.loaded, 0);
+  return (
+    <div class="upload-list">
+      <div class="total">
+        <label>
+          Total
+          <progress aria-label="Total progress" max={Math.max(total, 1)} value={loaded} />
+        </label>
+        <span>
+          {entries.filter((e) => e.status === "done").length} of {entries.length} files, {bytes(loaded)} of {bytes(total)}
+        </span>
+      </div>
+      <ul aria-label="Files to upload">
+        {entries.map((e, i) => (
+          <li key={`${e.path}-${i}`} aria-label={e.path} class={`upload-${e.status}`}>
+            <span class="name">{e.path}</span>
+            <span class="size">{bytes(e.file.size)}</span>
+            <progress aria-label={`Progress of ${e.path}`} max={Math.max(e.file.size, 1)} value={e.loaded} />
+            <span class="status">
+              {e.status === "done" ? "Uploaded" : e.status === "refused" || e.status === "failed" ? e.message : e.status === "uploading" ? "Uploading…" : ""}
+            </span>
+            {!busy && e.status !== "done" && (
+              <button type="button" class="icon-button" aria-label={`Remove ${e.path}`} onClick={() => onRemove(i)}>
+                ×
+              </button>
+            )}
+          </li>
+        ))}
+      </ul>
+    </div>
+  );
+}
+
+function JobProgress({ job, label }: { job: any; label: string }) {
+  if (!job) return null;
+  const p = job.progress ?? { done: 0, total: 0 };
+  return (
+    <section class="job" aria-label={label}>
+      <label>
+        {label}
+        <progress aria-label={label} max={Math.max(p.total, 1)} value={p.done} />
+      </label>
+      <p>
+        {p.done} of {p.total} done, status {job.status}
+        {job.files?.length ? `, ${job.files.length} ${job.files.length === 1 ? "file" : "files"}` : ""}
+      </p>
+      {job.errors?.length > 0 && (
+        <ul class="job-errors" aria-label="Refused">
+          {job.errors.map((e: any, i: number) => (
+            <li key={i}>
+              <strong>{e.name}</strong>: {e.message}
+              {e.details?.missing_tags?.length ? ` (missing tags: ${e.details.missing_tags.join(", ")})` : ""}
+            </li>
+          ))}
+        </ul>
+      )}
+    </section>
+  );
+}
+
+async function follow(jobId: string, onJob: (job: any) => void) {
+  for (;;) {
+    const job = await get(`/v1/jobs/${jobId}`);
+    onJob(job);
+    if (job.status === "done" || job.status === "failed" || job.status === "expired") return job;
+    await sleep(400);
+  }
+}
+
+export function UploadDialog(props: { folderId: string | null; tab?: string; onClose: () => void }) {
+  const base = useId();
+  const [tab, setTab] = useState(props.tab ?? "upload");
+  const [folderId, setFolderId] = useState(props.folderId);
+  const [folders, setFolders] = useState<Folder[]>([]);
+  const [entries, setEntries] = useState<Entry[]>([]);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const [job, setJob] = useState<any>(null);
+  const [batchKind, setBatchKind] = useState("image_group");
+  const [batchName, setBatchName] = useState("");
+  const [integrations, setIntegrations] = useState<any[] | null>(null);
+  const [integration, setIntegration] = useState("");
+  const [prefix, setPrefix] = useState("");
+  const [keys, setKeys] = useState("");
+  const [manifest, setManifest] = useState<File | null>(null);
+  const live = useRef(entries);
+  live.current = entries;
+
+  useEffect(() => {
+    if (!props.folderId) all<Folder>("/v1/folders").then(setFolders).catch(() => {});
+  }, []);
+  useEffect(() => {
+    if (tab === "import" && integrations === null)
+      all("/v1/integrations")
+        .then((found) => {
+          setIntegrations(found);
+          if (found[0]) setIntegration(found[0].id);
+        })
+        .catch(() => setIntegrations([]));
+  }, [tab]);
+  const switchTab = (t: string) => {
+    if (busy) return;
+    setTab(t);
+    setEntries([]);
+    setJob(null);
+    setError(null);
+  };
+  const add = (files: { file: File; path: string }[]) =>
+    setEntries([...live.current.filter((e) => e.status !== "done"), ...files.map((f) => ({ ...f, status: "waiting" as const, loaded: 0 }))]);
+  const update = (i: number, change: Partial<Entry>) => {
+    const next = [...live.current];
+    next[i] = { ...next[i], ...change };
+    live.current = next;
+    setEntries(next);
+  };
+
+  const upload = async () => {
+    if (!folderId) return;
+    setBusy(true);
+    setError(null);
+    const ensure = folderMaker(folderId);
+    const todo = live.current.map((e, i) => ({ e, i })).filter(({ e }) => e.status !== "done");
+    await pool(todo, PARALLEL, async ({ e, i }) => {
+      update(i, { status: "uploading", loaded: 0, message: undefined });
+      try {
+        const dir = e.path.includes("/") ? e.path.slice(0, e.path.lastIndexOf("/")) : "";
+        const target = await ensure(dir);
+        if (e.file.size >= SESSION_AT) await uploadInParts(target, e.file, (l) => update(i, { loaded: l }));
+        else {
+          const form = new FormData();
+          form.append("file", e.file, e.file.name);
+          await send(`/v1/folders/${target}/files`, form, (l, t) => update(i, { loaded: Math.min(e.file.size, (l / Math.max(t, 1)) * e.file.size) }));
+        }
+        update(i, { status: "done", loaded: e.file.size });
+      } catch (err) {
+        const refused = err instanceof ApiError && err.status >= 400 && err.status < 500;
+        update(i, { status: refused ? "refused" : "failed", message: err instanceof Error ? err.message : String(err), loaded: 0 });
+      }
+    }).catch(() => {});
+    setBusy(false);
+    changed();
+    const done = live.current.filter((e) => e.status === "done").length;
+    const bad = live.current.length - done;
+    notify(`${done} ${done === 1 ? "file" : "files"} uploaded${bad ? `, ${bad} refused` : ""}`, bad > 0);
+  };
+
+  const batch = async () => {
+    if (!folderId || !batchName.trim()) return;
+    setBusy(true);
+    setError(null);
+    const form = new FormData();
+    form.append("kind", batchKind);
+    form.append("name", batchName.trim());
+    for (const e of live.current) form.append("file", e.file, e.file.name);
+    const total = live.current.reduce((a, e) => a + e.file.size, 0);
+    try {
+      live.current.forEach((_, i) => update(i, { status: "uploading" }));
+      await send(`/v1/folders/${folderId}/image-groups`, form, (l, t) => {
+        let left = (l / Math.max(t, 1)) * total;
+        setEntries(live.current.map((e) => {
+          const mine = Math.min(left, e.file.size);
+          left -= mine;
+          return { ...e, loaded: mine };
+        }));
+      });
+      live.current.forEach((e, i) => update(i, { status: "done", loaded: e.file.size }));
+      notify(`${batchKind === "image_group" ? "Image group" : "Image sequence"} ${batchName.trim()} created`);
+      changed();
+    } catch (err) {
+      live.current.forEach((_, i) => update(i, { status: "refused", loaded: 0, message: "" }));
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const dicom = async () => {
+    if (!folderId) return;
+    setBusy(true);
+    setError(null);
+    setJob(null);
+    const form = new FormData();
+    for (const e of live.current) form.append("file", e.file, e.file.name);
+    const total = live.current.reduce((a, e) => a + e.file.size, 0);
+    try {
+      const started = await send(`/v1/folders/${folderId}/dicom`, form, (l, t) => {
+        let left = (l / Math.max(t, 1)) * total;
+        setEntries(live.current.map((e) => {
+          const mine = Math.min(left, e.file.size);
+          left -= mine;
+          return { ...e, loaded: mine, status: "uploading" };
+        }));
+      });
+      setEntries(live.current.map((e) => ({ ...e, loaded: e.file.size, status: "done" })));
+      const finished = await follow(started.job_id, setJob);
+      changed();
+      notify(`DICOM: ${finished.files?.length ?? 0} series, ${finished.errors?.length ?? 0} refused`, (finished.errors?.length ?? 0) > 0);
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const importObjects = async () => {
+    if (!folderId || !integration) return;
+    setBusy(true);
+    setError(null);
+    setJob(null);
+    try {
+      const body: any = { integration_id: integration };
+      if (prefix.trim()) body.prefix = prefix.trim();
+      const named = keys.split("\n").map((k) => k.trim()).filter(Boolean);
+      if (named.length) body.keys = named;
+      if (manifest) body.manifest = JSON.parse(await manifest.text());
+      const started = await post(`/v1/folders/${folderId}/imports`, body);
+      const finished = await follow(started.job_id, setJob);
+      changed();
+      notify(`Import ${finished.status}: ${finished.files?.length ?? 0} files`, finished.status === "failed");
+    } catch (err) {
+      setError(err instanceof SyntaxError ? new Error(`The manifest is not JSON: ${err.message}`) : err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const tabs = [
+    { id: "upload", label: "Upload" },
+    { id: "batch", label: "Batch images as" },
+    { id: "dicom", label: "DICOM" },
+    { id: "import", label: "Import from private cloud" },
+  ];
+  const nothing = entries.filter((e) => e.status !== "done").length === 0;
+  return (
+    <Dialog title="Upload files" onClose={() => !busy && props.onClose()} class="wide">
+      {!props.folderId && (
+        <div class="field">
+          <label for={`${base}-folder`}>Upload to folder</label>
+          <select id={`${base}-folder`} value={folderId ?? ""} onChange={(e) => setFolderId((e.target as HTMLSelectElement).value || null)}>
+            <option value="">Choose a folder (files cannot be added at the top level)</option>
+            {folders.map((f) => (
+              <option key={f.id} value={f.id}>
+                {f.name}
+              </option>
+            ))}
+          </select>
+        </div>
+      )}
+      <Tabs label="What to add" tabs={tabs} active={tab} onChange={switchTab} idBase={base} />
+      <TabPanel idBase={base} id={tab}>
+        {tab === "upload" && (
+          <>
+            <Picker label="Drop zone" folders onFiles={add} />
+            <FileList entries={entries} busy={busy} onRemove={(i) => setEntries(entries.filter((_, k) => k !== i))} />
+            <div class="actions">
+              <button type="button" class="primary" disabled={busy || !folderId || nothing} onClick={upload}>
+                Upload
+              </button>
+            </div>
+          </>
+        )}
+        {tab === "batch" && (
+          <>
+            <fieldset class="field">
+              <legend>Batch images as</legend>
+              <label class="inline">
+                <input type="radio" name={`${base}-batch`} checked={batchKind === "image_group"} onChange={() => setBatchKind("image_group")} />
+                Image group
+              </label>
+              <label class="inline">
+                <input type="radio" name={`${base}-batch`} checked={batchKind === "image_sequence"} onChange={() => setBatchKind("image_sequence")} />
+                Image sequence
+              </label>
+            </fieldset>
+            <div class="field">
+              <label for={`${base}-name`}>Name</label>
+              <input id={`${base}-name`} value={batchName} onInput={(e) => setBatchName((e.target as HTMLInputElement).value)} />
+            </div>
+            <Picker label="Drop zone" accept="image/*" onFiles={add} />
+            <FileList entries={entries} busy={busy} onRemove={(i) => setEntries(entries.filter((_, k) => k !== i))} />
+            <div class="actions">
+              <button type="button" class="primary" disabled={busy || !folderId || nothing || !batchName.trim()} onClick={batch}>
+                Upload and batch images
+              </button>
+            </div>
+          </>
+        )}
+        {tab === "dicom" && (
+          <>
+            <p class="muted">
+              Each DICOM file needs the tags Rows, Columns, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID and PatientID;
+              ImagePositionPatient, ImageOrientationPatient, SliceThickness and PixelSpacing make a series renderable in 3D.
+            </p>
+            <Picker label="Drop zone" folders onFiles={add} />
+            <FileList entries={entries} busy={busy} onRemove={(i) => setEntries(entries.filter((_, k) => k !== i))} />
+            <JobProgress job={job} label="DICOM progress" />
+            <div class="actions">
+              <button type="button" class="primary" disabled={busy || !folderId || nothing} onClick={dicom}>
+                Upload
+              </button>
+            </div>
+          </>
+        )}
+        {tab === "import" && (
+          <>
+            {integrations !== null && integrations.length === 0 ? (
+              <div class="field">
+                <label for={`${base}-integration-id`}>Integration ID</label>
+                <input id={`${base}-integration-id`} value={integration} onInput={(e) => setIntegration((e.target as HTMLInputElement).value.trim())} />
+                <p class="muted">No integration is listed for you: an organisation admin registers them (POST /v1/integrations).</p>
+              </div>
+            ) : (
+              <div class="field">
+                <label for={`${base}-integration`}>Integration</label>
+                <select id={`${base}-integration`} value={integration} onChange={(e) => setIntegration((e.target as HTMLSelectElement).value)}>
+                  {(integrations ?? []).map((i) => (
+                    <option key={i.id} value={i.id}>
+                      {i.name} ({i.bucket})
+                    </option>
+                  ))}
+                </select>
+              </div>
+            )}
+            <div class="field">
+              <label for={`${base}-prefix`}>Prefix</label>
+              <input id={`${base}-prefix`} value={prefix} onInput={(e) => setPrefix((e.target as HTMLInputElement).value)} />
+            </div>
+            <div class="field">
+              <label for={`${base}-keys`}>Keys (one a line)</label>
+              <textarea id={`${base}-keys`} rows={3} value={keys} onInput={(e) => setKeys((e.target as HTMLTextAreaElement).value)} />
+            </div>
+            <div class="field">
+              <label for={`${base}-manifest`}>Manifest (JSON)</label>
+              <input id={`${base}-manifest`} type="file" accept="application/json,.json" onChange={(e) => setManifest((e.target as HTMLInputElement).files?.[0] ?? null)} />
+            </div>
+            <JobProgress job={job} label="Import progress" />
+            <div class="actions">
+              <button type="button" class="primary" disabled={busy || !folderId || !integration || (!prefix.trim() && !keys.trim() && !manifest)} onClick={importObjects}>
+                Import
+              </button>
+            </div>
+          </>
+        )}
+      </TabPanel>
+      <ErrorText error={error} />
+      <div class="actions">
+        <button type="button" disabled={busy} onClick={props.onClose}>
+          Close
+        </button>
+      </div>
+    </Dialog>
+  );
+}

@@ -1,0 +1,223 @@
+// A file's page: its viewer (image with zoom, video and audio, a frame strip for image
+// groups and sequences, DICOM slice by slice, PDF, text) beside its details.
+import { useEffect, useRef, useState } from "preact/hooks";
+import { get, type FileItem, type Folder } from "./api";
+import { Breadcrumbs } from "./browse";
+import { Details } from "./details";
+import { useVersion } from "./store";
+import { ErrorText } from "./ui";
+
+const content = (id: string) => `/v1/files/${id}/content`;
+
+export function FilePage({ id }: { id: string }) {
+  const version = useVersion();
+  const [file, setFile] = useState<FileItem | null>(null);
+  const [folder, setFolder] = useState<Folder | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    get<FileItem>(`/v1/files/${id}`)
+      .then((f) => {
+        setFile(f);
+        return get<Folder>(`/v1/folders/${f.folder_id}`).then(setFolder);
+      })
+      .catch(setError);
+  }, [id, version]);
+  if (error) return <ErrorText error={error} />;
+  if (!file) return <p class="muted">Loading…</p>;
+  return (
+    <div class="file-page">
+      <section class="content" aria-label={file.name}>
+        <Breadcrumbs path={folder?.path ?? []} />
+        <h1 class="title">{file.name}</h1>
+        <Viewer file={file} />
+      </section>
+      <aside class="details" aria-label="Details">
+        <Details item={file} />
+      </aside>
+    </div>
+  );
+}
+
+function Viewer({ file }: { file: FileItem }) {
+  switch (file.kind) {
+    case "image":
+      return <ImageViewer src={content(file.id)} name={file.name} />;
+    case "video":
+      return (
+        <video class="video" controls preload="metadata" src={content(file.id)} aria-label={`Video ${file.name}`} />
+      );
+    case "audio":
+      return <audio controls preload="metadata" src={content(file.id)} aria-label={`Audio ${file.name}`} />;
+    case "image_group":
+    case "image_sequence":
+      return <FrameStrip file={file} />;
+    case "dicom_series":
+      return <DicomViewer file={file} />;
+    case "pdf":
+      return <PdfViewer file={file} />;
+    case "text":
+      return <TextViewer file={file} />;
+    default:
+      return <p>No viewer for this kind of file.</p>;
+  }
+}
+
+function ImageViewer({ src, name }: { src: string; name: string }) {
+  const [zoom, setZoom] = useState(1);
+  const clamp = (z: number) => Math.min(16, Math.max(0.1, z));
+  return (
+    <div class="image-viewer">
+      <div class="toolbar" role="toolbar" aria-label="Zoom">
+        <button type="button" onClick={() => setZoom(clamp(zoom / 1.25))}>
+          Zoom out
+        </button>
+        <output aria-label="Zoom level">{Math.round(zoom * 100)}%</output>
+        <button type="button" onClick={() => setZoom(clamp(zoom * 1.25))}>
+          Zoom in
+        </button>
+        <button type="button" onClick={() => setZoom(1)}>
+          Fit
+        </button>
+      </div>
+      <div
+        class="stage"
+        onWheel={(e) => {
+          if (!e.ctrlKey) return;
+          e.preventDefault();
+          setZoom(clamp(zoom * (e.deltaY < 0 ? 1.1 : 1 / 1.1)));
+        }}
+      >
+        <img src={src} alt={name} style={{ transform: `scale(${zoom})` }} />
+      </div>
+    </div>
+  );
+}
+
+function FrameStrip({ file }: { file: FileItem }) {
+  const ids = file.group?.file_ids ?? [];
+  const [at, setAt] = useState(0);
+  const strip = useRef<HTMLUListElement>(null);
+  const go = (i: number) => {
+    const to = Math.max(0, Math.min(ids.length - 1, i));
+    setAt(to);
+    strip.current?.querySelectorAll<HTMLElement>('[role="option"]')[to]?.scrollIntoView({ block: "nearest", inline: "nearest" });
+  };
+  return (
+    <div class="frames">
+      <div class="stage">
+        {ids[at] && <img src={content(ids[at])} alt={`Frame ${at + 1} of ${ids.length}`} />}
+      </div>
+      <p aria-live="polite">
+        Frame {at + 1} of {ids.length}
+      </p>
+      <ul
+        role="listbox"
+        aria-label="Frames"
+        class="strip"
+        tabIndex={0}
+        ref={strip}
+        aria-activedescendant={`frame-${at}`}
+        onKeyDown={(e) => {
+          if (e.key === "ArrowRight" || e.key === "ArrowDown") go(at + 1);
+          else if (e.key === "ArrowLeft" || e.key === "ArrowUp") go(at - 1);
+          else if (e.key === "Home") go(0);
+          else if (e.key === "End") go(ids.length - 1);
+          else return;
+          e.preventDefault();
+        }}
+      >
+        {ids.map((id, i) => (
+          <li role="option" id={`frame-${i}`} key={id} aria-selected={i === at} aria-label={`Frame ${i + 1}`} onClick={() => go(i)}>
+            <img src={content(id)} alt="" loading="lazy" />
+          </li>
+        ))}
+      </ul>
+    </div>
+  );
+}
+
+function DicomViewer({ file }: { file: FileItem }) {
+  const count = file.dicom?.instances ?? 1;
+  const [slice, setSlice] = useState(Math.floor(count / 2));
+  const [failed, setFailed] = useState(false);
+  const go = (i: number) => setSlice(Math.max(0, Math.min(count - 1, i)));
+  return (
+    <div class="dicom-viewer">
+      <div
+        class="stage dark"
+        onWheel={(e) => {
+          e.preventDefault();
+          go(slice + (e.deltaY > 0 ? 1 : -1));
+        }}
+      >
+        {failed ? (
+          <p>This slice could not be rendered.</p>
+        ) : (
+          <img
+            src={`/v1/files/${file.id}/slices/${slice}`}
+            alt={`Slice ${slice + 1} of ${count}`}
+            onError={() => setFailed(true)}
+            onLoad={() => setFailed(false)}
+          />
+        )}
+      </div>
+      <label class="slider">
+        Slice
+        <input
+          type="range"
+          min={0}
+          max={count - 1}
+          value={slice}
+          aria-valuetext={`Slice ${slice + 1} of ${count}`}
+          onInput={(e) => {
+            setFailed(false);
+            go(Number((e.target as HTMLInputElement).value));
+          }}
+        />
+        <span>
+          {slice + 1} / {count}
+        </span>
+      </label>
+    </div>
+  );
+}
+
+function PdfViewer({ file }: { file: FileItem }) {
+  const [url, setUrl] = useState<string | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    let made: string | null = null;
+    fetch(content(file.id), { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(`the PDF could not be read (${r.status})`))))
+      .then((b) => {
+        made = URL.createObjectURL(new Blob([b], { type: "application/pdf" }));
+        setUrl(made);
+      })
+      .catch(setError);
+    return () => made && URL.revokeObjectURL(made);
+  }, [file.id]);
+  if (error) return <ErrorText error={error} />;
+  return url ? <iframe class="pdf" src={url} title={`PDF ${file.name}`} /> : <p class="muted">Loading…</p>;
+}
+
+const TEXT_SHOWN = 256 * 1024;
+
+function TextViewer({ file }: { file: FileItem }) {
+  const [text, setText] = useState<string | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    fetch(content(file.id), { credentials: "same-origin", headers: { Range: `bytes=0-${TEXT_SHOWN - 1}` } })
+      .then((r) => (r.ok ? r.text() : Promise.reject(new Error(`the text could not be read (${r.status})`))))
+      .then(setText)
+      .catch(setError);
+  }, [file.id]);
+  if (error) return <ErrorText error={error} />;
+  return (
+    <>
+      <pre class="text" aria-label={`Text of ${file.name}`} tabIndex={0}>
+        {text ?? "Loading…"}
+      </pre>
+      {file.size > TEXT_SHOWN && <p class="muted">The first 256 KB of {file.name} are shown.</p>}
+    </>
+  );
+}
