@@ -158,13 +158,17 @@ class Gateway:
         if scheme.lower() != "bearer" or not key.strip():
             # The web app's session cookie (services/gateway/sessions.py).
             return await sessions.authenticate(self, request)
-        digest = hashlib.sha256(key.strip().encode()).hexdigest()
+        return await self.user_of_key(key.strip())
+
+    async def user_of_key(self, key: str) -> dict[str, Any] | None:
+        """The user an API key is of; None if unknown or revoked."""
+        digest = hashlib.sha256(key.encode()).hexdigest()
         cached = self._keys.get(digest)
         now = time.monotonic()
         if cached and cached[0] > now:
             return cached[1]
         answer = await self.http.post(
-            f"{self.services['acl']}/internal/authenticate", json={"api_key": key.strip()}
+            f"{self.services['acl']}/internal/authenticate", json={"api_key": key}
         )
         if answer.status_code >= 500:
             # Not a refusal: the caller is unknown for now, and nothing is cached.

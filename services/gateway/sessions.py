@@ -11,6 +11,10 @@ sends the cookie by itself, a write authenticated by it must also show it comes 
 the app (CSRF): it carries the `X-Files-CSRF` header, which no other site's page can
 set on a request to us without a CORS preflight we never grant, and its `Origin` (and
 `Sec-Fetch-Site`), when sent, must be ours.
+
+A sign-in takes `Idempotency-Key` (kit/idempotency.py): sent again, it gets the same
+session (its token kept sealed under the key, like a new API key's). Signing out needs
+none: signing out again answers the same 204 and records nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
-from shared.kit import consistency
+from shared.kit import consistency, idempotency
 from shared.kit.errors import Refused
 from shared.kit.http import CORRELATION_HEADER, JSON, error_body
 
@@ -80,9 +84,30 @@ async def authenticate(gateway: Gateway, request: Request) -> dict[str, Any] | N
     answer = await gateway.http.post(
         f"{gateway.services['acl']}/internal/authenticate", json={"session_token": token}
     )
+    if answer.status_code >= 500:
+        raise Refused(503, "unavailable", "the access service did not answer; try again")
     user = answer.json() if answer.status_code == 200 else None
     gateway.remember_caller(digest, now, user)
     return user
+
+
+def _bad_key(request: Request) -> Response | None:
+    key = request.headers.get(idempotency.HEADER)
+    if key is None or idempotency.valid_key(key):
+        return None
+    return JSON(
+        error_body(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 printable ASCII characters, no spaces",
+        ),
+        400,
+    )
+
+
+def _replayed(answer: Any, response: Response) -> Response:
+    if answer.headers.get(idempotency.STATE_HEADER) == "replayed":
+        response.headers[idempotency.REPLAYED_HEADER] = "true"
+    return response
 
 
 def install(app: FastAPI, gateway: Gateway) -> None:
@@ -100,16 +125,25 @@ def install(app: FastAPI, gateway: Gateway) -> None:
             body = SignIn.model_validate_json(bytes(body_bytes))
         except ValidationError:
             return JSON(error_body("invalid_request", 'send {"api_key": "<your key>"}'), 422)
+        if (refused := _bad_key(request)) is not None:
+            return refused
+        headers = {CORRELATION_HEADER: request.state.correlation_id}
+        if (key := request.headers.get(idempotency.HEADER)) is not None:
+            # Scoped, like any write's, by the user it acts for: the key's.
+            user = await gateway.user_of_key(body.api_key)
+            if user is None:
+                return JSON(error_body("unauthenticated", "unknown or revoked API key"), 401)
+            headers |= {**gateway._headers(request, user), idempotency.HEADER: key}
         answer = await gateway.http.post(
             f"{gateway.services['acl']}/internal/sessions",
             json={"api_key": body.api_key},
-            headers={CORRELATION_HEADER: request.state.correlation_id},
+            headers=headers,
         )
         if answer.status_code != 201:
             return gateway.relay(answer)
         started = answer.json()
         token = started.pop("token")
-        response = gateway.relay(answer, body=started)
+        response = _replayed(answer, gateway.relay(answer, body=started))
         max_age = int(gateway.settings.session_ttl_s)
         response.set_cookie(
             COOKIE,
@@ -126,6 +160,8 @@ def install(app: FastAPI, gateway: Gateway) -> None:
     async def sign_out(request: Request) -> Response:
         check_csrf(request)
         token = request.cookies.get(COOKIE, "")
+        if (refused := _bad_key(request)) is not None:
+            return refused
         headers = {}
         if token and len(token) <= 1000:
             answer = await gateway.http.post(

@@ -18,6 +18,8 @@ from shared.kit.stack import Stack
 from tests.e2e.support import CONSISTENCY, error, folder, items, member, multipart, png, unique
 from tests.e2e.test_grpc import ADMIN, Client
 
+SIGN_IN = {"X-Files-CSRF": "1"}
+
 KEY = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 
@@ -192,3 +194,57 @@ async def test_a_grpc_write_takes_the_key_as_metadata(api: httpx.AsyncClient, st
             == dict(await first.trailing_metadata())[CONSISTENCY.lower()]
         )
     assert len(await top_level_named(api, name)) == 1
+
+
+async def test_a_sign_in_sent_again_gets_the_same_session(
+    api: httpx.AsyncClient, pool: asyncpg.Pool, stack: Stack
+) -> None:
+    user = await member(api, "idem-session")
+    headers = {**SIGN_IN, **keyed()}
+    async with httpx.AsyncClient(base_url=stack.gateway_url) as browser:
+        first = await browser.post(
+            "/v1/sessions", json={"api_key": user["api_key"]}, headers=headers
+        )
+        assert first.status_code == 201, first.text
+        again = await browser.post(
+            "/v1/sessions", json={"api_key": user["api_key"]}, headers=headers
+        )
+        same_answer(first, again)
+        token = first.cookies["files_session"]
+        assert again.cookies["files_session"] == token
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM acl.sessions WHERE user_id = $1", uuid.UUID(user["id"])
+            )
+            == 1
+        )
+        stored = await pool.fetch("SELECT answer FROM acl.idempotency WHERE answer IS NOT NULL")
+        assert stored and not any(token.encode() in r["answer"] for r in stored)
+
+        # The same key with another of the user's keys is another request.
+        other = (await api.post(f"/v1/users/{user['id']}/keys")).json()
+        error(
+            await browser.post("/v1/sessions", json={"api_key": other["api_key"]}, headers=headers),
+            422,
+            "idempotency_key_reused",
+        )
+        # A key revoked since gets no session, not even the one it had.
+        first_key = [
+            k
+            for k in (await api.get(f"/v1/users/{user['id']}/keys")).json()["items"]
+            if k["id"] != other["id"]
+        ]
+        assert (await api.delete(f"/v1/keys/{first_key[0]['id']}")).status_code == 204
+        revoked = await browser.post(
+            "/v1/sessions", json={"api_key": user["api_key"]}, headers=headers
+        )
+        error(revoked, 401, "unauthenticated")
+        error(
+            await browser.post(
+                "/v1/sessions",
+                json={"api_key": other["api_key"]},
+                headers={**SIGN_IN, KEY: "has space"},
+            ),
+            400,
+            "invalid_idempotency_key",
+        )
