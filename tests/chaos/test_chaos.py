@@ -59,7 +59,7 @@ RECOVERY_S = float(os.environ.get("FILES_CHAOS_RECOVERY_S", "90"))
 
 pytestmark = pytest.mark.timeout(600 + UPLOADS * 2 + PAUSE_S)
 
-SERVICES = ("gateway", "ingest", "catalog", "datasets", "acl", "dicom")
+SERVICES = ("gateway", "ingest", "catalog", "datasets", "acl", "dicom", "thumbnails")
 FAULTS = (
     *(f"kill {name}" for name in SERVICES),
     "kill relay files.ingest",
