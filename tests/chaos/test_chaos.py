@@ -408,8 +408,10 @@ async def test_uploads_survive_every_fault_with_nothing_lost_or_doubled(
         if attempt.outcome.startswith("503 ") or attempt.outcome == "409 request_in_progress":
             continue
         assert "kill gateway" in attempt.phases, attempt
-    for fault, took in figures.recovery_s.items():
-        assert took <= RECOVERY_S, f"{fault}: whole again only after {took:.1f} s"
 
     # Every read model equals what its events rebuild.
     assert await every_projection_equals_its_rebuild(stack.env["FILES_DATABASE_URL"]) == []
+
+    # Last, being the one a loaded machine can miss: whole again within the bound.
+    for fault, took in figures.recovery_s.items():
+        assert took <= RECOVERY_S, f"{fault}: whole again only after {took:.1f} s"
