@@ -31,7 +31,7 @@ from services.gateway import sessions
 from shared.contracts import topics
 from shared.kit import consistency, idempotency, identity, tracing
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, error_body
+from shared.kit.http import JSON, ServiceTransport, error_body
 from shared.kit.logs import log
 from shared.kit.settings import Settings
 
@@ -111,8 +111,10 @@ class Gateway:
             timeout=httpx.Timeout(60.0, connect=5.0),
             # Idle connections go before the services' 5 s keep-alive closes them: a call
             # sent on one as it closes would be lost (and answered 503).
-            limits=httpx.Limits(
-                max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0
+            transport=ServiceTransport(
+                limits=httpx.Limits(
+                    max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0
+                )
             ),
             event_hooks={"request": [_carry_trace, self._sign_for_gateway]},
         )

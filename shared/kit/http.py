@@ -93,6 +93,20 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+class ServiceTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport, where a connection the peer closes as it is made (a service
+    killed as it accepts) is a ConnectError: anyio then asks a socket that is already
+    gone for its peer and raises AttributeError, which would be a 500."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except AttributeError as error:
+            if "getpeername" not in str(error):
+                raise
+            raise httpx.ConnectError("connection closed as it was made", request=request) from error
+
+
 def unavailable(message: str) -> JSON:
     body = error_body("unavailable", message, {"retry": True})
     return JSON(body, 503, headers={"Retry-After": "1"})
