@@ -85,7 +85,9 @@ SWEEPS: dict[str, Any] = {
 def _start_stack(settings: Settings) -> Iterator[Stack]:
     running = Stack(settings, durable=False)
     try:
-        running.start()
+        # Generous: on a machine shared with other suites, a service may take a minute
+        # to import its modules.
+        running.start(timeout=300)
         yield running
     finally:
         running.stop()
