@@ -85,9 +85,7 @@ SWEEPS: dict[str, Any] = {
 def _start_stack(settings: Settings) -> Iterator[Stack]:
     running = Stack(settings, durable=False)
     try:
-        # Generous: on a machine shared with other suites, a service may take a minute
-        # to import its modules.
-        running.start(timeout=300)
+        running.start()
         yield running
     finally:
         running.stop()
