@@ -58,6 +58,8 @@ def run(settings: Settings) -> int:
     from shared.kit.stack import Stack
 
     stack = Stack(settings)
+    # Exits and restarts of the pieces are shown as they happen (and kept in stack.log).
+    stack.echo = True
     stopping = False
 
     def stop(*_: object) -> None:
@@ -75,8 +77,8 @@ def run(settings: Settings) -> int:
             print(f"First admin's API key (also in {stack.data_dir / 'admin.key'}):")
             print(f"  {stack.admin_key}")
         print(f"Logs: {stack.data_dir / 'logs'}/   Stop with Ctrl-C.", flush=True)
+        # The stack supervises its pieces (restarts what exits) until it is stopped.
         while not stopping:
-            stack.check_alive()
             time.sleep(0.2)
         return 0
     except RuntimeError as error:

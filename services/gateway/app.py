@@ -22,12 +22,13 @@ from services.gateway.edge import (
     MAX_JSON_BODY,
     Call,
     Gateway,
+    Replayed,
     TooLarge,
     Unavailable,
     error_response,
 )
 from services.gateway.routes import TABLE, Refusal
-from shared.kit import consistency, tracing
+from shared.kit import consistency, idempotency, tracing
 from shared.kit.http import JSON, install_errors
 from shared.kit.logs import log
 from shared.kit.service import serve
@@ -108,9 +109,27 @@ def build(settings: Settings) -> FastAPI:
     web.install(app, settings)
 
     async def public(request: Request) -> Response:
-        """One `/v1` request: the path checked and matched, the caller authenticated,
-        the token waited for, then the route's composer or a plain forward. A service
-        that does not answer is a 503; once a write was made, its own answer."""
+        """One `/v1` request. A write with an Idempotency-Key (kit/idempotency.py) is
+        answered as its first time if it was made before; else made, and the answer as
+        composed here kept with it."""
+        key = request.headers.get(idempotency.HEADER)
+        if key is None or request.method not in idempotency.METHODS:
+            return await guarded(request)
+        if not idempotency.valid_key(key):
+            return error_response(
+                400,
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 printable ASCII characters, no spaces",
+            )
+        try:
+            return await gateway.keep_answer(request, await guarded(request))
+        except Replayed as replay:
+            return replay.response
+
+    async def guarded(request: Request) -> Response:
+        """The path checked and matched, the caller authenticated, the token waited
+        for, then the route's composer or a plain forward. A service that does not
+        answer is a 503; once a write was made, its own answer."""
         try:
             return await answer(request)
         except TooLarge:

@@ -14,6 +14,7 @@ reaches). Uploads and downloads are streamed through, never buffered.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import http.cookiejar
@@ -30,8 +31,9 @@ from fastapi.responses import Response
 from services.gateway import sessions
 from services.gateway.routes import Route
 from shared.contracts import topics
-from shared.kit import consistency, identity, tracing
-from shared.kit.http import CORRELATION_HEADER, JSON, error_body
+from shared.kit import consistency, idempotency, identity, tracing
+from shared.kit.errors import Refused
+from shared.kit.http import CORRELATION_HEADER, JSON, ServiceTransport, error_body
 from shared.kit.logs import log
 from shared.kit.settings import Settings
 
@@ -103,6 +105,28 @@ def error_response(status: int, code: str, message: str, **details: Any) -> JSON
     return JSON(error_body(code, message, details), status)
 
 
+class Replayed(Exception):
+    """A service gave back the answer this gateway composed the first time a keyed
+    request was applied (kit/idempotency.py): it is relayed as it is."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("replayed")
+        self.response = response
+
+
+def note_idempotency(
+    request: Request, service: str, user: dict[str, Any], answer: httpx.Response
+) -> None:
+    """What the owning service did with the request's Idempotency-Key."""
+    state = answer.headers.get(idempotency.STATE_HEADER)
+    if state == "public":
+        headers = {k: v for k, v in answer.headers.items() if k.lower() in idempotency.KEPT_HEADERS}
+        headers[idempotency.REPLAYED_HEADER] = "true"
+        raise Replayed(Response(answer.content, answer.status_code, headers=headers))
+    if state in ("applied", "replayed"):
+        request.state.idempotent = (service, state, user["id"])
+
+
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -124,7 +148,13 @@ class Gateway:
     async def start(self) -> None:
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=5.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            # Idle connections go before the services' 5 s keep-alive closes them: a call
+            # sent on one as it closes would be lost.
+            transport=ServiceTransport(
+                limits=httpx.Limits(
+                    max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0
+                )
+            ),
             cookies=NoCookies(),
             event_hooks={"request": [_carry_trace]},
         )
@@ -132,7 +162,7 @@ class Gateway:
         # of its own (the pool's other idle ones may have been dropped too).
         self.fresh = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=5.0),
-            limits=httpx.Limits(max_keepalive_connections=0),
+            transport=ServiceTransport(limits=httpx.Limits(max_keepalive_connections=0)),
             cookies=NoCookies(),
         )
         self._follower = asyncio.create_task(self._follow_access_changes(), name="acl-follower")
@@ -264,6 +294,8 @@ class Gateway:
             headers=headers,
             with_body=True,
         )
+        if call.user is not None:
+            note_idempotency(request, call.route.owner, call.user, answer)
         if request.method != "GET" and answer.status_code < 300:
             request.state.committed = answer
             if call.route.changes_access:
@@ -277,14 +309,21 @@ class Gateway:
         if scheme.lower() != "bearer" or not key.strip():
             # The web app's session cookie (services/gateway/sessions.py).
             return await sessions.authenticate(self, request)
-        digest = hashlib.sha256(key.strip().encode()).hexdigest()
+        return await self.user_of_key(request, key.strip())
+
+    async def user_of_key(self, request: Request, key: str) -> dict[str, Any] | None:
+        """The user an API key is of; None if unknown or revoked."""
+        digest = hashlib.sha256(key.encode()).hexdigest()
         cached = self._keys.get(digest)
         now = time.monotonic()
         if cached and cached[0] > now:
             return cached[1]
         answer = await self.call(
-            "acl", "POST", "/internal/authenticate", request, json={"api_key": key.strip()}
+            "acl", "POST", "/internal/authenticate", request, json={"api_key": key}
         )
+        if answer.status_code >= 500:
+            # Not a refusal: the caller is unknown for now, and nothing is cached.
+            raise Refused(503, "unavailable", "the access service did not answer; try again")
         user = answer.json() if answer.status_code == 200 else None
         self.remember_caller(digest, now, user)
         return user
@@ -418,6 +457,37 @@ class Gateway:
             )
         except Unavailable:
             log.warning("gateway.catch_up_failed", consumer=consumer, source=source)
+
+    async def keep_answer(self, request: Request, response: Response) -> Response:
+        """A keyed write the owning service applied (or gave back): the answer as composed
+        here is kept with it, so that a retry gets this very answer."""
+        noted = getattr(request.state, "idempotent", None)
+        if noted is None or response.status_code >= 500 or not hasattr(response, "body"):
+            return response
+        service, state, scope = noted
+        headers = [
+            (k, v) for k, v in response.headers.items() if k.lower() in idempotency.KEPT_HEADERS
+        ]
+        try:
+            await self.call(
+                service,
+                "PUT",
+                "/internal/idempotency",
+                request,
+                json={
+                    "scope": scope,
+                    "key": request.headers[idempotency.HEADER],
+                    "status": response.status_code,
+                    "headers": headers,
+                    "body": base64.b64encode(response.body).decode(),
+                },
+            )
+        except Unavailable:
+            # The service's own answer stays kept: a retry is composed again from it.
+            log.warning("gateway.answer_not_kept", service=service)
+        if state == "replayed":
+            response.headers[idempotency.REPLAYED_HEADER] = "true"
+        return response
 
     @staticmethod
     def relay(

@@ -11,6 +11,10 @@ sends the cookie by itself, a write authenticated by it must also show it comes 
 the app (CSRF): it carries the `X-Files-CSRF` header, which no other site's page can
 set on a request to us without a CORS preflight we never grant, and its `Origin` (and
 `Sec-Fetch-Site`), when sent, must be ours.
+
+A sign-in takes `Idempotency-Key` (kit/idempotency.py): sent again, it gets the same
+session (its token kept sealed under the key, like a new API key's). Signing out needs
+none: signing out again answers the same 204 and records nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from shared.api.acl import SignIn
-from shared.kit import consistency
+from shared.kit import consistency, idempotency
 from shared.kit.errors import Refused
 from shared.kit.http import JSON, error_body
 
@@ -77,13 +81,23 @@ async def authenticate(gateway: Gateway, request: Request) -> dict[str, Any] | N
     answer = await gateway.call(
         "acl", "POST", "/internal/authenticate", request, json={"session_token": token}
     )
+    if answer.status_code >= 500:
+        raise Refused(503, "unavailable", "the access service did not answer; try again")
     user = answer.json() if answer.status_code == 200 else None
     gateway.remember_caller(digest, now, user)
     return user
 
 
+def _replayed(answer: Any, response: Response) -> Response:
+    if answer.headers.get(idempotency.STATE_HEADER) == "replayed":
+        response.headers[idempotency.REPLAYED_HEADER] = "true"
+    return response
+
+
 async def sign_in(gateway: Gateway, call: Call) -> Response:
-    """`POST /v1/sessions`: the key exchanged for a session, its token set as the cookie."""
+    """`POST /v1/sessions`: the key exchanged for a session, its token set as the cookie.
+    With an Idempotency-Key (checked well-formed by the dispatcher), scoped like any
+    write's by the user it acts for: the key's."""
     request = call.request
     check_csrf(request)
     body_bytes = bytearray()
@@ -95,14 +109,27 @@ async def sign_in(gateway: Gateway, call: Call) -> Response:
         body = SignIn.model_validate_json(bytes(body_bytes))
     except ValidationError:
         return JSON(error_body("invalid_request", 'send {"api_key": "<your key>"}'), 422)
+    user = None
+    headers = {}
+    if (key := request.headers.get(idempotency.HEADER)) is not None:
+        user = await gateway.user_of_key(request, body.api_key)
+        if user is None:
+            return JSON(error_body("unauthenticated", "unknown or revoked API key"), 401)
+        headers[idempotency.HEADER] = key
     answer = await gateway.call(
-        "acl", "POST", "/internal/sessions", request, json={"api_key": body.api_key}
+        "acl",
+        "POST",
+        "/internal/sessions",
+        request,
+        user,
+        json={"api_key": body.api_key},
+        headers=headers,
     )
     if answer.status_code != 201:
         return gateway.relay(answer)
     started = answer.json()
     token = started.pop("token")
-    response = gateway.relay(answer, body=started)
+    response = _replayed(answer, gateway.relay(answer, body=started))
     response.set_cookie(
         COOKIE,
         token,
@@ -116,7 +143,8 @@ async def sign_in(gateway: Gateway, call: Call) -> Response:
 
 
 async def sign_out(gateway: Gateway, call: Call) -> Response:
-    """`DELETE /v1/sessions`: the session ended on the server, the cookie cleared."""
+    """`DELETE /v1/sessions`: the session ended on the server, the cookie cleared. Sent
+    again it answers the same 204 and records nothing: no key needed."""
     request = call.request
     check_csrf(request)
     token = request.cookies.get(COOKIE, "")

@@ -373,6 +373,10 @@ blob_refs = Projection(
 )
 
 
+# Earlier than any event: `greatest` with it keeps the other side.
+UNDATED = datetime(1, 1, 1, tzinfo=UTC)
+
+
 async def _blobs_stored(conn: Conn, keys: list[str], at: datetime, *, pinned: bool = False) -> None:
     await conn.execute(
         """INSERT INTO ingest.blobs AS b (key, stored_at, pinned)
@@ -389,8 +393,9 @@ async def _blobs_stored(conn: Conn, keys: list[str], at: datetime, *, pinned: bo
 async def claim_blobs(conn: Conn, keys: list[str]) -> None:
     """Hold blobs about to be stored until the transaction that refers to them commits:
     the collector skips them, or, if it took one first, the claim waits until that one
-    is gone, and the bytes are then stored again."""
-    await _blobs_stored(conn, keys, datetime.now(UTC))
+    is gone, and the bytes are then stored again. The claim dates nothing: the event
+    that follows in the transaction dates the row, as a rebuild from the events does."""
+    await _blobs_stored(conn, keys, UNDATED)
 
 
 async def _files(conn: Conn, pairs: list[tuple[str, str]], at: datetime) -> None:

@@ -16,6 +16,7 @@ import orjson
 
 from shared.contracts.envelope import Envelope
 from shared.contracts.limits import MAX_EVENT_BYTES
+from shared.kit import idempotency
 from shared.kit.db import Conn
 
 
@@ -147,12 +148,17 @@ class EventStore:
         if not envelopes:
             return 0
         assert conn.is_in_transaction(), "append must run inside a transaction"
+        # A request with an Idempotency-Key claims it with its events (kit/idempotency.py).
+        await idempotency.claim(conn, self.schema)
+        last: int
         try:
             if len(envelopes) >= COPY_FROM:
-                return await self._copy(conn, envelopes)
+                last = await self._copy(conn, envelopes)
+                idempotency.appended(last)
+                return last
             # One round trip: the head row's lock orders appends (held until commit),
             # its update numbers them, and NOTIFY fires when they commit.
-            last: int = await conn.fetchval(
+            last = await conn.fetchval(
                 f"""
                 WITH head AS (
                     UPDATE {self.schema}.head SET position = position + $1
@@ -174,6 +180,7 @@ class EventStore:
             if error.constraint_name == "events_stream_version_key":
                 raise ConcurrencyConflict(error.detail or "") from error
             raise
+        idempotency.appended(last)
         return last
 
     async def _copy(self, conn: Conn, envelopes: Sequence[Envelope]) -> int:

@@ -9,8 +9,10 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 import structlog
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -167,10 +169,61 @@ async def _too_large(_: Request, error: Exception) -> JSON:
     )
 
 
+# What a lost database, broker or service raises: the request did not complete, and
+# trying again later is the remedy (the launcher or orchestrator restarts what died).
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,  # the connection dropped or was refused
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.InterfaceError,  # "connection is closed"; others are ours (see below)
+    ConnectionError,  # refused or reset before PostgreSQL or a service spoke
+    TimeoutError,
+    KafkaError,
+    httpx.TransportError,  # a service that is down, restarting, or too slow
+)
+
+
+class ServiceTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport, where a connection the peer closes as it is made (a service
+    killed as it accepts) is a ConnectError: anyio then asks a socket that is already
+    gone for its peer and raises AttributeError, which would be a 500."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except AttributeError as error:
+            if "getpeername" not in str(error):
+                raise
+            raise httpx.ConnectError("connection closed as it was made", request=request) from error
+
+
+def unavailable(message: str) -> JSON:
+    body = error_body("unavailable", message, {"retry": True})
+    return JSON(body, 503, headers={"Retry-After": "1"})
+
+
+async def _unavailable(request: Request, error: Exception) -> JSON:
+    if isinstance(error, asyncpg.InterfaceError) and "closed" not in str(error):
+        raise error  # a misuse of a connection: a bug, answered by the Guard
+    if isinstance(error, httpx.TransportError):
+        what = "a service did not answer"
+    elif isinstance(error, KafkaError):
+        what = "the message broker did not answer"
+    else:
+        what = "the database did not answer"
+    log.warning("http.unavailable", error=repr(error))
+    return unavailable(
+        f"{what}; try again in a moment (a write sent again with the same"
+        " Idempotency-Key is applied once)"
+    )
+
+
 def install_errors(app: FastAPI) -> None:
     """The error format for every refusal; call it after adding any other middleware,
     so that the guard is the outermost."""
     app.add_middleware(Guard)
+    for kind in UNAVAILABLE:
+        app.add_exception_handler(kind, _unavailable)
     app.add_exception_handler(Refused, _api_error)
     app.add_exception_handler(ConcurrencyConflict, _raced)
     app.add_exception_handler(EventTooLarge, _too_large)

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
 from shared.contracts.limits import MAX_MESSAGE_BYTES
-from shared.kit import bus, db, tracing
+from shared.kit import bus, db, faults, tracing
 from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
 from shared.kit.logs import log
@@ -53,6 +53,10 @@ class Relay:
         # Events set aside since this relay started (also logged, and in relay_parked).
         self.parked = 0
         self._wake = asyncio.Event()
+        # The topic's end offsets per partition, as last seen (they only ever grow), and
+        # how many looks in a row have seen one lower.
+        self._ends: dict[int, int] = {}
+        self._dropped = 0
         self._lock_key = zlib.crc32(f"files.relay.{store.schema}.{topic}".encode())
 
     async def setup(self, conn: Conn) -> None:
@@ -80,15 +84,27 @@ class Relay:
                     break
                 await asyncio.sleep(1.0)
             await conn.add_listener(self.store.channel, lambda *_: self._wake.set())
-            self.published = await self._start_position(conn)
-            log.info("relay.leading", topic=self.topic, position=self.published)
-            while True:
-                self._wake.clear()
-                if not await self.publish_pending(conn):
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            await probe.start()
+            try:
+                self.published = await self._start_position(conn, probe)
+                log.info("relay.leading", topic=self.topic, position=self.published)
+                await self._lead(conn, probe)
+            finally:
+                await probe.stop()
         finally:
             await conn.close()
+
+    async def _lead(self, conn: Conn, probe: AIOKafkaConsumer) -> None:
+        while True:
+            self._wake.clear()
+            # Before every batch: a batch sent to a broker that lost the earlier ones
+            # would hide the loss from a leader started after it.
+            if await self._broker_lost_messages(probe):
+                await self._record(conn, 0)
+            if not await self.publish_pending(conn):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
 
     async def publish_pending(self, conn: Conn) -> int:
         rows = await self.store.read_wire_after(conn, self.published, self.batch)
@@ -128,14 +144,21 @@ class Relay:
                         await self._send_alone(conn, r, carried)
                     elif isinstance(result, BaseException):
                         raise result from None
-        self.published = rows[-1]["position"]
+        faults.strike(f"relay.{self.topic}")  # the chaos tests: dead before the checkpoint
+        await self._record(conn, rows[-1]["position"])
+        return len(rows)
+
+    async def _record(self, conn: Conn, position: int) -> None:
+        """How far the topic has the store's events. Set back to 0 when the broker lost
+        them, at once: a leader that dies while publishing them again leaves the next
+        one to go on with it, not to forget it."""
+        self.published = position
         await conn.execute(
             f"""INSERT INTO {self.store.schema}.relay_offsets (topic, position) VALUES ($1, $2)
                 ON CONFLICT (topic) DO UPDATE SET position = EXCLUDED.position""",
             self.topic,
-            self.published,
+            position,
         )
-        return len(rows)
 
     async def _send_alone(
         self, conn: Conn, r: asyncpg.Record, carried: dict[str | None, str | None]
@@ -191,7 +214,7 @@ class Relay:
             )
         )
 
-    async def _start_position(self, conn: Conn) -> int:
+    async def _start_position(self, conn: Conn, probe: AIOKafkaConsumer) -> int:
         recorded: int = (
             await conn.fetchval(
                 f"SELECT position FROM {self.store.schema}.relay_offsets WHERE topic = $1",
@@ -199,19 +222,31 @@ class Relay:
             )
             or 0
         )
-        if recorded and await self._topic_is_empty():
-            # The broker lost its messages (the embedded one keeps them in memory):
-            # publish everything again; consumers' inboxes drop what they applied.
+        await self._broker_lost_messages(probe)
+        if recorded and not any(self._ends.values()):
+            # The topic is empty although events were published: the broker lost its
+            # messages (the embedded one keeps them in memory). Publish them all again;
+            # the consumers' inboxes drop what they applied.
             log.warning("relay.republishing", topic=self.topic, recorded=recorded)
+            await self._record(conn, 0)
             return 0
         return recorded
 
-    async def _topic_is_empty(self) -> bool:
-        probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await probe.start()
-        try:
-            partitions = await self.producer.partitions_for(self.topic)
-            ends = await probe.end_offsets([TopicPartition(self.topic, p) for p in partitions])
-            return all(offset == 0 for offset in ends.values())
-        finally:
-            await probe.stop()
+    async def _broker_lost_messages(self, probe: AIOKafkaConsumer) -> bool:
+        """Whether a partition's end offset went down since the last look: only a broker
+        that lost messages does that (the embedded one, started again, has none). Seen
+        twice in a row before it is believed: a broker going away can answer oddly once,
+        and a false alarm would publish everything again for nothing."""
+        partitions = await self.producer.partitions_for(self.topic)
+        ends = await probe.end_offsets([TopicPartition(self.topic, p) for p in partitions])
+        now = {tp.partition: offset for tp, offset in ends.items()}
+        if any(p in now and now[p] < seen for p, seen in self._ends.items()):
+            self._dropped += 1
+            if self._dropped < 2:
+                return False  # the baseline stays; look again
+            log.warning("relay.republishing", topic=self.topic, published=self.published)
+            self._ends, self._dropped = now, 0
+            return True
+        self._dropped = 0
+        self._ends = {**self._ends, **now}
+        return False
