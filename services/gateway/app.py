@@ -29,7 +29,7 @@ from services.gateway.edge import (
 )
 from services.gateway.routes import TABLE, Refusal
 from shared.kit import consistency, idempotency, tracing
-from shared.kit.http import JSON, install_errors
+from shared.kit.http import JSON, RETRY_AFTER_S, install_errors
 from shared.kit.logs import log
 from shared.kit.service import serve
 from shared.kit.settings import Settings
@@ -144,12 +144,15 @@ def build(settings: Settings) -> FastAPI:
             if committed is not None:
                 return committed_answer(error, committed)
             log.warning("gateway.service_unavailable", upstream=error.service, error=str(error))
-            return error_response(
+            refused = error_response(
                 503,
                 "unavailable",
                 f"the {error.service} service did not answer in time; try again shortly",
                 service=error.service,
+                retry=True,
             )
+            refused.headers["Retry-After"] = RETRY_AFTER_S
+            return refused
         except Exception as error:
             committed = getattr(request.state, "committed", None)
             if committed is None:

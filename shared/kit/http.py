@@ -50,13 +50,18 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+# Seconds a 503 asks a client to wait: the launcher restarts a process within a couple.
+RETRY_AFTER_S = "1"
+
 def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if p not in ("body", "query", "path"))
 
 
 async def _api_error(_: Request, error: Exception) -> JSON:
     assert isinstance(error, Refused)
-    return JSON(error_body(error.code, error.message, error.details), error.status)
+    # A 503 always says when to come back, whichever layer gave up.
+    headers = {"Retry-After": RETRY_AFTER_S} if error.status == 503 else None
+    return JSON(error_body(error.code, error.message, error.details), error.status, headers=headers)
 
 
 async def _validation_error(_: Request, error: Exception) -> JSON:
@@ -199,7 +204,7 @@ class ServiceTransport(httpx.AsyncHTTPTransport):
 
 def unavailable(message: str) -> JSON:
     body = error_body("unavailable", message, {"retry": True})
-    return JSON(body, 503, headers={"Retry-After": "1"})
+    return JSON(body, 503, headers={"Retry-After": RETRY_AFTER_S})
 
 
 async def _unavailable(request: Request, error: Exception) -> JSON:

@@ -599,6 +599,12 @@ class _Request:
             if found is None or not await self.replay(found):
                 await self.mw._send(self.send, answer)
             return
+        if answer.status >= 500:
+            # A failure answered by an error handler rather than raised (a lost broker,
+            # a bug caught by the Guard): nothing of it is applied, a retry runs anew.
+            await self._abandon()
+            await self.mw._send(self.send, answer)
+            return
         await self.drain()
         if await self._commit(answer):
             await self.mw._send(self.send, answer, "applied")
