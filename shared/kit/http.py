@@ -53,6 +53,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 # Seconds a 503 asks a client to wait: the launcher restarts a process within a couple.
 RETRY_AFTER_S = "1"
 
+
 def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if p not in ("body", "query", "path"))
 
