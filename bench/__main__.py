@@ -28,6 +28,7 @@ BENCHMARKS = (
     "dicom",
     "imports",
     "thumbnails",
+    "media_facts",
     "cli_upload",
 )
 TIMEOUT_S = {"quick": 300, "full": 1800}

@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import IO, Any, cast
 
 from PIL import Image
 
@@ -29,7 +29,7 @@ __all__ = ["Facts", "UnknownContent", "inspect"]
 
 READ_BUDGET = 64 * 1024 * 1024
 TIME_CAP = 5.0  # seconds a file
-PROBE_BYTES = 2 * 1024 * 1024
+PROBE_BYTES = 64 * 1024  # past this, FFmpeg stops reading packets to guess what headers left out
 CACHE_BLOCKS = 16  # 4 MiB of cached blocks a file
 
 # Pillow's format for each image type the sniffer accepts.
@@ -40,6 +40,21 @@ _PILLOW = {
     "image/webp": "WEBP",
     "image/bmp": "BMP",
     "image/tiff": "TIFF",
+}
+# FFmpeg's demuxer for each audio and video type: the sniffer's verdict binds, FFmpeg does
+# not probe the content for a format of its own choosing.
+_DEMUXER = {
+    "video/mp4": "mov",
+    "video/quicktime": "mov",
+    "video/x-m4v": "mov",
+    "audio/mp4": "mov",
+    "video/webm": "matroska",
+    "video/x-matroska": "matroska",
+    "video/x-msvideo": "avi",
+    "audio/wav": "wav",
+    "audio/flac": "flac",
+    "audio/ogg": "ogg",
+    "audio/mpeg": "mp3",
 }
 
 
@@ -84,12 +99,14 @@ def _image(source: RangeFile, mime_type: str, _time_cap: float) -> Media:
     # decompression-bomb limit, and a huge image's size is a fact worth having when
     # nothing is decoded.
     factory, _accept = Image.OPEN[_PILLOW[mime_type]]
-    with factory(source, None) as image:
+    with factory(cast(IO[bytes], source), "") as image:
         return Media(width=_positive(image.width), height=_positive(image.height))
 
 
 def _audio_video(source: RangeFile, mime_type: str, time_cap: float) -> Media:
-    with open_container(source, timeout=time_cap, probe_bytes=PROBE_BYTES) as container:
+    with open_container(
+        source, fmt=_DEMUXER[mime_type], timeout=time_cap, probe_bytes=PROBE_BYTES
+    ) as container:
         duration = _seconds(container.duration, Fraction(1, 1_000_000))
         if mime_type.startswith("video/") and container.streams.video:
             video = container.streams.video[0]

@@ -127,9 +127,14 @@ def quiet_av() -> None:
 
 
 def open_container(
-    source: Any, *, timeout: float | None = None, probe_bytes: int | None = None
+    source: Any,
+    *,
+    fmt: str | None = None,
+    timeout: float | None = None,
+    probe_bytes: int | None = None,
 ) -> InputContainer:
-    """PyAV's container over `source` (a file name or a binary file), for reading.
+    """PyAV's container over `source` (a file name or a binary file), for reading, with
+    FFmpeg's demuxer `fmt` when given (else FFmpeg probes the content for one).
 
     Metadata that is not valid text is dropped rather than failing the file; `timeout`
     caps the seconds FFmpeg may spend opening it and finding its streams (its interrupt
@@ -142,6 +147,11 @@ def open_container(
     if probe_bytes is not None:
         options = {"probesize": str(probe_bytes), "analyzeduration": "1000000"}
     container: InputContainer = av.open(
-        source, mode="r", metadata_errors="ignore", timeout=timeout, container_options=options
+        source,
+        mode="r",
+        format=fmt,
+        metadata_errors="ignore",
+        timeout=timeout,
+        container_options=options,
     )
     return container
