@@ -98,12 +98,14 @@ def _image(source: RangeFile, mime_type: str, _time_cap: float) -> Media:
     # The format's own opener, not Image.open: that one refuses sizes past the
     # decompression-bomb limit, and a huge image's size is a fact worth having when
     # nothing is decoded.
+    Image.init()  # every format's opener registered (once; a no-op after)
     factory, _accept = Image.OPEN[_PILLOW[mime_type]]
     with factory(cast(IO[bytes], source), "") as image:
         return Media(width=_positive(image.width), height=_positive(image.height))
 
 
 def _audio_video(source: RangeFile, mime_type: str, time_cap: float) -> Media:
+    quiet_av()  # imports PyAV on first use: a service start need not wait for it
     with open_container(
         source, fmt=_DEMUXER[mime_type], timeout=time_cap, probe_bytes=PROBE_BYTES
     ) as container:
@@ -140,6 +142,3 @@ def _seconds(ticks: int | None, unit: Fraction | None) -> float | None:
 
 
 _READERS = {"image": _image, "video": _audio_video, "audio": _audio_video}
-
-Image.init()
-quiet_av()
