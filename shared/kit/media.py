@@ -83,8 +83,6 @@ class RangeFile(io.RawIOBase):
         if found is not None:
             self._blocks.move_to_end(number)
             return found
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise TooSlow("reading it took too long")
         start = number * BLOCK
         length = min(BLOCK, self.length - start)
         if self.read_bytes + length > self.budget:
@@ -104,6 +102,9 @@ class RangeFile(io.RawIOBase):
         return data
 
     def readinto(self, buffer: Any) -> int:
+        # Every read, not every block: a decoder may read a block a byte at a time.
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TooSlow("reading it took too long")
         view = memoryview(buffer).cast("B")
         wanted = min(len(view), self.length - self.position)
         done = 0
