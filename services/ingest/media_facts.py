@@ -86,7 +86,7 @@ def inspect(read_at: ReadAt, size: int, *, time_cap: float = TIME_CAP) -> Facts:
     if reader is not None:
         try:
             source.seek(0)
-            media = reader(source, mime_type, time_cap)
+            media = reader(source, mime_type)
         except Exception:
             if source.failed is not None:
                 raise source.failed from None
@@ -94,7 +94,7 @@ def inspect(read_at: ReadAt, size: int, *, time_cap: float = TIME_CAP) -> Facts:
     return Facts(kind, mime_type, media)
 
 
-def _image(source: RangeFile, mime_type: str, _time_cap: float) -> Media:
+def _image(source: RangeFile, mime_type: str) -> Media:
     # The format's own opener, not Image.open: that one refuses sizes past the
     # decompression-bomb limit, and a huge image's size is a fact worth having when
     # nothing is decoded.
@@ -104,10 +104,13 @@ def _image(source: RangeFile, mime_type: str, _time_cap: float) -> Media:
         return Media(width=_positive(image.width), height=_positive(image.height))
 
 
-def _audio_video(source: RangeFile, mime_type: str, time_cap: float) -> Media:
+def _audio_video(source: RangeFile, mime_type: str) -> Media:
     quiet_av()  # imports PyAV on first use: a service start need not wait for it
+    assert source.deadline is not None
+    # FFmpeg's interrupt callback stops what does not read (the range file stops what does).
+    left = max(source.deadline - time.monotonic(), 0.001)
     with open_container(
-        source, fmt=_DEMUXER[mime_type], timeout=time_cap, probe_bytes=PROBE_BYTES
+        source, fmt=_DEMUXER[mime_type], timeout=left, probe_bytes=PROBE_BYTES
     ) as container:
         duration = _seconds(container.duration, Fraction(1, 1_000_000))
         if mime_type.startswith("video/") and container.streams.video:
