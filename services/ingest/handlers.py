@@ -215,8 +215,6 @@ class Uploads(Handlers):
                     parser.write(chunk)
             if receiver.refusal is None:
                 parser.finalize()
-            if receiver.refusal is None:
-                await asyncio.to_thread(receiver.read_facts)
             received = receiver.refusal is None
         except Refused:
             raise
@@ -230,6 +228,12 @@ class Uploads(Handlers):
                 receiver.cleanup()
         if receiver.refusal:
             raise receiver.refusal
+        try:
+            # Out of the try above: a spool that cannot be read is our fault, not the body's.
+            await asyncio.to_thread(receiver.read_facts)
+        except BaseException:
+            receiver.cleanup()
+            raise
         return receiver
 
     async def _record(
