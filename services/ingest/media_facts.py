@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO, Any, cast
 
-from PIL import Image
-
 from services.ingest.domain.media import HEAD_SIZE, UnknownContent, sniff
 from shared.contracts.catalog import Media
 from shared.kit.media import RangeFile, ReadAt, open_container, quiet_av
@@ -98,6 +96,8 @@ def _image(source: RangeFile, mime_type: str) -> Media:
     # The format's own opener, not Image.open: that one refuses sizes past the
     # decompression-bomb limit, and a huge image's size is a fact worth having when
     # nothing is decoded.
+    from PIL import Image  # on first use, as PyAV: a service start need not wait for it
+
     Image.init()  # every format's opener registered (once; a no-op after)
     factory, _accept = Image.OPEN[_PILLOW[mime_type]]
     with factory(cast(IO[bytes], source), "") as image:
@@ -105,7 +105,7 @@ def _image(source: RangeFile, mime_type: str) -> Media:
 
 
 def _audio_video(source: RangeFile, mime_type: str) -> Media:
-    quiet_av()  # imports PyAV on first use: a service start need not wait for it
+    quiet_av()  # imports PyAV on first use
     assert source.deadline is not None
     # FFmpeg's interrupt callback stops what does not read (the range file stops what does).
     left = max(source.deadline - time.monotonic(), 0.001)
