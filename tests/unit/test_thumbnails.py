@@ -271,3 +271,16 @@ def test_a_video_s_frame_is_drawn_from_a_few_ranges_of_it_not_the_whole_file() -
     assert image.size == (320, 240)
     assert len(data) > 2 * 1024 * 1024
     assert reader.read_bytes < len(data) / 3, (reader.read_bytes, len(data))
+
+
+def test_a_source_past_the_read_budget_is_too_large_to_draw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = media.photo(seed=1)  # a textured JPEG: more than one block
+    assert len(data) > BLOCK
+    monkeypatch.setattr(render, "_store", InMemoryStore(data))
+    monkeypatch.setattr(render, "READ_BUDGET", BLOCK)
+
+    with pytest.raises(render.Unthumbnailable) as refused:
+        render.make(render.Job("image", "k", len(data), "webp"))
+    assert refused.value.code == "too_large"
