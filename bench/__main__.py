@@ -27,6 +27,7 @@ BENCHMARKS = (
     "datasets",
     "dicom",
     "imports",
+    "gateway",
     "thumbnails",
     "media_facts",
     "cli_upload",

@@ -4,6 +4,9 @@ Each RPC is the HTTP request it stands for, made in-process to the gateway's own
 app (no socket, no second implementation): authentication, rights, composition,
 consistency waits and errors are those of the HTTP API by construction, and the
 gateway instance (its caller cache, its connections to the services) is shared.
+A unary RPC is one entry of `UNARY` (its method and path), served by one generic
+path (`Api.unary`, JSON <-> proto by field name); the streaming ones (`STREAMED`) are
+methods of `Api`.
 Bodies stream through the ASGI interface both ways: an upload's chunks become the
 multipart body as they arrive (the gateway streams it on to ingest), a download's
 chunks are passed on as the app sends them. Nothing holds a whole file.
@@ -31,7 +34,6 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from services.gateway.files_pb.files.v1 import files_pb2 as pb
-from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
 from shared.contracts import rules
 from shared.kit.logs import log
 
@@ -42,8 +44,14 @@ ASGIApp = Callable[
 
 # Metadata passed on to the HTTP request as headers, and answer headers passed back as
 # trailing metadata.
-PASSED_IN = ("authorization", "files-consistency", "x-request-id", "traceparent")
-PASSED_OUT = ("files-consistency", "x-request-id")
+PASSED_IN = (
+    "authorization",
+    "files-consistency",
+    "x-request-id",
+    "traceparent",
+    "idempotency-key",
+)
+PASSED_OUT = ("files-consistency", "x-request-id", "idempotent-replayed")
 # A download's messages stay well under gRPC's default 4 MiB message limit.
 CHUNK = 1024 * 1024
 
@@ -227,8 +235,169 @@ class Answer:
 # -- the servicers ------------------------------------------------------------------------
 
 
+M = TypeVar("M", bound=Message)
+
+
+def _message(cls: type[M], data: Mapping[str, Any]) -> M:
+    """A message from the HTTP API's JSON (fields of the same names; nulls unset)."""
+    return cast(M, json_format.ParseDict(data, cls(), ignore_unknown_fields=True))
+
+
+def _plain(message: Message) -> dict[str, Any]:
+    """A request as the HTTP API's JSON: the fields set (a proto3 default is unset),
+    repeated ones always (an empty list says "none"), int64 as numbers (not the strings
+    of proto's JSON mapping), a Struct as its object, a Timestamp as RFC 3339."""
+    found: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        if field.is_repeated:
+            found[field.name] = [_value(field, v) for v in getattr(message, field.name)]
+    for field, value in message.ListFields():
+        if not field.is_repeated:
+            found[field.name] = _value(field, value)
+    return found
+
+
+def _value(field: Any, value: Any) -> Any:
+    if field.message_type is None:
+        return value
+    if field.message_type.full_name.startswith("google.protobuf."):
+        return json_format.MessageToDict(value)
+    return _plain(value)
+
+
+def _items(page: Mapping[str, Any]) -> dict[str, Any]:
+    """A page of folders and files: each item in its own field of the `Item` oneof."""
+    items = [{"folder" if i.get("type") == "folder" else "file": i} for i in page["items"]]
+    return {"items": items, "next_cursor": page.get("next_cursor")}
+
+
+@dataclass(frozen=True)
+class Route:
+    """The HTTP request a unary RPC stands for. The path's `{fields}` come from the
+    request (an id is checked as a UUID first); its other fields are the query of a GET
+    or DELETE, else the JSON body. The answer's JSON becomes the reply, by field name."""
+
+    method: str
+    path: str
+    reshape: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+
+
+# Every unary RPC of the proto, by "Service/Method"; the streaming ones are `STREAMED`.
+UNARY: dict[str, Route] = {
+    "Folders/CreateFolder": Route("POST", "/v1/folders"),
+    "Folders/GetFolder": Route("GET", "/v1/folders/{folder_id}"),
+    "Folders/ListFolders": Route("GET", "/v1/folders"),
+    "Folders/ListItems": Route("GET", "/v1/folders/{folder_id}/items", _items),
+    "Folders/UpdateFolder": Route("PATCH", "/v1/folders/{folder_id}"),
+    "Folders/DeleteFolder": Route("DELETE", "/v1/folders/{folder_id}"),
+    "Folders/GetFolderSummary": Route("GET", "/v1/folders/{folder_id}/summary"),
+    "Files/GetFile": Route("GET", "/v1/files/{file_id}"),
+    "Files/Search": Route("GET", "/v1/search", _items),
+    "Files/UpdateFile": Route("PATCH", "/v1/files/{file_id}"),
+    "Files/DeleteFile": Route("DELETE", "/v1/files/{file_id}"),
+    "Files/Move": Route("POST", "/v1/move"),
+    "Files/BulkDelete": Route("POST", "/v1/delete"),
+    "Files/ListFileDatasets": Route("GET", "/v1/files/{file_id}/datasets"),
+    "Datasets/CreateDataset": Route("POST", "/v1/datasets"),
+    "Datasets/GetDataset": Route("GET", "/v1/datasets/{dataset_id}"),
+    "Datasets/ListDatasets": Route("GET", "/v1/datasets"),
+    "Datasets/UpdateDataset": Route("PATCH", "/v1/datasets/{dataset_id}"),
+    "Datasets/DeleteDataset": Route("DELETE", "/v1/datasets/{dataset_id}"),
+    "Datasets/AddFiles": Route("POST", "/v1/datasets/{dataset_id}/files"),
+    "Datasets/RemoveFile": Route("DELETE", "/v1/datasets/{dataset_id}/files/{file_id}"),
+    "Datasets/ListDatasetFiles": Route("GET", "/v1/datasets/{dataset_id}/files"),
+    "Datasets/ListDatasetCollaborators": Route("GET", "/v1/datasets/{dataset_id}/collaborators"),
+    "Datasets/ShareDataset": Route("POST", "/v1/datasets/{dataset_id}/collaborators"),
+    "Datasets/UnshareDataset": Route("DELETE", "/v1/datasets/{dataset_id}/collaborators/{user_id}"),
+    "Collaborators/ListCollaborators": Route("GET", "/v1/folders/{folder_id}/collaborators"),
+    "Collaborators/InviteCollaborators": Route("POST", "/v1/folders/{folder_id}/collaborators"),
+    "Collaborators/ChangeRole": Route("PATCH", "/v1/folders/{folder_id}/collaborators/{user_id}"),
+    "Collaborators/RemoveCollaborator": Route(
+        "DELETE", "/v1/folders/{folder_id}/collaborators/{user_id}"
+    ),
+    "Jobs/GetJob": Route("GET", "/v1/jobs/{job_id}"),
+    "Users/CreateUser": Route("POST", "/v1/users"),
+    "Users/ListUsers": Route("GET", "/v1/users"),
+    "Users/GetMe": Route("GET", "/v1/users/me"),
+    "Users/IssueKey": Route("POST", "/v1/users/{user_id}/keys"),
+    "Users/ListKeys": Route("GET", "/v1/users/{user_id}/keys"),
+    "Users/RevokeKey": Route("DELETE", "/v1/keys/{key_id}"),
+    "Integrations/CreateIntegration": Route("POST", "/v1/integrations"),
+    "Integrations/ListIntegrations": Route("GET", "/v1/integrations"),
+    "Integrations/GetIntegration": Route("GET", "/v1/integrations/{integration_id}"),
+    "Integrations/ShareIntegration": Route("PATCH", "/v1/integrations/{integration_id}"),
+    "Integrations/DeleteIntegration": Route("DELETE", "/v1/integrations/{integration_id}"),
+    "Integrations/ImportObjects": Route("POST", "/v1/folders/{folder_id}/imports"),
+    "UploadSessions/OpenUploadSession": Route("POST", "/v1/folders/{folder_id}/uploads"),
+    "UploadSessions/GetUploadSession": Route("GET", "/v1/uploads/{session_id}"),
+    "UploadSessions/CompleteUploadSession": Route("POST", "/v1/uploads/{session_id}/complete"),
+    "UploadSessions/AbortUploadSession": Route("DELETE", "/v1/uploads/{session_id}"),
+    "Audit/ListEvents": Route("GET", "/v1/audit"),
+}
+
+# The streaming RPCs, each a method of `Api` of its name, and the route it stands for.
+STREAMED: dict[str, tuple[str, str]] = {
+    "Files/Upload": ("POST", "/v1/folders/{folder_id}/files"),
+    "Files/Download": ("GET", "/v1/files/{file_id}/content"),
+    "Files/UploadDicom": ("POST", "/v1/folders/{folder_id}/dicom"),
+    "Files/UploadImageGroup": ("POST", "/v1/folders/{folder_id}/image-groups"),
+    "Files/GetThumbnail": ("GET", "/v1/files/{file_id}/thumbnail"),
+    "Files/GetSlice": ("GET", "/v1/files/{file_id}/slices/{index}"),
+    "UploadSessions/PutPart": ("PUT", "/v1/uploads/{session_id}/parts/{number}"),
+}
+
+PATH_FIELD = re.compile(r"\{(\w+)\}")
+CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+# An upload session's part URL when the store is ours (a presigned S3 URL goes to S3).
+PART_PATH = re.compile(r"/v1/uploads/[0-9a-fA-F-]{36}/parts/\d{1,5}")
+
+
+def _quoted(name: str) -> bytes:
+    """A file name as a multipart header's quoted string (python-multipart unescapes)."""
+    return name.replace("\\", "\\\\").replace('"', '\\"').encode()
+
+
+def _form(
+    fields: Mapping[str, str], files: AsyncIterator[str | bytes]
+) -> tuple[str, AsyncIterator[bytes]]:
+    """A multipart/form-data body (its content type, its bytes as they come): the form's
+    fields, then its `file` parts from `files`, where a name starts the next file and
+    bytes are its content. Nothing is held beyond the chunk at hand."""
+    boundary = uuid.uuid4().hex
+
+    def head(disposition: bytes, file: bool) -> bytes:
+        kind = b"\r\nContent-Type: application/octet-stream" if file else b""
+        return (
+            f"--{boundary}\r\n".encode()
+            + b"Content-Disposition: form-data; "
+            + disposition
+            + kind
+            + b"\r\n\r\n"
+        )
+
+    async def body() -> AsyncIterator[bytes]:
+        for name, value in fields.items():
+            yield head(f'name="{name}"'.encode(), False) + value.encode() + b"\r\n"
+        opened = False
+        async for part in files:
+            if isinstance(part, str):
+                if problem := rules.name_problem(part, "file name"):
+                    raise BadStream("invalid_name", problem, name=part[:300])
+                yield (b"\r\n" if opened else b"") + head(
+                    b'name="file"; filename="' + _quoted(part) + b'"', True
+                )
+                opened = True
+            elif not opened:
+                raise BadStream("invalid_request", "a chunk came before any file's name")
+            elif part:
+                yield part
+        yield (b"\r\n" if opened else b"") + f"--{boundary}--\r\n".encode()
+
+    return f"multipart/form-data; boundary={boundary}", body()
+
+
 class Api:
-    """What every servicer shares: the HTTP call an RPC stands for, and its errors."""
+    """The RPCs: each the HTTP call it stands for, made to the app, and its errors."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -247,11 +416,16 @@ class Api:
         method: str,
         path: str,
         *,
-        query: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | Iterable[tuple[str, str]] | None = None,
         body: AsyncIterator[bytes] | bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Exchange:
-        params = [(k, str(v)) for k, v in (query or {}).items() if v not in (None, "", 0)]
+        pairs = query.items() if isinstance(query, Mapping) else (query or ())
+        params: list[tuple[str, str]] = []
+        for k, v in pairs:
+            for one in v if isinstance(v, list) else [v]:
+                if one not in (None, "", 0):
+                    params.append((k, str(one)))
         return Exchange(
             self.app,
             method,
@@ -268,7 +442,7 @@ class Api:
         method: str,
         path: str,
         *,
-        query: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | Iterable[tuple[str, str]] | None = None,
         json_body: Any = None,
         body: AsyncIterator[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -347,127 +521,66 @@ class Api:
                 {"fields": [{"field": field, "problem": problem}]},
             )
 
+    # -- unary RPCs: one generic path --------------------------------------------------
 
-M = TypeVar("M", bound=Message)
-
-
-def _message(cls: type[M], data: Mapping[str, Any]) -> M:
-    """A message from the HTTP API's JSON (fields of the same names; nulls unset)."""
-    return cast(M, json_format.ParseDict(data, cls(), ignore_unknown_fields=True))
-
-
-def _item(data: Mapping[str, Any]) -> pb.Item:
-    kind = "folder" if data.get("type") == "folder" else "file"
-    return _message(pb.Item, {kind: data})
-
-
-def _struct(message: Message, field: str) -> dict[str, Any] | None:
-    if not message.HasField(field):
-        return None
-    found: dict[str, Any] = json_format.MessageToDict(getattr(message, field))
-    return found
-
-
-def _page(limit: int, cursor: str) -> dict[str, Any]:
-    return {"limit": limit, "cursor": cursor}
-
-
-class Folders(rpc.FoldersServicer, Api):
-    async def CreateFolder(
-        self, request: pb.CreateFolderRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Folder:
-        body: dict[str, Any] = {"name": request.name, "description": request.description}
-        if request.HasField("parent_id"):
-            body["parent_id"] = await self.uuid(context, request.parent_id, "parent_id")
-        if (metadata := _struct(request, "metadata")) is not None:
-            body["metadata"] = metadata
-        return _message(pb.Folder, await self.call(context, "POST", "/v1/folders", json_body=body))
-
-    async def GetFolder(
-        self, request: pb.GetFolderRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Folder:
-        folder_id = await self.uuid(context, request.folder_id, "folder_id")
-        return _message(pb.Folder, await self.call(context, "GET", f"/v1/folders/{folder_id}"))
-
-    async def ListFolders(
-        self, request: pb.ListFoldersRequest, context: grpc.aio.ServicerContext
-    ) -> pb.FolderPage:
-        query = _page(request.limit, request.cursor)
-        if request.HasField("parent_id"):
-            query["parent_id"] = await self.uuid(context, request.parent_id, "parent_id")
-        page = await self.call(context, "GET", "/v1/folders", query=query)
-        return _message(pb.FolderPage, page)
-
-    async def ListItems(
-        self, request: pb.ListItemsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ItemPage:
-        folder_id = await self.uuid(context, request.folder_id, "folder_id")
-        query = {"kind": request.kind, **_page(request.limit, request.cursor)}
-        page = await self.call(context, "GET", f"/v1/folders/{folder_id}/items", query=query)
-        return pb.ItemPage(items=[_item(i) for i in page["items"]], next_cursor=page["next_cursor"])
-
-    async def UpdateFolder(
-        self, request: pb.UpdateFolderRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Folder:
-        folder_id = await self.uuid(context, request.folder_id, "folder_id")
-        body: dict[str, Any] = {}
-        for field in ("name", "description"):
-            if request.HasField(field):
-                body[field] = getattr(request, field)
-        if (metadata := _struct(request, "metadata")) is not None:
-            body["metadata"] = metadata
-        folder = await self.call(context, "PATCH", f"/v1/folders/{folder_id}", json_body=body)
-        return _message(pb.Folder, folder)
-
-    async def DeleteFolder(
-        self, request: pb.DeleteFolderRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Empty:
-        folder_id = await self.uuid(context, request.folder_id, "folder_id")
-        await self.call(context, "DELETE", f"/v1/folders/{folder_id}")
-        return pb.Empty()
-
-
-CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
-
-
-def _quoted(name: str) -> bytes:
-    """A file name as a multipart header's quoted string (python-multipart unescapes)."""
-    return name.replace("\\", "\\\\").replace('"', '\\"').encode()
-
-
-class Files(rpc.FilesServicer, Api):
-    async def Upload(
-        self, request_iterator: AsyncIterator[pb.UploadRequest], context: grpc.aio.ServicerContext
-    ) -> pb.UploadResponse:
-        messages = aiter(request_iterator)
-        first = await anext(messages, None)
-        if first is None or first.WhichOneof("part") != "header":
-            await self.refuse(
-                context,
-                422,
-                "invalid_request",
-                "an upload starts with a header {folder_id, name}, then the bytes in chunks",
+    async def unary(
+        self, route: Route, reply: type[M], request: Message, context: grpc.aio.ServicerContext
+    ) -> M:
+        fields = _plain(request)
+        values: dict[str, str] = {}
+        for name in PATH_FIELD.findall(route.path):
+            fields.pop(name, None)
+            value = getattr(request, name)
+            values[name] = (
+                await self.uuid(context, value, name) if isinstance(value, str) else str(value)
             )
+        path = route.path.format(**values)
+        if route.method in ("GET", "DELETE"):
+            answer = await self.call(context, route.method, path, query=fields)
+        else:
+            # A request with fields besides the path's sends them ({} for a PATCH of
+            # nothing), one without sends no body.
+            has_body = len(request.DESCRIPTOR.fields) > len(values)
+            answer = await self.call(
+                context, route.method, path, json_body=fields if has_body else None
+            )
+        if answer is None or reply is pb.Empty:
+            return reply()
+        return _message(reply, route.reshape(answer) if route.reshape else answer)
+
+    # -- streaming RPCs ----------------------------------------------------------------
+
+    async def _first(
+        self, context: grpc.aio.ServicerContext, messages: AsyncIterator[Any], part: str, what: str
+    ) -> Any:
+        first = await anext(messages, None)
+        if first is None or first.WhichOneof("part") != part:
+            await self.refuse(context, 422, "invalid_request", what)
+        return first
+
+    async def _upload_form(
+        self,
+        context: grpc.aio.ServicerContext,
+        request_iterator: AsyncIterator[pb.UploadRequest],
+        kind: str,
+    ) -> Any:
+        """Upload and UploadDicom: a header {folder_id, name}, chunks, another header..."""
+        messages = aiter(request_iterator)
+        first = await self._first(
+            context,
+            messages,
+            "header",
+            "an upload starts with a header {folder_id, name}, then the bytes in chunks",
+        )
         folder_id = await self.uuid(context, first.header.folder_id, "header.folder_id")
         await self._check_name(context, first.header.name)
-        boundary = uuid.uuid4().hex
 
-        def head(name: str) -> bytes:
-            return (
-                f"--{boundary}\r\n".encode()
-                + b'Content-Disposition: form-data; name="file"; filename="'
-                + _quoted(name)
-                + b'"\r\nContent-Type: application/octet-stream\r\n\r\n'
-            )
-
-        async def multipart() -> AsyncIterator[bytes]:
-            # Each chunk goes on as it arrives: the gateway streams it to ingest.
-            yield head(first.header.name)
+        async def files() -> AsyncIterator[str | bytes]:
+            yield first.header.name
             async for message in messages:
                 part = message.WhichOneof("part")
                 if part == "chunk":
-                    if message.chunk:
-                        yield message.chunk
+                    yield message.chunk
                 elif part == "header":
                     header = message.header
                     if header.folder_id and header.folder_id != first.header.folder_id:
@@ -476,30 +589,108 @@ class Files(rpc.FilesServicer, Api):
                             "every file of an upload goes to the first header's folder",
                             folder_id=header.folder_id,
                         )
-                    if problem := rules.name_problem(header.name, "file name"):
-                        raise BadStream("invalid_name", problem, name=header.name[:300])
-                    yield b"\r\n" + head(header.name)
+                    yield header.name
                 else:
                     raise BadStream(
                         "invalid_request", "an upload message holds a header or a chunk"
                     )
-            yield f"\r\n--{boundary}--\r\n".encode()
 
-        uploaded = await self.call(
+        content_type, body = _form({}, files())
+        return await self.call(
             context,
             "POST",
-            f"/v1/folders/{folder_id}/files",
-            body=multipart(),
-            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
-        )
-        return pb.UploadResponse(
-            job_id=uploaded["job_id"], files=[_message(pb.File, f) for f in uploaded["files"]]
+            f"/v1/folders/{folder_id}/{kind}",
+            body=body,
+            headers={"content-type": content_type},
         )
 
     async def _check_name(self, context: grpc.aio.ServicerContext, name: str) -> None:
         # Checked here as ingest would: a name with a line break would break the framing.
         if problem := rules.name_problem(name, "file name"):
             await self.refuse(context, 422, "invalid_name", problem, {"name": name[:300]})
+
+    async def Upload(
+        self, request_iterator: AsyncIterator[pb.UploadRequest], context: grpc.aio.ServicerContext
+    ) -> pb.UploadResponse:
+        # Each chunk goes on as it arrives: the gateway streams it to ingest.
+        return _message(
+            pb.UploadResponse, await self._upload_form(context, request_iterator, "files")
+        )
+
+    async def UploadDicom(
+        self, request_iterator: AsyncIterator[pb.UploadRequest], context: grpc.aio.ServicerContext
+    ) -> pb.JobRef:
+        return _message(pb.JobRef, await self._upload_form(context, request_iterator, "dicom"))
+
+    async def UploadImageGroup(
+        self,
+        request_iterator: AsyncIterator[pb.UploadImageGroupRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.ImageGroupUploaded:
+        messages = aiter(request_iterator)
+        first = await self._first(
+            context,
+            messages,
+            "group",
+            "an image group starts with a group header {folder_id, kind, name}, then per"
+            " image a file_name and its bytes in chunks",
+        )
+        folder_id = await self.uuid(context, first.group.folder_id, "group.folder_id")
+
+        async def files() -> AsyncIterator[str | bytes]:
+            async for message in messages:
+                part = message.WhichOneof("part")
+                if part == "file_name":
+                    yield message.file_name
+                elif part == "chunk":
+                    yield message.chunk
+                else:
+                    raise BadStream("invalid_request", "an image group has one group header")
+
+        content_type, body = _form({"kind": first.group.kind, "name": first.group.name}, files())
+        made = await self.call(
+            context,
+            "POST",
+            f"/v1/folders/{folder_id}/image-groups",
+            body=body,
+            headers={"content-type": content_type},
+        )
+        return _message(pb.ImageGroupUploaded, made)
+
+    async def PutPart(
+        self, request_iterator: AsyncIterator[pb.PutPartRequest], context: grpc.aio.ServicerContext
+    ) -> pb.StoredPart:
+        messages = aiter(request_iterator)
+        first = await self._first(
+            context, messages, "header", "a part starts with a header {url}, then its bytes"
+        )
+        url = urllib.parse.urlsplit(first.header.url)
+        if not PART_PATH.fullmatch(url.path):
+            await self.refuse(
+                context,
+                422,
+                "invalid_request",
+                "url: not a part URL of this API (a presigned URL of the store takes the"
+                " bytes itself: PUT them there)",
+                {"fields": [{"field": "header.url", "problem": "not a part URL of this API"}]},
+            )
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in messages:
+                if message.WhichOneof("part") != "chunk":
+                    raise BadStream("invalid_request", "a part has one header, then chunks")
+                if message.chunk:
+                    yield message.chunk
+
+        stored = await self.call(
+            context,
+            "PUT",
+            url.path,
+            query=urllib.parse.parse_qsl(url.query),
+            body=chunks(),
+            headers={"content-type": "application/octet-stream"},
+        )
+        return _message(pb.StoredPart, stored)
 
     async def Download(
         self, request: pb.DownloadRequest, context: grpc.aio.ServicerContext
@@ -551,143 +742,91 @@ class Files(rpc.FilesServicer, Api):
             header.size = header.length = int(answer.get("content-length", "0") or 0)
         return header
 
-    async def GetFile(
-        self, request: pb.GetFileRequest, context: grpc.aio.ServicerContext
-    ) -> pb.File:
-        file_id = await self.uuid(context, request.file_id, "file_id")
-        return _message(pb.File, await self.call(context, "GET", f"/v1/files/{file_id}"))
-
-    async def Search(
-        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ItemPage:
-        query = {"q": request.q, "kind": request.kind, **_page(request.limit, request.cursor)}
-        if request.HasField("folder_id"):
-            query["folder_id"] = await self.uuid(context, request.folder_id, "folder_id")
-        page = await self.call(context, "GET", "/v1/search", query=query)
-        return pb.ItemPage(items=[_item(i) for i in page["items"]], next_cursor=page["next_cursor"])
-
-
-class Datasets(rpc.DatasetsServicer, Api):
-    async def CreateDataset(
-        self, request: pb.CreateDatasetRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Dataset:
-        body: dict[str, Any] = {"name": request.name, "description": request.description}
-        if request.HasField("synced_folder_id"):
-            body["synced_folder_id"] = await self.uuid(
-                context, request.synced_folder_id, "synced_folder_id"
+    async def _picture(
+        self, context: grpc.aio.ServicerContext, path: str, query: Mapping[str, Any]
+    ) -> AsyncIterator[pb.Picture]:
+        exchange = self.open(context, "GET", path, query=query)
+        try:
+            status, answer = await exchange.start()
+            if status >= 300:
+                data = b"".join([chunk async for chunk in exchange.chunks()])
+                await self.fail(context, Answer(status, answer, data))
+            self.trail(context, answer)
+            yield pb.Picture(
+                header=pb.PictureHeader(
+                    mime_type=answer.get("content-type", "").split(";")[0].strip(),
+                    length=int(answer.get("content-length", "0") or 0),
+                    etag=answer.get("etag", ""),
+                )
             )
-        made = await self.call(context, "POST", "/v1/datasets", json_body=body)
-        return _message(pb.Dataset, made)
+            async for chunk in exchange.chunks():
+                for at in range(0, len(chunk), CHUNK):
+                    yield pb.Picture(chunk=chunk[at : at + CHUNK])
+        finally:
+            await exchange.close()
 
-    async def GetDataset(
-        self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Dataset:
-        dataset_id = await self.uuid(context, request.dataset_id, "dataset_id")
-        return _message(pb.Dataset, await self.call(context, "GET", f"/v1/datasets/{dataset_id}"))
-
-    async def ListDatasets(
-        self, request: pb.ListDatasetsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.DatasetPage:
-        query = _page(request.limit, request.cursor)
-        return _message(
-            pb.DatasetPage, await self.call(context, "GET", "/v1/datasets", query=query)
-        )
-
-    async def UpdateDataset(
-        self, request: pb.UpdateDatasetRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Dataset:
-        dataset_id = await self.uuid(context, request.dataset_id, "dataset_id")
-        body = {f: getattr(request, f) for f in ("name", "description") if request.HasField(f)}
-        changed = await self.call(context, "PATCH", f"/v1/datasets/{dataset_id}", json_body=body)
-        return _message(pb.Dataset, changed)
-
-    async def DeleteDataset(
-        self, request: pb.DeleteDatasetRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Empty:
-        dataset_id = await self.uuid(context, request.dataset_id, "dataset_id")
-        await self.call(context, "DELETE", f"/v1/datasets/{dataset_id}")
-        return pb.Empty()
-
-    async def AddFiles(
-        self, request: pb.AddFilesRequest, context: grpc.aio.ServicerContext
-    ) -> pb.AddFilesResponse:
-        dataset_id = await self.uuid(context, request.dataset_id, "dataset_id")
-        # The ids go as given: the datasets context names those it refuses.
-        body = {"file_ids": list(request.file_ids)}
-        added = await self.call(context, "POST", f"/v1/datasets/{dataset_id}/files", json_body=body)
-        return pb.AddFilesResponse(added=added["added"])
-
-    async def RemoveFile(
-        self, request: pb.RemoveFileRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Empty:
-        dataset_id = await self.uuid(context, request.dataset_id, "dataset_id")
+    async def GetThumbnail(
+        self, request: pb.GetThumbnailRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Picture]:
         file_id = await self.uuid(context, request.file_id, "file_id")
-        await self.call(context, "DELETE", f"/v1/datasets/{dataset_id}/files/{file_id}")
-        return pb.Empty()
+        path = f"/v1/files/{file_id}/thumbnail"
+        async for message in self._picture(context, path, {"size": request.size}):
+            yield message
 
-    async def ListDatasetFiles(
-        self, request: pb.ListDatasetFilesRequest, context: grpc.aio.ServicerContext
-    ) -> pb.FilePage:
-        dataset_id = await self.uuid(context, request.dataset_id, "dataset_id")
-        query = _page(request.limit, request.cursor)
-        page = await self.call(context, "GET", f"/v1/datasets/{dataset_id}/files", query=query)
-        return _message(pb.FilePage, page)
+    async def GetSlice(
+        self, request: pb.GetSliceRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Picture]:
+        file_id = await self.uuid(context, request.file_id, "file_id")
+        path = f"/v1/files/{file_id}/slices/{request.index}"
+        async for message in self._picture(context, path, {}):
+            yield message
 
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        """A handler per service of the proto: its unary RPCs by `UNARY`, its streaming
+        ones (`STREAMED`) by the method of that name. An RPC with neither stops the
+        gateway at start."""
+        made = []
+        for service in pb.DESCRIPTOR.services_by_name.values():
+            methods = {}
+            for method in service.methods:
+                request, reply = (
+                    getattr(pb, method.input_type.name),
+                    getattr(pb, method.output_type.name),
+                )
+                codec = {
+                    "request_deserializer": request.FromString,
+                    "response_serializer": reply.SerializeToString,
+                }
+                name = f"{service.name}/{method.name}"
+                streamed = (method.client_streaming, method.server_streaming)
+                if name in UNARY and streamed == (False, False):
+                    route = UNARY[name]
 
-class Collaborators(rpc.CollaboratorsServicer, Api):
-    async def ListCollaborators(
-        self, request: pb.ListCollaboratorsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CollaboratorPage:
-        folder_id = await self.uuid(context, request.folder_id, "folder_id")
-        found = await self.call(context, "GET", f"/v1/folders/{folder_id}/collaborators")
-        return _message(pb.CollaboratorPage, found)
+                    async def unary(
+                        message: Message,
+                        context: grpc.aio.ServicerContext,
+                        route: Route = route,
+                        reply: type[Message] = reply,
+                    ) -> Message:
+                        return await self.unary(route, reply, message, context)
 
-    async def InviteCollaborators(
-        self, request: pb.InviteCollaboratorsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CollaboratorPage:
-        folder_id = await self.uuid(context, request.folder_id, "folder_id")
-        body = {"emails": list(request.emails), "role": request.role}
-        found = await self.call(
-            context, "POST", f"/v1/folders/{folder_id}/collaborators", json_body=body
-        )
-        return _message(pb.CollaboratorPage, found)
-
-    async def ChangeRole(
-        self, request: pb.ChangeRoleRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Collaborator:
-        folder_id = await self.uuid(context, request.folder_id, "folder_id")
-        user_id = await self.uuid(context, request.user_id, "user_id")
-        changed = await self.call(
-            context,
-            "PATCH",
-            f"/v1/folders/{folder_id}/collaborators/{user_id}",
-            json_body={"role": request.role},
-        )
-        return _message(pb.Collaborator, changed)
-
-    async def RemoveCollaborator(
-        self, request: pb.RemoveCollaboratorRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Empty:
-        folder_id = await self.uuid(context, request.folder_id, "folder_id")
-        user_id = await self.uuid(context, request.user_id, "user_id")
-        await self.call(context, "DELETE", f"/v1/folders/{folder_id}/collaborators/{user_id}")
-        return pb.Empty()
-
-
-class Jobs(rpc.JobsServicer, Api):
-    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        job_id = await self.uuid(context, request.job_id, "job_id")
-        return _message(pb.Job, await self.call(context, "GET", f"/v1/jobs/{job_id}"))
+                    methods[method.name] = grpc.unary_unary_rpc_method_handler(unary, **codec)
+                elif name in STREAMED and streamed != (False, False):
+                    kind = {
+                        (True, False): grpc.stream_unary_rpc_method_handler,
+                        (False, True): grpc.unary_stream_rpc_method_handler,
+                    }[streamed]
+                    methods[method.name] = kind(getattr(self, method.name), **codec)
+                else:
+                    raise RuntimeError(f"gRPC: no route for {name}")
+            made.append(grpc.method_handlers_generic_handler(service.full_name, methods))
+        return made
 
 
 async def start(app: ASGIApp, host: str, port: int) -> grpc.aio.Server:
     """A gRPC server for the gateway's app, listening on host:port."""
     server = grpc.aio.server()
-    rpc.add_FoldersServicer_to_server(Folders(app), server)  # type: ignore[no-untyped-call]
-    rpc.add_FilesServicer_to_server(Files(app), server)  # type: ignore[no-untyped-call]
-    rpc.add_DatasetsServicer_to_server(Datasets(app), server)  # type: ignore[no-untyped-call]
-    rpc.add_CollaboratorsServicer_to_server(Collaborators(app), server)  # type: ignore[no-untyped-call]
-    rpc.add_JobsServicer_to_server(Jobs(app), server)  # type: ignore[no-untyped-call]
+    server.add_generic_rpc_handlers(Api(app).handlers())
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"gRPC: cannot listen on {address}")

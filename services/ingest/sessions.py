@@ -94,7 +94,9 @@ class Sessions(Handlers):
     ) -> dict[str, Any]:
         """A part sent to our own URL (the local store): the signature is the right."""
         wanted = _signature(self._signing_key, session_id, number, expires)
-        if not hmac.compare_digest(wanted, signature) or expires < time.time():
+        # Compared as bytes: a signature of any text is refused, never an error.
+        given = signature.encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(wanted.encode(), given) or expires < time.time():
             raise Refused(403, "invalid_part_url", "this part URL is not valid or has expired")
         row = await self._row(self.pool, session_id)
         if row is None or row["status"] != "open":

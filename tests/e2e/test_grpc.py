@@ -34,6 +34,10 @@ class Client:
         self.datasets = rpc.DatasetsStub(channel)
         self.collaborators = rpc.CollaboratorsStub(channel)
         self.jobs = rpc.JobsStub(channel)
+        self.users = rpc.UsersStub(channel)
+        self.integrations = rpc.IntegrationsStub(channel)
+        self.sessions = rpc.UploadSessionsStub(channel)
+        self.audit = rpc.AuditStub(channel)
 
 
 @pytest.fixture

@@ -284,3 +284,29 @@ def test_a_source_past_the_read_budget_is_too_large_to_draw(
     with pytest.raises(render.Unthumbnailable) as refused:
         render.make(render.Job("image", "k", len(data), "webp"))
     assert refused.value.code == "too_large"
+
+
+# -- bounded events (docs/events.md) -------------------------------------------------
+
+
+def test_the_largest_thumbnails_events_are_far_below_what_the_bus_carries() -> None:
+    import uuid
+
+    from services.thumbnails.handlers import SWEEP_BATCH
+    from shared.contracts import limits
+    from shared.contracts import thumbnails as ev
+
+    sources = [domain.source_of("video", f"{n:064x}") for n in range(SWEEP_BATCH)]
+    reclaimed = ev.ThumbnailsReclaimed(
+        sources=sources,
+        blob_keys=[domain.blob_key(s, size, "webp") for s in sources for size in domain.SIZES],
+    )
+    # A hostile file's decoder may say anything, at any length, in any script.
+    failed = ev.ThumbnailFailed(
+        file_id=uuid.uuid4(),
+        source=sources[0],
+        code="unreadable",
+        reason=domain.short_reason("\U0001f600" * 100_000),
+    )
+    for event in (reclaimed, failed):
+        assert limits.json_size(event.model_dump(mode="json")) < limits.PAGE_BYTES

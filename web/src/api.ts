@@ -179,7 +179,7 @@ export type FileItem = {
     renderable_3d: boolean;
     missing_3d_tags: string[];
   };
-  group?: { constituent_folder_id: string; file_ids: string[] };
+  group?: { constituent_folder_id: string; file_ids: string[]; images?: number };
   source: { type: string; integration_id?: string; key?: string };
   created_at: string;
   created_by: string;

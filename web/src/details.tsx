@@ -146,7 +146,7 @@ export function FileFacts({ id }: { id: string }) {
         {file.group && (
           <>
             <dt>Images</dt>
-            <dd>{file.group.file_ids.length}</dd>
+            <dd>{file.group.images ?? file.group.file_ids.length}</dd>
           </>
         )}
         <dt>Created</dt>

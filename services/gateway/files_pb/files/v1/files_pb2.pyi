@@ -174,6 +174,35 @@ class Empty(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class KindTotal(_message.Message):
+    __slots__ = ("files", "bytes")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    files: int
+    bytes: int
+    def __init__(self, files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class FolderSummary(_message.Message):
+    __slots__ = ("folder_id", "folders", "files", "bytes", "by_kind")
+    class ByKindEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: KindTotal
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[KindTotal, _Mapping]] = ...) -> None: ...
+    FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    BY_KIND_FIELD_NUMBER: _ClassVar[int]
+    folder_id: str
+    folders: int
+    files: int
+    bytes: int
+    by_kind: _containers.MessageMap[str, KindTotal]
+    def __init__(self, folder_id: _Optional[str] = ..., folders: _Optional[int] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ..., by_kind: _Optional[_Mapping[str, KindTotal]] = ...) -> None: ...
+
 class CreateFolderRequest(_message.Message):
     __slots__ = ("name", "description", "parent_id", "metadata")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +260,152 @@ class DeleteFolderRequest(_message.Message):
     FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
     folder_id: str
     def __init__(self, folder_id: _Optional[str] = ...) -> None: ...
+
+class UpdateFileRequest(_message.Message):
+    __slots__ = ("file_id", "name", "metadata")
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    file_id: str
+    name: str
+    metadata: _struct_pb2.Struct
+    def __init__(self, file_id: _Optional[str] = ..., name: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class MoveRequest(_message.Message):
+    __slots__ = ("file_ids", "folder_ids", "target_folder_id", "dry_run")
+    FILE_IDS_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    file_ids: _containers.RepeatedScalarFieldContainer[str]
+    folder_ids: _containers.RepeatedScalarFieldContainer[str]
+    target_folder_id: str
+    dry_run: bool
+    def __init__(self, file_ids: _Optional[_Iterable[str]] = ..., folder_ids: _Optional[_Iterable[str]] = ..., target_folder_id: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class DatasetImpact(_message.Message):
+    __slots__ = ("id", "name", "links_removed")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LINKS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    links_removed: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., links_removed: _Optional[int] = ...) -> None: ...
+
+class MoveResponse(_message.Message):
+    __slots__ = ("moved", "dry_run", "folders", "files", "datasets")
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    moved: int
+    dry_run: bool
+    folders: int
+    files: int
+    datasets: _containers.RepeatedCompositeFieldContainer[DatasetImpact]
+    def __init__(self, moved: _Optional[int] = ..., dry_run: _Optional[bool] = ..., folders: _Optional[int] = ..., files: _Optional[int] = ..., datasets: _Optional[_Iterable[_Union[DatasetImpact, _Mapping]]] = ...) -> None: ...
+
+class BulkDeleteRequest(_message.Message):
+    __slots__ = ("file_ids", "folder_ids", "dry_run")
+    FILE_IDS_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    file_ids: _containers.RepeatedScalarFieldContainer[str]
+    folder_ids: _containers.RepeatedScalarFieldContainer[str]
+    dry_run: bool
+    def __init__(self, file_ids: _Optional[_Iterable[str]] = ..., folder_ids: _Optional[_Iterable[str]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class BulkDeleteResponse(_message.Message):
+    __slots__ = ("deleted", "dry_run", "folders", "files", "datasets")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    dry_run: bool
+    folders: int
+    files: int
+    datasets: _containers.RepeatedCompositeFieldContainer[DatasetImpact]
+    def __init__(self, deleted: _Optional[int] = ..., dry_run: _Optional[bool] = ..., folders: _Optional[int] = ..., files: _Optional[int] = ..., datasets: _Optional[_Iterable[_Union[DatasetImpact, _Mapping]]] = ...) -> None: ...
+
+class DatasetRefPage(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[DatasetRef]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class GetThumbnailRequest(_message.Message):
+    __slots__ = ("file_id", "size")
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    file_id: str
+    size: int
+    def __init__(self, file_id: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class GetSliceRequest(_message.Message):
+    __slots__ = ("file_id", "index")
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    file_id: str
+    index: int
+    def __init__(self, file_id: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+
+class PictureHeader(_message.Message):
+    __slots__ = ("mime_type", "length", "etag")
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    mime_type: str
+    length: int
+    etag: str
+    def __init__(self, mime_type: _Optional[str] = ..., length: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class Picture(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: PictureHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[PictureHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ImageGroupHeader(_message.Message):
+    __slots__ = ("folder_id", "kind", "name")
+    FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    folder_id: str
+    kind: str
+    name: str
+    def __init__(self, folder_id: _Optional[str] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class UploadImageGroupRequest(_message.Message):
+    __slots__ = ("group", "file_name", "chunk")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    group: ImageGroupHeader
+    file_name: str
+    chunk: bytes
+    def __init__(self, group: _Optional[_Union[ImageGroupHeader, _Mapping]] = ..., file_name: _Optional[str] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ImageGroupUploaded(_message.Message):
+    __slots__ = ("file", "folder")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
+    file: File
+    folder: Folder
+    def __init__(self, file: _Optional[_Union[File, _Mapping]] = ..., folder: _Optional[_Union[Folder, _Mapping]] = ...) -> None: ...
+
+class JobRef(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
     __slots__ = ("folder_id", "name")
@@ -309,6 +484,24 @@ class SearchRequest(_message.Message):
     cursor: str
     limit: int
     def __init__(self, q: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ShareDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id", "emails", "role")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAILS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    emails: _containers.RepeatedScalarFieldContainer[str]
+    role: str
+    def __init__(self, dataset_id: _Optional[str] = ..., emails: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ...) -> None: ...
+
+class UnshareDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id", "user_id")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    user_id: str
+    def __init__(self, dataset_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("id", "name", "description", "synced_folder_id", "synced", "unsynced_from_folder_id", "file_count", "created_at", "created_by", "my_role")
@@ -477,12 +670,14 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("done", "total")
+    __slots__ = ("done", "total", "bytes")
     DONE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
     done: int
     total: int
-    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+    bytes: Progress
+    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., bytes: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("name", "code", "message", "details")
@@ -517,3 +712,299 @@ class Job(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     created_by: str
     def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., status: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., files: _Optional[_Iterable[_Union[File, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
+
+class User(_message.Message):
+    __slots__ = ("id", "email", "name", "org_role", "created_at", "api_key")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ORG_ROLE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    email: str
+    name: str
+    org_role: str
+    created_at: _timestamp_pb2.Timestamp
+    api_key: str
+    def __init__(self, id: _Optional[str] = ..., email: _Optional[str] = ..., name: _Optional[str] = ..., org_role: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., api_key: _Optional[str] = ...) -> None: ...
+
+class UserPage(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[User]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[User, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class CreateUserRequest(_message.Message):
+    __slots__ = ("email", "name", "org_role")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ORG_ROLE_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    name: str
+    org_role: str
+    def __init__(self, email: _Optional[str] = ..., name: _Optional[str] = ..., org_role: _Optional[str] = ...) -> None: ...
+
+class ListUsersRequest(_message.Message):
+    __slots__ = ("cursor", "limit")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    limit: int
+    def __init__(self, cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class UserKeysRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ApiKey(_message.Message):
+    __slots__ = ("id", "user_id", "api_key", "created_at", "revoked")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    user_id: str
+    api_key: str
+    created_at: _timestamp_pb2.Timestamp
+    revoked: bool
+    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., api_key: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked: _Optional[bool] = ...) -> None: ...
+
+class ApiKeyPage(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ApiKey]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class RevokeKeyRequest(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
+class Integration(_message.Message):
+    __slots__ = ("id", "name", "provider", "bucket", "endpoint", "region", "created_at", "created_by", "shared_with")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    SHARED_WITH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    provider: str
+    bucket: str
+    endpoint: str
+    region: str
+    created_at: _timestamp_pb2.Timestamp
+    created_by: str
+    shared_with: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., provider: _Optional[str] = ..., bucket: _Optional[str] = ..., endpoint: _Optional[str] = ..., region: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., shared_with: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class IntegrationPage(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Integration]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Integration, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class CreateIntegrationRequest(_message.Message):
+    __slots__ = ("name", "provider", "endpoint", "region", "bucket", "access_key", "secret_key")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_KEY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    provider: str
+    endpoint: str
+    region: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., endpoint: _Optional[str] = ..., region: _Optional[str] = ..., bucket: _Optional[str] = ..., access_key: _Optional[str] = ..., secret_key: _Optional[str] = ...) -> None: ...
+
+class ListIntegrationsRequest(_message.Message):
+    __slots__ = ("cursor", "limit")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    limit: int
+    def __init__(self, cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class GetIntegrationRequest(_message.Message):
+    __slots__ = ("integration_id",)
+    INTEGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    integration_id: str
+    def __init__(self, integration_id: _Optional[str] = ...) -> None: ...
+
+class ShareIntegrationRequest(_message.Message):
+    __slots__ = ("integration_id", "shared_with")
+    INTEGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARED_WITH_FIELD_NUMBER: _ClassVar[int]
+    integration_id: str
+    shared_with: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, integration_id: _Optional[str] = ..., shared_with: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ImportObjectsRequest(_message.Message):
+    __slots__ = ("folder_id", "integration_id", "keys", "prefix", "manifest")
+    FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
+    INTEGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    folder_id: str
+    integration_id: str
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    prefix: str
+    manifest: _struct_pb2.Struct
+    def __init__(self, folder_id: _Optional[str] = ..., integration_id: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., prefix: _Optional[str] = ..., manifest: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class OpenUploadSessionRequest(_message.Message):
+    __slots__ = ("folder_id", "name", "size", "part_size", "expires_in_s")
+    FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    PART_SIZE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_S_FIELD_NUMBER: _ClassVar[int]
+    folder_id: str
+    name: str
+    size: int
+    part_size: int
+    expires_in_s: int
+    def __init__(self, folder_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., part_size: _Optional[int] = ..., expires_in_s: _Optional[int] = ...) -> None: ...
+
+class UploadSessionRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class PartUrl(_message.Message):
+    __slots__ = ("part", "size", "url")
+    PART_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    part: int
+    size: int
+    url: str
+    def __init__(self, part: _Optional[int] = ..., size: _Optional[int] = ..., url: _Optional[str] = ...) -> None: ...
+
+class StoredPart(_message.Message):
+    __slots__ = ("part", "size", "etag")
+    PART_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    part: int
+    size: int
+    etag: str
+    def __init__(self, part: _Optional[int] = ..., size: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class UploadSession(_message.Message):
+    __slots__ = ("id", "job_id", "folder_id", "name", "size", "part_size", "status", "expires_at", "file_id", "parts_stored", "bytes_stored", "parts")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    PART_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTS_STORED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_STORED_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    job_id: str
+    folder_id: str
+    name: str
+    size: int
+    part_size: int
+    status: str
+    expires_at: _timestamp_pb2.Timestamp
+    file_id: str
+    parts_stored: _containers.RepeatedCompositeFieldContainer[StoredPart]
+    bytes_stored: int
+    parts: _containers.RepeatedCompositeFieldContainer[PartUrl]
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., folder_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., part_size: _Optional[int] = ..., status: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_id: _Optional[str] = ..., parts_stored: _Optional[_Iterable[_Union[StoredPart, _Mapping]]] = ..., bytes_stored: _Optional[int] = ..., parts: _Optional[_Iterable[_Union[PartUrl, _Mapping]]] = ...) -> None: ...
+
+class PutPartHeader(_message.Message):
+    __slots__ = ("url",)
+    URL_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    def __init__(self, url: _Optional[str] = ...) -> None: ...
+
+class PutPartRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: PutPartHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[PutPartHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadCompleted(_message.Message):
+    __slots__ = ("job_id", "file")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    file: File
+    def __init__(self, job_id: _Optional[str] = ..., file: _Optional[_Union[File, _Mapping]] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("subject_id", "actor_id", "type", "since", "until", "cursor", "limit")
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    subject_id: _containers.RepeatedScalarFieldContainer[str]
+    actor_id: str
+    type: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    cursor: str
+    limit: int
+    def __init__(self, subject_id: _Optional[_Iterable[str]] = ..., actor_id: _Optional[str] = ..., type: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("event_id", "type", "occurred_at", "actor_id", "subject_id", "data", "causation_id", "source")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CAUSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    type: str
+    occurred_at: _timestamp_pb2.Timestamp
+    actor_id: str
+    subject_id: str
+    data: _struct_pb2.Struct
+    causation_id: str
+    source: str
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., causation_id: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class EventPage(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Event]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...

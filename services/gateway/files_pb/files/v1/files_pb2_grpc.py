@@ -66,6 +66,11 @@ class FoldersStub:
                 request_serializer=files_dot_v1_dot_files__pb2.DeleteFolderRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
                 _registered_method=True)
+        self.GetFolderSummary = channel.unary_unary(
+                '/files.v1.Folders/GetFolderSummary',
+                request_serializer=files_dot_v1_dot_files__pb2.GetFolderRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.FolderSummary.FromString,
+                _registered_method=True)
 
 
 class FoldersServicer:
@@ -115,6 +120,13 @@ class FoldersServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFolderSummary(self, request, context):
+        """GET /v1/folders/{id}/summary: counts by kind and bytes, below the folder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FoldersServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +159,11 @@ def add_FoldersServicer_to_server(servicer, server):
                     servicer.DeleteFolder,
                     request_deserializer=files_dot_v1_dot_files__pb2.DeleteFolderRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            ),
+            'GetFolderSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFolderSummary,
+                    request_deserializer=files_dot_v1_dot_files__pb2.GetFolderRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.FolderSummary.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -323,6 +340,33 @@ class Folders:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetFolderSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Folders/GetFolderSummary',
+            files_dot_v1_dot_files__pb2.GetFolderRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.FolderSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class FilesStub:
     """---------------------------------------------------------------------------- files
@@ -354,6 +398,51 @@ class FilesStub:
                 '/files.v1.Files/Search',
                 request_serializer=files_dot_v1_dot_files__pb2.SearchRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.ItemPage.FromString,
+                _registered_method=True)
+        self.UpdateFile = channel.unary_unary(
+                '/files.v1.Files/UpdateFile',
+                request_serializer=files_dot_v1_dot_files__pb2.UpdateFileRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.File.FromString,
+                _registered_method=True)
+        self.DeleteFile = channel.unary_unary(
+                '/files.v1.Files/DeleteFile',
+                request_serializer=files_dot_v1_dot_files__pb2.GetFileRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
+                _registered_method=True)
+        self.Move = channel.unary_unary(
+                '/files.v1.Files/Move',
+                request_serializer=files_dot_v1_dot_files__pb2.MoveRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.MoveResponse.FromString,
+                _registered_method=True)
+        self.BulkDelete = channel.unary_unary(
+                '/files.v1.Files/BulkDelete',
+                request_serializer=files_dot_v1_dot_files__pb2.BulkDeleteRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.BulkDeleteResponse.FromString,
+                _registered_method=True)
+        self.ListFileDatasets = channel.unary_unary(
+                '/files.v1.Files/ListFileDatasets',
+                request_serializer=files_dot_v1_dot_files__pb2.GetFileRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.DatasetRefPage.FromString,
+                _registered_method=True)
+        self.GetThumbnail = channel.unary_stream(
+                '/files.v1.Files/GetThumbnail',
+                request_serializer=files_dot_v1_dot_files__pb2.GetThumbnailRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Picture.FromString,
+                _registered_method=True)
+        self.GetSlice = channel.unary_stream(
+                '/files.v1.Files/GetSlice',
+                request_serializer=files_dot_v1_dot_files__pb2.GetSliceRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Picture.FromString,
+                _registered_method=True)
+        self.UploadImageGroup = channel.stream_unary(
+                '/files.v1.Files/UploadImageGroup',
+                request_serializer=files_dot_v1_dot_files__pb2.UploadImageGroupRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.ImageGroupUploaded.FromString,
+                _registered_method=True)
+        self.UploadDicom = channel.stream_unary(
+                '/files.v1.Files/UploadDicom',
+                request_serializer=files_dot_v1_dot_files__pb2.UploadRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.JobRef.FromString,
                 _registered_method=True)
 
 
@@ -391,6 +480,71 @@ class FilesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateFile(self, request, context):
+        """PATCH /v1/files/{id}: rename, change metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFile(self, request, context):
+        """DELETE /v1/files/{id}
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Move(self, request, context):
+        """POST /v1/move: files and folders into a folder, all or nothing; `dry_run` changes
+        nothing and answers the impact.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BulkDelete(self, request, context):
+        """POST /v1/delete: files and folders (everything inside), all or nothing; `dry_run`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFileDatasets(self, request, context):
+        """GET /v1/files/{id}/datasets: the datasets the file is linked to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetThumbnail(self, request, context):
+        """GET /v1/files/{id}/thumbnail?size=: a header, then the picture in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSlice(self, request, context):
+        """GET /v1/files/{id}/slices/{index}: a DICOM series' slice as a PNG, streamed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadImageGroup(self, request_iterator, context):
+        """POST /v1/folders/{id}/image-groups, streamed: a `group` header, then per image a
+        `file_name` and its bytes in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadDicom(self, request_iterator, context):
+        """POST /v1/folders/{id}/dicom, streamed as Upload is; the series are made by a job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FilesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -413,6 +567,51 @@ def add_FilesServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=files_dot_v1_dot_files__pb2.SearchRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.ItemPage.SerializeToString,
+            ),
+            'UpdateFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFile,
+                    request_deserializer=files_dot_v1_dot_files__pb2.UpdateFileRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.File.SerializeToString,
+            ),
+            'DeleteFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFile,
+                    request_deserializer=files_dot_v1_dot_files__pb2.GetFileRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            ),
+            'Move': grpc.unary_unary_rpc_method_handler(
+                    servicer.Move,
+                    request_deserializer=files_dot_v1_dot_files__pb2.MoveRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.MoveResponse.SerializeToString,
+            ),
+            'BulkDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.BulkDelete,
+                    request_deserializer=files_dot_v1_dot_files__pb2.BulkDeleteRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.BulkDeleteResponse.SerializeToString,
+            ),
+            'ListFileDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFileDatasets,
+                    request_deserializer=files_dot_v1_dot_files__pb2.GetFileRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.DatasetRefPage.SerializeToString,
+            ),
+            'GetThumbnail': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetThumbnail,
+                    request_deserializer=files_dot_v1_dot_files__pb2.GetThumbnailRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Picture.SerializeToString,
+            ),
+            'GetSlice': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetSlice,
+                    request_deserializer=files_dot_v1_dot_files__pb2.GetSliceRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Picture.SerializeToString,
+            ),
+            'UploadImageGroup': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadImageGroup,
+                    request_deserializer=files_dot_v1_dot_files__pb2.UploadImageGroupRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.ImageGroupUploaded.SerializeToString,
+            ),
+            'UploadDicom': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDicom,
+                    request_deserializer=files_dot_v1_dot_files__pb2.UploadRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.JobRef.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -535,6 +734,249 @@ class Files:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def UpdateFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Files/UpdateFile',
+            files_dot_v1_dot_files__pb2.UpdateFileRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.File.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Files/DeleteFile',
+            files_dot_v1_dot_files__pb2.GetFileRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Move(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Files/Move',
+            files_dot_v1_dot_files__pb2.MoveRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.MoveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BulkDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Files/BulkDelete',
+            files_dot_v1_dot_files__pb2.BulkDeleteRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.BulkDeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFileDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Files/ListFileDatasets',
+            files_dot_v1_dot_files__pb2.GetFileRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.DatasetRefPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetThumbnail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/files.v1.Files/GetThumbnail',
+            files_dot_v1_dot_files__pb2.GetThumbnailRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Picture.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSlice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/files.v1.Files/GetSlice',
+            files_dot_v1_dot_files__pb2.GetSliceRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Picture.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadImageGroup(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/files.v1.Files/UploadImageGroup',
+            files_dot_v1_dot_files__pb2.UploadImageGroupRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.ImageGroupUploaded.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadDicom(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/files.v1.Files/UploadDicom',
+            files_dot_v1_dot_files__pb2.UploadRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class DatasetsStub:
     """---------------------------------------------------------------------------- datasets
@@ -586,6 +1028,21 @@ class DatasetsStub:
                 '/files.v1.Datasets/ListDatasetFiles',
                 request_serializer=files_dot_v1_dot_files__pb2.ListDatasetFilesRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.FilePage.FromString,
+                _registered_method=True)
+        self.ListDatasetCollaborators = channel.unary_unary(
+                '/files.v1.Datasets/ListDatasetCollaborators',
+                request_serializer=files_dot_v1_dot_files__pb2.GetDatasetRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.CollaboratorPage.FromString,
+                _registered_method=True)
+        self.ShareDataset = channel.unary_unary(
+                '/files.v1.Datasets/ShareDataset',
+                request_serializer=files_dot_v1_dot_files__pb2.ShareDatasetRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.CollaboratorPage.FromString,
+                _registered_method=True)
+        self.UnshareDataset = channel.unary_unary(
+                '/files.v1.Datasets/UnshareDataset',
+                request_serializer=files_dot_v1_dot_files__pb2.UnshareDatasetRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
                 _registered_method=True)
 
 
@@ -644,6 +1101,27 @@ class DatasetsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDatasetCollaborators(self, request, context):
+        """GET /v1/datasets/{id}/collaborators: its creator, then those it is shared with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareDataset(self, request, context):
+        """POST /v1/datasets/{id}/collaborators: share by email (again: change the role).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnshareDataset(self, request, context):
+        """DELETE /v1/datasets/{id}/collaborators/{user_id}
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DatasetsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -686,6 +1164,21 @@ def add_DatasetsServicer_to_server(servicer, server):
                     servicer.ListDatasetFiles,
                     request_deserializer=files_dot_v1_dot_files__pb2.ListDatasetFilesRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.FilePage.SerializeToString,
+            ),
+            'ListDatasetCollaborators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasetCollaborators,
+                    request_deserializer=files_dot_v1_dot_files__pb2.GetDatasetRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.CollaboratorPage.SerializeToString,
+            ),
+            'ShareDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareDataset,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ShareDatasetRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.CollaboratorPage.SerializeToString,
+            ),
+            'UnshareDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnshareDataset,
+                    request_deserializer=files_dot_v1_dot_files__pb2.UnshareDatasetRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -906,6 +1399,87 @@ class Datasets:
             '/files.v1.Datasets/ListDatasetFiles',
             files_dot_v1_dot_files__pb2.ListDatasetFilesRequest.SerializeToString,
             files_dot_v1_dot_files__pb2.FilePage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasetCollaborators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Datasets/ListDatasetCollaborators',
+            files_dot_v1_dot_files__pb2.GetDatasetRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.CollaboratorPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Datasets/ShareDataset',
+            files_dot_v1_dot_files__pb2.ShareDatasetRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.CollaboratorPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnshareDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Datasets/UnshareDataset',
+            files_dot_v1_dot_files__pb2.UnshareDatasetRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1150,7 +1724,8 @@ class JobsServicer:
     """
 
     def GetJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """GET /v1/jobs/{id}
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -1193,6 +1768,940 @@ class Jobs:
             '/files.v1.Jobs/GetJob',
             files_dot_v1_dot_files__pb2.GetJobRequest.SerializeToString,
             files_dot_v1_dot_files__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class UsersStub:
+    """---------------------------------------------------------------------------- users and keys
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateUser = channel.unary_unary(
+                '/files.v1.Users/CreateUser',
+                request_serializer=files_dot_v1_dot_files__pb2.CreateUserRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.User.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/files.v1.Users/ListUsers',
+                request_serializer=files_dot_v1_dot_files__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.UserPage.FromString,
+                _registered_method=True)
+        self.GetMe = channel.unary_unary(
+                '/files.v1.Users/GetMe',
+                request_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.User.FromString,
+                _registered_method=True)
+        self.IssueKey = channel.unary_unary(
+                '/files.v1.Users/IssueKey',
+                request_serializer=files_dot_v1_dot_files__pb2.UserKeysRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.ApiKey.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/files.v1.Users/ListKeys',
+                request_serializer=files_dot_v1_dot_files__pb2.UserKeysRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.ApiKeyPage.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/files.v1.Users/RevokeKey',
+                request_serializer=files_dot_v1_dot_files__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
+                _registered_method=True)
+
+
+class UsersServicer:
+    """---------------------------------------------------------------------------- users and keys
+
+    """
+
+    def CreateUser(self, request, context):
+        """POST /v1/users (org admins): the answer holds the user's first API key, only here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """GET /v1/users (org admins)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMe(self, request, context):
+        """GET /v1/users/me
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueKey(self, request, context):
+        """POST /v1/users/{id}/keys (the user or an org admin): the key is shown only here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """GET /v1/users/{id}/keys
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """DELETE /v1/keys/{id}: revoking twice is no error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_UsersServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUser,
+                    request_deserializer=files_dot_v1_dot_files__pb2.CreateUserRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.User.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ListUsersRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.UserPage.SerializeToString,
+            ),
+            'GetMe': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMe,
+                    request_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.User.SerializeToString,
+            ),
+            'IssueKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueKey,
+                    request_deserializer=files_dot_v1_dot_files__pb2.UserKeysRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.ApiKey.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=files_dot_v1_dot_files__pb2.UserKeysRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.ApiKeyPage.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=files_dot_v1_dot_files__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'files.v1.Users', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('files.v1.Users', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Users:
+    """---------------------------------------------------------------------------- users and keys
+
+    """
+
+    @staticmethod
+    def CreateUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Users/CreateUser',
+            files_dot_v1_dot_files__pb2.CreateUserRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Users/ListUsers',
+            files_dot_v1_dot_files__pb2.ListUsersRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.UserPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Users/GetMe',
+            files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            files_dot_v1_dot_files__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Users/IssueKey',
+            files_dot_v1_dot_files__pb2.UserKeysRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Users/ListKeys',
+            files_dot_v1_dot_files__pb2.UserKeysRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.ApiKeyPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Users/RevokeKey',
+            files_dot_v1_dot_files__pb2.RevokeKeyRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class IntegrationsStub:
+    """---------------------------------------------------------------------------- integrations
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateIntegration = channel.unary_unary(
+                '/files.v1.Integrations/CreateIntegration',
+                request_serializer=files_dot_v1_dot_files__pb2.CreateIntegrationRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Integration.FromString,
+                _registered_method=True)
+        self.ListIntegrations = channel.unary_unary(
+                '/files.v1.Integrations/ListIntegrations',
+                request_serializer=files_dot_v1_dot_files__pb2.ListIntegrationsRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.IntegrationPage.FromString,
+                _registered_method=True)
+        self.GetIntegration = channel.unary_unary(
+                '/files.v1.Integrations/GetIntegration',
+                request_serializer=files_dot_v1_dot_files__pb2.GetIntegrationRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Integration.FromString,
+                _registered_method=True)
+        self.ShareIntegration = channel.unary_unary(
+                '/files.v1.Integrations/ShareIntegration',
+                request_serializer=files_dot_v1_dot_files__pb2.ShareIntegrationRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Integration.FromString,
+                _registered_method=True)
+        self.DeleteIntegration = channel.unary_unary(
+                '/files.v1.Integrations/DeleteIntegration',
+                request_serializer=files_dot_v1_dot_files__pb2.GetIntegrationRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ImportObjects = channel.unary_unary(
+                '/files.v1.Integrations/ImportObjects',
+                request_serializer=files_dot_v1_dot_files__pb2.ImportObjectsRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.JobRef.FromString,
+                _registered_method=True)
+
+
+class IntegrationsServicer:
+    """---------------------------------------------------------------------------- integrations
+
+    """
+
+    def CreateIntegration(self, request, context):
+        """POST /v1/integrations (org admins): the bucket is asked first. Secrets are never
+        returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIntegrations(self, request, context):
+        """GET /v1/integrations: those the caller may use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIntegration(self, request, context):
+        """GET /v1/integrations/{id}
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareIntegration(self, request, context):
+        """PATCH /v1/integrations/{id} {shared_with} (org admins): the list replaces the one before.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteIntegration(self, request, context):
+        """DELETE /v1/integrations/{id} (org admins)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportObjects(self, request, context):
+        """POST /v1/folders/{id}/imports: objects registered by reference, by a job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_IntegrationsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateIntegration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIntegration,
+                    request_deserializer=files_dot_v1_dot_files__pb2.CreateIntegrationRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Integration.SerializeToString,
+            ),
+            'ListIntegrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIntegrations,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ListIntegrationsRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.IntegrationPage.SerializeToString,
+            ),
+            'GetIntegration': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIntegration,
+                    request_deserializer=files_dot_v1_dot_files__pb2.GetIntegrationRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Integration.SerializeToString,
+            ),
+            'ShareIntegration': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareIntegration,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ShareIntegrationRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Integration.SerializeToString,
+            ),
+            'DeleteIntegration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteIntegration,
+                    request_deserializer=files_dot_v1_dot_files__pb2.GetIntegrationRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            ),
+            'ImportObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportObjects,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ImportObjectsRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.JobRef.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'files.v1.Integrations', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('files.v1.Integrations', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Integrations:
+    """---------------------------------------------------------------------------- integrations
+
+    """
+
+    @staticmethod
+    def CreateIntegration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Integrations/CreateIntegration',
+            files_dot_v1_dot_files__pb2.CreateIntegrationRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Integration.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIntegrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Integrations/ListIntegrations',
+            files_dot_v1_dot_files__pb2.ListIntegrationsRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.IntegrationPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIntegration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Integrations/GetIntegration',
+            files_dot_v1_dot_files__pb2.GetIntegrationRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Integration.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareIntegration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Integrations/ShareIntegration',
+            files_dot_v1_dot_files__pb2.ShareIntegrationRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Integration.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteIntegration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Integrations/DeleteIntegration',
+            files_dot_v1_dot_files__pb2.GetIntegrationRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Integrations/ImportObjects',
+            files_dot_v1_dot_files__pb2.ImportObjectsRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class UploadSessionsStub:
+    """---------------------------------------------------------------------------- upload sessions
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.OpenUploadSession = channel.unary_unary(
+                '/files.v1.UploadSessions/OpenUploadSession',
+                request_serializer=files_dot_v1_dot_files__pb2.OpenUploadSessionRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.UploadSession.FromString,
+                _registered_method=True)
+        self.GetUploadSession = channel.unary_unary(
+                '/files.v1.UploadSessions/GetUploadSession',
+                request_serializer=files_dot_v1_dot_files__pb2.UploadSessionRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.UploadSession.FromString,
+                _registered_method=True)
+        self.PutPart = channel.stream_unary(
+                '/files.v1.UploadSessions/PutPart',
+                request_serializer=files_dot_v1_dot_files__pb2.PutPartRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.StoredPart.FromString,
+                _registered_method=True)
+        self.CompleteUploadSession = channel.unary_unary(
+                '/files.v1.UploadSessions/CompleteUploadSession',
+                request_serializer=files_dot_v1_dot_files__pb2.UploadSessionRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.UploadCompleted.FromString,
+                _registered_method=True)
+        self.AbortUploadSession = channel.unary_unary(
+                '/files.v1.UploadSessions/AbortUploadSession',
+                request_serializer=files_dot_v1_dot_files__pb2.UploadSessionRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
+                _registered_method=True)
+
+
+class UploadSessionsServicer:
+    """---------------------------------------------------------------------------- upload sessions
+
+    """
+
+    def OpenUploadSession(self, request, context):
+        """POST /v1/folders/{id}/uploads: a large file in parts, resumable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUploadSession(self, request, context):
+        """GET /v1/uploads/{id}: what is stored, fresh URLs for the parts still missing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutPart(self, request_iterator, context):
+        """PUT <part url>, streamed: a header naming the part's URL (one of the gateway's, as
+        the local store gives; a presigned S3 URL is PUT to S3 itself), then its bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteUploadSession(self, request, context):
+        """POST /v1/uploads/{id}/complete
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortUploadSession(self, request, context):
+        """DELETE /v1/uploads/{id}: aborted, its parts deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_UploadSessionsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'OpenUploadSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenUploadSession,
+                    request_deserializer=files_dot_v1_dot_files__pb2.OpenUploadSessionRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.UploadSession.SerializeToString,
+            ),
+            'GetUploadSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUploadSession,
+                    request_deserializer=files_dot_v1_dot_files__pb2.UploadSessionRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.UploadSession.SerializeToString,
+            ),
+            'PutPart': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutPart,
+                    request_deserializer=files_dot_v1_dot_files__pb2.PutPartRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.StoredPart.SerializeToString,
+            ),
+            'CompleteUploadSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteUploadSession,
+                    request_deserializer=files_dot_v1_dot_files__pb2.UploadSessionRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.UploadCompleted.SerializeToString,
+            ),
+            'AbortUploadSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortUploadSession,
+                    request_deserializer=files_dot_v1_dot_files__pb2.UploadSessionRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'files.v1.UploadSessions', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('files.v1.UploadSessions', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class UploadSessions:
+    """---------------------------------------------------------------------------- upload sessions
+
+    """
+
+    @staticmethod
+    def OpenUploadSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.UploadSessions/OpenUploadSession',
+            files_dot_v1_dot_files__pb2.OpenUploadSessionRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.UploadSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUploadSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.UploadSessions/GetUploadSession',
+            files_dot_v1_dot_files__pb2.UploadSessionRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.UploadSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutPart(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/files.v1.UploadSessions/PutPart',
+            files_dot_v1_dot_files__pb2.PutPartRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.StoredPart.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteUploadSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.UploadSessions/CompleteUploadSession',
+            files_dot_v1_dot_files__pb2.UploadSessionRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.UploadCompleted.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortUploadSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.UploadSessions/AbortUploadSession',
+            files_dot_v1_dot_files__pb2.UploadSessionRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AuditStub:
+    """---------------------------------------------------------------------------- audit
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListEvents = channel.unary_unary(
+                '/files.v1.Audit/ListEvents',
+                request_serializer=files_dot_v1_dot_files__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.EventPage.FromString,
+                _registered_method=True)
+
+
+class AuditServicer:
+    """---------------------------------------------------------------------------- audit
+
+    """
+
+    def ListEvents(self, request, context):
+        """GET /v1/audit: events in time order, of what the caller may see.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ListEventsRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.EventPage.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'files.v1.Audit', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('files.v1.Audit', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Audit:
+    """---------------------------------------------------------------------------- audit
+
+    """
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Audit/ListEvents',
+            files_dot_v1_dot_files__pb2.ListEventsRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.EventPage.FromString,
             options,
             channel_credentials,
             insecure,
