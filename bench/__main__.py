@@ -29,6 +29,7 @@ BENCHMARKS = (
     "imports",
     "gateway",
     "thumbnails",
+    "media_facts",
     "cli_upload",
 )
 TIMEOUT_S = {"quick": 300, "full": 1800}

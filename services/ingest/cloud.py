@@ -39,7 +39,7 @@ import urllib3
 from minio import Minio
 from minio.helpers import quote
 
-from services.ingest.domain import media
+from services.ingest import media_facts
 from services.ingest.domain.integrations import REGION, Endpoint
 from services.ingest.egress import (
     MAX_ERROR_BYTES,
@@ -169,7 +169,7 @@ class Read:
 
     size: int
     sha256: str
-    facts: media.Media
+    facts: media_facts.Facts
 
 
 class _Broken(Exception):
@@ -319,10 +319,8 @@ class _Content:
         return self.spool.read(length)
 
     def facts(self) -> Read:
-        if self.size == 0:
-            raise media.UnknownContent("empty file")
         # inspect() sniffs the head first: the kind comes from the bytes.
-        facts = media.inspect(self.read_at, self.size)
+        facts = media_facts.inspect(self.read_at, self.size)
         return Read(size=self.size, sha256=self.digest.hexdigest(), facts=facts)
 
     def __enter__(self) -> _Content:

@@ -68,6 +68,9 @@ class Media(BaseModel):
     height: int | None = None
     frames: int | None = None
     duration_s: float | None = None
+    # An audio file's: samples a second and channels.
+    sample_rate: int | None = None
+    channels: int | None = None
 
 
 class Source(BaseModel):

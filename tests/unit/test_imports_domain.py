@@ -259,6 +259,15 @@ def test_a_batch_s_envelopes_built_directly_are_those_of_its_validated_events() 
             "1" * 64,
             Media(width=4, height=3, frames=25, duration_s=1.5),
         ),
+        domain.Found(
+            uuid.uuid4(),
+            listed,
+            "audio",
+            "audio/mpeg",
+            50,
+            "2" * 64,
+            Media(duration_s=2.0, sample_rate=44_100, channels=2),
+        ),
     ]
     refused = [domain.rejection(named, "object_not_found", "gone")]
     cause = Cause(actor="user-1", correlation_id="c-1", causation_id="e-1", traceparent="t")

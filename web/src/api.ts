@@ -162,7 +162,14 @@ export type FileItem = {
   size: number;
   sha256: string;
   mime_type: string;
-  media: { width?: number; height?: number; frames?: number; duration_s?: number };
+  media: {
+    width?: number;
+    height?: number;
+    frames?: number;
+    duration_s?: number;
+    sample_rate?: number;
+    channels?: number;
+  };
   dicom?: {
     study_uid: string;
     series_uid: string;

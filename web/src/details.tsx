@@ -131,6 +131,18 @@ export function FileFacts({ id }: { id: string }) {
             <dd>{duration(m.duration_s)}</dd>
           </>
         )}
+        {m.sample_rate !== undefined && (
+          <>
+            <dt>Sample rate</dt>
+            <dd>{m.sample_rate.toLocaleString()} Hz</dd>
+          </>
+        )}
+        {m.channels !== undefined && (
+          <>
+            <dt>Channels</dt>
+            <dd>{m.channels}</dd>
+          </>
+        )}
         {file.group && (
           <>
             <dt>Images</dt>

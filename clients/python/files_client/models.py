@@ -49,6 +49,8 @@ class Media(Data):
     height: int | None = None
     frames: int | None = None
     duration_s: float | None = None
+    sample_rate: int | None = None  # an audio file's
+    channels: int | None = None
 
 
 class Source(Data):
