@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PYTHON ?= 3.11
 
-.PHONY: run test lint format typecheck bench setup deploy-check proto web
+.PHONY: run test lint format typecheck bench setup deploy-check proto fuzz chaos web
 
 setup: .venv/.synced
 
@@ -50,6 +50,20 @@ typecheck: setup
 
 bench: setup
 	$(UV) run --frozen python -m bench
+
+# The OpenAPI-driven fuzzer of the e2e suite, longer: 200 examples per operation (and
+# as many stateful scenarios), still seeded. FILES_FUZZ_EXAMPLES, _SEED, _MAX_TIME_S.
+fuzz: setup
+	FILES_FUZZ_EXAMPLES=$${FILES_FUZZ_EXAMPLES:-200} $(UV) run --frozen pytest -q tests/e2e/test_fuzz.py
+
+# Fault injection at full size: 1,000 uploads while every piece is killed in turn
+# (tests/chaos/; `make test` runs a short version). Figures in $(FILES_CHAOS_REPORT).
+FILES_CHAOS_REPORT ?= .data/chaos.json
+chaos: setup
+	mkdir -p $(dir $(FILES_CHAOS_REPORT))
+	FILES_CHAOS_UPLOADS=1000 FILES_CHAOS_PAUSE_S=60 FILES_CHAOS_RECOVERY_S=30 \
+		FILES_CHAOS_REPORT=$(abspath $(FILES_CHAOS_REPORT)) \
+		$(UV) run --frozen pytest tests/chaos -q -s
 
 deploy-check: setup
 	$(UV) run --frozen python deploy/check.py

@@ -27,7 +27,9 @@ BENCHMARKS = (
     "datasets",
     "dicom",
     "imports",
+    "gateway",
     "thumbnails",
+    "media_facts",
     "cli_upload",
 )
 TIMEOUT_S = {"quick": 300, "full": 1800}

@@ -44,7 +44,7 @@ ROOT = DEPLOY.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from shared.contracts import topics  # noqa: E402
+from shared.contracts import limits, topics  # noqa: E402
 from shared.kit.stack import SERVICES  # noqa: E402
 
 APPS = (*SERVICES, "gateway")
@@ -588,6 +588,16 @@ def check_topics(config_maps: dict[str, Obj]) -> list[str]:
         return [f"files-topics lists {sorted(listed)}, the contracts name {sorted(topics.ALL)}"]
     if int(data.get("MIN_INSYNC_REPLICAS", 0)) > int(data.get("REPLICATION_FACTOR", 0)):
         return ["files-topics: MIN_INSYNC_REPLICAS above REPLICATION_FACTOR"]
+    return check_message_bytes("files-topics", data)
+
+
+def check_message_bytes(where: str, env: dict[str, Any]) -> list[str]:
+    """Topics take the records the producers send: one number, limits.MAX_MESSAGE_BYTES."""
+    if str(env.get("MAX_MESSAGE_BYTES")) != str(limits.MAX_MESSAGE_BYTES):
+        return [
+            f"{where}: MAX_MESSAGE_BYTES is {env.get('MAX_MESSAGE_BYTES')!r}, the producers"
+            f" send up to {limits.MAX_MESSAGE_BYTES} (shared/contracts/limits.py)"
+        ]
     return []
 
 
@@ -624,6 +634,8 @@ def check_compose(path: Path) -> list[str]:
             problems.append(f"{path.name}: ${{{variable}}} has a default: secrets have none")
     if len(images) != 1:
         problems.append(f"{path.name}: the services use more than one image: {sorted(images)}")
+    if "topics" in services:
+        problems += check_message_bytes(f"{path.name} topics", compose_env(services["topics"]))
     return problems
 
 

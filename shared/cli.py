@@ -7,6 +7,7 @@ files run                    the whole platform on the embedded default
 files rebuild <projection>   drop a read model and replay its events
 files rebuild --all
 files audit [filters]        every context's events, merged in time order (see --help)
+files dlq list|show|replay   events consumers dead-lettered, and re-driving them
 files upload PATH... --to FOLDER/PATH, files ls [PATH], ...  (files <verb> --help)
 """
 
@@ -23,6 +24,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from shared import dlq
 from shared.kit.settings import Settings
 
 # Where each projection lives, by name; imported by path so that this tool
@@ -56,6 +58,8 @@ def run(settings: Settings) -> int:
     from shared.kit.stack import Stack
 
     stack = Stack(settings)
+    # Exits and restarts of the pieces are shown as they happen (and kept in stack.log).
+    stack.echo = True
     stopping = False
 
     def stop(*_: object) -> None:
@@ -73,8 +77,8 @@ def run(settings: Settings) -> int:
             print(f"First admin's API key (also in {stack.data_dir / 'admin.key'}):")
             print(f"  {stack.admin_key}")
         print(f"Logs: {stack.data_dir / 'logs'}/   Stop with Ctrl-C.", flush=True)
+        # The stack supervises its pieces (restarts what exits) until it is stopped.
         while not stopping:
-            stack.check_alive()
             time.sleep(0.2)
         return 0
     except RuntimeError as error:
@@ -237,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     rebuild_parser.add_argument("projection", nargs="?", choices=sorted(PROJECTIONS))
     rebuild_parser.add_argument("--all", action="store_true")
     audit_parser = _audit_parser(commands)
+    dlq_parser = dlq.add_parser(commands)
     from files_client import cli as user_cli
 
     user_cli.register(commands)
@@ -246,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     if args.command == "run":
         return run(settings)
+    if args.command == "dlq":
+        dlq.check(dlq_parser, args)
+        settings = _load_stack_env(settings)
+        if not settings.database_url:
+            dlq_parser.error("no database: set FILES_DATABASE_URL or start the platform")
+        return asyncio.run(dlq.main(settings, args))
     if args.command == "audit":
         if args.since and args.until and args.until <= args.since:
             audit_parser.error("--until must be later than --since")

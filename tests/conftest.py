@@ -18,9 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 
 from shared.kit import db
 from shared.kit.embedded import Child, free_port, start_broker, start_postgres, start_s3_server
+from shared.kit.logs import PROCESSORS
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
 
@@ -28,6 +30,11 @@ from shared.kit.stack import Stack
 # which gRPC runs: its fork handlers would then run in the child before it execs, and
 # can abort it (an `epoll_wait error: Bad file descriptor`). The tests only spawn.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+# In process, the kit logs as the services do (JSON lines): structlog's default console
+# renderer would draw every traceback with its locals through `rich` (a schemathesis
+# dependency), slowly.
+structlog.configure(processors=PROCESSORS)
 
 # Fixed, so that every test (and the processes they start) can use them; random-looking,
 # so that they pass the strength checks of the real ones.
@@ -91,7 +98,8 @@ SWEEPS: dict[str, Any] = {
 def _start_stack(settings: Settings) -> Iterator[Stack]:
     running = Stack(settings, durable=False)
     try:
-        running.start()
+        # Generous: on a machine shared with other suites, consumers take a while to join.
+        running.start(timeout=240)
         yield running
     finally:
         running.stop()

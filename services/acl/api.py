@@ -9,12 +9,13 @@ folder and sends its path of ids, root first, in `X-Files-Folder-Path`.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from services.acl.handlers import AccessControl
+from shared.api.acl import Invitation, NewUser, RoleChange
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.access import Access
@@ -48,16 +49,6 @@ def folder_path(request: Request) -> list[uuid.UUID]:
 Path = Annotated[list[uuid.UUID], Depends(folder_path)]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NewUser(Strict):
-    email: str
-    name: str
-    org_role: Literal["admin", "member"] = "member"
-
-
 class KeyCheck(BaseModel):
     """An API key, or a web app session's token."""
 
@@ -71,15 +62,6 @@ class SignIn(BaseModel):
 
 class SignOut(BaseModel):
     session_token: Annotated[str, Field(max_length=1000)]
-
-
-class Invitation(Strict):
-    emails: list[Annotated[str, Field(max_length=320)]] = Field(min_length=1, max_length=1000)
-    role: str
-
-
-class RoleChange(Strict):
-    role: str
 
 
 class Lookup(BaseModel):

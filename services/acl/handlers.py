@@ -51,6 +51,18 @@ def _collaborator(row: asyncpg.Record, folder_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
+def _storable(text: str) -> bool:
+    """Whether PostgreSQL can hold the text (no NUL, no lone surrogate); one that it
+    cannot is nobody's email, so it is looked up as unknown rather than sent."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _cursor(email: str) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(["users", email])).decode()
 
@@ -238,7 +250,7 @@ class AccessControl(Handlers):
         are asked about, which of them are no user's (`unknown_ids`)."""
         rows = await self.pool.fetch(
             "SELECT id, email FROM acl.users WHERE email = ANY($1::text[])",
-            list({e.lower() for e in emails}),
+            list({e.lower() for e in emails if _storable(e)}),
         )
         ids = {r["email"]: str(r["id"]) for r in rows}
         found = {e: ids[e.lower()] for e in emails if e.lower() in ids}
@@ -429,7 +441,8 @@ class AccessControl(Handlers):
             ids = {
                 r["email"]: r["id"]
                 for r in await conn.fetch(
-                    "SELECT id, email FROM acl.users WHERE email = ANY($1::text[])", wanted
+                    "SELECT id, email FROM acl.users WHERE email = ANY($1::text[])",
+                    [e for e in wanted if _storable(e)],
                 )
             }
             unknown = [e for e in wanted if e not in ids]

@@ -10,10 +10,11 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from services.catalog import domain, queries
 from services.catalog.handlers import Catalog
+from shared.api.catalog import Delete, FileChanges, FolderChanges, Move, NewFolder
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.access import RANK, Access
@@ -26,41 +27,6 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 Blank = BeforeValidator(lambda value: None if value == "" else value)
 Kind = Annotated[str | None, Query(pattern=r"^([a-z][a-z0-9_]{0,39})?$")]
 FolderId = Annotated[uuid.UUID | None, Blank]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NewFolder(Strict):
-    name: str
-    description: str = Field("", max_length=10_000)
-    parent_id: uuid.UUID | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class FolderChanges(Strict):
-    name: str | None = None
-    description: str | None = Field(None, max_length=10_000)
-    metadata: dict[str, Any] | None = None
-
-
-class FileChanges(Strict):
-    name: str | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class Move(Strict):
-    file_ids: list[uuid.UUID] = Field(default_factory=list, max_length=100_000)
-    folder_ids: list[uuid.UUID] = Field(default_factory=list, max_length=10_000)
-    target_folder_id: uuid.UUID
-    dry_run: bool = False
-
-
-class Delete(Strict):
-    file_ids: list[uuid.UUID] = Field(default_factory=list, max_length=100_000)
-    folder_ids: list[uuid.UUID] = Field(default_factory=list, max_length=10_000)
-    dry_run: bool = False
 
 
 class FileIds(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.catalog import api
-from services.catalog.handlers import Catalog
+from services.catalog.handlers import Catalog, setup_reactions
 from services.catalog.projections import tree
 from shared.contracts import topics
 from shared.kit.service import Runtime, create_app, serve
@@ -18,7 +18,7 @@ def build(settings: Settings) -> FastAPI:
         settings=settings,
         publishes=topics.CATALOG,
         consumes=(topics.INGEST, topics.DICOM),
-        setups=(tree.setup,),
+        setups=(tree.setup, setup_reactions),
     )
     catalog = Catalog(runtime)
     runtime.handle = catalog.react

@@ -256,7 +256,9 @@ def delete(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
     return changes
 
 
-def register_upload(stored: FileContentStored, folder: Folder | None) -> Change:
+def register_upload(
+    stored: FileContentStored, folder: Folder | None, constituent_of: uuid.UUID | None = None
+) -> Change:
     """Content is stored: the file enters the catalog, unless its folder went away."""
     if folder is None:
         return Change(
@@ -285,8 +287,14 @@ def register_upload(stored: FileContentStored, folder: Folder | None) -> Change:
             source=stored.source,
             job_id=stored.job_id,
             metadata=stored.metadata,
+            constituent_of=constituent_of,
         ),
     )
+
+
+# The group file's event (and the File) names this many of its images; all of them say
+# which group they are in.
+GROUP_IDS_SHOWN = 1000
 
 
 def constituent_folder_name(name: str, taken: set[str]) -> str:
@@ -301,11 +309,14 @@ def constituent_folder_name(name: str, taken: set[str]) -> str:
 
 
 def register_image_group(
-    group: ImageGroupStored, parent: Folder | None, folder_name: str
+    group: ImageGroupStored,
+    images: Sequence[FileContentStored],
+    parent: Folder | None,
+    folder_name: str,
 ) -> list[Change]:
     """A group's images are stored: its constituent folder below the target, the images
     in it (in order) and the group's file in the target, unless the target went away."""
-    first = group.files[0]
+    first = images[0]
     if parent is None:
         # One rejection per image: each releases its own stored content.
         return [
@@ -319,7 +330,7 @@ def register_image_group(
                     reason="the folder was deleted while the image group was uploading",
                 ),
             )
-            for image in group.files
+            for image in images
         ]
     changes = [
         Change(
@@ -333,7 +344,7 @@ def register_image_group(
             ),
         )
     ]
-    changes += [register_upload(stored, parent) for stored in group.files]
+    changes += [register_upload(stored, parent, group.group_file_id) for stored in images]
     changes.append(
         Change(
             ev.file_stream(group.group_file_id),
@@ -343,7 +354,7 @@ def register_image_group(
                 folder_id=group.folder_id,
                 name=group.name,
                 kind=group.kind,
-                size=sum(f.size for f in group.files),
+                size=sum(f.size for f in images),
                 sha256=first.sha256,
                 mime_type=first.mime_type,
                 media=first.media,
@@ -352,7 +363,8 @@ def register_image_group(
                 job_id=group.job_id,
                 group={
                     "constituent_folder_id": str(group.constituent_folder_id),
-                    "file_ids": [str(f.file_id) for f in group.files],
+                    "file_ids": [str(f.file_id) for f in images[:GROUP_IDS_SHOWN]],
+                    "images": len(images),
                 },
             ),
         )
@@ -379,7 +391,7 @@ def series_facts(series: SeriesFacts) -> dict[str, Any]:
         "series_uid": series.series_uid,
         "patient_id": series.patient_id,
         "modality": series.modality,
-        "instances": len(series.instances),
+        "instances": series.count,
         "renderable_3d": series.renderable_3d,
         "missing_3d_tags": list(series.missing_3d_tags),
     }
@@ -392,7 +404,6 @@ def series_name(series: SeriesFacts) -> str:
 def register_series(series: SeriesAssembled, folder: Folder | None) -> Change:
     """A DICOM series is assembled: one `dicom_series` file in its folder, unless the folder
     went away. Its content is its first instance (in slice order)."""
-    first = series.instances[0]
     if folder is None:
         return Change(
             ev.file_stream(series.file_id),
@@ -400,7 +411,7 @@ def register_series(series: SeriesAssembled, folder: Folder | None) -> Change:
             ev.UploadRejected(
                 file_id=series.file_id,
                 folder_id=series.folder_id,
-                blob_key=first["blob_key"],
+                blob_key=series.content_key,
                 reason="the folder was deleted while the series was imported",
             ),
         )
@@ -415,7 +426,7 @@ def register_series(series: SeriesAssembled, folder: Folder | None) -> Change:
             size=series.size,
             sha256=series.sha256,
             mime_type="application/dicom",
-            blob_key=first["blob_key"],
+            blob_key=series.content_key,
             source=Source(type="upload"),
             dicom=series_facts(series),
         ),

@@ -16,7 +16,7 @@ from services.catalog.projections import tree
 from shared.contracts import catalog as ev
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, new_envelope
-from shared.contracts.ingest import FileContentStored, ImageGroupStored
+from shared.contracts.ingest import FileContentStored, ImageGroupImagesStored, ImageGroupStored
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
 from shared.kit.logs import log
@@ -73,6 +73,18 @@ def _cascade(changes: Sequence[Change], cause: Cause) -> list[Envelope]:
             causes[event.folder_id] = Cause.of(envelope)
         envelopes.append(envelope)
     return envelopes
+
+
+async def setup_reactions(conn: asyncpg.Connection) -> None:
+    """The state of reactions in progress (not a read model: nothing rebuilds it): the
+    pages of an image group whose own event has not arrived yet."""
+    await conn.execute(
+        """CREATE TABLE IF NOT EXISTS catalog.group_images (
+               group_file_id uuid NOT NULL,
+               ordinal integer NOT NULL,
+               image jsonb NOT NULL,
+               PRIMARY KEY (group_file_id, ordinal))"""
+    )
 
 
 class Catalog(Handlers):
@@ -387,13 +399,15 @@ class Catalog(Handlers):
     ) -> None:
         """A group that stays keeps its constituent folder and images: they are not
         deleted, nor moved away, without it."""
+        # The groups the folders and files are constituents of, by key: no scan of groups.
         rows = await conn.fetch(
             """SELECT g.id, g.name FROM catalog.files g
-               WHERE g.kind IN ('image_group', 'image_sequence') AND g."group" IS NOT NULL
-                 AND NOT g.id = ANY($3::uuid[])
-                 AND ((g."group"->>'constituent_folder_id')::uuid = ANY($1::uuid[])
-                      OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(g."group"->'file_ids') i
-                                 WHERE i::uuid = ANY($2::uuid[])))
+               WHERE NOT g.id = ANY($3::uuid[])
+                 AND g.id IN (SELECT constituent_of FROM catalog.folders
+                              WHERE id = ANY($1::uuid[]) AND constituent_of IS NOT NULL
+                              UNION
+                              SELECT constituent_of FROM catalog.files
+                              WHERE id = ANY($2::uuid[]) AND constituent_of IS NOT NULL)
                ORDER BY g.name, g.id""",
             [f.id for f in folders],
             [f.id for f in files],
@@ -426,6 +440,45 @@ class Catalog(Handlers):
         stored = [FileContentStored.model_validate(e.data) for e in envelopes]
         await self._enter_folders(conn, envelopes, stored, domain.register_upload)
 
+    async def when_image_group_images_stored(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+    ) -> None:
+        """A page of a group's images: kept until the group's event (after its pages, in
+        the same stream) registers them all at once."""
+        await conn.execute(
+            """INSERT INTO catalog.group_images (group_file_id, ordinal, image)
+               SELECT g, o, i FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS x(g, o, i)
+               ON CONFLICT DO NOTHING""",
+            *zip(
+                *(
+                    (e.data["group_file_id"], e.data["first"] + n, image)
+                    for e in envelopes
+                    for n, image in enumerate(e.data["files"])
+                ),
+                strict=True,
+            ),
+        )
+
+    async def _group_images(
+        self, conn: asyncpg.Connection, group: ImageGroupStored
+    ) -> list[FileContentStored]:
+        """The group's images: from its pages (kept, then let go), or its own `files`."""
+        if group.images is None:
+            return list(group.files)
+        rows = await conn.fetch(
+            """DELETE FROM catalog.group_images WHERE group_file_id = $1
+               RETURNING ordinal, image""",
+            group.group_file_id,
+        )
+        rows = sorted(rows, key=lambda r: r["ordinal"])
+        images = [FileContentStored.model_validate(r["image"]) for r in rows]
+        if len(images) != group.images:
+            raise RuntimeError(
+                f"image group {group.group_file_id}: {len(images)} of its {group.images}"
+                " images arrived before it"
+            )
+        return images
+
     async def when_image_group_stored(
         self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
     ) -> None:
@@ -433,6 +486,7 @@ class Catalog(Handlers):
         group's file, in this transaction."""
         for envelope in envelopes:
             group = ImageGroupStored.model_validate(envelope.data)
+            images = await self._group_images(conn, group)
             # Stronger than FOR SHARE: a subfolder being created here (which shares the
             # parent) waits for us, so the name chosen below stays free until we commit.
             row = await conn.fetchrow(
@@ -448,6 +502,7 @@ class Catalog(Handlers):
             }
             changes = domain.register_image_group(
                 group,
+                images,
                 _folder(row) if row else None,
                 domain.constituent_folder_name(group.name, taken),
             )
@@ -520,6 +575,8 @@ class Catalog(Handlers):
         kind = envelopes[0].type
         if kind == FileContentStored.type:
             await self.when_file_content_stored(conn, envelopes)
+        elif kind == ImageGroupImagesStored.type:
+            await self.when_image_group_images_stored(conn, envelopes)
         elif kind == ImageGroupStored.type:
             await self.when_image_group_stored(conn, envelopes)
         elif kind == SeriesAssembled.type:

@@ -56,9 +56,20 @@ tree = Projection(
         created_by text NOT NULL
     );
     ALTER TABLE catalog.files ADD COLUMN IF NOT EXISTS dicom jsonb;
-    -- Image groups and sequences: {constituent_folder_id, file_ids}.
+    -- Image groups and sequences: {constituent_folder_id, file_ids, images}.
     ALTER TABLE catalog.files ADD COLUMN IF NOT EXISTS "group" jsonb;
     ALTER TABLE catalog.folders ADD COLUMN IF NOT EXISTS constituent_of uuid;
+    -- An image of a group: the group's file id. Added once, filled from the groups'
+    -- lists of their images (which named all of them before groups came in pages).
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'catalog'
+                       AND table_name = 'files' AND column_name = 'constituent_of') THEN
+            ALTER TABLE catalog.files ADD COLUMN constituent_of uuid;
+            UPDATE catalog.files f SET constituent_of = g.id
+            FROM catalog.files g, jsonb_array_elements_text(g."group"->'file_ids') AS i(id)
+            WHERE g."group" IS NOT NULL AND f.id = i.id::uuid;
+        END IF;
+    END $$;
     CREATE INDEX IF NOT EXISTS files_folder ON catalog.files (folder_id, name, id);
     -- Trigrams and kind in one index: a kind filter narrows inside the index.
     CREATE INDEX IF NOT EXISTS files_search ON catalog.files USING gin (name gin_trgm_ops, kind);
@@ -153,18 +164,28 @@ async def file_uploaded(conn: asyncpg.Connection, events: Sequence[Envelope]) ->
     await conn.execute(
         """INSERT INTO catalog.files
            (id, folder_id, name, kind, size, sha256, mime_type, media, blob_key, source,
-            metadata, job_id, version, created_at, created_by, dicom, "group")
+            metadata, job_id, version, created_at, created_by, dicom, "group", constituent_of)
            SELECT file_id, folder_id, name, kind, size, sha256, mime_type, media, blob_key,
                   source, coalesce(metadata, '{}'), job_id, version, created_at, created_by,
-                  nullif(dicom, 'null'::jsonb), nullif("group", 'null'::jsonb)
+                  nullif(dicom, 'null'::jsonb), nullif("group", 'null'::jsonb), constituent_of
            FROM jsonb_to_recordset($1::jsonb) AS x(
                file_id uuid, folder_id uuid, name text, kind text, size bigint, sha256 text,
                mime_type text, media jsonb, blob_key text, source jsonb, metadata jsonb,
                job_id uuid, version integer, created_at timestamptz, created_by text,
-               dicom jsonb, "group" jsonb)
+               dicom jsonb, "group" jsonb, constituent_of uuid)
            ON CONFLICT (id) DO NOTHING""",
         rows,
     )
+    # Groups recorded before their images named their group: the group names them all.
+    named = [
+        (e.data["file_id"], e.data["group"]["file_ids"])
+        for e in events
+        if e.data.get("group") and "images" not in e.data["group"]
+    ]
+    if named:
+        await conn.executemany(
+            "UPDATE catalog.files SET constituent_of = $1 WHERE id = ANY($2::uuid[])", named
+        )
 
 
 @tree.on("catalog.DicomSeriesExtended")

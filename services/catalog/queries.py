@@ -40,7 +40,13 @@ def file_json(row: asyncpg.Record) -> dict[str, Any]:
     if row["dicom"] is not None:
         found["dicom"] = row["dicom"]
     if row["group"] is not None:
-        found["group"] = row["group"]
+        group = row["group"]
+        ids = group.get("file_ids", [])
+        found["group"] = {
+            "constituent_folder_id": group["constituent_folder_id"],
+            "file_ids": ids[: domain.GROUP_IDS_SHOWN],
+            "images": group.get("images", len(ids)),
+        }
     return found
 
 

@@ -12,11 +12,12 @@ import uuid
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from services.datasets import domain
 from services.datasets.handlers import Datasets, files_seen
+from shared.api.datasets import DatasetChanges, FileIds, NewDataset, Sharing
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
 from shared.kit import consistency
@@ -33,30 +34,6 @@ WITH_SHARE = """
 """
 # Whether the caller sees the dataset ($2: whether they are an org admin).
 VISIBLE = "($2::boolean OR d.created_by = $1 OR s.role IS NOT NULL)"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NewDataset(Strict):
-    name: str
-    description: str = Field("", max_length=10_000)
-    synced_folder_id: uuid.UUID | None = None
-
-
-class DatasetChanges(Strict):
-    name: str | None = None
-    description: str | None = Field(None, max_length=10_000)
-
-
-class FileIds(Strict):
-    file_ids: list[uuid.UUID] = Field(max_length=100_000)
-
-
-class Sharing(Strict):
-    emails: list[str] = Field(min_length=1, max_length=1000)
-    role: str
 
 
 class Impact(BaseModel):
@@ -252,10 +229,27 @@ def router(datasets: Datasets) -> APIRouter:
         return _written(None, await datasets.unshare(caller, rights, dataset_id, user_id), 204)
 
     @api.post("/internal/impact", include_in_schema=False)
-    async def impact(body: Impact) -> Any:
-        return {
-            "datasets": await datasets.impact(body.file_ids, body.folder_ids, body.target_folder_id)
+    async def impact(body: Impact, request: Request) -> Any:
+        """The links a move or delete would remove, per dataset. Asked for a user (the
+        gateway signs the caller's token): the datasets they may see by name, the
+        others only as a count, as a dry run shows them."""
+        found = await datasets.impact(body.file_ids, body.folder_ids, body.target_folder_id)
+        caller = getattr(request.state, "identity", None)
+        if caller is None or caller.access is None or not found:
+            return {"datasets": found, "hidden_datasets": 0}
+        rights = access_rules.Access.decode(caller.access)
+        rows = await datasets.pool.fetch(
+            f"{WITH_SHARE} WHERE d.id = ANY($2::uuid[])",
+            rights.user_id,
+            [uuid.UUID(d["id"]) for d in found],
+        )
+        seen = {
+            str(r["id"])
+            for r in rows
+            if domain.role_of(rights, r["created_by"], r["shared_role"]) is not None
         }
+        shown = [d for d in found if d["id"] in seen]
+        return {"datasets": shown, "hidden_datasets": len(found) - len(shown)}
 
     return api
 

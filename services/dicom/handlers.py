@@ -4,8 +4,9 @@ A batch of `ingest.DicomInstanceStored` is handled at once: every file's headers
 (in a worker thread, headers only), then per folder the instances are admitted against the
 series the folder already has, merged into them, and recorded in one transaction with the
 read model: a new series is `SeriesAssembled` (its file id chosen here), a known one that
-gained instances `SeriesExtended`, and every instance ends as `InstanceAccepted` or
-`InstanceRejected` for its job.
+gained instances `SeriesExtended`, each followed by the instances it gained in
+`SeriesInstancesAdded` pages of bounded size, and every instance ends as
+`InstanceAccepted` or `InstanceRejected` for its job.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from typing import Any
 import asyncpg
 
 from services.dicom import domain, slices
+from services.dicom.projections import instance_of
 from services.dicom.projections import series as series_model
 from shared.contracts import dicom as ev
+from shared.contracts import limits
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.contracts.ingest import DicomInstanceStored
 from shared.kit.blobs import BlobStore
@@ -49,21 +52,6 @@ class Part:
             "size": self.size,
             "facts": dataclasses.asdict(instance),
         }
-
-
-def instance_of(facts: dict[str, Any]) -> domain.Instance:
-    def tupled(key: str) -> Any:
-        value = facts.get(key)
-        return tuple(value) if value is not None else None
-
-    return domain.Instance(
-        **{
-            **facts,
-            "position": tupled("position"),
-            "orientation": tupled("orientation"),
-            "pixel_spacing": tupled("pixel_spacing"),
-        }
-    )
 
 
 # Blobs read side by side (fetched first when the store is S3).
@@ -278,6 +266,7 @@ class Dicom(Handlers):
                 file_ids[series.series_uid] = uuid.uuid4()
             file_id = file_ids[series.series_uid]
             members = [parts[uid] for uid in series.sop_uids]
+            had = set(known[series.series_uid].sop_uids) if row is not None else set()
             facts = series.facts()
             event_type = ev.SeriesExtended if row is not None else ev.SeriesAssembled
             event = event_type(
@@ -289,19 +278,33 @@ class Dicom(Handlers):
                 modality=series.modality,
                 renderable_3d=series.renderable_3d,
                 missing_3d_tags=facts["missing_3d_tags"],
-                instances=[
-                    part.instance_json(instance)
-                    for part, instance in zip(members, series.instances, strict=True)
-                ],
+                instance_count=len(members),
+                first_blob_key=members[0].blob_key,
+                middle_blob_key=members[len(members) // 2].blob_key,
+                middle_sha256=members[len(members) // 2].sha256,
                 size=sum(p.size for p in members),
                 sha256=_digest(members),
             )
-            version = row["version"] + 1 if row is not None else 1
+            added = [
+                part.instance_json(instance)
+                for part, instance in zip(members, series.instances, strict=True)
+                if instance.sop_uid not in had
+            ]
+            version = row["version"] if row is not None else 0
+            changes = [Change(ev.series_stream(file_id), version + 1, event)]
+            for n, page in enumerate(limits.pages(added, limits.json_size), start=2):
+                changes.append(
+                    Change(
+                        ev.series_stream(file_id),
+                        version + n,
+                        ev.SeriesInstancesAdded(
+                            series_uid=series.series_uid, file_id=file_id, instances=page
+                        ),
+                    )
+                )
             # The series is caused by the first stored instance that joined it here.
             cause = next(e for e, _, r in accepted if r.series_uid == series.series_uid)
-            out += envelopes_of(
-                [Change(ev.series_stream(file_id), version, event)], Cause.of(cause)
-            )
+            out += envelopes_of(changes, Cause.of(cause))
         for envelope, s, result in items:
             job_versions[s.job_id] += 1
             change_stream = ev.job_stream(s.job_id)

@@ -7,7 +7,9 @@ the previous one assembled; `files rebuild dicom.series` replays it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from services.dicom import domain
 from shared.contracts.envelope import Envelope
 from shared.kit.db import Conn
 from shared.kit.projections import Projection
@@ -50,8 +52,7 @@ series = Projection(
 )
 
 
-async def _replace(conn: Conn, events: Sequence[Envelope]) -> None:
-    # The last event of each series holds all of it.
+async def _series(conn: Conn, events: Sequence[Envelope]) -> None:
     last = {e.data["file_id"]: e for e in events}
     await conn.execute(
         """INSERT INTO dicom.series
@@ -62,26 +63,110 @@ async def _replace(conn: Conn, events: Sequence[Envelope]) -> None:
                patient_id text, modality text, version integer)
            ON CONFLICT (folder_id, series_uid) DO UPDATE
            SET modality = excluded.modality, version = excluded.version""",
-        [{**e.data, "version": e.stream_version} for e in last.values()],
-    )
-    await conn.execute("DELETE FROM dicom.instances WHERE file_id = ANY($1::uuid[])", list(last))
-    await conn.execute(
-        """INSERT INTO dicom.instances
-           (file_id, ordinal, sop_uid, name, blob_key, sha256, size, facts)
-           SELECT file_id, ordinal, sop_uid, name, blob_key, sha256, size, facts
-           FROM jsonb_to_recordset($1::jsonb) AS x(
-               file_id uuid, ordinal integer, sop_uid text, name text, blob_key text,
-               sha256 text, size bigint, facts jsonb)""",
         [
-            {**instance, "file_id": file_id, "ordinal": n}
-            for file_id, e in last.items()
-            for n, instance in enumerate(e.data["instances"])
+            {k: v for k, v in e.data.items() if k != "instances"} | {"version": e.stream_version}
+            for e in last.values()
         ],
     )
+    # Events from before pages hold every instance of the series, in slice order.
+    whole = {file_id: e for file_id, e in last.items() if e.data.get("instances")}
+    if whole:
+        await conn.execute(
+            "DELETE FROM dicom.instances WHERE file_id = ANY($1::uuid[])", list(whole)
+        )
+        await _insert(
+            conn, [(file_id, i) for file_id, e in whole.items() for i in e.data["instances"]]
+        )
 
 
-series.on("dicom.SeriesAssembled")(_replace)
-series.on("dicom.SeriesExtended")(_replace)
+def instance_of(facts: dict[str, Any]) -> domain.Instance:
+    def tupled(key: str) -> Any:
+        value = facts.get(key)
+        return tuple(value) if value is not None else None
+
+    return domain.Instance(
+        **{
+            **facts,
+            "position": tupled("position"),
+            "orientation": tupled("orientation"),
+            "pixel_spacing": tupled("pixel_spacing"),
+        }
+    )
+
+
+async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> None:
+    """Instances after those their series has, in the order given (a new series' pages
+    are in slice order; `_in_slice_order` puts an extended one back in order)."""
+    await conn.execute(
+        """WITH x AS (
+               SELECT *, row_number() OVER (PARTITION BY file_id ORDER BY n) AS k
+               FROM jsonb_to_recordset($1::jsonb) AS r(
+                   n integer, file_id uuid, sop_uid text, name text, blob_key text,
+                   sha256 text, size bigint, facts jsonb))
+           INSERT INTO dicom.instances
+           (file_id, ordinal, sop_uid, name, blob_key, sha256, size, facts)
+           SELECT file_id,
+                  coalesce((SELECT max(i.ordinal) + 1 FROM dicom.instances i
+                            WHERE i.file_id = x.file_id), 0) + k - 1,
+                  sop_uid, name, blob_key, sha256, size, facts
+           FROM x
+           ON CONFLICT (file_id, sop_uid) DO NOTHING""",
+        [{**i, "file_id": file_id, "n": n} for n, (file_id, i) in enumerate(instances)],
+    )
+
+
+series.on("dicom.SeriesAssembled")(_series)
+series.on("dicom.SeriesExtended")(_series)
+
+
+async def _in_slice_order(conn: Conn, files: list[str]) -> None:
+    """`ordinal` is the slice order (the slices route reads it): instances an extension
+    added may go between those the series had, so the series is ordered again."""
+    rows = await conn.fetch(
+        """SELECT file_id, sop_uid, ordinal, facts FROM dicom.instances
+           WHERE file_id = ANY($1::uuid[])""",
+        files,
+    )
+    by_file: dict[Any, list[Any]] = {}
+    for r in rows:
+        by_file.setdefault(r["file_id"], []).append(r)
+    moved: list[tuple[Any, str, int]] = []
+    for file_id, members in by_file.items():
+        now = {r["sop_uid"]: r["ordinal"] for r in members}
+        ordered = domain.order(instance_of(r["facts"]) for r in members)
+        moved += [(file_id, i.sop_uid, k) for k, i in enumerate(ordered) if now[i.sop_uid] != k]
+    if moved:
+        await conn.execute(
+            """UPDATE dicom.instances i SET ordinal = x.ordinal
+               FROM unnest($1::uuid[], $2::text[], $3::int[]) AS x(file_id, sop_uid, ordinal)
+               WHERE i.file_id = x.file_id AND i.sop_uid = x.sop_uid""",
+            [m[0] for m in moved],
+            [m[1] for m in moved],
+            [m[2] for m in moved],
+        )
+
+
+@series.on("dicom.SeriesInstancesAdded")
+async def instances_added(conn: Conn, events: Sequence[Envelope]) -> None:
+    files = list({e.data["file_id"] for e in events})
+    extended = [
+        r["f"]
+        for r in await conn.fetch(
+            """SELECT f FROM unnest($1::uuid[]) AS f
+               WHERE EXISTS (SELECT 1 FROM dicom.instances i WHERE i.file_id = f)""",
+            files,
+        )
+    ]
+    await _insert(conn, [(e.data["file_id"], i) for e in events for i in e.data["instances"]])
+    if extended:
+        await _in_slice_order(conn, extended)
+    last = {e.data["file_id"]: e.stream_version for e in events}
+    await conn.execute(
+        """UPDATE dicom.series s SET version = x.version
+           FROM unnest($1::uuid[], $2::int[]) AS x(file_id, version) WHERE s.file_id = x.file_id""",
+        list(last),
+        list(last.values()),
+    )
 
 
 @series.on("dicom.SeriesReleased")

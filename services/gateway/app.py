@@ -1,12 +1,12 @@
-"""The gateway's HTTP app: health, docs, and one route for the whole `/v1` API, which
-authenticates the caller, then forwards to the owning service or composes the answer
-(services/gateway/edge.py, compose.py); gRPC beside it (grpc_api.py)."""
+"""The gateway's HTTP app: health, the API's document, and the `/v1` API, each request
+matched against the declared routes (services/gateway/routes.py), authenticated, then
+forwarded to the owning service or composed (edge.py, compose.py); gRPC beside it
+(grpc_api.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,26 +14,34 @@ import httpx
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.routing import Route as StarletteRoute
 
-from services.gateway import sessions, slices, web
+from services.gateway import openapi, web
 from services.gateway.compose import Compose
 from services.gateway.edge import (
     MAX_JSON_BODY,
-    PART_URL,
+    Call,
     Gateway,
+    Replayed,
     TooLarge,
+    Unavailable,
     error_response,
-    route,
 )
-from shared.kit import consistency, tracing
-from shared.kit.http import CORRELATION_HEADER, JSON, install_errors
+from services.gateway.routes import TABLE, Refusal
+from shared.kit import consistency, idempotency, tracing
+from shared.kit.http import JSON, RETRY_AFTER_S, install_errors
+from shared.kit.logs import log
 from shared.kit.service import serve
 from shared.kit.settings import Settings
+
+METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
 
 
 def build(settings: Settings) -> FastAPI:
     gateway = Gateway(settings)
     compose = Compose(gateway)
+    # Every route's composer exists: a typo in the table fails at start, not on a request.
+    composers = {r.compose: getattr(compose, r.compose) for r in TABLE.routes if r.compose}
 
     @contextlib.asynccontextmanager
     async def lifespan(served: FastAPI) -> AsyncIterator[None]:
@@ -58,31 +66,24 @@ def build(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         default_response_class=JSON,
         openapi_url=None,
+        # `/v1` is no route, not a redirect to `/v1/`.
+        redirect_slashes=False,
     )
-    install_errors(app)
-    openapi: dict[str, Any] = {}
-
-    @app.middleware("http")
-    async def correlate(request: Request, call_next: Any) -> Response:
-        correlation = request.headers.get("x-request-id") or str(uuid.uuid4())
-        request.state.correlation_id = correlation
-        with structlog.contextvars.bound_contextvars(correlation_id=correlation):
-            response: Response = await call_next(request)
-        response.headers["X-Request-Id"] = correlation
-        return response
-
     # The `traceparent` forwarded to the services (`Gateway._headers`) is then the one of
     # this request's server span (FastAPI's, when tracing is on).
     app.add_middleware(tracing.ForwardContext)
+    # Outermost: the request id, and a clean JSON 500 that keeps the connection usable.
+    install_errors(app)
+    document = openapi.document(TABLE.routes)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSON:
+    async def readyz(request: Request) -> JSON:
         answers = await asyncio.gather(
-            *(gateway.http.get(f"{url}/readyz") for url in gateway.services.values()),
+            *(gateway.call(name, "GET", "/readyz", request) for name in gateway.services),
             return_exceptions=True,
         )
         unready = [
@@ -96,21 +97,7 @@ def build(settings: Settings) -> FastAPI:
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi_document() -> dict[str, Any]:
-        if not openapi:
-            openapi.update({"openapi": "3.1.0", "info": {"title": "Files", "version": "1"}})
-            paths: dict[str, Any] = {}
-            schemas: dict[str, Any] = {}
-            for url in gateway.services.values():
-                doc = (await gateway.http.get(f"{url}/openapi.json")).json()
-                paths.update({p: v for p, v in doc.get("paths", {}).items() if p.startswith("/v1")})
-                schemas.update(doc.get("components", {}).get("schemas", {}))
-            openapi["paths"] = paths
-            openapi["components"] = {
-                "schemas": schemas,
-                "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
-            }
-            openapi["security"] = [{"apiKey": []}]
-        return openapi
+        return document
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Response:
@@ -118,75 +105,33 @@ def build(settings: Settings) -> FastAPI:
 
         return get_swagger_ui_html(openapi_url="/openapi.json", title="Files API")
 
-    # The web app: its pages and sign-in sessions (before the catch-all `/v1` route).
+    # The web app's pages (not the API: kept out of its document).
     web.install(app, settings)
-    sessions.install(app, gateway)
 
-    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
-    async def public(rest: str, request: Request) -> Response:
-        if request.method == "PUT" and PART_URL.fullmatch(request.url.path):
-            # A part of an upload session, sent to the URL the session gave: its
-            # signature is the right (as a presigned S3 URL's is), not an API key.
-            return gateway.relay(
-                await gateway.http.put(
-                    f"{settings.ingest_url}{request.url.path}",
-                    params=request.query_params,
-                    content=request.stream(),
-                    headers={CORRELATION_HEADER: request.state.correlation_id},
-                )
-            )
-        user = await gateway.authenticate(request)
-        if user is None:
+    async def public(request: Request) -> Response:
+        """One `/v1` request. A write with an Idempotency-Key (kit/idempotency.py) is
+        answered as its first time if it was made before; else made, and the answer as
+        composed here kept with it."""
+        key = request.headers.get(idempotency.HEADER)
+        if key is None or request.method not in idempotency.METHODS:
+            return await guarded(request)
+        if not idempotency.valid_key(key):
             return error_response(
-                401, "unauthenticated", "send a valid API key as 'Authorization: Bearer <key>'"
+                400,
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 printable ASCII characters, no spaces",
             )
-        structlog.contextvars.bind_contextvars(actor=user["id"])
-        service = route(request.url.path, request.method)
-        if service is None:
-            return error_response(404, "not_found", f"no route {request.method} {request.url.path}")
-        if request.method == "GET" and consistency.HEADER in request.headers:
-            try:
-                wanted = consistency.decode(request.headers[consistency.HEADER])
-            except ValueError as error:
-                return error_response(400, "invalid_consistency_token", str(error))
-            await gateway.wait_for(wanted)
-        parts = request.url.path.strip("/").split("/")
-        if service == "gateway":
-            return await compose.audit(request, user)
-        if service == "ingest" and parts[1] == "folders" and parts[3] == "image-groups":
-            return await compose.upload_image_group(request, user, parts[2])
-        if service == "ingest" and parts[1] == "folders" and parts[3] == "dicom":
-            return await compose.upload_dicom(request, user, parts[2])
-        if service == "ingest" and parts[1] == "folders" and parts[3] == "imports":
-            return await compose.import_objects(request, user, parts[2])
-        if service == "ingest" and parts[1] == "folders" and parts[3] == "uploads":
-            return await compose.open_upload_session(request, user, parts[2])
-        if service == "ingest" and parts[1] == "uploads":
-            return await compose.upload_session(request, user, parts[2])
-        if service == "ingest" and parts[1] == "folders":
-            return await compose.upload(request, user, parts[2])
-        if service == "acl" and parts[1] == "folders":
-            return await compose.collaborators(request, user, parts[2])
-        if slices.wanted(parts, request.method):
-            return await slices.slice_image(gateway, request, user, parts[2], parts[4])
-        if parts[1:2] == ["files"] and parts[3:] == ["content"] and request.method == "GET":
-            return await compose.content(request, user)
-        if parts[1:2] == ["files"] and parts[3:] == ["thumbnail"] and request.method == "GET":
-            return await compose.thumbnail(request, user, parts[2])
-        if parts[1:2] == ["files"] and parts[3:] == ["datasets"]:
-            # The catalog says whether the file exists; datasets only knows its links.
-            found = await gateway.http.get(
-                f"{settings.catalog_url}/internal/files/{parts[2]}",
-                headers=gateway._headers(request, user),
-            )
-            if found.status_code != 200:
-                return gateway.relay(found)
-        if service == "datasets" and request.method != "GET":
-            # The datasets context validates against its mirror of the catalog: let it
-            # catch up with the catalog first, so a file uploaded a moment ago is known.
-            await gateway.catch_up("datasets", "catalog")
         try:
-            answer = await gateway.forward(service, request, user)
+            return await gateway.keep_answer(request, await guarded(request))
+        except Replayed as replay:
+            return replay.response
+
+    async def guarded(request: Request) -> Response:
+        """The path checked and matched, the caller authenticated, the token waited
+        for, then the route's composer or a plain forward. A service that does not
+        answer is a 503; once a write was made, its own answer."""
+        try:
+            return await answer(request)
         except TooLarge:
             return error_response(
                 413,
@@ -194,35 +139,72 @@ def build(settings: Settings) -> FastAPI:
                 f"the request body is over {MAX_JSON_BODY // (1024 * 1024)} MiB",
                 limit=MAX_JSON_BODY,
             )
-        if service == "acl" and request.method != "GET" and answer.status_code < 300:
-            gateway.forget_callers()
-        if (
-            parts[1:] == ["folders"]
-            and request.method == "POST"
-            and answer.status_code == 201
-            and answer.json()["parent_id"] is None
-        ):
-            # The creator becomes the folder's admin in the ACL context, by reaction:
-            # wait for it, so their next request finds the folder theirs.
-            token = await gateway.wait_for(
-                consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=2
+        except Unavailable as error:
+            committed = getattr(request.state, "committed", None)
+            if committed is not None:
+                return committed_answer(error, committed)
+            log.warning("gateway.service_unavailable", upstream=error.service, error=str(error))
+            refused = error_response(
+                503,
+                "unavailable",
+                f"the {error.service} service did not answer in time; try again shortly",
+                service=error.service,
+                retry=True,
             )
-            gateway.forget_callers()
-            return gateway.relay(answer, token)
-        if answer.status_code != 200:
-            return gateway.relay(answer)
-        # Answers that take parts from more than one context.
-        reading = request.method == "GET"
-        if reading and parts[1] == "jobs":
-            return await compose.job_with_files(answer, request, user)
-        if reading and parts[1] == "datasets" and parts[3:] == ["files"]:
-            return await compose.dataset_files(answer, request, user)
-        if parts[1] == "files" and len(parts) == 3:
-            return await compose.file_with_datasets(answer, request, user)
-        if parts[1] in ("move", "delete"):
-            return await compose.with_dataset_impact(answer, request, user, parts[1])
-        return gateway.relay(answer)
+            refused.headers["Retry-After"] = RETRY_AFTER_S
+            return refused
+        except Exception as error:
+            committed = getattr(request.state, "committed", None)
+            if committed is None:
+                raise
+            return committed_answer(error, committed)
 
+    async def answer(request: Request) -> Response:
+        raw = request.scope.get("raw_path") or request.scope["path"].encode()
+        try:
+            found = TABLE.match(request.method, raw.partition(b"?")[0])
+        except Refusal as refusal:
+            if refusal.status == 400:
+                # A path refused outright (encoded bytes, dot segments): before anything.
+                return error_response(400, refusal.code, refusal.message, **refusal.details)
+            found = refusal
+        route = found.route if found is not None else None
+        user = None
+        if route is None or not route.public:
+            user = await gateway.authenticate(request)
+            if user is None:
+                return error_response(
+                    401, "unauthenticated", "send a valid API key as 'Authorization: Bearer <key>'"
+                )
+            structlog.contextvars.bind_contextvars(actor=user["id"])
+        if found is None:
+            return error_response(404, "not_found", f"no route {request.method} {request.url.path}")
+        if isinstance(found, Refusal):
+            refused = error_response(found.status, found.code, found.message, **found.details)
+            if found.status == 405:
+                refused.headers["Allow"] = ", ".join(found.details["allowed"])
+            return refused
+        call = Call(request, found.route, found.values, user)
+        if request.method == "GET" and consistency.HEADER in request.headers:
+            try:
+                wanted = consistency.decode(request.headers[consistency.HEADER])
+            except ValueError as error:
+                return error_response(400, "invalid_consistency_token", str(error))
+            refused = await gateway.check_and_wait(request, wanted)
+            if refused is not None:
+                return refused
+        if call.route.compose is None:
+            return gateway.relay(await gateway.forward(call))
+        composed: Response = await composers[call.route.compose](call)
+        return composed
+
+    def committed_answer(error: Exception, committed: httpx.Response) -> Response:
+        """The write was made: the caller gets the service's own answer to it (with its
+        consistency token), never an error that would have them make it again."""
+        log.error("gateway.failed_after_write", exc_info=error)
+        return gateway.relay(committed)
+
+    app.router.routes.append(StarletteRoute("/v1/{rest:path}", public, methods=METHODS))
     return app
 
 

@@ -1,26 +1,35 @@
 """What the gateway does beyond forwarding: the rights it checks before a call (an
 upload needs the editor role on its folder, which the catalog knows), and answers
 that take parts from more than one context (a file with its datasets, a job with its
-files, the audit of every store)."""
+files, the audit of every store).
+
+Each composer answers one or more routes of the table (services/gateway/routes.py,
+`Route.compose` names it) and takes the matched `Call`: the route, its parsed
+parameters, the caller. Every call to a service goes through `Gateway.call`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import urllib.parse
-import uuid
 from typing import Any
 
 import httpx
 import orjson
-from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from services.gateway.edge import MAX_JSON_BODY, Gateway, TooLarge, capped_body, error_response
+from services.gateway import sessions
+from services.gateway.edge import Call, Gateway, error_response
+from services.gateway.routes import PARAMS
 from shared.kit import consistency
 from shared.kit.http import JSON
-from shared.kit.settings import Settings
+
+# The catalog registers a group's images all at once: a large group (10,000 frames)
+# may take longer than one consistency budget. An image-group upload's budget is this
+# many of them (still bounded), spent in as many waits before it answers 202.
+GROUP_WAITS = 5
 
 
 def _audit_cursor(cursor: str | None) -> dict[str, int]:
@@ -31,7 +40,7 @@ def _audit_cursor(cursor: str | None) -> dict[str, int]:
     except Exception as error:
         raise ValueError("not a cursor") from error
     if not isinstance(decoded, dict) or not all(
-        isinstance(k, str) and type(v) is int for k, v in decoded.items()
+        isinstance(k, str) and type(v) is int and v >= 0 for k, v in decoded.items()
     ):
         raise ValueError("not a cursor")
     return decoded
@@ -44,65 +53,188 @@ def _encode_audit_cursor(after: dict[str, int]) -> str:
 class Compose:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.settings: Settings = gateway.settings
 
-    async def find_folder(
-        self, request: Request, user: dict[str, Any], folder_id: str, needed: str = "user"
-    ) -> httpx.Response:
-        return await self.gateway.http.get(
-            f"{self.settings.catalog_url}/internal/folders/{folder_id}",
+    async def find_folder(self, call: Call, folder_id: str, needed: str = "user") -> httpx.Response:
+        """Whether the caller has `needed` on the folder (else the catalog's 404/403)."""
+        return await self.gateway.call(
+            "catalog",
+            "GET",
+            f"/internal/folders/{folder_id}",
+            call.request,
+            call.user,
             params={"needed": needed},
-            headers=self.gateway._headers(request, user),
         )
 
-    async def collaborators(
-        self, request: Request, user: dict[str, Any], folder_id: str
-    ) -> Response:
+    async def files_by_id(self, call: Call, ids: list[str]) -> list[dict[str, Any]]:
+        """The files the caller may see, in the order asked; [] if the catalog fails."""
+        if not ids:
+            return []
+        found = await self.gateway.call(
+            "catalog", "POST", "/internal/files", call.request, call.user, json={"ids": ids}
+        )
+        by_id = {f["id"]: f for f in found.json()["items"]} if found.status_code == 200 else {}
+        return [by_id[i] for i in ids if i in by_id]
+
+    # -- the web app's sessions (services/gateway/sessions.py) ------------------------
+
+    async def sign_in(self, call: Call) -> Response:
+        return await sessions.sign_in(self.gateway, call)
+
+    async def sign_out(self, call: Call) -> Response:
+        return await sessions.sign_out(self.gateway, call)
+
+    # -- catalog ---------------------------------------------------------------------
+
+    async def create_folder(self, call: Call) -> Response:
+        answer = await self.gateway.forward(call)
+        if answer.status_code != 201 or answer.json().get("parent_id") is not None:
+            return self.gateway.relay(answer)
+        # The creator becomes the folder's admin in the ACL context, by reaction:
+        # wait for it, so their next request finds the folder theirs.
+        token = await self.gateway.wait_for(
+            call.request, consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=2
+        )
+        self.gateway.forget_callers()
+        return self.gateway.relay(answer, token)
+
+    async def file_with_datasets(self, call: Call) -> Response:
+        answer = await self.gateway.forward(call)
+        if answer.status_code != 200:
+            return self.gateway.relay(answer)
+        file = answer.json()
+        path = f"/v1/files/{call.values['file_id']}/datasets"
+        linked = await self.gateway.call("datasets", "GET", path, call.request, call.user)
+        file["datasets"] = linked.json()["items"] if linked.status_code == 200 else []
+        return self.gateway.relay(answer, body=file)
+
+    async def with_dataset_impact(self, call: Call) -> Response:
+        """A move or delete; a dry run also says which datasets would lose links: those
+        the caller may see by name, the others as a count (`hidden_datasets`)."""
+        answer = await self.gateway.forward(call)
+        if answer.status_code != 200:
+            return self.gateway.relay(answer)
+        result = answer.json()
+        if not result.get("dry_run"):
+            return self.gateway.relay(answer)
+        asked = orjson.loads(await call.request.body())
+        await self.gateway.catch_up(call.request, "datasets", "catalog")
+        moving = call.route.template == "/v1/move"
+        impact = await self.gateway.call(
+            "datasets",
+            "POST",
+            "/internal/impact",
+            call.request,
+            call.user,
+            json={
+                "file_ids": asked.get("file_ids", []),
+                "folder_ids": asked.get("folder_ids", []),
+                "target_folder_id": asked.get("target_folder_id") if moving else None,
+            },
+        )
+        found = impact.json() if impact.status_code == 200 else {}
+        result["datasets"] = found.get("datasets", [])
+        result["hidden_datasets"] = found.get("hidden_datasets", 0)
+        return self.gateway.relay(answer, body=result)
+
+    async def content(self, call: Call) -> Response:
+        request = call.request
+        found = await self.gateway.call(
+            "catalog", "GET", f"/internal/files/{call.values['file_id']}", request, call.user
+        )
+        if found.status_code != 200:
+            return self.gateway.relay(found)
+        file = found.json()
+        source = file.get("source") or {}
+        if source.get("type") == "cloud":
+            # Imported by reference: the bytes are in the customer's bucket. Ingest holds
+            # the integration's credentials and answers a short-lived presigned URL.
+            integration = urllib.parse.quote(str(source.get("integration_id")), safe="")
+            presigned = await self.gateway.call(
+                "ingest",
+                "GET",
+                f"/internal/integrations/{integration}/presign",
+                request,
+                params={
+                    "key": source.get("key", ""),
+                    "name": file["name"],
+                    "mime_type": file["mime_type"],
+                },
+            )
+            if presigned.status_code != 200:
+                return self.gateway.relay(presigned)
+            return Response(
+                status_code=307,
+                headers={"Location": presigned.json()["url"], "Cache-Control": "no-store"},
+            )
+        answer = await self.gateway.call(
+            "ingest",
+            "GET",
+            f"/internal/blobs/{urllib.parse.quote(file['blob_key'], safe='/')}",
+            request,
+            headers={k: v for k, v in request.headers.items() if k.lower() == "range"},
+            stream=True,
+        )
+        if answer.status_code not in (200, 206):
+            await answer.aread()
+            await answer.aclose()
+            return self.gateway.relay(answer)
+        headers = {
+            k: v
+            for k, v in answer.headers.items()
+            if k.lower() in ("content-length", "content-range", "accept-ranges")
+        }
+        quoted = urllib.parse.quote(file["name"])
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quoted}"
+        headers["X-Content-Type-Options"] = "nosniff"
+        return StreamingResponse(
+            answer.aiter_raw(),
+            answer.status_code,
+            headers=headers,
+            media_type=file["mime_type"],
+            background=BackgroundTask(answer.aclose),
+        )
+
+    # -- collaborators (acl) ---------------------------------------------------------
+
+    async def collaborators(self, call: Call) -> Response:
         # The ACL context holds the grants, the catalog the folder's place in the tree.
-        folder = await self.find_folder(request, user, folder_id)
+        folder = await self.find_folder(call, call.values["folder_id"])
         if folder.status_code != 200:
             return self.gateway.relay(folder)
-        headers = self.gateway._headers(request, user, with_body=True)
-        headers["X-Files-Folder-Path"] = ",".join(folder.json()["path"])
-        answer = await self.gateway.http.request(
-            request.method,
-            f"{self.settings.acl_url}{request.url.path.rstrip('/')}",
-            params=request.query_params,
-            content=await capped_body(request),
-            headers=headers,
-        )
-        if request.method != "GET" and answer.status_code < 300:
-            self.gateway.forget_callers()
-        return self.gateway.relay(answer)
+        path = {"X-Files-Folder-Path": ",".join(folder.json()["path"])}
+        return self.gateway.relay(await self.gateway.forward(call, headers=path))
 
-    async def _stored(
-        self, request: Request, user: dict[str, Any], folder_id: str
-    ) -> Response | tuple[httpx.Response, dict[str, int]]:
+    # -- uploads, sessions, imports (ingest) -----------------------------------------
+
+    async def _stored(self, call: Call) -> Response | tuple[httpx.Response, dict[str, int]]:
         """An upload into a folder: the editor role checked, the body streamed to ingest,
         and the catalog caught up with it (read-your-writes: the folder lists what was
         stored once this answers). The refusal to relay, or ingest's answer and the token."""
-        folder = await self.find_folder(request, user, folder_id, "editor")
+        folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
-        answer = await self.gateway.forward("ingest", request, user, stream_body=True)
+        answer = await self.gateway.forward(call, stream_body=True)
         if answer.status_code != 201:
             return self.gateway.relay(answer)
         token = await self.gateway.wait_for(
-            consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
+            call.request, consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
         )
         return answer, token
 
-    async def upload(self, request: Request, user: dict[str, Any], folder_id: str) -> Response:
-        stored = await self._stored(request, user, folder_id)
+    async def _folder_gone(self, call: Call) -> bool:
+        return (await self.find_folder(call, call.values["folder_id"])).status_code == 404
+
+    async def upload(self, call: Call) -> Response:
+        stored = await self._stored(call)
         if isinstance(stored, Response):
             return stored
         answer, token = stored
+        folder_id = call.values["folder_id"]
         # The answer shows the files as the catalog registered them.
         uploaded = answer.json()
         ids = [f["id"] for f in uploaded["files"]]
-        files = await self.files_by_id(request, user, ids)
-        missing = len(files) < len(ids)
-        if missing and (await self.find_folder(request, user, folder_id)).status_code == 404:
+        files = await self.files_by_id(call, ids)
+        if len(files) < len(ids) and await self._folder_gone(call):
             return error_response(
                 409,
                 "folder_deleted",
@@ -116,22 +248,26 @@ class Compose:
         body = {"job_id": uploaded["job_id"], "files": [by_id[i] for i in ids]}
         return JSON(body, 201, headers={consistency.HEADER: consistency.encode(token)})
 
-    async def upload_image_group(
-        self, request: Request, user: dict[str, Any], folder_id: str
-    ) -> Response:
-        received = await self._stored(request, user, folder_id)
+    async def upload_image_group(self, call: Call) -> Response:
+        self.gateway.widen_budget(call.request, GROUP_WAITS)
+        received = await self._stored(call)
         if isinstance(received, Response):
             return received
         answer, token = received
+        folder_id = call.values["folder_id"]
         # Answered with the group's file and folder as the catalog has them.
         stored = answer.json()
-        files = await self.files_by_id(request, user, [stored["file_id"]])
-        made = await self.gateway.http.get(
-            f"{self.settings.catalog_url}/v1/folders/{stored['folder_id']}",
-            headers=self.gateway._headers(request, user),
+        files = await self.files_by_id(call, [stored["file_id"]])
+        for _ in range(GROUP_WAITS):
+            if files:
+                break
+            token = await self.gateway.wait_for(call.request, token, rounds=1)
+            files = await self.files_by_id(call, [stored["file_id"]])
+        made = await self.gateway.call(
+            "catalog", "GET", f"/v1/folders/{stored['folder_id']}", call.request, call.user
         )
         if not files or made.status_code != 200:
-            if (await self.find_folder(request, user, folder_id)).status_code == 404:
+            if await self._folder_gone(call):
                 return error_response(
                     409,
                     "folder_deleted",
@@ -139,76 +275,78 @@ class Compose:
                     folder_id=folder_id,
                     job_id=stored["job_id"],
                 )
-            return error_response(
-                503,
-                "not_yet_registered",
-                "the image group is stored but not yet listed; see its job",
-                job_id=stored["job_id"],
+            # Stored (a retry would store it twice), not yet listed within the budget:
+            # accepted, and its job follows it.
+            return JSON(
+                {k: stored[k] for k in ("job_id", "file_id", "folder_id")},
+                202,
+                headers={consistency.HEADER: consistency.encode(token)},
             )
         body = {"file": files[0], "folder": made.json()}
         return JSON(body, 201, headers={consistency.HEADER: consistency.encode(token)})
 
-    async def upload_dicom(
-        self, request: Request, user: dict[str, Any], folder_id: str
-    ) -> Response:
+    async def upload_dicom(self, call: Call) -> Response:
         # 202 once every part is stored: the DICOM context reads and assembles them after,
         # and the job (GET /v1/jobs/{id}) shows its progress, series files and errors.
-        folder = await self.find_folder(request, user, folder_id, "editor")
+        folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
         # The DICOM context follows series files in the catalog (moved, deleted): let it
         # catch up first, so these instances join the series as the caller sees them now.
-        await self.gateway.catch_up("dicom", "catalog")
-        answer = await self.gateway.forward("ingest", request, user, stream_body=True)
-        return self.gateway.relay(answer)
+        await self.gateway.catch_up(call.request, "dicom", "catalog")
+        return self.gateway.relay(await self.gateway.forward(call, stream_body=True))
 
-    def with_part_urls(self, request: Request, session: dict[str, Any]) -> dict[str, Any]:
+    async def import_objects(self, call: Call) -> Response:
+        # Imports by reference add files as uploads do: the editor role on the folder.
+        # 202 once the job is recorded; GET /v1/jobs/{id} follows it.
+        folder = await self.find_folder(call, call.values["folder_id"], "editor")
+        if folder.status_code != 200:
+            return self.gateway.relay(folder)
+        return self.gateway.relay(await self.gateway.forward(call))
+
+    def with_part_urls(self, call: Call, session: dict[str, Any]) -> dict[str, Any]:
         """Our own part URLs (the local store) are relative: made absolute here, with
         the address the client used."""
-        base = str(request.base_url).rstrip("/")
+        base = str(call.request.base_url).rstrip("/")
         for part in session.get("parts", []):
             if part["url"].startswith("/"):
                 part["url"] = base + part["url"]
         return session
 
-    async def open_upload_session(
-        self, request: Request, user: dict[str, Any], folder_id: str
-    ) -> Response:
+    async def open_upload_session(self, call: Call) -> Response:
         # A session adds a file as an upload does: the editor role on the folder.
-        folder = await self.find_folder(request, user, folder_id, "editor")
+        folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
-        answer = await self.gateway.forward("ingest", request, user)
+        answer = await self.gateway.forward(call)
         if answer.status_code != 201:
             return self.gateway.relay(answer)
-        return self.gateway.relay(answer, body=self.with_part_urls(request, answer.json()))
+        return self.gateway.relay(answer, body=self.with_part_urls(call, answer.json()))
 
-    async def upload_session(
-        self, request: Request, user: dict[str, Any], session_id: str
-    ) -> Response:
+    async def upload_session(self, call: Call) -> Response:
         """A session is the business of those who may upload into its folder."""
-        found = await self.gateway.http.get(
-            f"{self.settings.ingest_url}/v1/uploads/{session_id}",
-            headers=self.gateway._headers(request, user),
+        session_id = call.values["session_id"]
+        found = await self.gateway.call(
+            "ingest", "GET", f"/v1/uploads/{session_id}", call.request, call.user
         )
         if found.status_code != 200:
             return self.gateway.relay(found)
         session = found.json()
-        folder = await self.find_folder(request, user, session["folder_id"], "editor")
+        folder = await self.find_folder(call, session["folder_id"], "editor")
         if folder.status_code != 200:
             # Not theirs to see: as if there were no such session.
             return error_response(404, "not_found", f"upload session {session_id} does not exist")
-        if request.method == "GET":
-            return self.gateway.relay(found, body=self.with_part_urls(request, session))
-        answer = await self.gateway.forward("ingest", request, user)
-        if request.method != "POST" or answer.status_code != 201:
+        if call.request.method == "GET":
+            return self.gateway.relay(found, body=self.with_part_urls(call, session))
+        answer = await self.gateway.forward(call)
+        if call.request.method != "POST" or answer.status_code != 201:
             return self.gateway.relay(answer)
         # Completed: answer with the file as the catalog registered it, as an upload does.
         token = await self.gateway.wait_for(
-            consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
+            call.request, consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
         )
         completed = answer.json()
-        registered = await self.files_by_id(request, user, [completed["file_id"]])
+        registered = await self.files_by_id(call, [completed["file_id"]])
         if not registered:
             return error_response(
                 409,
@@ -220,86 +358,26 @@ class Compose:
         body = {"job_id": completed["job_id"], "file": registered[0]}
         return JSON(body, 201, headers={consistency.HEADER: consistency.encode(token)})
 
-    async def import_objects(
-        self, request: Request, user: dict[str, Any], folder_id: str
-    ) -> Response:
-        # Imports by reference add files as uploads do: the editor role on the folder.
-        # 202 once the job is recorded; GET /v1/jobs/{id} follows it.
-        folder = await self.find_folder(request, user, folder_id, "editor")
-        if folder.status_code != 200:
-            return self.gateway.relay(folder)
-        try:
-            answer = await self.gateway.forward("ingest", request, user)
-        except TooLarge:
-            return error_response(
-                413,
-                "request_too_large",
-                f"the request body is over {MAX_JSON_BODY // (1024 * 1024)} MiB",
-                limit=MAX_JSON_BODY,
-            )
-        return self.gateway.relay(answer)
+    async def upload_part(self, call: Call) -> Response:
+        """A part of an upload session, sent to the URL the session gave: its signature
+        is the right (as a presigned S3 URL's is), not an API key; ingest checks it."""
+        return self.gateway.relay(await self.gateway.forward(call, stream_body=True))
 
-    async def files_by_id(
-        self, request: Request, user: dict[str, Any], ids: list[str]
-    ) -> list[dict[str, Any]]:
-        found = await self.gateway.http.post(
-            f"{self.settings.catalog_url}/internal/files",
-            json={"ids": ids},
-            headers=self.gateway._headers(request, user),
-        )
-        by_id = {f["id"]: f for f in found.json()["items"]} if found.status_code == 200 else {}
-        return [by_id[i] for i in ids if i in by_id]
-
-    async def dataset_files(
-        self, answer: httpx.Response, request: Request, user: dict[str, Any]
-    ) -> Response:
-        page = answer.json()
-        items = await self.files_by_id(request, user, page["file_ids"])
-        return JSON({"items": items, "next_cursor": page["next_cursor"]})
-
-    async def file_with_datasets(
-        self, answer: httpx.Response, request: Request, user: dict[str, Any]
-    ) -> Response:
-        file = answer.json()
-        linked = await self.gateway.http.get(
-            f"{self.settings.datasets_url}/v1/files/{file['id']}/datasets",
-            headers=self.gateway._headers(request, user),
-        )
-        file["datasets"] = linked.json()["items"] if linked.status_code == 200 else []
-        return self.gateway.relay(answer, body=file)
-
-    async def with_dataset_impact(
-        self, answer: httpx.Response, request: Request, user: dict[str, Any], action: str
-    ) -> Response:
-        result = answer.json()
-        if not result.get("dry_run"):
+    async def job_with_files(self, call: Call) -> Response:
+        answer = await self.gateway.forward(call)
+        if answer.status_code != 200:
             return self.gateway.relay(answer)
-        asked = orjson.loads(await request.body())
-        await self.gateway.catch_up("datasets", "catalog")
-        impact = await self.gateway.http.post(
-            f"{self.settings.datasets_url}/internal/impact",
-            json={
-                "file_ids": asked.get("file_ids", []),
-                "folder_ids": asked.get("folder_ids", []),
-                "target_folder_id": asked.get("target_folder_id") if action == "move" else None,
-            },
-        )
-        result["datasets"] = impact.json()["datasets"] if impact.status_code == 200 else []
-        return self.gateway.relay(answer, body=result)
-
-    async def job_with_files(
-        self, answer: httpx.Response, request: Request, user: dict[str, Any]
-    ) -> Response:
         job = answer.json()
-        if job.get("created_by") != user["id"]:
+        user = call.user or {}
+        if job.get("created_by") != user.get("id"):
             # Someone else's job shows to those who may see its folder.
-            folder = await self.find_folder(request, user, job["folder_id"])
+            folder = await self.find_folder(call, job["folder_id"])
             if folder.status_code != 200:
                 return error_response(404, "not_found", f"job {job['id']} does not exist")
         if job.get("kind") == "dicom":
             # Ingest stored the parts; the DICOM context's account is the job's progress.
-            account = await self.gateway.http.get(
-                f"{self.settings.dicom_url}/internal/jobs/{job['id']}"
+            account = await self.gateway.call(
+                "dicom", "GET", f"/internal/jobs/{call.values['job_id']}", call.request
             )
             if account.status_code != 200:
                 return self.gateway.relay(account)
@@ -310,17 +388,43 @@ class Compose:
             job["status"] = "done" if settled["done"] >= job["progress"]["total"] else "running"
             if job["status"] == "done":
                 # Done means its series files are in the catalog: let it catch up (bounded).
-                await self.gateway.catch_up("catalog", "dicom")
-        job["files"] = await self.files_by_id(request, user, job.pop("file_ids", []))
+                await self.gateway.catch_up(call.request, "catalog", "dicom")
+        job["files"] = await self.files_by_id(call, job.pop("file_ids", []))
         return JSON(job)
 
-    async def audit(self, request: Request, user: dict[str, Any]) -> Response:
+    # -- datasets --------------------------------------------------------------------
+
+    async def after_catalog(self, call: Call) -> Response:
+        """A write to a dataset: the datasets context validates against its mirror of
+        the catalog, so it catches up first (a file uploaded a moment ago is known)."""
+        await self.gateway.catch_up(call.request, "datasets", "catalog")
+        return self.gateway.relay(await self.gateway.forward(call))
+
+    async def dataset_files(self, call: Call) -> Response:
+        answer = await self.gateway.forward(call)
+        if answer.status_code != 200:
+            return self.gateway.relay(answer)
+        page = answer.json()
+        items = await self.files_by_id(call, page["file_ids"])
+        return JSON({"items": items, "next_cursor": page["next_cursor"]})
+
+    async def linked_datasets(self, call: Call) -> Response:
+        # The catalog says whether the file exists; datasets only knows its links.
+        found = await self.gateway.call(
+            "catalog", "GET", f"/internal/files/{call.values['file_id']}", call.request, call.user
+        )
+        if found.status_code != 200:
+            return self.gateway.relay(found)
+        return self.gateway.relay(await self.gateway.forward(call))
+
+    # -- the audit -------------------------------------------------------------------
+
+    async def audit(self, call: Call) -> Response:
         """Events of every context, merged in time order; the cursor holds how far each
         context's store was read. Org admins see everything; a member asks about a
         subject they may see, or about their own actions."""
-        if request.method != "GET":
-            return error_response(405, "method_not_allowed", "the audit is read-only")
-        query = request.query_params
+        user = call.user or {}
+        query = call.request.query_params
         try:
             limit = int(query.get("limit", "100"))
             after = _audit_cursor(query.get("cursor"))
@@ -331,8 +435,8 @@ class Compose:
         if not 1 <= limit <= 1000:
             return error_response(422, "invalid_limit", "limit must be between 1 and 1000")
         subjects = query.getlist("subject_id")
-        if user["org_role"] != "admin":
-            if not subjects and query.get("actor_id") != user["id"]:
+        if user.get("org_role") != "admin":
+            if not subjects and query.get("actor_id") != user.get("id"):
                 return error_response(
                     403,
                     "forbidden",
@@ -341,7 +445,7 @@ class Compose:
                     role_needed="org admin",
                 )
             for subject in subjects:
-                if not await self._may_see(request, user, subject):
+                if not await self._may_see(call, subject):
                     return error_response(404, "not_found", f"subject {subject} does not exist")
         params = [
             (k, v)
@@ -350,11 +454,14 @@ class Compose:
         ]
         answers = await asyncio.gather(
             *(
-                self.gateway.http.get(
-                    f"{url}/internal/audit",
+                self.gateway.call(
+                    name,
+                    "GET",
+                    "/internal/audit",
+                    call.request,
                     params=[*params, ("after", str(after.get(name, 0))), ("limit", str(limit))],
                 )
-                for name, url in self.gateway.services.items()
+                for name in self.gateway.services
             )
         )
         events: list[dict[str, Any]] = []
@@ -377,104 +484,71 @@ class Compose:
             }
         )
 
-    async def _may_see(self, request: Request, user: dict[str, Any], subject: str) -> bool:
-        if subject == user["id"]:
+    async def _may_see(self, call: Call, subject: str) -> bool:
+        user = call.user or {}
+        if subject == user.get("id"):
             return True
-        try:
-            uuid.UUID(subject)
-        except ValueError:
+        if PARAMS["folder_id"].parse(subject) is None:  # not a UUID: nothing of ours
             return False
-        headers = self.gateway._headers(request, user)
-        for url in (
-            f"{self.settings.catalog_url}/internal/folders/{subject}",
-            f"{self.settings.catalog_url}/internal/files/{subject}",
-            f"{self.settings.datasets_url}/v1/datasets/{subject}",
+        for service, path in (
+            ("catalog", f"/internal/folders/{subject}"),
+            ("catalog", f"/internal/files/{subject}"),
+            ("datasets", f"/v1/datasets/{subject}"),
         ):
-            if (await self.gateway.http.get(url, headers=headers)).status_code == 200:
+            answer = await self.gateway.call(service, "GET", path, call.request, call.user)
+            if answer.status_code == 200:
                 return True
         return False
 
-    async def thumbnail(self, request: Request, user: dict[str, Any], file_id: str) -> Response:
+    # -- pictures (thumbnails, DICOM slices) -----------------------------------------
+
+    async def _seen_file(self, call: Call) -> httpx.Response:
+        """The file as the catalog shows it to the caller (404 if they may not see it)."""
+        path = f"/internal/files/{call.values['file_id']}"
+        return await self.gateway.call("catalog", "GET", path, call.request, call.user)
+
+    @staticmethod
+    def _picture(answer: httpx.Response, passed: tuple[str, ...]) -> Response:
+        headers = {k: v for k, v in answer.headers.items() if k.lower() in passed}
+        headers["X-Content-Type-Options"] = "nosniff"
+        return Response(answer.content, answer.status_code, headers=headers)
+
+    async def thumbnail(self, call: Call) -> Response:
         """The file's picture: the catalog says whether the caller may see the file (404
         if not, as for its content), the thumbnails context serves it (or says why not)."""
-        found = await self.gateway.http.get(
-            f"{self.settings.catalog_url}/internal/files/{file_id}",
-            headers=self.gateway._headers(request, user),
-        )
+        found = await self._seen_file(call)
         if found.status_code != 200:
             return self.gateway.relay(found)
         file = found.json()
-        params = {
-            "kind": file["kind"],
-            "imported": "true" if (file.get("source") or {}).get("type") == "cloud" else "false",
-        }
-        if "size" in request.query_params:
-            params["size"] = request.query_params["size"]
-        headers = self.gateway._headers(request, user)
-        if "if-none-match" in request.headers:
-            headers["If-None-Match"] = request.headers["if-none-match"]
-        answer = await self.gateway.http.get(
-            f"{self.settings.thumbnails_url}/internal/thumbnails/{file_id}",
+        params = [
+            ("kind", file["kind"]),
+            ("imported", "true" if (file.get("source") or {}).get("type") == "cloud" else "false"),
+            *call.query(),
+        ]
+        headers = {k: v for k, v in call.request.headers.items() if k.lower() == "if-none-match"}
+        answer = await self.gateway.call(
+            "thumbnails",
+            "GET",
+            f"/internal/thumbnails/{call.values['file_id']}",
+            call.request,
+            call.user,
             params=params,
             headers=headers,
         )
-        passed = ("content-type", "etag", "cache-control", "x-content-type-options", "retry-after")
-        return Response(
-            answer.content,
-            answer.status_code,
-            headers={k: v for k, v in answer.headers.items() if k.lower() in passed},
-        )
+        return self._picture(answer, ("content-type", "etag", "cache-control", "retry-after"))
 
-    async def content(self, request: Request, user: dict[str, Any]) -> Response:
-        file_id = request.url.path.strip("/").split("/")[2]
-        found = await self.gateway.http.get(
-            f"{self.settings.catalog_url}/internal/files/{file_id}",
-            headers=self.gateway._headers(request, user),
-        )
+    async def slice_image(self, call: Call) -> Response:
+        """A DICOM series' slice as a PNG, for the viewer: the catalog says whether the
+        caller may see the file and that it is a series; the DICOM context, which owns
+        the instances, draws it (services/dicom/slices.py)."""
+        found = await self._seen_file(call)
         if found.status_code != 200:
             return self.gateway.relay(found)
-        file = found.json()
-        source = file.get("source") or {}
-        if source.get("type") == "cloud":
-            # Imported by reference: the bytes are in the customer's bucket. Ingest holds
-            # the integration's credentials and answers a short-lived presigned URL.
-            presigned = await self.gateway.http.get(
-                f"{self.settings.ingest_url}/internal/integrations/{source.get('integration_id')}"
-                "/presign",
-                params={
-                    "key": source.get("key", ""),
-                    "name": file["name"],
-                    "mime_type": file["mime_type"],
-                },
+        file_id = call.values["file_id"]
+        if found.json().get("kind") != "dicom_series":
+            return error_response(
+                422, "not_a_dicom_series", f"file {file_id} is not a DICOM series: it has no slices"
             )
-            if presigned.status_code != 200:
-                return self.gateway.relay(presigned)
-            return Response(
-                status_code=307,
-                headers={"Location": presigned.json()["url"], "Cache-Control": "no-store"},
-            )
-        upstream = self.gateway.http.build_request(
-            "GET",
-            f"{self.settings.ingest_url}/internal/blobs/{file['blob_key']}",
-            headers={k: v for k, v in request.headers.items() if k.lower() == "range"},
-        )
-        answer = await self.gateway.http.send(upstream, stream=True)
-        if answer.status_code not in (200, 206):
-            await answer.aread()
-            await answer.aclose()
-            return self.gateway.relay(answer)
-        headers = {
-            k: v
-            for k, v in answer.headers.items()
-            if k.lower() in ("content-length", "content-range", "accept-ranges")
-        }
-        quoted = urllib.parse.quote(file["name"])
-        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quoted}"
-        headers["X-Content-Type-Options"] = "nosniff"
-        return StreamingResponse(
-            answer.aiter_raw(),
-            answer.status_code,
-            headers=headers,
-            media_type=file["mime_type"],
-            background=BackgroundTask(answer.aclose),
+        return self._picture(
+            await self.gateway.forward(call), ("content-type", "cache-control", "etag")
         )

@@ -14,10 +14,12 @@ reaches). Uploads and downloads are streamed through, never buffered.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
-import re
+import http.cookiejar
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -27,9 +29,11 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from services.gateway import sessions
+from services.gateway.routes import Route
 from shared.contracts import topics
-from shared.kit import consistency, identity, tracing
-from shared.kit.http import JSON, error_body
+from shared.kit import consistency, idempotency, identity, tracing
+from shared.kit.errors import Refused
+from shared.kit.http import CORRELATION_HEADER, JSON, ServiceTransport, error_body
 from shared.kit.logs import log
 from shared.kit.settings import Settings
 
@@ -40,10 +44,46 @@ AUTH_TTL_S = 2.0
 # 100,000 ids as JSON are about 4 MB.
 MAX_JSON_BODY = 16 * 1024 * 1024
 PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location", "content-range")
+# Headers of the caller's own request that go on with it to the owning service: the
+# reliability work keys retries by Idempotency-Key; the trace continues.
+FORWARDED_WITH_BODY = ("content-type", "traceparent", "idempotency-key")
+
+
+# A connection that was made and then dropped under a request (not a timeout, not a
+# refused connection: the service is up, the connection was not).
+DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 class TooLarge(Exception):
     pass
+
+
+class Unavailable(Exception):
+    """A service did not answer: unreachable, or past the timeout."""
+
+    def __init__(self, service: str, error: Exception) -> None:
+        super().__init__(f"{service}: {error!r}")
+        self.service = service
+
+
+@dataclass
+class Call:
+    """One public request, matched to its route: what every composer works from."""
+
+    request: Request
+    route: Route
+    # The path parameters as parsed (canonical text), never the client's own text.
+    values: dict[str, str]
+    user: dict[str, Any] | None
+
+    @property
+    def path(self) -> str:
+        return self.route.path(self.values)
+
+    def query(self) -> list[tuple[str, str]]:
+        """The query parameters the route declares; others stay here."""
+        names = {q.name for q in self.route.query if q.where == "query"}
+        return [(k, v) for k, v in self.request.query_params.multi_items() if k in names]
 
 
 async def capped_body(request: Request) -> bytes:
@@ -65,6 +105,28 @@ def error_response(status: int, code: str, message: str, **details: Any) -> JSON
     return JSON(error_body(code, message, details), status)
 
 
+class Replayed(Exception):
+    """A service gave back the answer this gateway composed the first time a keyed
+    request was applied (kit/idempotency.py): it is relayed as it is."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("replayed")
+        self.response = response
+
+
+def note_idempotency(
+    request: Request, service: str, user: dict[str, Any], answer: httpx.Response
+) -> None:
+    """What the owning service did with the request's Idempotency-Key."""
+    state = answer.headers.get(idempotency.STATE_HEADER)
+    if state == "public":
+        headers = {k: v for k, v in answer.headers.items() if k.lower() in idempotency.KEPT_HEADERS}
+        headers[idempotency.REPLAYED_HEADER] = "true"
+        raise Replayed(Response(answer.content, answer.status_code, headers=headers))
+    if state in ("applied", "replayed"):
+        request.state.idempotent = (service, state, user["id"])
+
+
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -80,15 +142,29 @@ class Gateway:
         # Signs who asks, on every call to a service (refused at start if weak or unset).
         self.identity = identity.ServiceKey(settings.service_key)
         self.http: httpx.AsyncClient
+        self.fresh: httpx.AsyncClient
         self._follower: asyncio.Task[None]
 
     async def start(self) -> None:
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=5.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            event_hooks={"request": [_carry_trace, self._sign_for_gateway]},
+            # Idle connections go before the services' 5 s keep-alive closes them: a call
+            # sent on one as it closes would be lost.
+            transport=ServiceTransport(
+                limits=httpx.Limits(
+                    max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0
+                )
+            ),
+            cookies=NoCookies(),
+            event_hooks={"request": [_carry_trace]},
         )
-
+        # For a read retried after its kept-alive connection was dropped: a connection
+        # of its own (the pool's other idle ones may have been dropped too).
+        self.fresh = httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            transport=ServiceTransport(limits=httpx.Limits(max_keepalive_connections=0)),
+            cookies=NoCookies(),
+        )
         self._follower = asyncio.create_task(self._follow_access_changes(), name="acl-follower")
 
     async def stop(self) -> None:
@@ -96,6 +172,7 @@ class Gateway:
         with contextlib.suppress(asyncio.CancelledError):
             await self._follower
         await self.http.aclose()
+        await self.fresh.aclose()
 
     async def _follow_access_changes(self) -> None:
         """Every event of the ACL context (a key revoked, a grant removed or changed, a
@@ -123,6 +200,108 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 
+    # -- calls to the services -------------------------------------------------------
+
+    def _headers(
+        self,
+        request: Request,
+        user: dict[str, Any] | None = None,
+        *,
+        with_body: bool = False,
+    ) -> dict[str, str]:
+        """The headers of every call to a service, the one place they are made: who
+        asks, signed (the user, or the gateway itself for a call made for no user: a
+        key lookup, a consistency wait, a blob read after the rights were checked),
+        the request's correlation id (the service's own request id then matches ours),
+        and the trace. `with_body` for the call that carries the caller's own request
+        on (it keeps its content type and its Idempotency-Key; else a JSON call of ours
+        would go out labelled as, say, the caller's multipart upload)."""
+        correlation = request.state.correlation_id
+        headers = {
+            identity.HEADER: self.identity.sign(user["id"], user["access"], correlation)
+            if user is not None
+            else self.identity.for_service("gateway", correlation),
+            CORRELATION_HEADER: correlation,
+        }
+        for name in FORWARDED_WITH_BODY if with_body else ("traceparent",):
+            value = request.headers.get(name)
+            if value is not None:
+                headers[name] = value
+        return headers
+
+    async def call(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        request: Request,
+        user: dict[str, Any] | None = None,
+        *,
+        params: Any = None,
+        json: Any = None,
+        content: Any = None,
+        headers: dict[str, str] | None = None,
+        with_body: bool = False,
+        stream: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpx's, per call)
+    ) -> httpx.Response:
+        """Every call to a service goes through here and the one client: `path` is
+        ours (a route's template filled with parsed values, or an internal route),
+        never the client's. A service that does not answer raises Unavailable (a 503,
+        never a 500: a write may or may not have been made, and the caller may retry it
+        under its Idempotency-Key). A read whose kept-alive connection the service
+        dropped (it closed it as idle while we sent) is sent once more, on a new one."""
+        built = self.http.build_request(
+            method,
+            self.services[service] + path,
+            params=params,
+            json=json,
+            content=content,
+            headers={**self._headers(request, user, with_body=with_body), **(headers or {})},
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+        try:
+            try:
+                return await self.http.send(built, stream=stream)
+            except DROPPED as error:
+                if method != "GET" or not isinstance(content, bytes | None):
+                    raise  # a write, or a body that cannot be sent again
+                log.info("gateway.read_retried", upstream=service, error=repr(error))
+                return await self.fresh.send(built, stream=stream)
+        except httpx.TransportError as error:
+            raise Unavailable(service, error) from error
+
+    async def forward(
+        self,
+        call: Call,
+        *,
+        stream_body: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """The caller's request, to the route's owner, at the route's own path. A write
+        the service accepted is kept on the request: whatever fails after it, the
+        caller gets that answer, never an error that would make them send it again."""
+        request = call.request
+        content: Any = request.stream() if stream_body else await capped_body(request)
+        answer = await self.call(
+            call.route.owner,
+            request.method,
+            call.path,
+            request,
+            call.user,
+            params=call.query(),
+            content=content,
+            headers=headers,
+            with_body=True,
+        )
+        if call.user is not None:
+            note_idempotency(request, call.route.owner, call.user, answer)
+        if request.method != "GET" and answer.status_code < 300:
+            request.state.committed = answer
+            if call.route.changes_access:
+                self.forget_callers()
+        return answer
+
     # -- authentication --------------------------------------------------------------
 
     async def authenticate(self, request: Request) -> dict[str, Any] | None:
@@ -130,14 +309,21 @@ class Gateway:
         if scheme.lower() != "bearer" or not key.strip():
             # The web app's session cookie (services/gateway/sessions.py).
             return await sessions.authenticate(self, request)
-        digest = hashlib.sha256(key.strip().encode()).hexdigest()
+        return await self.user_of_key(request, key.strip())
+
+    async def user_of_key(self, request: Request, key: str) -> dict[str, Any] | None:
+        """The user an API key is of; None if unknown or revoked."""
+        digest = hashlib.sha256(key.encode()).hexdigest()
         cached = self._keys.get(digest)
         now = time.monotonic()
         if cached and cached[0] > now:
             return cached[1]
-        answer = await self.http.post(
-            f"{self.services['acl']}/internal/authenticate", json={"api_key": key.strip()}
+        answer = await self.call(
+            "acl", "POST", "/internal/authenticate", request, json={"api_key": key}
         )
+        if answer.status_code >= 500:
+            # Not a refusal: the caller is unknown for now, and nothing is cached.
+            raise Refused(503, "unavailable", "the access service did not answer; try again")
         user = answer.json() if answer.status_code == 200 else None
         self.remember_caller(digest, now, user)
         return user
@@ -147,86 +333,161 @@ class Gateway:
             self._keys.clear()
         self._keys[digest] = (now + AUTH_TTL_S, user)
 
+    def forget_callers(self) -> None:
+        """After a change of access made here: the next request asks the ACL again."""
+        self._keys.clear()
+
     # -- consistency -----------------------------------------------------------------
 
-    async def wait_for(self, token: dict[str, int], rounds: int = 3) -> dict[str, int]:
-        """Wait until every service has applied the token, then the reactions it caused."""
-        deadline = time.monotonic() + self.settings.consistency_timeout_s
-        for _ in range(rounds):
-            left = max(deadline - time.monotonic(), 0.0)
-            answers = await asyncio.gather(
-                *(
-                    self.http.get(
-                        f"{url}/internal/consistency",
-                        params={"token": consistency.encode(token), "timeout": f"{left:.3f}"},
-                    )
-                    for url in self.services.values()
-                ),
-                return_exceptions=True,
+    def budget(self, request: Request) -> float:
+        """Seconds left of the request's one consistency budget: every wait of a
+        request (a token's, a write's effects, a catch-up) draws on the same one."""
+        state = request.state
+        deadline = getattr(state, "consistency_deadline", None)
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.consistency_timeout_s
+            state.consistency_deadline = deadline
+        return max(deadline - time.monotonic(), 0.0)
+
+    def widen_budget(self, request: Request, times: int) -> None:
+        """A route whose effects take longer to apply gets `times` the usual budget."""
+        self.budget(request)
+        request.state.consistency_deadline += (times - 1) * self.settings.consistency_timeout_s
+
+    async def check_and_wait(self, request: Request, token: dict[str, int]) -> Response | None:
+        """A client's token: wait for it (within the budget); a 400 naming the source
+        if it names a store we do not have, or a position past a store's head (it
+        would never come: waiting would only burn the budget)."""
+        unknown = sorted(set(token) - set(self.services))
+        if unknown:
+            return error_response(
+                400,
+                "invalid_consistency_token",
+                f"the consistency token names {', '.join(unknown)}, which is no store of ours",
+                sources=unknown,
             )
-            heads = [a.json()["head"] for a in answers if isinstance(a, httpx.Response)]
-            grown = consistency.merge(token, *heads)
+        heads = await self._round(request, token, self.budget(request), strict=True)
+        if isinstance(heads, Response):
+            return heads
+        grown = consistency.merge(token, heads)
+        if grown != token and self.budget(request) > 0:
+            # The reactions the token's events caused, for two more hops.
+            await self.wait_for(request, grown, rounds=2)
+        return None
+
+    async def _round(
+        self, request: Request, token: dict[str, int], left: float, *, strict: bool = False
+    ) -> dict[str, int] | Response:
+        """Ask every service to wait for the token (at most `left` s); the heads they
+        answer. A service that fails to answer adds nothing (never an error: after a
+        write, the write stands). `strict`: a service's 400 (a token past its head)
+        ends the round at once and is the answer."""
+        asks = {
+            asyncio.ensure_future(
+                self.call(
+                    name,
+                    "GET",
+                    "/internal/consistency",
+                    request,
+                    params={"token": consistency.encode(token), "timeout": f"{left:.3f}"},
+                    timeout=left + 5.0,
+                )
+            ): name
+            for name in self.services
+        }
+        heads: dict[str, int] = {}
+        pending = set(asks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for ask in done:
+                    answer = ask.result() if ask.exception() is None else None
+                    if answer is None:
+                        log.warning("gateway.consistency_unanswered", upstream=asks[ask])
+                    elif answer.status_code == 200:
+                        heads = consistency.merge(heads, _heads(answer))
+                    elif strict and answer.status_code == 400:
+                        return self.relay(answer)
+                    else:
+                        log.warning(
+                            "gateway.consistency_refused",
+                            upstream=asks[ask],
+                            status=answer.status_code,
+                        )
+        finally:
+            for ask in pending:
+                ask.cancel()
+        return heads
+
+    async def wait_for(
+        self, request: Request, token: dict[str, int], rounds: int = 3
+    ) -> dict[str, int]:
+        """Wait until every service has applied the token, then the reactions it caused
+        (up to `rounds` hops), within the request's budget. Never raises."""
+        for _ in range(rounds):
+            left = self.budget(request)
+            heads = await self._round(request, token, left)
+            assert not isinstance(heads, Response)
+            grown = consistency.merge(token, heads)
             if grown == token or left == 0:
                 return grown
             token = grown
         return token
 
-    async def catch_up(self, consumer: str, source: str) -> None:
-        """Wait (bounded) until `consumer` has applied everything `source` has recorded."""
-        head = await self.http.get(
-            f"{self.services[source]}/internal/consistency", params={"token": "", "timeout": "0"}
-        )
-        if head.status_code != 200:
-            return
-        await self.http.get(
-            f"{self.services[consumer]}/internal/consistency",
-            params={
-                "token": consistency.encode(head.json()["head"]),
-                "timeout": str(self.settings.consistency_timeout_s),
-            },
-        )
-
-    # -- forwarding ------------------------------------------------------------------
-
-    def forget_callers(self) -> None:
-        """After a change of access made here: the next request asks the ACL again."""
-        self._keys.clear()
-
-    def _headers(
-        self, request: Request, user: dict[str, Any], *, with_body: bool = False
-    ) -> dict[str, str]:
-        """Who asks, for a call to a service; `with_body` when the call carries the
-        caller's own body, which keeps its content type (else a JSON call of ours would
-        go out labelled as, say, the caller's multipart upload)."""
-        headers = {
-            identity.HEADER: self.identity.sign(
-                user["id"], user["access"], request.state.correlation_id
+    async def catch_up(self, request: Request, consumer: str, source: str) -> None:
+        """Wait (within the budget) until `consumer` has applied all `source` recorded."""
+        try:
+            head = await self.call(
+                source,
+                "GET",
+                "/internal/consistency",
+                request,
+                params={"token": "", "timeout": "0"},
             )
-        }
-        for name in ("content-type", "traceparent") if with_body else ("traceparent",):
-            if name in request.headers:
-                headers[name] = request.headers[name]
-        return headers
+            if head.status_code != 200:
+                return
+            left = self.budget(request)
+            await self.call(
+                consumer,
+                "GET",
+                "/internal/consistency",
+                request,
+                params={"token": consistency.encode(head.json()["head"]), "timeout": f"{left:.3f}"},
+                timeout=left + 5.0,
+            )
+        except Unavailable:
+            log.warning("gateway.catch_up_failed", consumer=consumer, source=source)
 
-    async def _sign_for_gateway(self, call: httpx.Request) -> None:
-        """A call made for no user (a key lookup, a consistency wait, a blob read after
-        the rights were checked) is signed as the gateway's own."""
-        if identity.HEADER not in call.headers:
-            call.headers[identity.HEADER] = self.identity.for_service("gateway")
-
-    async def forward(
-        self, service: str, request: Request, user: dict[str, Any], *, stream_body: bool = False
-    ) -> httpx.Response:
-        # Without a trailing slash: the service would redirect to its own, internal address.
-        url = f"{self.services[service]}{request.url.path.rstrip('/')}"
-        content: Any = request.stream() if stream_body else await capped_body(request)
-        return await self.http.request(
-            request.method,
-            url,
-            params=request.query_params,
-            content=content,
-            headers=self._headers(request, user, with_body=True),
-        )
+    async def keep_answer(self, request: Request, response: Response) -> Response:
+        """A keyed write the owning service applied (or gave back): the answer as composed
+        here is kept with it, so that a retry gets this very answer."""
+        noted = getattr(request.state, "idempotent", None)
+        if noted is None or response.status_code >= 500 or not hasattr(response, "body"):
+            return response
+        service, state, scope = noted
+        headers = [
+            (k, v) for k, v in response.headers.items() if k.lower() in idempotency.KEPT_HEADERS
+        ]
+        try:
+            await self.call(
+                service,
+                "PUT",
+                "/internal/idempotency",
+                request,
+                json={
+                    "scope": scope,
+                    "key": request.headers[idempotency.HEADER],
+                    "status": response.status_code,
+                    "headers": headers,
+                    "body": base64.b64encode(response.body).decode(),
+                },
+            )
+        except Unavailable:
+            # The service's own answer stays kept: a retry is composed again from it.
+            log.warning("gateway.answer_not_kept", service=service)
+        if state == "replayed":
+            response.headers[idempotency.REPLAYED_HEADER] = "true"
+        return response
 
     @staticmethod
     def relay(
@@ -243,37 +504,27 @@ class Gateway:
         return Response(answer.content, answer.status_code, headers=headers)
 
 
+class NoCookies(http.cookiejar.CookieJar):
+    """The one client serves every caller: a cookie a service set must never ride on
+    another caller's call, so none is kept (and none is parsed, on every answer)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        pass
+
+
+def _heads(answer: httpx.Response) -> dict[str, int]:
+    try:
+        head = answer.json()["head"]
+        return {str(k): int(v) for k, v in head.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 async def _carry_trace(request: httpx.Request) -> None:
     """Every call to a service (the caller's lookup and consistency waits too, not only
     forwarded requests) continues the request's trace."""
     if "traceparent" not in request.headers and (traceparent := tracing.current()):
         request.headers["traceparent"] = traceparent
-
-
-PART_URL = re.compile(r"/v1/uploads/[0-9a-fA-F-]{36}/parts/\d{1,5}")
-
-
-def route(path: str, method: str) -> str | None:
-    """Which service owns a public path."""
-    parts = path.strip("/").split("/")[1:]  # drop "v1"
-    if not parts:
-        return None
-    head = parts[0]
-    if head in ("users", "keys") or (head == "folders" and parts[2:3] == ["collaborators"]):
-        return "acl"
-    if head == "audit":
-        return "gateway"
-    if head in ("jobs", "integrations", "uploads"):
-        return "ingest"
-    if head == "datasets" or (head == "files" and parts[2:] == ["datasets"]):
-        return "datasets"
-    if (
-        head == "folders"
-        and len(parts) == 3
-        and parts[2] in ("files", "dicom", "image-groups", "imports", "uploads")
-        and method == "POST"
-    ):
-        return "ingest"
-    if head in ("folders", "files", "move", "delete", "search"):
-        return "catalog"
-    return None

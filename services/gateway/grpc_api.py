@@ -51,7 +51,7 @@ PASSED_IN = (
     "traceparent",
     "idempotency-key",
 )
-PASSED_OUT = ("files-consistency", "x-request-id")
+PASSED_OUT = ("files-consistency", "x-request-id", "idempotent-replayed")
 # A download's messages stay well under gRPC's default 4 MiB message limit.
 CHUNK = 1024 * 1024
 

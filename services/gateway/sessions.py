@@ -11,6 +11,10 @@ sends the cookie by itself, a write authenticated by it must also show it comes 
 the app (CSRF): it carries the `X-Files-CSRF` header, which no other site's page can
 set on a request to us without a CORS preflight we never grant, and its `Origin` (and
 `Sec-Fetch-Site`), when sent, must be ours.
+
+A sign-in takes `Idempotency-Key` (kit/idempotency.py): sent again, it gets the same
+session (its token kept sealed under the key, like a new API key's). Signing out needs
+none: signing out again answers the same 204 and records nothing.
 """
 
 from __future__ import annotations
@@ -20,25 +24,22 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
-from shared.kit import consistency
+from shared.api.acl import SignIn
+from shared.kit import consistency, idempotency
 from shared.kit.errors import Refused
-from shared.kit.http import CORRELATION_HEADER, JSON, error_body
+from shared.kit.http import JSON, error_body
 
 if TYPE_CHECKING:
-    from services.gateway.edge import Gateway
+    from services.gateway.edge import Call, Gateway
 
 COOKIE = "files_session"
 CSRF_HEADER = "X-Files-CSRF"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 MAX_BODY = 4096
-
-
-class SignIn(BaseModel):
-    api_key: str = Field(min_length=1, max_length=1000)
 
 
 def _over_tls(request: Request) -> bool:
@@ -77,72 +78,91 @@ async def authenticate(gateway: Gateway, request: Request) -> dict[str, Any] | N
     cached = gateway._keys.get(digest)
     if cached and cached[0] > now:
         return cached[1]
-    answer = await gateway.http.post(
-        f"{gateway.services['acl']}/internal/authenticate", json={"session_token": token}
+    answer = await gateway.call(
+        "acl", "POST", "/internal/authenticate", request, json={"session_token": token}
     )
+    if answer.status_code >= 500:
+        raise Refused(503, "unavailable", "the access service did not answer; try again")
     user = answer.json() if answer.status_code == 200 else None
     gateway.remember_caller(digest, now, user)
     return user
 
 
-def install(app: FastAPI, gateway: Gateway) -> None:
-    """The two routes, registered before the gateway's catch-all `/v1` route."""
+def _replayed(answer: Any, response: Response) -> Response:
+    if answer.headers.get(idempotency.STATE_HEADER) == "replayed":
+        response.headers[idempotency.REPLAYED_HEADER] = "true"
+    return response
 
-    @app.post("/v1/sessions", include_in_schema=False)
-    async def sign_in(request: Request) -> Response:
-        check_csrf(request)
-        body_bytes = bytearray()
-        async for chunk in request.stream():
-            body_bytes += chunk
-            if len(body_bytes) > MAX_BODY:
-                return JSON(error_body("request_too_large", "a sign-in is a few bytes"), 413)
-        try:
-            body = SignIn.model_validate_json(bytes(body_bytes))
-        except ValidationError:
-            return JSON(error_body("invalid_request", 'send {"api_key": "<your key>"}'), 422)
-        answer = await gateway.http.post(
-            f"{gateway.services['acl']}/internal/sessions",
-            json={"api_key": body.api_key},
-            headers={CORRELATION_HEADER: request.state.correlation_id},
+
+async def sign_in(gateway: Gateway, call: Call) -> Response:
+    """`POST /v1/sessions`: the key exchanged for a session, its token set as the cookie.
+    With an Idempotency-Key (checked well-formed by the dispatcher), scoped like any
+    write's by the user it acts for: the key's."""
+    request = call.request
+    check_csrf(request)
+    body_bytes = bytearray()
+    async for chunk in request.stream():
+        body_bytes += chunk
+        if len(body_bytes) > MAX_BODY:
+            return JSON(error_body("request_too_large", "a sign-in is a few bytes"), 413)
+    try:
+        body = SignIn.model_validate_json(bytes(body_bytes))
+    except ValidationError:
+        return JSON(error_body("invalid_request", 'send {"api_key": "<your key>"}'), 422)
+    user = None
+    headers = {}
+    if (key := request.headers.get(idempotency.HEADER)) is not None:
+        user = await gateway.user_of_key(request, body.api_key)
+        if user is None:
+            return JSON(error_body("unauthenticated", "unknown or revoked API key"), 401)
+        headers[idempotency.HEADER] = key
+    answer = await gateway.call(
+        "acl",
+        "POST",
+        "/internal/sessions",
+        request,
+        user,
+        json={"api_key": body.api_key},
+        headers=headers,
+    )
+    if answer.status_code != 201:
+        return gateway.relay(answer)
+    started = answer.json()
+    token = started.pop("token")
+    response = _replayed(answer, gateway.relay(answer, body=started))
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(gateway.settings.session_ttl_s),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_over_tls(request),
+    )
+    return response
+
+
+async def sign_out(gateway: Gateway, call: Call) -> Response:
+    """`DELETE /v1/sessions`: the session ended on the server, the cookie cleared. Sent
+    again it answers the same 204 and records nothing: no key needed."""
+    request = call.request
+    check_csrf(request)
+    token = request.cookies.get(COOKIE, "")
+    headers = {}
+    if token and len(token) <= 1000:
+        answer = await gateway.call(
+            "acl", "POST", "/internal/sessions/end", request, json={"session_token": token}
         )
-        if answer.status_code != 201:
+        if answer.status_code >= 300:
             return gateway.relay(answer)
-        started = answer.json()
-        token = started.pop("token")
-        response = gateway.relay(answer, body=started)
-        max_age = int(gateway.settings.session_ttl_s)
-        response.set_cookie(
-            COOKIE,
-            token,
-            max_age=max_age,
-            path="/",
-            httponly=True,
-            samesite="strict",
-            secure=_over_tls(request),
-        )
-        return response
-
-    @app.delete("/v1/sessions", include_in_schema=False)
-    async def sign_out(request: Request) -> Response:
-        check_csrf(request)
-        token = request.cookies.get(COOKIE, "")
-        headers = {}
-        if token and len(token) <= 1000:
-            answer = await gateway.http.post(
-                f"{gateway.services['acl']}/internal/sessions/end",
-                json={"session_token": token},
-                headers={CORRELATION_HEADER: request.state.correlation_id},
-            )
-            if answer.status_code >= 300:
-                return gateway.relay(answer)
-            headers = {consistency.HEADER: answer.headers.get(consistency.HEADER, "")}
-            gateway.forget_callers()
-        response = Response(status_code=204, headers=headers)
-        response.delete_cookie(
-            COOKIE,
-            path="/",
-            httponly=True,
-            samesite="strict",
-            secure=_over_tls(request),
-        )
-        return response
+        headers = {consistency.HEADER: answer.headers.get(consistency.HEADER, "")}
+        gateway.forget_callers()
+    response = Response(status_code=204, headers=headers)
+    response.delete_cookie(
+        COOKIE,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_over_tls(request),
+    )
+    return response

@@ -38,8 +38,8 @@ class Collector(Handlers):
         self.grace = timedelta(seconds=runtime.settings.blob_gc_grace_s)
 
     async def react(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
-        """Files the catalog deleted (or never registered) release their blobs: one
-        event per batch, naming those of the files that are ours."""
+        """Files the catalog deleted (or never registered) release their blobs: an event
+        per RELEASED_PER_EVENT of those that are ours."""
         gone = [e.data["file_id"] for e in envelopes if e.type in RELEASING]
         if not gone:
             return
@@ -53,8 +53,14 @@ class Collector(Handlers):
         ]
         if not ours:
             return
-        change = Change(f"blob-release-{uuid.uuid4()}", 1, ev.BlobsReleased(file_ids=ours))
-        written = envelopes_of([change], Cause.of(envelopes[0]))
+        changes = [
+            Change(f"blob-release-{uuid.uuid4()}", 1, ev.BlobsReleased(file_ids=page))
+            for page in (
+                ours[i : i + ev.RELEASED_PER_EVENT]
+                for i in range(0, len(ours), ev.RELEASED_PER_EVENT)
+            )
+        ]
+        written = envelopes_of(changes, Cause.of(envelopes[0]))
         await blob_refs.apply(conn, written)
         await self.store.append(conn, written)
 

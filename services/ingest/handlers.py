@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
+from services.ingest import media_facts
 from services.ingest.domain import media
 from services.ingest.domain.uploads import (
     StoredFile,
@@ -53,6 +55,7 @@ class _Receiver:
         self.header_field = b""
         self.header_value = b""
         self.stored: list[StoredFile] = []
+        self.spools: list[BlobWriter] = []  # each stored file's, in the same order
         self.refusal: Refused | None = None
         self.writers: list[BlobWriter] = []
         # Form fields other than files (an image group's kind and name), a few KiB at most.
@@ -136,7 +139,7 @@ class _Receiver:
             self.instances.append(StoredInstance(part.name, key, sha, part.writer.size))
             return
         try:
-            kind, _ = media.sniff(bytes(part.head)) if part.writer.size else media.sniff(b"")
+            kind, mime_type = media.sniff(bytes(part.head) if part.writer.size else b"")
         except media.UnknownContent as unknown:
             self.refusal = Refused(
                 415,
@@ -146,25 +149,27 @@ class _Receiver:
             )
             return
         key, sha = part.writer.finish()
-        # From the local spool: no round trip to the store for a few header reads.
-        facts = media.inspect(part.writer.read_at, part.writer.size)
         self.stored.append(
             StoredFile(
                 file_id=uuid.uuid4(),
                 name=part.name,
                 kind=kind,
-                mime_type=facts.mime_type,
+                mime_type=mime_type,
                 size=part.writer.size,
                 sha256=sha,
                 blob_key=key,
-                media=Media(
-                    width=facts.width,
-                    height=facts.height,
-                    frames=facts.frames,
-                    duration_s=facts.duration_s,
-                ),
+                media=Media(),
             )
         )
+        self.spools.append(part.writer)
+
+    def read_facts(self) -> None:
+        """Each stored file's media facts, from its local spool (no round trip to the
+        store); blocking, in a worker thread: a decoder may take up to its time cap."""
+        self.stored = [
+            replace(stored, media=media_facts.inspect(spool.read_at, spool.size).media)
+            for stored, spool in zip(self.stored, self.spools, strict=True)
+        ]
 
     def cleanup(self) -> None:
         """Drop every spool not committed (after a commit, nothing is left to drop)."""
@@ -223,6 +228,12 @@ class Uploads(Handlers):
                 receiver.cleanup()
         if receiver.refusal:
             raise receiver.refusal
+        try:
+            # Out of the try above: a spool that cannot be read is our fault, not the body's.
+            await asyncio.to_thread(receiver.read_facts)
+        except BaseException:
+            receiver.cleanup()
+            raise
         return receiver
 
     async def _record(

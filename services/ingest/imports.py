@@ -32,7 +32,6 @@ from services.ingest.domain.endpoints import EndpointRule
 from services.ingest.egress import Caps, Egress
 from services.ingest.projections import integrations, jobs
 from shared.contracts import ingest as ev
-from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit import identity
 from shared.kit.access import Access
@@ -557,12 +556,7 @@ class Imports(Handlers):
             mime_type=facts.mime_type,
             size=read.size,
             sha256=read.sha256,
-            media=Media(
-                width=facts.width,
-                height=facts.height,
-                frames=facts.frames,
-                duration_s=facts.duration_s,
-            ),
+            media=facts.media,
         )
 
 

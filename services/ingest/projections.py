@@ -146,12 +146,27 @@ async def job_finished(conn: asyncpg.Connection, events: Sequence[Envelope]) -> 
     )
 
 
+@jobs.on("ingest.ImageGroupImagesStored")
+async def image_group_images_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    await conn.executemany(
+        "UPDATE ingest.jobs SET files = files || $2::jsonb WHERE id = $1",
+        [(e.data["job_id"], [f["file_id"] for f in e.data["files"]]) for e in events],
+    )
+
+
 @jobs.on("ingest.ImageGroupStored")
 async def image_group_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    # The group's file first, then its images: from its pages, or (events from before
+    # pages) its own `files`.
     await conn.executemany(
-        "UPDATE ingest.jobs SET done = total, files = $2::jsonb WHERE id = $1",
+        "UPDATE ingest.jobs SET done = total, files = $2::jsonb || files || $3::jsonb"
+        " WHERE id = $1",
         [
-            (e.data["job_id"], [e.data["group_file_id"]] + [f["file_id"] for f in e.data["files"]])
+            (
+                e.data["job_id"],
+                [e.data["group_file_id"]],
+                [f["file_id"] for f in e.data.get("files", [])],
+            )
             for e in events
         ],
     )
@@ -358,6 +373,10 @@ blob_refs = Projection(
 )
 
 
+# Earlier than any event: `greatest` with it keeps the other side.
+UNDATED = datetime(1, 1, 1, tzinfo=UTC)
+
+
 async def _blobs_stored(conn: Conn, keys: list[str], at: datetime, *, pinned: bool = False) -> None:
     await conn.execute(
         """INSERT INTO ingest.blobs AS b (key, stored_at, pinned)
@@ -374,8 +393,9 @@ async def _blobs_stored(conn: Conn, keys: list[str], at: datetime, *, pinned: bo
 async def claim_blobs(conn: Conn, keys: list[str]) -> None:
     """Hold blobs about to be stored until the transaction that refers to them commits:
     the collector skips them, or, if it took one first, the claim waits until that one
-    is gone, and the bytes are then stored again."""
-    await _blobs_stored(conn, keys, datetime.now(UTC))
+    is gone, and the bytes are then stored again. The claim dates nothing: the event
+    that follows in the transaction dates the row, as a rebuild from the events does."""
+    await _blobs_stored(conn, keys, UNDATED)
 
 
 async def _files(conn: Conn, pairs: list[tuple[str, str]], at: datetime) -> None:
@@ -396,10 +416,12 @@ async def file_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> N
     await _files(conn, pairs, events[-1].occurred_at)
 
 
-@blob_refs.on("ingest.ImageGroupStored")
+@blob_refs.on("ingest.ImageGroupImagesStored")
+@blob_refs.on("ingest.ImageGroupStored")  # before pages, it held the images
 async def group_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-    pairs = [(f["file_id"], f["blob_key"]) for e in events for f in e.data["files"]]
-    await _files(conn, pairs, events[-1].occurred_at)
+    pairs = [(f["file_id"], f["blob_key"]) for e in events for f in e.data.get("files", [])]
+    if pairs:
+        await _files(conn, pairs, events[-1].occurred_at)
 
 
 @blob_refs.on("ingest.DicomInstanceStored")

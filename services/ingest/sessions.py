@@ -19,11 +19,11 @@ from typing import Any
 
 import asyncpg
 
+from services.ingest import media_facts
 from services.ingest.domain import media
 from services.ingest.domain import sessions as domain
 from services.ingest.domain.uploads import StoredFile
 from services.ingest.projections import blob_refs, claim_blobs, jobs, sessions
-from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, envelopes_of, now
 from shared.kit.blobs import BlobStore, UnknownUpload, content_key
 from shared.kit.db import Conn
@@ -94,7 +94,9 @@ class Sessions(Handlers):
     ) -> dict[str, Any]:
         """A part sent to our own URL (the local store): the signature is the right."""
         wanted = _signature(self._signing_key, session_id, number, expires)
-        if not hmac.compare_digest(wanted, signature) or expires < time.time():
+        # Compared as bytes: a signature of any text is refused, never an error.
+        given = signature.encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(wanted.encode(), given) or expires < time.time():
             raise Refused(403, "invalid_part_url", "this part URL is not valid or has expired")
         row = await self._row(self.pool, session_id)
         if row is None or row["status"] != "open":
@@ -256,7 +258,7 @@ class Sessions(Handlers):
                 head += chunk[: media.HEAD_SIZE - len(head)]
             size += len(chunk)
         try:
-            kind, _ = media.sniff(bytes(head))
+            kind, mime_type = media.sniff(bytes(head))
         except media.UnknownContent as unknown:
             raise Refused(
                 415,
@@ -265,23 +267,18 @@ class Sessions(Handlers):
                 {"name": row["name"]},
             ) from None
         facts = await asyncio.to_thread(
-            media.inspect, lambda off, n: self.blobs.read_at(key, off, n), size
+            media_facts.inspect, lambda off, n: self.blobs.read_at(key, off, n), size
         )
         sha = digest.hexdigest()
         return StoredFile(
             file_id=uuid.uuid4(),
             name=row["name"],
             kind=kind,
-            mime_type=facts.mime_type,
+            mime_type=mime_type,
             size=size,
             sha256=sha,
             blob_key=content_key(sha),
-            media=Media(
-                width=facts.width,
-                height=facts.height,
-                frames=facts.frames,
-                duration_s=facts.duration_s,
-            ),
+            media=facts.media,
         )
 
     def _part_url(self, row: asyncpg.Record, number: int) -> str:

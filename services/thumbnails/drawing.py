@@ -39,15 +39,16 @@ class Drawing:
         return self._pool
 
     async def draw(self, job: render.Job, time_cap: float) -> list[render.Picture] | Failure | None:
-        """The pictures; or why the file cannot have them; or None when the store did not
-        answer (not the file's fault: try again later)."""
+        """The pictures; or why the file cannot have them; or None when the pool broke
+        (try again later). A store that did not answer is a ConnectionError (transient:
+        not the file's fault)."""
         future = self._workers().schedule(render.make, args=(job,), timeout=time_cap)
         try:
             made: list[render.Picture] = await asyncio.wrap_future(future)
         except render.Unthumbnailable as error:
             return error.code, domain.short_reason(str(error))
-        except render.SourceUnavailable:
-            return None
+        except render.SourceUnavailable as error:
+            raise ConnectionError(f"the blob store did not answer: {error}") from error
         except concurrent.futures.TimeoutError:
             return "timed_out", f"drawing it took more than {time_cap:g} s"
         except pebble.ProcessExpired as error:

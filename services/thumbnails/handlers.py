@@ -7,7 +7,9 @@ of worker processes, each file under a time cap (a worker that overruns or dies 
 replaced and the file recorded as failed): one hostile file costs at most the cap, and
 the consumer never waits for it. Runners claim pending files with a lease (replicas share
 the work through the database); a file whose lease ran out (its replica died) is taken
-again, at most MAX_ATTEMPTS times.
+again, at most MAX_ATTEMPTS times. A transient failure (shared/kit/retry.py: the database
+or the blob store away a while) says nothing about the file: its attempt is given back
+and the file taken again after a backoff with jitter, as the event consumers do.
 
 Every change of a source (its pictures stored, reused, reclaimed) holds that source's
 advisory lock until commit, so the sweep never deletes pictures a file is being given.
@@ -36,6 +38,7 @@ from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
 from shared.kit.logs import log
+from shared.kit.retry import Backoff, Policy, transient
 from shared.kit.service import Handlers, Runtime
 
 # Sources reclaimed per sweep transaction.
@@ -95,6 +98,7 @@ class Thumbnails(Handlers):
         self.workers = settings.thumbnail_workers or len(os.sched_getaffinity(0))
         self.grace = timedelta(seconds=settings.blob_gc_grace_s)
         self.drawing = Drawing(settings, self.workers)
+        self.policy = Policy(retry_for_s=settings.consumer_retry_for_s)
 
     # -- reactions ---------------------------------------------------------------------
 
@@ -126,15 +130,21 @@ class Thumbnails(Handlers):
 
     @staticmethod
     def _series(envelope: Envelope) -> Wanted | None:
-        instances = envelope.data["instances"]
-        if not instances:
+        """A series is drawn from its middle slice: the event names it (events from
+        before pages name every instance, in slice order, instead)."""
+        data = envelope.data
+        if data.get("middle_blob_key"):
+            blob_key, sha256 = data["middle_blob_key"], data["middle_sha256"]
+        elif instances := data.get("instances"):
+            shown = instances[domain.middle(len(instances))]
+            blob_key, sha256 = shown["blob_key"], shown["sha256"]
+        else:
             return None
-        shown = instances[domain.middle(len(instances))]
         return Wanted(
-            uuid.UUID(envelope.data["file_id"]),
+            uuid.UUID(data["file_id"]),
             "dicom_series",
-            domain.source_of("dicom", shown["sha256"]),
-            shown["blob_key"],
+            domain.source_of("dicom", sha256),
+            blob_key,
             envelope,
         )
 
@@ -217,19 +227,48 @@ class Thumbnails(Handlers):
             self.drawing.stop()
 
     async def _runner(self) -> None:
+        backoff = Backoff(self.policy)
         while True:
             wake = self.runtime.moved.current()
-            claimed = await self.claim()
+            claimed: dict[str, Any] | None = None
+            try:
+                claimed = await self.claim()
+                if claimed is not None:
+                    await self.draw(claimed)
+            except Exception as error:
+                file_id = str(claimed["file_id"]) if claimed is not None else None
+                if not transient(error):
+                    # The lease runs out and the file is tried again (at most MAX_ATTEMPTS).
+                    log.error("thumbnails.draw_failed", file_id=file_id, exc_info=True)
+                    await asyncio.sleep(IDLE_S)
+                    continue
+                log.warning("thumbnails.transient_failure", file_id=file_id, error=repr(error))
+                await self._again_later(claimed, backoff)
+                continue
+            backoff = Backoff(self.policy)
             if claimed is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), IDLE_S)
-                continue
+
+    async def _again_later(self, claimed: dict[str, Any] | None, backoff: Backoff) -> None:
+        """After a backoff, give the file's lease and attempt back, so it is taken again
+        at once and the failure does not count; if the database stays away past the
+        policy's time, the lease runs out instead (one attempt counted)."""
+        while True:
+            await backoff.wait()
+            if claimed is None:
+                return
             try:
-                await self.draw(claimed)
-            except Exception:
-                # The lease runs out and the file is tried again (at most MAX_ATTEMPTS).
-                log.error("thumbnails.draw_failed", file_id=str(claimed["file_id"]), exc_info=True)
-                await asyncio.sleep(IDLE_S)
+                await self.pool.execute(
+                    """UPDATE thumbnails.leases SET until = now(), attempts = attempts - 1
+                       WHERE file_id = $1""",
+                    claimed["file_id"],
+                )
+                return
+            except Exception as error:
+                if not transient(error) or backoff.expired():
+                    log.error("thumbnails.lease_kept", file_id=str(claimed["file_id"]))
+                    return
 
     async def claim(self) -> dict[str, Any] | None:
         """The oldest pending file nobody holds, leased for this runner (or None)."""
@@ -282,8 +321,8 @@ class Thumbnails(Handlers):
         job = render.Job(source.partition(":")[0], file["blob_key"], size, self.fmt)
         outcome = await self.drawing.draw(job, self.time_cap)
         if outcome is None:
-            # The store did not answer: the lease runs out and the file is tried again.
-            log.warning("thumbnails.store_unavailable", file_id=str(file["file_id"]))
+            # The pool broke: the lease runs out and the file is tried again.
+            log.warning("thumbnails.pool_broken", file_id=str(file["file_id"]))
         elif isinstance(outcome, tuple):
             await self.record(file, failure=outcome)
         else:

@@ -2,9 +2,9 @@
 time cap per file, and a worker that dies or overruns is replaced).
 
 Content is read by range from the blob store (a local file as it is; S3 by ranged GETs
-through a small block cache), only what the decoder asks for, within a byte budget: a
-video's frame needs its index and a few packets, not the whole file. Each decoder has
-its own bound: Pillow's decompression-bomb limit, a frame size for videos, a pixel data
+through the block cache of shared/kit/media.py), only what the decoder asks for, within a
+byte budget: a video's frame needs its index and a few packets, not the whole file. Each
+decoder has its own bound: Pillow's decompression-bomb limit, a frame size for videos, a pixel data
 size for DICOM, a render size for PDFs.
 """
 
@@ -13,20 +13,18 @@ from __future__ import annotations
 import io
 import resource
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from PIL import Image, ImageFile, ImageOps
 
 from services.thumbnails import domain
 from shared.kit.blobs import BlobStore, LocalBlobStore, open_blob_store
+from shared.kit.media import OverBudget, RangeFile, open_container, quiet_av
 from shared.kit.settings import Settings
 
 # Most bytes one file may make us read (a video reads its index and a few packets).
 READ_BUDGET = 512 * 1024 * 1024
-BLOCK = 256 * 1024
-BLOCKS_KEPT = 64
 # A video frame or DICOM frame larger than this is not decoded.
 MAX_FRAME_PIXELS = 64_000_000
 MAX_DICOM_PIXEL_BYTES = 1024 * 1024 * 1024
@@ -86,76 +84,7 @@ def start_worker(settings: Settings) -> None:
     import logging
 
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    import av
-
-    av.logging.set_level(None)
-
-
-class RangeReader(io.RawIOBase):
-    """A blob as a seekable file, read by ranges through a small block cache, within a
-    byte budget. An error of the store becomes SourceUnavailable (remembered in `failed`,
-    since a decoder may wrap it in an error of its own)."""
-
-    def __init__(self, store: BlobStore, key: str, size: int, budget: int = READ_BUDGET) -> None:
-        self.store, self.key, self.length = store, key, size
-        self.position = 0
-        self.budget = budget
-        self.read_bytes = 0
-        self.failed: Exception | None = None
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
-        self.position = max(0, base + offset)
-        return self.position
-
-    def _block(self, number: int) -> bytes:
-        found = self._blocks.get(number)
-        if found is not None:
-            self._blocks.move_to_end(number)
-            return found
-        start = number * BLOCK
-        length = min(BLOCK, self.length - start)
-        if self.read_bytes + length > self.budget:
-            raise Unthumbnailable(
-                "too_large", f"drawing it would read more than {self.budget // 2**20} MiB"
-            )
-        try:
-            data = self.store.read_at(self.key, start, length)
-        except FileNotFoundError:
-            raise
-        except Exception as error:
-            self.failed = error
-            raise SourceUnavailable(f"the store did not answer: {type(error).__name__}") from error
-        self.read_bytes += len(data)
-        self._blocks[number] = data
-        if len(self._blocks) > BLOCKS_KEPT:
-            self._blocks.popitem(last=False)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        wanted = min(len(view), self.length - self.position)
-        done = 0
-        while done < wanted:
-            number, offset = divmod(self.position, BLOCK)
-            block = self._block(number)
-            if offset >= len(block):
-                break
-            chunk = block[offset : offset + wanted - done]
-            view[done : done + len(chunk)] = chunk
-            done += len(chunk)
-            self.position += len(chunk)
-        return done
+    quiet_av()
 
 
 def opened(job: Job) -> BinaryIO:
@@ -163,7 +92,9 @@ def opened(job: Job) -> BinaryIO:
     assert _store is not None, "start_worker first"
     if isinstance(_store, LocalBlobStore):
         return open(_store.path(job.blob_key), "rb")
-    return RangeReader(_store, job.blob_key, job.size)  # type: ignore[return-value]
+    store, key = _store, job.blob_key
+    ranges = RangeFile(lambda at, n: store.read_at(key, at, n), job.size, budget=READ_BUDGET)
+    return ranges  # type: ignore[return-value]
 
 
 def make(job: Job) -> list[Picture]:
@@ -177,10 +108,12 @@ def make(job: Job) -> list[Picture]:
             picture = DRAW[job.renderer](source, max(job.sizes))
         except (Unthumbnailable, SourceUnavailable):
             raise
+        except OverBudget as error:
+            raise Unthumbnailable("too_large", f"drawing it: {error}") from error
         except FileNotFoundError as error:
             raise Unthumbnailable("content_missing", "the content is no longer stored") from error
         except Exception as error:
-            if isinstance(source, RangeReader) and source.failed is not None:
+            if isinstance(source, RangeFile) and source.failed is not None:
                 raise SourceUnavailable(str(source.failed)) from error
             raise Unthumbnailable("unreadable", describe(error)) from error
     return pictures(picture, job.sizes, job.fmt)
@@ -251,7 +184,7 @@ def draw_video(source: BinaryIO, longest: int) -> Image.Image:
     import av
 
     try:
-        container = av.open(source, mode="r", metadata_errors="ignore")
+        container = open_container(source)
     except av.error.FFmpegError as error:
         raise Unthumbnailable("unreadable", describe(error)) from error
     with container:

@@ -68,6 +68,9 @@ class Media(BaseModel):
     height: int | None = None
     frames: int | None = None
     duration_s: float | None = None
+    # An audio file's: samples a second and channels.
+    sample_rate: int | None = None
+    channels: int | None = None
 
 
 class Source(BaseModel):
@@ -94,8 +97,12 @@ class FileUploaded(Event):
     metadata: dict[str, Any] = {}
     # Kind `dicom_series`: the File's `dicom` object (API.md).
     dicom: dict[str, Any] | None = None
-    # Kinds `image_group` and `image_sequence`: {constituent_folder_id, file_ids} (API.md).
+    # Kinds `image_group` and `image_sequence`: {constituent_folder_id, file_ids, images}:
+    # `images` counts them, `file_ids` names the first 1,000 (events from before pages:
+    # all, and no `images`). Each image says which group it is in (`constituent_of`).
     group: dict[str, Any] | None = None
+    # An image of a group or sequence: the group's file id.
+    constituent_of: uuid.UUID | None = None
 
 
 class DicomSeriesExtended(Event):

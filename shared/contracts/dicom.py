@@ -23,7 +23,9 @@ def job_stream(job_id: uuid.UUID) -> str:
 
 
 class SeriesFacts(Event):
-    """What both series events carry: the series as it now is (instances in slice order)."""
+    """What both series events carry: the series as it now is. The instances it gained
+    follow it in SeriesInstancesAdded pages, in the same stream and transaction;
+    events recorded before pages held every instance, in slice order, in `instances`."""
 
     series_uid: str
     folder_id: uuid.UUID
@@ -33,10 +35,27 @@ class SeriesFacts(Event):
     modality: str | None = None
     renderable_3d: bool
     missing_3d_tags: list[str] = []
-    # One object per instance, in slice order: sop_uid, name, blob_key, sha256, size, facts.
-    instances: list[dict[str, Any]]
+    # Before pages: one object per instance, in slice order: sop_uid, name, blob_key,
+    # sha256, size, facts.
+    instances: list[dict[str, Any]] = []
+    # How many instances the series has, and the blob of the first along the slice
+    # direction (the file's content). None in events from before pages: see `instances`.
+    instance_count: int | None = None
+    first_blob_key: str | None = None
+    # The slice a picture of the series shows: the middle one along the slice direction
+    # (index instance_count // 2, the later of two). None in events from before pages.
+    middle_blob_key: str | None = None
+    middle_sha256: str | None = None
     size: int
     sha256: str  # of the instances' sha256s, in order: the series' content
+
+    @property
+    def count(self) -> int:
+        return self.instance_count if self.instance_count is not None else len(self.instances)
+
+    @property
+    def content_key(self) -> str:
+        return self.first_blob_key or str(self.instances[0]["blob_key"])
 
 
 class SeriesAssembled(SeriesFacts):
@@ -45,6 +64,16 @@ class SeriesAssembled(SeriesFacts):
 
 class SeriesExtended(SeriesFacts):
     type: ClassVar[str] = "dicom.SeriesExtended"
+
+
+class SeriesInstancesAdded(Event):
+    """A page of the instances the SeriesAssembled or SeriesExtended before it added: each
+    sop_uid, name, blob_key, sha256, size, facts (shared/contracts/limits.py)."""
+
+    type: ClassVar[str] = "dicom.SeriesInstancesAdded"
+    series_uid: str
+    file_id: uuid.UUID
+    instances: list[dict[str, Any]]
 
 
 class SeriesReleased(Event):
@@ -91,6 +120,7 @@ class InstanceRejected(Event):
 EVENTS: tuple[type[Event], ...] = (
     SeriesAssembled,
     SeriesExtended,
+    SeriesInstancesAdded,
     SeriesReleased,
     SeriesMoved,
     InstanceAccepted,

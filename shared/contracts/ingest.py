@@ -65,10 +65,23 @@ class DicomInstanceStored(Event):
     size: int
 
 
+class ImageGroupImagesStored(Event):
+    """A page of a group's images, in order (`first` is the index of its first image in
+    the group). The pages come before the ImageGroupStored that completes the group, in
+    the same stream and transaction (shared/contracts/limits.py)."""
+
+    type: ClassVar[str] = "ingest.ImageGroupImagesStored"
+    job_id: uuid.UUID
+    group_file_id: uuid.UUID
+    first: int
+    files: list[FileContentStored]
+
+
 class ImageGroupStored(Event):
     """The images of a group or sequence are stored (sniffed, all images): the catalog
     registers, at once, the constituent folder, the images in it (in order) and the
-    group's file in the target folder."""
+    group's file in the target folder. The images are in the ImageGroupImagesStored pages
+    before it (`images` of them); events recorded before pages held them in `files`."""
 
     type: ClassVar[str] = "ingest.ImageGroupStored"
     job_id: uuid.UUID
@@ -77,7 +90,8 @@ class ImageGroupStored(Event):
     name: str
     kind: str  # "image_group" | "image_sequence"
     constituent_folder_id: uuid.UUID
-    files: list[FileContentStored]
+    files: list[FileContentStored] = []
+    images: int | None = None
 
 
 class UploadJobFinished(Event):
@@ -195,9 +209,14 @@ class UploadSessionEnded(Event):
     status: str  # "expired" | "aborted" | "rejected"
 
 
+# Ids per BlobsReleased event: a deletion of 100,000 files releases them in pages.
+RELEASED_PER_EVENT = 5_000
+
+
 class BlobsReleased(Event):
     """Files of ours the catalog deleted (or never registered): their blobs lose them.
-    A blob that no file refers to any more is the collector's."""
+    A blob that no file refers to any more is the collector's. At most
+    RELEASED_PER_EVENT files an event."""
 
     type: ClassVar[str] = "ingest.BlobsReleased"
     file_ids: list[uuid.UUID]
@@ -216,6 +235,7 @@ EVENTS: tuple[type[Event], ...] = (
     FileContentRejected,
     DicomInstanceStored,
     UploadJobFinished,
+    ImageGroupImagesStored,
     ImageGroupStored,
     IntegrationRegistered,
     IntegrationShared,

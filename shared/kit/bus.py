@@ -11,6 +11,14 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.contracts import topics
 from shared.contracts.envelope import Envelope
+from shared.contracts.limits import MAX_MESSAGE_BYTES
+
+# What every topic this platform creates is configured with (the deployment's topics
+# Job sets the same, from deploy/k8s/base/topics.yaml; a unit test holds them equal).
+TOPIC_CONFIG = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+# The stand-in the relay publishes at the position of an event it had to set aside
+# (shared/kit/outbox.py): consumers record it as a dead letter and move on.
+PARKED = "relay.EventParked"
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -43,7 +51,9 @@ async def ensure_topics(
         created: set[str] = set()
         for name in wanted:
             try:
-                await admin.create_topics([NewTopic(name, partitions, 1)])
+                await admin.create_topics(
+                    [NewTopic(name, partitions, 1, topic_configs=TOPIC_CONFIG)]
+                )
                 created.add(name)
             except TopicAlreadyExistsError:
                 pass
@@ -59,4 +69,5 @@ def producer(bootstrap: str, *, idempotence: bool) -> AIOKafkaProducer:
         acks="all",
         linger_ms=2,
         max_batch_size=256 * 1024,
+        max_request_size=MAX_MESSAGE_BYTES,
     )

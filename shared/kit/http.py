@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 import structlog
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
 from shared.kit.errors import Refused
-from shared.kit.eventstore import ConcurrencyConflict
+from shared.kit.eventstore import ConcurrencyConflict, EventTooLarge
 from shared.kit.identity import Identity
 from shared.kit.logs import log
 
@@ -25,14 +31,27 @@ class JSON(JSONResponse):
     """JSON rendered by orjson: UUIDs and datetimes as strings, fast."""
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except orjson.JSONEncodeError:
+            # Text with a lone surrogate (a client's own JSON, echoed in a refusal) is
+            # no UTF-8: written escaped, as JSON allows, rather than failing the answer.
+            return json.dumps(content, ensure_ascii=True, default=str).encode()
 
 
 CORRELATION_HEADER = "X-Correlation-Id"
+REQUEST_ID_HEADER = "X-Request-Id"
+# A request id we take from a caller: short, printable, nothing a log line or a header
+# could be bent with. Anything else is replaced by one of ours.
+_SANE_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+# Seconds a 503 asks a client to wait: the launcher restarts a process within a couple.
+RETRY_AFTER_S = "1"
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -41,7 +60,9 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 async def _api_error(_: Request, error: Exception) -> JSON:
     assert isinstance(error, Refused)
-    return JSON(error_body(error.code, error.message, error.details), error.status)
+    # A 503 always says when to come back, whichever layer gave up.
+    headers = {"Retry-After": RETRY_AFTER_S} if error.status == 503 else None
+    return JSON(error_body(error.code, error.message, error.details), error.status, headers=headers)
 
 
 async def _validation_error(_: Request, error: Exception) -> JSON:
@@ -60,9 +81,72 @@ async def _http_error(_: Request, error: Exception) -> JSON:
     return JSON(error_body(code, str(error.detail)), error.status_code)
 
 
-async def _unexpected(_: Request, error: Exception) -> JSON:
-    log.error("http.unexpected_error", exc_info=error)
-    return JSON(error_body("internal_error", "something went wrong on our side"), 500)
+def unexpected_error(request_id: str) -> JSON:
+    return JSON(
+        error_body(
+            "internal_error",
+            f"something went wrong on our side; quote request id {request_id}",
+            {"request_id": request_id},
+        ),
+        500,
+    )
+
+
+class Guard:
+    """The outermost middleware of every app: each request gets an id (the caller's
+    `X-Request-Id`, or the gateway's `X-Correlation-Id`, when sane; else a new one),
+    bound to its log lines, kept as `request.state.correlation_id` and sent back as
+    `X-Request-Id`; and an error nothing else handled becomes a JSON 500
+    `internal_error` carrying that id.
+
+    It answers here and does not raise again. Starlette's last-resort handler sends its
+    500 and then re-raises, so that the server logs it; uvicorn, seeing an exception
+    after the answer began, closes the connection, and the client's next request on
+    that keep-alive connection is reset. An error after the answer began (a stream cut
+    short) is raised: closing the connection is then the only honest end.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name in (b"x-request-id", b"x-correlation-id") and _SANE_ID.fullmatch(value):
+                request_id = value.decode()
+                break
+        request_id = request_id or str(uuid.uuid4())
+        scope.setdefault("state", {})["correlation_id"] = request_id
+        started = False
+        echoed = (b"x-request-id", request_id.encode())
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), echoed]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(correlation_id=request_id):
+            try:
+                await self.app(scope, receive, sending)
+            except ClientDisconnect:
+                # The client went away mid-request (gave up on an upload, timed out):
+                # there is no one to answer, and nothing of ours went wrong.
+                log.info("http.client_gone", method=scope.get("method"), path=scope.get("path"))
+            except Exception as error:
+                log.error(
+                    "http.unexpected_error",
+                    method=scope.get("method"),
+                    path=scope.get("path"),
+                    exc_info=error,
+                )
+                if started:
+                    raise
+                await unexpected_error(request_id)(scope, receive, sending)
 
 
 async def _raced(_: Request, error: Exception) -> JSON:
@@ -77,10 +161,78 @@ async def _raced(_: Request, error: Exception) -> JSON:
     )
 
 
+async def _too_large(_: Request, error: Exception) -> JSON:
+    # The request would record an event the bus cannot carry: nothing was written.
+    assert isinstance(error, EventTooLarge)
+    return JSON(
+        error_body(
+            "event_too_large",
+            f"this request would record an event of {error.size} bytes ({error.event_type});"
+            f" at most {error.limit} are allowed: send less in one request",
+            {"size": error.size, "limit": error.limit, "event_type": error.event_type},
+        ),
+        413,
+    )
+
+
+# What a lost database, broker or service raises: the request did not complete, and
+# trying again later is the remedy (the launcher or orchestrator restarts what died).
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,  # the connection dropped or was refused
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.InterfaceError,  # "connection is closed"; others are ours (see below)
+    ConnectionError,  # refused or reset before PostgreSQL or a service spoke
+    TimeoutError,
+    KafkaError,
+    httpx.TransportError,  # a service that is down, restarting, or too slow
+)
+
+
+class ServiceTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport, where a connection the peer closes as it is made (a service
+    killed as it accepts) is a ConnectError: anyio then asks a socket that is already
+    gone for its peer and raises AttributeError, which would be a 500."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except AttributeError as error:
+            if "getpeername" not in str(error):
+                raise
+            raise httpx.ConnectError("connection closed as it was made", request=request) from error
+
+
+def unavailable(message: str) -> JSON:
+    body = error_body("unavailable", message, {"retry": True})
+    return JSON(body, 503, headers={"Retry-After": RETRY_AFTER_S})
+
+
+async def _unavailable(request: Request, error: Exception) -> JSON:
+    if isinstance(error, asyncpg.InterfaceError) and "closed" not in str(error):
+        raise error  # a misuse of a connection: a bug, answered by the Guard
+    if isinstance(error, httpx.TransportError):
+        what = "a service did not answer"
+    elif isinstance(error, KafkaError):
+        what = "the message broker did not answer"
+    else:
+        what = "the database did not answer"
+    log.warning("http.unavailable", error=repr(error))
+    return unavailable(
+        f"{what}; try again in a moment (a write sent again with the same"
+        " Idempotency-Key is applied once)"
+    )
+
+
 def install_errors(app: FastAPI) -> None:
-    app.add_exception_handler(Exception, _unexpected)
+    """The error format for every refusal; call it after adding any other middleware,
+    so that the guard is the outermost."""
+    app.add_middleware(Guard)
+    for kind in UNAVAILABLE:
+        app.add_exception_handler(kind, _unavailable)
     app.add_exception_handler(Refused, _api_error)
     app.add_exception_handler(ConcurrencyConflict, _raced)
+    app.add_exception_handler(EventTooLarge, _too_large)
     app.add_exception_handler(asyncpg.DeadlockDetectedError, _raced)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -3,12 +3,22 @@
 A batch from Kafka is applied in one transaction; each event id goes into the
 inbox first, and only events the inbox had not seen reach the handler. The
 Kafka offset is committed after the database commit, so a crash in between
-redelivers events the inbox then drops. A batch that fails is retried one
-event at a time; an event that keeps failing goes to `<topic>.dlq` and is
-logged, never silently dropped.
+redelivers events the inbox then drops.
+
+Failures (`Consumer._transiently` is the one place that retries; shared/kit/retry.py
+says what is transient): a transient failure (lost connection, restart, deadlock,
+serialization failure, timeout...) retries the same batch with backoff and jitter for
+`Policy.retry_for_s`, never passing it; past that the consumer stops (`Stalled`) and
+its supervisor starts it again from the last committed offset. Any other failure
+splits the batch to find the event at fault, which is tried `Policy.poison_tries`
+times and then dead-lettered: a row in `<schema>.dead_letters` and a message on
+`<topic>.dlq`, logged. A dead letter counts as handled for the watermark, so
+consistency waits do not hang on it; `files dlq replay` re-drives it through the
+same handler, once (its row's status changes in the handler's transaction).
 
 The consumer also keeps, per source store, a watermark: the highest position
-below which it has applied every event. Consistency tokens wait on it.
+below which it has handled every event (applied, or dead-lettered). Consistency
+tokens wait on it.
 """
 
 from __future__ import annotations
@@ -18,8 +28,9 @@ import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -29,11 +40,16 @@ from aiokafka.structs import ConsumerRecord
 from shared.contracts import topics as topic_names
 from shared.contracts.envelope import Envelope
 from shared.kit import tracing
-from shared.kit.bus import decode
+from shared.kit.bus import PARKED, decode
 from shared.kit.db import Conn
 from shared.kit.logs import log
+from shared.kit.retry import Backoff, Policy, transient
+
+T = TypeVar("T")
 
 PRUNE_EVERY_S = 60.0
+# How often a consumer looks for dead letters someone asked to replay.
+REPLAYS_EVERY_S = 1.0
 ADVANCE_PAGE = 5000
 # Batches slower than this are logged, with what they held.
 SLOW_BATCH_S = 0.5
@@ -69,6 +85,31 @@ class Inbox:
                 position bigint NOT NULL,
                 PRIMARY KEY (consumer, source)
             );
+            -- Events a consumer gave up on (`files dlq`): the envelope (null for a message
+            -- that was none: then `raw`), why, how often and when it failed, and what
+            -- became of it: dead, replay_requested, replayed or replay_failed.
+            CREATE TABLE IF NOT EXISTS {s}.dead_letters (
+                id uuid PRIMARY KEY,
+                consumer text NOT NULL,
+                topic text NOT NULL,
+                event_id uuid,
+                type text,
+                source text,
+                position bigint,
+                envelope jsonb,
+                raw bytea,
+                error text NOT NULL,
+                tries integer NOT NULL,
+                first_failed_at timestamptz NOT NULL,
+                last_failed_at timestamptz NOT NULL,
+                status text NOT NULL DEFAULT 'dead',
+                replay_requested_at timestamptz,
+                replayed_at timestamptz,
+                replay_error text,
+                UNIQUE (consumer, event_id)
+            );
+            CREATE INDEX IF NOT EXISTS dead_letters_requested ON {s}.dead_letters (consumer)
+                WHERE status = 'replay_requested';
             """
         )
 
@@ -189,6 +230,11 @@ class Inbox:
         return {r["source"]: r["position"] for r in rows}
 
 
+class Stalled(Exception):
+    """A transient failure outlasted the retry policy: the consumer stops, without
+    passing the event, and its supervisor starts it again."""
+
+
 class Consumer:
     def __init__(
         self,
@@ -199,7 +245,7 @@ class Consumer:
         handle: Handler,
         bootstrap: str,
         dead_letters: AIOKafkaProducer,
-        attempts: int = 3,
+        policy: Policy | None = None,
         max_batch: int = 10_000,
         after_db_commit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -209,11 +255,14 @@ class Consumer:
         self.handle = handle
         self.bootstrap = bootstrap
         self.dead_letters = dead_letters
-        self.attempts = attempts
+        self.policy = policy or Policy()
         self.max_batch = max_batch
         # A seam for tests that kill the consumer between the two commits.
         self.after_db_commit = after_db_commit
         self.ready = asyncio.Event()
+        # Counters since start (also logged): transient failures retried, dead letters.
+        self.retried = 0
+        self.dead_lettered = 0
 
     async def run(self) -> None:
         kafka = AIOKafkaConsumer(
@@ -226,9 +275,13 @@ class Consumer:
             # Large batches: a folder deletion sends one event per file.
             max_poll_records=self.max_batch,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            # A batch may be retried (transient failures) for retry_for_s: the group
+            # keeps its partitions meanwhile.
+            max_poll_interval_ms=int((self.policy.retry_for_s + 60) * 1000),
         )
         await kafka.start()
         next_prune = time.monotonic() + PRUNE_EVERY_S
+        next_replays = time.monotonic()
         try:
             while True:
                 batches = await kafka.getmany(timeout_ms=500)
@@ -236,6 +289,9 @@ class Consumer:
                 if time.monotonic() > next_prune:
                     await self.inbox.prune(self.pool)
                     next_prune = time.monotonic() + PRUNE_EVERY_S
+                if time.monotonic() > next_replays:
+                    await self.replay_requested()
+                    next_replays = time.monotonic() + REPLAYS_EVERY_S
                 messages = [m for batch in batches.values() for m in batch]
                 if not messages:
                     continue
@@ -254,7 +310,18 @@ class Consumer:
             try:
                 envelope = decode(message.value)
             except Exception as error:  # malformed on the wire: nothing to apply
-                await self._dead_letter(message.topic, message.value, repr(error))
+                await self._dead_letter_raw(message.topic, message.value, repr(error))
+                continue
+            if envelope.type == PARKED:
+                # The relay could not publish this event (too big for the bus).
+                data = envelope.data
+                await self._dead_letter(
+                    envelope,
+                    f"the relay of {envelope.source} set it aside: {data.get('type')} is"
+                    f" {data.get('size')} bytes ({data.get('reason')})",
+                    tries=0,
+                    first_failed_at=datetime.now(UTC),
+                )
                 continue
             envelopes.append(envelope)
             if carried is not None:
@@ -262,12 +329,53 @@ class Consumer:
         # Partitions interleave; within a batch, apply each source's events in the
         # order its store recorded them.
         envelopes.sort(key=lambda e: (e.source, e.position))
+        if not envelopes:
+            return
         try:
-            await self._apply(envelopes, carried)
+            await self._transiently(lambda: self._apply(envelopes, carried), envelopes)
+            return
+        except Stalled:
+            raise
         except Exception:
-            log.warning("consumer.batch_failed", consumer=self.inbox.consumer, exc_info=True)
-            for envelope in envelopes:
-                await self._apply_alone(envelope, carried)
+            if len(envelopes) > 1:
+                log.warning("consumer.batch_failed", consumer=self.inbox.consumer, exc_info=True)
+        # Not transient: find the event at fault, applying the batch one event at a time.
+        for envelope in envelopes:
+            await self._apply_alone(envelope, carried)
+
+    async def _transiently(
+        self, attempt: Callable[[], Awaitable[T]], envelopes: Sequence[Envelope]
+    ) -> T:
+        """`attempt()`, tried again after each transient failure (backing off with
+        jitter) for the policy's retry_for_s, then Stalled. Other errors go up at once."""
+        backoff = Backoff(self.policy)
+        while True:
+            try:
+                return await attempt()
+            except Exception as error:
+                if not transient(error):
+                    raise
+                self.retried += 1
+                if backoff.expired():
+                    log.error(
+                        "consumer.stalled",
+                        consumer=self.inbox.consumer,
+                        first_event_id=str(envelopes[0].event_id) if envelopes else None,
+                        seconds=round(backoff.elapsed, 1),
+                        error=repr(error),
+                    )
+                    raise Stalled(
+                        f"{self.inbox.consumer}: transient failures for"
+                        f" {backoff.elapsed:.0f} s, last {error!r}"
+                    ) from error
+                log.warning(
+                    "consumer.transient_failure",
+                    consumer=self.inbox.consumer,
+                    events=len(envelopes),
+                    tries=backoff.tries + 1,
+                    error=repr(error),
+                )
+                await backoff.wait()
 
     async def _apply(
         self, envelopes: Sequence[Envelope], carried: Mapping[uuid.UUID, str | None] | None = None
@@ -277,17 +385,7 @@ class Consumer:
             fresh = await self.inbox.admit(conn, envelopes)
             new = [e for e in envelopes if str(e.event_id) in fresh]
             for event_type, run in itertools.groupby(new, key=lambda e: e.type):
-                batch = list(run)
-                with (
-                    structlog.contextvars.bound_contextvars(
-                        correlation_id=batch[0].correlation_id,
-                        causation_id=str(batch[0].event_id),
-                        event_type=event_type,
-                        events=len(batch),
-                    ),
-                    tracing.reacting(f"{self.inbox.consumer} {event_type}", batch, carried),
-                ):
-                    await self.handle(conn, batch)
+                await self._handle(conn, event_type, list(run), carried)
             await self.inbox.advance(conn, {e.source for e in envelopes})
             await conn.execute(f"NOTIFY {self.inbox.channel}")
         took = time.monotonic() - started
@@ -301,38 +399,189 @@ class Consumer:
                 seconds=round(took, 3),
             )
 
+    async def _handle(
+        self,
+        conn: Conn,
+        event_type: str,
+        batch: list[Envelope],
+        carried: Mapping[uuid.UUID, str | None] | None,
+    ) -> None:
+        with (
+            structlog.contextvars.bound_contextvars(
+                correlation_id=batch[0].correlation_id,
+                causation_id=str(batch[0].event_id),
+                event_type=event_type,
+                events=len(batch),
+            ),
+            tracing.reacting(f"{self.inbox.consumer} {event_type}", batch, carried),
+        ):
+            await self.handle(conn, batch)
+
     async def _apply_alone(
         self, envelope: Envelope, carried: Mapping[uuid.UUID, str | None] | None = None
     ) -> None:
-        for attempt in range(1, self.attempts + 1):
+        """One event, on its own: transient failures wait as for a batch; any other
+        failure counts a try, and after poison_tries the event is dead-lettered."""
+        tries = Backoff(self.policy)
+        first_failed_at: datetime | None = None
+        while True:
             try:
-                await self._apply([envelope], carried)
+                await self._transiently(lambda: self._apply([envelope], carried), [envelope])
                 return
+            except Stalled:
+                raise
             except Exception as error:
-                if attempt == self.attempts:
+                first_failed_at = first_failed_at or datetime.now(UTC)
+                if tries.tries + 1 >= self.policy.poison_tries:
                     log.error(
                         "consumer.dead_letter",
                         consumer=self.inbox.consumer,
                         event_id=str(envelope.event_id),
                         event_type=envelope.type,
+                        tries=tries.tries + 1,
                         exc_info=True,
                     )
-                    await self._dead_letter(
-                        f"files.{envelope.source}",
-                        envelope.model_dump_json().encode(),
-                        repr(error),
-                    )
-                    # Mark it seen so the watermark can move past it.
-                    async with self.pool.acquire() as conn, conn.transaction():
-                        await self.inbox.admit(conn, [envelope])
-                        await self.inbox.advance(conn, {envelope.source})
-                else:
-                    await asyncio.sleep(0.05 * attempt)
+                    await self._dead_letter(envelope, repr(error), tries.tries + 1, first_failed_at)
+                    return
+                log.warning(
+                    "consumer.event_failed",
+                    consumer=self.inbox.consumer,
+                    event_id=str(envelope.event_id),
+                    event_type=envelope.type,
+                    tries=tries.tries + 1,
+                    error=repr(error),
+                )
+                await tries.wait()
 
-    async def _dead_letter(self, topic: str, value: bytes, reason: str) -> None:
+    async def _dead_letter(
+        self, envelope: Envelope, error: str, tries: int, first_failed_at: datetime
+    ) -> None:
+        """On `<topic>.dlq`, then, in one transaction, in the dead-letter table and the
+        inbox (the watermark passes it). Either step is retried if it fails transiently;
+        a crash between them dead-letters the redelivered event again (one row)."""
+        topic = f"files.{envelope.source}"
+        value = envelope.model_dump_json().encode()
+        await self._transiently(lambda: self._publish_dead(topic, value, error), [envelope])
+
+        async def record() -> None:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    f"""INSERT INTO {self.inbox.schema}.dead_letters
+                        (id, consumer, topic, event_id, type, source, position, envelope,
+                         error, tries, first_failed_at, last_failed_at)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
+                        ON CONFLICT (consumer, event_id) DO UPDATE
+                        SET error = excluded.error, tries = dead_letters.tries + excluded.tries,
+                            last_failed_at = now()""",
+                    uuid.uuid4(),
+                    self.inbox.consumer,
+                    topic,
+                    envelope.event_id,
+                    envelope.type,
+                    envelope.source,
+                    envelope.position,
+                    value,  # JSON already
+                    error,
+                    tries,
+                    first_failed_at,
+                )
+                await self.inbox.admit(conn, [envelope])
+                await self.inbox.advance(conn, {envelope.source})
+                await conn.execute(f"NOTIFY {self.inbox.channel}")
+
+        await self._transiently(record, [envelope])
+        self.dead_lettered += 1
+
+    async def _dead_letter_raw(self, topic: str, value: bytes, error: str) -> None:
+        """A message that is not an envelope: it has no id nor position to wait on."""
+        await self._transiently(lambda: self._publish_dead(topic, value, error), [])
+        await self._transiently(
+            lambda: self.pool.execute(
+                f"""INSERT INTO {self.inbox.schema}.dead_letters
+                    (id, consumer, topic, raw, error, tries, first_failed_at, last_failed_at)
+                    VALUES ($1, $2, $3, $4, $5, 1, now(), now())""",
+                uuid.uuid4(),
+                self.inbox.consumer,
+                topic,
+                value,
+                error,
+            ),
+            [],
+        )
+        self.dead_lettered += 1
+
+    async def _publish_dead(self, topic: str, value: bytes, reason: str) -> None:
         await self.dead_letters.send_and_wait(
             topic_names.dead_letters(topic),
             value,
             headers=[("consumer", self.inbox.consumer.encode()), ("reason", reason.encode())],
         )
         log.error("consumer.dead_lettered", topic=topic, reason=reason)
+
+    # -- replays (`files dlq replay`) ---------------------------------------------------
+
+    async def replay_requested(self) -> int:
+        """Re-drive the dead letters someone asked to replay; how many were replayed."""
+        ids = await self._transiently(
+            lambda: self.pool.fetch(
+                f"""SELECT id FROM {self.inbox.schema}.dead_letters
+                    WHERE consumer = $1 AND status = 'replay_requested'
+                    ORDER BY first_failed_at LIMIT 100""",
+                self.inbox.consumer,
+            ),
+            [],
+        )
+        replayed = 0
+        for row in ids:
+            try:
+                replayed += await self._transiently(partial(self._replay, row["id"]), [])
+            except Stalled:
+                raise
+            except Exception as error:
+                log.error("consumer.replay_failed", dead_letter=str(row["id"]), exc_info=True)
+                failed = partial(
+                    self.pool.execute,
+                    f"""UPDATE {self.inbox.schema}.dead_letters
+                        SET status = 'replay_failed', replay_error = $2,
+                            tries = tries + 1, last_failed_at = now()
+                        WHERE id = $1 AND status = 'replay_requested'""",
+                    row["id"],
+                    repr(error),
+                )
+                await self._transiently(failed, [])
+        return replayed
+
+    async def _replay(self, dead_letter_id: uuid.UUID) -> int:
+        """The event through the handler, in the transaction that marks it replayed: a
+        second replay finds it replayed and does nothing. (Its inbox row is there since
+        it was dead-lettered; the status is what makes it apply once.)"""
+        s = self.inbox.schema
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""SELECT envelope, type FROM {s}.dead_letters
+                    WHERE id = $1 AND status = 'replay_requested' FOR UPDATE SKIP LOCKED""",
+                dead_letter_id,
+            )
+            if row is None:
+                return 0  # another replica has it, or it is done
+            if row["envelope"] is None or row["type"] == PARKED:
+                await conn.execute(
+                    f"""UPDATE {s}.dead_letters SET status = 'replay_failed', replay_error = $2
+                        WHERE id = $1""",
+                    dead_letter_id,
+                    "nothing to replay: the message was not an event"
+                    if row["envelope"] is None
+                    else "nothing to replay: the event never reached the bus (see relay_parked"
+                    " in its source's schema)",
+                )
+                return 0
+            envelope = Envelope.model_validate(row["envelope"])
+            await self._handle(conn, envelope.type, [envelope], None)
+            await conn.execute(
+                f"""UPDATE {s}.dead_letters SET status = 'replayed', replayed_at = now(),
+                        replay_error = NULL
+                    WHERE id = $1""",
+                dead_letter_id,
+            )
+        log.info("consumer.replayed", consumer=self.inbox.consumer, dead_letter=str(dead_letter_id))
+        return 1

@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gc
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Query
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel
 
-from shared.kit import bus, consistency, db, identity, tracing
+from shared.kit import bus, consistency, db, idempotency, identity, tracing
 from shared.kit.audit import audit
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
@@ -29,9 +32,18 @@ from shared.kit.identity import ServiceKey
 from shared.kit.inbox import Consumer, Handler, Inbox
 from shared.kit.logs import configure, log
 from shared.kit.outbox import Relay
+from shared.kit.retry import Policy
 from shared.kit.settings import Settings
 
 Setup = Callable[[Conn], Awaitable[None]]
+
+
+class PublicAnswer(BaseModel):
+    scope: str
+    key: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: str  # base64
 
 
 def source_of(topic: str) -> str:
@@ -70,12 +82,15 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
-        self.pool = await db.connect_pool(s.database_url, max_size=self.pool_size)
+        self.pool = await db.connect_pool(
+            s.database_url, max_size=self.pool_size, kind=idempotency.Pool
+        )
         # Services start side by side against one database: serialise DDL.
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7314)")
             await self.store.setup(conn)
             await self.inbox.setup(conn)
+            await conn.execute(idempotency.ddl(self.name))
             for setup in self.setups:
                 await setup(conn)
         await bus.ensure_topics(s.kafka_bootstrap, s.topic_partitions)
@@ -89,8 +104,7 @@ class Runtime:
                 await self.relay.setup(conn)
             self.supervise("relay", self.relay.run)
         if self.consumes and self.handle:
-            self._listener = await db.connect(s.database_url)
-            await self._listener.add_listener(self.inbox.channel, lambda *_: self.moved.fire())
+            self.supervise("listener", self._listen)
             self.consumer = Consumer(
                 pool=self.pool,
                 inbox=self.inbox,
@@ -98,11 +112,33 @@ class Runtime:
                 handle=self.handle,
                 bootstrap=s.kafka_bootstrap,
                 dead_letters=self.producer,
+                policy=Policy(
+                    retry_for_s=s.consumer_retry_for_s, poison_tries=s.consumer_poison_tries
+                ),
                 max_batch=self.max_batch,
             )
             self.supervise("consumer", self.consumer.run)
+        self.supervise(
+            "idempotency.prune",
+            lambda: idempotency.prune_forever(self.pool, self.name, s.idempotency_ttl_s),
+        )
         for hook in self.on_start:
             await hook()
+
+    async def _listen(self) -> None:
+        """Wake consistency waiters when the watermarks move; connected again after the
+        database went away (waiters also look on their own, every RECHECK_S)."""
+        self._listener = conn = await db.connect(self.settings.database_url)
+        closed = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _: closed.set())
+            await conn.add_listener(self.inbox.channel, lambda *_: self.moved.fire())
+            await closed.wait()
+            raise ConnectionError("the listening connection was closed")
+        finally:
+            self._listener = None
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     def supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
         self._tasks.append(
@@ -117,8 +153,6 @@ class Runtime:
                 await task
         with contextlib.suppress(Exception):
             await self.producer.stop()
-        if self._listener is not None:
-            await self._listener.close()
         await self.pool.close()
 
     async def watermarks(self) -> dict[str, int]:
@@ -150,12 +184,32 @@ class Runtime:
                 wanted = consistency.decode(token)
             except ValueError as error:
                 raise Refused(400, "invalid_consistency_token", str(error)) from error
+            head = await self.store.head(self.pool)
+            if wanted.get(self.name, 0) > head:
+                # Never to come: refused at once rather than waited for.
+                raise Refused(
+                    400,
+                    "invalid_consistency_token",
+                    f"the consistency token names {self.name}:{wanted[self.name]}, past the"
+                    f" {self.name} store's last position {head}",
+                    {"source": self.name, "position": wanted[self.name], "head": head},
+                )
             mine = {source_of(t) for t in self.consumes}
             relevant = {k: v for k, v in wanted.items() if k in mine}
             ok = await consistency.wait_until_caught_up(
                 self.watermarks, relevant, timeout, self.moved
             )
+            # Read again: the reactions written meanwhile are waited for next.
             return {"caught_up": ok, "head": {self.name: await self.store.head(self.pool)}}
+
+        @app.put("/internal/idempotency", include_in_schema=False)
+        async def keep_public_answer(body: PublicAnswer) -> dict[str, bool]:
+            """The gateway's composed answer to a keyed request, given back on a retry."""
+            answer = idempotency.Answer(
+                body.status, [(k, v) for k, v in body.headers], base64.b64decode(body.body)
+            )
+            kept = await idempotency.keep_public(self.pool, self.name, body.scope, body.key, answer)
+            return {"kept": kept}
 
 
 class Handlers:
@@ -191,12 +245,27 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
         telemetry={"exclude": tracing.untraced},
     )
     app.add_middleware(tracing.ForwardContext)
+    # Keyed writes (Idempotency-Key) as units of work, their answers kept; inside the
+    # identity check, whose verified caller scopes the keys.
+    app.add_middleware(
+        idempotency.Idempotency,
+        schema=runtime.name,
+        pool=lambda: runtime.pool,
+        caller=_user_of,
+    )
     # Outermost: a call without a valid token reaches no route (health excepted).
     app.add_middleware(identity.Authenticated, key=runtime.identity)
     install_errors(app)
     runtime.mount(app)
     mount_audit(app, runtime)
     return app
+
+
+def _user_of(scope: MutableMapping[str, Any]) -> str | None:
+    """The user a call acts for, as its verified identity token says (none for a
+    service's own call)."""
+    found = scope.get("state", {}).get("identity")
+    return found.actor if found is not None and found.access is not None else None
 
 
 def mount_audit(app: FastAPI, runtime: Runtime) -> None:
@@ -258,15 +327,20 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
 
 
 async def supervised(service: str, what: str, run: Callable[[], Awaitable[None]]) -> None:
-    """Run `run` for ever: after a crash, log it and start again, backing off to 5 s."""
+    """Run `run` for ever: after a crash, log it and start again, backing off to 5 s (and
+    from 0.1 s again after a run of a minute or more: a database restart an hour later
+    is not made to wait on the backoff of an earlier one)."""
     delay = 0.1
     while True:
+        started = time.monotonic()
         try:
             await run()
         except asyncio.CancelledError:
             raise
         except Exception:
             log.error(f"{what}.crashed", service=service, exc_info=True)
+            if time.monotonic() - started > 60:
+                delay = 0.1
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

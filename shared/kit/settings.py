@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     # The gateway's gRPC API (proto/files/v1/files.proto) on this port, beside HTTP on
     # http_host; 0: no gRPC server.
     grpc_port: int = 0
+    # Consumers (shared/kit/retry.py): transient failures are retried this long, never
+    # dead-lettered; any other failure this many times, then dead-lettered.
+    consumer_retry_for_s: float = 300.0
+    consumer_poison_tries: int = 5
+    # How long an Idempotency-Key and its answer are kept (at least a day: clients retry
+    # across restarts of either side).
+    idempotency_ttl_s: float = 24 * 3600
+    # Tests only (tests/chaos/): where fault triggers are dropped (shared/kit/faults.py).
+    faults_dir: str = ""
     # Thumbnails (services/thumbnails): worker processes drawing them (0: one per CPU this
     # process may use), the most time one file may take, and the pictures' format.
     thumbnail_workers: int = 0

@@ -3,27 +3,60 @@
 Each piece runs as a child process with its log under `<data dir>/logs/`.
 Pieces given by the environment (FILES_DATABASE_URL, FILES_KAFKA_BOOTSTRAP)
 are used instead of starting embedded ones.
+
+Once started, the platform is supervised: a piece that exits is started again, on
+the same port (PostgreSQL on the same data dir), backing off while it keeps dying;
+each exit and restart is a line of `<data dir>/logs/stack.log`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import SecretStr
 
 from shared.kit import identity
-from shared.kit.embedded import Child, _die_with_parent, free_port, start_broker, start_postgres
+from shared.kit.embedded import (
+    Child,
+    _die_with_parent,
+    free_port,
+    spawn_postgres,
+    start_broker,
+    start_postgres,
+)
 from shared.kit.settings import Settings
 
 SERVICES = ("acl", "catalog", "ingest", "datasets", "dicom", "thumbnails")
+# A piece that exits is started again after this, doubling while it keeps dying...
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+# ...and forgiven once it has stayed up this long.
+STEADY_S = 30.0
+SUPERVISE_EVERY_S = 0.2
+
+
+@dataclass
+class _Tended:
+    """How to start a piece again, and how long to wait before the next try."""
+
+    restart: Callable[[], subprocess.Popen[bytes]]
+    backoff: float = FIRST_BACKOFF_S
+    started: float = 0.0
+    due: float | None = None
 
 
 def admin_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:
@@ -39,8 +72,8 @@ def admin_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:
     return key, True
 
 
-def _ready(url: str) -> bool:
-    with contextlib.suppress(Exception), urllib.request.urlopen(f"{url}/readyz", timeout=1) as r:
+def _ready(url: str, probe: str = "/readyz") -> bool:
+    with contextlib.suppress(Exception), urllib.request.urlopen(f"{url}{probe}", timeout=1) as r:
         return bool(r.status == 200)
     return False
 
@@ -64,6 +97,13 @@ class Stack:
         self.admin_key = ""
         self.admin_key_is_new = False
         self.service_key = ""
+        # Supervision: every child's restart, the exits seen, and the thread tending them.
+        self.echo = False  # also print exits and restarts on stderr (`files run`)
+        self.exits: list[tuple[str, int, float]] = []
+        self._tended: dict[int, _Tended] = {}
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     def start(self, timeout: float = 90) -> None:
         s = self.settings
@@ -82,14 +122,20 @@ class Stack:
             raise RuntimeError(str(weak)) from None
         database_url, bootstrap = s.database_url, s.kafka_bootstrap
         if not database_url:
-            pg = start_postgres(
-                self.data_dir / "pg", durable=self.durable, log=logs / "postgres.log"
+            pgdata, pg_log = self.data_dir / "pg", logs / "postgres.log"
+            pg = start_postgres(pgdata, durable=self.durable, log=pg_log)
+            self._adopt(
+                pg,
+                lambda: (
+                    spawn_postgres(
+                        pgdata, durable=self.durable, log=pg_log, port=pg.port, restart=True
+                    ).proc
+                ),
             )
-            self.children.append(pg)
             database_url = pg.url
         if not bootstrap:
             broker = start_broker(log=logs / "broker.log")
-            self.children.append(broker)
+            self._adopt(broker, lambda: self._restart_broker(broker))
             bootstrap = broker.url
         ports = {name: free_port() for name in SERVICES}
         grpc_port = s.grpc_port or free_port()
@@ -124,6 +170,8 @@ class Stack:
         found.touch(mode=0o600)
         found.chmod(0o600)
         found.write_text(f"FILES_DATABASE_URL={database_url}\nFILES_KAFKA_BOOTSTRAP={bootstrap}\n")
+        self._supervisor = threading.Thread(target=self._supervise, name="stack", daemon=True)
+        self._supervisor.start()
 
     def add_gateway(self, timeout: float = 30) -> str:
         """Start one more gateway replica in front of the same services; its URL."""
@@ -132,57 +180,167 @@ class Stack:
         return url
 
     def add_replica(
-        self, name: str, timeout: float = 30, env: dict[str, str] | None = None
+        self,
+        name: str,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
+        probe: str = "/readyz",
     ) -> tuple[str, Child]:
         """Start one more process of a service (its consumer joins the same group, its
-        relay competes for the same lock); its URL and process, once it is ready."""
+        relay competes for the same lock); its URL and process, once `probe` answers
+        200 (`/healthz` for one that is never to be ready)."""
         port = free_port()
         child = self._spawn(name, ["--port", str(port)], self.data_dir / "logs", env)
         url = f"http://127.0.0.1:{port}"
-        self._wait([url], time.monotonic() + timeout)
+        self._wait([url], time.monotonic() + timeout, probe)
         return url, child
 
     def remove(self, child: Child, sig: int = signal.SIGTERM) -> None:
-        """Stop one process (SIGKILL: as if its machine died) and forget it."""
-        self.children.remove(child)
+        """Stop one process (SIGKILL: as if its machine died) and forget it: it is not
+        started again."""
+        with self._lock:
+            self.children.remove(child)
+            self._tended.pop(id(child), None)
         child.stop(sig)
+
+    def child(self, name: str) -> Child:
+        """The first process of that name (a service, "gateway", "postgres", "broker")."""
+        with self._lock:
+            return next(c for c in self.children if c.name == name)
 
     def _spawn(
         self, name: str, args: list[str], logs: Path, env: dict[str, str] | None = None
     ) -> Child:
-        out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         if name != "gateway":
             # Only the gateway listens on FILES_HTTP_HOST; the services, on loopback only.
             args = ["--host", "127.0.0.1", *args]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}", *args],
-            env={**self.env, **(env or {})},
-            stdout=out,
-            stderr=out,
-            preexec_fn=_die_with_parent,
-        )
-        child = Child(name, proc, "")
-        self.children.append(child)
+
+        def popen() -> subprocess.Popen[bytes]:
+            out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+            return subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}", *args],
+                env={**self.env, **(env or {})},
+                stdout=out,
+                stderr=out,
+                preexec_fn=_die_with_parent,
+            )
+
+        child = Child(name, popen(), "")
+        self._adopt(child, popen)
         return child
 
-    def _wait(self, urls: list[str], deadline: float) -> None:
+    def _adopt(self, child: Child, restart: Callable[[], subprocess.Popen[bytes]]) -> None:
+        with self._lock:
+            self.children.append(child)
+            self._tended[id(child)] = _Tended(restart, started=time.monotonic())
+
+    def _restart_broker(self, broker: Child) -> subprocess.Popen[bytes]:
+        """The broker again, on its port, with its topics made before any client of ours
+        can write to it. It lost them with its messages, and the tansu broker loses
+        messages written while a topic is being made (auto-created by a write, or made
+        by us at the same time): so the processes that talk to it are paused (SIGSTOP)
+        from before it listens until its topics are made, a second or two."""
+        from shared.kit import bus
+
+        clients = [
+            c.proc
+            for c in self.children
+            if c.name not in ("postgres", "broker") and c.proc.poll() is None
+        ]
+        for proc in clients:
+            proc.send_signal(signal.SIGSTOP)
+        try:
+            started = start_broker(log=self.data_dir / "logs" / "broker.log", port=broker.port)
+            try:
+                asyncio.run(
+                    asyncio.wait_for(
+                        bus.ensure_topics(broker.url, self.settings.topic_partitions), timeout=10
+                    )
+                )
+            except Exception as error:
+                self._note("broker.topics_not_made", error=repr(error))
+        finally:
+            for proc in clients:
+                proc.send_signal(signal.SIGCONT)
+        return started.proc
+
+    # -- supervision ---------------------------------------------------------------
+
+    def _note(self, event: str, **fields: object) -> None:
+        line = {"time": datetime.now(UTC).isoformat(), "event": event, **fields}
+        with open(self.data_dir / "logs" / "stack.log", "a") as out:
+            out.write(json.dumps(line) + "\n")
+        if self.echo:
+            print(
+                f"files: {event} {' '.join(f'{k}={v}' for k, v in fields.items())}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(SUPERVISE_EVERY_S):
+            with self._lock:
+                for child in list(self.children):
+                    if not self._stopping.is_set():
+                        self._tend(child)
+
+    def _tend(self, child: Child) -> None:
+        tended = self._tended.get(id(child))
+        if tended is None:
+            return
+        now = time.monotonic()
+        if child.proc.poll() is None:
+            if tended.due is None and now - tended.started > STEADY_S:
+                tended.backoff = FIRST_BACKOFF_S
+            return
+        if tended.due is None:
+            status = child.proc.returncode
+            self.exits.append((child.name, status, time.time()))
+            tended.due = now + tended.backoff
+            self._note(
+                "exited",
+                name=child.name,
+                status=status,
+                restart_in_s=tended.backoff,
+                log=str(self.data_dir / "logs" / f"{child.name}.log"),
+            )
+            return
+        if now < tended.due:
+            return
+        try:
+            child.proc = tended.restart()
+        except Exception as error:
+            self._note("restart_failed", name=child.name, error=repr(error))
+            tended.due = now + tended.backoff
+        else:
+            self._note("restarted", name=child.name, pid=child.proc.pid)
+            tended.started, tended.due = time.monotonic(), None
+        tended.backoff = min(tended.backoff * 2, MAX_BACKOFF_S)
+
+    def _wait(self, urls: list[str], deadline: float, probe: str = "/readyz") -> None:
         pending = list(urls)
         while pending:
             self.check_alive()
-            pending = [u for u in pending if not _ready(u)]
+            pending = [u for u in pending if not _ready(u, probe)]
             if pending and time.monotonic() > deadline:
                 raise RuntimeError(f"not ready in time: {', '.join(pending)}")
             time.sleep(0.1)
 
     def check_alive(self) -> None:
-        for child in self.children:
-            if child.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{child.name} exited with status {child.proc.returncode};"
-                    f" see {self.data_dir / 'logs' / (child.name + '.log')}"
-                )
+        """Raise, naming its log, if any piece has exited since the start, even one
+        started again since (a benchmark's figures would not be of one run)."""
+        exited = [(name, status) for name, status, _ in self.exits]
+        exited += [(c.name, c.proc.returncode) for c in self.children if c.proc.poll() is not None]
+        for name, status in exited:
+            raise RuntimeError(
+                f"{name} exited with status {status};"
+                f" see {self.data_dir / 'logs' / (name + '.log')}"
+            )
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
         # Services first, so nothing talks to a database or broker that is gone.
         for child in reversed(self.children):
             if child.name == "postgres":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import httpx
@@ -198,10 +199,12 @@ async def test_a_later_upload_extends_the_series(api: httpx.AsyncClient) -> None
     other = await folder(api, unique("elsewhere"))
     study = fresh_study()
     files = slices(study, 1, 6)
-    await finished(api, await send(api, where["id"], *files[:4]))
+    # Slices 0, 2, 3, 5 first; then 1 and 4, which go between them.
+    first, later = [files[k] for k in (0, 2, 3, 5)], [files[1], files[4]]
+    await finished(api, await send(api, where["id"], *first))
     [series] = await series_files(api, where["id"], 1)
     assert series["dicom"]["instances"] == 4
-    job = await finished(api, await send(api, where["id"], *files[4:]))
+    job = await finished(api, await send(api, where["id"], *later))
     assert [f["id"] for f in job["files"]] == [series["id"]]
 
     async def extended() -> bool:
@@ -212,6 +215,13 @@ async def test_a_later_upload_extends_the_series(api: httpx.AsyncClient) -> None
     [same] = await series_files(api, where["id"], 1)
     assert same["id"] == series["id"]
     assert same["size"] > series["size"]
+    # The viewer's slices follow the slice direction, those added in between included.
+    shown = [
+        (await api.get(f"/v1/files/{series['id']}/slices/{k}")).headers["etag"] for k in range(6)
+    ]
+    assert shown == [
+        f'"{hashlib.sha256(data).hexdigest()[:32]}-{k}"' for k, (_, data) in enumerate(files)
+    ]
     # The same series in another folder is another file there.
     await finished(api, await send(api, other["id"], *files[:2]))
     [there] = await series_files(api, other["id"], 1)

@@ -83,7 +83,13 @@ async def test_a_trailing_slash_is_served_not_redirected(api: httpx.AsyncClient)
     assert (await api.get(f"/v1/folders/{top['id']}/")).json()["id"] == top["id"]
 
 
-async def test_malformed_ids_are_422_not_500(api: httpx.AsyncClient) -> None:
+async def test_malformed_ids_are_404_as_unknown_ones(api: httpx.AsyncClient) -> None:
+    """An id in a path that is not a UUID is answered exactly as an unknown id (and is
+    never sent on); ids in bodies and queries are validated (422)."""
+    ghost = str(uuid.uuid4())
+    unknown = error(await api.get(f"/v1/folders/{ghost}"), 404, "not_found")
+    malformed = error(await api.get("/v1/folders/not-a-uuid"), 404, "not_found")
+    assert malformed == {**unknown, "message": unknown["message"].replace(ghost, "not-a-uuid")}
     for method, path in (
         ("GET", "/v1/folders/not-a-uuid"),
         ("GET", "/v1/folders/123/items"),
@@ -98,7 +104,7 @@ async def test_malformed_ids_are_422_not_500(api: httpx.AsyncClient) -> None:
         ("POST", "/v1/folders/xyz/files"),
     ):
         body = {"name": "x"} if method == "PATCH" else None
-        error(await api.request(method, path, json=body), 422)
+        error(await api.request(method, path, json=body), 404, "not_found")
     error(await api.get("/v1/folders", params={"parent_id": "nope"}), 422)
     error(await api.get("/v1/search", params={"q": "a", "folder_id": "nope"}), 422)
     error(await api.post("/v1/move", json={"file_ids": ["x"], "target_folder_id": "y"}), 422)

@@ -142,6 +142,26 @@ async def test_an_integration_is_used_by_org_admins_and_the_users_it_is_shared_w
         assert moto.access_key not in where
 
 
+async def test_sharing_sent_again_with_its_key_is_applied_once(
+    api: httpx.AsyncClient, moto: MotoS3
+) -> None:
+    one = f"/v1/integrations/{await integration(api, moto)}"
+    alice = await member(api, "alice")
+    keyed = {"Idempotency-Key": str(uuid.uuid4())}
+    first = await api.patch(one, json={"shared_with": [alice["id"]]}, headers=keyed)
+    assert first.status_code == 200, first.text
+    assert (await api.patch(one, json={"shared_with": []})).status_code == 200
+    # A retry of the first (its answer lost, say) answers it again, and changes nothing.
+    again = await api.patch(one, json={"shared_with": [alice["id"]]}, headers=keyed)
+    assert (again.status_code, again.content) == (first.status_code, first.content)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Files-Consistency"] == first.headers["Files-Consistency"]
+    assert (await api.get(one)).json()["shared_with"] == []
+    error(
+        await api.patch(one, json={"shared_with": []}, headers=keyed), 422, "idempotency_key_reused"
+    )
+
+
 # -- endpoint addresses -------------------------------------------------------------------
 
 

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import httpx
 
+from tests import media_fixtures
 from tests.e2e.support import folder, unique
 from tests.unit.test_media import mp4
 
 
-async def test_an_uploaded_video_shows_its_duration_frames_and_size(
-    api: httpx.AsyncClient,
-) -> None:
-    where = await folder(api, unique("videos"))
-    # Named like a text file: the kind still comes from the bytes.
+async def test_uploaded_video_and_audio_show_their_media_facts(api: httpx.AsyncClient) -> None:
+    where = await folder(api, unique("media"))
+    # Named like text files: the kind still comes from the bytes.
     answer = await api.post(
         f"/v1/folders/{where['id']}/files",
-        files=[("file", ("clip.txt", mp4(), "text/plain"))],
+        files=[
+            ("file", ("clip.txt", mp4(), "text/plain")),
+            ("file", ("song.txt", media_fixtures.mp3(), "text/plain")),
+        ],
     )
     assert answer.status_code == 201, answer.text
-    [uploaded] = answer.json()["files"]
-    details = (await api.get(f"/v1/files/{uploaded['id']}")).json()
-    assert details["kind"] == "video"
-    assert details["mime_type"] == "video/mp4"
-    assert details["media"] == {"width": 1920, "height": 1080, "frames": 300, "duration_s": 10.0}
+    clip, song = [
+        (await api.get(f"/v1/files/{uploaded['id']}")).json() for uploaded in answer.json()["files"]
+    ]
+    assert (clip["kind"], clip["mime_type"]) == ("video", "video/mp4")
+    assert clip["media"] == {"width": 1920, "height": 1080, "frames": 10, "duration_s": 1.0}
+    assert (song["kind"], song["mime_type"]) == ("audio", "audio/mpeg")
+    assert song["media"] == {"duration_s": 2.0, "sample_rate": 44100, "channels": 2}

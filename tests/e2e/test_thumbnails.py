@@ -170,7 +170,8 @@ async def test_rights_etag_and_revalidation(api: httpx.AsyncClient, as_key: Any)
         404,
         "not_found",
     )
-    error(await api.get(f"/v1/files/{unique('x')}/thumbnail"), 422)
+    # An id that is not a UUID: as one that does not exist.
+    error(await api.get(f"/v1/files/{unique('x')}/thumbnail"), 404, "not_found")
     error(
         await api.get("/v1/files/00000000-0000-4000-8000-000000000000/thumbnail"), 404, "not_found"
     )

@@ -18,7 +18,7 @@ import pytest
 from services.ingest.collector import Collector
 from services.ingest.projections import RECLAIMABLE, blob_refs, claim_blobs
 from shared.contracts import ingest as ev
-from shared.contracts.catalog import Media
+from shared.contracts.catalog import FileDeleted, Media
 from shared.contracts.envelope import Cause, Change, envelopes_of
 from shared.kit import db
 from shared.kit.blobs import LocalBlobStore
@@ -154,3 +154,48 @@ async def test_a_store_waits_for_a_sweep_that_took_the_blob_first_then_stores_ag
     await in_flight
     assert await blobs.exists(key)
     assert await collector.sweep() == 0
+
+
+async def test_a_deletion_of_12000_files_releases_their_blobs_in_bounded_pages(
+    setup: Any,
+) -> None:
+    """A folder of 12,000 files deleted at once: the catalog's deletions release every
+    blob, in BlobsReleased events of at most RELEASED_PER_EVENT files each."""
+    collector, _, pool = setup
+    files = [uuid.uuid4() for _ in range(12_000)]
+    keys = [f"sha256/{n:064x}" for n in range(len(files))]
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.executemany(
+            "INSERT INTO ingest.blob_files (file_id, blob_key) VALUES ($1, $2)",
+            list(zip(files, keys, strict=True)),
+        )
+        await conn.executemany(
+            "INSERT INTO ingest.blobs (key, stored_at) VALUES ($1, now())", [(k,) for k in keys]
+        )
+    deleted = envelopes_of(
+        [
+            Change(
+                f"file-{f}",
+                2,
+                FileDeleted(file_id=f, folder_id=uuid.uuid4(), blob_key=k, sha256="s"),
+            )
+            for f, k in zip(files, keys, strict=True)
+        ],
+        CAUSE,
+    )
+    async with pool.acquire() as conn:
+        head = await collector.store.head(conn)
+        async with conn.transaction():
+            await collector.react(conn, deleted)
+        released = [
+            e
+            for e in await collector.store.read_after(conn, head, limit=100)
+            if e.type == ev.BlobsReleased.type
+        ]
+    assert [len(e.data["file_ids"]) for e in released] == [5000, 5000, 2000]
+    assert sorted(f for e in released for f in e.data["file_ids"]) == sorted(map(str, files))
+    left = await pool.fetchval(
+        "SELECT count(*) FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])", files
+    )
+    assert left == 0
+    assert await collector.sweep() == 1000  # a sweep's batch; the next ones take the rest

@@ -4,52 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import timedelta
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.contracts.envelope import Envelope
-from shared.kit import bus
 from shared.kit.inbox import Consumer, Inbox
 from tests.conftest import eventually
+from tests.integration.conftest import World
 from tests.integration.helpers import envelope, schema
 
 
 class Killed(Exception):
     pass
-
-
-@dataclass
-class World:
-    """A consumer's schema with an effects table, its topic, and a producer to send on it."""
-
-    schema: str
-    topic: str
-    inbox: Inbox
-    producer: AIOKafkaProducer
-
-    async def send(self, n: int) -> None:
-        sent = envelope(f"s-{n}", 1, n=n).model_copy(update={"source": self.schema, "position": n})
-        await self.producer.send_and_wait(self.topic, bus.encode(sent), key=f"s-{n}".encode())
-
-
-@pytest.fixture
-async def world(pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[World]:
-    s = schema()
-    topic = f"files.{s}"
-    await bus.ensure_topics(kafka_bootstrap, 1, [topic])
-    inbox = Inbox(s, f"consumer-{s}")
-    async with pool.acquire() as conn:
-        await inbox.setup(conn)
-        await conn.execute(f"CREATE TABLE {s}.effects (event_id uuid, n int)")
-    producer = bus.producer(kafka_bootstrap, idempotence=False)
-    await producer.start()
-    yield World(s, topic, inbox, producer)
-    await producer.stop()
 
 
 async def test_event_redelivered_after_a_crash_between_commits_is_applied_once(
@@ -130,59 +99,6 @@ async def test_watermark_waits_for_gaps(pool: asyncpg.Pool) -> None:
     assert await admit(6) == {"src": 2}
     assert await admit(3) == {"src": 4}
     assert await admit(5) == {"src": 6}
-
-
-async def test_a_poison_event_goes_to_the_dead_letter_topic_and_the_rest_apply(
-    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
-) -> None:
-    s, topic, inbox, producer = world.schema, world.topic, world.inbox, world.producer
-
-    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-        for e in events:
-            if e.data["n"] == 2:
-                raise ValueError("cannot digest 2")
-            await conn.execute(f"INSERT INTO {s}.effects (n) VALUES ($1)", e.data["n"])
-
-    for n in (1, 2, 3):
-        await world.send(n)
-    consumer = Consumer(
-        pool=pool,
-        inbox=inbox,
-        topics=[topic],
-        handle=apply,
-        bootstrap=kafka_bootstrap,
-        dead_letters=producer,
-    )
-    running = asyncio.create_task(consumer.run())
-    dlq = AIOKafkaConsumer(
-        f"{topic}.dlq",
-        bootstrap_servers=kafka_bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"dlq-{s}",
-    )
-    await dlq.start()
-    dead: list[Envelope] = []
-    try:
-
-        async def watermark_passed_all() -> bool:
-            return (await inbox.watermarks(pool)).get(s) == 3
-
-        await eventually(watermark_passed_all, within=20, what="watermark past the poison")
-
-        async def dead_lettered() -> bool:
-            batch = await dlq.getmany(timeout_ms=200)
-            dead.extend(bus.decode(m.value) for msgs in batch.values() for m in msgs)
-            return bool(dead)
-
-        await eventually(dead_lettered, within=20, what="event on the dead-letter topic")
-    finally:
-        await dlq.stop()
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-    assert [e.data["n"] for e in dead] == [2]
-    rows = await pool.fetch(f"SELECT n FROM {s}.effects ORDER BY n")
-    assert [r["n"] for r in rows] == [1, 3]
 
 
 async def test_pruned_events_are_still_recognised_as_applied(pool: asyncpg.Pool) -> None:

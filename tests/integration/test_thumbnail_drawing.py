@@ -1,22 +1,37 @@
 """The drawing pool on real worker processes and a real (local) blob store: a file that
 overruns the time cap is recorded as timed out, its worker is killed and replaced, and the
-next file is drawn as usual; a hostile file fails without harming the pool."""
+next file is drawn as usual; a hostile file fails without harming the pool; a store away
+for a while delays a picture, never fails it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import io
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from PIL import Image
 
-from services.thumbnails import render
+from services.thumbnails import domain, render
 from services.thumbnails.drawing import Drawing
+from services.thumbnails.handlers import LEASES, Thumbnails, Wanted
+from services.thumbnails.projections import thumbnails as model
+from shared.contracts import thumbnails as ev
+from shared.contracts.envelope import Cause, Change, envelopes_of
+from shared.kit import db
 from shared.kit.blobs import LocalBlobStore, content_key
+from shared.kit.consistency import Signal
+from shared.kit.eventstore import EventStore
+from shared.kit.retry import Policy
 from shared.kit.settings import Settings
 from tests import thumbnail_fixtures as media
+from tests.conftest import _create_database, eventually
 
 
 @pytest.fixture
@@ -72,3 +87,69 @@ async def test_hostile_files_fail_with_their_reason(
     assert (await drawing.draw(gone, 120))[0] == "content_missing"  # type: ignore[index]
     made = await drawing.draw(await job(store, "pdf", media.pdf()), 120)
     assert isinstance(made, list) and made[1].width == 512
+
+
+class AwayAWhile(LocalBlobStore):
+    """A blob store that does not answer its first `times` size requests."""
+
+    def __init__(self, root: Path, times: int) -> None:
+        super().__init__(root)
+        self.refused = 0
+        self.times = times
+
+    async def size(self, key: str) -> int:
+        if self.refused < self.times:
+            self.refused += 1
+            raise ConnectionError("connection refused (the store restarts)")
+        return await super().size(key)
+
+
+@pytest.mark.timeout(300)
+async def test_a_store_away_for_longer_than_the_attempts_delays_a_picture_but_never_fails_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    pool = await db.connect_pool(
+        _create_database(database_url, f"thumbs_{uuid.uuid4().hex[:8]}"), max_size=4
+    )
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    store = EventStore("thumbnails")
+    async with pool.acquire() as conn:
+        await store.setup(conn)
+        await model.setup(conn)
+        await conn.execute(LEASES)
+    blobs = AwayAWhile(settings.blob_root(), times=domain.MAX_ATTEMPTS + 3)
+    runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
+    thumbnails = Thumbnails(runtime, blobs)
+    thumbnails.policy = Policy(first_s=0.01, cap_s=0.1, retry_for_s=60)
+    data = media.png(64, 48)
+    sha = hashlib.sha256(data).hexdigest()
+    await blobs.put(content_key(sha), data)
+    file_id = uuid.uuid4()
+    cause = envelopes_of(
+        [Change(f"file-{file_id}", 1, ev.ThumbnailsReleased(file_id=file_id, source="-"))],
+        Cause(actor="test", correlation_id="c"),
+    )[0]
+    wanted = Wanted(file_id, "image", domain.source_of("image", sha), content_key(sha), cause)
+    async with pool.acquire() as conn, conn.transaction():
+        await thumbnails.request(conn, [wanted])
+    drawing = asyncio.create_task(thumbnails.run())
+    try:
+
+        async def settled() -> bool:
+            state = await pool.fetchval(
+                "SELECT state FROM thumbnails.files WHERE file_id = $1", file_id
+            )
+            return state != "pending"
+
+        await eventually(settled, within=120, what="the picture drawn once the store is back")
+        row = await pool.fetchrow("SELECT * FROM thumbnails.files WHERE file_id = $1", file_id)
+    finally:
+        drawing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drawing
+        thumbnails.drawing.stop()
+        await pool.close()
+    # More refusals than a file has attempts: none of them counted against it.
+    assert blobs.refused == domain.MAX_ATTEMPTS + 3
+    assert row["state"] == "made", dict(row)
+    assert [r["size"] for r in row["renditions"]] == [128, 512]

@@ -146,3 +146,23 @@ def test_ingest_reaches_public_buckets_but_not_the_cloud_metadata_address(
     assert "network: ingest can reach the cloud metadata address on TCP 443" in (
         check.check_network(objects)
     )
+
+
+def test_topics_take_what_the_producers_send(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The topics Job and compose set max.message.bytes from the one constant."""
+    from shared.contracts.limits import MAX_MESSAGE_BYTES
+    from shared.kit.bus import TOPIC_CONFIG
+
+    assert TOPIC_CONFIG["max.message.bytes"] == str(MAX_MESSAGE_BYTES)
+    broken = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, broken)
+    for path in (broken / "k8s" / "base" / "topics.yaml", broken / "compose.yaml"):
+        text = path.read_text()
+        assert f'MAX_MESSAGE_BYTES: "{MAX_MESSAGE_BYTES}"' in text
+        path.write_text(text.replace(f'"{MAX_MESSAGE_BYTES}"', '"524288"'))
+    assert check.main(["--deploy", str(broken), "--no-kubectl"]) == 1
+    err = capsys.readouterr().err
+    assert "files-topics: MAX_MESSAGE_BYTES is '524288'" in err
+    assert "compose.yaml topics: MAX_MESSAGE_BYTES is '524288'" in err

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from services.gateway.edge import route
+from services.gateway.routes import ROUTES, TABLE, Refusal
 from shared.contracts import REGISTRY
 from shared.kit import consistency
 
@@ -27,22 +27,94 @@ def test_malformed_tokens_are_refused(bad: str) -> None:
         consistency.decode(bad)
 
 
+ID = "3f0c2a8e-5b1d-4c47-9a51-0d6f1b2c3d4e"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "service"),
     [
         ("POST", "/v1/folders", "catalog"),
-        ("POST", "/v1/folders/x/files", "ingest"),
-        ("POST", "/v1/folders/x/dicom", "ingest"),
-        ("GET", "/v1/folders/x/dicom", "catalog"),
-        ("GET", "/v1/folders/x/items", "catalog"),
-        ("GET", "/v1/jobs/x", "ingest"),
+        ("POST", f"/v1/folders/{ID}/files", "ingest"),
+        ("POST", f"/v1/folders/{ID}/dicom", "ingest"),
+        ("GET", f"/v1/folders/{ID}/items", "catalog"),
+        ("GET", f"/v1/folders/{ID}/collaborators", "acl"),
+        ("GET", f"/v1/files/{ID}/datasets", "datasets"),
+        ("GET", f"/v1/jobs/{ID}", "ingest"),
         ("GET", "/v1/users/me", "acl"),
         ("POST", "/v1/move", "catalog"),
-        ("GET", "/v1/nothing", None),
+        ("GET", "/v1/audit", "gateway"),
+        ("POST", "/v1/sessions", "acl"),
+        ("DELETE", "/v1/sessions", "acl"),
+        ("GET", f"/v1/files/{ID}/thumbnail", "thumbnails"),
+        ("GET", f"/v1/files/{ID}/slices/12", "dicom"),
+        ("PATCH", f"/v1/integrations/{ID}", "ingest"),
     ],
 )
 def test_gateway_routes_each_path_to_its_owner(method: str, path: str, service: str) -> None:
-    assert route(path, method) == service
+    found = TABLE.match(method, path.encode())
+    assert found is not None and found.route.owner == service
+    # The service's path is the template filled with the parsed ids, and nothing else.
+    assert found.route.path(found.values) == path
+
+
+def test_unknown_paths_match_no_route() -> None:
+    for path in ("/v1/nothing", "/v1/folders/a/b/c/d", "/v1", "/internal/audit", "/v1//folders"):
+        assert TABLE.match("GET", path.encode()) is None
+
+
+def test_a_path_with_another_method_is_405_naming_those_it_takes() -> None:
+    with pytest.raises(Refusal) as refused:
+        TABLE.match("GET", f"/v1/folders/{ID}/dicom".encode())
+    assert refused.value.status == 405
+    assert refused.value.details["allowed"] == ["POST"]
+
+
+@pytest.mark.parametrize(
+    "bad", ["xyz", "123", ID[:-1], ID + "0", "{" + ID + "}", ID.replace("-", "")]
+)
+def test_an_id_that_is_not_a_uuid_is_not_found(bad: str) -> None:
+    with pytest.raises(Refusal) as refused:
+        TABLE.match("GET", f"/v1/folders/{bad}/items".encode())
+    assert (refused.value.status, refused.value.code) == (404, "not_found")
+    assert refused.value.message == f"folder {bad} does not exist"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"/v1/integrations/%2e%2e/%2e%2e/internal/audit",
+        b"/v1/jobs/../folders/" + ID.encode() + b"/files",
+        b"/v1/files/..%2f..%2finternal%2faudit",
+        b"/v1/files/%00",
+        b"/v1/files/%ff",
+        b"/v1/files/%252e%252e",
+        b"/v1/files/./" + ID.encode(),
+        b"/v1/files/a\\b",
+        b"/v1/files/\xc3\xa9",
+        b"/v1/files/\x00",
+    ],
+)
+def test_paths_that_could_read_as_another_are_refused(raw: bytes) -> None:
+    with pytest.raises(Refusal) as refused:
+        TABLE.match("GET", raw)
+    assert (refused.value.status, refused.value.code) == (400, "invalid_path")
+
+
+def test_the_ids_sent_on_are_canonical() -> None:
+    found = TABLE.match("GET", f"/v1/folders/{ID.upper()}/".encode())
+    assert found is not None and found.values == {"folder_id": ID}
+    assert found.route.path(found.values) == f"/v1/folders/{ID}"
+
+
+def test_every_route_has_a_composer_or_is_forwarded_and_names_its_params() -> None:
+    from services.gateway.compose import Compose
+
+    for route in ROUTES:
+        assert route.compose is None or callable(getattr(Compose, route.compose))
+        assert route.template.startswith("/v1/")
+        assert "internal" not in route.template
+        assert route.path({p.name: ID for p in route.params}).count("{") == 0
+    assert len({r.name for r in ROUTES}) == len(ROUTES), "operation ids are unique"
 
 
 def test_event_types_are_stable_names_not_import_paths() -> None:

@@ -65,6 +65,8 @@ def test_completion_names_the_parts_missing_or_of_the_wrong_size() -> None:
     [
         (None, 10, MIN_PART, 60, "missing_file_name"),
         ("a/b.mp4", 10, MIN_PART, 60, "invalid_name"),
+        ({}, 10, MIN_PART, 60, "invalid_name"),
+        (["a.mp4"], 10, MIN_PART, 60, "invalid_name"),
         ("a.mp4", 0, MIN_PART, 60, "invalid_size"),
         ("a.mp4", "10", MIN_PART, 60, "invalid_size"),
         ("a.mp4", True, MIN_PART, 60, "invalid_size"),
@@ -77,7 +79,7 @@ def test_completion_names_the_parts_missing_or_of_the_wrong_size() -> None:
     ],
 )
 def test_opening_refuses_what_cannot_be_uploaded(
-    name: str | None, size: object, part_size: object, lifetime: object, code: str
+    name: object, size: object, part_size: object, lifetime: object, code: str
 ) -> None:
     with pytest.raises(Refused) as refused:
         check_open(name, size, part_size, lifetime, 3600)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from services.thumbnails import domain, render
+from shared.kit.media import BLOCK, OverBudget, RangeFile
 from tests import thumbnail_fixtures as media
 from tests.dicom_fixtures import ct_slice
 
@@ -236,15 +237,19 @@ class InMemoryStore:
 def test_the_range_reader_reads_only_the_blocks_asked_for_within_its_budget() -> None:
     data = bytes(range(256)) * 8192  # 2 MiB
     store = InMemoryStore(data)
-    reader = render.RangeReader(store, "k", len(data))  # type: ignore[arg-type]
+
+    def read_at(offset: int, length: int) -> bytes:
+        return store.read_at("k", offset, length)
+
+    reader = RangeFile(read_at, len(data), budget=render.READ_BUDGET)
     reader.seek(-10, io.SEEK_END)
     assert reader.read(100) == data[-10:]
-    reader.seek(render.BLOCK - 2)
-    assert reader.read(4) == data[render.BLOCK - 2 : render.BLOCK + 2]
+    reader.seek(BLOCK - 2)
+    assert reader.read(4) == data[BLOCK - 2 : BLOCK + 2]
     assert len(store.reads) == 3  # the last block, then the first two
-    tight = render.RangeReader(store, "k", len(data), budget=render.BLOCK)  # type: ignore[arg-type]
-    with pytest.raises(render.Unthumbnailable):
-        tight.read(render.BLOCK + 1)
+    tight = RangeFile(read_at, len(data), budget=BLOCK)
+    with pytest.raises(OverBudget):
+        tight.read(BLOCK + 1)
 
 
 def test_the_worker_s_refusals_cross_processes_whole() -> None:
@@ -259,8 +264,49 @@ def test_the_worker_s_refusals_cross_processes_whole() -> None:
 def test_a_video_s_frame_is_drawn_from_a_few_ranges_of_it_not_the_whole_file() -> None:
     data = media.mp4(320, 240, frames=100, noise=True)  # 10 s, incompressible: megabytes
     store = InMemoryStore(data)
-    reader = render.RangeReader(store, "k", len(data))  # type: ignore[arg-type]
+    reader = RangeFile(
+        lambda at, n: store.read_at("k", at, n), len(data), budget=render.READ_BUDGET
+    )
     image = render.draw_video(reader, 512)  # type: ignore[arg-type]
     assert image.size == (320, 240)
     assert len(data) > 2 * 1024 * 1024
     assert reader.read_bytes < len(data) / 3, (reader.read_bytes, len(data))
+
+
+def test_a_source_past_the_read_budget_is_too_large_to_draw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = media.photo(seed=1)  # a textured JPEG: more than one block
+    assert len(data) > BLOCK
+    monkeypatch.setattr(render, "_store", InMemoryStore(data))
+    monkeypatch.setattr(render, "READ_BUDGET", BLOCK)
+
+    with pytest.raises(render.Unthumbnailable) as refused:
+        render.make(render.Job("image", "k", len(data), "webp"))
+    assert refused.value.code == "too_large"
+
+
+# -- bounded events (docs/events.md) -------------------------------------------------
+
+
+def test_the_largest_thumbnails_events_are_far_below_what_the_bus_carries() -> None:
+    import uuid
+
+    from services.thumbnails.handlers import SWEEP_BATCH
+    from shared.contracts import limits
+    from shared.contracts import thumbnails as ev
+
+    sources = [domain.source_of("video", f"{n:064x}") for n in range(SWEEP_BATCH)]
+    reclaimed = ev.ThumbnailsReclaimed(
+        sources=sources,
+        blob_keys=[domain.blob_key(s, size, "webp") for s in sources for size in domain.SIZES],
+    )
+    # A hostile file's decoder may say anything, at any length, in any script.
+    failed = ev.ThumbnailFailed(
+        file_id=uuid.uuid4(),
+        source=sources[0],
+        code="unreadable",
+        reason=domain.short_reason("\U0001f600" * 100_000),
+    )
+    for event in (reclaimed, failed):
+        assert limits.json_size(event.model_dump(mode="json")) < limits.PAGE_BYTES

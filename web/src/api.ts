@@ -162,7 +162,14 @@ export type FileItem = {
   size: number;
   sha256: string;
   mime_type: string;
-  media: { width?: number; height?: number; frames?: number; duration_s?: number };
+  media: {
+    width?: number;
+    height?: number;
+    frames?: number;
+    duration_s?: number;
+    sample_rate?: number;
+    channels?: number;
+  };
   dicom?: {
     study_uid: string;
     series_uid: string;
@@ -172,7 +179,7 @@ export type FileItem = {
     renderable_3d: boolean;
     missing_3d_tags: string[];
   };
-  group?: { constituent_folder_id: string; file_ids: string[] };
+  group?: { constituent_folder_id: string; file_ids: string[]; images?: number };
   source: { type: string; integration_id?: string; key?: string };
   created_at: string;
   created_by: string;

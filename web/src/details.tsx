@@ -131,10 +131,22 @@ export function FileFacts({ id }: { id: string }) {
             <dd>{duration(m.duration_s)}</dd>
           </>
         )}
+        {m.sample_rate !== undefined && (
+          <>
+            <dt>Sample rate</dt>
+            <dd>{m.sample_rate.toLocaleString()} Hz</dd>
+          </>
+        )}
+        {m.channels !== undefined && (
+          <>
+            <dt>Channels</dt>
+            <dd>{m.channels}</dd>
+          </>
+        )}
         {file.group && (
           <>
             <dt>Images</dt>
-            <dd>{file.group.file_ids.length}</dd>
+            <dd>{file.group.images ?? file.group.file_ids.length}</dd>
           </>
         )}
         <dt>Created</dt>

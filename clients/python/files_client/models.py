@@ -7,6 +7,7 @@ The answer models keep fields they do not know (the API grows additively), and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -48,6 +49,8 @@ class Media(Data):
     height: int | None = None
     frames: int | None = None
     duration_s: float | None = None
+    sample_rate: int | None = None  # an audio file's
+    channels: int | None = None
 
 
 class Source(Data):
@@ -140,6 +143,8 @@ class JobData(Data):
     kind: str | None = None
     progress: Progress = Field(default_factory=Progress)
     errors: list[JobError] = Field(default_factory=list)
+    # The files it made so far that the caller may see.
+    files: Sequence[FileData] = Field(default_factory=list)
     folder_id: str | None = None
     created_at: datetime | None = None
     created_by: str | None = None
@@ -194,6 +199,8 @@ class IntegrationData(Data):
     region: str | None = None
     created_at: datetime | None = None
     created_by: str | None = None
+    # Who may use it besides the org admins: shown to org admins only.
+    shared_with: list[str] | None = None
 
 
 class User(Data):
@@ -201,6 +208,7 @@ class User(Data):
     email: str
     name: str
     org_role: str
+    created_at: datetime | None = None
 
 
 class NewUser(User):

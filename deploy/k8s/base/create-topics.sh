@@ -2,7 +2,8 @@
 # Creates the platform's topics and their dead-letter topics with kafka-topics.sh;
 # raises a topic's partition count when it has fewer (never lowers it).
 # Env: KAFKA_BOOTSTRAP, TOPICS ("name=partitions ..."), DLQ_PARTITIONS,
-# REPLICATION_FACTOR, MIN_INSYNC_REPLICAS. Used by the k8s Job and compose.yaml.
+# REPLICATION_FACTOR, MIN_INSYNC_REPLICAS, MAX_MESSAGE_BYTES (the largest record a topic
+# takes; set again on topics that exist). Used by the k8s Job and compose.yaml.
 set -euo pipefail
 PATH="/opt/kafka/bin:$PATH"
 server=(--bootstrap-server "$KAFKA_BOOTSTRAP")
@@ -17,7 +18,10 @@ ensure() {
   kafka-topics.sh "${server[@]}" --create --if-not-exists --topic "$topic" \
     --partitions "$partitions" --replication-factor "$REPLICATION_FACTOR" \
     --config "min.insync.replicas=$MIN_INSYNC_REPLICAS" \
-    --config "retention.ms=$retention"
+    --config "retention.ms=$retention" \
+    --config "max.message.bytes=$MAX_MESSAGE_BYTES"
+  kafka-configs.sh "${server[@]}" --alter --entity-type topics --entity-name "$topic" \
+    --add-config "max.message.bytes=$MAX_MESSAGE_BYTES"
   local now
   now=$(kafka-topics.sh "${server[@]}" --describe --topic "$topic" \
     | sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p' | head -n 1)

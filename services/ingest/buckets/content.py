@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from services.ingest import media_facts
 from services.ingest.buckets.port import Read
-from services.ingest.domain import media
 
 SPOOL_IN_MEMORY = 4 * 1024 * 1024
 
@@ -49,10 +49,8 @@ class Content:
         return self.spool.read(length)
 
     def facts(self) -> Read:
-        if self.size == 0:
-            raise media.UnknownContent("empty file")
         # inspect() sniffs the head first: the kind comes from the bytes.
-        facts = media.inspect(self.read_at, self.size)
+        facts = media_facts.inspect(self.read_at, self.size)
         return Read(size=self.size, sha256=self.digest.hexdigest(), facts=facts)
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from services.ingest.domain import media
+from services.ingest import media_facts
 from services.ingest.domain.integrations import (
     BucketCredentials,
     Credentials,
@@ -69,7 +69,7 @@ class Read:
 
     size: int
     sha256: str
-    facts: media.Media
+    facts: media_facts.Facts
 
 
 class BucketReader(Protocol):
@@ -89,7 +89,7 @@ class BucketReader(Protocol):
 
     async def read(self, key: str, spool_dir: Path) -> Read:
         """The object streamed once: hashed, sniffed, its media facts read.
-        media.UnknownContent for a kind we do not take; CloudProblem when the bucket
+        media_facts.UnknownContent for a kind we do not take; CloudProblem when the bucket
         will not give it (or a cap is reached)."""
         ...
 

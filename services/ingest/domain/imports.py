@@ -471,6 +471,8 @@ def stored_data(job_id: str, folder_id: str, integration_id: str, found: Found) 
             "height": media.height,
             "frames": media.frames,
             "duration_s": media.duration_s,
+            "sample_rate": media.sample_rate,
+            "channels": media.channels,
         },
         "blob_key": reference_key(found.file_id),
         "source": {"type": "cloud", "integration_id": integration_id, "key": found.obj.key},

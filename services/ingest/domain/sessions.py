@@ -55,10 +55,12 @@ def plan(size: int, part_size: int) -> list[Part]:
 
 
 def check_open(
-    name: str | None, size: object, part_size: object, lifetime: object, max_lifetime: float
+    name: object, size: object, part_size: object, lifetime: object, max_lifetime: float
 ) -> tuple[str, int, int, float]:
     """Name, size, part size and lifetime of a session to open, or the refusal that
     names the problem."""
+    if name is not None and not isinstance(name, str):
+        raise Refused(422, "invalid_name", "name must be the file's name, a string")
     name = check_file_name(name)
     if isinstance(size, bool) or not isinstance(size, int):
         raise Refused(422, "invalid_size", "size must be the file's size in bytes, an integer")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.contracts import ingest as ev
-from shared.contracts import rules
+from shared.contracts import limits, rules
 from shared.contracts.catalog import Media, Source
 from shared.contracts.envelope import Change, Event
 from shared.kit.errors import Refused
@@ -113,7 +113,8 @@ def record_image_group(
     files: Sequence[StoredFile],
 ) -> list[Change]:
     """An image group or sequence: every part an image (a sequence's all of one size), or
-    nothing is recorded. The job's stream: started, the group stored, finished."""
+    nothing is recorded. The job's stream: started, the images in pages of bounded size,
+    the group stored, finished."""
     if kind not in GROUP_KINDS:
         raise Refused(
             422,
@@ -154,7 +155,17 @@ def record_image_group(
             )
     stored = [content_stored(job_id, constituent_folder_id, f) for f in files]
     events: list[Event] = [
-        ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files), kind=kind),
+        ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files), kind=kind)
+    ]
+    done = 0
+    for page in limits.pages(stored, lambda f: limits.json_size(f.model_dump(mode="json"))):
+        events.append(
+            ev.ImageGroupImagesStored(
+                job_id=job_id, group_file_id=group_file_id, first=done, files=page
+            )
+        )
+        done += len(page)
+    events += [
         ev.ImageGroupStored(
             job_id=job_id,
             group_file_id=group_file_id,
@@ -162,7 +173,7 @@ def record_image_group(
             name=name,
             kind=kind,
             constituent_folder_id=constituent_folder_id,
-            files=stored,
+            images=len(stored),
         ),
         ev.UploadJobFinished(job_id=job_id, status="done"),
     ]

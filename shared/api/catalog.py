@@ -1,0 +1,142 @@
+"""Folders, files, moves, deletes and search: the catalog's part of the API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import Field, RootModel
+
+from shared.api.common import IdName, Page, Shape, Strict
+
+Role = Literal["admin", "editor", "user"]
+
+
+class NewFolder(Strict):
+    name: str = Field(examples=["scans"])
+    description: str = Field("", max_length=10_000)
+    parent_id: uuid.UUID | None = Field(None, description="absent: a top-level folder")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="at most 64 KiB")
+
+
+class FolderChanges(Strict):
+    name: str | None = None
+    description: str | None = Field(None, max_length=10_000)
+    metadata: dict[str, Any] | None = None
+
+
+class FileChanges(Strict):
+    name: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Move(Strict):
+    file_ids: list[uuid.UUID] = Field(default_factory=list, max_length=100_000)
+    folder_ids: list[uuid.UUID] = Field(default_factory=list, max_length=10_000)
+    target_folder_id: uuid.UUID
+    dry_run: bool = False
+
+
+class Delete(Strict):
+    file_ids: list[uuid.UUID] = Field(default_factory=list, max_length=100_000)
+    folder_ids: list[uuid.UUID] = Field(default_factory=list, max_length=10_000)
+    dry_run: bool = False
+
+
+class Folder(Shape):
+    type: Literal["folder"] = "folder"
+    id: str
+    name: str
+    description: str
+    metadata: dict[str, Any]
+    parent_id: str | None
+    path: list[IdName] = Field(description="from the first folder the caller may see")
+    file_count: int
+    folder_count: int
+    created_at: str
+    created_by: str
+    my_role: Role | None
+
+
+class LinkedDataset(IdName):
+    pass
+
+
+class File(Shape):
+    type: Literal["file"] = "file"
+    id: str
+    name: str
+    kind: str = Field(examples=["image"])
+    folder_id: str
+    size: int
+    sha256: str
+    mime_type: str
+    media: dict[str, Any] = Field(description="width, height, frames, duration_s when known")
+    source: dict[str, Any] = Field(description="{type: upload|cloud, integration_id?, key?}")
+    metadata: dict[str, Any]
+    created_at: str
+    created_by: str
+    datasets: list[LinkedDataset] = Field(description="the datasets it is linked to")
+    dicom: dict[str, Any] | None = None
+    group: dict[str, Any] | None = None
+    my_role: Role | None = Field(None, description="the caller's role on it (one file's answer)")
+    path: list[IdName] | None = Field(
+        None, description="in search hits: its folder's, from the first folder the caller may see"
+    )
+
+
+class Folders(Page):
+    items: list[Folder]
+
+
+class Items(Page):
+    items: list[Folder | File] = Field(description="subfolders first, then files")
+
+
+class Found(Page):
+    items: list[Folder | File] = Field(description="each with its `path`")
+
+
+class KindTotal(Shape):
+    files: int
+    bytes: int
+
+
+class Summary(Shape):
+    folder_id: str
+    folders: int
+    files: int
+    bytes: int
+    by_kind: dict[str, KindTotal]
+
+
+class DatasetImpact(Shape):
+    id: str
+    name: str
+    links_removed: int
+
+
+class Impact(Shape):
+    """A dry run's answer: what would change; nothing did."""
+
+    dry_run: Literal[True]
+    folders: int
+    files: int
+    datasets: list[DatasetImpact] = Field(description="the datasets the caller may see")
+    hidden_datasets: int = Field(0, description="how many others would lose links too")
+
+
+class Moved(Shape):
+    moved: int
+
+
+class Deleted(Shape):
+    deleted: int
+
+
+class MoveAnswer(RootModel[Moved | Impact]):
+    """`{moved}`, or a dry run's Impact."""
+
+
+class DeleteAnswer(RootModel[Deleted | Impact]):
+    """`{deleted}`, or a dry run's Impact."""

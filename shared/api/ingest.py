@@ -1,0 +1,154 @@
+"""Uploads, jobs, upload sessions, integrations and imports: ingest's part of the API.
+
+Ingest parses these bodies in its domain (`services/ingest/domain/`), which names
+every fault at once; the models describe them for the document.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import Field
+
+from shared.api.catalog import File, Folder
+from shared.api.common import Page, Shape, Strict
+
+
+class NewIntegration(Strict):
+    name: str
+    provider: Literal["s3"] = "s3"
+    endpoint: str | None = Field(None, description="https://host[:port]; absent: AWS")
+    region: str | None = None
+    bucket: str
+    access_key: str = Field(description="sealed at rest, never returned")
+    secret_key: str = Field(description="sealed at rest, never returned")
+
+
+class Integration(Shape):
+    id: str
+    name: str
+    provider: str
+    bucket: str
+    endpoint: str | None
+    region: str | None
+    created_at: str
+    created_by: str
+    shared_with: list[str] | None = Field(
+        None, description="who may use it besides the org admins (shown to org admins only)"
+    )
+
+
+class IntegrationSharing(Strict):
+    """The list replaces the one before; `[]`: only the org admins."""
+
+    shared_with: list[uuid.UUID] = Field(max_length=1000, description="user ids")
+
+
+class Integrations(Page):
+    items: list[Integration]
+
+
+class ImportRequest(Strict):
+    integration_id: uuid.UUID
+    keys: list[str] | None = None
+    prefix: str | None = None
+    manifest: dict[str, Any] | None = Field(None, description="Encord's cloud import JSON")
+
+
+class NewUploadSession(Strict):
+    name: str
+    size: int = Field(ge=0, description="bytes, up to 5 TiB")
+    part_size: int | None = Field(None, description="5 MiB to 5 GiB; default 64 MiB")
+    expires_in_s: int | None = None
+
+
+class PartUrl(Shape):
+    part: int
+    size: int
+    url: str
+
+
+class UploadSession(Shape):
+    id: str
+    job_id: str
+    folder_id: str
+    name: str
+    size: int
+    part_size: int
+    status: Literal["open", "completed", "aborted", "expired", "rejected"]
+    expires_at: str
+    file_id: str | None
+    parts_stored: list[dict[str, Any]]
+    bytes_stored: int
+    parts: list[PartUrl]
+
+
+class StoredPart(Shape):
+    part: int
+    etag: str
+
+
+class Uploaded(Shape):
+    job_id: str
+    files: list[File]
+
+
+class Completed(Shape):
+    job_id: str
+    file: File
+
+
+class ImageGroup(Shape):
+    file: File = Field(description="the group's file")
+    folder: Folder = Field(description="the folder that holds its images")
+
+
+class JobStarted(Shape):
+    job_id: str
+
+
+class JobError(Shape):
+    name: str
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Progress(Shape):
+    done: int
+    total: int
+
+
+class Job(Shape):
+    id: str
+    kind: str = Field(examples=["upload", "dicom", "import", "session"])
+    folder_id: str
+    status: str = Field(examples=["pending", "running", "done", "failed", "expired"])
+    progress: Progress
+    files: list[File]
+    errors: list[JobError]
+    created_at: str
+    created_by: str
+
+
+UPLOAD = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "one part per file; the kind comes from the bytes",
+        }
+    },
+}
+IMAGE_GROUP = {
+    "type": "object",
+    "required": ["kind", "name", "file"],
+    "properties": {
+        "kind": {"type": "string", "enum": ["image_group", "image_sequence"]},
+        "name": {"type": "string"},
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+    },
+}

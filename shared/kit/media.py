@@ -1,0 +1,158 @@
+"""Opening untrusted media: the content as a file read by ranges within a byte budget and a
+deadline, and PyAV opened the one way both ingest (facts) and thumbnails (pictures) use.
+
+Content is read by range (a local spool or blob, or ranged GETs from S3) through a small
+block cache: only what the decoder asks for, never the whole file in memory. A decoder
+that asks for more than the budget, or keeps reading past the deadline, is stopped by the
+read that goes over: hostile headers cost a bounded amount of I/O and time.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+
+BLOCK = 256 * 1024
+BLOCKS_KEPT = 64  # 16 MiB of cache at most, unless told fewer
+
+ReadAt = Callable[[int, int], bytes]
+
+
+class OverBudget(Exception):
+    """Reading the content would take more bytes than it is allowed."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__(f"reading it would take more than {budget // 2**20} MiB")
+        self.budget = budget
+
+
+class TooSlow(TimeoutError):
+    """Reading the content took longer than it is allowed."""
+
+
+class RangeFile(io.RawIOBase):
+    """`read_at(offset, length)` over content of `size` bytes as a seekable read-only file.
+
+    Reads whole blocks through an LRU cache, within `budget` bytes in all and before
+    `deadline` (time.monotonic()). An error of read_at itself (other than
+    FileNotFoundError) is remembered in `failed`, since a decoder may wrap it in one of
+    its own.
+    """
+
+    def __init__(
+        self,
+        read_at: ReadAt,
+        size: int,
+        *,
+        budget: int,
+        deadline: float | None = None,
+        blocks_kept: int = BLOCKS_KEPT,
+    ) -> None:
+        self._read_at = read_at
+        self._blocks_kept = blocks_kept
+        self.length = size
+        self.position = 0
+        self.budget = budget
+        self.deadline = deadline
+        self.read_bytes = 0
+        self.failed: Exception | None = None
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def _block(self, number: int) -> bytes:
+        found = self._blocks.get(number)
+        if found is not None:
+            self._blocks.move_to_end(number)
+            return found
+        start = number * BLOCK
+        length = min(BLOCK, self.length - start)
+        if self.read_bytes + length > self.budget:
+            raise OverBudget(self.budget)
+        try:
+            # A misbehaving read_at must not hand us more than we asked for.
+            data = bytes(self._read_at(start, length)[:length])
+        except FileNotFoundError:
+            raise
+        except Exception as error:
+            self.failed = error
+            raise
+        self.read_bytes += len(data)
+        self._blocks[number] = data
+        if len(self._blocks) > self._blocks_kept:
+            self._blocks.popitem(last=False)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        # Every read, not every block: a decoder may read a block a byte at a time.
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TooSlow("reading it took too long")
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self.length - self.position)
+        done = 0
+        while done < wanted:
+            number, offset = divmod(self.position, BLOCK)
+            block = self._block(number)
+            if offset >= len(block):
+                break
+            chunk = block[offset : offset + wanted - done]
+            view[done : done + len(chunk)] = chunk
+            done += len(chunk)
+            self.position += len(chunk)
+        return done
+
+
+def quiet_av() -> None:
+    """FFmpeg's own log lines about damaged input are noise: the caller reports what matters."""
+    import av
+
+    av.logging.set_level(None)
+
+
+def open_container(
+    source: Any,
+    *,
+    fmt: str | None = None,
+    timeout: float | None = None,
+    probe_bytes: int | None = None,
+) -> InputContainer:
+    """PyAV's container over `source` (a file name or a binary file), for reading, with
+    FFmpeg's demuxer `fmt` when given (else FFmpeg probes the content for one).
+
+    Metadata that is not valid text is dropped rather than failing the file; `timeout`
+    caps the seconds FFmpeg may spend opening it and finding its streams (its interrupt
+    callback); `probe_bytes` caps how much it reads to find them (probesize, and one
+    second of analysis).
+    """
+    import av
+
+    options = {}
+    if probe_bytes is not None:
+        options = {"probesize": str(probe_bytes), "analyzeduration": "1000000"}
+    container: InputContainer = av.open(
+        source,
+        mode="r",
+        format=fmt,
+        metadata_errors="ignore",
+        timeout=timeout,
+        container_options=options,
+    )
+    return container

@@ -1,0 +1,356 @@
+"""The public edge as an attacker and a careless client would try it: every declared
+route with every way of making one path read as another, junk ids, consistency tokens
+from the future, services that do not answer.
+
+Requests whose paths must reach the gateway byte for byte go over `http.client` on
+one keep-alive connection (httpx would resolve dot segments before sending): each
+answer must be a clean 4xx and the connection must stay usable after it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from services.gateway.routes import ROUTES, Param, Route
+from shared.kit.embedded import free_port
+from shared.kit.stack import Stack
+from tests.e2e.support import CONSISTENCY, error, folder, member, multipart, png, unique, upload
+
+
+class RawConnection(http.client.HTTPConnection):
+    """Sends the request line as given: no validation, bytes past ASCII as they are."""
+
+    def _validate_path(self, url: str) -> None:
+        pass
+
+    def _encode_request(self, request: str) -> bytes:
+        return request.encode("latin-1")
+
+
+class Raw:
+    """One keep-alive connection to the gateway; every answer read whole."""
+
+    def __init__(self, base_url: str, key: str | None) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        self.conn = RawConnection(parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=60)
+        self.key = key
+        self.sent = 0
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        keep: bool = True,
+    ) -> tuple[int, dict[str, str], bytes]:
+        sending = dict(headers or {})
+        if self.key:
+            sending["Authorization"] = f"Bearer {self.key}"
+        self.conn.request(method, path, body=body, headers=sending)
+        answer = self.conn.getresponse()
+        data = answer.read()
+        # The server kept the connection: the next request goes on the same socket.
+        assert not keep or not answer.will_close, (method, path, answer.status, data[:300])
+        self.sent += 1
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, data
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def escapes(target: str) -> dict[str, str]:
+    """`target` (a path relative to `/v1/<segment>/`, with `..` in it) written every way
+    that could make a server or a client library read it as that path."""
+    return {
+        "raw dot segments": target,
+        "%2e%2e": target.replace("..", "%2e%2e"),
+        "%2E%2E": target.replace("..", "%2E%2E"),
+        "..%2f": target.replace("/", "%2f"),
+        "%2e%2e%2f": target.replace("..", "%2e%2e").replace("/", "%2f"),
+        "%2f alone": "x%2f" + target.replace("../", "").replace("/", "%2F"),
+        "%252e%252e (double)": target.replace("..", "%252e%252e"),
+        "..%252f (double)": target.replace("/", "%252f"),
+        "%c0%ae (overlong)": target.replace("..", "%c0%ae%c0%ae"),
+        "backslashes": target.replace("/", "\\"),
+        "%00": "%00",
+        "%00 before": "%00" + target,
+        "%ff": "%ff",
+        ";": target.replace("..", "..;"),
+    }
+
+
+def attack_paths(route: Route, ids: dict[str, str], targets: list[str]) -> Iterator[str]:
+    """The route's path with one parameter (or, without any, an extra segment) replaced
+    by each escape of each target; the other parameters are real ids."""
+    slots = [i for i, s in enumerate(route.segments) if isinstance(s, Param)] or [None]
+    for slot in slots:
+        for target in targets:
+            for payload in escapes(target).values():
+                parts = [
+                    ids[s.name] if isinstance(s, Param) else s for s in route.segments
+                ]  # fmt: skip
+                if slot is None:
+                    parts.append(payload)
+                else:
+                    parts[slot] = payload
+                yield "/" + "/".join(parts)
+
+
+@pytest.fixture
+async def attacker(api: httpx.AsyncClient) -> dict[str, Any]:
+    return await member(api, "attacker")
+
+
+async def test_every_route_refuses_every_encoding_and_nothing_lands(
+    api: httpx.AsyncClient, platform: Stack, attacker: dict[str, Any], as_key: Any
+) -> None:
+    victim = await folder(api, unique("victim"))
+    kept = (await upload(api, victim["id"], ("kept.png", png())))["files"][0]
+    dataset = (await api.post("/v1/datasets", json={"name": unique("victim-ds")})).json()
+    ids = {
+        "folder_id": victim["id"],
+        "file_id": kept["id"],
+        "dataset_id": dataset["id"],
+        "user_id": attacker["id"],
+        "key_id": str(uuid.uuid4()),
+        "job_id": str(uuid.uuid4()),
+        "integration_id": str(uuid.uuid4()),
+        "session_id": str(uuid.uuid4()),
+        "number": "1",
+        "index": "0",
+    }
+    v = victim["id"]
+    targets = [
+        "../../internal/audit",
+        "../../../internal/users/lookup",
+        f"../folders/{v}/files",
+        f"../../v1/folders/{v}/files",
+    ]
+    planted, headers = multipart(("planted.png", png()))
+    json_body = orjson.dumps({"name": "planted", "emails": [attacker["email"]], "role": "admin"})
+    raw = Raw(platform.gateway_url, attacker["api_key"])
+    answers: dict[int, int] = {}
+    try:
+        for route in ROUTES:
+            for path in attack_paths(route, ids, targets):
+                if route.method in ("GET", "DELETE"):
+                    body, sent_headers = None, {}
+                elif route.body is not None and isinstance(route.body, type):
+                    body, sent_headers = json_body, {"Content-Type": "application/json"}
+                else:
+                    body, sent_headers = planted, headers
+                status, _, data = raw.send(route.method, path, body, sent_headers)
+                assert status in (400, 404, 405), (route.method, path, status, data[:300])
+                problem = orjson.loads(data)["error"]
+                assert problem["code"] in ("invalid_path", "not_found", "method_not_allowed")
+                answers[status] = answers.get(status, 0) + 1
+        # The same connection still serves an ordinary request.
+        status, _, data = raw.send("GET", "/v1/users/me")
+        assert status == 200 and orjson.loads(data)["id"] == attacker["id"]
+    finally:
+        raw.close()
+    assert raw.sent > 2000, raw.sent
+    assert answers.get(400, 0) > answers.get(404, 0)
+
+    # Nothing landed: the attacker did nothing the audit knows of, the victim's folder
+    # holds what it held, and no "planted" file or folder exists anywhere.
+    audit = await api.get("/v1/audit", params={"actor_id": attacker["id"]})
+    assert audit.status_code == 200, audit.text
+    assert audit.json()["items"] == []
+    listing = (await api.get(f"/v1/folders/{v}/items")).json()["items"]
+    assert [i["id"] for i in listing] == [kept["id"]]
+    found = (await api.get("/v1/search", params={"q": "planted"})).json()["items"]
+    assert found == []
+    theirs = await as_key(attacker["api_key"]).get("/v1/folders")
+    assert theirs.json()["items"] == []
+
+
+async def test_junk_in_a_path_is_4xx_and_the_connection_lives_on(
+    platform: Stack, attacker: dict[str, Any]
+) -> None:
+    """`GET /v1/files/%00` was a 500 that reset the client's next request."""
+    raw = Raw(platform.gateway_url, attacker["api_key"])
+    try:
+        for path in (
+            "/v1/files/%00",
+            "/v1/files/%ff",
+            "/v1/files/%2e%2e",
+            "/v1/folders/%00/items",
+            "/v1/files/" + "a" * 5000,
+            "/v1/files/nope",
+            "/v1/%00",
+        ):
+            status, headers, data = raw.send("GET", path)
+            assert status in (400, 404), (path, status, data[:200])
+            assert headers["x-request-id"]
+            assert orjson.loads(data)["error"]["code"] in ("invalid_path", "not_found")
+            status, _, _ = raw.send("GET", "/v1/users/me")
+            assert status == 200
+        # A byte no request line may hold is refused by the HTTP parser itself, which
+        # cannot tell where the request ends: the one case where the connection ends.
+        status, _, _ = raw.send("GET", "/v1/files/\xff", keep=False)
+        assert status == 400
+    finally:
+        raw.close()
+
+
+async def test_the_request_id_is_the_callers_when_sane(api: httpx.AsyncClient) -> None:
+    mine = "trace-" + uuid.uuid4().hex
+    answer = await api.get("/v1/users/me", headers={"X-Request-Id": mine})
+    assert answer.headers["x-request-id"] == mine
+    replaced = await api.get("/v1/users/me", headers={"X-Request-Id": "x" * 500})
+    uuid.UUID(replaced.headers["x-request-id"])
+
+
+async def test_unknown_query_parameters_stay_at_the_gateway(api: httpx.AsyncClient) -> None:
+    top = await folder(api, unique("query"))
+    answer = await api.get(f"/v1/folders/{top['id']}", params={"needed": "admin", "x": "y"})
+    assert answer.status_code == 200, answer.text
+
+
+# -- consistency ---------------------------------------------------------------------
+
+
+async def test_a_token_from_the_future_is_a_400_naming_its_source(api: httpx.AsyncClient) -> None:
+    top = await folder(api, unique("future"))
+    ahead = error(
+        await api.get(f"/v1/folders/{top['id']}", headers={CONSISTENCY: "catalog:999999999"}),
+        400,
+        "invalid_consistency_token",
+    )
+    assert "catalog" in ahead["message"]
+    assert ahead["details"]["source"] == "catalog"
+    unknown = error(
+        await api.get(f"/v1/folders/{top['id']}", headers={CONSISTENCY: "nowhere:1"}),
+        400,
+        "invalid_consistency_token",
+    )
+    assert "nowhere" in unknown["message"]
+    # A token the store has reached is waited for and answered.
+    made = await api.post("/v1/folders", json={"name": "child", "parent_id": top["id"]})
+    token = made.headers[CONSISTENCY]
+    assert (await api.get(f"/v1/folders/{top['id']}", headers={CONSISTENCY: token})).json()[
+        "folder_count"
+    ] == 1
+
+
+# -- dry runs ------------------------------------------------------------------------
+
+
+async def test_a_dry_run_names_only_the_datasets_the_caller_may_see(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    editor = await member(api, "dry-run-editor")
+    top = await folder(api, unique("dry-run"))
+    invitation = {"emails": [editor["email"]], "role": "editor"}
+    invited = await api.post(f"/v1/folders/{top['id']}/collaborators", json=invitation)
+    assert invited.status_code == 200, invited.text
+    files = (await upload(api, top["id"], ("a.png", png()), ("b.png", png(4, 4))))["files"]
+    ids = [f["id"] for f in files]
+    theirs_key = as_key(editor["api_key"])
+    mine = (await theirs_key.post("/v1/datasets", json={"name": unique("editor-ds")})).json()
+    hidden = (await api.post("/v1/datasets", json={"name": unique("admin-ds")})).json()
+    for dataset, client in ((mine, theirs_key), (hidden, api)):
+        added = await client.post(f"/v1/datasets/{dataset['id']}/files", json={"file_ids": ids})
+        assert added.status_code == 200, added.text
+
+    for path, body in (
+        ("/v1/delete", {"file_ids": ids, "dry_run": True}),
+        ("/v1/delete", {"folder_ids": [top["id"]], "dry_run": True}),
+    ):
+        seen = await theirs_key.post(path, json=body)
+        assert seen.status_code == 200, seen.text
+        assert seen.json()["datasets"] == [
+            {"id": mine["id"], "name": mine["name"], "links_removed": 2}
+        ]
+        assert seen.json()["hidden_datasets"] == 1
+        everything = (await api.post(path, json=body)).json()
+        assert {d["id"] for d in everything["datasets"]} == {mine["id"], hidden["id"]}
+        assert everything["hidden_datasets"] == 0
+
+
+# -- services that do not answer -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crippled_gateway(stack: Stack) -> Iterator[str]:
+    """A second gateway in front of the same services, but whose datasets service is
+    unreachable (a closed port) and whose DICOM service answers every consistency
+    question with a 404 (it is the first gateway, which has no such route)."""
+    url, child = stack.add_replica(
+        "gateway",
+        env={
+            "FILES_GRPC_PORT": "0",
+            "FILES_DATASETS_URL": f"http://127.0.0.1:{free_port()}",
+            "FILES_DICOM_URL": stack.gateway_url,
+        },
+        probe="/healthz",
+    )
+    yield url
+    stack.remove(child)
+
+
+async def test_a_service_that_does_not_answer_is_a_503_and_a_made_write_stands(
+    api: httpx.AsyncClient, crippled_gateway: str
+) -> None:
+    top = await folder(api, unique("crippled"))
+    file = (await upload(api, top["id"], ("c.png", png())))["files"][0]
+    raw = Raw(crippled_gateway, None)
+    auth = {"Authorization": api.headers["Authorization"]}
+    try:
+        status, _, data = raw.send("GET", "/v1/datasets", headers=auth)
+        assert status == 503, data
+        problem = orjson.loads(data)["error"]
+        assert problem["code"] == "unavailable" and "datasets" in problem["message"]
+        # A write the catalog made answers as made, though its composition (the file's
+        # datasets) cannot be had: a 5xx would have the client make it again.
+        body = orjson.dumps({"name": "renamed.png"})
+        headers = {**auth, "Content-Type": "application/json"}
+        status, answered, data = raw.send("PATCH", f"/v1/files/{file['id']}", body, headers)
+        assert status == 200, data
+        assert orjson.loads(data)["name"] == "renamed.png"
+        assert answered.get("files-consistency")
+        # A top-level folder waits on every service's consistency: the unreachable one
+        # and the one answering 404 add nothing, and the folder is made.
+        body = orjson.dumps({"name": unique("made-anyway")})
+        status, answered, data = raw.send("POST", "/v1/folders", body, headers)
+        assert status == 201, data
+        token = answered["files-consistency"]
+        status, _, data = raw.send(
+            "GET", f"/v1/folders/{orjson.loads(data)['id']}", headers={**auth, CONSISTENCY: token}
+        )
+        assert status == 200, data
+    finally:
+        raw.close()
+    assert (await api.get(f"/v1/files/{file['id']}")).json()["name"] == "renamed.png"
+
+
+async def test_an_unreachable_acl_is_a_503_not_a_500(stack: Stack, api: httpx.AsyncClient) -> None:
+    """Authentication itself asks the ACL context: when it cannot, the caller is told
+    to try again, not that something broke."""
+    url, child = stack.add_replica(
+        "gateway",
+        env={"FILES_GRPC_PORT": "0", "FILES_ACL_URL": f"http://127.0.0.1:{free_port()}"},
+        probe="/healthz",
+    )
+    raw = Raw(url, None)
+    try:
+        auth = {"Authorization": api.headers["Authorization"]}
+        status, _, data = raw.send("GET", "/v1/users/me", headers=auth)
+        assert status == 503, data
+        assert orjson.loads(data)["error"]["details"] == {"service": "acl"}
+        status, _, _ = raw.send("GET", "/healthz")
+        assert status == 200
+    finally:
+        raw.close()
+        stack.remove(child)

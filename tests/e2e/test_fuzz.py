@@ -1,0 +1,119 @@
+"""A property-based fuzzer driven by `/openapi.json` (schemathesis), over every route:
+examples, boundary cases, random valid and invalid input, and stateful sequences that
+follow the document's links (a folder made, then read, changed, uploaded into,
+deleted). It asserts no 5xx, no dropped connection, and that every answer is one the
+document allows (status, content type, schema).
+
+`make test` runs it bounded (FILES_FUZZ_EXAMPLES per operation, a fixed seed);
+`make fuzz` runs it longer. Two callers, each made for the run, so that nothing
+another test relies on can be touched:
+
+- a member, over every route: it sees only what it makes itself;
+- an org admin, over the routes only an org admin gets past (users, keys, audit,
+  integrations).
+
+Two routes are never fuzzed. `POST /v1/integrations`: registering one makes ingest
+connect to the endpoint given (or to AWS when none is), and this machine sends
+traffic nowhere but to itself. `DELETE /v1/keys/{key_id}`: following the document's
+links, a caller finds its own key (`/v1/users/me`, then its keys) and revokes it,
+and the rest of the run is 401; the admin could revoke the platform's first admin's
+key, which the other tests use. Both are covered by their own tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.kit.stack import Stack
+from tests.e2e.support import member
+
+EXAMPLES = int(os.environ.get("FILES_FUZZ_EXAMPLES", "6"))
+SEED = int(os.environ.get("FILES_FUZZ_SEED", "20261202"))
+MAX_TIME_S = int(os.environ.get("FILES_FUZZ_MAX_TIME_S", "0"))
+# A bounded run takes a few minutes on a busy machine; `make fuzz`, as long as it needs.
+TIMEOUT_S = 900 if EXAMPLES <= 20 and not MAX_TIME_S else 6 * 3600
+CHECKS = ",".join(
+    (
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+    )
+)
+ADMIN_ONLY = r"^/v1/(users|integrations|audit)"
+
+
+def fuzz(stack: Stack, key: str, tmp: Path, *filters: str) -> None:
+    report = tmp / "report"
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{stack.gateway_url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {key}",
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        str(EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--workers",
+        "1",
+        "--request-timeout",
+        "60",
+        "--suppress-health-check",
+        "all",
+        "--exclude-operation-id",
+        "post_integrations",
+        "--exclude-operation-id",
+        "delete_keys_key_id",
+        "--report",
+        "ndjson",
+        "--report-dir",
+        str(report),
+        *filters,
+    ]
+    if MAX_TIME_S:
+        command += ["--max-time", str(MAX_TIME_S)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=TIMEOUT_S, check=False, cwd=tmp
+    )  # in tmp: schemathesis keeps a cache in its working directory
+    output = done.stdout + done.stderr
+    (tmp / "schemathesis.log").write_text(output)
+    assert done.returncode == 0, output[-20_000:]
+
+
+@pytest.mark.timeout(TIMEOUT_S)
+async def test_fuzz_as_a_member_over_every_route(
+    api: httpx.AsyncClient, platform: Stack, tmp_path: Path
+) -> None:
+    someone: dict[str, Any] = await member(api, "fuzzer")
+    fuzz(platform, someone["api_key"], tmp_path)
+
+
+@pytest.mark.timeout(TIMEOUT_S)
+async def test_fuzz_as_an_org_admin_over_what_only_admins_may_do(
+    api: httpx.AsyncClient, platform: Stack, tmp_path: Path
+) -> None:
+    made = await api.post(
+        "/v1/users",
+        json={"email": f"fuzz-admin-{SEED}-{os.getpid()}@example.com", "name": "Fuzz admin",
+              "org_role": "admin"},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    fuzz(
+        platform,
+        made.json()["api_key"],
+        tmp_path,
+        "--include-path-regex",
+        ADMIN_ONLY,
+    )

@@ -1,0 +1,108 @@
+"""`/openapi.json` and what the gateway serves are one and the same, both ways: every
+documented operation is served (answered by its route, never "no route"), and every
+other method or path is not (405, or a 404 "no route")."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import schemathesis
+
+from services.gateway.routes import ROUTES
+from tests.e2e.support import error
+
+ID = "3f0c2a8e-5b1d-4c47-9a51-0d6f1b2c3d4e"
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+async def document(api: httpx.AsyncClient) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=str(api.base_url)) as anonymous:
+        answer = await anonymous.get("/openapi.json")
+    assert answer.status_code == 200
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+def operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, item in doc["paths"].items()
+        for method in item
+        if method.upper() in METHODS
+    }
+
+
+def filled(template: str) -> str:
+    return template.replace("{number}", "1").replace("{index}", "0").format_map(_Ids())
+
+
+class _Ids(dict[str, str]):
+    def __missing__(self, _: str) -> str:
+        return str(uuid.uuid4())
+
+
+async def test_the_document_is_the_table_and_a_valid_openapi_3_1(api: httpx.AsyncClient) -> None:
+    doc = await document(api)
+    assert doc["openapi"].startswith("3.1")
+    assert operations(doc) == {(r.method, r.template) for r in ROUTES}
+    schemathesis.openapi.from_dict(doc).validate()
+    for route in ROUTES:
+        operation = doc["paths"][route.template][route.method.lower()]
+        declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+        assert declared == {p.name for p in route.params}, route.template
+        for where in ("query", "header"):
+            assert {p["name"] for p in operation["parameters"] if p["in"] == where} == {
+                q.name for q in route.query if q.where == where
+            } | ({"Files-Consistency"} if where == "header" and route.method == "GET" else set())
+        assert str(route.status) in operation["responses"]
+        if isinstance(route.body, type):
+            assert "application/json" in operation["requestBody"]["content"]
+        for status, response in operation["responses"].items():
+            if status.startswith(("4", "5")):
+                ref = response["$ref"].rsplit("/", 1)[1]
+                shown = doc["components"]["responses"][ref]["content"]["application/json"]
+                assert shown["schema"]["$ref"].endswith("/Error")
+                assert shown["example"]["error"]["code"]
+    assert "/internal" not in str(list(doc["paths"]))
+
+
+async def test_every_documented_operation_is_served(api: httpx.AsyncClient) -> None:
+    doc = await document(api)
+    for method, template in sorted(operations(doc)):
+        answer = await api.request(method, filled(template))
+        if answer.status_code in (404, 405):
+            problem = answer.json()["error"]
+            assert answer.status_code == 404, (method, template, problem)
+            assert not problem["message"].startswith("no route"), (method, template)
+
+
+async def test_nothing_undocumented_is_served(api: httpx.AsyncClient) -> None:
+    doc = await document(api)
+    documented = operations(doc)
+    for template in doc["paths"]:
+        for method in METHODS:
+            if (method, template) in documented:
+                continue
+            refused = error(await api.request(method, filled(template)), 405, "method_not_allowed")
+            assert method in refused["message"]
+        error(await api.get(filled(template) + "/more/more"), 404, "not_found")
+    for path in ("/v1/internal/audit", "/internal/audit", "/v1/consistency", "/v1", "/v1/x"):
+        error(await api.get(path), 404)
+
+
+async def test_the_web_app_is_served_but_not_documented(api: httpx.AsyncClient) -> None:
+    doc = await document(api)
+    for path in ("/", f"/folders/{ID}", f"/files/{ID}", f"/datasets/{ID}", "/search"):
+        page = await api.get(path)
+        assert page.status_code == 200, path
+        assert page.headers["content-type"].startswith("text/html")
+        assert path not in doc["paths"]
+    assert all(path.startswith("/v1/") for path in doc["paths"])
+
+
+async def test_the_docs_page_shows_the_document(api: httpx.AsyncClient) -> None:
+    page = await api.get("/docs")
+    assert page.status_code == 200
+    assert "/openapi.json" in page.text

@@ -1,0 +1,250 @@
+"""Collections in pages project as they did whole: history recorded before pages (an image
+group whose event named all its images, a DICOM series event carrying every instance)
+and newer events in pages. In a database of its own (the read models' tables have fixed
+names)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.catalog.projections import tree
+from services.dicom.projections import series
+from services.ingest.domain.uploads import StoredFile, record_image_group
+from services.ingest.projections import blob_refs, jobs
+from shared.contracts.catalog import Media
+from shared.contracts.envelope import Cause, Envelope, envelopes_of
+from shared.kit import db
+
+
+@pytest.fixture
+async def isolated(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    name = f"t_history_{uuid.uuid4().hex[:8]}"
+    admin = await db.connect(database_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    pool = await db.connect_pool(database_url.rsplit("/", 1)[0] + "/" + name)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("CREATE SCHEMA catalog; CREATE SCHEMA dicom; CREATE SCHEMA ingest")
+            await tree.setup(conn)
+            await series.setup(conn)
+            await jobs.setup(conn)
+            await blob_refs.setup(conn)
+        yield pool
+    finally:
+        await pool.close()
+        await admin.execute(f"DROP DATABASE {name}")
+        await admin.close()
+
+
+def event(kind: str, stream: str, version: int, data: dict[str, Any]) -> Envelope:
+    return Envelope(
+        event_id=uuid.uuid4(),
+        type=kind,
+        stream_id=stream,
+        stream_version=version,
+        occurred_at=datetime.now(UTC),
+        actor="test",
+        correlation_id="test",
+        data=data,
+    )
+
+
+def uploaded(file_id: uuid.UUID, folder_id: uuid.UUID, **more: Any) -> dict[str, Any]:
+    return {
+        "file_id": str(file_id),
+        "folder_id": str(folder_id),
+        "name": f"{file_id}.png",
+        "kind": "image",
+        "size": 1,
+        "sha256": "ab" * 32,
+        "mime_type": "image/png",
+        "media": {},
+        "blob_key": "k",
+        "source": {"type": "upload"},
+        **more,
+    }
+
+
+async def test_a_group_that_named_all_its_images_marks_them_its_own(
+    isolated: asyncpg.Pool,
+) -> None:
+    folder, old_group, new_group = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    old_images = [uuid.uuid4() for _ in range(3)]
+    new_images = [uuid.uuid4() for _ in range(2)]
+    history = [
+        *(event("catalog.FileUploaded", f"file-{i}", 1, uploaded(i, folder)) for i in old_images),
+        event(
+            "catalog.FileUploaded",
+            f"file-{old_group}",
+            1,
+            uploaded(
+                old_group,
+                folder,
+                kind="image_group",
+                group={
+                    "constituent_folder_id": str(folder),
+                    "file_ids": list(map(str, old_images)),
+                },
+            ),
+        ),
+        *(
+            event(
+                "catalog.FileUploaded",
+                f"file-{i}",
+                1,
+                uploaded(i, folder, constituent_of=str(new_group)),
+            )
+            for i in new_images
+        ),
+        event(
+            "catalog.FileUploaded",
+            f"file-{new_group}",
+            1,
+            uploaded(
+                new_group,
+                folder,
+                kind="image_group",
+                group={"constituent_folder_id": str(folder), "file_ids": [], "images": 2},
+            ),
+        ),
+    ]
+    async with isolated.acquire() as conn, conn.transaction():
+        await tree.apply(conn, history)
+    owners = dict(await isolated.fetch("SELECT id, constituent_of FROM catalog.files"))
+    assert [owners[i] for i in old_images] == [old_group] * 3
+    assert [owners[i] for i in new_images] == [new_group] * 2
+    assert owners[old_group] is None and owners[new_group] is None
+
+
+def instance(n: int, z: float) -> dict[str, Any]:
+    """Instance `1.2.n` of an axial series, `z` mm along it."""
+    return {
+        "sop_uid": f"1.2.{n}",
+        "name": f"{n}.dcm",
+        "blob_key": f"b{n}",
+        "sha256": "cd" * 32,
+        "size": 10,
+        "facts": {
+            "sop_uid": f"1.2.{n}",
+            "series_uid": "1.2",
+            "study_uid": "1",
+            "patient_id": "p",
+            "rows": 2,
+            "columns": 2,
+            "position": [0.0, 0.0, z],
+            "orientation": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            "instance_number": n,
+        },
+    }
+
+
+async def test_a_series_that_carried_every_instance_then_grew_in_pages(
+    isolated: asyncpg.Pool,
+) -> None:
+    file_id, folder = uuid.uuid4(), uuid.uuid4()
+    stream = f"dicom-series-{file_id}"
+    facts = {
+        "series_uid": "1.2",
+        "folder_id": str(folder),
+        "file_id": str(file_id),
+        "study_uid": "1",
+        "patient_id": "p",
+        "renderable_3d": True,
+        "size": 30,
+        "sha256": "x",
+    }
+    history = [
+        event(
+            "dicom.SeriesAssembled",
+            stream,
+            1,
+            {**facts, "instances": [instance(1, 10), instance(2, 30)]},
+        ),
+        event(
+            "dicom.SeriesExtended",
+            stream,
+            2,
+            {**facts, "instance_count": 4, "first_blob_key": "b1"},
+        ),
+        event(
+            "dicom.SeriesInstancesAdded",
+            stream,
+            3,
+            {"series_uid": "1.2", "file_id": str(file_id), "instances": [instance(3, 20)]},
+        ),
+        event(
+            "dicom.SeriesInstancesAdded",
+            stream,
+            4,
+            {"series_uid": "1.2", "file_id": str(file_id), "instances": [instance(4, 40)]},
+        ),
+    ]
+    async with isolated.acquire() as conn, conn.transaction():
+        await series.apply(conn, history[:3])
+    async with isolated.acquire() as conn, conn.transaction():
+        await series.apply(conn, history[3:])
+    rows = await isolated.fetch("SELECT sop_uid, ordinal FROM dicom.instances ORDER BY ordinal")
+    # In slice order (the slices route reads it): an added slice may go between others.
+    assert [(r["sop_uid"], r["ordinal"]) for r in rows] == [
+        ("1.2.1", 0),
+        ("1.2.3", 1),
+        ("1.2.2", 2),
+        ("1.2.4", 3),
+    ]
+    # The series' version follows its last event, pages included: the next write's check.
+    assert await isolated.fetchval("SELECT version FROM dicom.series") == 4
+
+
+def group_recorded(images: int) -> tuple[uuid.UUID, list[uuid.UUID], list[Envelope]]:
+    """What ingest records for a sequence of `images` (its job's stream, in pages)."""
+    job, group = uuid.uuid4(), uuid.uuid4()
+    files = [
+        StoredFile(
+            uuid.uuid4(), f"f{n:05}.png", "image", "image/png", 1, f"{n:064x}", f"k{n}", Media()
+        )
+        for n in range(images)
+    ]
+    changes = record_image_group(
+        job, uuid.uuid4(), group, uuid.uuid4(), "image_sequence", "scan", files
+    )
+    written = envelopes_of(changes, Cause(actor="test", correlation_id="test"))
+    return job, [group, *(f.file_id for f in files)], written
+
+
+def as_before_pages(written: list[Envelope]) -> list[Envelope]:
+    """The same history as recorded before pages: the group's event names every image."""
+    pages = [e for e in written if e.type == "ingest.ImageGroupImagesStored"]
+    whole = [f for page in pages for f in page.data["files"]]
+    return [
+        e.model_copy(update={"data": {**e.data, "files": whole, "images": None}})
+        if e.type == "ingest.ImageGroupStored"
+        else e
+        for e in written
+        if e not in pages
+    ]
+
+
+async def test_a_groups_job_lists_the_group_then_its_images_and_each_image_has_its_blob(
+    isolated: asyncpg.Pool,
+) -> None:
+    job, files, written = group_recorded(2500)
+    assert sum(e.type == "ingest.ImageGroupImagesStored" for e in written) > 1
+    old_job, old_files, old_written = group_recorded(3)
+    async with isolated.acquire() as conn, conn.transaction():
+        for projection in (jobs, blob_refs):
+            await projection.apply(conn, written)
+            await projection.apply(conn, as_before_pages(old_written))
+    for job_id, ids in ((job, files), (old_job, old_files)):
+        row = await isolated.fetchrow("SELECT * FROM ingest.jobs WHERE id = $1", job_id)
+        assert row["files"] == [str(i) for i in ids]
+        assert (row["done"], row["total"], row["status"]) == (len(ids) - 1, len(ids) - 1, "done")
+        referred = await isolated.fetchval(
+            "SELECT count(*) FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])", ids
+        )
+        assert referred == len(ids) - 1  # every image; the group's file has no blob of its own

@@ -1,0 +1,112 @@
+"""The gateway's calls to a service whose kept-alive connections drop under a request
+(the service closed one as idle just as the gateway sent on it): a read is sent once
+more on a new connection and answered; a write is never sent twice, and is a 503
+`Unavailable`, never a 500. The service is a loopback server that answers the first
+request of each connection and drops the connection under the second."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from starlette.requests import Request
+
+from services.gateway.edge import Gateway, Unavailable
+from shared.kit.settings import Settings
+from tests.conftest import SERVICE_KEY, free_port
+
+ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+
+class Dropping:
+    """Answers a connection's first request; reads the second, then drops the
+    connection: closed (FIN) or reset (RST), without answering."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.received: list[str] = []
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            for n in range(2):
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.received.append(head.split(b" ", 2)[0].decode())
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.lower().split(b"\r\n")
+                        if line.startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                if n == 0:
+                    writer.write(ANSWER)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        if self.how == "reset":
+            writer.transport.abort()
+        else:
+            writer.close()
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    settings = Settings(
+        data_dir=tmp_path,
+        service_key=SERVICE_KEY,
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",  # nothing there: no access follower
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    yield gateway
+    await gateway.stop()
+
+
+def request() -> Request:
+    return Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "headers": [],
+            "query_string": b"",
+            "state": {"correlation_id": "c0ffee"},
+        }
+    )
+
+
+@pytest.mark.parametrize("how", ["closed", "reset"])
+async def test_a_dropped_keep_alive_connection_retries_a_read_and_refuses_a_write(
+    gateway: Gateway, how: str
+) -> None:
+    upstream = Dropping(how)
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gateway.services["catalog"] = f"http://127.0.0.1:{port}"
+    try:
+        # A read on a connection, then another on the same one, which is dropped under
+        # it: sent again on a new connection, and answered.
+        for _ in range(2):
+            answer = await gateway.call("catalog", "GET", "/v1/folders", request())
+            assert answer.status_code == 200 and answer.json() == {}
+        assert upstream.received == ["GET", "GET", "GET"]
+        assert upstream.connections == 2
+
+        # A write sent on a kept-alive connection that is dropped under it: Unavailable
+        # (the gateway's 503), and sent once only.
+        upstream.received.clear()
+        answer = await gateway.call("catalog", "GET", "/v1/folders", request())
+        assert answer.status_code == 200
+        with pytest.raises(Unavailable) as unavailable:
+            await gateway.call("catalog", "POST", "/v1/folders", request(), json={"name": "x"})
+        assert unavailable.value.service == "catalog"
+        assert upstream.received == ["GET", "POST"]
+    finally:
+        server.close()
+        await server.wait_closed()
