@@ -171,7 +171,7 @@ def test_an_object_is_hashed_and_spooled_as_it_streams(tmp_path: Path) -> None:
     whole = content.Content(tmp_path)
     whole.add(image)
     read = whole.facts()
-    assert (read.size, read.sha256, read.facts.width) == (
+    assert (read.size, read.sha256, read.facts.media.width) == (
         len(image),
         hashlib.sha256(image).hexdigest(),
         5,
