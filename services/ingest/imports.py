@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 import orjson
 
-from services.ingest.buckets.port import Bucket, BucketReader, CloudProblem, problem
+from services.ingest.buckets.loop import BucketLoop, Threaded
+from services.ingest.buckets.port import Bucket, BucketReader, CloudProblem, Read, problem
 from services.ingest.buckets.s3 import LISTING_PAGE, S3Reader, Sts
 from services.ingest.domain import imports as domain
 from services.ingest.domain import integrations as rules
@@ -44,7 +45,7 @@ from shared.kit.settings import Settings
 
 # Objects read and recorded together: one transaction of events per batch.
 BATCH = 500
-# Runs of objects read at the same time (each a task of ingest's event loop).
+# Runs of objects read at the same time (each a task of the buckets' loop).
 READERS = 32
 # Objects a reader task takes at a time (one after the other).
 RUN = 8
@@ -108,7 +109,12 @@ class Imports(Handlers):
         self.caps = Caps.of(settings)
         self.sts = Sts.of(settings)
         self._clients: dict[uuid.UUID, tuple[Bucket, BucketReader]] = {}
+        # Every bucket is read on this loop, in a thread of its own (buckets/loop.py).
+        self.buckets = BucketLoop()
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+
+    def _reader(self, bucket: Bucket) -> BucketReader:
+        return Threaded(S3Reader(bucket, self.egress, self.caps, self.sts), self.buckets)
 
     @property
     def sealer(self) -> Sealer:
@@ -136,7 +142,7 @@ class Imports(Handlers):
             registration.bucket,
             registration.credentials,
         )
-        reader = S3Reader(bucket, self.egress, self.caps, self.sts)
+        reader = self._reader(bucket)
         try:
             await reader.check()
         except CloudProblem as refused:
@@ -285,7 +291,7 @@ class Imports(Handlers):
         )
         found: tuple[Bucket, BucketReader] = (
             bucket,
-            S3Reader(bucket, self.egress, self.caps, self.sts),
+            self._reader(bucket),
         )
         self._clients[integration_id] = found
         return found
@@ -518,46 +524,50 @@ class Imports(Handlers):
     async def _read_run(
         self, reader: BucketReader, run: list[ev.ImportObject]
     ) -> list[domain.Found | domain.Rejection]:
-        """A few objects, one after the other: a task for each would cost the event
-        loop more than reading a small one."""
-        return [await self._read_one(reader, obj) for obj in run]
-
-    async def _read_one(
-        self, reader: BucketReader, obj: ev.ImportObject
-    ) -> domain.Found | domain.Rejection:
-        """One object: a file to register, or why not."""
-        refused = domain.check_object(obj)
-        if refused is not None:
-            return refused
-        try:
-            read = await reader.read(obj.key, self.spool)
-        except CloudProblem as refusal:
-            code = refusal.code if refusal.code == "object_not_found" else "object_unreadable"
-            return domain.rejection(obj, code, refusal.message, {"reason": refusal.code})
-        except media.UnknownContent as unknown:
-            return domain.rejection(
-                obj,
-                "unsupported_content",
-                f"{obj.key!r} is not a kind of file we accept: {unknown}",
-                {"accepted": list(domain.ACCEPTED_KINDS)},
-            )
-        except Exception as error:
-            return domain.rejection(
-                obj, "object_unreadable", f"{obj.key!r} could not be read ({type(error).__name__})"
-            )
-        mismatch = domain.check_kind(obj, read.facts.kind)
-        if mismatch is not None:
-            return mismatch
-        facts = read.facts
-        return domain.Found(
-            file_id=uuid.uuid4(),
-            obj=obj,
-            kind=facts.kind,
-            mime_type=facts.mime_type,
-            size=read.size,
-            sha256=read.sha256,
-            media=facts.media,
+        """A few objects, read one after the other on the buckets' loop and handed back
+        together: one hop between the loops for the run, not one per object."""
+        results: list[domain.Found | domain.Rejection | None] = [
+            domain.check_object(obj) for obj in run
+        ]
+        wanted = [obj for obj, refused in zip(run, results, strict=True) if refused is None]
+        reads = iter(
+            await reader.read_run([obj.key for obj in wanted], self.spool) if wanted else []
         )
+        return [
+            refused if refused is not None else _settled(obj, next(reads))
+            for obj, refused in zip(run, results, strict=True)
+        ]
+
+
+def _settled(obj: ev.ImportObject, read: Read | Exception) -> domain.Found | domain.Rejection:
+    """One object read: a file to register, or why not."""
+    if isinstance(read, CloudProblem):
+        code = read.code if read.code == "object_not_found" else "object_unreadable"
+        return domain.rejection(obj, code, read.message, {"reason": read.code})
+    if isinstance(read, media.UnknownContent):
+        return domain.rejection(
+            obj,
+            "unsupported_content",
+            f"{obj.key!r} is not a kind of file we accept: {read}",
+            {"accepted": list(domain.ACCEPTED_KINDS)},
+        )
+    if isinstance(read, Exception):
+        return domain.rejection(
+            obj, "object_unreadable", f"{obj.key!r} could not be read ({type(read).__name__})"
+        )
+    mismatch = domain.check_kind(obj, read.facts.kind)
+    if mismatch is not None:
+        return mismatch
+    facts = read.facts
+    return domain.Found(
+        file_id=uuid.uuid4(),
+        obj=obj,
+        kind=facts.kind,
+        mime_type=facts.mime_type,
+        size=read.size,
+        sha256=read.sha256,
+        media=facts.media,
+    )
 
 
 async def _objects(

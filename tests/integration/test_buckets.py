@@ -5,6 +5,8 @@ endpoint (redirects, endless bodies, trickles, looping listings), without a plat
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -15,12 +17,14 @@ import boto3
 import httpx
 import pytest
 
-from services.ingest.buckets.port import Bucket, CloudProblem, Credentials, WebIdentity
+from services.ingest.buckets.loop import BucketLoop, Threaded
+from services.ingest.buckets.port import Bucket, CloudProblem, Credentials, Read, WebIdentity
 from services.ingest.buckets.s3 import S3Reader, Sts
 from services.ingest.domain.endpoints import EndpointRule
 from services.ingest.domain.integrations import parse_endpoint
 from services.ingest.egress import Caps, Egress
 from tests.cloud_fixtures import MotoS3, start_moto
+from tests.conftest import eventually
 from tests.e2e.support import png
 from tests.hostile_s3 import GOOD_KEYS, HostileS3
 
@@ -61,16 +65,20 @@ def loopback_allowed(port: int, resolver: Any = None) -> Egress:
     return Egress(rule) if resolver is None else Egress(rule, resolver)
 
 
+# The buckets' loop, as ingest reads through it (each test's reader is driven there).
+BUCKETS = BucketLoop()
+
+
 def reader(
     endpoint: str,
     name: str,
     credentials: Credentials,
     egress: Egress | None = None,
     region: str | None = "us-east-1",
-) -> S3Reader:
+) -> Threaded:
     parsed = parse_endpoint(endpoint)
     bucket = Bucket(parsed, region, name, credentials)
-    return S3Reader(bucket, egress or loopback_allowed(parsed.port), CAPS)
+    return Threaded(S3Reader(bucket, egress or loopback_allowed(parsed.port), CAPS), BUCKETS)
 
 
 async def problem_of(coroutine: Any) -> CloudProblem:
@@ -79,7 +87,11 @@ async def problem_of(coroutine: Any) -> CloudProblem:
     return raised.value
 
 
-async def all_keys(found: S3Reader, prefix: str = "") -> list[str]:
+def read_sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+async def all_keys(found: Threaded, prefix: str = "") -> list[str]:
     return [key async for page in found.pages(prefix) for key in page]
 
 
@@ -93,13 +105,17 @@ async def test_signed_requests_list_read_and_presign(moto: MotoS3, tmp_path: Pat
     )
     try:
         await found.check()
-        assert found.region == "us-east-1"
+        assert found.inner.region == "us-east-1"  # type: ignore[attr-defined]
         assert await all_keys(found) == sorted(k for k in KEYS if not k.endswith("/"))
         assert await all_keys(found, "deep/") == ["deep/b c+d.png", "deep/ünï.png"]
         read = await found.read("deep/ünï.png", tmp_path)
-        assert (read.size, read.facts.kind, read.facts.width) == (len(png(3, 2)), "image", 3)
+        assert (read.size, read.facts.kind, read.facts.media.width) == (len(png(3, 2)), "image", 3)
         missing = await problem_of(found.read("nothing.png", tmp_path))
         assert missing.code == "object_not_found"
+        # A run of objects comes back in one list, each read or what refused it.
+        run = await found.read_run(["deep/b c+d.png", "nothing.png"], tmp_path)
+        assert isinstance(run[0], Read) and run[0].sha256 == read_sha(png(3, 2))
+        assert isinstance(run[1], CloudProblem) and run[1].code == "object_not_found"
         url = await found.presign("deep/b c+d.png", "b c.png", "image/png")
         assert "X-Amz-Signature=" in url and "X-Amz-Credential=" in url
     finally:
@@ -267,6 +283,37 @@ async def test_redirects_are_not_followed(hostile: HostileS3, tmp_path: Path) ->
         await found.close()
     assert problem.code == "bucket_error" and "redirect" in problem.message
     assert hostile.trap_visits == 0
+
+
+async def test_an_import_stopped_mid_listing_stops_the_listing_on_the_buckets_loop(
+    hostile: HostileS3,
+) -> None:
+    found = reader(hostile.endpoint, "slow", HOSTILE_KEYS)
+    pages = 0
+
+    async def listing() -> None:
+        nonlocal pages
+        async for _ in found.pages(""):
+            pages += 1
+
+    async def listed() -> bool:
+        return pages >= 1
+
+    async def others_on_the_buckets_loop() -> int:
+        return len(asyncio.all_tasks()) - 1
+
+    async def nothing_left() -> bool:
+        return await BUCKETS.run(others_on_the_buckets_loop()) == 0
+
+    task = asyncio.create_task(listing())
+    try:
+        await eventually(listed, what="a first page")
+    finally:
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(nothing_left, within=5, what="the listing's end on the buckets' loop")
+    await found.close()
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ access key). Credentials live in `Credentials`, out of every repr.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,7 +82,7 @@ class BucketReader(Protocol):
     async def check(self) -> None:
         """The bucket exists and these credentials may list it, or a CloudProblem."""
 
-    def pages(self, prefix: str) -> AsyncIterator[list[str]]:
+    def pages(self, prefix: str) -> AsyncGenerator[list[str], None]:
         """The object keys under the prefix, a listing page at a time (folder markers
         left out), within the listing's caps; a CloudProblem ends it."""
         ...
@@ -91,6 +91,11 @@ class BucketReader(Protocol):
         """The object streamed once: hashed, sniffed, its media facts read.
         media_facts.UnknownContent for a kind we do not take; CloudProblem when the bucket
         will not give it (or a cap is reached)."""
+        ...
+
+    async def read_run(self, keys: Sequence[str], spool_dir: Path) -> list[Read | Exception]:
+        """The objects read one after the other, each as `read` gives it or the
+        exception it raised (a CloudProblem, media_facts.UnknownContent, ...)."""
         ...
 
     async def presign(self, key: str, name: str, mime_type: str) -> str:

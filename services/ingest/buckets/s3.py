@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -389,6 +389,15 @@ class S3Reader:
         finally:
             answer.close()
 
+    async def read_run(self, keys: Sequence[str], spool_dir: Path) -> list[Read | Exception]:
+        found: list[Read | Exception] = []
+        for key in keys:
+            try:
+                found.append(await self.read(key, spool_dir))
+            except Exception as error:
+                found.append(error)
+        return found
+
     async def check(self) -> None:
         """One listing page: it needs the bucket and the right to list it, and its
         errors (unlike a HEAD's) say which of the credentials or the bucket is wrong."""
@@ -396,7 +405,7 @@ class S3Reader:
         await self.prepare()
         await self._page("", None, 1, ListingBudget(self.caps, f"bucket {self.bucket.name!r}"))
 
-    async def pages(self, prefix: str) -> AsyncIterator[list[str]]:
+    async def pages(self, prefix: str) -> AsyncGenerator[list[str], None]:
         await self.prepare()
         listing = ListingBudget(self.caps, f"the listing of {prefix!r}")
         token: str | None = None
