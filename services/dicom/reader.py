@@ -122,17 +122,18 @@ class _Source:
         self.max_seconds = max_seconds
         self.deadline = time.monotonic() + max_seconds
         self.max_header_bytes = max_header_bytes
-        self.header_limit: int | None = self.start + max_header_bytes
+        self.header_limit = self.start + max_header_bytes
         self.short = False  # the last read came up short: the file ended
         self.last_end = self.pos  # where the last read ended
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             raise _Deflated  # only pydicom's deflate path reads the whole rest of a file
-        self._check_time()
+        if time.monotonic() > self.deadline:
+            self._too_slow()
         wanted = size
         size = min(size, self.end - self.pos)
-        if self.header_limit is not None and self.pos + size > self.header_limit:
+        if self.pos + size > self.header_limit:
             raise _OverLimit(
                 "header_too_large",
                 f"the headers before the pixel data exceed {self.max_header_bytes:,} bytes",
@@ -151,20 +152,19 @@ class _Source:
         return data
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._check_time()
+        # (no deadline here: whoever seeks, pydicom or parse_fragments, reads next)
         self.pos = self._raw.seek(offset, whence)
         return self.pos
 
     def tell(self) -> int:
         return self.pos
 
-    def _check_time(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise _OverLimit(
-                "read_too_slow",
-                f"its headers take more than {self.max_seconds:g} s to read",
-                {"max_seconds": self.max_seconds},
-            )
+    def _too_slow(self) -> None:
+        raise _OverLimit(
+            "read_too_slow",
+            f"its headers take more than {self.max_seconds:g} s to read",
+            {"max_seconds": self.max_seconds},
+        )
 
 
 @dataclass
@@ -229,7 +229,7 @@ def _read(source: _Source) -> Instance | Rejected:
         stop_when=pixel.stop(source),
         specific_tags=tags.WANTED,
     )
-    source.header_limit = None  # the pixel data is walked, not parsed into memory
+    source.header_limit = source.end  # the pixel data is walked, not parsed into memory
     pixel.at = source.pos
     pixels = _pixel_data(source, pixel, bool(dataset.original_encoding[1]))
 

@@ -1,11 +1,12 @@
 """The kept elements of one DICOM dataset: decoded and validated by pydicom, then checked.
 
-Each kept tag must carry the VR of the DICOM dictionary (or UN); pydicom decodes its bytes
-as that VR with its own decoders (`multi_string`, `convert_text`, `convert_numbers`) and
-makes each value in validation mode RAISE (`UID`, `IS`, `DS`, `validate_value`: length,
-characters, DS and IS syntax, IS range), so its messages name what is wrong. This
-context's rules follow: how many values, ranges, finite numbers, no control characters,
-orthonormal orientation (`domain.orthonormal`).
+Each kept tag must carry the VR of the DICOM dictionary (or UN); its bytes are decoded as
+that VR by pydicom (`convert_numbers` for US, `convert_text` for LO in the file's character
+set; UI, CS, IS and DS split as its `multi_string` does) and each value is made or checked
+in pydicom's validation mode RAISE (`UID`, `IS`, `validate_value`: length, characters, DS
+and IS spelling, IS range), so its messages name what is wrong. This context's rules
+follow: how many values, ranges, finite numbers, no control characters, an orthonormal
+orientation (`domain.orthonormal`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from pydicom.charset import default_encoding
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.uid import UID
-from pydicom.valuerep import DS, IS, validate_value
-from pydicom.values import convert_numbers, convert_text, multi_string
+from pydicom.valuerep import IS, validate_value
+from pydicom.values import convert_numbers, convert_text
 
 from services.dicom.domain import MAX_LENGTH_MM, MAX_POSITION_MM, REQUIRED_TAGS, orthonormal
 
@@ -105,8 +105,18 @@ def _decode(dataset: Dataset, tag: int, vr: str) -> list[Any] | None:
         for one in decoded:
             validate_value("LO", one, config.RAISE)
         return decoded
-    parsed = multi_string(value.decode(default_encoding), _TEXT[vr])
-    return list(parsed) if isinstance(parsed, MultiValue) else [parsed]
+    # As pydicom's multi_string splits them (without its MultiValue container).
+    make = _TEXT[vr]
+    return [make(text) for text in value.decode(default_encoding).rstrip(" \x00").split("\\")]
+
+
+def _ds(text: str) -> float | str:
+    # What pydicom's DS() checks in mode RAISE (length, PS3.5's spelling), once: DSfloat
+    # would check the same again. A blank value stays "", as DS() leaves it.
+    if not text.strip(" "):
+        return text
+    validate_value("DS", text, config.RAISE)
+    return float(text)
 
 
 def _cs(text: str) -> str:
@@ -119,7 +129,7 @@ _TEXT: Final[dict[str, Callable[[str], Any]]] = {
     "UI": lambda text: UID(text, config.RAISE),
     "CS": _cs,
     "IS": lambda text: IS(text, config.RAISE),
-    "DS": lambda text: DS(text, False, config.RAISE),
+    "DS": _ds,
 }
 
 
