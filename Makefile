@@ -35,7 +35,7 @@ test: setup web
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy shared services/*/domain* services/dicom/reader.py services/dicom/tags.py clients/python/files_client
-	$(UV) run --frozen pytest -q
+	$(UV) run --frozen pytest -q --durations=15
 
 lint: setup
 	$(UV) run --frozen ruff check .
@@ -61,7 +61,7 @@ fuzz: setup
 FILES_CHAOS_REPORT ?= .data/chaos.json
 chaos: setup
 	mkdir -p $(dir $(FILES_CHAOS_REPORT))
-	FILES_CHAOS_UPLOADS=1000 FILES_CHAOS_PAUSE_S=60 FILES_CHAOS_RECOVERY_S=30 \
+	FILES_CHAOS_UPLOADS=1000 FILES_CHAOS_FAULTS=all FILES_CHAOS_PAUSE_S=60 FILES_CHAOS_RECOVERY_S=30 \
 		FILES_CHAOS_REPORT=$(abspath $(FILES_CHAOS_REPORT)) \
 		$(UV) run --frozen pytest tests/chaos -q -s
 

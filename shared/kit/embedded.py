@@ -164,8 +164,11 @@ def spawn_postgres(
         "shared_buffers=256MB",
     ]
     if not durable:
-        # Tests and benchmarks: the data is thrown away anyway.
-        args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        # Tests and benchmarks: what a machine crash would lose is thrown away anyway.
+        # A killed PostgreSQL must still lose nothing it acknowledged (the chaos tests
+        # kill it): each commit's WAL reaches the kernel (synchronous_commit stays on),
+        # only the fsync is skipped.
+        args += ["-c", "fsync=off", "-c", "full_page_writes=off"]
     out = open(log or pgdata / "postgres.log", "ab")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(args, user=user, stdout=out, stderr=out, preexec_fn=_die_with_parent)
     return Child("postgres", proc, f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres")

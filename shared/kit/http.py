@@ -182,6 +182,9 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.InterfaceError,  # "connection is closed"; others are ours (see below)
+    # A connection PostgreSQL dropped mid-query, then reset as the pool takes it back:
+    # "cannot switch to state ...; another operation is in progress" (others are ours).
+    asyncpg.InternalClientError,
     ConnectionError,  # refused or reset before PostgreSQL or a service spoke
     TimeoutError,
     KafkaError,
@@ -210,6 +213,8 @@ def unavailable(message: str) -> JSON:
 
 async def _unavailable(request: Request, error: Exception) -> JSON:
     if isinstance(error, asyncpg.InterfaceError) and "closed" not in str(error):
+        raise error  # a misuse of a connection: a bug, answered by the Guard
+    if isinstance(error, asyncpg.InternalClientError) and "in progress" not in str(error):
         raise error  # a misuse of a connection: a bug, answered by the Guard
     if isinstance(error, httpx.TransportError):
         what = "a service did not answer"

@@ -278,6 +278,11 @@ class Consumer:
             # A batch may be retried (transient failures) for retry_for_s: the group
             # keeps its partitions meanwhile.
             max_poll_interval_ms=int((self.policy.retry_for_s + 60) * 1000),
+            # A member that died (kill -9) holds its partitions until its session ends,
+            # and its restarted self waits for that to join: 6 s (Kafka's least by
+            # default) rather than 10 brings a killed service back in about 11 s, not 18.
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=2000,
         )
         await kafka.start()
         next_prune = time.monotonic() + PRUNE_EVERY_S
@@ -306,12 +311,18 @@ class Consumer:
         envelopes: list[Envelope] = []
         # With tracing on, the trace context of each message's headers, by event id.
         carried: dict[uuid.UUID, str | None] | None = {} if tracing.enabled else None
+        seen: set[uuid.UUID] = set()
         for message in messages:
             try:
                 envelope = decode(message.value)
             except Exception as error:  # malformed on the wire: nothing to apply
                 await self._dead_letter_raw(message.topic, message.value, repr(error))
                 continue
+            if envelope.event_id in seen:
+                # Published twice (a relay that lost track of a broker that restarted
+                # empty publishes again): the inbox admits an id once, and so does a batch.
+                continue
+            seen.add(envelope.event_id)
             if envelope.type == PARKED:
                 # The relay could not publish this event (too big for the bus).
                 data = envelope.data

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from shared.contracts.envelope import Envelope
+from shared.kit import bus
 from shared.kit.inbox import Consumer, Inbox
 from tests.conftest import eventually
 from tests.integration.conftest import World
@@ -117,3 +118,42 @@ async def test_pruned_events_are_still_recognised_as_applied(pool: asyncpg.Pool)
     async with pool.acquire() as conn, conn.transaction():
         # The broker lost its messages and the relay sent everything again.
         assert await inbox.admit(conn, events) == set()
+
+
+async def test_an_event_published_twice_in_one_batch_is_applied_once(
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
+) -> None:
+    """A relay that lost track of the broker (the memory broker restarted empty) publishes
+    again what it had published: a consumer may find the same event twice in one batch."""
+    s = world.schema
+    twice = envelope("s-1", 1, n=1).model_copy(update={"source": s, "position": 1})
+    for _ in range(2):
+        await world.producer.send_and_wait(world.topic, bus.encode(twice), key=b"s-1")
+    applied: list[int] = []
+
+    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        applied.append(len(events))
+        for e in events:
+            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+
+    consumer = Consumer(
+        pool=pool,
+        inbox=world.inbox,
+        topics=[world.topic],
+        handle=apply,
+        bootstrap=kafka_bootstrap,
+        dead_letters=world.producer,
+    )
+    running = asyncio.create_task(consumer.run())
+    try:
+
+        async def caught_up() -> bool:
+            return await world.inbox.watermarks(pool) == {s: 1}
+
+        await eventually(caught_up, within=20, what="the event applied")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert await pool.fetchval(f"SELECT count(*) FROM {s}.effects") == 1
+    assert consumer.retried == 0
