@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from services.dicom import domain, slices
+from services.dicom import domain, reader, slices
 from services.dicom.projections import instance_of
 from services.dicom.projections import series as series_model
 from shared.contracts import dicom as ev
@@ -65,7 +65,7 @@ async def read(
     (Other errors of the store, such as S3 being unreachable, fail the batch: retried.)"""
     try:
         async with gate, blobs.local_copy(key) as path:
-            return await asyncio.to_thread(domain.read_instance, path)
+            return await asyncio.to_thread(reader.read_instance, path)
     except (OSError, KeyError) as error:
         return domain.Rejected(
             "unreadable", f"the stored file cannot be read: {type(error).__name__}"
