@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from typing import IO, Any, Final, NoReturn
 
 import pydicom
 from pydicom.encaps import parse_fragments
@@ -114,6 +114,7 @@ class _Source:
     def __init__(self, raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> None:
         self._raw = raw
         self.error: OSError | None = None
+        self.over: _OverLimit | None = None  # the first cap reached
         self.start = raw.tell()
         self.end = raw.seek(0, io.SEEK_END)
         # The position is kept here: pydicom asks for it at every element, and a buffered
@@ -134,7 +135,7 @@ class _Source:
         wanted = size
         size = min(size, self.end - self.pos)
         if self.pos + size > self.header_limit:
-            raise _OverLimit(
+            self._over(
                 "header_too_large",
                 f"the headers before the pixel data exceed {self.max_header_bytes:,} bytes",
                 {"max_header_bytes": self.max_header_bytes},
@@ -159,8 +160,12 @@ class _Source:
     def tell(self) -> int:
         return self.pos
 
+    def _over(self, code: str, message: str, details: Mapping[str, Any]) -> NoReturn:
+        self.over = self.over or _OverLimit(code, message, details)
+        raise self.over
+
     def _too_slow(self) -> None:
-        raise _OverLimit(
+        self._over(
             "read_too_slow",
             f"its headers take more than {self.max_seconds:g} s to read",
             {"max_seconds": self.max_seconds},
@@ -191,7 +196,7 @@ def _read_stream(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> I
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _read(source)
+            found = _read(source)
     except _Deflated:
         return Rejected(
             "unsupported_transfer_syntax",
@@ -209,6 +214,13 @@ def _read_stream(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> I
             f"malformed DICOM: its headers cannot be read ({_describe(exc)})",
             {"error": type(exc).__name__},
         )
+    # pydicom swallows some errors of the stream (parse_fragments ends its walk at any
+    # failed read): a cap reached or a read that failed stands even then.
+    if source.error is not None:
+        raise source.error
+    if source.over is not None:
+        return source.over.rejected
+    return found
 
 
 def _read(source: _Source) -> Instance | Rejected:
