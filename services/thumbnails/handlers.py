@@ -287,24 +287,16 @@ class Thumbnails(Handlers):
                     return
 
     async def claim(self) -> dict[str, Any] | None:
-        """The oldest pending file nobody holds, leased for this runner (or None)."""
+        """A pending file nobody holds, leased for this runner (or None): first one a
+        person asked for (a thumbnail requested while pending, oldest ask first), else
+        the oldest. A backlog (a sequence of 10,000 frames) then does not keep the
+        picture someone is looking at waiting behind it."""
         lease = timedelta(seconds=self.time_cap * 2 + 60)
-        row = await self.pool.fetchrow(
-            """WITH next AS (
-                   SELECT f.file_id FROM thumbnails.files f
-                   WHERE f.state = 'pending' AND NOT EXISTS (
-                       SELECT 1 FROM thumbnails.leases l
-                       WHERE l.file_id = f.file_id AND l.until > now())
-                   ORDER BY f.requested_at LIMIT 1
-                   FOR UPDATE OF f SKIP LOCKED)
-               INSERT INTO thumbnails.leases AS l (file_id, until, attempts)
-               SELECT file_id, now() + $1::interval, 1 FROM next
-               ON CONFLICT (file_id) DO UPDATE
-               SET until = excluded.until, attempts = l.attempts + 1
-               WHERE l.until <= now()
-               RETURNING l.file_id, l.attempts""",
-            lease,
-        )
+        row = None
+        for pick in (_WANTED_FIRST, _OLDEST_FIRST):
+            row = await self.pool.fetchrow(_CLAIM.format(pick=pick), lease)
+            if row is not None:
+                break
         if row is None:
             return None
         found = await self.pool.fetchrow(
@@ -472,6 +464,13 @@ class Thumbnails(Handlers):
                 log.error("thumbnails.sweep_failed", exc_info=True)
             await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction
 
+    async def want(self, file_id: uuid.UUID) -> None:
+        """Someone asked for this pending file's picture: it is drawn next."""
+        await self.pool.execute(
+            "INSERT INTO thumbnails.wanted (file_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            file_id,
+        )
+
     async def thumbnail(self, file_id: uuid.UUID) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(
             "SELECT state, renditions, code, reason FROM thumbnails.files WHERE file_id = $1",
@@ -486,4 +485,28 @@ CREATE TABLE IF NOT EXISTS thumbnails.leases (
     until timestamptz NOT NULL,
     attempts integer NOT NULL
 );
+-- Pending files whose picture someone asked for (one row each, gone once claimed).
+CREATE TABLE IF NOT EXISTS thumbnails.wanted (
+    file_id uuid PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now()
+);
 """
+
+# The runners' claim: `pick` chooses among pending files nobody holds. A file claimed
+# leaves `wanted` (drawn again after a failure, it waits its turn).
+_CLAIM = """
+WITH next AS (
+    SELECT f.file_id FROM thumbnails.files f {pick}
+    FOR UPDATE OF f SKIP LOCKED),
+unwanted AS (DELETE FROM thumbnails.wanted w USING next WHERE w.file_id = next.file_id)
+INSERT INTO thumbnails.leases AS l (file_id, until, attempts)
+SELECT file_id, now() + $1::interval, 1 FROM next
+ON CONFLICT (file_id) DO UPDATE
+SET until = excluded.until, attempts = l.attempts + 1
+WHERE l.until <= now()
+RETURNING l.file_id, l.attempts"""
+_FREE = """f.state = 'pending' AND NOT EXISTS (
+        SELECT 1 FROM thumbnails.leases l WHERE l.file_id = f.file_id AND l.until > now())"""
+_WANTED_FIRST = f"""JOIN thumbnails.wanted w ON w.file_id = f.file_id
+    WHERE {_FREE} ORDER BY w.at LIMIT 1"""
+_OLDEST_FIRST = f"WHERE {_FREE} ORDER BY f.requested_at LIMIT 1"
