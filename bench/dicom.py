@@ -7,7 +7,7 @@ File Format (explicit VR little endian), every series with all the 3D tags; half
 axial, half oblique (30° about x, 20° about z); two patients, five studies. The file list is
 shuffled (seeded), so that series assembly has slices to order.
 
-Product: `services.dicom.domain.read_instance(path)` for every file (headers only, every
+Product: `services.dicom.reader.read_instance(path)` for every file (headers only, every
 kept tag checked), then `admit` and `assemble` over the instances; the result is checked
 (every series whole, renderable, its slices in order along the normal). Instances/s over
 the whole pass. Baseline: a plain `pydicom.dcmread(path, stop_before_pixels=True)` loop
@@ -35,7 +35,8 @@ import httpx
 import pydicom
 
 from bench._common import ADMIN_KEY, Report, main, progress, stack
-from services.dicom.domain import Instance, admit, assemble, read_instance
+from services.dicom.domain import Instance, admit, assemble
+from services.dicom.reader import read_instance
 from tests.dicom_fixtures import AXIAL, OBLIQUE, ct_series, uid
 
 NAME = "dicom"

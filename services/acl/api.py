@@ -168,7 +168,7 @@ def router(acl: AccessControl) -> APIRouter:
     @api.post("/internal/sessions", include_in_schema=False)
     async def start_session(body: SignIn, request: Request) -> Response:
         token, session, position = await acl.start_session(
-            body.api_key, _correlation(request), acl.runtime.settings.session_ttl_s
+            body.api_key, _correlation(request), acl.parts.settings.session_ttl_s
         )
         return _written({**session, "token": token}, position, 201)
 

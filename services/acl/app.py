@@ -9,7 +9,7 @@ from services.acl.handlers import AccessControl
 from services.acl.projections import collaborators, users
 from shared.contracts import topics
 from shared.kit import identity
-from shared.kit.service import Runtime, create_app, serve
+from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
 
 
@@ -19,21 +19,21 @@ def build(settings: Settings) -> FastAPI:
         identity.require_strong(
             "FILES_BOOTSTRAP_ADMIN_KEY", settings.bootstrap_admin_key, prefix="files_"
         )
-    runtime = Runtime(
-        name="acl",
-        settings=settings,
-        publishes=topics.ACL,
-        consumes=(topics.CATALOG,),
-        setups=(users.setup, collaborators.setup),
-    )
-    acl = AccessControl(runtime)
-    runtime.handle = acl.react
+    parts = Parts("acl", settings)
+    acl = AccessControl(parts)
 
     async def bootstrap() -> None:
         if settings.bootstrap_admin_key:
             await acl.bootstrap(settings.bootstrap_admin_key)
 
-    runtime.on_start.append(bootstrap)
+    runtime = Runtime(
+        parts,
+        publishes=topics.ACL,
+        consumes=(topics.CATALOG,),
+        reactions=AccessControl.reactions.bound(acl),
+        projections=(users, collaborators),
+        on_start=[bootstrap],
+    )
     app = create_app(runtime, "Files access control")
     api.install(app, acl)
     return app

@@ -20,11 +20,13 @@ import orjson
 from services.acl import domain
 from services.acl.projections import collaborators, users
 from shared.contracts import acl as ev
+from shared.contracts.catalog import FolderCreated, FolderDeleted
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.access import RANK, Access
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.logs import log
+from shared.kit.reactions import Reactions, Received
 from shared.kit.service import Handlers
 
 # The class of this service's advisory locks (two-key form: its own key space).
@@ -496,25 +498,21 @@ class AccessControl(Handlers):
     # moment the catalog creates or deletes it, and if it is, the store's version
     # check refuses one writer and the consumer retries the event on fresh state.
 
-    async def react(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
-        kind = envelopes[0].type
-        if kind == "catalog.FolderCreated":
-            await self.when_top_level_folders_created(conn, envelopes)
-        elif kind == "catalog.FolderDeleted":
-            await self.when_folders_deleted(conn, envelopes)
+    reactions = Reactions("acl")
 
+    @reactions.on(FolderCreated)
     async def when_top_level_folders_created(
-        self, conn: Conn, envelopes: Sequence[Envelope]
+        self, conn: Conn, envelopes: Sequence[Received[FolderCreated]]
     ) -> None:
-        created: list[tuple[Envelope, uuid.UUID, uuid.UUID]] = []
+        created: list[tuple[Received[FolderCreated], uuid.UUID, uuid.UUID]] = []
         for envelope in envelopes:
-            if envelope.data.get("parent_id") is not None:
+            if envelope.event.parent_id is not None:
                 continue
             try:
                 creator = uuid.UUID(envelope.actor)  # "system" creates for no one
             except ValueError:
                 continue
-            created.append((envelope, uuid.UUID(envelope.data["folder_id"]), creator))
+            created.append((envelope, envelope.event.folder_id, creator))
         if not created:
             return
         folders = await self._folders(conn, [f for _, f, _ in created])
@@ -529,10 +527,13 @@ class AccessControl(Handlers):
             )
         await self._append(conn, recorded)
 
-    async def when_folders_deleted(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+    @reactions.on(FolderDeleted)
+    async def when_folders_deleted(
+        self, conn: Conn, envelopes: Sequence[Received[FolderDeleted]]
+    ) -> None:
         """Every grant on a deleted folder goes, set-based: only folders that have
         grants are read, each removal caused by its folder's deletion."""
-        causes = {uuid.UUID(e.data["folder_id"]): e for e in envelopes}
+        causes = {e.event.folder_id: e for e in envelopes}
         granted = [
             r["folder_id"]
             for r in await conn.fetch(

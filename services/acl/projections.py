@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
-from shared.contracts.envelope import Envelope
+from shared.contracts import acl as acl_events
 from shared.kit.db import Conn
 from shared.kit.projections import Projection
+from shared.kit.reactions import Received
+
+R = TypeVar("R", bound=Received[Any])
 
 users = Projection(
     name="acl.users",
@@ -40,8 +44,8 @@ users = Projection(
 )
 
 
-@users.on("acl.UserCreated")
-async def user_created(conn: Conn, events: Sequence[Envelope]) -> None:
+@users.on(acl_events.UserCreated)
+async def user_created(conn: Conn, events: Sequence[Received[acl_events.UserCreated]]) -> None:
     await conn.executemany(
         "INSERT INTO acl.users (id, email, name, org_role, created_at) VALUES ($1, $2, $3, $4, $5)",
         [
@@ -51,24 +55,26 @@ async def user_created(conn: Conn, events: Sequence[Envelope]) -> None:
     )
 
 
-@users.on("acl.ApiKeyIssued")
-async def key_issued(conn: Conn, events: Sequence[Envelope]) -> None:
+@users.on(acl_events.ApiKeyIssued)
+async def key_issued(conn: Conn, events: Sequence[Received[acl_events.ApiKeyIssued]]) -> None:
     await conn.executemany(
         "INSERT INTO acl.api_keys (id, user_id, key_hash, created_at) VALUES ($1, $2, $3, $4)",
         [(e.data["key_id"], e.data["user_id"], e.data["key_hash"], e.occurred_at) for e in events],
     )
 
 
-@users.on("acl.ApiKeyRevoked")
-async def key_revoked(conn: Conn, events: Sequence[Envelope]) -> None:
+@users.on(acl_events.ApiKeyRevoked)
+async def key_revoked(conn: Conn, events: Sequence[Received[acl_events.ApiKeyRevoked]]) -> None:
     await conn.execute(
         "UPDATE acl.api_keys SET revoked = true WHERE id = ANY($1::uuid[])",
         [e.data["key_id"] for e in events],
     )
 
 
-@users.on("acl.SessionStarted")
-async def session_started(conn: Conn, events: Sequence[Envelope]) -> None:
+@users.on(acl_events.SessionStarted)
+async def session_started(
+    conn: Conn, events: Sequence[Received[acl_events.SessionStarted]]
+) -> None:
     await conn.executemany(
         """INSERT INTO acl.sessions (id, user_id, key_id, token_hash, expires_at)
            VALUES ($1, $2, $3, $4, $5)""",
@@ -85,8 +91,8 @@ async def session_started(conn: Conn, events: Sequence[Envelope]) -> None:
     )
 
 
-@users.on("acl.SessionEnded")
-async def session_ended(conn: Conn, events: Sequence[Envelope]) -> None:
+@users.on(acl_events.SessionEnded)
+async def session_ended(conn: Conn, events: Sequence[Received[acl_events.SessionEnded]]) -> None:
     await conn.execute(
         "UPDATE acl.sessions SET ended = true WHERE id = ANY($1::uuid[])",
         [e.data["session_id"] for e in events],
@@ -109,14 +115,16 @@ collaborators = Projection(
 )
 
 
-def _last_per_grant(events: Sequence[Envelope]) -> list[Envelope]:
+def _last_per_grant(events: Sequence[R]) -> list[R]:
     """One event per (folder, user), the last: a statement must not touch a row twice."""
     last = {(e.data["folder_id"], e.data["user_id"]): e for e in events}
     return list(last.values())
 
 
-@collaborators.on("acl.CollaboratorAdded")
-async def collaborator_added(conn: Conn, events: Sequence[Envelope]) -> None:
+@collaborators.on(acl_events.CollaboratorAdded)
+async def collaborator_added(
+    conn: Conn, events: Sequence[Received[acl_events.CollaboratorAdded]]
+) -> None:
     rows = _last_per_grant(events)
     await conn.execute(
         """INSERT INTO acl.collaborators (folder_id, user_id, role, granted_at)
@@ -130,8 +138,10 @@ async def collaborator_added(conn: Conn, events: Sequence[Envelope]) -> None:
     )
 
 
-@collaborators.on("acl.CollaboratorRoleChanged")
-async def collaborator_role_changed(conn: Conn, events: Sequence[Envelope]) -> None:
+@collaborators.on(acl_events.CollaboratorRoleChanged)
+async def collaborator_role_changed(
+    conn: Conn, events: Sequence[Received[acl_events.CollaboratorRoleChanged]]
+) -> None:
     rows = _last_per_grant(events)
     await conn.execute(
         """UPDATE acl.collaborators c SET role = x.role
@@ -143,8 +153,10 @@ async def collaborator_role_changed(conn: Conn, events: Sequence[Envelope]) -> N
     )
 
 
-@collaborators.on("acl.CollaboratorRemoved")
-async def collaborator_removed(conn: Conn, events: Sequence[Envelope]) -> None:
+@collaborators.on(acl_events.CollaboratorRemoved)
+async def collaborator_removed(
+    conn: Conn, events: Sequence[Received[acl_events.CollaboratorRemoved]]
+) -> None:
     await conn.execute(
         """DELETE FROM acl.collaborators c
            USING unnest($1::uuid[], $2::uuid[]) AS x(folder_id, user_id)

@@ -8,20 +8,21 @@ from services.catalog import api
 from services.catalog.handlers import Catalog, setup_reactions
 from services.catalog.projections import tree
 from shared.contracts import topics
-from shared.kit.service import Runtime, create_app, serve
+from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
 
 
 def build(settings: Settings) -> FastAPI:
+    parts = Parts("catalog", settings)
+    catalog = Catalog(parts)
     runtime = Runtime(
-        name="catalog",
-        settings=settings,
+        parts,
         publishes=topics.CATALOG,
         consumes=(topics.INGEST, topics.DICOM),
-        setups=(tree.setup, setup_reactions),
+        reactions=Catalog.reactions.bound(catalog),
+        projections=(tree,),
+        setups=(setup_reactions,),
     )
-    catalog = Catalog(runtime)
-    runtime.handle = catalog.react
     app = create_app(runtime, "Files catalog")
     api.install(app, catalog)
     return app

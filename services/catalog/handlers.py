@@ -18,8 +18,10 @@ from shared.contracts.dicom import SeriesAssembled, SeriesExtended
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, new_envelope
 from shared.contracts.ingest import FileContentStored, ImageGroupImagesStored, ImageGroupStored
 from shared.kit.access import RANK, Access
+from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.logs import log
+from shared.kit.reactions import Reactions, Received
 from shared.kit.service import Handlers, collector_paused
 
 FOLDER_COLUMNS = "id, parent_id, name, version, path"
@@ -75,7 +77,7 @@ def _cascade(changes: Sequence[Change], cause: Cause) -> list[Envelope]:
     return envelopes
 
 
-async def setup_reactions(conn: asyncpg.Connection) -> None:
+async def setup_reactions(conn: Conn) -> None:
     """The state of reactions in progress (not a read model: nothing rebuilds it): the
     pages of an image group whose own event has not arrived yet."""
     await conn.execute(
@@ -88,6 +90,8 @@ async def setup_reactions(conn: asyncpg.Connection) -> None:
 
 
 class Catalog(Handlers):
+    reactions = Reactions("catalog")
+
     # -- recording -----------------------------------------------------------------
 
     async def record(
@@ -433,15 +437,17 @@ class Catalog(Handlers):
         # Dataset links are the datasets context's to count; the gateway adds them.
         return {"folders": row["folders"], "files": row["files"]}
 
+    @reactions.on(FileContentStored)
     async def when_file_content_stored(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[FileContentStored]]
     ) -> None:
         """Register a batch of stored files: one folder lookup, one projection write, one append."""
-        stored = [FileContentStored.model_validate(e.data) for e in envelopes]
+        stored = [e.event for e in envelopes]
         await self._enter_folders(conn, envelopes, stored, domain.register_upload)
 
+    @reactions.on(ImageGroupImagesStored)
     async def when_image_group_images_stored(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ImageGroupImagesStored]]
     ) -> None:
         """A page of a group's images: kept until the group's event (after its pages, in
         the same stream) registers them all at once."""
@@ -451,7 +457,7 @@ class Catalog(Handlers):
                ON CONFLICT DO NOTHING""",
             *zip(
                 *(
-                    (e.data["group_file_id"], e.data["first"] + n, image)
+                    (e.event.group_file_id, e.event.first + n, image)
                     for e in envelopes
                     for n, image in enumerate(e.data["files"])
                 ),
@@ -462,8 +468,9 @@ class Catalog(Handlers):
     async def _group_images(
         self, conn: asyncpg.Connection, group: ImageGroupStored
     ) -> list[FileContentStored]:
-        """The group's images: from its pages (kept, then let go), or its own `files`."""
-        if group.images is None:
+        """The group's images: its own `files` (recorded before pages), or its pages
+        (kept, then let go)."""
+        if group.files:
             return list(group.files)
         rows = await conn.fetch(
             """DELETE FROM catalog.group_images WHERE group_file_id = $1
@@ -479,13 +486,14 @@ class Catalog(Handlers):
             )
         return images
 
+    @reactions.on(ImageGroupStored)
     async def when_image_group_stored(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ImageGroupStored]]
     ) -> None:
         """An image group enters its folder: the constituent folder, its images and the
         group's file, in this transaction."""
         for envelope in envelopes:
-            group = ImageGroupStored.model_validate(envelope.data)
+            group = envelope.event
             images = await self._group_images(conn, group)
             # Stronger than FOR SHARE: a subfolder being created here (which shares the
             # parent) waits for us, so the name chosen below stays free until we commit.
@@ -508,17 +516,18 @@ class Catalog(Handlers):
             )
             await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
 
+    @reactions.on(SeriesAssembled)
     async def when_series_assembled(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[SeriesAssembled]]
     ) -> None:
         """A DICOM series is assembled: it enters its folder as one `dicom_series` file."""
-        assembled = [SeriesAssembled.model_validate(e.data) for e in envelopes]
+        assembled = [e.event for e in envelopes]
         await self._enter_folders(conn, envelopes, assembled, domain.register_series)
 
     async def _enter_folders(
         self,
         conn: asyncpg.Connection,
-        envelopes: Sequence[Envelope],
+        envelopes: Sequence[Received[Arrival]],
         arrivals: Sequence[Arrival],
         register: Callable[[Arrival, domain.Folder | None], Change],
     ) -> None:
@@ -543,11 +552,12 @@ class Catalog(Handlers):
             ],
         )
 
+    @reactions.on(SeriesExtended)
     async def when_series_extended(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[SeriesExtended]]
     ) -> None:
         """A later upload joined a series: its file shows the series as it now is."""
-        extended = [SeriesExtended.model_validate(e.data) for e in envelopes]
+        extended = [e.event for e in envelopes]
         rows = await conn.fetch(
             "SELECT id, version FROM catalog.files WHERE id = ANY($1::uuid[]) FOR UPDATE",
             list({s.file_id for s in extended}),
@@ -570,16 +580,3 @@ class Catalog(Handlers):
             )
             out += envelopes_of([change], Cause.of(cause), cause.occurred_at)
         await self.write(conn, out)
-
-    async def react(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
-        kind = envelopes[0].type
-        if kind == FileContentStored.type:
-            await self.when_file_content_stored(conn, envelopes)
-        elif kind == ImageGroupImagesStored.type:
-            await self.when_image_group_images_stored(conn, envelopes)
-        elif kind == ImageGroupStored.type:
-            await self.when_image_group_stored(conn, envelopes)
-        elif kind == SeriesAssembled.type:
-            await self.when_series_assembled(conn, envelopes)
-        elif kind == SeriesExtended.type:
-            await self.when_series_extended(conn, envelopes)

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from shared.contracts.envelope import Envelope
+from shared.contracts import catalog as catalog_events
 from shared.kit.projections import Projection
+from shared.kit.reactions import Received
 
 tree = Projection(
     name="catalog.tree",
@@ -77,8 +78,10 @@ tree = Projection(
 )
 
 
-@tree.on("catalog.FolderCreated")
-async def folder_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FolderCreated)
+async def folder_created(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderCreated]]
+) -> None:
     # One at a time: a folder's parent may be created earlier in the same batch.
     for e in events:
         d = e.data
@@ -102,16 +105,20 @@ async def folder_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -
         )
 
 
-@tree.on("catalog.FolderRenamed")
-async def folder_renamed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FolderRenamed)
+async def folder_renamed(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderRenamed]]
+) -> None:
     await conn.executemany(
         "UPDATE catalog.folders SET name = $2, version = $3 WHERE id = $1",
         [(e.data["folder_id"], e.data["name"], e.stream_version) for e in events],
     )
 
 
-@tree.on("catalog.FolderDescribed")
-async def folder_described(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FolderDescribed)
+async def folder_described(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderDescribed]]
+) -> None:
     await conn.executemany(
         "UPDATE catalog.folders SET description = $2, metadata = $3, version = $4 WHERE id = $1",
         [
@@ -121,8 +128,10 @@ async def folder_described(conn: asyncpg.Connection, events: Sequence[Envelope])
     )
 
 
-@tree.on("catalog.FolderMoved")
-async def folder_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FolderMoved)
+async def folder_moved(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderMoved]]
+) -> None:
     for e in events:
         folder_id, target = e.data["folder_id"], e.data["to_parent_id"]
         # Re-root the folder's subtree: new parent's path, then the part from the folder down.
@@ -142,16 +151,20 @@ async def folder_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> 
         )
 
 
-@tree.on("catalog.FolderDeleted")
-async def folder_deleted(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FolderDeleted)
+async def folder_deleted(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderDeleted]]
+) -> None:
     await conn.execute(
         "DELETE FROM catalog.folders WHERE id = ANY($1::uuid[])",
         [e.data["folder_id"] for e in events],
     )
 
 
-@tree.on("catalog.FileUploaded")
-async def file_uploaded(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FileUploaded)
+async def file_uploaded(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileUploaded]]
+) -> None:
     rows = [
         {
             **e.data,
@@ -188,8 +201,10 @@ async def file_uploaded(conn: asyncpg.Connection, events: Sequence[Envelope]) ->
         )
 
 
-@tree.on("catalog.DicomSeriesExtended")
-async def dicom_series_extended(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.DicomSeriesExtended)
+async def dicom_series_extended(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.DicomSeriesExtended]]
+) -> None:
     await conn.executemany(
         "UPDATE catalog.files SET size = $2, sha256 = $3, dicom = $4, version = $5 WHERE id = $1",
         [
@@ -199,24 +214,30 @@ async def dicom_series_extended(conn: asyncpg.Connection, events: Sequence[Envel
     )
 
 
-@tree.on("catalog.FileRenamed")
-async def file_renamed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FileRenamed)
+async def file_renamed(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileRenamed]]
+) -> None:
     await conn.executemany(
         "UPDATE catalog.files SET name = $2, version = $3 WHERE id = $1",
         [(e.data["file_id"], e.data["name"], e.stream_version) for e in events],
     )
 
 
-@tree.on("catalog.FileMetadataChanged")
-async def file_metadata_changed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FileMetadataChanged)
+async def file_metadata_changed(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileMetadataChanged]]
+) -> None:
     await conn.executemany(
         "UPDATE catalog.files SET metadata = $2, version = $3 WHERE id = $1",
         [(e.data["file_id"], e.data["metadata"], e.stream_version) for e in events],
     )
 
 
-@tree.on("catalog.FileMoved")
-async def file_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FileMoved)
+async def file_moved(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileMoved]]
+) -> None:
     # The last move of each file: an UPDATE ... FROM joining a row twice applies either.
     last = {e.data["file_id"]: e for e in events}
     await conn.execute(
@@ -229,8 +250,10 @@ async def file_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> No
     )
 
 
-@tree.on("catalog.FileDeleted")
-async def file_deleted(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FileDeleted)
+async def file_deleted(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileDeleted]]
+) -> None:
     await conn.execute(
         "DELETE FROM catalog.files WHERE id = ANY($1::uuid[])",
         [e.data["file_id"] for e in events],

@@ -8,20 +8,20 @@ from services.datasets import api
 from services.datasets.handlers import Datasets
 from services.datasets.projections import membership, tree
 from shared.contracts import topics
-from shared.kit.service import Runtime, create_app, serve
+from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
 
 
 def build(settings: Settings) -> FastAPI:
+    parts = Parts("datasets", settings)
+    datasets = Datasets(parts)
     runtime = Runtime(
-        name="datasets",
-        settings=settings,
+        parts,
         publishes=topics.DATASETS,
         consumes=(topics.CATALOG,),
-        setups=(membership.setup, tree.setup),
+        reactions=Datasets.reactions.bound(datasets),
+        projections=(membership, tree),
     )
-    datasets = Datasets(runtime)
-    runtime.handle = datasets.react
     app = create_app(runtime, "Files datasets")
     api.install(app, datasets)
     return app

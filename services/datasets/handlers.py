@@ -19,9 +19,18 @@ import httpx
 
 from services.datasets import domain
 from services.datasets.projections import ORPHANS_OF, membership, tree
-from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.contracts.catalog import (
+    FileDeleted,
+    FileMoved,
+    FileUploaded,
+    FolderCreated,
+    FolderDeleted,
+    FolderMoved,
+)
+from shared.contracts.envelope import Cause, Caused, Change, envelopes_of
 from shared.kit import identity
 from shared.kit.access import Access
+from shared.kit.reactions import Reactions, Received
 from shared.kit.service import Handlers
 
 DATASET_COLUMNS = "id, version, name, synced_folder_id, created_by"
@@ -85,7 +94,13 @@ def _by_dataset(links: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> dict[uuid.UUID,
     return grouped
 
 
+async def _sync_lock(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SYNC_LOCK)
+
+
 class Datasets(Handlers):
+    reactions = Reactions("datasets")
+
     async def record(
         self, conn: asyncpg.Connection, changes: Sequence[Change], cause: Cause
     ) -> int:
@@ -266,13 +281,13 @@ class Datasets(Handlers):
 
     async def users_by_email(self, emails: Sequence[str]) -> list[uuid.UUID]:
         """The users with these emails, from the ACL context; all or none."""
-        url = f"{self.runtime.settings.acl_url}/internal/users/lookup"
+        url = f"{self.parts.settings.acl_url}/internal/users/lookup"
         try:
             async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
                 answer = await http.post(
                     url,
                     json={"emails": list(emails)},
-                    headers={identity.HEADER: self.runtime.identity.for_service("datasets")},
+                    headers={identity.HEADER: self.parts.identity.for_service("datasets")},
                 )
         except httpx.HTTPError as error:
             raise domain.Refused(
@@ -329,61 +344,74 @@ class Datasets(Handlers):
 
     # -- reactions to the catalog ----------------------------------------------------
 
-    async def react(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
-        # Before any row lock of the batch's transaction, so it cannot deadlock with a
-        # creation waiting on those rows.
-        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SYNC_LOCK)
-        kind = envelopes[0].type
-        if kind in ("catalog.FileUploaded", "catalog.FileMoved"):
-            files = [uuid.UUID(e.data["file_id"]) for e in envelopes]
-            await self._resync(conn, envelopes, files)
-        elif kind == "catalog.FolderMoved":
-            for envelope in envelopes:
-                below = [
-                    r["id"]
-                    for r in await conn.fetch(
-                        """SELECT f.id FROM datasets.files f
-                           JOIN datasets.folders fo ON fo.id = f.folder_id
-                           WHERE fo.path @> ARRAY[$1::uuid]""",
-                        envelope.data["folder_id"],
-                    )
-                ]
-                await self._resync(conn, [envelope], below)
-        elif kind == "catalog.FolderCreated":
-            # Files whose folder, or an orphan folder above them, came before the folder
-            # (another partition): they take their place in synced folders only now.
-            early = [
+    # Each takes SYNC_LOCK first, before any row lock of the batch's transaction, so it
+    # cannot deadlock with a creation waiting on those rows.
+
+    @reactions.on(FileUploaded)
+    async def when_file_uploaded(
+        self, conn: asyncpg.Connection, uploaded: Sequence[Received[FileUploaded]]
+    ) -> None:
+        await _sync_lock(conn)
+        await self._resync(conn, uploaded, [e.event.file_id for e in uploaded])
+
+    @reactions.on(FileMoved)
+    async def when_file_moved(
+        self, conn: asyncpg.Connection, moved: Sequence[Received[FileMoved]]
+    ) -> None:
+        await _sync_lock(conn)
+        await self._resync(conn, moved, [e.event.file_id for e in moved])
+
+    @reactions.on(FolderMoved)
+    async def when_folder_moved(
+        self, conn: asyncpg.Connection, moved: Sequence[Received[FolderMoved]]
+    ) -> None:
+        await _sync_lock(conn)
+        for envelope in moved:
+            below = [
                 r["id"]
                 for r in await conn.fetch(
-                    f"""SELECT f.id FROM datasets.files f WHERE f.folder_id = ANY($1::uuid[])
-                        UNION
-                        SELECT f.id FROM ({ORPHANS_OF}) AS o
-                        JOIN datasets.folders fo ON fo.path @> ARRAY[o.id]
-                        JOIN datasets.files f ON f.folder_id = fo.id""",
-                    [e.data["folder_id"] for e in envelopes],
+                    """SELECT f.id FROM datasets.files f
+                       JOIN datasets.folders fo ON fo.id = f.folder_id
+                       WHERE fo.path @> ARRAY[$1::uuid]""",
+                    envelope.event.folder_id,
                 )
             ]
-            await self._resync(conn, envelopes, early)
-        elif kind == "catalog.FileDeleted":
-            await tree.apply(conn, envelopes)
-            await self.when_files_deleted(conn, envelopes)
-        elif kind == "catalog.FolderDeleted":
-            await self.when_folders_deleted(conn, envelopes)
-            await tree.apply(conn, envelopes)
-        else:
-            await tree.apply(conn, envelopes)
+            await self._resync(conn, [envelope], below)
+
+    @reactions.on(FolderCreated)
+    async def when_folder_created(
+        self, conn: asyncpg.Connection, created: Sequence[Received[FolderCreated]]
+    ) -> None:
+        """Files whose folder, or an orphan folder above them, came before the folder
+        (another partition): they take their place in synced folders only now."""
+        await _sync_lock(conn)
+        early = [
+            r["id"]
+            for r in await conn.fetch(
+                f"""SELECT f.id FROM datasets.files f WHERE f.folder_id = ANY($1::uuid[])
+                    UNION
+                    SELECT f.id FROM ({ORPHANS_OF}) AS o
+                    JOIN datasets.folders fo ON fo.path @> ARRAY[o.id]
+                    JOIN datasets.files f ON f.folder_id = fo.id""",
+                [e.event.folder_id for e in created],
+            )
+        ]
+        await self._resync(conn, created, early)
 
     async def _coverage(self, conn: asyncpg.Connection, files: Sequence[uuid.UUID]) -> Links:
         return {(r["dataset_id"], r["file_id"]) for r in await conn.fetch(COVERAGE, list(files))}
 
     async def _resync(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope], files: Sequence[uuid.UUID]
+        self,
+        conn: asyncpg.Connection,
+        envelopes: Sequence[Received[Any]],
+        files: Sequence[uuid.UUID],
     ) -> None:
         """Apply the tree change, then link what came into a synced folder and unlink
         what left one. Each reaction compares the mirror before and after itself, so
         events of different streams converge in whatever order they arrive."""
         before = await self._coverage(conn, files)
-        await tree.apply(conn, envelopes)
+        await tree.apply_received(conn, envelopes)
         after = await self._coverage(conn, files)
         members = await self._members(conn, {f for _, f in before | after})
         joined = {link for link in after - before if link not in members}
@@ -402,7 +430,7 @@ class Datasets(Handlers):
     async def _relink(
         self,
         conn: asyncpg.Connection,
-        cause: Envelope,
+        cause: Caused,
         to_link: dict[uuid.UUID, list[uuid.UUID]],
         joined_reason: str,
         to_unlink: dict[uuid.UUID, list[uuid.UUID]],
@@ -424,18 +452,23 @@ class Datasets(Handlers):
             changes += unlinked + linked
         await self.record(conn, changes, Cause.of(cause))
 
+    @reactions.on(FileDeleted)
     async def when_files_deleted(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[FileDeleted]]
     ) -> None:
-        gone = await self._members(conn, [uuid.UUID(e.data["file_id"]) for e in envelopes])
+        await _sync_lock(conn)
+        await tree.apply_received(conn, envelopes)
+        gone = await self._members(conn, [e.event.file_id for e in envelopes])
         await self._relink(conn, envelopes[0], {}, "", _by_dataset(gone), "file_deleted")
 
+    @reactions.on(FolderDeleted)
     async def when_folders_deleted(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[FolderDeleted]]
     ) -> None:
-        folder_ids = [e.data["folder_id"] for e in envelopes]
+        await _sync_lock(conn)
+        folder_ids = [e.event.folder_id for e in envelopes]
         last = envelopes[-1]
-        if await self.runtime.inbox.applied_below(conn, last.source, last.position):
+        if await self.parts.inbox.applied_below(conn, last.source, last.position):
             # The mirror shows the catalog as it was when these folders went, so the
             # files below them are the ones the catalog deletes with them (its
             # FileDeleted events come next). Unlinking them here, in one go, spares
@@ -464,6 +497,7 @@ class Datasets(Handlers):
         )
         changes = [c for r in rows for c in domain.unsync(_dataset(r), r["synced_folder_id"])]
         await self.record(conn, changes, Cause.of(envelopes[0]))
+        await tree.apply_received(conn, envelopes)
 
     # -- queries ---------------------------------------------------------------------
 

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from shared.contracts.envelope import Envelope
+from shared.contracts import catalog as catalog_events
+from shared.contracts import datasets as datasets_events
 from shared.kit.projections import Projection
+from shared.kit.reactions import Received
 
 membership = Projection(
     name="datasets.membership",
@@ -53,6 +55,8 @@ membership = Projection(
 tree = Projection(
     name="datasets.tree",
     tables=("datasets.folders", "datasets.files"),
+    # Follows the catalog's events as the consumer applies them: not from our store.
+    replayable=False,
     ddl="""
     CREATE TABLE IF NOT EXISTS datasets.folders (
         id uuid PRIMARY KEY,
@@ -72,8 +76,10 @@ tree = Projection(
 )
 
 
-@membership.on("datasets.DatasetCreated")
-async def dataset_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@membership.on(datasets_events.DatasetCreated)
+async def dataset_created(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetCreated]]
+) -> None:
     await conn.executemany(
         """INSERT INTO datasets.datasets
            (id, name, description, synced_folder_id, version, created_at, created_by)
@@ -93,8 +99,10 @@ async def dataset_created(conn: asyncpg.Connection, events: Sequence[Envelope]) 
     )
 
 
-@membership.on("datasets.DatasetUpdated")
-async def dataset_updated(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@membership.on(datasets_events.DatasetUpdated)
+async def dataset_updated(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetUpdated]]
+) -> None:
     await conn.executemany(
         "UPDATE datasets.datasets SET name = $2, description = $3, version = $4 WHERE id = $1",
         [
@@ -104,16 +112,20 @@ async def dataset_updated(conn: asyncpg.Connection, events: Sequence[Envelope]) 
     )
 
 
-@membership.on("datasets.DatasetDeleted")
-async def dataset_deleted(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@membership.on(datasets_events.DatasetDeleted)
+async def dataset_deleted(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetDeleted]]
+) -> None:
     ids = [e.data["dataset_id"] for e in events]
     await conn.execute("DELETE FROM datasets.members WHERE dataset_id = ANY($1::uuid[])", ids)
     await conn.execute("DELETE FROM datasets.shares WHERE dataset_id = ANY($1::uuid[])", ids)
     await conn.execute("DELETE FROM datasets.datasets WHERE id = ANY($1::uuid[])", ids)
 
 
-@membership.on("datasets.FilesLinked")
-async def files_linked(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@membership.on(datasets_events.FilesLinked)
+async def files_linked(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.FilesLinked]]
+) -> None:
     for e in events:
         await conn.execute(
             """WITH added AS (
@@ -128,8 +140,10 @@ async def files_linked(conn: asyncpg.Connection, events: Sequence[Envelope]) -> 
         )
 
 
-@membership.on("datasets.FilesUnlinked")
-async def files_unlinked(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@membership.on(datasets_events.FilesUnlinked)
+async def files_unlinked(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.FilesUnlinked]]
+) -> None:
     for e in events:
         await conn.execute(
             """WITH removed AS (
@@ -144,8 +158,10 @@ async def files_unlinked(conn: asyncpg.Connection, events: Sequence[Envelope]) -
         )
 
 
-@membership.on("datasets.DatasetUnsynced")
-async def dataset_unsynced(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@membership.on(datasets_events.DatasetUnsynced)
+async def dataset_unsynced(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetUnsynced]]
+) -> None:
     await conn.executemany(
         """UPDATE datasets.datasets
            SET synced_folder_id = NULL, unsynced_from = $2, version = $3 WHERE id = $1""",
@@ -153,8 +169,10 @@ async def dataset_unsynced(conn: asyncpg.Connection, events: Sequence[Envelope])
     )
 
 
-@membership.on("datasets.DatasetShared")
-async def dataset_shared(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@membership.on(datasets_events.DatasetShared)
+async def dataset_shared(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetShared]]
+) -> None:
     # One statement per event, in order: the same user twice in a batch ends with the
     # last role.
     await conn.executemany(
@@ -169,8 +187,10 @@ async def dataset_shared(conn: asyncpg.Connection, events: Sequence[Envelope]) -
     )
 
 
-@membership.on("datasets.DatasetUnshared")
-async def dataset_unshared(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@membership.on(datasets_events.DatasetUnshared)
+async def dataset_unshared(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetUnshared]]
+) -> None:
     await conn.executemany(
         """WITH unshared AS (
                DELETE FROM datasets.shares WHERE dataset_id = $1 AND user_id = $2)
@@ -189,8 +209,10 @@ ORPHANS_OF = """
 """
 
 
-@tree.on("catalog.FolderCreated")
-async def folder_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FolderCreated)
+async def folder_created(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderCreated]]
+) -> None:
     for e in events:  # a parent may come earlier in the same batch
         await conn.execute(
             """INSERT INTO datasets.folders (id, parent_id, path, constituent_of)
@@ -213,8 +235,10 @@ async def folder_created(conn: asyncpg.Connection, events: Sequence[Envelope]) -
         )
 
 
-@tree.on("catalog.FolderMoved")
-async def folder_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FolderMoved)
+async def folder_moved(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderMoved]]
+) -> None:
     for e in events:
         await conn.execute(
             """UPDATE datasets.folders f
@@ -232,16 +256,20 @@ async def folder_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> 
         )
 
 
-@tree.on("catalog.FolderDeleted")
-async def folder_deleted(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FolderDeleted)
+async def folder_deleted(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderDeleted]]
+) -> None:
     await conn.execute(
         "DELETE FROM datasets.folders WHERE id = ANY($1::uuid[])",
         [e.data["folder_id"] for e in events],
     )
 
 
-@tree.on("catalog.FileUploaded")
-async def file_uploaded(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FileUploaded)
+async def file_uploaded(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileUploaded]]
+) -> None:
     await conn.execute(
         """INSERT INTO datasets.files (id, folder_id)
            SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT (id) DO NOTHING""",
@@ -250,8 +278,10 @@ async def file_uploaded(conn: asyncpg.Connection, events: Sequence[Envelope]) ->
     )
 
 
-@tree.on("catalog.FileMoved")
-async def file_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FileMoved)
+async def file_moved(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileMoved]]
+) -> None:
     # The last move of each file: an UPDATE ... FROM joining a row twice applies
     # either join row, so a file moved in and out again could stay in.
     last = {e.data["file_id"]: e.data["to_folder_id"] for e in events}
@@ -263,8 +293,10 @@ async def file_moved(conn: asyncpg.Connection, events: Sequence[Envelope]) -> No
     )
 
 
-@tree.on("catalog.FileDeleted")
-async def file_deleted(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@tree.on(catalog_events.FileDeleted)
+async def file_deleted(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileDeleted]]
+) -> None:
     await conn.execute(
         "DELETE FROM datasets.files WHERE id = ANY($1::uuid[])",
         [e.data["file_id"] for e in events],

@@ -11,7 +11,7 @@ from services.dicom.handlers import Dicom
 from services.dicom.projections import series
 from shared.contracts import topics
 from shared.kit.blobs import open_blob_store
-from shared.kit.service import Runtime, create_app, serve
+from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
 
 MAX_BATCH = 50
@@ -20,20 +20,20 @@ MAX_BATCH = 50
 def build(settings: Settings) -> FastAPI:
     # pydicom logs what it finds odd in a file; the rejections say what matters.
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    parts = Parts("dicom", settings)
+    blobs = open_blob_store(settings)
+    dicom = Dicom(parts, blobs)
     runtime = Runtime(
-        name="dicom",
-        settings=settings,
+        parts,
         publishes=topics.DICOM,
         consumes=(topics.INGEST, topics.CATALOG),
-        setups=(series.setup,),
+        reactions=Dicom.reactions.bound(dicom),
+        projections=(series,),
         # Each batch reads its files' headers and commits the job's progress: small
         # batches make the progress move while a large upload is read.
         max_batch=MAX_BATCH,
+        on_start=[blobs.start],
     )
-    blobs = open_blob_store(settings)
-    runtime.on_start.append(blobs.start)
-    dicom = Dicom(runtime, blobs)
-    runtime.handle = dicom.react
     app = create_app(runtime, "Files DICOM")
     api.install(app, dicom)
     return app

@@ -21,17 +21,19 @@ from typing import Any
 
 import asyncpg
 
-from services.dicom import domain, slices
+from services.dicom import domain, reader, slices
 from services.dicom.projections import instance_of
 from services.dicom.projections import series as series_model
 from shared.contracts import dicom as ev
 from shared.contracts import limits
+from shared.contracts.catalog import FileDeleted, FileMoved, UploadRejected
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.contracts.ingest import DicomInstanceStored
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
-from shared.kit.service import Handlers, Runtime
+from shared.kit.reactions import Reactions, Received
+from shared.kit.service import Handlers, Parts
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ async def read(
     (Other errors of the store, such as S3 being unreachable, fail the batch: retried.)"""
     try:
         async with gate, blobs.local_copy(key) as path:
-            return await asyncio.to_thread(domain.read_instance, path)
+            return await asyncio.to_thread(reader.read_instance, path)
     except (OSError, KeyError) as error:
         return domain.Rejected(
             "unreadable", f"the stored file cannot be read: {type(error).__name__}"
@@ -88,39 +90,39 @@ def _digest(parts: Sequence[Part]) -> str:
 
 
 class Dicom(Handlers):
-    def __init__(self, runtime: Runtime, blobs: BlobStore) -> None:
-        super().__init__(runtime)
+    def __init__(self, parts: Parts, blobs: BlobStore) -> None:
+        super().__init__(parts)
         self.blobs = blobs
         # Slices drawn at once (each holds an instance's pixels in memory).
         self.render_gate = asyncio.Semaphore(4)
 
-    async def react(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
-        kind = envelopes[0].type
-        if kind == DicomInstanceStored.type:
-            await self.when_instances_stored(conn, envelopes)
-        elif kind in ("catalog.FileDeleted", "catalog.UploadRejected", "catalog.FileMoved"):
-            await self.when_files_changed(conn, envelopes)
+    reactions = Reactions("dicom")
 
-    async def when_files_changed(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+    @reactions.on(FileDeleted)
+    @reactions.on(UploadRejected)
+    @reactions.on(FileMoved)
+    async def when_files_changed(
+        self, conn: Conn, envelopes: Sequence[Received[FileDeleted | UploadRejected | FileMoved]]
+    ) -> None:
         """A series' file is deleted (or was never registered): the series is released.
         Moved: the series follows it, unless the folder it went to already has a series of
         that SeriesInstanceUID; then the moved file is released (the one there stays)."""
-        files = [e.data["file_id"] for e in envelopes]
+        files = [e.event.file_id for e in envelopes]
         query = "SELECT * FROM dicom.series WHERE file_id = ANY($1::uuid[])"
         rows = await conn.fetch(query, files)
         if not rows:
             return  # not series files
+        series_files = {r["file_id"] for r in rows}
         moved_to = [
-            uuid.UUID(e.data["to_folder_id"])
+            e.event.to_folder_id
             for e in envelopes
-            if e.type == "catalog.FileMoved"
-            and e.data["file_id"] in {str(r["file_id"]) for r in rows}
+            if isinstance(e.event, FileMoved) and e.event.file_id in series_files
         ]
         # Folders first, as for uploads; then the rows again, now that they hold still.
         await lock_folders(conn, {*(r["folder_id"] for r in rows), *moved_to})
         rows = await conn.fetch(query + " FOR UPDATE", files)
         # Series by file id, as each event of the batch leaves it; None once released.
-        mine: dict[str, dict[str, Any] | None] = {str(r["file_id"]): dict(r) for r in rows}
+        mine: dict[uuid.UUID, dict[str, Any] | None] = {r["file_id"]: dict(r) for r in rows}
         places = {(r["folder_id"], r["series_uid"]) for r in rows}
         if moved_to:
             taken = await conn.fetch(
@@ -130,13 +132,13 @@ class Dicom(Handlers):
             places |= {(r["folder_id"], r["series_uid"]) for r in taken}
         out: list[Envelope] = []
         for envelope in envelopes:
-            row = mine.get(envelope.data["file_id"])
+            row = mine.get(envelope.event.file_id)
             if row is None:
                 continue
             folder_id, series_uid = row["folder_id"], row["series_uid"]
             event: ev.SeriesMoved | ev.SeriesReleased
-            if envelope.type == "catalog.FileMoved":
-                target = uuid.UUID(envelope.data["to_folder_id"])
+            if isinstance(envelope.event, FileMoved):
+                target = envelope.event.to_folder_id
                 if target == folder_id:
                     continue
                 if (target, series_uid) in places:
@@ -159,7 +161,7 @@ class Dicom(Handlers):
                 Cause.of(envelope),
             )
             if isinstance(event, ev.SeriesReleased):
-                mine[envelope.data["file_id"]] = None
+                mine[envelope.event.file_id] = None
         if out:
             await series_model.apply(conn, out)
             await self.store.append(conn, out)
@@ -173,8 +175,11 @@ class Dicom(Handlers):
             reason=reason,
         )
 
-    async def when_instances_stored(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
-        stored = [DicomInstanceStored.model_validate(e.data) for e in envelopes]
+    @reactions.on(DicomInstanceStored)
+    async def when_instances_stored(
+        self, conn: Conn, envelopes: Sequence[Received[DicomInstanceStored]]
+    ) -> None:
+        stored = [e.event for e in envelopes]
         gate = asyncio.Semaphore(READ_PARALLEL)
         results = await asyncio.gather(*(read(self.blobs, s.blob_key, gate) for s in stored))
         folders: dict[uuid.UUID, list[int]] = {}
@@ -236,7 +241,13 @@ class Dicom(Handlers):
         self,
         conn: Conn,
         folder_id: uuid.UUID,
-        items: Sequence[tuple[Envelope, DicomInstanceStored, domain.Instance | domain.Rejected]],
+        items: Sequence[
+            tuple[
+                Received[DicomInstanceStored],
+                DicomInstanceStored,
+                domain.Instance | domain.Rejected,
+            ]
+        ],
         job_versions: dict[uuid.UUID, int],
     ) -> list[Envelope]:
         known, rows, parts = await self._known(conn, folder_id)

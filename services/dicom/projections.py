@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.dicom import domain
-from shared.contracts.envelope import Envelope
+from shared.contracts import dicom as dicom_events
 from shared.kit.db import Conn
 from shared.kit.projections import Projection
+from shared.kit.reactions import Received
 
 series = Projection(
     name="dicom.series",
@@ -52,7 +53,10 @@ series = Projection(
 )
 
 
-async def _series(conn: Conn, events: Sequence[Envelope]) -> None:
+async def _series(
+    conn: Conn,
+    events: Sequence[Received[dicom_events.SeriesAssembled | dicom_events.SeriesExtended]],
+) -> None:
     last = {e.data["file_id"]: e for e in events}
     await conn.execute(
         """INSERT INTO dicom.series
@@ -115,8 +119,8 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
     )
 
 
-series.on("dicom.SeriesAssembled")(_series)
-series.on("dicom.SeriesExtended")(_series)
+series.on(dicom_events.SeriesAssembled)(_series)
+series.on(dicom_events.SeriesExtended)(_series)
 
 
 async def _in_slice_order(conn: Conn, files: list[str]) -> None:
@@ -146,8 +150,10 @@ async def _in_slice_order(conn: Conn, files: list[str]) -> None:
         )
 
 
-@series.on("dicom.SeriesInstancesAdded")
-async def instances_added(conn: Conn, events: Sequence[Envelope]) -> None:
+@series.on(dicom_events.SeriesInstancesAdded)
+async def instances_added(
+    conn: Conn, events: Sequence[Received[dicom_events.SeriesInstancesAdded]]
+) -> None:
     files = list({e.data["file_id"] for e in events})
     extended = [
         r["f"]
@@ -169,23 +175,27 @@ async def instances_added(conn: Conn, events: Sequence[Envelope]) -> None:
     )
 
 
-@series.on("dicom.SeriesReleased")
-async def series_released(conn: Conn, events: Sequence[Envelope]) -> None:
+@series.on(dicom_events.SeriesReleased)
+async def series_released(
+    conn: Conn, events: Sequence[Received[dicom_events.SeriesReleased]]
+) -> None:
     files = [e.data["file_id"] for e in events]
     await conn.execute("DELETE FROM dicom.series WHERE file_id = ANY($1::uuid[])", files)
     await conn.execute("DELETE FROM dicom.instances WHERE file_id = ANY($1::uuid[])", files)
 
 
-@series.on("dicom.SeriesMoved")
-async def series_moved(conn: Conn, events: Sequence[Envelope]) -> None:
+@series.on(dicom_events.SeriesMoved)
+async def series_moved(conn: Conn, events: Sequence[Received[dicom_events.SeriesMoved]]) -> None:
     await conn.executemany(
         "UPDATE dicom.series SET folder_id = $2, version = $3 WHERE file_id = $1",
         [(e.data["file_id"], e.data["to_folder_id"], e.stream_version) for e in events],
     )
 
 
-@series.on("dicom.InstanceAccepted")
-async def instances_accepted(conn: Conn, events: Sequence[Envelope]) -> None:
+@series.on(dicom_events.InstanceAccepted)
+async def instances_accepted(
+    conn: Conn, events: Sequence[Received[dicom_events.InstanceAccepted]]
+) -> None:
     await conn.execute(
         """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors)
            SELECT job_id, max(version), count(*), jsonb_agg(DISTINCT file_id), '[]'
@@ -202,8 +212,10 @@ async def instances_accepted(conn: Conn, events: Sequence[Envelope]) -> None:
     )
 
 
-@series.on("dicom.InstanceRejected")
-async def instances_rejected(conn: Conn, events: Sequence[Envelope]) -> None:
+@series.on(dicom_events.InstanceRejected)
+async def instances_rejected(
+    conn: Conn, events: Sequence[Received[dicom_events.InstanceRejected]]
+) -> None:
     await conn.execute(
         """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors)
            SELECT job_id, max(version), count(*), '[]',

@@ -389,6 +389,10 @@ class Compose:
             if job["status"] == "done":
                 # Done means its series files are in the catalog: let it catch up (bounded).
                 await self.gateway.catch_up(call.request, "catalog", "dicom")
+        elif job.get("status") in ("done", "failed"):
+            # Ended: every file it stored is listed with it, so the catalog (whose
+            # listing names them) catches up with ingest first (bounded), as for DICOM.
+            await self.gateway.catch_up(call.request, "catalog", "ingest")
         job["files"] = await self.files_by_id(call, job.pop("file_ids", []))
         return JSON(job)
 

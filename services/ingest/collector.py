@@ -18,13 +18,14 @@ from datetime import UTC, datetime, timedelta
 
 from services.ingest.projections import RECLAIMABLE, blob_refs
 from shared.contracts import ingest as ev
-from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.contracts.catalog import FileDeleted, UploadRejected
+from shared.contracts.envelope import Cause, Change, envelopes_of
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
 from shared.kit.logs import log
-from shared.kit.service import Handlers, Runtime
+from shared.kit.reactions import Reactions, Received
+from shared.kit.service import Handlers, Parts
 
-RELEASING = ("catalog.FileDeleted", "catalog.UploadRejected")
 # Blobs deleted per sweep transaction.
 SWEEP_BATCH = 1000
 # Deletes in flight at once.
@@ -32,17 +33,21 @@ DELETES_IN_FLIGHT = 16
 
 
 class Collector(Handlers):
-    def __init__(self, runtime: Runtime, store: BlobStore) -> None:
-        super().__init__(runtime)
+    def __init__(self, parts: Parts, store: BlobStore) -> None:
+        super().__init__(parts)
         self.blobs = store
-        self.grace = timedelta(seconds=runtime.settings.blob_gc_grace_s)
+        self.grace = timedelta(seconds=parts.settings.blob_gc_grace_s)
 
-    async def react(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+    reactions = Reactions("ingest")
+
+    @reactions.on(FileDeleted)
+    @reactions.on(UploadRejected)
+    async def when_files_gone(
+        self, conn: Conn, envelopes: Sequence[Received[FileDeleted | UploadRejected]]
+    ) -> None:
         """Files the catalog deleted (or never registered) release their blobs: an event
         per RELEASED_PER_EVENT of those that are ours."""
-        gone = [e.data["file_id"] for e in envelopes if e.type in RELEASING]
-        if not gone:
-            return
+        gone = [e.event.file_id for e in envelopes]
         ours = [
             r["file_id"]
             for r in await conn.fetch(

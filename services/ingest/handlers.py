@@ -26,7 +26,7 @@ from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, Envelope, envelopes_of, now
 from shared.kit.blobs import BlobStore, BlobWriter
 from shared.kit.errors import Refused
-from shared.kit.service import Handlers, Runtime
+from shared.kit.service import Handlers, Parts
 
 # One upload is one transaction of events; more files go in further uploads.
 MAX_FILES = 10_000
@@ -178,8 +178,8 @@ class _Receiver:
 
 
 class Uploads(Handlers):
-    def __init__(self, runtime: Runtime, blobs: BlobStore) -> None:
-        super().__init__(runtime)
+    def __init__(self, parts: Parts, blobs: BlobStore) -> None:
+        super().__init__(parts)
         self.blobs = blobs
 
     async def receive(

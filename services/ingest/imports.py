@@ -40,7 +40,7 @@ from shared.kit.errors import Refused, not_found
 from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.logs import log
 from shared.kit.secrets import Sealer, SealError, key_material
-from shared.kit.service import Handlers, Runtime, collector_paused
+from shared.kit.service import Handlers, Parts, collector_paused
 from shared.kit.settings import Settings
 
 # Objects read and recorded together: one transaction of events per batch.
@@ -98,8 +98,8 @@ def _integration_json(row: Any, access: Access) -> dict[str, Any]:
 
 
 class Imports(Handlers):
-    def __init__(self, runtime: Runtime, settings: Settings) -> None:
-        super().__init__(runtime)
+    def __init__(self, parts: Parts, settings: Settings) -> None:
+        super().__init__(parts)
         self.settings = settings
         self._sealer: Sealer | None = None
         self.spool = settings.data_dir / "spool"
@@ -227,7 +227,7 @@ class Imports(Handlers):
                 answer = await http.post(
                     url,
                     json={"ids": [str(u) for u in user_ids]},
-                    headers={identity.HEADER: self.runtime.identity.for_service("ingest")},
+                    headers={identity.HEADER: self.parts.identity.for_service("ingest")},
                 )
         except httpx.HTTPError:
             raise Refused(
@@ -354,7 +354,7 @@ class Imports(Handlers):
         task.add_done_callback(lambda _: self._running.pop(state.job_id, None))
         # The runtime cancels its tasks before it closes the pool: an import stopped by a
         # shutdown records nothing more, and resumes at the next start.
-        self.runtime._tasks.append(task)
+        self.parts.tasks.append(task)
 
     async def resume(self) -> None:
         """At start: every import job its stream says is unfinished runs on."""

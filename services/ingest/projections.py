@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from shared.contracts.envelope import Envelope
+from shared.contracts import ingest as ingest_events
 from shared.kit.db import Conn
 from shared.kit.projections import Projection
+from shared.kit.reactions import Received
 
 jobs = Projection(
     name="ingest.jobs",
@@ -55,8 +56,10 @@ async def file_ids(conn: Conn | asyncpg.Pool, job: asyncpg.Record) -> list[str]:
     return list(found)
 
 
-@jobs.on("ingest.UploadJobStarted")
-async def job_started(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@jobs.on(ingest_events.UploadJobStarted)
+async def job_started(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.UploadJobStarted]]
+) -> None:
     await conn.executemany(
         """INSERT INTO ingest.jobs (id, folder_id, status, total, done, files, errors,
                                     created_at, created_by, kind)
@@ -75,8 +78,10 @@ async def job_started(conn: asyncpg.Connection, events: Sequence[Envelope]) -> N
     )
 
 
-@jobs.on("ingest.FileContentStored")
-async def content_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@jobs.on(ingest_events.FileContentStored)
+async def content_stored(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FileContentStored]]
+) -> None:
     # An import's files (source "cloud") go to ingest.job_files, appended; an upload's
     # to the job's `files`.
     imported = [e for e in events if (e.data.get("source") or {}).get("type") == "cloud"]
@@ -123,8 +128,10 @@ async def _imported(conn: Conn, job_ids: list[str], file_ids: list[str]) -> None
     )
 
 
-@jobs.on("ingest.FileContentRejected")
-async def content_rejected(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@jobs.on(ingest_events.FileContentRejected)
+async def content_rejected(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FileContentRejected]]
+) -> None:
     # One update per job for the whole run, its errors in order.
     errors: dict[str, list[dict[str, object]]] = {}
     for e in events:
@@ -138,24 +145,30 @@ async def content_rejected(conn: asyncpg.Connection, events: Sequence[Envelope])
     )
 
 
-@jobs.on("ingest.UploadJobFinished")
-async def job_finished(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@jobs.on(ingest_events.UploadJobFinished)
+async def job_finished(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.UploadJobFinished]]
+) -> None:
     await conn.executemany(
         "UPDATE ingest.jobs SET status = $2 WHERE id = $1",
         [(e.data["job_id"], e.data["status"]) for e in events],
     )
 
 
-@jobs.on("ingest.ImageGroupImagesStored")
-async def image_group_images_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@jobs.on(ingest_events.ImageGroupImagesStored)
+async def image_group_images_stored(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImageGroupImagesStored]]
+) -> None:
     await conn.executemany(
         "UPDATE ingest.jobs SET files = files || $2::jsonb WHERE id = $1",
         [(e.data["job_id"], [f["file_id"] for f in e.data["files"]]) for e in events],
     )
 
 
-@jobs.on("ingest.ImageGroupStored")
-async def image_group_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@jobs.on(ingest_events.ImageGroupStored)
+async def image_group_stored(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImageGroupStored]]
+) -> None:
     # The group's file first, then its images: from its pages, or (events from before
     # pages) its own `files`.
     await conn.executemany(
@@ -172,8 +185,10 @@ async def image_group_stored(conn: asyncpg.Connection, events: Sequence[Envelope
     )
 
 
-@jobs.on("ingest.ImportJobStarted")
-async def import_started(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@jobs.on(ingest_events.ImportJobStarted)
+async def import_started(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportJobStarted]]
+) -> None:
     await conn.executemany(
         """INSERT INTO ingest.jobs (id, folder_id, status, total, done, files, errors,
                                     created_at, created_by, kind)
@@ -186,16 +201,20 @@ async def import_started(conn: asyncpg.Connection, events: Sequence[Envelope]) -
     )
 
 
-@jobs.on("ingest.ImportObjectsListed")
-async def import_listed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@jobs.on(ingest_events.ImportObjectsListed)
+async def import_listed(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportObjectsListed]]
+) -> None:
     await conn.executemany(
         "UPDATE ingest.jobs SET total = total + $2 WHERE id = $1",
         [(e.data["job_id"], e.data["count"]) for e in events if e.data["count"]],
     )
 
 
-@jobs.on("ingest.ImportJobFailed")
-async def import_failed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@jobs.on(ingest_events.ImportJobFailed)
+async def import_failed(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportJobFailed]]
+) -> None:
     await conn.executemany(
         """UPDATE ingest.jobs SET status = 'failed', errors = errors || $2::jsonb
            WHERE id = $1""",
@@ -234,8 +253,10 @@ integrations = Projection(
 )
 
 
-@integrations.on("ingest.IntegrationRegistered")
-async def integration_registered(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@integrations.on(ingest_events.IntegrationRegistered)
+async def integration_registered(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.IntegrationRegistered]]
+) -> None:
     await conn.executemany(
         """INSERT INTO ingest.integrations (id, name, provider, endpoint, region, bucket,
                                             sealed_credentials, version, created_at, created_by)
@@ -258,8 +279,10 @@ async def integration_registered(conn: asyncpg.Connection, events: Sequence[Enve
     )
 
 
-@integrations.on("ingest.IntegrationShared")
-async def integration_shared(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@integrations.on(ingest_events.IntegrationShared)
+async def integration_shared(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.IntegrationShared]]
+) -> None:
     await conn.executemany(
         "UPDATE ingest.integrations SET shared_with = $2, version = $3 WHERE id = $1",
         [
@@ -273,8 +296,10 @@ async def integration_shared(conn: asyncpg.Connection, events: Sequence[Envelope
     )
 
 
-@integrations.on("ingest.IntegrationRemoved")
-async def integration_removed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@integrations.on(ingest_events.IntegrationRemoved)
+async def integration_removed(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.IntegrationRemoved]]
+) -> None:
     await conn.execute(
         "DELETE FROM ingest.integrations WHERE id = ANY($1::uuid[])",
         [e.data["integration_id"] for e in events],
@@ -307,8 +332,10 @@ sessions = Projection(
 )
 
 
-@sessions.on("ingest.UploadSessionOpened")
-async def session_opened(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@sessions.on(ingest_events.UploadSessionOpened)
+async def session_opened(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.UploadSessionOpened]]
+) -> None:
     await conn.executemany(
         """INSERT INTO ingest.sessions (id, folder_id, name, size, part_size, parts, store_key,
                                         upload_id, status, expires_at, created_at, created_by)
@@ -333,8 +360,10 @@ async def session_opened(conn: asyncpg.Connection, events: Sequence[Envelope]) -
     )
 
 
-@sessions.on("ingest.FileContentStored")
-async def session_completed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@sessions.on(ingest_events.FileContentStored)
+async def session_completed(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FileContentStored]]
+) -> None:
     # Most stored content is not a session's: the join finds the few that are.
     await conn.execute(
         """UPDATE ingest.sessions s SET status = 'completed', file_id = x.file_id
@@ -344,8 +373,10 @@ async def session_completed(conn: asyncpg.Connection, events: Sequence[Envelope]
     )
 
 
-@sessions.on("ingest.UploadSessionEnded")
-async def session_ended(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@sessions.on(ingest_events.UploadSessionEnded)
+async def session_ended(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.UploadSessionEnded]]
+) -> None:
     await conn.executemany(
         "UPDATE ingest.sessions SET status = $2 WHERE id = $1",
         [(e.data["session_id"], e.data["status"]) for e in events],
@@ -406,8 +437,10 @@ async def _files(conn: Conn, pairs: list[tuple[str, str]], at: datetime) -> None
     )
 
 
-@blob_refs.on("ingest.FileContentStored")
-async def file_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@blob_refs.on(ingest_events.FileContentStored)
+async def file_stored(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FileContentStored]]
+) -> None:
     pairs = [
         (e.data["file_id"], e.data["blob_key"])
         for e in events
@@ -416,31 +449,42 @@ async def file_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> N
     await _files(conn, pairs, events[-1].occurred_at)
 
 
-@blob_refs.on("ingest.ImageGroupImagesStored")
-@blob_refs.on("ingest.ImageGroupStored")  # before pages, it held the images
-async def group_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@blob_refs.on(ingest_events.ImageGroupImagesStored)
+@blob_refs.on(ingest_events.ImageGroupStored)  # before pages, it held the images
+async def group_stored(
+    conn: asyncpg.Connection,
+    events: Sequence[
+        Received[ingest_events.ImageGroupImagesStored | ingest_events.ImageGroupStored]
+    ],
+) -> None:
     pairs = [(f["file_id"], f["blob_key"]) for e in events for f in e.data.get("files", [])]
     if pairs:
         await _files(conn, pairs, events[-1].occurred_at)
 
 
-@blob_refs.on("ingest.DicomInstanceStored")
-async def instance_stored(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@blob_refs.on(ingest_events.DicomInstanceStored)
+async def instance_stored(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.DicomInstanceStored]]
+) -> None:
     await _blobs_stored(
         conn, [e.data["blob_key"] for e in events], events[-1].occurred_at, pinned=True
     )
 
 
-@blob_refs.on("ingest.BlobsReleased")
-async def blobs_released(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@blob_refs.on(ingest_events.BlobsReleased)
+async def blobs_released(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.BlobsReleased]]
+) -> None:
     await conn.execute(
         "DELETE FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])",
         [f for e in events for f in e.data["file_ids"]],
     )
 
 
-@blob_refs.on("ingest.BlobsReclaimed")
-async def blobs_reclaimed(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+@blob_refs.on(ingest_events.BlobsReclaimed)
+async def blobs_reclaimed(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.BlobsReclaimed]]
+) -> None:
     await conn.execute(
         "DELETE FROM ingest.blobs WHERE key = ANY($1::text[])",
         [k for e in events for k in e.data["blob_keys"]],

@@ -29,7 +29,7 @@ from shared.kit.blobs import BlobStore, UnknownUpload, content_key
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.logs import log
-from shared.kit.service import Handlers, Runtime
+from shared.kit.service import Handlers, Parts
 
 # A part's URL stays valid this long; GET on the session gives fresh ones.
 URL_LIFETIME = timedelta(hours=6)
@@ -41,11 +41,11 @@ def _signature(secret: bytes, session_id: uuid.UUID, number: int, expires: int) 
 
 
 class Sessions(Handlers):
-    def __init__(self, runtime: Runtime, blobs: BlobStore, signing_key: bytes) -> None:
-        super().__init__(runtime)
+    def __init__(self, parts: Parts, blobs: BlobStore, signing_key: bytes) -> None:
+        super().__init__(parts)
         self.blobs = blobs
         self._signing_key = signing_key
-        settings = runtime.settings
+        settings = parts.settings
         self.part_size = settings.upload_part_size
         self.ttl_s = settings.upload_session_ttl_s
 

@@ -53,6 +53,7 @@ def router(thumbnails: Thumbnails) -> APIRouter:
                 )
             return _missing("thumbnail_not_ready", f"file {file_id} has no thumbnail yet")
         if row["state"] == "pending":
+            await thumbnails.want(file_id)
             return _missing("thumbnail_not_ready", f"file {file_id} has no thumbnail yet")
         if row["state"] == "failed":
             return _missing(

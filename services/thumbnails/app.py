@@ -12,7 +12,7 @@ from services.thumbnails.projections import thumbnails as model
 from shared.contracts import topics
 from shared.kit.blobs import open_blob_store
 from shared.kit.db import Conn
-from shared.kit.service import Runtime, create_app, serve
+from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
 
 
@@ -22,24 +22,24 @@ async def _leases(conn: Conn) -> None:
 
 def build(settings: Settings) -> FastAPI:
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    parts = Parts("thumbnails", settings)
+    blobs = open_blob_store(settings)
+    thumbnails = Thumbnails(parts, blobs)
+
+    async def start_work() -> None:
+        parts.supervise("drawing", thumbnails.run)
+        parts.supervise("sweep", lambda: thumbnails.sweep_forever(settings.blob_gc_every_s))
+
     runtime = Runtime(
-        name="thumbnails",
-        settings=settings,
+        parts,
         publishes=topics.THUMBNAILS,
         # Files registered and deleted (catalog); DICOM series' slices (dicom).
         consumes=(topics.CATALOG, topics.DICOM),
-        setups=(model.setup, _leases),
+        reactions=Thumbnails.reactions.bound(thumbnails),
+        projections=(model,),
+        setups=(_leases,),
+        on_start=[blobs.start, start_work],
     )
-    blobs = open_blob_store(settings)
-    runtime.on_start.append(blobs.start)
-    thumbnails = Thumbnails(runtime, blobs)
-    runtime.handle = thumbnails.react
-
-    async def start_work() -> None:
-        runtime.supervise("drawing", thumbnails.run)
-        runtime.supervise("sweep", lambda: thumbnails.sweep_forever(settings.blob_gc_every_s))
-
-    runtime.on_start.append(start_work)
     app = create_app(runtime, "Files thumbnails")
     api.install(app, thumbnails)
     return app

@@ -38,8 +38,9 @@ from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
 from shared.kit.logs import log
+from shared.kit.reactions import Reactions, Received
 from shared.kit.retry import Backoff, Policy, transient
-from shared.kit.service import Handlers, Runtime
+from shared.kit.service import Handlers, Parts
 
 # Sources reclaimed per sweep transaction.
 SWEEP_BATCH = 100
@@ -75,7 +76,7 @@ class Wanted:
     kind: str
     source: str
     blob_key: str
-    cause: Envelope
+    cause: Received[Any]
 
 
 def _settled_event(
@@ -89,10 +90,10 @@ def _settled_event(
 
 
 class Thumbnails(Handlers):
-    def __init__(self, runtime: Runtime, blobs: BlobStore) -> None:
-        super().__init__(runtime)
+    def __init__(self, parts: Parts, blobs: BlobStore) -> None:
+        super().__init__(parts)
         self.blobs = blobs
-        settings = runtime.settings
+        settings = parts.settings
         self.fmt = settings.thumbnail_format
         self.time_cap = settings.thumbnail_time_cap_s
         self.workers = settings.thumbnail_workers or len(os.sched_getaffinity(0))
@@ -102,46 +103,59 @@ class Thumbnails(Handlers):
 
     # -- reactions ---------------------------------------------------------------------
 
-    async def react(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
-        kind = envelopes[0].type
-        if kind == FileUploaded.type:
-            await self.request(conn, [w for e in envelopes if (w := self._uploaded(e))])
-        elif kind in (SeriesAssembled.type, SeriesExtended.type):
-            await self.request(conn, [w for e in envelopes if (w := self._series(e))])
-        elif kind in (FileDeleted.type, SeriesReleased.type):
-            await self.release(conn, envelopes)
+    reactions = Reactions("thumbnails")
+
+    @reactions.on(FileUploaded)
+    async def when_file_uploaded(
+        self, conn: Conn, uploaded: Sequence[Received[FileUploaded]]
+    ) -> None:
+        await self.request(conn, [w for e in uploaded if (w := self._uploaded(e))])
+
+    @reactions.on(SeriesAssembled)
+    @reactions.on(SeriesExtended)
+    async def when_series_changed(
+        self, conn: Conn, series: Sequence[Received[SeriesAssembled | SeriesExtended]]
+    ) -> None:
+        await self.request(conn, [w for e in series if (w := self._series(e))])
+
+    @reactions.on(FileDeleted)
+    @reactions.on(SeriesReleased)
+    async def when_released(
+        self, conn: Conn, gone: Sequence[Received[FileDeleted | SeriesReleased]]
+    ) -> None:
+        await self.release(conn, gone)
 
     @staticmethod
-    def _uploaded(envelope: Envelope) -> Wanted | None:
+    def _uploaded(envelope: Received[FileUploaded]) -> Wanted | None:
         """A file registered with its content. A DICOM series is drawn from its middle
         slice, which the DICOM context's events name; imported files (content in the
         customer's bucket, `ref:` keys) are not drawn (see README)."""
-        data = envelope.data
-        renderer = domain.renderer_of(data["kind"])
-        if renderer is None or renderer == "dicom" or not data["blob_key"].startswith("sha256/"):
+        file = envelope.event
+        renderer = domain.renderer_of(file.kind)
+        if renderer is None or renderer == "dicom" or not file.blob_key.startswith("sha256/"):
             return None
         return Wanted(
-            uuid.UUID(data["file_id"]),
-            data["kind"],
-            domain.source_of(renderer, data["sha256"]),
-            data["blob_key"],
+            file.file_id,
+            file.kind,
+            domain.source_of(renderer, file.sha256),
+            file.blob_key,
             envelope,
         )
 
     @staticmethod
-    def _series(envelope: Envelope) -> Wanted | None:
+    def _series(envelope: Received[SeriesAssembled | SeriesExtended]) -> Wanted | None:
         """A series is drawn from its middle slice: the event names it (events from
         before pages name every instance, in slice order, instead)."""
-        data = envelope.data
-        if data.get("middle_blob_key"):
-            blob_key, sha256 = data["middle_blob_key"], data["middle_sha256"]
-        elif instances := data.get("instances"):
+        series = envelope.event
+        if series.middle_blob_key and series.middle_sha256:
+            blob_key, sha256 = series.middle_blob_key, series.middle_sha256
+        elif instances := series.instances:
             shown = instances[domain.middle(len(instances))]
             blob_key, sha256 = shown["blob_key"], shown["sha256"]
         else:
             return None
         return Wanted(
-            uuid.UUID(data["file_id"]),
+            series.file_id,
             "dicom_series",
             domain.source_of("dicom", sha256),
             blob_key,
@@ -191,10 +205,12 @@ class Thumbnails(Handlers):
             await model.apply(conn, out)
             await self.store.append(conn, out)
 
-    async def release(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+    async def release(
+        self, conn: Conn, envelopes: Sequence[Received[FileDeleted | SeriesReleased]]
+    ) -> None:
         """A deleted file (or a released series) no longer has thumbnails; its source's
         pictures go when no file uses it (the sweep)."""
-        gone = {uuid.UUID(e.data["file_id"]): e for e in envelopes}
+        gone = {e.event.file_id: e for e in envelopes}
         rows = await conn.fetch(
             "SELECT file_id, version, source FROM thumbnails.files"
             " WHERE file_id = ANY($1::uuid[]) AND state <> 'released' FOR UPDATE",
@@ -229,7 +245,7 @@ class Thumbnails(Handlers):
     async def _runner(self) -> None:
         backoff = Backoff(self.policy)
         while True:
-            wake = self.runtime.moved.current()
+            wake = self.parts.moved.current()
             claimed: dict[str, Any] | None = None
             try:
                 claimed = await self.claim()
@@ -271,24 +287,16 @@ class Thumbnails(Handlers):
                     return
 
     async def claim(self) -> dict[str, Any] | None:
-        """The oldest pending file nobody holds, leased for this runner (or None)."""
+        """A pending file nobody holds, leased for this runner (or None): first one a
+        person asked for (a thumbnail requested while pending, oldest ask first), else
+        the oldest. A backlog (a sequence of 10,000 frames) then does not keep the
+        picture someone is looking at waiting behind it."""
         lease = timedelta(seconds=self.time_cap * 2 + 60)
-        row = await self.pool.fetchrow(
-            """WITH next AS (
-                   SELECT f.file_id FROM thumbnails.files f
-                   WHERE f.state = 'pending' AND NOT EXISTS (
-                       SELECT 1 FROM thumbnails.leases l
-                       WHERE l.file_id = f.file_id AND l.until > now())
-                   ORDER BY f.requested_at LIMIT 1
-                   FOR UPDATE OF f SKIP LOCKED)
-               INSERT INTO thumbnails.leases AS l (file_id, until, attempts)
-               SELECT file_id, now() + $1::interval, 1 FROM next
-               ON CONFLICT (file_id) DO UPDATE
-               SET until = excluded.until, attempts = l.attempts + 1
-               WHERE l.until <= now()
-               RETURNING l.file_id, l.attempts""",
-            lease,
-        )
+        row = None
+        for pick in (_WANTED_FIRST, _OLDEST_FIRST):
+            row = await self.pool.fetchrow(_CLAIM.format(pick=pick), lease)
+            if row is not None:
+                break
         if row is None:
             return None
         found = await self.pool.fetchrow(
@@ -456,6 +464,13 @@ class Thumbnails(Handlers):
                 log.error("thumbnails.sweep_failed", exc_info=True)
             await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction
 
+    async def want(self, file_id: uuid.UUID) -> None:
+        """Someone asked for this pending file's picture: it is drawn next."""
+        await self.pool.execute(
+            "INSERT INTO thumbnails.wanted (file_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            file_id,
+        )
+
     async def thumbnail(self, file_id: uuid.UUID) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(
             "SELECT state, renditions, code, reason FROM thumbnails.files WHERE file_id = $1",
@@ -470,4 +485,28 @@ CREATE TABLE IF NOT EXISTS thumbnails.leases (
     until timestamptz NOT NULL,
     attempts integer NOT NULL
 );
+-- Pending files whose picture someone asked for (one row each, gone once claimed).
+CREATE TABLE IF NOT EXISTS thumbnails.wanted (
+    file_id uuid PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now()
+);
 """
+
+# The runners' claim: `pick` chooses among pending files nobody holds. A file claimed
+# leaves `wanted` (drawn again after a failure, it waits its turn).
+_CLAIM = """
+WITH next AS (
+    SELECT f.file_id FROM thumbnails.files f {pick}
+    FOR UPDATE OF f SKIP LOCKED),
+unwanted AS (DELETE FROM thumbnails.wanted w USING next WHERE w.file_id = next.file_id)
+INSERT INTO thumbnails.leases AS l (file_id, until, attempts)
+SELECT file_id, now() + $1::interval, 1 FROM next
+ON CONFLICT (file_id) DO UPDATE
+SET until = excluded.until, attempts = l.attempts + 1
+WHERE l.until <= now()
+RETURNING l.file_id, l.attempts"""
+_FREE = """f.state = 'pending' AND NOT EXISTS (
+        SELECT 1 FROM thumbnails.leases l WHERE l.file_id = f.file_id AND l.until > now())"""
+_WANTED_FIRST = f"""JOIN thumbnails.wanted w ON w.file_id = f.file_id
+    WHERE {_FREE} ORDER BY w.at LIMIT 1"""
+_OLDEST_FIRST = f"WHERE {_FREE} ORDER BY f.requested_at LIMIT 1"

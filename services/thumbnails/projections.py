@@ -10,10 +10,14 @@ records; `files rebuild thumbnails.files` replays it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
-from shared.contracts.envelope import Envelope
+from shared.contracts import thumbnails as thumbnails_events
 from shared.kit.db import Conn
 from shared.kit.projections import Projection
+from shared.kit.reactions import Received
+
+R = TypeVar("R", bound=Received[Any])
 
 thumbnails = Projection(
     name="thumbnails.files",
@@ -53,8 +57,10 @@ thumbnails = Projection(
 )
 
 
-@thumbnails.on("thumbnails.ThumbnailsRequested")
-async def requested(conn: Conn, events: Sequence[Envelope]) -> None:
+@thumbnails.on(thumbnails_events.ThumbnailsRequested)
+async def requested(
+    conn: Conn, events: Sequence[Received[thumbnails_events.ThumbnailsRequested]]
+) -> None:
     await conn.execute(
         """INSERT INTO thumbnails.files AS f
            (file_id, version, kind, source, blob_key, state, requested_at, request_id,
@@ -83,8 +89,8 @@ async def requested(conn: Conn, events: Sequence[Envelope]) -> None:
     )
 
 
-@thumbnails.on("thumbnails.ThumbnailsMade")
-async def made(conn: Conn, events: Sequence[Envelope]) -> None:
+@thumbnails.on(thumbnails_events.ThumbnailsMade)
+async def made(conn: Conn, events: Sequence[Received[thumbnails_events.ThumbnailsMade]]) -> None:
     rows = [
         {**e.data, "version": e.stream_version, "at": e.occurred_at.isoformat()}
         for e in _last_per_file(events)
@@ -101,8 +107,8 @@ async def made(conn: Conn, events: Sequence[Envelope]) -> None:
     await _settle(conn, rows, "made")
 
 
-@thumbnails.on("thumbnails.ThumbnailFailed")
-async def failed(conn: Conn, events: Sequence[Envelope]) -> None:
+@thumbnails.on(thumbnails_events.ThumbnailFailed)
+async def failed(conn: Conn, events: Sequence[Received[thumbnails_events.ThumbnailFailed]]) -> None:
     rows = [
         {**e.data, "version": e.stream_version, "at": e.occurred_at.isoformat()}
         for e in _last_per_file(events)
@@ -137,8 +143,10 @@ async def _settle(conn: Conn, rows: list[dict[str, object]], state: str) -> None
     )
 
 
-@thumbnails.on("thumbnails.ThumbnailsReleased")
-async def released(conn: Conn, events: Sequence[Envelope]) -> None:
+@thumbnails.on(thumbnails_events.ThumbnailsReleased)
+async def released(
+    conn: Conn, events: Sequence[Received[thumbnails_events.ThumbnailsReleased]]
+) -> None:
     rows = [
         {**e.data, "version": e.stream_version, "at": e.occurred_at.isoformat()}
         for e in _last_per_file(events)
@@ -163,13 +171,15 @@ async def released(conn: Conn, events: Sequence[Envelope]) -> None:
     )
 
 
-@thumbnails.on("thumbnails.ThumbnailsReclaimed")
-async def reclaimed(conn: Conn, events: Sequence[Envelope]) -> None:
+@thumbnails.on(thumbnails_events.ThumbnailsReclaimed)
+async def reclaimed(
+    conn: Conn, events: Sequence[Received[thumbnails_events.ThumbnailsReclaimed]]
+) -> None:
     await conn.execute(
         "DELETE FROM thumbnails.sources WHERE source = ANY($1::text[])",
         [s for e in events for s in e.data["sources"]],
     )
 
 
-def _last_per_file(events: Sequence[Envelope]) -> list[Envelope]:
+def _last_per_file(events: Sequence[R]) -> list[R]:
     return list({e.data["file_id"]: e for e in events}.values())

@@ -8,3 +8,9 @@ REGISTRY: dict[str, type[Event]] = {
     for module in (catalog, ingest, dicom, datasets, acl, thumbnails)
     for event in module.EVENTS
 }
+
+# Published types no read model or reaction consumes, and why (tests/unit/test_reactions.py
+# holds every other type to having a consumer).
+READ_BY_NO_ONE: dict[str, str] = {
+    ingest.ImportObjectsRequested.type: "read back from its job's stream when an import resumes",
+}

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 class Event(BaseModel):
@@ -43,6 +43,26 @@ class Envelope(BaseModel):
     source: str = ""
     position: int = 0
     data: dict[str, Any] = Field(default_factory=dict)
+    # The event itself when this process made the envelope from it (`new_envelope`):
+    # read models projected in the writing transaction then need not parse `data` back.
+    _event: Event | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # The same event, whether or not this process still holds its model.
+        return isinstance(other, Envelope) and self.__dict__ == other.__dict__
+
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> Envelope:
+        copied = super().model_copy(update=update, deep=deep)
+        if update and {"type", "schema_version", "data"} & update.keys():
+            object.__setattr__(copied, "__pydantic_private__", {"_event": None})
+        return copied
+
+    @property
+    def made_from(self) -> Event | None:
+        """The event this process made the envelope from, if it did."""
+        return self.__pydantic_private__["_event"] if self.__pydantic_private__ else None
 
 
 # While a reaction runs with tracing on: for each traceparent of the events it handles,
@@ -50,6 +70,19 @@ class Envelope(BaseModel):
 continuing: ContextVar[Mapping[str | None, str | None] | None] = ContextVar(
     "continuing", default=None
 )
+
+
+class Caused(Protocol):
+    """What a cause is taken from: an envelope, or an event as a handler received it."""
+
+    @property
+    def event_id(self) -> uuid.UUID: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def correlation_id(self) -> str: ...
+    @property
+    def traceparent(self) -> str | None: ...
 
 
 class Cause(BaseModel):
@@ -63,7 +96,7 @@ class Cause(BaseModel):
     traceparent: str | None = None
 
     @classmethod
-    def of(cls, envelope: Envelope) -> Cause:
+    def of(cls, envelope: Caused) -> Cause:
         traceparent = envelope.traceparent
         continued = continuing.get()
         if continued:
@@ -116,14 +149,15 @@ def new_envelope(
             "source": "",
             "position": 0,
             "data": event.model_dump(mode="json"),
-        }
+        },
+        event,
     )
 
 
 _ENVELOPE_FIELDS = frozenset(Envelope.model_fields)
 
 
-def _trusted(fields: dict[str, Any]) -> Envelope:
+def _trusted(fields: dict[str, Any], event: Event | None = None) -> Envelope:
     """An envelope of values already of the right types (a validated event, our own
     ids and times), without validating them again. It is what `model_construct` does,
     minus its per-field bookkeeping: a tenth of the cost, which matters when one
@@ -133,5 +167,5 @@ def _trusted(fields: dict[str, Any]) -> Envelope:
     object.__setattr__(envelope, "__dict__", fields)
     object.__setattr__(envelope, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
     object.__setattr__(envelope, "__pydantic_extra__", None)
-    object.__setattr__(envelope, "__pydantic_private__", None)
+    object.__setattr__(envelope, "__pydantic_private__", {"_event": event})
     return envelope

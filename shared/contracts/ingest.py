@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.contracts.catalog import Media, Source
 from shared.contracts.envelope import Event
+from shared.contracts.upcasting import upcaster
 
 
 def job_stream(job_id: uuid.UUID) -> str:
@@ -80,18 +81,31 @@ class ImageGroupImagesStored(Event):
 class ImageGroupStored(Event):
     """The images of a group or sequence are stored (sniffed, all images): the catalog
     registers, at once, the constituent folder, the images in it (in order) and the
-    group's file in the target folder. The images are in the ImageGroupImagesStored pages
-    before it (`images` of them); events recorded before pages held them in `files`."""
+    group's file in the target folder. The images (`images` of them) are in the
+    ImageGroupImagesStored pages before it; events recorded before pages held them in
+    `files` instead, which is then the only way to tell them apart.
+
+    Version 2: `images` is always the count (version 1 left it out before pages).
+    """
 
     type: ClassVar[str] = "ingest.ImageGroupStored"
+    version: ClassVar[int] = 2
     job_id: uuid.UUID
     group_file_id: uuid.UUID
     folder_id: uuid.UUID
     name: str
     kind: str  # "image_group" | "image_sequence"
     constituent_folder_id: uuid.UUID
+    images: int
     files: list[FileContentStored] = []
-    images: int | None = None
+
+
+@upcaster(ImageGroupStored.type, 1)
+def _image_group_counts_its_images(data: dict[str, Any]) -> dict[str, Any]:
+    """A group recorded before pages named its images in `files` and had no count."""
+    if data.get("images") is None:
+        data["images"] = len(data.get("files", []))
+    return data
 
 
 class UploadJobFinished(Event):

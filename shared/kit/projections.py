@@ -1,8 +1,14 @@
 """Read models as disposable tables, fed by events, rebuildable from the store.
 
-A projection maps event types to batch handlers. The same handlers serve the
-live path (inline in a write transaction, or from a consumer) and a rebuild,
-which is why a rebuild gives the same rows.
+A projection maps event contracts to batch handlers (`@projection.on(FileMoved)`, see
+`shared.kit.reactions`). The same handlers serve the live path (inline in a write
+transaction, or from a consumer) and a rebuild, which is why a rebuild gives the same
+rows.
+
+Each read model has a version (`Projection.version`), recorded in its schema's
+`read_models` table when it is built. Raise it when a change to its tables or handlers
+makes the rows it has wrong: at its next start the service rebuilds it from the store
+(`ensure_current`) before it serves or consumes.
 """
 
 from __future__ import annotations
@@ -13,14 +19,18 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import asyncpg
 
 from shared.contracts.envelope import Envelope
 from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
+from shared.kit.logs import log
+from shared.kit.reactions import E, Received, Triggers, received
 
-BatchHandler = Callable[[Conn, Sequence[Envelope]], Awaitable[None]]
+BatchHandler = Callable[[Conn, Sequence[Received[E]]], Awaitable[None]]
+H = TypeVar("H", bound=Callable[..., Awaitable[None]])
 
 
 @dataclass
@@ -28,11 +38,19 @@ class Projection:
     name: str
     ddl: str
     tables: Sequence[str]
-    handlers: dict[str, BatchHandler] = field(default_factory=dict)
+    # Raised when the rows it keeps must be made again (see the module's doc).
+    version: int = 1
+    # Fed by its own service's store, so a rebuild can replay it. A mirror of another
+    # context's events (datasets' tree) is not: it follows its consumer.
+    replayable: bool = True
+    triggers: Triggers = field(init=False)
 
-    def on(self, event_type: str) -> Callable[[BatchHandler], BatchHandler]:
-        def register(handler: BatchHandler) -> BatchHandler:
-            self.handlers[event_type] = handler
+    def __post_init__(self) -> None:
+        self.triggers = Triggers(self.name)
+
+    def on(self, contract: type[E]) -> Callable[[H], H]:
+        def register(handler: H) -> H:
+            self.triggers.register(contract, handler)
             return handler
 
         return register
@@ -43,10 +61,20 @@ class Projection:
     async def apply(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
         # Consecutive events of one type go to their handler together, set-based;
         # runs keep the store's order between types.
+        triggers = self.triggers.by_type
         for event_type, run in itertools.groupby(envelopes, key=lambda e: e.type):
-            handler = self.handlers.get(event_type)
-            if handler is not None:
-                await handler(conn, list(run))
+            found = triggers.get(event_type)
+            if found is not None:
+                contract, handler = found
+                await handler(conn, received(list(run), contract))
+
+    async def apply_received(self, conn: Conn, events: Sequence[Received[Any]]) -> None:
+        """Events a reaction received, parsed already: passed on as they are."""
+        triggers = self.triggers.by_type
+        for event_type, run in itertools.groupby(events, key=lambda e: e.type):
+            found = triggers.get(event_type)
+            if found is not None:
+                await found[1](conn, list(run))
 
 
 # Writers project, then append: they lock a read model's tables, then the store's head
@@ -58,14 +86,36 @@ LOCK_WAIT = "500ms"
 REBUILD_TRIES_S = 120.0
 
 
-async def rebuild(pool: asyncpg.Pool, store: EventStore, projection: Projection) -> int:
+def _versions_ddl(schema: str) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {schema}.read_models (
+                   name text PRIMARY KEY,
+                   version integer NOT NULL,
+                   rebuilt_at timestamptz
+               )"""
+
+
+async def recorded_version(conn: Conn, schema: str, projection: Projection) -> int:
+    """The version its rows were built by: 1 for rows from before versions were kept."""
+    await conn.execute(_versions_ddl(schema))
+    found: int | None = await conn.fetchval(
+        f"SELECT version FROM {schema}.read_models WHERE name = $1", projection.name
+    )
+    return 1 if found is None else found
+
+
+async def rebuild(
+    pool: asyncpg.Pool, store: EventStore, projection: Projection, *, only_if_stale: bool = False
+) -> int:
     """Drop the projection's rows and replay the store into it; returns events replayed.
 
     Runs in one transaction holding the tables and the store's append lock, so no write
-    interleaves with the replay; readers of the tables wait until it commits.
+    interleaves with the replay; readers of the tables wait until it commits. It records
+    the projection's version. `only_if_stale`: only if the recorded version is another
+    (looked at under the locks, so of replicas starting together one rebuilds).
     """
     tables = ", ".join(projection.tables)
     deadline = time.monotonic() + REBUILD_TRIES_S
+    schema = store.schema
     while True:
         try:
             async with pool.acquire() as conn, conn.transaction():
@@ -73,13 +123,45 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, projection: Projection)
                 await conn.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
                 await store.lock(conn)
                 await conn.execute("SET LOCAL lock_timeout = 0")
+                was = await recorded_version(conn, schema, projection)
+                if only_if_stale and was == projection.version:
+                    return 0
                 await conn.execute(f"TRUNCATE {tables}")
                 replayed = 0
                 async for envelopes in store.read_all(conn):
                     await projection.apply(conn, envelopes)
                     replayed += len(envelopes)
+                await conn.execute(
+                    f"""INSERT INTO {schema}.read_models (name, version, rebuilt_at)
+                        VALUES ($1, $2, now())
+                        ON CONFLICT (name) DO UPDATE
+                        SET version = excluded.version, rebuilt_at = excluded.rebuilt_at""",
+                    projection.name,
+                    projection.version,
+                )
                 return replayed
         except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(random.uniform(0.05, 0.25))  # let the writers through
+
+
+async def ensure_current(pool: asyncpg.Pool, store: EventStore, projection: Projection) -> int:
+    """At a service's start, before it serves or consumes: a read model whose recorded
+    version is not the code's is rebuilt from the store; returns the events replayed (0
+    when it was current)."""
+    async with pool.acquire() as conn:
+        was = await recorded_version(conn, store.schema, projection)
+    if was == projection.version:
+        return 0
+    started = time.monotonic()
+    replayed = await rebuild(pool, store, projection, only_if_stale=True)
+    log.info(
+        "projection.rebuilt",
+        projection=projection.name,
+        was=was,
+        version=projection.version,
+        events=replayed,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return replayed

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Query
 from pydantic import AwareDatetime, BaseModel
 
-from shared.kit import bus, consistency, db, idempotency, identity, tracing
+from shared.kit import bus, consistency, db, idempotency, identity, projections, tracing
 from shared.kit.audit import audit
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
@@ -32,6 +32,7 @@ from shared.kit.identity import ServiceKey
 from shared.kit.inbox import Consumer, Handler, Inbox
 from shared.kit.logs import configure, log
 from shared.kit.outbox import Relay
+from shared.kit.projections import Projection
 from shared.kit.retry import Policy
 from shared.kit.settings import Settings
 
@@ -51,39 +52,86 @@ def source_of(topic: str) -> str:
 
 
 @dataclass
-class Runtime:
+class Parts:
+    """What a service's handlers work with, made before them: its store, inbox, identity
+    and settings, and the pool once the runtime has started. The runtime is made last,
+    from these and the handlers' reactions: the parts are built in one direction."""
+
     name: str
     settings: Settings
-    publishes: str | None = None
-    consumes: Sequence[str] = ()
-    handle: Handler | None = None
-    setups: Sequence[Setup] = ()
     pool_size: int = 10
-    # Most events a consumer applies in one transaction (a DICOM batch reads files).
-    max_batch: int = 10_000
-    # Run once the database and bus are reachable (e.g. bootstrap records).
-    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     store: EventStore = field(init=False)
     inbox: Inbox = field(init=False)
     pool: asyncpg.Pool = field(init=False)
-    producer: AIOKafkaProducer = field(init=False)
-    relay: Relay | None = field(init=False, default=None)
-    consumer: Consumer | None = field(init=False, default=None)
-    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+    # Fired when the watermarks move (consistency waits, work that follows them).
     moved: consistency.Signal = field(init=False, default_factory=consistency.Signal)
-    _listener: Conn | None = field(init=False, default=None)
     # Verifies who calls this service, and signs its own calls to others.
     identity: ServiceKey = field(init=False)
+    tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.store = EventStore(self.name)
         self.inbox = Inbox(self.name, self.name)
         self.identity = ServiceKey(self.settings.service_key)
 
+    def supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run `run` for the life of the process, started again after a crash."""
+        self.tasks.append(
+            asyncio.create_task(supervised(self.name, what, run), name=f"{self.name}.{what}")
+        )
+
+
+@dataclass
+class Runtime:
+    parts: Parts
+    publishes: str | None = None
+    consumes: Sequence[str] = ()
+    # What the consumer calls with each run of one type (`Reactions.bound`).
+    reactions: Handler | None = None
+    # This service's read models: made at start, rebuilt if their version changed.
+    projections: Sequence[Projection] = ()
+    setups: Sequence[Setup] = ()
+    # Most events a consumer applies in one transaction (a DICOM batch reads files).
+    max_batch: int = 10_000
+    # Run once the database and bus are reachable (e.g. bootstrap records).
+    on_start: Sequence[Callable[[], Awaitable[None]]] = ()
+    producer: AIOKafkaProducer = field(init=False)
+    relay: Relay | None = field(init=False, default=None)
+    consumer: Consumer | None = field(init=False, default=None)
+    _listener: Conn | None = field(init=False, default=None)
+
+    @property
+    def name(self) -> str:
+        return self.parts.name
+
+    @property
+    def settings(self) -> Settings:
+        return self.parts.settings
+
+    @property
+    def store(self) -> EventStore:
+        return self.parts.store
+
+    @property
+    def inbox(self) -> Inbox:
+        return self.parts.inbox
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.parts.pool
+
+    @property
+    def identity(self) -> ServiceKey:
+        return self.parts.identity
+
+    @property
+    def moved(self) -> consistency.Signal:
+        return self.parts.moved
+
     async def start(self) -> None:
         s = self.settings
-        self.pool = await db.connect_pool(
-            s.database_url, max_size=self.pool_size, kind=idempotency.Pool
+        self.parts.pool = await db.connect_pool(
+            s.database_url, max_size=self.parts.pool_size, kind=idempotency.Pool
         )
         # Services start side by side against one database: serialise DDL.
         async with self.pool.acquire() as conn, conn.transaction():
@@ -91,8 +139,13 @@ class Runtime:
             await self.store.setup(conn)
             await self.inbox.setup(conn)
             await conn.execute(idempotency.ddl(self.name))
+            for projection in self.projections:
+                await projection.setup(conn)
             for setup in self.setups:
                 await setup(conn)
+        for projection in self.projections:
+            if projection.replayable:
+                await projections.ensure_current(self.pool, self.store, projection)
         await bus.ensure_topics(s.kafka_bootstrap, s.topic_partitions)
         self.producer = bus.producer(s.kafka_bootstrap, idempotence=s.kafka_idempotence)
         await self.producer.start()
@@ -103,13 +156,13 @@ class Runtime:
             async with self.pool.acquire() as conn:
                 await self.relay.setup(conn)
             self.supervise("relay", self.relay.run)
-        if self.consumes and self.handle:
+        if self.consumes and self.reactions:
             self.supervise("listener", self._listen)
             self.consumer = Consumer(
                 pool=self.pool,
                 inbox=self.inbox,
                 topics=self.consumes,
-                handle=self.handle,
+                handle=self.reactions,
                 bootstrap=s.kafka_bootstrap,
                 dead_letters=self.producer,
                 policy=Policy(
@@ -141,14 +194,12 @@ class Runtime:
                 await conn.close()
 
     def supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
-        self._tasks.append(
-            asyncio.create_task(supervised(self.name, what, run), name=f"{self.name}.{what}")
-        )
+        self.parts.supervise(what, run)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in self.parts.tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in self.parts.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(Exception):
@@ -213,19 +264,19 @@ class Runtime:
 
 
 class Handlers:
-    """Base of a service's command handlers: the pool and the store come from the
-    runtime once it has started, not at construction."""
+    """Base of a service's command handlers and reactions: made from the service's
+    parts, before its runtime; the pool is there once the runtime has started."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
 
     @property
     def pool(self) -> asyncpg.Pool:
-        return self.runtime.pool
+        return self.parts.pool
 
     @property
     def store(self) -> EventStore:
-        return self.runtime.store
+        return self.parts.store
 
 
 def create_app(runtime: Runtime, title: str) -> FastAPI:

@@ -160,6 +160,8 @@ class Client:
                 return
             if answer is not None and answer.status_code not in (503, 409):
                 raise AssertionError(f"upload {i}: {answer.status_code} {answer.text}")
+            # The client under test backs off with jitter, as a real one does: this is
+            # its behaviour, not the test waiting for a reaction.
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 5.0)
 
@@ -231,13 +233,19 @@ async def chaos_api(chaos_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 async def keyed(api: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> httpx.Response:
     """A setup request, sent again (same key) until the platform answers it."""
     key = str(uuid.uuid4())
-    for _ in range(200):
-        with contextlib.suppress(httpx.TransportError):
-            answer = await api.request(method, path, headers={"Idempotency-Key": key}, **kwargs)
-            if answer.status_code != 503:
-                return answer
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{method} {path} never answered")
+    answers: list[httpx.Response] = []
+
+    async def answered() -> bool:
+        try:
+            answers.append(
+                await api.request(method, path, headers={"Idempotency-Key": key}, **kwargs)
+            )
+        except httpx.TransportError:
+            return False
+        return answers[-1].status_code != 503
+
+    await eventually(answered, within=60, what=f"an answer to {method} {path}")
+    return answers[-1]
 
 
 async def whole(api: httpx.AsyncClient, probe_folder: str) -> bool:
@@ -283,7 +291,7 @@ async def inject(
         broker = stack.child("broker").proc
         broker.send_signal(signal.SIGSTOP)
         try:
-            await asyncio.sleep(PAUSE_S)
+            await asyncio.sleep(PAUSE_S)  # the fault itself: the broker stopped this long
         finally:
             broker.send_signal(signal.SIGCONT)
         return time.monotonic()

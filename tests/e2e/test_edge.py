@@ -346,9 +346,10 @@ async def test_an_unreachable_acl_is_a_503_not_a_500(stack: Stack, api: httpx.As
     raw = Raw(url, None)
     try:
         auth = {"Authorization": api.headers["Authorization"]}
-        status, _, data = raw.send("GET", "/v1/users/me", headers=auth)
+        status, headers, data = raw.send("GET", "/v1/users/me", headers=auth)
         assert status == 503, data
-        assert orjson.loads(data)["error"]["details"] == {"service": "acl"}
+        assert orjson.loads(data)["error"]["details"] == {"service": "acl", "retry": True}
+        assert headers["retry-after"] == "1"
         status, _, _ = raw.send("GET", "/healthz")
         assert status == 200
     finally:

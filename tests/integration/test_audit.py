@@ -14,7 +14,7 @@ import pytest
 from shared.contracts.envelope import Envelope
 from shared.kit.audit import audit, audit_query
 from shared.kit.eventstore import EventStore
-from shared.kit.service import Runtime, create_app
+from shared.kit.service import Parts, Runtime, create_app
 from shared.kit.settings import Settings
 from tests.conftest import SERVICE_KEY
 from tests.integration.helpers import schema
@@ -321,8 +321,9 @@ async def test_filters_are_index_scans_on_a_large_store(
 
 @pytest.fixture
 async def client(pool: asyncpg.Pool, history: History) -> Any:
-    runtime = Runtime(name=history.store.schema, settings=Settings(service_key=SERVICE_KEY))
-    runtime.pool = pool  # what start() would have connected; no broker needed here
+    parts = Parts(history.store.schema, Settings(service_key=SERVICE_KEY))
+    parts.pool = pool  # what start() would have connected; no broker needed here
+    runtime = Runtime(parts)
     app = create_app(runtime, "audit test")
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(

@@ -186,7 +186,7 @@ async def test_a_deletion_of_12000_files_releases_their_blobs_in_bounded_pages(
     async with pool.acquire() as conn:
         head = await collector.store.head(conn)
         async with conn.transaction():
-            await collector.react(conn, deleted)
+            await Collector.reactions.bound(collector)(conn, deleted)
         released = [
             e
             for e in await collector.store.read_after(conn, head, limit=100)

@@ -26,6 +26,7 @@ from shared.kit.blobs import (
 )
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
+from tests.conftest import eventually
 from tests.e2e.support import folder, unique, upload
 
 
@@ -288,7 +289,14 @@ async def test_the_platform_keeps_uploads_in_its_store_and_no_spool(
     )
     assert answer.status_code == 415, answer.text
     assert not await store.exists(content_key(hashlib.sha256(kept_out).hexdigest()))
-    assert spools(platform) == []
+    # The platform may be writing other blobs meanwhile (thumbnails of earlier tests'
+    # files go through the same spool): whatever is spooled now must go, soon.
+    now = spools(platform)
+
+    async def none_left() -> bool:
+        return not any(p.exists() for p in now)
+
+    await eventually(none_left, within=30, what=f"the spools {now} removed")
     await store.close()
 
 

@@ -222,7 +222,12 @@ def as_before_pages(written: list[Envelope]) -> list[Envelope]:
     pages = [e for e in written if e.type == "ingest.ImageGroupImagesStored"]
     whole = [f for page in pages for f in page.data["files"]]
     return [
-        e.model_copy(update={"data": {**e.data, "files": whole, "images": None}})
+        e.model_copy(
+            update={
+                "schema_version": 1,
+                "data": {k: v for k, v in e.data.items() if k != "images"} | {"files": whole},
+            }
+        )
         if e.type == "ingest.ImageGroupStored"
         else e
         for e in written

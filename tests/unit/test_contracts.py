@@ -1,7 +1,9 @@
 """Event contracts evolve additively: their JSON schemas are pinned in a snapshot.
 
 A change that only adds optional fields updates the snapshot
-(`FILES_UPDATE_SNAPSHOTS=1 make test`); a breaking change needs a new event type.
+(`FILES_UPDATE_SNAPSHOTS=1 make test`). A change of shape raises the contract's version
+and registers an upcaster from the version before (shared/contracts/upcasting.py), so
+every stored event still reads; otherwise it needs a new event type.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import pathlib
 
 from shared.contracts import REGISTRY
+from shared.contracts.upcasting import STEPS
 
 SNAPSHOT = pathlib.Path(__file__).with_name("contracts.snapshot.json")
 
@@ -32,6 +35,10 @@ def test_event_schemas_match_the_snapshot() -> None:
         now = current[name]
         required_before = set(was["schema"].get("required", []))
         required_now = set(now["schema"].get("required", []))  # type: ignore[index]
+        if now["version"] != was["version"]:  # type: ignore[index]
+            for version in range(was["version"], now["version"]):  # type: ignore[index]
+                assert (name, version) in STEPS, f"{name}: no upcaster from version {version}"
+            continue
         assert required_now <= required_before, f"{name} gained required fields"
         assert set(was["schema"]["properties"]) <= set(now["schema"]["properties"]), (  # type: ignore[index]
             f"{name} lost fields"

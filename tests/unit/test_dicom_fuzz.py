@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
 
-from services.dicom.domain import Instance, Rejected, read_instance
+from services.dicom.domain import Instance, Rejected
+from services.dicom.reader import read_instance
 from tests.dicom_fixtures import OBLIQUE, ct_dataset, ct_slice, to_bytes
 
 CODES = {
@@ -24,6 +25,8 @@ CODES = {
     "missing_tags",
     "truncated",
     "invalid_tags",
+    "header_too_large",
+    "read_too_slow",
 }
 UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT"}

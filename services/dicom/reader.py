@@ -1,0 +1,350 @@
+"""One DICOM file's kept headers, read by pydicom: an `Instance`, or a `Rejected` naming why not.
+
+`read_instance` parses the headers with pydicom (`read_partial`, stopping at the pixel data,
+only the kept tags stored), decodes each kept element with pydicom's own decoders and
+checks it in pydicom's validation mode `RAISE` (VR, length, characters, DS/IS/UI syntax),
+then against this context's rules (value counts, ranges, geometry). It checks that pixel
+data is present and whole without reading it: a defined length must fit in the file, and
+encapsulated fragments are walked by pydicom's `parse_fragments` (item headers only) to
+their sequence delimiter. Frame counts and dimensions, where needed, come from the header
+elements (Rows, Columns), never from the pixel data.
+
+Every file costs at most `max_seconds` and `max_header_bytes` (the bytes before its pixel
+data); beyond either it is refused (`read_too_slow`, `header_too_large`). It never raises
+because of the bytes it is given. No I/O beyond reading the source it is handed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Final, NoReturn
+
+import pydicom
+from pydicom.encaps import parse_fragments
+from pydicom.filereader import read_partial
+from pydicom.tag import BaseTag
+
+from services.dicom import tags
+from services.dicom.domain import (
+    PIXEL_DATA,
+    Instance,
+    Rejected,
+)
+
+#: Wall-clock time one file's headers may take to read (a hostile file's thousands of
+#: sequences or fragments are refused, not read for minutes).
+MAX_SECONDS: Final = 5.0
+#: Bytes before the pixel data that pydicom may parse (sequences it parses are held in
+#: memory); real headers are kilobytes, an enhanced multi-frame one a few megabytes.
+MAX_HEADER_BYTES: Final = 64 * 1024 * 1024
+
+_PIXEL_TAGS: Final = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # integer, float, double
+
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
+
+
+def read_instance(
+    source: Source,
+    *,
+    max_seconds: float = MAX_SECONDS,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+) -> Instance | Rejected:
+    """The instance in one DICOM file, or why it is not accepted. Reads headers only.
+
+    `source` is a file path, the file's bytes, or a seekable binary stream (read from its
+    current position to its end; left open, at an unspecified position).
+
+    Only the DICOM File Format (PS3.10) is accepted: a 128-byte preamble, "DICM", then the
+    File Meta Information. A file without them is `not_dicom`: pydicom's `force=True` is not
+    used, because it parses any bytes at all as a dataset of sorts, and ingest recognises
+    DICOM by the same "DICM" at byte 128. Deflated Explicit VR Little Endian is
+    `unsupported_transfer_syntax`: reading its headers means inflating the whole dataset in
+    memory, which a small file can make huge.
+
+    Besides the required tags, an instance must carry pixel data (PixelData, FloatPixelData
+    or DoubleFloatPixelData; its value is never read): a file cut before its pixels shows as
+    `missing_tags` naming `PixelData`; one cut within them is `truncated`. A required tag
+    that is present but empty counts as missing. A kept tag whose value is unusable is
+    `invalid_tags`, naming each and what is wrong: a VR other than the DICOM dictionary's
+    (UN aside), a value pydicom's validation refuses (its message), the wrong number of
+    values, out of range, not finite, an orientation whose directions are not orthogonal
+    unit vectors, a value over MAX_VALUE_BYTES. It applies to the optional tags too, so bad
+    geometry never passes for good. When a file has several problems, the code is the first
+    of `missing_tags`, `truncated` (or `malformed_dicom` for pixel data that is no item
+    sequence), `invalid_tags`, and `details` lists every one found.
+
+    Whatever pydicom raises while reading ends as `malformed_dicom`, naming the error.
+    Errors of the source itself (a path that cannot be opened, a failing read) propagate
+    unchanged: they say nothing about the file. pydicom's warnings are silenced while it
+    reads (`warnings.catch_warnings` is not thread-safe: other threads' warnings may be
+    hidden meanwhile).
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        return _read_stream(io.BytesIO(source), max_seconds, max_header_bytes)
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as stream:
+            return _read_stream(stream, max_seconds, max_header_bytes)
+    return _read_stream(source, max_seconds, max_header_bytes)
+
+
+class _Deflated(Exception):
+    """pydicom asked for the rest of the file: it is about to inflate a deflated dataset."""
+
+
+class _OverLimit(Exception):
+    def __init__(self, code: str, message: str, details: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.rejected = Rejected(code, message, details)
+
+
+class _Source:
+    """The stream as pydicom reads it: capped reads, the file's budget, the stream's errors.
+
+    A read past the end returns what is left without asking for more (a stated length of
+    4 GiB must not allocate 4 GiB). Every read and seek checks the deadline, and while the
+    headers are read, how far into the file they reach. An OSError of the stream's read is
+    remembered, so that it is raised again as it is rather than passed off as malformed.
+    """
+
+    def __init__(self, raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> None:
+        self._raw = raw
+        self.error: OSError | None = None
+        self.over: _OverLimit | None = None  # the first cap reached
+        self.start = raw.tell()
+        self.end = raw.seek(0, io.SEEK_END)
+        # The position is kept here: pydicom asks for it at every element, and a buffered
+        # file's own tell() costs more than this attribute.
+        self.pos = raw.seek(self.start)
+        self.max_seconds = max_seconds
+        self.deadline = time.monotonic() + max_seconds
+        self.max_header_bytes = max_header_bytes
+        self.header_limit = self.start + max_header_bytes
+        self.short = False  # the last read came up short: the file ended
+        self.last_end = self.pos  # where the last read ended
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            raise _Deflated  # only pydicom's deflate path reads the whole rest of a file
+        if time.monotonic() > self.deadline:
+            self._too_slow()
+        wanted = size
+        size = min(size, self.end - self.pos)
+        if self.pos + size > self.header_limit:
+            self._over(
+                "header_too_large",
+                f"the headers before the pixel data exceed {self.max_header_bytes:,} bytes",
+                {"max_header_bytes": self.max_header_bytes},
+            )
+        self.short = size < wanted
+        if size <= 0:
+            return b""
+        try:
+            data = self._raw.read(size)
+        except OSError as exc:
+            self.error = exc
+            raise
+        self.pos += len(data)
+        self.last_end = self.pos
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        # (no deadline here: whoever seeks, pydicom or parse_fragments, reads next)
+        self.pos = self._raw.seek(offset, whence)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def _over(self, code: str, message: str, details: Mapping[str, Any]) -> NoReturn:
+        self.over = self.over or _OverLimit(code, message, details)
+        raise self.over
+
+    def _too_slow(self) -> None:
+        self._over(
+            "read_too_slow",
+            f"its headers take more than {self.max_seconds:g} s to read",
+            {"max_seconds": self.max_seconds},
+        )
+
+
+@dataclass
+class _PixelElement:
+    """The pixel data element's header, as pydicom read it before it stopped."""
+
+    length: int = 0
+    value_at: int = 0
+    found: bool = False
+    at: int = 0  # where the element starts (pydicom seeks back there when it stops)
+
+    def stop(self, source: _Source) -> Callable[[BaseTag, str | None, int], bool]:
+        def at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
+            if tag not in _PIXEL_TAGS:
+                return False
+            self.found, self.length, self.value_at = True, length, source.pos
+            return True
+
+        return at_pixels
+
+
+def _read_stream(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Instance | Rejected:
+    source = _Source(raw, max_seconds, max_header_bytes)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = _read(source)
+    except _Deflated:
+        return Rejected(
+            "unsupported_transfer_syntax",
+            "Deflated Explicit VR Little Endian is not accepted: its headers can only be read"
+            " by inflating the whole dataset; store it uncompressed or with an image codec",
+            {"transfer_syntax": str(pydicom.uid.DeflatedExplicitVRLittleEndian)},
+        )
+    except _OverLimit as over:
+        return over.rejected
+    except Exception as exc:
+        if source.error is not None:
+            raise source.error from None
+        return Rejected(
+            "malformed_dicom",
+            f"malformed DICOM: its headers cannot be read ({_describe(exc)})",
+            {"error": type(exc).__name__},
+        )
+    # pydicom swallows some errors of the stream (parse_fragments ends its walk at any
+    # failed read): a cap reached or a read that failed stands even then.
+    if source.error is not None:
+        raise source.error
+    if source.over is not None:
+        return source.over.rejected
+    return found
+
+
+def _read(source: _Source) -> Instance | Rejected:
+    size = source.end - source.start
+    head = source.read(132)
+    if size == 0:
+        return Rejected("not_dicom", "not a DICOM file: the file is empty")
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return Rejected(
+            "not_dicom",
+            'not a DICOM file: no "DICM" marker at byte 128 (the DICOM File Format of PS3.10,'
+            " with its 128-byte preamble, is required)",
+        )
+    source.seek(source.start)
+    pixel = _PixelElement()
+    dataset = read_partial(
+        source,  # type: ignore[arg-type]  # a reader: read, seek and tell
+        stop_when=pixel.stop(source),
+        specific_tags=tags.WANTED,
+    )
+    source.header_limit = source.end  # the pixel data is walked, not parsed into memory
+    pixel.at = source.pos
+    pixels = _pixel_data(source, pixel, bool(dataset.original_encoding[1]))
+
+    facts, missing, invalid = tags.read_kept(dataset)
+    if pixels.absent:
+        missing.append(PIXEL_DATA)
+
+    details: dict[str, Any] = {}
+    if missing:
+        details["missing_tags"] = missing
+    if invalid:
+        details["invalid_tags"] = invalid
+    if missing:
+        message = "missing required tags: " + ", ".join(missing)
+        if pixels.absent:
+            message += (
+                f"; the file ends at byte {size:,} without pixel data"
+                " (it is truncated, or not an image)"
+            )
+        return Rejected("missing_tags", message + _invalid_part(invalid, "; "), details)
+    if pixels.problem is not None:
+        return Rejected(
+            pixels.code,
+            pixels.problem + _invalid_part(invalid, "; "),
+            {**details, **pixels.details},
+        )
+    if invalid:
+        return Rejected("invalid_tags", _invalid_part(invalid, "").lstrip(), details)
+    return Instance(
+        sop_uid=facts["SOPInstanceUID"],
+        series_uid=facts["SeriesInstanceUID"],
+        study_uid=facts["StudyInstanceUID"],
+        patient_id=facts["PatientID"],
+        rows=facts["Rows"],
+        columns=facts["Columns"],
+        modality=facts.get("Modality"),
+        position=facts.get("ImagePositionPatient"),
+        orientation=facts.get("ImageOrientationPatient"),
+        slice_thickness=facts.get("SliceThickness"),
+        pixel_spacing=facts.get("PixelSpacing"),
+        instance_number=facts.get("InstanceNumber"),
+    )
+
+
+def _invalid_part(invalid: Mapping[str, str], prefix: str) -> str:
+    if not invalid:
+        return ""
+    return f"{prefix}invalid tags: " + "; ".join(f"{k}: {why}" for k, why in invalid.items())
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --- The pixel data element: present and whole, never read ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Pixels:
+    absent: bool = False
+    code: str = "truncated"
+    problem: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _pixel_data(source: _Source, pixel: _PixelElement, little: bool) -> _Pixels:
+    if not pixel.found or pixel.length == 0:
+        # pydicom ended (the file's end, or a stray delimiter at the top level) without
+        # reaching pixel data, or found it empty: no pixels is no pixel data.
+        return _Pixels(absent=True)
+    if pixel.length != 0xFFFFFFFF:
+        available = source.end - pixel.value_at
+        if pixel.length > available:
+            return _Pixels(
+                problem=f"truncated: Pixel Data at byte {pixel.at - source.start} states"
+                f" {pixel.length:,} bytes, but the file ends {available:,} bytes after its"
+                " header",
+                details={"expected_bytes": pixel.length, "available_bytes": available},
+            )
+        return _Pixels()
+    # Encapsulated: pydicom walks the fragments' item headers, seeking over their contents,
+    # and stops at the sequence delimiter (or quietly at the end of the file).
+    source.seek(pixel.value_at)
+    truncated = _Pixels(
+        problem=f"truncated: the file ends at byte {source.end - source.start:,} within the"
+        f" encapsulated Pixel Data (whose value starts at byte"
+        f" {pixel.value_at - source.start:,})"
+    )
+    try:
+        parse_fragments(source, endianness="<" if little else ">")
+    except ValueError as exc:
+        if source.short:
+            return truncated
+        return _Pixels(
+            code="malformed_dicom",
+            problem=f"malformed DICOM: the encapsulated Pixel Data has no item where one must"
+            f" be ({_describe(exc)})",
+        )
+    # It seeks back to the start when done: `short` tells whether the end came first, and
+    # the last read was the delimiter's tag, whose 4-byte length must follow.
+    if source.short or source.end - source.last_end < 4:
+        return truncated
+    return _Pixels()

@@ -1,0 +1,235 @@
+"""The kept elements of one DICOM dataset: decoded and validated by pydicom, then checked.
+
+Each kept tag must carry the VR of the DICOM dictionary (or UN); its bytes are decoded as
+that VR by pydicom (`convert_numbers` for US, `convert_text` for LO in the file's character
+set; UI, CS, IS and DS split as its `multi_string` does) and each value is made or checked
+in pydicom's validation mode RAISE (`UID`, `IS`, `validate_value`: length, characters, DS
+and IS spelling, IS range), so its messages name what is wrong. This context's rules
+follow: how many values, ranges, finite numbers, no control characters, an orthonormal
+orientation (`domain.orthonormal`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+from pydicom import config
+from pydicom.charset import default_encoding
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pydicom.valuerep import IS, validate_value
+from pydicom.values import convert_numbers, convert_text
+
+from services.dicom.domain import MAX_LENGTH_MM, MAX_POSITION_MM, REQUIRED_TAGS, orthonormal
+
+# No kept element is near this long (the longest, ImageOrientationPatient, is at most 101
+# bytes): a longer value is refused before it is decoded (a 100 MB DS value would become
+# millions of numbers).
+MAX_VALUE_BYTES: Final = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def read_kept(dataset: Dataset) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """(facts by keyword, required tags missing or empty, invalid tags -> what is wrong)."""
+    facts: dict[str, Any] = {}
+    missing: list[str] = []
+    invalid: dict[str, str] = {}
+    for keyword, (tag, vr, check) in _ELEMENTS.items():
+        try:
+            values = _decode(dataset, tag, vr)
+            if values is None:
+                if keyword in REQUIRED_TAGS:
+                    missing.append(keyword)
+                continue
+            facts[keyword] = check(values)
+        except Exception as exc:  # pydicom's validation, ours, a charset it cannot look up
+            invalid[keyword] = _reason(exc)
+    return facts, missing, invalid
+
+
+def _reason(exc: Exception) -> str:
+    """What is wrong with a value: our own words, or pydicom's without its link to PS3.5
+    (nor its advice to lower the validation mode)."""
+    if isinstance(exc, _Unusable):
+        return str(exc)
+    text = re.split(r" Please see <| Set 'config\.| Use a smaller string", str(exc))[0].strip()
+    if text and len(text) <= 200:
+        return text
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"cannot be read ({type(exc).__name__}: {text})" if text else type(exc).__name__
+
+
+class _Unusable(ValueError):
+    pass
+
+
+def _decode(dataset: Dataset, tag: int, vr: str) -> list[Any] | None:
+    """The element's values decoded and validated by pydicom; None when absent or empty.
+
+    Its VR must be `vr` (the DICOM dictionary's) or UN; pydicom decodes the bytes as `vr`,
+    each value checked in validation mode RAISE.
+    """
+    # keep_deferred: an empty value stays None rather than converted by get_item.
+    element = dataset.get_item(tag, keep_deferred=True)
+    if element is None:
+        return None
+    if not isinstance(element, RawDataElement):  # read as a sequence of undefined length
+        raise _Unusable(f"VR {element.VR}, expected {vr}")
+    if element.VR is not None and element.VR not in (vr, "UN"):
+        raise _Unusable(f"VR {element.VR}, expected {vr}")
+    value = element.value
+    if value is None:
+        return None
+    if len(value) > MAX_VALUE_BYTES:
+        raise _Unusable(f"a value of {len(value):,} bytes (at most {MAX_VALUE_BYTES:,})")
+    if vr == "US":
+        if not value:
+            return None
+        numbers = convert_numbers(value, element.is_little_endian, "H")
+        decoded = list(numbers) if isinstance(numbers, list | tuple) else [numbers]
+        for number in decoded:
+            validate_value("US", number, config.RAISE)
+        return decoded
+    if not value.strip(b" \x00"):
+        return None
+    if vr == "LO":
+        encodings = dataset.original_character_set
+        text = convert_text(value, [encodings] if isinstance(encodings, str) else encodings, vr)
+        decoded = [text] if isinstance(text, str) else list(text)
+        for one in decoded:
+            validate_value("LO", one, config.RAISE)
+        return decoded
+    # As pydicom's multi_string splits them (without its MultiValue container).
+    make = _TEXT[vr]
+    return [make(text) for text in value.decode(default_encoding).rstrip(" \x00").split("\\")]
+
+
+def _ds(text: str) -> float | str:
+    # What pydicom's DS() checks in mode RAISE (length, PS3.5's spelling), once: DSfloat
+    # would check the same again. A blank value stays "", as DS() leaves it.
+    if not text.strip(" "):
+        return text
+    validate_value("DS", text, config.RAISE)
+    return float(text)
+
+
+def _cs(text: str) -> str:
+    validate_value("CS", text, config.RAISE)
+    return text
+
+
+# How pydicom makes each value of these VRs, validating it (mode RAISE) as it does.
+_TEXT: Final[dict[str, Callable[[str], Any]]] = {
+    "UI": lambda text: UID(text, config.RAISE),
+    "CS": _cs,
+    "IS": lambda text: IS(text, config.RAISE),
+    "DS": _ds,
+}
+
+
+def _count(values: list[Any], count: int) -> list[Any]:
+    if len(values) != count:
+        expected = "one value" if count == 1 else f"{count} values"
+        raise _Unusable(f"expected {expected}, found {len(values)}")
+    return values
+
+
+def _at_least_one(values: list[Any]) -> int:
+    (number,) = _count(values, 1)
+    if number < 1:
+        raise _Unusable(f"{number} is outside 1..65535")
+    return int(number)
+
+
+def _text(values: list[Any]) -> str:
+    (text,) = _count(values, 1)
+    text = str(text).strip(" \x00")
+    if _CONTROL.search(text):
+        raise _Unusable(f"control characters in {_preview(text)}")
+    return text
+
+
+def _integer(values: list[Any]) -> int:
+    (number,) = _count(values, 1)
+    if not isinstance(number, int):  # pydicom keeps an empty value as ""
+        raise _Unusable("an empty value")
+    return int(number)
+
+
+def _decimals(values: list[Any], count: int) -> tuple[float, ...]:
+    numbers = []
+    for value in _count(values, count):
+        if not isinstance(value, float):  # pydicom keeps an empty value as ""
+            raise _Unusable(f"an empty value among {count}")
+        if not math.isfinite(value):
+            raise _Unusable(f"{_preview(str(value))} is not a finite number")
+        numbers.append(float(value))
+    return tuple(numbers)
+
+
+def _position(values: list[Any]) -> tuple[float, float, float]:
+    x, y, z = _decimals(values, 3)
+    if max(abs(x), abs(y), abs(z)) > MAX_POSITION_MM:
+        raise _Unusable(f"({x:g}, {y:g}, {z:g}) is further than {MAX_POSITION_MM:g} mm out")
+    return x, y, z
+
+
+def _orientation(values: list[Any]) -> tuple[float, float, float, float, float, float]:
+    rx, ry, rz, cx, cy, cz = _decimals(values, 6)
+    if not orthonormal((rx, ry, rz, cx, cy, cz)):
+        raise _Unusable("the row and column directions must be orthogonal unit vectors")
+    return rx, ry, rz, cx, cy, cz
+
+
+def _thickness(values: list[Any]) -> float:
+    (thickness,) = _decimals(values, 1)
+    if not 0 <= thickness <= MAX_LENGTH_MM:
+        raise _Unusable(f"{thickness:g} is outside 0..{MAX_LENGTH_MM:g} mm")
+    return thickness
+
+
+def _spacing(values: list[Any]) -> tuple[float, float]:
+    rows, columns = _decimals(values, 2)
+    if not (0 < rows <= MAX_LENGTH_MM and 0 < columns <= MAX_LENGTH_MM):
+        raise _Unusable(f"({rows:g}, {columns:g}) must be above 0 and at most {MAX_LENGTH_MM:g}")
+    return rows, columns
+
+
+def _preview(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:  # pragma: no cover - a typo in this module
+        raise LookupError(keyword)
+    return tag
+
+
+# keyword -> (tag, VR, check). Order of the messages: required tags first, as REQUIRED_TAGS.
+_ELEMENTS: Final[dict[str, tuple[int, str, Callable[[list[Any]], Any]]]] = {
+    keyword: (_tag(keyword), vr, check)
+    for keyword, vr, check in (
+        ("Rows", "US", _at_least_one),
+        ("Columns", "US", _at_least_one),
+        ("StudyInstanceUID", "UI", _text),
+        ("SeriesInstanceUID", "UI", _text),
+        ("SOPInstanceUID", "UI", _text),
+        ("PatientID", "LO", _text),
+        ("Modality", "CS", _text),
+        ("InstanceNumber", "IS", _integer),
+        ("ImageOrientationPatient", "DS", _orientation),
+        ("ImagePositionPatient", "DS", _position),
+        ("PixelSpacing", "DS", _spacing),
+        ("SliceThickness", "DS", _thickness),
+    )
+}
+#: Passed to read_partial as `specific_tags`: every other element is skipped, not kept.
+WANTED: Final = [tag for tag, _, _ in _ELEMENTS.values()]

@@ -1,0 +1,173 @@
+"""Events as handlers see them: registered by contract class, parsed into it.
+
+A read model (`projections.Projection`) or a service's reactions (`Reactions`) name
+each event they handle by its contract class, `@x.on(FileUploaded)`, with one named
+handler per trigger. Before a handler sees an event, its stored data is upcast to the
+contract's version (`shared.contracts.upcasting`) and parsed into the contract: the
+handler gets `Received[FileUploaded]`, its `.event` typed, its envelope beside it.
+
+Every registration is recorded in `REGISTRATIONS`, which a unit test holds against the
+contracts: each names a contract type, and each published type is read by someone or
+declared read by no one (`shared.contracts.READ_BY_NO_ONE`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from shared.contracts import REGISTRY
+from shared.contracts.envelope import Envelope, Event
+from shared.contracts.upcasting import upcast
+from shared.kit.db import Conn
+
+E = TypeVar("E", bound=Event)
+E_co = TypeVar("E_co", bound=Event, covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Received(Generic[E_co]):
+    """An event as a handler gets it: parsed into its contract, in its envelope."""
+
+    envelope: Envelope
+    event: E_co
+    # The same event as JSON at the contract's version (upcast, unlike the stored
+    # envelope's): for set-based SQL that sends rows to PostgreSQL as jsonb.
+    data: dict[str, Any]
+
+    # What handlers read of the envelope (and what `Cause.of` takes).
+    @property
+    def event_id(self) -> uuid.UUID:
+        return self.envelope.event_id
+
+    @property
+    def type(self) -> str:
+        return self.envelope.type
+
+    @property
+    def actor(self) -> str:
+        return self.envelope.actor
+
+    @property
+    def occurred_at(self) -> datetime:
+        return self.envelope.occurred_at
+
+    @property
+    def stream_id(self) -> str:
+        return self.envelope.stream_id
+
+    @property
+    def stream_version(self) -> int:
+        return self.envelope.stream_version
+
+    @property
+    def correlation_id(self) -> str:
+        return self.envelope.correlation_id
+
+    @property
+    def traceparent(self) -> str | None:
+        return self.envelope.traceparent
+
+    @property
+    def source(self) -> str:
+        return self.envelope.source
+
+    @property
+    def position(self) -> int:
+        return self.envelope.position
+
+
+def parse(envelope: Envelope, contract: type[E]) -> Received[E]:
+    """The envelope's event in `contract`'s current shape (the stored envelope keeps its
+    own version and data)."""
+    made = envelope.made_from
+    if type(made) is contract:
+        # Made in this process, at the current version: nothing to parse.
+        return Received(envelope, made, envelope.data)
+    data = envelope.data
+    if envelope.schema_version != contract.version:
+        data = upcast(envelope.type, envelope.schema_version, data, contract.version)
+    return Received(envelope, contract.model_validate(data), data)
+
+
+def received(envelopes: Sequence[Envelope], contract: type[E]) -> list[Received[E]]:
+    return [parse(e, contract) for e in envelopes]
+
+
+Handle = Callable[[Conn, Sequence[Received[Any]]], Awaitable[None]]
+Method = Callable[[Any, Conn, Sequence[Received[Any]]], Awaitable[None]]
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One trigger: who handles which contract (for the contracts test)."""
+
+    consumer: str  # "catalog.tree", "datasets.reactions", ...
+    contract: type[Event]
+    handler: str
+
+
+REGISTRATIONS: list[Registration] = []
+
+
+class Triggers:
+    """Contract type name -> (contract, handler): one handler per trigger."""
+
+    def __init__(self, consumer: str) -> None:
+        self.consumer = consumer
+        self.by_type: dict[str, tuple[type[Event], Callable[..., Awaitable[None]]]] = {}
+
+    def register(self, contract: type[Event], handler: Callable[..., Awaitable[None]]) -> None:
+        if not (isinstance(contract, type) and issubclass(contract, Event)):
+            raise TypeError(f"{self.consumer}: {contract!r} is not an event contract")
+        if REGISTRY.get(contract.type) is not contract:
+            raise TypeError(f"{self.consumer}: {contract.__name__} is not a registered contract")
+        if contract.type in self.by_type:
+            raise ValueError(f"{self.consumer}: two handlers for {contract.type}")
+        self.by_type[contract.type] = (contract, handler)
+        REGISTRATIONS.append(Registration(self.consumer, contract, handler.__qualname__))
+
+    @property
+    def contracts(self) -> list[type[Event]]:
+        return [contract for contract, _ in self.by_type.values()]
+
+
+class Reactions:
+    """A service's reactions to events it consumes, declared on its handlers class:
+
+        class Datasets(Handlers):
+            reactions = Reactions("datasets")
+
+            @reactions.on(FileMoved)
+            async def when_file_moved(self, conn, moved: Sequence[Received[FileMoved]]): ...
+
+    `bound(handlers)` is what the runtime's consumer calls with each run of one type;
+    events of a type no reaction names are passed over (recorded in the inbox all the same).
+    """
+
+    def __init__(self, consumer: str) -> None:
+        self.triggers = Triggers(f"{consumer}.reactions")
+
+    def on(self, contract: type[E]) -> Callable[[F], F]:
+        def register(method: F) -> F:
+            self.triggers.register(contract, method)
+            return method
+
+        return register
+
+    def bound(self, owner: object) -> Callable[[Conn, Sequence[Envelope]], Awaitable[None]]:
+        triggers = self.triggers.by_type
+
+        async def react(conn: Conn, envelopes: Sequence[Envelope]) -> None:
+            for event_type, run in itertools.groupby(envelopes, key=lambda e: e.type):
+                found = triggers.get(event_type)
+                if found is not None:
+                    contract, method = found
+                    await method(owner, conn, received(list(run), contract))
+
+        return react
