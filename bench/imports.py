@@ -18,8 +18,12 @@ The bucket (`--store`):
 
 The baseline is the same bucket read raw in the same run: a recursive listing of the
 prefix and a GET of every object (minio client, as many threads as ingest reads with),
-nothing recorded. Target (issue 6): 100,000 objects within 60 s. The default count is
-100,000 with the fake bucket, 10,000 with moto (1,000 with --quick).
+nothing recorded. Then the same list + GET through each library measured for customer
+buckets (issue 16), READERS at a time in one event loop: obstore, aiobotocore's client
+and ingest's adapter (services/ingest/buckets/s3.py: aiohttp + botocore's signer), with
+the CPU-seconds each spent per object (`--no-libraries` skips them). Target (issue 16):
+100,000 objects within 20 s. The default count is 100,000 with the fake bucket, 10,000
+with moto (1,000 with --quick).
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ from tests.cloud_fixtures import MotoS3, start_moto
 NAME = "imports"
 BUCKET = "bench-customer"
 TARGET_COUNT = 100_000
-TARGET_S = 60.0
-THREADS = 16  # as many as ingest reads with (services/ingest/imports.py READERS)
+TARGET_S = 20.0
+THREADS = 16  # the minio baseline's threads
+READERS = 32  # as many runs as ingest reads at a time (services/ingest/imports.py READERS)
 
 
 def tiny_png(index: int) -> bytes:
@@ -285,6 +290,100 @@ def baseline(s3: Minio, prefix: str) -> tuple[int, float]:
     return len(keys), time.perf_counter() - start
 
 
+async def _obstore(bucket: MotoS3 | FakeS3, prefix: str) -> int:
+    import obstore
+    from obstore.store import S3Store
+
+    store = S3Store(
+        BUCKET,
+        endpoint=bucket.endpoint,
+        region="us-east-1",
+        access_key_id=bucket.access_key,
+        secret_access_key=bucket.secret_key,
+        client_options={"allow_http": True},
+    )
+    keys = [o["path"] async for page in obstore.list(store, prefix, chunk_size=1000) for o in page]
+    gate = asyncio.Semaphore(READERS)
+
+    async def get(key: str) -> int:
+        async with gate:
+            found = await obstore.get_async(store, key)
+            return len(await found.bytes_async())
+
+    await asyncio.gather(*(get(k) for k in keys))
+    return len(keys)
+
+
+async def _aiobotocore(bucket: MotoS3 | FakeS3, prefix: str) -> int:
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+
+    config = AioConfig(max_pool_connections=READERS * 2, s3={"addressing_style": "path"})
+    async with get_session().create_client(
+        "s3",
+        endpoint_url=bucket.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=bucket.access_key,
+        aws_secret_access_key=bucket.secret_key,
+        config=config,
+    ) as s3:
+        keys = []
+        async for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=BUCKET, Prefix=prefix
+        ):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        gate = asyncio.Semaphore(READERS)
+
+        async def get(key: str) -> int:
+            async with gate:
+                found = await s3.get_object(Bucket=BUCKET, Key=key)
+                async with found["Body"] as body:
+                    return len(await body.read())
+
+        await asyncio.gather(*(get(k) for k in keys))
+        return len(keys)
+
+
+async def _adapter(bucket: MotoS3 | FakeS3, prefix: str) -> int:
+    """Ingest's reader, as an import uses it: each object also hashed and sniffed."""
+    from services.ingest.buckets.port import Bucket, Credentials
+    from services.ingest.buckets.s3 import S3Reader
+    from services.ingest.domain.endpoints import EndpointRule
+    from services.ingest.domain.integrations import parse_endpoint
+    from services.ingest.egress import Caps, Egress
+
+    endpoint = parse_endpoint(bucket.endpoint)
+    reader = S3Reader(
+        Bucket(endpoint, "us-east-1", BUCKET, Credentials(bucket.access_key, bucket.secret_key)),
+        Egress(EndpointRule.parse(endpoint.host)),
+        Caps(),
+    )
+    spool = Path("/tmp")
+    try:
+        keys = [k async for page in reader.pages(prefix) for k in page]
+        gate = asyncio.Semaphore(READERS)
+
+        async def get(key: str) -> int:
+            async with gate:
+                return (await reader.read(key, spool)).size
+
+        await asyncio.gather(*(get(k) for k in keys))
+        return len(keys)
+    finally:
+        await reader.close()
+
+
+LIBRARIES = {"obstore": _obstore, "aiobotocore": _aiobotocore, "adapter": _adapter}
+
+
+def library(name: str, bucket: MotoS3 | FakeS3, prefix: str) -> tuple[int, float, float]:
+    """List + GET of every object through one library: (objects, seconds, CPU-seconds
+    of this process, where the client runs)."""
+    cpu, start = time.process_time(), time.perf_counter()
+    count = asyncio.run(LIBRARIES[name](bucket, prefix))
+    return count, time.perf_counter() - start, time.process_time() - cpu
+
+
 async def list_all(api: httpx.AsyncClient, folder_id: str, page: int = 1000) -> int:
     count, cursor = 0, None
     for _ in range(100_000):  # bounded: far more pages than any run makes
@@ -376,6 +475,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--objects", type=int, default=None, help="default 100,000 (fake), 10,000 (moto)"
     )
     parser.add_argument(
+        "--no-libraries",
+        action="store_true",
+        help="skip the list + GET through obstore, aiobotocore and ingest's adapter",
+    )
+    parser.add_argument(
         "--store",
         choices=("fake", "moto"),
         default="fake",
@@ -411,6 +515,14 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
             listed, base_s = baseline(s3, prefix)
         assert listed == count, (listed, count)
         base_rate = count / base_s
+
+        measured: dict[str, tuple[float, float]] = {}
+        for name in () if args.no_libraries else LIBRARIES:
+            progress(f"list + GET of every object through {name}")
+            with report.contention.measure():
+                found, seconds, cpu_s = library(name, bucket, prefix)
+            assert found == count, (name, found, count)
+            measured[name] = (seconds, cpu_s)
 
         progress("starting the stack")
         with stack(workdir) as running:
@@ -448,6 +560,17 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         "obj/s",
     )
     report.ratio("ratio", "product / baseline", rate, base_rate)
+    for name, (seconds, cpu_s) in measured.items():
+        report.figure(
+            f"{name}_objects_per_s",
+            f"raw list + GET through {name} ({READERS} at a time, one event loop)",
+            count / seconds,
+            "obj/s",
+        )
+        report.note(
+            f"{name}: {count:,} listed and read in {seconds:.1f} s,"
+            f" {cpu_s / count * 1e6:.0f} us of client CPU an object"
+        )
     if count >= TARGET_COUNT:
         report.target(
             f"{TARGET_COUNT:,} objects within {TARGET_S:.0f} s",

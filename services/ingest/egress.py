@@ -1,7 +1,7 @@
 """What ingest may reach of the outside world, and how much it reads of it.
 
 Two seams any S3 client of ingest goes through, whatever speaks the protocol
-(cloud.py's own client today, a maintained library tomorrow):
+(services/ingest/buckets: aiohttp with botocore's signer):
 
 - `Egress`: the resolver and connect hook. A name is resolved once per connection,
   every address it gives is judged by the address rule (domain/endpoints.py), and the

@@ -15,18 +15,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import queue
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import orjson
 
-from services.ingest import cloud
+from services.ingest.buckets.loop import BucketLoop, Threaded
+from services.ingest.buckets.port import Bucket, BucketReader, CloudProblem, Read, problem
+from services.ingest.buckets.s3 import LISTING_PAGE, S3Reader, Sts
 from services.ingest.domain import imports as domain
 from services.ingest.domain import integrations as rules
 from services.ingest.domain import media
@@ -46,11 +45,10 @@ from shared.kit.settings import Settings
 
 # Objects read and recorded together: one transaction of events per batch.
 BATCH = 500
-# Objects read at the same time (threads: the S3 client blocks).
-READERS = 16
-# Objects a reader thread takes at a time (one after the other).
+# Runs of objects read at the same time (each a task of the buckets' loop).
+READERS = 32
+# Objects a reader task takes at a time (one after the other).
 RUN = 8
-LISTING_PAGE = cloud.LISTING_PAGE
 # Progress moves at least this often while objects are read.
 FLUSH_S = 1.0
 # Bucket-level problems: when a whole batch fails with one of them, the job stops.
@@ -105,13 +103,18 @@ class Imports(Handlers):
         self.settings = settings
         self._sealer: Sealer | None = None
         self.spool = settings.data_dir / "spool"
-        self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="import-read")
         # Every connection to a bucket goes through the address rule; a bad
         # FILES_ALLOWED_ENDPOINTS stops the service at start, naming the entry.
         self.egress = Egress(EndpointRule.parse(settings.allowed_endpoints))
         self.caps = Caps.of(settings)
-        self._clients: dict[uuid.UUID, tuple[cloud.Bucket, cloud.Reader]] = {}
+        self.sts = Sts.of(settings)
+        self._clients: dict[uuid.UUID, tuple[Bucket, BucketReader]] = {}
+        # Every bucket is read on this loop, in a thread of its own (buckets/loop.py).
+        self.buckets = BucketLoop()
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+
+    def _reader(self, bucket: Bucket) -> BucketReader:
+        return Threaded(S3Reader(bucket, self.egress, self.caps, self.sts), self.buckets)
 
     @property
     def sealer(self) -> Sealer:
@@ -133,28 +136,27 @@ class Imports(Handlers):
     ) -> tuple[dict[str, Any], int]:
         require_org_admin(access)
         registration = rules.parse_registration(body)
-        bucket = cloud.Bucket(
+        bucket = Bucket(
             registration.endpoint,
             registration.region,
             registration.bucket,
-            registration.access_key,
-            registration.secret_key,
+            registration.credentials,
         )
-        reader = cloud.Reader(bucket, self.egress, self.caps)
+        reader = self._reader(bucket)
         try:
-            await asyncio.to_thread(reader.check)
-        except cloud.CloudProblem as problem:
+            await reader.check()
+        except CloudProblem as refused:
             raise Refused(
                 422,
-                problem.code,
-                f"the integration was not registered: {problem.message}",
-                {"bucket": bucket.name, "endpoint": bucket.endpoint.url(), **problem.details},
+                refused.code,
+                f"the integration was not registered: {refused.message}",
+                {"bucket": bucket.name, "endpoint": bucket.endpoint.url(), **refused.details},
             ) from None
+        finally:
+            await reader.close()
         integration_id = uuid.uuid4()
         sealed = self.sealer.seal(
-            orjson.dumps(
-                {"access_key": registration.access_key, "secret_key": registration.secret_key}
-            ),
+            orjson.dumps(rules.sealed_credentials(registration.credentials)),
             str(integration_id),
         )
         position = await self._record(rules.register(integration_id, registration, sealed), cause)
@@ -252,16 +254,21 @@ class Imports(Handlers):
         row = await self._row(integration_id)
         rules.require_admin(access, integration_id, _sharing(row))
         position = await self._record(rules.remove(integration_id, row["version"]), cause)
-        self._clients.pop(integration_id, None)
+        await self._forget(integration_id)
         return position
 
-    async def _bucket(self, integration_id: uuid.UUID) -> tuple[cloud.Bucket, cloud.Reader] | None:
+    async def _forget(self, integration_id: uuid.UUID) -> None:
+        found = self._clients.pop(integration_id, None)
+        if found is not None:
+            await found[1].close()
+
+    async def _bucket(self, integration_id: uuid.UUID) -> tuple[Bucket, BucketReader] | None:
         """The integration's bucket and a reader of it, or None if it was removed."""
         row = await self.pool.fetchrow(
             "SELECT * FROM ingest.integrations WHERE id = $1", integration_id
         )
         if row is None:
-            self._clients.pop(integration_id, None)
+            await self._forget(integration_id)
             return None
         cached = self._clients.get(integration_id)
         if cached is not None:
@@ -276,14 +283,16 @@ class Imports(Handlers):
                 "integration_unreadable",
                 f"integration {integration_id}'s credentials cannot be opened: {error}",
             ) from None
-        bucket = cloud.Bucket(
+        bucket = Bucket(
             rules.parse_endpoint(row["endpoint"]),
             row["region"],
             row["bucket"],
-            credentials["access_key"],
-            credentials["secret_key"],
+            rules.opened_credentials(credentials),
         )
-        found = (bucket, cloud.Reader(bucket, self.egress, self.caps))
+        found: tuple[Bucket, BucketReader] = (
+            bucket,
+            self._reader(bucket),
+        )
         self._clients[integration_id] = found
         return found
 
@@ -299,9 +308,9 @@ class Imports(Handlers):
             )
         _, reader = found
         try:
-            return await asyncio.to_thread(reader.presign, key, name, mime_type)
-        except cloud.CloudProblem as problem:
-            raise Refused(409, problem.code, problem.message) from None
+            return await reader.presign(key, name, mime_type)
+        except CloudProblem as refused:
+            raise Refused(409, refused.code, refused.message) from None
 
     # -- imports ---------------------------------------------------------------------
 
@@ -319,12 +328,12 @@ class Imports(Handlers):
             raise not_found("integration", integration_id)
         request = domain.parse_request(body, found[0].name)
         try:
-            await asyncio.to_thread(found[1].allowed)
-        except cloud.CloudProblem as problem:
+            await found[1].allowed()
+        except CloudProblem as refusal:
             # A name that does not resolve now is the job's to report, as a bucket that
             # does not answer; an address refused is refused here.
-            if problem.code == "endpoint_not_allowed":
-                raise Refused(422, problem.code, problem.message, problem.details) from None
+            if refusal.code == "endpoint_not_allowed":
+                raise Refused(422, refusal.code, refusal.message, refusal.details) from None
         job_id = uuid.uuid4()
         changes = domain.start(job_id, folder_id, request)
         envelopes = envelopes_of(changes, cause)
@@ -406,14 +415,13 @@ class Imports(Handlers):
             listing.start()
         else:
             listing.complete = True
-        loop = asyncio.get_running_loop()
         inflight: set[asyncio.Future[list[domain.Found | domain.Rejection]]] = set()
         done: list[domain.Found | domain.Rejection] = []
         flushed = time.monotonic()
         try:
             async for run in _objects(state, listing):
-                inflight.add(loop.run_in_executor(self.readers, self._read_run, reader, run))
-                if len(inflight) >= READERS * 2:
+                inflight.add(asyncio.ensure_future(self._read_run(reader, run)))
+                if len(inflight) >= READERS:
                     finished, inflight = await asyncio.wait(
                         inflight, return_when=asyncio.FIRST_COMPLETED
                     )
@@ -513,49 +521,53 @@ class Imports(Handlers):
             ),
         )
 
-    def _read_run(
-        self, reader: cloud.Reader, run: list[ev.ImportObject]
+    async def _read_run(
+        self, reader: BucketReader, run: list[ev.ImportObject]
     ) -> list[domain.Found | domain.Rejection]:
-        """A few objects, one after the other, in a worker thread: handing each to a
-        thread of its own costs the event loop more than reading a small one."""
-        return [self._read_one(reader, obj) for obj in run]
-
-    def _read_one(
-        self, reader: cloud.Reader, obj: ev.ImportObject
-    ) -> domain.Found | domain.Rejection:
-        """One object, in a worker thread: a file to register, or why not."""
-        refused = domain.check_object(obj)
-        if refused is not None:
-            return refused
-        try:
-            read = reader.read(obj.key, self.spool)
-        except cloud.CloudProblem as problem:
-            code = problem.code if problem.code == "object_not_found" else "object_unreadable"
-            return domain.rejection(obj, code, problem.message, {"reason": problem.code})
-        except media.UnknownContent as unknown:
-            return domain.rejection(
-                obj,
-                "unsupported_content",
-                f"{obj.key!r} is not a kind of file we accept: {unknown}",
-                {"accepted": list(domain.ACCEPTED_KINDS)},
-            )
-        except Exception as error:
-            return domain.rejection(
-                obj, "object_unreadable", f"{obj.key!r} could not be read ({type(error).__name__})"
-            )
-        mismatch = domain.check_kind(obj, read.facts.kind)
-        if mismatch is not None:
-            return mismatch
-        facts = read.facts
-        return domain.Found(
-            file_id=uuid.uuid4(),
-            obj=obj,
-            kind=facts.kind,
-            mime_type=facts.mime_type,
-            size=read.size,
-            sha256=read.sha256,
-            media=facts.media,
+        """A few objects, read one after the other on the buckets' loop and handed back
+        together: one hop between the loops for the run, not one per object."""
+        results: list[domain.Found | domain.Rejection | None] = [
+            domain.check_object(obj) for obj in run
+        ]
+        wanted = [obj for obj, refused in zip(run, results, strict=True) if refused is None]
+        reads = iter(
+            await reader.read_run([obj.key for obj in wanted], self.spool) if wanted else []
         )
+        return [
+            refused if refused is not None else _settled(obj, next(reads))
+            for obj, refused in zip(run, results, strict=True)
+        ]
+
+
+def _settled(obj: ev.ImportObject, read: Read | Exception) -> domain.Found | domain.Rejection:
+    """One object read: a file to register, or why not."""
+    if isinstance(read, CloudProblem):
+        code = read.code if read.code == "object_not_found" else "object_unreadable"
+        return domain.rejection(obj, code, read.message, {"reason": read.code})
+    if isinstance(read, media.UnknownContent):
+        return domain.rejection(
+            obj,
+            "unsupported_content",
+            f"{obj.key!r} is not a kind of file we accept: {read}",
+            {"accepted": list(domain.ACCEPTED_KINDS)},
+        )
+    if isinstance(read, Exception):
+        return domain.rejection(
+            obj, "object_unreadable", f"{obj.key!r} could not be read ({type(read).__name__})"
+        )
+    mismatch = domain.check_kind(obj, read.facts.kind)
+    if mismatch is not None:
+        return mismatch
+    facts = read.facts
+    return domain.Found(
+        file_id=uuid.uuid4(),
+        obj=obj,
+        kind=facts.kind,
+        mime_type=facts.mime_type,
+        size=read.size,
+        sha256=read.sha256,
+        media=facts.media,
+    )
 
 
 async def _objects(
@@ -573,7 +585,7 @@ async def _objects(
 
 
 class _Listing:
-    """A prefix's objects, listed in a worker thread ahead of the reads, page by page.
+    """A prefix's objects, listed by a task of its own ahead of the reads, page by page.
 
     Keys the request also named are left out (they are read once); `count` is how many
     it found, of which `reported` are already in the job's total (on a resumed job, the
@@ -582,7 +594,7 @@ class _Listing:
 
     def __init__(
         self,
-        reader: cloud.Reader,
+        reader: BucketReader,
         prefix: str | None,
         named: set[str],
         reported: int,
@@ -591,60 +603,53 @@ class _Listing:
         self.reader, self.prefix, self.named = reader, prefix or "", named
         # Objects one import reads at most, named and listed: the listing stops there.
         self.most = max(most - len(named), 0)
-        # Thread-safe and bounded: the listing runs at most 20 pages ahead of the reads.
-        self.pages: queue.Queue[list[str] | None] = queue.Queue(maxsize=20)
+        # Bounded: the listing runs at most 20 pages ahead of the reads.
+        self.pages: asyncio.Queue[list[str] | None] = asyncio.Queue(maxsize=20)
         self.buffer: list[str] = []
         self.count = 0
         self.reported = reported
         self.complete = False
-        self.problem: cloud.CloudProblem | None = None
-        self._stopped = threading.Event()
+        self.problem: CloudProblem | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        threading.Thread(target=self._list, name="import-list", daemon=True).start()
+        self._task = asyncio.create_task(self._list(), name="import-list")
 
-    def _put(self, page: list[str] | None) -> bool:
-        while not self._stopped.is_set():
-            with contextlib.suppress(queue.Full):
-                self.pages.put(page, timeout=0.5)
-                return True
-        return False
-
-    def _list(self) -> None:
+    async def _list(self) -> None:
         page: list[str] = []
         listed = 0
         try:
-            for key in self.reader.list_keys(self.prefix):
-                if key in self.named:
-                    continue
-                if listed == self.most:
-                    raise cloud.CloudProblem(
-                        "listing_too_large",
-                        "the prefix holds more objects than one import reads"
-                        f" ({self.most + len(self.named)}, named and listed); the first"
-                        f" {self.most} listed are imported: import the rest by narrower"
-                        " prefixes",
-                        {"limit": self.most + len(self.named)},
-                    )
-                listed += 1
-                page.append(key)
-                if len(page) == LISTING_PAGE:
-                    if not self._put(page):
-                        return
-                    page = []
-        except cloud.CloudProblem as problem:
-            self.problem = problem
+            async for keys in self.reader.pages(self.prefix):
+                for key in keys:
+                    if key in self.named:
+                        continue
+                    if listed == self.most:
+                        raise CloudProblem(
+                            "listing_too_large",
+                            "the prefix holds more objects than one import reads"
+                            f" ({self.most + len(self.named)}, named and listed); the first"
+                            f" {self.most} listed are imported: import the rest by narrower"
+                            " prefixes",
+                            {"limit": self.most + len(self.named)},
+                        )
+                    listed += 1
+                    page.append(key)
+                    if len(page) == LISTING_PAGE:
+                        await self.pages.put(page)
+                        page = []
+        except CloudProblem as refused:
+            self.problem = refused
         except Exception as error:
-            self.problem = cloud.problem(error, self.reader.bucket)
+            self.problem = problem(error, self.reader.bucket)
         # What was listed before the end (or a problem) is imported too.
-        if page and not self._put(page):
-            return
-        self._put(None)
+        if page:
+            await self.pages.put(page)
+        await self.pages.put(None)
 
     async def take(self, most: int) -> list[ev.ImportObject]:
         """Up to `most` more listed objects (waiting for a page if none is buffered)."""
         if not self.buffer and not self.complete:
-            page = await asyncio.to_thread(self.pages.get)
+            page = await self.pages.get()
             if page is None:
                 self.complete = True
             else:
@@ -660,4 +665,5 @@ class _Listing:
         return fresh
 
     def stop(self) -> None:
-        self._stopped.set()
+        if self._task is not None:
+            self._task.cancel()

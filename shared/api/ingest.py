@@ -21,8 +21,16 @@ class NewIntegration(Strict):
     endpoint: str | None = Field(None, description="https://host[:port]; absent: AWS")
     region: str | None = None
     bucket: str
-    access_key: str = Field(description="sealed at rest, never returned")
-    secret_key: str = Field(description="sealed at rest, never returned")
+    access_key: str | None = Field(
+        None, description="sealed at rest, never returned; with secret_key, unless role_arn"
+    )
+    secret_key: str | None = Field(None, description="sealed at rest, never returned")
+    session_token: str | None = Field(
+        None, description="with temporary keys (STS); sealed at rest, never returned"
+    )
+    role_arn: str | None = Field(
+        None, description="instead of keys: a role this platform assumes with its web identity"
+    )
 
 
 class Integration(Shape):

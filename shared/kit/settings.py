@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     cloud_listing_timeout_s: float = 3600.0
     cloud_listing_max_pages: int = 10_000
     import_max_keys: int = 1_000_000
+    # Integrations by role (role_arn): this platform's web identity token (on EKS, the
+    # service account's: $AWS_WEB_IDENTITY_TOKEN_FILE) and the STS endpoint that trades
+    # it (default AWS's); without a token file such integrations are refused.
+    cloud_web_identity_token_file: str = ""
+    cloud_sts_endpoint: str = ""
     # Upload sessions (large files in parts): the part size offered, how long an
     # unfinished session lives, and how often expired ones are swept.
     upload_part_size: int = 64 * 1024 * 1024

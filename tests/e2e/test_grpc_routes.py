@@ -487,6 +487,22 @@ async def test_integrations_and_imports(
         grpc.StatusCode.INVALID_ARGUMENT,
         "endpoint_not_allowed",
     )
+    # A role instead of keys reaches ingest (this platform has no web identity to assume it).
+    await refused(
+        client.integrations.CreateIntegration(
+            pb.CreateIntegrationRequest(
+                name=unique("grpc-role"),
+                provider="s3",
+                endpoint=moto.endpoint,
+                region="us-east-1",
+                bucket=BUCKET,
+                role_arn="arn:aws:iam::123456789012:role/importer",
+            ),
+            metadata=ADMIN,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "web_identity_unavailable",
+    )
     await refused(
         client.integrations.ShareIntegration(
             pb.ShareIntegrationRequest(integration_id=made.id, shared_with=[str(uuid.uuid4())]),

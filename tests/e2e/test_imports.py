@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import sys
 import uuid
 from typing import Any
 
+import boto3
 import httpx
 from minio import Minio
 
@@ -132,6 +134,72 @@ async def test_an_integration_is_checked_and_its_secret_never_shown(
         assert moto.secret_key not in where
         assert moto.access_key not in where
     assert "not-the-secret" not in logs
+
+
+async def test_temporary_keys_import_with_their_session_token_and_a_role_needs_an_identity(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, platform: Stack
+) -> None:
+    """Keys from STS (AssumeRole) with their session token: registered, then used by
+    an import while the bucket checks every signature; the token is never shown. An
+    integration by role needs the platform's web identity, which this one lacks."""
+    run = uuid.uuid4().hex[:8]
+    put(bucket, f"{run}/cat.png", png(4, 3))
+    iam = boto3.client(
+        "iam",
+        endpoint_url=moto.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=moto.access_key,
+        aws_secret_access_key=moto.secret_key,
+    )
+    anyone = {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
+    role = iam.create_role(
+        RoleName=f"importer-{run}",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [anyone]}),
+    )
+    iam.put_role_policy(
+        RoleName=f"importer-{run}",
+        PolicyName="s3",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+            }
+        ),
+    )
+    sts = boto3.client(
+        "sts",
+        endpoint_url=moto.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=moto.access_key,
+        aws_secret_access_key=moto.secret_key,
+    )
+    role_arn = role["Role"]["Arn"]
+    granted = sts.assume_role(RoleArn=role_arn, RoleSessionName="files")["Credentials"]
+    temporary = {
+        "access_key": granted["AccessKeyId"],
+        "secret_key": granted["SecretAccessKey"],
+        "session_token": granted["SessionToken"],
+    }
+    moto.auth(True)
+    try:
+        without = {k: v for k, v in temporary.items() if k != "session_token"}
+        error(await register(api, moto, **without), 422, "invalid_credentials")
+        answer = await register(api, moto, **temporary)
+        assert answer.status_code == 201, answer.text
+        assert granted["SessionToken"] not in answer.text
+        target = await folder(api, unique("temporary"))
+        job_id = await start_import(
+            api, target["id"], integration_id=answer.json()["id"], keys=[f"{run}/cat.png"]
+        )
+        await finished(api, job_id, files=1)
+    finally:
+        moto.auth(False)
+    by_role = {"access_key": None, "secret_key": None, "role_arn": role_arn}
+    error(await register(api, moto, **by_role), 422, "web_identity_unavailable")
+    both = await register(api, moto, role_arn=role_arn)
+    assert error(both, 422, "invalid_request")["details"]["fields"][0]["field"] == "access_key"
+    logs = "".join(p.read_text(errors="replace") for p in (platform.data_dir / "logs").iterdir())
+    assert granted["SessionToken"] not in logs and granted["SecretAccessKey"] not in logs
 
 
 async def test_imports_by_keys_prefix_and_manifest_register_files_by_reference(

@@ -980,16 +980,19 @@ class Api(Bound[M]):
         bucket: str,
         access_key: str,
         secret_key: str,
+        session_token: str | None = None,
         endpoint: str | None = None,
         region: str | None = None,
     ) -> Op[Integration[M]]:
-        """Register a bucket (organisation admins); its credentials are never returned."""
+        """Register a bucket (organisation admins); its credentials are never returned.
+        `session_token` goes with temporary keys (STS)."""
         fields = {
             "name": name,
             "provider": "s3",
             "bucket": bucket,
             "access_key": access_key,
             "secret_key": secret_key,
+            "session_token": session_token,
             "endpoint": endpoint,
             "region": region,
         }

@@ -343,6 +343,7 @@ class NewIntegrationBody(Body):
     bucket: str
     access_key: str
     secret_key: str
+    session_token: str | None = None
     endpoint: str | None = None
     region: str | None = None
 

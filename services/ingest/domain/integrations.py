@@ -3,7 +3,7 @@
 An integration is a customer's bucket with the credentials to read it. The
 credentials are sealed by the caller (they never appear in an event in clear);
 the checks here are of form only: whether the bucket answers is the adapter's to
-find out (services/ingest/cloud.py) before anything is recorded.
+find out (services/ingest/buckets) before anything is recorded.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import urllib.parse
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from shared.contracts import ingest as ev
 from shared.contracts import rules
@@ -24,6 +25,9 @@ PROVIDERS = ("s3",)
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION = re.compile(r"^[a-z0-9-]{1,64}$")
 MAX_KEY_LENGTH = 1024
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]{0,20}:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+# AWS's session tokens are up to a few KiB (longer with many session tags).
+MAX_SESSION_TOKEN = 8192
 # Users an integration is shared with, at most: the event that lists them stays small.
 MAX_SHARED = 1000
 
@@ -52,6 +56,50 @@ AWS = Endpoint("s3.amazonaws.com", secure=True)
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """An access key and its secret, and the STS session token of temporary ones
+    (AssumeRole, GetSessionToken, an IAM role's): out of every repr."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class WebIdentity:
+    """A role of the customer's that trusts this platform's web identity (on EKS, the
+    cluster's OIDC provider): ingest assumes it with its own token
+    (AssumeRoleWithWebIdentity) and refreshes what STS gives before it expires. No
+    secret of the customer's is kept."""
+
+    role_arn: str
+
+
+BucketCredentials = Credentials | WebIdentity
+
+
+def sealed_credentials(credentials: BucketCredentials) -> dict[str, str]:
+    """What is sealed (shared/kit/secrets.py) into the integration's event."""
+    if isinstance(credentials, WebIdentity):
+        return {"role_arn": credentials.role_arn}
+    found = {"access_key": credentials.access_key, "secret_key": credentials.secret_key}
+    if credentials.session_token:
+        found["session_token"] = credentials.session_token
+    return found
+
+
+def opened_credentials(opened: dict[str, Any]) -> BucketCredentials:
+    """Credentials as sealed, by this version or an earlier one (keys only)."""
+    if opened.get("role_arn"):
+        return WebIdentity(str(opened["role_arn"]))
+    return Credentials(
+        str(opened["access_key"]),
+        str(opened["secret_key"]),
+        opened.get("session_token") or None,
+    )
+
+
+@dataclass(frozen=True)
 class Registration:
     name: str
     provider: str
@@ -59,8 +107,7 @@ class Registration:
     # Given by the caller, or None (then the endpoint is asked where the bucket is).
     region: str | None
     bucket: str
-    access_key: str
-    secret_key: str
+    credentials: BucketCredentials
     # What the caller wrote as the endpoint, normalised (None for AWS's default).
     endpoint_given: str | None
 
@@ -128,22 +175,41 @@ def parse_registration(body: object) -> Registration:
         raise _invalid("region", "is not a region name (such as eu-west-1)")
     endpoint_text = _text(body, "endpoint", required=False) or None
     endpoint = parse_endpoint(endpoint_text)
-    access_key = _text(body, "access_key") or ""
-    secret_key = _text(body, "secret_key") or ""
-    if not access_key or len(access_key) > 256:
-        raise _invalid("access_key", "must be 1 to 256 characters")
-    if not secret_key or len(secret_key) > 1024:
-        raise _invalid("secret_key", "must be 1 to 1024 characters")
+    credentials = _credentials(body)
     return Registration(
         name=name,
         provider=provider,
         endpoint=endpoint,
         region=region,
         bucket=bucket,
-        access_key=access_key,
-        secret_key=secret_key,
+        credentials=credentials,
         endpoint_given=endpoint.url() if endpoint_text else None,
     )
+
+
+def _credentials(body: dict[str, object]) -> BucketCredentials:
+    """Keys (an access key, its secret, and a session token for temporary ones), or a
+    role to assume with the platform's web identity: one or the other."""
+    role_arn = _text(body, "role_arn", required=False)
+    if role_arn is not None:
+        given = [
+            f for f in ("access_key", "secret_key", "session_token") if body.get(f) is not None
+        ]
+        if given:
+            raise _invalid(given[0], "is not given with role_arn: give keys or a role, not both")
+        if not ROLE_ARN.match(role_arn):
+            raise _invalid("role_arn", "is not a role's ARN (arn:aws:iam::<account>:role/<name>)")
+        return WebIdentity(role_arn)
+    access_key = _text(body, "access_key") or ""
+    secret_key = _text(body, "secret_key") or ""
+    if not access_key or len(access_key) > 256:
+        raise _invalid("access_key", "must be 1 to 256 characters")
+    if not secret_key or len(secret_key) > 1024:
+        raise _invalid("secret_key", "must be 1 to 1024 characters")
+    session_token = _text(body, "session_token", required=False) or None
+    if session_token is not None and len(session_token) > MAX_SESSION_TOKEN:
+        raise _invalid("session_token", f"must be at most {MAX_SESSION_TOKEN} characters")
+    return Credentials(access_key, secret_key, session_token)
 
 
 def register(

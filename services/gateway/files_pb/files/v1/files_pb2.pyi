@@ -820,7 +820,7 @@ class IntegrationPage(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Integration, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class CreateIntegrationRequest(_message.Message):
-    __slots__ = ("name", "provider", "endpoint", "region", "bucket", "access_key", "secret_key")
+    __slots__ = ("name", "provider", "endpoint", "region", "bucket", "access_key", "secret_key", "session_token", "role_arn")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -828,6 +828,8 @@ class CreateIntegrationRequest(_message.Message):
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     ACCESS_KEY_FIELD_NUMBER: _ClassVar[int]
     SECRET_KEY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ROLE_ARN_FIELD_NUMBER: _ClassVar[int]
     name: str
     provider: str
     endpoint: str
@@ -835,7 +837,9 @@ class CreateIntegrationRequest(_message.Message):
     bucket: str
     access_key: str
     secret_key: str
-    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., endpoint: _Optional[str] = ..., region: _Optional[str] = ..., bucket: _Optional[str] = ..., access_key: _Optional[str] = ..., secret_key: _Optional[str] = ...) -> None: ...
+    session_token: str
+    role_arn: str
+    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., endpoint: _Optional[str] = ..., region: _Optional[str] = ..., bucket: _Optional[str] = ..., access_key: _Optional[str] = ..., secret_key: _Optional[str] = ..., session_token: _Optional[str] = ..., role_arn: _Optional[str] = ...) -> None: ...
 
 class ListIntegrationsRequest(_message.Message):
     __slots__ = ("cursor", "limit")
