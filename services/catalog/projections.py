@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from shared.contracts import catalog as catalog_events
+from shared.contracts import datasets as datasets_events
 from shared.kit.projections import Projection
 from shared.kit.reactions import Received
 
@@ -74,6 +75,33 @@ tree = Projection(
     CREATE INDEX IF NOT EXISTS files_folder ON catalog.files (folder_id, name, id);
     -- Trigrams and kind in one index: a kind filter narrows inside the index.
     CREATE INDEX IF NOT EXISTS files_search ON catalog.files USING gin (name gin_trgm_ops, kind);
+    ALTER TABLE catalog.files ADD COLUMN IF NOT EXISTS description text NOT NULL DEFAULT '';
+    -- Listings in the other orders, and metadata filters (containment).
+    CREATE INDEX IF NOT EXISTS files_folder_created ON catalog.files (folder_id, created_at, id);
+    CREATE INDEX IF NOT EXISTS files_folder_size ON catalog.files (folder_id, size, id);
+    CREATE INDEX IF NOT EXISTS files_metadata ON catalog.files USING gin (metadata jsonb_path_ops);
+    """,
+)
+
+# Which files are in a dataset and which folders a dataset follows: a mirror of the
+# datasets context's events, for the `in_dataset` and `dataset_synced` filters.
+links = Projection(
+    name="catalog.dataset_links",
+    tables=("catalog.file_links", "catalog.synced_folders"),
+    # Follows the datasets context's events as the consumer applies them.
+    replayable=False,
+    ddl="""
+    CREATE TABLE IF NOT EXISTS catalog.file_links (
+        file_id uuid NOT NULL,
+        dataset_id uuid NOT NULL,
+        PRIMARY KEY (file_id, dataset_id)
+    );
+    CREATE INDEX IF NOT EXISTS file_links_dataset ON catalog.file_links (dataset_id);
+    CREATE TABLE IF NOT EXISTS catalog.synced_folders (
+        dataset_id uuid PRIMARY KEY,
+        folder_id uuid NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS synced_folders_folder ON catalog.synced_folders (folder_id);
     """,
 )
 
@@ -258,3 +286,71 @@ async def file_deleted(
         "DELETE FROM catalog.files WHERE id = ANY($1::uuid[])",
         [e.data["file_id"] for e in events],
     )
+
+
+@tree.on(catalog_events.FileDescribed)
+async def file_described(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileDescribed]]
+) -> None:
+    await conn.executemany(
+        "UPDATE catalog.files SET description = $2, version = $3 WHERE id = $1",
+        [(e.data["file_id"], e.data["description"], e.stream_version) for e in events],
+    )
+
+
+@links.on(datasets_events.DatasetCreated)
+async def dataset_created(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetCreated]]
+) -> None:
+    synced = [e.data for e in events if e.data.get("synced_folder_id")]
+    await conn.execute(
+        """INSERT INTO catalog.synced_folders (dataset_id, folder_id)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING""",
+        [d["dataset_id"] for d in synced],
+        [d["synced_folder_id"] for d in synced],
+    )
+
+
+@links.on(datasets_events.DatasetUnsynced)
+async def dataset_unsynced(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetUnsynced]]
+) -> None:
+    await conn.execute(
+        "DELETE FROM catalog.synced_folders WHERE dataset_id = ANY($1::uuid[])",
+        [e.data["dataset_id"] for e in events],
+    )
+
+
+@links.on(datasets_events.DatasetDeleted)
+async def dataset_deleted(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetDeleted]]
+) -> None:
+    ids = [e.data["dataset_id"] for e in events]
+    await conn.execute("DELETE FROM catalog.synced_folders WHERE dataset_id = ANY($1::uuid[])", ids)
+    await conn.execute("DELETE FROM catalog.file_links WHERE dataset_id = ANY($1::uuid[])", ids)
+
+
+@links.on(datasets_events.FilesLinked)
+async def files_linked(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.FilesLinked]]
+) -> None:
+    await conn.execute(
+        """INSERT INTO catalog.file_links (file_id, dataset_id)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING""",
+        [f for e in events for f in e.data["file_ids"]],
+        [e.data["dataset_id"] for e in events for _ in e.data["file_ids"]],
+    )
+
+
+@links.on(datasets_events.FilesUnlinked)
+async def files_unlinked(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.FilesUnlinked]]
+) -> None:
+    # In order: a file unlinked, then linked again, in one batch ends linked.
+    for e in events:
+        await conn.execute(
+            """DELETE FROM catalog.file_links
+               WHERE dataset_id = $1 AND file_id = ANY($2::uuid[])""",
+            e.data["dataset_id"],
+            e.data["file_ids"],
+        )

@@ -127,6 +127,12 @@ class FileMetadataChanged(Event):
     metadata: dict[str, Any]
 
 
+class FileDescribed(Event):
+    type: ClassVar[str] = "catalog.FileDescribed"
+    file_id: uuid.UUID
+    description: str
+
+
 class FileMoved(Event):
     type: ClassVar[str] = "catalog.FileMoved"
     file_id: uuid.UUID
@@ -162,6 +168,7 @@ EVENTS: tuple[type[Event], ...] = (
     DicomSeriesExtended,
     FileRenamed,
     FileMetadataChanged,
+    FileDescribed,
     FileMoved,
     FileDeleted,
     UploadRejected,

@@ -1,0 +1,348 @@
+"""Organising at scale: listings and search filtered and ordered, files fetched and
+edited in bulk (issue 17), as a user checks them, rights included."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.e2e.support import (
+    CONSISTENCY,
+    error,
+    folder,
+    items,
+    member,
+    pages,
+    png,
+    text,
+    unique,
+    upload,
+)
+
+
+async def _fixture(api: httpx.AsyncClient) -> dict[str, Any]:
+    """A folder of five files of two kinds, sizes and metadata, and two subfolders."""
+    top = await folder(api, unique("organise"))
+    alpha = await folder(api, "alpha", top["id"], metadata={"site": "paris"})
+    beta = await folder(api, "beta", top["id"])
+    made = await upload(
+        api,
+        top["id"],
+        ("cat-3.png", png(30, 20)),
+        ("cat-1.png", png(4, 4)),
+        ("dog.png", png(10, 10)),
+        ("notes-a.txt", text("a" * 500)),
+        ("notes-b.txt", text("b")),
+    )
+    files = {f["name"]: f for f in made["files"]}
+    for name, metadata in (
+        ("cat-3.png", {"score": 5, "site": "paris", "reviewed": True}),
+        ("cat-1.png", {"score": 2, "site": "lyon"}),
+        ("dog.png", {"score": 5, "site": "lyon", "reviewed": False}),
+    ):
+        changed = await api.patch(f"/v1/files/{files[name]['id']}", json={"metadata": metadata})
+        assert changed.status_code == 200, changed.text
+    return {"top": top, "alpha": alpha, "beta": beta, "files": files}
+
+
+def names(found: list[dict[str, Any]]) -> list[str]:
+    return [i["name"] for i in found]
+
+
+async def test_a_folder_listed_by_name_part_kind_and_metadata(api: httpx.AsyncClient) -> None:
+    t = await _fixture(api)
+    top = t["top"]["id"]
+    assert names(await items(api, top, q="cat")) == ["cat-1.png", "cat-3.png"]
+    assert names(await items(api, top, q="ALP")) == ["alpha"]
+    # kind repeats; folder is a kind of item too.
+    listed = await items(api, top, kind=["text", "folder"])
+    assert names(listed) == ["alpha", "beta", "notes-a.txt", "notes-b.txt"]
+    assert names(await items(api, top, kind="image", **{"metadata.score": "5"})) == [
+        "cat-3.png",
+        "dog.png",
+    ]
+    # A value matches the number or the text; a key twice matches either value;
+    # two keys must both match.
+    assert names(await items(api, top, **{"metadata.site": ["paris", "nowhere"]})) == [
+        "alpha",
+        "cat-3.png",
+    ]
+    both = await items(api, top, **{"metadata.site": "lyon", "metadata.score": "5"})
+    assert names(both) == ["dog.png"]
+    assert names(await items(api, top, **{"metadata.reviewed": "false"})) == ["dog.png"]
+    assert await items(api, top, **{"metadata.site": "Lyon"}) == []
+
+
+async def test_every_order_pages_exactly_once_both_ways(api: httpx.AsyncClient) -> None:
+    t = await _fixture(api)
+    top = t["top"]["id"]
+    files = t["files"]
+    by_size = sorted(files.values(), key=lambda f: (f["size"], f["id"]))
+    by_created = sorted(files.values(), key=lambda f: (f["created_at"], f["id"]))
+    for order, expected in (
+        ("name", sorted(files)),
+        ("size", [f["name"] for f in by_size]),
+        ("created_at", [f["name"] for f in by_created]),
+    ):
+        for limit in (1, 2, 100):
+            ascending = await items(api, top, limit=limit, order=order, kind=["image", "text"])
+            assert names(ascending) == expected, (order, limit)
+            descending = await items(api, top, limit=limit, order=order, desc="true")
+            # Folders first either way, each section reversed.
+            assert names(descending) == ["beta", "alpha", *reversed(expected)], (order, limit)
+
+
+async def test_a_cursor_holds_while_files_come_and_go(api: httpx.AsyncClient) -> None:
+    top = await folder(api, unique("cursor"))
+    await upload(api, top["id"], *((f"f{i:02}.txt", text(str(i))) for i in range(6)))
+    first = (await api.get(f"/v1/folders/{top['id']}/items", params={"limit": 3})).json()
+    assert names(first["items"]) == ["f00.txt", "f01.txt", "f02.txt"]
+    # One before the cursor goes, one after it comes: the next page is exact.
+    await api.delete(f"/v1/files/{first['items'][0]['id']}")
+    await upload(api, top["id"], ("f03b.txt", text("late")))
+    rest = await api.get(
+        f"/v1/folders/{top['id']}/items", params={"limit": 10, "cursor": first["next_cursor"]}
+    )
+    assert names(rest.json()["items"]) == ["f03.txt", "f03b.txt", "f04.txt", "f05.txt"]
+    # A cursor is for the order it was made in.
+    refused = error(
+        await api.get(
+            f"/v1/folders/{top['id']}/items",
+            params={"cursor": first["next_cursor"], "order": "size"},
+        ),
+        400,
+        "cursor_order_mismatch",
+    )
+    assert refused["details"]["parameter"] == "cursor"
+    refused = error(
+        await api.get(
+            f"/v1/folders/{top['id']}/items",
+            params={"cursor": first["next_cursor"], "desc": "true"},
+        ),
+        400,
+        "cursor_order_mismatch",
+    )
+
+
+async def test_unknown_parameters_and_bad_values_are_named(api: httpx.AsyncClient) -> None:
+    top = await folder(api, unique("params"))
+    path = f"/v1/folders/{top['id']}/items"
+    refused = error(await api.get(path, params={"kindd": "image"}), 400, "unknown_parameter")
+    assert refused["details"]["parameters"] == ["kindd"]
+    error(await api.get("/v1/search", params={"q": "x", "sort": "name"}), 400, "unknown_parameter")
+    # dataset_synced is a folder listing's; search does not take it.
+    error(await api.get("/v1/search", params={"dataset_synced": "true"}), 400, "unknown_parameter")
+    for params, parameter in (
+        ({"order": "colour"}, "order"),
+        ({"desc": "yes"}, "desc"),
+        ({"in_dataset": "1"}, "in_dataset"),
+        ({"dataset_synced": "maybe"}, "dataset_synced"),
+        ({"kind": "Image"}, "kind"),
+        ({"limit": "0"}, "limit"),
+        ({"order": ["name", "size"]}, "order"),
+        ({"metadata.": "x"}, "metadata."),
+        ({"metadata.score.gte": "3"}, "metadata.score.gte"),
+        ({"q": ""}, "q"),
+    ):
+        refused = error(await api.get(path, params=params), 422)
+        assert refused["details"]["parameter"] == parameter, (params, refused)
+        assert parameter in refused["message"]
+
+
+async def test_search_filters_orders_and_sees_only_what_the_caller_may(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    t = await _fixture(api)
+    tag = t["top"]["name"]
+    sub = await folder(api, f"{tag}-inner", t["top"]["id"])
+    await upload(api, sub["id"], (f"{tag}-deep.png", png()))
+    # Search without q: by metadata alone, within a folder.
+    hits = await pages(api, "/v1/search", 2, folder_id=t["top"]["id"], **{"metadata.site": "lyon"})
+    assert sorted(names(hits)) == ["cat-1.png", "dog.png"]
+    assert all(h["path"][0]["id"] == t["top"]["id"] for h in hits)
+    ordered = await pages(
+        api,
+        "/v1/search",
+        1,
+        folder_id=t["top"]["id"],
+        kind="image",
+        order="size",
+        desc="true",
+    )
+    sizes = [h["size"] for h in ordered]
+    assert sizes == sorted(sizes, reverse=True) and len(ordered) == 4
+    # Another member sees none of it, with any filter.
+    stranger = as_key((await member(api, "stranger"))["api_key"])
+    for params in ({"q": tag}, {"metadata.site": "lyon"}, {"q": tag, "order": "name"}):
+        assert (await stranger.get("/v1/search", params=params)).json()["items"] == []
+    error(await stranger.get(f"/v1/folders/{t['top']['id']}/items", params={"q": "cat"}), 404)
+
+
+async def test_in_dataset_and_dataset_synced_follow_the_datasets(api: httpx.AsyncClient) -> None:
+    t = await _fixture(api)
+    top = t["top"]["id"]
+    files = t["files"]
+    made = await api.post("/v1/datasets", json={"name": unique("ds")})
+    assert made.status_code == 201, made.text
+    added = await api.post(
+        f"/v1/datasets/{made.json()['id']}/files",
+        json={"file_ids": [files["dog.png"]["id"], files["notes-b.txt"]["id"]]},
+    )
+    assert added.status_code == 200, added.text
+    token = {CONSISTENCY: added.headers[CONSISTENCY]}
+    linked = await api.get(f"/v1/folders/{top}/items", params={"in_dataset": "true"}, headers=token)
+    assert names(linked.json()["items"]) == ["dog.png", "notes-b.txt"]
+    unlinked = await api.get(
+        f"/v1/folders/{top}/items", params={"in_dataset": "false"}, headers=token
+    )
+    assert names(unlinked.json()["items"]) == ["cat-1.png", "cat-3.png", "notes-a.txt"]
+    found = await api.get(
+        "/v1/search", params={"folder_id": top, "in_dataset": "true", "q": "dog"}, headers=token
+    )
+    assert names(found.json()["items"]) == ["dog.png"]
+    synced = await api.post(
+        "/v1/datasets", json={"name": unique("synced"), "synced_folder_id": t["beta"]["id"]}
+    )
+    assert synced.status_code == 201, synced.text
+    token = {CONSISTENCY: synced.headers[CONSISTENCY]}
+    listed = await api.get(
+        f"/v1/folders/{top}/items", params={"dataset_synced": "true"}, headers=token
+    )
+    assert names(listed.json()["items"]) == ["beta"]
+    listed = await api.get(
+        f"/v1/folders/{top}/items", params={"dataset_synced": "false"}, headers=token
+    )
+    assert names(listed.json()["items"]) == ["alpha"]
+    gone = await api.delete(f"/v1/datasets/{made.json()['id']}")
+    assert gone.status_code == 204
+    after = await api.get(
+        f"/v1/folders/{top}/items",
+        params={"in_dataset": "true"},
+        headers={CONSISTENCY: gone.headers[CONSISTENCY]},
+    )
+    assert after.json()["items"] == []
+
+
+async def test_files_looked_up_in_bulk_only_those_one_may_see(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    t = await _fixture(api)
+    files = t["files"]
+    ghost = str(uuid.uuid4())
+    ids = [files["dog.png"]["id"], ghost, files["cat-1.png"]["id"], files["dog.png"]["id"]]
+    found = await api.post("/v1/files/lookup", json={"ids": ids})
+    assert found.status_code == 200, found.text
+    assert names(found.json()["items"]) == ["dog.png", "cat-1.png"]
+    assert found.json()["not_found"] == [ghost]
+    assert found.json()["items"][0]["metadata"] == {"score": 5, "site": "lyon", "reviewed": False}
+    stranger = as_key((await member(api, "stranger"))["api_key"])
+    hidden = (await stranger.post("/v1/files/lookup", json={"ids": ids})).json()
+    assert hidden["items"] == [] and sorted(hidden["not_found"]) == sorted({*ids})
+    error(await api.post("/v1/files/lookup", json={"ids": [ghost] * 1001}), 422)
+
+
+async def test_files_edited_in_bulk_all_or_nothing(api: httpx.AsyncClient, as_key: Any) -> None:
+    t = await _fixture(api)
+    files = t["files"]
+    cat, dog = files["cat-3.png"], files["dog.png"]
+    edited = await api.patch(
+        "/v1/files",
+        json={
+            "updates": [
+                {"id": cat["id"], "name": "kitten.png", "description": "the best one"},
+                {"id": dog["id"], "metadata": {"score": 7, "reviewed": None, "breed": "lab"}},
+            ],
+            "metadata_mode": "merge",
+        },
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.headers.get(CONSISTENCY)
+    body = edited.json()
+    assert body["updated"] == 2
+    assert names(body["items"]) == ["kitten.png", "dog.png"]
+    seen = (await api.get(f"/v1/files/{cat['id']}")).json()
+    assert (seen["name"], seen["description"]) == ("kitten.png", "the best one")
+    assert seen["metadata"] == {"score": 5, "site": "paris", "reviewed": True}
+    assert (await api.get(f"/v1/files/{dog['id']}")).json()["metadata"] == {
+        "score": 7,
+        "site": "lyon",
+        "breed": "lab",
+    }
+    replaced = await api.patch(
+        "/v1/files",
+        json={"updates": [{"id": dog["id"], "metadata": {"only": 1}}], "metadata_mode": "replace"},
+    )
+    assert replaced.json()["items"][0]["metadata"] == {"only": 1}
+    # The history shows each change.
+    audit = await api.get("/v1/audit", params={"subject_id": cat["id"]})
+    types = [e["type"] for e in audit.json()["items"]]
+    assert "catalog.FileRenamed" in types and "catalog.FileDescribed" in types
+    # One unknown id, or one bad name: nothing changes, and the refusal names it.
+    ghost = str(uuid.uuid4())
+    refused = error(
+        await api.patch(
+            "/v1/files",
+            json={"updates": [{"id": cat["id"], "name": "changed.png"}, {"id": ghost}]},
+        ),
+        404,
+        "not_found",
+    )
+    assert ghost in refused["message"]
+    refused = error(
+        await api.patch(
+            "/v1/files",
+            json={
+                "updates": [
+                    {"id": cat["id"], "name": "changed.png"},
+                    {"id": dog["id"], "name": "bad/name"},
+                ]
+            },
+        ),
+        422,
+        "invalid_name",
+    )
+    assert refused["details"]["file_id"] == dog["id"]
+    error(
+        await api.patch(
+            "/v1/files", json={"updates": [{"id": cat["id"]}, {"id": cat["id"], "name": "x"}]}
+        ),
+        422,
+        "duplicate_ids",
+    )
+    assert (await api.get(f"/v1/files/{cat['id']}")).json()["name"] == "kitten.png"
+    # Another member: the files are as missing to them; a viewer may not edit.
+    stranger_user = await member(api, "stranger")
+    stranger = as_key(stranger_user["api_key"])
+    refused = error(
+        await stranger.patch("/v1/files", json={"updates": [{"id": cat["id"], "name": "mine"}]}),
+        404,
+    )
+    assert cat["id"] in refused["message"]
+    invited = await api.post(
+        f"/v1/folders/{t['top']['id']}/collaborators",
+        json={"emails": [stranger_user["email"]], "role": "user"},
+    )
+    assert invited.status_code == 200, invited.text
+    refused = error(
+        await stranger.patch("/v1/files", json={"updates": [{"id": cat["id"], "name": "mine"}]}),
+        403,
+    )
+    assert refused["details"]["role_needed"] == "editor"
+    assert (await api.get(f"/v1/files/{cat['id']}")).json()["name"] == "kitten.png"
+
+
+async def test_a_bulk_edit_retried_with_its_key_is_applied_once(api: httpx.AsyncClient) -> None:
+    t = await _fixture(api)
+    dog = t["files"]["dog.png"]
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    body = {"updates": [{"id": dog["id"], "description": "once"}]}
+    first = await api.patch("/v1/files", json=body, headers=key)
+    again = await api.patch("/v1/files", json=body, headers=key)
+    assert first.status_code == again.status_code == 200
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
+    audit = await api.get("/v1/audit", params={"subject_id": dog["id"]})
+    described = [e for e in audit.json()["items"] if e["type"] == "catalog.FileDescribed"]
+    assert len(described) == 1
