@@ -176,7 +176,9 @@ def router(catalog: Catalog) -> APIRouter:
 
     @api.get("/search")
     async def search(request: Request, rights: Rights) -> dict[str, Any]:
-        asked = listing.parse(request.query_params.multi_items(), listing.SEARCH_PARAMS)
+        asked = listing.parse(
+            request.query_params.multi_items(), listing.SEARCH_PARAMS, q_required=True
+        )
         return await queries.search(catalog.pool, asked, rights)
 
     return api

@@ -103,7 +103,8 @@ def parse(
     params: list[tuple[str, str]], allowed: frozenset[str], *, q_required: bool = False
 ) -> Listing:
     """The listing a query string asks for. Unknown parameters are a 400 naming them;
-    bad values a 422 naming the parameter."""
+    bad values a 422 naming the parameter. A search (`q_required`) names something to
+    look for: q, or a filter."""
     unknown = sorted(
         {name for name, _ in params if name not in allowed and not name.startswith(METADATA)}
     )
@@ -150,8 +151,8 @@ def parse(
     q = single.get("q")
     if q is not None and not 1 <= len(q) <= MAX_QUERY:
         raise invalid("q", f"must be 1 to {MAX_QUERY} characters")
-    if q is None and q_required:
-        raise invalid("q", "Field required")
+    if q is None and q_required and not (kinds or metadata or "in_dataset" in single):
+        raise invalid("q", "Field required, unless a filter is given (kind, in_dataset, metadata)")
     order = single.get("order")
     if order is not None and order not in ORDERS:
         raise invalid("order", f"must be one of {', '.join(ORDERS)}, not {order[:50]!r}")
@@ -281,9 +282,8 @@ def metadata_candidates(value: str) -> list[Any]:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:
         return found
-    if isinstance(parsed, bool | int) or parsed is None:
-        found.append(parsed)
-    elif isinstance(parsed, float) and math.isfinite(parsed):
+    scalar = isinstance(parsed, bool | int) or parsed is None
+    if scalar or (isinstance(parsed, float) and math.isfinite(parsed)):
         found.append(parsed)
     return found
 

@@ -480,6 +480,10 @@ class Table:
         ]
         if not shaped:
             return None
+        # A path a literal segment matches is that route's: `/v1/files/lookup` is not a
+        # file id, whatever the method.
+        most = max(_literals(r) for r in shaped)
+        shaped = [r for r in shaped if _literals(r) == most]
         same = [r for r in shaped if r.method == method]
         if not same:
             allowed = sorted({r.method for r in shaped})
@@ -499,6 +503,10 @@ class Table:
                     raise Refusal(404, "not_found", f"{s.names} {segment} does not exist", route)
                 values[s.name] = value
         return Match(route, values)
+
+
+def _literals(route: Route) -> int:
+    return sum(not isinstance(s, Param) for s in route.segments)
 
 
 TABLE = Table(ROUTES)

@@ -134,6 +134,9 @@ async def test_unknown_parameters_and_bad_values_are_named(api: httpx.AsyncClien
     error(await api.get("/v1/search", params={"q": "x", "sort": "name"}), 400, "unknown_parameter")
     # dataset_synced is a folder listing's; search does not take it.
     error(await api.get("/v1/search", params={"dataset_synced": "true"}), 400, "unknown_parameter")
+    # A search names something to look for: q, or a filter.
+    nothing = error(await api.get("/v1/search", params={"folder_id": top["id"]}), 422)
+    assert nothing["details"]["parameter"] == "q"
     for params, parameter in (
         ({"order": "colour"}, "order"),
         ({"desc": "yes"}, "desc"),
