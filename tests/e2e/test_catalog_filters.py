@@ -3,11 +3,16 @@ edited in bulk (issue 17), as a user checks them, rights included."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
+from files_client import Client
 
+from shared.kit.stack import Stack
+from tests.conftest import ADMIN_KEY
 from tests.e2e.support import (
     CONSISTENCY,
     error,
@@ -20,6 +25,10 @@ from tests.e2e.support import (
     unique,
     upload,
 )
+from tests.e2e.test_cli import env, ok
+
+__all__ = ["env"]  # the command's environment, a fixture of test_cli's
+ZERO = "00000000-0000-0000-0000-000000000000"
 
 
 async def _fixture(api: httpx.AsyncClient) -> dict[str, Any]:
@@ -349,3 +358,39 @@ async def test_a_bulk_edit_retried_with_its_key_is_applied_once(api: httpx.Async
     audit = await api.get("/v1/audit", params={"subject_id": dog["id"]})
     described = [e for e in audit.json()["items"] if e["type"] == "catalog.FileDescribed"]
     assert len(described) == 1
+
+
+def test_the_client_and_the_command_filter_fetch_and_edit(
+    platform: Stack, env: dict[str, str], tmp_path: Path
+) -> None:
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        top = c.create_folder(unique("client-filters"))
+        (tmp_path / "big.png").write_bytes(png(40, 40))
+        (tmp_path / "small.png").write_bytes(png(2, 2))
+        (tmp_path / "notes.txt").write_bytes(text("n"))
+        made = {
+            f.name: f
+            for f in top.upload([tmp_path / n for n in ("big.png", "small.png", "notes.txt")])
+        }
+        edited = c.update_files(
+            [
+                {"id": made["big.png"], "metadata": {"split": "train"}, "description": "big one"},
+                {"id": made["small.png"].id, "metadata": {"split": "test"}},
+            ]
+        )
+        assert [f.description for f in edited] == ["big one", ""]
+        found, missing = c.lookup_files([made["small.png"], made["big.png"].id, ZERO])
+        assert [f.name for f in found] == ["small.png", "big.png"] and missing == [ZERO]
+        assert found[1].metadata == {"split": "train"}
+        by_size = [i.name for i in top.items(kind=["image", "text"], order="size", desc=True)]
+        assert by_size == ["big.png", "small.png", "notes.txt"]
+        assert [i.name for i in top.items(metadata={"split": ["test", "val"]})] == ["small.png"]
+        hits = list(c.search(kind="image", folder=top, metadata={"split": "train"}))
+        assert [h.name for h in hits] == ["big.png"]
+    path = top.name
+    listed = ok(env, "ls", path, "--meta", "split=train", "--json")
+    assert [json.loads(line)["name"] for line in listed.splitlines()] == ["big.png"]
+    listed = ok(env, "ls", path, "--order", "size", "--kind", "image", "--json")
+    assert [json.loads(line)["name"] for line in listed.splitlines()] == ["small.png", "big.png"]
+    hits = ok(env, "search", "--in", path, "--kind", "text", "--json")
+    assert [json.loads(line)["name"] for line in hits.splitlines()] == ["notes.txt"]
