@@ -20,6 +20,7 @@ from shared.api.catalog import (
     FileLookup,
     FileUpdates,
     FolderChanges,
+    MetadataSchemaChanges,
     Move,
     NewFolder,
 )
@@ -137,6 +138,18 @@ def router(catalog: Catalog) -> APIRouter:
         ids, position = await catalog.edit_files(caller, edits, body.metadata_mode, rights)
         found = await queries.lookup(catalog.pool, ids, rights)
         return _written({"updated": len(ids), "items": found["items"]}, position)
+
+    @api.get("/metadata-schema")
+    async def get_metadata_schema(rights: Rights) -> dict[str, Any]:
+        return await queries.metadata_schema(catalog.pool)
+
+    @api.put("/metadata-schema")
+    async def put_metadata_schema(
+        body: MetadataSchemaChanges, caller: Caller, rights: Rights
+    ) -> JSON:
+        keys = {k: v.model_dump(exclude_none=True) for k, v in body.keys.items()}
+        position = await catalog.set_schema(caller, keys, rights)
+        return _written(await queries.metadata_schema(catalog.pool), position)
 
     @api.post("/files/lookup")
     async def lookup_files(body: FileLookup, rights: Rights) -> dict[str, Any]:

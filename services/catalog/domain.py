@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from services.catalog import schema
 from shared.contracts import catalog as ev
 from shared.contracts import rules
 from shared.contracts.catalog import Source
@@ -237,9 +238,15 @@ def check_bulk_edit(edits: Sequence[FileEdit], mode: str) -> None:
         )
 
 
-def bulk_edit(files: Sequence[Described], edits: Sequence[FileEdit], mode: str) -> list[Change]:
+def bulk_edit(
+    files: Sequence[Described],
+    edits: Sequence[FileEdit],
+    mode: str,
+    typed: schema.Schema | None = None,
+) -> list[Change]:
     """Each file's changes, all checked before any is made: a bad name or metadata
-    anywhere refuses the whole edit, naming the file."""
+    anywhere (against the schema's typed keys too) refuses the whole edit, naming the
+    file."""
     check_bulk_edit(edits, mode)
     by_id = {d.file.id: d for d in files}
     changes: list[Change] = []
@@ -255,6 +262,7 @@ def bulk_edit(files: Sequence[Described], edits: Sequence[FileEdit], mode: str) 
                     if edit.metadata is None
                     else merged_metadata(found.metadata, edit.metadata, mode)
                 ),
+                typed=typed,
             )
         except Refused as refused:
             raise Refused(
@@ -272,14 +280,31 @@ def describe_file(
     name: str | None,
     description: str | None,
     metadata: dict[str, Any] | None,
+    typed: schema.Schema | None = None,
 ) -> list[Change]:
     file = found.file
+    if metadata is not None and typed:
+        schema.check(typed, metadata)
     stream = ev.file_stream(file.id)
     changes = update_file(file, found.metadata, name=name, metadata=metadata)
     if description is not None and description != found.description:
         event = ev.FileDescribed(file_id=file.id, description=valid_description(description))
         changes.append(Change(stream, file.version + len(changes) + 1, event))
     return changes
+
+
+def set_schema(version: int, keys: dict[str, dict[str, Any]], org_admin: bool) -> list[Change]:
+    """The organisation's metadata schema, replaced whole (org admins)."""
+    if not org_admin:
+        raise Refused(
+            403,
+            "forbidden",
+            "only an organisation admin may change the metadata schema",
+            {"role_needed": "org_admin"},
+        )
+    typed = schema.valid_schema(keys)
+    event = ev.MetadataSchemaSet(keys={k: v.as_json() for k, v in typed.items()})
+    return [Change(ev.SCHEMA_STREAM, version + 1, event)]
 
 
 def move(folders: Sequence[Folder], files: Sequence[File], target: Folder) -> list[Change]:

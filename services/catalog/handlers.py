@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from services.catalog import domain
+from services.catalog import domain, schema
 from services.catalog.projections import links, tree
 from shared.contracts import catalog as ev
 from shared.contracts import datasets as ds
@@ -267,9 +267,24 @@ class Catalog(Handlers):
                 raise domain.NotFound("not_found", f"file {file_id} does not exist")
             access.require(row["path"] or (), "editor", f"file {file_id}")
             found = domain.Described(_file(row), row["description"], row["metadata"])
+            typed = await self.schema(conn) if metadata is not None else None
             changes = domain.describe_file(
-                found, name=name, description=description, metadata=metadata
+                found, name=name, description=description, metadata=metadata, typed=typed
             )
+            return await self.record(conn, changes, cause)
+
+    async def schema(self, conn: asyncpg.Connection) -> schema.Schema:
+        """The metadata schema, held (FOR SHARE) until the caller's commit: a write
+        checked against it is not committed beside a schema that would refuse it."""
+        keys = await conn.fetchval("SELECT keys FROM catalog.metadata_schema FOR SHARE")
+        return schema.from_json(keys or {})
+
+    async def set_schema(
+        self, cause: Cause, keys: dict[str, dict[str, Any]], access: Access
+    ) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            version = await conn.fetchval("SELECT version FROM catalog.metadata_schema FOR UPDATE")
+            changes = domain.set_schema(version or 0, keys, access.org_admin)
             return await self.record(conn, changes, cause)
 
     async def edit_files(
@@ -296,7 +311,8 @@ class Catalog(Handlers):
                 "ORDER BY id FOR UPDATE",
             )
             found = [domain.Described(_file(r), r["description"], r["metadata"]) for r in rows]
-            changes = domain.bulk_edit(found, edits, metadata_mode)
+            typed = await self.schema(conn) if any(e.metadata is not None for e in edits) else None
+            changes = domain.bulk_edit(found, edits, metadata_mode, typed)
             return ids, await self.record(conn, changes, cause)
 
     async def move(

@@ -35,7 +35,7 @@ MAX_METADATA_FILTERS = 20
 MAX_METADATA_KEY = 200
 MAX_METADATA_VALUE = 1000
 KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
-# A parameter of ours that a later version types (`metadata.<key>.gte`): refused until then.
+# `metadata.<key>.gte` / `.lte`: a range, for keys the schema types as number or datetime.
 RANGE_SUFFIXES = (".gte", ".lte")
 
 ITEMS_PARAMS = frozenset(
@@ -73,6 +73,10 @@ class Listing:
     desc: bool = False
     # (key, values): a file or folder matches a key when its value is any of them.
     metadata: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (parameter, key, ">=" or "<=", text): `metadata.<key>.gte`/`.lte` as given, and
+    # once read against the schema, typed (`schema.Range`).
+    ranges: tuple[tuple[str, str, str, str], ...] = ()
+    typed_ranges: tuple[Any, ...] = ()
     folder_id: uuid.UUID | None = None
     cursor: str | None = None
     limit: int = 100
@@ -80,7 +84,12 @@ class Listing:
 
     @property
     def folders_wanted(self) -> bool:
-        return (not self.kinds or "folder" in self.kinds) and self.in_dataset is None
+        # Ranges are on files' typed metadata, which is what is indexed.
+        return (
+            (not self.kinds or "folder" in self.kinds)
+            and self.in_dataset is None
+            and not self.ranges
+        )
 
     @property
     def files_wanted(self) -> bool:
@@ -118,6 +127,7 @@ def parse(
     single: dict[str, str] = {}
     kinds: list[str] = []
     metadata: dict[str, list[str]] = {}
+    ranges: list[tuple[str, str, str, str]] = []
     for name, value in params:
         if not _storable(value) or not _storable(name):
             raise invalid(name[:100], "contains a NUL character")
@@ -127,11 +137,9 @@ def parse(
         elif name.startswith(METADATA):
             key = name[len(METADATA) :]
             if key.endswith(RANGE_SUFFIXES):
-                raise invalid(
-                    name[:100],
-                    "ranges (.gte, .lte) need the key typed as a number or datetime in the"
-                    " metadata schema",
-                )
+                # Typed against the schema by the query (schema.typed_range).
+                ranges.append((name[:100], key[:-4], ">=" if key.endswith(".gte") else "<=", value))
+                continue
             if not key or len(key) > MAX_METADATA_KEY:
                 raise invalid(name[:100], f"the key must be 1 to {MAX_METADATA_KEY} characters")
             if len(value) > MAX_METADATA_VALUE:
@@ -146,12 +154,12 @@ def parse(
             raise invalid("kind", f"{kind[:50]!r} is not a kind")
     if len(kinds) > MAX_KINDS:
         raise invalid("kind", f"at most {MAX_KINDS} kinds")
-    if sum(len(v) for v in metadata.values()) > MAX_METADATA_FILTERS:
+    if sum(len(v) for v in metadata.values()) + len(ranges) > MAX_METADATA_FILTERS:
         raise invalid("metadata", f"at most {MAX_METADATA_FILTERS} metadata filters")
     q = single.get("q")
     if q is not None and not 1 <= len(q) <= MAX_QUERY:
         raise invalid("q", f"must be 1 to {MAX_QUERY} characters")
-    if q is None and q_required and not (kinds or metadata or "in_dataset" in single):
+    if q is None and q_required and not (kinds or metadata or ranges or "in_dataset" in single):
         raise invalid("q", "Field required, unless a filter is given (kind, in_dataset, metadata)")
     order = single.get("order")
     if order is not None and order not in ORDERS:
@@ -177,6 +185,7 @@ def parse(
         order=order,
         desc=_bool("desc", single["desc"]) if "desc" in single else False,
         metadata=tuple((k, tuple(dict.fromkeys(v))) for k, v in metadata.items()),
+        ranges=tuple(ranges),
         folder_id=folder_id,
         cursor=single.get("cursor") or None,
         limit=int(limit_text),
@@ -320,6 +329,19 @@ def filters(listing: Listing, alias: str, args: list[Any], *, files: bool) -> Co
         if listing.in_dataset is not None:
             linked = f"EXISTS (SELECT 1 FROM catalog.file_links l WHERE l.file_id = {alias}.id)"
             where.add(linked if listing.in_dataset else f"NOT {linked}")
+        by_key: dict[str, list[Any]] = {}
+        for r in listing.typed_ranges:
+            by_key.setdefault(r.key, []).append(r)
+        for key, ranges in by_key.items():
+            # The typed side table (catalog.metadata_values), indexed by (key, value).
+            terms = [f"v.key = {where.arg(key)}"]
+            for r in ranges:
+                column = "num" if r.type == "number" else "at"
+                terms.append(f"v.{column} {r.op} {where.arg(r.value)}")
+            where.add(
+                "EXISTS (SELECT 1 FROM catalog.metadata_values v"
+                f" WHERE v.file_id = {alias}.id AND {' AND '.join(terms)})"
+            )
     elif listing.dataset_synced is not None:
         synced = f"EXISTS (SELECT 1 FROM catalog.synced_folders s WHERE s.folder_id = {alias}.id)"
         where.add(synced if listing.dataset_synced else f"NOT {synced}")

@@ -17,10 +17,33 @@ from shared.kit.reactions import Received
 
 tree = Projection(
     name="catalog.tree",
-    tables=("catalog.folders", "catalog.files"),
+    tables=(
+        "catalog.folders",
+        "catalog.files",
+        "catalog.metadata_values",
+        "catalog.metadata_schema",
+    ),
     ddl="""
     CREATE EXTENSION IF NOT EXISTS pg_trgm;
     CREATE EXTENSION IF NOT EXISTS btree_gin;
+    -- A metadata object's top-level numbers and date-time strings, typed. A string is a
+    -- date-time when it starts with a date and PostgreSQL reads it as one (never 'now').
+    CREATE OR REPLACE FUNCTION catalog.typed_metadata(metadata jsonb)
+    RETURNS TABLE (key text, num numeric, at timestamptz)
+    LANGUAGE sql STABLE PARALLEL SAFE AS $f$
+        SELECT e.key,
+               CASE WHEN jsonb_typeof(e.value) = 'number' THEN (e.value)::numeric END,
+               CASE WHEN jsonb_typeof(e.value) = 'string'
+                         AND (e.value #>> '{}') ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}'
+                         AND pg_input_is_valid(e.value #>> '{}', 'timestamptz')
+                    THEN (e.value #>> '{}')::timestamptz END
+        FROM jsonb_each(CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata
+                             ELSE '{}' END) AS e
+        WHERE jsonb_typeof(e.value) = 'number'
+           OR (jsonb_typeof(e.value) = 'string'
+               AND (e.value #>> '{}') ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}'
+               AND pg_input_is_valid(e.value #>> '{}', 'timestamptz'))
+    $f$;
     CREATE TABLE IF NOT EXISTS catalog.folders (
         id uuid PRIMARY KEY,
         parent_id uuid,
@@ -80,6 +103,35 @@ tree = Projection(
     CREATE INDEX IF NOT EXISTS files_folder_created ON catalog.files (folder_id, created_at, id);
     CREATE INDEX IF NOT EXISTS files_folder_size ON catalog.files (folder_id, size, id);
     CREATE INDEX IF NOT EXISTS files_metadata ON catalog.files USING gin (metadata jsonb_path_ops);
+    -- The metadata schema, whole (one row).
+    CREATE TABLE IF NOT EXISTS catalog.metadata_schema (
+        id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+        keys jsonb NOT NULL,
+        version integer NOT NULL
+    );
+    -- Files' top-level metadata values that are numbers or date-times, typed and indexed
+    -- by (key, value): the range filters of the keys the schema types so. Kept for every
+    -- such value, typed or not yet, so typing a key needs no backfill. Filled once from
+    -- the files when it is made.
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = 'catalog'
+                       AND table_name = 'metadata_values') THEN
+            CREATE TABLE catalog.metadata_values (
+                file_id uuid NOT NULL,
+                key text NOT NULL,
+                num numeric,
+                at timestamptz,
+                PRIMARY KEY (file_id, key)
+            );
+            CREATE INDEX metadata_values_num ON catalog.metadata_values (key, num, file_id)
+                WHERE num IS NOT NULL;
+            CREATE INDEX metadata_values_at ON catalog.metadata_values (key, at, file_id)
+                WHERE at IS NOT NULL;
+            INSERT INTO catalog.metadata_values (file_id, key, num, at)
+            SELECT f.id, e.key, e.num, e.at
+            FROM catalog.files f, catalog.typed_metadata(f.metadata) e;
+        END IF;
+    END $$;
     """,
 )
 
@@ -217,6 +269,7 @@ async def file_uploaded(
            ON CONFLICT (id) DO NOTHING""",
         rows,
     )
+    await _index_metadata(conn, [e.data["file_id"] for e in events])
     # Groups recorded before their images named their group: the group names them all.
     named = [
         (e.data["file_id"], e.data["group"]["file_ids"])
@@ -260,6 +313,34 @@ async def file_metadata_changed(
         "UPDATE catalog.files SET metadata = $2, version = $3 WHERE id = $1",
         [(e.data["file_id"], e.data["metadata"], e.stream_version) for e in events],
     )
+    await _index_metadata(conn, [e.data["file_id"] for e in events])
+
+
+async def _index_metadata(conn: asyncpg.Connection, file_ids: list[str]) -> None:
+    """The files' typed values, as their metadata now is (set-based)."""
+    await conn.execute(
+        "DELETE FROM catalog.metadata_values WHERE file_id = ANY($1::uuid[])", file_ids
+    )
+    await conn.execute(
+        """INSERT INTO catalog.metadata_values (file_id, key, num, at)
+           SELECT f.id, e.key, e.num, e.at
+           FROM catalog.files f, catalog.typed_metadata(f.metadata) e
+           WHERE f.id = ANY($1::uuid[])""",
+        file_ids,
+    )
+
+
+@tree.on(catalog_events.MetadataSchemaSet)
+async def metadata_schema_set(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.MetadataSchemaSet]]
+) -> None:
+    last = events[-1]
+    await conn.execute(
+        """INSERT INTO catalog.metadata_schema (id, keys, version) VALUES (1, $1, $2)
+           ON CONFLICT (id) DO UPDATE SET keys = excluded.keys, version = excluded.version""",
+        last.data["keys"],
+        last.stream_version,
+    )
 
 
 @tree.on(catalog_events.FileMoved)
@@ -282,10 +363,9 @@ async def file_moved(
 async def file_deleted(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileDeleted]]
 ) -> None:
-    await conn.execute(
-        "DELETE FROM catalog.files WHERE id = ANY($1::uuid[])",
-        [e.data["file_id"] for e in events],
-    )
+    ids = [e.data["file_id"] for e in events]
+    await conn.execute("DELETE FROM catalog.files WHERE id = ANY($1::uuid[])", ids)
+    await conn.execute("DELETE FROM catalog.metadata_values WHERE file_id = ANY($1::uuid[])", ids)
 
 
 @tree.on(catalog_events.FileDescribed)

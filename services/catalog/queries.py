@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.catalog import domain, listing
+from services.catalog import domain, listing, schema
 from shared.kit.access import Access
 
 FILE_FIELDS = (
@@ -182,6 +182,7 @@ async def items(
 ) -> dict[str, Any]:
     """Subfolders first, then files, each in the order asked for (listing.py)."""
     await _visible_folder(pool, folder_id, access)
+    asked = await _typed(pool, asked)
     order = asked.order or "name"
     after = (
         listing.decode_cursor(asked.cursor, order, asked.desc)
@@ -288,6 +289,18 @@ async def files(pool: asyncpg.Pool, ids: list[uuid.UUID], access: Access) -> lis
     return [file_json(r) for r in rows]
 
 
+async def metadata_schema(pool: asyncpg.Pool) -> dict[str, Any]:
+    row = await pool.fetchrow("SELECT keys, version FROM catalog.metadata_schema")
+    return {"keys": row["keys"] if row else {}, "version": row["version"] if row else 0}
+
+
+async def _typed(pool: asyncpg.Pool, asked: listing.Listing) -> listing.Listing:
+    if not asked.ranges:
+        return asked
+    keys = await pool.fetchval("SELECT keys FROM catalog.metadata_schema")
+    return schema.typed(schema.from_json(keys or {}), asked)
+
+
 async def lookup(pool: asyncpg.Pool, ids: list[uuid.UUID], access: Access) -> dict[str, Any]:
     """The files of these ids the caller may see, in the order asked (each once), and
     the ids that are not (missing or unseen: one answer for both)."""
@@ -363,6 +376,7 @@ async def search(pool: asyncpg.Pool, asked: listing.Listing, access: Access) -> 
     folder_id = asked.folder_id
     if folder_id is not None:
         await _visible_folder(pool, folder_id, access)
+    asked = await _typed(pool, asked)
     # Within a visible folder everything is visible; elsewhere a member sees the
     # subtrees of the folders shared with them.
     roots = access.roots if folder_id is None else None
@@ -394,7 +408,7 @@ async def search(pool: asyncpg.Pool, asked: listing.Listing, access: Access) -> 
     where = listing.filters(asked, "f", [after, room + 1], files=True)
     scope = await _file_scope(pool, asked, roots, where)
     where.add("f.id > $1")
-    indexed = bool(asked.metadata) or len(asked.q or "") >= 3
+    indexed = bool(asked.metadata or asked.typed_ranges) or len(asked.q or "") >= 3
     rows = await _matching_files(pool, where.sql, where.args, indexed, scoped=scope)
     found += await _with_paths(pool, [file_json(r) for r in rows[:room]], access)
     next_cursor = _cursor([1, str(rows[room - 1]["id"])]) if len(rows) > room else None

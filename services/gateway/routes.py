@@ -126,7 +126,9 @@ FILTERS = (
     Query("metadata.<key>", {"type": "string", "maxLength": 1000},
           "`metadata.<key>=<value>`: files and folders whose metadata has that value at that"
           " key (`5` matches the number or the text, `true` the boolean or the text);"
-          " a key given twice matches either value", prefix="metadata."),
+          " a key given twice matches either value. `metadata.<key>.gte=` / `.lte=`: a"
+          " range, for keys the metadata schema types as number or datetime (files only)",
+          prefix="metadata."),
 )  # fmt: skip
 CSRF = Query(
     "X-Files-CSRF",
@@ -300,6 +302,16 @@ ROUTES: tuple[Route, ...] = (
           body=catalog.FileUpdates, answer=catalog.Updated, errors=WRITE_ERRORS,
           description="An unknown id, or one the caller may not see, is 404 naming it"
                       " (`details.missing_files`), and nothing changes."),
+    Route("GET", "/v1/metadata-schema", "catalog", "The organisation's metadata schema",
+          answer=catalog.MetadataSchema),
+    Route("PUT", "/v1/metadata-schema", "catalog", "Set the metadata schema (org admins)",
+          body=catalog.MetadataSchemaChanges, answer=catalog.MetadataSchema,
+          errors=(403, 413, 422),
+          description="The whole schema, replacing the last: typed keys (number, text,"
+                      " boolean, datetime, uuid, enum with `values`, embedding with"
+                      " `dimension`); `retired: true` keeps a key but stops checking it,"
+                      " false restores it. File metadata written afterwards is checked"
+                      " (422 `metadata_type_mismatch` naming the key and the type)."),
     Route("POST", "/v1/files/lookup", "catalog", "Up to 1,000 files by id",
           body=catalog.FileLookup, answer=catalog.LookedUp, errors=(422,),
           description="Ids of no file, and of files the caller may not see, are listed in"

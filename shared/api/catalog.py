@@ -45,6 +45,24 @@ class FileUpdates(Strict):
     metadata_mode: Literal["merge", "replace"] = "merge"
 
 
+class SchemaKey(Strict):
+    type: Literal["number", "text", "boolean", "datetime", "uuid", "enum", "embedding"]
+    values: list[str] | None = Field(None, description="an enum's, 1 to 256", max_length=256)
+    dimension: int | None = Field(None, ge=1, le=4096, description="an embedding's")
+    retired: bool = Field(False, description="kept, but no longer checked nor ranged")
+
+
+class MetadataSchemaChanges(Strict):
+    keys: dict[str, SchemaKey] = Field(description="the whole schema: every key, by name")
+
+
+class MetadataSchema(Shape):
+    keys: dict[str, dict[str, Any]] = Field(
+        description="{key: {type, values?, dimension?, retired}}"
+    )
+    version: int = Field(description="how many times it was set")
+
+
 class FileLookup(Strict):
     ids: list[uuid.UUID] = Field(max_length=1000)
 

@@ -22,6 +22,10 @@ def file_stream(file_id: uuid.UUID) -> str:
     return f"file-{file_id}"
 
 
+# The organisation's one metadata schema.
+SCHEMA_STREAM = "metadata-schema"
+
+
 class FolderCreated(Event):
     type: ClassVar[str] = "catalog.FolderCreated"
     folder_id: uuid.UUID
@@ -133,6 +137,14 @@ class FileDescribed(Event):
     description: str
 
 
+class MetadataSchemaSet(Event):
+    """The metadata schema as it now is, whole: `{key: {type, values?, dimension?,
+    retired}}`, at most 64 KiB of JSON (checked before it is recorded)."""
+
+    type: ClassVar[str] = "catalog.MetadataSchemaSet"
+    keys: dict[str, Any]
+
+
 class FileMoved(Event):
     type: ClassVar[str] = "catalog.FileMoved"
     file_id: uuid.UUID
@@ -169,6 +181,7 @@ EVENTS: tuple[type[Event], ...] = (
     FileRenamed,
     FileMetadataChanged,
     FileDescribed,
+    MetadataSchemaSet,
     FileMoved,
     FileDeleted,
     UploadRejected,

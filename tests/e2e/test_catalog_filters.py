@@ -394,3 +394,94 @@ def test_the_client_and_the_command_filter_fetch_and_edit(
     assert [json.loads(line)["name"] for line in listed.splitlines()] == ["small.png", "big.png"]
     hits = ok(env, "search", "--in", path, "--kind", "text", "--json")
     assert [json.loads(line)["name"] for line in hits.splitlines()] == ["notes.txt"]
+
+
+async def test_a_metadata_schema_types_keys_checks_writes_and_ranges_them(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    t = await _fixture(api)
+    top = t["top"]["id"]
+    files = t["files"]
+    tag = uuid.uuid4().hex[:8]  # the schema is the organisation's: keys of this test's own
+    num, when, label, vec = f"n{tag}", f"w{tag}", f"e{tag}", f"v{tag}"
+    keys = {
+        num: {"type": "number"},
+        when: {"type": "datetime"},
+        label: {"type": "enum", "values": ["cat", "dog"]},
+        vec: {"type": "embedding", "dimension": 3},
+    }
+    someone = as_key((await member(api, "schema-member"))["api_key"])
+    refused = error(await someone.put("/v1/metadata-schema", json={"keys": keys}), 403)
+    assert refused["details"]["role_needed"] == "org_admin"
+    for bad in ({"type": "enum"}, {"type": "embedding"}, {"type": "number", "values": ["1"]}):
+        error(await api.put("/v1/metadata-schema", json={"keys": {num: bad}}), 422)
+    put = await api.put("/v1/metadata-schema", json={"keys": keys})
+    assert put.status_code == 200, put.text
+    assert put.json()["keys"][label] == {"type": "enum", "values": ["cat", "dog"], "retired": False}
+    seen = await someone.get("/v1/metadata-schema")
+    assert seen.json()["keys"][num] == {"type": "number", "retired": False}
+    # Writes are checked against it, naming the key and the type it needs.
+    cat, dog, notes = files["cat-1.png"], files["dog.png"], files["notes-a.txt"]
+    for metadata, key in (
+        ({num: "high"}, num),
+        ({num: True}, num),
+        ({when: "yesterday"}, when),
+        ({label: "bird"}, label),
+        ({vec: [1, 2]}, vec),
+    ):
+        refused = error(await api.patch(f"/v1/files/{cat['id']}", json={"metadata": metadata}), 422)
+        assert refused["code"] == "metadata_type_mismatch"
+        assert refused["details"]["key"] == key and key in refused["message"]
+    refused = error(
+        await api.patch(
+            "/v1/files",
+            json={
+                "updates": [
+                    {"id": cat["id"], "metadata": {num: 1}},
+                    {"id": dog["id"], "metadata": {num: "many"}},
+                ]
+            },
+        ),
+        422,
+        "metadata_type_mismatch",
+    )
+    assert refused["details"]["file_id"] == dog["id"]
+    assert num not in (await api.get(f"/v1/files/{cat['id']}")).json()["metadata"]
+    edited = await api.patch(
+        "/v1/files",
+        json={
+            "updates": [
+                {"id": cat["id"], "metadata": {num: 1, when: "2026-01-05T10:00:00Z"}},
+                {"id": dog["id"], "metadata": {num: 5.5, when: "2026-03-01T00:00:00+02:00"}},
+                {"id": notes["id"], "metadata": {num: 10, label: "dog", vec: [0.1, 0.2, 0.3]}},
+            ]
+        },
+    )
+    assert edited.status_code == 200, edited.text
+    # Ranges on typed keys; inclusive, files only.
+    ranged = await items(api, top, **{f"metadata.{num}.gte": "2", f"metadata.{num}.lte": "10"})
+    assert names(ranged) == ["dog.png", "notes-a.txt"]
+    ranged = await items(api, top, **{f"metadata.{when}.gte": "2026-02-01T00:00:00Z"})
+    assert names(ranged) == ["dog.png"]
+    hits = await pages(
+        api, "/v1/search", 1, folder_id=top, order="name", **{f"metadata.{num}.lte": "5.5"}
+    )
+    assert names(hits) == ["cat-1.png", "dog.png"]
+    for params in (
+        {f"metadata.{label}.gte": "a"},  # an enum has no range
+        {f"metadata.nothing{tag}.gte": "1"},  # an untyped key neither
+        {f"metadata.{num}.gte": "ten"},
+        {f"metadata.{when}.lte": "2026-13-01"},
+    ):
+        refused = error(await api.get(f"/v1/folders/{top}/items", params=params), 422)
+        assert refused["details"]["parameter"] == next(iter(params))
+    # Retired: kept, no longer checked nor ranged; restored: both again.
+    retired = {**keys, num: {"type": "number", "retired": True}}
+    assert (await api.put("/v1/metadata-schema", json={"keys": retired})).status_code == 200
+    loose = await api.patch(f"/v1/files/{cat['id']}", json={"metadata": {num: "high"}})
+    assert loose.status_code == 200, loose.text
+    error(await api.get(f"/v1/folders/{top}/items", params={f"metadata.{num}.gte": "0"}), 422)
+    assert (await api.put("/v1/metadata-schema", json={"keys": keys})).status_code == 200
+    ranged = await items(api, top, **{f"metadata.{num}.gte": "0"})
+    assert names(ranged) == ["dog.png", "notes-a.txt"]
+    error(await api.patch(f"/v1/files/{dog['id']}", json={"metadata": {num: "x"}}), 422)
