@@ -387,6 +387,14 @@ def test_the_client_and_the_command_filter_fetch_and_edit(
         assert [i.name for i in top.items(metadata={"split": ["test", "val"]})] == ["small.png"]
         hits = list(c.search(kind="image", folder=top, metadata={"split": "train"}))
         assert [h.name for h in hits] == ["big.png"]
+        width = f"width_{uuid.uuid4().hex[:8]}"
+        schema = c.metadata_schema().keys
+        typed = c.set_metadata_schema({**schema, width: {"type": "number"}})
+        assert typed.keys[width] == {"type": "number", "retired": False}
+        c.update_files([{"id": made["big.png"], "metadata": {width: 40}}])
+        c.update_files([{"id": made["small.png"], "metadata": {width: 2}}])
+        wide = [i.name for i in top.items(metadata={f"{width}.gte": 10})]
+        assert wide == ["big.png"]
     path = top.name
     listed = ok(env, "ls", path, "--meta", "split=train", "--json")
     assert [json.loads(line)["name"] for line in listed.splitlines()] == ["big.png"]

@@ -60,6 +60,8 @@ from files_client.models import (
     InvitationBody,
     JobData,
     LookupBody,
+    MetadataSchema,
+    MetadataSchemaBody,
     MoveBody,
     NewApiKey,
     NewDatasetBody,
@@ -214,7 +216,9 @@ class Folder(FolderData, _Bound[M]):
         (`"name"`, `"created_at"`, `"size"`; `desc` reverses it). Filters: `kind`
         (one or several: `"folder"`, `"image"`, ...), `q` (part of the name),
         `in_dataset`, `dataset_synced` (subfolders synced with a dataset), `metadata`
-        (`{key: value}`, each must match; a list of values matches any)."""
+        (`{key: value}`, each must match; a list of values matches any; `{"key.gte":
+        2, "key.lte": 9}` a range, for keys the metadata schema types as number or
+        datetime)."""
         params = _filters(kind, q, in_dataset, metadata, order, desc)
         if dataset_synced is not None:
             params["dataset_synced"] = _flag(dataset_synced)
@@ -993,6 +997,24 @@ class Api(Bound[M]):
             found += [self._file(f) for f in page["items"]]
             missing += page["not_found"]
         return found, missing
+
+    @operation
+    def metadata_schema(self) -> Op[MetadataSchema]:
+        """The organisation's metadata schema: `keys` as `{key: {type, values?,
+        dimension?, retired}}`."""
+        found = yield from json_of(self._session, Call("GET", "/v1/metadata-schema"))
+        return MetadataSchema.model_validate(found)
+
+    @operation
+    def set_metadata_schema(self, keys: dict[str, dict[str, Any]]) -> Op[MetadataSchema]:
+        """Replace the metadata schema (org admins): `{key: {"type": "number"}, ...}`;
+        types number, text, boolean, datetime, uuid, enum (`values`), embedding
+        (`dimension`); `retired: True` stops checking a key, False restores it."""
+        body = MetadataSchemaBody.model_validate({"keys": keys})
+        found = yield from json_of(
+            self._session, Call("PUT", "/v1/metadata-schema", json=body.as_json())
+        )
+        return MetadataSchema.model_validate(found)
 
     @operation
     def update_files(

@@ -312,6 +312,17 @@ class LookupBody(Body):
     ids: list[str]
 
 
+class SchemaKeyBody(Body):
+    type: Literal["number", "text", "boolean", "datetime", "uuid", "enum", "embedding"]
+    values: list[str] | None = None
+    dimension: int | None = None
+    retired: bool | None = None
+
+
+class MetadataSchemaBody(Body):
+    keys: dict[str, SchemaKeyBody]
+
+
 class MoveBody(Body):
     file_ids: list[str] = Field(default_factory=list)
     folder_ids: list[str] = Field(default_factory=list)
@@ -413,6 +424,11 @@ class Updated(Data):
     items: list[FileData]
 
 
+class MetadataSchema(Data):
+    keys: dict[str, dict[str, Any]]
+    version: int = 0
+
+
 class LookedUp(Data):
     items: list[FileData]
     not_found: list[str]
@@ -444,6 +460,8 @@ ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[Base
     ("PATCH", "/v1/files/{file_id}", FileChangesBody, FileData),
     ("PATCH", "/v1/files", FileUpdatesBody, Updated),
     ("POST", "/v1/files/lookup", LookupBody, LookedUp),
+    ("GET", "/v1/metadata-schema", None, MetadataSchema),
+    ("PUT", "/v1/metadata-schema", MetadataSchemaBody, MetadataSchema),
     ("DELETE", "/v1/files/{file_id}", None, None),
     ("GET", "/v1/files/{file_id}/content", None, None),
     ("GET", "/v1/files/{file_id}/datasets", None, Page),
