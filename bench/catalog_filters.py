@@ -10,11 +10,13 @@ own}`, then ANALYZE.
 - **Filtered search**: `services.catalog.queries.search(pool, listing.parse(params),
   access)` as an org admin over a workload of metadata filters of every selectivity
   (a site: 10%, a score: 1%, a label: one file, one absent value), alone, with `kind`,
-  with `q`, within a folder, and ordered by name. Baseline: the same page of the same
-  filter as one hand-written asyncpg query (`SELECT ... WHERE metadata @> $1 [AND
-  ...] ORDER BY id LIMIT 101`), planned by PostgreSQL alone, no rights, no paths.
+  with `q`, within a folder, ordered by name, and score ranges (`metadata.score.gte`/
+  `.lte`, the key typed as a number: through `catalog.metadata_values`). Baseline: the
+  same page of the same filter as one hand-written asyncpg query (`SELECT ... WHERE
+  metadata @> $1 [AND ...] ORDER BY id LIMIT 101`), planned by PostgreSQL alone, no
+  rights, no paths.
 - **Bulk edit of 1,000 files**: `Catalog.edit_files` (read and lock the rows, rights,
-  the pure decision, the projection, 2,000 events appended to the store) renaming,
+  the pure decision, the projection, 3,000 events appended to the store) renaming,
   describing and merging metadata into 1,000 files of one folder. Baseline: the same
   change as raw SQL in one transaction: one `UPDATE ... FROM unnest(...)` and 2,000
   event rows inserted in one statement into a table of the store's shape.
@@ -31,10 +33,12 @@ import random
 import secrets
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from pyinstrument import Profiler
 
 from bench import search as search_bench
 from bench._common import Report, main, percentile, postgres, progress
@@ -105,6 +109,13 @@ def workload(rng: random.Random, files: int, subs: list[uuid.UUID], n: int) -> l
             lambda: {"metadata.split": "test", "folder_id": str(rng.choice(subs))},
         ),
         ("by_name", lambda: {"metadata.score": str(rng.randrange(100)), "order": "name"}),
+        (
+            "range",
+            lambda: {
+                "metadata.score.gte": str(lo := rng.randrange(99)),
+                "metadata.score.lte": str(lo + rng.choice((0, 1, 5))),
+            },
+        ),
     ]
     found = []
     for _ in range(n):
@@ -118,7 +129,14 @@ def raw_sql(params: dict[str, Any]) -> tuple[str, list[Any]]:
     the same order, no rights, no paths."""
     where, args = [], []
     for name, value in params.items():
-        if name.startswith("metadata."):
+        if name.startswith("metadata.") and name.endswith((".gte", ".lte")):
+            key, op = name.removeprefix("metadata.")[:-4], ">=" if name.endswith("gte") else "<="
+            args += [key, Decimal(value)]
+            where.append(
+                f"EXISTS (SELECT 1 FROM catalog.metadata_values v WHERE v.file_id = id"
+                f" AND v.key = ${len(args) - 1} AND v.num {op} ${len(args)})"
+            )
+        elif name.startswith("metadata."):
             key = name.removeprefix("metadata.")
             docs = [{key: v} for v in listing.metadata_candidates(value)]
             ors = []
@@ -163,7 +181,7 @@ async def time_search(
     return ours, raw, by_category
 
 
-async def bulk_edit(pool: asyncpg.Pool, report: Report, rounds: int) -> None:
+async def bulk_edit(pool: asyncpg.Pool, report: Report, rounds: int, profile: bool) -> None:
     # The handlers' parts, without the bus: only the pool and the store are used.
     parts = Parts("catalog", Settings(service_key=secrets.token_hex(32)))
     parts.pool = pool
@@ -194,9 +212,15 @@ async def bulk_edit(pool: asyncpg.Pool, report: Report, rounds: int) -> None:
             for k, i in enumerate(mine)
         ]
         cause = Cause(actor="bench", correlation_id=str(uuid.uuid4()))
+        profiler = Profiler(async_mode="enabled") if profile and n == rounds - 1 else None
+        if profiler:
+            profiler.start()
         start = time.perf_counter()
         await catalog.edit_files(cause, edits, "merge", admin)
         ours.append(time.perf_counter() - start)
+        if profiler:
+            profiler.stop()
+            print(profiler.output_text(unicode=False, color=False, show_all=False))
         theirs = spread[2_000 * n + 1_000 : 2_000 * (n + 1)]
         start = time.perf_counter()
         async with pool.acquire() as conn, conn.transaction():
@@ -238,7 +262,9 @@ async def bulk_edit(pool: asyncpg.Pool, report: Report, rounds: int) -> None:
     )
 
 
-async def measure(dsn: str, report: Report, files: int, count: int, rounds: int) -> None:
+async def measure(
+    dsn: str, report: Report, files: int, count: int, rounds: int, profile: bool
+) -> None:
     progress(f"filling the catalog with {files:,} files with metadata")
     timings = await fill(dsn, files)
     progress(f"loaded in {timings['load_s']:.1f} s, indexed in {timings['index_s']:.1f} s")
@@ -249,6 +275,10 @@ async def measure(dsn: str, report: Report, files: int, count: int, rounds: int)
             for r in await pool.fetch("SELECT id FROM catalog.folders WHERE parent_id IS NOT NULL")
         ]
         admin = Access(user_id="bench", org_admin=True)
+        await pool.execute(
+            """INSERT INTO catalog.metadata_schema (keys, version)
+               VALUES ('{"score": {"type": "number", "retired": false}}', 1)"""
+        )
         work = workload(random.Random(SEED), files, subs, count)
         progress(f"search: warm-up pass, {len(work)} queries")
         await time_search(pool, work, admin)
@@ -276,7 +306,7 @@ async def measure(dsn: str, report: Report, files: int, count: int, rounds: int)
         )
         progress(f"bulk edit: {rounds} rounds of 1,000 files")
         with report.contention.measure():
-            await bulk_edit(pool, report, rounds)
+            await bulk_edit(pool, report, rounds, profile)
     finally:
         await pool.close()
     report.note(
@@ -289,6 +319,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--files", type=int, default=None, help="default 200,000 (30,000 quick)")
     parser.add_argument("--queries", type=int, default=None, help="default 300 (100 quick)")
     parser.add_argument("--rounds", type=int, default=None, help="bulk edits, default 10 (3 quick)")
+    parser.add_argument(
+        "--profile", action="store_true", help="print pyinstrument's profile of the last edit"
+    )
 
 
 def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
@@ -300,7 +333,7 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         " (baseline: raw asyncpg)"
     )
     with postgres(workdir, durable=False) as pg:
-        asyncio.run(measure(pg.url, report, files, count, rounds))
+        asyncio.run(measure(pg.url, report, files, count, rounds, args.profile))
 
 
 if __name__ == "__main__":

@@ -271,7 +271,12 @@ def bulk_edit(
                 f"file {edit.id}: {refused.message}",
                 {**refused.details, "file_id": str(edit.id)},
             ) from refused
-    return changes
+    # Grouped by kind (each file's own changes keep their order): the projection applies
+    # a run of one kind in one statement, not one per file.
+    return sorted(changes, key=lambda c: _EDIT_ORDER[type(c.event)])
+
+
+_EDIT_ORDER = {ev.FileRenamed: 0, ev.FileMetadataChanged: 1, ev.FileDescribed: 2}
 
 
 def describe_file(

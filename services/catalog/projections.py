@@ -7,6 +7,7 @@ catalog reads its own writes; `files rebuild catalog.tree` replays them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
@@ -299,20 +300,14 @@ async def dicom_series_extended(
 async def file_renamed(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileRenamed]]
 ) -> None:
-    await conn.executemany(
-        "UPDATE catalog.files SET name = $2, version = $3 WHERE id = $1",
-        [(e.data["file_id"], e.data["name"], e.stream_version) for e in events],
-    )
+    await _set_column(conn, "name", "text", events, "name")
 
 
 @tree.on(catalog_events.FileMetadataChanged)
 async def file_metadata_changed(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileMetadataChanged]]
 ) -> None:
-    await conn.executemany(
-        "UPDATE catalog.files SET metadata = $2, version = $3 WHERE id = $1",
-        [(e.data["file_id"], e.data["metadata"], e.stream_version) for e in events],
-    )
+    await _set_column(conn, "metadata", "jsonb", events, "metadata")
     await _index_metadata(conn, [e.data["file_id"] for e in events])
 
 
@@ -372,9 +367,26 @@ async def file_deleted(
 async def file_described(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileDescribed]]
 ) -> None:
-    await conn.executemany(
-        "UPDATE catalog.files SET description = $2, version = $3 WHERE id = $1",
-        [(e.data["file_id"], e.data["description"], e.stream_version) for e in events],
+    await _set_column(conn, "description", "text", events, "description")
+
+
+async def _set_column(
+    conn: asyncpg.Connection,
+    column: str,
+    sql_type: str,
+    events: Sequence[Received[Any]],
+    field: str,
+) -> None:
+    """One statement for a run of events each setting one column of a file: the last
+    of each file's wins (an UPDATE ... FROM joining a row twice applies either)."""
+    last = {e.data["file_id"]: e for e in events}
+    await conn.execute(
+        f"""UPDATE catalog.files f SET {column} = x.value, version = x.version
+            FROM unnest($1::uuid[], $2::{sql_type}[], $3::int[]) AS x(id, value, version)
+            WHERE f.id = x.id""",
+        list(last),
+        [e.data[field] for e in last.values()],
+        [e.stream_version for e in last.values()],
     )
 
 

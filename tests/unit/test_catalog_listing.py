@@ -95,14 +95,15 @@ def test_a_bulk_edit_merges_replaces_and_refuses_whole() -> None:
         ],
         "merge",
     )
+    # Grouped by kind, each file's versions in order.
     assert [(c.stream_id, c.version, c.event.type) for c in changes] == [
         (f"file-{one.file.id}", 4, "catalog.FileRenamed"),
         (f"file-{one.file.id}", 5, "catalog.FileMetadataChanged"),
-        (f"file-{one.file.id}", 6, "catalog.FileDescribed"),
         (f"file-{two.file.id}", 4, "catalog.FileMetadataChanged"),
+        (f"file-{one.file.id}", 6, "catalog.FileDescribed"),
     ]
     assert changes[1].event.metadata == {"a": 1}  # type: ignore[attr-defined]
-    assert changes[3].event.metadata == {"a": 1, "c": 3}  # type: ignore[attr-defined]
+    assert changes[2].event.metadata == {"a": 1, "c": 3}  # type: ignore[attr-defined]
     replaced = domain.bulk_edit([two], [domain.FileEdit(two.file.id, metadata={"z": 0})], "replace")
     assert replaced[0].event.metadata == {"z": 0}  # type: ignore[attr-defined]
     with pytest.raises(Refused) as refused:
