@@ -20,6 +20,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import orjson
@@ -77,6 +78,9 @@ class Listing:
     # once read against the schema, typed (`schema.Range`).
     ranges: tuple[tuple[str, str, str, str], ...] = ()
     typed_ranges: tuple[Any, ...] = ()
+    # Keys the schema types as numbers: their equality filters go through the typed
+    # side table, whose (key, value, file) index lists the matches in id order.
+    number_keys: frozenset[str] = frozenset()
     folder_id: uuid.UUID | None = None
     cursor: str | None = None
     limit: int = 100
@@ -346,12 +350,31 @@ def filters(listing: Listing, alias: str, args: list[Any], *, files: bool) -> Co
         synced = f"EXISTS (SELECT 1 FROM catalog.synced_folders s WHERE s.folder_id = {alias}.id)"
         where.add(synced if listing.dataset_synced else f"NOT {synced}")
     for key, values in listing.metadata:
+        if files and key in listing.number_keys:
+            numbers = [v for v in (_number(value) for value in values) if v is not None]
+            if not numbers:
+                where.add("FALSE")
+                continue
+            where.add(
+                "EXISTS (SELECT 1 FROM catalog.metadata_values v"
+                f" WHERE v.file_id = {alias}.id AND v.key = {where.arg(key)}"
+                f" AND v.num = ANY({where.arg(numbers)}::numeric[]))"
+            )
+            continue
         # Containment documents (the pool encodes them as JSON): the GIN index serves them.
         docs = [{key: v} for value in values for v in metadata_candidates(value)]
         where.add(
             "(" + " OR ".join(f"{alias}.metadata @> {where.arg(d)}::jsonb" for d in docs) + ")"
         )
     return where
+
+
+def _number(text: str) -> Decimal | None:
+    try:
+        found = Decimal(text)
+    except InvalidOperation:
+        return None
+    return found if found.is_finite() else None
 
 
 def order_key(listing: Listing, alias: str, section: int) -> str:

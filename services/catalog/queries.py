@@ -295,7 +295,7 @@ async def metadata_schema(pool: asyncpg.Pool) -> dict[str, Any]:
 
 
 async def _typed(pool: asyncpg.Pool, asked: listing.Listing) -> listing.Listing:
-    if not asked.ranges:
+    if not asked.ranges and not asked.metadata:
         return asked
     keys = await pool.fetchval("SELECT keys FROM catalog.metadata_schema")
     return schema.typed(schema.from_json(keys or {}), asked)
@@ -409,7 +409,10 @@ async def search(pool: asyncpg.Pool, asked: listing.Listing, access: Access) -> 
     scope = await _file_scope(pool, asked, roots, where)
     where.add("f.id > $1")
     indexed = bool(asked.metadata or asked.typed_ranges) or len(asked.q or "") >= 3
-    rows = await _matching_files(pool, where.sql, where.args, indexed, scoped=scope)
+    # The typed side table's index lists a key's matches in id order: the planner's own
+    # plan walks it and stops at the page.
+    typed = bool(asked.typed_ranges or asked.number_keys)
+    rows = await _matching_files(pool, where.sql, where.args, indexed, scoped=scope or typed)
     found += await _with_paths(pool, [file_json(r) for r in rows[:room]], access)
     next_cursor = _cursor([1, str(rows[room - 1]["id"])]) if len(rows) > room else None
     return {"items": found, "next_cursor": next_cursor}

@@ -222,7 +222,10 @@ def typed_range(schema: Schema, parameter: str, key: str, op: str, text: str) ->
 def typed(schema: Schema, asked: Listing) -> Listing:
     """The listing with its ranges typed by the schema (422 naming a parameter whose key
     is not typed for a range, or whose value is not of the type)."""
-    if not asked.ranges:
-        return asked
+    numbers = frozenset(
+        k
+        for k, _ in asked.metadata
+        if (key := schema.get(k)) and not key.retired and key.type == "number"
+    )
     found = tuple(typed_range(schema, *r) for r in asked.ranges)
-    return replace(asked, typed_ranges=found)
+    return replace(asked, typed_ranges=found, number_keys=numbers)
