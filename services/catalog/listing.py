@@ -45,7 +45,6 @@ ITEMS_PARAMS = frozenset(
 SEARCH_PARAMS = frozenset(
     {"q", "kind", "folder_id", "in_dataset", "order", "desc", "cursor", "limit"}
 )
-REPEATABLE = frozenset({"kind"})
 
 
 def invalid(parameter: str, problem: str) -> Refused:
