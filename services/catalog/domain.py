@@ -276,7 +276,7 @@ def bulk_edit(
     return sorted(changes, key=lambda c: _EDIT_ORDER[type(c.event)])
 
 
-_EDIT_ORDER = {ev.FileRenamed: 0, ev.FileMetadataChanged: 1, ev.FileDescribed: 2}
+_EDIT_ORDER: dict[type, int] = {ev.FileRenamed: 0, ev.FileMetadataChanged: 1, ev.FileDescribed: 2}
 
 
 def describe_file(
