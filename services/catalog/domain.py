@@ -298,8 +298,14 @@ def describe_file(
     return changes
 
 
-def set_schema(version: int, keys: dict[str, dict[str, Any]], org_admin: bool) -> list[Change]:
-    """The organisation's metadata schema, replaced whole (org admins)."""
+def set_schema(
+    version: int,
+    current: dict[str, Any],
+    keys: dict[str, dict[str, Any]],
+    org_admin: bool,
+) -> list[Change]:
+    """The organisation's metadata schema, replaced whole (org admins). The same schema
+    again records nothing: a PUT sent twice is one change."""
     if not org_admin:
         raise Refused(
             403,
@@ -308,8 +314,10 @@ def set_schema(version: int, keys: dict[str, dict[str, Any]], org_admin: bool) -
             {"role_needed": "org_admin"},
         )
     typed = schema.valid_schema(keys)
-    event = ev.MetadataSchemaSet(keys={k: v.as_json() for k, v in typed.items()})
-    return [Change(ev.SCHEMA_STREAM, version + 1, event)]
+    wanted = {k: v.as_json() for k, v in typed.items()}
+    if wanted == current:
+        return []
+    return [Change(ev.SCHEMA_STREAM, version + 1, ev.MetadataSchemaSet(keys=wanted))]
 
 
 def move(folders: Sequence[Folder], files: Sequence[File], target: Folder) -> list[Change]:

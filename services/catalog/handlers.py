@@ -283,8 +283,12 @@ class Catalog(Handlers):
         self, cause: Cause, keys: dict[str, dict[str, Any]], access: Access
     ) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
-            version = await conn.fetchval("SELECT version FROM catalog.metadata_schema FOR UPDATE")
-            changes = domain.set_schema(version or 0, keys, access.org_admin)
+            row = await conn.fetchrow(
+                "SELECT version, keys FROM catalog.metadata_schema FOR UPDATE"
+            )
+            changes = domain.set_schema(
+                row["version"] if row else 0, row["keys"] if row else {}, keys, access.org_admin
+            )
             return await self.record(conn, changes, cause)
 
     async def edit_files(

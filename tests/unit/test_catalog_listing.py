@@ -150,3 +150,15 @@ def test_the_schema_checks_types_and_types_ranges() -> None:
     for key, text in (("e", "a"), ("old", "1"), ("missing", "1"), ("n", "NaN"), ("t", "soon")):
         with pytest.raises(Refused):
             schema.typed_range(typed, f"metadata.{key}.gte", key, ">=", text)
+
+
+def test_a_schema_is_set_by_org_admins_and_the_same_one_records_nothing() -> None:
+    keys = {"n": {"type": "number"}}
+    with pytest.raises(Refused) as refused:
+        domain.set_schema(0, {}, keys, org_admin=False)
+    assert refused.value.status == 403
+    [change] = domain.set_schema(0, {}, keys, org_admin=True)
+    assert (change.stream_id, change.version) == ("metadata-schema", 1)
+    recorded = change.event.keys  # type: ignore[attr-defined]
+    assert recorded == {"n": {"type": "number", "retired": False}}
+    assert domain.set_schema(1, recorded, keys, org_admin=True) == []
