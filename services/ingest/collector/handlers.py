@@ -1,0 +1,96 @@
+"""Reclaims stored bytes that no file refers to any more.
+
+A deleted file stops being served at once: the catalog forgets it, and every
+download asks the catalog first. Its bytes go later, here: the catalog's
+`FileDeleted` (or `UploadRejected`) releases the file's blob, and a sweep deletes
+blobs that no file of ours refers to. Identical uploads share one blob, so a blob
+goes only when its last file has gone. A blob being stored again meanwhile is
+claimed in the storing transaction (`collector.projections.claim_blobs`); the sweep skips it, or
+the claim waits for the sweep and the bytes are stored again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from services.ingest.collector import domain
+from services.ingest.collector.projections import RECLAIMABLE, blob_refs
+from shared.contracts.catalog import FileDeleted, UploadRejected
+from shared.contracts.envelope import Cause, envelopes_of
+from shared.kit.blobs import BlobStore
+from shared.kit.db import Conn
+from shared.kit.logs import log
+from shared.kit.reactions import Reactions, Received
+from shared.kit.service import Handlers, Parts
+
+# Blobs deleted per sweep transaction.
+SWEEP_BATCH = 1000
+# Deletes in flight at once.
+DELETES_IN_FLIGHT = 16
+
+
+class Collector(Handlers):
+    def __init__(self, parts: Parts, store: BlobStore) -> None:
+        super().__init__(parts)
+        self.blobs = store
+        self.grace = timedelta(seconds=parts.settings.blob_gc_grace_s)
+
+    reactions = Reactions("ingest")
+
+    @reactions.on(FileDeleted)
+    @reactions.on(UploadRejected)
+    async def when_files_gone(
+        self, conn: Conn, envelopes: Sequence[Received[FileDeleted | UploadRejected]]
+    ) -> None:
+        """Files the catalog deleted (or never registered) release their blobs, those
+        that are ours."""
+        gone = [e.event.file_id for e in envelopes]
+        ours = [
+            r["file_id"]
+            for r in await conn.fetch(
+                "SELECT file_id FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])"
+                " ORDER BY file_id",
+                gone,
+            )
+        ]
+        if not ours:
+            return
+        written = envelopes_of(domain.release(ours), Cause.of(envelopes[0]))
+        await blob_refs.apply(conn, written)
+        await self.store.append(conn, written)
+
+    async def sweep(self) -> int:
+        """Delete up to SWEEP_BATCH unreferenced blobs; how many went."""
+        cutoff = datetime.now(UTC) - self.grace
+        async with self.pool.acquire() as conn, conn.transaction():
+            keys = [r["key"] for r in await conn.fetch(RECLAIMABLE, cutoff, SWEEP_BATCH)]
+            if not keys:
+                return 0
+            # Bytes first: if this transaction then fails, the rows stay and the next
+            # sweep deletes again (deleting a missing blob is no error).
+            limit = asyncio.Semaphore(DELETES_IN_FLIGHT)
+
+            async def delete(key: str) -> None:
+                async with limit:
+                    await self.blobs.delete(key)
+
+            await asyncio.gather(*(delete(k) for k in keys))
+            cause = Cause(actor="system:blob-collector", correlation_id=str(uuid.uuid4()))
+            written = envelopes_of(domain.reclaim(keys), cause)
+            await blob_refs.apply(conn, written)
+            await self.store.append(conn, written)
+        return len(keys)
+
+    async def sweep_forever(self, every_s: float) -> None:
+        while True:
+            try:
+                while (reclaimed := await self.sweep()) == SWEEP_BATCH:
+                    log.info("blobs.reclaimed", count=reclaimed)
+                if reclaimed:
+                    log.info("blobs.reclaimed", count=reclaimed)
+            except Exception:
+                log.error("blobs.sweep_failed", exc_info=True)
+            await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction

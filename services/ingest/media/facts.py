@@ -1,0 +1,147 @@
+"""The media facts of stored content: image sizes from Pillow's lazy open (the header
+only, nothing decoded), video and audio facts from FFmpeg through PyAV (duration, frames,
+size; an audio file's sample rate and channels).
+
+The kind comes first, from the accept-list sniffer (domain/media.py): only content it
+accepts is handed to a decoder. The content is read by range (the upload's local spool,
+a blob, an object spooled from a bucket), never whole, through shared/kit/media.py's
+RangeFile: at most READ_BUDGET bytes and TIME_CAP seconds a file, FFmpeg's probe capped
+besides (PROBE_BYTES, one second of analysis, its interrupt callback). A file whose facts
+cannot be read within those caps, or whose headers are damaged, is still taken: only its
+facts are unknown.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import IO, Any, cast
+
+from services.ingest.media.kinds import HEAD_SIZE, UnknownContent, sniff
+from shared.contracts.catalog import Media
+from shared.kit.media import RangeFile, ReadAt, open_container, quiet_av
+
+__all__ = ["Facts", "UnknownContent", "inspect"]
+
+READ_BUDGET = 64 * 1024 * 1024
+TIME_CAP = 5.0  # seconds a file
+PROBE_BYTES = 64 * 1024  # past this, FFmpeg stops reading packets to guess what headers left out
+CACHE_BLOCKS = 16  # 4 MiB of cached blocks a file
+
+# Pillow's format for each image type the sniffer accepts.
+_PILLOW = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/gif": "GIF",
+    "image/webp": "WEBP",
+    "image/bmp": "BMP",
+    "image/tiff": "TIFF",
+}
+# FFmpeg's demuxer for each audio and video type: the sniffer's verdict binds, FFmpeg does
+# not probe the content for a format of its own choosing.
+_DEMUXER = {
+    "video/mp4": "mov",
+    "video/quicktime": "mov",
+    "video/x-m4v": "mov",
+    "audio/mp4": "mov",
+    "video/webm": "matroska",
+    "video/x-matroska": "matroska",
+    "video/x-msvideo": "avi",
+    "audio/wav": "wav",
+    "audio/flac": "flac",
+    "audio/ogg": "ogg",
+    "audio/mpeg": "mp3",
+}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a file is (sniffed) and the media facts its content states."""
+
+    kind: str  # "image" | "video" | "pdf" | "audio" | "text"
+    mime_type: str
+    media: Media
+
+
+def inspect(read_at: ReadAt, size: int, *, time_cap: float = TIME_CAP) -> Facts:
+    """Kind, mime type and media facts of content of `size` bytes read by `read_at(offset,
+    length)` (fewer bytes at the end). Raises UnknownContent when the kind is not one we
+    accept; an error of read_at itself propagates; anything else only loses facts."""
+    if size <= 0:
+        raise UnknownContent("empty file")
+    source = RangeFile(
+        read_at,
+        size,
+        budget=READ_BUDGET,
+        deadline=time.monotonic() + time_cap,
+        blocks_kept=CACHE_BLOCKS,
+    )
+    kind, mime_type = sniff(source.read(HEAD_SIZE))
+    media = Media()
+    reader = _READERS.get(kind)
+    if reader is not None:
+        try:
+            source.seek(0)
+            media = reader(source, mime_type)
+        except Exception:
+            if source.failed is not None:
+                raise source.failed from None
+            media = Media()
+    return Facts(kind, mime_type, media)
+
+
+def _image(source: RangeFile, mime_type: str) -> Media:
+    # The format's own opener, not Image.open: that one refuses sizes past the
+    # decompression-bomb limit, and a huge image's size is a fact worth having when
+    # nothing is decoded.
+    from PIL import Image  # on first use, as PyAV: a service start need not wait for it
+
+    Image.init()  # every format's opener registered (once; a no-op after)
+    factory, _accept = Image.OPEN[_PILLOW[mime_type]]
+    with factory(cast(IO[bytes], source), "") as image:
+        return Media(width=_positive(image.width), height=_positive(image.height))
+
+
+def _audio_video(source: RangeFile, mime_type: str) -> Media:
+    quiet_av()  # imports PyAV on first use
+    assert source.deadline is not None
+    # FFmpeg's interrupt callback stops what does not read (the range file stops what does).
+    left = max(source.deadline - time.monotonic(), 0.001)
+    with open_container(
+        source, fmt=_DEMUXER[mime_type], timeout=left, probe_bytes=PROBE_BYTES
+    ) as container:
+        duration = _seconds(container.duration, Fraction(1, 1_000_000))
+        if mime_type.startswith("video/") and container.streams.video:
+            video = container.streams.video[0]
+            codec: Any = video.codec_context
+            return Media(
+                width=_positive(codec.width),
+                height=_positive(codec.height),
+                frames=_positive(video.frames),
+                duration_s=duration or _seconds(video.duration, video.time_base),
+            )
+        if mime_type.startswith("audio/") and container.streams.audio:
+            audio = container.streams.audio[0]
+            sound: Any = audio.codec_context
+            return Media(
+                duration_s=duration or _seconds(audio.duration, audio.time_base),
+                sample_rate=_positive(sound.sample_rate),
+                channels=_positive(sound.channels),
+            )
+        return Media(duration_s=duration)
+
+
+def _positive(value: int | None) -> int | None:
+    return value if value is not None and value > 0 else None
+
+
+def _seconds(ticks: int | None, unit: Fraction | None) -> float | None:
+    if not ticks or unit is None or ticks <= 0:
+        return None
+    seconds = float(ticks * unit)
+    return round(seconds, 6) if math.isfinite(seconds) else None
+
+
+_READERS = {"image": _image, "video": _audio_video, "audio": _audio_video}

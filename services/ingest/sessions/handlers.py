@@ -1,0 +1,339 @@
+"""Upload sessions: a large file sent in parts straight to the store, then completed.
+
+The parts go to presigned URLs of the store (S3), or, with the local store, to a
+route of ours whose URLs are signed the same way. Completing reads the assembled
+object once, for its sha256 and media facts, then moves it under its content key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from services.ingest.collector.projections import blob_refs, claim_blobs
+from services.ingest.jobs.projections import jobs
+from services.ingest.media import facts as media_facts
+from services.ingest.media import kinds
+from services.ingest.sessions import domain
+from services.ingest.sessions.projections import sessions
+from services.ingest.uploads.domain import StoredFile
+from shared.contracts.envelope import Cause, envelopes_of, now
+from shared.kit.blobs import BlobStore, UnknownUpload, content_key
+from shared.kit.db import Conn
+from shared.kit.errors import Refused
+from shared.kit.logs import log
+from shared.kit.service import Handlers, Parts
+
+# A part's URL stays valid this long; GET on the session gives fresh ones.
+URL_LIFETIME = timedelta(hours=6)
+
+
+def _signature(secret: bytes, session_id: uuid.UUID, number: int, expires: int) -> str:
+    message = f"{session_id}:{number}:{expires}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+class Sessions(Handlers):
+    def __init__(self, parts: Parts, blobs: BlobStore, signing_key: bytes) -> None:
+        super().__init__(parts)
+        self.blobs = blobs
+        self._signing_key = signing_key
+        settings = parts.settings
+        self.part_size = settings.upload_part_size
+        self.ttl_s = settings.upload_session_ttl_s
+
+    # -- commands --------------------------------------------------------------------
+
+    async def open(
+        self, cause: Cause, folder_id: uuid.UUID, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], int]:
+        name, size, part_size, lifetime = domain.check_open(
+            body.get("name"),
+            body.get("size"),
+            body.get("part_size", self.part_size),
+            body.get("expires_in_s", self.ttl_s),
+            self.ttl_s,
+        )
+        session_id = uuid.uuid4()
+        store_key = f"uploads/{session_id.hex}"
+        upload_id = await self.blobs.create_multipart(store_key)
+        at = now()
+        changes = domain.open_session(
+            session_id,
+            folder_id,
+            name,
+            size,
+            part_size,
+            store_key,
+            upload_id,
+            domain.expires(at, lifetime),
+        )
+        envelopes = envelopes_of(changes, cause, at)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await jobs.apply(conn, envelopes)
+            await sessions.apply(conn, envelopes)
+            position = await self.store.append(conn, envelopes)
+            row = await self._row(conn, session_id)
+        assert row is not None
+        return self._view(row, []), position
+
+    async def put_part(
+        self,
+        session_id: uuid.UUID,
+        number: int,
+        expires: int,
+        signature: str,
+        chunks: AsyncIterable[bytes],
+    ) -> dict[str, Any]:
+        """A part sent to our own URL (the local store): the signature is the right."""
+        wanted = _signature(self._signing_key, session_id, number, expires)
+        # Compared as bytes: a signature of any text is refused, never an error.
+        given = signature.encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(wanted.encode(), given) or expires < time.time():
+            raise Refused(403, "invalid_part_url", "this part URL is not valid or has expired")
+        row = await self._row(self.pool, session_id)
+        if row is None or row["status"] != "open":
+            raise Refused(404, "not_found", f"upload session {session_id} is not open")
+        if not 1 <= number <= row["parts"]:
+            raise Refused(
+                422, "invalid_part", f"this session has parts 1 to {row['parts']}", {"part": number}
+            )
+        expected = domain.plan(row["size"], row["part_size"])[number - 1].size
+        etag = await self.blobs.put_part(
+            row["store_key"], row["upload_id"], number, _at_most(chunks, expected, number)
+        )
+        return {"part": number, "etag": etag}
+
+    async def state(self, session_id: uuid.UUID) -> dict[str, Any] | None:
+        row = await self._row(self.pool, session_id)
+        if row is None:
+            return None
+        stored = await self._stored(row) if row["status"] == "open" else []
+        return self._view(row, stored)
+
+    async def bytes_progress(self, session_id: uuid.UUID) -> dict[str, int]:
+        """Bytes of the file in the store so far, of its size."""
+        row = await self._row(self.pool, session_id)
+        if row is None:
+            return {"done": 0, "total": 0}
+        if row["status"] == "completed":
+            return {"done": row["size"], "total": row["size"]}
+        stored = await self._stored(row) if row["status"] == "open" else []
+        return {"done": self._view(row, stored)["bytes_stored"], "total": row["size"]}
+
+    async def complete(self, cause: Cause, session_id: uuid.UUID) -> tuple[dict[str, Any], int]:
+        """Assemble the parts, read the file once, and register it; all in one
+        transaction holding the session, so a second completion waits, then finds it
+        completed."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await self._open(conn, session_id, lock=True)
+            rejected: Refused | None = None
+            plan = domain.plan(row["size"], row["part_size"])
+            stored = await self._stored(row)
+            domain.check_complete(plan, stored)
+            key = row["store_key"]
+            await self.blobs.complete_multipart(
+                key, row["upload_id"], [(p.number, p.etag) for p in sorted(stored, key=_number)]
+            )
+            try:
+                file = await self._read(key, row)
+            except Refused as refusal:
+                # The assembled object is no file we take: it goes, and the session ends.
+                await self.blobs.delete(key)
+                await self._end(conn, cause, row, "rejected", parts_gone=True)
+                rejected = refusal
+            else:
+                await claim_blobs(conn, [file.blob_key])
+                await self.blobs.move(key, file.blob_key)
+                changes = domain.complete_session(
+                    session_id, row["folder_id"], row["version"], file
+                )
+                envelopes = envelopes_of(changes, cause)
+                await jobs.apply(conn, envelopes)
+                await sessions.apply(conn, envelopes)
+                await blob_refs.apply(conn, envelopes)
+                position = await self.store.append(conn, envelopes)
+        if rejected is not None:
+            raise rejected
+        return {"job_id": str(session_id), "file_id": str(file.file_id)}, position
+
+    async def abort(self, cause: Cause, session_id: uuid.UUID) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await self._open(conn, session_id, lock=True)
+            return await self._end(conn, cause, row, "aborted")
+
+    async def expire(self) -> int:
+        """End the sessions past their time; their parts are deleted from the store."""
+        cause = Cause(actor="system:upload-sessions", correlation_id=str(uuid.uuid4()))
+        ended = 0
+        async with self.pool.acquire() as conn:
+            for session_id in await conn.fetch(
+                "SELECT id FROM ingest.sessions WHERE status = 'open' AND expires_at < now()"
+                " ORDER BY expires_at LIMIT 1000"
+            ):
+                async with conn.transaction():
+                    # Skipped if a completion holds it; ended only if still open.
+                    row = await self._row(conn, session_id["id"], lock=" FOR UPDATE SKIP LOCKED")
+                    if row is not None and row["status"] == "open":
+                        await self._end(conn, cause, row, "expired")
+                        ended += 1
+        return ended
+
+    async def expire_forever(self, every_s: float) -> None:
+        while True:
+            try:
+                ended = await self.expire()
+                if ended:
+                    log.info("sessions.expired", count=ended)
+            except Exception:
+                log.error("sessions.expire_failed", exc_info=True)
+            await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction
+
+    # -- helpers ---------------------------------------------------------------------
+
+    async def _end(
+        self,
+        conn: Conn,
+        cause: Cause,
+        row: asyncpg.Record,
+        status: str,
+        *,
+        parts_gone: bool = False,
+    ) -> int:
+        if not parts_gone:
+            with contextlib.suppress(UnknownUpload):  # gone already: the end is the same
+                await self.blobs.abort_multipart(row["store_key"], row["upload_id"])
+        envelopes = envelopes_of(domain.end_session(row["id"], row["version"], status), cause)
+        await jobs.apply(conn, envelopes)
+        await sessions.apply(conn, envelopes)
+        return await self.store.append(conn, envelopes)
+
+    async def _open(self, conn: Conn, session_id: uuid.UUID, *, lock: bool) -> asyncpg.Record:
+        row = await self._row(conn, session_id, lock=" FOR UPDATE" if lock else "")
+        if row is None:
+            raise Refused(404, "not_found", f"upload session {session_id} does not exist")
+        if row["status"] != "open":
+            raise Refused(
+                409,
+                "session_ended",
+                f"upload session {session_id} is {row['status']}",
+                {"status": row["status"]},
+            )
+        return row
+
+    async def _row(
+        self, conn: Conn | asyncpg.Pool, session_id: uuid.UUID, lock: str = ""
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            f"""SELECT s.*, (SELECT max(stream_version) FROM ingest.events
+                             WHERE stream_id = 'upload-job-' || s.id::text) AS version
+                FROM ingest.sessions s WHERE s.id = $1{lock}""",
+            session_id,
+        )
+        return row
+
+    async def _stored(self, row: asyncpg.Record) -> list[domain.StoredPart]:
+        try:
+            parts = await self.blobs.list_parts(row["store_key"], row["upload_id"])
+        except UnknownUpload:
+            # The store no longer has it (a crash between its end there and here).
+            return []
+        return [domain.StoredPart(p.part_number, p.size, p.etag) for p in parts]
+
+    async def _read(self, key: str, row: asyncpg.Record) -> StoredFile:
+        """Hash and sniff the assembled object, reading it once; media facts by range."""
+        digest = hashlib.sha256()
+        head = bytearray()
+        size = 0
+        async for chunk in self.blobs.stream(key, 0, row["size"] - 1):
+            digest.update(chunk)
+            if len(head) < kinds.HEAD_SIZE:
+                head += chunk[: kinds.HEAD_SIZE - len(head)]
+            size += len(chunk)
+        try:
+            kind, mime_type = kinds.sniff(bytes(head))
+        except kinds.UnknownContent as unknown:
+            raise Refused(
+                415,
+                "unsupported_content",
+                f"{row['name']!r} is not a kind of file we accept: {unknown}",
+                {"name": row["name"]},
+            ) from None
+        facts = await asyncio.to_thread(
+            media_facts.inspect, lambda off, n: self.blobs.read_at(key, off, n), size
+        )
+        sha = digest.hexdigest()
+        return StoredFile(
+            file_id=uuid.uuid4(),
+            name=row["name"],
+            kind=kind,
+            mime_type=mime_type,
+            size=size,
+            sha256=sha,
+            blob_key=content_key(sha),
+            media=facts.media,
+        )
+
+    def _part_url(self, row: asyncpg.Record, number: int) -> str:
+        url = self.blobs.presign_part(row["store_key"], row["upload_id"], number, URL_LIFETIME)
+        if url is not None:
+            return url
+        expires = int(time.time() + URL_LIFETIME.total_seconds())
+        signature = _signature(self._signing_key, row["id"], number, expires)
+        # Relative: the gateway makes it absolute with the address the client used.
+        return f"/v1/uploads/{row['id']}/parts/{number}?expires={expires}&signature={signature}"
+
+    def _view(self, row: asyncpg.Record, stored: list[domain.StoredPart]) -> dict[str, Any]:
+        plan = domain.plan(row["size"], row["part_size"])
+        gaps = set(domain.missing(plan, stored)) if row["status"] == "open" else set()
+        expires_at: datetime = row["expires_at"]
+        return {
+            "id": str(row["id"]),
+            "job_id": str(row["id"]),
+            "folder_id": str(row["folder_id"]),
+            "name": row["name"],
+            "size": row["size"],
+            "part_size": row["part_size"],
+            "status": row["status"],
+            "expires_at": expires_at.isoformat(),
+            "file_id": str(row["file_id"]) if row["file_id"] else None,
+            "parts_stored": [
+                {"part": p.number, "size": p.size, "etag": p.etag}
+                for p in sorted(stored, key=_number)
+            ],
+            "bytes_stored": sum(p.size for p in stored if p.number not in gaps),
+            "parts": [
+                {"part": p.number, "size": p.size, "url": self._part_url(row, p.number)}
+                for p in plan
+                if p.number in gaps
+            ],
+        }
+
+
+def _number(part: domain.StoredPart) -> int:
+    return part.number
+
+
+async def _at_most(chunks: AsyncIterable[bytes], size: int, number: int) -> AsyncIterator[bytes]:
+    """The part's bytes, refused as soon as they run past its planned size: a signed URL
+    does not buy unlimited disk."""
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > size:
+            raise Refused(
+                413,
+                "part_too_large",
+                f"part {number} is {size} bytes; more were sent",
+                {"part": number, "size": size},
+            )
+        yield chunk

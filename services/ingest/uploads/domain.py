@@ -1,0 +1,180 @@
+"""Uploads, pure: what an upload records once its bytes are stored (files, a DICOM
+series' instances, an image group or sequence), and the file name rule every upload
+keeps."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shared.contracts import ingest as ev
+from shared.contracts import limits, rules
+from shared.contracts.catalog import Media, Source
+from shared.contracts.envelope import Change, Event, appended
+from shared.kit.errors import Refused
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    file_id: uuid.UUID
+    name: str
+    kind: str
+    mime_type: str
+    size: int
+    sha256: str
+    blob_key: str
+    media: Media
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """One part of a DICOM upload, stored as it came."""
+
+    name: str
+    blob_key: str
+    sha256: str
+    size: int
+
+
+def check_file_name(name: str | None) -> str:
+    if name is None:
+        raise Refused(422, "missing_file_name", "a file part has no filename")
+    problem = rules.name_problem(name, "file name")
+    if problem:
+        raise Refused(422, "invalid_name", problem, {"name": name[: rules.MAX_NAME]})
+    return name
+
+
+def content_stored(job_id: uuid.UUID, folder_id: uuid.UUID, f: StoredFile) -> ev.FileContentStored:
+    return ev.FileContentStored(
+        job_id=job_id,
+        file_id=f.file_id,
+        folder_id=folder_id,
+        name=f.name,
+        kind=f.kind,
+        size=f.size,
+        sha256=f.sha256,
+        mime_type=f.mime_type,
+        media=f.media,
+        blob_key=f.blob_key,
+        source=Source(type="upload"),
+    )
+
+
+def record_upload(
+    job_id: uuid.UUID, folder_id: uuid.UUID, files: Sequence[StoredFile]
+) -> list[Change]:
+    """The job's stream: started, one event per stored file, finished."""
+    if not files:
+        raise Refused(422, "no_files", "the upload has no 'file' parts")
+    events: list[Event] = [
+        ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files))
+    ]
+    events += [content_stored(job_id, folder_id, f) for f in files]
+    events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
+    return appended(ev.job_stream(job_id), events)
+
+
+def record_dicom_upload(
+    job_id: uuid.UUID, folder_id: uuid.UUID, instances: Sequence[StoredInstance]
+) -> list[Change]:
+    """A DICOM job's stream: started, one event per stored part. Its progress is the DICOM
+    context's: it is done when that context has accepted or rejected every part."""
+    if not instances:
+        raise Refused(422, "no_files", "the upload has no 'file' parts")
+    events: list[Event] = [
+        ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(instances), kind="dicom")
+    ]
+    events += [
+        ev.DicomInstanceStored(
+            job_id=job_id,
+            folder_id=folder_id,
+            name=i.name,
+            blob_key=i.blob_key,
+            sha256=i.sha256,
+            size=i.size,
+        )
+        for i in instances
+    ]
+    return appended(ev.job_stream(job_id), events)
+
+
+GROUP_KINDS = ("image_group", "image_sequence")
+
+
+def record_image_group(
+    job_id: uuid.UUID,
+    folder_id: uuid.UUID,
+    group_file_id: uuid.UUID,
+    constituent_folder_id: uuid.UUID,
+    kind: str,
+    name: str,
+    files: Sequence[StoredFile],
+) -> list[Change]:
+    """An image group or sequence: every part an image (a sequence's all of one size), or
+    nothing is recorded. The job's stream: started, the images in pages of bounded size,
+    the group stored, finished."""
+    if kind not in GROUP_KINDS:
+        raise Refused(
+            422,
+            "invalid_kind",
+            f"kind must be one of {', '.join(GROUP_KINDS)}",
+            {"kind": kind, "accepted": list(GROUP_KINDS)},
+        )
+    problem = rules.name_problem(name, "group name")
+    if problem:
+        raise Refused(422, "invalid_name", problem, {"name": name[: rules.MAX_NAME]})
+    if not files:
+        raise Refused(422, "empty_group", "an image group needs at least one 'file' part")
+    others = [f.name for f in files if f.kind != "image"]
+    if others:
+        raise Refused(
+            415,
+            "not_an_image",
+            f"an image group takes only images; these are not: {', '.join(map(repr, others))}",
+            {"names": others, "accepted": ["image"]},
+        )
+    if kind == "image_sequence":
+        sizes = {f.name: (f.media.width, f.media.height) for f in files}
+        if len(set(sizes.values())) > 1:
+            first = (files[0].media.width, files[0].media.height)
+            listed = ", ".join(f"{n!r} is {w}x{h}" for n, (w, h) in sizes.items())
+            raise Refused(
+                422,
+                "dimensions_differ",
+                f"a sequence's images must share dimensions; {listed}",
+                {
+                    "expected": {"width": first[0], "height": first[1]},
+                    "files": [
+                        {"name": f.name, "width": f.media.width, "height": f.media.height}
+                        for f in files
+                        if (f.media.width, f.media.height) != first
+                    ],
+                },
+            )
+    stored = [content_stored(job_id, constituent_folder_id, f) for f in files]
+    events: list[Event] = [
+        ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files), kind=kind)
+    ]
+    done = 0
+    for page in limits.pages(stored, lambda f: limits.json_size(f.model_dump(mode="json"))):
+        events.append(
+            ev.ImageGroupImagesStored(
+                job_id=job_id, group_file_id=group_file_id, first=done, files=page
+            )
+        )
+        done += len(page)
+    events += [
+        ev.ImageGroupStored(
+            job_id=job_id,
+            group_file_id=group_file_id,
+            folder_id=folder_id,
+            name=name,
+            kind=kind,
+            constituent_folder_id=constituent_folder_id,
+            images=len(stored),
+        ),
+        ev.UploadJobFinished(job_id=job_id, status="done"),
+    ]
+    return appended(ev.job_stream(job_id), events)
