@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.domain.sessions import (
+from services.ingest.sessions.domain import (
     MAX_PARTS,
     MAX_SIZE,
     MIN_PART,
