@@ -22,6 +22,7 @@ the models are validated with it in their context.
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from services.ingest.imports.domain.problems import named, refusal
 from shared.api.common import Strict
 from shared.contracts import ingest as ev
 from shared.contracts import rules
@@ -47,8 +49,6 @@ from shared.kit.errors import Refused
 # Objects named in one request (keys and manifest entries); a prefix lists any number.
 MAX_OBJECTS = 100_000
 MAX_KEY_BYTES = 1024
-# Problems listed in a refusal's details (its message names the first ten).
-MAX_PROBLEMS = 100
 # Manifest sections imported one file per entry, and the kind each entry must have.
 FILE_SECTIONS = {
     "images": "image",
@@ -113,11 +113,9 @@ def _key(key: str) -> str:
 
 
 def _integration_id(value: object) -> uuid.UUID:
-    try:
-        if isinstance(value, str):
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
             return uuid.UUID(value)
-    except ValueError:
-        pass
     raise ValueError("must be an integration's id")
 
 
@@ -231,7 +229,7 @@ def parse_request(body: object, bucket: str) -> ImportRequest:
     try:
         request = ImportBody.model_validate(body, context={"bucket": bucket})
     except ValidationError as error:
-        raise _invalid([_problem(p) for p in error.errors()]) from None
+        raise _invalid(named(error, _unknown)) from None
     objects = [ev.ImportObject(key=k) for k in request.keys or []]
     refused: list[Rejection] = []
     manifest = request.manifest
@@ -274,53 +272,12 @@ def _unique(objects: list[ev.ImportObject]) -> list[ev.ImportObject]:
     return out
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    """`manifest.images[3].title` from pydantic's ("manifest", "images", 3, "title")."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out or "body"
-
-
-# Pydantic's words for a value of the wrong type, in ours (its own name no class).
-TYPE_PROBLEMS = {
-    "model_type": "must be a JSON object",
-    "model_attributes_type": "must be a JSON object",
-    "dict_type": "must be a JSON object",
-    "list_type": "must be a list",
-    "string_type": "must be a string",
-    "bool_type": "must be true or false",
-    "missing": "is required",
-}
-
-
-def _problem(error: Any) -> dict[str, str]:
-    where = _where(tuple(error["loc"]))
-    kind = error["type"]
-    if kind in TYPE_PROBLEMS:
-        problem = TYPE_PROBLEMS[kind]
-    elif kind == "extra_forbidden":
-        problem = (
-            f"is not a section; use {', '.join([*FILE_SECTIONS, *REFUSED_SECTIONS])}"
-            if where.startswith("manifest.")
-            else "is not a field of an import"
-        )
-    elif kind in ("value_error", "assertion_error"):
-        problem = str(error["ctx"]["error"])
-    else:
-        problem = str(error["msg"])
-    return {"field": where, "problem": problem}
+def _unknown(field: str) -> str:
+    if field.startswith("manifest."):
+        return f"is not a section; use {', '.join([*FILE_SECTIONS, *REFUSED_SECTIONS])}"
+    return "is not a field of an import"
 
 
 def _invalid(problems: list[dict[str, str]]) -> Refused:
-    code = (
-        "invalid_manifest"
-        if any(p["field"].startswith("manifest") for p in problems)
-        else "invalid_request"
-    )
-    return Refused(
-        422,
-        code,
-        "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:10]),
-        {"fields": problems[:MAX_PROBLEMS]},
-    )
+    in_manifest = any(p["field"].startswith("manifest") for p in problems)
+    return refusal(problems, "invalid_manifest" if in_manifest else "invalid_request")
