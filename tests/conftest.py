@@ -44,6 +44,27 @@ SERVICE_KEY = "PC__5TdcrjgEG8fBBh4GjgaSALHmpujGPDMm-tbZQt0"
 # How often `eventually` looks again, within its deadline.
 POLL_S = 0.02
 
+# The session's platforms idle at about 40% of a core each (every consumer's empty
+# fetches, the broker answering them) from their first test to the end of the session.
+# So the tests that need none of them run first, chaos (a platform of its own) before
+# the shared ones start, and the browser last (tests/browser/conftest.py says why).
+_SHARED_PLATFORM = {"api", "platform", "stack", "local_stack"}
+
+
+def _rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    if path.startswith("tests/browser/"):
+        return 4
+    if path.startswith("tests/chaos/"):
+        return 1
+    if _SHARED_PLATFORM & set(getattr(item, "fixturenames", ())):
+        return 3
+    return 0 if path.startswith("tests/unit/") else 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_rank)  # stable: within a rank, the files' own order
+
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Child]:

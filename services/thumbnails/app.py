@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI
 
 from services.thumbnails import api
+from services.thumbnails.drawing import keep_secrets_from_workers
 from services.thumbnails.handlers import LEASES, Thumbnails
 from services.thumbnails.projections import thumbnails as model
 from shared.contracts import topics
@@ -22,6 +23,7 @@ async def _leases(conn: Conn) -> None:
 
 def build(settings: Settings) -> FastAPI:
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    keep_secrets_from_workers()
     parts = Parts("thumbnails", settings)
     blobs = open_blob_store(settings)
     thumbnails = Thumbnails(parts, blobs)

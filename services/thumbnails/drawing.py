@@ -10,13 +10,43 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import multiprocessing
+import os
 
 import pebble
+from pydantic import SecretStr
 
 from services.thumbnails import domain, render
 from shared.kit.settings import Settings
 
 Failure = tuple[str, str]  # (code, reason)
+
+# A worker decodes hostile files, so a decoder's flaw hands an attacker whatever the
+# worker holds. It reads blobs and nothing else: it gets the blob store's settings only,
+# and is spawned from an environment without the platform's secrets (a spawned process
+# inherits the environment, and /proc/self/environ keeps what it started with).
+SECRET_ENV = frozenset(
+    {"FILES_SERVICE_KEY", "FILES_DATABASE_URL", "FILES_SECRET_KEY", "FILES_BOOTSTRAP_ADMIN_KEY"}
+)
+
+
+def keep_secrets_from_workers() -> None:
+    """Drop the platform's secrets from this process's environment, which the workers
+    spawned later inherit; call it once the settings are read."""
+    for name in [n for n in os.environ if n.upper() in SECRET_ENV]:
+        del os.environ[name]
+
+
+def worker_settings(settings: Settings) -> Settings:
+    """The settings a worker gets: no database, broker or keys but the blob store's."""
+    return settings.model_copy(
+        update={
+            "database_url": "",
+            "kafka_bootstrap": "",
+            "service_key": SecretStr(""),
+            "secret_key": "",
+            "bootstrap_admin_key": "",
+        }
+    )
 
 
 class Drawing:
@@ -33,7 +63,7 @@ class Drawing:
                 max_workers=self.workers,
                 max_tasks=500,
                 initializer=render.start_worker,
-                initargs=(self.settings,),
+                initargs=(worker_settings(self.settings),),
                 context=multiprocessing.get_context("spawn"),
             )
         return self._pool

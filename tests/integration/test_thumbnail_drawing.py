@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from services.thumbnails import domain, render
-from services.thumbnails.drawing import Drawing
+from services.thumbnails.drawing import Drawing, keep_secrets_from_workers, worker_settings
 from services.thumbnails.handlers import LEASES, Thumbnails, Wanted
 from services.thumbnails.projections import thumbnails as model
 from shared.contracts import thumbnails as ev
@@ -153,3 +153,30 @@ async def test_a_store_away_for_longer_than_the_attempts_delays_a_picture_but_ne
     assert blobs.refused == domain.MAX_ATTEMPTS + 3
     assert row["state"] == "made", dict(row)
     assert [r["size"] for r in row["renditions"]] == [128, 512]
+
+
+def environment() -> bytes:
+    """A worker's environment as it started (what a decoder's flaw could read)."""
+    return Path("/proc/self/environ").read_bytes()
+
+
+@pytest.mark.timeout(300)
+async def test_a_worker_holds_none_of_the_platforms_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FILES_SERVICE_KEY", "the-platforms-signing-key-0123456789")
+    monkeypatch.setenv("FILES_DATABASE_URL", "postgresql://files:db-password@db/files")
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"))
+    assert settings.service_key.get_secret_value() and settings.database_url
+    keep_secrets_from_workers()  # as the service does once its settings are read
+    drawing = Drawing(settings, workers=1)
+    try:
+        pool = drawing._workers()
+        started = await asyncio.wrap_future(pool.schedule(environment))
+    finally:
+        drawing.stop()
+    assert b"FILES_SERVICE_KEY" not in started and b"signing-key" not in started
+    assert b"db-password" not in started
+    given = worker_settings(settings)
+    assert given.service_key.get_secret_value() == "" and given.database_url == ""
+    assert given.blob_url == settings.blob_url and given.data_dir == settings.data_dir
