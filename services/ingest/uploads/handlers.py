@@ -92,6 +92,11 @@ class Uploads(Handlers):
             position = await self._store(receiver, envelopes_of(changes, cause, at))
         finally:
             receiver.cleanup()
+        # Ingest's account of the files, in the catalog's File shape: the gateway answers
+        # with the catalog's own once it has registered them, and with this only while
+        # it has not (behind, or away): a stored upload is never answered as failed, so
+        # a client does not send it again. (The shape's owner is the catalog; see the
+        # README's "Decisions worth knowing".)
         created_at = at.isoformat()
         files = [
             {
