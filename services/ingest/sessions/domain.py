@@ -13,7 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
 from services.ingest.uploads.domain import StoredFile, check_file_name, content_stored
+from shared.api.common import Strict
 from shared.contracts import ingest as ev
 from shared.contracts.envelope import Change, Event, appended
 from shared.kit.errors import Refused
@@ -54,50 +58,115 @@ def plan(size: int, part_size: int) -> list[Part]:
     return [Part(n, min(part_size, size - (n - 1) * part_size)) for n in range(1, count + 1)]
 
 
-def check_open(
-    name: object, size: object, part_size: object, lifetime: object, max_lifetime: float
-) -> tuple[str, int, int, float]:
-    """Name, size, part size and lifetime of a session to open, or the refusal that
-    names the problem."""
-    if name is not None and not isinstance(name, str):
-        raise Refused(422, "invalid_name", "name must be the file's name, a string")
-    name = check_file_name(name)
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise Refused(422, "invalid_size", "size must be the file's size in bytes, an integer")
-    if size < 1:
-        raise Refused(
-            422, "invalid_size", "an upload session needs at least 1 byte", {"size": size}
-        )
-    if size > MAX_SIZE:
-        raise Refused(
-            413,
-            "file_too_large",
-            f"a file can be at most {MAX_SIZE} bytes (5 TiB)",
-            {"size": size, "limit": MAX_SIZE},
-        )
-    if (
-        isinstance(part_size, bool)
-        or not isinstance(part_size, int)
-        or not MIN_PART <= part_size <= MAX_PART
-    ):
-        raise Refused(
-            422,
-            "invalid_part_size",
-            f"part_size must be a number of bytes between {MIN_PART} and {MAX_PART}",
-            {"part_size": part_size},
-        )
-    if (
-        isinstance(lifetime, bool)
-        or not isinstance(lifetime, int | float)
-        or not 1 <= lifetime <= max_lifetime
-    ):
-        raise Refused(
-            422,
-            "invalid_expiry",
-            f"expires_in_s must be between 1 and {max_lifetime:g} seconds",
-            {"expires_in_s": lifetime},
-        )
-    return name, size, part_size, float(lifetime)
+def _refusal(code: str, message: str, **details: object) -> PydanticCustomError:
+    """A problem pydantic carries with our code (the field's), to become that refusal."""
+    return PydanticCustomError(code, message, details)
+
+
+def _an_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class NewSession(Strict):
+    """`POST /v1/folders/{id}/uploads`: the file to send in parts. Validated with the
+    service's default part size and longest lifetime in its context; each field's
+    problem has the field's own code (`invalid_size`, `invalid_part_size`, ...)."""
+
+    name: str | None = Field(None, validate_default=True)
+    size: int
+    part_size: int | None = None
+    expires_in_s: float | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _a_file_name(cls, name: object) -> str:
+        if name is not None and not isinstance(name, str):
+            raise _refusal("invalid_name", "name must be the file's name, a string")
+        try:
+            return check_file_name(name)
+        except Refused as refused:
+            raise _refusal(refused.code, refused.message, **refused.details) from None
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _some_bytes(cls, size: object) -> int:
+        if not _an_int(size):
+            raise _refusal("invalid_size", "size must be the file's size in bytes, an integer")
+        assert isinstance(size, int)
+        if size < 1:
+            raise _refusal("invalid_size", "an upload session needs at least 1 byte", size=size)
+        if size > MAX_SIZE:
+            raise _refusal(
+                "file_too_large",
+                f"a file can be at most {MAX_SIZE} bytes (5 TiB)",
+                size=size,
+                limit=MAX_SIZE,
+            )
+        return size
+
+    @field_validator("part_size", mode="before")
+    @classmethod
+    def _a_part_size(cls, part_size: object) -> int | None:
+        if part_size is None:
+            return None
+        if not _an_int(part_size) or not MIN_PART <= part_size <= MAX_PART:  # type: ignore[operator]
+            raise _refusal(
+                "invalid_part_size",
+                f"part_size must be a number of bytes between {MIN_PART} and {MAX_PART}",
+                part_size=part_size,
+            )
+        assert isinstance(part_size, int)
+        return part_size
+
+    @field_validator("expires_in_s", mode="before")
+    @classmethod
+    def _a_lifetime(cls, lifetime: object, info: ValidationInfo) -> float | None:
+        if lifetime is None:
+            return None
+        longest = float((info.context or {})["max_lifetime"])
+        number = isinstance(lifetime, int | float) and not isinstance(lifetime, bool)
+        if not number or not 1 <= lifetime <= longest:  # type: ignore[operator]
+            raise _refusal(
+                "invalid_expiry",
+                f"expires_in_s must be between 1 and {longest:g} seconds",
+                expires_in_s=lifetime,
+            )
+        return float(lifetime)  # type: ignore[arg-type]
+
+
+# A refused field's status: a file too large is 413, the rest 422.
+STATUS = {"file_too_large": 413}
+
+
+def check_open(body: object, part_size: int, max_lifetime: float) -> tuple[str, int, int, float]:
+    """Name, size, part size and lifetime of a session to open (`part_size` and
+    `max_lifetime` the service's when the body gives none), or the refusal of its first
+    problem, with that field's code."""
+    try:
+        given = NewSession.model_validate(body, context={"max_lifetime": max_lifetime})
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        if first["type"] == "extra_forbidden":
+            raise Refused(
+                422,
+                "invalid_request",
+                f"{field}: is not a field of an upload session",
+                {"fields": [{"field": field, "problem": "is not a field of an upload session"}]},
+            ) from None
+        if first["type"] == "missing":
+            raise Refused(
+                422, "invalid_size", "size must be the file's size in bytes, an integer"
+            ) from None
+        code = first["type"]
+        raise Refused(STATUS.get(code, 422), code, first["msg"], first.get("ctx") or {}) from None
+    assert given.name is not None
+    return (
+        given.name,
+        given.size,
+        given.part_size if given.part_size is not None else part_size,
+        given.expires_in_s if given.expires_in_s is not None else float(max_lifetime),
+    )
 
 
 def open_session(

@@ -56,13 +56,7 @@ class Sessions(Handlers):
     async def open(
         self, cause: Cause, folder_id: uuid.UUID, body: dict[str, Any]
     ) -> tuple[dict[str, Any], int]:
-        name, size, part_size, lifetime = domain.check_open(
-            body.get("name"),
-            body.get("size"),
-            body.get("part_size", self.part_size),
-            body.get("expires_in_s", self.ttl_s),
-            self.ttl_s,
-        )
+        name, size, part_size, lifetime = domain.check_open(body, self.part_size, self.ttl_s)
         session_id = uuid.uuid4()
         store_key = f"uploads/{session_id.hex}"
         upload_id = await self.blobs.create_multipart(store_key)
