@@ -27,25 +27,31 @@ files by the catalog). Its ratio to the plain dcmread loop is shown; no target.
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import shutil
+import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pydicom
 
-from bench._common import ADMIN_KEY, Report, main, progress, stack
+from bench._common import ADMIN_KEY, CpuMeter, Report, main, progress, stack
 from services.dicom.domain import Instance, admit, assemble
 from services.dicom.reader import read_instance
+from shared.kit.embedded import free_port
 from tests.dicom_fixtures import AXIAL, OBLIQUE, ct_series, uid
 
 NAME = "dicom"
 TARGET_RATIO = 0.5
+ORTHANC_TARGET = 2.0
+ORTHANC_CLIENTS = 4
 SEED = 20261125
-PIXELS = 64
 
 
-def write_files(workdir: Path, series: int, slices: int) -> list[Path]:
+def write_files(workdir: Path, series: int, slices: int, pixels: int) -> list[Path]:
     paths = []
     folder = workdir / "instances"
     folder.mkdir()
@@ -56,8 +62,8 @@ def write_files(workdir: Path, series: int, slices: int) -> list[Path]:
             study=s // 2 + 1,
             patient_id=f"PAT-{s % 2:04d}",
             orientation=AXIAL if s % 2 == 0 else OBLIQUE,
-            rows=PIXELS,
-            columns=PIXELS,
+            rows=pixels,
+            columns=pixels,
         )
         for k, content in enumerate(data):
             path = folder / f"s{s:02d}_{k:04d}.dcm"
@@ -106,8 +112,9 @@ def check(paths: list[Path], series_count: int, slices: int) -> None:
             raise AssertionError(f"series {series.series_uid} is not whole or not in order")
 
 
-def end_to_end(workdir: Path, paths: list[Path], per_request: int) -> tuple[float, int]:
-    """Seconds from the first upload to every job done, and the series files made."""
+def end_to_end(workdir: Path, paths: list[Path], per_request: int) -> tuple[float, int, str]:
+    """Seconds from the first upload to every job done, the series files made, and the
+    CPU-seconds each process used meanwhile."""
     with (
         stack(workdir) as running,
         httpx.Client(
@@ -120,6 +127,8 @@ def end_to_end(workdir: Path, paths: list[Path], per_request: int) -> tuple[floa
         made.raise_for_status()
         folder_id = made.json()["id"]
         jobs = []
+        cpu = CpuMeter({c.name: c.proc.pid for c in running.children})
+        cpu.__enter__()
         start = time.perf_counter()
         for i in range(0, len(paths), per_request):
             parts = [
@@ -144,8 +153,79 @@ def end_to_end(workdir: Path, paths: list[Path], per_request: int) -> tuple[floa
             if pending:
                 time.sleep(0.05)
         seconds = time.perf_counter() - start
+        cpu.__exit__()
         items = api.get(f"/v1/folders/{folder_id}/items", params={"limit": 1000}).json()["items"]
-        return seconds, sum(1 for i in items if i.get("kind") == "dicom_series")
+        made = sum(1 for i in items if i.get("kind") == "dicom_series")
+        return seconds, made, cpu.describe()
+
+
+def orthanc(workdir: Path, paths: list[Path], series: int) -> tuple[float, str] | None:
+    """Seconds to store every file in a fresh Orthanc, 4 clients, and the CPU-seconds
+    it and the clients used; None without Orthanc."""
+    binary = shutil.which("Orthanc")
+    if binary is None:
+        return None
+    home = workdir / "orthanc"
+    home.mkdir()
+    port = free_port()
+    config = {
+        "Name": "files-bench",
+        "StorageDirectory": str(home / "storage"),
+        "IndexDirectory": str(home / "index"),
+        "HttpPort": port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomServerEnabled": False,
+        "StorageCompression": False,
+        "Plugins": [],
+    }
+    (home / "orthanc.json").write_text(json.dumps(config))
+    log = open(home / "orthanc.log", "wb")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen([binary, str(home / "orthanc.json")], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if http.get("/system").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"Orthanc did not start: see {home / 'orthanc.log'}")
+                time.sleep(0.1)
+
+            def store(chunk: list[Path]) -> None:
+                with httpx.Client(base_url=url, timeout=120) as client:
+                    for path in chunk:
+                        answer = client.post(
+                            "/instances",
+                            content=path.read_bytes(),
+                            headers={"Content-Type": "application/dicom"},
+                        )
+                        if answer.status_code != 200:
+                            raise RuntimeError(f"Orthanc answered {answer.status_code}")
+
+            chunks = [paths[i::ORTHANC_CLIENTS] for i in range(ORTHANC_CLIENTS)]
+            start = time.perf_counter()
+            with (
+                CpuMeter({"orthanc": proc.pid}) as cpu,
+                ThreadPoolExecutor(ORTHANC_CLIENTS) as pool,
+            ):
+                list(pool.map(store, chunks))
+            seconds = time.perf_counter() - start
+            counted = http.get("/statistics").json()
+            if (counted["CountInstances"], counted["CountSeries"]) != (len(paths), series):
+                raise RuntimeError(f"Orthanc counts {counted}")
+            return seconds, cpu.describe()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
@@ -153,13 +233,14 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     slices = args.slices or (20 if args.quick else 200)
     rounds = args.rounds or (2 if args.quick else 5)
     count = series * slices
+    pixels = args.pixels
     report.title = (
-        f"read_instance + admit + assemble over {count:,} CT instances of {PIXELS}x{PIXELS}"
+        f"read_instance + admit + assemble over {count:,} CT instances of {pixels}x{pixels}"
         " (baseline: pydicom.dcmread(stop_before_pixels=True) loop)"
     )
     progress(f"writing {count:,} instances ({series} series of {slices})")
     start = time.perf_counter()
-    paths = write_files(workdir, series, slices)
+    paths = write_files(workdir, series, slices, pixels)
     written = time.perf_counter() - start
     size = sum(path.stat().st_size for path in paths)
     check(paths, series, slices)
@@ -207,7 +288,7 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     if not args.no_stack:
         progress(f"end to end: uploading {count:,} instances through the gateway")
         with report.contention.measure():
-            e2e_s, series_files = end_to_end(workdir, paths, 200)
+            e2e_s, series_files, e2e_cpu = end_to_end(workdir, paths, 200)
         if series_files != series:
             raise RuntimeError(f"{series_files} series files, expected {series}")
         report.figure(
@@ -217,6 +298,30 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
             "instances/s",
         )
         report.ratio("e2e_ratio", "end to end: baseline time / end-to-end time", base_s, e2e_s)
+        report.note(f"end to end, CPU-seconds: {e2e_cpu}")
+        if not args.no_orthanc:
+            progress(f"Orthanc: storing the same {count:,} instances, {ORTHANC_CLIENTS} clients")
+            with report.contention.measure():
+                stored = orthanc(workdir, paths, series)
+            if stored is None:
+                report.note("Orthanc: not measured (no `Orthanc` on PATH: apt-get install orthanc)")
+            else:
+                orthanc_s, orthanc_cpu = stored
+                report.note(f"Orthanc, CPU-seconds: {orthanc_cpu}")
+                report.baseline(
+                    "orthanc_per_s",
+                    f"Orthanc: {count:,} instances by POST /instances, {ORTHANC_CLIENTS} clients",
+                    count / orthanc_s,
+                    "instances/s",
+                )
+                versus = report.ratio(
+                    "orthanc_ratio", "end to end: Orthanc time / Files time", orthanc_s, e2e_s
+                )
+                report.target(
+                    f"end to end at least {ORTHANC_TARGET:g}x Orthanc ({pixels}x{pixels})",
+                    versus >= ORTHANC_TARGET,
+                    f"{versus:.2f}x",
+                )
     report.note(
         f"{count:,} files, {size / count / 1024:.1f} KiB each on average, written in"
         f" {written:.1f} s (not timed); {rounds} rounds, the best of each counts:"
@@ -231,6 +336,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slices", type=int, default=None, help="per series: 200 (20 quick)")
     parser.add_argument("--rounds", type=int, default=None, help="default 5 (2 quick)")
     parser.add_argument("--no-stack", action="store_true", help="skip the end-to-end pass")
+    parser.add_argument("--pixels", type=int, default=64, help="rows and columns: 64 or 512")
+    parser.add_argument("--no-orthanc", action="store_true", help="skip Orthanc's pass")
 
 
 if __name__ == "__main__":
