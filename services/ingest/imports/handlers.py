@@ -294,7 +294,7 @@ class Imports(Handlers):
     def __init__(self, parts: Parts, integrations: Integrations) -> None:
         super().__init__(parts)
         self.integrations = integrations
-        self.runner = Runner(parts, integrations)
+        self.runner = Runner(parts, integrations.bucket, integrations.caps.import_keys)
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     async def start_import(

@@ -11,10 +11,9 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from services.ingest.imports.buckets.port import BucketReader, CloudProblem, Read, problem
+from services.ingest.imports.buckets.port import Bucket, BucketReader, CloudProblem, Read, problem
 from services.ingest.imports.buckets.s3 import LISTING_PAGE
 from services.ingest.imports.domain import jobs as domain
 from services.ingest.imports.domain.requests import Rejection
@@ -25,9 +24,6 @@ from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.logs import log
 from shared.kit.service import Handlers, Parts, collector_paused
-
-if TYPE_CHECKING:
-    from services.ingest.imports.handlers import Integrations
 
 # Objects read and recorded together: one transaction of events per batch.
 BATCH = 500
@@ -49,12 +45,17 @@ FATAL = (
 )
 
 
+# An integration's bucket and a reader of it, or None once it was removed.
+BucketOf = Callable[[uuid.UUID], Awaitable[tuple[Bucket, BucketReader] | None]]
+
+
 class Runner(Handlers):
-    def __init__(self, parts: Parts, integrations: Integrations) -> None:
+    def __init__(self, parts: Parts, bucket_of: BucketOf, most_objects: int) -> None:
         super().__init__(parts)
-        self.integrations = integrations
+        self.bucket_of = bucket_of
         self.spool = parts.settings.data_dir / "spool"
-        self.most_objects = integrations.caps.import_keys
+        # Objects one import reads at most, named and listed.
+        self.most_objects = most_objects
 
     async def run(self, state: domain.JobState, cause: Cause) -> None:
         """Read every object the job has still to read; stop on what stops it."""
@@ -92,7 +93,7 @@ class Runner(Handlers):
         """Read every pending object, READERS at a time and never idle between batches;
         record what was read every BATCH objects (or FLUSH_S seconds)."""
         self.spool.mkdir(parents=True, exist_ok=True)
-        found = await self.integrations.bucket(state.integration_id)
+        found = await self.bucket_of(state.integration_id)
         if found is None:
             await self._fail_removed(state, cause)
             return
@@ -155,7 +156,7 @@ class Runner(Handlers):
     ) -> bool:
         """Record a batch of read objects (and how far the listing got); True when the
         job stopped (its integration removed, or the bucket refusing everything)."""
-        if await self.integrations.bucket(state.integration_id) is None:
+        if await self.bucket_of(state.integration_id) is None:
             await self._fail_removed(state, cause)
             return True
         stored = [r for r in results if isinstance(r, domain.Found)]
