@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 import pydicom
 
-from bench._common import ADMIN_KEY, Report, main, progress, stack
+from bench._common import ADMIN_KEY, CpuMeter, Report, main, progress, stack
 from services.dicom.domain import Instance, admit, assemble
 from services.dicom.reader import read_instance
 from shared.kit.embedded import free_port
@@ -112,8 +112,9 @@ def check(paths: list[Path], series_count: int, slices: int) -> None:
             raise AssertionError(f"series {series.series_uid} is not whole or not in order")
 
 
-def end_to_end(workdir: Path, paths: list[Path], per_request: int) -> tuple[float, int]:
-    """Seconds from the first upload to every job done, and the series files made."""
+def end_to_end(workdir: Path, paths: list[Path], per_request: int) -> tuple[float, int, str]:
+    """Seconds from the first upload to every job done, the series files made, and the
+    CPU-seconds each process used meanwhile."""
     with (
         stack(workdir) as running,
         httpx.Client(
@@ -126,6 +127,8 @@ def end_to_end(workdir: Path, paths: list[Path], per_request: int) -> tuple[floa
         made.raise_for_status()
         folder_id = made.json()["id"]
         jobs = []
+        cpu = CpuMeter({c.name: c.proc.pid for c in running.children})
+        cpu.__enter__()
         start = time.perf_counter()
         for i in range(0, len(paths), per_request):
             parts = [
@@ -150,12 +153,15 @@ def end_to_end(workdir: Path, paths: list[Path], per_request: int) -> tuple[floa
             if pending:
                 time.sleep(0.05)
         seconds = time.perf_counter() - start
+        cpu.__exit__()
         items = api.get(f"/v1/folders/{folder_id}/items", params={"limit": 1000}).json()["items"]
-        return seconds, sum(1 for i in items if i.get("kind") == "dicom_series")
+        made = sum(1 for i in items if i.get("kind") == "dicom_series")
+        return seconds, made, cpu.describe()
 
 
-def orthanc(workdir: Path, paths: list[Path], series: int) -> float | None:
-    """Seconds to store every file in a fresh Orthanc, 4 clients; None without Orthanc."""
+def orthanc(workdir: Path, paths: list[Path], series: int) -> tuple[float, str] | None:
+    """Seconds to store every file in a fresh Orthanc, 4 clients, and the CPU-seconds
+    it and the clients used; None without Orthanc."""
     binary = shutil.which("Orthanc")
     if binary is None:
         return None
@@ -203,13 +209,16 @@ def orthanc(workdir: Path, paths: list[Path], series: int) -> float | None:
 
             chunks = [paths[i::ORTHANC_CLIENTS] for i in range(ORTHANC_CLIENTS)]
             start = time.perf_counter()
-            with ThreadPoolExecutor(ORTHANC_CLIENTS) as clients:
-                list(clients.map(store, chunks))
+            with (
+                CpuMeter({"orthanc": proc.pid}) as cpu,
+                ThreadPoolExecutor(ORTHANC_CLIENTS) as pool,
+            ):
+                list(pool.map(store, chunks))
             seconds = time.perf_counter() - start
             counted = http.get("/statistics").json()
             if (counted["CountInstances"], counted["CountSeries"]) != (len(paths), series):
                 raise RuntimeError(f"Orthanc counts {counted}")
-            return seconds
+            return seconds, cpu.describe()
     finally:
         proc.terminate()
         try:
@@ -279,7 +288,7 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     if not args.no_stack:
         progress(f"end to end: uploading {count:,} instances through the gateway")
         with report.contention.measure():
-            e2e_s, series_files = end_to_end(workdir, paths, 200)
+            e2e_s, series_files, e2e_cpu = end_to_end(workdir, paths, 200)
         if series_files != series:
             raise RuntimeError(f"{series_files} series files, expected {series}")
         report.figure(
@@ -289,13 +298,16 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
             "instances/s",
         )
         report.ratio("e2e_ratio", "end to end: baseline time / end-to-end time", base_s, e2e_s)
+        report.note(f"end to end, CPU-seconds: {e2e_cpu}")
         if not args.no_orthanc:
             progress(f"Orthanc: storing the same {count:,} instances, {ORTHANC_CLIENTS} clients")
             with report.contention.measure():
-                orthanc_s = orthanc(workdir, paths, series)
-            if orthanc_s is None:
+                stored = orthanc(workdir, paths, series)
+            if stored is None:
                 report.note("Orthanc: not measured (no `Orthanc` on PATH: apt-get install orthanc)")
             else:
+                orthanc_s, orthanc_cpu = stored
+                report.note(f"Orthanc, CPU-seconds: {orthanc_cpu}")
                 report.baseline(
                     "orthanc_per_s",
                     f"Orthanc: {count:,} instances by POST /instances, {ORTHANC_CLIENTS} clients",

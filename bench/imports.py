@@ -20,7 +20,7 @@ The baseline is the same bucket read raw in the same run: a recursive listing of
 prefix and a GET of every object (minio client, as many threads as ingest reads with),
 nothing recorded. Then the same list + GET through each library measured for customer
 buckets (issue 16), READERS at a time in one event loop: obstore, aiobotocore's client
-and ingest's adapter (services/ingest/buckets/s3.py: aiohttp + botocore's signer), with
+and ingest's adapter (services/ingest/imports/buckets/s3.py: aiohttp + botocore's signer), with
 the CPU-seconds each spent per object (`--no-libraries` skips them). Target (issue 16):
 100,000 objects within 20 s. The default count is 100,000 with the fake bucket, 10,000
 with moto (1,000 with --quick).
@@ -56,7 +56,7 @@ BUCKET = "bench-customer"
 TARGET_COUNT = 100_000
 TARGET_S = 20.0
 THREADS = 16  # the minio baseline's threads
-READERS = 32  # as many runs as ingest reads at a time (services/ingest/imports.py READERS)
+READERS = 32  # as many runs as ingest reads at a time (services/ingest/imports/runner.py READERS)
 
 
 def tiny_png(index: int) -> bytes:
@@ -346,11 +346,11 @@ async def _aiobotocore(bucket: MotoS3 | FakeS3, prefix: str) -> int:
 
 async def _adapter(bucket: MotoS3 | FakeS3, prefix: str) -> int:
     """Ingest's reader, as an import uses it: each object also hashed and sniffed."""
-    from services.ingest.buckets.port import Bucket, Credentials
-    from services.ingest.buckets.s3 import S3Reader
-    from services.ingest.domain.endpoints import EndpointRule
-    from services.ingest.domain.integrations import parse_endpoint
-    from services.ingest.egress import Caps, Egress
+    from services.ingest.imports.buckets.port import Bucket, Credentials
+    from services.ingest.imports.buckets.s3 import S3Reader
+    from services.ingest.imports.domain.endpoints import EndpointRule
+    from services.ingest.imports.domain.integrations import parse_endpoint
+    from services.ingest.imports.egress import Caps, Egress
 
     endpoint = parse_endpoint(bucket.endpoint)
     reader = S3Reader(

@@ -6,7 +6,7 @@ of 11 kinds: a 1024x768 JPEG photo (textured, ~280 KiB), a PNG, a WebP, a one-mi
 MP3, Ogg Opus, FLAC, WAV and AAC (M4A). Each is written `--files / 11` times (default
 2,200 files; `--quick`: 220) into the temp dir.
 
-Product: `services.ingest.media_facts.inspect(read_at, size)` for every file, read_at an
+Product: `services.ingest.media.facts.inspect(read_at, size)` for every file, read_at an
 `os.pread` on the open file (as uploads read their local spool): the accept-list sniff of
 the head, then Pillow's lazy open or PyAV's probe through the capped range reader, within
 the byte budget and time cap. Baseline: a plain loop over the same paths with no sniff
@@ -31,7 +31,7 @@ import av
 from PIL import Image
 
 from bench._common import Report, main, progress
-from services.ingest.media_facts import inspect
+from services.ingest.media.facts import inspect
 from tests import media_fixtures
 from tests.thumbnail_fixtures import photo, png
 

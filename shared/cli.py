@@ -31,10 +31,10 @@ from shared.kit.settings import Settings
 # does not tie the services to one another.
 PROJECTIONS = {
     "catalog.tree": ("catalog", "services.catalog.projections:tree"),
-    "ingest.jobs": ("ingest", "services.ingest.projections:jobs"),
-    "ingest.sessions": ("ingest", "services.ingest.projections:sessions"),
-    "ingest.blobs": ("ingest", "services.ingest.projections:blob_refs"),
-    "ingest.integrations": ("ingest", "services.ingest.projections:integrations"),
+    "ingest.jobs": ("ingest", "services.ingest.jobs.projections:jobs"),
+    "ingest.sessions": ("ingest", "services.ingest.sessions.projections:sessions"),
+    "ingest.blobs": ("ingest", "services.ingest.collector.projections:blob_refs"),
+    "ingest.integrations": ("ingest", "services.ingest.imports.projections:integrations"),
     "acl.users": ("acl", "services.acl.projections:users"),
     "acl.collaborators": ("acl", "services.acl.projections:collaborators"),
     "datasets.membership": ("datasets", "services.datasets.projections:membership"),

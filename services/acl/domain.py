@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from shared.contracts import acl as ev
 from shared.contracts import rules
-from shared.contracts.envelope import Change, Event
+from shared.contracts.envelope import Change, Event, appended
 from shared.kit.access import Access, valid_role
 from shared.kit.errors import Refused
 
@@ -112,8 +112,7 @@ def revoke_key(
         ev.SessionEnded(session_id=session_id, user_id=key.user_id, reason="key_revoked")
         for session_id in open_sessions
     ]
-    stream = ev.user_stream(key.user_id)
-    return [Change(stream, version + n, e) for n, e in enumerate(events, 1)]
+    return appended(ev.user_stream(key.user_id), events, after=version)
 
 
 # -- web app sessions ---------------------------------------------------------------
@@ -326,5 +325,4 @@ def _direct(folder: Folder, user_id: uuid.UUID) -> str:
 
 
 def _numbered(folder: Folder, events: Sequence[Event]) -> list[Change]:
-    stream = ev.folder_access_stream(folder.id)
-    return [Change(stream, folder.version + n, e) for n, e in enumerate(events, 1)]
+    return appended(ev.folder_access_stream(folder.id), events, after=folder.version)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from shared.contracts import datasets as ev
 from shared.contracts import rules
-from shared.contracts.envelope import Change, Event
+from shared.contracts.envelope import Change, Event, appended
 from shared.kit.access import Access, require_role, valid_role
 from shared.kit.errors import Refused
 
@@ -79,8 +79,7 @@ def valid_description(description: str) -> str:
 
 
 def _numbered(dataset_id: uuid.UUID, version: int, events: Sequence[Event]) -> list[Change]:
-    stream = ev.dataset_stream(dataset_id)
-    return [Change(stream, version + i, e) for i, e in enumerate(events, start=1)]
+    return appended(ev.dataset_stream(dataset_id), events, after=version)
 
 
 def _chunks(file_ids: Sequence[uuid.UUID]) -> list[list[uuid.UUID]]:

@@ -1,15 +1,30 @@
-"""Composition root of the ingest service."""
+"""Composition root of the ingest service, built in one direction: the blob store and
+the collector, then each capability (uploads, upload sessions, integrations and
+imports), then the runtime that runs their read models and reactions, then the routes.
+
+    content ─┐
+    uploads ─┼─> jobs (read model), collector (blob refs), media
+    sessions ┤   (sessions also take uploads' domain: a session's file is an upload's)
+    imports ─┘
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.ingest import api, projections
-from services.ingest.collector import Collector
-from services.ingest.handlers import Uploads
-from services.ingest.imports import Imports
-from services.ingest.projections import jobs
-from services.ingest.sessions import Sessions
+from services.ingest import content
+from services.ingest.collector.handlers import Collector
+from services.ingest.collector.projections import blob_refs
+from services.ingest.imports import api as imports_api
+from services.ingest.imports.handlers import Imports, Integrations
+from services.ingest.imports.projections import integrations as integrations_model
+from services.ingest.jobs import api as jobs_api
+from services.ingest.jobs.projections import jobs
+from services.ingest.sessions import api as sessions_api
+from services.ingest.sessions.handlers import Sessions
+from services.ingest.sessions.projections import sessions as sessions_model
+from services.ingest.uploads import api as uploads_api
+from services.ingest.uploads.handlers import Uploads
 from shared.contracts import topics
 from shared.kit import secrets
 from shared.kit.blobs import open_blob_store
@@ -20,11 +35,12 @@ from shared.kit.settings import Settings
 def build(settings: Settings) -> FastAPI:
     parts = Parts("ingest", settings)
     blobs = open_blob_store(settings)
+    collector = Collector(parts, blobs)
     uploads = Uploads(parts, blobs)
     material = secrets.key_material(settings.secret_key, settings.data_dir)
     sessions = Sessions(parts, blobs, secrets.derive(material, "upload part urls"))
-    collector = Collector(parts, blobs)
-    imports = Imports(parts, settings)
+    integrations = Integrations(parts, settings)
+    imports = Imports(parts, integrations)
 
     async def sweep() -> None:
         parts.supervise(
@@ -38,17 +54,16 @@ def build(settings: Settings) -> FastAPI:
         # The catalog's deletions release the blobs of deleted files.
         consumes=(topics.CATALOG,),
         reactions=Collector.reactions.bound(collector),
-        projections=(
-            jobs,
-            projections.integrations,
-            projections.sessions,
-            projections.blob_refs,
-        ),
+        projections=(jobs, integrations_model, sessions_model, blob_refs),
         # Imports a restart interrupted go on where they were.
         on_start=[blobs.start, imports.resume, sweep],
     )
     app = create_app(runtime, "Files ingest")
-    api.install(app, uploads, sessions, imports)
+    app.include_router(uploads_api.router(uploads))
+    app.include_router(sessions_api.router(sessions))
+    app.include_router(imports_api.router(integrations, imports))
+    app.include_router(jobs_api.router(parts, sessions.bytes_progress))
+    app.include_router(content.router(blobs))
     return app
 
 

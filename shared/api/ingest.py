@@ -1,7 +1,8 @@
 """Uploads, jobs, upload sessions, integrations and imports: ingest's part of the API.
 
-Ingest parses these bodies in its domain (`services/ingest/domain/`), which names
-every fault at once; the models describe them for the document.
+Ingest validates these bodies in its capabilities' domains
+(`services/ingest/*/domain`), an import's with the bucket's name in its context, and
+names every fault at once; the models here describe them for the document.
 """
 
 from __future__ import annotations

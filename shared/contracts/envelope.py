@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,6 +116,12 @@ class Change:
     stream_id: str
     version: int
     event: Event
+
+
+def appended(stream_id: str, events: Iterable[Event], after: int = 0) -> list[Change]:
+    """Events appended, in order, to a stream whose last version is `after` (0: a new
+    stream): each change makes the next version."""
+    return [Change(stream_id, after + n, e) for n, e in enumerate(events, start=1)]
 
 
 def envelopes_of(

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     secret_key: str = ""
     # Cloud integrations' endpoints allowed although the address rule refuses them
     # (loopback, private, link-local, metadata, ...): hosts, host:port or CIDRs, comma
-    # separated (services/ingest/domain/endpoints.py). The local platform allows 127.0.0.1.
+    # separated (services/ingest/imports/domain/endpoints.py). The local platform allows 127.0.0.1.
     allowed_endpoints: str = ""
     # What ingest reads of a bucket's answers: a response must arrive within this (plus
     # a second per 64 KiB of body); a listing stops past these pages or seconds waited;

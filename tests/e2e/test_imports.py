@@ -15,8 +15,9 @@ import boto3
 import httpx
 from minio import Minio
 
-from services.ingest.domain import imports
-from services.ingest.projections import jobs
+from services.ingest.imports.domain import jobs as imports
+from services.ingest.imports.domain import requests
+from services.ingest.jobs.projections import jobs
 from shared.contracts.envelope import Cause, envelopes_of
 from shared.kit.embedded import free_port
 from shared.kit.eventstore import EventStore
@@ -354,7 +355,7 @@ async def test_an_interrupted_import_resumes_from_its_events_when_ingest_starts(
     target = await folder(api, unique("resumed"))
     me = (await api.get("/v1/users/me")).json()["id"]
     job_id = uuid.uuid4()
-    request = imports.parse_request(
+    request = requests.parse_request(
         {
             "integration_id": integration_id,
             "keys": [f"{run}/a.png", f"{run}/b.png"],

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.ingest.projections import blob_refs, sessions
+from services.ingest.collector.projections import blob_refs
+from services.ingest.sessions.projections import sessions
 from shared.kit import db
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import rebuild

@@ -15,8 +15,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.ingest.collector import Collector
-from services.ingest.projections import RECLAIMABLE, blob_refs, claim_blobs
+from services.ingest.collector.handlers import Collector
+from services.ingest.collector.projections import RECLAIMABLE, blob_refs, claim_blobs
 from shared.contracts import ingest as ev
 from shared.contracts.catalog import FileDeleted, Media
 from shared.contracts.envelope import Cause, Change, envelopes_of

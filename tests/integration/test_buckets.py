@@ -1,4 +1,4 @@
-"""The bucket adapter (services/ingest/buckets/s3.py) against real servers: moto's S3
+"""The bucket adapter (services/ingest/imports/buckets/s3.py) against real servers: moto's S3
 checking signatures (static keys and STS session tokens), and the tests' hostile
 endpoint (redirects, endless bodies, trickles, looping listings), without a platform.
 """
@@ -17,12 +17,18 @@ import boto3
 import httpx
 import pytest
 
-from services.ingest.buckets.loop import BucketLoop, Threaded
-from services.ingest.buckets.port import Bucket, CloudProblem, Credentials, Read, WebIdentity
-from services.ingest.buckets.s3 import S3Reader, Sts
-from services.ingest.domain.endpoints import EndpointRule
-from services.ingest.domain.integrations import parse_endpoint
-from services.ingest.egress import Caps, Egress
+from services.ingest.imports.buckets.loop import BucketLoop, Threaded
+from services.ingest.imports.buckets.port import (
+    Bucket,
+    CloudProblem,
+    Credentials,
+    Read,
+    WebIdentity,
+)
+from services.ingest.imports.buckets.s3 import S3Reader, Sts
+from services.ingest.imports.domain.endpoints import EndpointRule
+from services.ingest.imports.domain.integrations import parse_endpoint
+from services.ingest.imports.egress import Caps, Egress
 from tests.cloud_fixtures import MotoS3, start_moto
 from tests.conftest import eventually
 from tests.e2e.support import png

@@ -15,8 +15,9 @@ import pytest
 
 from services.catalog.projections import tree
 from services.dicom.projections import series
-from services.ingest.domain.uploads import StoredFile, record_image_group
-from services.ingest.projections import blob_refs, jobs
+from services.ingest.collector.projections import blob_refs
+from services.ingest.jobs.projections import jobs
+from services.ingest.uploads.domain import StoredFile, record_image_group
 from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, Envelope, envelopes_of
 from shared.kit import db

@@ -1,4 +1,4 @@
-"""What S3 answers, parsed (services/ingest/buckets/protocol.py), where a bucket is
+"""What S3 answers, parsed (services/ingest/imports/buckets/protocol.py), where a bucket is
 addressed, what its errors mean (port.refused), and an object spooled as it streams
 (content.py); plus the credentials an integration seals."""
 
@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.buckets import content, port, protocol
-from services.ingest.domain import integrations, media
-from services.ingest.domain.integrations import Credentials, Endpoint, parse_endpoint
+from services.ingest.imports.buckets import content, port, protocol
+from services.ingest.imports.domain import integrations
+from services.ingest.imports.domain.integrations import Credentials, Endpoint, parse_endpoint
+from services.ingest.media import kinds as media
 from shared.kit.errors import Refused
 from tests.e2e.support import png
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.domain import integrations
-from services.ingest.domain.endpoints import EndpointRule, address_kind, parse_allowance
-from services.ingest.egress import (
+from services.ingest.imports.domain import integrations
+from services.ingest.imports.domain.endpoints import EndpointRule, address_kind, parse_allowance
+from services.ingest.imports.egress import (
     MIN_RATE,
     Budget,
     CapReached,

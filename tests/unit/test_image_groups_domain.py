@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from services.catalog import domain
-from services.ingest.domain.uploads import StoredFile, record_image_group
+from services.ingest.uploads.domain import StoredFile, record_image_group
 from shared.contracts import catalog as ev
 from shared.contracts import ingest, limits
 from shared.contracts.catalog import Media

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from services.ingest.domain import imports as domain
-from services.ingest.domain import integrations
+from services.ingest.imports.domain import integrations, requests
+from services.ingest.imports.domain import jobs as domain
 from shared.contracts import ingest as ev
 from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
@@ -41,7 +41,7 @@ def refused(call: object, *args: object) -> Refused:
     ],
 )
 def test_an_object_url_names_a_key_of_the_bucket(url: str, key: str) -> None:
-    assert domain.key_of(url, BUCKET) == key
+    assert requests.key_of(url, BUCKET) == key
 
 
 @pytest.mark.parametrize(
@@ -57,14 +57,14 @@ def test_an_object_url_names_a_key_of_the_bucket(url: str, key: str) -> None:
 )
 def test_an_object_url_outside_the_bucket_is_refused(url: str) -> None:
     with pytest.raises(ValueError):
-        domain.key_of(url, BUCKET)
+        requests.key_of(url, BUCKET)
 
 
 # -- requests and manifests --------------------------------------------------------------
 
 
 def test_keys_prefix_and_manifest_together_each_key_once() -> None:
-    request = domain.parse_request(
+    request = requests.parse_request(
         body(
             keys=["a.png", "b.mp4", "a.png"],
             prefix="raw/",
@@ -96,7 +96,7 @@ def test_keys_prefix_and_manifest_together_each_key_once() -> None:
 
 
 def test_image_groups_and_dicom_series_are_refused_per_entry() -> None:
-    request = domain.parse_request(
+    request = requests.parse_request(
         body(
             manifest={
                 "images": [{"key": "a.png"}],
@@ -116,7 +116,7 @@ def test_image_groups_and_dicom_series_are_refused_per_entry() -> None:
 
 def test_a_malformed_manifest_is_refused_whole_naming_every_problem() -> None:
     error = refused(
-        domain.parse_request,
+        requests.parse_request,
         body(
             manifest={
                 "images": [
@@ -158,21 +158,21 @@ def test_a_malformed_manifest_is_refused_whole_naming_every_problem() -> None:
     ],
 )
 def test_a_malformed_request_names_its_field(request_body: dict[str, object], field: str) -> None:
-    error = refused(domain.parse_request, request_body, BUCKET)
+    error = refused(requests.parse_request, request_body, BUCKET)
     assert error.status == 422
     assert field in [f["field"] for f in error.details["fields"]]
 
 
 def test_the_integration_must_be_named() -> None:
-    assert domain.integration_of(body()) == INTEGRATION
+    assert requests.integration_of(body()) == INTEGRATION
     bads: list[object] = [{}, {"integration_id": "x"}, [], {"integration_id": 3}]
     for bad in bads:
-        assert refused(domain.integration_of, bad).status == 422
+        assert refused(requests.integration_of, bad).status == 422
 
 
 def test_at_most_so_many_objects_by_name() -> None:
-    keys = [f"k{i}" for i in range(domain.MAX_OBJECTS + 1)]
-    assert refused(domain.parse_request, body(keys=keys), BUCKET).code == "too_many_objects"
+    keys = [f"k{i}" for i in range(requests.MAX_OBJECTS + 1)]
+    assert refused(requests.parse_request, body(keys=keys), BUCKET).code == "too_many_objects"
 
 
 def test_names_kinds_and_folder_markers() -> None:
@@ -209,7 +209,7 @@ def stream(changes: list[Change]) -> list[tuple[str, dict[str, object]]]:
 
 def test_a_job_resumes_from_its_stream_where_its_last_batch_ended() -> None:
     job, folder = uuid.uuid4(), uuid.uuid4()
-    request = domain.parse_request(
+    request = requests.parse_request(
         body(keys=["a.png", "b.png", "c.png"], prefix="raw/", manifest={"dicom_series": [{}]}),
         BUCKET,
     )
@@ -289,7 +289,7 @@ def test_a_batch_s_envelopes_built_directly_are_those_of_its_validated_events() 
 
 
 def test_a_request_of_only_refused_entries_finishes_at_once() -> None:
-    request = domain.parse_request(body(manifest={"image_groups": [{"title": "g"}]}), BUCKET)
+    request = requests.parse_request(body(manifest={"image_groups": [{"title": "g"}]}), BUCKET)
     changes = domain.start(uuid.uuid4(), uuid.uuid4(), request)
     assert [c.event.type for c in changes] == [
         "ingest.ImportJobStarted",

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from services.ingest.domain.media import HEAD_SIZE, UnknownContent, sniff
-from services.ingest.media_facts import READ_BUDGET, Facts, inspect
+from services.ingest.media.facts import READ_BUDGET, Facts, inspect
+from services.ingest.media.kinds import HEAD_SIZE, UnknownContent, sniff
 from shared.contracts.catalog import Media
 from shared.kit.media import BLOCK
 from tests import media_fixtures

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.domain.sessions import (
+from services.ingest.sessions.domain import (
     MAX_PARTS,
     MAX_SIZE,
     MIN_PART,
@@ -81,16 +81,30 @@ def test_completion_names_the_parts_missing_or_of_the_wrong_size() -> None:
 def test_opening_refuses_what_cannot_be_uploaded(
     name: object, size: object, part_size: object, lifetime: object, code: str
 ) -> None:
+    body = {"name": name, "size": size, "part_size": part_size, "expires_in_s": lifetime}
     with pytest.raises(Refused) as refused:
-        check_open(name, size, part_size, lifetime, 3600)
+        check_open({k: v for k, v in body.items() if v is not None}, 64 * MiB, 3600)
     assert refused.value.code == code
-    assert refused.value.status in (413, 422)
+    assert refused.value.status == (413 if code == "file_too_large" else 422)
+    assert refused.value.message.split()[0] not in ("Value", "Input")  # our words
 
 
 def test_opening_accepts_a_named_file_of_some_bytes() -> None:
-    assert check_open("scan.mp4", 3 * 1024 * MiB, 64 * MiB, 60, 3600) == (
-        "scan.mp4",
-        3 * 1024 * MiB,
-        64 * MiB,
-        60.0,
+    body = {"name": "scan.mp4", "size": 3 * 1024 * MiB, "part_size": 64 * MiB, "expires_in_s": 60}
+    assert check_open(body, 8 * MiB, 3600) == ("scan.mp4", 3 * 1024 * MiB, 64 * MiB, 60.0)
+    # What the body leaves out is the service's: its part size, its longest lifetime.
+    assert check_open({"name": "a.mp4", "size": 10}, 8 * MiB, 3600) == (
+        "a.mp4",
+        10,
+        8 * MiB,
+        3600.0,
+    )
+
+
+def test_opening_refuses_a_field_it_does_not_take() -> None:
+    with pytest.raises(Refused) as refused:
+        check_open({"name": "a.mp4", "size": 10, "colour": "red"}, 8 * MiB, 3600)
+    assert (refused.value.code, refused.value.details["fields"][0]["field"]) == (
+        "invalid_request",
+        "colour",
     )

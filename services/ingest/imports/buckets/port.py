@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from services.ingest import media_facts
-from services.ingest.domain.integrations import (
+from services.ingest.imports.domain.integrations import (
     BucketCredentials,
     Credentials,
     Endpoint,
     WebIdentity,
 )
-from services.ingest.egress import CapReached, EndpointNotAllowed
+from services.ingest.imports.egress import CapReached, EndpointNotAllowed
+from services.ingest.media import facts as media_facts
 
 _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 _MISSING_BUCKET = {"NoSuchBucket"}

@@ -1,4 +1,6 @@
-"""Upload jobs, pure: what an upload records once its bytes are stored."""
+"""Uploads, pure: what an upload records once its bytes are stored (files, a DICOM
+series' instances, an image group or sequence), and the file name rule every upload
+keeps."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 from shared.contracts import ingest as ev
 from shared.contracts import limits, rules
 from shared.contracts.catalog import Media, Source
-from shared.contracts.envelope import Change, Event
+from shared.contracts.envelope import Change, Event, appended
 from shared.kit.errors import Refused
 
 
@@ -71,8 +73,7 @@ def record_upload(
     ]
     events += [content_stored(job_id, folder_id, f) for f in files]
     events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
-    stream = ev.job_stream(job_id)
-    return [Change(stream, version, event) for version, event in enumerate(events, start=1)]
+    return appended(ev.job_stream(job_id), events)
 
 
 def record_dicom_upload(
@@ -96,8 +97,7 @@ def record_dicom_upload(
         )
         for i in instances
     ]
-    stream = ev.job_stream(job_id)
-    return [Change(stream, version, event) for version, event in enumerate(events, start=1)]
+    return appended(ev.job_stream(job_id), events)
 
 
 GROUP_KINDS = ("image_group", "image_sequence")
@@ -177,5 +177,4 @@ def record_image_group(
         ),
         ev.UploadJobFinished(job_id=job_id, status="done"),
     ]
-    stream = ev.job_stream(job_id)
-    return [Change(stream, version, event) for version, event in enumerate(events, start=1)]
+    return appended(ev.job_stream(job_id), events)

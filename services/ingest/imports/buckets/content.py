@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from services.ingest import media_facts
-from services.ingest.buckets.port import Read
+from services.ingest.imports.buckets.port import Read
+from services.ingest.media import facts as media_facts
 
 SPOOL_IN_MEMORY = 4 * 1024 * 1024
 

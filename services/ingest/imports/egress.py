@@ -1,7 +1,7 @@
 """What ingest may reach of the outside world, and how much it reads of it.
 
 Two seams any S3 client of ingest goes through, whatever speaks the protocol
-(services/ingest/buckets: aiohttp with botocore's signer):
+(services/ingest/imports/buckets: aiohttp with botocore's signer):
 
 - `Egress`: the resolver and connect hook. A name is resolved once per connection,
   every address it gives is judged by the address rule (domain/endpoints.py), and the
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.ingest.domain.endpoints import EndpointRule, normal_host
+from services.ingest.imports.domain.endpoints import EndpointRule, normal_host
 from shared.kit.settings import Settings
 
 # Bytes of a response's status line and headers; of an error's body (S3's are < 1 KiB);

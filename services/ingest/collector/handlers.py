@@ -5,7 +5,7 @@ download asks the catalog first. Its bytes go later, here: the catalog's
 `FileDeleted` (or `UploadRejected`) releases the file's blob, and a sweep deletes
 blobs that no file of ours refers to. Identical uploads share one blob, so a blob
 goes only when its last file has gone. A blob being stored again meanwhile is
-claimed in the storing transaction (`projections.claim_blobs`); the sweep skips it, or
+claimed in the storing transaction (`collector.projections.claim_blobs`); the sweep skips it, or
 the claim waits for the sweep and the bytes are stored again.
 """
 
@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from services.ingest.projections import RECLAIMABLE, blob_refs
-from shared.contracts import ingest as ev
+from services.ingest.collector import domain
+from services.ingest.collector.projections import RECLAIMABLE, blob_refs
 from shared.contracts.catalog import FileDeleted, UploadRejected
-from shared.contracts.envelope import Cause, Change, envelopes_of
+from shared.contracts.envelope import Cause, envelopes_of
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
 from shared.kit.logs import log
@@ -45,8 +45,8 @@ class Collector(Handlers):
     async def when_files_gone(
         self, conn: Conn, envelopes: Sequence[Received[FileDeleted | UploadRejected]]
     ) -> None:
-        """Files the catalog deleted (or never registered) release their blobs: an event
-        per RELEASED_PER_EVENT of those that are ours."""
+        """Files the catalog deleted (or never registered) release their blobs, those
+        that are ours."""
         gone = [e.event.file_id for e in envelopes]
         ours = [
             r["file_id"]
@@ -58,14 +58,7 @@ class Collector(Handlers):
         ]
         if not ours:
             return
-        changes = [
-            Change(f"blob-release-{uuid.uuid4()}", 1, ev.BlobsReleased(file_ids=page))
-            for page in (
-                ours[i : i + ev.RELEASED_PER_EVENT]
-                for i in range(0, len(ours), ev.RELEASED_PER_EVENT)
-            )
-        ]
-        written = envelopes_of(changes, Cause.of(envelopes[0]))
+        written = envelopes_of(domain.release(ours), Cause.of(envelopes[0]))
         await blob_refs.apply(conn, written)
         await self.store.append(conn, written)
 
@@ -86,8 +79,7 @@ class Collector(Handlers):
 
             await asyncio.gather(*(delete(k) for k in keys))
             cause = Cause(actor="system:blob-collector", correlation_id=str(uuid.uuid4()))
-            change = Change(f"blob-reclaim-{uuid.uuid4()}", 1, ev.BlobsReclaimed(blob_keys=keys))
-            written = envelopes_of([change], cause)
+            written = envelopes_of(domain.reclaim(keys), cause)
             await blob_refs.apply(conn, written)
             await self.store.append(conn, written)
         return len(keys)

@@ -1,7 +1,7 @@
 """What a file is, decided from its first bytes: the accept-list of kinds we take.
 
 Pure: it sees the head of a file (up to HEAD_SIZE bytes) and nothing else. The media facts
-(sizes, durations, sample rates) are read afterwards, by services/ingest/media_facts.py,
+(sizes, durations, sample rates) are read afterwards, by services/ingest/media/facts.py,
 through Pillow and PyAV, from content only this module has accepted.
 """
 

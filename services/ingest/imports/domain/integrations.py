@@ -3,17 +3,22 @@
 An integration is a customer's bucket with the credentials to read it. The
 credentials are sealed by the caller (they never appear in an event in clear);
 the checks here are of form only: whether the bucket answers is the adapter's to
-find out (services/ingest/buckets) before anything is recorded.
+find out (services/ingest/imports/buckets) before anything is recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator, ValidationError, ValidationInfo, field_validator
+
+from services.ingest.imports.domain.problems import named, refusal
+from shared.api.common import Strict
 from shared.contracts import ingest as ev
 from shared.contracts import rules
 from shared.contracts.envelope import Change
@@ -24,10 +29,7 @@ PROVIDERS = ("s3",)
 # S3's bucket naming rules (lower case, digits, dots and hyphens, 3 to 63 characters).
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION = re.compile(r"^[a-z0-9-]{1,64}$")
-MAX_KEY_LENGTH = 1024
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]{0,20}:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
-# AWS's session tokens are up to a few KiB (longer with many session tags).
-MAX_SESSION_TOKEN = 8192
 # Users an integration is shared with, at most: the event that lists them stays small.
 MAX_SHARED = 1000
 
@@ -112,104 +114,143 @@ class Registration:
     endpoint_given: str | None
 
 
+def endpoint_problem(value: str) -> str | None:
+    """What is wrong with an endpoint URL (`https://host[:port]`, no path, no
+    credentials), or None."""
+    parsed = urllib.parse.urlsplit(value.strip())
+    if parsed.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parsed.hostname:
+        return "names no host"
+    if parsed.username or parsed.password:
+        return "must not carry credentials: give access_key and secret_key"
+    if parsed.path not in ("", "/") or parsed.query or parsed.fragment:
+        return "must be the service's address only, without a path or query"
+    try:
+        parsed.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return "has a malformed port"
+    return None
+
+
 def parse_endpoint(value: str | None) -> Endpoint:
-    """An endpoint URL (`https://host[:port]`, no path, no credentials) or AWS's."""
+    """An endpoint URL or, for None or "", AWS's."""
     if value is None or value == "":
         return AWS
-    parsed = urllib.parse.urlsplit(value.strip())
-    problem = None
-    if parsed.scheme not in ("http", "https"):
-        problem = "must start with http:// or https://"
-    elif not parsed.hostname:
-        problem = "names no host"
-    elif parsed.username or parsed.password:
-        problem = "must not carry credentials: give access_key and secret_key"
-    elif parsed.path not in ("", "/") or parsed.query or parsed.fragment:
-        problem = "must be the service's address only, without a path or query"
-    else:
-        try:
-            parsed.port  # noqa: B018 - raises on a malformed port
-        except ValueError:
-            problem = "has a malformed port"
+    problem = endpoint_problem(value)
     if problem:
-        raise _invalid("endpoint", problem)
+        raise refusal([{"field": "endpoint", "problem": problem}])
+    parsed = urllib.parse.urlsplit(value.strip())
     return Endpoint(parsed.netloc.lower(), secure=parsed.scheme == "https")
 
 
-def _invalid(field: str, problem: str) -> Refused:
-    return Refused(
-        422,
-        "invalid_request",
-        f"{field}: {problem}",
-        {"fields": [{"field": field, "problem": problem}]},
-    )
+# The longest access key, secret key and session token taken (AWS's session tokens are
+# up to a few KiB, longer with many session tags).
+KEY_LENGTHS = {"access_key": 256, "secret_key": 1024, "session_token": 8192}
+REGION_PROBLEM = "is not a region name (such as eu-west-1)"
+ROLE_ARN_PROBLEM = "is not a role's ARN (arn:aws:iam::<account>:role/<name>)"
 
 
-def _text(body: dict[str, object], field: str, *, required: bool = True) -> str | None:
-    value = body.get(field)
-    if value is None:
-        if required:
-            raise _invalid(field, "is required")
-        return None
-    if not isinstance(value, str):
-        raise _invalid(field, "must be a string")
+def _checked(problem: str | None, value: str) -> str:
+    if problem:
+        raise ValueError(problem)
     return value
 
 
+class NewIntegration(Strict):
+    """`POST /v1/integrations`: the bucket, and keys (an access key, its secret, and a
+    session token for temporary ones) or a role to assume with the platform's web
+    identity, one or the other. `role_arn` comes first: the keys' checks see it."""
+
+    name: str
+    provider: str
+    bucket: str
+    region: str | None = None
+    endpoint: str | None = None
+    role_arn: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    session_token: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        return _checked(rules.name_problem(name, "integration name"), name)
+
+    @field_validator("provider")
+    @classmethod
+    def _known(cls, provider: str) -> str:
+        known = provider in PROVIDERS
+        return _checked(None if known else f"must be one of {', '.join(PROVIDERS)}", provider)
+
+    @field_validator("bucket")
+    @classmethod
+    def _a_bucket(cls, bucket: str) -> str:
+        named = BUCKET.match(bucket) and ".." not in bucket
+        problem = "is not a bucket name (3 to 63 of a-z, 0-9, '.', '-')"
+        return _checked(None if named else problem, bucket)
+
+    @field_validator("region")
+    @classmethod
+    def _a_region(cls, region: str | None) -> str | None:
+        if not region:
+            return None
+        return _checked(None if REGION.match(region) else REGION_PROBLEM, region)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _an_endpoint(cls, endpoint: str | None) -> str | None:
+        return _checked(endpoint_problem(endpoint), endpoint) if endpoint else None
+
+    @field_validator("role_arn")
+    @classmethod
+    def _a_role(cls, role_arn: str | None) -> str | None:
+        if role_arn is None:
+            return None
+        return _checked(None if ROLE_ARN.match(role_arn) else ROLE_ARN_PROBLEM, role_arn)
+
+    @field_validator("access_key", "secret_key", "session_token")
+    @classmethod
+    def _a_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("role_arn") is not None:
+            raise ValueError("is not given with role_arn: give keys or a role, not both")
+        most = KEY_LENGTHS[str(info.field_name)]
+        if info.field_name == "session_token":
+            if len(value) > most:
+                raise ValueError(f"must be at most {most} characters")
+            return value or None
+        if not 1 <= len(value) <= most:
+            raise ValueError(f"must be 1 to {most} characters")
+        return value
+
+
 def parse_registration(body: object) -> Registration:
-    """The registration a request body asks for, or 422 naming the field at fault."""
-    if not isinstance(body, dict):
-        raise Refused(422, "invalid_request", "the body must be a JSON object")
-    name = _text(body, "name") or ""
-    problem = rules.name_problem(name, "integration name")
-    if problem:
-        raise _invalid("name", problem)
-    provider = _text(body, "provider") or ""
-    if provider not in PROVIDERS:
-        raise _invalid("provider", f"must be one of {', '.join(PROVIDERS)}")
-    bucket = _text(body, "bucket") or ""
-    if not BUCKET.match(bucket) or ".." in bucket:
-        raise _invalid("bucket", "is not a bucket name (3 to 63 of a-z, 0-9, '.', '-')")
-    region = _text(body, "region", required=False) or None
-    if region is not None and not REGION.match(region):
-        raise _invalid("region", "is not a region name (such as eu-west-1)")
-    endpoint_text = _text(body, "endpoint", required=False) or None
-    endpoint = parse_endpoint(endpoint_text)
-    credentials = _credentials(body)
+    """The registration a request body asks for, or 422 naming every field at fault."""
+    try:
+        given = NewIntegration.model_validate(body)
+    except ValidationError as error:
+        raise refusal(named(error, lambda _: "is not a field of an integration")) from None
+    credentials: BucketCredentials
+    if given.role_arn is not None:
+        credentials = WebIdentity(given.role_arn)
+    else:
+        missing = [f for f in ("access_key", "secret_key") if getattr(given, f) is None]
+        if missing:
+            raise refusal([{"field": f, "problem": "is required"} for f in missing])
+        assert given.access_key is not None and given.secret_key is not None
+        credentials = Credentials(given.access_key, given.secret_key, given.session_token)
+    endpoint = parse_endpoint(given.endpoint)
     return Registration(
-        name=name,
-        provider=provider,
+        name=given.name,
+        provider=given.provider,
         endpoint=endpoint,
-        region=region,
-        bucket=bucket,
+        region=given.region,
+        bucket=given.bucket,
         credentials=credentials,
-        endpoint_given=endpoint.url() if endpoint_text else None,
+        endpoint_given=endpoint.url() if given.endpoint else None,
     )
-
-
-def _credentials(body: dict[str, object]) -> BucketCredentials:
-    """Keys (an access key, its secret, and a session token for temporary ones), or a
-    role to assume with the platform's web identity: one or the other."""
-    role_arn = _text(body, "role_arn", required=False)
-    if role_arn is not None:
-        given = [
-            f for f in ("access_key", "secret_key", "session_token") if body.get(f) is not None
-        ]
-        if given:
-            raise _invalid(given[0], "is not given with role_arn: give keys or a role, not both")
-        if not ROLE_ARN.match(role_arn):
-            raise _invalid("role_arn", "is not a role's ARN (arn:aws:iam::<account>:role/<name>)")
-        return WebIdentity(role_arn)
-    access_key = _text(body, "access_key") or ""
-    secret_key = _text(body, "secret_key") or ""
-    if not access_key or len(access_key) > 256:
-        raise _invalid("access_key", "must be 1 to 256 characters")
-    if not secret_key or len(secret_key) > 1024:
-        raise _invalid("secret_key", "must be 1 to 1024 characters")
-    session_token = _text(body, "session_token", required=False) or None
-    if session_token is not None and len(session_token) > MAX_SESSION_TOKEN:
-        raise _invalid("session_token", f"must be at most {MAX_SESSION_TOKEN} characters")
-    return Credentials(access_key, secret_key, session_token)
 
 
 def register(
@@ -269,26 +310,35 @@ def require_admin(access: Access, integration_id: uuid.UUID, shared_with: list[s
         )
 
 
+def _user_id(value: object) -> uuid.UUID:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return uuid.UUID(value)
+    raise ValueError("is not a user id")
+
+
+class Sharing(Strict):
+    """`PATCH /v1/integrations/{id}`: the users it is shared with, all of them (the list
+    replaces the one before)."""
+
+    shared_with: list[Annotated[uuid.UUID, BeforeValidator(_user_id)]]
+
+    @field_validator("shared_with")
+    @classmethod
+    def _bounded(cls, users: list[uuid.UUID]) -> list[uuid.UUID]:
+        if len(users) > MAX_SHARED:
+            raise ValueError(f"names at most {MAX_SHARED} users")
+        return list(dict.fromkeys(users))
+
+
 def parse_sharing(body: object) -> list[uuid.UUID]:
-    """The users a `PATCH /v1/integrations/{id}` shares it with (all of them: the list
-    replaces the one before), each once, in the order given; or 422."""
-    if not isinstance(body, dict):
-        raise Refused(422, "invalid_request", "the body must be a JSON object")
-    unknown = sorted(set(body) - {"shared_with"})
-    if unknown:
-        raise _invalid(unknown[0], "is not a field of an integration that can be changed")
-    given = body.get("shared_with")
-    if not isinstance(given, list):
-        raise _invalid("shared_with", "must be a list of user ids")
-    if len(given) > MAX_SHARED:
-        raise _invalid("shared_with", f"names at most {MAX_SHARED} users")
-    users: dict[uuid.UUID, None] = {}
-    for i, value in enumerate(given):
-        try:
-            users[uuid.UUID(value)] = None
-        except (TypeError, ValueError, AttributeError):
-            raise _invalid(f"shared_with[{i}]", "is not a user id") from None
-    return list(users)
+    """The users a `PATCH /v1/integrations/{id}` shares it with, each once, in the order
+    given; or 422 naming every problem."""
+    try:
+        return Sharing.model_validate(body).shared_with
+    except ValidationError as error:
+        unknown = "is not a field of an integration that can be changed"
+        raise refusal(named(error, lambda _: unknown)) from None
 
 
 def share(integration_id: uuid.UUID, version: int, user_ids: list[uuid.UUID]) -> list[Change]:

@@ -15,7 +15,7 @@ from xml.etree import ElementTree
 
 from botocore.utils import check_dns_name
 
-from services.ingest.domain.integrations import REGION, Endpoint
+from services.ingest.imports.domain.integrations import REGION, Endpoint
 
 _S3 = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,200})</Code>")

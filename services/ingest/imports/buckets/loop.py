@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from services.ingest.buckets.port import Bucket, BucketReader, Read
+from services.ingest.imports.buckets.port import Bucket, BucketReader, Read
 
 _T = TypeVar("_T")
 

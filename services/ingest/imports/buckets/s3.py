@@ -8,7 +8,7 @@ names itself (no hook to connect to the address checked); aiobotocore's client k
 those guarantees through its `http_session_cls` seam but spends about 1.1 ms of CPU a
 GET in botocore's request pipeline, 4 to 5 times this adapter.
 
-The guarantees of services/ingest/egress.py hold here:
+The guarantees of services/ingest/imports/egress.py hold here:
 - a name is resolved by `_Resolver` (the address rule, egress.Egress) and aiohttp
   connects to the addresses it returned, TLS verified against the name: what was
   checked is what is dialled. aiohttp never asks a resolver about an address
@@ -46,9 +46,9 @@ from botocore.session import Session
 from botocore.utils import FileWebIdentityTokenLoader
 from yarl import URL
 
-from services.ingest.buckets import protocol
-from services.ingest.buckets.content import Content
-from services.ingest.buckets.port import (
+from services.ingest.imports.buckets import protocol
+from services.ingest.imports.buckets.content import Content
+from services.ingest.imports.buckets.port import (
     Bucket,
     CloudProblem,
     Read,
@@ -58,8 +58,8 @@ from services.ingest.buckets.port import (
     refused,
     where,
 )
-from services.ingest.domain.endpoints import as_address
-from services.ingest.egress import (
+from services.ingest.imports.domain.endpoints import as_address
+from services.ingest.imports.egress import (
     MAX_ERROR_BYTES,
     Budget,
     CapReached,

@@ -19,11 +19,13 @@ from typing import Any
 
 import asyncpg
 
-from services.ingest import media_facts
-from services.ingest.domain import media
-from services.ingest.domain import sessions as domain
-from services.ingest.domain.uploads import StoredFile
-from services.ingest.projections import blob_refs, claim_blobs, jobs, sessions
+from services.ingest.collector.projections import blob_refs, claim_blobs
+from services.ingest.jobs.projections import jobs
+from services.ingest.media import facts as media_facts
+from services.ingest.media import kinds
+from services.ingest.sessions import domain
+from services.ingest.sessions.projections import sessions
+from services.ingest.uploads.domain import StoredFile
 from shared.contracts.envelope import Cause, envelopes_of, now
 from shared.kit.blobs import BlobStore, UnknownUpload, content_key
 from shared.kit.db import Conn
@@ -54,13 +56,7 @@ class Sessions(Handlers):
     async def open(
         self, cause: Cause, folder_id: uuid.UUID, body: dict[str, Any]
     ) -> tuple[dict[str, Any], int]:
-        name, size, part_size, lifetime = domain.check_open(
-            body.get("name"),
-            body.get("size"),
-            body.get("part_size", self.part_size),
-            body.get("expires_in_s", self.ttl_s),
-            self.ttl_s,
-        )
+        name, size, part_size, lifetime = domain.check_open(body, self.part_size, self.ttl_s)
         session_id = uuid.uuid4()
         store_key = f"uploads/{session_id.hex}"
         upload_id = await self.blobs.create_multipart(store_key)
@@ -254,12 +250,12 @@ class Sessions(Handlers):
         size = 0
         async for chunk in self.blobs.stream(key, 0, row["size"] - 1):
             digest.update(chunk)
-            if len(head) < media.HEAD_SIZE:
-                head += chunk[: media.HEAD_SIZE - len(head)]
+            if len(head) < kinds.HEAD_SIZE:
+                head += chunk[: kinds.HEAD_SIZE - len(head)]
             size += len(chunk)
         try:
-            kind, mime_type = media.sniff(bytes(head))
-        except media.UnknownContent as unknown:
+            kind, mime_type = kinds.sniff(bytes(head))
+        except kinds.UnknownContent as unknown:
             raise Refused(
                 415,
                 "unsupported_content",

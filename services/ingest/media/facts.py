@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO, Any, cast
 
-from services.ingest.domain.media import HEAD_SIZE, UnknownContent, sniff
+from services.ingest.media.kinds import HEAD_SIZE, UnknownContent, sniff
 from shared.contracts.catalog import Media
 from shared.kit.media import RangeFile, ReadAt, open_container, quiet_av
 

@@ -1,0 +1,30 @@
+"""The blob collector, pure: what releasing files and reclaiming blobs record.
+
+Each is a stream of one event (`blob-release-…`, `blob-reclaim-…`): a release or a
+reclaim is a fact about many files or blobs at once, owned by none of them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from shared.contracts import ingest as ev
+from shared.contracts.envelope import Change
+
+
+def release(file_ids: Sequence[uuid.UUID]) -> list[Change]:
+    """Files of ours that are gone release their blobs: an event per RELEASED_PER_EVENT,
+    so no event grows with the size of a deletion."""
+    return [
+        Change(f"blob-release-{uuid.uuid4()}", 1, ev.BlobsReleased(file_ids=list(page)))
+        for page in (
+            file_ids[i : i + ev.RELEASED_PER_EVENT]
+            for i in range(0, len(file_ids), ev.RELEASED_PER_EVENT)
+        )
+    ]
+
+
+def reclaim(blob_keys: list[str]) -> list[Change]:
+    """The bytes of these blobs were deleted (at most a sweep's batch of them)."""
+    return [Change(f"blob-reclaim-{uuid.uuid4()}", 1, ev.BlobsReclaimed(blob_keys=blob_keys))]

@@ -1,0 +1,77 @@
+"""Routes of cloud integrations and imports by reference."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query
+from fastapi.responses import Response
+
+from services.ingest.answers import Caller, recorded, recorded_no_content
+from services.ingest.imports.handlers import Imports, Integrations
+from shared.kit.access import Access
+from shared.kit.http import JSON, access
+
+
+def router(integrations: Integrations, imports: Imports) -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/v1/integrations", status_code=201)
+    async def register_integration(
+        caller: Caller, who: Access = Depends(access), body: dict[str, Any] = Body(...)
+    ) -> JSON:
+        return recorded(await integrations.register(who, caller, body), 201)
+
+    @api.get("/v1/integrations")
+    async def list_integrations(
+        _: Caller,
+        who: Access = Depends(access),
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        return await integrations.visible(who, limit, cursor)
+
+    @api.get("/v1/integrations/{integration_id}")
+    async def get_integration(
+        integration_id: uuid.UUID, _: Caller, who: Access = Depends(access)
+    ) -> dict[str, Any]:
+        return await integrations.integration(who, integration_id)
+
+    @api.patch("/v1/integrations/{integration_id}")
+    async def share_integration(
+        integration_id: uuid.UUID,
+        caller: Caller,
+        who: Access = Depends(access),
+        body: dict[str, Any] = Body(...),
+    ) -> JSON:
+        # {shared_with: [user ids]}: who may use it besides the org admins.
+        return recorded(await integrations.share(who, caller, integration_id, body), 200)
+
+    @api.delete("/v1/integrations/{integration_id}", status_code=204)
+    async def remove_integration(
+        integration_id: uuid.UUID, caller: Caller, who: Access = Depends(access)
+    ) -> Response:
+        return recorded_no_content(await integrations.remove(who, caller, integration_id))
+
+    @api.post("/v1/folders/{folder_id}/imports", status_code=202)
+    async def import_objects(
+        folder_id: uuid.UUID,
+        caller: Caller,
+        who: Access = Depends(access),
+        body: dict[str, Any] = Body(...),
+    ) -> JSON:
+        # The gateway checked the editor role on the folder, as for uploads; whether
+        # the caller may use the integration is decided here.
+        return recorded(await imports.start_import(who, caller, folder_id, body), 202)
+
+    @api.get("/internal/integrations/{integration_id}/presign", include_in_schema=False)
+    async def presign(
+        integration_id: uuid.UUID,
+        key: str = Query(..., min_length=1, max_length=1024),
+        name: str = Query(..., min_length=1, max_length=300),
+        mime_type: str = Query("application/octet-stream", max_length=200),
+    ) -> dict[str, str]:
+        return {"url": await integrations.presign(integration_id, key, name, mime_type)}
+
+    return api

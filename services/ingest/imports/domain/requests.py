@@ -1,0 +1,283 @@
+"""What an import request asks for, pure: its body validated by pydantic models.
+
+A request names objects of the integration's bucket by key, by prefix, or by a
+manifest in the style of Encord's cloud import JSON:
+
+    {"images": [{"objectUrl": "s3://bucket/cats/1.png", "title": "cat 1",
+                 "clientMetadata": {"camera": "left"}}],
+     "videos": [{"key": "clips/a.mp4"}],
+     "audio": [...], "pdfs": [...], "text": [...],
+     "image_groups": [{"title": "g", "objectUrl_0": "...", "objectUrl_1": "..."}],
+     "dicom_series": [{"title": "s", "objectUrl_0": "..."}],
+     "skip_duplicate_urls": true}
+
+Each object becomes a file whose kind comes from its bytes; the manifest's section
+must agree (domain/jobs.py `check_kind`). Image groups and DICOM series are not
+imported by reference: each such entry is reported in the job as
+`not_supported_by_reference` while the rest imports. A malformed request or manifest
+is refused whole (422 naming every problem, `invalid_manifest` when one is in the
+manifest), recording nothing. An object URL must name the integration's own bucket:
+the models are validated with it in their context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from services.ingest.imports.domain.problems import named, refusal
+from shared.api.common import Strict
+from shared.contracts import ingest as ev
+from shared.contracts import rules
+from shared.kit.errors import Refused
+
+# Objects named in one request (keys and manifest entries); a prefix lists any number.
+MAX_OBJECTS = 100_000
+MAX_KEY_BYTES = 1024
+# Manifest sections imported one file per entry, and the kind each entry must have.
+FILE_SECTIONS = {
+    "images": "image",
+    "videos": "video",
+    "audio": "audio",
+    "pdfs": "pdf",
+    "text": "text",
+}
+REFUSED_SECTIONS = {"image_groups": "image group", "dicom_series": "DICOM series"}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One object (or manifest entry) that is not imported, for the job's errors."""
+
+    name: str
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    integration_id: uuid.UUID
+    objects: list[ev.ImportObject]
+    prefix: str | None
+    # Entries refused at once (image groups, DICOM series): in the job's errors.
+    refused: list[Rejection]
+
+
+def key_of(reference: str, bucket: str) -> str:
+    """The object key an `objectUrl` (or a bare key) names in `bucket`; ValueError if it
+    names another bucket or nothing.
+
+    `s3://bucket/key`; `https://bucket.s3[.region].amazonaws.com/key` (virtual-hosted)
+    or `http(s)://host/bucket/key` (path style, any S3 endpoint), percent-decoded.
+    """
+    if "://" not in reference:
+        return _key(reference)
+    parsed = urllib.parse.urlsplit(reference)
+    if parsed.scheme == "s3":
+        if parsed.netloc != bucket:
+            raise ValueError(f"names bucket {parsed.netloc!r}, not the integration's {bucket!r}")
+        # Everything after the bucket, as written (an s3:// URI is not percent-encoded).
+        return _key(reference.split("://", 1)[1][len(bucket) + 1 :])
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("is neither an s3:// nor an http(s):// URL of an object")
+    path = urllib.parse.unquote(parsed.path)
+    if parsed.hostname.startswith(f"{bucket}."):
+        return _key(path[1:])
+    if path.startswith(f"/{bucket}/"):
+        return _key(path[len(bucket) + 2 :])
+    raise ValueError(f"is not an object of the integration's bucket {bucket!r}")
+
+
+def _key(key: str) -> str:
+    if not key:
+        raise ValueError("names no object (the key is empty)")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise ValueError(f"has a key longer than {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def _integration_id(value: object) -> uuid.UUID:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return uuid.UUID(value)
+    raise ValueError("must be an integration's id")
+
+
+Key = Annotated[str, AfterValidator(_key)]
+
+
+class Entry(BaseModel):
+    """One object of a manifest's file section. Encord's entries carry more fields than
+    these (`createVideo`, per-kind metadata): they are ignored, not refused, so a
+    manifest written for Encord imports here as it is."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    object_url: str | None = Field(None, alias="objectUrl")
+    key: str | None = None
+    title: str | None = None
+    client_metadata: dict[str, Any] = Field(default_factory=dict, alias="clientMetadata")
+
+    @field_validator("object_url")
+    @classmethod
+    def _in_the_bucket(cls, url: str | None, info: ValidationInfo) -> str | None:
+        return None if url is None else key_of(url, (info.context or {})["bucket"])
+
+    @field_validator("key")
+    @classmethod
+    def _a_key(cls, key: str | None) -> str | None:
+        return None if key is None else _key(key)
+
+    @field_validator("title")
+    @classmethod
+    def _a_name(cls, title: str | None) -> str | None:
+        problem = None if title is None else rules.name_problem(title, "title")
+        if problem:
+            raise ValueError(problem)
+        return title
+
+    @field_validator("client_metadata")
+    @classmethod
+    def _bounded(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        try:
+            size = rules.metadata_size(metadata)
+        except ValueError:
+            raise ValueError("must be valid JSON (no NaN or Infinity)") from None
+        if size > rules.MAX_METADATA_BYTES:
+            raise ValueError(f"is {size} bytes; at most {rules.MAX_METADATA_BYTES}")
+        return metadata
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> Entry:
+        if (self.object_url is None) == (self.key is None):
+            raise ValueError("needs an objectUrl or a key (one of them)")
+        return self
+
+    def object(self, kind: str) -> ev.ImportObject:
+        found = self.object_url if self.object_url is not None else self.key
+        assert found is not None
+        return ev.ImportObject(
+            key=found, title=self.title, kind=kind, metadata=self.client_metadata
+        )
+
+
+class Manifest(Strict):
+    images: list[Entry] | None = None
+    videos: list[Entry] | None = None
+    audio: list[Entry] | None = None
+    pdfs: list[Entry] | None = None
+    text: list[Entry] | None = None
+    # Read only for their titles: each is refused, named in the job's errors.
+    image_groups: list[dict[str, Any]] | None = None
+    dicom_series: list[dict[str, Any]] | None = None
+    skip_duplicate_urls: StrictBool = False
+
+
+class ImportBody(Strict):
+    """`POST /v1/folders/{id}/imports`: what to import, by keys, prefix or manifest."""
+
+    integration_id: uuid.UUID
+    keys: list[Key] | None = None
+    prefix: str | None = None
+    manifest: Manifest | None = None
+
+    @field_validator("integration_id", mode="before")
+    @classmethod
+    def _an_id(cls, value: object) -> uuid.UUID:
+        return _integration_id(value)
+
+    @field_validator("prefix")
+    @classmethod
+    def _short(cls, prefix: str | None) -> str | None:
+        if prefix is not None and len(prefix.encode()) > MAX_KEY_BYTES:
+            raise ValueError(f"must be a string of at most {MAX_KEY_BYTES} bytes")
+        return prefix
+
+    @model_validator(mode="after")
+    def _names_something(self) -> ImportBody:
+        if self.keys is None and self.prefix is None and self.manifest is None:
+            raise ValueError("name what to import: keys, prefix or manifest")
+        return self
+
+
+def integration_of(body: object) -> uuid.UUID:
+    """The integration an import request names (to look up its bucket), or 422."""
+    try:
+        return _integration_id(body.get("integration_id") if isinstance(body, dict) else None)
+    except ValueError as error:
+        raise _invalid([{"field": "integration_id", "problem": str(error)}]) from None
+
+
+def parse_request(body: object, bucket: str) -> ImportRequest:
+    """The objects a request body names in `bucket`, or 422 naming every problem."""
+    try:
+        request = ImportBody.model_validate(body, context={"bucket": bucket})
+    except ValidationError as error:
+        raise _invalid(named(error, _unknown)) from None
+    objects = [ev.ImportObject(key=k) for k in request.keys or []]
+    refused: list[Rejection] = []
+    manifest = request.manifest
+    if manifest is not None:
+        for section, kind in FILE_SECTIONS.items():
+            objects += [e.object(kind) for e in getattr(manifest, section) or []]
+        for section, what in REFUSED_SECTIONS.items():
+            for i, entry in enumerate(getattr(manifest, section) or []):
+                refused.append(_not_by_reference(f"manifest.{section}[{i}]", entry, what))
+    if len(objects) + len(refused) > MAX_OBJECTS:
+        raise Refused(
+            413,
+            "too_many_objects",
+            f"one import names at most {MAX_OBJECTS} objects; import the rest in another,"
+            " or by prefix",
+            {"limit": MAX_OBJECTS},
+        )
+    return ImportRequest(request.integration_id, _unique(objects), request.prefix, refused)
+
+
+def _not_by_reference(where: str, entry: dict[str, Any], what: str) -> Rejection:
+    title = entry.get("title")
+    return Rejection(
+        name=title if isinstance(title, str) and title else where,
+        code="not_supported_by_reference",
+        message=f"{where}: a {what} cannot be imported by reference yet; import its objects"
+        " as files, or upload it (bytes are then copied)",
+        details={"entry": where},
+    )
+
+
+def _unique(objects: list[ev.ImportObject]) -> list[ev.ImportObject]:
+    """Each key once, as first named: an object is one file per import."""
+    seen: set[str] = set()
+    out = []
+    for o in objects:
+        if o.key not in seen:
+            seen.add(o.key)
+            out.append(o)
+    return out
+
+
+def _unknown(field: str) -> str:
+    if field.startswith("manifest."):
+        return f"is not a section; use {', '.join([*FILE_SECTIONS, *REFUSED_SECTIONS])}"
+    return "is not a field of an import"
+
+
+def _invalid(problems: list[dict[str, str]]) -> Refused:
+    in_manifest = any(p["field"].startswith("manifest") for p in problems)
+    return refusal(problems, "invalid_manifest" if in_manifest else "invalid_request")

@@ -1,0 +1,53 @@
+"""Upload session routes: a large file in parts, straight to the store, resumable."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import Response
+
+from services.ingest.answers import Caller, recorded, recorded_no_content
+from services.ingest.sessions.handlers import Sessions
+from shared.kit.errors import not_found
+from shared.kit.http import JSON
+
+
+def router(sessions: Sessions) -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/v1/folders/{folder_id}/uploads", status_code=201)
+    async def open_session(
+        folder_id: uuid.UUID, caller: Caller, body: dict[str, Any] = Body(...)
+    ) -> JSON:
+        # The gateway checked the editor role on the folder, as for uploads.
+        return recorded(await sessions.open(caller, folder_id, body), 201)
+
+    @api.get("/v1/uploads/{session_id}")
+    async def session(session_id: uuid.UUID, _: Caller) -> dict[str, Any]:
+        found = await sessions.state(session_id)
+        if found is None:
+            raise not_found("upload session", session_id)
+        return found
+
+    @api.put("/v1/uploads/{session_id}/parts/{number}")
+    async def put_part(
+        session_id: uuid.UUID,
+        number: int,
+        request: Request,
+        expires: int = Query(...),
+        signature: str = Query(..., max_length=64),
+    ) -> dict[str, Any]:
+        # No caller: the URL's signature is the right, as with a presigned S3 URL.
+        return await sessions.put_part(session_id, number, expires, signature, request.stream())
+
+    @api.post("/v1/uploads/{session_id}/complete", status_code=201)
+    async def complete(session_id: uuid.UUID, caller: Caller) -> JSON:
+        return recorded(await sessions.complete(caller, session_id), 201)
+
+    @api.delete("/v1/uploads/{session_id}", status_code=204)
+    async def abort(session_id: uuid.UUID, caller: Caller) -> Response:
+        return recorded_no_content(await sessions.abort(caller, session_id))
+
+    return api

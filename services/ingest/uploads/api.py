@@ -1,0 +1,45 @@
+"""Upload routes: files, a DICOM series' instances, an image group or sequence, each a
+multipart body streamed to the store."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+
+from services.ingest.answers import Caller, recorded
+from services.ingest.uploads.handlers import Uploads
+from shared.kit.http import JSON
+
+
+def router(uploads: Uploads) -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/v1/folders/{folder_id}/files", status_code=201)
+    async def upload(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+        return recorded(
+            await uploads.receive(
+                caller, folder_id, request.headers.get("content-type", ""), request.stream()
+            ),
+            201,
+        )
+
+    @api.post("/v1/folders/{folder_id}/dicom", status_code=202)
+    async def upload_dicom(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+        return recorded(
+            await uploads.receive_dicom(
+                caller, folder_id, request.headers.get("content-type", ""), request.stream()
+            ),
+            202,
+        )
+
+    @api.post("/v1/folders/{folder_id}/image-groups", status_code=201)
+    async def upload_image_group(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+        return recorded(
+            await uploads.receive_image_group(
+                caller, folder_id, request.headers.get("content-type", ""), request.stream()
+            ),
+            201,
+        )
+
+    return api

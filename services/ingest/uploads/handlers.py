@@ -1,0 +1,179 @@
+"""Upload commands: a multipart body streamed to the blob store (uploads/multipart.py),
+then its files, a DICOM series' instances or an image group recorded in one transaction
+with the blobs they refer to."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from python_multipart import MultipartParser
+from python_multipart.multipart import parse_options_header
+
+from services.ingest.collector.projections import blob_refs, claim_blobs
+from services.ingest.jobs.projections import jobs
+from services.ingest.uploads.domain import record_dicom_upload, record_image_group, record_upload
+from services.ingest.uploads.multipart import Receiver
+from shared.contracts.envelope import Cause, Envelope, envelopes_of, now
+from shared.kit.blobs import BlobStore
+from shared.kit.errors import Refused
+from shared.kit.service import Handlers, Parts
+
+
+class Uploads(Handlers):
+    def __init__(self, parts: Parts, blobs: BlobStore) -> None:
+        super().__init__(parts)
+        self.blobs = blobs
+
+    async def receive(
+        self,
+        cause: Cause,
+        folder_id: uuid.UUID,
+        content_type: str,
+        body: AsyncIterator[bytes],
+    ) -> tuple[dict[str, Any], int]:
+        """Store every part of a multipart body; all files are recorded, or none."""
+        receiver = await self._receive(content_type, body)
+        return await self._record(cause, folder_id, receiver)
+
+    async def _receive(
+        self, content_type: str, body: AsyncIterator[bytes], *, dicom: bool = False
+    ) -> Receiver:
+        """Every part of a multipart body in the blob store, or a refusal."""
+        mime, options = parse_options_header(content_type)
+        boundary = options.get(b"boundary")
+        if mime != b"multipart/form-data" or not boundary:
+            raise Refused(
+                415,
+                "expected_multipart",
+                "upload files as multipart/form-data with one or more 'file' parts",
+            )
+        receiver = Receiver(self.blobs, dicom=dicom)
+        parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
+        received = False
+        try:
+            async for chunk in body:
+                # After a refusal the rest is read and dropped, so the client gets the answer.
+                if not receiver.refusal:
+                    parser.write(chunk)
+            if receiver.refusal is None:
+                parser.finalize()
+            received = receiver.refusal is None
+        except Refused:
+            raise
+        except Exception as error:
+            raise Refused(
+                400, "malformed_multipart", f"the multipart body is malformed: {error}"
+            ) from error
+        finally:
+            # The spools of an upload received whole wait for the commit.
+            if not received:
+                receiver.cleanup()
+        if receiver.refusal:
+            raise receiver.refusal
+        try:
+            # Out of the try above: a spool that cannot be read is our fault, not the body's.
+            await asyncio.to_thread(receiver.read_facts)
+        except BaseException:
+            receiver.cleanup()
+            raise
+        return receiver
+
+    async def _record(
+        self, cause: Cause, folder_id: uuid.UUID, receiver: Receiver
+    ) -> tuple[dict[str, Any], int]:
+        job_id = uuid.uuid4()
+        # One moment for the whole upload: it is every file's created_at, here and in the catalog.
+        at = now()
+        try:
+            changes = record_upload(job_id, folder_id, receiver.stored)
+            position = await self._store(receiver, envelopes_of(changes, cause, at))
+        finally:
+            receiver.cleanup()
+        # Ingest's account of the files, in the catalog's File shape: the gateway answers
+        # with the catalog's own once it has registered them, and with this only while
+        # it has not (behind, or away): a stored upload is never answered as failed, so
+        # a client does not send it again. (The shape's owner is the catalog; see the
+        # README's "Decisions worth knowing".)
+        created_at = at.isoformat()
+        files = [
+            {
+                "type": "file",
+                "id": str(f.file_id),
+                "name": f.name,
+                "kind": f.kind,
+                "folder_id": str(folder_id),
+                "size": f.size,
+                "sha256": f.sha256,
+                "mime_type": f.mime_type,
+                "media": f.media.model_dump(exclude_none=True),
+                "source": {"type": "upload"},
+                "metadata": {},
+                "created_at": created_at,
+                "created_by": cause.actor,
+                "datasets": [],
+            }
+            for f in receiver.stored
+        ]
+        return {"job_id": str(job_id), "files": files}, position
+
+    async def receive_dicom(
+        self,
+        cause: Cause,
+        folder_id: uuid.UUID,
+        content_type: str,
+        body: AsyncIterator[bytes],
+    ) -> tuple[dict[str, Any], int]:
+        """Store every part of a DICOM upload; the job runs on in the DICOM context."""
+        receiver = await self._receive(content_type, body, dicom=True)
+        job_id = uuid.uuid4()
+        try:
+            changes = record_dicom_upload(job_id, folder_id, receiver.instances)
+            position = await self._store(receiver, envelopes_of(changes, cause))
+        finally:
+            receiver.cleanup()
+        return {"job_id": str(job_id)}, position
+
+    async def receive_image_group(
+        self,
+        cause: Cause,
+        folder_id: uuid.UUID,
+        content_type: str,
+        body: AsyncIterator[bytes],
+    ) -> tuple[dict[str, Any], int]:
+        """Store the images of a group or sequence; all are recorded as one group, or none."""
+        receiver = await self._receive(content_type, body)
+        fields = {k: bytes(v).decode("utf-8", "replace") for k, v in receiver.fields.items()}
+        job_id, group_file_id, constituent_folder_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        kind = fields.get("kind", "")
+        try:
+            changes = record_image_group(
+                job_id,
+                folder_id,
+                group_file_id,
+                constituent_folder_id,
+                kind,
+                fields.get("name", ""),
+                receiver.stored,
+            )
+            position = await self._store(receiver, envelopes_of(changes, cause))
+        finally:
+            receiver.cleanup()
+        return {
+            "job_id": str(job_id),
+            "file_id": str(group_file_id),
+            "folder_id": str(constituent_folder_id),
+        }, position
+
+    async def _store(self, receiver: Receiver, envelopes: Sequence[Envelope]) -> int:
+        """Store the received blobs and record their events in one transaction, the
+        blobs claimed first: the collector cannot take one between its store and the
+        event that refers to it."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await claim_blobs(conn, sorted({w.key for w in receiver.writers}))
+            await self.blobs.commit(receiver.writers)
+            await jobs.apply(conn, envelopes)
+            await blob_refs.apply(conn, envelopes)
+            return await self.store.append(conn, envelopes)

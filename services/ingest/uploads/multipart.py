@@ -1,0 +1,166 @@
+"""A multipart upload as it streams in: each `file` part written to the blob store while
+its head is kept for the sniffer; other form fields (an image group's kind and name)
+kept, a few KiB at most. Nothing is held whole in memory."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from python_multipart.multipart import parse_options_header
+
+from services.ingest.media import facts as media_facts
+from services.ingest.media import kinds
+from services.ingest.uploads.domain import StoredFile, StoredInstance, check_file_name
+from shared.contracts.catalog import Media
+from shared.kit.blobs import BlobStore, BlobWriter
+from shared.kit.errors import Refused
+
+# One upload is one transaction of events; more files go in further uploads.
+MAX_FILES = 10_000
+FIELD_LIMIT = 4096
+
+
+@dataclass
+class Part:
+    headers: dict[str, bytes] = field(default_factory=dict)
+    head: bytearray = field(default_factory=bytearray)
+    writer: BlobWriter | None = None
+    name: str | None = None
+    is_file: bool = False
+    field: str = ""
+
+
+class Receiver:
+    """Turns multipart callbacks into blob writes, one part at a time."""
+
+    def __init__(self, blobs: BlobStore, *, dicom: bool = False) -> None:
+        self.blobs = blobs
+        # DICOM parts are stored as they are: the DICOM context reads them.
+        self.dicom = dicom
+        self.instances: list[StoredInstance] = []
+        self.part: Part | None = None
+        self.header_field = b""
+        self.header_value = b""
+        self.stored: list[StoredFile] = []
+        self.spools: list[BlobWriter] = []  # each stored file's, in the same order
+        self.refusal: Refused | None = None
+        self.writers: list[BlobWriter] = []
+        # Form fields other than files (an image group's kind and name), a few KiB at most.
+        self.fields: dict[str, bytearray] = {}
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.part = Part()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        assert self.part is not None
+        # Raw bytes: clients send file names in UTF-8, which a str here would mangle.
+        self.part.headers[self.header_field.decode("latin-1").lower()] = bytes(self.header_value)
+        self.header_field = self.header_value = b""
+
+    def on_headers_finished(self) -> None:
+        part = self.part
+        assert part is not None
+        _, options = parse_options_header(part.headers.get("content-disposition", b""))
+        field_name = options.get(b"name", b"").decode()
+        filename = options.get(b"filename")
+        part.is_file = field_name == "file"
+        if not part.is_file and filename is None:
+            part.field = field_name
+            self.fields[field_name] = bytearray()
+        if not part.is_file or self.refusal:
+            return
+        try:
+            part.name = check_file_name(
+                filename.decode("utf-8", "replace") if filename is not None else None
+            )
+        except Refused as refusal:
+            self.refusal = refusal
+            return
+        if len(self.writers) == MAX_FILES:
+            self.refusal = Refused(
+                413,
+                "too_many_files",
+                f"one upload takes at most {MAX_FILES} files; send the rest in another",
+                {"limit": MAX_FILES},
+            )
+            return
+        part.writer = self.blobs.writer()
+        self.writers.append(part.writer)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self.part
+        if part is not None and part.field and len(self.fields[part.field]) < FIELD_LIMIT:
+            self.fields[part.field] += data[start:end][: FIELD_LIMIT - len(self.fields[part.field])]
+        if part is None or part.writer is None or self.refusal:
+            return
+        chunk = memoryview(data)[start:end]
+        if len(part.head) < kinds.HEAD_SIZE:
+            part.head += chunk[: kinds.HEAD_SIZE - len(part.head)]
+        part.writer.write(chunk)
+
+    def on_part_end(self) -> None:
+        part = self.part
+        self.part = None
+        if part is None or part.writer is None or self.refusal:
+            return
+        assert part.name is not None
+        if self.dicom:
+            key, sha = part.writer.finish()
+            self.instances.append(StoredInstance(part.name, key, sha, part.writer.size))
+            return
+        try:
+            kind, mime_type = kinds.sniff(bytes(part.head) if part.writer.size else b"")
+        except kinds.UnknownContent as unknown:
+            self.refusal = Refused(
+                415,
+                "unsupported_content",
+                f"{part.name!r} is not a kind of file we accept: {unknown}",
+                {"name": part.name, "accepted": ["image", "video", "pdf", "audio", "text"]},
+            )
+            return
+        key, sha = part.writer.finish()
+        self.stored.append(
+            StoredFile(
+                file_id=uuid.uuid4(),
+                name=part.name,
+                kind=kind,
+                mime_type=mime_type,
+                size=part.writer.size,
+                sha256=sha,
+                blob_key=key,
+                media=Media(),
+            )
+        )
+        self.spools.append(part.writer)
+
+    def read_facts(self) -> None:
+        """Each stored file's media facts, from its local spool (no round trip to the
+        store); blocking, in a worker thread: a decoder may take up to its time cap."""
+        self.stored = [
+            replace(stored, media=media_facts.inspect(spool.read_at, spool.size).media)
+            for stored, spool in zip(self.stored, self.spools, strict=True)
+        ]
+
+    def cleanup(self) -> None:
+        """Drop every spool not committed (after a commit, nothing is left to drop)."""
+        for writer in self.writers:
+            writer.abort()
