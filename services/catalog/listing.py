@@ -354,10 +354,16 @@ def filters(listing: Listing, alias: str, args: list[Any], *, files: bool) -> Co
             if not numbers:
                 where.add("FALSE")
                 continue
+            # One value as a plain equality: PostgreSQL then reads the (key, num, file_id)
+            # index in file order and stops at the page (with = ANY it walks the key).
+            match = (
+                f"v.num = {where.arg(numbers[0])}::numeric"
+                if len(numbers) == 1
+                else f"v.num = ANY({where.arg(numbers)}::numeric[])"
+            )
             where.add(
                 "EXISTS (SELECT 1 FROM catalog.metadata_values v"
-                f" WHERE v.file_id = {alias}.id AND v.key = {where.arg(key)}"
-                f" AND v.num = ANY({where.arg(numbers)}::numeric[]))"
+                f" WHERE v.file_id = {alias}.id AND v.key = {where.arg(key)} AND {match})"
             )
             continue
         # Containment documents (the pool encodes them as JSON): the GIN index serves them.
