@@ -23,6 +23,7 @@ BENCHMARKS = (
     "upload_session",
     "eventstore",
     "search",
+    "catalog_filters",
     "access",
     "datasets",
     "dicom",

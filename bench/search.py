@@ -3,8 +3,8 @@
 The catalog's tables are created by its projection DDL (services/catalog/projections.py),
 filled directly with SQL (generate_series): 20 top-level folders, 980 subfolders below
 them, and 1,000,000 files (`--quick`: 50,000) named like "scan_000123_left.png", spread
-over the subfolders. Then ANALYZE, and `services.catalog.queries.search(pool, q, kind,
-folder_id, cursor, limit=100, access)` is timed over a few hundred varied queries: common
+over the subfolders. Then ANALYZE, and `services.catalog.queries.search(pool, Listing(q,
+kinds, folder_id, cursor, limit=100), access)` is timed over a few hundred varied queries: common
 and rare substrings, names, no match, one- and two-letter queries, with and without
 `folder_id` (a top-level folder, a subfolder) and `kind`, and some second pages. One
 untimed pass warms the caches; the timed pass follows.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import random
 import time
 import uuid
@@ -31,7 +32,7 @@ from typing import Any
 import asyncpg
 
 from bench._common import Report, main, percentile, postgres, progress
-from services.catalog import queries
+from services.catalog import listing, queries
 from services.catalog.projections import tree
 from shared.kit import db
 from shared.kit.access import Access
@@ -108,7 +109,10 @@ async def fill(dsn: str, files: int) -> dict[str, float]:
         await conn.execute("CREATE SCHEMA IF NOT EXISTS catalog")
         await tree.setup(conn)
         # Load without the file indexes, then let the projection's DDL create them again.
-        await conn.execute("DROP INDEX catalog.files_folder, catalog.files_search")
+        await conn.execute(
+            "DROP INDEX catalog.files_folder, catalog.files_search, catalog.files_metadata,"
+            " catalog.files_folder_created, catalog.files_folder_size"
+        )
         start = time.perf_counter()
         await conn.execute(FOLDERS_SQL)
         step = 250_000
@@ -194,16 +198,21 @@ async def run_queries(
     items) per query."""
     timings = []
     for i, query in enumerate(work):
-        args = (query["q"], query["kind"], query["folder_id"])
+        asked = listing.Listing(
+            q=query["q"],
+            kinds=(query["kind"],) if query["kind"] else (),
+            folder_id=query["folder_id"],
+        )
         start = time.perf_counter()
-        result = await queries.search(pool, *args, None, 100, access)
+        result = await queries.search(pool, asked, access)
         seconds = time.perf_counter() - start
         what = f"{describe(query, tops)}: {len(result['items'])} items"
         ids = [item["id"] for item in result["items"]]
         timings.append((query["category"], seconds, what, ids))
         if pages and i % 10 == 0 and result["next_cursor"]:
             start = time.perf_counter()
-            page = await queries.search(pool, *args, result["next_cursor"], 100, access)
+            later = dataclasses.replace(asked, cursor=result["next_cursor"])
+            page = await queries.search(pool, later, access)
             seconds = time.perf_counter() - start
             what = f"{describe(query, tops)}, page 2: {len(page['items'])} items"
             timings.append(("next_page", seconds, what, [item["id"] for item in page["items"]]))

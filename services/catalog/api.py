@@ -9,12 +9,21 @@ import dataclasses
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, Field
 
-from services.catalog import domain, queries
+from services.catalog import domain, listing, queries
 from services.catalog.handlers import Catalog
-from shared.api.catalog import Delete, FileChanges, FolderChanges, Move, NewFolder
+from shared.api.catalog import (
+    Delete,
+    FileChanges,
+    FileLookup,
+    FileUpdates,
+    FolderChanges,
+    MetadataSchemaChanges,
+    Move,
+    NewFolder,
+)
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.access import RANK, Access
@@ -25,7 +34,6 @@ Rights = Annotated[Access, Depends(access)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 # An empty query value (`?parent_id=`, as the contract writes it) means "not given".
 Blank = BeforeValidator(lambda value: None if value == "" else value)
-Kind = Annotated[str | None, Query(pattern=r"^([a-z][a-z0-9_]{0,39})?$")]
 FolderId = Annotated[uuid.UUID | None, Blank]
 
 
@@ -78,13 +86,10 @@ def router(catalog: Catalog) -> APIRouter:
 
     @api.get("/folders/{folder_id}/items")
     async def folder_items(
-        folder_id: uuid.UUID,
-        rights: Rights,
-        kind: Kind = None,
-        cursor: str | None = None,
-        limit: Limit = 100,
+        folder_id: uuid.UUID, request: Request, rights: Rights
     ) -> dict[str, Any]:
-        return await queries.items(catalog.pool, folder_id, kind or None, cursor, limit, rights)
+        asked = listing.parse(request.query_params.multi_items(), listing.ITEMS_PARAMS)
+        return await queries.items(catalog.pool, folder_id, asked, rights)
 
     @api.patch("/folders/{folder_id}")
     async def update_folder(
@@ -118,9 +123,37 @@ def router(catalog: Catalog) -> APIRouter:
         file_id: uuid.UUID, body: FileChanges, caller: Caller, rights: Rights
     ) -> JSON:
         position = await catalog.update_file(
-            caller, file_id, name=body.name, metadata=body.metadata, access=rights
+            caller,
+            file_id,
+            name=body.name,
+            description=body.description,
+            metadata=body.metadata,
+            access=rights,
         )
         return _written(await queries.file(catalog.pool, file_id, rights), position)
+
+    @api.patch("/files")
+    async def edit_files(body: FileUpdates, caller: Caller, rights: Rights) -> JSON:
+        edits = [domain.FileEdit(u.id, u.name, u.description, u.metadata) for u in body.updates]
+        ids, position = await catalog.edit_files(caller, edits, body.metadata_mode, rights)
+        found = await queries.lookup(catalog.pool, ids, rights)
+        return _written({"updated": len(ids), "items": found["items"]}, position)
+
+    @api.get("/metadata-schema")
+    async def get_metadata_schema(rights: Rights) -> dict[str, Any]:
+        return await queries.metadata_schema(catalog.pool)
+
+    @api.put("/metadata-schema")
+    async def put_metadata_schema(
+        body: MetadataSchemaChanges, caller: Caller, rights: Rights
+    ) -> JSON:
+        keys = {k: v.model_dump(exclude_none=True) for k, v in body.keys.items()}
+        position = await catalog.set_schema(caller, keys, rights)
+        return _written(await queries.metadata_schema(catalog.pool), position)
+
+    @api.post("/files/lookup")
+    async def lookup_files(body: FileLookup, rights: Rights) -> dict[str, Any]:
+        return await queries.lookup(catalog.pool, body.ids, rights)
 
     @api.delete("/files/{file_id}", status_code=204)
     async def delete_file(file_id: uuid.UUID, caller: Caller, rights: Rights) -> Response:
@@ -155,15 +188,11 @@ def router(catalog: Catalog) -> APIRouter:
         return _written(result, position)
 
     @api.get("/search")
-    async def search(
-        rights: Rights,
-        q: Annotated[str, Query(min_length=1, max_length=300)],
-        kind: Kind = None,
-        folder_id: FolderId = None,
-        cursor: str | None = None,
-        limit: Limit = 100,
-    ) -> dict[str, Any]:
-        return await queries.search(catalog.pool, q, kind or None, folder_id, cursor, limit, rights)
+    async def search(request: Request, rights: Rights) -> dict[str, Any]:
+        asked = listing.parse(
+            request.query_params.multi_items(), listing.SEARCH_PARAMS, q_required=True
+        )
+        return await queries.search(catalog.pool, asked, rights)
 
     return api
 

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from services.catalog import api
 from services.catalog.handlers import Catalog, setup_reactions
-from services.catalog.projections import tree
+from services.catalog.projections import links, tree
 from shared.contracts import topics
 from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
@@ -18,9 +18,9 @@ def build(settings: Settings) -> FastAPI:
     runtime = Runtime(
         parts,
         publishes=topics.CATALOG,
-        consumes=(topics.INGEST, topics.DICOM),
+        consumes=(topics.INGEST, topics.DICOM, topics.DATASETS),
         reactions=Catalog.reactions.bound(catalog),
-        projections=(tree,),
+        projections=(tree, links),
         setups=(setup_reactions,),
     )
     app = create_app(runtime, "Files catalog")

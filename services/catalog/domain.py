@@ -8,12 +8,14 @@ No I/O here; ids and time come in with the command.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from services.catalog import schema
 from shared.contracts import catalog as ev
 from shared.contracts import rules
 from shared.contracts.catalog import Source
@@ -183,6 +185,139 @@ def update_file(
             )
         )
     return _numbered(changes, {stream: file.version})
+
+
+MAX_BULK_EDIT = 1000
+
+
+@dataclass(frozen=True)
+class FileEdit:
+    """One file's part of a bulk edit: what is given changes, what is None stays."""
+
+    id: uuid.UUID
+    name: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Described:
+    """A file with what a bulk edit may change."""
+
+    file: File
+    description: str
+    metadata: dict[str, Any]
+
+
+def merged_metadata(current: dict[str, Any], given: dict[str, Any], mode: str) -> dict[str, Any]:
+    """`replace`: the metadata given. `merge`: the current metadata with the given keys
+    set, and those given as null removed (a JSON merge patch, one level deep)."""
+    if mode == "replace":
+        return given
+    merged = {**current, **given}
+    return {k: v for k, v in merged.items() if not (k in given and given[k] is None)}
+
+
+def check_bulk_edit(edits: Sequence[FileEdit], mode: str) -> None:
+    """What a bulk edit must be before any file is read."""
+    if mode not in ("merge", "replace"):
+        raise Invalid("invalid_metadata_mode", "metadata_mode is merge or replace")
+    if len(edits) > MAX_BULK_EDIT:
+        raise Invalid(
+            "too_many_updates",
+            f"{len(edits)} updates; at most {MAX_BULK_EDIT} in one call",
+            {"limit": MAX_BULK_EDIT},
+        )
+    counts = Counter(e.id for e in edits)
+    twice = sorted(str(i) for i, n in counts.items() if n > 1)
+    if twice:
+        raise Invalid(
+            "duplicate_ids",
+            f"a file may be named once in a bulk edit: {', '.join(twice)}",
+            {"file_ids": twice},
+        )
+
+
+def bulk_edit(
+    files: Sequence[Described],
+    edits: Sequence[FileEdit],
+    mode: str,
+    typed: schema.Schema | None = None,
+) -> list[Change]:
+    """Each file's changes, all checked before any is made: a bad name or metadata
+    anywhere (against the schema's typed keys too) refuses the whole edit, naming the
+    file."""
+    check_bulk_edit(edits, mode)
+    by_id = {d.file.id: d for d in files}
+    changes: list[Change] = []
+    for edit in edits:
+        found = by_id[edit.id]
+        try:
+            changes += describe_file(
+                found,
+                name=edit.name,
+                description=edit.description,
+                metadata=(
+                    None
+                    if edit.metadata is None
+                    else merged_metadata(found.metadata, edit.metadata, mode)
+                ),
+                typed=typed,
+            )
+        except Refused as refused:
+            raise Refused(
+                refused.status,
+                refused.code,
+                f"file {edit.id}: {refused.message}",
+                {**refused.details, "file_id": str(edit.id)},
+            ) from refused
+    # Grouped by kind (each file's own changes keep their order): the projection applies
+    # a run of one kind in one statement, not one per file.
+    return sorted(changes, key=lambda c: _EDIT_ORDER[type(c.event)])
+
+
+_EDIT_ORDER: dict[type, int] = {ev.FileRenamed: 0, ev.FileMetadataChanged: 1, ev.FileDescribed: 2}
+
+
+def describe_file(
+    found: Described,
+    *,
+    name: str | None,
+    description: str | None,
+    metadata: dict[str, Any] | None,
+    typed: schema.Schema | None = None,
+) -> list[Change]:
+    file = found.file
+    if metadata is not None and typed:
+        schema.check(typed, metadata)
+    stream = ev.file_stream(file.id)
+    changes = update_file(file, found.metadata, name=name, metadata=metadata)
+    if description is not None and description != found.description:
+        event = ev.FileDescribed(file_id=file.id, description=valid_description(description))
+        changes.append(Change(stream, file.version + len(changes) + 1, event))
+    return changes
+
+
+def set_schema(
+    version: int,
+    current: dict[str, Any],
+    keys: dict[str, dict[str, Any]],
+    org_admin: bool,
+) -> list[Change]:
+    """The organisation's metadata schema, replaced whole (org admins). The same schema
+    again records nothing: a PUT sent twice is one change."""
+    if not org_admin:
+        raise Refused(
+            403,
+            "forbidden",
+            "only an organisation admin may change the metadata schema",
+            {"role_needed": "org_admin"},
+        )
+    typed = schema.valid_schema(keys)
+    wanted = {k: v.as_json() for k, v in typed.items()}
+    if wanted == current:
+        return []
+    return [Change(ev.SCHEMA_STREAM, version + 1, ev.MetadataSchemaSet(keys=wanted))]
 
 
 def move(folders: Sequence[Folder], files: Sequence[File], target: Folder) -> list[Change]:

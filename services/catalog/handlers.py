@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from services.catalog import domain
-from services.catalog.projections import tree
+from services.catalog import domain, schema
+from services.catalog.projections import links, tree
 from shared.contracts import catalog as ev
+from shared.contracts import datasets as ds
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, new_envelope
 from shared.contracts.ingest import FileContentStored, ImageGroupImagesStored, ImageGroupStored
@@ -253,10 +254,11 @@ class Catalog(Handlers):
         name: str | None,
         metadata: dict[str, Any] | None,
         access: Access,
+        description: str | None = None,
     ) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                f"""SELECT {FILE_COLUMNS}, metadata,
+                f"""SELECT {FILE_COLUMNS}, description, metadata,
                            (SELECT path FROM catalog.folders p WHERE p.id = folder_id) AS path
                     FROM catalog.files WHERE id = $1 FOR UPDATE""",
                 file_id,
@@ -264,8 +266,58 @@ class Catalog(Handlers):
             if row is None:
                 raise domain.NotFound("not_found", f"file {file_id} does not exist")
             access.require(row["path"] or (), "editor", f"file {file_id}")
-            changes = domain.update_file(_file(row), row["metadata"], name=name, metadata=metadata)
+            found = domain.Described(_file(row), row["description"], row["metadata"])
+            typed = await self.schema(conn) if metadata is not None else None
+            changes = domain.describe_file(
+                found, name=name, description=description, metadata=metadata, typed=typed
+            )
             return await self.record(conn, changes, cause)
+
+    async def schema(self, conn: asyncpg.Connection) -> schema.Schema:
+        """The metadata schema, held (FOR SHARE) until the caller's commit: a write
+        checked against it is not committed beside a schema that would refuse it."""
+        keys = await conn.fetchval("SELECT keys FROM catalog.metadata_schema FOR SHARE")
+        return schema.from_json(keys or {})
+
+    async def set_schema(
+        self, cause: Cause, keys: dict[str, dict[str, Any]], access: Access
+    ) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT version, keys FROM catalog.metadata_schema FOR UPDATE"
+            )
+            changes = domain.set_schema(
+                row["version"] if row else 0, row["keys"] if row else {}, keys, access.org_admin
+            )
+            return await self.record(conn, changes, cause)
+
+    async def edit_files(
+        self,
+        cause: Cause,
+        edits: Sequence[domain.FileEdit],
+        metadata_mode: str,
+        access: Access,
+    ) -> tuple[list[uuid.UUID], int]:
+        """A bulk edit, all or nothing: every file must exist and be the caller's to edit
+        (one they may not see is reported as missing, by id); one bad value refuses all.
+        One read of the files, one projection write per kind of change, one append."""
+        domain.check_bulk_edit(edits, metadata_mode)
+        ids = [e.id for e in edits]
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Locked in id order: two bulk edits sharing files cannot deadlock.
+            rows = await self._require_all(
+                conn,
+                "files",
+                f"{FILE_COLUMNS}, description, metadata",
+                ids,
+                access,
+                "editor",
+                "ORDER BY id FOR UPDATE",
+            )
+            found = [domain.Described(_file(r), r["description"], r["metadata"]) for r in rows]
+            typed = await self.schema(conn) if any(e.metadata is not None for e in edits) else None
+            changes = domain.bulk_edit(found, edits, metadata_mode, typed)
+            return ids, await self.record(conn, changes, cause)
 
     async def move(
         self,
@@ -580,3 +632,35 @@ class Catalog(Handlers):
             )
             out += envelopes_of([change], Cause.of(cause), cause.occurred_at)
         await self.write(conn, out)
+
+    # -- the datasets context's links, mirrored for the in_dataset/dataset_synced filters --
+
+    @reactions.on(ds.DatasetCreated)
+    async def when_dataset_created(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.DatasetCreated]]
+    ) -> None:
+        await links.apply_received(conn, envelopes)
+
+    @reactions.on(ds.DatasetUnsynced)
+    async def when_dataset_unsynced(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.DatasetUnsynced]]
+    ) -> None:
+        await links.apply_received(conn, envelopes)
+
+    @reactions.on(ds.DatasetDeleted)
+    async def when_dataset_deleted(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.DatasetDeleted]]
+    ) -> None:
+        await links.apply_received(conn, envelopes)
+
+    @reactions.on(ds.FilesLinked)
+    async def when_files_linked(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.FilesLinked]]
+    ) -> None:
+        await links.apply_received(conn, envelopes)
+
+    @reactions.on(ds.FilesUnlinked)
+    async def when_files_unlinked(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.FilesUnlinked]]
+    ) -> None:
+        await links.apply_received(conn, envelopes)

@@ -7,19 +7,44 @@ catalog reads its own writes; `files rebuild catalog.tree` replays them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
 from shared.contracts import catalog as catalog_events
+from shared.contracts import datasets as datasets_events
 from shared.kit.projections import Projection
 from shared.kit.reactions import Received
 
 tree = Projection(
     name="catalog.tree",
-    tables=("catalog.folders", "catalog.files"),
+    tables=(
+        "catalog.folders",
+        "catalog.files",
+        "catalog.metadata_values",
+        "catalog.metadata_schema",
+    ),
     ddl="""
     CREATE EXTENSION IF NOT EXISTS pg_trgm;
     CREATE EXTENSION IF NOT EXISTS btree_gin;
+    -- A metadata object's top-level numbers and date-time strings, typed. A string is a
+    -- date-time when it starts with a date and PostgreSQL reads it as one (never 'now').
+    CREATE OR REPLACE FUNCTION catalog.typed_metadata(metadata jsonb)
+    RETURNS TABLE (key text, num numeric, at timestamptz)
+    LANGUAGE sql STABLE PARALLEL SAFE AS $f$
+        SELECT e.key,
+               CASE WHEN jsonb_typeof(e.value) = 'number' THEN (e.value)::numeric END,
+               CASE WHEN jsonb_typeof(e.value) = 'string'
+                         AND (e.value #>> '{}') ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}'
+                         AND pg_input_is_valid(e.value #>> '{}', 'timestamptz')
+                    THEN (e.value #>> '{}')::timestamptz END
+        FROM jsonb_each(CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata
+                             ELSE '{}' END) AS e
+        WHERE jsonb_typeof(e.value) = 'number'
+           OR (jsonb_typeof(e.value) = 'string'
+               AND (e.value #>> '{}') ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}'
+               AND pg_input_is_valid(e.value #>> '{}', 'timestamptz'))
+    $f$;
     CREATE TABLE IF NOT EXISTS catalog.folders (
         id uuid PRIMARY KEY,
         parent_id uuid,
@@ -74,6 +99,62 @@ tree = Projection(
     CREATE INDEX IF NOT EXISTS files_folder ON catalog.files (folder_id, name, id);
     -- Trigrams and kind in one index: a kind filter narrows inside the index.
     CREATE INDEX IF NOT EXISTS files_search ON catalog.files USING gin (name gin_trgm_ops, kind);
+    ALTER TABLE catalog.files ADD COLUMN IF NOT EXISTS description text NOT NULL DEFAULT '';
+    -- Listings in the other orders, and metadata filters (containment).
+    CREATE INDEX IF NOT EXISTS files_folder_created ON catalog.files (folder_id, created_at, id);
+    CREATE INDEX IF NOT EXISTS files_folder_size ON catalog.files (folder_id, size, id);
+    CREATE INDEX IF NOT EXISTS files_metadata ON catalog.files USING gin (metadata jsonb_path_ops);
+    -- The metadata schema, whole (one row).
+    CREATE TABLE IF NOT EXISTS catalog.metadata_schema (
+        id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+        keys jsonb NOT NULL,
+        version integer NOT NULL
+    );
+    -- Files' top-level metadata values that are numbers or date-times, typed and indexed
+    -- by (key, value): the range filters of the keys the schema types so. Kept for every
+    -- such value, typed or not yet, so typing a key needs no backfill. Filled once from
+    -- the files when it is made.
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = 'catalog'
+                       AND table_name = 'metadata_values') THEN
+            CREATE TABLE catalog.metadata_values (
+                file_id uuid NOT NULL,
+                key text NOT NULL,
+                num numeric,
+                at timestamptz,
+                PRIMARY KEY (file_id, key)
+            );
+            CREATE INDEX metadata_values_num ON catalog.metadata_values (key, num, file_id)
+                WHERE num IS NOT NULL;
+            CREATE INDEX metadata_values_at ON catalog.metadata_values (key, at, file_id)
+                WHERE at IS NOT NULL;
+            INSERT INTO catalog.metadata_values (file_id, key, num, at)
+            SELECT f.id, e.key, e.num, e.at
+            FROM catalog.files f, catalog.typed_metadata(f.metadata) e;
+        END IF;
+    END $$;
+    """,
+)
+
+# Which files are in a dataset and which folders a dataset follows: a mirror of the
+# datasets context's events, for the `in_dataset` and `dataset_synced` filters.
+links = Projection(
+    name="catalog.dataset_links",
+    tables=("catalog.file_links", "catalog.synced_folders"),
+    # Follows the datasets context's events as the consumer applies them.
+    replayable=False,
+    ddl="""
+    CREATE TABLE IF NOT EXISTS catalog.file_links (
+        file_id uuid NOT NULL,
+        dataset_id uuid NOT NULL,
+        PRIMARY KEY (file_id, dataset_id)
+    );
+    CREATE INDEX IF NOT EXISTS file_links_dataset ON catalog.file_links (dataset_id);
+    CREATE TABLE IF NOT EXISTS catalog.synced_folders (
+        dataset_id uuid PRIMARY KEY,
+        folder_id uuid NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS synced_folders_folder ON catalog.synced_folders (folder_id);
     """,
 )
 
@@ -189,6 +270,7 @@ async def file_uploaded(
            ON CONFLICT (id) DO NOTHING""",
         rows,
     )
+    await _index_metadata(conn, [e.data["file_id"] for e in events])
     # Groups recorded before their images named their group: the group names them all.
     named = [
         (e.data["file_id"], e.data["group"]["file_ids"])
@@ -218,19 +300,41 @@ async def dicom_series_extended(
 async def file_renamed(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileRenamed]]
 ) -> None:
-    await conn.executemany(
-        "UPDATE catalog.files SET name = $2, version = $3 WHERE id = $1",
-        [(e.data["file_id"], e.data["name"], e.stream_version) for e in events],
-    )
+    await _set_column(conn, "name", "text", events, "name")
 
 
 @tree.on(catalog_events.FileMetadataChanged)
 async def file_metadata_changed(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileMetadataChanged]]
 ) -> None:
-    await conn.executemany(
-        "UPDATE catalog.files SET metadata = $2, version = $3 WHERE id = $1",
-        [(e.data["file_id"], e.data["metadata"], e.stream_version) for e in events],
+    await _set_column(conn, "metadata", "jsonb", events, "metadata")
+    await _index_metadata(conn, [e.data["file_id"] for e in events])
+
+
+async def _index_metadata(conn: asyncpg.Connection, file_ids: list[str]) -> None:
+    """The files' typed values, as their metadata now is (set-based)."""
+    await conn.execute(
+        "DELETE FROM catalog.metadata_values WHERE file_id = ANY($1::uuid[])", file_ids
+    )
+    await conn.execute(
+        """INSERT INTO catalog.metadata_values (file_id, key, num, at)
+           SELECT f.id, e.key, e.num, e.at
+           FROM catalog.files f, catalog.typed_metadata(f.metadata) e
+           WHERE f.id = ANY($1::uuid[])""",
+        file_ids,
+    )
+
+
+@tree.on(catalog_events.MetadataSchemaSet)
+async def metadata_schema_set(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.MetadataSchemaSet]]
+) -> None:
+    last = events[-1]
+    await conn.execute(
+        """INSERT INTO catalog.metadata_schema (id, keys, version) VALUES (1, $1, $2)
+           ON CONFLICT (id) DO UPDATE SET keys = excluded.keys, version = excluded.version""",
+        last.data["keys"],
+        last.stream_version,
     )
 
 
@@ -254,7 +358,91 @@ async def file_moved(
 async def file_deleted(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileDeleted]]
 ) -> None:
+    ids = [e.data["file_id"] for e in events]
+    await conn.execute("DELETE FROM catalog.files WHERE id = ANY($1::uuid[])", ids)
+    await conn.execute("DELETE FROM catalog.metadata_values WHERE file_id = ANY($1::uuid[])", ids)
+
+
+@tree.on(catalog_events.FileDescribed)
+async def file_described(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileDescribed]]
+) -> None:
+    await _set_column(conn, "description", "text", events, "description")
+
+
+async def _set_column(
+    conn: asyncpg.Connection,
+    column: str,
+    sql_type: str,
+    events: Sequence[Received[Any]],
+    field: str,
+) -> None:
+    """One statement for a run of events each setting one column of a file: the last
+    of each file's wins (an UPDATE ... FROM joining a row twice applies either)."""
+    last = {e.data["file_id"]: e for e in events}
     await conn.execute(
-        "DELETE FROM catalog.files WHERE id = ANY($1::uuid[])",
-        [e.data["file_id"] for e in events],
+        f"""UPDATE catalog.files f SET {column} = x.value, version = x.version
+            FROM unnest($1::uuid[], $2::{sql_type}[], $3::int[]) AS x(id, value, version)
+            WHERE f.id = x.id""",
+        list(last),
+        [e.data[field] for e in last.values()],
+        [e.stream_version for e in last.values()],
     )
+
+
+@links.on(datasets_events.DatasetCreated)
+async def dataset_created(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetCreated]]
+) -> None:
+    synced = [e.data for e in events if e.data.get("synced_folder_id")]
+    await conn.execute(
+        """INSERT INTO catalog.synced_folders (dataset_id, folder_id)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING""",
+        [d["dataset_id"] for d in synced],
+        [d["synced_folder_id"] for d in synced],
+    )
+
+
+@links.on(datasets_events.DatasetUnsynced)
+async def dataset_unsynced(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetUnsynced]]
+) -> None:
+    await conn.execute(
+        "DELETE FROM catalog.synced_folders WHERE dataset_id = ANY($1::uuid[])",
+        [e.data["dataset_id"] for e in events],
+    )
+
+
+@links.on(datasets_events.DatasetDeleted)
+async def dataset_deleted(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetDeleted]]
+) -> None:
+    ids = [e.data["dataset_id"] for e in events]
+    await conn.execute("DELETE FROM catalog.synced_folders WHERE dataset_id = ANY($1::uuid[])", ids)
+    await conn.execute("DELETE FROM catalog.file_links WHERE dataset_id = ANY($1::uuid[])", ids)
+
+
+@links.on(datasets_events.FilesLinked)
+async def files_linked(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.FilesLinked]]
+) -> None:
+    await conn.execute(
+        """INSERT INTO catalog.file_links (file_id, dataset_id)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING""",
+        [f for e in events for f in e.data["file_ids"]],
+        [e.data["dataset_id"] for e in events for _ in e.data["file_ids"]],
+    )
+
+
+@links.on(datasets_events.FilesUnlinked)
+async def files_unlinked(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.FilesUnlinked]]
+) -> None:
+    # In order: a file unlinked, then linked again, in one batch ends linked.
+    for e in events:
+        await conn.execute(
+            """DELETE FROM catalog.file_links
+               WHERE dataset_id = $1 AND file_id = ANY($2::uuid[])""",
+            e.data["dataset_id"],
+            e.data["file_ids"],
+        )

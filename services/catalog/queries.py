@@ -9,12 +9,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.catalog import domain
+from services.catalog import domain, listing, schema
 from shared.kit.access import Access
 
 FILE_FIELDS = (
     "id, name, kind, folder_id, size, sha256, mime_type, media, source, metadata, blob_key,"
-    ' created_at, created_by, dicom, "group"'
+    ' created_at, created_by, dicom, "group", description'
 )
 
 
@@ -25,6 +25,7 @@ def file_json(row: asyncpg.Record) -> dict[str, Any]:
         "type": "file",
         "id": str(row["id"]),
         "name": row["name"],
+        "description": row["description"],
         "kind": row["kind"],
         "folder_id": str(row["folder_id"]),
         "size": row["size"],
@@ -177,65 +178,64 @@ async def folders(
 
 
 async def items(
-    pool: asyncpg.Pool,
-    folder_id: uuid.UUID,
-    kind: str | None,
-    cursor: str | None,
-    limit: int,
-    access: Access,
+    pool: asyncpg.Pool, folder_id: uuid.UUID, asked: listing.Listing, access: Access
 ) -> dict[str, Any]:
-    """Subfolders first, then files, each by name; the cursor is (section, name, id)."""
+    """Subfolders first, then files, each in the order asked for (listing.py)."""
     await _visible_folder(pool, folder_id, access)
-    section, name, ident = _uncursor(cursor, int, str, str) if cursor else [0, "", ""]
+    asked = await _typed(pool, asked)
+    order = asked.order or "name"
+    after = (
+        listing.decode_cursor(asked.cursor, order, asked.desc)
+        if asked.cursor
+        else listing.Position()
+    )
+    limit = asked.limit
     found: list[dict[str, Any]] = []
-    next_cursor = None
-    if section == 0 and kind in (None, "folder"):
+    if after.section == 0 and asked.folders_wanted:
+        where = listing.filters(asked, "d", [folder_id], files=False)
+        past, ordering = listing.keyset(asked, "d", 0, after, where)
         rows = await pool.fetch(
-            """SELECT * FROM catalog.folders WHERE parent_id = $1 AND (name, id::text) > ($2, $3)
-               ORDER BY name, id::text LIMIT $4""",
-            folder_id,
-            name,
-            ident,
-            limit + 1,
+            f"""SELECT d.* FROM catalog.folders d
+                WHERE d.parent_id = $1 AND {where.sql} AND {past}
+                ORDER BY {ordering} LIMIT {where.arg(limit + 1)}""",
+            *where.args,
         )
         found = await folders_json(pool, list(rows[:limit]), access)
         if len(rows) > limit:
+            last = rows[limit - 1]
             return {
                 "items": found,
-                "next_cursor": _cursor([0, rows[limit - 1]["name"], str(rows[limit - 1]["id"])]),
+                "next_cursor": listing.encode_cursor(
+                    order, asked.desc, 0, listing.row_key(asked, 0, last), last["id"]
+                ),
             }
-        name, ident = "", ""
-    if kind != "folder" and len(found) < limit:
+    next_cursor = None
+    if asked.files_wanted and len(found) < limit:
         room = limit - len(found)
+        where = listing.filters(asked, "f", [folder_id], files=True)
+        past, ordering = listing.keyset(asked, "f", 1, after, where)
         rows = await pool.fetch(
-            f"""SELECT {FILE_FIELDS} FROM catalog.files
-                WHERE folder_id = $1 AND ($2::text IS NULL OR kind = $2)
-                  AND (name, id::text) > ($3, $4)
-                ORDER BY name, id::text LIMIT $5""",
-            folder_id,
-            kind,
-            name,
-            ident,
-            room + 1,
+            f"""SELECT {FILE_FIELDS} FROM catalog.files f
+                WHERE f.folder_id = $1 AND {where.sql} AND {past}
+                ORDER BY {ordering} LIMIT {where.arg(room + 1)}""",
+            *where.args,
         )
         found += [file_json(r) for r in rows[:room]]
         if len(rows) > room:
             last = rows[room - 1]
-            next_cursor = _cursor([1, last["name"], str(last["id"])])
-    elif kind != "folder" and section == 0 and found and await _has_files(pool, folder_id, kind):
-        # The page is full of folders; files follow.
-        next_cursor = _cursor([1, "", ""])
+            next_cursor = listing.encode_cursor(
+                order, asked.desc, 1, listing.row_key(asked, 1, last), last["id"]
+            )
+    elif asked.files_wanted and after.section == 0 and found:
+        # The page is full of folders; files follow, if any match.
+        where = listing.filters(asked, "f", [folder_id], files=True)
+        if await pool.fetchval(
+            f"""SELECT EXISTS (SELECT 1 FROM catalog.files f
+                               WHERE f.folder_id = $1 AND {where.sql})""",
+            *where.args,
+        ):
+            next_cursor = listing.start_of_files(order, asked.desc)
     return {"items": found, "next_cursor": next_cursor}
-
-
-async def _has_files(pool: asyncpg.Pool, folder_id: uuid.UUID, kind: str | None) -> bool:
-    found: bool = await pool.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM catalog.files
-                          WHERE folder_id = $1 AND ($2::text IS NULL OR kind = $2))""",
-        folder_id,
-        kind,
-    )
-    return found
 
 
 async def summary(pool: asyncpg.Pool, folder_id: uuid.UUID, access: Access) -> dict[str, Any]:
@@ -289,37 +289,74 @@ async def files(pool: asyncpg.Pool, ids: list[uuid.UUID], access: Access) -> lis
     return [file_json(r) for r in rows]
 
 
+async def metadata_schema(pool: asyncpg.Pool) -> dict[str, Any]:
+    row = await pool.fetchrow("SELECT keys, version FROM catalog.metadata_schema")
+    return {"keys": row["keys"] if row else {}, "version": row["version"] if row else 0}
+
+
+async def _typed(pool: asyncpg.Pool, asked: listing.Listing) -> listing.Listing:
+    if not asked.ranges and not asked.metadata:
+        return asked
+    keys = await pool.fetchval("SELECT keys FROM catalog.metadata_schema")
+    return schema.typed(schema.from_json(keys or {}), asked)
+
+
+async def lookup(pool: asyncpg.Pool, ids: list[uuid.UUID], access: Access) -> dict[str, Any]:
+    """The files of these ids the caller may see, in the order asked (each once), and
+    the ids that are not (missing or unseen: one answer for both)."""
+    seen = {uuid.UUID(f["id"]): f for f in await files(pool, ids, access)}
+    asked = list(dict.fromkeys(ids))
+    return {
+        "items": [seen[i] for i in asked if i in seen],
+        "not_found": [str(i) for i in asked if i not in seen],
+    }
+
+
 NIL = "00000000-0000-0000-0000-000000000000"
 # How long the index-driven plan may try before the walk in id order takes over.
 INDEX_BUDGET_MS = 20
 
 
 async def _matching_files(
-    pool: asyncpg.Pool, where: str, args: list[Any], text: str, scoped: bool
+    pool: asyncpg.Pool,
+    where: str,
+    args: list[Any],
+    indexed: bool,
+    scoped: bool,
+    typed: bool = False,
 ) -> list[asyncpg.Record]:
-    """Run a file search with the plan that suits how common the text is.
+    """Run a file search in id order with the plan that suits how common its match is.
 
-    The planner cannot tell how many names contain a text. Across the whole catalog,
-    rare or absent text is found fastest through the indexes (trigrams with kind,
-    folder), then sorted; common text by walking ids in order until a page is full.
-    Text shorter than a trigram only walks. Otherwise the indexes get a small budget,
-    and the walk, which then finds its page quickly, takes over.
+    The planner cannot tell how many names contain a text, or how many files hold a
+    metadata value. Across the whole catalog, a rare match is found fastest through
+    the indexes (trigrams with kind, metadata, folder), then sorted; a common one by
+    walking ids in order until a page is full. Text shorter than a trigram, with no
+    metadata filter, only walks. Otherwise the indexes get a small budget, and the
+    walk, which then finds its page quickly, takes over.
 
     Within a set of folders (a folder's subtree, or what a member may see), the
     page's ids come first: the folder index holds (folder, name, id), so an index-only
     scan checks names without visiting the table, whose rows for those folders are
     spread everywhere. The planner's own choice gets the budget first, then the
     indexes run without one. Plans are made for each call: a cached generic plan
-    would ignore the choice.
+    would ignore the choice. `$2` is the limit.
+
+    A filter through the typed side table (`typed`) gets the planner's own plan and
+    no budget: it reads that table's (key, value, file) index in file order, a walk
+    PostgreSQL estimates well, and bitmaps would only make it sort.
     """
-    sql = f"SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $3"
+    sql = f"SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $2"
     if scoped:
-        page = f"SELECT f.id FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $3"
+        page = f"SELECT f.id FROM catalog.files f WHERE {where} ORDER BY f.id LIMIT $2"
         sql = f"SELECT {FILE_FIELDS} FROM catalog.files WHERE id IN ({page}) ORDER BY id"
     custom = "SET LOCAL plan_cache_mode = force_custom_plan"
     budget = f"SET LOCAL statement_timeout = {INDEX_BUDGET_MS}"
     async with pool.acquire() as conn:
-        if len(text) >= 3:
+        if typed:
+            async with conn.transaction(readonly=True):
+                await conn.execute(custom)
+                return await conn.fetch(sql, *args)
+        if indexed:
             first = (
                 f"{custom}; {budget}"
                 if scoped
@@ -340,76 +377,98 @@ async def _matching_files(
             return await conn.fetch(sql, *args)
 
 
-async def search(
-    pool: asyncpg.Pool,
-    q: str,
-    kind: str | None,
-    folder_id: uuid.UUID | None,
-    cursor: str | None,
-    limit: int,
-    access: Access,
-) -> dict[str, Any]:
-    """Files and folders whose name contains q, folders first, each section by id,
-    among those the caller may see.
+async def search(pool: asyncpg.Pool, asked: listing.Listing, access: Access) -> dict[str, Any]:
+    """Files and folders matching the filters (a name containing q, kinds, metadata,
+    links), folders first, among those the caller may see; each section by id, or in
+    the order asked for.
 
     ILIKE is served by the trigram indexes for rare text; for common text the
     primary-key order lets a page stop after `limit` hits. Conditions are only
     added when given, so the planner sees each query for what it is.
     """
-    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    if not domain.storable(q):
-        raise domain.Invalid("invalid_query", "the search text contains a NUL character")
+    folder_id = asked.folder_id
     if folder_id is not None:
         await _visible_folder(pool, folder_id, access)
+    asked = await _typed(pool, asked)
     # Within a visible folder everything is visible; elsewhere a member sees the
     # subtrees of the folders shared with them.
     roots = access.roots if folder_id is None else None
-    section, ident = _uncursor(cursor, int, str) if cursor else [0, NIL]
+    if asked.order is not None:
+        return await _ordered_search(pool, asked, roots, access)
+    section, ident = _uncursor(asked.cursor, int, str) if asked.cursor else [0, NIL]
     try:
         after = uuid.UUID(ident or NIL)
     except ValueError as error:
         raise domain.Invalid("invalid_cursor", "the cursor is not one this API gave out") from error
+    limit = asked.limit
     found: list[dict[str, Any]] = []
-    if section == 0 and kind in (None, "folder"):
-        where, args = "name ILIKE $1 AND id > $2", [pattern, after, limit + 1]
-        if folder_id is not None:
-            args.append(folder_id)
-            where += f" AND path @> ARRAY[${len(args)}::uuid]"
-        if roots is not None:
-            args.append(roots)
-            where += f" AND path && ${len(args)}::uuid[]"
+    if section == 0 and asked.folders_wanted:
+        where = listing.filters(asked, "d", [after, limit + 1], files=False)
+        _scope_folders(asked, roots, where)
         rows = await pool.fetch(
-            f"SELECT * FROM catalog.folders WHERE {where} ORDER BY id LIMIT $3", *args
+            f"""SELECT d.* FROM catalog.folders d WHERE d.id > $1 AND {where.sql}
+                ORDER BY d.id LIMIT $2""",
+            *where.args,
         )
         found = await folders_json(pool, list(rows[:limit]), access)
         if len(rows) > limit:
             return {"items": found, "next_cursor": _cursor([0, str(rows[limit - 1]["id"])])}
         after = uuid.UUID(NIL)
-    if kind == "folder" or len(found) >= limit:
-        more = kind != "folder" and len(found) >= limit
+    if not asked.files_wanted or len(found) >= limit:
+        more = asked.files_wanted and len(found) >= limit
         return {"items": found, "next_cursor": _cursor([1, NIL]) if more else None}
     room = limit - len(found)
-    where, args = "f.name ILIKE $1 AND f.id > $2", [pattern, after, room + 1]
-    if kind is not None:
-        args.append(kind)
-        where += f" AND f.kind = ${len(args)}"
+    where = listing.filters(asked, "f", [after, room + 1], files=True)
+    scope = await _file_scope(pool, asked, roots, where)
+    where.add("f.id > $1")
+    indexed = bool(asked.metadata or asked.typed_ranges) or len(asked.q or "") >= 3
+    # The typed side table's index lists a key's matches in id order: the planner's own
+    # plan walks it and stops at the page.
+    typed = bool(asked.typed_ranges or asked.number_keys)
+    rows = await _matching_files(pool, where.sql, where.args, indexed, scope or typed, typed)
+    found += await _with_paths(pool, [file_json(r) for r in rows[:room]], access)
+    next_cursor = _cursor([1, str(rows[room - 1]["id"])]) if len(rows) > room else None
+    return {"items": found, "next_cursor": next_cursor}
+
+
+def _scope_folders(
+    asked: listing.Listing, roots: list[uuid.UUID] | None, where: listing.Conditions
+) -> None:
+    if asked.folder_id is not None:
+        where.add(f"d.path @> ARRAY[{where.arg(asked.folder_id)}::uuid]")
+    if roots is not None:
+        where.add(f"d.path && {where.arg(roots)}::uuid[]")
+
+
+async def _file_scope(
+    pool: asyncpg.Pool,
+    asked: listing.Listing,
+    roots: list[uuid.UUID] | None,
+    where: listing.Conditions,
+) -> bool:
+    """Adds the folders a file search is held to, if any: a folder's subtree, or what a
+    member may see."""
     scope = None
-    if folder_id is not None:
+    if asked.folder_id is not None:
         scope = await pool.fetch(
-            "SELECT id FROM catalog.folders WHERE path @> ARRAY[$1::uuid]", folder_id
+            "SELECT id FROM catalog.folders WHERE path @> ARRAY[$1::uuid]", asked.folder_id
         )
     elif roots is not None:
         scope = await pool.fetch("SELECT id FROM catalog.folders WHERE path && $1::uuid[]", roots)
-    if scope is not None:
-        # The folder ids as a parameter, not a subquery: planned per call, the planner
-        # then knows how many files they hold and may use the folder index.
-        args.append([r["id"] for r in scope])
-        where += f" AND f.folder_id = ANY(${len(args)}::uuid[])"
-    rows = await _matching_files(pool, where, args, q, scoped=scope is not None)
-    files = [file_json(r) for r in rows[:room]]
+    if scope is None:
+        return False
+    # The folder ids as a parameter, not a subquery: planned per call, the planner
+    # then knows how many files they hold and may use the folder index.
+    where.add(f"f.folder_id = ANY({where.arg([r['id'] for r in scope])}::uuid[])")
+    return True
+
+
+async def _with_paths(
+    pool: asyncpg.Pool, files: list[dict[str, Any]], access: Access
+) -> list[dict[str, Any]]:
     folder_rows = await pool.fetch(
         "SELECT id, path FROM catalog.folders WHERE id = ANY($1::uuid[])",
-        list({r["folder_id"] for r in rows[:room]}),
+        list({uuid.UUID(f["folder_id"]) for f in files}),
     )
     paths = dict(
         zip(
@@ -420,6 +479,56 @@ async def search(
     )
     for f in files:
         f["path"] = paths.get(uuid.UUID(f["folder_id"]), [])
-    found += files
-    next_cursor = _cursor([1, str(rows[room - 1]["id"])]) if len(rows) > room else None
+    return files
+
+
+async def _ordered_search(
+    pool: asyncpg.Pool, asked: listing.Listing, roots: list[uuid.UUID] | None, access: Access
+) -> dict[str, Any]:
+    """A search in the order asked for, by keyset: folders, then files."""
+    assert asked.order is not None
+    after = (
+        listing.decode_cursor(asked.cursor, asked.order, asked.desc)
+        if asked.cursor
+        else listing.Position()
+    )
+    limit = asked.limit
+    found: list[dict[str, Any]] = []
+    custom = "SET LOCAL plan_cache_mode = force_custom_plan"
+    if after.section == 0 and asked.folders_wanted:
+        where = listing.filters(asked, "d", [], files=False)
+        _scope_folders(asked, roots, where)
+        past, ordering = listing.keyset(asked, "d", 0, after, where)
+        rows = await pool.fetch(
+            f"""SELECT d.* FROM catalog.folders d WHERE {where.sql} AND {past}
+                ORDER BY {ordering} LIMIT {where.arg(limit + 1)}""",
+            *where.args,
+        )
+        found = await folders_json(pool, list(rows[:limit]), access)
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            key = listing.row_key(asked, 0, last)
+            cursor = listing.encode_cursor(asked.order, asked.desc, 0, key, last["id"])
+            return {"items": found, "next_cursor": cursor}
+    if not asked.files_wanted or len(found) >= limit:
+        more = asked.files_wanted and len(found) >= limit
+        cursor = listing.start_of_files(asked.order, asked.desc) if more else None
+        return {"items": found, "next_cursor": cursor}
+    room = limit - len(found)
+    where = listing.filters(asked, "f", [], files=True)
+    await _file_scope(pool, asked, roots, where)
+    past, ordering = listing.keyset(asked, "f", 1, after, where)
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(custom)
+        rows = await conn.fetch(
+            f"""SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where.sql} AND {past}
+                ORDER BY {ordering} LIMIT {where.arg(room + 1)}""",
+            *where.args,
+        )
+    found += await _with_paths(pool, [file_json(r) for r in rows[:room]], access)
+    next_cursor = None
+    if len(rows) > room:
+        last = rows[room - 1]
+        key = listing.row_key(asked, 1, last)
+        next_cursor = listing.encode_cursor(asked.order, asked.desc, 1, key, last["id"])
     return {"items": found, "next_cursor": next_cursor}

@@ -185,6 +185,14 @@ def build(settings: Settings) -> FastAPI:
                 refused.headers["Allow"] = ", ".join(found.details["allowed"])
             return refused
         call = Call(request, found.route, found.values, user)
+        unknown = call.undeclared()
+        if unknown:
+            return error_response(
+                400,
+                "unknown_parameter",
+                f"this route takes no parameter {', '.join(repr(u[:100]) for u in unknown)}",
+                parameters=[u[:100] for u in unknown],
+            )
         if request.method == "GET" and consistency.HEADER in request.headers:
             try:
                 wanted = consistency.decode(request.headers[consistency.HEADER])

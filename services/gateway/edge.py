@@ -82,8 +82,16 @@ class Call:
 
     def query(self) -> list[tuple[str, str]]:
         """The query parameters the route declares; others stay here."""
-        names = {q.name for q in self.route.query if q.where == "query"}
-        return [(k, v) for k, v in self.request.query_params.multi_items() if k in names]
+        return [(k, v) for k, v in self.request.query_params.multi_items() if self.declares(k)]
+
+    def declares(self, name: str) -> bool:
+        return any(q.takes(name) for q in self.route.query if q.where == "query")
+
+    def undeclared(self) -> list[str]:
+        """The query parameters a strict route refuses."""
+        if not self.route.strict_query:
+            return []
+        return sorted({k for k in self.request.query_params if not self.declares(k)})
 
 
 async def capped_body(request: Request) -> bytes:

@@ -101,12 +101,35 @@ class Query:
     required: bool = False
     many: bool = False
     where: Literal["query", "header"] = "query"
+    # A family of parameters, each named by this prefix and a key of the caller's
+    # (`metadata.<key>`): every such parameter goes on to the service.
+    prefix: str | None = None
+
+    def takes(self, name: str) -> bool:
+        return name == self.name if self.prefix is None else name.startswith(self.prefix)
 
 
 CURSOR = Query("cursor", {"type": "string"}, "from the previous page's `next_cursor`")
 LIMIT = Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
-KIND = Query("kind", {"type": "string", "pattern": "^([a-z][a-z0-9_]{0,39})?$"}, "a file kind")
 PAGE = (CURSOR, LIMIT)
+BOOLEAN = {"type": "string", "enum": ["true", "false"]}
+# Filters and order of folder listings and search (services/catalog/listing.py).
+FILTERS = (
+    Query("q", {"type": "string", "minLength": 1, "maxLength": 300}, "part of the name"),
+    Query("kind", {"type": "string", "pattern": "^([a-z][a-z0-9_]{0,39})?$"},
+          "file kinds (and `folder`): any of them", many=True),
+    Query("in_dataset", BOOLEAN, "files linked to a dataset (true) or to none (false);"
+          " folders are left out"),
+    Query("order", {"type": "string", "enum": ["name", "created_at", "size"], "default": "name"},
+          "each section's order (folders have no size: by name then); ties by id"),
+    Query("desc", BOOLEAN, "the order reversed"),
+    Query("metadata.<key>", {"type": "string", "maxLength": 1000},
+          "`metadata.<key>=<value>`: files and folders whose metadata has that value at that"
+          " key (`5` matches the number or the text, `true` the boolean or the text);"
+          " a key given twice matches either value. `metadata.<key>.gte=` / `.lte=`: a"
+          " range, for keys the metadata schema types as number or datetime (files only)",
+          prefix="metadata."),
+)  # fmt: skip
 CSRF = Query(
     "X-Files-CSRF",
     {"type": "string", "minLength": 1, "maxLength": 100},
@@ -162,6 +185,9 @@ class Route:
     also: Mapping[int, str] = field(default_factory=dict)
     # Why the answer may differ from a plain forward, for the document.
     description: str = ""
+    # A query parameter it does not declare is refused (400 `unknown_parameter`), not
+    # dropped: a filter misspelt must not list everything.
+    strict_query: bool = False
     # Ids its answer gives, as JSON pointers into the body: `{"folder_id": "/id"}`.
     # They become the document's links to every route taking such an id (what a
     # client, or the fuzzer, does next).
@@ -232,7 +258,13 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"/v1/folders/{F}/summary", "catalog", "Counts and bytes below a folder",
           answer=catalog.Summary),
     Route("GET", f"/v1/folders/{F}/items", "catalog", "Subfolders, then files",
-          answer=catalog.Items, query=(KIND, *PAGE), errors=(422,)),
+          answer=catalog.Items, errors=(422,), strict_query=True, query=(
+              *FILTERS,
+              Query("dataset_synced", BOOLEAN, "subfolders synced with a dataset (true) or"
+                    " with none (false); files are left out"),
+              *PAGE),
+          description="Filters narrow both sections; a cursor is for the order it was made"
+                      " in (another order: 400 `cursor_order_mismatch`)."),
     # -- files (catalog) --
     Route("GET", f"/v1/files/{FI}", "catalog", "A file, with the datasets it is linked to",
           answer=catalog.File, compose="file_with_datasets"),
@@ -261,9 +293,29 @@ ROUTES: tuple[Route, ...] = (
           body=catalog.Delete, answer=catalog.DeleteAnswer, compose="with_dataset_impact",
           errors=WRITE_ERRORS, description="`dry_run: true` answers the Impact instead."),
     Route("GET", "/v1/search", "catalog", "Files and folders by name, everywhere one may see",
-          answer=catalog.Found, errors=(422,), query=(
-              Query("q", {"type": "string", "minLength": 1, "maxLength": 300}, required=True),
-              KIND, Query("folder_id", {"type": "string", "format": "uuid"}), *PAGE)),
+          answer=catalog.Found, errors=(422,), strict_query=True, query=(
+              *FILTERS, Query("folder_id", {"type": "string", "format": "uuid"}), *PAGE),
+          description="Without `order`, each section is in a stable order of its own (by"
+                      " id), the fastest for a large catalog; a cursor is for the order it"
+                      " was made in."),
+    Route("PATCH", "/v1/files", "catalog", "Change up to 1,000 files (all or nothing)",
+          body=catalog.FileUpdates, answer=catalog.Updated, errors=WRITE_ERRORS,
+          description="An unknown id, or one the caller may not see, is 404 naming it"
+                      " (`details.missing_files`), and nothing changes."),
+    Route("GET", "/v1/metadata-schema", "catalog", "The organisation's metadata schema",
+          answer=catalog.MetadataSchema),
+    Route("PUT", "/v1/metadata-schema", "catalog", "Set the metadata schema (org admins)",
+          body=catalog.MetadataSchemaChanges, answer=catalog.MetadataSchema,
+          errors=(403, 413, 422),
+          description="The whole schema, replacing the last: typed keys (number, text,"
+                      " boolean, datetime, uuid, enum with `values`, embedding with"
+                      " `dimension`); `retired: true` keeps a key but stops checking it,"
+                      " false restores it. File metadata written afterwards is checked"
+                      " (422 `metadata_type_mismatch` naming the key and the type)."),
+    Route("POST", "/v1/files/lookup", "catalog", "Up to 1,000 files by id",
+          body=catalog.FileLookup, answer=catalog.LookedUp, errors=(422,),
+          description="Ids of no file, and of files the caller may not see, are listed in"
+                      " `not_found` alike."),
     # -- collaborators (acl, the folder checked in the catalog) --
     Route("GET", f"/v1/folders/{F}/collaborators", "acl", "A folder's collaborators",
           answer=acl.Collaborators, compose="collaborators"),
@@ -440,6 +492,10 @@ class Table:
         ]
         if not shaped:
             return None
+        # A path a literal segment matches is that route's: `/v1/files/lookup` is not a
+        # file id, whatever the method.
+        most = max(_literals(r) for r in shaped)
+        shaped = [r for r in shaped if _literals(r) == most]
         same = [r for r in shaped if r.method == method]
         if not same:
             allowed = sorted({r.method for r in shaped})
@@ -459,6 +515,10 @@ class Table:
                     raise Refusal(404, "not_found", f"{s.names} {segment} does not exist", route)
                 values[s.name] = value
         return Match(route, values)
+
+
+def _literals(route: Route) -> int:
+    return sum(not isinstance(s, Param) for s in route.segments)
 
 
 TABLE = Table(ROUTES)

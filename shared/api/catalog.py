@@ -27,7 +27,44 @@ class FolderChanges(Strict):
 
 class FileChanges(Strict):
     name: str | None = None
+    description: str | None = Field(None, max_length=10_000)
     metadata: dict[str, Any] | None = None
+
+
+class FileUpdate(Strict):
+    id: uuid.UUID
+    name: str | None = None
+    description: str | None = Field(None, max_length=10_000)
+    metadata: dict[str, Any] | None = Field(
+        None, description="`merge`: keys set, keys given as null removed; `replace`: all of it"
+    )
+
+
+class FileUpdates(Strict):
+    updates: list[FileUpdate] = Field(min_length=1, max_length=1000)
+    metadata_mode: Literal["merge", "replace"] = "merge"
+
+
+class SchemaKey(Strict):
+    type: Literal["number", "text", "boolean", "datetime", "uuid", "enum", "embedding"]
+    values: list[str] | None = Field(None, description="an enum's, 1 to 256", max_length=256)
+    dimension: int | None = Field(None, ge=1, le=4096, description="an embedding's")
+    retired: bool = Field(False, description="kept, but no longer checked nor ranged")
+
+
+class MetadataSchemaChanges(Strict):
+    keys: dict[str, SchemaKey] = Field(description="the whole schema: every key, by name")
+
+
+class MetadataSchema(Shape):
+    keys: dict[str, dict[str, Any]] = Field(
+        description="{key: {type, values?, dimension?, retired}}"
+    )
+    version: int = Field(description="how many times it was set")
+
+
+class FileLookup(Strict):
+    ids: list[uuid.UUID] = Field(max_length=1000)
 
 
 class Move(Strict):
@@ -66,6 +103,7 @@ class File(Shape):
     type: Literal["file"] = "file"
     id: str
     name: str
+    description: str = ""
     kind: str = Field(examples=["image"])
     folder_id: str
     size: int
@@ -95,6 +133,18 @@ class Items(Page):
 
 class Found(Page):
     items: list[Folder | File] = Field(description="each with its `path`")
+
+
+class Updated(Shape):
+    updated: int = Field(description="how many files were named")
+    items: list[File] = Field(description="the files as they now are, in the order named")
+
+
+class LookedUp(Shape):
+    items: list[File] = Field(description="those of the ids the caller may see, in the order asked")
+    not_found: list[str] = Field(
+        description="the ids that name no file, or one the caller may not see (the same)"
+    )
 
 
 class KindTotal(Shape):

@@ -22,6 +22,10 @@ def file_stream(file_id: uuid.UUID) -> str:
     return f"file-{file_id}"
 
 
+# The organisation's one metadata schema.
+SCHEMA_STREAM = "metadata-schema"
+
+
 class FolderCreated(Event):
     type: ClassVar[str] = "catalog.FolderCreated"
     folder_id: uuid.UUID
@@ -127,6 +131,20 @@ class FileMetadataChanged(Event):
     metadata: dict[str, Any]
 
 
+class FileDescribed(Event):
+    type: ClassVar[str] = "catalog.FileDescribed"
+    file_id: uuid.UUID
+    description: str
+
+
+class MetadataSchemaSet(Event):
+    """The metadata schema as it now is, whole: `{key: {type, values?, dimension?,
+    retired}}`, at most 64 KiB of JSON (checked before it is recorded)."""
+
+    type: ClassVar[str] = "catalog.MetadataSchemaSet"
+    keys: dict[str, Any]
+
+
 class FileMoved(Event):
     type: ClassVar[str] = "catalog.FileMoved"
     file_id: uuid.UUID
@@ -162,6 +180,8 @@ EVENTS: tuple[type[Event], ...] = (
     DicomSeriesExtended,
     FileRenamed,
     FileMetadataChanged,
+    FileDescribed,
+    MetadataSchemaSet,
     FileMoved,
     FileDeleted,
     UploadRejected,

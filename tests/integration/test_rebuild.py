@@ -18,6 +18,8 @@ from tests.e2e.test_smoke import png
 SNAPSHOT = {
     "catalog.folders": "SELECT * FROM catalog.folders ORDER BY id",
     "catalog.files": "SELECT * FROM catalog.files ORDER BY id",
+    "catalog.metadata_values": "SELECT * FROM catalog.metadata_values ORDER BY file_id, key",
+    "catalog.metadata_schema": "SELECT * FROM catalog.metadata_schema",
 }
 
 
@@ -39,6 +41,20 @@ async def make_history(api: httpx.AsyncClient) -> None:
     ).json()["files"]
     await api.patch(f"/v1/folders/{a['id']}", json={"name": "a2", "description": "renamed"})
     await api.patch(f"/v1/files/{files[0]['id']}", json={"name": "first.png", "metadata": {"k": 1}})
+    await api.patch(
+        "/v1/files",
+        json={
+            "updates": [
+                {
+                    "id": files[1]["id"],
+                    "description": "second",
+                    "metadata": {"at": "2026-01-01T00:00:00Z"},
+                }
+            ]
+        },
+    )
+    schema = (await api.get("/v1/metadata-schema")).json()["keys"]
+    await api.put("/v1/metadata-schema", json={"keys": schema})
     await api.post("/v1/move", json={"folder_ids": [a["id"]], "target_folder_id": b["id"]})
     await api.post("/v1/move", json={"file_ids": [files[1]["id"]], "target_folder_id": top["id"]})
     await api.delete(f"/v1/files/{files[2]['id']}")
@@ -54,7 +70,7 @@ async def test_rebuilt_tree_has_the_same_rows_as_the_live_one(
 ) -> None:
     await make_history(api)
     live = await rows(pool)
-    assert live["catalog.folders"] and live["catalog.files"]
+    assert live["catalog.folders"] and live["catalog.files"] and live["catalog.metadata_values"]
     replayed = await rebuild(pool, EventStore("catalog"), tree)
     assert replayed > 0
     assert await rows(pool) == live

@@ -51,6 +51,7 @@ from files_client.models import (
     FileChangesBody,
     FileData,
     FileIdsBody,
+    FileUpdatesBody,
     FolderChangesBody,
     FolderData,
     Impact,
@@ -58,6 +59,9 @@ from files_client.models import (
     IntegrationData,
     InvitationBody,
     JobData,
+    LookupBody,
+    MetadataSchema,
+    MetadataSchemaBody,
     MoveBody,
     NewApiKey,
     NewDatasetBody,
@@ -84,6 +88,42 @@ def _id(ref: Ref) -> str:
     if isinstance(ref, Data):
         return str(getattr(ref, "id"))  # noqa: B009 (every model passed here has an id)
     return str(ref)
+
+
+# Ids in one bulk call at most (lookup, edit).
+BULK = 1000
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _filters(
+    kind: str | Sequence[str] | None,
+    q: str | None,
+    in_dataset: bool | None,
+    metadata: dict[str, Any] | None,
+    order: str | None,
+    desc: bool,
+) -> dict[str, Any]:
+    """A listing's or search's filters and order as query parameters."""
+    params: dict[str, Any] = {}
+    if kind:
+        params["kind"] = [kind] if isinstance(kind, str) else list(kind)
+    if q:
+        params["q"] = q
+    if in_dataset is not None:
+        params["in_dataset"] = _flag(in_dataset)
+    for key, value in (metadata or {}).items():
+        values = value if isinstance(value, list | tuple) else [value]
+        params[f"metadata.{key}"] = [
+            _flag(v) if isinstance(v, bool) else "null" if v is None else str(v) for v in values
+        ]
+    if order:
+        params["order"] = order
+    if desc:
+        params["desc"] = "true"
+    return params
 
 
 def _ids(refs: Iterable[Ref]) -> list[str]:
@@ -160,14 +200,32 @@ class Folder(FolderData, _Bound[M]):
         yield from type(self._api).list_folders.fn(self._api, parent=self.id)
 
     @listing
-    def items(self, kind: str | None = None, *, page_size: int = 1000) -> Feed[Folder[M] | File[M]]:
-        """Subfolders (Folder) first, then files (File), each by name; `kind` filters
-        (`"folder"`, `"image"`, `"video"`, ...)."""
-        params = {"kind": kind} if kind else {}
+    def items(
+        self,
+        kind: str | Sequence[str] | None = None,
+        *,
+        page_size: int = 1000,
+        q: str | None = None,
+        in_dataset: bool | None = None,
+        dataset_synced: bool | None = None,
+        metadata: dict[str, Any] | None = None,
+        order: str | None = None,
+        desc: bool = False,
+    ) -> Feed[Folder[M] | File[M]]:
+        """Subfolders (Folder) first, then files (File), each by name or `order`
+        (`"name"`, `"created_at"`, `"size"`; `desc` reverses it). Filters: `kind`
+        (one or several: `"folder"`, `"image"`, ...), `q` (part of the name),
+        `in_dataset`, `dataset_synced` (subfolders synced with a dataset), `metadata`
+        (`{key: value}`, each must match; a list of values matches any; `{"key.gte":
+        2, "key.lte": 9}` a range, for keys the metadata schema types as number or
+        datetime)."""
+        params = _filters(kind, q, in_dataset, metadata, order, desc)
+        if dataset_synced is not None:
+            params["dataset_synced"] = _flag(dataset_synced)
         yield from self._api._pages(f"/v1/folders/{self.id}/items", params, page_size)
 
     @listing
-    def files(self, kind: str | None = None) -> Feed[File[M]]:
+    def files(self, kind: str | Sequence[str] | None = None) -> Feed[File[M]]:
         """The files directly in it, by name."""
         yield from self._api._pages(
             f"/v1/folders/{self.id}/items", {"kind": kind} if kind else {}, 1000, only="file"
@@ -491,9 +549,13 @@ class File(FileData, _Bound[M]):
 
     @operation
     def update(
-        self, *, name: str | None = None, metadata: dict[str, Any] | None = None
+        self,
+        *,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        description: str | None = None,
     ) -> Op[File[M]]:
-        fields = {"name": name, "metadata": metadata}
+        fields = {"name": name, "metadata": metadata, "description": description}
         body = FileChangesBody.model_validate({k: v for k, v in fields.items() if v is not None})
         found = yield from json_of(
             self._session, Call("PATCH", f"/v1/files/{self.id}", json=body.as_json())
@@ -901,16 +963,74 @@ class Api(Bound[M]):
 
     @listing
     def search(
-        self, text: str, *, kind: str | None = None, folder: Ref | None = None
+        self,
+        text: str | None = None,
+        *,
+        kind: str | Sequence[str] | None = None,
+        folder: Ref | None = None,
+        in_dataset: bool | None = None,
+        metadata: dict[str, Any] | None = None,
+        order: str | None = None,
+        desc: bool = False,
     ) -> Feed[Folder[M] | File[M]]:
-        """Files and folders whose name contains `text`, across everything the caller
-        may see (or below `folder`); each with its `path`."""
-        params: dict[str, Any] = {"q": text}
-        if kind:
-            params["kind"] = kind
+        """Files and folders whose name contains `text` and that match the filters (as
+        `Folder.items` takes them), across everything the caller may see (or below
+        `folder`); each with its `path`. Without `order`, in a stable order of the
+        server's (the fastest)."""
+        params = _filters(kind, text, in_dataset, metadata, order, desc)
         if folder is not None:
             params["folder_id"] = _id(folder)
         yield from self._pages("/v1/search", params)
+
+    @operation
+    def lookup_files(self, ids: Iterable[Ref]) -> Op[tuple[list[File[M]], list[str]]]:
+        """Files by id, up to 1,000 at a time: those the caller may see, in the order
+        asked, and the ids of the others (no such file, or not the caller's to see)."""
+        found: list[File[M]] = []
+        missing: list[str] = []
+        wanted = [_id(i) for i in ids]
+        for start in range(0, len(wanted), BULK):
+            body = LookupBody(ids=wanted[start : start + BULK])
+            page = yield from json_of(
+                self._session, Call("POST", "/v1/files/lookup", json=body.as_json())
+            )
+            found += [self._file(f) for f in page["items"]]
+            missing += page["not_found"]
+        return found, missing
+
+    @operation
+    def metadata_schema(self) -> Op[MetadataSchema]:
+        """The organisation's metadata schema: `keys` as `{key: {type, values?,
+        dimension?, retired}}`."""
+        found = yield from json_of(self._session, Call("GET", "/v1/metadata-schema"))
+        return MetadataSchema.model_validate(found)
+
+    @operation
+    def set_metadata_schema(self, keys: dict[str, dict[str, Any]]) -> Op[MetadataSchema]:
+        """Replace the metadata schema (org admins): `{key: {"type": "number"}, ...}`;
+        types number, text, boolean, datetime, uuid, enum (`values`), embedding
+        (`dimension`); `retired: True` stops checking a key, False restores it."""
+        body = MetadataSchemaBody.model_validate({"keys": keys})
+        found = yield from json_of(
+            self._session, Call("PUT", "/v1/metadata-schema", json=body.as_json())
+        )
+        return MetadataSchema.model_validate(found)
+
+    @operation
+    def update_files(
+        self, updates: Sequence[dict[str, Any]], *, metadata_mode: str = "merge"
+    ) -> Op[list[File[M]]]:
+        """Change up to 1,000 files in one call, all or nothing: each update is `{id,
+        name?, description?, metadata?}`; `metadata_mode` "merge" sets the keys given
+        (null removes one), "replace" replaces it all."""
+        body = FileUpdatesBody.model_validate(
+            {
+                "updates": [{**u, "id": _id(u["id"])} for u in updates],
+                "metadata_mode": metadata_mode,
+            }
+        )
+        found = yield from json_of(self._session, Call("PATCH", "/v1/files", json=body.as_json()))
+        return [self._file(f) for f in found["items"]]
 
     # -- upload sessions -----------------------------------------------------------------
 

@@ -319,6 +319,27 @@ def _watch(job: Job[Sync], label: str) -> Job[Sync]:
         bar.close()
 
 
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    """`--kind`, `--name`, `--meta KEY=VALUE`, `--in-dataset`/`--no-dataset`, `--order`,
+    `--desc` as a listing's or search's keywords."""
+    metadata: dict[str, list[str]] = {}
+    for pair in args.meta or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"files: --meta takes KEY=VALUE, not {pair!r}")
+        metadata.setdefault(key, []).append(value)
+    found: dict[str, Any] = {
+        "kind": args.kind or None,
+        "metadata": metadata or None,
+        "in_dataset": args.in_dataset,
+        "order": args.order,
+        "desc": args.desc,
+    }
+    if getattr(args, "name", None):
+        found["q"] = args.name
+    return found
+
+
 def ls(args: argparse.Namespace) -> int:
     with _client() as c:
         if not args.path or args.path.strip("/") == "":
@@ -326,7 +347,7 @@ def ls(args: argparse.Namespace) -> int:
         else:
             found = c.resolve(args.path)
             listed = (
-                iter(found.items(kind=args.kind)) if isinstance(found, Folder) else iter([found])
+                iter(found.items(**_filters(args))) if isinstance(found, Folder) else iter([found])
             )
         rows = []
         for item in listed:
@@ -349,7 +370,7 @@ def search(args: argparse.Namespace) -> int:
     with _client() as c:
         within = _folder(c, args.within) if args.within else None
         rows = []
-        for n, hit in enumerate(c.search(args.text, kind=args.kind, folder=within)):
+        for n, hit in enumerate(c.search(args.text, folder=within, **_filters(args))):
             if args.limit and n >= args.limit:
                 break
             if args.json:
@@ -616,6 +637,31 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 PATHS = "folder names joined with '/' from the top level; a file's path ends with its name"
 
 
+def _filter_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kind", action="append", help="only this kind (folder, image, ...; repeatable)"
+    )
+    p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata has VALUE at KEY")
+    linked = p.add_mutually_exclusive_group()
+    linked.add_argument(
+        "--in-dataset",
+        dest="in_dataset",
+        action="store_const",
+        const=True,
+        default=None,
+        help="only files linked to a dataset",
+    )
+    linked.add_argument(
+        "--no-dataset",
+        dest="in_dataset",
+        action="store_const",
+        const=False,
+        help="only files linked to none",
+    )
+    p.add_argument("--order", choices=["name", "created_at", "size"])
+    p.add_argument("--desc", action="store_true", help="the order reversed")
+
+
 def register(commands: Any) -> None:
     """Add the user verbs to the `files` command's subparsers."""
 
@@ -668,12 +714,13 @@ def register(commands: Any) -> None:
 
     p = verb("ls", "list a folder (the top level without PATH)")
     p.add_argument("path", nargs="?", metavar="PATH")
-    p.add_argument("--kind", help="only this kind (folder, image, video, ...)")
+    p.add_argument("--name", metavar="TEXT", help="only names containing TEXT")
+    _filter_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
     p = verb("search", "find files and folders by name, with their paths")
-    p.add_argument("text")
-    p.add_argument("--kind", help="only this kind")
+    p.add_argument("text", nargs="?", help="part of the name (or give a filter)")
+    _filter_options(p)
     p.add_argument("--in", dest="within", metavar="PATH", help="only below this folder")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N hits")
     p.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -93,6 +93,7 @@ class FileData(Data):
     type: Literal["file"] = "file"
     id: str
     name: str
+    description: str = ""
     kind: str
     folder_id: str
     size: int
@@ -291,7 +292,35 @@ class FolderChangesBody(Body):
 
 class FileChangesBody(Body):
     name: str | None = None
+    description: str | None = None
     metadata: dict[str, Any] | None = None
+
+
+class FileUpdateBody(Body):
+    id: str
+    name: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class FileUpdatesBody(Body):
+    updates: list[FileUpdateBody]
+    metadata_mode: Literal["merge", "replace"] = "merge"
+
+
+class LookupBody(Body):
+    ids: list[str]
+
+
+class SchemaKeyBody(Body):
+    type: Literal["number", "text", "boolean", "datetime", "uuid", "enum", "embedding"]
+    values: list[str] | None = None
+    dimension: int | None = None
+    retired: bool | None = None
+
+
+class MetadataSchemaBody(Body):
+    keys: dict[str, SchemaKeyBody]
 
 
 class MoveBody(Body):
@@ -390,6 +419,21 @@ class Page(Data):
     next_cursor: str | None = None
 
 
+class Updated(Data):
+    updated: int
+    items: list[FileData]
+
+
+class MetadataSchema(Data):
+    keys: dict[str, dict[str, Any]]
+    version: int = 0
+
+
+class LookedUp(Data):
+    items: list[FileData]
+    not_found: list[str]
+
+
 # Every route the client calls: (method, path template, request body, answer).
 # Multipart bodies are named by their form fields.
 ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[BaseModel] | None]] = [
@@ -414,6 +458,10 @@ ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[Base
     ("DELETE", "/v1/folders/{folder_id}/collaborators/{user_id}", None, None),
     ("GET", "/v1/files/{file_id}", None, FileData),
     ("PATCH", "/v1/files/{file_id}", FileChangesBody, FileData),
+    ("PATCH", "/v1/files", FileUpdatesBody, Updated),
+    ("POST", "/v1/files/lookup", LookupBody, LookedUp),
+    ("GET", "/v1/metadata-schema", None, MetadataSchema),
+    ("PUT", "/v1/metadata-schema", MetadataSchemaBody, MetadataSchema),
     ("DELETE", "/v1/files/{file_id}", None, None),
     ("GET", "/v1/files/{file_id}/content", None, None),
     ("GET", "/v1/files/{file_id}/datasets", None, Page),
