@@ -249,7 +249,12 @@ def _plain(message: Message) -> dict[str, Any]:
     of proto's JSON mapping), a Struct as its object, a Timestamp as RFC 3339."""
     found: dict[str, Any] = {}
     for field in message.DESCRIPTOR.fields:
-        if field.is_repeated:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            entry = field.message_type.fields_by_name["value"]
+            found[field.name] = {
+                k: _value(entry, v) for k, v in getattr(message, field.name).items()
+            }
+        elif field.is_repeated:
             found[field.name] = [_value(field, v) for v in getattr(message, field.name)]
     for field, value in message.ListFields():
         if not field.is_repeated:
@@ -280,6 +285,16 @@ class Route:
     method: str
     path: str
     reshape: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    # The request's fields as the HTTP route takes them, where proto cannot say it.
+    ask: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
+def _schema_keys(fields: dict[str, Any]) -> dict[str, Any]:
+    """Only an enum has values: proto's empty list is "none" for the other types."""
+    for key in fields.get("keys", {}).values():
+        if not key.get("values"):
+            key.pop("values", None)
+    return fields
 
 
 # Every unary RPC of the proto, by "Service/Method"; the streaming ones are `STREAMED`.
@@ -298,6 +313,10 @@ UNARY: dict[str, Route] = {
     "Files/Move": Route("POST", "/v1/move"),
     "Files/BulkDelete": Route("POST", "/v1/delete"),
     "Files/ListFileDatasets": Route("GET", "/v1/files/{file_id}/datasets"),
+    "Files/LookupFiles": Route("POST", "/v1/files/lookup"),
+    "Files/UpdateFiles": Route("PATCH", "/v1/files"),
+    "Files/GetMetadataSchema": Route("GET", "/v1/metadata-schema"),
+    "Files/SetMetadataSchema": Route("PUT", "/v1/metadata-schema", ask=_schema_keys),
     "Datasets/CreateDataset": Route("POST", "/v1/datasets"),
     "Datasets/GetDataset": Route("GET", "/v1/datasets/{dataset_id}"),
     "Datasets/ListDatasets": Route("GET", "/v1/datasets"),
@@ -527,6 +546,8 @@ class Api:
         self, route: Route, reply: type[M], request: Message, context: grpc.aio.ServicerContext
     ) -> M:
         fields = _plain(request)
+        if route.ask is not None:
+            fields = route.ask(fields)
         values: dict[str, str] = {}
         for name in PATH_FIELD.findall(route.path):
             fields.pop(name, None)

@@ -707,3 +707,75 @@ async def test_dataset_sharing_and_the_audit(client: Client, api: httpx.AsyncCli
         grpc.StatusCode.INVALID_ARGUMENT,
         "invalid_limit",
     )
+
+
+async def test_bulk_lookup_bulk_edit_and_the_metadata_schema(
+    client: Client, api: httpx.AsyncClient
+) -> None:
+    top = await client.folders.CreateFolder(
+        pb.CreateFolderRequest(name=unique("grpc-bulk")), metadata=ADMIN
+    )
+    uploaded = await client.files.Upload(
+        send(("a.png", png(4, 4)), ("b.txt", b"bee\n"), folder_id=top.id), metadata=ADMIN
+    )
+    image, notes = uploaded.files
+    unknown = str(uuid.uuid4())
+    found = await client.files.LookupFiles(
+        pb.LookupFilesRequest(ids=[image.id, unknown, notes.id]), metadata=ADMIN
+    )
+    assert sorted(f.id for f in found.items) == sorted([image.id, notes.id])
+    assert list(found.not_found) == [unknown]
+
+    # The schema is the organisation's: keep the keys other tests set, add one of ours.
+    score = f"score_{uuid.uuid4().hex[:8]}"
+    before = await client.files.GetMetadataSchema(pb.Empty(), metadata=ADMIN)
+    keys = {name: key for name, key in before.keys.items()}
+    keys[score] = pb.SchemaKey(type="number")
+    keys[f"{score}_grade"] = pb.SchemaKey(type="enum", values=["a", "b"])
+    schema = await client.files.SetMetadataSchema(
+        pb.SetMetadataSchemaRequest(keys=keys), metadata=ADMIN
+    )
+    assert schema.keys[score].type == "number" and schema.version == before.version + 1
+    assert list(schema.keys[f"{score}_grade"].values) == ["a", "b"]
+
+    metadata = struct_pb2.Struct()
+    metadata.update({score: 7})
+    edited = await client.files.UpdateFiles(
+        pb.UpdateFilesRequest(
+            updates=[
+                pb.FileUpdate(id=image.id, description="the first", metadata=metadata),
+                pb.FileUpdate(id=notes.id, name="notes.txt"),
+            ]
+        ),
+        metadata=ADMIN,
+    )
+    assert edited.updated == 2
+    by_id = {f.id: f for f in edited.items}
+    assert by_id[image.id].description == "the first"
+    assert dict(by_id[image.id].metadata) == {score: 7}
+    assert by_id[notes.id].name == "notes.txt"
+
+    # All or nothing, refused as over HTTP: a value of the wrong type changes nothing.
+    wrong = struct_pb2.Struct()
+    wrong.update({score: "seven"})
+    body = {
+        "updates": [
+            {"id": notes.id, "name": "n2.txt"},
+            {"id": image.id, "metadata": {score: "seven"}},
+        ]
+    }
+    await as_http(
+        client.files.UpdateFiles(
+            pb.UpdateFilesRequest(
+                updates=[
+                    pb.FileUpdate(id=notes.id, name="n2.txt"),
+                    pb.FileUpdate(id=image.id, metadata=wrong),
+                ]
+            ),
+            metadata=ADMIN,
+        ),
+        await api.patch("/v1/files", json=body),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    still = await client.files.GetFile(pb.GetFileRequest(file_id=notes.id), metadata=ADMIN)
+    assert still.name == "notes.txt"

@@ -101,7 +101,7 @@ class DatasetRef(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class File(_message.Message):
-    __slots__ = ("id", "name", "kind", "folder_id", "size", "sha256", "mime_type", "media", "dicom", "group", "source", "metadata", "created_at", "created_by", "datasets", "my_role", "path")
+    __slots__ = ("id", "name", "kind", "folder_id", "size", "sha256", "mime_type", "media", "dicom", "group", "source", "metadata", "created_at", "created_by", "datasets", "my_role", "path", "description")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class File(_message.Message):
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     MY_ROLE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     kind: str
@@ -136,7 +137,8 @@ class File(_message.Message):
     datasets: _containers.RepeatedCompositeFieldContainer[DatasetRef]
     my_role: str
     path: _containers.RepeatedCompositeFieldContainer[PathEntry]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., mime_type: _Optional[str] = ..., media: _Optional[_Union[Media, _Mapping]] = ..., dicom: _Optional[_Union[Dicom, _Mapping]] = ..., group: _Optional[_Union[Group, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., my_role: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ...) -> None: ...
+    description: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., mime_type: _Optional[str] = ..., media: _Optional[_Union[Media, _Mapping]] = ..., dicom: _Optional[_Union[Dicom, _Mapping]] = ..., group: _Optional[_Union[Group, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., my_role: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("folder", "file")
@@ -262,14 +264,98 @@ class DeleteFolderRequest(_message.Message):
     def __init__(self, folder_id: _Optional[str] = ...) -> None: ...
 
 class UpdateFileRequest(_message.Message):
-    __slots__ = ("file_id", "name", "metadata")
+    __slots__ = ("file_id", "name", "metadata", "description")
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     file_id: str
     name: str
     metadata: _struct_pb2.Struct
-    def __init__(self, file_id: _Optional[str] = ..., name: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    description: str
+    def __init__(self, file_id: _Optional[str] = ..., name: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class LookupFilesRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FileLookup(_message.Message):
+    __slots__ = ("items", "not_found")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[File]
+    not_found: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[File, _Mapping]]] = ..., not_found: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FileUpdate(_message.Message):
+    __slots__ = ("id", "name", "description", "metadata")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    description: str
+    metadata: _struct_pb2.Struct
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class UpdateFilesRequest(_message.Message):
+    __slots__ = ("updates", "metadata_mode")
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    METADATA_MODE_FIELD_NUMBER: _ClassVar[int]
+    updates: _containers.RepeatedCompositeFieldContainer[FileUpdate]
+    metadata_mode: str
+    def __init__(self, updates: _Optional[_Iterable[_Union[FileUpdate, _Mapping]]] = ..., metadata_mode: _Optional[str] = ...) -> None: ...
+
+class UpdatedFiles(_message.Message):
+    __slots__ = ("updated", "items")
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    updated: int
+    items: _containers.RepeatedCompositeFieldContainer[File]
+    def __init__(self, updated: _Optional[int] = ..., items: _Optional[_Iterable[_Union[File, _Mapping]]] = ...) -> None: ...
+
+class SchemaKey(_message.Message):
+    __slots__ = ("type", "values", "dimension", "retired")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    dimension: int
+    retired: bool
+    def __init__(self, type: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ..., dimension: _Optional[int] = ..., retired: _Optional[bool] = ...) -> None: ...
+
+class MetadataSchema(_message.Message):
+    __slots__ = ("keys", "version")
+    class KeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SchemaKey
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SchemaKey, _Mapping]] = ...) -> None: ...
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.MessageMap[str, SchemaKey]
+    version: int
+    def __init__(self, keys: _Optional[_Mapping[str, SchemaKey]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class SetMetadataSchemaRequest(_message.Message):
+    __slots__ = ("keys",)
+    class KeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SchemaKey
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SchemaKey, _Mapping]] = ...) -> None: ...
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.MessageMap[str, SchemaKey]
+    def __init__(self, keys: _Optional[_Mapping[str, SchemaKey]] = ...) -> None: ...
 
 class MoveRequest(_message.Message):
     __slots__ = ("file_ids", "folder_ids", "target_folder_id", "dry_run")

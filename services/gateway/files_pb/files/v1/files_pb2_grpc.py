@@ -424,6 +424,26 @@ class FilesStub:
                 request_serializer=files_dot_v1_dot_files__pb2.GetFileRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.DatasetRefPage.FromString,
                 _registered_method=True)
+        self.LookupFiles = channel.unary_unary(
+                '/files.v1.Files/LookupFiles',
+                request_serializer=files_dot_v1_dot_files__pb2.LookupFilesRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.FileLookup.FromString,
+                _registered_method=True)
+        self.UpdateFiles = channel.unary_unary(
+                '/files.v1.Files/UpdateFiles',
+                request_serializer=files_dot_v1_dot_files__pb2.UpdateFilesRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.UpdatedFiles.FromString,
+                _registered_method=True)
+        self.GetMetadataSchema = channel.unary_unary(
+                '/files.v1.Files/GetMetadataSchema',
+                request_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.MetadataSchema.FromString,
+                _registered_method=True)
+        self.SetMetadataSchema = channel.unary_unary(
+                '/files.v1.Files/SetMetadataSchema',
+                request_serializer=files_dot_v1_dot_files__pb2.SetMetadataSchemaRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.MetadataSchema.FromString,
+                _registered_method=True)
         self.GetThumbnail = channel.unary_stream(
                 '/files.v1.Files/GetThumbnail',
                 request_serializer=files_dot_v1_dot_files__pb2.GetThumbnailRequest.SerializeToString,
@@ -516,6 +536,35 @@ class FilesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookupFiles(self, request, context):
+        """POST /v1/files/lookup: those of the ids the caller may see; the rest in not_found.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFiles(self, request, context):
+        """PATCH /v1/files: up to 1,000 files renamed, described or given metadata, all or
+        nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMetadataSchema(self, request, context):
+        """GET /v1/metadata-schema: the organisation's typed metadata keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMetadataSchema(self, request, context):
+        """PUT /v1/metadata-schema: the whole schema (org admins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetThumbnail(self, request, context):
         """GET /v1/files/{id}/thumbnail?size=: a header, then the picture in chunks.
         """
@@ -592,6 +641,26 @@ def add_FilesServicer_to_server(servicer, server):
                     servicer.ListFileDatasets,
                     request_deserializer=files_dot_v1_dot_files__pb2.GetFileRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.DatasetRefPage.SerializeToString,
+            ),
+            'LookupFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupFiles,
+                    request_deserializer=files_dot_v1_dot_files__pb2.LookupFilesRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.FileLookup.SerializeToString,
+            ),
+            'UpdateFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFiles,
+                    request_deserializer=files_dot_v1_dot_files__pb2.UpdateFilesRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.UpdatedFiles.SerializeToString,
+            ),
+            'GetMetadataSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetadataSchema,
+                    request_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.MetadataSchema.SerializeToString,
+            ),
+            'SetMetadataSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMetadataSchema,
+                    request_deserializer=files_dot_v1_dot_files__pb2.SetMetadataSchemaRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.MetadataSchema.SerializeToString,
             ),
             'GetThumbnail': grpc.unary_stream_rpc_method_handler(
                     servicer.GetThumbnail,
@@ -859,6 +928,114 @@ class Files:
             '/files.v1.Files/ListFileDatasets',
             files_dot_v1_dot_files__pb2.GetFileRequest.SerializeToString,
             files_dot_v1_dot_files__pb2.DatasetRefPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Files/LookupFiles',
+            files_dot_v1_dot_files__pb2.LookupFilesRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.FileLookup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Files/UpdateFiles',
+            files_dot_v1_dot_files__pb2.UpdateFilesRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.UpdatedFiles.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetadataSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Files/GetMetadataSchema',
+            files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            files_dot_v1_dot_files__pb2.MetadataSchema.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMetadataSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Files/SetMetadataSchema',
+            files_dot_v1_dot_files__pb2.SetMetadataSchemaRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.MetadataSchema.FromString,
             options,
             channel_credentials,
             insecure,
