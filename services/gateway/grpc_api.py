@@ -289,6 +289,16 @@ class Route:
     ask: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
+def _filters(fields: dict[str, Any]) -> dict[str, Any]:
+    """A listing's filters as HTTP's query: booleans as words, metadata as its keys."""
+    for name in ("desc", "in_dataset", "dataset_synced"):
+        if name in fields:
+            fields[name] = "true" if fields[name] else "false"
+    for key, value in fields.pop("metadata", {}).items():
+        fields[f"metadata.{key}"] = value
+    return fields
+
+
 def _schema_keys(fields: dict[str, Any]) -> dict[str, Any]:
     """Only an enum has values: proto's empty list is "none" for the other types."""
     for key in fields.get("keys", {}).values():
@@ -302,12 +312,12 @@ UNARY: dict[str, Route] = {
     "Folders/CreateFolder": Route("POST", "/v1/folders"),
     "Folders/GetFolder": Route("GET", "/v1/folders/{folder_id}"),
     "Folders/ListFolders": Route("GET", "/v1/folders"),
-    "Folders/ListItems": Route("GET", "/v1/folders/{folder_id}/items", _items),
+    "Folders/ListItems": Route("GET", "/v1/folders/{folder_id}/items", _items, _filters),
     "Folders/UpdateFolder": Route("PATCH", "/v1/folders/{folder_id}"),
     "Folders/DeleteFolder": Route("DELETE", "/v1/folders/{folder_id}"),
     "Folders/GetFolderSummary": Route("GET", "/v1/folders/{folder_id}/summary"),
     "Files/GetFile": Route("GET", "/v1/files/{file_id}"),
-    "Files/Search": Route("GET", "/v1/search", _items),
+    "Files/Search": Route("GET", "/v1/search", _items, _filters),
     "Files/UpdateFile": Route("PATCH", "/v1/files/{file_id}"),
     "Files/DeleteFile": Route("DELETE", "/v1/files/{file_id}"),
     "Files/Move": Route("POST", "/v1/move"),

@@ -779,3 +779,28 @@ async def test_bulk_lookup_bulk_edit_and_the_metadata_schema(
     )
     still = await client.files.GetFile(pb.GetFileRequest(file_id=notes.id), metadata=ADMIN)
     assert still.name == "notes.txt"
+
+    # Listings and search take HTTP's filters and order.
+    def names(page: Any) -> list[str]:
+        return [i.file.name for i in page.items if i.WhichOneof("item") == "file"]
+
+    listed = await client.folders.ListItems(
+        pb.ListItemsRequest(folder_id=top.id, order="name", desc=True), metadata=ADMIN
+    )
+    assert names(listed) == ["notes.txt", "a.png"]
+    scored = await client.folders.ListItems(
+        pb.ListItemsRequest(folder_id=top.id, metadata={f"{score}.gte": "5"}), metadata=ADMIN
+    )
+    assert names(scored) == ["a.png"]
+    unlinked = await client.folders.ListItems(
+        pb.ListItemsRequest(folder_id=top.id, in_dataset=False, kind="image"), metadata=ADMIN
+    )
+    assert names(unlinked) == ["a.png"]
+    linked = await client.folders.ListItems(
+        pb.ListItemsRequest(folder_id=top.id, in_dataset=True), metadata=ADMIN
+    )
+    assert names(linked) == []
+    found_by_score = await client.files.Search(
+        pb.SearchRequest(metadata={score: "7"}), metadata=ADMIN
+    )
+    assert names(found_by_score) == ["a.png"]

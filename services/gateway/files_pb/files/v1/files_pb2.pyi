@@ -234,16 +234,35 @@ class ListFoldersRequest(_message.Message):
     def __init__(self, parent_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListItemsRequest(_message.Message):
-    __slots__ = ("folder_id", "kind", "cursor", "limit")
+    __slots__ = ("folder_id", "kind", "cursor", "limit", "q", "order", "desc", "in_dataset", "dataset_synced", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    Q_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    DESC_FIELD_NUMBER: _ClassVar[int]
+    IN_DATASET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_SYNCED_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     folder_id: str
     kind: str
     cursor: str
     limit: int
-    def __init__(self, folder_id: _Optional[str] = ..., kind: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    q: str
+    order: str
+    desc: bool
+    in_dataset: bool
+    dataset_synced: bool
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, folder_id: _Optional[str] = ..., kind: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ..., q: _Optional[str] = ..., order: _Optional[str] = ..., desc: _Optional[bool] = ..., in_dataset: _Optional[bool] = ..., dataset_synced: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class UpdateFolderRequest(_message.Message):
     __slots__ = ("folder_id", "name", "description", "metadata")
@@ -558,18 +577,33 @@ class GetFileRequest(_message.Message):
     def __init__(self, file_id: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("q", "kind", "folder_id", "cursor", "limit")
+    __slots__ = ("q", "kind", "folder_id", "cursor", "limit", "order", "desc", "in_dataset", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     Q_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    DESC_FIELD_NUMBER: _ClassVar[int]
+    IN_DATASET_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     q: str
     kind: str
     folder_id: str
     cursor: str
     limit: int
-    def __init__(self, q: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    order: str
+    desc: bool
+    in_dataset: bool
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, q: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ..., order: _Optional[str] = ..., desc: _Optional[bool] = ..., in_dataset: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ShareDatasetRequest(_message.Message):
     __slots__ = ("dataset_id", "emails", "role")
