@@ -26,6 +26,7 @@ BENCHMARKS = (
     "catalog_filters",
     "access",
     "datasets",
+    "trash",
     "dicom",
     "imports",
     "gateway",

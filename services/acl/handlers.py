@@ -20,7 +20,7 @@ import orjson
 from services.acl import domain
 from services.acl.projections import collaborators, users
 from shared.contracts import acl as ev
-from shared.contracts.catalog import FolderCreated, FolderDeleted
+from shared.contracts.catalog import FolderCreated, FolderDeleted, FolderPurged
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.access import RANK, Access
 from shared.kit.db import Conn
@@ -528,12 +528,20 @@ class AccessControl(Handlers):
         await self._append(conn, recorded)
 
     @reactions.on(FolderDeleted)
+    @reactions.on(FolderPurged)
     async def when_folders_deleted(
-        self, conn: Conn, envelopes: Sequence[Received[FolderDeleted]]
+        self, conn: Conn, envelopes: Sequence[Received[FolderDeleted | FolderPurged]]
     ) -> None:
         """Every grant on a deleted folder goes, set-based: only folders that have
-        grants are read, each removal caused by its folder's deletion."""
-        causes = {e.event.folder_id: e for e in envelopes}
+        grants are read, each removal caused by its folder's deletion. A folder in the
+        trash keeps them (they decide who sees and restores it) until it is purged."""
+        causes = {
+            e.event.folder_id: e
+            for e in envelopes
+            if not (isinstance(e.event, FolderDeleted) and e.event.trashed)
+        }
+        if not causes:
+            return
         granted = [
             r["folder_id"]
             for r in await conn.fetch(

@@ -23,6 +23,7 @@ from shared.api.catalog import (
     MetadataSchemaChanges,
     Move,
     NewFolder,
+    Restore,
 )
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
@@ -185,6 +186,24 @@ def router(catalog: Catalog) -> APIRouter:
             dry_run=body.dry_run,
             access=rights,
         )
+        return _written(result, position)
+
+    @api.get("/trash")
+    async def trash(
+        rights: Rights, limit: Limit = 100, cursor: str | None = None
+    ) -> dict[str, Any]:
+        return await catalog.trash(rights, limit=limit, cursor=cursor)
+
+    @api.post("/trash/restore")
+    async def restore(body: Restore, caller: Caller, rights: Rights) -> JSON:
+        result, position = await catalog.restore(
+            caller, file_ids=body.file_ids, folder_ids=body.folder_ids, access=rights
+        )
+        return _written(result, position)
+
+    @api.delete("/trash")
+    async def empty_trash(caller: Caller, rights: Rights) -> JSON:
+        result, position = await catalog.empty_trash(caller, rights)
         return _written(result, position)
 
     @api.get("/search")

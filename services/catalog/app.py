@@ -15,6 +15,11 @@ from shared.kit.settings import Settings
 def build(settings: Settings) -> FastAPI:
     parts = Parts("catalog", settings)
     catalog = Catalog(parts)
+
+    async def purge() -> None:
+        every = settings.trash_purge_every_s
+        parts.supervise("trash.purge", lambda: catalog.purge_expired_forever(every))
+
     runtime = Runtime(
         parts,
         publishes=topics.CATALOG,
@@ -22,6 +27,7 @@ def build(settings: Settings) -> FastAPI:
         reactions=Catalog.reactions.bound(catalog),
         projections=(tree, links),
         setups=(setup_reactions,),
+        on_start=[purge],
     )
     app = create_app(runtime, "Files catalog")
     api.install(app, catalog)

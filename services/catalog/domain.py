@@ -372,7 +372,7 @@ def delete(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
         Change(
             ev.folder_stream(f.id),
             f.version + 1,
-            ev.FolderDeleted(folder_id=f.id, parent_id=f.parent_id),
+            ev.FolderDeleted(folder_id=f.id, parent_id=f.parent_id, trashed=True),
         )
         for f in sorted(folders, key=lambda f: len(f.path))
     ]
@@ -383,8 +383,63 @@ def delete(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
             ev.file_stream(f.id),
             f.version + 1,
             ev.FileDeleted.model_construct(
-                file_id=f.id, folder_id=f.folder_id, blob_key=f.blob_key, sha256=f.sha256
+                file_id=f.id,
+                folder_id=f.folder_id,
+                blob_key=f.blob_key,
+                sha256=f.sha256,
+                trashed=True,
             ),
+        )
+        for f in files
+    ]
+    return changes
+
+
+def restore(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
+    """Trashed folders (outermost first: a parent is back before its children) and
+    files back where they were; `version` is each one's version in the trash."""
+    changes = [
+        Change(
+            ev.folder_stream(f.id),
+            f.version + 1,
+            ev.FolderRestored(folder_id=f.id, parent_id=f.parent_id),
+        )
+        for f in sorted(folders, key=lambda f: len(f.path))
+    ]
+    changes += [
+        Change(
+            ev.file_stream(f.id),
+            f.version + 1,
+            ev.FileRestored.model_construct(file_id=f.id, folder_id=f.folder_id),
+        )
+        for f in files
+    ]
+    return changes
+
+
+def refuse_orphans(folders: Sequence[Folder], present: set[uuid.UUID]) -> None:
+    """A restored folder needs its parent: there already, or restored with it."""
+    back = {f.id for f in folders}
+    for f in folders:
+        if f.parent_id is not None and f.parent_id not in back and f.parent_id not in present:
+            raise Conflict(
+                "parent_gone",
+                f"folder {f.name!r} cannot be restored: the folder it was in is gone for good",
+                {"folder_id": str(f.id)},
+            )
+
+
+def purge(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
+    """The trash lets these go: files release their blobs."""
+    changes = [
+        Change(ev.folder_stream(f.id), f.version + 1, ev.FolderPurged(folder_id=f.id))
+        for f in folders
+    ]
+    changes += [
+        Change(
+            ev.file_stream(f.id),
+            f.version + 1,
+            ev.FilePurged.model_construct(file_id=f.id, blob_key=f.blob_key),
         )
         for f in files
     ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -30,6 +31,20 @@ FILE_COLUMNS = "id, folder_id, name, version, blob_key, sha256"
 MOVE_LOCK = zlib.crc32(b"files.catalog.move")
 # What enters a folder as a new file: stored upload content, or an assembled DICOM series.
 Arrival = TypeVar("Arrival", FileContentStored, SeriesAssembled)
+
+
+# Files (and folders) purged from the trash in one transaction.
+PURGE_BATCH = 5_000
+
+
+def _trash_cursor(cursor: str | None) -> tuple[datetime | None, uuid.UUID | None]:
+    if not cursor:
+        return None, None
+    at, _, ident = cursor.partition("|")
+    try:
+        return datetime.fromisoformat(at), uuid.UUID(ident)
+    except ValueError:
+        raise domain.Invalid("invalid_cursor", "this cursor is not one the trash gave") from None
 
 
 def _folder(row: asyncpg.Record) -> domain.Folder:
@@ -428,6 +443,7 @@ class Catalog(Handlers):
                 return {
                     "dry_run": True,
                     **await self._impact(conn, folder_ids, file_ids),
+                    "trash_days": self.parts.settings.trash_days,
                 }, 0
             read = time.monotonic()
             envelopes = _cascade(domain.delete(folders, files), cause)
@@ -445,6 +461,225 @@ class Catalog(Handlers):
                 commit_s=round(time.monotonic() - written, 3),
             )
         return {"deleted": len(set(file_ids)) + len(set(folder_ids))}, position
+
+    # -- the trash ---------------------------------------------------------------------
+
+    async def _trashed(
+        self,
+        conn: asyncpg.Connection,
+        table: str,
+        ids: Sequence[uuid.UUID],
+        access: Access,
+        needed: str,
+    ) -> list[asyncpg.Record]:
+        """Trashed rows of these ids, if all are in the trash and the caller has
+        `needed` where they were; one the caller may not see is missing."""
+        rows = await conn.fetch(
+            f"SELECT * FROM catalog.trash_{table} WHERE id = ANY($1::uuid[]) FOR UPDATE",
+            list(set(ids)),
+        )
+        roles = {r["id"]: access.role_on(r["path"]) for r in rows}
+        missing = set(ids) - {i for i, role in roles.items() if role}
+        if missing:
+            listed = ", ".join(sorted(str(m) for m in missing))
+            raise domain.NotFound(
+                "not_found",
+                f"these {table} are not in the trash: {listed}",
+                {f"missing_{table}": listed},
+            )
+        weak = sorted(str(i) for i, role in roles.items() if role and RANK[role] < RANK[needed])
+        if weak:
+            raise Refused(
+                403,
+                "forbidden",
+                f"these {table} need the {needed} role where they were: {', '.join(weak)}",
+                {"role_needed": needed, f"forbidden_{table}": weak},
+            )
+        return rows
+
+    async def restore(
+        self,
+        cause: Cause,
+        *,
+        file_ids: Sequence[uuid.UUID],
+        folder_ids: Sequence[uuid.UUID],
+        access: Access,
+    ) -> tuple[dict[str, Any], int]:
+        """Needs the editor role where each was. A folder comes back with everything
+        that went to the trash with it (below it); trashed folders above what is
+        restored come back too (without their other contents), so the path is whole."""
+        with collector_paused():
+            async with self.pool.acquire() as conn, conn.transaction():
+                # Restores and deletes of one subtree go one at a time.
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
+                named = await self._trashed(conn, "folders", folder_ids, access, "editor")
+                named_files = await self._trashed(conn, "files", file_ids, access, "editor")
+                above = {p for r in named for p in r["path"]} | {
+                    p for r in named_files for p in r["path"]
+                }
+                folder_rows = await conn.fetch(
+                    """SELECT * FROM catalog.trash_folders
+                       WHERE path && $1::uuid[] OR id = ANY($2::uuid[]) FOR UPDATE""",
+                    [r["id"] for r in named],
+                    list(above),
+                )
+                below = [r["id"] for r in folder_rows if set(r["path"]) & set(folder_ids)]
+                file_rows = await conn.fetch(
+                    """SELECT * FROM catalog.trash_files
+                       WHERE id = ANY($1::uuid[]) OR folder_id = ANY($2::uuid[]) FOR UPDATE""",
+                    list(file_ids),
+                    below,
+                )
+                folders = [_folder(r) for r in folder_rows]
+                files = [_file(r) for r in file_rows]
+                parents = {f.parent_id for f in folders} | {f.folder_id for f in files}
+                present = {
+                    r["id"]
+                    for r in await conn.fetch(
+                        "SELECT id FROM catalog.folders WHERE id = ANY($1::uuid[]) FOR SHARE",
+                        [p for p in parents if p is not None],
+                    )
+                }
+                domain.refuse_orphans(folders, present)
+                back = {f.id for f in folders}
+                lost = [f for f in files if f.folder_id not in back | present]
+                if lost:
+                    raise domain.Conflict(
+                        "parent_gone",
+                        f"file {lost[0].name!r} cannot be restored: its folder is gone for good",
+                        {"file_id": str(lost[0].id)},
+                    )
+                position = await self.record(conn, domain.restore(folders, files), cause)
+        return {"restored_folders": len(folders), "restored_files": len(files)}, position
+
+    async def trash(self, access: Access, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        """What went to the trash where the caller may see, newest first: folders and
+        files deleted themselves, not what went with a trashed folder."""
+        after_at, after_id = _trash_cursor(cursor)
+        roots = access.roots
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                """SELECT * FROM (
+                       SELECT 'folder' AS type, t.id, t.name, t.parent_id AS folder_id,
+                              t.path, t.trashed_at, t.trashed_by, t.entry
+                       FROM catalog.trash_folders t
+                       WHERE NOT EXISTS (SELECT 1 FROM catalog.trash_folders p
+                                         WHERE p.id = t.parent_id)
+                         AND ($1::uuid[] IS NULL OR t.path && $1::uuid[])
+                       UNION ALL
+                       SELECT 'file', t.id, t.name, t.folder_id, t.path, t.trashed_at,
+                              t.trashed_by, t.entry
+                       FROM catalog.trash_files t
+                       WHERE NOT EXISTS (SELECT 1 FROM catalog.trash_folders p
+                                         WHERE p.id = t.folder_id)
+                         AND ($1::uuid[] IS NULL OR t.path && $1::uuid[])) x
+                   WHERE $2::timestamptz IS NULL OR (x.trashed_at, x.id) < ($2, $3)
+                   ORDER BY x.trashed_at DESC, x.id DESC LIMIT $4""",
+                roots,
+                after_at,
+                after_id,
+                limit + 1,
+            )
+            counts = {
+                r["id"]: r["files"]
+                for r in await conn.fetch(
+                    """SELECT f.id, (SELECT count(*) FROM catalog.trash_files t
+                                     WHERE t.path && ARRAY[f.id]) AS files
+                       FROM unnest($1::uuid[]) AS f(id)""",
+                    [r["id"] for r in rows if r["type"] == "folder"],
+                )
+            }
+        keep = self.parts.settings.trash_days
+        items = [
+            {
+                "type": r["type"],
+                "id": str(r["id"]),
+                "name": r["name"],
+                ("parent_id" if r["type"] == "folder" else "folder_id"): (
+                    str(r["folder_id"]) if r["folder_id"] else None
+                ),
+                **({"files": counts.get(r["id"], 0)} if r["type"] == "folder" else {}),
+                **(
+                    {"size": r["entry"].get("size"), "kind": r["entry"].get("kind")}
+                    if r["type"] == "file"
+                    else {}
+                ),
+                "deleted_at": r["trashed_at"].isoformat(),
+                "deleted_by": r["trashed_by"],
+                "purge_at": (r["trashed_at"] + timedelta(days=keep)).isoformat(),
+                "my_role": access.role_on(r["path"]),
+            }
+            for r in rows[:limit]
+        ]
+        last = rows[limit - 1] if len(rows) > limit else None
+        return {
+            "items": items,
+            "next_cursor": f"{last['trashed_at'].isoformat()}|{last['id']}" if last else None,
+        }
+
+    async def empty_trash(
+        self, cause: Cause, access: Access, *, older_than: datetime | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """Purge what the caller could restore (editor or more where it was: what they
+        only see stays); `older_than` with a system caller: what the trash keeps no
+        longer. Set-based, a batch of PURGE_BATCH at a time."""
+        purged_folders = purged_files = 0
+        position = 0
+        editor_roots = (
+            None
+            if access.org_admin
+            else [f for f, role in access.grants.items() if RANK[role] >= RANK["editor"]]
+        )
+        with collector_paused():
+            while True:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
+                    files = await conn.fetch(
+                        f"""SELECT {FILE_COLUMNS} FROM catalog.trash_files
+                            WHERE ($1::uuid[] IS NULL OR path && $1::uuid[])
+                              AND ($2::timestamptz IS NULL OR trashed_at < $2)
+                            ORDER BY id LIMIT $3 FOR UPDATE""",
+                        editor_roots,
+                        older_than,
+                        PURGE_BATCH,
+                    )
+                    folders = []
+                    if len(files) < PURGE_BATCH:
+                        # Folders once their files have gone: innermost first does not
+                        # matter, nothing refers to a purged folder.
+                        folders = await conn.fetch(
+                            f"""SELECT {FOLDER_COLUMNS} FROM catalog.trash_folders
+                                WHERE ($1::uuid[] IS NULL OR path && $1::uuid[])
+                                  AND ($2::timestamptz IS NULL OR trashed_at < $2)
+                                  AND NOT EXISTS (SELECT 1 FROM catalog.trash_files t
+                                                  WHERE t.path && ARRAY[id])
+                                ORDER BY id LIMIT $3 FOR UPDATE""",
+                            editor_roots,
+                            older_than,
+                            PURGE_BATCH - len(files),
+                        )
+                    if not files and not folders:
+                        break
+                    changes = domain.purge([_folder(r) for r in folders], [_file(r) for r in files])
+                    position = await self.record(conn, changes, cause)
+                    purged_folders += len(folders)
+                    purged_files += len(files)
+        return {"purged_folders": purged_folders, "purged_files": purged_files}, position
+
+    async def purge_expired_forever(self, every_s: float) -> None:
+        """What has been in the trash FILES_TRASH_DAYS goes."""
+        while True:
+            try:
+                cutoff = datetime.now(UTC) - timedelta(days=self.parts.settings.trash_days)
+                cause = Cause(actor="system:trash", correlation_id=str(uuid.uuid4()))
+                result, _ = await self.empty_trash(
+                    cause, Access(user_id="system:trash", org_admin=True), older_than=cutoff
+                )
+                if result["purged_files"] or result["purged_folders"]:
+                    log.info("trash.purged", **result)
+            except Exception:
+                log.error("trash.purge_failed", exc_info=True)
+            await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction
 
     async def _refuse_constituents(
         self,
@@ -644,6 +879,12 @@ class Catalog(Handlers):
     @reactions.on(ds.DatasetUnsynced)
     async def when_dataset_unsynced(
         self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.DatasetUnsynced]]
+    ) -> None:
+        await links.apply_received(conn, envelopes)
+
+    @reactions.on(ds.DatasetResynced)
+    async def when_dataset_resynced(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.DatasetResynced]]
     ) -> None:
         await links.apply_received(conn, envelopes)
 

@@ -23,6 +23,8 @@ tree = Projection(
         "catalog.files",
         "catalog.metadata_values",
         "catalog.metadata_schema",
+        "catalog.trash_folders",
+        "catalog.trash_files",
     ),
     ddl="""
     CREATE EXTENSION IF NOT EXISTS pg_trgm;
@@ -104,6 +106,36 @@ tree = Projection(
     CREATE INDEX IF NOT EXISTS files_folder_created ON catalog.files (folder_id, created_at, id);
     CREATE INDEX IF NOT EXISTS files_folder_size ON catalog.files (folder_id, size, id);
     CREATE INDEX IF NOT EXISTS files_metadata ON catalog.files USING gin (metadata jsonb_path_ops);
+    -- The trash: deleted folders and files, each its whole row as it was (`entry`, so
+    -- columns added later need nothing here), until it is restored or purged. `path`:
+    -- the folder's path (a file's: its folder's), for rights and for what came with what.
+    CREATE TABLE IF NOT EXISTS catalog.trash_folders (
+        id uuid PRIMARY KEY,
+        parent_id uuid,
+        name text NOT NULL,
+        path uuid[] NOT NULL,
+        version integer NOT NULL,
+        entry jsonb NOT NULL,
+        trashed_at timestamptz NOT NULL,
+        trashed_by text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS trash_folders_path ON catalog.trash_folders USING gin (path);
+    CREATE INDEX IF NOT EXISTS trash_folders_at ON catalog.trash_folders (trashed_at, id);
+    CREATE TABLE IF NOT EXISTS catalog.trash_files (
+        id uuid PRIMARY KEY,
+        folder_id uuid NOT NULL,
+        name text NOT NULL,
+        path uuid[] NOT NULL,
+        blob_key text NOT NULL,
+        sha256 text NOT NULL,
+        version integer NOT NULL,
+        entry jsonb NOT NULL,
+        trashed_at timestamptz NOT NULL,
+        trashed_by text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS trash_files_folder ON catalog.trash_files (folder_id);
+    CREATE INDEX IF NOT EXISTS trash_files_path ON catalog.trash_files USING gin (path);
+    CREATE INDEX IF NOT EXISTS trash_files_at ON catalog.trash_files (trashed_at, id);
     -- The metadata schema, whole (one row).
     CREATE TABLE IF NOT EXISTS catalog.metadata_schema (
         id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
@@ -236,8 +268,56 @@ async def folder_moved(
 async def folder_deleted(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderDeleted]]
 ) -> None:
+    trashed = [e for e in events if e.data.get("trashed")]
+    if trashed:
+        await conn.execute(
+            """INSERT INTO catalog.trash_folders
+               (id, parent_id, name, path, version, entry, trashed_at, trashed_by)
+               SELECT f.id, f.parent_id, f.name, f.path, x.version, to_jsonb(f), x.at, x.actor
+               FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[])
+                    AS x(id, version, at, actor)
+               JOIN catalog.folders f ON f.id = x.id
+               ON CONFLICT (id) DO NOTHING""",
+            [e.data["folder_id"] for e in trashed],
+            [e.stream_version for e in trashed],
+            [e.occurred_at for e in trashed],
+            [e.actor for e in trashed],
+        )
     await conn.execute(
         "DELETE FROM catalog.folders WHERE id = ANY($1::uuid[])",
+        [e.data["folder_id"] for e in events],
+    )
+
+
+@tree.on(catalog_events.FolderRestored)
+async def folder_restored(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderRestored]]
+) -> None:
+    # One at a time, outermost first: each takes its parent's path as it is now.
+    for e in events:
+        await conn.execute(
+            """WITH back AS (DELETE FROM catalog.trash_folders WHERE id = $1 RETURNING entry)
+               INSERT INTO catalog.folders
+               SELECT r.* FROM back, jsonb_populate_record(null::catalog.folders, back.entry) r
+               ON CONFLICT (id) DO NOTHING""",
+            e.data["folder_id"],
+        )
+        await conn.execute(
+            """UPDATE catalog.folders SET version = $2, path =
+                   coalesce((SELECT p.path FROM catalog.folders p WHERE p.id = parent_id), '{}')
+                   || id
+               WHERE id = $1""",
+            e.data["folder_id"],
+            e.stream_version,
+        )
+
+
+@tree.on(catalog_events.FolderPurged)
+async def folder_purged(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderPurged]]
+) -> None:
+    await conn.execute(
+        "DELETE FROM catalog.trash_folders WHERE id = ANY($1::uuid[])",
         [e.data["folder_id"] for e in events],
     )
 
@@ -359,8 +439,57 @@ async def file_deleted(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileDeleted]]
 ) -> None:
     ids = [e.data["file_id"] for e in events]
+    trashed = [e for e in events if e.data.get("trashed")]
+    if trashed:
+        # The folder's path from the trash when the folder went first (a cascade).
+        await conn.execute(
+            """INSERT INTO catalog.trash_files (id, folder_id, name, path, blob_key, sha256,
+                   version, entry, trashed_at, trashed_by)
+               SELECT f.id, f.folder_id, f.name,
+                      coalesce(fo.path, tf.path, ARRAY[f.folder_id]), f.blob_key, f.sha256,
+                      x.version, to_jsonb(f), x.at, x.actor
+               FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[])
+                    AS x(id, version, at, actor)
+               JOIN catalog.files f ON f.id = x.id
+               LEFT JOIN catalog.folders fo ON fo.id = f.folder_id
+               LEFT JOIN catalog.trash_folders tf ON tf.id = f.folder_id
+               ON CONFLICT (id) DO NOTHING""",
+            [e.data["file_id"] for e in trashed],
+            [e.stream_version for e in trashed],
+            [e.occurred_at for e in trashed],
+            [e.actor for e in trashed],
+        )
     await conn.execute("DELETE FROM catalog.files WHERE id = ANY($1::uuid[])", ids)
     await conn.execute("DELETE FROM catalog.metadata_values WHERE file_id = ANY($1::uuid[])", ids)
+
+
+@tree.on(catalog_events.FileRestored)
+async def file_restored(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileRestored]]
+) -> None:
+    await conn.execute(
+        """WITH back AS (
+               DELETE FROM catalog.trash_files t
+               USING unnest($1::uuid[], $2::int[]) AS x(id, version)
+               WHERE t.id = x.id
+               RETURNING jsonb_set(t.entry, '{version}', to_jsonb(x.version)) AS entry)
+           INSERT INTO catalog.files
+           SELECT r.* FROM back, jsonb_populate_record(null::catalog.files, back.entry) r
+           ON CONFLICT (id) DO NOTHING""",
+        [e.data["file_id"] for e in events],
+        [e.stream_version for e in events],
+    )
+    await _index_metadata(conn, [e.data["file_id"] for e in events])
+
+
+@tree.on(catalog_events.FilePurged)
+async def file_purged(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FilePurged]]
+) -> None:
+    await conn.execute(
+        "DELETE FROM catalog.trash_files WHERE id = ANY($1::uuid[])",
+        [e.data["file_id"] for e in events],
+    )
 
 
 @tree.on(catalog_events.FileDescribed)
@@ -410,6 +539,17 @@ async def dataset_unsynced(
     await conn.execute(
         "DELETE FROM catalog.synced_folders WHERE dataset_id = ANY($1::uuid[])",
         [e.data["dataset_id"] for e in events],
+    )
+
+
+@links.on(datasets_events.DatasetResynced)
+async def dataset_resynced(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetResynced]]
+) -> None:
+    await conn.executemany(
+        """INSERT INTO catalog.synced_folders (dataset_id, folder_id) VALUES ($1, $2)
+           ON CONFLICT (dataset_id) DO UPDATE SET folder_id = excluded.folder_id""",
+        [(e.data["dataset_id"], e.data["folder_id"]) for e in events],
     )
 
 

@@ -157,6 +157,14 @@ def unsync(dataset: Dataset, folder_id: uuid.UUID) -> list[Change]:
     return _numbered(dataset.id, dataset.version, [event])
 
 
+def resync(dataset: Dataset, folder_id: uuid.UUID) -> list[Change]:
+    return _numbered(
+        dataset.id,
+        dataset.version,
+        [ev.DatasetResynced(dataset_id=dataset.id, folder_id=folder_id)],
+    )
+
+
 def share(
     dataset: Dataset, shares: Mapping[str, str], user_ids: Sequence[uuid.UUID], role: str
 ) -> list[Change]:

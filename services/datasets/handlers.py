@@ -22,10 +22,12 @@ from services.datasets.projections import ORPHANS_OF, membership, tree
 from shared.contracts.catalog import (
     FileDeleted,
     FileMoved,
+    FileRestored,
     FileUploaded,
     FolderCreated,
     FolderDeleted,
     FolderMoved,
+    FolderRestored,
 )
 from shared.contracts.envelope import Cause, Caused, Change, envelopes_of
 from shared.kit import identity
@@ -451,6 +453,64 @@ class Datasets(Handlers):
             linked = domain.link(dataset, sorted(to_link.get(dataset.id, [])), joined_reason)
             changes += unlinked + linked
         await self.record(conn, changes, Cause.of(cause))
+
+    @reactions.on(FolderRestored)
+    async def when_folders_restored(
+        self, conn: asyncpg.Connection, restored: Sequence[Received[FolderRestored]]
+    ) -> None:
+        """A synced folder back from the trash is followed again by the datasets that
+        stopped following it when it went (and still follow nothing else); then as a
+        folder created: files that came before it take their place in synced folders."""
+        await _sync_lock(conn)
+        rows = await conn.fetch(
+            f"""SELECT {DATASET_COLUMNS}, unsynced_from FROM datasets.datasets
+                WHERE unsynced_from = ANY($1::uuid[]) AND synced_folder_id IS NULL
+                ORDER BY id FOR UPDATE""",
+            [e.event.folder_id for e in restored],
+        )
+        changes = [c for r in rows for c in domain.resync(_dataset(r), r["unsynced_from"])]
+        await self.record(conn, changes, Cause.of(restored[0]))
+        await self.when_folder_created(conn, restored)  # type: ignore[arg-type]
+        below = [
+            r["id"]
+            for r in await conn.fetch(
+                """SELECT f.id FROM datasets.files f
+                   JOIN datasets.folders fo ON fo.id = f.folder_id
+                   WHERE fo.path && $1::uuid[]""",
+                [e.event.folder_id for e in restored],
+            )
+        ]
+        await self._links_back(conn, restored[0], below)
+
+    @reactions.on(FileRestored)
+    async def when_files_restored(
+        self, conn: asyncpg.Connection, restored: Sequence[Received[FileRestored]]
+    ) -> None:
+        """Synced datasets take a restored file back by their sync, as an upload; the
+        other links it lost when it was deleted come back from the history."""
+        await _sync_lock(conn)
+        files = [e.event.file_id for e in restored]
+        await self._resync(conn, restored, files)
+        await self._links_back(conn, restored[0], files)
+
+    async def _links_back(
+        self, conn: asyncpg.Connection, cause: Caused, files: Sequence[uuid.UUID]
+    ) -> None:
+        """The links these files' deletion removed and that are not back yet."""
+        back = {
+            r["dataset_id"]: r["file_ids"]
+            for r in await conn.fetch(
+                """SELECT t.dataset_id, array_agg(t.file_id ORDER BY t.file_id) AS file_ids
+                   FROM datasets.trashed_links t
+                   JOIN datasets.files f ON f.id = t.file_id
+                   WHERE t.file_id = ANY($1::uuid[])
+                     AND NOT EXISTS (SELECT 1 FROM datasets.members m
+                                     WHERE m.dataset_id = t.dataset_id AND m.file_id = t.file_id)
+                   GROUP BY t.dataset_id""",
+                list(files),
+            )
+        }
+        await self._relink(conn, cause, back, "restored", {}, "")
 
     @reactions.on(FileDeleted)
     async def when_files_deleted(

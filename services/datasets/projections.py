@@ -19,7 +19,7 @@ from shared.kit.reactions import Received
 
 membership = Projection(
     name="datasets.membership",
-    tables=("datasets.datasets", "datasets.members", "datasets.shares"),
+    tables=("datasets.datasets", "datasets.members", "datasets.shares", "datasets.trashed_links"),
     ddl="""
     CREATE TABLE IF NOT EXISTS datasets.datasets (
         id uuid PRIMARY KEY,
@@ -49,6 +49,12 @@ membership = Projection(
         PRIMARY KEY (dataset_id, user_id)
     );
     CREATE INDEX IF NOT EXISTS shares_user ON datasets.shares (user_id);
+    -- Links their files' deletion removed: a file restored from the trash gets them back.
+    CREATE TABLE IF NOT EXISTS datasets.trashed_links (
+        file_id uuid NOT NULL,
+        dataset_id uuid NOT NULL,
+        PRIMARY KEY (file_id, dataset_id)
+    );
     """,
 )
 
@@ -118,6 +124,7 @@ async def dataset_deleted(
 ) -> None:
     ids = [e.data["dataset_id"] for e in events]
     await conn.execute("DELETE FROM datasets.members WHERE dataset_id = ANY($1::uuid[])", ids)
+    await conn.execute("DELETE FROM datasets.trashed_links WHERE dataset_id = ANY($1::uuid[])", ids)
     await conn.execute("DELETE FROM datasets.shares WHERE dataset_id = ANY($1::uuid[])", ids)
     await conn.execute("DELETE FROM datasets.datasets WHERE id = ANY($1::uuid[])", ids)
 
@@ -138,6 +145,12 @@ async def files_linked(
             e.data["file_ids"],
             e.stream_version,
         )
+        await conn.execute(
+            """DELETE FROM datasets.trashed_links
+               WHERE dataset_id = $1 AND file_id = ANY($2::uuid[])""",
+            e.data["dataset_id"],
+            e.data["file_ids"],
+        )
 
 
 @membership.on(datasets_events.FilesUnlinked)
@@ -156,6 +169,13 @@ async def files_unlinked(
             e.data["file_ids"],
             e.stream_version,
         )
+        if e.data["reason"] == "file_deleted":
+            await conn.execute(
+                """INSERT INTO datasets.trashed_links (file_id, dataset_id)
+                   SELECT unnest($2::uuid[]), $1 ON CONFLICT DO NOTHING""",
+                e.data["dataset_id"],
+                e.data["file_ids"],
+            )
 
 
 @membership.on(datasets_events.DatasetUnsynced)
@@ -165,6 +185,17 @@ async def dataset_unsynced(
     await conn.executemany(
         """UPDATE datasets.datasets
            SET synced_folder_id = NULL, unsynced_from = $2, version = $3 WHERE id = $1""",
+        [(e.data["dataset_id"], e.data["folder_id"], e.stream_version) for e in events],
+    )
+
+
+@membership.on(datasets_events.DatasetResynced)
+async def dataset_resynced(
+    conn: asyncpg.Connection, events: Sequence[Received[datasets_events.DatasetResynced]]
+) -> None:
+    await conn.executemany(
+        """UPDATE datasets.datasets
+           SET synced_folder_id = $2, unsynced_from = NULL, version = $3 WHERE id = $1""",
         [(e.data["dataset_id"], e.data["folder_id"], e.stream_version) for e in events],
     )
 
@@ -210,6 +241,7 @@ ORPHANS_OF = """
 
 
 @tree.on(catalog_events.FolderCreated)
+@tree.on(catalog_events.FolderRestored)
 async def folder_created(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderCreated]]
 ) -> None:
@@ -267,6 +299,7 @@ async def folder_deleted(
 
 
 @tree.on(catalog_events.FileUploaded)
+@tree.on(catalog_events.FileRestored)
 async def file_uploaded(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileUploaded]]
 ) -> None:

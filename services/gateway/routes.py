@@ -292,6 +292,18 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/delete", "catalog", "Delete files and folders (all or nothing)",
           body=catalog.Delete, answer=catalog.DeleteAnswer, compose="with_dataset_impact",
           errors=WRITE_ERRORS, description="`dry_run: true` answers the Impact instead."),
+    # -- the trash (catalog) --
+    Route("GET", "/v1/trash", "catalog", "Deleted files and folders one may see, newest first",
+          answer=catalog.Trash, errors=(422,), query=PAGE,
+          description="What was deleted itself: a folder's contents come back with it."),
+    Route("POST", "/v1/trash/restore", "catalog", "Put files and folders back where they were",
+          body=catalog.Restore, answer=catalog.Restored, errors=WRITE_ERRORS,
+          description="Needs the editor role where each was; trashed folders above come"
+                      " back too. Dataset links follow (synced datasets by their sync)."),
+    Route("DELETE", "/v1/trash", "catalog", "Empty the trash: what one could restore goes",
+          answer=catalog.Emptied, errors=(403,),
+          description="Purges what the caller has the editor role on where it was; what"
+                      " they only see stays. Blobs are then reclaimed."),
     Route("GET", "/v1/search", "catalog", "Files and folders by name, everywhere one may see",
           answer=catalog.Found, errors=(422,), strict_query=True, query=(
               *FILTERS, Query("folder_id", {"type": "string", "format": "uuid"}), *PAGE),

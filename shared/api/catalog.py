@@ -174,6 +174,11 @@ class Impact(Shape):
     files: int
     datasets: list[DatasetImpact] = Field(description="the datasets the caller may see")
     hidden_datasets: int = Field(0, description="how many others would lose links too")
+    trash_days: float | None = Field(
+        None,
+        description="a delete's: the trash keeps what is deleted this many days, restorable"
+        " (`POST /v1/trash/restore`), before it goes for good",
+    )
 
 
 class Moved(Shape):
@@ -190,3 +195,37 @@ class MoveAnswer(RootModel[Moved | Impact]):
 
 class DeleteAnswer(RootModel[Deleted | Impact]):
     """`{deleted}`, or a dry run's Impact."""
+
+
+class Restore(Strict):
+    file_ids: list[uuid.UUID] = Field(default_factory=list, max_length=100_000)
+    folder_ids: list[uuid.UUID] = Field(default_factory=list, max_length=10_000)
+
+
+class TrashItem(Shape):
+    type: Literal["folder", "file"]
+    id: str
+    name: str
+    parent_id: str | None = Field(None, description="a folder's: where it was")
+    folder_id: str | None = Field(None, description="a file's: where it was")
+    files: int | None = Field(None, description="a folder's: files that went with it")
+    size: int | None = None
+    kind: str | None = None
+    deleted_at: str
+    deleted_by: str
+    purge_at: str = Field(description="when the trash lets it go (`FILES_TRASH_DAYS`)")
+    my_role: Role
+
+
+class Trash(Page):
+    items: list[TrashItem]
+
+
+class Restored(Shape):
+    restored_folders: int
+    restored_files: int
+
+
+class Emptied(Shape):
+    purged_folders: int
+    purged_files: int

@@ -60,9 +60,28 @@ class FolderMoved(Event):
 
 
 class FolderDeleted(Event):
+    """`trashed`: the folder went to the trash (it may be restored until it is purged);
+    deletions from before the trash were final."""
+
     type: ClassVar[str] = "catalog.FolderDeleted"
     folder_id: uuid.UUID
     parent_id: uuid.UUID | None
+    trashed: bool = False
+
+
+class FolderRestored(Event):
+    """Back from the trash, under its parent as it was."""
+
+    type: ClassVar[str] = "catalog.FolderRestored"
+    folder_id: uuid.UUID
+    parent_id: uuid.UUID | None
+
+
+class FolderPurged(Event):
+    """The trash let it go: it cannot be restored any more."""
+
+    type: ClassVar[str] = "catalog.FolderPurged"
+    folder_id: uuid.UUID
 
 
 class Media(BaseModel):
@@ -153,11 +172,31 @@ class FileMoved(Event):
 
 
 class FileDeleted(Event):
+    """`trashed`: the file went to the trash and keeps its blob until it is purged;
+    deletions from before the trash were final."""
+
     type: ClassVar[str] = "catalog.FileDeleted"
     file_id: uuid.UUID
     folder_id: uuid.UUID
     blob_key: str
     sha256: str
+    trashed: bool = False
+
+
+class FileRestored(Event):
+    """Back from the trash, in the folder it was in."""
+
+    type: ClassVar[str] = "catalog.FileRestored"
+    file_id: uuid.UUID
+    folder_id: uuid.UUID
+
+
+class FilePurged(Event):
+    """The trash let it go: its blob may be reclaimed."""
+
+    type: ClassVar[str] = "catalog.FilePurged"
+    file_id: uuid.UUID
+    blob_key: str
 
 
 class UploadRejected(Event):
@@ -176,6 +215,8 @@ EVENTS: tuple[type[Event], ...] = (
     FolderDescribed,
     FolderMoved,
     FolderDeleted,
+    FolderRestored,
+    FolderPurged,
     FileUploaded,
     DicomSeriesExtended,
     FileRenamed,
@@ -184,5 +225,7 @@ EVENTS: tuple[type[Event], ...] = (
     MetadataSchemaSet,
     FileMoved,
     FileDeleted,
+    FileRestored,
+    FilePurged,
     UploadRejected,
 )

@@ -37,7 +37,8 @@ class DatasetDeleted(Event):
 
 
 class FilesLinked(Event):
-    """reason: "added" (by a user) or "synced" (the file is in the synced folder)."""
+    """reason: "added" (by a user), "synced" (the file is in the synced folder) or
+    "restored" (the file came back from the trash with the links it lost)."""
 
     type: ClassVar[str] = "datasets.FilesLinked"
     dataset_id: uuid.UUID
@@ -63,6 +64,15 @@ class DatasetUnsynced(Event):
     reason: str
 
 
+class DatasetResynced(Event):
+    """The synced folder it stopped following came back from the trash: it follows it
+    again."""
+
+    type: ClassVar[str] = "datasets.DatasetResynced"
+    dataset_id: uuid.UUID
+    folder_id: uuid.UUID
+
+
 class DatasetShared(Event):
     """The dataset is shared with a user, with a role: "user", "editor" or "admin".
     Sharing with someone it is already shared with changes their role."""
@@ -86,6 +96,7 @@ EVENTS: tuple[type[Event], ...] = (
     FilesLinked,
     FilesUnlinked,
     DatasetUnsynced,
+    DatasetResynced,
     DatasetShared,
     DatasetUnshared,
 )

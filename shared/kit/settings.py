@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # kept (safety margin only; the claim protocol is what protects stores in flight).
     blob_gc_every_s: float = 60.0
     blob_gc_grace_s: float = 15 * 60
+    # Deleted files and folders stay in the trash this long (restorable), then the
+    # catalog purges them (checked every trash_purge_every_s) and their blobs may go.
+    trash_days: float = 30.0
+    trash_purge_every_s: float = 3600.0
     # The gateway's gRPC API (proto/files/v1/files.proto) on this port, beside HTTP on
     # http_host; 0: no gRPC server.
     grpc_port: int = 0

@@ -1,6 +1,7 @@
 """Deleting a file stops serving its bytes at once; the collector then reclaims bytes
 no file refers to, and never those of a live file (identical uploads share a blob).
 
+A deleted file goes to the trash first, its bytes kept: these tests empty the trash.
 The test platform sweeps every 0.2 s with no grace period (tests/conftest.py), so
 only the claim protocol keeps a blob that is being stored again."""
 
@@ -32,6 +33,15 @@ def key_of(data: bytes) -> str:
     return content_key(hashlib.sha256(data).hexdigest())
 
 
+async def delete_for_good(api: httpx.AsyncClient, file_id: str) -> httpx.Response:
+    """Delete a file and empty the trash: only then may its bytes go."""
+    answer = await api.delete(f"/v1/files/{file_id}")
+    if answer.status_code == 204:
+        emptied = await api.delete("/v1/trash")
+        assert emptied.status_code == 200, emptied.text
+    return answer
+
+
 async def reclaimed(api: httpx.AsyncClient, store: BlobStore, data: bytes) -> None:
     """Wait until the blob of `data` is gone from the store."""
 
@@ -46,7 +56,7 @@ async def a_sweep_passed(api: httpx.AsyncClient, store: BlobStore, folder_id: st
     that was recorded before it."""
     sentinel = text(f"sentinel {os.urandom(8).hex()}")
     [file] = (await upload(api, folder_id, ("sentinel.txt", sentinel)))["files"]
-    assert (await api.delete(f"/v1/files/{file['id']}")).status_code == 204
+    assert (await delete_for_good(api, file["id"])).status_code == 204
     await reclaimed(api, store, sentinel)
 
 
@@ -57,7 +67,7 @@ async def test_a_deleted_file_is_not_served_at_once_and_its_bytes_are_reclaimed(
     data = text(f"only copy {os.urandom(8).hex()}")
     [file] = (await upload(api, top["id"], ("only.txt", data)))["files"]
     assert await store.exists(key_of(data))
-    assert (await api.delete(f"/v1/files/{file['id']}")).status_code == 204
+    assert (await delete_for_good(api, file["id"])).status_code == 204
     # Not served from the moment the delete answered, bytes or not.
     assert (await api.get(f"/v1/files/{file['id']}/content")).status_code == 404
     await reclaimed(api, store, data)
@@ -70,7 +80,7 @@ async def test_bytes_shared_by_identical_uploads_stay_while_one_file_has_them(
     data = text(f"twice {os.urandom(8).hex()}")
     first = (await upload(api, top["id"], ("a.txt", data)))["files"][0]
     second = (await upload(api, top["id"], ("b.txt", data)))["files"][0]
-    assert (await api.delete(f"/v1/files/{first['id']}")).status_code == 204
+    assert (await delete_for_good(api, first["id"])).status_code == 204
 
     async def released() -> bool:
         events = await api.get("/v1/audit", params={"type": "ingest.BlobsReleased"})
@@ -81,7 +91,7 @@ async def test_bytes_shared_by_identical_uploads_stay_while_one_file_has_them(
     assert await store.exists(key_of(data))
     assert (await api.get(f"/v1/files/{second['id']}/content")).content == data
     # The last file goes: so do the bytes. Stored again, they are served again.
-    assert (await api.delete(f"/v1/files/{second['id']}")).status_code == 204
+    assert (await delete_for_good(api, second["id"])).status_code == 204
     await reclaimed(api, store, data)
     third = (await upload(api, top["id"], ("c.txt", data)))["files"][0]
     assert (await api.get(f"/v1/files/{third['id']}/content")).content == data
@@ -96,7 +106,7 @@ async def test_the_collector_never_takes_the_bytes_of_a_file_stored_meanwhile(
     data = text(f"raced {os.urandom(8).hex()}")
     previous = (await upload(api, top["id"], ("0.txt", data)))["files"][0]
     for round_ in range(1, 15):
-        delete = api.delete(f"/v1/files/{previous['id']}")
+        delete = delete_for_good(api, previous["id"])
         answer, uploaded = await asyncio.gather(
             delete, upload(api, top["id"], (f"{round_}.txt", data))
         )

@@ -48,6 +48,7 @@ from files_client.models import (
     DatasetData,
     DatasetRef,
     DeleteBody,
+    Emptied,
     FileChangesBody,
     FileData,
     FileIdsBody,
@@ -69,8 +70,11 @@ from files_client.models import (
     NewIntegrationBody,
     NewUser,
     NewUserBody,
+    RestoreBody,
+    Restored,
     RoleChangeBody,
     Summary,
+    TrashItem,
     UploadSession,
     User,
 )
@@ -960,6 +964,28 @@ class Api(Bound[M]):
             body.dry_run = True
         found = yield from json_of(self._session, Call("POST", "/v1/delete", json=body.as_json()))
         return Impact.model_validate(found)
+
+    @listing
+    def trash(self) -> Feed[TrashItem]:
+        """What was deleted where the caller may see, newest first (a folder's contents
+        come back with it, so they are not listed)."""
+        yield from self._pages("/v1/trash", {}, make=TrashItem.model_validate)
+
+    @operation
+    def restore(self, *, files: Iterable[Ref] = (), folders: Iterable[Ref] = ()) -> Op[Restored]:
+        """Put trashed files and folders back where they were, with their dataset
+        links; trashed folders above them come back too."""
+        body = RestoreBody(file_ids=[_id(f) for f in files], folder_ids=[_id(f) for f in folders])
+        found = yield from json_of(
+            self._session, Call("POST", "/v1/trash/restore", json=body.as_json())
+        )
+        return Restored.model_validate(found)
+
+    @operation
+    def empty_trash(self) -> Op[Emptied]:
+        """Purge what the caller could restore; the bytes are then reclaimed."""
+        found = yield from json_of(self._session, Call("DELETE", "/v1/trash"))
+        return Emptied.model_validate(found)
 
     @listing
     def search(

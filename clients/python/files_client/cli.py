@@ -38,6 +38,7 @@ VERBS = (
     "search",
     "mv",
     "rm",
+    "trash",
     "download",
     "datasets",
     "share",
@@ -447,6 +448,43 @@ def rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def trash(args: argparse.Namespace) -> int:
+    with _client() as c:
+        if args.action == "empty":
+            done = c.empty_trash()
+            print(f"purged {done.purged_folders} folder(s) and {done.purged_files} file(s)")
+            return 0
+        listed = list(c.trash())
+        if args.action == "restore":
+            types = {i.id: i.type for i in listed}
+            unknown = [i for i in args.ids if i not in types]
+            if unknown or not args.ids:
+                raise Usage(f"not in the trash: {', '.join(unknown) or 'give ids'}")
+            back = c.restore(
+                files=[i for i in args.ids if types[i] == "file"],
+                folders=[i for i in args.ids if types[i] == "folder"],
+            )
+            print(f"restored {back.restored_folders} folder(s) and {back.restored_files} file(s)")
+            return 0
+        if args.json:
+            for item in listed:
+                print(item.model_dump_json())
+            return 0
+        rows = [
+            [
+                i.type,
+                i.id,
+                i.name,
+                _size(i.size),
+                f"{i.deleted_at:%Y-%m-%d %H:%M}",
+                f"{i.purge_at:%Y-%m-%d}",
+            ]
+            for i in listed
+        ]
+        _table(rows, ["TYPE", "ID", "NAME", "SIZE", "DELETED", "PURGED ON"])
+    return 0
+
+
 def download(args: argparse.Namespace) -> int:
     out = Path(args.output)
     with _client() as c:
@@ -627,6 +665,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "search": search,
     "mv": mv,
     "rm": rm,
+    "trash": trash,
     "download": download,
     "datasets": datasets,
     "share": share,
@@ -743,6 +782,17 @@ def register(commands: Any) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--dry-run", action="store_true", help="print the impact, delete nothing")
+
+    p = verb(
+        "trash",
+        "list the trash, restore from it, empty it",
+        "What rm deleted stays in the trash (FILES_TRASH_DAYS, 30 by default). `files"
+        " trash` lists it; `files trash restore ID...` puts items back where they were,"
+        " with their dataset links; `files trash empty` purges what you could restore.",
+    )
+    p.add_argument("action", nargs="?", default="ls", choices=["ls", "restore", "empty"])
+    p.add_argument("ids", nargs="*", metavar="ID", help="restore: the trash's item ids")
+    p.add_argument("--json", action="store_true", help="ls: one JSON object per line")
 
     p = verb(
         "download",

@@ -248,6 +248,35 @@ class Impact(Data):
     folders: int | None = None
     files: int | None = None
     datasets: list[DatasetImpact] = Field(default_factory=list)
+    # A delete's dry run: the trash keeps what it deletes this many days.
+    trash_days: float | None = None
+
+
+class TrashItem(Data):
+    """A folder or file in the trash, where it was, and when the trash lets it go."""
+
+    type: str
+    id: str
+    name: str
+    parent_id: str | None = None
+    folder_id: str | None = None
+    files: int | None = None
+    size: int | None = None
+    kind: str | None = None
+    deleted_at: datetime
+    deleted_by: str
+    purge_at: datetime
+    my_role: str | None = None
+
+
+class Restored(Data):
+    restored_folders: int
+    restored_files: int
+
+
+class Emptied(Data):
+    purged_folders: int
+    purged_files: int
 
 
 class KindTotal(Data):
@@ -334,6 +363,11 @@ class DeleteBody(Body):
     file_ids: list[str] = Field(default_factory=list)
     folder_ids: list[str] = Field(default_factory=list)
     dry_run: bool | None = None
+
+
+class RestoreBody(Body):
+    file_ids: list[str] = Field(default_factory=list)
+    folder_ids: list[str] = Field(default_factory=list)
 
 
 class NewDatasetBody(Body):

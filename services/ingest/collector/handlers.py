@@ -2,7 +2,8 @@
 
 A deleted file stops being served at once: the catalog forgets it, and every
 download asks the catalog first. Its bytes go later, here: the catalog's
-`FileDeleted` (or `UploadRejected`) releases the file's blob, and a sweep deletes
+`FilePurged` (the trash let it go), a `FileDeleted` from before the trash, or
+`UploadRejected` releases the file's blob, and a sweep deletes
 blobs that no file of ours refers to. Identical uploads share one blob, so a blob
 goes only when its last file has gone. A blob being stored again meanwhile is
 claimed in the storing transaction (`collector.projections.claim_blobs`); the sweep skips it, or
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.ingest.collector import domain
 from services.ingest.collector.projections import RECLAIMABLE, blob_refs
-from shared.contracts.catalog import FileDeleted, UploadRejected
+from shared.contracts.catalog import FileDeleted, FilePurged, UploadRejected
 from shared.contracts.envelope import Cause, envelopes_of
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
@@ -41,13 +42,23 @@ class Collector(Handlers):
     reactions = Reactions("ingest")
 
     @reactions.on(FileDeleted)
+    @reactions.on(FilePurged)
     @reactions.on(UploadRejected)
     async def when_files_gone(
-        self, conn: Conn, envelopes: Sequence[Received[FileDeleted | UploadRejected]]
+        self,
+        conn: Conn,
+        envelopes: Sequence[Received[FileDeleted | FilePurged | UploadRejected]],
     ) -> None:
-        """Files the catalog deleted (or never registered) release their blobs, those
-        that are ours."""
-        gone = [e.event.file_id for e in envelopes]
+        """Files the catalog let go (purged from the trash, deleted before the trash
+        was, or never registered) release their blobs, those that are ours. A file in
+        the trash keeps its blob: it may be restored."""
+        gone = [
+            e.event.file_id
+            for e in envelopes
+            if not (isinstance(e.event, FileDeleted) and e.event.trashed)
+        ]
+        if not gone:
+            return
         ours = [
             r["file_id"]
             for r in await conn.fetch(

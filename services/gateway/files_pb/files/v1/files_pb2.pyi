@@ -1132,3 +1132,71 @@ class EventPage(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[Event]
     next_cursor: str
     def __init__(self, items: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class ListTrashRequest(_message.Message):
+    __slots__ = ("cursor", "limit")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    limit: int
+    def __init__(self, cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class TrashItem(_message.Message):
+    __slots__ = ("type", "id", "name", "parent_id", "folder_id", "files", "size", "kind", "deleted_at", "deleted_by", "purge_at", "my_role")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DELETED_AT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_BY_FIELD_NUMBER: _ClassVar[int]
+    PURGE_AT_FIELD_NUMBER: _ClassVar[int]
+    MY_ROLE_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    id: str
+    name: str
+    parent_id: str
+    folder_id: str
+    files: int
+    size: int
+    kind: str
+    deleted_at: _timestamp_pb2.Timestamp
+    deleted_by: str
+    purge_at: _timestamp_pb2.Timestamp
+    my_role: str
+    def __init__(self, type: _Optional[str] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., parent_id: _Optional[str] = ..., folder_id: _Optional[str] = ..., files: _Optional[int] = ..., size: _Optional[int] = ..., kind: _Optional[str] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., purge_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., my_role: _Optional[str] = ...) -> None: ...
+
+class TrashPage(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[TrashItem]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[TrashItem, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class RestoreFromTrashRequest(_message.Message):
+    __slots__ = ("file_ids", "folder_ids")
+    FILE_IDS_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    file_ids: _containers.RepeatedScalarFieldContainer[str]
+    folder_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, file_ids: _Optional[_Iterable[str]] = ..., folder_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Restored(_message.Message):
+    __slots__ = ("restored_folders", "restored_files")
+    RESTORED_FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_FILES_FIELD_NUMBER: _ClassVar[int]
+    restored_folders: int
+    restored_files: int
+    def __init__(self, restored_folders: _Optional[int] = ..., restored_files: _Optional[int] = ...) -> None: ...
+
+class Emptied(_message.Message):
+    __slots__ = ("purged_folders", "purged_files")
+    PURGED_FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    PURGED_FILES_FIELD_NUMBER: _ClassVar[int]
+    purged_folders: int
+    purged_files: int
+    def __init__(self, purged_folders: _Optional[int] = ..., purged_files: _Optional[int] = ...) -> None: ...

@@ -2888,3 +2888,167 @@ class Audit:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TrashStub:
+    """The trash: what a delete keeps for FILES_TRASH_DAYS, restorable.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListTrash = channel.unary_unary(
+                '/files.v1.Trash/ListTrash',
+                request_serializer=files_dot_v1_dot_files__pb2.ListTrashRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.TrashPage.FromString,
+                _registered_method=True)
+        self.RestoreFromTrash = channel.unary_unary(
+                '/files.v1.Trash/RestoreFromTrash',
+                request_serializer=files_dot_v1_dot_files__pb2.RestoreFromTrashRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Restored.FromString,
+                _registered_method=True)
+        self.EmptyTrash = channel.unary_unary(
+                '/files.v1.Trash/EmptyTrash',
+                request_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Emptied.FromString,
+                _registered_method=True)
+
+
+class TrashServicer:
+    """The trash: what a delete keeps for FILES_TRASH_DAYS, restorable.
+    """
+
+    def ListTrash(self, request, context):
+        """GET /v1/trash: what was deleted where the caller may see, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreFromTrash(self, request, context):
+        """POST /v1/trash/restore: back where they were, with their dataset links.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmptyTrash(self, request, context):
+        """DELETE /v1/trash: what the caller could restore goes for good.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TrashServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListTrash': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrash,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ListTrashRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.TrashPage.SerializeToString,
+            ),
+            'RestoreFromTrash': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreFromTrash,
+                    request_deserializer=files_dot_v1_dot_files__pb2.RestoreFromTrashRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Restored.SerializeToString,
+            ),
+            'EmptyTrash': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmptyTrash,
+                    request_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Emptied.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'files.v1.Trash', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('files.v1.Trash', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Trash:
+    """The trash: what a delete keeps for FILES_TRASH_DAYS, restorable.
+    """
+
+    @staticmethod
+    def ListTrash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Trash/ListTrash',
+            files_dot_v1_dot_files__pb2.ListTrashRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.TrashPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreFromTrash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Trash/RestoreFromTrash',
+            files_dot_v1_dot_files__pb2.RestoreFromTrashRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Restored.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmptyTrash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Trash/EmptyTrash',
+            files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            files_dot_v1_dot_files__pb2.Emptied.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
