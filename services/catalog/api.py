@@ -119,6 +119,12 @@ def router(catalog: Catalog) -> APIRouter:
     async def get_file(file_id: uuid.UUID, rights: Rights) -> dict[str, Any]:
         return await queries.file(catalog.pool, file_id, rights)
 
+    @api.get("/files/{file_id}/duplicates")
+    async def file_duplicates(
+        file_id: uuid.UUID, rights: Rights, limit: Limit = 100, cursor: str | None = None
+    ) -> dict[str, Any]:
+        return await queries.duplicates(catalog.pool, file_id, rights, limit, cursor)
+
     @api.patch("/files/{file_id}")
     async def update_file(
         file_id: uuid.UUID, body: FileChanges, caller: Caller, rights: Rights

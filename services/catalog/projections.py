@@ -106,6 +106,8 @@ tree = Projection(
     CREATE INDEX IF NOT EXISTS files_folder_created ON catalog.files (folder_id, created_at, id);
     CREATE INDEX IF NOT EXISTS files_folder_size ON catalog.files (folder_id, size, id);
     CREATE INDEX IF NOT EXISTS files_metadata ON catalog.files USING gin (metadata jsonb_path_ops);
+    -- Duplicates: the files holding the same bytes.
+    CREATE INDEX IF NOT EXISTS files_sha256 ON catalog.files (sha256);
     -- The trash: deleted folders and files, each its whole row as it was (`entry`, so
     -- columns added later need nothing here), until it is restored or purged. `path`:
     -- the folder's path (a file's: its folder's), for rights and for what came with what.

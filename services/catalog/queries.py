@@ -51,6 +51,70 @@ def file_json(row: asyncpg.Record) -> dict[str, Any]:
     return found
 
 
+# Duplicates are counted up to this many (a blob uploaded 100,000 times is not counted
+# on every page that shows one of its files).
+DUPLICATES_COUNTED = 10_000
+
+
+async def with_duplicates(
+    pool: asyncpg.Pool, found: list[dict[str, Any]], access: Access
+) -> list[dict[str, Any]]:
+    """Each file's `duplicates`: how many other files the caller may see hold the same
+    bytes (by sha256), counted once per distinct sha256 of the page, by index."""
+    shas = sorted({f["sha256"] for f in found if f.get("type") == "file"})
+    if not shas:
+        return found
+    rows = await pool.fetch(
+        """SELECT x.sha, (SELECT count(*) FROM (
+                   SELECT 1 FROM catalog.files o
+                   WHERE o.sha256 = x.sha
+                     AND ($2::uuid[] IS NULL OR EXISTS (
+                         SELECT 1 FROM catalog.folders p
+                         WHERE p.id = o.folder_id AND p.path && $2))
+                   LIMIT $3) s) AS n
+           FROM unnest($1::text[]) AS x(sha)""",
+        shas,
+        access.roots,
+        DUPLICATES_COUNTED + 1,
+    )
+    counts = {r["sha"]: r["n"] for r in rows}
+    for f in found:
+        if f.get("type") == "file":
+            # The file itself is one of those counted: the caller sees it.
+            f["duplicates"] = max(counts.get(f["sha256"], 1) - 1, 0)
+    return found
+
+
+async def duplicates(
+    pool: asyncpg.Pool, file_id: uuid.UUID, access: Access, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """The other files the caller may see that hold the same bytes, by id."""
+    this = await file(pool, file_id, access)
+    after = uuid.UUID(NIL)
+    if cursor:
+        try:
+            after = uuid.UUID(_uncursor(cursor, str)[0])
+        except ValueError:
+            raise domain.Invalid(
+                "invalid_cursor", "the cursor is not one this API gave out"
+            ) from None
+    rows = await pool.fetch(
+        f"""SELECT {FILE_FIELDS} FROM catalog.files f
+            WHERE f.sha256 = $1 AND f.id <> $3 AND f.id > $4
+              AND ($2::uuid[] IS NULL OR EXISTS (
+                  SELECT 1 FROM catalog.folders p WHERE p.id = f.folder_id AND p.path && $2))
+            ORDER BY f.id LIMIT $5""",
+        this["sha256"],
+        access.roots,
+        file_id,
+        after,
+        limit + 1,
+    )
+    found = await with_duplicates(pool, [file_json(r) for r in rows[:limit]], access)
+    last = rows[limit - 1] if len(rows) > limit else None
+    return {"items": found, "next_cursor": _cursor([str(last["id"])]) if last else None}
+
+
 def _cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(values)).decode()
 
@@ -220,7 +284,7 @@ async def items(
                 ORDER BY {ordering} LIMIT {where.arg(room + 1)}""",
             *where.args,
         )
-        found += [file_json(r) for r in rows[:room]]
+        found += await with_duplicates(pool, [file_json(r) for r in rows[:room]], access)
         if len(rows) > room:
             last = rows[room - 1]
             next_cursor = listing.encode_cursor(
@@ -269,7 +333,7 @@ async def file(
     if row is None:
         raise domain.NotFound("not_found", f"file {file_id} does not exist")
     access.require(row["path"] or (), "user", f"file {file_id}")
-    found = file_json(row)
+    [found] = await with_duplicates(pool, [file_json(row)], access)
     found["my_role"] = access.role_on(row["path"] or ())
     if internal:
         found["blob_key"] = row["blob_key"]
@@ -286,7 +350,7 @@ async def files(pool: asyncpg.Pool, ids: list[uuid.UUID], access: Access) -> lis
         ids,
         access.roots,
     )
-    return [file_json(r) for r in rows]
+    return await with_duplicates(pool, [file_json(r) for r in rows], access)
 
 
 async def metadata_schema(pool: asyncpg.Pool) -> dict[str, Any]:
@@ -426,7 +490,9 @@ async def search(pool: asyncpg.Pool, asked: listing.Listing, access: Access) -> 
     # plan walks it and stops at the page.
     typed = bool(asked.typed_ranges or asked.number_keys)
     rows = await _matching_files(pool, where.sql, where.args, indexed, scope or typed, typed)
-    found += await _with_paths(pool, [file_json(r) for r in rows[:room]], access)
+    found += await _with_paths(
+        pool, await with_duplicates(pool, [file_json(r) for r in rows[:room]], access), access
+    )
     next_cursor = _cursor([1, str(rows[room - 1]["id"])]) if len(rows) > room else None
     return {"items": found, "next_cursor": next_cursor}
 
@@ -525,7 +591,9 @@ async def _ordered_search(
                 ORDER BY {ordering} LIMIT {where.arg(room + 1)}""",
             *where.args,
         )
-    found += await _with_paths(pool, [file_json(r) for r in rows[:room]], access)
+    found += await _with_paths(
+        pool, await with_duplicates(pool, [file_json(r) for r in rows[:room]], access), access
+    )
     next_cursor = None
     if len(rows) > room:
         last = rows[room - 1]

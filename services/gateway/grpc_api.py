@@ -362,6 +362,7 @@ UNARY: dict[str, Route] = {
     "UploadSessions/CompleteUploadSession": Route("POST", "/v1/uploads/{session_id}/complete"),
     "UploadSessions/AbortUploadSession": Route("DELETE", "/v1/uploads/{session_id}"),
     "Audit/ListEvents": Route("GET", "/v1/audit"),
+    "Duplicates/ListDuplicates": Route("GET", "/v1/files/{file_id}/duplicates"),
     "Trash/ListTrash": Route("GET", "/v1/trash"),
     "Trash/RestoreFromTrash": Route("POST", "/v1/trash/restore"),
     "Trash/EmptyTrash": Route("DELETE", "/v1/trash"),

@@ -118,9 +118,18 @@ class File(Shape):
     dicom: dict[str, Any] | None = None
     group: dict[str, Any] | None = None
     my_role: Role | None = Field(None, description="the caller's role on it (one file's answer)")
+    duplicates: int | None = Field(
+        None,
+        description="how many other files the caller may see hold the same bytes (sha256),"
+        " counted up to 10,000; `GET /v1/files/{id}/duplicates` lists them",
+    )
     path: list[IdName] | None = Field(
         None, description="in search hits: its folder's, from the first folder the caller may see"
     )
+
+
+class Duplicates(Page):
+    items: list[File]
 
 
 class Folders(Page):

@@ -966,6 +966,11 @@ class Api(Bound[M]):
         return Impact.model_validate(found)
 
     @listing
+    def duplicates_of(self, file: Ref) -> Feed[File[M]]:
+        """The other files the caller may see that hold the same bytes (sha256)."""
+        yield from self._pages(f"/v1/files/{_id(file)}/duplicates", {}, make=self._file)
+
+    @listing
     def trash(self) -> Feed[TrashItem]:
         """What was deleted where the caller may see, newest first (a folder's contents
         come back with it, so they are not listed)."""

@@ -38,6 +38,7 @@ VERBS = (
     "search",
     "mv",
     "rm",
+    "duplicates",
     "trash",
     "download",
     "datasets",
@@ -448,6 +449,24 @@ def rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def duplicates(args: argparse.Namespace) -> int:
+    with _client() as c:
+        found = c.resolve(args.path)
+        if not isinstance(found, File):
+            raise Usage(f"{args.path} is a folder: name a file")
+        rows = []
+        for other in c.duplicates_of(found):
+            if args.json:
+                _json_line(other)
+            else:
+                rows.append([other.id, _size(other.size), other.folder_id, other.name])
+        if not args.json:
+            _table(rows, ["ID", "SIZE", "FOLDER", "NAME"])
+            if not rows:
+                _note(f"no other file you may see holds the bytes of {args.path}")
+    return 0
+
+
 def trash(args: argparse.Namespace) -> int:
     with _client() as c:
         if args.action == "empty":
@@ -665,6 +684,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "search": search,
     "mv": mv,
     "rm": rm,
+    "duplicates": duplicates,
     "trash": trash,
     "download": download,
     "datasets": datasets,
@@ -782,6 +802,10 @@ def register(commands: Any) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--dry-run", action="store_true", help="print the impact, delete nothing")
+
+    p = verb("duplicates", "the other files that hold the same bytes as a file (sha256)")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
 
     p = verb(
         "trash",

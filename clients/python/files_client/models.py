@@ -108,6 +108,8 @@ class FileData(Data):
     dicom: DicomFacts | None = None
     group: GroupFacts | None = None
     my_role: str | None = None
+    # How many other files the caller may see hold the same bytes (up to 10,000).
+    duplicates: int | None = None
     # In search hits: the folder's path, from the first folder the caller may see.
     path: list[PathEntry] | None = None
 

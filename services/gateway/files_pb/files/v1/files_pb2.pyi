@@ -101,7 +101,7 @@ class DatasetRef(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class File(_message.Message):
-    __slots__ = ("id", "name", "kind", "folder_id", "size", "sha256", "mime_type", "media", "dicom", "group", "source", "metadata", "created_at", "created_by", "datasets", "my_role", "path", "description")
+    __slots__ = ("id", "name", "kind", "folder_id", "size", "sha256", "mime_type", "media", "dicom", "group", "source", "metadata", "created_at", "created_by", "datasets", "my_role", "path", "description", "duplicates")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class File(_message.Message):
     MY_ROLE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     kind: str
@@ -138,7 +139,8 @@ class File(_message.Message):
     my_role: str
     path: _containers.RepeatedCompositeFieldContainer[PathEntry]
     description: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., mime_type: _Optional[str] = ..., media: _Optional[_Union[Media, _Mapping]] = ..., dicom: _Optional[_Union[Dicom, _Mapping]] = ..., group: _Optional[_Union[Group, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., my_role: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
+    duplicates: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., mime_type: _Optional[str] = ..., media: _Optional[_Union[Media, _Mapping]] = ..., dicom: _Optional[_Union[Dicom, _Mapping]] = ..., group: _Optional[_Union[Group, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., my_role: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ..., description: _Optional[str] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("folder", "file")
@@ -1132,6 +1134,16 @@ class EventPage(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[Event]
     next_cursor: str
     def __init__(self, items: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class ListDuplicatesRequest(_message.Message):
+    __slots__ = ("file_id", "cursor", "limit")
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    file_id: str
+    cursor: str
+    limit: int
+    def __init__(self, file_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListTrashRequest(_message.Message):
     __slots__ = ("cursor", "limit")

@@ -2890,6 +2890,82 @@ class Audit:
             _registered_method=True)
 
 
+class DuplicatesStub:
+    """Files that hold the same bytes as another.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListDuplicates = channel.unary_unary(
+                '/files.v1.Duplicates/ListDuplicates',
+                request_serializer=files_dot_v1_dot_files__pb2.ListDuplicatesRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.FilePage.FromString,
+                _registered_method=True)
+
+
+class DuplicatesServicer:
+    """Files that hold the same bytes as another.
+    """
+
+    def ListDuplicates(self, request, context):
+        """GET /v1/files/{id}/duplicates: the other files the caller may see with its sha256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DuplicatesServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListDuplicates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDuplicates,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ListDuplicatesRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.FilePage.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'files.v1.Duplicates', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('files.v1.Duplicates', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Duplicates:
+    """Files that hold the same bytes as another.
+    """
+
+    @staticmethod
+    def ListDuplicates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Duplicates/ListDuplicates',
+            files_dot_v1_dot_files__pb2.ListDuplicatesRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.FilePage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class TrashStub:
     """The trash: what a delete keeps for FILES_TRASH_DAYS, restorable.
     """
