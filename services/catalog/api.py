@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, Field
 
-from services.catalog import domain, listing, queries
+from services.catalog import domain, history, listing, queries
 from services.catalog.handlers import Catalog
 from shared.api.catalog import (
     Delete,
@@ -28,6 +28,7 @@ from shared.api.catalog import (
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.access import RANK, Access
+from shared.kit.errors import Refused
 from shared.kit.http import JSON, access, cause
 
 Caller = Annotated[Cause, Depends(cause)]
@@ -89,7 +90,28 @@ def router(catalog: Catalog) -> APIRouter:
     async def folder_items(
         folder_id: uuid.UUID, request: Request, rights: Rights
     ) -> dict[str, Any]:
-        asked = listing.parse(request.query_params.multi_items(), listing.ITEMS_PARAMS)
+        params = request.query_params.multi_items()
+        as_of = [v for k, v in params if k == "as_of"]
+        if as_of:
+            # The folder as it was: from the history, by name; no filters there.
+            others = sorted({k for k, _ in params if k not in ("as_of", "cursor", "limit")})
+            if others or len(as_of) > 1:
+                raise Refused(
+                    400,
+                    "unsupported_with_as_of",
+                    "as_of takes only cursor and limit (once each)",
+                    {"parameters": others or ["as_of"]},
+                )
+            asked = listing.parse([(k, v) for k, v in params if k != "as_of"], listing.ITEMS_PARAMS)
+            return await history.items_as_of(
+                catalog.pool,
+                folder_id,
+                history.parse_as_of(as_of[0]),
+                rights,
+                asked.limit,
+                asked.cursor,
+            )
+        asked = listing.parse(params, listing.ITEMS_PARAMS)
         return await queries.items(catalog.pool, folder_id, asked, rights)
 
     @api.patch("/folders/{folder_id}")

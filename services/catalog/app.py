@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.catalog import api
 from services.catalog.handlers import Catalog, setup_reactions
+from services.catalog.history import setup_history
 from services.catalog.projections import links, tree
 from shared.contracts import topics
 from shared.kit.service import Parts, Runtime, create_app, serve
@@ -26,7 +27,7 @@ def build(settings: Settings) -> FastAPI:
         consumes=(topics.INGEST, topics.DICOM, topics.DATASETS),
         reactions=Catalog.reactions.bound(catalog),
         projections=(tree, links),
-        setups=(setup_reactions,),
+        setups=(setup_reactions, setup_history),
         on_start=[purge],
     )
     app = create_app(runtime, "Files catalog")

@@ -262,6 +262,9 @@ ROUTES: tuple[Route, ...] = (
               *FILTERS,
               Query("dataset_synced", BOOLEAN, "subfolders synced with a dataset (true) or"
                     " with none (false); files are left out"),
+              Query("as_of", {"type": "string", "format": "date-time"},
+                    "RFC 3339: the folder as it was then, from the history (with cursor and"
+                    " limit only; 422 `invalid_as_of`)"),
               *PAGE),
           description="Filters narrow both sections; a cursor is for the order it was made"
                       " in (another order: 400 `cursor_order_mismatch`)."),

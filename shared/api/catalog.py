@@ -136,8 +136,24 @@ class Folders(Page):
     items: list[Folder]
 
 
+class PastFolder(Shape):
+    """A subfolder in a folder's listing `as_of` a moment: as the history says it was."""
+
+    type: Literal["folder"] = "folder"
+    id: str
+    name: str
+    description: str
+    metadata: dict[str, Any]
+    parent_id: str
+    created_at: str
+    created_by: str
+
+
 class Items(Page):
-    items: list[Folder | File] = Field(description="subfolders first, then files")
+    items: list[Folder | File | PastFolder] = Field(
+        description="subfolders first, then files (`as_of`: each by name, as they were)"
+    )
+    as_of: str | None = Field(None, description="the moment asked for, when asked")
 
 
 class Found(Page):
