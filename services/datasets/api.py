@@ -106,6 +106,11 @@ def router(datasets: Datasets) -> APIRouter:
 
     @api.post("/v1/datasets", status_code=201)
     async def create(body: NewDataset, caller: Caller, rights: Access) -> Response:
+        if body.create_backing_folder:
+            # The gateway makes the folder (the catalog's) and asks again with it.
+            raise domain.Refused(
+                422, "invalid_request", "create_backing_folder is made through the gateway"
+            )
         dataset_id, position = await datasets.create(
             caller,
             rights,

@@ -398,6 +398,59 @@ class Compose:
 
     # -- datasets --------------------------------------------------------------------
 
+    async def create_dataset(self, call: Call) -> Response:
+        """`create_backing_folder: true`: a top-level folder of the dataset's name is made
+        first (in the catalog, as the caller), then the dataset synced with it. If the
+        dataset is refused, the folder goes again (to the trash)."""
+        try:
+            asked = orjson.loads(await call.request.body())
+        except orjson.JSONDecodeError:
+            asked = None
+        if not isinstance(asked, dict) or asked.get("create_backing_folder") is not True:
+            return await self.after_catalog(call)
+        if asked.get("synced_folder_id") is not None:
+            return error_response(
+                422,
+                "invalid_request",
+                "create_backing_folder makes the synced folder: give no synced_folder_id",
+            )
+        name, description = asked.get("name"), asked.get("description", "")
+        made = await self.gateway.call(
+            "catalog",
+            "POST",
+            "/v1/folders",
+            call.request,
+            call.user,
+            json={"name": name, "description": description},
+        )
+        if made.status_code != 201:
+            return self.gateway.relay(made)
+        folder_id = made.json()["id"]
+        # The creator becomes the folder's admin by the ACL's reaction: wait for it, then
+        # ask who the caller is again, so the datasets context sees the grant.
+        await self.gateway.wait_for(
+            call.request, consistency.decode(made.headers.get(consistency.HEADER, "")), rounds=2
+        )
+        self.gateway.forget_callers()
+        user = await self.gateway.authenticate(call.request) or call.user
+        await self.gateway.catch_up(call.request, "datasets", "catalog")
+        body = {k: v for k, v in asked.items() if k != "create_backing_folder"}
+        answer = await self.gateway.call(
+            "datasets",
+            "POST",
+            "/v1/datasets",
+            call.request,
+            user,
+            json={**body, "synced_folder_id": folder_id},
+        )
+        if answer.status_code != 201:
+            await self.gateway.call(
+                "catalog", "DELETE", f"/v1/folders/{folder_id}", call.request, user
+            )
+        else:
+            call.request.state.committed = answer
+        return self.gateway.relay(answer)
+
     async def after_catalog(self, call: Call) -> Response:
         """A write to a dataset: the datasets context validates against its mirror of
         the catalog, so it catches up first (a file uploaded a moment ago is known)."""

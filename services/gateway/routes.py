@@ -392,7 +392,10 @@ ROUTES: tuple[Route, ...] = (
           errors=(400, 403, 413, 422)),
     # -- datasets (datasets, caught up with the catalog before a write) --
     Route("POST", "/v1/datasets", "datasets", "Create a dataset", 201, datasets.NewDataset,
-          datasets.Dataset, compose="after_catalog", errors=WRITE_ERRORS,
+          datasets.Dataset, compose="create_dataset", errors=WRITE_ERRORS,
+          description="`create_backing_folder: true` makes a top-level folder of its name"
+                      " (409 `name_taken` if the caller has one) and syncs the dataset with"
+                      " it.",
           gives={"dataset_id": "/id"}),
     Route("GET", "/v1/datasets", "datasets", "Datasets one may see", answer=datasets.Datasets,
           query=PAGE, errors=(422,)),

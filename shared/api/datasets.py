@@ -14,6 +14,9 @@ class NewDataset(Strict):
     name: str = Field(examples=["training set"])
     description: str = Field("", max_length=10_000)
     synced_folder_id: uuid.UUID | None = Field(None, description="follow this folder")
+    create_backing_folder: bool = Field(
+        False, description="make a top-level folder of the dataset's name and follow it"
+    )
 
 
 class DatasetChanges(Strict):

@@ -1085,13 +1085,20 @@ class Api(Bound[M]):
 
     @operation
     def create_dataset(
-        self, name: str, *, description: str | None = None, synced_folder: Ref | None = None
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        synced_folder: Ref | None = None,
+        backing_folder: bool = False,
     ) -> Op[Dataset[M]]:
-        """A dataset; synced with a folder, it follows the folder (and all below)."""
+        """A dataset; synced with a folder, it follows the folder (and all below).
+        `backing_folder`: a new top-level folder of its name is made for it to follow."""
         fields = {
             "name": name,
             "description": description,
             "synced_folder_id": _id(synced_folder) if synced_folder is not None else None,
+            "create_backing_folder": True if backing_folder else None,
         }
         body = NewDatasetBody.model_validate({k: v for k, v in fields.items() if v is not None})
         found = yield from json_of(self._session, Call("POST", "/v1/datasets", json=body.as_json()))

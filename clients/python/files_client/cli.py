@@ -568,7 +568,12 @@ def datasets(args: argparse.Namespace) -> int:
     with _client() as c:
         if args.action == "create":
             synced = _folder(c, args.synced_to) if args.synced_to else None
-            made = c.create_dataset(args.name, description=args.description, synced_folder=synced)
+            made = c.create_dataset(
+                args.name,
+                description=args.description,
+                synced_folder=synced,
+                backing_folder=args.with_folder,
+            )
             if args.json:
                 _json_line(made)
             else:
@@ -835,6 +840,9 @@ def register(commands: Any) -> None:
     a.add_argument("name")
     a.add_argument("--description")
     a.add_argument("--synced-to", metavar="PATH", help="a folder the dataset follows")
+    a.add_argument(
+        "--with-folder", action="store_true", help="make a top-level folder of its name to follow"
+    )
     a.add_argument("--json", action="store_true")
     a = actions.add_parser(
         "ls", help="the datasets, or one dataset's files", description="List datasets or files."

@@ -376,6 +376,7 @@ class NewDatasetBody(Body):
     name: str
     description: str | None = None
     synced_folder_id: str | None = None
+    create_backing_folder: bool | None = None
 
 
 class DatasetChangesBody(Body):
