@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -395,14 +395,19 @@ def delete(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
     return changes
 
 
-def restore(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
+def restore(
+    folders: Sequence[Folder], files: Sequence[File], path_only: Set[uuid.UUID] = frozenset()
+) -> list[Change]:
     """Trashed folders (outermost first: a parent is back before its children) and
-    files back where they were; `version` is each one's version in the trash."""
+    files back where they were; `version` is each one's version in the trash. Folders
+    in `path_only` come back without the rest of what they held."""
     changes = [
         Change(
             ev.folder_stream(f.id),
             f.version + 1,
-            ev.FolderRestored(folder_id=f.id, parent_id=f.parent_id),
+            ev.FolderRestored(
+                folder_id=f.id, parent_id=f.parent_id, with_contents=f.id not in path_only
+            ),
         )
         for f in sorted(folders, key=lambda f: len(f.path))
     ]

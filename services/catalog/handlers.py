@@ -133,7 +133,11 @@ class Catalog(Handlers):
                     {"constraint": "unique folder names among siblings"},
                 ) from error
             raise
-        return await self.store.append(conn, envelopes)
+        t0 = time.monotonic()
+        pos = await self.store.append(conn, envelopes)
+        if len(envelopes) >= 10_000:
+            log.info("TEMP.append", append_s=round(time.monotonic() - t0, 3))
+        return pos
 
     # -- reading state ---------------------------------------------------------------
 
@@ -475,7 +479,7 @@ class Catalog(Handlers):
         """Trashed rows of these ids, if all are in the trash and the caller has
         `needed` where they were; one the caller may not see is missing."""
         rows = await conn.fetch(
-            f"SELECT * FROM catalog.trash_{table} WHERE id = ANY($1::uuid[]) FOR UPDATE",
+            f"SELECT id, path FROM catalog.trash_{table} WHERE id = ANY($1::uuid[]) FOR UPDATE",
             list(set(ids)),
         )
         roles = {r["id"]: access.role_on(r["path"]) for r in rows}
@@ -508,6 +512,7 @@ class Catalog(Handlers):
         """Needs the editor role where each was. A folder comes back with everything
         that went to the trash with it (below it); trashed folders above what is
         restored come back too (without their other contents), so the path is whole."""
+        started = time.monotonic()
         with collector_paused():
             async with self.pool.acquire() as conn, conn.transaction():
                 # Restores and deletes of one subtree go one at a time.
@@ -518,15 +523,15 @@ class Catalog(Handlers):
                     p for r in named_files for p in r["path"]
                 }
                 folder_rows = await conn.fetch(
-                    """SELECT * FROM catalog.trash_folders
-                       WHERE path && $1::uuid[] OR id = ANY($2::uuid[]) FOR UPDATE""",
+                    f"""SELECT {FOLDER_COLUMNS} FROM catalog.trash_folders
+                        WHERE path && $1::uuid[] OR id = ANY($2::uuid[]) FOR UPDATE""",
                     [r["id"] for r in named],
                     list(above),
                 )
                 below = [r["id"] for r in folder_rows if set(r["path"]) & set(folder_ids)]
                 file_rows = await conn.fetch(
-                    """SELECT * FROM catalog.trash_files
-                       WHERE id = ANY($1::uuid[]) OR folder_id = ANY($2::uuid[]) FOR UPDATE""",
+                    f"""SELECT {FILE_COLUMNS} FROM catalog.trash_files
+                        WHERE id = ANY($1::uuid[]) OR folder_id = ANY($2::uuid[]) FOR UPDATE""",
                     list(file_ids),
                     below,
                 )
@@ -549,7 +554,22 @@ class Catalog(Handlers):
                         f"file {lost[0].name!r} cannot be restored: its folder is gone for good",
                         {"file_id": str(lost[0].id)},
                     )
-                position = await self.record(conn, domain.restore(folders, files), cause)
+                read = time.monotonic()
+                path_only = {f.id for f in folders} - set(below)
+                envelopes = envelopes_of(domain.restore(folders, files, path_only), cause)
+                decided = time.monotonic()
+                position = await self.write(conn, envelopes)
+                written = time.monotonic()
+        if len(envelopes) >= 10_000:
+            log.info(
+                "catalog.bulk_restore",
+                folders=len(folders),
+                files=len(files),
+                read_s=round(read - started, 3),
+                decide_s=round(decided - read, 3),
+                write_s=round(written - decided, 3),
+                commit_s=round(time.monotonic() - written, 3),
+            )
         return {"restored_folders": len(folders), "restored_files": len(files)}, position
 
     async def trash(self, access: Access, *, limit: int, cursor: str | None) -> dict[str, Any]:

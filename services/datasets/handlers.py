@@ -22,6 +22,7 @@ from services.datasets.projections import ORPHANS_OF, membership, tree
 from shared.contracts.catalog import (
     FileDeleted,
     FileMoved,
+    FilePurged,
     FileRestored,
     FileUploaded,
     FolderCreated,
@@ -470,6 +471,20 @@ class Datasets(Handlers):
         )
         changes = [c for r in rows for c in domain.resync(_dataset(r), r["unsynced_from"])]
         await self.record(conn, changes, Cause.of(restored[0]))
+        contents = [e.event.folder_id for e in restored if e.event.with_contents]
+        last = restored[-1]
+        if contents and await self.parts.inbox.applied_below(conn, last.source, last.position):
+            # The mirror is current up to these events: the files that went to the trash
+            # from these folders are the ones the catalog restores with them (their
+            # FileRestored events come next). Back in the mirror here, in one go, they
+            # are linked at once; those events then find nothing to do.
+            await conn.execute(
+                """WITH back AS (DELETE FROM datasets.trashed_files
+                                 WHERE folder_id = ANY($1::uuid[]) RETURNING id, folder_id)
+                   INSERT INTO datasets.files (id, folder_id) SELECT id, folder_id FROM back
+                   ON CONFLICT (id) DO NOTHING""",
+                contents,
+            )
         await self.when_folder_created(conn, restored)  # type: ignore[arg-type]
         below = [
             r["id"]
@@ -481,6 +496,12 @@ class Datasets(Handlers):
             )
         ]
         await self._links_back(conn, restored[0], below)
+
+    @reactions.on(FilePurged)
+    async def when_files_purged(
+        self, conn: asyncpg.Connection, purged: Sequence[Received[FilePurged]]
+    ) -> None:
+        await tree.apply_received(conn, purged)
 
     @reactions.on(FileRestored)
     async def when_files_restored(
@@ -536,17 +557,23 @@ class Datasets(Handlers):
             # Otherwise (events before these still on their way) the FileDeleted
             # events unlink the files one batch at a time.
             # Grouped and sorted by PostgreSQL: 300,000 links come back as three arrays.
+            # Files that go to the trash are kept aside (`trashed_files`), for a restore.
             gone = {
                 r["dataset_id"]: r["file_ids"]
                 for r in await conn.fetch(
                     """WITH below AS (
                            DELETE FROM datasets.files f USING datasets.folders fo
                            WHERE fo.id = f.folder_id AND fo.path && $1::uuid[]
-                           RETURNING f.id)
+                           RETURNING f.id, f.folder_id),
+                       kept AS (
+                           INSERT INTO datasets.trashed_files (id, folder_id)
+                           SELECT id, folder_id FROM below WHERE $2
+                           ON CONFLICT (id) DO UPDATE SET folder_id = excluded.folder_id)
                        SELECT m.dataset_id, array_agg(m.file_id ORDER BY m.file_id) AS file_ids
                        FROM datasets.members m JOIN below b ON b.id = m.file_id
                        GROUP BY m.dataset_id""",
                     folder_ids,
+                    all(e.event.trashed for e in envelopes),
                 )
             }
             await self._relink(conn, envelopes[0], {}, "", gone, "file_deleted")

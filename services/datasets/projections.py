@@ -60,7 +60,7 @@ membership = Projection(
 
 tree = Projection(
     name="datasets.tree",
-    tables=("datasets.folders", "datasets.files"),
+    tables=("datasets.folders", "datasets.files", "datasets.trashed_files"),
     # Follows the catalog's events as the consumer applies them: not from our store.
     replayable=False,
     ddl="""
@@ -78,6 +78,13 @@ tree = Projection(
         folder_id uuid NOT NULL
     );
     CREATE INDEX IF NOT EXISTS files_folder ON datasets.files (folder_id);
+    -- Files in the catalog's trash, where they were: a folder restored brings them back
+    -- into the mirror at once (handlers.when_folders_restored).
+    CREATE TABLE IF NOT EXISTS datasets.trashed_files (
+        id uuid PRIMARY KEY,
+        folder_id uuid NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS trashed_files_folder ON datasets.trashed_files (folder_id);
     """,
 )
 
@@ -301,7 +308,8 @@ async def folder_deleted(
 @tree.on(catalog_events.FileUploaded)
 @tree.on(catalog_events.FileRestored)
 async def file_uploaded(
-    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileUploaded]]
+    conn: asyncpg.Connection,
+    events: Sequence[Received[catalog_events.FileUploaded | catalog_events.FileRestored]],
 ) -> None:
     await conn.execute(
         """INSERT INTO datasets.files (id, folder_id)
@@ -309,6 +317,11 @@ async def file_uploaded(
         [e.data["file_id"] for e in events],
         [e.data["folder_id"] for e in events],
     )
+    if events[0].type == catalog_events.FileRestored.type:
+        await conn.execute(
+            "DELETE FROM datasets.trashed_files WHERE id = ANY($1::uuid[])",
+            [e.data["file_id"] for e in events],
+        )
 
 
 @tree.on(catalog_events.FileMoved)
@@ -331,6 +344,21 @@ async def file_deleted(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileDeleted]]
 ) -> None:
     await conn.execute(
-        "DELETE FROM datasets.files WHERE id = ANY($1::uuid[])",
+        """WITH gone AS (DELETE FROM datasets.files WHERE id = ANY($1::uuid[])
+                         RETURNING id, folder_id)
+           INSERT INTO datasets.trashed_files (id, folder_id)
+           SELECT id, folder_id FROM gone WHERE id = ANY($2::uuid[])
+           ON CONFLICT (id) DO UPDATE SET folder_id = excluded.folder_id""",
+        [e.data["file_id"] for e in events],
+        [e.data["file_id"] for e in events if e.data.get("trashed")],
+    )
+
+
+@tree.on(catalog_events.FilePurged)
+async def file_purged(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FilePurged]]
+) -> None:
+    await conn.execute(
+        "DELETE FROM datasets.trashed_files WHERE id = ANY($1::uuid[])",
         [e.data["file_id"] for e in events],
     )

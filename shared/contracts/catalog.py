@@ -70,11 +70,14 @@ class FolderDeleted(Event):
 
 
 class FolderRestored(Event):
-    """Back from the trash, under its parent as it was."""
+    """Back from the trash, under its parent as it was. `with_contents`: the files that
+    went to the trash from it come back in the same transaction (their `FileRestored`
+    follow); false for a folder restored only to make the path of what is restored."""
 
     type: ClassVar[str] = "catalog.FolderRestored"
     folder_id: uuid.UUID
     parent_id: uuid.UUID | None
+    with_contents: bool = True
 
 
 class FolderPurged(Event):
