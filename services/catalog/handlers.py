@@ -133,11 +133,7 @@ class Catalog(Handlers):
                     {"constraint": "unique folder names among siblings"},
                 ) from error
             raise
-        t0 = time.monotonic()
-        pos = await self.store.append(conn, envelopes)
-        if len(envelopes) >= 10_000:
-            log.info("TEMP.append", append_s=round(time.monotonic() - t0, 3))
-        return pos
+        return await self.store.append(conn, envelopes)
 
     # -- reading state ---------------------------------------------------------------
 

@@ -114,6 +114,9 @@ async def history(api: httpx.AsyncClient, pool: asyncpg.Pool) -> History:
     issued = await ok(await api.post(f"/v1/users/{member['id']}/keys"))
     deleted = await api.delete(f"/v1/folders/{top['id']}")
     assert deleted.status_code == 204, deleted.text
+    # The trash keeps it: emptied, the grants and the blobs go too.
+    emptied = await api.delete("/v1/trash")
+    assert emptied.status_code == 200, emptied.text
 
     file_ids = {f["id"] for f in uploaded["files"]}
 
@@ -123,7 +126,10 @@ async def history(api: httpx.AsyncClient, pool: asyncpg.Pool) -> History:
             effects = [
                 e
                 async for e in replay(
-                    conn, Selection(subject_ids=[uuid.UUID(top["id"])]), follow_effects=True
+                    conn,
+                    # The blobs are released by the files' purge (the trash emptied).
+                    Selection(subject_ids=[uuid.UUID(i) for i in (top["id"], *file_ids)]),
+                    follow_effects=True,
                 )
             ]
         types = {e["type"] for e in effects}
@@ -173,15 +179,17 @@ async def test_a_folder_deletion_and_its_effects_across_contexts(
         "acl.CollaboratorRemoved",
         h.top,
     )
+    top_purged = one(events, "catalog.FolderPurged", h.top)
     # The chain: the request -> the folder -> its subfolder -> the file; the datasets
-    # context unlinks (at the folder, or at the file) and the ACL drops the grant.
+    # context unlinks (at the folder, or at the file); the ACL drops the grant when the
+    # trash lets the folder go.
     assert top_deleted["causation_id"] is None or top_deleted["causation_id"] not in shown
     assert sub_deleted["causation_id"] == top_deleted["event_id"]
     assert file_deleted["causation_id"] == sub_deleted["event_id"]
     assert unlinked["causation_id"] in (top_deleted["event_id"], file_deleted["event_id"])
     assert unlinked["data"]["file_ids"] == [h.file]
     assert unlinked["data"]["reason"] == "file_deleted"
-    assert removed["causation_id"] == top_deleted["event_id"]
+    assert removed["causation_id"] == top_purged["event_id"]
     assert removed["data"]["reason"] == "folder_deleted"
     order = [shown[e["event_id"]] for e in (top_deleted, sub_deleted, file_deleted)]
     assert order == sorted(order)
@@ -189,7 +197,9 @@ async def test_a_folder_deletion_and_its_effects_across_contexts(
         assert shown[effect["causation_id"]] < shown[effect["event_id"]]
     for event in (top_deleted, sub_deleted, file_deleted, unlinked, removed):
         assert event["actor_id"] == h.admin
+    for event in (top_deleted, sub_deleted, file_deleted, unlinked):
         assert event["correlation_id"] == top_deleted["correlation_id"]
+    assert removed["correlation_id"] == top_purged["correlation_id"]
     assert [e["source"] for e in (top_deleted, file_deleted, unlinked, removed)] == [
         "catalog",
         "catalog",
@@ -231,7 +241,6 @@ async def test_a_folder_deletion_and_its_effects_across_contexts(
         sub_deleted["event_id"],
         file_deleted["event_id"],
         unlinked["event_id"],
-        removed["event_id"],
     }
     assert {e["correlation_id"] for e in request} == {top_deleted["correlation_id"]}
 
@@ -287,12 +296,13 @@ async def test_since_until_and_actor(history: History, files_cli: Any) -> None:
     theirs = await json_lines(files_cli, "--actor", h.member["id"])
     assert theirs and {e["actor_id"] for e in theirs} == {h.member["id"]}
     assert ("catalog.FolderCreated", h.mine) in [(e["type"], e["subject_id"]) for e in theirs]
-    # ... and the admin's on the member's folder: its deletion only.
+    # ... and the admin's on the member's folder: its deletion and purge only.
     admins = await json_lines(files_cli, "--subject", h.mine, "--actor", h.admin)
-    assert [e["type"] for e in admins] == ["catalog.FolderDeleted"]
+    assert [e["type"] for e in admins] == ["catalog.FolderDeleted", "catalog.FolderPurged"]
     assert [e["type"] for e in await json_lines(files_cli, "--subject", h.mine)] == [
         "catalog.FolderCreated",
         "catalog.FolderDeleted",
+        "catalog.FolderPurged",
     ]
 
 
