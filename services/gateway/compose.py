@@ -213,6 +213,9 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
+        refused = await self.after_callers_writes(call)
+        if refused is not None:
+            return refused
         answer = await self.gateway.forward(call, stream_body=True)
         if answer.status_code != 201:
             return self.gateway.relay(answer)
@@ -302,7 +305,23 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
+        refused = await self.after_callers_writes(call)
+        if refused is not None:
+            return refused
         return self.gateway.relay(await self.gateway.forward(call))
+
+    async def after_callers_writes(self, call: Call) -> Response | None:
+        """A write checked against the caller's earlier ones (metadata given at upload
+        or import, against the schema they just set): the token they send is waited for
+        first, as a read's is. The refusal of a bad token, or None."""
+        given = call.request.headers.get(consistency.HEADER)
+        if not given:
+            return None
+        try:
+            wanted = consistency.decode(given)
+        except ValueError as error:
+            return error_response(400, "invalid_consistency_token", str(error))
+        return await self.gateway.check_and_wait(call.request, wanted)
 
     def with_part_urls(self, call: Call, session: dict[str, Any]) -> dict[str, Any]:
         """Our own part URLs (the local store) are relative: made absolute here, with

@@ -10,6 +10,8 @@ imports), then the runtime that runs their read models and reactions, then the r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI
 
 from services.ingest import content
@@ -20,14 +22,17 @@ from services.ingest.imports.handlers import Imports, Integrations
 from services.ingest.imports.projections import integrations as integrations_model
 from services.ingest.jobs import api as jobs_api
 from services.ingest.jobs.projections import jobs
+from services.ingest.metadata.schema import SchemaMirror, schema_mirror
 from services.ingest.sessions import api as sessions_api
 from services.ingest.sessions.handlers import Sessions
 from services.ingest.sessions.projections import sessions as sessions_model
 from services.ingest.uploads import api as uploads_api
 from services.ingest.uploads.handlers import Uploads
 from shared.contracts import topics
+from shared.contracts.envelope import Envelope
 from shared.kit import secrets
 from shared.kit.blobs import open_blob_store
+from shared.kit.db import Conn
 from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
 
@@ -41,6 +46,12 @@ def build(settings: Settings) -> FastAPI:
     sessions = Sessions(parts, blobs, secrets.derive(material, "upload part urls"))
     integrations = Integrations(parts, settings)
     imports = Imports(parts, integrations)
+    collect = Collector.reactions.bound(collector)
+    follow_schema = SchemaMirror.reactions.bound(SchemaMirror(parts))
+
+    async def react(conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        await collect(conn, envelopes)
+        await follow_schema(conn, envelopes)
 
     async def sweep() -> None:
         parts.supervise(
@@ -51,10 +62,11 @@ def build(settings: Settings) -> FastAPI:
     runtime = Runtime(
         parts,
         publishes=topics.INGEST,
-        # The catalog's deletions release the blobs of deleted files.
+        # The catalog's deletions release the blobs of deleted files; its metadata
+        # schema is mirrored to check metadata given at upload.
         consumes=(topics.CATALOG,),
-        reactions=Collector.reactions.bound(collector),
-        projections=(jobs, integrations_model, sessions_model, blob_refs),
+        reactions=react,
+        projections=(jobs, integrations_model, sessions_model, blob_refs, schema_mirror),
         # Imports a restart interrupted go on where they were.
         on_start=[blobs.start, imports.resume, sweep],
     )

@@ -30,6 +30,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -132,7 +133,10 @@ class Entry(BaseModel):
     object_url: str | None = Field(None, alias="objectUrl")
     key: str | None = None
     title: str | None = None
-    client_metadata: dict[str, Any] = Field(default_factory=dict, alias="clientMetadata")
+    # Encord's `clientMetadata`, or `metadata`.
+    client_metadata: dict[str, Any] = Field(
+        default_factory=dict, validation_alias=AliasChoices("clientMetadata", "metadata")
+    )
 
     @field_validator("object_url")
     @classmethod

@@ -1,0 +1,174 @@
+"""Metadata given at upload (a multipart field `metadata`, from a part's file name to
+that file's metadata) and in an import's manifest, checked against the organisation's
+metadata schema before anything is stored, and searchable as soon as the upload
+answers (issue 17)."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from typing import Any
+
+import httpx
+from minio import Minio
+
+from tests.cloud_fixtures import MotoS3
+from tests.e2e.conftest import BUCKET
+from tests.e2e.support import CONSISTENCY, error, folder, items, png, text, unique
+from tests.e2e.test_imports import finished, integration
+
+
+async def _typed(api: httpx.AsyncClient, **keys: dict[str, Any]) -> dict[str, str]:
+    """The schema with these keys added (the schema is the organisation's: other tests'
+    keys stay); the headers that carry the write's consistency token."""
+    found = (await api.get("/v1/metadata-schema")).json()["keys"]
+    put = await api.put("/v1/metadata-schema", json={"keys": {**found, **keys}})
+    assert put.status_code == 200, put.text
+    return {CONSISTENCY: put.headers[CONSISTENCY]}
+
+
+def _files(*files: tuple[str, bytes], metadata: Any = None) -> dict[str, Any]:
+    parts: list[tuple[str, Any]] = [
+        ("file", (name, data, "application/octet-stream")) for name, data in files
+    ]
+    if metadata is not None:
+        given = metadata if isinstance(metadata, str | bytes) else json.dumps(metadata)
+        parts.append(("metadata", (None, given)))
+    return {"files": parts}
+
+
+async def test_metadata_given_at_upload_is_checked_stored_and_found_by_search(
+    api: httpx.AsyncClient,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    score, site = f"score{tag}", f"site{tag}"
+    token = await _typed(
+        api, **{score: {"type": "number"}, site: {"type": "enum", "values": ["paris", "lyon"]}}
+    )
+    top = await folder(api, unique("upmeta"))
+    url = f"/v1/folders/{top['id']}/files"
+
+    # A value not of its key's type: 422 naming the file, the key and the type it
+    # needs, and nothing is stored (the other file neither).
+    wrong = await api.post(
+        url,
+        headers=token,
+        **_files(
+            ("a.png", png()),
+            ("b.txt", text()),
+            metadata={"a.png": {score: 1}, "b.txt": {score: "high"}},
+        ),
+    )
+    refused = error(wrong, 422, "metadata_type_mismatch")
+    assert refused["details"]["key"] == score
+    assert refused["details"]["type"] == "number"
+    assert "'b.txt'" in refused["message"] and score in refused["message"]
+    enum = error(
+        await api.post(
+            url, headers=token, **_files(("a.png", png()), metadata={"a.png": {site: "rome"}})
+        ),
+        422,
+        "metadata_type_mismatch",
+    )
+    assert "paris" in enum["details"]["needs"]
+    # Metadata for a file the upload does not have, not an object, not JSON, too big.
+    unknown = error(
+        await api.post(url, **_files(("a.png", png()), metadata={"c.png": {"x": 1}})),
+        422,
+        "unknown_file_name",
+    )
+    assert unknown["details"]["names"] == ["c.png"]
+    error(await api.post(url, **_files(("a.png", png()), metadata="[1]")), 422, "invalid_metadata")
+    error(await api.post(url, **_files(("a.png", png()), metadata="{no")), 422, "invalid_metadata")
+    error(
+        await api.post(url, **_files(("a.png", png()), metadata={"a.png": ["x"]})),
+        422,
+        "invalid_metadata",
+    )
+    big = {"a.png": {"blob": "x" * 70_000}}
+    error(await api.post(url, **_files(("a.png", png()), metadata=big)), 413, "metadata_too_large")
+    huge = json.dumps({"a.png": {}, "pad": "x" * (5 * 1024 * 1024)})
+    error(await api.post(url, **_files(("a.png", png()), metadata=huge)), 413, "metadata_too_large")
+    assert await items(api, top["id"]) == []
+
+    # Right: each file carries its own metadata, in the answer and the listing.
+    made = await api.post(
+        url,
+        headers=token,
+        **_files(
+            ("a.png", png()),
+            ("b.txt", text()),
+            ("c.txt", text("c")),
+            metadata={"a.png": {score: 7, site: "paris", "free": [1, 2]}, "b.txt": {score: 2}},
+        ),
+    )
+    assert made.status_code == 201, made.text
+    answered = {f["name"]: f["metadata"] for f in made.json()["files"]}
+    assert answered == {
+        "a.png": {score: 7, site: "paris", "free": [1, 2]},
+        "b.txt": {score: 2},
+        "c.txt": {},
+    }
+    listed = {f["name"]: f["metadata"] for f in await items(api, top["id"])}
+    assert listed == answered
+
+    # Search finds the uploaded file by its upload metadata, at once (read-your-writes).
+    after = {CONSISTENCY: made.headers[CONSISTENCY]}
+    found = await api.get("/v1/search", params={f"metadata.{site}": "paris"}, headers=after)
+    assert found.status_code == 200, found.text
+    assert [f["name"] for f in found.json()["items"]] == ["a.png"]
+    ranged = await api.get("/v1/search", params={f"metadata.{score}.gte": "5"}, headers=after)
+    assert [f["name"] for f in ranged.json()["items"]] == ["a.png"]
+
+    # An image group takes no metadata field: it would be lost.
+    group = await api.post(
+        f"/v1/folders/{top['id']}/image-groups",
+        files=[
+            ("file", ("g.png", png(), "image/png")),
+            ("kind", (None, "image_group")),
+            ("name", (None, "g")),
+            ("metadata", (None, json.dumps({"g.png": {}}))),
+        ],
+    )
+    error(group, 422, "metadata_not_taken")
+
+
+async def test_an_import_manifest_gives_titles_and_metadata_checked_by_the_schema(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    score = f"score{tag}"
+    token = await _typed(api, **{score: {"type": "number"}})
+    run = unique("manifest-meta")
+    for name in ("a.png", "b.png"):
+        data = png()
+        bucket.put_object(BUCKET, f"{run}/{name}", io.BytesIO(data), len(data))
+    integration_id = await integration(api, moto)
+    top = await folder(api, unique("importmeta"))
+    url = f"/v1/folders/{top['id']}/imports"
+
+    def manifest(a: Any) -> dict[str, Any]:
+        return {
+            "integration_id": integration_id,
+            "manifest": {
+                "images": [
+                    {"key": f"{run}/a.png", "title": "First", "metadata": {score: a}},
+                    {"key": f"{run}/b.png", "clientMetadata": {"camera": "left"}},
+                ]
+            },
+        }
+
+    refused = error(await api.post(url, json=manifest("high"), headers=token), 422)
+    assert refused["code"] == "metadata_type_mismatch"
+    assert refused["details"]["key"] == score and refused["details"]["type"] == "number"
+    assert f"{run}/a.png" in refused["message"]
+    assert await items(api, top["id"]) == []
+
+    started = await api.post(url, json=manifest(3), headers=token)
+    assert started.status_code == 202, started.text
+    await finished(api, started.json()["job_id"], files=2)
+    listed = {f["name"]: f["metadata"] for f in await items(api, top["id"])}
+    assert listed == {"First": {score: 3}, "b.png": {"camera": "left"}}
+    found = await api.get("/v1/search", params={f"metadata.{score}": "3"})
+    assert [f["name"] for f in found.json()["items"]] == ["First"]
