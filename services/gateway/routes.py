@@ -329,7 +329,7 @@ ROUTES: tuple[Route, ...] = (
           204, compose="collaborators", changes_access=True, errors=(403, 409)),
     # -- uploads, jobs, sessions (ingest, the folder checked in the catalog) --
     Route("POST", f"/v1/folders/{F}/files", "ingest", "Upload files (multipart)", 201,
-          Multipart(ingest.UPLOAD), ingest.Uploaded, compose="upload",
+          Multipart(ingest.UPLOAD_FILES), ingest.Uploaded, compose="upload",
           errors=(400, 403, 409, 413, 415, 422),
           gives={"file_id": "/files/0/id", "job_id": "/job_id"}),
     Route("POST", f"/v1/folders/{F}/image-groups", "ingest", "Upload an image group", 201,

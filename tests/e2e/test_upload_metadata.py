@@ -8,15 +8,26 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
+from files_client import Client
+from google.protobuf import struct_pb2
 from minio import Minio
 
+from services.gateway.files_pb.files.v1 import files_pb2 as pb
+from shared.kit.stack import Stack
 from tests.cloud_fixtures import MotoS3
+from tests.conftest import ADMIN_KEY
+from tests.e2e import test_grpc
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import CONSISTENCY, error, folder, items, png, text, unique
+from tests.e2e.test_cli import env, fails, ok
 from tests.e2e.test_imports import finished, integration
+
+__all__ = ["env"]  # the command's environment, a fixture of test_cli's
+client = test_grpc.client  # the gRPC client, a fixture of test_grpc's
 
 
 async def _typed(api: httpx.AsyncClient, **keys: dict[str, Any]) -> dict[str, str]:
@@ -172,3 +183,53 @@ async def test_an_import_manifest_gives_titles_and_metadata_checked_by_the_schem
     assert listed == {"First": {score: 3}, "b.png": {"camera": "left"}}
     found = await api.get("/v1/search", params={f"metadata.{score}": "3"})
     assert [f["name"] for f in found.json()["items"]] == ["First"]
+
+
+async def test_the_client_the_command_and_grpc_upload_with_metadata(
+    api: httpx.AsyncClient,
+    platform: Stack,
+    env: dict[str, str],
+    tmp_path: Path,
+    client: test_grpc.Client,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    score = f"score{tag}"
+    await _typed(api, **{score: {"type": "number"}})
+    (tmp_path / "a.png").write_bytes(png())
+    (tmp_path / "b.txt").write_bytes(text())
+    paths = [tmp_path / "a.png", tmp_path / "b.txt"]
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        top = c.create_folder(unique("client-upmeta"))
+        made = top.upload(paths, metadata={"a.png": {score: 1, "who": "client"}})
+        assert [(f.name, f.metadata) for f in made] == [
+            ("a.png", {score: 1, "who": "client"}),
+            ("b.txt", {}),
+        ]
+    given = tmp_path / "meta.json"
+    given.write_text(json.dumps({"b.txt": {score: 2}}))
+    path = unique("cli-upmeta")
+    ok(env, "upload", *map(str, paths), "--to", path, "--metadata", str(given))
+    listed = ok(env, "ls", path, "--json")
+    assert {
+        (f["name"], json.dumps(f["metadata"])) for f in map(json.loads, listed.splitlines())
+    } == {("a.png", "{}"), ("b.txt", json.dumps({score: 2}))}
+    given.write_text(json.dumps({"b.txt": {score: "two"}}))
+    refused = fails(env, "upload", str(paths[1]), "--to", path + "-2", "--metadata", str(given))
+    assert score in refused and "number" in refused
+
+    top_id = (await folder(api, unique("grpc-upmeta")))["id"]
+    described = struct_pb2.Struct()
+    described.update({score: 3})
+
+    async def send() -> Any:
+        header = pb.UploadHeader(folder_id=top_id, name="g.png", metadata=described)
+        yield pb.UploadRequest(header=header)
+        yield pb.UploadRequest(chunk=png())
+        yield pb.UploadRequest(header=pb.UploadHeader(name="h.txt"))
+        yield pb.UploadRequest(chunk=b"h")
+
+    answer = await client.files.Upload(send(), metadata=test_grpc.ADMIN)
+    assert [(f.name, dict(f.metadata)) for f in answer.files] == [
+        ("g.png", {score: 3.0}),
+        ("h.txt", {}),
+    ]

@@ -281,12 +281,23 @@ class Folder(FolderData, _Bound[M]):
         self,
         paths: Sequence[PathLike],
         *,
+        metadata: dict[str, dict[str, Any]] | None = None,
         progress: transfer.Progress | None = None,
         parallel: int = transfer.PARALLEL,
     ) -> Op[list[File[M]]]:
         """Files into this folder (streamed; a file of 64 MiB or more goes in parts,
-        resumably); the Files in the order given."""
-        local = [transfer.LocalFile.at(p) for p in paths]
+        resumably); the Files in the order given. `metadata`: a file name's metadata,
+        stored with it and checked against the metadata schema (a file that goes in
+        parts gets it once it is stored)."""
+        given = metadata or {}
+        local = [(f := transfer.LocalFile.at(p)).described(given.get(f.name)) for p in paths]
+        unknown = sorted(set(given) - {f.name for f in local})
+        if unknown:
+            raise FilesError(
+                "unknown_file_name",
+                f"metadata names files not uploaded: {', '.join(unknown[:20])}",
+                {"names": unknown[:20]},
+            )
         [found] = yield from transfer.upload_many(
             self._session, [(self.id, local)], progress, parallel=parallel
         )

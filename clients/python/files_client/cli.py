@@ -237,6 +237,10 @@ def upload(args: argparse.Namespace) -> int:
     total = sum(f.size for _, f in local)
     with _client() as c:
         target = c.make_folders(args.to)
+        if args.metadata and (args.group or args.sequence or args.dicom):
+            raise Invalid(
+                "metadata_not_taken", "--metadata is for files, not groups or DICOM series"
+            )
         if args.group or args.sequence:
             name = args.group or args.sequence
             bar = Bar(total, "upload")
@@ -252,9 +256,10 @@ def upload(args: argparse.Namespace) -> int:
             return 0
         if args.dicom:
             return _upload_dicom(c, target, [f for _, f in local], total, args)
+        given = _upload_metadata(args.metadata, [f.name for _, f in local])
         plan: dict[tuple[str, ...], list[LocalFile]] = {}
         for sub, f in local:
-            plan.setdefault(tuple(sub), []).append(f)
+            plan.setdefault(tuple(sub), []).append(f.described(given.get(f.name)))
         bar = Bar(total, "upload")
         try:
             report = target.upload_tree(
@@ -277,6 +282,31 @@ def upload(args: argparse.Namespace) -> int:
         f" in {seconds:.1f} s{skipped}"
     )
     return 0
+
+
+def _upload_metadata(path: str | None, names: list[str]) -> dict[str, dict[str, Any]]:
+    """--metadata's file: a JSON object from a file name (of those uploaded) to its
+    metadata object."""
+    if path is None:
+        return {}
+    try:
+        given = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise Invalid("invalid_metadata", f"{path}: {error}", {"path": path}) from None
+    if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+        raise Invalid(
+            "invalid_metadata",
+            f"{path}: must be a JSON object from a file name to its metadata object",
+            {"path": path},
+        )
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise Invalid(
+            "unknown_file_name",
+            f"{path} names files not uploaded: {', '.join(unknown[:20])}",
+            {"names": unknown[:20]},
+        )
+    return given
 
 
 def _upload_dicom(
@@ -709,6 +739,11 @@ def register(commands: Any) -> None:
         default=PARTS_FROM,
         metavar="BYTES",
         help="files this large or larger go as resumable upload sessions (default 64 MiB)",
+    )
+    p.add_argument(
+        "--metadata",
+        metavar="FILE.json",
+        help="a JSON object from a file's name to its metadata, stored with it",
     )
     p.add_argument("--json", action="store_true", help="print the uploaded files as JSON lines")
 
