@@ -17,14 +17,12 @@ from typing import Any
 
 from services.catalog.listing import Listing, invalid
 from shared.contracts import rules
-from shared.contracts.metadata_schema import (  # noqa: F401 (the catalog's names for them)
-    TYPES,
-    Key,
-    Schema,
-    check,
-    from_json,
-    parse_datetime,
-)
+from shared.contracts.metadata_schema import TYPES as TYPES
+from shared.contracts.metadata_schema import Key as Key
+from shared.contracts.metadata_schema import Schema as Schema
+from shared.contracts.metadata_schema import check as check
+from shared.contracts.metadata_schema import from_json as from_json
+from shared.contracts.metadata_schema import parse_datetime as parse_datetime
 from shared.kit.errors import Refused
 
 RANGED = ("number", "datetime")

@@ -145,7 +145,7 @@ class Job(Shape):
     created_by: str
 
 
-UPLOAD = {
+UPLOAD: dict[str, Any] = {
     "type": "object",
     "required": ["file"],
     "properties": {
