@@ -179,6 +179,17 @@ class Dicom(Handlers):
     async def when_instances_stored(
         self, conn: Conn, envelopes: Sequence[Received[DicomInstanceStored]]
     ) -> None:
+        cancelled = {
+            r["job_id"]
+            for r in await conn.fetch(
+                "SELECT job_id FROM dicom.jobs WHERE job_id = ANY($1::uuid[]) AND cancelled",
+                list({e.event.job_id for e in envelopes}),
+            )
+        }
+        # A cancelled job's instances not read yet are skipped (what was settled stays).
+        envelopes = [e for e in envelopes if e.event.job_id not in cancelled]
+        if not envelopes:
+            return
         stored = [e.event for e in envelopes]
         gate = asyncio.Semaphore(READ_PARALLEL)
         results = await asyncio.gather(*(read(self.blobs, s.blob_key, gate) for s in stored))
@@ -363,5 +374,27 @@ class Dicom(Handlers):
     async def job(self, job_id: uuid.UUID) -> dict[str, Any]:
         row = await self.pool.fetchrow("SELECT * FROM dicom.jobs WHERE job_id = $1", job_id)
         if row is None:
-            return {"done": 0, "file_ids": [], "errors": []}
-        return {"done": row["done"], "file_ids": row["files"], "errors": row["errors"]}
+            return {"done": 0, "file_ids": [], "errors": [], "cancelled": False}
+        return {
+            "done": row["done"],
+            "file_ids": row["files"],
+            "errors": row["errors"],
+            "cancelled": row["cancelled"],
+        }
+
+    async def cancel(self, cause: Cause, job_id: uuid.UUID) -> int:
+        """`POST /v1/jobs/{id}/cancel` of a DICOM job (the gateway checked the right):
+        its instances not read yet are skipped from now on. Again: nothing more."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT version, cancelled FROM dicom.jobs WHERE job_id = $1 FOR UPDATE", job_id
+            )
+            if row is not None and row["cancelled"]:
+                return 0
+            version = row["version"] if row is not None else 0
+            out = envelopes_of(
+                [Change(ev.job_stream(job_id), version + 1, ev.JobCancelled(job_id=job_id))],
+                cause,
+            )
+            await series_model.apply(conn, out)
+            return await self.store.append(conn, out)

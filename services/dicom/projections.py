@@ -49,6 +49,8 @@ series = Projection(
         files jsonb NOT NULL,
         errors jsonb NOT NULL
     );
+    -- Cancelled: its instances not read yet are skipped.
+    ALTER TABLE dicom.jobs ADD COLUMN IF NOT EXISTS cancelled boolean NOT NULL DEFAULT false;
     """,
 )
 
@@ -235,4 +237,14 @@ async def instances_rejected(
             }
             for e in events
         ],
+    )
+
+
+@series.on(dicom_events.JobCancelled)
+async def job_cancelled(conn: Conn, events: Sequence[Received[dicom_events.JobCancelled]]) -> None:
+    await conn.executemany(
+        """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors, cancelled)
+           VALUES ($1, $2, 0, '[]', '[]', true)
+           ON CONFLICT (job_id) DO UPDATE SET version = excluded.version, cancelled = true""",
+        [(e.event.job_id, e.stream_version) for e in events],
     )

@@ -347,6 +347,7 @@ UNARY: dict[str, Route] = {
         "DELETE", "/v1/folders/{folder_id}/collaborators/{user_id}"
     ),
     "Jobs/GetJob": Route("GET", "/v1/jobs/{job_id}"),
+    "Jobs/CancelJob": Route("POST", "/v1/jobs/{job_id}/cancel"),
     "Users/CreateUser": Route("POST", "/v1/users"),
     "Users/ListUsers": Route("GET", "/v1/users"),
     "Users/GetMe": Route("GET", "/v1/users/me"),

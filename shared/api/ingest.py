@@ -137,7 +137,7 @@ class Job(Shape):
     id: str
     kind: str = Field(examples=["upload", "dicom", "import", "session"])
     folder_id: str
-    status: str = Field(examples=["pending", "running", "done", "failed", "expired"])
+    status: str = Field(examples=["pending", "running", "done", "failed", "expired", "cancelled"])
     progress: Progress
     files: list[File]
     errors: list[JobError]

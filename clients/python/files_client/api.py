@@ -80,7 +80,7 @@ __all__ = ["Async", "Sync"]
 PathLike = str | os.PathLike[str]
 Ref = str | uuid.UUID | Data
 JobProgress = Callable[["Job[Any]"], None]
-TERMINAL = ("done", "failed", "expired", "rejected", "aborted")
+TERMINAL = ("done", "failed", "expired", "rejected", "aborted", "cancelled")
 
 
 def _id(ref: Ref) -> str:
@@ -694,6 +694,11 @@ class Job(JobData, _Bound[M]):
         return (yield from type(self._api).get_job.fn(self._api, self.id))
 
     @operation
+    def cancel(self) -> Op[Job[M]]:
+        """Stop it: what it did stays, the rest stops (status `cancelled`)."""
+        return (yield from type(self._api).cancel_job.fn(self._api, self.id))
+
+    @operation
     def wait(
         self,
         *,
@@ -1092,6 +1097,13 @@ class Api(Bound[M]):
     @operation
     def get_job(self, job_id: Ref) -> Op[Job[M]]:
         found = yield from json_of(self._session, Call("GET", f"/v1/jobs/{_id(job_id)}"))
+        return _bind(self, Job, found)
+
+    @operation
+    def cancel_job(self, job_id: Ref) -> Op[Job[M]]:
+        """Stop a job (an upload session, import or DICOM job): what it did stays, the
+        rest stops; again is no error. A finished job raises Conflict (`job_finished`)."""
+        found = yield from json_of(self._session, Call("POST", f"/v1/jobs/{_id(job_id)}/cancel"))
         return _bind(self, Job, found)
 
     @operation

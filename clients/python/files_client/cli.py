@@ -602,7 +602,8 @@ def share(args: argparse.Namespace) -> int:
 
 def jobs(args: argparse.Namespace) -> int:
     with _client() as c:
-        job = c.get_job(args.job_id)
+        fetch = c.cancel_job if args.action == "cancel" else c.get_job
+        job = fetch(args.job_id)
         done = _watch(job, job.kind or "job") if args.action == "watch" else job
         if args.json:
             _json_line(done)
@@ -611,7 +612,7 @@ def jobs(args: argparse.Namespace) -> int:
             print(f"job {done.id}: {done.status}, {p.done}/{p.total}, {len(done.files)} file(s)")
         for e in done.errors:
             print(f"files jobs: {e.name}: {e.code}: {e.message}", file=sys.stderr)
-        return 0 if done.status == "done" else 1
+        return 0 if done.status == ("cancelled" if args.action == "cancel" else "done") else 1
 
 
 def history(args: argparse.Namespace) -> int:
@@ -829,7 +830,11 @@ def register(commands: Any) -> None:
 
     p = verb("jobs", "follow a job (upload, DICOM, import)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, text in (("watch", "wait for the job, with progress"), ("show", "the job now")):
+    for name, text in (
+        ("watch", "wait for the job, with progress"),
+        ("show", "the job now"),
+        ("cancel", "stop the job: what it did stays, the rest stops"),
+    ):
         a = actions.add_parser(name, help=text, description=text)
         a.add_argument("job_id", metavar="ID")
         a.add_argument("--json", action="store_true")

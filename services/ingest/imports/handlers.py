@@ -334,6 +334,13 @@ class Imports(Handlers):
             self._spawn(state, Cause.of(envelopes[0]))
         return {"job_id": str(job_id)}, position
 
+    def stop(self, job_id: uuid.UUID) -> None:
+        """A cancelled job's run in this process stops now (a run elsewhere stops at its
+        next batch: the stream moved on)."""
+        task = self._running.get(job_id)
+        if task is not None:
+            task.cancel()
+
     def _spawn(self, state: domain.JobState, cause: Cause) -> None:
         if state.job_id in self._running:
             return
