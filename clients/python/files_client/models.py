@@ -51,6 +51,11 @@ class Media(Data):
     duration_s: float | None = None
     sample_rate: int | None = None  # an audio file's
     channels: int | None = None
+    fps: float | None = None  # a video's
+    codec: str | None = None  # a video's or an audio file's
+    dims: list[int] | None = None  # a NIfTI volume's
+    voxel_size: list[float] | None = None
+    datatype: str | None = None
 
 
 class Source(Data):

@@ -150,7 +150,10 @@ class Receiver:
                 415,
                 "unsupported_content",
                 f"{part.name!r} is not a kind of file we accept: {unknown}",
-                {"name": part.name, "accepted": ["image", "video", "pdf", "audio", "text"]},
+                {
+                    "name": part.name,
+                    "accepted": ["image", "video", "pdf", "audio", "text", "nifti"],
+                },
             )
             return
         key, sha = part.writer.finish()

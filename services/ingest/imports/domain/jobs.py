@@ -33,7 +33,7 @@ from shared.contracts.envelope import (
 # An ImportObjectsRequested event stays well under a broker's message size limit.
 MAX_CHUNK_BYTES = 256 * 1024
 # Kinds an object may have (what the sniffer accepts).
-ACCEPTED_KINDS = ("image", "video", "pdf", "audio", "text")
+ACCEPTED_KINDS = ("image", "video", "pdf", "audio", "text", "nifti")
 # A reference file has no blob: its key says so and names nothing in the blob store.
 REFERENCE_PREFIX = "ref:"
 

@@ -57,6 +57,7 @@ FILE_SECTIONS = {
     "audio": "audio",
     "pdfs": "pdf",
     "text": "text",
+    "nifti": "nifti",
 }
 REFUSED_SECTIONS = {"image_groups": "image group", "dicom_series": "DICOM series"}
 
@@ -187,6 +188,7 @@ class Manifest(Strict):
     audio: list[Entry] | None = None
     pdfs: list[Entry] | None = None
     text: list[Entry] | None = None
+    nifti: list[Entry] | None = None
     # Read only for their titles: each is refused, named in the job's errors.
     image_groups: list[dict[str, Any]] | None = None
     dicom_series: list[dict[str, Any]] | None = None
