@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 
 from services.ingest import content
+from services.ingest.cancel import api as cancel_api
+from services.ingest.cancel.handlers import Cancelling
 from services.ingest.collector.handlers import Collector
 from services.ingest.collector.projections import blob_refs
 from services.ingest.imports import api as imports_api
 from services.ingest.imports.handlers import Imports, Integrations
 from services.ingest.imports.projections import integrations as integrations_model
 from services.ingest.jobs import api as jobs_api
-from services.ingest.jobs.handlers import Jobs
 from services.ingest.jobs.projections import jobs
 from services.ingest.metadata.schema import SchemaMirror, schema_mirror
 from services.ingest.sessions import api as sessions_api
@@ -47,7 +48,7 @@ def build(settings: Settings) -> FastAPI:
     sessions = Sessions(parts, blobs, secrets.derive(material, "upload part urls"))
     integrations = Integrations(parts, settings)
     imports = Imports(parts, integrations)
-    cancelling = Jobs(parts, sessions, imports.stop)
+    cancelling = Cancelling(parts, sessions, imports.stop)
     collect = Collector.reactions.bound(collector)
     follow_schema = SchemaMirror.reactions.bound(SchemaMirror(parts))
 
@@ -76,7 +77,8 @@ def build(settings: Settings) -> FastAPI:
     app.include_router(uploads_api.router(uploads))
     app.include_router(sessions_api.router(sessions))
     app.include_router(imports_api.router(integrations, imports))
-    app.include_router(jobs_api.router(parts, sessions.bytes_progress, cancelling))
+    app.include_router(jobs_api.router(parts, sessions.bytes_progress))
+    app.include_router(cancel_api.router(cancelling))
     app.include_router(content.router(blobs))
     return app
 

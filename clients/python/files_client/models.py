@@ -485,6 +485,7 @@ ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[Base
     ("POST", "/v1/datasets/{dataset_id}/collaborators", InvitationBody, Page),
     ("DELETE", "/v1/datasets/{dataset_id}/collaborators/{user_id}", None, None),
     ("GET", "/v1/jobs/{job_id}", None, JobData),
+    ("POST", "/v1/jobs/{job_id}/cancel", None, JobData),
     ("POST", "/v1/integrations", NewIntegrationBody, IntegrationData),
     ("GET", "/v1/integrations", None, Page),
     ("GET", "/v1/integrations/{integration_id}", None, IntegrationData),

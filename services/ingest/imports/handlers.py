@@ -29,8 +29,8 @@ from services.ingest.imports.egress import Caps, Egress
 from services.ingest.imports.projections import integrations
 from services.ingest.imports.runner import Runner
 from services.ingest.jobs.projections import jobs
+from services.ingest.metadata.domain import check_metadata
 from services.ingest.metadata.schema import current as current_schema
-from services.ingest.uploads.domain import check_metadata
 from shared.contracts import ingest as ev
 from shared.contracts.envelope import Cause, Change, envelopes_of
 from shared.kit import identity

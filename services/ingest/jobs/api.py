@@ -1,5 +1,5 @@
 """`GET /v1/jobs/{id}`: an upload's, an upload session's or an import's progress, files
-and errors, as the jobs read model has them; `POST /v1/jobs/{id}/cancel` stops it."""
+and errors, as the jobs read model has them."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter
 
-from services.ingest.answers import Caller, recorded
-from services.ingest.jobs.handlers import Jobs
+from services.ingest.answers import Caller
 from services.ingest.jobs.projections import file_ids
 from shared.kit.errors import not_found
-from shared.kit.http import JSON
 from shared.kit.service import Parts
 
 # A session's progress in bytes, as its parts reach the store (sessions/handlers.py).
@@ -38,14 +36,8 @@ async def job(pool: asyncpg.Pool, job_id: uuid.UUID) -> dict[str, Any] | None:
     }
 
 
-def router(parts: Parts, session_bytes: BytesProgress, jobs: Jobs) -> APIRouter:
+def router(parts: Parts, session_bytes: BytesProgress) -> APIRouter:
     api = APIRouter()
-
-    @api.post("/v1/jobs/{job_id}/cancel")
-    async def cancel_job(job_id: uuid.UUID, caller: Caller) -> JSON:
-        # The gateway checked the caller's right: the job's own, or the editor role on
-        # its folder.
-        return recorded(await jobs.cancel(caller, job_id), 200)
 
     @api.get("/v1/jobs/{job_id}")
     async def get_job(job_id: uuid.UUID, _: Caller) -> dict[str, Any]:

@@ -14,10 +14,9 @@ from python_multipart.multipart import parse_options_header
 
 from services.ingest.collector.projections import blob_refs, claim_blobs
 from services.ingest.jobs.projections import jobs
+from services.ingest.metadata.domain import check_metadata, file_metadata
 from services.ingest.metadata.schema import current as current_schema
 from services.ingest.uploads.domain import (
-    check_metadata,
-    file_metadata,
     record_dicom_upload,
     record_image_group,
     record_upload,

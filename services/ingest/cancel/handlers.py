@@ -25,7 +25,7 @@ from shared.kit.service import Handlers, Parts
 CANCELLED = "cancelled"
 
 
-class Jobs(Handlers):
+class Cancelling(Handlers):
     def __init__(
         self, parts: Parts, sessions: Sessions, stop_import: Callable[[uuid.UUID], None]
     ) -> None:
