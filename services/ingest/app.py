@@ -3,9 +3,10 @@ the collector, then each capability (uploads, upload sessions, integrations and
 imports), then the runtime that runs their read models and reactions, then the routes.
 
     content ─┐
-    uploads ─┼─> jobs (read model), collector (blob refs), media
-    sessions ┤   (sessions also take uploads' domain: a session's file is an upload's)
-    imports ─┘
+    uploads ─┼─> jobs (read model), collector (blob refs), media, metadata (the
+    sessions ┤   catalog's schema mirrored; uploads and imports check against it)
+    imports ─┘   (sessions also take uploads' domain: a session's file is an upload's)
+    cancel ────> jobs, sessions (an import is told through a callable)
 """
 
 from __future__ import annotations
