@@ -21,10 +21,11 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from services.gateway import sessions
-from services.gateway.edge import Call, Gateway, error_response
+from services.gateway.edge import Call, Gateway, Unavailable, error_response
 from services.gateway.routes import PARAMS
 from shared.kit import consistency
-from shared.kit.http import JSON
+from shared.kit.http import JSON, error_body
+from shared.kit.logs import log
 
 # The catalog registers a group's images all at once: a large group (10,000 frames)
 # may take longer than one consistency budget. An image-group upload's budget is this
@@ -213,9 +214,7 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
-        refused = await self.after_callers_writes(call)
-        if refused is not None:
-            return refused
+        await self.after_callers_writes(call)
         answer = await self.gateway.forward(call, stream_body=True)
         if answer.status_code != 201:
             return self.gateway.relay(answer)
@@ -305,23 +304,36 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
-        refused = await self.after_callers_writes(call)
-        if refused is not None:
-            return refused
+        await self.after_callers_writes(call)
         return self.gateway.relay(await self.gateway.forward(call))
 
-    async def after_callers_writes(self, call: Call) -> Response | None:
-        """A write checked against the caller's earlier ones (metadata given at upload
-        or import, against the schema they just set): the token they send is waited for
-        first, as a read's is. The refusal of a bad token, or None."""
-        given = call.request.headers.get(consistency.HEADER)
-        if not given:
-            return None
+    async def after_callers_writes(self, call: Call) -> None:
+        """An upload or import checks the metadata it carries against ingest's mirror of
+        the catalog's schema: when the caller sends a token, ingest first applies the
+        catalog's events up to it (a schema they just set), within the budget. Only that:
+        a client sends its token with every call, and uploads must not wait for every
+        service. A token that cannot be read is left to the write (as before)."""
         try:
-            wanted = consistency.decode(given)
-        except ValueError as error:
-            return error_response(400, "invalid_consistency_token", str(error))
-        return await self.gateway.check_and_wait(call.request, wanted)
+            wanted = consistency.decode(call.request.headers.get(consistency.HEADER, ""))
+        except ValueError:
+            return
+        if "catalog" not in wanted:
+            return
+        left = self.gateway.budget(call.request)
+        try:
+            await self.gateway.call(
+                "ingest",
+                "GET",
+                "/internal/consistency",
+                call.request,
+                params={
+                    "token": consistency.encode({"catalog": wanted["catalog"]}),
+                    "timeout": f"{left:.3f}",
+                },
+                timeout=left + 5.0,
+            )
+        except Unavailable:
+            log.warning("gateway.schema_wait_failed")
 
     def with_part_urls(self, call: Call, session: dict[str, Any]) -> dict[str, Any]:
         """Our own part URLs (the local store) are relative: made absolute here, with
@@ -448,12 +460,14 @@ class Compose:
             if account.status_code != 200:
                 return self.gateway.relay(account)
             if account.json()["done"] >= job["progress"]["total"]:
-                return error_response(
+                # Not error_response: its details would take `status` for the answer's.
+                return JSON(
+                    error_body(
+                        "job_finished",
+                        f"job {job_id} is done: nothing is left to cancel",
+                        {"id": job_id, "status": "done"},
+                    ),
                     409,
-                    "job_finished",
-                    f"job {job_id} is done: nothing is left to cancel",
-                    id=job_id,
-                    status="done",
                 )
             told = await self.gateway.call(
                 "dicom", "POST", f"/internal/jobs/{job_id}/cancel", call.request, call.user

@@ -20,6 +20,7 @@ from shared.kit.eventstore import EventStore
 from shared.kit.stack import Stack
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import ADMIN_KEY, eventually
+from tests.e2e import test_dicom as dicom
 from tests.e2e import test_grpc
 from tests.e2e.support import CONSISTENCY, error, folder, items, member, png, unique, upload
 from tests.e2e.test_access import invite
@@ -158,6 +159,15 @@ async def test_a_cancelled_dicom_job_skips_the_instances_not_read_yet(
     assert shown.json()["status"] == "cancelled"
     assert shown.json()["progress"] == {"done": 0, "total": 2}
     assert shown.json()["errors"] == []
+
+
+async def test_a_dicom_job_done_is_a_conflict(api: httpx.AsyncClient) -> None:
+    top = await folder(api, unique("cancel-dicom-done"))
+    job_id = await dicom.send(api, top["id"], *dicom.slices(dicom.fresh_study(), 1, 3))
+    await dicom.finished(api, job_id)
+    done = error(await api.post(f"/v1/jobs/{job_id}/cancel"), 409, "job_finished")
+    assert done["details"] == {"id": job_id, "status": "done"}
+    assert (await api.get(f"/v1/jobs/{job_id}")).json()["status"] == "done"
 
 
 async def _record(pool: Any, envelopes: list[Any]) -> int:

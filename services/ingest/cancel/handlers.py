@@ -49,6 +49,7 @@ class Cancelling(Handlers):
                 row = await conn.fetchrow(
                     "SELECT kind, status FROM ingest.jobs WHERE id = $1", job_id
                 )
+            assert row is not None  # a job is never removed
             status = row["status"]
             answer = {"id": str(job_id), "kind": kind, "status": CANCELLED}
             if status == CANCELLED:

@@ -14,7 +14,9 @@ from shared.contracts import metadata_schema, rules
 from shared.kit.errors import Refused
 
 
-def file_metadata(field: bytes | None, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+def file_metadata(
+    field: bytes | bytearray | None, names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     """The upload's `metadata` field: a JSON object from a file part's name to that
     file's metadata (a JSON object of at most MAX_METADATA_BYTES). A name that is no
     file of the upload is refused: its metadata would be lost."""
