@@ -35,7 +35,7 @@ test: setup web
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/tags.py clients/python/files_client
-	$(UV) run --frozen pytest -q --durations=15
+	$(UV) run --frozen pytest -q --durations=40
 
 lint: setup
 	$(UV) run --frozen ruff check .

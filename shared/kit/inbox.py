@@ -27,7 +27,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -132,13 +132,19 @@ class Inbox:
         )
         return {str(r["event_id"]) for r in rows}
 
-    async def advance(self, conn: Conn, sources: set[str]) -> None:
+    async def advance(self, conn: Conn, sources: set[str], passed: Sequence[Envelope] = ()) -> None:
         """Move each source's watermark to the end of the run applied right after it.
 
         Reads positions above the watermark in index order, a page at a time: the
         cost is the run just applied, whatever the inbox's size or its statistics.
+        `passed` are events of this batch the consumer has no use for: they count as
+        applied without an inbox row, unless they are above the watermark when it stops
+        (a gap before them): then they get their row, so that a later run passes them.
         """
         s = self.schema
+        skipped: dict[str, set[int]] = {}
+        for e in passed:
+            skipped.setdefault(e.source, set()).add(e.position)
         # In one order everywhere: replicas iterate a set in different orders (string
         # hashes are seeded per process), and opposite orders of these row locks deadlock.
         for source in sorted(sources):
@@ -155,23 +161,43 @@ class Inbox:
                 source,
             )
             start = mark
+            mine = skipped.get(source, set())
             while True:
-                above = await conn.fetch(
-                    f"""SELECT position FROM {s}.inbox
-                        WHERE consumer = $1 AND source = $2 AND position > $3
-                        ORDER BY position LIMIT {ADVANCE_PAGE}""",
-                    self.consumer,
-                    source,
-                    mark,
+                above = [
+                    r["position"]
+                    for r in await conn.fetch(
+                        f"""SELECT position FROM {s}.inbox
+                            WHERE consumer = $1 AND source = $2 AND position > $3
+                            ORDER BY position LIMIT {ADVANCE_PAGE}""",
+                        self.consumer,
+                        source,
+                        mark,
+                    )
+                ]
+                # Passed-over positions up to the last the page reached (beyond it, the
+                # inbox may hold rows this page did not read).
+                reach = above[-1] if len(above) == ADVANCE_PAGE else None
+                present = sorted(
+                    {*above, *(p for p in mine if p > mark and (reach is None or p <= reach))}
                 )
                 run = 0
-                for row in above:
-                    if row["position"] != mark + run + 1:
+                for position in present:
+                    if position != mark + run + 1:
                         break
                     run += 1
                 mark += run
-                if run < ADVANCE_PAGE:
+                if run < len(present) or len(above) < ADVANCE_PAGE:
                     break
+            if left := {p for p in mine if p > mark}:
+                await conn.execute(
+                    f"""INSERT INTO {s}.inbox (consumer, event_id, source, position)
+                        SELECT $1, e, $2, p FROM unnest($3::uuid[], $4::bigint[]) AS x(e, p)
+                        ON CONFLICT DO NOTHING""",
+                    self.consumer,
+                    source,
+                    [e.event_id for e in passed if e.source == source and e.position in left],
+                    [e.position for e in passed if e.source == source and e.position in left],
+                )
             if mark != start:
                 await conn.execute(
                     f"""UPDATE {s}.watermarks SET position = $3
@@ -248,11 +274,16 @@ class Consumer:
         policy: Policy | None = None,
         max_batch: int = 10_000,
         after_db_commit: Callable[[], Awaitable[None]] | None = None,
+        wanted: Collection[str] | None = None,
     ) -> None:
         self.pool = pool
         self.inbox = inbox
         self.topics = tuple(topics)
         self.handle = handle
+        # The event types `handle` reacts to (None: all). The others on the same topics
+        # (most of them: a DICOM upload's per-instance events, for every consumer but
+        # the DICOM context's) are passed over without an inbox row each.
+        self.wanted = frozenset(wanted) if wanted is not None else None
         self.bootstrap = bootstrap
         self.dead_letters = dead_letters
         self.policy = policy or Policy()
@@ -392,12 +423,15 @@ class Consumer:
         self, envelopes: Sequence[Envelope], carried: Mapping[uuid.UUID, str | None] | None = None
     ) -> None:
         started = time.monotonic()
+        wanted = self.wanted
+        used = [e for e in envelopes if wanted is None or e.type in wanted]
+        passed = [e for e in envelopes if wanted is not None and e.type not in wanted]
         async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await self.inbox.admit(conn, envelopes)
-            new = [e for e in envelopes if str(e.event_id) in fresh]
+            fresh = await self.inbox.admit(conn, used) if used else set()
+            new = [e for e in used if str(e.event_id) in fresh]
             for event_type, run in itertools.groupby(new, key=lambda e: e.type):
                 await self._handle(conn, event_type, list(run), carried)
-            await self.inbox.advance(conn, {e.source for e in envelopes})
+            await self.inbox.advance(conn, {e.source for e in envelopes}, passed)
             await conn.execute(f"NOTIFY {self.inbox.channel}")
         took = time.monotonic() - started
         if took > SLOW_BATCH_S:

@@ -147,7 +147,7 @@ class Reactions:
             async def when_file_moved(self, conn, moved: Sequence[Received[FileMoved]]): ...
 
     `bound(handlers)` is what the runtime's consumer calls with each run of one type;
-    events of a type no reaction names are passed over (recorded in the inbox all the same).
+    events of a type no reaction names are passed over.
     """
 
     def __init__(self, consumer: str) -> None:
@@ -160,14 +160,23 @@ class Reactions:
 
         return register
 
-    def bound(self, owner: object) -> Callable[[Conn, Sequence[Envelope]], Awaitable[None]]:
-        triggers = self.triggers.by_type
+    def bound(self, owner: object) -> Bound:
+        return Bound(self.triggers, owner)
 
-        async def react(conn: Conn, envelopes: Sequence[Envelope]) -> None:
-            for event_type, run in itertools.groupby(envelopes, key=lambda e: e.type):
-                found = triggers.get(event_type)
-                if found is not None:
-                    contract, method = found
-                    await method(owner, conn, received(list(run), contract))
 
-        return react
+class Bound:
+    """A service's reactions bound to its handlers: what its consumer calls with each run
+    of one type, and the types it reacts to (`types`): the consumer passes over the
+    others without recording them one by one (shared/kit/inbox.py)."""
+
+    def __init__(self, triggers: Triggers, owner: object) -> None:
+        self.triggers = triggers.by_type
+        self.owner = owner
+        self.types = frozenset(self.triggers)
+
+    async def __call__(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        for event_type, run in itertools.groupby(envelopes, key=lambda e: e.type):
+            found = self.triggers.get(event_type)
+            if found is not None:
+                contract, method = found
+                await method(self.owner, conn, received(list(run), contract))

@@ -29,10 +29,11 @@ from shared.kit.errors import Refused
 from shared.kit.eventstore import EventStore
 from shared.kit.http import JSON, install_errors
 from shared.kit.identity import ServiceKey
-from shared.kit.inbox import Consumer, Handler, Inbox
+from shared.kit.inbox import Consumer, Inbox
 from shared.kit.logs import configure, log
 from shared.kit.outbox import Relay
 from shared.kit.projections import Projection
+from shared.kit.reactions import Bound
 from shared.kit.retry import Policy
 from shared.kit.settings import Settings
 
@@ -87,7 +88,7 @@ class Runtime:
     publishes: str | None = None
     consumes: Sequence[str] = ()
     # What the consumer calls with each run of one type (`Reactions.bound`).
-    reactions: Handler | None = None
+    reactions: Bound | None = None
     # This service's read models: made at start, rebuilt if their version changed.
     projections: Sequence[Projection] = ()
     setups: Sequence[Setup] = ()
@@ -163,6 +164,7 @@ class Runtime:
                 inbox=self.inbox,
                 topics=self.consumes,
                 handle=self.reactions,
+                wanted=self.reactions.types,
                 bootstrap=s.kafka_bootstrap,
                 dead_letters=self.producer,
                 policy=Policy(

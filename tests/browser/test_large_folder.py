@@ -58,3 +58,25 @@ def test_ten_thousand_files_stay_a_small_page(signed_in: Page, big_folder: dict)
     page.get_by_role("button", name="Grid").click()
     expect(grid.get_by_role("row").first).to_be_visible()
     assert rows.count() < 200
+
+
+def test_a_large_folder_is_ordered_by_the_catalog_page_by_page(
+    signed_in: Page, big_folder: dict
+) -> None:
+    """Turning the order around asks the catalog for it: the last name comes first with
+    the first page, not once all 10,000 files are loaded and sorted in the browser."""
+    page = signed_in
+    page.goto(f"/folders/{big_folder['id']}")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    expect(grid.get_by_role("row", name="f00000.txt")).to_be_visible(timeout=60_000)
+    with page.expect_response(
+        lambda r: "/items?" in r.url and "order=name" in r.url and "desc=true" in r.url
+    ) as first_page:
+        page.get_by_role("button", name="Ascending").click()
+    assert first_page.value.ok
+    assert first_page.value.json()["items"][0]["name"] == f"f{COUNT - 1:05d}.txt"
+    rows = grid.locator('[role="row"].item')
+    expect(rows.first).to_have_attribute("aria-label", f"f{COUNT - 1:05d}.txt")
+    expect(page.get_by_text(f"{COUNT} items", exact=True)).to_be_visible(timeout=60_000)
+    assert rows.count() < 100

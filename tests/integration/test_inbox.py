@@ -157,3 +157,85 @@ async def test_an_event_published_twice_in_one_batch_is_applied_once(
             await running
     assert await pool.fetchval(f"SELECT count(*) FROM {s}.effects") == 1
     assert consumer.retried == 0
+
+
+async def test_events_no_reaction_wants_move_the_watermark_without_an_inbox_row(
+    pool: asyncpg.Pool,
+) -> None:
+    """A consumer passes over the types it has no reaction to: the watermark moves past
+    them all the same, and only one stranded behind a gap gets a row (so that a later
+    run passes it)."""
+    s = schema()
+    inbox = Inbox(s, "c")
+    async with pool.acquire() as conn:
+        await inbox.setup(conn)
+
+    def at(position: int) -> Envelope:
+        return envelope(f"x-{position}", 1).model_copy(
+            update={"source": "src", "position": position}
+        )
+
+    async def batch(used: Sequence[int], passed: Sequence[int]) -> dict[str, int]:
+        async with pool.acquire() as conn, conn.transaction():
+            await inbox.admit(conn, [at(p) for p in used])
+            await inbox.advance(conn, {"src"}, [at(p) for p in passed])
+        return await inbox.watermarks(pool)
+
+    async def rows() -> list[int]:
+        found = await pool.fetch(f"SELECT position FROM {s}.inbox ORDER BY position")
+        return [r["position"] for r in found]
+
+    async def applied_below(position: int) -> bool:
+        async with pool.acquire() as conn:
+            return await inbox.applied_below(conn, "src", position)
+
+    assert await batch(used=[1], passed=[2, 4]) == {"src": 2}
+    assert await rows() == [1, 4]  # 2 needed no row; 4 waits behind the gap at 3
+    assert not await applied_below(4)
+    assert await batch(used=[3], passed=[]) == {"src": 4}
+    assert await applied_below(5)
+    assert await batch(used=[], passed=[5, 6]) == {"src": 6}
+    assert await batch(used=[8], passed=[7, 9]) == {"src": 9}
+    assert await rows() == [1, 3, 4, 8]
+
+
+async def test_a_consumer_applies_only_the_types_it_wants(
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
+) -> None:
+    s, topic, inbox, producer = world.schema, world.topic, world.inbox, world.producer
+    wanted = envelope("w", 1).type
+    for n in range(1, 7):
+        sent = envelope(f"s-{n}", 1, n=n).model_copy(
+            update={"source": s, "position": n, "type": wanted if n % 2 else "test.Unwanted"}
+        )
+        await producer.send_and_wait(topic, bus.encode(sent), key=f"s-{n}".encode())
+    seen: list[str] = []
+
+    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        seen.extend(e.type for e in events)
+        for e in events:
+            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+
+    consumer = Consumer(
+        pool=pool,
+        inbox=inbox,
+        topics=[topic],
+        handle=apply,
+        bootstrap=kafka_bootstrap,
+        dead_letters=producer,
+        wanted={wanted},
+    )
+    running = asyncio.create_task(consumer.run())
+    try:
+
+        async def caught_up() -> bool:
+            return await inbox.watermarks(pool) == {s: 6}
+
+        await eventually(caught_up, within=20, what="the watermark past all six")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert set(seen) == {wanted}
+    assert sorted(r["n"] for r in await pool.fetch(f"SELECT * FROM {s}.effects")) == [1, 3, 5]
+    assert await pool.fetchval(f"SELECT count(*) FROM {s}.inbox") == 3

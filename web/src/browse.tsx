@@ -20,6 +20,20 @@ function kindOf(i: Item) {
   return i.type === "folder" ? "folder" : i.kind;
 }
 
+// The orders the catalog keeps (folders first, then files, each in that order, paged by
+// cursor), so that the first page of a large folder is already the right one. Kind is not
+// one of them: it is sorted here, over what is loaded.
+const SERVER_ORDERS = new Set<Sort["key"]>(["name", "size", "created_at"]);
+
+function serverParams(sort: Sort, kind: string): Record<string, string | undefined> {
+  const ordered = SERVER_ORDERS.has(sort.key);
+  return {
+    order: ordered ? sort.key : "name",
+    desc: ordered && sort.dir === -1 ? "true" : undefined,
+    kind: kind || undefined,
+  };
+}
+
 function compare(a: Item, b: Item, sort: Sort): number {
   if (a.type !== b.type) return a.type === "folder" ? -1 : 1; // folders first, always
   let d = 0;
@@ -64,7 +78,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     const path = folderId ? `/v1/folders/${folderId}/items` : "/v1/folders";
     all<Item>(
       path,
-      {},
+      folderId ? serverParams(sort, kind) : {},
       (page) => {
         if (abort.signal.aborted) return;
         loaded.push(...page);
@@ -75,7 +89,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       .then(() => !abort.signal.aborted && (setItems([...loaded]), setLoading(false)))
       .catch((e) => !abort.signal.aborted && (setError(e.message), setLoading(false)));
     return () => abort.abort();
-  }, [folderId, version]);
+  }, [folderId, version, folderId && SERVER_ORDERS.has(sort.key) ? `${sort.key}${sort.dir}` : "", folderId ? kind : ""]);
 
   // What was selected and is gone (deleted, moved) is no longer selected.
   useEffect(() => {
@@ -86,8 +100,11 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
 
   const shown = useMemo(() => {
     const list = (items ?? []).filter((i) => !kind || kindOf(i) === kind);
+    // A folder's items come in the order asked for; only kind (and the top level,
+    // which has no orders) are sorted here.
+    if (folderId && SERVER_ORDERS.has(sort.key)) return list;
     return list.sort((a, b) => compare(a, b, sort));
-  }, [items, kind, sort]);
+  }, [items, kind, sort, folderId]);
 
   const chosen = shown.filter((i) => selected.has(i.id));
 
