@@ -36,8 +36,23 @@ from shared.contracts.envelope import Envelope
 from shared.kit import secrets
 from shared.kit.blobs import open_blob_store
 from shared.kit.db import Conn
+from shared.kit.reactions import Bound
 from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
+
+
+class Together(Bound):
+    """The reactions of more than one handlers class, as the one consumer's: each run
+    (of one type) goes to those that react to its type."""
+
+    def __init__(self, *parts: Bound) -> None:
+        self.parts = parts
+        self.types = frozenset().union(*(p.types for p in parts))
+
+    async def __call__(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        for part in self.parts:
+            if any(e.type in part.types for e in envelopes):
+                await part(conn, [e for e in envelopes if e.type in part.types])
 
 
 def build(settings: Settings) -> FastAPI:
@@ -50,12 +65,9 @@ def build(settings: Settings) -> FastAPI:
     integrations = Integrations(parts, settings)
     imports = Imports(parts, integrations)
     cancelling = Cancelling(parts, sessions, imports.stop)
-    collect = Collector.reactions.bound(collector)
-    follow_schema = SchemaMirror.reactions.bound(SchemaMirror(parts))
-
-    async def react(conn: Conn, envelopes: Sequence[Envelope]) -> None:
-        await collect(conn, envelopes)
-        await follow_schema(conn, envelopes)
+    react = Together(
+        Collector.reactions.bound(collector), SchemaMirror.reactions.bound(SchemaMirror(parts))
+    )
 
     async def sweep() -> None:
         parts.supervise(
