@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from services.dicom import domain, reader, slices
+from services.dicom import domain, reader, recent, slices
 from services.dicom.projections import instance_of
 from services.dicom.projections import series as series_model
 from shared.contracts import dicom as ev
@@ -95,6 +95,7 @@ class Dicom(Handlers):
         self.blobs = blobs
         # Slices drawn at once (each holds an instance's pixels in memory).
         self.render_gate = asyncio.Semaphore(4)
+        self.recent = recent.Recent()
 
     reactions = Reactions("dicom")
 
@@ -227,26 +228,40 @@ class Dicom(Handlers):
             "SELECT * FROM dicom.series WHERE folder_id = $1 FOR UPDATE", folder_id
         )
         by_file = {r["file_id"]: r for r in rows}
+        parts: dict[str, Part] = {}
+        assembled: dict[uuid.UUID, domain.Series] = {}
+        for file_id, row in by_file.items():
+            if (remembered := self.recent.get(file_id, row["sha256"])) is not None:
+                assembled[file_id] = remembered.series
+                parts.update(remembered.parts)
         instances = await conn.fetch(
             """SELECT file_id, sop_uid, name, blob_key, sha256, size, facts
                FROM dicom.instances WHERE file_id = ANY($1::uuid[]) ORDER BY file_id, ordinal""",
-            list(by_file),
+            [file_id for file_id in by_file if file_id not in assembled],
         )
         members: dict[uuid.UUID, list[domain.Instance]] = {}
-        parts: dict[str, Part] = {}
         for i in instances:
             members.setdefault(i["file_id"], []).append(instance_of(i["facts"]))
             parts[i["sop_uid"]] = Part(i["name"], i["blob_key"], i["sha256"], i["size"])
         known: dict[str, domain.Series] = {}
         for file_id, row in by_file.items():
-            (assembled,) = domain.assemble(members.get(file_id, []))
+            if file_id not in assembled:
+                (assembled[file_id],) = domain.assemble(members.get(file_id, []))
+                if row["sha256"] is not None:
+                    self._remember(file_id, row["sha256"], assembled[file_id], parts)
             known[row["series_uid"]] = dataclasses.replace(
-                assembled,
+                assembled[file_id],
                 study_uid=row["study_uid"],
                 patient_id=row["patient_id"],
                 modality=row["modality"],
             )
         return known, {r["series_uid"]: r for r in rows}, parts
+
+    def _remember(
+        self, file_id: uuid.UUID, sha256: str, series: domain.Series, parts: dict[str, Part]
+    ) -> None:
+        mine = {uid: parts[uid] for uid in series.sop_uids}
+        self.recent.put(file_id, recent.Remembered(sha256, series, mine))
 
     async def _folder(
         self,
@@ -291,6 +306,8 @@ class Dicom(Handlers):
             had = set(known[series.series_uid].sop_uids) if row is not None else set()
             facts = series.facts()
             event_type = ev.SeriesExtended if row is not None else ev.SeriesAssembled
+            digest = _digest(members)
+            self._remember(file_id, digest, series, parts)
             event = event_type(
                 series_uid=series.series_uid,
                 folder_id=folder_id,
@@ -305,7 +322,7 @@ class Dicom(Handlers):
                 middle_blob_key=members[len(members) // 2].blob_key,
                 middle_sha256=members[len(members) // 2].sha256,
                 size=sum(p.size for p in members),
-                sha256=_digest(members),
+                sha256=digest,
             )
             added = [
                 part.instance_json(instance)
