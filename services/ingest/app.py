@@ -11,8 +11,6 @@ imports), then the runtime that runs their read models and reactions, then the r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from fastapi import FastAPI
 
 from services.ingest import content
@@ -32,27 +30,11 @@ from services.ingest.sessions.projections import sessions as sessions_model
 from services.ingest.uploads import api as uploads_api
 from services.ingest.uploads.handlers import Uploads
 from shared.contracts import topics
-from shared.contracts.envelope import Envelope
 from shared.kit import secrets
 from shared.kit.blobs import open_blob_store
-from shared.kit.db import Conn
 from shared.kit.reactions import Bound
 from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
-
-
-class Together(Bound):
-    """The reactions of more than one handlers class, as the one consumer's: each run
-    (of one type) goes to those that react to its type."""
-
-    def __init__(self, *parts: Bound) -> None:
-        self.parts = parts
-        self.types = frozenset().union(*(p.types for p in parts))
-
-    async def __call__(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
-        for part in self.parts:
-            if any(e.type in part.types for e in envelopes):
-                await part(conn, [e for e in envelopes if e.type in part.types])
 
 
 def build(settings: Settings) -> FastAPI:
@@ -65,7 +47,7 @@ def build(settings: Settings) -> FastAPI:
     integrations = Integrations(parts, settings)
     imports = Imports(parts, integrations)
     cancelling = Cancelling(parts, sessions, imports.stop)
-    react = Together(
+    react = Bound.joined(
         Collector.reactions.bound(collector), SchemaMirror.reactions.bound(SchemaMirror(parts))
     )
 
