@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, TypeVar
 
 from shared.contracts import acl as acl_events
@@ -49,7 +48,7 @@ async def user_created(conn: Conn, events: Sequence[Received[acl_events.UserCrea
     await conn.executemany(
         "INSERT INTO acl.users (id, email, name, org_role, created_at) VALUES ($1, $2, $3, $4, $5)",
         [
-            (e.data["user_id"], e.data["email"], e.data["name"], e.data["org_role"], e.occurred_at)
+            (e.event.user_id, e.event.email, e.event.name, e.event.org_role, e.occurred_at)
             for e in events
         ],
     )
@@ -59,7 +58,7 @@ async def user_created(conn: Conn, events: Sequence[Received[acl_events.UserCrea
 async def key_issued(conn: Conn, events: Sequence[Received[acl_events.ApiKeyIssued]]) -> None:
     await conn.executemany(
         "INSERT INTO acl.api_keys (id, user_id, key_hash, created_at) VALUES ($1, $2, $3, $4)",
-        [(e.data["key_id"], e.data["user_id"], e.data["key_hash"], e.occurred_at) for e in events],
+        [(e.event.key_id, e.event.user_id, e.event.key_hash, e.occurred_at) for e in events],
     )
 
 
@@ -67,7 +66,7 @@ async def key_issued(conn: Conn, events: Sequence[Received[acl_events.ApiKeyIssu
 async def key_revoked(conn: Conn, events: Sequence[Received[acl_events.ApiKeyRevoked]]) -> None:
     await conn.execute(
         "UPDATE acl.api_keys SET revoked = true WHERE id = ANY($1::uuid[])",
-        [e.data["key_id"] for e in events],
+        [e.event.key_id for e in events],
     )
 
 
@@ -80,11 +79,11 @@ async def session_started(
            VALUES ($1, $2, $3, $4, $5)""",
         [
             (
-                e.data["session_id"],
-                e.data["user_id"],
-                e.data["key_id"],
-                e.data["token_hash"],
-                datetime.fromisoformat(e.data["expires_at"]),
+                e.event.session_id,
+                e.event.user_id,
+                e.event.key_id,
+                e.event.token_hash,
+                e.event.expires_at,
             )
             for e in events
         ],
@@ -95,7 +94,7 @@ async def session_started(
 async def session_ended(conn: Conn, events: Sequence[Received[acl_events.SessionEnded]]) -> None:
     await conn.execute(
         "UPDATE acl.sessions SET ended = true WHERE id = ANY($1::uuid[])",
-        [e.data["session_id"] for e in events],
+        [e.event.session_id for e in events],
     )
 
 
@@ -117,7 +116,7 @@ collaborators = Projection(
 
 def _last_per_grant(events: Sequence[R]) -> list[R]:
     """One event per (folder, user), the last: a statement must not touch a row twice."""
-    last = {(e.data["folder_id"], e.data["user_id"]): e for e in events}
+    last = {(e.event.folder_id, e.event.user_id): e for e in events}
     return list(last.values())
 
 
@@ -131,9 +130,9 @@ async def collaborator_added(
            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])
            ON CONFLICT (folder_id, user_id)
            DO UPDATE SET role = EXCLUDED.role, granted_at = EXCLUDED.granted_at""",
-        [e.data["folder_id"] for e in rows],
-        [e.data["user_id"] for e in rows],
-        [e.data["role"] for e in rows],
+        [e.event.folder_id for e in rows],
+        [e.event.user_id for e in rows],
+        [e.event.role for e in rows],
         [e.occurred_at for e in rows],
     )
 
@@ -147,9 +146,9 @@ async def collaborator_role_changed(
         """UPDATE acl.collaborators c SET role = x.role
            FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS x(folder_id, user_id, role)
            WHERE c.folder_id = x.folder_id AND c.user_id = x.user_id""",
-        [e.data["folder_id"] for e in rows],
-        [e.data["user_id"] for e in rows],
-        [e.data["role"] for e in rows],
+        [e.event.folder_id for e in rows],
+        [e.event.user_id for e in rows],
+        [e.event.role for e in rows],
     )
 
 
@@ -161,6 +160,6 @@ async def collaborator_removed(
         """DELETE FROM acl.collaborators c
            USING unnest($1::uuid[], $2::uuid[]) AS x(folder_id, user_id)
            WHERE c.folder_id = x.folder_id AND c.user_id = x.user_id""",
-        [e.data["folder_id"] for e in events],
-        [e.data["user_id"] for e in events],
+        [e.event.folder_id for e in events],
+        [e.event.user_id for e in events],
     )

@@ -7,10 +7,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Path
+from fastapi import APIRouter, Depends, FastAPI, Path
 from fastapi.responses import Response
 
 from services.dicom.handlers import Dicom
+from shared.contracts.envelope import Cause
+from shared.kit import consistency
+from shared.kit.http import JSON, cause
+
+Caller = Annotated[Cause, Depends(cause)]
 
 
 def router(dicom: Dicom) -> APIRouter:
@@ -21,6 +26,17 @@ def router(dicom: Dicom) -> APIRouter:
         """How many of the job's instances are settled, their series files, the errors.
         A job none of whose instances is read yet is all zeros."""
         return await dicom.job(job_id)
+
+    @api.post("/internal/jobs/{job_id}/cancel", include_in_schema=False)
+    async def cancel(job_id: uuid.UUID, caller: Caller) -> JSON:
+        """A job cancelled: its instances not read yet are skipped (the gateway checked
+        the caller's right, and asks ingest to record the job's end)."""
+        position = await dicom.cancel(caller, job_id)
+        return JSON(
+            {"cancelled": True},
+            200,
+            headers={consistency.HEADER: consistency.encode({"dicom": position})},
+        )
 
     @api.get("/v1/files/{file_id}/slices/{index}")
     async def slice_image(

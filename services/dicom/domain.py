@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 #: Without any of these a file is refused with `missing_tags`.
 REQUIRED_TAGS: Final = (
@@ -267,7 +267,23 @@ def _series(uid: str, instances: Sequence[Instance], base: Series | None) -> Ser
     )
 
 
-def order(instances: Iterable[Instance]) -> tuple[Instance, ...]:
+class Placed(Protocol):
+    """What `order` reads of an instance."""
+
+    @property
+    def sop_uid(self) -> str: ...
+    @property
+    def position(self) -> tuple[float, float, float] | None: ...
+    @property
+    def orientation(self) -> tuple[float, float, float, float, float, float] | None: ...
+    @property
+    def instance_number(self) -> int | None: ...
+
+
+P = TypeVar("P", bound=Placed)
+
+
+def order(instances: Iterable[P]) -> tuple[P, ...]:
     """Instances along the slice direction, whatever order they come in.
 
     When every instance has ImagePositionPatient and ImageOrientationPatient: by the
@@ -285,7 +301,7 @@ def order(instances: Iterable[Instance]) -> tuple[Instance, ...]:
         assert reference is not None
         normal = _cross(reference[:3], reference[3:])
 
-        def along(instance: Instance) -> tuple[float, tuple[int, int], tuple[Any, ...]]:
+        def along(instance: P) -> tuple[float, tuple[int, int], tuple[Any, ...]]:
             assert instance.position is not None
             return _dot(instance.position, normal), _number_key(instance), _uid_key(instance)
 
@@ -293,12 +309,12 @@ def order(instances: Iterable[Instance]) -> tuple[Instance, ...]:
     return tuple(sorted(members, key=lambda i: (_number_key(i), _uid_key(i))))
 
 
-def _number_key(instance: Instance) -> tuple[int, int]:
+def _number_key(instance: Placed) -> tuple[int, int]:
     n = instance.instance_number
     return (0, n) if n is not None else (1, 0)
 
 
-def _uid_key(instance: Instance) -> tuple[tuple[int, int, str], ...]:
+def _uid_key(instance: Placed) -> tuple[tuple[int, int, str], ...]:
     return _uid_parts(instance.sop_uid)
 
 

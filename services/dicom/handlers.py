@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from services.dicom import domain, reader, slices
+from services.dicom import domain, reader, recent, slices
 from services.dicom.projections import instance_of
 from services.dicom.projections import series as series_model
 from shared.contracts import dicom as ev
@@ -95,6 +95,7 @@ class Dicom(Handlers):
         self.blobs = blobs
         # Slices drawn at once (each holds an instance's pixels in memory).
         self.render_gate = asyncio.Semaphore(4)
+        self.recent = recent.Recent()
 
     reactions = Reactions("dicom")
 
@@ -179,6 +180,17 @@ class Dicom(Handlers):
     async def when_instances_stored(
         self, conn: Conn, envelopes: Sequence[Received[DicomInstanceStored]]
     ) -> None:
+        cancelled = {
+            r["job_id"]
+            for r in await conn.fetch(
+                "SELECT job_id FROM dicom.jobs WHERE job_id = ANY($1::uuid[]) AND cancelled",
+                list({e.event.job_id for e in envelopes}),
+            )
+        }
+        # A cancelled job's instances not read yet are skipped (what was settled stays).
+        envelopes = [e for e in envelopes if e.event.job_id not in cancelled]
+        if not envelopes:
+            return
         stored = [e.event for e in envelopes]
         gate = asyncio.Semaphore(READ_PARALLEL)
         results = await asyncio.gather(*(read(self.blobs, s.blob_key, gate) for s in stored))
@@ -216,26 +228,40 @@ class Dicom(Handlers):
             "SELECT * FROM dicom.series WHERE folder_id = $1 FOR UPDATE", folder_id
         )
         by_file = {r["file_id"]: r for r in rows}
+        parts: dict[str, Part] = {}
+        assembled: dict[uuid.UUID, domain.Series] = {}
+        for file_id, row in by_file.items():
+            if (remembered := self.recent.get(file_id, row["sha256"])) is not None:
+                assembled[file_id] = remembered.series
+                parts.update(remembered.parts)
         instances = await conn.fetch(
             """SELECT file_id, sop_uid, name, blob_key, sha256, size, facts
                FROM dicom.instances WHERE file_id = ANY($1::uuid[]) ORDER BY file_id, ordinal""",
-            list(by_file),
+            [file_id for file_id in by_file if file_id not in assembled],
         )
         members: dict[uuid.UUID, list[domain.Instance]] = {}
-        parts: dict[str, Part] = {}
         for i in instances:
             members.setdefault(i["file_id"], []).append(instance_of(i["facts"]))
             parts[i["sop_uid"]] = Part(i["name"], i["blob_key"], i["sha256"], i["size"])
         known: dict[str, domain.Series] = {}
         for file_id, row in by_file.items():
-            (assembled,) = domain.assemble(members.get(file_id, []))
+            if file_id not in assembled:
+                (assembled[file_id],) = domain.assemble(members.get(file_id, []))
+                if row["sha256"] is not None:
+                    self._remember(file_id, row["sha256"], assembled[file_id], parts)
             known[row["series_uid"]] = dataclasses.replace(
-                assembled,
+                assembled[file_id],
                 study_uid=row["study_uid"],
                 patient_id=row["patient_id"],
                 modality=row["modality"],
             )
         return known, {r["series_uid"]: r for r in rows}, parts
+
+    def _remember(
+        self, file_id: uuid.UUID, sha256: str, series: domain.Series, parts: dict[str, Part]
+    ) -> None:
+        mine = {uid: parts[uid] for uid in series.sop_uids}
+        self.recent.put(file_id, recent.Remembered(sha256, series, mine))
 
     async def _folder(
         self,
@@ -280,6 +306,8 @@ class Dicom(Handlers):
             had = set(known[series.series_uid].sop_uids) if row is not None else set()
             facts = series.facts()
             event_type = ev.SeriesExtended if row is not None else ev.SeriesAssembled
+            digest = _digest(members)
+            self._remember(file_id, digest, series, parts)
             event = event_type(
                 series_uid=series.series_uid,
                 folder_id=folder_id,
@@ -294,7 +322,7 @@ class Dicom(Handlers):
                 middle_blob_key=members[len(members) // 2].blob_key,
                 middle_sha256=members[len(members) // 2].sha256,
                 size=sum(p.size for p in members),
-                sha256=_digest(members),
+                sha256=digest,
             )
             added = [
                 part.instance_json(instance)
@@ -363,5 +391,27 @@ class Dicom(Handlers):
     async def job(self, job_id: uuid.UUID) -> dict[str, Any]:
         row = await self.pool.fetchrow("SELECT * FROM dicom.jobs WHERE job_id = $1", job_id)
         if row is None:
-            return {"done": 0, "file_ids": [], "errors": []}
-        return {"done": row["done"], "file_ids": row["files"], "errors": row["errors"]}
+            return {"done": 0, "file_ids": [], "errors": [], "cancelled": False}
+        return {
+            "done": row["done"],
+            "file_ids": row["files"],
+            "errors": row["errors"],
+            "cancelled": row["cancelled"],
+        }
+
+    async def cancel(self, cause: Cause, job_id: uuid.UUID) -> int:
+        """`POST /v1/jobs/{id}/cancel` of a DICOM job (the gateway checked the right):
+        its instances not read yet are skipped from now on. Again: nothing more."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT version, cancelled FROM dicom.jobs WHERE job_id = $1 FOR UPDATE", job_id
+            )
+            if row is not None and row["cancelled"]:
+                return 0
+            version = row["version"] if row is not None else 0
+            out = envelopes_of(
+                [Change(ev.job_stream(job_id), version + 1, ev.JobCancelled(job_id=job_id))],
+                cause,
+            )
+            await series_model.apply(conn, out)
+            return await self.store.append(conn, out)

@@ -7,6 +7,7 @@ the previous one assembled; `files rebuild dicom.series` replays it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from services.dicom import domain
@@ -17,6 +18,7 @@ from shared.kit.reactions import Received
 
 series = Projection(
     name="dicom.series",
+    version=2,  # 2: the series' sha256
     tables=("dicom.series", "dicom.instances", "dicom.jobs"),
     ddl="""
     CREATE TABLE IF NOT EXISTS dicom.series (
@@ -27,8 +29,12 @@ series = Projection(
         patient_id text NOT NULL,
         modality text,
         version integer NOT NULL,
+        -- The series' content (SeriesFacts.sha256): what the handler's memory of
+        -- series it assembled is checked against.
+        sha256 text,
         PRIMARY KEY (folder_id, series_uid)
     );
+    ALTER TABLE dicom.series ADD COLUMN IF NOT EXISTS sha256 text;
     CREATE TABLE IF NOT EXISTS dicom.instances (
         file_id uuid NOT NULL,
         ordinal integer NOT NULL,
@@ -49,6 +55,8 @@ series = Projection(
         files jsonb NOT NULL,
         errors jsonb NOT NULL
     );
+    -- Cancelled: its instances not read yet are skipped.
+    ALTER TABLE dicom.jobs ADD COLUMN IF NOT EXISTS cancelled boolean NOT NULL DEFAULT false;
     """,
 )
 
@@ -60,13 +68,15 @@ async def _series(
     last = {e.data["file_id"]: e for e in events}
     await conn.execute(
         """INSERT INTO dicom.series
-           (folder_id, series_uid, file_id, study_uid, patient_id, modality, version)
-           SELECT folder_id, series_uid, file_id, study_uid, patient_id, modality, version
+           (folder_id, series_uid, file_id, study_uid, patient_id, modality, version, sha256)
+           SELECT folder_id, series_uid, file_id, study_uid, patient_id, modality, version,
+                  sha256
            FROM jsonb_to_recordset($1::jsonb) AS x(
                folder_id uuid, series_uid text, file_id uuid, study_uid text,
-               patient_id text, modality text, version integer)
+               patient_id text, modality text, version integer, sha256 text)
            ON CONFLICT (folder_id, series_uid) DO UPDATE
-           SET modality = excluded.modality, version = excluded.version""",
+           SET modality = excluded.modality, version = excluded.version,
+               sha256 = excluded.sha256""",
         [
             {k: v for k, v in e.data.items() if k != "instances"} | {"version": e.stream_version}
             for e in last.values()
@@ -123,12 +133,33 @@ series.on(dicom_events.SeriesAssembled)(_series)
 series.on(dicom_events.SeriesExtended)(_series)
 
 
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    sop_uid: str
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, float, float, float, float, float] | None
+    instance_number: int | None
+
+    @staticmethod
+    def of(row: Any) -> _Placed:
+        position, orientation = row["position"], row["orientation"]
+        return _Placed(
+            row["sop_uid"],
+            tuple(position) if position is not None else None,
+            tuple(orientation) if orientation is not None else None,
+            row["instance_number"],
+        )
+
+
 async def _in_slice_order(conn: Conn, files: list[str]) -> None:
     """`ordinal` is the slice order (the slices route reads it): instances an extension
     added may go between those the series had, so the series is ordered again."""
+    # Only what the order reads, not each instance's facts whole.
     rows = await conn.fetch(
-        """SELECT file_id, sop_uid, ordinal, facts FROM dicom.instances
-           WHERE file_id = ANY($1::uuid[])""",
+        """SELECT file_id, sop_uid, ordinal, facts->'position' AS position,
+                  facts->'orientation' AS orientation,
+                  (facts->>'instance_number')::integer AS instance_number
+           FROM dicom.instances WHERE file_id = ANY($1::uuid[])""",
         files,
     )
     by_file: dict[Any, list[Any]] = {}
@@ -137,7 +168,7 @@ async def _in_slice_order(conn: Conn, files: list[str]) -> None:
     moved: list[tuple[Any, str, int]] = []
     for file_id, members in by_file.items():
         now = {r["sop_uid"]: r["ordinal"] for r in members}
-        ordered = domain.order(instance_of(r["facts"]) for r in members)
+        ordered = domain.order(_Placed.of(r) for r in members)
         moved += [(file_id, i.sop_uid, k) for k, i in enumerate(ordered) if now[i.sop_uid] != k]
     if moved:
         await conn.execute(
@@ -235,4 +266,14 @@ async def instances_rejected(
             }
             for e in events
         ],
+    )
+
+
+@series.on(dicom_events.JobCancelled)
+async def job_cancelled(conn: Conn, events: Sequence[Received[dicom_events.JobCancelled]]) -> None:
+    await conn.executemany(
+        """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors, cancelled)
+           VALUES ($1, $2, 0, '[]', '[]', true)
+           ON CONFLICT (job_id) DO UPDATE SET version = excluded.version, cancelled = true""",
+        [(e.event.job_id, e.stream_version) for e in events],
     )

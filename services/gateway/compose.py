@@ -21,10 +21,11 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from services.gateway import sessions
-from services.gateway.edge import Call, Gateway, error_response
+from services.gateway.edge import Call, Gateway, Unavailable, error_response
 from services.gateway.routes import PARAMS
 from shared.kit import consistency
-from shared.kit.http import JSON
+from shared.kit.http import JSON, error_body
+from shared.kit.logs import log
 
 # The catalog registers a group's images all at once: a large group (10,000 frames)
 # may take longer than one consistency budget. An image-group upload's budget is this
@@ -213,6 +214,7 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
+        await self.after_callers_writes(call)
         answer = await self.gateway.forward(call, stream_body=True)
         if answer.status_code != 201:
             return self.gateway.relay(answer)
@@ -302,7 +304,36 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
+        await self.after_callers_writes(call)
         return self.gateway.relay(await self.gateway.forward(call))
+
+    async def after_callers_writes(self, call: Call) -> None:
+        """An upload or import checks the metadata it carries against ingest's mirror of
+        the catalog's schema: when the caller sends a token, ingest first applies the
+        catalog's events up to it (a schema they just set), within the budget. Only that:
+        a client sends its token with every call, and uploads must not wait for every
+        service. A token that cannot be read is left to the write (as before)."""
+        try:
+            wanted = consistency.decode(call.request.headers.get(consistency.HEADER, ""))
+        except ValueError:
+            return
+        if "catalog" not in wanted:
+            return
+        left = self.gateway.budget(call.request)
+        try:
+            await self.gateway.call(
+                "ingest",
+                "GET",
+                "/internal/consistency",
+                call.request,
+                params={
+                    "token": consistency.encode({"catalog": wanted["catalog"]}),
+                    "timeout": f"{left:.3f}",
+                },
+                timeout=left + 5.0,
+            )
+        except Unavailable:
+            log.warning("gateway.schema_wait_failed")
 
     def with_part_urls(self, call: Call, session: dict[str, Any]) -> dict[str, Any]:
         """Our own part URLs (the local store) are relative: made absolute here, with
@@ -374,10 +405,14 @@ class Compose:
             folder = await self.find_folder(call, job["folder_id"])
             if folder.status_code != 200:
                 return error_response(404, "not_found", f"job {job['id']} does not exist")
+        return await self._job(call, job)
+
+    async def _job(self, call: Call, job: dict[str, Any]) -> Response:
+        """A job as ingest has it, with the DICOM context's account and its files."""
         if job.get("kind") == "dicom":
             # Ingest stored the parts; the DICOM context's account is the job's progress.
             account = await self.gateway.call(
-                "dicom", "GET", f"/internal/jobs/{call.values['job_id']}", call.request
+                "dicom", "GET", f"/internal/jobs/{job['id']}", call.request
             )
             if account.status_code != 200:
                 return self.gateway.relay(account)
@@ -385,16 +420,74 @@ class Compose:
             job["progress"]["done"] = settled["done"]
             job["errors"] = settled["errors"]
             job["file_ids"] = settled["file_ids"]
-            job["status"] = "done" if settled["done"] >= job["progress"]["total"] else "running"
+            if settled.get("cancelled") or job["status"] == "cancelled":
+                job["status"] = "cancelled"
+            else:
+                done = settled["done"] >= job["progress"]["total"]
+                job["status"] = "done" if done else "running"
             if job["status"] == "done":
                 # Done means its series files are in the catalog: let it catch up (bounded).
                 await self.gateway.catch_up(call.request, "catalog", "dicom")
-        elif job.get("status") in ("done", "failed"):
+        elif job.get("status") in ("done", "failed", "cancelled"):
             # Ended: every file it stored is listed with it, so the catalog (whose
             # listing names them) catches up with ingest first (bounded), as for DICOM.
             await self.gateway.catch_up(call.request, "catalog", "ingest")
         job["files"] = await self.files_by_id(call, job.pop("file_ids", []))
         return JSON(job)
+
+    async def cancel_job(self, call: Call) -> Response:
+        """A job stops: the caller's own, or one in a folder they edit (one they cannot
+        see is not found). A DICOM job's instances not read yet are skipped (the DICOM
+        context is told first, then ingest records the end). Answered with the job as
+        it now is."""
+        job_id = call.values["job_id"]
+        path = f"/v1/jobs/{job_id}"
+        found = await self.gateway.call("ingest", "GET", path, call.request, call.user)
+        if found.status_code != 200:
+            return self.gateway.relay(found)
+        job = found.json()
+        if job.get("created_by") != (call.user or {}).get("id"):
+            if (await self.find_folder(call, job["folder_id"])).status_code != 200:
+                return error_response(404, "not_found", f"job {job_id} does not exist")
+            editor = await self.find_folder(call, job["folder_id"], "editor")
+            if editor.status_code != 200:
+                return self.gateway.relay(editor)
+        token: dict[str, int] = {}
+        if job["kind"] == "dicom" and job["status"] == "running":
+            account = await self.gateway.call(
+                "dicom", "GET", f"/internal/jobs/{job_id}", call.request
+            )
+            if account.status_code != 200:
+                return self.gateway.relay(account)
+            if account.json()["done"] >= job["progress"]["total"]:
+                # Not error_response: its details would take `status` for the answer's.
+                return JSON(
+                    error_body(
+                        "job_finished",
+                        f"job {job_id} is done: nothing is left to cancel",
+                        {"id": job_id, "status": "done"},
+                    ),
+                    409,
+                )
+            told = await self.gateway.call(
+                "dicom", "POST", f"/internal/jobs/{job_id}/cancel", call.request, call.user
+            )
+            if told.status_code != 200:
+                return self.gateway.relay(told)
+            token = consistency.decode(told.headers.get(consistency.HEADER, ""))
+        answer = await self.gateway.forward(call)
+        if answer.status_code != 200:
+            return self.gateway.relay(answer)
+        token = consistency.merge(
+            token, consistency.decode(answer.headers.get(consistency.HEADER, ""))
+        )
+        token = await self.gateway.wait_for(call.request, token, rounds=1)
+        now = await self.gateway.call("ingest", "GET", path, call.request, call.user)
+        if now.status_code != 200:
+            return self.gateway.relay(now)
+        composed = await self._job(call, now.json())
+        composed.headers[consistency.HEADER] = consistency.encode(token)
+        return composed
 
     # -- datasets --------------------------------------------------------------------
 

@@ -54,6 +54,8 @@ PASSED_IN = (
 PASSED_OUT = ("files-consistency", "x-request-id", "idempotent-replayed")
 # A download's messages stay well under gRPC's default 4 MiB message limit.
 CHUNK = 1024 * 1024
+# An upload's metadata in all (ingest's bound on the `metadata` field).
+UPLOAD_METADATA_LIMIT = 4 * 1024 * 1024
 
 
 def status_of(http: int, code: str) -> grpc.StatusCode:
@@ -345,6 +347,7 @@ UNARY: dict[str, Route] = {
         "DELETE", "/v1/folders/{folder_id}/collaborators/{user_id}"
     ),
     "Jobs/GetJob": Route("GET", "/v1/jobs/{job_id}"),
+    "Jobs/CancelJob": Route("POST", "/v1/jobs/{job_id}/cancel"),
     "Users/CreateUser": Route("POST", "/v1/users"),
     "Users/ListUsers": Route("GET", "/v1/users"),
     "Users/GetMe": Route("GET", "/v1/users/me"),
@@ -391,11 +394,15 @@ def _quoted(name: str) -> bytes:
 
 
 def _form(
-    fields: Mapping[str, str], files: AsyncIterator[str | bytes]
+    fields: Mapping[str, str],
+    files: AsyncIterator[str | bytes],
+    after: Callable[[], Mapping[str, str]] | None = None,
 ) -> tuple[str, AsyncIterator[bytes]]:
     """A multipart/form-data body (its content type, its bytes as they come): the form's
     fields, then its `file` parts from `files`, where a name starts the next file and
-    bytes are its content. Nothing is held beyond the chunk at hand."""
+    bytes are its content, then the fields `after` gives once the files are sent (an
+    upload's metadata, gathered from its headers). Nothing is held beyond the chunk at
+    hand (and those fields)."""
     boundary = uuid.uuid4().hex
 
     def head(disposition: bytes, file: bool) -> bytes:
@@ -424,6 +431,10 @@ def _form(
                 raise BadStream("invalid_request", "a chunk came before any file's name")
             elif part:
                 yield part
+        for name, value in (after() if after else {}).items():
+            yield (b"\r\n" if opened else b"") + head(f'name="{name}"'.encode(), False)
+            yield value.encode()
+            opened = True
         yield (b"\r\n" if opened else b"") + f"--{boundary}--\r\n".encode()
 
     return f"multipart/form-data; boundary={boundary}", body()
@@ -609,8 +620,29 @@ class Api:
         )
         folder_id = await self.uuid(context, first.header.folder_id, "header.folder_id")
         await self._check_name(context, first.header.name)
+        # Each header's metadata, sent after the files as the upload's `metadata` field.
+        metadata: dict[str, Any] = {}
+        held = 0
+
+        def described(header: pb.UploadHeader) -> None:
+            nonlocal held
+            if not header.HasField("metadata"):
+                return
+            found = json_format.MessageToDict(header.metadata)
+            held += len(orjson.dumps(found))
+            if held > UPLOAD_METADATA_LIMIT:
+                raise BadStream(
+                    "metadata_too_large",
+                    f"an upload's metadata is at most {UPLOAD_METADATA_LIMIT} bytes in all",
+                    limit=UPLOAD_METADATA_LIMIT,
+                )
+            metadata[header.name] = found
+
+        def fields_after() -> dict[str, str]:
+            return {"metadata": orjson.dumps(metadata).decode()} if metadata else {}
 
         async def files() -> AsyncIterator[str | bytes]:
+            described(first.header)
             yield first.header.name
             async for message in messages:
                 part = message.WhichOneof("part")
@@ -624,13 +656,14 @@ class Api:
                             "every file of an upload goes to the first header's folder",
                             folder_id=header.folder_id,
                         )
+                    described(header)
                     yield header.name
                 else:
                     raise BadStream(
                         "invalid_request", "an upload message holds a header or a chunk"
                     )
 
-        content_type, body = _form({}, files())
+        content_type, body = _form({}, files(), fields_after)
         return await self.call(
             context,
             "POST",

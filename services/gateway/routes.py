@@ -347,7 +347,7 @@ ROUTES: tuple[Route, ...] = (
           204, compose="collaborators", changes_access=True, errors=(403, 409)),
     # -- uploads, jobs, sessions (ingest, the folder checked in the catalog) --
     Route("POST", f"/v1/folders/{F}/files", "ingest", "Upload files (multipart)", 201,
-          Multipart(ingest.UPLOAD), ingest.Uploaded, compose="upload",
+          Multipart(ingest.UPLOAD_FILES), ingest.Uploaded, compose="upload",
           errors=(400, 403, 409, 413, 415, 422),
           gives={"file_id": "/files/0/id", "job_id": "/job_id"}),
     Route("POST", f"/v1/folders/{F}/image-groups", "ingest", "Upload an image group", 201,
@@ -360,6 +360,9 @@ ROUTES: tuple[Route, ...] = (
           errors=(400, 403, 413, 415, 422), gives={"job_id": "/job_id"}),
     Route("GET", "/v1/jobs/{job_id}", "ingest", "A job: progress, files, errors",
           answer=ingest.Job, compose="job_with_files"),
+    Route("POST", "/v1/jobs/{job_id}/cancel", "ingest",
+          "Cancel a job (upload session, import, DICOM): what it did stays, the rest stops",
+          answer=ingest.Job, compose="cancel_job", errors=(403, 409)),
     Route("POST", f"/v1/folders/{F}/uploads", "ingest", "Open an upload session (large files)",
           201, ingest.NewUploadSession, ingest.UploadSession, compose="open_upload_session",
           errors=WRITE_ERRORS, gives={"session_id": "/id", "job_id": "/job_id"}),

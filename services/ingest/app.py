@@ -3,9 +3,10 @@ the collector, then each capability (uploads, upload sessions, integrations and
 imports), then the runtime that runs their read models and reactions, then the routes.
 
     content ─┐
-    uploads ─┼─> jobs (read model), collector (blob refs), media
-    sessions ┤   (sessions also take uploads' domain: a session's file is an upload's)
-    imports ─┘
+    uploads ─┼─> jobs (read model), collector (blob refs), media, metadata (the
+    sessions ┤   catalog's schema mirrored; uploads and imports check against it)
+    imports ─┘   (sessions also take uploads' domain: a session's file is an upload's)
+    cancel ────> jobs, sessions (an import is told through a callable)
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.ingest import content
+from services.ingest.cancel import api as cancel_api
+from services.ingest.cancel.handlers import Cancelling
 from services.ingest.collector.handlers import Collector
 from services.ingest.collector.projections import blob_refs
 from services.ingest.imports import api as imports_api
@@ -20,6 +23,7 @@ from services.ingest.imports.handlers import Imports, Integrations
 from services.ingest.imports.projections import integrations as integrations_model
 from services.ingest.jobs import api as jobs_api
 from services.ingest.jobs.projections import jobs
+from services.ingest.metadata.schema import SchemaMirror, schema_mirror
 from services.ingest.sessions import api as sessions_api
 from services.ingest.sessions.handlers import Sessions
 from services.ingest.sessions.projections import sessions as sessions_model
@@ -28,6 +32,7 @@ from services.ingest.uploads.handlers import Uploads
 from shared.contracts import topics
 from shared.kit import secrets
 from shared.kit.blobs import open_blob_store
+from shared.kit.reactions import Bound
 from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
 
@@ -41,6 +46,10 @@ def build(settings: Settings) -> FastAPI:
     sessions = Sessions(parts, blobs, secrets.derive(material, "upload part urls"))
     integrations = Integrations(parts, settings)
     imports = Imports(parts, integrations)
+    cancelling = Cancelling(parts, sessions, imports.stop)
+    react = Bound.joined(
+        Collector.reactions.bound(collector), SchemaMirror.reactions.bound(SchemaMirror(parts))
+    )
 
     async def sweep() -> None:
         parts.supervise(
@@ -51,10 +60,11 @@ def build(settings: Settings) -> FastAPI:
     runtime = Runtime(
         parts,
         publishes=topics.INGEST,
-        # The catalog's deletions release the blobs of deleted files.
+        # The catalog's deletions release the blobs of deleted files; its metadata
+        # schema is mirrored to check metadata given at upload.
         consumes=(topics.CATALOG,),
-        reactions=Collector.reactions.bound(collector),
-        projections=(jobs, integrations_model, sessions_model, blob_refs),
+        reactions=react,
+        projections=(jobs, integrations_model, sessions_model, blob_refs, schema_mirror),
         # Imports a restart interrupted go on where they were.
         on_start=[blobs.start, imports.resume, sweep],
     )
@@ -63,6 +73,7 @@ def build(settings: Settings) -> FastAPI:
     app.include_router(sessions_api.router(sessions))
     app.include_router(imports_api.router(integrations, imports))
     app.include_router(jobs_api.router(parts, sessions.bytes_progress))
+    app.include_router(cancel_api.router(cancelling))
     app.include_router(content.router(blobs))
     return app
 

@@ -109,7 +109,11 @@ class File(Shape):
     size: int
     sha256: str
     mime_type: str
-    media: dict[str, Any] = Field(description="width, height, frames, duration_s when known")
+    media: dict[str, Any] = Field(
+        description="width, height, frames, duration_s, fps, codec (video); duration_s,"
+        " sample_rate, channels, codec (audio); dims, voxel_size, datatype (nifti): when"
+        " known"
+    )
     source: dict[str, Any] = Field(description="{type: upload|cloud, integration_id?, key?}")
     metadata: dict[str, Any]
     created_at: str

@@ -62,7 +62,11 @@ class ImportRequest(Strict):
     integration_id: uuid.UUID
     keys: list[str] | None = None
     prefix: str | None = None
-    manifest: dict[str, Any] | None = Field(None, description="Encord's cloud import JSON")
+    manifest: dict[str, Any] | None = Field(
+        None,
+        description="Encord's cloud import JSON: each entry's `title` names its file, its"
+        " `metadata` (or `clientMetadata`) is checked against the metadata schema",
+    )
 
 
 class NewUploadSession(Strict):
@@ -133,7 +137,7 @@ class Job(Shape):
     id: str
     kind: str = Field(examples=["upload", "dicom", "import", "session"])
     folder_id: str
-    status: str = Field(examples=["pending", "running", "done", "failed", "expired"])
+    status: str = Field(examples=["pending", "running", "done", "failed", "expired", "cancelled"])
     progress: Progress
     files: list[File]
     errors: list[JobError]
@@ -141,7 +145,7 @@ class Job(Shape):
     created_by: str
 
 
-UPLOAD = {
+UPLOAD: dict[str, Any] = {
     "type": "object",
     "required": ["file"],
     "properties": {
@@ -150,6 +154,19 @@ UPLOAD = {
             "items": {"type": "string", "format": "binary"},
             "description": "one part per file; the kind comes from the bytes",
         }
+    },
+}
+UPLOAD_FILES = {
+    **UPLOAD,
+    "properties": {
+        **UPLOAD["properties"],
+        "metadata": {
+            "type": "string",
+            "description": "a JSON object from a file part's name to that file's metadata"
+            " (each a JSON object of at most 64 KiB; the field at most 4 MiB), checked"
+            " against the metadata schema (422 naming the file, the key and the type it"
+            " needs: nothing is then stored)",
+        },
     },
 }
 IMAGE_GROUP = {

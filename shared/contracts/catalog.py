@@ -97,6 +97,14 @@ class Media(BaseModel):
     # An audio file's: samples a second and channels.
     sample_rate: int | None = None
     channels: int | None = None
+    # A video's frames a second, and its (or an audio file's) codec as FFmpeg names it.
+    fps: float | None = None
+    codec: str | None = None
+    # A NIfTI volume's: its shape, the size of a voxel along each axis (mm, s), and the
+    # type of a voxel's value ("int16", "float32").
+    dims: tuple[int, ...] | None = None
+    voxel_size: tuple[float, ...] | None = None
+    datatype: str | None = None
 
 
 class Source(BaseModel):

@@ -117,6 +117,14 @@ class InstanceRejected(Event):
     details: dict[str, Any] = {}
 
 
+class JobCancelled(Event):
+    """The job was cancelled (`POST /v1/jobs/{id}/cancel`): its instances not read yet
+    are skipped; those settled stay."""
+
+    type: ClassVar[str] = "dicom.JobCancelled"
+    job_id: uuid.UUID
+
+
 EVENTS: tuple[type[Event], ...] = (
     SeriesAssembled,
     SeriesExtended,
@@ -125,4 +133,5 @@ EVENTS: tuple[type[Event], ...] = (
     SeriesMoved,
     InstanceAccepted,
     InstanceRejected,
+    JobCancelled,
 )

@@ -167,16 +167,29 @@ class Reactions:
 class Bound:
     """A service's reactions bound to its handlers: what its consumer calls with each run
     of one type, and the types it reacts to (`types`): the consumer passes over the
-    others without recording them one by one (shared/kit/inbox.py)."""
+    others without recording them one by one (shared/kit/inbox.py). `Bound.joined` makes
+    one consumer's reactions of more than one handlers class."""
 
     def __init__(self, triggers: Triggers, owner: object) -> None:
-        self.triggers = triggers.by_type
-        self.owner = owner
-        self.types = frozenset(self.triggers)
+        self.by_type: dict[str, tuple[type[Event], Method, object]] = {
+            name: (contract, method, owner) for name, (contract, method) in triggers.by_type.items()
+        }
+        self.types = frozenset(self.by_type)
+
+    @classmethod
+    def joined(cls, *parts: Bound) -> Bound:
+        joined = cls.__new__(cls)
+        joined.by_type = {}
+        for part in parts:
+            if twice := joined.by_type.keys() & part.by_type.keys():
+                raise ValueError(f"two reactions to {', '.join(sorted(twice))}")
+            joined.by_type |= part.by_type
+        joined.types = frozenset(joined.by_type)
+        return joined
 
     async def __call__(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
         for event_type, run in itertools.groupby(envelopes, key=lambda e: e.type):
-            found = self.triggers.get(event_type)
+            found = self.by_type.get(event_type)
             if found is not None:
-                contract, method = found
-                await method(self.owner, conn, received(list(run), contract))
+                contract, method, owner = found
+                await method(owner, conn, received(list(run), contract))

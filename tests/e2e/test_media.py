@@ -24,6 +24,18 @@ async def test_uploaded_video_and_audio_show_their_media_facts(api: httpx.AsyncC
         (await api.get(f"/v1/files/{uploaded['id']}")).json() for uploaded in answer.json()["files"]
     ]
     assert (clip["kind"], clip["mime_type"]) == ("video", "video/mp4")
-    assert clip["media"] == {"width": 1920, "height": 1080, "frames": 10, "duration_s": 1.0}
+    assert clip["media"] == {
+        "width": 1920,
+        "height": 1080,
+        "frames": 10,
+        "duration_s": 1.0,
+        "fps": 10.0,
+        "codec": "mpeg4",
+    }
     assert (song["kind"], song["mime_type"]) == ("audio", "audio/mpeg")
-    assert song["media"] == {"duration_s": 2.0, "sample_rate": 44100, "channels": 2}
+    assert song["media"] == {
+        "duration_s": 2.0,
+        "sample_rate": 44100,
+        "channels": 2,
+        "codec": "mp3",
+    }

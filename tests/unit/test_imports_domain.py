@@ -127,7 +127,7 @@ def test_a_malformed_manifest_is_refused_whole_naming_every_problem() -> None:
                     {"key": "y.png", "clientMetadata": []},
                 ],
                 "videos": {"key": "v.mp4"},
-                "nifti": [],
+                "meshes": [],
             }
         ),
         BUCKET,
@@ -140,7 +140,7 @@ def test_a_malformed_manifest_is_refused_whole_naming_every_problem() -> None:
         "manifest.images[2].objectUrl",
         "manifest.images[3].title",
         "manifest.images[4].clientMetadata",
-        "manifest.nifti",
+        "manifest.meshes",
         "manifest.videos",
     ]
     assert "elsewhere" in error.message or "elsewhere" in str(error.details)

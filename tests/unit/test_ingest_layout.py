@@ -17,10 +17,14 @@ MAY_IMPORT = {
     "media": set(),
     "jobs": {"answers"},
     "collector": {"answers"},
-    "uploads": {"answers", "media", "jobs", "collector"},
+    # The catalog's metadata schema as ingest follows it, and metadata's rules.
+    "metadata": set(),
+    "uploads": {"answers", "media", "jobs", "collector", "metadata"},
     # A completed session's file is recorded as an upload's: its domain, nothing more.
     "sessions": {"answers", "media", "jobs", "collector", "uploads.domain"},
-    "imports": {"answers", "media", "jobs", "collector"},
+    "imports": {"answers", "media", "jobs", "collector", "metadata"},
+    # Cancelling a job ends a session, or an import (told through a callable).
+    "cancel": {"answers", "jobs", "sessions"},
 }
 # Pure rules: no I/O, nothing but other rules, contracts and the API's models.
 PURE_MAY_IMPORT = (

@@ -142,34 +142,34 @@ def mp4() -> bytes:
     return media_fixtures.video("mp4", "mpeg4", 1920, 1080, 10, 10)
 
 
-MP4_MEDIA = Media(width=1920, height=1080, frames=10, duration_s=1.0)
+MP4_MEDIA = Media(width=1920, height=1080, frames=10, duration_s=1.0, fps=10.0, codec="mpeg4")
 
 VIDEOS: dict[str, tuple[bytes, str, Media]] = {
     "mp4": (mp4(), "video/mp4", MP4_MEDIA),
     "mp4-h264": (
         media_fixtures.video("mp4", "libx264", 64, 48, 10, 5),
         "video/mp4",
-        Media(width=64, height=48, frames=10, duration_s=2.0),
+        Media(width=64, height=48, frames=10, duration_s=2.0, fps=5.0, codec="h264"),
     ),
     "mov": (
         media_fixtures.video("mov", "mpeg4"),
         "video/quicktime",
-        Media(width=64, height=48, frames=10, duration_s=2.0),
+        Media(width=64, height=48, frames=10, duration_s=2.0, fps=5.0, codec="mpeg4"),
     ),
     "webm": (
         media_fixtures.video("webm", "libvpx", 64, 48, 10, 10),
         "video/webm",
-        Media(width=64, height=48, duration_s=1.0),
+        Media(width=64, height=48, duration_s=1.0, fps=10.0, codec="vp8"),
     ),
     "mkv": (
         media_fixtures.video("matroska", "mpeg4"),
         "video/x-matroska",
-        Media(width=64, height=48, duration_s=2.0),
+        Media(width=64, height=48, duration_s=2.0, fps=5.0, codec="mpeg4"),
     ),
     "avi": (
         media_fixtures.video("avi", "mpeg4"),
         "video/x-msvideo",
-        Media(width=64, height=48, frames=10, duration_s=2.0),
+        Media(width=64, height=48, frames=10, duration_s=2.0, fps=5.0, codec="mpeg4"),
     ),
 }
 
@@ -297,27 +297,27 @@ AUDIO: dict[str, tuple[bytes, str, Media]] = {
     "mp3": (
         media_fixtures.mp3(),
         "audio/mpeg",
-        Media(duration_s=2.0, sample_rate=44_100, channels=2),
+        Media(duration_s=2.0, sample_rate=44_100, channels=2, codec="mp3"),
     ),
     "ogg": (
         media_fixtures.ogg(),
         "audio/ogg",
-        Media(duration_s=2.013, sample_rate=48_000, channels=1),
+        Media(duration_s=2.013, sample_rate=48_000, channels=1, codec="opus"),
     ),
     "flac": (
         media_fixtures.flac(),
         "audio/flac",
-        Media(duration_s=2.0, sample_rate=22_050, channels=1),
+        Media(duration_s=2.0, sample_rate=22_050, channels=1, codec="flac"),
     ),
     "wav": (
         media_fixtures.wav(),
         "audio/wav",
-        Media(duration_s=2.0, sample_rate=8_000, channels=1),
+        Media(duration_s=2.0, sample_rate=8_000, channels=1, codec="pcm_s16le"),
     ),
     "m4a": (
         media_fixtures.m4a(),
         "audio/mp4",
-        Media(duration_s=2.02322, sample_rate=44_100, channels=2),
+        Media(duration_s=2.02322, sample_rate=44_100, channels=2, codec="aac"),
     ),
 }
 
@@ -338,7 +338,7 @@ def test_a_wav_written_by_the_standard_library() -> None:
         writer.writeframes(bytes(2 * 12_000))
 
     assert inspect_bytes(out.getvalue()).media == Media(
-        duration_s=1.5, sample_rate=8000, channels=1
+        duration_s=1.5, sample_rate=8000, channels=1, codec="pcm_s16le"
     )
 
 

@@ -84,7 +84,7 @@ __all__ = ["Async", "Sync"]
 PathLike = str | os.PathLike[str]
 Ref = str | uuid.UUID | Data
 JobProgress = Callable[["Job[Any]"], None]
-TERMINAL = ("done", "failed", "expired", "rejected", "aborted")
+TERMINAL = ("done", "failed", "expired", "rejected", "aborted", "cancelled")
 
 
 def _id(ref: Ref) -> str:
@@ -285,12 +285,23 @@ class Folder(FolderData, _Bound[M]):
         self,
         paths: Sequence[PathLike],
         *,
+        metadata: dict[str, dict[str, Any]] | None = None,
         progress: transfer.Progress | None = None,
         parallel: int = transfer.PARALLEL,
     ) -> Op[list[File[M]]]:
         """Files into this folder (streamed; a file of 64 MiB or more goes in parts,
-        resumably); the Files in the order given."""
-        local = [transfer.LocalFile.at(p) for p in paths]
+        resumably); the Files in the order given. `metadata`: a file name's metadata,
+        stored with it and checked against the metadata schema (a file that goes in
+        parts gets it once it is stored)."""
+        given = metadata or {}
+        local = [(f := transfer.LocalFile.at(p)).described(given.get(f.name)) for p in paths]
+        unknown = sorted(set(given) - {f.name for f in local})
+        if unknown:
+            raise FilesError(
+                "unknown_file_name",
+                f"metadata names files not uploaded: {', '.join(unknown[:20])}",
+                {"names": unknown[:20]},
+            )
         [found] = yield from transfer.upload_many(
             self._session, [(self.id, local)], progress, parallel=parallel
         )
@@ -685,6 +696,11 @@ class Job(JobData, _Bound[M]):
     @operation
     def refresh(self) -> Op[Job[M]]:
         return (yield from type(self._api).get_job.fn(self._api, self.id))
+
+    @operation
+    def cancel(self) -> Op[Job[M]]:
+        """Stop it: what it did stays, the rest stops (status `cancelled`)."""
+        return (yield from type(self._api).cancel_job.fn(self._api, self.id))
 
     @operation
     def wait(
@@ -1119,6 +1135,13 @@ class Api(Bound[M]):
     @operation
     def get_job(self, job_id: Ref) -> Op[Job[M]]:
         found = yield from json_of(self._session, Call("GET", f"/v1/jobs/{_id(job_id)}"))
+        return _bind(self, Job, found)
+
+    @operation
+    def cancel_job(self, job_id: Ref) -> Op[Job[M]]:
+        """Stop a job (an upload session, import or DICOM job): what it did stays, the
+        rest stops; again is no error. A finished job raises Conflict (`job_finished`)."""
+        found = yield from json_of(self._session, Call("POST", f"/v1/jobs/{_id(job_id)}/cancel"))
         return _bind(self, Job, found)
 
     @operation

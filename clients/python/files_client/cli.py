@@ -239,6 +239,10 @@ def upload(args: argparse.Namespace) -> int:
     total = sum(f.size for _, f in local)
     with _client() as c:
         target = c.make_folders(args.to)
+        if args.metadata and (args.group or args.sequence or args.dicom):
+            raise Invalid(
+                "metadata_not_taken", "--metadata is for files, not groups or DICOM series"
+            )
         if args.group or args.sequence:
             name = args.group or args.sequence
             bar = Bar(total, "upload")
@@ -254,9 +258,10 @@ def upload(args: argparse.Namespace) -> int:
             return 0
         if args.dicom:
             return _upload_dicom(c, target, [f for _, f in local], total, args)
+        given = _upload_metadata(args.metadata, [f.name for _, f in local])
         plan: dict[tuple[str, ...], list[LocalFile]] = {}
         for sub, f in local:
-            plan.setdefault(tuple(sub), []).append(f)
+            plan.setdefault(tuple(sub), []).append(f.described(given.get(f.name)))
         bar = Bar(total, "upload")
         try:
             report = target.upload_tree(
@@ -279,6 +284,31 @@ def upload(args: argparse.Namespace) -> int:
         f" in {seconds:.1f} s{skipped}"
     )
     return 0
+
+
+def _upload_metadata(path: str | None, names: list[str]) -> dict[str, dict[str, Any]]:
+    """--metadata's file: a JSON object from a file name (of those uploaded) to its
+    metadata object."""
+    if path is None:
+        return {}
+    try:
+        given = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise Invalid("invalid_metadata", f"{path}: {error}", {"path": path}) from None
+    if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+        raise Invalid(
+            "invalid_metadata",
+            f"{path}: must be a JSON object from a file name to its metadata object",
+            {"path": path},
+        )
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise Invalid(
+            "unknown_file_name",
+            f"{path} names files not uploaded: {', '.join(unknown[:20])}",
+            {"names": unknown[:20]},
+        )
+    return given
 
 
 def _upload_dicom(
@@ -634,7 +664,8 @@ def share(args: argparse.Namespace) -> int:
 
 def jobs(args: argparse.Namespace) -> int:
     with _client() as c:
-        job = c.get_job(args.job_id)
+        fetch = c.cancel_job if args.action == "cancel" else c.get_job
+        job = fetch(args.job_id)
         done = _watch(job, job.kind or "job") if args.action == "watch" else job
         if args.json:
             _json_line(done)
@@ -643,7 +674,7 @@ def jobs(args: argparse.Namespace) -> int:
             print(f"job {done.id}: {done.status}, {p.done}/{p.total}, {len(done.files)} file(s)")
         for e in done.errors:
             print(f"files jobs: {e.name}: {e.code}: {e.message}", file=sys.stderr)
-        return 0 if done.status == "done" else 1
+        return 0 if done.status == ("cancelled" if args.action == "cancel" else "done") else 1
 
 
 def history(args: argparse.Namespace) -> int:
@@ -774,6 +805,11 @@ def register(commands: Any) -> None:
         metavar="BYTES",
         help="files this large or larger go as resumable upload sessions (default 64 MiB)",
     )
+    p.add_argument(
+        "--metadata",
+        metavar="FILE.json",
+        help="a JSON object from a file's name to its metadata, stored with it",
+    )
     p.add_argument("--json", action="store_true", help="print the uploaded files as JSON lines")
 
     p = verb("ls", "list a folder (the top level without PATH)")
@@ -876,7 +912,11 @@ def register(commands: Any) -> None:
 
     p = verb("jobs", "follow a job (upload, DICOM, import)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, text in (("watch", "wait for the job, with progress"), ("show", "the job now")):
+    for name, text in (
+        ("watch", "wait for the job, with progress"),
+        ("show", "the job now"),
+        ("cancel", "stop the job: what it did stays, the rest stops"),
+    ):
         a = actions.add_parser(name, help=text, description=text)
         a.add_argument("job_id", metavar="ID")
         a.add_argument("--json", action="store_true")

@@ -51,6 +51,11 @@ class Media(Data):
     duration_s: float | None = None
     sample_rate: int | None = None  # an audio file's
     channels: int | None = None
+    fps: float | None = None  # a video's
+    codec: str | None = None  # a video's or an audio file's
+    dims: list[int] | None = None  # a NIfTI volume's
+    voxel_size: list[float] | None = None
+    datatype: str | None = None
 
 
 class Source(Data):
@@ -521,6 +526,7 @@ ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[Base
     ("POST", "/v1/datasets/{dataset_id}/collaborators", InvitationBody, Page),
     ("DELETE", "/v1/datasets/{dataset_id}/collaborators/{user_id}", None, None),
     ("GET", "/v1/jobs/{job_id}", None, JobData),
+    ("POST", "/v1/jobs/{job_id}/cancel", None, JobData),
     ("POST", "/v1/integrations", NewIntegrationBody, IntegrationData),
     ("GET", "/v1/integrations", None, Page),
     ("GET", "/v1/integrations/{integration_id}", None, IntegrationData),

@@ -10,7 +10,7 @@ import json
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +38,11 @@ class LocalFile:
     path: Path
     name: str
     size: int
+    # Its metadata, given with the upload (checked against the metadata schema).
+    metadata: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+
+    def described(self, metadata: dict[str, Any] | None) -> LocalFile:
+        return self if metadata is None else replace(self, metadata=metadata)
 
     @classmethod
     def at(cls, path: str | os.PathLike[str], name: str | None = None) -> LocalFile:
@@ -146,11 +151,16 @@ def batches(files: list[LocalFile]) -> list[list[LocalFile]]:
 def multipart(files: list[LocalFile], progress: Progress | None) -> Callable[[], list[Any]]:
     counters = [_Counted(progress) for _ in files]
 
+    given = {f.name: f.metadata for f in files if f.metadata is not None}
+
     def parts() -> list[Any]:
-        return [
+        found: list[Any] = [
             ("file", (f.name, LazyFile(f.path, f.size, c), "application/octet-stream"))
             for f, c in zip(files, counters, strict=True)
         ]
+        if given:
+            found.append(("metadata", (None, json.dumps(given), "application/json")))
+        return found
 
     return parts
 
@@ -278,6 +288,12 @@ def upload_in_parts(
         raise
     if journal:
         journal.drop(key)
+    if f.metadata is not None:
+        # An upload session takes no metadata: set on the file once it is stored.
+        changed = yield from json_of(
+            session, Call("PATCH", f"/v1/files/{done['file']['id']}", json={"metadata": f.metadata})
+        )
+        return dict(changed)
     return dict(done["file"])
 
 

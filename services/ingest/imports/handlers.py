@@ -29,6 +29,8 @@ from services.ingest.imports.egress import Caps, Egress
 from services.ingest.imports.projections import integrations
 from services.ingest.imports.runner import Runner
 from services.ingest.jobs.projections import jobs
+from services.ingest.metadata.domain import check_metadata
+from services.ingest.metadata.schema import current as current_schema
 from shared.contracts import ingest as ev
 from shared.contracts.envelope import Cause, Change, envelopes_of
 from shared.kit import identity
@@ -321,6 +323,9 @@ class Imports(Handlers):
         changes = domain.start(job_id, folder_id, request)
         envelopes = envelopes_of(changes, cause)
         async with self.pool.acquire() as conn, conn.transaction():
+            given = {o.key: o.metadata for o in request.objects if o.metadata}
+            if given:
+                check_metadata(await current_schema(conn), given, "the object")
             await jobs.apply(conn, envelopes)
             position = await self.store.append(conn, envelopes)
         state = domain.fold((e.type, e.data) for e in envelopes)
@@ -328,6 +333,13 @@ class Imports(Handlers):
         if not state.ended:
             self._spawn(state, Cause.of(envelopes[0]))
         return {"job_id": str(job_id)}, position
+
+    def stop(self, job_id: uuid.UUID) -> None:
+        """A cancelled job's run in this process stops now (a run elsewhere stops at its
+        next batch: the stream moved on)."""
+        task = self._running.get(job_id)
+        if task is not None:
+            task.cancel()
 
     def _spawn(self, state: domain.JobState, cause: Cause) -> None:
         if state.job_id in self._running:

@@ -62,8 +62,9 @@ class Runner(Handlers):
         try:
             await self._import(state, cause)
         except ConcurrencyConflict:
-            # Another runner (another replica resuming it) recorded first: it has the job.
-            log.warning("import.taken_over", job_id=str(state.job_id))
+            # Another writer recorded first: a replica resuming it (it has the job), or a
+            # cancel (POST /v1/jobs/{id}/cancel): either way this run stops here.
+            log.warning("import.stream_moved_on", job_id=str(state.job_id))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -13,13 +13,20 @@ facts are unknown.
 
 from __future__ import annotations
 
+import gzip
 import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO, Any, cast
 
-from services.ingest.media.kinds import HEAD_SIZE, UnknownContent, sniff
+from services.ingest.media.kinds import (
+    HEAD_SIZE,
+    NIFTI_GZIP,
+    UnknownContent,
+    nifti_header_size,
+    sniff,
+)
 from shared.contracts.catalog import Media
 from shared.kit.media import RangeFile, ReadAt, open_container, quiet_av
 
@@ -60,7 +67,7 @@ _DEMUXER = {
 class Facts:
     """What a file is (sniffed) and the media facts its content states."""
 
-    kind: str  # "image" | "video" | "pdf" | "audio" | "text"
+    kind: str  # "image" | "video" | "pdf" | "audio" | "text" | "nifti"
     mime_type: str
     media: Media
 
@@ -121,6 +128,8 @@ def _audio_video(source: RangeFile, mime_type: str) -> Media:
                 height=_positive(codec.height),
                 frames=_positive(video.frames),
                 duration_s=duration or _seconds(video.duration, video.time_base),
+                fps=_rate(video.average_rate) or _rate(video.base_rate),
+                codec=_codec_name(codec),
             )
         if mime_type.startswith("audio/") and container.streams.audio:
             audio = container.streams.audio[0]
@@ -129,6 +138,7 @@ def _audio_video(source: RangeFile, mime_type: str) -> Media:
                 duration_s=duration or _seconds(audio.duration, audio.time_base),
                 sample_rate=_positive(sound.sample_rate),
                 channels=_positive(sound.channels),
+                codec=_codec_name(sound),
             )
         return Media(duration_s=duration)
 
@@ -144,4 +154,49 @@ def _seconds(ticks: int | None, unit: Fraction | None) -> float | None:
     return round(seconds, 6) if math.isfinite(seconds) else None
 
 
-_READERS = {"image": _image, "video": _audio_video, "audio": _audio_video}
+def _rate(rate: Fraction | None) -> float | None:
+    if not rate or rate <= 0:
+        return None
+    found = float(rate)
+    return round(found, 3) if math.isfinite(found) and found < 10_000 else None
+
+
+def _codec_name(codec: Any) -> str | None:
+    # The format's name (mp3), not its decoder's (mp3float).
+    name = getattr(getattr(codec, "codec", None), "canonical_name", None) or codec.name
+    return name[:50] if isinstance(name, str) and name else None
+
+
+def _nifti(source: RangeFile, mime_type: str) -> Media:
+    """A NIfTI volume's shape, voxel size and data type, from its header alone (348 or
+    540 bytes; of a gzipped volume, only its first bytes are inflated)."""
+    from nibabel.nifti1 import Nifti1Header  # on first use, as PyAV
+    from nibabel.nifti2 import Nifti2Header
+
+    stream: IO[bytes] = cast(IO[bytes], source)
+    if mime_type == NIFTI_GZIP:
+        stream = cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb"))
+    raw = stream.read(540)
+    size = nifti_header_size(raw)
+    if size is None:
+        return Media()
+    kind: Any = Nifti1Header if size == 348 else Nifti2Header  # nibabel is untyped
+    header: Any = kind(binaryblock=raw[:size], check=False)
+    dims = tuple(int(d) for d in header.get_data_shape())
+    zooms = tuple(float(z) for z in header.get_zooms())
+    return Media(
+        dims=dims if dims and all(0 < d < 2**31 for d in dims) else None,
+        voxel_size=zooms if zooms and all(math.isfinite(z) for z in zooms) else None,
+        datatype=_datatype(header),
+    )
+
+
+def _datatype(header: Any) -> str | None:
+    try:
+        found = str(header.get_value_label("datatype"))
+    except Exception:  # an unknown code in a hostile header: the fact is unknown
+        return None
+    return found[:30] if found and not found.startswith("<unknown") else None
+
+
+_READERS = {"image": _image, "video": _audio_video, "audio": _audio_video, "nifti": _nifti}

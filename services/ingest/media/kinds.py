@@ -8,6 +8,7 @@ through Pillow and PyAV, from content only this module has accepted.
 from __future__ import annotations
 
 import codecs
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -99,6 +100,35 @@ _MAX_UNPRINTABLE_RATIO = 0.05
 
 def _by_magic(head: bytes) -> tuple[str, str] | None:
     return next(((kind, mime) for magic, kind, mime in _MAGIC if head.startswith(magic)), None)
+
+
+# NIfTI-1 (a single .nii file) and NIfTI-2: the header's size, and its magic and where
+# it lies. A gzipped volume (.nii.gz) is recognised by the header it starts with.
+_NIFTI_HEADERS = ((348, 344, b"n+1\x00"), (540, 4, b"n+2\x00\r\n\x1a\n"))
+NIFTI_GZIP = "application/gzip"
+NIFTI = "application/x-nifti"
+
+
+def nifti_header_size(data: bytes) -> int | None:
+    """348 or 540 if `data` starts with a NIfTI-1 or NIfTI-2 header, else None."""
+    for size, at, magic in _NIFTI_HEADERS:
+        stated = {int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big")}
+        if size in stated and data[at : at + len(magic)] == magic:
+            return size
+    return None
+
+
+def _by_nifti(head: bytes) -> tuple[str, str] | None:
+    if nifti_header_size(head) is not None:
+        return ("nifti", NIFTI)
+    if not head.startswith(b"\x1f\x8b"):
+        return None
+    try:
+        # The first bytes of the stream only: bounded however it inflates.
+        start = zlib.decompressobj(wbits=31).decompress(head, 544)
+    except zlib.error:
+        return None
+    return ("nifti", NIFTI_GZIP) if nifti_header_size(start) is not None else None
 
 
 def _by_riff(head: bytes) -> tuple[str, str] | None:
@@ -194,6 +224,7 @@ def _by_text(head: bytes) -> tuple[str, str] | None:
 
 _SNIFFERS: tuple[Callable[[bytes], tuple[str, str] | None], ...] = (
     _by_magic,
+    _by_nifti,
     _by_riff,
     _by_iso_brand,
     _by_quicktime_atom,

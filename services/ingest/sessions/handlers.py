@@ -165,6 +165,12 @@ class Sessions(Handlers):
             row = await self._open(conn, session_id, lock=True)
             return await self._end(conn, cause, row, "aborted")
 
+    async def cancel(self, conn: Conn, cause: Cause, session_id: uuid.UUID) -> int:
+        """The session's job cancelled (jobs/handlers.py): ended as an abort ends it, in
+        the caller's transaction; 409 if it ended first."""
+        row = await self._open(conn, session_id, lock=True)
+        return await self._end(conn, cause, row, "cancelled")
+
     async def expire(self) -> int:
         """End the sessions past their time; their parts are deleted from the store."""
         cause = Cause(actor="system:upload-sessions", correlation_id=str(uuid.uuid4()))

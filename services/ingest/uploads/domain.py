@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from shared.contracts import ingest as ev
 from shared.contracts import limits, rules
@@ -46,7 +47,12 @@ def check_file_name(name: str | None) -> str:
     return name
 
 
-def content_stored(job_id: uuid.UUID, folder_id: uuid.UUID, f: StoredFile) -> ev.FileContentStored:
+def content_stored(
+    job_id: uuid.UUID,
+    folder_id: uuid.UUID,
+    f: StoredFile,
+    metadata: dict[str, Any] | None = None,
+) -> ev.FileContentStored:
     return ev.FileContentStored(
         job_id=job_id,
         file_id=f.file_id,
@@ -59,19 +65,25 @@ def content_stored(job_id: uuid.UUID, folder_id: uuid.UUID, f: StoredFile) -> ev
         media=f.media,
         blob_key=f.blob_key,
         source=Source(type="upload"),
+        metadata=metadata or {},
     )
 
 
 def record_upload(
-    job_id: uuid.UUID, folder_id: uuid.UUID, files: Sequence[StoredFile]
+    job_id: uuid.UUID,
+    folder_id: uuid.UUID,
+    files: Sequence[StoredFile],
+    metadata: dict[str, dict[str, Any]] | None = None,
 ) -> list[Change]:
-    """The job's stream: started, one event per stored file, finished."""
+    """The job's stream: started, one event per stored file (with the metadata given
+    for its name), finished."""
     if not files:
         raise Refused(422, "no_files", "the upload has no 'file' parts")
     events: list[Event] = [
         ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files))
     ]
-    events += [content_stored(job_id, folder_id, f) for f in files]
+    given = metadata or {}
+    events += [content_stored(job_id, folder_id, f, given.get(f.name)) for f in files]
     events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
     return appended(ev.job_stream(job_id), events)
 

@@ -14,8 +14,14 @@ from python_multipart.multipart import parse_options_header
 
 from services.ingest.collector.projections import blob_refs, claim_blobs
 from services.ingest.jobs.projections import jobs
-from services.ingest.uploads.domain import record_dicom_upload, record_image_group, record_upload
-from services.ingest.uploads.multipart import Receiver
+from services.ingest.metadata.domain import check_metadata, file_metadata
+from services.ingest.metadata.schema import current as current_schema
+from services.ingest.uploads.domain import (
+    record_dicom_upload,
+    record_image_group,
+    record_upload,
+)
+from services.ingest.uploads.multipart import METADATA_FIELD, Receiver
 from shared.contracts.envelope import Cause, Envelope, envelopes_of, now
 from shared.kit.blobs import BlobStore
 from shared.kit.errors import Refused
@@ -88,8 +94,11 @@ class Uploads(Handlers):
         # One moment for the whole upload: it is every file's created_at, here and in the catalog.
         at = now()
         try:
-            changes = record_upload(job_id, folder_id, receiver.stored)
-            position = await self._store(receiver, envelopes_of(changes, cause, at))
+            metadata = file_metadata(
+                receiver.fields.get(METADATA_FIELD), [f.name for f in receiver.stored]
+            )
+            changes = record_upload(job_id, folder_id, receiver.stored, metadata)
+            position = await self._store(receiver, envelopes_of(changes, cause, at), metadata)
         finally:
             receiver.cleanup()
         # Ingest's account of the files, in the catalog's File shape: the gateway answers
@@ -110,7 +119,7 @@ class Uploads(Handlers):
                 "mime_type": f.mime_type,
                 "media": f.media.model_dump(exclude_none=True),
                 "source": {"type": "upload"},
-                "metadata": {},
+                "metadata": metadata.get(f.name, {}),
                 "created_at": created_at,
                 "created_by": cause.actor,
                 "datasets": [],
@@ -130,6 +139,7 @@ class Uploads(Handlers):
         receiver = await self._receive(content_type, body, dicom=True)
         job_id = uuid.uuid4()
         try:
+            _no_metadata(receiver, "a DICOM upload")
             changes = record_dicom_upload(job_id, folder_id, receiver.instances)
             position = await self._store(receiver, envelopes_of(changes, cause))
         finally:
@@ -149,6 +159,7 @@ class Uploads(Handlers):
         job_id, group_file_id, constituent_folder_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         kind = fields.get("kind", "")
         try:
+            _no_metadata(receiver, "an image group")
             changes = record_image_group(
                 job_id,
                 folder_id,
@@ -167,13 +178,31 @@ class Uploads(Handlers):
             "folder_id": str(constituent_folder_id),
         }, position
 
-    async def _store(self, receiver: Receiver, envelopes: Sequence[Envelope]) -> int:
+    async def _store(
+        self,
+        receiver: Receiver,
+        envelopes: Sequence[Envelope],
+        metadata: dict[str, dict[str, Any]] | None = None,
+    ) -> int:
         """Store the received blobs and record their events in one transaction, the
         blobs claimed first: the collector cannot take one between its store and the
-        event that refers to it."""
+        event that refers to it. Metadata given is checked first, against the schema
+        held until the commit."""
         async with self.pool.acquire() as conn, conn.transaction():
+            if metadata:
+                check_metadata(await current_schema(conn), metadata)
             await claim_blobs(conn, sorted({w.key for w in receiver.writers}))
             await self.blobs.commit(receiver.writers)
             await jobs.apply(conn, envelopes)
             await blob_refs.apply(conn, envelopes)
             return await self.store.append(conn, envelopes)
+
+
+def _no_metadata(receiver: Receiver, what: str) -> None:
+    """Metadata is taken per file of an upload: elsewhere it would be dropped unseen."""
+    if METADATA_FIELD in receiver.fields:
+        raise Refused(
+            422,
+            "metadata_not_taken",
+            f"{what} takes no 'metadata' field; set metadata on its file once it is stored",
+        )

@@ -20,6 +20,10 @@ from shared.kit.errors import Refused
 # One upload is one transaction of events; more files go in further uploads.
 MAX_FILES = 10_000
 FIELD_LIMIT = 4096
+# The `metadata` field (a JSON object from file name to that file's metadata): held
+# whole to be parsed, so bounded; more is refused, never cut.
+METADATA_FIELD = "metadata"
+METADATA_FIELD_LIMIT = 4 * 1024 * 1024
 
 
 @dataclass
@@ -108,7 +112,19 @@ class Receiver:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.part
-        if part is not None and part.field and len(self.fields[part.field]) < FIELD_LIMIT:
+        if part is not None and part.field == METADATA_FIELD:
+            held = self.fields[part.field]
+            if len(held) + end - start > METADATA_FIELD_LIMIT:
+                self.refusal = self.refusal or Refused(
+                    413,
+                    "metadata_too_large",
+                    f"the 'metadata' field is larger than {METADATA_FIELD_LIMIT} bytes;"
+                    " upload fewer files at once",
+                    {"limit": METADATA_FIELD_LIMIT},
+                )
+                return
+            held += data[start:end]
+        elif part is not None and part.field and len(self.fields[part.field]) < FIELD_LIMIT:
             self.fields[part.field] += data[start:end][: FIELD_LIMIT - len(self.fields[part.field])]
         if part is None or part.writer is None or self.refusal:
             return
@@ -134,7 +150,10 @@ class Receiver:
                 415,
                 "unsupported_content",
                 f"{part.name!r} is not a kind of file we accept: {unknown}",
-                {"name": part.name, "accepted": ["image", "video", "pdf", "audio", "text"]},
+                {
+                    "name": part.name,
+                    "accepted": ["image", "video", "pdf", "audio", "text", "nifti"],
+                },
             )
             return
         key, sha = part.writer.finish()

@@ -33,7 +33,7 @@ from shared.contracts.envelope import (
 # An ImportObjectsRequested event stays well under a broker's message size limit.
 MAX_CHUNK_BYTES = 256 * 1024
 # Kinds an object may have (what the sniffer accepts).
-ACCEPTED_KINDS = ("image", "video", "pdf", "audio", "text")
+ACCEPTED_KINDS = ("image", "video", "pdf", "audio", "text", "nifti")
 # A reference file has no blob: its key says so and names nothing in the blob store.
 REFERENCE_PREFIX = "ref:"
 
@@ -195,14 +195,7 @@ def stored_data(job_id: str, folder_id: str, integration_id: str, found: Found) 
         "size": found.size,
         "sha256": found.sha256,
         "mime_type": found.mime_type,
-        "media": {
-            "width": media.width,
-            "height": media.height,
-            "frames": media.frames,
-            "duration_s": media.duration_s,
-            "sample_rate": media.sample_rate,
-            "channels": media.channels,
-        },
+        "media": media.model_dump(),
         "blob_key": reference_key(found.file_id),
         "source": {"type": "cloud", "integration_id": integration_id, "key": found.obj.key},
         "metadata": dict(found.obj.metadata),

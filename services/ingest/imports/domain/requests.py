@@ -30,6 +30,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -56,6 +57,7 @@ FILE_SECTIONS = {
     "audio": "audio",
     "pdfs": "pdf",
     "text": "text",
+    "nifti": "nifti",
 }
 REFUSED_SECTIONS = {"image_groups": "image group", "dicom_series": "DICOM series"}
 
@@ -132,7 +134,10 @@ class Entry(BaseModel):
     object_url: str | None = Field(None, alias="objectUrl")
     key: str | None = None
     title: str | None = None
-    client_metadata: dict[str, Any] = Field(default_factory=dict, alias="clientMetadata")
+    # Encord's `clientMetadata`, or `metadata`.
+    client_metadata: dict[str, Any] = Field(
+        default_factory=dict, validation_alias=AliasChoices("clientMetadata", "metadata")
+    )
 
     @field_validator("object_url")
     @classmethod
@@ -183,6 +188,7 @@ class Manifest(Strict):
     audio: list[Entry] | None = None
     pdfs: list[Entry] | None = None
     text: list[Entry] | None = None
+    nifti: list[Entry] | None = None
     # Read only for their titles: each is refused, named in the job's errors.
     image_groups: list[dict[str, Any]] | None = None
     dicom_series: list[dict[str, Any]] | None = None

@@ -45,16 +45,30 @@ class Folder(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parent_id: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ..., file_count: _Optional[int] = ..., folder_count: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., my_role: _Optional[str] = ...) -> None: ...
 
 class Media(_message.Message):
-    __slots__ = ("width", "height", "frames", "duration_s")
+    __slots__ = ("width", "height", "frames", "duration_s", "sample_rate", "channels", "fps", "codec", "dims", "voxel_size", "datatype")
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    VOXEL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DATATYPE_FIELD_NUMBER: _ClassVar[int]
     width: int
     height: int
     frames: int
     duration_s: float
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., frames: _Optional[int] = ..., duration_s: _Optional[float] = ...) -> None: ...
+    sample_rate: int
+    channels: int
+    fps: float
+    codec: str
+    dims: _containers.RepeatedScalarFieldContainer[int]
+    voxel_size: _containers.RepeatedScalarFieldContainer[float]
+    datatype: str
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., frames: _Optional[int] = ..., duration_s: _Optional[float] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., fps: _Optional[float] = ..., codec: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ..., voxel_size: _Optional[_Iterable[float]] = ..., datatype: _Optional[str] = ...) -> None: ...
 
 class Dicom(_message.Message):
     __slots__ = ("study_uid", "series_uid", "patient_id", "modality", "instances", "renderable_3d", "missing_3d_tags")
@@ -515,12 +529,14 @@ class JobRef(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("folder_id", "name")
+    __slots__ = ("folder_id", "name", "metadata")
     FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     folder_id: str
     name: str
-    def __init__(self, folder_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    metadata: _struct_pb2.Struct
+    def __init__(self, folder_id: _Optional[str] = ..., name: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
     __slots__ = ("header", "chunk")

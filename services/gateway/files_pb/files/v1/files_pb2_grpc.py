@@ -1893,6 +1893,11 @@ class JobsStub:
                 request_serializer=files_dot_v1_dot_files__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.Job.FromString,
                 _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/files.v1.Jobs/CancelJob',
+                request_serializer=files_dot_v1_dot_files__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class JobsServicer:
@@ -1907,11 +1912,23 @@ class JobsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelJob(self, request, context):
+        """POST /v1/jobs/{id}/cancel: what it did stays, the rest stops; status cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
+                    request_deserializer=files_dot_v1_dot_files__pb2.GetJobRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Job.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
                     request_deserializer=files_dot_v1_dot_files__pb2.GetJobRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.Job.SerializeToString,
             ),
@@ -1943,6 +1960,33 @@ class Jobs:
             request,
             target,
             '/files.v1.Jobs/GetJob',
+            files_dot_v1_dot_files__pb2.GetJobRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Jobs/CancelJob',
             files_dot_v1_dot_files__pb2.GetJobRequest.SerializeToString,
             files_dot_v1_dot_files__pb2.Job.FromString,
             options,

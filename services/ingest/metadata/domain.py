@@ -1,0 +1,86 @@
+"""Metadata given with content, pure: an upload's `metadata` field (a JSON object from a
+file part's name to that file's metadata) read and bounded, and metadata checked
+against the organisation's metadata schema (the catalog's; ingest's mirror of it is
+metadata/schema.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from shared.contracts import metadata_schema, rules
+from shared.kit.errors import Refused
+
+
+def file_metadata(
+    field: bytes | bytearray | None, names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The upload's `metadata` field: a JSON object from a file part's name to that
+    file's metadata (a JSON object of at most MAX_METADATA_BYTES). A name that is no
+    file of the upload is refused: its metadata would be lost."""
+    if field is None:
+        return {}
+    try:
+        given = orjson.loads(bytes(field))
+    except orjson.JSONDecodeError as error:
+        raise Refused(
+            422, "invalid_metadata", f"the 'metadata' field is not JSON: {error}"
+        ) from None
+    if not isinstance(given, dict):
+        raise Refused(
+            422,
+            "invalid_metadata",
+            "the 'metadata' field must be a JSON object from a file name to its metadata",
+        )
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        shown = [u[: rules.MAX_NAME] for u in unknown[:20]]
+        raise Refused(
+            422,
+            "unknown_file_name",
+            f"the 'metadata' field names files the upload does not have: "
+            f"{', '.join(map(repr, shown))}",
+            {"names": shown},
+        )
+    return {name: bounded(found, name) for name, found in given.items()}
+
+
+def bounded(metadata: object, name: str) -> dict[str, Any]:
+    """A file's metadata as given: a JSON object of at most MAX_METADATA_BYTES, or a
+    422/413 naming the file."""
+    if not isinstance(metadata, dict):
+        raise Refused(
+            422,
+            "invalid_metadata",
+            f"file {name!r}: metadata must be a JSON object",
+            {"name": name},
+        )
+    size = rules.metadata_size(metadata)
+    if size > rules.MAX_METADATA_BYTES:
+        raise Refused(
+            413,
+            "metadata_too_large",
+            f"file {name!r}: metadata is {size} bytes of JSON; at most {rules.MAX_METADATA_BYTES}",
+            {"name": name, "size": size, "limit": rules.MAX_METADATA_BYTES},
+        )
+    return metadata
+
+
+def check_metadata(
+    schema: metadata_schema.Schema, metadata: dict[str, dict[str, Any]], what: str = "file"
+) -> None:
+    """Each file's metadata (by its name) against the schema: 422 naming the file, the
+    key and the type it needs, at the first that does not conform; nothing is then
+    stored."""
+    for name, found in metadata.items():
+        mismatch = metadata_schema.mismatch(schema, found)
+        if mismatch is not None:
+            key, kind, needs = mismatch
+            raise Refused(
+                422,
+                "metadata_type_mismatch",
+                f"{what} {name!r}: metadata key {key!r} must be {needs}",
+                {"name": name, "key": key, "type": kind, "needs": needs},
+            )
