@@ -26,7 +26,13 @@ from services.dicom.projections import instance_of
 from services.dicom.projections import series as series_model
 from shared.contracts import dicom as ev
 from shared.contracts import limits
-from shared.contracts.catalog import FileDeleted, FileMoved, UploadRejected
+from shared.contracts.catalog import (
+    FileDeleted,
+    FileMoved,
+    FilePurged,
+    FileRestored,
+    UploadRejected,
+)
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.contracts.ingest import DicomInstanceStored
 from shared.kit.blobs import BlobStore
@@ -137,7 +143,7 @@ class Dicom(Handlers):
             if row is None:
                 continue
             folder_id, series_uid = row["folder_id"], row["series_uid"]
-            event: ev.SeriesMoved | ev.SeriesReleased
+            event: ev.SeriesMoved | ev.SeriesReleased | ev.SeriesTrashed
             if isinstance(envelope.event, FileMoved):
                 target = envelope.event.to_folder_id
                 if target == folder_id:
@@ -153,6 +159,10 @@ class Dicom(Handlers):
                     )
                     places.add((target, series_uid))
                     row["folder_id"] = target
+            elif isinstance(envelope.event, FileDeleted) and envelope.event.trashed:
+                event = ev.SeriesTrashed(
+                    series_uid=series_uid, folder_id=folder_id, file_id=row["file_id"]
+                )
             else:
                 event = self._released(row, "its file was deleted")
             places.discard((folder_id, series_uid))
@@ -161,8 +171,57 @@ class Dicom(Handlers):
                 [Change(ev.series_stream(row["file_id"]), row["version"], event)],
                 Cause.of(envelope),
             )
-            if isinstance(event, ev.SeriesReleased):
+            if isinstance(event, ev.SeriesReleased | ev.SeriesTrashed):
                 mine[envelope.event.file_id] = None
+        if out:
+            await series_model.apply(conn, out)
+            await self.store.append(conn, out)
+
+    @reactions.on(FileRestored)
+    @reactions.on(FilePurged)
+    async def when_files_left_the_trash(
+        self, conn: Conn, envelopes: Sequence[Received[FileRestored | FilePurged]]
+    ) -> None:
+        """Restored: the series is its folder's again, unless the folder has one of the
+        same SeriesInstanceUID uploaded since (then the restored file stays whole, not
+        extended). Purged: the series is released, its instances with it."""
+        files = [e.event.file_id for e in envelopes]
+        query = "SELECT * FROM dicom.detached_series WHERE file_id = ANY($1::uuid[])"
+        rows = await conn.fetch(query, files)
+        if not rows:
+            return  # not series files
+        await lock_folders(conn, {r["folder_id"] for r in rows})
+        detached: dict[uuid.UUID, dict[str, Any] | None] = {
+            r["file_id"]: dict(r) for r in await conn.fetch(query + " FOR UPDATE", files)
+        }
+        taken = {
+            (r["folder_id"], r["series_uid"])
+            for r in await conn.fetch(
+                "SELECT folder_id, series_uid FROM dicom.series WHERE folder_id = ANY($1::uuid[])",
+                list({r["folder_id"] for r in rows}),
+            )
+        }
+        out: list[Envelope] = []
+        for envelope in envelopes:
+            row = detached.get(envelope.event.file_id)
+            if row is None:
+                continue
+            event: ev.SeriesRestored | ev.SeriesReleased
+            if isinstance(envelope.event, FilePurged):
+                event = self._released(row, "its file left the trash for good")
+            elif (row["folder_id"], row["series_uid"]) in taken:
+                continue
+            else:
+                event = ev.SeriesRestored(
+                    series_uid=row["series_uid"], folder_id=row["folder_id"], file_id=row["file_id"]
+                )
+                taken.add((row["folder_id"], row["series_uid"]))
+            row["version"] += 1
+            out += envelopes_of(
+                [Change(ev.series_stream(row["file_id"]), row["version"], event)],
+                Cause.of(envelope),
+            )
+            detached[envelope.event.file_id] = None
         if out:
             await series_model.apply(conn, out)
             await self.store.append(conn, out)

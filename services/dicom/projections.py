@@ -18,8 +18,8 @@ from shared.kit.reactions import Received
 
 series = Projection(
     name="dicom.series",
-    version=2,  # 2: the series' sha256
-    tables=("dicom.series", "dicom.instances", "dicom.jobs"),
+    version=3,  # 2: the series' sha256; 3: series in the trash
+    tables=("dicom.series", "dicom.detached_series", "dicom.instances", "dicom.jobs"),
     ddl="""
     CREATE TABLE IF NOT EXISTS dicom.series (
         folder_id uuid NOT NULL,
@@ -35,6 +35,18 @@ series = Projection(
         PRIMARY KEY (folder_id, series_uid)
     );
     ALTER TABLE dicom.series ADD COLUMN IF NOT EXISTS sha256 text;
+    -- Series whose file is in the trash, or was restored beside a series of the same UID
+    -- uploaded since: their instances (slices) stay; uploads do not extend them.
+    CREATE TABLE IF NOT EXISTS dicom.detached_series (
+        file_id uuid PRIMARY KEY,
+        folder_id uuid NOT NULL,
+        series_uid text NOT NULL,
+        study_uid text NOT NULL,
+        patient_id text NOT NULL,
+        modality text,
+        version integer NOT NULL,
+        sha256 text
+    );
     CREATE TABLE IF NOT EXISTS dicom.instances (
         file_id uuid NOT NULL,
         ordinal integer NOT NULL,
@@ -210,9 +222,49 @@ async def instances_added(
 async def series_released(
     conn: Conn, events: Sequence[Received[dicom_events.SeriesReleased]]
 ) -> None:
-    files = [e.data["file_id"] for e in events]
+    files = [e.event.file_id for e in events]
     await conn.execute("DELETE FROM dicom.series WHERE file_id = ANY($1::uuid[])", files)
+    await conn.execute("DELETE FROM dicom.detached_series WHERE file_id = ANY($1::uuid[])", files)
     await conn.execute("DELETE FROM dicom.instances WHERE file_id = ANY($1::uuid[])", files)
+
+
+_SERIES_COLUMNS = "file_id, folder_id, series_uid, study_uid, patient_id, modality, version, sha256"
+
+
+@series.on(dicom_events.SeriesTrashed)
+async def series_trashed(
+    conn: Conn, events: Sequence[Received[dicom_events.SeriesTrashed]]
+) -> None:
+    last = {e.event.file_id: e.stream_version for e in events}
+    await conn.execute(
+        f"""WITH gone AS (DELETE FROM dicom.series WHERE file_id = ANY($1::uuid[])
+                          RETURNING {_SERIES_COLUMNS})
+            INSERT INTO dicom.detached_series ({_SERIES_COLUMNS})
+            SELECT file_id, folder_id, series_uid, study_uid, patient_id, modality,
+                   x.version, sha256
+            FROM gone JOIN unnest($1::uuid[], $2::int[]) AS x(f, version) ON x.f = gone.file_id
+            ON CONFLICT (file_id) DO NOTHING""",
+        list(last),
+        list(last.values()),
+    )
+
+
+@series.on(dicom_events.SeriesRestored)
+async def series_restored(
+    conn: Conn, events: Sequence[Received[dicom_events.SeriesRestored]]
+) -> None:
+    last = {e.event.file_id: e.stream_version for e in events}
+    await conn.execute(
+        f"""WITH back AS (DELETE FROM dicom.detached_series WHERE file_id = ANY($1::uuid[])
+                          RETURNING {_SERIES_COLUMNS})
+            INSERT INTO dicom.series ({_SERIES_COLUMNS})
+            SELECT file_id, folder_id, series_uid, study_uid, patient_id, modality,
+                   x.version, sha256
+            FROM back JOIN unnest($1::uuid[], $2::int[]) AS x(f, version) ON x.f = back.file_id
+            ON CONFLICT DO NOTHING""",
+        list(last),
+        list(last.values()),
+    )
 
 
 @series.on(dicom_events.SeriesMoved)

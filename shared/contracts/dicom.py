@@ -1,8 +1,9 @@
 """Events of the DICOM context: instances read, admitted and assembled into series.
 
 One series is one file in the catalog: `SeriesAssembled` names the file id it gets,
-`SeriesExtended` the same file when a later upload adds instances to it; `SeriesMoved` and
-`SeriesReleased` follow the file in the catalog (moved, deleted). Each instance
+`SeriesExtended` the same file when a later upload adds instances to it; `SeriesMoved`,
+`SeriesTrashed`, `SeriesRestored` and `SeriesReleased` follow the file in the catalog
+(moved, to the trash and back, deleted for good). Each instance
 of a job ends as `InstanceAccepted` or `InstanceRejected` (the job's progress and errors).
 """
 
@@ -87,6 +88,28 @@ class SeriesReleased(Event):
     reason: str
 
 
+class SeriesTrashed(Event):
+    """The series' file went to the trash: its instances stay (a restored file shows its
+    slices), but the folder no longer has the series: a later upload of it starts a new
+    file."""
+
+    type: ClassVar[str] = "dicom.SeriesTrashed"
+    series_uid: str
+    folder_id: uuid.UUID
+    file_id: uuid.UUID
+
+
+class SeriesRestored(Event):
+    """The series' file came back from the trash, into a folder that has no other series
+    of its SeriesInstanceUID: uploads extend it again. (Beside one uploaded since, the
+    restored file stays whole but is not extended: no event.)"""
+
+    type: ClassVar[str] = "dicom.SeriesRestored"
+    series_uid: str
+    folder_id: uuid.UUID
+    file_id: uuid.UUID
+
+
 class SeriesMoved(Event):
     """The series' file moved to another folder: uploads there extend it."""
 
@@ -130,6 +153,8 @@ EVENTS: tuple[type[Event], ...] = (
     SeriesExtended,
     SeriesInstancesAdded,
     SeriesReleased,
+    SeriesTrashed,
+    SeriesRestored,
     SeriesMoved,
     InstanceAccepted,
     InstanceRejected,

@@ -293,6 +293,32 @@ async def test_a_deleted_series_file_is_not_extended_a_new_one_is_made(
     assert second["dicom"]["instances"] == 2
 
 
+async def test_a_series_back_from_the_trash_shows_its_slices_and_is_extended_again(
+    api: httpx.AsyncClient,
+) -> None:
+    where = await folder(api, unique("trashed-series"))
+    files = slices(fresh_study(), 1, 3)
+    await finished(api, await send(api, where["id"], *files[:2]))
+    [series] = await series_files(api, where["id"], 1)
+    assert (await api.delete(f"/v1/files/{series['id']}")).status_code == 204
+    restored = await api.post("/v1/trash/restore", json={"file_ids": [series["id"]]})
+    assert restored.status_code == 200, restored.text
+    for index in (0, 1):
+        shown = await api.get(f"/v1/files/{series['id']}/slices/{index}")
+        assert shown.status_code == 200, shown.text
+        assert shown.headers["content-type"] == "image/png"
+    # The folder has its series again: the next upload of it extends the restored file.
+    await finished(api, await send(api, where["id"], *files[2:]))
+
+    async def extended() -> bool:
+        found = (await api.get(f"/v1/files/{series['id']}")).json()
+        return bool(found["dicom"]["instances"] == 3)
+
+    await eventually(extended, 20, "the restored series extended")
+    [only] = await series_files(api, where["id"], 1)
+    assert only["id"] == series["id"]
+
+
 async def test_a_moved_series_file_is_extended_by_uploads_to_its_new_folder(
     api: httpx.AsyncClient,
 ) -> None:
