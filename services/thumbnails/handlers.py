@@ -32,7 +32,7 @@ from services.thumbnails import domain, render
 from services.thumbnails.drawing import Drawing
 from services.thumbnails.projections import thumbnails as model
 from shared.contracts import thumbnails as ev
-from shared.contracts.catalog import FileDeleted, FileUploaded
+from shared.contracts.catalog import FileDeleted, FilePurged, FileUploaded
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended, SeriesReleased
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.blobs import BlobStore
@@ -119,11 +119,16 @@ class Thumbnails(Handlers):
         await self.request(conn, [w for e in series if (w := self._series(e))])
 
     @reactions.on(FileDeleted)
+    @reactions.on(FilePurged)
     @reactions.on(SeriesReleased)
     async def when_released(
-        self, conn: Conn, gone: Sequence[Received[FileDeleted | SeriesReleased]]
+        self, conn: Conn, gone: Sequence[Received[FileDeleted | FilePurged | SeriesReleased]]
     ) -> None:
-        await self.release(conn, gone)
+        """A file in the trash keeps its pictures, for a restore: they go when the trash
+        lets it go (or at once, for a deletion from before the trash)."""
+        await self.release(
+            conn, [e for e in gone if not (isinstance(e.event, FileDeleted) and e.event.trashed)]
+        )
 
     @staticmethod
     def _uploaded(envelope: Received[FileUploaded]) -> Wanted | None:
@@ -206,7 +211,9 @@ class Thumbnails(Handlers):
             await self.store.append(conn, out)
 
     async def release(
-        self, conn: Conn, envelopes: Sequence[Received[FileDeleted | SeriesReleased]]
+        self,
+        conn: Conn,
+        envelopes: Sequence[Received[FileDeleted | FilePurged | SeriesReleased]],
     ) -> None:
         """A deleted file (or a released series) no longer has thumbnails; its source's
         pictures go when no file uses it (the sweep)."""

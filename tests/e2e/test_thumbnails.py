@@ -243,10 +243,21 @@ async def test_identical_files_share_pictures_that_go_when_the_last_file_goes(
     assert all([await store.exists(k) for k in keys])
     assert (await api.delete(f"/v1/files/{one['id']}")).status_code == 204
     error(await api.get(f"/v1/files/{one['id']}/thumbnail"), 404, "not_found")
-    # Still one file using them: they stay (the sweep runs every 0.2 s in the tests).
+    # In the trash it keeps its pictures: restored, it shows them again at once.
+    restored = await api.post("/v1/trash/restore", json={"file_ids": [one["id"]]})
+    assert restored.status_code == 200, restored.text
+    again = await api.get(f"/v1/files/{one['id']}/thumbnail")
+    assert again.status_code == 200, again.text
+    assert again.headers["etag"] == first.headers["etag"]
+    # Gone for good: still one file using them, they stay (the sweep runs every 0.2 s in
+    # the tests).
+    assert (await api.delete(f"/v1/files/{one['id']}")).status_code == 204
+    assert (await api.delete("/v1/trash")).status_code == 200
     assert (await settled(api, two["id"])).headers["etag"] == first.headers["etag"]
     assert all([await store.exists(k) for k in keys])
     assert (await api.delete(f"/v1/files/{two['id']}")).status_code == 204
+    assert all([await store.exists(k) for k in keys])  # the trash keeps them
+    assert (await api.delete("/v1/trash")).status_code == 200
 
     async def reclaimed() -> bool:
         return not any([await store.exists(k) for k in keys])
