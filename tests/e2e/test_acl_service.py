@@ -267,7 +267,7 @@ async def test_an_editor_may_list_but_not_invite(acl: httpx.AsyncClient, admin: 
     error(answer, 400, "invalid_folder_path")
 
 
-async def test_the_creator_of_a_top_level_folder_is_its_admin_until_it_is_deleted(
+async def test_the_creator_of_a_top_level_folder_is_its_admin_until_it_is_purged(
     stack: Stack, acl: httpx.AsyncClient, admin: Person, api: httpx.AsyncClient
 ) -> None:
     alice, bob = await person(acl, admin, "alice"), await person(acl, admin, "bob")
@@ -312,8 +312,22 @@ async def test_the_creator_of_a_top_level_folder_is_its_admin_until_it_is_delete
     assert caught_up.json()["caught_up"] is True
     assert await grants(acl, alice.key) == {folder: "admin"}
 
-    answer = await api.delete(f"/v1/folders/{folder}")
-    assert answer.status_code == 204, answer.text
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url, headers={"Authorization": f"Bearer {alice.key}"}, timeout=30
+    ) as as_alice:
+        answer = await as_alice.delete(f"/v1/folders/{folder}")
+        assert answer.status_code == 204, answer.text
+        # In the trash, the folder keeps its grants: its collaborators may restore it.
+        caught_up = await acl.get(
+            "/internal/consistency", params={"token": answer.headers[CONSISTENCY], "timeout": 5}
+        )
+        assert caught_up.json()["caught_up"] is True
+        assert await grants(acl, alice.key) == {folder: "admin"}
+        assert await grants(acl, bob.key) == {folder: "editor"}
+        # Emptied from her trash (what she could restore: her folder), the grants go.
+        emptied = await as_alice.delete("/v1/trash")
+        assert emptied.status_code == 200, emptied.text
+        assert emptied.json()["purged_folders"] == 2  # hers and the one below
 
     async def dropped() -> bool:
         return folder not in await grants(acl, alice.key) | await grants(acl, bob.key)

@@ -140,7 +140,9 @@ async def test_an_abandoned_session_expires_and_its_parts_are_deleted(
     await put(anonymous, session["parts"][0], piece(data, 1))
 
     async def expired() -> bool:
-        return bool((await api.get(f"/v1/uploads/{session['id']}")).json()["status"] == "expired")
+        answer = await api.get(f"/v1/uploads/{session['id']}")
+        assert answer.status_code == 200, answer.text
+        return bool(answer.json()["status"] == "expired")
 
     await eventually(expired, within=20, what="the session expired")
     state = (await api.get(f"/v1/uploads/{session['id']}")).json()
