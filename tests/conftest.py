@@ -47,23 +47,51 @@ POLL_S = 0.02
 # The session's platforms idle at about 40% of a core each (every consumer's empty
 # fetches, the broker answering them) from their first test to the end of the session.
 # So the tests that need none of them run first, chaos (a platform of its own) before
-# the shared ones start, and the browser last (tests/browser/conftest.py says why).
+# the shared ones start, then those on the S3 platform, which stops after its last one
+# (`pytest_runtest_teardown`), then those on the local-disk one, and the browser last
+# (tests/browser/conftest.py says why), on the local-disk one too.
 _SHARED_PLATFORM = {"api", "platform", "stack", "local_stack"}
+
+
+def _on_s3_platform(item: pytest.Item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    if "stack" in names:
+        return True
+    if item.nodeid.startswith("tests/browser/") or not names & {"api", "platform"}:
+        return False
+    callspec = getattr(item, "callspec", None)
+    return bool(getattr(callspec, "params", {}).get("blobs", "s3") != "local")
 
 
 def _rank(item: pytest.Item) -> int:
     path = item.nodeid.split("::", 1)[0]
     if path.startswith("tests/browser/"):
-        return 4
+        return 5
     if path.startswith("tests/chaos/"):
         return 1
-    if _SHARED_PLATFORM & set(getattr(item, "fixturenames", ())):
+    if _on_s3_platform(item):
         return 3
+    if _SHARED_PLATFORM & set(getattr(item, "fixturenames", ())):
+        return 4
     return 0 if path.startswith("tests/unit/") else 2
+
+
+# The S3 platform, once started, and the last test that needs it.
+_S3_PLATFORM: dict[str, Any] = {"stack": None, "last": None}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_rank)  # stable: within a rank, the files' own order
+    on_s3 = [item.nodeid for item in items if _on_s3_platform(item)]
+    _S3_PLATFORM["last"] = on_s3[-1] if on_s3 else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the last test on the S3 platform (its clients closed), it stops, rather
+    than idle under the rest of the session; the fixture's own stop is then a no-op."""
+    if item.nodeid == _S3_PLATFORM["last"] and _S3_PLATFORM["stack"] is not None:
+        _S3_PLATFORM["stack"].stop()
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +177,9 @@ def stack(
         **S3_KEYS,
         **SWEEPS,
     )
-    yield from _start_stack(settings)
+    for running in _start_stack(settings):
+        _S3_PLATFORM["stack"] = running
+        yield running
 
 
 def _create_database(url: str, name: str) -> str:
