@@ -231,40 +231,39 @@ async def series_released(
 _SERIES_COLUMNS = "file_id, folder_id, series_uid, study_uid, patient_id, modality, version, sha256"
 
 
+async def _move_series(
+    conn: Conn,
+    events: Sequence[Received[dicom_events.SeriesTrashed | dicom_events.SeriesRestored]],
+    source: str,
+    target: str,
+) -> None:
+    """The events' series rows from one table to the other, at the events' versions."""
+    last = {e.event.file_id: e.stream_version for e in events}
+    await conn.execute(
+        f"""WITH moved AS (DELETE FROM {source} WHERE file_id = ANY($1::uuid[])
+                           RETURNING {_SERIES_COLUMNS})
+            INSERT INTO {target} ({_SERIES_COLUMNS})
+            SELECT file_id, folder_id, series_uid, study_uid, patient_id, modality,
+                   x.version, sha256
+            FROM moved JOIN unnest($1::uuid[], $2::int[]) AS x(f, version) ON x.f = moved.file_id
+            ON CONFLICT DO NOTHING""",
+        list(last),
+        list(last.values()),
+    )
+
+
 @series.on(dicom_events.SeriesTrashed)
 async def series_trashed(
     conn: Conn, events: Sequence[Received[dicom_events.SeriesTrashed]]
 ) -> None:
-    last = {e.event.file_id: e.stream_version for e in events}
-    await conn.execute(
-        f"""WITH gone AS (DELETE FROM dicom.series WHERE file_id = ANY($1::uuid[])
-                          RETURNING {_SERIES_COLUMNS})
-            INSERT INTO dicom.detached_series ({_SERIES_COLUMNS})
-            SELECT file_id, folder_id, series_uid, study_uid, patient_id, modality,
-                   x.version, sha256
-            FROM gone JOIN unnest($1::uuid[], $2::int[]) AS x(f, version) ON x.f = gone.file_id
-            ON CONFLICT (file_id) DO NOTHING""",
-        list(last),
-        list(last.values()),
-    )
+    await _move_series(conn, events, "dicom.series", "dicom.detached_series")
 
 
 @series.on(dicom_events.SeriesRestored)
 async def series_restored(
     conn: Conn, events: Sequence[Received[dicom_events.SeriesRestored]]
 ) -> None:
-    last = {e.event.file_id: e.stream_version for e in events}
-    await conn.execute(
-        f"""WITH back AS (DELETE FROM dicom.detached_series WHERE file_id = ANY($1::uuid[])
-                          RETURNING {_SERIES_COLUMNS})
-            INSERT INTO dicom.series ({_SERIES_COLUMNS})
-            SELECT file_id, folder_id, series_uid, study_uid, patient_id, modality,
-                   x.version, sha256
-            FROM back JOIN unnest($1::uuid[], $2::int[]) AS x(f, version) ON x.f = back.file_id
-            ON CONFLICT DO NOTHING""",
-        list(last),
-        list(last.values()),
-    )
+    await _move_series(conn, events, "dicom.detached_series", "dicom.series")
 
 
 @series.on(dicom_events.SeriesMoved)
