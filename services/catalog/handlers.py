@@ -176,20 +176,7 @@ class Catalog(Handlers):
         )
         roles = {r["id"]: access.role_on(r["access_path"] or ()) for r in rows}
         what = "folders" if table == "folders" else "files"
-        missing = set(ids) - {i for i, role in roles.items() if role}
-        if missing:
-            listed = ", ".join(sorted(str(m) for m in missing))
-            raise domain.NotFound(
-                "not_found", f"these {what} do not exist: {listed}", {f"missing_{what}": listed}
-            )
-        weak = sorted(str(i) for i, role in roles.items() if role and RANK[role] < RANK[needed])
-        if weak:
-            raise Refused(
-                403,
-                "forbidden",
-                f"these {what} need the {needed} role on their folder: {', '.join(weak)}",
-                {"role_needed": needed, f"forbidden_{what}": weak},
-            )
+        _require_roles(ids, roles, needed, what, "do not exist", "on their folder")
         return rows
 
     # -- commands --------------------------------------------------------------------
@@ -479,22 +466,7 @@ class Catalog(Handlers):
             list(set(ids)),
         )
         roles = {r["id"]: access.role_on(r["path"]) for r in rows}
-        missing = set(ids) - {i for i, role in roles.items() if role}
-        if missing:
-            listed = ", ".join(sorted(str(m) for m in missing))
-            raise domain.NotFound(
-                "not_found",
-                f"these {table} are not in the trash: {listed}",
-                {f"missing_{table}": listed},
-            )
-        weak = sorted(str(i) for i, role in roles.items() if role and RANK[role] < RANK[needed])
-        if weak:
-            raise Refused(
-                403,
-                "forbidden",
-                f"these {table} need the {needed} role where they were: {', '.join(weak)}",
-                {"role_needed": needed, f"forbidden_{table}": weak},
-            )
+        _require_roles(ids, roles, needed, table, "are not in the trash", "where they were")
         return rows
 
     async def restore(
@@ -921,3 +893,29 @@ class Catalog(Handlers):
         self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.FilesUnlinked]]
     ) -> None:
         await links.apply_received(conn, envelopes)
+
+
+def _require_roles(
+    ids: Sequence[uuid.UUID],
+    roles: dict[uuid.UUID, str | None],
+    needed: str,
+    what: str,
+    absent: str,
+    where: str,
+) -> None:
+    """Every id found with at least `needed`: one the caller may not see is reported
+    missing (404, like one that is not there), then those seen with too weak a role (403)."""
+    missing = set(ids) - {i for i, role in roles.items() if role}
+    if missing:
+        listed = ", ".join(sorted(str(m) for m in missing))
+        raise domain.NotFound(
+            "not_found", f"these {what} {absent}: {listed}", {f"missing_{what}": listed}
+        )
+    weak = sorted(str(i) for i, role in roles.items() if role and RANK[role] < RANK[needed])
+    if weak:
+        raise Refused(
+            403,
+            "forbidden",
+            f"these {what} need the {needed} role {where}: {', '.join(weak)}",
+            {"role_needed": needed, f"forbidden_{what}": weak},
+        )
