@@ -79,16 +79,20 @@ async def test_event_redelivered_after_a_crash_between_commits_is_applied_once(
     assert await inbox.watermarks(pool) == {s: 1}
 
 
-async def test_watermark_waits_for_gaps(pool: asyncpg.Pool) -> None:
-    s = schema()
-    inbox = Inbox(s, "c")
+async def fresh_inbox(pool: asyncpg.Pool) -> Inbox:
+    inbox = Inbox(schema(), "c")
     async with pool.acquire() as conn:
         await inbox.setup(conn)
+    return inbox
 
-    def at(position: int) -> Envelope:
-        return envelope(f"x-{position}", 1).model_copy(
-            update={"source": "src", "position": position}
-        )
+
+def at(position: int) -> Envelope:
+    """An event of the source "src" at `position`."""
+    return envelope(f"x-{position}", 1).model_copy(update={"source": "src", "position": position})
+
+
+async def test_watermark_waits_for_gaps(pool: asyncpg.Pool) -> None:
+    inbox = await fresh_inbox(pool)
 
     async def admit(*positions: int) -> dict[str, int]:
         async with pool.acquire() as conn, conn.transaction():
@@ -103,14 +107,8 @@ async def test_watermark_waits_for_gaps(pool: asyncpg.Pool) -> None:
 
 
 async def test_pruned_events_are_still_recognised_as_applied(pool: asyncpg.Pool) -> None:
-    s = schema()
-    inbox = Inbox(s, "c")
-    async with pool.acquire() as conn:
-        await inbox.setup(conn)
-    events = [
-        envelope(f"x-{p}", 1).model_copy(update={"source": "src", "position": p})
-        for p in (1, 2, 3, 5)
-    ]
+    inbox = await fresh_inbox(pool)
+    events = [at(p) for p in (1, 2, 3, 5)]
     async with pool.acquire() as conn, conn.transaction():
         assert len(await inbox.admit(conn, events)) == 4
         await inbox.advance(conn, {"src"})
@@ -165,15 +163,7 @@ async def test_events_no_reaction_wants_move_the_watermark_without_an_inbox_row(
     """A consumer passes over the types it has no reaction to: the watermark moves past
     them all the same, and only one stranded behind a gap gets a row (so that a later
     run passes it)."""
-    s = schema()
-    inbox = Inbox(s, "c")
-    async with pool.acquire() as conn:
-        await inbox.setup(conn)
-
-    def at(position: int) -> Envelope:
-        return envelope(f"x-{position}", 1).model_copy(
-            update={"source": "src", "position": position}
-        )
+    inbox = await fresh_inbox(pool)
 
     async def batch(used: Sequence[int], passed: Sequence[int]) -> dict[str, int]:
         async with pool.acquire() as conn, conn.transaction():
@@ -182,7 +172,7 @@ async def test_events_no_reaction_wants_move_the_watermark_without_an_inbox_row(
         return await inbox.watermarks(pool)
 
     async def rows() -> list[int]:
-        found = await pool.fetch(f"SELECT position FROM {s}.inbox ORDER BY position")
+        found = await pool.fetch(f"SELECT position FROM {inbox.schema}.inbox ORDER BY position")
         return [r["position"] for r in found]
 
     async def applied_below(position: int) -> bool:
