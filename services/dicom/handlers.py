@@ -5,10 +5,10 @@ A batch of `ingest.DicomInstanceStored` is handled at once: every file's headers
 series the folder already has, merged into them, and recorded in one transaction with the
 read model: a new series is `SeriesAssembled` (its file id chosen here), a known one that
 gained instances `SeriesExtended`, each followed by the instances it gained in
-`SeriesInstancesAdded` pages of bounded size, and every instance ends as
-`InstanceAccepted` or `InstanceRejected` for its job. The blobs of the batch's instances
-that joined no series are named in `InstanceBlobsLeft`, so that the blob collector (in
-ingest) reclaims them once nothing else holds them.
+`SeriesInstancesAdded` pages of bounded size, and every instance ends accepted or
+rejected in its job's `InstancesSettled` (one a batch, not one an instance). The blobs
+of the batch's instances that joined no series are named in `InstanceBlobsLeft`, so that
+the blob collector (in ingest) reclaims them once nothing else holds them.
 """
 
 from __future__ import annotations
@@ -436,15 +436,12 @@ class Dicom(Handlers):
             # The series is caused by the first stored instance that joined it here.
             cause = next(e for e, _, r in accepted if r.series_uid == series.series_uid)
             out += envelopes_of(changes, Cause.of(cause))
+        settled: dict[uuid.UUID, list[tuple[ev.Accepted | ev.Rejected, Received[Any]]]] = {}
         for envelope, s, result in items:
-            job_versions[s.job_id] += 1
-            change_stream = ev.job_stream(s.job_id)
             problem = result if isinstance(result, domain.Rejected) else refused.get(id(result))
-            job_event: ev.InstanceAccepted | ev.InstanceRejected
+            outcome: ev.Accepted | ev.Rejected
             if problem is not None:
-                job_event = ev.InstanceRejected(
-                    job_id=s.job_id,
-                    folder_id=folder_id,
+                outcome = ev.Rejected(
                     name=s.name,
                     code=problem.code,
                     message=problem.message,
@@ -452,18 +449,28 @@ class Dicom(Handlers):
                 )
             else:
                 assert isinstance(result, domain.Instance)
-                job_event = ev.InstanceAccepted(
-                    job_id=s.job_id,
-                    folder_id=folder_id,
+                outcome = ev.Accepted(
                     name=s.name,
                     sop_uid=result.sop_uid,
                     series_uid=result.series_uid,
                     file_id=file_ids[result.series_uid],
                 )
-            out += envelopes_of(
-                [Change(change_stream, job_versions[s.job_id], job_event)],
-                Cause.of(envelope),
-            )
+            settled.setdefault(s.job_id, []).append((outcome, envelope))
+        for job_id, outcomes in settled.items():
+            # Caused by the job's first stored instance in this batch (one upload).
+            job_cause = Cause.of(outcomes[0][1])
+            for part in limits.pages(
+                outcomes, lambda o: limits.json_size(o[0].model_dump(mode="json"))
+            ):
+                job_versions[job_id] += 1
+                settlement = ev.InstancesSettled(
+                    job_id=job_id,
+                    folder_id=folder_id,
+                    accepted=[a for a, _ in part if isinstance(a, ev.Accepted)],
+                    rejected=[r for r, _ in part if isinstance(r, ev.Rejected)],
+                )
+                change = Change(ev.job_stream(job_id), job_versions[job_id], settlement)
+                out += envelopes_of([change], job_cause)
         return out
 
     async def slice_image(self, file_id: uuid.UUID, index: int) -> tuple[bytes, str]:

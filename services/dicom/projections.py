@@ -274,10 +274,10 @@ async def series_moved(conn: Conn, events: Sequence[Received[dicom_events.Series
     )
 
 
-@series.on(dicom_events.InstanceAccepted)
-async def instances_accepted(
-    conn: Conn, events: Sequence[Received[dicom_events.InstanceAccepted]]
-) -> None:
+async def _accepted(conn: Conn, rows: list[dict[str, Any]]) -> None:
+    """Rows {job_id, version, file_id}: one an accepted instance."""
+    if not rows:
+        return
     await conn.execute(
         """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors)
            SELECT job_id, max(version), count(*), jsonb_agg(DISTINCT file_id), '[]'
@@ -287,6 +287,68 @@ async def instances_accepted(
            SET version = excluded.version, done = j.done + excluded.done,
                files = (SELECT jsonb_agg(DISTINCT f)
                         FROM jsonb_array_elements(j.files || excluded.files) AS f)""",
+        rows,
+    )
+
+
+async def _rejected(conn: Conn, rows: list[dict[str, Any]]) -> None:
+    """Rows {job_id, version, name, code, message, details}: one a rejected instance, in
+    the order they were settled."""
+    if not rows:
+        return
+    await conn.execute(
+        """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors)
+           SELECT job_id, max(version), count(*), '[]',
+                  jsonb_agg(jsonb_build_object('name', name, 'code', code, 'message', message,
+                                               'details', details) ORDER BY n)
+           FROM jsonb_to_recordset($1::jsonb) AS r(
+               n integer, job_id uuid, version integer, name text, code text, message text,
+               details jsonb)
+           GROUP BY job_id
+           ON CONFLICT (job_id) DO UPDATE
+           SET version = excluded.version, done = j.done + excluded.done,
+               errors = j.errors || excluded.errors""",
+        [{**r, "n": n} for n, r in enumerate(rows)],
+    )
+
+
+def _rejection(job_id: Any, version: int, rejected: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "version": version,
+        **{k: rejected[k] for k in ("name", "code", "message")},
+        "details": rejected.get("details") or {},
+    }
+
+
+@series.on(dicom_events.InstancesSettled)
+async def instances_settled(
+    conn: Conn, events: Sequence[Received[dicom_events.InstancesSettled]]
+) -> None:
+    await _accepted(
+        conn,
+        [
+            {"job_id": e.data["job_id"], "version": e.stream_version, "file_id": a["file_id"]}
+            for e in events
+            for a in e.data["accepted"]
+        ],
+    )
+    await _rejected(
+        conn,
+        [
+            _rejection(e.data["job_id"], e.stream_version, r)
+            for e in events
+            for r in e.data["rejected"]
+        ],
+    )
+
+
+@series.on(dicom_events.InstanceAccepted)
+async def instances_accepted(
+    conn: Conn, events: Sequence[Received[dicom_events.InstanceAccepted]]
+) -> None:
+    await _accepted(
+        conn,
         [
             {"job_id": e.data["job_id"], "version": e.stream_version, "file_id": e.data["file_id"]}
             for e in events
@@ -298,26 +360,7 @@ async def instances_accepted(
 async def instances_rejected(
     conn: Conn, events: Sequence[Received[dicom_events.InstanceRejected]]
 ) -> None:
-    await conn.execute(
-        """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors)
-           SELECT job_id, max(version), count(*), '[]',
-                  jsonb_agg(jsonb_build_object('name', name, 'code', code, 'message', message,
-                                               'details', details) ORDER BY version)
-           FROM jsonb_to_recordset($1::jsonb) AS r(
-               job_id uuid, version integer, name text, code text, message text, details jsonb)
-           GROUP BY job_id
-           ON CONFLICT (job_id) DO UPDATE
-           SET version = excluded.version, done = j.done + excluded.done,
-               errors = j.errors || excluded.errors""",
-        [
-            {
-                **{k: e.data[k] for k in ("job_id", "name", "code", "message")},
-                "version": e.stream_version,
-                "details": e.data.get("details") or {},
-            }
-            for e in events
-        ],
-    )
+    await _rejected(conn, [_rejection(e.data["job_id"], e.stream_version, e.data) for e in events])
 
 
 @series.on(dicom_events.JobCancelled)

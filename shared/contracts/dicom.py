@@ -4,13 +4,17 @@ One series is one file in the catalog: `SeriesAssembled` names the file id it ge
 `SeriesExtended` the same file when a later upload adds instances to it; `SeriesMoved`,
 `SeriesTrashed`, `SeriesRestored` and `SeriesReleased` follow the file in the catalog
 (moved, to the trash and back, deleted for good). Each instance
-of a job ends as `InstanceAccepted` or `InstanceRejected` (the job's progress and errors).
+of a job ends accepted or rejected in an `InstancesSettled` of its batch (the job's
+progress and errors; `InstanceAccepted` and `InstanceRejected` from before, one an
+instance, are still read).
 """
 
 from __future__ import annotations
 
 import uuid
 from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 from shared.contracts.envelope import Event
 
@@ -143,6 +147,33 @@ class InstanceRejected(Event):
     details: dict[str, Any] = {}
 
 
+class Accepted(BaseModel):
+    name: str
+    sop_uid: str
+    series_uid: str
+    file_id: uuid.UUID
+
+
+class Rejected(BaseModel):
+    name: str
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class InstancesSettled(Event):
+    """A batch's instances of one job, settled: each accepted into its series file, or
+    rejected with why. One event a batch instead of an InstanceAccepted or
+    InstanceRejected an instance (those, from before, are still read); pages of at most
+    limits.PAGE_ITEMS instances and PAGE_BYTES."""
+
+    type: ClassVar[str] = "dicom.InstancesSettled"
+    job_id: uuid.UUID
+    folder_id: uuid.UUID
+    accepted: list[Accepted] = []
+    rejected: list[Rejected] = []
+
+
 class JobCancelled(Event):
     """The job was cancelled (`POST /v1/jobs/{id}/cancel`): its instances not read yet
     are skipped; those settled stay."""
@@ -178,4 +209,5 @@ EVENTS: tuple[type[Event], ...] = (
     InstanceRejected,
     JobCancelled,
     InstanceBlobsLeft,
+    InstancesSettled,
 )

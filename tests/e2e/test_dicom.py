@@ -35,7 +35,10 @@ async def finished(api: httpx.AsyncClient, job_id: str, within: float = 20.0) ->
         seen.update(answer.json())
         return bool(seen["status"] == "done")
 
-    await eventually(done, within, f"job {job_id} finishing")
+    try:
+        await eventually(done, within, f"job {job_id} finishing")
+    except AssertionError as late:
+        raise AssertionError(f"{late}; last seen: {seen}") from None
     return seen
 
 
