@@ -239,7 +239,9 @@ def router(catalog: Catalog) -> APIRouter:
         """Without ids, the whole trash the caller could restore; with them ("Delete
         forever"), only those (repeated or comma-separated), the rest untouched."""
         result, position = await catalog.empty_trash(
-            caller, rights, file_ids=_ids(file_ids, "file_ids"),
+            caller,
+            rights,
+            file_ids=_ids(file_ids, "file_ids"),
             folder_ids=_ids(folder_ids, "folder_ids"),
         )
         return _written(result, position)

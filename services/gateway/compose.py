@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import orjson
-from pydantic import ValidationError
 from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
 from services.gateway import sessions
@@ -130,14 +130,18 @@ class Compose:
             asked = ReEncodeFiles.model_validate_json(await call.request.body())
         except ValidationError as error:
             return error_response(
-                422, "invalid_request", "the body must be {file_ids: [1 to 1,000 file ids]}",
+                422,
+                "invalid_request",
+                "the body must be {file_ids: [1 to 1,000 file ids]}",
                 errors=[{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()][:20],
             )
         ids = [str(i) for i in dict.fromkeys(asked.file_ids)]
         files = await self.files_by_id(call, ids)
         if missing := sorted(set(ids) - {f["id"] for f in files}):
             return error_response(
-                404, "not_found", f"these files do not exist: {', '.join(missing[:20])}",
+                404,
+                "not_found",
+                f"these files do not exist: {', '.join(missing[:20])}",
                 missing_files=missing,
             )
         weak: list[str] = []
@@ -149,15 +153,18 @@ class Compose:
                 return self.gateway.relay(editor)
         if weak:
             return error_response(
-                403, "forbidden",
+                403,
+                "forbidden",
                 f"these files need the editor role on their folder: {', '.join(sorted(weak)[:20])}",
-                role_needed="editor", forbidden_files=sorted(weak),
+                role_needed="editor",
+                forbidden_files=sorted(weak),
             )
         others = [f for f in files if f["kind"] not in ("video", "image_sequence")]
         if others:
             named = ", ".join(f"{f['id']} ({f['kind']})" for f in others[:20])
             return error_response(
-                422, "not_re_encoded",
+                422,
+                "not_re_encoded",
                 f"only videos and image sequences are re-encoded, not: {named}",
                 not_re_encoded=[f["id"] for f in others],
             )
@@ -165,8 +172,11 @@ class Compose:
         await self.gateway.catch_up(call.request, "thumbnails", "catalog")
         body = {
             "files": [
-                {"id": f["id"], "kind": f["kind"],
-                 "members": (f.get("group") or {}).get("file_ids", [])}
+                {
+                    "id": f["id"],
+                    "kind": f["kind"],
+                    "members": (f.get("group") or {}).get("file_ids", []),
+                }
                 for f in files
             ]
         }
@@ -244,7 +254,9 @@ class Compose:
         says why there is none), served as its content is: by range."""
         if rendition != "web":
             return error_response(
-                422, "unknown_rendition", f"no rendition {rendition!r}: `web` is the one made",
+                422,
+                "unknown_rendition",
+                f"no rendition {rendition!r}: `web` is the one made",
                 rendition=rendition,
             )
         made = await self.gateway.call(

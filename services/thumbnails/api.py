@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -125,15 +124,20 @@ def renditions_router(renditions: Renditions) -> APIRouter:
     async def rendition(file_id: uuid.UUID) -> JSON:
         row = await renditions.rendition(file_id)
         if row is None or row["state"] in ("released",):
-            return _no_rendition(file_id, "no web rendition yet: ask for one with POST /v1/files/re-encode")
+            return _no_rendition(
+                file_id, "no web rendition yet: ask for one with POST /v1/files/re-encode"
+            )
         if row["state"] == "pending":
             return _no_rendition(file_id, "no web rendition yet: it is being made", pending=True)
         if row["state"] == "failed":
             return _no_rendition(
-                file_id, f"no web rendition: it could not be made ({row['reason']})",
+                file_id,
+                f"no web rendition: it could not be made ({row['reason']})",
                 code=row["code"],
             )
-        return JSON({"rendition": rendition_events.WEB, "blob_key": row["blob_key"], **row["facts"]})
+        return JSON(
+            {"rendition": rendition_events.WEB, "blob_key": row["blob_key"], **row["facts"]}
+        )
 
     @api.post("/renditions")
     async def made(body: FileIds) -> dict[str, Any]:
@@ -149,12 +153,18 @@ def renditions_router(renditions: Renditions) -> APIRouter:
     return api
 
 
-def _no_rendition(file_id: uuid.UUID, message: str, pending: bool = False, **details: object) -> JSON:
+def _no_rendition(
+    file_id: uuid.UUID, message: str, pending: bool = False, **details: object
+) -> JSON:
     headers = {"Cache-Control": "no-store"}
     if pending:
         headers["Retry-After"] = str(NOT_READY_RETRY_S)
     return JSON(
-        error_body("rendition_not_found", f"file {file_id} has {message}", {"file_id": str(file_id), **details}),
+        error_body(
+            "rendition_not_found",
+            f"file {file_id} has {message}",
+            {"file_id": str(file_id), **details},
+        ),
         404,
         headers=headers,
     )

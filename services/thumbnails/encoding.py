@@ -9,6 +9,7 @@ overruns its time cap (pebble), and one whose decoder crashes dies alone.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import resource
@@ -103,10 +104,8 @@ def make(task: Task) -> Made:
 
 
 def with_suppressed_unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _guarded(task: Task, encode: Any) -> Made:
@@ -175,7 +174,10 @@ class _Output:
             self.file.mux(self.audio.encode(out))
 
     def _check(self) -> None:
-        if self.frames % 50 == 0 and os.path.getsize(self.task.out_path) > self.task.limits.max_bytes:
+        if (
+            self.frames % 50 == 0
+            and os.path.getsize(self.task.out_path) > self.task.limits.max_bytes
+        ):
             raise Unencodable(
                 "too_large", f"the rendition would pass {self.task.limits.max_bytes} bytes"
             )
@@ -191,7 +193,9 @@ class _Output:
         self.file.close()
         size = os.path.getsize(self.task.out_path)
         if size > self.task.limits.max_bytes:
-            raise Unencodable("too_large", f"the rendition would pass {self.task.limits.max_bytes} bytes")
+            raise Unencodable(
+                "too_large", f"the rendition would pass {self.task.limits.max_bytes} bytes"
+            )
         return Made(
             self.video.width,
             self.video.height,
@@ -202,54 +206,55 @@ class _Output:
 
 
 def _video(task: Task) -> Made:
-    (key, size), = task.sources
+    ((key, size),) = task.sources
     limits = task.limits
-    with opened(key, size, budget=2 * size + 64 * 1024 * 1024) as source:
-        with open_container(source, timeout=OPEN_TIMEOUT_S, probe_bytes=PROBE_BYTES) as container:
-            if not container.streams.video:
-                raise Unencodable("not_video", "the file has no video stream")
-            video = container.streams.video[0]
-            video.thread_type = "NONE"
-            width, height = video.codec_context.width, video.codec_context.height
-            if width * height > limits.max_pixels:
-                raise Unencodable(
-                    "too_large",
-                    f"its frames are {width}x{height}: more than {limits.max_pixels} pixels",
-                )
-            if container.duration and container.duration / 1_000_000 > limits.max_duration_s:
-                raise Unencodable(
-                    "too_long", f"it lasts more than {limits.max_duration_s:g} s"
-                )
-            rate = video.average_rate or video.guessed_rate or DEFAULT_FPS
-            rate = Fraction(rate).limit_denominator(1001)
-            if not 1 <= rate <= 240:
-                rate = DEFAULT_FPS
-            output = _Output(task, width, height, rate)
-            try:
-                audio = container.streams.audio[0] if container.streams.audio else None
-                streams: list[Any] = [video]
-                if audio is not None and audio.codec_context.sample_rate:
-                    output.add_audio(min(audio.codec_context.sample_rate, 48000))
-                    streams.append(audio)
-                else:
-                    audio = None
-                max_frames = int(limits.max_duration_s * rate) + 1
-                for packet in container.demux(*streams):
-                    for frame in packet.decode():
-                        if packet.stream is video:
-                            if output.frames >= max_frames:
-                                raise Unencodable(
-                                    "too_long", f"it lasts more than {limits.max_duration_s:g} s"
-                                )
-                            output.picture(frame)
-                        else:
-                            output.sound(frame)
-                if output.frames == 0:
-                    raise Unencodable("unreadable", "no frame of it could be decoded")
-                return output.close()
-            except BaseException:
-                output.file.close()
-                raise
+    budget = 2 * size + 64 * 1024 * 1024
+    with (
+        opened(key, size, budget=budget) as source,
+        open_container(source, timeout=OPEN_TIMEOUT_S, probe_bytes=PROBE_BYTES) as container,
+    ):
+        if not container.streams.video:
+            raise Unencodable("not_video", "the file has no video stream")
+        video = container.streams.video[0]
+        video.thread_type = "NONE"
+        width, height = video.codec_context.width, video.codec_context.height
+        if width * height > limits.max_pixels:
+            raise Unencodable(
+                "too_large",
+                f"its frames are {width}x{height}: more than {limits.max_pixels} pixels",
+            )
+        if container.duration and container.duration / 1_000_000 > limits.max_duration_s:
+            raise Unencodable("too_long", f"it lasts more than {limits.max_duration_s:g} s")
+        rate = video.average_rate or video.guessed_rate or DEFAULT_FPS
+        rate = Fraction(rate).limit_denominator(1001)
+        if not 1 <= rate <= 240:
+            rate = DEFAULT_FPS
+        output = _Output(task, width, height, rate)
+        try:
+            audio = container.streams.audio[0] if container.streams.audio else None
+            streams: list[Any] = [video]
+            if audio is not None and audio.codec_context.sample_rate:
+                output.add_audio(min(audio.codec_context.sample_rate, 48000))
+                streams.append(audio)
+            else:
+                audio = None
+            max_frames = int(limits.max_duration_s * rate) + 1
+            for packet in container.demux(*streams):
+                for frame in packet.decode():
+                    if packet.stream is video:
+                        if output.frames >= max_frames:
+                            raise Unencodable(
+                                "too_long", f"it lasts more than {limits.max_duration_s:g} s"
+                            )
+                        output.picture(frame)
+                    else:
+                        output.sound(frame)
+            if output.frames == 0:
+                raise Unencodable("unreadable", "no frame of it could be decoded")
+            return output.close()
+        except BaseException:
+            output.file.close()
+            raise
 
 
 def _images(task: Task) -> Iterator[Any]:
@@ -283,7 +288,7 @@ def _sequence(task: Task) -> Made:
         for image in _images(task):
             if output is None:
                 output = _Output(task, image.width, image.height, Fraction(SEQUENCE_FPS))
-            output.picture(av.VideoFrame.from_image(image))
+            output.picture(av.VideoFrame.from_image(image))  # type: ignore[no-untyped-call]
         assert output is not None
         return output.close()
     except BaseException:

@@ -133,7 +133,8 @@ class Thumbnails(Handlers):
         await self.release(conn, let_go)
         if self.renditions is not None:
             await self.renditions.release(
-                conn, [(e.event.file_id, e) for e in let_go if not isinstance(e.event, SeriesReleased)]
+                conn,
+                [(e.event.file_id, e) for e in let_go if not isinstance(e.event, SeriesReleased)],
             )
 
     @staticmethod

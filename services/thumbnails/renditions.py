@@ -241,7 +241,9 @@ class Renditions(Handlers):
         self.workers = max(1, settings.reencode_workers)
         self.time_cap = settings.reencode_time_cap_s
         self.limits = encoding.Limits(
-            settings.reencode_max_duration_s, settings.reencode_max_pixels, settings.reencode_max_bytes
+            settings.reencode_max_duration_s,
+            settings.reencode_max_pixels,
+            settings.reencode_max_bytes,
         )
         self.spool = settings.data_dir.resolve() / "spool" / "renditions"
         self.policy = Policy(retry_for_s=settings.consumer_retry_for_s)
@@ -250,9 +252,7 @@ class Renditions(Handlers):
 
     # -- asking ------------------------------------------------------------------------
 
-    async def request(
-        self, cause: Cause, files: Sequence[dict[str, Any]]
-    ) -> tuple[uuid.UUID, int]:
+    async def request(self, cause: Cause, files: Sequence[dict[str, Any]]) -> tuple[uuid.UUID, int]:
         """A job for these files (`{id, kind, members?}`, rights checked by the catalog):
         its id and the store's position."""
         job_id = uuid.uuid4()
@@ -287,7 +287,9 @@ class Renditions(Handlers):
                     sources = [known.get(uuid.UUID(m)) for m in f.get("members") or []]
                 refusal = _refusal(f["kind"], sources)
                 if refusal is not None:
-                    failed.append({"file_id": str(file_id), "code": refusal[0], "reason": refusal[1]})
+                    failed.append(
+                        {"file_id": str(file_id), "code": refusal[0], "reason": refusal[1]}
+                    )
                     continue
                 version = (row["version"] if row else 0) + 1
                 changes.append(
@@ -369,9 +371,7 @@ class Renditions(Handlers):
 
     # -- releasing ---------------------------------------------------------------------
 
-    async def release(
-        self, conn: Conn, gone: Sequence[tuple[uuid.UUID, Received[Any]]]
-    ) -> None:
+    async def release(self, conn: Conn, gone: Sequence[tuple[uuid.UUID, Received[Any]]]) -> None:
         """Files purged: their renditions go, bytes first (deleting twice is harmless)."""
         causes = dict(gone)
         rows = await conn.fetch(
@@ -560,7 +560,10 @@ class Renditions(Handlers):
             else:
                 assert failure is not None
                 event = ev.WebRenditionFailed(
-                    file_id=file["file_id"], job_id=file["job_id"], code=failure[0], reason=failure[1]
+                    file_id=file["file_id"],
+                    job_id=file["job_id"],
+                    code=failure[0],
+                    reason=failure[1],
                 )
             change = Change(ev.file_stream(file["file_id"]), row["version"] + 1, event)
             out = envelopes_of([change], cause)
@@ -579,11 +582,17 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 def _refusal(kind: str, sources: list[str | None]) -> tuple[str, str] | None:
     if kind not in ev.RE_ENCODED_KINDS:
-        return "not_video", f"files of kind {kind} are not re-encoded (only videos and image sequences)"
+        return (
+            "not_video",
+            f"files of kind {kind} are not re-encoded (only videos and image sequences)",
+        )
     if not sources:
         return "unreadable", "the sequence has no images"
     if any(s is None for s in sources):
-        return "content_missing", "its content is not known here (imported by reference, or not yet)"
+        return (
+            "content_missing",
+            "its content is not known here (imported by reference, or not yet)",
+        )
     if any(not str(s).startswith("sha256/") for s in sources):
         return "imported", "files imported by reference are not re-encoded"
     return None
