@@ -36,7 +36,7 @@ class ReEncodeRequested(Event):
     """A person asked for web renditions of these files (their rights checked by the
     catalog first); `failed` names those refused at once (`{file_id, code, reason}`)."""
 
-    type: ClassVar[str] = "renditions.ReEncodeRequested"
+    type: ClassVar[str] = "thumbnails.ReEncodeRequested"
     job_id: uuid.UUID
     file_ids: list[uuid.UUID] = Field(max_length=MAX_FILES)
     created_by: str
@@ -44,18 +44,18 @@ class ReEncodeRequested(Event):
 
 
 class WebRenditionRequested(Event):
-    """The file's web rendition is to be made from `sources` (the video's content, or a
-    sequence's images in order; at most MAX_SOURCE_KEYS keys)."""
+    """The file's web rendition is to be made from `sources`: the video's blob key, or a
+    sequence's images' in order (the catalog names its first 1,000)."""
 
-    type: ClassVar[str] = "renditions.WebRenditionRequested"
+    type: ClassVar[str] = "thumbnails.WebRenditionRequested"
     file_id: uuid.UUID
     job_id: uuid.UUID
     kind: str
-    sources: list[str] = Field(max_length=10_000)
+    sources: list[str] = Field(max_length=1000)
 
 
 class WebRenditionMade(Event):
-    type: ClassVar[str] = "renditions.WebRenditionMade"
+    type: ClassVar[str] = "thumbnails.WebRenditionMade"
     file_id: uuid.UUID
     job_id: uuid.UUID
     blob_key: str
@@ -70,7 +70,7 @@ class WebRenditionFailed(Event):
     """It cannot be made (`code`: unreadable, not_video, too_large, too_long, timed_out,
     crashed, content_missing, imported, gave_up); `reason` says why, briefly."""
 
-    type: ClassVar[str] = "renditions.WebRenditionFailed"
+    type: ClassVar[str] = "thumbnails.WebRenditionFailed"
     file_id: uuid.UUID
     job_id: uuid.UUID
     code: str
@@ -80,7 +80,7 @@ class WebRenditionFailed(Event):
 class WebRenditionReleased(Event):
     """The file was purged: its rendition is no longer served and its bytes are deleted."""
 
-    type: ClassVar[str] = "renditions.WebRenditionReleased"
+    type: ClassVar[str] = "thumbnails.WebRenditionReleased"
     file_id: uuid.UUID
     blob_key: str | None = None
 
