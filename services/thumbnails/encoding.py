@@ -84,6 +84,13 @@ def start_worker(settings: Settings) -> None:
     quiet_av()
 
 
+def ready() -> bool:
+    """Nothing: a worker that answers has started (the pool is warmed with it)."""
+    import av  # noqa: F401 - the import is the warming
+
+    return True
+
+
 def opened(key: str, size: int, budget: int) -> BinaryIO:
     assert _store is not None, "start_worker first"
     if isinstance(_store, LocalBlobStore):

@@ -420,6 +420,10 @@ class Renditions(Handlers):
         self.spool.mkdir(parents=True, exist_ok=True)
         for stale in self.spool.iterdir():  # a crash's leftovers: no runner holds them
             stale.unlink(missing_ok=True)
+        # The workers started now, not by the first job: spawning one and importing the
+        # codecs takes a second or two.
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(self._workers().schedule(encoding.ready, timeout=60))
         try:
             await asyncio.gather(*(self._runner() for _ in range(self.workers)))
         finally:
