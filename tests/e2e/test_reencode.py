@@ -7,19 +7,26 @@ bytes with the file."""
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import AsyncIterator
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import av
+import grpc
 import httpx
 import numpy as np
 import pytest
+from files_client import Client
 
+from services.gateway.files_pb.files.v1 import files_pb2 as pb
+from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
 from services.thumbnails.renditions import rendition_key
 from shared.kit.blobs import BlobStore, open_blob_store
-from tests.conftest import eventually
+from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import error, folder, member, png, unique, upload
+from tests.e2e.test_cli import ok
 from tests.e2e.test_image_groups import group
 
 WITHIN = 120.0  # encoding shares two cores with the whole platform and other tests
@@ -203,3 +210,38 @@ async def test_hostile_bytes_fail_the_item_by_name(api: httpx.AsyncClient) -> No
     assert job["status"] == "failed", job
     (failure,) = job["errors"]
     assert failure["details"]["file_id"] == files[0]["id"] and failure["message"]
+
+
+def test_the_client_the_cli_and_grpc_re_encode(platform: Any, tmp_path: Path) -> None:
+    """The Python client's `re_encode` and `content(rendition=)`, `files reencode`, and
+    gRPC's `ReEncode` and `Download` with a rendition, against the same platform."""
+    for name in ("clip.avi", "other.avi"):
+        (tmp_path / name).write_bytes(mpeg4_avi(seconds=1))
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as client:
+        top = client.create_folder(unique("reencode-client"))
+        clip, other = top.upload([tmp_path / "clip.avi", tmp_path / "other.avi"])
+        job = client.re_encode([clip]).wait(timeout=WITHIN)
+        assert (job.kind, job.status, job.errors) == ("re_encode", "done", [])
+        web = b"".join(clip.content(rendition="web"))
+        assert streams_of(web) == {"video": "h264", "audio": "aac"}
+        assert client.get_file(clip.id).renditions == ["web"]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FILES_")}
+    env |= {
+        "FILES_URL": platform.gateway_url,
+        "FILES_API_KEY": ADMIN_KEY,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
+    assert "done, 1/1" in ok(env, "reencode", other.id, "--wait")
+
+    with grpc.insecure_channel(platform.grpc_target) as channel:
+        files = rpc.FilesStub(channel)
+        admin = (("authorization", f"Bearer {ADMIN_KEY}"),)
+        started = files.ReEncode(pb.ReEncodeRequest(file_ids=[other.id]), metadata=admin)
+        assert started.job_id
+        answer = files.Download(
+            pb.DownloadRequest(file_id=other.id, rendition="web"), metadata=admin
+        )
+        data = b"".join(c.chunk for c in answer if c.WhichOneof("part") == "chunk")
+        assert streams_of(data) == {"video": "h264", "audio": "aac"}
