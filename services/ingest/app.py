@@ -61,8 +61,9 @@ def build(settings: Settings) -> FastAPI:
         parts,
         publishes=topics.INGEST,
         # The catalog's deletions release the blobs of deleted files; its metadata
-        # schema is mirrored to check metadata given at upload.
-        consumes=(topics.CATALOG,),
+        # schema is mirrored to check metadata given at upload. The DICOM context's
+        # series hold their instances' blobs until released.
+        consumes=(topics.CATALOG, topics.DICOM),
         reactions=react,
         projections=(jobs, integrations_model, sessions_model, blob_refs, schema_mirror),
         # Imports a restart interrupted go on where they were.

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     reencode_max_duration_s: float = 3 * 3600.0
     reencode_max_pixels: int = 3840 * 2160
     reencode_max_bytes: int = 4 * 1024**3
+    # A series drawn once is drawn again from its new middle slice only after it has had
+    # no new slices for this long: an upload of 2,000 slices in 10 parts then costs two
+    # drawings of it, not ten.
+    thumbnail_series_settle_s: float = 2.0
     # How long a web app session (the cookie `POST /v1/sessions` sets) lasts.
     session_ttl_s: float = 12 * 3600
     # The web app's built files (index.html, assets/); empty: web/dist of the source tree.
