@@ -473,37 +473,42 @@ class Renditions(Handlers):
             await self.record(file, failure=("content_missing", "the content is not stored"))
             return
         out = self.spool / f"{file['file_id']}-{uuid.uuid4().hex}.mp4"
-        task = encoding.Task(file["kind"], sources, str(out), self.limits)
-        future = self._workers().schedule(encoding.make, args=(task,), timeout=self.time_cap)
-        try:
-            made: encoding.Made = await asyncio.wrap_future(future)
-        except encoding.Unencodable as error:
-            await self.record(file, failure=(error.code, error.message))
+        outcome = await self.encode(encoding.Task(file["kind"], sources, str(out), self.limits))
+        if outcome is None:
+            return  # the pool broke: the lease runs out and the file is tried again
+        if isinstance(outcome, tuple):
+            await self.record(file, failure=outcome)
             return
-        except encoding.SourceUnavailable as error:
-            raise ConnectionError(f"the blob store did not answer: {error}") from error
-        except concurrent.futures.TimeoutError:
-            out.unlink(missing_ok=True)
-            await self.record(
-                file, failure=("timed_out", f"re-encoding it took more than {self.time_cap:g} s")
-            )
-            return
-        except pebble.ProcessExpired as error:
-            out.unlink(missing_ok=True)
-            await self.record(
-                file, failure=("crashed", f"the worker re-encoding it died (exit {error.exitcode})")
-            )
-            return
-        except concurrent.futures.BrokenExecutor:
-            out.unlink(missing_ok=True)
-            self.stop()
-            return  # the lease runs out and the file is tried again
+        made = outcome
         try:
             key = rendition_key(file["file_id"])
             await self._store(out, key)
         finally:
             out.unlink(missing_ok=True)
         await self.record(file, made=made, key=key)
+
+    async def encode(self, task: encoding.Task) -> encoding.Made | tuple[str, str] | None:
+        """The rendition, in `task.out_path`; or why there can be none (code, reason),
+        its spool gone; or None when the pool broke. A store that did not answer is a
+        ConnectionError (transient: not the file's fault)."""
+        future = self._workers().schedule(encoding.make, args=(task,), timeout=self.time_cap)
+        try:
+            made: encoding.Made = await asyncio.wrap_future(future)
+        except encoding.Unencodable as error:
+            return error.code, error.message
+        except encoding.SourceUnavailable as error:
+            raise ConnectionError(f"the blob store did not answer: {error}") from error
+        except concurrent.futures.TimeoutError:
+            encoding.with_suppressed_unlink(task.out_path)  # the killed worker's
+            return "timed_out", f"re-encoding it took more than {self.time_cap:g} s"
+        except pebble.ProcessExpired as error:
+            encoding.with_suppressed_unlink(task.out_path)
+            return "crashed", f"the worker re-encoding it died (exit {error.exitcode})"
+        except concurrent.futures.BrokenExecutor:
+            encoding.with_suppressed_unlink(task.out_path)
+            self.stop()
+            return None
+        return made
 
     async def _store(self, path: Path, key: str) -> None:
         """The spool into the store in parts: never the whole rendition in memory."""
