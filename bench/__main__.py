@@ -31,6 +31,7 @@ BENCHMARKS = (
     "imports",
     "gateway",
     "thumbnails",
+    "reencode",
     "media_facts",
     "cli_upload",
 )

@@ -40,6 +40,7 @@ PROJECTIONS = {
     "datasets.membership": ("datasets", "services.datasets.projections:membership"),
     "dicom.series": ("dicom", "services.dicom.projections:series"),
     "thumbnails.files": ("thumbnails", "services.thumbnails.projections:thumbnails"),
+    "thumbnails.renditions": ("thumbnails", "services.thumbnails.renditions:model"),
 }
 
 

@@ -230,8 +230,20 @@ def router(catalog: Catalog) -> APIRouter:
         return _written(result, position)
 
     @api.delete("/trash")
-    async def empty_trash(caller: Caller, rights: Rights) -> JSON:
-        result, position = await catalog.empty_trash(caller, rights)
+    async def empty_trash(
+        caller: Caller,
+        rights: Rights,
+        file_ids: Annotated[list[str] | None, Query(max_length=1000)] = None,
+        folder_ids: Annotated[list[str] | None, Query(max_length=1000)] = None,
+    ) -> JSON:
+        """Without ids, the whole trash the caller could restore; with them ("Delete
+        forever"), only those (repeated or comma-separated), the rest untouched."""
+        result, position = await catalog.empty_trash(
+            caller,
+            rights,
+            file_ids=_ids(file_ids, "file_ids"),
+            folder_ids=_ids(folder_ids, "folder_ids"),
+        )
         return _written(result, position)
 
     @api.get("/search")
@@ -242,6 +254,27 @@ def router(catalog: Catalog) -> APIRouter:
         return await queries.search(catalog.pool, asked, rights)
 
     return api
+
+
+def _ids(values: list[str] | None, name: str) -> list[uuid.UUID] | None:
+    if values is None:
+        return None
+    texts = [t.strip() for v in values for t in v.split(",") if t.strip()]
+    if len(texts) > 1000:
+        raise domain.Invalid("too_many_ids", f"{name} takes at most 1,000 ids")
+    try:
+        return [uuid.UUID(t) for t in texts]
+    except ValueError:
+        bad = next(t for t in texts if not _is_uuid(t))
+        raise domain.Invalid("invalid_id", f"{name}: {bad[:64]!r} is not an id") from None
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def internal(catalog: Catalog) -> APIRouter:

@@ -606,11 +606,20 @@ class Catalog(Handlers):
         }
 
     async def empty_trash(
-        self, cause: Cause, access: Access, *, older_than: datetime | None = None
+        self,
+        cause: Cause,
+        access: Access,
+        *,
+        older_than: datetime | None = None,
+        file_ids: Sequence[uuid.UUID] | None = None,
+        folder_ids: Sequence[uuid.UUID] | None = None,
     ) -> tuple[dict[str, Any], int]:
         """Purge what the caller could restore (editor or more where it was: what they
         only see stays); `older_than` with a system caller: what the trash keeps no
-        longer. Set-based, a batch of PURGE_BATCH at a time."""
+        longer; `file_ids`/`folder_ids`: only these ("Delete forever"), a folder with what
+        was trashed inside it. Set-based, a batch of PURGE_BATCH at a time."""
+        chosen = file_ids is not None or folder_ids is not None
+        chosen_files, chosen_folders = list(file_ids or []), list(folder_ids or [])
         purged_folders = purged_files = 0
         position = 0
         editor_roots = (
@@ -626,10 +635,15 @@ class Catalog(Handlers):
                         f"""SELECT {FILE_COLUMNS} FROM catalog.trash_files
                             WHERE ($1::uuid[] IS NULL OR path && $1::uuid[])
                               AND ($2::timestamptz IS NULL OR trashed_at < $2)
+                              AND (NOT $4::boolean OR id = ANY($5::uuid[])
+                                   OR path && $6::uuid[])
                             ORDER BY id LIMIT $3 FOR UPDATE""",
                         editor_roots,
                         older_than,
                         PURGE_BATCH,
+                        chosen,
+                        chosen_files,
+                        chosen_folders,
                     )
                     folders = []
                     if len(files) < PURGE_BATCH:
@@ -639,12 +653,16 @@ class Catalog(Handlers):
                             f"""SELECT {FOLDER_COLUMNS} FROM catalog.trash_folders
                                 WHERE ($1::uuid[] IS NULL OR path && $1::uuid[])
                                   AND ($2::timestamptz IS NULL OR trashed_at < $2)
+                                  AND (NOT $4::boolean OR id = ANY($5::uuid[])
+                                       OR path && $5::uuid[])
                                   AND NOT EXISTS (SELECT 1 FROM catalog.trash_files t
                                                   WHERE t.path && ARRAY[id])
                                 ORDER BY id LIMIT $3 FOR UPDATE""",
                             editor_roots,
                             older_than,
                             PURGE_BATCH - len(files),
+                            chosen,
+                            chosen_folders,
                         )
                     if not files and not folders:
                         break

@@ -18,11 +18,13 @@ from typing import Any
 import httpx
 import orjson
 from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
 from services.gateway import sessions
 from services.gateway.edge import Call, Gateway, Unavailable, error_response
 from services.gateway.routes import PARAMS
+from shared.api.ingest import ReEncodeFiles
 from shared.kit import consistency
 from shared.kit.http import JSON, error_body
 from shared.kit.logs import log
@@ -106,7 +108,90 @@ class Compose:
         path = f"/v1/files/{call.values['file_id']}/datasets"
         linked = await self.gateway.call("datasets", "GET", path, call.request, call.user)
         file["datasets"] = linked.json()["items"] if linked.status_code == 200 else []
+        file["renditions"] = await self.renditions_of(call, file["id"])
         return self.gateway.relay(answer, body=file)
+
+    async def renditions_of(self, call: Call, file_id: str) -> list[str]:
+        """The renditions made of the file (`web`), as the thumbnails context has them."""
+        try:
+            made = await self.gateway.call(
+                "thumbnails", "POST", "/internal/renditions", call.request, json={"ids": [file_id]}
+            )
+        except Unavailable:
+            return []
+        return ["web"] if made.status_code == 200 and made.json()["made"] else []
+
+    async def re_encode(self, call: Call) -> Response:
+        """Web renditions of these files: the catalog says which the caller may see (404
+        naming the others) and whether they edit each one's folder (403 naming those they
+        do not); only videos and image sequences (422 naming the others). The thumbnails
+        context records the job and makes them; 202 with the job's id."""
+        try:
+            asked = ReEncodeFiles.model_validate_json(await call.request.body())
+        except ValidationError as error:
+            return error_response(
+                422,
+                "invalid_request",
+                "the body must be {file_ids: [1 to 1,000 file ids]}",
+                errors=[{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()][:20],
+            )
+        ids = [str(i) for i in dict.fromkeys(asked.file_ids)]
+        files = await self.files_by_id(call, ids)
+        if missing := sorted(set(ids) - {f["id"] for f in files}):
+            return error_response(
+                404,
+                "not_found",
+                f"these files do not exist: {', '.join(missing[:20])}",
+                missing_files=missing,
+            )
+        # The editor role on each distinct folder, asked 16 at a time.
+        folders = sorted({f["folder_id"] for f in files})
+        limit = asyncio.Semaphore(16)
+
+        async def editor_on(folder_id: str) -> httpx.Response:
+            async with limit:
+                return await self.find_folder(call, folder_id, "editor")
+
+        answers = await asyncio.gather(*(editor_on(f) for f in folders))
+        weak: list[str] = []
+        for folder_id, editor in zip(folders, answers, strict=True):
+            if editor.status_code == 403:
+                weak += [f["id"] for f in files if f["folder_id"] == folder_id]
+            elif editor.status_code != 200:
+                return self.gateway.relay(editor)
+        if weak:
+            return error_response(
+                403,
+                "forbidden",
+                f"these files need the editor role on their folder: {', '.join(sorted(weak)[:20])}",
+                role_needed="editor",
+                forbidden_files=sorted(weak),
+            )
+        others = [f for f in files if f["kind"] not in ("video", "image_sequence")]
+        if others:
+            named = ", ".join(f"{f['id']} ({f['kind']})" for f in others[:20])
+            return error_response(
+                422,
+                "not_re_encoded",
+                f"only videos and image sequences are re-encoded, not: {named}",
+                not_re_encoded=[f["id"] for f in others],
+            )
+        # What the thumbnails context knows of each file's content comes from the catalog.
+        await self.gateway.catch_up(call.request, "thumbnails", "catalog")
+        body = {
+            "files": [
+                {
+                    "id": f["id"],
+                    "kind": f["kind"],
+                    "members": (f.get("group") or {}).get("file_ids", []),
+                }
+                for f in files
+            ]
+        }
+        answer = await self.gateway.call(
+            "thumbnails", "POST", "/internal/re-encode", call.request, call.user, json=body
+        )
+        return self.gateway.relay(answer)
 
     async def with_dataset_impact(self, call: Call) -> Response:
         """A move or delete; a dry run also says which datasets would lose links: those
@@ -146,6 +231,9 @@ class Compose:
             return self.gateway.relay(found)
         file = found.json()
         source = file.get("source") or {}
+        rendition = dict(call.query()).get("rendition")
+        if rendition is not None:
+            return await self._rendition(call, file, rendition)
         if source.get("type") == "cloud":
             # Imported by reference: the bytes are in the customer's bucket. Ingest holds
             # the integration's credentials and answers a short-lived presigned URL.
@@ -167,10 +255,32 @@ class Compose:
                 status_code=307,
                 headers={"Location": presigned.json()["url"], "Cache-Control": "no-store"},
             )
+        return await self._blob(call, file["blob_key"], file["name"], file["mime_type"])
+
+    async def _rendition(self, call: Call, file: dict[str, Any], rendition: str) -> Response:
+        """A rendition of the file the caller may see (the thumbnails context made it, or
+        says why there is none), served as its content is: by range."""
+        if rendition != "web":
+            return error_response(
+                422,
+                "unknown_rendition",
+                f"no rendition {rendition!r}: `web` is the one made",
+                rendition=rendition,
+            )
+        made = await self.gateway.call(
+            "thumbnails", "GET", f"/internal/renditions/{file['id']}", call.request, call.user
+        )
+        if made.status_code != 200:
+            return self.gateway.relay(made)
+        stem = file["name"].rsplit(".", 1)[0] or "video"
+        return await self._blob(call, made.json()["blob_key"], f"{stem}.web.mp4", "video/mp4")
+
+    async def _blob(self, call: Call, key: str, name: str, mime_type: str) -> Response:
+        request = call.request
         answer = await self.gateway.call(
             "ingest",
             "GET",
-            f"/internal/blobs/{urllib.parse.quote(file['blob_key'], safe='/')}",
+            f"/internal/blobs/{urllib.parse.quote(key, safe='/')}",
             request,
             headers={k: v for k, v in request.headers.items() if k.lower() == "range"},
             stream=True,
@@ -184,14 +294,14 @@ class Compose:
             for k, v in answer.headers.items()
             if k.lower() in ("content-length", "content-range", "accept-ranges")
         }
-        quoted = urllib.parse.quote(file["name"])
+        quoted = urllib.parse.quote(name)
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quoted}"
         headers["X-Content-Type-Options"] = "nosniff"
         return StreamingResponse(
             answer.aiter_raw(),
             answer.status_code,
             headers=headers,
-            media_type=file["mime_type"],
+            media_type=mime_type,
             background=BackgroundTask(answer.aclose),
         )
 
@@ -396,6 +506,9 @@ class Compose:
 
     async def job_with_files(self, call: Call) -> Response:
         answer = await self.gateway.forward(call)
+        if answer.status_code == 404:
+            # Not ingest's: a re-encode job (the thumbnails context's), shown to its maker.
+            return await self.re_encode_job(call, answer)
         if answer.status_code != 200:
             return self.gateway.relay(answer)
         job = answer.json()
@@ -406,6 +519,16 @@ class Compose:
             if folder.status_code != 200:
                 return error_response(404, "not_found", f"job {job['id']} does not exist")
         return await self._job(call, job)
+
+    async def re_encode_job(self, call: Call, not_ingests: httpx.Response) -> Response:
+        found = await self.gateway.call(
+            "thumbnails", "GET", f"/internal/reencode-jobs/{call.values['job_id']}", call.request
+        )
+        if found.status_code != 200 or found.json()["created_by"] != (call.user or {}).get("id"):
+            return self.gateway.relay(not_ingests)
+        job = found.json()
+        job["files"] = await self.files_by_id(call, job.pop("file_ids", []))
+        return JSON(job)
 
     async def _job(self, call: Call, job: dict[str, Any]) -> Response:
         """A job as ingest has it, with the DICOM context's account and its files."""

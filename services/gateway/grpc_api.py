@@ -301,6 +301,13 @@ def _filters(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _chosen(fields: dict[str, Any]) -> dict[str, Any]:
+    """Neither list given names nothing to purge (not the whole trash: that is EmptyTrash)."""
+    if not fields.get("file_ids") and not fields.get("folder_ids"):
+        fields["file_ids"] = [","]
+    return fields
+
+
 def _schema_keys(fields: dict[str, Any]) -> dict[str, Any]:
     """Only an enum has values: proto's empty list is "none" for the other types."""
     for key in fields.get("keys", {}).values():
@@ -326,6 +333,7 @@ UNARY: dict[str, Route] = {
     "Files/BulkDelete": Route("POST", "/v1/delete"),
     "Files/ListFileDatasets": Route("GET", "/v1/files/{file_id}/datasets"),
     "Files/LookupFiles": Route("POST", "/v1/files/lookup"),
+    "Files/ReEncode": Route("POST", "/v1/files/re-encode"),
     "Files/UpdateFiles": Route("PATCH", "/v1/files"),
     "Files/GetMetadataSchema": Route("GET", "/v1/metadata-schema"),
     "Files/SetMetadataSchema": Route("PUT", "/v1/metadata-schema", ask=_schema_keys),
@@ -369,6 +377,7 @@ UNARY: dict[str, Route] = {
     "Trash/ListTrash": Route("GET", "/v1/trash"),
     "Trash/RestoreFromTrash": Route("POST", "/v1/trash/restore"),
     "Trash/EmptyTrash": Route("DELETE", "/v1/trash"),
+    "Trash/PurgeFromTrash": Route("DELETE", "/v1/trash", ask=_chosen),
 }
 
 # The streaming RPCs, each a method of `Api` of its name, and the route it stands for.
@@ -777,7 +786,10 @@ class Api:
                 )
             end = str(offset + request.length - 1) if request.HasField("length") else ""
             headers["range"] = f"bytes={offset}-{end}"
-        exchange = self.open(context, "GET", f"/v1/files/{file_id}/content", headers=headers)
+        query = {"rendition": request.rendition} if request.HasField("rendition") else None
+        exchange = self.open(
+            context, "GET", f"/v1/files/{file_id}/content", query=query, headers=headers
+        )
         try:
             status, answer = await exchange.start()
             if status >= 300 and status != 307:

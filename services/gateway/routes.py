@@ -279,7 +279,10 @@ ROUTES: tuple[Route, ...] = (
           "Other files one may see that hold the same bytes (sha256), by id",
           answer=catalog.Duplicates, errors=(422,), query=PAGE),
     Route("GET", f"/v1/files/{FI}/content", "catalog", "The file's bytes (Range works)",
-          answer=Raw(), compose="content", errors=(409, 416),
+          answer=Raw(), compose="content", errors=(409, 416), query=(
+              Query("rendition", {"type": "string", "enum": ["web"]},
+                    "`web`: its browser-playable H.264/AAC MP4 (`POST /v1/files/re-encode`);"
+                    " 404 `rendition_not_found` while there is none"),),
           also={206: "the range asked for",
                 307: "imported by reference: a short-lived presigned URL to follow"}),
     Route("GET", f"/v1/files/{FI}/thumbnail", "thumbnails", "The file's picture",
@@ -307,9 +310,13 @@ ROUTES: tuple[Route, ...] = (
           description="Needs the editor role where each was; trashed folders above come"
                       " back too. Dataset links follow (synced datasets by their sync)."),
     Route("DELETE", "/v1/trash", "catalog", "Empty the trash: what one could restore goes",
-          answer=catalog.Emptied, errors=(403,),
+          answer=catalog.Emptied, errors=(403, 422), query=(
+              Query("file_ids", {"type": "string"}, "\"Delete forever\": only these files"
+                    " (repeated or comma-separated, at most 1,000)", many=True),
+              Query("folder_ids", {"type": "string"}, "only these folders, with what was"
+                    " trashed inside them", many=True)),
           description="Purges what the caller has the editor role on where it was; what"
-                      " they only see stays. Blobs are then reclaimed."),
+                      " they only see stays (chosen or not). Blobs are then reclaimed."),
     Route("GET", "/v1/search", "catalog", "Files and folders by name, everywhere one may see",
           answer=catalog.Found, errors=(422,), strict_query=True, query=(
               *FILTERS, Query("folder_id", {"type": "string", "format": "uuid"}), *PAGE),
@@ -330,6 +337,15 @@ ROUTES: tuple[Route, ...] = (
                       " `dimension`); `retired: true` keeps a key but stops checking it,"
                       " false restores it. File metadata written afterwards is checked"
                       " (422 `metadata_type_mismatch` naming the key and the type)."),
+    Route("POST", "/v1/files/re-encode", "thumbnails",
+          "Make browser-playable renditions of up to 1,000 videos and image sequences", 202,
+          ingest.ReEncodeFiles, ingest.JobStarted, compose="re_encode",
+          errors=(403, 422), gives={"job_id": "/job_id"},
+          description="Needs the editor role on each file's folder; an unknown id, or one"
+                      " the caller may not see, is 404 naming it (`details.missing_files`);"
+                      " other kinds are 422 (`details.not_re_encoded`). The job"
+                      " (`GET /v1/jobs/{id}`) settles each file; the rendition is then"
+                      " `GET /v1/files/{id}/content?rendition=web`."),
     Route("POST", "/v1/files/lookup", "catalog", "Up to 1,000 files by id",
           body=catalog.FileLookup, answer=catalog.LookedUp, errors=(422,),
           description="Ids of no file, and of files the caller may not see, are listed in"

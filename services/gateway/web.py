@@ -2,7 +2,7 @@
 
 The app (web/, built into web/dist by `make web`) is a client of the public `/v1` API
 and nothing else. Its deep links (`/folders/<id>`, `/files/<id>`, `/datasets/<id>`,
-`/search`) answer its index page, which then reads the address. Hashed assets are
+`/search`, `/trash`) answer its index page, which then reads the address. Hashed assets are
 cached for a year; the index is revalidated each time. A precompressed `.gz` beside an
 asset (the build writes them) is sent to a browser that accepts gzip.
 """
@@ -20,7 +20,14 @@ from shared.kit.settings import Settings
 
 SOURCE_BUILD = Path(__file__).resolve().parents[2] / "web" / "dist"
 ASSET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
-APP_PATHS = ("/", "/folders/{folder_id}", "/files/{file_id}", "/datasets/{dataset_id}", "/search")
+APP_PATHS = (
+    "/",
+    "/folders/{folder_id}",
+    "/files/{file_id}",
+    "/datasets/{dataset_id}",
+    "/search",
+    "/trash",
+)
 TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 # The app loads its own scripts and styles only. Media and images may come from a

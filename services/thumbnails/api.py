@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from services.thumbnails import domain
 from services.thumbnails.handlers import Thumbnails
+from services.thumbnails.renditions import Renditions
+from shared.contracts import renditions as rendition_events
+from shared.contracts.envelope import Cause
 from shared.contracts.thumbnails import THUMBNAILED_KINDS
-from shared.kit.http import JSON, error_body
+from shared.kit import consistency
+from shared.kit.errors import not_found
+from shared.kit.http import JSON, cause, error_body
 from shared.kit.logs import log
 
 NOT_READY_RETRY_S = 2
@@ -83,5 +90,86 @@ def router(thumbnails: Thumbnails) -> APIRouter:
     return api
 
 
-def install(app: FastAPI, thumbnails: Thumbnails) -> None:
+class ToReEncode(BaseModel):
+    id: uuid.UUID
+    kind: str = Field(max_length=50)
+    # An image sequence's images, in order (the catalog's group: at most 1,000).
+    members: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+
+
+class ReEncode(BaseModel):
+    files: list[ToReEncode] = Field(min_length=1, max_length=rendition_events.MAX_FILES)
+
+
+class FileIds(BaseModel):
+    ids: list[uuid.UUID] = Field(max_length=10_000)
+
+
+def renditions_router(renditions: Renditions) -> APIRouter:
+    """Re-encoding, for the gateway once the catalog has checked the caller's rights."""
+    api = APIRouter(prefix="/internal", include_in_schema=False)
+
+    @api.post("/re-encode", status_code=202)
+    async def re_encode(body: ReEncode, caller: Annotated[Cause, Depends(cause)]) -> JSON:
+        files: list[dict[str, Any]] = [
+            {"id": str(f.id), "kind": f.kind, "members": [str(m) for m in f.members]}
+            for f in body.files
+        ]
+        job_id, position = await renditions.request(caller, files)
+        answer = JSON({"job_id": str(job_id)}, 202)
+        answer.headers[consistency.HEADER] = consistency.encode({"thumbnails": position})
+        return answer
+
+    @api.get("/renditions/{file_id}")
+    async def rendition(file_id: uuid.UUID) -> JSON:
+        row = await renditions.rendition(file_id)
+        if row is None or row["state"] in ("released",):
+            return _no_rendition(
+                file_id, "no web rendition yet: ask for one with POST /v1/files/re-encode"
+            )
+        if row["state"] == "pending":
+            return _no_rendition(file_id, "no web rendition yet: it is being made", pending=True)
+        if row["state"] == "failed":
+            return _no_rendition(
+                file_id,
+                f"no web rendition: it could not be made ({row['reason']})",
+                code=row["code"],
+            )
+        return JSON(
+            {"rendition": rendition_events.WEB, "blob_key": row["blob_key"], **row["facts"]}
+        )
+
+    @api.post("/renditions")
+    async def made(body: FileIds) -> dict[str, Any]:
+        return {"made": await renditions.made(body.ids)}
+
+    @api.get("/reencode-jobs/{job_id}")
+    async def job(job_id: uuid.UUID) -> dict[str, Any]:
+        found = await renditions.job(job_id)
+        if found is None:
+            raise not_found("job", job_id)
+        return found
+
+    return api
+
+
+def _no_rendition(
+    file_id: uuid.UUID, message: str, pending: bool = False, **details: object
+) -> JSON:
+    headers = {"Cache-Control": "no-store"}
+    if pending:
+        headers["Retry-After"] = str(NOT_READY_RETRY_S)
+    return JSON(
+        error_body(
+            "rendition_not_found",
+            f"file {file_id} has {message}",
+            {"file_id": str(file_id), **details},
+        ),
+        404,
+        headers=headers,
+    )
+
+
+def install(app: FastAPI, thumbnails: Thumbnails, renditions: Renditions) -> None:
     app.include_router(router(thumbnails))
+    app.include_router(renditions_router(renditions))

@@ -10,6 +10,9 @@ from services.thumbnails import api
 from services.thumbnails.drawing import keep_secrets_from_workers
 from services.thumbnails.handlers import LEASES, Thumbnails
 from services.thumbnails.projections import thumbnails as model
+from services.thumbnails.renditions import LEASES as RENDITION_LEASES
+from services.thumbnails.renditions import Renditions
+from services.thumbnails.renditions import model as renditions_model
 from shared.contracts import topics
 from shared.kit.blobs import open_blob_store
 from shared.kit.db import Conn
@@ -19,6 +22,7 @@ from shared.kit.settings import Settings
 
 async def _leases(conn: Conn) -> None:
     await conn.execute(LEASES)
+    await conn.execute(RENDITION_LEASES)
 
 
 def build(settings: Settings) -> FastAPI:
@@ -27,10 +31,13 @@ def build(settings: Settings) -> FastAPI:
     parts = Parts("thumbnails", settings)
     blobs = open_blob_store(settings)
     thumbnails = Thumbnails(parts, blobs)
+    renditions = Renditions(parts, blobs)
+    thumbnails.renditions = renditions
 
     async def start_work() -> None:
         parts.supervise("drawing", thumbnails.run)
         parts.supervise("sweep", lambda: thumbnails.sweep_forever(settings.blob_gc_every_s))
+        parts.supervise("re-encoding", renditions.run)
 
     runtime = Runtime(
         parts,
@@ -38,12 +45,12 @@ def build(settings: Settings) -> FastAPI:
         # Files registered and deleted (catalog); DICOM series' slices (dicom).
         consumes=(topics.CATALOG, topics.DICOM),
         reactions=Thumbnails.reactions.bound(thumbnails),
-        projections=(model,),
+        projections=(model, renditions_model),
         setups=(_leases,),
         on_start=[blobs.start, start_work],
     )
     app = create_app(runtime, "Files thumbnails")
-    api.install(app, thumbnails)
+    api.install(app, thumbnails, renditions)
     return app
 
 

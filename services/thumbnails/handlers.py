@@ -31,6 +31,7 @@ from typing import Any
 from services.thumbnails import domain, render
 from services.thumbnails.drawing import Drawing
 from services.thumbnails.projections import thumbnails as model
+from services.thumbnails.renditions import Renditions
 from shared.contracts import thumbnails as ev
 from shared.contracts.catalog import FileDeleted, FilePurged, FileUploaded
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended, SeriesReleased
@@ -101,6 +102,8 @@ class Thumbnails(Handlers):
         self.grace = timedelta(seconds=settings.blob_gc_grace_s)
         self.drawing = Drawing(settings, self.workers)
         self.policy = Policy(retry_for_s=settings.consumer_retry_for_s)
+        # Re-encoding (renditions.py): a purged file's web rendition goes with it.
+        self.renditions: Renditions | None = None
 
     # -- reactions ---------------------------------------------------------------------
 
@@ -127,9 +130,13 @@ class Thumbnails(Handlers):
     ) -> None:
         """A file in the trash keeps its pictures, for a restore: they go when the trash
         lets it go (or at once, for a deletion from before the trash)."""
-        await self.release(
-            conn, [e for e in gone if not (isinstance(e.event, FileDeleted) and e.event.trashed)]
-        )
+        let_go = [e for e in gone if not (isinstance(e.event, FileDeleted) and e.event.trashed)]
+        await self.release(conn, let_go)
+        if self.renditions is not None:
+            await self.renditions.release(
+                conn,
+                [(e.event.file_id, e) for e in let_go if not isinstance(e.event, SeriesReleased)],
+            )
 
     @staticmethod
     def _uploaded(envelope: Received[FileUploaded]) -> Wanted | None:

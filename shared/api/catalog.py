@@ -130,6 +130,11 @@ class File(Shape):
     path: list[IdName] | None = Field(
         None, description="in search hits: its folder's, from the first folder the caller may see"
     )
+    renditions: list[str] | None = Field(
+        None,
+        description="one file's answer: the renditions made of it (`web`:"
+        " `GET /v1/files/{id}/content?rendition=web`, made by `POST /v1/files/re-encode`)",
+    )
 
 
 class Duplicates(Page):

@@ -121,6 +121,14 @@ class JobStarted(Shape):
     job_id: str
 
 
+class ReEncodeFiles(Strict):
+    file_ids: list[uuid.UUID] = Field(
+        min_length=1,
+        max_length=1000,
+        description="videos and image sequences, each in a folder the caller edits",
+    )
+
+
 class JobError(Shape):
     name: str
     code: str
@@ -135,8 +143,8 @@ class Progress(Shape):
 
 class Job(Shape):
     id: str
-    kind: str = Field(examples=["upload", "dicom", "import", "session"])
-    folder_id: str
+    kind: str = Field(examples=["upload", "dicom", "import", "session", "re_encode"])
+    folder_id: str | None = Field(description="none for a re-encode job (files anywhere)")
     status: str = Field(examples=["pending", "running", "done", "failed", "expired", "cancelled"])
     progress: Progress
     files: list[File]

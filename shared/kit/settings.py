@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     thumbnail_workers: int = 0
     thumbnail_time_cap_s: float = 30.0
     thumbnail_format: Literal["webp", "jpeg"] = "webp"
+    # Re-encoding (POST /v1/files/re-encode): worker processes making web renditions,
+    # the most time one file may take, and the largest source accepted (seconds, pixels
+    # a frame) and rendition stored (bytes).
+    reencode_workers: int = 1
+    reencode_time_cap_s: float = 600.0
+    reencode_max_duration_s: float = 3 * 3600.0
+    reencode_max_pixels: int = 3840 * 2160
+    reencode_max_bytes: int = 4 * 1024**3
     # A series drawn once is drawn again from its new middle slice only after it has had
     # no new slices for this long: an upload of 2,000 slices in 10 parts then costs two
     # drawings of it, not ten.

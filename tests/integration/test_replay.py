@@ -496,6 +496,7 @@ async def test_rebuild_all_while_uploads_go_on(
         "ingest.jobs",
         "ingest.sessions",
         "thumbnails.files",
+        "thumbnails.renditions",
     }
 
     new = set(uploaded)

@@ -185,6 +185,8 @@ export type FileItem = {
   created_by: string;
   datasets: { id: string; name: string }[];
   path?: { id: string; name: string }[];
+  // One file's answer: the renditions made ("web": a browser-playable MP4).
+  renditions?: string[];
 };
 
 export type Item = Folder | FileItem;

@@ -5,6 +5,7 @@ import { FolderPage } from "./browse";
 import { FilePage } from "./viewer";
 import { DatasetPage } from "./datasets";
 import { SearchBox, SearchPage } from "./search";
+import { TrashPage } from "./trash";
 import { DialogHost } from "./dialogs";
 import { navigate, useRoute } from "./router";
 import { session } from "./store";
@@ -104,6 +105,7 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
   else if (route.page === "file") page = <FilePage key={route.id} id={route.id} />;
   else if (route.page === "dataset") page = <DatasetPage key={route.id} id={route.id} />;
   else if (route.page === "search") page = <SearchPage q={route.q} />;
+  else if (route.page === "trash") page = <TrashPage />;
   else page = <FolderPage key="home" folderId={null} />;
   const folderId = route.page === "folder" ? route.id : null;
   return (
@@ -129,6 +131,17 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
           Files
         </a>
         <SearchBox />
+        <a
+          href="/trash"
+          class="trash-link"
+          aria-current={route.page === "trash" ? "page" : undefined}
+          onClick={(e) => {
+            e.preventDefault();
+            navigate("/trash");
+          }}
+        >
+          Trash
+        </a>
         <span class="me" title={me.email}>
           {me.name}
         </span>

@@ -6,7 +6,8 @@ export type Route =
   | { page: "folder"; id: string }
   | { page: "file"; id: string }
   | { page: "dataset"; id: string }
-  | { page: "search"; q: string };
+  | { page: "search"; q: string }
+  | { page: "trash" };
 
 const UUID = "[0-9a-fA-F-]{36}";
 
@@ -18,6 +19,7 @@ export function parse(location: Location): Route {
   if (m) return { page: "file", id: m[1] };
   m = path.match(new RegExp(`^/datasets/(${UUID})/?$`));
   if (m) return { page: "dataset", id: m[1] };
+  if (path === "/trash") return { page: "trash" };
   if (path === "/search") return { page: "search", q: new URLSearchParams(location.search).get("q") ?? "" };
   return { page: "home" };
 }

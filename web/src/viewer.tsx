@@ -44,7 +44,13 @@ function Viewer({ file }: { file: FileItem }) {
       return <ImageViewer src={content(file.id)} name={file.name} />;
     case "video":
       return (
-        <video class="video" controls preload="metadata" src={content(file.id)} aria-label={`Video ${file.name}`} />
+        <video
+          class="video"
+          controls
+          preload="metadata"
+          src={(file.renditions ?? []).includes("web") ? `${content(file.id)}?rendition=web` : content(file.id)}
+          aria-label={`Video ${file.name}`}
+        />
       );
     case "audio":
       return <audio controls preload="metadata" src={content(file.id)} aria-label={`Audio ${file.name}`} />;

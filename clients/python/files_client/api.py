@@ -70,6 +70,7 @@ from files_client.models import (
     NewIntegrationBody,
     NewUser,
     NewUserBody,
+    ReEncodeBody,
     RestoreBody,
     Restored,
     RoleChangeBody,
@@ -556,9 +557,10 @@ class File(FileData, _Bound[M]):
         return (yield from transfer.download(self._session, self.model_dump(), dest, progress))
 
     @listing
-    def content(self, *, offset: int = 0) -> Feed[bytes]:
-        """Its bytes as a stream of chunks (from `offset`)."""
-        response = yield from transfer.content(self._session, self.id, offset)
+    def content(self, *, offset: int = 0, rendition: str | None = None) -> Feed[bytes]:
+        """Its bytes as a stream of chunks (from `offset`); `rendition="web"`: its web
+        rendition's (`re_encode`), NotFound while there is none."""
+        response = yield from transfer.content(self._session, self.id, offset, rendition)
         while chunk := (yield NextChunk(response)):
             yield Emit(chunk)
 
@@ -1007,6 +1009,28 @@ class Api(Bound[M]):
         """Purge what the caller could restore; the bytes are then reclaimed."""
         found = yield from json_of(self._session, Call("DELETE", "/v1/trash"))
         return Emptied.model_validate(found)
+
+    @operation
+    def purge(self, *, files: Iterable[Ref] = (), folders: Iterable[Ref] = ()) -> Op[Emptied]:
+        """ "Delete forever": these trashed files and folders (a folder with what was
+        trashed inside it) go for good; what the caller could not restore stays."""
+        params = {
+            "file_ids": ",".join(_id(f) for f in files),
+            "folder_ids": ",".join(_id(f) for f in folders),
+        }
+        found = yield from json_of(self._session, Call("DELETE", "/v1/trash", params=params))
+        return Emptied.model_validate(found)
+
+    @operation
+    def re_encode(self, files: Iterable[Ref]) -> Op[Job[M]]:
+        """Browser-playable H.264/AAC MP4 renditions of videos and image sequences (up
+        to 1,000 a call; the editor role on each one's folder): the job, to `wait` on.
+        `File.content(rendition="web")` then reads one."""
+        body = ReEncodeBody(file_ids=[_id(f) for f in files])
+        started = yield from json_of(
+            self._session, Call("POST", "/v1/files/re-encode", json=body.as_json())
+        )
+        return (yield from type(self).get_job.fn(self, started["job_id"]))
 
     @listing
     def search(

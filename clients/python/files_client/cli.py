@@ -40,6 +40,7 @@ VERBS = (
     "rm",
     "duplicates",
     "trash",
+    "reencode",
     "download",
     "datasets",
     "share",
@@ -504,6 +505,17 @@ def trash(args: argparse.Namespace) -> int:
             print(f"purged {done.purged_folders} folder(s) and {done.purged_files} file(s)")
             return 0
         listed = list(c.trash())
+        if args.action == "purge":
+            types = {i.id: i.type for i in listed}
+            unknown = [i for i in args.ids if i not in types]
+            if unknown or not args.ids:
+                raise Usage(f"not in the trash: {', '.join(unknown) or 'give ids'}")
+            gone = c.purge(
+                files=[i for i in args.ids if types[i] == "file"],
+                folders=[i for i in args.ids if types[i] == "folder"],
+            )
+            print(f"purged {gone.purged_folders} folder(s) and {gone.purged_files} file(s)")
+            return 0
         if args.action == "restore":
             types = {i.id: i.type for i in listed}
             unknown = [i for i in args.ids if i not in types]
@@ -677,6 +689,26 @@ def jobs(args: argparse.Namespace) -> int:
         return 0 if done.status == ("cancelled" if args.action == "cancel" else "done") else 1
 
 
+def reencode(args: argparse.Namespace) -> int:
+    with _client() as c:
+        files = []
+        for ref in args.paths:
+            found = c.get_file(ref) if _looks_like_id(ref) else c.resolve(ref)
+            if not isinstance(found, File):
+                raise Usage(f"{ref} is a folder: name videos or image sequences")
+            files.append(found)
+        job = c.re_encode(files)
+        done = _watch(job, "re-encode") if args.wait else job
+        if args.json:
+            _json_line(done)
+        else:
+            p = done.progress
+            print(f"job {done.id}: {done.status}, {p.done}/{p.total}")
+        for e in done.errors:
+            print(f"files reencode: {e.name}: {e.code}: {e.message}", file=sys.stderr)
+        return 0 if done.status in ("done", "running") and not done.errors else 1
+
+
 def history(args: argparse.Namespace) -> int:
     with _client() as c:
         subjects: list[str] = []
@@ -722,6 +754,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "rm": rm,
     "duplicates": duplicates,
     "trash": trash,
+    "reencode": reencode,
     "download": download,
     "datasets": datasets,
     "share": share,
@@ -853,11 +886,23 @@ def register(commands: Any) -> None:
         "list the trash, restore from it, empty it",
         "What rm deleted stays in the trash (FILES_TRASH_DAYS, 30 by default). `files"
         " trash` lists it; `files trash restore ID...` puts items back where they were,"
-        " with their dataset links; `files trash empty` purges what you could restore.",
+        " with their dataset links; `files trash purge ID...` deletes those forever;"
+        " `files trash empty` purges all you could restore.",
     )
-    p.add_argument("action", nargs="?", default="ls", choices=["ls", "restore", "empty"])
-    p.add_argument("ids", nargs="*", metavar="ID", help="restore: the trash's item ids")
+    p.add_argument("action", nargs="?", default="ls", choices=["ls", "restore", "purge", "empty"])
+    p.add_argument("ids", nargs="*", metavar="ID", help="restore, purge: the trash's item ids")
     p.add_argument("--json", action="store_true", help="ls: one JSON object per line")
+
+    p = verb(
+        "reencode",
+        "make browser-playable (H.264/AAC MP4) renditions of videos and image sequences",
+        "Start a job making each file's web rendition beside it (the editor role on its"
+        " folder); with --wait, follow it to its end. `GET /v1/files/{id}/content"
+        "?rendition=web` serves one.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="file paths or ids")
+    p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    p.add_argument("--json", action="store_true", help="the job as one JSON object")
 
     p = verb(
         "download",

@@ -117,6 +117,8 @@ class FileData(Data):
     duplicates: int | None = None
     # In search hits: the folder's path, from the first folder the caller may see.
     path: list[PathEntry] | None = None
+    # One file's answer: the renditions made of it ("web": `re_encode`).
+    renditions: list[str] | None = None
 
 
 class DatasetData(Data):
@@ -372,6 +374,10 @@ class DeleteBody(Body):
     dry_run: bool | None = None
 
 
+class ReEncodeBody(Body):
+    file_ids: list[str]
+
+
 class RestoreBody(Body):
     file_ids: list[str] = Field(default_factory=list)
     folder_ids: list[str] = Field(default_factory=list)
@@ -513,6 +519,7 @@ ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[Base
     ("GET", "/v1/trash", None, Page),
     ("POST", "/v1/trash/restore", RestoreBody, Restored),
     ("DELETE", "/v1/trash", None, Emptied),
+    ("POST", "/v1/files/re-encode", ReEncodeBody, JobStarted),
     ("GET", "/v1/search", None, Page),
     ("POST", "/v1/datasets", NewDatasetBody, DatasetData),
     ("GET", "/v1/datasets", None, Page),

@@ -337,11 +337,15 @@ def sha256_of(path: Path) -> str:
 # -- downloads -------------------------------------------------------------------------
 
 
-def content(session: Session, file_id: str, offset: int = 0) -> Op[httpx.Response]:
+def content(
+    session: Session, file_id: str, offset: int = 0, rendition: str | None = None
+) -> Op[httpx.Response]:
     """The streamed answer of a file's content (following a redirect to a bucket)."""
     headers = {"Range": f"bytes={offset}-"} if offset else {}
+    params = {"rendition": rendition} if rendition else None
     response = yield from exchange(
-        session, Call("GET", f"/v1/files/{file_id}/content", headers=headers, stream=True)
+        session,
+        Call("GET", f"/v1/files/{file_id}/content", headers=headers, params=params, stream=True),
     )
     if response.status_code in (301, 302, 303, 307, 308):
         location = response.headers["location"]

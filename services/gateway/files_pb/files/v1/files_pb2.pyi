@@ -115,7 +115,7 @@ class DatasetRef(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class File(_message.Message):
-    __slots__ = ("id", "name", "kind", "folder_id", "size", "sha256", "mime_type", "media", "dicom", "group", "source", "metadata", "created_at", "created_by", "datasets", "my_role", "path", "description", "duplicates")
+    __slots__ = ("id", "name", "kind", "folder_id", "size", "sha256", "mime_type", "media", "dicom", "group", "source", "metadata", "created_at", "created_by", "datasets", "my_role", "path", "description", "duplicates", "renditions")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class File(_message.Message):
     PATH_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    RENDITIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     kind: str
@@ -154,7 +155,8 @@ class File(_message.Message):
     path: _containers.RepeatedCompositeFieldContainer[PathEntry]
     description: str
     duplicates: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., mime_type: _Optional[str] = ..., media: _Optional[_Union[Media, _Mapping]] = ..., dicom: _Optional[_Union[Dicom, _Mapping]] = ..., group: _Optional[_Union[Group, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., my_role: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ..., description: _Optional[str] = ..., duplicates: _Optional[int] = ...) -> None: ...
+    renditions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., mime_type: _Optional[str] = ..., media: _Optional[_Union[Media, _Mapping]] = ..., dicom: _Optional[_Union[Dicom, _Mapping]] = ..., group: _Optional[_Union[Group, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., my_role: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ..., description: _Optional[str] = ..., duplicates: _Optional[int] = ..., renditions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("folder", "file")
@@ -297,6 +299,12 @@ class DeleteFolderRequest(_message.Message):
     FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
     folder_id: str
     def __init__(self, folder_id: _Optional[str] = ...) -> None: ...
+
+class ReEncodeRequest(_message.Message):
+    __slots__ = ("file_ids",)
+    FILE_IDS_FIELD_NUMBER: _ClassVar[int]
+    file_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, file_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateFileRequest(_message.Message):
     __slots__ = ("file_id", "name", "metadata", "description")
@@ -555,14 +563,16 @@ class UploadResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., files: _Optional[_Iterable[_Union[File, _Mapping]]] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
-    __slots__ = ("file_id", "offset", "length")
+    __slots__ = ("file_id", "offset", "length", "rendition")
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    RENDITION_FIELD_NUMBER: _ClassVar[int]
     file_id: str
     offset: int
     length: int
-    def __init__(self, file_id: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    rendition: str
+    def __init__(self, file_id: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., rendition: _Optional[str] = ...) -> None: ...
 
 class DownloadHeader(_message.Message):
     __slots__ = ("name", "mime_type", "size", "offset", "length", "redirect_url")
@@ -1160,6 +1170,14 @@ class ListDuplicatesRequest(_message.Message):
     cursor: str
     limit: int
     def __init__(self, file_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class PurgeFromTrashRequest(_message.Message):
+    __slots__ = ("file_ids", "folder_ids")
+    FILE_IDS_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    file_ids: _containers.RepeatedScalarFieldContainer[str]
+    folder_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, file_ids: _Optional[_Iterable[str]] = ..., folder_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListTrashRequest(_message.Message):
     __slots__ = ("cursor", "limit")

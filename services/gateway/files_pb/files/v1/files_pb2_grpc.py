@@ -464,6 +464,11 @@ class FilesStub:
                 request_serializer=files_dot_v1_dot_files__pb2.UploadRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.JobRef.FromString,
                 _registered_method=True)
+        self.ReEncode = channel.unary_unary(
+                '/files.v1.Files/ReEncode',
+                request_serializer=files_dot_v1_dot_files__pb2.ReEncodeRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.JobRef.FromString,
+                _registered_method=True)
 
 
 class FilesServicer:
@@ -594,6 +599,15 @@ class FilesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReEncode(self, request, context):
+        """POST /v1/files/re-encode: browser-playable H.264/AAC MP4 renditions of up to 1,000
+        videos and image sequences (editor role on each one's folder), made by a job;
+        Download with rendition "web" fetches one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FilesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -680,6 +694,11 @@ def add_FilesServicer_to_server(servicer, server):
             'UploadDicom': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadDicom,
                     request_deserializer=files_dot_v1_dot_files__pb2.UploadRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.JobRef.SerializeToString,
+            ),
+            'ReEncode': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReEncode,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ReEncodeRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.JobRef.SerializeToString,
             ),
     }
@@ -1143,6 +1162,33 @@ class Files:
             target,
             '/files.v1.Files/UploadDicom',
             files_dot_v1_dot_files__pb2.UploadRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReEncode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Files/ReEncode',
+            files_dot_v1_dot_files__pb2.ReEncodeRequest.SerializeToString,
             files_dot_v1_dot_files__pb2.JobRef.FromString,
             options,
             channel_credentials,
@@ -3035,6 +3081,11 @@ class TrashStub:
                 request_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.Emptied.FromString,
                 _registered_method=True)
+        self.PurgeFromTrash = channel.unary_unary(
+                '/files.v1.Trash/PurgeFromTrash',
+                request_serializer=files_dot_v1_dot_files__pb2.PurgeFromTrashRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Emptied.FromString,
+                _registered_method=True)
 
 
 class TrashServicer:
@@ -3062,6 +3113,14 @@ class TrashServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PurgeFromTrash(self, request, context):
+        """DELETE /v1/trash?file_ids=&folder_ids=: "Delete forever" for these only (a folder
+        with what was trashed inside it); what the caller could not restore stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrashServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -3078,6 +3137,11 @@ def add_TrashServicer_to_server(servicer, server):
             'EmptyTrash': grpc.unary_unary_rpc_method_handler(
                     servicer.EmptyTrash,
                     request_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Emptied.SerializeToString,
+            ),
+            'PurgeFromTrash': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeFromTrash,
+                    request_deserializer=files_dot_v1_dot_files__pb2.PurgeFromTrashRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.Emptied.SerializeToString,
             ),
     }
@@ -3162,6 +3226,33 @@ class Trash:
             target,
             '/files.v1.Trash/EmptyTrash',
             files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            files_dot_v1_dot_files__pb2.Emptied.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeFromTrash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Trash/PurgeFromTrash',
+            files_dot_v1_dot_files__pb2.PurgeFromTrashRequest.SerializeToString,
             files_dot_v1_dot_files__pb2.Emptied.FromString,
             options,
             channel_credentials,

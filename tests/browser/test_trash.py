@@ -1,0 +1,57 @@
+"""The Trash view: a file deleted in its folder shows in the trash; "Restore" puts it
+back in its folder; "Delete forever" purges only the item chosen."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import items, make_folder, unique, upload
+from tests.e2e.support import text
+
+
+def test_delete_see_in_trash_restore_and_delete_forever(signed_in: Page, api: httpx.Client) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("trash-ui"))
+    kept, doomed = unique("kept") + ".txt", unique("doomed") + ".txt"
+    upload(api, folder["id"], (kept, text("kept\n")), (doomed, text("doomed\n")))
+
+    # Deleted in its folder, as a person does.
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    for name in (kept, doomed):
+        page.get_by_role("row", name=name).click(button="right")
+        page.get_by_role("menu", name=f"Actions for {name}").get_by_role(
+            "menuitem", name="Delete"
+        ).click()
+        page.get_by_role("dialog", name="Delete").get_by_role("button", name="Delete").click()
+        expect(page.get_by_role("row", name=name)).to_be_hidden()
+    assert items(api, folder["id"]) == []
+
+    # Both are in the trash.
+    page.get_by_role("link", name="Trash", exact=True).click()
+    trash = page.get_by_role("region", name="Trash")
+    expect(trash.get_by_role("row", name=kept)).to_be_visible()
+    expect(trash.get_by_role("row", name=doomed)).to_be_visible()
+
+    # Restore one: it leaves the trash and is back in its folder.
+    trash.get_by_role("checkbox", name=f"Choose {kept}").check()
+    expect(trash.get_by_text("1 selected")).to_be_visible()
+    trash.get_by_role("button", name="Restore").click()
+    expect(trash.get_by_role("row", name=kept)).to_be_hidden()
+    expect(trash.get_by_role("row", name=doomed)).to_be_visible()
+
+    # Delete the other forever (confirmed first): gone from the trash for good.
+    trash.get_by_role("checkbox", name=f"Choose {doomed}").check()
+    trash.get_by_role("button", name="Delete forever").click()
+    trash.get_by_role("alertdialog", name="Confirm").get_by_role(
+        "button", name="Delete forever"
+    ).click()
+    expect(trash.get_by_role("row", name=doomed)).to_be_hidden()
+    listed = api.get("/v1/trash", params={"limit": 1000}).json()["items"]
+    assert doomed not in {i["name"] for i in listed}
+
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    expect(page.get_by_role("row", name=kept)).to_be_visible()
+    assert [i["name"] for i in items(api, folder["id"])] == [kept]

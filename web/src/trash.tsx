@@ -1,0 +1,150 @@
+// The trash: what a delete keeps (FILES_TRASH_DAYS), with "Restore" and "Delete forever"
+// for the items chosen, and "Empty trash" for all the caller could restore.
+import { useEffect, useState } from "preact/hooks";
+import { all, call, del, post } from "./api";
+import { bytes, date, kindLabel } from "./format";
+import { changed, useVersion } from "./store";
+import { ErrorText, notify } from "./ui";
+
+type TrashItem = {
+  type: "file" | "folder";
+  id: string;
+  name: string;
+  kind?: string;
+  size?: number;
+  files?: number;
+  deleted_at: string;
+  purge_at: string;
+};
+
+type Confirming = "purge" | "empty" | null;
+
+export function TrashPage() {
+  const version = useVersion();
+  const [items, setItems] = useState<TrashItem[] | null>(null);
+  const [chosen, setChosen] = useState<Set<string>>(new Set());
+  const [confirming, setConfirming] = useState<Confirming>(null);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    const stop = new AbortController();
+    all<TrashItem>("/v1/trash", {}, undefined, stop.signal)
+      .then((found) => {
+        setItems(found);
+        setChosen((was) => new Set([...was].filter((id) => found.some((i) => i.id === id))));
+      })
+      .catch((e) => !stop.signal.aborted && setError(e));
+    return () => stop.abort();
+  }, [version]);
+
+  const picked = (items ?? []).filter((i) => chosen.has(i.id));
+  const ids = (type: string) => picked.filter((i) => i.type === type).map((i) => i.id);
+  const toggle = (id: string) => {
+    const next = new Set(chosen);
+    if (next.has(id)) next.delete(id);
+    else next.add(id);
+    setChosen(next);
+  };
+  const act = async (work: () => Promise<string>) => {
+    setBusy(true);
+    setError(null);
+    try {
+      notify(await work());
+      setChosen(new Set());
+      setConfirming(null);
+      changed();
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const restore = () =>
+    act(async () => {
+      const done = await post("/v1/trash/restore", { file_ids: ids("file"), folder_ids: ids("folder") });
+      return `Restored ${done.restored_files} files and ${done.restored_folders} folders`;
+    });
+  const purge = () =>
+    act(async () => {
+      const q = new URLSearchParams({ file_ids: ids("file").join(","), folder_ids: ids("folder").join(",") });
+      const done = await call("DELETE", `/v1/trash?${q}`);
+      return `Deleted forever ${done.purged_files} files and ${done.purged_folders} folders`;
+    });
+  const empty = () =>
+    act(async () => {
+      const done = await del("/v1/trash");
+      return `Trash emptied: ${done.purged_files} files and ${done.purged_folders} folders`;
+    });
+
+  return (
+    <section class="trash-page" aria-label="Trash">
+      <h1 class="title">Trash</h1>
+      <p class="muted">Deleted files and folders stay here for a while, then go for good.</p>
+      <div class="toolbar" role="toolbar" aria-label="Trash actions">
+        <span>{picked.length} selected</span>
+        <button type="button" disabled={busy || !picked.length} onClick={restore}>
+          Restore
+        </button>
+        <button type="button" disabled={busy || !picked.length} onClick={() => setConfirming("purge")}>
+          Delete forever
+        </button>
+        <button type="button" disabled={busy || !items?.length} onClick={() => setConfirming("empty")}>
+          Empty trash
+        </button>
+      </div>
+      {confirming && (
+        <div role="alertdialog" aria-label="Confirm" class="confirm">
+          <p>
+            {confirming === "purge"
+              ? `Delete ${picked.length} item(s) forever? This cannot be undone.`
+              : "Delete everything you could restore forever? This cannot be undone."}
+          </p>
+          <button type="button" class="danger" disabled={busy} onClick={confirming === "purge" ? purge : empty}>
+            {confirming === "purge" ? "Delete forever" : "Empty trash"}
+          </button>
+          <button type="button" onClick={() => setConfirming(null)}>
+            Cancel
+          </button>
+        </div>
+      )}
+      <ErrorText error={error} />
+      {items === null && !error && <p class="muted">Loading…</p>}
+      {items && !items.length && <p class="muted">The trash is empty.</p>}
+      {items && items.length > 0 && (
+        <table class="trash-items">
+          <thead>
+            <tr>
+              <th scope="col">
+                <span class="visually-hidden">Chosen</span>
+              </th>
+              <th scope="col">Name</th>
+              <th scope="col">Kind</th>
+              <th scope="col">Size</th>
+              <th scope="col">Deleted</th>
+              <th scope="col">Goes for good</th>
+            </tr>
+          </thead>
+          <tbody>
+            {items.map((i) => (
+              <tr key={i.id} aria-label={i.name} aria-selected={chosen.has(i.id)}>
+                <td>
+                  <input
+                    type="checkbox"
+                    aria-label={`Choose ${i.name}`}
+                    checked={chosen.has(i.id)}
+                    onChange={() => toggle(i.id)}
+                  />
+                </td>
+                <td>{i.name}</td>
+                <td>{i.type === "folder" ? `Folder (${i.files ?? 0} files)` : kindLabel(i.kind ?? "")}</td>
+                <td>{bytes(i.size)}</td>
+                <td>{date(i.deleted_at)}</td>
+                <td>{date(i.purge_at)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
