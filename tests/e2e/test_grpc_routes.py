@@ -39,6 +39,8 @@ COMPOSED = {
 EXCLUDED = {
     ("POST", "/v1/sessions"): "the web app's sign-in: a cookie session, for browsers",
     ("DELETE", "/v1/sessions"): "the web app's sign-out",
+    ("POST", "/v1/integrations/{}/events"): "a bucket's webhook (S3 via SNS, MinIO): buckets"
+    " speak HTTP, authenticated by the integration's events token",
 }
 
 
