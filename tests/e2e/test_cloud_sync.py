@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
+from files_client import Client
 from minio import Minio
 
 from tests.cloud_fixtures import MotoS3
-from tests.conftest import eventually
+from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import error, items, multipart, png, text, unique
+from tests.e2e.test_cli import FILES
 from tests.e2e.test_imports import put, register
 
 
-async def synced_folder(
-    api: httpx.AsyncClient, integration_id: str, prefix: str
-) -> dict[str, Any]:
+async def synced_folder(api: httpx.AsyncClient, integration_id: str, prefix: str) -> dict[str, Any]:
     answer = await api.post(
         "/v1/folders",
         json={
@@ -195,8 +198,12 @@ async def test_a_bucket_notification_makes_a_new_object_visible(
         assert good.json()["records"] == 1 and len(good.json()["job_ids"]) == 1
         # MinIO's webhook target: its auth_token as the header, the records at the top.
         minio = await anyone.post(
-            route, json={"EventName": "s3:ObjectCreated:Put", "Key": f"{BUCKET}/{key}",
-                         "Records": [record]},
+            route,
+            json={
+                "EventName": "s3:ObjectCreated:Put",
+                "Key": f"{BUCKET}/{key}",
+                "Records": [record],
+            },
             headers={"Authorization": token},
         )
         assert minio.status_code == 202, minio.text
@@ -256,3 +263,46 @@ async def test_integrations_listed_rotated_and_kept_while_used(
         json={"name": unique("bad"), "cloud_sync": {"integration_id": "nope", "prefix": ""}},
     )
     assert bad.status_code in (400, 422), bad.text
+
+
+def test_the_client_and_cli_make_and_sync_a_synced_folder(
+    platform: Any, moto: MotoS3, bucket: Minio, tmp_path: Path
+) -> None:
+    prefix = f"{unique('cli')}/"
+    put(bucket, f"{prefix}one.png", png(4, 4))
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        made = c.create_integration(
+            unique("cli"),
+            bucket=BUCKET,
+            access_key=moto.access_key,
+            secret_key=moto.secret_key,
+            endpoint=moto.endpoint,
+            region="us-east-1",
+        )
+        assert made.events_token
+        name = unique("clisync")
+        folder = c.create_synced_folder(name, integration=made, prefix=prefix)
+        assert folder.cloud_sync and folder.sync_job_id
+        c.wait_for_job(folder.sync_job_id, timeout=30)
+        put(bucket, f"{prefix}two.png", png(3, 3))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("FILES_")},
+            "FILES_URL": platform.gateway_url,
+            "FILES_API_KEY": ADMIN_KEY,
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "XDG_STATE_HOME": str(tmp_path / "state"),
+        }
+        done = subprocess.run(
+            [FILES, "sync", name], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        assert "1 new file(s)" in done.stdout
+        listed = subprocess.run(
+            [FILES, "integrations", "ls"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert listed.returncode == 0 and made.id in listed.stdout, listed
+        assert moto.secret_key not in listed.stdout
+        rotated = c.rotate_integration(made, events_token=True)
+        assert rotated.events_token and rotated.events_token != made.events_token
+        names = {f.name for f in folder.items()}
+        assert {"one.png", "two.png"} <= names

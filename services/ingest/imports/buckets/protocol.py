@@ -9,7 +9,7 @@ which an import never reads.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_plus
 from xml.etree import ElementTree
 
@@ -42,7 +42,7 @@ class Page:
     # The next page's continuation token; None after the last page.
     following: str | None
     # The same objects with their ETag, size and last-modified (what a sync compares).
-    entries: list[Listed] | None = None
+    entries: list[Listed] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
