@@ -106,6 +106,12 @@ class Folder(Shape):
     created_at: str
     created_by: str
     my_role: Role | None
+    cloud_sync: dict[str, Any] | None = Field(
+        None,
+        description="in the answer that made a cloud-synced folder: {integration_id, prefix,"
+        " sync_interval_s}",
+    )
+    sync_job_id: str | None = Field(None, description="with `cloud_sync`: its first sync's job")
 
 
 class LinkedDataset(IdName):

@@ -25,10 +25,10 @@ from services.ingest.imports.domain import integrations as rules
 from services.ingest.imports.domain import jobs as domain
 from services.ingest.imports.domain import requests
 from services.ingest.imports.domain.endpoints import EndpointRule
+from services.ingest.imports.domain.sync import new_token
 from services.ingest.imports.egress import Caps, Egress
 from services.ingest.imports.projections import integrations
 from services.ingest.imports.runner import Runner
-from services.ingest.imports.sync import new_token
 from services.ingest.jobs.projections import jobs
 from services.ingest.metadata.domain import check_metadata
 from services.ingest.metadata.schema import current as current_schema

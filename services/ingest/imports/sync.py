@@ -14,26 +14,36 @@ Any process may die: each batch is one transaction under the folder's advisory l
 and what it decided is checked again there against what is known (by key and ETag),
 so a job resumed, re-run or racing another sync of the same folder applies nothing
 twice. A notification syncs only the keys it names (a listing of each key as prefix).
+
+It runs over 500 lines because a sync's steps (list, compare, read, record, tombstone)
+and what starts one (a request, the schedule, a notification, a restart) share its
+state and its lock; the pure rules are in domain/sync.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import unquote_plus
+from typing import Any, TypeVar
 
-import orjson
+import asyncpg
 
 from services.ingest.imports.buckets.port import BucketReader, CloudProblem, Listed, Read
 from services.ingest.imports.domain import integrations as integration_rules
 from services.ingest.imports.domain import jobs as imports
 from services.ingest.imports.domain.requests import Rejection
+from services.ingest.imports.domain.sync import (
+    SyncConfig,
+    notified_keys,
+    parse_cloud_sync,
+    relative,
+    subfolder_id,
+    token_sha256,
+)
 from services.ingest.imports.projections import synced
 from services.ingest.jobs.projections import jobs
 from services.ingest.media import kinds
@@ -47,80 +57,15 @@ from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.logs import log
 from shared.kit.service import Handlers, Parts
 
+_T = TypeVar("_T")
 # Objects compared (and read, when they changed) per transaction of events.
 BATCH = 200
 # Objects read at the same time.
 READERS = 16
-# Records one notification may carry (S3 sends one; MinIO and SQS batches, a few).
-MAX_RECORDS = 1000
-MAX_PREFIX_BYTES = 1024
-SUBFOLDERS = uuid.UUID("6b3c1f0e-2d4a-4e59-9a51-0c1d7f3e8a21")
-
-
-def subfolder_id(root: uuid.UUID, path: str) -> uuid.UUID:
-    """The subfolder a key path names below a synced folder: the same on every run."""
-    return uuid.uuid5(SUBFOLDERS, f"{root}/{path}")
 
 
 def _system(actor: str) -> Cause:
     return Cause(actor=actor, correlation_id=str(uuid.uuid4()))
-
-
-def token_sha256(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> tuple[str, str]:
-    """A notification token and its SHA-256 (the one kept)."""
-    token = "fst_" + secrets.token_urlsafe(32)
-    return token, token_sha256(token)
-
-
-@dataclass(frozen=True)
-class SyncConfig:
-    folder_id: uuid.UUID
-    integration_id: uuid.UUID
-    prefix: str
-    sync_interval_s: int | None
-
-
-def parse_cloud_sync(body: object) -> tuple[uuid.UUID, str, int | None]:
-    """`cloud_sync: {integration_id, prefix, sync_interval_s?}`, or 422 naming the field."""
-    problems: list[dict[str, str]] = []
-    if not isinstance(body, dict):
-        raise Refused(422, "invalid_request", "cloud_sync must be an object")
-    unknown = set(body) - {"integration_id", "prefix", "sync_interval_s"}
-    problems += [
-        {"field": f"cloud_sync.{f}", "problem": "is not a field of cloud_sync"} for f in unknown
-    ]
-    integration_id: uuid.UUID | None = None
-    try:
-        integration_id = uuid.UUID(str(body.get("integration_id")))
-    except ValueError:
-        problems.append({"field": "cloud_sync.integration_id", "problem": "must be an id"})
-    prefix = body.get("prefix", "")
-    if not isinstance(prefix, str) or len(prefix.encode()) > MAX_PREFIX_BYTES:
-        problems.append(
-            {"field": "cloud_sync.prefix", "problem": f"must be at most {MAX_PREFIX_BYTES} bytes"}
-        )
-    interval = body.get("sync_interval_s")
-    if interval is not None and (type(interval) is not int or not 60 <= interval <= 7 * 24 * 3600):
-        problems.append(
-            {"field": "cloud_sync.sync_interval_s", "problem": "must be 60 to 604800 seconds"}
-        )
-    if problems or integration_id is None:
-        raise Refused(
-            422,
-            "invalid_request",
-            "; ".join(f"{p['field']} {p['problem']}" for p in problems),
-            {"problems": problems},
-        )
-    return integration_id, str(prefix), interval
-
-
-def _relative(prefix: str, key: str) -> list[str]:
-    """The parts of a key below the prefix: subfolders, then the file's name."""
-    return [p for p in key[len(prefix) :].split("/") if p]
 
 
 @dataclass
@@ -130,49 +75,6 @@ class _Decision:
     what: str
     file_id: uuid.UUID
     read: Read | Exception | None = None
-
-
-def notified_keys(body: object) -> list[tuple[str, str]]:
-    """(bucket, key) of each record of an S3 event notification: S3's own JSON (sent
-    through SNS, whose `Message` holds it, or SQS to HTTP), or MinIO's webhook target's
-    (`Records`, with `Key` `bucket/key` at the top). 422 when it is neither."""
-    if isinstance(body, dict) and body.get("Type") == "SubscriptionConfirmation":
-        raise Refused(
-            422, "subscription_confirmation", "confirm the SNS subscription at its SubscribeURL"
-        )
-    if isinstance(body, dict) and isinstance(body.get("Message"), str):
-        try:
-            body = orjson.loads(body["Message"])
-        except orjson.JSONDecodeError:
-            raise Refused(422, "invalid_notification", "Message is not JSON") from None
-    records = body.get("Records") if isinstance(body, dict) else None
-    if isinstance(body, dict) and body.get("Event") == "s3:TestEvent":
-        return []
-    if not isinstance(records, list):
-        raise Refused(
-            422, "invalid_notification", "not an S3 event notification: it has no Records"
-        )
-    if len(records) > MAX_RECORDS:
-        raise Refused(
-            413,
-            "too_many_records",
-            f"at most {MAX_RECORDS} records a notification",
-            {"limit": MAX_RECORDS},
-        )
-    found: list[tuple[str, str]] = []
-    for i, record in enumerate(records):
-        s3 = record.get("s3") if isinstance(record, dict) else None
-        bucket = ((s3 or {}).get("bucket") or {}).get("name")
-        key = ((s3 or {}).get("object") or {}).get("key")
-        if not isinstance(bucket, str) or not isinstance(key, str) or not key:
-            raise Refused(
-                422,
-                "invalid_notification",
-                f"Records[{i}] names no s3.bucket.name and s3.object.key",
-            )
-        # S3 sends keys URL-encoded (spaces as '+').
-        found.append((bucket, unquote_plus(key)))
-    return found
 
 
 class Syncs(Handlers):
@@ -319,9 +221,13 @@ class Syncs(Handlers):
             )
         ]
         envelopes = envelopes_of(changes, cause)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await jobs.apply(conn, envelopes)
-            position = await self.store.append(conn, envelopes)
+
+        async def record() -> int:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await jobs.apply(conn, envelopes)
+                return await self.store.append(conn, envelopes)
+
+        position = await _again(record)
         self._spawn(job_id, config, 1, Cause.of(envelopes[0]), keys)
         return {"job_id": str(job_id)}, position
 
@@ -521,37 +427,41 @@ class Syncs(Handlers):
                     d.read = error
 
         await asyncio.gather(*(read(d) for d in decisions))
-        async with self.pool.acquire() as conn, conn.transaction():
-            # One sync of a folder decides at a time: what another recorded meanwhile
-            # is seen here, and not recorded again.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{root}")
-            again = self._decide(
-                [d.listed for d in decisions],
-                await self._known(conn, root, [d.listed.key for d in decisions]),
-            )
-            still = {(d.listed.key, d.listed.etag) for d in again}
-            made = {
-                r["folder_id"]
-                for r in await conn.fetch(
-                    "SELECT folder_id FROM ingest.synced_subfolders WHERE root_folder_id = $1",
-                    root,
+
+        async def write() -> int:
+            async with self.pool.acquire() as conn, conn.transaction():
+                # One sync of a folder decides at a time: what another recorded
+                # meanwhile is seen here, and not recorded again.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{root}")
+                again = self._decide(
+                    [d.listed for d in decisions],
+                    await self._known(conn, root, [d.listed.key for d in decisions]),
                 )
-            }
-            events = self._events(
-                state,
-                config,
-                [d for d in decisions if (d.listed.key, d.listed.etag) in still],
-                made,
-            )
-            if not events:
-                return
-            envelopes = envelopes_of(
-                appended(ev.job_stream(state.job_id), events, after=state.version), cause
-            )
-            await jobs.apply(conn, envelopes)
-            await synced.apply(conn, envelopes)
-            await self.store.append(conn, envelopes)
-        state.version += len(envelopes)
+                still = {(d.listed.key, d.listed.etag) for d in again}
+                made = {
+                    r["folder_id"]
+                    for r in await conn.fetch(
+                        "SELECT folder_id FROM ingest.synced_subfolders WHERE root_folder_id = $1",
+                        root,
+                    )
+                }
+                events = self._events(
+                    state,
+                    config,
+                    [d for d in decisions if (d.listed.key, d.listed.etag) in still],
+                    made,
+                )
+                if not events:
+                    return 0
+                envelopes = envelopes_of(
+                    appended(ev.job_stream(state.job_id), events, after=state.version), cause
+                )
+                await jobs.apply(conn, envelopes)
+                await synced.apply(conn, envelopes)
+                await self.store.append(conn, envelopes)
+                return len(envelopes)
+
+        state.version += await _again(write)
 
     def _events(
         self, state: _Job, config: SyncConfig, decisions: Sequence[_Decision], made: set[uuid.UUID]
@@ -563,7 +473,7 @@ class Syncs(Handlers):
             events.append(ev.ImportObjectsListed(job_id=job_id, count=len(new)))
         for d in decisions:
             key = d.listed.key
-            parts = _relative(config.prefix, key)
+            parts = relative(config.prefix, key)
             read = d.read
             problem = self._problem(key, parts, read)
             if problem is not None:
@@ -718,6 +628,16 @@ class Syncs(Handlers):
             if keys is not None or len(rows) < 5000:
                 return
             after = rows[-1]["key"]
+
+
+async def _again(write: Callable[[], Awaitable[_T]]) -> _T:
+    """A transaction PostgreSQL aborted as a deadlock written again (it wrote nothing)."""
+    for _ in range(4):
+        try:
+            return await write()
+        except asyncpg.DeadlockDetectedError:
+            log.warning("sync.deadlock_retried")
+    return await write()
 
 
 @dataclass
