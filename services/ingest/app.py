@@ -51,7 +51,9 @@ def build(settings: Settings) -> FastAPI:
     syncs = Syncs(parts, integrations)
     cancelling = Cancelling(parts, sessions, imports.stop)
     react = Bound.joined(
-        Collector.reactions.bound(collector), SchemaMirror.reactions.bound(SchemaMirror(parts))
+        Collector.reactions.bound(collector),
+        SchemaMirror.reactions.bound(SchemaMirror(parts)),
+        Syncs.reactions.bound(syncs),
     )
 
     async def sweep() -> None:
@@ -64,8 +66,9 @@ def build(settings: Settings) -> FastAPI:
     runtime = Runtime(
         parts,
         publishes=topics.INGEST,
-        # The catalog's deletions release the blobs of deleted files; its metadata
-        # schema is mirrored to check metadata given at upload.
+        # The catalog's deletions release the blobs of deleted files and end the syncs
+        # of deleted synced folders; its metadata schema is mirrored to check metadata
+        # given at upload.
         consumes=(topics.CATALOG,),
         reactions=react,
         projections=(jobs, integrations_model, synced, sessions_model, blob_refs, schema_mirror),

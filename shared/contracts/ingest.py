@@ -259,6 +259,14 @@ class FolderSyncConfigured(Event):
     sync_interval_s: int | None = None
 
 
+class FolderSyncEnded(Event):
+    """The synced folder was deleted: it follows its prefix no more (a folder restored
+    from the trash is then an ordinary folder; make a synced one again)."""
+
+    type: ClassVar[str] = "ingest.FolderSyncEnded"
+    folder_id: uuid.UUID
+
+
 class SyncFolderNeeded(Event):
     """A key path below a synced prefix: the catalog makes the subfolder (its id is
     derived from the synced folder's and the path, so a re-run names the same one)."""
@@ -348,6 +356,7 @@ EVENTS: tuple[type[Event], ...] = (
     BlobsReleased,
     BlobsReclaimed,
     FolderSyncConfigured,
+    FolderSyncEnded,
     SyncFolderNeeded,
     CloudObjectSynced,
     CloudObjectGone,

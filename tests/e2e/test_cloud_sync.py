@@ -257,6 +257,15 @@ async def test_integrations_listed_rotated_and_kept_while_used(
     found = error(refused, 409, "integration_in_use")
     assert found["details"]["folder_ids"] == [folder["id"]]
     assert (await api.get(f"/v1/integrations/{integration['id']}")).status_code == 200
+    # Once the folder is deleted it follows nothing, and the integration may go.
+    assert (await api.delete(f"/v1/folders/{folder['id']}")).status_code == 204
+
+    async def removed() -> bool:
+        answer = await api.delete(f"/v1/integrations/{integration['id']}")
+        assert answer.status_code in (204, 409), answer.text
+        return answer.status_code == 204
+
+    await eventually(removed, within=20, what="the integration removed once unused")
     # Bad cloud_sync: named.
     bad = await api.post(
         "/v1/folders",

@@ -164,6 +164,20 @@ async def sync_configured(
     )
 
 
+@synced.on(ingest_events.FolderSyncEnded)
+async def sync_ended(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FolderSyncEnded]]
+) -> None:
+    ended = [e.event.folder_id for e in events]
+    await conn.execute("DELETE FROM ingest.synced_folders WHERE folder_id = ANY($1::uuid[])", ended)
+    await conn.execute(
+        "DELETE FROM ingest.synced_subfolders WHERE root_folder_id = ANY($1::uuid[])", ended
+    )
+    await conn.execute(
+        "DELETE FROM ingest.synced_objects WHERE root_folder_id = ANY($1::uuid[])", ended
+    )
+
+
 @synced.on(ingest_events.SyncFolderNeeded)
 async def sync_folder_needed(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.SyncFolderNeeded]]

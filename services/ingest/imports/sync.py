@@ -49,12 +49,13 @@ from services.ingest.jobs.projections import jobs
 from services.ingest.media import kinds
 from shared.contracts import ingest as ev
 from shared.contracts import rules
-from shared.contracts.catalog import Source
+from shared.contracts.catalog import FolderDeleted, Source
 from shared.contracts.envelope import Cause, Change, Event, appended, envelopes_of
 from shared.kit.access import Access
 from shared.kit.errors import Refused
 from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.logs import log
+from shared.kit.reactions import Reactions, Received
 from shared.kit.service import Handlers, Parts
 
 _T = TypeVar("_T")
@@ -79,6 +80,38 @@ class _Decision:
 
 class Syncs(Handlers):
     """Synced folders configured, their syncs started, run, scheduled and resumed."""
+
+    reactions = Reactions("ingest")
+
+    @reactions.on(FolderDeleted)
+    async def when_folder_deleted(
+        self, conn: asyncpg.Connection, deleted: Sequence[Received[FolderDeleted]]
+    ) -> None:
+        """A synced folder deleted (to the trash or for good) follows nothing any more:
+        no schedule, and its integration is free to be removed."""
+        rows = await conn.fetch(
+            "SELECT folder_id FROM ingest.synced_folders WHERE folder_id = ANY($1::uuid[])",
+            [e.event.folder_id for e in deleted],
+        )
+        if not rows:
+            return
+        by_id = {e.event.folder_id: e for e in deleted}
+        envelopes = [
+            envelope
+            for r in rows
+            for envelope in envelopes_of(
+                [
+                    Change(
+                        ev.sync_stream(r["folder_id"]),
+                        2,
+                        ev.FolderSyncEnded(folder_id=r["folder_id"]),
+                    )
+                ],
+                Cause.of(by_id[r["folder_id"]]),
+            )
+        ]
+        await synced.apply(conn, envelopes)
+        await self.store.append(conn, envelopes)
 
     def __init__(self, parts: Parts, integrations: Any) -> None:
         super().__init__(parts)
