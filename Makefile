@@ -12,8 +12,11 @@ setup: .venv/.synced
 	python3 -m venv .tools
 	.tools/bin/python -m pip install --quiet uv
 
+# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (as in CI and the image),
+# every process (each service, each thumbnail worker) would otherwise compile its imports
+# again, about a second of CPU each.
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	touch $@
 
 # The web app (web/): its dependencies exactly as web/package-lock.json pins them, then

@@ -6,7 +6,9 @@ series the folder already has, merged into them, and recorded in one transaction
 read model: a new series is `SeriesAssembled` (its file id chosen here), a known one that
 gained instances `SeriesExtended`, each followed by the instances it gained in
 `SeriesInstancesAdded` pages of bounded size, and every instance ends as
-`InstanceAccepted` or `InstanceRejected` for its job.
+`InstanceAccepted` or `InstanceRejected` for its job. The blobs of the batch's instances
+that joined no series are named in `InstanceBlobsLeft`, so that the blob collector (in
+ingest) reclaims them once nothing else holds them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import dataclasses
 import hashlib
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -149,7 +152,9 @@ class Dicom(Handlers):
                 if target == folder_id:
                     continue
                 if (target, series_uid) in places:
-                    event = self._released(row, "moved into a folder with the same series")
+                    event = self._released(
+                        row, "moved into a folder with the same series", file_gone=False
+                    )
                 else:
                     event = ev.SeriesMoved(
                         series_uid=series_uid,
@@ -227,29 +232,34 @@ class Dicom(Handlers):
             await self.store.append(conn, out)
 
     @staticmethod
-    def _released(row: dict[str, Any], reason: str) -> ev.SeriesReleased:
+    def _released(row: dict[str, Any], reason: str, *, file_gone: bool = True) -> ev.SeriesReleased:
         return ev.SeriesReleased(
             series_uid=row["series_uid"],
             folder_id=row["folder_id"],
             file_id=row["file_id"],
             reason=reason,
+            file_gone=file_gone,
         )
 
     @reactions.on(DicomInstanceStored)
     async def when_instances_stored(
-        self, conn: Conn, envelopes: Sequence[Received[DicomInstanceStored]]
+        self, conn: Conn, batch: Sequence[Received[DicomInstanceStored]]
     ) -> None:
         cancelled = {
             r["job_id"]
             for r in await conn.fetch(
                 "SELECT job_id FROM dicom.jobs WHERE job_id = ANY($1::uuid[]) AND cancelled",
-                list({e.event.job_id for e in envelopes}),
+                list({e.event.job_id for e in batch}),
             )
         }
         # A cancelled job's instances not read yet are skipped (what was settled stays).
-        envelopes = [e for e in envelopes if e.event.job_id not in cancelled]
-        if not envelopes:
-            return
+        envelopes = [e for e in batch if e.event.job_id not in cancelled]
+        out = await self._assemble(conn, envelopes) if envelopes else []
+        await self._left(conn, [e.event.blob_key for e in batch], out, Cause.of(batch[0]))
+
+    async def _assemble(
+        self, conn: Conn, envelopes: Sequence[Received[DicomInstanceStored]]
+    ) -> list[Envelope]:
         stored = [e.event for e in envelopes]
         gate = asyncio.Semaphore(READ_PARALLEL)
         results = await asyncio.gather(*(read(self.blobs, s.blob_key, gate) for s in stored))
@@ -269,6 +279,29 @@ class Dicom(Handlers):
         if out:
             await series_model.apply(conn, out)
             await self.store.append(conn, out)
+        return out
+
+    async def _left(
+        self, conn: Conn, stored: list[str], out: Sequence[Envelope], cause: Cause
+    ) -> None:
+        """Record the blobs of this batch's instances that joined no series (what was
+        stored, less what the series pages added), so the collector may reclaim them."""
+        added = Counter(
+            i["blob_key"]
+            for e in out
+            if e.type == ev.SeriesInstancesAdded.type
+            for i in e.data["instances"]
+        )
+        left = list((Counter(stored) - added).elements())
+        if not left:
+            return
+        changes = [
+            Change(f"dicom-left-{uuid.uuid4()}", 1, ev.InstanceBlobsLeft(blob_keys=page))
+            for page in (
+                left[i : i + ev.LEFT_PER_EVENT] for i in range(0, len(left), ev.LEFT_PER_EVENT)
+            )
+        ]
+        await self.store.append(conn, envelopes_of(changes, cause))
 
     async def _job_versions(self, conn: Conn, jobs: set[uuid.UUID]) -> dict[uuid.UUID, int]:
         rows = await conn.fetch(

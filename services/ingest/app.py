@@ -68,8 +68,9 @@ def build(settings: Settings) -> FastAPI:
         publishes=topics.INGEST,
         # The catalog's deletions release the blobs of deleted files and end the syncs
         # of deleted synced folders; its metadata schema is mirrored to check metadata
-        # given at upload.
-        consumes=(topics.CATALOG,),
+        # given at upload. The DICOM context's series hold their instances' blobs until
+        # released.
+        consumes=(topics.CATALOG, topics.DICOM),
         reactions=react,
         projections=(jobs, integrations_model, synced, sessions_model, blob_refs, schema_mirror),
         # Imports and syncs a restart interrupted go on where they were.

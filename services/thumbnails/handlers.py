@@ -96,6 +96,7 @@ class Thumbnails(Handlers):
         settings = parts.settings
         self.fmt = settings.thumbnail_format
         self.time_cap = settings.thumbnail_time_cap_s
+        self.settle = timedelta(seconds=settings.thumbnail_series_settle_s)
         self.workers = settings.thumbnail_workers or len(os.sched_getaffinity(0))
         self.grace = timedelta(seconds=settings.blob_gc_grace_s)
         self.drawing = Drawing(settings, self.workers)
@@ -300,8 +301,8 @@ class Thumbnails(Handlers):
         picture someone is looking at waiting behind it."""
         lease = timedelta(seconds=self.time_cap * 2 + 60)
         row = None
-        for pick in (_WANTED_FIRST, _OLDEST_FIRST):
-            row = await self.pool.fetchrow(_CLAIM.format(pick=pick), lease)
+        for pick, *args in ((_WANTED_FIRST,), (_OLDEST_FIRST, self.settle)):
+            row = await self.pool.fetchrow(_CLAIM.format(pick=pick), lease, *args)
             if row is not None:
                 break
         if row is None:
@@ -516,4 +517,8 @@ _FREE = """f.state = 'pending' AND NOT EXISTS (
         SELECT 1 FROM thumbnails.leases l WHERE l.file_id = f.file_id AND l.until > now())"""
 _WANTED_FIRST = f"""JOIN thumbnails.wanted w ON w.file_id = f.file_id
     WHERE {_FREE} ORDER BY w.at LIMIT 1"""
-_OLDEST_FIRST = f"WHERE {_FREE} ORDER BY f.requested_at LIMIT 1"
+# A series still growing waits until it settles, unless it has no picture yet (its first
+# request) or someone asked for it (the pick above).
+_OLDEST_FIRST = f"""WHERE {_FREE}
+    AND (f.kind <> 'dicom_series' OR f.version = 1 OR f.requested_at <= now() - $2::interval)
+    ORDER BY f.requested_at LIMIT 1"""

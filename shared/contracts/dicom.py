@@ -86,6 +86,9 @@ class SeriesReleased(Event):
     folder_id: uuid.UUID
     file_id: uuid.UUID
     reason: str
+    # False when the file stays in the catalog (moved beside another series of its
+    # SeriesInstanceUID): its instances' blobs are still its content.
+    file_gone: bool = True
 
 
 class SeriesTrashed(Event):
@@ -148,6 +151,21 @@ class JobCancelled(Event):
     job_id: uuid.UUID
 
 
+# Blob keys per InstanceBlobsLeft event.
+LEFT_PER_EVENT = 5_000
+
+
+class InstanceBlobsLeft(Event):
+    """Stored instances of a batch that joined no series: rejected, refused, skipped
+    (their job was cancelled) or already the series' (the same SOP instance sent
+    again). One key per such instance, repeated when several were; at most
+    LEFT_PER_EVENT an event. Each stored instance ends either in a SeriesInstancesAdded
+    page or here: the blob collector then knows when no instance waits on a blob."""
+
+    type: ClassVar[str] = "dicom.InstanceBlobsLeft"
+    blob_keys: list[str]
+
+
 EVENTS: tuple[type[Event], ...] = (
     SeriesAssembled,
     SeriesExtended,
@@ -159,4 +177,5 @@ EVENTS: tuple[type[Event], ...] = (
     InstanceAccepted,
     InstanceRejected,
     JobCancelled,
+    InstanceBlobsLeft,
 )

@@ -336,6 +336,24 @@ class IntegrationEventsTokenSet(Event):
     token_hash: str
 
 
+class SeriesBlobsHeld(Event):
+    """A DICOM series' file now refers to these instance blobs (one page of the DICOM
+    context's SeriesInstancesAdded; one key per instance). They go when the series is
+    released (`BlobsReleased` of its file id)."""
+
+    type: ClassVar[str] = "ingest.SeriesBlobsHeld"
+    file_id: uuid.UUID
+    blob_keys: list[str]
+
+
+class BlobsUnpinned(Event):
+    """Stored DICOM instances that joined no series (dicom.InstanceBlobsLeft): their
+    blobs no longer wait on the DICOM context, one key per instance."""
+
+    type: ClassVar[str] = "ingest.BlobsUnpinned"
+    blob_keys: list[str]
+
+
 EVENTS: tuple[type[Event], ...] = (
     UploadJobStarted,
     FileContentStored,
@@ -363,4 +381,6 @@ EVENTS: tuple[type[Event], ...] = (
     CloudObjectChanged,
     IntegrationCredentialsRotated,
     IntegrationEventsTokenSet,
+    SeriesBlobsHeld,
+    BlobsUnpinned,
 )

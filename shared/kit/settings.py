@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     thumbnail_workers: int = 0
     thumbnail_time_cap_s: float = 30.0
     thumbnail_format: Literal["webp", "jpeg"] = "webp"
+    # A series drawn once is drawn again from its new middle slice only after it has had
+    # no new slices for this long: an upload of 2,000 slices in 10 parts then costs two
+    # drawings of it, not ten.
+    thumbnail_series_settle_s: float = 2.0
     # How long a web app session (the cookie `POST /v1/sessions` sets) lasts.
     session_ttl_s: float = 12 * 3600
     # The web app's built files (index.html, assets/); empty: web/dist of the source tree.

@@ -19,6 +19,8 @@ import pytest
 from shared.kit.blobs import BlobStore, content_key, open_blob_store
 from tests.conftest import eventually
 from tests.e2e.support import folder, text, unique, upload
+from tests.e2e.test_dicom import finished, send
+from tests.e2e.test_thumbnails import dicom_series_of_greys
 
 
 @pytest.fixture
@@ -115,3 +117,34 @@ async def test_the_collector_never_takes_the_bytes_of_a_file_stored_meanwhile(
         assert (await api.get(f"/v1/files/{previous['id']}/content")).content == data
     await a_sweep_passed(api, store, top["id"])
     assert (await api.get(f"/v1/files/{previous['id']}/content")).content == data
+
+
+async def test_a_dicom_series_deleted_for_good_frees_its_instances_and_a_rejected_one_its_bytes(
+    api: httpx.AsyncClient, store: BlobStore
+) -> None:
+    """A DICOM instance's bytes are its series' while the series lives (in the trash too:
+    it may come back) and go when it is deleted for good; an instance that joined no
+    series (not DICOM) leaves nothing behind."""
+    top = await folder(api, unique("series-bytes"))
+    slices = dicom_series_of_greys(3)
+    stray = text(f"not dicom {os.urandom(8).hex()}")
+    job = await finished(api, await send(api, top["id"], *slices, ("stray.dcm", stray)))
+    assert [e["code"] for e in job["errors"]] == ["not_dicom"]
+    [series] = job["files"]
+    await reclaimed(api, store, stray)
+    await a_sweep_passed(api, store, top["id"])
+    for _, data in slices:
+        assert await store.exists(key_of(data)), "a live series' instance was reclaimed"
+
+    assert (await api.delete(f"/v1/files/{series['id']}")).status_code == 204
+    # In the trash: kept. (A stray's bytes going shows a sweep passed; emptying the
+    # trash, as a_sweep_passed does, would purge the series.)
+    sentinel = text(f"not dicom either {os.urandom(8).hex()}")
+    await finished(api, await send(api, top["id"], ("sentinel.dcm", sentinel)))
+    await reclaimed(api, store, sentinel)
+    for _, data in slices:
+        assert await store.exists(key_of(data)), "a trashed series' instance was reclaimed"
+    emptied = await api.delete("/v1/trash")
+    assert emptied.status_code == 200, emptied.text
+    for _, data in slices:
+        await reclaimed(api, store, data)

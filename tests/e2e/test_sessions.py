@@ -239,7 +239,7 @@ async def test_sessions_and_blob_references_rebuild_from_events_with_the_same_ro
         (sessions, "SELECT * FROM ingest.sessions ORDER BY id"),
         (
             blob_refs,
-            "SELECT f.file_id, f.blob_key, b.pinned FROM ingest.blob_files f"
+            "SELECT f.file_id, f.blob_key, b.pins FROM ingest.blob_files f"
             " JOIN ingest.blobs b ON b.key = f.blob_key ORDER BY f.file_id",
         ),
     ]

@@ -144,6 +144,30 @@ async def test_every_kind_gets_its_thumbnail(api: httpx.AsyncClient) -> None:
     assert found["details"]["kind"] == "audio"
 
 
+async def test_a_series_extended_later_shows_its_new_middle_slice(api: httpx.AsyncClient) -> None:
+    """A series is drawn at once when it first comes; extended, it is drawn again from
+    its new middle slice once it settles (FILES_THUMBNAIL_SERIES_SETTLE_S), not once for
+    every part of a long upload."""
+    top = await folder(api, unique("growing"))
+    slices = dicom_series_of_greys(5)
+    job = await finished(api, await send(api, top["id"], *slices[:3]))
+    [series] = job["files"]
+    first = picture(await settled(api, series["id"])).convert("L")
+    assert abs(float(np.asarray(first).mean()) - 64) < 12  # the middle of 3: slice 1
+
+    await finished(api, await send(api, top["id"], *slices[3:]))
+    greys: list[float] = []
+
+    async def redrawn() -> bool:
+        answer = await api.get(f"/v1/files/{series['id']}/thumbnail")
+        if answer.status_code != 200:
+            return False
+        greys.append(float(np.asarray(picture(answer).convert("L")).mean()))
+        return abs(greys[-1] - 128) < 12  # the middle of 5: slice 2
+
+    await eventually(redrawn, WITHIN, f"the series' new middle slice (greys seen: {greys})")
+
+
 async def test_rights_etag_and_revalidation(api: httpx.AsyncClient, as_key: Any) -> None:
     mine = await folder(api, unique("thumbs-rights"))
     [file] = (await upload(api, mine["id"], ("p.png", media.png(200, 100))))["files"]

@@ -199,3 +199,44 @@ async def test_a_deletion_of_12000_files_releases_their_blobs_in_bounded_pages(
     )
     assert left == 0
     assert await collector.sweep() == 1000  # a sweep's batch; the next ones take the rest
+
+
+@pytest.mark.parametrize("first", ["held", "left"])
+async def test_the_same_instance_stored_twice_keeps_its_bytes_until_both_are_settled(
+    setup: tuple[Collector, LocalBlobStore, asyncpg.Pool], first: str
+) -> None:
+    """Two DICOM uploads of the same bytes: one joins a series, the other is rejected.
+    In whichever order the two settle, the blob is never free while an instance waits on
+    it or its series lives; it is free once the series is deleted for good."""
+    _, _, pool = setup
+    key = f"sha256/ab/{uuid.uuid4().hex}"
+    series = uuid.uuid4()
+
+    def instance() -> ev.DicomInstanceStored:
+        return ev.DicomInstanceStored(
+            job_id=uuid.uuid4(),
+            folder_id=uuid.uuid4(),
+            name="i.dcm",
+            blob_key=key,
+            sha256=key.rsplit("/", 1)[-1],
+            size=1,
+        )
+
+    settle = {
+        "held": ev.SeriesBlobsHeld(file_id=series, blob_keys=[key]),
+        "left": ev.BlobsUnpinned(blob_keys=[key]),
+    }
+    steps = [
+        [instance(), instance()],
+        [settle[first]],
+        [settle["left" if first == "held" else "held"]],
+        [ev.BlobsReleased(file_ids=[series])],
+    ]
+    free = []
+    async with pool.acquire() as conn:
+        for events in steps:
+            changes = [Change(f"s-{uuid.uuid4()}", 1, e) for e in events]
+            await blob_refs.apply(conn, envelopes_of(changes, CAUSE))
+            cutoff = datetime.now(UTC) + timedelta(seconds=1)
+            free.append(key in {r["key"] for r in await conn.fetch(RECLAIMABLE, cutoff, 10**6)})
+    assert free == [False, False, False, True]

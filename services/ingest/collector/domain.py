@@ -28,3 +28,15 @@ def release(file_ids: Sequence[uuid.UUID]) -> list[Change]:
 def reclaim(blob_keys: list[str]) -> list[Change]:
     """The bytes of these blobs were deleted (at most a sweep's batch of them)."""
     return [Change(f"blob-reclaim-{uuid.uuid4()}", 1, ev.BlobsReclaimed(blob_keys=blob_keys))]
+
+
+def held(file_id: uuid.UUID, blob_keys: list[str]) -> Change:
+    """A series' page of instances refers to their blobs (as bounded as the page)."""
+    return Change(
+        f"blob-hold-{uuid.uuid4()}", 1, ev.SeriesBlobsHeld(file_id=file_id, blob_keys=blob_keys)
+    )
+
+
+def unpinned(blob_keys: list[str]) -> Change:
+    """Instances that joined no series (as bounded as the DICOM context's event)."""
+    return Change(f"blob-unpin-{uuid.uuid4()}", 1, ev.BlobsUnpinned(blob_keys=blob_keys))

@@ -5,9 +5,13 @@ download asks the catalog first. Its bytes go later, here: the catalog's
 `FilePurged` (the trash let it go), a `FileDeleted` from before the trash, or
 `UploadRejected` releases the file's blob, and a sweep deletes
 blobs that no file of ours refers to. Identical uploads share one blob, so a blob
-goes only when its last file has gone. A blob being stored again meanwhile is
-claimed in the storing transaction (`collector.projections.claim_blobs`); the sweep skips it, or
-the claim waits for the sweep and the bytes are stored again.
+goes only when its last file has gone. A DICOM instance's blob is held by its series
+(the DICOM context's `SeriesInstancesAdded`) until the series is released
+(`SeriesReleased`: deleted for good); an instance that joined no series
+(`InstanceBlobsLeft`: rejected, its job cancelled) holds its blob no longer.
+A blob being stored again meanwhile is claimed in the storing transaction
+(`collector.projections.claim_blobs`); the sweep skips it, or the claim waits for the
+sweep and the bytes are stored again.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from services.ingest.collector import domain
 from services.ingest.collector.projections import RECLAIMABLE, blob_refs
 from shared.contracts.catalog import FileDeleted, FilePurged, UploadRejected
+from shared.contracts.dicom import InstanceBlobsLeft, SeriesInstancesAdded, SeriesReleased
 from shared.contracts.envelope import Cause, envelopes_of
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
@@ -59,19 +65,63 @@ class Collector(Handlers):
         ]
         if not gone:
             return
+        await self._release(conn, gone, envelopes[0])
+
+    async def _release(self, conn: Conn, gone: list[uuid.UUID], cause: Received[Any]) -> None:
+        """Release the blobs of those files that hold any (a file of ours, or a series
+        that lives on as a file after its series was released)."""
         ours = [
             r["file_id"]
             for r in await conn.fetch(
-                "SELECT file_id FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])"
-                " ORDER BY file_id",
+                """SELECT file_id FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])
+                   UNION SELECT file_id FROM ingest.blob_series WHERE file_id = ANY($1::uuid[])
+                   ORDER BY file_id""",
                 gone,
             )
         ]
         if not ours:
             return
-        written = envelopes_of(domain.release(ours), Cause.of(envelopes[0]))
+        written = envelopes_of(domain.release(ours), Cause.of(cause))
         await blob_refs.apply(conn, written)
         await self.store.append(conn, written)
+
+    @reactions.on(SeriesInstancesAdded)
+    async def when_series_gained(
+        self, conn: Conn, envelopes: Sequence[Received[SeriesInstancesAdded]]
+    ) -> None:
+        written = [
+            envelope
+            for e in envelopes
+            for envelope in envelopes_of(
+                [domain.held(e.event.file_id, [i["blob_key"] for i in e.event.instances])],
+                Cause.of(e),
+            )
+        ]
+        await blob_refs.apply(conn, written)
+        await self.store.append(conn, written)
+
+    @reactions.on(InstanceBlobsLeft)
+    async def when_instances_left(
+        self, conn: Conn, envelopes: Sequence[Received[InstanceBlobsLeft]]
+    ) -> None:
+        written = [
+            envelope
+            for e in envelopes
+            for envelope in envelopes_of([domain.unpinned(e.event.blob_keys)], Cause.of(e))
+        ]
+        await blob_refs.apply(conn, written)
+        await self.store.append(conn, written)
+
+    @reactions.on(SeriesReleased)
+    async def when_series_released(
+        self, conn: Conn, envelopes: Sequence[Received[SeriesReleased]]
+    ) -> None:
+        """A series whose file is gone releases its instances' blobs. The catalog's
+        purge of the file does too (when_files_gone); this one comes after the series'
+        pages in its stream, so a purge that overtook them still frees them."""
+        gone = [e.event.file_id for e in envelopes if e.event.file_gone]
+        if gone:
+            await self._release(conn, gone, envelopes[0])
 
     async def sweep(self) -> int:
         """Delete up to SWEEP_BATCH unreferenced blobs; how many went."""

@@ -1,11 +1,18 @@
-"""Stored blobs, and the files of ours that refer to them: what the collector may
-reclaim is a blob no file refers to. A DICOM instance's blob is pinned: the DICOM
-context, not a file of ours, refers to it. Uploads and sessions write it in the
-transaction that stores their blobs (`claim_blobs` first, then the events)."""
+"""Stored blobs, and what refers to them: what the collector may reclaim is a blob that
+no file of ours and no DICOM series refers to and no DICOM instance waits on. Uploads
+and sessions write it in the transaction that stores their blobs (`claim_blobs` first,
+then the events).
+
+A stored DICOM instance pins its blob (`pins`, one per instance stored) until the DICOM
+context settles it: it joined a series (`SeriesBlobsHeld`: the series' file refers to
+the blob from then on) or it did not (`BlobsUnpinned`). Counting, not a flag, keeps
+two uploads of the same bytes apart, whichever settles first. Instances stored before
+their settlements were recorded stay pinned."""
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -18,18 +25,27 @@ from shared.kit.reactions import Received
 
 blob_refs = Projection(
     name="ingest.blobs",
-    tables=("ingest.blobs", "ingest.blob_files"),
+    version=2,  # 2: DICOM instances counted (pins) and the series that hold them
+    tables=("ingest.blobs", "ingest.blob_files", "ingest.blob_series"),
     ddl="""
     CREATE TABLE IF NOT EXISTS ingest.blobs (
         key text PRIMARY KEY,
         stored_at timestamptz NOT NULL,
-        pinned boolean NOT NULL DEFAULT false
+        pins integer NOT NULL DEFAULT 0
     );
+    ALTER TABLE ingest.blobs ADD COLUMN IF NOT EXISTS pins integer NOT NULL DEFAULT 0;
+    ALTER TABLE ingest.blobs DROP COLUMN IF EXISTS pinned;
     CREATE TABLE IF NOT EXISTS ingest.blob_files (
         file_id uuid PRIMARY KEY,
         blob_key text NOT NULL
     );
     CREATE INDEX IF NOT EXISTS blob_files_key ON ingest.blob_files (blob_key);
+    CREATE TABLE IF NOT EXISTS ingest.blob_series (
+        file_id uuid NOT NULL,
+        blob_key text NOT NULL,
+        PRIMARY KEY (file_id, blob_key)
+    );
+    CREATE INDEX IF NOT EXISTS blob_series_key ON ingest.blob_series (blob_key);
     """,
 )
 
@@ -38,16 +54,29 @@ blob_refs = Projection(
 UNDATED = datetime(1, 1, 1, tzinfo=UTC)
 
 
-async def _blobs_stored(conn: Conn, keys: list[str], at: datetime, *, pinned: bool = False) -> None:
+async def _blobs_stored(conn: Conn, keys: list[str], at: datetime, *, pins: bool = False) -> None:
+    """Date these blobs (each stored now, or claimed: UNDATED); `pins`: each key once per
+    DICOM instance stored with it."""
+    counted = Counter(keys)
     await conn.execute(
-        """INSERT INTO ingest.blobs AS b (key, stored_at, pinned)
-           SELECT DISTINCT key, $2::timestamptz, $3::boolean FROM unnest($1::text[]) AS key
+        """INSERT INTO ingest.blobs AS b (key, stored_at, pins)
+           SELECT key, $3::timestamptz, n FROM unnest($1::text[], $2::int[]) AS x(key, n)
            ORDER BY key
            ON CONFLICT (key) DO UPDATE SET stored_at = greatest(b.stored_at, excluded.stored_at),
-               pinned = b.pinned OR excluded.pinned""",
-        keys,
+               pins = b.pins + excluded.pins""",
+        list(counted),
+        [n if pins else 0 for n in counted.values()],
         at,
-        pinned,
+    )
+
+
+async def _unpin(conn: Conn, keys: list[str]) -> None:
+    counted = Counter(keys)
+    await conn.execute(
+        """UPDATE ingest.blobs AS b SET pins = greatest(b.pins - x.n, 0)
+           FROM unnest($1::text[], $2::int[]) AS x(key, n) WHERE b.key = x.key""",
+        list(counted),
+        list(counted.values()),
     )
 
 
@@ -92,19 +121,37 @@ async def group_stored(
 async def instance_stored(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.DicomInstanceStored]]
 ) -> None:
-    await _blobs_stored(
-        conn, [e.event.blob_key for e in events], events[-1].occurred_at, pinned=True
+    await _blobs_stored(conn, [e.event.blob_key for e in events], events[-1].occurred_at, pins=True)
+
+
+@blob_refs.on(ingest_events.SeriesBlobsHeld)
+async def series_held(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.SeriesBlobsHeld]]
+) -> None:
+    pairs = sorted({(e.event.file_id, k) for e in events for k in e.event.blob_keys})
+    await conn.execute(
+        """INSERT INTO ingest.blob_series (file_id, blob_key)
+           SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING""",
+        [f for f, _ in pairs],
+        [k for _, k in pairs],
     )
+    await _unpin(conn, [k for e in events for k in e.event.blob_keys])
+
+
+@blob_refs.on(ingest_events.BlobsUnpinned)
+async def unpinned(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.BlobsUnpinned]]
+) -> None:
+    await _unpin(conn, [k for e in events for k in e.event.blob_keys])
 
 
 @blob_refs.on(ingest_events.BlobsReleased)
 async def blobs_released(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.BlobsReleased]]
 ) -> None:
-    await conn.execute(
-        "DELETE FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])",
-        [f for e in events for f in e.event.file_ids],
-    )
+    released = [f for e in events for f in e.event.file_ids]
+    await conn.execute("DELETE FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])", released)
+    await conn.execute("DELETE FROM ingest.blob_series WHERE file_id = ANY($1::uuid[])", released)
 
 
 @blob_refs.on(ingest_events.BlobsReclaimed)
@@ -117,11 +164,12 @@ async def blobs_reclaimed(
     )
 
 
-# A blob no file refers to, stored before the cutoff, not held by a claim.
+# A blob nothing refers to or waits on, stored before the cutoff, not held by a claim.
 RECLAIMABLE = """
     SELECT b.key FROM ingest.blobs b
-    WHERE NOT b.pinned AND b.stored_at < $1
+    WHERE b.pins = 0 AND b.stored_at < $1
       AND NOT EXISTS (SELECT 1 FROM ingest.blob_files f WHERE f.blob_key = b.key)
+      AND NOT EXISTS (SELECT 1 FROM ingest.blob_series s WHERE s.blob_key = b.key)
     ORDER BY b.stored_at LIMIT $2
     FOR UPDATE SKIP LOCKED
 """
