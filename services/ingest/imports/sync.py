@@ -690,7 +690,9 @@ async def _listed(
         return
     for key in dict.fromkeys(keys):
         async for page in reader.listing(key):
+            # The key itself sorts first among the keys it prefixes: on the first page,
+            # or nowhere (then it is gone).
             exact = [o for o in page if o.key == key]
             if exact:
                 yield exact
-                break
+            break
