@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,14 @@ import httpx
 from files_client import Client
 from minio import Minio
 
+from shared.kit.access import Access
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import error, items, multipart, png, text, unique
 from tests.e2e.test_cli import FILES
 from tests.e2e.test_imports import put, register
+from tests.signing import as_user
 
 
 async def synced_folder(api: httpx.AsyncClient, integration_id: str, prefix: str) -> dict[str, Any]:
@@ -216,7 +219,7 @@ async def test_a_bucket_notification_makes_a_new_object_visible(
 
 
 async def test_integrations_listed_rotated_and_kept_while_used(
-    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, platform: Any
 ) -> None:
     answer = await register(api, moto)
     assert answer.status_code == 201, answer.text
@@ -257,6 +260,15 @@ async def test_integrations_listed_rotated_and_kept_while_used(
     found = error(refused, 409, "integration_in_use")
     assert found["details"]["folder_ids"] == [folder["id"]]
     assert (await api.get(f"/v1/integrations/{integration['id']}")).status_code == 200
+    # Ingest asks the catalog for the editor role itself: a member with no grant, sent
+    # straight to ingest as the gateway would send them, is refused.
+    stranger = str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
+        refused = await ingest.post(
+            f"/v1/folders/{folder['id']}/sync",
+            headers=as_user(stranger, Access(user_id=stranger)),
+        )
+        assert refused.status_code == 404, refused.text
     # Once the folder is deleted it follows nothing, and the integration may go.
     assert (await api.delete(f"/v1/folders/{folder['id']}")).status_code == 204
 

@@ -36,8 +36,12 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
         return recorded(await syncs.configure(who, caller, folder_id, body), 201)
 
     @api.post("/v1/folders/{folder_id}/sync", status_code=202)
-    async def sync_folder(folder_id: uuid.UUID, caller: Caller) -> JSON:
-        # The gateway checked the editor role on the folder, as for imports.
+    async def sync_folder(
+        folder_id: uuid.UUID, caller: Caller, who: Access = Depends(access)
+    ) -> JSON:
+        # The editor role on the folder, asked of the catalog here too (not only by the
+        # gateway): a sync writes into the folder.
+        await syncs.require_editor(who, caller, folder_id)
         return recorded(await syncs.start(caller, folder_id), 202)
 
     @api.get("/internal/folders/{folder_id}/cloud-sync")
