@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import urllib.parse
 from typing import Any
 
@@ -137,6 +138,11 @@ class Compose:
             json=cloud_sync,
         )
         if synced.status_code != 201:
+            # Not half made: the folder that would not follow its prefix goes again.
+            with contextlib.suppress(Unavailable):
+                await self.gateway.call(
+                    "catalog", "DELETE", f"/v1/folders/{folder['id']}", call.request, call.user
+                )
             return self.gateway.relay(synced)
         following = synced.json()
         body = {**folder, "cloud_sync": following["cloud_sync"], "sync_job_id": following["job_id"]}

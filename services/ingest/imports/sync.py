@@ -657,32 +657,40 @@ class Syncs(Handlers):
                 )
             gone = [r for r in rows if r["key"] not in seen]
             for i in range(0, len(gone), BATCH):
-                run = gone[i : i + BATCH]
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{root}")
-                    still = await conn.fetch(
-                        """SELECT key, file_id FROM ingest.synced_objects
-                           WHERE root_folder_id = $1 AND NOT gone AND key = ANY($2::text[])""",
-                        root,
-                        [r["key"] for r in run],
-                    )
-                    events: list[Event] = [
-                        ev.CloudObjectGone(
-                            job_id=state.job_id,
-                            root_folder_id=root,
-                            key=r["key"],
-                            file_id=r["file_id"],
+                keys_of_run = [r["key"] for r in gone[i : i + BATCH]]
+
+                async def write(run: list[str] = keys_of_run) -> int:
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        await conn.execute(
+                            "SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{root}"
                         )
-                        for r in still
-                    ]
-                    if not events:
-                        continue
-                    envelopes = envelopes_of(
-                        appended(ev.job_stream(state.job_id), events, after=state.version), cause
-                    )
-                    await synced.apply(conn, envelopes)
-                    await self.store.append(conn, envelopes)
-                state.version += len(envelopes)
+                        still = await conn.fetch(
+                            """SELECT key, file_id FROM ingest.synced_objects
+                               WHERE root_folder_id = $1 AND NOT gone
+                                 AND key = ANY($2::text[])""",
+                            root,
+                            run,
+                        )
+                        events: list[Event] = [
+                            ev.CloudObjectGone(
+                                job_id=state.job_id,
+                                root_folder_id=root,
+                                key=r["key"],
+                                file_id=r["file_id"],
+                            )
+                            for r in still
+                        ]
+                        if not events:
+                            return 0
+                        envelopes = envelopes_of(
+                            appended(ev.job_stream(state.job_id), events, after=state.version),
+                            cause,
+                        )
+                        await synced.apply(conn, envelopes)
+                        await self.store.append(conn, envelopes)
+                        return len(envelopes)
+
+                state.version += await _again(write)
             if keys is not None or len(rows) < 5000:
                 return
             after = rows[-1]["key"]
