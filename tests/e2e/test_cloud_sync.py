@@ -16,13 +16,19 @@ import httpx
 from files_client import Client
 from minio import Minio
 
+from services.ingest.imports.projections import synced
+from services.ingest.jobs.projections import jobs
+from shared.contracts import ingest as ev
+from shared.contracts.catalog import Source
+from shared.contracts.envelope import Cause, appended, envelopes_of
 from shared.kit.access import Access
+from shared.kit.eventstore import EventStore
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import error, items, multipart, png, text, unique
 from tests.e2e.test_cli import FILES
-from tests.e2e.test_imports import put, register
+from tests.e2e.test_imports import another_ingest, put, register
 from tests.signing import as_user
 
 
@@ -327,3 +333,69 @@ def test_the_client_and_cli_make_and_sync_a_synced_folder(
         assert rotated.events_token and rotated.events_token != made.events_token
         names = {f.name for f in folder.items()}
         assert {"one.png", "two.png"} <= names
+
+
+async def test_an_interrupted_sync_runs_again_and_applies_nothing_twice(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, platform: Any, pool: Any
+) -> None:
+    """A sync whose process stopped after one batch (x.png recorded) is run again by the
+    next ingest to start: x.png is known by key and ETag and not recorded again; y.png,
+    not yet recorded, is."""
+    prefix = f"{unique('resumed')}/"
+    answer = await register(api, moto)
+    assert answer.status_code == 201, answer.text
+    integration = answer.json()
+    folder = await synced_folder(api, integration["id"], prefix)
+    await sync_done(api, folder["sync_job_id"])
+    put(bucket, f"{prefix}x.png", png(6, 6))
+    put(bucket, f"{prefix}y.png", png(7, 7))
+    x = bucket.stat_object(BUCKET, f"{prefix}x.png")
+    me = (await api.get("/v1/users/me")).json()["id"]
+    job_id, file_id, root = uuid.uuid4(), uuid.uuid4(), uuid.UUID(folder["id"])
+    source = Source(type="cloud", integration_id=uuid.UUID(integration["id"]), key=x.object_name)
+    recorded = [
+        ev.UploadJobStarted(job_id=job_id, folder_id=root, total=0, kind="sync"),
+        ev.FileContentStored(
+            job_id=job_id,
+            file_id=file_id,
+            folder_id=root,
+            name="x.png",
+            kind="image",
+            size=x.size,
+            sha256=hashlib.sha256(png(6, 6)).hexdigest(),
+            mime_type="image/png",
+            blob_key=f"ref:{file_id}",
+            source=source,
+        ),
+        ev.CloudObjectSynced(
+            job_id=job_id,
+            root_folder_id=root,
+            key=x.object_name,
+            file_id=file_id,
+            etag=(x.etag or "").strip('"'),
+            size=x.size or 0,
+            last_modified="",
+        ),
+    ]
+    envelopes = envelopes_of(
+        appended(ev.job_stream(job_id), recorded), Cause(actor=me, correlation_id="resume-sync")
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await jobs.apply(conn, envelopes)
+        await synced.apply(conn, envelopes)
+        await EventStore("ingest").append(conn, envelopes)
+
+    second = another_ingest(platform)
+    try:
+        await sync_done(api, str(job_id))
+    finally:
+        second.terminate()
+        second.wait(30)
+
+    async def both() -> bool:
+        return {"x.png", "y.png"} <= set(await listing(api, folder["id"]))
+
+    await eventually(both, within=20, what="x.png and y.png listed")
+    names = [i["name"] for i in await items(api, folder["id"])]
+    assert sorted(names) == ["x.png", "y.png"]
+    assert (await listing(api, folder["id"]))["x.png"]["id"] == str(file_id)
