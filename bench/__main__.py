@@ -29,6 +29,7 @@ BENCHMARKS = (
     "trash",
     "dicom",
     "imports",
+    "cloud_sync",
     "gateway",
     "thumbnails",
     "reencode",

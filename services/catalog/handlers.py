@@ -17,8 +17,23 @@ from services.catalog.projections import links, tree
 from shared.contracts import catalog as ev
 from shared.contracts import datasets as ds
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended
-from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, new_envelope
-from shared.contracts.ingest import FileContentStored, ImageGroupImagesStored, ImageGroupStored
+from shared.contracts.envelope import (
+    Cause,
+    Change,
+    Envelope,
+    Event,
+    appended,
+    envelopes_of,
+    new_envelope,
+)
+from shared.contracts.ingest import (
+    CloudObjectChanged,
+    CloudObjectGone,
+    FileContentStored,
+    ImageGroupImagesStored,
+    ImageGroupStored,
+    SyncFolderNeeded,
+)
 from shared.kit.access import RANK, Access
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
@@ -844,6 +859,96 @@ class Catalog(Handlers):
                 )
             ],
         )
+
+    # -- cloud-synced folders (ingest follows the bucket; these are its facts) ---------
+
+    @reactions.on(SyncFolderNeeded)
+    async def when_sync_folder_needed(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[SyncFolderNeeded]]
+    ) -> None:
+        """A key path below a synced prefix becomes a subfolder, with the id ingest gave
+        it (once: a folder with that id, even trashed or purged, is left as it is)."""
+        for envelope in envelopes:
+            need = envelope.event
+            if await self.store.read_stream(conn, ev.folder_stream(need.folder_id)):
+                continue
+            row = await conn.fetchrow(
+                f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = $1 FOR NO KEY UPDATE",
+                need.parent_id,
+            )
+            if row is None:
+                continue  # the parent went away: the files for it are rejected
+            taken = await conn.fetchval(
+                """SELECT 1 FROM catalog.folders WHERE parent_id = $1
+                   AND lower(name) = lower($2)""",
+                need.parent_id,
+                need.name,
+            )
+            # A folder of the same name made by hand keeps its name; the key path's
+            # folder is told apart by its id's first characters.
+            name = f"{need.name} ({str(need.folder_id)[:8]})" if taken else need.name
+            changes = domain.create_folder(need.folder_id, _folder(row), name, "", {})
+            await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
+
+    @reactions.on(CloudObjectGone)
+    async def when_cloud_object_gone(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[CloudObjectGone]]
+    ) -> None:
+        """Its file becomes a tombstone (a file deleted meanwhile is left as it is)."""
+        rows = await conn.fetch(
+            """SELECT id, folder_id, version, tombstone FROM catalog.files
+               WHERE id = ANY($1::uuid[]) FOR UPDATE""",
+            [e.event.file_id for e in envelopes],
+        )
+        by_id = {r["id"]: r for r in rows}
+        out: list[Envelope] = []
+        for envelope in envelopes:
+            row = by_id.get(envelope.event.file_id)
+            if row is None or row["tombstone"]:
+                continue
+            change = Change(
+                ev.file_stream(row["id"]),
+                row["version"] + 1,
+                ev.FileTombstoned(file_id=row["id"], folder_id=row["folder_id"]),
+            )
+            out += envelopes_of([change], Cause.of(envelope), envelope.occurred_at)
+        await self.write(conn, out)
+
+    @reactions.on(CloudObjectChanged)
+    async def when_cloud_object_changed(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[CloudObjectChanged]]
+    ) -> None:
+        """New bytes under the key: the file's new facts; and it is back if it was a
+        tombstone."""
+        for envelope in envelopes:
+            changed = envelope.event
+            row = await conn.fetchrow(
+                """SELECT id, folder_id, version, tombstone, sha256, kind, size
+                   FROM catalog.files WHERE id = $1 FOR UPDATE""",
+                changed.file_id,
+            )
+            if row is None:
+                continue
+            events: list[Event] = []
+            if (row["sha256"], row["kind"], row["size"]) != (
+                changed.sha256,
+                changed.kind,
+                changed.size,
+            ):
+                events.append(
+                    ev.FileContentChanged(
+                        file_id=row["id"],
+                        kind=changed.kind,
+                        size=changed.size,
+                        sha256=changed.sha256,
+                        mime_type=changed.mime_type,
+                        media=changed.media,
+                    )
+                )
+            if row["tombstone"]:
+                events.append(ev.FileReturned(file_id=row["id"], folder_id=row["folder_id"]))
+            changes = appended(ev.file_stream(row["id"]), events, after=row["version"])
+            await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
 
     @reactions.on(SeriesExtended)
     async def when_series_extended(

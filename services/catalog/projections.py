@@ -102,6 +102,8 @@ tree = Projection(
     -- Trigrams and kind in one index: a kind filter narrows inside the index.
     CREATE INDEX IF NOT EXISTS files_search ON catalog.files USING gin (name gin_trgm_ops, kind);
     ALTER TABLE catalog.files ADD COLUMN IF NOT EXISTS description text NOT NULL DEFAULT '';
+    -- A cloud-synced file whose object is gone from its bucket.
+    ALTER TABLE catalog.files ADD COLUMN IF NOT EXISTS tombstone boolean NOT NULL DEFAULT false;
     -- Listings in the other orders, and metadata filters (containment).
     CREATE INDEX IF NOT EXISTS files_folder_created ON catalog.files (folder_id, created_at, id);
     CREATE INDEX IF NOT EXISTS files_folder_size ON catalog.files (folder_id, size, id);
@@ -373,6 +375,48 @@ async def dicom_series_extended(
         "UPDATE catalog.files SET size = $2, sha256 = $3, dicom = $4, version = $5 WHERE id = $1",
         [
             (e.data["file_id"], e.data["size"], e.data["sha256"], e.data["dicom"], e.stream_version)
+            for e in events
+        ],
+    )
+
+
+@tree.on(catalog_events.FileTombstoned)
+async def file_tombstoned(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileTombstoned]]
+) -> None:
+    await conn.executemany(
+        "UPDATE catalog.files SET tombstone = true, version = $2 WHERE id = $1",
+        [(e.event.file_id, e.stream_version) for e in events],
+    )
+
+
+@tree.on(catalog_events.FileReturned)
+async def file_returned(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileReturned]]
+) -> None:
+    await conn.executemany(
+        "UPDATE catalog.files SET tombstone = false, version = $2 WHERE id = $1",
+        [(e.event.file_id, e.stream_version) for e in events],
+    )
+
+
+@tree.on(catalog_events.FileContentChanged)
+async def file_content_changed(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileContentChanged]]
+) -> None:
+    await conn.executemany(
+        """UPDATE catalog.files SET kind = $2, size = $3, sha256 = $4, mime_type = $5,
+                                    media = $6, version = $7 WHERE id = $1""",
+        [
+            (
+                e.event.file_id,
+                e.event.kind,
+                e.event.size,
+                e.event.sha256,
+                e.event.mime_type,
+                e.data["media"],
+                e.stream_version,
+            )
             for e in events
         ],
     )

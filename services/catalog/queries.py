@@ -14,7 +14,7 @@ from shared.kit.access import Access
 
 FILE_FIELDS = (
     "id, name, kind, folder_id, size, sha256, mime_type, media, source, metadata, blob_key,"
-    ' created_at, created_by, dicom, "group", description'
+    ' created_at, created_by, dicom, "group", description, tombstone'
 )
 
 
@@ -40,6 +40,9 @@ def file_json(row: asyncpg.Record) -> dict[str, Any]:
     }
     if row["dicom"] is not None:
         found["dicom"] = row["dicom"]
+    if row["tombstone"]:
+        # A cloud-synced file whose object left its bucket: content 410 Gone.
+        found["tombstone"] = True
     if row["group"] is not None:
         group = row["group"]
         ids = group.get("file_ids", [])

@@ -24,6 +24,8 @@ from shared.contracts.catalog import (
     FileMoved,
     FilePurged,
     FileRestored,
+    FileReturned,
+    FileTombstoned,
     FileUploaded,
     FolderCreated,
     FolderDeleted,
@@ -356,6 +358,20 @@ class Datasets(Handlers):
     ) -> None:
         await _sync_lock(conn)
         await self._resync(conn, uploaded, [e.event.file_id for e in uploaded])
+
+    @reactions.on(FileTombstoned)
+    async def when_file_tombstoned(
+        self, conn: asyncpg.Connection, gone: Sequence[Received[FileTombstoned]]
+    ) -> None:
+        await _sync_lock(conn)
+        await self._resync(conn, gone, [e.event.file_id for e in gone])
+
+    @reactions.on(FileReturned)
+    async def when_file_returned(
+        self, conn: asyncpg.Connection, back: Sequence[Received[FileReturned]]
+    ) -> None:
+        await _sync_lock(conn)
+        await self._resync(conn, back, [e.event.file_id for e in back])
 
     @reactions.on(FileMoved)
     async def when_file_moved(

@@ -324,6 +324,30 @@ async def file_uploaded(
         )
 
 
+@tree.on(catalog_events.FileTombstoned)
+async def file_tombstoned(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileTombstoned]]
+) -> None:
+    # Out of the mirror: the datasets synced with its folder let it go (and take it back
+    # with FileReturned); links made by hand stay.
+    await conn.execute(
+        "DELETE FROM datasets.files WHERE id = ANY($1::uuid[])",
+        [e.data["file_id"] for e in events],
+    )
+
+
+@tree.on(catalog_events.FileReturned)
+async def file_returned(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileReturned]]
+) -> None:
+    await conn.execute(
+        """INSERT INTO datasets.files (id, folder_id)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT (id) DO NOTHING""",
+        [e.data["file_id"] for e in events],
+        [e.data["folder_id"] for e in events],
+    )
+
+
 @tree.on(catalog_events.FileMoved)
 async def file_moved(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileMoved]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import urllib.parse
 from typing import Any
 
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
 from services.gateway import sessions
-from services.gateway.edge import Call, Gateway, Unavailable, error_response
+from services.gateway.edge import Call, Gateway, Unavailable, capped_body, error_response
 from services.gateway.routes import PARAMS
 from shared.api.ingest import ReEncodeFiles
 from shared.kit import consistency
@@ -89,16 +90,89 @@ class Compose:
     # -- catalog ---------------------------------------------------------------------
 
     async def create_folder(self, call: Call) -> Response:
+        try:
+            asked = orjson.loads(await capped_body(call.request))
+        except orjson.JSONDecodeError:
+            asked = None
+        if isinstance(asked, dict) and asked.get("cloud_sync") is not None:
+            return await self._create_synced_folder(call, asked)
         answer = await self.gateway.forward(call)
+        return await self._folder_made(call, answer)
+
+    async def _folder_made(self, call: Call, answer: httpx.Response, body: Any = None) -> Response:
         if answer.status_code != 201 or answer.json().get("parent_id") is not None:
-            return self.gateway.relay(answer)
+            return self.gateway.relay(answer, body=body)
         # The creator becomes the folder's admin in the ACL context, by reaction:
         # wait for it, so their next request finds the folder theirs.
         token = await self.gateway.wait_for(
             call.request, consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=2
         )
         self.gateway.forget_callers()
-        return self.gateway.relay(answer, token)
+        return self.gateway.relay(answer, token, body=body)
+
+    async def _create_synced_folder(self, call: Call, asked: dict[str, Any]) -> Response:
+        """A folder that mirrors a bucket prefix: ingest says whether the caller may use
+        the integration, the catalog makes the folder (its own rights), then ingest
+        records what it follows and starts its first sync."""
+        cloud_sync = asked.pop("cloud_sync")
+        checked = await self.gateway.call(
+            "ingest",
+            "POST",
+            "/internal/cloud-sync/check",
+            call.request,
+            call.user,
+            json=cloud_sync,
+        )
+        if checked.status_code != 200:
+            return self.gateway.relay(checked)
+        made = await self.gateway.call(
+            "catalog", "POST", "/v1/folders", call.request, call.user, json=asked
+        )
+        if made.status_code != 201:
+            return self.gateway.relay(made)
+        folder = made.json()
+        synced = await self.gateway.call(
+            "ingest",
+            "POST",
+            f"/internal/folders/{folder['id']}/cloud-sync",
+            call.request,
+            call.user,
+            json=cloud_sync,
+        )
+        if synced.status_code != 201:
+            # Not half made: the folder that would not follow its prefix goes again.
+            with contextlib.suppress(Unavailable):
+                await self.gateway.call(
+                    "catalog", "DELETE", f"/v1/folders/{folder['id']}", call.request, call.user
+                )
+            return self.gateway.relay(synced)
+        following = synced.json()
+        body = {**folder, "cloud_sync": following["cloud_sync"], "sync_job_id": following["job_id"]}
+        return await self._folder_made(call, made, body)
+
+    async def sync_folder(self, call: Call) -> Response:
+        # A sync adds files as an import does: the editor role on the folder.
+        folder = await self.find_folder(call, call.values["folder_id"], "editor")
+        if folder.status_code != 200:
+            return self.gateway.relay(folder)
+        return self.gateway.relay(await self.gateway.forward(call))
+
+    async def integration_events(self, call: Call) -> Response:
+        """A bucket's notification: its token (never an API key) goes to ingest, which
+        checks it; Bearer, MinIO's raw auth_token, or HTTP Basic's password."""
+        given = call.request.headers.get("authorization", "")
+        scheme, _, rest = given.partition(" ")
+        if scheme.lower() == "bearer":
+            token = rest.strip()
+        elif scheme.lower() == "basic":
+            try:
+                token = base64.b64decode(rest.strip()).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                token = ""
+        else:
+            token = given.strip()
+        headers = {"X-Files-Events-Token": token} if token and len(token) <= 200 else {}
+        return self.gateway.relay(await self.gateway.forward(call, headers=headers))
 
     async def file_with_datasets(self, call: Call) -> Response:
         answer = await self.gateway.forward(call)
@@ -230,6 +304,14 @@ class Compose:
         if found.status_code != 200:
             return self.gateway.relay(found)
         file = found.json()
+        if file.get("tombstone"):
+            return error_response(
+                410,
+                "object_gone",
+                f"file {file['id']}'s object is gone from its bucket (a tombstone); it comes"
+                " back if the object does",
+                file_id=file["id"],
+            )
         source = file.get("source") or {}
         rendition = dict(call.query()).get("rendition")
         if rendition is not None:

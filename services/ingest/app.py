@@ -21,6 +21,8 @@ from services.ingest.collector.projections import blob_refs
 from services.ingest.imports import api as imports_api
 from services.ingest.imports.handlers import Imports, Integrations
 from services.ingest.imports.projections import integrations as integrations_model
+from services.ingest.imports.projections import synced
+from services.ingest.imports.sync import Syncs
 from services.ingest.jobs import api as jobs_api
 from services.ingest.jobs.projections import jobs
 from services.ingest.metadata.schema import SchemaMirror, schema_mirror
@@ -46,9 +48,12 @@ def build(settings: Settings) -> FastAPI:
     sessions = Sessions(parts, blobs, secrets.derive(material, "upload part urls"))
     integrations = Integrations(parts, settings)
     imports = Imports(parts, integrations)
+    syncs = Syncs(parts, integrations)
     cancelling = Cancelling(parts, sessions, imports.stop)
     react = Bound.joined(
-        Collector.reactions.bound(collector), SchemaMirror.reactions.bound(SchemaMirror(parts))
+        Collector.reactions.bound(collector),
+        SchemaMirror.reactions.bound(SchemaMirror(parts)),
+        Syncs.reactions.bound(syncs),
     )
 
     async def sweep() -> None:
@@ -56,23 +61,25 @@ def build(settings: Settings) -> FastAPI:
             "sessions.expire", lambda: sessions.expire_forever(settings.upload_sweep_every_s)
         )
         parts.supervise("blobs.collect", lambda: collector.sweep_forever(settings.blob_gc_every_s))
+        parts.supervise("syncs.schedule", syncs.schedule_forever)
 
     runtime = Runtime(
         parts,
         publishes=topics.INGEST,
-        # The catalog's deletions release the blobs of deleted files; its metadata
-        # schema is mirrored to check metadata given at upload. The DICOM context's
-        # series hold their instances' blobs until released.
+        # The catalog's deletions release the blobs of deleted files and end the syncs
+        # of deleted synced folders; its metadata schema is mirrored to check metadata
+        # given at upload. The DICOM context's series hold their instances' blobs until
+        # released.
         consumes=(topics.CATALOG, topics.DICOM),
         reactions=react,
-        projections=(jobs, integrations_model, sessions_model, blob_refs, schema_mirror),
-        # Imports a restart interrupted go on where they were.
-        on_start=[blobs.start, imports.resume, sweep],
+        projections=(jobs, integrations_model, synced, sessions_model, blob_refs, schema_mirror),
+        # Imports and syncs a restart interrupted go on where they were.
+        on_start=[blobs.start, imports.resume, syncs.resume, sweep],
     )
     app = create_app(runtime, "Files ingest")
-    app.include_router(uploads_api.router(uploads))
-    app.include_router(sessions_api.router(sessions))
-    app.include_router(imports_api.router(integrations, imports))
+    app.include_router(uploads_api.router(uploads, syncs.refuse_uploads))
+    app.include_router(sessions_api.router(sessions, syncs.refuse_uploads))
+    app.include_router(imports_api.router(integrations, imports, syncs))
     app.include_router(jobs_api.router(parts, sessions.bytes_progress))
     app.include_router(cancel_api.router(cancelling))
     app.include_router(content.router(blobs))

@@ -12,11 +12,24 @@ from shared.api.common import IdName, Page, Shape, Strict
 Role = Literal["admin", "editor", "user"]
 
 
+class CloudSync(Strict):
+    integration_id: uuid.UUID
+    prefix: str = Field("", max_length=1024, description="keys below it; '' the whole bucket")
+    sync_interval_s: int | None = Field(
+        None, ge=60, le=604_800, description="absent: FILES_SYNC_INTERVAL_S"
+    )
+
+
 class NewFolder(Strict):
     name: str = Field(examples=["scans"])
     description: str = Field("", max_length=10_000)
     parent_id: uuid.UUID | None = Field(None, description="absent: a top-level folder")
     metadata: dict[str, Any] = Field(default_factory=dict, description="at most 64 KiB")
+    cloud_sync: CloudSync | None = Field(
+        None,
+        description="the folder mirrors this prefix of the integration's bucket (its key"
+        " paths become subfolders); its first sync starts at once (`sync_job_id`)",
+    )
 
 
 class FolderChanges(Strict):
@@ -93,6 +106,12 @@ class Folder(Shape):
     created_at: str
     created_by: str
     my_role: Role | None
+    cloud_sync: dict[str, Any] | None = Field(
+        None,
+        description="in the answer that made a cloud-synced folder: {integration_id, prefix,"
+        " sync_interval_s}",
+    )
+    sync_job_id: str | None = Field(None, description="with `cloud_sync`: its first sync's job")
 
 
 class LinkedDataset(IdName):
@@ -121,6 +140,11 @@ class File(Shape):
     datasets: list[LinkedDataset] = Field(description="the datasets it is linked to")
     dicom: dict[str, Any] | None = None
     group: dict[str, Any] | None = None
+    tombstone: bool | None = Field(
+        None,
+        description="true: a cloud-synced file whose object left its bucket (content 410"
+        " Gone, out of the datasets synced with its folder); absent otherwise",
+    )
     my_role: Role | None = Field(None, description="the caller's role on it (one file's answer)")
     duplicates: int | None = Field(
         None,

@@ -46,12 +46,28 @@ class Integration(Shape):
     shared_with: list[str] | None = Field(
         None, description="who may use it besides the org admins (shown to org admins only)"
     )
+    events_token: str | None = Field(
+        None,
+        description="at registration and rotation only: the token bucket notifications"
+        " carry (Authorization: Bearer); only its hash is kept",
+    )
 
 
 class IntegrationSharing(Strict):
-    """The list replaces the one before; `[]`: only the org admins."""
+    """Any of: whom it is shared with (the list replaces the one before; `[]`: only the
+    org admins), new keys (checked against the bucket before they are kept), a new
+    events token (answered once, as `events_token`)."""
 
-    shared_with: list[uuid.UUID] = Field(max_length=1000, description="user ids")
+    shared_with: list[uuid.UUID] | None = Field(None, max_length=1000, description="user ids")
+    access_key: str | None = Field(None, description="new keys: sealed, never returned")
+    secret_key: str | None = None
+    session_token: str | None = None
+    rotate_events_token: bool = False
+
+
+class IntegrationEvents(Shape):
+    records: int
+    job_ids: list[str] = Field(description="the sync jobs the notified keys started")
 
 
 class Integrations(Page):

@@ -220,6 +220,35 @@ class UploadRejected(Event):
     reason: str
 
 
+class FileTombstoned(Event):
+    """The object a cloud-synced file mirrors is gone from its bucket: the file stays,
+    marked, its content 410 Gone, out of the datasets synced with its folder."""
+
+    type: ClassVar[str] = "catalog.FileTombstoned"
+    file_id: uuid.UUID
+    folder_id: uuid.UUID
+
+
+class FileReturned(Event):
+    """The object came back under its key: the same file, no longer a tombstone."""
+
+    type: ClassVar[str] = "catalog.FileReturned"
+    file_id: uuid.UUID
+    folder_id: uuid.UUID
+
+
+class FileContentChanged(Event):
+    """A cloud-synced file's bytes changed in its bucket: read again, these are its facts."""
+
+    type: ClassVar[str] = "catalog.FileContentChanged"
+    file_id: uuid.UUID
+    kind: str
+    size: int
+    sha256: str
+    mime_type: str
+    media: Media = Media()
+
+
 EVENTS: tuple[type[Event], ...] = (
     FolderCreated,
     FolderRenamed,
@@ -239,4 +268,7 @@ EVENTS: tuple[type[Event], ...] = (
     FileRestored,
     FilePurged,
     UploadRejected,
+    FileTombstoned,
+    FileReturned,
+    FileContentChanged,
 )

@@ -243,6 +243,99 @@ class BlobsReclaimed(Event):
     blob_keys: list[str]
 
 
+def sync_stream(folder_id: uuid.UUID) -> str:
+    """A cloud-synced folder's own stream: what it follows."""
+    return f"cloud-sync-{folder_id}"
+
+
+class FolderSyncConfigured(Event):
+    """A folder follows a prefix of an integration's bucket (services/ingest/imports/sync)."""
+
+    type: ClassVar[str] = "ingest.FolderSyncConfigured"
+    folder_id: uuid.UUID
+    integration_id: uuid.UUID
+    prefix: str
+    # Seconds between scheduled syncs; None: the settings' default.
+    sync_interval_s: int | None = None
+
+
+class FolderSyncEnded(Event):
+    """The synced folder was deleted: it follows its prefix no more (a folder restored
+    from the trash is then an ordinary folder; make a synced one again)."""
+
+    type: ClassVar[str] = "ingest.FolderSyncEnded"
+    folder_id: uuid.UUID
+
+
+class SyncFolderNeeded(Event):
+    """A key path below a synced prefix: the catalog makes the subfolder (its id is
+    derived from the synced folder's and the path, so a re-run names the same one)."""
+
+    type: ClassVar[str] = "ingest.SyncFolderNeeded"
+    job_id: uuid.UUID
+    root_folder_id: uuid.UUID
+    folder_id: uuid.UUID
+    parent_id: uuid.UUID
+    name: str
+
+
+class CloudObjectSynced(Event):
+    """An object of a synced prefix as listed (ETag, size, last-modified) and its file:
+    the next sync compares its listing with these."""
+
+    type: ClassVar[str] = "ingest.CloudObjectSynced"
+    job_id: uuid.UUID
+    root_folder_id: uuid.UUID
+    key: str
+    file_id: uuid.UUID
+    etag: str
+    size: int
+    last_modified: str
+
+
+class CloudObjectGone(Event):
+    """An object of a synced prefix is no longer listed: its file is a tombstone."""
+
+    type: ClassVar[str] = "ingest.CloudObjectGone"
+    job_id: uuid.UUID
+    root_folder_id: uuid.UUID
+    key: str
+    file_id: uuid.UUID
+
+
+class CloudObjectChanged(Event):
+    """An object of a synced prefix whose bytes changed, or that came back after it was
+    gone: read again, its facts as they now are."""
+
+    type: ClassVar[str] = "ingest.CloudObjectChanged"
+    job_id: uuid.UUID
+    file_id: uuid.UUID
+    folder_id: uuid.UUID
+    key: str
+    kind: str
+    size: int
+    sha256: str
+    mime_type: str
+    media: Media = Media()
+
+
+class IntegrationCredentialsRotated(Event):
+    """New credentials, checked against the bucket, sealed as at registration."""
+
+    type: ClassVar[str] = "ingest.IntegrationCredentialsRotated"
+    integration_id: uuid.UUID
+    sealed_credentials: str
+
+
+class IntegrationEventsTokenSet(Event):
+    """The token bucket notifications must carry (POST /v1/integrations/{id}/events):
+    its SHA-256 hex only (`token_hash`, redacted from the audit); the token was shown once."""
+
+    type: ClassVar[str] = "ingest.IntegrationEventsTokenSet"
+    integration_id: uuid.UUID
+    token_hash: str
+
+
 class SeriesBlobsHeld(Event):
     """A DICOM series' file now refers to these instance blobs (one page of the DICOM
     context's SeriesInstancesAdded; one key per instance). They go when the series is
@@ -280,6 +373,14 @@ EVENTS: tuple[type[Event], ...] = (
     UploadSessionEnded,
     BlobsReleased,
     BlobsReclaimed,
+    FolderSyncConfigured,
+    FolderSyncEnded,
+    SyncFolderNeeded,
+    CloudObjectSynced,
+    CloudObjectGone,
+    CloudObjectChanged,
+    IntegrationCredentialsRotated,
+    IntegrationEventsTokenSet,
     SeriesBlobsHeld,
     BlobsUnpinned,
 )

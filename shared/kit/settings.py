@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     cloud_listing_timeout_s: float = 3600.0
     cloud_listing_max_pages: int = 10_000
     import_max_keys: int = 1_000_000
+    # A cloud-synced folder syncs this often unless it says otherwise (cloud_sync.sync_interval_s).
+    sync_interval_s: int = 3600
     # Integrations by role (role_arn): this platform's web identity token (on EKS, the
     # service account's: $AWS_WEB_IDENTITY_TOKEN_FILE) and the STS endpoint that trades
     # it (default AWS's); without a token file such integrations are refused.

@@ -39,6 +39,8 @@ COMPOSED = {
 EXCLUDED = {
     ("POST", "/v1/sessions"): "the web app's sign-in: a cookie session, for browsers",
     ("DELETE", "/v1/sessions"): "the web app's sign-out",
+    ("POST", "/v1/integrations/{}/events"): "a bucket's webhook (S3 via SNS, MinIO): buckets"
+    " speak HTTP, authenticated by the integration's events token",
 }
 
 
@@ -519,6 +521,59 @@ async def test_integrations_and_imports(
             pb.GetIntegrationRequest(integration_id=made.id), metadata=ADMIN
         ),
         grpc.StatusCode.NOT_FOUND,
+    )
+
+
+async def test_cloud_synced_folders(client: Client, moto: MotoS3, bucket: Minio) -> None:
+    prefix = f"grpc-sync-{uuid.uuid4().hex[:8]}/"
+    put(bucket, f"{prefix}deep/one.png", png(5, 5))
+    made = await client.integrations.CreateIntegration(
+        pb.CreateIntegrationRequest(
+            name=unique("grpc-sync"),
+            provider="s3",
+            endpoint=moto.endpoint,
+            region="us-east-1",
+            bucket=BUCKET,
+            access_key=moto.access_key,
+            secret_key=moto.secret_key,
+        ),
+        metadata=ADMIN,
+    )
+    assert made.events_token
+    folder = await client.folders.CreateFolder(
+        pb.CreateFolderRequest(
+            name=unique("grpc-synced"),
+            cloud_sync=pb.CloudSync(integration_id=made.id, prefix=prefix),
+        ),
+        metadata=ADMIN,
+    )
+    assert folder.cloud_sync.prefix == prefix and folder.sync_job_id
+    put(bucket, f"{prefix}two.png", png(3, 3))
+    job = await client.integrations.SyncFolder(
+        pb.SyncFolderRequest(folder_id=folder.id), metadata=ADMIN
+    )
+
+    async def listed() -> bool:
+        got = await client.jobs.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=ADMIN)
+        assert got.status != "failed", got
+        items = await client.folders.ListItems(
+            pb.ListItemsRequest(folder_id=folder.id), metadata=ADMIN
+        )
+        names = {i.folder.name or i.file.name for i in items.items}
+        return got.status == "done" and {"deep", "two.png"} <= names
+
+    await eventually(listed, 30, "the synced folder's subfolder and new file")
+    rotated = await client.integrations.RotateIntegration(
+        pb.RotateIntegrationRequest(integration_id=made.id, rotate_events_token=True),
+        metadata=ADMIN,
+    )
+    assert rotated.events_token and rotated.events_token != made.events_token
+    await refused(
+        client.integrations.DeleteIntegration(
+            pb.GetIntegrationRequest(integration_id=made.id), metadata=ADMIN
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "integration_in_use",
     )
 
 

@@ -110,7 +110,8 @@ async def test_an_integration_is_checked_and_its_secret_never_shown(
     assert made["name"] in names and wrong_name not in names
     one = await api.get(f"/v1/integrations/{made['id']}")
     seen.append(one.text)
-    assert one.json() == made
+    # The same, less the events token: it is answered once, at registration.
+    assert one.json() == {k: v for k, v in made.items() if k != "events_token"}
 
     # A member may not register; integrations not shared with them do not exist for them.
     dana = as_key((await member(api, "dana"))["api_key"])
@@ -121,8 +122,12 @@ async def test_an_integration_is_checked_and_its_secret_never_shown(
 
     audit = await api.get("/v1/audit", params={"subject_id": made["id"]})
     seen.append(audit.text)
-    (registered,) = [e for e in audit.json()["items"] if e["subject_id"] == made["id"]]
+    events = [e for e in audit.json()["items"] if e["subject_id"] == made["id"]]
+    # Registered, and its events token set (only the token's hash, which the audit drops).
+    registered, token = events
     assert registered["type"] == "ingest.IntegrationRegistered"
+    assert token["type"] == "ingest.IntegrationEventsTokenSet"
+    assert token["data"] == {"integration_id": made["id"]}
     assert registered["data"]["bucket"] == BUCKET
     assert not {k for k in registered["data"] if "sealed" in k or "secret" in k}
 
@@ -134,6 +139,7 @@ async def test_an_integration_is_checked_and_its_secret_never_shown(
     for where in [*seen, logs]:
         assert moto.secret_key not in where
         assert moto.access_key not in where
+    assert made["events_token"] not in logs
     assert "not-the-secret" not in logs
 
 

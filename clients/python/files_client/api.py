@@ -57,6 +57,7 @@ from files_client.models import (
     FolderData,
     Impact,
     ImportBody,
+    IntegrationChangeBody,
     IntegrationData,
     InvitationBody,
     JobData,
@@ -807,6 +808,37 @@ class Api(Bound[M]):
         return self._folder(found)
 
     @operation
+    def create_synced_folder(
+        self,
+        name: str,
+        *,
+        integration: Ref,
+        prefix: str = "",
+        parent: Ref | None = None,
+        sync_interval_s: int | None = None,
+    ) -> Op[Folder[M]]:
+        """A folder that mirrors `prefix` of the integration's bucket (key paths become
+        subfolders); its first sync runs at once (`sync_job_id`). Uploads into it are
+        refused: put objects in the bucket."""
+        cloud_sync: dict[str, Any] = {"integration_id": _id(integration), "prefix": prefix}
+        if sync_interval_s is not None:
+            cloud_sync["sync_interval_s"] = sync_interval_s
+        fields = {
+            "name": name,
+            "parent_id": _id(parent) if parent is not None else None,
+            "cloud_sync": cloud_sync,
+        }
+        body = NewFolderBody.model_validate({k: v for k, v in fields.items() if v is not None})
+        found = yield from json_of(self._session, Call("POST", "/v1/folders", json=body.as_json()))
+        return self._folder(found)
+
+    @operation
+    def sync_folder(self, folder: Ref) -> Op[Job[M]]:
+        """Sync a cloud-synced folder with its bucket now: the job (wait on it)."""
+        started = yield from json_of(self._session, Call("POST", f"/v1/folders/{_id(folder)}/sync"))
+        return (yield from type(self).get_job.fn(self, started["job_id"]))
+
+    @operation
     def get_folder(self, folder_id: Ref) -> Op[Folder[M]]:
         found = yield from json_of(self._session, Call("GET", f"/v1/folders/{_id(folder_id)}"))
         return self._folder(found)
@@ -1211,6 +1243,32 @@ class Api(Bound[M]):
     def get_integration(self, integration_id: Ref) -> Op[Integration[M]]:
         found = yield from json_of(
             self._session, Call("GET", f"/v1/integrations/{_id(integration_id)}")
+        )
+        return _bind(self, Integration, found)
+
+    @operation
+    def rotate_integration(
+        self,
+        integration: Ref,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        events_token: bool = False,
+    ) -> Op[Integration[M]]:
+        """New keys (checked against the bucket before they are kept), and/or a new
+        events token (`events_token` of the answer, shown this once)."""
+        fields: dict[str, Any] = {
+            "access_key": access_key,
+            "secret_key": secret_key,
+            "session_token": session_token,
+        }
+        if events_token:
+            fields["rotate_events_token"] = True
+        body = IntegrationChangeBody.model_validate({k: v for k, v in fields.items() if v})
+        found = yield from json_of(
+            self._session,
+            Call("PATCH", f"/v1/integrations/{_id(integration)}", json=body.as_json()),
         )
         return _bind(self, Integration, found)
 

@@ -709,6 +709,50 @@ def reencode(args: argparse.Namespace) -> int:
         return 0 if done.status in ("done", "running") and not done.errors else 1
 
 
+def sync(args: argparse.Namespace) -> int:
+    with _client() as c:
+        if args.integration:
+            parent, _, name = args.path.rstrip("/").rpartition("/")
+            made = c.create_synced_folder(
+                name,
+                integration=args.integration,
+                prefix=args.prefix or "",
+                parent=_folder(c, parent) if parent else None,
+                sync_interval_s=args.interval,
+            )
+            print(f"created {made.name} ({made.id}) following {args.prefix or '(the bucket)'}")
+            job = c.get_job(made.sync_job_id or "")
+        else:
+            job = c.sync_folder(_folder(c, args.path))
+        done = _watch(job, "sync") if not args.no_wait else job
+        print(f"job {done.id}: {done.status}, {len(done.files)} new file(s)")
+        for e in done.errors:
+            print(f"files sync: {e.name}: {e.code}: {e.message}", file=sys.stderr)
+        return 0 if done.status in ("done", "running") else 1
+
+
+def integrations(args: argparse.Namespace) -> int:
+    with _client() as c:
+        if args.action == "ls":
+            rows = [[i.id, i.bucket, i.endpoint or "aws", i.name] for i in c.list_integrations()]
+            _table(rows, ["ID", "BUCKET", "ENDPOINT", "NAME"])
+        elif args.action == "rotate":
+            secret = sys.stdin.readline().strip() if args.secret_key_stdin else None
+            found = c.rotate_integration(
+                args.integration,
+                access_key=args.access_key,
+                secret_key=secret,
+                events_token=args.events_token,
+            )
+            print(f"integration {found.id}: rotated")
+            if found.events_token:
+                print(f"events token (shown once): {found.events_token}")
+        elif args.action == "delete":
+            c.get_integration(args.integration).delete()
+            print(f"deleted integration {args.integration}")
+    return 0
+
+
 def history(args: argparse.Namespace) -> int:
     with _client() as c:
         subjects: list[str] = []
@@ -760,6 +804,8 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "share": share,
     "jobs": jobs,
     "history": history,
+    "sync": sync,
+    "integrations": integrations,
 }
 
 PATHS = "folder names joined with '/' from the top level; a file's path ends with its name"
@@ -965,6 +1011,29 @@ def register(commands: Any) -> None:
         a = actions.add_parser(name, help=text, description=text)
         a.add_argument("job_id", metavar="ID")
         a.add_argument("--json", action="store_true")
+
+    p = verb(
+        "sync",
+        "sync a cloud-synced folder with its bucket now (or make one)",
+        "Sync FOLDER/PATH with the bucket prefix it follows, and wait. With --integration,"
+        " make FOLDER/PATH a new folder that follows --prefix of that integration's bucket.",
+    )
+    p.add_argument("path", metavar="FOLDER/PATH")
+    p.add_argument("--integration", metavar="ID", help="make a new synced folder")
+    p.add_argument("--prefix", help="with --integration: the keys it follows")
+    p.add_argument("--interval", type=int, metavar="S", help="seconds between scheduled syncs")
+    p.add_argument("--no-wait", action="store_true", help="start it, do not wait")
+
+    p = verb("integrations", "list, rotate or delete cloud integrations")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("ls", help="the integrations you may use")
+    a = actions.add_parser("rotate", help="new keys and/or a new events token (org admins)")
+    a.add_argument("integration", metavar="ID")
+    a.add_argument("--access-key")
+    a.add_argument("--secret-key-stdin", action="store_true", help="read the secret from stdin")
+    a.add_argument("--events-token", action="store_true", help="a new notification token")
+    a = actions.add_parser("delete", help="remove (refused while a synced folder uses it)")
+    a.add_argument("integration", metavar="ID")
 
     p = verb(
         "history",

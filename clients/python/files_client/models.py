@@ -92,6 +92,9 @@ class FolderData(Data):
     created_at: datetime | None = None
     created_by: str | None = None
     my_role: str | None = None
+    # A cloud-synced folder's, in the answer that made it: what it follows, its first sync.
+    cloud_sync: dict[str, Any] | None = None
+    sync_job_id: str | None = None
 
 
 class FileData(Data):
@@ -115,6 +118,8 @@ class FileData(Data):
     my_role: str | None = None
     # How many other files the caller may see hold the same bytes (up to 10,000).
     duplicates: int | None = None
+    # A cloud-synced file whose object left its bucket: its content answers 410 Gone.
+    tombstone: bool = False
     # In search hits: the folder's path, from the first folder the caller may see.
     path: list[PathEntry] | None = None
     # One file's answer: the renditions made of it ("web": `re_encode`).
@@ -211,6 +216,8 @@ class IntegrationData(Data):
     created_by: str | None = None
     # Who may use it besides the org admins: shown to org admins only.
     shared_with: list[str] | None = None
+    # At registration and rotation only: the token its bucket's notifications carry.
+    events_token: str | None = None
 
 
 class User(Data):
@@ -320,6 +327,7 @@ class NewFolderBody(Body):
     description: str | None = None
     parent_id: str | None = None
     metadata: dict[str, Any] | None = None
+    cloud_sync: dict[str, Any] | None = None
 
 
 class FolderChangesBody(Body):
@@ -423,6 +431,13 @@ class NewIntegrationBody(Body):
     session_token: str | None = None
     endpoint: str | None = None
     region: str | None = None
+
+
+class IntegrationChangeBody(Body):
+    access_key: str | None = None
+    secret_key: str | None = None
+    session_token: str | None = None
+    rotate_events_token: bool | None = None
 
 
 class ImportBody(Body):
@@ -537,7 +552,9 @@ ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[Base
     ("POST", "/v1/integrations", NewIntegrationBody, IntegrationData),
     ("GET", "/v1/integrations", None, Page),
     ("GET", "/v1/integrations/{integration_id}", None, IntegrationData),
+    ("PATCH", "/v1/integrations/{integration_id}", IntegrationChangeBody, IntegrationData),
     ("DELETE", "/v1/integrations/{integration_id}", None, None),
+    ("POST", "/v1/folders/{folder_id}/sync", None, JobStarted),
     ("GET", "/v1/audit", None, Page),
     ("POST", "/v1/users", NewUserBody, NewUser),
     ("GET", "/v1/users", None, Page),

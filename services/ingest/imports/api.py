@@ -5,17 +5,57 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import Response
 
 from services.ingest.answers import Caller, recorded, recorded_no_content
 from services.ingest.imports.handlers import Imports, Integrations
+from services.ingest.imports.sync import Syncs
 from shared.kit.access import Access
 from shared.kit.http import JSON, access
 
 
-def router(integrations: Integrations, imports: Imports) -> APIRouter:
+def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRouter:
     api = APIRouter()
+
+    @api.post("/internal/cloud-sync/check")
+    async def check_cloud_sync(
+        _: Caller, who: Access = Depends(access), body: dict[str, Any] = Body(...)
+    ) -> dict[str, Any]:
+        # Before the catalog makes the folder: may the caller use this integration?
+        await syncs.check(who, body)
+        return {}
+
+    @api.post("/internal/folders/{folder_id}/cloud-sync", status_code=201)
+    async def configure_cloud_sync(
+        folder_id: uuid.UUID,
+        caller: Caller,
+        who: Access = Depends(access),
+        body: dict[str, Any] = Body(...),
+    ) -> JSON:
+        return recorded(await syncs.configure(who, caller, folder_id, body), 201)
+
+    @api.post("/v1/folders/{folder_id}/sync", status_code=202)
+    async def sync_folder(
+        folder_id: uuid.UUID, caller: Caller, who: Access = Depends(access)
+    ) -> JSON:
+        # The editor role on the folder, asked of the catalog here too (not only by the
+        # gateway): a sync writes into the folder.
+        await syncs.require_editor(who, caller, folder_id)
+        return recorded(await syncs.start(caller, folder_id), 202)
+
+    @api.get("/internal/folders/{folder_id}/cloud-sync")
+    async def cloud_sync_of(folder_id: uuid.UUID) -> dict[str, Any]:
+        return await syncs.folder_json(folder_id)
+
+    @api.post("/v1/integrations/{integration_id}/events", status_code=202)
+    async def integration_events(
+        integration_id: uuid.UUID,
+        body: Any = Body(...),
+        token: str | None = Header(None, alias="X-Files-Events-Token", max_length=200),
+    ) -> dict[str, Any]:
+        # No caller: the integration's events token is the right (checked here).
+        return await syncs.notified(integration_id, token, body)
 
     @api.post("/v1/integrations", status_code=201)
     async def register_integration(
@@ -63,6 +103,7 @@ def router(integrations: Integrations, imports: Imports) -> APIRouter:
     ) -> JSON:
         # The gateway checked the editor role on the folder, as for uploads; whether
         # the caller may use the integration is decided here.
+        await syncs.refuse_uploads(folder_id)
         return recorded(await imports.start_import(who, caller, folder_id, body), 202)
 
     @api.get("/internal/integrations/{integration_id}/presign", include_in_schema=False)

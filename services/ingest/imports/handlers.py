@@ -25,6 +25,7 @@ from services.ingest.imports.domain import integrations as rules
 from services.ingest.imports.domain import jobs as domain
 from services.ingest.imports.domain import requests
 from services.ingest.imports.domain.endpoints import EndpointRule
+from services.ingest.imports.domain.sync import new_token
 from services.ingest.imports.egress import Caps, Egress
 from services.ingest.imports.projections import integrations
 from services.ingest.imports.runner import Runner
@@ -136,11 +137,15 @@ class Integrations(Handlers):
             orjson.dumps(rules.sealed_credentials(registration.credentials)),
             str(integration_id),
         )
-        position = await self._record(rules.register(integration_id, registration, sealed), cause)
+        token, digest = new_token()
+        changes = rules.register(integration_id, registration, sealed)
+        changes += rules.events_token(integration_id, 1, digest)
+        position = await self._record(changes, cause)
         row = await self.pool.fetchrow(
             "SELECT * FROM ingest.integrations WHERE id = $1", integration_id
         )
-        return _integration_json(row, access), position
+        # Shown this once: only its SHA-256 is kept.
+        return {**_integration_json(row, access), "events_token": token}, position
 
     async def visible(self, access: Access, limit: int, cursor: str | None) -> dict[str, Any]:
         """The integrations the caller may use (all of them for an org admin)."""
@@ -185,13 +190,50 @@ class Integrations(Handlers):
         self, access: Access, cause: Cause, integration_id: uuid.UUID, body: object
     ) -> tuple[dict[str, Any], int]:
         """Who may use the integration besides the org admins (the list replaces the one
-        before). Every user named must exist."""
+        before; every user named must exist); new credentials, checked against the bucket
+        before they are kept; a new events token (answered once)."""
         row = await self.row(integration_id)
         rules.require_admin(access, integration_id, _sharing(row))
-        user_ids = rules.parse_sharing(body)
-        await self._users_exist(user_ids)
-        position = await self._record(rules.share(integration_id, row["version"], user_ids), cause)
-        return _integration_json(await self.row(integration_id), access), position
+        change = rules.parse_change(body)
+        changes: list[Change] = []
+        version = row["version"]
+        if change.credentials is not None:
+            bucket = Bucket(
+                rules.parse_endpoint(row["endpoint"]),
+                row["region"],
+                row["bucket"],
+                change.credentials,
+            )
+            reader = self._reader(bucket)
+            try:
+                await reader.check()
+            except CloudProblem as refused:
+                raise Refused(
+                    422,
+                    refused.code,
+                    f"the credentials were not changed: {refused.message}",
+                    {"bucket": bucket.name, **refused.details},
+                ) from None
+            finally:
+                await reader.close()
+            sealed = self.sealer.seal(
+                orjson.dumps(rules.sealed_credentials(change.credentials)), str(integration_id)
+            )
+            changes += rules.rotate(integration_id, version, sealed)
+            version += 1
+        token = None
+        if change.rotate_events_token:
+            token, digest = new_token()
+            changes += rules.events_token(integration_id, version, digest)
+            version += 1
+        if change.shared_with is not None:
+            await self._users_exist(change.shared_with)
+            changes += rules.share(integration_id, version, change.shared_with)
+        position = await self._record(changes, cause) if changes else 0
+        if change.credentials is not None:
+            await self._forget(integration_id)
+        found = _integration_json(await self.row(integration_id), access)
+        return ({**found, "events_token": token} if token else found), position
 
     async def _users_exist(self, user_ids: list[uuid.UUID]) -> None:
         """Every one of these users exists (the ACL context knows), or 422 naming those
@@ -230,6 +272,20 @@ class Integrations(Handlers):
         """Files imported through it stay listed; their content is no longer served."""
         row = await self.row(integration_id)
         rules.require_admin(access, integration_id, _sharing(row))
+        folders = await self.pool.fetch(
+            """SELECT folder_id FROM ingest.synced_folders WHERE integration_id = $1
+               ORDER BY created_at LIMIT 100""",
+            integration_id,
+        )
+        if folders:
+            named = [str(r["folder_id"]) for r in folders]
+            raise Refused(
+                409,
+                "integration_in_use",
+                f"integration {integration_id} is followed by cloud-synced folders"
+                f" ({', '.join(named[:10])}{' …' if len(named) > 10 else ''}): delete them first",
+                {"folder_ids": named},
+            )
         position = await self._record(rules.remove(integration_id, row["version"]), cause)
         await self._forget(integration_id)
         return position

@@ -31,6 +31,8 @@ integrations = Projection(
     -- The users (ids as text) who may use it besides the organisation admins.
     ALTER TABLE ingest.integrations
         ADD COLUMN IF NOT EXISTS shared_with text[] NOT NULL DEFAULT '{}';
+    -- The SHA-256 of the token bucket notifications carry (the token is shown once).
+    ALTER TABLE ingest.integrations ADD COLUMN IF NOT EXISTS events_token_sha256 text;
     """,
 )
 
@@ -82,3 +84,148 @@ async def integration_removed(
         "DELETE FROM ingest.integrations WHERE id = ANY($1::uuid[])",
         [e.event.integration_id for e in events],
     )
+
+
+@integrations.on(ingest_events.IntegrationCredentialsRotated)
+async def credentials_rotated(
+    conn: asyncpg.Connection,
+    events: Sequence[Received[ingest_events.IntegrationCredentialsRotated]],
+) -> None:
+    await conn.executemany(
+        "UPDATE ingest.integrations SET sealed_credentials = $2, version = $3 WHERE id = $1",
+        [(e.event.integration_id, e.event.sealed_credentials, e.stream_version) for e in events],
+    )
+
+
+@integrations.on(ingest_events.IntegrationEventsTokenSet)
+async def events_token_set(
+    conn: asyncpg.Connection,
+    events: Sequence[Received[ingest_events.IntegrationEventsTokenSet]],
+) -> None:
+    await conn.executemany(
+        "UPDATE ingest.integrations SET events_token_sha256 = $2, version = $3 WHERE id = $1",
+        [(e.event.integration_id, e.event.token_hash, e.stream_version) for e in events],
+    )
+
+
+# Cloud-synced folders: what each follows, the subfolders its key paths made, and every
+# object as last listed (what the next sync compares its listing with).
+synced = Projection(
+    name="ingest.synced",
+    tables=("ingest.synced_folders", "ingest.synced_subfolders", "ingest.synced_objects"),
+    ddl="""
+    CREATE TABLE IF NOT EXISTS ingest.synced_folders (
+        folder_id uuid PRIMARY KEY,
+        integration_id uuid NOT NULL,
+        prefix text NOT NULL,
+        sync_interval_s integer,
+        created_at timestamptz NOT NULL,
+        created_by text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS synced_folders_integration
+        ON ingest.synced_folders (integration_id);
+    CREATE TABLE IF NOT EXISTS ingest.synced_subfolders (
+        folder_id uuid PRIMARY KEY,
+        root_folder_id uuid NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS ingest.synced_objects (
+        root_folder_id uuid NOT NULL,
+        key text NOT NULL,
+        file_id uuid NOT NULL,
+        etag text NOT NULL,
+        size bigint NOT NULL,
+        last_modified text NOT NULL,
+        gone boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (root_folder_id, key)
+    );
+    """,
+)
+
+
+@synced.on(ingest_events.FolderSyncConfigured)
+async def sync_configured(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FolderSyncConfigured]]
+) -> None:
+    await conn.executemany(
+        """INSERT INTO ingest.synced_folders (folder_id, integration_id, prefix,
+                                              sync_interval_s, created_at, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+        [
+            (
+                e.event.folder_id,
+                e.event.integration_id,
+                e.event.prefix,
+                e.event.sync_interval_s,
+                e.occurred_at,
+                e.actor,
+            )
+            for e in events
+        ],
+    )
+
+
+@synced.on(ingest_events.FolderSyncEnded)
+async def sync_ended(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FolderSyncEnded]]
+) -> None:
+    ended = [e.event.folder_id for e in events]
+    await conn.execute("DELETE FROM ingest.synced_folders WHERE folder_id = ANY($1::uuid[])", ended)
+    await conn.execute(
+        "DELETE FROM ingest.synced_subfolders WHERE root_folder_id = ANY($1::uuid[])", ended
+    )
+    await conn.execute(
+        "DELETE FROM ingest.synced_objects WHERE root_folder_id = ANY($1::uuid[])", ended
+    )
+
+
+@synced.on(ingest_events.SyncFolderNeeded)
+async def sync_folder_needed(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.SyncFolderNeeded]]
+) -> None:
+    await conn.executemany(
+        """INSERT INTO ingest.synced_subfolders (folder_id, root_folder_id) VALUES ($1, $2)
+           ON CONFLICT DO NOTHING""",
+        [(e.event.folder_id, e.event.root_folder_id) for e in events],
+    )
+
+
+@synced.on(ingest_events.CloudObjectSynced)
+async def object_synced(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.CloudObjectSynced]]
+) -> None:
+    await conn.executemany(
+        """INSERT INTO ingest.synced_objects (root_folder_id, key, file_id, etag, size,
+                                              last_modified, gone)
+           VALUES ($1, $2, $3, $4, $5, $6, false)
+           ON CONFLICT (root_folder_id, key) DO UPDATE
+           SET etag = excluded.etag, size = excluded.size,
+               last_modified = excluded.last_modified, gone = false""",
+        [
+            (
+                e.event.root_folder_id,
+                e.event.key,
+                e.event.file_id,
+                e.event.etag,
+                e.event.size,
+                e.event.last_modified,
+            )
+            for e in events
+        ],
+    )
+
+
+@synced.on(ingest_events.CloudObjectGone)
+async def object_gone(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.CloudObjectGone]]
+) -> None:
+    await conn.executemany(
+        "UPDATE ingest.synced_objects SET gone = true WHERE root_folder_id = $1 AND key = $2",
+        [(e.event.root_folder_id, e.event.key) for e in events],
+    )
+
+
+@synced.on(ingest_events.CloudObjectChanged)
+async def object_changed(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.CloudObjectChanged]]
+) -> None:
+    """Its listing facts come with CloudObjectSynced, next in the same batch."""

@@ -46,7 +46,7 @@ jobs = Projection(
 
 async def file_ids(conn: Conn | asyncpg.Pool, job: asyncpg.Record) -> list[str]:
     """A job's files, in order: an import's from ingest.job_files, others' from `files`."""
-    if job["kind"] != "import":
+    if job["kind"] not in ("import", "sync"):
         return list(job["files"])
     found = await conn.fetchval(
         """SELECT coalesce(array_agg(file_id::text ORDER BY position), '{}')

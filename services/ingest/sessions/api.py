@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -14,7 +15,7 @@ from shared.kit.errors import not_found
 from shared.kit.http import JSON
 
 
-def router(sessions: Sessions) -> APIRouter:
+def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]]) -> APIRouter:
     api = APIRouter()
 
     @api.post("/v1/folders/{folder_id}/uploads", status_code=201)
@@ -22,6 +23,7 @@ def router(sessions: Sessions) -> APIRouter:
         folder_id: uuid.UUID, caller: Caller, body: dict[str, Any] = Body(...)
     ) -> JSON:
         # The gateway checked the editor role on the folder, as for uploads.
+        await writable(folder_id)
         return recorded(await sessions.open(caller, folder_id, body), 201)
 
     @api.get("/v1/uploads/{session_id}")

@@ -4,6 +4,7 @@ multipart body streamed to the store."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 
@@ -12,11 +13,13 @@ from services.ingest.uploads.handlers import Uploads
 from shared.kit.http import JSON
 
 
-def router(uploads: Uploads) -> APIRouter:
+def router(uploads: Uploads, writable: Callable[[uuid.UUID], Awaitable[None]]) -> APIRouter:
+    """`writable`: refuses (409) uploads into a folder that takes none (a cloud-synced one)."""
     api = APIRouter()
 
     @api.post("/v1/folders/{folder_id}/files", status_code=201)
     async def upload(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+        await writable(folder_id)
         return recorded(
             await uploads.receive(
                 caller, folder_id, request.headers.get("content-type", ""), request.stream()
@@ -26,6 +29,7 @@ def router(uploads: Uploads) -> APIRouter:
 
     @api.post("/v1/folders/{folder_id}/dicom", status_code=202)
     async def upload_dicom(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+        await writable(folder_id)
         return recorded(
             await uploads.receive_dicom(
                 caller, folder_id, request.headers.get("content-type", ""), request.stream()
@@ -35,6 +39,7 @@ def router(uploads: Uploads) -> APIRouter:
 
     @api.post("/v1/folders/{folder_id}/image-groups", status_code=201)
     async def upload_image_group(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+        await writable(folder_id)
         return recorded(
             await uploads.receive_image_group(
                 caller, folder_id, request.headers.get("content-type", ""), request.stream()

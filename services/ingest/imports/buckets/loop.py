@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from services.ingest.imports.buckets.port import Bucket, BucketReader, Read
+from services.ingest.imports.buckets.port import Bucket, BucketReader, Listed, Read
 
 _T = TypeVar("_T")
 
@@ -85,6 +85,25 @@ class Threaded:
 
         async def closed() -> None:
             # After a cancellation the generator ended with it (or is still ending).
+            with contextlib.suppress(RuntimeError):
+                await pages.aclose()
+
+        try:
+            while (page := await self.loop.run(following())) is not None:
+                yield page
+        finally:
+            await self.loop.run(closed())
+
+    async def listing(self, prefix: str) -> AsyncGenerator[list[Listed], None]:
+        pages = self.inner.listing(prefix)
+
+        async def following() -> list[Listed] | None:
+            try:
+                return await anext(pages)
+            except StopAsyncIteration:
+                return None
+
+        async def closed() -> None:
             with contextlib.suppress(RuntimeError):
                 await pages.aclose()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from services.ingest.imports.buckets.protocol import Listed
 from services.ingest.imports.domain.integrations import (
     BucketCredentials,
     Credentials,
@@ -36,6 +37,7 @@ __all__ = [
     "BucketReader",
     "CloudProblem",
     "Credentials",
+    "Listed",
     "Read",
     "WebIdentity",
 ]
@@ -85,6 +87,10 @@ class BucketReader(Protocol):
     def pages(self, prefix: str) -> AsyncGenerator[list[str], None]:
         """The object keys under the prefix, a listing page at a time (folder markers
         left out), within the listing's caps; a CloudProblem ends it."""
+        ...
+
+    def listing(self, prefix: str) -> AsyncGenerator[list[Listed], None]:
+        """As `pages`, with each object's ETag, size and last-modified."""
         ...
 
     async def read(self, key: str, spool_dir: Path) -> Read:

@@ -9,7 +9,7 @@ which an import never reads.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_plus
 from xml.etree import ElementTree
 
@@ -27,10 +27,22 @@ class Unreadable(ValueError):
 
 
 @dataclass(frozen=True)
+class Listed:
+    """An object as a listing shows it: what a sync compares with what it knows."""
+
+    key: str
+    etag: str
+    size: int
+    last_modified: str
+
+
+@dataclass(frozen=True)
 class Page:
     keys: list[str]
     # The next page's continuation token; None after the last page.
     following: str | None
+    # The same objects with their ETag, size and last-modified (what a sync compares).
+    entries: list[Listed] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -74,18 +86,28 @@ def parse_page(body: bytes) -> Page:
         raise Unreadable("a listing that is not XML") from None
     encoded = (root.findtext(f"{_S3}EncodingType") or "").lower() == "url"
     keys = []
+    entries = []
     for found in root.iterfind(f"{_S3}Contents"):
         name = found.findtext(f"{_S3}Key") or ""
         if encoded:
             name = unquote_plus(name)
         if name and not name.endswith("/"):
             keys.append(name)
+            size = found.findtext(f"{_S3}Size") or "0"
+            entries.append(
+                Listed(
+                    name,
+                    (found.findtext(f"{_S3}ETag") or "").strip('"'),
+                    int(size) if size.isdigit() else 0,
+                    found.findtext(f"{_S3}LastModified") or "",
+                )
+            )
     following = root.findtext(f"{_S3}NextContinuationToken")
     if (root.findtext(f"{_S3}IsTruncated") or "").lower() != "true":
-        return Page(keys, None)
+        return Page(keys, None, entries)
     if not following:
         raise Unreadable("a truncated listing without a continuation token")
-    return Page(keys, following)
+    return Page(keys, following, entries)
 
 
 def parse_location(body: bytes, endpoint: Endpoint) -> str:

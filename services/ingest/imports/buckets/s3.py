@@ -416,6 +416,17 @@ class S3Reader:
                 return
             token = page.following
 
+    async def listing(self, prefix: str) -> AsyncGenerator[list[protocol.Listed], None]:
+        await self.prepare()
+        listing = ListingBudget(self.caps, f"the listing of {prefix!r}")
+        token: str | None = None
+        while True:
+            page = await self._page(prefix, token, LISTING_PAGE, listing)
+            yield page.entries or []
+            if page.following is None:
+                return
+            token = page.following
+
     async def _page(
         self, prefix: str, token: str | None, most: int, listing: ListingBudget
     ) -> protocol.Page:

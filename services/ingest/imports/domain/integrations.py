@@ -341,6 +341,94 @@ def parse_sharing(body: object) -> list[uuid.UUID]:
         raise refusal(named(error, lambda _: unknown)) from None
 
 
+class IntegrationChange(Strict):
+    """`PATCH /v1/integrations/{id}`: any of the users it is shared with (all of them:
+    the list replaces the one before), new keys (access_key and secret_key, with a
+    session_token for temporary ones), a new events token."""
+
+    shared_with: list[Annotated[uuid.UUID, BeforeValidator(_user_id)]] | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    session_token: str | None = None
+    rotate_events_token: bool = False
+
+    @field_validator("shared_with")
+    @classmethod
+    def _bounded(cls, users: list[uuid.UUID] | None) -> list[uuid.UUID] | None:
+        if users is not None and len(users) > MAX_SHARED:
+            raise ValueError(f"names at most {MAX_SHARED} users")
+        return None if users is None else list(dict.fromkeys(users))
+
+    @field_validator("access_key", "secret_key", "session_token")
+    @classmethod
+    def _a_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        most = KEY_LENGTHS[str(info.field_name)]
+        if not 1 <= len(value) <= most:
+            raise ValueError(f"must be 1 to {most} characters")
+        return value
+
+
+@dataclass(frozen=True)
+class Changed:
+    shared_with: list[uuid.UUID] | None
+    credentials: Credentials | None
+    rotate_events_token: bool
+
+
+def parse_change(body: object) -> Changed:
+    """What a `PATCH /v1/integrations/{id}` asks, or 422 naming every problem."""
+    try:
+        given = IntegrationChange.model_validate(body)
+    except ValidationError as error:
+        unknown = "is not a field of an integration that can be changed"
+        raise refusal(named(error, lambda _: unknown)) from None
+    credentials = None
+    if given.access_key is not None or given.secret_key is not None:
+        missing = [f for f in ("access_key", "secret_key") if getattr(given, f) is None]
+        if missing:
+            raise refusal([{"field": f, "problem": "is required with new keys"} for f in missing])
+        assert given.access_key is not None and given.secret_key is not None
+        credentials = Credentials(given.access_key, given.secret_key, given.session_token)
+    elif given.session_token is not None:
+        raise refusal(
+            [{"field": "session_token", "problem": "goes with access_key and secret_key"}]
+        )
+    if given.shared_with is None and credentials is None and not given.rotate_events_token:
+        raise refusal(
+            [
+                {
+                    "field": "body",
+                    "problem": "names nothing to change: shared_with, keys or rotate_events_token",
+                }
+            ]
+        )
+    return Changed(given.shared_with, credentials, given.rotate_events_token)
+
+
+def rotate(integration_id: uuid.UUID, version: int, sealed: str) -> list[Change]:
+    return [
+        Change(
+            ev.integration_stream(integration_id),
+            version + 1,
+            ev.IntegrationCredentialsRotated(
+                integration_id=integration_id, sealed_credentials=sealed
+            ),
+        )
+    ]
+
+
+def events_token(integration_id: uuid.UUID, version: int, digest: str) -> list[Change]:
+    return [
+        Change(
+            ev.integration_stream(integration_id),
+            version + 1,
+            ev.IntegrationEventsTokenSet(integration_id=integration_id, token_hash=digest),
+        )
+    ]
+
+
 def share(integration_id: uuid.UUID, version: int, user_ids: list[uuid.UUID]) -> list[Change]:
     return [
         Change(

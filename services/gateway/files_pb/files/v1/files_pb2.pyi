@@ -19,7 +19,7 @@ class PathEntry(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Folder(_message.Message):
-    __slots__ = ("id", "name", "description", "metadata", "parent_id", "path", "file_count", "folder_count", "created_at", "created_by", "my_role")
+    __slots__ = ("id", "name", "description", "metadata", "parent_id", "path", "file_count", "folder_count", "created_at", "created_by", "my_role", "cloud_sync", "sync_job_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,8 @@ class Folder(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     MY_ROLE_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_SYNC_FIELD_NUMBER: _ClassVar[int]
+    SYNC_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -42,7 +44,19 @@ class Folder(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     created_by: str
     my_role: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parent_id: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ..., file_count: _Optional[int] = ..., folder_count: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., my_role: _Optional[str] = ...) -> None: ...
+    cloud_sync: CloudSync
+    sync_job_id: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parent_id: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ..., file_count: _Optional[int] = ..., folder_count: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., my_role: _Optional[str] = ..., cloud_sync: _Optional[_Union[CloudSync, _Mapping]] = ..., sync_job_id: _Optional[str] = ...) -> None: ...
+
+class CloudSync(_message.Message):
+    __slots__ = ("integration_id", "prefix", "sync_interval_s")
+    INTEGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    SYNC_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    integration_id: str
+    prefix: str
+    sync_interval_s: int
+    def __init__(self, integration_id: _Optional[str] = ..., prefix: _Optional[str] = ..., sync_interval_s: _Optional[int] = ...) -> None: ...
 
 class Media(_message.Message):
     __slots__ = ("width", "height", "frames", "duration_s", "sample_rate", "channels", "fps", "codec", "dims", "voxel_size", "datatype")
@@ -115,7 +129,7 @@ class DatasetRef(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class File(_message.Message):
-    __slots__ = ("id", "name", "kind", "folder_id", "size", "sha256", "mime_type", "media", "dicom", "group", "source", "metadata", "created_at", "created_by", "datasets", "my_role", "path", "description", "duplicates", "renditions")
+    __slots__ = ("id", "name", "kind", "folder_id", "size", "sha256", "mime_type", "media", "dicom", "group", "source", "metadata", "created_at", "created_by", "datasets", "my_role", "path", "description", "duplicates", "renditions", "tombstone")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +150,7 @@ class File(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     RENDITIONS_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     kind: str
@@ -156,7 +171,8 @@ class File(_message.Message):
     description: str
     duplicates: int
     renditions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., mime_type: _Optional[str] = ..., media: _Optional[_Union[Media, _Mapping]] = ..., dicom: _Optional[_Union[Dicom, _Mapping]] = ..., group: _Optional[_Union[Group, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., my_role: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ..., description: _Optional[str] = ..., duplicates: _Optional[int] = ..., renditions: _Optional[_Iterable[str]] = ...) -> None: ...
+    tombstone: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., mime_type: _Optional[str] = ..., media: _Optional[_Union[Media, _Mapping]] = ..., dicom: _Optional[_Union[Dicom, _Mapping]] = ..., group: _Optional[_Union[Group, _Mapping]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., my_role: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ..., description: _Optional[str] = ..., duplicates: _Optional[int] = ..., renditions: _Optional[_Iterable[str]] = ..., tombstone: _Optional[bool] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("folder", "file")
@@ -224,16 +240,18 @@ class FolderSummary(_message.Message):
     def __init__(self, folder_id: _Optional[str] = ..., folders: _Optional[int] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ..., by_kind: _Optional[_Mapping[str, KindTotal]] = ...) -> None: ...
 
 class CreateFolderRequest(_message.Message):
-    __slots__ = ("name", "description", "parent_id", "metadata")
+    __slots__ = ("name", "description", "parent_id", "metadata", "cloud_sync")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_SYNC_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     parent_id: str
     metadata: _struct_pb2.Struct
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parent_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    cloud_sync: CloudSync
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parent_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cloud_sync: _Optional[_Union[CloudSync, _Mapping]] = ...) -> None: ...
 
 class GetFolderRequest(_message.Message):
     __slots__ = ("folder_id",)
@@ -938,7 +956,7 @@ class RevokeKeyRequest(_message.Message):
     def __init__(self, key_id: _Optional[str] = ...) -> None: ...
 
 class Integration(_message.Message):
-    __slots__ = ("id", "name", "provider", "bucket", "endpoint", "region", "created_at", "created_by", "shared_with")
+    __slots__ = ("id", "name", "provider", "bucket", "endpoint", "region", "created_at", "created_by", "shared_with", "events_token")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -948,6 +966,7 @@ class Integration(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     SHARED_WITH_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     provider: str
@@ -957,7 +976,28 @@ class Integration(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     created_by: str
     shared_with: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., provider: _Optional[str] = ..., bucket: _Optional[str] = ..., endpoint: _Optional[str] = ..., region: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., shared_with: _Optional[_Iterable[str]] = ...) -> None: ...
+    events_token: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., provider: _Optional[str] = ..., bucket: _Optional[str] = ..., endpoint: _Optional[str] = ..., region: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., shared_with: _Optional[_Iterable[str]] = ..., events_token: _Optional[str] = ...) -> None: ...
+
+class RotateIntegrationRequest(_message.Message):
+    __slots__ = ("integration_id", "access_key", "secret_key", "session_token", "rotate_events_token")
+    INTEGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_KEY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ROTATE_EVENTS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    integration_id: str
+    access_key: str
+    secret_key: str
+    session_token: str
+    rotate_events_token: bool
+    def __init__(self, integration_id: _Optional[str] = ..., access_key: _Optional[str] = ..., secret_key: _Optional[str] = ..., session_token: _Optional[str] = ..., rotate_events_token: _Optional[bool] = ...) -> None: ...
+
+class SyncFolderRequest(_message.Message):
+    __slots__ = ("folder_id",)
+    FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
+    folder_id: str
+    def __init__(self, folder_id: _Optional[str] = ...) -> None: ...
 
 class IntegrationPage(_message.Message):
     __slots__ = ("items", "next_cursor")

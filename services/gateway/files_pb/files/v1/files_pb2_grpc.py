@@ -2376,10 +2376,20 @@ class IntegrationsStub:
                 request_serializer=files_dot_v1_dot_files__pb2.ShareIntegrationRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.Integration.FromString,
                 _registered_method=True)
+        self.RotateIntegration = channel.unary_unary(
+                '/files.v1.Integrations/RotateIntegration',
+                request_serializer=files_dot_v1_dot_files__pb2.RotateIntegrationRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Integration.FromString,
+                _registered_method=True)
         self.DeleteIntegration = channel.unary_unary(
                 '/files.v1.Integrations/DeleteIntegration',
                 request_serializer=files_dot_v1_dot_files__pb2.GetIntegrationRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
+                _registered_method=True)
+        self.SyncFolder = channel.unary_unary(
+                '/files.v1.Integrations/SyncFolder',
+                request_serializer=files_dot_v1_dot_files__pb2.SyncFolderRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.JobRef.FromString,
                 _registered_method=True)
         self.ImportObjects = channel.unary_unary(
                 '/files.v1.Integrations/ImportObjects',
@@ -2422,8 +2432,23 @@ class IntegrationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateIntegration(self, request, context):
+        """PATCH /v1/integrations/{id} {access_key, secret_key, session_token?,
+        rotate_events_token?} (org admins): new keys, checked against the bucket first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteIntegration(self, request, context):
-        """DELETE /v1/integrations/{id} (org admins)
+        """DELETE /v1/integrations/{id} (org admins): refused while cloud-synced folders use it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncFolder(self, request, context):
+        """POST /v1/folders/{id}/sync: a cloud-synced folder follows its bucket now, by a job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -2459,10 +2484,20 @@ def add_IntegrationsServicer_to_server(servicer, server):
                     request_deserializer=files_dot_v1_dot_files__pb2.ShareIntegrationRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.Integration.SerializeToString,
             ),
+            'RotateIntegration': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateIntegration,
+                    request_deserializer=files_dot_v1_dot_files__pb2.RotateIntegrationRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Integration.SerializeToString,
+            ),
             'DeleteIntegration': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteIntegration,
                     request_deserializer=files_dot_v1_dot_files__pb2.GetIntegrationRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            ),
+            'SyncFolder': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncFolder,
+                    request_deserializer=files_dot_v1_dot_files__pb2.SyncFolderRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.JobRef.SerializeToString,
             ),
             'ImportObjects': grpc.unary_unary_rpc_method_handler(
                     servicer.ImportObjects,
@@ -2591,6 +2626,33 @@ class Integrations:
             _registered_method=True)
 
     @staticmethod
+    def RotateIntegration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Integrations/RotateIntegration',
+            files_dot_v1_dot_files__pb2.RotateIntegrationRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Integration.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteIntegration(request,
             target,
             options=(),
@@ -2607,6 +2669,33 @@ class Integrations:
             '/files.v1.Integrations/DeleteIntegration',
             files_dot_v1_dot_files__pb2.GetIntegrationRequest.SerializeToString,
             files_dot_v1_dot_files__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncFolder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Integrations/SyncFolder',
+            files_dot_v1_dot_files__pb2.SyncFolderRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.JobRef.FromString,
             options,
             channel_credentials,
             insecure,

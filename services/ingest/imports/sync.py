@@ -1,0 +1,731 @@
+"""Cloud-synced folders: a folder that follows a prefix of an integration's bucket.
+
+A sync is a job (kind "sync"). It lists the prefix page by page and compares each
+object with what the folder knows (ingest.synced_objects: ETag, size, last-modified):
+an object not known is read once (streamed, hashed, sniffed, as imports read) and
+becomes a file, in the subfolder its key path names; one known whose ETag or size
+changed, or that comes back after it was gone, is read again (CloudObjectChanged: the
+catalog records the new facts, and that the file is back); an unchanged one is not
+read. Once the listing is complete, every known object it did not show is gone
+(CloudObjectGone: the catalog makes its file a tombstone). A listing that fails part
+way tombstones nothing.
+
+Any process may die: each batch is one transaction under the folder's advisory lock,
+and what it decided is checked again there against what is known (by key and ETag),
+so a job resumed, re-run or racing another sync of the same folder applies nothing
+twice. A notification syncs only the keys it names (a listing of each key as prefix).
+
+It runs over 500 lines because a sync's steps (list, compare, read, record, tombstone)
+and what starts one (a request, the schedule, a notification, a restart) share its
+state and its lock; the pure rules are in domain/sync.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+
+from services.ingest.imports.buckets.port import BucketReader, CloudProblem, Listed, Read
+from services.ingest.imports.domain import integrations as integration_rules
+from services.ingest.imports.domain import jobs as imports
+from services.ingest.imports.domain.requests import Rejection
+from services.ingest.imports.domain.sync import (
+    SyncConfig,
+    notified_keys,
+    parse_cloud_sync,
+    relative,
+    subfolder_id,
+    token_sha256,
+)
+from services.ingest.imports.projections import synced
+from services.ingest.jobs.projections import jobs
+from services.ingest.media import kinds
+from shared.contracts import ingest as ev
+from shared.contracts import rules
+from shared.contracts.catalog import FolderDeleted, Source
+from shared.contracts.envelope import Cause, Change, Event, appended, envelopes_of
+from shared.kit import identity
+from shared.kit.access import Access
+from shared.kit.errors import Refused
+from shared.kit.eventstore import ConcurrencyConflict
+from shared.kit.logs import log
+from shared.kit.reactions import Reactions, Received
+from shared.kit.service import Handlers, Parts
+
+_T = TypeVar("_T")
+# Objects compared (and read, when they changed) per transaction of events.
+BATCH = 200
+# Objects read at the same time.
+READERS = 16
+
+
+def _system(actor: str) -> Cause:
+    return Cause(actor=actor, correlation_id=str(uuid.uuid4()))
+
+
+@dataclass
+class _Decision:
+    listed: Listed
+    # "new", "changed" (or back after it was gone)
+    what: str
+    file_id: uuid.UUID
+    read: Read | Exception | None = None
+
+
+class Syncs(Handlers):
+    """Synced folders configured, their syncs started, run, scheduled and resumed."""
+
+    reactions = Reactions("ingest")
+
+    @reactions.on(FolderDeleted)
+    async def when_folder_deleted(
+        self, conn: asyncpg.Connection, deleted: Sequence[Received[FolderDeleted]]
+    ) -> None:
+        """A synced folder deleted (to the trash or for good) follows nothing any more:
+        no schedule, and its integration is free to be removed."""
+        rows = await conn.fetch(
+            "SELECT folder_id FROM ingest.synced_folders WHERE folder_id = ANY($1::uuid[])",
+            [e.event.folder_id for e in deleted],
+        )
+        if not rows:
+            return
+        by_id = {e.event.folder_id: e for e in deleted}
+        envelopes = [
+            envelope
+            for r in rows
+            for envelope in envelopes_of(
+                [
+                    Change(
+                        ev.sync_stream(r["folder_id"]),
+                        2,
+                        ev.FolderSyncEnded(folder_id=r["folder_id"]),
+                    )
+                ],
+                Cause.of(by_id[r["folder_id"]]),
+            )
+        ]
+        await synced.apply(conn, envelopes)
+        await self.store.append(conn, envelopes)
+
+    def __init__(self, parts: Parts, integrations: Any) -> None:
+        super().__init__(parts)
+        self.integrations = integrations
+        self.spool = parts.settings.data_dir / "spool"
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # Keys notified while a folder's sync runs: synced right after it.
+        self._queued: dict[uuid.UUID, set[str] | None] = {}
+
+    # -- configuring ---------------------------------------------------------------
+
+    async def check(self, access: Access, body: object) -> tuple[uuid.UUID, str, int | None]:
+        """May the caller make a folder follow this integration's prefix? (404 for an
+        integration they may not use, as one that does not exist)."""
+        integration_id, prefix, interval = parse_cloud_sync(body)
+        row = await self.integrations.row(integration_id)
+        integration_rules.require_use(
+            access, integration_id, None if row is None else list(row["shared_with"])
+        )
+        return integration_id, prefix, interval
+
+    async def configure(
+        self, access: Access, cause: Cause, folder_id: uuid.UUID, body: object
+    ) -> tuple[dict[str, Any], int]:
+        """The folder (just made by the catalog for this caller) follows the prefix; its
+        first sync starts."""
+        integration_id, prefix, interval = await self.check(access, body)
+        stream = ev.sync_stream(folder_id)
+        changes = [
+            Change(
+                stream,
+                1,
+                ev.FolderSyncConfigured(
+                    folder_id=folder_id,
+                    integration_id=integration_id,
+                    prefix=prefix,
+                    sync_interval_s=interval,
+                ),
+            )
+        ]
+        envelopes = envelopes_of(changes, cause)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await synced.apply(conn, envelopes)
+                await self.store.append(conn, envelopes)
+        except ConcurrencyConflict:
+            raise Refused(
+                409, "already_synced", f"folder {folder_id} already follows a prefix"
+            ) from None
+        job, position = await self.start(cause, folder_id)
+        return {
+            "cloud_sync": self._config_json(
+                SyncConfig(folder_id, integration_id, prefix, interval)
+            ),
+            "job_id": job["job_id"],
+        }, position
+
+    def _config_json(self, config: SyncConfig) -> dict[str, Any]:
+        return {
+            "integration_id": str(config.integration_id),
+            "prefix": config.prefix,
+            "sync_interval_s": config.sync_interval_s or self.settings.sync_interval_s,
+        }
+
+    @property
+    def settings(self) -> Any:
+        return self.parts.settings
+
+    async def config(self, folder_id: uuid.UUID) -> SyncConfig | None:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM ingest.synced_folders WHERE folder_id = $1", folder_id
+        )
+        if row is None:
+            return None
+        return SyncConfig(
+            row["folder_id"], row["integration_id"], row["prefix"], row["sync_interval_s"]
+        )
+
+    async def synced_root(self, folder_id: uuid.UUID) -> uuid.UUID | None:
+        """The synced folder this one is, or is a subfolder of; None if neither."""
+        found: uuid.UUID | None = await self.pool.fetchval(
+            """SELECT folder_id FROM ingest.synced_folders WHERE folder_id = $1
+               UNION ALL
+               SELECT root_folder_id FROM ingest.synced_subfolders WHERE folder_id = $1
+               LIMIT 1""",
+            folder_id,
+        )
+        return found
+
+    async def refuse_uploads(self, folder_id: uuid.UUID) -> None:
+        """Uploads into a cloud-synced folder (or a subfolder its keys made) are refused:
+        its files are its bucket's objects, and a sync would not know what to do with
+        one the bucket does not hold."""
+        root = await self.synced_root(folder_id)
+        if root is not None:
+            raise Refused(
+                409,
+                "folder_cloud_synced",
+                f"folder {folder_id} is cloud-synced (it mirrors a bucket prefix): put the"
+                " object in the bucket instead, and sync",
+                {"folder_id": str(folder_id), "synced_folder_id": str(root)},
+            )
+
+    async def folder_json(self, folder_id: uuid.UUID) -> dict[str, Any]:
+        config = await self.config(folder_id)
+        if config is None:
+            raise Refused(
+                409, "not_cloud_synced", f"folder {folder_id} does not follow a bucket prefix"
+            )
+        return self._config_json(config)
+
+    async def using(self, integration_id: uuid.UUID) -> list[str]:
+        rows = await self.pool.fetch(
+            """SELECT folder_id FROM ingest.synced_folders WHERE integration_id = $1
+               ORDER BY created_at LIMIT 100""",
+            integration_id,
+        )
+        return [str(r["folder_id"]) for r in rows]
+
+    async def require_editor(self, access: Access, cause: Cause, folder_id: uuid.UUID) -> None:
+        """The caller has the editor role on the folder: the catalog, which owns folder
+        rights, says so for the caller's own signed access (the gateway asked too)."""
+        token = self.parts.identity.sign(cause.actor, access.encode(), cause.correlation_id)
+        try:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
+                answer = await http.get(
+                    f"{self.settings.catalog_url}/internal/folders/{folder_id}",
+                    params={"needed": "editor"},
+                    headers={identity.HEADER: token},
+                )
+        except httpx.HTTPError:
+            raise Refused(503, "catalog_unavailable", "could not check the folder; retry") from None
+        if answer.status_code in (403, 404):
+            found = answer.json().get("error") or {}
+            raise Refused(
+                answer.status_code,
+                str(found.get("code") or "forbidden"),
+                str(found.get("message") or f"folder {folder_id}: not yours to sync"),
+            )
+        if answer.status_code != 200:
+            raise Refused(503, "catalog_unavailable", "could not check the folder; retry")
+
+    # -- starting ------------------------------------------------------------------
+
+    async def start(
+        self, cause: Cause, folder_id: uuid.UUID, keys: Sequence[str] | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """A sync job of the folder recorded and run in the background: 202."""
+        config = await self.config(folder_id)
+        if config is None:
+            raise Refused(
+                409,
+                "not_cloud_synced",
+                f"folder {folder_id} does not follow a bucket prefix: nothing to sync",
+                {"folder_id": str(folder_id)},
+            )
+        job_id = uuid.uuid4()
+        changes = [
+            Change(
+                ev.job_stream(job_id),
+                1,
+                ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=0, kind="sync"),
+            )
+        ]
+        envelopes = envelopes_of(changes, cause)
+
+        async def record() -> int:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await jobs.apply(conn, envelopes)
+                return await self.store.append(conn, envelopes)
+
+        position = await _again(record)
+        self._spawn(job_id, config, 1, Cause.of(envelopes[0]), keys)
+        return {"job_id": str(job_id)}, position
+
+    def _spawn(
+        self,
+        job_id: uuid.UUID,
+        config: SyncConfig,
+        version: int,
+        cause: Cause,
+        keys: Sequence[str] | None,
+    ) -> None:
+        task = asyncio.create_task(
+            self._run(job_id, config, version, cause, keys), name=f"sync-{job_id}"
+        )
+        self._running[job_id] = task
+        task.add_done_callback(lambda _: self._running.pop(job_id, None))
+        self.parts.tasks.append(task)
+
+    async def resume(self) -> None:
+        """At start: a sync a restart interrupted runs again from its listing (what it
+        recorded is known, and not applied twice)."""
+        rows = await self.pool.fetch(
+            """SELECT j.id, j.folder_id FROM ingest.jobs j
+               WHERE j.kind = 'sync' AND j.status = 'running'"""
+        )
+        for row in rows:
+            config = await self.config(row["folder_id"])
+            envelopes = await self.store.read_stream(self.pool, ev.job_stream(row["id"]))
+            if config is None or not envelopes:
+                continue
+            log.info("sync.resumed", job_id=str(row["id"]))
+            self._spawn(row["id"], config, len(envelopes), Cause.of(envelopes[0]), None)
+
+    async def schedule_forever(self) -> None:
+        """Each synced folder syncs every `sync_interval_s` (its own, or the default)."""
+        default = self.settings.sync_interval_s
+        while True:
+            await asyncio.sleep(min(30.0, default / 2))  # a schedule, not a wait
+            due = await self.pool.fetch(
+                """SELECT f.folder_id FROM ingest.synced_folders f
+                   WHERE NOT EXISTS (
+                       SELECT 1 FROM ingest.jobs j WHERE j.folder_id = f.folder_id
+                         AND j.kind = 'sync'
+                         AND (j.status = 'running' OR j.created_at > now()
+                              - make_interval(secs => coalesce(f.sync_interval_s, $1))))
+                   LIMIT 100""",
+                default,
+            )
+            for row in due:
+                with contextlib.suppress(Refused):
+                    await self.start(_system("system:sync-schedule"), row["folder_id"])
+
+    # -- notifications -------------------------------------------------------------
+
+    async def notified(
+        self, integration_id: uuid.UUID, token: str | None, body: object
+    ) -> dict[str, Any]:
+        """A bucket notification: authenticated by the integration's token (401 without
+        one, 403 with a wrong one, and the same for an integration that does not exist);
+        each key under a synced folder's prefix is synced at once."""
+        if not token:
+            raise Refused(401, "unauthenticated", "send the integration's events token")
+        row = await self.integrations.row(integration_id)
+        expected = None if row is None else row["events_token_sha256"]
+        if expected is None or not secrets.compare_digest(expected, token_sha256(token)):
+            raise Refused(403, "forbidden", "the events token is not this integration's")
+        records = notified_keys(body)
+        keys = [key for bucket, key in records if bucket == row["bucket"]]
+        folders = await self.pool.fetch(
+            "SELECT folder_id, prefix FROM ingest.synced_folders WHERE integration_id = $1",
+            integration_id,
+        )
+        started = []
+        for folder in folders:
+            mine = [k for k in keys if k.startswith(folder["prefix"])]
+            if mine:
+                job, _ = await self.start(
+                    _system(f"system:integration-events:{integration_id}"),
+                    folder["folder_id"],
+                    mine,
+                )
+                started.append(job["job_id"])
+        return {"records": len(records), "job_ids": started}
+
+    # -- running -------------------------------------------------------------------
+
+    async def _run(
+        self,
+        job_id: uuid.UUID,
+        config: SyncConfig,
+        version: int,
+        cause: Cause,
+        keys: Sequence[str] | None,
+    ) -> None:
+        state = _Job(job_id, version)
+        try:
+            await self._sync(state, config, cause, keys)
+        except ConcurrencyConflict:
+            log.warning("sync.stream_moved_on", job_id=str(job_id))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.error("sync.crashed", job_id=str(job_id), exc_info=True)
+            with contextlib.suppress(Exception):
+                await self._fail(state, cause, "internal_error", "the sync stopped on an error")
+
+    async def _append(self, state: _Job, cause: Cause, events: Sequence[Event]) -> None:
+        envelopes = envelopes_of(
+            appended(ev.job_stream(state.job_id), events, after=state.version), cause
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await jobs.apply(conn, envelopes)
+            await synced.apply(conn, envelopes)
+            await self.store.append(conn, envelopes)
+        state.version += len(envelopes)
+
+    async def _fail(self, state: _Job, cause: Cause, code: str, message: str) -> None:
+        await self._append(
+            state, cause, [ev.ImportJobFailed(job_id=state.job_id, code=code, message=message)]
+        )
+
+    async def _sync(
+        self, state: _Job, config: SyncConfig, cause: Cause, keys: Sequence[str] | None
+    ) -> None:
+        found = await self.integrations.bucket(config.integration_id)
+        if found is None:
+            await self._fail(
+                state,
+                cause,
+                "integration_removed",
+                f"integration {config.integration_id} was removed",
+            )
+            return
+        reader: BucketReader = found[1]
+        self.spool.mkdir(parents=True, exist_ok=True)
+        seen: set[str] = set()
+        try:
+            async for page in _listed(reader, config.prefix, keys):
+                for i in range(0, len(page), BATCH):
+                    run = page[i : i + BATCH]
+                    seen.update(o.key for o in run)
+                    await self._batch(state, config, cause, reader, run)
+        except CloudProblem as problem:
+            await self._fail(
+                state,
+                cause,
+                problem.code,
+                f"the prefix {config.prefix!r} could not be listed: {problem.message};"
+                " nothing was marked gone",
+            )
+            return
+        await self._gone(state, config, cause, seen, keys)
+        await self._append(state, cause, [ev.UploadJobFinished(job_id=state.job_id, status="done")])
+        log.info("sync.finished", job_id=str(state.job_id), listed=len(seen))
+
+    async def _known(self, conn: Any, root: uuid.UUID, keys: list[str]) -> dict[str, Any]:
+        rows = await conn.fetch(
+            """SELECT key, file_id, etag, size, gone FROM ingest.synced_objects
+               WHERE root_folder_id = $1 AND key = ANY($2::text[])""",
+            root,
+            keys,
+        )
+        return {r["key"]: r for r in rows}
+
+    def _decide(self, listed: Sequence[Listed], known: dict[str, Any]) -> list[_Decision]:
+        out = []
+        for o in listed:
+            row = known.get(o.key)
+            if row is None:
+                out.append(_Decision(o, "new", uuid.uuid4()))
+            elif row["gone"] or row["etag"] != o.etag or row["size"] != o.size:
+                out.append(_Decision(o, "changed", row["file_id"]))
+        return out
+
+    async def _batch(
+        self,
+        state: _Job,
+        config: SyncConfig,
+        cause: Cause,
+        reader: BucketReader,
+        listed: list[Listed],
+    ) -> None:
+        root = config.folder_id
+        decisions = self._decide(
+            listed, await self._known(self.pool, root, [o.key for o in listed])
+        )
+        if not decisions:
+            return
+        # Read what is new or changed, READERS at a time.
+        gate = asyncio.Semaphore(READERS)
+
+        async def read(d: _Decision) -> None:
+            async with gate:
+                try:
+                    d.read = await reader.read(d.listed.key, self.spool)
+                except Exception as error:  # reported per object below
+                    d.read = error
+
+        await asyncio.gather(*(read(d) for d in decisions))
+
+        async def write() -> int:
+            async with self.pool.acquire() as conn, conn.transaction():
+                # One sync of a folder decides at a time: what another recorded
+                # meanwhile is seen here, and not recorded again.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{root}")
+                again = self._decide(
+                    [d.listed for d in decisions],
+                    await self._known(conn, root, [d.listed.key for d in decisions]),
+                )
+                still = {(d.listed.key, d.listed.etag) for d in again}
+                made = {
+                    r["folder_id"]
+                    for r in await conn.fetch(
+                        "SELECT folder_id FROM ingest.synced_subfolders WHERE root_folder_id = $1",
+                        root,
+                    )
+                }
+                events = self._events(
+                    state,
+                    config,
+                    [d for d in decisions if (d.listed.key, d.listed.etag) in still],
+                    made,
+                )
+                if not events:
+                    return 0
+                envelopes = envelopes_of(
+                    appended(ev.job_stream(state.job_id), events, after=state.version), cause
+                )
+                await jobs.apply(conn, envelopes)
+                await synced.apply(conn, envelopes)
+                await self.store.append(conn, envelopes)
+                return len(envelopes)
+
+        state.version += await _again(write)
+
+    def _events(
+        self, state: _Job, config: SyncConfig, decisions: Sequence[_Decision], made: set[uuid.UUID]
+    ) -> list[Event]:
+        root, job_id = config.folder_id, state.job_id
+        events: list[Event] = []
+        new = [d for d in decisions if d.what == "new"]
+        if new:
+            events.append(ev.ImportObjectsListed(job_id=job_id, count=len(new)))
+        for d in decisions:
+            key = d.listed.key
+            parts = relative(config.prefix, key)
+            read = d.read
+            problem = self._problem(key, parts, read)
+            if problem is not None:
+                if d.what == "new":
+                    events.append(
+                        ev.FileContentRejected(
+                            job_id=job_id,
+                            name=problem.name,
+                            code=problem.code,
+                            message=problem.message,
+                            details=problem.details,
+                        )
+                    )
+                continue
+            assert isinstance(read, Read)
+            folder_id, path = root, ""
+            for part in parts[:-1]:
+                path = f"{path}/{part}" if path else part
+                child = subfolder_id(root, path)
+                if child not in made:
+                    events.append(
+                        ev.SyncFolderNeeded(
+                            job_id=job_id,
+                            root_folder_id=root,
+                            folder_id=child,
+                            parent_id=folder_id,
+                            name=part,
+                        )
+                    )
+                    made.add(child)
+                folder_id = child
+            facts = read.facts
+            if d.what == "new":
+                events.append(
+                    ev.FileContentStored(
+                        job_id=job_id,
+                        file_id=d.file_id,
+                        folder_id=folder_id,
+                        name=parts[-1],
+                        kind=facts.kind,
+                        size=read.size,
+                        sha256=read.sha256,
+                        mime_type=facts.mime_type,
+                        media=facts.media,
+                        blob_key=imports.reference_key(d.file_id),
+                        source=Source(type="cloud", integration_id=config.integration_id, key=key),
+                    )
+                )
+            else:
+                events.append(
+                    ev.CloudObjectChanged(
+                        job_id=job_id,
+                        file_id=d.file_id,
+                        folder_id=folder_id,
+                        key=key,
+                        kind=facts.kind,
+                        size=read.size,
+                        sha256=read.sha256,
+                        mime_type=facts.mime_type,
+                        media=facts.media,
+                    )
+                )
+            events.append(
+                ev.CloudObjectSynced(
+                    job_id=job_id,
+                    root_folder_id=root,
+                    key=key,
+                    file_id=d.file_id,
+                    etag=d.listed.etag,
+                    size=d.listed.size,
+                    last_modified=d.listed.last_modified,
+                )
+            )
+        return events
+
+    def _problem(self, key: str, parts: list[str], read: object) -> Rejection | None:
+        obj = ev.ImportObject(key=key)
+        if not parts:
+            return imports.rejection(obj, "invalid_name", f"{key!r} names no file below the prefix")
+        for part in parts:
+            problem = rules.name_problem(part, "file or folder name")
+            if problem:
+                return imports.rejection(obj, "invalid_name", problem)
+        if isinstance(read, kinds.UnknownContent):
+            return imports.rejection(
+                obj,
+                "unsupported_content",
+                f"{key!r} is not a kind of file we accept: {read}",
+                {"accepted": list(imports.ACCEPTED_KINDS)},
+            )
+        if isinstance(read, CloudProblem):
+            return imports.rejection(obj, "object_unreadable", read.message, {"reason": read.code})
+        if isinstance(read, Exception) or read is None:
+            return imports.rejection(obj, "object_unreadable", f"{key!r} could not be read")
+        return None
+
+    async def _gone(
+        self,
+        state: _Job,
+        config: SyncConfig,
+        cause: Cause,
+        seen: set[str],
+        keys: Sequence[str] | None,
+    ) -> None:
+        """Known objects the complete listing did not show: tombstones, a page at a time."""
+        root = config.folder_id
+        after = ""
+        while True:
+            if keys is not None:
+                rows = await self.pool.fetch(
+                    """SELECT key, file_id FROM ingest.synced_objects
+                       WHERE root_folder_id = $1 AND NOT gone AND key = ANY($2::text[])""",
+                    root,
+                    [k for k in keys if k not in seen],
+                )
+            else:
+                rows = await self.pool.fetch(
+                    """SELECT key, file_id FROM ingest.synced_objects
+                       WHERE root_folder_id = $1 AND NOT gone AND key > $2
+                       ORDER BY key LIMIT 5000""",
+                    root,
+                    after,
+                )
+            gone = [r for r in rows if r["key"] not in seen]
+            for i in range(0, len(gone), BATCH):
+                keys_of_run = [r["key"] for r in gone[i : i + BATCH]]
+
+                async def write(run: list[str] = keys_of_run) -> int:
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        await conn.execute(
+                            "SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{root}"
+                        )
+                        still = await conn.fetch(
+                            """SELECT key, file_id FROM ingest.synced_objects
+                               WHERE root_folder_id = $1 AND NOT gone
+                                 AND key = ANY($2::text[])""",
+                            root,
+                            run,
+                        )
+                        events: list[Event] = [
+                            ev.CloudObjectGone(
+                                job_id=state.job_id,
+                                root_folder_id=root,
+                                key=r["key"],
+                                file_id=r["file_id"],
+                            )
+                            for r in still
+                        ]
+                        if not events:
+                            return 0
+                        envelopes = envelopes_of(
+                            appended(ev.job_stream(state.job_id), events, after=state.version),
+                            cause,
+                        )
+                        await synced.apply(conn, envelopes)
+                        await self.store.append(conn, envelopes)
+                        return len(envelopes)
+
+                state.version += await _again(write)
+            if keys is not None or len(rows) < 5000:
+                return
+            after = rows[-1]["key"]
+
+
+async def _again(write: Callable[[], Awaitable[_T]]) -> _T:
+    """A transaction PostgreSQL aborted as a deadlock written again (it wrote nothing)."""
+    for _ in range(4):
+        try:
+            return await write()
+        except asyncpg.DeadlockDetectedError:
+            log.warning("sync.deadlock_retried")
+    return await write()
+
+
+@dataclass
+class _Job:
+    job_id: uuid.UUID
+    version: int
+
+
+async def _listed(
+    reader: BucketReader, prefix: str, keys: Sequence[str] | None
+) -> AsyncIterator[list[Listed]]:
+    """The prefix's objects page by page; or, for notified keys, each key's own entry
+    (a listing with the key as prefix: HEAD would need a read right per key)."""
+    if keys is None:
+        async for page in reader.listing(prefix):
+            yield page
+        return
+    for key in dict.fromkeys(keys):
+        async for page in reader.listing(key):
+            # The key itself sorts first among the keys it prefixes: on the first page,
+            # or nowhere (then it is gone).
+            exact = [o for o in page if o.key == key]
+            if exact:
+                yield exact
+            break

@@ -1,0 +1,401 @@
+"""Cloud-synced folders, end to end: a folder that follows a prefix of a bucket (moto's
+S3 server, its own process), synced on demand and by a bucket notification posted to
+the integration's events route."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from files_client import Client
+from minio import Minio
+
+from services.ingest.imports.projections import synced
+from services.ingest.jobs.projections import jobs
+from shared.contracts import ingest as ev
+from shared.contracts.catalog import Source
+from shared.contracts.envelope import Cause, appended, envelopes_of
+from shared.kit.access import Access
+from shared.kit.eventstore import EventStore
+from tests.cloud_fixtures import MotoS3
+from tests.conftest import ADMIN_KEY, eventually
+from tests.e2e.conftest import BUCKET
+from tests.e2e.support import error, items, multipart, png, text, unique
+from tests.e2e.test_cli import FILES
+from tests.e2e.test_imports import another_ingest, put, register
+from tests.signing import as_user
+
+
+async def synced_folder(api: httpx.AsyncClient, integration_id: str, prefix: str) -> dict[str, Any]:
+    answer = await api.post(
+        "/v1/folders",
+        json={
+            "name": unique("synced"),
+            "cloud_sync": {"integration_id": integration_id, "prefix": prefix},
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    made = answer.json()
+    assert made["cloud_sync"]["prefix"] == prefix and made["sync_job_id"]
+    return dict(made)
+
+
+async def sync_done(api: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    job: dict[str, Any] = {}
+
+    async def done() -> bool:
+        nonlocal job
+        answer = await api.get(f"/v1/jobs/{job_id}")
+        assert answer.status_code == 200, answer.text
+        job = answer.json()
+        assert job["status"] != "failed", job
+        return bool(job["status"] == "done")
+
+    await eventually(done, within=30, what=f"sync job {job_id} done")
+    return job
+
+
+async def sync(api: httpx.AsyncClient, folder_id: str) -> dict[str, Any]:
+    answer = await api.post(f"/v1/folders/{folder_id}/sync")
+    assert answer.status_code == 202, answer.text
+    return await sync_done(api, answer.json()["job_id"])
+
+
+async def listing(api: httpx.AsyncClient, folder_id: str) -> dict[str, dict[str, Any]]:
+    return {i["name"]: i for i in await items(api, folder_id)}
+
+
+async def file(api: httpx.AsyncClient, file_id: str) -> dict[str, Any]:
+    answer = await api.get(f"/v1/files/{file_id}")
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+async def test_a_synced_folder_follows_its_prefix(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio
+) -> None:
+    prefix = f"{unique('sync')}/"
+    cat, note = png(9, 7), text("first\n")
+    put(bucket, f"{prefix}cat.png", cat)
+    put(bucket, f"{prefix}notes/a.txt", note)
+    put(bucket, f"{prefix}notes/deep/b.txt", text("deep\n"))
+    answer = await register(api, moto)
+    assert answer.status_code == 201, answer.text
+    integration = answer.json()
+    assert integration["events_token"]
+    folder = await synced_folder(api, integration["id"], prefix)
+    await sync_done(api, folder["sync_job_id"])
+
+    # Files from the bytes; key paths as subfolders.
+    async def listed() -> bool:
+        found = await listing(api, folder["id"])
+        return {"cat.png", "notes"} <= set(found)
+
+    await eventually(listed, within=20, what="the synced folder lists its objects")
+    top = await listing(api, folder["id"])
+    image = top["cat.png"]
+    assert (image["kind"], image["sha256"]) == ("image", hashlib.sha256(cat).hexdigest())
+    assert image["source"]["key"] == f"{prefix}cat.png"
+    notes = top["notes"]
+    assert notes["type"] == "folder"
+
+    async def deep() -> bool:
+        below = await listing(api, notes["id"])
+        return "a.txt" in below and "deep" in below
+
+    await eventually(deep, within=20, what="subfolders made from key paths")
+    a_txt = (await listing(api, notes["id"]))["a.txt"]
+
+    # A dataset synced with the folder has its files.
+    made = await api.post(
+        "/v1/datasets", json={"name": unique("ds"), "synced_folder_id": folder["id"]}
+    )
+    assert made.status_code == 201, made.text
+    dataset_id = made.json()["id"]
+
+    async def in_dataset(file_id: str, present: bool) -> bool:
+        answer = await api.get(f"/v1/datasets/{dataset_id}/files", params={"limit": 1000})
+        assert answer.status_code == 200, answer.text
+        return (file_id in {f["id"] for f in answer.json()["items"]}) == present
+
+    await eventually(lambda: in_dataset(image["id"], True), within=20, what="dataset has it")
+
+    # Uploads into a synced folder (and its subfolders) are refused, naming why.
+    body, headers = multipart(("x.txt", text()))
+    refused = await api.post(f"/v1/folders/{folder['id']}/files", content=body, headers=headers)
+    assert "cloud-synced" in error(refused, 409, "folder_cloud_synced")["message"]
+    body, headers = multipart(("x.txt", text()))
+    refused = await api.post(f"/v1/folders/{notes['id']}/files", content=body, headers=headers)
+    error(refused, 409, "folder_cloud_synced")
+
+    # An unchanged re-sync reads nothing and changes nothing.
+    again = await sync(api, folder["id"])
+    assert again["files"] == [] and again["errors"] == []
+
+    # Gone: a tombstone, content 410, out of the synced dataset.
+    bucket.remove_object(BUCKET, f"{prefix}cat.png")
+    await sync(api, folder["id"])
+
+    async def tombstoned() -> bool:
+        return bool((await file(api, image["id"])).get("tombstone"))
+
+    await eventually(tombstoned, within=20, what="the gone object's file is a tombstone")
+    content = await api.get(f"/v1/files/{image['id']}/content", follow_redirects=False)
+    error(content, 410, "object_gone")
+    await eventually(lambda: in_dataset(image["id"], False), within=20, what="out of dataset")
+
+    # Back under the same key: the same file, no longer a tombstone, back in the dataset.
+    put(bucket, f"{prefix}cat.png", cat)
+    await sync(api, folder["id"])
+
+    async def back() -> bool:
+        return "tombstone" not in await file(api, image["id"])
+
+    await eventually(back, within=20, what="the returned object's file is back")
+    assert (await listing(api, folder["id"]))["cat.png"]["id"] == image["id"]
+    await eventually(lambda: in_dataset(image["id"], True), within=20, what="back in dataset")
+    content = await api.get(f"/v1/files/{image['id']}/content", follow_redirects=False)
+    assert content.status_code == 307, content.text
+
+    # Changed bytes: read again, a new sha256 (and an event says so).
+    changed = text("second, longer\n")
+    put(bucket, f"{prefix}notes/a.txt", changed)
+    await sync(api, folder["id"])
+
+    async def rehashed() -> bool:
+        return bool((await file(api, a_txt["id"]))["sha256"] == hashlib.sha256(changed).hexdigest())
+
+    await eventually(rehashed, within=20, what="the changed object's new sha256")
+    history = await api.get("/v1/audit", params={"subject_id": a_txt["id"]})
+    assert history.status_code == 200, history.text
+    assert "catalog.FileContentChanged" in {e["type"] for e in history.json()["items"]}
+
+
+async def test_a_bucket_notification_makes_a_new_object_visible(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, platform: Any
+) -> None:
+    prefix = f"{unique('notified')}/"
+    answer = await register(api, moto)
+    assert answer.status_code == 201, answer.text
+    integration = answer.json()
+    token = integration["events_token"]
+    folder = await synced_folder(api, integration["id"], prefix)
+    await sync_done(api, folder["sync_job_id"])
+    key = f"{prefix}new.png"
+    put(bucket, key, png(5, 5))
+    # S3's event notification JSON, as SNS wraps it (MinIO's webhook sends the record as is).
+    record = {
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": BUCKET}, "object": {"key": key, "size": 10}},
+    }
+    sns = {"Type": "Notification", "Message": json.dumps({"Records": [record]})}
+    route = f"/v1/integrations/{integration['id']}/events"
+    async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=30) as anyone:
+        error(await anyone.post(route, json=sns), 401)
+        wrong = await anyone.post(route, json=sns, headers={"Authorization": "Bearer nope"})
+        error(wrong, 403)
+        # The listing does not move for a refused notification.
+        assert "new.png" not in await listing(api, folder["id"])
+        good = await anyone.post(route, json=sns, headers={"Authorization": f"Bearer {token}"})
+        assert good.status_code == 202, good.text
+        assert good.json()["records"] == 1 and len(good.json()["job_ids"]) == 1
+        # MinIO's webhook target: its auth_token as the header, the records at the top.
+        minio = await anyone.post(
+            route,
+            json={
+                "EventName": "s3:ObjectCreated:Put",
+                "Key": f"{BUCKET}/{key}",
+                "Records": [record],
+            },
+            headers={"Authorization": token},
+        )
+        assert minio.status_code == 202, minio.text
+
+    async def visible() -> bool:
+        return "new.png" in await listing(api, folder["id"])
+
+    await eventually(visible, within=10, what="the notified object visible in the folder")
+    assert [f for f in (await listing(api, folder["id"])).values() if f["name"] == "new.png"]
+
+
+async def test_integrations_listed_rotated_and_kept_while_used(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, platform: Any
+) -> None:
+    answer = await register(api, moto)
+    assert answer.status_code == 201, answer.text
+    integration = answer.json()
+    listed = await api.get("/v1/integrations", params={"limit": 1000})
+    assert listed.status_code == 200
+    shown = json.dumps(listed.json())
+    assert moto.secret_key not in shown and "events_token" not in shown
+    assert integration["events_token"] not in shown
+
+    # Rotation: new keys checked against the bucket first.
+    moto.auth(True)
+    try:
+        wrong = await api.patch(
+            f"/v1/integrations/{integration['id']}",
+            json={"access_key": moto.access_key, "secret_key": "not-the-secret"},
+        )
+        error(wrong, 422, "invalid_credentials")
+        rotated = await api.patch(
+            f"/v1/integrations/{integration['id']}",
+            json={
+                "access_key": moto.access_key,
+                "secret_key": moto.secret_key,
+                "rotate_events_token": True,
+            },
+        )
+        assert rotated.status_code == 200, rotated.text
+    finally:
+        moto.auth(False)
+    fresh = rotated.json()["events_token"]
+    assert fresh and fresh != integration["events_token"]
+    assert moto.secret_key not in rotated.text
+
+    # Removal is refused while a synced folder follows it, naming the folder.
+    folder = await synced_folder(api, integration["id"], f"{unique('kept')}/")
+    await sync_done(api, folder["sync_job_id"])
+    refused = await api.delete(f"/v1/integrations/{integration['id']}")
+    found = error(refused, 409, "integration_in_use")
+    assert found["details"]["folder_ids"] == [folder["id"]]
+    assert (await api.get(f"/v1/integrations/{integration['id']}")).status_code == 200
+    # Ingest asks the catalog for the editor role itself: a member with no grant, sent
+    # straight to ingest as the gateway would send them, is refused.
+    stranger = str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
+        refused = await ingest.post(
+            f"/v1/folders/{folder['id']}/sync",
+            headers=as_user(stranger, Access(user_id=stranger)),
+        )
+        assert refused.status_code == 404, refused.text
+    # Once the folder is deleted it follows nothing, and the integration may go.
+    assert (await api.delete(f"/v1/folders/{folder['id']}")).status_code == 204
+
+    async def removed() -> bool:
+        answer = await api.delete(f"/v1/integrations/{integration['id']}")
+        assert answer.status_code in (204, 409), answer.text
+        return answer.status_code == 204
+
+    await eventually(removed, within=20, what="the integration removed once unused")
+    # Bad cloud_sync: named.
+    bad = await api.post(
+        "/v1/folders",
+        json={"name": unique("bad"), "cloud_sync": {"integration_id": "nope", "prefix": ""}},
+    )
+    assert bad.status_code in (400, 422), bad.text
+
+
+def test_the_client_and_cli_make_and_sync_a_synced_folder(
+    platform: Any, moto: MotoS3, bucket: Minio, tmp_path: Path
+) -> None:
+    prefix = f"{unique('cli')}/"
+    put(bucket, f"{prefix}one.png", png(4, 4))
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        made = c.create_integration(
+            unique("cli"),
+            bucket=BUCKET,
+            access_key=moto.access_key,
+            secret_key=moto.secret_key,
+            endpoint=moto.endpoint,
+            region="us-east-1",
+        )
+        assert made.events_token
+        name = unique("clisync")
+        folder = c.create_synced_folder(name, integration=made, prefix=prefix)
+        assert folder.cloud_sync and folder.sync_job_id
+        c.wait_for_job(folder.sync_job_id, timeout=30)
+        put(bucket, f"{prefix}two.png", png(3, 3))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("FILES_")},
+            "FILES_URL": platform.gateway_url,
+            "FILES_API_KEY": ADMIN_KEY,
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "XDG_STATE_HOME": str(tmp_path / "state"),
+        }
+        done = subprocess.run(
+            [FILES, "sync", name], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        assert "1 new file(s)" in done.stdout
+        listed = subprocess.run(
+            [FILES, "integrations", "ls"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert listed.returncode == 0 and made.id in listed.stdout, listed
+        assert moto.secret_key not in listed.stdout
+        rotated = c.rotate_integration(made, events_token=True)
+        assert rotated.events_token and rotated.events_token != made.events_token
+        names = {f.name for f in folder.items()}
+        assert {"one.png", "two.png"} <= names
+
+
+async def test_an_interrupted_sync_runs_again_and_applies_nothing_twice(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, platform: Any, pool: Any
+) -> None:
+    """A sync whose process stopped after one batch (x.png recorded) is run again by the
+    next ingest to start: x.png is known by key and ETag and not recorded again; y.png,
+    not yet recorded, is."""
+    prefix = f"{unique('resumed')}/"
+    answer = await register(api, moto)
+    assert answer.status_code == 201, answer.text
+    integration = answer.json()
+    folder = await synced_folder(api, integration["id"], prefix)
+    await sync_done(api, folder["sync_job_id"])
+    put(bucket, f"{prefix}x.png", png(6, 6))
+    put(bucket, f"{prefix}y.png", png(7, 7))
+    x = bucket.stat_object(BUCKET, f"{prefix}x.png")
+    me = (await api.get("/v1/users/me")).json()["id"]
+    job_id, file_id, root = uuid.uuid4(), uuid.uuid4(), uuid.UUID(folder["id"])
+    source = Source(type="cloud", integration_id=uuid.UUID(integration["id"]), key=x.object_name)
+    recorded = [
+        ev.UploadJobStarted(job_id=job_id, folder_id=root, total=0, kind="sync"),
+        ev.FileContentStored(
+            job_id=job_id,
+            file_id=file_id,
+            folder_id=root,
+            name="x.png",
+            kind="image",
+            size=x.size,
+            sha256=hashlib.sha256(png(6, 6)).hexdigest(),
+            mime_type="image/png",
+            blob_key=f"ref:{file_id}",
+            source=source,
+        ),
+        ev.CloudObjectSynced(
+            job_id=job_id,
+            root_folder_id=root,
+            key=x.object_name,
+            file_id=file_id,
+            etag=(x.etag or "").strip('"'),
+            size=x.size or 0,
+            last_modified="",
+        ),
+    ]
+    envelopes = envelopes_of(
+        appended(ev.job_stream(job_id), recorded), Cause(actor=me, correlation_id="resume-sync")
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await jobs.apply(conn, envelopes)
+        await synced.apply(conn, envelopes)
+        await EventStore("ingest").append(conn, envelopes)
+
+    second = another_ingest(platform)
+    try:
+        await sync_done(api, str(job_id))
+    finally:
+        second.terminate()
+        second.wait(30)
+
+    async def both() -> bool:
+        return {"x.png", "y.png"} <= set(await listing(api, folder["id"]))
+
+    await eventually(both, within=20, what="x.png and y.png listed")
+    names = [i["name"] for i in await items(api, folder["id"])]
+    assert sorted(names) == ["x.png", "y.png"]
+    assert (await listing(api, folder["id"]))["x.png"]["id"] == str(file_id)
