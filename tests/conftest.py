@@ -141,6 +141,9 @@ SWEEPS: dict[str, Any] = {
     "blob_gc_every_s": 0.2,
     "blob_gc_grace_s": 0,
     "upload_sweep_every_s": 0.2,
+    # A webhook's failed delivery is tried again at once, not after seconds.
+    "webhook_retry_base_s": 0.2,
+    "webhook_poll_s": 0.1,
 }
 
 

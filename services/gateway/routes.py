@@ -83,6 +83,7 @@ PARAMS = {
         Param("job_id", "uuid", "job"),
         Param("integration_id", "uuid", "integration"),
         Param("session_id", "uuid", "upload session"),
+        Param("webhook_id", "uuid", "webhook"),
         Param("number", "int", "part", minimum=1, maximum=10_000),
         Param("index", "int", "slice", minimum=0, maximum=100_000),
     )
@@ -414,6 +415,22 @@ ROUTES: tuple[Route, ...] = (
           description="Authenticated by the integration's events token (`Authorization:"
                       " Bearer <token>`, MinIO's `auth_token` as is, or HTTP Basic with the"
                       " token as password), not an API key. The keys named are synced at once."),
+    # -- webhooks (ingest) --
+    Route("POST", "/v1/webhooks", "ingest", "Register a webhook (org admins)", 201,
+          ingest.NewWebhook, ingest.Webhook, errors=(403, 422),
+          description="Events are posted signed as Standard Webhooks says (webhook-id,"
+                      " webhook-timestamp, webhook-signature); the secret is answered once."
+                      " 422 `endpoint_not_allowed` names why an address is refused.",
+          gives={"webhook_id": "/id"}),
+    Route("GET", "/v1/webhooks", "ingest", "Webhooks (org admins)", answer=ingest.Webhooks,
+          errors=(403,)),
+    Route("DELETE", "/v1/webhooks/{webhook_id}", "ingest", "Remove a webhook (org admins)",
+          204, errors=(403,)),
+    Route("GET", "/v1/webhooks/{webhook_id}/deliveries", "ingest",
+          "A webhook's deliveries, newest first (org admins)", answer=ingest.WebhookDeliveries,
+          errors=(403, 422), query=(
+              LIMIT, Query("status", {"type": "string",
+                                      "enum": ["pending", "delivered", "failed"]}))),
     Route("POST", f"/v1/folders/{F}/sync", "ingest", "Sync a cloud-synced folder now", 202,
           answer=ingest.JobStarted, compose="sync_folder", errors=(403, 409),
           gives={"job_id": "/job_id"}),

@@ -31,6 +31,9 @@ from services.ingest.sessions.handlers import Sessions
 from services.ingest.sessions.projections import sessions as sessions_model
 from services.ingest.uploads import api as uploads_api
 from services.ingest.uploads.handlers import Uploads
+from services.ingest.webhooks import api as webhooks_api
+from services.ingest.webhooks import handlers as webhooks_model
+from services.ingest.webhooks.handlers import Webhooks, WithWebhooks
 from shared.contracts import topics
 from shared.kit import secrets
 from shared.kit.blobs import open_blob_store
@@ -50,6 +53,7 @@ def build(settings: Settings) -> FastAPI:
     imports = Imports(parts, integrations)
     syncs = Syncs(parts, integrations)
     cancelling = Cancelling(parts, sessions, imports.stop)
+    webhooks = Webhooks(parts, settings)
     react = Bound.joined(
         Collector.reactions.bound(collector),
         SchemaMirror.reactions.bound(SchemaMirror(parts)),
@@ -62,6 +66,7 @@ def build(settings: Settings) -> FastAPI:
         )
         parts.supervise("blobs.collect", lambda: collector.sweep_forever(settings.blob_gc_every_s))
         parts.supervise("syncs.schedule", syncs.schedule_forever)
+        parts.supervise("webhooks.send", webhooks.send_forever)
 
     runtime = Runtime(
         parts,
@@ -70,9 +75,12 @@ def build(settings: Settings) -> FastAPI:
         # of deleted synced folders; its metadata schema is mirrored to check metadata
         # given at upload. The DICOM context's series hold their instances' blobs until
         # released.
-        consumes=(topics.CATALOG, topics.DICOM),
-        reactions=react,
+        # Webhooks are sent for files uploaded and deleted (catalog) and for jobs that
+        # ended (ingest's own).
+        consumes=(topics.CATALOG, topics.DICOM, topics.INGEST),
+        reactions=WithWebhooks(react, webhooks),
         projections=(jobs, integrations_model, synced, sessions_model, blob_refs, schema_mirror),
+        setups=(webhooks_model.setup,),
         # Imports and syncs a restart interrupted go on where they were.
         on_start=[blobs.start, imports.resume, syncs.resume, sweep],
     )
@@ -83,6 +91,7 @@ def build(settings: Settings) -> FastAPI:
     app.include_router(jobs_api.router(parts, sessions.bytes_progress))
     app.include_router(cancel_api.router(cancelling))
     app.include_router(content.router(blobs))
+    app.include_router(webhooks_api.router(webhooks))
     return app
 
 

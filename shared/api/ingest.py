@@ -202,3 +202,52 @@ IMAGE_GROUP = {
         "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
     },
 }
+
+
+WebhookEvent = Literal["file.uploaded", "file.deleted", "job.completed", "folder.synced"]
+
+
+class NewWebhook(Strict):
+    url: str = Field(
+        description="http(s) address events are posted to; the address rule of integrations"
+        " applies (no loopback, private or metadata address unless allowed)",
+        max_length=2048,
+    )
+    events: list[WebhookEvent] = Field(min_length=1, max_length=4)
+    secret: str | None = Field(
+        None,
+        description="whsec_<base64 of 24 to 64 bytes>; absent: one is made. Shown once, in"
+        " this answer",
+    )
+
+
+class Webhook(Shape):
+    id: str
+    url: str
+    events: list[str]
+    created_at: str
+    created_by: str
+    secret: str | None = Field(
+        None, description="when made only: the signing secret (Standard Webhooks)"
+    )
+
+
+class Webhooks(Shape):
+    items: list[Webhook]
+
+
+class WebhookDelivery(Shape):
+    id: str = Field(description="the message id (`webhook-id` is msg_<id without dashes>)")
+    event: str
+    event_id: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status: int | None = Field(description="the receiver's last HTTP status")
+    last_error: str | None
+    created_at: str
+    next_attempt_at: str | None
+    delivered_at: str | None
+
+
+class WebhookDeliveries(Shape):
+    items: list[WebhookDelivery]

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     cloud_listing_timeout_s: float = 3600.0
     cloud_listing_max_pages: int = 10_000
     import_max_keys: int = 1_000_000
+    # Webhooks (services/ingest/webhooks): a failed delivery is tried again after this many
+    # seconds, doubling at each attempt (at most an hour apart), for this long; a
+    # receiver must answer within the timeout; the sender looks for due deliveries this often.
+    webhook_retry_base_s: float = 5.0
+    webhook_give_up_s: float = 24 * 3600.0
+    webhook_timeout_s: float = 10.0
+    webhook_poll_s: float = 1.0
     # A cloud-synced folder syncs this often unless it says otherwise (cloud_sync.sync_interval_s).
     sync_interval_s: int = 3600
     # Integrations by role (role_arn): this platform's web identity token (on EKS, the

@@ -1,0 +1,47 @@
+"""Routes of webhooks (org admins only, checked here)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query
+from fastapi.responses import Response
+
+from services.ingest.answers import Caller
+from services.ingest.webhooks.handlers import Webhooks
+from shared.kit.access import Access
+from shared.kit.http import access
+
+
+def router(webhooks: Webhooks) -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/v1/webhooks", status_code=201)
+    async def register_webhook(
+        _: Caller, who: Access = Depends(access), body: Any = Body(...)
+    ) -> dict[str, Any]:
+        return await webhooks.register(who, body)
+
+    @api.get("/v1/webhooks")
+    async def list_webhooks(_: Caller, who: Access = Depends(access)) -> dict[str, Any]:
+        return await webhooks.listed(who)
+
+    @api.delete("/v1/webhooks/{webhook_id}", status_code=204)
+    async def delete_webhook(
+        webhook_id: uuid.UUID, _: Caller, who: Access = Depends(access)
+    ) -> Response:
+        await webhooks.delete(who, webhook_id)
+        return Response(status_code=204)
+
+    @api.get("/v1/webhooks/{webhook_id}/deliveries")
+    async def webhook_deliveries(
+        webhook_id: uuid.UUID,
+        _: Caller,
+        who: Access = Depends(access),
+        limit: int = Query(100, ge=1, le=1000),
+        status: Literal["pending", "delivered", "failed"] | None = None,
+    ) -> dict[str, Any]:
+        return await webhooks.deliveries(who, webhook_id, limit, status)
+
+    return api

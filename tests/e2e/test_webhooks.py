@@ -1,0 +1,201 @@
+"""Webhooks: registered by org admins, sent signed (Standard Webhooks) to a receiver of
+the test's own on loopback (allowed as integrations' local buckets are), tried again
+after a failure, listed with their deliveries."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from tests.conftest import eventually
+from tests.e2e.support import error, folder, member, png, unique, upload
+
+
+@dataclass
+class Receiver:
+    url: str
+    # (path, headers, body) of every request, in order.
+    got: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    # Answers still to give a path before 200s.
+    failures: dict[str, list[int]] = field(default_factory=dict)
+
+    def of(self, path: str, file_id: str) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        return [
+            (headers, json.loads(body))
+            for at, headers, body in self.got
+            if at == path and json.loads(body)["data"].get("file_id") == file_id
+        ]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    found = Receiver("")
+
+    async def take(request: web.Request) -> web.Response:
+        found.got.append((request.path, dict(request.headers), await request.read()))
+        failing = found.failures.get(request.path)
+        if failing:
+            return web.Response(status=failing.pop(0), text="not now")
+        return web.Response(status=200, text="ok")
+
+    app = web.Application()
+    app.router.add_post("/{name}", take)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    found.url = f"http://127.0.0.1:{port}"
+    yield found
+    await runner.cleanup()
+
+
+def verified(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """The signature as the Standard Webhooks spec has a receiver check it."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    signatures = headers["webhook-signature"].split()
+    given = [s.split(",", 1)[1] for s in signatures if s.startswith("v1,")]
+    return any(hmac.compare_digest(expected, g) for g in given)
+
+
+async def test_an_upload_is_posted_signed_and_a_failure_is_tried_again(
+    api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    made = await api.post(
+        "/v1/webhooks", json={"url": f"{receiver.url}/ok", "events": ["file.uploaded"]}
+    )
+    assert made.status_code == 201, made.text
+    hook = made.json()
+    secret = hook["secret"]
+    assert secret.startswith("whsec_")
+    mine = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    flaky = await api.post(
+        "/v1/webhooks",
+        json={
+            "url": f"{receiver.url}/flaky",
+            "events": ["file.uploaded", "file.deleted"],
+            "secret": mine,
+        },
+    )
+    assert flaky.status_code == 201, flaky.text
+    assert flaky.json()["secret"] == mine
+    receiver.failures["/flaky"] = [500]
+    try:
+        # Listed, never with a secret.
+        listed = await api.get("/v1/webhooks")
+        assert listed.status_code == 200, listed.text
+        ours = {h["id"]: h for h in listed.json()["items"]}
+        assert {hook["id"], flaky.json()["id"]} <= set(ours)
+        assert all("secret" not in h for h in listed.json()["items"])
+        assert secret not in listed.text and mine not in listed.text
+
+        target = await folder(api, unique("hooked"))
+        sent = await upload(api, target["id"], ("cat.png", png(4, 4)))
+        file_id = sent["files"][0]["id"]
+
+        async def posted() -> bool:
+            return bool(receiver.of("/ok", file_id))
+
+        await eventually(posted, within=30, what="file.uploaded posted to the receiver")
+        headers, body = receiver.of("/ok", file_id)[0]
+        assert body["type"] == "file.uploaded"
+        assert body["data"]["name"] == "cat.png" and body["data"]["folder_id"] == target["id"]
+        raw = next(
+            b
+            for p, h, b in receiver.got
+            if p == "/ok" and h is not None and json.loads(b)["data"].get("file_id") == file_id
+        )
+        assert verified(secret, headers, raw)
+        assert not verified(mine, headers, raw)
+        assert abs(int(headers["webhook-timestamp"]) - time.time()) < 120
+
+        # The flaky receiver answered 500 first: the same message comes again, and counts.
+        async def retried() -> bool:
+            return len(receiver.of("/flaky", file_id)) >= 2
+
+        await eventually(retried, within=30, what="the failed delivery tried again")
+        first, second = receiver.of("/flaky", file_id)[:2]
+        assert first[0]["webhook-id"] == second[0]["webhook-id"]
+        deliveries_url = f"/v1/webhooks/{flaky.json()['id']}/deliveries"
+
+        async def delivered() -> bool:
+            answer = await api.get(deliveries_url)
+            assert answer.status_code == 200, answer.text
+            return any(
+                d["status"] == "delivered" and d["attempts"] == 2
+                for d in answer.json()["items"]
+                if d["id"].replace("-", "") == first[0]["webhook-id"].removeprefix("msg_")
+            )
+
+        await eventually(delivered, within=30, what="the delivery listed as delivered")
+
+        # A file deleted is posted to the webhook that asked for it.
+        deleted = await api.delete(f"/v1/files/{file_id}")
+        assert deleted.status_code in (200, 204), deleted.text
+
+        async def deletion() -> bool:
+            return any(b["type"] == "file.deleted" for _, b in receiver.of("/flaky", file_id))
+
+        await eventually(deletion, within=30, what="file.deleted posted")
+        assert all(b["type"] == "file.uploaded" for _, b in receiver.of("/ok", file_id))
+    finally:
+        for made_id in (hook["id"], flaky.json()["id"]):
+            await api.delete(f"/v1/webhooks/{made_id}")
+
+
+async def test_webhooks_are_org_admins_and_refuse_forbidden_addresses(
+    api: httpx.AsyncClient, as_key: Any, receiver: Receiver
+) -> None:
+    alice = as_key((await member(api, "alice"))["api_key"])
+    body = {"url": f"{receiver.url}/ok", "events": ["job.completed"]}
+    error(await alice.post("/v1/webhooks", json=body), 403)
+    error(await alice.get("/v1/webhooks"), 403)
+    made = await api.post("/v1/webhooks", json=body)
+    assert made.status_code == 201, made.text
+    hook_id = made.json()["id"]
+    error(await alice.get(f"/v1/webhooks/{hook_id}/deliveries"), 403)
+    error(await alice.delete(f"/v1/webhooks/{hook_id}"), 403)
+
+    # The address rule of integrations: metadata, private and loopback addresses not allowed.
+    for url, why in (
+        ("http://169.254.169.254/latest", "169.254.169.254"),
+        ("http://10.1.2.3/hook", "10.1.2.3"),
+        ("http://[::1]:9/hook", "::1"),
+    ):
+        refused = error(
+            await api.post("/v1/webhooks", json={"url": url, "events": ["file.uploaded"]}),
+            422,
+            "endpoint_not_allowed",
+        )
+        assert why in refused["message"] or why in str(refused.get("details")), refused
+    error(
+        await api.post("/v1/webhooks", json={"url": "ftp://x/y", "events": ["file.uploaded"]}),
+        422,
+    )
+    error(
+        await api.post("/v1/webhooks", json={"url": f"{receiver.url}/ok", "events": ["nope"]}),
+        422,
+    )
+    error(
+        await api.post(
+            "/v1/webhooks",
+            json={"url": f"{receiver.url}/ok", "events": ["file.uploaded"], "secret": "plain"},
+        ),
+        422,
+    )
+
+    assert (await api.delete(f"/v1/webhooks/{hook_id}")).status_code == 204
+    error(await api.delete(f"/v1/webhooks/{hook_id}"), 404)
+    error(await api.get(f"/v1/webhooks/{hook_id}/deliveries"), 404)
