@@ -380,6 +380,10 @@ UNARY: dict[str, Route] = {
     "Trash/RestoreFromTrash": Route("POST", "/v1/trash/restore"),
     "Trash/EmptyTrash": Route("DELETE", "/v1/trash"),
     "Trash/PurgeFromTrash": Route("DELETE", "/v1/trash", ask=_chosen),
+    "Webhooks/CreateWebhook": Route("POST", "/v1/webhooks"),
+    "Webhooks/ListWebhooks": Route("GET", "/v1/webhooks"),
+    "Webhooks/DeleteWebhook": Route("DELETE", "/v1/webhooks/{webhook_id}"),
+    "Webhooks/ListWebhookDeliveries": Route("GET", "/v1/webhooks/{webhook_id}/deliveries"),
 }
 
 # The streaming RPCs, each a method of `Api` of its name, and the route it stands for.

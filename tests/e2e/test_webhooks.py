@@ -13,12 +13,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from aiohttp import web
 
+from services.gateway.files_pb.files.v1 import files_pb2 as pb
+from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
+from shared.kit.stack import Stack
 from tests.conftest import eventually
 from tests.e2e.support import error, folder, member, png, unique, upload
+from tests.e2e.test_grpc import ADMIN
 
 
 @dataclass
@@ -199,3 +204,25 @@ async def test_webhooks_are_org_admins_and_refuse_forbidden_addresses(
     assert (await api.delete(f"/v1/webhooks/{hook_id}")).status_code == 204
     error(await api.delete(f"/v1/webhooks/{hook_id}"), 404)
     error(await api.get(f"/v1/webhooks/{hook_id}/deliveries"), 404)
+
+
+async def test_webhooks_over_grpc(stack: Stack, receiver: Receiver) -> None:
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        hooks = rpc.WebhooksStub(channel)
+        made = await hooks.CreateWebhook(
+            pb.CreateWebhookRequest(url=f"{receiver.url}/ok", events=["folder.synced"]),
+            metadata=ADMIN,
+        )
+        assert made.id and made.secret.startswith("whsec_")
+        assert made.events == ["folder.synced"]
+        listed = await hooks.ListWebhooks(pb.Empty(), metadata=ADMIN)
+        assert made.id in [h.id for h in listed.items]
+        assert all(not h.HasField("secret") for h in listed.items)
+        deliveries = await hooks.ListWebhookDeliveries(
+            pb.ListWebhookDeliveriesRequest(webhook_id=made.id, limit=10), metadata=ADMIN
+        )
+        assert list(deliveries.items) == []
+        await hooks.DeleteWebhook(pb.WebhookRef(webhook_id=made.id), metadata=ADMIN)
+        with pytest.raises(grpc.aio.AioRpcError) as gone:
+            await hooks.DeleteWebhook(pb.WebhookRef(webhook_id=made.id), metadata=ADMIN)
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND

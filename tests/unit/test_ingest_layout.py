@@ -25,6 +25,8 @@ MAY_IMPORT = {
     "imports": {"answers", "media", "jobs", "collector", "metadata"},
     # Cancelling a job ends a session, or an import (told through a callable).
     "cancel": {"answers", "jobs", "sessions"},
+    # Webhooks go out through integrations' address rule and its resolver.
+    "webhooks": {"answers", "imports.egress", "imports.domain.endpoints", "imports.buckets.s3"},
 }
 # Pure rules: no I/O, nothing but other rules, contracts and the API's models.
 PURE_MAY_IMPORT = (

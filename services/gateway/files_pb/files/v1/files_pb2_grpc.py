@@ -3352,3 +3352,214 @@ class Trash:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class WebhooksStub:
+    """---------------------------------------------------------------------------- webhooks
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateWebhook = channel.unary_unary(
+                '/files.v1.Webhooks/CreateWebhook',
+                request_serializer=files_dot_v1_dot_files__pb2.CreateWebhookRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Webhook.FromString,
+                _registered_method=True)
+        self.ListWebhooks = channel.unary_unary(
+                '/files.v1.Webhooks/ListWebhooks',
+                request_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.WebhookList.FromString,
+                _registered_method=True)
+        self.DeleteWebhook = channel.unary_unary(
+                '/files.v1.Webhooks/DeleteWebhook',
+                request_serializer=files_dot_v1_dot_files__pb2.WebhookRef.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/files.v1.Webhooks/ListWebhookDeliveries',
+                request_serializer=files_dot_v1_dot_files__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.WebhookDeliveryList.FromString,
+                _registered_method=True)
+
+
+class WebhooksServicer:
+    """---------------------------------------------------------------------------- webhooks
+
+    """
+
+    def CreateWebhook(self, request, context):
+        """POST /v1/webhooks {url, events, secret?} (org admins): the secret is answered once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhooks(self, request, context):
+        """GET /v1/webhooks (org admins): never with their secrets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhook(self, request, context):
+        """DELETE /v1/webhooks/{id} (org admins): its deliveries go with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """GET /v1/webhooks/{id}/deliveries (org admins): newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WebhooksServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhook,
+                    request_deserializer=files_dot_v1_dot_files__pb2.CreateWebhookRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Webhook.SerializeToString,
+            ),
+            'ListWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhooks,
+                    request_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.WebhookList.SerializeToString,
+            ),
+            'DeleteWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhook,
+                    request_deserializer=files_dot_v1_dot_files__pb2.WebhookRef.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.WebhookDeliveryList.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'files.v1.Webhooks', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('files.v1.Webhooks', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Webhooks:
+    """---------------------------------------------------------------------------- webhooks
+
+    """
+
+    @staticmethod
+    def CreateWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Webhooks/CreateWebhook',
+            files_dot_v1_dot_files__pb2.CreateWebhookRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Webhook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Webhooks/ListWebhooks',
+            files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            files_dot_v1_dot_files__pb2.WebhookList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Webhooks/DeleteWebhook',
+            files_dot_v1_dot_files__pb2.WebhookRef.SerializeToString,
+            files_dot_v1_dot_files__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Webhooks/ListWebhookDeliveries',
+            files_dot_v1_dot_files__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.WebhookDeliveryList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
