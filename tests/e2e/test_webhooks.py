@@ -23,6 +23,7 @@ from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
 from shared.kit.stack import Stack
 from tests.conftest import eventually
 from tests.e2e.support import error, folder, member, png, unique, upload
+from tests.e2e.test_cli import env, fails, ok
 from tests.e2e.test_grpc import ADMIN
 
 
@@ -204,6 +205,34 @@ async def test_webhooks_are_org_admins_and_refuse_forbidden_addresses(
     assert (await api.delete(f"/v1/webhooks/{hook_id}")).status_code == 204
     error(await api.delete(f"/v1/webhooks/{hook_id}"), 404)
     error(await api.get(f"/v1/webhooks/{hook_id}/deliveries"), 404)
+
+
+__all__ = ["env"]  # the CLI's environment, a fixture of tests/e2e/test_cli.py
+
+
+async def test_the_files_webhooks_command(
+    env: dict[str, str], api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    added = ok(env, "webhooks", "add", f"{receiver.url}/cli", "--event", "file.uploaded")
+    hook_id = added.split()[1].rstrip(":")
+    secret = added.split("signing secret (shown once): ")[1].strip()
+    assert secret.startswith("whsec_")
+    listed = ok(env, "webhooks", "ls")
+    assert hook_id in listed and secret not in listed
+    refused = fails(env, "webhooks", "add", "http://169.254.169.254/x", "--event", "job.completed")
+    assert "169.254.169.254" in refused, refused
+
+    target = await folder(api, unique("cli-hooked"))
+    sent = await upload(api, target["id"], ("dog.png", png(3, 3)))
+    file_id = sent["files"][0]["id"]
+
+    async def delivered() -> bool:
+        return bool(receiver.of("/cli", file_id))
+
+    await eventually(delivered, within=30, what="the CLI's webhook got file.uploaded")
+    assert "delivered" in ok(env, "webhooks", "deliveries", hook_id)
+    assert hook_id in ok(env, "webhooks", "delete", hook_id)
+    assert hook_id not in ok(env, "webhooks", "ls")
 
 
 async def test_webhooks_over_grpc(stack: Stack, receiver: Receiver) -> None:

@@ -71,6 +71,7 @@ from files_client.models import (
     NewIntegrationBody,
     NewUser,
     NewUserBody,
+    NewWebhookBody,
     ReEncodeBody,
     RestoreBody,
     Restored,
@@ -79,6 +80,8 @@ from files_client.models import (
     TrashItem,
     UploadSession,
     User,
+    WebhookData,
+    WebhookDelivery,
 )
 
 __all__ = ["Async", "Sync"]
@@ -747,6 +750,14 @@ class Integration(IntegrationData, _Bound[M]):
         yield from exchange(self._session, Call("DELETE", f"/v1/integrations/{self.id}"))
 
 
+class Webhook(WebhookData, _Bound[M]):
+    model_config = _ignored
+
+    @operation
+    def delete(self) -> Op[None]:
+        yield from exchange(self._session, Call("DELETE", f"/v1/webhooks/{self.id}"))
+
+
 # -- the client's own operations ---------------------------------------------------------
 
 
@@ -1275,6 +1286,36 @@ class Api(Bound[M]):
     @listing
     def list_integrations(self) -> Feed[Integration[M]]:
         yield from self._pages("/v1/integrations", {}, make=lambda d: _bind(self, Integration, d))
+
+    # -- webhooks (organisation admins) -----------------------------------------------------
+
+    @operation
+    def create_webhook(
+        self, url: str, events: Sequence[str], *, secret: str | None = None
+    ) -> Op[Webhook[M]]:
+        """Events posted to `url`, signed as Standard Webhooks says; the answer's `secret`
+        (whsec_..., made unless given) is shown this once."""
+        fields: dict[str, Any] = {"url": url, "events": list(events)}
+        if secret is not None:
+            fields["secret"] = secret
+        body = NewWebhookBody.model_validate(fields)
+        found = yield from json_of(self._session, Call("POST", "/v1/webhooks", json=body.as_json()))
+        return _bind(self, Webhook, found)
+
+    @listing
+    def list_webhooks(self) -> Feed[Webhook[M]]:
+        yield from self._pages("/v1/webhooks", {}, make=lambda d: _bind(self, Webhook, d))
+
+    @operation
+    def delete_webhook(self, webhook: Ref) -> Op[None]:
+        yield from exchange(self._session, Call("DELETE", f"/v1/webhooks/{_id(webhook)}"))
+
+    @listing
+    def webhook_deliveries(self, webhook: Ref) -> Feed[WebhookDelivery]:
+        """A webhook's deliveries, newest first (status, attempts, last error)."""
+        yield from self._pages(
+            f"/v1/webhooks/{_id(webhook)}/deliveries", {}, make=WebhookDelivery.model_validate
+        )
 
     # -- audit ---------------------------------------------------------------------------
 

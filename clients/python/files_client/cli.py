@@ -753,6 +753,29 @@ def integrations(args: argparse.Namespace) -> int:
     return 0
 
 
+def webhooks(args: argparse.Namespace) -> int:
+    with _client() as c:
+        if args.action == "add":
+            secret = sys.stdin.readline().strip() if args.secret_stdin else None
+            made = c.create_webhook(args.url, args.event, secret=secret)
+            print(f"webhook {made.id}: {made.url} ({', '.join(made.events)})")
+            if made.secret and not args.secret_stdin:
+                print(f"signing secret (shown once): {made.secret}")
+        elif args.action == "ls":
+            rows = [[w.id, ",".join(w.events), w.url] for w in c.list_webhooks()]
+            _table(rows, ["ID", "EVENTS", "URL"])
+        elif args.action == "deliveries":
+            rows = [
+                [d.id, d.event, d.status, str(d.attempts), (d.last_error or "")[:60]]
+                for d in c.webhook_deliveries(args.webhook)
+            ]
+            _table(rows, ["ID", "EVENT", "STATUS", "ATTEMPTS", "LAST ERROR"])
+        elif args.action == "delete":
+            c.delete_webhook(args.webhook)
+            print(f"deleted webhook {args.webhook}")
+    return 0
+
+
 def history(args: argparse.Namespace) -> int:
     with _client() as c:
         subjects: list[str] = []
@@ -806,6 +829,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "history": history,
     "sync": sync,
     "integrations": integrations,
+    "webhooks": webhooks,
 }
 
 PATHS = "folder names joined with '/' from the top level; a file's path ends with its name"
@@ -1034,6 +1058,24 @@ def register(commands: Any) -> None:
     a.add_argument("--events-token", action="store_true", help="a new notification token")
     a = actions.add_parser("delete", help="remove (refused while a synced folder uses it)")
     a.add_argument("integration", metavar="ID")
+
+    p = verb("webhooks", "add, list or delete webhooks, and see their deliveries (org admins)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("add", help="post events to URL, signed (Standard Webhooks)")
+    a.add_argument("url", metavar="URL")
+    a.add_argument(
+        "--event",
+        action="append",
+        required=True,
+        choices=["file.uploaded", "file.deleted", "job.completed", "folder.synced"],
+        help="an event to send (repeatable)",
+    )
+    a.add_argument("--secret-stdin", action="store_true", help="read the whsec_ secret from stdin")
+    actions.add_parser("ls", help="the webhooks (never their secrets)")
+    a = actions.add_parser("deliveries", help="a webhook's deliveries, newest first")
+    a.add_argument("webhook", metavar="ID")
+    a = actions.add_parser("delete", help="remove a webhook and its deliveries")
+    a.add_argument("webhook", metavar="ID")
 
     p = verb(
         "history",

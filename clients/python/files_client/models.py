@@ -220,6 +220,29 @@ class IntegrationData(Data):
     events_token: str | None = None
 
 
+class WebhookData(Data):
+    id: str
+    url: str
+    events: list[str]
+    created_at: datetime | None = None
+    created_by: str | None = None
+    # When made only: the signing secret (whsec_...), shown this once.
+    secret: str | None = None
+
+
+class WebhookDelivery(Data):
+    id: str
+    event: str
+    event_id: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status: int | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
 class User(Data):
     id: str
     email: str
@@ -433,6 +456,12 @@ class NewIntegrationBody(Body):
     region: str | None = None
 
 
+class NewWebhookBody(Body):
+    url: str
+    events: list[Literal["file.uploaded", "file.deleted", "job.completed", "folder.synced"]]
+    secret: str | None = None
+
+
 class IntegrationChangeBody(Body):
     access_key: str | None = None
     secret_key: str | None = None
@@ -555,6 +584,10 @@ ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[Base
     ("PATCH", "/v1/integrations/{integration_id}", IntegrationChangeBody, IntegrationData),
     ("DELETE", "/v1/integrations/{integration_id}", None, None),
     ("POST", "/v1/folders/{folder_id}/sync", None, JobStarted),
+    ("POST", "/v1/webhooks", NewWebhookBody, WebhookData),
+    ("GET", "/v1/webhooks", None, Page),
+    ("DELETE", "/v1/webhooks/{webhook_id}", None, None),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries", None, Page),
     ("GET", "/v1/audit", None, Page),
     ("POST", "/v1/users", NewUserBody, NewUser),
     ("GET", "/v1/users", None, Page),
@@ -579,6 +612,8 @@ PAGE_ITEMS: dict[tuple[str, str], type[BaseModel]] = {
     ("GET", "/v1/datasets/{dataset_id}/collaborators"): DatasetCollaborator,
     ("POST", "/v1/datasets/{dataset_id}/collaborators"): DatasetCollaborator,
     ("GET", "/v1/integrations"): IntegrationData,
+    ("GET", "/v1/webhooks"): WebhookData,
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): WebhookDelivery,
     ("GET", "/v1/audit"): AuditEvent,
     ("GET", "/v1/users"): User,
     ("GET", "/v1/users/{user_id}/keys"): ApiKey,
