@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -120,7 +121,9 @@ def _delivery_json(row: Any) -> dict[str, Any]:
     }
 
 
-def _messages(conn_rows: dict[uuid.UUID, dict[str, Any]], e: Envelope) -> list[tuple[str, dict]]:
+def _messages(
+    conn_rows: dict[uuid.UUID, dict[str, Any]], e: Envelope
+) -> list[tuple[str, dict[str, Any]]]:
     """What an event means to webhooks: (event name, small payload) pairs."""
     if e.type == FileUploaded.type:
         up = parse(e, FileUploaded).event
@@ -349,9 +352,10 @@ class Webhooks(Handlers):
         error: str | None = None
         try:
             url = row["url"]
-            host = aiohttp.client.URL(url)
+            target = urlsplit(url)
+            port = target.port or (443 if target.scheme == "https" else 80)
             # aiohttp dials an address literal without its resolver: judged here too.
-            await asyncio.to_thread(self.egress.addresses, host.host or "", host.port or 443)
+            await asyncio.to_thread(self.egress.addresses, target.hostname or "", port)
             async with self._session().post(
                 url, data=body, headers=headers, allow_redirects=False
             ) as answer:
