@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -255,3 +256,38 @@ async def test_webhooks_over_grpc(stack: Stack, receiver: Receiver) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as gone:
             await hooks.DeleteWebhook(pb.WebhookRef(webhook_id=made.id), metadata=ADMIN)
         assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_event_taken_while_ingest_is_down_is_posted_once_it_is_back(
+    api: httpx.AsyncClient, stack: Stack, receiver: Receiver
+) -> None:
+    made = await api.post(
+        "/v1/webhooks", json={"url": f"{receiver.url}/restart", "events": ["file.deleted"]}
+    )
+    assert made.status_code == 201, made.text
+    hook_id = made.json()["id"]
+    try:
+        target = await folder(api, unique("hooked-restart"))
+        file_id = (await upload(api, target["id"], ("gone.png", png(2, 2))))["files"][0]["id"]
+        ingest = stack.child("ingest")
+        ingest.proc.send_signal(signal.SIGKILL)
+        ingest.proc.wait()
+        # The catalog deletes it while ingest, the webhooks' consumer, is away.
+        deleted = await api.delete(f"/v1/files/{file_id}")
+        assert deleted.status_code in (200, 204), deleted.text
+
+        async def posted() -> bool:
+            return bool(receiver.of("/restart", file_id))
+
+        await eventually(posted, within=120, what="file.deleted posted after ingest's restart")
+        assert [b["type"] for _, b in receiver.of("/restart", file_id)] == ["file.deleted"]
+        listed = await api.get(f"/v1/webhooks/{hook_id}/deliveries")
+        # (Other tests' deletions may be there too: the webhook is the organisation's.)
+        mine = receiver.of("/restart", file_id)[0][0]["webhook-id"].removeprefix("msg_")
+        assert [
+            (d["event"], d["status"])
+            for d in listed.json()["items"]
+            if d["id"].replace("-", "") == mine
+        ] == [("file.deleted", "delivered")]
+    finally:
+        await api.delete(f"/v1/webhooks/{hook_id}")
