@@ -72,9 +72,13 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_of
     ON ingest.webhook_deliveries (webhook_id, created_at DESC);
 """
 
-# Deliveries one pass of the sender claims, and how long it holds them.
+# Deliveries one pass of the sender claims, and how long it holds them at least (a
+# sender that died mid-attempt leaves its claim to the others after this).
 BATCH = 32
 LEASE_S = 120.0
+# Deliveries ended (delivered or given up) are listed this long, then deleted.
+KEEP_S = 30 * 24 * 3600.0
+PRUNE_EVERY_S = 600.0
 
 
 async def setup(conn: Conn) -> None:
@@ -312,8 +316,16 @@ class Webhooks(Handlers):
         return self._http
 
     async def send_forever(self) -> None:
+        pruned = 0.0
         while True:
             sent = await self.send_due()
+            if time.monotonic() - pruned > PRUNE_EVERY_S:
+                await self.pool.execute(
+                    """DELETE FROM ingest.webhook_deliveries WHERE status <> 'pending'
+                       AND created_at < now() - make_interval(secs => $1)""",
+                    KEEP_S,
+                )
+                pruned = time.monotonic()
             if sent < BATCH:
                 await asyncio.sleep(self.settings.webhook_poll_s)
 
@@ -330,7 +342,7 @@ class Webhooks(Handlers):
                    ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)
                RETURNING d.id, d.payload::text AS payload, d.attempts, d.created_at,
                          w.id AS webhook_id, w.url, w.secret_sealed""",
-            LEASE_S,
+            max(LEASE_S, 3 * self.settings.webhook_timeout_s),
             BATCH,
         )
         await asyncio.gather(*(self._attempt(r) for r in rows))
