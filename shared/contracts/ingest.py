@@ -354,6 +354,24 @@ class BlobsUnpinned(Event):
     blob_keys: list[str]
 
 
+def webhook_stream(webhook_id: uuid.UUID) -> str:
+    return f"webhook-{webhook_id}"
+
+
+class WebhookRegistered(Event):
+    """An org admin's webhook (services/ingest/webhooks): its secret is never in an event."""
+
+    type: ClassVar[str] = "ingest.WebhookRegistered"
+    webhook_id: uuid.UUID
+    url: str
+    events: list[str]
+
+
+class WebhookRemoved(Event):
+    type: ClassVar[str] = "ingest.WebhookRemoved"
+    webhook_id: uuid.UUID
+
+
 EVENTS: tuple[type[Event], ...] = (
     UploadJobStarted,
     FileContentStored,
@@ -383,4 +401,6 @@ EVENTS: tuple[type[Event], ...] = (
     IntegrationEventsTokenSet,
     SeriesBlobsHeld,
     BlobsUnpinned,
+    WebhookRegistered,
+    WebhookRemoved,
 )

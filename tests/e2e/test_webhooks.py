@@ -205,6 +205,14 @@ async def test_webhooks_are_org_admins_and_refuse_forbidden_addresses(
 
     assert (await api.delete(f"/v1/webhooks/{hook_id}")).status_code == 204
     error(await api.delete(f"/v1/webhooks/{hook_id}"), 404)
+    # Made and removed, in the audit trail; its secret nowhere in it.
+    audit = await api.get("/v1/audit", params={"subject_id": hook_id})
+    assert audit.status_code == 200, audit.text
+    assert [e["type"] for e in audit.json()["items"]] == [
+        "ingest.WebhookRegistered",
+        "ingest.WebhookRemoved",
+    ]
+    assert made.json()["secret"] not in audit.text
     error(await api.get(f"/v1/webhooks/{hook_id}/deliveries"), 404)
 
 

@@ -8,10 +8,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import Response
 
-from services.ingest.answers import Caller
+from services.ingest.answers import Caller, recorded, recorded_no_content
 from services.ingest.webhooks.handlers import Webhooks
 from shared.kit.access import Access
-from shared.kit.http import access
+from shared.kit.http import JSON, access
 
 
 def router(webhooks: Webhooks) -> APIRouter:
@@ -19,9 +19,9 @@ def router(webhooks: Webhooks) -> APIRouter:
 
     @api.post("/v1/webhooks", status_code=201)
     async def register_webhook(
-        _: Caller, who: Access = Depends(access), body: Any = Body(...)
-    ) -> dict[str, Any]:
-        return await webhooks.register(who, body)
+        caller: Caller, who: Access = Depends(access), body: Any = Body(...)
+    ) -> JSON:
+        return recorded(await webhooks.register(who, caller, body), 201)
 
     @api.get("/v1/webhooks")
     async def list_webhooks(_: Caller, who: Access = Depends(access)) -> dict[str, Any]:
@@ -29,10 +29,9 @@ def router(webhooks: Webhooks) -> APIRouter:
 
     @api.delete("/v1/webhooks/{webhook_id}", status_code=204)
     async def delete_webhook(
-        webhook_id: uuid.UUID, _: Caller, who: Access = Depends(access)
+        webhook_id: uuid.UUID, caller: Caller, who: Access = Depends(access)
     ) -> Response:
-        await webhooks.delete(who, webhook_id)
-        return Response(status_code=204)
+        return recorded_no_content(await webhooks.delete(who, caller, webhook_id))
 
     @api.get("/v1/webhooks/{webhook_id}/deliveries")
     async def webhook_deliveries(

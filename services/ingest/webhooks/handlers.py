@@ -28,8 +28,13 @@ from services.ingest.imports.domain.endpoints import EndpointRule
 from services.ingest.imports.egress import Egress, EndpointNotAllowed
 from services.ingest.webhooks import domain
 from shared.contracts.catalog import FileDeleted, FileUploaded
-from shared.contracts.envelope import Envelope, Event
-from shared.contracts.ingest import UploadJobFinished
+from shared.contracts.envelope import Cause, Change, Envelope, Event, envelopes_of
+from shared.contracts.ingest import (
+    UploadJobFinished,
+    WebhookRegistered,
+    WebhookRemoved,
+    webhook_stream,
+)
 from shared.kit.access import Access
 from shared.kit.db import Conn
 from shared.kit.errors import Refused, not_found
@@ -209,23 +214,32 @@ class Webhooks(Handlers):
                 {"host": host[:100]},
             ) from None
 
-    async def register(self, access: Access, body: object) -> dict[str, Any]:
+    async def register(
+        self, access: Access, cause: Cause, body: object
+    ) -> tuple[dict[str, Any], int]:
         require_org_admin(access)
         registration = domain.parse_registration(body)
         await self._check_address(registration.host, registration.port)
         secret = registration.secret or domain.new_secret()
         webhook_id = uuid.uuid4()
-        row = await self.pool.fetchrow(
-            """INSERT INTO ingest.webhooks (id, url, events, secret_sealed, created_by)
-               VALUES ($1, $2, $3, $4, $5) RETURNING *""",
-            webhook_id,
-            registration.url,
-            list(registration.events),
-            self.sealer.seal(secret.encode(), str(webhook_id)),
-            access.user_id,
+        made = WebhookRegistered(
+            webhook_id=webhook_id, url=registration.url, events=list(registration.events)
         )
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """INSERT INTO ingest.webhooks (id, url, events, secret_sealed, created_by)
+                   VALUES ($1, $2, $3, $4, $5) RETURNING *""",
+                webhook_id,
+                registration.url,
+                list(registration.events),
+                self.sealer.seal(secret.encode(), str(webhook_id)),
+                access.user_id,
+            )
+            position = await self.store.append(
+                conn, envelopes_of([Change(webhook_stream(webhook_id), 1, made)], cause)
+            )
         # Shown this once: sealed at rest, never listed.
-        return {**_webhook_json(row), "secret": secret}
+        return {**_webhook_json(row), "secret": secret}, position
 
     async def listed(self, access: Access) -> dict[str, Any]:
         require_org_admin(access)
@@ -234,11 +248,16 @@ class Webhooks(Handlers):
         )
         return {"items": [_webhook_json(r) for r in rows]}
 
-    async def delete(self, access: Access, webhook_id: uuid.UUID) -> None:
+    async def delete(self, access: Access, cause: Cause, webhook_id: uuid.UUID) -> int:
         require_org_admin(access)
-        done = await self.pool.execute("DELETE FROM ingest.webhooks WHERE id = $1", webhook_id)
-        if done.endswith(" 0"):
-            raise not_found("webhook", webhook_id)
+        gone = WebhookRemoved(webhook_id=webhook_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            done = await conn.execute("DELETE FROM ingest.webhooks WHERE id = $1", webhook_id)
+            if done.endswith(" 0"):
+                raise not_found("webhook", webhook_id)
+            return await self.store.append(
+                conn, envelopes_of([Change(webhook_stream(webhook_id), 2, gone)], cause)
+            )
 
     async def deliveries(
         self, access: Access, webhook_id: uuid.UUID, limit: int, status: str | None
