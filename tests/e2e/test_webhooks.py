@@ -18,14 +18,18 @@ import grpc
 import httpx
 import pytest
 from aiohttp import web
+from minio import Minio
 
 from services.gateway.files_pb.files.v1 import files_pb2 as pb
 from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
 from shared.kit.stack import Stack
+from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
 from tests.e2e.support import error, folder, member, png, unique, upload
 from tests.e2e.test_cli import env, fails, ok
+from tests.e2e.test_cloud_sync import sync_done, synced_folder
 from tests.e2e.test_grpc import ADMIN
+from tests.e2e.test_imports import put, register
 
 
 @dataclass
@@ -299,3 +303,38 @@ async def test_an_event_taken_while_ingest_is_down_is_posted_once_it_is_back(
         ] == [("file.deleted", "delivered")]
     finally:
         await api.delete(f"/v1/webhooks/{hook_id}")
+
+
+async def test_a_sync_that_ends_is_posted_as_job_completed_and_folder_synced(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, receiver: Receiver
+) -> None:
+    made = await api.post(
+        "/v1/webhooks",
+        json={"url": f"{receiver.url}/synced", "events": ["folder.synced", "job.completed"]},
+    )
+    assert made.status_code == 201, made.text
+    try:
+        prefix = f"{unique('hooked-sync')}/"
+        put(bucket, f"{prefix}a.png", png(5, 5))
+        integration = await register(api, moto)
+        assert integration.status_code == 201, integration.text
+        synced = await synced_folder(api, integration.json()["id"], prefix)
+        job_id = synced["sync_job_id"]
+        await sync_done(api, job_id)
+
+        def of_job() -> dict[str, dict[str, Any]]:
+            found = {}
+            for at, _, body in receiver.got:
+                message = json.loads(body)
+                if at == "/synced" and message["data"].get("job_id") == job_id:
+                    found[message["type"]] = message["data"]
+            return found
+
+        async def both() -> bool:
+            return set(of_job()) == {"job.completed", "folder.synced"}
+
+        await eventually(both, within=30, what="job.completed and folder.synced posted")
+        expected = {"job_id": job_id, "status": "done", "kind": "sync", "folder_id": synced["id"]}
+        assert of_job() == {"job.completed": expected, "folder.synced": expected}
+    finally:
+        await api.delete(f"/v1/webhooks/{made.json()['id']}")
