@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 
+from services.ingest.collector.projections import blob_refs
 from services.ingest.imports.buckets.port import BucketReader, CloudProblem, Listed, Read
 from services.ingest.imports.domain import integrations as integration_rules
 from services.ingest.imports.domain import jobs as imports
@@ -516,6 +517,8 @@ class Syncs(Handlers):
                 )
                 await jobs.apply(conn, envelopes)
                 await synced.apply(conn, envelopes)
+                # The files it made hold the integration (the collector's read model).
+                await blob_refs.apply(conn, envelopes)
                 await self.store.append(conn, envelopes)
                 return len(envelopes)
 
