@@ -51,7 +51,7 @@ from services.ingest.jobs.projections import jobs
 from services.ingest.media import kinds
 from shared.contracts import ingest as ev
 from shared.contracts import rules
-from shared.contracts.catalog import FolderDeleted, Source
+from shared.contracts.catalog import FolderDeleted, FolderPurged, FolderRestored, Source
 from shared.contracts.envelope import Cause, Change, Event, appended, envelopes_of
 from shared.kit import identity
 from shared.kit.access import Access
@@ -87,34 +87,56 @@ class Syncs(Handlers):
     reactions = Reactions("ingest")
 
     @reactions.on(FolderDeleted)
-    async def when_folder_deleted(
-        self, conn: asyncpg.Connection, deleted: Sequence[Received[FolderDeleted]]
+    @reactions.on(FolderRestored)
+    @reactions.on(FolderPurged)
+    async def when_folder_changed(
+        self,
+        conn: asyncpg.Connection,
+        changed: Sequence[Received[FolderDeleted | FolderRestored | FolderPurged]],
     ) -> None:
-        """A synced folder deleted (to the trash or for good) follows nothing any more:
-        no schedule, and its integration is free to be removed."""
+        """A synced folder in the trash pauses (it may come back, and still holds its
+        integration); restored, it resumes; purged (or deleted before the trash was), it
+        follows nothing any more and frees its integration."""
         rows = await conn.fetch(
-            "SELECT folder_id FROM ingest.synced_folders WHERE folder_id = ANY($1::uuid[])",
-            [e.event.folder_id for e in deleted],
+            """SELECT folder_id, paused FROM ingest.synced_folders
+               WHERE folder_id = ANY($1::uuid[]) ORDER BY folder_id FOR UPDATE""",
+            [e.event.folder_id for e in changed],
         )
         if not rows:
             return
-        by_id = {e.event.folder_id: e for e in deleted}
-        envelopes = [
-            envelope
-            for r in rows
-            for envelope in envelopes_of(
-                [
-                    Change(
-                        ev.sync_stream(r["folder_id"]),
-                        2,
-                        ev.FolderSyncEnded(folder_id=r["folder_id"]),
-                    )
-                ],
-                Cause.of(by_id[r["folder_id"]]),
+        streams = {ev.sync_stream(r["folder_id"]): r["folder_id"] for r in rows}
+        versions = {
+            streams[v["stream_id"]]: v["version"]
+            for v in await conn.fetch(
+                """SELECT stream_id, max(stream_version) AS version FROM ingest.events
+                   WHERE stream_id = ANY($1::text[]) GROUP BY stream_id""",
+                list(streams),
             )
-        ]
-        await synced.apply(conn, envelopes)
-        await self.store.append(conn, envelopes)
+        }
+        # Per folder: its stream's version, paused, ended (as the batch leaves it).
+        state = {r["folder_id"]: [versions[r["folder_id"]], r["paused"], False] for r in rows}
+        envelopes = []
+        for e in changed:
+            found = state.get(e.event.folder_id)
+            if found is None or found[2]:
+                continue  # not synced, or ended already
+            event: ev.FolderSyncPaused | ev.FolderSyncResumed | ev.FolderSyncEnded
+            if isinstance(e.event, FolderDeleted) and e.event.trashed:
+                if found[1]:
+                    continue
+                event, found[1] = ev.FolderSyncPaused(folder_id=e.event.folder_id), True
+            elif isinstance(e.event, FolderRestored):
+                if not found[1]:
+                    continue
+                event, found[1] = ev.FolderSyncResumed(folder_id=e.event.folder_id), False
+            else:
+                event, found[2] = ev.FolderSyncEnded(folder_id=e.event.folder_id), True
+            found[0] += 1
+            change = Change(ev.sync_stream(e.event.folder_id), found[0], event)
+            envelopes += envelopes_of([change], Cause.of(e))
+        if envelopes:
+            await synced.apply(conn, envelopes)
+            await self.store.append(conn, envelopes)
 
     def __init__(self, parts: Parts, integrations: Any) -> None:
         super().__init__(parts)
@@ -327,7 +349,7 @@ class Syncs(Handlers):
             await asyncio.sleep(min(30.0, default / 2))  # a schedule, not a wait
             due = await self.pool.fetch(
                 """SELECT f.folder_id FROM ingest.synced_folders f
-                   WHERE NOT EXISTS (
+                   WHERE NOT f.paused AND NOT EXISTS (
                        SELECT 1 FROM ingest.jobs j WHERE j.folder_id = f.folder_id
                          AND j.kind = 'sync'
                          AND (j.status = 'running' OR j.created_at > now()
@@ -356,7 +378,8 @@ class Syncs(Handlers):
         records = notified_keys(body)
         keys = [key for bucket, key in records if bucket == row["bucket"]]
         folders = await self.pool.fetch(
-            "SELECT folder_id, prefix FROM ingest.synced_folders WHERE integration_id = $1",
+            "SELECT folder_id, prefix FROM ingest.synced_folders"
+            " WHERE integration_id = $1 AND NOT paused",
             integration_id,
         )
         started = []
