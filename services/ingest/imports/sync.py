@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import secrets
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -62,6 +63,8 @@ from shared.kit.reactions import Reactions, Received
 from shared.kit.service import Handlers, Parts
 
 _T = TypeVar("_T")
+# The scheduled syncs' session lock: one replica runs a round at a time.
+SCHEDULE_LOCK = zlib.crc32(b"files.ingest.sync-schedule")
 # Objects compared (and read, when they changed) per transaction of events.
 BATCH = 200
 # Objects read at the same time.
@@ -343,23 +346,31 @@ class Syncs(Handlers):
             self._spawn(row["id"], config, len(envelopes), Cause.of(envelopes[0]), None)
 
     async def schedule_forever(self) -> None:
-        """Each synced folder syncs every `sync_interval_s` (its own, or the default)."""
+        """Each synced folder syncs every `sync_interval_s` (its own, or the default). Of
+        several ingest replicas, the one holding the schedule's lock runs a round; the
+        others skip it (a sync started by one is running when the next looks)."""
         default = self.settings.sync_interval_s
         while True:
             await asyncio.sleep(min(30.0, default / 2))  # a schedule, not a wait
-            due = await self.pool.fetch(
-                """SELECT f.folder_id FROM ingest.synced_folders f
-                   WHERE NOT f.paused AND NOT EXISTS (
-                       SELECT 1 FROM ingest.jobs j WHERE j.folder_id = f.folder_id
-                         AND j.kind = 'sync'
-                         AND (j.status = 'running' OR j.created_at > now()
-                              - make_interval(secs => coalesce(f.sync_interval_s, $1))))
-                   LIMIT 100""",
-                default,
-            )
-            for row in due:
-                with contextlib.suppress(Refused):
-                    await self.start(_system("system:sync-schedule"), row["folder_id"])
+            async with self.pool.acquire() as conn:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULE_LOCK):
+                    continue
+                try:
+                    due = await conn.fetch(
+                        """SELECT f.folder_id FROM ingest.synced_folders f
+                           WHERE NOT f.paused AND NOT EXISTS (
+                               SELECT 1 FROM ingest.jobs j WHERE j.folder_id = f.folder_id
+                                 AND j.kind = 'sync'
+                                 AND (j.status = 'running' OR j.created_at > now()
+                                      - make_interval(secs => coalesce(f.sync_interval_s, $1))))
+                           LIMIT 100""",
+                        default,
+                    )
+                    for row in due:
+                        with contextlib.suppress(Refused):
+                            await self.start(_system("system:sync-schedule"), row["folder_id"])
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", SCHEDULE_LOCK)
 
     # -- notifications -------------------------------------------------------------
 
