@@ -400,6 +400,11 @@ class Webhooks(Handlers):
             error = f"no answer within {self.settings.webhook_timeout_s:g} s"
         except (aiohttp.ClientError, OSError) as failed:
             error = f"{type(failed).__name__}: {str(failed)[:300]}"
+        except Exception as failed:
+            # Whatever else a receiver's answer raises is this attempt's failure, recorded
+            # like the others: a delivery must never stop the sender.
+            log.warning("webhook.attempt_raised", delivery=str(row["id"]), exc_info=True)
+            error = f"{type(failed).__name__}"
         attempts = row["attempts"] + 1
         if error is None:
             await self.pool.execute(
