@@ -406,7 +406,8 @@ ROUTES: tuple[Route, ...] = (
           body=ingest.IntegrationSharing, answer=ingest.Integration, errors=WRITE_ERRORS),
     Route("DELETE", "/v1/integrations/{integration_id}", "ingest", "Remove an integration",
           204, errors=(403, 409),
-          description="409 `integration_in_use` naming the cloud-synced folders that follow it"),
+          description="409 `integration_in_use` naming the cloud-synced folders that follow it"
+                      " and the files imported through it (in the trash too)"),
     Route("POST", "/v1/integrations/{integration_id}/events", "ingest",
           "A bucket's event notification (S3 via SNS/SQS, MinIO webhook)", 202,
           answer=ingest.IntegrationEvents, compose="integration_events", public=True,

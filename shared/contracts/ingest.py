@@ -260,10 +260,26 @@ class FolderSyncConfigured(Event):
 
 
 class FolderSyncEnded(Event):
-    """The synced folder was deleted: it follows its prefix no more (a folder restored
-    from the trash is then an ordinary folder; make a synced one again)."""
+    """The synced folder was deleted for good (purged from the trash): it follows its
+    prefix no more, and its integration is free of it."""
 
     type: ClassVar[str] = "ingest.FolderSyncEnded"
+    folder_id: uuid.UUID
+
+
+class FolderSyncPaused(Event):
+    """The synced folder went to the trash: no sync runs (scheduled or notified) until
+    it is restored; it still holds its integration, as it may come back."""
+
+    type: ClassVar[str] = "ingest.FolderSyncPaused"
+    folder_id: uuid.UUID
+
+
+class FolderSyncResumed(Event):
+    """The synced folder came back from the trash: it follows its prefix again (the next
+    sync catches up with what changed meanwhile)."""
+
+    type: ClassVar[str] = "ingest.FolderSyncResumed"
     folder_id: uuid.UUID
 
 
@@ -383,4 +399,6 @@ EVENTS: tuple[type[Event], ...] = (
     IntegrationEventsTokenSet,
     SeriesBlobsHeld,
     BlobsUnpinned,
+    FolderSyncPaused,
+    FolderSyncResumed,
 )

@@ -275,8 +275,19 @@ async def test_integrations_listed_rotated_and_kept_while_used(
             headers=as_user(stranger, Access(user_id=stranger)),
         )
         assert refused.status_code == 404, refused.text
-    # Once the folder is deleted it follows nothing, and the integration may go.
+    # In the trash it is paused and still holds the integration (it may come back);
+    # restored, it syncs again; purged, it follows nothing and the integration may go.
     assert (await api.delete(f"/v1/folders/{folder['id']}")).status_code == 204
+    kept = error(await api.delete(f"/v1/integrations/{integration['id']}"), 409)
+    assert kept["details"]["folder_ids"] == [folder["id"]]
+    restored = await api.post("/v1/trash/restore", json={"folder_ids": [folder["id"]]})
+    assert restored.status_code == 200, restored.text
+    again = await api.post(f"/v1/folders/{folder['id']}/sync")
+    assert again.status_code == 202, again.text
+    await sync_done(api, again.json()["job_id"])
+    assert (await api.delete(f"/v1/folders/{folder['id']}")).status_code == 204
+    purged = await api.delete("/v1/trash", params={"folder_ids": folder["id"]})
+    assert purged.status_code == 200, purged.text
 
     async def removed() -> bool:
         answer = await api.delete(f"/v1/integrations/{integration['id']}")

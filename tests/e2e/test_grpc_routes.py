@@ -513,14 +513,13 @@ async def test_integrations_and_imports(
         grpc.StatusCode.INVALID_ARGUMENT,
         "unknown_users",
     )
-    await client.integrations.DeleteIntegration(
-        pb.GetIntegrationRequest(integration_id=made.id), metadata=ADMIN
-    )
+    # The files imported through it keep it (as over HTTP: 409).
     await refused(
-        client.integrations.GetIntegration(
+        client.integrations.DeleteIntegration(
             pb.GetIntegrationRequest(integration_id=made.id), metadata=ADMIN
         ),
-        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "integration_in_use",
     )
 
 

@@ -318,6 +318,41 @@ async def test_imports_by_keys_prefix_and_manifest_register_files_by_reference(
     error(unknown, 404)
 
 
+async def test_an_integration_files_were_imported_through_is_kept_until_they_are_gone(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
+) -> None:
+    """Removing an integration while files imported through it are left would leave them
+    with no content: refused, naming them, as long as one is left (in the trash too)."""
+    key = f"{uuid.uuid4().hex[:8]}/kept.png"
+    put(bucket, key, png(4, 4))
+    integration_id = await integration(api, moto)
+    top = await folder(api, unique("kept-by-files"))
+    job = await finished(
+        api, await start_import(api, top["id"], integration_id=integration_id, keys=[key]), 1
+    )
+    [file] = job["files"]
+
+    refused = error(
+        await api.delete(f"/v1/integrations/{integration_id}"), 409, "integration_in_use"
+    )
+    assert refused["details"]["file_ids"] == [file["id"]]
+    assert file["id"] in refused["message"]
+    assert (await api.delete(f"/v1/files/{file['id']}")).status_code == 204
+    in_trash = error(await api.delete(f"/v1/integrations/{integration_id}"), 409)
+    assert in_trash["details"]["file_ids"] == [file["id"]]
+
+    purged = await api.delete("/v1/trash", params={"file_ids": file["id"]})
+    assert purged.status_code == 200, purged.text
+    answers: list[int] = []
+
+    async def removed() -> bool:
+        answer = await api.delete(f"/v1/integrations/{integration_id}")
+        answers.append(answer.status_code)
+        return answer.status_code == 204
+
+    await eventually(removed, within=15, what=f"the integration removed (answers: {answers})")
+
+
 async def test_importing_needs_the_editor_role_on_the_folder(
     api: httpx.AsyncClient, moto: MotoS3, as_key: Any
 ) -> None:

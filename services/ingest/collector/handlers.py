@@ -68,13 +68,15 @@ class Collector(Handlers):
         await self._release(conn, gone, envelopes[0])
 
     async def _release(self, conn: Conn, gone: list[uuid.UUID], cause: Received[Any]) -> None:
-        """Release the blobs of those files that hold any (a file of ours, or a series
-        that lives on as a file after its series was released)."""
+        """Release the blobs of those files that hold any (a file of ours, a series that
+        lives on as a file after its series was released, or a file imported by
+        reference, which holds its integration)."""
         ours = [
             r["file_id"]
             for r in await conn.fetch(
                 """SELECT file_id FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])
                    UNION SELECT file_id FROM ingest.blob_series WHERE file_id = ANY($1::uuid[])
+                   UNION SELECT file_id FROM ingest.cloud_files WHERE file_id = ANY($1::uuid[])
                    ORDER BY file_id""",
                 gone,
             )

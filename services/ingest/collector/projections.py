@@ -25,8 +25,10 @@ from shared.kit.reactions import Received
 
 blob_refs = Projection(
     name="ingest.blobs",
-    version=2,  # 2: DICOM instances counted (pins) and the series that hold them
-    tables=("ingest.blobs", "ingest.blob_files", "ingest.blob_series"),
+    # 2: DICOM instances counted (pins) and the series that hold them; 3: files imported
+    # by reference, by integration
+    version=3,
+    tables=("ingest.blobs", "ingest.blob_files", "ingest.blob_series", "ingest.cloud_files"),
     ddl="""
     CREATE TABLE IF NOT EXISTS ingest.blobs (
         key text PRIMARY KEY,
@@ -46,6 +48,13 @@ blob_refs = Projection(
         PRIMARY KEY (file_id, blob_key)
     );
     CREATE INDEX IF NOT EXISTS blob_series_key ON ingest.blob_series (blob_key);
+    -- Files whose bytes are an object in a customer's bucket: while one is left (in the
+    -- trash too), its integration may not be removed.
+    CREATE TABLE IF NOT EXISTS ingest.cloud_files (
+        file_id uuid PRIMARY KEY,
+        integration_id uuid NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS cloud_files_integration ON ingest.cloud_files (integration_id);
     """,
 )
 
@@ -102,6 +111,19 @@ async def file_stored(
 ) -> None:
     pairs = [(e.event.file_id, e.event.blob_key) for e in events if e.event.source.type == "upload"]
     await _files(conn, pairs, events[-1].occurred_at)
+    cloud = sorted(
+        {
+            (e.event.file_id, e.event.source.integration_id)
+            for e in events
+            if e.event.source.type == "cloud" and e.event.source.integration_id is not None
+        }
+    )
+    if cloud:
+        await conn.executemany(
+            "INSERT INTO ingest.cloud_files (file_id, integration_id) VALUES ($1, $2)"
+            " ON CONFLICT DO NOTHING",
+            cloud,
+        )
 
 
 @blob_refs.on(ingest_events.ImageGroupImagesStored)
@@ -152,6 +174,7 @@ async def blobs_released(
     released = [f for e in events for f in e.event.file_ids]
     await conn.execute("DELETE FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])", released)
     await conn.execute("DELETE FROM ingest.blob_series WHERE file_id = ANY($1::uuid[])", released)
+    await conn.execute("DELETE FROM ingest.cloud_files WHERE file_id = ANY($1::uuid[])", released)
 
 
 @blob_refs.on(ingest_events.BlobsReclaimed)

@@ -269,22 +269,38 @@ class Integrations(Handlers):
             )
 
     async def remove(self, access: Access, cause: Cause, integration_id: uuid.UUID) -> int:
-        """Files imported through it stay listed; their content is no longer served."""
+        """Refused while a cloud-synced folder follows it or a file imported through it is
+        left (in the trash too: it may be restored); the answer names up to 100 of each."""
         row = await self.row(integration_id)
         rules.require_admin(access, integration_id, _sharing(row))
-        folders = await self.pool.fetch(
-            """SELECT folder_id FROM ingest.synced_folders WHERE integration_id = $1
-               ORDER BY created_at LIMIT 100""",
-            integration_id,
-        )
-        if folders:
-            named = [str(r["folder_id"]) for r in folders]
+        folders = [
+            str(r["folder_id"])
+            for r in await self.pool.fetch(
+                """SELECT folder_id FROM ingest.synced_folders WHERE integration_id = $1
+                   ORDER BY created_at LIMIT 100""",
+                integration_id,
+            )
+        ]
+        files = [
+            str(r["file_id"])
+            for r in await self.pool.fetch(
+                """SELECT file_id FROM ingest.cloud_files WHERE integration_id = $1
+                   ORDER BY file_id LIMIT 100""",
+                integration_id,
+            )
+        ]
+        if folders or files:
+            users = []
+            if folders:
+                users.append(f"followed by cloud-synced folders ({_some(folders)})")
+            if files:
+                users.append(f"the content of files imported through it ({_some(files)})")
             raise Refused(
                 409,
                 "integration_in_use",
-                f"integration {integration_id} is followed by cloud-synced folders"
-                f" ({', '.join(named[:10])}{' …' if len(named) > 10 else ''}): delete them first",
-                {"folder_ids": named},
+                f"integration {integration_id} is {' and '.join(users)}: delete them (and"
+                " empty them from the trash) first",
+                {"folder_ids": folders, "file_ids": files},
             )
         position = await self._record(rules.remove(integration_id, row["version"]), cause)
         await self._forget(integration_id)
@@ -419,3 +435,7 @@ class Imports(Handlers):
                 continue
             log.info("import.resumed", job_id=str(state.job_id), settled=len(state.settled))
             self._spawn(state, Cause.of(envelopes[0]))
+
+
+def _some(ids: list[str]) -> str:
+    return ", ".join(ids[:10]) + (" …" if len(ids) > 10 else "")

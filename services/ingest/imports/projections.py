@@ -112,6 +112,7 @@ async def events_token_set(
 # object as last listed (what the next sync compares its listing with).
 synced = Projection(
     name="ingest.synced",
+    version=2,  # 2: a synced folder in the trash is paused, not ended
     tables=("ingest.synced_folders", "ingest.synced_subfolders", "ingest.synced_objects"),
     ddl="""
     CREATE TABLE IF NOT EXISTS ingest.synced_folders (
@@ -122,6 +123,8 @@ synced = Projection(
         created_at timestamptz NOT NULL,
         created_by text NOT NULL
     );
+    ALTER TABLE ingest.synced_folders ADD COLUMN IF NOT EXISTS
+        paused boolean NOT NULL DEFAULT false;
     CREATE INDEX IF NOT EXISTS synced_folders_integration
         ON ingest.synced_folders (integration_id);
     CREATE TABLE IF NOT EXISTS ingest.synced_subfolders (
@@ -161,6 +164,18 @@ async def sync_configured(
             )
             for e in events
         ],
+    )
+
+
+@synced.on(ingest_events.FolderSyncPaused)
+@synced.on(ingest_events.FolderSyncResumed)
+async def sync_paused(
+    conn: asyncpg.Connection,
+    events: Sequence[Received[ingest_events.FolderSyncPaused | ingest_events.FolderSyncResumed]],
+) -> None:
+    await conn.executemany(
+        "UPDATE ingest.synced_folders SET paused = $2 WHERE folder_id = $1",
+        [(e.event.folder_id, isinstance(e.event, ingest_events.FolderSyncPaused)) for e in events],
     )
 
 

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from services.ingest.collector.projections import blob_refs
 from services.ingest.imports.buckets.port import Bucket, BucketReader, CloudProblem, Read, problem
 from services.ingest.imports.buckets.s3 import LISTING_PAGE
 from services.ingest.imports.domain import jobs as domain
@@ -87,6 +88,8 @@ class Runner(Handlers):
     async def _write(self, state: domain.JobState, envelopes: list[Envelope]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await jobs.apply(conn, envelopes)
+            # The files it registered hold the integration (the collector's read model).
+            await blob_refs.apply(conn, envelopes)
             await self.store.append(conn, envelopes)
         state.version += len(envelopes)
 

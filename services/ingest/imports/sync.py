@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import secrets
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 
+from services.ingest.collector.projections import blob_refs
 from services.ingest.imports.buckets.port import BucketReader, CloudProblem, Listed, Read
 from services.ingest.imports.domain import integrations as integration_rules
 from services.ingest.imports.domain import jobs as imports
@@ -50,7 +52,7 @@ from services.ingest.jobs.projections import jobs
 from services.ingest.media import kinds
 from shared.contracts import ingest as ev
 from shared.contracts import rules
-from shared.contracts.catalog import FolderDeleted, Source
+from shared.contracts.catalog import FolderDeleted, FolderPurged, FolderRestored, Source
 from shared.contracts.envelope import Cause, Change, Event, appended, envelopes_of
 from shared.kit import identity
 from shared.kit.access import Access
@@ -61,6 +63,8 @@ from shared.kit.reactions import Reactions, Received
 from shared.kit.service import Handlers, Parts
 
 _T = TypeVar("_T")
+# The scheduled syncs' session lock: one replica runs a round at a time.
+SCHEDULE_LOCK = zlib.crc32(b"files.ingest.sync-schedule")
 # Objects compared (and read, when they changed) per transaction of events.
 BATCH = 200
 # Objects read at the same time.
@@ -86,34 +90,56 @@ class Syncs(Handlers):
     reactions = Reactions("ingest")
 
     @reactions.on(FolderDeleted)
-    async def when_folder_deleted(
-        self, conn: asyncpg.Connection, deleted: Sequence[Received[FolderDeleted]]
+    @reactions.on(FolderRestored)
+    @reactions.on(FolderPurged)
+    async def when_folder_changed(
+        self,
+        conn: asyncpg.Connection,
+        changed: Sequence[Received[FolderDeleted | FolderRestored | FolderPurged]],
     ) -> None:
-        """A synced folder deleted (to the trash or for good) follows nothing any more:
-        no schedule, and its integration is free to be removed."""
+        """A synced folder in the trash pauses (it may come back, and still holds its
+        integration); restored, it resumes; purged (or deleted before the trash was), it
+        follows nothing any more and frees its integration."""
         rows = await conn.fetch(
-            "SELECT folder_id FROM ingest.synced_folders WHERE folder_id = ANY($1::uuid[])",
-            [e.event.folder_id for e in deleted],
+            """SELECT folder_id, paused FROM ingest.synced_folders
+               WHERE folder_id = ANY($1::uuid[]) ORDER BY folder_id FOR UPDATE""",
+            [e.event.folder_id for e in changed],
         )
         if not rows:
             return
-        by_id = {e.event.folder_id: e for e in deleted}
-        envelopes = [
-            envelope
-            for r in rows
-            for envelope in envelopes_of(
-                [
-                    Change(
-                        ev.sync_stream(r["folder_id"]),
-                        2,
-                        ev.FolderSyncEnded(folder_id=r["folder_id"]),
-                    )
-                ],
-                Cause.of(by_id[r["folder_id"]]),
+        streams = {ev.sync_stream(r["folder_id"]): r["folder_id"] for r in rows}
+        versions = {
+            streams[v["stream_id"]]: v["version"]
+            for v in await conn.fetch(
+                """SELECT stream_id, max(stream_version) AS version FROM ingest.events
+                   WHERE stream_id = ANY($1::text[]) GROUP BY stream_id""",
+                list(streams),
             )
-        ]
-        await synced.apply(conn, envelopes)
-        await self.store.append(conn, envelopes)
+        }
+        # Per folder: its stream's version, paused, ended (as the batch leaves it).
+        state = {r["folder_id"]: [versions[r["folder_id"]], r["paused"], False] for r in rows}
+        envelopes = []
+        for e in changed:
+            found = state.get(e.event.folder_id)
+            if found is None or found[2]:
+                continue  # not synced, or ended already
+            event: ev.FolderSyncPaused | ev.FolderSyncResumed | ev.FolderSyncEnded
+            if isinstance(e.event, FolderDeleted) and e.event.trashed:
+                if found[1]:
+                    continue
+                event, found[1] = ev.FolderSyncPaused(folder_id=e.event.folder_id), True
+            elif isinstance(e.event, FolderRestored):
+                if not found[1]:
+                    continue
+                event, found[1] = ev.FolderSyncResumed(folder_id=e.event.folder_id), False
+            else:
+                event, found[2] = ev.FolderSyncEnded(folder_id=e.event.folder_id), True
+            found[0] += 1
+            change = Change(ev.sync_stream(e.event.folder_id), found[0], event)
+            envelopes += envelopes_of([change], Cause.of(e))
+        if envelopes:
+            await synced.apply(conn, envelopes)
+            await self.store.append(conn, envelopes)
 
     def __init__(self, parts: Parts, integrations: Any) -> None:
         super().__init__(parts)
@@ -320,23 +346,31 @@ class Syncs(Handlers):
             self._spawn(row["id"], config, len(envelopes), Cause.of(envelopes[0]), None)
 
     async def schedule_forever(self) -> None:
-        """Each synced folder syncs every `sync_interval_s` (its own, or the default)."""
+        """Each synced folder syncs every `sync_interval_s` (its own, or the default). Of
+        several ingest replicas, the one holding the schedule's lock runs a round; the
+        others skip it (a sync started by one is running when the next looks)."""
         default = self.settings.sync_interval_s
         while True:
             await asyncio.sleep(min(30.0, default / 2))  # a schedule, not a wait
-            due = await self.pool.fetch(
-                """SELECT f.folder_id FROM ingest.synced_folders f
-                   WHERE NOT EXISTS (
-                       SELECT 1 FROM ingest.jobs j WHERE j.folder_id = f.folder_id
-                         AND j.kind = 'sync'
-                         AND (j.status = 'running' OR j.created_at > now()
-                              - make_interval(secs => coalesce(f.sync_interval_s, $1))))
-                   LIMIT 100""",
-                default,
-            )
-            for row in due:
-                with contextlib.suppress(Refused):
-                    await self.start(_system("system:sync-schedule"), row["folder_id"])
+            async with self.pool.acquire() as conn:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULE_LOCK):
+                    continue
+                try:
+                    due = await conn.fetch(
+                        """SELECT f.folder_id FROM ingest.synced_folders f
+                           WHERE NOT f.paused AND NOT EXISTS (
+                               SELECT 1 FROM ingest.jobs j WHERE j.folder_id = f.folder_id
+                                 AND j.kind = 'sync'
+                                 AND (j.status = 'running' OR j.created_at > now()
+                                      - make_interval(secs => coalesce(f.sync_interval_s, $1))))
+                           LIMIT 100""",
+                        default,
+                    )
+                    for row in due:
+                        with contextlib.suppress(Refused):
+                            await self.start(_system("system:sync-schedule"), row["folder_id"])
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", SCHEDULE_LOCK)
 
     # -- notifications -------------------------------------------------------------
 
@@ -355,7 +389,8 @@ class Syncs(Handlers):
         records = notified_keys(body)
         keys = [key for bucket, key in records if bucket == row["bucket"]]
         folders = await self.pool.fetch(
-            "SELECT folder_id, prefix FROM ingest.synced_folders WHERE integration_id = $1",
+            "SELECT folder_id, prefix FROM ingest.synced_folders"
+            " WHERE integration_id = $1 AND NOT paused",
             integration_id,
         )
         started = []
@@ -516,6 +551,8 @@ class Syncs(Handlers):
                 )
                 await jobs.apply(conn, envelopes)
                 await synced.apply(conn, envelopes)
+                # The files it made hold the integration (the collector's read model).
+                await blob_refs.apply(conn, envelopes)
                 await self.store.append(conn, envelopes)
                 return len(envelopes)
 
