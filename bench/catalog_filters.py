@@ -75,7 +75,7 @@ async def fill(dsn: str, files: int) -> dict[str, float]:
         await conn.execute(
             "DROP INDEX catalog.files_folder, catalog.files_search, catalog.files_metadata,"
             " catalog.files_folder_created, catalog.files_folder_size,"
-            " catalog.metadata_values_num"
+            " catalog.metadata_values_num, catalog.metadata_values_txt"
         )
         start = time.perf_counter()
         await conn.execute(search_bench.FOLDERS_SQL)
@@ -84,9 +84,9 @@ async def fill(dsn: str, files: int) -> dict[str, float]:
             await conn.execute(FILES_SQL, first, min(first + step, files) - 1)
         # What the projection keeps on each metadata write: the typed values.
         await conn.execute(
-            """INSERT INTO catalog.metadata_values (file_id, key, num, at)
-               SELECT f.id, e.key, e.num, e.at
-               FROM catalog.files f, catalog.typed_metadata(f.metadata) e"""
+            """INSERT INTO catalog.metadata_values (file_id, key, num, at, txt)
+               SELECT f.id, e.key, e.num, e.at, e.txt
+               FROM catalog.files f, catalog.metadata_entries(f.metadata) e"""
         )
         timings["load_s"] = time.perf_counter() - start
         start = time.perf_counter()

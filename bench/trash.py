@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -86,7 +88,44 @@ async def settled(limit_s: float = 600.0) -> float:
     return time.perf_counter() - start
 
 
-async def measure(gateway: str, dsn: str, report: Report, files: int) -> dict[str, Any]:
+def _py_spy(out: Path) -> list[subprocess.Popen[bytes]]:
+    """py-spy record (raw, folded stacks) of this stack's catalog and datasets processes."""
+    out.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            line = child.cmdline()
+        except psutil.Error:
+            continue
+        for name in ("catalog", "datasets"):
+            if f"services.{name}" in line:
+                spies.append(
+                    subprocess.Popen(
+                        [
+                            "uv",
+                            "tool",
+                            "run",
+                            "py-spy",
+                            "record",
+                            "-p",
+                            str(child.pid),
+                            "-f",
+                            "raw",
+                            "-r",
+                            "200",
+                            "-o",
+                            str(out / f"{name}-{child.pid}.txt"),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+    return spies
+
+
+async def measure(
+    gateway: str, dsn: str, report: Report, files: int, spy: Path | None = None
+) -> dict[str, Any]:
     api = Api(gateway)
     conn = await db.connect(dsn)
     got: dict[str, Any] = {}
@@ -115,6 +154,13 @@ async def measure(gateway: str, dsn: str, report: Report, files: int) -> dict[st
 
         progress("waiting for the stack to finish with the delete (idle)")
         got["settle_s"] = await settled()
+        spies = _py_spy(spy) if spy else []
+        if spy:
+            # PostgreSQL's share: its slow statements in postgres.log (with --keep).
+            await conn.execute("ALTER SYSTEM SET log_min_duration_statement = 100")
+            await conn.execute("SELECT pg_reload_conf()")
+        if spies:
+            await asyncio.sleep(3.0)  # py-spy attaches (uv starts it first)
         progress(f"restoring the folder; waiting for {DATASETS * files:,} links to come back")
         with report.contention.measure():
             start = time.perf_counter()
@@ -122,6 +168,10 @@ async def measure(gateway: str, dsn: str, report: Report, files: int) -> dict[st
             got["restore_answer_s"] = time.perf_counter() - start
             done = await wait_until(lambda: counts_are(files), 900, 0.02)
             got["restore_s"] = time.perf_counter() - start
+        for one in spies:
+            one.send_signal(signal.SIGINT)
+        for one in spies:
+            one.wait(30)
         if not done or answer["restored_files"] != files:
             raise RuntimeError(f"restore: {answer}, links back: {done}")
         pairs = [(uuid.UUID(d), uuid.UUID(f)) for d in datasets for f in file_ids]
@@ -135,6 +185,9 @@ async def measure(gateway: str, dsn: str, report: Report, files: int) -> dict[st
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--files", type=int, default=None, help="default 100,000 (5,000 quick)")
+    parser.add_argument(
+        "--py-spy", type=Path, default=None, help="record catalog and datasets into this dir"
+    )
 
 
 def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
@@ -146,7 +199,7 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     progress("starting the stack")
     with stack(workdir) as running:
         dsn = running.env["FILES_DATABASE_URL"]
-        got = asyncio.run(measure(running.gateway_url, dsn, report, files))
+        got = asyncio.run(measure(running.gateway_url, dsn, report, files, args.py_spy))
         running.check_alive()
 
     restore_s, base = got["restore_s"], got["restore_base_s"]

@@ -300,12 +300,18 @@ def metadata_candidates(value: str) -> list[Any]:
     return found
 
 
+# The longest text value catalog.metadata_values keeps (catalog.metadata_entries).
+TEXT_INDEXED = 200
+
+
 class Conditions:
     """SQL conditions with numbered parameters, starting after those already taken."""
 
     def __init__(self, args: list[Any]) -> None:
         self.args = args
         self.parts: list[str] = []
+        # A condition goes through the typed side table (catalog.metadata_values).
+        self.typed = False
 
     def arg(self, value: Any) -> str:
         self.args.append(value)
@@ -345,6 +351,7 @@ def filters(listing: Listing, alias: str, args: list[Any], *, files: bool) -> Co
                 "EXISTS (SELECT 1 FROM catalog.metadata_values v"
                 f" WHERE v.file_id = {alias}.id AND {' AND '.join(terms)})"
             )
+            where.typed = True
     elif listing.dataset_synced is not None:
         synced = f"EXISTS (SELECT 1 FROM catalog.synced_folders s WHERE s.folder_id = {alias}.id)"
         where.add(synced if listing.dataset_synced else f"NOT {synced}")
@@ -365,6 +372,26 @@ def filters(listing: Listing, alias: str, args: list[Any], *, files: bool) -> Co
                 "EXISTS (SELECT 1 FROM catalog.metadata_values v"
                 f" WHERE v.file_id = {alias}.id AND v.key = {where.arg(key)} AND {match})"
             )
+            where.typed = True
+            continue
+        if (
+            files
+            and all(metadata_candidates(value) == [value] for value in values)
+            and all(len(value) <= TEXT_INDEXED for value in values)
+        ):
+            # Texts only, each short enough for the side table: its (key, txt, file_id)
+            # index lists the matches in file order (a plain equality for one value, as
+            # for numbers above).
+            match = (
+                f"v.txt = {where.arg(values[0])}"
+                if len(values) == 1
+                else f"v.txt = ANY({where.arg(list(values))}::text[])"
+            )
+            where.add(
+                "EXISTS (SELECT 1 FROM catalog.metadata_values v"
+                f" WHERE v.file_id = {alias}.id AND v.key = {where.arg(key)} AND {match})"
+            )
+            where.typed = True
             continue
         # Containment documents (the pool encodes them as JSON): the GIN index serves them.
         docs = [{key: v} for value in values for v in metadata_candidates(value)]

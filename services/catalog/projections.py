@@ -29,24 +29,28 @@ tree = Projection(
     ddl="""
     CREATE EXTENSION IF NOT EXISTS pg_trgm;
     CREATE EXTENSION IF NOT EXISTS btree_gin;
-    -- A metadata object's top-level numbers and date-time strings, typed. A string is a
-    -- date-time when it starts with a date and PostgreSQL reads it as one (never 'now').
-    CREATE OR REPLACE FUNCTION catalog.typed_metadata(metadata jsonb)
-    RETURNS TABLE (key text, num numeric, at timestamptz)
+    -- A metadata object's top-level numbers, date-time strings and short texts, typed. A
+    -- string is a date-time when it starts with a date and PostgreSQL reads it as one
+    -- (never 'now'); a text of at most 200 characters is kept as it is (`txt`), so that
+    -- an equality on any key walks an ordered index in file order and stops at a page.
+    CREATE OR REPLACE FUNCTION catalog.metadata_entries(metadata jsonb)
+    RETURNS TABLE (key text, num numeric, at timestamptz, txt text)
     LANGUAGE sql STABLE PARALLEL SAFE AS $f$
-        SELECT e.key,
-               CASE WHEN jsonb_typeof(e.value) = 'number' THEN (e.value)::numeric END,
-               CASE WHEN jsonb_typeof(e.value) = 'string'
-                         AND (e.value #>> '{}') ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}'
-                         AND pg_input_is_valid(e.value #>> '{}', 'timestamptz')
-                    THEN (e.value #>> '{}')::timestamptz END
-        FROM jsonb_each(CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata
-                             ELSE '{}' END) AS e
-        WHERE jsonb_typeof(e.value) = 'number'
-           OR (jsonb_typeof(e.value) = 'string'
-               AND (e.value #>> '{}') ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}'
-               AND pg_input_is_valid(e.value #>> '{}', 'timestamptz'))
+        SELECT key, num, at, txt FROM (
+            SELECT e.key,
+                   CASE WHEN jsonb_typeof(e.value) = 'number' THEN (e.value)::numeric END AS num,
+                   CASE WHEN jsonb_typeof(e.value) = 'string'
+                             AND (e.value #>> '{}') ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}'
+                             AND pg_input_is_valid(e.value #>> '{}', 'timestamptz')
+                        THEN (e.value #>> '{}')::timestamptz END AS at,
+                   CASE WHEN jsonb_typeof(e.value) = 'string'
+                             AND length(e.value #>> '{}') <= 200
+                        THEN e.value #>> '{}' END AS txt
+            FROM jsonb_each(CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata
+                                 ELSE '{}' END) AS e) x
+        WHERE num IS NOT NULL OR at IS NOT NULL OR txt IS NOT NULL
     $f$;
+    DROP FUNCTION IF EXISTS catalog.typed_metadata(jsonb);
     CREATE TABLE IF NOT EXISTS catalog.folders (
         id uuid PRIMARY KEY,
         parent_id uuid,
@@ -166,9 +170,24 @@ tree = Projection(
                 WHERE at IS NOT NULL;
             INSERT INTO catalog.metadata_values (file_id, key, num, at)
             SELECT f.id, e.key, e.num, e.at
-            FROM catalog.files f, catalog.typed_metadata(f.metadata) e;
+            FROM catalog.files f, catalog.metadata_entries(f.metadata) e
+            WHERE e.num IS NOT NULL OR e.at IS NOT NULL;
         END IF;
     END $$;
+    -- Short texts (added later: filled once from the files' metadata).
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'catalog'
+                       AND table_name = 'metadata_values' AND column_name = 'txt') THEN
+            ALTER TABLE catalog.metadata_values ADD COLUMN txt text;
+            INSERT INTO catalog.metadata_values (file_id, key, num, at, txt)
+            SELECT f.id, e.key, e.num, e.at, e.txt
+            FROM catalog.files f, catalog.metadata_entries(f.metadata) e
+            WHERE e.txt IS NOT NULL
+            ON CONFLICT (file_id, key) DO UPDATE SET txt = excluded.txt;
+        END IF;
+    END $$;
+    CREATE INDEX IF NOT EXISTS metadata_values_txt ON catalog.metadata_values (key, txt, file_id)
+        WHERE txt IS NOT NULL;
     """,
 )
 
@@ -443,9 +462,9 @@ async def _index_metadata(conn: asyncpg.Connection, file_ids: list[str]) -> None
         "DELETE FROM catalog.metadata_values WHERE file_id = ANY($1::uuid[])", file_ids
     )
     await conn.execute(
-        """INSERT INTO catalog.metadata_values (file_id, key, num, at)
-           SELECT f.id, e.key, e.num, e.at
-           FROM catalog.files f, catalog.typed_metadata(f.metadata) e
+        """INSERT INTO catalog.metadata_values (file_id, key, num, at, txt)
+           SELECT f.id, e.key, e.num, e.at, e.txt
+           FROM catalog.files f, catalog.metadata_entries(f.metadata) e
            WHERE f.id = ANY($1::uuid[])""",
         file_ids,
     )

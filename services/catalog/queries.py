@@ -491,7 +491,7 @@ async def search(pool: asyncpg.Pool, asked: listing.Listing, access: Access) -> 
     indexed = bool(asked.metadata or asked.typed_ranges) or len(asked.q or "") >= 3
     # The typed side table's index lists a key's matches in id order: the planner's own
     # plan walks it and stops at the page.
-    typed = bool(asked.typed_ranges or asked.number_keys)
+    typed = where.typed
     rows = await _matching_files(pool, where.sql, where.args, indexed, scope or typed, typed)
     found += await _with_paths(
         pool, await with_duplicates(pool, [file_json(r) for r in rows[:room]], access), access

@@ -192,6 +192,40 @@ async def test_search_filters_orders_and_sees_only_what_the_caller_may(
     error(await stranger.get(f"/v1/folders/{t['top']['id']}/items", params={"q": "cat"}), 404)
 
 
+async def test_metadata_texts_long_and_short_match_exactly(api: httpx.AsyncClient) -> None:
+    """Short texts are matched through the indexed side table, long ones (over 200
+    characters) by containment, and text that reads as a number matches both."""
+    top = await folder(api, unique("texts"))
+    tag = top["name"]
+    made = await upload(api, top["id"], ("long.png", png()), ("short.png", png()), ("n.png", png()))
+    files = {f["name"]: f["id"] for f in made["files"]}
+    long_note = f"{tag} " + "é" * 250
+    for name, metadata in (
+        ("long.png", {"note": long_note, "tag": tag}),
+        ("short.png", {"note": f"{tag}-short", "tag": tag, "code": "7"}),
+        ("n.png", {"note": 7, "tag": [tag], "code": 7}),
+    ):
+        changed = await api.patch(f"/v1/files/{files[name]}", json={"metadata": metadata})
+        assert changed.status_code == 200, changed.text
+
+    async def found(**params: Any) -> list[str]:
+        hits = await pages(api, "/v1/search", 2, folder_id=top["id"], **params)
+        return sorted(names(hits))
+
+    assert await found(**{"metadata.note": long_note}) == ["long.png"]
+    assert await found(**{"metadata.note": long_note[:-1]}) == []
+    assert await found(**{"metadata.note": f"{tag}-short"}) == ["short.png"]
+    # A list holding the value is not the value.
+    assert await found(**{"metadata.tag": tag}) == ["long.png", "short.png"]
+    assert await found(**{"metadata.tag": [tag, "other"], "metadata.note": long_note}) == [
+        "long.png"
+    ]
+    assert await found(**{"metadata.code": "7"}) == ["n.png", "short.png"]
+    # Ordered, across the whole catalog.
+    ordered = await pages(api, "/v1/search", 1, order="name", **{"metadata.tag": tag})
+    assert names(ordered) == ["long.png", "short.png"]
+
+
 async def test_in_dataset_and_dataset_synced_follow_the_datasets(api: httpx.AsyncClient) -> None:
     t = await _fixture(api)
     top = t["top"]["id"]
