@@ -18,7 +18,6 @@ advisory lock until commit, so the sweep never deletes pictures a file is being 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import uuid
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.thumbnails import domain, render
+from services.thumbnails import domain, render, runners
 from services.thumbnails.drawing import Drawing
 from services.thumbnails.projections import thumbnails as model
 from services.thumbnails.renditions import Renditions
@@ -45,9 +44,6 @@ from shared.kit.service import Handlers, Parts
 
 # Sources reclaimed per sweep transaction.
 SWEEP_BATCH = 100
-# Runners look for work at least this often, should a wake-up be missed (and to take up
-# files whose lease ran out).
-IDLE_S = 1.0
 
 
 # Sources are locked by bucket: a batch of 10,000 uploads then takes at most this many
@@ -253,33 +249,21 @@ class Thumbnails(Handlers):
         """Runners that each claim a pending file, draw it, record it (one more runner than
         workers, so a worker is not idle while a result is recorded)."""
         try:
-            await asyncio.gather(*(self._runner() for _ in range(self.workers + 1)))
+            await asyncio.gather(
+                *(
+                    runners.claim_and_work(
+                        self.parts,
+                        self.policy,
+                        "thumbnails",
+                        self.claim,
+                        self.draw,
+                        self._again_later,
+                    )
+                    for _ in range(self.workers + 1)
+                )
+            )
         finally:
             self.drawing.stop()
-
-    async def _runner(self) -> None:
-        backoff = Backoff(self.policy)
-        while True:
-            wake = self.parts.moved.current()
-            claimed: dict[str, Any] | None = None
-            try:
-                claimed = await self.claim()
-                if claimed is not None:
-                    await self.draw(claimed)
-            except Exception as error:
-                file_id = str(claimed["file_id"]) if claimed is not None else None
-                if not transient(error):
-                    # The lease runs out and the file is tried again (at most MAX_ATTEMPTS).
-                    log.error("thumbnails.draw_failed", file_id=file_id, exc_info=True)
-                    await asyncio.sleep(IDLE_S)
-                    continue
-                log.warning("thumbnails.transient_failure", file_id=file_id, error=repr(error))
-                await self._again_later(claimed, backoff)
-                continue
-            backoff = Backoff(self.policy)
-            if claimed is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), IDLE_S)
 
     async def _again_later(self, claimed: dict[str, Any] | None, backoff: Backoff) -> None:
         """After a backoff, give the file's lease and attempt back, so it is taken again

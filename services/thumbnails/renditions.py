@@ -25,7 +25,7 @@ from typing import Any
 
 import pebble
 
-from services.thumbnails import encoding
+from services.thumbnails import encoding, runners
 from services.thumbnails.drawing import worker_settings
 from shared.contracts import renditions as ev
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
@@ -34,11 +34,10 @@ from shared.kit.db import Conn
 from shared.kit.logs import log
 from shared.kit.projections import Projection
 from shared.kit.reactions import Received
-from shared.kit.retry import Backoff, Policy, transient
+from shared.kit.retry import Policy
 from shared.kit.service import Handlers, Parts
 
 MAX_ATTEMPTS = 3
-IDLE_S = 1.0
 PART = 8 * 1024 * 1024  # bytes a part when a rendition is streamed into the store
 
 
@@ -425,32 +424,16 @@ class Renditions(Handlers):
         with contextlib.suppress(Exception):
             await asyncio.wrap_future(self._workers().schedule(encoding.ready, timeout=60))
         try:
-            await asyncio.gather(*(self._runner() for _ in range(self.workers)))
+            await asyncio.gather(
+                *(
+                    runners.claim_and_work(
+                        self.parts, self.policy, "renditions", self.claim, self.make
+                    )
+                    for _ in range(self.workers)
+                )
+            )
         finally:
             self.stop()
-
-    async def _runner(self) -> None:
-        backoff = Backoff(self.policy)
-        while True:
-            wake = self.parts.moved.current()
-            claimed: dict[str, Any] | None = None
-            try:
-                claimed = await self.claim()
-                if claimed is not None:
-                    await self.make(claimed)
-            except Exception as error:
-                file_id = str(claimed["file_id"]) if claimed is not None else None
-                if not transient(error):
-                    log.error("renditions.failed_to_make", file_id=file_id, exc_info=True)
-                    await asyncio.sleep(IDLE_S)
-                    continue
-                log.warning("renditions.transient_failure", file_id=file_id, error=repr(error))
-                await backoff.wait()
-                continue
-            backoff = Backoff(self.policy)
-            if claimed is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), IDLE_S)
 
     async def claim(self) -> dict[str, Any] | None:
         lease = timedelta(seconds=self.time_cap * 2 + 60)
