@@ -280,9 +280,11 @@ def test_cloud_integrations_and_imports(client: Client, moto: MotoS3) -> None:
     assert all(f.source and f.source.type == "cloud" for f in job.files)
     keyed = top.import_objects(lab, keys=["cats/1.png"]).wait(timeout=60)
     assert [f.source.key for f in keyed.files if f.source] == ["cats/1.png"]
-    lab.delete()
-    with pytest.raises(NotFound):
-        client.get_integration(lab.id)
+    # Kept while files imported through it are left (409, naming them).
+    with pytest.raises(Conflict) as kept:
+        lab.delete()
+    assert kept.value.code == "integration_in_use"
+    assert client.get_integration(lab.id).id == lab.id
 
 
 def test_datasets_collaborators_users_keys_and_audit(client: Client, platform: Stack) -> None:

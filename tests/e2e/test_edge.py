@@ -125,6 +125,7 @@ async def test_every_route_refuses_every_encoding_and_nothing_lands(
         "key_id": str(uuid.uuid4()),
         "job_id": str(uuid.uuid4()),
         "integration_id": str(uuid.uuid4()),
+        "webhook_id": str(uuid.uuid4()),
         "session_id": str(uuid.uuid4()),
         "number": "1",
         "index": "0",

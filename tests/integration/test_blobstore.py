@@ -263,6 +263,24 @@ async def test_an_aborted_multipart_upload_leaves_nothing(store: BlobStore) -> N
     assert not await store.exists(key)
 
 
+async def test_parts_listed_while_the_upload_ends_are_an_unknown_upload(tmp_path: Path) -> None:
+    """An expiry or abort deletes a local upload's folder while a status request lists
+    its parts: that is the upload gone (UnknownUpload), never a missing-file crash."""
+    import shutil
+
+    local = LocalBlobStore(tmp_path / "blobs")
+    key = f"uploads/{uuid.uuid4().hex}"
+    upload_id = await local.create_multipart(key)
+    await local.put_part(key, upload_id, 1, _chunks(b"some bytes"))
+    folder = tmp_path / "blobs" / "multipart" / upload_id
+    (folder / "key").unlink()  # the ending has begun: its name is gone, its parts not yet
+    with pytest.raises(UnknownUpload):
+        await local.list_parts(key, upload_id)
+    shutil.rmtree(folder)
+    with pytest.raises(UnknownUpload):
+        local._parts(folder)  # gone between the name's check and the listing
+
+
 def spools(platform: Stack) -> list[Path]:
     s3 = platform.settings.blob_url.startswith("s3://")
     where = platform.data_dir / ("spool" if s3 else "blobs/incoming")

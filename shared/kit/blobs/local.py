@@ -144,9 +144,14 @@ class LocalBlobStore:
     def _upload(self, key: str, upload_id: str) -> Path:
         self._path(key)
         folder = self.root / "multipart" / upload_id
-        if not _UPLOAD_ID.fullmatch(upload_id) or not folder.is_dir():
+        if not _UPLOAD_ID.fullmatch(upload_id):
             raise UnknownUpload(upload_id)
-        if (folder / "key").read_text() != key:
+        try:
+            named = (folder / "key").read_text()
+        except FileNotFoundError:
+            # Never made, or ended (aborted, expired) while we looked: gone either way.
+            raise UnknownUpload(upload_id) from None
+        if named != key:
             raise UnknownUpload(upload_id)
         return folder
 
@@ -193,10 +198,14 @@ class LocalBlobStore:
 
     def _parts(self, folder: Path) -> list[PartInfo]:
         parts = []
-        for path in folder.iterdir():
-            number, _, etag = path.name.partition(".")
-            if number.isdigit():
-                parts.append(PartInfo(int(number), etag, path.stat().st_size))
+        try:
+            for path in folder.iterdir():
+                number, _, etag = path.name.partition(".")
+                if number.isdigit():
+                    parts.append(PartInfo(int(number), etag, path.stat().st_size))
+        except FileNotFoundError:
+            # The upload ended while it was listed (an abort or expiry deletes its folder).
+            raise UnknownUpload(folder.name) from None
         return sorted(parts)
 
     async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
