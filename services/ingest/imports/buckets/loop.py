@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from services.ingest.imports.buckets.port import Bucket, BucketReader, Listed, Read
 
 _T = TypeVar("_T")
+_Page = TypeVar("_Page")
 
 
 class BucketLoop:
@@ -74,10 +75,16 @@ class Threaded:
     async def check(self) -> None:
         await self.loop.run(self.inner.check())
 
-    async def pages(self, prefix: str) -> AsyncGenerator[list[str], None]:
-        pages = self.inner.pages(prefix)
+    def pages(self, prefix: str) -> AsyncGenerator[list[str], None]:
+        return self._relayed(self.inner.pages(prefix))
 
-        async def following() -> list[str] | None:
+    def listing(self, prefix: str) -> AsyncGenerator[list[Listed], None]:
+        return self._relayed(self.inner.listing(prefix))
+
+    async def _relayed(self, pages: AsyncGenerator[_Page, None]) -> AsyncGenerator[_Page, None]:
+        """The pages of a generator that runs on the bucket's loop, one at a time."""
+
+        async def following() -> _Page | None:
             try:
                 return await anext(pages)
             except StopAsyncIteration:
@@ -85,25 +92,6 @@ class Threaded:
 
         async def closed() -> None:
             # After a cancellation the generator ended with it (or is still ending).
-            with contextlib.suppress(RuntimeError):
-                await pages.aclose()
-
-        try:
-            while (page := await self.loop.run(following())) is not None:
-                yield page
-        finally:
-            await self.loop.run(closed())
-
-    async def listing(self, prefix: str) -> AsyncGenerator[list[Listed], None]:
-        pages = self.inner.listing(prefix)
-
-        async def following() -> list[Listed] | None:
-            try:
-                return await anext(pages)
-            except StopAsyncIteration:
-                return None
-
-        async def closed() -> None:
             with contextlib.suppress(RuntimeError):
                 await pages.aclose()
 
