@@ -33,8 +33,8 @@ from services.gateway.routes import Route
 from shared.contracts import topics
 from shared.kit import consistency, idempotency, identity, tracing
 from shared.kit.errors import Refused
-from shared.kit.inbox import FETCH_MAX_WAIT_MS
 from shared.kit.http import CORRELATION_HEADER, JSON, ServiceTransport, error_body
+from shared.kit.inbox import FETCH_MAX_WAIT_MS
 from shared.kit.logs import log
 from shared.kit.settings import Settings
 
