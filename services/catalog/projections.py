@@ -18,6 +18,17 @@ from shared.kit.reactions import Received
 
 tree = Projection(
     name="catalog.tree",
+    rebuilt_without=(
+        "folders_name_trgm",
+        "files_search",
+        "files_folder_created",
+        "files_folder_size",
+        "files_metadata",
+        "files_sha256",
+        "metadata_values_num",
+        "metadata_values_at",
+        "metadata_values_txt",
+    ),
     tables=(
         "catalog.folders",
         "catalog.files",

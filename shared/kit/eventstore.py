@@ -50,6 +50,12 @@ _COLUMNS = (
     "position, event_id, stream_id, stream_version, type, schema_version, data, metadata,"
     " occurred_at"
 )
+# What an envelope is read from: the metadata's fields as text (no JSON decoded for them).
+_READ = (
+    "position, event_id, stream_id, stream_version, type, schema_version, data, occurred_at,"
+    " metadata->>'actor' AS actor, metadata->>'correlation_id' AS correlation_id,"
+    " metadata->>'causation_id' AS causation_id, metadata->>'traceparent' AS traceparent"
+)
 
 
 def _metadata(envelope: Envelope) -> dict[str, Any]:
@@ -219,18 +225,19 @@ class EventStore:
         return value
 
     def _envelope(self, row: asyncpg.Record) -> Envelope:
-        meta = row["metadata"]
-        return Envelope(
+        # Not validated again: every row was an Envelope when it was appended, and a
+        # rebuild reads a million of them (validation was a third of its Python).
+        return Envelope.model_construct(
             event_id=row["event_id"],
             type=row["type"],
             schema_version=row["schema_version"],
             stream_id=row["stream_id"],
             stream_version=row["stream_version"],
             occurred_at=row["occurred_at"],
-            actor=meta["actor"],
-            correlation_id=meta["correlation_id"],
-            causation_id=meta.get("causation_id"),
-            traceparent=meta.get("traceparent"),
+            actor=row["actor"],
+            correlation_id=row["correlation_id"],
+            causation_id=row["causation_id"],
+            traceparent=row["traceparent"],
             source=self.schema,
             position=row["position"],
             data=row["data"],
@@ -240,7 +247,7 @@ class EventStore:
         self, conn: Conn | asyncpg.Pool, position: int, limit: int = 1000
     ) -> list[Envelope]:
         rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM {self.table} WHERE position > $1 ORDER BY position LIMIT $2",
+            f"SELECT {_READ} FROM {self.table} WHERE position > $1 ORDER BY position LIMIT $2",
             position,
             limit,
         )
@@ -276,7 +283,7 @@ class EventStore:
 
     async def read_stream(self, conn: Conn | asyncpg.Pool, stream_id: str) -> list[Envelope]:
         rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM {self.table} WHERE stream_id = $1 ORDER BY stream_version",
+            f"SELECT {_READ} FROM {self.table} WHERE stream_id = $1 ORDER BY stream_version",
             stream_id,
         )
         return [self._envelope(r) for r in rows]

@@ -43,6 +43,10 @@ class Projection:
     # Fed by its own service's store, so a rebuild can replay it. A mirror of another
     # context's events (datasets' tree) is not: it follows its consumer.
     replayable: bool = True
+    # Indexes of its tables that only readers use (search, orders), by name: a rebuild
+    # drops them and makes them again once the rows are in, as a bulk load does (kept
+    # up row by row, a trigram index cost a rebuild a quarter of its time).
+    rebuilt_without: Sequence[str] = ()
     triggers: Triggers = field(init=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +63,8 @@ class Projection:
         await conn.execute(self.ddl)
 
     async def apply(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
+        """The service's own envelopes (made here, or read back from its store, where
+        each was valid when appended): a contract is parsed only if a handler reads it."""
         # Consecutive events of one type go to their handler together, set-based;
         # runs keep the store's order between types.
         triggers = self.triggers.by_type
@@ -66,7 +72,7 @@ class Projection:
             found = triggers.get(event_type)
             if found is not None:
                 contract, handler = found
-                await handler(conn, received(list(run), contract))
+                await handler(conn, received(list(run), contract, lazy=True))
 
     async def apply_received(self, conn: Conn, events: Sequence[Received[Any]]) -> None:
         """Events a reaction received, parsed already: passed on as they are."""
@@ -127,10 +133,20 @@ async def rebuild(
                 if only_if_stale and was == projection.version:
                     return 0
                 await conn.execute(f"TRUNCATE {tables}")
+                dropped = await conn.fetch(
+                    """SELECT schemaname, indexname, indexdef FROM pg_indexes
+                       WHERE schemaname || '.' || tablename = ANY($1) AND indexname = ANY($2)""",
+                    list(projection.tables),
+                    list(projection.rebuilt_without),
+                )
+                for index in dropped:
+                    await conn.execute(f"DROP INDEX {index['schemaname']}.{index['indexname']}")
                 replayed = 0
                 async for envelopes in store.read_all(conn):
                     await projection.apply(conn, envelopes)
                     replayed += len(envelopes)
+                for index in dropped:
+                    await conn.execute(index["indexdef"])
                 await conn.execute(
                     f"""INSERT INTO {schema}.read_models (name, version, rebuilt_at)
                         VALUES ($1, $2, now())

@@ -29,15 +29,35 @@ E = TypeVar("E", bound=Event)
 E_co = TypeVar("E_co", bound=Event, covariant=True)
 
 
-@dataclass(frozen=True, slots=True)
 class Received(Generic[E_co]):
-    """An event as a handler gets it: parsed into its contract, in its envelope."""
+    """An event as a handler gets it: parsed into its contract, in its envelope.
 
-    envelope: Envelope
-    event: E_co
-    # The same event as JSON at the contract's version (upcast, unlike the stored
-    # envelope's): for set-based SQL that sends rows to PostgreSQL as jsonb.
-    data: dict[str, Any]
+    `event` is parsed when first read if it was not at once (`parse(lazy=True)`): a
+    replay of the service's own store hands handlers events that were valid when
+    appended, and most handlers read only `data`."""
+
+    __slots__ = ("_contract", "_event", "data", "envelope")
+
+    def __init__(
+        self,
+        envelope: Envelope,
+        event: E_co | None,
+        data: dict[str, Any],
+        contract: type[E_co] | None = None,
+    ) -> None:
+        self.envelope = envelope
+        # The same event as JSON at the contract's version (upcast, unlike the stored
+        # envelope's): for set-based SQL that sends rows to PostgreSQL as jsonb.
+        self.data = data
+        self._event = event
+        self._contract = contract
+
+    @property
+    def event(self) -> E_co:
+        if self._event is None:
+            assert self._contract is not None
+            self._event = self._contract.model_validate(self.data)
+        return self._event
 
     # What handlers read of the envelope (and what `Cause.of` takes).
     @property
@@ -81,9 +101,9 @@ class Received(Generic[E_co]):
         return self.envelope.position
 
 
-def parse(envelope: Envelope, contract: type[E]) -> Received[E]:
+def parse(envelope: Envelope, contract: type[E], *, lazy: bool = False) -> Received[E]:
     """The envelope's event in `contract`'s current shape (the stored envelope keeps its
-    own version and data)."""
+    own version and data); `lazy`: parsed only if a handler reads `event`."""
     made = envelope.made_from
     if type(made) is contract:
         # Made in this process, at the current version: nothing to parse.
@@ -91,11 +111,15 @@ def parse(envelope: Envelope, contract: type[E]) -> Received[E]:
     data = envelope.data
     if envelope.schema_version != contract.version:
         data = upcast(envelope.type, envelope.schema_version, data, contract.version)
+    if lazy:
+        return Received(envelope, None, data, contract)
     return Received(envelope, contract.model_validate(data), data)
 
 
-def received(envelopes: Sequence[Envelope], contract: type[E]) -> list[Received[E]]:
-    return [parse(e, contract) for e in envelopes]
+def received(
+    envelopes: Sequence[Envelope], contract: type[E], *, lazy: bool = False
+) -> list[Received[E]]:
+    return [parse(e, contract, lazy=lazy) for e in envelopes]
 
 
 Handle = Callable[[Conn, Sequence[Received[Any]]], Awaitable[None]]

@@ -71,9 +71,14 @@ async def test_rebuilt_tree_has_the_same_rows_as_the_live_one(
     await make_history(api)
     live = await rows(pool)
     assert live["catalog.folders"] and live["catalog.files"] and live["catalog.metadata_values"]
+    indexes = "SELECT indexdef FROM pg_indexes WHERE schemaname = 'catalog' ORDER BY indexname"
+    before = [r["indexdef"] for r in await pool.fetch(indexes)]
     replayed = await rebuild(pool, EventStore("catalog"), tree)
     assert replayed > 0
     assert await rows(pool) == live
+    # The indexes a rebuild drops while it loads (search, orders) are all made again.
+    assert [r["indexdef"] for r in await pool.fetch(indexes)] == before
+    assert set(tree.rebuilt_without) <= {d.split()[2] for d in before}
 
 
 async def test_files_rebuild_command(
