@@ -98,6 +98,9 @@ class ImageGroupStored(Event):
     constituent_folder_id: uuid.UUID
     images: int
     files: list[FileContentStored] = []
+    # A group imported by reference: its manifest entry's `clientMetadata`, the group
+    # file's metadata (an uploaded group takes none).
+    metadata: dict[str, Any] = {}
 
 
 @upcaster(ImageGroupStored.type, 1)
@@ -168,6 +171,24 @@ class ImportObject(BaseModel):
     # What the manifest said it is ("image", "video"); None: whatever its bytes are.
     kind: str | None = None
     metadata: dict[str, Any] = {}
+
+
+class ImportGroupRequested(Event):
+    """A manifest's image group or sequence an import reads as one file: its frames'
+    keys in pages (`first`: the index of the page's first key; `frames` counts them
+    all), recorded with the job's start, so the job can resume from its stream."""
+
+    type: ClassVar[str] = "ingest.ImportGroupRequested"
+    job_id: uuid.UUID
+    group_file_id: uuid.UUID
+    kind: str  # "image_group" | "image_sequence"
+    name: str
+    # Where the manifest has it: `manifest.image_groups[2]`.
+    entry: str
+    metadata: dict[str, Any] = {}
+    frames: int
+    first: int = 0
+    keys: list[str]
 
 
 class ImportObjectsRequested(Event):
@@ -401,6 +422,7 @@ EVENTS: tuple[type[Event], ...] = (
     IntegrationRemoved,
     ImportJobStarted,
     ImportObjectsRequested,
+    ImportGroupRequested,
     ImportObjectsListed,
     ImportJobFailed,
     UploadSessionOpened,

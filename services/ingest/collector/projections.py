@@ -134,9 +134,24 @@ async def group_stored(
         Received[ingest_events.ImageGroupImagesStored | ingest_events.ImageGroupStored]
     ],
 ) -> None:
-    pairs = [(f.file_id, f.blob_key) for e in events for f in e.event.files]
+    files = [f for e in events for f in e.event.files]
+    pairs = [(f.file_id, f.blob_key) for f in files if f.source.type == "upload"]
     if pairs:
         await _files(conn, pairs, events[-1].occurred_at)
+    # Images of a group imported by reference: no blob, their integration held.
+    cloud = sorted(
+        {
+            (f.file_id, f.source.integration_id)
+            for f in files
+            if f.source.type == "cloud" and f.source.integration_id is not None
+        }
+    )
+    if cloud:
+        await conn.executemany(
+            "INSERT INTO ingest.cloud_files (file_id, integration_id) VALUES ($1, $2)"
+            " ON CONFLICT DO NOTHING",
+            cloud,
+        )
 
 
 @blob_refs.on(ingest_events.DicomInstanceStored)

@@ -396,6 +396,7 @@ class Imports(Handlers):
         envelopes = envelopes_of(changes, cause)
         async with self.pool.acquire() as conn, conn.transaction():
             given = {o.key: o.metadata for o in request.objects if o.metadata}
+            given.update({g.entry: g.metadata for g in request.groups if g.metadata})
             if given:
                 check_metadata(await current_schema(conn), given, "the object")
             await jobs.apply(conn, envelopes)

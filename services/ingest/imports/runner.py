@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from services.ingest.collector.projections import blob_refs
 from services.ingest.imports.buckets.port import Bucket, BucketReader, CloudProblem, Read, problem
 from services.ingest.imports.buckets.s3 import LISTING_PAGE
+from services.ingest.imports.domain import groups
 from services.ingest.imports.domain import jobs as domain
 from services.ingest.imports.domain.requests import Rejection
 from services.ingest.jobs.projections import jobs
@@ -142,6 +143,8 @@ class Runner(Handlers):
                 return
             if await self._flush(state, cause, listing, done, final=True):
                 return
+            if await self._groups(state, cause, reader):
+                return
             await self._append(state, cause, domain.finish(state.job_id, state.version))
             log.info("import.finished", job_id=str(state.job_id), settled=len(state.settled))
         finally:
@@ -200,6 +203,59 @@ class Runner(Handlers):
                     ),
                 )
                 return True
+        return False
+
+    async def _groups(self, state: domain.JobState, cause: Cause, reader: BucketReader) -> bool:
+        """Read each pending group's frames (READERS runs at a time) and record it whole,
+        or its refusal; True when the job stopped (as `_flush`)."""
+        gate = asyncio.Semaphore(READERS)
+
+        async def read(run: list[ev.ImportObject]) -> list[domain.Found | Rejection]:
+            async with gate:
+                return await self._read_run(reader, run)
+
+        for group in state.pending_groups():
+            frames = groups.frames_of(group)
+            results = [
+                r
+                for run in await asyncio.gather(
+                    *(read(frames[i : i + RUN]) for i in range(0, len(frames), RUN))
+                )
+                for r in run
+            ]
+            if await self.bucket_of(state.integration_id) is None:
+                await self._fail_removed(state, cause)
+                return True
+            refusal = groups.refused(group, results)
+            if refusal is None:
+                found = [r for r in results if isinstance(r, domain.Found)]
+                changes = groups.stored(
+                    state.job_id,
+                    state.folder_id,
+                    state.integration_id,
+                    state.version,
+                    group,
+                    found,
+                )
+            else:
+                changes = groups.rejected(state.job_id, state.version, refusal)
+            await self._append(state, cause, changes)
+            state.settled_groups.add(group.group_file_id)
+            reasons = {r.details.get("reason") for r in results if isinstance(r, Rejection)}
+            if refusal is not None and len(reasons) == 1 and reasons <= set(FATAL):
+                if all(isinstance(r, Rejection) for r in results):
+                    (reason,) = reasons
+                    await self._append(
+                        state,
+                        cause,
+                        domain.fail(
+                            state.job_id,
+                            state.version,
+                            str(reason),
+                            f"every frame of {group.entry} was refused by the bucket: {reason}",
+                        ),
+                    )
+                    return True
         return False
 
     async def _fail_removed(self, state: domain.JobState, cause: Cause) -> None:

@@ -153,8 +153,9 @@ async def job_finished(
 async def image_group_images_stored(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImageGroupImagesStored]]
 ) -> None:
+    # An import's group lists the group's file only (its images are the group's).
     await conn.executemany(
-        "UPDATE ingest.jobs SET files = files || $2::jsonb WHERE id = $1",
+        "UPDATE ingest.jobs SET files = files || $2::jsonb WHERE id = $1 AND kind <> 'import'",
         [(e.event.job_id, [f.file_id for f in e.event.files]) for e in events],
     )
 
@@ -167,12 +168,21 @@ async def image_group_stored(
     # pages) its own `files`.
     await conn.executemany(
         "UPDATE ingest.jobs SET done = total, files = $2::jsonb || files || $3::jsonb"
-        " WHERE id = $1",
+        " WHERE id = $1 AND kind <> 'import'",
         [
             (e.event.job_id, [e.event.group_file_id], [f.file_id for f in e.event.files])
             for e in events
         ],
     )
+    # A group an import read by reference: one of the job's files, counted done.
+    imported = await conn.fetch(
+        "SELECT id FROM ingest.jobs WHERE id = ANY($1::uuid[]) AND kind = 'import'",
+        list({e.event.job_id for e in events}),
+    )
+    if imported:
+        ids = {r["id"] for r in imported}
+        groups = [e.event for e in events if e.event.job_id in ids]
+        await _imported(conn, [g.job_id for g in groups], [g.group_file_id for g in groups])
 
 
 @jobs.on(ingest_events.ImportJobStarted)

@@ -1,0 +1,118 @@
+"""Imports by reference of image groups and sequences (Encord's manifest shape), through
+the gateway, against moto's S3 server as the customer's bucket."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import httpx
+from minio import Minio
+
+from tests.cloud_fixtures import MotoS3
+from tests.e2e.conftest import BUCKET
+from tests.e2e.support import error, folder, items, png, text, unique
+from tests.e2e.test_imports import finished, integration, put, start_import
+
+
+async def test_image_groups_and_sequences_import_by_reference_in_encord_s_shape(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    frames = {f"{run}/g/{i}.png": png(4 + i, 3) for i in range(3)}
+    frames |= {f"{run}/s/{i}.png": png(6, 6) for i in range(2)}
+    frames |= {f"{run}/odd/0.png": png(6, 6), f"{run}/odd/1.png": png(7, 6)}
+    frames |= {f"{run}/mixed/note.txt": text("not an image\n")}
+    for key, data in frames.items():
+        put(bucket, key, data)
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("groups"))
+    manifest = {
+        "image_groups": [
+            {
+                "title": "Cats",
+                # Encord numbers the frames; their order is the numbers', not the JSON's.
+                "objectUrl_2": f"s3://{BUCKET}/{run}/g/2.png",
+                "objectUrl_0": f"s3://{BUCKET}/{run}/g/0.png",
+                "objectUrl_1": f"{moto.endpoint}/{BUCKET}/{run}/g/1.png",
+                "clientMetadata": {"site": "north"},
+            },
+            {
+                "title": "Missing",
+                "objectUrl_0": f"s3://{BUCKET}/{run}/g/0.png",
+                "objectUrl_1": f"s3://{BUCKET}/{run}/g/absent.png",
+            },
+        ],
+        "image_sequences": [
+            {"title": "Walk", "objectUrls": [f"{run}/s/0.png", f"{run}/s/1.png"]},
+            {"title": "Odd", "keys": [f"{run}/odd/0.png", f"{run}/odd/1.png"]},
+            {"title": "Mixed", "keys": [f"{run}/s/0.png", f"{run}/mixed/note.txt"]},
+        ],
+    }
+    job_id = await start_import(api, target["id"], integration_id=integration_id, manifest=manifest)
+    job = await finished(api, job_id, files=2)
+    assert job["progress"] == {"done": 5, "total": 5}
+    assert sorted((e["name"], e["code"]) for e in job["errors"]) == [
+        ("Missing", "object_not_found"),
+        ("Mixed", "kind_mismatch"),
+        ("Odd", "dimensions_differ"),
+    ]
+    missing = next(e for e in job["errors"] if e["name"] == "Missing")
+    assert missing["details"]["entry"] == "manifest.image_groups[1]"
+    assert missing["details"]["frames"] == [
+        {"key": f"{run}/g/absent.png", "code": "object_not_found"}
+    ]
+
+    listed = {f["name"]: f for f in await items(api, target["id"])}
+    assert {n for n, f in listed.items() if f.get("type", "file") == "file"} >= {"Cats", "Walk"}
+    assert {n for n in listed if n in ("Missing", "Odd", "Mixed")} == set()
+    cats, walk = listed["Cats"], listed["Walk"]
+    assert (cats["kind"], walk["kind"]) == ("image_group", "image_sequence")
+    assert cats["metadata"] == {"site": "north"}
+    assert cats["source"]["type"] == "cloud" and cats["source"]["key"] == f"{run}/g/0.png"
+    assert cats["group"]["images"] == 3
+    assert cats["size"] == sum(len(frames[f"{run}/g/{i}.png"]) for i in range(3))
+
+    # Its images stay in the bucket, in order, each read for its facts.
+    images = [
+        (await api.get(f"/v1/files/{file_id}")).json() for file_id in cats["group"]["file_ids"]
+    ]
+    assert [i["source"]["key"] for i in images] == [f"{run}/g/{i}.png" for i in range(3)]
+    assert [i["media"]["width"] for i in images] == [4, 5, 6]
+    assert images[1]["sha256"] == hashlib.sha256(frames[f"{run}/g/1.png"]).hexdigest()
+    content = await api.get(f"/v1/files/{images[2]['id']}/content")
+    assert content.status_code == 307, content.text
+    async with httpx.AsyncClient() as outside:
+        fetched = await outside.get(content.headers["location"])
+    assert fetched.content == frames[f"{run}/g/2.png"]
+    group_content = await api.get(f"/v1/files/{cats['id']}/content")
+    assert group_content.status_code == 307, group_content.text
+    assert f"{run}/g/0.png" in group_content.headers["location"]
+
+    # An integration whose images are left is kept (they are files imported through it).
+    refused = error(
+        await api.delete(f"/v1/integrations/{integration_id}"), 409, "integration_in_use"
+    )
+    assert images[0]["id"] in refused["details"]["file_ids"]
+
+
+async def test_a_group_entry_at_fault_refuses_the_import_whole(
+    api: httpx.AsyncClient, moto: MotoS3
+) -> None:
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("bad-groups"))
+    for entry, problem in [
+        ({"title": "g"}, "names no frame"),
+        ({"title": "g", "objectUrl_1": "a.png"}, "no gap"),
+        ({"title": "g", "objectUrl_0": "s3://another-bucket/a.png"}, "another-bucket"),
+    ]:
+        answer = await api.post(
+            f"/v1/folders/{target['id']}/imports",
+            json={
+                "integration_id": integration_id,
+                "manifest": {"images": [{"key": "ok.png"}], "image_sequences": [entry]},
+            },
+        )
+        found = error(answer, 422, "invalid_manifest")
+        assert "manifest.image_sequences[0]" in found["message"] and problem in found["message"]
+    assert await items(api, target["id"]) == []
