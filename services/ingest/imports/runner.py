@@ -242,20 +242,20 @@ class Runner(Handlers):
             await self._append(state, cause, changes)
             state.settled_groups.add(group.group_file_id)
             reasons = {r.details.get("reason") for r in results if isinstance(r, Rejection)}
-            if refusal is not None and len(reasons) == 1 and reasons <= set(FATAL):
-                if all(isinstance(r, Rejection) for r in results):
-                    (reason,) = reasons
-                    await self._append(
-                        state,
-                        cause,
-                        domain.fail(
-                            state.job_id,
-                            state.version,
-                            str(reason),
-                            f"every frame of {group.entry} was refused by the bucket: {reason}",
-                        ),
-                    )
-                    return True
+            fatal = len(reasons) == 1 and reasons <= set(FATAL)
+            if fatal and all(isinstance(r, Rejection) for r in results):
+                (reason,) = reasons
+                await self._append(
+                    state,
+                    cause,
+                    domain.fail(
+                        state.job_id,
+                        state.version,
+                        str(reason),
+                        f"every frame of {group.entry} was refused by the bucket: {reason}",
+                    ),
+                )
+                return True
         return False
 
     async def _fail_removed(self, state: domain.JobState, cause: Cause) -> None:
