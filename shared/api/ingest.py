@@ -155,6 +155,11 @@ class JobError(Shape):
 class Progress(Shape):
     done: int
     total: int
+    skipped: int | None = Field(
+        None,
+        description="an import's objects skipped as already imported into the folder"
+        " (`skip_duplicate_urls`); counted in `done` too; absent when none",
+    )
 
 
 class Job(Shape):

@@ -161,6 +161,31 @@ class ImportJobStarted(Event):
     integration_id: uuid.UUID
     prefix: str | None = None
     total: int
+    # The manifest's `skip_duplicate_urls` and `upsert_metadata` (imports/domain/jobs.py).
+    skip_duplicate_urls: bool = False
+    upsert_metadata: bool = False
+
+
+class ImportObjectSkipped(Event):
+    """An object already imported into the folder through the integration
+    (`skip_duplicate_urls`): not read again; `file_ids` are the files it is."""
+
+    type: ClassVar[str] = "ingest.ImportObjectSkipped"
+    job_id: uuid.UUID
+    key: str
+    file_ids: list[uuid.UUID]
+
+
+class ImportedMetadataReplaced(Event):
+    """An object already imported into the folder through the integration, named again
+    with metadata (`upsert_metadata`): the files it is get this metadata, whole, instead
+    of a new file being made (the catalog records `FileMetadataChanged`)."""
+
+    type: ClassVar[str] = "ingest.ImportedMetadataReplaced"
+    job_id: uuid.UUID
+    key: str
+    file_ids: list[uuid.UUID]
+    metadata: dict[str, Any]
 
 
 class ImportObject(BaseModel):
@@ -423,6 +448,8 @@ EVENTS: tuple[type[Event], ...] = (
     ImportJobStarted,
     ImportObjectsRequested,
     ImportGroupRequested,
+    ImportObjectSkipped,
+    ImportedMetadataReplaced,
     ImportObjectsListed,
     ImportJobFailed,
     UploadSessionOpened,

@@ -10,6 +10,7 @@ import httpx
 from minio import Minio
 
 from tests.cloud_fixtures import MotoS3
+from tests.conftest import eventually
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import error, folder, items, png, text, unique
 from tests.e2e.test_imports import finished, integration, put, start_import
@@ -116,3 +117,85 @@ async def test_a_group_entry_at_fault_refuses_the_import_whole(
         found = error(answer, 422, "invalid_manifest")
         assert "manifest.image_sequences[0]" in found["message"] and problem in found["message"]
     assert await items(api, target["id"]) == []
+
+
+async def test_skip_duplicate_urls_and_upsert_metadata_match_what_the_folder_imported(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    for name in ("a", "b", "c"):
+        put(bucket, f"{run}/{name}.png", png(3, 3))
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("dupes"))
+    url = f"s3://{BUCKET}/{run}/a.png"
+    first = await finished(
+        api,
+        await start_import(
+            api,
+            target["id"],
+            integration_id=integration_id,
+            keys=[f"{run}/b.png"],
+            manifest={"images": [{"objectUrl": url, "clientMetadata": {"v": 1}}]},
+        ),
+        files=2,
+    )
+    assert first["progress"] == {"done": 2, "total": 2}
+    a_file = next(f for f in first["files"] if f["name"] == "a.png")
+
+    # Skipped: objects this folder already has through this integration; c is new.
+    skipping = await finished(
+        api,
+        await start_import(
+            api,
+            target["id"],
+            integration_id=integration_id,
+            keys=[f"{run}/b.png"],
+            manifest={
+                "images": [{"objectUrl": url}, {"key": f"{run}/c.png"}],
+                "skip_duplicate_urls": True,
+            },
+        ),
+        files=1,
+    )
+    assert skipping["progress"] == {"done": 3, "total": 3, "skipped": 2}
+    assert [f["name"] for f in skipping["files"]] == ["c.png"]
+    names = sorted(f["name"] for f in await items(api, target["id"]))
+    assert names == ["a.png", "b.png", "c.png"]
+
+    # Upserted: the file a.png already is takes the new metadata; no new file.
+    upserting = await finished(
+        api,
+        await start_import(
+            api,
+            target["id"],
+            integration_id=integration_id,
+            manifest={
+                "images": [{"objectUrl": url, "clientMetadata": {"v": 2, "w": "x"}}],
+                "upsert_metadata": True,
+            },
+        ),
+        files=1,
+    )
+    assert [f["id"] for f in upserting["files"]] == [a_file["id"]]
+    assert upserting["progress"] == {"done": 1, "total": 1}
+
+    async def replaced() -> bool:
+        found = (await api.get(f"/v1/files/{a_file['id']}")).json()
+        return bool(found["metadata"] == {"v": 2, "w": "x"})
+
+    await eventually(replaced, within=15, what="a.png's metadata replaced")
+    assert sorted(f["name"] for f in await items(api, target["id"])) == names
+
+    # Another folder has imported none of them: nothing is skipped there.
+    elsewhere = await folder(api, unique("dupes-elsewhere"))
+    fresh = await finished(
+        api,
+        await start_import(
+            api,
+            elsewhere["id"],
+            integration_id=integration_id,
+            manifest={"images": [{"objectUrl": url}], "skip_duplicate_urls": True},
+        ),
+        files=1,
+    )
+    assert fresh["progress"] == {"done": 1, "total": 1}

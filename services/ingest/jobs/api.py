@@ -28,7 +28,8 @@ async def job(pool: asyncpg.Pool, job_id: uuid.UUID) -> dict[str, Any] | None:
         "kind": row["kind"],
         "folder_id": str(row["folder_id"]),
         "status": row["status"],
-        "progress": {"done": row["done"], "total": row["total"]},
+        "progress": {"done": row["done"], "total": row["total"]}
+        | ({"skipped": row["skipped"]} if row["skipped"] else {}),
         "file_ids": await file_ids(pool, row),
         "errors": row["errors"],
         "created_at": row["created_at"].isoformat(),

@@ -34,6 +34,8 @@ jobs = Projection(
     -- An import's files, in the order registered (`files` stays []): an import of
     -- 100,000 objects appends a batch at a time, which a jsonb array would rewrite
     -- whole on every batch.
+    -- An import's objects skipped as already imported (`skip_duplicate_urls`).
+    ALTER TABLE ingest.jobs ADD COLUMN IF NOT EXISTS skipped integer NOT NULL DEFAULT 0;
     CREATE TABLE IF NOT EXISTS ingest.job_files (
         job_id uuid NOT NULL,
         position integer NOT NULL,
@@ -225,4 +227,27 @@ async def import_failed(
             )
             for e in events
         ],
+    )
+
+
+@jobs.on(ingest_events.ImportObjectSkipped)
+async def import_skipped(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportObjectSkipped]]
+) -> None:
+    await conn.executemany(
+        "UPDATE ingest.jobs SET done = done + 1, skipped = skipped + 1 WHERE id = $1",
+        [(e.event.job_id,) for e in events],
+    )
+
+
+@jobs.on(ingest_events.ImportedMetadataReplaced)
+async def import_upserted(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportedMetadataReplaced]]
+) -> None:
+    """The files an object already was are the job's files; the object counts one."""
+    pairs = [(e.event.job_id, f) for e in events for f in e.event.file_ids]
+    await _imported(conn, [j for j, _ in pairs], [f for _, f in pairs])
+    await conn.executemany(
+        "UPDATE ingest.jobs SET done = done - $2 WHERE id = $1",
+        [(e.event.job_id, len(e.event.file_ids) - 1) for e in events if len(e.event.file_ids) > 1],
     )

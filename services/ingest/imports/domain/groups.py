@@ -30,7 +30,7 @@ def frames_of(group: GroupState) -> list[ev.ImportObject]:
     return [ev.ImportObject(key=k, kind="image") for k in group.keys]
 
 
-def refused(group: GroupState, frames: Sequence[Found | Rejection]) -> Rejection | None:
+def refused(group: GroupState, frames: Sequence[object]) -> Rejection | None:
     """Why a group is not imported (a frame missing, unreadable or not an image; a
     sequence's frames not all of one size), or None."""
     faults = [r for r in frames if isinstance(r, Rejection)]

@@ -116,6 +116,24 @@ def chunks(objects: Sequence[ev.ImportObject]) -> list[list[ev.ImportObject]]:
     return out
 
 
+Matched = ev.ImportObjectSkipped | ev.ImportedMetadataReplaced
+
+
+def matched(state: JobState, obj: ev.ImportObject, file_ids: Sequence[uuid.UUID]) -> Matched | None:
+    """An object already imported into the job's folder through its integration (as
+    `file_ids`): its metadata replaced (`upsert_metadata`, when the entry gives some),
+    or skipped (`skip_duplicate_urls`); None: it is read and becomes a file."""
+    if not file_ids:
+        return None
+    if state.upsert_metadata and obj.metadata:
+        return ev.ImportedMetadataReplaced(
+            job_id=state.job_id, key=obj.key, file_ids=list(file_ids), metadata=obj.metadata
+        )
+    if state.skip_duplicate_urls:
+        return ev.ImportObjectSkipped(job_id=state.job_id, key=obj.key, file_ids=list(file_ids))
+    return None
+
+
 def _changes(job_id: uuid.UUID, version: int, events: Sequence[Event]) -> list[Change]:
     return appended(ev.job_stream(job_id), events, after=version)
 
@@ -160,6 +178,8 @@ def start(job_id: uuid.UUID, folder_id: uuid.UUID, request: ImportRequest) -> li
             integration_id=request.integration_id,
             prefix=request.prefix,
             total=len(request.objects) + len(request.refused) + len(request.groups),
+            skip_duplicate_urls=request.skip_duplicate_urls,
+            upsert_metadata=request.upsert_metadata,
         )
     ]
     events += [ev.ImportObjectsRequested(job_id=job_id, objects=c) for c in chunks(request.objects)]
@@ -318,6 +338,13 @@ class JobState:
     ended: bool = False
     groups: dict[uuid.UUID, GroupState] = field(default_factory=dict)
     settled_groups: set[uuid.UUID] = field(default_factory=set)
+    skip_duplicate_urls: bool = False
+    upsert_metadata: bool = False
+
+    @property
+    def matches_imported(self) -> bool:
+        """Objects already imported into the folder are looked up before they are read."""
+        return self.skip_duplicate_urls or self.upsert_metadata
 
     def pending(self) -> list[ev.ImportObject]:
         """Named objects not yet settled, in the order asked."""
@@ -336,7 +363,12 @@ def fold(events: Iterable[tuple[str, dict[str, Any]]]) -> JobState | None:
         if kind == ev.ImportJobStarted.type:
             started = ev.ImportJobStarted.model_validate(data)
             state = JobState(
-                started.job_id, started.folder_id, started.integration_id, started.prefix
+                started.job_id,
+                started.folder_id,
+                started.integration_id,
+                started.prefix,
+                skip_duplicate_urls=started.skip_duplicate_urls,
+                upsert_metadata=started.upsert_metadata,
             )
         if state is None:
             return None
@@ -357,6 +389,8 @@ def fold(events: Iterable[tuple[str, dict[str, Any]]]) -> JobState | None:
                 ),
             )
             group.keys += asked.keys
+        elif kind in (ev.ImportObjectSkipped.type, ev.ImportedMetadataReplaced.type):
+            state.settled.add(str(data["key"]))
         elif kind == ev.ImageGroupStored.type:
             state.settled_groups.add(uuid.UUID(str(data["group_file_id"])))
         elif kind == ev.ImportObjectsListed.type:

@@ -100,6 +100,8 @@ class ImportRequest:
     # Entries refused at once (DICOM series): in the job's errors.
     refused: list[Rejection]
     groups: list[ImportGroup] = field(default_factory=list)
+    skip_duplicate_urls: bool = False
+    upsert_metadata: bool = False
 
 
 def key_of(reference: str, bucket: str) -> str:
@@ -263,7 +265,10 @@ class Manifest(Strict):
     image_sequences: list[GroupEntry] | None = None
     # Read only for their titles: each is refused, named in the job's errors.
     dicom_series: list[dict[str, Any]] | None = None
+    # An object already imported into the folder through the integration is skipped;
+    # named again with clientMetadata, its files get that metadata (upsert), not a copy.
     skip_duplicate_urls: StrictBool = False
+    upsert_metadata: StrictBool = False
 
 
 class ImportBody(Strict):
@@ -338,7 +343,15 @@ def parse_request(body: object, bucket: str) -> ImportRequest:
             " or by prefix",
             {"limit": MAX_OBJECTS},
         )
-    return ImportRequest(request.integration_id, _unique(objects), request.prefix, refused, groups)
+    return ImportRequest(
+        request.integration_id,
+        _unique(objects),
+        request.prefix,
+        refused,
+        groups,
+        skip_duplicate_urls=manifest is not None and manifest.skip_duplicate_urls,
+        upsert_metadata=manifest is not None and manifest.upsert_metadata,
+    )
 
 
 def _default_title(key: str) -> str:
