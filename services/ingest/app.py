@@ -50,7 +50,7 @@ def build(settings: Settings) -> FastAPI:
     material = secrets.key_material(settings.secret_key, settings.data_dir)
     sessions = Sessions(parts, blobs, secrets.derive(material, "upload part urls"))
     integrations = Integrations(parts, settings)
-    imports = Imports(parts, integrations)
+    imports = Imports(parts, integrations, blobs)
     syncs = Syncs(parts, integrations)
     cancelling = Cancelling(parts, sessions, imports.stop)
     webhooks = Webhooks(parts, settings)

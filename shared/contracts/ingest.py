@@ -166,6 +166,19 @@ class ImportJobStarted(Event):
     upsert_metadata: bool = False
 
 
+class ImportDicomInstancesCopied(Event):
+    """A manifest's DICOM series entry (`group_file_id`: the entry's id in the job; the
+    series' files get theirs from the DICOM context): its `instances` objects copied into
+    the blob store, each a DicomInstanceStored before this event in the same
+    transaction, for the DICOM context to assemble as an upload's."""
+
+    type: ClassVar[str] = "ingest.ImportDicomInstancesCopied"
+    job_id: uuid.UUID
+    group_file_id: uuid.UUID
+    entry: str
+    instances: int
+
+
 class ImportObjectSkipped(Event):
     """An object already imported into the folder through the integration
     (`skip_duplicate_urls`): not read again; `file_ids` are the files it is."""
@@ -206,7 +219,7 @@ class ImportGroupRequested(Event):
     type: ClassVar[str] = "ingest.ImportGroupRequested"
     job_id: uuid.UUID
     group_file_id: uuid.UUID
-    kind: str  # "image_group" | "image_sequence"
+    kind: str  # "image_group" | "image_sequence" | "dicom_series"
     name: str
     # Where the manifest has it: `manifest.image_groups[2]`.
     entry: str
@@ -450,6 +463,7 @@ EVENTS: tuple[type[Event], ...] = (
     ImportGroupRequested,
     ImportObjectSkipped,
     ImportedMetadataReplaced,
+    ImportDicomInstancesCopied,
     ImportObjectsListed,
     ImportJobFailed,
     UploadSessionOpened,

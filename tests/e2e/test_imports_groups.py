@@ -11,8 +11,10 @@ from minio import Minio
 
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
+from tests.dicom_fixtures import ct_series, uid
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import error, folder, items, png, text, unique
+from tests.e2e.test_dicom import fresh_study, series_files, slices
 from tests.e2e.test_imports import finished, integration, put, start_import
 
 
@@ -199,3 +201,49 @@ async def test_skip_duplicate_urls_and_upsert_metadata_match_what_the_folder_imp
         files=1,
     )
     assert fresh["progress"] == {"done": 1, "total": 1}
+
+
+async def test_dicom_series_import_by_reference_copied_and_assembled_as_uploads_are(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    study = fresh_study()
+    instances = slices(study, 1, 5)
+    for name, data in instances:
+        put(bucket, f"{run}/ct/{name}", data)
+    put(bucket, f"{run}/ct/not-dicom.dcm", text("hello\n"))
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("dicom-by-ref"))
+    manifest = {
+        "dicom_series": [
+            {
+                "title": "CT head",
+                **{
+                    f"objectUrl_{i}": f"s3://{BUCKET}/{run}/ct/{name}"
+                    for i, (name, _) in enumerate(reversed(instances))
+                },
+            },
+            {
+                "title": "Half there",
+                "objectUrl_0": f"s3://{BUCKET}/{run}/ct/{instances[0][0]}",
+                "objectUrl_1": f"s3://{BUCKET}/{run}/ct/absent.dcm",
+            },
+            {"title": "With a stranger", "objectUrls": [f"{run}/ct/not-dicom.dcm"]},
+        ]
+    }
+    job_id = await start_import(api, target["id"], integration_id=integration_id, manifest=manifest)
+    job = await finished(api, job_id, files=1)
+    assert job["progress"] == {"done": 3, "total": 3}
+    assert sorted((e["name"], e["code"]) for e in job["errors"]) == [
+        ("Half there", "object_not_found"),
+        ("not-dicom.dcm", "not_dicom"),
+    ]
+    [series] = await series_files(api, target["id"], 1)
+    assert series["dicom"]["instances"] == 5 and series["dicom"]["series_uid"] == uid(study, 1)
+    assert [f["id"] for f in job["files"]] == [series["id"]]
+    # Copied in: the content is ours (the first slice), not a redirect to the bucket.
+    content = await api.get(f"/v1/files/{series['id']}/content")
+    assert content.status_code == 200
+    assert content.content == ct_series(5, study=study, series=1)[0]
+    slice_png = await api.get(f"/v1/files/{series['id']}/slices/2")
+    assert slice_png.status_code == 200 and slice_png.content.startswith(b"\x89PNG")

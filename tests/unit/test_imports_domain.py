@@ -95,7 +95,7 @@ def test_keys_prefix_and_manifest_together_each_key_once() -> None:
     assert request.refused == []
 
 
-def test_groups_and_sequences_in_encord_s_shape_dicom_series_refused_per_entry() -> None:
+def test_groups_sequences_and_dicom_series_in_encord_s_shape() -> None:
     request = requests.parse_request(
         body(
             manifest={
@@ -120,10 +120,9 @@ def test_groups_and_sequences_in_encord_s_shape_dicom_series_refused_per_entry()
         ("image_group", "g", "manifest.image_groups[0]", ["g/1.png", "g/2.png"], {"site": "x"}),
         ("image_sequence", "v", "manifest.image_groups[1]", ["v/1.png", "v/2.png"], {}),
         ("image_sequence", "s", "manifest.image_sequences[0]", ["s/1.png"], {}),
+        ("dicom_series", "1.dcm", "manifest.dicom_series[0]", ["1.dcm"], {}),
     ]
-    assert [(r.name, r.code) for r in request.refused] == [
-        ("manifest.dicom_series[0]", "not_supported_by_reference"),
-    ]
+    assert request.refused == []
     changes = domain.start(uuid.uuid4(), uuid.uuid4(), request)
     assert changes[0].event.total == 5
     state = domain.fold(stream(changes))
@@ -292,7 +291,11 @@ def stream(changes: list[Change]) -> list[tuple[str, dict[str, object]]]:
 def test_a_job_resumes_from_its_stream_where_its_last_batch_ended() -> None:
     job, folder = uuid.uuid4(), uuid.uuid4()
     request = requests.parse_request(
-        body(keys=["a.png", "b.png", "c.png"], prefix="raw/", manifest={"dicom_series": [{}]}),
+        body(
+            keys=["a.png", "b.png", "c.png"],
+            prefix="raw/",
+            manifest={"image_groups": [{"title": "g", "keys": ["g/1.png"]}]},
+        ),
         BUCKET,
     )
     started = domain.start(job, folder, request)
@@ -370,12 +373,11 @@ def test_a_batch_s_envelopes_built_directly_are_those_of_its_validated_events() 
         assert stored == ev.FileContentStored.model_validate(stored).model_dump(mode="json")
 
 
-def test_a_request_of_only_refused_entries_finishes_at_once() -> None:
-    request = requests.parse_request(body(manifest={"dicom_series": [{"title": "g"}]}), BUCKET)
+def test_a_manifest_naming_nothing_finishes_at_once() -> None:
+    request = requests.parse_request(body(manifest={"images": []}), BUCKET)
     changes = domain.start(uuid.uuid4(), uuid.uuid4(), request)
     assert [c.event.type for c in changes] == [
         "ingest.ImportJobStarted",
-        "ingest.FileContentRejected",
         "ingest.UploadJobFinished",
     ]
 

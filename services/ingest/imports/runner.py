@@ -16,14 +16,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from services.ingest.collector.projections import blob_refs
 from services.ingest.imports.buckets.port import Bucket, BucketReader, CloudProblem, Read, problem
 from services.ingest.imports.buckets.s3 import LISTING_PAGE
-from services.ingest.imports.domain import groups
 from services.ingest.imports.domain import jobs as domain
 from services.ingest.imports.domain.jobs import Matched
 from services.ingest.imports.domain.requests import Rejection
+from services.ingest.imports.group_runs import GroupRuns
 from services.ingest.jobs.projections import jobs
 from services.ingest.media import kinds
 from shared.contracts import ingest as ev
 from shared.contracts.envelope import Cause, Change, Envelope, appended, envelopes_of
+from shared.kit.blobs import BlobStore
 from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.logs import log
 from shared.kit.service import Handlers, Parts, collector_paused
@@ -55,10 +56,16 @@ Result = domain.Found | Rejection | Matched
 BucketOf = Callable[[uuid.UUID], Awaitable[tuple[Bucket, BucketReader] | None]]
 
 
-class Runner(Handlers):
-    def __init__(self, parts: Parts, bucket_of: BucketOf, most_objects: int) -> None:
+class Runner(GroupRuns, Handlers):
+    readers, run_size, fatal = READERS, RUN, FATAL
+
+    def __init__(
+        self, parts: Parts, bucket_of: BucketOf, most_objects: int, blobs: BlobStore
+    ) -> None:
         super().__init__(parts)
         self.bucket_of = bucket_of
+        # DICOM instances are copied in (README: "DICOM series by reference").
+        self.blobs = blobs
         self.spool = parts.settings.data_dir / "spool"
         # Objects one import reads at most, named and listed.
         self.most_objects = most_objects
@@ -217,58 +224,11 @@ class Runner(Handlers):
                 return True
         return False
 
-    async def _groups(self, state: domain.JobState, cause: Cause, reader: BucketReader) -> bool:
-        """Read each pending group's frames (READERS runs at a time) and record it whole,
-        or its refusal; True when the job stopped (as `_flush`)."""
-        gate = asyncio.Semaphore(READERS)
-
-        async def read(run: list[ev.ImportObject]) -> list[Result]:
-            async with gate:
-                return await self._read_run(reader, run)
-
-        for group in state.pending_groups():
-            frames = groups.frames_of(group)
-            results = [
-                r
-                for run in await asyncio.gather(
-                    *(read(frames[i : i + RUN]) for i in range(0, len(frames), RUN))
-                )
-                for r in run
-            ]
-            if await self.bucket_of(state.integration_id) is None:
-                await self._fail_removed(state, cause)
-                return True
-            refusal = groups.refused(group, results)
-            if refusal is None:
-                found = [r for r in results if isinstance(r, domain.Found)]
-                changes = groups.stored(
-                    state.job_id,
-                    state.folder_id,
-                    state.integration_id,
-                    state.version,
-                    group,
-                    found,
-                )
-            else:
-                changes = groups.rejected(state.job_id, state.version, refusal)
-            await self._append(state, cause, changes)
-            state.settled_groups.add(group.group_file_id)
-            reasons = {r.details.get("reason") for r in results if isinstance(r, Rejection)}
-            fatal = len(reasons) == 1 and reasons <= set(FATAL)
-            if fatal and all(isinstance(r, Rejection) for r in results):
-                (reason,) = reasons
-                await self._append(
-                    state,
-                    cause,
-                    domain.fail(
-                        state.job_id,
-                        state.version,
-                        str(reason),
-                        f"every frame of {group.entry} was refused by the bucket: {reason}",
-                    ),
-                )
-                return True
-        return False
+    @staticmethod
+    def _refused(obj: ev.ImportObject, error: Exception) -> Rejection:
+        refused = _settled(obj, error)
+        assert isinstance(refused, Rejection)
+        return refused
 
     async def _fail_removed(self, state: domain.JobState, cause: Cause) -> None:
         await self._append(

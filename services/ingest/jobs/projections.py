@@ -36,6 +36,9 @@ jobs = Projection(
     -- whole on every batch.
     -- An import's objects skipped as already imported (`skip_duplicate_urls`).
     ALTER TABLE ingest.jobs ADD COLUMN IF NOT EXISTS skipped integer NOT NULL DEFAULT 0;
+    -- An import's DICOM instances, copied in for the DICOM context (whose account of
+    -- them the gateway adds to the job).
+    ALTER TABLE ingest.jobs ADD COLUMN IF NOT EXISTS dicom_instances integer NOT NULL DEFAULT 0;
     CREATE TABLE IF NOT EXISTS ingest.job_files (
         job_id uuid NOT NULL,
         position integer NOT NULL,
@@ -250,4 +253,16 @@ async def import_upserted(
     await conn.executemany(
         "UPDATE ingest.jobs SET done = done - $2 WHERE id = $1",
         [(e.event.job_id, len(e.event.file_ids) - 1) for e in events if len(e.event.file_ids) > 1],
+    )
+
+
+@jobs.on(ingest_events.ImportDicomInstancesCopied)
+async def import_dicom_copied(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportDicomInstancesCopied]]
+) -> None:
+    """A DICOM series entry settled: one of the job's total; its instances counted."""
+    await conn.executemany(
+        "UPDATE ingest.jobs SET done = done + 1, dicom_instances = dicom_instances + $2"
+        " WHERE id = $1",
+        [(e.event.job_id, e.event.instances) for e in events],
     )

@@ -25,16 +25,21 @@ from shared.contracts.envelope import Change, Event, appended
 SHOWN = 20
 
 
+WHAT = {"image_group": "image group", "image_sequence": "image sequence"}
+
+
 def frames_of(group: GroupState) -> list[ev.ImportObject]:
-    """The objects a group reads: each frame an image, named after its key."""
-    return [ev.ImportObject(key=k, kind="image") for k in group.keys]
+    """The objects a group reads, named after their keys: each frame an image (a DICOM
+    series' instances are read by the DICOM context)."""
+    kind = None if group.kind == "dicom_series" else "image"
+    return [ev.ImportObject(key=k, kind=kind) for k in group.keys]
 
 
 def refused(group: GroupState, frames: Sequence[object]) -> Rejection | None:
-    """Why a group is not imported (a frame missing, unreadable or not an image; a
-    sequence's frames not all of one size), or None."""
+    """Why a group is not imported (an object missing or unreadable, a frame not an
+    image; a sequence's frames not all of one size), or None."""
     faults = [r for r in frames if isinstance(r, Rejection)]
-    what = "image sequence" if group.kind == "image_sequence" else "image group"
+    what = WHAT.get(group.kind, "DICOM series")
     base = {"entry": group.entry, "group_file_id": str(group.group_file_id)}
     if faults:
         shown = [{"key": r.details.get("key", r.name), "code": r.code} for r in faults[:SHOWN]]
@@ -42,7 +47,7 @@ def refused(group: GroupState, frames: Sequence[object]) -> Rejection | None:
         return Rejection(
             group.name,
             faults[0].code if len(codes) == 1 else "group_frames_refused",
-            f"{group.entry}: {len(faults)} of the {what}'s {len(frames)} frames cannot be"
+            f"{group.entry}: {len(faults)} of the {what}'s {len(frames)} objects cannot be"
             f" imported ({', '.join(codes)}), so the {what} is not: {faults[0].message}",
             {**base, "frames": shown, "refused_frames": len(faults)},
         )
@@ -137,3 +142,35 @@ def rejected(job_id: uuid.UUID, version: int, rejection: Rejection) -> list[Chan
         ],
         after=version,
     )
+
+
+def dicom_copied(
+    job_id: uuid.UUID,
+    folder_id: uuid.UUID,
+    version: int,
+    group: GroupState,
+    instances: Sequence[tuple[ev.ImportObject, str, str, int]],
+) -> list[Change]:
+    """A DICOM series entry's instances, copied into the blob store (each its object,
+    blob key, sha256 and size): stored as an upload's parts are, for the DICOM context
+    to read and assemble into series of the folder; then the entry settled."""
+    events: list[Event] = [
+        ev.DicomInstanceStored(
+            job_id=job_id,
+            folder_id=folder_id,
+            name=file_name(obj),
+            blob_key=blob_key,
+            sha256=sha256,
+            size=size,
+        )
+        for obj, blob_key, sha256, size in instances
+    ]
+    events.append(
+        ev.ImportDicomInstancesCopied(
+            job_id=job_id,
+            group_file_id=group.group_file_id,
+            entry=group.entry,
+            instances=len(instances),
+        )
+    )
+    return appended(ev.job_stream(job_id), events, after=version)

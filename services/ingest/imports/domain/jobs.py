@@ -391,7 +391,7 @@ def fold(events: Iterable[tuple[str, dict[str, Any]]]) -> JobState | None:
             group.keys += asked.keys
         elif kind in (ev.ImportObjectSkipped.type, ev.ImportedMetadataReplaced.type):
             state.settled.add(str(data["key"]))
-        elif kind == ev.ImageGroupStored.type:
+        elif kind in (ev.ImageGroupStored.type, ev.ImportDicomInstancesCopied.type):
             state.settled_groups.add(uuid.UUID(str(data["group_file_id"])))
         elif kind == ev.ImportObjectsListed.type:
             state.listed += int(data["count"])

@@ -15,9 +15,9 @@ Each object becomes a file whose kind comes from its bytes; the manifest's secti
 must agree (domain/jobs.py `check_kind`). An entry of `image_groups` or
 `image_sequences` (or of `image_groups` with Encord's `createVideo: true`) names its
 frames, in order, as `objectUrl_0`, `objectUrl_1`, ... or a list `objectUrls` (or
-`keys`): it becomes one group file whose images stay in the bucket. DICOM series are not
-imported by reference yet: each such entry is reported in the job as
-`not_supported_by_reference` while the rest imports. A malformed request or manifest
+`keys`): it becomes one group file whose images stay in the bucket. An entry of
+`dicom_series` names its instances the same way: they are copied into the blob store
+and assembled into series by the DICOM context, as an upload's are. A malformed request or manifest
 is refused whole (422 naming every problem, `invalid_manifest` when one is in the
 manifest), recording nothing. An object URL must name the integration's own bucket:
 the models are validated with it in their context.
@@ -64,8 +64,11 @@ FILE_SECTIONS = {
     "nifti": "nifti",
 }
 # Manifest sections imported one group file per entry, and the group's kind.
-GROUP_SECTIONS = {"image_groups": "image_group", "image_sequences": "image_sequence"}
-REFUSED_SECTIONS = {"dicom_series": "DICOM series"}
+GROUP_SECTIONS = {
+    "image_groups": "image_group",
+    "image_sequences": "image_sequence",
+    "dicom_series": "dicom_series",
+}
 # Frames one group entry names at most.
 MAX_FRAMES = 10_000
 _OBJECT_URL_N = re.compile(r"objectUrl_(\d{1,6})")
@@ -97,7 +100,7 @@ class ImportRequest:
     integration_id: uuid.UUID
     objects: list[ev.ImportObject]
     prefix: str | None
-    # Entries refused at once (DICOM series): in the job's errors.
+    # Entries refused at once, in the job's errors (none today: every section imports).
     refused: list[Rejection]
     groups: list[ImportGroup] = field(default_factory=list)
     skip_duplicate_urls: bool = False
@@ -263,8 +266,7 @@ class Manifest(Strict):
     nifti: list[Entry] | None = None
     image_groups: list[GroupEntry] | None = None
     image_sequences: list[GroupEntry] | None = None
-    # Read only for their titles: each is refused, named in the job's errors.
-    dicom_series: list[dict[str, Any]] | None = None
+    dicom_series: list[GroupEntry] | None = None
     # An object already imported into the folder through the integration is skipped;
     # named again with clientMetadata, its files get that metadata (upsert), not a copy.
     skip_duplicate_urls: StrictBool = False
@@ -325,16 +327,15 @@ def parse_request(body: object, bucket: str) -> ImportRequest:
                 keys = group.frames({"bucket": bucket})
                 groups.append(
                     ImportGroup(
-                        kind="image_sequence" if group.create_video else kind,
+                        kind="image_sequence"
+                        if group.create_video and kind != "dicom_series"
+                        else kind,
                         name=group.title or _default_title(keys[0]),
                         entry=where,
                         keys=keys,
                         metadata=group.client_metadata,
                     )
                 )
-        for section, what in REFUSED_SECTIONS.items():
-            for i, entry in enumerate(getattr(manifest, section) or []):
-                refused.append(_not_by_reference(f"manifest.{section}[{i}]", entry, what))
     if len(objects) + len(refused) + sum(len(g.keys) for g in groups) > MAX_OBJECTS:
         raise Refused(
             413,
@@ -360,17 +361,6 @@ def _default_title(key: str) -> str:
     return parts[-2] if len(parts) > 1 and parts[-2] else parts[-1]
 
 
-def _not_by_reference(where: str, entry: dict[str, Any], what: str) -> Rejection:
-    title = entry.get("title")
-    return Rejection(
-        name=title if isinstance(title, str) and title else where,
-        code="not_supported_by_reference",
-        message=f"{where}: a {what} cannot be imported by reference yet; import its objects"
-        " as files, or upload it (bytes are then copied)",
-        details={"entry": where},
-    )
-
-
 def _unique(objects: list[ev.ImportObject]) -> list[ev.ImportObject]:
     """Each key once, as first named: an object is one file per import."""
     seen: set[str] = set()
@@ -384,7 +374,7 @@ def _unique(objects: list[ev.ImportObject]) -> list[ev.ImportObject]:
 
 def _unknown(field: str) -> str:
     if field.startswith("manifest."):
-        sections = [*FILE_SECTIONS, *GROUP_SECTIONS, *REFUSED_SECTIONS]
+        sections = [*FILE_SECTIONS, *GROUP_SECTIONS]
         return f"is not a section; use {', '.join(sections)}"
     return "is not a field of an import"
 
