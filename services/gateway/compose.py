@@ -633,8 +633,8 @@ class Compose:
             if job["status"] == "done":
                 # Done means its series files are in the catalog: let it catch up (bounded).
                 await self.gateway.catch_up(call.request, "catalog", "dicom")
-        elif job.get("kind") == "import" and job.get("dicom_instances"):
-            # DICOM series imported by reference: their instances were copied in; the
+        elif job.get("kind") in ("import", "sync") and job.get("dicom_instances"):
+            # DICOM objects imported or synced: their instances were copied in; the
             # DICOM context's account gives the series' files and the instances refused,
             # and the job is done once it has settled every one.
             account = await self.gateway.call(

@@ -51,7 +51,7 @@ def build(settings: Settings) -> FastAPI:
     sessions = Sessions(parts, blobs, secrets.derive(material, "upload part urls"))
     integrations = Integrations(parts, settings)
     imports = Imports(parts, integrations, blobs)
-    syncs = Syncs(parts, integrations)
+    syncs = Syncs(parts, integrations, blobs)
     cancelling = Cancelling(parts, sessions, imports.stop)
     webhooks = Webhooks(parts, settings)
     react = Bound.joined(

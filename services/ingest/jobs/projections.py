@@ -260,9 +260,25 @@ async def import_upserted(
 async def import_dicom_copied(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportDicomInstancesCopied]]
 ) -> None:
-    """A DICOM series entry settled: one of the job's total; its instances counted."""
+    """A DICOM series entry settled: one of the job's total."""
     await conn.executemany(
-        "UPDATE ingest.jobs SET done = done + 1, dicom_instances = dicom_instances + $2"
-        " WHERE id = $1",
-        [(e.event.job_id, e.event.instances) for e in events],
+        "UPDATE ingest.jobs SET done = done + 1 WHERE id = $1",
+        [(e.event.job_id,) for e in events],
+    )
+
+
+@jobs.on(ingest_events.DicomInstanceStored)
+async def dicom_instance_stored(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.DicomInstanceStored]]
+) -> None:
+    """DICOM instances an import or a sync copied in, counted (a DICOM upload's are the
+    DICOM context's to count); a sync's each one of its objects done."""
+    counted: dict[uuid.UUID, int] = {}
+    for e in events:
+        counted[e.event.job_id] = counted.get(e.event.job_id, 0) + 1
+    await conn.executemany(
+        """UPDATE ingest.jobs SET dicom_instances = dicom_instances + $2,
+               done = done + CASE WHEN kind = 'sync' THEN $2 ELSE 0 END
+           WHERE id = $1 AND kind IN ('import', 'sync')""",
+        list(counted.items()),
     )
