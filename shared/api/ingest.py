@@ -18,8 +18,14 @@ from shared.api.common import Page, Shape, Strict
 
 class NewIntegration(Strict):
     name: str
-    provider: Literal["s3"] = "s3"
-    endpoint: str | None = Field(None, description="https://host[:port]; absent: AWS")
+    provider: Literal["s3", "gcs"] = Field(
+        "s3",
+        description="s3 (AWS or any S3 API), or gcs: Google Cloud Storage's XML API with an"
+        " HMAC key (endpoint https://storage.googleapis.com, region auto)",
+    )
+    endpoint: str | None = Field(
+        None, description="https://host[:port]; absent: AWS's (s3) or Google's (gcs)"
+    )
     region: str | None = None
     bucket: str
     access_key: str | None = Field(

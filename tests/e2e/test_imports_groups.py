@@ -15,7 +15,7 @@ from tests.dicom_fixtures import ct_series, uid
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import error, folder, items, png, text, unique
 from tests.e2e.test_dicom import fresh_study, series_files, slices
-from tests.e2e.test_imports import finished, integration, put, start_import
+from tests.e2e.test_imports import finished, integration, put, register, start_import
 
 
 async def test_image_groups_and_sequences_import_by_reference_in_encord_s_shape(
@@ -247,3 +247,32 @@ async def test_dicom_series_import_by_reference_copied_and_assembled_as_uploads_
     assert content.content == ct_series(5, study=study, series=1)[0]
     slice_png = await api.get(f"/v1/files/{series['id']}/slices/2")
     assert slice_png.status_code == 200 and slice_png.content.startswith(b"\x89PNG")
+
+
+async def test_a_gcs_integration_registers_and_imports_through_its_xml_api(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
+) -> None:
+    """`provider: "gcs"` with an HMAC key: moto stands in for Google's XML API (the real
+    one is not reached by the tests); region "auto", gs:// object URLs."""
+    key = f"{uuid.uuid4().hex[:8]}/gcs.png"
+    put(bucket, key, png(5, 5))
+    answer = await register(api, moto, provider="gcs", region=None)
+    assert answer.status_code == 201, answer.text
+    made = answer.json()
+    assert (made["provider"], made["region"]) == ("gcs", "auto")
+    listed = (await api.get(f"/v1/integrations/{made['id']}")).json()
+    assert listed["provider"] == "gcs" and "secret_key" not in listed
+    target = await folder(api, unique("gcs"))
+    job = await finished(
+        api,
+        await start_import(
+            api,
+            target["id"],
+            integration_id=made["id"],
+            manifest={"images": [{"objectUrl": f"gs://{BUCKET}/{key}", "title": "G"}]},
+        ),
+        files=1,
+    )
+    assert job["files"][0]["media"] == {"width": 5, "height": 5}
+    refused = await register(api, moto, provider="gcs", session_token="t")
+    assert error(refused, 422)["details"]["fields"][0]["field"] == "session_token"

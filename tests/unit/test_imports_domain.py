@@ -396,6 +396,23 @@ def registration(**fields: object) -> dict[str, object]:
     }
 
 
+def test_a_gcs_registration_defaults_to_google_s_endpoint_and_region_auto() -> None:
+    parsed = integrations.parse_registration(
+        registration(provider="gcs", bucket="under_scored.bucket")
+    )
+    assert (parsed.provider, parsed.endpoint, parsed.region) == ("gcs", integrations.GCS, "auto")
+    assert parsed.endpoint_given == "https://storage.googleapis.com"
+    (change,) = integrations.register(uuid.uuid4(), parsed, "v1.sealed")
+    assert change.event.endpoint == "https://storage.googleapis.com"  # type: ignore[attr-defined]
+    assert requests.key_of("gs://under_scored.bucket/a/b.png", "under_scored.bucket") == "a/b.png"
+    assert (
+        requests.key_of(
+            "https://storage.cloud.google.com/under_scored.bucket/a/b.png", "under_scored.bucket"
+        )
+        == "a/b.png"
+    )
+
+
 def test_a_registration_is_read_and_recorded_with_sealed_credentials_only() -> None:
     parsed = integrations.parse_registration(registration(endpoint="http://127.0.0.1:9000/"))
     assert parsed.endpoint == integrations.Endpoint("127.0.0.1:9000", secure=False)
@@ -413,8 +430,11 @@ def test_a_registration_is_read_and_recorded_with_sealed_credentials_only() -> N
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"provider": "gcs"}, "provider"),
-        ({"bucket": "Not_A_Bucket"}, "bucket"),
+        ({"provider": "azure"}, "provider"),
+        ({"bucket": "not_a_bucket"}, "bucket"),
+        ({"provider": "gcs", "bucket": "Not_A_Bucket"}, "bucket"),
+        ({"provider": "gcs", "session_token": "t"}, "session_token"),
+        ({"provider": "gcs", "role_arn": "arn:aws:iam::123456789012:role/r"}, "role_arn"),
         ({"name": ""}, "name"),
         ({"endpoint": "ftp://x"}, "endpoint"),
         ({"endpoint": "http://u:p@host"}, "endpoint"),

@@ -447,7 +447,7 @@ class NewUserBody(Body):
 
 class NewIntegrationBody(Body):
     name: str
-    provider: Literal["s3"] = "s3"
+    provider: Literal["s3", "gcs"] = "s3"
     bucket: str
     access_key: str
     secret_key: str

@@ -111,19 +111,20 @@ def key_of(reference: str, bucket: str) -> str:
     """The object key an `objectUrl` (or a bare key) names in `bucket`; ValueError if it
     names another bucket or nothing.
 
-    `s3://bucket/key`; `https://bucket.s3[.region].amazonaws.com/key` (virtual-hosted)
+    `s3://bucket/key` (or Google's `gs://bucket/key`);
+    `https://bucket.s3[.region].amazonaws.com/key` (virtual-hosted)
     or `http(s)://host/bucket/key` (path style, any S3 endpoint), percent-decoded.
     """
     if "://" not in reference:
         return _key(reference)
     parsed = urllib.parse.urlsplit(reference)
-    if parsed.scheme == "s3":
+    if parsed.scheme in ("s3", "gs"):
         if parsed.netloc != bucket:
             raise ValueError(f"names bucket {parsed.netloc!r}, not the integration's {bucket!r}")
         # Everything after the bucket, as written (an s3:// URI is not percent-encoded).
         return _key(reference.split("://", 1)[1][len(bucket) + 1 :])
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError("is neither an s3:// nor an http(s):// URL of an object")
+        raise ValueError("is neither an s3:// (gs://) nor an http(s):// URL of an object")
     path = urllib.parse.unquote(parsed.path)
     if parsed.hostname.startswith(f"{bucket}."):
         return _key(path[1:])
