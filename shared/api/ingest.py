@@ -86,8 +86,26 @@ class ImportRequest(Strict):
     prefix: str | None = None
     manifest: dict[str, Any] | None = Field(
         None,
-        description="Encord's cloud import JSON: each entry's `title` names its file, its"
-        " `metadata` (or `clientMetadata`) is checked against the metadata schema",
+        description="Encord's cloud import JSON: sections `images`, `videos`, `audio`,"
+        " `pdfs`, `text`, `nifti` (one file an entry), `image_groups`, `image_sequences`"
+        " and `dicom_series` (one group or series an entry, its objects as `objectUrl_0`,"
+        " `objectUrl_1`, ... or a list `objectUrls`), and `skip_duplicate_urls`,"
+        " `upsert_metadata`. Each entry's `title` names its file, its `metadata` (or"
+        " `clientMetadata`) is checked against the metadata schema",
+        examples=[
+            {
+                "images": [{"objectUrl": "s3://lab-data/cats/1.png", "title": "cat 1"}],
+                "image_groups": [
+                    {
+                        "title": "g",
+                        "objectUrl_0": "s3://lab-data/g/0.png",
+                        "objectUrl_1": "s3://lab-data/g/1.png",
+                    }
+                ],
+                "dicom_series": [{"title": "CT", "objectUrls": ["s3://lab-data/ct/1.dcm"]}],
+                "skip_duplicate_urls": True,
+            }
+        ],
     )
 
 
