@@ -5,17 +5,31 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import Any
 
 import httpx
 from minio import Minio
 
+from services.ingest.imports.domain import jobs as imports
+from services.ingest.imports.domain import requests
+from services.ingest.jobs.projections import jobs
+from shared.contracts.envelope import Cause, envelopes_of
+from shared.kit.eventstore import EventStore
+from shared.kit.stack import Stack
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
 from tests.dicom_fixtures import ct_series, uid
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import error, folder, items, png, text, unique
 from tests.e2e.test_dicom import fresh_study, series_files, slices
-from tests.e2e.test_imports import finished, integration, put, register, start_import
+from tests.e2e.test_imports import (
+    another_ingest,
+    finished,
+    integration,
+    put,
+    register,
+    start_import,
+)
 
 
 async def test_image_groups_and_sequences_import_by_reference_in_encord_s_shape(
@@ -276,3 +290,52 @@ async def test_a_gcs_integration_registers_and_imports_through_its_xml_api(
     assert job["files"][0]["media"] == {"width": 5, "height": 5}
     refused = await register(api, moto, provider="gcs", session_token="t")
     assert error(refused, 422)["details"]["fields"][0]["field"] == "session_token"
+
+
+async def test_an_interrupted_import_reads_its_groups_and_series_when_ingest_starts(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, platform: Stack, pool: Any
+) -> None:
+    """A job recorded (its groups' requests in its stream) whose process stopped before
+    reading them is taken up by the next ingest to start: the group and the series are
+    read from the bucket then, each once."""
+    run = uuid.uuid4().hex[:8]
+    for i in range(2):
+        put(bucket, f"{run}/g/{i}.png", png(4, 4))
+    study = fresh_study()
+    for name, data in slices(study, 1, 3):
+        put(bucket, f"{run}/ct/{name}", data)
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("resumed-groups"))
+    me = (await api.get("/v1/users/me")).json()["id"]
+    job_id = uuid.uuid4()
+    request = requests.parse_request(
+        {
+            "integration_id": integration_id,
+            "manifest": {
+                "image_groups": [{"title": "G", "keys": [f"{run}/g/0.png", f"{run}/g/1.png"]}],
+                "dicom_series": [
+                    {"objectUrls": [f"{run}/ct/{name}" for name, _ in slices(study, 1, 3)]}
+                ],
+            },
+        },
+        BUCKET,
+    )
+    envelopes = envelopes_of(
+        imports.start(job_id, uuid.UUID(target["id"]), request),
+        Cause(actor=me, correlation_id="resume-groups"),
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await jobs.apply(conn, envelopes)
+        await EventStore("ingest").append(conn, envelopes)
+
+    second = another_ingest(platform)
+    try:
+        job = await finished(api, str(job_id), files=2)
+    finally:
+        second.terminate()
+        second.wait(30)
+    assert job["progress"] == {"done": 2, "total": 2} and job["errors"] == []
+    kinds = sorted(f["kind"] for f in job["files"])
+    assert kinds == ["dicom_series", "image_group"]
+    [series] = await series_files(api, target["id"], 1)
+    assert series["dicom"]["instances"] == 3
