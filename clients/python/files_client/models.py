@@ -143,6 +143,8 @@ class Progress(Data):
     done: int = 0
     total: int = 0
     bytes: dict[str, int] | None = None
+    # An import's objects skipped as already imported (`skip_duplicate_urls`).
+    skipped: int = 0
 
 
 class JobError(Data):
