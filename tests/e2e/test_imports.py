@@ -99,7 +99,7 @@ async def test_an_integration_is_checked_and_its_secret_never_shown(
         error(await register(api, moto, bucket="no-such-bucket"), 422, "bucket_not_found")
         unreachable = await register(api, moto, endpoint="http://127.0.0.1:9")
         error(unreachable, 422, "endpoint_unreachable")
-        error(await register(api, moto, provider="gcs"), 422, "invalid_request")
+        error(await register(api, moto, provider="azure"), 422, "invalid_request")
     finally:
         moto.auth(False)
 
