@@ -168,16 +168,16 @@ def group_requested(job_id: uuid.UUID, group: ImportGroup) -> list[ev.ImportGrou
 
 
 def start(job_id: uuid.UUID, folder_id: uuid.UUID, request: ImportRequest) -> list[Change]:
-    """The job's first events: started, the named objects and groups, the entries
-    refused at once. A job with nothing left to read (only refused entries) is finished
-    at once. A group counts one in the job's total, as a file does."""
+    """The job's first events: started, the named objects and groups. A job with
+    nothing to read is finished at once. A group counts one in the job's total, as a
+    file does."""
     events: list[Event] = [
         ev.ImportJobStarted(
             job_id=job_id,
             folder_id=folder_id,
             integration_id=request.integration_id,
             prefix=request.prefix,
-            total=len(request.objects) + len(request.refused) + len(request.groups),
+            total=len(request.objects) + len(request.groups),
             skip_duplicate_urls=request.skip_duplicate_urls,
             upsert_metadata=request.upsert_metadata,
         )
@@ -185,7 +185,6 @@ def start(job_id: uuid.UUID, folder_id: uuid.UUID, request: ImportRequest) -> li
     events += [ev.ImportObjectsRequested(job_id=job_id, objects=c) for c in chunks(request.objects)]
     for group in request.groups:
         events += group_requested(job_id, group)
-    events += [_rejected(job_id, r) for r in request.refused]
     if not request.objects and not request.groups and request.prefix is None:
         events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
     return _changes(job_id, 0, events)

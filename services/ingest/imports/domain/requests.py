@@ -100,8 +100,6 @@ class ImportRequest:
     integration_id: uuid.UUID
     objects: list[ev.ImportObject]
     prefix: str | None
-    # Entries refused at once, in the job's errors (none today: every section imports).
-    refused: list[Rejection]
     groups: list[ImportGroup] = field(default_factory=list)
     skip_duplicate_urls: bool = False
     upsert_metadata: bool = False
@@ -316,7 +314,6 @@ def parse_request(body: object, bucket: str) -> ImportRequest:
     except ValidationError as error:
         raise _invalid(named(error, _unknown)) from None
     objects = [ev.ImportObject(key=k) for k in request.keys or []]
-    refused: list[Rejection] = []
     groups: list[ImportGroup] = []
     manifest = request.manifest
     if manifest is not None:
@@ -337,7 +334,7 @@ def parse_request(body: object, bucket: str) -> ImportRequest:
                         metadata=group.client_metadata,
                     )
                 )
-    if len(objects) + len(refused) + sum(len(g.keys) for g in groups) > MAX_OBJECTS:
+    if len(objects) + sum(len(g.keys) for g in groups) > MAX_OBJECTS:
         raise Refused(
             413,
             "too_many_objects",
@@ -349,7 +346,6 @@ def parse_request(body: object, bucket: str) -> ImportRequest:
         request.integration_id,
         _unique(objects),
         request.prefix,
-        refused,
         groups,
         skip_duplicate_urls=manifest is not None and manifest.skip_duplicate_urls,
         upsert_metadata=manifest is not None and manifest.upsert_metadata,
