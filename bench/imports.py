@@ -24,6 +24,11 @@ and ingest's adapter (services/ingest/imports/buckets/s3.py: aiohttp + botocore'
 the CPU-seconds each spent per object (`--no-libraries` skips them). Target (issue 16):
 100,000 objects within 20 s. The default count is 100,000 with the fake bucket, 10,000
 with moto (1,000 with --quick).
+
+`--groups N`: the same objects named by a manifest as image groups of N frames each
+(Encord's `image_groups`, issue 18): each frame read once, each group recorded whole;
+timed from the request to the job done (ingest recorded every group), frames/s against
+the same baseline.
 """
 
 from __future__ import annotations
@@ -399,7 +404,12 @@ async def list_all(api: httpx.AsyncClient, folder_id: str, page: int = 1000) -> 
 
 
 async def import_prefix(
-    gateway: str, database_url: str, bucket: MotoS3 | FakeS3, prefix: str, count: int
+    gateway: str,
+    database_url: str,
+    bucket: MotoS3 | FakeS3,
+    prefix: str,
+    count: int,
+    group: int | None = None,
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     async with httpx.AsyncClient(base_url=gateway, headers=headers, timeout=120) as api:
@@ -420,11 +430,23 @@ async def import_prefix(
         made.raise_for_status()
         folder_id = made.json()["id"]
 
+        asked: dict[str, Any] = {"integration_id": registered.json()["id"], "prefix": prefix}
+        if group:
+            keys = _Keys(prefix, count)
+            asked = {
+                "integration_id": asked["integration_id"],
+                "manifest": {
+                    "image_groups": [
+                        {
+                            "title": f"g{g}",
+                            "keys": [keys[i] for i in range(g, min(g + group, count))],
+                        }
+                        for g in range(0, count, group)
+                    ]
+                },
+            }
         start = time.perf_counter()
-        answer = await api.post(
-            f"/v1/folders/{folder_id}/imports",
-            json={"integration_id": registered.json()["id"], "prefix": prefix},
-        )
+        answer = await api.post(f"/v1/folders/{folder_id}/imports", json=asked)
         if answer.status_code != 202:
             raise RuntimeError(f"import answered {answer.status_code}: {answer.text[:300]}")
         job_id = answer.json()["job_id"]
@@ -444,6 +466,14 @@ async def import_prefix(
                     )
                     if status != "running":
                         recorded = time.perf_counter()
+                if group:
+                    # Every group and its constituent folder listed (a page each poll).
+                    if recorded is not None and await list_all(api, folder_id) >= 2 * (
+                        -(-count // group)
+                    ):
+                        break
+                    await asyncio.sleep(0.25)  # poll again, within the deadline
+                    continue
                 summary = await api.get(f"/v1/folders/{folder_id}/summary")
                 summary.raise_for_status()
                 files = summary.json()["files"]
@@ -453,13 +483,17 @@ async def import_prefix(
         finally:
             await db.close()
         counted = time.perf_counter()
+        # Groups: the folder lists the groups and their constituent folders.
         listed = await list_all(api, folder_id)
         end = time.perf_counter()
-        if listed != count:
-            raise RuntimeError(f"the folder lists {listed} of {count} objects")
+        groups = -(-count // group) if group else 0
+        if listed != (2 * groups if group else count):
+            raise RuntimeError(f"the folder lists {listed} items for {count} objects")
         found = await api.get(f"/v1/jobs/{job_id}")
         found.raise_for_status()
         status = found.json()
+        if group and status["progress"] != {"done": groups, "total": groups}:
+            raise RuntimeError(f"the job ended at {status['progress']}: {status['errors'][:3]}")
         return {
             "total_s": counted - start,
             "answer_s": answered - start,
@@ -480,6 +514,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the list + GET through obstore, aiobotocore and ingest's adapter",
     )
     parser.add_argument(
+        "--groups",
+        type=int,
+        default=None,
+        metavar="N",
+        help="import the objects as image groups of N frames (a manifest), not by prefix",
+    )
+    parser.add_argument(
         "--store",
         choices=("fake", "moto"),
         default="fake",
@@ -495,6 +536,9 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     report.title = (
         f"{count:,} objects of 41 B imported by reference from {where} (by prefix)"
         " until the folder lists them all"
+        if not args.groups
+        else f"{count:,} objects of 41 B imported by reference from {where} as image groups"
+        f" of {args.groups} frames (a manifest) until the job is done"
     )
     fill_s = 0.0
     bucket: MotoS3 | FakeS3
@@ -537,6 +581,7 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
                         bucket,
                         prefix,
                         count,
+                        args.groups,
                     )
                 )
             running.check_alive()

@@ -554,7 +554,9 @@ def register_image_group(
                 mime_type=first.mime_type,
                 media=first.media,
                 blob_key=first.blob_key,
-                source=Source(type="upload"),
+                # Imported by reference: the group's content is its first image's object.
+                source=first.source if first.source.type == "cloud" else Source(type="upload"),
+                metadata=group.metadata,
                 job_id=group.job_id,
                 group={
                     "constituent_folder_id": str(group.constituent_folder_id),

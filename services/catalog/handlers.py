@@ -32,6 +32,7 @@ from shared.contracts.ingest import (
     FileContentStored,
     ImageGroupImagesStored,
     ImageGroupStored,
+    ImportedMetadataReplaced,
     SyncFolderNeeded,
 )
 from shared.kit.access import RANK, Access
@@ -948,6 +949,29 @@ class Catalog(Handlers):
             if row["tombstone"]:
                 events.append(ev.FileReturned(file_id=row["id"], folder_id=row["folder_id"]))
             changes = appended(ev.file_stream(row["id"]), events, after=row["version"])
+            await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
+
+    @reactions.on(ImportedMetadataReplaced)
+    async def when_imported_metadata_replaced(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ImportedMetadataReplaced]]
+    ) -> None:
+        """An import named objects already imported into the folder with new metadata
+        (`upsert_metadata`): their files take it, whole (those since deleted do not)."""
+        for envelope in envelopes:
+            replaced = envelope.event
+            rows = await conn.fetch(
+                """SELECT id, version FROM catalog.files WHERE id = ANY($1::uuid[])
+                   ORDER BY id FOR UPDATE""",
+                replaced.file_ids,
+            )
+            changes = [
+                Change(
+                    ev.file_stream(r["id"]),
+                    r["version"] + 1,
+                    ev.FileMetadataChanged(file_id=r["id"], metadata=replaced.metadata),
+                )
+                for r in rows
+            ]
             await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
 
     @reactions.on(SeriesExtended)

@@ -633,10 +633,28 @@ class Compose:
             if job["status"] == "done":
                 # Done means its series files are in the catalog: let it catch up (bounded).
                 await self.gateway.catch_up(call.request, "catalog", "dicom")
+        elif job.get("kind") in ("import", "sync") and job.get("dicom_instances"):
+            # DICOM objects imported or synced: their instances were copied in; the
+            # DICOM context's account gives the series' files and the instances refused,
+            # and the job is done once it has settled every one.
+            account = await self.gateway.call(
+                "dicom", "GET", f"/internal/jobs/{job['id']}", call.request
+            )
+            if account.status_code != 200:
+                return self.gateway.relay(account)
+            settled = account.json()
+            job["errors"] = job["errors"] + settled["errors"]
+            job["file_ids"] = job["file_ids"] + settled["file_ids"]
+            if job["status"] == "done" and settled["done"] < job["dicom_instances"]:
+                job["status"] = "running"
+            if job["status"] in ("done", "failed", "cancelled"):
+                await self.gateway.catch_up(call.request, "catalog", "ingest")
+                await self.gateway.catch_up(call.request, "catalog", "dicom")
         elif job.get("status") in ("done", "failed", "cancelled"):
             # Ended: every file it stored is listed with it, so the catalog (whose
             # listing names them) catches up with ingest first (bounded), as for DICOM.
             await self.gateway.catch_up(call.request, "catalog", "ingest")
+        job.pop("dicom_instances", None)
         job["files"] = await self.files_by_id(call, job.pop("file_ids", []))
         return JSON(job)
 

@@ -50,8 +50,8 @@ def build(settings: Settings) -> FastAPI:
     material = secrets.key_material(settings.secret_key, settings.data_dir)
     sessions = Sessions(parts, blobs, secrets.derive(material, "upload part urls"))
     integrations = Integrations(parts, settings)
-    imports = Imports(parts, integrations)
-    syncs = Syncs(parts, integrations)
+    imports = Imports(parts, integrations, blobs)
+    syncs = Syncs(parts, integrations, blobs)
     cancelling = Cancelling(parts, sessions, imports.stop)
     webhooks = Webhooks(parts, settings)
     react = Bound.joined(

@@ -18,8 +18,14 @@ from shared.api.common import Page, Shape, Strict
 
 class NewIntegration(Strict):
     name: str
-    provider: Literal["s3"] = "s3"
-    endpoint: str | None = Field(None, description="https://host[:port]; absent: AWS")
+    provider: Literal["s3", "gcs"] = Field(
+        "s3",
+        description="s3 (AWS or any S3 API), or gcs: Google Cloud Storage's XML API with an"
+        " HMAC key (endpoint https://storage.googleapis.com, region auto)",
+    )
+    endpoint: str | None = Field(
+        None, description="https://host[:port]; absent: AWS's (s3) or Google's (gcs)"
+    )
     region: str | None = None
     bucket: str
     access_key: str | None = Field(
@@ -80,8 +86,26 @@ class ImportRequest(Strict):
     prefix: str | None = None
     manifest: dict[str, Any] | None = Field(
         None,
-        description="Encord's cloud import JSON: each entry's `title` names its file, its"
-        " `metadata` (or `clientMetadata`) is checked against the metadata schema",
+        description="Encord's cloud import JSON: sections `images`, `videos`, `audio`,"
+        " `pdfs`, `text`, `nifti` (one file an entry), `image_groups`, `image_sequences`"
+        " and `dicom_series` (one group or series an entry, its objects as `objectUrl_0`,"
+        " `objectUrl_1`, ... or a list `objectUrls`), and `skip_duplicate_urls`,"
+        " `upsert_metadata`. Each entry's `title` names its file, its `metadata` (or"
+        " `clientMetadata`) is checked against the metadata schema",
+        examples=[
+            {
+                "images": [{"objectUrl": "s3://lab-data/cats/1.png", "title": "cat 1"}],
+                "image_groups": [
+                    {
+                        "title": "g",
+                        "objectUrl_0": "s3://lab-data/g/0.png",
+                        "objectUrl_1": "s3://lab-data/g/1.png",
+                    }
+                ],
+                "dicom_series": [{"title": "CT", "objectUrls": ["s3://lab-data/ct/1.dcm"]}],
+                "skip_duplicate_urls": True,
+            }
+        ],
     )
 
 
@@ -155,6 +179,11 @@ class JobError(Shape):
 class Progress(Shape):
     done: int
     total: int
+    skipped: int | None = Field(
+        None,
+        description="an import's objects skipped as already imported into the folder"
+        " (`skip_duplicate_urls`); counted in `done` too; absent when none",
+    )
 
 
 class Job(Shape):

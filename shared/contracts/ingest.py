@@ -98,6 +98,9 @@ class ImageGroupStored(Event):
     constituent_folder_id: uuid.UUID
     images: int
     files: list[FileContentStored] = []
+    # A group imported by reference: its manifest entry's `clientMetadata`, the group
+    # file's metadata (an uploaded group takes none).
+    metadata: dict[str, Any] = {}
 
 
 @upcaster(ImageGroupStored.type, 1)
@@ -158,6 +161,44 @@ class ImportJobStarted(Event):
     integration_id: uuid.UUID
     prefix: str | None = None
     total: int
+    # The manifest's `skip_duplicate_urls` and `upsert_metadata` (imports/domain/jobs.py).
+    skip_duplicate_urls: bool = False
+    upsert_metadata: bool = False
+
+
+class ImportDicomInstancesCopied(Event):
+    """A manifest's DICOM series entry (`group_file_id`: the entry's id in the job; the
+    series' files get theirs from the DICOM context): its `instances` objects copied into
+    the blob store, each a DicomInstanceStored before this event in the same
+    transaction, for the DICOM context to assemble as an upload's."""
+
+    type: ClassVar[str] = "ingest.ImportDicomInstancesCopied"
+    job_id: uuid.UUID
+    group_file_id: uuid.UUID
+    entry: str
+    instances: int
+
+
+class ImportObjectSkipped(Event):
+    """An object already imported into the folder through the integration
+    (`skip_duplicate_urls`): not read again; `file_ids` are the files it is."""
+
+    type: ClassVar[str] = "ingest.ImportObjectSkipped"
+    job_id: uuid.UUID
+    key: str
+    file_ids: list[uuid.UUID]
+
+
+class ImportedMetadataReplaced(Event):
+    """An object already imported into the folder through the integration, named again
+    with metadata (`upsert_metadata`): the files it is get this metadata, whole, instead
+    of a new file being made (the catalog records `FileMetadataChanged`)."""
+
+    type: ClassVar[str] = "ingest.ImportedMetadataReplaced"
+    job_id: uuid.UUID
+    key: str
+    file_ids: list[uuid.UUID]
+    metadata: dict[str, Any]
 
 
 class ImportObject(BaseModel):
@@ -168,6 +209,24 @@ class ImportObject(BaseModel):
     # What the manifest said it is ("image", "video"); None: whatever its bytes are.
     kind: str | None = None
     metadata: dict[str, Any] = {}
+
+
+class ImportGroupRequested(Event):
+    """A manifest's image group or sequence an import reads as one file: its frames'
+    keys in pages (`first`: the index of the page's first key; `frames` counts them
+    all), recorded with the job's start, so the job can resume from its stream."""
+
+    type: ClassVar[str] = "ingest.ImportGroupRequested"
+    job_id: uuid.UUID
+    group_file_id: uuid.UUID
+    kind: str  # "image_group" | "image_sequence" | "dicom_series"
+    name: str
+    # Where the manifest has it: `manifest.image_groups[2]`.
+    entry: str
+    metadata: dict[str, Any] = {}
+    frames: int
+    first: int = 0
+    keys: list[str]
 
 
 class ImportObjectsRequested(Event):
@@ -401,6 +460,10 @@ EVENTS: tuple[type[Event], ...] = (
     IntegrationRemoved,
     ImportJobStarted,
     ImportObjectsRequested,
+    ImportGroupRequested,
+    ImportObjectSkipped,
+    ImportedMetadataReplaced,
+    ImportDicomInstancesCopied,
     ImportObjectsListed,
     ImportJobFailed,
     UploadSessionOpened,

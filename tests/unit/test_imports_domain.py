@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from services.ingest.imports.domain import integrations, requests
+from services.ingest.imports.domain import groups, integrations, requests
 from services.ingest.imports.domain import jobs as domain
 from shared.contracts import ingest as ev
 from shared.contracts.catalog import Media
@@ -92,26 +92,105 @@ def test_keys_prefix_and_manifest_together_each_key_once() -> None:
     ]
     cat = request.objects[2]
     assert (cat.title, cat.metadata) == ("cat", {"k": 1})
-    assert request.refused == []
 
 
-def test_image_groups_and_dicom_series_are_refused_per_entry() -> None:
+def test_groups_sequences_and_dicom_series_in_encord_s_shape() -> None:
     request = requests.parse_request(
         body(
             manifest={
                 "images": [{"key": "a.png"}],
-                "image_groups": [{"title": "g", "objectUrl_0": f"s3://{BUCKET}/1.png"}],
+                "image_groups": [
+                    {
+                        "title": "g",
+                        "objectUrl_1": f"s3://{BUCKET}/g/2.png",
+                        "objectUrl_0": f"s3://{BUCKET}/g/1.png",
+                        "clientMetadata": {"site": "x"},
+                    },
+                    {"createVideo": True, "objectUrls": ["v/1.png", "v/2.png"]},
+                ],
+                "image_sequences": [{"title": "s", "keys": ["s/1.png"]}],
                 "dicom_series": [{"objectUrl_0": f"s3://{BUCKET}/1.dcm"}],
             }
         ),
         BUCKET,
     )
     assert [o.key for o in request.objects] == ["a.png"]
-    assert [(r.name, r.code) for r in request.refused] == [
-        ("g", "not_supported_by_reference"),
-        ("manifest.dicom_series[0]", "not_supported_by_reference"),
+    assert [(g.kind, g.name, g.entry, g.keys, g.metadata) for g in request.groups] == [
+        ("image_group", "g", "manifest.image_groups[0]", ["g/1.png", "g/2.png"], {"site": "x"}),
+        ("image_sequence", "v", "manifest.image_groups[1]", ["v/1.png", "v/2.png"], {}),
+        ("image_sequence", "s", "manifest.image_sequences[0]", ["s/1.png"], {}),
+        ("dicom_series", "1.dcm", "manifest.dicom_series[0]", ["1.dcm"], {}),
     ]
-    assert "image group" in request.refused[0].message
+    changes = domain.start(uuid.uuid4(), uuid.uuid4(), request)
+    assert changes[0].event.total == 5
+    state = domain.fold(stream(changes))
+    assert state is not None and not state.ended
+    assert [g.keys for g in state.pending_groups()] == [g.keys for g in request.groups]
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"title": "g"}, "names no frame"),
+        ({"objectUrl_1": "a.png"}, "from 0 with no gap"),
+        ({"objectUrl_0": "s3://other/a.png"}, "frame 0 names bucket 'other'"),
+        ({"objectUrls": ["a.png", 3]}, "objectUrls"),
+        ({"objectUrl_0": "a.png", "title": "a/b"}, "title"),
+    ],
+)
+def test_a_group_entry_at_fault_refuses_the_manifest_naming_it(
+    entry: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(Refused) as refused:
+        requests.parse_request(body(manifest={"image_groups": [{}, entry][1:]}), BUCKET)
+    assert refused.value.code == "invalid_manifest"
+    assert "manifest.image_groups[0]" in refused.value.message
+    assert problem in refused.value.message
+
+
+def test_a_group_s_frames_page_and_fold_back_and_a_refused_frame_refuses_it() -> None:
+    keys = [f"frames/{'x' * 900}/{i}.png" for i in range(400)]
+    request = requests.parse_request(
+        body(manifest={"image_sequences": [{"title": "long", "objectUrls": keys}]}), BUCKET
+    )
+    job, folder = uuid.uuid4(), uuid.uuid4()
+    changes = domain.start(job, folder, request)
+    pages = [c.event for c in changes if isinstance(c.event, ev.ImportGroupRequested)]
+    assert len(pages) > 1 and all(len(p.model_dump_json()) < 200_000 for p in pages)
+    state = domain.fold(stream(changes))
+    assert state is not None
+    (group,) = state.pending_groups()
+    assert group.keys == keys and group.frames == 400
+    frames = groups.frames_of(group)
+    found = [
+        domain.Found(uuid.uuid4(), o, "image", "image/png", 1, "0" * 64, Media(width=2, height=2))
+        for o in frames
+    ]
+    assert groups.refused(group, found) is None
+    recorded = groups.stored(job, folder, INTEGRATION, state.version, group, found)
+    last = recorded[-1].event
+    assert isinstance(last, ev.ImageGroupStored) and last.images == 400
+    assert last.kind == "image_sequence" and last.folder_id == folder
+    image = recorded[0].event.files[0]  # type: ignore[attr-defined]
+    assert image.source.type == "cloud" and image.source.key == keys[0]
+    assert domain.is_reference(image.blob_key)
+    after = domain.fold(stream(changes + recorded))
+    assert after is not None and after.pending_groups() == []
+    odd = [
+        *found[:-1],
+        domain.Found(
+            uuid.uuid4(), frames[-1], "image", "image/png", 1, "0" * 64, Media(width=3, height=2)
+        ),
+    ]
+    assert groups.refused(group, odd).code == "dimensions_differ"  # type: ignore[union-attr]
+    missing = [*found[:-1], domain.rejection(frames[-1], "object_not_found", "gone")]
+    refusal = groups.refused(group, missing)
+    assert refusal is not None and refusal.code == "object_not_found"
+    assert refusal.details["frames"] == [{"key": keys[-1], "code": "object_not_found"}]
+    assert "key" not in refusal.details
+    rejected = groups.rejected(job, state.version, refusal)
+    settled = domain.fold(stream(changes + rejected))
+    assert settled is not None and settled.pending_groups() == []
 
 
 def test_a_malformed_manifest_is_refused_whole_naming_every_problem() -> None:
@@ -210,7 +289,11 @@ def stream(changes: list[Change]) -> list[tuple[str, dict[str, object]]]:
 def test_a_job_resumes_from_its_stream_where_its_last_batch_ended() -> None:
     job, folder = uuid.uuid4(), uuid.uuid4()
     request = requests.parse_request(
-        body(keys=["a.png", "b.png", "c.png"], prefix="raw/", manifest={"dicom_series": [{}]}),
+        body(
+            keys=["a.png", "b.png", "c.png"],
+            prefix="raw/",
+            manifest={"image_groups": [{"title": "g", "keys": ["g/1.png"]}]},
+        ),
         BUCKET,
     )
     started = domain.start(job, folder, request)
@@ -288,12 +371,11 @@ def test_a_batch_s_envelopes_built_directly_are_those_of_its_validated_events() 
         assert stored == ev.FileContentStored.model_validate(stored).model_dump(mode="json")
 
 
-def test_a_request_of_only_refused_entries_finishes_at_once() -> None:
-    request = requests.parse_request(body(manifest={"image_groups": [{"title": "g"}]}), BUCKET)
+def test_a_manifest_naming_nothing_finishes_at_once() -> None:
+    request = requests.parse_request(body(manifest={"images": []}), BUCKET)
     changes = domain.start(uuid.uuid4(), uuid.uuid4(), request)
     assert [c.event.type for c in changes] == [
         "ingest.ImportJobStarted",
-        "ingest.FileContentRejected",
         "ingest.UploadJobFinished",
     ]
 
@@ -310,6 +392,23 @@ def registration(**fields: object) -> dict[str, object]:
         "secret_key": "s3cr3t",
         **fields,
     }
+
+
+def test_a_gcs_registration_defaults_to_google_s_endpoint_and_region_auto() -> None:
+    parsed = integrations.parse_registration(
+        registration(provider="gcs", bucket="under_scored.bucket")
+    )
+    assert (parsed.provider, parsed.endpoint, parsed.region) == ("gcs", integrations.GCS, "auto")
+    assert parsed.endpoint_given == "https://storage.googleapis.com"
+    (change,) = integrations.register(uuid.uuid4(), parsed, "v1.sealed")
+    assert change.event.endpoint == "https://storage.googleapis.com"  # type: ignore[attr-defined]
+    assert requests.key_of("gs://under_scored.bucket/a/b.png", "under_scored.bucket") == "a/b.png"
+    assert (
+        requests.key_of(
+            "https://storage.cloud.google.com/under_scored.bucket/a/b.png", "under_scored.bucket"
+        )
+        == "a/b.png"
+    )
 
 
 def test_a_registration_is_read_and_recorded_with_sealed_credentials_only() -> None:
@@ -329,8 +428,11 @@ def test_a_registration_is_read_and_recorded_with_sealed_credentials_only() -> N
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"provider": "gcs"}, "provider"),
-        ({"bucket": "Not_A_Bucket"}, "bucket"),
+        ({"provider": "azure"}, "provider"),
+        ({"bucket": "not_a_bucket"}, "bucket"),
+        ({"provider": "gcs", "bucket": "Not_A_Bucket"}, "bucket"),
+        ({"provider": "gcs", "session_token": "t"}, "session_token"),
+        ({"provider": "gcs", "role_arn": "arn:aws:iam::123456789012:role/r"}, "role_arn"),
         ({"name": ""}, "name"),
         ({"endpoint": "ftp://x"}, "endpoint"),
         ({"endpoint": "http://u:p@host"}, "endpoint"),

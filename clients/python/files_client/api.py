@@ -1231,12 +1231,14 @@ class Api(Bound[M]):
         session_token: str | None = None,
         endpoint: str | None = None,
         region: str | None = None,
+        provider: str = "s3",
     ) -> Op[Integration[M]]:
         """Register a bucket (organisation admins); its credentials are never returned.
-        `session_token` goes with temporary keys (STS)."""
+        `session_token` goes with temporary keys (STS). `provider="gcs"`: Google Cloud
+        Storage with an HMAC key (its XML API)."""
         fields = {
             "name": name,
-            "provider": "s3",
+            "provider": provider,
             "bucket": bucket,
             "access_key": access_key,
             "secret_key": secret_key,

@@ -143,6 +143,8 @@ class Progress(Data):
     done: int = 0
     total: int = 0
     bytes: dict[str, int] | None = None
+    # An import's objects skipped as already imported (`skip_duplicate_urls`).
+    skipped: int = 0
 
 
 class JobError(Data):
@@ -447,7 +449,7 @@ class NewUserBody(Body):
 
 class NewIntegrationBody(Body):
     name: str
-    provider: Literal["s3"] = "s3"
+    provider: Literal["s3", "gcs"] = "s3"
     bucket: str
     access_key: str
     secret_key: str

@@ -26,8 +26,9 @@ from shared.kit.reactions import Received
 blob_refs = Projection(
     name="ingest.blobs",
     # 2: DICOM instances counted (pins) and the series that hold them; 3: files imported
-    # by reference, by integration
-    version=3,
+    # by reference, by integration; 4: and the folder and key they were imported as
+    # (an import's `skip_duplicate_urls`, `upsert_metadata`)
+    version=4,
     tables=("ingest.blobs", "ingest.blob_files", "ingest.blob_series", "ingest.cloud_files"),
     ddl="""
     CREATE TABLE IF NOT EXISTS ingest.blobs (
@@ -55,6 +56,10 @@ blob_refs = Projection(
         integration_id uuid NOT NULL
     );
     CREATE INDEX IF NOT EXISTS cloud_files_integration ON ingest.cloud_files (integration_id);
+    ALTER TABLE ingest.cloud_files ADD COLUMN IF NOT EXISTS folder_id uuid;
+    ALTER TABLE ingest.cloud_files ADD COLUMN IF NOT EXISTS key text;
+    CREATE INDEX IF NOT EXISTS cloud_files_key
+        ON ingest.cloud_files (integration_id, folder_id, key);
     """,
 )
 
@@ -111,17 +116,24 @@ async def file_stored(
 ) -> None:
     pairs = [(e.event.file_id, e.event.blob_key) for e in events if e.event.source.type == "upload"]
     await _files(conn, pairs, events[-1].occurred_at)
+    await _cloud_files(conn, [e.event for e in events])
+
+
+async def _cloud_files(conn: Conn, stored: Sequence[ingest_events.FileContentStored]) -> None:
+    """Files whose content is an object of a customer's bucket: by integration, and by
+    the folder and key they were imported as."""
     cloud = sorted(
         {
-            (e.event.file_id, e.event.source.integration_id)
-            for e in events
-            if e.event.source.type == "cloud" and e.event.source.integration_id is not None
-        }
+            (f.file_id, f.source.integration_id, f.folder_id, f.source.key)
+            for f in stored
+            if f.source.type == "cloud" and f.source.integration_id is not None
+        },
+        key=lambda row: row[0],
     )
     if cloud:
         await conn.executemany(
-            "INSERT INTO ingest.cloud_files (file_id, integration_id) VALUES ($1, $2)"
-            " ON CONFLICT DO NOTHING",
+            "INSERT INTO ingest.cloud_files (file_id, integration_id, folder_id, key)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             cloud,
         )
 
@@ -134,9 +146,12 @@ async def group_stored(
         Received[ingest_events.ImageGroupImagesStored | ingest_events.ImageGroupStored]
     ],
 ) -> None:
-    pairs = [(f.file_id, f.blob_key) for e in events for f in e.event.files]
+    files = [f for e in events for f in e.event.files]
+    pairs = [(f.file_id, f.blob_key) for f in files if f.source.type == "upload"]
     if pairs:
         await _files(conn, pairs, events[-1].occurred_at)
+    # Images of a group imported by reference: no blob, their integration held.
+    await _cloud_files(conn, files)
 
 
 @blob_refs.on(ingest_events.DicomInstanceStored)

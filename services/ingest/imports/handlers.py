@@ -36,6 +36,7 @@ from shared.contracts import ingest as ev
 from shared.contracts.envelope import Cause, Change, envelopes_of
 from shared.kit import identity
 from shared.kit.access import Access
+from shared.kit.blobs import BlobStore
 from shared.kit.errors import Refused, not_found
 from shared.kit.logs import log
 from shared.kit.secrets import Sealer, SealError, key_material
@@ -365,10 +366,10 @@ class Integrations(Handlers):
 class Imports(Handlers):
     """Imports by reference: a job recorded, then run (imports/runner.py)."""
 
-    def __init__(self, parts: Parts, integrations: Integrations) -> None:
+    def __init__(self, parts: Parts, integrations: Integrations, blobs: BlobStore) -> None:
         super().__init__(parts)
         self.integrations = integrations
-        self.runner = Runner(parts, integrations.bucket, integrations.caps.import_keys)
+        self.runner = Runner(parts, integrations.bucket, integrations.caps.import_keys, blobs)
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     async def start_import(
@@ -396,6 +397,7 @@ class Imports(Handlers):
         envelopes = envelopes_of(changes, cause)
         async with self.pool.acquire() as conn, conn.transaction():
             given = {o.key: o.metadata for o in request.objects if o.metadata}
+            given.update({g.entry: g.metadata for g in request.groups if g.metadata})
             if given:
                 check_metadata(await current_schema(conn), given, "the object")
             await jobs.apply(conn, envelopes)

@@ -17,11 +17,14 @@ from services.ingest.collector.projections import blob_refs
 from services.ingest.imports.buckets.port import Bucket, BucketReader, CloudProblem, Read, problem
 from services.ingest.imports.buckets.s3 import LISTING_PAGE
 from services.ingest.imports.domain import jobs as domain
+from services.ingest.imports.domain.jobs import Matched
 from services.ingest.imports.domain.requests import Rejection
+from services.ingest.imports.group_runs import GroupRuns
 from services.ingest.jobs.projections import jobs
 from services.ingest.media import kinds
 from shared.contracts import ingest as ev
-from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.contracts.envelope import Cause, Change, Envelope, appended, envelopes_of
+from shared.kit.blobs import BlobStore
 from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.logs import log
 from shared.kit.service import Handlers, Parts, collector_paused
@@ -46,14 +49,23 @@ FATAL = (
 )
 
 
+# What becomes of one object: a file, a refusal, or a match with files already imported.
+Result = domain.Found | Rejection | Matched
+
 # An integration's bucket and a reader of it, or None once it was removed.
 BucketOf = Callable[[uuid.UUID], Awaitable[tuple[Bucket, BucketReader] | None]]
 
 
-class Runner(Handlers):
-    def __init__(self, parts: Parts, bucket_of: BucketOf, most_objects: int) -> None:
+class Runner(GroupRuns, Handlers):
+    readers, run_size, fatal = READERS, RUN, FATAL
+
+    def __init__(
+        self, parts: Parts, bucket_of: BucketOf, most_objects: int, blobs: BlobStore
+    ) -> None:
         super().__init__(parts)
         self.bucket_of = bucket_of
+        # DICOM instances are copied in (README: "DICOM series by reference").
+        self.blobs = blobs
         self.spool = parts.settings.data_dir / "spool"
         # Objects one import reads at most, named and listed.
         self.most_objects = most_objects
@@ -108,12 +120,12 @@ class Runner(Handlers):
             listing.start()
         else:
             listing.complete = True
-        inflight: set[asyncio.Future[list[domain.Found | Rejection]]] = set()
-        done: list[domain.Found | Rejection] = []
+        inflight: set[asyncio.Future[list[Result]]] = set()
+        done: list[Result] = []
         flushed = time.monotonic()
         try:
             async for run in _objects(state, listing):
-                inflight.add(asyncio.ensure_future(self._read_run(reader, run)))
+                inflight.add(asyncio.ensure_future(self._read_run(reader, run, state)))
                 if len(inflight) >= READERS:
                     finished, inflight = await asyncio.wait(
                         inflight, return_when=asyncio.FIRST_COMPLETED
@@ -142,6 +154,8 @@ class Runner(Handlers):
                 return
             if await self._flush(state, cause, listing, done, final=True):
                 return
+            if await self._groups(state, cause, reader):
+                return
             await self._append(state, cause, domain.finish(state.job_id, state.version))
             log.info("import.finished", job_id=str(state.job_id), settled=len(state.settled))
         finally:
@@ -154,7 +168,7 @@ class Runner(Handlers):
         state: domain.JobState,
         cause: Cause,
         listing: _Listing,
-        results: list[domain.Found | Rejection],
+        results: list[Result],
         *,
         final: bool = False,
     ) -> bool:
@@ -165,6 +179,7 @@ class Runner(Handlers):
             return True
         stored = [r for r in results if isinstance(r, domain.Found)]
         refused = [r for r in results if isinstance(r, Rejection)]
+        matched = [r for r in results if isinstance(r, Matched)]
         listed = listing.unreported()
         complete = final and state.prefix is not None and not state.listing_complete
         with collector_paused():
@@ -179,11 +194,18 @@ class Runner(Handlers):
                 listed=listed,
                 listing_complete=complete,
             )
+            envelopes += envelopes_of(
+                appended(
+                    ev.job_stream(state.job_id), matched, after=state.version + len(envelopes)
+                ),
+                cause,
+            )
         if envelopes:
             await self._write(state, envelopes)
         state.listed += listed
         state.listing_complete = state.listing_complete or complete
         state.settled.update(f.obj.key for f in stored)
+        state.settled.update(m.key for m in matched)
         state.settled.update(str(r.details.get("key", "")) for r in refused)
         reasons = {r.details.get("reason") for r in refused}
         if results and len(refused) == len(results) and len(reasons) == 1:
@@ -202,6 +224,12 @@ class Runner(Handlers):
                 return True
         return False
 
+    @staticmethod
+    def _refused(obj: ev.ImportObject, error: Exception) -> Rejection:
+        refused = _settled(obj, error)
+        assert isinstance(refused, Rejection)
+        return refused
+
     async def _fail_removed(self, state: domain.JobState, cause: Cause) -> None:
         await self._append(
             state,
@@ -214,12 +242,39 @@ class Runner(Handlers):
             ),
         )
 
+    async def _imported(
+        self, state: domain.JobState, keys: list[str]
+    ) -> dict[str, list[uuid.UUID]]:
+        """The files each key already is in the job's folder, imported through its
+        integration (ingest.cloud_files; at most 100 a key)."""
+        rows = await self.pool.fetch(
+            """SELECT key, (array_agg(file_id ORDER BY file_id))[1:100] AS file_ids
+               FROM ingest.cloud_files
+               WHERE integration_id = $1 AND folder_id = $2 AND key = ANY($3::text[])
+               GROUP BY key""",
+            state.integration_id,
+            state.folder_id,
+            keys,
+        )
+        return {r["key"]: list(r["file_ids"]) for r in rows}
+
     async def _read_run(
-        self, reader: BucketReader, run: list[ev.ImportObject]
-    ) -> list[domain.Found | Rejection]:
+        self,
+        reader: BucketReader,
+        run: list[ev.ImportObject],
+        state: domain.JobState | None = None,
+    ) -> list[Result]:
         """A few objects, read one after the other on the buckets' loop and handed back
-        together: one hop between the loops for the run, not one per object."""
-        results: list[domain.Found | Rejection | None] = [domain.check_object(obj) for obj in run]
+        together: one hop between the loops for the run, not one per object. With
+        `skip_duplicate_urls` or `upsert_metadata`, those already imported into the
+        folder are matched first, and not read."""
+        results: list[Result | None] = [domain.check_object(obj) for obj in run]
+        if state is not None and state.matches_imported:
+            known = await self._imported(state, [o.key for o in run])
+            results = [
+                found if found is not None else domain.matched(state, o, known.get(o.key, []))
+                for o, found in zip(run, results, strict=True)
+            ]
         wanted = [obj for obj, refused in zip(run, results, strict=True) if refused is None]
         reads = iter(
             await reader.read_run([obj.key for obj in wanted], self.spool) if wanted else []

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 
-from services.ingest.collector.projections import blob_refs
+from services.ingest.collector.projections import blob_refs, claim_blobs
 from services.ingest.imports.buckets.port import BucketReader, CloudProblem, Listed, Read
 from services.ingest.imports.domain import integrations as integration_rules
 from services.ingest.imports.domain import jobs as imports
@@ -56,6 +56,7 @@ from shared.contracts.catalog import FolderDeleted, FolderPurged, FolderRestored
 from shared.contracts.envelope import Cause, Change, Event, appended, envelopes_of
 from shared.kit import identity
 from shared.kit.access import Access
+from shared.kit.blobs import BlobStore, BlobWriter
 from shared.kit.errors import Refused
 from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.logs import log
@@ -82,6 +83,8 @@ class _Decision:
     what: str
     file_id: uuid.UUID
     read: Read | Exception | None = None
+    # A DICOM instance, copied into the blob store for the DICOM context (or why not).
+    copied: BlobWriter | Exception | None = None
 
 
 class Syncs(Handlers):
@@ -141,9 +144,11 @@ class Syncs(Handlers):
             await synced.apply(conn, envelopes)
             await self.store.append(conn, envelopes)
 
-    def __init__(self, parts: Parts, integrations: Any) -> None:
+    def __init__(self, parts: Parts, integrations: Any, blobs: BlobStore) -> None:
         super().__init__(parts)
         self.integrations = integrations
+        # DICOM objects are copied in and assembled into series (as imports' are).
+        self.blobs = blobs
         self.spool = parts.settings.data_dir / "spool"
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         # Keys notified while a folder's sync runs: synced right after it.
@@ -518,11 +523,25 @@ class Syncs(Handlers):
                     d.read = await reader.read(d.listed.key, self.spool)
                 except Exception as error:  # reported per object below
                     d.read = error
+                if isinstance(d.read, kinds.DicomContent):
+                    try:
+                        d.copied = await reader.copy(d.listed.key, self.blobs.writer)
+                    except Exception as error:
+                        d.copied = error
 
         await asyncio.gather(*(read(d) for d in decisions))
+        copies = [d.copied for d in decisions if isinstance(d.copied, BlobWriter)]
+        committed = False
 
         async def write() -> int:
+            nonlocal committed
             async with self.pool.acquire() as conn, conn.transaction():
+                if copies:
+                    # As an upload's parts: claimed, then stored, then the events.
+                    await claim_blobs(conn, sorted({w.key for w in copies}))
+                    if not committed:
+                        await self.blobs.commit(copies)
+                        committed = True
                 # One sync of a folder decides at a time: what another recorded
                 # meanwhile is seen here, and not recorded again.
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{root}")
@@ -556,7 +575,11 @@ class Syncs(Handlers):
                 await self.store.append(conn, envelopes)
                 return len(envelopes)
 
-        state.version += await _again(write)
+        try:
+            state.version += await _again(write)
+        finally:
+            for w in copies:
+                w.abort()
 
     def _events(
         self, state: _Job, config: SyncConfig, decisions: Sequence[_Decision], made: set[uuid.UUID]
@@ -569,7 +592,7 @@ class Syncs(Handlers):
         for d in decisions:
             key = d.listed.key
             parts = relative(config.prefix, key)
-            read = d.read
+            read = d.copied if isinstance(d.read, kinds.DicomContent) else d.read
             problem = self._problem(key, parts, read)
             if problem is not None:
                 if d.what == "new":
@@ -583,7 +606,7 @@ class Syncs(Handlers):
                         )
                     )
                 continue
-            assert isinstance(read, Read)
+            assert isinstance(read, Read | BlobWriter)
             folder_id, path = root, ""
             for part in parts[:-1]:
                 path = f"{path}/{part}" if path else part
@@ -600,19 +623,31 @@ class Syncs(Handlers):
                     )
                     made.add(child)
                 folder_id = child
-            facts = read.facts
-            if d.what == "new":
+            if isinstance(read, BlobWriter):
+                # A DICOM instance (new, or its bytes changed: sent again): the DICOM
+                # context assembles it into a series of the folder its key path names.
+                events.append(
+                    ev.DicomInstanceStored(
+                        job_id=job_id,
+                        folder_id=folder_id,
+                        name=parts[-1],
+                        blob_key=read.key,
+                        sha256=read.sha256,
+                        size=read.size,
+                    )
+                )
+            elif d.what == "new":
                 events.append(
                     ev.FileContentStored(
                         job_id=job_id,
                         file_id=d.file_id,
                         folder_id=folder_id,
                         name=parts[-1],
-                        kind=facts.kind,
+                        kind=read.facts.kind,
                         size=read.size,
                         sha256=read.sha256,
-                        mime_type=facts.mime_type,
-                        media=facts.media,
+                        mime_type=read.facts.mime_type,
+                        media=read.facts.media,
                         blob_key=imports.reference_key(d.file_id),
                         source=Source(type="cloud", integration_id=config.integration_id, key=key),
                     )
@@ -624,11 +659,11 @@ class Syncs(Handlers):
                         file_id=d.file_id,
                         folder_id=folder_id,
                         key=key,
-                        kind=facts.kind,
+                        kind=read.facts.kind,
                         size=read.size,
                         sha256=read.sha256,
-                        mime_type=facts.mime_type,
-                        media=facts.media,
+                        mime_type=read.facts.mime_type,
+                        media=read.facts.media,
                     )
                 )
             events.append(
@@ -645,6 +680,7 @@ class Syncs(Handlers):
         return events
 
     def _problem(self, key: str, parts: list[str], read: object) -> Rejection | None:
+        """Why an object is not taken (a DICOM one: `read` is its copy, or why not)."""
         obj = ev.ImportObject(key=key)
         if not parts:
             return imports.rejection(obj, "invalid_name", f"{key!r} names no file below the prefix")

@@ -28,8 +28,11 @@ async def job(pool: asyncpg.Pool, job_id: uuid.UUID) -> dict[str, Any] | None:
         "kind": row["kind"],
         "folder_id": str(row["folder_id"]),
         "status": row["status"],
-        "progress": {"done": row["done"], "total": row["total"]},
+        "progress": {"done": row["done"], "total": row["total"]}
+        | ({"skipped": row["skipped"]} if row["skipped"] else {}),
         "file_ids": await file_ids(pool, row),
+        # An import's DICOM instances: the gateway adds the DICOM context's account.
+        **({"dicom_instances": row["dicom_instances"]} if row["dicom_instances"] else {}),
         "errors": row["errors"],
         "created_at": row["created_at"].isoformat(),
         "created_by": row["created_by"],

@@ -34,6 +34,11 @@ jobs = Projection(
     -- An import's files, in the order registered (`files` stays []): an import of
     -- 100,000 objects appends a batch at a time, which a jsonb array would rewrite
     -- whole on every batch.
+    -- An import's objects skipped as already imported (`skip_duplicate_urls`).
+    ALTER TABLE ingest.jobs ADD COLUMN IF NOT EXISTS skipped integer NOT NULL DEFAULT 0;
+    -- An import's DICOM instances, copied in for the DICOM context (whose account of
+    -- them the gateway adds to the job).
+    ALTER TABLE ingest.jobs ADD COLUMN IF NOT EXISTS dicom_instances integer NOT NULL DEFAULT 0;
     CREATE TABLE IF NOT EXISTS ingest.job_files (
         job_id uuid NOT NULL,
         position integer NOT NULL,
@@ -153,8 +158,9 @@ async def job_finished(
 async def image_group_images_stored(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImageGroupImagesStored]]
 ) -> None:
+    # An import's group lists the group's file only (its images are the group's).
     await conn.executemany(
-        "UPDATE ingest.jobs SET files = files || $2::jsonb WHERE id = $1",
+        "UPDATE ingest.jobs SET files = files || $2::jsonb WHERE id = $1 AND kind <> 'import'",
         [(e.event.job_id, [f.file_id for f in e.event.files]) for e in events],
     )
 
@@ -167,12 +173,21 @@ async def image_group_stored(
     # pages) its own `files`.
     await conn.executemany(
         "UPDATE ingest.jobs SET done = total, files = $2::jsonb || files || $3::jsonb"
-        " WHERE id = $1",
+        " WHERE id = $1 AND kind <> 'import'",
         [
             (e.event.job_id, [e.event.group_file_id], [f.file_id for f in e.event.files])
             for e in events
         ],
     )
+    # A group an import read by reference: one of the job's files, counted done.
+    imported = await conn.fetch(
+        "SELECT id FROM ingest.jobs WHERE id = ANY($1::uuid[]) AND kind = 'import'",
+        list({e.event.job_id for e in events}),
+    )
+    if imported:
+        ids = {r["id"] for r in imported}
+        groups = [e.event for e in events if e.event.job_id in ids]
+        await _imported(conn, [g.job_id for g in groups], [g.group_file_id for g in groups])
 
 
 @jobs.on(ingest_events.ImportJobStarted)
@@ -215,4 +230,55 @@ async def import_failed(
             )
             for e in events
         ],
+    )
+
+
+@jobs.on(ingest_events.ImportObjectSkipped)
+async def import_skipped(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportObjectSkipped]]
+) -> None:
+    await conn.executemany(
+        "UPDATE ingest.jobs SET done = done + 1, skipped = skipped + 1 WHERE id = $1",
+        [(e.event.job_id,) for e in events],
+    )
+
+
+@jobs.on(ingest_events.ImportedMetadataReplaced)
+async def import_upserted(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportedMetadataReplaced]]
+) -> None:
+    """The files an object already was are the job's files; the object counts one."""
+    pairs = [(e.event.job_id, f) for e in events for f in e.event.file_ids]
+    await _imported(conn, [j for j, _ in pairs], [f for _, f in pairs])
+    await conn.executemany(
+        "UPDATE ingest.jobs SET done = done - $2 WHERE id = $1",
+        [(e.event.job_id, len(e.event.file_ids) - 1) for e in events if len(e.event.file_ids) > 1],
+    )
+
+
+@jobs.on(ingest_events.ImportDicomInstancesCopied)
+async def import_dicom_copied(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportDicomInstancesCopied]]
+) -> None:
+    """A DICOM series entry settled: one of the job's total."""
+    await conn.executemany(
+        "UPDATE ingest.jobs SET done = done + 1 WHERE id = $1",
+        [(e.event.job_id,) for e in events],
+    )
+
+
+@jobs.on(ingest_events.DicomInstanceStored)
+async def dicom_instance_stored(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.DicomInstanceStored]]
+) -> None:
+    """DICOM instances an import or a sync copied in, counted (a DICOM upload's are the
+    DICOM context's to count); a sync's each one of its objects done."""
+    counted: dict[uuid.UUID, int] = {}
+    for e in events:
+        counted[e.event.job_id] = counted.get(e.event.job_id, 0) + 1
+    await conn.executemany(
+        """UPDATE ingest.jobs SET dicom_instances = dicom_instances + $2,
+               done = done + CASE WHEN kind = 'sync' THEN $2 ELSE 0 END
+           WHERE id = $1 AND kind IN ('import', 'sync')""",
+        list(counted.items()),
     )

@@ -23,6 +23,10 @@ class UnknownContent(ValueError):
     """The bytes are not of a kind we accept."""
 
 
+class DicomContent(UnknownContent):
+    """A DICOM instance: not a file of its own, but part of a series (the DICOM context's)."""
+
+
 class _Malformed(Exception):
     """A header is damaged: the fact it would have given is unknown."""
 
@@ -45,7 +49,7 @@ def sniff(head: bytes) -> tuple[str, str]:
     if not head:
         raise UnknownContent("empty file")
     if head[128:132] == b"DICM":
-        raise UnknownContent(
+        raise DicomContent(
             "DICOM content: upload it as a DICOM series (POST /v1/folders/{id}/dicom)"
         )
     for sniffer in _SNIFFERS:

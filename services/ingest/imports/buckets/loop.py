@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from services.ingest.imports.buckets.port import Bucket, BucketReader, Listed, Read
+from shared.kit.blobs import BlobWriter
 
 _T = TypeVar("_T")
 _Page = TypeVar("_Page")
@@ -103,6 +104,9 @@ class Threaded:
 
     async def read(self, key: str, spool_dir: Path) -> Read:
         return await self.loop.run(self.inner.read(key, spool_dir))
+
+    async def copy(self, key: str, writer: Callable[[], BlobWriter]) -> BlobWriter:
+        return await self.loop.run(self.inner.copy(key, writer))
 
     async def read_run(self, keys: Sequence[str], spool_dir: Path) -> list[Read | Exception]:
         return await self.loop.run(self.inner.read_run(keys, spool_dir))

@@ -9,7 +9,7 @@ access key). Credentials live in `Credentials`, out of every repr.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from services.ingest.imports.domain.integrations import (
 )
 from services.ingest.imports.egress import CapReached, EndpointNotAllowed
 from services.ingest.media import facts as media_facts
+from shared.kit.blobs import BlobWriter
 
 _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 _MISSING_BUCKET = {"NoSuchBucket"}
@@ -97,6 +98,12 @@ class BucketReader(Protocol):
         """The object streamed once: hashed, sniffed, its media facts read.
         media_facts.UnknownContent for a kind we do not take; CloudProblem when the bucket
         will not give it (or a cap is reached)."""
+        ...
+
+    async def copy(self, key: str, writer: Callable[[], BlobWriter]) -> BlobWriter:
+        """The object streamed into a new spool of the blob store's (`writer()`), hashed
+        and finished, not yet committed (a DICOM instance, copied: README); CloudProblem
+        when the bucket will not give it."""
         ...
 
     async def read_run(self, keys: Sequence[str], spool_dir: Path) -> list[Read | Exception]:

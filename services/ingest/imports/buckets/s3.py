@@ -68,6 +68,7 @@ from services.ingest.imports.egress import (
     EndpointNotAllowed,
     ListingBudget,
 )
+from shared.kit.blobs import BlobWriter
 from shared.kit.settings import Settings
 
 CONNECT_TIMEOUT_S = 3.0
@@ -388,6 +389,31 @@ class S3Reader:
             return answer.facts()
         finally:
             answer.close()
+
+    async def copy(self, key: str, writer: Callable[[], BlobWriter]) -> BlobWriter:
+        urls = await self.prepare()
+
+        async def written(pieces: AsyncIterator[bytes]) -> BlobWriter:
+            # A fresh spool per attempt: a retried GET starts again from the first byte.
+            spool = writer()
+            try:
+                async for piece in pieces:
+                    spool.write(piece)
+                spool.finish()
+            except BaseException:
+                spool.abort()
+                raise
+            return spool
+
+        status, answer = await self._exchange(
+            urls.object_url(key),
+            lambda: Budget(f"object {key!r}", None, self.caps.response_s),
+            written,
+            key=key,
+        )
+        if not isinstance(answer, BlobWriter):
+            raise refused(protocol.error_code(status, answer, key), self.bucket, key)
+        return answer
 
     async def read_run(self, keys: Sequence[str], spool_dir: Path) -> list[Read | Exception]:
         found: list[Read | Exception] = []

@@ -25,9 +25,12 @@ from shared.contracts.envelope import Change
 from shared.kit.access import Access
 from shared.kit.errors import Refused, not_found
 
-PROVIDERS = ("s3",)
-# S3's bucket naming rules (lower case, digits, dots and hyphens, 3 to 63 characters).
+# "gcs": Google Cloud Storage through its S3-compatible XML API, with HMAC keys.
+PROVIDERS = ("s3", "gcs")
+# S3's bucket naming rules (lower case, digits, dots and hyphens, 3 to 63 characters);
+# Google's take underscores too.
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 REGION = re.compile(r"^[a-z0-9-]{1,64}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]{0,20}:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
 # Users an integration is shared with, at most: the event that lists them stays small.
@@ -55,6 +58,9 @@ class Endpoint:
 
 
 AWS = Endpoint("s3.amazonaws.com", secure=True)
+# Google Cloud Storage's XML API: path-style requests, SigV4 with HMAC keys, region "auto".
+GCS = Endpoint("storage.googleapis.com", secure=True)
+GCS_REGION = "auto"
 
 
 @dataclass(frozen=True)
@@ -185,8 +191,9 @@ class NewIntegration(Strict):
 
     @field_validator("bucket")
     @classmethod
-    def _a_bucket(cls, bucket: str) -> str:
-        named = BUCKET.match(bucket) and ".." not in bucket
+    def _a_bucket(cls, bucket: str, info: ValidationInfo) -> str:
+        rule = GCS_BUCKET if info.data.get("provider") == "gcs" else BUCKET
+        named = rule.match(bucket) and ".." not in bucket
         problem = "is not a bucket name (3 to 63 of a-z, 0-9, '.', '-')"
         return _checked(None if named else problem, bucket)
 
@@ -204,9 +211,11 @@ class NewIntegration(Strict):
 
     @field_validator("role_arn")
     @classmethod
-    def _a_role(cls, role_arn: str | None) -> str | None:
+    def _a_role(cls, role_arn: str | None, info: ValidationInfo) -> str | None:
         if role_arn is None:
             return None
+        if info.data.get("provider") == "gcs":
+            raise ValueError("is AWS's: a gcs integration takes an HMAC key")
         return _checked(None if ROLE_ARN.match(role_arn) else ROLE_ARN_PROBLEM, role_arn)
 
     @field_validator("access_key", "secret_key", "session_token")
@@ -216,6 +225,8 @@ class NewIntegration(Strict):
             return None
         if info.data.get("role_arn") is not None:
             raise ValueError("is not given with role_arn: give keys or a role, not both")
+        if info.field_name == "session_token" and info.data.get("provider") == "gcs":
+            raise ValueError("is not taken for gcs: give the HMAC key's access and secret")
         most = KEY_LENGTHS[str(info.field_name)]
         if info.field_name == "session_token":
             if len(value) > most:
@@ -242,14 +253,19 @@ def parse_registration(body: object) -> Registration:
         assert given.access_key is not None and given.secret_key is not None
         credentials = Credentials(given.access_key, given.secret_key, given.session_token)
     endpoint = parse_endpoint(given.endpoint)
+    region = given.region
+    if given.provider == "gcs":
+        # Kept as given (Google's by default), so the integration's row names it.
+        endpoint = parse_endpoint(given.endpoint or GCS.url())
+        region = region or GCS_REGION
     return Registration(
         name=given.name,
         provider=given.provider,
         endpoint=endpoint,
-        region=given.region,
+        region=region,
         bucket=given.bucket,
         credentials=credentials,
-        endpoint_given=endpoint.url() if given.endpoint else None,
+        endpoint_given=endpoint.url() if given.endpoint or given.provider == "gcs" else None,
     )
 
 

@@ -1,10 +1,13 @@
 """What an import job records, pure: its stream, and its state read back from it.
 
 The job's stream: ImportJobStarted, the named objects in chunks
-(ImportObjectsRequested), then per batch the files stored (FileContentStored, with
+(ImportObjectsRequested), the image groups and sequences named (ImportGroupRequested,
+their frames' keys in pages), then per batch the files stored (FileContentStored, with
 source {type: "cloud", integration_id, key}) and the objects refused
 (FileContentRejected, `details.key`), the prefix's listing as it grows
-(ImportObjectsListed), and UploadJobFinished (or ImportJobFailed). `fold` reads
+(ImportObjectsListed), each group read whole (ImageGroupImagesStored pages and
+ImageGroupStored, or one FileContentRejected with `details.group_file_id`), and
+UploadJobFinished (or ImportJobFailed). `fold` reads
 it back, so a job interrupted by a restart resumes where its last batch ended.
 """
 
@@ -15,9 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.ingest.imports.domain.requests import ImportRequest, Rejection
+from services.ingest.imports.domain.requests import ImportGroup, ImportRequest, Rejection
 from shared.contracts import ingest as ev
-from shared.contracts import rules
+from shared.contracts import limits, rules
 from shared.contracts.catalog import Media, Source
 from shared.contracts.envelope import (
     Cause,
@@ -113,6 +116,24 @@ def chunks(objects: Sequence[ev.ImportObject]) -> list[list[ev.ImportObject]]:
     return out
 
 
+Matched = ev.ImportObjectSkipped | ev.ImportedMetadataReplaced
+
+
+def matched(state: JobState, obj: ev.ImportObject, file_ids: Sequence[uuid.UUID]) -> Matched | None:
+    """An object already imported into the job's folder through its integration (as
+    `file_ids`): its metadata replaced (`upsert_metadata`, when the entry gives some),
+    or skipped (`skip_duplicate_urls`); None: it is read and becomes a file."""
+    if not file_ids:
+        return None
+    if state.upsert_metadata and obj.metadata:
+        return ev.ImportedMetadataReplaced(
+            job_id=state.job_id, key=obj.key, file_ids=list(file_ids), metadata=obj.metadata
+        )
+    if state.skip_duplicate_urls:
+        return ev.ImportObjectSkipped(job_id=state.job_id, key=obj.key, file_ids=list(file_ids))
+    return None
+
+
 def _changes(job_id: uuid.UUID, version: int, events: Sequence[Event]) -> list[Change]:
     return appended(ev.job_stream(job_id), events, after=version)
 
@@ -123,21 +144,48 @@ def _rejected(job_id: uuid.UUID, r: Rejection) -> ev.FileContentRejected:
     )
 
 
+def group_requested(job_id: uuid.UUID, group: ImportGroup) -> list[ev.ImportGroupRequested]:
+    """A group's request: its frames' keys in pages of bounded size."""
+    group_file_id = uuid.uuid4()
+    out = []
+    first = 0
+    for page in limits.pages(group.keys, lambda k: len(k.encode()) + 2):
+        out.append(
+            ev.ImportGroupRequested(
+                job_id=job_id,
+                group_file_id=group_file_id,
+                kind=group.kind,
+                name=group.name,
+                entry=group.entry,
+                metadata=group.metadata if first == 0 else {},
+                frames=len(group.keys),
+                first=first,
+                keys=page,
+            )
+        )
+        first += len(page)
+    return out
+
+
 def start(job_id: uuid.UUID, folder_id: uuid.UUID, request: ImportRequest) -> list[Change]:
-    """The job's first events: started, the named objects, the entries refused at once.
-    A job with nothing left to read (only refused entries) is finished at once."""
+    """The job's first events: started, the named objects and groups. A job with
+    nothing to read is finished at once. A group counts one in the job's total, as a
+    file does."""
     events: list[Event] = [
         ev.ImportJobStarted(
             job_id=job_id,
             folder_id=folder_id,
             integration_id=request.integration_id,
             prefix=request.prefix,
-            total=len(request.objects) + len(request.refused),
+            total=len(request.objects) + len(request.groups),
+            skip_duplicate_urls=request.skip_duplicate_urls,
+            upsert_metadata=request.upsert_metadata,
         )
     ]
     events += [ev.ImportObjectsRequested(job_id=job_id, objects=c) for c in chunks(request.objects)]
-    events += [_rejected(job_id, r) for r in request.refused]
-    if not request.objects and request.prefix is None:
+    for group in request.groups:
+        events += group_requested(job_id, group)
+    if not request.objects and not request.groups and request.prefix is None:
         events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
     return _changes(job_id, 0, events)
 
@@ -260,6 +308,19 @@ def fail(job_id: uuid.UUID, version: int, code: str, message: str) -> list[Chang
 
 
 @dataclass
+class GroupState:
+    """A group the job was asked for, as its requests tell it."""
+
+    group_file_id: uuid.UUID
+    kind: str
+    name: str
+    entry: str
+    metadata: dict[str, Any]
+    frames: int
+    keys: list[str] = field(default_factory=list)
+
+
+@dataclass
 class JobState:
     """An import job as its stream tells it: what it was asked, what is settled."""
 
@@ -274,10 +335,23 @@ class JobState:
     listed: int = 0
     listing_complete: bool = False
     ended: bool = False
+    groups: dict[uuid.UUID, GroupState] = field(default_factory=dict)
+    settled_groups: set[uuid.UUID] = field(default_factory=set)
+    skip_duplicate_urls: bool = False
+    upsert_metadata: bool = False
+
+    @property
+    def matches_imported(self) -> bool:
+        """Objects already imported into the folder are looked up before they are read."""
+        return self.skip_duplicate_urls or self.upsert_metadata
 
     def pending(self) -> list[ev.ImportObject]:
         """Named objects not yet settled, in the order asked."""
         return [o for o in self.objects if o.key not in self.settled]
+
+    def pending_groups(self) -> list[GroupState]:
+        """Groups not yet settled, in the order asked."""
+        return [g for g in self.groups.values() if g.group_file_id not in self.settled_groups]
 
 
 def fold(events: Iterable[tuple[str, dict[str, Any]]]) -> JobState | None:
@@ -288,13 +362,36 @@ def fold(events: Iterable[tuple[str, dict[str, Any]]]) -> JobState | None:
         if kind == ev.ImportJobStarted.type:
             started = ev.ImportJobStarted.model_validate(data)
             state = JobState(
-                started.job_id, started.folder_id, started.integration_id, started.prefix
+                started.job_id,
+                started.folder_id,
+                started.integration_id,
+                started.prefix,
+                skip_duplicate_urls=started.skip_duplicate_urls,
+                upsert_metadata=started.upsert_metadata,
             )
         if state is None:
             return None
         state.version = version
         if kind == ev.ImportObjectsRequested.type:
             state.objects += ev.ImportObjectsRequested.model_validate(data).objects
+        elif kind == ev.ImportGroupRequested.type:
+            asked = ev.ImportGroupRequested.model_validate(data)
+            group = state.groups.setdefault(
+                asked.group_file_id,
+                GroupState(
+                    asked.group_file_id,
+                    asked.kind,
+                    asked.name,
+                    asked.entry,
+                    asked.metadata,
+                    asked.frames,
+                ),
+            )
+            group.keys += asked.keys
+        elif kind in (ev.ImportObjectSkipped.type, ev.ImportedMetadataReplaced.type):
+            state.settled.add(str(data["key"]))
+        elif kind in (ev.ImageGroupStored.type, ev.ImportDicomInstancesCopied.type):
+            state.settled_groups.add(uuid.UUID(str(data["group_file_id"])))
         elif kind == ev.ImportObjectsListed.type:
             state.listed += int(data["count"])
             state.listing_complete = state.listing_complete or bool(data.get("complete"))
@@ -303,9 +400,12 @@ def fold(events: Iterable[tuple[str, dict[str, Any]]]) -> JobState | None:
             if key is not None:
                 state.settled.add(key)
         elif kind == ev.FileContentRejected.type:
-            key = (data.get("details") or {}).get("key")
+            details = data.get("details") or {}
+            key = details.get("key")
             if key is not None:
                 state.settled.add(key)
+            if details.get("group_file_id") is not None:
+                state.settled_groups.add(uuid.UUID(str(details["group_file_id"])))
         elif kind in (ev.UploadJobFinished.type, ev.ImportJobFailed.type):
             state.ended = True
     return state

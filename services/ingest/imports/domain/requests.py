@@ -12,9 +12,12 @@ manifest in the style of Encord's cloud import JSON:
      "skip_duplicate_urls": true}
 
 Each object becomes a file whose kind comes from its bytes; the manifest's section
-must agree (domain/jobs.py `check_kind`). Image groups and DICOM series are not
-imported by reference: each such entry is reported in the job as
-`not_supported_by_reference` while the rest imports. A malformed request or manifest
+must agree (domain/jobs.py `check_kind`). An entry of `image_groups` or
+`image_sequences` (or of `image_groups` with Encord's `createVideo: true`) names its
+frames, in order, as `objectUrl_0`, `objectUrl_1`, ... or a list `objectUrls` (or
+`keys`): it becomes one group file whose images stay in the bucket. An entry of
+`dicom_series` names its instances the same way: they are copied into the blob store
+and assembled into series by the DICOM context, as an upload's are. A malformed request or manifest
 is refused whole (422 naming every problem, `invalid_manifest` when one is in the
 manifest), recording nothing. An object URL must name the integration's own bucket:
 the models are validated with it in their context.
@@ -23,6 +26,7 @@ the models are validated with it in their context.
 from __future__ import annotations
 
 import contextlib
+import re
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
@@ -59,7 +63,15 @@ FILE_SECTIONS = {
     "text": "text",
     "nifti": "nifti",
 }
-REFUSED_SECTIONS = {"image_groups": "image group", "dicom_series": "DICOM series"}
+# Manifest sections imported one group file per entry, and the group's kind.
+GROUP_SECTIONS = {
+    "image_groups": "image_group",
+    "image_sequences": "image_sequence",
+    "dicom_series": "dicom_series",
+}
+# Frames one group entry names at most.
+MAX_FRAMES = 10_000
+_OBJECT_URL_N = re.compile(r"objectUrl_(\d{1,6})")
 
 
 @dataclass(frozen=True)
@@ -73,31 +85,44 @@ class Rejection:
 
 
 @dataclass(frozen=True)
+class ImportGroup:
+    """An image group or sequence of a manifest: its frames' keys, in order."""
+
+    kind: str
+    name: str
+    entry: str
+    keys: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ImportRequest:
     integration_id: uuid.UUID
     objects: list[ev.ImportObject]
     prefix: str | None
-    # Entries refused at once (image groups, DICOM series): in the job's errors.
-    refused: list[Rejection]
+    groups: list[ImportGroup] = field(default_factory=list)
+    skip_duplicate_urls: bool = False
+    upsert_metadata: bool = False
 
 
 def key_of(reference: str, bucket: str) -> str:
     """The object key an `objectUrl` (or a bare key) names in `bucket`; ValueError if it
     names another bucket or nothing.
 
-    `s3://bucket/key`; `https://bucket.s3[.region].amazonaws.com/key` (virtual-hosted)
+    `s3://bucket/key` (or Google's `gs://bucket/key`);
+    `https://bucket.s3[.region].amazonaws.com/key` (virtual-hosted)
     or `http(s)://host/bucket/key` (path style, any S3 endpoint), percent-decoded.
     """
     if "://" not in reference:
         return _key(reference)
     parsed = urllib.parse.urlsplit(reference)
-    if parsed.scheme == "s3":
+    if parsed.scheme in ("s3", "gs"):
         if parsed.netloc != bucket:
             raise ValueError(f"names bucket {parsed.netloc!r}, not the integration's {bucket!r}")
         # Everything after the bucket, as written (an s3:// URI is not percent-encoded).
         return _key(reference.split("://", 1)[1][len(bucket) + 1 :])
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError("is neither an s3:// nor an http(s):// URL of an object")
+        raise ValueError("is neither an s3:// (gs://) nor an http(s):// URL of an object")
     path = urllib.parse.unquote(parsed.path)
     if parsed.hostname.startswith(f"{bucket}."):
         return _key(path[1:])
@@ -182,6 +207,55 @@ class Entry(BaseModel):
         )
 
 
+class GroupEntry(BaseModel):
+    """An image group or sequence: its frames as Encord names them (`objectUrl_0`,
+    `objectUrl_1`, ...), or as a list (`objectUrls`, or `keys`), with a `title` (the group
+    file's name) and `clientMetadata` (its metadata). Other fields are ignored, as in
+    `Entry`; `createVideo: true` makes an entry of `image_groups` a sequence."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    title: str | None = None
+    client_metadata: dict[str, Any] = Field(
+        default_factory=dict, validation_alias=AliasChoices("clientMetadata", "metadata")
+    )
+    create_video: StrictBool = Field(False, alias="createVideo")
+    object_urls: list[str] | None = Field(None, alias="objectUrls")
+    keys: list[str] | None = None
+
+    _a_name = field_validator("title")(Entry._a_name.__func__)  # type: ignore[attr-defined]
+    _bounded = field_validator("client_metadata")(Entry._bounded.__func__)  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _frames_in_the_bucket(self, info: ValidationInfo) -> GroupEntry:
+        self.frames(info.context or {})
+        return self
+
+    def frames(self, context: dict[str, Any]) -> list[str]:
+        """The frames' keys in order, or ValueError naming the fault."""
+        numbered = sorted(
+            (int(m.group(1)), value)
+            for name, value in (self.model_extra or {}).items()
+            if (m := _OBJECT_URL_N.fullmatch(name))
+        )
+        if [n for n, _ in numbered] != list(range(len(numbered))):
+            raise ValueError("numbers its objectUrl_N from 0 with no gap")
+        given = [v for _, v in numbered] + list(self.object_urls or []) + list(self.keys or [])
+        if not given:
+            raise ValueError("names no frame: give objectUrl_0, objectUrl_1, ... or objectUrls")
+        if len(given) > MAX_FRAMES:
+            raise ValueError(f"names {len(given)} frames; at most {MAX_FRAMES}")
+        keys = []
+        for i, url in enumerate(given):
+            if not isinstance(url, str):
+                raise ValueError(f"frame {i} is not a string")
+            try:
+                keys.append(key_of(url, context.get("bucket", "")))
+            except ValueError as error:
+                raise ValueError(f"frame {i} {error}") from None
+        return keys
+
+
 class Manifest(Strict):
     images: list[Entry] | None = None
     videos: list[Entry] | None = None
@@ -189,10 +263,13 @@ class Manifest(Strict):
     pdfs: list[Entry] | None = None
     text: list[Entry] | None = None
     nifti: list[Entry] | None = None
-    # Read only for their titles: each is refused, named in the job's errors.
-    image_groups: list[dict[str, Any]] | None = None
-    dicom_series: list[dict[str, Any]] | None = None
+    image_groups: list[GroupEntry] | None = None
+    image_sequences: list[GroupEntry] | None = None
+    dicom_series: list[GroupEntry] | None = None
+    # An object already imported into the folder through the integration is skipped;
+    # named again with clientMetadata, its files get that metadata (upsert), not a copy.
     skip_duplicate_urls: StrictBool = False
+    upsert_metadata: StrictBool = False
 
 
 class ImportBody(Strict):
@@ -237,15 +314,27 @@ def parse_request(body: object, bucket: str) -> ImportRequest:
     except ValidationError as error:
         raise _invalid(named(error, _unknown)) from None
     objects = [ev.ImportObject(key=k) for k in request.keys or []]
-    refused: list[Rejection] = []
+    groups: list[ImportGroup] = []
     manifest = request.manifest
     if manifest is not None:
         for section, kind in FILE_SECTIONS.items():
             objects += [e.object(kind) for e in getattr(manifest, section) or []]
-        for section, what in REFUSED_SECTIONS.items():
-            for i, entry in enumerate(getattr(manifest, section) or []):
-                refused.append(_not_by_reference(f"manifest.{section}[{i}]", entry, what))
-    if len(objects) + len(refused) > MAX_OBJECTS:
+        for section, kind in GROUP_SECTIONS.items():
+            for i, group in enumerate(getattr(manifest, section) or []):
+                where = f"manifest.{section}[{i}]"
+                keys = group.frames({"bucket": bucket})
+                groups.append(
+                    ImportGroup(
+                        kind="image_sequence"
+                        if group.create_video and kind != "dicom_series"
+                        else kind,
+                        name=group.title or _default_title(keys[0]),
+                        entry=where,
+                        keys=keys,
+                        metadata=group.client_metadata,
+                    )
+                )
+    if len(objects) + sum(len(g.keys) for g in groups) > MAX_OBJECTS:
         raise Refused(
             413,
             "too_many_objects",
@@ -253,18 +342,20 @@ def parse_request(body: object, bucket: str) -> ImportRequest:
             " or by prefix",
             {"limit": MAX_OBJECTS},
         )
-    return ImportRequest(request.integration_id, _unique(objects), request.prefix, refused)
-
-
-def _not_by_reference(where: str, entry: dict[str, Any], what: str) -> Rejection:
-    title = entry.get("title")
-    return Rejection(
-        name=title if isinstance(title, str) and title else where,
-        code="not_supported_by_reference",
-        message=f"{where}: a {what} cannot be imported by reference yet; import its objects"
-        " as files, or upload it (bytes are then copied)",
-        details={"entry": where},
+    return ImportRequest(
+        request.integration_id,
+        _unique(objects),
+        request.prefix,
+        groups,
+        skip_duplicate_urls=manifest is not None and manifest.skip_duplicate_urls,
+        upsert_metadata=manifest is not None and manifest.upsert_metadata,
     )
+
+
+def _default_title(key: str) -> str:
+    """A group without a title is named after its first frame's folder (else the frame)."""
+    parts = key.rstrip("/").split("/")
+    return parts[-2] if len(parts) > 1 and parts[-2] else parts[-1]
 
 
 def _unique(objects: list[ev.ImportObject]) -> list[ev.ImportObject]:
@@ -280,7 +371,8 @@ def _unique(objects: list[ev.ImportObject]) -> list[ev.ImportObject]:
 
 def _unknown(field: str) -> str:
     if field.startswith("manifest."):
-        return f"is not a section; use {', '.join([*FILE_SECTIONS, *REFUSED_SECTIONS])}"
+        sections = [*FILE_SECTIONS, *GROUP_SECTIONS]
+        return f"is not a section; use {', '.join(sections)}"
     return "is not a field of an import"
 
 

@@ -836,14 +836,16 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("done", "total", "bytes")
+    __slots__ = ("done", "total", "bytes", "skipped")
     DONE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     done: int
     total: int
     bytes: Progress
-    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., bytes: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
+    skipped: int
+    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., bytes: _Optional[_Union[Progress, _Mapping]] = ..., skipped: _Optional[int] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("name", "code", "message", "details")
