@@ -40,6 +40,7 @@ from bench._common import ADMIN_KEY, Report, main, percentile, progress, stack
 from services.datasets.projections import membership
 from shared.kit import bus, db
 from shared.kit.eventstore import EventStore
+from shared.kit.inbox import FETCH_MAX_WAIT_MS
 from shared.kit.projections import rebuild
 
 NAME = "datasets"
@@ -169,9 +170,9 @@ async def kafka_round_trips(bootstrap: str, count: int) -> list[float]:
     topic = f"bench.roundtrip.{uuid.uuid4().hex[:6]}"
     await bus.ensure_topics(bootstrap, 1, (topic,))
     producer = bus.producer(bootstrap, idempotence=False)
-    # As the services' inbox consumes: fetch_max_wait_ms=20.
+    # As the services' inbox consumes.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
     )
     await producer.start()
     await consumer.start()

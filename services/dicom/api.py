@@ -4,15 +4,19 @@ catalog first whether the caller may see the file)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path
-from fastapi.responses import Response
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi.responses import Response, StreamingResponse
 
+from services.dicom import dicomweb
 from services.dicom.handlers import Dicom
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
+from shared.kit.errors import Refused
 from shared.kit.http import JSON, cause
 
 Caller = Annotated[Cause, Depends(cause)]
@@ -53,5 +57,118 @@ def router(dicom: Dicom) -> APIRouter:
     return api
 
 
+def dicomweb_router(dicom: Dicom) -> APIRouter:
+    """DICOMweb on one folder's series (services/dicom/dicomweb.py); the gateway asked
+    the catalog first whether the caller may see the folder."""
+    api = APIRouter(prefix="/v1/folders/{folder_id}/dicomweb")
+    gate = asyncio.Semaphore(dicomweb.METADATA_PARALLEL)
+
+    def found(answer: list[dict[str, Any]], query: dicomweb.Query) -> Response:
+        return Response(
+            orjson.dumps(answer), media_type=dicomweb.DICOM_JSON, headers=query.warning()
+        )
+
+    def query_of(request: Request) -> dicomweb.Query:
+        return dicomweb.Query.parse(request.query_params.multi_items())
+
+    @api.get("/studies")
+    async def studies(folder_id: uuid.UUID, request: Request) -> Response:
+        query = query_of(request)
+        async with dicom.pool.acquire() as conn:
+            return found(await dicomweb.search_studies(conn, folder_id, query), query)
+
+    @api.get("/series")
+    @api.get("/studies/{study_uid}/series")
+    async def series(
+        folder_id: uuid.UUID, request: Request, study_uid: str | None = None
+    ) -> Response:
+        query = query_of(request)
+        async with dicom.pool.acquire() as conn:
+            return found(await dicomweb.search_series(conn, folder_id, query, study_uid), query)
+
+    @api.get("/instances")
+    @api.get("/studies/{study_uid}/instances")
+    @api.get("/studies/{study_uid}/series/{series_uid}/instances")
+    async def instances(
+        folder_id: uuid.UUID,
+        request: Request,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+    ) -> Response:
+        query = query_of(request)
+        async with dicom.pool.acquire() as conn:
+            answer = await dicomweb.search_instances(conn, folder_id, query, study_uid, series_uid)
+        return found(answer, query)
+
+    async def stored(
+        folder_id: uuid.UUID, study_uid: str, series_uid: str | None, sop_uid: str | None
+    ) -> list[dicomweb.Stored]:
+        async with dicom.pool.acquire() as conn:
+            return await dicomweb.stored_instances(conn, folder_id, study_uid, series_uid, sop_uid)
+
+    @api.get("/studies/{study_uid}")
+    @api.get("/studies/{study_uid}/series/{series_uid}")
+    @api.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}")
+    async def retrieve(
+        folder_id: uuid.UUID,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> Response:
+        """The instances as stored, in one multipart/related answer, streamed."""
+        wanted = await stored(folder_id, study_uid, series_uid, sop_uid)
+        multipart = dicomweb.Multipart("application/dicom")
+        return StreamingResponse(
+            dicomweb.instance_parts(dicom.blobs, wanted, multipart),
+            media_type=multipart.media_type,
+        )
+
+    @api.get("/studies/{study_uid}/metadata")
+    @api.get("/studies/{study_uid}/series/{series_uid}/metadata")
+    @api.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata")
+    async def metadata(
+        folder_id: uuid.UUID,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> Response:
+        wanted = await stored(folder_id, study_uid, series_uid, sop_uid)
+        return StreamingResponse(
+            dicomweb.metadata(dicom.blobs, wanted, gate), media_type=dicomweb.DICOM_JSON
+        )
+
+    @api.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}")
+    async def frames(
+        folder_id: uuid.UUID, study_uid: str, series_uid: str, sop_uid: str, frames: str
+    ) -> Response:
+        numbers = dicomweb.frame_numbers(frames)
+        [instance] = await stored(folder_id, study_uid, series_uid, sop_uid)
+        async with dicom.render_gate, dicom.blobs.local_copy(instance.blob_key) as path:
+            parts = await asyncio.to_thread(dicomweb.frames, path, numbers)
+        multipart = dicomweb.Multipart(parts[0][0].split(";")[0])
+        body = b"".join(multipart.head(len(data), media) + data + b"\r\n" for media, data in parts)
+        return Response(body + multipart.end(), media_type=multipart.media_type)
+
+    @api.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered")
+    @api.get(
+        "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}/rendered"
+    )
+    async def rendered(
+        folder_id: uuid.UUID, study_uid: str, series_uid: str, sop_uid: str, frames: str = "1"
+    ) -> Response:
+        """A frame drawn as a PNG (the first, for an instance), windowed as the viewer's
+        slices are."""
+        numbers = dicomweb.frame_numbers(frames)
+        if len(numbers) != 1:
+            raise Refused(400, "invalid_frames", "one frame is rendered at a time")
+        [instance] = await stored(folder_id, study_uid, series_uid, sop_uid)
+        async with dicom.render_gate, dicom.blobs.local_copy(instance.blob_key) as path:
+            png = await asyncio.to_thread(dicomweb.rendered, path, numbers[0])
+        return Response(png, media_type="image/png")
+
+    return api
+
+
 def install(app: FastAPI, dicom: Dicom) -> None:
     app.include_router(router(dicom))
+    app.include_router(dicomweb_router(dicom))

@@ -31,7 +31,8 @@ def _first(value: object) -> float | None:
         return None
 
 
-def render(path: Path) -> bytes:
+def render(path: Path, frame: int = 0) -> bytes:
+    """Frame `frame` (0 first) of the instance at `path`, as a PNG."""
     # Imported here: the service starts without them, and only a viewer needs them.
     import numpy as np
     from PIL import Image
@@ -50,8 +51,11 @@ def render(path: Path) -> bytes:
         raise Refused(
             422, "cannot_render", f"this slice cannot be rendered: {type(error).__name__}"
         ) from None
-    if pixels.ndim == 3 and getattr(ds, "SamplesPerPixel", 1) == 1:
-        pixels = pixels[0]  # a multi-frame instance: its first frame
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if not 0 <= frame < frames:
+        raise Refused(404, "frame_not_found", f"frame {frame + 1} is not in 1..{frames}")
+    if frames > 1:
+        pixels = pixels[frame]
     if pixels.ndim == 3:
         image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
     else:

@@ -34,6 +34,7 @@ from shared.contracts import topics
 from shared.kit import consistency, idempotency, identity, tracing
 from shared.kit.errors import Refused
 from shared.kit.http import CORRELATION_HEADER, JSON, ServiceTransport, error_body
+from shared.kit.inbox import FETCH_MAX_WAIT_MS
 from shared.kit.logs import log
 from shared.kit.settings import Settings
 
@@ -192,7 +193,7 @@ class Gateway:
                 bootstrap_servers=self.settings.kafka_bootstrap,
                 group_id=None,
                 auto_offset_reset="latest",
-                fetch_max_wait_ms=20,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             )
             try:
                 await consumer.start()

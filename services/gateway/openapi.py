@@ -200,7 +200,8 @@ def _operation(
     elif isinstance(route.answer, Raw):
         # A file's own bytes are of its own type; a picture's, of the type named.
         media_type = "*/*" if route.answer == Raw() else route.answer.media_type
-        success["content"] = {media_type: {"schema": {"type": "string", "format": "binary"}}}
+        schema = route.answer.schema or {"type": "string", "format": "binary"}
+        success["content"] = {media_type: {"schema": dict(schema)}}
     if route.method != "GET":
         success["headers"] = {
             "Files-Consistency": {

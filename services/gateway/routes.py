@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from shared.api import acl, audit, catalog, datasets, ingest
+from shared.api import acl, audit, catalog, datasets, dicomweb, ingest
 
 Owner = Literal["acl", "catalog", "datasets", "dicom", "ingest", "thumbnails", "gateway"]
 
@@ -40,7 +40,7 @@ class Param:
     """A path parameter: its type, and the thing it names (for "folder x does not exist")."""
 
     name: str
-    type: Literal["uuid", "int"]
+    type: Literal["uuid", "int", "uid", "frames"]
     names: str
     minimum: int | None = None
     maximum: int | None = None
@@ -49,6 +49,9 @@ class Param:
         """The canonical text of a valid value, or None."""
         if self.type == "uuid":
             return segment.lower() if _UUID.fullmatch(segment) else None
+        if self.type in ("uid", "frames"):
+            pattern, longest = _PATTERNS[self.type]
+            return segment if len(segment) <= longest and pattern.fullmatch(segment) else None
         if not _DIGITS.fullmatch(segment):
             return None
         value = int(segment)
@@ -61,6 +64,9 @@ class Param:
     def schema(self) -> dict[str, Any]:
         if self.type == "uuid":
             return {"type": "string", "format": "uuid"}
+        if self.type in ("uid", "frames"):
+            pattern, longest = _PATTERNS[self.type]
+            return {"type": "string", "pattern": f"^{pattern.pattern}$", "maxLength": longest}
         found: dict[str, Any] = {"type": "integer"}
         if self.minimum is not None:
             found["minimum"] = self.minimum
@@ -71,6 +77,11 @@ class Param:
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DIGITS = re.compile(r"[0-9]{1,9}")
+# A DICOM UID (digits and dots, at most 64 characters), and a list of frame numbers.
+_PATTERNS = {
+    "uid": (re.compile(r"[0-9]+(\.[0-9]+)*"), 64),
+    "frames": (re.compile(r"[1-9][0-9]{0,5}(,[1-9][0-9]{0,5}){0,99}"), 700),
+}
 
 PARAMS = {
     p.name: p
@@ -86,6 +97,10 @@ PARAMS = {
         Param("webhook_id", "uuid", "webhook"),
         Param("number", "int", "part", minimum=1, maximum=10_000),
         Param("index", "int", "slice", minimum=0, maximum=100_000),
+        Param("study_uid", "uid", "study"),
+        Param("series_uid", "uid", "series"),
+        Param("sop_uid", "uid", "instance"),
+        Param("frames", "frames", "frame"),
     )
 }
 
@@ -152,9 +167,10 @@ class Multipart:
 
 @dataclass(frozen=True)
 class Raw:
-    """Bytes, streamed through."""
+    """Bytes, streamed through (of a JSON media type: `schema` says their shape)."""
 
     media_type: str = "application/octet-stream"
+    schema: Mapping[str, Any] | None = None
 
 
 Body = type[BaseModel] | Multipart | Raw | None
@@ -218,6 +234,45 @@ class Route:
 
 
 F, FI, DS = "{folder_id}", "{file_id}", "{dataset_id}"
+# DICOMweb's root on a folder, and its study, series and instance paths below it.
+DICOMWEB = f"/v1/folders/{F}/dicomweb"
+STUDY = "/studies/{study_uid}"
+SERIES = f"{STUDY}/series/{{series_uid}}"
+INSTANCE = f"{SERIES}/instances/{{sop_uid}}"
+# The DICOM JSON model (PS3.18 F.2): datasets, each attribute by its tag.
+DICOM_JSON = Raw(
+    "application/dicom+json",
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"vr": {"type": "string"}, "Value": {"type": "array"}},
+                "required": ["vr"],
+            },
+        },
+    },
+)
+MULTIPART_DICOM = Raw('multipart/related; type="application/dicom"')
+QIDO = (
+    *(Query(keyword, {"type": "string", "maxLength": 1000}, f"matched (tag {tag})")
+      for keyword, tag in dicomweb.MATCHED.items()),
+    *(Query(keyword, {"type": "string", "maxLength": 64}, "taken, not matched (a `Warning`"
+            " says so)")
+      for keyword in dicomweb.UNMATCHED),
+    Query("limit", {"type": "integer", "minimum": 1, "maximum": dicomweb.MAX_LIMIT}),
+    Query("offset", {"type": "integer", "minimum": 0}),
+    Query("includefield", {"type": "string", "maxLength": 64},
+          "taken: every kept attribute is answered", many=True),
+    Query("fuzzymatching", BOOLEAN, "taken: matching is exact (wildcards `*` and `?` in"
+          " PatientID)"),
+)  # fmt: skip
+QIDO_NOTE = (
+    "UIDs may be lists (comma-separated); PatientID takes `*` and `?`. Answers the"
+    " attributes the DICOM context keeps: UIDs, PatientID, Modality, InstanceNumber, Rows,"
+    " Columns and counts."
+)
 WRITE_ERRORS = (400, 403, 409, 422)
 
 ROUTES: tuple[Route, ...] = (
@@ -296,6 +351,29 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"/v1/files/{FI}/slices/{{index}}", "dicom",
           "A DICOM series' slice (0 first, in slice order) as a PNG", answer=Raw("image/png"),
           compose="slice_image", errors=(422,)),
+    # -- DICOMweb on a folder's series (dicom; services/dicom/dicomweb.py) --
+    *(Route("GET", f"{DICOMWEB}{path}", "dicom", f"QIDO-RS: {what}", answer=DICOM_JSON,
+            compose="dicomweb", query=QIDO, errors=(400,), description=QIDO_NOTE)
+      for path, what in (
+          ("/studies", "the folder's studies"),
+          ("/series", "the folder's series"),
+          ("/instances", "the folder's instances"),
+          (f"{STUDY}/series", "a study's series"),
+          (f"{STUDY}/instances", "a study's instances"),
+          (f"{SERIES}/instances", "a series' instances"))),
+    *(Route("GET", f"{DICOMWEB}{path}", "dicom", f"WADO-RS: {what}", answer=answer,
+            compose="dicomweb", errors=(400, 422))
+      for path, what, answer in (
+          (STUDY, "a study's instances as stored", MULTIPART_DICOM),
+          (SERIES, "a series' instances as stored", MULTIPART_DICOM),
+          (INSTANCE, "an instance as stored", MULTIPART_DICOM),
+          (f"{STUDY}/metadata", "a study's instance headers", DICOM_JSON),
+          (f"{SERIES}/metadata", "a series' instance headers", DICOM_JSON),
+          (f"{INSTANCE}/metadata", "an instance's header", DICOM_JSON),
+          (f"{INSTANCE}/frames/{{frames}}", "frames (1 first) as stored, uncompressed or"
+           " in the instance's own compression", Raw("multipart/related")),
+          (f"{INSTANCE}/rendered", "the instance's first frame drawn", Raw("image/png")),
+          (f"{INSTANCE}/frames/{{frames}}/rendered", "a frame drawn", Raw("image/png")))),
     Route("POST", "/v1/move", "catalog", "Move files and folders (all or nothing)",
           body=catalog.Move, answer=catalog.MoveAnswer, compose="with_dataset_impact",
           errors=WRITE_ERRORS, description="`dry_run: true` answers the Impact instead."),

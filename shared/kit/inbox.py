@@ -50,6 +50,11 @@ T = TypeVar("T")
 PRUNE_EVERY_S = 60.0
 # How often a consumer looks for dead letters someone asked to replay.
 REPLAYS_EVERY_S = 1.0
+# How long the broker may hold a fetch that finds nothing. tansu does not answer a held
+# fetch the moment data arrives (measured on this machine: a message was seen a median
+# 5 ms after its send at 20 ms, 18 ms at 100, 103 ms at 500), and an idle consumer asks
+# again this often: a whole platform at rest took 45% of a core at 20 ms, 17% at 100 ms.
+FETCH_MAX_WAIT_MS = 100
 ADVANCE_PAGE = 5000
 # Batches slower than this are logged, with what they held.
 SLOW_BATCH_S = 0.5
@@ -302,7 +307,7 @@ class Consumer:
             group_id=self.inbox.consumer,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             # Large batches: a folder deletion sends one event per file.
             max_poll_records=self.max_batch,
             max_partition_fetch_bytes=8 * 1024 * 1024,

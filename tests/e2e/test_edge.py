@@ -129,6 +129,10 @@ async def test_every_route_refuses_every_encoding_and_nothing_lands(
         "session_id": str(uuid.uuid4()),
         "number": "1",
         "index": "0",
+        "study_uid": "1.2.3",
+        "series_uid": "1.2.3.4",
+        "sop_uid": "1.2.3.4.5",
+        "frames": "1",
     }
     v = victim["id"]
     targets = [

@@ -19,6 +19,7 @@ from minio import Minio
 
 from services.gateway import grpc_api
 from services.gateway.files_pb.files.v1 import files_pb2 as pb
+from services.gateway.routes import ROUTES
 from shared.kit.stack import Stack
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
@@ -41,6 +42,12 @@ EXCLUDED = {
     ("DELETE", "/v1/sessions"): "the web app's sign-out",
     ("POST", "/v1/integrations/{}/events"): "a bucket's webhook (S3 via SNS, MinIO): buckets"
     " speak HTTP, authenticated by the integration's events token",
+    **{
+        (route.method, route.template): "DICOMweb: the standard HTTP API viewers speak"
+        " (multipart/related answers of instances and frames)"
+        for route in ROUTES
+        if "/dicomweb/" in route.template
+    },
 }
 
 

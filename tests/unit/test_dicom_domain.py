@@ -393,8 +393,10 @@ def test_sequences_nested_too_deep_are_malformed_not_a_crash() -> None:
     closing = struct.pack("<HHL", 0xFFFE, 0xE00D, 0) + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
     assert isinstance(read_instance(data[:at] + opening * 20 + closing * 20 + data[at:]), Instance)
     found = rejected(data[:at] + opening * 5000 + closing * 5000 + data[at:])
+    # Where the recursion gives out depends on the depth of the caller's stack: pydicom
+    # raises RecursionError, or a read inside it fails and pydicom says it found no tag.
     assert found.code == "malformed_dicom"
-    assert "RecursionError" in found.message
+    assert "RecursionError" in found.message or "No tag to read" in found.message
 
 
 def test_a_huge_stated_length_reads_nothing_huge() -> None:

@@ -1,0 +1,417 @@
+"""DICOMweb on a folder's series: QIDO-RS to search, WADO-RS to retrieve.
+
+Rooted at `/v1/folders/{folder_id}/dicomweb`: a viewer (OHIF's `qidoRoot`/`wadoRoot`,
+3D Slicer's DICOMweb browser, Weasis through its DICOMweb connector) or `dicomweb-client`
+takes that as its base URL, with the caller's API key. The gateway first asks the
+catalog whether the caller may see the folder (the catalog owns folder rights); this
+context then serves the series whose files are in that folder now: a series file moved
+away goes with its folder, one in the trash is not served.
+
+Searches answer from what this context keeps of each instance (services/dicom/tags.py):
+the UIDs, PatientID, Modality, InstanceNumber, Rows, Columns, and counts. Other query
+keys a viewer sends (PatientName, StudyDate...) are not matched, and the answer says so
+in a `Warning` header as PS3.18 asks. Metadata is read from the instances' own headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pydicom
+
+from services.dicom import slices
+from shared.api.dicomweb import MAX_LIMIT, UNMATCHED
+from shared.kit.blobs import BlobStore
+from shared.kit.db import Conn
+from shared.kit.errors import Refused
+
+DICOM_JSON = "application/dicom+json"
+# Instances whose headers are read at once for a metadata answer.
+METADATA_PARALLEL = 8
+# An element longer than this is left out of a metadata answer: PixelData is served as
+# frames, and large private elements would only make the answer heavy.
+INLINE_LIMIT = 64 * 1024
+
+_UID = re.compile(r"[0-9]{1,64}(\.[0-9]{1,64}){0,63}")
+_UID_KEYS = {
+    "StudyInstanceUID": "studies",
+    "SeriesInstanceUID": "series",
+    "SOPInstanceUID": "instances",
+}
+# A frame's media type in its transfer syntax (PS3.18 8.7.3.5); uncompressed ones are
+# application/octet-stream.
+_FRAME_TYPES = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
+}
+
+
+@dataclass(frozen=True)
+class Query:
+    """A QIDO search: the keys matched, those ignored, the page."""
+
+    studies: tuple[str, ...] = ()
+    series: tuple[str, ...] = ()
+    instances: tuple[str, ...] = ()
+    patient_id: str | None = None
+    modality: str | None = None
+    instance_number: int | None = None
+    limit: int = MAX_LIMIT
+    offset: int = 0
+    ignored: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, params: Iterable[tuple[str, str]]) -> Query:
+        found: dict[str, Any] = {}
+        ignored: list[str] = []
+        for keyword, value in params:
+            if keyword in _UID_KEYS:
+                found[_UID_KEYS[keyword]] = _uids(keyword, value)
+            elif keyword == "PatientID":
+                found["patient_id"] = _text(keyword, value)
+            elif keyword in ("Modality", "ModalitiesInStudy"):
+                found["modality"] = _text(keyword, value)
+            elif keyword == "InstanceNumber":
+                found["instance_number"] = _number(keyword, value, 0, 2**31 - 1)
+            elif keyword == "limit":
+                found["limit"] = _number(keyword, value, 1, MAX_LIMIT)
+            elif keyword == "offset":
+                found["offset"] = _number(keyword, value, 0, 10**9)
+            elif keyword in UNMATCHED and value:
+                ignored.append(keyword)
+        return cls(**found, ignored=tuple(sorted(set(ignored))))
+
+    def warning(self) -> dict[str, str]:
+        if not self.ignored:
+            return {}
+        keys = ", ".join(self.ignored)
+        return {
+            "Warning": f'299 files "not matched, as this server keeps no such attribute: {keys}"'
+        }
+
+
+def _uids(key: str, value: str) -> tuple[str, ...]:
+    # UID list matching: several UIDs separated by commas (or backslashes).
+    uids = tuple(u for u in re.split(r"[,\\]", value) if u)
+    if not uids or len(uids) > 100 or not all(len(u) <= 64 and _UID.fullmatch(u) for u in uids):
+        raise Refused(
+            400, "invalid_query", f"{key} must be one or more DICOM UIDs (digits and dots)"
+        )
+    return uids
+
+
+def _text(key: str, value: str) -> str:
+    if not value or len(value) > 64 or re.search(r"[\x00-\x1f\\]", value):
+        raise Refused(400, "invalid_query", f"{key} must be 1-64 characters, no control ones")
+    return value
+
+
+def _number(key: str, value: str, low: int, high: int) -> int:
+    if not re.fullmatch(r"[0-9]{1,10}", value) or not low <= int(value) <= high:
+        raise Refused(400, "invalid_query", f"{key} must be a whole number from {low} to {high}")
+    return int(value)
+
+
+def _like(pattern: str) -> str:
+    """A DICOM wildcard match (`*`, `?`) as a LIKE pattern."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def attribute(vr: str, *values: Any) -> dict[str, Any]:
+    """One attribute in the DICOM JSON model (PS3.18 F.2)."""
+    present = [v for v in values if v is not None]
+    return {"vr": vr, "Value": present} if present else {"vr": vr}
+
+
+class Where:
+    """A WHERE clause over dicom.series `s` (and dicom.instances `i`), built with
+    numbered parameters: the folder always, then each key given."""
+
+    def __init__(self, folder_id: uuid.UUID) -> None:
+        self.args: list[Any] = [folder_id]
+        self.terms = ["s.folder_id = $1"]
+
+    def add(self, term: str, value: Any) -> None:
+        self.args.append(value)
+        self.terms.append(term.format(f"${len(self.args)}"))
+
+    def sql(self) -> str:
+        return " AND ".join(self.terms)
+
+    def page(self, query: Query) -> str:
+        self.args += [query.limit, query.offset]
+        return f"LIMIT ${len(self.args) - 1} OFFSET ${len(self.args)}"
+
+
+def _series_terms(where: Where, query: Query, study_uid: str | None) -> None:
+    if study_uid is not None:
+        where.add("s.study_uid = {}", study_uid)
+    if query.studies:
+        where.add("s.study_uid = ANY({})", list(query.studies))
+    if query.series:
+        where.add("s.series_uid = ANY({})", list(query.series))
+    if query.patient_id is not None:
+        where.add("s.patient_id LIKE {}", _like(query.patient_id))
+
+
+async def search_studies(conn: Conn, folder_id: uuid.UUID, query: Query) -> list[dict[str, Any]]:
+    where = Where(folder_id)
+    _series_terms(where, query, None)
+    having = ""
+    if query.modality is not None:
+        where.args.append(query.modality)
+        having = f"HAVING ${len(where.args)} = ANY(array_agg(s.modality))"
+    rows = await conn.fetch(
+        f"""SELECT s.study_uid, min(s.patient_id) AS patient_id,
+                   array_agg(DISTINCT s.modality) FILTER (WHERE s.modality IS NOT NULL)
+                       AS modalities,
+                   count(*) AS series,
+                   sum((SELECT count(*) FROM dicom.instances i WHERE i.file_id = s.file_id))
+                       AS instances
+            FROM dicom.series s WHERE {where.sql()}
+            GROUP BY s.study_uid {having} ORDER BY s.study_uid {where.page(query)}""",
+        *where.args,
+    )
+    return [
+        {
+            "0020000D": attribute("UI", r["study_uid"]),
+            "00100020": attribute("LO", r["patient_id"]),
+            "00100010": attribute("PN"),
+            "00080061": attribute("CS", *(r["modalities"] or ())),
+            "00201206": attribute("IS", r["series"]),
+            "00201208": attribute("IS", int(r["instances"] or 0)),
+        }
+        for r in rows
+    ]
+
+
+async def search_series(
+    conn: Conn, folder_id: uuid.UUID, query: Query, study_uid: str | None = None
+) -> list[dict[str, Any]]:
+    where = Where(folder_id)
+    _series_terms(where, query, study_uid)
+    if query.modality is not None:
+        where.add("s.modality = {}", query.modality)
+    rows = await conn.fetch(
+        f"""SELECT s.study_uid, s.series_uid, s.patient_id, s.modality,
+                   (SELECT count(*) FROM dicom.instances i WHERE i.file_id = s.file_id)
+                       AS instances
+            FROM dicom.series s WHERE {where.sql()}
+            ORDER BY s.study_uid, s.series_uid {where.page(query)}""",
+        *where.args,
+    )
+    return [
+        {
+            "0020000D": attribute("UI", r["study_uid"]),
+            "0020000E": attribute("UI", r["series_uid"]),
+            "00100020": attribute("LO", r["patient_id"]),
+            "00080060": attribute("CS", r["modality"]),
+            "00201209": attribute("IS", r["instances"]),
+        }
+        for r in rows
+    ]
+
+
+async def search_instances(
+    conn: Conn,
+    folder_id: uuid.UUID,
+    query: Query,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+) -> list[dict[str, Any]]:
+    where = Where(folder_id)
+    _series_terms(where, query, study_uid)
+    if series_uid is not None:
+        where.add("s.series_uid = {}", series_uid)
+    if query.modality is not None:
+        where.add("s.modality = {}", query.modality)
+    if query.instances:
+        where.add("i.sop_uid = ANY({})", list(query.instances))
+    if query.instance_number is not None:
+        where.add("(i.facts->>'instance_number')::bigint = {}", query.instance_number)
+    rows = await conn.fetch(
+        f"""SELECT s.study_uid, s.series_uid, s.patient_id, s.modality, i.sop_uid, i.facts
+            FROM dicom.series s JOIN dicom.instances i ON i.file_id = s.file_id
+            WHERE {where.sql()}
+            ORDER BY s.study_uid, s.series_uid, i.ordinal {where.page(query)}""",
+        *where.args,
+    )
+    found = []
+    for r in rows:
+        facts = orjson.loads(r["facts"]) if isinstance(r["facts"], str) else r["facts"]
+        found.append(
+            {
+                "0020000D": attribute("UI", r["study_uid"]),
+                "0020000E": attribute("UI", r["series_uid"]),
+                "00080018": attribute("UI", r["sop_uid"]),
+                "00100020": attribute("LO", r["patient_id"]),
+                "00080060": attribute("CS", r["modality"]),
+                "00200013": attribute("IS", facts.get("instance_number")),
+                "00280010": attribute("US", facts.get("rows")),
+                "00280011": attribute("US", facts.get("columns")),
+            }
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Stored:
+    sop_uid: str
+    blob_key: str
+    size: int
+
+
+async def stored_instances(
+    conn: Conn,
+    folder_id: uuid.UUID,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> list[Stored]:
+    """The instances asked for, in the folder, in slice order; 404 when there are none."""
+    where = Where(folder_id)
+    where.add("s.study_uid = {}", study_uid)
+    if series_uid is not None:
+        where.add("s.series_uid = {}", series_uid)
+    if sop_uid is not None:
+        where.add("i.sop_uid = {}", sop_uid)
+    rows = await conn.fetch(
+        f"""SELECT i.sop_uid, i.blob_key, i.size
+            FROM dicom.series s JOIN dicom.instances i ON i.file_id = s.file_id
+            WHERE {where.sql()} ORDER BY s.series_uid, i.ordinal""",
+        *where.args,
+    )
+    if not rows:
+        what = (
+            f"instance {sop_uid}"
+            if sop_uid
+            else f"series {series_uid}"
+            if series_uid
+            else f"study {study_uid}"
+        )
+        raise Refused(404, "not_found", f"{what} is not in folder {folder_id}")
+    return [Stored(r["sop_uid"], r["blob_key"], r["size"]) for r in rows]
+
+
+class Multipart:
+    """A multipart/related answer (PS3.18 8.7.3), streamed a part at a time."""
+
+    def __init__(self, part_type: str) -> None:
+        self.boundary = secrets.token_hex(16)
+        self.part_type = part_type
+
+    @property
+    def media_type(self) -> str:
+        return f'multipart/related; type="{self.part_type}"; boundary={self.boundary}'
+
+    def head(self, length: int, part_type: str | None = None) -> bytes:
+        return (
+            f"--{self.boundary}\r\nContent-Type: {part_type or self.part_type}\r\n"
+            f"Content-Length: {length}\r\n\r\n"
+        ).encode()
+
+    def end(self) -> bytes:
+        return f"--{self.boundary}--\r\n".encode()
+
+
+async def instance_parts(
+    blobs: BlobStore, instances: Sequence[Stored], multipart: Multipart
+) -> AsyncIterator[bytes]:
+    for instance in instances:
+        yield multipart.head(instance.size)
+        if instance.size:
+            async for chunk in blobs.stream(instance.blob_key, 0, instance.size - 1):
+                yield chunk
+        yield b"\r\n"
+    yield multipart.end()
+
+
+def header_json(path: Path) -> dict[str, Any]:
+    """An instance's header in the DICOM JSON model: its file meta and dataset, pixels
+    and elements over INLINE_LIMIT left out."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        ds.add_new(0x00020010, "UI", meta.TransferSyntaxUID)
+    left_out: list[str] = []
+
+    def too_large(element: Any) -> str:
+        left_out.append(element.tag)
+        return ""
+
+    found = ds.to_json_dict(bulk_data_threshold=INLINE_LIMIT, bulk_data_element_handler=too_large)
+    return {k: v for k, v in found.items() if "BulkDataURI" not in v}
+
+
+async def metadata(
+    blobs: BlobStore, instances: Sequence[Stored], gate: asyncio.Semaphore
+) -> AsyncIterator[bytes]:
+    """A JSON array of the instances' headers, read a few at a time, written as read."""
+
+    async def one(instance: Stored) -> dict[str, Any]:
+        async with gate, blobs.local_copy(instance.blob_key) as path:
+            return await asyncio.to_thread(header_json, path)
+
+    yield b"["
+    for start in range(0, len(instances), METADATA_PARALLEL):
+        batch = instances[start : start + METADATA_PARALLEL]
+        for n, header in enumerate(await asyncio.gather(*(one(i) for i in batch))):
+            yield (b"," if start + n else b"") + orjson.dumps(header)
+    yield b"]"
+
+
+def frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
+    """The frames asked for (1 first), each with its media type: the stored bytes of
+    an uncompressed frame, or the compressed bitstream as the instance holds it."""
+    ds = pydicom.dcmread(path, force=True)
+    if "PixelData" not in ds:
+        raise Refused(404, "not_found", "this instance has no pixel data")
+    count = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    for number in numbers:
+        if not 1 <= number <= count:
+            raise Refused(404, "frame_not_found", f"frame {number} is not in 1..{count}")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_compressed:
+        from pydicom.encaps import generate_frames
+
+        media = _FRAME_TYPES.get(str(syntax), "application/octet-stream")
+        wanted = set(numbers)
+        found = {
+            n: bytes(frame)
+            for n, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=count), 1)
+            if n in wanted
+        }
+        return [(f"{media}; transfer-syntax={syntax}", found[n]) for n in numbers]
+    bits = int(ds.BitsAllocated)
+    if bits % 8:
+        raise Refused(422, "cannot_serve_frames", f"frames of {bits}-bit pixels are not served")
+    size = int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "SamplesPerPixel", 1)) * bits // 8
+    pixels = ds.PixelData
+    return [("application/octet-stream", bytes(pixels[(n - 1) * size : n * size])) for n in numbers]
+
+
+def rendered(path: Path, frame: int) -> bytes:
+    return slices.render(path, frame - 1)
+
+
+def frame_numbers(text: str) -> list[int]:
+    numbers = [int(n) for n in text.split(",") if n.isdigit()]
+    if not numbers or len(numbers) != len(text.split(",")) or len(numbers) > 100:
+        raise Refused(400, "invalid_frames", "frames are 1-100 numbers separated by commas")
+    return numbers

@@ -1,0 +1,149 @@
+"""DICOMweb on a folder's series, driven by `dicomweb-client` as a viewer's back end would
+be: QIDO-RS searches, WADO-RS retrieves (instances, metadata, frames, rendered), behind
+the caller's key and the folder's rights."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from PIL import Image
+from requests import HTTPError
+
+from tests.dicom_fixtures import ct_dataset, to_bytes, uid
+from tests.e2e.support import folder, member, unique
+from tests.e2e.test_dicom import finished, fresh_study, send
+
+
+def series_of(study: int, series: int, count: int, modality: str) -> list[tuple[str, bytes]]:
+    """`count` 16x16 slices, slice k uniformly k * 100."""
+    return [
+        (
+            f"s{series}-{k}.dcm",
+            to_bytes(
+                ct_dataset(
+                    sop_uid=uid(study, series, k + 1),
+                    series_uid=uid(study, series),
+                    study_uid=uid(study),
+                    position=(0.0, 0.0, k * 2.0),
+                    instance_number=k + 1,
+                    rows=16,
+                    columns=16,
+                    pixel_data=np.full((16, 16), k * 100, np.uint16).tobytes(),
+                    modality=modality,
+                    overrides={"WindowCenter": "150", "WindowWidth": "300"},
+                )
+            ),
+        )
+        for k in range(count)
+    ]
+
+
+def dicomweb(api: httpx.AsyncClient, folder_id: str, key: str) -> DICOMwebClient:
+    return DICOMwebClient(
+        url=f"{api.base_url}/v1/folders/{folder_id}/dicomweb",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
+def value(attributes: dict[str, Any], tag: str) -> Any:
+    found = attributes.get(tag, {}).get("Value", [None])
+    return found[0] if len(found) == 1 else found
+
+
+async def test_a_viewer_searches_and_retrieves_a_folder_s_series_and_nothing_else(
+    api: httpx.AsyncClient,
+) -> None:
+    from tests.conftest import ADMIN_KEY
+
+    here, elsewhere = await folder(api, unique("dicomweb")), await folder(api, unique("other"))
+    study, other = fresh_study(), fresh_study() + 1
+    ct, mr = series_of(study, 1, 4, "CT"), series_of(study, 2, 2, "MR")
+    for where, files in ((here, ct + mr), (elsewhere, series_of(other, 1, 2, "CT"))):
+        job = await finished(api, await send(api, where["id"], *files))
+        assert job["errors"] == [], job["errors"]
+    client = dicomweb(api, here["id"], ADMIN_KEY)
+
+    def run(method: str, *args: Any, **kwargs: Any) -> Any:
+        return asyncio.to_thread(getattr(client, method), *args, **kwargs)
+
+    # QIDO-RS: the folder's one study (not the other folder's), its series, their instances.
+    [found] = await run("search_for_studies")
+    assert value(found, "0020000D") == uid(study)
+    assert value(found, "00100020") == "PAT-0001"
+    assert sorted(value(found, "00080061")) == ["CT", "MR"]
+    assert (value(found, "00201206"), value(found, "00201208")) == (2, 6)
+    assert await run("search_for_studies", search_filters={"PatientID": "PAT-*"}) != []
+    assert await run("search_for_studies", search_filters={"PatientID": "nobody"}) == []
+    assert await run("search_for_studies", search_filters={"StudyInstanceUID": uid(other)}) == []
+    series = await run("search_for_series", uid(study))
+    assert [(value(s, "0020000E"), value(s, "00080060"), value(s, "00201209")) for s in series] == [
+        (uid(study, 1), "CT", 4),
+        (uid(study, 2), "MR", 2),
+    ]
+    [mr_only] = await run("search_for_series", search_filters={"Modality": "MR"})
+    assert value(mr_only, "0020000E") == uid(study, 2)
+    instances = await run("search_for_instances", uid(study), uid(study, 1))
+    assert [value(i, "00080018") for i in instances] == [uid(study, 1, k) for k in range(1, 5)]
+    assert [value(i, "00200013") for i in instances] == [1, 2, 3, 4]
+    page = await run("search_for_instances", uid(study), uid(study, 1), limit=2, offset=2)
+    assert [value(i, "00080018") for i in page] == [uid(study, 1, 3), uid(study, 1, 4)]
+
+    # WADO-RS: the instances as stored, byte for byte; their headers; a frame; a picture.
+    retrieved = await run("retrieve_series", uid(study), uid(study, 1))
+    sent = {ds.SOPInstanceUID: data for ds, data in ((_read(d), d) for _, d in ct)}
+    assert {str(ds.SOPInstanceUID) for ds in retrieved} == set(sent)
+    for ds in retrieved:
+        assert ds.PixelData == _read(sent[str(ds.SOPInstanceUID)]).PixelData
+    assert len(await run("retrieve_study", uid(study))) == 6
+    headers = await run("retrieve_series_metadata", uid(study), uid(study, 2))
+    assert [value(h, "00080018") for h in headers] == [uid(study, 2, 1), uid(study, 2, 2)]
+    assert all("7FE00010" not in h and value(h, "00080060") == "MR" for h in headers)
+    [frame] = await run(
+        "retrieve_instance_frames", uid(study), uid(study, 1), uid(study, 1, 3), [1]
+    )
+    assert np.frombuffer(frame, np.uint16).tolist() == [200] * 256
+    picture = await run(
+        "retrieve_instance_rendered",
+        uid(study),
+        uid(study, 1),
+        uid(study, 1, 3),
+        media_types=("image/png",),
+    )
+    grey = np.asarray(Image.open(io.BytesIO(picture)).convert("L"))
+    assert grey.shape == (16, 16) and abs(float(grey.mean()) - 170) < 3
+
+    # Another folder's study is not there; an unknown frame is named; a bad UID is refused.
+    with pytest.raises(HTTPError) as missing:
+        await run("retrieve_study", uid(other))
+    assert missing.value.response.status_code == 404
+    path = f"/v1/folders/{here['id']}/dicomweb/studies/{uid(study)}/series/{uid(study, 1)}"
+    no_frame = await api.get(f"{path}/instances/{uid(study, 1, 1)}/frames/2")
+    assert (no_frame.status_code, no_frame.json()["error"]["code"]) == (404, "frame_not_found")
+    bad = await api.get(f"/v1/folders/{here['id']}/dicomweb/studies", params={"PatientID": "a\\b"})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_query")
+    ignored = await api.get(
+        f"/v1/folders/{here['id']}/dicomweb/studies", params={"PatientName": "Doe^J*"}
+    )
+    assert ignored.status_code == 200 and "PatientName" in ignored.headers["warning"]
+
+    # Someone who may not see the folder sees nothing of it, as an unknown folder.
+    stranger = await member(api, "dicomweb-stranger")
+    outside = dicomweb(api, here["id"], stranger["api_key"])
+    with pytest.raises(HTTPError) as refused:
+        await asyncio.to_thread(outside.search_for_studies)
+    assert refused.value.response.status_code == 404
+    with pytest.raises(HTTPError) as refused:
+        await asyncio.to_thread(outside.retrieve_series, uid(study), uid(study, 1))
+    assert refused.value.response.status_code == 404
+
+
+def _read(data: bytes) -> Any:
+    import pydicom
+
+    return pydicom.dcmread(io.BytesIO(data))
