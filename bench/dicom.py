@@ -30,6 +30,7 @@ import argparse
 import json
 import random
 import shutil
+import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -112,9 +113,11 @@ def check(paths: list[Path], series_count: int, slices: int) -> None:
             raise AssertionError(f"series {series.series_uid} is not whole or not in order")
 
 
-def end_to_end(workdir: Path, paths: list[Path], per_request: int) -> tuple[float, int, str]:
-    """Seconds from the first upload to every job done, the series files made, and the
-    CPU-seconds each process used meanwhile."""
+def end_to_end(
+    workdir: Path, paths: list[Path], per_request: int
+) -> tuple[float, int, str, dict[str, float]]:
+    """Seconds from the first upload to every job done, the series files made, the
+    CPU-seconds each process used meanwhile, and DICOMweb's figures on the result."""
     with (
         stack(workdir) as running,
         httpx.Client(
@@ -156,7 +159,42 @@ def end_to_end(workdir: Path, paths: list[Path], per_request: int) -> tuple[floa
         cpu.__exit__()
         items = api.get(f"/v1/folders/{folder_id}/items", params={"limit": 1000}).json()["items"]
         made = sum(1 for i in items if i.get("kind") == "dicom_series")
-        return seconds, made, cpu.describe()
+        return seconds, made, cpu.describe(), dicomweb(api, folder_id)
+
+
+def dicomweb(api: httpx.Client, folder_id: str) -> dict[str, float]:
+    """WADO-RS: every series retrieved whole (multipart/related, streamed), in seconds
+    and bytes; QIDO-RS: a series' instances searched 50 times, the median in ms."""
+    root = f"/v1/folders/{folder_id}/dicomweb"
+    series = [
+        (s["0020000D"]["Value"][0], s["0020000E"]["Value"][0])
+        for s in api.get(f"{root}/series").json()
+    ]
+    received = 0
+    # One untimed retrieval first: the first of a connection pays its setup.
+    api.get(f"{root}/studies/{series[0][0]}/series/{series[0][1]}").raise_for_status()
+    start = time.perf_counter()
+    for study, one in series:
+        with api.stream("GET", f"{root}/studies/{study}/series/{one}") as answer:
+            answer.raise_for_status()
+            for chunk in answer.iter_raw():
+                received += len(chunk)
+    wado_s = time.perf_counter() - start
+    study, one = series[0]
+    searches = []
+    for _ in range(50):
+        start = time.perf_counter()
+        api.get(f"{root}/studies/{study}/series/{one}/instances").raise_for_status()
+        searches.append(time.perf_counter() - start)
+    return {"wado_s": wado_s, "wado_bytes": received, "qido_ms": statistics.median(searches) * 1e3}
+
+
+def raw_read(paths: list[Path]) -> float:
+    """The same files read from disk (the page cache): the baseline for WADO-RS."""
+    start = time.perf_counter()
+    for path in paths:
+        path.read_bytes()
+    return time.perf_counter() - start
 
 
 def orthanc(workdir: Path, paths: list[Path], series: int) -> tuple[float, str] | None:
@@ -288,7 +326,7 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     if not args.no_stack:
         progress(f"end to end: uploading {count:,} instances through the gateway")
         with report.contention.measure():
-            e2e_s, series_files, e2e_cpu = end_to_end(workdir, paths, 200)
+            e2e_s, series_files, e2e_cpu, web = end_to_end(workdir, paths, 200)
         if series_files != series:
             raise RuntimeError(f"{series_files} series files, expected {series}")
         report.figure(
@@ -299,6 +337,24 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         )
         report.ratio("e2e_ratio", "end to end: baseline time / end-to-end time", base_s, e2e_s)
         report.note(f"end to end, CPU-seconds: {e2e_cpu}")
+        mib = web["wado_bytes"] / 2**20
+        report.figure(
+            "wado_mib_per_s",
+            f"DICOMweb WADO-RS: {series} series retrieved whole ({mib:.1f} MiB)",
+            mib / web["wado_s"],
+            "MiB/s",
+        )
+        read_s = raw_read(paths)
+        report.baseline(
+            "disk_mib_per_s",
+            f"the same {count:,} files read from disk",
+            size / 2**20 / read_s,
+            "MiB/s",
+        )
+        report.ratio("wado_ratio", "disk read time / WADO-RS time", read_s, web["wado_s"])
+        report.figure(
+            "qido_ms", "DICOMweb QIDO-RS: a series' instances, median", web["qido_ms"], "ms"
+        )
         if not args.no_orthanc:
             progress(f"Orthanc: storing the same {count:,} instances, {ORTHANC_CLIENTS} clients")
             with report.contention.measure():

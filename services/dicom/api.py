@@ -31,6 +31,11 @@ def router(dicom: Dicom) -> APIRouter:
         A job none of whose instances is read yet is all zeros."""
         return await dicom.job(job_id)
 
+    @api.get("/internal/jobs/{job_id}/settled", include_in_schema=False)
+    async def settled(job_id: uuid.UUID) -> dict[str, Any]:
+        """The job's instances accepted (with their UIDs) and rejected, so far."""
+        return await dicom.settled(job_id)
+
     @api.post("/internal/jobs/{job_id}/cancel", include_in_schema=False)
     async def cancel(job_id: uuid.UUID, caller: Caller) -> JSON:
         """A job cancelled: its instances not read yet are skipped (the gateway checked

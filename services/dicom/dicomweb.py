@@ -36,6 +36,9 @@ from shared.kit.errors import Refused
 DICOM_JSON = "application/dicom+json"
 # Instances whose headers are read at once for a metadata answer.
 METADATA_PARALLEL = 8
+# Instances up to SMALL_INSTANCE are read whole, GROUP_BYTES of them at a time.
+SMALL_INSTANCE = 1024 * 1024
+GROUP_BYTES = 4 * 1024 * 1024
 # An element longer than this is left out of a metadata answer: PixelData is served as
 # frames, and large private elements would only make the answer heavy.
 INLINE_LIMIT = 64 * 1024
@@ -333,12 +336,32 @@ class Multipart:
 async def instance_parts(
     blobs: BlobStore, instances: Sequence[Stored], multipart: Multipart
 ) -> AsyncIterator[bytes]:
+    """Each instance a part. Small ones are read a group at a time in one worker thread
+    and sent as one chunk (a series of 9 KiB slices went at 3 MiB/s one read and three
+    sends an instance); large ones are streamed."""
+    group: list[Stored] = []
+
+    def read(group: Sequence[Stored]) -> bytes:
+        return b"".join(
+            multipart.head(i.size) + blobs.read_at(i.blob_key, 0, i.size) + b"\r\n" for i in group
+        )
+
     for instance in instances:
+        if instance.size <= SMALL_INSTANCE:
+            group.append(instance)
+            if sum(i.size for i in group) >= GROUP_BYTES:
+                yield await asyncio.to_thread(read, group)
+                group = []
+            continue
+        if group:
+            yield await asyncio.to_thread(read, group)
+            group = []
         yield multipart.head(instance.size)
-        if instance.size:
-            async for chunk in blobs.stream(instance.blob_key, 0, instance.size - 1):
-                yield chunk
+        async for chunk in blobs.stream(instance.blob_key, 0, instance.size - 1):
+            yield chunk
         yield b"\r\n"
+    if group:
+        yield await asyncio.to_thread(read, group)
     yield multipart.end()
 
 

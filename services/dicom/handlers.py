@@ -498,6 +498,18 @@ class Dicom(Handlers):
             "cancelled": row["cancelled"],
         }
 
+    async def settled(self, job_id: uuid.UUID) -> dict[str, Any]:
+        """The job's instances so far: each accepted (its SOP Instance UID and series) or
+        rejected (why), from the job's own stream, for a STOW-RS answer."""
+        accepted: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        for envelope in await self.store.read_stream(self.pool, ev.job_stream(job_id)):
+            if envelope.type == ev.InstancesSettled.type:
+                event = ev.InstancesSettled.model_validate(envelope.data)
+                accepted += [a.model_dump(mode="json") for a in event.accepted]
+                rejected += [r.model_dump(mode="json") for r in event.rejected]
+        return {"accepted": accepted, "rejected": rejected}
+
     async def cancel(self, cause: Cause, job_id: uuid.UUID) -> int:
         """`POST /v1/jobs/{id}/cancel` of a DICOM job (the gateway checked the right):
         its instances not read yet are skipped from now on. Again: nothing more."""

@@ -22,7 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
-from services.gateway import sessions
+from services.gateway import dicomweb, sessions
 from services.gateway.edge import Call, Gateway, Unavailable, capped_body, error_response
 from services.gateway.routes import PARAMS
 from shared.api.ingest import ReEncodeFiles
@@ -869,28 +869,10 @@ class Compose:
         return Response(answer.content, answer.status_code, headers=headers)
 
     async def dicomweb(self, call: Call) -> Response:
-        """DICOMweb on a folder's series: the catalog says whether the caller may see the
-        folder (404 if not); the DICOM context serves the series in it, streamed."""
-        folder = await self.find_folder(call, call.values["folder_id"])
-        if folder.status_code != 200:
-            return self.gateway.relay(folder)
-        answer = await self.gateway.call(
-            "dicom", "GET", call.path, call.request, call.user, params=call.query(), stream=True
-        )
-        if answer.status_code != 200:
-            await answer.aread()
-            await answer.aclose()
-            return self.gateway.relay(answer)
-        headers = {
-            k: v for k, v in answer.headers.items() if k.lower() in ("content-length", "warning")
-        }
-        headers["X-Content-Type-Options"] = "nosniff"
-        return StreamingResponse(
-            answer.aiter_raw(),
-            headers=headers,
-            media_type=answer.headers["content-type"],
-            background=BackgroundTask(answer.aclose),
-        )
+        return await dicomweb.retrieve(self, call)
+
+    async def store_instances(self, call: Call) -> Response:
+        return await dicomweb.store(self, call)
 
     async def thumbnail(self, call: Call) -> Response:
         """The file's picture: the catalog says whether the caller may see the file (404

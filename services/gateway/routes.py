@@ -255,6 +255,8 @@ DICOM_JSON = Raw(
     },
 )
 MULTIPART_DICOM = Raw('multipart/related; type="application/dicom"')
+# The Store Instances Response (PS3.18 10.5.3): instances stored, and those not.
+STORED = Raw("application/dicom+json", {"type": "object"})
 QIDO = (
     *(Query(keyword, {"type": "string", "maxLength": 1000}, f"matched (tag {tag})")
       for keyword, tag in dicomweb.MATCHED.items()),
@@ -361,6 +363,13 @@ ROUTES: tuple[Route, ...] = (
           (f"{STUDY}/series", "a study's series"),
           (f"{STUDY}/instances", "a study's instances"),
           (f"{SERIES}/instances", "a series' instances"))),
+    Route("POST", f"{DICOMWEB}/studies", "ingest", "STOW-RS: store instances in the folder",
+          body=MULTIPART_DICOM, answer=STORED, compose="store_instances",
+          errors=(*WRITE_ERRORS, 415), also={202: "some not stored (FailedSOPSequence), or"
+          " still storing after a minute: follow `Content-Location` (the job)"},
+          description="The body is multipart/related; type=\"application/dicom\", an"
+                      " instance a part, stored as a DICOM upload is (a job). 409: none"
+                      " was stored."),
     *(Route("GET", f"{DICOMWEB}{path}", "dicom", f"WADO-RS: {what}", answer=answer,
             compose="dicomweb", errors=(400, 422))
       for path, what, answer in (

@@ -147,3 +147,63 @@ def _read(data: bytes) -> Any:
     import pydicom
 
     return pydicom.dcmread(io.BytesIO(data))
+
+
+async def test_instances_stored_through_stow_rs_are_found_and_bad_ones_named(
+    api: httpx.AsyncClient,
+) -> None:
+    from tests.conftest import ADMIN_KEY
+
+    here = await folder(api, unique("stow"))
+    study = fresh_study()
+    client = dicomweb(api, here["id"], ADMIN_KEY)
+    datasets = [_read(data) for _, data in series_of(study, 1, 3, "CT")]
+
+    answer = await asyncio.to_thread(client.store_instances, datasets)
+    stored = [str(item.ReferencedSOPInstanceUID) for item in answer.ReferencedSOPSequence]
+    assert sorted(stored) == sorted(uid(study, 1, k) for k in range(1, 4))
+    assert "FailedSOPSequence" not in answer
+    # Stored as an upload is: found by search at once, and a series file in the folder.
+    [found] = await asyncio.to_thread(client.search_for_series, uid(study))
+    assert value(found, "00201209") == 3
+    listed = (await api.get(f"/v1/folders/{here['id']}/items")).json()["items"]
+    assert [i["kind"] for i in listed] == ["dicom_series"]
+
+    # A part that is no DICOM file is named as not stored; none stored is a 409.
+    boundary = "stow-boundary"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + b"not a dicom file"
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    refused = await api.post(
+        f"/v1/folders/{here['id']}/dicomweb/studies",
+        content=body,
+        headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
+        },
+    )
+    assert refused.status_code == 409, refused.text
+    [failure] = refused.json()["00081198"]["Value"]
+    assert failure["00081197"]["Value"] == [0xC000]
+    job = await api.get(refused.headers["content-location"])
+    assert job.json()["errors"][0]["code"] == "not_dicom"
+    # Parts of another type, and bodies of another shape, are refused before anything.
+    wrong = await api.post(
+        f"/v1/folders/{here['id']}/dicomweb/studies",
+        content=body.replace(b"application/dicom", b"application/dicom+json"),
+        headers={"Content-Type": f"multipart/related; boundary={boundary}"},
+    )
+    assert (wrong.status_code, wrong.json()["error"]["code"]) == (415, "unsupported_media_type")
+    form = await api.post(
+        f"/v1/folders/{here['id']}/dicomweb/studies", files=[("file", ("a.dcm", b"x"))]
+    )
+    assert (form.status_code, form.json()["error"]["code"]) == (415, "expected_multipart")
+
+    # Storing needs the editor role: someone who may not see the folder is told nothing.
+    stranger = await member(api, "stow-stranger")
+    with pytest.raises(HTTPError) as denied:
+        await asyncio.to_thread(
+            dicomweb(api, here["id"], stranger["api_key"]).store_instances, datasets
+        )
+    assert denied.value.response.status_code == 404

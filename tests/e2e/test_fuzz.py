@@ -48,6 +48,7 @@ CHECKS = ",".join(
         "response_schema_conformance",
     )
 )
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN_ONLY = r"^/v1/(users|integrations|audit|webhooks)"
 
 
@@ -87,8 +88,15 @@ def fuzz(stack: Stack, key: str, tmp: Path, *filters: str) -> None:
     ]
     if MAX_TIME_S:
         command += ["--max-time", str(MAX_TIME_S)]
+    hooks = {"SCHEMATHESIS_HOOKS": "tests.e2e.fuzz_hooks", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=TIMEOUT_S, check=False, cwd=tmp
+        command,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+        cwd=tmp,
+        env={**os.environ, **hooks},
     )  # in tmp: schemathesis keeps a cache in its working directory
     output = done.stdout + done.stderr
     (tmp / "schemathesis.log").write_text(output)

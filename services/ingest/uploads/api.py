@@ -37,6 +37,22 @@ def router(uploads: Uploads, writable: Callable[[uuid.UUID], Awaitable[None]]) -
             202,
         )
 
+    @api.post("/v1/folders/{folder_id}/dicomweb/studies", status_code=202)
+    async def store_instances(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+        """DICOMweb's STOW-RS: a DICOM upload whose body is multipart/related; the
+        gateway waits for its job and answers as PS3.18 says."""
+        await writable(folder_id)
+        return recorded(
+            await uploads.receive_dicom(
+                caller,
+                folder_id,
+                request.headers.get("content-type", ""),
+                request.stream(),
+                related=True,
+            ),
+            202,
+        )
+
     @api.post("/v1/folders/{folder_id}/image-groups", status_code=201)
     async def upload_image_group(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
         await writable(folder_id)

@@ -45,18 +45,30 @@ class Uploads(Handlers):
         return await self._record(cause, folder_id, receiver)
 
     async def _receive(
-        self, content_type: str, body: AsyncIterator[bytes], *, dicom: bool = False
+        self,
+        content_type: str,
+        body: AsyncIterator[bytes],
+        *,
+        dicom: bool = False,
+        related: bool = False,
     ) -> Receiver:
         """Every part of a multipart body in the blob store, or a refusal."""
         mime, options = parse_options_header(content_type)
         boundary = options.get(b"boundary")
-        if mime != b"multipart/form-data" or not boundary:
+        if related and (mime != b"multipart/related" or not boundary):
+            raise Refused(
+                415,
+                "expected_multipart",
+                'store instances as multipart/related; type="application/dicom", one'
+                " instance a part",
+            )
+        if not related and (mime != b"multipart/form-data" or not boundary):
             raise Refused(
                 415,
                 "expected_multipart",
                 "upload files as multipart/form-data with one or more 'file' parts",
             )
-        receiver = Receiver(self.blobs, dicom=dicom)
+        receiver = Receiver(self.blobs, dicom=dicom, related=related)
         parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
         received = False
         try:
@@ -134,9 +146,12 @@ class Uploads(Handlers):
         folder_id: uuid.UUID,
         content_type: str,
         body: AsyncIterator[bytes],
+        *,
+        related: bool = False,
     ) -> tuple[dict[str, Any], int]:
-        """Store every part of a DICOM upload; the job runs on in the DICOM context."""
-        receiver = await self._receive(content_type, body, dicom=True)
+        """Store every part of a DICOM upload (multipart/related: DICOMweb's STOW-RS);
+        the job runs on in the DICOM context."""
+        receiver = await self._receive(content_type, body, dicom=True, related=related)
         job_id = uuid.uuid4()
         try:
             _no_metadata(receiver, "a DICOM upload")
@@ -144,6 +159,8 @@ class Uploads(Handlers):
             position = await self._store(receiver, envelopes_of(changes, cause))
         finally:
             receiver.cleanup()
+        if related:
+            return {"job_id": str(job_id), "instances": len(receiver.instances)}, position
         return {"job_id": str(job_id)}, position
 
     async def receive_image_group(

@@ -39,10 +39,13 @@ class Part:
 class Receiver:
     """Turns multipart callbacks into blob writes, one part at a time."""
 
-    def __init__(self, blobs: BlobStore, *, dicom: bool = False) -> None:
+    def __init__(self, blobs: BlobStore, *, dicom: bool = False, related: bool = False) -> None:
         self.blobs = blobs
         # DICOM parts are stored as they are: the DICOM context reads them.
         self.dicom = dicom
+        # A multipart/related body (DICOMweb's STOW-RS): every part is an instance, of
+        # type application/dicom, named by its place in the body.
+        self.related = related
         self.instances: list[StoredInstance] = []
         self.part: Part | None = None
         self.header_field = b""
@@ -83,6 +86,9 @@ class Receiver:
     def on_headers_finished(self) -> None:
         part = self.part
         assert part is not None
+        if self.related:
+            self._related_part(part)
+            return
         _, options = parse_options_header(part.headers.get("content-disposition", b""))
         field_name = options.get(b"name", b"").decode()
         filename = options.get(b"filename")
@@ -99,6 +105,9 @@ class Receiver:
         except Refused as refusal:
             self.refusal = refusal
             return
+        self._write(part)
+
+    def _write(self, part: Part) -> None:
         if len(self.writers) == MAX_FILES:
             self.refusal = Refused(
                 413,
@@ -109,6 +118,23 @@ class Receiver:
             return
         part.writer = self.blobs.writer()
         self.writers.append(part.writer)
+
+    def _related_part(self, part: Part) -> None:
+        if self.refusal:
+            return
+        number = len(self.writers) + 1
+        media_type, _ = parse_options_header(part.headers.get("content-type", b""))
+        if media_type != b"application/dicom":
+            self.refusal = Refused(
+                415,
+                "unsupported_media_type",
+                f"part {number} is {media_type.decode('latin-1')[:100]!r}: each part must be"
+                " application/dicom (a DICOM file); metadata and bulk data parts are not taken",
+                {"part": number},
+            )
+            return
+        part.is_file, part.name = True, f"instance-{number}.dcm"
+        self._write(part)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.part
