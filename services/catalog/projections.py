@@ -543,19 +543,25 @@ async def file_deleted(
 async def file_restored(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileRestored]]
 ) -> None:
+    # The typed metadata values of the files put back, in the same statement: their old
+    # ones went with them to the trash (file_deleted), so there is nothing to delete.
     await conn.execute(
         """WITH back AS (
                DELETE FROM catalog.trash_files t
                USING unnest($1::uuid[], $2::int[]) AS x(id, version)
                WHERE t.id = x.id
-               RETURNING jsonb_set(t.entry, '{version}', to_jsonb(x.version)) AS entry)
-           INSERT INTO catalog.files
-           SELECT r.* FROM back, jsonb_populate_record(null::catalog.files, back.entry) r
-           ON CONFLICT (id) DO NOTHING""",
+               RETURNING jsonb_set(t.entry, '{version}', to_jsonb(x.version)) AS entry),
+           put AS (
+               INSERT INTO catalog.files
+               SELECT r.* FROM back, jsonb_populate_record(null::catalog.files, back.entry) r
+               ON CONFLICT (id) DO NOTHING
+               RETURNING id, metadata)
+           INSERT INTO catalog.metadata_values (file_id, key, num, at, txt)
+           SELECT put.id, e.key, e.num, e.at, e.txt
+           FROM put, catalog.metadata_entries(put.metadata) e""",
         [e.data["file_id"] for e in events],
         [e.stream_version for e in events],
     )
-    await _index_metadata(conn, [e.data["file_id"] for e in events])
 
 
 @tree.on(catalog_events.FilePurged)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
@@ -128,9 +129,23 @@ def envelopes_of(
     changes: Sequence[Change], cause: Cause, at: datetime | None = None
 ) -> list[Envelope]:
     return [
-        new_envelope(c.event, stream_id=c.stream_id, stream_version=c.version, cause=cause, at=at)
-        for c in changes
+        new_envelope(
+            c.event,
+            stream_id=c.stream_id,
+            stream_version=c.version,
+            cause=cause,
+            at=at,
+            event_id=event_id,
+        )
+        for c, event_id in zip(changes, random_ids(len(changes)), strict=True)
     ]
+
+
+def random_ids(n: int) -> list[uuid.UUID]:
+    """n random (version 4) ids from one read of the OS's randomness: `uuid4()` reads it
+    once an id, a system call that costs about 16 µs on our VMs, five times the rest."""
+    raw = os.urandom(16 * n)
+    return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * n, 16)]
 
 
 def now() -> datetime:
@@ -138,11 +153,17 @@ def now() -> datetime:
 
 
 def new_envelope(
-    event: Event, *, stream_id: str, stream_version: int, cause: Cause, at: datetime | None = None
+    event: Event,
+    *,
+    stream_id: str,
+    stream_version: int,
+    cause: Cause,
+    at: datetime | None = None,
+    event_id: uuid.UUID | None = None,
 ) -> Envelope:
     return _trusted(
         {
-            "event_id": uuid.uuid4(),
+            "event_id": event_id or uuid.uuid4(),
             "type": event.type,
             "schema_version": event.version,
             "stream_id": stream_id,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
+import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -27,6 +29,43 @@ def encode(envelope: Envelope) -> bytes:
 
 def decode(value: bytes) -> Envelope:
     return Envelope.model_validate(orjson.loads(value))
+
+
+def partitions_of(keys: Sequence[bytes], partitions: Sequence[int]) -> list[int]:
+    """Each key's partition as Kafka's default partitioner chooses it (the Java client's
+    murmur2, as aiokafka's `DefaultPartitioner`; `partitions` sorted), for a whole batch
+    at once: the relay's 100,000 records spent more time in aiokafka's pure-Python hash
+    than in anything else. Keys of one length go through the rounds together."""
+    m = np.uint32(0x5BD1E995)
+    chosen = np.empty(len(keys), dtype=np.int64)
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        by_length[len(key)].append(i)
+    for length, at in by_length.items():
+        rows = np.frombuffer(b"".join(keys[i] for i in at), dtype=np.uint8).reshape(len(at), length)
+        h = np.full(len(at), (0x9747B28C ^ length) & 0xFFFFFFFF, dtype=np.uint32)
+        whole = length // 4
+        words = np.ascontiguousarray(rows[:, : whole * 4]).view("<u4")
+        for j in range(whole):
+            k = words[:, j] * m
+            k ^= k >> np.uint32(24)
+            k *= m
+            h *= m
+            h ^= k
+        tail = rows[:, whole * 4 :].astype(np.uint32)
+        extra = length % 4
+        if extra >= 3:
+            h ^= tail[:, 2] << np.uint32(16)
+        if extra >= 2:
+            h ^= tail[:, 1] << np.uint32(8)
+        if extra >= 1:
+            h ^= tail[:, 0]
+            h *= m
+        h ^= h >> np.uint32(13)
+        h *= m
+        h ^= h >> np.uint32(15)
+        chosen[at] = (h & np.uint32(0x7FFFFFFF)) % len(partitions)
+    return [partitions[i] for i in chosen.tolist()]
 
 
 def wire_headers(

@@ -113,14 +113,20 @@ class Relay:
         with tracing.publishing(self.topic, (r["traceparent"] for r in rows)) as carried:
             sent: list[asyncio.Future[Any]] = []
             parked: set[int] = set()
-            for r in rows:
+            keys = [r["stream_id"].encode() for r in rows]
+            # The default partitioner's choice, made for the batch at once.
+            partitions = bus.partitions_of(
+                keys, sorted(await self.producer.partitions_for(self.topic))
+            )
+            for r, key, partition in zip(rows, keys, partitions, strict=True):
                 value = r["wire"].encode()
                 try:
                     # The producer measures the record against MAX_MESSAGE_BYTES here.
                     future = await self.producer.send(
                         self.topic,
                         value,
-                        key=r["stream_id"].encode(),
+                        key=key,
+                        partition=partition,
                         headers=bus.wire_headers(
                             r["type"],
                             r["correlation_id"],

@@ -185,3 +185,29 @@ async def test_the_trash_checks_rights_where_things_were(
     restored = await api.post("/v1/trash/restore", json={"file_ids": [file["id"]]})
     assert restored.status_code == 200, restored.text
     error(await api.get("/v1/trash", params={"cursor": "nope"}), 422)
+
+
+async def test_a_restored_file_is_found_by_its_metadata_again(api: httpx.AsyncClient) -> None:
+    """Metadata filters go through the catalog's typed side table: a file back from the
+    trash is in it again."""
+    top = await folder(api, unique("trash-meta"))
+    inner = await folder(api, "inner", top["id"])
+    [file] = (await upload(api, inner["id"], ("m.txt", text("m"))))["files"]
+    key, value = unique("site").replace("-", "_"), unique("lyon")
+    changed = await api.patch(f"/v1/files/{file['id']}", json={"metadata": {key: value}})
+    assert changed.status_code == 200, changed.text
+
+    async def found() -> list[str]:
+        answer = await api.get("/v1/search", params={f"metadata.{key}": value})
+        assert answer.status_code == 200, answer.text
+        return [i["id"] for i in answer.json()["items"]]
+
+    assert await found() == [file["id"]]
+    assert (await api.delete(f"/v1/folders/{inner['id']}")).status_code == 204
+    assert await found() == []
+    restored = await api.post("/v1/trash/restore", json={"folder_ids": [inner["id"]]})
+    assert restored.status_code == 200, restored.text
+    assert await found() == [file["id"]]
+    assert [i["id"] for i in await items(api, inner["id"], **{f"metadata.{key}": value})] == [
+        file["id"]
+    ]

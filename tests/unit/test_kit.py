@@ -162,3 +162,32 @@ async def test_a_wait_wakes_when_the_watermark_moves_and_gives_up_at_its_deadlin
     moved.fire()
     assert await asyncio.wait_for(waiting, 1.0) is True
     assert await consistency.wait_until_caught_up(watermarks, {"ingest": 9}, 0.05, moved) is False
+
+
+def test_the_relays_partitions_are_the_default_partitioners() -> None:
+    """The relay picks partitions itself for a batch at once; a stream must land where
+    aiokafka's default partitioner (Kafka's murmur2) puts it, or its order is lost."""
+    import os
+    import random
+    import uuid
+
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from shared.kit.bus import partitions_of
+
+    rng = random.Random(17)
+    keys = [f"file-{uuid.UUID(int=rng.getrandbits(128))}".encode() for _ in range(500)]
+    keys += [os.urandom(rng.randint(0, 41)) for _ in range(500)] + [b"", "é".encode()]
+    for count in (1, 3, 4, 12):
+        partitions = list(range(count))
+        expected = [DefaultPartitioner()(k, partitions, partitions) for k in keys]
+        assert partitions_of(keys, partitions) == expected
+
+
+def test_event_ids_drawn_in_a_batch_are_random_version_4_ids() -> None:
+    from shared.contracts.envelope import random_ids
+
+    ids = random_ids(1000)
+    assert len(set(ids)) == 1000
+    assert {i.version for i in ids} == {4} and {i.variant for i in ids} == {"specified in RFC 4122"}
+    assert random_ids(0) == []
