@@ -82,7 +82,7 @@ tree = Projection(
     CREATE INDEX IF NOT EXISTS folders_path ON catalog.folders USING gin (path);
     CREATE INDEX IF NOT EXISTS folders_name_trgm ON catalog.folders USING gin (name gin_trgm_ops);
     CREATE TABLE IF NOT EXISTS catalog.files (
-        id uuid PRIMARY KEY,
+        id uuid NOT NULL,
         folder_id uuid NOT NULL,
         name text NOT NULL,
         kind text NOT NULL,
@@ -96,8 +96,20 @@ tree = Projection(
         job_id uuid,
         version integer NOT NULL,
         created_at timestamptz NOT NULL,
-        created_by text NOT NULL
+        created_by text NOT NULL,
+        CONSTRAINT files_pkey PRIMARY KEY (id) INCLUDE (kind, name)
     );
+    -- The primary key carries kind and name: a metadata filter's matches (from the typed
+    -- side table) are checked for kind, and ordered by name, by an index-only probe
+    -- each instead of a visit to the row (bench/catalog_filters.py: a zero-match kind
+    -- over 10,000 matches 60 -> 22 ms). Keys made before it are made again, once.
+    DO $$ BEGIN
+        IF (SELECT indnatts FROM pg_index WHERE indexrelid = 'catalog.files_pkey'::regclass) = 1
+        THEN
+            ALTER TABLE catalog.files DROP CONSTRAINT files_pkey,
+                ADD CONSTRAINT files_pkey PRIMARY KEY (id) INCLUDE (kind, name);
+        END IF;
+    END $$;
     ALTER TABLE catalog.files ADD COLUMN IF NOT EXISTS dicom jsonb;
     -- Image groups and sequences: {constituent_folder_id, file_ids, images}.
     ALTER TABLE catalog.files ADD COLUMN IF NOT EXISTS "group" jsonb;

@@ -587,11 +587,16 @@ async def _ordered_search(
     where = listing.filters(asked, "f", [], files=True)
     await _file_scope(pool, asked, roots, where)
     past, ordering = listing.keyset(asked, "f", 1, after, where)
+    # The page's ids first, then its rows: the ids and the order's column come from
+    # indexes alone where they can (the primary key carries name and kind), so a rare
+    # metadata match ordered by name probes 10,000 index entries, not 10,000 rows.
+    page = f"""SELECT f.id FROM catalog.files f WHERE {where.sql} AND {past}
+               ORDER BY {ordering} LIMIT {where.arg(room + 1)}"""
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         await conn.execute(custom)
         rows = await conn.fetch(
-            f"""SELECT {FILE_FIELDS} FROM catalog.files f WHERE {where.sql} AND {past}
-                ORDER BY {ordering} LIMIT {where.arg(room + 1)}""",
+            f"""SELECT {FILE_FIELDS} FROM catalog.files f WHERE f.id IN ({page})
+                ORDER BY {ordering}""",
             *where.args,
         )
     found += await _with_paths(
