@@ -101,6 +101,11 @@ class ImageGroupStored(Event):
     # A group imported by reference: its manifest entry's `clientMetadata`, the group
     # file's metadata (an uploaded group takes none).
     metadata: dict[str, Any] = {}
+    # A group imported by reference: its integration, and the SHA-256 of its frames'
+    # keys in order (imports/domain/groups.py `frames_sha256`), which a later import's
+    # entry is matched against (`skip_duplicate_urls`, `upsert_metadata`). None before.
+    integration_id: uuid.UUID | None = None
+    frames_sha256: str | None = None
 
 
 @upcaster(ImageGroupStored.type, 1)
@@ -181,12 +186,17 @@ class ImportDicomInstancesCopied(Event):
 
 class ImportObjectSkipped(Event):
     """An object already imported into the folder through the integration
-    (`skip_duplicate_urls`): not read again; `file_ids` are the files it is."""
+    (`skip_duplicate_urls`): not read again; `file_ids` are the files it is. Or, with
+    `group_file_id` (the entry's id in the job) and `entry`, a manifest's image group,
+    sequence or DICOM series whose frames were all imported before as one entry: `key`
+    is then its first frame's, and `file_ids` the group's file or the series' files."""
 
     type: ClassVar[str] = "ingest.ImportObjectSkipped"
     job_id: uuid.UUID
     key: str
     file_ids: list[uuid.UUID]
+    group_file_id: uuid.UUID | None = None
+    entry: str | None = None
 
 
 class ImportedMetadataReplaced(Event):
@@ -199,6 +209,9 @@ class ImportedMetadataReplaced(Event):
     key: str
     file_ids: list[uuid.UUID]
     metadata: dict[str, Any]
+    # A group or DICOM series entry, as in ImportObjectSkipped.
+    group_file_id: uuid.UUID | None = None
+    entry: str | None = None
 
 
 class ImportObject(BaseModel):

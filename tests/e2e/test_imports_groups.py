@@ -217,6 +217,82 @@ async def test_skip_duplicate_urls_and_upsert_metadata_match_what_the_folder_imp
     assert fresh["progress"] == {"done": 1, "total": 1}
 
 
+async def test_a_group_or_sequence_imported_before_is_skipped_or_upserted_whole(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    for i in range(3):
+        put(bucket, f"{run}/g/{i}.png", png(4, 4))
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("group-dupes"))
+    group_keys = [f"{run}/g/{i}.png" for i in range(3)]
+    sequence_keys = group_keys[:2]
+
+    def manifest(metadata: dict[str, Any], **flags: bool) -> dict[str, Any]:
+        return {
+            "image_groups": [
+                {
+                    "title": "Cats",
+                    **{f"objectUrl_{i}": f"s3://{BUCKET}/{k}" for i, k in enumerate(group_keys)},
+                    "clientMetadata": metadata,
+                }
+            ],
+            "image_sequences": [
+                {"title": "Walk", "keys": sequence_keys, "clientMetadata": metadata}
+            ],
+            **flags,
+        }
+
+    async def imported(body: dict[str, Any], files: int) -> dict[str, Any]:
+        return await finished(
+            api,
+            await start_import(api, target["id"], integration_id=integration_id, manifest=body),
+            files=files,
+        )
+
+    first = await imported(manifest({"v": 1}), files=2)
+    made = {f["name"]: f["id"] for f in first["files"]}
+    assert set(made) == {"Cats", "Walk"}
+
+    def listed_groups(found: list[dict[str, Any]]) -> list[str]:
+        return sorted(f["name"] for f in found if f.get("type", "file") == "file")
+
+    before = listed_groups(await items(api, target["id"]))
+
+    # The same entries again: skipped whole, nothing read, no new file.
+    skipping = await imported(manifest({"v": 1}, skip_duplicate_urls=True), files=0)
+    assert skipping["progress"] == {"done": 2, "total": 2, "skipped": 2}
+    assert skipping["errors"] == []
+    assert listed_groups(await items(api, target["id"])) == before
+
+    # Upserted: the same files take the entries' new metadata.
+    upserting = await imported(manifest({"v": 2}, upsert_metadata=True), files=2)
+    assert sorted(f["id"] for f in upserting["files"]) == sorted(made.values())
+
+    async def replaced() -> bool:
+        for file_id in made.values():
+            found = (await api.get(f"/v1/files/{file_id}")).json()
+            if found["metadata"] != {"v": 2}:
+                return False
+        return True
+
+    await eventually(replaced, within=15, what="the groups' metadata replaced")
+    assert listed_groups(await items(api, target["id"])) == before
+
+    # An entry is matched whole: fewer frames, or the same frames as another kind (a
+    # group of the sequence's frames), is a new file.
+    partly = await imported(
+        {
+            "image_groups": [{"title": "Fewer", "keys": group_keys[1:]}],
+            "image_sequences": [{"title": "Cats again", "keys": group_keys}],
+            "skip_duplicate_urls": True,
+        },
+        files=2,
+    )
+    assert partly["progress"] == {"done": 2, "total": 2}
+    assert sorted(f["name"] for f in partly["files"]) == ["Cats again", "Fewer"]
+
+
 async def test_dicom_series_import_by_reference_copied_and_assembled_as_uploads_are(
     api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
 ) -> None:

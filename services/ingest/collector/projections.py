@@ -27,9 +27,16 @@ blob_refs = Projection(
     name="ingest.blobs",
     # 2: DICOM instances counted (pins) and the series that hold them; 3: files imported
     # by reference, by integration; 4: and the folder and key they were imported as
-    # (an import's `skip_duplicate_urls`, `upsert_metadata`)
-    version=4,
-    tables=("ingest.blobs", "ingest.blob_files", "ingest.blob_series", "ingest.cloud_files"),
+    # (an import's `skip_duplicate_urls`, `upsert_metadata`); 5: group files imported by
+    # reference, by their frames (the same, for image groups and sequences)
+    version=5,
+    tables=(
+        "ingest.blobs",
+        "ingest.blob_files",
+        "ingest.blob_series",
+        "ingest.cloud_files",
+        "ingest.cloud_groups",
+    ),
     ddl="""
     CREATE TABLE IF NOT EXISTS ingest.blobs (
         key text PRIMARY KEY,
@@ -60,6 +67,16 @@ blob_refs = Projection(
     ALTER TABLE ingest.cloud_files ADD COLUMN IF NOT EXISTS key text;
     CREATE INDEX IF NOT EXISTS cloud_files_key
         ON ingest.cloud_files (integration_id, folder_id, key);
+    -- Image groups and sequences imported by reference, by the folder they were imported
+    -- into and their frames' keys (imports/domain/groups.py `frames_sha256`).
+    CREATE TABLE IF NOT EXISTS ingest.cloud_groups (
+        file_id uuid PRIMARY KEY,
+        integration_id uuid NOT NULL,
+        folder_id uuid NOT NULL,
+        frames_sha256 text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS cloud_groups_frames
+        ON ingest.cloud_groups (integration_id, folder_id, frames_sha256);
     """,
 )
 
@@ -152,6 +169,22 @@ async def group_stored(
         await _files(conn, pairs, events[-1].occurred_at)
     # Images of a group imported by reference: no blob, their integration held.
     await _cloud_files(conn, files)
+    groups = sorted(
+        {
+            (g.group_file_id, g.integration_id, g.folder_id, g.frames_sha256)
+            for e in events
+            if isinstance(g := e.event, ingest_events.ImageGroupStored)
+            and g.integration_id is not None
+            and g.frames_sha256 is not None
+        },
+        key=lambda row: row[0],
+    )
+    if groups:
+        await conn.executemany(
+            "INSERT INTO ingest.cloud_groups (file_id, integration_id, folder_id, frames_sha256)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            groups,
+        )
 
 
 @blob_refs.on(ingest_events.DicomInstanceStored)
@@ -190,6 +223,7 @@ async def blobs_released(
     await conn.execute("DELETE FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])", released)
     await conn.execute("DELETE FROM ingest.blob_series WHERE file_id = ANY($1::uuid[])", released)
     await conn.execute("DELETE FROM ingest.cloud_files WHERE file_id = ANY($1::uuid[])", released)
+    await conn.execute("DELETE FROM ingest.cloud_groups WHERE file_id = ANY($1::uuid[])", released)
 
 
 @blob_refs.on(ingest_events.BlobsReclaimed)

@@ -56,6 +56,12 @@ class GroupRuns(Handlers):
                 return await self._read_run(reader, run)
 
         for group in state.pending_groups():
+            if state.matches_imported and group.kind != "dicom_series":
+                match = groups.matched(state, group, await self._imported_group(state, group))
+                if match is not None:
+                    await self._append(state, cause, groups.settled(state, match))
+                    state.settled_groups.add(group.group_file_id)
+                    continue
             if group.kind == "dicom_series":
                 if await self._dicom_series(state, cause, reader, group):
                     return True
@@ -105,6 +111,21 @@ class GroupRuns(Handlers):
                 )
                 return True
         return False
+
+    async def _imported_group(
+        self, state: domain.JobState, group: domain.GroupState
+    ) -> list[uuid.UUID]:
+        """The group files an entry of these frames already made in the job's folder
+        through its integration (ingest.cloud_groups; at most 100)."""
+        rows = await self.pool.fetch(
+            """SELECT file_id FROM ingest.cloud_groups
+               WHERE integration_id = $1 AND folder_id = $2 AND frames_sha256 = $3
+               ORDER BY file_id LIMIT 100""",
+            state.integration_id,
+            state.folder_id,
+            groups.frames_sha256(group.kind, group.keys),
+        )
+        return [r["file_id"] for r in rows]
 
     async def _dicom_series(
         self,

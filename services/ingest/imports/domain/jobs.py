@@ -389,7 +389,10 @@ def fold(events: Iterable[tuple[str, dict[str, Any]]]) -> JobState | None:
             )
             group.keys += asked.keys
         elif kind in (ev.ImportObjectSkipped.type, ev.ImportedMetadataReplaced.type):
-            state.settled.add(str(data["key"]))
+            if data.get("group_file_id") is not None:
+                state.settled_groups.add(uuid.UUID(str(data["group_file_id"])))
+            else:
+                state.settled.add(str(data["key"]))
         elif kind in (ev.ImageGroupStored.type, ev.ImportDicomInstancesCopied.type):
             state.settled_groups.add(uuid.UUID(str(data["group_file_id"])))
         elif kind == ev.ImportObjectsListed.type:
