@@ -308,6 +308,7 @@ async def test_dicom_series_import_by_reference_copied_and_assembled_as_uploads_
         "dicom_series": [
             {
                 "title": "CT head",
+                "clientMetadata": {"site": "north"},
                 **{
                     f"objectUrl_{i}": f"s3://{BUCKET}/{run}/ct/{name}"
                     for i, (name, _) in enumerate(reversed(instances))
@@ -331,12 +332,85 @@ async def test_dicom_series_import_by_reference_copied_and_assembled_as_uploads_
     [series] = await series_files(api, target["id"], 1)
     assert series["dicom"]["instances"] == 5 and series["dicom"]["series_uid"] == uid(study, 1)
     assert [f["id"] for f in job["files"]] == [series["id"]]
+    # The entry's title names the one series it made; its clientMetadata is the file's.
+    assert series["name"] == "CT head" and series["metadata"] == {"site": "north"}
     # Copied in: the content is ours (the first slice), not a redirect to the bucket.
     content = await api.get(f"/v1/files/{series['id']}/content")
     assert content.status_code == 200
     assert content.content == ct_series(5, study=study, series=1)[0]
     slice_png = await api.get(f"/v1/files/{series['id']}/slices/2")
     assert slice_png.status_code == 200 and slice_png.content.startswith(b"\x89PNG")
+
+
+async def test_a_dicom_series_entry_imported_before_is_skipped_or_upserted_whole(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, pool: Any
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    study = fresh_study()
+    instances = slices(study, 1, 4)
+    keys = [f"{run}/ct/{name}" for name, _ in instances]
+    for key, (_, data) in zip(keys, instances, strict=True):
+        put(bucket, key, data)
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("dicom-dupes"))
+
+    async def imported(entry: dict[str, Any], files: int, **flags: bool) -> dict[str, Any]:
+        return await finished(
+            api,
+            await start_import(
+                api,
+                target["id"],
+                integration_id=integration_id,
+                manifest={"dicom_series": [entry], **flags},
+            ),
+            files=files,
+        )
+
+    # No title: the series keeps the name its modality and UID make.
+    first = await imported({"objectUrls": keys, "clientMetadata": {"v": 1}}, files=1)
+    [series] = await series_files(api, target["id"], 1)
+    assert series["name"] == f"CT series {uid(study, 1)}"
+    assert series["metadata"] == {"v": 1}
+    assert [f["id"] for f in first["files"]] == [series["id"]]
+
+    # Ingest learns which series the entry made from the DICOM context's settlement,
+    # which may come a moment after the job is done.
+    async def known() -> bool:
+        return bool(
+            await pool.fetchval(
+                """SELECT count(*) FROM ingest.cloud_series s
+                   JOIN ingest.cloud_dicom_entries e USING (group_file_id)
+                   WHERE e.folder_id = $1""",
+                uuid.UUID(target["id"]),
+            )
+        )
+
+    await eventually(known, within=15, what="the entry's series known to ingest")
+
+    # The same keys, in another order: skipped whole, nothing copied, no new series.
+    skipping = await imported(
+        {"objectUrls": list(reversed(keys))}, files=0, skip_duplicate_urls=True
+    )
+    assert skipping["progress"] == {"done": 1, "total": 1, "skipped": 1}
+    assert skipping["errors"] == [] and "dicom_instances" not in skipping
+
+    upserting = await imported(
+        {"objectUrls": keys, "clientMetadata": {"v": 2}}, files=1, upsert_metadata=True
+    )
+    assert [f["id"] for f in upserting["files"]] == [series["id"]]
+
+    async def replaced() -> bool:
+        found = (await api.get(f"/v1/files/{series['id']}")).json()
+        return bool(found["metadata"] == {"v": 2})
+
+    await eventually(replaced, within=15, what="the series' metadata replaced")
+
+    # Fewer instances are another entry: copied and read again (they are the series'
+    # already, so it stays one file).
+    partly = await imported({"objectUrls": keys[:2]}, files=1, skip_duplicate_urls=True)
+    assert partly["progress"] == {"done": 1, "total": 1}
+    assert [f["id"] for f in partly["files"]] == [series["id"]]
+    assert [s["id"] for s in await series_files(api, target["id"], 1)] == [series["id"]]
 
 
 async def test_a_gcs_integration_registers_and_imports_through_its_xml_api(

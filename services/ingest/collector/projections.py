@@ -28,7 +28,8 @@ blob_refs = Projection(
     # 2: DICOM instances counted (pins) and the series that hold them; 3: files imported
     # by reference, by integration; 4: and the folder and key they were imported as
     # (an import's `skip_duplicate_urls`, `upsert_metadata`); 5: group files imported by
-    # reference, by their frames (the same, for image groups and sequences)
+    # reference, by their frames, and the series files DICOM series entries made (the
+    # same, for image groups, sequences and DICOM series)
     version=5,
     tables=(
         "ingest.blobs",
@@ -36,6 +37,8 @@ blob_refs = Projection(
         "ingest.blob_series",
         "ingest.cloud_files",
         "ingest.cloud_groups",
+        "ingest.cloud_dicom_entries",
+        "ingest.cloud_series",
     ),
     ddl="""
     CREATE TABLE IF NOT EXISTS ingest.blobs (
@@ -77,6 +80,22 @@ blob_refs = Projection(
     );
     CREATE INDEX IF NOT EXISTS cloud_groups_frames
         ON ingest.cloud_groups (integration_id, folder_id, frames_sha256);
+    -- DICOM series entries imported by reference (their keys as a set), and the series
+    -- files their instances joined.
+    CREATE TABLE IF NOT EXISTS ingest.cloud_dicom_entries (
+        group_file_id uuid PRIMARY KEY,
+        integration_id uuid NOT NULL,
+        folder_id uuid NOT NULL,
+        frames_sha256 text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS cloud_dicom_entries_frames
+        ON ingest.cloud_dicom_entries (integration_id, folder_id, frames_sha256);
+    CREATE TABLE IF NOT EXISTS ingest.cloud_series (
+        group_file_id uuid NOT NULL,
+        file_id uuid NOT NULL,
+        PRIMARY KEY (group_file_id, file_id)
+    );
+    CREATE INDEX IF NOT EXISTS cloud_series_file ON ingest.cloud_series (file_id);
     """,
 )
 
@@ -187,6 +206,41 @@ async def group_stored(
         )
 
 
+@blob_refs.on(ingest_events.ImportDicomInstancesCopied)
+async def dicom_entry_copied(
+    conn: asyncpg.Connection,
+    events: Sequence[Received[ingest_events.ImportDicomInstancesCopied]],
+) -> None:
+    entries = sorted(
+        {
+            (c.group_file_id, c.integration_id, c.folder_id, c.frames_sha256)
+            for e in events
+            if (c := e.event).integration_id and c.folder_id and c.frames_sha256
+        },
+        key=lambda row: row[0],
+    )
+    if entries:
+        await conn.executemany(
+            """INSERT INTO ingest.cloud_dicom_entries
+                   (group_file_id, integration_id, folder_id, frames_sha256)
+               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+            entries,
+        )
+
+
+@blob_refs.on(ingest_events.ImportedSeriesFiles)
+async def series_files_imported(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportedSeriesFiles]]
+) -> None:
+    pairs = sorted({(e.event.group_file_id, f) for e in events for f in e.event.file_ids})
+    await conn.execute(
+        """INSERT INTO ingest.cloud_series (group_file_id, file_id)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING""",
+        [g for g, _ in pairs],
+        [f for _, f in pairs],
+    )
+
+
 @blob_refs.on(ingest_events.DicomInstanceStored)
 async def instance_stored(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.DicomInstanceStored]]
@@ -224,6 +278,7 @@ async def blobs_released(
     await conn.execute("DELETE FROM ingest.blob_series WHERE file_id = ANY($1::uuid[])", released)
     await conn.execute("DELETE FROM ingest.cloud_files WHERE file_id = ANY($1::uuid[])", released)
     await conn.execute("DELETE FROM ingest.cloud_groups WHERE file_id = ANY($1::uuid[])", released)
+    await conn.execute("DELETE FROM ingest.cloud_series WHERE file_id = ANY($1::uuid[])", released)
 
 
 @blob_refs.on(ingest_events.BlobsReclaimed)

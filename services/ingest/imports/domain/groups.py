@@ -188,23 +188,24 @@ def rejected(job_id: uuid.UUID, version: int, rejection: Rejection) -> list[Chan
 
 
 def dicom_copied(
-    job_id: uuid.UUID,
-    folder_id: uuid.UUID,
-    version: int,
+    state: JobState,
     group: GroupState,
     instances: Sequence[tuple[ev.ImportObject, str, str, int]],
 ) -> list[Change]:
     """A DICOM series entry's instances, copied into the blob store (each its object,
     blob key, sha256 and size): stored as an upload's parts are, for the DICOM context
-    to read and assemble into series of the folder; then the entry settled."""
+    to read and assemble into series of the folder, each naming its entry; then the
+    entry settled."""
+    job_id, version = state.job_id, state.version
     events: list[Event] = [
         ev.DicomInstanceStored(
             job_id=job_id,
-            folder_id=folder_id,
+            folder_id=state.folder_id,
             name=file_name(obj),
             blob_key=blob_key,
             sha256=sha256,
             size=size,
+            entry_id=group.group_file_id,
         )
         for obj, blob_key, sha256, size in instances
     ]
@@ -214,6 +215,9 @@ def dicom_copied(
             group_file_id=group.group_file_id,
             entry=group.entry,
             instances=len(instances),
+            folder_id=state.folder_id,
+            integration_id=state.integration_id,
+            frames_sha256=frames_sha256(group.kind, group.keys),
         )
     )
     return appended(ev.job_stream(job_id), events, after=version)

@@ -134,6 +134,24 @@ def matched(state: JobState, obj: ev.ImportObject, file_ids: Sequence[uuid.UUID]
     return None
 
 
+def series_joined(joined: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> list[Change]:
+    """Which series files (entry id, file id) the instances of import entries joined, an
+    event per entry, each a stream of its own (a fact about the entry and the files,
+    recorded by whichever replica settled them)."""
+    files: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for entry_id, file_id in joined:
+        if file_id not in files.setdefault(entry_id, []):
+            files[entry_id].append(file_id)
+    return [
+        Change(
+            f"import-series-{uuid.uuid4()}",
+            1,
+            ev.ImportedSeriesFiles(group_file_id=entry_id, file_ids=file_ids),
+        )
+        for entry_id, file_ids in files.items()
+    ]
+
+
 def _changes(job_id: uuid.UUID, version: int, events: Sequence[Event]) -> list[Change]:
     return appended(ev.job_stream(job_id), events, after=version)
 
@@ -161,6 +179,7 @@ def group_requested(job_id: uuid.UUID, group: ImportGroup) -> list[ev.ImportGrou
                 frames=len(group.keys),
                 first=first,
                 keys=page,
+                titled=group.titled,
             )
         )
         first += len(page)

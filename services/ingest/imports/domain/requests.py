@@ -93,6 +93,8 @@ class ImportGroup:
     entry: str
     keys: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The manifest named it (`title`); else `name` is made up.
+    titled: bool = False
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,7 @@ def parse_request(body: object, bucket: str) -> ImportRequest:
                         entry=where,
                         keys=keys,
                         metadata=group.client_metadata,
+                        titled=group.title is not None,
                     )
                 )
     if len(objects) + sum(len(g.keys) for g in groups) > MAX_OBJECTS:
