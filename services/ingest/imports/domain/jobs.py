@@ -6,7 +6,8 @@ their frames' keys in pages), then per batch the files stored (FileContentStored
 source {type: "cloud", integration_id, key}) and the objects refused
 (FileContentRejected, `details.key`), the prefix's listing as it grows
 (ImportObjectsListed), each group read whole (ImageGroupImagesStored pages and
-ImageGroupStored, or one FileContentRejected with `details.group_file_id`), and
+ImageGroupStored, or one FileContentRejected with `details.group_file_id`, or one
+ImportObjectSkipped or ImportedMetadataReplaced with `group_file_id`), and
 UploadJobFinished (or ImportJobFailed). `fold` reads
 it back, so a job interrupted by a restart resumes where its last batch ended.
 """
