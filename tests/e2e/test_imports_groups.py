@@ -10,11 +10,13 @@ from typing import Any
 import httpx
 from minio import Minio
 
+from services.ingest.collector.projections import blob_refs
 from services.ingest.imports.domain import jobs as imports
 from services.ingest.imports.domain import requests
 from services.ingest.jobs.projections import jobs
 from shared.contracts.envelope import Cause, envelopes_of
 from shared.kit.eventstore import EventStore
+from shared.kit.projections import rebuild
 from shared.kit.stack import Stack
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
@@ -386,6 +388,17 @@ async def test_a_dicom_series_entry_imported_before_is_skipped_or_upserted_whole
         )
 
     await eventually(known, within=15, what="the entry's series known to ingest")
+    # What entries are matched on is a read model of ingest's events: rebuilt the same.
+    tables = ("ingest.cloud_groups", "ingest.cloud_dicom_entries", "ingest.cloud_series")
+
+    async def matched_on() -> dict[str, list[str]]:
+        return {
+            t: sorted(str(dict(r)) for r in await pool.fetch(f"SELECT * FROM {t}")) for t in tables
+        }
+
+    live = await matched_on()
+    await rebuild(pool, EventStore("ingest"), blob_refs)
+    assert await matched_on() == live
 
     # The same keys, in another order: skipped whole, nothing copied, no new series.
     skipping = await imported(
