@@ -9,6 +9,12 @@ gained instances `SeriesExtended`, each followed by the instances it gained in
 rejected in its job's `InstancesSettled` (one a batch, not one an instance). The blobs
 of the batch's instances that joined no series are named in `InstanceBlobsLeft`, so that
 the blob collector (in ingest) reclaims them once nothing else holds them.
+
+Instances an import copied in name the manifest entry they came from: a series they
+make takes the entry's metadata, and its title when it is the only series the entry's
+instances of the batch make (`dicom.ImportEntryDescribed`, kept from the entry's
+request, which comes first in the job's stream); their settlements name the entry too,
+so ingest knows which series an entry became.
 """
 
 from __future__ import annotations
@@ -333,11 +339,16 @@ class Dicom(Handlers):
         await lock_folders(conn, folders)
         out: list[Envelope] = []
         job_versions = await self._job_versions(conn, {s.job_id for s in stored})
+        # An import's instances name their entry; an upload's none (no query for them).
+        named = list({s.entry_id for s in stored if s.entry_id is not None})
         entries = {
             r["entry_id"]: (r["name"], r["metadata"])
-            for r in await conn.fetch(
-                "SELECT * FROM dicom.import_entries WHERE entry_id = ANY($1::uuid[])",
-                list({s.entry_id for s in stored if s.entry_id is not None}),
+            for r in (
+                await conn.fetch(
+                    "SELECT * FROM dicom.import_entries WHERE entry_id = ANY($1::uuid[])", named
+                )
+                if named
+                else []
             )
         }
         for folder_id, indexes in folders.items():
