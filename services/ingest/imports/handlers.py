@@ -419,18 +419,14 @@ class Imports(Handlers):
         self, conn: Conn, envelopes: Sequence[Received[InstancesSettled]]
     ) -> None:
         """The series files an import's DICOM series entries' instances joined: what a
-        later import of the same entries is matched to (ingest.cloud_series). Read from
-        the events' data: every DICOM upload's settlements pass here, and name no entry."""
+        later import of the same entries is matched to (ingest.cloud_series). A DICOM
+        upload's settlements name no entry: nothing is recorded for them."""
         written = [
             envelope
             for e in envelopes
             for envelope in envelopes_of(
                 domain.series_joined(
-                    [
-                        (uuid.UUID(str(a["entry_id"])), uuid.UUID(str(a["file_id"])))
-                        for a in e.data.get("accepted") or []
-                        if a.get("entry_id")
-                    ]
+                    [(a.entry_id, a.file_id) for a in e.event.accepted if a.entry_id]
                 ),
                 Cause.of(e),
             )
