@@ -618,7 +618,7 @@ def register_series(series: SeriesAssembled, folder: Folder | None) -> Change:
         ev.FileUploaded(
             file_id=series.file_id,
             folder_id=series.folder_id,
-            name=series_name(series),
+            name=series.name or series_name(series),
             kind="dicom_series",
             size=series.size,
             sha256=series.sha256,
@@ -626,6 +626,8 @@ def register_series(series: SeriesAssembled, folder: Folder | None) -> Change:
             blob_key=series.content_key,
             source=Source(type="upload"),
             dicom=series_facts(series),
+            # An import's DICOM series entry's `clientMetadata`.
+            metadata=series.metadata,
         ),
     )
 

@@ -9,6 +9,12 @@ gained instances `SeriesExtended`, each followed by the instances it gained in
 rejected in its job's `InstancesSettled` (one a batch, not one an instance). The blobs
 of the batch's instances that joined no series are named in `InstanceBlobsLeft`, so that
 the blob collector (in ingest) reclaims them once nothing else holds them.
+
+Instances an import copied in name the manifest entry they came from: a series they
+make takes the entry's metadata, and its title when it is the only series the entry's
+instances of the batch make (`dicom.ImportEntryDescribed`, kept from the entry's
+request, which comes first in the job's stream); their settlements name the entry too,
+so ingest knows which series an entry became.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from shared.contracts.catalog import (
     UploadRejected,
 )
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
-from shared.contracts.ingest import DicomInstanceStored
+from shared.contracts.ingest import DicomInstanceStored, ImportGroupRequested
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
@@ -96,6 +102,24 @@ async def lock_folders(conn: Conn, folder_ids: Iterable[uuid.UUID]) -> None:
 
 def _digest(parts: Sequence[Part]) -> str:
     return hashlib.sha256("\n".join(p.sha256 for p in parts).encode()).hexdigest()
+
+
+def _described(
+    series_uid: str,
+    accepted: Sequence[tuple[Received[DicomInstanceStored], DicomInstanceStored, domain.Instance]],
+    entries: dict[uuid.UUID, tuple[str | None, dict[str, Any]]],
+) -> tuple[str | None, dict[str, Any]]:
+    """A new series' name and metadata: those of the import entry whose instances made it
+    (the entry's title only when they made this one series of the batch); none when
+    instances of no entry, or of several, made it."""
+    made = {s.entry_id for _, s, r in accepted if r.series_uid == series_uid}
+    if len(made) != 1 or None in made:
+        return None, {}
+    (entry_id,) = made
+    assert entry_id is not None
+    name, metadata = entries.get(entry_id, (None, {}))
+    series_of_entry = {r.series_uid for _, s, r in accepted if s.entry_id == entry_id}
+    return (name if len(series_of_entry) == 1 else None), dict(metadata)
 
 
 class Dicom(Handlers):
@@ -241,6 +265,52 @@ class Dicom(Handlers):
             file_gone=file_gone,
         )
 
+    @reactions.on(ImportGroupRequested)
+    async def when_import_entry_requested(
+        self, conn: Conn, envelopes: Sequence[Received[ImportGroupRequested]]
+    ) -> None:
+        """An import's DICOM series entry with a title or metadata: kept until its
+        instances come (later in the same job's stream), to name and describe the
+        series they make."""
+        described = {
+            e.event.group_file_id: e
+            for e in envelopes
+            if e.event.kind == "dicom_series"
+            and e.event.first == 0
+            and (e.event.titled or e.event.metadata)
+        }
+        if not described:
+            return
+        known = {
+            r["entry_id"]
+            for r in await conn.fetch(
+                "SELECT entry_id FROM dicom.import_entries WHERE entry_id = ANY($1::uuid[])",
+                list(described),
+            )
+        }
+        out = [
+            envelope
+            for entry_id, e in described.items()
+            if entry_id not in known
+            for envelope in envelopes_of(
+                [
+                    Change(
+                        ev.entry_stream(entry_id),
+                        1,
+                        ev.ImportEntryDescribed(
+                            entry_id=entry_id,
+                            name=e.event.name if e.event.titled else None,
+                            metadata=e.event.metadata,
+                        ),
+                    )
+                ],
+                Cause.of(e),
+            )
+        ]
+        if out:
+            await series_model.apply(conn, out)
+            await self.store.append(conn, out)
+
     @reactions.on(DicomInstanceStored)
     async def when_instances_stored(
         self, conn: Conn, batch: Sequence[Received[DicomInstanceStored]]
@@ -269,12 +339,25 @@ class Dicom(Handlers):
         await lock_folders(conn, folders)
         out: list[Envelope] = []
         job_versions = await self._job_versions(conn, {s.job_id for s in stored})
+        # An import's instances name their entry; an upload's none (no query for them).
+        named = list({s.entry_id for s in stored if s.entry_id is not None})
+        entries = {
+            r["entry_id"]: (r["name"], r["metadata"])
+            for r in (
+                await conn.fetch(
+                    "SELECT * FROM dicom.import_entries WHERE entry_id = ANY($1::uuid[])", named
+                )
+                if named
+                else []
+            )
+        }
         for folder_id, indexes in folders.items():
             out += await self._folder(
                 conn,
                 folder_id,
                 [(envelopes[n], stored[n], results[n]) for n in indexes],
                 job_versions,
+                entries,
             )
         if out:
             await series_model.apply(conn, out)
@@ -367,6 +450,7 @@ class Dicom(Handlers):
             ]
         ],
         job_versions: dict[uuid.UUID, int],
+        entries: dict[uuid.UUID, tuple[str | None, dict[str, Any]]],
     ) -> list[Envelope]:
         known, rows, parts = await self._known(conn, folder_id)
         read_ok = [(e, s, r) for e, s, r in items if isinstance(r, domain.Instance)]
@@ -396,33 +480,24 @@ class Dicom(Handlers):
             file_id = file_ids[series.series_uid]
             members = [parts[uid] for uid in series.sop_uids]
             had = set(known[series.series_uid].sop_uids) if row is not None else set()
-            facts = series.facts()
-            event_type = ev.SeriesExtended if row is not None else ev.SeriesAssembled
-            digest = _digest(members)
-            self._remember(file_id, digest, series, parts)
-            event = event_type(
-                series_uid=series.series_uid,
-                folder_id=folder_id,
-                file_id=file_id,
-                study_uid=series.study_uid,
-                patient_id=series.patient_id,
-                modality=series.modality,
-                renderable_3d=series.renderable_3d,
-                missing_3d_tags=facts["missing_3d_tags"],
-                instance_count=len(members),
-                first_blob_key=members[0].blob_key,
-                middle_blob_key=members[len(members) // 2].blob_key,
-                middle_sha256=members[len(members) // 2].sha256,
-                size=sum(p.size for p in members),
-                sha256=digest,
-            )
+            self._remember(file_id, _digest(members), series, parts)
+            event: ev.SeriesAssembled | ev.SeriesExtended
+            if row is not None:
+                event = ev.SeriesExtended(**self._facts(series, folder_id, file_id, members))
+            else:
+                name, metadata = _described(series.series_uid, accepted, entries)
+                event = ev.SeriesAssembled(
+                    **self._facts(series, folder_id, file_id, members),
+                    name=name,
+                    metadata=metadata,
+                )
             added = [
                 part.instance_json(instance)
                 for part, instance in zip(members, series.instances, strict=True)
                 if instance.sop_uid not in had
             ]
             version = row["version"] if row is not None else 0
-            changes = [Change(ev.series_stream(file_id), version + 1, event)]
+            changes: list[Change] = [Change(ev.series_stream(file_id), version + 1, event)]
             for n, page in enumerate(limits.pages(added, limits.json_size), start=2):
                 changes.append(
                     Change(
@@ -436,6 +511,49 @@ class Dicom(Handlers):
             # The series is caused by the first stored instance that joined it here.
             cause = next(e for e, _, r in accepted if r.series_uid == series.series_uid)
             out += envelopes_of(changes, Cause.of(cause))
+        out += self._settled(folder_id, items, refused, file_ids, job_versions)
+        return out
+
+    @staticmethod
+    def _facts(
+        series: domain.Series, folder_id: uuid.UUID, file_id: uuid.UUID, members: list[Part]
+    ) -> dict[str, Any]:
+        """What SeriesAssembled and SeriesExtended both say of the series as it now is."""
+        facts = series.facts()
+        return {
+            "series_uid": series.series_uid,
+            "folder_id": folder_id,
+            "file_id": file_id,
+            "study_uid": series.study_uid,
+            "patient_id": series.patient_id,
+            "modality": series.modality,
+            "renderable_3d": series.renderable_3d,
+            "missing_3d_tags": facts["missing_3d_tags"],
+            "instance_count": len(members),
+            "first_blob_key": members[0].blob_key,
+            "middle_blob_key": members[len(members) // 2].blob_key,
+            "middle_sha256": members[len(members) // 2].sha256,
+            "size": sum(p.size for p in members),
+            "sha256": _digest(members),
+        }
+
+    @staticmethod
+    def _settled(
+        folder_id: uuid.UUID,
+        items: Sequence[
+            tuple[
+                Received[DicomInstanceStored],
+                DicomInstanceStored,
+                domain.Instance | domain.Rejected,
+            ]
+        ],
+        refused: dict[int, domain.Rejected],
+        file_ids: dict[str, uuid.UUID],
+        job_versions: dict[uuid.UUID, int],
+    ) -> list[Envelope]:
+        """Every instance of the batch accepted into its series file or rejected, in its
+        job's InstancesSettled pages."""
+        out: list[Envelope] = []
         settled: dict[uuid.UUID, list[tuple[ev.Accepted | ev.Rejected, Received[Any]]]] = {}
         for envelope, s, result in items:
             problem = result if isinstance(result, domain.Rejected) else refused.get(id(result))
@@ -454,6 +572,7 @@ class Dicom(Handlers):
                     sop_uid=result.sop_uid,
                     series_uid=result.series_uid,
                     file_id=file_ids[result.series_uid],
+                    entry_id=s.entry_id,
                 )
             settled.setdefault(s.job_id, []).append((outcome, envelope))
         for job_id, outcomes in settled.items():

@@ -18,8 +18,15 @@ from shared.kit.reactions import Received
 
 series = Projection(
     name="dicom.series",
-    version=3,  # 2: the series' sha256; 3: series in the trash
-    tables=("dicom.series", "dicom.detached_series", "dicom.instances", "dicom.jobs"),
+    # 2: the series' sha256; 3: series in the trash; 4: import entries' titles, metadata
+    version=4,
+    tables=(
+        "dicom.series",
+        "dicom.detached_series",
+        "dicom.instances",
+        "dicom.jobs",
+        "dicom.import_entries",
+    ),
     ddl="""
     CREATE TABLE IF NOT EXISTS dicom.series (
         folder_id uuid NOT NULL,
@@ -69,6 +76,12 @@ series = Projection(
     );
     -- Cancelled: its instances not read yet are skipped.
     ALTER TABLE dicom.jobs ADD COLUMN IF NOT EXISTS cancelled boolean NOT NULL DEFAULT false;
+    -- An import's DICOM series entries that name or describe the series they make.
+    CREATE TABLE IF NOT EXISTS dicom.import_entries (
+        entry_id uuid PRIMARY KEY,
+        name text,
+        metadata jsonb NOT NULL
+    );
     """,
 )
 
@@ -138,6 +151,17 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
            FROM x
            ON CONFLICT (file_id, sop_uid) DO NOTHING""",
         [{**i, "file_id": file_id, "n": n} for n, (file_id, i) in enumerate(instances)],
+    )
+
+
+@series.on(dicom_events.ImportEntryDescribed)
+async def import_entry_described(
+    conn: Conn, events: Sequence[Received[dicom_events.ImportEntryDescribed]]
+) -> None:
+    await conn.executemany(
+        """INSERT INTO dicom.import_entries (entry_id, name, metadata) VALUES ($1, $2, $3)
+           ON CONFLICT (entry_id) DO NOTHING""",
+        [(e.event.entry_id, e.event.name, e.event.metadata) for e in events],
     )
 
 

@@ -58,6 +58,7 @@ def build(settings: Settings) -> FastAPI:
         Collector.reactions.bound(collector),
         SchemaMirror.reactions.bound(SchemaMirror(parts)),
         Syncs.reactions.bound(syncs),
+        Imports.reactions.bound(imports),
     )
 
     async def sweep() -> None:

@@ -90,8 +90,13 @@ class ImportRequest(Strict):
         " `pdfs`, `text`, `nifti` (one file an entry), `image_groups`, `image_sequences`"
         " and `dicom_series` (one group or series an entry, its objects as `objectUrl_0`,"
         " `objectUrl_1`, ... or a list `objectUrls`), and `skip_duplicate_urls`,"
-        " `upsert_metadata`. Each entry's `title` names its file, its `metadata` (or"
-        " `clientMetadata`) is checked against the metadata schema",
+        " `upsert_metadata`. Each entry's `title` names its file (a DICOM entry's, its"
+        " series file when it makes exactly one), its `metadata` (or `clientMetadata`),"
+        " checked against the metadata schema, is the file's (a DICOM entry's, its series"
+        " files'). `skip_duplicate_urls` skips an entry already imported into the folder"
+        " through the integration, and `upsert_metadata` gives it the entry's metadata"
+        " instead: an object by its key; a group, sequence or DICOM series whole (the same"
+        " kind and the same keys; a partly overlapping entry is imported as new)",
         examples=[
             {
                 "images": [{"objectUrl": "s3://lab-data/cats/1.png", "title": "cat 1"}],
@@ -181,8 +186,9 @@ class Progress(Shape):
     total: int
     skipped: int | None = Field(
         None,
-        description="an import's objects skipped as already imported into the folder"
-        " (`skip_duplicate_urls`); counted in `done` too; absent when none",
+        description="an import's objects and entries (groups, sequences, DICOM series)"
+        " skipped as already imported into the folder (`skip_duplicate_urls`); counted in"
+        " `done` too; absent when none",
     )
 
 

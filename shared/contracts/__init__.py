@@ -13,7 +13,6 @@ REGISTRY: dict[str, type[Event]] = {
 # holds every other type to having a consumer).
 READ_BY_NO_ONE: dict[str, str] = {
     ingest.ImportObjectsRequested.type: "read back from its job's stream when an import resumes",
-    ingest.ImportGroupRequested.type: "read back from its job's stream when an import resumes",
     # The rows of ingest.webhooks are the webhooks' state; these are for the audit trail.
     ingest.WebhookRegistered.type: "the audit trail's (ingest.webhooks is written beside it)",
     ingest.WebhookRemoved.type: "the audit trail's (ingest.webhooks is written beside it)",

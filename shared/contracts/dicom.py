@@ -65,6 +65,26 @@ class SeriesFacts(Event):
 
 class SeriesAssembled(SeriesFacts):
     type: ClassVar[str] = "dicom.SeriesAssembled"
+    # A series an import's DICOM series entry made (the only one its instances of the
+    # batch made): the file's name (the entry's title, if it gave one) and metadata
+    # (its `clientMetadata`). None: the name is made of the modality and the UID.
+    name: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+def entry_stream(entry_id: uuid.UUID) -> str:
+    return f"dicom-import-entry-{entry_id}"
+
+
+class ImportEntryDescribed(Event):
+    """An import's DICOM series entry (ingest's ImportGroupRequested): what the series its
+    instances make are named (its title; None: not given) and their metadata. Kept
+    here, since the instances come later, each naming its entry only by id."""
+
+    type: ClassVar[str] = "dicom.ImportEntryDescribed"
+    entry_id: uuid.UUID
+    name: str | None = None
+    metadata: dict[str, Any] = {}
 
 
 class SeriesExtended(SeriesFacts):
@@ -152,6 +172,8 @@ class Accepted(BaseModel):
     sop_uid: str
     series_uid: str
     file_id: uuid.UUID
+    # The import entry the instance was named in (ingest.DicomInstanceStored.entry_id).
+    entry_id: uuid.UUID | None = None
 
 
 class Rejected(BaseModel):
@@ -210,4 +232,5 @@ EVENTS: tuple[type[Event], ...] = (
     JobCancelled,
     InstanceBlobsLeft,
     InstancesSettled,
+    ImportEntryDescribed,
 )

@@ -64,6 +64,10 @@ class DicomInstanceStored(Event):
     blob_key: str
     sha256: str
     size: int
+    # An import's DICOM series entry the instance was named in (its `group_file_id` in
+    # the job): the series it joins take the entry's title and metadata (the DICOM
+    # context's ImportEntryDescribed), and the entry its series (ImportedSeriesFiles).
+    entry_id: uuid.UUID | None = None
 
 
 class ImageGroupImagesStored(Event):
@@ -101,6 +105,11 @@ class ImageGroupStored(Event):
     # A group imported by reference: its manifest entry's `clientMetadata`, the group
     # file's metadata (an uploaded group takes none).
     metadata: dict[str, Any] = {}
+    # A group imported by reference: its integration, and the SHA-256 of its frames'
+    # keys in order (imports/domain/groups.py `frames_sha256`), which a later import's
+    # entry is matched against (`skip_duplicate_urls`, `upsert_metadata`). None before.
+    integration_id: uuid.UUID | None = None
+    frames_sha256: str | None = None
 
 
 @upcaster(ImageGroupStored.type, 1)
@@ -177,16 +186,37 @@ class ImportDicomInstancesCopied(Event):
     group_file_id: uuid.UUID
     entry: str
     instances: int
+    # The job's folder and integration, and the SHA-256 of the entry's keys as a set
+    # (imports/domain/groups.py `frames_sha256`): what a later import's entry is matched
+    # against (`skip_duplicate_urls`, `upsert_metadata`). None before.
+    folder_id: uuid.UUID | None = None
+    integration_id: uuid.UUID | None = None
+    frames_sha256: str | None = None
+
+
+class ImportedSeriesFiles(Event):
+    """Instances an import's DICOM series entry (`group_file_id`) copied in joined these
+    series files (a page of the DICOM context's InstancesSettled, so as bounded): the
+    files a later import's same entry is matched to."""
+
+    type: ClassVar[str] = "ingest.ImportedSeriesFiles"
+    group_file_id: uuid.UUID
+    file_ids: list[uuid.UUID]
 
 
 class ImportObjectSkipped(Event):
     """An object already imported into the folder through the integration
-    (`skip_duplicate_urls`): not read again; `file_ids` are the files it is."""
+    (`skip_duplicate_urls`): not read again; `file_ids` are the files it is. Or, with
+    `group_file_id` (the entry's id in the job) and `entry`, a manifest's image group,
+    sequence or DICOM series whose frames were all imported before as one entry: `key`
+    is then its first frame's, and `file_ids` the group's file or the series' files."""
 
     type: ClassVar[str] = "ingest.ImportObjectSkipped"
     job_id: uuid.UUID
     key: str
     file_ids: list[uuid.UUID]
+    group_file_id: uuid.UUID | None = None
+    entry: str | None = None
 
 
 class ImportedMetadataReplaced(Event):
@@ -199,6 +229,9 @@ class ImportedMetadataReplaced(Event):
     key: str
     file_ids: list[uuid.UUID]
     metadata: dict[str, Any]
+    # A group or DICOM series entry, as in ImportObjectSkipped.
+    group_file_id: uuid.UUID | None = None
+    entry: str | None = None
 
 
 class ImportObject(BaseModel):
@@ -227,6 +260,9 @@ class ImportGroupRequested(Event):
     frames: int
     first: int = 0
     keys: list[str]
+    # The manifest gave the entry its `title` (`name`; else `name` is made up): a DICOM
+    # series entry's title names the series it makes only then.
+    titled: bool = False
 
 
 class ImportObjectsRequested(Event):
@@ -464,6 +500,7 @@ EVENTS: tuple[type[Event], ...] = (
     ImportObjectSkipped,
     ImportedMetadataReplaced,
     ImportDicomInstancesCopied,
+    ImportedSeriesFiles,
     ImportObjectsListed,
     ImportJobFailed,
     UploadSessionOpened,

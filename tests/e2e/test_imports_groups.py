@@ -10,11 +10,13 @@ from typing import Any
 import httpx
 from minio import Minio
 
+from services.ingest.collector.projections import blob_refs
 from services.ingest.imports.domain import jobs as imports
 from services.ingest.imports.domain import requests
 from services.ingest.jobs.projections import jobs
 from shared.contracts.envelope import Cause, envelopes_of
 from shared.kit.eventstore import EventStore
+from shared.kit.projections import rebuild
 from shared.kit.stack import Stack
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
@@ -217,6 +219,82 @@ async def test_skip_duplicate_urls_and_upsert_metadata_match_what_the_folder_imp
     assert fresh["progress"] == {"done": 1, "total": 1}
 
 
+async def test_a_group_or_sequence_imported_before_is_skipped_or_upserted_whole(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    for i in range(3):
+        put(bucket, f"{run}/g/{i}.png", png(4, 4))
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("group-dupes"))
+    group_keys = [f"{run}/g/{i}.png" for i in range(3)]
+    sequence_keys = group_keys[:2]
+
+    def manifest(metadata: dict[str, Any], **flags: bool) -> dict[str, Any]:
+        return {
+            "image_groups": [
+                {
+                    "title": "Cats",
+                    **{f"objectUrl_{i}": f"s3://{BUCKET}/{k}" for i, k in enumerate(group_keys)},
+                    "clientMetadata": metadata,
+                }
+            ],
+            "image_sequences": [
+                {"title": "Walk", "keys": sequence_keys, "clientMetadata": metadata}
+            ],
+            **flags,
+        }
+
+    async def imported(body: dict[str, Any], files: int) -> dict[str, Any]:
+        return await finished(
+            api,
+            await start_import(api, target["id"], integration_id=integration_id, manifest=body),
+            files=files,
+        )
+
+    first = await imported(manifest({"v": 1}), files=2)
+    made = {f["name"]: f["id"] for f in first["files"]}
+    assert set(made) == {"Cats", "Walk"}
+
+    def listed_groups(found: list[dict[str, Any]]) -> list[str]:
+        return sorted(f["name"] for f in found if f.get("type", "file") == "file")
+
+    before = listed_groups(await items(api, target["id"]))
+
+    # The same entries again: skipped whole, nothing read, no new file.
+    skipping = await imported(manifest({"v": 1}, skip_duplicate_urls=True), files=0)
+    assert skipping["progress"] == {"done": 2, "total": 2, "skipped": 2}
+    assert skipping["errors"] == []
+    assert listed_groups(await items(api, target["id"])) == before
+
+    # Upserted: the same files take the entries' new metadata.
+    upserting = await imported(manifest({"v": 2}, upsert_metadata=True), files=2)
+    assert sorted(f["id"] for f in upserting["files"]) == sorted(made.values())
+
+    async def replaced() -> bool:
+        for file_id in made.values():
+            found = (await api.get(f"/v1/files/{file_id}")).json()
+            if found["metadata"] != {"v": 2}:
+                return False
+        return True
+
+    await eventually(replaced, within=15, what="the groups' metadata replaced")
+    assert listed_groups(await items(api, target["id"])) == before
+
+    # An entry is matched whole: fewer frames, or the same frames as another kind (a
+    # group of the sequence's frames), is a new file.
+    partly = await imported(
+        {
+            "image_groups": [{"title": "Fewer", "keys": group_keys[1:]}],
+            "image_sequences": [{"title": "Cats again", "keys": group_keys}],
+            "skip_duplicate_urls": True,
+        },
+        files=2,
+    )
+    assert partly["progress"] == {"done": 2, "total": 2}
+    assert sorted(f["name"] for f in partly["files"]) == ["Cats again", "Fewer"]
+
+
 async def test_dicom_series_import_by_reference_copied_and_assembled_as_uploads_are(
     api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
 ) -> None:
@@ -232,6 +310,7 @@ async def test_dicom_series_import_by_reference_copied_and_assembled_as_uploads_
         "dicom_series": [
             {
                 "title": "CT head",
+                "clientMetadata": {"site": "north"},
                 **{
                     f"objectUrl_{i}": f"s3://{BUCKET}/{run}/ct/{name}"
                     for i, (name, _) in enumerate(reversed(instances))
@@ -255,12 +334,96 @@ async def test_dicom_series_import_by_reference_copied_and_assembled_as_uploads_
     [series] = await series_files(api, target["id"], 1)
     assert series["dicom"]["instances"] == 5 and series["dicom"]["series_uid"] == uid(study, 1)
     assert [f["id"] for f in job["files"]] == [series["id"]]
+    # The entry's title names the one series it made; its clientMetadata is the file's.
+    assert series["name"] == "CT head" and series["metadata"] == {"site": "north"}
     # Copied in: the content is ours (the first slice), not a redirect to the bucket.
     content = await api.get(f"/v1/files/{series['id']}/content")
     assert content.status_code == 200
     assert content.content == ct_series(5, study=study, series=1)[0]
     slice_png = await api.get(f"/v1/files/{series['id']}/slices/2")
     assert slice_png.status_code == 200 and slice_png.content.startswith(b"\x89PNG")
+
+
+async def test_a_dicom_series_entry_imported_before_is_skipped_or_upserted_whole(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, pool: Any
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    study = fresh_study()
+    instances = slices(study, 1, 4)
+    keys = [f"{run}/ct/{name}" for name, _ in instances]
+    for key, (_, data) in zip(keys, instances, strict=True):
+        put(bucket, key, data)
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("dicom-dupes"))
+
+    async def imported(entry: dict[str, Any], files: int, **flags: bool) -> dict[str, Any]:
+        return await finished(
+            api,
+            await start_import(
+                api,
+                target["id"],
+                integration_id=integration_id,
+                manifest={"dicom_series": [entry], **flags},
+            ),
+            files=files,
+        )
+
+    # No title: the series keeps the name its modality and UID make.
+    first = await imported({"objectUrls": keys, "clientMetadata": {"v": 1}}, files=1)
+    [series] = await series_files(api, target["id"], 1)
+    assert series["name"] == f"CT series {uid(study, 1)}"
+    assert series["metadata"] == {"v": 1}
+    assert [f["id"] for f in first["files"]] == [series["id"]]
+
+    # Ingest learns which series the entry made from the DICOM context's settlement,
+    # which may come a moment after the job is done.
+    async def known() -> bool:
+        return bool(
+            await pool.fetchval(
+                """SELECT count(*) FROM ingest.cloud_series s
+                   JOIN ingest.cloud_dicom_entries e USING (group_file_id)
+                   WHERE e.folder_id = $1""",
+                uuid.UUID(target["id"]),
+            )
+        )
+
+    await eventually(known, within=15, what="the entry's series known to ingest")
+    # What entries are matched on is a read model of ingest's events: rebuilt the same.
+    tables = ("ingest.cloud_groups", "ingest.cloud_dicom_entries", "ingest.cloud_series")
+
+    async def matched_on() -> dict[str, list[str]]:
+        return {
+            t: sorted(str(dict(r)) for r in await pool.fetch(f"SELECT * FROM {t}")) for t in tables
+        }
+
+    live = await matched_on()
+    await rebuild(pool, EventStore("ingest"), blob_refs)
+    assert await matched_on() == live
+
+    # The same keys, in another order: skipped whole, nothing copied, no new series.
+    skipping = await imported(
+        {"objectUrls": list(reversed(keys))}, files=0, skip_duplicate_urls=True
+    )
+    assert skipping["progress"] == {"done": 1, "total": 1, "skipped": 1}
+    assert skipping["errors"] == [] and "dicom_instances" not in skipping
+
+    upserting = await imported(
+        {"objectUrls": keys, "clientMetadata": {"v": 2}}, files=1, upsert_metadata=True
+    )
+    assert [f["id"] for f in upserting["files"]] == [series["id"]]
+
+    async def replaced() -> bool:
+        found = (await api.get(f"/v1/files/{series['id']}")).json()
+        return bool(found["metadata"] == {"v": 2})
+
+    await eventually(replaced, within=15, what="the series' metadata replaced")
+
+    # Fewer instances are another entry: copied and read again (they are the series'
+    # already, so it stays one file).
+    partly = await imported({"objectUrls": keys[:2]}, files=1, skip_duplicate_urls=True)
+    assert partly["progress"] == {"done": 1, "total": 1}
+    assert [f["id"] for f in partly["files"]] == [series["id"]]
+    assert [s["id"] for s in await series_files(api, target["id"], 1)] == [series["id"]]
 
 
 async def test_a_gcs_integration_registers_and_imports_through_its_xml_api(

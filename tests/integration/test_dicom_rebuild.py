@@ -15,6 +15,7 @@ SNAPSHOT = {
     "dicom.series": "SELECT * FROM dicom.series ORDER BY file_id",
     "dicom.instances": "SELECT * FROM dicom.instances ORDER BY file_id, ordinal",
     "dicom.jobs": "SELECT * FROM dicom.jobs ORDER BY job_id",
+    "dicom.import_entries": "SELECT * FROM dicom.import_entries ORDER BY entry_id",
 }
 
 

@@ -193,6 +193,57 @@ def test_a_group_s_frames_page_and_fold_back_and_a_refused_frame_refuses_it() ->
     assert settled is not None and settled.pending_groups() == []
 
 
+def test_an_entry_imported_before_is_matched_whole_and_settles_as_its_group() -> None:
+    keys = ["g/0.png", "g/1.png", "g/2.png"]
+    assert groups.frames_sha256("image_group", keys) != groups.frames_sha256(
+        "image_group", list(reversed(keys))
+    )
+    assert groups.frames_sha256("image_group", keys) != groups.frames_sha256("image_sequence", keys)
+    assert groups.frames_sha256("image_group", keys) != groups.frames_sha256(
+        "image_group", keys[:2]
+    )
+    # A DICOM series' instances are a set: their headers order the slices.
+    assert groups.frames_sha256("dicom_series", keys) == groups.frames_sha256(
+        "dicom_series", list(reversed(keys))
+    )
+    manifest = {
+        "image_groups": [{"title": "g", "keys": keys, "clientMetadata": {"v": 2}}],
+        "dicom_series": [{"keys": ["ct/0.dcm"]}],
+    }
+    existing = [uuid.uuid4()]
+    for flags, expected in [
+        ({"skip_duplicate_urls": True}, ev.ImportObjectSkipped),
+        ({"upsert_metadata": True}, ev.ImportedMetadataReplaced),
+        ({"upsert_metadata": True, "skip_duplicate_urls": True}, ev.ImportedMetadataReplaced),
+    ]:
+        request = requests.parse_request(body(manifest={**manifest, **flags}), BUCKET)
+        changes = domain.start(uuid.uuid4(), uuid.uuid4(), request)
+        state = domain.fold(stream(changes))
+        assert state is not None
+        group, series = state.pending_groups()
+        titled = {
+            c.event.entry: c.event.titled
+            for c in changes
+            if isinstance(c.event, ev.ImportGroupRequested)
+        }
+        assert titled == {group.entry: True, series.entry: False}
+        assert groups.matched(state, group, []) is None
+        match = groups.matched(state, group, existing)
+        assert isinstance(match, expected) and match.file_ids == existing
+        assert match.group_file_id == group.group_file_id and match.entry == group.entry
+        # An entry without metadata is only skipped.
+        plain = groups.matched(state, series, existing)
+        if state.skip_duplicate_urls:
+            assert isinstance(plain, ev.ImportObjectSkipped)
+        else:
+            assert plain is None
+        after = domain.fold(stream(changes + groups.settled(state, match)))
+        assert after is not None and [g.group_file_id for g in after.pending_groups()] == [
+            series.group_file_id
+        ]
+        assert after.settled == set()
+
+
 def test_a_malformed_manifest_is_refused_whole_naming_every_problem() -> None:
     error = refused(
         requests.parse_request,

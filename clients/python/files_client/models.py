@@ -143,7 +143,7 @@ class Progress(Data):
     done: int = 0
     total: int = 0
     bytes: dict[str, int] | None = None
-    # An import's objects skipped as already imported (`skip_duplicate_urls`).
+    # An import's objects and entries skipped as already imported (`skip_duplicate_urls`).
     skipped: int = 0
 
 

@@ -77,6 +77,7 @@ class Collector(Handlers):
                 """SELECT file_id FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])
                    UNION SELECT file_id FROM ingest.blob_series WHERE file_id = ANY($1::uuid[])
                    UNION SELECT file_id FROM ingest.cloud_files WHERE file_id = ANY($1::uuid[])
+                   UNION SELECT file_id FROM ingest.cloud_groups WHERE file_id = ANY($1::uuid[])
                    ORDER BY file_id""",
                 gone,
             )

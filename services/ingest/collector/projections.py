@@ -27,9 +27,19 @@ blob_refs = Projection(
     name="ingest.blobs",
     # 2: DICOM instances counted (pins) and the series that hold them; 3: files imported
     # by reference, by integration; 4: and the folder and key they were imported as
-    # (an import's `skip_duplicate_urls`, `upsert_metadata`)
-    version=4,
-    tables=("ingest.blobs", "ingest.blob_files", "ingest.blob_series", "ingest.cloud_files"),
+    # (an import's `skip_duplicate_urls`, `upsert_metadata`); 5: group files imported by
+    # reference, by their frames, and the series files DICOM series entries made (the
+    # same, for image groups, sequences and DICOM series)
+    version=5,
+    tables=(
+        "ingest.blobs",
+        "ingest.blob_files",
+        "ingest.blob_series",
+        "ingest.cloud_files",
+        "ingest.cloud_groups",
+        "ingest.cloud_dicom_entries",
+        "ingest.cloud_series",
+    ),
     ddl="""
     CREATE TABLE IF NOT EXISTS ingest.blobs (
         key text PRIMARY KEY,
@@ -60,6 +70,32 @@ blob_refs = Projection(
     ALTER TABLE ingest.cloud_files ADD COLUMN IF NOT EXISTS key text;
     CREATE INDEX IF NOT EXISTS cloud_files_key
         ON ingest.cloud_files (integration_id, folder_id, key);
+    -- Image groups and sequences imported by reference, by the folder they were imported
+    -- into and their frames' keys (imports/domain/groups.py `frames_sha256`).
+    CREATE TABLE IF NOT EXISTS ingest.cloud_groups (
+        file_id uuid PRIMARY KEY,
+        integration_id uuid NOT NULL,
+        folder_id uuid NOT NULL,
+        frames_sha256 text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS cloud_groups_frames
+        ON ingest.cloud_groups (integration_id, folder_id, frames_sha256);
+    -- DICOM series entries imported by reference (their keys as a set), and the series
+    -- files their instances joined.
+    CREATE TABLE IF NOT EXISTS ingest.cloud_dicom_entries (
+        group_file_id uuid PRIMARY KEY,
+        integration_id uuid NOT NULL,
+        folder_id uuid NOT NULL,
+        frames_sha256 text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS cloud_dicom_entries_frames
+        ON ingest.cloud_dicom_entries (integration_id, folder_id, frames_sha256);
+    CREATE TABLE IF NOT EXISTS ingest.cloud_series (
+        group_file_id uuid NOT NULL,
+        file_id uuid NOT NULL,
+        PRIMARY KEY (group_file_id, file_id)
+    );
+    CREATE INDEX IF NOT EXISTS cloud_series_file ON ingest.cloud_series (file_id);
     """,
 )
 
@@ -152,6 +188,57 @@ async def group_stored(
         await _files(conn, pairs, events[-1].occurred_at)
     # Images of a group imported by reference: no blob, their integration held.
     await _cloud_files(conn, files)
+    groups = sorted(
+        {
+            (g.group_file_id, g.integration_id, g.folder_id, g.frames_sha256)
+            for e in events
+            if isinstance(g := e.event, ingest_events.ImageGroupStored)
+            and g.integration_id is not None
+            and g.frames_sha256 is not None
+        },
+        key=lambda row: row[0],
+    )
+    if groups:
+        await conn.executemany(
+            "INSERT INTO ingest.cloud_groups (file_id, integration_id, folder_id, frames_sha256)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            groups,
+        )
+
+
+@blob_refs.on(ingest_events.ImportDicomInstancesCopied)
+async def dicom_entry_copied(
+    conn: asyncpg.Connection,
+    events: Sequence[Received[ingest_events.ImportDicomInstancesCopied]],
+) -> None:
+    entries = sorted(
+        {
+            (c.group_file_id, c.integration_id, c.folder_id, c.frames_sha256)
+            for e in events
+            if (c := e.event).integration_id and c.folder_id and c.frames_sha256
+        },
+        key=lambda row: row[0],
+    )
+    if entries:
+        await conn.executemany(
+            """INSERT INTO ingest.cloud_dicom_entries
+                   (group_file_id, integration_id, folder_id, frames_sha256)
+               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+            entries,
+        )
+
+
+@blob_refs.on(ingest_events.ImportedSeriesFiles)
+async def series_files_imported(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportedSeriesFiles]]
+) -> None:
+    pairs = sorted({(e.event.group_file_id, f) for e in events for f in e.event.file_ids})
+    await conn.execute(
+        """INSERT INTO ingest.cloud_series (group_file_id, file_id)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING""",
+        [g for g, _ in pairs],
+        [f for _, f in pairs],
+    )
 
 
 @blob_refs.on(ingest_events.DicomInstanceStored)
@@ -190,6 +277,8 @@ async def blobs_released(
     await conn.execute("DELETE FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])", released)
     await conn.execute("DELETE FROM ingest.blob_series WHERE file_id = ANY($1::uuid[])", released)
     await conn.execute("DELETE FROM ingest.cloud_files WHERE file_id = ANY($1::uuid[])", released)
+    await conn.execute("DELETE FROM ingest.cloud_groups WHERE file_id = ANY($1::uuid[])", released)
+    await conn.execute("DELETE FROM ingest.cloud_series WHERE file_id = ANY($1::uuid[])", released)
 
 
 @blob_refs.on(ingest_events.BlobsReclaimed)

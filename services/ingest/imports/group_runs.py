@@ -56,6 +56,12 @@ class GroupRuns(Handlers):
                 return await self._read_run(reader, run)
 
         for group in state.pending_groups():
+            if state.matches_imported:
+                match = groups.matched(state, group, await self._imported_group(state, group))
+                if match is not None:
+                    await self._append(state, cause, groups.settled(state, match))
+                    state.settled_groups.add(group.group_file_id)
+                    continue
             if group.kind == "dicom_series":
                 if await self._dicom_series(state, cause, reader, group):
                     return True
@@ -106,6 +112,30 @@ class GroupRuns(Handlers):
                 return True
         return False
 
+    async def _imported_group(
+        self, state: domain.JobState, group: domain.GroupState
+    ) -> list[uuid.UUID]:
+        """The group files an entry of these frames already made in the job's folder
+        through its integration (ingest.cloud_groups), or the series files the instances
+        of a DICOM series entry of these keys joined (ingest.cloud_series); at most 100."""
+        query = (
+            """SELECT DISTINCT s.file_id FROM ingest.cloud_dicom_entries e
+               JOIN ingest.cloud_series s ON s.group_file_id = e.group_file_id
+               WHERE e.integration_id = $1 AND e.folder_id = $2 AND e.frames_sha256 = $3
+               ORDER BY s.file_id LIMIT 100"""
+            if group.kind == "dicom_series"
+            else """SELECT file_id FROM ingest.cloud_groups
+               WHERE integration_id = $1 AND folder_id = $2 AND frames_sha256 = $3
+               ORDER BY file_id LIMIT 100"""
+        )
+        rows = await self.pool.fetch(
+            query,
+            state.integration_id,
+            state.folder_id,
+            groups.frames_sha256(group.kind, group.keys),
+        )
+        return [r["file_id"] for r in rows]
+
     async def _dicom_series(
         self,
         state: domain.JobState,
@@ -144,9 +174,7 @@ class GroupRuns(Handlers):
                 state.settled_groups.add(group.group_file_id)
                 return False
             changes = groups.dicom_copied(
-                state.job_id,
-                state.folder_id,
-                state.version,
+                state,
                 group,
                 [(o, w.key, w.sha256, w.size) for o, w in zip(instances, writers, strict=True)],
             )

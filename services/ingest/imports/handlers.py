@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
+from services.ingest.collector.projections import blob_refs
 from services.ingest.imports.buckets.loop import BucketLoop, Threaded
 from services.ingest.imports.buckets.port import Bucket, BucketReader, CloudProblem
 from services.ingest.imports.buckets.s3 import S3Reader, Sts
@@ -33,12 +34,15 @@ from services.ingest.jobs.projections import jobs
 from services.ingest.metadata.domain import check_metadata
 from services.ingest.metadata.schema import current as current_schema
 from shared.contracts import ingest as ev
+from shared.contracts.dicom import InstancesSettled
 from shared.contracts.envelope import Cause, Change, envelopes_of
 from shared.kit import identity
 from shared.kit.access import Access
 from shared.kit.blobs import BlobStore
+from shared.kit.db import Conn
 from shared.kit.errors import Refused, not_found
 from shared.kit.logs import log
+from shared.kit.reactions import Reactions, Received
 from shared.kit.secrets import Sealer, SealError, key_material
 from shared.kit.service import Handlers, Parts
 from shared.kit.settings import Settings
@@ -407,6 +411,29 @@ class Imports(Handlers):
         if not state.ended:
             self._spawn(state, Cause.of(envelopes[0]))
         return {"job_id": str(job_id)}, position
+
+    reactions = Reactions("ingest")
+
+    @reactions.on(InstancesSettled)
+    async def when_instances_settled(
+        self, conn: Conn, envelopes: Sequence[Received[InstancesSettled]]
+    ) -> None:
+        """The series files an import's DICOM series entries' instances joined: what a
+        later import of the same entries is matched to (ingest.cloud_series). A DICOM
+        upload's settlements name no entry: nothing is recorded for them."""
+        written = [
+            envelope
+            for e in envelopes
+            for envelope in envelopes_of(
+                domain.series_joined(
+                    [(a.entry_id, a.file_id) for a in e.event.accepted if a.entry_id]
+                ),
+                Cause.of(e),
+            )
+        ]
+        if written:
+            await blob_refs.apply(conn, written)
+            await self.store.append(conn, written)
 
     def stop(self, job_id: uuid.UUID) -> None:
         """A cancelled job's run in this process stops now (a run elsewhere stops at its

@@ -6,12 +6,15 @@ content left in the bucket; or refused whole, naming its frames at fault.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 
 from services.ingest.imports.domain.jobs import (
     Found,
     GroupState,
+    JobState,
+    Matched,
     file_name,
     reference_key,
 )
@@ -26,6 +29,44 @@ SHOWN = 20
 
 
 WHAT = {"image_group": "image group", "image_sequence": "image sequence"}
+
+
+def frames_sha256(kind: str, keys: Sequence[str]) -> str:
+    """What an entry is matched on against what its folder imported before: the SHA-256
+    of its kind and its frames' keys, in order for a group or sequence (a reordered one
+    is another file), as a set for a DICOM series (its slices are ordered by their
+    headers)."""
+    named = sorted(set(keys)) if kind == "dicom_series" else list(keys)
+    return hashlib.sha256("\n".join([kind, *named]).encode()).hexdigest()
+
+
+def matched(state: JobState, group: GroupState, file_ids: Sequence[uuid.UUID]) -> Matched | None:
+    """A group entry whose frames, all of them and no other, were imported into the
+    job's folder through its integration as one entry before (as `file_ids`): its
+    metadata replaced (`upsert_metadata`, when the entry gives some) or skipped
+    (`skip_duplicate_urls`), as a single object is (jobs.py `matched`); None: it is
+    read and becomes a file (a partly overlapping entry too)."""
+    if not file_ids:
+        return None
+    key, gid, entry = group.keys[0], group.group_file_id, group.entry
+    if state.upsert_metadata and group.metadata:
+        return ev.ImportedMetadataReplaced(
+            job_id=state.job_id,
+            key=key,
+            file_ids=list(file_ids),
+            metadata=group.metadata,
+            group_file_id=gid,
+            entry=entry,
+        )
+    if state.skip_duplicate_urls:
+        return ev.ImportObjectSkipped(
+            job_id=state.job_id, key=key, file_ids=list(file_ids), group_file_id=gid, entry=entry
+        )
+    return None
+
+
+def settled(state: JobState, match: Matched) -> list[Change]:
+    return appended(ev.job_stream(state.job_id), [match], after=state.version)
 
 
 def frames_of(group: GroupState) -> list[ev.ImportObject]:
@@ -123,6 +164,8 @@ def stored(
             constituent_folder_id=constituent_folder_id,
             images=len(images),
             metadata=group.metadata,
+            integration_id=integration_id,
+            frames_sha256=frames_sha256(group.kind, group.keys),
         )
     )
     return appended(ev.job_stream(job_id), events, after=version)
@@ -145,23 +188,24 @@ def rejected(job_id: uuid.UUID, version: int, rejection: Rejection) -> list[Chan
 
 
 def dicom_copied(
-    job_id: uuid.UUID,
-    folder_id: uuid.UUID,
-    version: int,
+    state: JobState,
     group: GroupState,
     instances: Sequence[tuple[ev.ImportObject, str, str, int]],
 ) -> list[Change]:
     """A DICOM series entry's instances, copied into the blob store (each its object,
     blob key, sha256 and size): stored as an upload's parts are, for the DICOM context
-    to read and assemble into series of the folder; then the entry settled."""
+    to read and assemble into series of the folder, each naming its entry; then the
+    entry settled."""
+    job_id, version = state.job_id, state.version
     events: list[Event] = [
         ev.DicomInstanceStored(
             job_id=job_id,
-            folder_id=folder_id,
+            folder_id=state.folder_id,
             name=file_name(obj),
             blob_key=blob_key,
             sha256=sha256,
             size=size,
+            entry_id=group.group_file_id,
         )
         for obj, blob_key, sha256, size in instances
     ]
@@ -171,6 +215,9 @@ def dicom_copied(
             group_file_id=group.group_file_id,
             entry=group.entry,
             instances=len(instances),
+            folder_id=state.folder_id,
+            integration_id=state.integration_id,
+            frames_sha256=frames_sha256(group.kind, group.keys),
         )
     )
     return appended(ev.job_stream(job_id), events, after=version)

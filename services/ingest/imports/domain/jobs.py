@@ -6,7 +6,8 @@ their frames' keys in pages), then per batch the files stored (FileContentStored
 source {type: "cloud", integration_id, key}) and the objects refused
 (FileContentRejected, `details.key`), the prefix's listing as it grows
 (ImportObjectsListed), each group read whole (ImageGroupImagesStored pages and
-ImageGroupStored, or one FileContentRejected with `details.group_file_id`), and
+ImageGroupStored, or one FileContentRejected with `details.group_file_id`, or one
+ImportObjectSkipped or ImportedMetadataReplaced with `group_file_id`), and
 UploadJobFinished (or ImportJobFailed). `fold` reads
 it back, so a job interrupted by a restart resumes where its last batch ended.
 """
@@ -134,6 +135,24 @@ def matched(state: JobState, obj: ev.ImportObject, file_ids: Sequence[uuid.UUID]
     return None
 
 
+def series_joined(joined: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> list[Change]:
+    """Which series files (entry id, file id) the instances of import entries joined, an
+    event per entry, each a stream of its own (a fact about the entry and the files,
+    recorded by whichever replica settled them)."""
+    files: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for entry_id, file_id in joined:
+        if file_id not in files.setdefault(entry_id, []):
+            files[entry_id].append(file_id)
+    return [
+        Change(
+            f"import-series-{uuid.uuid4()}",
+            1,
+            ev.ImportedSeriesFiles(group_file_id=entry_id, file_ids=file_ids),
+        )
+        for entry_id, file_ids in files.items()
+    ]
+
+
 def _changes(job_id: uuid.UUID, version: int, events: Sequence[Event]) -> list[Change]:
     return appended(ev.job_stream(job_id), events, after=version)
 
@@ -161,6 +180,7 @@ def group_requested(job_id: uuid.UUID, group: ImportGroup) -> list[ev.ImportGrou
                 frames=len(group.keys),
                 first=first,
                 keys=page,
+                titled=group.titled,
             )
         )
         first += len(page)
@@ -389,7 +409,10 @@ def fold(events: Iterable[tuple[str, dict[str, Any]]]) -> JobState | None:
             )
             group.keys += asked.keys
         elif kind in (ev.ImportObjectSkipped.type, ev.ImportedMetadataReplaced.type):
-            state.settled.add(str(data["key"]))
+            if data.get("group_file_id") is not None:
+                state.settled_groups.add(uuid.UUID(str(data["group_file_id"])))
+            else:
+                state.settled.add(str(data["key"]))
         elif kind in (ev.ImageGroupStored.type, ev.ImportDicomInstancesCopied.type):
             state.settled_groups.add(uuid.UUID(str(data["group_file_id"])))
         elif kind == ev.ImportObjectsListed.type:

@@ -17,7 +17,8 @@ must agree (domain/jobs.py `check_kind`). An entry of `image_groups` or
 frames, in order, as `objectUrl_0`, `objectUrl_1`, ... or a list `objectUrls` (or
 `keys`): it becomes one group file whose images stay in the bucket. An entry of
 `dicom_series` names its instances the same way: they are copied into the blob store
-and assembled into series by the DICOM context, as an upload's are. A malformed request or manifest
+and assembled into series by the DICOM context, as an upload's are, the entry's title
+and clientMetadata naming and describing the series they make. A malformed request or manifest
 is refused whole (422 naming every problem, `invalid_manifest` when one is in the
 manifest), recording nothing. An object URL must name the integration's own bucket:
 the models are validated with it in their context.
@@ -93,6 +94,8 @@ class ImportGroup:
     entry: str
     keys: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The manifest named it (`title`); else `name` is made up.
+    titled: bool = False
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,7 @@ class Manifest(Strict):
     dicom_series: list[GroupEntry] | None = None
     # An object already imported into the folder through the integration is skipped;
     # named again with clientMetadata, its files get that metadata (upsert), not a copy.
+    # A group, sequence or DICOM series entry likewise, matched whole (groups.py).
     skip_duplicate_urls: StrictBool = False
     upsert_metadata: StrictBool = False
 
@@ -332,6 +336,7 @@ def parse_request(body: object, bucket: str) -> ImportRequest:
                         entry=where,
                         keys=keys,
                         metadata=group.client_metadata,
+                        titled=group.title is not None,
                     )
                 )
     if len(objects) + sum(len(g.keys) for g in groups) > MAX_OBJECTS:
