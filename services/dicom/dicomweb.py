@@ -8,9 +8,11 @@ context then serves the series whose files are in that folder now: a series file
 away goes with its folder, one in the trash is not served.
 
 Searches answer from what this context keeps of each instance (services/dicom/tags.py):
-the UIDs, PatientID, Modality, InstanceNumber, Rows, Columns, and counts. Other query
-keys a viewer sends (PatientName, StudyDate...) are not matched, and the answer says so
-in a `Warning` header as PS3.18 asks. Metadata is read from the instances' own headers.
+the UIDs, PatientID, Modality, InstanceNumber, Rows, Columns, what a study list shows
+(`tags.LISTED`: PatientName, StudyDate, descriptions...), and counts. A series' study and
+series attributes are those of one of its instances. A key a viewer sends that is not
+kept (StudyTime) is not matched, and the answer says so in a `Warning` header as PS3.18
+asks. Metadata is read from the instances' own headers.
 """
 
 from __future__ import annotations
@@ -64,6 +66,20 @@ _FRAME_TYPES = {
 }
 
 
+# Listed attributes matched as text (wildcards `*`, `?`): names and descriptions
+# regardless of case, the rest exactly. Their level: study (s), series (s) or instance (i).
+_LISTED_TEXT = {
+    "PatientName": ("s", True),
+    "StudyDescription": ("s", True),
+    "StudyID": ("s", False),
+    "AccessionNumber": ("s", False),
+    "ReferringPhysicianName": ("s", True),
+    "SeriesDescription": ("s", True),
+}
+_LISTED_DATES = ("StudyDate", "PatientBirthDate")
+_DATE = re.compile(r"[0-9]{8}")
+
+
 @dataclass(frozen=True)
 class Query:
     """A QIDO search: the keys matched, those ignored, the page."""
@@ -74,6 +90,12 @@ class Query:
     patient_id: str | None = None
     modality: str | None = None
     instance_number: int | None = None
+    # Listed attributes (tags.LISTED): (keyword, pattern) texts, (keyword, first, last)
+    # date ranges (either end open), SeriesNumber, SOPClassUIDs.
+    texts: tuple[tuple[str, str], ...] = ()
+    dates: tuple[tuple[str, str | None, str | None], ...] = ()
+    series_number: int | None = None
+    sop_classes: tuple[str, ...] = ()
     limit: int = MAX_LIMIT
     offset: int = 0
     ignored: tuple[str, ...] = ()
@@ -81,6 +103,8 @@ class Query:
     @classmethod
     def parse(cls, params: Iterable[tuple[str, str]]) -> Query:
         found: dict[str, Any] = {}
+        texts: dict[str, str] = {}
+        dates: dict[str, tuple[str | None, str | None]] = {}
         ignored: list[str] = []
         for keyword, value in params:
             if keyword in _UID_KEYS:
@@ -91,13 +115,26 @@ class Query:
                 found["modality"] = _text(keyword, value)
             elif keyword == "InstanceNumber":
                 found["instance_number"] = _number(keyword, value, 0, 2**31 - 1)
+            elif keyword in _LISTED_TEXT and value:
+                texts[keyword] = _text(keyword, value)
+            elif keyword in _LISTED_DATES and value:
+                dates[keyword] = _dates(keyword, value)
+            elif keyword == "SeriesNumber" and value:
+                found["series_number"] = _number(keyword, value, 0, 2**31 - 1)
+            elif keyword == "SOPClassUID" and value:
+                found["sop_classes"] = _uids(keyword, value)
             elif keyword == "limit":
                 found["limit"] = _number(keyword, value, 1, MAX_LIMIT)
             elif keyword == "offset":
                 found["offset"] = _number(keyword, value, 0, 10**9)
             elif keyword in UNMATCHED and value:
                 ignored.append(keyword)
-        return cls(**found, ignored=tuple(sorted(set(ignored))))
+        return cls(
+            **found,
+            texts=tuple(texts.items()),
+            dates=tuple((k, first, last) for k, (first, last) in dates.items()),
+            ignored=tuple(sorted(set(ignored))),
+        )
 
     def warning(self) -> dict[str, str]:
         if not self.ignored:
@@ -106,6 +143,21 @@ class Query:
         return {
             "Warning": f'299 files "not matched, as this server keeps no such attribute: {keys}"'
         }
+
+
+def _dates(key: str, value: str) -> tuple[str | None, str | None]:
+    """A DA match (PS3.4 C.2.2.2.5): one day, or a range with either end open."""
+    first, dash, last = value.partition("-")
+    days = (first, last) if dash else (first, first)
+    if (
+        (not dash and not first)
+        or (dash and not (first or last))
+        or not all(not d or _DATE.fullmatch(d) for d in days)
+    ):
+        raise Refused(
+            400, "invalid_query", f"{key} must be a date YYYYMMDD or a range A-B, A- or -B"
+        )
+    return days[0] or None, days[1] or None
 
 
 def _uids(key: str, value: str) -> tuple[str, ...]:
@@ -163,6 +215,7 @@ class Where:
 
 
 def _series_terms(where: Where, query: Query, study_uid: str | None) -> None:
+    """Terms on a series row `s` and its listed attributes `a` (one instance's)."""
     if study_uid is not None:
         where.add("s.study_uid = {}", study_uid)
     if query.studies:
@@ -171,6 +224,53 @@ def _series_terms(where: Where, query: Query, study_uid: str | None) -> None:
         where.add("s.series_uid = ANY({})", list(query.series))
     if query.patient_id is not None:
         where.add("s.patient_id LIKE {}", _like(query.patient_id))
+    for keyword, pattern in query.texts:
+        _, any_case = _LISTED_TEXT[keyword]
+        like = "ILIKE" if any_case else "LIKE"
+        where.add(f"a.v->>'{keyword}' {like} {{}}", _like(pattern))
+    for keyword, first, last in query.dates:
+        if first is not None:
+            where.add(f"a.v->>'{keyword}' >= {{}}", first)
+        if last is not None:
+            where.add(f"a.v->>'{keyword}' <= {{}}", last)
+    if query.series_number is not None:
+        where.add(
+            "CASE WHEN a.v->>'SeriesNumber' ~ '^[+-]?[0-9]{{1,9}}$'"
+            " THEN (a.v->>'SeriesNumber')::int END = {}",
+            query.series_number,
+        )
+
+
+# A series' listed attributes (tags.LISTED), those of one of its instances (study and
+# series attributes are the same in each).
+_LISTED = """LEFT JOIN LATERAL (
+        SELECT i.facts->'listed' AS v FROM dicom.instances i
+        WHERE i.file_id = s.file_id ORDER BY i.sop_uid LIMIT 1) a ON true"""
+
+
+def _pn(value: str | None) -> dict[str, Any]:
+    return attribute("PN", {"Alphabetic": value} if value else None)
+
+
+def _study_attributes(r: Any) -> dict[str, Any]:
+    return {
+        "00100010": _pn(r["patient_name"]),
+        "00100030": attribute("DA", r["birth_date"]),
+        "00080020": attribute("DA", r["study_date"]),
+        "00080030": attribute("TM", r["study_time"]),
+        "00081030": attribute("LO", r["study_description"]),
+        "00200010": attribute("SH", r["study_id"]),
+        "00080050": attribute("SH", r["accession"]),
+        "00080090": _pn(r["referring"]),
+    }
+
+
+_STUDY_COLUMNS = """min(a.v->>'PatientName') AS patient_name,
+                   min(a.v->>'PatientBirthDate') AS birth_date,
+                   min(a.v->>'StudyDate') AS study_date, min(a.v->>'StudyTime') AS study_time,
+                   min(a.v->>'StudyDescription') AS study_description,
+                   min(a.v->>'StudyID') AS study_id, min(a.v->>'AccessionNumber') AS accession,
+                   min(a.v->>'ReferringPhysicianName') AS referring"""
 
 
 async def search_studies(conn: Conn, folder_id: uuid.UUID, query: Query) -> list[dict[str, Any]]:
@@ -180,14 +280,21 @@ async def search_studies(conn: Conn, folder_id: uuid.UUID, query: Query) -> list
     if query.modality is not None:
         where.args.append(query.modality)
         having = f"HAVING ${len(where.args)} = ANY(array_agg(s.modality))"
+    if query.sop_classes:
+        where.add(
+            "EXISTS (SELECT 1 FROM dicom.instances i WHERE i.file_id = s.file_id"
+            " AND i.facts->'listed'->>'SOPClassUID' = ANY({}))",
+            list(query.sop_classes),
+        )
     rows = await conn.fetch(
         f"""SELECT s.study_uid, min(s.patient_id) AS patient_id,
                    array_agg(DISTINCT s.modality) FILTER (WHERE s.modality IS NOT NULL)
                        AS modalities,
                    count(*) AS series,
                    sum((SELECT count(*) FROM dicom.instances i WHERE i.file_id = s.file_id))
-                       AS instances
-            FROM dicom.series s WHERE {where.sql()}
+                       AS instances,
+                   {_STUDY_COLUMNS}
+            FROM dicom.series s {_LISTED} WHERE {where.sql()}
             GROUP BY s.study_uid {having} ORDER BY s.study_uid {where.page(query)}""",
         *where.args,
     )
@@ -195,7 +302,7 @@ async def search_studies(conn: Conn, folder_id: uuid.UUID, query: Query) -> list
         {
             "0020000D": attribute("UI", r["study_uid"]),
             "00100020": attribute("LO", r["patient_id"]),
-            "00100010": attribute("PN"),
+            **_study_attributes(r),
             "00080061": attribute("CS", *(r["modalities"] or ())),
             "00201206": attribute("IS", r["series"]),
             "00201208": attribute("IS", int(r["instances"] or 0)),
@@ -211,24 +318,37 @@ async def search_series(
     _series_terms(where, query, study_uid)
     if query.modality is not None:
         where.add("s.modality = {}", query.modality)
+    if query.sop_classes:
+        where.add(
+            "EXISTS (SELECT 1 FROM dicom.instances i WHERE i.file_id = s.file_id"
+            " AND i.facts->'listed'->>'SOPClassUID' = ANY({}))",
+            list(query.sop_classes),
+        )
     rows = await conn.fetch(
-        f"""SELECT s.study_uid, s.series_uid, s.patient_id, s.modality,
+        f"""SELECT s.study_uid, s.series_uid, s.patient_id, s.modality, a.v AS listed,
                    (SELECT count(*) FROM dicom.instances i WHERE i.file_id = s.file_id)
                        AS instances
-            FROM dicom.series s WHERE {where.sql()}
+            FROM dicom.series s {_LISTED} WHERE {where.sql()}
             ORDER BY s.study_uid, s.series_uid {where.page(query)}""",
         *where.args,
     )
-    return [
-        {
-            "0020000D": attribute("UI", r["study_uid"]),
-            "0020000E": attribute("UI", r["series_uid"]),
-            "00100020": attribute("LO", r["patient_id"]),
-            "00080060": attribute("CS", r["modality"]),
-            "00201209": attribute("IS", r["instances"]),
-        }
-        for r in rows
-    ]
+    found = []
+    for r in rows:
+        listed = _json(r["listed"])
+        found.append(
+            {
+                "0020000D": attribute("UI", r["study_uid"]),
+                "0020000E": attribute("UI", r["series_uid"]),
+                "00100020": attribute("LO", r["patient_id"]),
+                "00100010": _pn(listed.get("PatientName")),
+                "00080020": attribute("DA", listed.get("StudyDate")),
+                "00080060": attribute("CS", r["modality"]),
+                "00200011": attribute("IS", _integer(listed.get("SeriesNumber"))),
+                "0008103E": attribute("LO", listed.get("SeriesDescription")),
+                "00201209": attribute("IS", r["instances"]),
+            }
+        )
+    return found
 
 
 async def search_instances(
@@ -248,21 +368,25 @@ async def search_instances(
         where.add("i.sop_uid = ANY({})", list(query.instances))
     if query.instance_number is not None:
         where.add("(i.facts->>'instance_number')::bigint = {}", query.instance_number)
+    if query.sop_classes:
+        where.add("i.facts->'listed'->>'SOPClassUID' = ANY({})", list(query.sop_classes))
     rows = await conn.fetch(
         f"""SELECT s.study_uid, s.series_uid, s.patient_id, s.modality, i.sop_uid, i.facts
-            FROM dicom.series s JOIN dicom.instances i ON i.file_id = s.file_id
+            FROM dicom.series s {_LISTED} JOIN dicom.instances i ON i.file_id = s.file_id
             WHERE {where.sql()}
             ORDER BY s.study_uid, s.series_uid, i.ordinal {where.page(query)}""",
         *where.args,
     )
     found = []
     for r in rows:
-        facts = orjson.loads(r["facts"]) if isinstance(r["facts"], str) else r["facts"]
+        facts = _json(r["facts"])
+        listed = facts.get("listed") or {}
         found.append(
             {
                 "0020000D": attribute("UI", r["study_uid"]),
                 "0020000E": attribute("UI", r["series_uid"]),
                 "00080018": attribute("UI", r["sop_uid"]),
+                "00080016": attribute("UI", listed.get("SOPClassUID")),
                 "00100020": attribute("LO", r["patient_id"]),
                 "00080060": attribute("CS", r["modality"]),
                 "00200013": attribute("IS", facts.get("instance_number")),
@@ -271,6 +395,15 @@ async def search_instances(
             }
         )
     return found
+
+
+def _json(value: Any) -> dict[str, Any]:
+    found = orjson.loads(value) if isinstance(value, str) else value
+    return found if isinstance(found, dict) else {}
+
+
+def _integer(text: str | None) -> int | None:
+    return int(text) if text is not None and re.fullmatch(r"[+-]?[0-9]{1,9}", text) else None
 
 
 @dataclass(frozen=True)

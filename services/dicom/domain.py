@@ -63,6 +63,10 @@ class Instance:
     slice_thickness: float | None = None
     pixel_spacing: tuple[float, float] | None = None
     instance_number: int | None = None
+    # What a viewer's study list shows and searches by, by DICOM keyword (PatientName,
+    # StudyDate, SeriesDescription, ...: tags.LISTED), as text; none of it decides
+    # anything here. Absent in instances read before it was kept.
+    listed: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def missing_3d_tags(self) -> tuple[str, ...]:

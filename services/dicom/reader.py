@@ -283,6 +283,7 @@ def _read(source: _Source) -> Instance | Rejected:
         slice_thickness=facts.get("SliceThickness"),
         pixel_spacing=facts.get("PixelSpacing"),
         instance_number=facts.get("InstanceNumber"),
+        listed=tags.read_listed(dataset),
     )
 
 

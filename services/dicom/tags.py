@@ -231,5 +231,53 @@ _ELEMENTS: Final[dict[str, tuple[int, str, Callable[[list[Any]], Any]]]] = {
         ("SliceThickness", "DS", _thickness),
     )
 }
+# What a viewer's study list shows and searches by (QIDO-RS): kept as text when it reads
+# cleanly, left out when it does not. None of it decides anything, so a bad value here
+# never refuses an instance. keyword -> VR.
+LISTED: Final[dict[str, str]] = {
+    "PatientName": "PN",
+    "PatientBirthDate": "DA",
+    "StudyDate": "DA",
+    "StudyTime": "TM",
+    "StudyDescription": "LO",
+    "StudyID": "SH",
+    "AccessionNumber": "SH",
+    "ReferringPhysicianName": "PN",
+    "SeriesNumber": "IS",
+    "SeriesDescription": "LO",
+    "SOPClassUID": "UI",
+}
+# The longest listed text kept (PN's component groups are 64 characters each).
+MAX_LISTED = 200
+
+
+def read_listed(dataset: Dataset) -> dict[str, str]:
+    """The listed elements present, each decoded by pydicom in the file's character
+    set and validated in mode RAISE, as text; one that does not is left out."""
+    found: dict[str, str] = {}
+    for keyword, vr in LISTED.items():
+        element = dataset.get_item(_tag(keyword), keep_deferred=True)
+        if not isinstance(element, RawDataElement) or not element.value:
+            continue
+        if element.VR not in (None, vr, "UN") or len(element.value) > MAX_VALUE_BYTES:
+            continue
+        try:
+            if vr in ("PN", "LO", "SH"):  # in the file's character set
+                encodings = dataset.original_character_set
+                text = convert_text(
+                    element.value, [encodings] if isinstance(encodings, str) else encodings, vr
+                )
+                value = str(text if isinstance(text, str) else "\\".join(map(str, text)))
+            else:  # the default repertoire
+                value = element.value.decode(default_encoding)
+            value = value.strip(" \x00")
+            validate_value(vr, value, config.RAISE)
+        except Exception:  # any value pydicom cannot read is only left out
+            continue
+        if value and len(value) <= MAX_LISTED and not _CONTROL.search(value):
+            found[keyword] = value
+    return found
+
+
 #: Passed to read_partial as `specific_tags`: every other element is skipped, not kept.
-WANTED: Final = [tag for tag, _, _ in _ELEMENTS.values()]
+WANTED: Final = [tag for tag, _, _ in _ELEMENTS.values()] + [_tag(k) for k in LISTED]

@@ -267,13 +267,16 @@ QIDO = (
     Query("offset", {"type": "integer", "minimum": 0}),
     Query("includefield", {"type": "string", "maxLength": 64},
           "taken: every kept attribute is answered", many=True),
-    Query("fuzzymatching", BOOLEAN, "taken: matching is exact (wildcards `*` and `?` in"
-          " PatientID)"),
+    Query("fuzzymatching", BOOLEAN, "taken: names and descriptions always match"
+          " regardless of case"),
 )  # fmt: skip
 QIDO_NOTE = (
-    "UIDs may be lists (comma-separated); PatientID takes `*` and `?`. Answers the"
-    " attributes the DICOM context keeps: UIDs, PatientID, Modality, InstanceNumber, Rows,"
-    " Columns and counts."
+    "UIDs may be lists (comma-separated); texts take the wildcards `*` and `?` (names and"
+    " descriptions regardless of case); dates a day `YYYYMMDD` or a range `A-B`, `A-`,"
+    " `-B`. Answers the attributes the DICOM context keeps: UIDs, PatientID, PatientName,"
+    " PatientBirthDate, StudyDate, StudyTime, StudyDescription, StudyID, AccessionNumber,"
+    " ReferringPhysicianName, Modality, SeriesNumber, SeriesDescription, SOPClassUID,"
+    " InstanceNumber, Rows, Columns and counts."
 )
 WRITE_ERRORS = (400, 403, 409, 422)
 

@@ -13,20 +13,18 @@ MATCHED = {
     "Modality": "00080060",
     "ModalitiesInStudy": "00080061",
     "InstanceNumber": "00200013",
+    "PatientName": "00100010",
+    "PatientBirthDate": "00100030",
+    "StudyDate": "00080020",
+    "StudyDescription": "00081030",
+    "StudyID": "00200010",
+    "AccessionNumber": "00080050",
+    "ReferringPhysicianName": "00080090",
+    "SeriesNumber": "00200011",
+    "SeriesDescription": "0008103E",
+    "SOPClassUID": "00080016",
 }
-# Keys a viewer's study list sends (OHIF's, Slicer's) that are not kept.
-UNMATCHED = (
-    "PatientName",
-    "PatientBirthDate",
-    "StudyDate",
-    "StudyTime",
-    "StudyDescription",
-    "AccessionNumber",
-    "StudyID",
-    "ReferringPhysicianName",
-    "SeriesNumber",
-    "SeriesDescription",
-    "SOPClassUID",
-)
+# Keys a viewer's study list sends that are returned but not matched.
+UNMATCHED = ("StudyTime",)
 CONTROLS = ("limit", "offset", "includefield", "fuzzymatching")
 MAX_LIMIT = 1000

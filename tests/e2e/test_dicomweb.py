@@ -20,8 +20,10 @@ from tests.e2e.support import folder, member, unique
 from tests.e2e.test_dicom import finished, fresh_study, send
 
 
-def series_of(study: int, series: int, count: int, modality: str) -> list[tuple[str, bytes]]:
-    """`count` 16x16 slices, slice k uniformly k * 100."""
+def series_of(
+    study: int, series: int, count: int, modality: str, listed: dict[str, Any] | None = None
+) -> list[tuple[str, bytes]]:
+    """`count` 16x16 slices, slice k uniformly k * 100; `listed`: more header values."""
     return [
         (
             f"s{series}-{k}.dcm",
@@ -36,7 +38,7 @@ def series_of(study: int, series: int, count: int, modality: str) -> list[tuple[
                     columns=16,
                     pixel_data=np.full((16, 16), k * 100, np.uint16).tobytes(),
                     modality=modality,
-                    overrides={"WindowCenter": "150", "WindowWidth": "300"},
+                    overrides={"WindowCenter": "150", "WindowWidth": "300", **(listed or {})},
                 )
             ),
         )
@@ -63,7 +65,17 @@ async def test_a_viewer_searches_and_retrieves_a_folder_s_series_and_nothing_els
 
     here, elsewhere = await folder(api, unique("dicomweb")), await folder(api, unique("other"))
     study, other = fresh_study(), fresh_study() + 1
-    ct, mr = series_of(study, 1, 4, "CT"), series_of(study, 2, 2, "MR")
+    described = {
+        "PatientName": "Doe^Jane",
+        "StudyDate": "20240105",
+        "StudyDescription": "Chest CT",
+        "AccessionNumber": "ACC-7",
+    }
+    ct = series_of(
+        study, 1, 4, "CT", {**described, "SeriesNumber": 3, "SeriesDescription": "Axial"}
+    )
+    # A value that does not read cleanly is left out; the instance is still taken.
+    mr = series_of(study, 2, 2, "MR", {**described, "ReferringPhysicianName": "Dr\x07Who"})
     for where, files in ((here, ct + mr), (elsewhere, series_of(other, 1, 2, "CT"))):
         job = await finished(api, await send(api, where["id"], *files))
         assert job["errors"] == [], job["errors"]
@@ -78,19 +90,40 @@ async def test_a_viewer_searches_and_retrieves_a_folder_s_series_and_nothing_els
     assert value(found, "00100020") == "PAT-0001"
     assert sorted(value(found, "00080061")) == ["CT", "MR"]
     assert (value(found, "00201206"), value(found, "00201208")) == (2, 6)
+    assert value(found, "00100010") == {"Alphabetic": "Doe^Jane"}
+    assert (value(found, "00080020"), value(found, "00081030")) == ("20240105", "Chest CT")
+    assert value(found, "00080050") == "ACC-7" and "Value" not in found["00080090"]
     assert await run("search_for_studies", search_filters={"PatientID": "PAT-*"}) != []
     assert await run("search_for_studies", search_filters={"PatientID": "nobody"}) == []
+    # What a study list searches by: names regardless of case, dates by day or range.
+    for filters, hits in (
+        ({"PatientName": "doe^j*"}, 1),
+        ({"PatientName": "Roe*"}, 0),
+        ({"StudyDate": "20240105"}, 1),
+        ({"StudyDate": "20240101-20240131"}, 1),
+        ({"StudyDate": "-20231231"}, 0),
+        ({"StudyDescription": "*chest*", "AccessionNumber": "ACC-7"}, 1),
+        ({"AccessionNumber": "acc-7"}, 0),
+    ):
+        assert len(await run("search_for_studies", search_filters=filters)) == hits, filters
     assert await run("search_for_studies", search_filters={"StudyInstanceUID": uid(other)}) == []
     series = await run("search_for_series", uid(study))
     assert [(value(s, "0020000E"), value(s, "00080060"), value(s, "00201209")) for s in series] == [
         (uid(study, 1), "CT", 4),
         (uid(study, 2), "MR", 2),
     ]
+    assert [(value(s, "00200011"), value(s, "0008103E")) for s in series] == [
+        (3, "Axial"),
+        (None, None),
+    ]
     [mr_only] = await run("search_for_series", search_filters={"Modality": "MR"})
     assert value(mr_only, "0020000E") == uid(study, 2)
+    [third] = await run("search_for_series", search_filters={"SeriesNumber": "3"})
+    assert value(third, "0020000E") == uid(study, 1)
     instances = await run("search_for_instances", uid(study), uid(study, 1))
     assert [value(i, "00080018") for i in instances] == [uid(study, 1, k) for k in range(1, 5)]
     assert [value(i, "00200013") for i in instances] == [1, 2, 3, 4]
+    assert {value(i, "00080016") for i in instances} == {"1.2.840.10008.5.1.4.1.1.2"}
     page = await run("search_for_instances", uid(study), uid(study, 1), limit=2, offset=2)
     assert [value(i, "00080018") for i in page] == [uid(study, 1, 3), uid(study, 1, 4)]
 
@@ -127,10 +160,12 @@ async def test_a_viewer_searches_and_retrieves_a_folder_s_series_and_nothing_els
     assert (no_frame.status_code, no_frame.json()["error"]["code"]) == (404, "frame_not_found")
     bad = await api.get(f"/v1/folders/{here['id']}/dicomweb/studies", params={"PatientID": "a\\b"})
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_query")
-    ignored = await api.get(
-        f"/v1/folders/{here['id']}/dicomweb/studies", params={"PatientName": "Doe^J*"}
+    ignored = await api.get(f"/v1/folders/{here['id']}/dicomweb/studies", params={"StudyTime": "1"})
+    assert ignored.status_code == 200 and "StudyTime" in ignored.headers["warning"]
+    bad_date = await api.get(
+        f"/v1/folders/{here['id']}/dicomweb/studies", params={"StudyDate": "2024-01"}
     )
-    assert ignored.status_code == 200 and "PatientName" in ignored.headers["warning"]
+    assert bad_date.status_code == 400 and "StudyDate" in bad_date.json()["error"]["message"]
 
     # Someone who may not see the folder sees nothing of it, as an unknown folder.
     stranger = await member(api, "dicomweb-stranger")

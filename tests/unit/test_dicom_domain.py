@@ -98,6 +98,29 @@ def test_a_ct_slice_gives_every_fact_it_carries() -> None:
     assert found.missing_3d_tags == ()
 
 
+def test_what_a_study_list_shows_is_kept_and_a_bad_value_only_left_out() -> None:
+    found = instance(
+        ct_slice(
+            overrides={
+                "PatientName": "Müller^Jürgen",  # ISO_IR 100, the fixtures' character set
+                "StudyDate": "20240105",
+                "StudyDescription": "Chest CT",
+                "SeriesNumber": 3,
+                "AccessionNumber": "A\x01B",  # a control character
+                "StudyID": ("SH", b"x" * 2000),  # longer than any value is read
+                "SeriesDescription": ("DA", b"Axial"),  # a VR the dictionary does not give
+            }
+        )
+    )
+    assert found.listed == {
+        "PatientName": "Müller^Jürgen",
+        "StudyDate": "20240105",
+        "StudyDescription": "Chest CT",
+        "SeriesNumber": "3",
+        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
+    }
+
+
 @pytest.mark.parametrize(
     "syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian], ids=["implicit", "big-endian"]
 )
