@@ -573,6 +573,7 @@ class Dicom(Handlers):
                     series_uid=result.series_uid,
                     file_id=file_ids[result.series_uid],
                     entry_id=s.entry_id,
+                    sop_class_uid=result.listed.get("SOPClassUID"),
                 )
             settled.setdefault(s.job_id, []).append((outcome, envelope))
         for job_id, outcomes in settled.items():

@@ -123,6 +123,11 @@ def _answer(accepted: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> d
             "vr": "SQ",
             "Value": [
                 {
+                    **(
+                        {"00081150": {"vr": "UI", "Value": [a["sop_class_uid"]]}}
+                        if a.get("sop_class_uid")
+                        else {}
+                    ),
                     "00081155": {"vr": "UI", "Value": [a["sop_uid"]]},
                     "0020000E": {"vr": "UI", "Value": [a["series_uid"]]},
                 }

@@ -174,6 +174,8 @@ class Accepted(BaseModel):
     file_id: uuid.UUID
     # The import entry the instance was named in (ingest.DicomInstanceStored.entry_id).
     entry_id: uuid.UUID | None = None
+    # Its SOP Class UID (a STOW-RS answer's ReferencedSOPClassUID); None before it was kept.
+    sop_class_uid: str | None = None
 
 
 class Rejected(BaseModel):

@@ -197,6 +197,9 @@ async def test_instances_stored_through_stow_rs_are_found_and_bad_ones_named(
     answer = await asyncio.to_thread(client.store_instances, datasets)
     stored = [str(item.ReferencedSOPInstanceUID) for item in answer.ReferencedSOPSequence]
     assert sorted(stored) == sorted(uid(study, 1, k) for k in range(1, 4))
+    assert {str(i.ReferencedSOPClassUID) for i in answer.ReferencedSOPSequence} == {
+        "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    }
     assert "FailedSOPSequence" not in answer
     # Stored as an upload is: found by search at once, and a series file in the folder.
     [found] = await asyncio.to_thread(client.search_for_series, uid(study))
