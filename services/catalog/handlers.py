@@ -540,7 +540,9 @@ class Catalog(Handlers):
                     )
                 read = time.monotonic()
                 path_only = {f.id for f in folders} - set(below)
-                envelopes = envelopes_of(domain.restore(folders, files, path_only), cause)
+                envelopes = envelopes_of(
+                    domain.restore(uuid.uuid4(), folders, files, path_only), cause
+                )
                 decided = time.monotonic()
                 position = await self.write(conn, envelopes)
                 written = time.monotonic()

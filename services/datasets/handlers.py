@@ -24,6 +24,7 @@ from shared.contracts.catalog import (
     FileMoved,
     FilePurged,
     FileRestored,
+    FilesRestored,
     FileReturned,
     FileTombstoned,
     FileUploaded,
@@ -507,7 +508,7 @@ class Datasets(Handlers):
         if contents and await self.parts.inbox.applied_below(conn, last.source, last.position):
             # The mirror is current up to these events: the files that went to the trash
             # from these folders are the ones the catalog restores with them (their
-            # FileRestored events come next). Back in the mirror here, in one go, and
+            # FilesRestored events come next). Back in the mirror here, in one go, and
             # linked at once from one statement; those events then find nothing to do.
             await tree.apply_received(conn, restored)
             await conn.execute(
@@ -577,13 +578,20 @@ class Datasets(Handlers):
         await tree.apply_received(conn, purged)
 
     @reactions.on(FileRestored)
+    @reactions.on(FilesRestored)
     async def when_files_restored(
-        self, conn: asyncpg.Connection, restored: Sequence[Received[FileRestored]]
+        self,
+        conn: asyncpg.Connection,
+        restored: Sequence[Received[FileRestored | FilesRestored]],
     ) -> None:
         """Synced datasets take a restored file back by their sync, as an upload; the
         other links it lost when it was deleted come back from the history."""
         await _sync_lock(conn)
-        files = [e.event.file_id for e in restored]
+        files = [
+            i
+            for e in restored
+            for i in (e.event.file_ids if isinstance(e.event, FilesRestored) else [e.event.file_id])
+        ]
         if not await conn.fetchval(
             """SELECT EXISTS (
                    SELECT 1 FROM unnest($1::uuid[]) AS x(id)

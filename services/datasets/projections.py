@@ -324,6 +324,21 @@ async def file_uploaded(
         )
 
 
+@tree.on(catalog_events.FilesRestored)
+async def files_restored(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FilesRestored]]
+) -> None:
+    ids = [i for e in events for i in e.data["file_ids"]]
+    await conn.execute(
+        """INSERT INTO datasets.files (id, folder_id)
+           SELECT x.id, x.folder_id FROM unnest($1::uuid[], $2::uuid[]) AS x(id, folder_id)
+           ON CONFLICT (id) DO NOTHING""",
+        ids,
+        [e.data["folder_id"] for e in events for _ in e.data["file_ids"]],
+    )
+    await conn.execute("DELETE FROM datasets.trashed_files WHERE id = ANY($1::uuid[])", ids)
+
+
 @tree.on(catalog_events.FileTombstoned)
 async def file_tombstoned(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileTombstoned]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -105,11 +106,19 @@ async def test_a_deleted_folder_comes_back_with_its_path_files_and_both_links(
 
     await eventually(both_back, what="both links came back")
 
-    # The restore is in the audit, on the file's own history.
-    some = sorted(ids)[0]
-    audit = await api.get("/v1/audit", params={"type": "catalog.FileRestored"})
+    # The restore is in the audit: the files back in their folder, in one event.
+    audit = await api.get("/v1/audit", params={"type": "catalog.FilesRestored"})
     assert audit.status_code == 200, audit.text
-    assert some in {e["data"]["file_id"] for e in audit.json()["items"]}
+    assert {"folder_id": inner["id"], "file_ids": sorted(ids)} in [
+        {**e["data"], "file_ids": sorted(e["data"]["file_ids"])} for e in audit.json()["items"]
+    ]
+    # The folder's history has them back too.
+    now = await api.get(
+        f"/v1/folders/{inner['id']}/items",
+        params={"as_of": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(), "limit": 10},
+    )
+    assert now.status_code == 200, now.text
+    assert {i["id"] for i in now.json()["items"]} == ids
 
     # Restoring again: it is not in the trash any more.
     error(await api.post("/v1/trash/restore", json={"folder_ids": [synced_folder["id"]]}), 404)
