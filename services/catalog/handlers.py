@@ -546,7 +546,7 @@ class Catalog(Handlers):
                 decided = time.monotonic()
                 position = await self.write(conn, envelopes)
                 written = time.monotonic()
-        if len(envelopes) >= 10_000:
+        if len(files) >= 10_000:
             log.info(
                 "catalog.bulk_restore",
                 folders=len(folders),
