@@ -105,6 +105,9 @@ async def test_a_deleted_folder_comes_back_with_its_path_files_and_both_links(
         )
 
     await eventually(both_back, what="both links came back")
+    for dataset in (synced, manual):
+        shown = await api.get(f"/v1/datasets/{dataset['id']}")
+        assert shown.json()["file_count"] == len(ids), shown.text
 
     # The restore is in the audit: the files back in their folder, in one event.
     audit = await api.get("/v1/audit", params={"type": "catalog.FilesRestored"})
