@@ -569,7 +569,10 @@ async def files_restored(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FilesRestored]]
 ) -> None:
     # As file_restored, for batches: no event in the files' own streams, so each keeps
-    # the version of its FileDeleted (the trash row's).
+    # the version of its FileDeleted (the trash row's). In the order of the widest index
+    # (folder, name): 100,000 rows in random order took 6.3-8.8 s into the eight indexes,
+    # sorted 2.8-4.2 s (one database, the same rows; the benchmark's files, named in
+    # order and trashed in that order, gain nothing).
     await conn.execute(
         """WITH back AS (
                DELETE FROM catalog.trash_files t WHERE t.id = ANY($1::uuid[])
@@ -577,6 +580,7 @@ async def files_restored(
            put AS (
                INSERT INTO catalog.files
                SELECT r.* FROM back, jsonb_populate_record(null::catalog.files, back.entry) r
+               ORDER BY r.folder_id, r.name
                ON CONFLICT (id) DO NOTHING
                RETURNING id, metadata)
            INSERT INTO catalog.metadata_values (file_id, key, num, at, txt)
