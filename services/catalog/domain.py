@@ -396,11 +396,17 @@ def delete(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
 
 
 def restore(
-    folders: Sequence[Folder], files: Sequence[File], path_only: Set[uuid.UUID] = frozenset()
+    restore_id: uuid.UUID,
+    folders: Sequence[Folder],
+    files: Sequence[File],
+    path_only: Set[uuid.UUID] = frozenset(),
 ) -> list[Change]:
     """Trashed folders (outermost first: a parent is back before its children) and
     files back where they were; `version` is each one's version in the trash. Folders
-    in `path_only` come back without the rest of what they held."""
+    in `path_only` come back without the rest of what they held. Files come back in
+    bounded batches per folder, in the restore's own stream: an event per file made a
+    restore of 100,000 files 100,000 envelopes, rows in the store, relay sends and
+    messages for every consumer."""
     changes = [
         Change(
             ev.folder_stream(f.id),
@@ -411,13 +417,21 @@ def restore(
         )
         for f in sorted(folders, key=lambda f: len(f.path))
     ]
+    by_folder: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for f in files:
+        by_folder.setdefault(f.folder_id, []).append(f.id)
+    batches = [
+        (folder_id, ids[i : i + ev.FILES_PER_RESTORED])
+        for folder_id, ids in by_folder.items()
+        for i in range(0, len(ids), ev.FILES_PER_RESTORED)
+    ]
     changes += [
         Change(
-            ev.file_stream(f.id),
-            f.version + 1,
-            ev.FileRestored.model_construct(file_id=f.id, folder_id=f.folder_id),
+            ev.restore_stream(restore_id),
+            n,
+            ev.FilesRestored.model_construct(folder_id=folder_id, file_ids=ids),
         )
-        for f in files
+        for n, (folder_id, ids) in enumerate(batches, 1)
     ]
     return changes
 

@@ -540,11 +540,13 @@ class Catalog(Handlers):
                     )
                 read = time.monotonic()
                 path_only = {f.id for f in folders} - set(below)
-                envelopes = envelopes_of(domain.restore(folders, files, path_only), cause)
+                envelopes = envelopes_of(
+                    domain.restore(uuid.uuid4(), folders, files, path_only), cause
+                )
                 decided = time.monotonic()
                 position = await self.write(conn, envelopes)
                 written = time.monotonic()
-        if len(envelopes) >= 10_000:
+        if len(files) >= 10_000:
             log.info(
                 "catalog.bulk_restore",
                 folders=len(folders),

@@ -54,10 +54,24 @@ FACTS = [
 ]
 
 
+# Files back from the trash in batches (`FilesRestored`, in a restore's stream, not
+# the files' own): each as if its own stream said `FileRestored` into the folder then.
+RESTORED_HERE = """
+    SELECT 'file-' || x.id AS stream_id, e.position
+    FROM catalog.events e, jsonb_array_elements_text(e.data->'file_ids') AS x(id)
+    WHERE e.type = 'catalog.FilesRestored' AND e.data->>'folder_id' = $1 AND e.occurred_at <= $2
+"""
+
+
 async def setup_history(conn: asyncpg.Connection) -> None:
     await conn.execute(
         f"CREATE INDEX IF NOT EXISTS events_entering ON catalog.events ({INTO}, occurred_at)"
         f" WHERE {ENTERING}"
+    )
+    await conn.execute(
+        "CREATE INDEX IF NOT EXISTS events_files_restored"
+        " ON catalog.events ((data->>'folder_id'), occurred_at)"
+        " WHERE type = 'catalog.FilesRestored'"
     )
 
 
@@ -106,14 +120,21 @@ async def items_as_of(
                 "not_found", f"folder {folder_id} did not exist at {at.isoformat()}"
             )
         rows = await conn.fetch(
-            f"""WITH entered AS (
-                    SELECT DISTINCT stream_id FROM catalog.events
-                    WHERE {ENTERING} AND {INTO} = $1 AND occurred_at <= $2),
+            f"""WITH restored_here AS ({RESTORED_HERE}),
+                entered AS (
+                    SELECT stream_id FROM catalog.events
+                    WHERE {ENTERING} AND {INTO} = $1 AND occurred_at <= $2
+                    UNION SELECT stream_id FROM restored_here),
                 located AS (
-                    SELECT DISTINCT ON (e.stream_id) e.stream_id, e.type, e.data
-                    FROM catalog.events e JOIN entered USING (stream_id)
-                    WHERE e.type = ANY($3::text[]) AND e.occurred_at <= $2
-                    ORDER BY e.stream_id, e.stream_version DESC),
+                    SELECT DISTINCT ON (stream_id) stream_id, type, data FROM (
+                        SELECT e.stream_id, e.type, e.data, e.position
+                        FROM catalog.events e JOIN entered USING (stream_id)
+                        WHERE e.type = ANY($3::text[]) AND e.occurred_at <= $2
+                        UNION ALL
+                        SELECT r.stream_id, 'catalog.FileRestored',
+                               jsonb_build_object('folder_id', $1::text), r.position
+                        FROM restored_here r) l
+                    ORDER BY stream_id, position DESC),
                 present AS (
                     SELECT stream_id FROM located l
                     WHERE l.type NOT IN ('catalog.FileDeleted', 'catalog.FolderDeleted')

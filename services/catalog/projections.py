@@ -576,6 +576,32 @@ async def file_restored(
     )
 
 
+@tree.on(catalog_events.FilesRestored)
+async def files_restored(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FilesRestored]]
+) -> None:
+    # As file_restored, for batches: no event in the files' own streams, so each keeps
+    # the version of its FileDeleted (the trash row's). In the order of the widest index
+    # (folder, name): 100,000 rows in random order took 6.3-8.8 s into the eight indexes,
+    # sorted 2.8-4.2 s (one database, the same rows; the benchmark's files, named in
+    # order and trashed in that order, gain nothing).
+    await conn.execute(
+        """WITH back AS (
+               DELETE FROM catalog.trash_files t WHERE t.id = ANY($1::uuid[])
+               RETURNING jsonb_set(t.entry, '{version}', to_jsonb(t.version)) AS entry),
+           put AS (
+               INSERT INTO catalog.files
+               SELECT r.* FROM back, jsonb_populate_record(null::catalog.files, back.entry) r
+               ORDER BY r.folder_id, r.name
+               ON CONFLICT (id) DO NOTHING
+               RETURNING id, metadata)
+           INSERT INTO catalog.metadata_values (file_id, key, num, at, txt)
+           SELECT put.id, e.key, e.num, e.at, e.txt
+           FROM put, catalog.metadata_entries(put.metadata) e""",
+        [i for e in events for i in e.data["file_ids"]],
+    )
+
+
 @tree.on(catalog_events.FilePurged)
 async def file_purged(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FilePurged]]

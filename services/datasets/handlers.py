@@ -25,6 +25,7 @@ from shared.contracts.catalog import (
     FilePurged,
     FileRestored,
     FileReturned,
+    FilesRestored,
     FileTombstoned,
     FileUploaded,
     FolderCreated,
@@ -32,6 +33,7 @@ from shared.contracts.catalog import (
     FolderMoved,
     FolderRestored,
 )
+from shared.contracts.datasets import dataset_stream
 from shared.contracts.envelope import Cause, Caused, Change, envelopes_of
 from shared.kit import identity
 from shared.kit.access import Access
@@ -507,7 +509,7 @@ class Datasets(Handlers):
         if contents and await self.parts.inbox.applied_below(conn, last.source, last.position):
             # The mirror is current up to these events: the files that went to the trash
             # from these folders are the ones the catalog restores with them (their
-            # FileRestored events come next). Back in the mirror here, in one go, and
+            # FilesRestored events come next). Back in the mirror here, in one go, and
             # linked at once from one statement; those events then find nothing to do.
             await tree.apply_received(conn, restored)
             await conn.execute(
@@ -536,9 +538,14 @@ class Datasets(Handlers):
     ) -> None:
         """Every file below these folders (just back in the mirror) takes its place in
         the synced datasets above it, and gets back the links its deletion removed:
-        computed and grouped by PostgreSQL in one statement, as a folder delete does."""
-        rows = await conn.fetch(
-            f"""WITH folders AS (
+        computed, made and grouped by PostgreSQL, then recorded as the FilesLinked
+        events that would make them (as a rebuild does). The links do not go through
+        Python and back: at 100,000 files that was 300,000 ids to encode, 0.8 s."""
+        # Kept for this transaction only; made before the datasets it names are known,
+        # so they can be locked (as every writer of their members does) before it is used.
+        await conn.execute(
+            f"""CREATE TEMPORARY TABLE links_back ON COMMIT DROP AS
+                WITH folders AS (
                     SELECT fo.id, fo.path FROM datasets.folders fo WHERE fo.path && $1::uuid[]),
                 covering AS (
                     SELECT fo.id AS folder_id, d.id AS dataset_id FROM folders fo
@@ -552,23 +559,64 @@ class Datasets(Handlers):
                     FROM below b JOIN covering c ON c.folder_id = b.folder_id
                     UNION ALL
                     SELECT t.dataset_id, t.file_id, false FROM datasets.trashed_links t
-                    JOIN below b ON b.id = t.file_id),
+                    JOIN below b ON b.id = t.file_id)
                 -- A link both by sync and from the history comes back by sync. Hashed,
                 -- not a correlated look-up (that one ran over 80 s at 100,000 files).
-                one AS (
-                    SELECT dataset_id, file_id, bool_or(by_sync) AS by_sync FROM wanted
-                    GROUP BY dataset_id, file_id)
-                SELECT o.dataset_id, o.by_sync,
-                       array_agg(o.file_id ORDER BY o.file_id) AS file_ids
-                FROM one o
-                WHERE NOT EXISTS (SELECT 1 FROM datasets.members m
-                                  WHERE m.dataset_id = o.dataset_id AND m.file_id = o.file_id)
-                GROUP BY o.dataset_id, o.by_sync""",
+                SELECT dataset_id, file_id, bool_or(by_sync) AS by_sync FROM wanted
+                GROUP BY dataset_id, file_id""",
             list(folder_ids),
         )
-        synced = {r["dataset_id"]: r["file_ids"] for r in rows if r["by_sync"]}
-        kept = {r["dataset_id"]: r["file_ids"] for r in rows if not r["by_sync"]}
-        await self._record_links(conn, cause, [(True, synced, "synced"), (True, kept, "restored")])
+        # Statements on the temporary table are prepared each time, not cached: the
+        # next transaction's table is another one.
+        locked = await (
+            await conn.prepare(
+                f"""SELECT {DATASET_COLUMNS} FROM datasets.datasets
+                    WHERE id IN (SELECT dataset_id FROM links_back) ORDER BY id FOR UPDATE"""
+            )
+        ).fetch()
+        made = await (
+            await conn.prepare(
+                """WITH new AS (
+                       SELECT l.* FROM links_back l
+                       WHERE NOT EXISTS (SELECT 1 FROM datasets.members m
+                                         WHERE m.dataset_id = l.dataset_id
+                                           AND m.file_id = l.file_id)),
+                   -- In the primary key's order: the index takes 300,000 rows a third
+                   -- faster than in the hash's order (measured, 1.8-2.1 s against 2.4-3.1).
+                   added AS (
+                       INSERT INTO datasets.members (dataset_id, file_id)
+                       SELECT dataset_id, file_id FROM new ORDER BY dataset_id, file_id),
+                   kept AS (
+                       DELETE FROM datasets.trashed_links t USING new
+                       WHERE t.file_id = new.file_id AND t.dataset_id = new.dataset_id)
+                   SELECT dataset_id, by_sync, array_agg(file_id ORDER BY file_id) AS file_ids
+                   FROM new GROUP BY dataset_id, by_sync"""
+            )
+        ).fetch()
+        ids = {(r["dataset_id"], r["by_sync"]): r["file_ids"] for r in made}
+        changes: list[Change] = []
+        for row in locked:
+            dataset = _dataset(row)
+            for by_sync, reason in ((True, "synced"), (False, "restored")):
+                linked = domain.link(dataset, ids.get((dataset.id, by_sync), []), reason)
+                dataset = dataclasses.replace(dataset, version=dataset.version + len(linked))
+                changes += linked
+        envelopes = envelopes_of(changes, Cause.of(cause))
+        if not envelopes:
+            return
+        counts: dict[uuid.UUID, int] = defaultdict(int)
+        for (dataset_id, _), file_ids in ids.items():
+            counts[dataset_id] += len(file_ids)
+        last = {e.stream_id: e.stream_version for e in envelopes}
+        await conn.execute(
+            """UPDATE datasets.datasets d SET file_count = d.file_count + x.n, version = x.version
+               FROM unnest($1::uuid[], $2::bigint[], $3::int[]) AS x(id, n, version)
+               WHERE d.id = x.id""",
+            list(counts),
+            list(counts.values()),
+            [last[dataset_stream(d)] for d in counts],
+        )
+        await self.store.append(conn, envelopes)
 
     @reactions.on(FilePurged)
     async def when_files_purged(
@@ -577,13 +625,20 @@ class Datasets(Handlers):
         await tree.apply_received(conn, purged)
 
     @reactions.on(FileRestored)
+    @reactions.on(FilesRestored)
     async def when_files_restored(
-        self, conn: asyncpg.Connection, restored: Sequence[Received[FileRestored]]
+        self,
+        conn: asyncpg.Connection,
+        restored: Sequence[Received[FileRestored | FilesRestored]],
     ) -> None:
         """Synced datasets take a restored file back by their sync, as an upload; the
         other links it lost when it was deleted come back from the history."""
         await _sync_lock(conn)
-        files = [e.event.file_id for e in restored]
+        files = [
+            i
+            for e in restored
+            for i in (e.event.file_ids if isinstance(e.event, FilesRestored) else [e.event.file_id])
+        ]
         if not await conn.fetchval(
             """SELECT EXISTS (
                    SELECT 1 FROM unnest($1::uuid[]) AS x(id)

@@ -40,6 +40,7 @@ from shared.contracts.catalog import (
     FileMoved,
     FilePurged,
     FileRestored,
+    FilesRestored,
     UploadRejected,
 )
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
@@ -207,14 +208,24 @@ class Dicom(Handlers):
             await self.store.append(conn, out)
 
     @reactions.on(FileRestored)
+    @reactions.on(FilesRestored)
     @reactions.on(FilePurged)
     async def when_files_left_the_trash(
-        self, conn: Conn, envelopes: Sequence[Received[FileRestored | FilePurged]]
+        self,
+        conn: Conn,
+        envelopes: Sequence[Received[FileRestored | FilesRestored | FilePurged]],
     ) -> None:
         """Restored: the series is its folder's again, unless the folder has one of the
         same SeriesInstanceUID uploaded since (then the restored file stays whole, not
         extended). Purged: the series is released, its instances with it."""
-        files = [e.event.file_id for e in envelopes]
+        each = [
+            (e, file_id)
+            for e in envelopes
+            for file_id in (
+                e.event.file_ids if isinstance(e.event, FilesRestored) else [e.event.file_id]
+            )
+        ]
+        files = [file_id for _, file_id in each]
         query = "SELECT * FROM dicom.detached_series WHERE file_id = ANY($1::uuid[])"
         rows = await conn.fetch(query, files)
         if not rows:
@@ -231,8 +242,8 @@ class Dicom(Handlers):
             )
         }
         out: list[Envelope] = []
-        for envelope in envelopes:
-            row = detached.get(envelope.event.file_id)
+        for envelope, file_id in each:
+            row = detached.get(file_id)
             if row is None:
                 continue
             event: ev.SeriesRestored | ev.SeriesReleased
@@ -250,7 +261,7 @@ class Dicom(Handlers):
                 [Change(ev.series_stream(row["file_id"]), row["version"], event)],
                 Cause.of(envelope),
             )
-            detached[envelope.event.file_id] = None
+            detached[file_id] = None
         if out:
             await series_model.apply(conn, out)
             await self.store.append(conn, out)

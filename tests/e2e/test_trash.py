@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -98,18 +99,33 @@ async def test_a_deleted_folder_comes_back_with_its_path_files_and_both_links(
     assert synced_folder["id"] not in {i["id"] for i in await trash(api)}
 
     async def both_back() -> bool:
+        # The counts too: the listing hides trashed files at once, so it may show them
+        # again before the datasets have even seen the delete.
+        counts = [
+            (await api.get(f"/v1/datasets/{d['id']}")).json()["file_count"]
+            for d in (synced, manual)
+        ]
         return (
             await dataset_files(api, synced["id"]) == ids
             and await dataset_files(api, manual["id"]) == ids
+            and counts == [len(ids), len(ids)]
         )
 
     await eventually(both_back, what="both links came back")
 
-    # The restore is in the audit, on the file's own history.
-    some = sorted(ids)[0]
-    audit = await api.get("/v1/audit", params={"type": "catalog.FileRestored"})
+    # The restore is in the audit: the files back in their folder, in one event.
+    audit = await api.get("/v1/audit", params={"type": "catalog.FilesRestored"})
     assert audit.status_code == 200, audit.text
-    assert some in {e["data"]["file_id"] for e in audit.json()["items"]}
+    assert {"folder_id": inner["id"], "file_ids": sorted(ids)} in [
+        {**e["data"], "file_ids": sorted(e["data"]["file_ids"])} for e in audit.json()["items"]
+    ]
+    # The folder's history has them back too.
+    now = await api.get(
+        f"/v1/folders/{inner['id']}/items",
+        params={"as_of": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(), "limit": 10},
+    )
+    assert now.status_code == 200, now.text
+    assert {i["id"] for i in now.json()["items"]} == ids
 
     # Restoring again: it is not in the trash any more.
     error(await api.post("/v1/trash/restore", json={"folder_ids": [synced_folder["id"]]}), 404)

@@ -8,6 +8,7 @@ import httpx
 from services.datasets.projections import membership
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import rebuild
+from tests.conftest import eventually
 from tests.e2e.support import CONSISTENCY, folder, text, unique, upload
 
 SNAPSHOT = {
@@ -54,6 +55,30 @@ async def make_history(api: httpx.AsyncClient) -> str:
     await api.post("/v1/move", json={"file_ids": outside, "target_folder_id": sub["id"]})
     await api.post("/v1/move", json={"file_ids": [ids[1]], "target_folder_id": other["id"]})
     await api.post("/v1/delete", json={"file_ids": [ids[2]]})
+    # A synced folder and its files back from the trash with their links.
+    kept = await folder(api, unique("ds-rebuild-kept"))
+    back = await folder(api, "back", kept["id"])
+    returned = [f["id"] for f in (await upload(api, back["id"], ("r.txt", text("r"))))["files"]]
+    again = (
+        await api.post("/v1/datasets", json={"name": unique("k"), "synced_folder_id": kept["id"]})
+    ).json()
+    await api.post(f"/v1/datasets/{manual['id']}/files", json={"file_ids": returned})
+    gone = await api.delete(f"/v1/folders/{back['id']}")
+    token = gone.headers[CONSISTENCY]
+    assert (await api.get(f"/v1/datasets/{again['id']}", headers={CONSISTENCY: token})).json()[
+        "file_count"
+    ] == 0
+    restored = await api.post("/v1/trash/restore", json={"folder_ids": [back["id"]]})
+    assert restored.status_code == 200, restored.text
+
+    async def linked_again() -> bool:
+        shown = [
+            (await api.get(f"/v1/datasets/{d}/files", params={"limit": 100})).json()["items"]
+            for d in (again["id"], manual["id"])
+        ]
+        return all(returned[0] in {f["id"] for f in items} for items in shown)
+
+    await eventually(linked_again, what="the restored file linked again")
     answer = await api.post("/v1/delete", json={"folder_ids": [top["id"]]})
     assert answer.status_code == 200, answer.text
     token = answer.headers[CONSISTENCY]

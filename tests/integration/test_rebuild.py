@@ -63,6 +63,13 @@ async def make_history(api: httpx.AsyncClient) -> None:
         f"/v1/folders/{doomed['id']}/files", files=[("file", ("x.txt", b"hello", "text/plain"))]
     )
     await api.delete(f"/v1/folders/{doomed['id']}")
+    # Back from the trash (a folder with its file, a file alone), then changed again:
+    # a restored file keeps the version of its stream.
+    await api.post("/v1/trash/restore", json={"folder_ids": [doomed["id"]]})
+    await api.delete(f"/v1/files/{files[0]['id']}")
+    await api.post("/v1/trash/restore", json={"file_ids": [files[0]["id"]]})
+    renamed = await api.patch(f"/v1/files/{files[0]['id']}", json={"name": "back.png"})
+    assert renamed.status_code == 200, renamed.text
 
 
 async def test_rebuilt_tree_has_the_same_rows_as_the_live_one(
