@@ -73,6 +73,12 @@ async def setup_history(conn: asyncpg.Connection) -> None:
         " ON catalog.events ((data->>'folder_id'), occurred_at)"
         " WHERE type = 'catalog.FilesRestored'"
     )
+    # The audit of a file finds its restore by the file's id (shared/kit/audit.py).
+    await conn.execute(
+        "CREATE INDEX IF NOT EXISTS events_files_restored_ids"
+        " ON catalog.events USING gin ((data->'file_ids'))"
+        " WHERE type = 'catalog.FilesRestored'"
+    )
 
 
 def parse_as_of(value: str) -> datetime:

@@ -220,6 +220,7 @@ class FilesRestored(Event):
     stream had in the trash (its `FileDeleted`'s)."""
 
     type: ClassVar[str] = "catalog.FilesRestored"
+    about_each: ClassVar[str | None] = "file_ids"
     folder_id: uuid.UUID
     file_ids: list[uuid.UUID]
 

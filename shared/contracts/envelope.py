@@ -24,6 +24,9 @@ class Event(BaseModel):
 
     type: ClassVar[str]
     version: ClassVar[int] = 1
+    # An event about many aggregates at once (a batch): the field of its data that lists
+    # their ids, so that the audit finds it by any of them, not only by its stream's.
+    about_each: ClassVar[str | None] = None
 
 
 class Envelope(BaseModel):

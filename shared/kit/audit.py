@@ -9,12 +9,14 @@ look like one are dropped before the rows are returned.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
+from shared.contracts import REGISTRY
 from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
 
@@ -35,6 +37,27 @@ REDACTED_KEY_PARTS = (
 # the audit's subject. EventStore.setup indexes the same expression.
 SUBJECT_SQL = "right(stream_id, 36)"
 UUID_LENGTH = 36
+
+
+# Batch events (`Event.about_each`): type -> the data field listing the ids they are
+# about. The stores that hold them index that field (a partial GIN index).
+ABOUT_EACH: dict[str, str] = {t: c.about_each for t, c in REGISTRY.items() if c.about_each}
+
+
+def subject_condition(subjects: list[str], param: Callable[[Any], str]) -> str:
+    """Events about any of `subjects`: their stream's aggregate, or one a batch event
+    lists. One subject compares with `=`, so the (expression, position) index yields the
+    rows in position order and a LIMIT stops the scan early; several go through a bitmap."""
+    if not subjects:
+        return "FALSE"
+    one = len(subjects) == 1
+    value = param(subjects[0] if one else subjects)
+    own = f"{SUBJECT_SQL} = {value}" if one else f"{SUBJECT_SQL} = ANY({value}::text[])"
+    listed = [
+        f"(type = '{t}' AND data->'{field}' {'?' if one else '?|'} {value})"
+        for t, field in sorted(ABOUT_EACH.items())
+    ]
+    return f"({' OR '.join([own, *listed])})"
 
 
 def redact(value: Any) -> Any:
@@ -95,15 +118,8 @@ def audit_query(
         args.append(value)
         return f"${len(args)}"
 
-    # One value compares with `=` so its (expression, position) index yields the rows in
-    # position order and the LIMIT stops the scan early; several use the same index
-    # through a bitmap.
     if subject_ids is not None:
-        subjects = sorted({str(s) for s in subject_ids})
-        if len(subjects) == 1:
-            where.append(f"{SUBJECT_SQL} = {param(subjects[0])}")
-        else:
-            where.append(f"{SUBJECT_SQL} = ANY({param(subjects)}::text[])")
+        where.append(subject_condition(sorted({str(s) for s in subject_ids}), param))
     if actor_id is not None:
         where.append(f"(metadata->>'actor') = {param(actor_id)}")
     if types is not None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from shared.kit.audit import SUBJECT_SQL, redact, rfc3339, subject_of
+from shared.kit.audit import redact, rfc3339, subject_condition, subject_of
 from shared.kit.db import Conn
 
 # Every context that keeps an event store, in the order the merge breaks ties on.
@@ -70,11 +70,7 @@ def where(selection: Selection, args: list[Any]) -> list[str]:
     s = selection
     conditions: list[str] = []
     if s.subject_ids is not None:
-        subjects = sorted({str(x) for x in s.subject_ids})
-        if len(subjects) == 1:
-            conditions.append(f"{SUBJECT_SQL} = {param(subjects[0])}")
-        else:
-            conditions.append(f"{SUBJECT_SQL} = ANY({param(subjects)}::text[])")
+        conditions.append(subject_condition(sorted({str(x) for x in s.subject_ids}), param))
     if s.actor_id is not None:
         conditions.append(f"(metadata->>'actor') = {param(s.actor_id)}")
     if s.types is not None:

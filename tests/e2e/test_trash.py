@@ -119,6 +119,12 @@ async def test_a_deleted_folder_comes_back_with_its_path_files_and_both_links(
     assert {"folder_id": inner["id"], "file_ids": sorted(ids)} in [
         {**e["data"], "file_ids": sorted(e["data"]["file_ids"])} for e in audit.json()["items"]
     ]
+    # A file's own audit shows its deletion and its restore, though one event holds many.
+    one = sorted(ids)[0]
+    mine = await api.get("/v1/audit", params={"subject_id": one})
+    assert mine.status_code == 200, mine.text
+    types = [e["type"] for e in mine.json()["items"]]
+    assert types.index("catalog.FileDeleted") < types.index("catalog.FilesRestored"), types
     # The folder's history has them back too.
     now = await api.get(
         f"/v1/folders/{inner['id']}/items",
