@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence, Set
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -396,17 +396,24 @@ def delete(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
 
 
 def restore(
-    restore_id: uuid.UUID,
     folders: Sequence[Folder],
     files: Sequence[File],
     path_only: Set[uuid.UUID] = frozenset(),
+    *,
+    partition_of: Callable[[Sequence[str]], Sequence[int]],
+    stream_in: Callable[[int], str],
 ) -> list[Change]:
     """Trashed folders (outermost first: a parent is back before its children) and
     files back where they were; `version` is each one's version in the trash. Folders
-    in `path_only` come back without the rest of what they held. Files come back in
-    bounded batches per folder, in the restore's own stream: an event per file made a
-    restore of 100,000 files 100,000 envelopes, rows in the store, relay sends and
-    messages for every consumer."""
+    in `path_only` come back without the rest of what they held.
+
+    Files come back in bounded batches (an event per file made a restore of 100,000
+    files 100,000 envelopes, rows in the store, relay sends and messages for every
+    consumer), per folder and per partition: a batch's stream (`stream_in`, a restore
+    stream that lands in the partition asked for) is in the partition of each of its
+    files' own streams (`partition_of`, the relay's choice), so a consumer meets a file's
+    restore before whatever happens to it next (a move, a delete, a purge), as it did
+    when the restore was in the file's own stream."""
     changes = [
         Change(
             ev.folder_stream(f.id),
@@ -417,22 +424,25 @@ def restore(
         )
         for f in sorted(folders, key=lambda f: len(f.path))
     ]
-    by_folder: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for f in files:
-        by_folder.setdefault(f.folder_id, []).append(f.id)
-    batches = [
-        (folder_id, ids[i : i + ev.FILES_PER_RESTORED])
-        for folder_id, ids in by_folder.items()
-        for i in range(0, len(ids), ev.FILES_PER_RESTORED)
-    ]
-    changes += [
-        Change(
-            ev.restore_stream(restore_id),
-            n,
-            ev.FilesRestored.model_construct(folder_id=folder_id, file_ids=ids),
-        )
-        for n, (folder_id, ids) in enumerate(batches, 1)
-    ]
+    partitions = partition_of([ev.file_stream(f.id) for f in files])
+    grouped: dict[tuple[int, uuid.UUID], list[uuid.UUID]] = {}
+    for f, partition in zip(files, partitions, strict=True):
+        grouped.setdefault((partition, f.folder_id), []).append(f.id)
+    streams: dict[int, str] = {}
+    versions: dict[int, int] = {}
+    for (partition, folder_id), ids in grouped.items():
+        stream = streams.get(partition) or streams.setdefault(partition, stream_in(partition))
+        for i in range(0, len(ids), ev.FILES_PER_RESTORED):
+            versions[partition] = versions.get(partition, 0) + 1
+            changes.append(
+                Change(
+                    stream,
+                    versions[partition],
+                    ev.FilesRestored.model_construct(
+                        folder_id=folder_id, file_ids=ids[i : i + ev.FILES_PER_RESTORED]
+                    ),
+                )
+            )
     return changes
 
 

@@ -35,6 +35,7 @@ from shared.contracts.ingest import (
     ImportedMetadataReplaced,
     SyncFolderNeeded,
 )
+from shared.kit import bus
 from shared.kit.access import RANK, Access
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
@@ -485,6 +486,18 @@ class Catalog(Handlers):
         _require_roles(ids, roles, needed, table, "are not in the trash", "where they were")
         return rows
 
+    def _partition_of(self, streams: Sequence[str]) -> list[int]:
+        """The partition the relay sends each stream's events to (one if not known)."""
+        return bus.partitions_of([s.encode() for s in streams], self.parts.partitions or [0])
+
+    def _restore_stream_in(self, partition: int) -> str:
+        """A new restore stream whose events land in `partition` (drawn until one does:
+        on average as many draws as there are partitions)."""
+        while True:
+            stream = ev.restore_stream(uuid.uuid4())
+            if self._partition_of([stream]) == [partition]:
+                return stream
+
     async def restore(
         self,
         cause: Cause,
@@ -541,7 +554,14 @@ class Catalog(Handlers):
                 read = time.monotonic()
                 path_only = {f.id for f in folders} - set(below)
                 envelopes = envelopes_of(
-                    domain.restore(uuid.uuid4(), folders, files, path_only), cause
+                    domain.restore(
+                        folders,
+                        files,
+                        path_only,
+                        partition_of=self._partition_of,
+                        stream_in=self._restore_stream_in,
+                    ),
+                    cause,
                 )
                 decided = time.monotonic()
                 position = await self.write(conn, envelopes)

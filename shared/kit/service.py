@@ -69,6 +69,9 @@ class Parts:
     # Verifies who calls this service, and signs its own calls to others.
     identity: ServiceKey = field(init=False)
     tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+    # The partitions of the topic it publishes, sorted, read at start: an event about
+    # many aggregates is keyed to land beside their own streams (catalog.FilesRestored).
+    partitions: list[int] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.store = EventStore(self.name)
@@ -151,6 +154,7 @@ class Runtime:
         self.producer = bus.producer(s.kafka_bootstrap, idempotence=s.kafka_idempotence)
         await self.producer.start()
         if self.publishes:
+            self.parts.partitions = sorted(await self.producer.partitions_for(self.publishes))
             self.relay = Relay(
                 self.store, s.database_url, self.producer, self.publishes, s.kafka_bootstrap
             )

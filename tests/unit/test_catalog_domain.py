@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import zlib
 
 import pytest
 
@@ -130,3 +131,39 @@ def test_stored_content_becomes_an_uploaded_file() -> None:
 def test_content_for_a_folder_that_went_away_is_rejected() -> None:
     change = domain.register_upload(stored(uuid.uuid4()), None)
     assert isinstance(change.event, ev.UploadRejected)
+
+
+def test_restored_files_come_back_in_batches_each_beside_its_files_streams() -> None:
+    # The relay's choice stood in for by a hash of the stream id into 3 partitions.
+    def partition_of(streams: object) -> list[int]:
+        return [zlib.crc32(s.encode()) % 3 for s in streams]  # type: ignore[attr-defined]
+
+    def stream_in(partition: int) -> str:
+        while partition_of([stream := ev.restore_stream(uuid.uuid4())]) != [partition]:
+            pass
+        return stream
+
+    top = folder("scans", version=3)
+    inner = folder("ct", top, version=2)
+    files = [file(f"f{i}.png", top if i % 4 else inner, version=2) for i in range(12_000)]
+    changes = domain.restore([inner, top], files, partition_of=partition_of, stream_in=stream_in)
+    assert [(c.stream_id, c.version, type(c.event)) for c in changes[:2]] == [
+        (ev.folder_stream(top.id), 4, ev.FolderRestored),
+        (ev.folder_stream(inner.id), 3, ev.FolderRestored),
+    ]
+    batches = changes[2:]
+    where = {f.id: f.folder_id for f in files}
+    back: list[uuid.UUID] = []
+    by_stream: dict[str, list[int]] = {}
+    for c in batches:
+        assert isinstance(c.event, ev.FilesRestored)
+        assert 0 < len(c.event.file_ids) <= ev.FILES_PER_RESTORED
+        assert {where[i] for i in c.event.file_ids} == {c.event.folder_id}
+        # Each file's restore is in its own stream's partition.
+        assert set(partition_of([ev.file_stream(i) for i in c.event.file_ids])) == set(
+            partition_of([c.stream_id])
+        )
+        by_stream.setdefault(c.stream_id, []).append(c.version)
+        back += c.event.file_ids
+    assert sorted(back) == sorted(where)
+    assert len(by_stream) == 3 and all(v == list(range(1, len(v) + 1)) for v in by_stream.values())
