@@ -44,20 +44,24 @@ UUID_LENGTH = 36
 ABOUT_EACH: dict[str, str] = {t: c.about_each for t, c in REGISTRY.items() if c.about_each}
 
 
-def subject_condition(subjects: list[str], param: Callable[[Any], str]) -> str:
-    """Events about any of `subjects`: their stream's aggregate, or one a batch event
-    lists. One subject compares with `=`, so the (expression, position) index yields the
-    rows in position order and a LIMIT stops the scan early; several go through a bitmap."""
+def subject_condition(
+    subjects: list[str], param: Callable[[Any], str], schema: str | None = None
+) -> tuple[str, str | None]:
+    """Events about any of `subjects`: (those of their streams, those a batch event of
+    the store `schema` (any, if None) lists; None if it holds none). One subject
+    compares with `=`, so the (expression, position) index yields the rows in position
+    order and a LIMIT stops the scan early; several go through a bitmap."""
     if not subjects:
-        return "FALSE"
+        return "FALSE", None
     one = len(subjects) == 1
     value = param(subjects[0] if one else subjects)
     own = f"{SUBJECT_SQL} = {value}" if one else f"{SUBJECT_SQL} = ANY({value}::text[])"
     listed = [
         f"(type = '{t}' AND data->'{field}' {'?' if one else '?|'} {value})"
         for t, field in sorted(ABOUT_EACH.items())
+        if schema is None or t.split(".", 1)[0] == schema
     ]
-    return f"({' OR '.join([own, *listed])})"
+    return own, f"({' OR '.join(listed)}) AND NOT {own}" if listed else None
 
 
 def redact(value: Any) -> Any:
@@ -118,8 +122,18 @@ def audit_query(
         args.append(value)
         return f"${len(args)}"
 
+    table = store.table
     if subject_ids is not None:
-        where.append(subject_condition(sorted({str(s) for s in subject_ids}), param))
+        own, listed = subject_condition(sorted({str(s) for s in subject_ids}), param, store.schema)
+        if listed is None:
+            where.append(own)
+        else:
+            # Two ordered scans merged, not one OR: each keeps its index, and the LIMIT
+            # still stops the subject's own early.
+            table = (
+                f"(SELECT * FROM {store.table} WHERE {own}"
+                f" UNION ALL SELECT * FROM {store.table} WHERE {listed}) AS about"
+            )
     if actor_id is not None:
         where.append(f"(metadata->>'actor') = {param(actor_id)}")
     if types is not None:
@@ -135,7 +149,7 @@ def audit_query(
     sql = f"""
         SELECT position, event_id, stream_id, type, data, occurred_at,
                metadata->>'actor' AS actor_id, metadata->>'causation_id' AS causation_id
-        FROM {store.table}
+        FROM {table}
         WHERE {" AND ".join(where)}
         ORDER BY position
         LIMIT {param(limit)}

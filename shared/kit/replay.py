@@ -70,7 +70,8 @@ def where(selection: Selection, args: list[Any]) -> list[str]:
     s = selection
     conditions: list[str] = []
     if s.subject_ids is not None:
-        conditions.append(subject_condition(sorted({str(x) for x in s.subject_ids}), param))
+        own, listed = subject_condition(sorted({str(x) for x in s.subject_ids}), param)
+        conditions.append(f"({own} OR ({listed}))" if listed else own)
     if s.actor_id is not None:
         conditions.append(f"(metadata->>'actor') = {param(s.actor_id)}")
     if s.types is not None:
