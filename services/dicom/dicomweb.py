@@ -286,6 +286,8 @@ async def search_studies(conn: Conn, folder_id: uuid.UUID, query: Query) -> list
             " AND i.facts->'listed'->>'SOPClassUID' = ANY({}))",
             list(query.sop_classes),
         )
+    # The studies with a series that matches; then each study's figures over all of its
+    # series in the folder (a series-level key picks studies, it does not cut their counts).
     rows = await conn.fetch(
         f"""SELECT s.study_uid, min(s.patient_id) AS patient_id,
                    array_agg(DISTINCT s.modality) FILTER (WHERE s.modality IS NOT NULL)
@@ -294,7 +296,9 @@ async def search_studies(conn: Conn, folder_id: uuid.UUID, query: Query) -> list
                    sum((SELECT count(*) FROM dicom.instances i WHERE i.file_id = s.file_id))
                        AS instances,
                    {_STUDY_COLUMNS}
-            FROM dicom.series s {_LISTED} WHERE {where.sql()}
+            FROM dicom.series s {_LISTED}
+            WHERE s.folder_id = $1 AND s.study_uid IN (
+                SELECT s.study_uid FROM dicom.series s {_LISTED} WHERE {where.sql()})
             GROUP BY s.study_uid {having} ORDER BY s.study_uid {where.page(query)}""",
         *where.args,
     )

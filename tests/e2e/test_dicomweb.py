@@ -106,6 +106,10 @@ async def test_a_viewer_searches_and_retrieves_a_folder_s_series_and_nothing_els
         ({"AccessionNumber": "acc-7"}, 0),
     ):
         assert len(await run("search_for_studies", search_filters=filters)) == hits, filters
+    # A series-level key picks the study; its figures still count all of its series.
+    [picked] = await run("search_for_studies", search_filters={"SeriesDescription": "axial"})
+    assert (value(picked, "00201206"), value(picked, "00201208")) == (2, 6)
+    assert sorted(value(picked, "00080061")) == ["CT", "MR"]
     assert await run("search_for_studies", search_filters={"StudyInstanceUID": uid(other)}) == []
     series = await run("search_for_series", uid(study))
     assert [(value(s, "0020000E"), value(s, "00080060"), value(s, "00201209")) for s in series] == [
