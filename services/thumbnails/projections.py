@@ -42,6 +42,12 @@ thumbnails = Projection(
         WHERE state = 'pending';
     CREATE INDEX IF NOT EXISTS files_source ON thumbnails.files (source)
         WHERE state <> 'released';
+    -- A drawn source's pending files (the drawing's record): without it, a table not yet
+    -- analyzed (10,000 uploads in half a minute) has the planner read every pending row
+    -- through files_pending for each file drawn, quadratic in the backlog (15 ms a file
+    -- at 9,000 pending, 0.06 ms with it).
+    CREATE INDEX IF NOT EXISTS files_pending_source ON thumbnails.files (source)
+        WHERE state = 'pending';
     CREATE TABLE IF NOT EXISTS thumbnails.sources (
         source text PRIMARY KEY,
         state text NOT NULL,
