@@ -42,6 +42,12 @@ thumbnails = Projection(
         WHERE state = 'pending';
     CREATE INDEX IF NOT EXISTS files_source ON thumbnails.files (source)
         WHERE state <> 'released';
+    -- A drawn source's pending files (the drawing's record): without it, a table not yet
+    -- analyzed (10,000 uploads in half a minute) has the planner read every pending row
+    -- through files_pending for each file drawn, quadratic in the backlog (15 ms a file
+    -- at 9,000 pending, 0.06 ms with it).
+    CREATE INDEX IF NOT EXISTS files_pending_source ON thumbnails.files (source)
+        WHERE state = 'pending';
     CREATE TABLE IF NOT EXISTS thumbnails.sources (
         source text PRIMARY KEY,
         state text NOT NULL,
@@ -89,6 +95,10 @@ async def requested(
     )
 
 
+# Made and failed name their files twice, as rows and as `ANY($2)`: the planner takes
+# jsonb_to_recordset for 100 rows and, for the one file a drawing settles, would hash it
+# against a seq scan of the whole table (2.2 ms at 9,000 files, linear in the table,
+# analyzed or not), where the key probe is 0.08 ms.
 @thumbnails.on(thumbnails_events.ThumbnailsMade)
 async def made(conn: Conn, events: Sequence[Received[thumbnails_events.ThumbnailsMade]]) -> None:
     rows = [
@@ -101,8 +111,9 @@ async def made(conn: Conn, events: Sequence[Received[thumbnails_events.Thumbnail
                code = NULL, reason = NULL
            FROM jsonb_to_recordset($1::jsonb) AS x(file_id uuid, version integer,
                                                     renditions jsonb)
-           WHERE f.file_id = x.file_id""",
+           WHERE f.file_id = x.file_id AND f.file_id = ANY($2::uuid[])""",
         rows,
+        [r["file_id"] for r in rows],
     )
     await _settle(conn, rows, "made")
 
@@ -119,8 +130,9 @@ async def failed(conn: Conn, events: Sequence[Received[thumbnails_events.Thumbna
                reason = x.reason
            FROM jsonb_to_recordset($1::jsonb) AS x(file_id uuid, version integer, code text,
                                                     reason text)
-           WHERE f.file_id = x.file_id""",
+           WHERE f.file_id = x.file_id AND f.file_id = ANY($2::uuid[])""",
         rows,
+        [r["file_id"] for r in rows],
     )
     await _settle(conn, rows, "failed")
 

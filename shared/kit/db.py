@@ -37,6 +37,19 @@ async def _init(conn: asyncpg.Connection) -> None:
     )
 
 
+class PooledConnection(asyncpg.Connection):
+    """A pooled connection handed back without asyncpg's reset query (advisory unlock,
+    CLOSE ALL, UNLISTEN, RESET ALL): that is a round trip and four statements on every
+    release, and the small-file pipeline releases a connection several times a file. Our
+    code leaves no session state on a pooled connection: locks are transaction-scoped
+    (`pg_advisory_xact_lock`), settings `SET LOCAL`, cursors live in transactions, and
+    listeners have connections of their own. An open transaction is still rolled back,
+    and listeners dropped, by asyncpg on release."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def connect_pool(
     dsn: str, *, min_size: int = 2, max_size: int = 10, kind: type[asyncpg.Pool] = asyncpg.Pool
 ) -> asyncpg.Pool:
@@ -44,7 +57,7 @@ async def connect_pool(
     make: Any = kind  # asyncpg's types cannot say "a Pool of plain Connections"
     pool = make(
         dsn,
-        connection_class=asyncpg.Connection,
+        connection_class=PooledConnection,
         record_class=asyncpg.Record,
         min_size=min_size,
         max_size=max_size,

@@ -111,6 +111,22 @@ async def test_identical_bytes_share_one_blob(store: BlobStore) -> None:
     assert not any(w.path.exists() for w in (first, second, again))
 
 
+async def test_a_request_of_many_small_blobs_is_committed_together(store: BlobStore) -> None:
+    """The local store makes a batch durable with two syncfs calls, not an fsync each:
+    every blob is there whole, duplicates and one stored before included, no spool left."""
+    contents = [os.urandom(4096) for _ in range(40)] + [b"twice"] * 2
+    before = written(store, contents[0])
+    before.finish()
+    await store.commit([before])
+    writers = [written(store, data) for data in contents]
+    for writer in writers:
+        writer.finish()
+    await store.commit(writers)
+    for writer, data in zip(writers, contents, strict=True):
+        assert not writer.path.exists()
+        assert await read(store, writer.key, 0, len(data) - 1) == data
+
+
 async def test_an_empty_blob(store: BlobStore) -> None:
     writer = store.writer()
     key, _ = writer.finish()

@@ -140,9 +140,12 @@ async def claim_blobs(conn: Conn, keys: list[str]) -> None:
 
 async def _files(conn: Conn, pairs: list[tuple[uuid.UUID, str]], at: datetime) -> None:
     await _blobs_stored(conn, [key for _, key in pairs], at)
-    await conn.executemany(
-        "INSERT INTO ingest.blob_files (file_id, blob_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        pairs,
+    # One statement for a request's files, not one a file.
+    await conn.execute(
+        """INSERT INTO ingest.blob_files (file_id, blob_key)
+           SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING""",
+        [file_id for file_id, _ in pairs],
+        [key for _, key in pairs],
     )
 
 

@@ -357,25 +357,23 @@ class Syncs(Handlers):
         default = self.settings.sync_interval_s
         while True:
             await asyncio.sleep(min(30.0, default / 2))  # a schedule, not a wait
-            async with self.pool.acquire() as conn:
-                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULE_LOCK):
+            # The lock is the transaction's: a pooled connection keeps no session state.
+            async with self.pool.acquire() as conn, conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SCHEDULE_LOCK):
                     continue
-                try:
-                    due = await conn.fetch(
-                        """SELECT f.folder_id FROM ingest.synced_folders f
+                due = await conn.fetch(
+                    """SELECT f.folder_id FROM ingest.synced_folders f
                            WHERE NOT f.paused AND NOT EXISTS (
                                SELECT 1 FROM ingest.jobs j WHERE j.folder_id = f.folder_id
                                  AND j.kind = 'sync'
                                  AND (j.status = 'running' OR j.created_at > now()
                                       - make_interval(secs => coalesce(f.sync_interval_s, $1))))
                            LIMIT 100""",
-                        default,
-                    )
-                    for row in due:
-                        with contextlib.suppress(Refused):
-                            await self.start(_system("system:sync-schedule"), row["folder_id"])
-                finally:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", SCHEDULE_LOCK)
+                    default,
+                )
+                for row in due:
+                    with contextlib.suppress(Refused):
+                        await self.start(_system("system:sync-schedule"), row["folder_id"])
 
     # -- notifications -------------------------------------------------------------
 

@@ -80,9 +80,13 @@ class BlobWriter:
     """
 
     def __init__(self, spool_dir: Path) -> None:
-        spool_dir.mkdir(parents=True, exist_ok=True)
         self.path = spool_dir / uuid.uuid4().hex
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
+        try:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
+        except FileNotFoundError:
+            # Made on first use (or again, if swept): not a mkdir per file of a batch.
+            spool_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
         self._hash = hashlib.sha256()
         self.size = 0
         self.key = ""

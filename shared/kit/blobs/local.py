@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import re
@@ -41,6 +43,46 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _syncfs_call() -> ctypes._NamedFuncPointer | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name, use_errno=True), "syncfs", None) if name else None
+    except OSError:
+        return None
+
+
+# Linux's syncfs(2): one call makes every written byte and every rename on the blob
+# volume durable. For a request of many small files that is two calls instead of one
+# fsync a file and one a directory (on this VM's disk: 100 files, 27 ms with fsyncs from
+# 6 threads, 10 ms with two syncfs). It flushes the whole file system, so it is cheap
+# when the blobs have a volume of their own, as they should in production; on a volume
+# shared with PostgreSQL it also writes PostgreSQL's dirty pages, which costs time, not
+# safety. Since Linux 5.8 it reports a writeback error of the file system.
+_SYNCFS = _syncfs_call()
+# From this many blobs in one commit, two syncfs calls are cheaper than their fsyncs.
+SYNCFS_FROM = 8
+
+
+def _syncfs(root: Path) -> None:
+    assert _SYNCFS is not None
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"syncfs of {root}: {os.strerror(code)}")
+    finally:
+        os.close(fd)
+
+
+def _replace(spool: Path, final: Path) -> None:
+    try:
+        os.replace(spool, final)
+    except FileNotFoundError:
+        # The key's directory is new (its spool is there: spools are ours alone).
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(spool, final)
+
+
 def _move_into_place(spool: Path, final: Path) -> None:
     """fsync, then rename: after a crash the key holds all of its bytes or nothing."""
     _fsync(spool)
@@ -75,6 +117,9 @@ class LocalBlobStore:
     async def commit(self, writers: Sequence[BlobWriter]) -> None:
         try:
             finals = {self._path(w.key): w.path for w in writers}
+            if _SYNCFS is not None and len(finals) >= SYNCFS_FROM:
+                await asyncio.to_thread(self._commit_together, finals)
+                return
             await asyncio.gather(
                 *(asyncio.to_thread(_move_into_place, s, f) for f, s in finals.items())
             )
@@ -85,6 +130,14 @@ class LocalBlobStore:
         finally:
             for w in writers:
                 w.abort()
+
+    def _commit_together(self, finals: dict[Path, Path]) -> None:
+        """Every spool durable, then renamed into place, then every rename durable: after
+        a crash each key holds all of its bytes or nothing, as with `_move_into_place`."""
+        _syncfs(self.root)
+        for final, spool in finals.items():
+            _replace(spool, final)
+        _syncfs(self.root)
 
     async def put(self, key: str, data: bytes) -> None:
         final = self._path(key)
