@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.browser.conftest import make_folder, unique
 from tests.e2e.support import PDF, png, text
@@ -53,7 +53,7 @@ def test_image_zoom_pdf_and_a_frame_strip(signed_in: Page, api: httpx.Client) ->
     page.goto(f"/files/{pic['id']}")
     image = page.get_by_role("img", name="pic.png")
     expect(image).to_be_visible()
-    assert image.evaluate("i => i.naturalWidth") == 40
+    drawn(page, image, 40)
     page.get_by_role("button", name="Zoom in").click()
     expect(page.get_by_label("Zoom level")).to_have_text("125%")
     page.get_by_role("button", name="Fit").click()
@@ -70,7 +70,17 @@ def test_image_zoom_pdf_and_a_frame_strip(signed_in: Page, api: httpx.Client) ->
     page.keyboard.press("ArrowRight")
     expect(strip.get_by_role("option", name="Frame 2")).to_have_attribute("aria-selected", "true")
     expect(page.get_by_role("img", name="Frame 2 of 3")).to_be_visible()
-    assert page.get_by_role("img", name="Frame 2 of 3").evaluate("i => i.naturalWidth") == 11
+    drawn(page, page.get_by_role("img", name="Frame 2 of 3"), 11)
+
+
+def drawn(page: Page, image: Locator, width: int) -> None:
+    """The image shows its picture (loaded, `width` pixels wide): an image is visible as
+    soon as it has a box, before its bytes arrive, so this waits, with a deadline."""
+    page.wait_for_function(
+        "([i, w]) => i.complete && i.naturalWidth === w",
+        arg=[image.element_handle(), width],
+        timeout=10_000,
+    )
 
 
 def lambda_blob():  # a src made from the bytes fetched with the session
