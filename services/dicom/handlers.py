@@ -72,6 +72,9 @@ class Part:
         }
 
 
+# An instance stored by ingest, as received, as parsed, and what reading its blob gave.
+Read = tuple[Received[DicomInstanceStored], DicomInstanceStored, domain.Instance | domain.Rejected]
+
 # Blobs read side by side (fetched first when the store is S3).
 READ_PARALLEL = 8
 
@@ -453,13 +456,7 @@ class Dicom(Handlers):
         self,
         conn: Conn,
         folder_id: uuid.UUID,
-        items: Sequence[
-            tuple[
-                Received[DicomInstanceStored],
-                DicomInstanceStored,
-                domain.Instance | domain.Rejected,
-            ]
-        ],
+        items: Sequence[Read],
         job_versions: dict[uuid.UUID, int],
         entries: dict[uuid.UUID, tuple[str | None, dict[str, Any]]],
     ) -> list[Envelope]:
@@ -551,13 +548,7 @@ class Dicom(Handlers):
     @staticmethod
     def _settled(
         folder_id: uuid.UUID,
-        items: Sequence[
-            tuple[
-                Received[DicomInstanceStored],
-                DicomInstanceStored,
-                domain.Instance | domain.Rejected,
-            ]
-        ],
+        items: Sequence[Read],
         refused: dict[int, domain.Rejected],
         file_ids: dict[str, uuid.UUID],
         job_versions: dict[uuid.UUID, int],

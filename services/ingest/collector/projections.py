@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -235,12 +236,11 @@ async def dicom_entry_copied(
 async def series_files_imported(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportedSeriesFiles]]
 ) -> None:
-    pairs = sorted({(e.event.group_file_id, f) for e in events for f in e.event.file_ids})
-    await conn.execute(
-        """INSERT INTO ingest.cloud_series (group_file_id, file_id)
-           SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING""",
-        [g for g, _ in pairs],
-        [f for _, f in pairs],
+    await _insert_pairs(
+        conn,
+        "ingest.cloud_series (group_file_id, file_id)",
+        "uuid",
+        {(e.event.group_file_id, f) for e in events for f in e.event.file_ids},
     )
 
 
@@ -255,12 +255,11 @@ async def instance_stored(
 async def series_held(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.SeriesBlobsHeld]]
 ) -> None:
-    pairs = sorted({(e.event.file_id, k) for e in events for k in e.event.blob_keys})
-    await conn.execute(
-        """INSERT INTO ingest.blob_series (file_id, blob_key)
-           SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING""",
-        [f for f, _ in pairs],
-        [k for _, k in pairs],
+    await _insert_pairs(
+        conn,
+        "ingest.blob_series (file_id, blob_key)",
+        "text",
+        {(e.event.file_id, k) for e in events for k in e.event.blob_keys},
     )
     await _unpin(conn, [k for e in events for k in e.event.blob_keys])
 
@@ -303,3 +302,17 @@ RECLAIMABLE = """
     ORDER BY b.stored_at LIMIT $2
     FOR UPDATE SKIP LOCKED
 """
+
+
+async def _insert_pairs(
+    conn: asyncpg.Connection, into: str, second: str, pairs: set[tuple[uuid.UUID, Any]]
+) -> None:
+    """Rows of (a uuid, a `second`-typed value) into `into` (a table and its two columns,
+    ours), in one statement, in order (so concurrent writers take the keys' locks alike)."""
+    ordered = sorted(pairs)
+    await conn.execute(
+        f"""INSERT INTO {into}
+            SELECT * FROM unnest($1::uuid[], $2::{second}[]) ON CONFLICT DO NOTHING""",
+        [a for a, _ in ordered],
+        [b for _, b in ordered],
+    )
