@@ -511,13 +511,21 @@ class Datasets(Handlers):
             # from these folders are the ones the catalog restores with them (their
             # FilesRestored events come next). Back in the mirror here, in one go, and
             # linked at once from one statement; those events then find nothing to do.
+            # Only the files trashed before the folder's restore: one restored with it
+            # and deleted again may be here already, its events being on another
+            # partition than the folder's.
             await tree.apply_received(conn, restored)
             await conn.execute(
-                """WITH back AS (DELETE FROM datasets.trashed_files
-                                 WHERE folder_id = ANY($1::uuid[]) RETURNING id, folder_id)
+                """WITH back AS (
+                       DELETE FROM datasets.trashed_files t
+                       USING unnest($1::uuid[], $2::bigint[]) AS x(folder_id, position)
+                       WHERE t.folder_id = x.folder_id
+                         AND (t.trashed_at IS NULL OR t.trashed_at < x.position)
+                       RETURNING t.id, t.folder_id)
                    INSERT INTO datasets.files (id, folder_id) SELECT id, folder_id FROM back
                    ON CONFLICT (id) DO NOTHING""",
-                contents,
+                [e.event.folder_id for e in restored if e.event.with_contents],
+                [e.position for e in restored if e.event.with_contents],
             )
             await self._links_back_below(conn, restored[0], [e.event.folder_id for e in restored])
             return
@@ -703,16 +711,24 @@ class Datasets(Handlers):
                     """WITH below AS (
                            DELETE FROM datasets.files f USING datasets.folders fo
                            WHERE fo.id = f.folder_id AND fo.path && $1::uuid[]
-                           RETURNING f.id, f.folder_id),
+                           RETURNING f.id, f.folder_id, fo.path),
+                       -- Trashed at the position of the deleted folder above it.
                        kept AS (
-                           INSERT INTO datasets.trashed_files (id, folder_id)
-                           SELECT id, folder_id FROM below WHERE $2
-                           ON CONFLICT (id) DO UPDATE SET folder_id = excluded.folder_id)
+                           INSERT INTO datasets.trashed_files (id, folder_id, trashed_at)
+                           SELECT b.id, b.folder_id,
+                                  (SELECT max(x.position)
+                                   FROM unnest($1::uuid[], $3::bigint[]) AS x(id, position)
+                                   WHERE x.id = ANY(b.path))
+                           FROM below b WHERE $2
+                           ON CONFLICT (id) DO UPDATE
+                               SET folder_id = excluded.folder_id,
+                                   trashed_at = excluded.trashed_at)
                        SELECT m.dataset_id, array_agg(m.file_id ORDER BY m.file_id) AS file_ids
                        FROM datasets.members m JOIN below b ON b.id = m.file_id
                        GROUP BY m.dataset_id""",
                     folder_ids,
                     all(e.event.trashed for e in envelopes),
+                    [e.position for e in envelopes],
                 )
             }
             await self._relink(conn, envelopes[0], {}, "", gone, "file_deleted")

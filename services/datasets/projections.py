@@ -85,6 +85,11 @@ tree = Projection(
         folder_id uuid NOT NULL
     );
     CREATE INDEX IF NOT EXISTS trashed_files_folder ON datasets.trashed_files (folder_id);
+    -- The catalog position of the event that put it there: a folder's restore brings
+    -- back only the files trashed before it. A file restored with it and deleted again
+    -- may reach the mirror first (its events are on another partition). NULL: a row
+    -- from before this column, taken as trashed before any restore.
+    ALTER TABLE datasets.trashed_files ADD COLUMN IF NOT EXISTS trashed_at bigint;
     """,
 )
 
@@ -392,14 +397,20 @@ async def file_moved(
 async def file_deleted(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileDeleted]]
 ) -> None:
+    # Its last trashing, once: a file deleted, restored and deleted again may be twice
+    # in one run, and one INSERT ... ON CONFLICT may not touch a row twice.
+    trashed = {e.data["file_id"]: e.position for e in events if e.data.get("trashed")}
     await conn.execute(
         """WITH gone AS (DELETE FROM datasets.files WHERE id = ANY($1::uuid[])
                          RETURNING id, folder_id)
-           INSERT INTO datasets.trashed_files (id, folder_id)
-           SELECT id, folder_id FROM gone WHERE id = ANY($2::uuid[])
-           ON CONFLICT (id) DO UPDATE SET folder_id = excluded.folder_id""",
+           INSERT INTO datasets.trashed_files (id, folder_id, trashed_at)
+           SELECT g.id, g.folder_id, x.position
+           FROM gone g JOIN unnest($2::uuid[], $3::bigint[]) AS x(id, position) ON x.id = g.id
+           ON CONFLICT (id) DO UPDATE
+               SET folder_id = excluded.folder_id, trashed_at = excluded.trashed_at""",
         [e.data["file_id"] for e in events],
-        [e.data["file_id"] for e in events if e.data.get("trashed")],
+        list(trashed),
+        list(trashed.values()),
     )
 
 
