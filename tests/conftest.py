@@ -144,6 +144,9 @@ SWEEPS: dict[str, Any] = {
     # A webhook's failed delivery is tried again at once, not after seconds.
     "webhook_retry_base_s": 0.2,
     "webhook_poll_s": 0.1,
+    # A restore of two files or more takes the large restore's path (search indexes
+    # merged after the answer), one file the usual path: tests see both.
+    "restore_defer_gin_from": 2,
 }
 
 

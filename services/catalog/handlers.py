@@ -52,9 +52,8 @@ Arrival = TypeVar("Arrival", FileContentStored, SeriesAssembled)
 
 # Files (and folders) purged from the trash in one transaction.
 PURGE_BATCH = 5_000
-# A restore of this many files leaves its rows in the GIN indexes' pending lists (merged
-# after the answer), and these are the indexes.
-BULK_GIN_DEFERRED = 10_000
+# The GIN indexes a large restore leaves its rows in the pending lists of (merged after
+# the answer, `Settings.restore_defer_gin_from`).
 GIN_INDEXES = ("catalog.files_search", "catalog.files_metadata")
 
 
@@ -579,14 +578,15 @@ class Catalog(Handlers):
                     cause,
                 )
                 decided = time.monotonic()
-                if len(files) >= BULK_GIN_DEFERRED:
+                deferred = len(files) >= self.parts.settings.restore_defer_gin_from
+                if deferred:
                     # The GIN indexes (trigrams, metadata) take the rows into their pending
                     # lists only; they are merged after the answer, beside the datasets'
                     # work on the other core (bench/README.md, trash).
                     await conn.execute("SET LOCAL gin_pending_list_limit = '2GB'")
                 position = await self.write(conn, envelopes)
                 written = time.monotonic()
-        if len(files) >= BULK_GIN_DEFERRED:
+        if deferred:
             task = asyncio.create_task(self._merge_gin_pending(), name="catalog.gin-merge")
             # The runtime cancels its tasks before it closes the pool.
             self.parts.tasks.append(task)

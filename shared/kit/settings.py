@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # catalog purges them (checked every trash_purge_every_s) and their blobs may go.
     trash_days: float = 30.0
     trash_purge_every_s: float = 3600.0
+    # A restore of at least this many files leaves its rows in the search indexes'
+    # pending lists and merges them after it answers (services/catalog, restore).
+    restore_defer_gin_from: int = 10_000
     # The gateway's gRPC API (proto/files/v1/files.proto) on this port, beside HTTP on
     # http_host; 0: no gRPC server.
     grpc_port: int = 0

@@ -223,27 +223,41 @@ async def test_the_trash_checks_rights_where_things_were(
     error(await api.get("/v1/trash", params={"cursor": "nope"}), 422)
 
 
-async def test_a_restored_file_is_found_by_its_metadata_again(api: httpx.AsyncClient) -> None:
-    """Metadata filters go through the catalog's typed side table: a file back from the
-    trash is in it again."""
+async def test_a_restored_file_is_found_by_its_metadata_and_name_again(
+    api: httpx.AsyncClient,
+) -> None:
+    """Metadata filters go through the catalog's typed side table and its metadata
+    index, names through its trigram index: files back from the trash are in them
+    again. Two files: the test stack takes a restore of two the way it takes a large
+    one, the indexes' new rows merged after the answer."""
     top = await folder(api, unique("trash-meta"))
     inner = await folder(api, "inner", top["id"])
-    [file] = (await upload(api, inner["id"], ("m.txt", text("m"))))["files"]
+    name = unique("tiger")
+    [file, other] = (
+        await upload(api, inner["id"], (f"{name}.txt", text("m")), ("other.txt", text("o")))
+    )["files"]
     key, value = unique("site").replace("-", "_"), unique("lyon")
     changed = await api.patch(f"/v1/files/{file['id']}", json={"metadata": {key: value}})
     assert changed.status_code == 200, changed.text
 
-    async def found() -> list[str]:
-        answer = await api.get("/v1/search", params={f"metadata.{key}": value})
+    async def found(**params: str) -> list[str]:
+        answer = await api.get("/v1/search", params=params)
         assert answer.status_code == 200, answer.text
         return [i["id"] for i in answer.json()["items"]]
 
-    assert await found() == [file["id"]]
+    by_metadata = {f"metadata.{key}": value}
+    by_name = {"q": name[2:-2]}
+    assert await found(**by_metadata) == [file["id"]]
+    assert await found(**by_name) == [file["id"]]
     assert (await api.delete(f"/v1/folders/{inner['id']}")).status_code == 204
-    assert await found() == []
+    assert await found(**by_metadata) == []
+    assert await found(**by_name) == []
     restored = await api.post("/v1/trash/restore", json={"folder_ids": [inner["id"]]})
     assert restored.status_code == 200, restored.text
-    assert await found() == [file["id"]]
+    assert restored.json()["restored_files"] == 2
+    assert await found(**by_metadata) == [file["id"]]
+    assert await found(**by_name) == [file["id"]]
+    assert {i["id"] for i in await items(api, inner["id"])} == {file["id"], other["id"]}
     assert [i["id"] for i in await items(api, inner["id"], **{f"metadata.{key}": value})] == [
         file["id"]
     ]
