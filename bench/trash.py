@@ -88,6 +88,27 @@ async def settled(limit_s: float = 600.0) -> float:
     return time.perf_counter() - start
 
 
+async def consumed(conn: asyncpg.Connection) -> bool:
+    """Whether every consumer has applied (or passed) every event of each store it
+    reads: the delete's 100,000 events must be behind the ACL, ingest and thumbnails
+    consumers too, not only the datasets' (whose counts show first)."""
+    schemas = [
+        r["schema"]
+        for r in await conn.fetch(
+            """SELECT table_schema AS schema FROM information_schema.tables
+               WHERE table_name = 'watermarks'"""
+        )
+    ]
+    for schema in schemas:
+        for row in await conn.fetch(f"SELECT source, position FROM {schema}.watermarks"):
+            head = await conn.fetchval(
+                f"SELECT coalesce(max(position), 0) FROM {row['source']}.events"
+            )
+            if row["position"] < head:
+                return False
+    return True
+
+
 def _py_spy(out: Path) -> list[subprocess.Popen[bytes]]:
     """py-spy record (raw, folded stacks) of this stack's catalog and datasets processes."""
     out.mkdir(parents=True, exist_ok=True)
@@ -152,8 +173,12 @@ async def measure(
         if not await wait_until(lambda: counts_are(0), 900, 0.1):
             raise RuntimeError("links still there 900 s after the folder delete")
 
-        progress("waiting for the stack to finish with the delete (idle)")
-        got["settle_s"] = await settled()
+        progress("waiting for the stack to finish with the delete (consumed, then idle)")
+        started = time.perf_counter()
+        if not await wait_until(lambda: consumed(conn), 900, 0.5):
+            raise RuntimeError("the delete's events not consumed 900 s after it")
+        await settled()
+        got["settle_s"] = time.perf_counter() - started
         spies = _py_spy(spy) if spy else []
         if spy:
             # PostgreSQL's share: its slow statements in postgres.log (with --keep).
