@@ -654,18 +654,25 @@ class Datasets(Handlers):
         """Synced datasets take a restored file back by their sync, as an upload; the
         other links it lost when it was deleted come back from the history."""
         await _sync_lock(conn)
-        files = [
-            i
+        placed = [
+            (i, e.event.folder_id)
             for e in restored
             for i in (e.event.file_ids if isinstance(e.event, FilesRestored) else [e.event.file_id])
         ]
+        files = [i for i, _ in placed]
         if not await conn.fetchval(
             """SELECT EXISTS (
-                   SELECT 1 FROM unnest($1::uuid[]) AS x(id)
-                   WHERE NOT EXISTS (SELECT 1 FROM datasets.files f WHERE f.id = x.id))""",
+                   SELECT 1 FROM unnest($1::uuid[], $2::uuid[]) AS x(id, folder_id)
+                   WHERE NOT EXISTS (SELECT 1 FROM datasets.files f WHERE f.id = x.id)
+                     AND EXISTS (SELECT 1 FROM datasets.folders fo WHERE fo.id = x.folder_id))""",
             files,
+            [f for _, f in placed],
         ):
-            # Already back with their folder (when_folders_restored), links and all.
+            # Already back with their folder (when_folders_restored), links and all; or
+            # their folder is still in the trash for this mirror: its FolderRestored,
+            # before them in the catalog but on another partition, is still to come, and
+            # links every file then below it in one go (as it does for files that came
+            # with it), rather than these a batch at a time now.
             await tree.apply_received(conn, restored)
             return
         await self._resync(conn, restored, files)
