@@ -1,6 +1,8 @@
 """The DICOM context's reaction to stored instances: read headers, admit, assemble, record.
 
-A batch of `ingest.DicomInstanceStored` is handled at once: every file's headers are read
+A batch of stored instances is handled at once (an upload's come in
+`ingest.DicomInstancesStored` pages, an import's and older ones as one
+`ingest.DicomInstanceStored` each): every file's headers are read
 (in a worker thread, headers only), then per folder the instances are admitted against the
 series the folder already has, merged into them, and recorded in one transaction with the
 read model: a new series is `SeriesAssembled` (its file id chosen here), a known one that
@@ -83,6 +85,10 @@ Read = tuple[Received[Any], DicomInstanceStored, domain.Instance | domain.Reject
 
 # Blobs read side by side (fetched first when the store is S3).
 READ_PARALLEL = 8
+# Instances read and assembled at once (each chunk recorded before the next is read, in the
+# batch's one transaction): a batch of DicomInstancesStored pages (a backlog) may name tens
+# of thousands, where it was at most the consumer's 10,000 events of one instance each.
+ASSEMBLED_AT_ONCE = 10_000
 
 
 async def read(
@@ -350,10 +356,12 @@ class Dicom(Handlers):
                 list({s.job_id for _, s in each}),
             )
         }
-        # A cancelled job's instances not read yet are skipped (what was settled stays).
-        wanted = [(e, s) for e, s in each if s.job_id not in cancelled]
-        out = await self._assemble(conn, wanted) if wanted else []
-        await self._left(conn, [s.blob_key for _, s in each], out, Cause.of(batch[0]))
+        for n in range(0, len(each), ASSEMBLED_AT_ONCE):
+            chunk = each[n : n + ASSEMBLED_AT_ONCE]
+            # A cancelled job's instances not read yet are skipped (what was settled stays).
+            wanted = [(e, s) for e, s in chunk if s.job_id not in cancelled]
+            out = await self._assemble(conn, wanted) if wanted else []
+            await self._left(conn, [s.blob_key for _, s in chunk], out, Cause.of(chunk[0][0]))
 
     async def _assemble(self, conn: Conn, each: Sequence[Stored]) -> list[Envelope]:
         stored = [s for _, s in each]
