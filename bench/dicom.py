@@ -18,7 +18,8 @@ Target: baseline time / product time at least 0.5 (the product at most twice as 
 
 End to end (`--no-stack` skips it): the same files uploaded through the gateway's
 `POST /v1/folders/{id}/dicom` into one folder of a running platform (its own PostgreSQL
-and broker), 200 files a request, one request at a time, then `GET /v1/jobs/{id}` polled
+and broker), 200 files a request, from 4 clients side by side as Orthanc's (`--clients`;
+1 was the figure before 2026-12-04 19:00), then `GET /v1/jobs/{id}` polled
 every 50 ms until every job is done: instances/s from the first request to the last job
 done (stored by ingest, read and assembled by the dicom service, registered as series
 files by the catalog). Its ratio to the plain dcmread loop is shown; no target.
@@ -114,7 +115,7 @@ def check(paths: list[Path], series_count: int, slices: int) -> None:
 
 
 def end_to_end(
-    workdir: Path, paths: list[Path], per_request: int
+    workdir: Path, paths: list[Path], per_request: int, clients: int
 ) -> tuple[float, int, str, dict[str, float]]:
     """Seconds from the first upload to every job done, the series files made, the
     CPU-seconds each process used meanwhile, and DICOMweb's figures on the result."""
@@ -129,19 +130,27 @@ def end_to_end(
         made = api.post("/v1/folders", json={"name": f"dicom-bench-{SEED}"})
         made.raise_for_status()
         folder_id = made.json()["id"]
-        jobs = []
+        requests = [paths[i : i + per_request] for i in range(0, len(paths), per_request)]
+        lanes = [
+            httpx.Client(base_url=running.gateway_url, headers=api.headers, timeout=120)
+            for _ in range(clients)
+        ]
+
+        def upload(n: int) -> str:
+            parts = [("file", (p.name, p.read_bytes(), "application/dicom")) for p in requests[n]]
+            answer = lanes[n % clients].post(f"/v1/folders/{folder_id}/dicom", files=parts)
+            if answer.status_code != 202:
+                raise RuntimeError(f"upload answered {answer.status_code}: {answer.text}")
+            return str(answer.json()["job_id"])
+
         cpu = CpuMeter({c.name: c.proc.pid for c in running.children})
         cpu.__enter__()
         start = time.perf_counter()
-        for i in range(0, len(paths), per_request):
-            parts = [
-                ("file", (p.name, p.read_bytes(), "application/dicom"))
-                for p in paths[i : i + per_request]
-            ]
-            answer = api.post(f"/v1/folders/{folder_id}/dicom", files=parts)
-            if answer.status_code != 202:
-                raise RuntimeError(f"upload answered {answer.status_code}: {answer.text}")
-            jobs.append(answer.json()["job_id"])
+        # Each client sends its requests one after the other, as Orthanc's clients do.
+        with ThreadPoolExecutor(clients) as pool:
+            jobs = list(pool.map(upload, range(len(requests))))
+        for lane in lanes:
+            lane.close()
         deadline = time.perf_counter() + 600
         pending = set(jobs)
         while pending:
@@ -324,14 +333,14 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         f"{ratio:.2f}",
     )
     if not args.no_stack:
-        progress(f"end to end: uploading {count:,} instances through the gateway")
+        progress(f"end to end: uploading {count:,} instances, {args.clients} clients")
         with report.contention.measure():
-            e2e_s, series_files, e2e_cpu, web = end_to_end(workdir, paths, 200)
+            e2e_s, series_files, e2e_cpu, web = end_to_end(workdir, paths, 200, args.clients)
         if series_files != series:
             raise RuntimeError(f"{series_files} series files, expected {series}")
         report.figure(
             "e2e_per_s",
-            f"end to end: {count:,} instances uploaded until their jobs are done",
+            f"end to end: {count:,} instances uploaded ({args.clients} clients) until jobs done",
             count / e2e_s,
             "instances/s",
         )
@@ -394,6 +403,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stack", action="store_true", help="skip the end-to-end pass")
     parser.add_argument("--pixels", type=int, default=64, help="rows and columns: 64 or 512")
     parser.add_argument("--no-orthanc", action="store_true", help="skip Orthanc's pass")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=ORTHANC_CLIENTS,
+        help=f"uploads sent side by side end to end (default {ORTHANC_CLIENTS}, as Orthanc's)",
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The DICOM context's reaction to stored instances: read headers, admit, assemble, record.
 
-A batch of `ingest.DicomInstanceStored` is handled at once: every file's headers are read
+A batch of stored instances is handled at once (an upload's come in
+`ingest.DicomInstancesStored` pages, an import's and older ones as one
+`ingest.DicomInstanceStored` each): every file's headers are read
 (in a worker thread, headers only), then per folder the instances are admitted against the
 series the folder already has, merged into them, and recorded in one transaction with the
 read model: a new series is `SeriesAssembled` (its file id chosen here), a known one that
@@ -44,7 +46,11 @@ from shared.contracts.catalog import (
     UploadRejected,
 )
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
-from shared.contracts.ingest import DicomInstanceStored, ImportGroupRequested
+from shared.contracts.ingest import (
+    DicomInstancesStored,
+    DicomInstanceStored,
+    ImportGroupRequested,
+)
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
@@ -72,11 +78,17 @@ class Part:
         }
 
 
-# An instance stored by ingest, as received, as parsed, and what reading its blob gave.
-Read = tuple[Received[DicomInstanceStored], DicomInstanceStored, domain.Instance | domain.Rejected]
+# An instance stored by ingest: the event it came in (alone, or in a page of an upload's
+# instances), the instance, and what reading its blob gave.
+Stored = tuple[Received[Any], DicomInstanceStored]
+Read = tuple[Received[Any], DicomInstanceStored, domain.Instance | domain.Rejected]
 
 # Blobs read side by side (fetched first when the store is S3).
 READ_PARALLEL = 8
+# Instances read and assembled at once (each chunk recorded before the next is read, in the
+# batch's one transaction): a batch of DicomInstancesStored pages (a backlog) may name tens
+# of thousands, where it was at most the consumer's 10,000 events of one instance each.
+ASSEMBLED_AT_ONCE = 10_000
 
 
 async def read(
@@ -110,7 +122,7 @@ def _digest(parts: Sequence[Part]) -> str:
 
 def _described(
     series_uid: str,
-    accepted: Sequence[tuple[Received[DicomInstanceStored], DicomInstanceStored, domain.Instance]],
+    accepted: Sequence[tuple[Received[Any], DicomInstanceStored, domain.Instance]],
     entries: dict[uuid.UUID, tuple[str | None, dict[str, Any]]],
 ) -> tuple[str | None, dict[str, Any]]:
     """A new series' name and metadata: those of the import entry whose instances made it
@@ -326,25 +338,33 @@ class Dicom(Handlers):
             await self.store.append(conn, out)
 
     @reactions.on(DicomInstanceStored)
+    @reactions.on(DicomInstancesStored)
     async def when_instances_stored(
-        self, conn: Conn, batch: Sequence[Received[DicomInstanceStored]]
+        self,
+        conn: Conn,
+        batch: Sequence[Received[DicomInstanceStored] | Received[DicomInstancesStored]],
     ) -> None:
+        each: list[Stored] = [
+            (e, s)
+            for e in batch
+            for s in (e.event.each() if isinstance(e.event, DicomInstancesStored) else [e.event])
+        ]
         cancelled = {
             r["job_id"]
             for r in await conn.fetch(
                 "SELECT job_id FROM dicom.jobs WHERE job_id = ANY($1::uuid[]) AND cancelled",
-                list({e.event.job_id for e in batch}),
+                list({s.job_id for _, s in each}),
             )
         }
-        # A cancelled job's instances not read yet are skipped (what was settled stays).
-        envelopes = [e for e in batch if e.event.job_id not in cancelled]
-        out = await self._assemble(conn, envelopes) if envelopes else []
-        await self._left(conn, [e.event.blob_key for e in batch], out, Cause.of(batch[0]))
+        for n in range(0, len(each), ASSEMBLED_AT_ONCE):
+            chunk = each[n : n + ASSEMBLED_AT_ONCE]
+            # A cancelled job's instances not read yet are skipped (what was settled stays).
+            wanted = [(e, s) for e, s in chunk if s.job_id not in cancelled]
+            out = await self._assemble(conn, wanted) if wanted else []
+            await self._left(conn, [s.blob_key for _, s in chunk], out, Cause.of(chunk[0][0]))
 
-    async def _assemble(
-        self, conn: Conn, envelopes: Sequence[Received[DicomInstanceStored]]
-    ) -> list[Envelope]:
-        stored = [e.event for e in envelopes]
+    async def _assemble(self, conn: Conn, each: Sequence[Stored]) -> list[Envelope]:
+        stored = [s for _, s in each]
         gate = asyncio.Semaphore(READ_PARALLEL)
         results = await asyncio.gather(*(read(self.blobs, s.blob_key, gate) for s in stored))
         folders: dict[uuid.UUID, list[int]] = {}
@@ -369,7 +389,7 @@ class Dicom(Handlers):
             out += await self._folder(
                 conn,
                 folder_id,
-                [(envelopes[n], stored[n], results[n]) for n in indexes],
+                [(each[n][0], stored[n], results[n]) for n in indexes],
                 job_versions,
                 entries,
             )

@@ -70,6 +70,44 @@ class DicomInstanceStored(Event):
     entry_id: uuid.UUID | None = None
 
 
+class StoredPart(BaseModel):
+    """One part of a DICOM upload in the blob store, as DicomInstancesStored names it."""
+
+    name: str
+    blob_key: str
+    sha256: str
+    size: int
+
+
+class DicomInstancesStored(Event):
+    """A page of a DICOM upload's parts in the blob store (not yet read): one event a
+    page instead of a DicomInstanceStored a part, which cost every hop (event store,
+    relay, broker, each consumer's fetch and the DICOM context's inbox) per instance.
+    DicomInstanceStored is still read (history, and an import's instances, which name
+    their entry). Pages of at most limits.PAGE_ITEMS parts and PAGE_BYTES."""
+
+    type: ClassVar[str] = "ingest.DicomInstancesStored"
+    job_id: uuid.UUID
+    folder_id: uuid.UUID
+    instances: list[StoredPart]
+
+    def each(self) -> list[DicomInstanceStored]:
+        """The page as the per-instance events it stands for (built, not validated: its
+        fields were, as this event's)."""
+        return [
+            DicomInstanceStored.model_construct(
+                job_id=self.job_id,
+                folder_id=self.folder_id,
+                name=p.name,
+                blob_key=p.blob_key,
+                sha256=p.sha256,
+                size=p.size,
+                entry_id=None,
+            )
+            for p in self.instances
+        ]
+
+
 class ImageGroupImagesStored(Event):
     """A page of a group's images, in order (`first` is the index of its first image in
     the group). The pages come before the ImageGroupStored that completes the group, in
@@ -488,6 +526,7 @@ EVENTS: tuple[type[Event], ...] = (
     FileContentStored,
     FileContentRejected,
     DicomInstanceStored,
+    DicomInstancesStored,
     UploadJobFinished,
     ImageGroupImagesStored,
     ImageGroupStored,

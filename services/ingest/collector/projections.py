@@ -251,6 +251,14 @@ async def instance_stored(
     await _blobs_stored(conn, [e.event.blob_key for e in events], events[-1].occurred_at, pins=True)
 
 
+@blob_refs.on(ingest_events.DicomInstancesStored)
+async def instances_stored(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.DicomInstancesStored]]
+) -> None:
+    keys = [i.blob_key for e in events for i in e.event.instances]
+    await _blobs_stored(conn, keys, events[-1].occurred_at, pins=True)
+
+
 @blob_refs.on(ingest_events.SeriesBlobsHeld)
 async def series_held(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.SeriesBlobsHeld]]

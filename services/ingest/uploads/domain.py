@@ -91,23 +91,21 @@ def record_upload(
 def record_dicom_upload(
     job_id: uuid.UUID, folder_id: uuid.UUID, instances: Sequence[StoredInstance]
 ) -> list[Change]:
-    """A DICOM job's stream: started, one event per stored part. Its progress is the DICOM
-    context's: it is done when that context has accepted or rejected every part."""
+    """A DICOM job's stream: started, then the stored parts in DicomInstancesStored pages
+    of bounded size. Its progress is the DICOM context's: it is done when that context
+    has accepted or rejected every part."""
     if not instances:
         raise Refused(422, "no_files", "the upload has no 'file' parts")
     events: list[Event] = [
         ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(instances), kind="dicom")
     ]
-    events += [
-        ev.DicomInstanceStored(
-            job_id=job_id,
-            folder_id=folder_id,
-            name=i.name,
-            blob_key=i.blob_key,
-            sha256=i.sha256,
-            size=i.size,
-        )
+    parts = [
+        ev.StoredPart(name=i.name, blob_key=i.blob_key, sha256=i.sha256, size=i.size)
         for i in instances
+    ]
+    events += [
+        ev.DicomInstancesStored(job_id=job_id, folder_id=folder_id, instances=page)
+        for page in limits.pages(parts, lambda p: limits.json_size(p.model_dump()))
     ]
     return appended(ev.job_stream(job_id), events)
 
