@@ -368,11 +368,16 @@ async def folder_purged(
     )
 
 
+# A group recorded before pages: it names its images, which do not name it.
+_NAMES_ITS_IMAGES = "jsonb_typeof(e.data->'group') = 'object' AND NOT e.data->'group' ? 'images'"
+
+
 def _files_uploaded(events: str) -> list[str]:
     """The rows FileUploaded events make (`events`: see shared.kit.projections.GIVEN):
     the file, and its typed metadata values (of a file new in this statement; one that
-    was there kept its own). Then groups recorded before their images named their group:
-    the group names them all (a second statement, which sees the images just put)."""
+    was there kept its own); it answers whether a group from before pages is among the
+    events. If so, such groups name their images (a second statement, which sees the
+    images the first one put)."""
     return [
         f"""WITH put AS (
                INSERT INTO catalog.files
@@ -388,15 +393,16 @@ def _files_uploaded(events: str) -> list[str]:
                    sha256 text, mime_type text, media jsonb, blob_key text, source jsonb,
                    metadata jsonb, job_id uuid, dicom jsonb, "group" jsonb, constituent_of uuid)
                ON CONFLICT (id) DO NOTHING
-               RETURNING id, metadata)
-           INSERT INTO catalog.metadata_values (file_id, key, num, at, txt)
-           SELECT put.id, m.key, m.num, m.at, m.txt
-           FROM put, catalog.metadata_entries(put.metadata) m
-           WHERE put.metadata <> '{{}}'""",
+               RETURNING id, metadata),
+           typed AS (
+               INSERT INTO catalog.metadata_values (file_id, key, num, at, txt)
+               SELECT put.id, m.key, m.num, m.at, m.txt
+               FROM put, catalog.metadata_entries(put.metadata) m
+               WHERE put.metadata <> '{{}}')
+           SELECT EXISTS (SELECT FROM {events} WHERE {_NAMES_ITS_IMAGES})""",
         f"""UPDATE catalog.files f SET constituent_of = (e.data->>'file_id')::uuid
             FROM {events}, jsonb_array_elements_text(e.data->'group'->'file_ids') AS i(id)
-            WHERE jsonb_typeof(e.data->'group') = 'object' AND NOT e.data->'group' ? 'images'
-              AND f.id = i.id::uuid""",
+            WHERE {_NAMES_ITS_IMAGES} AND f.id = i.id::uuid""",
     ]
 
 
@@ -406,8 +412,7 @@ async def file_uploaded(
 ) -> None:
     put, named = _files_uploaded(GIVEN)
     args = given(events)
-    await conn.execute(put, *args)
-    if any(e.data.get("group") and "images" not in e.data["group"] for e in events):
+    if await conn.fetchval(put, *args):
         await conn.execute(named, *args)
 
 
