@@ -22,6 +22,7 @@ BENCHMARKS = (
     "upload_large",
     "upload_session",
     "eventstore",
+    "rebuild",
     "search",
     "catalog_filters",
     "access",

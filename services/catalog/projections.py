@@ -13,7 +13,7 @@ import asyncpg
 
 from shared.contracts import catalog as catalog_events
 from shared.contracts import datasets as datasets_events
-from shared.kit.projections import Projection
+from shared.kit.projections import GIVEN, Projection, given
 from shared.kit.reactions import Received
 
 tree = Projection(
@@ -368,45 +368,52 @@ async def folder_purged(
     )
 
 
-@tree.on(catalog_events.FileUploaded)
+# A group recorded before pages: it names its images, which do not name it.
+_NAMES_ITS_IMAGES = "jsonb_typeof(e.data->'group') = 'object' AND NOT e.data->'group' ? 'images'"
+
+
+def _files_uploaded(events: str) -> list[str]:
+    """The rows FileUploaded events make (`events`: see shared.kit.projections.GIVEN):
+    the file, and its typed metadata values (of a file new in this statement; one that
+    was there kept its own); it answers whether a group from before pages is among the
+    events. If so, such groups name their images (a second statement, which sees the
+    images the first one put)."""
+    return [
+        f"""WITH put AS (
+               INSERT INTO catalog.files
+               (id, folder_id, name, kind, size, sha256, mime_type, media, blob_key, source,
+                metadata, job_id, version, created_at, created_by, dicom, "group",
+                constituent_of)
+               SELECT r.file_id, r.folder_id, r.name, r.kind, r.size, r.sha256, r.mime_type,
+                      r.media, r.blob_key, r.source, coalesce(r.metadata, '{{}}'), r.job_id,
+                      e.stream_version, e.occurred_at, e.actor, nullif(r.dicom, 'null'::jsonb),
+                      nullif(r."group", 'null'::jsonb), r.constituent_of
+               FROM {events}, jsonb_to_record(e.data) AS r(
+                   file_id uuid, folder_id uuid, name text, kind text, size bigint,
+                   sha256 text, mime_type text, media jsonb, blob_key text, source jsonb,
+                   metadata jsonb, job_id uuid, dicom jsonb, "group" jsonb, constituent_of uuid)
+               ON CONFLICT (id) DO NOTHING
+               RETURNING id, metadata),
+           typed AS (
+               INSERT INTO catalog.metadata_values (file_id, key, num, at, txt)
+               SELECT put.id, m.key, m.num, m.at, m.txt
+               FROM put, catalog.metadata_entries(put.metadata) m
+               WHERE put.metadata <> '{{}}')
+           SELECT EXISTS (SELECT FROM {events} WHERE {_NAMES_ITS_IMAGES})""",
+        f"""UPDATE catalog.files f SET constituent_of = (e.data->>'file_id')::uuid
+            FROM {events}, jsonb_array_elements_text(e.data->'group'->'file_ids') AS i(id)
+            WHERE {_NAMES_ITS_IMAGES} AND f.id = i.id::uuid""",
+    ]
+
+
+@tree.on(catalog_events.FileUploaded, sql=_files_uploaded)
 async def file_uploaded(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FileUploaded]]
 ) -> None:
-    rows = [
-        {
-            **e.data,
-            "version": e.stream_version,
-            "created_at": e.occurred_at.isoformat(),
-            "created_by": e.actor,
-        }
-        for e in events
-    ]
-    await conn.execute(
-        """INSERT INTO catalog.files
-           (id, folder_id, name, kind, size, sha256, mime_type, media, blob_key, source,
-            metadata, job_id, version, created_at, created_by, dicom, "group", constituent_of)
-           SELECT file_id, folder_id, name, kind, size, sha256, mime_type, media, blob_key,
-                  source, coalesce(metadata, '{}'), job_id, version, created_at, created_by,
-                  nullif(dicom, 'null'::jsonb), nullif("group", 'null'::jsonb), constituent_of
-           FROM jsonb_to_recordset($1::jsonb) AS x(
-               file_id uuid, folder_id uuid, name text, kind text, size bigint, sha256 text,
-               mime_type text, media jsonb, blob_key text, source jsonb, metadata jsonb,
-               job_id uuid, version integer, created_at timestamptz, created_by text,
-               dicom jsonb, "group" jsonb, constituent_of uuid)
-           ON CONFLICT (id) DO NOTHING""",
-        rows,
-    )
-    await _index_metadata(conn, [e.data["file_id"] for e in events])
-    # Groups recorded before their images named their group: the group names them all.
-    named = [
-        (e.data["file_id"], e.data["group"]["file_ids"])
-        for e in events
-        if e.data.get("group") and "images" not in e.data["group"]
-    ]
-    if named:
-        await conn.executemany(
-            "UPDATE catalog.files SET constituent_of = $1 WHERE id = ANY($2::uuid[])", named
-        )
+    put, named = _files_uploaded(GIVEN)
+    args = given(events)
+    if await conn.fetchval(put, *args):
+        await conn.execute(named, *args)
 
 
 @tree.on(catalog_events.DicomSeriesExtended)

@@ -244,12 +244,15 @@ class EventStore:
         )
 
     async def read_after(
-        self, conn: Conn | asyncpg.Pool, position: int, limit: int = 1000
+        self, conn: Conn | asyncpg.Pool, position: int, limit: int = 1000, upto: int | None = None
     ) -> list[Envelope]:
+        """At most `limit` events after `position` (and at most `upto`), in order."""
         rows = await conn.fetch(
-            f"SELECT {_READ} FROM {self.table} WHERE position > $1 ORDER BY position LIMIT $2",
+            f"""SELECT {_READ} FROM {self.table} WHERE position > $1 AND position <= $3
+                ORDER BY position LIMIT $2""",
             position,
             limit,
+            (1 << 63) - 1 if upto is None else upto,
         )
         return [self._envelope(r) for r in rows]
 

@@ -1,0 +1,108 @@
+"""A rebuild runs a set-based handler's statements over the store's rows, in
+PostgreSQL: the rows must be those the live path made from the same events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from services.catalog.projections import tree
+from shared.contracts import catalog as cat
+from shared.contracts.envelope import Cause, Change, envelopes_of
+from shared.kit import db, projections
+from shared.kit.eventstore import EventStore
+from shared.kit.projections import rebuild
+from tests.integration.test_rebuild import rows
+
+CAUSE = Cause(actor=str(uuid.uuid4()), correlation_id=str(uuid.uuid4()))
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    name = f"t_set_based_{uuid.uuid4().hex[:8]}"
+    admin = await db.connect(database_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    pool = await db.connect_pool(database_url.rsplit("/", 1)[0] + "/" + name)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        await admin.execute(f"DROP DATABASE {name}")
+        await admin.close()
+
+
+def upload(folder_id: uuid.UUID, name: str, **more: object) -> Change:
+    file_id = uuid.uuid4()
+    digest = file_id.hex * 2
+    event = cat.FileUploaded(
+        file_id=file_id,
+        folder_id=folder_id,
+        name=name,
+        kind="image",
+        size=10,
+        sha256=digest,
+        mime_type="image/png",
+        blob_key=f"sha256/{digest}",
+        **more,  # type: ignore[arg-type]
+    )
+    return Change(cat.file_stream(file_id), 1, event)
+
+
+async def test_a_rebuild_makes_the_rows_the_live_handlers_made(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EventStore("catalog")
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS catalog")
+        await store.setup(conn)
+        await tree.setup(conn)
+
+    async def record(changes: list[Change]) -> None:
+        """As the catalog writes: projected inline, then appended, in one transaction."""
+        envelopes = envelopes_of(changes, CAUSE)
+        async with pool.acquire() as conn, conn.transaction():
+            await tree.apply(conn, envelopes)
+            await store.append(conn, envelopes)
+
+    top = uuid.uuid4()
+    await record(
+        [
+            Change(
+                cat.folder_stream(top),
+                1,
+                cat.FolderCreated(folder_id=top, parent_id=None, name="t"),
+            )
+        ]
+    )
+    images = [upload(top, f"img{i}.png") for i in range(3)]
+    await record(images)
+    # A group from before pages: it names its images, which do not name it.
+    group = {"constituent_folder_id": str(top), "file_ids": [str(c.event.file_id) for c in images]}  # type: ignore[attr-defined]
+    await record([upload(top, "group", group=group)])
+    # In one batch: a group from before pages first, then the images it names.
+    later = [upload(top, f"late{i}.png") for i in range(2)]
+    named = {"constituent_folder_id": str(top), "file_ids": [str(c.event.file_id) for c in later]}  # type: ignore[attr-defined]
+    await record([upload(top, "late group", group=named), *later])
+    # Metadata at upload (typed values), between runs of other types.
+    scored = upload(top, "scored.png", metadata={"score": 3, "site": "a", "at": "2026-01-01"})
+    await record([scored, upload(top, "plain.png")])
+    file_id = scored.event.file_id  # type: ignore[attr-defined]
+    await record(
+        [Change(cat.file_stream(file_id), 2, cat.FileRenamed(file_id=file_id, name="renamed.png"))]
+    )
+    await record([upload(top, f"tail{i}.txt", metadata={"n": i}) for i in range(4)])
+
+    live = await rows(pool)
+    assert len(live["catalog.files"]) == 13
+    grouped = [f for f in live["catalog.files"] if f["constituent_of"] is not None]
+    assert len(grouped) == 5
+    assert {r["key"] for r in live["catalog.metadata_values"]} == {"score", "site", "at", "n"}
+
+    # Windows of 4 positions: runs cut by windows as well as by types.
+    monkeypatch.setattr(projections, "WINDOW", 4)
+    replayed = await rebuild(pool, store, tree)
+    assert replayed == 1 + 3 + 1 + 3 + 2 + 1 + 4
+    assert await rows(pool) == live
