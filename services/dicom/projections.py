@@ -308,7 +308,7 @@ async def _accepted(conn: Conn, rows: list[dict[str, Any]]) -> None:
            FROM jsonb_to_recordset($1::jsonb) AS r(job_id uuid, version integer, file_id text)
            GROUP BY job_id
            ON CONFLICT (job_id) DO UPDATE
-           SET version = excluded.version, done = j.done + excluded.done,
+           SET version = greatest(j.version, excluded.version), done = j.done + excluded.done,
                files = (SELECT jsonb_agg(DISTINCT f)
                         FROM jsonb_array_elements(j.files || excluded.files) AS f)""",
         rows,
@@ -330,7 +330,7 @@ async def _rejected(conn: Conn, rows: list[dict[str, Any]]) -> None:
                details jsonb)
            GROUP BY job_id
            ON CONFLICT (job_id) DO UPDATE
-           SET version = excluded.version, done = j.done + excluded.done,
+           SET version = greatest(j.version, excluded.version), done = j.done + excluded.done,
                errors = j.errors || excluded.errors""",
         [{**r, "n": n} for n, r in enumerate(rows)],
     )
@@ -392,6 +392,7 @@ async def job_cancelled(conn: Conn, events: Sequence[Received[dicom_events.JobCa
     await conn.executemany(
         """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors, cancelled)
            VALUES ($1, $2, 0, '[]', '[]', true)
-           ON CONFLICT (job_id) DO UPDATE SET version = excluded.version, cancelled = true""",
+           ON CONFLICT (job_id) DO UPDATE
+           SET version = greatest(j.version, excluded.version), cancelled = true""",
         [(e.event.job_id, e.stream_version) for e in events],
     )
