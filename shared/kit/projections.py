@@ -224,10 +224,14 @@ async def _replay(conn: Conn, store: EventStore, projection: Projection) -> int:
                              lag(type) OVER w AS was, lag(schema_version) OVER w AS was_version
                       FROM {store.table} WHERE position > $1 AND position <= $2
                       WINDOW w AS (ORDER BY position)) x
-                WHERE was IS DISTINCT FROM type OR was_version IS DISTINCT FROM schema_version""",
+                WHERE was IS DISTINCT FROM type OR was_version IS DISTINCT FROM schema_version
+                ORDER BY position""",
             after,
             upto,
         )
+        if not starts:
+            after = upto
+            continue
         runs = [
             (start["type"], start["schema_version"], start["position"], following - 1)
             for start, following in zip(
