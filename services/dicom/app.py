@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from services.dicom import api
 from services.dicom.handlers import Dicom
 from services.dicom.projections import series
-from shared.contracts import topics
+from shared.contracts import limits, topics
 from shared.kit.blobs import open_blob_store
 from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
@@ -32,6 +32,11 @@ def build(settings: Settings) -> FastAPI:
         # Each batch reads its files' headers and commits the job's progress: small
         # batches make the progress move while a large upload is read.
         max_batch=MAX_BATCH,
+        # An upload's parts come in pages of up to 1,000 (128 KiB): at most 8 pages a
+        # partition a batch rather than the 64 of an 8 MiB fetch of a backlog, so one
+        # transaction reads thousands of instances, not tens of thousands. Not below the
+        # largest message, which a fetch must be able to hold whole.
+        max_fetch_bytes=limits.MAX_MESSAGE_BYTES,
         on_start=[blobs.start],
     )
     app = create_app(runtime, "Files DICOM")

@@ -278,6 +278,7 @@ class Consumer:
         dead_letters: AIOKafkaProducer,
         policy: Policy | None = None,
         max_batch: int = 10_000,
+        max_fetch_bytes: int = 8 * 1024 * 1024,
         after_db_commit: Callable[[], Awaitable[None]] | None = None,
         wanted: Collection[str] | None = None,
     ) -> None:
@@ -293,6 +294,7 @@ class Consumer:
         self.dead_letters = dead_letters
         self.policy = policy or Policy()
         self.max_batch = max_batch
+        self.max_fetch_bytes = max_fetch_bytes
         # A seam for tests that kill the consumer between the two commits.
         self.after_db_commit = after_db_commit
         self.ready = asyncio.Event()
@@ -310,7 +312,7 @@ class Consumer:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             # Large batches: a folder deletion sends one event per file.
             max_poll_records=self.max_batch,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            max_partition_fetch_bytes=self.max_fetch_bytes,
             # A batch may be retried (transient failures) for retry_for_s: the group
             # keeps its partitions meanwhile.
             max_poll_interval_ms=int((self.policy.retry_for_s + 60) * 1000),

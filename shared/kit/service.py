@@ -97,6 +97,9 @@ class Runtime:
     setups: Sequence[Setup] = ()
     # Most events a consumer applies in one transaction (a DICOM batch reads files).
     max_batch: int = 10_000
+    # Bytes fetched a partition a time: with events that stand for many items (a page of
+    # 1,000 DICOM parts), what bounds the work of one batch's transaction.
+    max_fetch_bytes: int = 8 * 1024 * 1024
     # Run once the database and bus are reachable (e.g. bootstrap records).
     on_start: Sequence[Callable[[], Awaitable[None]]] = ()
     producer: AIOKafkaProducer = field(init=False)
@@ -175,6 +178,7 @@ class Runtime:
                     retry_for_s=s.consumer_retry_for_s, poison_tries=s.consumer_poison_tries
                 ),
                 max_batch=self.max_batch,
+                max_fetch_bytes=self.max_fetch_bytes,
             )
             self.supervise("consumer", self.consumer.run)
         self.supervise(
