@@ -237,31 +237,40 @@ links = Projection(
 )
 
 
-@tree.on(catalog_events.FolderCreated)
+def _folders_created(events: str) -> list[str]:
+    """The rows FolderCreated events make (`events`: see shared.kit.projections.GIVEN).
+    A folder's parent may be created earlier among the same events: the paths are made
+    from the parents already there, then down the events' own parents (recursively)."""
+    return [
+        f"""WITH RECURSIVE made AS (
+               SELECT r.folder_id, r.parent_id, r.name, coalesce(r.description, '') AS description,
+                      coalesce(r.metadata, '{{}}') AS metadata, r.constituent_of,
+                      e.stream_version, e.occurred_at, e.actor
+               FROM {events}, jsonb_to_record(e.data) AS r(
+                   folder_id uuid, parent_id uuid, name text, description text, metadata jsonb,
+                   constituent_of uuid)),
+           paths AS (
+               SELECT m.folder_id, coalesce(p.path, '{{}}') || m.folder_id AS path
+               FROM made m LEFT JOIN catalog.folders p ON p.id = m.parent_id
+               WHERE NOT EXISTS (SELECT FROM made o WHERE o.folder_id = m.parent_id)
+               UNION ALL
+               SELECT m.folder_id, paths.path || m.folder_id
+               FROM made m JOIN paths ON m.parent_id = paths.folder_id)
+           INSERT INTO catalog.folders
+           (id, parent_id, name, description, metadata, path, version, created_at, created_by,
+            constituent_of)
+           SELECT m.folder_id, m.parent_id, m.name, m.description, m.metadata, p.path,
+                  m.stream_version, m.occurred_at, m.actor, m.constituent_of
+           FROM made m JOIN paths p ON p.folder_id = m.folder_id"""
+    ]
+
+
+@tree.on(catalog_events.FolderCreated, sql=_folders_created)
 async def folder_created(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderCreated]]
 ) -> None:
-    # One at a time: a folder's parent may be created earlier in the same batch.
-    for e in events:
-        d = e.data
-        await conn.execute(
-            """INSERT INTO catalog.folders
-               (id, parent_id, name, description, metadata, path, version, created_at, created_by,
-                constituent_of)
-               SELECT $1::uuid, $2::uuid, $3, $4, $5,
-                      coalesce((SELECT path FROM catalog.folders WHERE id = $2::uuid), '{}')
-                          || $1::uuid,
-                      $6, $7, $8, $9::uuid""",
-            d["folder_id"],
-            d["parent_id"],
-            d["name"],
-            d.get("description", ""),
-            d.get("metadata", {}),
-            e.stream_version,
-            e.occurred_at,
-            e.actor,
-            d.get("constituent_of"),
-        )
+    [made] = _folders_created(GIVEN)
+    await conn.execute(made, *given(events))
 
 
 @tree.on(catalog_events.FolderRenamed)

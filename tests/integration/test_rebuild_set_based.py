@@ -77,6 +77,21 @@ async def test_a_rebuild_makes_the_rows_the_live_handlers_made(
             )
         ]
     )
+    # Folders in one batch, each below the one before it (a run whose parents are among
+    # its own events), and one below a folder made before.
+    a, b, c, beside = (uuid.uuid4() for _ in range(4))
+    await record(
+        [
+            Change(
+                cat.folder_stream(f),
+                1,
+                cat.FolderCreated(
+                    folder_id=f, parent_id=p, name=n, description="d", metadata={"k": n}
+                ),
+            )
+            for f, p, n in ((a, top, "a"), (b, a, "b"), (c, b, "c"), (beside, top, "beside"))
+        ]
+    )
     images = [upload(top, f"img{i}.png") for i in range(3)]
     await record(images)
     # A group from before pages: it names its images, which do not name it.
@@ -96,6 +111,9 @@ async def test_a_rebuild_makes_the_rows_the_live_handlers_made(
     await record([upload(top, f"tail{i}.txt", metadata={"n": i}) for i in range(4)])
 
     live = await rows(pool)
+    paths = {r["id"]: r["path"] for r in live["catalog.folders"]}
+    assert paths[c] == [top, a, b, c]
+    assert paths[beside] == [top, beside]
     assert len(live["catalog.files"]) == 13
     grouped = [f for f in live["catalog.files"] if f["constituent_of"] is not None]
     assert len(grouped) == 5
@@ -104,5 +122,5 @@ async def test_a_rebuild_makes_the_rows_the_live_handlers_made(
     # Windows of 4 positions: runs cut by windows as well as by types.
     monkeypatch.setattr(projections, "WINDOW", 4)
     replayed = await rebuild(pool, store, tree)
-    assert replayed == 1 + 3 + 1 + 3 + 2 + 1 + 4
+    assert replayed == 1 + 4 + 3 + 1 + 3 + 2 + 1 + 4
     assert await rows(pool) == live
