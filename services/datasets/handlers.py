@@ -380,7 +380,12 @@ class Datasets(Handlers):
         self, conn: asyncpg.Connection, moved: Sequence[Received[FileMoved]]
     ) -> None:
         await _sync_lock(conn)
-        await self._resync(conn, moved, [e.event.file_id for e in moved])
+        files = [e.event.file_id for e in moved]
+        await self._resync(conn, moved, files)
+        # A file restored while its folder's restore was still to come here (and so not
+        # linked back by its FilesRestored) may move out before that folder's restore
+        # applies, which then no longer finds it below: its links come back now.
+        await self._links_back(conn, moved[0], files)
 
     @reactions.on(FolderMoved)
     async def when_folder_moved(
@@ -418,6 +423,8 @@ class Datasets(Handlers):
             )
         ]
         await self._resync(conn, created, early)
+        # Files restored into the folder before it reached the mirror: their links too.
+        await self._links_back(conn, created[0], early)
 
     async def _coverage(self, conn: asyncpg.Connection, files: Sequence[uuid.UUID]) -> Links:
         return {(r["dataset_id"], r["file_id"]) for r in await conn.fetch(COVERAGE, list(files))}

@@ -19,6 +19,7 @@ from services.datasets.handlers import Datasets
 from services.datasets.projections import membership, tree
 from shared.contracts.catalog import (
     FileDeleted,
+    FileMoved,
     FilesRestored,
     FileUploaded,
     FolderCreated,
@@ -201,3 +202,40 @@ async def test_a_folder_restored_before_its_files_events_brings_them_back_with_t
     await context.apply(catalog.event(FilesRestored(folder_id=sub, file_ids=files)))
     assert await context.file_count(synced) == 3
     assert await context.file_count(manual) == 2
+
+
+async def test_a_file_restored_and_moved_out_before_its_folder_is_back_gets_its_links_back(
+    context: Context,
+) -> None:
+    catalog = Catalog()
+    top, sub, elsewhere = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    moved, stays = uuid.uuid4(), uuid.uuid4()
+    await context.apply(
+        catalog.event(FolderCreated(folder_id=top, parent_id=None, name="top")),
+        catalog.event(FolderCreated(folder_id=sub, parent_id=top, name="sub")),
+        catalog.event(FolderCreated(folder_id=elsewhere, parent_id=None, name="elsewhere")),
+        catalog.event(uploaded(moved, sub)),
+        catalog.event(uploaded(stays, sub)),
+    )
+    synced, manual = await linked_datasets(context, top, [moved, stays])
+    await context.apply(
+        catalog.event(FolderDeleted(folder_id=sub, parent_id=top, trashed=True)),
+        catalog.event(deleted(moved, sub)),
+        catalog.event(deleted(stays, sub)),
+    )
+    folder_back = catalog.event(FolderRestored(folder_id=sub, parent_id=top))
+    files_back = catalog.event(FilesRestored(folder_id=sub, file_ids=[moved, stays]))
+    moved_out = catalog.event(FileMoved(file_id=moved, from_folder_id=sub, to_folder_id=elsewhere))
+
+    # The files' partition first: back, then one moved out of the synced folder.
+    await context.apply(files_back)
+    await context.apply(moved_out)
+    await context.apply(folder_back)
+
+    # The links the deletion removed are back (the moved file's link to the synced
+    # dataset comes back from the history too, as it does when its FilesRestored
+    # finds its folder in place).
+    assert await context.members(manual) == {moved, stays}
+    assert stays in await context.members(synced)
+    assert await context.file_count(manual) == 2
+    assert await context.pool.fetchval("SELECT count(*) FROM datasets.trashed_links") == 0
