@@ -255,7 +255,9 @@ def _folders_created(events: str) -> list[str]:
                WHERE NOT EXISTS (SELECT FROM made o WHERE o.folder_id = m.parent_id)
                UNION ALL
                SELECT m.folder_id, paths.path || m.folder_id
-               FROM made m JOIN paths ON m.parent_id = paths.folder_id)
+               FROM made m JOIN paths ON m.parent_id = paths.folder_id
+               -- Never round a cycle (bad data: a folder named twice in a run).
+               WHERE m.folder_id <> ALL(paths.path))
            INSERT INTO catalog.folders
            (id, parent_id, name, description, metadata, path, version, created_at, created_by,
             constituent_of)

@@ -132,11 +132,20 @@ class EventStore:
             -- An event's data kept out of line uncompressed: the large ones are lists of
             -- ids (a restore's or a link's 5,000), which pglz tries and fails to shrink
             -- (60 such events: 0.69-1.05 s to write compressed, 0.24-0.43 s not, and the
-            -- same size). Set once: it takes the table's lock.
-            DO $$ BEGIN
+            -- same size). Set once: it takes the table's lock, so it waits at most 2 s
+            -- for open transactions on the table, or is left to a later start.
+            DO $$
+            DECLARE was text := current_setting('lock_timeout');
+            BEGIN
                 IF (SELECT attstorage FROM pg_attribute
                     WHERE attrelid = '{s}.events'::regclass AND attname = 'data') <> 'e' THEN
-                    ALTER TABLE {s}.events ALTER COLUMN data SET STORAGE EXTERNAL;
+                    PERFORM set_config('lock_timeout', '2s', true);
+                    BEGIN
+                        ALTER TABLE {s}.events ALTER COLUMN data SET STORAGE EXTERNAL;
+                    EXCEPTION WHEN lock_not_available THEN
+                        RAISE NOTICE '{s}.events busy: its data storage is set at a later start';
+                    END;
+                    PERFORM set_config('lock_timeout', was, true);
                 END IF;
             END $$;
             CREATE TABLE IF NOT EXISTS {s}.head (
