@@ -51,6 +51,8 @@ class Folder:
     version: int
     # Ids from the top-level folder down to this one, itself included.
     path: tuple[uuid.UUID, ...]
+    # The group file whose images it holds (read where a restore needs it).
+    constituent_of: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -419,7 +421,10 @@ def restore(
             ev.folder_stream(f.id),
             f.version + 1,
             ev.FolderRestored(
-                folder_id=f.id, parent_id=f.parent_id, with_contents=f.id not in path_only
+                folder_id=f.id,
+                parent_id=f.parent_id,
+                with_contents=f.id not in path_only,
+                constituent_of=f.constituent_of,
             ),
         )
         for f in sorted(folders, key=lambda f: len(f.path))

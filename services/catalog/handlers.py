@@ -74,6 +74,7 @@ def _folder(row: asyncpg.Record) -> domain.Folder:
         name=row["name"],
         version=row["version"],
         path=tuple(row["path"]),
+        constituent_of=row.get("constituent_of"),
     )
 
 
@@ -534,7 +535,8 @@ class Catalog(Handlers):
                     p for r in named_files for p in r["path"]
                 }
                 folder_rows = await conn.fetch(
-                    f"""SELECT {FOLDER_COLUMNS} FROM catalog.trash_folders
+                    f"""SELECT {FOLDER_COLUMNS}, (entry->>'constituent_of')::uuid AS constituent_of
+                        FROM catalog.trash_folders
                         WHERE path && $1::uuid[] OR id = ANY($2::uuid[]) FOR UPDATE""",
                     [r["id"] for r in named],
                     list(above),

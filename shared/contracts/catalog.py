@@ -88,6 +88,10 @@ class FolderRestored(Event):
     folder_id: uuid.UUID
     parent_id: uuid.UUID | None
     with_contents: bool = True
+    # As its FolderCreated said: the group file whose images it holds (never synced).
+    # None in events from before 2026-12-04 (a restored constituent folder was then
+    # taken for a plain one by the datasets' mirror).
+    constituent_of: uuid.UUID | None = None
 
 
 class FolderPurged(Event):

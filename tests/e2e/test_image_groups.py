@@ -148,3 +148,31 @@ async def test_datasets_never_sync_the_constituent_folder(api: httpx.AsyncClient
         "constituent_folder",
     )
     assert made["file"]["id"] in refused["message"]
+
+
+async def test_a_group_back_from_the_trash_keeps_its_images_out_of_synced_datasets(
+    api: httpx.AsyncClient,
+) -> None:
+    top = await folder(api, unique("groups"))
+    inner = await folder(api, "inner", top["id"])
+    answer = await api.post(
+        "/v1/datasets", json={"name": unique("ds"), "synced_folder_id": top["id"]}
+    )
+    assert answer.status_code == 201, answer.text
+    dataset = answer.json()
+    made = await group(api, inner["id"], "image_group", "pets", ("a.png", png()), ("b.png", png()))
+
+    async def linked(**headers: str) -> set[str]:
+        found = await api.get(f"/v1/datasets/{dataset['id']}/files", headers=headers)
+        assert found.status_code == 200, found.text
+        return {f["id"] for f in found.json()["items"]}
+
+    async def only_the_group() -> bool:
+        return await linked() == {made["file"]["id"]}
+
+    await eventually(only_the_group, what="the group file joins the synced dataset")
+    assert (await api.delete(f"/v1/folders/{inner['id']}")).status_code == 204
+    restored = await api.post("/v1/trash/restore", json={"folder_ids": [inner["id"]]})
+    assert restored.status_code == 200, restored.text
+    # Once the datasets have seen the whole restore: the group, not its images.
+    assert await linked(**{CONSISTENCY: restored.headers[CONSISTENCY]}) == {made["file"]["id"]}
