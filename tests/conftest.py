@@ -10,8 +10,10 @@ local disk (the `blobs` parameter, see tests/e2e/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -200,6 +202,23 @@ def _create_database(url: str, name: str) -> str:
     with ThreadPoolExecutor(1) as thread:
         thread.submit(asyncio.run, create()).result()
     return url.rsplit("/", 1)[0] + "/" + name
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(database_url: str, prefix: str) -> AsyncIterator[Any]:
+    """A pool on a database of its own (on the session's PostgreSQL), dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = await db.connect(database_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        pool = await db.connect_pool(database_url.rsplit("/", 1)[0] + "/" + name, max_size=4)
+        try:
+            yield pool
+        finally:
+            await pool.close()
+            await admin.execute(f"DROP DATABASE {name}")
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")

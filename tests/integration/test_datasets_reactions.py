@@ -27,12 +27,11 @@ from shared.contracts.catalog import (
     FolderRestored,
 )
 from shared.contracts.envelope import Cause, Envelope, Event, new_envelope
-from shared.kit import db
 from shared.kit.access import Access
 from shared.kit.inbox import Consumer
 from shared.kit.service import Parts
 from shared.kit.settings import Settings
-from tests.conftest import SERVICE_KEY, _create_database
+from tests.conftest import SERVICE_KEY, fresh_database
 
 CAUSE = Cause(actor="test", correlation_id="test")
 ADMIN = Access(user_id="test", org_admin=True)
@@ -74,10 +73,9 @@ class Context:
 
 @pytest.fixture
 async def context(database_url: str) -> AsyncIterator[Context]:
-    url = _create_database(database_url, f"datasets_{uuid.uuid4().hex[:10]}")
-    parts = Parts("datasets", Settings(database_url=url, service_key=SERVICE_KEY))
-    parts.pool = await db.connect_pool(url, max_size=4)
-    try:
+    async with fresh_database(database_url, "t_datasets") as pool:
+        parts = Parts("datasets", Settings(service_key=SERVICE_KEY))
+        parts.pool = pool
         async with parts.pool.acquire() as conn:
             await parts.store.setup(conn)
             await parts.inbox.setup(conn)
@@ -95,8 +93,6 @@ async def context(database_url: str) -> AsyncIterator[Context]:
             dead_letters=None,  # type: ignore[arg-type]  # _apply publishes nothing
         )
         yield Context(datasets, consumer, parts.pool)
-    finally:
-        await parts.pool.close()
 
 
 def uploaded(file_id: uuid.UUID, folder_id: uuid.UUID) -> FileUploaded:

@@ -11,23 +11,18 @@ import pytest
 from services.dicom.projections import series
 from shared.contracts.dicom import Accepted, InstancesSettled, Rejected, job_stream
 from shared.contracts.envelope import Cause, Envelope, new_envelope
-from shared.kit import db
-from tests.conftest import _create_database
+from tests.conftest import fresh_database
 
 CAUSE = Cause(actor="test", correlation_id="test")
 
 
 @pytest.fixture
 async def dicom_db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    url = _create_database(database_url, f"dicom_{uuid.uuid4().hex[:10]}")
-    pool = await db.connect_pool(url, max_size=2)
-    try:
+    async with fresh_database(database_url, "t_dicom_jobs") as pool:
         async with pool.acquire() as conn:
             await conn.execute("CREATE SCHEMA dicom")
             await series.setup(conn)
         yield pool
-    finally:
-        await pool.close()
 
 
 def settled(job_id: uuid.UUID, version: int, accepted: int, rejected: int) -> Envelope:

@@ -20,16 +20,12 @@ from services.ingest.jobs.projections import jobs
 from services.ingest.uploads.domain import StoredFile, record_image_group
 from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, Envelope, envelopes_of
-from shared.kit import db
+from tests.conftest import fresh_database
 
 
 @pytest.fixture
 async def isolated(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    name = f"t_history_{uuid.uuid4().hex[:8]}"
-    admin = await db.connect(database_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    pool = await db.connect_pool(database_url.rsplit("/", 1)[0] + "/" + name)
-    try:
+    async with fresh_database(database_url, "t_history") as pool:
         async with pool.acquire() as conn:
             await conn.execute("CREATE SCHEMA catalog; CREATE SCHEMA dicom; CREATE SCHEMA ingest")
             await tree.setup(conn)
@@ -37,10 +33,6 @@ async def isolated(database_url: str) -> AsyncIterator[asyncpg.Pool]:
             await jobs.setup(conn)
             await blob_refs.setup(conn)
         yield pool
-    finally:
-        await pool.close()
-        await admin.execute(f"DROP DATABASE {name}")
-        await admin.close()
 
 
 def event(kind: str, stream: str, version: int, data: dict[str, Any]) -> Envelope:

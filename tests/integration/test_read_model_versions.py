@@ -14,6 +14,7 @@ from shared.kit import db
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import Projection, ensure_current
 from shared.kit.reactions import Received
+from tests.conftest import fresh_database
 
 DDL = "CREATE TABLE IF NOT EXISTS versioned.names (id uuid PRIMARY KEY, name text NOT NULL)"
 
@@ -41,16 +42,8 @@ def names(version: int, upper: bool) -> Projection:
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    name = f"t_versions_{uuid.uuid4().hex[:8]}"
-    admin = await db.connect(database_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    pool = await db.connect_pool(database_url.rsplit("/", 1)[0] + "/" + name)
-    try:
+    async with fresh_database(database_url, "t_versions") as pool:
         yield pool
-    finally:
-        await pool.close()
-        await admin.execute(f"DROP DATABASE {name}")
-        await admin.close()
 
 
 async def test_a_projection_whose_version_changed_is_rebuilt_at_start(pool: asyncpg.Pool) -> None:

@@ -12,9 +12,10 @@ import pytest
 from services.catalog.projections import tree
 from shared.contracts import catalog as cat
 from shared.contracts.envelope import Cause, Change, envelopes_of
-from shared.kit import db, projections
+from shared.kit import projections
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import rebuild
+from tests.conftest import fresh_database
 from tests.integration.test_rebuild import rows
 
 CAUSE = Cause(actor=str(uuid.uuid4()), correlation_id=str(uuid.uuid4()))
@@ -22,16 +23,8 @@ CAUSE = Cause(actor=str(uuid.uuid4()), correlation_id=str(uuid.uuid4()))
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    name = f"t_set_based_{uuid.uuid4().hex[:8]}"
-    admin = await db.connect(database_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    pool = await db.connect_pool(database_url.rsplit("/", 1)[0] + "/" + name)
-    try:
+    async with fresh_database(database_url, "t_set_based") as pool:
         yield pool
-    finally:
-        await pool.close()
-        await admin.execute(f"DROP DATABASE {name}")
-        await admin.close()
 
 
 def upload(folder_id: uuid.UUID, name: str, **more: object) -> Change:
