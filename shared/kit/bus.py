@@ -21,6 +21,9 @@ TOPIC_CONFIG = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
 # The stand-in the relay publishes at the position of an event it had to set aside
 # (shared/kit/outbox.py): consumers record it as a dead letter and move on.
 PARKED = "relay.EventParked"
+# The type header of a record with no value the relay writes to pad a partition that the
+# broker lost (shared/kit/outbox.py): every consumer passes over records with no value.
+FILLER = "relay.Filler"
 
 
 def encode(envelope: Envelope) -> bytes:

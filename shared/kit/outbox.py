@@ -9,12 +9,22 @@ those at append, so this is the second guard) is set aside, never retried for ev
 a row in `<schema>.relay_parked`, an error log, the `parked` count, and in its place
 on the topic a small `relay.EventParked` stand-in at the same position, so consumers'
 watermarks move past it (their inboxes record it as a dead letter) and the rest flows.
+
+A broker that lost its messages (the embedded one keeps them in memory) gets them all
+again, from the first. Its partitions start again at offset 0, while a consumer that lived
+through the restart fetches from its old offset: what the new log holds below that offset
+it would never read. So before publishing again, the relay fills each partition up to
+the end offset it had reached before the loss with fillers (`bus.FILLER`: no value, which
+consumers pass over), and every event published again lands past any consumer's offset.
+The ends reached are kept with the relay's position, for a relay that starts after the
+loss.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import zlib
 from typing import Any
 
@@ -31,6 +41,11 @@ from shared.kit.logs import log
 
 # What a producer or broker says of a record too big for it.
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+FILLER = bus.FILLER.encode()
+# Fillers in flight at once when a partition is padded after a loss.
+FILL_SLICE = 10_000
+# How long reading a partition's last batch may take (_last_offsets).
+LAST_BATCH_WITHIN_S = 10.0
 
 
 class Relay:
@@ -57,12 +72,17 @@ class Relay:
         # how many looks in a row have seen one lower.
         self._ends: dict[int, int] = {}
         self._dropped = 0
+        # The highest end offset each partition reached, as seen or as our own sends
+        # left it (a look can precede the last batch): what fillers pad up to after a loss.
+        self._reached: dict[int, int] = {}
         self._lock_key = zlib.crc32(f"files.relay.{store.schema}.{topic}".encode())
 
     async def setup(self, conn: Conn) -> None:
         await conn.execute(
             f"""CREATE TABLE IF NOT EXISTS {self.store.schema}.relay_offsets (
                 topic text PRIMARY KEY, position bigint NOT NULL);
+            ALTER TABLE {self.store.schema}.relay_offsets
+                ADD COLUMN IF NOT EXISTS ends jsonb NOT NULL DEFAULT '{{}}';
             CREATE TABLE IF NOT EXISTS {self.store.schema}.relay_parked (
                 topic text NOT NULL,
                 position bigint NOT NULL,
@@ -101,7 +121,7 @@ class Relay:
             # Before every batch: a batch sent to a broker that lost the earlier ones
             # would hide the loss from a leader started after it.
             if await self._broker_lost_messages(probe):
-                await self._record(conn, 0)
+                await self._publish_again(conn, probe)
             if not await self.publish_pending(conn):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
@@ -139,7 +159,9 @@ class Relay:
                     continue
                 sent.append(future)
             try:
-                await asyncio.gather(*sent)
+                for written in await asyncio.gather(*sent):
+                    if written.offset >= self._reached.get(written.partition, 0):
+                        self._reached[written.partition] = written.offset + 1
             except TOO_LARGE:
                 # The broker refused a batch (its limit is below ours): each record it
                 # refused goes alone, or is set aside.
@@ -160,11 +182,75 @@ class Relay:
         one to go on with it, not to forget it."""
         self.published = position
         await conn.execute(
-            f"""INSERT INTO {self.store.schema}.relay_offsets (topic, position) VALUES ($1, $2)
-                ON CONFLICT (topic) DO UPDATE SET position = EXCLUDED.position""",
+            f"""INSERT INTO {self.store.schema}.relay_offsets (topic, position, ends)
+                VALUES ($1, $2, $3)
+                ON CONFLICT (topic) DO UPDATE
+                SET position = EXCLUDED.position, ends = EXCLUDED.ends""",
             self.topic,
             position,
+            {str(p): end for p, end in self._reached.items()},
         )
+
+    async def _publish_again(self, conn: Conn, probe: AIOKafkaConsumer) -> None:
+        """After the broker lost messages: fillers up to the ends reached before, then
+        every event again from the first (the consumers' inboxes drop what they applied).
+        A relay that dies while filling leaves the old ends and position recorded: the
+        next one finds the partitions short of them and fills the rest."""
+        partitions = sorted(await self.producer.partitions_for(self.topic))
+        ends = await self._last_offsets(probe, partitions)
+        short = {
+            p: self._reached.get(p, 0) - end
+            for p, end in ends.items()
+            if self._reached.get(p, 0) > end
+        }
+        if short:
+            log.warning("relay.filling", topic=self.topic, fillers=sum(short.values()))
+        for partition, count in short.items():
+            # In slices: a filler costs a future until it is sent.
+            for start in range(0, count, FILL_SLICE):
+                filled = [
+                    await self.producer.send(
+                        self.topic,
+                        None,
+                        key=FILLER,
+                        partition=partition,
+                        headers=[("type", FILLER)],
+                    )
+                    for _ in range(min(FILL_SLICE, count - start))
+                ]
+                await asyncio.gather(*filled)
+        self._ends = await self._listed_ends(probe, partitions)
+        self._reached = {p: max(end, self._reached.get(p, 0)) for p, end in ends.items()}
+        await self._record(conn, 0)
+
+    async def _listed_ends(self, probe: AIOKafkaConsumer, partitions: list[int]) -> dict[int, int]:
+        ends = await probe.end_offsets([TopicPartition(self.topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def _last_offsets(self, probe: AIOKafkaConsumer, partitions: list[int]) -> dict[int, int]:
+        """Each partition's end offset, read: the embedded broker (tansu) lists one past
+        the first offset of its last batch, not of its last record (Kafka lists the
+        latter), so the last batch is fetched. Where it does not come within the
+        deadline, the listed end stands (lower: a loss seen where there was none costs
+        a publishing again, never an event)."""
+        listed = await self._listed_ends(probe, partitions)
+        ends = dict(listed)
+        pending = {TopicPartition(self.topic, p) for p, end in listed.items() if end > 0}
+        if not pending:
+            return ends
+        probe.assign(list(pending))
+        try:
+            for tp in pending:
+                probe.seek(tp, listed[tp.partition] - 1)
+            deadline = time.monotonic() + LAST_BATCH_WITHIN_S
+            while pending and time.monotonic() < deadline:
+                for tp, records in (await probe.getmany(*pending, timeout_ms=500)).items():
+                    if records:
+                        ends[tp.partition] = max(ends[tp.partition], records[-1].offset + 1)
+                        pending.discard(tp)
+        finally:
+            probe.unsubscribe()
+        return ends
 
     async def _send_alone(
         self, conn: Conn, r: asyncpg.Record, carried: dict[str | None, str | None]
@@ -221,20 +307,20 @@ class Relay:
         )
 
     async def _start_position(self, conn: Conn, probe: AIOKafkaConsumer) -> int:
-        recorded: int = (
-            await conn.fetchval(
-                f"SELECT position FROM {self.store.schema}.relay_offsets WHERE topic = $1",
-                self.topic,
-            )
-            or 0
+        row = await conn.fetchrow(
+            f"SELECT position, ends FROM {self.store.schema}.relay_offsets WHERE topic = $1",
+            self.topic,
         )
+        recorded: int = row["position"] if row else 0
+        self._reached = {int(p): end for p, end in (row["ends"] if row else {}).items()}
         await self._broker_lost_messages(probe)
-        if recorded and not any(self._ends.values()):
-            # The topic is empty although events were published: the broker lost its
-            # messages (the embedded one keeps them in memory). Publish them all again;
-            # the consumers' inboxes drop what they applied.
+        # A partition short of the end it reached, or (recorded before ends were) an
+        # empty topic although events were published: the broker lost messages.
+        last = await self._last_offsets(probe, sorted(self._ends))
+        short = any(last.get(p, 0) < end for p, end in self._reached.items())
+        if short or (recorded and not any(self._ends.values())):
             log.warning("relay.republishing", topic=self.topic, recorded=recorded)
-            await self._record(conn, 0)
+            await self._publish_again(conn, probe)
             return 0
         return recorded
 
@@ -255,4 +341,7 @@ class Relay:
             return True
         self._dropped = 0
         self._ends = {**self._ends, **now}
+        for p, end in now.items():
+            if end > self._reached.get(p, 0):
+                self._reached[p] = end
         return False

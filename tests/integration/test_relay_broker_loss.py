@@ -1,0 +1,126 @@
+"""A broker that loses its messages (the embedded one, killed and started again) gets
+them all again, and a consumer that lived through it, fetching from its old offset,
+misses none: the relay fills each partition up to where it was before publishing again.
+
+The old log is made longer than the store's events, as a relay that died between its
+publish and its checkpoint leaves it (what the chaos test's faults do): published again
+from the first, the newest events would land below a surviving consumer's offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import uuid
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.kit import bus
+from shared.kit.embedded import Child, start_broker
+from shared.kit.eventstore import EventStore
+from shared.kit.outbox import Relay
+from tests.conftest import eventually
+from tests.integration.helpers import envelope, schema
+
+
+async def _append(pool: asyncpg.Pool, store: EventStore, versions: range) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append(conn, [envelope("stream-1", v, v) for v in versions])
+
+
+async def _read(bootstrap: str, topic: str, offset: int, positions: set[int]) -> list[int | None]:
+    """The partition's records from `offset` until the events at `positions` are among
+    them: each record's store position, None for a filler."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await reader.start()
+    tp = TopicPartition(topic, 0)
+    reader.assign([tp])
+    reader.seek(tp, offset)
+    seen: list[int | None] = []
+    try:
+
+        async def arrived() -> bool:
+            for message in (await reader.getmany(tp, timeout_ms=200)).get(tp, []):
+                seen.append(None if message.value is None else bus.decode(message.value).position)
+            return positions <= set(seen)
+
+        await eventually(arrived, within=30, what=f"positions {min(positions)}..{max(positions)}")
+        # What else is there now (a consumer reads to the end).
+        while batch := (await reader.getmany(tp, timeout_ms=500)).get(tp, []):
+            seen += [None if m.value is None else bus.decode(m.value).position for m in batch]
+    finally:
+        await reader.stop()
+    return seen
+
+
+@pytest.mark.parametrize("relay_restarts", [False, True], ids=["relay-lives", "relay-restarts"])
+async def test_a_consumer_past_the_new_logs_start_misses_no_event_after_the_broker_loses_them(
+    pool: asyncpg.Pool, database_url: str, relay_restarts: bool
+) -> None:
+    broker: Child = start_broker()
+    bootstrap = broker.url
+    store = EventStore(schema())
+    topic = f"files.test.{uuid.uuid4().hex[:8]}"
+    await bus.ensure_topics(bootstrap, 1, [topic])
+    producer = bus.producer(bootstrap, idempotence=False)
+    await producer.start()
+    async with pool.acquire() as conn:
+        await store.setup(conn)
+        await Relay(store, database_url, producer, topic, bootstrap).setup(conn)
+    running: asyncio.Task[None] | None = None
+
+    async def lead() -> Relay:
+        nonlocal running
+        relay = Relay(store, database_url, producer, topic, bootstrap)
+        running = asyncio.create_task(relay.run())
+        return relay
+
+    async def stop() -> None:
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+
+    try:
+        relay = await lead()
+        await _append(pool, store, range(1, 51))
+        await eventually(lambda: _true(relay.published == 50), what="50 events published")
+        # The leader dies between publishing 31..50 and its checkpoint: the next sends
+        # them again, and the log holds 70 records.
+        await stop()
+        await pool.execute(f"UPDATE {store.schema}.relay_offsets SET position = 30")
+        relay = await lead()
+        await eventually(lambda: _true(relay.published == 50), what="31..50 published again")
+
+        # A consumer reads the whole log: its offset is 70.
+        before = await _read(bootstrap, topic, 0, set(range(1, 51)))
+        assert len(before) == 70
+
+        if relay_restarts:
+            await stop()
+        broker.stop(signal.SIGKILL)
+        broker = start_broker(port=broker.port)
+        await bus.ensure_topics(bootstrap, 1, [topic])
+        if relay_restarts:
+            await _append(pool, store, range(51, 81))
+            relay = await lead()
+        else:
+            # The live relay sees the loss and publishes 1..50 again; then new events.
+            await _read(bootstrap, topic, 0, set(range(1, 51)))
+            await _append(pool, store, range(51, 81))
+
+        # The consumer goes on from its old offset.
+        after = await _read(bootstrap, topic, 70, set(range(51, 81)))
+        assert set(range(1, 81)) <= {p for p in before + after if p is not None}
+        assert running is not None and not running.done()
+    finally:
+        await stop()
+        await producer.stop()
+        broker.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
