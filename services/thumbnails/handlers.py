@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final, Literal
 
 from services.thumbnails import domain, render, runners
 from services.thumbnails.drawing import Drawing
@@ -44,6 +44,15 @@ from shared.kit.service import Handlers, Parts
 
 # Sources reclaimed per sweep transaction.
 SWEEP_BATCH = 100
+# Files a runner claims, draws and records together: the claim's and the record's
+# statements are paid once a batch, not once a file.
+DRAW_BATCH = 16
+
+# What drawing a source came to: its pictures, why it has none (code, reason), or None
+# when an identical file's pictures were there already.
+Drawn = list[render.Picture] | tuple[str, str] | None
+# The workers' pool broke while drawing: the file's lease runs out, it is tried again.
+BROKEN: Final = "broken"
 
 
 # Sources are locked by bucket: a batch of 10,000 uploads then takes at most this many
@@ -246,8 +255,9 @@ class Thumbnails(Handlers):
     # -- drawing -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Runners that each claim a pending file, draw it, record it (one more runner than
-        workers, so a worker is not idle while a result is recorded)."""
+        """Runners that each claim up to DRAW_BATCH pending files, draw them, record them
+        (one more runner than workers, so the workers are not idle while a batch is
+        recorded)."""
         try:
             await asyncio.gather(
                 *(
@@ -265,128 +275,159 @@ class Thumbnails(Handlers):
         finally:
             self.drawing.stop()
 
-    async def _again_later(self, claimed: dict[str, Any] | None, backoff: Backoff) -> None:
-        """After a backoff, give the file's lease and attempt back, so it is taken again
-        at once and the failure does not count; if the database stays away past the
-        policy's time, the lease runs out instead (one attempt counted)."""
+    async def _again_later(self, claimed: list[dict[str, Any]], backoff: Backoff) -> None:
+        """After a backoff, give the files' leases and attempts back, so they are taken
+        again at once and the failure does not count; if the database stays away past
+        the policy's time, the leases run out instead (one attempt counted)."""
         while True:
             await backoff.wait()
-            if claimed is None:
+            if not claimed:
                 return
             try:
                 await self.pool.execute(
                     """UPDATE thumbnails.leases SET until = now(), attempts = attempts - 1
-                       WHERE file_id = $1""",
-                    claimed["file_id"],
+                       WHERE file_id = ANY($1::uuid[])""",
+                    [c["file_id"] for c in claimed],
                 )
                 return
             except Exception as error:
                 if not transient(error) or backoff.expired():
-                    log.error("thumbnails.lease_kept", file_id=str(claimed["file_id"]))
+                    log.error(
+                        "thumbnails.lease_kept", file_ids=[str(c["file_id"]) for c in claimed]
+                    )
                     return
 
-    async def claim(self) -> dict[str, Any] | None:
-        """A pending file nobody holds, leased for this runner (or None): first one a
-        person asked for (a thumbnail requested while pending, oldest ask first), else
+    async def claim(self) -> list[dict[str, Any]]:
+        """Up to DRAW_BATCH pending files nobody holds, leased for this runner: first those
+        a person asked for (a thumbnail requested while pending, oldest ask first), then
         the oldest. A backlog (a sequence of 10,000 frames) then does not keep the
-        picture someone is looking at waiting behind it."""
-        lease = timedelta(seconds=self.time_cap * 2 + 60)
-        row = None
-        for pick, *args in ((_WANTED_FIRST,), (_OLDEST_FIRST, self.settle)):
-            row = await self.pool.fetchrow(_CLAIM.format(pick=pick), lease, *args)
-            if row is not None:
-                break
-        if row is None:
-            return None
-        found = await self.pool.fetchrow(
-            "SELECT * FROM thumbnails.files WHERE file_id = $1 AND state = 'pending'",
-            row["file_id"],
-        )
-        if found is None:
-            return None
-        return {**dict(found), "attempts": row["attempts"]}
-
-    async def draw(self, file: dict[str, Any]) -> None:
-        source = file["source"]
-        if file["attempts"] > domain.MAX_ATTEMPTS:
-            await self.record(
-                file,
-                failure=("gave_up", f"not drawn after {domain.MAX_ATTEMPTS} attempts"),
+        picture someone is looking at waiting behind it. The lease covers the batch's
+        turn in the workers' queue."""
+        turns = -(-DRAW_BATCH // self.workers)
+        lease = timedelta(seconds=self.time_cap * (turns + 1) + 60)
+        rows = list(await self.pool.fetch(_CLAIM.format(pick=_WANTED_FIRST), lease, DRAW_BATCH))
+        if len(rows) < DRAW_BATCH:
+            rows += await self.pool.fetch(
+                _CLAIM.format(pick=_OLDEST_FIRST), lease, DRAW_BATCH - len(rows), self.settle
             )
-            return
-        known = await self.pool.fetchrow(
-            "SELECT state FROM thumbnails.sources WHERE source = $1", source
+        if not rows:
+            return []
+        attempts = {r["file_id"]: r["attempts"] for r in rows}
+        found = await self.pool.fetch(
+            """SELECT * FROM thumbnails.files WHERE file_id = ANY($1::uuid[])
+               AND state = 'pending' ORDER BY requested_at""",
+            list(attempts),
         )
-        if known is not None:
-            await self.record(file)  # an identical file's pictures are there already
-            return
+        return [{**dict(f), "attempts": attempts[f["file_id"]]} for f in found]
+
+    async def draw(self, files: list[dict[str, Any]]) -> None:
+        """Each source of the batch drawn once (identical files share it), all at once in
+        the workers, then recorded together."""
+        outcomes: dict[str, Drawn] = {}
+        drawn: dict[str, dict[str, Any]] = {}  # a file of each source: whose cause it is
+        for file in files:
+            source = file["source"]
+            if source in drawn:
+                continue
+            drawn[source] = file
+            if file["attempts"] > domain.MAX_ATTEMPTS:
+                outcomes[source] = ("gave_up", f"not drawn after {domain.MAX_ATTEMPTS} attempts")
+        known = {
+            r["source"]
+            for r in await self.pool.fetch(
+                "SELECT source FROM thumbnails.sources WHERE source = ANY($1::text[])",
+                [s for s in drawn if s not in outcomes],
+            )
+        }
+        # An identical file's pictures are there already: recorded, not drawn.
+        outcomes |= {source: None for source in known}
+        wanted = [f for s, f in drawn.items() if s not in outcomes]
+        for file, outcome in zip(
+            wanted, await asyncio.gather(*(self._draw(f) for f in wanted)), strict=True
+        ):
+            if outcome == BROKEN:
+                # The pool broke: the lease runs out and the file is tried again.
+                log.warning("thumbnails.pool_broken", file_id=str(file["file_id"]))
+                continue
+            outcomes[file["source"]] = outcome
+        if outcomes:
+            await self.record({s: (drawn[s], outcome) for s, outcome in outcomes.items()})
+
+    async def _draw(self, file: dict[str, Any]) -> Drawn | Literal["broken"]:
         try:
             size = await self.blobs.size(file["blob_key"])
         except (FileNotFoundError, KeyError):
-            await self.record(file, failure=("content_missing", "the content is not stored"))
-            return
-        job = render.Job(source.partition(":")[0], file["blob_key"], size, self.fmt)
+            return ("content_missing", "the content is not stored")
+        job = render.Job(file["source"].partition(":")[0], file["blob_key"], size, self.fmt)
         outcome = await self.drawing.draw(job, self.time_cap)
-        if outcome is None:
-            # The pool broke: the lease runs out and the file is tried again.
-            log.warning("thumbnails.pool_broken", file_id=str(file["file_id"]))
-        elif isinstance(outcome, tuple):
-            await self.record(file, failure=outcome)
-        else:
-            await self.record(file, made=outcome)
+        return BROKEN if outcome is None else outcome
 
-    async def record(
-        self,
-        file: dict[str, Any],
-        *,
-        made: list[render.Picture] | None = None,
-        failure: tuple[str, str] | None = None,
-    ) -> None:
-        """Settle the source (store its pictures, or its failure) and every pending file
-        of it, in one transaction under the source's lock."""
-        source = file["source"]
-        # Caused by the request of the file that was drawn (its upload's correlation).
-        cause = Cause(
-            actor="system:thumbnails",
-            correlation_id=file["correlation_id"],
-            causation_id=str(file["request_id"]),
-        )
+    async def record(self, drawn: Mapping[str, tuple[dict[str, Any], Drawn]]) -> None:
+        """Settle each source (store its pictures, or its failure; None: settled already)
+        and every pending file of it, in one transaction under the sources' locks. Each
+        source's events are caused by the request of the file drawn for it (its upload's
+        correlation)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await lock_sources(conn, [source])
-            pending = await conn.fetch(
-                "SELECT file_id, version FROM thumbnails.files"
-                " WHERE source = $1 AND state = 'pending' ORDER BY file_id FOR UPDATE",
-                source,
-            )
+            await lock_sources(conn, drawn)
+            pending: dict[str, list[Any]] = {}
+            for r in await conn.fetch(
+                """SELECT file_id, version, source FROM thumbnails.files
+                   WHERE source = ANY($1::text[]) AND state = 'pending'
+                   ORDER BY file_id FOR UPDATE""",
+                list(drawn),
+            ):
+                pending.setdefault(r["source"], []).append(r)
             if not pending:
                 return  # deleted meanwhile: nothing is stored
-            row = await conn.fetchrow("SELECT * FROM thumbnails.sources WHERE source = $1", source)
-            settled: Mapping[str, Any] | None = dict(row) if row is not None else None
-            if settled is None and made is not None:
-                renditions = await self._store(source, made)
-                settled = {"state": "made", "renditions": renditions}
-            elif settled is None and failure is not None:
-                settled = {"state": "failed", "code": failure[0], "reason": failure[1]}
-            if settled is None:
-                return
+            settled: dict[str, Mapping[str, Any]] = {
+                r["source"]: dict(r)
+                for r in await conn.fetch(
+                    "SELECT * FROM thumbnails.sources WHERE source = ANY($1::text[])",
+                    list(pending),
+                )
+            }
+            made = [
+                (source, outcome)
+                for source, (_, outcome) in drawn.items()
+                if source in pending and source not in settled and isinstance(outcome, list)
+            ]
+            for (source, _), renditions in zip(
+                made, await asyncio.gather(*(self._store(s, p) for s, p in made)), strict=True
+            ):
+                settled[source] = {"state": "made", "renditions": renditions}
             out: list[Envelope] = []
-            for r in pending:
-                event = _settled_event(r["file_id"], source, settled)
-                change = Change(ev.file_stream(r["file_id"]), r["version"] + 1, event)
-                out += envelopes_of([change], cause)
+            done: list[uuid.UUID] = []
+            for source, rows in pending.items():
+                file, outcome = drawn[source]
+                if source not in settled and isinstance(outcome, tuple):
+                    settled[source] = {"state": "failed", "code": outcome[0], "reason": outcome[1]}
+                if source not in settled:
+                    continue
+                cause = Cause(
+                    actor="system:thumbnails",
+                    correlation_id=file["correlation_id"],
+                    causation_id=str(file["request_id"]),
+                )
+                for r in rows:
+                    event = _settled_event(r["file_id"], source, settled[source])
+                    change = Change(ev.file_stream(r["file_id"]), r["version"] + 1, event)
+                    out += envelopes_of([change], cause)
+                    done.append(r["file_id"])
+            if not out:
+                return
             await conn.execute(
-                "DELETE FROM thumbnails.leases WHERE file_id = ANY($1::uuid[])",
-                [r["file_id"] for r in pending],
+                "DELETE FROM thumbnails.leases WHERE file_id = ANY($1::uuid[])", done
             )
             await model.apply(conn, out)
             await self.store.append(conn, out)
-        if failure is not None:
-            log.info(
-                "thumbnails.failed",
-                file_id=str(file["file_id"]),
-                code=failure[0],
-                reason=failure[1],
-            )
+        for file, outcome in drawn.values():
+            if isinstance(outcome, tuple):
+                log.info(
+                    "thumbnails.failed",
+                    file_id=str(file["file_id"]),
+                    code=outcome[0],
+                    reason=outcome[1],
+                )
 
     async def _store(self, source: str, made: list[render.Picture]) -> list[dict[str, Any]]:
         renditions = []
@@ -507,9 +548,9 @@ RETURNING l.file_id, l.attempts"""
 _FREE = """f.state = 'pending' AND NOT EXISTS (
         SELECT 1 FROM thumbnails.leases l WHERE l.file_id = f.file_id AND l.until > now())"""
 _WANTED_FIRST = f"""JOIN thumbnails.wanted w ON w.file_id = f.file_id
-    WHERE {_FREE} ORDER BY w.at LIMIT 1"""
+    WHERE {_FREE} ORDER BY w.at LIMIT $2"""
 # A series still growing waits until it settles, unless it has no picture yet (its first
 # request) or someone asked for it (the pick above).
 _OLDEST_FIRST = f"""WHERE {_FREE}
-    AND (f.kind <> 'dicom_series' OR f.version = 1 OR f.requested_at <= now() - $2::interval)
-    ORDER BY f.requested_at LIMIT 1"""
+    AND (f.kind <> 'dicom_series' OR f.version = 1 OR f.requested_at <= now() - $3::interval)
+    ORDER BY f.requested_at LIMIT $2"""

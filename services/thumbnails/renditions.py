@@ -435,18 +435,23 @@ class Renditions(Handlers):
         finally:
             self.stop()
 
-    async def claim(self) -> dict[str, Any] | None:
+    async def claim(self) -> list[dict[str, Any]]:
+        """One file at a time: a rendition takes seconds of a worker, its claim no time."""
         lease = timedelta(seconds=self.time_cap * 2 + 60)
         row = await self.pool.fetchrow(_CLAIM, lease)
         if row is None:
-            return None
+            return []
         found = await self.pool.fetchrow(
             "SELECT * FROM thumbnails.renditions WHERE file_id = $1 AND state = 'pending'",
             row["file_id"],
         )
-        return None if found is None else {**dict(found), "attempts": row["attempts"]}
+        return [] if found is None else [{**dict(found), "attempts": row["attempts"]}]
 
-    async def make(self, file: dict[str, Any]) -> None:
+    async def make(self, files: list[dict[str, Any]]) -> None:
+        for file in files:
+            await self._make(file)
+
+    async def _make(self, file: dict[str, Any]) -> None:
         if file["attempts"] > MAX_ATTEMPTS:
             await self.record(file, failure=("gave_up", f"not made after {MAX_ATTEMPTS} attempts"))
             return

@@ -1,5 +1,5 @@
 """The loop both kinds of work of this context run (drawing thumbnails, making web
-renditions): claim a pending file, do it, claim the next; when nothing is pending, wait
+renditions): claim pending files, do them, claim the next; when nothing is pending, wait
 for the consumer to move (or IDLE_S, should a wake-up be missed or a lease run out)."""
 
 from __future__ import annotations
@@ -23,35 +23,35 @@ async def claim_and_work(
     parts: Parts,
     policy: Policy,
     name: str,
-    claim: Callable[[], Awaitable[Claimed | None]],
-    work: Callable[[Claimed], Awaitable[None]],
-    again_later: Callable[[Claimed | None, Backoff], Awaitable[None]] | None = None,
+    claim: Callable[[], Awaitable[list[Claimed]]],
+    work: Callable[[list[Claimed]], Awaitable[None]],
+    again_later: Callable[[list[Claimed], Backoff], Awaitable[None]] | None = None,
 ) -> None:
-    """Forever. A failure that is not transient is logged (`<name>.failed`); the file's
-    lease runs out and it is tried again, up to its attempts. A transient one (the
+    """Forever. A failure that is not transient is logged (`<name>.failed`); the files'
+    leases run out and they are tried again, up to their attempts. A transient one (the
     database or the store away) waits a backoff, then `again_later` if given (to give
-    the lease back, so the failure does not count)."""
+    the leases back, so the failure does not count)."""
     backoff = Backoff(policy)
     while True:
         wake = parts.moved.current()
-        claimed: Claimed | None = None
+        claimed: list[Claimed] = []
         try:
             claimed = await claim()
-            if claimed is not None:
+            if claimed:
                 await work(claimed)
         except Exception as error:
-            file_id = str(claimed["file_id"]) if claimed is not None else None
+            file_ids = [str(c["file_id"]) for c in claimed]
             if not transient(error):
-                log.error(f"{name}.failed", file_id=file_id, exc_info=True)
+                log.error(f"{name}.failed", file_ids=file_ids, exc_info=True)
                 await asyncio.sleep(IDLE_S)  # not a wait for a reaction: a pause after a bug
                 continue
-            log.warning(f"{name}.transient_failure", file_id=file_id, error=repr(error))
+            log.warning(f"{name}.transient_failure", file_ids=file_ids, error=repr(error))
             if again_later is not None:
                 await again_later(claimed, backoff)
             else:
                 await backoff.wait()
             continue
         backoff = Backoff(policy)
-        if claimed is None:
+        if not claimed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), IDLE_S)

@@ -31,7 +31,7 @@ from shared.kit.eventstore import EventStore
 from shared.kit.retry import Policy
 from shared.kit.settings import Settings
 from tests import thumbnail_fixtures as media
-from tests.conftest import _create_database, eventually
+from tests.conftest import _create_database, eventually, fresh_database
 
 
 @pytest.fixture
@@ -153,6 +153,77 @@ async def test_a_store_away_for_longer_than_the_attempts_delays_a_picture_but_ne
     assert blobs.refused == domain.MAX_ATTEMPTS + 3
     assert row["state"] == "made", dict(row)
     assert [r["size"] for r in row["renditions"]] == [128, 512]
+
+
+@pytest.mark.timeout(300)
+async def test_a_backlog_is_drawn_in_batches_each_source_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """40 files pending: 19 pictures (two files have the same bytes as another each:
+    drawn once for both), a file that is no picture, one whose content is gone. Every
+    file settles as its bytes say, in a few transactions, not one a file."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    blobs = LocalBlobStore(settings.blob_root())
+    store = EventStore("thumbnails")
+    async with fresh_database(database_url, "thumbs") as pool:
+        async with pool.acquire() as conn:
+            await store.setup(conn)
+            await model.setup(conn)
+            await conn.execute(LEASES)
+        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
+        thumbnails = Thumbnails(runtime, blobs)
+        pictures = [media.png(32 + i, 24) for i in range(19)]
+        contents = [*pictures, pictures[0], pictures[1], b"\x89PNG\r\n\x1a\n not a picture"]
+        wanted, expected = [], {}
+        cause = envelopes_of(
+            [Change("test-cause", 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
+            Cause(actor="test", correlation_id="c"),
+        )[0]
+        for i, data in enumerate([*contents, *([b"gone"] * 18)]):
+            sha = hashlib.sha256(data if i < len(contents) else f"gone {i}".encode()).hexdigest()
+            if i < len(contents):
+                await blobs.put(content_key(sha), data)
+            file_id = uuid.uuid4()
+            source = domain.source_of("image", sha)
+            wanted.append(Wanted(file_id, "image", source, content_key(sha), cause))
+            expected[file_id] = (
+                "made" if data in pictures else "failed",
+                None if data in pictures else "content_missing" if data == b"gone" else None,
+            )
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted)
+        drawing = asyncio.create_task(thumbnails.run())
+        try:
+
+            async def settled() -> bool:
+                left: int = await pool.fetchval(
+                    "SELECT count(*) FROM thumbnails.files WHERE state = 'pending'"
+                )
+                return left == 0
+
+            await eventually(settled, within=120, what="every pending file settled")
+        finally:
+            drawing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drawing
+            thumbnails.drawing.stop()
+        rows = {
+            r["file_id"]: (r["state"], r["code"])
+            for r in await pool.fetch("SELECT file_id, state, code FROM thumbnails.files")
+        }
+        assert {f: state for f, (state, _) in rows.items()} == {
+            f: state for f, (state, _) in expected.items()
+        }
+        assert {f: code for f, (_, code) in rows.items() if expected[f][1]} == {
+            f: code for f, (_, code) in expected.items() if code
+        }
+        assert await pool.fetchval("SELECT count(*) FROM thumbnails.sources") == 19 + 1 + 18
+        settling = await pool.fetchval(
+            """SELECT count(DISTINCT xmin::text) FROM thumbnails.events
+               WHERE type IN ('thumbnails.ThumbnailsMade', 'thumbnails.ThumbnailFailed')"""
+        )
+        assert settling <= 8, f"40 files settled in {settling} transactions"
+        assert await pool.fetchval("SELECT count(*) FROM thumbnails.leases") == 0
 
 
 def environment() -> bytes:
