@@ -11,6 +11,7 @@ size for DICOM, a render size for PDFs.
 from __future__ import annotations
 
 import io
+import os
 import resource
 import warnings
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ _store: BlobStore | None = None
 def start_worker(settings: Settings) -> None:
     """A worker process's start: its own blob store, the decoders' limits."""
     global _store
+    # Drawing is background work: when the machine is busy, uploads and reads go first.
+    os.nice(10)
     _store = open_blob_store(settings)
     # Pillow warns past MAX_IMAGE_PIXELS (and refuses at twice that): a warning is a refusal.
     warnings.simplefilter("error", Image.DecompressionBombWarning)
