@@ -74,11 +74,9 @@ class Drawing:
         """The pictures; or why the file cannot have them; or None when the pool broke
         (try again later). A store that did not answer is a ConnectionError (transient:
         not the file's fault)."""
-        future = self._workers().schedule(render.make, args=(job,), timeout=time_cap)
+        future = self._workers().schedule(render.drawn, args=(job,), timeout=time_cap)
         try:
-            made: list[render.Picture] = await asyncio.wrap_future(future)
-        except render.Unthumbnailable as error:
-            return error.code, domain.short_reason(str(error))
+            made: list[render.Picture] | Failure = await asyncio.wrap_future(future)
         except render.SourceUnavailable as error:
             raise ConnectionError(f"the blob store did not answer: {error}") from error
         except concurrent.futures.TimeoutError:
@@ -89,6 +87,8 @@ class Drawing:
             # The pool itself broke: a new one for the next files; this one is tried again.
             self.stop()
             return None
+        if isinstance(made, tuple):
+            return made[0], domain.short_reason(made[1])
         return made
 
     def stop(self) -> None:

