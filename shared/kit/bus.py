@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -32,6 +33,26 @@ def encode(envelope: Envelope) -> bytes:
 
 def decode(value: bytes) -> Envelope:
     return Envelope.model_validate(orjson.loads(value))
+
+
+def passed_over(value: bytes) -> Envelope:
+    """An event a consumer has no use for (its type header says so): only what moves the
+    consumer's watermark past it is read and checked (id, type, source, position), not
+    the whole envelope, which took twice as long, for events most consumers never use."""
+    found = orjson.loads(value)
+    return Envelope.model_construct(
+        event_id=uuid.UUID(found["event_id"]),
+        type=str(found["type"]),
+        source=str(found["source"]),
+        position=int(found["position"]),
+    )
+
+
+def header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode()
+    return None
 
 
 def partitions_of(keys: Sequence[bytes], partitions: Sequence[int]) -> list[int]:

@@ -40,7 +40,7 @@ from aiokafka.structs import ConsumerRecord
 from shared.contracts import topics as topic_names
 from shared.contracts.envelope import Envelope
 from shared.kit import tracing
-from shared.kit.bus import PARKED, decode
+from shared.kit.bus import PARKED, decode, header, passed_over
 from shared.kit.db import Conn
 from shared.kit.logs import log
 from shared.kit.retry import Backoff, Policy, transient
@@ -290,6 +290,9 @@ class Consumer:
         # (most of them: a DICOM upload's per-instance events, for every consumer but
         # the DICOM context's) are passed over without an inbox row each.
         self.wanted = frozenset(wanted) if wanted is not None else None
+        # The types whose envelopes are read whole (the others only as far as the
+        # watermark needs; shared/kit/bus.py `passed_over`).
+        self._read_whole = None if self.wanted is None else self.wanted | {PARKED}
         self.bootstrap = bootstrap
         self.dead_letters = dead_letters
         self.policy = policy or Policy()
@@ -350,11 +353,16 @@ class Consumer:
         # With tracing on, the trace context of each message's headers, by event id.
         carried: dict[uuid.UUID, str | None] | None = {} if tracing.enabled else None
         seen: set[uuid.UUID] = set()
+        read_whole = self._read_whole
         for message in messages:
             if message.value is None:
                 continue  # a filler the relay padded a partition with (shared/kit/outbox.py)
             try:
-                envelope = decode(message.value)
+                kind = header(message.headers, "type") if read_whole is not None else None
+                if kind is not None and read_whole is not None and kind not in read_whole:
+                    envelope = passed_over(message.value)
+                else:
+                    envelope = decode(message.value)
             except Exception as error:  # malformed on the wire: nothing to apply
                 await self._dead_letter_raw(message.topic, message.value, repr(error))
                 continue
