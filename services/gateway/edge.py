@@ -197,8 +197,9 @@ class Gateway:
             )
             try:
                 await consumer.start()
-                async for _ in consumer:
-                    self.forget_callers()
+                async for message in consumer:
+                    if message.value is not None:  # not a relay's filler (shared/kit/outbox.py)
+                        self.forget_callers()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -32,6 +32,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+from aiokafka.structs import RecordMetadata
 
 from shared.contracts.limits import MAX_MESSAGE_BYTES
 from shared.kit import bus, db, faults, tracing
@@ -75,6 +76,10 @@ class Relay:
         # The highest end offset each partition reached, as seen or as our own sends
         # left it (a look can precede the last batch): what fillers pad up to after a loss.
         self._reached: dict[int, int] = {}
+        # The ends reached before the batch being sent: one of its records landing below
+        # them means the broker lost records (`_landed`).
+        self._floor: dict[int, int] = {}
+        self._lost = False
         self._lock_key = zlib.crc32(f"files.relay.{store.schema}.{topic}".encode())
 
     async def setup(self, conn: Conn) -> None:
@@ -120,8 +125,10 @@ class Relay:
             self._wake.clear()
             # Before every batch: a batch sent to a broker that lost the earlier ones
             # would hide the loss from a leader started after it.
-            if await self._broker_lost_messages(probe):
+            if self._lost or await self._broker_lost_messages(probe):
                 await self._publish_again(conn, probe)
+            if self._dropped:
+                continue  # an end went down: look again before sending more
             if not await self.publish_pending(conn):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
@@ -130,6 +137,7 @@ class Relay:
         rows = await self.store.read_wire_after(conn, self.published, self.batch)
         if not rows:
             return 0
+        self._floor = dict(self._reached)
         with tracing.publishing(self.topic, (r["traceparent"] for r in rows)) as carried:
             sent: list[asyncio.Future[Any]] = []
             parked: set[int] = set()
@@ -160,8 +168,7 @@ class Relay:
                 sent.append(future)
             try:
                 for written in await asyncio.gather(*sent):
-                    if written.offset >= self._reached.get(written.partition, 0):
-                        self._reached[written.partition] = written.offset + 1
+                    self._landed(written)
             except TOO_LARGE:
                 # The broker refused a batch (its limit is below ours): each record it
                 # refused goes alone, or is set aside.
@@ -172,9 +179,24 @@ class Relay:
                         await self._send_alone(conn, r, carried)
                     elif isinstance(result, BaseException):
                         raise result from None
+                    else:
+                        self._landed(result)
+        if self._lost:
+            return len(rows)  # not recorded: everything goes again (_publish_again)
         faults.strike(f"relay.{self.topic}")  # the chaos tests: dead before the checkpoint
         await self._record(conn, rows[-1]["position"])
         return len(rows)
+
+    def _landed(self, written: RecordMetadata) -> None:
+        """One of our records is at this offset. Below an end reached before its batch,
+        the broker lost records: only the leading relay writes to its topic, and a
+        partition's offsets never go back (this catches a loss the looks at the ends
+        missed, such as one the new log regrew past between two looks). The records of
+        a batch may answer in any order (a stand-in is sent while the batch is)."""
+        if written.offset < self._floor.get(written.partition, 0):
+            self._lost = True
+        elif written.offset >= self._reached.get(written.partition, 0):
+            self._reached[written.partition] = written.offset + 1
 
     async def _record(self, conn: Conn, position: int) -> None:
         """How far the topic has the store's events. Set back to 0 when the broker lost
@@ -194,10 +216,13 @@ class Relay:
     async def _publish_again(self, conn: Conn, probe: AIOKafkaConsumer) -> None:
         """After the broker lost messages: fillers up to the ends reached before, then
         every event again from the first (the consumers' inboxes drop what they applied).
-        A relay that dies while filling leaves the old ends and position recorded: the
-        next one finds the partitions short of them and fills the rest."""
+        Position 0 is recorded first, with the ends to fill up to: a relay that dies while
+        filling leaves the next one to find the partitions short of them, fill the rest
+        and publish everything again; one that dies after, to publish everything again."""
+        self._lost = False
+        await self._record(conn, 0)
         partitions = sorted(await self.producer.partitions_for(self.topic))
-        ends = await self._last_offsets(probe, partitions)
+        ends, _ = await self._last_offsets(probe, partitions)
         short = {
             p: self._reached.get(p, 0) - end
             for p, end in ends.items()
@@ -221,23 +246,24 @@ class Relay:
                 await asyncio.gather(*filled)
         self._ends = await self._listed_ends(probe, partitions)
         self._reached = {p: max(end, self._reached.get(p, 0)) for p, end in ends.items()}
-        await self._record(conn, 0)
 
     async def _listed_ends(self, probe: AIOKafkaConsumer, partitions: list[int]) -> dict[int, int]:
         ends = await probe.end_offsets([TopicPartition(self.topic, p) for p in partitions])
         return {tp.partition: offset for tp, offset in ends.items()}
 
-    async def _last_offsets(self, probe: AIOKafkaConsumer, partitions: list[int]) -> dict[int, int]:
-        """Each partition's end offset, read: the embedded broker (tansu) lists one past
-        the first offset of its last batch, not of its last record (Kafka lists the
-        latter), so the last batch is fetched. Where it does not come within the
-        deadline, the listed end stands (lower: a loss seen where there was none costs
-        a publishing again, never an event)."""
+    async def _last_offsets(
+        self, probe: AIOKafkaConsumer, partitions: list[int]
+    ) -> tuple[dict[int, int], bool]:
+        """Each partition's end offset, read, and whether every one was: the embedded
+        broker (tansu) lists one past the first offset of its last batch, not of its
+        last record (Kafka lists the latter), so the last batch is fetched. Where it
+        does not come within the deadline, the listed end stands (lower than the
+        true one)."""
         listed = await self._listed_ends(probe, partitions)
         ends = dict(listed)
         pending = {TopicPartition(self.topic, p) for p, end in listed.items() if end > 0}
         if not pending:
-            return ends
+            return ends, True
         probe.assign(list(pending))
         try:
             for tp in pending:
@@ -250,7 +276,7 @@ class Relay:
                         pending.discard(tp)
         finally:
             probe.unsubscribe()
-        return ends
+        return ends, not pending
 
     async def _send_alone(
         self, conn: Conn, r: asyncpg.Record, carried: dict[str | None, str | None]
@@ -260,8 +286,10 @@ class Relay:
             r["type"], r["correlation_id"], carried.get(r["traceparent"], r["traceparent"])
         )
         try:
-            await self.producer.send_and_wait(
-                self.topic, value, key=r["stream_id"].encode(), headers=headers
+            self._landed(
+                await self.producer.send_and_wait(
+                    self.topic, value, key=r["stream_id"].encode(), headers=headers
+                )
             )
         except TOO_LARGE as error:
             await self._park(conn, r, len(value), repr(error))
@@ -297,12 +325,14 @@ class Relay:
             "type": bus.PARKED,
             "data": {"type": r["type"], "size": size, "reason": reason},
         }
-        await (
-            await self.producer.send(
-                self.topic,
-                orjson.dumps(stand_in),
-                key=r["stream_id"].encode(),
-                headers=bus.wire_headers(bus.PARKED, r["correlation_id"], None),
+        self._landed(
+            await (
+                await self.producer.send(
+                    self.topic,
+                    orjson.dumps(stand_in),
+                    key=r["stream_id"].encode(),
+                    headers=bus.wire_headers(bus.PARKED, r["correlation_id"], None),
+                )
             )
         )
 
@@ -316,8 +346,10 @@ class Relay:
         await self._broker_lost_messages(probe)
         # A partition short of the end it reached, or (recorded before ends were) an
         # empty topic although events were published: the broker lost messages.
-        last = await self._last_offsets(probe, sorted(self._ends))
-        short = any(last.get(p, 0) < end for p, end in self._reached.items())
+        # (Where a partition's last batch did not come in time, no loss is concluded:
+        # should there be one, our next send lands below the end reached, `_landed`.)
+        last, read = await self._last_offsets(probe, sorted(self._ends))
+        short = read and any(last.get(p, 0) < end for p, end in self._reached.items())
         if short or (recorded and not any(self._ends.values())):
             log.warning("relay.republishing", topic=self.topic, recorded=recorded)
             await self._publish_again(conn, probe)

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from shared.kit import bus
+from shared.kit import bus, db
 from shared.kit.embedded import Child, start_broker
 from shared.kit.eventstore import EventStore
 from shared.kit.outbox import Relay
@@ -124,3 +124,43 @@ async def test_a_consumer_past_the_new_logs_start_misses_no_event_after_the_brok
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_batch_landing_below_the_end_reached_is_taken_for_a_loss_not_recorded(
+    pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str
+) -> None:
+    """The looks at the ends can miss a loss (the new log regrown past the old listed end
+    between two looks); the offsets our own records land at cannot: below the end the
+    partition had reached, the log lost records. The batch is not recorded as published,
+    and the relay fills and publishes everything again."""
+    store = EventStore(schema())
+    topic = f"files.test.{uuid.uuid4().hex[:8]}"
+    await bus.ensure_topics(kafka_bootstrap, 1, [topic])
+    producer = bus.producer(kafka_bootstrap, idempotence=False)
+    await producer.start()
+    try:
+        relay = Relay(store, database_url, producer, topic, kafka_bootstrap)
+        async with pool.acquire() as conn:
+            await store.setup(conn)
+            await relay.setup(conn)
+        await _append(pool, store, range(1, 11))
+        relay._reached = {0: 25}  # as before a loss: the topic had 25 records
+        async with pool.acquire() as conn:
+            assert await relay.publish_pending(conn) == 10
+        assert relay._lost and relay.published == 0
+        # The leading loop goes on from there.
+        conn = await db.connect(database_url)
+        probe = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+        await probe.start()
+        leading = asyncio.create_task(relay._lead(conn, probe))
+        try:
+            seen = await _read(kafka_bootstrap, topic, 25, set(range(1, 11)))
+        finally:
+            leading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await leading
+            await probe.stop()
+            await conn.close()
+        assert sorted(p for p in seen if p is not None) == list(range(1, 11))
+    finally:
+        await producer.stop()
