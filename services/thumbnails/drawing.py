@@ -74,7 +74,8 @@ class Drawing:
         """The pictures; or why the file cannot have them; or None when the pool broke
         (try again later). A store that did not answer is a ConnectionError (transient:
         not the file's fault)."""
-        future = self._workers().schedule(render.drawn, args=(job,), timeout=time_cap)
+        pool = self._workers()
+        future = pool.schedule(render.drawn, args=(job,), timeout=time_cap)
         try:
             made: list[render.Picture] | Failure = await asyncio.wrap_future(future)
         except render.SourceUnavailable as error:
@@ -85,7 +86,10 @@ class Drawing:
             return "crashed", f"the worker drawing it died (exit {error.exitcode})"
         except concurrent.futures.BrokenExecutor:
             # The pool itself broke: a new one for the next files; this one is tried again.
-            self.stop()
+            # (Every file in flight on it ends here: only the first stops it, not the new
+            # pool a runner may have made since.)
+            if self._pool is pool:
+                self.stop()
             return None
         if isinstance(made, tuple):
             return made[0], domain.short_reason(made[1])

@@ -18,6 +18,7 @@ advisory lock until commit, so the sweep never deletes pictures a file is being 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import uuid
@@ -106,6 +107,10 @@ class Thumbnails(Handlers):
         self.workers = settings.thumbnail_workers or len(os.sched_getaffinity(0))
         self.grace = timedelta(seconds=settings.blob_gc_grace_s)
         self.drawing = Drawing(settings, self.workers)
+        # A file a worker at a time across runners: what waits, waits here (its lease
+        # kept), not in the pool's queue, and a file someone asked for is next.
+        self.slots = asyncio.Semaphore(self.workers)
+        self.lease = timedelta(seconds=self.time_cap * 2 + 60)
         self.policy = Policy(retry_for_s=settings.consumer_retry_for_s)
         # Re-encoding (renditions.py): a purged file's web rendition goes with it.
         self.renditions: Renditions | None = None
@@ -298,17 +303,15 @@ class Thumbnails(Handlers):
                     return
 
     async def claim(self) -> list[dict[str, Any]]:
-        """Up to DRAW_BATCH pending files nobody holds, leased for this runner: first those
-        a person asked for (a thumbnail requested while pending, oldest ask first), then
+        """Up to DRAW_BATCH pending files nobody holds, leased for this runner: those a
+        person asked for (a thumbnail requested while pending, oldest ask first), else
         the oldest. A backlog (a sequence of 10,000 frames) then does not keep the
-        picture someone is looking at waiting behind it. The lease covers the batch's
-        turn in the workers' queue."""
-        turns = -(-DRAW_BATCH // self.workers)
-        lease = timedelta(seconds=self.time_cap * (turns + 1) + 60)
-        rows = list(await self.pool.fetch(_CLAIM.format(pick=_WANTED_FIRST), lease, DRAW_BATCH))
-        if len(rows) < DRAW_BATCH:
-            rows += await self.pool.fetch(
-                _CLAIM.format(pick=_OLDEST_FIRST), lease, DRAW_BATCH - len(rows), self.settle
+        picture someone is looking at waiting behind it: such a batch holds only what
+        was asked for."""
+        rows = await self.pool.fetch(_CLAIM.format(pick=_WANTED_FIRST), self.lease, DRAW_BATCH)
+        if not rows:
+            rows = await self.pool.fetch(
+                _CLAIM.format(pick=_OLDEST_FIRST), self.lease, DRAW_BATCH, self.settle
             )
         if not rows:
             return []
@@ -321,8 +324,35 @@ class Thumbnails(Handlers):
         return [{**dict(f), "attempts": attempts[f["file_id"]]} for f in found]
 
     async def draw(self, files: list[dict[str, Any]]) -> None:
-        """Each source of the batch drawn once (identical files share it), all at once in
-        the workers, then recorded together."""
+        """Each source of the batch drawn once (identical files share it), at most one
+        file a worker at a time across runners, then recorded together. The batch's
+        leases are kept while it is in hand: a lease runs out only when its runner is
+        gone, however long the files wait for a worker."""
+        keeping = asyncio.create_task(self._keep_leases([f["file_id"] for f in files]))
+        try:
+            await self._draw(files)
+        finally:
+            keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeping
+
+    async def _keep_leases(self, file_ids: list[uuid.UUID]) -> None:
+        every = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)  # a schedule: the leases' renewal
+            try:
+                await self.pool.execute(
+                    """UPDATE thumbnails.leases SET until = now() + $2::interval
+                       WHERE file_id = ANY($1::uuid[])""",
+                    file_ids,
+                    self.lease,
+                )
+            except Exception as error:
+                if not transient(error):
+                    raise
+                log.warning("thumbnails.lease_not_renewed", error=repr(error))
+
+    async def _draw(self, files: list[dict[str, Any]]) -> None:
         outcomes: dict[str, Drawn] = {}
         drawn: dict[str, dict[str, Any]] = {}  # a file of each source: whose cause it is
         for file in files:
@@ -342,24 +372,48 @@ class Thumbnails(Handlers):
         # An identical file's pictures are there already: recorded, not drawn.
         outcomes |= {source: None for source in known}
         wanted = [f for s, f in drawn.items() if s not in outcomes]
-        for file, outcome in zip(
-            wanted, await asyncio.gather(*(self._draw(f) for f in wanted)), strict=True
-        ):
-            if outcome == BROKEN:
+        away: BaseException | None = None
+        results = await asyncio.gather(*(self._draw_one(f) for f in wanted), return_exceptions=True)
+        for file, outcome in zip(wanted, results, strict=True):
+            if isinstance(outcome, BaseException):
+                # The store away (transient): given back after a backoff, with the
+                # batch, once the rest is recorded. Anything else: the lease runs out.
+                if transient(outcome):
+                    away = away or outcome
+                else:
+                    log.error("thumbnails.failed", file_id=str(file["file_id"]), exc_info=outcome)
+            elif outcome == BROKEN:
                 # The pool broke: the lease runs out and the file is tried again.
                 log.warning("thumbnails.pool_broken", file_id=str(file["file_id"]))
-                continue
-            outcomes[file["source"]] = outcome
-        if outcomes:
-            await self.record({s: (drawn[s], outcome) for s, outcome in outcomes.items()})
+            else:
+                outcomes[file["source"]] = outcome
+        settle = {s: (drawn[s], outcome) for s, outcome in outcomes.items()}
+        try:
+            if settle:
+                await self.record(settle)
+        except Exception as error:
+            if transient(error) or len(settle) <= 1:
+                raise
+            # One source's trouble does not hold the others back: each alone.
+            log.warning("thumbnails.batch_not_recorded", exc_info=True)
+            for source, item in settle.items():
+                try:
+                    await self.record({source: item})
+                except Exception as alone:
+                    if transient(alone):
+                        raise
+                    log.error("thumbnails.not_recorded", source=source, exc_info=True)
+        if away is not None:
+            raise away
 
-    async def _draw(self, file: dict[str, Any]) -> Drawn | Literal["broken"]:
+    async def _draw_one(self, file: dict[str, Any]) -> Drawn | Literal["broken"]:
         try:
             size = await self.blobs.size(file["blob_key"])
         except (FileNotFoundError, KeyError):
             return ("content_missing", "the content is not stored")
         job = render.Job(file["source"].partition(":")[0], file["blob_key"], size, self.fmt)
-        outcome = await self.drawing.draw(job, self.time_cap)
+        async with self.slots:
+            outcome = await self.drawing.draw(job, self.time_cap)
         return BROKEN if outcome is None else outcome
 
     async def record(self, drawn: Mapping[str, tuple[dict[str, Any], Drawn]]) -> None:
