@@ -19,6 +19,8 @@ from services.thumbnails import domain, render
 from shared.kit.settings import Settings
 
 Failure = tuple[str, str]  # (code, reason)
+# Beyond twice the time cap, a drawing's wait also allows for a worker's (re)start.
+SPAWN_ALLOWANCE_S = 60.0
 
 # A worker decodes hostile files, so a decoder's flaw hands an attacker whatever the
 # worker holds. It reads blobs and nothing else: it gets the blob store's settings only,
@@ -56,6 +58,9 @@ class Drawing:
         self._pool: pebble.ProcessPool | None = None
 
     def _workers(self) -> pebble.ProcessPool:
+        if self._pool is not None and not self._pool.active:
+            # Broken with nothing in flight (a worker killed while idle): no file saw it.
+            self.stop()
         if self._pool is None:
             # Spawned, not forked: a worker starts clean, without this process's threads
             # and connections. Recycled now and then, so no decoder's leak grows for ever
@@ -76,8 +81,17 @@ class Drawing:
         not the file's fault)."""
         pool = self._workers()
         future = pool.schedule(render.drawn, args=(job,), timeout=time_cap)
+        # The pool caps the drawing; this, a future the pool would never settle (one
+        # queued when it broke), which would hold its batch and a slot for ever.
+        waiting = asyncio.wrap_future(future)
+        done, _ = await asyncio.wait([waiting], timeout=time_cap * 2 + SPAWN_ALLOWANCE_S)
+        if not done:
+            future.cancel()  # type: ignore[no-untyped-call]
+            if self._pool is pool:
+                self.stop()
+            return None
         try:
-            made: list[render.Picture] | Failure = await asyncio.wrap_future(future)
+            made: list[render.Picture] | Failure = waiting.result()
         except render.SourceUnavailable as error:
             raise ConnectionError(f"the blob store did not answer: {error}") from error
         except concurrent.futures.TimeoutError:

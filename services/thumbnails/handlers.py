@@ -18,7 +18,6 @@ advisory lock until commit, so the sweep never deletes pictures a file is being 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import uuid
@@ -108,7 +107,7 @@ class Thumbnails(Handlers):
         self.grace = timedelta(seconds=settings.blob_gc_grace_s)
         self.drawing = Drawing(settings, self.workers)
         # A file a worker at a time across runners: what waits, waits here (its lease
-        # kept), not in the pool's queue, and a file someone asked for is next.
+        # kept), not in the pool's queue.
         self.slots = asyncio.Semaphore(self.workers)
         self.lease = timedelta(seconds=self.time_cap * 2 + 60)
         self.policy = Policy(retry_for_s=settings.consumer_retry_for_s)
@@ -333,8 +332,7 @@ class Thumbnails(Handlers):
             await self._draw(files)
         finally:
             keeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeping
+            await asyncio.wait([keeping])
 
     async def _keep_leases(self, file_ids: list[uuid.UUID]) -> None:
         every = self.lease.total_seconds() / 3
@@ -348,9 +346,10 @@ class Thumbnails(Handlers):
                     self.lease,
                 )
             except Exception as error:
-                if not transient(error):
-                    raise
+                # Not renewed: the leases run out as they would without it.
                 log.warning("thumbnails.lease_not_renewed", error=repr(error))
+                if not transient(error):
+                    return
 
     async def _draw(self, files: list[dict[str, Any]]) -> None:
         outcomes: dict[str, Drawn] = {}
@@ -373,6 +372,7 @@ class Thumbnails(Handlers):
         outcomes |= {source: None for source in known}
         wanted = [f for s, f in drawn.items() if s not in outcomes]
         away: BaseException | None = None
+        away_ids: set[uuid.UUID] = set()
         results = await asyncio.gather(*(self._draw_one(f) for f in wanted), return_exceptions=True)
         for file, outcome in zip(wanted, results, strict=True):
             if isinstance(outcome, BaseException):
@@ -380,6 +380,7 @@ class Thumbnails(Handlers):
                 # batch, once the rest is recorded. Anything else: the lease runs out.
                 if transient(outcome):
                     away = away or outcome
+                    away_ids |= {f["file_id"] for f in files if f["source"] == file["source"]}
                 else:
                     log.error("thumbnails.failed", file_id=str(file["file_id"]), exc_info=outcome)
             elif outcome == BROKEN:
@@ -392,11 +393,12 @@ class Thumbnails(Handlers):
             if settle:
                 await self.record(settle)
         except Exception as error:
-            if transient(error) or len(settle) <= 1:
-                raise
-            # One source's trouble does not hold the others back: each alone.
+            if transient(error):
+                raise  # nothing recorded: the whole batch is given back after a backoff
+            # One source's trouble does not hold the others back: each alone (those that
+            # still fail keep their leases, which run out: an attempt each).
             log.warning("thumbnails.batch_not_recorded", exc_info=True)
-            for source, item in settle.items():
+            for source, item in settle.items() if len(settle) > 1 else ():
                 try:
                     await self.record({source: item})
                 except Exception as alone:
@@ -404,7 +406,7 @@ class Thumbnails(Handlers):
                         raise
                     log.error("thumbnails.not_recorded", source=source, exc_info=True)
         if away is not None:
-            raise away
+            raise runners.Away(away, away_ids)
 
     async def _draw_one(self, file: dict[str, Any]) -> Drawn | Literal["broken"]:
         try:

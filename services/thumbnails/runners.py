@@ -19,6 +19,15 @@ IDLE_S = 1.0
 Claimed = dict[str, Any]
 
 
+class Away(ConnectionError):
+    """The blob store or the database away for some files of a batch, the rest done:
+    only theirs are given back (transient, as the ConnectionError it is)."""
+
+    def __init__(self, error: BaseException, file_ids: set[Any]) -> None:
+        super().__init__(f"{len(file_ids)} files: {error!r}")
+        self.file_ids = file_ids
+
+
 async def claim_and_work(
     parts: Parts,
     policy: Policy,
@@ -46,6 +55,8 @@ async def claim_and_work(
                 await asyncio.sleep(IDLE_S)  # not a wait for a reaction: a pause after a bug
                 continue
             log.warning(f"{name}.transient_failure", file_ids=file_ids, error=repr(error))
+            if isinstance(error, Away):
+                claimed = [c for c in claimed if c["file_id"] in error.file_ids]
             if again_later is not None:
                 await again_later(claimed, backoff)
             else:

@@ -40,7 +40,7 @@ from aiokafka.structs import ConsumerRecord
 from shared.contracts import topics as topic_names
 from shared.contracts.envelope import Envelope
 from shared.kit import tracing
-from shared.kit.bus import PARKED, decode, header, passed_over
+from shared.kit.bus import PARKED, decode
 from shared.kit.db import Conn
 from shared.kit.logs import log
 from shared.kit.retry import Backoff, Policy, transient
@@ -291,7 +291,7 @@ class Consumer:
         # the DICOM context's) are passed over without an inbox row each.
         self.wanted = frozenset(wanted) if wanted is not None else None
         # The types whose envelopes are read whole (the others only as far as the
-        # watermark needs; shared/kit/bus.py `passed_over`).
+        # watermark needs: shared/kit/bus.py `decode`).
         self._read_whole = None if self.wanted is None else self.wanted | {PARKED}
         self.bootstrap = bootstrap
         self.dead_letters = dead_letters
@@ -358,11 +358,7 @@ class Consumer:
             if message.value is None:
                 continue  # a filler the relay padded a partition with (shared/kit/outbox.py)
             try:
-                kind = header(message.headers, "type") if read_whole is not None else None
-                if kind is not None and read_whole is not None and kind not in read_whole:
-                    envelope = passed_over(message.value)
-                else:
-                    envelope = decode(message.value)
+                envelope = decode(message.value, read_whole)
             except Exception as error:  # malformed on the wire: nothing to apply
                 await self._dead_letter_raw(message.topic, message.value, repr(error))
                 continue
