@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -227,36 +227,8 @@ async def _replay(conn: Conn, store: EventStore, projection: Projection) -> int:
     replayed = 0
     after = 0
     head = await store.head(conn)
-    # When the set-based handlers all commute, a window whose every handled event is
-    # of their types at their contracts' versions needs no runs: each runs once over it.
-    # Whether one is not is a probe, cheaper than finding the runs (bench/rebuild.py:
-    # 0.13 s a window of 100,000).
-    set_based = {t: triggers[t][0].version for t in projection.statements if t in triggers}
-    commuting = all(_commute(projection, t, set_based) for t in set_based)
-    others = [t for t in triggers if t not in set_based]
     while after < head:
         upto = min(after + WINDOW, head)
-        if commuting and not await conn.fetchval(
-            f"""SELECT EXISTS (SELECT FROM {store.table}
-                               WHERE position > $1 AND position <= $2
-                                 AND (type = ANY($3::text[])
-                                      OR schema_version
-                                         <> ($5::int[])[array_position($4::text[], type)]))""",
-            after,
-            upto,
-            others,
-            list(set_based),
-            list(set_based.values()),
-        ):
-            await _run(
-                conn,
-                store,
-                projection,
-                {(t, v): [after + 1, upto] for t, v in set_based.items()},
-            )
-            replayed += upto - after
-            after = upto
-            continue
         # Where each run of one (type, schema_version) in the window starts: one pass
         # along the primary key, no sort; a run ends where the next one starts.
         starts = await conn.fetch(
@@ -292,7 +264,7 @@ async def _replay(conn: Conn, store: EventStore, projection: Projection) -> int:
                 continue
             if event_type in projection.statements and version == found[0].version:
                 key = (event_type, version)
-                if not _commute(projection, event_type, [t for t, _ in pending]):
+                if not _commute(projection, event_type, pending):
                     await _run(conn, store, projection, pending)
                 pending.setdefault(key, [first, last])[1] = last
                 continue
@@ -309,9 +281,11 @@ async def _replay(conn: Conn, store: EventStore, projection: Projection) -> int:
     return replayed
 
 
-def _commute(projection: Projection, event_type: str, others: Iterable[str]) -> bool:
-    """Whether a run of this set-based type may be run before, or after, runs of these
-    (set-based) types: their handlers' tables declared, and none in common."""
+def _commute(
+    projection: Projection, event_type: str, pending: dict[tuple[str, int], list[int]]
+) -> bool:
+    """Whether a run of this set-based type may join the pending ones: its handler and
+    each other pending one's touch tables declared disjoint."""
     touches = projection.touches.get(event_type)
     return all(
         other == event_type
@@ -320,7 +294,7 @@ def _commute(projection: Projection, event_type: str, others: Iterable[str]) -> 
             and (theirs := projection.touches.get(other)) is not None
             and not touches & theirs
         )
-        for other in others
+        for other, _ in pending
     )
 
 

@@ -151,14 +151,14 @@ def test_only_handlers_touching_no_table_in_common_are_run_out_of_order() -> Non
         (cat.FolderRenamed, ()),
     ):
         p.on(contract, sql=sql, touches=touches)(_nothing)
-    pending = [cat.FolderCreated.type]
+    pending = {(cat.FolderCreated.type, 1): [1, 1]}
     assert projections._commute(p, cat.FileUploaded.type, pending)
     assert projections._commute(p, cat.FolderCreated.type, pending)
     assert not projections._commute(p, cat.FolderRenamed.type, pending)
-    pending.append(cat.FileUploaded.type)
+    pending[(cat.FileUploaded.type, 1)] = [2, 3]
     assert not projections._commute(p, cat.FileRenamed.type, pending)
     assert projections._commute(p, cat.FileUploaded.type, pending)
-    assert projections._commute(p, cat.FolderRenamed.type, [])
+    assert projections._commute(p, cat.FolderRenamed.type, {})
 
 
 async def _nothing(conn: object, events: object) -> None:
