@@ -110,6 +110,10 @@ class Relay:
         rows = await self.store.read_wire_after(conn, self.published, self.batch)
         if not rows:
             return 0
+        # Appends commit before their WAL is flushed (kit/eventstore.py): what the bus
+        # carries must be durable, or a crash could lose an event consumers applied and
+        # give its position to another.
+        await db.flush(conn)
         with tracing.publishing(self.topic, (r["traceparent"] for r in rows)) as carried:
             sent: list[asyncio.Future[Any]] = []
             parked: set[int] = set()
