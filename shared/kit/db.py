@@ -99,16 +99,30 @@ class DurableTransaction(Transaction):
         return owed
 
 
-def owe_flush(conn: Conn) -> bool:
-    """Whether the connection's transaction will make itself durable after its commit
-    (a pooled connection's `transaction()`); if so, it now will. Else False: a
-    connection of `connect()`, or a transaction begun by hand, commits synchronously."""
+def flushes_after_commit(conn: Conn) -> bool:
+    """Whether the connection's transaction makes itself durable after its commit if
+    it owes it (`owe_flush`): a pooled connection's `transaction()`. Not a connection
+    of `connect()`, nor a transaction begun by hand."""
     raw: Any = conn._con if isinstance(conn, PoolConnectionProxy) else conn  # type: ignore[attr-defined]
     top = raw._top_xact  # the transaction opened by `transaction()`, if any
-    if isinstance(raw, PooledConnection) and isinstance(top, DurableTransaction):
-        raw._owes_flush = True
-        return True
-    return False
+    return isinstance(raw, PooledConnection) and isinstance(top, DurableTransaction)
+
+
+def owe_flush(conn: Conn) -> None:
+    """The transaction (`flushes_after_commit`) will commit asynchronously: it flushes
+    the WAL once committed, before it returns."""
+    raw: Any = conn._con if isinstance(conn, PoolConnectionProxy) else conn  # type: ignore[attr-defined]
+    raw._owes_flush = True
+
+
+# SQL: switch the transaction's commit to asynchronous where `flushes_after_commit`
+# (the boolean parameter) and nothing stronger than a local flush is asked (an operator's
+# synchronous standbys, which the flush does not wait for) nor weaker (commits already
+# asynchronous: nothing to make durable). True if it did: then `owe_flush`.
+DEFER_COMMIT = """(CASE WHEN {flushes}
+    AND current_setting('synchronous_commit') <> 'off'
+    AND current_setting('synchronous_standby_names') = ''
+    THEN set_config('synchronous_commit', 'off', true) = 'off' ELSE false END)"""
 
 
 class PooledConnection(asyncpg.Connection):

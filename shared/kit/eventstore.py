@@ -13,7 +13,8 @@ record) and that transaction, once committed, waits for one WAL flush on the sam
 connection before it returns (kit/db.py `DurableTransaction`): concurrent flushes share
 a fsync, and no caller is answered before its events are durable. Any other transaction
 (a plain connection, a BEGIN by hand) keeps synchronous commits, and so do all when
-synchronous standbys are configured (the flush does not wait for them).
+synchronous standbys are configured (the flush does not wait for them); commits that
+are asynchronous already (an operator's choice) stay so, unflushed.
 In the short while between an append's commit and its flush, other sessions can read
 its events; what they do with them is safe by WAL order: a crash loses the append only
 with everything logged after it, so a durable commit of theirs (a read model, a
@@ -191,17 +192,17 @@ class EventStore:
         # A request with an Idempotency-Key claims it with its events (kit/idempotency.py).
         await idempotency.claim(conn, self.schema)
         # Asynchronous commit, made durable by the transaction's end (see the top).
-        flush_later = db.owe_flush(conn)
+        flushes = db.flushes_after_commit(conn)
         last: int
         try:
             if len(envelopes) >= COPY_FROM:
-                last = await self._copy(conn, envelopes, flush_later)
+                last = await self._copy(conn, envelopes, flushes)
                 idempotency.appended(last)
                 return last
             # One round trip: the head row's lock orders appends (held until commit),
             # its update numbers them, NOTIFY fires when they commit, and the commit is
             # made asynchronous (for this transaction only).
-            last = await conn.fetchval(
+            row = await conn.fetchrow(
                 f"""
                 WITH head AS (
                     UPDATE {self.schema}.head SET position = position + $1
@@ -213,16 +214,18 @@ class EventStore:
                                       $7::jsonb[], $8::jsonb[], $9::timestamptz[])
                          WITH ORDINALITY AS x(e, s, v, t, sv, d, m, o, n)
                     RETURNING position)
-                SELECT max(position),
-                       CASE WHEN $11 AND current_setting('synchronous_standby_names') = ''
-                       THEN set_config('synchronous_commit', 'off', true) END
+                SELECT max(position), {db.DEFER_COMMIT.format(flushes="$11")}
                 FROM written, pg_notify($10, '') AS notified
                 """,
                 len(envelopes),
                 *columns(envelopes),
                 self.channel,
-                flush_later,
+                flushes,
             )
+            assert row is not None
+            last, deferred = row
+            if deferred:
+                db.owe_flush(conn)
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name == "events_stream_version_key":
                 raise ConcurrencyConflict(error.detail or "") from error
@@ -230,7 +233,7 @@ class EventStore:
         idempotency.appended(last)
         return last
 
-    async def _copy(self, conn: Conn, envelopes: Sequence[Envelope], flush_later: bool) -> int:
+    async def _copy(self, conn: Conn, envelopes: Sequence[Envelope], flushes: bool) -> int:
         """A big append (a folder cascade) by COPY: three round trips, but it writes
         100,000 events in about half the time of the one-statement unnest."""
         data, metadata = encoded(envelopes)
@@ -258,13 +261,12 @@ class EventStore:
                 for n, (e, d, m) in enumerate(zip(envelopes, data, metadata, strict=True), 1)
             ),
         )
-        await conn.execute(
-            "SELECT pg_notify($1, ''),"
-            " CASE WHEN $2 AND current_setting('synchronous_standby_names') = ''"
-            " THEN set_config('synchronous_commit', 'off', true) END",
+        if await conn.fetchval(
+            f"SELECT {db.DEFER_COMMIT.format(flushes='$2')} FROM pg_notify($1, '')",
             self.channel,
-            flush_later,
-        )
+            flushes,
+        ):
+            db.owe_flush(conn)
         return base + len(envelopes)
 
     async def head(self, conn: Conn | asyncpg.Pool) -> int:

@@ -174,3 +174,8 @@ async def test_appends_outside_a_pooled_transaction_commit_synchronously(
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
         await conn.execute("COMMIT")
         assert not conn._con._owes_flush
+        # Commits asynchronous already (an operator's choice): left so, nothing owed.
+        async with conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            await store.append(conn, [envelope("sync", 3)])
+            assert not conn._con._owes_flush
