@@ -49,7 +49,7 @@ async def _init(conn: asyncpg.Connection) -> None:
 FLUSH = "SELECT pg_logical_emit_message(false, 'files', '', true)"
 
 
-async def flush(conn: Conn) -> None:
+async def flush(conn: Conn | asyncpg.Pool) -> None:
     """Make every commit so far durable (they group: concurrent flushes share a fsync)."""
     await conn.execute(FLUSH)
 
