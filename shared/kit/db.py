@@ -44,16 +44,16 @@ async def _init(conn: asyncpg.Connection) -> None:
 
 # One durable WAL flush, through a record written now, so past every commit before it
 # (XLogFlush of a non-transactional logical message; any wal_level, any role), unless
-# all the WAL written so far is flushed already (the relay reading old events). A
-# transaction that only takes an xid would not do: its commit, having written no other
-# WAL, is not flushed synchronously.
-FLUSH = """SELECT CASE WHEN pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn()
+# the WAL is flushed far enough already. A transaction that only takes an xid would not
+# do: its commit, having written no other WAL, is not flushed synchronously.
+FLUSH = """SELECT CASE WHEN pg_current_wal_flush_lsn() < coalesce($1, pg_current_wal_insert_lsn())
     THEN pg_logical_emit_message(false, 'files', '', true) END"""
 
 
-async def flush(conn: Conn | asyncpg.Pool) -> None:
-    """Make every commit so far durable (they group: concurrent flushes share a fsync)."""
-    await conn.execute(FLUSH)
+async def flush(conn: Conn | asyncpg.Pool, upto: int | None = None) -> None:
+    """Make every commit so far durable, or the WAL up to `upto` (an LSN). Concurrent
+    flushes group: they share a fsync."""
+    await conn.execute(FLUSH, upto)
 
 
 class DurableTransaction(Transaction):

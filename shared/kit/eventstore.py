@@ -307,9 +307,15 @@ class EventStore:
 
     async def read_wire_after(self, conn: Conn, position: int, limit: int) -> list[asyncpg.Record]:
         """Events after a position as the relay sends them: the envelope's JSON built by
-        PostgreSQL, so no row becomes a Python object on the way to Kafka."""
+        PostgreSQL, so no row becomes a Python object on the way to Kafka. Each row
+        also has `wal_at`, how far the WAL must be flushed for every event read to be
+        durable: the insert LSN taken (by the one-time filter) after the statement's
+        snapshot and before its scan, so past the commit of every event it sees and
+        before what the scan itself logs (hint bits, with data checksums)."""
         return await conn.fetch(
-            f"""SELECT position, stream_id, type, metadata->>'correlation_id' AS correlation_id,
+            f"""WITH wal AS MATERIALIZED (SELECT pg_current_wal_insert_lsn() AS at)
+                SELECT position, stream_id, type,
+                       metadata->>'correlation_id' AS correlation_id,
                        metadata->>'traceparent' AS traceparent,
                        json_build_object(
                            'event_id', event_id, 'type', type,
@@ -320,8 +326,11 @@ class EventStore:
                            'causation_id', metadata->'causation_id',
                            'traceparent', metadata->'traceparent',
                            'source', $3::text, 'position', position, 'data', data
-                       )::text AS wire
-                FROM {self.table} WHERE position > $1 ORDER BY position LIMIT $2""",
+                       )::text AS wire,
+                       (SELECT at FROM wal) AS wal_at
+                FROM {self.table}
+                WHERE position > $1 AND (SELECT at FROM wal) IS NOT NULL
+                ORDER BY position LIMIT $2""",
             position,
             limit,
             self.schema,

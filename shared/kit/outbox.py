@@ -112,8 +112,8 @@ class Relay:
             return 0
         # Appends commit before their WAL is flushed (kit/eventstore.py): what the bus
         # carries must be durable, or a crash could lose an event consumers applied and
-        # give its position to another.
-        await db.flush(conn)
+        # give its position to another. (Flushed already, mostly, when catching up.)
+        await db.flush(conn, rows[0]["wal_at"])
         with tracing.publishing(self.topic, (r["traceparent"] for r in rows)) as carried:
             sent: list[asyncio.Future[Any]] = []
             parked: set[int] = set()
