@@ -8,6 +8,7 @@ concurrency) into a plain table whose position is an identity column.
 A diagnostic line inserts into a table shaped like the store (same constraints and
 indexes) with positions from a sequence and no lock, to separate the cost of the store's
 per-store lock from the cost of its indexes.
+Each kind runs `--rounds` times (3), the kinds in turns, and keeps its median.
 Each case runs twice: with durable commits (synchronous_commit=on, fsync on, what `make
 run` ships) and with asynchronous commits (synchronous_commit=off).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -157,33 +159,39 @@ async def set_commit_mode(dsn: str, durable: bool) -> None:
         await conn.close()
 
 
-async def appends(dsn: str, report: Report, batches: dict[int, int], connections: int) -> None:
+async def appends(
+    dsn: str, report: Report, batches: dict[int, int], connections: int, rounds: int
+) -> None:
     for durable in (True, False):
         await set_commit_mode(dsn, durable)
         commit = "durable commits" if durable else "async commits"
         for batch, count in batches.items():
             label = f"{batch}/txn, {commit}"
             key = f"b{batch}_{'durable' if durable else 'async'}"
-            progress(f"appends: {count:,} transactions of {batch}, {commit}")
-            results = {}
-            for kind in ("plain", "store", "shaped"):
-                schema = f"bench_{kind}_{key}"
-                conn = await asyncpg.connect(dsn)
-                try:
-                    if kind == "plain":
-                        await plain_table(conn, schema)
-                    elif kind == "store":
-                        await EventStore(schema).setup(conn)
-                    else:
-                        await store_shaped_table(conn, schema)
-                finally:
-                    await conn.close()
-                transactions = [transaction_envelopes(batch) for _ in range(count)]
-                with report.contention.measure():
-                    seconds = await timed_appends(
-                        dsn, appender(kind, schema), transactions, connections
-                    )
-                results[kind] = count * batch / seconds
+            progress(f"appends: {rounds} x {count:,} transactions of {batch}, {commit}")
+            # The kinds take turns, round after round, and each keeps its median: a
+            # swing of the shared machine's load then falls on all of them, not on one.
+            rates: dict[str, list[float]] = {"plain": [], "store": [], "shaped": []}
+            for round_ in range(rounds):
+                for kind, kept in rates.items():
+                    schema = f"bench_{kind}_{key}_{round_}"
+                    conn = await asyncpg.connect(dsn)
+                    try:
+                        if kind == "plain":
+                            await plain_table(conn, schema)
+                        elif kind == "store":
+                            await EventStore(schema).setup(conn)
+                        else:
+                            await store_shaped_table(conn, schema)
+                    finally:
+                        await conn.close()
+                    transactions = [transaction_envelopes(batch) for _ in range(count)]
+                    with report.contention.measure():
+                        seconds = await timed_appends(
+                            dsn, appender(kind, schema), transactions, connections
+                        )
+                    kept.append(count * batch / seconds)
+            results = {kind: statistics.median(kept) for kind, kept in rates.items()}
             report.figure(
                 f"append_{key}",
                 f"EventStore.append, {label}",
@@ -280,6 +288,9 @@ async def relay(dsn: str, bootstrap: str, report: Report, events: int) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="append rounds per kind, taken in turns (median)"
+    )
 
 
 def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
@@ -291,7 +302,7 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         f"event-store appends ({args.connections} connections) and relay publishes, vs raw"
     )
     with postgres(workdir, durable=True) as pg, broker(workdir) as kafka:
-        asyncio.run(appends(pg.url, report, batches, args.connections))
+        asyncio.run(appends(pg.url, report, batches, args.connections, args.rounds))
         asyncio.run(relay(pg.url, kafka.url, report, events))
     report.note("'durable' = synchronous_commit on with fsync; 'async' = synchronous_commit off")
 

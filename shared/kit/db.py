@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
+from asyncpg.transaction import Transaction, TransactionState
+
+IsolationLevel: TypeAlias = Literal[
+    "read_committed", "read_uncommitted", "serializable", "repeatable_read"
+]
 
 # What a handler gets: a plain connection, or one lent by a pool.
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
@@ -37,6 +42,91 @@ async def _init(conn: asyncpg.Connection) -> None:
     )
 
 
+# One durable WAL flush, through a record written now, so past every commit before it
+# (XLogFlush of a non-transactional logical message; any wal_level, any role), unless
+# the WAL is flushed far enough already. A transaction that only takes an xid would not
+# do: its commit, having written no other WAL, is not flushed synchronously.
+FLUSH = """SELECT CASE WHEN pg_current_wal_flush_lsn() < coalesce($1, pg_current_wal_insert_lsn())
+    THEN pg_logical_emit_message(false, 'files', '', true) END"""
+
+
+async def flush(conn: Conn | asyncpg.Pool, upto: int | None = None) -> None:
+    """Make every commit so far durable, or the WAL up to `upto` (an LSN). Concurrent
+    flushes group: they share a fsync."""
+    await conn.execute(FLUSH, upto)
+
+
+class DurableTransaction(Transaction):
+    """A transaction of a pooled connection that, once committed, makes its commit
+    durable before it returns, if it committed asynchronously (`owe_flush`).
+    (asyncpg's stubs leave out the attributes read here: `_asyncpg` gives them.)"""
+
+    __slots__ = ()
+
+    @property
+    def _asyncpg(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            await super().__aexit__(*exc)
+        finally:
+            owed = self._settle()
+        if owed:
+            await flush(self._asyncpg._connection)
+
+    async def commit(self) -> None:
+        try:
+            await super().commit()
+        finally:
+            owed = self._settle()
+        if owed:
+            await flush(self._asyncpg._connection)
+
+    async def rollback(self) -> None:
+        try:
+            await super().rollback()
+        finally:
+            self._settle()
+
+    def _settle(self) -> bool:
+        """Whether the transaction committed owing a flush; the debt is cleared once it
+        has ended either way (a savepoint's end is not the commit)."""
+        me = self._asyncpg
+        if me._nested or me._state is TransactionState.STARTED:
+            return False
+        conn: PooledConnection = me._connection
+        owed = conn._owes_flush and me._state is TransactionState.COMMITTED
+        conn._owes_flush = False
+        return owed
+
+
+def flushes_after_commit(conn: Conn) -> bool:
+    """Whether the connection's transaction makes itself durable after its commit if
+    it owes it (`owe_flush`): a pooled connection's `transaction()`. Not a connection
+    of `connect()`, nor a transaction begun by hand."""
+    raw: Any = conn._con if isinstance(conn, PoolConnectionProxy) else conn  # type: ignore[attr-defined]
+    top = raw._top_xact  # the transaction opened by `transaction()`, if any
+    return isinstance(raw, PooledConnection) and isinstance(top, DurableTransaction)
+
+
+def owe_flush(conn: Conn) -> None:
+    """The transaction (`flushes_after_commit`) will commit asynchronously: it flushes
+    the WAL once committed, before it returns."""
+    raw: Any = conn._con if isinstance(conn, PoolConnectionProxy) else conn  # type: ignore[attr-defined]
+    raw._owes_flush = True
+
+
+# SQL: switch the transaction's commit to asynchronous where `flushes_after_commit`
+# (the boolean parameter) and nothing stronger than a local flush is asked (an operator's
+# synchronous standbys, which the flush does not wait for) nor weaker (commits already
+# asynchronous: nothing to make durable). True if it did: then `owe_flush`.
+DEFER_COMMIT = """(CASE WHEN {flushes}
+    AND current_setting('synchronous_commit') <> 'off'
+    AND current_setting('synchronous_standby_names') = ''
+    THEN set_config('synchronous_commit', 'off', true) = 'off' ELSE false END)"""
+
+
 class PooledConnection(asyncpg.Connection):
     """A pooled connection handed back without asyncpg's reset query (advisory unlock,
     CLOSE ALL, UNLISTEN, RESET ALL): that is a round trip and four statements on every
@@ -46,8 +136,27 @@ class PooledConnection(asyncpg.Connection):
     listeners have connections of their own. An open transaction is still rolled back,
     and listeners dropped, by asyncpg on release."""
 
+    # Set by an append that committed asynchronously (`owe_flush`), until its
+    # transaction ends.
+    _owes_flush = False
+
     def get_reset_query(self) -> str:
         return ""
+
+    def transaction(
+        self,
+        *,
+        isolation: IsolationLevel | None = None,
+        readonly: bool = False,
+        deferrable: bool = False,
+    ) -> DurableTransaction:
+        me: Any = self
+        me._check_open()
+        return DurableTransaction(self, isolation, readonly, deferrable)
+
+    async def reset(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 - asyncpg's
+        self._owes_flush = False  # an open transaction is rolled back
+        await super().reset(timeout=timeout)
 
 
 async def connect_pool(

@@ -4,6 +4,22 @@ Appends lock the store's head row until they commit, so positions are dense and
 commit in position order: a reader following the position never passes a gap
 that a slower transaction fills later (the trap of sequence-numbered outboxes).
 Optimistic concurrency is the unique (stream_id, stream_version) key.
+
+Durability: PostgreSQL frees row locks only once a synchronous commit's WAL is
+flushed, so a lock held through the flush lets one append flush at a time and commits
+never group (0.46-0.54x raw INSERTs, bench/README.md). So an append in a pooled
+connection's `transaction()` commits asynchronously (the lock is freed at the commit
+record) and that transaction, once committed, waits for one WAL flush on the same
+connection before it returns (kit/db.py `DurableTransaction`): concurrent flushes share
+a fsync, and no caller is answered before its events are durable. Any other transaction
+(a plain connection, a BEGIN by hand) keeps synchronous commits, and so do all when
+synchronous standbys are configured (the flush does not wait for them); commits that
+are asynchronous already (an operator's choice) stay so, unflushed.
+In the short while between an append's commit and its flush, other sessions can read
+its events; what they do with them is safe by WAL order: a crash loses the append only
+with everything logged after it, so a durable commit of theirs (a read model, a
+checkpoint) flushes the append first. The one reader that tells the outside world is
+the relay, which flushes before it sends a batch (kit/outbox.py).
 """
 
 from __future__ import annotations
@@ -16,7 +32,7 @@ import orjson
 
 from shared.contracts.envelope import Envelope
 from shared.contracts.limits import MAX_EVENT_BYTES
-from shared.kit import idempotency
+from shared.kit import db, idempotency
 from shared.kit.db import Conn
 
 
@@ -175,15 +191,18 @@ class EventStore:
         assert conn.is_in_transaction(), "append must run inside a transaction"
         # A request with an Idempotency-Key claims it with its events (kit/idempotency.py).
         await idempotency.claim(conn, self.schema)
+        # Asynchronous commit, made durable by the transaction's end (see the top).
+        flushes = db.flushes_after_commit(conn)
         last: int
         try:
             if len(envelopes) >= COPY_FROM:
-                last = await self._copy(conn, envelopes)
+                last = await self._copy(conn, envelopes, flushes)
                 idempotency.appended(last)
                 return last
             # One round trip: the head row's lock orders appends (held until commit),
-            # its update numbers them, and NOTIFY fires when they commit.
-            last = await conn.fetchval(
+            # its update numbers them, NOTIFY fires when they commit, and the commit is
+            # made asynchronous (for this transaction only).
+            row = await conn.fetchrow(
                 f"""
                 WITH head AS (
                     UPDATE {self.schema}.head SET position = position + $1
@@ -195,12 +214,18 @@ class EventStore:
                                       $7::jsonb[], $8::jsonb[], $9::timestamptz[])
                          WITH ORDINALITY AS x(e, s, v, t, sv, d, m, o, n)
                     RETURNING position)
-                SELECT max(position) FROM written, pg_notify($10, '') AS notified
+                SELECT max(position), {db.DEFER_COMMIT.format(flushes="$11")}
+                FROM written, pg_notify($10, '') AS notified
                 """,
                 len(envelopes),
                 *columns(envelopes),
                 self.channel,
+                flushes,
             )
+            assert row is not None
+            last, deferred = row
+            if deferred:
+                db.owe_flush(conn)
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name == "events_stream_version_key":
                 raise ConcurrencyConflict(error.detail or "") from error
@@ -208,7 +233,7 @@ class EventStore:
         idempotency.appended(last)
         return last
 
-    async def _copy(self, conn: Conn, envelopes: Sequence[Envelope]) -> int:
+    async def _copy(self, conn: Conn, envelopes: Sequence[Envelope], flushes: bool) -> int:
         """A big append (a folder cascade) by COPY: three round trips, but it writes
         100,000 events in about half the time of the one-statement unnest."""
         data, metadata = encoded(envelopes)
@@ -236,7 +261,12 @@ class EventStore:
                 for n, (e, d, m) in enumerate(zip(envelopes, data, metadata, strict=True), 1)
             ),
         )
-        await conn.execute("SELECT pg_notify($1, '')", self.channel)
+        if await conn.fetchval(
+            f"SELECT {db.DEFER_COMMIT.format(flushes='$2')} FROM pg_notify($1, '')",
+            self.channel,
+            flushes,
+        ):
+            db.owe_flush(conn)
         return base + len(envelopes)
 
     async def head(self, conn: Conn | asyncpg.Pool) -> int:
@@ -277,9 +307,15 @@ class EventStore:
 
     async def read_wire_after(self, conn: Conn, position: int, limit: int) -> list[asyncpg.Record]:
         """Events after a position as the relay sends them: the envelope's JSON built by
-        PostgreSQL, so no row becomes a Python object on the way to Kafka."""
+        PostgreSQL, so no row becomes a Python object on the way to Kafka. Each row
+        also has `wal_at`, how far the WAL must be flushed for every event read to be
+        durable: the insert LSN taken (by the one-time filter) after the statement's
+        snapshot and before its scan, so past the commit of every event it sees and
+        before what the scan itself logs (hint bits, with data checksums)."""
         return await conn.fetch(
-            f"""SELECT position, stream_id, type, metadata->>'correlation_id' AS correlation_id,
+            f"""WITH wal AS MATERIALIZED (SELECT pg_current_wal_insert_lsn() AS at)
+                SELECT position, stream_id, type,
+                       metadata->>'correlation_id' AS correlation_id,
                        metadata->>'traceparent' AS traceparent,
                        json_build_object(
                            'event_id', event_id, 'type', type,
@@ -290,8 +326,11 @@ class EventStore:
                            'causation_id', metadata->'causation_id',
                            'traceparent', metadata->'traceparent',
                            'source', $3::text, 'position', position, 'data', data
-                       )::text AS wire
-                FROM {self.table} WHERE position > $1 ORDER BY position LIMIT $2""",
+                       )::text AS wire,
+                       (SELECT at FROM wal) AS wal_at
+                FROM {self.table}
+                WHERE position > $1 AND (SELECT at FROM wal) IS NOT NULL
+                ORDER BY position LIMIT $2""",
             position,
             limit,
             self.schema,

@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from shared.kit import db
 from shared.kit.db import Conn
 from shared.kit.logs import log
 
@@ -474,6 +475,10 @@ class _Request:
                 self.actor,
                 key_hash(self.key),
             )
+            if row is not None:
+                # The claim's commit may not be flushed yet (kit/eventstore.py: its
+                # transaction flushes after it): an answer is given again once durable.
+                await db.flush(self.mw.pool())
         except Exception as error:
             log.warning("idempotency.lookup_failed", error=repr(error))
             raise _Away from error

@@ -138,6 +138,10 @@ class Relay:
         if not rows:
             return 0
         self._floor = dict(self._reached)
+        # Appends commit before their WAL is flushed (kit/eventstore.py): what the bus
+        # carries must be durable, or a crash could lose an event consumers applied and
+        # give its position to another. (Flushed already, mostly, when catching up.)
+        await db.flush(conn, rows[0]["wal_at"])
         with tracing.publishing(self.topic, (r["traceparent"] for r in rows)) as carried:
             sent: list[asyncio.Future[Any]] = []
             parked: set[int] = set()

@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
+from shared.kit import db
 from shared.kit.eventstore import COPY_FROM, ConcurrencyConflict, EventStore
 from tests.integration.helpers import envelope, schema
 
@@ -107,3 +108,74 @@ async def test_a_big_append_goes_by_copy_with_the_same_guarantees(
         async with pool.acquire() as conn, conn.transaction():
             await store.append(conn, clash)
     assert await store.head(pool) == len(big) + 2
+
+
+async def wal_flushed(pool: asyncpg.Pool) -> int:
+    """How far the WAL is flushed, seen from another session."""
+    flushed: int = await pool.fetchval("SELECT pg_current_wal_flush_lsn()")
+    return flushed
+
+
+async def test_an_append_is_durable_when_its_transaction_returns(
+    pool: asyncpg.Pool, store: EventStore
+) -> None:
+    """Appends commit asynchronously (so the store's lock is not held through the WAL
+    flush) and their transaction flushes before it returns: every time, the WAL is
+    flushed past what the transaction wrote. Without the flush, the WAL writer lags
+    behind (it flushes every 200 ms): most rounds would fail."""
+    async with pool.acquire() as conn:
+        for version in range(1, 21):
+            async with conn.transaction():
+                await store.append(conn, [envelope("durable", version)])
+                assert await conn.fetchval("SHOW synchronous_commit") == "off"
+                written = await conn.fetchval("SELECT pg_current_wal_insert_lsn()")
+            assert await wal_flushed(pool) >= written, f"round {version}"
+        # A transaction opened by hand and committed by hand (a keyed request's) too.
+        tx = conn.transaction()
+        await tx.start()
+        await store.append(conn, [envelope("durable", 21)])
+        written = await conn.fetchval("SELECT pg_current_wal_insert_lsn()")
+        await tx.commit()
+        assert await wal_flushed(pool) >= written
+
+
+async def test_only_the_outer_commit_flushes_and_a_rollback_owes_nothing(
+    pool: asyncpg.Pool, store: EventStore
+) -> None:
+    async with pool.acquire() as conn:
+        owes = lambda: conn._con._owes_flush  # noqa: E731 - the connection's debt
+        async with conn.transaction():
+            async with conn.transaction():  # a savepoint: its end is not the commit
+                await store.append(conn, [envelope("nested", 1)])
+            assert owes()
+        assert not owes()
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                await store.append(conn, [envelope("nested", 2)])
+                raise RuntimeError("the handler failed")
+        assert not owes()
+        assert [e.stream_version for e in await store.read_stream(pool, "nested")] == [1]
+
+
+async def test_appends_outside_a_pooled_transaction_commit_synchronously(
+    pool: asyncpg.Pool, store: EventStore, database_url: str
+) -> None:
+    """No one would flush after them: a plain connection, or a BEGIN by hand."""
+    plain = await db.connect(database_url)
+    try:
+        async with plain.transaction():
+            await store.append(plain, [envelope("sync", 1)])
+            assert await plain.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await plain.close()
+    async with pool.acquire() as conn:
+        await conn.execute("BEGIN")
+        await store.append(conn, [envelope("sync", 2)])
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        await conn.execute("COMMIT")
+        assert not conn._con._owes_flush
+        # Commits asynchronous already (an operator's choice): left so, nothing owed.
+        async with conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            await store.append(conn, [envelope("sync", 3)])
+            assert not conn._con._owes_flush

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from shared.kit import bus
+from shared.kit import bus, db
 from shared.kit.eventstore import EventStore
 from shared.kit.outbox import Relay
 from tests.conftest import eventually
@@ -87,3 +88,42 @@ async def test_relay_publishes_every_event_of_200_concurrent_transactions_in_str
     for stream, got in per_stream.items():
         assert got == sorted(got), f"{stream} out of order: {got}"
         assert got == list(range(1, len(got) + 1))
+
+
+async def test_the_relay_sends_only_events_whose_commit_is_durable(
+    pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str
+) -> None:
+    """Appends commit asynchronously and are flushed by their own transaction's end, but
+    the relay may read them in between: it flushes the WAL before it sends. Seen from the
+    producer: at every send, the WAL is flushed past the append's commit (committed here
+    asynchronously and never flushed by the writer, as in that gap)."""
+    store = EventStore(schema())
+    topic = f"files.test.{uuid.uuid4().hex[:8]}"
+    await bus.ensure_topics(kafka_bootstrap, 3, [topic])
+    producer = bus.producer(kafka_bootstrap, idempotence=False)
+    await producer.start()
+    relay = Relay(store, database_url, producer, topic, kafka_bootstrap)
+    writer, reader = await db.connect(database_url), await db.connect(database_url)
+    flushed_at_send: list[int] = []
+    send = producer.send
+
+    async def observed_send(*args: Any, **kwargs: Any) -> Any:
+        flushed_at_send.append(await pool.fetchval("SELECT pg_current_wal_flush_lsn()"))
+        return await send(*args, **kwargs)
+
+    producer.send = observed_send  # type: ignore[method-assign]
+    try:
+        await store.setup(writer)
+        await relay.setup(writer)
+        for version in range(1, 11):
+            async with writer.transaction():
+                await writer.execute("SET LOCAL synchronous_commit = off")
+                await store.append(writer, [envelope("relayed", version)])
+            committed = await writer.fetchval("SELECT pg_current_wal_insert_lsn()")
+            flushed_at_send.clear()
+            assert await relay.publish_pending(reader) == 1
+            assert flushed_at_send and min(flushed_at_send) >= committed, f"round {version}"
+    finally:
+        await writer.close()
+        await reader.close()
+        await producer.stop()
