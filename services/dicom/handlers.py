@@ -51,6 +51,7 @@ from shared.contracts.ingest import (
     DicomInstanceStored,
     ImportGroupRequested,
 )
+from shared.kit import db
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
@@ -650,6 +651,9 @@ class Dicom(Handlers):
                 event = ev.InstancesSettled.model_validate(envelope.data)
                 accepted += [a.model_dump(mode="json") for a in event.accepted]
                 rejected += [r.model_dump(mode="json") for r in event.rejected]
+        # The client is told its instances are stored: durable first (the consumer's
+        # transaction that settled them flushes just after its commit, kit/db.py).
+        await db.flush(self.pool)
         return {"accepted": accepted, "rejected": rejected}
 
     async def cancel(self, cause: Cause, job_id: uuid.UUID) -> int:

@@ -15,11 +15,15 @@ a fsync, and no caller is answered before its events are durable. Any other tran
 (a plain connection, a BEGIN by hand) keeps synchronous commits, and so do all when
 synchronous standbys are configured (the flush does not wait for them); commits that
 are asynchronous already (an operator's choice) stay so, unflushed.
-In the short while between an append's commit and its flush, other sessions can read
-its events; what they do with them is safe by WAL order: a crash loses the append only
-with everything logged after it, so a durable commit of theirs (a read model, a
-checkpoint) flushes the append first. The one reader that tells the outside world is
-the relay, which flushes before it sends a batch (kit/outbox.py).
+In the short while between an append's commit and its flush (about a millisecond),
+other sessions can read its events and rows. What they write from them is safe by WAL
+order: a crash loses the append only with everything logged after it, so a durable
+commit of theirs (a read model, a checkpoint) flushes the append first. What they only
+read is not: a plain GET may show, for that millisecond, a write a crash of PostgreSQL
+would then lose, as with any asynchronous commit. The readers that tell the outside
+world about others' writes flush first: the relay before it sends a batch
+(kit/outbox.py), the consistency wait before it says caught up (kit/service.py), a
+stored answer before it is given again (kit/idempotency.py), a STOW-RS answer.
 """
 
 from __future__ import annotations

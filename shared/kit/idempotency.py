@@ -43,6 +43,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.transaction import TransactionState
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -637,6 +638,13 @@ class _Request:
             await tx.commit()
             return True
         except Exception as error:
+            if tx._state is TransactionState.COMMITTED:
+                # Committed, but its flush failed (kit/db.py): applied, so not "nothing
+                # was applied". Flushed from another connection, the answer stands; if
+                # that fails too, the error goes up (a retry with the key gets the answer).
+                log.warning("idempotency.flush_failed", error=repr(error))
+                await db.flush(self.mw.pool())
+                return True
             log.warning("idempotency.commit_failed", error=repr(error))
             try:
                 await tx.rollback()

@@ -261,7 +261,11 @@ class Runtime:
                 self.watermarks, relevant, timeout, self.moved
             )
             # Read again: the reactions written meanwhile are waited for next.
-            return {"caught_up": ok, "head": {self.name: await self.store.head(self.pool)}}
+            head = await self.store.head(self.pool)
+            # What the caller is told it may read now is durable first: a consumer's
+            # transaction wakes the wait at its commit, before its flush (kit/db.py).
+            await db.flush(self.pool)
+            return {"caught_up": ok, "head": {self.name: head}}
 
         @app.put("/internal/idempotency", include_in_schema=False)
         async def keep_public_answer(body: PublicAnswer) -> dict[str, bool]:
