@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 
@@ -74,6 +75,12 @@ class Drawing:
                 context=multiprocessing.get_context("spawn"),
             )
         return self._pool
+
+    async def warm(self) -> None:
+        """The workers started now, not by the first file: a start is ~0.4 CPU-s of
+        imports, which the first picture someone waits for would otherwise pay."""
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(self._workers().schedule(render.ready, timeout=60))
 
     async def draw(self, job: render.Job, time_cap: float) -> list[render.Picture] | Failure | None:
         """The pictures; or why the file cannot have them; or None when the pool broke

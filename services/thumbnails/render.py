@@ -122,6 +122,11 @@ def make(job: Job) -> list[Picture]:
     return pictures(picture, job.sizes, job.fmt)
 
 
+def ready() -> bool:
+    """Nothing: a worker that answers has started (the pool is warmed with it)."""
+    return True
+
+
 def drawn(job: Job) -> list[Picture] | tuple[str, str]:
     """`make` in a worker: why the content cannot be drawn comes back as (code, message),
     not raised, since the pool formats and pickles the traceback of whatever is raised
