@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import multiprocessing
 import os
 
@@ -17,6 +16,7 @@ import pebble
 from pydantic import SecretStr
 
 from services.thumbnails import domain, render
+from shared.kit.logs import log
 from shared.kit.settings import Settings
 
 Failure = tuple[str, str]  # (code, reason)
@@ -79,8 +79,18 @@ class Drawing:
     async def warm(self) -> None:
         """The workers started now, not by the first file: a start is ~0.4 CPU-s of
         imports, which the first picture someone waits for would otherwise pay."""
-        with contextlib.suppress(Exception):
-            await asyncio.wrap_future(self._workers().schedule(render.ready, timeout=60))
+        pool = self._workers()
+        future = pool.schedule(render.ready, timeout=SPAWN_ALLOWANCE_S)
+        # The pool's timeout counts from a worker's start: a pool that never starts one
+        # is given up on here, and made again by the first file.
+        waiting = asyncio.wrap_future(future)
+        done, _ = await asyncio.wait([waiting], timeout=SPAWN_ALLOWANCE_S)
+        if not done:
+            future.cancel()  # type: ignore[no-untyped-call]
+            if self._pool is pool:
+                self.stop()
+        elif waiting.exception() is not None:
+            log.warning("thumbnails.workers_not_started", error=repr(waiting.exception()))
 
     async def draw(self, job: render.Job, time_cap: float) -> list[render.Picture] | Failure | None:
         """The pictures; or why the file cannot have them; or None when the pool broke

@@ -262,8 +262,8 @@ class Thumbnails(Handlers):
         """Runners that each claim up to DRAW_BATCH pending files, draw them, record them
         (one more runner than workers, so the workers are not idle while a batch is
         recorded)."""
-        await self.drawing.warm()
         try:
+            await self.drawing.warm()
             await asyncio.gather(
                 *(
                     runners.claim_and_work(

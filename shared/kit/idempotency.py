@@ -638,12 +638,9 @@ class _Request:
             await tx.commit()
             return True
         except Exception as error:
-            if tx._state is TransactionState.COMMITTED:
-                # Committed, but its flush failed (kit/db.py): applied, so not "nothing
-                # was applied". Flushed from another connection, the answer stands; if
-                # that fails too, the error goes up (a retry with the key gets the answer).
+            if tx._state is TransactionState.COMMITTED and await self._kept_after_all():
+                # Committed, and its flush failed (kit/db.py), but it is durable now.
                 log.warning("idempotency.flush_failed", error=repr(error))
-                await db.flush(self.mw.pool())
                 return True
             log.warning("idempotency.commit_failed", error=repr(error))
             try:
@@ -653,6 +650,23 @@ class _Request:
             return False
         finally:
             await self.mw.pool().release(conn)
+
+    async def _kept_after_all(self) -> bool:
+        """After a commit whose flush failed: whether its answer is there, durable,
+        seen from another connection (a PostgreSQL that crashed and came back may
+        have lost the commit; then nothing was applied)."""
+        try:
+            await db.flush(self.mw.pool())
+            kept: bool | None = await self.mw.pool().fetchval(
+                f"""SELECT answer IS NOT NULL FROM {self.mw.schema}.idempotency
+                    WHERE scope = $1 AND key_hash = $2""",
+                self.actor,
+                key_hash(self.key),
+            )
+        except Exception:
+            log.warning("idempotency.flush_failed_again", exc_info=True)
+            return False
+        return bool(kept)
 
 
 class _Away(Exception):

@@ -170,21 +170,20 @@ class Relay:
                     await self._park(conn, r, len(value), repr(error))
                     continue
                 sent.append(future)
-            try:
-                for written in await asyncio.gather(*sent):
-                    self._landed(written)
-            except TOO_LARGE:
-                # The broker refused a batch (its limit is below ours): each record it
-                # refused goes alone, or is set aside.
-                results = await asyncio.gather(*sent, return_exceptions=True)
-                went = [r for r in rows if r["position"] not in parked]
-                for r, result in zip(went, results, strict=True):
-                    if isinstance(result, TOO_LARGE):
-                        await self._send_alone(conn, r, carried)
-                    elif isinstance(result, BaseException):
-                        raise result from None
-                    else:
-                        self._landed(result)
+            # Every record that went counts toward the ends, even when others failed.
+            results = await asyncio.gather(*sent, return_exceptions=True)
+            for result in results:
+                if not isinstance(result, BaseException):
+                    self._landed(result)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, TOO_LARGE):
+                    raise result
+            # The broker refused records (its limit is below ours): each goes alone, or
+            # is set aside.
+            went = [r for r in rows if r["position"] not in parked]
+            for r, result in zip(went, results, strict=True):
+                if isinstance(result, TOO_LARGE):
+                    await self._send_alone(conn, r, carried)
         if self._lost:
             return len(rows)  # not recorded: everything goes again (_publish_again)
         faults.strike(f"relay.{self.topic}")  # the chaos tests: dead before the checkpoint
