@@ -33,6 +33,26 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int, avoid: set[int]) -> list[int]:
+    """`count` distinct free ports, none in `avoid` (ports chosen earlier and not bound
+    yet: one picked twice made a service take the gateway's port, whose calls it then
+    refused as unsigned)."""
+    held: list[socket.socket] = []
+    try:
+        ports: list[int] = []
+        while len(ports) < count:
+            s = socket.socket()
+            held.append(s)
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            if port not in avoid:
+                ports.append(port)
+        return ports
+    finally:
+        for s in held:
+            s.close()
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

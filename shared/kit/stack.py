@@ -34,6 +34,7 @@ from shared.kit.embedded import (
     Child,
     _die_with_parent,
     free_port,
+    free_ports,
     spawn_postgres,
     start_broker,
     start_postgres,
@@ -137,8 +138,9 @@ class Stack:
             broker = start_broker(log=logs / "broker.log")
             self._adopt(broker, lambda: self._restart_broker(broker))
             bootstrap = broker.url
-        ports = {name: free_port() for name in SERVICES}
-        grpc_port = s.grpc_port or free_port()
+        *chosen, free_grpc = free_ports(len(SERVICES) + 1, {s.http_port, s.grpc_port})
+        ports = dict(zip(SERVICES, chosen, strict=True))
+        grpc_port = s.grpc_port or free_grpc
         self.env = {
             # A bucket on this machine (MinIO, moto) may be an integration's.
             "FILES_ALLOWED_ENDPOINTS": "127.0.0.1",
