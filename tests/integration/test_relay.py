@@ -12,21 +12,15 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer
 
 from shared.kit import bus, db
-from shared.kit.eventstore import EventStore
-from shared.kit.outbox import Relay
 from tests.conftest import eventually
-from tests.integration.helpers import envelope, schema
+from tests.integration.helpers import envelope, relay_on_new_topic
 
 
 async def test_relay_publishes_every_event_of_200_concurrent_transactions_in_stream_order(
     pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str
 ) -> None:
-    store = EventStore(schema())
-    topic = f"files.test.{uuid.uuid4().hex[:8]}"
-    await bus.ensure_topics(kafka_bootstrap, 3, [topic])
-    producer = bus.producer(kafka_bootstrap, idempotence=False)
-    await producer.start()
-    relay = Relay(store, database_url, producer, topic, kafka_bootstrap)
+    store, producer, relay = await relay_on_new_topic(database_url, kafka_bootstrap)
+    topic = relay.topic
     async with pool.acquire() as conn:
         await store.setup(conn)
         await relay.setup(conn)
@@ -97,12 +91,7 @@ async def test_the_relay_sends_only_events_whose_commit_is_durable(
     the relay may read them in between: it flushes the WAL before it sends. Seen from the
     producer: at every send, the WAL is flushed past the append's commit (committed here
     asynchronously and never flushed by the writer, as in that gap)."""
-    store = EventStore(schema())
-    topic = f"files.test.{uuid.uuid4().hex[:8]}"
-    await bus.ensure_topics(kafka_bootstrap, 3, [topic])
-    producer = bus.producer(kafka_bootstrap, idempotence=False)
-    await producer.start()
-    relay = Relay(store, database_url, producer, topic, kafka_bootstrap)
+    store, producer, relay = await relay_on_new_topic(database_url, kafka_bootstrap)
     writer, reader = await db.connect(database_url), await db.connect(database_url)
     flushed_at_send: list[int] = []
     send = producer.send

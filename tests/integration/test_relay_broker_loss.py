@@ -23,7 +23,7 @@ from shared.kit.embedded import Child, start_broker
 from shared.kit.eventstore import EventStore
 from shared.kit.outbox import Relay
 from tests.conftest import eventually
-from tests.integration.helpers import envelope, schema
+from tests.integration.helpers import envelope, relay_on_new_topic, schema
 
 
 async def _append(pool: asyncpg.Pool, store: EventStore, versions: range) -> None:
@@ -133,13 +133,9 @@ async def test_a_batch_landing_below_the_end_reached_is_taken_for_a_loss_not_rec
     between two looks); the offsets our own records land at cannot: below the end the
     partition had reached, the log lost records. The batch is not recorded as published,
     and the relay fills and publishes everything again."""
-    store = EventStore(schema())
-    topic = f"files.test.{uuid.uuid4().hex[:8]}"
-    await bus.ensure_topics(kafka_bootstrap, 1, [topic])
-    producer = bus.producer(kafka_bootstrap, idempotence=False)
-    await producer.start()
+    store, producer, relay = await relay_on_new_topic(database_url, kafka_bootstrap, 1)
+    topic = relay.topic
     try:
-        relay = Relay(store, database_url, producer, topic, kafka_bootstrap)
         async with pool.acquire() as conn:
             await store.setup(conn)
             await relay.setup(conn)
