@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Literal, TypeAlias
 
 import asyncpg
@@ -68,26 +69,22 @@ class DurableTransaction(Transaction):
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        try:
-            await super().__aexit__(*exc)
-        finally:
-            owed = self._settle()
-        if owed:
-            await flush(self._asyncpg._connection)
+        await self._end(super().__aexit__(*exc))
 
     async def commit(self) -> None:
+        await self._end(super().commit())
+
+    async def rollback(self) -> None:
+        await self._end(super().rollback())
+
+    async def _end(self, ending: Awaitable[None]) -> None:
+        """The transaction's end, then its debt: flushed if it committed owing one."""
         try:
-            await super().commit()
+            await ending
         finally:
             owed = self._settle()
         if owed:
             await flush(self._asyncpg._connection)
-
-    async def rollback(self) -> None:
-        try:
-            await super().rollback()
-        finally:
-            self._settle()
 
     def _settle(self) -> bool:
         """Whether the transaction committed owing a flush; the debt is cleared once it
