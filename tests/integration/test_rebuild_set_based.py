@@ -163,3 +163,73 @@ def test_only_handlers_touching_no_table_in_common_are_run_out_of_order() -> Non
 
 async def _nothing(conn: object, events: object) -> None:
     return None
+
+
+async def test_each_declared_touch_covers_every_table_its_statements_use(
+    pool: asyncpg.Pool,
+) -> None:
+    """`touches=` is what lets a rebuild run two handlers out of order: a table one of
+    them reads or writes without declaring it would make that order change the rows.
+    So each declared handler's statements are run over history and every table
+    PostgreSQL saw them read or write (scans, index scans, rows written, in this
+    transaction's statistics) must be among those it declares."""
+    store = EventStore("catalog")
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS catalog")
+        await store.setup(conn)
+        await tree.setup(conn)
+    top, below = uuid.uuid4(), uuid.uuid4()
+    images = [upload(top, f"img{i}.png") for i in range(3)]
+    group = {"constituent_folder_id": str(top), "file_ids": [str(c.event.file_id) for c in images]}  # type: ignore[attr-defined]
+    history = [
+        [
+            Change(
+                cat.folder_stream(top),
+                1,
+                cat.FolderCreated(folder_id=top, parent_id=None, name="t"),
+            )
+        ],
+        [
+            Change(
+                cat.folder_stream(below),
+                1,
+                cat.FolderCreated(folder_id=below, parent_id=top, name="b"),
+            )
+        ],
+        images,
+        [upload(top, "group", group=group), upload(below, "scored.png", metadata={"score": 3})],
+    ]
+    async with pool.acquire() as conn:
+        for changes in history:
+            envelopes = envelopes_of(changes, CAUSE)
+            async with conn.transaction():
+                await tree.apply(conn, envelopes)
+                await store.append(conn, envelopes)
+
+    assert set(tree.touches) == {cat.FolderCreated.type, cat.FileUploaded.type}
+    used_sql = """SELECT schemaname || '.' || relname AS name,
+                         seq_scan + coalesce(idx_scan, 0) + n_tup_ins + n_tup_upd + n_tup_del AS n
+                  FROM pg_stat_xact_user_tables"""
+    relation = projections._stored(store)
+    for event_type, declared in tree.touches.items():
+        async with pool.acquire() as conn:
+            check = conn.transaction()  # rolled back: nothing of the check is kept
+            await check.start()
+            await conn.execute(f"TRUNCATE {', '.join(tree.tables)}")
+            before = {r["name"]: r["n"] for r in await conn.fetch(used_sql)}
+            head = await store.head(conn)
+            version = await conn.fetchval(
+                "SELECT DISTINCT schema_version FROM catalog.events WHERE type = $1", event_type
+            )
+            for statement in tree.statements[event_type](relation):
+                await conn.fetchval(statement, 0, head, event_type, version)
+            used = {
+                r["name"]
+                for r in await conn.fetch(used_sql)
+                if r["n"] > before.get(r["name"], 0) and r["name"] != store.table
+            }
+            # Rows were made (the statements ran over the events, not over nothing).
+            made = sum([await conn.fetchval(f"SELECT count(*) FROM {t}") for t in used])
+            await check.rollback()
+        assert used <= declared, f"{event_type} uses {sorted(used - declared)} undeclared"
+        assert made > 0, f"{event_type}'s statements made no rows"
