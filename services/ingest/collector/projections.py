@@ -159,6 +159,14 @@ async def file_stored(
     await _cloud_files(conn, [e.event for e in events])
 
 
+@blob_refs.on(ingest_events.FilesStored)
+async def files_stored(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FilesStored]]
+) -> None:
+    pairs = [(f.file_id, f.blob_key) for e in events for f in e.event.files]
+    await _files(conn, pairs, events[-1].occurred_at)
+
+
 async def _cloud_files(conn: Conn, stored: Sequence[ingest_events.FileContentStored]) -> None:
     """Files whose content is an object of a customer's bucket: by integration, and by
     the folder and key they were imported as."""
