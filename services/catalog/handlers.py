@@ -30,6 +30,7 @@ from shared.contracts.ingest import (
     CloudObjectChanged,
     CloudObjectGone,
     FileContentStored,
+    FilesStored,
     ImageGroupImagesStored,
     ImageGroupStored,
     ImportedMetadataReplaced,
@@ -799,12 +800,23 @@ class Catalog(Handlers):
         return {"folders": row["folders"], "files": row["files"]}
 
     @reactions.on(FileContentStored)
-    async def when_file_content_stored(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[FileContentStored]]
+    @reactions.on(FilesStored)
+    async def when_files_stored(
+        self,
+        conn: asyncpg.Connection,
+        envelopes: Sequence[Received[FileContentStored] | Received[FilesStored]],
     ) -> None:
-        """Register a batch of stored files: one folder lookup, one projection write, one append."""
-        stored = [e.event for e in envelopes]
-        await self._enter_folders(conn, envelopes, stored, domain.register_upload)
+        """Register a batch of stored files (each page's files, or files one an event):
+        one folder lookup, one projection write, one append; each file is caused by the
+        event that named it."""
+        pairs = [
+            (e, stored)
+            for e in envelopes
+            for stored in (e.event.each() if isinstance(e.event, FilesStored) else [e.event])
+        ]
+        await self._enter_folders(
+            conn, [e for e, _ in pairs], [s for _, s in pairs], domain.register_upload
+        )
 
     @reactions.on(ImageGroupImagesStored)
     async def when_image_group_images_stored(
@@ -888,12 +900,13 @@ class Catalog(Handlers):
     async def _enter_folders(
         self,
         conn: asyncpg.Connection,
-        envelopes: Sequence[Received[Arrival]],
+        envelopes: Sequence[Received[Any]],
         arrivals: Sequence[Arrival],
         register: Callable[[Arrival, domain.Folder | None], Change],
     ) -> None:
         """New files for their folders, each decided against its folder (None if it went
-        away meanwhile), created at the time of the event that brought it."""
+        away meanwhile), created at the time of the event that brought it (`envelopes`:
+        an arrival's, one each; a page's stands for each of its files)."""
         # FOR SHARE: a folder being deleted or moved waits for these files, or they for it.
         rows = await conn.fetch(
             f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = ANY($1::uuid[]) FOR SHARE",

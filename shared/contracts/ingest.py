@@ -44,6 +44,56 @@ class FileContentStored(Event):
     metadata: dict[str, Any] = {}
 
 
+class StoredContent(BaseModel):
+    """One file of an upload in the blob store, hashed and sniffed, as FilesStored names it."""
+
+    file_id: uuid.UUID
+    name: str
+    kind: str
+    size: int
+    sha256: str
+    mime_type: str
+    media: Media = Media()
+    blob_key: str
+    metadata: dict[str, Any] = {}
+
+
+class FilesStored(Event):
+    """A page of an upload's files in the blob store: catalog registers them. One event a
+    page instead of a FileContentStored a file, which cost every hop (event store, relay,
+    broker, each consumer's fetch, decode and inbox row) per file. FileContentStored is
+    still read (history, and imports, syncs and upload sessions, which record it). Pages
+    of at most limits.PAGE_ITEMS files and PAGE_BYTES (a file whose metadata alone is
+    bigger is a page of its own)."""
+
+    type: ClassVar[str] = "ingest.FilesStored"
+    job_id: uuid.UUID
+    folder_id: uuid.UUID
+    files: list[StoredContent]
+
+    def each(self) -> list[FileContentStored]:
+        """The page as the per-file events it stands for (built, not validated: its
+        fields were, as this event's)."""
+        upload = Source(type="upload")
+        return [
+            FileContentStored.model_construct(
+                job_id=self.job_id,
+                file_id=f.file_id,
+                folder_id=self.folder_id,
+                name=f.name,
+                kind=f.kind,
+                size=f.size,
+                sha256=f.sha256,
+                mime_type=f.mime_type,
+                media=f.media,
+                blob_key=f.blob_key,
+                source=upload,
+                metadata=f.metadata,
+            )
+            for f in self.files
+        ]
+
+
 class FileContentRejected(Event):
     type: ClassVar[str] = "ingest.FileContentRejected"
     job_id: uuid.UUID
@@ -524,6 +574,7 @@ class WebhookRemoved(Event):
 EVENTS: tuple[type[Event], ...] = (
     UploadJobStarted,
     FileContentStored,
+    FilesStored,
     FileContentRejected,
     DicomInstanceStored,
     DicomInstancesStored,

@@ -51,7 +51,7 @@ async def setup(
     await pool.close()
 
 
-def stored(file_id: uuid.UUID, key: str) -> list[Any]:
+def stored(file_id: uuid.UUID, key: str, at: datetime | None = None) -> list[Any]:
     event = ev.FileContentStored(
         job_id=uuid.uuid4(),
         file_id=file_id,
@@ -64,7 +64,7 @@ def stored(file_id: uuid.UUID, key: str) -> list[Any]:
         media=Media(),
         blob_key=key,
     )
-    return envelopes_of([Change(f"upload-job-{event.job_id}", 1, event)], CAUSE)
+    return envelopes_of([Change(f"upload-job-{event.job_id}", 1, event)], CAUSE, at)
 
 
 async def store_file(
@@ -73,21 +73,32 @@ async def store_file(
     *,
     stored_bytes: asyncio.Event | None = None,
     hold: asyncio.Event | None = None,
+    dated: bool = False,
 ) -> tuple[uuid.UUID, str]:
     """What an upload does: claim, store the bytes, record, in one transaction (held
-    open, once the bytes are stored, until `hold` is set)."""
+    open, once the bytes are stored, until `hold` is set). `dated`: the claim dates the
+    blob with the time its event carries, as an upload of files does; the event then
+    writes no second version of the blob's row."""
     writer = blobs.writer()
     writer.write(DATA)
     key, _ = writer.finish()
     file_id = uuid.uuid4()
+    at = datetime.now(UTC) if dated else None
     async with pool.acquire() as conn, conn.transaction():
-        await claim_blobs(conn, [key])
+        if at is None:
+            await claim_blobs(conn, [key])
+        else:
+            await claim_blobs(conn, [key], at)
+        claimed = await conn.fetchval("SELECT ctid FROM ingest.blobs WHERE key = $1", key)
         await blobs.commit([writer])
         if stored_bytes is not None:
             stored_bytes.set()
         if hold is not None:
             await hold.wait()
-        await blob_refs.apply(conn, stored(file_id, key))
+        await blob_refs.apply(conn, stored(file_id, key, at))
+        row = await conn.fetchrow("SELECT ctid, stored_at FROM ingest.blobs WHERE key = $1", key)
+        if at is not None:
+            assert (row["ctid"], row["stored_at"]) == (claimed, at)
     return file_id, key
 
 
@@ -109,12 +120,15 @@ async def test_a_released_blob_goes_and_a_referenced_one_stays(setup: Any) -> No
     assert not await blobs.exists(key)
 
 
-async def test_a_sweep_skips_a_blob_claimed_by_a_store_in_flight(setup: Any) -> None:
+@pytest.mark.parametrize("dated", [False, True], ids=["claim undated", "claim dated"])
+async def test_a_sweep_skips_a_blob_claimed_by_a_store_in_flight(setup: Any, dated: bool) -> None:
     collector, blobs, pool = setup
-    old, key = await store_file(pool, blobs)
+    old, key = await store_file(pool, blobs, dated=dated)
     await release(pool, old)  # unreferenced now: the collector's, unless claimed
     hold, stored_bytes = asyncio.Event(), asyncio.Event()
-    in_flight = asyncio.create_task(store_file(pool, blobs, stored_bytes=stored_bytes, hold=hold))
+    in_flight = asyncio.create_task(
+        store_file(pool, blobs, stored_bytes=stored_bytes, hold=hold, dated=dated)
+    )
     try:
         await asyncio.wait_for(stored_bytes.wait(), timeout=5)
         # The bytes are back and their file not yet recorded: the sweep must not take them.
@@ -126,17 +140,18 @@ async def test_a_sweep_skips_a_blob_claimed_by_a_store_in_flight(setup: Any) -> 
     assert await collector.sweep() == 0
 
 
+@pytest.mark.parametrize("dated", [False, True], ids=["claim undated", "claim dated"])
 async def test_a_store_waits_for_a_sweep_that_took_the_blob_first_then_stores_again(
-    setup: Any,
+    setup: Any, dated: bool
 ) -> None:
     collector, blobs, pool = setup
-    old, key = await store_file(pool, blobs)
+    old, key = await store_file(pool, blobs, dated=dated)
     await release(pool, old)
     async with pool.acquire() as sweeping, sweeping.transaction():
         # The sweep has locked the row and is deleting the bytes...
         later = datetime.now(UTC) + timedelta(days=1)
         assert [r["key"] for r in await sweeping.fetch(RECLAIMABLE, later, 10)] == [key]
-        in_flight = asyncio.create_task(store_file(pool, blobs))
+        in_flight = asyncio.create_task(store_file(pool, blobs, dated=dated))
 
         async def waiting() -> bool:
             return bool(

@@ -1,7 +1,7 @@
 """Collections in pages project as they did whole: history recorded before pages (an image
-group whose event named all its images, a DICOM series event carrying every instance)
-and newer events in pages. In a database of its own (the read models' tables have fixed
-names)."""
+group whose event named all its images, a DICOM series event carrying every instance, an
+upload's files one event each) and newer events in pages. In a database of its own (the
+read models' tables have fixed names)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from services.catalog.projections import tree
 from services.dicom.projections import series
 from services.ingest.collector.projections import blob_refs
 from services.ingest.jobs.projections import jobs
-from services.ingest.uploads.domain import StoredFile, record_image_group
+from services.ingest.uploads.domain import StoredFile, record_image_group, record_upload
+from shared.contracts import ingest as ingest_events
 from shared.contracts.catalog import Media
 from shared.contracts.envelope import Cause, Envelope, envelopes_of
 from tests.conftest import fresh_database
@@ -246,3 +247,63 @@ async def test_a_groups_job_lists_the_group_then_its_images_and_each_image_has_i
             "SELECT count(*) FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])", ids
         )
         assert referred == len(ids) - 1  # every image; the group's file has no blob of its own
+
+
+def upload_recorded(count: int) -> tuple[uuid.UUID, list[uuid.UUID], list[Envelope]]:
+    """What ingest records for an upload of `count` files (its job's stream, in pages)."""
+    job = uuid.uuid4()
+    files = [
+        StoredFile(
+            uuid.uuid4(), f"u{n:05}.png", "image", "image/png", 1, f"{n:064x}", f"u{n}", Media()
+        )
+        for n in range(count)
+    ]
+    changes = record_upload(job, uuid.uuid4(), files)
+    written = envelopes_of(changes, Cause(actor="test", correlation_id="test"))
+    return job, [f.file_id for f in files], written
+
+
+def as_one_event_a_file(written: list[Envelope]) -> list[Envelope]:
+    """The same upload as recorded before pages: a FileContentStored a file."""
+    out: list[Envelope] = []
+    for e in written:
+        if e.type != "ingest.FilesStored":
+            out.append(e.model_copy(update={"stream_version": len(out) + 1}))
+            continue
+        page = ingest_events.FilesStored.model_validate(e.data)
+        out += [
+            event(
+                "ingest.FileContentStored",
+                e.stream_id,
+                len(out) + 1,
+                stored.model_dump(mode="json"),
+            )
+            for stored in page.each()
+        ]
+    return out
+
+
+async def test_an_uploads_job_lists_its_files_in_order_and_each_has_its_blob(
+    isolated: asyncpg.Pool,
+) -> None:
+    job, files, written = upload_recorded(2500)
+    assert sum(e.type == "ingest.FilesStored" for e in written) > 1
+    old_job, old_files, old_written = upload_recorded(3)
+    old = as_one_event_a_file(old_written)
+    assert [e.type for e in old].count("ingest.FileContentStored") == 3
+    async with isolated.acquire() as conn, conn.transaction():
+        for projection in (jobs, blob_refs):
+            await projection.apply(conn, written)
+            await projection.apply(conn, old)
+    for job_id, ids in ((job, files), (old_job, old_files)):
+        row = await isolated.fetchrow("SELECT * FROM ingest.jobs WHERE id = $1", job_id)
+        assert row["files"] == [str(i) for i in ids]
+        assert (row["done"], row["total"], row["status"]) == (len(ids), len(ids), "done")
+        referred = await isolated.fetchval(
+            "SELECT count(*) FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])", ids
+        )
+        assert referred == len(ids)
+    dated = await isolated.fetchval(
+        "SELECT count(*) FROM ingest.blobs WHERE key LIKE 'u%' AND stored_at > '2000-01-01'"
+    )
+    assert dated == 2500  # the old upload's 3 keys are among the new one's

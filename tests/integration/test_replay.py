@@ -283,6 +283,28 @@ async def test_follow_causes_goes_up_the_chain(history: History, files_cli: Any)
     assert unlinked[-2]["event_id"] == unlinked[-1]["causation_id"]
 
 
+async def test_a_files_history_shows_its_upload_and_the_page_that_stored_it(
+    history: History, files_cli: Any
+) -> None:
+    h = history
+    own = await json_lines(files_cli, "--subject", h.file)
+    assert own[0]["type"] == "catalog.FileUploaded"
+    assert own[0]["data"]["name"] == "img0.png"
+    # Its cause: the upload request's one page of stored files, which names both.
+    events = await json_lines(
+        files_cli, "--subject", h.file, "--type", "catalog.FileUploaded", "--follow-causes"
+    )
+    # (At the same moment: the file is created at the time of the event that stored it.)
+    [page] = [e for e in events if e["type"] == "ingest.FilesStored"]
+    [uploaded] = [e for e in events if e["type"] == "catalog.FileUploaded"]
+    assert len(events) == 2
+    assert page["occurred_at"] == uploaded["occurred_at"]
+    assert uploaded["causation_id"] == page["event_id"]
+    assert [f["name"] for f in page["data"]["files"]] == ["img0.png", "img1.png"]
+    assert page["data"]["files"][0]["file_id"] == h.file
+    assert page["data"]["folder_id"] == h.sub
+
+
 async def test_since_until_and_actor(history: History, files_cli: Any) -> None:
     h = history
     everything = await json_lines(files_cli, "--subject", h.top)

@@ -114,7 +114,10 @@ async def _blobs_stored(conn: Conn, keys: list[str], at: datetime, *, pins: bool
            SELECT key, $3::timestamptz, n FROM unnest($1::text[], $2::int[]) AS x(key, n)
            ORDER BY key
            ON CONFLICT (key) DO UPDATE SET stored_at = greatest(b.stored_at, excluded.stored_at),
-               pins = b.pins + excluded.pins""",
+               pins = b.pins + excluded.pins
+           -- A row claimed with this date already (claim_blobs) is left as it is: no
+           -- second version of it written.
+           WHERE b.stored_at < excluded.stored_at OR excluded.pins <> 0""",
         list(counted),
         [n if pins else 0 for n in counted.values()],
         at,
@@ -131,12 +134,14 @@ async def _unpin(conn: Conn, keys: list[str]) -> None:
     )
 
 
-async def claim_blobs(conn: Conn, keys: list[str]) -> None:
+async def claim_blobs(conn: Conn, keys: list[str], at: datetime = UNDATED) -> None:
     """Hold blobs about to be stored until the transaction that refers to them commits:
     the collector skips them, or, if it took one first, the claim waits until that one
-    is gone, and the bytes are then stored again. The claim dates nothing: the event
-    that follows in the transaction dates the row, as a rebuild from the events does."""
-    await _blobs_stored(conn, keys, UNDATED)
+    is gone, and the bytes are then stored again. The event that follows in the
+    transaction dates the row, as a rebuild from the events does; a caller that knows
+    the time its events carry (`at`) dates it here already, so that the event finds
+    nothing to change (an upload of 100 files then writes 100 rows, not 200)."""
+    await _blobs_stored(conn, keys, at)
 
 
 async def _files(conn: Conn, pairs: list[tuple[uuid.UUID, str]], at: datetime) -> None:
@@ -157,6 +162,14 @@ async def file_stored(
     pairs = [(e.event.file_id, e.event.blob_key) for e in events if e.event.source.type == "upload"]
     await _files(conn, pairs, events[-1].occurred_at)
     await _cloud_files(conn, [e.event for e in events])
+
+
+@blob_refs.on(ingest_events.FilesStored)
+async def files_stored(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FilesStored]]
+) -> None:
+    pairs = [(f.file_id, f.blob_key) for e in events for f in e.event.files]
+    await _files(conn, pairs, events[-1].occurred_at)
 
 
 async def _cloud_files(conn: Conn, stored: Sequence[ingest_events.FileContentStored]) -> None:

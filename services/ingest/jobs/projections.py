@@ -85,16 +85,29 @@ async def content_stored(
     imported = [e.event for e in events if e.event.source.type == "cloud"]
     uploaded = [e.event for e in events if e.event.source.type != "cloud"]
     if uploaded:
-        await conn.execute(
-            """UPDATE ingest.jobs j SET done = j.done + x.n, files = j.files || x.ids
-               FROM (SELECT job_id, count(*) AS n, jsonb_agg(file_id ORDER BY i) AS ids
-                     FROM jsonb_to_recordset($1::jsonb) AS r(job_id uuid, file_id text, i int)
-                     GROUP BY job_id) AS x
-               WHERE j.id = x.job_id""",
-            [{"job_id": e.job_id, "file_id": e.file_id, "i": i} for i, e in enumerate(uploaded)],
-        )
+        await _uploaded(conn, [(e.job_id, e.file_id) for e in uploaded])
     if imported:
         await _imported(conn, [e.job_id for e in imported], [e.file_id for e in imported])
+
+
+@jobs.on(ingest_events.FilesStored)
+async def files_stored(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FilesStored]]
+) -> None:
+    await _uploaded(conn, [(e.event.job_id, f.file_id) for e in events for f in e.event.files])
+
+
+async def _uploaded(conn: Conn, files: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
+    """Files of upload jobs, in order: appended to the job's `files`, and counted done."""
+    await conn.execute(
+        """UPDATE ingest.jobs j SET done = j.done + x.n, files = j.files || x.ids
+           FROM (SELECT job_id, count(*) AS n, jsonb_agg(file_id::text ORDER BY i) AS ids
+                 FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(job_id, file_id, i)
+                 GROUP BY job_id) AS x
+           WHERE j.id = x.job_id""",
+        [job_id for job_id, _ in files],
+        [file_id for _, file_id in files],
+    )
 
 
 async def _imported(conn: Conn, job_ids: list[uuid.UUID], file_ids: list[uuid.UUID]) -> None:

@@ -75,15 +75,32 @@ def record_upload(
     files: Sequence[StoredFile],
     metadata: dict[str, dict[str, Any]] | None = None,
 ) -> list[Change]:
-    """The job's stream: started, one event per stored file (with the metadata given
-    for its name), finished."""
+    """The job's stream: started, the stored files (each with the metadata given for its
+    name) in FilesStored pages of bounded size, finished."""
     if not files:
         raise Refused(422, "no_files", "the upload has no 'file' parts")
     events: list[Event] = [
         ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files))
     ]
     given = metadata or {}
-    events += [content_stored(job_id, folder_id, f, given.get(f.name)) for f in files]
+    contents = [
+        ev.StoredContent(
+            file_id=f.file_id,
+            name=f.name,
+            kind=f.kind,
+            size=f.size,
+            sha256=f.sha256,
+            mime_type=f.mime_type,
+            media=f.media,
+            blob_key=f.blob_key,
+            metadata=given.get(f.name) or {},
+        )
+        for f in files
+    ]
+    events += [
+        ev.FilesStored(job_id=job_id, folder_id=folder_id, files=page)
+        for page in limits.pages(contents, lambda c: limits.json_size(c.model_dump(mode="json")))
+    ]
     events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
     return appended(ev.job_stream(job_id), events)
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
-from services.ingest.collector.projections import blob_refs, claim_blobs
+from services.ingest.collector.projections import UNDATED, blob_refs, claim_blobs
 from services.ingest.jobs.projections import jobs
 from services.ingest.metadata.domain import check_metadata, file_metadata
 from services.ingest.metadata.schema import current as current_schema
@@ -110,7 +111,9 @@ class Uploads(Handlers):
                 receiver.fields.get(METADATA_FIELD), [f.name for f in receiver.stored]
             )
             changes = record_upload(job_id, folder_id, receiver.stored, metadata)
-            position = await self._store(receiver, envelopes_of(changes, cause, at), metadata)
+            position = await self._store(
+                receiver, envelopes_of(changes, cause, at), metadata, stored_at=at
+            )
         finally:
             receiver.cleanup()
         # Ingest's account of the files, in the catalog's File shape: the gateway answers
@@ -200,15 +203,19 @@ class Uploads(Handlers):
         receiver: Receiver,
         envelopes: Sequence[Envelope],
         metadata: dict[str, dict[str, Any]] | None = None,
+        *,
+        stored_at: datetime | None = None,
     ) -> int:
         """Store the received blobs and record their events in one transaction, the
         blobs claimed first: the collector cannot take one between its store and the
         event that refers to it. Metadata given is checked first, against the schema
-        held until the commit."""
+        held until the commit. `stored_at`: the one time every envelope carries, which
+        the claim dates the blobs with."""
         async with self.pool.acquire() as conn, conn.transaction():
             if metadata:
                 check_metadata(await current_schema(conn), metadata)
-            await claim_blobs(conn, sorted({w.key for w in receiver.writers}))
+            keys = sorted({w.key for w in receiver.writers})
+            await claim_blobs(conn, keys, stored_at or UNDATED)
             await self.blobs.commit(receiver.writers)
             await jobs.apply(conn, envelopes)
             await blob_refs.apply(conn, envelopes)
