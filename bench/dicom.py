@@ -31,6 +31,7 @@ import argparse
 import json
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import time
@@ -114,11 +115,25 @@ def check(paths: list[Path], series_count: int, slices: int) -> None:
             raise AssertionError(f"series {series.series_uid} is not whole or not in order")
 
 
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy record (raw, folded stacks) of one process of the stack, at 200 Hz."""
+    out.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            *("uv", "tool", "run", "py-spy", "record", "-f", "raw", "-r", "200"),
+            *("-p", str(pid), "-o", str(out / f"dicom-{pid}.txt")),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def end_to_end(
-    workdir: Path, paths: list[Path], per_request: int, clients: int
+    workdir: Path, paths: list[Path], per_request: int, clients: int, spy: Path | None = None
 ) -> tuple[float, int, str, dict[str, float]]:
     """Seconds from the first upload to every job done, the series files made, the
-    CPU-seconds each process used meanwhile, and DICOMweb's figures on the result."""
+    CPU-seconds each process used meanwhile, and DICOMweb's figures on the result.
+    With `spy`, the dicom service is recorded by py-spy while it works (into that dir)."""
     with (
         stack(workdir) as running,
         httpx.Client(
@@ -143,6 +158,9 @@ def end_to_end(
                 raise RuntimeError(f"upload answered {answer.status_code}: {answer.text}")
             return str(answer.json()["job_id"])
 
+        spies = [_py_spy(c.proc.pid, spy) for c in running.children if spy and c.name == "dicom"]
+        if spies:
+            time.sleep(3.0)  # py-spy attaches (uv starts it first)
         cpu = CpuMeter({c.name: c.proc.pid for c in running.children})
         cpu.__enter__()
         start = time.perf_counter()
@@ -166,6 +184,10 @@ def end_to_end(
                 time.sleep(0.05)
         seconds = time.perf_counter() - start
         cpu.__exit__()
+        for one in spies:
+            one.send_signal(signal.SIGINT)
+        for one in spies:
+            one.wait(30)
         items = api.get(f"/v1/folders/{folder_id}/items", params={"limit": 1000}).json()["items"]
         made = sum(1 for i in items if i.get("kind") == "dicom_series")
         return seconds, made, cpu.describe(), dicomweb(api, folder_id)
@@ -335,7 +357,9 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     if not args.no_stack:
         progress(f"end to end: uploading {count:,} instances, {args.clients} clients")
         with report.contention.measure():
-            e2e_s, series_files, e2e_cpu, web = end_to_end(workdir, paths, 200, args.clients)
+            e2e_s, series_files, e2e_cpu, web = end_to_end(
+                workdir, paths, 200, args.clients, args.py_spy
+            )
         if series_files != series:
             raise RuntimeError(f"{series_files} series files, expected {series}")
         report.figure(
@@ -402,6 +426,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="default 5 (2 quick)")
     parser.add_argument("--no-stack", action="store_true", help="skip the end-to-end pass")
     parser.add_argument("--pixels", type=int, default=64, help="rows and columns: 64 or 512")
+    parser.add_argument(
+        "--py-spy", type=Path, default=None, help="record the dicom service end to end, into DIR"
+    )
     parser.add_argument("--no-orthanc", action="store_true", help="skip Orthanc's pass")
     parser.add_argument(
         "--clients",
