@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Final, NoReturn
 
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.encaps import parse_fragments
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
 
-from services.dicom import tags
+from services.dicom import lean, tags
 from services.dicom.domain import (
     PIXEL_DATA,
     Instance,
@@ -192,6 +193,36 @@ class _PixelElement:
 
 
 def _read_stream(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Instance | Rejected:
+    start = raw.tell()
+    size = raw.seek(0, io.SEEK_END) - start
+    raw.seek(start)
+    found = _read_lean(raw.read(min(size, lean.PREFIX_BYTES)), size, max_header_bytes)
+    if found is not None:
+        return found
+    raw.seek(start)
+    return _read_with_pydicom(raw, max_seconds, max_header_bytes)
+
+
+def _read_lean(head: bytes, size: int, max_header_bytes: int) -> Instance | None:
+    """The instance, when the lean walk takes the file and every kept tag is good; None
+    sends the file to pydicom (which words every rejection)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = lean.kept_elements(head, size, max_header_bytes)
+            if dataset is None:
+                return None
+            facts, missing, invalid = tags.read_kept(dataset)
+            if missing or invalid:
+                return None
+            return _instance(facts, dataset)
+    except Exception:  # any doubt: pydicom reads it, and says what is wrong
+        return None
+
+
+def _read_with_pydicom(
+    raw: IO[bytes], max_seconds: float, max_header_bytes: int
+) -> Instance | Rejected:
     source = _Source(raw, max_seconds, max_header_bytes)
     try:
         with warnings.catch_warnings():
@@ -270,6 +301,10 @@ def _read(source: _Source) -> Instance | Rejected:
         )
     if invalid:
         return Rejected("invalid_tags", _invalid_part(invalid, "").lstrip(), details)
+    return _instance(facts, dataset)
+
+
+def _instance(facts: Mapping[str, Any], dataset: Dataset) -> Instance:
     return Instance(
         sop_uid=facts["SOPInstanceUID"],
         series_uid=facts["SeriesInstanceUID"],

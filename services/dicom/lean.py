@@ -1,0 +1,128 @@
+"""The common DICOM file's kept elements, found without pydicom's reader; pydicom for the rest.
+
+Why hand-written (the handbook prefers a library for parsing): in the end-to-end benchmark
+(`bench.dicom`), reading headers was about 60% of the DICOM service's CPU, and pydicom's
+`read_partial` (preamble, file meta, the transfer syntax's guesses, an element generator
+with its seeks and tells through our capped stream) most of that: 353 µs an instance
+against 204 for a bare `dcmread(stop_before_pixels=True)`. This walk does the one thing
+that case needs, on bytes already in memory: see bench/README.md ("dicom") for the
+figures before and after.
+
+It takes only the common case and gives the exact raw elements pydicom would have kept:
+the DICOM File Format with a file meta group that starts with its group length, Explicit
+VR Little Endian, no command set, every top-level element of a known VR, tags strictly
+ascending, defined lengths only, everything up to the pixel data's header within the
+bytes it is given, and pixel data of a defined, non-zero length that fits in the file.
+Anything else, or anything it doubts, is `None`: the caller reads the file with pydicom,
+which stays the reference (tests/unit/test_dicom_lean.py holds this walk to it, file by
+file, on fixtures and mutated ones) and the only source of every rejection's wording.
+The kept elements are returned as a pydicom `Dataset` of `RawDataElement`s, so that they
+are decoded and validated by the same code (`tags.read_kept`) whichever way they were found.
+"""
+
+from __future__ import annotations
+
+from struct import Struct
+from typing import Final
+
+from pydicom.dataelem import RawDataElement, empty_value_for_VR
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+
+from services.dicom import tags
+
+#: How much of a file is read for this walk: real headers are a few KiB; a file whose
+#: pixel data starts further in (large private blocks, enhanced multi-frame) goes to pydicom.
+PREFIX_BYTES: Final = 64 * 1024
+
+_EXPLICIT_LITTLE: Final = frozenset({b"1.2.840.10008.1.2.1", b"1.2.840.10008.1.2.1\x00"})
+_ELEMENT = Struct("<HH2sH").unpack_from
+_LENGTH = Struct("<L").unpack_from
+# The VRs pydicom knows, as it names them (a str) from their two bytes.
+_VRS: Final = {str(vr.value).encode(): str(vr.value) for vr in VR if len(vr.value) == 2}
+_LONG: Final = frozenset(str(vr.value).encode() for vr in EXPLICIT_VR_LENGTH_32)
+# What read_partial keeps with `specific_tags=tags.WANTED` (it adds the character set).
+_KEPT: Final = frozenset(tags.WANTED) | {0x00080005}
+_PIXEL_TAGS: Final = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_UNDEFINED: Final = 0xFFFFFFFF
+
+
+def kept_elements(head: bytes, size: int, max_header_bytes: int) -> Dataset | None:
+    """The kept elements of a file whose first bytes are `head` (of `size` in all), as
+    pydicom's `read_partial` would keep them, once its pixel data is known to be whole;
+    None when the file is not the common case this walk takes (pydicom reads it)."""
+    end = len(head)
+    if end < 144 or head[128:132] != b"DICM":
+        return None
+    at = 132
+    # The file meta group: its group length first, then (0002,0010) must name Explicit VR
+    # Little Endian (pydicom reads the group until a tag of another group).
+    syntax = None
+    last = -1
+    while True:
+        if at + 8 > end:
+            return None
+        group, number, code, length = _ELEMENT(head, at)
+        if group != 2:
+            break
+        tag = group << 16 | number
+        if tag <= last or code not in _VRS:
+            return None
+        if last < 0 and not (number == 0 and code == b"UL" and length == 4):
+            return None
+        last = tag
+        at += 8
+        if code in _LONG:
+            if at + 4 > end:
+                return None
+            (length,) = _LENGTH(head, at)
+            at += 4
+        if length == _UNDEFINED or at + length > end:
+            return None
+        if number == 0x0010:
+            syntax = head[at : at + length]
+        at += length
+    if syntax not in _EXPLICIT_LITTLE or group == 0:  # group 0: a command set
+        return None
+
+    kept: dict[BaseTag, RawDataElement] = {}
+    last = -1
+    while True:
+        if at + 8 > end:
+            return None
+        group, number, code, length = _ELEMENT(head, at)
+        tag = group << 16 | number
+        vr = _VRS.get(code)
+        if tag <= last or vr is None or group == 0xFFFE:
+            return None
+        last = tag
+        value_at = at + 8
+        if code in _LONG:
+            if value_at + 4 > end:
+                return None
+            (length,) = _LENGTH(head, value_at)
+            value_at += 4
+        if tag in _PIXEL_TAGS:
+            # Present and whole, or pydicom says what is wrong (empty, encapsulated,
+            # truncated, beyond the header budget).
+            if length == 0 or length == _UNDEFINED:
+                return None
+            if value_at > max_header_bytes or value_at + length > size:
+                return None
+            return _dataset(kept)
+        if length == _UNDEFINED or value_at + length > end:
+            return None
+        if tag in _KEPT:
+            value = head[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
+            kept[BaseTag(tag)] = RawDataElement(
+                BaseTag(tag), vr, length, value, value_at, False, True
+            )
+        at = value_at + length
+
+
+def _dataset(kept: dict[BaseTag, RawDataElement]) -> Dataset:
+    # As read_partial leaves it: the raw elements, the file's encoding and character set.
+    dataset = Dataset(kept)
+    dataset.set_original_encoding(False, True, dataset._character_set)
+    return dataset
