@@ -84,6 +84,12 @@ def _kept(keyword: str, value: bytes | None, little: bool, encodings: str | tupl
     return None if values is None else check(values)
 
 
+def forget() -> None:
+    """Empty the caches of decoded values (a benchmark's rounds each start cold)."""
+    _kept.cache_clear()
+    _listed.cache_clear()
+
+
 def _reason(exc: Exception) -> str:
     """What is wrong with a value: our own words, or pydicom's without its link to PS3.5
     (nor its advice to lower the validation mode)."""
