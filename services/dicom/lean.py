@@ -16,12 +16,13 @@ bytes it is given, and pixel data of a defined, non-zero length that fits in the
 Anything else, or anything it doubts, is `None`: the caller reads the file with pydicom,
 which stays the reference (tests/unit/test_dicom_lean.py holds this walk to it, file by
 file, on fixtures and mutated ones) and the only source of every rejection's wording.
-The kept elements are returned as a pydicom `Dataset` of `RawDataElement`s, so that they
+The kept elements are pydicom's `RawDataElement`s, as its reader makes them, so that they
 are decoded and validated by the same code (`tags.read_kept`) whichever way they were found.
 """
 
 from __future__ import annotations
 
+import functools
 from struct import Struct
 from typing import Final
 
@@ -43,12 +44,15 @@ _LENGTH = Struct("<L").unpack_from
 _VRS: Final = {str(vr.value).encode(): str(vr.value) for vr in VR if len(vr.value) == 2}
 _LONG: Final = frozenset(str(vr.value).encode() for vr in EXPLICIT_VR_LENGTH_32)
 # What read_partial keeps with `specific_tags=tags.WANTED` (it adds the character set).
-_KEPT: Final = frozenset(tags.WANTED) | {0x00080005}
+_CHARSET: Final = 0x00080005
+_KEPT: Final = frozenset(tags.WANTED) | {_CHARSET}
 _PIXEL_TAGS: Final = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _UNDEFINED: Final = 0xFFFFFFFF
 
 
-def kept_elements(head: bytes, size: int, max_header_bytes: int) -> Dataset | None:
+def kept_elements(
+    head: bytes, size: int, max_header_bytes: int
+) -> tuple[dict[int, RawDataElement], tags.Encodings] | None:
     """The kept elements of a file whose first bytes are `head` (of `size` in all), as
     pydicom's `read_partial` would keep them, once its pixel data is known to be whole;
     None when the file is not the common case this walk takes (pydicom reads it)."""
@@ -86,7 +90,7 @@ def kept_elements(head: bytes, size: int, max_header_bytes: int) -> Dataset | No
     if syntax not in _EXPLICIT_LITTLE or group == 0:  # group 0: a command set
         return None
 
-    kept: dict[BaseTag, RawDataElement] = {}
+    kept: dict[int, RawDataElement] = {}
     last = -1
     while True:
         if at + 8 > end:
@@ -110,19 +114,23 @@ def kept_elements(head: bytes, size: int, max_header_bytes: int) -> Dataset | No
                 return None
             if value_at > max_header_bytes or value_at + length > size:
                 return None
-            return _dataset(kept)
+            charset = kept.get(_CHARSET)
+            return kept, _encodings(*((charset.VR, charset.value) if charset else (None, None)))
         if length == _UNDEFINED or value_at + length > end:
             return None
         if tag in _KEPT:
             value = head[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
-            kept[BaseTag(tag)] = RawDataElement(
-                BaseTag(tag), vr, length, value, value_at, False, True
-            )
+            kept[tag] = RawDataElement(BaseTag(tag), vr, length, value, value_at, False, True)
         at = value_at + length
 
 
-def _dataset(kept: dict[BaseTag, RawDataElement]) -> Dataset:
-    # As read_partial leaves it: the raw elements, the file's encoding and character set.
-    dataset = Dataset(kept)
+@functools.lru_cache(maxsize=256)
+def _encodings(vr: str | None, value: bytes | None) -> tags.Encodings:
+    # As read_partial leaves the dataset's character set (pydicom's own conversion, with
+    # its fallbacks and warnings), once for each (0008,0005) value seen.
+    tag = BaseTag(_CHARSET)
+    length = len(value or b"")
+    raw = RawDataElement(tag, vr, length, value, 0, False, True)
+    dataset = Dataset({} if vr is None else {tag: raw})
     dataset.set_original_encoding(False, True, dataset._character_set)
-    return dataset
+    return tags.encodings_of(dataset)

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Final, NoReturn
 
 import pydicom
-from pydicom.dataset import Dataset
 from pydicom.encaps import parse_fragments
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
@@ -209,13 +208,13 @@ def _read_lean(head: bytes, size: int, max_header_bytes: int) -> Instance | None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dataset = lean.kept_elements(head, size, max_header_bytes)
-            if dataset is None:
+            kept = lean.kept_elements(head, size, max_header_bytes)
+            if kept is None:
                 return None
-            facts, missing, invalid = tags.read_kept(dataset)
+            facts, missing, invalid = tags.read_kept(*kept)
             if missing or invalid:
                 return None
-            return _instance(facts, dataset)
+            return _instance(facts, tags.read_listed(*kept))
     except Exception:  # any doubt: pydicom reads it, and says what is wrong
         return None
 
@@ -276,7 +275,8 @@ def _read(source: _Source) -> Instance | Rejected:
     pixel.at = source.pos
     pixels = _pixel_data(source, pixel, bool(dataset.original_encoding[1]))
 
-    facts, missing, invalid = tags.read_kept(dataset)
+    kept = tags.kept_of(dataset)
+    facts, missing, invalid = tags.read_kept(*kept)
     if pixels.absent:
         missing.append(PIXEL_DATA)
 
@@ -301,10 +301,10 @@ def _read(source: _Source) -> Instance | Rejected:
         )
     if invalid:
         return Rejected("invalid_tags", _invalid_part(invalid, "").lstrip(), details)
-    return _instance(facts, dataset)
+    return _instance(facts, tags.read_listed(*kept))
 
 
-def _instance(facts: Mapping[str, Any], dataset: Dataset) -> Instance:
+def _instance(facts: Mapping[str, Any], listed: dict[str, str]) -> Instance:
     return Instance(
         sop_uid=facts["SOPInstanceUID"],
         series_uid=facts["SeriesInstanceUID"],
@@ -318,7 +318,7 @@ def _instance(facts: Mapping[str, Any], dataset: Dataset) -> Instance:
         slice_thickness=facts.get("SliceThickness"),
         pixel_spacing=facts.get("PixelSpacing"),
         instance_number=facts.get("InstanceNumber"),
-        listed=tags.read_listed(dataset),
+        listed=listed,
     )
 
 

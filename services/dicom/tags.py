@@ -14,13 +14,13 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from pydicom import config
 from pydicom.charset import default_encoding
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pydicom.valuerep import IS, validate_value
@@ -35,16 +35,35 @@ MAX_VALUE_BYTES: Final = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def read_kept(dataset: Dataset) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+# The kept elements of a file by tag, as pydicom's reader keeps them (raw, or a sequence
+# read because of its undefined length), and the file's character set.
+Elements = Mapping[int, RawDataElement | DataElement]
+Encodings = str | tuple[str, ...]
+
+
+def kept_of(dataset: Dataset) -> tuple[Elements, Encodings]:
+    """What read_kept and read_listed read of a dataset pydicom read."""
+    # keep_deferred: an empty value stays None rather than converted by get_item.
+    found = {tag: dataset.get_item(tag, keep_deferred=True) for tag in WANTED}
+    elements = {tag: element for tag, element in found.items() if element is not None}
+    return elements, encodings_of(dataset)
+
+
+def encodings_of(dataset: Dataset) -> Encodings:
+    encodings = dataset.original_character_set
+    return encodings if isinstance(encodings, str) else tuple(encodings)
+
+
+def read_kept(
+    elements: Elements, encodings: Encodings
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """(facts by keyword, required tags missing or empty, invalid tags -> what is wrong)."""
     facts: dict[str, Any] = {}
     missing: list[str] = []
     invalid: dict[str, str] = {}
-    encodings = _encodings(dataset)
     for keyword, (tag, vr, _) in _ELEMENTS.items():
         try:
-            # keep_deferred: an empty value stays None rather than converted by get_item.
-            element = dataset.get_item(tag, keep_deferred=True)
+            element = elements.get(tag)
             if element is None:
                 fact = None
             elif not isinstance(element, RawDataElement) or element.VR not in (None, vr, "UN"):
@@ -67,17 +86,12 @@ def read_kept(dataset: Dataset) -> tuple[dict[str, Any], list[str], dict[str, st
     return facts, missing, invalid
 
 
-def _encodings(dataset: Dataset) -> str | tuple[str, ...]:
-    encodings = dataset.original_character_set
-    return encodings if isinstance(encodings, str) else tuple(encodings)
-
-
 # Most kept values repeat from one instance of a series to the next (UIDs of the study and
 # series, patient, geometry but the position, size): each distinct value is decoded and
 # checked once. Only values that pass are remembered (an exception is raised again each
 # time); a value is at most MAX_VALUE_BYTES.
 @functools.lru_cache(maxsize=4096)
-def _kept(keyword: str, value: bytes | None, little: bool, encodings: str | tuple[str, ...]) -> Any:
+def _kept(keyword: str, value: bytes | None, little: bool, encodings: Encodings) -> Any:
     """The fact a kept element's value gives; None when its value is empty."""
     _, vr, check = _ELEMENTS[keyword]
     values = _decode(vr, value, little, encodings)
@@ -107,9 +121,7 @@ class _Unusable(ValueError):
     pass
 
 
-def _decode(
-    vr: str, value: bytes | None, little: bool, encodings: str | tuple[str, ...]
-) -> list[Any] | None:
+def _decode(vr: str, value: bytes | None, little: bool, encodings: Encodings) -> list[Any] | None:
     """The element's values decoded and validated by pydicom; None when empty.
 
     Its VR is `vr` (the DICOM dictionary's) or UN; pydicom decodes the bytes as `vr`,
@@ -281,13 +293,12 @@ LISTED: Final[dict[str, str]] = {
 MAX_LISTED = 200
 
 
-def read_listed(dataset: Dataset) -> dict[str, str]:
+def read_listed(elements: Elements, encodings: Encodings) -> dict[str, str]:
     """The listed elements present, each decoded by pydicom in the file's character
     set and validated in mode RAISE, as text; one that does not is left out."""
     found: dict[str, str] = {}
-    encodings = _encodings(dataset)
     for keyword, vr in LISTED.items():
-        element = dataset.get_item(_LISTED_TAGS[keyword], keep_deferred=True)
+        element = elements.get(_LISTED_TAGS[keyword])
         if not isinstance(element, RawDataElement) or not element.value:
             continue
         if element.VR not in (None, vr, "UN") or len(element.value) > MAX_VALUE_BYTES:
@@ -299,7 +310,7 @@ def read_listed(dataset: Dataset) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=4096)  # as _kept: most repeat from one instance to the next
-def _listed(vr: str, raw: bytes, encodings: str | tuple[str, ...]) -> str | None:
+def _listed(vr: str, raw: bytes, encodings: Encodings) -> str | None:
     try:
         if vr in ("PN", "LO", "SH"):  # in the file's character set
             text = convert_text(
