@@ -121,11 +121,13 @@ def check(paths: list[Path], series_count: int, slices: int) -> None:
 
 
 def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy record (raw, folded stacks) of one process of the stack, at 200 Hz."""
+    """py-spy record (raw, folded stacks) of one process of the stack, at 200 Hz; only the
+    thread holding the GIL is sampled (`--gil`), so that threads blocked in a read or
+    waiting for the GIL do not pass for CPU."""
     out.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [
-            *("uv", "tool", "run", "py-spy", "record", "-f", "raw", "-r", "200"),
+            *("uv", "tool", "run", "py-spy", "record", "--gil", "-f", "raw", "-r", "200"),
             *("-p", str(pid), "-o", str(out / f"dicom-{pid}.txt")),
         ],
         stdout=subprocess.DEVNULL,
