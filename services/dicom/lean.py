@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from struct import Struct
-from typing import Final
+from typing import Final, cast
 
 from pydicom.dataelem import RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
@@ -119,9 +119,14 @@ def kept_elements(
         if length == _UNDEFINED or value_at + length > end:
             return None
         if tag in _KEPT:
-            value = head[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
+            value = head[value_at : value_at + length] if length else _empty(vr)
             kept[tag] = RawDataElement(BaseTag(tag), vr, length, value, value_at, False, True)
         at = value_at + length
+
+
+def _empty(vr: str) -> bytes | None:
+    # What read_partial keeps for an empty value (b"" or None: raw, it is never text).
+    return cast(bytes | None, empty_value_for_VR(vr, raw=True))
 
 
 @functools.lru_cache(maxsize=256)
