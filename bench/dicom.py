@@ -120,7 +120,10 @@ def check(paths: list[Path], series_count: int, slices: int) -> None:
             raise AssertionError(f"series {series.series_uid} is not whole or not in order")
 
 
-def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+SPIED = ("dicom", "ingest")
+
+
+def _py_spy(name: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy record (raw, folded stacks) of one process of the stack, at 200 Hz; only the
     thread holding the GIL is sampled (`--gil`), so that threads blocked in a read or
     waiting for the GIL do not pass for CPU."""
@@ -128,7 +131,7 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             *("uv", "tool", "run", "py-spy", "record", "--gil", "-f", "raw", "-r", "200"),
-            *("-p", str(pid), "-o", str(out / f"dicom-{pid}.txt")),
+            *("-p", str(pid), "-o", str(out / f"{name}-{pid}.txt")),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -140,7 +143,7 @@ def end_to_end(
 ) -> tuple[float, int, str, dict[str, float]]:
     """Seconds from the first upload to every job done, the series files made, the
     CPU-seconds each process used meanwhile, and DICOMweb's figures on the result.
-    With `spy`, the dicom service is recorded by py-spy while it works (into that dir)."""
+    With `spy`, the dicom and ingest services are recorded by py-spy meanwhile (into it)."""
     with (
         stack(workdir) as running,
         httpx.Client(
@@ -165,7 +168,9 @@ def end_to_end(
                 raise RuntimeError(f"upload answered {answer.status_code}: {answer.text}")
             return str(answer.json()["job_id"])
 
-        spies = [_py_spy(c.proc.pid, spy) for c in running.children if spy and c.name == "dicom"]
+        spies = [
+            _py_spy(c.name, c.proc.pid, spy) for c in running.children if spy and c.name in SPIED
+        ]
         if spies:
             time.sleep(3.0)  # py-spy attaches (uv starts it first)
         cpu = CpuMeter({c.name: c.proc.pid for c in running.children})
@@ -435,7 +440,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stack", action="store_true", help="skip the end-to-end pass")
     parser.add_argument("--pixels", type=int, default=64, help="rows and columns: 64 or 512")
     parser.add_argument(
-        "--py-spy", type=Path, default=None, help="record the dicom service end to end, into DIR"
+        "--py-spy", type=Path, default=None, help="record dicom and ingest end to end, into DIR"
     )
     parser.add_argument("--no-orthanc", action="store_true", help="skip Orthanc's pass")
     parser.add_argument(
