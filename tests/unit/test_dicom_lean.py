@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from pydicom import config
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -20,8 +21,9 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import validate_value
 
-from services.dicom import reader
+from services.dicom import reader, tags
 from services.dicom.domain import Instance
 from tests.dicom_fixtures import AXIAL, OBLIQUE, ct_dataset, ct_series, ct_slice, to_bytes
 from tests.unit.test_dicom_fuzz import BASES, mutated
@@ -172,3 +174,49 @@ def test_the_header_budget_agrees() -> None:
 @given(mutated())
 def test_mutated_files_agree(data: bytes) -> None:
     agree(data)
+
+
+@pytest.mark.parametrize("vr", ["UI", "DS"])
+def test_the_quick_value_check_takes_what_pydicom_takes(vr: str) -> None:
+    texts = [
+        "",
+        " ",
+        "0",
+        "00",
+        "1.2.3",
+        "1.02.3",
+        "1..2",
+        "1.2.",
+        ".1",
+        "1.2\n",
+        "1.2 ",
+        " 1.2",
+        "1" * 64,
+        "1" * 65,
+        "1." * 32 + "1",
+        "1.2.840.10008.5.1.4.1.1.2",
+        "1e5",
+        "-1.5",
+        "+.5",
+        "1.",
+        " 12.5 ",
+        "1e+999",
+        "nan",
+        "inf",
+        "1_0",
+        "0x10",
+        "\u0661",  # an Arabic-Indic digit: \d takes it, as float() does
+        "1.5e-3",
+        "9" * 16,
+        "9" * 17,
+        "-0",
+        "1.2\n3",
+        "\n",
+    ]
+    for text in texts:
+        try:
+            validate_value(vr, text, config.RAISE)
+            valid = True
+        except ValueError:
+            valid = False
+        assert tags._accepted(vr, text) == valid, repr(text)
