@@ -112,7 +112,9 @@ async def read_all(
     not raised. (Other errors of the store, such as S3 being unreachable, fail the batch:
     retried.)"""
     gate = asyncio.Semaphore(READ_PARALLEL)
-    groups = [keys[n : n + READ_TOGETHER] for n in range(0, len(keys), READ_TOGETHER)]
+    # A small batch is spread over all READ_PARALLEL lanes (S3 fetches stay side by side).
+    size = max(1, min(READ_TOGETHER, -(-len(keys) // READ_PARALLEL)))
+    groups = [keys[n : n + size] for n in range(0, len(keys), size)]
     done = await asyncio.gather(*(_read_group(blobs, group, gate) for group in groups))
     return [found for group in done for found in group]
 

@@ -35,3 +35,11 @@ async def test_each_blob_gets_its_own_result_in_order(tmp_path: Path) -> None:
             assert isinstance(result, Rejected) and result.code == "not_dicom", key
         else:
             assert isinstance(result, Instance) and result.sop_uid == uid(5, n), key
+
+
+async def test_an_empty_and_a_one_blob_batch(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    await blobs.put("blobs/one", ct_slice(sop_uid=uid(6, 1)))
+    assert await handlers.read_all(blobs, []) == []
+    [found] = await handlers.read_all(blobs, ["blobs/one"])
+    assert isinstance(found, Instance) and found.sop_uid == uid(6, 1)
