@@ -9,10 +9,12 @@ that case needs, on bytes already in memory: see bench/README.md ("dicom") for t
 figures before and after.
 
 It takes only the common case and gives the exact raw elements pydicom would have kept:
-the DICOM File Format with a file meta group that starts with its group length, Explicit
-VR Little Endian, no command set, every top-level element of a known VR, tags strictly
-ascending, defined lengths only, everything up to the pixel data's header within the
-bytes it is given, and pixel data of a defined, non-zero length that fits in the file.
+the DICOM File Format with a file meta group that starts with its group length, a
+transfer syntax whose dataset is Explicit VR Little Endian (native or encapsulated), no
+command set, every top-level element of a known VR, tags strictly ascending, defined
+lengths only, everything up to the pixel data's header within the bytes it is given, and
+pixel data of a defined, non-zero length that fits in the file, or encapsulated (its
+fragments then walked by the reader, by the same code as after pydicom's reading).
 Anything else, or anything it doubts, is `None`: the caller reads the file with pydicom,
 which stays the reference (tests/unit/test_dicom_lean.py holds this walk to it, file by
 file, on fixtures and mutated ones) and the only source of every rejection's wording.
@@ -23,12 +25,14 @@ are decoded and validated by the same code (`tags.read_kept`) whichever way they
 from __future__ import annotations
 
 import functools
+import re
 from struct import Struct
-from typing import Final, cast
+from typing import Final, NamedTuple, cast
 
 from pydicom.dataelem import RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
+from pydicom.uid import PrivateTransferSyntaxes
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
 from services.dicom import tags
@@ -37,7 +41,11 @@ from services.dicom import tags
 #: pixel data starts further in (large private blocks, enhanced multi-frame) goes to pydicom.
 PREFIX_BYTES: Final = 64 * 1024
 
-_EXPLICIT_LITTLE: Final = frozenset({b"1.2.840.10008.1.2.1", b"1.2.840.10008.1.2.1\x00"})
+# Implicit VR Little Endian, Explicit VR Big Endian, Deflated Explicit VR Little Endian.
+_OTHER_ENCODINGS: Final = frozenset(
+    {b"1.2.840.10008.1.2", b"1.2.840.10008.1.2.2", b"1.2.840.10008.1.2.1.99"}
+)
+_UID = re.compile(rb"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 _ELEMENT = Struct("<HH2sH").unpack_from
 _LENGTH = Struct("<L").unpack_from
 # The VRs pydicom knows, as it names them (a str) from their two bytes.
@@ -50,12 +58,18 @@ _PIXEL_TAGS: Final = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _UNDEFINED: Final = 0xFFFFFFFF
 
 
-def kept_elements(
-    head: bytes, size: int, max_header_bytes: int
-) -> tuple[dict[int, RawDataElement], tags.Encodings] | None:
+class Kept(NamedTuple):
+    elements: dict[int, RawDataElement]
+    encodings: tags.Encodings
+    # Where encapsulated pixel data's value starts (its fragments not walked yet), or None:
+    # native pixel data, whole.
+    encapsulated_at: int | None
+
+
+def kept_elements(head: bytes, size: int, max_header_bytes: int) -> Kept | None:
     """The kept elements of a file whose first bytes are `head` (of `size` in all), as
-    pydicom's `read_partial` would keep them, once its pixel data is known to be whole;
-    None when the file is not the common case this walk takes (pydicom reads it)."""
+    pydicom's `read_partial` would keep them, once its native pixel data is known to be
+    whole; None when the file is not the common case this walk takes (pydicom reads it)."""
     end = len(head)
     if end < 144 or head[128:132] != b"DICM":
         return None
@@ -87,7 +101,12 @@ def kept_elements(
         if number == 0x0010:
             syntax = head[at : at + length]
         at += length
-    if syntax not in _EXPLICIT_LITTLE or group == 0:  # group 0: a command set
+    if syntax is None or group == 0:  # group 0: a command set
+        return None
+    syntax = syntax[:-1] if syntax.endswith(b"\0") else syntax
+    # pydicom reads the dataset as Explicit VR Little Endian under every syntax but these
+    # (and syntaxes registered as private): a UID of digits and dots compares as it is.
+    if syntax in _OTHER_ENCODINGS or not _UID.fullmatch(syntax) or PrivateTransferSyntaxes:
         return None
 
     kept: dict[int, RawDataElement] = {}
@@ -108,14 +127,15 @@ def kept_elements(
             (length,) = _LENGTH(head, value_at)
             value_at += 4
         if tag in _PIXEL_TAGS:
-            # Present and whole, or pydicom says what is wrong (empty, encapsulated,
-            # truncated, beyond the header budget).
-            if length == 0 or length == _UNDEFINED:
+            # Present and whole (encapsulated: the caller walks its fragments), or pydicom
+            # says what is wrong (empty, truncated, beyond the header budget).
+            if length == 0 or value_at > max_header_bytes:
                 return None
-            if value_at > max_header_bytes or value_at + length > size:
+            if length != _UNDEFINED and value_at + length > size:
                 return None
             charset = kept.get(_CHARSET)
-            return kept, _encodings(*((charset.VR, charset.value) if charset else (None, None)))
+            encodings = _encodings(*((charset.VR, charset.value) if charset else (None, None)))
+            return Kept(kept, encodings, value_at if length == _UNDEFINED else None)
         if length == _UNDEFINED or value_at + length > end:
             return None
         if tag in _KEPT:

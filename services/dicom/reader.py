@@ -193,30 +193,53 @@ class _PixelElement:
 
 def _read_stream(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Instance | Rejected:
     start = raw.tell()
-    size = raw.seek(0, io.SEEK_END) - start
-    raw.seek(start)
-    found = _read_lean(raw.read(min(size, lean.PREFIX_BYTES)), size, max_header_bytes)
+    found = _read_lean(raw, max_seconds, max_header_bytes)
     if found is not None:
         return found
     raw.seek(start)
     return _read_with_pydicom(raw, max_seconds, max_header_bytes)
 
 
-def _read_lean(head: bytes, size: int, max_header_bytes: int) -> Instance | None:
+def _read_lean(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Instance | None:
     """The instance, when the lean walk takes the file and every kept tag is good; None
     sends the file to pydicom (which words every rejection)."""
+    start = raw.tell()
+    size = raw.seek(0, io.SEEK_END) - start
+    raw.seek(start)
+    head = raw.read(min(size, lean.PREFIX_BYTES))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             kept = lean.kept_elements(head, size, max_header_bytes)
             if kept is None:
                 return None
-            facts, missing, invalid = tags.read_kept(*kept)
+            facts, missing, invalid = tags.read_kept(kept.elements, kept.encodings)
             if missing or invalid:
                 return None
-            return _instance(facts, tags.read_listed(*kept))
+            if kept.encapsulated_at is not None:
+                raw.seek(start)
+                if not _fragments_whole(raw, kept.encapsulated_at, max_seconds, max_header_bytes):
+                    return None
+            return _instance(facts, tags.read_listed(kept.elements, kept.encodings))
     except Exception:  # any doubt: pydicom reads it, and says what is wrong
         return None
+
+
+def _fragments_whole(
+    raw: IO[bytes], value_at: int, max_seconds: float, max_header_bytes: int
+) -> bool:
+    """Whether encapsulated pixel data whose value starts at `value_at` is whole, walked as
+    after pydicom's reading (`_pixel_data`); any problem is worded by that reading."""
+    source = _Source(raw, max_seconds, max_header_bytes)
+    source.header_limit = source.end
+    pixel = _PixelElement(length=0xFFFFFFFF, value_at=source.start + value_at, found=True)
+    pixels = _pixel_data(source, pixel, True)
+    return (
+        source.error is None
+        and source.over is None
+        and not pixels.absent
+        and pixels.problem is None
+    )
 
 
 def _read_with_pydicom(
@@ -275,8 +298,8 @@ def _read(source: _Source) -> Instance | Rejected:
     pixel.at = source.pos
     pixels = _pixel_data(source, pixel, bool(dataset.original_encoding[1]))
 
-    kept = tags.kept_of(dataset)
-    facts, missing, invalid = tags.read_kept(*kept)
+    elements, encodings = tags.kept_of(dataset)
+    facts, missing, invalid = tags.read_kept(elements, encodings)
     if pixels.absent:
         missing.append(PIXEL_DATA)
 
@@ -301,7 +324,7 @@ def _read(source: _Source) -> Instance | Rejected:
         )
     if invalid:
         return Rejected("invalid_tags", _invalid_part(invalid, "").lstrip(), details)
-    return _instance(facts, tags.read_listed(*kept))
+    return _instance(facts, tags.read_listed(elements, encodings))
 
 
 def _instance(facts: Mapping[str, Any], listed: dict[str, str]) -> Instance:
