@@ -12,7 +12,8 @@ It takes only the common case and gives the exact raw elements pydicom would hav
 the DICOM File Format with a file meta group that starts with its group length, a
 transfer syntax whose dataset is Explicit VR Little Endian (native or encapsulated), no
 command set, every top-level element of a known VR, tags strictly ascending, defined
-lengths only, everything up to the pixel data's header within the bytes it is given, and
+lengths (or sequences of undefined length, walked item by item as pydicom parses them, and
+dropped), everything up to the pixel data's header within the bytes it is given, and
 pixel data of a defined, non-zero length that fits in the file, or encapsulated (its
 fragments then walked by the reader, by the same code as after pydicom's reading).
 Anything else, or anything it doubts, is `None`: the caller reads the file with pydicom,
@@ -29,7 +30,8 @@ import re
 from struct import Struct
 from typing import Final, NamedTuple, cast
 
-from pydicom.dataelem import RawDataElement, empty_value_for_VR
+from pydicom.charset import convert_encodings
+from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import PrivateTransferSyntaxes
@@ -99,6 +101,8 @@ def kept_elements(head: bytes, size: int, max_header_bytes: int) -> Kept | None:
         if length == _UNDEFINED or at + length > end:
             return None
         if number == 0x0010:
+            if code != b"UI":  # pydicom converts it by its VR: another may raise there
+                return None
             syntax = head[at : at + length]
         at += length
     if syntax is None or group == 0:  # group 0: a command set
@@ -136,12 +140,93 @@ def kept_elements(head: bytes, size: int, max_header_bytes: int) -> Kept | None:
             charset = kept.get(_CHARSET)
             encodings = _encodings(*((charset.VR, charset.value) if charset else (None, None)))
             return Kept(kept, encodings, value_at if length == _UNDEFINED else None)
-        if length == _UNDEFINED or value_at + length > end:
+        if length == _UNDEFINED:
+            # A sequence of undefined length that is not kept: pydicom parses it to its
+            # delimiter and drops it; here it is walked the same way, or left to pydicom.
+            if code != b"SQ" or tag in _KEPT:
+                return None
+            after = _sequence_end(head, value_at, 0)
+            if after is None:
+                return None
+            at = after
+            continue
+        if value_at + length > end:
             return None
         if tag in _KEPT:
             value = head[value_at : value_at + length] if length else _empty(vr)
             kept[tag] = RawDataElement(BaseTag(tag), vr, length, value, value_at, False, True)
         at = value_at + length
+
+
+# How deep sequences may nest before the walk leaves a file to pydicom.
+_MAX_DEPTH: Final = 8
+_ITEM: Final = 0xFFFEE000
+_ITEM_END: Final = 0xFFFEE00D
+_SEQUENCE_END: Final = 0xFFFEE0DD
+_TAG_AND_LENGTH = Struct("<HHL").unpack_from
+
+
+def _sequence_end(head: bytes, at: int, depth: int) -> int | None:
+    """Where a sequence of undefined length whose items start at `at` ends (after its
+    delimiter), read as pydicom's `read_sequence` reads it: items of Explicit VR elements
+    of known VRs, each item of a defined length ending exactly where its elements do, or of
+    undefined length ending at its delimiter; None for anything else (pydicom reads it)."""
+    end = len(head)
+    if depth > _MAX_DEPTH:
+        return None
+    while True:
+        if at + 8 > end:
+            return None
+        group, number, length = _TAG_AND_LENGTH(head, at)
+        tag = group << 16 | number
+        at += 8
+        if tag == _SEQUENCE_END:
+            return at
+        if tag != _ITEM:
+            return None
+        if length == _UNDEFINED:
+            after = _item_end(head, at, None, depth)
+        elif at + length > end:
+            return None
+        else:
+            after = _item_end(head, at, at + length, depth)
+        if after is None:
+            return None
+        at = after
+
+
+def _item_end(head: bytes, at: int, stop: int | None, depth: int) -> int | None:
+    """Where an item's elements end: at `stop` exactly (a defined length), or after its
+    delimiter (undefined)."""
+    end = len(head)
+    while stop is None or at < stop:
+        if at + 8 > end:
+            return None
+        group, number, code, length = _ELEMENT(head, at)
+        tag = group << 16 | number
+        if stop is None and tag == _ITEM_END:
+            return at + 8  # pydicom reads it as an element header: 8 bytes
+        # A character set within an item changes how pydicom decodes the rest of it.
+        if group == 0xFFFE or code not in _VRS or tag == _CHARSET:
+            return None
+        value_at = at + 8
+        if code in _LONG:
+            if value_at + 4 > end:
+                return None
+            (length,) = _LENGTH(head, value_at)
+            value_at += 4
+        if length == _UNDEFINED:
+            if code != b"SQ":
+                return None
+            after = _sequence_end(head, value_at, depth + 1)
+            if after is None:
+                return None
+            at = after
+            continue
+        if value_at + length > end:
+            return None
+        at = value_at + length
+    return at if at == stop else None
 
 
 def _empty(vr: str) -> bytes | None:
@@ -156,6 +241,8 @@ def _encodings(vr: str | None, value: bytes | None) -> tags.Encodings:
     tag = BaseTag(_CHARSET)
     length = len(value or b"")
     raw = RawDataElement(tag, vr, length, value, 0, False, True)
+    if vr is not None:  # read_dataset converts it first, on its own: it may raise there
+        convert_encodings(convert_raw_data_element(raw).value)
     dataset = Dataset({} if vr is None else {tag: raw})
     dataset.set_original_encoding(False, True, dataset._character_set)
     return tags.encodings_of(dataset)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom import config
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -43,14 +44,29 @@ def agree(data: bytes, max_header_bytes: int = MAX) -> Instance | None:
     return lean
 
 
-def _with_sequence(defined: bool) -> bytes:
+def _with_sequence(defined: bool, items_defined: bool = True, nested: bool = False) -> bytes:
     ds = ct_dataset()
     item = Dataset()
     item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     item.ReferencedSOPInstanceUID = "1.2.3.4"
-    ds.ReferencedImageSequence = Sequence([item])
+    if nested:
+        inner = Dataset()
+        inner.CodeValue = "T-D4000"
+        inner.CodeMeaning = "Abdomen"
+        item.AnatomicRegionSequence = Sequence([inner, Dataset()])
+        item["AnatomicRegionSequence"].is_undefined_length = True
+        inner.is_undefined_length_sequence_item = not items_defined
+    item.is_undefined_length_sequence_item = not items_defined
+    empty = Dataset()
+    empty.is_undefined_length_sequence_item = not items_defined
+    ds.ReferencedImageSequence = Sequence([item, empty])
     ds["ReferencedImageSequence"].is_undefined_length = not defined
+    ds.ProcedureCodeSequence = Sequence([])
+    ds["ProcedureCodeSequence"].is_undefined_length = True
     return to_bytes(ds)
+
+
+UNDEFINED_SEQUENCES = _with_sequence(defined=False, items_defined=False, nested=True)
 
 
 def _private_block(size: int) -> bytes:
@@ -79,6 +95,10 @@ def variants() -> Iterator[tuple[str, bytes, bool]]:
     # pydicom reads an unknown character set as its default (and logs a warning): so do we.
     yield "bad charset", ct_slice(overrides={"SpecificCharacterSet": "bogus"}), True
     yield "defined sequence", _with_sequence(defined=True), True
+    yield "undefined sequence", _with_sequence(defined=False), True
+    yield "undefined items", _with_sequence(defined=False, items_defined=False), True
+    yield "nested, defined items", _with_sequence(defined=False, nested=True), True
+    yield "nested, undefined items", UNDEFINED_SEQUENCES, True
     yield "private block", _private_block(1000), True
     yield (
         "listed",
@@ -98,9 +118,10 @@ def variants() -> Iterator[tuple[str, bytes, bool]]:
     yield "encapsulated, pixels cut", BASES["encapsulated"][:-12], False
     jpeg = BASES["encapsulated"]
     yield "syntax padded", jpeg.replace(b"1.2.840.10008.1.2.4.50", b"1.2.840.10008.1.2.4.5 "), False
+    # pydicom converts the syntax by its VR (FD: "wrong length" raised, malformed).
+    yield "syntax as FD", ct_slice().replace(b"\x02\x00\x10\x00UI", b"\x02\x00\x10\x00FD"), False
     yield "syntax zero", jpeg.replace(b"1.2.840.10008.1.2.4.50", b"1.2.840.10008.1.2.4.05"), False
     # The walk leaves these to pydicom.
-    yield "undefined sequence", _with_sequence(defined=False), False
     yield "large private block", _private_block(100_000), False
     yield "implicit", ct_slice(transfer_syntax=ImplicitVRLittleEndian), False
     yield "big endian", ct_slice(transfer_syntax=ExplicitVRBigEndian), False
@@ -135,17 +156,17 @@ def test_the_benchmarks_series_take_the_lean_walk() -> None:
             assert agree(data) is not None
 
 
-@pytest.mark.parametrize("name", ["explicit", "encapsulated"])
+@pytest.mark.parametrize("name", ["explicit", "encapsulated", "sequences"])
 def test_every_cut_of_a_file_agrees(name: str) -> None:
-    data = BASES[name]
+    data = UNDEFINED_SEQUENCES if name == "sequences" else BASES[name]
     for end in range(len(data) + 1):
         found = agree(data[:end])
         assert (found is not None) == (end == len(data)), end
 
 
 def test_every_single_byte_overwrite_agrees() -> None:
-    for name in ("explicit", "oblique", "encapsulated"):
-        base = BASES[name]
+    for name in ("explicit", "oblique", "encapsulated", "sequences"):
+        base = UNDEFINED_SEQUENCES if name == "sequences" else BASES[name]
         for at in range(len(base)):
             for byte in (0xFF, 0x00, base[at] ^ 0x01):
                 data = bytearray(base)
@@ -225,3 +246,16 @@ def test_the_quick_value_check_takes_what_pydicom_takes(vr: str) -> None:
         except ValueError:
             valid = False
         assert tags._accepted(vr, text) == valid, repr(text)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(st.tuples(st.integers(132, 1200), st.binary(min_size=1, max_size=12)), max_size=4))
+def test_sequences_overwritten_agree(chunks: list[tuple[int, bytes]]) -> None:
+    data = bytearray(UNDEFINED_SEQUENCES)
+    for at, chunk in chunks:
+        data[at : at + len(chunk)] = chunk
+    agree(bytes(data))
