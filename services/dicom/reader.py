@@ -1,7 +1,9 @@
 """One DICOM file's kept headers, read by pydicom: an `Instance`, or a `Rejected` naming why not.
 
-`read_instance` parses the headers with pydicom (`read_partial`, stopping at the pixel data,
-only the kept tags stored), decodes each kept element with pydicom's own decoders and
+`read_instance` first tries the lean walk of `services.dicom.lean` (the common file, found
+without pydicom's reader: the same raw elements, or nothing); otherwise, and for every
+rejection, it parses the headers with pydicom (`read_partial`, stopping at the pixel data,
+only the kept tags stored). Either way it decodes each kept element with pydicom's own decoders and
 checks it in pydicom's validation mode `RAISE` (VR, length, characters, DS/IS/UI syntax),
 then against this context's rules (value counts, ranges, geometry). It checks that pixel
 data is present and whole without reading it: a defined length must fit in the file, and
