@@ -70,6 +70,13 @@ class Instance:
 
     @property
     def missing_3d_tags(self) -> tuple[str, ...]:
+        if (
+            self.orientation is not None
+            and self.position is not None
+            and self.pixel_spacing is not None
+            and self.slice_thickness is not None
+        ):
+            return ()  # the common case, asked of every member each time a series grows
         present = {
             "ImageOrientationPatient": self.orientation is not None,
             "ImagePositionPatient": self.position is not None,

@@ -1,7 +1,9 @@
 """One DICOM file's kept headers, read by pydicom: an `Instance`, or a `Rejected` naming why not.
 
-`read_instance` parses the headers with pydicom (`read_partial`, stopping at the pixel data,
-only the kept tags stored), decodes each kept element with pydicom's own decoders and
+`read_instance` first tries the lean walk of `services.dicom.lean` (the common file, found
+without pydicom's reader: the same raw elements, or nothing); otherwise, and for every
+rejection, it parses the headers with pydicom (`read_partial`, stopping at the pixel data,
+only the kept tags stored). Either way it decodes each kept element with pydicom's own decoders and
 checks it in pydicom's validation mode `RAISE` (VR, length, characters, DS/IS/UI syntax),
 then against this context's rules (value counts, ranges, geometry). It checks that pixel
 data is present and whole without reading it: a defined length must fit in the file, and
@@ -29,7 +31,7 @@ from pydicom.encaps import parse_fragments
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
 
-from services.dicom import tags
+from services.dicom import lean, tags
 from services.dicom.domain import (
     PIXEL_DATA,
     Instance,
@@ -192,6 +194,59 @@ class _PixelElement:
 
 
 def _read_stream(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Instance | Rejected:
+    start = raw.tell()
+    found = _read_lean(raw, max_seconds, max_header_bytes)
+    if found is not None:
+        return found
+    raw.seek(start)
+    return _read_with_pydicom(raw, max_seconds, max_header_bytes)
+
+
+def _read_lean(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Instance | None:
+    """The instance, when the lean walk takes the file and every kept tag is good; None
+    sends the file to pydicom (which words every rejection)."""
+    start = raw.tell()
+    size = raw.seek(0, io.SEEK_END) - start
+    raw.seek(start)
+    head = raw.read(min(size, lean.PREFIX_BYTES))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kept = lean.kept_elements(head, size, max_header_bytes)
+            if kept is None:
+                return None
+            facts, missing, invalid = tags.read_kept(kept.elements, kept.encodings)
+            if missing or invalid:
+                return None
+            if kept.encapsulated_at is not None:
+                raw.seek(start)
+                if not _fragments_whole(raw, kept.encapsulated_at, max_seconds, max_header_bytes):
+                    return None
+            return _instance(facts, tags.read_listed(kept.elements, kept.encodings))
+    except Exception:  # any doubt: pydicom reads it, and says what is wrong
+        return None
+
+
+def _fragments_whole(
+    raw: IO[bytes], value_at: int, max_seconds: float, max_header_bytes: int
+) -> bool:
+    """Whether encapsulated pixel data whose value starts at `value_at` is whole, walked as
+    after pydicom's reading (`_pixel_data`); any problem is worded by that reading."""
+    source = _Source(raw, max_seconds, max_header_bytes)
+    source.header_limit = source.end
+    pixel = _PixelElement(length=0xFFFFFFFF, value_at=source.start + value_at, found=True)
+    pixels = _pixel_data(source, pixel, True)
+    return (
+        source.error is None
+        and source.over is None
+        and not pixels.absent
+        and pixels.problem is None
+    )
+
+
+def _read_with_pydicom(
+    raw: IO[bytes], max_seconds: float, max_header_bytes: int
+) -> Instance | Rejected:
     source = _Source(raw, max_seconds, max_header_bytes)
     try:
         with warnings.catch_warnings():
@@ -245,7 +300,8 @@ def _read(source: _Source) -> Instance | Rejected:
     pixel.at = source.pos
     pixels = _pixel_data(source, pixel, bool(dataset.original_encoding[1]))
 
-    facts, missing, invalid = tags.read_kept(dataset)
+    elements, encodings = tags.kept_of(dataset)
+    facts, missing, invalid = tags.read_kept(elements, encodings)
     if pixels.absent:
         missing.append(PIXEL_DATA)
 
@@ -270,6 +326,10 @@ def _read(source: _Source) -> Instance | Rejected:
         )
     if invalid:
         return Rejected("invalid_tags", _invalid_part(invalid, "").lstrip(), details)
+    return _instance(facts, tags.read_listed(elements, encodings))
+
+
+def _instance(facts: Mapping[str, Any], listed: dict[str, str]) -> Instance:
     return Instance(
         sop_uid=facts["SOPInstanceUID"],
         series_uid=facts["SeriesInstanceUID"],
@@ -283,7 +343,7 @@ def _read(source: _Source) -> Instance | Rejected:
         slice_thickness=facts.get("SliceThickness"),
         pixel_spacing=facts.get("PixelSpacing"),
         instance_number=facts.get("InstanceNumber"),
-        listed=tags.read_listed(dataset),
+        listed=listed,
     )
 
 

@@ -6,7 +6,7 @@ import io
 import random
 import struct
 import tracemalloc
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from services.dicom.domain import (
     merge,
     order,
 )
+from services.dicom.handlers import Part
 from services.dicom.reader import read_instance
 from tests.dicom_fixtures import (
     AXIAL,
@@ -219,7 +220,7 @@ def test_errors_of_the_source_itself_propagate(tmp_path: Path) -> None:
 
     class Failing(io.BytesIO):
         def read(self, size: int | None = -1) -> bytes:
-            if self.tell() > 300:
+            if size is None or size < 0 or self.tell() + size > 300:  # bytes past 300
                 raise OSError("disk on fire")
             return super().read(size)
 
@@ -686,3 +687,11 @@ def test_admit_refuses_a_sop_uid_seen_in_another_series() -> None:
         "sop_uid": slices[0].sop_uid,
         "series_uid": uid(1, 1),
     }
+
+
+def test_an_instances_recorded_facts_are_all_its_fields() -> None:
+    for data in (ct_slice(), ct_slice(omit=["PixelSpacing", "Modality"])):
+        found = instance(data)
+        recorded = Part("a.dcm", "blob", "0" * 64, 1).instance_json(found)["facts"]
+        assert recorded == asdict(found)
+        assert list(recorded) == list(asdict(found))
