@@ -37,7 +37,7 @@ run: setup web
 test: setup web
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/tags.py clients/python/files_client
+	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/lean.py services/dicom/tags.py clients/python/files_client
 	$(UV) run --frozen pytest -q --durations=40
 
 lint: setup
@@ -49,7 +49,7 @@ format: setup
 	$(UV) run --frozen ruff check --fix .
 
 typecheck: setup
-	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/tags.py clients/python/files_client
+	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/lean.py services/dicom/tags.py clients/python/files_client
 
 bench: setup
 	$(UV) run --frozen python -m bench
