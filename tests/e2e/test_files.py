@@ -180,3 +180,24 @@ async def test_content_by_range(api: httpx.AsyncClient) -> None:
     served = await api.get(f"/v1/files/{picture['id']}/content")
     assert served.headers["content-type"] == "image/png"
     assert served.content == image
+
+
+async def test_an_upload_of_several_pages_is_registered_whole_and_in_order(
+    api: httpx.AsyncClient,
+) -> None:
+    """An upload's files travel to the catalog in pages of bounded size (ingest's
+    FilesStored): 500 files with long names make three pages (128 KiB each at most), and
+    every file is listed once the upload answers, its job counting all, in their order."""
+    top = await folder(api, unique("pages"))
+    long = "n" * 230
+    sent = [(f"{long}_{i:04d}.txt", text(f"file {i}\n")) for i in range(500)]
+    answer = await upload(api, top["id"], *sent)
+    files = answer["files"]
+    assert [f["name"] for f in files] == [name for name, _ in sent]
+    listed = await items(api, top["id"], limit=200)
+    assert sorted(i["id"] for i in listed) == sorted(f["id"] for f in files)
+    assert len({i["id"] for i in listed}) == 500
+    job = (await api.get(f"/v1/jobs/{answer['job_id']}")).json()
+    assert job["status"] == "done"
+    assert job["progress"] == {"done": 500, "total": 500}
+    assert [f["id"] for f in job["files"]] == [f["id"] for f in files]
