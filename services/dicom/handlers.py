@@ -22,9 +22,11 @@ so ingest knows which series an entry became.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -54,7 +56,7 @@ from shared.contracts.ingest import (
     ImportGroupRequested,
 )
 from shared.kit import db
-from shared.kit.blobs import BlobStore
+from shared.kit.blobs import BlobStore, LocalBlobStore
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.reactions import Reactions, Received
@@ -94,15 +96,24 @@ _INSTANCE_FIELDS = tuple(f.name for f in dataclasses.fields(domain.Instance) if 
 Stored = tuple[Received[Any], DicomInstanceStored]
 Read = tuple[Received[Any], DicomInstanceStored, domain.Instance | domain.Rejected]
 
-# Groups of blobs read side by side (fetched first when the store is S3), each group's
-# headers read one after the other in one worker thread: a thread hop an instance (a
-# future, a submit, a wake-up, for a read of ~60 µs) was ~10% of the service's samples.
+# Blobs read side by side. On a local store (the blobs are files already), each lane's
+# headers are read READ_TOGETHER at a time in one worker thread: a thread hop an
+# instance (a future, a submit, a wake-up, for a read of ~60 µs) was ~10% of the
+# service's samples. A store that copies each blob to read it (S3) reads one a lane at a
+# time: a group's copies would otherwise lie on the spool disk together.
 READ_PARALLEL = 8
 READ_TOGETHER = 16
+# The lanes' threads, apart from asyncio's default pool: a lane of hostile files (each up
+# to reader.MAX_SECONDS) must not hold the threads DICOMweb's reads and renders run on.
+_READERS = concurrent.futures.ThreadPoolExecutor(READ_PARALLEL, thread_name_prefix="dicom-read")
 # Instances read and assembled at once (each chunk recorded before the next is read, in the
 # batch's one transaction): a batch of DicomInstancesStored pages (a backlog) may name tens
 # of thousands, where it was at most the consumer's 10,000 events of one instance each.
 ASSEMBLED_AT_ONCE = 10_000
+
+
+class _Stopped(Exception):
+    """The batch reading a lane was cancelled: its thread stops between two files."""
 
 
 async def read_all(
@@ -112,8 +123,9 @@ async def read_all(
     not raised. (Other errors of the store, such as S3 being unreachable, fail the batch:
     retried.)"""
     gate = asyncio.Semaphore(READ_PARALLEL)
-    # A small batch is spread over all READ_PARALLEL lanes (S3 fetches stay side by side).
-    size = max(1, min(READ_TOGETHER, -(-len(keys) // READ_PARALLEL)))
+    together = READ_TOGETHER if isinstance(blobs, LocalBlobStore) else 1
+    # A small batch is spread over all READ_PARALLEL lanes.
+    size = max(1, min(together, -(-len(keys) // READ_PARALLEL)))
     groups = [keys[n : n + size] for n in range(0, len(keys), size)]
     done = await asyncio.gather(*(_read_group(blobs, group, gate) for group in groups))
     return [found for group in done for found in group]
@@ -122,25 +134,47 @@ async def read_all(
 async def _read_group(
     blobs: BlobStore, keys: Sequence[str], gate: asyncio.Semaphore
 ) -> list[domain.Instance | domain.Rejected]:
-    async with gate, contextlib.AsyncExitStack() as copies:
-        paths: list[Path | domain.Rejected] = []
-        for key in keys:
-            try:
-                paths.append(await copies.enter_async_context(blobs.local_copy(key)))
-            except (OSError, KeyError) as error:
-                paths.append(_unreadable(error))
-        return await asyncio.to_thread(_read_paths, paths)
+    stop = threading.Event()
+    async with gate:
+        try:
+            async with contextlib.AsyncExitStack() as copies:
+                paths: list[Path | domain.Rejected] = []
+                for key in keys:
+                    try:
+                        paths.append(await copies.enter_async_context(blobs.local_copy(key)))
+                    except (OSError, KeyError) as error:
+                        paths.append(_unreadable(error))
+                reading = asyncio.get_running_loop().run_in_executor(
+                    _READERS, _read_paths, paths, stop
+                )
+                try:
+                    found = await reading
+                except asyncio.CancelledError:
+                    stop.set()
+                    raise
+        except (OSError, KeyError) as error:
+            # A copy that could not be let go of (its spool not removed): that file is
+            # rejected, as when it could not be read. Groups of more than one are of a
+            # local store, whose blobs are not copies.
+            if len(keys) == 1:
+                return [_unreadable(error)]
+            raise
+        return found
 
 
-def _read_paths(paths: Sequence[Path | domain.Rejected]) -> list[domain.Instance | domain.Rejected]:
+def _read_paths(
+    paths: Sequence[Path | domain.Rejected], stop: threading.Event
+) -> list[domain.Instance | domain.Rejected]:
     out: list[domain.Instance | domain.Rejected] = []
     for path in paths:
+        if stop.is_set():
+            raise _Stopped
         if isinstance(path, domain.Rejected):
             out.append(path)
             continue
         try:
             out.append(reader.read_instance(path))
-        except OSError as error:
+        except (OSError, KeyError) as error:
             out.append(_unreadable(error))
     return out
 

@@ -113,7 +113,13 @@ class _Source:
     remembered, so that it is raised again as it is rather than passed off as malformed.
     """
 
-    def __init__(self, raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        raw: IO[bytes],
+        max_seconds: float,
+        max_header_bytes: int,
+        deadline: float | None = None,
+    ) -> None:
         self._raw = raw
         self.error: OSError | None = None
         self.over: _OverLimit | None = None  # the first cap reached
@@ -123,7 +129,7 @@ class _Source:
         # file's own tell() costs more than this attribute.
         self.pos = raw.seek(self.start)
         self.max_seconds = max_seconds
-        self.deadline = time.monotonic() + max_seconds
+        self.deadline = time.monotonic() + max_seconds if deadline is None else deadline
         self.max_header_bytes = max_header_bytes
         self.header_limit = self.start + max_header_bytes
         self.short = False  # the last read came up short: the file ended
@@ -194,12 +200,14 @@ class _PixelElement:
 
 
 def _read_stream(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Instance | Rejected:
-    start = raw.tell()
+    start, began = raw.tell(), time.monotonic()
     found = _read_lean(raw, max_seconds, max_header_bytes)
     if found is not None:
         return found
     raw.seek(start)
-    return _read_with_pydicom(raw, max_seconds, max_header_bytes)
+    # One time cap a file: pydicom gets what the lean walk left of it (a hostile file's
+    # fragments walked by both would otherwise take twice the cap).
+    return _read_with_pydicom(raw, max_seconds, max_header_bytes, began + max_seconds)
 
 
 def _read_lean(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Instance | None:
@@ -245,9 +253,9 @@ def _fragments_whole(
 
 
 def _read_with_pydicom(
-    raw: IO[bytes], max_seconds: float, max_header_bytes: int
+    raw: IO[bytes], max_seconds: float, max_header_bytes: int, deadline: float | None = None
 ) -> Instance | Rejected:
-    source = _Source(raw, max_seconds, max_header_bytes)
+    source = _Source(raw, max_seconds, max_header_bytes, deadline)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 import struct
+import time
 import tracemalloc
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -181,6 +182,19 @@ def test_a_file_that_takes_too_long_to_read_is_refused() -> None:
     assert "0.01 s" in found.message
     # Within the default budget it is read (and fast enough for it).
     assert isinstance(read_instance(many_fragments(1_000)), Instance)
+
+
+def test_the_time_cap_is_one_for_a_file_read_both_ways() -> None:
+    """The lean walk gives up on a file it cannot finish and pydicom reads it again: the
+    two share the file's one cap (they did not: a hostile file took twice as long)."""
+    data = many_fragments(6_000_000)  # 48 MB of item headers: more than 0.25 s to walk
+    began = time.monotonic()
+    found = read_instance(data, max_seconds=0.25)
+    took = time.monotonic() - began
+    assert isinstance(found, Rejected), found
+    assert found.code == "read_too_slow"
+    assert found.details == {"max_seconds": 0.25}
+    assert took < 0.45, f"took {took:.2f} s for a cap of 0.25 s"
 
 
 def test_headers_over_the_size_cap_are_refused_before_they_are_read() -> None:
