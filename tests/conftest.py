@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -63,6 +65,26 @@ def _on_s3_platform(item: pytest.Item) -> bool:
         return False
     callspec = getattr(item, "callspec", None)
     return bool(getattr(callspec, "params", {}).get("blobs", "s3") != "local")
+
+
+_OWN_BASETEMP: list[str] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Each session's temporary files in a directory of its own, unless --basetemp names
+    one. pytest's shared one (/tmp/pytest-of-<user>) is made private (0700) again by
+    every session that starts, and the embedded PostgreSQL, run as its own user when the
+    tests run as root, then can no longer reach its data: a second test session on the
+    machine (a developer's, a helper's) made the first one's database PANIC."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="files-pytest-")
+        _OWN_BASETEMP.append(config.option.basetemp)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for made in _OWN_BASETEMP:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def _rank(item: pytest.Item) -> int:
