@@ -200,17 +200,19 @@ class _PixelElement:
 
 
 def _read_stream(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Instance | Rejected:
-    start, began = raw.tell(), time.monotonic()
-    found = _read_lean(raw, max_seconds, max_header_bytes)
+    start, deadline = raw.tell(), time.monotonic() + max_seconds
+    found = _read_lean(raw, max_seconds, max_header_bytes, deadline)
     if found is not None:
         return found
     raw.seek(start)
     # One time cap a file: pydicom gets what the lean walk left of it (a hostile file's
     # fragments walked by both would otherwise take twice the cap).
-    return _read_with_pydicom(raw, max_seconds, max_header_bytes, began + max_seconds)
+    return _read_with_pydicom(raw, max_seconds, max_header_bytes, deadline)
 
 
-def _read_lean(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Instance | None:
+def _read_lean(
+    raw: IO[bytes], max_seconds: float, max_header_bytes: int, deadline: float | None = None
+) -> Instance | None:
     """The instance, when the lean walk takes the file and every kept tag is good; None
     sends the file to pydicom (which words every rejection)."""
     start = raw.tell()
@@ -228,7 +230,9 @@ def _read_lean(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Ins
                 return None
             if kept.encapsulated_at is not None:
                 raw.seek(start)
-                if not _fragments_whole(raw, kept.encapsulated_at, max_seconds, max_header_bytes):
+                if not _fragments_whole(
+                    raw, kept.encapsulated_at, max_seconds, max_header_bytes, deadline
+                ):
                     return None
             return _instance(facts, tags.read_listed(kept.elements, kept.encodings))
     except Exception:  # any doubt: pydicom reads it, and says what is wrong
@@ -236,11 +240,15 @@ def _read_lean(raw: IO[bytes], max_seconds: float, max_header_bytes: int) -> Ins
 
 
 def _fragments_whole(
-    raw: IO[bytes], value_at: int, max_seconds: float, max_header_bytes: int
+    raw: IO[bytes],
+    value_at: int,
+    max_seconds: float,
+    max_header_bytes: int,
+    deadline: float | None = None,
 ) -> bool:
     """Whether encapsulated pixel data whose value starts at `value_at` is whole, walked as
     after pydicom's reading (`_pixel_data`); any problem is worded by that reading."""
-    source = _Source(raw, max_seconds, max_header_bytes)
+    source = _Source(raw, max_seconds, max_header_bytes, deadline)
     source.header_limit = source.end
     pixel = _PixelElement(length=0xFFFFFFFF, value_at=source.start + value_at, found=True)
     pixels = _pixel_data(source, pixel, True)

@@ -187,14 +187,15 @@ def test_a_file_that_takes_too_long_to_read_is_refused() -> None:
 def test_the_time_cap_is_one_for_a_file_read_both_ways() -> None:
     """The lean walk gives up on a file it cannot finish and pydicom reads it again: the
     two share the file's one cap (they did not: a hostile file took twice as long)."""
-    data = many_fragments(6_000_000)  # 48 MB of item headers: more than 0.25 s to walk
+    data = many_fragments(6_000_000)  # 48 MB of item headers: more than 0.4 s to walk
     began = time.monotonic()
-    found = read_instance(data, max_seconds=0.25)
+    found = read_instance(data, max_seconds=0.4)
     took = time.monotonic() - began
     assert isinstance(found, Rejected), found
     assert found.code == "read_too_slow"
-    assert found.details == {"max_seconds": 0.25}
-    assert took < 0.45, f"took {took:.2f} s for a cap of 0.25 s"
+    assert found.details == {"max_seconds": 0.4}
+    # Twice the cap without the sharing; the margin is for a busy machine's pauses.
+    assert took < 0.7, f"took {took:.2f} s for a cap of 0.4 s"
 
 
 def test_headers_over_the_size_cap_are_refused_before_they_are_read() -> None:
