@@ -5,9 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.parse
+import uuid
+from typing import Any
 
 import httpx
 
+from services.ingest.uploads.domain import StoredFile, record_upload
+from shared.contracts.catalog import Media
+from shared.contracts.ingest import FilesStored
 from tests.e2e.support import (
     CONSISTENCY,
     ELF,
@@ -186,18 +191,38 @@ async def test_an_upload_of_several_pages_is_registered_whole_and_in_order(
     api: httpx.AsyncClient,
 ) -> None:
     """An upload's files travel to the catalog in pages of bounded size (ingest's
-    FilesStored): 500 files with long names make three pages (128 KiB each at most), and
-    every file is listed once the upload answers, its job counting all, in their order."""
+    FilesStored): 500 files with long names make three pages, and every file is listed
+    once the upload's token is met, its job counting all, in their order."""
     top = await folder(api, unique("pages"))
     long = "n" * 230
+    key = f"sha256/00/00/{'0' * 64}"  # as long as a real content key
     sent = [(f"{long}_{i:04d}.txt", text(f"file {i}\n")) for i in range(500)]
-    answer = await upload(api, top["id"], *sent)
-    files = answer["files"]
+    stored = [
+        StoredFile(uuid.uuid4(), name, "text", "text/plain", len(data), "0" * 64, key, Media())
+        for name, data in sent
+    ]
+    made = record_upload(uuid.uuid4(), uuid.uuid4(), stored)
+    assert sum(isinstance(c.event, FilesStored) for c in made) == 3  # what this test is of
+    answer = await api.post(
+        f"/v1/folders/{top['id']}/files",
+        files=[("file", (name, data, "application/octet-stream")) for name, data in sent],
+    )
+    assert answer.status_code == 201, answer.text
+    token = {CONSISTENCY: answer.headers[CONSISTENCY]}
+    files = answer.json()["files"]
     assert [f["name"] for f in files] == [name for name, _ in sent]
-    listed = await items(api, top["id"], limit=200)
+    listed: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(10):  # 3 pages of 200
+        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = await api.get(f"/v1/folders/{top['id']}/items", params=params, headers=token)
+        assert page.status_code == 200, page.text
+        listed += page.json()["items"]
+        cursor = page.json()["next_cursor"]
+        if not cursor:
+            break
     assert sorted(i["id"] for i in listed) == sorted(f["id"] for f in files)
-    assert len({i["id"] for i in listed}) == 500
-    job = (await api.get(f"/v1/jobs/{answer['job_id']}")).json()
+    job = (await api.get(f"/v1/jobs/{answer.json()['job_id']}", headers=token)).json()
     assert job["status"] == "done"
     assert job["progress"] == {"done": 500, "total": 500}
     assert [f["id"] for f in job["files"]] == [f["id"] for f in files]
