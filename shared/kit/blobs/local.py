@@ -22,6 +22,7 @@ from shared.kit.blobs.base import (
     CHUNK,
     MIN_PART,
     BlobWriter,
+    Held,
     InvalidPart,
     PartInfo,
     UnknownUpload,
@@ -90,6 +91,11 @@ def _move_into_place(spool: Path, final: Path) -> None:
     os.replace(spool, final)
 
 
+def _move_writer(writer: BlobWriter, final: Path) -> None:
+    _move_into_place(writer.spooled(), final)
+    writer.moved()
+
+
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -111,17 +117,17 @@ class LocalBlobStore:
         """Where a blob is on disk."""
         return self._path(key)
 
-    def writer(self) -> BlobWriter:
-        return BlobWriter(self.root / "incoming")
+    def writer(self, hold: Held | None = None) -> BlobWriter:
+        return BlobWriter(self.root / "incoming", hold)
 
     async def commit(self, writers: Sequence[BlobWriter]) -> None:
         try:
-            finals = {self._path(w.key): w.path for w in writers}
+            finals = {self._path(w.key): w for w in writers}
             if _SYNCFS is not None and len(finals) >= SYNCFS_FROM:
                 await asyncio.to_thread(self._commit_together, finals)
                 return
             await asyncio.gather(
-                *(asyncio.to_thread(_move_into_place, s, f) for f, s in finals.items())
+                *(asyncio.to_thread(_move_writer, w, f) for f, w in finals.items())
             )
             # The renames are durable once their directories are synced.
             await asyncio.gather(
@@ -131,12 +137,15 @@ class LocalBlobStore:
             for w in writers:
                 w.abort()
 
-    def _commit_together(self, finals: dict[Path, Path]) -> None:
-        """Every spool durable, then renamed into place, then every rename durable: after
-        a crash each key holds all of its bytes or nothing, as with `_move_into_place`."""
+    def _commit_together(self, finals: dict[Path, BlobWriter]) -> None:
+        """Every spool written and durable, then renamed into place, then every rename
+        durable: after a crash each key holds all of its bytes or nothing, as with
+        `_move_into_place`."""
+        spools = [w.spooled() for w in finals.values()]
         _syncfs(self.root)
-        for final, spool in finals.items():
+        for (final, writer), spool in zip(finals.items(), spools, strict=True):
             _replace(spool, final)
+            writer.moved()
         _syncfs(self.root)
 
     async def put(self, key: str, data: bytes) -> None:
