@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
@@ -95,7 +95,9 @@ class BlobWriter:
     """
 
     def __init__(self, spool_dir: Path, hold: Held | None = None) -> None:
-        self.path = spool_dir / uuid.uuid4().hex
+        self._spool_dir = spool_dir
+        # The spool's name; its Path is made when needed (most held blobs: in the commit).
+        self._name = os.urandom(16).hex()
         self._hold = hold
         self._held: bytearray | None = bytearray() if hold is not None else None
         self._file: BinaryIO | None = None
@@ -107,13 +109,18 @@ class BlobWriter:
         self.key = ""
         self.sha256 = ""
 
+    @property
+    def path(self) -> Path:
+        return self._spool_dir / self._name
+
     def _open(self) -> None:
+        path = self.path
         try:
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
+            self._file = open(path, "wb")  # noqa: SIM115 - closed in finish/abort
         except FileNotFoundError:
             # Made on first use (or again, if swept): not a mkdir per file of a batch.
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "wb")  # noqa: SIM115 - closed in finish/abort
         self._on_disk = True
 
     def write(self, data: bytes | memoryview) -> None:

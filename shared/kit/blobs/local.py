@@ -100,9 +100,10 @@ class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._incoming = self.root / "incoming"
 
     async def start(self) -> None:
-        await asyncio.to_thread(sweep_spools, self.root / "incoming")
+        await asyncio.to_thread(sweep_spools, self._incoming)
 
     async def close(self) -> None:
         pass
@@ -118,14 +119,14 @@ class LocalBlobStore:
         return self._path(key)
 
     def writer(self, hold: Held | None = None) -> BlobWriter:
-        return BlobWriter(self.root / "incoming", hold)
+        return BlobWriter(self._incoming, hold)
 
     async def commit(self, writers: Sequence[BlobWriter]) -> None:
         try:
-            finals = {self._path(w.key): w for w in writers}
-            if _SYNCFS is not None and len(finals) >= SYNCFS_FROM:
-                await asyncio.to_thread(self._commit_together, finals)
+            if _SYNCFS is not None and len(writers) >= SYNCFS_FROM:
+                await asyncio.to_thread(self._commit_together, writers)
                 return
+            finals = {self._path(w.key): w for w in writers}
             await asyncio.gather(
                 *(asyncio.to_thread(_move_writer, w, f) for f, w in finals.items())
             )
@@ -137,10 +138,11 @@ class LocalBlobStore:
             for w in writers:
                 w.abort()
 
-    def _commit_together(self, finals: dict[Path, BlobWriter]) -> None:
+    def _commit_together(self, writers: Sequence[BlobWriter]) -> None:
         """Every spool written and durable, then renamed into place, then every rename
         durable: after a crash each key holds all of its bytes or nothing, as with
         `_move_into_place`."""
+        finals = {self._path(w.key): w for w in writers}
         spools = [w.spooled() for w in finals.values()]
         _syncfs(self.root)
         for (final, writer), spool in zip(finals.items(), spools, strict=True):
