@@ -79,16 +79,22 @@ def _replace(spool: Path, final: Path) -> None:
     try:
         os.replace(spool, final)
     except FileNotFoundError:
-        # The key's directory is new (its spool is there: spools are ours alone).
-        final.parent.mkdir(parents=True, exist_ok=True)
+        # The key's directory is new (its spool is there: spools are ours alone). Its
+        # parent nearly always exists: one mkdir, not pathlib's failed mkdir, mkdir of the
+        # parent and stat (a fresh store makes a directory for most blobs it takes).
+        try:
+            os.mkdir(final.parent)
+        except FileNotFoundError:
+            os.makedirs(final.parent, exist_ok=True)
+        except FileExistsError:
+            pass  # made meanwhile by another commit
         os.replace(spool, final)
 
 
 def _move_into_place(spool: Path, final: Path) -> None:
     """fsync, then rename: after a crash the key holds all of its bytes or nothing."""
     _fsync(spool)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(spool, final)
+    _replace(spool, final)
 
 
 def _move_writer(writer: BlobWriter, final: Path) -> None:
