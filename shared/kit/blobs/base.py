@@ -167,11 +167,21 @@ class BlobWriter:
         """The spool file, written now if the bytes were held in memory: blocking, for a
         commit's worker thread."""
         if self._held is not None:
-            held = self._held
-            self._open()
-            assert self._file is not None
-            with self._file:
-                self._file.write(held)
+            path = self.path
+            # os.open and write, not open(): no fstat, isatty ioctl and lseek a file.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            try:
+                fd = os.open(path, flags, 0o666)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, flags, 0o666)
+            self._on_disk = True
+            try:
+                view = memoryview(self._held)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             self._drop_held()
         return self.path
 
