@@ -17,6 +17,7 @@ from shared.kit.blobs import (
     MIN_PART,
     BlobStore,
     BlobWriter,
+    Held,
     InvalidPart,
     LocalBlobStore,
     S3BlobStore,
@@ -51,8 +52,10 @@ async def store(
     await blobs.close()
 
 
-def written(blobs: BlobStore, data: bytes, chunk: int = 1000) -> BlobWriter:
-    writer = blobs.writer()
+def written(
+    blobs: BlobStore, data: bytes, chunk: int = 1000, hold: Held | None = None
+) -> BlobWriter:
+    writer = blobs.writer(hold)
     for at in range(0, len(data), chunk):
         writer.write(data[at : at + chunk])
     return writer
@@ -125,6 +128,45 @@ async def test_a_request_of_many_small_blobs_is_committed_together(store: BlobSt
     for writer, data in zip(writers, contents, strict=True):
         assert not writer.path.exists()
         assert await read(store, writer.key, 0, len(data) - 1) == data
+
+
+@pytest.mark.parametrize("many", [False, True])
+async def test_small_blobs_held_in_memory_are_spooled_by_the_commit(
+    store: BlobStore, many: bool
+) -> None:
+    """An upload's small blobs stay in memory within its budget (no spool file until the
+    commit); a blob past the size a blob may be held at, or past the budget, is spooled
+    as it comes. Every one is stored whole, alone or in a batch, and nothing is left."""
+    hold = Held(100_000)
+    small = [os.urandom(4096) for _ in range(30 if many else 2)]
+    large = os.urandom(70_000)  # over 64 KiB: spooled once it grows past it
+    writers = [written(store, data, hold=hold) for data in (*small, large)]
+    held, spilled = writers[:-1], writers[-1]
+    fitting = 100_000 // 4096 if many else len(small)
+    assert not any(w.path.exists() for w in held[:fitting])
+    assert all(w.path.exists() for w in (*held[fitting:], spilled))
+    over_budget = held[fitting:]
+    assert hold.left == 100_000 - 4096 * (len(held) - len(over_budget))
+    for writer, data in zip(writers, (*small, large), strict=True):
+        writer.finish()
+        assert writer.read_at(100, 50) == data[100:150]
+    await store.commit(writers)
+    for writer, data in zip(writers, (*small, large), strict=True):
+        assert not writer.path.exists()
+        assert await read(store, writer.key, 0, len(data) - 1) == data
+        writer.abort()  # as the receiver's cleanup does: harmless after the commit
+    assert hold.left == 100_000
+
+
+async def test_an_aborted_held_writer_leaves_nothing_and_gives_its_budget_back(
+    store: BlobStore,
+) -> None:
+    hold = Held(10_000)
+    writer = written(store, b"held, then dropped", hold=hold)
+    assert hold.left < 10_000
+    writer.abort()
+    assert hold.left == 10_000
+    assert not writer.path.exists()
 
 
 async def test_an_empty_blob(store: BlobStore) -> None:

@@ -5,7 +5,6 @@ kept, a few KiB at most. Nothing is held whole in memory."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,7 +14,7 @@ from services.ingest.media import facts as media_facts
 from services.ingest.media import kinds
 from services.ingest.uploads.domain import StoredFile, StoredInstance, check_file_name
 from shared.contracts.catalog import Media
-from shared.kit.blobs import BlobStore, BlobWriter
+from shared.kit.blobs import BlobStore, BlobWriter, Held
 from shared.kit.errors import Refused
 
 # One upload is one transaction of events; more files go in further uploads.
@@ -25,10 +24,10 @@ FIELD_LIMIT = 4096
 # whole to be parsed, so bounded; more is refused, never cut.
 METADATA_FIELD = "metadata"
 METADATA_FIELD_LIMIT = 4 * 1024 * 1024
-# A file whose bytes all fit in the head kept for the sniffer is inspected from memory,
-# not read again from its spool (an open and a read or more a file: a tenth of ingest's
-# time for 4 KiB files); at most this much of a request is kept so.
-HELD_WHOLE_LIMIT = 4 * 1024 * 1024
+# Small files (up to the store's HOLD_PER_BLOB each) stay in memory until the commit
+# writes their spools in its worker thread, and are inspected from memory: at most this
+# much of a request is kept so, the rest is spooled as it comes.
+HELD_LIMIT = 8 * 1024 * 1024
 
 
 @dataclass
@@ -57,9 +56,7 @@ class Receiver:
         self.header_value = b""
         self.stored: list[StoredFile] = []
         self.spools: list[BlobWriter] = []  # each stored file's, in the same order
-        # Each stored file's bytes when its head holds them all (None: read its spool).
-        self.wholes: list[bytes | None] = []
-        self.held = 0
+        self.held = Held(HELD_LIMIT)
         self.refusal: Refused | None = None
         self.writers: list[BlobWriter] = []
         # Form fields other than files (an image group's kind and name), a few KiB at most.
@@ -124,7 +121,7 @@ class Receiver:
                 {"limit": MAX_FILES},
             )
             return
-        part.writer = self.blobs.writer()
+        part.writer = self.blobs.writer(self.held)
         self.writers.append(part.writer)
 
     def _related_part(self, part: Part) -> None:
@@ -204,33 +201,16 @@ class Receiver:
             )
         )
         self.spools.append(part.writer)
-        whole = None
-        if part.writer.size == len(part.head) and self.held + len(part.head) <= HELD_WHOLE_LIMIT:
-            whole = bytes(part.head)
-            self.held += len(whole)
-        self.wholes.append(whole)
 
     def read_facts(self) -> None:
-        """Each stored file's media facts, from its local spool (no round trip to the
-        store); blocking, in a worker thread: a decoder may take up to its time cap."""
+        """Each stored file's media facts, from memory or its local spool (no round trip
+        to the store); blocking, in a worker thread: a decoder may take up to its time cap."""
         self.stored = [
-            replace(
-                stored,
-                media=media_facts.inspect(
-                    spool.read_at if whole is None else _reader(whole), spool.size
-                ).media,
-            )
-            for stored, spool, whole in zip(self.stored, self.spools, self.wholes, strict=True)
+            replace(stored, media=media_facts.inspect(spool.read_at, spool.size).media)
+            for stored, spool in zip(self.stored, self.spools, strict=True)
         ]
 
     def cleanup(self) -> None:
         """Drop every spool not committed (after a commit, nothing is left to drop)."""
         for writer in self.writers:
             writer.abort()
-
-
-def _reader(whole: bytes) -> Callable[[int, int], bytes]:
-    def read_at(offset: int, length: int) -> bytes:
-        return whole[offset : offset + length]
-
-    return read_at

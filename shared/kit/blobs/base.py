@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 CHUNK = 1024 * 1024
 # S3's limits for a multipart upload, kept by the local adapter too.
@@ -72,47 +72,138 @@ class PartInfo(NamedTuple):
     size: int
 
 
+# A blob of at most this many bytes may stay in memory until its commit, within the
+# `Held` budget its writer was given.
+HOLD_PER_BLOB = 64 * 1024
+
+
+class Held:
+    """How many bytes an upload's writers may still keep in memory (its budget)."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+
 class BlobWriter:
-    """One upload's bytes, spooled to a local file while hashed.
+    """One upload's bytes, hashed as they come and spooled to a local file.
 
     Nothing is in the store until `commit`; until then `read_at` reads the spool, so
-    media inspection never needs a network round trip.
+    media inspection never needs a network round trip. Given a `Held` budget, a small
+    blob stays in memory and its spool is written by the commit, in its worker thread:
+    creating a file is a system call that waits on the file system's journal (another
+    request's `syncfs`), and the writer is fed on the event loop.
     """
 
-    def __init__(self, spool_dir: Path) -> None:
-        self.path = spool_dir / uuid.uuid4().hex
-        try:
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
-        except FileNotFoundError:
-            # Made on first use (or again, if swept): not a mkdir per file of a batch.
-            spool_dir.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
+    def __init__(self, spool_dir: Path, hold: Held | None = None) -> None:
+        self._spool_dir = spool_dir
+        # The spool's name; its Path is made when needed (most held blobs: in the commit).
+        self._name = os.urandom(16).hex()
+        self._hold = hold
+        self._held: bytearray | None = bytearray() if hold is not None else None
+        self._file: BinaryIO | None = None
+        self._on_disk = False
+        if hold is None:
+            self._open()
         self._hash = hashlib.sha256()
         self.size = 0
         self.key = ""
         self.sha256 = ""
 
+    @property
+    def path(self) -> Path:
+        return self._spool_dir / self._name
+
+    def _open(self) -> None:
+        path = self.path
+        try:
+            self._file = open(path, "wb")  # noqa: SIM115 - closed in finish/abort
+        except FileNotFoundError:
+            # Made on first use (or again, if swept): not a mkdir per file of a batch.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "wb")  # noqa: SIM115 - closed in finish/abort
+        self._on_disk = True
+
     def write(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
-        self._file.write(data)
         self.size += len(data)
+        held = self._held
+        if held is not None:
+            assert self._hold is not None
+            if self.size <= HOLD_PER_BLOB and len(data) <= self._hold.left:
+                self._hold.left -= len(data)
+                held += data
+                return
+            self._spill()
+        assert self._file is not None
+        self._file.write(data)
+
+    def _spill(self) -> None:
+        """Too large (or the budget spent) to stay in memory: to the spool file."""
+        held = self._drop_held()
+        self._open()
+        assert self._file is not None
+        self._file.write(held)
+
+    def _drop_held(self) -> bytearray:
+        held, self._held = self._held or bytearray(), None
+        if self._hold is not None:
+            self._hold.left += len(held)
+        return held
+
+    @property
+    def held(self) -> bytes | bytearray | None:
+        """The bytes, if they are in memory only (finished, not committed)."""
+        return self._held
 
     def finish(self) -> tuple[str, str]:
         """Close the spool; returns (key, sha256). The blob is stored by `commit`."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         self.sha256 = self._hash.hexdigest()
         self.key = content_key(self.sha256)
         return self.key, self.sha256
 
+    def spooled(self) -> Path:
+        """The spool file, written now if the bytes were held in memory: blocking, for a
+        commit's worker thread."""
+        if self._held is not None:
+            path = self.path
+            # os.open and write, not open(): no fstat, isatty ioctl and lseek a file.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            try:
+                fd = os.open(path, flags, 0o666)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, flags, 0o666)
+            self._on_disk = True
+            try:
+                view = memoryview(self._held)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            self._drop_held()
+        return self.path
+
+    def moved(self) -> None:
+        """The spool was renamed into the store: nothing of it is left to drop."""
+        self._on_disk = False
+
     def read_at(self, offset: int, length: int) -> bytes:
+        if self._held is not None:
+            return bytes(self._held[offset : offset + length])
         with open(self.path, "rb") as f:
             f.seek(offset)
             return f.read(length)
 
     def abort(self) -> None:
         """Drop the spool (harmless after commit, which has moved or removed it)."""
-        self._file.close()
-        self.path.unlink(missing_ok=True)
+        if self._file is not None:
+            self._file.close()
+        self._drop_held()
+        if self._on_disk:
+            self.path.unlink(missing_ok=True)
+            self._on_disk = False
 
 
 class BlobStore(Protocol):
@@ -124,7 +215,9 @@ class BlobStore(Protocol):
 
     async def close(self) -> None: ...
 
-    def writer(self) -> BlobWriter: ...
+    def writer(self, hold: Held | None = None) -> BlobWriter:
+        """A writer for one blob; with `hold`, a small blob may stay in memory until
+        its commit, within that budget."""
 
     async def commit(self, writers: Sequence[BlobWriter]) -> None:
         """Store finished writers under their content keys, durably; drop the spools

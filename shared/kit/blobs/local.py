@@ -22,6 +22,7 @@ from shared.kit.blobs.base import (
     CHUNK,
     MIN_PART,
     BlobWriter,
+    Held,
     InvalidPart,
     PartInfo,
     UnknownUpload,
@@ -78,25 +79,37 @@ def _replace(spool: Path, final: Path) -> None:
     try:
         os.replace(spool, final)
     except FileNotFoundError:
-        # The key's directory is new (its spool is there: spools are ours alone).
-        final.parent.mkdir(parents=True, exist_ok=True)
+        # The key's directory is new (its spool is there: spools are ours alone). Its
+        # parent nearly always exists: one mkdir, not pathlib's failed mkdir, mkdir of the
+        # parent and stat (a fresh store makes a directory for most blobs it takes).
+        try:
+            os.mkdir(final.parent)
+        except FileNotFoundError:
+            os.makedirs(final.parent, exist_ok=True)
+        except FileExistsError:
+            pass  # made meanwhile by another commit
         os.replace(spool, final)
 
 
 def _move_into_place(spool: Path, final: Path) -> None:
     """fsync, then rename: after a crash the key holds all of its bytes or nothing."""
     _fsync(spool)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(spool, final)
+    _replace(spool, final)
+
+
+def _move_writer(writer: BlobWriter, final: Path) -> None:
+    _move_into_place(writer.spooled(), final)
+    writer.moved()
 
 
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._incoming = self.root / "incoming"
 
     async def start(self) -> None:
-        await asyncio.to_thread(sweep_spools, self.root / "incoming")
+        await asyncio.to_thread(sweep_spools, self._incoming)
 
     async def close(self) -> None:
         pass
@@ -111,17 +124,17 @@ class LocalBlobStore:
         """Where a blob is on disk."""
         return self._path(key)
 
-    def writer(self) -> BlobWriter:
-        return BlobWriter(self.root / "incoming")
+    def writer(self, hold: Held | None = None) -> BlobWriter:
+        return BlobWriter(self._incoming, hold)
 
     async def commit(self, writers: Sequence[BlobWriter]) -> None:
         try:
-            finals = {self._path(w.key): w.path for w in writers}
-            if _SYNCFS is not None and len(finals) >= SYNCFS_FROM:
-                await asyncio.to_thread(self._commit_together, finals)
+            if _SYNCFS is not None and len(writers) >= SYNCFS_FROM:
+                await asyncio.to_thread(self._commit_together, writers)
                 return
+            finals = {self._path(w.key): w for w in writers}
             await asyncio.gather(
-                *(asyncio.to_thread(_move_into_place, s, f) for f, s in finals.items())
+                *(asyncio.to_thread(_move_writer, w, f) for f, w in finals.items())
             )
             # The renames are durable once their directories are synced.
             await asyncio.gather(
@@ -131,12 +144,16 @@ class LocalBlobStore:
             for w in writers:
                 w.abort()
 
-    def _commit_together(self, finals: dict[Path, Path]) -> None:
-        """Every spool durable, then renamed into place, then every rename durable: after
-        a crash each key holds all of its bytes or nothing, as with `_move_into_place`."""
+    def _commit_together(self, writers: Sequence[BlobWriter]) -> None:
+        """Every spool written and durable, then renamed into place, then every rename
+        durable: after a crash each key holds all of its bytes or nothing, as with
+        `_move_into_place`."""
+        finals = {self._path(w.key): w for w in writers}
+        spools = [w.spooled() for w in finals.values()]
         _syncfs(self.root)
-        for final, spool in finals.items():
+        for (final, writer), spool in zip(finals.items(), spools, strict=True):
             _replace(spool, final)
+            writer.moved()
         _syncfs(self.root)
 
     async def put(self, key: str, data: bytes) -> None:

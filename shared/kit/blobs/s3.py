@@ -35,6 +35,7 @@ from minio.error import S3Error
 from shared.kit.blobs.base import (
     CHUNK,
     BlobWriter,
+    Held,
     InvalidPart,
     PartInfo,
     UnknownUpload,
@@ -144,8 +145,8 @@ class S3BlobStore:
             await self._http.aclose()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
-    def writer(self) -> BlobWriter:
-        return BlobWriter(self.spool_dir)
+    def writer(self, hold: Held | None = None) -> BlobWriter:
+        return BlobWriter(self.spool_dir, hold)
 
     async def commit(self, writers: Sequence[BlobWriter]) -> None:
         """Put each spool under its content key, unless that key is there already
@@ -155,6 +156,17 @@ class S3BlobStore:
         async def put(w: BlobWriter) -> None:
             async with gate:
                 if await self.exists(w.key):
+                    return
+                held = w.held
+                if held is not None:
+                    # Held in memory: put as it is, no spool file written and read back.
+                    await self._call(
+                        self._client.put_object,
+                        self.bucket,
+                        w.key,
+                        io.BytesIO(held),
+                        len(held),
+                    )
                     return
                 await self._call(
                     self._client.fput_object,
