@@ -169,6 +169,38 @@ async def test_an_aborted_held_writer_leaves_nothing_and_gives_its_budget_back(
     assert not writer.path.exists()
 
 
+def test_a_held_blob_aborted_while_its_commit_writes_its_spool_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled commit's cleanup runs on the event loop while the commit's thread may
+    be creating the spool (waiting on the journal): the file made after the abort is
+    the thread's to drop, and nothing is renamed into the store."""
+    store = LocalBlobStore(tmp_path)
+    writer = written(store, b"held until the commit", hold=Held(10_000))
+    writer.finish()
+    real_open = os.open
+
+    def open_then_abort(path: Path, flags: int, mode: int = 0o777) -> int:
+        fd = real_open(path, flags, mode)
+        writer.abort()  # what the cleanup does meanwhile
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_abort)
+    with pytest.raises(ValueError, match="aborted"):
+        writer.spooled()
+    monkeypatch.undo()
+    assert list((tmp_path / "incoming").iterdir()) == []
+
+
+async def test_a_finished_blob_takes_no_more_bytes(store: BlobStore) -> None:
+    for hold in (Held(10_000), None):
+        writer = written(store, b"abc", hold=hold)
+        writer.finish()
+        with pytest.raises(ValueError, match="finished"):
+            writer.write(b"X")  # its key names b"abc"
+        writer.abort()
+
+
 async def test_an_empty_blob(store: BlobStore) -> None:
     writer = store.writer()
     key, _ = writer.finish()

@@ -87,11 +87,12 @@ class Held:
 class BlobWriter:
     """One upload's bytes, hashed as they come and spooled to a local file.
 
-    Nothing is in the store until `commit`; until then `read_at` reads the spool, so
-    media inspection never needs a network round trip. Given a `Held` budget, a small
-    blob stays in memory and its spool is written by the commit, in its worker thread:
-    creating a file is a system call that waits on the file system's journal (another
-    request's `syncfs`), and the writer is fed on the event loop.
+    Nothing is in the store until `commit`; until then `read_at` reads the spool (or the
+    bytes held in memory), so media inspection never needs a network round trip. Given a
+    `Held` budget, a small blob stays in memory and its spool is written by the commit,
+    in its worker thread: creating a file is a system call that waits on the file
+    system's journal (another request's `syncfs`), and the writer is fed on the event
+    loop.
     """
 
     def __init__(self, spool_dir: Path, hold: Held | None = None) -> None:
@@ -102,6 +103,7 @@ class BlobWriter:
         self._held: bytearray | None = bytearray() if hold is not None else None
         self._file: BinaryIO | None = None
         self._on_disk = False
+        self._aborted = False
         if hold is None:
             self._open()
         self._hash = hashlib.sha256()
@@ -124,6 +126,9 @@ class BlobWriter:
         self._on_disk = True
 
     def write(self, data: bytes | memoryview) -> None:
+        if self.key:
+            # Its key names the bytes it had: more would be stored under the wrong one.
+            raise ValueError("write to a finished blob")
         self._hash.update(data)
         self.size += len(data)
         held = self._held
@@ -166,8 +171,10 @@ class BlobWriter:
     def spooled(self) -> Path:
         """The spool file, written now if the bytes were held in memory: blocking, for a
         commit's worker thread."""
-        if self._held is not None:
+        held = self._held
+        if held is not None:
             path = self.path
+            self._on_disk = True
             # os.open and write, not open(): no fstat, isatty ioctl and lseek a file.
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
             try:
@@ -175,13 +182,17 @@ class BlobWriter:
             except FileNotFoundError:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(path, flags, 0o666)
-            self._on_disk = True
             try:
-                view = memoryview(self._held)
+                view = memoryview(held)
                 while view:
                     view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
+            if self._aborted:
+                # Aborted meanwhile (a cancelled commit: the abort ran on the event loop
+                # while this thread waited in os.open): the file is this thread's to drop.
+                path.unlink(missing_ok=True)
+                raise ValueError("the blob was aborted while its spool was written")
             self._drop_held()
         return self.path
 
@@ -198,6 +209,7 @@ class BlobWriter:
 
     def abort(self) -> None:
         """Drop the spool (harmless after commit, which has moved or removed it)."""
+        self._aborted = True
         if self._file is not None:
             self._file.close()
         self._drop_held()
