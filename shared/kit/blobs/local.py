@@ -75,26 +75,34 @@ def _syncfs(root: Path) -> None:
         os.close(fd)
 
 
-def _replace(spool: Path, final: Path) -> None:
+def _replace(spool: Path, final: Path) -> list[Path]:
+    """Rename the spool to its key; returns the directories whose entries for a directory
+    it had to make are not durable yet (the caller that fsyncs syncs them too)."""
     try:
         os.replace(spool, final)
+        return []
     except FileNotFoundError:
         # The key's directory is new (its spool is there: spools are ours alone). Its
         # parent nearly always exists: one mkdir, not pathlib's failed mkdir, mkdir of the
         # parent and stat (a fresh store makes a directory for most blobs it takes).
+        made = [final.parent.parent]
         try:
             os.mkdir(final.parent)
         except FileNotFoundError:
             os.makedirs(final.parent, exist_ok=True)
+            made.append(final.parent.parent.parent)
         except FileExistsError:
-            pass  # made meanwhile by another commit
+            pass  # made meanwhile by another commit: synced here too, not waited for
         os.replace(spool, final)
+        return made
 
 
 def _move_into_place(spool: Path, final: Path) -> None:
-    """fsync, then rename: after a crash the key holds all of its bytes or nothing."""
+    """fsync, then rename: after a crash the key holds all of its bytes or nothing. The
+    caller fsyncs the key's directory; a directory made here is synced in its parent."""
     _fsync(spool)
-    _replace(spool, final)
+    for parent in _replace(spool, final):
+        _fsync(parent)
 
 
 def _move_writer(writer: BlobWriter, final: Path) -> None:
