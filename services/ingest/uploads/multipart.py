@@ -1,6 +1,8 @@
 """A multipart upload as it streams in: each `file` part written to the blob store while
 its head is kept for the sniffer; other form fields (an image group's kind and name)
-kept, a few KiB at most. Nothing is held whole in memory."""
+kept, a few KiB at most. Small files (64 KiB at most each, 8 MiB a request: the blob
+store's `Held` budget) stay in memory until the commit; anything more is spooled to disk
+as it comes, so a request's memory is bounded whatever its size."""
 
 from __future__ import annotations
 
