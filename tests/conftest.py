@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -68,6 +69,10 @@ def _on_s3_platform(item: pytest.Item) -> bool:
 
 
 _OWN_BASETEMP: list[str] = []
+_FAILED: list[bool] = []
+# A session's directory left by a run that was killed (no unconfigure) is swept by a
+# later session once this old: no session runs this long.
+_LEFT_OVER_S = 24 * 3600
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -76,15 +81,30 @@ def pytest_configure(config: pytest.Config) -> None:
     one. pytest's shared one (/tmp/pytest-of-<user>) is made private (0700) again by
     every session that starts, and the embedded PostgreSQL, run as its own user when the
     tests run as root, then can no longer reach its data: a second test session on the
-    machine (a developer's, a helper's) made the first one's database PANIC."""
+    machine (a developer's, a helper's) made the first one's database PANIC.
+    (tryfirst, in this initial conftest: before pytest's own temp-dir setup reads it.)"""
     if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        root = Path(tempfile.gettempdir())
+        for old in root.glob("files-pytest-*"):
+            with contextlib.suppress(OSError):
+                if time.time() - old.stat().st_mtime > _LEFT_OVER_S:
+                    shutil.rmtree(old, ignore_errors=True)
         config.option.basetemp = tempfile.mkdtemp(prefix="files-pytest-")
         _OWN_BASETEMP.append(config.option.basetemp)
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _FAILED.append(exitstatus != 0)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    """The session's directory goes, unless the session failed: its databases' and
+    services' logs are there to read."""
     for made in _OWN_BASETEMP:
-        shutil.rmtree(made, ignore_errors=True)
+        if any(_FAILED):
+            print(f"\nkept for its logs: {made}")
+        else:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 def _rank(item: pytest.Item) -> int:

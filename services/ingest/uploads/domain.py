@@ -47,12 +47,7 @@ def check_file_name(name: str | None) -> str:
     return name
 
 
-def content_stored(
-    job_id: uuid.UUID,
-    folder_id: uuid.UUID,
-    f: StoredFile,
-    metadata: dict[str, Any] | None = None,
-) -> ev.FileContentStored:
+def content_stored(job_id: uuid.UUID, folder_id: uuid.UUID, f: StoredFile) -> ev.FileContentStored:
     return ev.FileContentStored(
         job_id=job_id,
         file_id=f.file_id,
@@ -65,7 +60,6 @@ def content_stored(
         media=f.media,
         blob_key=f.blob_key,
         source=Source(type="upload"),
-        metadata=metadata or {},
     )
 
 
