@@ -77,18 +77,7 @@ class FilesStored(Event):
         upload = Source(type="upload")
         return [
             FileContentStored.model_construct(
-                job_id=self.job_id,
-                file_id=f.file_id,
-                folder_id=self.folder_id,
-                name=f.name,
-                kind=f.kind,
-                size=f.size,
-                sha256=f.sha256,
-                mime_type=f.mime_type,
-                media=f.media,
-                blob_key=f.blob_key,
-                source=upload,
-                metadata=f.metadata,
+                job_id=self.job_id, folder_id=self.folder_id, source=upload, **dict(f)
             )
             for f in self.files
         ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from shared.contracts import ingest as ev
@@ -47,19 +47,14 @@ def check_file_name(name: str | None) -> str:
     return name
 
 
+def _fields(f: StoredFile) -> dict[str, Any]:
+    """A stored file's fields, shallow (its events name each of them)."""
+    return {field.name: getattr(f, field.name) for field in fields(f)}
+
+
 def content_stored(job_id: uuid.UUID, folder_id: uuid.UUID, f: StoredFile) -> ev.FileContentStored:
     return ev.FileContentStored(
-        job_id=job_id,
-        file_id=f.file_id,
-        folder_id=folder_id,
-        name=f.name,
-        kind=f.kind,
-        size=f.size,
-        sha256=f.sha256,
-        mime_type=f.mime_type,
-        media=f.media,
-        blob_key=f.blob_key,
-        source=Source(type="upload"),
+        job_id=job_id, folder_id=folder_id, source=Source(type="upload"), **_fields(f)
     )
 
 
@@ -77,20 +72,7 @@ def record_upload(
         ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files))
     ]
     given = metadata or {}
-    contents = [
-        ev.StoredContent(
-            file_id=f.file_id,
-            name=f.name,
-            kind=f.kind,
-            size=f.size,
-            sha256=f.sha256,
-            mime_type=f.mime_type,
-            media=f.media,
-            blob_key=f.blob_key,
-            metadata=given.get(f.name) or {},
-        )
-        for f in files
-    ]
+    contents = [ev.StoredContent(**_fields(f), metadata=given.get(f.name) or {}) for f in files]
     events += [
         ev.FilesStored(job_id=job_id, folder_id=folder_id, files=page)
         for page in limits.pages(contents, lambda c: limits.json_size(c.model_dump(mode="json")))
