@@ -281,6 +281,7 @@ class Consumer:
         max_fetch_bytes: int = 8 * 1024 * 1024,
         after_db_commit: Callable[[], Awaitable[None]] | None = None,
         wanted: Collection[str] | None = None,
+        idle: Callable[[asyncpg.Pool], Awaitable[frozenset[str]]] | None = None,
     ) -> None:
         self.pool = pool
         self.inbox = inbox
@@ -293,6 +294,9 @@ class Consumer:
         # The types whose envelopes are read whole (the others only as far as the
         # watermark needs: shared/kit/bus.py `decode`).
         self._read_whole = None if self.wanted is None else self.wanted | {PARKED}
+        # Asked once a poll: wanted types no reaction would act on now (ingest's
+        # webhooks' triggers while no webhook is registered), passed over the same way.
+        self.idle = idle
         self.bootstrap = bootstrap
         self.dead_letters = dead_letters
         self.policy = policy or Policy()
@@ -353,7 +357,13 @@ class Consumer:
         # With tracing on, the trace context of each message's headers, by event id.
         carried: dict[uuid.UUID, str | None] | None = {} if tracing.enabled else None
         seen: set[uuid.UUID] = set()
-        read_whole = self._read_whole
+        idle: frozenset[str] = frozenset()
+        if self.idle is not None and self.wanted is not None:
+            ask = self.idle
+            idle = await self._transiently(lambda: ask(self.pool), [])
+        read_whole = (
+            self._read_whole if not idle or self._read_whole is None else self._read_whole - idle
+        )
         for message in messages:
             if message.value is None:
                 continue  # a filler the relay padded a partition with (shared/kit/outbox.py)
@@ -387,7 +397,7 @@ class Consumer:
         if not envelopes:
             return
         try:
-            await self._transiently(lambda: self._apply(envelopes, carried), envelopes)
+            await self._transiently(lambda: self._apply(envelopes, carried, idle), envelopes)
             return
         except Stalled:
             raise
@@ -396,7 +406,7 @@ class Consumer:
                 log.warning("consumer.batch_failed", consumer=self.inbox.consumer, exc_info=True)
         # Not transient: find the event at fault, applying the batch one event at a time.
         for envelope in envelopes:
-            await self._apply_alone(envelope, carried)
+            await self._apply_alone(envelope, carried, idle)
 
     async def _transiently(
         self, attempt: Callable[[], Awaitable[T]], envelopes: Sequence[Envelope]
@@ -433,10 +443,13 @@ class Consumer:
                 await backoff.wait()
 
     async def _apply(
-        self, envelopes: Sequence[Envelope], carried: Mapping[uuid.UUID, str | None] | None = None
+        self,
+        envelopes: Sequence[Envelope],
+        carried: Mapping[uuid.UUID, str | None] | None = None,
+        idle: frozenset[str] = frozenset(),
     ) -> None:
         started = time.monotonic()
-        wanted = self.wanted
+        wanted = self.wanted - idle if self.wanted is not None and idle else self.wanted
         used = [e for e in envelopes if wanted is None or e.type in wanted]
         passed = [e for e in envelopes if wanted is not None and e.type not in wanted]
         async with self.pool.acquire() as conn, conn.transaction():
@@ -476,7 +489,10 @@ class Consumer:
             await self.handle(conn, batch)
 
     async def _apply_alone(
-        self, envelope: Envelope, carried: Mapping[uuid.UUID, str | None] | None = None
+        self,
+        envelope: Envelope,
+        carried: Mapping[uuid.UUID, str | None] | None = None,
+        idle: frozenset[str] = frozenset(),
     ) -> None:
         """One event, on its own: transient failures wait as for a batch; any other
         failure counts a try, and after poison_tries the event is dead-lettered."""
@@ -484,7 +500,7 @@ class Consumer:
         first_failed_at: datetime | None = None
         while True:
             try:
-                await self._transiently(lambda: self._apply([envelope], carried), [envelope])
+                await self._transiently(lambda: self._apply([envelope], carried, idle), [envelope])
                 return
             except Stalled:
                 raise

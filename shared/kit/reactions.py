@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import asyncpg
+
 from shared.contracts import REGISTRY
 from shared.contracts.envelope import Envelope, Event
 from shared.contracts.upcasting import upcast
@@ -210,6 +212,12 @@ class Bound:
             joined.by_type |= part.by_type
         joined.types = frozenset(joined.by_type)
         return joined
+
+    async def idle(self, pool: Conn | asyncpg.Pool) -> frozenset[str]:
+        """Types among `types` that no reaction would act on now (none, here; a bound
+        that knows better says which): the consumer passes them over like the types it
+        has no reaction to, without decoding them whole or an inbox row each."""
+        return frozenset()
 
     async def __call__(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
         for event_type, run in itertools.groupby(envelopes, key=lambda e: e.type):

@@ -172,6 +172,7 @@ class Runtime:
                 topics=self.consumes,
                 handle=self.reactions,
                 wanted=self.reactions.types,
+                idle=self.reactions.idle,
                 bootstrap=s.kafka_bootstrap,
                 dead_letters=self.producer,
                 policy=Policy(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 import asyncpg
@@ -242,4 +242,67 @@ async def test_a_consumer_applies_only_the_types_it_wants(
             await running
     assert set(seen) == {wanted}
     assert sorted(r["n"] for r in await pool.fetch(f"SELECT * FROM {s}.effects")) == [1, 3, 5]
+    assert await pool.fetchval(f"SELECT count(*) FROM {s}.inbox") == 3
+
+
+async def test_types_idle_for_now_are_passed_over_until_a_reaction_would_act(
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
+) -> None:
+    """A type the consumer reacts to, but that no reaction would act on now (ingest's
+    webhooks' triggers with no webhook registered), is passed over like an unwanted one:
+    not handled, no inbox row. Once a reaction would act, it is applied again."""
+    s, topic, inbox, producer = world.schema, world.topic, world.inbox, world.producer
+    wanted = envelope("w", 1).type
+    idle_now = {wanted}
+
+    async def send(n: int) -> None:
+        sent = envelope(f"s-{n}", 1, n=n).model_copy(update={"source": s, "position": n})
+        await producer.send_and_wait(
+            topic,
+            bus.encode(sent),
+            key=f"s-{n}".encode(),
+            headers=bus.wire_headers(sent.type, sent.correlation_id, None),
+        )
+
+    seen: list[int] = []
+
+    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        seen.extend(e.data["n"] for e in events)
+
+    async def idle(_: asyncpg.Pool) -> frozenset[str]:
+        return frozenset(idle_now)
+
+    consumer = Consumer(
+        pool=pool,
+        inbox=inbox,
+        topics=[topic],
+        handle=apply,
+        bootstrap=kafka_bootstrap,
+        dead_letters=producer,
+        wanted={wanted},
+        idle=idle,
+    )
+    running = asyncio.create_task(consumer.run())
+    try:
+
+        def past(position: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return (await inbox.watermarks(pool)).get(s, 0) >= position
+
+            return check
+
+        for n in (1, 2, 3):
+            await send(n)
+        await eventually(past(3), within=20, what="the watermark past the idle three")
+        assert seen == []
+        assert await pool.fetchval(f"SELECT count(*) FROM {s}.inbox") == 0
+        idle_now.clear()
+        for n in (4, 5, 6):
+            await send(n)
+        await eventually(past(6), within=20, what="the watermark past the wanted three")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert sorted(seen) == [4, 5, 6]
     assert await pool.fetchval(f"SELECT count(*) FROM {s}.inbox") == 3

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import asyncpg
 import orjson
 import structlog
 
@@ -455,6 +456,15 @@ class WithWebhooks(Bound):
         self.by_type = reactions.by_type
         self.types = reactions.types | _TRIGGER_TYPES
         self.reactions, self.webhooks = reactions, webhooks
+
+    async def idle(self, pool: Conn | asyncpg.Pool) -> frozenset[str]:
+        """With no webhook registered, the types only webhooks read are passed over (an
+        upload's FileUploaded a file: no inbox row nor whole decoding each). A webhook
+        registered meanwhile gets the events of the batches after its registration, as
+        it would when `record` finds it first."""
+        if await pool.fetchval("SELECT EXISTS (SELECT 1 FROM ingest.webhooks)"):
+            return frozenset()
+        return _TRIGGER_TYPES - self.reactions.types
 
     async def __call__(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
         await self.reactions(conn, envelopes)
