@@ -68,6 +68,8 @@ def status_of(http: int, code: str) -> grpc.StatusCode:
         return grpc.StatusCode.FAILED_PRECONDITION
     if http == 503:
         return grpc.StatusCode.UNAVAILABLE
+    if http == 507:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED  # the file store is full
     if http >= 500:
         return grpc.StatusCode.INTERNAL
     return {

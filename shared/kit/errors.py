@@ -7,6 +7,7 @@ API's error format.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -23,3 +24,22 @@ class Refused(Exception):
 
 def not_found(what: str, ident: object) -> Refused:
     return Refused(404, "not_found", f"{what} {ident} does not exist", {"id": str(ident)})
+
+
+def storage_failed(error: OSError) -> Refused:
+    """The local disk failed while keeping what a caller sent: not the caller's fault,
+    so never a 4xx about their request, and not a 500 either. A full disk (or quota) is
+    507; anything else 503, to be tried again. Nothing of the request is recorded; the
+    message names no path of ours."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Refused(
+            507,
+            "insufficient_storage",
+            "the file store is full: nothing of this upload was recorded; try again once"
+            " an operator has made room",
+        )
+    return Refused(
+        503,
+        "storage_unavailable",
+        "the file store could not write: nothing of this upload was recorded; try again",
+    )

@@ -25,7 +25,8 @@ from services.ingest.uploads.domain import (
 from services.ingest.uploads.multipart import METADATA_FIELD, Receiver
 from shared.contracts.envelope import Cause, Envelope, envelopes_of, now
 from shared.kit.blobs import BlobStore
-from shared.kit.errors import Refused
+from shared.kit.errors import Refused, storage_failed
+from shared.kit.logs import log
 from shared.kit.service import Handlers, Parts
 
 
@@ -82,6 +83,10 @@ class Uploads(Handlers):
             received = receiver.refusal is None
         except Refused:
             raise
+        except OSError as error:
+            # Our disk, while spooling a part (python-multipart raises no OSError).
+            log.error("ingest.spool_failed", error=repr(error))
+            raise storage_failed(error) from error
         except Exception as error:
             raise Refused(
                 400, "malformed_multipart", f"the multipart body is malformed: {error}"
@@ -216,7 +221,13 @@ class Uploads(Handlers):
                 check_metadata(await current_schema(conn), metadata)
             keys = sorted({w.key for w in receiver.writers})
             await claim_blobs(conn, keys, stored_at or UNDATED)
-            await self.blobs.commit(receiver.writers)
+            try:
+                await self.blobs.commit(receiver.writers)
+            except OSError as error:
+                # A local store's disk (held blobs are written out only now): the
+                # transaction rolls back; blobs renamed already are unclaimed, collected.
+                log.error("ingest.blob_commit_failed", error=repr(error))
+                raise storage_failed(error) from error
             await jobs.apply(conn, envelopes)
             await blob_refs.apply(conn, envelopes)
             return await self.store.append(conn, envelopes)
