@@ -1,6 +1,6 @@
-"""A disk that fails while an upload is received: the caller is told it is the store's
-fault (507 when full, 503 otherwise), not that their body is malformed, and no spool
-of the upload is left behind."""
+"""What receiving an upload asks of the local disk and memory: a disk that fails is the
+store's fault (507 when full, 503 otherwise), not a malformed body, and leaves no spool;
+memory held for small files is bounded for all requests of a process together."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from services.ingest.uploads import multipart
 from services.ingest.uploads.handlers import Uploads
 from shared.kit.blobs.base import BlobWriter
 from shared.kit.blobs.local import LocalBlobStore
@@ -73,3 +74,39 @@ async def test_a_malformed_body_is_still_the_callers(tmp_path: Path) -> None:
             chunks([f"--{BOUNDARY}\r\nno headers end here".encode()]),
         )
     assert (refused.value.status, refused.value.code) == (400, "malformed_multipart")
+
+
+async def test_uploads_beyond_the_process_allowance_spool_every_part_and_give_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All uploads of a process together hold at most HELD_TOTAL in memory: a request
+    that starts when it is reserved spools its small files as they come (and is stored
+    all the same); a request's reservation is given back once, when it is cleaned up."""
+    allowance = multipart.Allowance(2 * multipart.HELD_LIMIT + 1000)
+    monkeypatch.setattr(multipart, "PROCESS_HELD", allowance)
+    store = LocalBlobStore(tmp_path / "blobs")
+    first, second = multipart.Receiver(store), multipart.Receiver(store)
+    assert allowance.left == 1000
+    third = await Uploads._receive(
+        SimpleNamespace(blobs=store),  # type: ignore[arg-type]
+        f"multipart/form-data; boundary={BOUNDARY}",
+        chunks(body("small.png", png(4096))),
+    )
+    assert allowance.left == 0
+    (spool,) = third.spools
+    assert spool.held is None and spool.path.exists()  # on disk, not in memory
+    assert third.stored[0].size == 4096
+    third.cleanup()
+    third.cleanup()
+    assert allowance.left == 1000
+    first.cleanup()
+    second.cleanup()
+    assert allowance.left == 2 * multipart.HELD_LIMIT + 1000
+    held = await Uploads._receive(
+        SimpleNamespace(blobs=store),  # type: ignore[arg-type]
+        f"multipart/form-data; boundary={BOUNDARY}",
+        chunks(body("small.png", png(4096))),
+    )
+    assert held.spools[0].held is not None  # with room again, a small file stays in memory
+    held.cleanup()
+    assert allowance.left == 2 * multipart.HELD_LIMIT + 1000

@@ -2,7 +2,8 @@
 its head is kept for the sniffer; other form fields (an image group's kind and name)
 kept, a few KiB at most. Small files (64 KiB at most each, 8 MiB a request: the blob
 store's `Held` budget) stay in memory until the commit; anything more is spooled to disk
-as it comes, so a request's memory is bounded whatever its size."""
+as it comes, so a request's memory is bounded whatever its size, and so are all
+requests' together (`HELD_TOTAL`)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,29 @@ METADATA_FIELD_LIMIT = 4 * 1024 * 1024
 # writes their spools in its worker thread, and are inspected from memory: at most this
 # much of a request is kept so, the rest is spooled as it comes.
 HELD_LIMIT = 8 * 1024 * 1024
+# What a process's uploads may hold so at once, each request reserving its HELD_LIMIT
+# when it starts: the requests beyond it (the 33rd at once) spool every part as it
+# comes, so many concurrent uploads cannot grow ingest's memory past this.
+HELD_TOTAL = 256 * 1024 * 1024
+
+
+class Allowance:
+    """Bytes left to reserve; taken and given back on the event loop only (a request's
+    own `Held` is what its commit's threads touch)."""
+
+    def __init__(self, total: int) -> None:
+        self.left = total
+
+    def take(self, most: int) -> int:
+        taken = min(most, self.left)
+        self.left -= taken
+        return taken
+
+    def give(self, taken: int) -> None:
+        self.left += taken
+
+
+PROCESS_HELD = Allowance(HELD_TOTAL)
 
 
 @dataclass
@@ -58,7 +82,8 @@ class Receiver:
         self.header_value = b""
         self.stored: list[StoredFile] = []
         self.spools: list[BlobWriter] = []  # each stored file's, in the same order
-        self.held = Held(HELD_LIMIT)
+        self._reserved = PROCESS_HELD.take(HELD_LIMIT)
+        self.held = Held(self._reserved)
         self.refusal: Refused | None = None
         self.writers: list[BlobWriter] = []
         # Form fields other than files (an image group's kind and name), a few KiB at most.
@@ -213,6 +238,9 @@ class Receiver:
         ]
 
     def cleanup(self) -> None:
-        """Drop every spool not committed (after a commit, nothing is left to drop)."""
+        """Drop every spool not committed (after a commit, nothing is left to drop),
+        and give back the request's reservation of memory (once, however often called)."""
         for writer in self.writers:
             writer.abort()
+        PROCESS_HELD.give(self._reserved)
+        self._reserved = 0
