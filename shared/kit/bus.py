@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 import orjson
@@ -31,12 +32,28 @@ def encode(envelope: Envelope) -> bytes:
     return orjson.dumps(envelope.model_dump(mode="json"))
 
 
+# The fields of an envelope read only as far as the watermark needs (`decode`), given
+# all the same: a field left to its default_factory makes pydantic's model_construct
+# inspect the factory's signature on every call (21 µs an event, against 7 given all).
+# Nothing reads them on an event passed over.
+_PASSED = {
+    "schema_version": 1,
+    "stream_id": "",
+    "stream_version": 0,
+    "occurred_at": datetime.min.replace(tzinfo=UTC),
+    "actor": "",
+    "correlation_id": "",
+    "causation_id": None,
+    "traceparent": None,
+}
+
+
 def decode(value: bytes, read_whole: frozenset[str] | None = None) -> Envelope:
     """The envelope on the wire. One whose type is not in `read_whole` (a consumer with
     no use for it) is read only as far as moving the consumer's watermark past it needs
-    (id, type, source, position: each checked), not validated whole, which took twice
-    as long, for events most consumers never use. Raises ValueError (or a validation
-    error) for a message that is no envelope."""
+    (id, type, source, position: each checked), not validated whole, for events most
+    consumers never use (and an event of a shape this consumer does not know passes).
+    Raises ValueError (or a validation error) for a message that is no envelope."""
     found = orjson.loads(value)
     if read_whole is None or found.get("type") in read_whole:
         return Envelope.model_validate(found)
@@ -50,7 +67,12 @@ def decode(value: bytes, read_whole: frozenset[str] | None = None) -> Envelope:
     ):
         raise ValueError("not an envelope: no type, source or position")
     return Envelope.model_construct(
-        event_id=uuid.UUID(found["event_id"]), type=event_type, source=source, position=position
+        event_id=uuid.UUID(found["event_id"]),
+        type=event_type,
+        source=source,
+        position=position,
+        data={},
+        **_PASSED,
     )
 
 
