@@ -42,6 +42,10 @@ from shared.kit.settings import Settings
 # replica's cache when its event arrives (tens of milliseconds), and at once on the
 # replica that made it; this bound holds if the events stop coming.
 AUTH_TTL_S = 2.0
+# How long what a service consumes is taken as known (`Gateway._round`): it is fixed for
+# a version, and learnt again this often, so a rolling deploy that changes it is
+# followed within this time.
+CONSUMES_KNOWN_S = 60.0
 # 100,000 ids as JSON are about 4 MB.
 MAX_JSON_BODY = 16 * 1024 * 1024
 PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location", "content-range")
@@ -148,6 +152,9 @@ class Gateway:
             "thumbnails": settings.thumbnails_url,
         }
         self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        # The stores each service consumes, as its consistency answers say (and when
+        # they said it): a round asks only the services that may have reacted.
+        self._consumes: dict[str, tuple[float, frozenset[str]]] = {}
         # Signs who asks, on every call to a service (refused at start if weak or unset).
         self.identity = identity.ServiceKey(settings.service_key)
         self.http: httpx.AsyncClient
@@ -391,7 +398,25 @@ class Gateway:
         """Ask every service to wait for the token (at most `left` s); the heads they
         answer. A service that fails to answer adds nothing (never an error: after a
         write, the write stands). `strict`: a service's 400 (a token past its head)
-        ends the round at once and is the answer."""
+        ends the round at once and is the answer.
+
+        Asked: the services that consume a store the token names (only they can have
+        reacted to it), any whose consumption is not known (yet, or for a while), and,
+        strictly, the stores the token names (their heads bound it). A service that
+        consumes none of them would only answer its head, which merged in made the
+        next round wait for writes the token did not cause."""
+        now = time.monotonic()
+        named = set(token)
+        known = {
+            name: consumed
+            for name, (at, consumed) in self._consumes.items()
+            if now - at < CONSUMES_KNOWN_S
+        }
+        askees = [
+            name
+            for name in self.services
+            if name not in known or known[name] & named or (strict and name in named)
+        ]
         asks = {
             asyncio.ensure_future(
                 self.call(
@@ -403,7 +428,7 @@ class Gateway:
                     timeout=left + 5.0,
                 )
             ): name
-            for name in self.services
+            for name in askees
         }
         heads: dict[str, int] = {}
         pending = set(asks)
@@ -416,6 +441,8 @@ class Gateway:
                         log.warning("gateway.consistency_unanswered", upstream=asks[ask])
                     elif answer.status_code == 200:
                         heads = consistency.merge(heads, _heads(answer))
+                        if (consumed := _consumed(answer)) is not None:
+                            self._consumes[asks[ask]] = (time.monotonic(), consumed)
                     elif strict and answer.status_code == 400:
                         return self.relay(answer)
                     else:
@@ -523,6 +550,16 @@ class NoCookies(http.cookiejar.CookieJar):
 
     def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
         pass
+
+
+def _consumed(answer: httpx.Response) -> frozenset[str] | None:
+    """The stores a service consumes, from its consistency answer (None from one that
+    does not say: an older version, asked every round as before)."""
+    try:
+        consumes = answer.json()["consumes"]
+        return frozenset(str(c) for c in consumes) if isinstance(consumes, list) else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _heads(answer: httpx.Response) -> dict[str, int]:

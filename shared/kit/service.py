@@ -266,7 +266,8 @@ class Runtime:
             # What the caller is told it may read now is durable first: a consumer's
             # transaction wakes the wait at its commit, before its flush (kit/db.py).
             await db.flush(self.pool)
-            return {"caught_up": ok, "head": {self.name: head}}
+            # What it consumes: the gateway asks it again only for tokens naming them.
+            return {"caught_up": ok, "head": {self.name: head}, "consumes": sorted(mine)}
 
         @app.put("/internal/idempotency", include_in_schema=False)
         async def keep_public_answer(body: PublicAnswer) -> dict[str, bool]:
