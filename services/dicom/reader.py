@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Final, NoReturn
 
 import pydicom
+import pydicom.config
 from pydicom.encaps import parse_fragments
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
@@ -37,6 +38,15 @@ from services.dicom.domain import (
     Instance,
     Rejected,
 )
+
+# pydicom checks each value it reads against its VR and warns (and logs) when one is
+# odd; the reader checks the tags it keeps itself and words every rejection, so the
+# checks are skipped (the values read are the same). What pydicom still warns about
+# (charsets, for one) is filtered by the warning's module, once for the process:
+# `catch_warnings` around each read is not thread-safe (headers are read on 8 threads)
+# and could leave a process-wide "ignore everything" behind.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+warnings.filterwarnings("ignore", module=r"(pydicom|services\.dicom)(\.|$)")
 
 #: Wall-clock time one file's headers may take to read (a hostile file's thousands of
 #: sequences or fragments are refused, not read for minutes).
@@ -82,9 +92,8 @@ def read_instance(
 
     Whatever pydicom raises while reading ends as `malformed_dicom`, naming the error.
     Errors of the source itself (a path that cannot be opened, a failing read) propagate
-    unchanged: they say nothing about the file. pydicom's warnings are silenced while it
-    reads (`warnings.catch_warnings` is not thread-safe: other threads' warnings may be
-    hidden meanwhile).
+    unchanged: they say nothing about the file. pydicom's warnings are filtered (see the
+    top of the module).
     """
     if isinstance(source, bytes | bytearray | memoryview):
         return _read_stream(io.BytesIO(source), max_seconds, max_header_bytes)
@@ -220,21 +229,19 @@ def _read_lean(
     raw.seek(start)
     head = raw.read(min(size, lean.PREFIX_BYTES))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            kept = lean.kept_elements(head, size, max_header_bytes)
-            if kept is None:
+        kept = lean.kept_elements(head, size, max_header_bytes)
+        if kept is None:
+            return None
+        facts, missing, invalid = tags.read_kept(kept.elements, kept.encodings)
+        if missing or invalid:
+            return None
+        if kept.encapsulated_at is not None:
+            raw.seek(start)
+            if not _fragments_whole(
+                raw, kept.encapsulated_at, max_seconds, max_header_bytes, deadline
+            ):
                 return None
-            facts, missing, invalid = tags.read_kept(kept.elements, kept.encodings)
-            if missing or invalid:
-                return None
-            if kept.encapsulated_at is not None:
-                raw.seek(start)
-                if not _fragments_whole(
-                    raw, kept.encapsulated_at, max_seconds, max_header_bytes, deadline
-                ):
-                    return None
-            return _instance(facts, tags.read_listed(kept.elements, kept.encodings))
+        return _instance(facts, tags.read_listed(kept.elements, kept.encodings))
     except Exception:  # any doubt: pydicom reads it, and says what is wrong
         return None
 
@@ -265,9 +272,7 @@ def _read_with_pydicom(
 ) -> Instance | Rejected:
     source = _Source(raw, max_seconds, max_header_bytes, deadline)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            found = _read(source)
+        found = _read(source)
     except _Deflated:
         return Rejected(
             "unsupported_transfer_syntax",
