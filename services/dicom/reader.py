@@ -42,11 +42,11 @@ from services.dicom.domain import (
 # pydicom checks each value it reads against its VR and warns (and logs) when one is
 # odd; the reader checks the tags it keeps itself and words every rejection, so the
 # checks are skipped (the values read are the same). What pydicom still warns about
-# (charsets, for one) is filtered by the warning's module, once for the process:
+# (charsets, for one: UserWarnings) is filtered by module, once for the process:
 # `catch_warnings` around each read is not thread-safe (headers are read on 8 threads)
 # and could leave a process-wide "ignore everything" behind.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-warnings.filterwarnings("ignore", module=r"(pydicom|services\.dicom)(\.|$)")
+warnings.filterwarnings("ignore", category=UserWarning, module=r"(pydicom|services\.dicom)(\.|$)")
 
 #: Wall-clock time one file's headers may take to read (a hostile file's thousands of
 #: sequences or fragments are refused, not read for minutes).

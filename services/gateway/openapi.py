@@ -88,6 +88,13 @@ ERRORS: dict[int, tuple[str, str, str, dict[str, Any]]] = {
         "the catalog service did not answer in time; try again shortly",
         {"service": "catalog"},
     ),
+    507: (
+        "The file store is full; nothing of the upload was recorded",
+        "insufficient_storage",
+        "the file store is full: nothing of this upload was recorded; try again once an"
+        " operator has made room",
+        {},
+    ),
 }
 # What any route may answer besides its own (a 404 too: an id in a body or a query).
 ALWAYS = (400, 404, 500, 503)

@@ -368,7 +368,7 @@ ROUTES: tuple[Route, ...] = (
           (f"{SERIES}/instances", "a series' instances"))),
     Route("POST", f"{DICOMWEB}/studies", "ingest", "STOW-RS: store instances in the folder",
           body=MULTIPART_DICOM, answer=STORED, compose="store_instances",
-          errors=(*WRITE_ERRORS, 415), also={202: "some not stored (FailedSOPSequence), or"
+          errors=(*WRITE_ERRORS, 415, 507), also={202: "some not stored (FailedSOPSequence), or"
           " still storing after a minute: follow `Content-Location` (the job)"},
           description="The body is multipart/related; type=\"application/dicom\", an"
                       " instance a part, stored as a DICOM upload is (a job). 409: none"
@@ -455,16 +455,16 @@ ROUTES: tuple[Route, ...] = (
     # -- uploads, jobs, sessions (ingest, the folder checked in the catalog) --
     Route("POST", f"/v1/folders/{F}/files", "ingest", "Upload files (multipart)", 201,
           Multipart(ingest.UPLOAD_FILES), ingest.Uploaded, compose="upload",
-          errors=(400, 403, 409, 413, 415, 422),
+          errors=(400, 403, 409, 413, 415, 422, 507),
           gives={"file_id": "/files/0/id", "job_id": "/job_id"}),
     Route("POST", f"/v1/folders/{F}/image-groups", "ingest", "Upload an image group", 201,
           Multipart(ingest.IMAGE_GROUP), ingest.ImageGroup, compose="upload_image_group",
-          errors=(400, 403, 409, 413, 415, 422), gives={"file_id": "/file/id"},
+          errors=(400, 403, 409, 413, 415, 422, 507), gives={"file_id": "/file/id"},
           also={202: "stored, but not yet listed in time: `{job_id, file_id, folder_id}`;"
                      " its job follows it"}),
     Route("POST", f"/v1/folders/{F}/dicom", "ingest", "Upload DICOM instances", 202,
           Multipart(ingest.UPLOAD), ingest.JobStarted, compose="upload_dicom",
-          errors=(400, 403, 413, 415, 422), gives={"job_id": "/job_id"}),
+          errors=(400, 403, 413, 415, 422, 507), gives={"job_id": "/job_id"}),
     Route("GET", "/v1/jobs/{job_id}", "ingest", "A job: progress, files, errors",
           answer=ingest.Job, compose="job_with_files"),
     Route("POST", "/v1/jobs/{job_id}/cancel", "ingest",
@@ -482,7 +482,7 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/v1/uploads/{session_id}/parts/{number}", "ingest",
           "Send one part (the URL's signature is the right)", body=Raw(),
           answer=ingest.StoredPart, compose="upload_part", public=True,
-          errors=(400, 403, 409, 413, 422), query=(
+          errors=(400, 403, 409, 413, 422, 507), query=(
               Query("expires", {"type": "integer"}, required=True),
               Query("signature", {"type": "string", "maxLength": 64}, required=True))),
     # -- integrations and imports (ingest) --

@@ -21,10 +21,12 @@ from shared.kit.blobs import (
     InvalidPart,
     LocalBlobStore,
     S3BlobStore,
+    StoreUnavailable,
     UnknownUpload,
     content_key,
     open_blob_store,
 )
+from shared.kit.errors import storage_failed
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
 from tests.conftest import eventually
@@ -422,3 +424,27 @@ async def test_a_start_drops_the_spools_a_crash_left_and_keeps_those_in_flight(
     key, _ = in_flight.finish()
     await store.commit([in_flight])
     assert await read(store, key, 0, 13) == b"being received"
+
+
+async def test_an_object_store_that_refuses_a_blob_fails_the_commit_as_an_io_error(
+    tmp_path: Path, s3_endpoint: str
+) -> None:
+    """An S3 error at commit (here: a bucket that is not there) is the store's I/O error,
+    which an upload answers as 503 storage_unavailable, never a 500."""
+    blobs = open_blob_store(
+        Settings(
+            data_dir=tmp_path,
+            blob_url=f"s3://gone-{uuid.uuid4().hex[:12]}?endpoint={s3_endpoint}&region=us-east-1",
+            s3_access_key="test-access-key",
+            s3_secret_key="test-secret-key",
+        )
+    )
+    try:
+        writer = written(blobs, b"bytes of a file")
+        writer.finish()
+        with pytest.raises(StoreUnavailable) as failed:
+            await blobs.commit([writer])
+        assert isinstance(failed.value, OSError)
+        assert storage_failed(failed.value).status == 503
+    finally:
+        await blobs.close()

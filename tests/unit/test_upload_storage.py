@@ -110,3 +110,20 @@ async def test_uploads_beyond_the_process_allowance_spool_every_part_and_give_it
     assert held.spools[0].held is not None  # with room again, a small file stays in memory
     held.cleanup()
     assert allowance.left == 2 * multipart.HELD_LIMIT + 1000
+
+
+async def test_a_boundary_the_parser_refuses_is_the_bodys_fault_and_gives_memory_back(
+    tmp_path: Path,
+) -> None:
+    """python-multipart refuses a boundary of more than 256 bytes as it is made: a 400
+    about the body, and the request's reservation of memory given back."""
+    left = multipart.PROCESS_HELD.left
+    long = "b" * 300
+    with pytest.raises(Refused) as refused:
+        await Uploads._receive(
+            SimpleNamespace(blobs=LocalBlobStore(tmp_path / "blobs")),  # type: ignore[arg-type]
+            f"multipart/form-data; boundary={long}",
+            chunks([f"--{long}\r\n".encode()]),
+        )
+    assert (refused.value.status, refused.value.code) == (400, "malformed_multipart")
+    assert multipart.PROCESS_HELD.left == left

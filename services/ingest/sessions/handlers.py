@@ -29,7 +29,7 @@ from services.ingest.uploads.domain import StoredFile
 from shared.contracts.envelope import Cause, envelopes_of, now
 from shared.kit.blobs import BlobStore, UnknownUpload, content_key
 from shared.kit.db import Conn
-from shared.kit.errors import Refused
+from shared.kit.errors import Refused, storage_failed
 from shared.kit.logs import log
 from shared.kit.service import Handlers, Parts
 
@@ -102,9 +102,13 @@ class Sessions(Handlers):
                 422, "invalid_part", f"this session has parts 1 to {row['parts']}", {"part": number}
             )
         expected = domain.plan(row["size"], row["part_size"])[number - 1].size
-        etag = await self.blobs.put_part(
-            row["store_key"], row["upload_id"], number, _at_most(chunks, expected, number)
-        )
+        try:
+            etag = await self.blobs.put_part(
+                row["store_key"], row["upload_id"], number, _at_most(chunks, expected, number)
+            )
+        except OSError as error:
+            log.error("ingest.part_store_failed", error=repr(error))
+            raise storage_failed(error) from error
         return {"part": number, "etag": etag}
 
     async def state(self, session_id: uuid.UUID) -> dict[str, Any] | None:

@@ -71,9 +71,11 @@ class Uploads(Handlers):
                 "upload files as multipart/form-data with one or more 'file' parts",
             )
         receiver = Receiver(self.blobs, dicom=dicom, related=related)
-        parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
         received = False
         try:
+            # In the try: a boundary the parser refuses (over 256 bytes) is the body's
+            # fault, and the receiver's reservation of memory is given back.
+            parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
             async for chunk in body:
                 # After a refusal the rest is read and dropped, so the client gets the answer.
                 if not receiver.refusal:

@@ -61,6 +61,11 @@ class UnknownUpload(LookupError):
     """No multipart upload of that id for that key (never made, completed or aborted)."""
 
 
+class StoreUnavailable(OSError):
+    """The object store failed to take a blob (an S3 error, or its connection): an I/O
+    error of the store, as a failing disk is the local store's."""
+
+
 class InvalidPart(ValueError):
     """A part list that cannot complete an upload: unknown part or etag, wrong order,
     or a part other than the last under MIN_PART."""

@@ -38,6 +38,7 @@ from shared.kit.blobs.base import (
     Held,
     InvalidPart,
     PartInfo,
+    StoreUnavailable,
     UnknownUpload,
     check_key,
     check_part_number,
@@ -183,7 +184,13 @@ class S3BlobStore:
                 for w in unique.values():
                     group.create_task(put(w))
         except ExceptionGroup as failed:
-            raise failed.exceptions[0] from None  # the first failure says enough
+            first = failed.exceptions[0]  # the first failure says enough
+            if isinstance(first, S3Error | urllib3.exceptions.HTTPError):
+                # What a failing disk is to the local store: the caller answers 503.
+                raise StoreUnavailable(
+                    f"the object store did not take a blob ({type(first).__name__})"
+                ) from first
+            raise first from None
         finally:
             for w in writers:
                 w.abort()
