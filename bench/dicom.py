@@ -120,7 +120,7 @@ def check(paths: list[Path], series_count: int, slices: int) -> None:
             raise AssertionError(f"series {series.series_uid} is not whole or not in order")
 
 
-SPIED = ("dicom", "ingest")
+SPIED = ("dicom", "ingest", "gateway")
 
 
 def _py_spy(name: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -440,7 +440,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stack", action="store_true", help="skip the end-to-end pass")
     parser.add_argument("--pixels", type=int, default=64, help="rows and columns: 64 or 512")
     parser.add_argument(
-        "--py-spy", type=Path, default=None, help="record dicom and ingest end to end, into DIR"
+        "--py-spy", type=Path, default=None, help="record dicom, ingest and the gateway end to end, into DIR"
     )
     parser.add_argument("--no-orthanc", action="store_true", help="skip Orthanc's pass")
     parser.add_argument(
