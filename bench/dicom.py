@@ -440,7 +440,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stack", action="store_true", help="skip the end-to-end pass")
     parser.add_argument("--pixels", type=int, default=64, help="rows and columns: 64 or 512")
     parser.add_argument(
-        "--py-spy", type=Path, default=None, help="record dicom, ingest and the gateway end to end, into DIR"
+        "--py-spy",
+        type=Path,
+        default=None,
+        help="record dicom, ingest and the gateway end to end, into DIR",
     )
     parser.add_argument("--no-orthanc", action="store_true", help="skip Orthanc's pass")
     parser.add_argument(
