@@ -312,7 +312,7 @@ class Gateway:
         if json is not None:
             # orjson, not httpx's json.dumps: the ids of an upload's files, each call.
             content = orjson.dumps(json)
-            sent["content-type"] = "application/json"
+            sent.setdefault("content-type", "application/json")
         built = self.http.build_request(
             method,
             self.services[service] + path,
