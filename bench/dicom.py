@@ -143,7 +143,8 @@ def end_to_end(
 ) -> tuple[float, int, str, dict[str, float]]:
     """Seconds from the first upload to every job done, the series files made, the
     CPU-seconds each process used meanwhile, and DICOMweb's figures on the result.
-    With `spy`, the dicom and ingest services are recorded by py-spy meanwhile (into it)."""
+    With `spy`, the dicom and ingest services and the gateway are recorded by py-spy
+    meanwhile (into it)."""
     with (
         stack(workdir) as running,
         httpx.Client(
