@@ -120,7 +120,7 @@ def check(paths: list[Path], series_count: int, slices: int) -> None:
             raise AssertionError(f"series {series.series_uid} is not whole or not in order")
 
 
-SPIED = ("dicom", "ingest")
+SPIED = ("dicom", "ingest", "gateway")
 
 
 def _py_spy(name: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -143,7 +143,8 @@ def end_to_end(
 ) -> tuple[float, int, str, dict[str, float]]:
     """Seconds from the first upload to every job done, the series files made, the
     CPU-seconds each process used meanwhile, and DICOMweb's figures on the result.
-    With `spy`, the dicom and ingest services are recorded by py-spy meanwhile (into it)."""
+    With `spy`, the dicom and ingest services and the gateway are recorded by py-spy
+    meanwhile (into it)."""
     with (
         stack(workdir) as running,
         httpx.Client(
@@ -440,7 +441,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stack", action="store_true", help="skip the end-to-end pass")
     parser.add_argument("--pixels", type=int, default=64, help="rows and columns: 64 or 512")
     parser.add_argument(
-        "--py-spy", type=Path, default=None, help="record dicom and ingest end to end, into DIR"
+        "--py-spy",
+        type=Path,
+        default=None,
+        help="record dicom, ingest and the gateway end to end, into DIR",
     )
     parser.add_argument("--no-orthanc", action="store_true", help="skip Orthanc's pass")
     parser.add_argument(

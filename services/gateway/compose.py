@@ -23,7 +23,14 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
 from services.gateway import dicomweb, sessions
-from services.gateway.edge import Call, Gateway, Unavailable, capped_body, error_response
+from services.gateway.edge import (
+    Call,
+    Gateway,
+    Unavailable,
+    capped_body,
+    error_response,
+    json_of,
+)
 from services.gateway.routes import PARAMS
 from shared.api.ingest import ReEncodeFiles
 from shared.kit import consistency
@@ -76,7 +83,7 @@ class Compose:
         found = await self.gateway.call(
             "catalog", "POST", "/internal/files", call.request, call.user, json={"ids": ids}
         )
-        by_id = {f["id"]: f for f in found.json()["items"]} if found.status_code == 200 else {}
+        by_id = {f["id"]: f for f in json_of(found)["items"]} if found.status_code == 200 else {}
         return [by_id[i] for i in ids if i in by_id]
 
     # -- the web app's sessions (services/gateway/sessions.py) ------------------------
@@ -425,7 +432,7 @@ class Compose:
         answer, token = stored
         folder_id = call.values["folder_id"]
         # The answer shows the files as the catalog registered them.
-        uploaded = answer.json()
+        uploaded = json_of(answer)
         ids = [f["id"] for f in uploaded["files"]]
         files = await self.files_by_id(call, ids)
         if len(files) < len(ids) and await self._folder_gone(call):

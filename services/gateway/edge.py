@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import http.cookiejar
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,13 @@ PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location", "conte
 # Headers of the caller's own request that go on with it to the owning service: the
 # reliability work keys retries by Idempotency-Key; the trace continues.
 FORWARDED_WITH_BODY = ("content-type", "traceparent", "idempotency-key")
+# A streamed body goes on to the service in pieces of about this size. uvicorn hands
+# the app a piece of 64-300 KiB (what came in since the last read; it stops reading
+# at 64 KiB held), and each piece sent costs httpx, httpcore, h11 and anyio a write of
+# their own (a timeout scope, an event, a send): at 512x512 DICOM that was 1.3 CPU-s
+# a GB proxied, 0.8 in half-MiB pieces (bench/README.md, "dicom"). Per request in
+# flight it holds at most this much more than before.
+FORWARDED_PIECE = 512 * 1024
 
 
 # A connection that was made and then dropped under a request (not a timeout, not a
@@ -61,6 +69,40 @@ DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 class TooLarge(Exception):
     pass
+
+
+async def in_pieces(
+    chunks: AsyncIterator[bytes], size: int = FORWARDED_PIECE
+) -> AsyncIterator[bytes]:
+    """The body's chunks joined into pieces of at least `size` bytes (the last one
+    shorter), in order; a chunk that big on its own goes on as it is, not copied."""
+    held: list[bytes] = []
+    length = 0
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        held.append(chunk)
+        length += len(chunk)
+        if length >= size:
+            yield held[0] if len(held) == 1 else b"".join(held)
+            held, length = [], 0
+    if held:
+        yield b"".join(held)
+
+
+def streamed_length(request: Request) -> dict[str, str]:
+    """The caller's Content-Length, to send on with their streamed body: the service
+    then reads it framed by its length, not in HTTP chunks (h11 would copy each piece
+    to frame it). uvicorn has checked it (digits only, the body exactly that long, or
+    the caller is gone); a body sent in chunks goes on in chunks."""
+    length = request.headers.get("content-length")
+    if (
+        length is None
+        or not (length.isascii() and length.isdigit())
+        or "transfer-encoding" in request.headers
+    ):
+        return {}
+    return {"content-length": length}
 
 
 class Unavailable(Exception):
@@ -162,15 +204,20 @@ class Gateway:
         self._follower: asyncio.Task[None]
 
     async def start(self) -> None:
+        # Idle connections go before the services' 5 s keep-alive closes them: a call
+        # sent on one as it closes would be lost.
+        limits = httpx.Limits(
+            max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0
+        )
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=5.0),
-            # Idle connections go before the services' 5 s keep-alive closes them: a call
-            # sent on one as it closes would be lost.
-            transport=ServiceTransport(
-                limits=httpx.Limits(
-                    max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0
-                )
-            ),
+            transport=ServiceTransport(limits=limits),
+            # A pool of its own for each service: httpcore looks over every connection of
+            # a pool (is it expired, is it free) for each call it sends, and an upload's
+            # consistency round alone keeps a few to each of six services open.
+            mounts={
+                _origin(url): ServiceTransport(limits=limits) for url in self.services.values()
+            },
             cookies=NoCookies(),
             event_hooks={"request": [_carry_trace]},
         )
@@ -268,13 +315,17 @@ class Gateway:
         never a 500: a write may or may not have been made, and the caller may retry it
         under its Idempotency-Key). A read whose kept-alive connection the service
         dropped (it closed it as idle while we sent) is sent once more, on a new one."""
+        sent = {**self._headers(request, user, with_body=with_body), **(headers or {})}
+        if json is not None:
+            # orjson, not httpx's json.dumps: the ids of an upload's files, each call.
+            content = orjson.dumps(json)
+            sent.setdefault("content-type", "application/json")
         built = self.http.build_request(
             method,
             self.services[service] + path,
             params=params,
-            json=json,
             content=content,
-            headers={**self._headers(request, user, with_body=with_body), **(headers or {})},
+            headers=sent,
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
         try:
@@ -299,7 +350,11 @@ class Gateway:
         the service accepted is kept on the request: whatever fails after it, the
         caller gets that answer, never an error that would make them send it again."""
         request = call.request
-        content: Any = request.stream() if stream_body else await capped_body(request)
+        if stream_body:
+            content: Any = in_pieces(request.stream())
+            headers = {**streamed_length(request), **(headers or {})}
+        else:
+            content = await capped_body(request)
         answer = await self.call(
             call.route.owner,
             request.method,
@@ -552,11 +607,22 @@ class NoCookies(http.cookiejar.CookieJar):
         pass
 
 
+def _origin(url: str) -> str:
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
+
+
+def json_of(answer: httpx.Response) -> Any:
+    """A service's JSON answer, read by orjson (httpx's `.json()` is the standard
+    library's, several times slower on an upload's hundred files)."""
+    return orjson.loads(answer.content)
+
+
 def _consumed(answer: httpx.Response) -> frozenset[str] | None:
     """The stores a service consumes, from its consistency answer (None from one that
     does not say: an older version, asked every round as before)."""
     try:
-        consumes = answer.json()["consumes"]
+        consumes = json_of(answer)["consumes"]
         return frozenset(str(c) for c in consumes) if isinstance(consumes, list) else None
     except (ValueError, KeyError, TypeError):
         return None
@@ -564,7 +630,7 @@ def _consumed(answer: httpx.Response) -> frozenset[str] | None:
 
 def _heads(answer: httpx.Response) -> dict[str, int]:
     try:
-        head = answer.json()["head"]
+        head = json_of(answer)["head"]
         return {str(k): int(v) for k, v in head.items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}

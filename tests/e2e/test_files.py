@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import os
 import urllib.parse
@@ -13,6 +15,8 @@ import httpx
 from services.ingest.uploads.domain import StoredFile, record_upload
 from shared.contracts.catalog import Media
 from shared.contracts.ingest import FilesStored
+from shared.kit.stack import Stack
+from tests.conftest import eventually
 from tests.e2e.support import (
     CONSISTENCY,
     ELF,
@@ -20,6 +24,7 @@ from tests.e2e.support import (
     error,
     folder,
     items,
+    multipart,
     png,
     text,
     unique,
@@ -226,3 +231,80 @@ async def test_an_upload_of_several_pages_is_registered_whole_and_in_order(
     assert job["status"] == "done"
     assert job["progress"] == {"done": 500, "total": 500}
     assert [f["id"] for f in job["files"]] == [f["id"] for f in files]
+
+
+def random_text(size: int) -> bytes:
+    """Text (so that it is stored as text) that no two runs repeat, `size` bytes long."""
+    lines = base64.encodebytes(os.urandom(size)).replace(b"\n", b"\r\n")
+    return lines[:size]
+
+
+async def test_a_streamed_upload_arrives_byte_exact_with_or_without_its_length(
+    api: httpx.AsyncClient,
+) -> None:
+    """The gateway streams an upload on to ingest in pieces of its own size: whatever
+    pieces the client sends it in, each file arrives whole and in order, sent with its
+    Content-Length or in HTTP chunks (then it goes on in chunks)."""
+    top = await folder(api, unique("streamed"))
+    # Sizes around the gateway's piece (512 KiB) and ingest's in-memory part bound.
+    sent = [
+        ("a.txt", random_text(3 * 1024 * 1024 + 1)),
+        ("b.txt", random_text(5)),
+        ("c.txt", random_text(512 * 1024 - 1)),
+    ]
+    body, headers = multipart(*sent)
+
+    async def in_odd_pieces() -> Any:
+        for start in range(0, len(body), 7_001):
+            yield body[start : start + 7_001]
+
+    for length in ({"Content-Length": str(len(body))}, {}):
+        answer = await api.post(
+            f"/v1/folders/{top['id']}/files", content=in_odd_pieces(), headers=headers | length
+        )
+        assert answer.status_code == 201, answer.text
+        files = answer.json()["files"]
+        assert [(f["name"], f["size"]) for f in files] == [(n, len(d)) for n, d in sent]
+        for f, (_, data) in zip(files, sent, strict=True):
+            assert f["sha256"] == hashlib.sha256(data).hexdigest()
+            content = await api.get(f"/v1/files/{f['id']}/content")
+            assert content.status_code == 200
+            assert content.content == data
+
+
+async def test_a_client_gone_mid_upload_stores_nothing_and_breaks_nothing(
+    platform: Stack, api: httpx.AsyncClient
+) -> None:
+    """A client that declares a long body, sends part of it and hangs up: the gateway
+    drops the half-sent call to ingest; nothing is stored, and the next upload goes."""
+    top = await folder(api, unique("gone"))
+    body, headers = multipart(("whole.txt", random_text(2 * 1024 * 1024)))
+    url = httpx.URL(str(api.base_url))
+    _, writer = await asyncio.open_connection(url.host, url.port)
+    head = (
+        f"POST /v1/folders/{top['id']}/files HTTP/1.1\r\n"
+        f"Host: {url.host}\r\n"
+        f"Authorization: {api.headers['Authorization']}\r\n"
+        f"Content-Type: {headers['Content-Type']}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body[: len(body) // 2])
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    path = f"/v1/folders/{top['id']}/files"
+    gateway_log = platform.data_dir / "logs" / "gateway.log"
+
+    def logged(what: str) -> bool:
+        return any(what in line and path in line for line in gateway_log.read_text().splitlines())
+
+    async def seen_gone() -> bool:
+        return logged("http.client_gone")
+
+    await eventually(seen_gone, what="the gateway noting that the client left")
+    assert not logged("unexpected_error")
+
+    kept = await upload(api, top["id"], ("after.txt", text("after\n")))
+    listed = await items(api, top["id"])
+    assert [i["name"] for i in listed] == ["after.txt"]
+    assert [f["name"] for f in kept["files"]] == ["after.txt"]
