@@ -44,6 +44,8 @@ from shared.kit.service import Handlers, Parts
 
 # Sources reclaimed per sweep transaction.
 SWEEP_BATCH = 100
+# Files requested between two ANALYZEs of the drawing loop's tables, at least.
+ANALYZE_FROM = 1000
 # Files a runner claims, draws and records together: the claim's and the record's
 # statements are paid once a batch, not once a file.
 DRAW_BATCH = 16
@@ -113,6 +115,11 @@ class Thumbnails(Handlers):
         self.policy = Policy(retry_for_s=settings.consumer_retry_for_s)
         # Re-encoding (renditions.py): a purged file's web rendition goes with it.
         self.renditions: Renditions | None = None
+        # Files requested since the read model's tables were last analyzed, and how many
+        # more make them analyzed again (see `_analyzed`).
+        self._grown = 0
+        self._analyze_at = ANALYZE_FROM
+        self._analyzing = False
 
     # -- reactions ---------------------------------------------------------------------
 
@@ -226,6 +233,7 @@ class Thumbnails(Handlers):
         if out:
             await model.apply(conn, out)
             await self.store.append(conn, out)
+            self._grown += len(wanted)
 
     async def release(
         self,
@@ -308,20 +316,36 @@ class Thumbnails(Handlers):
         the oldest. A backlog (a sequence of 10,000 frames) then does not keep the
         picture someone is looking at waiting behind it: such a batch holds only what
         was asked for."""
-        rows = await self.pool.fetch(_CLAIM.format(pick=_WANTED_FIRST), self.lease, DRAW_BATCH)
+        if self._grown >= self._analyze_at and not self._analyzing:
+            await self._analyzed()
+        rows = await self.pool.fetch(_CLAIM.format(pick=_WANTED_FIRST), self.lease)
         if not rows:
-            rows = await self.pool.fetch(
-                _CLAIM.format(pick=_OLDEST_FIRST), self.lease, DRAW_BATCH, self.settle
-            )
-        if not rows:
-            return []
-        attempts = {r["file_id"]: r["attempts"] for r in rows}
-        found = await self.pool.fetch(
-            """SELECT * FROM thumbnails.files WHERE file_id = ANY($1::uuid[])
-               AND state = 'pending' ORDER BY requested_at""",
-            list(attempts),
-        )
-        return [{**dict(f), "attempts": attempts[f["file_id"]]} for f in found]
+            rows = await self.pool.fetch(_CLAIM.format(pick=_OLDEST_FIRST), self.lease, self.settle)
+        return [dict(r) for r in rows]
+
+    async def _analyzed(self) -> None:
+        """ANALYZE the tables the drawing loop reads, once they have grown by half since
+        it was last done here. A burst of uploads (10,000 small files in 20 s; a fresh
+        install's first import) grows them long before autovacuum looks (once a minute
+        at most), and on a table the planner knows nothing of, the claim and the record
+        were planned as scans of every pending file and of every source: for 10,000
+        small uploads 2-3 M index entries and up to 4 M source rows read, PostgreSQL
+        spending 4-7 CPU-s for this context. Analyzed as they grow: ~60,000 and ~0.3 M.
+        An ANALYZE samples at most 30,000 rows (some ms); a big table is done rarely."""
+        self._analyzing = True
+        try:
+            async with self.pool.acquire() as conn:
+                await conn.execute("ANALYZE thumbnails.files, thumbnails.sources")
+                rows = await conn.fetchval(
+                    "SELECT reltuples FROM pg_class WHERE oid = 'thumbnails.files'::regclass"
+                )
+            self._analyze_at = max(ANALYZE_FROM, int(rows or 0) // 2)
+        except Exception as error:
+            # Autovacuum does it later: the plans are only slower meanwhile.
+            log.warning("thumbnails.not_analyzed", error=repr(error))
+        finally:
+            self._grown = 0
+            self._analyzing = False
 
     async def draw(self, files: list[dict[str, Any]]) -> None:
         """Each source of the batch drawn once (identical files share it), at most one
@@ -362,13 +386,8 @@ class Thumbnails(Handlers):
             drawn[source] = file
             if file["attempts"] > domain.MAX_ATTEMPTS:
                 outcomes[source] = ("gave_up", f"not drawn after {domain.MAX_ATTEMPTS} attempts")
-        known = {
-            r["source"]
-            for r in await self.pool.fetch(
-                "SELECT source FROM thumbnails.sources WHERE source = ANY($1::text[])",
-                [s for s in drawn if s not in outcomes],
-            )
-        }
+        # The claim says which sources were settled (an identical file drawn meanwhile).
+        known = {s for s, f in drawn.items() if f["known"] and s not in outcomes}
         # An identical file's pictures are there already: recorded, not drawn.
         outcomes |= {source: None for source in known}
         wanted = [f for s, f in drawn.items() if s not in outcomes]
@@ -590,24 +609,40 @@ CREATE TABLE IF NOT EXISTS thumbnails.wanted (
 """
 
 # The runners' claim: `pick` chooses among pending files nobody holds. A file claimed
-# leaves `wanted` (drawn again after a failure, it waits its turn).
+# leaves `wanted` (drawn again after a failure, it waits its turn). The claimed rows come
+# back as they were locked (each file's latest version), with whether their source is
+# settled already: one statement a batch. (A second one, a file's row `AND state =
+# 'pending'` by id, was planned as a BitmapAnd with files_pending, reading every pending
+# entry: 2.7 M index entries for 10,000 small uploads.)
 _CLAIM = """
 WITH next AS (
-    SELECT f.file_id FROM thumbnails.files f {pick}
+    SELECT f.* FROM thumbnails.files f {pick}
     FOR UPDATE OF f SKIP LOCKED),
-unwanted AS (DELETE FROM thumbnails.wanted w USING next WHERE w.file_id = next.file_id)
-INSERT INTO thumbnails.leases AS l (file_id, until, attempts)
-SELECT file_id, now() + $1::interval, 1 FROM next
-ON CONFLICT (file_id) DO UPDATE
-SET until = excluded.until, attempts = l.attempts + 1
-WHERE l.until <= now()
-RETURNING l.file_id, l.attempts"""
+unwanted AS (DELETE FROM thumbnails.wanted w USING next WHERE w.file_id = next.file_id),
+leased AS (
+    INSERT INTO thumbnails.leases AS l (file_id, until, attempts)
+    SELECT file_id, now() + $1::interval, 1 FROM next
+    ON CONFLICT (file_id) DO UPDATE
+    SET until = excluded.until, attempts = l.attempts + 1
+    WHERE l.until <= now()
+    RETURNING l.file_id, l.attempts)
+SELECT next.*, leased.attempts,
+       EXISTS (SELECT 1 FROM thumbnails.sources s WHERE s.source = next.source) AS known
+FROM next JOIN leased USING (file_id)
+ORDER BY next.requested_at"""
 _FREE = """f.state = 'pending' AND NOT EXISTS (
         SELECT 1 FROM thumbnails.leases l WHERE l.file_id = f.file_id AND l.until > now())"""
+# Nobody asked (nearly always): the uncorrelated EXISTS is a one-time filter, so the
+# pick reads nothing; without it the planner may walk every pending file probing
+# `wanted` for each (1.7 M probes for 10,000 small uploads).
 _WANTED_FIRST = f"""JOIN thumbnails.wanted w ON w.file_id = f.file_id
-    WHERE {_FREE} ORDER BY w.at LIMIT $2"""
+    WHERE EXISTS (SELECT 1 FROM thumbnails.wanted) AND {_FREE} ORDER BY w.at LIMIT {DRAW_BATCH}"""
+# The LIMIT is written in, not a parameter: a generic plan (asyncpg's prepared statement
+# after five runs) guesses a parameter's LIMIT at a tenth of the rows, and took a bitmap
+# scan of every pending file and a sort for each claim (~1,000 entries a claim in a
+# backlog of 10,000 small uploads) instead of reading files_pending in order.
 # A series still growing waits until it settles, unless it has no picture yet (its first
 # request) or someone asked for it (the pick above).
 _OLDEST_FIRST = f"""WHERE {_FREE}
-    AND (f.kind <> 'dicom_series' OR f.version = 1 OR f.requested_at <= now() - $3::interval)
-    ORDER BY f.requested_at LIMIT $2"""
+    AND (f.kind <> 'dicom_series' OR f.version = 1 OR f.requested_at <= now() - $2::interval)
+    ORDER BY f.requested_at LIMIT {DRAW_BATCH}"""

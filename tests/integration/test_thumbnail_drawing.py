@@ -20,7 +20,7 @@ from PIL import Image
 
 from services.thumbnails import domain, render
 from services.thumbnails.drawing import Drawing, keep_secrets_from_workers, worker_settings
-from services.thumbnails.handlers import LEASES, Thumbnails, Wanted
+from services.thumbnails.handlers import ANALYZE_FROM, DRAW_BATCH, LEASES, Thumbnails, Wanted
 from services.thumbnails.projections import thumbnails as model
 from shared.contracts import thumbnails as ev
 from shared.contracts.envelope import Cause, Change, envelopes_of
@@ -224,6 +224,51 @@ async def test_a_backlog_is_drawn_in_batches_each_source_once(
         )
         assert settling <= 8, f"40 files settled in {settling} transactions"
         assert await pool.fetchval("SELECT count(*) FROM thumbnails.leases") == 0
+
+
+@pytest.mark.timeout(300)
+async def test_a_burst_of_requests_has_the_drawing_loop_s_tables_analyzed(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A burst of uploads grows the read model before autovacuum looks at it; the
+    drawing loop's next claim analyzes it, so its statements are planned for what is
+    there (unanalyzed, each claim read every pending file). The claim still takes the
+    oldest pending files, each with its source's state."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    store = EventStore("thumbnails")
+    async with fresh_database(database_url, "thumbs") as pool:
+        async with pool.acquire() as conn:
+            await store.setup(conn)
+            await model.setup(conn)
+            await conn.execute(LEASES)
+        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
+        thumbnails = Thumbnails(runtime, LocalBlobStore(settings.blob_root()))
+        cause = envelopes_of(
+            [Change("test-cause", 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
+            Cause(actor="test", correlation_id="c"),
+        )[0]
+        wanted = []
+        for i in range(ANALYZE_FROM):
+            sha = hashlib.sha256(f"file {i}".encode()).hexdigest()
+            wanted.append(
+                Wanted(
+                    uuid.uuid4(), "image", domain.source_of("image", sha), content_key(sha), cause
+                )
+            )
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted[:-1])
+        reltuples = "SELECT reltuples FROM pg_class WHERE oid = 'thumbnails.files'::regclass"
+        assert await pool.fetchval(reltuples) == -1  # never analyzed
+        await thumbnails.claim()
+        assert await pool.fetchval(reltuples) == -1, "analyzed before the threshold"
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted[-1:])
+        claimed = await thumbnails.claim()
+        assert await pool.fetchval(reltuples) == ANALYZE_FROM
+        assert [c["file_id"] for c in claimed] == [
+            w.file_id for w in wanted[DRAW_BATCH:][:DRAW_BATCH]
+        ]
+        assert all(c["attempts"] == 1 and c["known"] is False for c in claimed)
 
 
 def environment() -> bytes:
