@@ -46,6 +46,9 @@ from shared.kit.service import Handlers, Parts
 SWEEP_BATCH = 100
 # Files requested between two ANALYZEs of the drawing loop's tables, at least.
 ANALYZE_FROM = 1000
+# An image of at most this many bytes is drawn with the other small ones of its batch,
+# in one task: for a 4 KiB file the task's round trip cost more than the drawing.
+SMALL_IMAGE = 256 * 1024
 # Files a runner claims, draws and records together: the claim's and the record's
 # statements are paid once a batch, not once a file.
 DRAW_BATCH = 16
@@ -393,7 +396,7 @@ class Thumbnails(Handlers):
         wanted = [f for s, f in drawn.items() if s not in outcomes]
         away: BaseException | None = None
         away_ids: set[uuid.UUID] = set()
-        results = await asyncio.gather(*(self._draw_one(f) for f in wanted), return_exceptions=True)
+        results = await self._drawn(wanted)
         for file, outcome in zip(wanted, results, strict=True):
             if isinstance(outcome, BaseException):
                 # The store away (transient): given back after a backoff, with the
@@ -428,15 +431,50 @@ class Thumbnails(Handlers):
         if away is not None:
             raise runners.Away(away, away_ids)
 
-    async def _draw_one(self, file: dict[str, Any]) -> Drawn | Literal["broken"]:
+    async def _drawn(
+        self, files: list[dict[str, Any]]
+    ) -> list[Drawn | Literal["broken"] | BaseException]:
+        """Each file's outcome, in order (an exception: it could not be drawn now). Small
+        images go to a worker together, in one task under one time cap; if that task
+        does not finish (a file over the cap, a worker's death, the pool broken), each
+        is drawn again alone under its own cap, so the file at fault is the one
+        recorded: a hostile small file costs at most two caps."""
+        found = await asyncio.gather(*(self._job(f) for f in files), return_exceptions=True)
+        results: list[Drawn | Literal["broken"] | BaseException] = [
+            None if isinstance(j, render.Job) else j for j in found
+        ]
+        jobs = {i: j for i, j in enumerate(found) if isinstance(j, render.Job)}
+        small = [i for i, j in jobs.items() if j.renderer == "image" and j.size <= SMALL_IMAGE]
+        if len(small) < 2:
+            small = []
+        alone = [i for i in jobs if i not in small]
+
+        async def one(i: int) -> None:
+            try:
+                async with self.slots:
+                    outcome = await self.drawing.draw(jobs[i], self.time_cap)
+                results[i] = BROKEN if outcome is None else outcome
+            except Exception as error:
+                results[i] = error
+
+        async def together() -> None:
+            async with self.slots:
+                made = await self.drawing.draw_together([jobs[i] for i in small], self.time_cap)
+            if made is None:
+                await asyncio.gather(*(one(i) for i in small))
+                return
+            for i, outcome in zip(small, made, strict=True):
+                results[i] = outcome
+
+        await asyncio.gather(*([together()] if small else []), *(one(i) for i in alone))
+        return results
+
+    async def _job(self, file: dict[str, Any]) -> render.Job | Drawn:
         try:
             size = await self.blobs.size(file["blob_key"])
         except (FileNotFoundError, KeyError):
             return ("content_missing", "the content is not stored")
-        job = render.Job(file["source"].partition(":")[0], file["blob_key"], size, self.fmt)
-        async with self.slots:
-            outcome = await self.drawing.draw(job, self.time_cap)
-        return BROKEN if outcome is None else outcome
+        return render.Job(file["source"].partition(":")[0], file["blob_key"], size, self.fmt)
 
     async def record(self, drawn: Mapping[str, tuple[dict[str, Any], Drawn]]) -> None:
         """Settle each source (store its pictures, or its failure; None: settled already)

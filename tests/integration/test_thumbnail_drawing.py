@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from services.thumbnails import domain, render
+from services.thumbnails import domain, handlers, render
 from services.thumbnails.drawing import Drawing, keep_secrets_from_workers, worker_settings
 from services.thumbnails.handlers import ANALYZE_FROM, DRAW_BATCH, LEASES, Thumbnails, Wanted
 from services.thumbnails.projections import thumbnails as model
@@ -224,6 +224,64 @@ async def test_a_backlog_is_drawn_in_batches_each_source_once(
         )
         assert settling <= 8, f"40 files settled in {settling} transactions"
         assert await pool.fetchval("SELECT count(*) FROM thumbnails.leases") == 0
+
+
+@pytest.mark.timeout(300)
+async def test_small_images_drawn_together_and_one_over_the_cap_is_found_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small images go to a worker in one task; when one of them keeps it past the time
+    cap, each is drawn again alone: the others get their pictures, that one is recorded
+    as timed out (and the pool goes on)."""
+    monkeypatch.setattr(handlers, "SMALL_IMAGE", 1 << 30)  # the slow one counts as small
+    settings = Settings(
+        data_dir=tmp_path,
+        blob_url=str(tmp_path / "blobs"),
+        thumbnail_workers=1,
+        thumbnail_time_cap_s=0.3,
+    )
+    blobs = LocalBlobStore(settings.blob_root())
+    store = EventStore("thumbnails")
+    async with fresh_database(database_url, "thumbs") as pool:
+        async with pool.acquire() as conn:
+            await store.setup(conn)
+            await model.setup(conn)
+            await conn.execute(LEASES)
+        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
+        thumbnails = Thumbnails(runtime, blobs)
+        cause = envelopes_of(
+            [Change("test-cause", 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
+            Cause(actor="test", correlation_id="c"),
+        )[0]
+        contents = [media.png(40 + i, 30) for i in range(3)] + [slow_image()]
+        wanted = []
+        for data in contents:
+            sha = hashlib.sha256(data).hexdigest()
+            await blobs.put(content_key(sha), data)
+            source = domain.source_of("image", sha)
+            wanted.append(Wanted(uuid.uuid4(), "image", source, content_key(sha), cause))
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted)
+        drawing = asyncio.create_task(thumbnails.run())
+        try:
+
+            async def settled() -> bool:
+                left: int = await pool.fetchval(
+                    "SELECT count(*) FROM thumbnails.files WHERE state = 'pending'"
+                )
+                return left == 0
+
+            await eventually(settled, within=120, what="every pending file settled")
+        finally:
+            drawing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drawing
+            thumbnails.drawing.stop()
+        rows = {
+            r["file_id"]: (r["state"], r["code"])
+            for r in await pool.fetch("SELECT file_id, state, code FROM thumbnails.files")
+        }
+        assert [rows[w.file_id] for w in wanted] == [("made", None)] * 3 + [("failed", "timed_out")]
 
 
 @pytest.mark.timeout(300)
