@@ -52,6 +52,12 @@ SMALL_IMAGE = 256 * 1024
 # Files a runner claims, draws and records together: the claim's and the record's
 # statements are paid once a batch, not once a file.
 DRAW_BATCH = 16
+# After a batch of small images only (a burst of small uploads), the next claim takes this
+# many: the claim's, the record's and the events' statements then cost a quarter as much
+# a file (10,000 small files: 4,000 fewer commits, ~2 CPU-s less of this service and of
+# PostgreSQL). A batch that held anything else goes back to DRAW_BATCH, since a batch is
+# recorded once all of it is drawn.
+SMALL_BATCH = 64
 
 # What drawing a source came to: its pictures, why it has none (code, reason), or None
 # when an identical file's pictures were there already.
@@ -123,6 +129,8 @@ class Thumbnails(Handlers):
         self._grown = 0
         self._analyze_at = ANALYZE_FROM
         self._analyzing = False
+        # How many pending files the next claim takes (the last batch's sizes say).
+        self.batch = DRAW_BATCH
 
     # -- reactions ---------------------------------------------------------------------
 
@@ -314,16 +322,17 @@ class Thumbnails(Handlers):
                     return
 
     async def claim(self) -> list[dict[str, Any]]:
-        """Up to DRAW_BATCH pending files nobody holds, leased for this runner: those a
-        person asked for (a thumbnail requested while pending, oldest ask first), else
-        the oldest. A backlog (a sequence of 10,000 frames) then does not keep the
-        picture someone is looking at waiting behind it: such a batch holds only what
-        was asked for."""
+        """Up to DRAW_BATCH (SMALL_BATCH in a burst of small images) pending files
+        nobody holds, leased for this runner: those a person asked for (a thumbnail
+        requested while pending, oldest ask first), else the oldest. A backlog (a
+        sequence of 10,000 frames) then does not keep the picture someone is looking at
+        waiting behind it: such a batch holds only what was asked for."""
         if self._grown >= self._analyze_at and not self._analyzing:
             await self._analyzed()
         rows = await self.pool.fetch(_CLAIM.format(pick=_WANTED_FIRST), self.lease)
         if not rows:
-            rows = await self.pool.fetch(_CLAIM.format(pick=_OLDEST_FIRST), self.lease, self.settle)
+            pick = _OLDEST_FIRST.format(limit=self.batch)
+            rows = await self.pool.fetch(_CLAIM.format(pick=pick), self.lease, self.settle)
         return [dict(r) for r in rows]
 
     async def _analyzed(self) -> None:
@@ -396,7 +405,8 @@ class Thumbnails(Handlers):
         wanted = [f for s, f in drawn.items() if s not in outcomes]
         away: BaseException | None = None
         away_ids: set[uuid.UUID] = set()
-        results = await self._drawn(wanted)
+        results, all_small = await self._drawn(wanted)
+        self.batch = SMALL_BATCH if wanted and all_small else DRAW_BATCH
         for file, outcome in zip(wanted, results, strict=True):
             if isinstance(outcome, BaseException):
                 # The store away (transient): given back after a backoff, with the
@@ -433,18 +443,20 @@ class Thumbnails(Handlers):
 
     async def _drawn(
         self, files: list[dict[str, Any]]
-    ) -> list[Drawn | Literal["broken"] | BaseException]:
-        """Each file's outcome, in order (an exception: it could not be drawn now). Small
-        images go to a worker together, in one task under one time cap; if that task
-        does not finish (a file over the cap, a worker's death, the pool broken), each
-        is drawn again alone under its own cap, so the file at fault is the one
-        recorded: a hostile small file costs at most two caps."""
+    ) -> tuple[list[Drawn | Literal["broken"] | BaseException], bool]:
+        """Each file's outcome, in order (an exception: it could not be drawn now), and
+        whether all were small images. Small images go to a worker up to DRAW_BATCH
+        together, in one task under one time cap; if that task does not finish (a file
+        over the cap, a worker's death, the pool broken), each is drawn again alone
+        under its own cap, so the file at fault is the one recorded: a hostile small
+        file costs at most two caps."""
         found = await asyncio.gather(*(self._job(f) for f in files), return_exceptions=True)
         results: list[Drawn | Literal["broken"] | BaseException] = [
             None if isinstance(j, render.Job) else j for j in found
         ]
         jobs = {i: j for i, j in enumerate(found) if isinstance(j, render.Job)}
         small = [i for i, j in jobs.items() if j.renderer == "image" and j.size <= SMALL_IMAGE]
+        all_small = len(small) == len(files)
         if len(small) < 2:
             small = []
         alone = [i for i in jobs if i not in small]
@@ -457,17 +469,18 @@ class Thumbnails(Handlers):
             except Exception as error:
                 results[i] = error
 
-        async def together() -> None:
+        async def together(chunk: list[int]) -> None:
             async with self.slots:
-                made = await self.drawing.draw_together([jobs[i] for i in small], self.time_cap)
+                made = await self.drawing.draw_together([jobs[i] for i in chunk], self.time_cap)
             if made is None:
-                await asyncio.gather(*(one(i) for i in small))
+                await asyncio.gather(*(one(i) for i in chunk))
                 return
-            for i, outcome in zip(small, made, strict=True):
+            for i, outcome in zip(chunk, made, strict=True):
                 results[i] = outcome
 
-        await asyncio.gather(*([together()] if small else []), *(one(i) for i in alone))
-        return results
+        chunks = [small[n : n + DRAW_BATCH] for n in range(0, len(small), DRAW_BATCH)]
+        await asyncio.gather(*(together(c) for c in chunks), *(one(i) for i in alone))
+        return results, all_small
 
     async def _job(self, file: dict[str, Any]) -> render.Job | Drawn:
         try:
@@ -683,4 +696,4 @@ _WANTED_FIRST = f"""JOIN thumbnails.wanted w ON w.file_id = f.file_id
 # request) or someone asked for it (the pick above).
 _OLDEST_FIRST = f"""WHERE {_FREE}
     AND (f.kind <> 'dicom_series' OR f.version = 1 OR f.requested_at <= now() - $2::interval)
-    ORDER BY f.requested_at LIMIT {DRAW_BATCH}"""
+    ORDER BY f.requested_at LIMIT {{limit}}"""

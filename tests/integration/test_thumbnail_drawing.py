@@ -20,7 +20,14 @@ from PIL import Image
 
 from services.thumbnails import domain, handlers, render
 from services.thumbnails.drawing import Drawing, keep_secrets_from_workers, worker_settings
-from services.thumbnails.handlers import ANALYZE_FROM, DRAW_BATCH, LEASES, Thumbnails, Wanted
+from services.thumbnails.handlers import (
+    ANALYZE_FROM,
+    DRAW_BATCH,
+    LEASES,
+    SMALL_BATCH,
+    Thumbnails,
+    Wanted,
+)
 from services.thumbnails.projections import thumbnails as model
 from shared.contracts import thumbnails as ev
 from shared.contracts.envelope import Cause, Change, envelopes_of
@@ -327,6 +334,53 @@ async def test_a_burst_of_requests_has_the_drawing_loop_s_tables_analyzed(
             w.file_id for w in wanted[DRAW_BATCH:][:DRAW_BATCH]
         ]
         assert all(c["attempts"] == 1 and c["known"] is False for c in claimed)
+
+
+@pytest.mark.timeout(300)
+async def test_after_a_batch_of_small_images_a_claim_takes_more(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A burst of small images is claimed SMALL_BATCH at a time once a batch showed it
+    (fewer statements a file); a batch holding anything else goes back to DRAW_BATCH."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    blobs = LocalBlobStore(settings.blob_root())
+    store = EventStore("thumbnails")
+    async with fresh_database(database_url, "thumbs") as pool:
+        async with pool.acquire() as conn:
+            await store.setup(conn)
+            await model.setup(conn)
+            await conn.execute(LEASES)
+        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
+        thumbnails = Thumbnails(runtime, blobs)
+        cause = envelopes_of(
+            [Change("test-cause", 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
+            Cause(actor="test", correlation_id="c"),
+        )[0]
+        wanted = []
+        for i in range(DRAW_BATCH + SMALL_BATCH + 10):
+            data = media.png(20 + i, 20) if i < DRAW_BATCH + 10 else f"gone {i}".encode()
+            sha = hashlib.sha256(data).hexdigest()
+            if i < DRAW_BATCH + 10:
+                await blobs.put(content_key(sha), data)
+            source = domain.source_of("image", sha)
+            wanted.append(Wanted(uuid.uuid4(), "image", source, content_key(sha), cause))
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted)
+        try:
+            first = await thumbnails.claim()
+            assert len(first) == DRAW_BATCH
+            await thumbnails.draw(first)
+            second = await thumbnails.claim()
+            assert len(second) == SMALL_BATCH
+            await thumbnails.draw(second)  # 10 small images, then files whose content is gone
+            assert thumbnails.batch == DRAW_BATCH
+        finally:
+            thumbnails.drawing.stop()
+        states = dict(
+            await pool.fetch("SELECT state, count(*) FROM thumbnails.files GROUP BY state")
+        )
+        assert states == {"made": DRAW_BATCH + 10, "failed": SMALL_BATCH - 10, "pending": 10}
+        assert await pool.fetchval("SELECT count(*) FROM thumbnails.leases") == 0
 
 
 def environment() -> bytes:
