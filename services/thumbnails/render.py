@@ -160,9 +160,13 @@ def pictures(image: Image.Image, sizes: tuple[int, ...], fmt: str) -> list[Pictu
     """Encoded pictures, largest first, each made from the one before (cheaper, and as
     sharp as from the original at these sizes)."""
     image = displayable(image, fmt)
-    out = []
+    out: list[Picture] = []
     for size in sorted(sizes, reverse=True):
         width, height = domain.fit(image.width, image.height, size)
+        if out and (width, height) == (out[-1].width, out[-1].height):
+            # An image within the smaller size too: the same picture, not encoded again.
+            out.append(Picture(size, out[-1].data, width, height))
+            continue
         if (width, height) != image.size:
             image = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
         buffer = io.BytesIO()
