@@ -558,9 +558,14 @@ class Thumbnails(Handlers):
 
     async def _store(self, source: str, made: list[render.Picture]) -> list[dict[str, Any]]:
         renditions = []
+        # An image within the smallest size has the same picture at every size: stored
+        # once, every size names it (a put is a spool, a rename and two fsyncs).
+        stored: dict[bytes, str] = {}
         for picture in made:
-            key = domain.blob_key(source, picture.size, self.fmt)
-            await self.blobs.put(key, picture.data)
+            key = stored.get(picture.data) or domain.blob_key(source, picture.size, self.fmt)
+            if picture.data not in stored:
+                await self.blobs.put(key, picture.data)
+                stored[picture.data] = key
             renditions.append(
                 ev.Rendition(
                     size=picture.size,
@@ -606,7 +611,10 @@ class Thumbnails(Handlers):
             )
             if not rows:
                 return 0
-            keys = [r["blob_key"] for row in rows for r in (row["renditions"] or [])]
+            # A key once: the sizes of a small image share their picture.
+            keys = list(
+                dict.fromkeys(r["blob_key"] for row in rows for r in (row["renditions"] or []))
+            )
             # Bytes first: if the transaction then fails, the next sweep deletes again.
             await asyncio.gather(*(self.blobs.delete(k) for k in keys))
             cause = Cause(actor="system:thumbnails", correlation_id=str(uuid.uuid4()))

@@ -289,6 +289,18 @@ async def test_small_images_drawn_together_and_one_over_the_cap_is_found_alone(
             for r in await pool.fetch("SELECT file_id, state, code FROM thumbnails.files")
         }
         assert [rows[w.file_id] for w in wanted] == [("made", None)] * 3 + [("failed", "timed_out")]
+        # Within the smallest size: one picture, stored once, named by both sizes.
+        renditions = await pool.fetchval(
+            "SELECT renditions FROM thumbnails.files WHERE file_id = $1", wanted[0].file_id
+        )
+        assert [(r["size"], r["width"], r["height"]) for r in renditions] == [
+            (128, 40, 30),
+            (512, 40, 30),
+        ]
+        (key,) = {r["blob_key"] for r in renditions}
+        assert key == domain.blob_key(wanted[0].source, 128, "webp")
+        assert await blobs.exists(key)
+        assert not await blobs.exists(domain.blob_key(wanted[0].source, 512, "webp"))
 
 
 @pytest.mark.timeout(300)
