@@ -19,21 +19,37 @@ the drawing alone: from the first file's `ThumbnailsRequested` to the last
 `ThumbnailsMade` (their times in the store). Each is compared with the plain loop.
 Target: the drawing alone at least as fast as the plain loop (ratio >= 1): the pool of
 worker processes wins back what the platform costs around it.
+
+`--small N`: the thumbnails service's CPU per small uploaded file (issue 19). N files of
+4 KiB as bench.upload_small makes them (PNG-headed random bytes: each an image whose
+drawing fails), or with `--tiny` valid 40x30 PNGs (drawn: one WebP for both sizes),
+uploaded as upload_small does (100 a request, 4 in flight) until every file's
+thumbnails are settled. Figures: CPU-ms a file of the thumbnails service with its
+drawing workers, and of the PostgreSQL backends serving its connections (matched by
+client port), from the first upload to the last file settled. Baseline: the same files
+opened and drawn by render.py's functions in this process, one after another (CPU-ms a
+file). No target of its own: upload_small's 1,500 files/s needs every service's CPU a
+file down.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 from PIL import Image, ImageOps
 
-from bench._common import ADMIN_KEY, CpuMeter, Report, main, progress, stack
+from bench import upload_small
+from bench._common import ADMIN_KEY, CpuMeter, KiB, Report, main, progress, stack
 from services.thumbnails import domain, render
 from tests.thumbnail_fixtures import photo
 
@@ -143,6 +159,9 @@ def end_to_end(workdir: Path, paths: list[Path], workers: int) -> tuple[float, f
 
 
 def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
+    if args.small:
+        small_body(args, workdir, report)
+        return
     count = args.images or (100 if args.quick else 1000)
     rounds = args.rounds or (1 if args.quick else 3)
     report.title = (
@@ -193,10 +212,134 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     report.note(f"CPU-seconds end to end: {meter.describe()}")
 
 
+# -- --small: the service's CPU per small uploaded file ----------------------------------
+
+
+def small_files(count: int, tiny: bool) -> list[tuple[str, bytes]]:
+    if not tiny:
+        return [
+            (upload_small.file_name(i), upload_small.png_like(i, 4 * KiB)) for i in range(count)
+        ]
+    out = []
+    for i in range(count):
+        buffer = io.BytesIO()
+        Image.frombytes("RGB", (40, 30), os.urandom(40 * 30 * 3)).save(buffer, "PNG")
+        out.append((upload_small.file_name(i), buffer.getvalue()))
+    return out
+
+
+def small_plain_loop(files: list[tuple[str, bytes]]) -> float:
+    """CPU-seconds to draw each file with render.py's functions, in this process."""
+    start = time.process_time()
+    for _, data in files:
+        try:
+            render.pictures(render.draw_image(io.BytesIO(data), 512), domain.SIZES, "webp")
+        except Exception:
+            continue  # the undrawable files fail, as in the service
+    return time.process_time() - start
+
+
+def backend_cpu(backends: list[Any], service: int) -> dict[int, float]:
+    """CPU-seconds so far of each PostgreSQL backend whose client is a socket of the
+    process `service` (or of its children), by backend pid."""
+    ports: set[int] = set()
+    with contextlib.suppress(psutil.Error):
+        for proc in [psutil.Process(service), *psutil.Process(service).children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                ports |= {c.laddr.port for c in proc.net_connections(kind="tcp") if c.laddr}
+    used: dict[int, float] = {}
+    for b in backends:
+        if b["client_port"] in ports:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(b["pid"]).cpu_times()
+                used[b["pid"]] = t.user + t.system
+    return used
+
+
+async def small_snapshot(database_url: str) -> tuple[list[Any], int, int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        backends = await conn.fetch(
+            "SELECT pid, client_port FROM pg_stat_activity WHERE client_port IS NOT NULL"
+        )
+        settled = await conn.fetchval(
+            "SELECT count(*) FROM thumbnails.files WHERE state IN ('made', 'failed')"
+        )
+        commits = await conn.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return list(backends), settled, commits
+    finally:
+        await conn.close()
+
+
+def small_body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
+    count = args.small
+    kind = "valid 40x30 PNGs" if args.tiny else "4 KiB PNG-headed random bytes (undrawable)"
+    report.title = f"thumbnails' CPU a small file: {count:,} {kind} uploaded until settled"
+    files = small_files(count, args.tiny)
+    progress("plain loop: render.py's functions over the same files, in this process")
+    with report.contention.measure():
+        plain = sorted(small_plain_loop(files) for _ in range(3))[1]
+    progress("starting the stack")
+    with stack(workdir) as running:
+        pids = {c.name: c.proc.pid for c in running.children}
+        url = running.env["FILES_DATABASE_URL"]
+        thumbnails = pids["thumbnails"]
+        backends, settled_before, commits_before = asyncio.run(small_snapshot(url))
+        pg_before = backend_cpu(backends, thumbnails)
+        with report.contention.measure(), CpuMeter(pids) as cpu:
+            result = asyncio.run(upload_small.upload(running.gateway_url, files, 100, 4))
+            listed = time.perf_counter()
+            deadline = time.monotonic() + 600
+            # The warm-up's 10 files are settled too (they are images as well).
+            while True:
+                backends, settled, commits = asyncio.run(small_snapshot(url))
+                if settled >= settled_before + count + 10:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{settled} thumbnails settled after 600 s")
+                time.sleep(0.1)  # polling the read model, not a wait for a reaction
+            after_listing = time.perf_counter() - listed
+            pg_after = backend_cpu(backends, thumbnails)
+        running.check_alive()
+    service = cpu.used["thumbnails"]
+    postgres = sum(v - pg_before.get(pid, 0.0) for pid, v in pg_after.items())
+    report.figure(
+        "thumbnails_ms_per_file",
+        "thumbnails service and its workers, CPU a file",
+        service / count * 1e3,
+        "ms",
+        headline=True,
+    )
+    report.figure(
+        "postgres_ms_per_file",
+        "PostgreSQL backends serving it, CPU a file",
+        postgres / count * 1e3,
+        "ms",
+    )
+    report.figure(
+        "commits_per_file", "commits a file (all services)", (commits - commits_before) / count, ""
+    )
+    report.figure("settled_after_s", "every file settled after the listing", after_listing, "s")
+    report.figure(
+        "files_per_s", "upload until listed (upload_small)", count / result["total_s"], "files/s"
+    )
+    report.baseline(
+        "plain_ms_per_file", "render.py in this process, CPU a file", plain / count * 1e3, "ms"
+    )
+    report.ratio("ratio", "service CPU a file / plain loop's", service, plain)
+    report.note(f"CPU-seconds from the first upload to the last file settled: {cpu.describe()}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=0, help="how many photos (1,000)")
     parser.add_argument("--rounds", type=int, default=0, help="rounds of the plain loop (3)")
     parser.add_argument("--workers", type=int, default=2, help="drawing processes (2)")
+    parser.add_argument(
+        "--small", type=int, default=0, help="instead: the CPU a small uploaded file (N files)"
+    )
+    parser.add_argument("--tiny", action="store_true", help="with --small: valid 40x30 PNGs")
 
 
 if __name__ == "__main__":

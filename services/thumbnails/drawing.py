@@ -92,6 +92,39 @@ class Drawing:
         elif waiting.exception() is not None:
             log.warning("thumbnails.workers_not_started", error=repr(waiting.exception()))
 
+    async def draw_together(
+        self, jobs: list[render.Job], time_cap: float
+    ) -> list[list[render.Picture] | Failure | ConnectionError] | None:
+        """Each small file's pictures or why it has none (a ConnectionError: the store
+        did not answer), drawn one after another in one task under one time cap; or None
+        when the task did not finish (over the cap, its worker died, the pool broke):
+        then each is to be drawn alone, under its own cap, to find which file it was."""
+        pool = self._workers()
+        future = pool.schedule(render.drawn_together, args=(jobs,), timeout=time_cap)
+        waiting = asyncio.wrap_future(future)
+        done, _ = await asyncio.wait([waiting], timeout=time_cap * 2 + SPAWN_ALLOWANCE_S)
+        if not done:
+            future.cancel()  # type: ignore[no-untyped-call]
+            if self._pool is pool:
+                self.stop()
+            return None
+        try:
+            made = waiting.result()
+        except concurrent.futures.BrokenExecutor:
+            if self._pool is pool:
+                self.stop()
+            return None
+        except (concurrent.futures.TimeoutError, pebble.ProcessExpired):
+            return None
+        return [
+            ConnectionError(f"the blob store did not answer: {m}")
+            if isinstance(m, render.SourceUnavailable)
+            else (m[0], domain.short_reason(m[1]))
+            if isinstance(m, tuple)
+            else m
+            for m in made
+        ]
+
     async def draw(self, job: render.Job, time_cap: float) -> list[render.Picture] | Failure | None:
         """The pictures; or why the file cannot have them; or None when the pool broke
         (try again later). A store that did not answer is a ConnectionError (transient:

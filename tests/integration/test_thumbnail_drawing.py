@@ -18,9 +18,16 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from services.thumbnails import domain, render
+from services.thumbnails import domain, handlers, render
 from services.thumbnails.drawing import Drawing, keep_secrets_from_workers, worker_settings
-from services.thumbnails.handlers import LEASES, Thumbnails, Wanted
+from services.thumbnails.handlers import (
+    ANALYZE_FROM,
+    DRAW_BATCH,
+    LEASES,
+    SMALL_BATCH,
+    Thumbnails,
+    Wanted,
+)
 from services.thumbnails.projections import thumbnails as model
 from shared.contracts import thumbnails as ev
 from shared.contracts.envelope import Cause, Change, envelopes_of
@@ -223,6 +230,168 @@ async def test_a_backlog_is_drawn_in_batches_each_source_once(
                WHERE type IN ('thumbnails.ThumbnailsMade', 'thumbnails.ThumbnailFailed')"""
         )
         assert settling <= 8, f"40 files settled in {settling} transactions"
+        assert await pool.fetchval("SELECT count(*) FROM thumbnails.leases") == 0
+
+
+@pytest.mark.timeout(300)
+async def test_small_images_drawn_together_and_one_over_the_cap_is_found_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small images go to a worker in one task; when one of them keeps it past the time
+    cap, each is drawn again alone: the others get their pictures, that one is recorded
+    as timed out (and the pool goes on)."""
+    monkeypatch.setattr(handlers, "SMALL_IMAGE", 1 << 30)  # the slow one counts as small
+    settings = Settings(
+        data_dir=tmp_path,
+        blob_url=str(tmp_path / "blobs"),
+        thumbnail_workers=1,
+        thumbnail_time_cap_s=0.3,
+    )
+    blobs = LocalBlobStore(settings.blob_root())
+    store = EventStore("thumbnails")
+    async with fresh_database(database_url, "thumbs") as pool:
+        async with pool.acquire() as conn:
+            await store.setup(conn)
+            await model.setup(conn)
+            await conn.execute(LEASES)
+        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
+        thumbnails = Thumbnails(runtime, blobs)
+        cause = envelopes_of(
+            [Change("test-cause", 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
+            Cause(actor="test", correlation_id="c"),
+        )[0]
+        contents = [media.png(40 + i, 30) for i in range(3)] + [slow_image()]
+        wanted = []
+        for data in contents:
+            sha = hashlib.sha256(data).hexdigest()
+            await blobs.put(content_key(sha), data)
+            source = domain.source_of("image", sha)
+            wanted.append(Wanted(uuid.uuid4(), "image", source, content_key(sha), cause))
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted)
+        drawing = asyncio.create_task(thumbnails.run())
+        try:
+
+            async def settled() -> bool:
+                left: int = await pool.fetchval(
+                    "SELECT count(*) FROM thumbnails.files WHERE state = 'pending'"
+                )
+                return left == 0
+
+            await eventually(settled, within=120, what="every pending file settled")
+        finally:
+            drawing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drawing
+            thumbnails.drawing.stop()
+        rows = {
+            r["file_id"]: (r["state"], r["code"])
+            for r in await pool.fetch("SELECT file_id, state, code FROM thumbnails.files")
+        }
+        assert [rows[w.file_id] for w in wanted] == [("made", None)] * 3 + [("failed", "timed_out")]
+        # Within the smallest size: one picture, stored once, named by both sizes.
+        renditions = await pool.fetchval(
+            "SELECT renditions FROM thumbnails.files WHERE file_id = $1", wanted[0].file_id
+        )
+        assert [(r["size"], r["width"], r["height"]) for r in renditions] == [
+            (128, 40, 30),
+            (512, 40, 30),
+        ]
+        (key,) = {r["blob_key"] for r in renditions}
+        assert key == domain.blob_key(wanted[0].source, 128, "webp")
+        assert await blobs.exists(key)
+        assert not await blobs.exists(domain.blob_key(wanted[0].source, 512, "webp"))
+
+
+@pytest.mark.timeout(300)
+async def test_a_burst_of_requests_has_the_drawing_loop_s_tables_analyzed(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A burst of uploads grows the read model before autovacuum looks at it; the
+    drawing loop's next claim analyzes it, so its statements are planned for what is
+    there (unanalyzed, each claim read every pending file). The claim still takes the
+    oldest pending files, each with its source's state."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    store = EventStore("thumbnails")
+    async with fresh_database(database_url, "thumbs") as pool:
+        async with pool.acquire() as conn:
+            await store.setup(conn)
+            await model.setup(conn)
+            await conn.execute(LEASES)
+        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
+        thumbnails = Thumbnails(runtime, LocalBlobStore(settings.blob_root()))
+        cause = envelopes_of(
+            [Change("test-cause", 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
+            Cause(actor="test", correlation_id="c"),
+        )[0]
+        wanted = []
+        for i in range(ANALYZE_FROM):
+            sha = hashlib.sha256(f"file {i}".encode()).hexdigest()
+            wanted.append(
+                Wanted(
+                    uuid.uuid4(), "image", domain.source_of("image", sha), content_key(sha), cause
+                )
+            )
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted[:-1])
+        reltuples = "SELECT reltuples FROM pg_class WHERE oid = 'thumbnails.files'::regclass"
+        assert await pool.fetchval(reltuples) == -1  # never analyzed
+        await thumbnails.claim()
+        assert await pool.fetchval(reltuples) == -1, "analyzed before the threshold"
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted[-1:])
+        claimed = await thumbnails.claim()
+        assert await pool.fetchval(reltuples) == ANALYZE_FROM
+        assert [c["file_id"] for c in claimed] == [
+            w.file_id for w in wanted[DRAW_BATCH:][:DRAW_BATCH]
+        ]
+        assert all(c["attempts"] == 1 and c["known"] is False for c in claimed)
+
+
+@pytest.mark.timeout(300)
+async def test_after_a_batch_of_small_images_a_claim_takes_more(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A burst of small images is claimed SMALL_BATCH at a time once a batch showed it
+    (fewer statements a file); a batch holding anything else goes back to DRAW_BATCH."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    blobs = LocalBlobStore(settings.blob_root())
+    store = EventStore("thumbnails")
+    async with fresh_database(database_url, "thumbs") as pool:
+        async with pool.acquire() as conn:
+            await store.setup(conn)
+            await model.setup(conn)
+            await conn.execute(LEASES)
+        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
+        thumbnails = Thumbnails(runtime, blobs)
+        cause = envelopes_of(
+            [Change("test-cause", 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
+            Cause(actor="test", correlation_id="c"),
+        )[0]
+        wanted = []
+        for i in range(DRAW_BATCH + SMALL_BATCH + 10):
+            data = media.png(20 + i, 20) if i < DRAW_BATCH + 10 else f"gone {i}".encode()
+            sha = hashlib.sha256(data).hexdigest()
+            if i < DRAW_BATCH + 10:
+                await blobs.put(content_key(sha), data)
+            source = domain.source_of("image", sha)
+            wanted.append(Wanted(uuid.uuid4(), "image", source, content_key(sha), cause))
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted)
+        try:
+            first = await thumbnails.claim()
+            assert len(first) == DRAW_BATCH
+            await thumbnails.draw(first)
+            second = await thumbnails.claim()
+            assert len(second) == SMALL_BATCH
+            await thumbnails.draw(second)  # 10 small images, then files whose content is gone
+            assert thumbnails.batch == DRAW_BATCH
+        finally:
+            thumbnails.drawing.stop()
+        states = dict(
+            await pool.fetch("SELECT state, count(*) FROM thumbnails.files GROUP BY state")
+        )
+        assert states == {"made": DRAW_BATCH + 10, "failed": SMALL_BATCH - 10, "pending": 10}
         assert await pool.fetchval("SELECT count(*) FROM thumbnails.leases") == 0
 
 

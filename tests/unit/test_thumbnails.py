@@ -146,6 +146,13 @@ def test_an_image_gets_a_picture_per_size_in_webp() -> None:
         assert image.format == "WEBP" and image.size == (picture.width, picture.height)
 
 
+def test_an_image_within_the_smallest_size_gets_that_picture_at_every_size() -> None:
+    small, large = drawn("image", media.png(40, 30))
+    assert (small.size, large.size) == (128, 512)
+    assert (small.width, small.height) == (large.width, large.height) == (40, 30)
+    assert small.data == large.data and opened(small).size == (40, 30)
+
+
 def test_a_jpeg_is_turned_as_its_exif_orientation_says() -> None:
     # 800x400 turned by orientation 6 shows 400 wide, 800 tall, red on top.
     _, large = drawn("image", media.jpeg(800, 400, orientation=6), fmt="jpeg")
