@@ -34,6 +34,7 @@ from services.gateway.edge import (
 from services.gateway.routes import PARAMS
 from shared.api.ingest import ReEncodeFiles
 from shared.kit import consistency
+from shared.kit.errors import Refused
 from shared.kit.http import JSON, error_body
 from shared.kit.logs import log
 
@@ -726,7 +727,7 @@ class Compose:
         first (in the catalog, as the caller), then the dataset synced with it. If the
         dataset is refused, the folder goes again (to the trash)."""
         try:
-            asked = orjson.loads(await call.request.body())
+            asked = orjson.loads(await capped_body(call.request))
         except orjson.JSONDecodeError:
             asked = None
         if not isinstance(asked, dict) or asked.get("create_backing_folder") is not True:
@@ -758,14 +759,22 @@ class Compose:
         user = await self.gateway.authenticate(call.request) or call.user
         await self.gateway.catch_up(call.request, "datasets", "catalog")
         body = {k: v for k, v in asked.items() if k != "create_backing_folder"}
-        answer = await self.gateway.call(
-            "datasets",
-            "POST",
-            "/v1/datasets",
-            call.request,
-            user,
-            json={**body, "synced_folder_id": folder_id},
-        )
+        try:
+            answer = await self.gateway.call(
+                "datasets",
+                "POST",
+                "/v1/datasets",
+                call.request,
+                user,
+                json={**body, "synced_folder_id": folder_id},
+            )
+        except Refused:
+            # Refused before it was sent (a body it cannot pass on): the folder goes. Not
+            # when the datasets context did not answer: the dataset may have been made.
+            await self.gateway.call(
+                "catalog", "DELETE", f"/v1/folders/{folder_id}", call.request, user
+            )
+            raise
         if answer.status_code != 201:
             await self.gateway.call(
                 "catalog", "DELETE", f"/v1/folders/{folder_id}", call.request, user

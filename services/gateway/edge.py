@@ -18,6 +18,7 @@ import base64
 import contextlib
 import hashlib
 import http.cookiejar
+import json as stdjson
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -84,8 +85,10 @@ async def in_pieces(
         held.append(chunk)
         length += len(chunk)
         if length >= size:
-            yield held[0] if len(held) == 1 else b"".join(held)
+            # The chunks let go before the piece is sent: one piece held, not two.
+            piece = held[0] if len(held) == 1 else b"".join(held)
             held, length = [], 0
+            yield piece
     if held:
         yield b"".join(held)
 
@@ -214,7 +217,9 @@ class Gateway:
             transport=ServiceTransport(limits=limits),
             # A pool of its own for each service: httpcore looks over every connection of
             # a pool (is it expired, is it free) for each call it sends, and an upload's
-            # consistency round alone keeps a few to each of six services open.
+            # consistency round alone keeps a few to each of six services open. Each pool
+            # has the limits above (200 connections to each service, not to all six: the
+            # services' database pools are what bounds the work they take at once).
             mounts={
                 _origin(url): ServiceTransport(limits=limits) for url in self.services.values()
             },
@@ -317,9 +322,9 @@ class Gateway:
         dropped (it closed it as idle while we sent) is sent once more, on a new one."""
         sent = {**self._headers(request, user, with_body=with_body), **(headers or {})}
         if json is not None:
-            # orjson, not httpx's json.dumps: the ids of an upload's files, each call.
-            content = orjson.dumps(json)
-            sent.setdefault("content-type", "application/json")
+            content = _json_body(json)
+            if not any(name.lower() == "content-type" for name in sent):
+                sent["content-type"] = "application/json"
         built = self.http.build_request(
             method,
             self.services[service] + path,
@@ -610,6 +615,21 @@ class NoCookies(http.cookiejar.CookieJar):
 def _origin(url: str) -> str:
     parsed = httpx.URL(url)
     return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
+
+
+def _json_body(value: Any) -> bytes:
+    """A call's JSON: orjson (the ids of an upload's files, each call), or, for what it
+    will not encode (deeper than 254 levels: a caller's body nests up to 1,024), the
+    standard library; what neither encodes is refused as the caller's, never a 500."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        try:
+            return stdjson.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        except (RecursionError, ValueError, TypeError):
+            raise Refused(
+                422, "invalid_request", "the request's JSON nests too deeply to be passed on"
+            ) from None
 
 
 def json_of(answer: httpx.Response) -> Any:

@@ -49,3 +49,22 @@ async def test_a_member_makes_a_dataset_with_its_own_folder_and_fills_it_by_uplo
         ),
         422,
     )
+
+
+async def test_a_body_nested_too_deep_to_pass_on_leaves_no_folder_behind(
+    api: httpx.AsyncClient,
+) -> None:
+    """A field nested deeper than the gateway's JSON encoder goes (orjson stops at 254
+    levels; a body may nest 1,024) is still passed on or refused as the caller's (never
+    a 500), and a refused dataset leaves no backing folder: the same name can be used."""
+    name = unique("deep")
+    nested: object = 1
+    for _ in range(300):
+        nested = [nested]
+    answer = await api.post(
+        "/v1/datasets", json={"name": name, "create_backing_folder": True, "extra": nested}
+    )
+    assert answer.status_code < 500, answer.text
+    assert answer.status_code != 201  # the datasets context takes no such field
+    made = await api.post("/v1/datasets", json={"name": name, "create_backing_folder": True})
+    assert made.status_code == 201, made.text
