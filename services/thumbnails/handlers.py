@@ -268,10 +268,7 @@ class Thumbnails(Handlers):
             )
             out += envelopes_of([change], Cause.of(gone[r["file_id"]]))
         if out:
-            await conn.execute(
-                "DELETE FROM thumbnails.leases WHERE file_id = ANY($1::uuid[])",
-                [r["file_id"] for r in rows],
-            )
+            await conn.execute(_SETTLED, [r["file_id"] for r in rows])
             await model.apply(conn, out)
             await self.store.append(conn, out)
 
@@ -347,7 +344,9 @@ class Thumbnails(Handlers):
         self._analyzing = True
         try:
             async with self.pool.acquire() as conn:
-                await conn.execute("ANALYZE thumbnails.files, thumbnails.sources")
+                # SKIP_LOCKED: never queued behind another replica's ANALYZE, a long
+                # VACUUM or a rebuild's DDL (nor queueing the claims behind itself).
+                await conn.execute("ANALYZE (SKIP_LOCKED) thumbnails.files, thumbnails.sources")
                 rows = await conn.fetchval(
                     "SELECT reltuples FROM pg_class WHERE oid = 'thumbnails.files'::regclass"
                 )
@@ -470,8 +469,14 @@ class Thumbnails(Handlers):
                 results[i] = error
 
         async def together(chunk: list[int]) -> None:
-            async with self.slots:
-                made = await self.drawing.draw_together([jobs[i] for i in chunk], self.time_cap)
+            made: list[Any] | None
+            try:
+                async with self.slots:
+                    made = await self.drawing.draw_together([jobs[i] for i in chunk], self.time_cap)
+            except Exception:
+                # Whatever went wrong with the task is no file's fault: each alone.
+                log.warning("thumbnails.group_failed", files=len(chunk), exc_info=True)
+                made = None
             if made is None:
                 await asyncio.gather(*(one(i) for i in chunk))
                 return
@@ -542,9 +547,7 @@ class Thumbnails(Handlers):
                     done.append(r["file_id"])
             if not out:
                 return
-            await conn.execute(
-                "DELETE FROM thumbnails.leases WHERE file_id = ANY($1::uuid[])", done
-            )
+            await conn.execute(_SETTLED, done)
             await model.apply(conn, out)
             await self.store.append(conn, out)
         for file, outcome in drawn.values():
@@ -631,6 +634,7 @@ class Thumbnails(Handlers):
     async def sweep_forever(self, every_s: float) -> None:
         while True:
             try:
+                await self.forget_stale_wants()
                 while (reclaimed := await self.sweep()) == SWEEP_BATCH:
                     log.info("thumbnails.reclaimed", sources=reclaimed)
                 if reclaimed:
@@ -638,6 +642,17 @@ class Thumbnails(Handlers):
             except Exception:
                 log.error("thumbnails.sweep_failed", exc_info=True)
             await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction
+
+    async def forget_stale_wants(self) -> int:
+        """Requests for files no longer pending (a poll that read one pending as it was
+        recorded asks after it is settled): gone, so that `wanted` is empty again when
+        nobody waits, and the claim's pick reads nothing. How many went."""
+        done: str = await self.pool.execute(
+            """DELETE FROM thumbnails.wanted w WHERE NOT EXISTS (
+                   SELECT 1 FROM thumbnails.files f
+                   WHERE f.file_id = w.file_id AND f.state = 'pending')"""
+        )
+        return int(done.split()[-1])
 
     async def want(self, file_id: uuid.UUID) -> None:
         """Someone asked for this pending file's picture: it is drawn next."""
@@ -653,6 +668,11 @@ class Thumbnails(Handlers):
         )
         return dict(row) if row is not None else None
 
+
+# Files settled or released: their leases go, and any request for them (`wanted` must
+# be empty when nobody waits: the claim's pick reads nothing then).
+_SETTLED = """WITH unwanted AS (DELETE FROM thumbnails.wanted WHERE file_id = ANY($1::uuid[]))
+DELETE FROM thumbnails.leases WHERE file_id = ANY($1::uuid[])"""
 
 LEASES = """
 CREATE TABLE IF NOT EXISTS thumbnails.leases (

@@ -119,7 +119,10 @@ def make(job: Job) -> list[Picture]:
             if isinstance(source, RangeFile) and source.failed is not None:
                 raise SourceUnavailable(str(source.failed)) from error
             raise Unthumbnailable("unreadable", describe(error)) from error
-    return pictures(picture, job.sizes, job.fmt)
+    try:
+        return pictures(picture, job.sizes, job.fmt)
+    except Exception as error:  # a mode or size no encoder takes: this file's failure
+        raise Unthumbnailable("unreadable", describe(error)) from error
 
 
 def ready() -> bool:
@@ -141,13 +144,16 @@ def drawn_together(jobs: list[Job]) -> list[list[Picture] | tuple[str, str] | So
     """`drawn` for each of a few small files in one task: a task's round trip through the
     pool (pickling, pebble's channel and locks, its threads) cost a worker more than
     finding a 4 KiB image unreadable. A store that did not answer is that file's outcome,
-    not the batch's."""
+    not the batch's; so is anything else one file raises (alone, `one` would record it
+    the same way), never its neighbours'."""
     out: list[list[Picture] | tuple[str, str] | SourceUnavailable] = []
     for job in jobs:
         try:
             out.append(drawn(job))
         except SourceUnavailable as error:
             out.append(error)
+        except Exception as error:
+            out.append(("unreadable", describe(error)))
     return out
 
 
@@ -180,6 +186,9 @@ def pictures(image: Image.Image, sizes: tuple[int, ...], fmt: str) -> list[Pictu
 
 def displayable(image: Image.Image, fmt: str) -> Image.Image:
     """RGB (or RGBA, which WebP keeps) with 8 bits a channel."""
+    if image.mode == "La":
+        # Premultiplied alpha (a TIFF's associated alpha): Pillow converts it to LA only.
+        image = image.convert("LA")
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         import numpy as np
 

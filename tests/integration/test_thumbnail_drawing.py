@@ -289,6 +289,10 @@ async def test_small_images_drawn_together_and_one_over_the_cap_is_found_alone(
             for r in await pool.fetch("SELECT file_id, state, code FROM thumbnails.files")
         }
         assert [rows[w.file_id] for w in wanted] == [("made", None)] * 3 + [("failed", "timed_out")]
+        # Asked for as it was settled (a poll that read it pending): the request goes.
+        await thumbnails.want(wanted[0].file_id)
+        assert await thumbnails.forget_stale_wants() == 1
+        assert await pool.fetchval("SELECT count(*) FROM thumbnails.wanted") == 0
         # Within the smallest size: one picture, stored once, named by both sizes.
         renditions = await pool.fetchval(
             "SELECT renditions FROM thumbnails.files WHERE file_id = $1", wanted[0].file_id
@@ -420,3 +424,52 @@ async def test_a_worker_holds_none_of_the_platforms_secrets(
     given = worker_settings(settings)
     assert given.service_key.get_secret_value() == "" and given.database_url == ""
     assert given.blob_url == settings.blob_url and given.data_dir == settings.data_dir
+
+
+def associated_alpha_tiff() -> bytes:
+    """A grey TIFF whose alpha is associated (ExtraSamples = 1): Pillow opens it as "La",
+    which converts to "LA" only."""
+    out = io.BytesIO()
+    Image.new("LA", (40, 30), (120, 200)).save(out, "TIFF")
+    data = bytearray(out.getvalue())
+    order = "<" if data[:2] == b"II" else ">"
+    ifd = int.from_bytes(data[4:8], "little" if order == "<" else "big")
+    for n in range(int.from_bytes(data[ifd : ifd + 2], "little" if order == "<" else "big")):
+        entry = ifd + 2 + 12 * n
+        if data[entry : entry + 2] == (338).to_bytes(2, "little" if order == "<" else "big"):
+            data[entry + 8 : entry + 10] = (1).to_bytes(2, "little" if order == "<" else "big")
+    assert Image.open(io.BytesIO(bytes(data))).mode == "La"
+    return bytes(data)
+
+
+async def test_small_images_drawn_together_include_one_with_associated_alpha(
+    stored: tuple[LocalBlobStore, Drawing],
+) -> None:
+    """An image of a mode Pillow converts only one way is drawn like any other, beside
+    its neighbours in one task (it used to raise out of the task: the batch failed)."""
+    store, drawing = stored
+    jobs = [
+        await job(store, "image", media.png(40, 30)),
+        await job(store, "image", associated_alpha_tiff()),
+        await job(store, "image", media.png(41, 30)),
+    ]
+    made = await drawing.draw_together(jobs, 30.0)
+    assert made is not None
+    assert all(isinstance(m, list) and m for m in made), made
+
+
+def test_a_file_that_raises_in_a_group_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever one file of a group raises is that file's outcome ("unreadable"), never
+    its neighbours': they keep their pictures."""
+    good = render.Picture(128, b"webp", 40, 30)
+
+    def make(job: render.Job) -> list[render.Picture]:
+        if job.blob_key == "bad":
+            raise ValueError("conversion from Xy to L not supported")
+        return [good]
+
+    monkeypatch.setattr(render, "make", make)
+    jobs = [render.Job("image", key, 10, "webp") for key in ("a", "bad", "b")]
+    first, bad, last = render.drawn_together(jobs)
+    assert first == [good] and last == [good]
+    assert isinstance(bad, tuple) and bad[0] == "unreadable" and "Xy" in bad[1]
