@@ -29,12 +29,12 @@ from services.gateway.edge import (
     Unavailable,
     capped_body,
     error_response,
+    json_body,
     json_of,
 )
 from services.gateway.routes import PARAMS
 from shared.api.ingest import ReEncodeFiles
 from shared.kit import consistency
-from shared.kit.errors import Refused
 from shared.kit.http import JSON, error_body
 from shared.kit.logs import log
 
@@ -738,6 +738,8 @@ class Compose:
                 "invalid_request",
                 "create_backing_folder makes the synced folder: give no synced_folder_id",
             )
+        # What cannot be passed on is refused before anything is made (nothing to undo).
+        json_body(asked)
         name, description = asked.get("name"), asked.get("description", "")
         made = await self.gateway.call(
             "catalog",
@@ -759,22 +761,14 @@ class Compose:
         user = await self.gateway.authenticate(call.request) or call.user
         await self.gateway.catch_up(call.request, "datasets", "catalog")
         body = {k: v for k, v in asked.items() if k != "create_backing_folder"}
-        try:
-            answer = await self.gateway.call(
-                "datasets",
-                "POST",
-                "/v1/datasets",
-                call.request,
-                user,
-                json={**body, "synced_folder_id": folder_id},
-            )
-        except Refused:
-            # Refused before it was sent (a body it cannot pass on): the folder goes. Not
-            # when the datasets context did not answer: the dataset may have been made.
-            await self.gateway.call(
-                "catalog", "DELETE", f"/v1/folders/{folder_id}", call.request, user
-            )
-            raise
+        answer = await self.gateway.call(
+            "datasets",
+            "POST",
+            "/v1/datasets",
+            call.request,
+            user,
+            json={**body, "synced_folder_id": folder_id},
+        )
         if answer.status_code != 201:
             await self.gateway.call(
                 "catalog", "DELETE", f"/v1/folders/{folder_id}", call.request, user

@@ -322,7 +322,7 @@ class Gateway:
         dropped (it closed it as idle while we sent) is sent once more, on a new one."""
         sent = {**self._headers(request, user, with_body=with_body), **(headers or {})}
         if json is not None:
-            content = _json_body(json)
+            content = json_body(json)
             if not any(name.lower() == "content-type" for name in sent):
                 sent["content-type"] = "application/json"
         built = self.http.build_request(
@@ -617,7 +617,7 @@ def _origin(url: str) -> str:
     return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
 
 
-def _json_body(value: Any) -> bytes:
+def json_body(value: Any) -> bytes:
     """A call's JSON: orjson (the ids of an upload's files, each call), or, for what it
     will not encode (deeper than 254 levels: a caller's body nests up to 1,024), the
     standard library; what neither encodes is refused as the caller's, never a 500."""

@@ -94,11 +94,12 @@ class Drawing:
 
     async def draw_together(
         self, jobs: list[render.Job], time_cap: float
-    ) -> list[list[render.Picture] | Failure | ConnectionError] | None:
+    ) -> list[list[render.Picture] | Failure | ConnectionError | None] | None:
         """Each small file's pictures or why it has none (a ConnectionError: the store
-        did not answer), drawn one after another in one task under one time cap; or None
-        when the task did not finish (over the cap, its worker died, the pool broke):
-        then each is to be drawn alone, under its own cap, to find which file it was."""
+        did not answer; None: it raised, to be drawn alone), drawn one after another in
+        one task under one time cap; or None when the task did not finish (over the cap,
+        its worker died, the pool broke): then each is to be drawn alone, under its own
+        cap, to find which file it was."""
         pool = self._workers()
         future = pool.schedule(render.drawn_together, args=(jobs,), timeout=time_cap)
         waiting = asyncio.wrap_future(future)

@@ -220,6 +220,7 @@ class Thumbnails(Handlers):
             )
         }
         out: list[Envelope] = []
+        settled_now: list[uuid.UUID] = []
         for w in wanted:
             row = files.get(w.file_id)
             if row is not None and (row["state"] == "released" or row["source"] == w.source):
@@ -236,12 +237,15 @@ class Thumbnails(Handlers):
             ]
             if w.source in settled:
                 # An identical file was drawn already: its pictures are this one's.
+                settled_now.append(w.file_id)
                 version += 1
                 event = _settled_event(w.file_id, w.source, settled[w.source])
                 changes.append(Change(ev.file_stream(w.file_id), version, event))
             files[w.file_id] = {"version": version, "state": "pending", "source": w.source}
             out += envelopes_of(changes, Cause.of(w.cause))
         if out:
+            if settled_now:
+                await conn.execute(_SETTLED, settled_now)
             await model.apply(conn, out)
             await self.store.append(conn, out)
             self._grown += len(wanted)
@@ -482,6 +486,8 @@ class Thumbnails(Handlers):
                 return
             for i, outcome in zip(chunk, made, strict=True):
                 results[i] = outcome
+            # A file that raised in the group: alone, as any file is drawn.
+            await asyncio.gather(*(one(i) for i, m in zip(chunk, made, strict=True) if m is None))
 
         chunks = [small[n : n + DRAW_BATCH] for n in range(0, len(small), DRAW_BATCH)]
         await asyncio.gather(*(together(c) for c in chunks), *(one(i) for i in alone))

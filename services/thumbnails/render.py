@@ -140,20 +140,24 @@ def drawn(job: Job) -> list[Picture] | tuple[str, str]:
         return error.code, error.message
 
 
-def drawn_together(jobs: list[Job]) -> list[list[Picture] | tuple[str, str] | SourceUnavailable]:
+def drawn_together(
+    jobs: list[Job],
+) -> list[list[Picture] | tuple[str, str] | SourceUnavailable | None]:
     """`drawn` for each of a few small files in one task: a task's round trip through the
     pool (pickling, pebble's channel and locks, its threads) cost a worker more than
-    finding a 4 KiB image unreadable. A store that did not answer is that file's outcome,
-    not the batch's; so is anything else one file raises (alone, `one` would record it
-    the same way), never its neighbours'."""
-    out: list[list[Picture] | tuple[str, str] | SourceUnavailable] = []
+    finding a 4 KiB image unreadable. What one file raises is that file's, never its
+    neighbours': a store (or disk) that did not answer is SourceUnavailable (tried again
+    later), anything else None: the file is drawn again alone, as any file is."""
+    out: list[list[Picture] | tuple[str, str] | SourceUnavailable | None] = []
     for job in jobs:
         try:
             out.append(drawn(job))
         except SourceUnavailable as error:
             out.append(error)
-        except Exception as error:
-            out.append(("unreadable", describe(error)))
+        except OSError as error:  # the local store's disk: EMFILE, EIO, ESTALE...
+            out.append(SourceUnavailable(f"{type(error).__name__} errno {error.errno}"))
+        except Exception:
+            out.append(None)
     return out
 
 

@@ -458,18 +458,24 @@ async def test_small_images_drawn_together_include_one_with_associated_alpha(
     assert all(isinstance(m, list) and m for m in made), made
 
 
-def test_a_file_that_raises_in_a_group_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whatever one file of a group raises is that file's outcome ("unreadable"), never
-    its neighbours': they keep their pictures."""
+def test_a_file_that_raises_in_a_group_is_its_own_trouble(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What one file of a group raises is that file's, never its neighbours' (they keep
+    their pictures): a disk error is the store's (tried again later), anything else has
+    the file drawn again alone (None), as any file is."""
     good = render.Picture(128, b"webp", 40, 30)
 
     def make(job: render.Job) -> list[render.Picture]:
         if job.blob_key == "bad":
             raise ValueError("conversion from Xy to L not supported")
+        if job.blob_key == "disk":
+            raise OSError(24, "Too many open files", "/data/blobs/sha256/aa/bb/cc")
         return [good]
 
     monkeypatch.setattr(render, "make", make)
-    jobs = [render.Job("image", key, 10, "webp") for key in ("a", "bad", "b")]
-    first, bad, last = render.drawn_together(jobs)
+    jobs = [render.Job("image", key, 10, "webp") for key in ("a", "bad", "disk", "b")]
+    first, bad, disk, last = render.drawn_together(jobs)
     assert first == [good] and last == [good]
-    assert isinstance(bad, tuple) and bad[0] == "unreadable" and "Xy" in bad[1]
+    assert bad is None
+    assert isinstance(disk, render.SourceUnavailable) and "/data" not in str(disk)

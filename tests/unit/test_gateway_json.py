@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from services.gateway.edge import _json_body
+from services.gateway.edge import json_body
 from shared.kit.errors import Refused
 
 
@@ -19,11 +19,11 @@ def nested(depth: int) -> object:
 
 
 def test_a_body_deeper_than_orjson_goes_is_encoded_all_the_same() -> None:
-    assert json.loads(_json_body({"extra": nested(300)})) == {"extra": nested(300)}
-    assert _json_body({"ids": ["a", "b"]}) == b'{"ids":["a","b"]}'
+    assert json.loads(json_body({"extra": nested(300)})) == {"extra": nested(300)}
+    assert json_body({"ids": ["a", "b"]}) == b'{"ids":["a","b"]}'
 
 
 def test_a_body_no_encoder_takes_is_refused_as_the_callers() -> None:
     with pytest.raises(Refused) as refused:
-        _json_body(nested(5000))
+        json_body(nested(5000))
     assert (refused.value.status, refused.value.code) == (422, "invalid_request")

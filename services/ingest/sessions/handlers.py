@@ -106,6 +106,9 @@ class Sessions(Handlers):
             etag = await self.blobs.put_part(
                 row["store_key"], row["upload_id"], number, _at_most(chunks, expected, number)
             )
+        except FileNotFoundError:
+            # The session's parts went while this one streamed (aborted, or expired).
+            raise Refused(404, "not_found", f"upload session {session_id} is not open") from None
         except OSError as error:
             log.error("ingest.part_store_failed", error=repr(error))
             raise storage_failed(error) from error

@@ -30,7 +30,7 @@ import urllib3
 from minio import Minio
 from minio.commonconfig import ComposeSource, CopySource
 from minio.datatypes import Part
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 
 from shared.kit.blobs.base import (
     CHUNK,
@@ -185,11 +185,10 @@ class S3BlobStore:
                     group.create_task(put(w))
         except ExceptionGroup as failed:
             first = failed.exceptions[0]  # the first failure says enough
-            if isinstance(first, S3Error | urllib3.exceptions.HTTPError):
+            if isinstance(first, MinioException | urllib3.exceptions.HTTPError):
                 # What a failing disk is to the local store: the caller answers 503.
-                raise StoreUnavailable(
-                    f"the object store did not take a blob ({type(first).__name__})"
-                ) from first
+                code = getattr(first, "code", None) or type(first).__name__
+                raise StoreUnavailable(f"the object store did not take a blob ({code})") from first
             raise first from None
         finally:
             for w in writers:
