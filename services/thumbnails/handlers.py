@@ -529,9 +529,7 @@ class Thumbnails(Handlers):
                 for source, (_, outcome) in drawn.items()
                 if source in pending and source not in settled and isinstance(outcome, list)
             ]
-            for (source, _), renditions in zip(
-                made, await asyncio.gather(*(self._store(s, p) for s, p in made)), strict=True
-            ):
+            for source, renditions in (await self._store(made)).items():
                 settled[source] = {"state": "made", "renditions": renditions}
             out: list[Envelope] = []
             done: list[uuid.UUID] = []
@@ -565,27 +563,37 @@ class Thumbnails(Handlers):
                     reason=outcome[1],
                 )
 
-    async def _store(self, source: str, made: list[render.Picture]) -> list[dict[str, Any]]:
-        renditions = []
-        # An image within the smallest size has the same picture at every size: stored
-        # once, every size names it (a put is a spool, a rename and two fsyncs).
-        stored: dict[bytes, str] = {}
-        for picture in made:
-            key = stored.get(picture.data) or domain.blob_key(source, picture.size, self.fmt)
-            if picture.data not in stored:
-                await self.blobs.put(key, picture.data)
-                stored[picture.data] = key
-            renditions.append(
-                ev.Rendition(
-                    size=picture.size,
-                    blob_key=key,
-                    sha256=hashlib.sha256(picture.data).hexdigest(),
-                    content_type=domain.CONTENT_TYPES[self.fmt],
-                    width=picture.width,
-                    height=picture.height,
-                    bytes=len(picture.data),
-                ).model_dump()
-            )
+    async def _store(
+        self, made: Sequence[tuple[str, list[render.Picture]]]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Every source's pictures stored in one grouped put (on a local store two syncfs
+        for the batch, where a put each was a spool, a rename and two fsyncs); each
+        source's renditions naming them."""
+        renditions: dict[str, list[dict[str, Any]]] = {}
+        pictures: list[tuple[str, bytes]] = []
+        for source, drawn in made:
+            # An image within the smallest size has the same picture at every size:
+            # stored once, every size names it.
+            stored: dict[bytes, str] = {}
+            renditions[source] = []
+            for picture in drawn:
+                key = stored.get(picture.data)
+                if key is None:
+                    key = stored[picture.data] = domain.blob_key(source, picture.size, self.fmt)
+                    pictures.append((key, picture.data))
+                renditions[source].append(
+                    ev.Rendition(
+                        size=picture.size,
+                        blob_key=key,
+                        sha256=hashlib.sha256(picture.data).hexdigest(),
+                        content_type=domain.CONTENT_TYPES[self.fmt],
+                        width=picture.width,
+                        height=picture.height,
+                        bytes=len(picture.data),
+                    ).model_dump()
+                )
+        # Stored before the caller appends the events that name them.
+        await self.blobs.put_many(pictures)
         return renditions
 
     # -- reclaiming ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from shared.kit.blobs import (
     content_key,
     open_blob_store,
 )
+from shared.kit.blobs.s3 import parse_url
 from shared.kit.errors import storage_failed
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
@@ -233,6 +234,81 @@ async def test_a_failed_commit_drops_every_spool_and_stores_nothing_broken(
     with pytest.raises(KeyError):
         await store.commit([done, unfinished])
     assert not done.path.exists() and not unfinished.path.exists()
+
+
+def left_spools(store: BlobStore) -> list[Path]:
+    where = store.root / "incoming" if isinstance(store, LocalBlobStore) else store.spool_dir
+    return [p for p in where.glob("*") if p.is_file()] if where.exists() else []
+
+
+@pytest.mark.parametrize("many", [False, True])
+async def test_a_grouped_put_stores_each_picture_under_its_key(
+    store: BlobStore, many: bool
+) -> None:
+    """A batch's thumbnails in one put (local: past SYNCFS_FROM, two syncfs for the lot;
+    below it, an fsync each): each key holds its bytes, one there already is replaced, a
+    key given twice holds its last bytes, nothing is left in the spools."""
+    prefix = f"thumbnails/{uuid.uuid4().hex}"
+    pictures = [(f"{prefix}/{n}.webp", os.urandom(500 + n)) for n in range(20 if many else 3)]
+    pictures[0] = (pictures[0][0], os.urandom(70_000))  # past what a blob is held at
+    await store.put(pictures[1][0], b"an older picture")
+    again = (pictures[2][0], b"drawn again")
+    await store.put_many([*pictures, again])
+    for key, data in [*pictures[:2], again, *pictures[3:]]:
+        assert await read(store, key, 0, len(data) - 1) == data
+        assert await store.size(key) == len(data)
+    await store.put_many(pictures[:2])  # there already: replaced by the same bytes
+    assert await read(store, pictures[1][0], 0, 1000) == pictures[1][1]
+    await store.put_many([])
+    assert left_spools(store) == []
+
+
+async def test_a_grouped_put_with_a_foreign_key_stores_nothing(store: BlobStore) -> None:
+    prefix = f"thumbnails/{uuid.uuid4().hex}"
+    pictures = [(f"{prefix}/{n}.webp", b"picture %d" % n) for n in range(10)]
+    with pytest.raises(KeyError):
+        await store.put_many([*pictures, ("../etc/passwd", b"x")])
+    for key, _ in pictures:
+        assert not await store.exists(key)
+    assert left_spools(store) == []
+
+
+async def test_a_grouped_put_the_object_store_refuses_is_store_unavailable(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    """A bucket that is not there: S3 refuses every PUT; the caller sees StoreUnavailable
+    (a 503 to a client), not minio's own error."""
+    missing = S3BlobStore(
+        parse_url(f"s3://missing-{uuid.uuid4().hex[:12]}?endpoint={s3_endpoint}&region=us-east-1"),
+        tmp_path / "spool",
+        access_key="test-access-key",
+        secret_key="test-secret-key",
+    )
+    try:
+        with pytest.raises(StoreUnavailable):
+            await missing.put_many([(f"thumbnails/x/{n}.webp", b"p") for n in range(10)])
+    finally:
+        await missing.close()
+
+
+@pytest.mark.parametrize("many", [False, True])
+async def test_a_grouped_put_failing_half_way_leaves_no_half_written_key(
+    tmp_path: Path, many: bool
+) -> None:
+    """One picture's key cannot be renamed into (a directory is there): the put fails,
+    every other key holds all of its bytes or is not there, and no spool is left."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    prefix = f"thumbnails/{uuid.uuid4().hex}"
+    pictures = [(f"{prefix}/{n}.webp", os.urandom(3000)) for n in range(20 if many else 3)]
+    blocked = pictures[len(pictures) // 2][0]
+    await store.put(f"{blocked}/inside", b"makes its key a directory")
+    with pytest.raises(IsADirectoryError):
+        await store.put_many(pictures)
+    for key, data in pictures:
+        if key != blocked and await store.exists(key):
+            assert await read(store, key, 0, len(data) + 10) == data
+    assert left_spools(store) == []
+    assert await read(store, f"{blocked}/inside", 0, 100) == b"makes its key a directory"
 
 
 async def test_unknown_and_foreign_keys(store: BlobStore) -> None:

@@ -240,9 +240,14 @@ class BlobStore(Protocol):
         """Store finished writers under their content keys, durably; drop the spools
         (also on failure). Events may refer to the blobs once this returns."""
 
+    async def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Store small bytes made here (thumbnails) each under a key of ours, durably,
+        replacing what was there: once this returns, every key holds all of its bytes;
+        after a failure or a crash, each key holds all of its new bytes or none of them.
+        Made durable together (local: two syncfs for the lot, not two fsyncs a blob)."""
+
     async def put(self, key: str, data: bytes) -> None:
-        """Store small bytes made here (a thumbnail) under a key of ours, durably,
-        replacing what was there."""
+        """`put_many` of one."""
 
     async def size(self, key: str) -> int: ...
 

@@ -137,43 +137,51 @@ class LocalBlobStore:
 
     async def commit(self, writers: Sequence[BlobWriter]) -> None:
         try:
-            if _SYNCFS is not None and len(writers) >= SYNCFS_FROM:
-                await asyncio.to_thread(self._commit_together, writers)
-                return
-            finals = {self._path(w.key): w for w in writers}
-            await asyncio.gather(
-                *(asyncio.to_thread(_move_writer, w, f) for f, w in finals.items())
-            )
-            # The renames are durable once their directories are synced.
-            await asyncio.gather(
-                *(asyncio.to_thread(_fsync, d) for d in {f.parent for f in finals})
-            )
+            await self._place({self._path(w.key): w for w in writers})
         finally:
             for w in writers:
                 w.abort()
 
-    def _commit_together(self, writers: Sequence[BlobWriter]) -> None:
+    async def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        # Every key checked before a byte is written; a key given twice: the last bytes.
+        finals = {self._path(key): data for key, data in items}
+        # Held in memory (within HOLD_PER_BLOB each): the spools are written by the
+        # placing thread, not on the event loop.
+        hold = Held(sum(len(data) for data in finals.values()))
+        writers: dict[Path, BlobWriter] = {}
+        try:
+            for final, data in finals.items():
+                writer = writers[final] = self.writer(hold)
+                writer.write(data)
+                writer.finish()
+            await self._place(writers)
+        finally:
+            for w in writers.values():
+                w.abort()
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self.put_many([(key, data)])
+
+    async def _place(self, finals: dict[Path, BlobWriter]) -> None:
+        """Each finished writer's bytes renamed into place at its path, durably; the
+        caller drops the spools (also on failure)."""
+        if _SYNCFS is not None and len(finals) >= SYNCFS_FROM:
+            await asyncio.to_thread(self._place_together, finals)
+            return
+        await asyncio.gather(*(asyncio.to_thread(_move_writer, w, f) for f, w in finals.items()))
+        # The renames are durable once their directories are synced.
+        await asyncio.gather(*(asyncio.to_thread(_fsync, d) for d in {f.parent for f in finals}))
+
+    def _place_together(self, finals: dict[Path, BlobWriter]) -> None:
         """Every spool written and durable, then renamed into place, then every rename
         durable: after a crash each key holds all of its bytes or nothing, as with
         `_move_into_place`."""
-        finals = {self._path(w.key): w for w in writers}
         spools = [w.spooled() for w in finals.values()]
         _syncfs(self.root)
         for (final, writer), spool in zip(finals.items(), spools, strict=True):
             _replace(spool, final)
             writer.moved()
         _syncfs(self.root)
-
-    async def put(self, key: str, data: bytes) -> None:
-        final = self._path(key)
-        spool = self.writer()
-        try:
-            spool.write(data)
-            spool.finish()
-            await asyncio.to_thread(_move_into_place, spool.path, final)
-            await asyncio.to_thread(_fsync, final.parent)
-        finally:
-            spool.abort()
 
     async def size(self, key: str) -> int:
         path = self._path(key)

@@ -14,7 +14,7 @@ import io
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -152,37 +152,56 @@ class S3BlobStore:
     async def commit(self, writers: Sequence[BlobWriter]) -> None:
         """Put each spool under its content key, unless that key is there already
         (identical bytes share one blob), a few side by side."""
-        gate = asyncio.Semaphore(PARALLEL_PUTS)
 
         async def put(w: BlobWriter) -> None:
-            async with gate:
-                if await self.exists(w.key):
-                    return
-                held = w.held
-                if held is not None:
-                    # Held in memory: put as it is, no spool file written and read back.
-                    await self._call(
-                        self._client.put_object,
-                        self.bucket,
-                        w.key,
-                        io.BytesIO(held),
-                        len(held),
-                    )
-                    return
-                await self._call(
-                    self._client.fput_object,
-                    self.bucket,
-                    w.key,
-                    str(w.path),
-                    part_size=_part_size(w.size),
-                    num_parallel_uploads=2,
-                )
+            if await self.exists(w.key):
+                return
+            held = w.held
+            if held is not None:
+                # Held in memory: put as it is, no spool file written and read back.
+                await self._put_bytes(w.key, held)
+                return
+            await self._call(
+                self._client.fput_object,
+                self.bucket,
+                w.key,
+                str(w.path),
+                part_size=_part_size(w.size),
+                num_parallel_uploads=2,
+            )
 
         try:
             unique = {check_key(w.key): w for w in writers}
+            await self._side_by_side(put, unique.values())
+        finally:
+            for w in writers:
+                w.abort()
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        # Every key checked before a byte is sent; a key given twice: the last bytes.
+        unique = {check_key(key): data for key, data in items}
+        await self._side_by_side(lambda item: self._put_bytes(*item), unique.items())
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self.put_many([(key, data)])
+
+    async def _put_bytes(self, key: str, data: bytes | bytearray) -> None:
+        # One PUT: S3 shows an object whole or not at all.
+        await self._call(self._client.put_object, self.bucket, key, io.BytesIO(data), len(data))
+
+    async def _side_by_side(self, put: Callable[[T], Awaitable[None]], items: Iterable[T]) -> None:
+        """`put` for each item, PARALLEL_PUTS at a time; the first failure raised (an
+        S3 or connection error as StoreUnavailable), the others cancelled."""
+        gate = asyncio.Semaphore(PARALLEL_PUTS)
+
+        async def gated(item: T) -> None:
+            async with gate:
+                await put(item)
+
+        try:
             async with asyncio.TaskGroup() as group:
-                for w in unique.values():
-                    group.create_task(put(w))
+                for item in items:
+                    group.create_task(gated(item))
         except ExceptionGroup as failed:
             first = failed.exceptions[0]  # the first failure says enough
             if isinstance(first, MinioException | urllib3.exceptions.HTTPError):
@@ -190,14 +209,6 @@ class S3BlobStore:
                 code = getattr(first, "code", None) or type(first).__name__
                 raise StoreUnavailable(f"the object store did not take a blob ({code})") from first
             raise first from None
-        finally:
-            for w in writers:
-                w.abort()
-
-    async def put(self, key: str, data: bytes) -> None:
-        await self._call(
-            self._client.put_object, self.bucket, check_key(key), io.BytesIO(data), len(data)
-        )
 
     async def size(self, key: str) -> int:
         try:
