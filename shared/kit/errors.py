@@ -26,12 +26,12 @@ def not_found(what: str, ident: object) -> Refused:
     return Refused(404, "not_found", f"{what} {ident} does not exist", {"id": str(ident)})
 
 
-def storage_failed(error: OSError) -> Refused:
+def storage_failed(error: Exception) -> Refused:
     """The local disk failed while keeping what a caller sent: not the caller's fault,
     so never a 4xx about their request, and not a 500 either. A full disk (or quota) is
     507; anything else 503, to be tried again. Nothing of the request is recorded; the
     message names no path of ours."""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return Refused(
             507,
             "insufficient_storage",

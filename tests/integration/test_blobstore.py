@@ -21,7 +21,7 @@ from shared.kit.blobs import (
     InvalidPart,
     LocalBlobStore,
     S3BlobStore,
-    StoreUnavailable,
+    StoreRefused,
     UnknownUpload,
     content_key,
     open_blob_store,
@@ -273,11 +273,12 @@ async def test_a_grouped_put_with_a_foreign_key_stores_nothing(store: BlobStore)
     assert left_spools(store) == []
 
 
-async def test_a_grouped_put_the_object_store_refuses_is_store_unavailable(
+async def test_a_grouped_put_the_object_store_refuses_is_store_refused(
     s3_endpoint: str, tmp_path: Path
 ) -> None:
-    """A bucket that is not there: S3 refuses every PUT; the caller sees StoreUnavailable
-    (a 503 to a client), not minio's own error."""
+    """A bucket that is not there: S3 refuses every PUT for good; the caller sees
+    StoreRefused (not transient: a background job counts its attempts), not minio's own
+    error."""
     missing = S3BlobStore(
         parse_url(f"s3://missing-{uuid.uuid4().hex[:12]}?endpoint={s3_endpoint}&region=us-east-1"),
         tmp_path / "spool",
@@ -285,7 +286,7 @@ async def test_a_grouped_put_the_object_store_refuses_is_store_unavailable(
         secret_key="test-secret-key",
     )
     try:
-        with pytest.raises(StoreUnavailable):
+        with pytest.raises(StoreRefused):
             await missing.put_many([(f"thumbnails/x/{n}.webp", b"p") for n in range(10)])
     finally:
         await missing.close()
@@ -502,11 +503,12 @@ async def test_a_start_drops_the_spools_a_crash_left_and_keeps_those_in_flight(
     assert await read(store, key, 0, 13) == b"being received"
 
 
-async def test_an_object_store_that_refuses_a_blob_fails_the_commit_as_an_io_error(
+async def test_an_object_store_that_refuses_a_blob_fails_the_commit_as_the_stores(
     tmp_path: Path, s3_endpoint: str
 ) -> None:
-    """An S3 error at commit (here: a bucket that is not there) is the store's I/O error,
-    which an upload answers as 503 storage_unavailable, never a 500."""
+    """An S3 error at commit (here: a bucket that is not there) is the store's refusal,
+    not transient (so not an OSError), which an upload answers as 503
+    storage_unavailable, never a 500."""
     blobs = open_blob_store(
         Settings(
             data_dir=tmp_path,
@@ -518,9 +520,9 @@ async def test_an_object_store_that_refuses_a_blob_fails_the_commit_as_an_io_err
     try:
         writer = written(blobs, b"bytes of a file")
         writer.finish()
-        with pytest.raises(StoreUnavailable) as failed:
+        with pytest.raises(StoreRefused) as failed:
             await blobs.commit([writer])
-        assert isinstance(failed.value, OSError)
+        assert not isinstance(failed.value, OSError)
         assert storage_failed(failed.value).status == 503
     finally:
         await blobs.close()

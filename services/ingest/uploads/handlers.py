@@ -24,7 +24,7 @@ from services.ingest.uploads.domain import (
 )
 from services.ingest.uploads.multipart import METADATA_FIELD, Receiver
 from shared.contracts.envelope import Cause, Envelope, envelopes_of, now
-from shared.kit.blobs import BlobStore
+from shared.kit.blobs import BlobStore, StoreRefused
 from shared.kit.errors import Refused, storage_failed
 from shared.kit.logs import log
 from shared.kit.service import Handlers, Parts
@@ -225,7 +225,7 @@ class Uploads(Handlers):
             await claim_blobs(conn, keys, stored_at or UNDATED)
             try:
                 await self.blobs.commit(receiver.writers)
-            except OSError as error:
+            except (OSError, StoreRefused) as error:
                 # A local store's disk (held blobs are written out only now): the
                 # transaction rolls back; blobs renamed already are unclaimed, collected.
                 log.error("ingest.blob_commit_failed", error=repr(error))

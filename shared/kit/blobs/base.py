@@ -62,8 +62,14 @@ class UnknownUpload(LookupError):
 
 
 class StoreUnavailable(OSError):
-    """The object store failed to take a blob (an S3 error, or its connection): an I/O
-    error of the store, as a failing disk is the local store's."""
+    """The object store failed to take a blob for now (its connection, a 5xx, slow down):
+    an I/O error of the store, as a failing disk is the local store's (transient)."""
+
+
+class StoreRefused(Exception):
+    """The object store refused a blob for good (access denied, no such bucket, bad
+    credentials): an operator's matter. Not an OSError, so not retried as transient: a
+    background job counts its attempts and gives up; a request answers 503."""
 
 
 class InvalidPart(ValueError):

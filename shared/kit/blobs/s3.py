@@ -38,6 +38,7 @@ from shared.kit.blobs.base import (
     Held,
     InvalidPart,
     PartInfo,
+    StoreRefused,
     StoreUnavailable,
     UnknownUpload,
     check_key,
@@ -46,6 +47,10 @@ from shared.kit.blobs.base import (
 )
 
 T = TypeVar("T")
+# S3 error codes that say "not now" (a retry may succeed); any other S3Error refuses.
+_FOR_NOW = frozenset(
+    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeTooSkewed"}
+)
 THREADS = 32
 # Blobs put side by side at commit, and parts of one large blob.
 PARALLEL_PUTS = 8
@@ -205,8 +210,10 @@ class S3BlobStore:
         except ExceptionGroup as failed:
             first = failed.exceptions[0]  # the first failure says enough
             if isinstance(first, MinioException | urllib3.exceptions.HTTPError):
-                # What a failing disk is to the local store: the caller answers 503.
                 code = getattr(first, "code", None) or type(first).__name__
+                if isinstance(first, S3Error) and code not in _FOR_NOW:
+                    raise StoreRefused(f"the object store refused a blob ({code})") from first
+                # What a failing disk is to the local store: the caller answers 503.
                 raise StoreUnavailable(f"the object store did not take a blob ({code})") from first
             raise first from None
 
