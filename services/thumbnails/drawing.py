@@ -11,6 +11,8 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pebble
 from pydantic import SecretStr
@@ -100,20 +102,14 @@ class Drawing:
         one task under one time cap; or None when the task did not finish (over the cap,
         its worker died, the pool broke): then each is to be drawn alone, under its own
         cap, to find which file it was."""
-        pool = self._workers()
-        future = pool.schedule(render.drawn_together, args=(jobs,), timeout=time_cap)
-        waiting = asyncio.wrap_future(future)
-        done, _ = await asyncio.wait([waiting], timeout=time_cap * 2 + SPAWN_ALLOWANCE_S)
-        if not done:
-            future.cancel()  # type: ignore[no-untyped-call]
-            if self._pool is pool:
-                self.stop()
+        ran = await self._run(render.drawn_together, jobs, time_cap)
+        if ran is None:
             return None
+        pool, waiting = ran
         try:
             made = waiting.result()
         except concurrent.futures.BrokenExecutor:
-            if self._pool is pool:
-                self.stop()
+            self._stop(pool)
             return None
         except (concurrent.futures.TimeoutError, pebble.ProcessExpired):
             return None
@@ -130,17 +126,10 @@ class Drawing:
         """The pictures; or why the file cannot have them; or None when the pool broke
         (try again later). A store that did not answer is a ConnectionError (transient:
         not the file's fault)."""
-        pool = self._workers()
-        future = pool.schedule(render.drawn, args=(job,), timeout=time_cap)
-        # The pool caps the drawing; this, a future the pool would never settle (one
-        # queued when it broke), which would hold its batch and a slot for ever.
-        waiting = asyncio.wrap_future(future)
-        done, _ = await asyncio.wait([waiting], timeout=time_cap * 2 + SPAWN_ALLOWANCE_S)
-        if not done:
-            future.cancel()  # type: ignore[no-untyped-call]
-            if self._pool is pool:
-                self.stop()
+        ran = await self._run(render.drawn, job, time_cap)
+        if ran is None:
             return None
+        pool, waiting = ran
         try:
             made: list[render.Picture] | Failure = waiting.result()
         except render.SourceUnavailable as error:
@@ -153,12 +142,33 @@ class Drawing:
             # The pool itself broke: a new one for the next files; this one is tried again.
             # (Every file in flight on it ends here: only the first stops it, not the new
             # pool a runner may have made since.)
-            if self._pool is pool:
-                self.stop()
+            self._stop(pool)
             return None
         if isinstance(made, tuple):
             return made[0], domain.short_reason(made[1])
         return made
+
+    async def _run(
+        self, fn: Callable[[Any], Any], arg: Any, time_cap: float
+    ) -> tuple[pebble.ProcessPool, asyncio.Future[Any]] | None:
+        """`fn(arg)` in a worker, capped by the pool; its pool and settled future, or
+        None when the future never settled (one queued when the pool broke would hold
+        its batch and a slot for ever): that pool is stopped, for a new one."""
+        pool = self._workers()
+        future = pool.schedule(fn, args=(arg,), timeout=time_cap)
+        waiting = asyncio.wrap_future(future)
+        done, _ = await asyncio.wait([waiting], timeout=time_cap * 2 + SPAWN_ALLOWANCE_S)
+        if not done:
+            future.cancel()  # type: ignore[no-untyped-call]
+            self._stop(pool)
+            return None
+        return pool, waiting
+
+    def _stop(self, pool: pebble.ProcessPool) -> None:
+        """Stop `pool` if it is still the one in use (not the new one a runner may have
+        made since)."""
+        if self._pool is pool:
+            self.stop()
 
     def stop(self) -> None:
         pool, self._pool = self._pool, None
