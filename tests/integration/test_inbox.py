@@ -197,22 +197,28 @@ async def test_events_no_reaction_wants_move_the_watermark_without_an_inbox_row(
     assert await rows() == [1, 3, 4, 8]
 
 
+async def send_at(world: World, n: int, event_type: str) -> None:
+    """An event of `event_type` at position n of the world's source, on its topic with
+    the relay's headers."""
+    sent = envelope(f"s-{n}", 1, n=n).model_copy(
+        update={"source": world.schema, "position": n, "type": event_type}
+    )
+    await world.producer.send_and_wait(
+        world.topic,
+        bus.encode(sent),
+        key=f"s-{n}".encode(),
+        headers=bus.wire_headers(sent.type, sent.correlation_id, None),
+    )
+
+
 async def test_a_consumer_applies_only_the_types_it_wants(
     pool: asyncpg.Pool, kafka_bootstrap: str, world: World
 ) -> None:
     s, topic, inbox, producer = world.schema, world.topic, world.inbox, world.producer
     wanted = envelope("w", 1).type
     for n in range(1, 7):
-        sent = envelope(f"s-{n}", 1, n=n).model_copy(
-            update={"source": s, "position": n, "type": wanted if n % 2 else "test.Unwanted"}
-        )
-        # With the relay's headers: the unwanted are read only as far as their position.
-        await producer.send_and_wait(
-            topic,
-            bus.encode(sent),
-            key=f"s-{n}".encode(),
-            headers=bus.wire_headers(sent.type, sent.correlation_id, None),
-        )
+        # The unwanted are read only as far as their position.
+        await send_at(world, n, wanted if n % 2 else "test.Unwanted")
     seen: list[str] = []
 
     async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
@@ -255,15 +261,6 @@ async def test_types_idle_for_now_are_passed_over_until_a_reaction_would_act(
     wanted = envelope("w", 1).type
     idle_now = {wanted}
 
-    async def send(n: int) -> None:
-        sent = envelope(f"s-{n}", 1, n=n).model_copy(update={"source": s, "position": n})
-        await producer.send_and_wait(
-            topic,
-            bus.encode(sent),
-            key=f"s-{n}".encode(),
-            headers=bus.wire_headers(sent.type, sent.correlation_id, None),
-        )
-
     seen: list[int] = []
 
     async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
@@ -292,13 +289,13 @@ async def test_types_idle_for_now_are_passed_over_until_a_reaction_would_act(
             return check
 
         for n in (1, 2, 3):
-            await send(n)
+            await send_at(world, n, wanted)
         await eventually(past(3), within=20, what="the watermark past the idle three")
         assert seen == []
         assert await pool.fetchval(f"SELECT count(*) FROM {s}.inbox") == 0
         idle_now.clear()
         for n in (4, 5, 6):
-            await send(n)
+            await send_at(world, n, wanted)
         await eventually(past(6), within=20, what="the watermark past the wanted three")
     finally:
         running.cancel()

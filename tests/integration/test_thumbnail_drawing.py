@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import pytest
 from PIL import Image
 
@@ -53,6 +54,34 @@ async def job(store: LocalBlobStore, renderer: str, data: bytes) -> render.Job:
     key = content_key(hashlib.sha256(data).hexdigest())
     await store.put(key, data)
     return render.Job(renderer, key, len(data), "webp")
+
+
+async def drawn_until_settled(
+    pool: asyncpg.Pool, thumbnails: Thumbnails, wanted: list[Wanted]
+) -> dict[uuid.UUID, tuple[str, str | None]]:
+    """The files requested, the drawing loop run until none is pending: each file's
+    state and code."""
+    async with pool.acquire() as conn, conn.transaction():
+        await thumbnails.request(conn, wanted)
+    drawing = asyncio.create_task(thumbnails.run())
+    try:
+
+        async def settled() -> bool:
+            left: int = await pool.fetchval(
+                "SELECT count(*) FROM thumbnails.files WHERE state = 'pending'"
+            )
+            return left == 0
+
+        await eventually(settled, within=120, what="every pending file settled")
+    finally:
+        drawing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drawing
+        thumbnails.drawing.stop()
+    return {
+        r["file_id"]: (r["state"], r["code"])
+        for r in await pool.fetch("SELECT file_id, state, code FROM thumbnails.files")
+    }
 
 
 def slow_image() -> bytes:
@@ -197,27 +226,7 @@ async def test_a_backlog_is_drawn_in_batches_each_source_once(
                 "made" if data in pictures else "failed",
                 None if data in pictures else "content_missing" if data == b"gone" else None,
             )
-        async with pool.acquire() as conn, conn.transaction():
-            await thumbnails.request(conn, wanted)
-        drawing = asyncio.create_task(thumbnails.run())
-        try:
-
-            async def settled() -> bool:
-                left: int = await pool.fetchval(
-                    "SELECT count(*) FROM thumbnails.files WHERE state = 'pending'"
-                )
-                return left == 0
-
-            await eventually(settled, within=120, what="every pending file settled")
-        finally:
-            drawing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drawing
-            thumbnails.drawing.stop()
-        rows = {
-            r["file_id"]: (r["state"], r["code"])
-            for r in await pool.fetch("SELECT file_id, state, code FROM thumbnails.files")
-        }
+        rows = await drawn_until_settled(pool, thumbnails, wanted)
         assert {f: state for f, (state, _) in rows.items()} == {
             f: state for f, (state, _) in expected.items()
         }
@@ -267,27 +276,7 @@ async def test_small_images_drawn_together_and_one_over_the_cap_is_found_alone(
             await blobs.put(content_key(sha), data)
             source = domain.source_of("image", sha)
             wanted.append(Wanted(uuid.uuid4(), "image", source, content_key(sha), cause))
-        async with pool.acquire() as conn, conn.transaction():
-            await thumbnails.request(conn, wanted)
-        drawing = asyncio.create_task(thumbnails.run())
-        try:
-
-            async def settled() -> bool:
-                left: int = await pool.fetchval(
-                    "SELECT count(*) FROM thumbnails.files WHERE state = 'pending'"
-                )
-                return left == 0
-
-            await eventually(settled, within=120, what="every pending file settled")
-        finally:
-            drawing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drawing
-            thumbnails.drawing.stop()
-        rows = {
-            r["file_id"]: (r["state"], r["code"])
-            for r in await pool.fetch("SELECT file_id, state, code FROM thumbnails.files")
-        }
+        rows = await drawn_until_settled(pool, thumbnails, wanted)
         assert [rows[w.file_id] for w in wanted] == [("made", None)] * 3 + [("failed", "timed_out")]
         # Asked for as it was settled (a poll that read it pending): the request goes.
         await thumbnails.want(wanted[0].file_id)
