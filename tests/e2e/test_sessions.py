@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from services.ingest.collector.projections import blob_refs
 from services.ingest.sessions.projections import sessions
 from shared.kit import db
+from shared.kit.blobs import open_blob_store
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import rebuild
 from tests.conftest import eventually
@@ -128,6 +130,66 @@ async def test_an_interrupted_upload_resumes_from_the_parts_already_stored(
     assert done.status_code == 201, done.text
     file_id = done.json()["file"]["id"]
     assert (await api.get(f"/v1/files/{file_id}/content")).content == data
+
+
+async def test_a_completion_that_died_after_the_store_assembled_the_file_can_be_done_again(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient, platform: Any
+) -> None:
+    top = await folder(api, unique("assembled"))
+    data = big_png(2 * PART + 99)
+    session = await open_session(api, top["id"], "long.png", len(data))
+    for part in session["parts"]:
+        await put(anonymous, part, piece(data, part["part"]))
+    # A completion assembles the parts in the store, then dies while it reads the file
+    # (minutes for a large one), before anything is recorded: the session is still open.
+    pool = await db.connect_pool(platform.env["FILES_DATABASE_URL"], min_size=1, max_size=1)
+    try:
+        row = await pool.fetchrow(
+            "SELECT store_key, upload_id FROM ingest.sessions WHERE id = $1",
+            uuid.UUID(session["id"]),
+        )
+    finally:
+        await pool.close()
+    blobs = open_blob_store(platform.settings)
+    try:
+        parts = await blobs.list_parts(row["store_key"], row["upload_id"])
+        await blobs.complete_multipart(
+            row["store_key"], row["upload_id"], [(p.part_number, p.etag) for p in parts]
+        )
+
+        # The client, back, sees nothing left to send, and completes again.
+        state = (await api.get(f"/v1/uploads/{session['id']}")).json()
+        assert state["status"] == "open" and state["parts"] == []
+        assert state["bytes_stored"] == len(data)
+        done = await api.post(f"/v1/uploads/{session['id']}/complete")
+        assert done.status_code == 201, done.text
+        file = done.json()["file"]
+        assert file["sha256"] == hashlib.sha256(data).hexdigest()
+        assert (await api.get(f"/v1/files/{file['id']}/content")).content == data
+        assert not await blobs.exists(row["store_key"])  # moved under its content key
+
+        # One assembled so, never completed again, goes when its session expires.
+        left = await open_session(api, top["id"], "left.png", len(data), expires_in_s=4)
+        for part in left["parts"]:
+            await put(anonymous, part, piece(data, part["part"]))
+        pool = await db.connect_pool(platform.env["FILES_DATABASE_URL"], min_size=1, max_size=1)
+        try:
+            key, upload_id = await pool.fetchrow(
+                "SELECT store_key, upload_id FROM ingest.sessions WHERE id = $1",
+                uuid.UUID(left["id"]),
+            )
+        finally:
+            await pool.close()
+        parts = await blobs.list_parts(key, upload_id)
+        await blobs.complete_multipart(key, upload_id, [(p.part_number, p.etag) for p in parts])
+
+        async def expired() -> bool:
+            return (await api.get(f"/v1/uploads/{left['id']}")).json()["status"] == "expired"
+
+        await eventually(expired, within=20, what="the assembled session expired")
+        assert not await blobs.exists(key)
+    finally:
+        await blobs.close()
 
 
 async def test_an_abandoned_session_expires_and_its_parts_are_deleted(

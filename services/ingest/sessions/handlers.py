@@ -142,9 +142,12 @@ class Sessions(Handlers):
             stored = await self._stored(row)
             domain.check_complete(plan, stored)
             key = row["store_key"]
-            await self.blobs.complete_multipart(
-                key, row["upload_id"], [(p.number, p.etag) for p in sorted(stored, key=_number)]
-            )
+            # Ended in the store: assembled already, by a completion that died before it
+            # was recorded (`_stored` counted every part only if the whole object is there).
+            with contextlib.suppress(UnknownUpload):
+                await self.blobs.complete_multipart(
+                    key, row["upload_id"], [(p.number, p.etag) for p in sorted(stored, key=_number)]
+                )
             try:
                 file = await self._read(key, row)
             except Refused as refusal:
@@ -154,7 +157,6 @@ class Sessions(Handlers):
                 rejected = refusal
             else:
                 await claim_blobs(conn, [file.blob_key])
-                await self.blobs.move(key, file.blob_key)
                 changes = domain.complete_session(
                     session_id, row["folder_id"], row["version"], file
                 )
@@ -162,6 +164,9 @@ class Sessions(Handlers):
                 await jobs.apply(conn, envelopes)
                 await sessions.apply(conn, envelopes)
                 await blob_refs.apply(conn, envelopes)
+                # Last before the append: once moved, the assembled object is no longer
+                # where a retry would find it, should this transaction not commit.
+                await self.blobs.move(key, file.blob_key)
                 position = await self.store.append(conn, envelopes)
         if rejected is not None:
             raise rejected
@@ -217,8 +222,12 @@ class Sessions(Handlers):
         parts_gone: bool = False,
     ) -> int:
         if not parts_gone:
-            with contextlib.suppress(UnknownUpload):  # gone already: the end is the same
+            try:
                 await self.blobs.abort_multipart(row["store_key"], row["upload_id"])
+            except UnknownUpload:
+                # Ended in the store already: maybe assembled by a completion that was
+                # never recorded, whose object goes with the session.
+                await self.blobs.delete(row["store_key"])
         envelopes = envelopes_of(domain.end_session(row["id"], row["version"], status), cause)
         await jobs.apply(conn, envelopes)
         await sessions.apply(conn, envelopes)
@@ -252,9 +261,21 @@ class Sessions(Handlers):
         try:
             parts = await self.blobs.list_parts(row["store_key"], row["upload_id"])
         except UnknownUpload:
-            # The store no longer has it (a crash between its end there and here).
+            # Ended in the store while the session is open: a completion assembled the
+            # parts and then died, or its transaction failed, before it was recorded (the
+            # hash of a large file takes minutes). The whole object there: every part
+            # counts as stored, and completing again goes on from it.
+            if await self._assembled(row):
+                plan = domain.plan(row["size"], row["part_size"])
+                return [domain.StoredPart(p.number, p.size, "") for p in plan]
             return []
         return [domain.StoredPart(p.part_number, p.size, p.etag) for p in parts]
+
+    async def _assembled(self, row: asyncpg.Record) -> bool:
+        try:
+            return await self.blobs.size(row["store_key"]) == row["size"]
+        except FileNotFoundError:
+            return False
 
     async def _read(self, key: str, row: asyncpg.Record) -> StoredFile:
         """Hash and sniff the assembled object, reading it once; media facts by range."""
