@@ -353,24 +353,26 @@ class Catalog(Handlers):
         dry_run: bool,
         access: Access,
     ) -> tuple[dict[str, Any], int]:
-        """Needs the editor role where things leave and where they arrive."""
+        """Needs the editor role where things leave and where they arrive, and no
+        more rights where they arrive (`domain.check_move_rights`)."""
         async with self.pool.acquire() as conn, conn.transaction():
             # Moves go one at a time: two crossing moves (a into b, b into a) would each
             # pass the cycle check against the other's old tree.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
             target = await self.folder(conn, target_id, access, "editor", "FOR SHARE")
-            folders = [
-                _folder(r)
-                for r in await self._require_all(
-                    conn, "folders", FOLDER_COLUMNS, folder_ids, access, "editor", "FOR UPDATE"
-                )
-            ]
-            files = [
-                _file(r)
-                for r in await self._require_all(
-                    conn, "files", FILE_COLUMNS, file_ids, access, "editor", "FOR UPDATE"
-                )
-            ]
+            folder_rows = await self._require_all(
+                conn, "folders", FOLDER_COLUMNS, folder_ids, access, "editor", "FOR UPDATE"
+            )
+            file_rows = await self._require_all(
+                conn, "files", FILE_COLUMNS, file_ids, access, "editor", "FOR UPDATE"
+            )
+            domain.check_move_rights(
+                access,
+                [("folder", r["id"], r["access_path"]) for r in folder_rows]
+                + [("file", r["id"], r["access_path"] or ()) for r in file_rows],
+                target,
+            )
+            folders, files = [_folder(r) for r in folder_rows], [_file(r) for r in file_rows]
             changes = domain.move(folders, files, target)
             await self._refuse_constituents(conn, folders, files, "move")
             # Lock the subtrees whose paths change, so no folder is created in them meanwhile.

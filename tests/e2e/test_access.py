@@ -144,6 +144,45 @@ async def test_moving_a_folder_under_another_changes_who_sees_it(
     error(await client.get(f"/v1/files/{file['id']}"), 404)
 
 
+async def test_an_editor_cannot_move_what_they_edit_where_they_would_have_more_rights(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    # Alice's (the admin's) tree: Mallory edits it, and may reorganize it.
+    top = await folder(api, unique("owned"))
+    reports, archive = (
+        await folder(api, "reports", top["id"]),
+        await folder(api, "archive", top["id"]),
+    )
+    [file] = (await upload(api, reports["id"], ("q3.txt", text("q3"))))["files"]
+    mallory = await member(api, "mallory")
+    await invite(api, top["id"], mallory["email"], "editor")
+    client = as_key(mallory["api_key"])
+    within = await client.post(
+        "/v1/move", json={"folder_ids": [reports["id"]], "target_folder_id": archive["id"]}
+    )
+    assert within.status_code == 200, within.text
+
+    # Her own folder (she is its admin), and one of Bob's where she edits too.
+    mine = await client.post("/v1/folders", json={"name": unique("mine")})
+    assert mine.status_code == 201, mine.text
+    elsewhere = await folder(api, unique("bobs"))
+    await invite(api, elsewhere["id"], mallory["email"], "editor")
+    for target, needed in ((mine.json()["id"], "admin"), (elsewhere["id"], "admin")):
+        for body in ({"folder_ids": [reports["id"]]}, {"file_ids": [file["id"]]}):
+            refused = error(
+                await client.post("/v1/move", json={**body, "target_folder_id": target}),
+                403,
+                "forbidden",
+            )
+            assert refused["details"]["role_needed"] == needed
+            assert refused["details"]["role"] == "editor"
+    # Nothing moved: the tree's collaborators still have it where it was.
+    path = (await api.get(f"/v1/folders/{reports['id']}")).json()["path"]
+    assert [p["id"] for p in path] == [top["id"], archive["id"], reports["id"]]
+    assert (await api.get(f"/v1/files/{file['id']}")).json()["folder_id"] == reports["id"]
+    assert (await client.get(f"/v1/files/{file['id']}")).json()["my_role"] == "editor"
+
+
 async def test_datasets_show_a_member_only_the_files_they_may_see(
     api: httpx.AsyncClient, as_key: Any
 ) -> None:

@@ -11,6 +11,8 @@ from services.catalog import domain
 from shared.contracts import catalog as ev
 from shared.contracts.catalog import Media
 from shared.contracts.ingest import FileContentStored
+from shared.kit.access import Access
+from shared.kit.errors import Refused
 
 
 def folder(name: str, parent: domain.Folder | None = None, version: int = 1) -> domain.Folder:
@@ -167,3 +169,23 @@ def test_restored_files_come_back_in_batches_each_beside_its_files_streams() -> 
         back += c.event.file_ids
     assert sorted(back) == sorted(where)
     assert len(by_stream) == 3 and all(v == list(range(1, len(v) + 1)) for v in by_stream.values())
+
+
+def test_a_move_gives_the_mover_no_more_rights_and_keeps_items_in_their_tree() -> None:
+    top, sub, own, other = (uuid.uuid4() for _ in range(4))
+    editor = Access("m", grants={top: "editor", own: "admin", other: "editor"})
+
+    def folder_at(*path: uuid.UUID) -> domain.Folder:
+        return domain.Folder(id=path[-1], parent_id=None, name="t", version=1, path=path)
+
+    item = uuid.uuid4()
+    domain.check_move_rights(editor, [("folder", item, (top, item))], folder_at(top, sub))
+    with pytest.raises(Refused, match="would give you the admin role") as more:
+        domain.check_move_rights(editor, [("file", item, (top,))], folder_at(own))
+    assert more.value.details["role"] == "editor"
+    with pytest.raises(Refused, match="out of its top-level folder"):
+        domain.check_move_rights(editor, [("folder", item, (top, item))], folder_at(other))
+    # An admin of the item may take it anywhere it edits; so may an org admin.
+    admin = Access("a", grants={top: "admin", other: "editor"})
+    domain.check_move_rights(admin, [("folder", item, (top, item))], folder_at(other))
+    domain.check_move_rights(Access("o", org_admin=True), [("file", item, (top,))], folder_at(own))
