@@ -111,7 +111,7 @@ class BlobWriter:
         # The spool's name; its Path is made when needed (most held blobs: in the commit).
         self._name = os.urandom(16).hex()
         self._hold = hold
-        self._held: bytearray | None = bytearray() if hold is not None else None
+        self._held: bytes | bytearray | None = bytearray() if hold is not None else None
         self._file: BinaryIO | None = None
         self._on_disk = False
         self._aborted = False
@@ -121,6 +121,18 @@ class BlobWriter:
         self.size = 0
         self.key = ""
         self.sha256 = ""
+
+    @classmethod
+    def of(cls, spool_dir: Path, key: str, data: bytes) -> BlobWriter:
+        """A finished writer of bytes made here (thumbnails), for a key the caller names:
+        held as they are whatever their size, neither copied nor hashed, their spool
+        written by the commit's worker thread, not on the event loop."""
+        writer = cls(spool_dir, Held(0))  # held: no spool file opened here
+        writer._hold = None  # no upload's budget: nothing to give back
+        writer._held = data
+        writer.size = len(data)
+        writer.key = key  # no more bytes
+        return writer
 
     @property
     def path(self) -> Path:
@@ -144,7 +156,7 @@ class BlobWriter:
         self.size += len(data)
         held = self._held
         if held is not None:
-            assert self._hold is not None
+            assert self._hold is not None and isinstance(held, bytearray)
             if self.size <= HOLD_PER_BLOB and len(data) <= self._hold.left:
                 self._hold.left -= len(data)
                 held += data
@@ -160,8 +172,8 @@ class BlobWriter:
         assert self._file is not None
         self._file.write(held)
 
-    def _drop_held(self) -> bytearray:
-        held, self._held = self._held or bytearray(), None
+    def _drop_held(self) -> bytes | bytearray:
+        held, self._held = self._held or b"", None
         if self._hold is not None:
             self._hold.left += len(held)
         return held

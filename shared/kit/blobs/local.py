@@ -162,16 +162,9 @@ class LocalBlobStore:
 
     async def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         # Every key checked before a byte is written; a key given twice: the last bytes.
-        finals = {self._path(key): data for key, data in items}
-        # Held in memory (within HOLD_PER_BLOB each): the spools are written by the
-        # placing thread, not on the event loop.
-        hold = Held(sum(len(data) for data in finals.values()))
-        writers: dict[Path, BlobWriter] = {}
+        # The caller's bytes as they are: each spool written by the placing thread.
+        writers = {self._path(key): BlobWriter.of(self._incoming, key, data) for key, data in items}
         try:
-            for final, data in finals.items():
-                writer = writers[final] = self.writer(hold)
-                writer.write(data)
-                writer.finish()
             await self._place(writers)
         finally:
             for w in writers.values():
