@@ -190,3 +190,38 @@ async def test_a_cancelled_commit_keeps_its_memory_reserved_until_its_thread_is_
     await eventually(holds(lambda: allowance.left == total), what="the reservation given back")
     assert not any(incoming.iterdir())
     assert not await store.exists(writer.key)
+
+
+async def test_a_request_cancelled_while_its_files_are_inspected_keeps_its_memory_reserved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with a commit: media inspection reads the held files in a worker thread, which
+    runs on when the client goes away; the reservation is given back once it is done."""
+    total = 2 * multipart.HELD_LIMIT
+    allowance = multipart.Allowance(total)
+    monkeypatch.setattr(multipart, "PROCESS_HELD", allowance)
+    inspecting, release = threading.Event(), threading.Event()
+    inspect = multipart.media_facts.inspect
+
+    def slow_decoder(read_at: Callable[[int, int], bytes], size: int) -> Any:
+        inspecting.set()
+        assert release.wait(30), "the test never released the decoder"
+        return inspect(read_at, size)
+
+    monkeypatch.setattr(multipart.media_facts, "inspect", slow_decoder)
+    receiving = asyncio.create_task(
+        Uploads._receive(
+            SimpleNamespace(blobs=LocalBlobStore(tmp_path / "blobs")),  # type: ignore[arg-type]
+            f"multipart/form-data; boundary={BOUNDARY}",
+            chunks(body("small.png", png(4096))),
+        )
+    )
+    try:
+        await eventually(holds(inspecting.is_set), what="the file being inspected")
+        receiving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+        assert allowance.left == total - multipart.HELD_LIMIT
+    finally:
+        release.set()
+    await eventually(holds(lambda: allowance.left == total), what="the reservation given back")
