@@ -142,9 +142,15 @@ class Sessions(Handlers):
             stored = await self._stored(row)
             domain.check_complete(plan, stored)
             key = row["store_key"]
-            await self.blobs.complete_multipart(
-                key, row["upload_id"], [(p.number, p.etag) for p in sorted(stored, key=_number)]
-            )
+            try:
+                await self.blobs.complete_multipart(
+                    key, row["upload_id"], [(p.number, p.etag) for p in sorted(stored, key=_number)]
+                )
+            except OSError as error:
+                # The local store writes the file whole from its parts: its disk may be
+                # full. The session stays open, its parts kept: completing again may do.
+                log.error("ingest.session_join_failed", error=repr(error))
+                raise storage_failed(error) from error
             try:
                 file = await self._read(key, row)
             except Refused as refusal:
