@@ -8,7 +8,7 @@ tests/e2e/test_openapi.py holds the two to each other in both directions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -18,82 +18,112 @@ from shared.api.common import Error
 
 REF = "#/components/schemas/{model}"
 
-# Every error the API answers, with an example each.
-ERRORS: dict[int, tuple[str, str, str, dict[str, Any]]] = {
+
+class Example(NamedTuple):
+    """An error as the API answers it: `{error: {code, message, details}}`."""
+
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+# Every error status the API answers, with an example of each of its codes worth knowing.
+ERRORS: dict[int, tuple[str, tuple[Example, ...]]] = {
     400: (
         "The request is malformed: a path with encoded bytes or dot segments, a body that"
         " is not JSON, a consistency token that is malformed or ahead of its store",
-        "invalid_path",
-        "the path holds a percent-encoded byte (ids and names in paths are never encoded)",
-        {},
+        (
+            Example(
+                "invalid_path",
+                "the path holds a percent-encoded byte (ids and names in paths are never encoded)",
+            ),
+        ),
     ),
     401: (
         "No valid API key",
-        "unauthenticated",
-        "send a valid API key as 'Authorization: Bearer <key>'",
-        {},
+        (Example("unauthenticated", "send a valid API key as 'Authorization: Bearer <key>'"),),
     ),
     403: (
         "The caller sees the resource but lacks the role",
-        "forbidden",
-        "this needs the editor role on folder 3f0c2a8e-…",
-        {"role_needed": "editor"},
+        (
+            Example(
+                "forbidden",
+                "this needs the editor role on folder 3f0c2a8e-…",
+                {"role_needed": "editor"},
+            ),
+        ),
     ),
     404: (
         "No such resource, or one the caller may not see (the same answer); an id that is"
         " not a UUID is answered so too",
-        "not_found",
-        "folder 3f0c2a8e-5b1d-4c47-9a51-0d6f1b2c3d4e does not exist",
-        {},
+        (Example("not_found", "folder 3f0c2a8e-5b1d-4c47-9a51-0d6f1b2c3d4e does not exist"),),
     ),
     409: (
         "A conflict: a name taken, a concurrent change (retry), a folder admin",
-        "name_taken",
-        "a folder named 'scans' is already there",
-        {},
+        (Example("name_taken", "a folder named 'scans' is already there"),),
     ),
     413: (
         "Past a limit of size or count",
-        "request_too_large",
-        "the request body is over 16 MiB",
-        {"limit": 16 * 1024 * 1024},
+        (
+            Example(
+                "request_too_large",
+                "the request body is over 16 MiB",
+                {"limit": 16 * 1024 * 1024},
+            ),
+        ),
     ),
     415: (
         "Content of no kind we take",
-        "unsupported_content",
-        "notes.bin is of no kind we take",
-        {},
+        (Example("unsupported_content", "notes.bin is of no kind we take"),),
     ),
     416: (
         "The range cannot be satisfied",
-        "range_not_satisfiable",
-        "range starts past the end",
-        {},
+        (Example("range_not_satisfiable", "range starts past the end"),),
     ),
     422: (
         "A value that breaks a rule; `details.fields` names each",
-        "invalid_request",
-        "name: Field required",
-        {"fields": [{"field": "name", "problem": "Field required"}]},
+        (
+            Example(
+                "invalid_request",
+                "name: Field required",
+                {"fields": [{"field": "name", "problem": "Field required"}]},
+            ),
+        ),
     ),
     500: (
         "Our fault; quote the request id",
-        "internal_error",
-        "something went wrong on our side; quote request id 8d1e…",
-        {"request_id": "8d1e…"},
+        (
+            Example(
+                "internal_error",
+                "something went wrong on our side; quote request id 8d1e…",
+                {"request_id": "8d1e…"},
+            ),
+        ),
     ),
     503: (
-        "A service did not answer in time; try again shortly",
-        "unavailable",
-        "the catalog service did not answer in time; try again shortly",
-        {"service": "catalog"},
+        "For now, try again shortly: a service did not answer in time, or the file store"
+        " could not write what was sent (nothing of it was recorded)",
+        (
+            Example(
+                "unavailable",
+                "the catalog service did not answer in time; try again shortly",
+                {"service": "catalog"},
+            ),
+            Example(
+                "storage_unavailable",
+                "the file store could not write: nothing of this upload was recorded; try again",
+            ),
+        ),
     ),
     507: (
         "The file store is full; nothing of the upload was recorded",
-        "insufficient_storage",
-        "the file store is full: nothing of this upload was recorded; try again once an"
-        " operator has made room",
-        {},
+        (
+            Example(
+                "insufficient_storage",
+                "the file store is full: nothing of this upload was recorded; try again"
+                " once an operator has made room",
+            ),
+        ),
     ),
 }
 # What any route may answer besides its own (a 404 too: an id in a body or a query).
@@ -251,11 +281,11 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
             "content": {
                 "application/json": {
                     "schema": error_ref,
-                    "example": {"error": {"code": code, "message": message, "details": details}},
+                    "examples": {e.code: {"value": {"error": e._asdict()}} for e in examples},
                 }
             },
         }
-        for status, (description, code, message, details) in ERRORS.items()
+        for status, (description, examples) in ERRORS.items()
     }
     return {
         "openapi": "3.1.0",

@@ -476,7 +476,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/uploads/{session_id}", "ingest", "An upload session, to resume it",
           answer=ingest.UploadSession, compose="upload_session"),
     Route("POST", "/v1/uploads/{session_id}/complete", "ingest", "Complete an upload session",
-          201, answer=ingest.Completed, compose="upload_session", errors=(403, 409, 415)),
+          201, answer=ingest.Completed, compose="upload_session", errors=(403, 409, 415, 507)),
     Route("DELETE", "/v1/uploads/{session_id}", "ingest", "Abort an upload session", 204,
           compose="upload_session", errors=(403, 409)),
     Route("PUT", "/v1/uploads/{session_id}/parts/{number}", "ingest",

@@ -4,13 +4,15 @@ other method or path is not (405, or a 404 "no route")."""
 
 from __future__ import annotations
 
+import errno
 import uuid
 from typing import Any
 
 import httpx
 import schemathesis
 
-from services.gateway.routes import ROUTES
+from services.gateway.routes import ROUTES, Multipart, Raw
+from shared.kit.errors import storage_failed
 from tests.e2e.support import error
 
 ID = "3f0c2a8e-5b1d-4c47-9a51-0d6f1b2c3d4e"
@@ -64,8 +66,25 @@ async def test_the_document_is_the_table_and_a_valid_openapi_3_1(api: httpx.Asyn
                 ref = response["$ref"].rsplit("/", 1)[1]
                 shown = doc["components"]["responses"][ref]["content"]["application/json"]
                 assert shown["schema"]["$ref"].endswith("/Error")
-                assert shown["example"]["error"]["code"]
+                assert all(codes(doc, int(status))), (route.template, status)
+        if route.owner == "ingest" and (
+            isinstance(route.body, Multipart | Raw) or route.template.endswith("/complete")
+        ):
+            # Bytes a caller sends (a session's joined from its parts) are written to the
+            # file store, which may be full.
+            assert "507" in operation["responses"], route.template
     assert "/internal" not in str(list(doc["paths"]))
+    # What a failing file store answers is shown with its own code, not only its status.
+    for code in (errno.ENOSPC, errno.EIO):
+        failed = storage_failed(OSError(code, "the disk said no"))
+        assert failed.code in codes(doc, failed.status), failed.code
+    assert {"unavailable", "storage_unavailable"} <= codes(doc, 503)
+
+
+def codes(doc: dict[str, Any], status: int) -> set[str]:
+    """The error codes the document shows as examples of a status."""
+    shown = doc["components"]["responses"][f"E{status}"]["content"]["application/json"]
+    return {example["value"]["error"]["code"] for example in shown["examples"].values()}
 
 
 async def test_every_documented_operation_is_served(api: httpx.AsyncClient) -> None:

@@ -4,10 +4,14 @@ memory held for small files is bounded for all requests of a process together.""
 
 from __future__ import annotations
 
+import asyncio
 import errno
-from collections.abc import AsyncIterator
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -16,6 +20,7 @@ from services.ingest.uploads.handlers import Uploads
 from shared.kit.blobs.base import BlobWriter
 from shared.kit.blobs.local import LocalBlobStore
 from shared.kit.errors import Refused
+from tests.conftest import eventually
 
 BOUNDARY = "files-test-boundary"
 
@@ -32,6 +37,13 @@ def body(name: str, content: bytes) -> list[bytes]:
 async def chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
     for part in parts:
         yield part
+
+
+def holds(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def checked() -> bool:
+        return check()
+
+    return checked
 
 
 def png(size: int) -> bytes:
@@ -127,3 +139,89 @@ async def test_a_boundary_the_parser_refuses_is_the_bodys_fault_and_gives_memory
         )
     assert (refused.value.status, refused.value.code) == (400, "malformed_multipart")
     assert multipart.PROCESS_HELD.left == left
+
+
+async def test_a_cancelled_commit_keeps_its_memory_reserved_until_its_thread_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client goes away while the commit's worker thread writes a held file's spool
+    (a thread cannot be stopped): the request is cleaned up at once, but its reservation
+    stays taken while the thread still has the bytes, and is given back when it is done,
+    so all requests together never hold more than the process allows."""
+    total = 2 * multipart.HELD_LIMIT
+    allowance = multipart.Allowance(total)
+    monkeypatch.setattr(multipart, "PROCESS_HELD", allowance)
+    store = LocalBlobStore(tmp_path / "blobs")
+    receiver = await Uploads._receive(
+        SimpleNamespace(blobs=store),  # type: ignore[arg-type]
+        f"multipart/form-data; boundary={BOUNDARY}",
+        chunks(body("small.png", png(4096))),
+    )
+    (writer,) = receiver.writers
+    assert writer.held is not None
+    incoming = store.root / "incoming"
+    writing, release = threading.Event(), threading.Event()
+    real_open = os.open
+
+    def slow_disk(path: str | Path, *args: Any, **kwargs: Any) -> int:
+        if Path(path).parent == incoming:
+            writing.set()
+            assert release.wait(30), "the test never released the disk"
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", slow_disk)
+
+    async def commit() -> None:
+        try:
+            await store.commit(receiver.writers)
+        finally:
+            receiver.cleanup()
+
+    committing = asyncio.create_task(commit())
+    try:
+        await eventually(holds(writing.is_set), what="the commit's thread writing the spool")
+        committing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await committing
+        assert writer.held is None  # dropped by the cleanup...
+        assert allowance.left == total - multipart.HELD_LIMIT  # ...but still in the thread
+    finally:
+        release.set()
+    await eventually(holds(lambda: allowance.left == total), what="the reservation given back")
+    assert not any(incoming.iterdir())
+    assert not await store.exists(writer.key)
+
+
+async def test_a_request_cancelled_while_its_files_are_inspected_keeps_its_memory_reserved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with a commit: media inspection reads the held files in a worker thread, which
+    runs on when the client goes away; the reservation is given back once it is done."""
+    total = 2 * multipart.HELD_LIMIT
+    allowance = multipart.Allowance(total)
+    monkeypatch.setattr(multipart, "PROCESS_HELD", allowance)
+    inspecting, release = threading.Event(), threading.Event()
+    inspect = multipart.media_facts.inspect
+
+    def slow_decoder(read_at: Callable[[int, int], bytes], size: int) -> Any:
+        inspecting.set()
+        assert release.wait(30), "the test never released the decoder"
+        return inspect(read_at, size)
+
+    monkeypatch.setattr(multipart.media_facts, "inspect", slow_decoder)
+    receiving = asyncio.create_task(
+        Uploads._receive(
+            SimpleNamespace(blobs=LocalBlobStore(tmp_path / "blobs")),  # type: ignore[arg-type]
+            f"multipart/form-data; boundary={BOUNDARY}",
+            chunks(body("small.png", png(4096))),
+        )
+    )
+    try:
+        await eventually(holds(inspecting.is_set), what="the file being inspected")
+        receiving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+        assert allowance.left == total - multipart.HELD_LIMIT
+    finally:
+        release.set()
+    await eventually(holds(lambda: allowance.left == total), what="the reservation given back")

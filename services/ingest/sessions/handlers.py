@@ -8,7 +8,6 @@ object once, for its sha256 and media facts, then moves it under its content key
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import time
@@ -142,12 +141,20 @@ class Sessions(Handlers):
             stored = await self._stored(row)
             domain.check_complete(plan, stored)
             key = row["store_key"]
-            # Ended in the store: assembled already, by a completion that died before it
-            # was recorded (`_stored` counted every part only if the whole object is there).
-            with contextlib.suppress(UnknownUpload):
+            try:
                 await self.blobs.complete_multipart(
                     key, row["upload_id"], [(p.number, p.etag) for p in sorted(stored, key=_number)]
                 )
+            except UnknownUpload:
+                # Ended in the store: assembled already, by a completion that died before
+                # it was recorded (`_stored` counted every part only if the whole object is
+                # there).
+                pass
+            except OSError as error:
+                # The local store writes the file whole from its parts: its disk may be
+                # full. The session stays open, its parts kept: completing again may do.
+                log.error("ingest.session_join_failed", error=repr(error))
+                raise storage_failed(error) from error
             try:
                 file = await self._read(key, row)
             except Refused as refusal:

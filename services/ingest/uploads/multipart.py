@@ -7,6 +7,8 @@ requests' together (`HELD_TOTAL`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -82,7 +84,8 @@ class Receiver:
         self.header_value = b""
         self.stored: list[StoredFile] = []
         self.spools: list[BlobWriter] = []  # each stored file's, in the same order
-        self._reserved = PROCESS_HELD.take(HELD_LIMIT)
+        self._allowance = PROCESS_HELD
+        self._reserved = self._allowance.take(HELD_LIMIT)
         self.held = Held(self._reserved)
         self.refusal: Refused | None = None
         self.writers: list[BlobWriter] = []
@@ -232,15 +235,28 @@ class Receiver:
     def read_facts(self) -> None:
         """Each stored file's media facts, from memory or its local spool (no round trip
         to the store); blocking, in a worker thread: a decoder may take up to its time cap."""
-        self.stored = [
-            replace(stored, media=media_facts.inspect(spool.read_at, spool.size).media)
-            for stored, spool in zip(self.stored, self.spools, strict=True)
-        ]
+        with self.held.in_use():
+            self.stored = [
+                replace(stored, media=media_facts.inspect(spool.read_at, spool.size).media)
+                for stored, spool in zip(self.stored, self.spools, strict=True)
+            ]
 
     def cleanup(self) -> None:
         """Drop every spool not committed (after a commit, nothing is left to drop),
-        and give back the request's reservation of memory (once, however often called)."""
+        and give back the request's reservation of memory (once, however often called):
+        at once, or, when the request was cancelled while a worker thread still reads
+        its bytes (a commit, media inspection: a thread runs on), once that thread is
+        done, so all requests together never hold more than HELD_TOTAL."""
         for writer in self.writers:
             writer.abort()
-        PROCESS_HELD.give(self._reserved)
-        self._reserved = 0
+        reserved, self._reserved = self._reserved, 0
+        if not reserved:
+            return
+        allowance, loop = self._allowance, asyncio.get_running_loop()
+
+        def give_back() -> None:  # in the worker thread, as it is done
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the process ends
+                loop.call_soon_threadsafe(allowance.give, reserved)
+
+        if self.held.unused(give_back):
+            allowance.give(reserved)

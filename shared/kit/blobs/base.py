@@ -6,8 +6,9 @@ import contextlib
 import hashlib
 import os
 import re
+import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from pathlib import Path
@@ -89,10 +90,45 @@ HOLD_PER_BLOB = 64 * 1024
 
 
 class Held:
-    """How many bytes an upload's writers may still keep in memory (its budget)."""
+    """How many bytes an upload's writers may still keep in memory (its budget), and
+    whether a worker thread reads them now (a commit's, media inspection's)."""
 
     def __init__(self, limit: int) -> None:
         self.left = limit
+        self._lock = threading.Lock()
+        self._readers = 0
+        self._then: list[Callable[[], None]] = []
+
+    def give_back(self, size: int) -> None:
+        with self._lock:  # from a commit's threads, side by side
+            self.left += size
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """For a worker thread while it reads held bytes: an upload cancelled meanwhile
+        (its client gone) drops them from its writers, yet they stay in memory until
+        the thread is done with them."""
+        with self._lock:
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._readers -= 1
+                done = self._then if self._readers == 0 else []
+                if done:
+                    self._then = []
+            for call in done:
+                call()
+
+    def unused(self, then: Callable[[], None]) -> bool:
+        """Whether no worker thread reads the held bytes now; if one does, `then()` is
+        called once the last is done, in that thread."""
+        with self._lock:
+            if self._readers:
+                self._then.append(then)
+                return False
+        return True
 
 
 class BlobWriter:
@@ -111,7 +147,7 @@ class BlobWriter:
         # The spool's name; its Path is made when needed (most held blobs: in the commit).
         self._name = os.urandom(16).hex()
         self._hold = hold
-        self._held: bytearray | None = bytearray() if hold is not None else None
+        self._held: bytes | bytearray | None = bytearray() if hold is not None else None
         self._file: BinaryIO | None = None
         self._on_disk = False
         self._aborted = False
@@ -121,6 +157,18 @@ class BlobWriter:
         self.size = 0
         self.key = ""
         self.sha256 = ""
+
+    @classmethod
+    def of(cls, spool_dir: Path, key: str, data: bytes) -> BlobWriter:
+        """A finished writer of bytes made here (thumbnails), for a key the caller names:
+        held as they are whatever their size, neither copied nor hashed, their spool
+        written by the commit's worker thread, not on the event loop."""
+        writer = cls(spool_dir, Held(0))  # held: no spool file opened here
+        writer._hold = None  # no upload's budget: nothing to give back
+        writer._held = data
+        writer.size = len(data)
+        writer.key = key  # no more bytes
+        return writer
 
     @property
     def path(self) -> Path:
@@ -144,7 +192,7 @@ class BlobWriter:
         self.size += len(data)
         held = self._held
         if held is not None:
-            assert self._hold is not None
+            assert self._hold is not None and isinstance(held, bytearray)
             if self.size <= HOLD_PER_BLOB and len(data) <= self._hold.left:
                 self._hold.left -= len(data)
                 held += data
@@ -160,11 +208,21 @@ class BlobWriter:
         assert self._file is not None
         self._file.write(held)
 
-    def _drop_held(self) -> bytearray:
-        held, self._held = self._held or bytearray(), None
+    def _drop_held(self) -> bytes | bytearray:
+        held, self._held = self._held or b"", None
         if self._hold is not None:
-            self._hold.left += len(held)
+            self._hold.give_back(len(held))
         return held
+
+    @contextlib.contextmanager
+    def lent(self) -> Iterator[bytes | bytearray]:
+        """The bytes held in memory, for a worker thread to read for the time of the block
+        (see `Held.in_use`); ValueError if they are not held (aborted, or spooled)."""
+        with self._hold.in_use() if self._hold is not None else contextlib.nullcontext():
+            held = self._held
+            if held is None:
+                raise ValueError("the blob is no longer held in memory (aborted or spooled)")
+            yield held
 
     @property
     def held(self) -> bytes | bytearray | None:
@@ -182,8 +240,9 @@ class BlobWriter:
     def spooled(self) -> Path:
         """The spool file, written now if the bytes were held in memory: blocking, for a
         commit's worker thread."""
-        held = self._held
-        if held is not None:
+        if self._held is None:
+            return self.path
+        with self.lent() as held:
             path = self.path
             self._on_disk = True
             # os.open and write, not open(): no fstat, isatty ioctl and lseek a file.
@@ -205,7 +264,7 @@ class BlobWriter:
                 path.unlink(missing_ok=True)
                 raise ValueError("the blob was aborted while its spool was written")
             self._drop_held()
-        return self.path
+        return path
 
     def moved(self) -> None:
         """The spool was renamed into the store: nothing of it is left to drop."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -75,39 +76,56 @@ def _syncfs(root: Path) -> None:
         os.close(fd)
 
 
+def _make_dirs(directory: Path) -> list[Path]:
+    """Make `directory` and whichever of its ancestors are missing; returns the parent of
+    each directory made, deepest first: their entries for it are not durable yet."""
+    try:
+        os.mkdir(directory)
+    except FileNotFoundError:
+        # One mkdir a level, not pathlib's failed mkdir, mkdir of the parent and stat: a
+        # fresh store makes a directory for most blobs it takes, its parent nearly always
+        # there.
+        above = _make_dirs(directory.parent)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory)
+        return [directory.parent, *above]
+    except FileExistsError:
+        pass  # made meanwhile by another commit: synced here too, not waited for
+    return [directory.parent]
+
+
 def _replace(spool: Path, final: Path) -> list[Path]:
     """Rename the spool to its key; returns the directories whose entries for a directory
-    it had to make are not durable yet (the caller that fsyncs syncs them too)."""
+    it had to make are not durable yet, deepest first (the caller that fsyncs syncs them
+    too, once each: a store's first blob makes `sha256/aa/bb/`, three new entries)."""
     try:
         os.replace(spool, final)
         return []
     except FileNotFoundError:
-        # The key's directory is new (its spool is there: spools are ours alone). Its
-        # parent nearly always exists: one mkdir, not pathlib's failed mkdir, mkdir of the
-        # parent and stat (a fresh store makes a directory for most blobs it takes).
-        made = [final.parent.parent]
-        try:
-            os.mkdir(final.parent)
-        except FileNotFoundError:
-            os.makedirs(final.parent, exist_ok=True)
-            made.append(final.parent.parent.parent)
-        except FileExistsError:
-            pass  # made meanwhile by another commit: synced here too, not waited for
+        # The key's directory is new (its spool is there: spools are ours alone).
+        made = _make_dirs(final.parent)
         os.replace(spool, final)
         return made
 
 
-def _move_into_place(spool: Path, final: Path) -> None:
-    """fsync, then rename: after a crash the key holds all of its bytes or nothing. The
-    caller fsyncs the key's directory; a directory made here is synced in its parent."""
+def _move_into_place(spool: Path, final: Path) -> list[Path]:
+    """fsync, then rename: after a crash the key holds all of its bytes or nothing.
+    Returns the directories to fsync besides the key's own (see `_replace`)."""
     _fsync(spool)
-    for parent in _replace(spool, final):
-        _fsync(parent)
+    return _replace(spool, final)
 
 
-def _move_writer(writer: BlobWriter, final: Path) -> None:
-    _move_into_place(writer.spooled(), final)
+def _move_writer(writer: BlobWriter, final: Path) -> list[Path]:
+    made = _move_into_place(writer.spooled(), final)
     writer.moved()
+    return made
+
+
+def _move_durably(spool: Path, final: Path) -> None:
+    """`_move_into_place`, then the rename and every directory made for it durable,
+    deepest first."""
+    for directory in [final.parent, *_move_into_place(spool, final)]:
+        _fsync(directory)
 
 
 class LocalBlobStore:
@@ -144,16 +162,9 @@ class LocalBlobStore:
 
     async def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         # Every key checked before a byte is written; a key given twice: the last bytes.
-        finals = {self._path(key): data for key, data in items}
-        # Held in memory (within HOLD_PER_BLOB each): the spools are written by the
-        # placing thread, not on the event loop.
-        hold = Held(sum(len(data) for data in finals.values()))
-        writers: dict[Path, BlobWriter] = {}
+        # The caller's bytes as they are: each spool written by the placing thread.
+        writers = {self._path(key): BlobWriter.of(self._incoming, key, data) for key, data in items}
         try:
-            for final, data in finals.items():
-                writer = writers[final] = self.writer(hold)
-                writer.write(data)
-                writer.finish()
             await self._place(writers)
         finally:
             for w in writers.values():
@@ -168,9 +179,14 @@ class LocalBlobStore:
         if _SYNCFS is not None and len(finals) >= SYNCFS_FROM:
             await asyncio.to_thread(self._place_together, finals)
             return
-        await asyncio.gather(*(asyncio.to_thread(_move_writer, w, f) for f, w in finals.items()))
-        # The renames are durable once their directories are synced.
-        await asyncio.gather(*(asyncio.to_thread(_fsync, d) for d in {f.parent for f in finals}))
+        made = await asyncio.gather(
+            *(asyncio.to_thread(_move_writer, w, f) for f, w in finals.items())
+        )
+        # The renames are durable once their directories are synced, and the directories
+        # made for them once their parents are: each directory once, however many blobs
+        # went into it.
+        directories = {f.parent for f in finals}.union(*made)
+        await asyncio.gather(*(asyncio.to_thread(_fsync, d) for d in directories))
 
     def _place_together(self, finals: dict[Path, BlobWriter]) -> None:
         """Every spool written and durable, then renamed into place, then every rename
@@ -222,8 +238,7 @@ class LocalBlobStore:
 
     async def move(self, source: str, target: str) -> None:
         final = self._path(target)
-        await asyncio.to_thread(_move_into_place, self._path(source), final)
-        await asyncio.to_thread(_fsync, final.parent)
+        await asyncio.to_thread(_move_durably, self._path(source), final)
 
     # Multipart: `multipart/<upload id>/key` names the target, `<n>.<md5>` are the parts.
 
@@ -320,8 +335,7 @@ class LocalBlobStore:
                 for n, etag in parts:
                     with open(folder / f"{n}.{etag}", "rb") as part:
                         shutil.copyfileobj(part, out, CHUNK)
-            _move_into_place(spool, final)
-            _fsync(final.parent)
+            _move_durably(spool, final)
         finally:
             spool.unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)

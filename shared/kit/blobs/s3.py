@@ -161,10 +161,9 @@ class S3BlobStore:
         async def put(w: BlobWriter) -> None:
             if await self.exists(w.key):
                 return
-            held = w.held
-            if held is not None:
+            if w.held is not None:
                 # Held in memory: put as it is, no spool file written and read back.
-                await self._put_bytes(w.key, held)
+                await self._call(self._put_held, w)
                 return
             await self._call(
                 self._client.fput_object,
@@ -193,6 +192,12 @@ class S3BlobStore:
     async def _put_bytes(self, key: str, data: bytes | bytearray) -> None:
         # One PUT: S3 shows an object whole or not at all.
         await self._call(self._client.put_object, self.bucket, key, io.BytesIO(data), len(data))
+
+    def _put_held(self, writer: BlobWriter) -> None:
+        # Lent in the thread: a commit cancelled meanwhile leaves the upload's memory
+        # reserved until the PUT is done with it.
+        with writer.lent() as held:
+            self._client.put_object(self.bucket, writer.key, io.BytesIO(held), len(held))
 
     async def _side_by_side(self, put: Callable[[T], Awaitable[None]], items: Iterable[T]) -> None:
         """`put` for each item, PARALLEL_PUTS at a time; the first failure raised (an

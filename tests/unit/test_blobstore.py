@@ -1,0 +1,113 @@
+"""The local blob store's rules on a real directory, observed where its effect cannot be
+seen from outside (what is fsynced, what runs on the event loop): the contract both
+stores keep is tests/integration/test_blobstore.py's."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.kit.blobs import base
+from shared.kit.blobs.base import HOLD_PER_BLOB
+from shared.kit.blobs.local import SYNCFS_FROM, LocalBlobStore
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> Counter[Path]:
+    """How often each directory was fsynced (files are not counted)."""
+    counted: Counter[Path] = Counter()
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if path.is_dir():
+            counted[path] += 1
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return counted
+
+
+async def test_every_directory_a_put_makes_is_durable_in_its_parent_once(
+    tmp_path: Path, fsynced: Counter[Path]
+) -> None:
+    """A fresh store's first blobs make `sha256/ab/01/` and `sha256/ab/02/`: each new
+    directory's entry is synced in its parent (the store's root included), once however
+    many blobs went through it; where the directories are there already, only the key's
+    own is synced."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    root = store.root
+    assert SYNCFS_FROM > 2  # a blob at a time: fsyncs, not syncfs
+    await store.put_many([("sha256/ab/01/first", b"one"), ("sha256/ab/02/second", b"two")])
+    assert fsynced == {
+        root / "sha256/ab/01": 1,
+        root / "sha256/ab/02": 1,
+        root / "sha256/ab": 1,
+        root / "sha256": 1,
+        root: 1,
+    }
+    fsynced.clear()
+    await store.put_many([("sha256/ab/01/again", b"three"), ("sha256/ab/01/more", b"four")])
+    assert fsynced == {root / "sha256/ab/01": 1}
+    fsynced.clear()
+    await store.put("sha256/ab/03/third", b"five")  # one new level under one there
+    assert fsynced == {root / "sha256/ab/03": 1, root / "sha256/ab": 1}
+    fsynced.clear()
+    await store.move("sha256/ab/03/third", "thumbnails/x/moved")
+    assert fsynced == {root / "thumbnails/x": 1, root / "thumbnails": 1, root: 1}
+    assert (root / "thumbnails/x/moved").read_bytes() == b"five"
+
+
+async def test_a_grouped_put_writes_no_spool_on_the_event_loop_and_hashes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pictures are stored under keys their caller names (and hashed by it): the store
+    hashes none of them again, and writes every spool, a picture past what a blob is
+    held at included, in its worker thread, never on the event loop."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    loop_thread = threading.get_ident()
+    on_the_loop: list[str] = []
+    hashed: list[int] = []
+    real_open, real_os_open, real_sha256 = open, os.open, hashlib.sha256
+
+    def watched(path: str | Path) -> None:
+        if Path(path).parent == store.root / "incoming" and threading.get_ident() == loop_thread:
+            on_the_loop.append(str(path))
+
+    def spy_open(path: str | Path, *args: Any, **kwargs: Any) -> Any:
+        watched(path)
+        return real_open(path, *args, **kwargs)
+
+    def spy_os_open(path: str | Path, *args: Any, **kwargs: Any) -> int:
+        watched(path)
+        return real_os_open(path, *args, **kwargs)
+
+    class CountedHash:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.hash = real_sha256(*args, **kwargs)
+
+        def update(self, data: bytes) -> None:
+            hashed.append(len(data))
+            self.hash.update(data)
+
+        def hexdigest(self) -> str:
+            return self.hash.hexdigest()
+
+    monkeypatch.setattr(base, "open", spy_open, raising=False)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    monkeypatch.setattr(hashlib, "sha256", CountedHash)
+    for many in (2, SYNCFS_FROM):
+        pictures = [(f"thumbnails/{many}/{n}.webp", os.urandom(500 + n)) for n in range(many)]
+        pictures[0] = (pictures[0][0], os.urandom(HOLD_PER_BLOB + 10_000))
+        await store.put_many(pictures)
+        for key, data in pictures:
+            assert (store.root / key).read_bytes() == data
+    assert on_the_loop == []
+    assert hashed == []
+    assert list((store.root / "incoming").iterdir()) == []
