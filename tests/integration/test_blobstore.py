@@ -379,18 +379,18 @@ async def test_a_multipart_upload_joins_its_parts(store: BlobStore) -> None:
     assert await read(store, key, MIN_PART - 2, MIN_PART + 1) == first[-2:] + second[:2]
     with pytest.raises(UnknownUpload):
         await store.list_parts(key, upload_id)
-    # Read by range where it was assembled, then moved under its content key.
+    # Read by range where it was assembled, then copied under its content key.
     whole = first + second
     assert store.read_at(key, MIN_PART - 3, 6) == whole[MIN_PART - 3 : MIN_PART + 3]
     assert store.read_at(key, len(whole) - 2, 10) == whole[-2:]
     assert store.read_at(key, len(whole), 10) == b""
     target = content_key(hashlib.sha256(whole).hexdigest())
-    await store.move(key, target)
-    assert not await store.exists(key)
+    await store.copy(key, target)
     assert await read(store, target, 0, len(whole) - 1) == whole
+    assert await store.size(key) == len(whole)  # the source stays
 
 
-async def test_a_move_onto_identical_bytes_keeps_them(store: BlobStore) -> None:
+async def test_a_copy_onto_identical_bytes_keeps_them(store: BlobStore) -> None:
     data = os.urandom(2000)
     writer = written(store, data)
     key, _ = writer.finish()
@@ -399,7 +399,9 @@ async def test_a_move_onto_identical_bytes_keeps_them(store: BlobStore) -> None:
     upload_id = await store.create_multipart(again)
     etag = await store.put_part(again, upload_id, 1, _chunks(data))
     await store.complete_multipart(again, upload_id, [(1, etag)])
-    await store.move(again, key)
+    await store.copy(again, key)
+    assert await read(store, key, 0, len(data) - 1) == data
+    await store.delete(again)
     assert not await store.exists(again)
     assert await read(store, key, 0, len(data) - 1) == data
 

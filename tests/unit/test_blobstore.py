@@ -59,9 +59,19 @@ async def test_every_directory_a_put_makes_is_durable_in_its_parent_once(
     await store.put("sha256/ab/03/third", b"five")  # one new level under one there
     assert fsynced == {root / "sha256/ab/03": 1, root / "sha256/ab": 1}
     fsynced.clear()
-    await store.move("sha256/ab/03/third", "thumbnails/x/moved")
+    await store.copy("sha256/ab/03/third", "thumbnails/x/copied")
     assert fsynced == {root / "thumbnails/x": 1, root / "thumbnails": 1, root: 1}
-    assert (root / "thumbnails/x/moved").read_bytes() == b"five"
+    assert (root / "thumbnails/x/copied").read_bytes() == b"five"
+    assert (root / "sha256/ab/03/third").read_bytes() == b"five"
+    # A multipart upload's folder and the key it names are durable before its session
+    # is recorded.
+    fsynced.clear()
+    upload_id = await store.create_multipart("uploads/1")
+    folder = root / "multipart" / upload_id
+    assert fsynced == {folder: 1, root / "multipart": 1, root: 1}
+    fsynced.clear()
+    second = await store.create_multipart("uploads/2")
+    assert fsynced == {root / "multipart" / second: 1, root / "multipart": 1}
 
 
 async def test_a_grouped_put_writes_no_spool_on_the_event_loop_and_hashes_nothing(

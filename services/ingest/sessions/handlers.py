@@ -2,12 +2,14 @@
 
 The parts go to presigned URLs of the store (S3), or, with the local store, to a
 route of ours whose URLs are signed the same way. Completing reads the assembled
-object once, for its sha256 and media facts, then moves it under its content key.
+object once, for its sha256 and media facts, then copies it under its content key (the
+assembled object goes once that is recorded).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import time
@@ -105,8 +107,9 @@ class Sessions(Handlers):
             etag = await self.blobs.put_part(
                 row["store_key"], row["upload_id"], number, _at_most(chunks, expected, number)
             )
-        except FileNotFoundError:
-            # The session's parts went while this one streamed (aborted, or expired).
+        except (FileNotFoundError, UnknownUpload):
+            # The session's parts went while this one streamed (aborted, expired, or
+            # assembled by a completion).
             raise Refused(404, "not_found", f"upload session {session_id} is not open") from None
         except OSError as error:
             log.error("ingest.part_store_failed", error=repr(error))
@@ -117,7 +120,7 @@ class Sessions(Handlers):
         row = await self._row(self.pool, session_id)
         if row is None:
             return None
-        stored = await self._stored(row) if row["status"] == "open" else []
+        stored = (await self._stored(row))[0] if row["status"] == "open" else []
         return self._view(row, stored)
 
     async def bytes_progress(self, session_id: uuid.UUID) -> dict[str, int]:
@@ -127,7 +130,7 @@ class Sessions(Handlers):
             return {"done": 0, "total": 0}
         if row["status"] == "completed":
             return {"done": row["size"], "total": row["size"]}
-        stored = await self._stored(row) if row["status"] == "open" else []
+        stored = (await self._stored(row))[0] if row["status"] == "open" else []
         return {"done": self._view(row, stored)["bytes_stored"], "total": row["size"]}
 
     async def complete(self, cause: Cause, session_id: uuid.UUID) -> tuple[dict[str, Any], int]:
@@ -138,32 +141,46 @@ class Sessions(Handlers):
             row = await self._open(conn, session_id, lock=True)
             rejected: Refused | None = None
             plan = domain.plan(row["size"], row["part_size"])
-            stored = await self._stored(row)
+            stored, assembled = await self._stored(row)
             domain.check_complete(plan, stored)
             key = row["store_key"]
             try:
-                await self.blobs.complete_multipart(
-                    key, row["upload_id"], [(p.number, p.etag) for p in sorted(stored, key=_number)]
-                )
-            except UnknownUpload:
-                # Ended in the store: assembled already, by a completion that died before
-                # it was recorded (`_stored` counted every part only if the whole object is
-                # there).
-                pass
-            except OSError as error:
-                # The local store writes the file whole from its parts: its disk may be
-                # full. The session stays open, its parts kept: completing again may do.
-                log.error("ingest.session_join_failed", error=repr(error))
-                raise storage_failed(error) from error
-            try:
+                if not assembled:
+                    await self.blobs.complete_multipart(
+                        key,
+                        row["upload_id"],
+                        [(p.number, p.etag) for p in sorted(stored, key=_number)],
+                    )
                 file = await self._read(key, row)
+            except UnknownUpload:
+                # Ended in the store between its listing and now (a bucket's lifecycle
+                # rule): its parts are gone.
+                raise Refused(
+                    409,
+                    "session_lost",
+                    f"the store no longer has the parts of upload session {session_id}:"
+                    " open a new session and send the file again",
+                ) from None
             except Refused as refusal:
                 # The assembled object is no file we take: it goes, and the session ends.
                 await self.blobs.delete(key)
                 await self._end(conn, cause, row, "rejected", parts_gone=True)
                 rejected = refusal
+            except OSError as error:
+                # The local store writes the file whole from its parts (its disk may be
+                # full), then it is read back. The session stays open, its parts or its
+                # assembled object kept: completing again may do.
+                log.error("ingest.session_join_failed", error=repr(error))
+                raise storage_failed(error) from error
             else:
                 await claim_blobs(conn, [file.blob_key])
+                try:
+                    # A copy: the assembled object stays where completing again finds it
+                    # until this is recorded (then it goes, below).
+                    await self.blobs.copy(key, file.blob_key)
+                except OSError as error:
+                    log.error("ingest.session_store_failed", error=repr(error))
+                    raise storage_failed(error) from error
                 changes = domain.complete_session(
                     session_id, row["folder_id"], row["version"], file
                 )
@@ -171,12 +188,13 @@ class Sessions(Handlers):
                 await jobs.apply(conn, envelopes)
                 await sessions.apply(conn, envelopes)
                 await blob_refs.apply(conn, envelopes)
-                # Last before the append: once moved, the assembled object is no longer
-                # where a retry would find it, should this transaction not commit.
-                await self.blobs.move(key, file.blob_key)
                 position = await self.store.append(conn, envelopes)
         if rejected is not None:
             raise rejected
+        try:
+            await self.blobs.delete(key)
+        except Exception as error:  # recorded already: only its space is left behind
+            log.warning("ingest.session_object_left", key=key, error=repr(error))
         return {"job_id": str(session_id), "file_id": str(file.file_id)}, position
 
     async def abort(self, cause: Cause, session_id: uuid.UUID) -> int:
@@ -229,12 +247,11 @@ class Sessions(Handlers):
         parts_gone: bool = False,
     ) -> int:
         if not parts_gone:
-            try:
+            with contextlib.suppress(UnknownUpload):  # gone already: the end is the same
                 await self.blobs.abort_multipart(row["store_key"], row["upload_id"])
-            except UnknownUpload:
-                # Ended in the store already: maybe assembled by a completion that was
-                # never recorded, whose object goes with the session.
-                await self.blobs.delete(row["store_key"])
+            # An object a completion assembled but never recorded goes with the session
+            # (S3 may still take an abort of a completed upload, so it is not a sign).
+            await self.blobs.delete(row["store_key"])
         envelopes = envelopes_of(domain.end_session(row["id"], row["version"], status), cause)
         await jobs.apply(conn, envelopes)
         await sessions.apply(conn, envelopes)
@@ -264,7 +281,8 @@ class Sessions(Handlers):
         )
         return row
 
-    async def _stored(self, row: asyncpg.Record) -> list[domain.StoredPart]:
+    async def _stored(self, row: asyncpg.Record) -> tuple[list[domain.StoredPart], bool]:
+        """The parts in the store, and whether they are assembled already."""
         try:
             parts = await self.blobs.list_parts(row["store_key"], row["upload_id"])
         except UnknownUpload:
@@ -274,9 +292,9 @@ class Sessions(Handlers):
             # counts as stored, and completing again goes on from it.
             if await self._assembled(row):
                 plan = domain.plan(row["size"], row["part_size"])
-                return [domain.StoredPart(p.number, p.size, "") for p in plan]
-            return []
-        return [domain.StoredPart(p.part_number, p.size, p.etag) for p in parts]
+                return [domain.StoredPart(p.number, p.size, "") for p in plan], True
+            return [], False
+        return [domain.StoredPart(p.part_number, p.size, p.etag) for p in parts], False
 
     async def _assembled(self, row: asyncpg.Record) -> bool:
         try:

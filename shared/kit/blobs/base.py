@@ -331,9 +331,9 @@ class BlobStore(Protocol):
         """Up to `length` bytes at `offset`, blocking: for media inspection, which runs
         in a thread and reads a few ranges of a large file."""
 
-    async def move(self, source: str, target: str) -> None:
-        """Put the blob `source` under the key `target` (kept if already there, since
-        keys are content hashes) and remove `source`."""
+    async def copy(self, source: str, target: str) -> None:
+        """Put the blob `source`'s bytes under the key `target` too, durably (kept if
+        already there, since keys are content hashes); `source` stays."""
 
     # Multipart uploads (resumable large uploads): parts 1..MAX_PARTS, each but the last
     # at least MIN_PART, completed into `key`.

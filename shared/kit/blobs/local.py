@@ -121,6 +121,16 @@ def _move_writer(writer: BlobWriter, final: Path) -> list[Path]:
     return made
 
 
+def _start_upload(folder: Path, key: str) -> None:
+    """A multipart upload's folder and the key it names, durable before its session is
+    recorded: a crash must not leave an open session whose upload is gone."""
+    made = _make_dirs(folder)
+    named = folder / "key"
+    named.write_text(key)
+    for path in [named, folder, *made]:
+        _fsync(path)
+
+
 def _move_durably(spool: Path, final: Path) -> None:
     """`_move_into_place`, then the rename and every directory made for it durable,
     deepest first."""
@@ -236,9 +246,26 @@ class LocalBlobStore:
             f.seek(offset)
             return f.read(length)
 
-    async def move(self, source: str, target: str) -> None:
-        final = self._path(target)
-        await asyncio.to_thread(_move_durably, self._path(source), final)
+    async def copy(self, source: str, target: str) -> None:
+        await asyncio.to_thread(self._link, self._path(source), self._path(target))
+
+    def _link(self, source: Path, final: Path) -> None:
+        """A second name for the same bytes (a hard link: no byte copied), given through a
+        spool so that the key appears whole or not at all."""
+        if final.is_file():
+            return
+        spool = self._incoming / os.urandom(16).hex()
+        try:
+            os.link(source, spool)
+        except FileNotFoundError:
+            if not source.is_file():
+                raise
+            spool.parent.mkdir(parents=True, exist_ok=True)
+            os.link(source, spool)
+        try:
+            _move_durably(spool, final)
+        finally:
+            spool.unlink(missing_ok=True)
 
     # Multipart: `multipart/<upload id>/key` names the target, `<n>.<md5>` are the parts.
 
@@ -260,8 +287,7 @@ class LocalBlobStore:
         self._path(key)
         upload_id = uuid.uuid4().hex
         folder = self.root / "multipart" / upload_id
-        folder.mkdir(parents=True)
-        (folder / "key").write_text(key)
+        await asyncio.to_thread(_start_upload, folder, key)
         return upload_id
 
     def presign_part(

@@ -286,8 +286,8 @@ class S3BlobStore:
             response.close()
             response.release_conn()
 
-    async def move(self, source: str, target: str) -> None:
-        """A server-side copy, then the source goes: no byte passes through us."""
+    async def copy(self, source: str, target: str) -> None:
+        """A server-side copy: no byte passes through us."""
         if not await self.exists(target):
             source_key, target_key = check_key(source), check_key(target)
             if await self.size(source) <= MAX_COPY:
@@ -304,7 +304,6 @@ class S3BlobStore:
                     target_key,
                     [ComposeSource(self.bucket, source_key)],
                 )
-        await self.delete(source)
 
     # Multipart, through minio's S3 calls (private in minio 7.2, but plain S3 APIs).
 
