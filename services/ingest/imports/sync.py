@@ -282,7 +282,8 @@ class Syncs(Handlers):
             raise Refused(
                 answer.status_code,
                 str(found.get("code") or "forbidden"),
-                str(found.get("message") or f"folder {folder_id}: not yours to sync"),
+                str(found.get("message") or f"folder {folder_id}: the editor role is needed"),
+                found.get("details") or None,
             )
         if answer.status_code != 200:
             raise Refused(503, "catalog_unavailable", "could not check the folder; retry")
