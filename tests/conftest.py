@@ -177,6 +177,9 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     child.stop()
 
 
+# The port the webhook tests' receiver listens on: the one loopback address the
+# platform's webhooks may post to (FILES_WEBHOOK_ALLOWED_ENDPOINTS), not its own ports.
+WEBHOOK_RECEIVER_PORT = free_port()
 S3_KEYS = {"s3_access_key": "test-access-key", "s3_secret_key": "test-secret-key"}
 # Sweeps run often, and an unreferenced blob goes at the next one: tests see the
 # collector and expiry act within their deadlines (the claim protocol, not a grace
@@ -224,6 +227,7 @@ def stack(
         trace_file=str(tmp_path_factory.mktemp("traces") / "spans.jsonl"),
         # The customers' buckets of the tests (moto, fakes) are on loopback.
         allowed_endpoints="127.0.0.1",
+        webhook_allowed_endpoints=f"127.0.0.1:{WEBHOOK_RECEIVER_PORT}",
         **S3_KEYS,
         **SWEEPS,
     )

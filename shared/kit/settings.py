@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     webhook_give_up_s: float = 24 * 3600.0
     webhook_timeout_s: float = 10.0
     webhook_poll_s: float = 1.0
+    # Webhook URLs allowed although the address rule refuses them, written as
+    # allowed_endpoints is. Not the integrations' list: that one lets in the local bucket
+    # (127.0.0.1 under the local platform), and a webhook there could post to any of the
+    # platform's own ports and read their answers back in its deliveries.
+    webhook_allowed_endpoints: str = ""
     # A cloud-synced folder syncs this often unless it says otherwise (cloud_sync.sync_interval_s).
     sync_interval_s: int = 3600
     # Integrations by role (role_arn): this platform's web identity token (on EKS, the

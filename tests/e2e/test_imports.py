@@ -19,6 +19,7 @@ from services.ingest.imports.domain import jobs as imports
 from services.ingest.imports.domain import requests
 from services.ingest.jobs.projections import jobs
 from shared.contracts.envelope import Cause, envelopes_of
+from shared.kit.access import Access
 from shared.kit.embedded import free_port
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import rebuild
@@ -27,6 +28,7 @@ from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import ELF, error, folder, items, member, png, text, unique
+from tests.signing import as_user
 from tests.unit.test_media import mp4
 
 
@@ -369,6 +371,45 @@ async def test_importing_needs_the_editor_role_on_the_folder(
     found = error(await client.post(f"/v1/folders/{shared['id']}/imports", json=body), 403)
     assert found["details"]["role_needed"] == "editor"
     error(await client.post(f"/v1/folders/{hidden['id']}/imports", json=body), 404)
+
+
+async def test_ingest_itself_checks_the_editor_role_for_an_import(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, platform: Stack
+) -> None:
+    """Sent straight to ingest as the gateway would send them, a viewer of the folder
+    who may use the integration is refused all the same: nothing is imported."""
+    integration_id = await integration(api, moto)
+    shared = await folder(api, unique("shared"))
+    viewer = await member(api, "viewer")
+    invited = await api.post(
+        f"/v1/folders/{shared['id']}/collaborators",
+        json={"emails": [viewer["email"]], "role": "viewer"},
+    )
+    assert invited.status_code == 200, invited.text
+    lent = await api.patch(
+        f"/v1/integrations/{integration_id}", json={"shared_with": [viewer["id"]]}
+    )
+    assert lent.status_code == 200, lent.text
+    prefix = unique("not-theirs")
+    put(bucket, f"{prefix}/sneaked.png", png(3, 3))
+    put(bucket, f"{prefix}/allowed.png", png(4, 4))
+    async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
+        refused = await ingest.post(
+            f"/v1/folders/{shared['id']}/imports",
+            json={"integration_id": integration_id, "keys": [f"{prefix}/sneaked.png"]},
+            headers=as_user(
+                viewer["id"],
+                Access(user_id=viewer["id"], grants={uuid.UUID(shared["id"]): "user"}),
+            ),
+        )
+    found = error(refused, 403)
+    assert found["details"]["role_needed"] == "editor"
+    # The admin's import into the folder lands alone.
+    job_id = await start_import(
+        api, shared["id"], integration_id=integration_id, keys=[f"{prefix}/allowed.png"]
+    )
+    await finished(api, job_id, 1)
+    assert [i["name"] for i in await items(api, shared["id"])] == ["allowed.png"]
 
 
 def another_ingest(platform: Stack) -> subprocess.Popen[bytes]:

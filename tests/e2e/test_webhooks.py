@@ -1,6 +1,7 @@
 """Webhooks: registered by org admins, sent signed (Standard Webhooks) to a receiver of
-the test's own on loopback (allowed as integrations' local buckets are), tried again
-after a failure, listed with their deliveries."""
+the test's own on loopback (on the one port the test platform's
+FILES_WEBHOOK_ALLOWED_ENDPOINTS allows), tried again after a failure, listed with their
+deliveries."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import httpx
@@ -24,7 +26,7 @@ from services.gateway.files_pb.files.v1 import files_pb2 as pb
 from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
 from shared.kit.stack import Stack
 from tests.cloud_fixtures import MotoS3
-from tests.conftest import eventually
+from tests.conftest import WEBHOOK_RECEIVER_PORT, eventually
 from tests.e2e.support import error, folder, member, png, unique, upload
 from tests.e2e.test_cli import env, fails, ok
 from tests.e2e.test_cloud_sync import sync_done, synced_folder
@@ -39,6 +41,8 @@ class Receiver:
     got: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
     # Answers still to give a path before 200s.
     failures: dict[str, list[int]] = field(default_factory=dict)
+    # A path that always answers 503 with this body.
+    refusals: dict[str, bytes] = field(default_factory=dict)
 
     def of(self, path: str, file_id: str) -> list[tuple[dict[str, str], dict[str, Any]]]:
         return [
@@ -54,6 +58,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     async def take(request: web.Request) -> web.Response:
         found.got.append((request.path, dict(request.headers), await request.read()))
+        if request.path in found.refusals:
+            return web.Response(status=503, body=found.refusals[request.path])
         failing = found.failures.get(request.path)
         if failing:
             return web.Response(status=failing.pop(0), text="not now")
@@ -63,10 +69,10 @@ async def receiver() -> AsyncIterator[Receiver]:
     app.router.add_post("/{name}", take)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    # On the one loopback port the platform's webhooks are allowed (tests/conftest.py).
+    site = web.TCPSite(runner, "127.0.0.1", WEBHOOK_RECEIVER_PORT)
     await site.start()
-    port = runner.addresses[0][1]
-    found.url = f"http://127.0.0.1:{port}"
+    found.url = f"http://127.0.0.1:{WEBHOOK_RECEIVER_PORT}"
     yield found
     await runner.cleanup()
 
@@ -166,8 +172,34 @@ async def test_an_upload_is_posted_signed_and_a_failure_is_tried_again(
             await api.delete(f"/v1/webhooks/{made_id}")
 
 
+async def test_a_failed_delivery_keeps_only_the_start_of_the_answer(
+    api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    receiver.refusals["/loud"] = b"busy " + b"x" * 95 + b"TAIL-OF-A-LONG-PAGE" * 100
+    made = await api.post(
+        "/v1/webhooks", json={"url": f"{receiver.url}/loud", "events": ["file.uploaded"]}
+    )
+    assert made.status_code == 201, made.text
+    try:
+        target = await folder(api, unique("loud"))
+        await upload(api, target["id"], ("cat.png", png(4, 4)))
+        failed: list[dict[str, Any]] = []
+
+        async def attempted() -> bool:
+            answer = await api.get(f"/v1/webhooks/{made.json()['id']}/deliveries")
+            assert answer.status_code == 200, answer.text
+            failed[:] = [d for d in answer.json()["items"] if d["last_error"]]
+            return bool(failed)
+
+        await eventually(attempted, within=30, what="a failed attempt listed")
+        assert failed[0]["last_status"] == 503
+        assert failed[0]["last_error"] == "answered 503: busy " + "x" * 95
+    finally:
+        await api.delete(f"/v1/webhooks/{made.json()['id']}")
+
+
 async def test_webhooks_are_org_admins_and_refuse_forbidden_addresses(
-    api: httpx.AsyncClient, as_key: Any, receiver: Receiver
+    api: httpx.AsyncClient, as_key: Any, receiver: Receiver, platform: Stack
 ) -> None:
     alice = as_key((await member(api, "alice"))["api_key"])
     body = {"url": f"{receiver.url}/ok", "events": ["job.completed"]}
@@ -179,11 +211,16 @@ async def test_webhooks_are_org_admins_and_refuse_forbidden_addresses(
     error(await alice.get(f"/v1/webhooks/{hook_id}/deliveries"), 403)
     error(await alice.delete(f"/v1/webhooks/{hook_id}"), 403)
 
-    # The address rule of integrations: metadata, private and loopback addresses not allowed.
+    # The address rule of integrations: metadata, private and loopback addresses not
+    # allowed. The platform lets integrations reach 127.0.0.1 (its local bucket), not
+    # webhooks: the gateway's and the services' ports are not a webhook's to call.
     for url, why in (
         ("http://169.254.169.254/latest", "169.254.169.254"),
         ("http://10.1.2.3/hook", "10.1.2.3"),
         ("http://[::1]:9/hook", "::1"),
+        (f"{platform.gateway_url}/v1/files", "loopback"),
+        (f"{platform.env['FILES_CATALOG_URL']}/internal/folders", "loopback"),
+        (f"http://localhost:{urlsplit(platform.env['FILES_INGEST_URL']).port}/x", "loopback"),
     ):
         refused = error(
             await api.post("/v1/webhooks", json={"url": url, "events": ["file.uploaded"]}),
@@ -191,6 +228,7 @@ async def test_webhooks_are_org_admins_and_refuse_forbidden_addresses(
             "endpoint_not_allowed",
         )
         assert why in refused["message"] or why in str(refused.get("details")), refused
+        assert "FILES_WEBHOOK_ALLOWED_ENDPOINTS" in refused["message"], refused
     error(
         await api.post("/v1/webhooks", json={"url": "ftp://x/y", "events": ["file.uploaded"]}),
         422,

@@ -101,8 +101,10 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
         who: Access = Depends(access),
         body: dict[str, Any] = Body(...),
     ) -> JSON:
-        # The gateway checked the editor role on the folder, as for uploads; whether
-        # the caller may use the integration is decided here.
+        # The editor role on the folder, asked of the catalog here too (not only by the
+        # gateway): an import writes into the folder. Whether the caller may use the
+        # integration is decided here.
+        await syncs.require_editor(who, caller, folder_id)
         await syncs.refuse_uploads(folder_id)
         return recorded(await imports.start_import(who, caller, folder_id, body), 202)
 

@@ -282,7 +282,8 @@ class Syncs(Handlers):
             raise Refused(
                 answer.status_code,
                 str(found.get("code") or "forbidden"),
-                str(found.get("message") or f"folder {folder_id}: not yours to sync"),
+                str(found.get("message") or f"folder {folder_id}: the editor role is needed"),
+                found.get("details") or None,
             )
         if answer.status_code != 200:
             raise Refused(503, "catalog_unavailable", "could not check the folder; retry")
@@ -505,6 +506,7 @@ class Syncs(Handlers):
         cause: Cause,
         reader: BucketReader,
         listed: list[Listed],
+        tries: int = 3,
     ) -> None:
         root = config.folder_id
         decisions = self._decide(
@@ -536,10 +538,17 @@ class Syncs(Handlers):
             async with self.pool.acquire() as conn, conn.transaction():
                 if copies:
                     # As an upload's parts: claimed, then stored, then the events.
-                    await claim_blobs(conn, sorted({w.key for w in copies}))
+                    keys = sorted({w.key for w in copies})
+                    await claim_blobs(conn, keys)
                     if not committed:
                         await self.blobs.commit(copies)
                         committed = True
+                    elif not all(await asyncio.gather(*(self.blobs.exists(k) for k in keys))):
+                        # Written by an attempt that was rolled back: its claim went with
+                        # it, and the collector may have taken bytes it found unclaimed
+                        # (the same content released earlier). The writers' spools went
+                        # with the commit: the batch is read again.
+                        raise _ContentGone
                 # One sync of a folder decides at a time: what another recorded
                 # meanwhile is seen here, and not recorded again.
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{root}")
@@ -575,6 +584,11 @@ class Syncs(Handlers):
 
         try:
             state.version += await _again(write)
+        except _ContentGone:
+            if not tries:
+                raise
+            log.warning("sync.content_reclaimed_read_again", job_id=str(state.job_id))
+            await self._batch(state, config, cause, reader, listed, tries - 1)
         finally:
             for w in copies:
                 w.abort()
@@ -765,6 +779,10 @@ class Syncs(Handlers):
             if keys is not None or len(rows) < 5000:
                 return
             after = rows[-1]["key"]
+
+
+class _ContentGone(Exception):
+    """Bytes a batch stored are no longer in the blob store: the batch is read again."""
 
 
 async def _again(write: Callable[[], Awaitable[_T]]) -> _T:

@@ -28,8 +28,9 @@ SECRET_BYTES = (24, 64)
 # Longest backoff between two attempts; a delivery is given up this long after it was made.
 MAX_BACKOFF_S = 3600.0
 GIVE_UP_AFTER_S = 24 * 3600.0
-# Bytes of a receiver's answer kept (as the last error).
+# Bytes of a receiver's answer read, and the first of them kept (in the last error).
 MAX_ANSWER_BYTES = 4096
+ANSWER_SHOWN_BYTES = 100
 
 
 @dataclass(frozen=True)

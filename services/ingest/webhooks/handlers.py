@@ -185,7 +185,9 @@ class Webhooks(Handlers):
     def __init__(self, parts: Parts, settings: Settings) -> None:
         super().__init__(parts)
         self.settings = settings
-        self.egress = Egress(EndpointRule.parse(settings.allowed_endpoints))
+        # Webhooks' own exceptions (FILES_WEBHOOK_ALLOWED_ENDPOINTS), not the integrations':
+        # an org admin's URL must not reach the platform's loopback ports.
+        self.egress = Egress(EndpointRule.parse(settings.webhook_allowed_endpoints))
         self._sealer: Sealer | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -204,7 +206,9 @@ class Webhooks(Handlers):
             raise Refused(
                 422,
                 EndpointNotAllowed.code,
-                f"the webhook's url may not be used: {refused.reason}",
+                f"the webhook's url may not be used: {refused.reason} (webhooks post to public"
+                " addresses only, unless the operator lists the address in"
+                " FILES_WEBHOOK_ALLOWED_ENDPOINTS)",
                 {"host": refused.host, "address": refused.address, "reason": refused.reason},
             ) from None
         except OSError as failed:
@@ -394,7 +398,10 @@ class Webhooks(Handlers):
                 status = answer.status
                 read = await answer.content.read(domain.MAX_ANSWER_BYTES)
                 if not 200 <= status < 300:
-                    error = f"answered {status}: {read.decode(errors='replace')[:500]}"
+                    # A short excerpt for the admin to tell why: never the receiver's
+                    # whole page (what a wrongly allowed address answers stays there).
+                    shown = read[: domain.ANSWER_SHOWN_BYTES].decode(errors="replace")
+                    error = f"answered {status}: {shown}"
         except EndpointNotAllowed as refused:
             error = f"the url may not be used: {refused.reason}"
         except TimeoutError:

@@ -1,0 +1,145 @@
+"""A cloud sync's batch retried after a deadlock, on a real PostgreSQL, moto's S3 and a
+local blob store: the collector may sweep, between the two attempts, the bytes the
+first one stored (their claim went with its rollback); what the batch records then
+still has its bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import boto3
+import pytest
+
+from services.ingest.collector.handlers import Collector
+from services.ingest.collector.projections import blob_refs
+from services.ingest.imports import sync as sync_module
+from services.ingest.imports.buckets.loop import BucketLoop, Threaded
+from services.ingest.imports.buckets.port import Bucket
+from services.ingest.imports.buckets.s3 import S3Reader
+from services.ingest.imports.domain.endpoints import EndpointRule
+from services.ingest.imports.domain.integrations import Credentials, parse_endpoint
+from services.ingest.imports.domain.sync import SyncConfig
+from services.ingest.imports.egress import Caps, Egress
+from services.ingest.imports.projections import synced
+from services.ingest.imports.sync import Syncs, _Job
+from services.ingest.jobs.projections import jobs
+from shared.contracts.envelope import Cause, Envelope
+from shared.kit.blobs import LocalBlobStore
+from shared.kit.blobs.base import content_key
+from shared.kit.eventstore import EventStore
+from shared.kit.settings import Settings
+from tests.cloud_fixtures import MotoS3, start_moto
+from tests.conftest import fresh_database
+from tests.dicom_fixtures import ct_series
+
+BUCKET = "synced-bucket"
+PREFIX = "scans/"
+CAUSE = Cause(actor="test", correlation_id="c")
+BUCKETS = BucketLoop()
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    server = start_moto(log=tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class DeadlockOnce(EventStore):
+    """The ingest store, whose first append PostgreSQL aborts as a deadlock (the batch's
+    bytes are stored by then)."""
+
+    def __init__(self) -> None:
+        super().__init__("ingest")
+        self.deadlocks = 0
+
+    async def append(self, conn: Any, envelopes: Sequence[Envelope]) -> int:
+        if self.deadlocks == 0:
+            self.deadlocks += 1
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+        return await super().append(conn, envelopes)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    async with fresh_database(database_url, "sync_retry") as pool:
+        yield pool
+
+
+async def test_bytes_swept_between_a_deadlocked_attempt_and_its_retry_are_stored_again(
+    pool: asyncpg.Pool, moto: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = ct_series(1, series=1)[0]
+    key = content_key(hashlib.sha256(instance).hexdigest())
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=moto.access_key,
+        aws_secret_access_key=moto.secret_key,
+    )
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}0.dcm", Body=instance)
+
+    store = DeadlockOnce()
+    async with pool.acquire() as conn:
+        await store.setup(conn)
+        for projection in (jobs, synced, blob_refs):
+            await projection.setup(conn)
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    # The same content stored and released a while ago: reclaimable.
+    await blobs.put(key, instance)
+    await pool.execute(
+        "INSERT INTO ingest.blobs (key, stored_at, pins) VALUES ($1, $2, 0)",
+        key,
+        datetime.now(UTC) - timedelta(hours=1),
+    )
+    settings = Settings(data_dir=tmp_path / "data", blob_gc_grace_s=0)
+    parts: Any = SimpleNamespace(pool=pool, store=store, settings=settings)
+    syncs = Syncs(parts, None, blobs)
+    collector = Collector(
+        SimpleNamespace(pool=pool, store=EventStore("ingest"), settings=settings), blobs
+    )
+
+    # Between the deadlocked attempt and its retry, the collector sweeps.
+    claim = sync_module.claim_blobs
+    swept: list[int] = []
+
+    async def claim_after_a_sweep(conn: Any, keys: list[str], *args: Any) -> None:
+        if store.deadlocks and not swept:
+            swept.append(await collector.sweep())
+        await claim(conn, keys, *args)
+
+    monkeypatch.setattr(sync_module, "claim_blobs", claim_after_a_sweep)
+
+    endpoint = parse_endpoint(moto.endpoint)
+    bucket = Bucket(endpoint, "us-east-1", BUCKET, Credentials(moto.access_key, moto.secret_key))
+    egress = Egress(EndpointRule.parse(f"127.0.0.1:{endpoint.port}"))
+    reader = Threaded(S3Reader(bucket, egress, Caps(response_s=5.0)), BUCKETS)
+    config = SyncConfig(uuid.uuid4(), uuid.uuid4(), PREFIX, None)
+    job = _Job(uuid.uuid4(), 0)
+    syncs.spool.mkdir(parents=True, exist_ok=True)
+    try:
+        listed = [o async for page in reader.listing(PREFIX) for o in page]
+        await syncs._batch(job, config, CAUSE, reader, listed)
+    finally:
+        await reader.close()
+
+    assert store.deadlocks == 1 and swept == [1]  # the sweep did take the bytes
+    recorded = await pool.fetch("SELECT type, data FROM ingest.events ORDER BY position")
+    stored = [r["data"] for r in recorded if "DicomInstanceStored" in r["type"]]
+    assert len(stored) == 1, [r["type"] for r in recorded]
+    assert stored[0]["blob_key"] == key
+    # What the batch recorded names bytes that are there, claimed again.
+    assert await blobs.exists(key)
+    async with blobs.local_copy(key) as path:
+        assert path.read_bytes() == instance
