@@ -25,6 +25,7 @@ from shared.contracts.catalog import (
     FileUploaded,
     FolderCreated,
     FolderDeleted,
+    FolderMoved,
     FolderRestored,
 )
 from shared.contracts.datasets import dataset_stream
@@ -249,11 +250,14 @@ async def test_a_file_restored_and_moved_out_before_its_folder_is_back_gets_its_
 async def file_moved_then_folder_deleted(
     database_url: str, arrival: Sequence[str]
 ) -> dict[str, object]:
-    """Files moved out of a synced folder (and out of one below it) just before the
-    catalog deletes the folder, its events applied in the `arrival` order; what the
-    datasets then hold, and the events that got them there (datasets by name)."""
-    top, synced_folder, sub, elsewhere = (uuid.UUID(int=i) for i in range(1, 5))
-    moved, moved_from_sub, deleted_with_it = (uuid.UUID(int=i) for i in range(11, 14))
+    """Files moved out of a synced folder (and out of one below it), and a folder with a
+    file moved out of it, just before the catalog deletes the folder, the events applied
+    in the `arrival` order; what the datasets then hold, and the events that got them
+    there (datasets by name)."""
+    top, synced_folder, sub, elsewhere, moving = (uuid.UUID(int=i) for i in range(1, 6))
+    moved, moved_from_sub, deleted_with_it, moved_with_folder = (
+        uuid.UUID(int=i) for i in range(11, 15)
+    )
     catalog = Catalog()
     async with datasets_consumer(database_url) as context:
         await context.apply(
@@ -261,9 +265,11 @@ async def file_moved_then_folder_deleted(
             catalog.event(FolderCreated(folder_id=synced_folder, parent_id=top, name="s")),
             catalog.event(FolderCreated(folder_id=sub, parent_id=synced_folder, name="sub")),
             catalog.event(FolderCreated(folder_id=elsewhere, parent_id=None, name="t")),
+            catalog.event(FolderCreated(folder_id=moving, parent_id=synced_folder, name="m")),
             catalog.event(uploaded(moved, synced_folder)),
             catalog.event(uploaded(deleted_with_it, synced_folder)),
             catalog.event(uploaded(moved_from_sub, sub)),
+            catalog.event(uploaded(moved_with_folder, moving)),
         )
         names = {}
         for name, folder_id in (("top", top), ("s", synced_folder), ("manual", None)):
@@ -272,7 +278,7 @@ async def file_moved_then_folder_deleted(
             )
             names[dataset_id] = name
         manual = next(d for d, n in names.items() if n == "manual")
-        everything = [moved, moved_from_sub, deleted_with_it]
+        everything = [moved, moved_from_sub, deleted_with_it, moved_with_folder]
         await context.datasets.add_files(CAUSE, ADMIN, manual, everything)
         for dataset_id in names:
             assert await context.members(dataset_id) == set(everything)
@@ -282,6 +288,9 @@ async def file_moved_then_folder_deleted(
             ),
             "file moved from sub": catalog.event(
                 FileMoved(file_id=moved_from_sub, from_folder_id=sub, to_folder_id=elsewhere)
+            ),
+            "folder moved": catalog.event(
+                FolderMoved(folder_id=moving, from_parent_id=synced_folder, to_parent_id=elsewhere)
             ),
             "folder deleted": catalog.event(
                 FolderDeleted(folder_id=synced_folder, parent_id=top, trashed=True)
@@ -326,16 +335,34 @@ async def test_a_file_moved_out_of_a_synced_folder_just_before_it_is_deleted_lea
 ) -> None:
     in_order = await file_moved_then_folder_deleted(
         database_url,
-        ["file moved", "file moved from sub", "folder deleted", "sub deleted", "file deleted"],
+        [
+            "file moved",
+            "file moved from sub",
+            "folder moved",
+            "folder deleted",
+            "sub deleted",
+            "file deleted",
+        ],
     )
     # The folders' partition first: the datasets stop following the folder before
     # the moves out of it (and of the folder below it) arrive.
     folders_first = await file_moved_then_folder_deleted(
         database_url,
-        ["folder deleted", "sub deleted", "file deleted", "file moved", "file moved from sub"],
+        [
+            "folder deleted",
+            "sub deleted",
+            "file deleted",
+            "file moved",
+            "folder moved",
+            "file moved from sub",
+        ],
     )
-    moved, moved_from_sub = uuid.UUID(int=11), uuid.UUID(int=12)
+    moved, moved_from_sub, moved_with_folder = (uuid.UUID(int=i) for i in (11, 12, 14))
     assert in_order["s"]["members"] == set()  # type: ignore[index]
     assert in_order["top"]["members"] == set()  # type: ignore[index]
-    assert in_order["manual"]["members"] == {moved, moved_from_sub}  # type: ignore[index]
+    assert in_order["manual"]["members"] == {  # type: ignore[index]
+        moved,
+        moved_from_sub,
+        moved_with_folder,
+    }
     assert folders_first == in_order
