@@ -57,22 +57,25 @@ IN_CONSTITUENT = """EXISTS (SELECT 1 FROM datasets.folders c
 # path is the folder's as it was, and the datasets that stopped following that folder
 # when it went still count, as they did when the catalog made those events. Else the
 # outcome would hang on whether the folder's deletion or the file's move arrived first.
-FOLDERS_AS_THEY_WERE = """(SELECT id, path, constituent_of FROM datasets.folders
-    UNION ALL SELECT id, path, constituent_of FROM datasets.deleted_folders)"""
+FOLDERS_AS_THEY_WERE = """(SELECT id, path FROM datasets.folders
+    UNION ALL SELECT id, path FROM datasets.deleted_folders)"""
 COVERAGE = f"""
     WITH placed AS (
         SELECT f.id AS file_id, fo.path FROM datasets.files f
         JOIN {FOLDERS_AS_THEY_WERE} fo ON fo.id = f.folder_id
-        WHERE f.id = ANY($1::uuid[])
-          AND NOT EXISTS (SELECT 1 FROM {FOLDERS_AS_THEY_WERE} c
+        WHERE f.id = ANY($1::uuid[]) AND NOT {IN_CONSTITUENT.format(path="fo.path")}
+          AND NOT EXISTS (SELECT 1 FROM datasets.deleted_folders c
                           WHERE c.id = ANY(fo.path) AND c.constituent_of IS NOT NULL))
     SELECT d.id AS dataset_id, p.file_id FROM placed p
     JOIN datasets.datasets d ON d.synced_folder_id = ANY(p.path)
     UNION ALL
+    -- Few rows: a deleted folder's goes when it is restored (its datasets follow it
+    -- again), or once no event from before its deletion can come.
     SELECT d.id, p.file_id FROM placed p
     JOIN datasets.datasets d ON d.unsynced_from = ANY(p.path)
-    WHERE d.synced_folder_id IS NULL
-      AND NOT EXISTS (SELECT 1 FROM datasets.folders g WHERE g.id = d.unsynced_from)
+    WHERE p.path && ARRAY(SELECT id FROM datasets.deleted_folders)
+      AND d.synced_folder_id IS NULL
+      AND EXISTS (SELECT 1 FROM datasets.deleted_folders x WHERE x.id = d.unsynced_from)
 """
 
 

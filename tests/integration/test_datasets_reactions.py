@@ -254,7 +254,7 @@ async def file_moved_then_folder_deleted(
     file moved out of it, just before the catalog deletes the folder, the events applied
     in the `arrival` order; what the datasets then hold, and the events that got them
     there (datasets by name)."""
-    top, synced_folder, sub, elsewhere, moving = (uuid.UUID(int=i) for i in range(1, 6))
+    top, synced_folder, sub, elsewhere, moving, later = (uuid.UUID(int=i) for i in range(1, 7))
     moved, moved_from_sub, deleted_with_it, moved_with_folder = (
         uuid.UUID(int=i) for i in range(11, 15)
     )
@@ -266,6 +266,7 @@ async def file_moved_then_folder_deleted(
             catalog.event(FolderCreated(folder_id=sub, parent_id=synced_folder, name="sub")),
             catalog.event(FolderCreated(folder_id=elsewhere, parent_id=None, name="t")),
             catalog.event(FolderCreated(folder_id=moving, parent_id=synced_folder, name="m")),
+            catalog.event(FolderCreated(folder_id=later, parent_id=None, name="later")),
             catalog.event(uploaded(moved, synced_folder)),
             catalog.event(uploaded(deleted_with_it, synced_folder)),
             catalog.event(uploaded(moved_from_sub, sub)),
@@ -303,6 +304,10 @@ async def file_moved_then_folder_deleted(
         assert sorted(arrival) == sorted(events)
         for name in arrival:  # each on its own, as from partitions of their own
             await context.apply(events[name])
+        # What the mirror kept of the deleted folders for late events goes once a
+        # deletion finds every event before it applied.
+        await context.apply(catalog.event(FolderDeleted(folder_id=later, parent_id=None)))
+        assert await context.pool.fetchval("SELECT count(*) FROM datasets.deleted_folders") == 0
 
         outcome: dict[str, object] = {}
         for dataset_id, name in names.items():
