@@ -51,13 +51,31 @@ SYNC_LOCK = zlib.crc32(b"files.datasets.sync")
 IN_CONSTITUENT = """EXISTS (SELECT 1 FROM datasets.folders c
     WHERE c.id = ANY({path}) AND c.constituent_of IS NOT NULL)"""
 # Which synced datasets a file belongs in: those whose folder is on the file's path,
-# unless the path goes through an image group's constituent folder.
+# unless the path goes through an image group's constituent folder. A file still below
+# a folder deleted from the mirror is one whose events from before the deletion are
+# still coming (the catalog moves it out first, or deletes it with the folder): its
+# path is the folder's as it was, and the datasets that stopped following that folder
+# when it went still count, as they did when the catalog made those events. Else the
+# outcome would hang on whether the folder's deletion or the file's move arrived first.
+FOLDERS_AS_THEY_WERE = """(SELECT id, path FROM datasets.folders
+    UNION ALL SELECT id, path FROM datasets.deleted_folders)"""
 COVERAGE = f"""
-    SELECT d.id AS dataset_id, f.id AS file_id
-    FROM datasets.files f
-    JOIN datasets.folders fo ON fo.id = f.folder_id
-    JOIN datasets.datasets d ON d.synced_folder_id = ANY(fo.path)
-    WHERE f.id = ANY($1::uuid[]) AND NOT {IN_CONSTITUENT.format(path="fo.path")}
+    WITH placed AS (
+        SELECT f.id AS file_id, fo.path FROM datasets.files f
+        JOIN {FOLDERS_AS_THEY_WERE} fo ON fo.id = f.folder_id
+        WHERE f.id = ANY($1::uuid[]) AND NOT {IN_CONSTITUENT.format(path="fo.path")}
+          AND NOT EXISTS (SELECT 1 FROM datasets.deleted_folders c
+                          WHERE c.id = ANY(fo.path) AND c.constituent_of IS NOT NULL))
+    SELECT d.id AS dataset_id, p.file_id FROM placed p
+    JOIN datasets.datasets d ON d.synced_folder_id = ANY(p.path)
+    UNION ALL
+    -- Few rows: a deleted folder's goes when it is restored (its datasets follow it
+    -- again), or once no event from before its deletion can come.
+    SELECT d.id, p.file_id FROM placed p
+    JOIN datasets.datasets d ON d.unsynced_from = ANY(p.path)
+    WHERE p.path && ARRAY(SELECT id FROM datasets.deleted_folders)
+      AND d.synced_folder_id IS NULL
+      AND EXISTS (SELECT 1 FROM datasets.deleted_folders x WHERE x.id = d.unsynced_from)
 """
 
 
@@ -720,7 +738,8 @@ class Datasets(Handlers):
         await _sync_lock(conn)
         folder_ids = [e.event.folder_id for e in envelopes]
         last = envelopes[-1]
-        if await self.parts.inbox.applied_below(conn, last.source, last.position):
+        in_order = await self.parts.inbox.applied_below(conn, last.source, last.position)
+        if in_order:
             # The mirror shows the catalog as it was when these folders went, so the
             # files below them are the ones the catalog deletes with them (its
             # FileDeleted events come next). Unlinking them here, in one go, spares
@@ -764,6 +783,12 @@ class Datasets(Handlers):
         changes = [c for r in rows for c in domain.unsync(_dataset(r), r["synced_folder_id"])]
         await self.record(conn, changes, Cause.of(envelopes[0]))
         await tree.apply_received(conn, envelopes)
+        if in_order:
+            # No event from before these deletions (or earlier ones) is still to come:
+            # the folders as they were when deleted are of no more use.
+            await conn.execute(
+                "DELETE FROM datasets.deleted_folders WHERE deleted_at <= $1", last.position
+            )
 
     # -- queries ---------------------------------------------------------------------
 

@@ -60,7 +60,12 @@ membership = Projection(
 
 tree = Projection(
     name="datasets.tree",
-    tables=("datasets.folders", "datasets.files", "datasets.trashed_files"),
+    tables=(
+        "datasets.folders",
+        "datasets.files",
+        "datasets.trashed_files",
+        "datasets.deleted_folders",
+    ),
     # Follows the catalog's events as the consumer applies them: not from our store.
     replayable=False,
     ddl="""
@@ -90,6 +95,18 @@ tree = Projection(
     -- may reach the mirror first (its events are on another partition). NULL: a row
     -- from before this column, taken as trashed before any restore.
     ALTER TABLE datasets.trashed_files ADD COLUMN IF NOT EXISTS trashed_at bigint;
+    -- Folders deleted, as they were when they went: an event from before a deletion,
+    -- on another partition, may come after it (a file moved out just before its folder
+    -- went) and must still find the datasets synced on the folder's path then.
+    -- deleted_at: the deletion's catalog position; once every event before it is
+    -- applied the row has done its work (handlers.when_folders_deleted drops it).
+    CREATE TABLE IF NOT EXISTS datasets.deleted_folders (
+        id uuid PRIMARY KEY,
+        path uuid[] NOT NULL,
+        constituent_of uuid,
+        deleted_at bigint NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS deleted_folders_path ON datasets.deleted_folders USING gin (path);
     """,
 )
 
@@ -261,6 +278,11 @@ ORPHANS_OF = """
     WHERE o.parent_id = ANY($1::uuid[]) AND o.path[1] = o.id
 """
 
+# A folder's path, or as it was when it was deleted: a folder created or moved under
+# one just before it went may reach the mirror after it.
+PATH_OF = """coalesce((SELECT path FROM datasets.folders WHERE id = {id}),
+                      (SELECT path FROM datasets.deleted_folders WHERE id = {id}))"""
+
 
 @tree.on(catalog_events.FolderCreated)
 @tree.on(catalog_events.FolderRestored)
@@ -269,15 +291,18 @@ async def folder_created(
 ) -> None:
     for e in events:  # a parent may come earlier in the same batch
         await conn.execute(
-            """INSERT INTO datasets.folders (id, parent_id, path, constituent_of)
+            f"""INSERT INTO datasets.folders (id, parent_id, path, constituent_of)
                SELECT $1::uuid, $2::uuid,
-                      coalesce((SELECT path FROM datasets.folders WHERE id = $2::uuid), '{}')
-                          || $1::uuid,
+                      coalesce({PATH_OF.format(id="$2::uuid")}, '{{}}') || $1::uuid,
                       $3::uuid
                ON CONFLICT (id) DO NOTHING""",
             e.data["folder_id"],
             e.data["parent_id"],
             e.data.get("constituent_of"),
+        )
+        # Back from the trash: no longer deleted.
+        await conn.execute(
+            "DELETE FROM datasets.deleted_folders WHERE id = $1", e.data["folder_id"]
         )
         await conn.execute(
             f"""UPDATE datasets.folders f
@@ -294,14 +319,16 @@ async def folder_moved(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderMoved]]
 ) -> None:
     for e in events:
-        await conn.execute(
-            """UPDATE datasets.folders f
-               SET path = (SELECT path FROM datasets.folders WHERE id = $2)
-                          || f.path[array_position(f.path, $1::uuid):]
-               WHERE f.path @> ARRAY[$1::uuid]""",
-            e.data["folder_id"],
-            e.data["to_parent_id"],
-        )
+        # Folders deleted below it move too: a move out of them may be still to come.
+        for table in ("datasets.folders", "datasets.deleted_folders"):
+            await conn.execute(
+                f"""UPDATE {table} f
+                    SET path = {PATH_OF.format(id="$2::uuid")}
+                               || f.path[array_position(f.path, $1::uuid):]
+                    WHERE f.path @> ARRAY[$1::uuid]""",
+                e.data["folder_id"],
+                e.data["to_parent_id"],
+            )
         # A parent not here yet leaves the moved folder an orphan, adopted when it comes.
         await conn.execute(
             "UPDATE datasets.folders SET parent_id = $2 WHERE id = $1",
@@ -314,9 +341,20 @@ async def folder_moved(
 async def folder_deleted(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderDeleted]]
 ) -> None:
+    # Its last deletion, once: a folder deleted, restored and deleted again may be twice
+    # in one run.
+    at = {e.data["folder_id"]: e.position for e in events}
     await conn.execute(
-        "DELETE FROM datasets.folders WHERE id = ANY($1::uuid[])",
-        [e.data["folder_id"] for e in events],
+        """WITH gone AS (DELETE FROM datasets.folders WHERE id = ANY($1::uuid[])
+                         RETURNING id, path, constituent_of)
+           INSERT INTO datasets.deleted_folders (id, path, constituent_of, deleted_at)
+           SELECT g.id, g.path, g.constituent_of, x.position
+           FROM gone g JOIN unnest($1::uuid[], $2::bigint[]) AS x(id, position) ON x.id = g.id
+           ON CONFLICT (id) DO UPDATE
+               SET path = excluded.path, constituent_of = excluded.constituent_of,
+                   deleted_at = excluded.deleted_at""",
+        list(at),
+        list(at.values()),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -24,8 +25,10 @@ from shared.contracts.catalog import (
     FileUploaded,
     FolderCreated,
     FolderDeleted,
+    FolderMoved,
     FolderRestored,
 )
+from shared.contracts.datasets import dataset_stream
 from shared.contracts.envelope import Cause, Envelope, Event, new_envelope
 from shared.kit.access import Access
 from shared.kit.inbox import Consumer
@@ -73,6 +76,13 @@ class Context:
 
 @pytest.fixture
 async def context(database_url: str) -> AsyncIterator[Context]:
+    async with datasets_consumer(database_url) as made:
+        yield made
+
+
+@asynccontextmanager
+async def datasets_consumer(database_url: str) -> AsyncIterator[Context]:
+    """The datasets service's consumer on a database of its own."""
     async with fresh_database(database_url, "t_datasets") as pool:
         parts = Parts("datasets", Settings(service_key=SERVICE_KEY))
         parts.pool = pool
@@ -235,3 +245,129 @@ async def test_a_file_restored_and_moved_out_before_its_folder_is_back_gets_its_
     assert stays in await context.members(synced)
     assert await context.file_count(manual) == 2
     assert await context.pool.fetchval("SELECT count(*) FROM datasets.trashed_links") == 0
+
+
+async def file_moved_then_folder_deleted(
+    database_url: str, arrival: Sequence[str]
+) -> dict[str, object]:
+    """Files moved out of a synced folder (and out of one below it), and a folder with a
+    file moved out of it, just before the catalog deletes the folder, the events applied
+    in the `arrival` order; what the datasets then hold, and the events that got them
+    there (datasets by name)."""
+    top, synced_folder, sub, elsewhere, moving, later = (uuid.UUID(int=i) for i in range(1, 7))
+    moved, moved_from_sub, deleted_with_it, moved_with_folder = (
+        uuid.UUID(int=i) for i in range(11, 15)
+    )
+    catalog = Catalog()
+    async with datasets_consumer(database_url) as context:
+        await context.apply(
+            catalog.event(FolderCreated(folder_id=top, parent_id=None, name="top")),
+            catalog.event(FolderCreated(folder_id=synced_folder, parent_id=top, name="s")),
+            catalog.event(FolderCreated(folder_id=sub, parent_id=synced_folder, name="sub")),
+            catalog.event(FolderCreated(folder_id=elsewhere, parent_id=None, name="t")),
+            catalog.event(FolderCreated(folder_id=moving, parent_id=synced_folder, name="m")),
+            catalog.event(FolderCreated(folder_id=later, parent_id=None, name="later")),
+            catalog.event(uploaded(moved, synced_folder)),
+            catalog.event(uploaded(deleted_with_it, synced_folder)),
+            catalog.event(uploaded(moved_from_sub, sub)),
+            catalog.event(uploaded(moved_with_folder, moving)),
+        )
+        names = {}
+        for name, folder_id in (("top", top), ("s", synced_folder), ("manual", None)):
+            dataset_id, _ = await context.datasets.create(
+                CAUSE, ADMIN, name=name, description="", synced_folder_id=folder_id
+            )
+            names[dataset_id] = name
+        manual = next(d for d, n in names.items() if n == "manual")
+        everything = [moved, moved_from_sub, deleted_with_it, moved_with_folder]
+        await context.datasets.add_files(CAUSE, ADMIN, manual, everything)
+        for dataset_id in names:
+            assert await context.members(dataset_id) == set(everything)
+        events = {
+            "file moved": catalog.event(
+                FileMoved(file_id=moved, from_folder_id=synced_folder, to_folder_id=elsewhere)
+            ),
+            "file moved from sub": catalog.event(
+                FileMoved(file_id=moved_from_sub, from_folder_id=sub, to_folder_id=elsewhere)
+            ),
+            "folder moved": catalog.event(
+                FolderMoved(folder_id=moving, from_parent_id=synced_folder, to_parent_id=elsewhere)
+            ),
+            "folder deleted": catalog.event(
+                FolderDeleted(folder_id=synced_folder, parent_id=top, trashed=True)
+            ),
+            "sub deleted": catalog.event(
+                FolderDeleted(folder_id=sub, parent_id=synced_folder, trashed=True)
+            ),
+            "file deleted": catalog.event(deleted(deleted_with_it, synced_folder)),
+        }
+        assert sorted(arrival) == sorted(events)
+        for name in arrival:  # each on its own, as from partitions of their own
+            await context.apply(events[name])
+        # What the mirror kept of the deleted folders for late events goes once a
+        # deletion finds every event before it applied.
+        await context.apply(catalog.event(FolderDeleted(folder_id=later, parent_id=None)))
+        assert await context.pool.fetchval("SELECT count(*) FROM datasets.deleted_folders") == 0
+
+        outcome: dict[str, object] = {}
+        for dataset_id, name in names.items():
+            row = await context.pool.fetchrow(
+                """SELECT synced_folder_id, unsynced_from, file_count
+                   FROM datasets.datasets WHERE id = $1""",
+                dataset_id,
+            )
+            trashed = await context.pool.fetch(
+                "SELECT file_id FROM datasets.trashed_links WHERE dataset_id = $1", dataset_id
+            )
+            history = await context.datasets.store.read_stream(
+                context.pool, dataset_stream(dataset_id)
+            )
+            outcome[name] = {
+                "members": await context.members(dataset_id),
+                "state": dict(row),
+                "trashed links": {r["file_id"] for r in trashed},
+                # The same events, whichever of the streams' order they were made in.
+                "events": sorted(
+                    (e.type, sorted((k, str(v)) for k, v in e.data.items() if k != "dataset_id"))
+                    for e in history
+                ),
+            }
+        return outcome
+
+
+async def test_a_file_moved_out_of_a_synced_folder_just_before_it_is_deleted_leaves_it_either_way(
+    database_url: str,
+) -> None:
+    in_order = await file_moved_then_folder_deleted(
+        database_url,
+        [
+            "file moved",
+            "file moved from sub",
+            "folder moved",
+            "folder deleted",
+            "sub deleted",
+            "file deleted",
+        ],
+    )
+    # The folders' partition first: the datasets stop following the folder before
+    # the moves out of it (and of the folder below it) arrive.
+    folders_first = await file_moved_then_folder_deleted(
+        database_url,
+        [
+            "folder deleted",
+            "sub deleted",
+            "file deleted",
+            "file moved",
+            "folder moved",
+            "file moved from sub",
+        ],
+    )
+    moved, moved_from_sub, moved_with_folder = (uuid.UUID(int=i) for i in (11, 12, 14))
+    assert in_order["s"]["members"] == set()  # type: ignore[index]
+    assert in_order["top"]["members"] == set()  # type: ignore[index]
+    assert in_order["manual"]["members"] == {  # type: ignore[index]
+        moved,
+        moved_from_sub,
+        moved_with_folder,
+    }
+    assert folders_first == in_order
