@@ -71,12 +71,17 @@ COVERAGE = f"""
     UNION ALL
     -- Few rows: a deleted folder's goes when it is restored (its datasets follow it
     -- again), or once no event from before its deletion can come.
+    -- The whole branch skipped, once a statement, while there are none.
     SELECT d.id, p.file_id FROM placed p
     JOIN datasets.datasets d ON d.unsynced_from = ANY(p.path)
-    WHERE p.path && ARRAY(SELECT id FROM datasets.deleted_folders)
+    WHERE EXISTS (SELECT 1 FROM datasets.deleted_folders)
       AND d.synced_folder_id IS NULL
       AND EXISTS (SELECT 1 FROM datasets.deleted_folders x WHERE x.id = d.unsynced_from)
 """
+# The folders kept as they were when deleted that no event still to come can need: every
+# event of the source up to the consumer's watermark is applied ($1: consumer, $2: source).
+PRUNE_DELETED = """DELETE FROM datasets.deleted_folders WHERE deleted_at <= (
+    SELECT position FROM {schema}.watermarks WHERE consumer = $1 AND source = $2)"""
 
 
 # A dataset with the caller's share of it ($2: the caller's user id).
@@ -414,8 +419,9 @@ class Datasets(Handlers):
             below = [
                 r["id"]
                 for r in await conn.fetch(
-                    """SELECT f.id FROM datasets.files f
-                       JOIN datasets.folders fo ON fo.id = f.folder_id
+                    # Subfolders deleted by an event after this one (applied first) too.
+                    f"""SELECT f.id FROM datasets.files f
+                       JOIN {FOLDERS_AS_THEY_WERE} fo ON fo.id = f.folder_id
                        WHERE fo.path @> ARRAY[$1::uuid]""",
                     envelope.event.folder_id,
                 )
@@ -456,6 +462,13 @@ class Datasets(Handlers):
         """Apply the tree change, then link what came into a synced folder and unlink
         what left one. Each reaction compares the mirror before and after itself, so
         events of different streams converge in whatever order they arrive."""
+        # Kept folders go once the watermark passes them (not only when a later deletion
+        # arrives in order: on a lagging consumer that may not come).
+        await conn.execute(
+            PRUNE_DELETED.format(schema=self.parts.inbox.schema),
+            self.parts.inbox.consumer,
+            envelopes[0].source,
+        )
         before = await self._coverage(conn, files)
         await tree.apply_received(conn, envelopes)
         after = await self._coverage(conn, files)
