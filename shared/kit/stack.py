@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -138,7 +139,10 @@ class Stack:
             broker = start_broker(log=logs / "broker.log")
             self._adopt(broker, lambda: self._restart_broker(broker))
             bootstrap = broker.url
-        *chosen, free_grpc = free_ports(len(SERVICES) + 1, {s.http_port, s.grpc_port})
+        # Never a port webhooks may post to (a receiver's, named with its port): a
+        # service given it would take their deliveries.
+        allowed = {int(p) for p in re.findall(r":(\d+)", s.webhook_allowed_endpoints)}
+        *chosen, free_grpc = free_ports(len(SERVICES) + 1, {s.http_port, s.grpc_port, *allowed})
         ports = dict(zip(SERVICES, chosen, strict=True))
         grpc_port = s.grpc_port or free_grpc
         self.env = {

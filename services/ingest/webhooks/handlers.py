@@ -403,7 +403,10 @@ class Webhooks(Handlers):
                     shown = read[: domain.ANSWER_SHOWN_BYTES].decode(errors="replace")
                     error = f"answered {status}: {shown}"
         except EndpointNotAllowed as refused:
-            error = f"the url may not be used: {refused.reason}"
+            error = (
+                f"the url may not be used: {refused.reason} (FILES_WEBHOOK_ALLOWED_ENDPOINTS"
+                " names the private addresses webhooks may post to)"
+            )
         except TimeoutError:
             error = f"no answer within {self.settings.webhook_timeout_s:g} s"
         except (aiohttp.ClientError, OSError) as failed:
