@@ -19,31 +19,11 @@ from shared.api.acl import Invitation, NewUser, RoleChange
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.access import Access
-from shared.kit.errors import Refused
-from shared.kit.http import CORRELATION_HEADER, JSON, access, cause, error_body
-
-FOLDER_PATH_HEADER = "X-Files-Folder-Path"
+from shared.kit.http import CORRELATION_HEADER, JSON, access, cause, error_body, folder_path
 
 Caller = Annotated[Cause, Depends(cause)]
 Grants = Annotated[Access, Depends(access)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-
-
-def folder_path(request: Request) -> list[uuid.UUID]:
-    """The folder's path of ids, root first, as the gateway found it in the catalog."""
-    header = request.headers.get(FOLDER_PATH_HEADER)
-    if not header:
-        raise Refused(
-            400,
-            "invalid_folder_path",
-            f"no {FOLDER_PATH_HEADER}: requests come through the gateway, which sends it",
-        )
-    try:
-        return [uuid.UUID(part.strip()) for part in header.split(",")]
-    except ValueError:
-        raise Refused(
-            400, "invalid_folder_path", f"{FOLDER_PATH_HEADER} must list folder ids"
-        ) from None
 
 
 Path = Annotated[list[uuid.UUID], Depends(folder_path)]

@@ -35,7 +35,7 @@ from services.gateway.edge import (
 from services.gateway.routes import PARAMS
 from shared.api.ingest import ReEncodeFiles
 from shared.kit import consistency
-from shared.kit.http import JSON, error_body
+from shared.kit.http import FOLDER_PATH_HEADER, JSON, error_body
 from shared.kit.logs import log
 
 # The catalog registers a group's images all at once: a large group (10,000 frames)
@@ -76,6 +76,12 @@ class Compose:
             call.user,
             params={"needed": needed},
         )
+
+    @staticmethod
+    def path_of(folder: httpx.Response) -> dict[str, str]:
+        """The folder's path, as `find_folder` answered it, for the service that acts on
+        it to decide the caller's role again (`shared/kit/http.py` FOLDER_PATH_HEADER)."""
+        return {FOLDER_PATH_HEADER: ",".join(folder.json()["path"])}
 
     async def files_by_id(self, call: Call, ids: list[str]) -> list[dict[str, Any]]:
         """The files the caller may see, in the order asked; [] if the catalog fails."""
@@ -163,7 +169,7 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
-        return self.gateway.relay(await self.gateway.forward(call))
+        return self.gateway.relay(await self.gateway.forward(call, headers=self.path_of(folder)))
 
     async def integration_events(self, call: Call) -> Response:
         """A bucket's notification: its token (never an API key) goes to ingest, which
@@ -402,8 +408,7 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"])
         if folder.status_code != 200:
             return self.gateway.relay(folder)
-        path = {"X-Files-Folder-Path": ",".join(folder.json()["path"])}
-        return self.gateway.relay(await self.gateway.forward(call, headers=path))
+        return self.gateway.relay(await self.gateway.forward(call, headers=self.path_of(folder)))
 
     # -- uploads, sessions, imports (ingest) -----------------------------------------
 
@@ -415,7 +420,7 @@ class Compose:
         if folder.status_code != 200:
             return self.gateway.relay(folder)
         await self.after_callers_writes(call)
-        answer = await self.gateway.forward(call, stream_body=True)
+        answer = await self.gateway.forward(call, stream_body=True, headers=self.path_of(folder))
         if answer.status_code != 201:
             return self.gateway.relay(answer)
         token = await self.gateway.wait_for(
@@ -496,7 +501,9 @@ class Compose:
         # The DICOM context follows series files in the catalog (moved, deleted): let it
         # catch up first, so these instances join the series as the caller sees them now.
         await self.gateway.catch_up(call.request, "dicom", "catalog")
-        return self.gateway.relay(await self.gateway.forward(call, stream_body=True))
+        return self.gateway.relay(
+            await self.gateway.forward(call, stream_body=True, headers=self.path_of(folder))
+        )
 
     async def import_objects(self, call: Call) -> Response:
         # Imports by reference add files as uploads do: the editor role on the folder.
@@ -505,7 +512,7 @@ class Compose:
         if folder.status_code != 200:
             return self.gateway.relay(folder)
         await self.after_callers_writes(call)
-        return self.gateway.relay(await self.gateway.forward(call))
+        return self.gateway.relay(await self.gateway.forward(call, headers=self.path_of(folder)))
 
     async def after_callers_writes(self, call: Call) -> None:
         """An upload or import checks the metadata it carries against ingest's mirror of
@@ -549,7 +556,7 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
-        answer = await self.gateway.forward(call)
+        answer = await self.gateway.forward(call, headers=self.path_of(folder))
         if answer.status_code != 201:
             return self.gateway.relay(answer)
         return self.gateway.relay(answer, body=self.with_part_urls(call, answer.json()))

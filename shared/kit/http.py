@@ -273,6 +273,41 @@ def cause(request: Request) -> Cause:
     )
 
 
+# A folder's path of ids, root first, as the gateway found it in the catalog (which owns
+# the tree) while it checked the caller's role there: the service that acts on the
+# folder decides the role again from it and the caller's signed grants, with no round
+# trip of its own. A route of the gateway that forgot the check sends no path: refused.
+FOLDER_PATH_HEADER = "X-Files-Folder-Path"
+
+
+def folder_path(request: Request) -> list[uuid.UUID]:
+    """The folder's path of ids, root first (`FOLDER_PATH_HEADER`)."""
+    header = request.headers.get(FOLDER_PATH_HEADER)
+    if not header:
+        raise Refused(
+            400,
+            "invalid_folder_path",
+            f"no {FOLDER_PATH_HEADER}: requests come through the gateway, which sends it",
+        )
+    try:
+        return [uuid.UUID(part.strip()) for part in header.split(",")]
+    except ValueError:
+        raise Refused(
+            400, "invalid_folder_path", f"{FOLDER_PATH_HEADER} must list folder ids"
+        ) from None
+
+
+def role_on_folder(request: Request, folder_id: uuid.UUID, needed: str) -> str:
+    """The caller's role on the folder of the route, if at least `needed` (404 or 403
+    as the catalog would answer), from the path the gateway sent."""
+    path = folder_path(request)
+    if path[-1] != folder_id:
+        raise Refused(
+            400, "invalid_folder_path", f"{FOLDER_PATH_HEADER} is not folder {folder_id}'s"
+        )
+    return access(request).require(path, needed, f"folder {folder_id}")
+
+
 def access(request: Request) -> access_rules.Access:
     """What the caller may do: their organisation role and folder grants, as the
     gateway found them in the ACL context for this request and signed."""

@@ -4,13 +4,17 @@ datasets that follow folder access, and the audit trail."""
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 
+from shared.kit.access import Access
+from shared.kit.http import FOLDER_PATH_HEADER as FOLDER_PATH
 from tests.conftest import eventually
-from tests.e2e.support import error, folder, member, text, unique, upload
+from tests.e2e.support import error, folder, items, member, text, unique, upload
+from tests.signing import as_user
 
 
 async def invite(api: httpx.AsyncClient, folder_id: str, email: str, role: str) -> None:
@@ -181,6 +185,47 @@ async def test_an_editor_cannot_move_what_they_edit_where_they_would_have_more_r
     assert [p["id"] for p in path] == [top["id"], archive["id"], reports["id"]]
     assert (await api.get(f"/v1/files/{file['id']}")).json()["folder_id"] == reports["id"]
     assert (await client.get(f"/v1/files/{file['id']}")).json()["my_role"] == "editor"
+
+
+async def test_ingest_itself_checks_the_editor_role_on_the_folder_it_adds_to(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    """Sent straight to ingest with a signed identity, as the gateway sends them: an
+    upload or a session into a folder needs the editor role there, decided by ingest
+    from the folder's path the gateway found in the catalog; a call with no path (a
+    gateway route that forgot to ask) is refused. Nothing is stored either way."""
+    top = await folder(api, unique("ingest-checks"))
+    inner = await folder(api, "inner", top["id"])
+    reader = await member(api, "reader")
+    path = f"{top['id']},{inner['id']}"
+    grants = Access(user_id=reader["id"], grants={uuid.UUID(top["id"]): "user"})
+    editor = Access(user_id=reader["id"], grants={uuid.UUID(top["id"]): "editor"})
+    one = [("file", ("sneaked.txt", b"sneaked\n", "text/plain"))]
+    async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
+        upload_to = f"/v1/folders/{inner['id']}/files"
+        refused = await ingest.post(
+            upload_to, files=one, headers=as_user(reader["id"], grants, **{FOLDER_PATH: path})
+        )
+        assert error(refused, 403, "forbidden")["details"]["role_needed"] == "editor"
+        error(await ingest.post(upload_to, files=one, headers=as_user(reader["id"], editor)), 400)
+        wrong = as_user(reader["id"], editor, **{FOLDER_PATH: top["id"]})  # another folder's
+        error(await ingest.post(upload_to, files=one, headers=wrong), 400, "invalid_folder_path")
+        session = await ingest.post(
+            f"/v1/folders/{inner['id']}/uploads",
+            json={"name": "big.bin", "size": 10 * 1024 * 1024},
+            headers=as_user(reader["id"], grants, **{FOLDER_PATH: path}),
+        )
+        error(session, 403, "forbidden")
+        allowed = await ingest.post(
+            upload_to, files=one, headers=as_user(reader["id"], editor, **{FOLDER_PATH: path})
+        )
+        assert allowed.status_code == 201, allowed.text
+    file_id = allowed.json()["files"][0]["id"]
+
+    async def only_the_allowed_one() -> bool:
+        return [i["id"] for i in await items(api, inner["id"])] == [file_id]
+
+    await eventually(only_the_allowed_one, within=20, what="the one allowed upload listed")
 
 
 async def test_datasets_show_a_member_only_the_files_they_may_see(

@@ -23,6 +23,7 @@ from shared.contracts.catalog import Source
 from shared.contracts.envelope import Cause, appended, envelopes_of
 from shared.kit.access import Access
 from shared.kit.eventstore import EventStore
+from shared.kit.http import FOLDER_PATH_HEADER as FOLDER_PATH
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.conftest import BUCKET
@@ -266,15 +267,21 @@ async def test_integrations_listed_rotated_and_kept_while_used(
     found = error(refused, 409, "integration_in_use")
     assert found["details"]["folder_ids"] == [folder["id"]]
     assert (await api.get(f"/v1/integrations/{integration['id']}")).status_code == 200
-    # Ingest asks the catalog for the editor role itself: a member with no grant, sent
-    # straight to ingest as the gateway would send them, is refused.
+    # Ingest decides the editor role itself, from the folder's path the gateway sends: a
+    # member with no grant, sent straight to ingest as the gateway would send them, is
+    # refused, and so is a call without the path.
     stranger = str(uuid.uuid4())
     async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
         refused = await ingest.post(
             f"/v1/folders/{folder['id']}/sync",
-            headers=as_user(stranger, Access(user_id=stranger)),
+            headers=as_user(stranger, Access(user_id=stranger), **{FOLDER_PATH: folder["id"]}),
         )
         assert refused.status_code == 404, refused.text
+        pathless = await ingest.post(
+            f"/v1/folders/{folder['id']}/sync",
+            headers=as_user(stranger, Access(user_id=stranger)),
+        )
+        error(pathless, 400, "invalid_folder_path")
     # In the trash it is paused and still holds the integration (it may come back);
     # restored, it syncs again; purged, it follows nothing and the integration may go.
     assert (await api.delete(f"/v1/folders/{folder['id']}")).status_code == 204

@@ -393,17 +393,24 @@ async def test_ingest_itself_checks_the_editor_role_for_an_import(
     prefix = unique("not-theirs")
     put(bucket, f"{prefix}/sneaked.png", png(3, 3))
     put(bucket, f"{prefix}/allowed.png", png(4, 4))
+    grants = Access(user_id=viewer["id"], grants={uuid.UUID(shared["id"]): "user"})
+    sneaked = {"integration_id": integration_id, "keys": [f"{prefix}/sneaked.png"]}
     async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
         refused = await ingest.post(
             f"/v1/folders/{shared['id']}/imports",
-            json={"integration_id": integration_id, "keys": [f"{prefix}/sneaked.png"]},
-            headers=as_user(
-                viewer["id"],
-                Access(user_id=viewer["id"], grants={uuid.UUID(shared["id"]): "user"}),
-            ),
+            json=sneaked,
+            # The folder's path, as the gateway sends it once the catalog answered.
+            headers=as_user(viewer["id"], grants, **{"X-Files-Folder-Path": shared["id"]}),
         )
-    found = error(refused, 403)
-    assert found["details"]["role_needed"] == "editor"
+        found = error(refused, 403)
+        assert found["details"]["role_needed"] == "editor"
+        # A gateway route that forgot to ask the catalog sends no path: refused too.
+        pathless = await ingest.post(
+            f"/v1/folders/{shared['id']}/imports",
+            json=sneaked,
+            headers=as_user(viewer["id"], grants),
+        )
+        error(pathless, 400, "invalid_folder_path")
     # The admin's import into the folder lands alone.
     job_id = await start_import(
         api, shared["id"], integration_id=integration_id, keys=[f"{prefix}/allowed.png"]

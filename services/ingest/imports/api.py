@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import Response
 
-from services.ingest.answers import Caller, recorded, recorded_no_content
+from services.ingest.answers import Caller, Editor, recorded, recorded_no_content
 from services.ingest.imports.handlers import Imports, Integrations
 from services.ingest.imports.sync import Syncs
 from shared.kit.access import Access
@@ -36,12 +36,7 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
         return recorded(await syncs.configure(who, caller, folder_id, body), 201)
 
     @api.post("/v1/folders/{folder_id}/sync", status_code=202)
-    async def sync_folder(
-        folder_id: uuid.UUID, caller: Caller, who: Access = Depends(access)
-    ) -> JSON:
-        # The editor role on the folder, asked of the catalog here too (not only by the
-        # gateway): a sync writes into the folder.
-        await syncs.require_editor(who, caller, folder_id)
+    async def sync_folder(folder_id: uuid.UUID, caller: Caller, _: Editor) -> JSON:
         return recorded(await syncs.start(caller, folder_id), 202)
 
     @api.get("/internal/folders/{folder_id}/cloud-sync")
@@ -98,13 +93,11 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
     async def import_objects(
         folder_id: uuid.UUID,
         caller: Caller,
+        _: Editor,
         who: Access = Depends(access),
         body: dict[str, Any] = Body(...),
     ) -> JSON:
-        # The editor role on the folder, asked of the catalog here too (not only by the
-        # gateway): an import writes into the folder. Whether the caller may use the
-        # integration is decided here.
-        await syncs.require_editor(who, caller, folder_id)
+        # Whether the caller may use the integration is decided here too.
         await syncs.refuse_uploads(folder_id)
         return recorded(await imports.start_import(who, caller, folder_id, body), 202)
 

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
-import httpx
 
 from services.ingest.collector.projections import blob_refs, claim_blobs
 from services.ingest.imports.buckets.port import BucketReader, CloudProblem, Listed, Read
@@ -54,7 +53,6 @@ from shared.contracts import ingest as ev
 from shared.contracts import rules
 from shared.contracts.catalog import FolderDeleted, FolderPurged, FolderRestored, Source
 from shared.contracts.envelope import Cause, Change, Event, appended, envelopes_of
-from shared.kit import identity
 from shared.kit.access import Access
 from shared.kit.blobs import BlobStore, BlobWriter
 from shared.kit.errors import Refused
@@ -263,30 +261,6 @@ class Syncs(Handlers):
             integration_id,
         )
         return [str(r["folder_id"]) for r in rows]
-
-    async def require_editor(self, access: Access, cause: Cause, folder_id: uuid.UUID) -> None:
-        """The caller has the editor role on the folder: the catalog, which owns folder
-        rights, says so for the caller's own signed access (the gateway asked too)."""
-        token = self.parts.identity.sign(cause.actor, access.encode(), cause.correlation_id)
-        try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
-                answer = await http.get(
-                    f"{self.settings.catalog_url}/internal/folders/{folder_id}",
-                    params={"needed": "editor"},
-                    headers={identity.HEADER: token},
-                )
-        except httpx.HTTPError:
-            raise Refused(503, "catalog_unavailable", "could not check the folder; retry") from None
-        if answer.status_code in (403, 404):
-            found = answer.json().get("error") or {}
-            raise Refused(
-                answer.status_code,
-                str(found.get("code") or "forbidden"),
-                str(found.get("message") or f"folder {folder_id}: the editor role is needed"),
-                found.get("details") or None,
-            )
-        if answer.status_code != 200:
-            raise Refused(503, "catalog_unavailable", "could not check the folder; retry")
 
     # -- starting ------------------------------------------------------------------
 

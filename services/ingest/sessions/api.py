@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 
-from services.ingest.answers import Caller, recorded, recorded_no_content
+from services.ingest.answers import Caller, Editor, recorded, recorded_no_content
 from services.ingest.sessions.handlers import Sessions
 from shared.kit.errors import not_found
 from shared.kit.http import JSON
@@ -20,9 +20,8 @@ def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]])
 
     @api.post("/v1/folders/{folder_id}/uploads", status_code=201)
     async def open_session(
-        folder_id: uuid.UUID, caller: Caller, body: dict[str, Any] = Body(...)
+        folder_id: uuid.UUID, caller: Caller, _: Editor, body: dict[str, Any] = Body(...)
     ) -> JSON:
-        # The gateway checked the editor role on the folder, as for uploads.
         await writable(folder_id)
         return recorded(await sessions.open(caller, folder_id, body), 201)
 

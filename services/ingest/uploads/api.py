@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 
-from services.ingest.answers import Caller, recorded
+from services.ingest.answers import Caller, Editor, recorded
 from services.ingest.uploads.handlers import Uploads
 from shared.kit.http import JSON
 
@@ -18,7 +18,7 @@ def router(uploads: Uploads, writable: Callable[[uuid.UUID], Awaitable[None]]) -
     api = APIRouter()
 
     @api.post("/v1/folders/{folder_id}/files", status_code=201)
-    async def upload(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+    async def upload(folder_id: uuid.UUID, request: Request, caller: Caller, _: Editor) -> JSON:
         await writable(folder_id)
         return recorded(
             await uploads.receive(
@@ -28,7 +28,9 @@ def router(uploads: Uploads, writable: Callable[[uuid.UUID], Awaitable[None]]) -
         )
 
     @api.post("/v1/folders/{folder_id}/dicom", status_code=202)
-    async def upload_dicom(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+    async def upload_dicom(
+        folder_id: uuid.UUID, request: Request, caller: Caller, _: Editor
+    ) -> JSON:
         await writable(folder_id)
         return recorded(
             await uploads.receive_dicom(
@@ -38,7 +40,9 @@ def router(uploads: Uploads, writable: Callable[[uuid.UUID], Awaitable[None]]) -
         )
 
     @api.post("/v1/folders/{folder_id}/dicomweb/studies", status_code=202)
-    async def store_instances(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+    async def store_instances(
+        folder_id: uuid.UUID, request: Request, caller: Caller, _: Editor
+    ) -> JSON:
         """DICOMweb's STOW-RS: a DICOM upload whose body is multipart/related; the
         gateway waits for its job and answers as PS3.18 says."""
         await writable(folder_id)
@@ -54,7 +58,9 @@ def router(uploads: Uploads, writable: Callable[[uuid.UUID], Awaitable[None]]) -
         )
 
     @api.post("/v1/folders/{folder_id}/image-groups", status_code=201)
-    async def upload_image_group(folder_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+    async def upload_image_group(
+        folder_id: uuid.UUID, request: Request, caller: Caller, _: Editor
+    ) -> JSON:
         await writable(folder_id)
         return recorded(
             await uploads.receive_image_group(
