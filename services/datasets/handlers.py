@@ -80,8 +80,11 @@ COVERAGE = f"""
 """
 # The folders kept as they were when deleted that no event still to come can need: every
 # event of the source up to the consumer's watermark is applied ($1: consumer, $2: source).
-PRUNE_DELETED = """DELETE FROM datasets.deleted_folders WHERE deleted_at <= (
-    SELECT position FROM {schema}.watermarks WHERE consumer = $1 AND source = $2)"""
+# (Rows another replica's reaction holds are left to a later batch: no lock waits.)
+PRUNE_DELETED = """DELETE FROM datasets.deleted_folders WHERE id IN (
+    SELECT id FROM datasets.deleted_folders WHERE deleted_at <= (
+        SELECT position FROM {schema}.watermarks WHERE consumer = $1 AND source = $2)
+    FOR UPDATE SKIP LOCKED)"""
 
 
 # A dataset with the caller's share of it ($2: the caller's user id).

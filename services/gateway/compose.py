@@ -576,7 +576,7 @@ class Compose:
             return error_response(404, "not_found", f"upload session {session_id} does not exist")
         if call.request.method == "GET":
             return self.gateway.relay(found, body=self.with_part_urls(call, session))
-        answer = await self.gateway.forward(call)
+        answer = await self.gateway.forward(call, headers=self.path_of(folder))
         if call.request.method != "POST" or answer.status_code != 201:
             return self.gateway.relay(answer)
         # Completed: answer with the file as the catalog registered it, as an upload does.

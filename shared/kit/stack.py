@@ -34,7 +34,6 @@ from shared.kit import identity
 from shared.kit.embedded import (
     Child,
     _die_with_parent,
-    free_port,
     free_ports,
     spawn_postgres,
     start_broker,
@@ -98,6 +97,8 @@ class Stack:
         self.grpc_target = ""
         self.admin_key = ""
         self.admin_key_is_new = False
+        # Ports webhooks may post to (FILES_WEBHOOK_ALLOWED_ENDPOINTS): never a service's.
+        self._webhook_ports: set[int] = set()
         self.service_key = ""
         # Supervision: every child's restart, the exits seen, and the thread tending them.
         self.echo = False  # also print exits and restarts on stderr (`files run`)
@@ -139,10 +140,11 @@ class Stack:
             broker = start_broker(log=logs / "broker.log")
             self._adopt(broker, lambda: self._restart_broker(broker))
             bootstrap = broker.url
-        # Never a port webhooks may post to (a receiver's, named with its port): a
-        # service given it would take their deliveries.
-        allowed = {int(p) for p in re.findall(r":(\d+)", s.webhook_allowed_endpoints)}
-        *chosen, free_grpc = free_ports(len(SERVICES) + 1, {s.http_port, s.grpc_port, *allowed})
+        # A service given a receiver's port would take its deliveries.
+        self._webhook_ports = {int(p) for p in re.findall(r":(\d+)", s.webhook_allowed_endpoints)}
+        *chosen, free_grpc = free_ports(
+            len(SERVICES) + 1, {s.http_port, s.grpc_port, *self._webhook_ports}
+        )
         ports = dict(zip(SERVICES, chosen, strict=True))
         grpc_port = s.grpc_port or free_grpc
         self.env = {
@@ -195,7 +197,7 @@ class Stack:
         """Start one more process of a service (its consumer joins the same group, its
         relay competes for the same lock); its URL and process, once `probe` answers
         200 (`/healthz` for one that is never to be ready)."""
-        port = free_port()
+        [port] = free_ports(1, self._webhook_ports)
         child = self._spawn(name, ["--port", str(port)], self.data_dir / "logs", env)
         url = f"http://127.0.0.1:{port}"
         self._wait([url], time.monotonic() + timeout, probe)

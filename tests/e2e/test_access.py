@@ -216,6 +216,17 @@ async def test_ingest_itself_checks_the_editor_role_on_the_folder_it_adds_to(
             headers=as_user(reader["id"], grants, **{FOLDER_PATH: path}),
         )
         error(session, 403, "forbidden")
+        # A session someone else opened there cannot be completed nor aborted either.
+        opened = await api.post(
+            f"/v1/folders/{inner['id']}/uploads", json={"name": "big.bin", "size": 10}
+        )
+        assert opened.status_code == 201, opened.text
+        theirs = f"/v1/uploads/{opened.json()['id']}"
+        reading = as_user(reader["id"], grants, **{FOLDER_PATH: path})
+        error(await ingest.post(f"{theirs}/complete", headers=reading), 403, "forbidden")
+        error(await ingest.delete(theirs, headers=reading), 403, "forbidden")
+        error(await ingest.delete(theirs, headers=as_user(reader["id"], editor)), 400)
+        assert (await api.get(theirs)).json()["status"] == "open"
         allowed = await ingest.post(
             upload_to, files=one, headers=as_user(reader["id"], editor, **{FOLDER_PATH: path})
         )

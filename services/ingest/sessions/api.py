@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from services.ingest.answers import Caller, Editor, recorded, recorded_no_content
 from services.ingest.sessions.handlers import Sessions
 from shared.kit.errors import not_found
-from shared.kit.http import JSON
+from shared.kit.http import JSON, role_on_folder
 
 
 def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]]) -> APIRouter:
@@ -43,12 +43,16 @@ def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]])
         # No caller: the URL's signature is the right, as with a presigned S3 URL.
         return await sessions.put_part(session_id, number, expires, signature, request.stream())
 
+    # Completing adds the file to the session's folder, aborting drops what was sent:
+    # the editor role there, decided here too (as for the routes that add to a folder).
     @api.post("/v1/uploads/{session_id}/complete", status_code=201)
-    async def complete(session_id: uuid.UUID, caller: Caller) -> JSON:
+    async def complete(session_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
+        role_on_folder(request, await sessions.folder_of(session_id), "editor")
         return recorded(await sessions.complete(caller, session_id), 201)
 
     @api.delete("/v1/uploads/{session_id}", status_code=204)
-    async def abort(session_id: uuid.UUID, caller: Caller) -> Response:
+    async def abort(session_id: uuid.UUID, request: Request, caller: Caller) -> Response:
+        role_on_folder(request, await sessions.folder_of(session_id), "editor")
         return recorded_no_content(await sessions.abort(caller, session_id))
 
     return api

@@ -197,6 +197,14 @@ class Sessions(Handlers):
             log.warning("ingest.session_object_left", key=key, error=repr(error))
         return {"job_id": str(session_id), "file_id": str(file.file_id)}, position
 
+    async def folder_of(self, session_id: uuid.UUID) -> uuid.UUID:
+        """The folder a session adds its file to (it never changes); 404 if none."""
+        row = await self._row(self.pool, session_id)
+        if row is None:
+            raise Refused(404, "not_found", f"upload session {session_id} does not exist")
+        folder_id: uuid.UUID = row["folder_id"]
+        return folder_id
+
     async def abort(self, cause: Cause, session_id: uuid.UUID) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._open(conn, session_id, lock=True)
