@@ -14,6 +14,7 @@ import subprocess
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shared.kit.embedded import Child, start_s3_server
 
@@ -40,6 +41,18 @@ class MotoS3:
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 200
+
+    def client(self, service: str = "s3") -> Any:
+        """A boto3 client of this server (s3, iam, sts) with the test user's keys."""
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
 
     @property
     def process(self) -> subprocess.Popen[bytes]:

@@ -11,7 +11,6 @@ import sys
 import uuid
 from typing import Any
 
-import boto3
 import httpx
 from minio import Minio
 
@@ -153,13 +152,7 @@ async def test_temporary_keys_import_with_their_session_token_and_a_role_needs_a
     integration by role needs the platform's web identity, which this one lacks."""
     run = uuid.uuid4().hex[:8]
     put(bucket, f"{run}/cat.png", png(4, 3))
-    iam = boto3.client(
-        "iam",
-        endpoint_url=moto.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=moto.access_key,
-        aws_secret_access_key=moto.secret_key,
-    )
+    iam = moto.client("iam")
     anyone = {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
     role = iam.create_role(
         RoleName=f"importer-{run}",
@@ -175,13 +168,7 @@ async def test_temporary_keys_import_with_their_session_token_and_a_role_needs_a
             }
         ),
     )
-    sts = boto3.client(
-        "sts",
-        endpoint_url=moto.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=moto.access_key,
-        aws_secret_access_key=moto.secret_key,
-    )
+    sts = moto.client("sts")
     role_arn = role["Role"]["Arn"]
     granted = sts.assume_role(RoleArn=role_arn, RoleSessionName="files")["Credentials"]
     temporary = {
@@ -354,18 +341,24 @@ async def test_an_integration_files_were_imported_through_is_kept_until_they_are
     await eventually(removed, within=15, what=f"the integration removed (answers: {answers})")
 
 
+async def viewer_of(api: httpx.AsyncClient, folder_id: str) -> dict[str, Any]:
+    """A new member with the viewer's role on the folder."""
+    viewer = await member(api, "viewer")
+    invited = await api.post(
+        f"/v1/folders/{folder_id}/collaborators",
+        json={"emails": [viewer["email"]], "role": "viewer"},
+    )
+    assert invited.status_code == 200, invited.text
+    return viewer
+
+
 async def test_importing_needs_the_editor_role_on_the_folder(
     api: httpx.AsyncClient, moto: MotoS3, as_key: Any
 ) -> None:
     integration_id = await integration(api, moto)
     shared = await folder(api, unique("shared"))
     hidden = await folder(api, unique("hidden"))
-    viewer = await member(api, "viewer")
-    invited = await api.post(
-        f"/v1/folders/{shared['id']}/collaborators",
-        json={"emails": [viewer["email"]], "role": "viewer"},
-    )
-    assert invited.status_code == 200, invited.text
+    viewer = await viewer_of(api, shared["id"])
     client = as_key(viewer["api_key"])
     body = {"integration_id": integration_id, "keys": ["anything.png"]}
     found = error(await client.post(f"/v1/folders/{shared['id']}/imports", json=body), 403)
@@ -380,12 +373,7 @@ async def test_ingest_itself_checks_the_editor_role_for_an_import(
     who may use the integration is refused all the same: nothing is imported."""
     integration_id = await integration(api, moto)
     shared = await folder(api, unique("shared"))
-    viewer = await member(api, "viewer")
-    invited = await api.post(
-        f"/v1/folders/{shared['id']}/collaborators",
-        json={"emails": [viewer["email"]], "role": "viewer"},
-    )
-    assert invited.status_code == 200, invited.text
+    viewer = await viewer_of(api, shared["id"])
     lent = await api.patch(
         f"/v1/integrations/{integration_id}", json={"shared_with": [viewer["id"]]}
     )

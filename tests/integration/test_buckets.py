@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -43,13 +42,7 @@ CAPS = Caps(response_s=2.0, listing_s=3.0, listing_pages=40)
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
     server = start_moto(log=tmp_path_factory.mktemp("moto") / "moto.log")
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-    )
+    s3 = server.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     for key in KEYS:
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"" if key.endswith("/") else png(3, 2))
@@ -155,13 +148,7 @@ async def test_a_wrong_secret_or_bucket_is_named(moto: MotoS3) -> None:
 def importer_role(moto: MotoS3) -> str:
     """A role that may read every bucket, made by an administrator (auth off): its ARN."""
     moto.auth(False)
-    iam = boto3.client(
-        "iam",
-        endpoint_url=moto.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=moto.access_key,
-        aws_secret_access_key=moto.secret_key,
-    )
+    iam = moto.client("iam")
     trust = {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
@@ -182,13 +169,7 @@ async def test_temporary_credentials_sign_with_their_session_token(moto: MotoS3)
     (X-Amz-Security-Token); the same keys without it are refused."""
     role_arn = importer_role(moto)
     moto.auth(False)
-    sts = boto3.client(
-        "sts",
-        endpoint_url=moto.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=moto.access_key,
-        aws_secret_access_key=moto.secret_key,
-    )
+    sts = moto.client("sts")
     granted = sts.assume_role(RoleArn=role_arn, RoleSessionName="files")["Credentials"]
     moto.auth(True)
     temporary = Credentials(

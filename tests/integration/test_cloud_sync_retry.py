@@ -14,7 +14,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
-import boto3
 import pytest
 
 from services.ingest.collector.handlers import Collector
@@ -80,13 +79,7 @@ async def test_bytes_swept_between_a_deadlocked_attempt_and_its_retry_are_stored
 ) -> None:
     instance = ct_series(1, series=1)[0]
     key = content_key(hashlib.sha256(instance).hexdigest())
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=moto.access_key,
-        aws_secret_access_key=moto.secret_key,
-    )
+    s3 = moto.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}0.dcm", Body=instance)
 
