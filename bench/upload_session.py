@@ -4,7 +4,7 @@ Product: `POST /v1/folders/{id}/uploads` for 1 GiB (`--size-mib`) in 64 MiB part
 parts PUT to their presigned URLs from a file on disk, `--parallel` (4) in flight, each
 streamed from the file in 1 MiB reads (the client holds no part in memory), then
 `POST /v1/uploads/{id}/complete`; timed from the open to the complete's 201 (the store
-joined the parts, ingest read the object once for sha256 and kind, moved it under its
+joined the parts, ingest read the object once for sha256 and kind, copied it under its
 content key and registered it). Also the split: opening, the parts' PUTs, completing.
 The 201's sha256 and size are checked against the file's.
 Baseline: the same file PUT to the same store (moto's S3 server, in memory and

@@ -324,30 +324,32 @@ def set_schema(
 
 
 def check_move_rights(
-    access: Access, moving: Sequence[tuple[str, uuid.UUID, Sequence[uuid.UUID]]], target: Folder
+    access: Access,
+    moving: Sequence[tuple[str, uuid.UUID, str, Sequence[uuid.UUID]]],
+    target: Folder,
 ) -> None:
     """Rights do not move with what moves: a move must give the mover no more rights
     on an item than it has where the item is (an editor of a shared folder moving part
     of it into a folder of their own would become its admin), and an item leaving its
     top-level folder leaves that folder's collaborators behind, which only an admin of
-    the item may decide. `moving` is each item's kind, id and the path it is at (its
-    own folder's, for a file)."""
+    the item may decide. `moving` is each item's kind, id, name and the path it is at
+    (its own folder's, for a file)."""
     arriving = access.role_on(target.path)
-    for kind, item_id, path in moving:
+    for kind, item_id, name, path in moving:
         here = access.role_on(path)
         if RANK.get(arriving or "", 0) > RANK.get(here or "", 0):
             raise Refused(
                 403,
                 "forbidden",
-                f"moving {kind} {item_id} into folder {target.id} would give you the"
-                f" {arriving} role on it, where you have {here}: an admin of it may move it",
+                f"moving {kind} {name!r} into {target.name!r} would give you the {arriving}"
+                f" role on it, where you have {here}: an admin of it may move it there",
                 {"role_needed": arriving, "role": here, f"{kind}_id": str(item_id)},
             )
         if path and path[0] != target.path[0] and here != "admin":
             raise Refused(
                 403,
                 "forbidden",
-                f"moving {kind} {item_id} out of its top-level folder takes it from that"
+                f"moving {kind} {name!r} out of its top-level folder takes it from that"
                 f" folder's collaborators: this needs the admin role on it (you have {here})",
                 {"role_needed": "admin", "role": here, f"{kind}_id": str(item_id)},
             )

@@ -368,8 +368,8 @@ class Catalog(Handlers):
             )
             domain.check_move_rights(
                 access,
-                [("folder", r["id"], r["access_path"]) for r in folder_rows]
-                + [("file", r["id"], r["access_path"] or ()) for r in file_rows],
+                [("folder", r["id"], r["name"], r["access_path"]) for r in folder_rows]
+                + [("file", r["id"], r["name"], r["access_path"] or ()) for r in file_rows],
                 target,
             )
             folders, files = [_folder(r) for r in folder_rows], [_file(r) for r in file_rows]

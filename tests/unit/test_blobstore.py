@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,8 @@ from typing import Any
 import pytest
 
 from shared.kit.blobs import base
-from shared.kit.blobs.base import HOLD_PER_BLOB
-from shared.kit.blobs.local import SYNCFS_FROM, LocalBlobStore
+from shared.kit.blobs.base import HOLD_PER_BLOB, sweep_spools
+from shared.kit.blobs.local import SYNCFS_FROM, LocalBlobStore, _link_or_copy
 
 
 @pytest.fixture
@@ -121,3 +122,16 @@ async def test_a_grouped_put_writes_no_spool_on_the_event_loop_and_hashes_nothin
     assert on_the_loop == []
     assert hashed == []
     assert list((store.root / "incoming").iterdir()) == []
+
+
+def test_a_copy_is_a_new_spool_to_the_sweep_however_old_its_bytes(tmp_path: Path) -> None:
+    """The local store's copy links the bytes through a spool: dated now, or a store
+    starting meanwhile would sweep it as a crash's leftover (the linked object may have
+    been assembled hours ago)."""
+    source, spools = tmp_path / "assembled", tmp_path / "incoming"
+    source.write_bytes(b"hours old")
+    os.utime(source, (time.time() - 7200, time.time() - 7200))
+    spools.mkdir()
+    _link_or_copy(source, spools / "link")
+    assert sweep_spools(spools) == 0
+    assert (spools / "link").read_bytes() == b"hours old"

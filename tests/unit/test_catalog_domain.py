@@ -179,13 +179,15 @@ def test_a_move_gives_the_mover_no_more_rights_and_keeps_items_in_their_tree() -
         return domain.Folder(id=path[-1], parent_id=None, name="t", version=1, path=path)
 
     item = uuid.uuid4()
-    domain.check_move_rights(editor, [("folder", item, (top, item))], folder_at(top, sub))
+    domain.check_move_rights(editor, [("folder", item, "x", (top, item))], folder_at(top, sub))
     with pytest.raises(Refused, match="would give you the admin role") as more:
-        domain.check_move_rights(editor, [("file", item, (top,))], folder_at(own))
+        domain.check_move_rights(editor, [("file", item, "x", (top,))], folder_at(own))
     assert more.value.details["role"] == "editor"
     with pytest.raises(Refused, match="out of its top-level folder"):
-        domain.check_move_rights(editor, [("folder", item, (top, item))], folder_at(other))
+        domain.check_move_rights(editor, [("folder", item, "x", (top, item))], folder_at(other))
     # An admin of the item may take it anywhere it edits; so may an org admin.
     admin = Access("a", grants={top: "admin", other: "editor"})
-    domain.check_move_rights(admin, [("folder", item, (top, item))], folder_at(other))
-    domain.check_move_rights(Access("o", org_admin=True), [("file", item, (top,))], folder_at(own))
+    domain.check_move_rights(admin, [("folder", item, "x", (top, item))], folder_at(other))
+    domain.check_move_rights(
+        Access("o", org_admin=True), [("file", item, "x", (top,))], folder_at(own)
+    )

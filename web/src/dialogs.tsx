@@ -237,7 +237,7 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
           </ul>
         )}
       </div>
-      {target && <ImpactView impact={impact} verb="move" />}
+      {target && !error && <ImpactView impact={impact} verb="move" />}
       <ErrorText error={error} />
       <div class="actions">
         <button type="button" onClick={props.onClose}>

@@ -283,7 +283,7 @@ def upload_in_parts(
     except FilesError as error:
         # Resumable: upload_file(..., session_id=...) sends only the parts still missing.
         error.details.setdefault("upload_session_id", state["id"])
-        if error.code == "session_ended" and journal:
+        if error.code in ("session_ended", "session_lost") and journal:
             journal.drop(key)
         raise
     if journal:

@@ -154,13 +154,15 @@ class Sessions(Handlers):
                 file = await self._read(key, row)
             except UnknownUpload:
                 # Ended in the store between its listing and now (a bucket's lifecycle
-                # rule): its parts are gone.
-                raise Refused(
+                # rule): its parts are gone, and the session ends as an expired one does
+                # (a client would otherwise resume it, part after refused part).
+                await self._end(conn, cause, row, "expired", parts_gone=True)
+                rejected = Refused(
                     409,
                     "session_lost",
                     f"the store no longer has the parts of upload session {session_id}:"
                     " open a new session and send the file again",
-                ) from None
+                )
             except Refused as refusal:
                 # The assembled object is no file we take: it goes, and the session ends.
                 await self.blobs.delete(key)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import os
 import re
@@ -119,6 +120,19 @@ def _move_writer(writer: BlobWriter, final: Path) -> list[Path]:
     made = _move_into_place(writer.spooled(), final)
     writer.moved()
     return made
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link, or the bytes copied on a file system that has none. Dated now: a
+    spool's age is its modification time (`sweep_spools`), and the linked bytes may be
+    hours old."""
+    try:
+        os.link(source, target)
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        shutil.copyfile(source, target)
+    os.utime(target)
 
 
 def _start_upload(folder: Path, key: str) -> None:
@@ -256,12 +270,12 @@ class LocalBlobStore:
             return
         spool = self._incoming / os.urandom(16).hex()
         try:
-            os.link(source, spool)
+            _link_or_copy(source, spool)
         except FileNotFoundError:
             if not source.is_file():
                 raise
             spool.parent.mkdir(parents=True, exist_ok=True)
-            os.link(source, spool)
+            _link_or_copy(source, spool)
         try:
             _move_durably(spool, final)
         finally:
