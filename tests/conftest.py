@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -179,7 +180,12 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 # The port the webhook tests' receiver listens on: the one loopback address the
 # platform's webhooks may post to (FILES_WEBHOOK_ALLOWED_ENDPOINTS), not its own ports.
-WEBHOOK_RECEIVER_PORT = free_port()
+# Held bound (with SO_REUSEPORT, as the receiver binds it) for the whole session, so that
+# no process started meanwhile is given it.
+_WEBHOOK_PORT_HELD = socket.socket()
+_WEBHOOK_PORT_HELD.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+_WEBHOOK_PORT_HELD.bind(("127.0.0.1", 0))
+WEBHOOK_RECEIVER_PORT: int = _WEBHOOK_PORT_HELD.getsockname()[1]
 S3_KEYS = {"s3_access_key": "test-access-key", "s3_secret_key": "test-secret-key"}
 # Sweeps run often, and an unreferenced blob goes at the next one: tests see the
 # collector and expiry act within their deadlines (the claim protocol, not a grace

@@ -70,7 +70,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     runner = web.AppRunner(app)
     await runner.setup()
     # On the one loopback port the platform's webhooks are allowed (tests/conftest.py).
-    site = web.TCPSite(runner, "127.0.0.1", WEBHOOK_RECEIVER_PORT)
+    site = web.TCPSite(runner, "127.0.0.1", WEBHOOK_RECEIVER_PORT, reuse_port=True)
     await site.start()
     found.url = f"http://127.0.0.1:{WEBHOOK_RECEIVER_PORT}"
     yield found
