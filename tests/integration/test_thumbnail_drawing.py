@@ -84,6 +84,30 @@ async def drawn_until_settled(
     }
 
 
+@contextlib.asynccontextmanager
+async def drawing_service(
+    database_url: str, settings: Settings, blobs: Any
+) -> AsyncIterator[tuple[asyncpg.Pool, Thumbnails]]:
+    """The thumbnails service's drawing side on a database of its own: its store, read
+    model and leases made, no HTTP or consumer around it."""
+    store = EventStore("thumbnails")
+    async with fresh_database(database_url, "thumbs") as pool:
+        async with pool.acquire() as conn:
+            await store.setup(conn)
+            await model.setup(conn)
+            await conn.execute(LEASES)
+        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
+        yield pool, Thumbnails(runtime, blobs)
+
+
+def a_cause(stream: str = "test-cause") -> Any:
+    """The envelope a request names as its cause."""
+    return envelopes_of(
+        [Change(stream, 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
+        Cause(actor="test", correlation_id="c"),
+    )[0]
+
+
 def slow_image() -> bytes:
     """Within Pillow's limit (81 million pixels) and small on disk, but seconds of work
     to decode and scale down."""
@@ -200,21 +224,11 @@ async def test_a_backlog_is_drawn_in_batches_each_source_once(
     file settles as its bytes say, in a few transactions, not one a file."""
     settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
     blobs = LocalBlobStore(settings.blob_root())
-    store = EventStore("thumbnails")
-    async with fresh_database(database_url, "thumbs") as pool:
-        async with pool.acquire() as conn:
-            await store.setup(conn)
-            await model.setup(conn)
-            await conn.execute(LEASES)
-        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
-        thumbnails = Thumbnails(runtime, blobs)
+    async with drawing_service(database_url, settings, blobs) as (pool, thumbnails):
         pictures = [media.png(32 + i, 24) for i in range(19)]
         contents = [*pictures, pictures[0], pictures[1], b"\x89PNG\r\n\x1a\n not a picture"]
         wanted, expected = [], {}
-        cause = envelopes_of(
-            [Change("test-cause", 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
-            Cause(actor="test", correlation_id="c"),
-        )[0]
+        cause = a_cause()
         for i, data in enumerate([*contents, *([b"gone"] * 18)]):
             sha = hashlib.sha256(data if i < len(contents) else f"gone {i}".encode()).hexdigest()
             if i < len(contents):
@@ -257,18 +271,8 @@ async def test_small_images_drawn_together_and_one_over_the_cap_is_found_alone(
         thumbnail_time_cap_s=0.3,
     )
     blobs = LocalBlobStore(settings.blob_root())
-    store = EventStore("thumbnails")
-    async with fresh_database(database_url, "thumbs") as pool:
-        async with pool.acquire() as conn:
-            await store.setup(conn)
-            await model.setup(conn)
-            await conn.execute(LEASES)
-        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
-        thumbnails = Thumbnails(runtime, blobs)
-        cause = envelopes_of(
-            [Change("test-cause", 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
-            Cause(actor="test", correlation_id="c"),
-        )[0]
+    async with drawing_service(database_url, settings, blobs) as (pool, thumbnails):
+        cause = a_cause()
         contents = [media.png(40 + i, 30) for i in range(3)] + [slow_image()]
         wanted = []
         for data in contents:
@@ -305,18 +309,9 @@ async def test_a_burst_of_requests_has_the_drawing_loop_s_tables_analyzed(
     there (unanalyzed, each claim read every pending file). The claim still takes the
     oldest pending files, each with its source's state."""
     settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
-    store = EventStore("thumbnails")
-    async with fresh_database(database_url, "thumbs") as pool:
-        async with pool.acquire() as conn:
-            await store.setup(conn)
-            await model.setup(conn)
-            await conn.execute(LEASES)
-        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
-        thumbnails = Thumbnails(runtime, LocalBlobStore(settings.blob_root()))
-        cause = envelopes_of(
-            [Change("test-cause", 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
-            Cause(actor="test", correlation_id="c"),
-        )[0]
+    blobs = LocalBlobStore(settings.blob_root())
+    async with drawing_service(database_url, settings, blobs) as (pool, thumbnails):
+        cause = a_cause()
         wanted = []
         for i in range(ANALYZE_FROM):
             sha = hashlib.sha256(f"file {i}".encode()).hexdigest()
@@ -349,18 +344,8 @@ async def test_after_a_batch_of_small_images_a_claim_takes_more(
     (fewer statements a file); a batch holding anything else goes back to DRAW_BATCH."""
     settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
     blobs = LocalBlobStore(settings.blob_root())
-    store = EventStore("thumbnails")
-    async with fresh_database(database_url, "thumbs") as pool:
-        async with pool.acquire() as conn:
-            await store.setup(conn)
-            await model.setup(conn)
-            await conn.execute(LEASES)
-        runtime: Any = SimpleNamespace(pool=pool, store=store, settings=settings, moved=Signal())
-        thumbnails = Thumbnails(runtime, blobs)
-        cause = envelopes_of(
-            [Change("test-cause", 1, ev.ThumbnailsReleased(file_id=uuid.uuid4(), source="-"))],
-            Cause(actor="test", correlation_id="c"),
-        )[0]
+    async with drawing_service(database_url, settings, blobs) as (pool, thumbnails):
+        cause = a_cause()
         wanted = []
         for i in range(DRAW_BATCH + SMALL_BATCH + 10):
             data = media.png(20 + i, 20) if i < DRAW_BATCH + 10 else f"gone {i}".encode()
