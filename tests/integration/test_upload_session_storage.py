@@ -4,7 +4,6 @@ recorded, and the session still open with its parts, so completing again does it
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import time
 import uuid
@@ -25,6 +24,7 @@ from shared.kit.errors import Refused
 from shared.kit.service import Parts
 from shared.kit.settings import Settings
 from tests.conftest import SERVICE_KEY, fresh_database
+from tests.unit.test_upload_storage import DISK_FAILURES
 
 CAUSE = Cause(actor="test", correlation_id="test")
 KEY = b"upload part urls of the test"
@@ -54,10 +54,7 @@ async def chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-@pytest.mark.parametrize(
-    ("code", "status", "named"),
-    [(errno.ENOSPC, 507, "insufficient_storage"), (errno.EIO, 503, "storage_unavailable")],
-)
+@DISK_FAILURES
 async def test_a_disk_failing_as_a_session_completes_is_the_stores_fault_and_keeps_it_open(
     context: Context, monkeypatch: pytest.MonkeyPatch, code: int, status: int, named: str
 ) -> None:

@@ -50,10 +50,14 @@ def png(size: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + b"\0" * (size - 8)
 
 
-@pytest.mark.parametrize(
+# A disk error and what the upload answers for it: full (507) or failing (503).
+DISK_FAILURES = pytest.mark.parametrize(
     ("code", "status", "named"),
     [(errno.ENOSPC, 507, "insufficient_storage"), (errno.EIO, 503, "storage_unavailable")],
 )
+
+
+@DISK_FAILURES
 async def test_a_disk_failing_under_a_part_is_the_stores_fault_and_leaves_no_spool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, status: int, named: str
 ) -> None:
