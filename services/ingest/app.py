@@ -27,6 +27,7 @@ from services.ingest.jobs import api as jobs_api
 from services.ingest.jobs.projections import jobs
 from services.ingest.metadata.schema import SchemaMirror, schema_mirror
 from services.ingest.sessions import api as sessions_api
+from services.ingest.sessions import handlers as sessions_handlers
 from services.ingest.sessions.handlers import Sessions
 from services.ingest.sessions.projections import sessions as sessions_model
 from services.ingest.uploads import api as uploads_api
@@ -81,7 +82,7 @@ def build(settings: Settings) -> FastAPI:
         consumes=(topics.CATALOG, topics.DICOM, topics.INGEST),
         reactions=WithWebhooks(react, webhooks),
         projections=(jobs, integrations_model, synced, sessions_model, blob_refs, schema_mirror),
-        setups=(webhooks_model.setup,),
+        setups=(webhooks_model.setup, sessions_handlers.setup),
         # Imports and syncs a restart interrupted go on where they were.
         on_start=[blobs.start, imports.resume, syncs.resume, sweep],
     )

@@ -1,6 +1,7 @@
-"""Completing an upload session when the local file store cannot write the file it joins
-from the parts: the disk's fault (507 full, 503 otherwise), never a 500, nothing
-recorded, and the session still open with its parts, so completing again does it."""
+"""Completing an upload session when the local file store fails it: a file it cannot
+write from the parts is the disk's fault (507 full, 503 otherwise), never a 500, nothing
+recorded, and the session still open with its parts, so completing again does it; an
+assembled object it cannot delete once the file is recorded is deleted by the sweep."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -16,6 +18,7 @@ import pytest
 
 from services.ingest.collector.projections import blob_refs
 from services.ingest.jobs.projections import jobs
+from services.ingest.sessions import handlers
 from services.ingest.sessions.handlers import Sessions, _signature
 from services.ingest.sessions.projections import sessions
 from shared.contracts.envelope import Cause
@@ -46,6 +49,7 @@ async def context(database_url: str, tmp_path: Path) -> AsyncIterator[Context]:
             await parts.store.setup(conn)
             for projection in (jobs, sessions, blob_refs):
                 await projection.setup(conn)
+            await handlers.setup(conn)
         blobs = LocalBlobStore(tmp_path / "blobs")
         yield Context(Sessions(parts, blobs, KEY), blobs, pool)
 
@@ -54,11 +58,8 @@ async def chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-@DISK_FAILURES
-async def test_a_disk_failing_as_a_session_completes_is_the_stores_fault_and_keeps_it_open(
-    context: Context, monkeypatch: pytest.MonkeyPatch, code: int, status: int, named: str
-) -> None:
-    data = b"a text file sent in one part\n" * 100
+async def completed_once(context: Context, data: bytes) -> uuid.UUID:
+    """A session of one part, sent."""
     opened, _ = await context.sessions.open(
         CAUSE, uuid.uuid4(), {"name": "notes.txt", "size": len(data)}
     )
@@ -67,6 +68,15 @@ async def test_a_disk_failing_as_a_session_completes_is_the_stores_fault_and_kee
     await context.sessions.put_part(
         session_id, 1, expires, _signature(KEY, session_id, 1, expires), chunks(data)
     )
+    return session_id
+
+
+@DISK_FAILURES
+async def test_a_disk_failing_as_a_session_completes_is_the_stores_fault_and_keeps_it_open(
+    context: Context, monkeypatch: pytest.MonkeyPatch, code: int, status: int, named: str
+) -> None:
+    data = b"a text file sent in one part\n" * 100
+    session_id = await completed_once(context, data)
 
     def disk_says_no(*args: object) -> None:
         raise OSError(code, "the disk said no", str(context.blobs.root / "incoming" / "x"))
@@ -85,3 +95,60 @@ async def test_a_disk_failing_as_a_session_completes_is_the_stores_fault_and_kee
     assert state is not None and state["status"] == "completed"
     stored = context.blobs.path(content_key(hashlib.sha256(data).hexdigest()))
     assert stored.read_bytes() == data
+
+
+async def test_an_assembled_object_the_store_would_not_delete_is_deleted_by_the_sweep(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"a file whose assembled copy outlives its completion\n" * 100
+    session_id = await completed_once(context, data)
+    store_key = f"uploads/{session_id.hex}"
+
+    async def store_says_no(self: LocalBlobStore, key: str) -> None:
+        raise OSError(5, "the store said no")
+
+    monkeypatch.setattr(LocalBlobStore, "delete", store_says_no)
+    # Recorded all the same: only the space of the assembled copy is left behind.
+    done, _ = await context.sessions.complete(CAUSE, session_id)
+    assert done["job_id"] == str(session_id)
+    assert await context.blobs.exists(store_key)
+    assert await context.blobs.exists(content_key(hashlib.sha256(data).hexdigest()))
+    # The sweep leaves a fresh completion its own delete, and tries again while the
+    # store refuses.
+    assert await context.sessions.delete_objects_left() == 0
+    monkeypatch.setattr(handlers, "LEFT_AFTER", timedelta(0))
+    assert await context.sessions.delete_objects_left() == 0
+    assert await context.blobs.exists(store_key)
+
+    monkeypatch.undo()
+    monkeypatch.setattr(handlers, "LEFT_AFTER", timedelta(0))
+    assert await context.sessions.delete_objects_left() == 1
+    assert not await context.blobs.exists(store_key)
+    stored = context.blobs.path(content_key(hashlib.sha256(data).hexdigest()))
+    assert stored.read_bytes() == data
+    assert await context.sessions.delete_objects_left() == 0
+
+
+async def test_a_completion_that_deletes_its_object_leaves_nothing_to_sweep(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session_id = await completed_once(context, b"deleted at once\n" * 100)
+    await context.sessions.complete(CAUSE, session_id)
+    assert not await context.blobs.exists(f"uploads/{session_id.hex}")
+    assert await context.pool.fetchval("SELECT count(*) FROM ingest.session_objects_left") == 0
+
+
+async def test_sessions_completed_before_the_sweep_existed_are_swept_once(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"completed by an older ingest\n" * 100
+    session_id = await completed_once(context, data)
+    await context.sessions.complete(CAUSE, session_id)
+    # An older ingest, which kept no such table, may have left the object behind.
+    await context.blobs.put(f"uploads/{session_id.hex}", data)
+    await context.pool.execute("DROP TABLE ingest.session_objects_left")
+    async with context.pool.acquire() as conn:
+        await handlers.setup(conn)
+        await handlers.setup(conn)  # made once: a restart adds nothing
+    assert await context.sessions.delete_objects_left() == 1
+    assert not await context.blobs.exists(f"uploads/{session_id.hex}")

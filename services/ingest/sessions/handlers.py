@@ -4,6 +4,11 @@ The parts go to presigned URLs of the store (S3), or, with the local store, to a
 route of ours whose URLs are signed the same way. Completing reads the assembled
 object once, for its sha256 and media facts, then copies it under its content key (the
 assembled object goes once that is recorded).
+
+A completion records, in its own transaction, that its assembled object is left to
+delete (`ingest.session_objects_left`), and deletes it once committed: a process that
+dies in between, or a store that refuses the delete, leaves the row, and the sessions'
+sweep deletes what it names, so no completed upload keeps two copies of its bytes.
 """
 
 from __future__ import annotations
@@ -36,6 +41,33 @@ from shared.kit.service import Handlers, Parts
 
 # A part's URL stays valid this long; GET on the session gives fresh ones.
 URL_LIFETIME = timedelta(hours=6)
+# The sweep leaves a completion this long to delete its own object.
+LEFT_AFTER = timedelta(minutes=1)
+# Deletes the sweep has in flight at once (each a request to S3).
+SWEEP_DELETES = 16
+
+# The assembled objects completions have left to delete. Filled, when the table is
+# made, with the sessions completed before it (an older ingest kept no account of what
+# its completions failed to delete; a delete of a gone key is no error, so each of
+# those costs one request, once).
+DDL = """
+DO $$
+BEGIN
+    IF to_regclass('ingest.session_objects_left') IS NULL THEN
+        CREATE TABLE ingest.session_objects_left (
+            session_id uuid PRIMARY KEY,
+            store_key text NOT NULL,
+            since timestamptz NOT NULL DEFAULT now()
+        );
+        INSERT INTO ingest.session_objects_left (session_id, store_key, since)
+            SELECT id, store_key, '-infinity' FROM ingest.sessions WHERE status = 'completed';
+    END IF;
+END $$;
+"""
+
+
+async def setup(conn: Conn) -> None:
+    await conn.execute(DDL)
 
 
 def _signature(secret: bytes, session_id: uuid.UUID, number: int, expires: int) -> str:
@@ -190,12 +222,19 @@ class Sessions(Handlers):
                 await jobs.apply(conn, envelopes)
                 await sessions.apply(conn, envelopes)
                 await blob_refs.apply(conn, envelopes)
+                await conn.execute(
+                    "INSERT INTO ingest.session_objects_left (session_id, store_key)"
+                    " VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    session_id,
+                    key,
+                )
                 position = await self.store.append(conn, envelopes)
         if rejected is not None:
             raise rejected
         try:
             await self.blobs.delete(key)
-        except Exception as error:  # recorded already: only its space is left behind
+            await self._forget_left([session_id])
+        except Exception as error:  # recorded already: the sweep deletes it later
             log.warning("ingest.session_object_left", key=key, error=repr(error))
         return {"job_id": str(session_id), "file_id": str(file.file_id)}, position
 
@@ -235,12 +274,58 @@ class Sessions(Handlers):
                         ended += 1
         return ended
 
+    async def delete_objects_left(self) -> int:
+        """Delete the assembled objects completions left behind (see the module's doc),
+        a thousand at most a round."""
+        rows = await self.pool.fetch(
+            "SELECT session_id, store_key FROM ingest.session_objects_left"
+            " WHERE since < now() - $1::interval ORDER BY since LIMIT 1000",
+            LEFT_AFTER,
+        )
+        gate = asyncio.Semaphore(SWEEP_DELETES)
+
+        gone: list[uuid.UUID] = []
+        kept: list[uuid.UUID] = []
+
+        async def delete(row: asyncpg.Record) -> None:
+            async with gate:
+                try:
+                    await self.blobs.delete(row["store_key"])
+                except Exception as error:  # the store away: a later round tries again
+                    log.warning(
+                        "ingest.session_object_left", key=row["store_key"], error=repr(error)
+                    )
+                    kept.append(row["session_id"])
+                else:
+                    gone.append(row["session_id"])
+
+        await asyncio.gather(*(delete(r) for r in rows))
+        await self._forget_left(gone)
+        if kept:
+            # To the back of the queue: keys the store keeps refusing do not hold up others.
+            await self.pool.execute(
+                "UPDATE ingest.session_objects_left SET since = now()"
+                " WHERE session_id = ANY($1::uuid[])",
+                kept,
+            )
+        return len(gone)
+
+    async def _forget_left(self, session_ids: list[uuid.UUID]) -> None:
+        if session_ids:
+            await self.pool.execute(
+                "DELETE FROM ingest.session_objects_left WHERE session_id = ANY($1::uuid[])",
+                session_ids,
+            )
+
     async def expire_forever(self, every_s: float) -> None:
         while True:
             try:
                 ended = await self.expire()
                 if ended:
                     log.info("sessions.expired", count=ended)
+                deleted = await self.delete_objects_left()
+                if deleted:
+                    log.info("sessions.objects_left_deleted", count=deleted)
             except Exception:
                 log.error("sessions.expire_failed", exc_info=True)
             await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction
