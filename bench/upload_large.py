@@ -34,7 +34,6 @@ import psutil
 from bench._common import ADMIN_KEY, MB, CpuMeter, MiB, Report, RssSampler, main, progress, stack
 from shared.kit import identity
 from shared.kit.access import Access
-from shared.kit.http import FOLDER_PATH_HEADER
 
 NAME = "upload_large"
 TARGET_RATIO = 0.5
@@ -174,13 +173,12 @@ async def run(
                 if direct:
                     # Straight to ingest, as the gateway forwards it (the caller signed).
                     settle()
-                    caller = signer.sign(user["id"], Access(user["id"], org_admin=True).encode())
-                    seconds, _ = await post_file(
-                        raw,
-                        url,
-                        content,
-                        {identity.HEADER: caller, FOLDER_PATH_HEADER: folder["id"]},
+                    caller = signer.sign(
+                        user["id"],
+                        Access(user["id"], org_admin=True).encode(),
+                        folder_path=folder["id"],
                     )
+                    seconds, _ = await post_file(raw, url, content, {identity.HEADER: caller})
                     found["direct_s"].append(seconds)
         found["client_rss_growth"] = psutil.Process().memory_info().rss - client_rss
         items = (await api.get(f"/v1/folders/{folder['id']}/items")).json()["items"]

@@ -22,14 +22,21 @@ class Signed(Mapping[str, str]):
     """Request headers holding a token signed when they are sent (a token lives a
     minute; a module's constant would not), and any other headers given."""
 
-    def __init__(self, actor: str, access: str | None, extra: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        actor: str,
+        access: str | None,
+        extra: Mapping[str, str],
+        folder_path: str | None = None,
+    ) -> None:
         self.actor = actor
         self.access = access
         self.extra = dict(extra)
+        self.folder_path = folder_path
 
     def __getitem__(self, name: str) -> str:
         if name == identity.HEADER:
-            return SIGNER.sign(self.actor, self.access)
+            return SIGNER.sign(self.actor, self.access, folder_path=self.folder_path)
         return self.extra[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -40,10 +47,13 @@ class Signed(Mapping[str, str]):
         return 1 + len(self.extra)
 
 
-def as_user(user_id: str, access: Access | str, **extra: str) -> Signed:
-    """What the gateway sends for a user: who they are and what they may do."""
+def as_user(
+    user_id: str, access: Access | str, *, folder_path: str | None = None, **extra: str
+) -> Signed:
+    """What the gateway sends for a user: who they are and what they may do, and for a
+    call about a folder, the folder's path of ids (comma-separated, root first)."""
     encoded = access if isinstance(access, str) else access.encode()
-    return Signed(user_id, encoded, extra)
+    return Signed(user_id, encoded, extra, folder_path)
 
 
 def as_service(name: str = "gateway") -> Signed:

@@ -1,9 +1,9 @@
 """ACL's HTTP API: users, API keys, folder collaborators, and key authentication for
 the gateway.
 
-The gateway authenticates and forwards the caller (`X-Files-Actor`) and what they may
-do (`X-Files-Access`). For collaborator routes it first asks the catalog for the
-folder and sends its path of ids, root first, in `X-Files-Folder-Path`.
+The gateway authenticates the caller and signs who they are and what they may do in
+their identity token (`shared/kit/identity.py`). For collaborator routes it first asks
+the catalog for the folder and signs its path of ids, root first, in the same token.
 """
 
 from __future__ import annotations

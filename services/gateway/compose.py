@@ -35,7 +35,7 @@ from services.gateway.edge import (
 from services.gateway.routes import PARAMS
 from shared.api.ingest import ReEncodeFiles
 from shared.kit import consistency
-from shared.kit.http import FOLDER_PATH_HEADER, JSON, error_body
+from shared.kit.http import JSON, error_body
 from shared.kit.logs import log
 
 # The catalog registers a group's images all at once: a large group (10,000 frames)
@@ -78,10 +78,11 @@ class Compose:
         )
 
     @staticmethod
-    def path_of(folder: httpx.Response) -> dict[str, str]:
+    def path_of(folder: httpx.Response) -> str:
         """The folder's path, as `find_folder` answered it, for the service that acts on
-        it to decide the caller's role again (`shared/kit/http.py` FOLDER_PATH_HEADER)."""
-        return {FOLDER_PATH_HEADER: ",".join(folder.json()["path"])}
+        it to decide the caller's role again (signed in the caller's identity token:
+        `shared/kit/http.py` folder_path)."""
+        return ",".join(folder.json()["path"])
 
     async def files_by_id(self, call: Call, ids: list[str]) -> list[dict[str, Any]]:
         """The files the caller may see, in the order asked; [] if the catalog fails."""
@@ -169,7 +170,9 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
-        return self.gateway.relay(await self.gateway.forward(call, headers=self.path_of(folder)))
+        return self.gateway.relay(
+            await self.gateway.forward(call, folder_path=self.path_of(folder))
+        )
 
     async def integration_events(self, call: Call) -> Response:
         """A bucket's notification: its token (never an API key) goes to ingest, which
@@ -408,7 +411,9 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"])
         if folder.status_code != 200:
             return self.gateway.relay(folder)
-        return self.gateway.relay(await self.gateway.forward(call, headers=self.path_of(folder)))
+        return self.gateway.relay(
+            await self.gateway.forward(call, folder_path=self.path_of(folder))
+        )
 
     # -- uploads, sessions, imports (ingest) -----------------------------------------
 
@@ -420,7 +425,9 @@ class Compose:
         if folder.status_code != 200:
             return self.gateway.relay(folder)
         await self.after_callers_writes(call)
-        answer = await self.gateway.forward(call, stream_body=True, headers=self.path_of(folder))
+        answer = await self.gateway.forward(
+            call, stream_body=True, folder_path=self.path_of(folder)
+        )
         if answer.status_code != 201:
             return self.gateway.relay(answer)
         token = await self.gateway.wait_for(
@@ -502,7 +509,7 @@ class Compose:
         # catch up first, so these instances join the series as the caller sees them now.
         await self.gateway.catch_up(call.request, "dicom", "catalog")
         return self.gateway.relay(
-            await self.gateway.forward(call, stream_body=True, headers=self.path_of(folder))
+            await self.gateway.forward(call, stream_body=True, folder_path=self.path_of(folder))
         )
 
     async def import_objects(self, call: Call) -> Response:
@@ -512,7 +519,9 @@ class Compose:
         if folder.status_code != 200:
             return self.gateway.relay(folder)
         await self.after_callers_writes(call)
-        return self.gateway.relay(await self.gateway.forward(call, headers=self.path_of(folder)))
+        return self.gateway.relay(
+            await self.gateway.forward(call, folder_path=self.path_of(folder))
+        )
 
     async def after_callers_writes(self, call: Call) -> None:
         """An upload or import checks the metadata it carries against ingest's mirror of
@@ -556,7 +565,7 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
-        answer = await self.gateway.forward(call, headers=self.path_of(folder))
+        answer = await self.gateway.forward(call, folder_path=self.path_of(folder))
         if answer.status_code != 201:
             return self.gateway.relay(answer)
         return self.gateway.relay(answer, body=self.with_part_urls(call, answer.json()))
@@ -576,7 +585,7 @@ class Compose:
             return error_response(404, "not_found", f"upload session {session_id} does not exist")
         if call.request.method == "GET":
             return self.gateway.relay(found, body=self.with_part_urls(call, session))
-        answer = await self.gateway.forward(call, headers=self.path_of(folder))
+        answer = await self.gateway.forward(call, folder_path=self.path_of(folder))
         if call.request.method != "POST" or answer.status_code != 201:
             return self.gateway.relay(answer)
         # Completed: answer with the file as the catalog registered it, as an upload does.

@@ -71,7 +71,7 @@ async def store(compose: Compose, call: Call) -> Response:
         return gateway.relay(folder)
     # As for any DICOM upload: the DICOM context first catches up with the catalog.
     await gateway.catch_up(call.request, "dicom", "catalog")
-    stored = await gateway.forward(call, stream_body=True, headers=compose.path_of(folder))
+    stored = await gateway.forward(call, stream_body=True, folder_path=compose.path_of(folder))
     if stored.status_code != 202:
         return gateway.relay(stored)
     job_id, instances = stored.json()["job_id"], int(stored.json()["instances"])

@@ -277,6 +277,7 @@ class Gateway:
         user: dict[str, Any] | None = None,
         *,
         with_body: bool = False,
+        folder_path: str | None = None,
     ) -> dict[str, str]:
         """The headers of every call to a service, the one place they are made: who
         asks, signed (the user, or the gateway itself for a call made for no user: a
@@ -284,10 +285,13 @@ class Gateway:
         the request's correlation id (the service's own request id then matches ours),
         and the trace. `with_body` for the call that carries the caller's own request
         on (it keeps its content type and its Idempotency-Key; else a JSON call of ours
-        would go out labelled as, say, the caller's multipart upload)."""
+        would go out labelled as, say, the caller's multipart upload). `folder_path`, for
+        a call about a folder whose role the gateway checked, is signed with the user."""
         correlation = request.state.correlation_id
         headers = {
-            identity.HEADER: self.identity.sign(user["id"], user["access"], correlation)
+            identity.HEADER: self.identity.sign(
+                user["id"], user["access"], correlation, folder_path=folder_path
+            )
             if user is not None
             else self.identity.for_service("gateway", correlation),
             CORRELATION_HEADER: correlation,
@@ -311,6 +315,7 @@ class Gateway:
         content: Any = None,
         headers: dict[str, str] | None = None,
         with_body: bool = False,
+        folder_path: str | None = None,
         stream: bool = False,
         timeout: float | None = None,  # noqa: ASYNC109 (httpx's, per call)
     ) -> httpx.Response:
@@ -320,7 +325,10 @@ class Gateway:
         never a 500: a write may or may not have been made, and the caller may retry it
         under its Idempotency-Key). A read whose kept-alive connection the service
         dropped (it closed it as idle while we sent) is sent once more, on a new one."""
-        sent = {**self._headers(request, user, with_body=with_body), **(headers or {})}
+        sent = {
+            **self._headers(request, user, with_body=with_body, folder_path=folder_path),
+            **(headers or {}),
+        }
         if json is not None:
             content = json_body(json)
             if not any(name.lower() == "content-type" for name in sent):
@@ -350,6 +358,7 @@ class Gateway:
         *,
         stream_body: bool = False,
         headers: dict[str, str] | None = None,
+        folder_path: str | None = None,
     ) -> httpx.Response:
         """The caller's request, to the route's owner, at the route's own path. A write
         the service accepted is kept on the request: whatever fails after it, the
@@ -370,6 +379,7 @@ class Gateway:
             content=content,
             headers=headers,
             with_body=True,
+            folder_path=folder_path,
         )
         if call.user is not None:
             note_idempotency(request, call.route.owner, call.user, answer)

@@ -273,27 +273,25 @@ def cause(request: Request) -> Cause:
     )
 
 
-# A folder's path of ids, root first, as the gateway found it in the catalog (which owns
-# the tree) while it checked the caller's role there: the service that acts on the
-# folder decides the role again from it and the caller's signed grants, with no round
-# trip of its own. A route of the gateway that forgot the check sends no path: refused.
-FOLDER_PATH_HEADER = "X-Files-Folder-Path"
-
-
 def folder_path(request: Request) -> list[uuid.UUID]:
-    """The folder's path of ids, root first (`FOLDER_PATH_HEADER`)."""
-    header = request.headers.get(FOLDER_PATH_HEADER)
-    if not header:
+    """The folder's path of ids, root first, as the gateway found it in the catalog
+    (which owns the tree) while it checked the caller's role there, signed in the
+    caller's identity token: the service that acts on the folder decides the role again
+    from it and the caller's signed grants, with no round trip of its own. A route of
+    the gateway that forgot the check signs no path: refused."""
+    signed = _user(request).folder_path
+    if not signed:
         raise Refused(
             400,
             "invalid_folder_path",
-            f"no {FOLDER_PATH_HEADER}: requests come through the gateway, which sends it",
+            "no folder path in the identity token: requests come through the gateway,"
+            " which signs it",
         )
     try:
-        return [uuid.UUID(part.strip()) for part in header.split(",")]
+        return [uuid.UUID(part.strip()) for part in signed.split(",")]
     except ValueError:
         raise Refused(
-            400, "invalid_folder_path", f"{FOLDER_PATH_HEADER} must list folder ids"
+            400, "invalid_folder_path", "the identity token's folder path must list folder ids"
         ) from None
 
 
@@ -303,7 +301,7 @@ def role_on_folder(request: Request, folder_id: uuid.UUID, needed: str) -> str:
     path = folder_path(request)
     if path[-1] != folder_id:
         raise Refused(
-            400, "invalid_folder_path", f"{FOLDER_PATH_HEADER} is not folder {folder_id}'s"
+            400, "invalid_folder_path", f"the signed folder path is not folder {folder_id}'s"
         )
     return access(request).require(path, needed, f"folder {folder_id}")
 

@@ -10,7 +10,10 @@ the calling service instead (`service:gateway`), with no access: a route that ac
 a user refuses it (`shared/kit/http.py`).
 
 Token: `v1.<base64(JSON claims)>.<base64(HMAC-SHA256(key, "v1." + claims))>`,
-claims `{sub, acc, cid, iat, exp}`, valid TTL_S seconds. HMAC rather than Ed25519:
+claims `{sub, acc, cid, iat, exp}` and, for a call about one folder, `fp`: the folder's
+path of ids as the gateway found it in the catalog (`shared/kit/http.py` folder_path),
+signed with the rest so no holder of a token can name another folder's path; valid
+TTL_S seconds. HMAC rather than Ed25519:
 every service signs too (service-to-service calls), so each would need a private key
 of its own and every verifier the others' public keys, while the services already
 share one database credential, so a service holding the key could do no more harm
@@ -116,6 +119,8 @@ class Identity:
     correlation_id: str | None
     issued_at: int
     expires_at: int
+    # The folder's path of ids, root first, comma-separated, for a call about a folder.
+    folder_path: str | None = None
 
     @property
     def service(self) -> str | None:
@@ -152,11 +157,14 @@ class ServiceKey:
         access: str | None = None,
         correlation_id: str | None = None,
         *,
+        folder_path: str | None = None,
         now: float | None = None,
     ) -> str:
         issued = int(time.time() if now is None else now)
-        claims = {"sub": actor, "acc": access, "cid": correlation_id, "iat": issued}
-        claims["exp"] = issued + TTL_S
+        claims: dict[str, Any] = {"sub": actor, "acc": access, "cid": correlation_id}
+        claims["iat"], claims["exp"] = issued, issued + TTL_S
+        if folder_path is not None:
+            claims["fp"] = folder_path
         signed = VERSION + b"." + _b64(orjson.dumps(claims))
         return (signed + b"." + _b64(self._mac(signed))).decode()
 
@@ -188,7 +196,9 @@ class ServiceKey:
             raise Unauthenticated("the identity token was issued in the future")
         if expires - issued > TTL_S:
             raise Unauthenticated(f"the identity token lives longer than {TTL_S} s")
-        return Identity(claims["sub"], claims["acc"], claims["cid"], issued, expires)
+        return Identity(
+            claims["sub"], claims["acc"], claims["cid"], issued, expires, claims.get("fp")
+        )
 
 
 class Authenticated:

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from shared.kit.access import Access
-from shared.kit.http import FOLDER_PATH_HEADER as FOLDER_PATH
 from tests.conftest import eventually
 from tests.e2e.support import error, folder, items, member, text, unique, upload
 from tests.signing import as_user
@@ -192,8 +191,9 @@ async def test_ingest_itself_checks_the_editor_role_on_the_folder_it_adds_to(
 ) -> None:
     """Sent straight to ingest with a signed identity, as the gateway sends them: an
     upload or a session into a folder needs the editor role there, decided by ingest
-    from the folder's path the gateway found in the catalog; a call with no path (a
-    gateway route that forgot to ask) is refused. Nothing is stored either way."""
+    from the folder's path the gateway found in the catalog and signed in the caller's
+    token; a call with no signed path (a gateway route that forgot to ask) is refused.
+    Nothing is stored either way."""
     top = await folder(api, unique("ingest-checks"))
     inner = await folder(api, "inner", top["id"])
     reader = await member(api, "reader")
@@ -204,16 +204,20 @@ async def test_ingest_itself_checks_the_editor_role_on_the_folder_it_adds_to(
     async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
         upload_to = f"/v1/folders/{inner['id']}/files"
         refused = await ingest.post(
-            upload_to, files=one, headers=as_user(reader["id"], grants, **{FOLDER_PATH: path})
+            upload_to, files=one, headers=as_user(reader["id"], grants, folder_path=path)
         )
         assert error(refused, 403, "forbidden")["details"]["role_needed"] == "editor"
         error(await ingest.post(upload_to, files=one, headers=as_user(reader["id"], editor)), 400)
-        wrong = as_user(reader["id"], editor, **{FOLDER_PATH: top["id"]})  # another folder's
+        wrong = as_user(reader["id"], editor, folder_path=top["id"])  # another folder's
         error(await ingest.post(upload_to, files=one, headers=wrong), 400, "invalid_folder_path")
+        # A path is believed only signed: one sent beside a token (by anyone holding a
+        # token of the caller's) names nothing.
+        forged = as_user(reader["id"], grants, **{"X-Files-Folder-Path": inner["id"]})
+        error(await ingest.post(upload_to, files=one, headers=forged), 400, "invalid_folder_path")
         session = await ingest.post(
             f"/v1/folders/{inner['id']}/uploads",
             json={"name": "big.bin", "size": 10 * 1024 * 1024},
-            headers=as_user(reader["id"], grants, **{FOLDER_PATH: path}),
+            headers=as_user(reader["id"], grants, folder_path=path),
         )
         error(session, 403, "forbidden")
         # A session someone else opened there cannot be completed nor aborted either.
@@ -222,13 +226,13 @@ async def test_ingest_itself_checks_the_editor_role_on_the_folder_it_adds_to(
         )
         assert opened.status_code == 201, opened.text
         theirs = f"/v1/uploads/{opened.json()['id']}"
-        reading = as_user(reader["id"], grants, **{FOLDER_PATH: path})
+        reading = as_user(reader["id"], grants, folder_path=path)
         error(await ingest.post(f"{theirs}/complete", headers=reading), 403, "forbidden")
         error(await ingest.delete(theirs, headers=reading), 403, "forbidden")
         error(await ingest.delete(theirs, headers=as_user(reader["id"], editor)), 400)
         assert (await api.get(theirs)).json()["status"] == "open"
         allowed = await ingest.post(
-            upload_to, files=one, headers=as_user(reader["id"], editor, **{FOLDER_PATH: path})
+            upload_to, files=one, headers=as_user(reader["id"], editor, folder_path=path)
         )
         assert allowed.status_code == 201, allowed.text
     file_id = allowed.json()["files"][0]["id"]

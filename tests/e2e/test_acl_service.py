@@ -1,8 +1,8 @@
 """The ACL service driven directly over HTTP: collaborators, roles, keys, authentication.
 
 The gateway's part (authenticating, asking the catalog for the folder's path) is
-played here by the tests: they sign the caller's identity token and send
-X-Files-Folder-Path themselves, as the gateway does.
+played here by the tests: they sign the caller's identity token, with the folder's
+path in it, themselves, as the gateway does.
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ class Person:
         """Fresh access (grants change under the tests), and the folder path if given."""
         me = await authenticate(self.acl, self.key)
         assert me is not None
-        if path:
-            return as_user(self.id, me["access"], **{"X-Files-Folder-Path": ",".join(path)})
-        return as_user(self.id, me["access"])
+        return as_user(self.id, me["access"], folder_path=",".join(path) if path else None)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from shared.contracts.catalog import Source
 from shared.contracts.envelope import Cause, appended, envelopes_of
 from shared.kit.access import Access
 from shared.kit.eventstore import EventStore
-from shared.kit.http import FOLDER_PATH_HEADER as FOLDER_PATH
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.conftest import BUCKET
@@ -274,7 +273,7 @@ async def test_integrations_listed_rotated_and_kept_while_used(
     async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
         refused = await ingest.post(
             f"/v1/folders/{folder['id']}/sync",
-            headers=as_user(stranger, Access(user_id=stranger), **{FOLDER_PATH: folder["id"]}),
+            headers=as_user(stranger, Access(user_id=stranger), folder_path=folder["id"]),
         )
         assert refused.status_code == 404, refused.text
         pathless = await ingest.post(

@@ -388,7 +388,7 @@ async def test_ingest_itself_checks_the_editor_role_for_an_import(
             f"/v1/folders/{shared['id']}/imports",
             json=sneaked,
             # The folder's path, as the gateway sends it once the catalog answered.
-            headers=as_user(viewer["id"], grants, **{"X-Files-Folder-Path": shared["id"]}),
+            headers=as_user(viewer["id"], grants, folder_path=shared["id"]),
         )
         found = error(refused, 403)
         assert found["details"]["role_needed"] == "editor"

@@ -38,6 +38,14 @@ def test_a_signed_token_carries_the_caller() -> None:
     )
     assert found.expires_at - found.issued_at == identity.TTL_S
     assert found.service is None
+    assert found.folder_path is None
+
+
+def test_the_folder_path_a_call_is_about_is_signed_with_the_caller() -> None:
+    path = f"{uuid.uuid4()},{uuid.uuid4()}"
+    assert KEY.verify(KEY.sign(ADMIN.user_id, ADMIN.encode(), folder_path=path)).folder_path == (
+        path
+    )
 
 
 def test_a_service_token_names_the_service_and_grants_nothing() -> None:
@@ -66,6 +74,7 @@ LONG_LIVED["exp"] = LONG_LIVED["iat"] + 3600
     [
         (OTHER.sign("someone", "someone;admin"), "signature"),
         (_tampered(KEY.sign("member", "member;member;"), acc="member;admin"), "signature"),
+        (_tampered(KEY.sign("member", "member;", folder_path="a"), fp="b"), "signature"),
         (KEY.sign("someone", "someone;admin", now=time.time() - identity.TTL_S - 1), "expired"),
         (KEY.sign("someone", "someone;admin", now=time.time() + 3600), "future"),
         (_signed_by_hand(LONG_LIVED), "lives longer"),
