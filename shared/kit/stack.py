@@ -200,7 +200,9 @@ class Stack:
         [port] = free_ports(1, self._webhook_ports)
         child = self._spawn(name, ["--port", str(port)], self.data_dir / "logs", env)
         url = f"http://127.0.0.1:{port}"
-        self._wait([url], time.monotonic() + timeout, probe)
+        # Only the replica watched: a piece that died earlier and was started again
+        # (a test's deliberate kill) is the supervisor's business, not this start's.
+        self._wait([url], time.monotonic() + timeout, probe, watched=child)
         return url, child
 
     def remove(self, child: Child, sig: int = signal.SIGTERM) -> None:
@@ -325,10 +327,18 @@ class Stack:
             tended.started, tended.due = time.monotonic(), None
         tended.backoff = min(tended.backoff * 2, MAX_BACKOFF_S)
 
-    def _wait(self, urls: list[str], deadline: float, probe: str = "/readyz") -> None:
+    def _wait(
+        self, urls: list[str], deadline: float, probe: str = "/readyz", watched: Child | None = None
+    ) -> None:
         pending = list(urls)
         while pending:
-            self.check_alive()
+            if watched is None:
+                self.check_alive()
+            elif watched.proc.poll() is not None:
+                log = self.data_dir / "logs" / f"{watched.name}.log"
+                raise RuntimeError(
+                    f"{watched.name} exited with status {watched.proc.returncode}; see {log}"
+                )
             pending = [u for u in pending if not _ready(u, probe)]
             if pending and time.monotonic() > deadline:
                 raise RuntimeError(f"not ready in time: {', '.join(pending)}")
