@@ -81,6 +81,39 @@ async def test_a_disk_failing_under_a_part_is_the_stores_fault_and_leaves_no_spo
     assert not incoming.exists() or not any(incoming.iterdir())
 
 
+@pytest.mark.parametrize(
+    "cut",
+    [
+        # A whole part, then one whose bytes stop before its boundary.
+        lambda whole: (
+            whole[: -len(f"\r\n--{BOUNDARY}--\r\n")] + whole[: whole.index(b"\x89")] + b"cut"
+        ),
+        # The closing boundary's "--" never came (a new part begun, nothing more).
+        lambda whole: whole[: -len("--\r\n")] + b"\r\n",
+        # The one part never ended.
+        lambda whole: whole[: -len(f"\r\n--{BOUNDARY}--\r\n")],
+    ],
+    ids=["second-part-cut", "no-closing-dashes", "only-part-cut"],
+)
+async def test_a_body_cut_short_is_refused_whole_and_leaves_no_spool(
+    tmp_path: Path, cut: Callable[[bytes], bytes]
+) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    left = multipart.PROCESS_HELD.left
+    whole = b"".join(body("whole.png", png(200_000)))
+    with pytest.raises(Refused) as refused:
+        await Uploads._receive(
+            SimpleNamespace(blobs=store),  # type: ignore[arg-type]
+            f"multipart/form-data; boundary={BOUNDARY}",
+            chunks([cut(whole)]),
+        )
+    assert (refused.value.status, refused.value.code) == (400, "malformed_multipart")
+    assert f"--{BOUNDARY}--" in refused.value.message
+    incoming = tmp_path / "blobs" / "incoming"
+    assert not incoming.exists() or not any(incoming.iterdir())
+    assert multipart.PROCESS_HELD.left == left
+
+
 async def test_a_malformed_body_is_still_the_callers(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path / "blobs")
     with pytest.raises(Refused) as refused:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from python_multipart import MultipartParser
-from python_multipart.multipart import parse_options_header
+from python_multipart.multipart import MultipartState, parse_options_header
 
 from services.ingest.collector.projections import UNDATED, blob_refs, claim_blobs
 from services.ingest.jobs.projections import jobs
@@ -82,6 +82,15 @@ class Uploads(Handlers):
                     parser.write(chunk)
             if receiver.refusal is None:
                 parser.finalize()
+                if parser.state != MultipartState.END:
+                    # Cut short: its last part never ended (its bytes may be missing),
+                    # so nothing of it is taken.
+                    raise Refused(
+                        400,
+                        "malformed_multipart",
+                        "the multipart body ends before its closing boundary"
+                        f" (--{boundary.decode('latin-1')}--): it was cut short",
+                    )
             received = receiver.refusal is None
         except Refused:
             raise
