@@ -18,6 +18,10 @@ def name_problem(name: str, what: str = "name") -> str | None:
         return f"the {what} is {len(name)} characters long; at most {MAX_NAME} are allowed"
     if "/" in name:
         return f"the {what} {name!r} contains '/'"
+    if name in (".", ".."):
+        # They stand for folders in every path a person or a script writes (`files
+        # upload --to ../x` would make a folder named '..').
+        return f"the {what} {name!r} is not allowed: '.' and '..' are parts of paths"
     if any(unicodedata.category(c) == "Cc" for c in name):
         return f"the {what} {name!r} contains control characters"
     return None

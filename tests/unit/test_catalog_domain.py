@@ -39,6 +39,8 @@ def file(name: str, where: domain.Folder, version: int = 1) -> domain.File:
         ("a/b", "'/'"),
         ("bell\x07", "control characters"),
         ("new\nline", "control characters"),
+        (".", "parts of paths"),
+        ("..", "parts of paths"),
     ],
 )
 def test_bad_names_are_refused_with_the_reason(name: str, problem: str) -> None:
@@ -47,6 +49,8 @@ def test_bad_names_are_refused_with_the_reason(name: str, problem: str) -> None:
 
 
 def test_names_of_300_characters_and_unicode_are_fine() -> None:
+    for dotted in ("...", ".hidden", "a..b"):
+        domain.create_folder(uuid.uuid4(), None, dotted, "", {})
     changes = domain.create_folder(uuid.uuid4(), None, "é" * 300, "", {})
     assert changes[0].event.name == "é" * 300  # type: ignore[attr-defined]
 
