@@ -19,7 +19,15 @@ from shared.api.acl import Invitation, NewUser, RoleChange
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.access import Access
-from shared.kit.http import CORRELATION_HEADER, JSON, access, cause, error_body, folder_path
+from shared.kit.http import (
+    CORRELATION_HEADER,
+    JSON,
+    JSONRoute,
+    access,
+    cause,
+    error_body,
+    folder_path,
+)
 
 Caller = Annotated[Cause, Depends(cause)]
 Grants = Annotated[Access, Depends(access)]
@@ -62,7 +70,7 @@ def _written(body: Any, position: int, status: int = 200) -> Response:
 
 
 def router(acl: AccessControl) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
 
     # -- users -----------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, access, cause
+from shared.kit.http import JSON, JSONRoute, access, cause
 
 Caller = Annotated[Cause, Depends(cause)]
 Rights = Annotated[Access, Depends(access)]
@@ -51,7 +51,7 @@ def _written(body: Any, position: int, status: int = 200) -> JSON:
 
 
 def router(catalog: Catalog) -> APIRouter:
-    api = APIRouter(prefix="/v1")
+    api = APIRouter(route_class=JSONRoute, prefix="/v1")
 
     @api.post("/folders", status_code=201)
     async def create_folder(body: NewFolder, caller: Caller, rights: Rights) -> JSON:
@@ -278,7 +278,7 @@ def _is_uuid(text: str) -> bool:
 
 
 def internal(catalog: Catalog) -> APIRouter:
-    api = APIRouter(prefix="/internal", include_in_schema=False)
+    api = APIRouter(route_class=JSONRoute, prefix="/internal", include_in_schema=False)
 
     @api.get("/files/{file_id}")
     async def file_with_blob(file_id: uuid.UUID, rights: Rights) -> dict[str, Any]:

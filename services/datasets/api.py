@@ -21,7 +21,7 @@ from shared.api.datasets import DatasetChanges, FileIds, NewDataset, Sharing
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
 from shared.kit import consistency
-from shared.kit.http import JSON, access, cause
+from shared.kit.http import JSON, JSONRoute, access, cause
 
 Caller = Annotated[Cause, Depends(cause)]
 Access = Annotated[access_rules.Access, Depends(access)]
@@ -80,7 +80,7 @@ def dataset_json(row: Any, my_role: str | None = None) -> dict[str, Any]:
 
 
 def router(datasets: Datasets) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
 
     async def one(dataset_id: uuid.UUID, caller: access_rules.Access) -> dict[str, Any]:
         row = await datasets.pool.fetchrow(

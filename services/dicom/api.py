@@ -17,13 +17,13 @@ from services.dicom.handlers import Dicom
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, cause
+from shared.kit.http import JSON, JSONRoute, cause
 
 Caller = Annotated[Cause, Depends(cause)]
 
 
 def router(dicom: Dicom) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
 
     @api.get("/internal/jobs/{job_id}", include_in_schema=False)
     async def job(job_id: uuid.UUID) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def router(dicom: Dicom) -> APIRouter:
 def dicomweb_router(dicom: Dicom) -> APIRouter:
     """DICOMweb on one folder's series (services/dicom/dicomweb.py); the gateway asked
     the catalog first whether the caller may see the folder."""
-    api = APIRouter(prefix="/v1/folders/{folder_id}/dicomweb")
+    api = APIRouter(route_class=JSONRoute, prefix="/v1/folders/{folder_id}/dicomweb")
     gate = asyncio.Semaphore(dicomweb.METADATA_PARALLEL)
 
     def found(answer: list[dict[str, Any]], query: dicomweb.Query) -> Response:

@@ -10,7 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from shared.kit.blobs import BlobStore
 from shared.kit.errors import not_found
-from shared.kit.http import JSON, error_body
+from shared.kit.http import JSON, JSONRoute, error_body
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -42,7 +42,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def router(blobs: BlobStore) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
 
     @api.get("/internal/blobs/{key:path}", include_in_schema=False)
     async def blob(key: str, request: Request) -> Response:

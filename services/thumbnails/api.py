@@ -19,7 +19,7 @@ from shared.contracts.envelope import Cause
 from shared.contracts.thumbnails import THUMBNAILED_KINDS
 from shared.kit import consistency
 from shared.kit.errors import not_found
-from shared.kit.http import JSON, cause, error_body
+from shared.kit.http import JSON, JSONRoute, cause, error_body
 from shared.kit.logs import log
 
 NOT_READY_RETRY_S = 2
@@ -33,7 +33,7 @@ def _missing(error: str, message: str, **details: object) -> JSON:
 
 
 def router(thumbnails: Thumbnails) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
 
     @api.get("/internal/thumbnails/{file_id}", include_in_schema=False)
     async def thumbnail(
@@ -107,7 +107,7 @@ class FileIds(BaseModel):
 
 def renditions_router(renditions: Renditions) -> APIRouter:
     """Re-encoding, for the gateway once the catalog has checked the caller's rights."""
-    api = APIRouter(prefix="/internal", include_in_schema=False)
+    api = APIRouter(route_class=JSONRoute, prefix="/internal", include_in_schema=False)
 
     @api.post("/re-encode", status_code=202)
     async def re_encode(body: ReEncode, caller: Annotated[Cause, Depends(cause)]) -> JSON:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Callable, Coroutine, MutableMapping
 from typing import Any
 
 import asyncpg
@@ -16,8 +16,10 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
@@ -65,11 +67,46 @@ async def _api_error(_: Request, error: Exception) -> JSON:
     return JSON(error_body(error.code, error.message, error.details), error.status, headers=headers)
 
 
+class _StrictJSONRequest(Request):
+    """A request whose JSON body must be Unicode text: invalid UTF-8 and a lone
+    surrogate's escape (`"\\ud800"`) are malformed JSON, as are numbers no double holds.
+    The standard library's parser took a lone surrogate (which PostgreSQL then refused to
+    store: a 500) and answered invalid UTF-8 or a 5,000-digit number with a vague 400."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            # orjson refuses all three (its error is a json.JSONDecodeError); the value is
+            # the standard library's, which keeps integers past 64 bits exact where orjson
+            # makes them doubles (the metadata rules refuse those by name).
+            orjson.loads(body)
+            self._json = json.loads(body)
+        return self._json
+
+
+class JSONRoute(APIRoute):
+    """Every service route's class (`APIRouter(route_class=JSONRoute)`): its JSON body
+    parsed strictly (`_StrictJSONRequest`); a parse error is `400 malformed_json`
+    naming the problem (orjson's error is a `json.JSONDecodeError`, which FastAPI turns
+    into a validation error)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+        return strict
+
+
 async def _validation_error(_: Request, error: Exception) -> JSON:
     assert isinstance(error, RequestValidationError)
     problems = error.errors()
-    if any(p.get("type") == "json_invalid" for p in problems):
-        return JSON(error_body("malformed_json", "the request body is not valid JSON"), 400)
+    invalid = next((p for p in problems if p.get("type") == "json_invalid"), None)
+    if invalid is not None:
+        why = (invalid.get("ctx") or {}).get("error")
+        message = "the request body is not valid JSON" + (f": {why}" if why else "")
+        return JSON(error_body("malformed_json", message), 400)
     fields = [{"field": _location(tuple(p["loc"])), "problem": p["msg"]} for p in problems]
     message = "; ".join(f"{f['field'] or 'body'}: {f['problem']}" for f in fields)
     return JSON(error_body("invalid_request", message, {"fields": fields}), 422)

@@ -12,6 +12,7 @@ from tests.e2e.support import (
     CONSISTENCY,
     error,
     folder,
+    items,
     multipart,
     png,
     text,
@@ -26,6 +27,8 @@ BAD_NAMES = {
     "slash": ("a/b", "/"),
     "control character": ("bell\x07", "control"),
     "nul": ("nul\x00", "control"),
+    "dot": (".", "parts of paths"),
+    "dot dot": ("..", "parts of paths"),
 }
 
 
@@ -132,6 +135,35 @@ async def test_bodies_are_validated(api: httpx.AsyncClient) -> None:
     error(await api.post("/v1/move", json={"file_ids": []}), 422)
     error(await api.post("/v1/users", json={"email": 7}), 422)
     error(await api.post("/v1/folders", json={"name": "x", "surprise": 1}), 422)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b'"\\ud800"', "surrogate"),  # an escape of half a character
+        (b'"caf\xe9"', "UTF-8"),  # Latin-1, not UTF-8
+        (b"1" * 5000, "double"),  # no number type holds it
+    ],
+    ids=["lone-surrogate", "not-utf8", "huge-number"],
+)
+async def test_text_that_is_no_unicode_is_malformed_json_in_every_service(
+    api: httpx.AsyncClient, raw: bytes, problem: str
+) -> None:
+    """Each of these once got past the JSON parser and failed where it was stored (a
+    500) or answered a vague 400; each service now names the problem."""
+    top = await folder(api, unique("unicode"))
+    json = {"Content-Type": "application/json"}
+    for method, path, before, after in [
+        ("POST", "/v1/folders", b'{"name": ', b"}"),  # catalog
+        ("PATCH", f"/v1/folders/{top['id']}", b'{"name": ', b"}"),
+        ("POST", "/v1/users", b'{"email": "u@example.com", "name": ', b"}"),  # acl
+        ("POST", f"/v1/folders/{top['id']}/uploads", b'{"size": 10, "name": ', b"}"),  # ingest
+        ("POST", "/v1/datasets", b'{"title": ', b"}"),  # datasets
+    ]:
+        answer = await api.request(method, path, content=before + raw + after, headers=json)
+        found = error(answer, 400, "malformed_json")
+        assert problem in found["message"], (path, found)
+    assert await items(api, top["id"]) == []
 
 
 @pytest.mark.parametrize("case", list(BAD_NAMES))

@@ -8,11 +8,11 @@ from fastapi import APIRouter
 
 from services.ingest.answers import Caller, recorded
 from services.ingest.cancel.handlers import Cancelling
-from shared.kit.http import JSON
+from shared.kit.http import JSON, JSONRoute
 
 
 def router(cancelling: Cancelling) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
 
     @api.post("/v1/jobs/{job_id}/cancel")
     async def cancel_job(job_id: uuid.UUID, caller: Caller) -> JSON:

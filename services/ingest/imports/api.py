@@ -12,11 +12,11 @@ from services.ingest.answers import Caller, Editor, recorded, recorded_no_conten
 from services.ingest.imports.handlers import Imports, Integrations
 from services.ingest.imports.sync import Syncs
 from shared.kit.access import Access
-from shared.kit.http import JSON, access
+from shared.kit.http import JSON, JSONRoute, access
 
 
 def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
 
     @api.post("/internal/cloud-sync/check")
     async def check_cloud_sync(

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from services.ingest.answers import Caller
 from services.ingest.jobs.projections import file_ids
 from shared.kit.errors import not_found
+from shared.kit.http import JSONRoute
 from shared.kit.service import Parts
 
 # A session's progress in bytes, as its parts reach the store (sessions/handlers.py).
@@ -40,7 +41,7 @@ async def job(pool: asyncpg.Pool, job_id: uuid.UUID) -> dict[str, Any] | None:
 
 
 def router(parts: Parts, session_bytes: BytesProgress) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
 
     @api.get("/v1/jobs/{job_id}")
     async def get_job(job_id: uuid.UUID, _: Caller) -> dict[str, Any]:

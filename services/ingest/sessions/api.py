@@ -12,11 +12,11 @@ from fastapi.responses import Response
 from services.ingest.answers import Caller, Editor, recorded, recorded_no_content
 from services.ingest.sessions.handlers import Sessions
 from shared.kit.errors import not_found
-from shared.kit.http import JSON, role_on_folder
+from shared.kit.http import JSON, JSONRoute, role_on_folder
 
 
 def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]]) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
 
     @api.post("/v1/folders/{folder_id}/uploads", status_code=201)
     async def open_session(

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Request
 
 from services.ingest.answers import Caller, Editor, recorded
 from services.ingest.uploads.handlers import Uploads
-from shared.kit.http import JSON
+from shared.kit.http import JSON, JSONRoute
 
 
 def router(uploads: Uploads, writable: Callable[[uuid.UUID], Awaitable[None]]) -> APIRouter:
     """`writable`: refuses (409) uploads into a folder that takes none (a cloud-synced one)."""
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
 
     @api.post("/v1/folders/{folder_id}/files", status_code=201)
     async def upload(folder_id: uuid.UUID, request: Request, caller: Caller, _: Editor) -> JSON:

@@ -11,11 +11,11 @@ from fastapi.responses import Response
 from services.ingest.answers import Caller, recorded, recorded_no_content
 from services.ingest.webhooks.handlers import Webhooks
 from shared.kit.access import Access
-from shared.kit.http import JSON, access
+from shared.kit.http import JSON, JSONRoute, access
 
 
 def router(webhooks: Webhooks) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(route_class=JSONRoute)
 
     @api.post("/v1/webhooks", status_code=201)
     async def register_webhook(
