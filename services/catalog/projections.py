@@ -18,6 +18,9 @@ from shared.kit.reactions import Received
 
 tree = Projection(
     name="catalog.tree",
+    # 2: a folder restored from the trash had a path of itself alone (its ancestors
+    # lost: hidden from who had a role above it, and a parent could be moved into it).
+    version=2,
     rebuilt_without=(
         "folders_name_trgm",
         "files_search",
@@ -361,10 +364,11 @@ async def folder_restored(
             e.data["folder_id"],
         )
         await conn.execute(
-            """UPDATE catalog.folders SET version = $2, path =
-                   coalesce((SELECT p.path FROM catalog.folders p WHERE p.id = parent_id), '{}')
-                   || id
-               WHERE id = $1""",
+            """UPDATE catalog.folders f SET version = $2, path =
+                   coalesce((SELECT p.path FROM catalog.folders p WHERE p.id = f.parent_id),
+                            '{}')
+                   || f.id
+               WHERE f.id = $1""",
             e.data["folder_id"],
             e.stream_version,
         )

@@ -151,6 +151,40 @@ async def test_a_deleted_folder_comes_back_with_its_path_files_and_both_links(
     error(await api.post("/v1/trash/restore", json={"folder_ids": [synced_folder["id"]]}), 404)
 
 
+async def test_a_restored_folder_is_back_in_its_place_for_everyone_and_for_moves(
+    api: httpx.AsyncClient, as_key: Callable[[str], httpx.AsyncClient]
+) -> None:
+    top = await folder(api, unique("restored-place"))
+    child = await folder(api, "photos", top["id"])
+    inner = await folder(api, "day1", child["id"])
+    [photo] = (await upload(api, inner["id"], ("p.txt", text("p"))))["files"]
+    viewer = await member(api, "viewer")
+    invited = await api.post(
+        f"/v1/folders/{top['id']}/collaborators",
+        json={"emails": [viewer["email"]], "role": "user"},
+    )
+    assert invited.status_code in (200, 201), invited.text
+    assert (await api.delete(f"/v1/folders/{child['id']}")).status_code == 204
+    restored = await api.post("/v1/trash/restore", json={"folder_ids": [child["id"]]})
+    assert restored.status_code == 200, restored.text
+
+    for made in (child, inner):
+        back = (await api.get(f"/v1/folders/{made['id']}")).json()
+        assert [p["id"] for p in back["path"]] == [p["id"] for p in made["path"]]
+    summary = (await api.get(f"/v1/folders/{top['id']}/summary")).json()
+    assert (summary["folders"], summary["files"]) == (2, 1), summary
+    # Who has a role above it sees it again, down to its files.
+    as_viewer = as_key(viewer["api_key"])
+    assert (await as_viewer.get(f"/v1/folders/{child['id']}")).status_code == 200
+    assert [i["id"] for i in await items(as_viewer, inner["id"])] == [photo["id"]]
+    # And it is below its parent for moves too: the parent cannot go into it.
+    into_child = await api.post(
+        "/v1/move", json={"folder_ids": [top["id"]], "target_folder_id": child["id"]}
+    )
+    assert 400 <= into_child.status_code < 500, into_child.text
+    assert (await api.get(f"/v1/folders/{top['id']}")).json()["parent_id"] is None
+
+
 async def test_a_file_restored_alone_brings_back_the_folders_above_it(
     api: httpx.AsyncClient,
 ) -> None:
