@@ -200,6 +200,9 @@ SWEEPS: dict[str, Any] = {
     # A restore of two files or more takes the large restore's path (search indexes
     # merged after the answer), one file the usual path: tests see both.
     "restore_defer_gin_from": 2,
+    # A client that stalls mid-request is cut off within a test's deadline.
+    "http_headers_timeout_s": 5.0,
+    "http_body_idle_s": 10.0,
 }
 
 

@@ -9,6 +9,7 @@ answer must be a clean 4xx and the connection must stay usable after it.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import urllib.parse
 import uuid
@@ -207,6 +208,50 @@ async def test_junk_in_a_path_is_4xx_and_the_connection_lives_on(
         assert status == 400
     finally:
         raw.close()
+
+
+async def exchange(url: str, sent: bytes, within: float) -> bytes:
+    """What the gateway answers on a connection given `sent` and nothing more, until it
+    closes the connection (within `within` seconds)."""
+    parsed = urllib.parse.urlsplit(url)
+    reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+    try:
+        writer.write(sent)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), within)
+    finally:
+        writer.close()
+
+
+async def test_a_client_cannot_hold_the_gateway_with_a_huge_or_endless_request(
+    platform: Stack, api: httpx.AsyncClient, attacker: dict[str, Any]
+) -> None:
+    """A 64 MiB header was read whole; headers that never end, a body that stops short
+    of its length and a connection that sends nothing held their connection for good.
+    (The test platform's timeouts: headers 5 s, a body's pause 10 s.)"""
+    url = platform.gateway_url
+    head = b"GET /v1/users/me HTTP/1.1\r\nHost: files\r\n"
+    auth = f"Authorization: Bearer {attacker['api_key']}\r\n".encode()
+    huge, endless, short, silent = await asyncio.gather(
+        exchange(url, head + b"X-Big: " + b"a" * 200_000 + b"\r\n\r\n", within=20),
+        exchange(url, head + auth, within=30),
+        exchange(
+            url,
+            b"POST /v1/folders HTTP/1.1\r\nHost: files\r\n"
+            + auth
+            + b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"name": ',
+            within=40,
+        ),
+        exchange(url, b"", within=30),
+    )
+    assert huge.startswith(b"HTTP/1.1 431 "), huge[:200]
+    assert orjson.loads(huge.partition(b"\r\n\r\n")[2])["error"]["code"] == "headers_too_large"
+    for late in (endless, silent):
+        assert late.startswith(b"HTTP/1.1 408 "), late[:200]
+        assert orjson.loads(late.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
+    # Cut off mid-body: no answer to a request never sent whole.
+    assert short == b""
+    assert (await api.get("/v1/users/me")).status_code == 200
 
 
 async def test_the_request_id_is_the_callers_when_sane(api: httpx.AsyncClient) -> None:
