@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 from fastapi.responses import Response, StreamingResponse
+from python_multipart.multipart import parse_options_header
 from starlette.background import BackgroundTask
 
-from services.gateway.edge import Call
+from services.gateway.edge import Call, error_response
 
 if TYPE_CHECKING:
     from services.gateway.compose import Compose
@@ -40,6 +41,35 @@ _REASONS = {
 }
 
 
+def _media(text: str) -> tuple[str, dict[str, str]]:
+    main, options = parse_options_header(text)
+    return main.decode("latin-1").lower(), {
+        k.decode("latin-1").lower(): v.decode("latin-1").lower() for k, v in options.items()
+    }
+
+
+def admits(accept: str, given: str) -> bool:
+    """Whether an Accept header admits the media type of an answer (PS3.18 8.7: else
+    406): type and subtype, with wildcards; `application/json` for DICOM JSON; for
+    `multipart/related` also its `type` parameter. Other parameters (a transfer syntax,
+    a charset) are not weighed; `q=0` refuses."""
+    if not accept.strip():
+        return True
+    answer, answer_options = _media(given)
+    for asked in accept.split(","):
+        main, options = _media(asked)
+        if options.get("q", "1").strip("0.") == "":
+            continue
+        kind, _, sub = main.partition("/")
+        if main in ("*/*", "*") or (sub == "*" and answer.startswith(kind + "/")):
+            return True
+        if main == answer or (main == "application/json" and answer == DICOM_JSON):
+            part = options.get("type", "*/*")
+            if answer != "multipart/related" or part in ("*/*", answer_options.get("type")):
+                return True
+    return False
+
+
 async def retrieve(compose: Compose, call: Call) -> Response:
     gateway = compose.gateway
     folder = await compose.find_folder(call, call.values["folder_id"])
@@ -52,6 +82,18 @@ async def retrieve(compose: Compose, call: Call) -> Response:
         await answer.aread()
         await answer.aclose()
         return gateway.relay(answer)
+    accept = call.request.headers.get("accept", "")
+    if not admits(accept, answer.headers["content-type"]):
+        await answer.aclose()
+        given, options = _media(answer.headers["content-type"])
+        if "type" in options:
+            given += f'; type="{options["type"]}"'
+        return error_response(
+            406,
+            "not_acceptable",
+            f"this resource is given as {given}; the Accept header admits none of it",
+            accept=accept[:200],
+        )
     headers = {
         k: v for k, v in answer.headers.items() if k.lower() in ("content-length", "warning")
     }

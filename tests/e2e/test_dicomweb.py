@@ -162,6 +162,15 @@ async def test_a_viewer_searches_and_retrieves_a_folder_s_series_and_nothing_els
     path = f"/v1/folders/{here['id']}/dicomweb/studies/{uid(study)}/series/{uid(study, 1)}"
     no_frame = await api.get(f"{path}/instances/{uid(study, 1, 1)}/frames/2")
     assert (no_frame.status_code, no_frame.json()["error"]["code"]) == (404, "frame_not_found")
+    # Asked for a kind of answer a resource is not given as: 406, naming what it is.
+    for resource in (path, f"/v1/folders/{here['id']}/dicomweb/studies", f"{path}/metadata"):
+        evil = await api.get(resource, headers={"Accept": "application/x-evil"})
+        assert (evil.status_code, evil.json()["error"]["code"]) == (406, "not_acceptable")
+    frames = await api.get(
+        f"{path}/instances/{uid(study, 1, 1)}/frames/1",
+        headers={"Accept": 'multipart/related; type="image/jpeg"'},
+    )
+    assert frames.status_code == 406 and "octet-stream" in frames.json()["error"]["message"]
     bad = await api.get(f"/v1/folders/{here['id']}/dicomweb/studies", params={"PatientID": "a\\b"})
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_query")
     ignored = await api.get(f"/v1/folders/{here['id']}/dicomweb/studies", params={"StudyTime": "1"})
