@@ -178,7 +178,11 @@ async def folders_json(
             "name": r["name"],
             "description": r["description"],
             "metadata": r["metadata"],
-            "parent_id": str(r["parent_id"]) if r["parent_id"] else None,
+            # Above the first folder the caller may see there is nothing of theirs: no
+            # parent either (as the path starts there).
+            "parent_id": str(r["parent_id"])
+            if r["parent_id"] and access.role_on(r["path"][:-1])
+            else None,
             "path": path,
             "file_count": counts[r["id"]]["files"],
             "folder_count": counts[r["id"]]["folders"],

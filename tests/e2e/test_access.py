@@ -137,8 +137,12 @@ async def test_moving_a_folder_under_another_changes_who_sees_it(
     seen = await client.get(f"/v1/files/{file['id']}")
     assert seen.status_code == 200, seen.text
     assert seen.json()["my_role"] == "user"
-    path = (await client.get(f"/v1/folders/{private['id']}")).json()["path"]
-    assert [p["id"] for p in path] == [shared["id"], private["id"]]
+    seen_private = (await client.get(f"/v1/folders/{private['id']}")).json()
+    assert [p["id"] for p in seen_private["path"]] == [shared["id"], private["id"]]
+    assert seen_private["parent_id"] == shared["id"]
+    # The folder shared with them is where their part starts: no parent above it.
+    assert (await client.get(f"/v1/folders/{shared['id']}")).json()["parent_id"] is None
+    assert (await api.get(f"/v1/folders/{shared['id']}")).json()["parent_id"] == top["id"]
 
     back = await api.post(
         "/v1/move", json={"folder_ids": [private["id"]], "target_folder_id": top["id"]}
