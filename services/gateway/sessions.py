@@ -48,13 +48,13 @@ def _over_tls(request: Request) -> bool:
     return request.url.scheme == "https" or forwarded == "https"
 
 
-def check_csrf(request: Request) -> None:
-    """A cookie-authenticated write must come from our own pages."""
+def check_csrf(request: Request, what: str = "a write signed in by cookie") -> None:
+    """A cookie-authenticated write (or a sign-in) must come from our own pages."""
     if not request.headers.get(CSRF_HEADER):
         raise Refused(
             403,
             "csrf_check_failed",
-            f"a write signed in by cookie must send the {CSRF_HEADER} header"
+            f"{what} must send the {CSRF_HEADER} header"
             " (or use 'Authorization: Bearer <key>')",
         )
     origin = request.headers.get("origin")
@@ -99,7 +99,7 @@ async def sign_in(gateway: Gateway, call: Call) -> Response:
     With an Idempotency-Key (checked well-formed by the dispatcher), scoped like any
     write's by the user it acts for: the key's."""
     request = call.request
-    check_csrf(request)
+    check_csrf(request, "a sign-in (what the web app sends to make a session)")
     body_bytes = bytearray()
     async for chunk in request.stream():
         body_bytes += chunk
