@@ -54,8 +54,7 @@ def check_csrf(request: Request, what: str = "a write signed in by cookie") -> N
         raise Refused(
             403,
             "csrf_check_failed",
-            f"{what} must send the {CSRF_HEADER} header"
-            " (or use 'Authorization: Bearer <key>')",
+            f"{what} must send the {CSRF_HEADER} header (or use 'Authorization: Bearer <key>')",
         )
     origin = request.headers.get("origin")
     # The host only: behind a TLS-terminating proxy our own scheme may be http.
