@@ -654,8 +654,11 @@ class Catalog(Handlers):
                 "type": r["type"],
                 "id": str(r["id"]),
                 "name": r["name"],
+                # A folder's parent only where the caller may see it (as folders show it).
                 ("parent_id" if r["type"] == "folder" else "folder_id"): (
-                    str(r["folder_id"]) if r["folder_id"] else None
+                    str(r["folder_id"])
+                    if r["folder_id"] and (r["type"] == "file" or access.role_on(r["path"][:-1]))
+                    else None
                 ),
                 **({"files": counts.get(r["id"], 0)} if r["type"] == "folder" else {}),
                 **(
@@ -953,8 +956,10 @@ class Catalog(Handlers):
                 need.name,
             )
             # A folder of the same name made by hand keeps its name; the key path's
-            # folder is told apart by its id's first characters.
-            name = f"{need.name} ({str(need.folder_id)[:8]})" if taken else need.name
+            # folder is told apart by its id's first characters. So is a key's '.' or
+            # '..' segment that an ingest of before they were refused asked for.
+            odd = need.name in (".", "..")
+            name = f"{need.name} ({str(need.folder_id)[:8]})" if taken or odd else need.name
             changes = domain.create_folder(need.folder_id, _folder(row), name, "", {})
             await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
 

@@ -51,8 +51,12 @@ def _media(text: str) -> tuple[str, dict[str, str]]:
 def admits(accept: str, given: str) -> bool:
     """Whether an Accept header admits the media type of an answer (PS3.18 8.7: else
     406): type and subtype, with wildcards; `application/json` for DICOM JSON; for
-    `multipart/related` also its `type` parameter. Other parameters (a transfer syntax,
-    a charset) are not weighed; `q=0` refuses."""
+    `multipart/related` also its `type` parameter, where `application/octet-stream`
+    admits a frame's own bitstream type too (Cornerstone, so OHIF, asks every frame so,
+    with `transfer-syntax=*`, and takes each part by its own type; no transcoding is
+    done here either way); any image type admits the PNG a frame is rendered as (viewers
+    ask `image/jpeg` for thumbnails and read what comes). Other parameters are not
+    weighed; `q=0` refuses."""
     if not accept.strip():
         return True
     answer, answer_options = _media(given)
@@ -65,8 +69,14 @@ def admits(accept: str, given: str) -> bool:
             return True
         if main == answer or (main == "application/json" and answer == DICOM_JSON):
             part = options.get("type", "*/*")
-            if answer != "multipart/related" or part in ("*/*", answer_options.get("type")):
+            if answer != "multipart/related" or part in (
+                "*/*",
+                "application/octet-stream",
+                answer_options.get("type"),
+            ):
                 return True
+        if kind == "image" and answer == "image/png":
+            return True
     return False
 
 

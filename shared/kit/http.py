@@ -75,7 +75,8 @@ class _StrictJSONRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            body = await self.body()
+            # A UTF-8 byte order mark, which JSON parsers may ignore (RFC 8259 8.1), is.
+            body = (await self.body()).removeprefix(b"\xef\xbb\xbf")
             # orjson refuses all three (its error is a json.JSONDecodeError); the value is
             # the standard library's, which keeps integers past 64 bits exact where orjson
             # makes them doubles (the metadata rules refuse those by name).

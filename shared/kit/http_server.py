@@ -6,8 +6,9 @@ whose headers never end or whose body stops short of its length held its connect
 for as long as the client liked (minutes, then thousands of them at once), and a
 connection that sent nothing was never closed. Here:
 
-- the request line and headers together are at most MAX_HEAD bytes: past it, `431
-  headers_too_large` and the connection closed, before the rest is read;
+- the request line and headers together are at most `max_head` bytes: past it, `431
+  headers_too_large` and the connection closed, before more is read (counted as the
+  bytes come: httptools hands a header over only once it has all of it);
 - they must arrive within `headers_timeout_s` of the connection's start (or of the
   request's first byte on a kept-alive connection): else `408 request_timeout`;
 - a body may pause at most `body_idle_s` while the application waits for it (not while
@@ -15,11 +16,18 @@ connection that sent nothing was never closed. Here:
   is closed, which the application sees as the client gone.
 
 Between requests uvicorn's own keep-alive timeout closes an idle connection.
+
+The gateway is the edge (`PUBLIC`). A service is reached only by the gateway (and by
+services), whose identity token grows with the caller's grants, and whose body pieces
+arrive as the gateway gathers them from the client (512 KiB at a time: minutes apart
+for a slow client), so a service's bounds are wider (`INTERNAL`): they catch a peer
+that is stuck, not a client that is slow.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -27,8 +35,18 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.kit.logs import log
 
-# The request line and every header, bytes (each header counted with ": " and CRLF).
-MAX_HEAD = 64 * 1024
+
+@dataclass(frozen=True)
+class Bounds:
+    # The request line and headers, bytes as sent.
+    max_head: int
+    headers_timeout_s: float
+    body_idle_s: float
+
+
+# The defaults of Settings' FILES_HTTP_HEADERS_TIMEOUT_S and FILES_HTTP_BODY_IDLE_S.
+PUBLIC = Bounds(max_head=64 * 1024, headers_timeout_s=30.0, body_idle_s=120.0)
+INTERNAL = Bounds(max_head=16 * 1024 * 1024, headers_timeout_s=30.0, body_idle_s=3600.0)
 # After a refusal, how long what the client still sends is read and dropped before the
 # connection closes: closed at once with unread bytes, it would be reset, and the client
 # could lose the answer before it read it.
@@ -36,13 +54,12 @@ LINGER_S = 2.0
 
 
 class BoundedHttp(HttpToolsProtocol):
-    # The defaults of Settings; `bounded_http` makes the class with a platform's own.
-    headers_timeout_s = 30.0
-    body_idle_s = 120.0
+    bounds = PUBLIC  # `bounded_http` makes the class with a process's own
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head = 0
+        self._in_head = True
         self._refused = False
         self._timer: asyncio.TimerHandle | None = None
         self._body_at = 0.0
@@ -51,36 +68,58 @@ class BoundedHttp(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self.headers_timeout_s, self._headers_late)
+        self._arm(self.bounds.headers_timeout_s, self._headers_late)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._refused:  # answered and closing: the rest is not parsed
-            super().data_received(data)
+        if self._refused:  # answered and closing: the rest is not parsed
+            return
+        if self._in_head:
+            room = self.bounds.max_head - self._head
+            if len(data) > room:
+                # As much as the head may still be, then refused if it has not ended.
+                self._head += room
+                super().data_received(data[:room])
+                if self._in_head and not self._refused:
+                    self._refuse(
+                        431,
+                        b"Request Header Fields Too Large",
+                        "headers_too_large",
+                        f"the request line and headers are larger than"
+                        f" {self.bounds.max_head} bytes",
+                    )
+                if self._refused:
+                    return
+                data = data[room:]
+            else:
+                self._head += len(data)
+        super().data_received(data)
 
     # -- the parser's callbacks -------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._refused:
+            return
         super().on_message_begin()
-        self._head = 0
-        self._arm(self.headers_timeout_s, self._headers_late)
+        self._arm(self.bounds.headers_timeout_s, self._headers_late)
 
     def on_url(self, url: bytes) -> None:
-        if self._counted(len(url)):
+        if not self._refused:
             super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._counted(len(name) + len(value) + 4):
+        if not self._refused:
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         if self._refused:
             return
+        self._in_head = False
         self._body_at = self.loop.time()
-        self._arm(self.body_idle_s, self._body_late)
+        self._arm(self.bounds.body_idle_s, self._body_late)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -93,25 +132,11 @@ class BoundedHttp(HttpToolsProtocol):
         if self._refused:
             return
         self._disarm()
+        # What comes next on the connection is the next request's head.
+        self._head, self._in_head = 0, True
         super().on_message_complete()
 
     # -- the bounds -------------------------------------------------------------------
-
-    def _counted(self, size: int) -> bool:
-        """Whether the head is still within bounds with `size` more bytes; else it is
-        refused (once)."""
-        if self._refused:
-            return False
-        self._head += size
-        if self._head > MAX_HEAD:
-            self._refuse(
-                431,
-                b"Request Header Fields Too Large",
-                "headers_too_large",
-                f"the request line and headers are larger than {MAX_HEAD} bytes",
-            )
-            return False
-        return True
 
     def _headers_late(self) -> None:
         self._timer = None
@@ -119,24 +144,23 @@ class BoundedHttp(HttpToolsProtocol):
             408,
             b"Request Timeout",
             "request_timeout",
-            f"the request's headers did not arrive within {self.headers_timeout_s:g} s",
+            f"the request's headers did not arrive within {self.bounds.headers_timeout_s:g} s",
         )
 
     def _body_late(self) -> None:
         self._timer = None
-        idle = self.loop.time() - self._body_at
-        if self.flow.read_paused or idle < self.body_idle_s:
+        idle, most = self.loop.time() - self._body_at, self.bounds.body_idle_s
+        if self.flow.read_paused or idle < most:
             # The application is behind (reading paused), or bytes came meanwhile.
-            wait = self.body_idle_s if self.flow.read_paused else self.body_idle_s - idle
-            self._arm(wait, self._body_late)
+            self._arm(most if self.flow.read_paused else most - idle, self._body_late)
             return
         log.info("http.body_stalled", client=self.client, idle_s=round(idle, 1))
         # Mid-request: the application answers, if it can, to a client now gone.
         self.transport.close()
 
     def _refuse(self, status: int, reason: bytes, code: str, message: str) -> None:
-        self._refused = True
         self._disarm()
+        self._refused = True
         log.info("http.refused", status=status, code=code, client=self.client)
         body = orjson.dumps({"error": {"code": code, "message": message, "details": {}}})
         self.transport.write(
@@ -154,6 +178,8 @@ class BoundedHttp(HttpToolsProtocol):
             self.transport.close()
 
     def _arm(self, seconds: float, then: Any) -> None:
+        if self._refused:  # only the linger's close is left to come
+            return
         self._disarm()
         self._timer = self.loop.call_later(seconds, then)
 
@@ -163,10 +189,6 @@ class BoundedHttp(HttpToolsProtocol):
             self._timer = None
 
 
-def bounded_http(headers_timeout_s: float, body_idle_s: float) -> type[BoundedHttp]:
-    """The protocol class with these timeouts (uvicorn makes one a connection)."""
-    return type(
-        "BoundedHttp",
-        (BoundedHttp,),
-        {"headers_timeout_s": headers_timeout_s, "body_idle_s": body_idle_s},
-    )
+def bounded_http(bounds: Bounds) -> type[BoundedHttp]:
+    """The protocol class with these bounds (uvicorn makes one a connection)."""
+    return type("BoundedHttp", (BoundedHttp,), {"bounds": bounds})

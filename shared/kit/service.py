@@ -28,7 +28,7 @@ from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.eventstore import EventStore
 from shared.kit.http import JSON, install_errors
-from shared.kit.http_server import bounded_http
+from shared.kit.http_server import INTERNAL, PUBLIC, Bounds, bounded_http
 from shared.kit.identity import ServiceKey
 from shared.kit.inbox import Consumer, Inbox
 from shared.kit.logs import configure, log
@@ -391,7 +391,12 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
-        http=bounded_http(settings.http_headers_timeout_s, settings.http_body_idle_s),
+        # The gateway is the edge; a service is called only by it and by services.
+        http=bounded_http(
+            Bounds(PUBLIC.max_head, settings.http_headers_timeout_s, settings.http_body_idle_s)
+            if name == "gateway"
+            else INTERNAL
+        ),
     )
 
 

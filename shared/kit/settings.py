@@ -25,10 +25,8 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr = SecretStr("")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    # A request's headers must arrive within this of its start; a body may pause at most
-    # this long while it is waited for (shared/kit/http_server.py). The gateway sends a
-    # body on in pieces of 512 KiB, so a client slower than that a pause (4.4 KB/s) is
-    # cut off by the service behind it.
+    # At the gateway, a request's headers must arrive within this of its start, and a
+    # body may pause at most this long while it is read (shared/kit/http_server.py).
     http_headers_timeout_s: float = 30.0
     http_body_idle_s: float = 120.0
     bootstrap_admin_key: str = ""

@@ -135,6 +135,12 @@ async def test_bodies_are_validated(api: httpx.AsyncClient) -> None:
     error(await api.post("/v1/move", json={"file_ids": []}), 422)
     error(await api.post("/v1/users", json={"email": 7}), 422)
     error(await api.post("/v1/folders", json={"name": "x", "surprise": 1}), 422)
+    # A UTF-8 byte order mark before the JSON is let be (RFC 8259 8.1).
+    marked = b'\xef\xbb\xbf{"name": "bom", "parent_id": "%s"}' % top["id"].encode()
+    made = await api.post(
+        "/v1/folders", content=marked, headers={"Content-Type": "application/json"}
+    )
+    assert made.status_code == 201, made.text
 
 
 @pytest.mark.parametrize(

@@ -57,8 +57,10 @@ BEGIN
         CREATE TABLE ingest.session_objects_left (
             session_id uuid PRIMARY KEY,
             store_key text NOT NULL,
-            since timestamptz NOT NULL DEFAULT now()
+            -- When it was noted, not when its transaction began (which hashed the file).
+            since timestamptz NOT NULL DEFAULT clock_timestamp()
         );
+        CREATE INDEX session_objects_left_since ON ingest.session_objects_left (since);
         INSERT INTO ingest.session_objects_left (session_id, store_key, since)
             SELECT id, store_key, '-infinity' FROM ingest.sessions WHERE status = 'completed';
     END IF;
