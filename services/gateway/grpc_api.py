@@ -106,7 +106,7 @@ class Exchange:
         method: str,
         path: str,
         query: Iterable[tuple[str, str]],
-        headers: Mapping[str, str],
+        headers: Iterable[tuple[str, str]],
         body: AsyncIterator[bytes] | bytes | None,
         peer: str,
     ) -> None:
@@ -122,7 +122,7 @@ class Exchange:
             "query_string": urllib.parse.urlencode(list(query)).encode(),
             "headers": [
                 (k.lower().encode("latin-1"), v.encode("latin-1"))
-                for k, v in {"host": "grpc", **headers}.items()
+                for k, v in [("host", "grpc"), *headers]
             ],
             "client": (peer, 0),
             "server": ("grpc", 0),
@@ -464,12 +464,14 @@ class Api:
         self.app = app
 
     @staticmethod
-    def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
-        found = {}
-        for key, value in context.invocation_metadata() or ():
-            if key.lower() in PASSED_IN and isinstance(value, str):
-                found[key.lower()] = value
-        return found
+    def _headers(context: grpc.aio.ServicerContext) -> list[tuple[str, str]]:
+        """The metadata passed in, each value kept: a key sent twice reaches the app as
+        two headers, which it refuses (two `authorization`s are not the last one)."""
+        return [
+            (key.lower(), value)
+            for key, value in context.invocation_metadata() or ()
+            if key.lower() in PASSED_IN and isinstance(value, str)
+        ]
 
     def open(
         self,
@@ -487,12 +489,14 @@ class Api:
             for one in v if isinstance(v, list) else [v]:
                 if one not in (None, "", 0):
                     params.append((k, str(one)))
+        extra = {k.lower(): v for k, v in (headers or {}).items()}
+        passed = [(k, v) for k, v in self._headers(context) if k not in extra]
         return Exchange(
             self.app,
             method,
             path,
             params,
-            {**self._headers(context), **(headers or {})},
+            [*passed, *extra.items()],
             body,
             context.peer() or "grpc",
         )
