@@ -284,6 +284,14 @@ def test_move_rename_remove_with_its_impact_and_missing_paths(
     assert "deleted" in ok(env, "rm", f"{top}/src/inner")
     line = fails(env, "ls", f"{top}/src/inner")
     assert line == f"files ls: {top}/src/inner: no such folder or file"
+    # An empty folder says so, on stderr: stdout stays an empty table (or no JSON lines).
+    for args, said in (
+        ([f"{top}/src"], f"{top}/src: empty"),
+        ([f"{top}/src", "--json"], f"{top}/src: empty"),
+        ([top, "--kind", "video"], f"nothing in {top} matches"),
+    ):
+        done = files(env, "ls", *args)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", said + "\n"), done
     assert f"{top}/nope" in fails(env, "rm", f"{top}/nope")
     assert f"{top}/nope" in fails(env, "download", f"{top}/nope/x.png")
     assert "usage:" in files(env, "mv", "only-one").stderr
@@ -340,6 +348,11 @@ def test_datasets_sharing_jobs_and_history(
     history = ok(env, "history", top).splitlines()
     assert history[0].split() == ["TIME", "EVENT", "SUBJECT", "ACTOR"]
     assert any("catalog.FolderCreated" in row for row in history[1:])
+    # Names, not ids, where they are known: the path given, the caller's email.
+    created = next(row for row in history[1:] if "catalog.FolderCreated" in row).split()
+    assert created[-2:] == [top, "admin@files.local"], created
+    uploaded = ok(env, "history", f"{top}/b.png").splitlines()[1:]
+    assert uploaded and all(row.split()[-2] == f"{top}/b.png" for row in uploaded), uploaded
     assert json_lines(ok(env, "history", "--actor", "me", "--limit", "2", "--json"))
 
 
@@ -376,4 +389,7 @@ def test_the_progress_bar_shows_on_a_terminal(env: dict[str, str], tmp_path: Pat
     text = shown.decode(errors="replace")
     assert "upload: 100%" in text, text
     assert "B/s" in text and "ETA" in text, text
-    assert "uploaded 1 files" in text, text
+    # One unit system: the bar's 25.2MB is the summary's 25.2 MB (decimal, not MiB).
+    size = f"{len(big.read_bytes()) / 1e6:.1f}"
+    assert f"{size}MB/{size}MB" in text, text
+    assert f"uploaded 1 files ({size} MB)" in text, text

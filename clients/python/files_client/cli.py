@@ -405,7 +405,9 @@ def ls(args: argparse.Namespace) -> int:
             )
         filtered = bool(args.kind or args.meta or args.name or args.in_dataset is not None)
         rows = []
+        shown = 0
         for item in listed:
+            shown += 1
             if args.json:
                 _json_line(item)
                 continue
@@ -418,9 +420,9 @@ def ls(args: argparse.Namespace) -> int:
                 )
         if not args.json:
             _table(rows, ["ID", "KIND", "SIZE", "CREATED", "NAME"])
-            if not rows:
-                where = args.path or "the top level"
-                _nothing(f"nothing in {where} matches" if filtered else f"{where}: empty")
+        if not shown:
+            where = args.path or "the top level"
+            _nothing(f"nothing in {where} matches" if filtered else f"{where}: empty")
     return 0
 
 
@@ -428,9 +430,11 @@ def search(args: argparse.Namespace) -> int:
     with _client() as c:
         within = _folder(c, args.within) if args.within else None
         rows = []
+        shown = 0
         for n, hit in enumerate(c.search(args.text, folder=within, **_filters(args))):
             if args.limit and n >= args.limit:
                 break
+            shown += 1
             if args.json:
                 _json_line(hit)
                 continue
@@ -440,8 +444,8 @@ def search(args: argparse.Namespace) -> int:
                 rows.append([hit.id, hit.kind, _size(hit.size), _path_of(hit)])
         if not args.json:
             _table(rows, ["ID", "KIND", "SIZE", "PATH"])
-            if not rows:
-                _nothing(f"nothing matches {args.text!r}")
+        if not shown:
+            _nothing(f"nothing matches {args.text!r}")
     return 0
 
 
@@ -934,7 +938,9 @@ def register(commands: Any) -> None:
         " directory uploads recursively, each subdirectory a subfolder of its name."
         " Parallel; resumable: run it again after an interruption and it skips the files"
         " already there (same name, size and sha256) and sends only the missing parts of"
-        " large files. A progress bar on a terminal, quiet otherwise.",
+        " large files. A progress bar on a terminal, quiet otherwise. A file the platform"
+        " refuses (no kind it accepts) is named on stderr by its path and the others are"
+        " uploaded; then the exit code is 3.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
     p.add_argument("--to", required=True, metavar="FOLDER/PATH", help="where they go")
