@@ -54,6 +54,9 @@ PASSED_IN = (
 PASSED_OUT = ("files-consistency", "x-request-id", "idempotent-replayed")
 # A download's messages stay well under gRPC's default 4 MiB message limit.
 CHUNK = 1024 * 1024
+# An error's details in its trailing metadata, at most: a client refuses metadata over
+# 8 KiB (soft) or 16 KiB (hard) in all, and would see RESOURCE_EXHAUSTED, not the error.
+DETAILS_LIMIT = 4096
 # An upload's metadata in all (ingest's bound on the `metadata` field).
 UPLOAD_METADATA_LIMIT = 4 * 1024 * 1024
 
@@ -83,6 +86,24 @@ def status_of(http: int, code: str) -> grpc.StatusCode:
         416: grpc.StatusCode.OUT_OF_RANGE,
         422: grpc.StatusCode.INVALID_ARGUMENT,
     }.get(http, grpc.StatusCode.UNKNOWN)
+
+
+def bounded_details(details: Mapping[str, Any]) -> str:
+    """The details as ASCII JSON of at most DETAILS_LIMIT bytes: lists (the files an
+    upload refused, ...) cut from their end, `truncated: true` said; HTTP's answer has
+    them whole."""
+    found = dict(details)
+    text = json.dumps(found, separators=(",", ":"))
+    while len(text) > DETAILS_LIMIT:
+        lists = [k for k, v in found.items() if isinstance(v, list) and v]
+        if not lists:
+            found = {"truncated": True}
+            break
+        longest = max(lists, key=lambda k: len(json.dumps(found[k])))
+        found[longest] = found[longest][: len(found[longest]) // 2]
+        found["truncated"] = True
+        text = json.dumps(found, separators=(",", ":"))
+    return json.dumps(found, separators=(",", ":"))
 
 
 # -- the gateway's app, in process -------------------------------------------------------
@@ -565,7 +586,7 @@ class Api:
         trailing = [
             ("files-error-code", code),
             # ASCII-only JSON: metadata values must be printable ASCII.
-            ("files-error-details", json.dumps(details or {}, separators=(",", ":"))),
+            ("files-error-details", bounded_details(details or {})),
             ("files-http-status", str(http)),
         ]
         trailing += [(n, (headers or {})[n]) for n in PASSED_OUT if n in (headers or {})]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
@@ -335,6 +336,16 @@ async def test_errors_map_to_status_codes(client: Client, api: httpx.AsyncClient
         grpc.StatusCode.INVALID_ARGUMENT,
         "unsupported_content",
     )
+    # Many refused, with long names: their list is cut to fit gRPC's metadata (8 KiB).
+    many = [(f"{n:03}" + "x" * 250, ELF) for n in range(200)]
+    trailing = await refused(
+        client.files.Upload(send(*many, folder_id=top.id, chunk=4096), metadata=ADMIN),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unsupported_content",
+    )
+    cut = json.loads(trailing["files-error-details"])
+    assert cut["truncated"] is True and cut["name"] == many[0][0], cut
+    assert [r["part"] for r in cut["refused"]] == list(range(1, len(cut["refused"]) + 1)), cut
 
     async def chunk_first() -> AsyncIterator[pb.UploadRequest]:
         yield pb.UploadRequest(chunk=b"no header")
