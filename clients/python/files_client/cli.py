@@ -805,6 +805,21 @@ def webhooks(args: argparse.Namespace) -> int:
     return 0
 
 
+# Events whose `name` is their subject's (in others it may be a part's or a file's).
+NAMING_EVENTS = frozenset(
+    {
+        "catalog.FolderCreated",
+        "catalog.FolderRenamed",
+        "catalog.FileUploaded",
+        "catalog.FileRenamed",
+        "datasets.DatasetCreated",
+        "datasets.DatasetUpdated",
+        "acl.UserCreated",
+        "ingest.IntegrationRegistered",
+    }
+)
+
+
 def history(args: argparse.Namespace) -> int:
     with _client() as c:
         subjects: list[str] = []
@@ -839,7 +854,7 @@ def history(args: argparse.Namespace) -> int:
         given = dict(names)
         for e in listed:  # in order: a renamed subject shows its last name
             named = e.data.get("name")
-            if e.subject_id and isinstance(named, str):
+            if e.subject_id and e.type in NAMING_EVENTS and isinstance(named, str):
                 names[e.subject_id] = named
         names.update(given)
         people = {me.id: me.email}
