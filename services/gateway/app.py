@@ -26,6 +26,7 @@ from services.gateway.edge import (
     TooLarge,
     Unavailable,
     error_response,
+    repeated_header,
 )
 from services.gateway.routes import TABLE, Refusal
 from shared.kit import consistency, idempotency, tracing
@@ -112,6 +113,9 @@ def build(settings: Settings) -> FastAPI:
         """One `/v1` request. A write with an Idempotency-Key (kit/idempotency.py) is
         answered as its first time if it was made before; else made, and the answer as
         composed here kept with it."""
+        repeated = repeated_header(request)
+        if repeated is not None:
+            return repeated
         key = request.headers.get(idempotency.HEADER)
         if key is None or request.method not in idempotency.METHODS:
             return await guarded(request)

@@ -163,6 +163,41 @@ def error_response(status: int, code: str, message: str, **details: Any) -> JSON
     return JSON(error_body(code, message, details), status)
 
 
+# Headers whose one value says who calls or which write this is. Sent twice, one part
+# would pick the first and another the last (Starlette the first, gRPC's metadata the
+# last), so a request could be authorised as one caller and acted on as another.
+SINGLE_HEADERS = ("Authorization", idempotency.HEADER, sessions.CSRF_HEADER)
+
+
+def repeated_header(request: Request) -> JSON | None:
+    """A 400 naming a header (or the session cookie) the request sends more than once."""
+    for name in SINGLE_HEADERS:
+        times = len(request.headers.getlist(name))
+        if times > 1:
+            return error_response(
+                400,
+                "duplicate_header",
+                f"the {name} header is sent {times} times: send it once",
+                header=name,
+            )
+    names = [
+        chunk.partition("=")[0].strip()
+        for value in request.headers.getlist("cookie")
+        for chunk in value.split(";")
+    ]
+    times = names.count(sessions.COOKIE)
+    if times > 1:
+        return error_response(
+            400,
+            "duplicate_header",
+            f"the {sessions.COOKIE} cookie is sent {times} times: send it once"
+            " (sign out, or clear the site's cookies, and sign in again)",
+            header="Cookie",
+            cookie=sessions.COOKIE,
+        )
+    return None
+
+
 class Replayed(Exception):
     """A service gave back the answer this gateway composed the first time a keyed
     request was applied (kit/idempotency.py): it is relayed as it is."""

@@ -54,6 +54,9 @@ PASSED_IN = (
 PASSED_OUT = ("files-consistency", "x-request-id", "idempotent-replayed")
 # A download's messages stay well under gRPC's default 4 MiB message limit.
 CHUNK = 1024 * 1024
+# An error's details in its trailing metadata, at most: a client refuses metadata over
+# 8 KiB (soft) or 16 KiB (hard) in all, and would see RESOURCE_EXHAUSTED, not the error.
+DETAILS_LIMIT = 4096
 # An upload's metadata in all (ingest's bound on the `metadata` field).
 UPLOAD_METADATA_LIMIT = 4 * 1024 * 1024
 
@@ -85,6 +88,24 @@ def status_of(http: int, code: str) -> grpc.StatusCode:
     }.get(http, grpc.StatusCode.UNKNOWN)
 
 
+def bounded_details(details: Mapping[str, Any]) -> str:
+    """The details as ASCII JSON of at most DETAILS_LIMIT bytes: lists (the files an
+    upload refused, ...) cut from their end, `truncated: true` said; HTTP's answer has
+    them whole."""
+    found = dict(details)
+    text = json.dumps(found, separators=(",", ":"))
+    while len(text) > DETAILS_LIMIT:
+        lists = [k for k, v in found.items() if isinstance(v, list) and v]
+        if not lists:
+            found = {"truncated": True}
+            break
+        longest = max(lists, key=lambda k: len(json.dumps(found[k])))
+        found[longest] = found[longest][: len(found[longest]) // 2]
+        found["truncated"] = True
+        text = json.dumps(found, separators=(",", ":"))
+    return json.dumps(found, separators=(",", ":"))
+
+
 # -- the gateway's app, in process -------------------------------------------------------
 
 
@@ -106,7 +127,7 @@ class Exchange:
         method: str,
         path: str,
         query: Iterable[tuple[str, str]],
-        headers: Mapping[str, str],
+        headers: Iterable[tuple[str, str]],
         body: AsyncIterator[bytes] | bytes | None,
         peer: str,
     ) -> None:
@@ -122,7 +143,7 @@ class Exchange:
             "query_string": urllib.parse.urlencode(list(query)).encode(),
             "headers": [
                 (k.lower().encode("latin-1"), v.encode("latin-1"))
-                for k, v in {"host": "grpc", **headers}.items()
+                for k, v in [("host", "grpc"), *headers]
             ],
             "client": (peer, 0),
             "server": ("grpc", 0),
@@ -464,12 +485,14 @@ class Api:
         self.app = app
 
     @staticmethod
-    def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
-        found = {}
-        for key, value in context.invocation_metadata() or ():
-            if key.lower() in PASSED_IN and isinstance(value, str):
-                found[key.lower()] = value
-        return found
+    def _headers(context: grpc.aio.ServicerContext) -> list[tuple[str, str]]:
+        """The metadata passed in, each value kept: a key sent twice reaches the app as
+        two headers, which it refuses (two `authorization`s are not the last one)."""
+        return [
+            (key.lower(), value)
+            for key, value in context.invocation_metadata() or ()
+            if key.lower() in PASSED_IN and isinstance(value, str)
+        ]
 
     def open(
         self,
@@ -487,12 +510,14 @@ class Api:
             for one in v if isinstance(v, list) else [v]:
                 if one not in (None, "", 0):
                     params.append((k, str(one)))
+        extra = {k.lower(): v for k, v in (headers or {}).items()}
+        passed = [(k, v) for k, v in self._headers(context) if k not in extra]
         return Exchange(
             self.app,
             method,
             path,
             params,
-            {**self._headers(context), **(headers or {})},
+            [*passed, *extra.items()],
             body,
             context.peer() or "grpc",
         )
@@ -561,7 +586,7 @@ class Api:
         trailing = [
             ("files-error-code", code),
             # ASCII-only JSON: metadata values must be printable ASCII.
-            ("files-error-details", json.dumps(details or {}, separators=(",", ":"))),
+            ("files-error-details", bounded_details(details or {})),
             ("files-http-status", str(http)),
         ]
         trailing += [(n, (headers or {})[n]) for n in PASSED_OUT if n in (headers or {})]

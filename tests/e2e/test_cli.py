@@ -29,7 +29,7 @@ from shared import cli as files_cli
 from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY
 from tests.dicom_fixtures import ct_series
-from tests.e2e.support import png, unique
+from tests.e2e.support import ELF, png, unique
 
 FILES = str(Path(sys.executable).parent / "files")
 MiB = 1024 * 1024
@@ -173,6 +173,47 @@ def test_upload_a_tree_list_search_download_and_upload_again(
     assert (out / "loose.png").read_bytes() == (tmp_path / "loose.png").read_bytes()
 
 
+def test_files_the_platform_refuses_are_named_and_the_rest_uploaded(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    src = tmp_path / "mixed"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    for n in range(20):
+        for sub in ("a", "b"):
+            (src / sub / f"f{n}.txt").write_text(f"{sub} {n}\n")
+    (src / "b" / "f7.txt").write_bytes(ELF + os.urandom(200))
+    (src / "b" / "f13.txt").write_bytes(ELF)
+    # Large enough to go as an upload session, refused when it is completed.
+    (src / "big.bin").write_bytes(ELF + os.urandom(6 * MiB))
+    top = unique("refused")
+    journal = tmp_path / "state" / "files" / "uploads.json"
+
+    for run in range(2):
+        done = files(env, "upload", str(src), "--to", top, "--parts-from", str(5 * MiB), "--json")
+        assert done.returncode == 3, done
+        sent = json_lines(done.stdout)
+        # The first run sends every file the platform takes; the second none again.
+        assert len(sent) == (38 if run == 0 else 0), done.stdout
+        lines = done.stderr.strip().splitlines()
+        refused = sorted(line.partition(": refused: ")[0] for line in lines[:-1])
+        assert refused == [
+            f"files upload: {src / 'b' / 'f13.txt'}",
+            f"files upload: {src / 'b' / 'f7.txt'}",
+            f"files upload: {src / 'big.bin'}",
+        ], done.stderr
+        assert all("not a kind of file" in line for line in lines[:-1]), done.stderr
+        assert lines[-1].startswith(f"files upload: uploaded {len(sent)} files"), done.stderr
+        assert lines[-1].endswith("; 3 refused"), done.stderr
+        assert json.loads(journal.read_text()) == {}
+    assert lines[-1].endswith("; 38 already there, skipped; 3 refused"), lines
+    for sub, count in (("a", 20), ("b", 18)):
+        listed = json_lines(ok(env, "ls", f"{top}/mixed/{sub}", "--json"))
+        assert len(listed) == count, listed
+    assert ok(env, "download", f"{top}/mixed/a/f7.txt", "-o", str(tmp_path / "out")) == ""
+    assert (tmp_path / "out" / "f7.txt").read_text() == "a 7\n"
+
+
 def test_a_large_file_resumes_from_the_session_an_interrupted_upload_left(
     env: dict[str, str], tmp_path: Path, platform: Stack
 ) -> None:
@@ -220,7 +261,7 @@ def test_image_groups_sequences_and_dicom_from_the_command_line(
     series = json_lines(ok(env, "upload", str(scans), "--to", f"{top}/ct", "--dicom", "--json"))
     assert [s["kind"] for s in series] == ["dicom_series"] and series[0]["dicom"]["instances"] == 3
     (scans / "bad.dcm").write_bytes(b"not dicom at all")
-    line = fails(env, "upload", str(scans / "bad.dcm"), "--to", f"{top}/ct", "--dicom")
+    line = fails(env, "upload", str(scans / "bad.dcm"), "--to", f"{top}/ct", "--dicom", code=3)
     assert "bad.dcm" in line
 
 
@@ -243,6 +284,14 @@ def test_move_rename_remove_with_its_impact_and_missing_paths(
     assert "deleted" in ok(env, "rm", f"{top}/src/inner")
     line = fails(env, "ls", f"{top}/src/inner")
     assert line == f"files ls: {top}/src/inner: no such folder or file"
+    # An empty folder says so, on stderr: stdout stays an empty table (or no JSON lines).
+    for args, said in (
+        ([f"{top}/src"], f"{top}/src: empty"),
+        ([f"{top}/src", "--json"], f"{top}/src: empty"),
+        ([top, "--kind", "video"], f"nothing in {top} matches"),
+    ):
+        done = files(env, "ls", *args)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", said + "\n"), done
     assert f"{top}/nope" in fails(env, "rm", f"{top}/nope")
     assert f"{top}/nope" in fails(env, "download", f"{top}/nope/x.png")
     assert "usage:" in files(env, "mv", "only-one").stderr
@@ -299,6 +348,11 @@ def test_datasets_sharing_jobs_and_history(
     history = ok(env, "history", top).splitlines()
     assert history[0].split() == ["TIME", "EVENT", "SUBJECT", "ACTOR"]
     assert any("catalog.FolderCreated" in row for row in history[1:])
+    # Names, not ids, where they are known: the path given, the caller's email.
+    created = next(row for row in history[1:] if "catalog.FolderCreated" in row).split()
+    assert created[-2:] == [top, "admin@files.local"], created
+    uploaded = ok(env, "history", f"{top}/b.png").splitlines()[1:]
+    assert uploaded and all(row.split()[-2] == f"{top}/b.png" for row in uploaded), uploaded
     assert json_lines(ok(env, "history", "--actor", "me", "--limit", "2", "--json"))
 
 
@@ -335,4 +389,7 @@ def test_the_progress_bar_shows_on_a_terminal(env: dict[str, str], tmp_path: Pat
     text = shown.decode(errors="replace")
     assert "upload: 100%" in text, text
     assert "B/s" in text and "ETA" in text, text
-    assert "uploaded 1 files" in text, text
+    # One unit system: the bar's 25.2MB is the summary's 25.2 MB (decimal, not MiB).
+    size = f"{len(big.read_bytes()) / 1e6:.1f}"
+    assert f"{size}MB/{size}MB" in text, text
+    assert f"uploaded 1 files ({size} MB)" in text, text

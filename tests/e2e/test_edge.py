@@ -23,6 +23,7 @@ import pytest
 from services.gateway.routes import ROUTES, Param, Route
 from shared.kit.embedded import free_port
 from shared.kit.stack import Stack
+from tests.conftest import ADMIN_KEY
 from tests.e2e.support import CONSISTENCY, error, folder, member, multipart, png, unique, upload
 
 
@@ -405,3 +406,50 @@ async def test_an_unreachable_acl_is_a_503_not_a_500(stack: Stack, api: httpx.As
     finally:
         raw.close()
         stack.remove(child)
+
+
+async def test_a_security_header_sent_twice_is_refused_not_picked(
+    platform: Stack, api: httpx.AsyncClient
+) -> None:
+    """Two keys, two Idempotency-Keys, two CSRF tokens, two session cookies: which one
+    counts would depend on the part that reads it, so none does."""
+    bob = await member(api, "twice")
+    secret = await folder(api, unique("twice-secret"))
+    admin, theirs = f"Bearer {ADMIN_KEY}", f"Bearer {bob['api_key']}"
+    async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=30) as bare:
+        for pair in ([theirs, admin], [admin, theirs]):
+            answer = await bare.get(
+                f"/v1/folders/{secret['id']}", headers=[("Authorization", v) for v in pair]
+            )
+            assert error(answer, 400, "duplicate_header")["details"]["header"] == "Authorization"
+            assert "Authorization" in answer.json()["error"]["message"]
+        name = unique("twice-keyed")
+        keys = [str(uuid.uuid4()), str(uuid.uuid4())]
+        answer = await bare.post(
+            "/v1/folders",
+            json={"name": name},
+            headers=[("Authorization", admin), *(("Idempotency-Key", k) for k in keys)],
+        )
+        assert error(answer, 400, "duplicate_header")["details"]["header"] == "Idempotency-Key"
+        # Nothing was made under either key: the first alone makes it (no replay, and
+        # the name not taken).
+        made = await bare.post(
+            "/v1/folders",
+            json={"name": name},
+            headers={"Authorization": admin, "Idempotency-Key": keys[0]},
+        )
+        assert made.status_code == 201 and "idempotent-replayed" not in made.headers
+        answer = await bare.post(
+            "/v1/folders",
+            json={"name": unique("twice-csrf")},
+            headers=[("X-Files-CSRF", "1"), ("X-Files-CSRF", "2")],
+        )
+        assert error(answer, 400, "duplicate_header")["details"]["header"] == "X-Files-CSRF"
+        answer = await bare.get(
+            "/v1/users/me", headers={"Cookie": "files_session=a; other=1; files_session=b"}
+        )
+        refused = error(answer, 400, "duplicate_header")
+        assert refused["details"] == {"header": "Cookie", "cookie": "files_session"}
+        # Once is fine.
+        me = await bare.get("/v1/users/me", headers={"Authorization": theirs})
+        assert me.json()["id"] == bob["id"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
@@ -335,6 +336,16 @@ async def test_errors_map_to_status_codes(client: Client, api: httpx.AsyncClient
         grpc.StatusCode.INVALID_ARGUMENT,
         "unsupported_content",
     )
+    # Many refused, with long names: their list is cut to fit gRPC's metadata (8 KiB).
+    many = [(f"{n:03}" + "x" * 250, ELF) for n in range(200)]
+    trailing = await refused(
+        client.files.Upload(send(*many, folder_id=top.id, chunk=4096), metadata=ADMIN),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unsupported_content",
+    )
+    cut = json.loads(trailing["files-error-details"])
+    assert cut["truncated"] is True and cut["name"] == many[0][0], cut
+    assert [r["part"] for r in cut["refused"]] == list(range(1, len(cut["refused"]) + 1)), cut
 
     async def chunk_first() -> AsyncIterator[pb.UploadRequest]:
         yield pb.UploadRequest(chunk=b"no header")
@@ -356,6 +367,36 @@ async def test_errors_map_to_status_codes(client: Client, api: httpx.AsyncClient
     # None of the refused uploads recorded anything.
     listed = await client.folders.ListItems(pb.ListItemsRequest(folder_id=top.id), metadata=ADMIN)
     assert [i.file.name for i in listed.items] == ["a.txt"]
+
+
+async def test_metadata_sent_twice_is_refused_not_the_last_one_taken(
+    client: Client, api: httpx.AsyncClient
+) -> None:
+    bob = await member(api)
+    secret = await client.folders.CreateFolder(
+        pb.CreateFolderRequest(name=unique("grpc-twice")), metadata=ADMIN
+    )
+    # A member's key, then the admin's: not the admin (nor the member) acting.
+    for pair in (key(bob["api_key"]) + ADMIN, ADMIN + key(bob["api_key"])):
+        trailing = await refused(
+            client.folders.GetFolder(pb.GetFolderRequest(folder_id=secret.id), metadata=pair),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "duplicate_header",
+        )
+        assert trailing["files-http-status"] == "400"
+        assert '"header":"Authorization"' in trailing["files-error-details"]
+    name = unique("grpc-twice-keyed")
+    twice = (*ADMIN, ("idempotency-key", str(uuid.uuid4())), ("idempotency-key", "other"))
+    await refused(
+        client.folders.CreateFolder(pb.CreateFolderRequest(name=name), metadata=twice),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "duplicate_header",
+    )
+    # Nothing was made; once each is fine.
+    made = await client.folders.CreateFolder(
+        pb.CreateFolderRequest(name=name), metadata=ADMIN + twice[1:2]
+    )
+    assert made.name == name
 
 
 async def test_large_upload_streams_in_and_out_and_a_cancelled_one_records_nothing(

@@ -65,3 +65,32 @@ async def test_hostile_volumes_are_refused_or_lose_their_facts(api: httpx.AsyncC
     made = await upload(api, top["id"], ("liar.nii", bytes(raw)))
     assert made["files"][0]["kind"] == "nifti"
     assert "dims" not in made["files"][0]["media"]
+
+
+async def test_a_refusal_of_content_lists_every_file_refused(api: httpx.AsyncClient) -> None:
+    """The request is all or nothing; its 415 names each refused part (by its place
+    among the files), so a client sends the rest again once, not once per refusal."""
+    top = await folder(api, unique("refused-parts"))
+    sent = [
+        ("a.txt", b"fine\n"),
+        ("x.txt", gzip.compress(b"not a volume " * 100)),
+        ("b.txt", b"fine too\n"),
+        ("x.txt", b"\x7fELF" + bytes(60)),
+        ("c.txt", b""),
+    ]
+    answer = await api.post(
+        f"/v1/folders/{top['id']}/files",
+        files=[("file", (n, d, "application/octet-stream")) for n, d in sent],
+    )
+    refused = error(answer, 415, "unsupported_content")["details"]
+    assert (refused["name"], refused["part"]) == ("x.txt", 2)
+    assert [(r["part"], r["name"]) for r in refused["refused"]] == [
+        (2, "x.txt"),
+        (4, "x.txt"),
+        (5, "c.txt"),
+    ]
+    assert all(r["reason"] for r in refused["refused"])
+    listed = await api.get(f"/v1/folders/{top['id']}/items")
+    assert listed.json()["items"] == []  # nothing of it taken
+    again = await upload(api, top["id"], sent[0], sent[2])
+    assert [f["name"] for f in again["files"]] == ["a.txt", "b.txt"]

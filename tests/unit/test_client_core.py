@@ -12,6 +12,7 @@ from files_client import errors
 from files_client._core import Consistency, Retries
 from files_client.api import safe_name, split_path
 from files_client.models import ROUTES
+from files_client.transfer import LocalFile, _refused_in
 
 SOURCES = Path(files_client.__file__).parent
 
@@ -84,3 +85,25 @@ def test_errors_carry_the_api_code_message_and_details() -> None:
 def test_paths_split_on_slashes_and_names_never_escape_a_directory() -> None:
     assert split_path("/scans//day1/a.png") == ["scans", "day1", "a.png"]
     assert [safe_name(n) for n in ("..", ".", "a\\b", "ok.png")] == ["__", "_", "a\\b", "ok.png"]
+
+
+def test_a_refusal_of_content_names_the_files_of_a_batch_to_set_aside(tmp_path: Path) -> None:
+    batch = [LocalFile(tmp_path / d / n, n, 1) for d, n in (("a", "x"), ("b", "x"), ("b", "y"))]
+    listed = errors.UnsupportedContent(
+        "unsupported_content",
+        "'x' is not a kind of file we accept: empty file",
+        {"name": "x", "refused": [{"part": 2, "name": "x", "reason": "empty file"}]},
+        415,
+    )
+    assert list(_refused_in(listed, batch)) == [1]  # the second x only, by its place
+    assert "'x' is not a kind of file we accept: empty file" in _refused_in(listed, batch)[1]
+    # A platform that names the first file only: each file of that name goes aside.
+    named = errors.UnsupportedContent("unsupported_content", "'x' is ...", {"name": "x"}, 415)
+    assert list(_refused_in(named, batch)) == [0, 1]
+    # Anything else is the batch's failure, not a file's.
+    other = errors.TooLarge("too_many_files", "too many", {"name": "x"}, 413)
+    assert _refused_in(other, batch) == {}
+    stranger = errors.UnsupportedContent(
+        "unsupported_content", "?", {"refused": [{"part": 9}]}, 415
+    )
+    assert _refused_in(stranger, batch) == {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -322,12 +322,15 @@ class Folder(FolderData, _Bound[M]):
         journal: transfer.Journal | None = None,
         parallel: int = transfer.PARALLEL,
         parts_from: int = transfer.PARTS_FROM,
+        keep_going: bool = False,
     ) -> Op[UploadReport[M]]:
         """Files into subfolders of this one (`("a", "b")`: the subfolder a/b, made if
         missing; `()`: this folder), all side by side. With `skip_existing`, a file the
         folder has already (same name, size and sha256) is not sent again: so an
         interrupted upload, run again, sends what is missing. A `journal` remembers
-        upload sessions of large files, so their parts sent before are not sent again."""
+        upload sessions of large files, so their parts sent before are not sent again. With
+        `keep_going`, a file the platform refuses for its content is in the report's
+        `refused` and the others are uploaded; otherwise the refusal is raised."""
         folders: dict[tuple[str, ...], Folder[M]] = {(): self}
         made: set[tuple[str, ...]] = set()
         for sub in sorted(plan):
@@ -370,10 +373,18 @@ class Folder(FolderData, _Bound[M]):
                             progress(f.size)
             work.append((folder.id, todo))
         found_lists = yield from transfer.upload_many(
-            self._session, work, progress, parallel=parallel, journal=journal, parts_from=parts_from
+            self._session,
+            work,
+            progress,
+            parallel=parallel,
+            journal=journal,
+            parts_from=parts_from,
+            keep_going=keep_going,
         )
-        uploaded = [self._api._file(f) for found in found_lists for f in found]
-        return UploadReport(uploaded, skipped, sum(f.size for f in uploaded))
+        sent = [f for found in found_lists for f in found]
+        uploaded = [self._api._file(f) for f in sent if not isinstance(f, transfer.Refusal)]
+        refused = [f for f in sent if isinstance(f, transfer.Refusal)]
+        return UploadReport(uploaded, skipped, sum(f.size for f in uploaded), refused)
 
     @operation
     def upload_file(
@@ -610,11 +621,13 @@ class File(FileData, _Bound[M]):
 
 @dataclass
 class UploadReport(Generic[M]):
-    """What `upload_tree` sent, and the files it found there already."""
+    """What `upload_tree` sent, the files it found there already, and those the
+    platform refused (with `keep_going`)."""
 
     uploaded: list[File[M]]
     skipped: list[File[M]]
     bytes: int
+    refused: list[transfer.Refusal] = field(default_factory=list)
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Paths are folder names joined with `/` from the top level (a file's path ends with its
 name); a bare id names a folder or file too. The platform is FILES_URL and
 FILES_API_KEY, else what `files login` saved. Exit 0 on success; otherwise non-zero
-with one line on stderr naming the problem.
+with one line on stderr naming the problem (2: the command used wrongly). `files upload`
+exits REFUSED (3) when the platform refused some files (a line on stderr for each, by its
+local path, then a summary): the others were uploaded, and a run again sends none twice.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ VERBS = (
 
 class Usage(Exception):
     """A command used wrongly: exit 2."""
+
+
+# Some files were refused (no kind the platform accepts), the others uploaded.
+REFUSED = 3
 
 
 # -- output -------------------------------------------------------------------------------
@@ -109,11 +115,13 @@ class Bar:
                 desc=label,
                 unit=unit,
                 unit_scale=unit == "B",
-                unit_divisor=1024 if unit == "B" else 1000,
+                # Decimal, as every size the command prints (318MB here is 317.8 MB there).
+                unit_divisor=1000,
                 file=sys.stderr,
                 ncols=min(width or 80, 120),
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}"
-                " {rate_fmt} ETA {remaining}",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| "
+                + ("{n_fmt}B/{total_fmt}B" if unit == "B" else "{n_fmt}/{total_fmt}")
+                + " {rate_fmt} ETA {remaining}",
                 mininterval=0.2,
             )
 
@@ -137,6 +145,11 @@ def _note(text: str) -> None:
     """A line for a person at a terminal; scripts get none."""
     if sys.stderr.isatty():
         print(text, file=sys.stderr)
+
+
+def _nothing(text: str) -> None:
+    """An empty answer said (on stderr: stdout stays a table or JSON lines, empty)."""
+    print(text, file=sys.stderr)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -272,18 +285,26 @@ def upload(args: argparse.Namespace) -> int:
                 skip_existing=not args.duplicates,
                 journal=Journal(config.state_dir() / "uploads.json"),
                 parallel=args.parallel,
+                keep_going=True,
             )
         finally:
             bar.close()
     if args.json:
         for sent in report.uploaded:
             _json_line(sent)
+    for refusal in report.refused:
+        print(f"files upload: {refusal.file.path}: refused: {refusal.message}", file=sys.stderr)
     seconds = time.monotonic() - started
     skipped = f"; {len(report.skipped)} already there, skipped" if report.skipped else ""
-    _note(
+    refused = f"; {len(report.refused)} refused" if report.refused else ""
+    summary = (
         f"uploaded {len(report.uploaded)} files ({_size(report.bytes)}) to {target.full_path}"
-        f" in {seconds:.1f} s{skipped}"
+        f" in {seconds:.1f} s{skipped}{refused}"
     )
+    if report.refused:
+        print(f"files upload: {summary}", file=sys.stderr)
+        return REFUSED
+    _note(summary)
     return 0
 
 
@@ -334,7 +355,7 @@ def _upload_dicom(
         for e in done.errors:
             failed += 1
             print(f"files upload: {e.name}: {e.code}: {e.message}", file=sys.stderr)
-    return 1 if failed else 0
+    return REFUSED if failed else 0
 
 
 def _watch(job: Job[Sync], label: str) -> Job[Sync]:
@@ -382,8 +403,11 @@ def ls(args: argparse.Namespace) -> int:
             listed = (
                 iter(found.items(**_filters(args))) if isinstance(found, Folder) else iter([found])
             )
+        filtered = bool(args.kind or args.meta or args.name or args.in_dataset is not None)
         rows = []
+        shown = 0
         for item in listed:
+            shown += 1
             if args.json:
                 _json_line(item)
                 continue
@@ -396,6 +420,9 @@ def ls(args: argparse.Namespace) -> int:
                 )
         if not args.json:
             _table(rows, ["ID", "KIND", "SIZE", "CREATED", "NAME"])
+        if not shown:
+            where = args.path or "the top level"
+            _nothing(f"nothing in {where} matches" if filtered else f"{where}: empty")
     return 0
 
 
@@ -403,9 +430,11 @@ def search(args: argparse.Namespace) -> int:
     with _client() as c:
         within = _folder(c, args.within) if args.within else None
         rows = []
+        shown = 0
         for n, hit in enumerate(c.search(args.text, folder=within, **_filters(args))):
             if args.limit and n >= args.limit:
                 break
+            shown += 1
             if args.json:
                 _json_line(hit)
                 continue
@@ -415,8 +444,8 @@ def search(args: argparse.Namespace) -> int:
                 rows.append([hit.id, hit.kind, _size(hit.size), _path_of(hit)])
         if not args.json:
             _table(rows, ["ID", "KIND", "SIZE", "PATH"])
-            if not rows:
-                _note(f"nothing matches {args.text!r}")
+        if not shown:
+            _nothing(f"nothing matches {args.text!r}")
     return 0
 
 
@@ -494,7 +523,7 @@ def duplicates(args: argparse.Namespace) -> int:
         if not args.json:
             _table(rows, ["ID", "SIZE", "FOLDER", "NAME"])
             if not rows:
-                _note(f"no other file you may see holds the bytes of {args.path}")
+                _nothing(f"no other file you may see holds the bytes of {args.path}")
     return 0
 
 
@@ -776,13 +805,35 @@ def webhooks(args: argparse.Namespace) -> int:
     return 0
 
 
+# Events whose `name` is their subject's (in others it may be a part's or a file's).
+NAMING_EVENTS = frozenset(
+    {
+        "catalog.FolderCreated",
+        "catalog.FolderRenamed",
+        "catalog.FileUploaded",
+        "catalog.FileRenamed",
+        "datasets.DatasetCreated",
+        "datasets.DatasetUpdated",
+        "acl.UserCreated",
+        "ingest.IntegrationRegistered",
+    }
+)
+
+
 def history(args: argparse.Namespace) -> int:
     with _client() as c:
         subjects: list[str] = []
+        # Names, where they come for free: the paths given, the events' own `name`,
+        # the caller, and the users an org admin may list (one call).
+        names: dict[str, str] = {}
         for ref in args.subjects:
-            subjects.append(ref if _looks_like_id(ref) else c.resolve(ref).id)
-        actor = c.me().id if args.actor == "me" else args.actor
-        rows = []
+            if _looks_like_id(ref):
+                subjects.append(ref)
+            else:
+                subjects.append(c.resolve(ref).id)
+                names[subjects[-1]] = ref
+        me = c.me()
+        actor = me.id if args.actor == "me" else args.actor
         events = c.audit(
             subject=subjects or None,
             actor=actor,
@@ -790,22 +841,35 @@ def history(args: argparse.Namespace) -> int:
             since=args.since,
             until=args.until,
         )
+        listed = []
         for n, e in enumerate(events):
             if args.limit and n >= args.limit:
                 break
             if args.json:
                 _json_line(e)
             else:
-                rows.append(
-                    [
-                        e.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
-                        e.type,
-                        e.subject_id or "-",
-                        e.actor_id or "-",
-                    ]
-                )
-        if not args.json:
-            _table(rows, ["TIME", "EVENT", "SUBJECT", "ACTOR"])
+                listed.append(e)
+        if args.json:
+            return 0
+        given = dict(names)
+        for e in listed:  # in order: a renamed subject shows its last name
+            named = e.data.get("name")
+            if e.subject_id and e.type in NAMING_EVENTS and isinstance(named, str):
+                names[e.subject_id] = named
+        names.update(given)
+        people = {me.id: me.email}
+        if me.org_role == "admin" and any(e.actor_id not in people for e in listed):
+            people.update((u.id, u.email) for u in c.list_users())
+        rows = [
+            [
+                e.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+                e.type,
+                names.get(e.subject_id, e.subject_id) if e.subject_id else "-",
+                people.get(e.actor_id, e.actor_id) if e.actor_id else "-",
+            ]
+            for e in listed
+        ]
+        _table(rows, ["TIME", "EVENT", "SUBJECT", "ACTOR"])
     return 0
 
 
@@ -889,7 +953,9 @@ def register(commands: Any) -> None:
         " directory uploads recursively, each subdirectory a subfolder of its name."
         " Parallel; resumable: run it again after an interruption and it skips the files"
         " already there (same name, size and sha256) and sends only the missing parts of"
-        " large files. A progress bar on a terminal, quiet otherwise.",
+        " large files. A progress bar on a terminal, quiet otherwise. A file the platform"
+        " refuses (no kind it accepts) is named on stderr by its path and the others are"
+        " uploaded; then the exit code is 3.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
     p.add_argument("--to", required=True, metavar="FOLDER/PATH", help="where they go")

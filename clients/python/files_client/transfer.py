@@ -148,8 +148,10 @@ def batches(files: list[LocalFile]) -> list[list[LocalFile]]:
     return out
 
 
-def multipart(files: list[LocalFile], progress: Progress | None) -> Callable[[], list[Any]]:
-    counters = [_Counted(progress) for _ in files]
+def multipart(
+    files: list[LocalFile], progress: Progress | None, counters: list[_Counted] | None = None
+) -> Callable[[], list[Any]]:
+    counters = counters or [_Counted(progress) for _ in files]
 
     given = {f.name: f.metadata for f in files if f.metadata is not None}
 
@@ -165,14 +167,76 @@ def multipart(files: list[LocalFile], progress: Progress | None) -> Callable[[],
     return parts
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A file the platform would not take (its bytes are of no kind it accepts), while
+    the others sent with it were taken."""
+
+    file: LocalFile
+    code: str
+    message: str
+
+
+def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, str]:
+    """The files of a batch (by place) that a refusal of content names, with why; none
+    when it names none of them (then the batch as a whole fails)."""
+    if error.status != 415 or error.code != "unsupported_content":
+        return {}
+    listed = error.details.get("refused")
+    found: dict[int, str] = {}
+    if isinstance(listed, list):
+        for entry in listed:
+            place = entry.get("part") if isinstance(entry, dict) else None
+            if isinstance(place, int) and 1 <= place <= len(files):
+                reason = entry.get("reason")
+                found[place - 1] = (
+                    f"{files[place - 1].name!r} is not a kind of file we accept: {reason}"
+                    if reason
+                    else error.message
+                )
+    elif isinstance(error.details.get("name"), str):
+        # A platform that names only the first file refused, by name: every file of
+        # that name in the batch goes aside (none of them is taken in this run).
+        found = {n: error.message for n, f in enumerate(files) if f.name == error.details["name"]}
+    return found
+
+
 def upload_batch(
-    session: Session, folder_id: str, files: list[LocalFile], progress: Progress | None
-) -> Op[list[dict[str, Any]]]:
-    answer = yield from json_of(
-        session,
-        Call("POST", f"/v1/folders/{folder_id}/files", files=multipart(files, progress)),
-    )
-    return list(answer["files"])
+    session: Session,
+    folder_id: str,
+    files: list[LocalFile],
+    progress: Progress | None,
+    *,
+    keep_going: bool = False,
+) -> Op[list[dict[str, Any] | Refusal]]:
+    """One multipart request. With `keep_going`, a file refused for its content is set
+    aside and the request sent again without it (a request is all or nothing), so the
+    others are taken: each file's File, or its Refusal, in the order given."""
+    counters = [_Counted(progress) for _ in files]
+    out: dict[int, dict[str, Any] | Refusal] = {}
+    left = list(range(len(files)))
+    while left:
+        sending = [files[n] for n in left]
+        try:
+            answer = yield from json_of(
+                session,
+                Call(
+                    "POST",
+                    f"/v1/folders/{folder_id}/files",
+                    files=multipart(sending, progress, [counters[n] for n in left]),
+                ),
+            )
+        except FilesError as error:
+            refused = _refused_in(error, sending) if keep_going else {}
+            if not refused:
+                raise
+            for place, reason in refused.items():
+                out[left[place]] = Refusal(sending[place], error.code, reason)
+            left = [n for place, n in enumerate(left) if place not in refused]
+            continue
+        out.update(zip(left, answer["files"], strict=True))
+        break
+    return [out[n] for n in range(len(files))]
 
 
 class Journal:
@@ -283,7 +347,8 @@ def upload_in_parts(
     except FilesError as error:
         # Resumable: upload_file(..., session_id=...) sends only the parts still missing.
         error.details.setdefault("upload_session_id", state["id"])
-        if error.code in ("session_ended", "session_lost") and journal:
+        # A session refused at completion (no kind we accept) has ended: nothing to resume.
+        if error.code in ("session_ended", "session_lost", "unsupported_content") and journal:
             journal.drop(key)
         raise
     if journal:
@@ -297,6 +362,15 @@ def upload_in_parts(
     return dict(done["file"])
 
 
+def _refusable(op: Op[dict[str, Any]], f: LocalFile) -> Op[dict[str, Any] | Refusal]:
+    try:
+        return (yield from op)
+    except FilesError as error:
+        if error.status != 415:
+            raise
+        return Refusal(f, error.code, error.message)
+
+
 def upload_many(
     session: Session,
     work: list[tuple[str, list[LocalFile]]],
@@ -305,22 +379,25 @@ def upload_many(
     parallel: int = PARALLEL,
     journal: Journal | None = None,
     parts_from: int = PARTS_FROM,
-) -> Op[list[list[dict[str, Any]]]]:
+    keep_going: bool = False,
+) -> Op[list[list[Any]]]:
     """Files into folders (`(folder id, files)` each): small ones in multipart batches,
     large ones in parts, all side by side. Each folder's files come back in the order
-    given."""
+    given. With `keep_going`, a file refused for its content comes back as its Refusal
+    and the others are taken; otherwise the refusal is raised."""
     ops: list[Op[Any]] = []
     slots: list[tuple[int, list[LocalFile]]] = []
     for n, (folder_id, files) in enumerate(work):
         for group in batches([f for f in files if f.size < parts_from]):
-            ops.append(upload_batch(session, folder_id, group, progress))
+            ops.append(upload_batch(session, folder_id, group, progress, keep_going=keep_going))
             slots.append((n, group))
         for f in files:
             if f.size >= parts_from:
-                ops.append(upload_in_parts(session, folder_id, f, progress, journal=journal))
+                op = upload_in_parts(session, folder_id, f, progress, journal=journal)
+                ops.append(_refusable(op, f) if keep_going else op)
                 slots.append((n, [f]))
     results = yield Gather(ops, parallel)
-    found: list[dict[LocalFile, dict[str, Any]]] = [{} for _ in work]
+    found: list[dict[LocalFile, Any]] = [{} for _ in work]
     for (n, group), answer in zip(slots, results, strict=True):
         found[n].update(zip(group, answer if isinstance(answer, list) else [answer], strict=True))
     return [[found[n][f] for f in files] for n, (_, files) in enumerate(work)]

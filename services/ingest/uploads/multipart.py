@@ -37,6 +37,10 @@ HELD_LIMIT = 8 * 1024 * 1024
 # when it starts: the requests beyond it (the 33rd at once) spool every part as it
 # comes, so many concurrent uploads cannot grow ingest's memory past this.
 HELD_TOTAL = 256 * 1024 * 1024
+# A refusal of content lists every file part it refuses (their heads still sniffed, their
+# bytes no longer stored), so a client sends the rest again in one more request; at most
+# this many are listed.
+REFUSED_LISTED = 1000
 
 
 class Allowance:
@@ -66,6 +70,9 @@ class Part:
     name: str | None = None
     is_file: bool = False
     field: str = ""
+    number: int = 0  # its place among the body's file parts, from 1
+    # After a refusal of content: only its head is kept, to be sniffed, never stored.
+    sniffed_only: bool = False
 
 
 class Receiver:
@@ -89,6 +96,7 @@ class Receiver:
         self.held = Held(self._reserved)
         self.refusal: Refused | None = None
         self.writers: list[BlobWriter] = []
+        self.file_parts = 0
         # Form fields other than files (an image group's kind and name), a few KiB at most.
         self.fields: dict[str, bytearray] = {}
 
@@ -131,6 +139,16 @@ class Receiver:
         if not part.is_file and filename is None:
             part.field = field_name
             self.fields[field_name] = bytearray()
+        if part.is_file:
+            self.file_parts += 1
+            part.number = self.file_parts
+        if part.is_file and self._refused_content():
+            with contextlib.suppress(Refused):
+                part.name = check_file_name(
+                    filename.decode("utf-8", "replace") if filename is not None else None
+                )
+            part.sniffed_only = part.name is not None
+            return
         if not part.is_file or self.refusal:
             return
         try:
@@ -185,6 +203,9 @@ class Receiver:
                 )
                 return
             held += data[start:end]
+        elif part is not None and part.sniffed_only:
+            if len(part.head) < kinds.HEAD_SIZE:
+                part.head += data[start:end][: kinds.HEAD_SIZE - len(part.head)]
         elif part is not None and part.field and len(self.fields[part.field]) < FIELD_LIMIT:
             self.fields[part.field] += data[start:end][: FIELD_LIMIT - len(self.fields[part.field])]
         if part is None or part.writer is None or self.refusal:
@@ -197,6 +218,9 @@ class Receiver:
     def on_part_end(self) -> None:
         part = self.part
         self.part = None
+        if part is not None and part.sniffed_only:
+            self._sniff_refused(part)
+            return
         if part is None or part.writer is None or self.refusal:
             return
         assert part.name is not None
@@ -213,7 +237,11 @@ class Receiver:
                 f"{part.name!r} is not a kind of file we accept: {unknown}",
                 {
                     "name": part.name,
+                    "part": part.number,
                     "accepted": ["image", "video", "pdf", "audio", "text", "nifti"],
+                    # This one and each later one refused too (the rest are taken if
+                    # sent again without them).
+                    "refused": [{"part": part.number, "name": part.name, "reason": str(unknown)}],
                 },
             )
             return
@@ -231,6 +259,20 @@ class Receiver:
             )
         )
         self.spools.append(part.writer)
+
+    def _refused_content(self) -> bool:
+        return self.refusal is not None and self.refusal.code == "unsupported_content"
+
+    def _sniff_refused(self, part: Part) -> None:
+        assert self.refusal is not None and part.name is not None
+        try:
+            kinds.sniff(bytes(part.head))
+        except kinds.UnknownContent as unknown:
+            listed = self.refusal.details["refused"]
+            if len(listed) < REFUSED_LISTED:
+                listed.append({"part": part.number, "name": part.name, "reason": str(unknown)})
+            else:
+                self.refusal.details["more_refused"] = True
 
     def read_facts(self) -> None:
         """Each stored file's media facts, from memory or its local spool (no round trip
