@@ -77,8 +77,10 @@ class Uploads(Handlers):
             # fault, and the receiver's reservation of memory is given back.
             parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
             async for chunk in body:
-                # After a refusal the rest is read and dropped, so the client gets the answer.
-                if not receiver.refusal:
+                # After a refusal the rest is read and dropped, so the client gets the
+                # answer; after a refusal of content, parsed on for the heads of the
+                # later files (nothing stored), so the answer lists every refused one.
+                if receiver.reading_on:
                     parser.write(chunk)
             if receiver.refusal is None:
                 parser.finalize()

@@ -260,6 +260,12 @@ class Receiver:
         )
         self.spools.append(part.writer)
 
+    @property
+    def reading_on(self) -> bool:
+        """Whether the body is still parsed: until a refusal, or to list every refused
+        file after a refusal of content."""
+        return self.refusal is None or self._refused_content()
+
     def _refused_content(self) -> bool:
         return self.refusal is not None and self.refusal.code == "unsupported_content"
 
