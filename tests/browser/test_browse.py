@@ -84,3 +84,26 @@ def found_id(api: httpx.Client, folder_id: str, name: str) -> str:
         i for i in api.get(f"/v1/folders/{folder_id}/items").json()["items"] if i["name"] == name
     ]
     return str(item["id"])
+
+
+def test_grid_shows_thumbnails_and_the_kind_icon_for_a_file_without_one(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("thumbs"))
+    upload(api, folder["id"], ("photo.png", png(64, 48)), ("notes.txt", text("hello\n")))
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="Grid").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    # The picture is drawn: loaded (it has pixels) and seen (not hidden, not transparent).
+    picture = grid.get_by_role("row", name="photo.png").locator("img")
+    expect(picture).to_be_visible()
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0 && getComputedStyle(img).opacity === '1'",
+        arg=picture.element_handle(),
+        timeout=30_000,
+    )
+    # A text file has no thumbnail: its kind's icon, and no picture asked for.
+    notes = grid.get_by_role("row", name="notes.txt")
+    expect(notes.locator("svg")).to_be_visible()
+    expect(notes.locator("img")).to_have_count(0)

@@ -351,29 +351,47 @@ export function Breadcrumbs({ path }: { path: { id: string; name: string }[] }) 
 }
 
 // Thumbnails come from GET /v1/files/{id}/thumbnail when it answers 200; until then,
-// and for a file without one, the kind's icon. A failure is remembered, not retried.
+// and for a file without one, the kind's icon. The picture is only made invisible while it
+// loads (a lazy image that is display:none is never fetched). "Not ready yet" is asked
+// again a few times; "this file has none" is remembered, not retried.
 const noThumbnail = new Set<string>();
 const THUMBNAILED = new Set(["image", "video", "image_group", "image_sequence", "dicom_series", "pdf"]);
+const RETRIES = 5;
 
 export function Thumb({ file, size = 256 }: { file: FileItem; size?: number }) {
   const [ok, setOk] = useState(false);
   const [failed, setFailed] = useState(noThumbnail.has(file.id));
+  const [attempt, setAttempt] = useState(0);
+  const src = `/v1/files/${file.id}/thumbnail?size=${size}${attempt ? `&attempt=${attempt}` : ""}`;
+  useEffect(() => {
+    if (!failed || noThumbnail.has(file.id) || attempt >= RETRIES) return;
+    // Why the picture failed: only a thumbnail not made yet is worth asking again.
+    const stop = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    fetch(src, { credentials: "same-origin", signal: stop.signal })
+      .then(async (r) => {
+        const code = r.ok ? "" : ((await r.json().catch(() => ({})))?.error?.code ?? "");
+        if (r.ok || code === "thumbnail_not_ready")
+          timer = setTimeout(() => (setAttempt(attempt + 1), setFailed(false)), 1000 * 2 ** attempt);
+        else noThumbnail.add(file.id);
+      })
+      .catch(() => {});
+    return () => (stop.abort(), clearTimeout(timer));
+  }, [failed]);
   const tryIt = THUMBNAILED.has(file.kind) && !failed;
   return (
-    <div class="thumb">
+    <div class={`thumb ${ok ? "loaded" : ""}`}>
       {!ok && <KindIcon kind={file.kind} size={48} />}
       {tryIt && (
         <img
-          src={`/v1/files/${file.id}/thumbnail?size=${size}`}
+          key={attempt}
+          src={src}
           alt=""
           loading="lazy"
           decoding="async"
-          style={ok ? undefined : { display: "none" }}
+          class={ok ? undefined : "loading"}
           onLoad={() => setOk(true)}
-          onError={() => {
-            noThumbnail.add(file.id);
-            setFailed(true);
-          }}
+          onError={() => setFailed(true)}
         />
       )}
     </div>
