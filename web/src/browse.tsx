@@ -3,12 +3,12 @@
 // keyboard, the right-click menu, and the details panel.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { all, get, type FileItem, type Folder, type Item } from "./api";
-import { bytes, date, kindLabel, KINDS } from "./format";
+import { bytes, count, date, kindLabel, KINDS } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
-import { open, useVersion } from "./store";
+import { mayEdit, open, useVersion } from "./store";
 import { Menu, type MenuItem } from "./ui";
-import { selectionMenu } from "./actions";
+import { roleOf, selectionMenu } from "./actions";
 import { Details } from "./details";
 
 type Sort = { key: "name" | "kind" | "size" | "created_at"; dir: 1 | -1 };
@@ -107,6 +107,11 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   }, [items, kind, sort, folderId]);
 
   const chosen = shown.filter((i) => selected.has(i.id));
+  // The caller's role here (at the top level, each folder has its own).
+  const role = folderId ? folder?.my_role : null;
+  const editable = (targets: Item[]) => targets.length > 0 && targets.every((i) => mayEdit(roleOf(i, role)));
+  // At the top level anyone may make a folder; in a folder, an editor.
+  const mayAdd = folderId ? mayEdit(role) : true;
 
   const selectOnly = (i: number) => {
     setSelected(new Set(shown[i] ? [shown[i].id] : []));
@@ -144,20 +149,27 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       targets.length === 1 && targets[0].type === "folder"
         ? [
             { label: "Open", action: () => openItem(targets[0]) },
-            { label: "Upload files", action: () => open({ kind: "upload", folderId: targets[0].id }) },
+            ...(mayEdit(roleOf(targets[0], role))
+              ? [{ label: "Upload files", action: () => open({ kind: "upload", folderId: targets[0].id }) }]
+              : []),
           ]
         : [];
-    setMenu({ x, y, label, items: [...extra, ...selectionMenu(targets, folderId)] });
+    setMenu({ x, y, label, items: [...extra, ...selectionMenu(targets, folderId, role)] });
   };
 
   const toolbar = (
     <div class="toolbar" role="toolbar" aria-label="Folder actions">
-      <button type="button" class="primary" onClick={() => open({ kind: "new-folder", parentId: folderId })}>
-        + New folder
-      </button>
-      <button type="button" class="primary" onClick={() => open({ kind: "upload", folderId })}>
-        + Upload files
-      </button>
+      {mayAdd && (
+        <>
+          <button type="button" class="primary" onClick={() => open({ kind: "new-folder", parentId: folderId })}>
+            + New folder
+          </button>
+          <button type="button" class="primary" onClick={() => open({ kind: "upload", folderId })}>
+            + Upload files
+          </button>
+        </>
+      )}
+      {folder && !mayAdd && <span class="muted">You can view this folder, not change it.</span>}
       <span class="spacer" />
       <label class="inline" for="kind-filter">
         Kind
@@ -279,7 +291,11 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
                 setSelected(new Set());
                 return true;
               }
-              if (e.key === "Delete" && chosen.length) {
+              if (e.key === "F2" && chosen.length === 1 && editable(chosen)) {
+                open({ kind: "rename", item: chosen[0] });
+                return true;
+              }
+              if (e.key === "Delete" && editable(chosen)) {
                 open({
                   kind: "delete",
                   fileIds: chosen.filter((i) => i.type === "file").map((i) => i.id),
@@ -297,7 +313,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
           />
         )}
         <p class="count" aria-live="polite">
-          {loading ? `Loading… ${items?.length ?? 0} items` : `${shown.length} items`}
+          {loading ? `Loading… ${count(items?.length ?? 0, "item")}` : count(shown.length, "item")}
           {chosen.length > 0 && `, ${chosen.length} selected`}
         </p>
       </section>
@@ -532,7 +548,7 @@ function Listing(props: {
                       {kindLabel(kindOf(item))}
                     </div>
                     <div role="gridcell" class="col col-size">
-                      {item.type === "file" ? bytes(item.size) : `${item.file_count} files`}
+                      {item.type === "file" ? bytes(item.size) : count(item.file_count, "file")}
                     </div>
                     <div role="gridcell" class="col col-created_at">
                       {date(item.created_at)}

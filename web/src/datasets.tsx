@@ -1,7 +1,7 @@
 // A dataset's page: what "View" opens from a file's "Linked to".
 import { useEffect, useState } from "preact/hooks";
 import { all, get } from "./api";
-import { bytes, kindLabel } from "./format";
+import { bytes, count, kindLabel } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { useVersion } from "./store";
 import { ErrorText } from "./ui";
@@ -22,7 +22,7 @@ export function DatasetPage({ id }: { id: string }) {
       <h1 class="title">Dataset {dataset.name}</h1>
       {dataset.description && <p>{dataset.description}</p>}
       <p>
-        {dataset.file_count} files
+        {count(dataset.file_count, "file")}
         {dataset.synced_folder_id && (
           <>
             {", synced with "}

@@ -5,7 +5,7 @@
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { ApiError, all, get, post, send, type Folder } from "./api";
 import { bytes } from "./format";
-import { changed } from "./store";
+import { changed, mayEdit } from "./store";
 import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
 
 // Files from this size go through upload sessions, in parts of PART bytes.
@@ -293,7 +293,8 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
   live.current = entries;
 
   useEffect(() => {
-    if (!props.folderId) all<Folder>("/v1/folders").then(setFolders).catch(() => {});
+    // Files go only where the caller may add them (the editor role).
+    if (!props.folderId) all<Folder>("/v1/folders").then((fs) => setFolders(fs.filter((f) => mayEdit(f.my_role)))).catch(() => {});
   }, []);
   useEffect(() => {
     if (tab === "import" && integrations === null)
