@@ -130,7 +130,7 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
         >
           Files
         </a>
-        <SearchBox />
+        <SearchBox current={route.page === "search" ? route.q : ""} />
         <a
           href="/trash"
           class="trash-link"
