@@ -107,3 +107,35 @@ def test_grid_shows_thumbnails_and_the_kind_icon_for_a_file_without_one(
     notes = grid.get_by_role("row", name="notes.txt")
     expect(notes.locator("svg")).to_be_visible()
     expect(notes.locator("img")).to_have_count(0)
+
+
+def test_a_deleted_item_is_no_longer_asked_for_and_an_unknown_address_is_not_found(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("deleting"))
+    [doomed] = upload(api, folder["id"], ("doomed.txt", text("x\n")))
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    grid.get_by_role("row", name="doomed.txt").click()
+    details = page.get_by_role("complementary", name="Details")
+    expect(details).to_contain_text("Text")
+    asked: list[str] = []
+    page.on("request", lambda r: doomed["id"] in r.url and asked.append(r.url))
+    page.keyboard.press("Delete")
+    page.get_by_role("dialog", name="Delete").get_by_role("button", name="Delete").click()
+    expect(grid.get_by_role("row", name="doomed.txt")).to_be_hidden()
+    expect(details.get_by_role("heading", name=folder["name"])).to_be_visible()
+    # The delete itself names it; nothing reads it again.
+    assert [u for u in asked if "/v1/delete" not in u] == []
+
+    # An address the app does not have: its own page, not the API's JSON.
+    answer = page.goto("/nope/xyz")
+    assert answer is not None and answer.status == 404
+    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    page.get_by_role("link", name="Go to all folders").click()
+    expect(page).to_have_url("/")
+    # The API's own unknown addresses stay JSON for a program.
+    assert api.get("/nope/xyz").json()["error"]["code"] == "not_found"
+    assert api.get("/v1/nope").json()["error"]["code"] == "not_found"

@@ -106,6 +106,7 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
   else if (route.page === "dataset") page = <DatasetPage key={route.id} id={route.id} />;
   else if (route.page === "search") page = <SearchPage q={route.q} />;
   else if (route.page === "trash") page = <TrashPage />;
+  else if (route.page === "not-found") page = <NotFound />;
   else page = <FolderPage key="home" folderId={null} />;
   const folderId = route.page === "folder" ? route.id : null;
   return (
@@ -158,6 +159,26 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
       <DialogHost />
       <Notices />
     </div>
+  );
+}
+
+function NotFound() {
+  return (
+    <section class="not-found" aria-label="Not found">
+      <h1 class="title">Page not found</h1>
+      <p>There is no page at {location.pathname}: the link may be mistyped, or what it showed was deleted.</p>
+      <p>
+        <a
+          href="/"
+          onClick={(e) => {
+            e.preventDefault();
+            navigate("/");
+          }}
+        >
+          Go to all folders
+        </a>
+      </p>
+    </section>
   );
 }
 

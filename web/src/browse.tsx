@@ -6,7 +6,7 @@ import { all, get, type FileItem, type Folder, type Item } from "./api";
 import { bytes, count, date, kindLabel, KINDS } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
-import { mayEdit, open, useVersion } from "./store";
+import { gone, mayEdit, open, useVersion } from "./store";
 import { Menu, type MenuItem } from "./ui";
 import { roleOf, selectionMenu } from "./actions";
 import { Details } from "./details";
@@ -69,6 +69,8 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const [menu, setMenu] = useState<{ x: number; y: number; items: MenuItem[]; label: string } | null>(null);
 
   useEffect(() => {
+    // This folder was deleted (from the tree, say): its parent is shown instead.
+    if (folderId && gone(folderId)) return navigate(folderUrl(folder?.parent_id ?? null), true);
     const abort = new AbortController();
     setError(null);
     setLoading(true);
@@ -99,12 +101,12 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   }, [items]);
 
   const shown = useMemo(() => {
-    const list = (items ?? []).filter((i) => !kind || kindOf(i) === kind);
+    const list = (items ?? []).filter((i) => (!kind || kindOf(i) === kind) && !gone(i.id));
     // A folder's items come in the order asked for; only kind (and the top level,
     // which has no orders) are sorted here.
     if (folderId && SERVER_ORDERS.has(sort.key)) return list;
     return list.sort((a, b) => compare(a, b, sort));
-  }, [items, kind, sort, folderId]);
+  }, [items, kind, sort, folderId, version]);
 
   const chosen = shown.filter((i) => selected.has(i.id));
   // The caller's role here (at the top level, each folder has its own).

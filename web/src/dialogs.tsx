@@ -5,7 +5,7 @@ import { all, ApiError, del, get, patch, post, query, type Folder } from "./api"
 import { count } from "./format";
 import { Lock } from "./icons";
 import { folderUrl, navigate } from "./router";
-import { changed, closeDialog, mayManage, roleName, session, setDialogOpener, type DialogRequest } from "./store";
+import { changed, closeDialog, forget, mayManage, roleName, session, setDialogOpener, type DialogRequest } from "./store";
 import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
 import { UploadDialog } from "./upload";
 
@@ -315,6 +315,7 @@ function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; onClose: 
     setBusy(true);
     try {
       const r = await post<{ deleted: number }>("/v1/delete", body);
+      forget([...props.fileIds, ...props.folderIds]);
       notify(`Deleted ${r.deleted} ${r.deleted === 1 ? "item" : "items"}`);
       changed();
       props.onClose();

@@ -7,7 +7,8 @@ export type Route =
   | { page: "file"; id: string }
   | { page: "dataset"; id: string }
   | { page: "search"; q: string }
-  | { page: "trash" };
+  | { page: "trash" }
+  | { page: "not-found" };
 
 const UUID = "[0-9a-fA-F-]{36}";
 
@@ -21,7 +22,8 @@ export function parse(location: Location): Route {
   if (m) return { page: "dataset", id: m[1] };
   if (path === "/trash") return { page: "trash" };
   if (path === "/search") return { page: "search", q: new URLSearchParams(location.search).get("q") ?? "" };
-  return { page: "home" };
+  if (path === "/") return { page: "home" };
+  return { page: "not-found" };
 }
 
 const listeners = new Set<() => void>();

@@ -50,3 +50,13 @@ export const mayEdit = (role: string | null | undefined) => (RANK[role ?? ""] ??
 export const mayManage = (role: string | null | undefined) => role === "admin";
 export const roleName = (role: string | null | undefined) =>
   role === "admin" ? "Admin" : role === "editor" ? "Editor" : role === "user" || role === "viewer" ? "User" : "none";
+
+// What was just deleted: views stop asking for it (a 404 each) before their lists catch up.
+const goneIds = new Set<string>();
+export const gone = (id: string) => goneIds.has(id);
+export function forget(ids: string[]) {
+  ids.forEach((id) => goneIds.add(id));
+}
+export function restored(ids: string[]) {
+  ids.forEach((id) => goneIds.delete(id));
+}

@@ -3,7 +3,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { all, call, del, post } from "./api";
 import { bytes, count, date, kindLabel } from "./format";
-import { changed, mayEdit, useVersion } from "./store";
+import { changed, mayEdit, restored, useVersion } from "./store";
 import { ErrorText, notify } from "./ui";
 
 type TrashItem = {
@@ -65,6 +65,7 @@ export function TrashPage() {
   const restore = () =>
     act(async () => {
       const done = await post("/v1/trash/restore", { file_ids: ids("file"), folder_ids: ids("folder") });
+      restored(picked.map((i) => i.id));
       return `Restored ${count(done.restored_files, "file")} and ${count(done.restored_folders, "folder")}`;
     });
   const purge = () =>
