@@ -139,3 +139,34 @@ def test_a_deleted_item_is_no_longer_asked_for_and_an_unknown_address_is_not_fou
     # The API's own unknown addresses stay JSON for a program.
     assert api.get("/nope/xyz").json()["error"]["code"] == "not_found"
     assert api.get("/v1/nope").json()["error"]["code"] == "not_found"
+
+
+def test_long_names_are_cut_short_and_a_whole_column_header_sorts(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    long = "L" * 290 + unique("")
+    top = make_folder(api, long)
+    sub = make_folder(api, "x" * 300, top["id"])
+    upload(api, sub["id"], ("small.txt", text("a\n")), ("large.txt", text("b\n" * 500)))
+    page.goto(f"/folders/{sub['id']}")
+    crumbs = page.get_by_role("navigation", name="Breadcrumb")
+    expect(crumbs.get_by_role("link", name=long)).to_be_visible()
+    tree = page.get_by_role("navigation", name="Folders")
+    expect(tree.get_by_role("treeitem", name=long)).to_be_visible()
+    # Nothing is wider than its place: no sideways scrolling in the tree, the page or
+    # the breadcrumb.
+    for box in (tree, crumbs, page.get_by_role("region", name="x" * 300)):
+        assert box.evaluate("e => e.scrollWidth <= e.clientWidth"), box
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+    # A click anywhere in the header cell, not only on its word, sorts.
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    size = grid.get_by_role("columnheader", name="Size")
+    cell = size.bounding_box()
+    assert cell is not None
+    size.click(position={"x": cell["width"] - 4, "y": cell["height"] / 2})
+    expect(size).to_have_attribute("aria-sort", "ascending")
+    rows = grid.get_by_role("row").filter(has_not=page.get_by_role("columnheader"))
+    expect(rows.first).to_have_attribute("aria-label", "small.txt")

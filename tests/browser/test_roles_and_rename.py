@@ -54,9 +54,17 @@ def test_a_viewer_is_offered_no_editing_action(page: Page, api: httpx.Client) ->
         page.keyboard.press(key)
         expect(page.get_by_role("dialog")).to_have_count(0)
 
+    # History names people (not ids), also for one who may not list the users.
+    grid.get_by_role("row", name="kept.png").click()
+    details = page.get_by_role("complementary", name="Details")
+    details.get_by_role("tab", name="History").click()
+    history = details.get_by_role("list", name="History")
+    expect(history).to_contain_text("File uploaded")
+    expect(history).to_contain_text("Administrator <admin@files.local>")
+    expect(history).not_to_contain_text("system:")
+
     # Manage access: who has it, read-only.
     grid.get_by_role("row", name="kept.png").click(modifiers=["Control"])
-    details = page.get_by_role("complementary", name="Details")
     expect(details).to_contain_text("Your role")
     expect(details).to_contain_text("User")
     expect(details.get_by_role("button", name="Edit description")).to_have_count(0)

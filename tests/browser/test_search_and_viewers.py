@@ -104,9 +104,9 @@ def test_image_zoom_pdf_and_a_frame_strip(signed_in: Page, api: httpx.Client) ->
     expect(image).to_be_visible()
     drawn(page, image, 40)
     page.get_by_role("button", name="Zoom in").click()
-    expect(page.get_by_label("Zoom level")).to_have_text("125%")
+    expect(page.get_by_label("Zoom level")).to_have_text("125% of fit")
     page.get_by_role("button", name="Fit").click()
-    expect(page.get_by_label("Zoom level")).to_have_text("100%")
+    expect(page.get_by_label("Zoom level")).to_have_text("Fit")
 
     page.goto(f"/files/{doc['id']}")
     frame = page.locator("iframe[title='PDF doc.pdf']")

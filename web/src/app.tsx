@@ -182,9 +182,26 @@ function NotFound() {
   );
 }
 
+// The platform's own actors ("system:<part>"), in words.
+const SYSTEM: Record<string, string> = {
+  trash: "The platform (emptying the trash)",
+  "blob-collector": "The platform (storage clean-up)",
+  "upload-sessions": "The platform (expired uploads)",
+  "sync-schedule": "The platform (scheduled sync)",
+  "integration-events": "The platform (cloud bucket events)",
+  thumbnails: "The platform (thumbnails)",
+  renditions: "The platform (video renditions)",
+};
+
 export async function whoIs(id: string): Promise<string> {
   if (session.me && id === session.me.id) return `${session.me.name} (you)`;
-  return id === "system" ? "the platform" : names.get(id) ?? (await lookupNames(), names.get(id) ?? id.slice(0, 8));
+  if (id === "system" || id.startsWith("system:")) return SYSTEM[id.split(":")[1]] ?? "The platform";
+  return names.get(id) ?? (await lookupNames(), names.get(id) ?? "Someone else");
+}
+
+// Names the app has seen (a folder's collaborators, for one who may not list users).
+export function knowNames(people: { user_id: string; name: string; email: string }[]) {
+  for (const p of people) if (!names.has(p.user_id)) names.set(p.user_id, `${p.name} <${p.email}>`);
 }
 
 const names = new Map<string, string>();

@@ -353,6 +353,7 @@ export function Breadcrumbs({ path }: { path: { id: string; name: string }[] }) 
           <li key={p.id}>
             <a
               href={folderUrl(p.id)}
+              title={p.name}
               aria-current={i === path.length - 1 ? "page" : undefined}
               onClick={(e) => {
                 e.preventDefault();
@@ -469,7 +470,7 @@ function Listing(props: {
       class={`col col-${key}`}
       aria-sort={props.sort.key === key ? (props.sort.dir === 1 ? "ascending" : "descending") : "none"}
     >
-      <button type="button" class="link" onClick={() => props.onSort(key)}>
+      <button type="button" class="link sort" onClick={() => props.onSort(key)}>
         {label}
         {props.sort.key === key ? (props.sort.dir === 1 ? " ▲" : " ▼") : ""}
       </button>

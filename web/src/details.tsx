@@ -6,7 +6,7 @@ import { bytes, date, duration, eventLabel, kindLabel } from "./format";
 import { navigate, fileUrl } from "./router";
 import { changed, mayEdit, open, roleName, useVersion } from "./store";
 import { ErrorText, notify, TabPanel, Tabs } from "./ui";
-import { whoIs } from "./app";
+import { knowNames, whoIs } from "./app";
 
 export function Details({ item }: { item: Item }) {
   const [tab, setTab] = useState("details");
@@ -29,7 +29,7 @@ export function Details({ item }: { item: Item }) {
       <TabPanel idBase={base} id={tab}>
         {tab === "details" && (item.type === "folder" ? <FolderFacts folder={item} /> : <FileFacts id={item.id} />)}
         {tab === "linked" && <LinkedTo id={item.id} />}
-        {tab === "history" && <History subject={item.id} />}
+        {tab === "history" && <History subject={item.id} folderId={item.type === "folder" ? item.id : item.folder_id} />}
       </TabPanel>
     </div>
   );
@@ -294,7 +294,7 @@ function LinkedTo({ id }: { id: string }) {
   );
 }
 
-export function History({ subject }: { subject: string }) {
+export function History({ subject, folderId }: { subject: string; folderId?: string }) {
   const version = useVersion();
   const [events, setEvents] = useState<any[] | null>(null);
   const [who, setWho] = useState<Record<string, string>>({});
@@ -304,6 +304,11 @@ export function History({ subject }: { subject: string }) {
       .then(async (r: any) => {
         setEvents(r.items);
         const actors = [...new Set<string>(r.items.map((e: any) => e.actor_id))];
+        // Who has access here is who acted here, mostly: their names, for anyone.
+        if (folderId)
+          await get(`/v1/folders/${folderId}/collaborators`)
+            .then((c: any) => knowNames(c.items))
+            .catch(() => {});
         const named: Record<string, string> = {};
         for (const a of actors) named[a] = await whoIs(a);
         setWho(named);
@@ -318,7 +323,7 @@ export function History({ subject }: { subject: string }) {
       {[...events].reverse().map((e) => (
         <li key={e.event_id}>
           <span class="what">{eventLabel(e.type)}</span>
-          <span class="who">{who[e.actor_id] ?? e.actor_id}</span>
+          <span class="who">{who[e.actor_id] ?? "…"}</span>
           <time dateTime={e.occurred_at}>{date(e.occurred_at)}</time>
         </li>
       ))}
