@@ -117,8 +117,10 @@ def test_add_to_dataset_existing_and_a_new_synced_one(signed_in: Page, api: http
     page.get_by_role("menuitem", name="Add to dataset").click()
     dialog = page.get_by_role("dialog", name="Add to dataset")
     row = dialog.get_by_role("listitem", name=existing["name"])
+    expect(row).to_contain_text("0 files")
     row.get_by_role("button", name="Add").click()
     expect(row.get_by_role("button", name="Added")).to_be_visible()
+    expect(row).to_contain_text("2 files")
     linked = api.get(f"/v1/datasets/{existing['id']}/files").json()["items"]
     assert sorted(f["id"] for f in linked) == sorted(f["id"] for f in files)
 
