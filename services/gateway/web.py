@@ -1,7 +1,7 @@
 """The web app's static files, served at `/`.
 
 The app (web/, built into web/dist by `make web`) is a client of the public `/v1` API
-and nothing else. Its deep links (`/folders/<id>`, `/files/<id>`, `/datasets/<id>`,
+and nothing else. Its deep links (`/folders/<id>`, `/files/<id>`, `/datasets`, `/datasets/<id>`,
 `/search`, `/trash`) answer its index page, which then reads the address; so does any other
 address a browser opens outside `/v1` (with 404: the app shows its "Page not found").
 Hashed assets are
@@ -28,6 +28,7 @@ APP_PATHS = (
     "/",
     "/folders/{folder_id}",
     "/files/{file_id}",
+    "/datasets",
     "/datasets/{dataset_id}",
     "/search",
     "/trash",

@@ -3,7 +3,7 @@ import { ApiError, call, del, get, onUnauthenticated, type User } from "./api";
 import { FolderTree } from "./tree";
 import { FolderPage } from "./browse";
 import { FilePage } from "./viewer";
-import { DatasetPage } from "./datasets";
+import { DatasetList, DatasetPage } from "./datasets";
 import { SearchBox, SearchPage } from "./search";
 import { TrashPage } from "./trash";
 import { DialogHost } from "./dialogs";
@@ -106,6 +106,7 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
   else if (route.page === "dataset") page = <DatasetPage key={route.id} id={route.id} />;
   else if (route.page === "search") page = <SearchPage q={route.q} />;
   else if (route.page === "trash") page = <TrashPage />;
+  else if (route.page === "datasets") page = <DatasetList />;
   else if (route.page === "not-found") page = <NotFound />;
   else page = <FolderPage key="home" folderId={null} />;
   const folderId = route.page === "folder" ? route.id : null;
@@ -133,8 +134,19 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
         </a>
         <SearchBox current={route.page === "search" ? route.q : ""} />
         <a
+          href="/datasets"
+          class="nav-link"
+          aria-current={route.page === "datasets" ? "page" : undefined}
+          onClick={(e) => {
+            e.preventDefault();
+            navigate("/datasets");
+          }}
+        >
+          Datasets
+        </a>
+        <a
           href="/trash"
-          class="trash-link"
+          class="nav-link"
           aria-current={route.page === "trash" ? "page" : undefined}
           onClick={(e) => {
             e.preventDefault();

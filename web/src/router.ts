@@ -8,6 +8,7 @@ export type Route =
   | { page: "dataset"; id: string }
   | { page: "search"; q: string }
   | { page: "trash" }
+  | { page: "datasets" }
   | { page: "not-found" };
 
 const UUID = "[0-9a-fA-F-]{36}";
@@ -21,6 +22,7 @@ export function parse(location: Location): Route {
   m = path.match(new RegExp(`^/datasets/(${UUID})/?$`));
   if (m) return { page: "dataset", id: m[1] };
   if (path === "/trash") return { page: "trash" };
+  if (path === "/datasets") return { page: "datasets" };
   if (path === "/search") return { page: "search", q: new URLSearchParams(location.search).get("q") ?? "" };
   if (path === "/") return { page: "home" };
   return { page: "not-found" };
