@@ -5,7 +5,7 @@ import { all, ApiError, del, get, patch, post, query, type Folder } from "./api"
 import { count } from "./format";
 import { Lock } from "./icons";
 import { folderUrl, navigate } from "./router";
-import { changed, closeDialog, forget, mayManage, roleName, session, setDialogOpener, type DialogRequest } from "./store";
+import { changed, closeDialog, forget, mayEdit, mayManage, roleName, session, setDialogOpener, type DialogRequest } from "./store";
 import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
 import { UploadDialog } from "./upload";
 
@@ -157,7 +157,8 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
     const timer = setTimeout(() => {
       get(`/v1/search${query({ q: text.trim(), kind: "folder", limit: 20 })}`, abort.signal)
         .then((r: any) => {
-          setHits(r.items.filter((f: Folder) => !props.folderIds.includes(f.id)));
+          // Only folders the caller may add to (the editor role), never one being moved.
+          setHits(r.items.filter((f: Folder) => !props.folderIds.includes(f.id) && mayEdit(f.my_role)));
           setActiveHit(0);
         })
         .catch(() => {});
