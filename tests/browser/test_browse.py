@@ -4,7 +4,7 @@ deep links per folder and file, keyboard navigation."""
 from __future__ import annotations
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import make_folder, unique, upload
 from tests.e2e.support import PDF, png, text
@@ -91,7 +91,23 @@ def test_grid_shows_thumbnails_and_the_kind_icon_for_a_file_without_one(
 ) -> None:
     page = signed_in
     folder = make_folder(api, unique("thumbs"))
-    upload(api, folder["id"], ("photo.png", png(64, 48)), ("notes.txt", text("hello\n")))
+    [photo, _] = upload(
+        api, folder["id"], ("photo.png", png(64, 48)), ("notes.txt", text("hello\n"))
+    )
+    # The first answer is "not made yet" (as right after an upload): the app asks again.
+    faked: list[str] = []
+
+    def not_yet(route: Route) -> None:
+        if faked:
+            route.continue_()
+            return
+        faked.append(route.request.url)
+        route.fulfill(
+            status=404,
+            json={"error": {"code": "thumbnail_not_ready", "message": "no thumbnail yet"}},
+        )
+
+    page.route(f"**/v1/files/{photo['id']}/thumbnail*", not_yet)
     page.goto(f"/folders/{folder['id']}")
     page.get_by_role("button", name="Grid").click()
     grid = page.get_by_role("grid", name="Folder contents")
@@ -103,6 +119,7 @@ def test_grid_shows_thumbnails_and_the_kind_icon_for_a_file_without_one(
         arg=picture.element_handle(),
         timeout=30_000,
     )
+    assert faked
     # A text file has no thumbnail: its kind's icon, and no picture asked for.
     notes = grid.get_by_role("row", name="notes.txt")
     expect(notes.locator("svg")).to_be_visible()

@@ -380,37 +380,49 @@ const RETRIES = 5;
 export function Thumb({ file, size = 256 }: { file: FileItem; size?: number }) {
   const [ok, setOk] = useState(false);
   const [failed, setFailed] = useState(noThumbnail.has(file.id));
-  const [attempt, setAttempt] = useState(0);
-  const src = `/v1/files/${file.id}/thumbnail?size=${size}${attempt ? `&attempt=${attempt}` : ""}`;
+  // A picture that came on asking again (not the lazy image's own load).
+  const [fetched, setFetched] = useState<string | null>(null);
+  const src = `/v1/files/${file.id}/thumbnail?size=${size}`;
   useEffect(() => {
-    if (!failed || noThumbnail.has(file.id) || attempt >= RETRIES) return;
+    if (!failed || noThumbnail.has(file.id)) return;
     // Why the picture failed: only a thumbnail not made yet is worth asking again.
     const stop = new AbortController();
     let timer: ReturnType<typeof setTimeout> | undefined;
-    fetch(src, { credentials: "same-origin", signal: stop.signal })
-      .then(async (r) => {
-        const code = r.ok ? "" : ((await r.json().catch(() => ({})))?.error?.code ?? "");
-        if (r.ok || code === "thumbnail_not_ready")
-          timer = setTimeout(() => (setAttempt(attempt + 1), setFailed(false)), 1000 * 2 ** attempt);
-        else noThumbnail.add(file.id);
-      })
-      .catch(() => {});
+    let tries = 0;
+    const ask = () =>
+      fetch(src, { credentials: "same-origin", signal: stop.signal })
+        .then(async (r) => {
+          if (r.ok) {
+            setFetched(URL.createObjectURL(await r.blob()));
+            setFailed(false);
+            return;
+          }
+          const code = (await r.json().catch(() => ({})))?.error?.code;
+          if (code === "thumbnail_not_ready" && tries < RETRIES) timer = setTimeout(ask, 1000 * 2 ** tries++);
+          else noThumbnail.add(file.id);
+        })
+        .catch(() => {});
+    ask();
     return () => (stop.abort(), clearTimeout(timer));
   }, [failed]);
+  useEffect(() => () => void (fetched && URL.revokeObjectURL(fetched)), [fetched]);
   const tryIt = THUMBNAILED.has(file.kind) && !failed;
   return (
     <div class={`thumb ${ok ? "loaded" : ""}`}>
       {!ok && <KindIcon kind={file.kind} size={48} />}
       {tryIt && (
         <img
-          key={attempt}
-          src={src}
+          key={fetched ?? src}
+          src={fetched ?? src}
           alt=""
           loading="lazy"
           decoding="async"
           class={ok ? undefined : "loading"}
           onLoad={() => setOk(true)}
-          onError={() => setFailed(true)}
+          onError={() => {
+            if (fetched) noThumbnail.add(file.id); // what was fetched is no picture
+            setFailed(true);
+          }}
         />
       )}
     </div>
