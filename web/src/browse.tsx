@@ -239,7 +239,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
           </p>
         )}
         {items && shown.length === 0 && !loading ? (
-          <p class="empty">{items.length === 0 ? (folderId ? "This folder is empty." : "No folders yet: create one with + New folder.") : "Nothing of this kind here."}</p>
+          <p class="empty">{items.every((i) => gone(i.id)) ? (folderId ? "This folder is empty." : "No folders yet: create one with + New folder.") : "Nothing of this kind here."}</p>
         ) : (
           <Listing
             items={shown}
