@@ -22,8 +22,12 @@ export function SearchBox({ current }: { current: string }) {
   const [open, setOpen] = useState(false);
   const [active, setActive] = useState(-1);
   const typing = useRef(false);
+  const followed = useRef(current);
   const id = useId();
   useEffect(() => {
+    // Only a change of address: what was typed before this first ran is kept.
+    if (followed.current === current) return;
+    followed.current = current;
     typing.current = false;
     setQ(current);
     setOpen(false);
