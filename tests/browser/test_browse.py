@@ -115,8 +115,12 @@ def test_grid_shows_thumbnails_and_the_kind_icon_for_a_file_without_one(
     picture = grid.get_by_role("row", name="photo.png").locator("img")
     expect(picture).to_be_visible()
     page.wait_for_function(
-        "img => img.complete && img.naturalWidth > 0 && getComputedStyle(img).opacity === '1'",
-        arg=picture.element_handle(),
+        """id => {
+            const img = document.querySelector(`[id="item-${id}"] img`);
+            return img && img.complete && img.naturalWidth > 0
+                && getComputedStyle(img).opacity === "1";
+        }""",
+        arg=photo["id"],
         timeout=30_000,
     )
     assert faked
