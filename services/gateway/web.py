@@ -1,8 +1,10 @@
 """The web app's static files, served at `/`.
 
 The app (web/, built into web/dist by `make web`) is a client of the public `/v1` API
-and nothing else. Its deep links (`/folders/<id>`, `/files/<id>`, `/datasets/<id>`,
-`/search`, `/trash`) answer its index page, which then reads the address. Hashed assets are
+and nothing else. Its deep links (`/folders/<id>`, `/files/<id>`, `/datasets`, `/datasets/<id>`,
+`/search`, `/trash`) answer its index page, which then reads the address; so does any other
+address a browser opens outside `/v1` (with 404: the app shows its "Page not found").
+Hashed assets are
 cached for a year; the index is revalidated each time. A precompressed `.gz` beside an
 asset (the build writes them) is sent to a browser that accepts gzip.
 """
@@ -14,6 +16,8 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from shared.kit.http import JSON, error_body
 from shared.kit.settings import Settings
@@ -24,6 +28,7 @@ APP_PATHS = (
     "/",
     "/folders/{folder_id}",
     "/files/{file_id}",
+    "/datasets",
     "/datasets/{dataset_id}",
     "/search",
     "/trash",
@@ -59,17 +64,28 @@ PAGE_HEADERS = {
 def install(app: FastAPI, settings: Settings) -> None:
     root = Path(settings.web_dir) if settings.web_dir else SOURCE_BUILD
 
-    async def page() -> Response:
+    async def page(status: int = 200) -> Response:
         index = root / "index.html"
         if not index.is_file():
             return JSON(
                 error_body("web_app_not_built", f"the web app is not built in {root}: make web"),
                 503,
             )
-        return FileResponse(index, media_type="text/html", headers=PAGE_HEADERS)
+        return FileResponse(index, status, media_type="text/html", headers=PAGE_HEADERS)
 
+    pages = [Route(path, page, methods=["GET"]) for path in APP_PATHS]
     for path in APP_PATHS:
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
+
+    async def elsewhere(request: Request) -> Response:
+        """No route: a browser's page load gets the app (which says "Page not found"),
+        anything else the JSON 404 (405 on an app page) it always had."""
+        if request.method not in ("GET", "HEAD"):
+            known = any(p.matches(request.scope)[0] is not Match.NONE for p in pages)
+            raise HTTPException(405 if known else 404)
+        if "text/html" not in request.headers.get("accept", ""):
+            raise HTTPException(404)
+        return await page(404)
 
     @app.get("/assets/{name}", include_in_schema=False)
     async def asset(name: str, request: Request) -> Response:
@@ -90,3 +106,9 @@ def install(app: FastAPI, settings: Settings) -> None:
             headers["Content-Encoding"] = "gzip"
             return FileResponse(packed, media_type=media_type, headers=headers)
         return FileResponse(found, media_type=media_type, headers=headers)
+
+    # Last of the web's routes. Every path but `/v1` and below: the API's own 404s, routed
+    # after this.
+    fallback = Route("/{rest:path}", elsewhere, methods=None)
+    fallback.path_regex = re.compile(r"^/(?!v1(?:/|$))(?P<rest>.*)$")
+    app.router.routes.append(fallback)

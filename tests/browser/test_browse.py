@@ -4,7 +4,7 @@ deep links per folder and file, keyboard navigation."""
 from __future__ import annotations
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import make_folder, unique, upload
 from tests.e2e.support import PDF, png, text
@@ -84,3 +84,110 @@ def found_id(api: httpx.Client, folder_id: str, name: str) -> str:
         i for i in api.get(f"/v1/folders/{folder_id}/items").json()["items"] if i["name"] == name
     ]
     return str(item["id"])
+
+
+def test_grid_shows_thumbnails_and_the_kind_icon_for_a_file_without_one(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("thumbs"))
+    [photo, _] = upload(
+        api, folder["id"], ("photo.png", png(64, 48)), ("notes.txt", text("hello\n"))
+    )
+    # The first answer is "not made yet" (as right after an upload): the app asks again.
+    faked: list[str] = []
+
+    def not_yet(route: Route) -> None:
+        if faked:
+            route.continue_()
+            return
+        faked.append(route.request.url)
+        route.fulfill(
+            status=404,
+            json={"error": {"code": "thumbnail_not_ready", "message": "no thumbnail yet"}},
+        )
+
+    page.route(f"**/v1/files/{photo['id']}/thumbnail*", not_yet)
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="Grid").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    # The picture is drawn: loaded (it has pixels) and seen (not hidden, not transparent).
+    picture = grid.get_by_role("row", name="photo.png").locator("img")
+    expect(picture).to_be_visible()
+    page.wait_for_function(
+        """id => {
+            const img = document.querySelector(`[id="item-${id}"] img`);
+            return img && img.complete && img.naturalWidth > 0
+                && getComputedStyle(img).opacity === "1";
+        }""",
+        arg=photo["id"],
+        timeout=30_000,
+    )
+    assert faked
+    # A text file has no thumbnail: its kind's icon, and no picture asked for.
+    notes = grid.get_by_role("row", name="notes.txt")
+    expect(notes.locator("svg")).to_be_visible()
+    expect(notes.locator("img")).to_have_count(0)
+
+
+def test_a_deleted_item_is_no_longer_asked_for_and_an_unknown_address_is_not_found(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("deleting"))
+    [doomed] = upload(api, folder["id"], ("doomed.txt", text("x\n")))
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    grid.get_by_role("row", name="doomed.txt").click()
+    details = page.get_by_role("complementary", name="Details")
+    expect(details).to_contain_text("Text")
+    asked: list[str] = []
+    page.on("request", lambda r: doomed["id"] in r.url and asked.append(r.url))
+    page.keyboard.press("Delete")
+    page.get_by_role("dialog", name="Delete").get_by_role("button", name="Delete").click()
+    expect(grid.get_by_role("row", name="doomed.txt")).to_be_hidden()
+    expect(details.get_by_role("heading", name=folder["name"])).to_be_visible()
+    # The delete itself names it; nothing reads it again.
+    assert [u for u in asked if "/v1/delete" not in u] == []
+
+    # An address the app does not have: its own page, not the API's JSON.
+    answer = page.goto("/nope/xyz")
+    assert answer is not None and answer.status == 404
+    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    page.get_by_role("link", name="Go to all folders").click()
+    expect(page).to_have_url("/")
+    # The API's own unknown addresses stay JSON for a program.
+    assert api.get("/nope/xyz").json()["error"]["code"] == "not_found"
+    assert api.get("/v1/nope").json()["error"]["code"] == "not_found"
+
+
+def test_long_names_are_cut_short_and_a_whole_column_header_sorts(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    long = "L" * 290 + unique("")
+    top = make_folder(api, long)
+    sub = make_folder(api, "x" * 300, top["id"])
+    upload(api, sub["id"], ("small.txt", text("a\n")), ("large.txt", text("b\n" * 500)))
+    page.goto(f"/folders/{sub['id']}")
+    crumbs = page.get_by_role("navigation", name="Breadcrumb")
+    expect(crumbs.get_by_role("link", name=long)).to_be_visible()
+    tree = page.get_by_role("navigation", name="Folders")
+    expect(tree.get_by_role("treeitem", name=long)).to_be_visible()
+    # Nothing is wider than its place: no sideways scrolling in the tree, the page or
+    # the breadcrumb.
+    for box in (tree, crumbs, page.get_by_role("region", name="x" * 300)):
+        assert box.evaluate("e => e.scrollWidth <= e.clientWidth"), box
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+    # A click anywhere in the header cell, not only on its word, sorts.
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    size = grid.get_by_role("columnheader", name="Size")
+    cell = size.bounding_box()
+    assert cell is not None
+    size.click(position={"x": cell["width"] - 4, "y": cell["height"] / 2})
+    expect(size).to_have_attribute("aria-sort", "ascending")
+    rows = grid.get_by_role("row").filter(has_not=page.get_by_role("columnheader"))
+    expect(rows.first).to_have_attribute("aria-label", "small.txt")

@@ -102,3 +102,30 @@ def test_file_facts_linked_to_view_and_remove_and_history(
     expect(history).to_contain_text("Administrator (you)")
     audit = api.get("/v1/audit", params={"subject_id": image["id"]}).json()["items"]
     assert any(e["type"] == "catalog.FileUploaded" for e in audit)
+
+
+def test_the_datasets_page_lists_datasets_and_opens_one(signed_in: Page, api: httpx.Client) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("listed"))
+    [one] = upload(api, folder["id"], ("one.txt", text("1\n")))
+    plain = api.post("/v1/datasets", json={"name": unique("plain"), "description": "mine"}).json()
+    api.post(f"/v1/datasets/{plain['id']}/files", json={"file_ids": [one["id"]]})
+    synced = api.post(
+        "/v1/datasets", json={"name": unique("synced"), "synced_folder_id": folder["id"]}
+    ).json()
+
+    page.goto("/")
+    page.get_by_role("link", name="Datasets", exact=True).click()
+    expect(page).to_have_url("/datasets")
+    listed = page.get_by_role("region", name="Datasets")
+    expect(listed.get_by_role("row", name=plain["name"])).to_contain_text("1 file")
+    expect(listed.get_by_role("row", name=plain["name"])).to_contain_text("mine")
+    listed.get_by_role("row", name=synced["name"]).get_by_role("link", name="its folder").click()
+    expect(page).to_have_url(f"/folders/{folder['id']}")
+    page.go_back()
+    listed.get_by_role("link", name=plain["name"]).click()
+    expect(page).to_have_url(f"/datasets/{plain['id']}")
+    expect(page.get_by_role("link", name="one.txt")).to_be_visible()
+    page.reload()  # its own address
+    expect(page.get_by_role("link", name="one.txt")).to_be_visible()
+    assert page.request.get("/datasets").status == 200

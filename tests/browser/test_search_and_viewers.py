@@ -3,10 +3,11 @@ frame strips, DICOM slices, PDF and text."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.browser.conftest import make_folder, unique
 from tests.e2e.support import PDF, png, text
@@ -36,6 +37,54 @@ def test_search_finds_a_file_anywhere_with_its_path(signed_in: Page, api: httpx.
     expect(page.get_by_role("link", name=f"{word}.txt")).to_be_visible()
 
 
+SUGGESTIONS = re.compile(r"/v1/search\?.*limit=10(&|$)")
+
+
+def test_enter_shows_results_uncovered_and_the_box_follows_the_address(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    word, other = unique("cat"), unique("dog")
+    folder = make_folder(api, unique("pets"))
+    api.post(
+        f"/v1/folders/{folder['id']}/files",
+        files=[("file", (f"{word}.txt", text())), ("file", (f"{other}.txt", text()))],
+    )
+    page.goto("/")
+    box = page.get_by_role("searchbox", name="Search files")
+    # Typed fast, Enter at once: the suggestions asked for while typing answer only
+    # once the results page is shown (held here), and must not open over it.
+    held: list[Route] = []
+    page.route(SUGGESTIONS, lambda route: held.append(route))
+    with page.expect_request(SUGGESTIONS):
+        box.fill(word)
+        box.press("Enter")
+        expect(page).to_have_url(f"/search?q={word}")
+    result = page.get_by_role("link", name=f"{word}.txt")
+    expect(result).to_be_visible()
+    with page.expect_response(SUGGESTIONS):
+        for route in held:
+            route.continue_()
+    page.unroute(SUGGESTIONS)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    expect(page.get_by_role("listbox", name="Search results")).to_have_count(0)
+
+    # The box says what the page shows: after a reload, another search, Back.
+    expect(box).to_have_value(word)
+    page.reload()
+    expect(result).to_be_visible()
+    expect(box).to_have_value(word)
+    box.fill(other)
+    box.press("Enter")
+    expect(page.get_by_role("link", name=f"{other}.txt")).to_be_visible()
+    page.go_back()
+    expect(page).to_have_url(f"/search?q={word}")
+    expect(box).to_have_value(word)
+    expect(page.get_by_role("listbox", name="Search results")).to_have_count(0)
+    result.click()
+    expect(page.get_by_role("heading", name=f"{word}.txt", level=1)).to_be_visible()
+
+
 def test_image_zoom_pdf_and_a_frame_strip(signed_in: Page, api: httpx.Client) -> None:
     page = signed_in
     folder = make_folder(api, unique("view"))
@@ -55,9 +104,9 @@ def test_image_zoom_pdf_and_a_frame_strip(signed_in: Page, api: httpx.Client) ->
     expect(image).to_be_visible()
     drawn(page, image, 40)
     page.get_by_role("button", name="Zoom in").click()
-    expect(page.get_by_label("Zoom level")).to_have_text("125%")
+    expect(page.get_by_label("Zoom level")).to_have_text("125% of fit")
     page.get_by_role("button", name="Fit").click()
-    expect(page.get_by_label("Zoom level")).to_have_text("100%")
+    expect(page.get_by_label("Zoom level")).to_have_text("Fit")
 
     page.goto(f"/files/{doc['id']}")
     frame = page.locator("iframe[title='PDF doc.pdf']")

@@ -96,8 +96,12 @@ def test_delete_a_folder_shows_what_it_takes_first(signed_in: Page, api: httpx.C
     impact = dialog.get_by_role("region", name="Impact")
     expect(impact).to_contain_text("3 files and 2 folders")
     expect(impact).to_contain_text(f"{dataset['name']}: 1 link removed")
-    dialog.get_by_role("button", name="Delete").click()
+    # The app reads the folder again once the delete and what it caused (links
+    # removed) are done (it sends the delete's consistency token).
+    with page.expect_response(lambda r: f"/v1/folders/{top['id']}/items" in r.url):
+        dialog.get_by_role("button", name="Delete").click()
     expect(page.get_by_role("row", name="doomed")).to_be_hidden()
+    expect(page.get_by_text("This folder is empty.")).to_be_visible()
     assert items(api, top["id"]) == []
     assert api.get(f"/v1/folders/{doomed['id']}").status_code == 404
     assert api.get(f"/v1/datasets/{dataset['id']}").json()["file_count"] == 0
@@ -117,8 +121,10 @@ def test_add_to_dataset_existing_and_a_new_synced_one(signed_in: Page, api: http
     page.get_by_role("menuitem", name="Add to dataset").click()
     dialog = page.get_by_role("dialog", name="Add to dataset")
     row = dialog.get_by_role("listitem", name=existing["name"])
+    expect(row).to_contain_text("0 files")
     row.get_by_role("button", name="Add").click()
     expect(row.get_by_role("button", name="Added")).to_be_visible()
+    expect(row).to_contain_text("2 files")
     linked = api.get(f"/v1/datasets/{existing['id']}/files").json()["items"]
     assert sorted(f["id"] for f in linked) == sorted(f["id"] for f in files)
 

@@ -24,7 +24,12 @@ def test_delete_see_in_trash_restore_and_delete_forever(signed_in: Page, api: ht
         page.get_by_role("menu", name=f"Actions for {name}").get_by_role(
             "menuitem", name="Delete"
         ).click()
-        page.get_by_role("dialog", name="Delete").get_by_role("button", name="Delete").click()
+        dialog = page.get_by_role("dialog", name="Delete")
+        # What a delete does: the item waits in the Trash for the days the platform keeps it.
+        days = api.post("/v1/delete", json={"file_ids": [], "dry_run": True}).json()["trash_days"]
+        expect(dialog).to_contain_text(f"stays {days:g} days")
+        expect(dialog).not_to_contain_text("cannot be undone")
+        dialog.get_by_role("button", name="Delete").click()
         expect(page.get_by_role("row", name=name)).to_be_hidden()
     assert items(api, folder["id"]) == []
 

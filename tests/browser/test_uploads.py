@@ -184,6 +184,16 @@ def test_dicom_upload_shows_the_job_and_names_missing_tags(
     expect(job).to_contain_text("4 of 4 done", timeout=30_000)
     expect(job.get_by_role("list", name="Refused")).to_contain_text("nopatient.dcm")
     expect(job.get_by_role("list", name="Refused")).to_contain_text("PatientID")
+    # Each file's row says what became of it, the refusal once, beside its bar (not on it).
+    rows = dialog.get_by_role("list", name="Files to upload")
+    refused = rows.get_by_role("listitem", name="nopatient.dcm")
+    expect(refused).not_to_contain_text("Uploaded")
+    expect(refused).to_contain_text("PatientID")
+    assert refused.inner_text().count("PatientID") == 1
+    expect(rows.get_by_role("listitem", name="slice0.dcm")).to_contain_text("Uploaded")
+    bar = refused.get_by_role("progressbar").bounding_box()
+    status = refused.locator(".status").bounding_box()
+    assert bar and status and bar["x"] + bar["width"] <= status["x"]
     [series] = items(api, folder["id"])
     assert series["kind"] == "dicom_series" and series["dicom"]["instances"] == 3
 

@@ -1,24 +1,37 @@
-// What a right-click offers, for a folder and for a selection.
+// What a right-click offers, for a folder and for a selection: only what the caller's
+// role on it allows (a file takes its folder's role, a folder has its own).
 import type { Folder, Item } from "./api";
 import { fileUrl, folderUrl, navigate } from "./router";
-import { open } from "./store";
+import { mayEdit, open } from "./store";
 import type { MenuItem } from "./ui";
 
+export const roleOf = (item: Item, folderRole: string | null | undefined) =>
+  item.type === "folder" ? item.my_role ?? folderRole : folderRole;
+
 export function folderMenu(f: Folder): MenuItem[] {
-  return [
-    { label: "Open", action: () => navigate(folderUrl(f.id)) },
-    { label: "Upload files", action: () => open({ kind: "upload", folderId: f.id }) },
-    { label: "New folder", action: () => open({ kind: "new-folder", parentId: f.id }) },
-    ...selectionMenu([f], f.parent_id),
-  ];
+  const editing: MenuItem[] = mayEdit(f.my_role)
+    ? [
+        { label: "Upload files", action: () => open({ kind: "upload", folderId: f.id }) },
+        { label: "New folder", action: () => open({ kind: "new-folder", parentId: f.id }) },
+      ]
+    : [];
+  return [{ label: "Open", action: () => navigate(folderUrl(f.id)) }, ...editing, ...selectionMenu([f], f.parent_id, f.my_role)];
 }
 
-export function selectionMenu(items: Item[], folderId: string | null): MenuItem[] {
+export function selectionMenu(items: Item[], folderId: string | null, folderRole: string | null | undefined): MenuItem[] {
   const fileIds = items.filter((i) => i.type === "file").map((i) => i.id);
   const folderIds = items.filter((i) => i.type === "folder").map((i) => i.id);
   const single = items.length === 1 ? items[0] : null;
+  const editable = items.length > 0 && items.every((i) => mayEdit(roleOf(i, folderRole)));
   const opening: MenuItem[] =
     single && single.type === "file" ? [{ label: "Open", action: () => navigate(fileUrl(single.id)) }] : [];
+  const editing: MenuItem[] = editable
+    ? [
+        ...(single ? [{ label: "Rename", action: () => open({ kind: "rename", item: single }) }] : []),
+        { label: "Move to another folder", action: () => open({ kind: "move", fileIds, folderIds, from: folderId }) },
+        { label: "Delete", action: () => open({ kind: "delete", fileIds, folderIds }) },
+      ]
+    : [];
   return [
     ...opening,
     {
@@ -31,7 +44,6 @@ export function selectionMenu(items: Item[], folderId: string | null): MenuItem[
           folderId: single && single.type === "folder" ? single.id : folderId,
         }),
     },
-    { label: "Move to another folder", action: () => open({ kind: "move", fileIds, folderIds, from: folderId }) },
-    { label: "Delete", action: () => open({ kind: "delete", fileIds, folderIds }) },
+    ...editing,
   ];
 }

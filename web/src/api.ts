@@ -11,8 +11,18 @@ export class ApiError extends Error {
     message: string,
     public details: Record<string, any> = {},
   ) {
-    super(message);
+    super(inWords(code, message, details));
   }
+}
+
+const ROLE_WORDS: Record<string, string> = { admin: "Admin", editor: "Editor", user: "User", viewer: "User" };
+
+// A refusal for lack of a role names folders and files by id: a person reads the role.
+function inWords(code: string, message: string, details: Record<string, any>): string {
+  if (code !== "forbidden" || !details.role_needed) return message;
+  const needed = ROLE_WORDS[details.role_needed] ?? details.role_needed;
+  const had = details.role ? ` (yours is ${ROLE_WORDS[details.role] ?? details.role})` : "";
+  return `You cannot do this: it needs the ${needed} role on the folder${had}.`;
 }
 
 let unauthenticated: () => void = () => {};

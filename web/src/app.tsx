@@ -3,7 +3,7 @@ import { ApiError, call, del, get, onUnauthenticated, type User } from "./api";
 import { FolderTree } from "./tree";
 import { FolderPage } from "./browse";
 import { FilePage } from "./viewer";
-import { DatasetPage } from "./datasets";
+import { DatasetList, DatasetPage } from "./datasets";
 import { SearchBox, SearchPage } from "./search";
 import { TrashPage } from "./trash";
 import { DialogHost } from "./dialogs";
@@ -106,6 +106,8 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
   else if (route.page === "dataset") page = <DatasetPage key={route.id} id={route.id} />;
   else if (route.page === "search") page = <SearchPage q={route.q} />;
   else if (route.page === "trash") page = <TrashPage />;
+  else if (route.page === "datasets") page = <DatasetList />;
+  else if (route.page === "not-found") page = <NotFound />;
   else page = <FolderPage key="home" folderId={null} />;
   const folderId = route.page === "folder" ? route.id : null;
   return (
@@ -130,10 +132,21 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
         >
           Files
         </a>
-        <SearchBox />
+        <SearchBox current={route.page === "search" ? route.q : ""} />
+        <a
+          href="/datasets"
+          class="nav-link"
+          aria-current={route.page === "datasets" ? "page" : undefined}
+          onClick={(e) => {
+            e.preventDefault();
+            navigate("/datasets");
+          }}
+        >
+          Datasets
+        </a>
         <a
           href="/trash"
-          class="trash-link"
+          class="nav-link"
           aria-current={route.page === "trash" ? "page" : undefined}
           onClick={(e) => {
             e.preventDefault();
@@ -161,9 +174,46 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
   );
 }
 
+function NotFound() {
+  return (
+    <section class="not-found" aria-label="Not found">
+      <h1 class="title">Page not found</h1>
+      <p>There is no page at {location.pathname}: the link may be mistyped, or what it showed was deleted.</p>
+      <p>
+        <a
+          href="/"
+          onClick={(e) => {
+            e.preventDefault();
+            navigate("/");
+          }}
+        >
+          Go to all folders
+        </a>
+      </p>
+    </section>
+  );
+}
+
+// The platform's own actors ("system:<part>"), in words.
+const SYSTEM: Record<string, string> = {
+  trash: "The platform (emptying the trash)",
+  "blob-collector": "The platform (storage clean-up)",
+  "upload-sessions": "The platform (expired uploads)",
+  "sync-schedule": "The platform (scheduled sync)",
+  "integration-events": "The platform (cloud bucket events)",
+  thumbnails: "The platform (thumbnails)",
+  renditions: "The platform (video renditions)",
+};
+
 export async function whoIs(id: string): Promise<string> {
   if (session.me && id === session.me.id) return `${session.me.name} (you)`;
-  return id === "system" ? "the platform" : names.get(id) ?? (await lookupNames(), names.get(id) ?? id.slice(0, 8));
+  if (id === "system" || id.startsWith("system:")) return SYSTEM[id.split(":")[1]] ?? "The platform";
+  return names.get(id) ?? (await lookupNames(), names.get(id) ?? "Someone else");
+}
+
+// Names the app has seen (a folder's collaborators, for one who may not list users).
+export function knowNames(people: { user_id: string; name: string; email: string }[]) {
+  for (const p of people) if (!names.has(p.user_id)) names.set(p.user_id, `${p.name} <${p.email}>`);
 }
 
 const names = new Map<string, string>();

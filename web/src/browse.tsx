@@ -3,12 +3,12 @@
 // keyboard, the right-click menu, and the details panel.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { all, get, type FileItem, type Folder, type Item } from "./api";
-import { bytes, date, kindLabel, KINDS } from "./format";
+import { bytes, count, date, kindLabel, KINDS } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
-import { open, useVersion } from "./store";
+import { gone, mayEdit, open, useVersion } from "./store";
 import { Menu, type MenuItem } from "./ui";
-import { selectionMenu } from "./actions";
+import { roleOf, selectionMenu } from "./actions";
 import { Details } from "./details";
 
 type Sort = { key: "name" | "kind" | "size" | "created_at"; dir: 1 | -1 };
@@ -69,6 +69,8 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const [menu, setMenu] = useState<{ x: number; y: number; items: MenuItem[]; label: string } | null>(null);
 
   useEffect(() => {
+    // This folder was deleted (from the tree, say): its parent is shown instead.
+    if (folderId && gone(folderId)) return navigate(folderUrl(folder?.parent_id ?? null), true);
     const abort = new AbortController();
     setError(null);
     setLoading(true);
@@ -99,14 +101,19 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   }, [items]);
 
   const shown = useMemo(() => {
-    const list = (items ?? []).filter((i) => !kind || kindOf(i) === kind);
+    const list = (items ?? []).filter((i) => (!kind || kindOf(i) === kind) && !gone(i.id));
     // A folder's items come in the order asked for; only kind (and the top level,
     // which has no orders) are sorted here.
     if (folderId && SERVER_ORDERS.has(sort.key)) return list;
     return list.sort((a, b) => compare(a, b, sort));
-  }, [items, kind, sort, folderId]);
+  }, [items, kind, sort, folderId, version]);
 
   const chosen = shown.filter((i) => selected.has(i.id));
+  // The caller's role here (at the top level, each folder has its own).
+  const role = folderId ? folder?.my_role : null;
+  const editable = (targets: Item[]) => targets.length > 0 && targets.every((i) => mayEdit(roleOf(i, role)));
+  // At the top level anyone may make a folder; in a folder, an editor.
+  const mayAdd = folderId ? mayEdit(role) : true;
 
   const selectOnly = (i: number) => {
     setSelected(new Set(shown[i] ? [shown[i].id] : []));
@@ -144,20 +151,27 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       targets.length === 1 && targets[0].type === "folder"
         ? [
             { label: "Open", action: () => openItem(targets[0]) },
-            { label: "Upload files", action: () => open({ kind: "upload", folderId: targets[0].id }) },
+            ...(mayEdit(roleOf(targets[0], role))
+              ? [{ label: "Upload files", action: () => open({ kind: "upload", folderId: targets[0].id }) }]
+              : []),
           ]
         : [];
-    setMenu({ x, y, label, items: [...extra, ...selectionMenu(targets, folderId)] });
+    setMenu({ x, y, label, items: [...extra, ...selectionMenu(targets, folderId, role)] });
   };
 
   const toolbar = (
     <div class="toolbar" role="toolbar" aria-label="Folder actions">
-      <button type="button" class="primary" onClick={() => open({ kind: "new-folder", parentId: folderId })}>
-        + New folder
-      </button>
-      <button type="button" class="primary" onClick={() => open({ kind: "upload", folderId })}>
-        + Upload files
-      </button>
+      {mayAdd && (
+        <>
+          <button type="button" class="primary" onClick={() => open({ kind: "new-folder", parentId: folderId })}>
+            + New folder
+          </button>
+          <button type="button" class="primary" onClick={() => open({ kind: "upload", folderId })}>
+            + Upload files
+          </button>
+        </>
+      )}
+      {folder && !mayAdd && <span class="muted">You can view this folder, not change it.</span>}
       <span class="spacer" />
       <label class="inline" for="kind-filter">
         Kind
@@ -225,7 +239,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
           </p>
         )}
         {items && shown.length === 0 && !loading ? (
-          <p class="empty">{items.length === 0 ? (folderId ? "This folder is empty." : "No folders yet: create one with + New folder.") : "Nothing of this kind here."}</p>
+          <p class="empty">{items.every((i) => gone(i.id)) ? (folderId ? "This folder is empty." : "No folders yet: create one with + New folder.") : "Nothing of this kind here."}</p>
         ) : (
           <Listing
             items={shown}
@@ -279,7 +293,11 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
                 setSelected(new Set());
                 return true;
               }
-              if (e.key === "Delete" && chosen.length) {
+              if (e.key === "F2" && chosen.length === 1 && editable(chosen)) {
+                open({ kind: "rename", item: chosen[0] });
+                return true;
+              }
+              if (e.key === "Delete" && editable(chosen)) {
                 open({
                   kind: "delete",
                   fileIds: chosen.filter((i) => i.type === "file").map((i) => i.id),
@@ -297,7 +315,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
           />
         )}
         <p class="count" aria-live="polite">
-          {loading ? `Loading… ${items?.length ?? 0} items` : `${shown.length} items`}
+          {loading ? `Loading… ${count(items?.length ?? 0, "item")}` : count(shown.length, "item")}
           {chosen.length > 0 && `, ${chosen.length} selected`}
         </p>
       </section>
@@ -335,6 +353,7 @@ export function Breadcrumbs({ path }: { path: { id: string; name: string }[] }) 
           <li key={p.id}>
             <a
               href={folderUrl(p.id)}
+              title={p.name}
               aria-current={i === path.length - 1 ? "page" : undefined}
               onClick={(e) => {
                 e.preventDefault();
@@ -351,27 +370,57 @@ export function Breadcrumbs({ path }: { path: { id: string; name: string }[] }) 
 }
 
 // Thumbnails come from GET /v1/files/{id}/thumbnail when it answers 200; until then,
-// and for a file without one, the kind's icon. A failure is remembered, not retried.
+// and for a file without one, the kind's icon. The picture is only made invisible while it
+// loads (a lazy image that is display:none is never fetched). "Not ready yet" is asked
+// again a few times; "this file has none" is remembered, not retried.
 const noThumbnail = new Set<string>();
 const THUMBNAILED = new Set(["image", "video", "image_group", "image_sequence", "dicom_series", "pdf"]);
+const RETRIES = 5;
 
 export function Thumb({ file, size = 256 }: { file: FileItem; size?: number }) {
   const [ok, setOk] = useState(false);
   const [failed, setFailed] = useState(noThumbnail.has(file.id));
+  // A picture that came on asking again (not the lazy image's own load).
+  const [fetched, setFetched] = useState<string | null>(null);
+  const src = `/v1/files/${file.id}/thumbnail?size=${size}`;
+  useEffect(() => {
+    if (!failed || noThumbnail.has(file.id)) return;
+    // Why the picture failed: only a thumbnail not made yet is worth asking again.
+    const stop = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let tries = 0;
+    const ask = () =>
+      fetch(src, { credentials: "same-origin", signal: stop.signal })
+        .then(async (r) => {
+          if (r.ok) {
+            setFetched(URL.createObjectURL(await r.blob()));
+            setFailed(false);
+            return;
+          }
+          const code = (await r.json().catch(() => ({})))?.error?.code;
+          if (code === "thumbnail_not_ready" && tries < RETRIES) timer = setTimeout(ask, 1000 * 2 ** tries++);
+          else noThumbnail.add(file.id);
+        })
+        .catch(() => {});
+    ask();
+    return () => (stop.abort(), clearTimeout(timer));
+  }, [failed]);
+  useEffect(() => () => void (fetched && URL.revokeObjectURL(fetched)), [fetched]);
   const tryIt = THUMBNAILED.has(file.kind) && !failed;
   return (
-    <div class="thumb">
+    <div class={`thumb ${ok ? "loaded" : ""}`}>
       {!ok && <KindIcon kind={file.kind} size={48} />}
       {tryIt && (
         <img
-          src={`/v1/files/${file.id}/thumbnail?size=${size}`}
+          key={fetched ?? src}
+          src={fetched ?? src}
           alt=""
           loading="lazy"
           decoding="async"
-          style={ok ? undefined : { display: "none" }}
+          class={ok ? undefined : "loading"}
           onLoad={() => setOk(true)}
           onError={() => {
-            noThumbnail.add(file.id);
+            if (fetched) noThumbnail.add(file.id); // what was fetched is no picture
             setFailed(true);
           }}
         />
@@ -433,7 +482,7 @@ function Listing(props: {
       class={`col col-${key}`}
       aria-sort={props.sort.key === key ? (props.sort.dir === 1 ? "ascending" : "descending") : "none"}
     >
-      <button type="button" class="link" onClick={() => props.onSort(key)}>
+      <button type="button" class="link sort" onClick={() => props.onSort(key)}>
         {label}
         {props.sort.key === key ? (props.sort.dir === 1 ? " ▲" : " ▼") : ""}
       </button>
@@ -514,7 +563,7 @@ function Listing(props: {
                       {kindLabel(kindOf(item))}
                     </div>
                     <div role="gridcell" class="col col-size">
-                      {item.type === "file" ? bytes(item.size) : `${item.file_count} files`}
+                      {item.type === "file" ? bytes(item.size) : count(item.file_count, "file")}
                     </div>
                     <div role="gridcell" class="col col-created_at">
                       {date(item.created_at)}

@@ -1,10 +1,73 @@
-// A dataset's page: what "View" opens from a file's "Linked to".
+// The datasets the person may see (/datasets), and a dataset's page: what "View" opens
+// from a file's "Linked to".
 import { useEffect, useState } from "preact/hooks";
 import { all, get } from "./api";
-import { bytes, kindLabel } from "./format";
+import { bytes, count, date, kindLabel } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { useVersion } from "./store";
 import { ErrorText } from "./ui";
+
+export function DatasetList() {
+  const version = useVersion();
+  const [datasets, setDatasets] = useState<any[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    const stop = new AbortController();
+    all("/v1/datasets", {}, undefined, stop.signal)
+      .then(setDatasets)
+      .catch((e) => !stop.signal.aborted && setError(e));
+    return () => stop.abort();
+  }, [version]);
+  const go = (e: Event, to: string) => {
+    e.preventDefault();
+    navigate(to);
+  };
+  return (
+    <section class="dataset-page" aria-label="Datasets">
+      <h1 class="title">Datasets</h1>
+      <ErrorText error={error} />
+      {datasets === null ? (
+        !error && <p class="muted">Loading…</p>
+      ) : datasets.length === 0 ? (
+        <p class="muted">No datasets yet: choose files in a folder, then "Add to dataset".</p>
+      ) : (
+        <table class="dataset-files">
+          <thead>
+            <tr>
+              <th scope="col">Name</th>
+              <th scope="col">Files</th>
+              <th scope="col">Synced with</th>
+              <th scope="col">Created</th>
+            </tr>
+          </thead>
+          <tbody>
+            {datasets.map((d) => (
+              <tr key={d.id} aria-label={d.name}>
+                <td class="name-cell">
+                  <a href={`/datasets/${d.id}`} title={d.name} onClick={(e) => go(e, `/datasets/${d.id}`)}>
+                    {d.name}
+                  </a>
+                  {d.description && <span class="muted"> {d.description}</span>}
+                </td>
+                <td>{count(d.file_count, "file")}</td>
+                <td>
+                  {d.synced_folder_id ? (
+                    <a href={folderUrl(d.synced_folder_id)} onClick={(e) => go(e, folderUrl(d.synced_folder_id))}>
+                      its folder
+                    </a>
+                  ) : (
+                    "—"
+                  )}
+                </td>
+                <td>{date(d.created_at)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
 
 export function DatasetPage({ id }: { id: string }) {
   const version = useVersion();
@@ -22,7 +85,7 @@ export function DatasetPage({ id }: { id: string }) {
       <h1 class="title">Dataset {dataset.name}</h1>
       {dataset.description && <p>{dataset.description}</p>}
       <p>
-        {dataset.file_count} files
+        {count(dataset.file_count, "file")}
         {dataset.synced_folder_id && (
           <>
             {", synced with "}

@@ -1,12 +1,12 @@
 // The details panel: a folder's summary and "Manage access"; a file's facts, the
 // datasets it is "Linked to" (each with View and Remove), and anyone's history.
 import { useEffect, useState } from "preact/hooks";
-import { del, get, type FileItem, type Folder, type Item } from "./api";
+import { del, get, patch, type FileItem, type Folder, type Item } from "./api";
 import { bytes, date, duration, eventLabel, kindLabel } from "./format";
 import { navigate, fileUrl } from "./router";
-import { changed, open, useVersion } from "./store";
+import { changed, mayEdit, open, roleName, useVersion } from "./store";
 import { ErrorText, notify, TabPanel, Tabs } from "./ui";
-import { whoIs } from "./app";
+import { knowNames, whoIs } from "./app";
 
 export function Details({ item }: { item: Item }) {
   const [tab, setTab] = useState("details");
@@ -29,7 +29,7 @@ export function Details({ item }: { item: Item }) {
       <TabPanel idBase={base} id={tab}>
         {tab === "details" && (item.type === "folder" ? <FolderFacts folder={item} /> : <FileFacts id={item.id} />)}
         {tab === "linked" && <LinkedTo id={item.id} />}
-        {tab === "history" && <History subject={item.id} />}
+        {tab === "history" && <History subject={item.id} folderId={item.type === "folder" ? item.id : item.folder_id} />}
       </TabPanel>
     </div>
   );
@@ -44,7 +44,7 @@ function FolderFacts({ folder }: { folder: Folder }) {
   }, [folder.id, version]);
   return (
     <div>
-      {folder.description && <p class="description">{folder.description}</p>}
+      <Description folder={folder} />
       <dl class="facts">
         <dt>Kind</dt>
         <dd>Folder</dd>
@@ -61,7 +61,7 @@ function FolderFacts({ folder }: { folder: Folder }) {
         <dt>Created</dt>
         <dd>{date(folder.created_at)}</dd>
         <dt>Your role</dt>
-        <dd>{folder.my_role ?? "none"}</dd>
+        <dd>{roleName(folder.my_role)}</dd>
       </dl>
       {summary && Object.keys(summary.by_kind).length > 0 && (
         <table class="by-kind">
@@ -85,9 +85,60 @@ function FolderFacts({ folder }: { folder: Folder }) {
         </table>
       )}
       <ErrorText error={error} />
-      <button type="button" onClick={() => open({ kind: "access", folderId: folder.id, folderName: folder.name })}>
+      <button type="button" onClick={() => open({ kind: "access", folderId: folder.id, folderName: folder.name, role: folder.my_role })}>
         Manage access
       </button>
+    </div>
+  );
+}
+
+// A folder's description, edited in place by whoever may edit the folder.
+function Description({ folder }: { folder: Folder }) {
+  const [editing, setEditing] = useState(false);
+  const [text, setText] = useState(folder.description ?? "");
+  const [shown, setShown] = useState(folder.description ?? "");
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const save = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const saved = await patch<Folder>(`/v1/folders/${folder.id}`, { description: text.trim() });
+      setShown(saved.description ?? "");
+      setEditing(false);
+      notify("Description saved");
+      changed();
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  if (editing)
+    return (
+      <form class="description-form" onSubmit={save}>
+        <label for={`description-${folder.id}`}>Description</label>
+        <textarea id={`description-${folder.id}`} rows={3} value={text} onInput={(e) => setText((e.target as HTMLTextAreaElement).value)} />
+        <ErrorText error={error} />
+        <div class="actions">
+          <button type="button" onClick={() => (setEditing(false), setText(shown), setError(null))}>
+            Cancel
+          </button>
+          <button type="submit" class="primary" disabled={busy}>
+            Save
+          </button>
+        </div>
+      </form>
+    );
+  return (
+    <div class="description">
+      {shown ? <p>{shown}</p> : mayEdit(folder.my_role) ? <p class="muted">No description.</p> : null}
+      {mayEdit(folder.my_role) && (
+        <button type="button" class="link" onClick={() => (setText(shown), setEditing(true))}>
+          Edit description
+        </button>
+      )}
     </div>
   );
 }
@@ -243,7 +294,7 @@ function LinkedTo({ id }: { id: string }) {
   );
 }
 
-export function History({ subject }: { subject: string }) {
+export function History({ subject, folderId }: { subject: string; folderId?: string }) {
   const version = useVersion();
   const [events, setEvents] = useState<any[] | null>(null);
   const [who, setWho] = useState<Record<string, string>>({});
@@ -253,6 +304,11 @@ export function History({ subject }: { subject: string }) {
       .then(async (r: any) => {
         setEvents(r.items);
         const actors = [...new Set<string>(r.items.map((e: any) => e.actor_id))];
+        // Who has access here is who acted here, mostly: their names, for anyone.
+        if (folderId)
+          await get(`/v1/folders/${folderId}/collaborators`)
+            .then((c: any) => knowNames(c.items))
+            .catch(() => {});
         const named: Record<string, string> = {};
         for (const a of actors) named[a] = await whoIs(a);
         setWho(named);
@@ -267,7 +323,7 @@ export function History({ subject }: { subject: string }) {
       {[...events].reverse().map((e) => (
         <li key={e.event_id}>
           <span class="what">{eventLabel(e.type)}</span>
-          <span class="who">{who[e.actor_id] ?? e.actor_id}</span>
+          <span class="who">{who[e.actor_id] ?? "…"}</span>
           <time dateTime={e.occurred_at}>{date(e.occurred_at)}</time>
         </li>
       ))}

@@ -1,10 +1,11 @@
 // The dialogs: "New folder", "Move to another folder", "Delete", "Add to dataset",
 // "Manage access" ("Upload files" is in upload.tsx). One open at a time.
 import { useEffect, useId, useRef, useState } from "preact/hooks";
-import { all, del, get, patch, post, query, type Folder } from "./api";
+import { all, ApiError, del, get, patch, post, query, type Folder } from "./api";
+import { count } from "./format";
 import { Lock } from "./icons";
 import { folderUrl, navigate } from "./router";
-import { changed, closeDialog, session, setDialogOpener, type DialogRequest } from "./store";
+import { changed, closeDialog, forget, mayEdit, mayManage, roleName, session, setDialogOpener, type DialogRequest } from "./store";
 import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
 import { UploadDialog } from "./upload";
 
@@ -26,6 +27,8 @@ export function DialogHost() {
       return <AddToDataset {...dialog} onClose={close} />;
     case "access":
       return <ManageAccess {...dialog} onClose={close} />;
+    case "rename":
+      return <Rename item={dialog.item} onClose={close} />;
   }
 }
 
@@ -92,7 +95,7 @@ function NewFolder({ parentId, onClose }: { parentId: string | null; onClose: ()
 }
 
 // The dry run's answer: what a move or delete would touch, and the links datasets lose.
-type Impact = { folders: number; files: number; datasets: { id: string; name: string; links_removed: number }[] };
+type Impact = { folders: number; files: number; trash_days?: number; datasets: { id: string; name: string; links_removed: number }[] };
 
 function ImpactView({ impact, verb }: { impact: Impact | null; verb: string }) {
   const [synced, setSynced] = useState<Record<string, string>>({});
@@ -154,7 +157,8 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
     const timer = setTimeout(() => {
       get(`/v1/search${query({ q: text.trim(), kind: "folder", limit: 20 })}`, abort.signal)
         .then((r: any) => {
-          setHits(r.items.filter((f: Folder) => !props.folderIds.includes(f.id)));
+          // Only folders the caller may add to (the editor role), never one being moved.
+          setHits(r.items.filter((f: Folder) => !props.folderIds.includes(f.id) && mayEdit(f.my_role)));
           setActiveHit(0);
         })
         .catch(() => {});
@@ -251,6 +255,55 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
   );
 }
 
+const days = (n: number) => {
+  const d = Math.round(n * 10) / 10;
+  return d === 1 ? "1 day" : `${d} days`;
+};
+
+// "Rename": a file's or a folder's name (unique among its siblings).
+function Rename({ item, onClose }: { item: { type: "file" | "folder"; id: string; name: string }; onClose: () => void }) {
+  const [name, setName] = useState(item.name);
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const to = name.trim();
+    if (to === item.name) return onClose();
+    setBusy(true);
+    setError(null);
+    try {
+      await patch(`/v1/${item.type === "file" ? "files" : "folders"}/${item.id}`, { name: to });
+      notify(`Renamed to ${to}`);
+      changed();
+      onClose();
+    } catch (err) {
+      setError(
+        err instanceof ApiError && err.status === 409
+          ? new Error(`There is already a file or folder named ${to} here: choose another name.`)
+          : err,
+      );
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Dialog title={`Rename ${item.type}`} onClose={onClose}>
+      <form onSubmit={submit}>
+        <Field label="Name" value={name} onInput={setName} required autoFocus />
+        <ErrorText error={error} />
+        <div class="actions">
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+          <button type="submit" class="primary" disabled={busy || !name.trim()}>
+            Rename
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
 function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; onClose: () => void }) {
   const [impact, setImpact] = useState<Impact | null>(null);
   const [error, setError] = useState<unknown>(null);
@@ -263,6 +316,7 @@ function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; onClose: 
     setBusy(true);
     try {
       const r = await post<{ deleted: number }>("/v1/delete", body);
+      forget([...props.fileIds, ...props.folderIds]);
       notify(`Deleted ${r.deleted} ${r.deleted === 1 ? "item" : "items"}`);
       changed();
       props.onClose();
@@ -274,7 +328,11 @@ function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; onClose: 
   };
   return (
     <Dialog title="Delete" onClose={props.onClose}>
-      <p>Deleting a file removes it from all datasets it was added to. This cannot be undone.</p>
+      <p>
+        Deleting a file removes it from all datasets it was added to. What you delete goes to the Trash
+        {impact?.trash_days !== undefined ? `, where it stays ${days(impact.trash_days)}` : ""}: until then you can
+        restore it from there.
+      </p>
       {!error && <ImpactView impact={impact} verb="delete" />}
       <ErrorText error={error} />
       <div class="actions">
@@ -323,6 +381,8 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
       const ids = await filesOf(props.fileIds, props.folderIds);
       const r = await post<{ added: number }>(`/v1/datasets/${d.id}/files`, { file_ids: ids });
       setAdded(new Set([...added, d.id]));
+      // The counts shown are the datasets' as they are now.
+      all("/v1/datasets").then(setDatasets).catch(() => {});
       notify(`Added ${ids.length} ${ids.length === 1 ? "file" : "files"} to ${d.name}${r.added < ids.length ? ` (${ids.length - r.added} already there)` : ""}`);
       changed();
     } catch (e) {
@@ -374,7 +434,7 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
               {datasets.map((d) => (
                 <li key={d.id} aria-label={d.name}>
                   <span class="name">{d.name}</span>
-                  <span class="muted">{d.file_count} files</span>
+                  <span class="muted">{count(d.file_count, "file")}</span>
                   <button type="button" disabled={busy} onClick={() => add(d)}>
                     {added.has(d.id) ? "Added" : "Add"}
                   </button>
@@ -419,8 +479,10 @@ const ROLES = [
   { id: "user", label: "User" },
 ];
 
-function ManageAccess(props: { folderId: string; folderName: string; onClose: () => void }) {
-  const [tab, setTab] = useState("invite");
+function ManageAccess(props: { folderId: string; folderName: string; role: string | null; onClose: () => void }) {
+  // Only a folder's admin changes who has access; anyone else sees who has it.
+  const manager = mayManage(props.role);
+  const [tab, setTab] = useState(manager ? "invite" : "manage");
   const [people, setPeople] = useState<any[] | null>(null);
   const [role, setRole] = useState("user");
   const [emails, setEmails] = useState<string[]>([]);
@@ -493,13 +555,18 @@ function ManageAccess(props: { folderId: string; folderName: string; onClose: ()
         idBase={base}
         active={tab}
         onChange={setTab}
-        tabs={[
-          { id: "invite", label: "Invite" },
-          { id: "manage", label: "Manage" },
-        ]}
+        tabs={
+          manager
+            ? [
+                { id: "invite", label: "Invite" },
+                { id: "manage", label: "Manage" },
+              ]
+            : [{ id: "manage", label: "People" }]
+        }
       />
+      {!manager && <p class="muted">Your role here is {roleName(props.role)}: only an Admin of this folder changes who has access.</p>}
       <TabPanel idBase={base} id={tab}>
-        {tab === "invite" ? (
+        {tab === "invite" && manager ? (
           <div>
             <div class="field">
               <label for={`${base}-role`}>Role</label>
@@ -591,7 +658,7 @@ function ManageAccess(props: { folderId: string; folderName: string; onClose: ()
                       {inherited && <span class="muted"> (from a folder above)</span>}
                     </td>
                     <td>
-                      {locked || inherited ? (
+                      {locked || inherited || !manager ? (
                         <span class="locked" aria-label={`${p.role}${locked ? ", locked" : ""}`}>
                           {locked && <Lock />} {ROLES.find((r) => r.id === p.role)?.label ?? p.role}
                         </span>
@@ -610,7 +677,7 @@ function ManageAccess(props: { folderId: string; folderName: string; onClose: ()
                       )}
                     </td>
                     <td>
-                      {!locked && !inherited && (
+                      {!locked && !inherited && manager && (
                         <button type="button" aria-label={`Remove ${p.email}`} onClick={() => remove(p.user_id)}>
                           Remove
                         </button>

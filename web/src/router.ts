@@ -7,7 +7,9 @@ export type Route =
   | { page: "file"; id: string }
   | { page: "dataset"; id: string }
   | { page: "search"; q: string }
-  | { page: "trash" };
+  | { page: "trash" }
+  | { page: "datasets" }
+  | { page: "not-found" };
 
 const UUID = "[0-9a-fA-F-]{36}";
 
@@ -20,8 +22,10 @@ export function parse(location: Location): Route {
   m = path.match(new RegExp(`^/datasets/(${UUID})/?$`));
   if (m) return { page: "dataset", id: m[1] };
   if (path === "/trash") return { page: "trash" };
+  if (path === "/datasets") return { page: "datasets" };
   if (path === "/search") return { page: "search", q: new URLSearchParams(location.search).get("q") ?? "" };
-  return { page: "home" };
+  if (path === "/") return { page: "home" };
+  return { page: "not-found" };
 }
 
 const listeners = new Set<() => void>();

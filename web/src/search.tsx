@@ -1,6 +1,6 @@
 // The global search: a searchbox in the top bar, across every folder the person may
 // see; each hit with its folder path; open a hit to go there.
-import { useEffect, useId, useState } from "preact/hooks";
+import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { get, query, type Item } from "./api";
 import { kindLabel } from "./format";
 import { KindIcon } from "./icons";
@@ -14,14 +14,26 @@ const where = (hit: Item) => {
 };
 const go = (hit: Item) => navigate(hit.type === "folder" ? folderUrl(hit.id) : fileUrl(hit.id));
 
-export function SearchBox() {
-  const [q, setQ] = useState("");
+// `current` is the query of the page shown (the results page's), which the box follows
+// (after a reload, Back and Forward); suggestions are only for what the person types.
+export function SearchBox({ current }: { current: string }) {
+  const [q, setQ] = useState(current);
   const [hits, setHits] = useState<Item[]>([]);
   const [open, setOpen] = useState(false);
   const [active, setActive] = useState(-1);
+  const typing = useRef(false);
+  const followed = useRef(current);
   const id = useId();
   useEffect(() => {
-    if (!q.trim()) {
+    // Only a change of address: what was typed before this first ran is kept.
+    if (followed.current === current) return;
+    followed.current = current;
+    typing.current = false;
+    setQ(current);
+    setOpen(false);
+  }, [current]);
+  useEffect(() => {
+    if (!q.trim() || !typing.current) {
       setHits([]);
       return;
     }
@@ -29,6 +41,8 @@ export function SearchBox() {
     const timer = setTimeout(() => {
       get(`/v1/search${query({ q: q.trim(), limit: 10 })}`, abort.signal)
         .then((r: any) => {
+          // An answer that comes after Enter (or a pick) opens nothing over the page.
+          if (!typing.current) return;
           setHits(r.items);
           setActive(-1);
           setOpen(true);
@@ -41,6 +55,7 @@ export function SearchBox() {
     };
   }, [q]);
   const pick = (hit: Item) => {
+    typing.current = false;
     setOpen(false);
     setQ("");
     go(hit);
@@ -53,6 +68,7 @@ export function SearchBox() {
         e.preventDefault();
         if (active >= 0 && hits[active]) pick(hits[active]);
         else if (q.trim()) {
+          typing.current = false;
           setOpen(false);
           navigate(`/search${query({ q: q.trim() })}`);
         }
@@ -65,8 +81,11 @@ export function SearchBox() {
         value={q}
         aria-controls={`${id}-hits`}
         aria-activedescendant={active >= 0 ? `${id}-${active}` : undefined}
-        onInput={(e) => setQ((e.target as HTMLInputElement).value)}
-        onFocus={() => hits.length && setOpen(true)}
+        onInput={(e) => {
+          typing.current = true;
+          setQ((e.target as HTMLInputElement).value);
+        }}
+        onFocus={() => typing.current && hits.length && setOpen(true)}
         onBlur={() => setTimeout(() => setOpen(false), 150)}
         onKeyDown={(e) => {
           if (e.key === "ArrowDown") setActive(Math.min(active + 1, hits.length - 1));

@@ -29,7 +29,8 @@ export type DialogRequest =
   | { kind: "move"; fileIds: string[]; folderIds: string[]; from: string | null }
   | { kind: "delete"; fileIds: string[]; folderIds: string[] }
   | { kind: "add-to-dataset"; fileIds: string[]; folderIds: string[]; folderId: string | null }
-  | { kind: "access"; folderId: string; folderName: string };
+  | { kind: "access"; folderId: string; folderName: string; role: string | null }
+  | { kind: "rename"; item: { type: "file" | "folder"; id: string; name: string } };
 
 let openDialog: (d: DialogRequest | null) => void = () => {};
 export function setDialogOpener(f: (d: DialogRequest | null) => void) {
@@ -40,4 +41,22 @@ export function open(d: DialogRequest) {
 }
 export function closeDialog() {
   openDialog(null);
+}
+
+// What a role on a folder allows (it holds for everything below): "user" looks, "editor"
+// also uploads, makes folders, renames, moves and deletes, "admin" also manages access.
+const RANK: Record<string, number> = { user: 1, viewer: 1, editor: 2, admin: 3 };
+export const mayEdit = (role: string | null | undefined) => (RANK[role ?? ""] ?? 0) >= RANK.editor;
+export const mayManage = (role: string | null | undefined) => role === "admin";
+export const roleName = (role: string | null | undefined) =>
+  role === "admin" ? "Admin" : role === "editor" ? "Editor" : role === "user" || role === "viewer" ? "User" : "none";
+
+// What was just deleted: views stop asking for it (a 404 each) before their lists catch up.
+const goneIds = new Set<string>();
+export const gone = (id: string) => goneIds.has(id);
+export function forget(ids: string[]) {
+  ids.forEach((id) => goneIds.add(id));
+}
+export function restored(ids: string[]) {
+  ids.forEach((id) => goneIds.delete(id));
 }

@@ -2,8 +2,8 @@
 // for the items chosen, and "Empty trash" for all the caller could restore.
 import { useEffect, useState } from "preact/hooks";
 import { all, call, del, post } from "./api";
-import { bytes, date, kindLabel } from "./format";
-import { changed, useVersion } from "./store";
+import { bytes, count, date, kindLabel } from "./format";
+import { changed, mayEdit, restored, useVersion } from "./store";
 import { ErrorText, notify } from "./ui";
 
 type TrashItem = {
@@ -15,6 +15,7 @@ type TrashItem = {
   files?: number;
   deleted_at: string;
   purge_at: string;
+  my_role?: string | null;
 };
 
 type Confirming = "purge" | "empty" | null;
@@ -38,6 +39,8 @@ export function TrashPage() {
   }, [version]);
 
   const picked = (items ?? []).filter((i) => chosen.has(i.id));
+  // Restoring and deleting forever need the editor role where the item was.
+  const mine = (items ?? []).filter((i) => mayEdit(i.my_role));
   const ids = (type: string) => picked.filter((i) => i.type === type).map((i) => i.id);
   const toggle = (id: string) => {
     const next = new Set(chosen);
@@ -62,24 +65,28 @@ export function TrashPage() {
   const restore = () =>
     act(async () => {
       const done = await post("/v1/trash/restore", { file_ids: ids("file"), folder_ids: ids("folder") });
-      return `Restored ${done.restored_files} files and ${done.restored_folders} folders`;
+      restored(picked.map((i) => i.id));
+      return `Restored ${count(done.restored_files, "file")} and ${count(done.restored_folders, "folder")}`;
     });
   const purge = () =>
     act(async () => {
       const q = new URLSearchParams({ file_ids: ids("file").join(","), folder_ids: ids("folder").join(",") });
       const done = await call("DELETE", `/v1/trash?${q}`);
-      return `Deleted forever ${done.purged_files} files and ${done.purged_folders} folders`;
+      return `Deleted forever ${count(done.purged_files, "file")} and ${count(done.purged_folders, "folder")}`;
     });
   const empty = () =>
     act(async () => {
       const done = await del("/v1/trash");
-      return `Trash emptied: ${done.purged_files} files and ${done.purged_folders} folders`;
+      return `Trash emptied: ${count(done.purged_files, "file")} and ${count(done.purged_folders, "folder")}`;
     });
 
   return (
     <section class="trash-page" aria-label="Trash">
       <h1 class="title">Trash</h1>
       <p class="muted">Deleted files and folders stay here for a while, then go for good.</p>
+      {items && items.length > 0 && !mine.length && (
+        <p class="muted">Only an Editor or Admin of their folders can restore these or delete them forever.</p>
+      )}
       <div class="toolbar" role="toolbar" aria-label="Trash actions">
         <span>{picked.length} selected</span>
         <button type="button" disabled={busy || !picked.length} onClick={restore}>
@@ -88,7 +95,7 @@ export function TrashPage() {
         <button type="button" disabled={busy || !picked.length} onClick={() => setConfirming("purge")}>
           Delete forever
         </button>
-        <button type="button" disabled={busy || !items?.length} onClick={() => setConfirming("empty")}>
+        <button type="button" disabled={busy || !mine.length} onClick={() => setConfirming("empty")}>
           Empty trash
         </button>
       </div>
@@ -96,7 +103,7 @@ export function TrashPage() {
         <div role="alertdialog" aria-label="Confirm" class="confirm">
           <p>
             {confirming === "purge"
-              ? `Delete ${picked.length} item(s) forever? This cannot be undone.`
+              ? `Delete ${count(picked.length, "item")} forever? This cannot be undone.`
               : "Delete everything you could restore forever? This cannot be undone."}
           </p>
           <button type="button" class="danger" disabled={busy} onClick={confirming === "purge" ? purge : empty}>
@@ -131,12 +138,14 @@ export function TrashPage() {
                   <input
                     type="checkbox"
                     aria-label={`Choose ${i.name}`}
+                    disabled={!mayEdit(i.my_role)}
+                    title={mayEdit(i.my_role) ? undefined : "Only an Editor or Admin of its folder can restore it or delete it forever"}
                     checked={chosen.has(i.id)}
                     onChange={() => toggle(i.id)}
                   />
                 </td>
                 <td>{i.name}</td>
-                <td>{i.type === "folder" ? `Folder (${i.files ?? 0} files)` : kindLabel(i.kind ?? "")}</td>
+                <td>{i.type === "folder" ? `Folder (${count(i.files ?? 0, "file")})` : kindLabel(i.kind ?? "")}</td>
                 <td>{bytes(i.size)}</td>
                 <td>{date(i.deleted_at)}</td>
                 <td>{date(i.purge_at)}</td>

@@ -5,7 +5,7 @@
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { ApiError, all, get, post, send, type Folder } from "./api";
 import { bytes } from "./format";
-import { changed } from "./store";
+import { changed, mayEdit } from "./store";
 import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
 
 // Files from this size go through upload sessions, in parts of PART bytes.
@@ -16,7 +16,8 @@ const PARALLEL = 3;
 type Entry = {
   file: File;
   path: string; // relative path, "a/b/c.png" for a folder's file
-  status: "waiting" | "uploading" | "done" | "refused" | "failed";
+  // "checking": sent, and the platform has still to take or refuse it (a DICOM job).
+  status: "waiting" | "uploading" | "checking" | "done" | "refused" | "failed";
   loaded: number;
   message?: string;
 };
@@ -223,7 +224,15 @@ function FileList({ entries, onRemove, busy }: { entries: Entry[]; onRemove: (i:
             <span class="size">{bytes(e.file.size)}</span>
             <progress aria-label={`Progress of ${e.path}`} max={Math.max(e.file.size, 1)} value={e.loaded} />
             <span class="status">
-              {e.status === "done" ? "Uploaded" : e.status === "refused" || e.status === "failed" ? e.message : e.status === "uploading" ? "Uploading…" : ""}
+              {e.status === "done"
+                ? "Uploaded"
+                : e.status === "refused" || e.status === "failed"
+                  ? e.message
+                  : e.status === "uploading"
+                    ? "Uploading…"
+                    : e.status === "checking"
+                      ? "Checking…"
+                      : ""}
             </span>
             {!busy && e.status !== "done" && (
               <button type="button" class="icon-button" aria-label={`Remove ${e.path}`} onClick={() => onRemove(i)}>
@@ -254,14 +263,20 @@ function JobProgress({ job, label }: { job: any; label: string }) {
         <ul class="job-errors" aria-label="Refused">
           {job.errors.map((e: any, i: number) => (
             <li key={i}>
-              <strong>{e.name}</strong>: {e.message}
-              {e.details?.missing_tags?.length ? ` (missing tags: ${e.details.missing_tags.join(", ")})` : ""}
+              <strong>{e.name}</strong>: {refusal(e)}
             </li>
           ))}
         </ul>
       )}
     </section>
   );
+}
+
+// A job's refusal; the missing tags only when its message does not already name them.
+function refusal(e: { message?: string; details?: { missing_tags?: string[] } }): string {
+  const message = e.message ?? "refused";
+  const missing = (e.details?.missing_tags ?? []).filter((t) => !message.includes(t));
+  return missing.length ? `${message} (missing tags: ${missing.join(", ")})` : message;
 }
 
 async function follow(jobId: string, onJob: (job: any) => void) {
@@ -293,7 +308,8 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
   live.current = entries;
 
   useEffect(() => {
-    if (!props.folderId) all<Folder>("/v1/folders").then(setFolders).catch(() => {});
+    // Files go only where the caller may add them (the editor role).
+    if (!props.folderId) all<Folder>("/v1/folders").then((fs) => setFolders(fs.filter((f) => mayEdit(f.my_role)))).catch(() => {});
   }, []);
   useEffect(() => {
     if (tab === "import" && integrations === null)
@@ -397,8 +413,18 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
           return { ...e, loaded: mine, status: "uploading" };
         }));
       });
-      setEntries(live.current.map((e) => ({ ...e, loaded: e.file.size, status: "done" })));
+      setEntries(live.current.map((e) => ({ ...e, loaded: e.file.size, status: "checking" })));
       const finished = await follow(started.job_id, setJob);
+      // Taken, unless the job refused it (by the name it was sent under).
+      const refused = new Map<string, any>((finished.errors ?? []).map((x: any) => [x.name, x]));
+      setEntries(
+        live.current.map((e) => {
+          const why = refused.get(e.file.name) ?? refused.get(e.path);
+          return why
+            ? { ...e, status: "refused", message: refusal(why) }
+            : { ...e, status: finished.status === "failed" ? "failed" : "done", message: finished.status === "failed" ? "not taken" : undefined };
+        }),
+      );
       changed();
       notify(`DICOM: ${finished.files?.length ?? 0} series, ${finished.errors?.length ?? 0} refused`, (finished.errors?.length ?? 0) > 0);
     } catch (err) {

@@ -77,7 +77,9 @@ function ImageViewer({ src, name }: { src: string; name: string }) {
         <button type="button" onClick={() => setZoom(clamp(zoom / 1.25))}>
           Zoom out
         </button>
-        <output aria-label="Zoom level">{Math.round(zoom * 100)}%</output>
+        {/* 1 is the picture fitted to the stage, not its own pixels: "Fit", and other
+            zooms relative to it. */}
+        <output aria-label="Zoom level">{zoom === 1 ? "Fit" : `${Math.round(zoom * 100)}% of fit`}</output>
         <button type="button" onClick={() => setZoom(clamp(zoom * 1.25))}>
           Zoom in
         </button>

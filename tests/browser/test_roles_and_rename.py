@@ -1,0 +1,143 @@
+"""What a person may do follows their role on the folder: a User (viewer) is offered no
+editing action (no upload, new folder, rename, move, delete, no access changes, nothing to
+restore in the Trash); an Editor renames files and folders ("Rename", F2) and edits a
+folder's description, with the API's refusals shown."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import items, make_folder, sign_in, unique, upload
+from tests.e2e.support import png, text
+
+
+def _member(api: httpx.Client, folder_id: str, role: str) -> dict:
+    answer = api.post(
+        "/v1/users",
+        json={"email": f"{unique(role)}@example.com", "name": role.title(), "org_role": "member"},
+    )
+    assert answer.status_code == 201, answer.text
+    user = dict(answer.json())
+    added = api.post(
+        f"/v1/folders/{folder_id}/collaborators", json={"emails": [user["email"]], "role": role}
+    )
+    assert added.status_code == 200, added.text
+    return user
+
+
+def test_a_viewer_is_offered_no_editing_action(page: Page, api: httpx.Client) -> None:
+    folder = make_folder(api, unique("looked-at"))
+    make_folder(api, "inner", folder["id"])
+    [doomed, _] = upload(api, folder["id"], ("gone.txt", text("x\n")), ("kept.png", png(8, 8)))
+    assert api.post("/v1/delete", json={"file_ids": [doomed["id"]]}).status_code == 200
+    viewer = _member(api, folder["id"], "user")
+    sign_in(page, viewer["api_key"])
+
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    expect(grid.get_by_role("row", name="kept.png")).to_be_visible()
+    expect(page.get_by_role("button", name="+ New folder")).to_have_count(0)
+    expect(page.get_by_role("button", name="+ Upload files")).to_have_count(0)
+
+    for name in ("kept.png", "inner"):
+        grid.get_by_role("row", name=name).click(button="right")
+        menu = page.get_by_role("menu", name=f"Actions for {name}")
+        expect(menu.get_by_role("menuitem", name="Add to dataset")).to_be_visible()
+        for refused in ("Rename", "Move to another folder", "Delete", "Upload files"):
+            expect(menu.get_by_role("menuitem", name=refused)).to_have_count(0)
+        page.keyboard.press("Escape")
+        expect(menu).to_be_hidden()
+    grid.get_by_role("row", name="kept.png").click()
+    for key in ("Delete", "F2"):
+        page.keyboard.press(key)
+        expect(page.get_by_role("dialog")).to_have_count(0)
+
+    # History names people (not ids), also for one who may not list the users.
+    grid.get_by_role("row", name="kept.png").click()
+    details = page.get_by_role("complementary", name="Details")
+    details.get_by_role("tab", name="History").click()
+    history = details.get_by_role("list", name="History")
+    expect(history).to_contain_text("File uploaded")
+    expect(history).to_contain_text("Administrator <admin@files.local>")
+    expect(history).not_to_contain_text("system:")
+
+    # Manage access: who has it, read-only.
+    grid.get_by_role("row", name="kept.png").click(modifiers=["Control"])
+    expect(details).to_contain_text("Your role")
+    expect(details).to_contain_text("User")
+    expect(details.get_by_role("button", name="Edit description")).to_have_count(0)
+    details.get_by_role("button", name="Manage access").click()
+    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
+    expect(dialog.get_by_role("row", name=viewer["email"])).to_be_visible()
+    expect(dialog.get_by_role("tab", name="Invite")).to_have_count(0)
+    expect(dialog.get_by_role("combobox")).to_have_count(0)
+    expect(dialog.get_by_role("button", name="Remove", exact=False)).to_have_count(0)
+    dialog.get_by_role("button", name="Close").click()
+
+    # The trash shows what was deleted there, with nothing to restore or purge.
+    page.get_by_role("link", name="Trash", exact=True).click()
+    trash = page.get_by_role("region", name="Trash")
+    expect(trash.get_by_role("row", name="gone.txt")).to_be_visible()
+    expect(trash.get_by_role("checkbox", name="Choose gone.txt")).to_be_disabled()
+    expect(trash.get_by_role("button", name="Empty trash")).to_be_disabled()
+    expect(trash.get_by_role("button", name="Restore")).to_be_disabled()
+
+
+def test_an_editor_renames_and_edits_a_description_and_sees_refusals(
+    page: Page, api: httpx.Client
+) -> None:
+    folder = make_folder(api, unique("renamed"))
+    make_folder(api, "taken", folder["id"])
+    make_folder(api, "old-name", folder["id"])
+    upload(api, folder["id"], ("before.txt", text("x\n")))
+    editor = _member(api, folder["id"], "editor")
+    sign_in(page, editor["api_key"])
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    expect(page.get_by_role("button", name="+ Upload files")).to_be_visible()
+
+    # A file by F2.
+    grid.get_by_role("row", name="before.txt").click()
+    page.keyboard.press("F2")
+    dialog = page.get_by_role("dialog", name="Rename file")
+    dialog.get_by_label("Name").fill("after.txt")
+    dialog.get_by_role("button", name="Rename").click()
+    expect(grid.get_by_role("row", name="after.txt")).to_be_visible()
+    assert "after.txt" in {i["name"] for i in items(api, folder["id"])}
+
+    # A folder by its menu: a taken name and a bad name are refused, in words.
+    grid.get_by_role("row", name="old-name").click(button="right")
+    page.get_by_role("menu", name="Actions for old-name").get_by_role(
+        "menuitem", name="Rename"
+    ).click()
+    dialog = page.get_by_role("dialog", name="Rename folder")
+    dialog.get_by_label("Name").fill("taken")
+    dialog.get_by_role("button", name="Rename").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("already")
+    dialog.get_by_label("Name").fill("a/b")
+    dialog.get_by_role("button", name="Rename").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("'/'")
+    dialog.get_by_label("Name").fill("new-name")
+    dialog.get_by_role("button", name="Rename").click()
+    expect(grid.get_by_role("row", name="new-name")).to_be_visible()
+    assert {i["name"] for i in items(api, folder["id"])} == {"taken", "new-name", "after.txt"}
+
+    # The folder's description, in its details panel.
+    grid.get_by_role("row", name="new-name").click()
+    details = page.get_by_role("complementary", name="Details")
+    details.get_by_role("button", name="Edit description").click()
+    details.get_by_label("Description").fill("Scans from March")
+    details.get_by_role("button", name="Save").click()
+    expect(details).to_contain_text("Scans from March")
+    [renamed] = [i for i in items(api, folder["id"]) if i["name"] == "new-name"]
+    assert renamed["description"] == "Scans from March"
+
+    # An editor sees who has access, and changes nothing.
+    grid.get_by_role("row", name="new-name").click(modifiers=["Control"])
+    details.get_by_role("button", name="Manage access").click()
+    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
+    expect(dialog.get_by_role("row", name=editor["email"])).to_be_visible()
+    expect(dialog.get_by_role("combobox")).to_have_count(0)
