@@ -64,7 +64,7 @@ PAGE_HEADERS = {
 def install(app: FastAPI, settings: Settings) -> None:
     root = Path(settings.web_dir) if settings.web_dir else SOURCE_BUILD
 
-    async def page(status: int = 200) -> Response:
+    def page(status: int) -> Response:
         index = root / "index.html"
         if not index.is_file():
             return JSON(
@@ -73,19 +73,26 @@ def install(app: FastAPI, settings: Settings) -> None:
             )
         return FileResponse(index, status, media_type="text/html", headers=PAGE_HEADERS)
 
-    pages = [Route(path, page, methods=["GET"]) for path in APP_PATHS]
+    async def app_page() -> Response:  # no parameters: nothing of the query is read
+        return page(200)
+
     for path in APP_PATHS:
-        app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
+        app.add_api_route(path, app_page, methods=["GET", "HEAD"], include_in_schema=False)
 
     async def elsewhere(request: Request) -> Response:
         """No route: a browser's page load gets the app (which says "Page not found"),
-        anything else the JSON 404 (405 on an app page) it always had."""
+        anything else the JSON 404 it always had, or 405 where a route has the path but
+        not the method."""
+        if any(
+            r is not fallback and r.matches(request.scope)[0] is Match.PARTIAL
+            for r in app.router.routes
+        ):
+            raise HTTPException(405)
         if request.method not in ("GET", "HEAD"):
-            known = any(p.matches(request.scope)[0] is not Match.NONE for p in pages)
-            raise HTTPException(405 if known else 404)
+            raise HTTPException(404)
         if "text/html" not in request.headers.get("accept", ""):
             raise HTTPException(404)
-        return await page(404)
+        return page(404)
 
     @app.get("/assets/{name}", include_in_schema=False)
     async def asset(name: str, request: Request) -> Response:
@@ -109,6 +116,10 @@ def install(app: FastAPI, settings: Settings) -> None:
 
     # Last of the web's routes. Every path but `/v1` and below: the API's own 404s, routed
     # after this.
-    fallback = Route("/{rest:path}", elsewhere, methods=None)
+    # Every method (a function's route would take only GET and HEAD: any other would be
+    # a 405 of the router's for every path).
+    fallback = Route(
+        "/{rest:path}", elsewhere, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    )
     fallback.path_regex = re.compile(r"^/(?!v1(?:/|$))(?P<rest>.*)$")
     app.router.routes.append(fallback)

@@ -255,6 +255,22 @@ async def test_a_client_cannot_hold_the_gateway_with_a_huge_or_endless_request(
     assert (await api.get("/v1/users/me")).status_code == 200
 
 
+async def test_the_web_apps_pages_read_nothing_of_the_query_and_answer_head(
+    api: httpx.AsyncClient,
+) -> None:
+    html = {"Accept": "text/html"}
+    for query in ("status=0", "status=302", "q=a&status=x"):
+        page = await api.get(f"/search?{query}", headers=html)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert (await api.head("/")).status_code == 200
+    assert (await api.post("/")).status_code == 405
+    assert (await api.head("/healthz")).status_code == 405
+    assert (await api.post("/nowhere")).status_code == 404
+    unknown = await api.get("/nowhere", headers=html)
+    assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("text/html")
+    error(await api.get("/nowhere"), 404, "not_found")
+
+
 async def test_the_request_id_is_the_callers_when_sane(api: httpx.AsyncClient) -> None:
     mine = "trace-" + uuid.uuid4().hex
     answer = await api.get("/v1/users/me", headers={"X-Request-Id": mine})
@@ -450,6 +466,13 @@ async def test_a_security_header_sent_twice_is_refused_not_picked(
         )
         refused = error(answer, 400, "duplicate_header")
         assert refused["details"] == {"header": "Cookie", "cookie": "files_session"}
+        # A cookie someone else planted locks nobody out: a key's request reads no
+        # cookie, and signing out stays possible.
+        planted = {"Cookie": "files_session=a; files_session=b"}
+        keyed = await bare.get("/v1/users/me", headers={**planted, "Authorization": theirs})
+        assert keyed.json()["id"] == bob["id"]
+        out = await bare.delete("/v1/sessions", headers={**planted, "X-Files-CSRF": "1"})
+        assert out.status_code != 400, out.text
         # Once is fine.
         me = await bare.get("/v1/users/me", headers={"Authorization": theirs})
         assert me.json()["id"] == bob["id"]

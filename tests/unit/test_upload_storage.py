@@ -262,3 +262,72 @@ async def test_a_request_cancelled_while_its_files_are_inspected_keeps_its_memor
     finally:
         release.set()
     await eventually(holds(lambda: allowance.left == total), what="the reservation given back")
+
+
+def form(*parts: tuple[str, str | None, bytes]) -> list[bytes]:
+    """A multipart/form-data body of (field, file name or None, bytes) parts."""
+    body = b""
+    for field, filename, data in parts:
+        named = f'; filename="{filename}"' if filename is not None else ""
+        body += (
+            (
+                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"{named}\r\n\r\n'
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    return [body + f"--{BOUNDARY}--\r\n".encode()]
+
+
+async def test_form_fields_an_upload_does_not_read_are_not_kept(tmp_path: Path) -> None:
+    received = await Uploads._receive(
+        SimpleNamespace(blobs=LocalBlobStore(tmp_path / "blobs")),  # type: ignore[arg-type]
+        f"multipart/form-data; boundary={BOUNDARY}",
+        chunks(
+            form(
+                *[(f"junk{i}", None, b"j" * 4000) for i in range(500)], ("file", "a.png", png(100))
+            )
+        ),
+    )
+    try:
+        assert received.fields == {} and [f.name for f in received.stored] == ["a.png"]
+    finally:
+        received.cleanup()
+
+
+async def test_a_parts_headers_past_their_limit_are_the_bodys_fault(tmp_path: Path) -> None:
+    huge = f"--{BOUNDARY}\r\nX-Pad: {'p' * (multipart.PART_HEAD_LIMIT + 1)}\r\n\r\nx\r\n"
+    with pytest.raises(Refused) as refused:
+        await Uploads._receive(
+            SimpleNamespace(blobs=LocalBlobStore(tmp_path / "blobs")),  # type: ignore[arg-type]
+            f"multipart/form-data; boundary={BOUNDARY}",
+            chunks([huge.encode() + f"--{BOUNDARY}--\r\n".encode()]),
+        )
+    assert (refused.value.status, refused.value.code) == (400, "malformed_multipart")
+
+
+async def test_a_refusal_of_content_stops_listing_at_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(multipart, "REFUSED_LISTED", 2)
+    sniffed = []
+    sniff = multipart.kinds.sniff
+
+    def counted(head: bytes) -> tuple[str, str]:
+        sniffed.append(head)
+        return sniff(head)
+
+    monkeypatch.setattr(multipart.kinds, "sniff", counted)
+    elf = b"\x7fELF" + bytes(60)
+    [whole] = form(*[("file", f"x{i}.bin", elf) for i in range(100)])
+    with pytest.raises(Refused) as refused:
+        await Uploads._receive(
+            SimpleNamespace(blobs=LocalBlobStore(tmp_path / "blobs")),  # type: ignore[arg-type]
+            f"multipart/form-data; boundary={BOUNDARY}",
+            # In small reads: parsing stops at the read after the list is full.
+            chunks([whole[i : i + 64] for i in range(0, len(whole), 64)]),
+        )
+    details = refused.value.details
+    assert [r["name"] for r in details["refused"]] == ["x0.bin", "x1.bin"]
+    assert details["more_refused"] is True
+    assert len(sniffed) <= 4

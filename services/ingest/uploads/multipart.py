@@ -39,8 +39,14 @@ HELD_LIMIT = 8 * 1024 * 1024
 HELD_TOTAL = 256 * 1024 * 1024
 # A refusal of content lists every file part it refuses (their heads still sniffed, their
 # bytes no longer stored), so a client sends the rest again in one more request; at most
-# this many are listed.
+# this many are listed (and at most MAX_FILES parts looked at: past either, the rest of
+# the body is read and dropped, not parsed).
 REFUSED_LISTED = 1000
+# The form fields an upload reads (the upload's metadata, an image group's kind and
+# name); any other is read and dropped, so a body of many fields holds nothing.
+KEPT_FIELDS = frozenset({METADATA_FIELD, "kind", "name"})
+# A part's headers, bytes: a Content-Disposition with a long file name is a few hundred.
+PART_HEAD_LIMIT = 16 * 1024
 
 
 class Allowance:
@@ -89,6 +95,7 @@ class Receiver:
         self.part: Part | None = None
         self.header_field = b""
         self.header_value = b""
+        self.part_head = 0
         self.stored: list[StoredFile] = []
         self.spools: list[BlobWriter] = []  # each stored file's, in the same order
         self._allowance = PROCESS_HELD
@@ -113,12 +120,27 @@ class Receiver:
 
     def on_part_begin(self) -> None:
         self.part = Part()
+        self.part_head = 0
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self.header_field += data[start:end]
+        if self._head_fits(end - start):
+            self.header_field += data[start:end]
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self.header_value += data[start:end]
+        if self._head_fits(end - start):
+            self.header_value += data[start:end]
+
+    def _head_fits(self, size: int) -> bool:
+        self.part_head += size
+        if self.part_head <= PART_HEAD_LIMIT:
+            return True
+        self.refusal = self.refusal or Refused(
+            400,
+            "malformed_multipart",
+            f"a part's headers are larger than {PART_HEAD_LIMIT} bytes",
+            {"limit": PART_HEAD_LIMIT},
+        )
+        return False
 
     def on_header_end(self) -> None:
         assert self.part is not None
@@ -136,7 +158,7 @@ class Receiver:
         field_name = options.get(b"name", b"").decode()
         filename = options.get(b"filename")
         part.is_file = field_name == "file"
-        if not part.is_file and filename is None:
+        if not part.is_file and filename is None and field_name in KEPT_FIELDS:
             part.field = field_name
             self.fields[field_name] = bytearray()
         if part.is_file:
@@ -263,8 +285,14 @@ class Receiver:
     @property
     def reading_on(self) -> bool:
         """Whether the body is still parsed: until a refusal, or to list every refused
-        file after a refusal of content."""
-        return self.refusal is None or self._refused_content()
+        file after a refusal of content (within REFUSED_LISTED and MAX_FILES)."""
+        if self.refusal is None:
+            return True
+        return (
+            self._refused_content()
+            and self.file_parts <= MAX_FILES
+            and not self.refusal.details.get("more_refused")
+        )
 
     def _refused_content(self) -> bool:
         return self.refusal is not None and self.refusal.code == "unsupported_content"
