@@ -171,13 +171,14 @@ SINGLE_HEADERS = ("Authorization", idempotency.HEADER, sessions.CSRF_HEADER)
 
 def repeated_header(request: Request) -> JSON | None:
     """A 400 naming a header (or the session cookie) the request sends more than once."""
+    # Only values that differ are ambiguous (a client library may repeat one as it is).
     for name in SINGLE_HEADERS:
-        times = len(request.headers.getlist(name))
+        times = len(set(request.headers.getlist(name)))
         if times > 1:
             return error_response(
                 400,
                 "duplicate_header",
-                f"the {name} header is sent {times} times: send it once",
+                f"the {name} header is sent with {times} values: send it once",
                 header=name,
             )
     if "authorization" in request.headers or (
@@ -186,17 +187,17 @@ def repeated_header(request: Request) -> JSON | None:
         # A key's request reads no cookie; signing out must stay possible (it ends the
         # session it finds, and the browser's cookie with it).
         return None
-    names = [
-        chunk.partition("=")[0].strip()
+    pairs = [
+        [part.strip() for part in chunk.partition("=")[::2]]
         for value in request.headers.getlist("cookie")
         for chunk in value.split(";")
     ]
-    times = names.count(sessions.COOKIE)
+    times = len({value for name, value in pairs if name == sessions.COOKIE})
     if times > 1:
         return error_response(
             400,
             "duplicate_header",
-            f"the {sessions.COOKIE} cookie is sent {times} times: send it once"
+            f"the {sessions.COOKIE} cookie is sent with {times} values: send it once"
             " (sign out, or clear the site's cookies, and sign in again)",
             header="Cookie",
             cookie=sessions.COOKIE,
