@@ -6,7 +6,7 @@ folder's description, with the API's refusals shown."""
 from __future__ import annotations
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import items, make_folder, sign_in, unique, upload
 from tests.e2e.support import png, text
@@ -120,6 +120,25 @@ def test_an_editor_renames_and_edits_a_description_and_sees_refusals(
     dialog.get_by_label("Name").fill("a/b")
     dialog.get_by_role("button", name="Rename").click()
     expect(dialog.get_by_role("alert")).to_contain_text("'/'")
+    # A 409 that is not a taken name (a write that raced another: nothing was written)
+    # says so in the API's words, not "already".
+    raced = "another request changed the same things at the same time; try again"
+
+    def race(route: Route) -> None:
+        if route.request.method != "PATCH":
+            route.continue_()
+            return
+        route.fulfill(
+            status=409,
+            json={"error": {"code": "concurrent_change", "message": raced, "details": {}}},
+        )
+
+    page.route("**/v1/folders/*", race)
+    dialog.get_by_label("Name").fill("new-name")
+    dialog.get_by_role("button", name="Rename").click()
+    expect(dialog.get_by_role("alert")).to_contain_text(raced)
+    expect(dialog.get_by_role("alert")).not_to_contain_text("already")
+    page.unroute("**/v1/folders/*", race)
     dialog.get_by_label("Name").fill("new-name")
     dialog.get_by_role("button", name="Rename").click()
     expect(grid.get_by_role("row", name="new-name")).to_be_visible()

@@ -60,3 +60,48 @@ def test_delete_see_in_trash_restore_and_delete_forever(signed_in: Page, api: ht
     page.get_by_role("button", name="List").click()
     expect(page.get_by_role("row", name=kept)).to_be_visible()
     assert [i["name"] for i in items(api, folder["id"])] == [kept]
+
+
+def test_what_is_deleted_here_and_restored_elsewhere_shows_again_without_a_reload(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    parent = make_folder(api, unique("back-again"))
+    child = make_folder(api, "child", parent["id"])
+    [note] = upload(api, parent["id"], ("note.txt", text("n\n")))
+    page.goto(f"/folders/{parent['id']}")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    for name in ("child", "note.txt"):
+        grid.get_by_role("row", name=name).click(button="right")
+        page.get_by_role("menu", name=f"Actions for {name}").get_by_role(
+            "menuitem", name="Delete"
+        ).click()
+        page.get_by_role("dialog", name="Delete").get_by_role("button", name="Delete").click()
+        expect(grid.get_by_role("row", name=name)).to_be_hidden()
+    expect(grid).to_be_hidden()
+
+    # Restored elsewhere (the CLI, another tab); its read model caught up before the tab looks.
+    answer = api.post(
+        "/v1/trash/restore", json={"file_ids": [note["id"]], "folder_ids": [child["id"]]}
+    )
+    assert answer.status_code == 200, answer.text
+    listed = api.get(
+        f"/v1/folders/{parent['id']}/items",
+        headers={"Files-Consistency": answer.headers["Files-Consistency"]},
+    ).json()["items"]
+    assert {i["name"] for i in listed} == {"child", "note.txt"}
+
+    # In the same tab, no reload: the folder opens (not its parent instead), and its
+    # parent lists both again.
+    page.evaluate(
+        "id => { history.pushState(null, '', '/folders/' + id);"
+        " dispatchEvent(new PopStateEvent('popstate')); }",
+        child["id"],
+    )
+    expect(page.get_by_role("heading", name="child", level=1)).to_be_visible()
+    expect(page).to_have_url(f"/folders/{child['id']}")
+    page.go_back()
+    expect(page.get_by_role("heading", name=parent["name"], level=1)).to_be_visible()
+    expect(grid.get_by_role("row", name="child")).to_be_visible()
+    expect(grid.get_by_role("row", name="note.txt")).to_be_visible()

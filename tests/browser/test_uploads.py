@@ -198,6 +198,42 @@ def test_dicom_upload_shows_the_job_and_names_missing_tags(
     assert series["kind"] == "dicom_series" and series["dicom"]["instances"] == 3
 
 
+def test_a_dicom_refusal_marks_only_the_rows_of_its_name_and_says_when_it_cannot_tell(
+    signed_in: Page, api: httpx.Client, tmp_path: Path
+) -> None:
+    """The job names a refused file by its own name, not its folder: of two files named
+    alike in two subfolders, it cannot say which; rows of other names are not marked."""
+    page = signed_in
+    folder = make_folder(api, unique("dicom-tree"))
+    tree = tmp_path / "scans"
+    for sub in ("good", "bad"):
+        (tree / sub).mkdir(parents=True)
+    first, second = ct_series(2)
+    (tree / "good" / "slice.dcm").write_bytes(first)
+    (tree / "bad" / "other.dcm").write_bytes(second)
+    [broken] = ct_series(1, series=7, omit=("PatientID",))
+    (tree / "bad" / "slice.dcm").write_bytes(broken)
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="Upload files").click()
+    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog.get_by_role("tab", name="DICOM").click()
+    dialog.get_by_label("Whole folder").set_input_files(tree)
+    rows = dialog.get_by_role("list", name="Files to upload")
+    expect(rows.get_by_role("listitem")).to_have_count(3)
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+    expect(dialog.get_by_role("region", name="DICOM progress")).to_contain_text(
+        "3 of 3 done", timeout=30_000
+    )
+    unsure = "1 of the 2 files named slice.dcm was refused, which is not known"
+    for path in ("scans/good/slice.dcm", "scans/bad/slice.dcm"):
+        row = rows.get_by_role("listitem", name=path)
+        expect(row).to_contain_text(unsure)
+        expect(row).to_contain_text("PatientID")
+    expect(rows.get_by_role("listitem", name="scans/bad/other.dcm")).to_contain_text("Uploaded")
+    [series] = items(api, folder["id"])
+    assert series["dicom"]["instances"] == 2
+
+
 BUCKET = "customer-browser"
 
 

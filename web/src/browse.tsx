@@ -6,7 +6,7 @@ import { all, get, type FileItem, type Folder, type Item } from "./api";
 import { bytes, count, date, kindLabel, KINDS } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
-import { gone, mayEdit, open, useVersion } from "./store";
+import { gone, goneSince, mayEdit, open, settled, useVersion } from "./store";
 import { Menu, type MenuItem } from "./ui";
 import { roleOf, selectionMenu } from "./actions";
 import { Details } from "./details";
@@ -68,9 +68,15 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const [active, setActive] = useState<number>(-1);
   const [menu, setMenu] = useState<{ x: number; y: number; items: MenuItem[]; label: string } | null>(null);
 
+  // The version this folder was opened at: only a delete made while it is shown sends
+  // the page to its parent; one made before is for the read to confirm (it may be back).
+  const opened = useRef({ folderId, version });
+  if (opened.current.folderId !== folderId) opened.current = { folderId, version };
+
   useEffect(() => {
     // This folder was deleted (from the tree, say): its parent is shown instead.
-    if (folderId && gone(folderId)) return navigate(folderUrl(folder?.parent_id ?? null), true);
+    if (folderId && goneSince(folderId, opened.current.version)) return navigate(folderUrl(folder?.parent_id ?? null), true);
+    const since = version;
     const abort = new AbortController();
     setError(null);
     setLoading(true);
@@ -83,6 +89,8 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       folderId ? serverParams(sort, kind) : {},
       (page) => {
         if (abort.signal.aborted) return;
+        // This read began after the deletes before it: what it lists is there again.
+        settled(since);
         loaded.push(...page);
         setItems([...loaded]);
       },

@@ -278,7 +278,8 @@ function Rename({ item, onClose }: { item: { type: "file" | "folder"; id: string
       onClose();
     } catch (err) {
       setError(
-        err instanceof ApiError && err.status === 409
+        // Other 409s (concurrent_change: nothing was written) keep the API's own words.
+        err instanceof ApiError && err.code === "name_taken"
           ? new Error(`There is already a file or folder named ${to} here: choose another name.`)
           : err,
       );

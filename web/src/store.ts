@@ -51,11 +51,20 @@ export const mayManage = (role: string | null | undefined) => role === "admin";
 export const roleName = (role: string | null | undefined) =>
   role === "admin" ? "Admin" : role === "editor" ? "Editor" : role === "user" || role === "viewer" ? "User" : "none";
 
-// What was just deleted: views stop asking for it (a 404 each) before their lists catch up.
-const goneIds = new Set<string>();
+// What was just deleted, with the version it was deleted at: a list read before the delete
+// hides it (and views stop asking for it, a 404 each) until a read begun after the delete
+// answers. From then on the platform's word holds, so that an item restored since (from
+// the Trash, the CLI, another tab or person) shows again without a reload.
+const goneIds = new Map<string, number>();
 export const gone = (id: string) => goneIds.has(id);
+// Whether `id` was deleted at or after `version` (while a view begun then was showing it).
+export const goneSince = (id: string, version: number) => (goneIds.get(id) ?? -1) >= version;
 export function forget(ids: string[]) {
-  ids.forEach((id) => goneIds.add(id));
+  ids.forEach((id) => goneIds.set(id, version));
+}
+// A read begun at version `since` has answered: it is newer than the deletes before it.
+export function settled(since: number) {
+  for (const [id, at] of goneIds) if (at < since) goneIds.delete(id);
 }
 export function restored(ids: string[]) {
   ids.forEach((id) => goneIds.delete(id));

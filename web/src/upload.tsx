@@ -17,7 +17,8 @@ type Entry = {
   file: File;
   path: string; // relative path, "a/b/c.png" for a folder's file
   // "checking": sent, and the platform has still to take or refuse it (a DICOM job).
-  status: "waiting" | "uploading" | "checking" | "done" | "refused" | "failed";
+  // "unsure": a DICOM job refused a file of this name, and more than one row has it.
+  status: "waiting" | "uploading" | "checking" | "done" | "refused" | "failed" | "unsure";
   loaded: number;
   message?: string;
 };
@@ -226,7 +227,7 @@ function FileList({ entries, onRemove, busy }: { entries: Entry[]; onRemove: (i:
             <span class="status">
               {e.status === "done"
                 ? "Uploaded"
-                : e.status === "refused" || e.status === "failed"
+                : e.status === "refused" || e.status === "failed" || e.status === "unsure"
                   ? e.message
                   : e.status === "uploading"
                     ? "Uploading…"
@@ -415,14 +416,26 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       });
       setEntries(live.current.map((e) => ({ ...e, loaded: e.file.size, status: "checking" })));
       const finished = await follow(started.job_id, setJob);
-      // Taken, unless the job refused it (by the name it was sent under).
-      const refused = new Map<string, any>((finished.errors ?? []).map((x: any) => [x.name, x]));
+      // Taken, unless the job refused it. The job names a refusal only by the name the
+      // file was sent under, its own name without its folder: when rows of several
+      // subfolders share that name, it does not say which of them, and those rows say so.
+      const refusals = new Map<string, any[]>();
+      for (const x of finished.errors ?? []) refusals.set(x.name, [...(refusals.get(x.name) ?? []), x]);
+      const named = new Map<string, number>();
+      for (const e of live.current) named.set(e.file.name, (named.get(e.file.name) ?? 0) + 1);
       setEntries(
-        live.current.map((e) => {
-          const why = refused.get(e.file.name) ?? refused.get(e.path);
-          return why
-            ? { ...e, status: "refused", message: refusal(why) }
-            : { ...e, status: finished.status === "failed" ? "failed" : "done", message: finished.status === "failed" ? "not taken" : undefined };
+        live.current.map((e): Entry => {
+          const why = refusals.get(e.file.name) ?? [];
+          const rows = named.get(e.file.name) ?? 1;
+          const words = [...new Set(why.map(refusal))].join("; ");
+          if (why.length >= rows) return { ...e, status: "refused", message: words };
+          if (why.length)
+            return {
+              ...e,
+              status: "unsure",
+              message: `${why.length} of the ${rows} files named ${e.file.name} ${why.length === 1 ? "was" : "were"} refused, which is not known: ${words}`,
+            };
+          return { ...e, status: finished.status === "failed" ? "failed" : "done", message: finished.status === "failed" ? "not taken" : undefined };
         }),
       );
       changed();
