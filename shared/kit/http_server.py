@@ -75,28 +75,29 @@ class BoundedHttp(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:  # answered and closing: the rest is not parsed
-            return
-        if self._in_head:
+        # A read may hold a whole request and part of the next (pipelining): the head's
+        # bound is applied to each head, a piece at a time. A head that begins inside a
+        # piece after a request ended there is counted from the piece's end, so it may
+        # pass the bound by at most that piece (`max_head`) before it is refused.
+        while data and not self._refused:
+            if not self._in_head:
+                super().data_received(data)
+                return
             room = self.bounds.max_head - self._head
-            if len(data) > room:
-                # As much as the head may still be, then refused if it has not ended.
-                self._head += room
-                super().data_received(data[:room])
-                if self._in_head and not self._refused:
-                    self._refuse(
-                        431,
-                        b"Request Header Fields Too Large",
-                        "headers_too_large",
-                        f"the request line and headers are larger than"
-                        f" {self.bounds.max_head} bytes",
-                    )
-                if self._refused:
-                    return
-                data = data[room:]
-            else:
+            if len(data) <= room:
                 self._head += len(data)
-        super().data_received(data)
+                super().data_received(data)
+                return
+            piece, data = data[:room], data[room:]
+            self._head += room
+            super().data_received(piece)
+            if self._in_head and self._head >= self.bounds.max_head and not self._refused:
+                self._refuse(
+                    431,
+                    b"Request Header Fields Too Large",
+                    "headers_too_large",
+                    f"the request line and headers are larger than {self.bounds.max_head} bytes",
+                )
 
     # -- the parser's callbacks -------------------------------------------------------
 
@@ -140,6 +141,9 @@ class BoundedHttp(HttpToolsProtocol):
 
     def _headers_late(self) -> None:
         self._timer = None
+        if self._answering():  # a pipelined request: its clock starts once we are ready
+            self._arm(self.bounds.headers_timeout_s, self._headers_late)
+            return
         self._refuse(
             408,
             b"Request Timeout",
@@ -162,6 +166,12 @@ class BoundedHttp(HttpToolsProtocol):
         self._disarm()
         self._refused = True
         log.info("http.refused", status=status, code=code, client=self.client)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # Written now, the refusal would land inside the answer to the request
+            # before (pipelined): that answer ends the connection instead.
+            cycle.keep_alive = False
+            return
         body = orjson.dumps({"error": {"code": code, "message": message, "details": {}}})
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
@@ -172,6 +182,9 @@ class BoundedHttp(HttpToolsProtocol):
             self._timer = self.loop.call_later(LINGER_S, self.transport.close)
         else:
             self.transport.close()
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
 
     def eof_received(self) -> None:
         if self._refused:  # the client is done too: no need to linger
