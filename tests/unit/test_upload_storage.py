@@ -331,3 +331,28 @@ async def test_a_refusal_of_content_stops_listing_at_its_bound(
     assert [r["name"] for r in details["refused"]] == ["x0.bin", "x1.bin"]
     assert details["more_refused"] is True
     assert len(sniffed) <= 4
+
+
+async def test_a_refusal_of_content_stands_when_the_body_is_malformed_after_it(
+    tmp_path: Path,
+) -> None:
+    """Still listing refused files, the parser meets a malformed part: the answer is the
+    415 with what it listed, not the body's 400, and the rest is read and dropped."""
+    [refused_part] = form(("file", "program.bin", b"\x7fELF" + bytes(60)))
+    garbage = f"--{BOUNDARY}\r\nno colon here\r\n\r\nx\r\n".encode()
+    read = []
+
+    async def sent() -> AsyncIterator[bytes]:
+        for chunk in (refused_part.rpartition(f"--{BOUNDARY}--".encode())[0], garbage, b"z" * 100):
+            read.append(chunk)
+            yield chunk
+
+    with pytest.raises(Refused) as refused:
+        await Uploads._receive(
+            SimpleNamespace(blobs=LocalBlobStore(tmp_path / "blobs")),  # type: ignore[arg-type]
+            f"multipart/form-data; boundary={BOUNDARY}",
+            sent(),
+        )
+    assert (refused.value.status, refused.value.code) == (415, "unsupported_content")
+    assert [r["name"] for r in refused.value.details["refused"]] == ["program.bin"]
+    assert len(read) == 3

@@ -321,15 +321,19 @@ class Sessions(Handlers):
 
     async def expire_forever(self, every_s: float) -> None:
         while True:
+            # Each on its own: one failing every round does not stop the other.
             try:
                 ended = await self.expire()
                 if ended:
                     log.info("sessions.expired", count=ended)
+            except Exception:
+                log.error("sessions.expire_failed", exc_info=True)
+            try:
                 deleted = await self.delete_objects_left()
                 if deleted:
                     log.info("sessions.objects_left_deleted", count=deleted)
             except Exception:
-                log.error("sessions.expire_failed", exc_info=True)
+                log.error("sessions.objects_left_failed", exc_info=True)
             await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction
 
     # -- helpers ---------------------------------------------------------------------

@@ -76,12 +76,19 @@ class Uploads(Handlers):
             # In the try: a boundary the parser refuses (over 256 bytes) is the body's
             # fault, and the receiver's reservation of memory is given back.
             parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
+            listing = True
             async for chunk in body:
                 # After a refusal the rest is read and dropped, so the client gets the
                 # answer; after a refusal of content, parsed on for the heads of the
                 # later files (nothing stored), so the answer lists every refused one.
-                if receiver.reading_on:
-                    parser.write(chunk)
+                if listing and receiver.reading_on:
+                    try:
+                        parser.write(chunk)
+                    except Exception:
+                        if receiver.refusal is None:
+                            raise
+                        # Malformed after the refusal: it stands, listing what it has.
+                        listing = False
             if receiver.refusal is None:
                 parser.finalize()
                 if parser.state != MultipartState.END:
