@@ -214,6 +214,32 @@ def test_files_the_platform_refuses_are_named_and_the_rest_uploaded(
     assert (tmp_path / "out" / "f7.txt").read_text() == "a 7\n"
 
 
+def test_names_the_platform_refuses_are_named_and_the_rest_uploaded(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    src = tmp_path / "names"
+    (src / "tab\tdir").mkdir(parents=True)
+    (src / "ok.txt").write_text("ok\n")
+    (src / "bell\x07.txt").write_text("bell\n")
+    (src / os.fsdecode(b"caf\xe9.txt")).write_text("latin-1 name\n")
+    (src / "tab\tdir" / "inside.txt").write_text("inside\n")
+    top = unique("names")
+
+    done = files(env, "upload", str(src), "--to", top, "--json")
+    assert done.returncode == 3, done
+    assert [f["name"] for f in json_lines(done.stdout)] == ["ok.txt"]
+    lines = done.stderr.strip().splitlines()
+    assert sorted(lines[:-1]) == [
+        f"files upload: {src}/bell\\x07.txt: refused: the name 'bell\\x07.txt' contains"
+        " control characters",
+        f"files upload: {src}/caf\\udce9.txt: refused: the name 'caf\\udce9.txt' is not UTF-8",
+        f"files upload: {src}/tab\\tdir/inside.txt: refused: the folder name 'tab\\tdir'"
+        " contains control characters",
+    ], done.stderr
+    assert lines[-1].endswith("; 3 refused"), done.stderr
+    assert [f["name"] for f in json_lines(ok(env, "ls", f"{top}/names", "--json"))] == ["ok.txt"]
+
+
 def test_a_large_file_resumes_from_the_session_an_interrupted_upload_left(
     env: dict[str, str], tmp_path: Path, platform: Stack
 ) -> None:

@@ -100,6 +100,9 @@ def test_a_refusal_of_content_names_the_files_of_a_batch_to_set_aside(tmp_path: 
     # A platform that names the first file only: each file of that name goes aside.
     named = errors.UnsupportedContent("unsupported_content", "'x' is ...", {"name": "x"}, 415)
     assert list(_refused_in(named, batch)) == [0, 1]
+    # A name the platform refuses: each file of that name goes aside.
+    bad_name = errors.Invalid("invalid_name", "the name 'y' is ...", {"name": "y"}, 422)
+    assert list(_refused_in(bad_name, batch)) == [2]
     # Anything else is the batch's failure, not a file's.
     other = errors.TooLarge("too_many_files", "too many", {"name": "x"}, 413)
     assert _refused_in(other, batch) == {}

@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from files_client._core import Sync
 from files_client.api import Dataset, File, Folder, Job, safe_name, split_path
 from files_client.client import Client
 from files_client.errors import Conflict, FilesError, Invalid, NotFound
-from files_client.transfer import PARTS_FROM, Journal, LocalFile
+from files_client.transfer import PARTS_FROM, Journal, LocalFile, Refusal
 
 SyncFolder = Folder[Sync]
 SyncFile = File[Sync]
@@ -274,9 +275,21 @@ def upload(args: argparse.Namespace) -> int:
             return _upload_dicom(c, target, [f for _, f in local], total, args)
         given = _upload_metadata(args.metadata, [f.name for _, f in local])
         plan: dict[tuple[str, ...], list[LocalFile]] = {}
+        # Refused here, not by the platform: a name it refuses fails the whole request
+        # it is in, and one that is not UTF-8 cannot even be sent.
+        unnamed: list[Refusal] = []
         for sub, f in local:
-            plan.setdefault(tuple(sub), []).append(f.described(given.get(f.name)))
-        bar = Bar(total, "upload")
+            problem = next(
+                filter(
+                    None, [*(_name_problem(s, "folder name") for s in sub), _name_problem(f.name)]
+                ),
+                None,
+            )
+            if problem:
+                unnamed.append(Refusal(f, "invalid_name", problem))
+            else:
+                plan.setdefault(tuple(sub), []).append(f.described(given.get(f.name)))
+        bar = Bar(sum(f.size for files in plan.values() for f in files), "upload")
         try:
             report = target.upload_tree(
                 plan,
@@ -289,11 +302,15 @@ def upload(args: argparse.Namespace) -> int:
             )
         finally:
             bar.close()
+    report.refused[:0] = unnamed
     if args.json:
         for sent in report.uploaded:
             _json_line(sent)
     for refusal in report.refused:
-        print(f"files upload: {refusal.file.path}: refused: {refusal.message}", file=sys.stderr)
+        print(
+            f"files upload: {_shown(str(refusal.file.path))}: refused: {refusal.message}",
+            file=sys.stderr,
+        )
     seconds = time.monotonic() - started
     skipped = f"; {len(report.skipped)} already there, skipped" if report.skipped else ""
     refused = f"; {len(report.refused)} refused" if report.refused else ""
@@ -306,6 +323,29 @@ def upload(args: argparse.Namespace) -> int:
         return REFUSED
     _note(summary)
     return 0
+
+
+# A local path's control characters as escapes: a file name may hold a terminal's
+# escape sequences.
+_ESCAPED = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def _shown(path: str) -> str:
+    return path.translate(_ESCAPED)
+
+
+def _name_problem(name: str, what: str = "name") -> str | None:
+    """What the platform would refuse in a name found on the disk, if anything: what a
+    file system allows and the platform does not (shared/contracts/rules.py)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"the {what} {name!r} is not UTF-8"
+    if not name.strip():
+        return f"the {what} {name!r} is only spaces"
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return f"the {what} {name!r} contains control characters"
+    return None
 
 
 def _upload_metadata(path: str | None, names: list[str]) -> dict[str, dict[str, Any]]:

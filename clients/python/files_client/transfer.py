@@ -178,13 +178,13 @@ class Refusal:
 
 
 def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, str]:
-    """The files of a batch (by place) that a refusal of content names, with why; none
-    when it names none of them (then the batch as a whole fails)."""
-    if error.status != 415 or error.code != "unsupported_content":
+    """The files of a batch (by place) that a refusal of content or of a name names,
+    with why; none when it names none of them (then the batch as a whole fails)."""
+    if (error.status, error.code) not in ((415, "unsupported_content"), (422, "invalid_name")):
         return {}
     listed = error.details.get("refused")
     found: dict[int, str] = {}
-    if isinstance(listed, list):
+    if isinstance(listed, list) and error.status == 415:
         for entry in listed:
             place = entry.get("part") if isinstance(entry, dict) else None
             if isinstance(place, int) and 1 <= place <= len(files):
@@ -195,8 +195,9 @@ def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, str]:
                     else error.message
                 )
     elif isinstance(error.details.get("name"), str):
-        # A platform that names only the first file refused, by name: every file of
-        # that name in the batch goes aside (none of them is taken in this run).
+        # A name refused, or a platform that names only the first file refused, by
+        # name: every file of that name in the batch goes aside (none of them is taken
+        # in this run).
         found = {n: error.message for n, f in enumerate(files) if f.name == error.details["name"]}
     return found
 
