@@ -344,6 +344,8 @@ async def file(
     found["my_role"] = access.role_on(row["path"] or ())
     if internal:
         found["blob_key"] = row["blob_key"]
+        # For the service that hands out its bytes to decide the caller's right again.
+        found["folder_path"] = [str(p) for p in row["path"] or ()]
     return found
 
 

@@ -342,6 +342,8 @@ class Compose:
                 "GET",
                 f"/internal/integrations/{integration}/presign",
                 request,
+                call.user,
+                folder_path=",".join(file["folder_path"]),
                 params={
                     "key": source.get("key", ""),
                     "name": file["name"],

@@ -27,7 +27,7 @@ from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import ELF, error, folder, items, member, png, text, unique
-from tests.signing import as_user
+from tests.signing import as_service, as_user
 from tests.unit.test_media import mp4
 
 
@@ -199,7 +199,7 @@ async def test_temporary_keys_import_with_their_session_token_and_a_role_needs_a
 
 
 async def test_imports_by_keys_prefix_and_manifest_register_files_by_reference(
-    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, platform: Stack
 ) -> None:
     run = uuid.uuid4().hex[:8]
     objects = {
@@ -251,6 +251,18 @@ async def test_imports_by_keys_prefix_and_manifest_register_files_by_reference(
     assert fetched.status_code == 200
     assert fetched.content == objects[f"{run}/img/cat.png"]
     assert fetched.headers["content-disposition"].startswith("attachment")
+    # Ingest, which holds the bucket's credentials, presigns for a user who may see the
+    # file (the path of its folder signed by the gateway), never for a token alone.
+    presign = f"/internal/integrations/{integration_id}/presign"
+    asked = {"key": f"{run}/img/dog.png", "name": "dog.png"}
+    stranger = await member(api, "user")
+    nobody = Access(user_id=stranger["id"], grants={})
+    async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
+        error(await ingest.get(presign, params=asked, headers=as_service()), 401)
+        pathless = as_user(stranger["id"], nobody)
+        error(await ingest.get(presign, params=asked, headers=pathless), 400)
+        elsewhere = as_user(stranger["id"], nobody, folder_path=by_keys["id"])
+        error(await ingest.get(presign, params=asked, headers=elsewhere), 404, "not_found")
 
     # By prefix: every object under it; what is no accepted kind is reported.
     by_prefix = await folder(api, unique("by-prefix"))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, Query
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from services.ingest.answers import Caller, Editor, recorded, recorded_no_content
 from services.ingest.imports.handlers import Imports, Integrations
 from services.ingest.imports.sync import Syncs
 from shared.kit.access import Access
-from shared.kit.http import JSON, JSONRoute, access
+from shared.kit.http import JSON, JSONRoute, access, folder_path
 
 
 def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRouter:
@@ -104,10 +104,16 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
     @api.get("/internal/integrations/{integration_id}/presign", include_in_schema=False)
     async def presign(
         integration_id: uuid.UUID,
+        request: Request,
+        who: Access = Depends(access),
         key: str = Query(..., min_length=1, max_length=1024),
         name: str = Query(..., min_length=1, max_length=300),
         mime_type: str = Query("application/octet-stream", max_length=200),
     ) -> dict[str, str]:
+        # For a user who may see the file: the gateway signs its folder's path (as the
+        # catalog answered it) in the caller's token; a service's token alone presigns
+        # nothing.
+        who.require(folder_path(request), "user", f"the file of object {key!r}")
         return {"url": await integrations.presign(integration_id, key, name, mime_type)}
 
     return api
