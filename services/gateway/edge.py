@@ -192,15 +192,16 @@ def repeated_header(request: Request) -> JSON | None:
         for value in request.headers.getlist("cookie")
         for chunk in value.split(";")
     ]
-    times = len({value for name, value in pairs if name == sessions.COOKIE})
+    cookie = sessions.cookie_name(request)
+    times = len({value for name, value in pairs if name == cookie})
     if times > 1:
         return error_response(
             400,
             "duplicate_header",
-            f"the {sessions.COOKIE} cookie is sent with {times} values: send it once"
+            f"the {cookie} cookie is sent with {times} values: send it once"
             " (sign out, or clear the site's cookies, and sign in again)",
             header="Cookie",
-            cookie=sessions.COOKIE,
+            cookie=cookie,
         )
     return None
 

@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from services.gateway.edge import Call, Gateway
 
 COOKIE = "files_session"
+# Over TLS the cookie's name has the `__Host-` prefix: a browser takes such a cookie only
+# from this host, over TLS, for the whole site, so no sibling subdomain nor a plain-HTTP
+# man in the middle can plant one beside ours (two values lock a user out: edge.py).
+HOST_COOKIE = "__Host-" + COOKIE
 CSRF_HEADER = "X-Files-CSRF"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 MAX_BODY = 4096
@@ -46,6 +50,11 @@ def _over_tls(request: Request) -> bool:
     """Whether the browser's connection is TLS: ours, or a proxy's in front of us."""
     forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
     return request.url.scheme == "https" or forwarded == "https"
+
+
+def cookie_name(request: Request) -> str:
+    """The session cookie's name on this request's connection."""
+    return HOST_COOKIE if _over_tls(request) else COOKIE
 
 
 def check_csrf(request: Request, what: str = "a write signed in by cookie") -> None:
@@ -67,7 +76,7 @@ def check_csrf(request: Request, what: str = "a write signed in by cookie") -> N
 
 async def authenticate(gateway: Gateway, request: Request) -> dict[str, Any] | None:
     """The caller of a request signed in by the session cookie, or None."""
-    token = request.cookies.get(COOKIE, "")
+    token = request.cookies.get(cookie_name(request), "")
     if not token or len(token) > 1000:
         return None
     if request.method not in SAFE_METHODS:
@@ -130,7 +139,7 @@ async def sign_in(gateway: Gateway, call: Call) -> Response:
     token = started.pop("token")
     response = _replayed(answer, gateway.relay(answer, body=started))
     response.set_cookie(
-        COOKIE,
+        cookie_name(request),
         token,
         max_age=int(gateway.settings.session_ttl_s),
         path="/",
@@ -146,7 +155,7 @@ async def sign_out(gateway: Gateway, call: Call) -> Response:
     again it answers the same 204 and records nothing: no key needed."""
     request = call.request
     check_csrf(request)
-    token = request.cookies.get(COOKIE, "")
+    token = request.cookies.get(cookie_name(request), "")
     headers = {}
     if token and len(token) <= 1000:
         answer = await gateway.call(
@@ -158,7 +167,7 @@ async def sign_out(gateway: Gateway, call: Call) -> Response:
         gateway.forget_callers()
     response = Response(status_code=204, headers=headers)
     response.delete_cookie(
-        COOKIE,
+        cookie_name(request),
         path="/",
         httponly=True,
         samesite="strict",

@@ -83,11 +83,16 @@ def install(app: FastAPI, settings: Settings) -> None:
         """No route: a browser's page load gets the app (which says "Page not found"),
         anything else the JSON 404 it always had, or 405 where a route has the path but
         not the method."""
-        if any(
-            r is not fallback and r.matches(request.scope)[0] is Match.PARTIAL
-            for r in app.router.routes
-        ):
-            raise HTTPException(405)
+        allowed = sorted(
+            {
+                method
+                for r in app.router.routes
+                if r is not fallback and r.matches(request.scope)[0] is Match.PARTIAL
+                for method in getattr(r, "methods", None) or ()
+            }
+        )
+        if allowed:
+            raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
         if request.method not in ("GET", "HEAD"):
             raise HTTPException(404)
         if "text/html" not in request.headers.get("accept", ""):

@@ -116,7 +116,8 @@ async def _validation_error(_: Request, error: Exception) -> JSON:
 async def _http_error(_: Request, error: Exception) -> JSON:
     assert isinstance(error, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    return JSON(error_body(code, str(error.detail)), error.status_code)
+    # Its headers kept: a 405's Allow.
+    return JSON(error_body(code, str(error.detail)), error.status_code, headers=error.headers)
 
 
 def unexpected_error(request_id: str) -> JSON:

@@ -83,14 +83,20 @@ def test_cookie_writes_need_the_csrf_header_and_our_origin(platform: Stack) -> N
         assert own.status_code == 201, own.text
         # Reads need no header; a key in Authorization needs no CSRF header either.
         assert client.get(f"/v1/folders/{own.json()['id']}", cookies=jar).status_code == 200
-        # Behind a TLS-terminating proxy the cookie is Secure.
-        secure = client.post(
-            "/v1/sessions",
-            json={"api_key": ADMIN_KEY},
-            headers={"X-Files-CSRF": "1", "X-Forwarded-Proto": "https"},
-        )
+        # Behind a TLS-terminating proxy the cookie is Secure, and named `__Host-` so
+        # that no other host (a sibling subdomain) can set one beside it.
+        tls = {"X-Files-CSRF": "1", "X-Forwarded-Proto": "https"}
+        secure = client.post("/v1/sessions", json={"api_key": ADMIN_KEY}, headers=tls)
+        assert secure.headers["set-cookie"].startswith("__Host-files_session=")
         assert "secure" in secure.headers["set-cookie"].lower()
         assert "samesite=strict" in secure.headers["set-cookie"].lower()
+        hosted = secure.headers["set-cookie"].split(";")[0]
+        over_tls = {"X-Forwarded-Proto": "https"}
+        me = client.get("/v1/users/me", headers={"Cookie": hosted, **over_tls})
+        assert me.status_code == 200, me.text
+        # A cookie without the prefix, as another host could plant, names nobody there.
+        planted = {"Cookie": f"files_session={jar['files_session']}", **over_tls}
+        assert client.get("/v1/users/me", headers=planted).status_code == 401
         # No header, no session: a page elsewhere cannot sign a browser in either.
         assert client.post("/v1/sessions", json={"api_key": ADMIN_KEY}).status_code == 403
 
