@@ -56,12 +56,20 @@ def admits(accept: str, given: str) -> bool:
     with `transfer-syntax=*`, and takes each part by its own type; no transcoding is
     done here either way); any image type admits the PNG a frame is rendered as (viewers
     ask `image/jpeg` for thumbnails and read what comes). Other parameters are not
-    weighed; `q=0` refuses."""
+    weighed; `q=0` refuses, and a type refused by name is refused whatever wildcard
+    admits it (RFC 9110 12.5.1: the most specific range counts)."""
     if not accept.strip():
         return True
     answer, answer_options = _media(given)
-    for asked in accept.split(","):
-        main, options = _media(asked)
+    ranges = [_media(asked) for asked in accept.split(",")]
+    if any(
+        main == answer
+        and options.get("q", "1").strip("0.") == ""
+        and options.get("type", answer_options.get("type")) == answer_options.get("type")
+        for main, options in ranges
+    ):
+        return False
+    for main, options in ranges:
         if options.get("q", "1").strip("0.") == "":
             continue
         kind, _, sub = main.partition("/")

@@ -31,6 +31,7 @@ OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax
         ("image/*", PNG),
         ("text/html, */*;q=0.1", JSON),
         ("*/*;q=0, image/png", PNG),
+        ('multipart/related; type="image/jpeg"; q=0, */*', RAW_FRAMES),
     ],
 )
 def test_what_viewers_ask_is_admitted(accept: str, given: str) -> None:
@@ -45,6 +46,9 @@ def test_what_viewers_ask_is_admitted(accept: str, given: str) -> None:
         ('multipart/related; type="image/jpeg"', RAW_FRAMES),
         ('multipart/related; type="application/dicom"', RAW_FRAMES),
         ("image/png;q=0", PNG),
+        ("image/png;q=0, */*", PNG),
+        (f"{JSON};q=0.0, */*;q=0.5", JSON),
+        ('multipart/related; type="image/jpeg"; q=0, */*', JPEG_FRAMES),
         ("text/html", PNG),
         ("application/json", INSTANCES),
     ],
