@@ -62,6 +62,8 @@ class BoundedHttp(HttpToolsProtocol):
         self._in_head = True
         self._refused = False
         self._timer: asyncio.TimerHandle | None = None
+        # A refusal waiting for the answer to the request before it (pipelined).
+        self._after_answer: tuple[int, bytes, str, str] | None = None
         self._body_at = 0.0
 
     # -- the connection ---------------------------------------------------------------
@@ -77,8 +79,9 @@ class BoundedHttp(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         # A read may hold a whole request and part of the next (pipelining): the head's
         # bound is applied to each head, a piece at a time. A head that begins inside a
-        # piece after a request ended there is counted from the piece's end, so it may
-        # pass the bound by at most that piece (`max_head`) before it is refused.
+        # read (or a piece of one) after a request ended there is counted from its end,
+        # so it may pass the bound by at most one read (asyncio reads at most 256 KiB)
+        # before it is refused: bounded all the same.
         while data and not self._refused:
             if not self._in_head:
                 super().data_received(data)
@@ -166,11 +169,15 @@ class BoundedHttp(HttpToolsProtocol):
         self._disarm()
         self._refused = True
         log.info("http.refused", status=status, code=code, client=self.client)
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
+        if self._answering():
             # Written now, the refusal would land inside the answer to the request
-            # before (pipelined): that answer ends the connection instead.
-            cycle.keep_alive = False
+            # before (pipelined): it follows that answer.
+            self._after_answer = (status, reason, code, message)
+            return
+        self._answer_refused(status, reason, code, message)
+
+    def _answer_refused(self, status: int, reason: bytes, code: str, message: str) -> None:
+        if self.transport.is_closing():
             return
         body = orjson.dumps({"error": {"code": code, "message": message, "details": {}}})
         self.transport.write(
@@ -183,12 +190,28 @@ class BoundedHttp(HttpToolsProtocol):
         else:
             self.transport.close()
 
+    def on_response_complete(self) -> None:
+        if self._after_answer is None:
+            super().on_response_complete()
+            return
+        refusal, self._after_answer = self._after_answer, None
+        self.server_state.total_requests += 1
+        self._answer_refused(*refusal)
+
+    def send_400_response(self, msg: str) -> None:
+        # The HTTP parser's refusal (uvicorn's own is plain text, closes at once, and is
+        # written even into an answer under way): ours, with its linger.
+        self._refuse(400, b"Bad Request", "malformed_request", "the request is not valid HTTP/1.1")
+
     def _answering(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
-    def eof_received(self) -> None:
-        if self._refused:  # the client is done too: no need to linger
-            self.transport.close()
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio's contract
+        if self._refused and self._after_answer is None:
+            self.transport.close()  # the client is done too: no need to linger
+            return None
+        # Kept open while a refusal waits for the answer before it.
+        return True if self._after_answer is not None else None
 
     def _arm(self, seconds: float, then: Any) -> None:
         if self._refused:  # only the linger's close is left to come
