@@ -238,6 +238,10 @@ def test_names_the_platform_refuses_are_named_and_the_rest_uploaded(
     ], done.stderr
     assert lines[-1].endswith("; 3 refused"), done.stderr
     assert [f["name"] for f in json_lines(ok(env, "ls", f"{top}/names", "--json"))] == ["ok.txt"]
+    # A group (or a DICOM series) is one request for all: the name fails it, before it goes.
+    for mode in (["--group", "g"], ["--dicom"]):
+        said = fails(env, "upload", str(src / os.fsdecode(b"caf\xe9.txt")), "--to", top, *mode)
+        assert said.endswith("caf\\udce9.txt: the name 'caf\\udce9.txt' is not UTF-8"), said
 
 
 def test_a_large_file_resumes_from_the_session_an_interrupted_upload_left(

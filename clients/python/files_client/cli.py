@@ -252,6 +252,12 @@ def upload(args: argparse.Namespace) -> int:
     if not local:
         raise Invalid("nothing_to_upload", "no files to upload in " + " ".join(args.paths))
     total = sum(f.size for _, f in local)
+    if args.group or args.sequence or args.dicom:
+        # One request or series for them all: a name it cannot take fails it, so here.
+        for _, f in local:
+            problem = _name_problem(f.name)
+            if problem:
+                raise Invalid("invalid_name", f"{_shown(str(f.path))}: {problem}")
     with _client() as c:
         target = c.make_folders(args.to)
         if args.metadata and (args.group or args.sequence or args.dicom):
