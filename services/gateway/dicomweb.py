@@ -56,36 +56,30 @@ def admits(accept: str, given: str) -> bool:
     with `transfer-syntax=*`, and takes each part by its own type; no transcoding is
     done here either way); any image type admits the PNG a frame is rendered as (viewers
     ask `image/jpeg` for thumbnails and read what comes). Other parameters are not
-    weighed; `q=0` refuses, and a type refused by name is refused whatever wildcard
-    admits it (RFC 9110 12.5.1: the most specific range counts)."""
+    weighed. The most specific range that matches decides (RFC 9110 12.5.1), so a type
+    refused by name (`q=0`) is refused whatever wildcard admits it."""
     if not accept.strip():
         return True
     answer, answer_options = _media(given)
-    ranges = [_media(asked) for asked in accept.split(",")]
-    if any(
-        main == answer
-        and options.get("q", "1").strip("0.") == ""
-        and options.get("type", answer_options.get("type")) == answer_options.get("type")
-        for main, options in ranges
-    ):
-        return False
-    for main, options in ranges:
-        if options.get("q", "1").strip("0.") == "":
-            continue
+    # (how specific, admitted) of each range that matches the answer.
+    matches: list[tuple[int, bool]] = []
+    for asked in accept.split(","):
+        main, options = _media(asked)
+        admitted = options.get("q", "1").strip("0.") != ""
         kind, _, sub = main.partition("/")
-        if main in ("*/*", "*") or (sub == "*" and answer.startswith(kind + "/")):
-            return True
         if main == answer or (main == "application/json" and answer == DICOM_JSON):
-            part = options.get("type", "*/*")
-            if answer != "multipart/related" or part in (
-                "*/*",
-                "application/octet-stream",
-                answer_options.get("type"),
-            ):
-                return True
-        if kind == "image" and answer == "image/png":
-            return True
-    return False
+            part = options.get("type")
+            if answer != "multipart/related" or part in (None, "*/*", answer_options.get("type")):
+                matches.append((4, admitted))
+            elif part == "application/octet-stream" and admitted:
+                matches.append((3, True))  # a frame's own bitstream type (OHIF)
+        elif sub == "*" and answer.startswith(kind + "/"):
+            matches.append((2, admitted))
+        elif main in ("*/*", "*"):
+            matches.append((1, admitted))
+        elif kind == "image" and answer == "image/png" and admitted:
+            matches.append((2, True))  # the PNG a frame is rendered as
+    return bool(matches) and max(matches)[1]
 
 
 async def retrieve(compose: Compose, call: Call) -> Response:

@@ -32,6 +32,8 @@ OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax
         ("text/html, */*;q=0.1", JSON),
         ("*/*;q=0, image/png", PNG),
         ('multipart/related; type="image/jpeg"; q=0, */*', RAW_FRAMES),
+        ("image/jpeg;q=0, */*", PNG),
+        ("image/*;q=0, image/png", PNG),
     ],
 )
 def test_what_viewers_ask_is_admitted(accept: str, given: str) -> None:
@@ -47,6 +49,9 @@ def test_what_viewers_ask_is_admitted(accept: str, given: str) -> None:
         ('multipart/related; type="application/dicom"', RAW_FRAMES),
         ("image/png;q=0", PNG),
         ("image/png;q=0, */*", PNG),
+        ("image/*;q=0, */*", PNG),
+        ("application/json;q=0, */*", JSON),
+        ("image/jpeg, image/png;q=0", PNG),
         (f"{JSON};q=0.0, */*;q=0.5", JSON),
         ('multipart/related; type="image/jpeg"; q=0, */*', JPEG_FRAMES),
         ("text/html", PNG),
