@@ -13,12 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.ingest.imports.domain import integrations
-from services.ingest.imports.domain.endpoints import (
-    EndpointRule,
-    address_kind,
-    carried_v4,
-    parse_allowance,
-)
+from services.ingest.imports.domain.endpoints import EndpointRule, address_kind, parse_allowance
 from services.ingest.imports.egress import (
     MIN_RATE,
     Budget,
@@ -127,6 +122,7 @@ def test_an_ipv4_address_and_its_mapped_ipv6_form_are_judged_alike(
 @given(st.ip_addresses())
 @example(ipaddress.IPv6Address("2002:100::"))  # 6to4 of 1.0.0.0: public
 @example(ipaddress.IPv6Address("2002:a00::"))  # 6to4 of 10.0.0.0: private
+@example(ipaddress.IPv6Address("64:ff9b::7f00:1"))  # NAT64 of 127.0.0.1: loopback
 def test_an_address_is_refused_exactly_when_it_is_not_public(
     address: ipaddress.IPv4Address | ipaddress.IPv6Address,
 ) -> None:
@@ -139,7 +135,12 @@ def test_an_address_is_refused_exactly_when_it_is_not_public(
     shown = plain(address)
     if reason is not None:
         assert reason.startswith(f"{shown} is a ")
-    reached = (carried_v4(address) if isinstance(address, ipaddress.IPv6Address) else None) or shown
+    reached = shown
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.sixtofour is not None:
+            reached = address.sixtofour
+        elif address in ipaddress.ip_network("64:ff9b::/96"):
+            reached = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if any(
         (
             reached.is_loopback,
