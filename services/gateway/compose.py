@@ -343,7 +343,7 @@ class Compose:
                 f"/internal/integrations/{integration}/presign",
                 request,
                 call.user,
-                folder_path=",".join(file["folder_path"]),
+                folder_path=",".join(file.get("folder_path") or ()),
                 params={
                     "key": source.get("key", ""),
                     "name": file["name"],

@@ -306,8 +306,9 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "cookie",
                     "name": "files_session",
-                    "description": "the web app's, from `POST /v1/sessions`; a write signed"
-                    " in by it needs the `X-Files-CSRF` header",
+                    "description": "the web app's, from `POST /v1/sessions`"
+                    " (`__Host-files_session` over TLS); a write signed in by it needs the"
+                    " `X-Files-CSRF` header",
                 },
             },
         },

@@ -298,7 +298,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/sessions", "acl", "Sign in: an API key for a session cookie", 201,
           acl.SignIn, acl.Session, compose="sign_in", public=True, query=(CSRF,),
           errors=(401, 403, 413, 422),
-          description="Sets `files_session` (HttpOnly, SameSite=Strict, Secure over TLS). A"
+          description="Sets `files_session` (HttpOnly, SameSite=Strict; over TLS Secure and"
+                      " named `__Host-files_session`). A"
                       " request without `Authorization` is then signed in by it; its writes"
                       " need the `X-Files-CSRF` header, and an `Origin`, if sent, of ours."),
     Route("DELETE", "/v1/sessions", "acl", "Sign out: the session ends, the cookie is cleared",
