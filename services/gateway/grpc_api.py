@@ -57,6 +57,9 @@ CHUNK = 1024 * 1024
 # An error's details in its trailing metadata, at most: a client refuses metadata over
 # 8 KiB (soft) or 16 KiB (hard) in all, and would see RESOURCE_EXHAUSTED, not the error.
 DETAILS_LIMIT = 4096
+# An error's message, at most, in bytes of UTF-8 (`grpc-message` carries them
+# percent-encoded, up to three characters a byte): with the details, under those 8 KiB.
+MESSAGE_LIMIT = 1000
 # An upload's metadata in all (ingest's bound on the `metadata` field).
 UPLOAD_METADATA_LIMIT = 4 * 1024 * 1024
 
@@ -104,6 +107,15 @@ def bounded_details(details: Mapping[str, Any]) -> str:
         found["truncated"] = True
         text = json.dumps(found, separators=(",", ":"))
     return json.dumps(found, separators=(",", ":"))
+
+
+def bounded_message(message: str) -> str:
+    """The message, cut to MESSAGE_LIMIT bytes of UTF-8 (a character never split; `…`
+    says it was cut); HTTP's answer has it whole."""
+    data = message.encode("utf-8", "replace")
+    if len(data) <= MESSAGE_LIMIT:
+        return data.decode("utf-8")
+    return data[: MESSAGE_LIMIT - len("…".encode())].decode("utf-8", "ignore") + "…"
 
 
 # -- the gateway's app, in process -------------------------------------------------------
@@ -590,7 +602,7 @@ class Api:
             ("files-http-status", str(http)),
         ]
         trailing += [(n, (headers or {})[n]) for n in PASSED_OUT if n in (headers or {})]
-        await context.abort(status_of(http, code), message, tuple(trailing))
+        await context.abort(status_of(http, code), bounded_message(message), tuple(trailing))
         raise AssertionError("unreachable")  # abort raises
 
     async def uuid(self, context: grpc.aio.ServicerContext, value: str, field: str) -> str:
