@@ -4,6 +4,7 @@ login, exit codes and one line on stderr; the progress bar under a pseudo-termin
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -26,6 +27,7 @@ from files_client.cli import VERBS
 from files_client.transfer import LocalFile, journal_key
 
 from shared import cli as files_cli
+from shared.kit import db
 from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY
 from tests.dicom_fixtures import ct_series
@@ -174,7 +176,7 @@ def test_upload_a_tree_list_search_download_and_upload_again(
 
 
 def test_files_the_platform_refuses_are_named_and_the_rest_uploaded(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str], tmp_path: Path, platform: Stack
 ) -> None:
     src = tmp_path / "mixed"
     (src / "a").mkdir(parents=True)
@@ -189,24 +191,52 @@ def test_files_the_platform_refuses_are_named_and_the_rest_uploaded(
     top = unique("refused")
     journal = tmp_path / "state" / "files" / "uploads.json"
 
-    for run in range(2):
-        done = files(env, "upload", str(src), "--to", top, "--parts-from", str(5 * MiB), "--json")
+    def sessions_of_big() -> int:
+        async def count() -> int:
+            pool = await db.connect_pool(platform.env["FILES_DATABASE_URL"], min_size=1)
+            try:
+                found: int = await pool.fetchval(
+                    "SELECT count(*) FROM ingest.sessions WHERE name = 'big.bin'"
+                )
+                return found
+            finally:
+                await pool.close()
+
+        return asyncio.run(count())
+
+    before = sessions_of_big()
+    for run, extra in enumerate([[], [], ["--retry-refused"]]):
+        done = files(
+            env, "upload", str(src), "--to", top, "--parts-from", str(5 * MiB), "--json", *extra
+        )
         assert done.returncode == 3, done
         sent = json_lines(done.stdout)
-        # The first run sends every file the platform takes; the second none again.
+        # The first run sends every file the platform takes; the next ones none again.
         assert len(sent) == (38 if run == 0 else 0), done.stdout
         lines = done.stderr.strip().splitlines()
-        refused = sorted(line.partition(": refused: ")[0] for line in lines[:-1])
-        assert refused == [
+        said = dict(line.partition(": refused: ")[::2] for line in lines[:-1])
+        assert sorted(said) == [
             f"files upload: {src / 'b' / 'f13.txt'}",
             f"files upload: {src / 'b' / 'f7.txt'}",
             f"files upload: {src / 'big.bin'}",
         ], done.stderr
-        assert all("not a kind of file" in line for line in lines[:-1]), done.stderr
+        assert all("not a kind of file" in reason for reason in said.values()), done.stderr
+        # The large file, refused once and unchanged, is not sent again (its bytes
+        # would be refused again), unless asked.
+        earlier = "refused by an earlier run" in said[f"files upload: {src / 'big.bin'}"]
+        assert earlier == (run == 1), done.stderr
+        assert sessions_of_big() == before + (1 if run < 2 else 2)
         assert lines[-1].startswith(f"files upload: uploaded {len(sent)} files"), done.stderr
         assert lines[-1].endswith("; 3 refused"), done.stderr
-        assert json.loads(journal.read_text()) == {}
+        [remembered] = json.loads(journal.read_text()).values()
+        assert remembered["refused"]["code"] == "unsupported_content"
     assert lines[-1].endswith("; 38 already there, skipped; 3 refused"), lines
+    # Changed since, it is sent again.
+    with (src / "big.bin").open("ab") as grown:
+        grown.write(b"more")
+    done = files(env, "upload", str(src), "--to", top, "--parts-from", str(5 * MiB))
+    assert done.returncode == 3 and "earlier" not in done.stderr, done.stderr
+    assert sessions_of_big() == before + 3
     for sub, count in (("a", 20), ("b", 18)):
         listed = json_lines(ok(env, "ls", f"{top}/mixed/{sub}", "--json"))
         assert len(listed) == count, listed

@@ -302,7 +302,9 @@ def upload(args: argparse.Namespace) -> int:
                 progress=bar,
                 parts_from=args.parts_from,
                 skip_existing=not args.duplicates,
-                journal=Journal(config.state_dir() / "uploads.json"),
+                journal=Journal(
+                    config.state_dir() / "uploads.json", retry_refused=args.retry_refused
+                ),
                 parallel=args.parallel,
                 keep_going=True,
             )
@@ -1001,7 +1003,8 @@ def register(commands: Any) -> None:
         " already there (same name, size and sha256) and sends only the missing parts of"
         " large files. A progress bar on a terminal, quiet otherwise. A file the platform"
         " refuses (no kind it accepts) is named on stderr by its path and the others are"
-        " uploaded; then the exit code is 3.",
+        " uploaded; then the exit code is 3. A large file refused is not sent again while"
+        " it is unchanged (--retry-refused sends it).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
     p.add_argument("--to", required=True, metavar="FOLDER/PATH", help="where they go")
@@ -1011,6 +1014,11 @@ def register(commands: Any) -> None:
     kind.add_argument("--sequence", metavar="NAME", help="the images as one image sequence")
     p.add_argument(
         "--duplicates", action="store_true", help="upload even files already there (no skipping)"
+    )
+    p.add_argument(
+        "--retry-refused",
+        action="store_true",
+        help="send again the large files the platform refused before, though unchanged",
     )
     p.add_argument("--parallel", type=int, default=4, metavar="N", help="requests in flight")
     p.add_argument(

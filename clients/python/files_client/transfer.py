@@ -17,7 +17,7 @@ from typing import IO, Any
 import httpx
 
 from files_client._core import Call, Gather, NextChunk, Op, Session, Sleep, exchange, json_of
-from files_client.errors import FilesError
+from files_client.errors import FilesError, UnsupportedContent
 
 MiB = 1024 * 1024
 # Files at least this large go as upload sessions, in parts, straight to the store.
@@ -242,20 +242,24 @@ def upload_batch(
 
 class Journal:
     """Where upload sessions are remembered between runs, so an interrupted upload of
-    a large file continues with the parts it has not sent (a JSON file, 0600)."""
+    a large file continues with the parts it has not sent, and where a large file the
+    platform refused is remembered, so a run again does not send all of it for the same
+    refusal (a JSON file, 0600). Its keys name the file as it was (`journal_key`: size
+    and modification time), so a file changed since is sent again."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, retry_refused: bool = False) -> None:
         self.path = path
+        self.retry_refused = retry_refused
         self.lock = threading.Lock()
 
-    def _read(self) -> dict[str, str]:
+    def _read(self) -> dict[str, Any]:
         try:
             found = json.loads(self.path.read_text())
             return found if isinstance(found, dict) else {}
         except (OSError, ValueError):
             return {}
 
-    def _write(self, entries: dict[str, str]) -> None:
+    def _write(self, entries: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -265,19 +269,37 @@ class Journal:
 
     def get(self, key: str) -> str | None:
         with self.lock:
-            return self._read().get(key)
+            found = self._read().get(key)
+            return found if isinstance(found, str) else None
 
     def put(self, key: str, session_id: str) -> None:
-        with self.lock:
-            entries = self._read()
-            entries[key] = session_id
-            self._write(entries)
+        self._set(key, session_id)
 
     def drop(self, key: str) -> None:
         with self.lock:
             entries = self._read()
             if entries.pop(key, None) is not None:
                 self._write(entries)
+
+    def refusal(self, key: str) -> tuple[str, str] | None:
+        """The code and message of the platform's refusal of this file, as it is now."""
+        if self.retry_refused:
+            return None
+        with self.lock:
+            found = self._read().get(key)
+        if isinstance(found, dict) and isinstance(found.get("refused"), dict):
+            said = found["refused"]
+            return str(said.get("code", "")), str(said.get("message", ""))
+        return None
+
+    def refused(self, key: str, code: str, message: str) -> None:
+        self._set(key, {"refused": {"code": code, "message": message[:1000]}})
+
+    def _set(self, key: str, value: Any) -> None:
+        with self.lock:
+            entries = self._read()
+            entries[key] = value
+            self._write(entries)
 
 
 def journal_key(session: Session, folder_id: str, f: LocalFile) -> str:
@@ -316,6 +338,16 @@ def upload_in_parts(
     """One file as an upload session: opened (or resumed: `session_id`, or the one the
     journal remembers), its missing parts PUT side by side, completed."""
     key = journal_key(session, folder_id, f) if journal else ""
+    said = journal.refusal(key) if journal else None
+    if said is not None:
+        code, message = said
+        raise UnsupportedContent(
+            code,
+            f"{message} (refused by an earlier run, and the file has not changed since:"
+            " not sent again)",
+            {"refused_earlier": True},
+            415,
+        )
     state: dict[str, Any] | None = None
     known = session_id or (journal.get(key) if journal else None)
     if known:
@@ -348,8 +380,11 @@ def upload_in_parts(
     except FilesError as error:
         # Resumable: upload_file(..., session_id=...) sends only the parts still missing.
         error.details.setdefault("upload_session_id", state["id"])
-        # A session refused at completion (no kind we accept) has ended: nothing to resume.
-        if error.code in ("session_ended", "session_lost", "unsupported_content") and journal:
+        # A session refused at completion (no kind we accept) has ended: nothing to
+        # resume, and the same bytes would be refused again.
+        if journal and error.status == 415:
+            journal.refused(key, error.code, error.message)
+        elif error.code in ("session_ended", "session_lost") and journal:
             journal.drop(key)
         raise
     if journal:
