@@ -345,12 +345,14 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = {**pids, "client": os.getpid()}
         self.used: dict[str, float] = {}
-        self._start: dict[str, float] = {}
+        # Of `used`, the time in the kernel: where a blob commit's syncfs shows.
+        self.kernel: dict[str, float] = {}
+        self._start: dict[str, tuple[float, float]] = {}
 
-    def _snapshot(self) -> dict[str, float]:
+    def _snapshot(self) -> dict[str, tuple[float, float]]:
         found = {}
         for name, pid in self.pids.items():
-            total = 0.0
+            total = kernel = 0.0
             with contextlib.suppress(psutil.Error):
                 proc = psutil.Process(pid)
                 kids = [] if name == "client" else proc.children(recursive=True)
@@ -358,9 +360,11 @@ class CpuMeter:
                     with contextlib.suppress(psutil.Error):
                         t = p.cpu_times()
                         total += t.user + t.system
+                        kernel += t.system
                         if name != "client":
                             total += t.children_user + t.children_system
-            found[name] = total
+                            kernel += t.children_system
+            found[name] = (total, kernel)
         return found
 
     def __enter__(self) -> CpuMeter:
@@ -369,11 +373,17 @@ class CpuMeter:
 
     def __exit__(self, *_: object) -> None:
         end = self._snapshot()
-        self.used = {n: max(end[n] - self._start.get(n, 0.0), 0.0) for n in end}
+        zero = (0.0, 0.0)
+        self.used = {n: max(end[n][0] - self._start.get(n, zero)[0], 0.0) for n in end}
+        self.kernel = {n: max(end[n][1] - self._start.get(n, zero)[1], 0.0) for n in end}
 
     def describe(self) -> str:
         ordered = sorted(self.used.items(), key=lambda kv: -kv[1])
-        return ", ".join(f"{name} {seconds:.1f}" for name, seconds in ordered)
+        return ", ".join(
+            f"{name} {seconds:.1f}"
+            + (f" (kernel {self.kernel[name]:.1f})" if self.kernel.get(name, 0) >= 0.5 else "")
+            for name, seconds in ordered
+        )
 
 
 class RssSampler:

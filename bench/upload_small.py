@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import struct
+import tempfile
 import time
 import uuid
 import zlib
@@ -138,6 +140,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=100, help="files per request")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL without fsync")
+    parser.add_argument(
+        "--blob-dir",
+        type=Path,
+        default=None,
+        help="keep the blobs under this directory: a volume of their own, as production"
+        " has (a blob commit's syncfs then flushes blobs only, not PostgreSQL's pages)",
+    )
 
 
 def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
@@ -157,12 +166,21 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     base_rate = count / base_s
 
     progress("starting the stack")
-    with stack(workdir, durable=not args.no_fsync) as running:
-        progress(f"uploading through {running.gateway_url}")
-        pids = {c.name: c.proc.pid for c in running.children}
-        with report.contention.measure(), CpuMeter(pids) as cpu:
-            result = asyncio.run(upload(running.gateway_url, files, args.batch, args.concurrency))
-        running.check_alive()
+    blobs = {}
+    if args.blob_dir is not None:
+        blobs["blob_url"] = str(Path(tempfile.mkdtemp(prefix="blobs-", dir=args.blob_dir)))
+    try:
+        with stack(workdir, durable=not args.no_fsync, **blobs) as running:
+            progress(f"uploading through {running.gateway_url}")
+            pids = {c.name: c.proc.pid for c in running.children}
+            with report.contention.measure(), CpuMeter(pids) as cpu:
+                result = asyncio.run(
+                    upload(running.gateway_url, files, args.batch, args.concurrency)
+                )
+            running.check_alive()
+    finally:
+        if blobs:
+            shutil.rmtree(blobs["blob_url"], ignore_errors=True)
 
     rate = count / result["total_s"]
     lat = result["latencies"]
@@ -190,6 +208,8 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         report.note(f"the listing was complete only after {result['polls']} polls")
     if args.no_fsync:
         report.note("PostgreSQL ran without fsync (--no-fsync)")
+    if blobs:
+        report.note(f"blobs under {blobs['blob_url']} (--blob-dir), PostgreSQL in {workdir}")
 
 
 if __name__ == "__main__":
