@@ -29,12 +29,14 @@ dcmread loop is shown; no target.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import shutil
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -139,20 +141,32 @@ def _py_spy(name: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 
 def end_to_end(
-    workdir: Path, paths: list[Path], per_request: int, clients: int, spy: Path | None = None
+    workdir: Path,
+    paths: list[Path],
+    per_request: int,
+    clients: int,
+    spy: Path | None = None,
+    blob_dir: Path | None = None,
 ) -> tuple[float, int, str, dict[str, float]]:
     """Seconds from the first upload to every job done, the series files made, the
     CPU-seconds each process used meanwhile, and DICOMweb's figures on the result.
     With `spy`, the dicom and ingest services and the gateway are recorded by py-spy
-    meanwhile (into it)."""
+    meanwhile (into it). With `blob_dir`, the blobs are kept under it (a volume of
+    their own, as production has)."""
+    blobs = {}
+    if blob_dir is not None:
+        blobs["blob_url"] = tempfile.mkdtemp(prefix="blobs-", dir=blob_dir)
     with (
-        stack(workdir) as running,
+        contextlib.ExitStack() as cleanup,
+        stack(workdir, **blobs) as running,
         httpx.Client(
             base_url=running.gateway_url,
             headers={"Authorization": f"Bearer {ADMIN_KEY}"},
             timeout=120,
         ) as api,
     ):
+        if blobs:
+            cleanup.callback(shutil.rmtree, blobs["blob_url"], ignore_errors=True)
         made = api.post("/v1/folders", json={"name": f"dicom-bench-{SEED}"})
         made.raise_for_status()
         folder_id = made.json()["id"]
@@ -372,7 +386,7 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         progress(f"end to end: uploading {count:,} instances, {args.clients} clients")
         with report.contention.measure():
             e2e_s, series_files, e2e_cpu, web = end_to_end(
-                workdir, paths, 200, args.clients, args.py_spy
+                workdir, paths, 200, args.clients, args.py_spy, args.blob_dir
             )
         if series_files != series:
             raise RuntimeError(f"{series_files} series files, expected {series}")
@@ -447,6 +461,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="record dicom, ingest and the gateway end to end, into DIR",
     )
     parser.add_argument("--no-orthanc", action="store_true", help="skip Orthanc's pass")
+    parser.add_argument(
+        "--blob-dir",
+        type=Path,
+        default=None,
+        help="keep the blobs under this directory end to end: a volume of their own, as"
+        " production has (a blob commit's syncfs then flushes blobs only)",
+    )
     parser.add_argument(
         "--clients",
         type=int,
