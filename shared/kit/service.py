@@ -22,7 +22,16 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Query
 from pydantic import AwareDatetime, BaseModel
 
-from shared.kit import bus, consistency, db, idempotency, identity, projections, tracing
+from shared.kit import (
+    bus,
+    consistency,
+    db,
+    idempotency,
+    identity,
+    private,
+    projections,
+    tracing,
+)
 from shared.kit.audit import audit
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
@@ -377,6 +386,8 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--host", default=None)
     args = parser.parse_args()
+    # Before the secrets are read: from here on only root sees this process's memory.
+    private.keep_memory_private()
     settings = Settings()
     configure(name, settings.log_level)
     tracing.setup(name, trace_file=settings.trace_file)
