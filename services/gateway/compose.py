@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import urllib.parse
+import uuid
 from typing import Any
 
 import httpx
@@ -35,7 +37,9 @@ from services.gateway.edge import (
 from services.gateway.routes import PARAMS
 from shared.api.ingest import ReEncodeFiles
 from shared.kit import consistency
-from shared.kit.http import JSON, error_body
+from shared.kit.access import RANK, Access
+from shared.kit.errors import Refused
+from shared.kit.http import JSON, RETRY_AFTER_S, error_body
 from shared.kit.logs import log
 
 # The catalog registers a group's images all at once: a large group (10,000 frames)
@@ -60,6 +64,23 @@ def _audit_cursor(cursor: str | None) -> dict[str, int]:
 
 def _encode_audit_cursor(after: dict[str, int]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(after)).decode()
+
+
+def _is_editor(user: dict[str, Any], path: list[str]) -> bool:
+    """Whether the caller's grants give them the editor role on a folder at `path`."""
+    role = Access.decode(user["access"]).role_on(uuid.UUID(step) for step in path)
+    return role is not None and RANK[role] >= RANK["editor"]
+
+
+def _with_role(user: dict[str, Any], folder: dict[str, Any]) -> dict[str, Any]:
+    """The caller with the role on a folder they just made that the catalog's answer
+    names (`my_role`: a top-level folder's maker is its admin), before the ACL records
+    it: only to undo that very folder, never to act in it."""
+    access = Access.decode(user["access"])
+    if folder.get("my_role") not in RANK:
+        return user
+    grants = {**access.grants, uuid.UUID(folder["id"]): folder["my_role"]}
+    return {**user, "access": dataclasses.replace(access, grants=grants).encode()}
 
 
 class Compose:
@@ -128,7 +149,9 @@ class Compose:
     async def _create_synced_folder(self, call: Call, asked: dict[str, Any]) -> Response:
         """A folder that mirrors a bucket prefix: ingest says whether the caller may use
         the integration, the catalog makes the folder (its own rights), then ingest
-        records what it follows and starts its first sync."""
+        records what it follows and starts its first sync, deciding itself that the
+        caller is an editor of the folder, from the folder's path signed with the
+        caller's grants (as for every folder route of ingest)."""
         cloud_sync = asked.pop("cloud_sync")
         checked = await self.gateway.call(
             "ingest",
@@ -146,24 +169,79 @@ class Compose:
         if made.status_code != 201:
             return self.gateway.relay(made)
         folder = made.json()
+        # The answer's path: {id, name} steps from the first folder the caller may see
+        # (no folder above it grants them anything: the role decided on it is theirs).
+        path = [str(step["id"]) for step in folder["path"]]
+        user = await self._editor_of_made(call, made, path)
+        if user is None:
+            # Not half made: undone as its maker (the catalog answered their role on it,
+            # which the ACL has not recorded yet), and the caller may simply try again.
+            assert call.user is not None
+            await self._unmake(call, folder, _with_role(call.user, folder))
+            log.warning("gateway.synced_folder_grant_late", folder_id=folder["id"])
+            refused = error_response(
+                503,
+                "unavailable",
+                "the access service did not make you the new folder's admin in time, so"
+                " the folder was not made; try again shortly",
+                service="acl",
+                retry=True,
+            )
+            refused.headers["Retry-After"] = RETRY_AFTER_S
+            return refused
         synced = await self.gateway.call(
             "ingest",
             "POST",
             f"/internal/folders/{folder['id']}/cloud-sync",
             call.request,
-            call.user,
+            user,
             json=cloud_sync,
+            folder_path=",".join(path),
         )
         if synced.status_code != 201:
             # Not half made: the folder that would not follow its prefix goes again.
-            with contextlib.suppress(Unavailable):
-                await self.gateway.call(
-                    "catalog", "DELETE", f"/v1/folders/{folder['id']}", call.request, call.user
-                )
+            await self._unmake(call, folder, user)
             return self.gateway.relay(synced)
         following = synced.json()
         body = {**folder, "cloud_sync": following["cloud_sync"], "sync_job_id": following["job_id"]}
         return await self._folder_made(call, made, body)
+
+    async def _editor_of_made(
+        self, call: Call, made: httpx.Response, path: list[str]
+    ) -> dict[str, Any] | None:
+        """The caller, with grants that give them the editor role on the folder just made
+        (at `path`), or None if the ACL does not give it within the request's budget.
+
+        A subfolder's maker has it already (the catalog asked editor on the parent, and
+        the path holds the parent), as an org admin has it everywhere: no wait. A
+        top-level folder's maker becomes its admin in the ACL context, by reaction: the
+        catalog's token waited for (the ACL applies it with the grant, in one
+        transaction), then the caller asked of the ACL afresh (the cached one predates
+        the grant)."""
+        assert call.user is not None
+        if _is_editor(call.user, path):
+            return call.user
+        await self.gateway.wait_for(
+            call.request, consistency.decode(made.headers.get(consistency.HEADER, "")), rounds=1
+        )
+        self.gateway.forget_callers()
+        try:
+            fresh = await self.gateway.authenticate(call.request)
+        except (Refused, Unavailable):
+            log.warning("gateway.caller_not_found_again", exc_info=True)
+            return None
+        return fresh if fresh is not None and _is_editor(fresh, path) else None
+
+    async def _unmake(self, call: Call, folder: dict[str, Any], user: dict[str, Any]) -> None:
+        """The folder just made goes again (to the trash, as any delete of the caller's)."""
+        with contextlib.suppress(Unavailable):
+            gone = await self.gateway.call(
+                "catalog", "DELETE", f"/v1/folders/{folder['id']}", call.request, user
+            )
+            if gone.status_code != 204:
+                log.warning(
+                    "gateway.folder_not_unmade", folder_id=folder["id"], status=gone.status_code
+                )
 
     async def sync_folder(self, call: Call) -> Response:
         # A sync adds files as an import does: the editor role on the folder.

@@ -307,7 +307,13 @@ ROUTES: tuple[Route, ...] = (
     # -- folders (catalog) --
     Route("POST", "/v1/folders", "catalog", "Create a folder", 201, catalog.NewFolder,
           catalog.Folder, compose="create_folder", errors=WRITE_ERRORS,
-          gives={"folder_id": "/id"}),
+          gives={"folder_id": "/id"},
+          description="With `cloud_sync`, the folder follows a bucket prefix: the answer"
+                      " adds `cloud_sync` and `sync_job_id`. Ingest configures it only for"
+                      " an editor of the new folder (a top-level folder's maker is its admin"
+                      " once the access service has granted it, which the gateway waits for);"
+                      " if that grant is late, 503 with `Retry-After` and the folder deleted (to"
+                      " the trash)."),
     Route("GET", "/v1/folders", "catalog", "Top-level folders, or a folder's children",
           answer=catalog.Folders, errors=(422,), query=(
               Query("parent_id", {"type": "string", "format": "uuid"}, "absent: the top level"),

@@ -26,9 +26,9 @@ from shared.kit.eventstore import EventStore
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.conftest import BUCKET
-from tests.e2e.support import error, items, multipart, png, text, unique
+from tests.e2e.support import error, folder, items, member, multipart, png, text, unique
 from tests.e2e.test_cli import FILES
-from tests.e2e.test_imports import another_ingest, put, register
+from tests.e2e.test_imports import another_ingest, put, register, viewer_of
 from tests.signing import as_user
 
 
@@ -307,6 +307,115 @@ async def test_integrations_listed_rotated_and_kept_while_used(
         json={"name": unique("bad"), "cloud_sync": {"integration_id": "nope", "prefix": ""}},
     )
     assert bad.status_code in (400, 422), bad.text
+
+
+async def test_ingest_itself_checks_the_editor_role_before_a_folder_follows_a_prefix(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, platform: Any
+) -> None:
+    """Sent straight to ingest's configure route as the gateway would send them (signed,
+    by someone who may use the integration), a member with no role on the folder finds
+    nothing, a viewer is refused, and a call without the folder's path, or with another
+    folder's, is refused: the folder follows no prefix and reads nothing."""
+    integration_id = (await register(api, moto)).json()["id"]
+    target = await folder(api, unique("not-synced"))
+    viewer = await viewer_of(api, target["id"])
+    mallory = await member(api, "mallory")
+    theirs = await folder(api, unique("mallorys"))
+    invited = await api.post(
+        f"/v1/folders/{theirs['id']}/collaborators",
+        json={"emails": [mallory["email"]], "role": "editor"},
+    )
+    assert invited.status_code == 200, invited.text
+    lent = await api.patch(
+        f"/v1/integrations/{integration_id}", json={"shared_with": [viewer["id"], mallory["id"]]}
+    )
+    assert lent.status_code == 200, lent.text
+    prefix = f"{unique('sneaked')}/"
+    put(bucket, f"{prefix}sneaked.png", png(3, 3))
+    body = {"integration_id": integration_id, "prefix": prefix}
+    route = f"/internal/folders/{target['id']}/cloud-sync"
+    own = Access(user_id=mallory["id"], grants={uuid.UUID(theirs["id"]): "editor"})
+    viewing = Access(user_id=viewer["id"], grants={uuid.UUID(target["id"]): "user"})
+    async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
+        # No role on it: as if it did not exist.
+        stranger = as_user(mallory["id"], own, folder_path=target["id"])
+        error(await ingest.post(route, json=body, headers=stranger), 404, "not_found")
+        # A viewer: told the role needed.
+        found = error(
+            await ingest.post(
+                route, json=body, headers=as_user(viewer["id"], viewing, folder_path=target["id"])
+            ),
+            403,
+            "forbidden",
+        )
+        assert found["details"]["role_needed"] == "editor"
+        # No path signed (a gateway route that forgot the check), or the path of a folder
+        # the caller edits rather than this one's: refused.
+        pathless = as_user(mallory["id"], own)
+        error(await ingest.post(route, json=body, headers=pathless), 400, "invalid_folder_path")
+        elsewhere = as_user(mallory["id"], own, folder_path=theirs["id"])
+        error(await ingest.post(route, json=body, headers=elsewhere), 400, "invalid_folder_path")
+    # The folder follows nothing and lists nothing.
+    error(await api.post(f"/v1/folders/{target['id']}/sync"), 409, "not_cloud_synced")
+    assert await items(api, target["id"]) == []
+
+
+async def test_a_member_makes_a_synced_folder_at_the_top_level_and_below_one_they_edit(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, as_key: Any
+) -> None:
+    """Through the gateway, a member (no org admin: their admin grant on a new top-level
+    folder comes from the ACL, by reaction) makes a synced folder and sees it synced; an
+    editor of a folder makes one inside it; a viewer may not."""
+    integration_id = (await register(api, moto)).json()["id"]
+    parent = await folder(api, unique("lab"))
+    alice, vera = await member(api, "alice"), await member(api, "vera")
+    for who, role in ((alice, "editor"), (vera, "viewer")):
+        invited = await api.post(
+            f"/v1/folders/{parent['id']}/collaborators",
+            json={"emails": [who["email"]], "role": role},
+        )
+        assert invited.status_code == 200, invited.text
+    lent = await api.patch(
+        f"/v1/integrations/{integration_id}", json={"shared_with": [alice["id"], vera["id"]]}
+    )
+    assert lent.status_code == 200, lent.text
+    as_alice, as_vera = as_key(alice["api_key"]), as_key(vera["api_key"])
+    prefix = f"{unique('hers')}/"
+    put(bucket, f"{prefix}cat.png", png(5, 4))
+
+    top = await synced_folder(as_alice, integration_id, prefix)
+    assert top["parent_id"] is None and top["my_role"] == "admin"
+    assert top["cloud_sync"]["integration_id"] == integration_id
+    await sync_done(as_alice, top["sync_job_id"])
+    assert set(await listing(as_alice, top["id"])) == {"cat.png"}
+    # Theirs at once: they sync it again themselves.
+    assert (await sync(as_alice, top["id"]))["files"] == []
+
+    made = await as_alice.post(
+        "/v1/folders",
+        json={
+            "name": unique("inside"),
+            "parent_id": parent["id"],
+            "cloud_sync": {"integration_id": integration_id, "prefix": prefix},
+        },
+    )
+    assert made.status_code == 201, made.text
+    inside = made.json()
+    assert inside["parent_id"] == parent["id"] and inside["my_role"] == "editor"
+    await sync_done(as_alice, inside["sync_job_id"])
+    assert set(await listing(as_alice, inside["id"])) == {"cat.png"}
+
+    name = unique("viewed")
+    refused = await as_vera.post(
+        "/v1/folders",
+        json={
+            "name": name,
+            "parent_id": parent["id"],
+            "cloud_sync": {"integration_id": integration_id, "prefix": prefix},
+        },
+    )
+    assert error(refused, 403, "forbidden")["details"]["role_needed"] == "editor"
+    assert name not in await listing(api, parent["id"])
 
 
 def test_the_client_and_cli_make_and_sync_a_synced_folder(

@@ -30,9 +30,13 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
     async def configure_cloud_sync(
         folder_id: uuid.UUID,
         caller: Caller,
+        _: Editor,
         who: Access = Depends(access),
         body: dict[str, Any] = Body(...),
     ) -> JSON:
+        # After the catalog made the folder: the editor role on it, decided here from the
+        # path the gateway signs (a top-level folder's maker once the ACL granted it), as
+        # well as the integration's use.
         return recorded(await syncs.configure(who, caller, folder_id, body), 201)
 
     @api.post("/v1/folders/{folder_id}/sync", status_code=202)
