@@ -567,7 +567,7 @@ def frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
 
 
 def rendered(path: Path, frame: int) -> bytes:
-    return slices.render(path, frame - 1)
+    return slices.drawn(path, frame - 1)
 
 
 def frame_numbers(text: str) -> list[int]:

@@ -703,7 +703,7 @@ class Dicom(Handlers):
         if row is None:
             raise Refused(404, "not_found", f"series {file_id} has no slice {index}")
         async with self.render_gate, self.blobs.local_copy(row["blob_key"]) as path:
-            png = await asyncio.to_thread(slices.render, path)
+            png = await asyncio.to_thread(slices.drawn, path)
         return png, f"{row['sha256'][:32]}-{index}"
 
     async def job(self, job_id: uuid.UUID) -> dict[str, Any]:

@@ -14,10 +14,35 @@ from pathlib import Path
 
 import pydicom
 
+from shared.kit import isolated
 from shared.kit.errors import Refused
+from shared.kit.logs import log
 
 MAX_BYTES = 512 * 1024 * 1024
 MAX_PIXELS = 64 * 1024 * 1024
+RENDER_TIME_CAP_S = 30.0
+
+# Pixel data is decoded by C libraries (JPEG, JPEG 2000, JPEG-LS decoders), from files
+# anyone with the editor role uploads: in a worker without the platform's secrets
+# (services/dicom/renderer.py, shared/kit/isolated.py), one slice at a time a worker.
+RENDERER = isolated.Isolated(
+    "services.dicom.renderer", workers=2, max_answer=MAX_PIXELS + 16 * 1024 * 1024
+)
+
+
+def drawn(path: Path, frame: int = 0) -> bytes:
+    """`render` in a worker: the PNG, or the refusal it said (422 when the worker failed
+    or overran its cap: the file is what made it). Blocks: call it from a thread."""
+    try:
+        return RENDERER.call({"path": str(path), "frame": frame}, time_cap=RENDER_TIME_CAP_S)
+    except isolated.Refusal as refused:
+        status = refused.status if refused.status in (404, 422) else 422
+        raise Refused(status, refused.code, refused.message) from None
+    except isolated.WorkerFailed as failed:
+        log.warning("dicom.render_failed", reason=str(failed)[:200])
+        raise Refused(
+            422, "cannot_render", "this slice cannot be rendered: its decoder failed or overran"
+        ) from None
 
 
 def _first(value: object) -> float | None:

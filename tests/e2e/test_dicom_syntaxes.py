@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import httpx
 
+from shared.kit.stack import Stack
 from tests.dicom_fixtures import ct_dataset, uid
-from tests.e2e.support import folder, unique
+from tests.e2e.support import decoding_workers, folder, holds_no_secret, unique
 from tests.e2e.test_dicom import finished, fresh_study, send
 
 
@@ -58,7 +59,7 @@ def compressed_series(syntax: str) -> list[tuple[str, bytes]]:
 
 
 async def test_compressed_transfer_syntaxes_are_stored_read_and_rendered(
-    api: httpx.AsyncClient,
+    api: httpx.AsyncClient, platform: Stack
 ) -> None:
     """RLE lossless, JPEG baseline and JPEG 2000 lossless: each series is accepted whole
     and its slices render (pydicom's RLE decoder, Pillow's JPEG and OpenJPEG)."""
@@ -77,3 +78,6 @@ async def test_compressed_transfer_syntaxes_are_stored_read_and_rendered(
         assert shown.status_code == 200, (syntax, shown.text)
         grey = float(np.asarray(Image.open(io.BytesIO(shown.content)).convert("L")).mean())
         assert abs(grey - 64) < 12, (syntax, grey)
+    # Decoded in a worker holding none of the platform's secrets.
+    renderers = decoding_workers(platform, "dicom", "services.dicom.renderer")
+    assert renderers and all(holds_no_secret(env) for env in renderers), renderers

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import httpx
 
+from shared.kit.stack import Stack
 from tests import media_fixtures
-from tests.e2e.support import folder, unique
+from tests.e2e.support import decoding_workers, folder, holds_no_secret, unique
 from tests.unit.test_media import mp4
 
 
-async def test_uploaded_video_and_audio_show_their_media_facts(api: httpx.AsyncClient) -> None:
+async def test_uploaded_video_and_audio_show_their_media_facts(
+    api: httpx.AsyncClient, platform: Stack
+) -> None:
     where = await folder(api, unique("media"))
     # Named like text files: the kind still comes from the bytes.
     answer = await api.post(
@@ -39,3 +42,6 @@ async def test_uploaded_video_and_audio_show_their_media_facts(api: httpx.AsyncC
         "channels": 2,
         "codec": "mp3",
     }
+    # FFmpeg read them in a worker holding none of the platform's secrets.
+    probers = decoding_workers(platform, "ingest", "services.ingest.media.prober")
+    assert probers and all(holds_no_secret(env) for env in probers), probers

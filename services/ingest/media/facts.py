@@ -28,6 +28,8 @@ from services.ingest.media.kinds import (
     sniff,
 )
 from shared.contracts.catalog import Media
+from shared.kit import isolated
+from shared.kit.logs import log
 from shared.kit.media import RangeFile, ReadAt, open_container, quiet_av
 
 __all__ = ["Facts", "UnknownContent", "inspect"]
@@ -87,8 +89,10 @@ def inspect(read_at: ReadAt, size: int, *, time_cap: float = TIME_CAP) -> Facts:
     )
     kind, mime_type = sniff(source.read(HEAD_SIZE))
     media = Media()
-    reader = _READERS.get(kind)
-    if reader is not None:
+    reader = READERS.get(kind)
+    if kind in ("video", "audio") or mime_type == "image/webp":
+        media = _in_worker(read_at, size, kind, mime_type, time_cap)
+    elif reader is not None:
         try:
             source.seek(0)
             media = reader(source, mime_type)
@@ -199,4 +203,53 @@ def _datatype(header: Any) -> str | None:
     return found[:30] if found and not found.startswith("<unknown") else None
 
 
-_READERS = {"image": _image, "video": _audio_video, "audio": _audio_video, "nifti": _nifti}
+READERS = {"image": _image, "video": _audio_video, "audio": _audio_video, "nifti": _nifti}
+
+
+# FFmpeg's demuxers and libwebp are C, with a history of flaws a crafted file reaches:
+# they read in a worker without the platform's secrets (services/ingest/media/prober.py).
+# The other readers are Python (Pillow's PNG, JPEG, GIF, BMP and TIFF headers, nibabel)
+# and stay here, where a small file's facts cost no round trip.
+PROBER = isolated.Isolated("services.ingest.media.prober", workers=2, max_answer=64 * 1024)
+# A worker's own cap runs out first; this much more lets it say so.
+PROBE_GRACE_S = 2.0
+
+
+def _in_worker(read_at: ReadAt, size: int, kind: str, mime_type: str, time_cap: float) -> Media:
+    """The facts as the prober reads them; unknown when it fails or overruns. An error of
+    `read_at` itself propagates."""
+    try:
+        answer = PROBER.call(
+            {"kind": kind, "mime_type": mime_type, "size": size, "time_cap": time_cap},
+            time_cap=time_cap + PROBE_GRACE_S,
+            read_at=read_at,
+            size=size,
+            budget=READ_BUDGET,
+        )
+        return _bounded(Media.model_validate_json(answer))
+    except (isolated.WorkerFailed, isolated.Refusal, ValueError) as failed:
+        log.info("ingest.facts_unknown", mime_type=mime_type, reason=str(failed)[:200])
+        return Media()
+
+
+def _bounded(media: Media) -> Media:
+    """The worker's answer with the bounds the readers here keep (it may be a decoder's
+    flaw talking)."""
+    return Media(
+        width=_small(media.width),
+        height=_small(media.height),
+        frames=_small(media.frames),
+        duration_s=_finite(media.duration_s),
+        sample_rate=_small(media.sample_rate),
+        channels=_small(media.channels),
+        fps=_finite(media.fps) if media.fps is None or media.fps < 10_000 else None,
+        codec=media.codec[:50] if media.codec else None,
+    )
+
+
+def _small(value: int | None) -> int | None:
+    return value if value is not None and 0 < value < 2**31 else None
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) and value > 0 else None
