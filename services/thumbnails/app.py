@@ -27,9 +27,9 @@ async def _leases(conn: Conn) -> None:
 
 def build(settings: Settings) -> FastAPI:
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    blobs = open_blob_store(settings)
     keep_secrets_from_workers()
     parts = Parts("thumbnails", settings)
-    blobs = open_blob_store(settings)
     thumbnails = Thumbnails(parts, blobs)
     renditions = Renditions(parts, blobs)
     thumbnails.renditions = renditions

@@ -26,23 +26,37 @@ Failure = tuple[str, str]  # (code, reason)
 SPAWN_ALLOWANCE_S = 60.0
 
 # A worker decodes hostile files, so a decoder's flaw hands an attacker whatever the
-# worker holds. It reads blobs and nothing else: it gets the blob store's settings only,
-# and is spawned from an environment without the platform's secrets (a spawned process
-# inherits the environment, and /proc/self/environ keeps what it started with).
+# worker holds. It reads the one blob it draws and nothing else: a local store's file in
+# place, an S3 store's object by a presigned URL of that object alone (render.Job.url),
+# never with the store's keys; it is spawned from an environment without the platform's
+# secrets (a spawned process inherits the environment, and /proc/self/environ keeps what
+# it started with), and the service is not dumpable (shared/kit/private.py).
 SECRET_ENV = frozenset(
-    {"FILES_SERVICE_KEY", "FILES_DATABASE_URL", "FILES_SECRET_KEY", "FILES_BOOTSTRAP_ADMIN_KEY"}
+    {
+        "FILES_SERVICE_KEY",
+        "FILES_DATABASE_URL",
+        "FILES_SECRET_KEY",
+        "FILES_BOOTSTRAP_ADMIN_KEY",
+        "FILES_S3_ACCESS_KEY",
+        "FILES_S3_SECRET_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    }
 )
 
 
 def keep_secrets_from_workers() -> None:
     """Drop the platform's secrets from this process's environment, which the workers
-    spawned later inherit; call it once the settings are read."""
+    spawned later inherit; call it once the settings are read and the blob store made
+    (it may take its keys from AWS_* variables)."""
     for name in [n for n in os.environ if n.upper() in SECRET_ENV]:
         del os.environ[name]
 
 
 def worker_settings(settings: Settings) -> Settings:
-    """The settings a worker gets: no database, broker or keys but the blob store's."""
+    """The settings a worker gets: no database, broker or keys, the blob store's URL (a
+    local store's directory) without its keys."""
     return settings.model_copy(
         update={
             "database_url": "",
@@ -50,6 +64,8 @@ def worker_settings(settings: Settings) -> Settings:
             "service_key": SecretStr(""),
             "secret_key": "",
             "bootstrap_admin_key": "",
+            "s3_access_key": SecretStr(""),
+            "s3_secret_key": SecretStr(""),
         }
     )
 

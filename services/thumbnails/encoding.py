@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, BinaryIO
 
-from shared.kit.blobs import BlobStore, LocalBlobStore, open_blob_store
-from shared.kit.media import OverBudget, RangeFile, open_container, quiet_av
+import httpx
+
+from shared.kit.blobs import LocalBlobStore, open_blob_store
+from shared.kit.media import OverBudget, RangeFile, open_container, presigned_reader, quiet_av
 from shared.kit.settings import Settings
 
 # A worker's address space: a decoder or encoder that goes past it fails, not the machine.
@@ -58,7 +60,9 @@ class Limits:
 @dataclass(frozen=True)
 class Task:
     kind: str  # "video" | "image_sequence"
-    sources: tuple[tuple[str, int], ...]  # (blob key, size): the video, or the images
+    # (blob key, size, presigned URL on a store that is not local: the worker reads
+    # these objects and no other, without the store's keys): the video, or the images
+    sources: tuple[tuple[str, int, str | None], ...]
     out_path: str
     limits: Limits
 
@@ -72,12 +76,16 @@ class Made:
     bytes: int
 
 
-_store: BlobStore | None = None
+# A local store's files, read in place; on S3, each source's presigned URL instead.
+_store: LocalBlobStore | None = None
+_http: httpx.Client | None = None
 
 
 def start_worker(settings: Settings) -> None:
-    global _store
-    _store = open_blob_store(settings)
+    global _store, _http
+    store = open_blob_store(settings)
+    _store = store if isinstance(store, LocalBlobStore) else None
+    _http = httpx.Client(timeout=60, follow_redirects=False)
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard == resource.RLIM_INFINITY or hard > ADDRESS_SPACE:
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, hard))
@@ -91,12 +99,13 @@ def ready() -> bool:
     return True
 
 
-def opened(key: str, size: int, budget: int) -> BinaryIO:
-    assert _store is not None, "start_worker first"
-    if isinstance(_store, LocalBlobStore):
+def opened(key: str, size: int, budget: int, url: str | None) -> BinaryIO:
+    if _store is not None:
         return open(_store.path(key), "rb")
-    store = _store
-    return RangeFile(lambda at, n: store.read_at(key, at, n), size, budget=budget)  # type: ignore[return-value]
+    assert _http is not None, "start_worker first"
+    if url is None:
+        raise SourceUnavailable("no URL to read the content by")
+    return RangeFile(presigned_reader(url, _http), size, budget=budget)  # type: ignore[return-value]
 
 
 def make(task: Task) -> Made:
@@ -213,11 +222,11 @@ class _Output:
 
 
 def _video(task: Task) -> Made:
-    ((key, size),) = task.sources
+    ((key, size, url),) = task.sources
     limits = task.limits
     budget = 2 * size + 64 * 1024 * 1024
     with (
-        opened(key, size, budget=budget) as source,
+        opened(key, size, budget, url) as source,
         open_container(source, timeout=OPEN_TIMEOUT_S, probe_bytes=PROBE_BYTES) as container,
     ):
         if not container.streams.video:
@@ -267,10 +276,10 @@ def _video(task: Task) -> Made:
 def _images(task: Task) -> Iterator[Any]:
     from PIL import Image
 
-    for key, size in task.sources:
+    for key, size, url in task.sources:
         if size > MAX_IMAGE_BYTES:
             raise Unencodable("too_large", f"an image of it is more than {MAX_IMAGE_BYTES} bytes")
-        with opened(key, size, budget=size + 1) as source:
+        with opened(key, size, size + 1, url) as source:
             data = source.read(size)
         with Image.open(io.BytesIO(data)) as image:
             if image.width * image.height > task.limits.max_pixels:

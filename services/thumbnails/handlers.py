@@ -70,6 +70,9 @@ BROKEN: Final = "broken"
 # advisory locks (PostgreSQL's lock table is sized for 64 a connection by default), and
 # the sections they guard are short.
 LOCK_BUCKETS = 64
+# How long a worker's presigned URL of a file to draw lasts: its batch, queueing
+# included, is drawn well within it (a URL gone stale is a store error: tried again).
+URL_LASTS = timedelta(hours=1)
 # The class of this context's advisory locks (two-key form: its own key space).
 LOCK_SPACE = zlib.crc32(b"files.thumbnails.source") & 0x7FFFFFFF
 
@@ -498,7 +501,10 @@ class Thumbnails(Handlers):
             size = await self.blobs.size(file["blob_key"])
         except (FileNotFoundError, KeyError):
             return ("content_missing", "the content is not stored")
-        return render.Job(file["source"].partition(":")[0], file["blob_key"], size, self.fmt)
+        # The worker reads this object by it, and holds no key of the store's.
+        url = self.blobs.presigned_get(file["blob_key"], URL_LASTS)
+        renderer = file["source"].partition(":")[0]
+        return render.Job(renderer, file["blob_key"], size, self.fmt, url=url)
 
     async def record(self, drawn: Mapping[str, tuple[dict[str, Any], Drawn]]) -> None:
         """Settle each source (store its pictures, or its failure; None: settled already)

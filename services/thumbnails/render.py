@@ -17,11 +17,12 @@ import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import httpx
 from PIL import Image, ImageFile, ImageOps
 
 from services.thumbnails import domain
-from shared.kit.blobs import BlobStore, LocalBlobStore, open_blob_store
-from shared.kit.media import OverBudget, RangeFile, open_container, quiet_av
+from shared.kit.blobs import LocalBlobStore, open_blob_store
+from shared.kit.media import OverBudget, RangeFile, open_container, presigned_reader, quiet_av
 from shared.kit.settings import Settings
 
 # Most bytes one file may make us read (a video reads its index and a few packets).
@@ -59,6 +60,9 @@ class Job:
     size: int  # bytes of the content
     fmt: str  # "webp" | "jpeg"
     sizes: tuple[int, ...] = domain.SIZES
+    # The content's presigned GET URL, on a store that is not local: the worker reads
+    # this object and no other, without the store's keys.
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,15 +73,19 @@ class Picture:
     height: int
 
 
-_store: BlobStore | None = None
+# A local store's files, read in place; on S3, each job's presigned URL instead.
+_store: LocalBlobStore | None = None
+_http: httpx.Client | None = None
 
 
 def start_worker(settings: Settings) -> None:
-    """A worker process's start: its own blob store, the decoders' limits."""
-    global _store
+    """A worker process's start: where it reads content, the decoders' limits."""
+    global _store, _http
     # Drawing is background work: when the machine is busy, uploads and reads go first.
     os.nice(10)
-    _store = open_blob_store(settings)
+    store = open_blob_store(settings)
+    _store = store if isinstance(store, LocalBlobStore) else None
+    _http = httpx.Client(timeout=30, follow_redirects=False)
     # Pillow warns past MAX_IMAGE_PIXELS (and refuses at twice that): a warning is a refusal.
     warnings.simplefilter("error", Image.DecompressionBombWarning)
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -91,13 +99,15 @@ def start_worker(settings: Settings) -> None:
 
 
 def opened(job: Job) -> BinaryIO:
-    """The content as a file: the blob itself on a local store, else by ranges."""
-    assert _store is not None, "start_worker first"
-    if isinstance(_store, LocalBlobStore):
+    """The content as a file: the blob itself on a local store, else by ranges of its
+    presigned URL."""
+    if _store is not None:
         return open(_store.path(job.blob_key), "rb")
-    store, key = _store, job.blob_key
-    ranges = RangeFile(lambda at, n: store.read_at(key, at, n), job.size, budget=READ_BUDGET)
-    return ranges  # type: ignore[return-value]
+    assert _http is not None, "start_worker first"
+    if job.url is None:
+        raise SourceUnavailable("no URL to read the content by")
+    read_at = presigned_reader(job.url, _http)
+    return RangeFile(read_at, job.size, budget=READ_BUDGET)  # type: ignore[return-value]
 
 
 def make(job: Job) -> list[Picture]:

@@ -239,6 +239,8 @@ class Renditions(Handlers):
         self.blobs = blobs
         self.workers = max(1, settings.reencode_workers)
         self.time_cap = settings.reencode_time_cap_s
+        # A worker's presigned URLs outlast a task (its queueing too): an hour at least.
+        self.url_lasts = max(timedelta(hours=1), timedelta(seconds=self.time_cap * 2 + 60))
         self.limits = encoding.Limits(
             settings.reencode_max_duration_s,
             settings.reencode_max_pixels,
@@ -456,7 +458,13 @@ class Renditions(Handlers):
             await self.record(file, failure=("gave_up", f"not made after {MAX_ATTEMPTS} attempts"))
             return
         try:
-            sources = tuple([(k, await self.blobs.size(k)) for k in file["sources"]])
+            # The worker reads these objects by their URLs, and holds no key of the store's.
+            sources = tuple(
+                [
+                    (k, await self.blobs.size(k), self.blobs.presigned_get(k, self.url_lasts))
+                    for k in file["sources"]
+                ]
+            )
         except (FileNotFoundError, KeyError):
             await self.record(file, failure=("content_missing", "the content is not stored"))
             return

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import httpx
     from av.container import InputContainer
 
 BLOCK = 256 * 1024
@@ -156,3 +157,34 @@ def open_container(
         container_options=options,
     )
     return container
+
+
+class StoreAnswered(OSError):
+    """The store's answer to a ranged GET of a presigned URL was not the range."""
+
+
+def presigned_reader(url: str, client: httpx.Client) -> ReadAt:
+    """`read_at` over a presigned GET URL, a ranged GET a read: how a worker reads
+    content without the store's credentials (only this one object, for a while). A
+    missing object is FileNotFoundError; any other answer but the range an OSError."""
+
+    def read_at(offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
+        with client.stream("GET", url, headers=headers) as answer:
+            if answer.status_code == 416:
+                return b""  # at or past the end, as a file read there gives nothing
+            if answer.status_code == 404:
+                raise FileNotFoundError("the content is no longer stored")
+            if answer.status_code != 206:
+                # A 200 is the whole object: never read that into memory.
+                raise StoreAnswered(f"the store answered {answer.status_code} to a range")
+            data = bytearray()
+            for chunk in answer.iter_bytes():
+                data += chunk
+                if len(data) > length:
+                    raise StoreAnswered("the store sent more than the range")
+            return bytes(data)
+
+    return read_at

@@ -13,6 +13,7 @@ import httpx
 import psutil
 from PIL import Image
 
+from services.thumbnails.drawing import SECRET_ENV
 from shared.kit.stack import Stack
 
 CONSISTENCY = "Files-Consistency"
@@ -175,5 +176,9 @@ def decoding_workers(platform: Stack, service: str, module: str) -> list[dict[st
     return found
 
 
-def holds_no_secret(environment: dict[str, str]) -> bool:
-    return not [name for name in environment if name.startswith("FILES_")]
+def holds_no_secret(platform: Stack, environment: dict[str, str]) -> bool:
+    """No setting that is a secret, by name, nor the platform's own keys, by value."""
+    values = "\n".join(environment.values())
+    return not set(environment) & SECRET_ENV and not any(
+        secret in values for secret in (platform.service_key, platform.admin_key)
+    )

@@ -80,4 +80,4 @@ async def test_compressed_transfer_syntaxes_are_stored_read_and_rendered(
         assert abs(grey - 64) < 12, (syntax, grey)
     # Decoded in a worker holding none of the platform's secrets.
     renderers = decoding_workers(platform, "dicom", "services.dicom.renderer")
-    assert renderers and all(holds_no_secret(env) for env in renderers), renderers
+    assert renderers and all(holds_no_secret(platform, env) for env in renderers), renderers

@@ -44,4 +44,4 @@ async def test_uploaded_video_and_audio_show_their_media_facts(
     }
     # FFmpeg read them in a worker holding none of the platform's secrets.
     probers = decoding_workers(platform, "ingest", "services.ingest.media.prober")
-    assert probers and all(holds_no_secret(env) for env in probers), probers
+    assert probers and all(holds_no_secret(platform, env) for env in probers), probers

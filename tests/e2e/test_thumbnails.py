@@ -22,10 +22,20 @@ from services.thumbnails.projections import thumbnails as model
 from shared.kit.blobs import BlobStore, open_blob_store
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import rebuild
+from shared.kit.stack import Stack
 from tests import thumbnail_fixtures as media
 from tests.conftest import eventually
 from tests.dicom_fixtures import ct_slice, slice_positions, uid
-from tests.e2e.support import error, folder, member, unique, upload, wav
+from tests.e2e.support import (
+    decoding_workers,
+    error,
+    folder,
+    holds_no_secret,
+    member,
+    unique,
+    upload,
+    wav,
+)
 from tests.e2e.test_dicom import finished, fresh_study, send
 from tests.e2e.test_image_groups import group
 
@@ -91,7 +101,7 @@ def dicom_series_of_greys(count: int) -> list[tuple[str, bytes]]:
 
 @pytest.mark.timeout(600)  # seven kinds drawn, on two cores shared with everything
 @pytest.mark.parametrize("blobs", ["s3", "local"], indirect=True)
-async def test_every_kind_gets_its_thumbnail(api: httpx.AsyncClient) -> None:
+async def test_every_kind_gets_its_thumbnail(api: httpx.AsyncClient, platform: Stack) -> None:
     top = await folder(api, unique("thumbs"))
     files = {
         f["name"]: f
@@ -142,6 +152,10 @@ async def test_every_kind_gets_its_thumbnail(api: httpx.AsyncClient) -> None:
     # Audio has no thumbnail: the web app shows its kind's icon.
     found = error(await settled(api, files["sound.wav"]["id"]), 404, "thumbnail_unavailable")
     assert found["details"]["kind"] == "audio"
+    # Drawn by workers that hold none of the platform's secrets, nor the store's keys
+    # (on S3 they read each file by its presigned URL).
+    workers = decoding_workers(platform, "thumbnails", "--multiprocessing-fork")
+    assert workers and all(holds_no_secret(platform, env) for env in workers), workers
 
 
 async def test_a_series_extended_later_shows_its_new_middle_slice(api: httpx.AsyncClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -28,6 +29,7 @@ from shared.kit.blobs import (
 )
 from shared.kit.blobs.s3 import parse_url
 from shared.kit.errors import storage_failed
+from shared.kit.media import StoreAnswered, presigned_reader
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
 from tests.conftest import eventually
@@ -422,6 +424,37 @@ async def test_presigned_urls(store: BlobStore) -> None:
     assert got is not None
     async with httpx.AsyncClient() as client:
         assert (await client.get(got)).content == data
+
+
+async def test_a_presigned_url_read_by_range_as_a_worker_reads_it(store: BlobStore) -> None:
+    """A worker holding no key of the store's reads one object by ranges of its URL."""
+    if isinstance(store, LocalBlobStore):
+        return  # read in place: no URL
+    key = f"pictures/{uuid.uuid4().hex}"
+    data = bytes(range(256)) * 40
+    await store.put(key, data)
+    url = store.presigned_get(key, timedelta(minutes=5))
+    gone = store.presigned_get(f"pictures/{uuid.uuid4().hex}", timedelta(minutes=5))
+    assert url is not None and gone is not None
+
+    def reads() -> None:
+        with httpx.Client() as client:
+            read_at = presigned_reader(url, client)
+            assert read_at(0, 10) == data[:10]
+            assert read_at(1000, 300) == data[1000:1300]
+            assert read_at(len(data) - 5, 100) == data[-5:]  # cut at the end
+            assert read_at(len(data), 10) == b""  # past it: nothing, as a file
+            with pytest.raises(FileNotFoundError):
+                presigned_reader(gone, client)(0, 10)
+        # A store that ignores the range (the whole object) or refuses a stale URL.
+        for status in (200, 403):
+            answering = httpx.MockTransport(
+                lambda _, code=status: httpx.Response(code, content=data)
+            )
+            with httpx.Client(transport=answering) as odd, pytest.raises(StoreAnswered):
+                presigned_reader(url, odd)(0, 10)
+
+    await asyncio.to_thread(reads)
 
 
 async def test_an_aborted_multipart_upload_leaves_nothing(store: BlobStore) -> None:

@@ -384,8 +384,11 @@ async def test_a_worker_holds_none_of_the_platforms_secrets(
 ) -> None:
     monkeypatch.setenv("FILES_SERVICE_KEY", "the-platforms-signing-key-0123456789")
     monkeypatch.setenv("FILES_DATABASE_URL", "postgresql://files:db-password@db/files")
+    monkeypatch.setenv("FILES_S3_SECRET_KEY", "the-stores-secret-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-stores-other-secret-key")
     settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"))
     assert settings.service_key.get_secret_value() and settings.database_url
+    assert settings.s3_secret_key.get_secret_value()
     keep_secrets_from_workers()  # as the service does once its settings are read
     drawing = Drawing(settings, workers=1)
     try:
@@ -394,9 +397,12 @@ async def test_a_worker_holds_none_of_the_platforms_secrets(
     finally:
         drawing.stop()
     assert b"FILES_SERVICE_KEY" not in started and b"signing-key" not in started
-    assert b"db-password" not in started
+    assert b"db-password" not in started and b"secret-key" not in started
     given = worker_settings(settings)
     assert given.service_key.get_secret_value() == "" and given.database_url == ""
+    # A worker reads an S3 store's objects by their presigned URLs, never with its keys.
+    assert given.s3_access_key.get_secret_value() == ""
+    assert given.s3_secret_key.get_secret_value() == ""
     assert given.blob_url == settings.blob_url and given.data_dir == settings.data_dir
 
 
