@@ -83,15 +83,28 @@ class _Worker:
         self.to_fd = self.proc.stdin.fileno()
         self.from_fd = self.proc.stdout.fileno()
         os.set_blocking(self.to_fd, False)
-        kind, _ = self.receive(time.monotonic() + start_timeout, 0)
-        if kind != b"Y":
-            raise WorkerFailed(f"the worker started with {kind!r}, not ready")
+        try:
+            kind, _ = self.receive(time.monotonic() + start_timeout, 0)
+            if kind != b"Y":
+                raise WorkerFailed(f"the worker started with {kind!r}, not ready")
+        except BaseException:
+            self.kill()
+            raise
+
+    @staticmethod
+    def _ready(fd: int, event: int, deadline: float) -> bool:
+        # poll, not select: a busy service's descriptors may be past select's 1,024.
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        waiting = select.poll()
+        waiting.register(fd, event | select.POLLERR | select.POLLHUP)
+        return bool(waiting.poll(left * 1000))
 
     def send(self, kind: bytes, payload: bytes, deadline: float) -> None:
         view = memoryview(FRAME.pack(kind, len(payload)) + payload)
         while view:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([], [self.to_fd], [], left)[1]:
+            if not self._ready(self.to_fd, select.POLLOUT, deadline):
                 raise WorkerFailed("the worker took no more input within the time cap")
             try:
                 view = view[os.write(self.to_fd, view) :]
@@ -103,8 +116,7 @@ class _Worker:
     def _read(self, count: int, deadline: float) -> bytes:
         out = bytearray()
         while len(out) < count:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.from_fd], [], [], left)[0]:
+            if not self._ready(self.from_fd, select.POLLIN, deadline):
                 raise WorkerFailed("the worker did not answer within the time cap")
             chunk = os.read(self.from_fd, min(count - len(out), 1 << 20))
             if not chunk:

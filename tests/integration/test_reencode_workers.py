@@ -53,7 +53,7 @@ async def task(store: LocalBlobStore, spool: Path, data: bytes) -> encoding.Task
     await store.put(key, data)
     out = spool / f"{key[-8:]}.mp4"
     limits = encoding.Limits(max_duration_s=600, max_pixels=1920 * 1080, max_bytes=1 << 30)
-    return encoding.Task("video", ((key, len(data)),), str(out), limits)
+    return encoding.Task("video", ((key, len(data), None),), str(out), limits)
 
 
 @pytest.mark.timeout(300)

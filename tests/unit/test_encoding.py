@@ -48,7 +48,7 @@ def stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def task(path: Path, out: Path, limits: encoding.Limits = ROOM) -> encoding.Task:
-    return encoding.Task("video", ((KEY, path.stat().st_size),), str(out), limits)
+    return encoding.Task("video", ((KEY, path.stat().st_size, None),), str(out), limits)
 
 
 def test_a_video_becomes_h264_in_mp4(stored: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import warnings
 
+import httpx
 import numpy as np
 import pytest
 from hypothesis import given
@@ -285,12 +286,19 @@ def test_a_source_past_the_read_budget_is_too_large_to_draw(
 ) -> None:
     data = media.photo(seed=1)  # a textured JPEG: more than one block
     assert len(data) > BLOCK
-    monkeypatch.setattr(render, "_store", InMemoryStore(data))
+    store = InMemoryStore(data)
+    # An S3 store's object, read by ranges of its URL (here, of these bytes).
+    monkeypatch.setattr(render, "_store", None)
+    monkeypatch.setattr(render, "_http", httpx.Client())
+    monkeypatch.setattr(
+        render, "presigned_reader", lambda url, _: lambda at, n: store.read_at(url, at, n)
+    )
     monkeypatch.setattr(render, "READ_BUDGET", BLOCK)
 
     with pytest.raises(render.Unthumbnailable) as refused:
-        render.make(render.Job("image", "k", len(data), "webp"))
+        render.make(render.Job("image", "k", len(data), "webp", url="http://store/k"))
     assert refused.value.code == "too_large"
+    assert store.reads and all(length <= BLOCK for _, length in store.reads)
 
 
 # -- bounded events (docs/events.md) -------------------------------------------------
