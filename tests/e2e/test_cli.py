@@ -5,11 +5,13 @@ login, exit codes and one line on stderr; the progress bar under a pseudo-termin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
 import pty
 import select
+import signal
 import stat
 import struct
 import subprocess
@@ -299,6 +301,37 @@ def test_a_large_file_resumes_from_the_session_an_interrupted_upload_left(
         assert finished.status == "completed" and finished.file_id == sent["id"]
         assert sent["size"] == len(data)
         assert json.loads(journal.read_text()) == {}
+
+
+def test_ctrl_c_stops_an_upload_at_once_and_a_run_again_finishes_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    src = tmp_path / "scans"
+    src.mkdir()
+    for i in range(12):
+        (src / f"{i:02}.png").write_bytes(png(6, 4) + os.urandom(5 * MiB))
+    top = unique("ctrlc")
+    upload = ["upload", str(src), "--to", top, "--parts-from", str(5 * MiB), "--parallel", "1"]
+    proc = subprocess.Popen(
+        [FILES, *upload], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    # The first upload session is remembered as it opens: then Ctrl-C, with 11 to go.
+    journal = tmp_path / "state" / "files" / "uploads.json"
+    deadline = time.monotonic() + 60
+    while not (journal.exists() and journal.read_text().strip("{} \n")):
+        assert time.monotonic() < deadline, "no upload session opened"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.01)  # and it has not finished yet
+        assert proc.returncode is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err == "files upload: interrupted\n", (out, err)
+
+    # The rest was not sent after the Ctrl-C: a run again sends it, and nothing twice.
+    sent = json_lines(ok(env, *upload, "--json"))
+    assert 0 < len(sent) <= 12, sent
+    listed = json_lines(ok(env, "ls", f"{top}/scans", "--json"))
+    assert sorted(f["name"] for f in listed) == [f"{i:02}.png" for i in range(12)]
 
 
 def test_image_groups_sequences_and_dicom_from_the_command_line(
