@@ -177,6 +177,33 @@ def test_upload_a_tree_list_search_download_and_upload_again(
     assert (out / "loose.png").read_bytes() == (tmp_path / "loose.png").read_bytes()
 
 
+def test_a_download_run_again_keeps_the_files_it_has_and_fetches_the_rest(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    src = tmp_path / "shots"
+    src.mkdir()
+    for i in range(4):
+        (src / f"{i}.png").write_bytes(png(4 + i, 4))
+    top = unique("redownload")
+    ok(env, "upload", str(src), "--to", top)
+    out = tmp_path / "out"
+    ok(env, "download", f"{top}/shots", "-o", str(out))
+    got = out / "shots"
+    assert tree(got) == tree(src)
+    # As if that run had stopped: 0.png whole, 1.png not yet, 2.png half written, and
+    # 3.png is something else now.
+    long_ago = 1_000_000_000
+    os.utime(got / "0.png", (long_ago, long_ago))
+    (got / "1.png").unlink()
+    half = (got / "2.png").read_bytes()[:20]
+    (got / "2.png").unlink()
+    (got / "2.png.part").write_bytes(half)
+    (got / "3.png").write_bytes(b"not the bytes of 3.png")
+    ok(env, "download", f"{top}/shots", "-o", str(out))
+    assert tree(got) == tree(src)
+    assert (got / "0.png").stat().st_mtime == long_ago  # not downloaded again
+
+
 def test_files_the_platform_refuses_are_named_and_the_rest_uploaded(
     env: dict[str, str], tmp_path: Path, platform: Stack
 ) -> None:

@@ -1098,7 +1098,8 @@ def register(commands: Any) -> None:
         "download",
         "download a file, or a folder with everything below it",
         "Download into DIR: a file under its name, a folder as a directory tree. Parallel;"
-        " an interrupted download resumes where it stopped; checksums are verified.",
+        " an interrupted download resumes where it stopped (run it again: the files"
+        " already there, same sha256, are not fetched again); checksums are verified.",
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="where (default: here)")
