@@ -158,6 +158,9 @@ def test_files_content_download_changes_moves_datasets_and_deletes(
     assert written == tmp_path / "out" / "x.png" and written.read_bytes() == data
     named = got.download(tmp_path / "copy.png")
     assert named.read_bytes() == data
+    # A directory not there yet, said with its slash: made, the file goes in it.
+    into = got.download(f"{tmp_path}/new/")
+    assert into == tmp_path / "new" / "x.png" and into.read_bytes() == data
 
     # A download that stopped half-way goes on from there.
     partial = tmp_path / "resumed.png"

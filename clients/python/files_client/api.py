@@ -564,10 +564,11 @@ class File(FileData, _Bound[M]):
     def download(
         self, to: PathLike = ".", *, progress: transfer.Progress | None = None
     ) -> Op[Path]:
-        """Its bytes into a directory (under its name) or to a file path; a download that
-        stopped goes on where it was. The path written."""
+        """Its bytes into a directory (under its name; one not there yet is made when
+        `to` ends with a slash) or to a file path; a download that stopped goes on where
+        it was. The path written."""
         dest = Path(to)
-        if dest.is_dir():
+        if dest.is_dir() or str(to).endswith(("/", os.sep)):
             dest = dest / safe_name(self.name)
         return (yield from transfer.download(self._session, self.model_dump(), dest, progress))
 
