@@ -474,6 +474,14 @@ def test_datasets_sharing_jobs_and_history(
     uploaded = ok(env, "history", f"{top}/b.png").splitlines()[1:]
     assert uploaded and all(row.split()[-2] == f"{top}/b.png" for row in uploaded), uploaded
     assert json_lines(ok(env, "history", "--actor", "me", "--limit", "2", "--json"))
+    # Times as a person writes them: a date alone, no offset (UTC, as the table shows).
+    assert json_lines(ok(env, "history", top, "--since", "2000-01-01", "--json"))
+    assert ok(env, "history", top, "--until", "2000-01-01T12:00", "--json") == ""
+    assert "--since yesterday: not a time" in fails(env, "history", "--since", "yesterday", code=2)
+    # A user by email, as the table shows them.
+    by_email = json_lines(ok(env, "history", top, "--actor", "admin@files.local", "--json"))
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        assert by_email and {e["actor_id"] for e in by_email} == {c.me().id}
 
 
 def test_the_progress_bar_shows_on_a_terminal(env: dict[str, str], tmp_path: Path) -> None:

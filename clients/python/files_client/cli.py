@@ -19,7 +19,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -868,6 +868,20 @@ NAMING_EVENTS = frozenset(
 )
 
 
+def _moment(text: str | None, option: str) -> datetime | None:
+    """A time given on the command line: ISO 8601, a date alone its midnight; in UTC
+    unless it says its offset (as the times the command prints are)."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise Usage(
+            f"{option} {text}: not a time (ISO 8601: 2026-12-05, 2026-12-05T14:30Z)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def history(args: argparse.Namespace) -> int:
     with _client() as c:
         subjects: list[str] = []
@@ -881,13 +895,20 @@ def history(args: argparse.Namespace) -> int:
                 subjects.append(c.resolve(ref).id)
                 names[subjects[-1]] = ref
         me = c.me()
-        actor = me.id if args.actor == "me" else args.actor
+        actor = me.id if args.actor in ("me", me.email) else args.actor
+        if actor and "@" in actor:
+            found = (
+                [u.id for u in c.list_users() if u.email == actor] if me.org_role == "admin" else []
+            )
+            if not found:
+                raise Usage(f"--actor {actor}: name a user by id (or me)")
+            actor = found[0]
         events = c.audit(
             subject=subjects or None,
             actor=actor,
             type=args.type,
-            since=args.since,
-            until=args.until,
+            since=_moment(args.since, "--since"),
+            until=_moment(args.until, "--until"),
         )
         listed = []
         for n, e in enumerate(events):
@@ -1205,10 +1226,10 @@ def register(commands: Any) -> None:
         " subject, or --actor me). The operator's `files audit` reads the stores directly.",
     )
     p.add_argument("subjects", nargs="*", metavar="PATH|ID", help="what it is about")
-    p.add_argument("--actor", metavar="ID|me", help="who did it")
+    p.add_argument("--actor", metavar="ID|me", help="who did it (an email: org admins)")
     p.add_argument("--type", action="append", help="an event type (repeatable)")
-    p.add_argument("--since", metavar="TIME", help="from (ISO 8601)")
-    p.add_argument("--until", metavar="TIME", help="before (ISO 8601)")
+    p.add_argument("--since", metavar="TIME", help="from (ISO 8601; UTC unless it says)")
+    p.add_argument("--until", metavar="TIME", help="before (ISO 8601; UTC unless it says)")
     p.add_argument("--limit", type=int, default=0, metavar="N")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
