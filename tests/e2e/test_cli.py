@@ -176,6 +176,12 @@ def test_upload_a_tree_list_search_download_and_upload_again(
     ok(env, "download", f"{top}/x/y/loose.png", "-o", str(out))
     assert (out / "loose.png").read_bytes() == (tmp_path / "loose.png").read_bytes()
 
+    # A file's path is no place to upload to (no folder of its name is made beside it).
+    assert fails(env, "upload", str(src / "a.png"), "--to", f"{top}/x/y/loose.png") == (
+        f"files upload: {top}/x/y/loose.png: is a file, not a folder"
+    )
+    assert len(json_lines(ok(env, "ls", f"{top}/x/y", "--json"))) == 2
+
 
 def test_a_download_run_again_keeps_the_files_it_has_and_fetches_the_rest(
     env: dict[str, str], tmp_path: Path

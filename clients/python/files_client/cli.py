@@ -259,7 +259,11 @@ def upload(args: argparse.Namespace) -> int:
             if problem:
                 raise Invalid("invalid_name", f"{_shown(str(f.path))}: {problem}")
     with _client() as c:
-        target = c.make_folders(args.to)
+        try:
+            # A file's path is refused: a folder of its name would be made beside it.
+            target = _folder(c, args.to)
+        except NotFound:
+            target = c.make_folders(args.to)
         if args.metadata and (args.group or args.sequence or args.dicom):
             raise Invalid(
                 "metadata_not_taken", "--metadata is for files, not groups or DICOM series"
