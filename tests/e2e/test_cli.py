@@ -458,6 +458,14 @@ def test_datasets_sharing_jobs_and_history(
     assert name in ok(env, "datasets", "ls")
     ok(env, "datasets", "rm", made["id"], f"{top}/a.png")
     assert a["id"] not in ok(env, "datasets", "ls", name)
+    # A file named that is not in it: said by its path, and nothing is removed.
+    assert fails(env, "datasets", "rm", name, f"{top}/b.png", f"{top}/a.png") == (
+        f"files datasets: {top}/a.png: not in dataset {name}"
+    )
+    assert b["id"] in ok(env, "datasets", "ls", name)
+    # A folder: the files below it that are in the dataset (b.png; a.png is no more).
+    assert f"removed 1 file(s) from {name}" in ok(env, "datasets", "rm", name, top)
+    assert json_lines(ok(env, "datasets", "ls", name, "--json")) == []
     assert "no such dataset" in fails(env, "datasets", "ls", unique("x"))
     ok(env, "datasets", "delete", name)
     assert "no such dataset" in fails(env, "datasets", "ls", name)

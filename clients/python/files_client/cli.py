@@ -737,10 +737,19 @@ def datasets(args: argparse.Namespace) -> int:
             print(f"added {added} file(s) to {d.name}")
         elif args.action == "rm":
             d = _dataset(c, args.dataset)
-            files = _files_below(c, args.paths)
-            for f in files:
-                d.remove(f)
-            print(f"removed {len(files)} file(s) from {d.name}")
+            linked = {f.id for f in d.files()}
+            files = []
+            for p in args.paths:
+                found = c.resolve(p)
+                if isinstance(found, Folder):
+                    # Those below it that are in the dataset (a folder holds others too).
+                    files += [f for f, _ in _walk(found, Path(".")) if f.id in linked]
+                elif found.id in linked:
+                    files.append(found)
+                else:
+                    raise NotFound("not_in_dataset", f"{p}: not in dataset {d.name}")
+            removed = d.remove_files(files)
+            print(f"removed {removed} file(s) from {d.name}")
         elif args.action == "delete":
             d = _dataset(c, args.dataset)
             d.delete()
