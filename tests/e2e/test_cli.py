@@ -166,6 +166,12 @@ def test_upload_a_tree_list_search_download_and_upload_again(
     # Again: everything is there already, so nothing is sent twice.
     ok(env, "upload", str(src), "--to", f"{top}/x/y")
     assert len(json_lines(ok(env, "ls", f"{top}/x/y/shots", "--json"))) == 3
+    # ...but metadata given now is stored on the file that is there (merged).
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"a.png": {"split": "val"}}))
+    ok(env, "upload", str(src / "a.png"), "--to", f"{top}/x/y/shots", "--metadata", str(labels))
+    [there] = json_lines(ok(env, "ls", f"{top}/x/y/shots", "--meta", "split=val", "--json"))
+    assert (there["name"], there["metadata"]) == ("a.png", {"split": "val"})
     (src / "left" / "c.png").write_bytes(png(5, 5))
     sent = json_lines(ok(env, "upload", str(src), "--to", f"{top}/x/y", "--json"))
     assert [f["name"] for f in sent] == ["c.png"]
