@@ -347,6 +347,10 @@ def test_errors_are_typed_with_the_api_code_message_and_details(
     with pytest.raises(NotFound) as missing:
         client.get_folder(str(uuid.uuid4()))
     assert missing.value.code == "not_found" and missing.value.status == 404
+    # A path that names nothing: the same error, though the client found it out.
+    with pytest.raises(NotFound) as no_path:
+        client.get_folder_by_path(f"{unique('nowhere')}/x")
+    assert no_path.value.code == "not_found" and no_path.value.status == 404
     top = client.create_folder(unique("errors"))
     top.create_subfolder("x")
     with pytest.raises(Conflict) as taken:
