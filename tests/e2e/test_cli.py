@@ -5,11 +5,13 @@ login, exit codes and one line on stderr; the progress bar under a pseudo-termin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
 import pty
 import select
+import signal
 import stat
 import struct
 import subprocess
@@ -164,6 +166,12 @@ def test_upload_a_tree_list_search_download_and_upload_again(
     # Again: everything is there already, so nothing is sent twice.
     ok(env, "upload", str(src), "--to", f"{top}/x/y")
     assert len(json_lines(ok(env, "ls", f"{top}/x/y/shots", "--json"))) == 3
+    # ...but metadata given now is stored on the file that is there (merged).
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"a.png": {"split": "val"}}))
+    ok(env, "upload", str(src / "a.png"), "--to", f"{top}/x/y/shots", "--metadata", str(labels))
+    [there] = json_lines(ok(env, "ls", f"{top}/x/y/shots", "--meta", "split=val", "--json"))
+    assert (there["name"], there["metadata"]) == ("a.png", {"split": "val"})
     (src / "left" / "c.png").write_bytes(png(5, 5))
     sent = json_lines(ok(env, "upload", str(src), "--to", f"{top}/x/y", "--json"))
     assert [f["name"] for f in sent] == ["c.png"]
@@ -173,6 +181,39 @@ def test_upload_a_tree_list_search_download_and_upload_again(
     assert tree(out / "shots") == tree(src)
     ok(env, "download", f"{top}/x/y/loose.png", "-o", str(out))
     assert (out / "loose.png").read_bytes() == (tmp_path / "loose.png").read_bytes()
+
+    # A file's path is no place to upload to (no folder of its name is made beside it).
+    assert fails(env, "upload", str(src / "a.png"), "--to", f"{top}/x/y/loose.png") == (
+        f"files upload: {top}/x/y/loose.png: is a file, not a folder"
+    )
+    assert len(json_lines(ok(env, "ls", f"{top}/x/y", "--json"))) == 2
+
+
+def test_a_download_run_again_keeps_the_files_it_has_and_fetches_the_rest(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    src = tmp_path / "shots"
+    src.mkdir()
+    for i in range(4):
+        (src / f"{i}.png").write_bytes(png(4 + i, 4))
+    top = unique("redownload")
+    ok(env, "upload", str(src), "--to", top)
+    out = tmp_path / "out"
+    ok(env, "download", f"{top}/shots", "-o", str(out))
+    got = out / "shots"
+    assert tree(got) == tree(src)
+    # As if that run had stopped: 0.png whole, 1.png not yet, 2.png half written, and
+    # 3.png is something else now.
+    long_ago = 1_000_000_000
+    os.utime(got / "0.png", (long_ago, long_ago))
+    (got / "1.png").unlink()
+    half = (got / "2.png").read_bytes()[:20]
+    (got / "2.png").unlink()
+    (got / "2.png.part").write_bytes(half)
+    (got / "3.png").write_bytes(b"not the bytes of 3.png")
+    ok(env, "download", f"{top}/shots", "-o", str(out))
+    assert tree(got) == tree(src)
+    assert (got / "0.png").stat().st_mtime == long_ago  # not downloaded again
 
 
 def test_files_the_platform_refuses_are_named_and_the_rest_uploaded(
@@ -301,6 +342,37 @@ def test_a_large_file_resumes_from_the_session_an_interrupted_upload_left(
         assert json.loads(journal.read_text()) == {}
 
 
+def test_ctrl_c_stops_an_upload_at_once_and_a_run_again_finishes_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    src = tmp_path / "scans"
+    src.mkdir()
+    for i in range(12):
+        (src / f"{i:02}.png").write_bytes(png(6, 4) + os.urandom(5 * MiB))
+    top = unique("ctrlc")
+    upload = ["upload", str(src), "--to", top, "--parts-from", str(5 * MiB), "--parallel", "1"]
+    proc = subprocess.Popen(
+        [FILES, *upload], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    # The first upload session is remembered as it opens: then Ctrl-C, with 11 to go.
+    journal = tmp_path / "state" / "files" / "uploads.json"
+    deadline = time.monotonic() + 60
+    while not (journal.exists() and journal.read_text().strip("{} \n")):
+        assert time.monotonic() < deadline, "no upload session opened"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.01)  # and it has not finished yet
+        assert proc.returncode is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err == "files upload: interrupted\n", (out, err)
+
+    # The rest was not sent after the Ctrl-C: a run again sends it, and nothing twice.
+    sent = json_lines(ok(env, *upload, "--json"))
+    assert 0 < len(sent) <= 12, sent
+    listed = json_lines(ok(env, "ls", f"{top}/scans", "--json"))
+    assert sorted(f["name"] for f in listed) == [f"{i:02}.png" for i in range(12)]
+
+
 def test_image_groups_sequences_and_dicom_from_the_command_line(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -320,6 +392,14 @@ def test_image_groups_sequences_and_dicom_from_the_command_line(
         (scans / f"{i}.dcm").write_bytes(body)
     series = json_lines(ok(env, "upload", str(scans), "--to", f"{top}/ct", "--dicom", "--json"))
     assert [s["kind"] for s in series] == ["dicom_series"] and series[0]["dicom"]["instances"] == 3
+    # Downloaded, a series is its first instance, and the command says so.
+    got = files(env, "download", f"{top}/ct", "-o", str(tmp_path / "out"))
+    assert got.returncode == 0, got
+    [written] = (tmp_path / "out" / "ct").iterdir()
+    assert written.read_bytes() in [(scans / f"{i}.dcm").read_bytes() for i in range(3)]
+    assert got.stderr.startswith(
+        f"files download: {written}: the first of 3 instances of a DICOM series only"
+    ), got.stderr
     (scans / "bad.dcm").write_bytes(b"not dicom at all")
     line = fails(env, "upload", str(scans / "bad.dcm"), "--to", f"{top}/ct", "--dicom", code=3)
     assert "bad.dcm" in line
@@ -384,6 +464,14 @@ def test_datasets_sharing_jobs_and_history(
     assert name in ok(env, "datasets", "ls")
     ok(env, "datasets", "rm", made["id"], f"{top}/a.png")
     assert a["id"] not in ok(env, "datasets", "ls", name)
+    # A file named that is not in it: said by its path, and nothing is removed.
+    assert fails(env, "datasets", "rm", name, f"{top}/b.png", f"{top}/a.png") == (
+        f"files datasets: {top}/a.png: not in dataset {name}"
+    )
+    assert b["id"] in ok(env, "datasets", "ls", name)
+    # A folder: the files below it that are in the dataset (b.png; a.png is no more).
+    assert f"removed 1 file(s) from {name}" in ok(env, "datasets", "rm", name, top)
+    assert json_lines(ok(env, "datasets", "ls", name, "--json")) == []
     assert "no such dataset" in fails(env, "datasets", "ls", unique("x"))
     ok(env, "datasets", "delete", name)
     assert "no such dataset" in fails(env, "datasets", "ls", name)
@@ -414,6 +502,14 @@ def test_datasets_sharing_jobs_and_history(
     uploaded = ok(env, "history", f"{top}/b.png").splitlines()[1:]
     assert uploaded and all(row.split()[-2] == f"{top}/b.png" for row in uploaded), uploaded
     assert json_lines(ok(env, "history", "--actor", "me", "--limit", "2", "--json"))
+    # Times as a person writes them: a date alone, no offset (UTC, as the table shows).
+    assert json_lines(ok(env, "history", top, "--since", "2000-01-01", "--json"))
+    assert ok(env, "history", top, "--until", "2000-01-01T12:00", "--json") == ""
+    assert "--since yesterday: not a time" in fails(env, "history", "--since", "yesterday", code=2)
+    # A user by email, as the table shows them.
+    by_email = json_lines(ok(env, "history", top, "--actor", "admin@files.local", "--json"))
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        assert by_email and {e["actor_id"] for e in by_email} == {c.me().id}
 
 
 def test_the_progress_bar_shows_on_a_terminal(env: dict[str, str], tmp_path: Path) -> None:

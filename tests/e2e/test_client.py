@@ -158,6 +158,9 @@ def test_files_content_download_changes_moves_datasets_and_deletes(
     assert written == tmp_path / "out" / "x.png" and written.read_bytes() == data
     named = got.download(tmp_path / "copy.png")
     assert named.read_bytes() == data
+    # A directory not there yet, said with its slash: made, the file goes in it.
+    into = got.download(f"{tmp_path}/new/")
+    assert into == tmp_path / "new" / "x.png" and into.read_bytes() == data
 
     # A download that stopped half-way goes on from there.
     partial = tmp_path / "resumed.png"
@@ -344,6 +347,10 @@ def test_errors_are_typed_with_the_api_code_message_and_details(
     with pytest.raises(NotFound) as missing:
         client.get_folder(str(uuid.uuid4()))
     assert missing.value.code == "not_found" and missing.value.status == 404
+    # A path that names nothing: the same error, though the client found it out.
+    with pytest.raises(NotFound) as no_path:
+        client.get_folder_by_path(f"{unique('nowhere')}/x")
+    assert no_path.value.code == "not_found" and no_path.value.status == 404
     top = client.create_folder(unique("errors"))
     top.create_subfolder("x")
     with pytest.raises(Conflict) as taken:

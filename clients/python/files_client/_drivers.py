@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -16,6 +17,25 @@ import httpx
 from files_client._core import Call, Close, Driver, Emit, Feed, Gather, NextChunk, Op, Send, Sleep
 
 CHUNK = 1024 * 1024
+
+
+class Stopped(Exception):
+    """An operation run side by side, stopped because its gather was interrupted (Ctrl-C
+    in the thread that waits): it goes no further than the step it was at."""
+
+
+class _Stop:
+    """A gather's signal to its operations to stop, seen too by the gathers they run."""
+
+    def __init__(self, parent: _Stop | None) -> None:
+        self.parent = parent
+        self.event = threading.Event()
+
+    def set(self) -> None:
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set() or (self.parent is not None and self.parent.is_set())
 
 
 def _request(http: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
@@ -39,6 +59,8 @@ def _request(http: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Reques
 class SyncDriver(Driver):
     def __init__(self, http: httpx.Client) -> None:
         self.http = http
+        # The stop signal of the gather this thread runs an operation for, if any.
+        self.local = threading.local()
 
     def _do(self, instruction: Any) -> Any:
         if isinstance(instruction, Send):
@@ -66,28 +88,48 @@ class SyncDriver(Driver):
     def _gather(self, gather: Gather) -> list[Any]:
         if not gather.ops:
             return []
-        with ThreadPoolExecutor(max(1, min(gather.limit, len(gather.ops)))) as pool:
-            futures = [pool.submit(self.run, op) for op in gather.ops]
+        stop = _Stop(getattr(self.local, "stop", None))
+        pool = ThreadPoolExecutor(max(1, min(gather.limit, len(gather.ops))))
+        futures = [pool.submit(self._run_for, stop, op) for op in gather.ops]
+        try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = next((f for f in futures if f in done and f.exception()), None)
-            if failed is not None:
-                for future in futures:
-                    future.cancel()
-                wait(futures)
-                raise failed.exception()  # type: ignore[misc]
+        except BaseException:
+            # Ctrl-C (KeyboardInterrupt) while waiting: the operations not started never
+            # start, those in flight stop at their next step; none is waited for.
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        failed = next((f for f in futures if f in done and f.exception()), None)
+        if failed is not None:
+            # Those not started never start; those in flight finish (what they began,
+            # such as a file's metadata after its upload, is not left half done).
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise failed.exception()  # type: ignore[misc]
+        pool.shutdown(wait=True)
         return [f.result() for f in futures]
+
+    def _run_for(self, stop: _Stop, op: Op[Any]) -> Any:
+        self.local.stop = stop
+        try:
+            return self.run(op)
+        finally:
+            self.local.stop = None
 
     def run(self, op: Op[Any]) -> Any:
         value: Any = None
         error: BaseException | None = None
+        stop: _Stop | None = getattr(self.local, "stop", None)
         while True:
             try:
                 instruction = op.throw(error) if error is not None else op.send(value)
-            except StopIteration as stop:
-                return stop.value
+            except StopIteration as stop_iteration:
+                return stop_iteration.value
             value, error = None, None
             if isinstance(instruction, Emit):
                 raise TypeError(f"an operation emitted {instruction.item!r}; use a listing")
+            if stop is not None and stop.is_set():
+                op.close()
+                raise Stopped("stopped: the gather it ran in was interrupted")
             try:
                 value = self._do(instruction)
             except Exception as failure:

@@ -327,7 +327,8 @@ class Folder(FolderData, _Bound[M]):
         """Files into subfolders of this one (`("a", "b")`: the subfolder a/b, made if
         missing; `()`: this folder), all side by side. With `skip_existing`, a file the
         folder has already (same name, size and sha256) is not sent again: so an
-        interrupted upload, run again, sends what is missing. A `journal` remembers
+        interrupted upload, run again, sends what is missing (a file skipped so that
+        lacks metadata given with it gets those keys). A `journal` remembers
         upload sessions of large files, so their parts sent before are not sent again. With
         `keep_going`, a file the platform refuses for its content is in the report's
         `refused` and the others are uploaded; otherwise the refusal is raised."""
@@ -350,6 +351,7 @@ class Folder(FolderData, _Bound[M]):
                 folders[key] = found
         work: list[tuple[str, list[transfer.LocalFile]]] = []
         skipped: list[File[M]] = []
+        stale: list[tuple[int, dict[str, Any]]] = []
         for sub, files in plan.items():
             folder = folders[sub]
             todo = files
@@ -369,9 +371,21 @@ class Folder(FolderData, _Bound[M]):
                         todo.append(f)
                     else:
                         skipped.append(match)
+                        given = f.metadata or {}
+                        if any(match.metadata.get(k, ...) != v for k, v in given.items()):
+                            stale.append((len(skipped) - 1, given))
                         if progress:
                             progress(f.size)
             work.append((folder.id, todo))
+        # A file there already, given metadata it lacks: the keys given are set on it
+        # (merged: the others it has stay), as an upload would have stored them.
+        for start in range(0, len(stale), 1000):
+            batch = stale[start : start + 1000]
+            changed = yield from type(self._api).update_files.fn(
+                self._api, [{"id": skipped[n].id, "metadata": m} for n, m in batch]
+            )
+            for (n, _), now in zip(batch, changed, strict=True):
+                skipped[n] = now
         found_lists = yield from transfer.upload_many(
             self._session,
             work,
@@ -564,10 +578,11 @@ class File(FileData, _Bound[M]):
     def download(
         self, to: PathLike = ".", *, progress: transfer.Progress | None = None
     ) -> Op[Path]:
-        """Its bytes into a directory (under its name) or to a file path; a download that
-        stopped goes on where it was. The path written."""
+        """Its bytes into a directory (under its name; one not there yet is made when
+        `to` ends with a slash) or to a file path; a download that stopped goes on where
+        it was. The path written."""
         dest = Path(to)
-        if dest.is_dir():
+        if dest.is_dir() or str(to).endswith(("/", os.sep)):
             dest = dest / safe_name(self.name)
         return (yield from transfer.download(self._session, self.model_dump(), dest, progress))
 
@@ -659,6 +674,16 @@ class Dataset(DatasetData, _Bound[M]):
         yield from exchange(
             self._session, Call("DELETE", f"/v1/datasets/{self.id}/files/{_id(file)}")
         )
+
+    @operation
+    def remove_files(self, files: Iterable[Ref], *, parallel: int = 8) -> Op[int]:
+        """Unlink files, side by side (a request each); how many."""
+        ops = [
+            exchange(self._session, Call("DELETE", f"/v1/datasets/{self.id}/files/{_id(f)}"))
+            for f in files
+        ]
+        yield Gather(ops, parallel)
+        return len(ops)
 
     @listing
     def files(self, *, page_size: int = 1000) -> Feed[File[M]]:

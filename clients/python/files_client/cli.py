@@ -19,7 +19,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +259,11 @@ def upload(args: argparse.Namespace) -> int:
             if problem:
                 raise Invalid("invalid_name", f"{_shown(str(f.path))}: {problem}")
     with _client() as c:
-        target = c.make_folders(args.to)
+        try:
+            # A file's path is refused: a folder of its name would be made beside it.
+            target = _folder(c, args.to)
+        except NotFound:
+            target = c.make_folders(args.to)
         if args.metadata and (args.group or args.sequence or args.dicom):
             raise Invalid(
                 "metadata_not_taken", "--metadata is for files, not groups or DICOM series"
@@ -640,6 +644,16 @@ def download(args: argparse.Namespace) -> int:
     for path in written:
         if args.verbose:
             print(path)
+    for f, path in files:
+        if f.kind == "dicom_series":
+            # Its content is one instance: said, not passed off as the series.
+            count = f.dicom.instances if f.dicom else "its"
+            print(
+                f"files download: {_shown(str(path))}: the first of {count} instances of a"
+                f" DICOM series only (the series' instances: DICOMweb, WADO-RS at"
+                f" /v1/folders/{f.folder_id}/dicomweb)",
+                file=sys.stderr,
+            )
     _note(f"downloaded {len(written)} file(s) ({_size(total)}) into {out}")
     return 0
 
@@ -723,10 +737,19 @@ def datasets(args: argparse.Namespace) -> int:
             print(f"added {added} file(s) to {d.name}")
         elif args.action == "rm":
             d = _dataset(c, args.dataset)
-            files = _files_below(c, args.paths)
-            for f in files:
-                d.remove(f)
-            print(f"removed {len(files)} file(s) from {d.name}")
+            linked = {f.id for f in d.files()}
+            files = []
+            for p in args.paths:
+                found = c.resolve(p)
+                if isinstance(found, Folder):
+                    # Those below it that are in the dataset (a folder holds others too).
+                    files += [f for f, _ in _walk(found, Path(".")) if f.id in linked]
+                elif found.id in linked:
+                    files.append(found)
+                else:
+                    raise NotFound("not_in_dataset", f"{p}: not in dataset {d.name}")
+            removed = d.remove_files(files)
+            print(f"removed {removed} file(s) from {d.name}")
         elif args.action == "delete":
             d = _dataset(c, args.dataset)
             d.delete()
@@ -868,6 +891,20 @@ NAMING_EVENTS = frozenset(
 )
 
 
+def _moment(text: str | None, option: str) -> datetime | None:
+    """A time given on the command line: ISO 8601, a date alone its midnight; in UTC
+    unless it says its offset (as the times the command prints are)."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise Usage(
+            f"{option} {text}: not a time (ISO 8601: 2026-12-05, 2026-12-05T14:30Z)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def history(args: argparse.Namespace) -> int:
     with _client() as c:
         subjects: list[str] = []
@@ -881,13 +918,20 @@ def history(args: argparse.Namespace) -> int:
                 subjects.append(c.resolve(ref).id)
                 names[subjects[-1]] = ref
         me = c.me()
-        actor = me.id if args.actor == "me" else args.actor
+        actor = me.id if args.actor in ("me", me.email) else args.actor
+        if actor and "@" in actor:
+            found = (
+                [u.id for u in c.list_users() if u.email == actor] if me.org_role == "admin" else []
+            )
+            if not found:
+                raise Usage(f"--actor {actor}: name a user by id (or me)")
+            actor = found[0]
         events = c.audit(
             subject=subjects or None,
             actor=actor,
             type=args.type,
-            since=args.since,
-            until=args.until,
+            since=_moment(args.since, "--since"),
+            until=_moment(args.until, "--until"),
         )
         listed = []
         for n, e in enumerate(events):
@@ -1098,7 +1142,8 @@ def register(commands: Any) -> None:
         "download",
         "download a file, or a folder with everything below it",
         "Download into DIR: a file under its name, a folder as a directory tree. Parallel;"
-        " an interrupted download resumes where it stopped; checksums are verified.",
+        " an interrupted download resumes where it stopped (run it again: the files"
+        " already there, same sha256, are not fetched again); checksums are verified.",
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="where (default: here)")
@@ -1204,10 +1249,10 @@ def register(commands: Any) -> None:
         " subject, or --actor me). The operator's `files audit` reads the stores directly.",
     )
     p.add_argument("subjects", nargs="*", metavar="PATH|ID", help="what it is about")
-    p.add_argument("--actor", metavar="ID|me", help="who did it")
+    p.add_argument("--actor", metavar="ID|me", help="who did it (an email: org admins)")
     p.add_argument("--type", action="append", help="an event type (repeatable)")
-    p.add_argument("--since", metavar="TIME", help="from (ISO 8601)")
-    p.add_argument("--until", metavar="TIME", help="before (ISO 8601)")
+    p.add_argument("--since", metavar="TIME", help="from (ISO 8601; UTC unless it says)")
+    p.add_argument("--until", metavar="TIME", help="before (ISO 8601; UTC unless it says)")
     p.add_argument("--limit", type=int, default=0, metavar="N")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 

@@ -14,7 +14,9 @@ import httpx
 
 
 class FilesError(Exception):
-    """Any refusal or failure the API (or the way to it) reports."""
+    """Any refusal or failure the API (or the way to it) reports. `status` is the HTTP
+    status, or the one the API answers for it when the client found the problem itself
+    (a path that names nothing: 404); None when there is none (unreachable)."""
 
     status: int | None = None
 
@@ -46,29 +48,43 @@ class Invalid(FilesError):
 class Unauthenticated(FilesError):
     """401: no key, or an unknown or revoked one."""
 
+    status = 401
+
 
 class Forbidden(FilesError):
     """403: the caller sees the resource but lacks the role (`details.role_needed`)."""
+
+    status = 403
 
 
 class NotFound(FilesError):
     """404: no such resource, or none the caller may see."""
 
+    status = 404
+
 
 class Conflict(FilesError):
     """409: the state does not allow it (`name_taken`, `parts_missing`, ...)."""
+
+    status = 409
 
 
 class TooLarge(FilesError):
     """413: past a limit (`too_many_files`, `request_too_large`, ...)."""
 
+    status = 413
+
 
 class UnsupportedContent(Invalid):
     """415: bytes of no kind the platform accepts (`unsupported_content`, `not_an_image`)."""
 
+    status = 415
+
 
 class RangeNotSatisfiable(Invalid):
     """416: a download range past the end of the file."""
+
+    status = 416
 
 
 class Unavailable(FilesError):

@@ -439,6 +439,16 @@ def upload_many(
     return [[found[n][f] for f in files] for n, (_, files) in enumerate(work)]
 
 
+def _holds(path: Path, size: int, sha256: str) -> bool:
+    """Whether a regular file at `path` has these bytes (its size, then its sha256)."""
+    try:
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+        return sha256_of(path) == sha256
+    except OSError:
+        return False
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -482,10 +492,16 @@ def download(
 ) -> Op[Path]:
     """A file's bytes into `dest`, through `<dest>.part`: a download that stopped (in an
     earlier run, or a broken connection now) goes on from where it was (HTTP Range). The
-    sha256 is checked where it is the content's."""
+    sha256 is checked where it is the content's; a `dest` that holds those bytes already
+    (a run again after an interruption) is left as it is, not downloaded again."""
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     size = int(file["size"])
+    checked = file.get("kind") not in ("dicom_series", "image_group", "image_sequence")
+    if checked and file.get("sha256") and _holds(dest, size, str(file["sha256"])):
+        if progress:
+            progress(size)
+        return dest
     have = part.stat().st_size if part.exists() else 0
     if have > size:
         have = 0
@@ -518,7 +534,6 @@ def download(
             yield Sleep(session.retries.delay(broken))
             continue
         break
-    checked = file.get("kind") not in ("dicom_series", "image_group", "image_sequence")
     if checked and file.get("sha256") and digest.hexdigest() != file["sha256"]:
         with contextlib.suppress(OSError):
             part.unlink()
