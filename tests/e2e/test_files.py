@@ -308,3 +308,22 @@ async def test_a_client_gone_mid_upload_stores_nothing_and_breaks_nothing(
     listed = await items(api, top["id"])
     assert [i["name"] for i in listed] == ["after.txt"]
     assert [f["name"] for f in kept["files"]] == ["after.txt"]
+
+
+async def test_a_name_with_quotes_is_stored_as_it_was_named(api: httpx.AsyncClient) -> None:
+    # httpx, like a browser's form, sends the quote in a filename as %22.
+    top = await folder(api, unique("quotes"))
+    answer = await api.post(
+        f"/v1/folders/{top['id']}/files",
+        files=[("file", ('say "hi".txt', b"hello\n", "text/plain"))],
+    )
+    assert answer.status_code == 201, answer.text
+    [stored] = answer.json()["files"]
+    assert stored["name"] == 'say "hi".txt'
+    listed = (await api.get(f"/v1/folders/{top['id']}/items")).json()["items"]
+    assert [item["name"] for item in listed] == ['say "hi".txt']
+    # A CR or LF so sent is the control character it stands for: refused by name.
+    refused = await api.post(
+        f"/v1/folders/{top['id']}/files", files=[("file", ("a\nb.txt", b"x\n", "text/plain"))]
+    )
+    assert error(refused, 422, "invalid_name")["details"]["name"] == "a\nb.txt"

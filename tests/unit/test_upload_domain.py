@@ -6,7 +6,7 @@ import uuid
 
 import orjson
 
-from services.ingest.uploads.domain import StoredFile, record_upload
+from services.ingest.uploads.domain import StoredFile, record_upload, sent_file_name
 from shared.contracts import ingest, limits
 from shared.contracts.catalog import Media, Source
 
@@ -60,3 +60,12 @@ def test_a_small_upload_is_one_page() -> None:
         ingest.FilesStored,
         ingest.UploadJobFinished,
     ]
+
+
+def test_a_file_name_as_html_forms_escape_it_reads_as_it_was_named() -> None:
+    # Browsers, httpx and requests send a quote, CR and LF in a filename as %22, %0D, %0A.
+    assert sent_file_name(b"say %22hi%22.txt") == 'say "hi".txt'
+    assert sent_file_name(b"two%0D%0Alines.txt") == "two\r\nlines.txt"  # then refused
+    assert sent_file_name("café 100%.txt".encode()) == "café 100%.txt"
+    assert sent_file_name(b"50%25 %2F.txt") == "50%25 %2F.txt"  # only those three
+    assert sent_file_name(None) is None

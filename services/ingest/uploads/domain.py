@@ -4,6 +4,7 @@ keeps."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -36,6 +37,21 @@ class StoredInstance:
     blob_key: str
     sha256: str
     size: int
+
+
+# What HTML's multipart/form-data encoding (and so browsers, httpx and requests) writes
+# in a part's filename for the three characters a quoted string cannot hold as they are:
+# decoded back, so `say "hi".txt` is stored as it was named, not as `say %22hi%22.txt`.
+# (The encoding is not reversible: a name that really holds "%22" reads as a quote.)
+_FORM_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n", "%0d": "\r", "%0a": "\n"}
+_FORM_ESCAPED = re.compile("|".join(map(re.escape, _FORM_ESCAPES)))
+
+
+def sent_file_name(raw: bytes | None) -> str | None:
+    """A multipart part's filename as the client named the file (None if it sent none)."""
+    if raw is None:
+        return None
+    return _FORM_ESCAPED.sub(lambda m: _FORM_ESCAPES[m.group()], raw.decode("utf-8", "replace"))
 
 
 def check_file_name(name: str | None) -> str:

@@ -17,7 +17,12 @@ from python_multipart.multipart import parse_options_header
 
 from services.ingest.media import facts as media_facts
 from services.ingest.media import kinds
-from services.ingest.uploads.domain import StoredFile, StoredInstance, check_file_name
+from services.ingest.uploads.domain import (
+    StoredFile,
+    StoredInstance,
+    check_file_name,
+    sent_file_name,
+)
 from shared.contracts.catalog import Media
 from shared.kit.blobs import BlobStore, BlobWriter, Held
 from shared.kit.errors import Refused
@@ -166,17 +171,13 @@ class Receiver:
             part.number = self.file_parts
         if part.is_file and self._refused_content():
             with contextlib.suppress(Refused):
-                part.name = check_file_name(
-                    filename.decode("utf-8", "replace") if filename is not None else None
-                )
+                part.name = check_file_name(sent_file_name(filename))
             part.sniffed_only = part.name is not None
             return
         if not part.is_file or self.refusal:
             return
         try:
-            part.name = check_file_name(
-                filename.decode("utf-8", "replace") if filename is not None else None
-            )
+            part.name = check_file_name(sent_file_name(filename))
         except Refused as refusal:
             self.refusal = refusal
             return
