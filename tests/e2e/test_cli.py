@@ -472,13 +472,20 @@ def test_datasets_sharing_jobs_and_history(
     # A folder: the files below it that are in the dataset (b.png; a.png is no more).
     assert f"removed 1 file(s) from {name}" in ok(env, "datasets", "rm", name, top)
     assert json_lines(ok(env, "datasets", "ls", name, "--json")) == []
+    # Empty, said on stderr (stdout stays a table or JSON lines).
+    emptied = files(env, "datasets", "ls", name)
+    assert (emptied.returncode, emptied.stdout) == (0, "")
+    assert emptied.stderr == f"{name}: no files (that you may see)\n"
     assert "no such dataset" in fails(env, "datasets", "ls", unique("x"))
     ok(env, "datasets", "delete", name)
     assert "no such dataset" in fails(env, "datasets", "ls", name)
 
     email = f"{unique('bob')}@example.com"
     with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
-        c.create_user(email, "Bob")
+        bob = c.create_user(email, "Bob")
+    # A new user's trash: empty, and said so.
+    emptied = files({**env, "FILES_API_KEY": bob.api_key}, "trash")
+    assert (emptied.returncode, emptied.stdout, emptied.stderr) == (0, "", "the trash is empty\n")
     shared = ok(env, "share", top, email, "--role", "editor")
     assert email in shared and "editor" in shared
     assert email in ok(env, "share", top)
@@ -505,6 +512,8 @@ def test_datasets_sharing_jobs_and_history(
     # Times as a person writes them: a date alone, no offset (UTC, as the table shows).
     assert json_lines(ok(env, "history", top, "--since", "2000-01-01", "--json"))
     assert ok(env, "history", top, "--until", "2000-01-01T12:00", "--json") == ""
+    none = files(env, "history", top, "--until", "2000-01-01T12:00")
+    assert (none.returncode, none.stdout, none.stderr) == (0, "", "no events match\n")
     assert "--since yesterday: not a time" in fails(env, "history", "--since", "yesterday", code=2)
     # A user by email, as the table shows them.
     by_email = json_lines(ok(env, "history", top, "--actor", "admin@files.local", "--json"))

@@ -608,6 +608,9 @@ def trash(args: argparse.Namespace) -> int:
             )
             print(f"restored {back.restored_folders} folder(s) and {back.restored_files} file(s)")
             return 0
+        if not listed:
+            _nothing("the trash is empty")
+            return 0
         if args.json:
             for item in listed:
                 print(item.model_dump_json())
@@ -714,22 +717,28 @@ def datasets(args: argparse.Namespace) -> int:
         elif args.action == "ls":
             if args.dataset:
                 d = _dataset(c, args.dataset)
-                rows = []
+                rows, shown = [], 0
                 for f in d.files():
+                    shown += 1
                     if args.json:
                         _json_line(f)
                     else:
                         rows.append([f.id, f.kind, _size(f.size), f.name])
                 _table(rows, ["ID", "KIND", "SIZE", "NAME"])
+                if not shown:
+                    _nothing(f"{d.name}: no files (that you may see)")
             else:
-                rows = []
+                rows, shown = [], 0
                 for d in c.list_datasets():
+                    shown += 1
                     if args.json:
                         _json_line(d)
                         continue
                     sync = "synced" if d.synced else "-"
                     rows.append([d.id, str(d.file_count), sync, _when(d.created_at), d.name])
                 _table(rows, ["ID", "FILES", "SYNC", "CREATED", "NAME"])
+                if not shown:
+                    _nothing("no datasets (that you may see)")
         elif args.action == "add":
             d = _dataset(c, args.dataset)
             files = _files_below(c, args.paths)
@@ -933,14 +942,17 @@ def history(args: argparse.Namespace) -> int:
             since=_moment(args.since, "--since"),
             until=_moment(args.until, "--until"),
         )
-        listed = []
+        listed, shown = [], 0
         for n, e in enumerate(events):
             if args.limit and n >= args.limit:
                 break
+            shown += 1
             if args.json:
                 _json_line(e)
             else:
                 listed.append(e)
+        if not shown:
+            _nothing("no events match")
         if args.json:
             return 0
         given = dict(names)
