@@ -2,6 +2,7 @@
 // cookie. Writes carry the CSRF header the gateway asks of cookie-authenticated writes.
 
 export const CSRF_HEADER = "X-Files-CSRF";
+export const UNREACHABLE = "Files cannot be reached: check your connection, then try again.";
 const CONSISTENCY = "Files-Consistency";
 
 export class ApiError extends Error {
@@ -61,13 +62,21 @@ export async function call<T = any>(
   if (method === "GET") Object.assign(headers, consistencyHeaders());
   else headers[CSRF_HEADER] = "1";
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: "same-origin",
-    signal: init.signal,
-  });
+  let response: Response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+      signal: init.signal,
+    });
+  } catch (e) {
+    // The browser's own words ("Failed to fetch") tell a person nothing: the platform
+    // could not be reached (offline, or the service is down). A cancel stays a cancel.
+    if (init.signal?.aborted) throw e;
+    throw new ApiError(0, "network_error", UNREACHABLE);
+  }
   if (method !== "GET") remember(response);
   if (!response.ok) {
     const error = await errorOf(response);
@@ -142,7 +151,7 @@ export function send(
         reject(new ApiError(xhr.status, e.code ?? "error", e.message ?? `${xhr.status} ${xhr.statusText}`, e.details ?? {}));
       }
     };
-    xhr.onerror = () => reject(new ApiError(0, "network_error", "the connection was lost"));
+    xhr.onerror = () => reject(new ApiError(0, "network_error", UNREACHABLE));
     xhr.onabort = () => reject(new ApiError(0, "aborted", "cancelled"));
     signal?.addEventListener("abort", () => xhr.abort());
     xhr.send(form);

@@ -2,7 +2,7 @@
 // a list with columns), selection by click, shift-click and ctrl/cmd-click, the
 // keyboard, the right-click menu, and the details panel.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
-import { all, get, type FileItem, type Folder, type Item } from "./api";
+import { all, ApiError, get, type FileItem, type Folder, type Item } from "./api";
 import { bytes, count, date, kindLabel, KINDS } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
@@ -59,7 +59,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const [folder, setFolder] = useState<Folder | null>(null);
   const [items, setItems] = useState<Item[] | null>(null);
   const [loading, setLoading] = useState(true);
-  const [error, setError] = useState<string | null>(null);
+  const [error, setError] = useState<Error | null>(null);
+  // "Try again" after a failed read (the platform unreachable, say) reads everything again.
+  const [attempt, setAttempt] = useState(0);
   const [view, setView] = useState(prefs.view);
   const [sort, setSort] = useState<Sort>({ key: "name", dir: 1 });
   const [kind, setKind] = useState("");
@@ -80,7 +82,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     const abort = new AbortController();
     setError(null);
     setLoading(true);
-    if (folderId) get<Folder>(`/v1/folders/${folderId}`, abort.signal).then(setFolder).catch((e) => !abort.signal.aborted && setError(e.message));
+    if (folderId) get<Folder>(`/v1/folders/${folderId}`, abort.signal).then(setFolder).catch((e) => !abort.signal.aborted && setError(e));
     else setFolder(null);
     const loaded: Item[] = [];
     const path = folderId ? `/v1/folders/${folderId}/items` : "/v1/folders";
@@ -97,9 +99,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       abort.signal,
     )
       .then(() => !abort.signal.aborted && (setItems([...loaded]), setLoading(false)))
-      .catch((e) => !abort.signal.aborted && (setError(e.message), setLoading(false)));
+      .catch((e) => !abort.signal.aborted && (setError(e), setLoading(false)));
     return () => abort.abort();
-  }, [folderId, version, folderId && SERVER_ORDERS.has(sort.key) ? `${sort.key}${sort.dir}` : "", folderId ? kind : ""]);
+  }, [folderId, version, attempt, folderId && SERVER_ORDERS.has(sort.key) ? `${sort.key}${sort.dir}` : "", folderId ? kind : ""]);
 
   // What was selected and is gone (deleted, moved) is no longer selected.
   useEffect(() => {
@@ -234,19 +236,55 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     </div>
   );
 
+  const retry = (
+    <button type="button" onClick={() => setAttempt(attempt + 1)}>
+      Try again
+    </button>
+  );
+  // The folder itself could not be read: nothing on the page may pass for it (not the
+  // top level's title, not "0 items").
+  if (folderId && !folder && error) {
+    const missing = error instanceof ApiError && error.status === 404;
+    return (
+      <div class="folder-page">
+        <section class="content" aria-label="Folder unavailable">
+          <Breadcrumbs path={[]} />
+          <h1 class="title">{missing ? "Folder not found" : "This folder could not be shown"}</h1>
+          <p role="alert" class="error-text">
+            {missing
+              ? "This folder does not exist, or it is not shared with you. If it was deleted, it may be in the Trash."
+              : error.message}
+          </p>
+          <p class="actions-inline">
+            {!missing && retry}
+            <a
+              href="/"
+              onClick={(e) => {
+                e.preventDefault();
+                navigate("/");
+              }}
+            >
+              Go to all folders
+            </a>
+          </p>
+        </section>
+      </div>
+    );
+  }
   const details = chosen.length === 1 ? chosen[0] : chosen.length === 0 ? folder : null;
   return (
     <div class="folder-page">
-      <section class="content" aria-label={folder ? folder.name : "All folders"}>
+      <section class="content" aria-label={folder ? folder.name : folderId ? "Folder" : "All folders"}>
         <Breadcrumbs path={folder?.path ?? []} />
-        <h1 class="title">{folder ? folder.name : "All folders"}</h1>
+        {/* Until a folder is read, its page does not pass for the top level. */}
+        <h1 class="title">{folder ? folder.name : folderId ? "Loading folder…" : "All folders"}</h1>
         {toolbar}
         {error && (
           <p role="alert" class="error-text">
-            {error}
+            {error.message} {retry}
           </p>
         )}
-        {items && shown.length === 0 && !loading ? (
+        {!items && error ? null : items && shown.length === 0 && !loading ? (
           <p class="empty">{items.every((i) => gone(i.id)) ? (folderId ? "This folder is empty." : "No folders yet: create one with + New folder.") : "Nothing of this kind here."}</p>
         ) : (
           <Listing
@@ -322,10 +360,12 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
             onMenuKey={(rect) => active >= 0 && contextMenu(active, rect.left + 24, rect.bottom)}
           />
         )}
-        <p class="count" aria-live="polite">
-          {loading ? `Loading… ${count(items?.length ?? 0, "item")}` : count(shown.length, "item")}
-          {chosen.length > 0 && `, ${chosen.length} selected`}
-        </p>
+        {!(error && !items) && (
+          <p class="count" aria-live="polite">
+            {loading ? `Loading… ${count(items?.length ?? 0, "item")}` : count(shown.length, "item")}
+            {chosen.length > 0 && `, ${chosen.length} selected`}
+          </p>
+        )}
       </section>
       <aside class="details" aria-label="Details">
         {details ? (

@@ -1,0 +1,67 @@
+"""When the platform cannot be reached (the network drops, the service is down) or a
+folder's link leads nowhere: the page says so in words, never passes for another page
+(the top level's "All folders", an empty "0 items"), and "Try again" recovers."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from playwright.sync_api import BrowserContext, Page, expect
+
+from tests.browser.conftest import make_folder, unique, upload
+from tests.e2e.support import text
+
+
+def test_a_folder_opened_while_offline_says_so_and_try_again_recovers(
+    signed_in: Page, context: BrowserContext, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("offline"))
+    upload(api, folder["id"], ("seen.txt", text("seen\n")))
+    page.goto("/")
+    tree = page.get_by_role("tree", name="Folder tree")
+    expect(tree.get_by_role("treeitem", name=folder["name"])).to_be_visible()
+
+    context.set_offline(True)
+    tree.get_by_role("treeitem", name=folder["name"]).locator(".tree-row").click()
+    expect(page).to_have_url(f"/folders/{folder['id']}")
+    content = page.get_by_role("main")
+    expect(content.get_by_role("heading", level=1)).to_have_text("This folder could not be shown")
+    expect(content.get_by_role("alert")).to_contain_text("Files cannot be reached")
+    expect(content).not_to_contain_text("Failed to fetch")
+    expect(content.get_by_role("heading", name="All folders")).to_have_count(0)
+    expect(content.get_by_text("0 items")).to_have_count(0)
+
+    context.set_offline(False)
+    content.get_by_role("button", name="Try again").click()
+    expect(content.get_by_role("heading", name=folder["name"], level=1)).to_be_visible()
+    page.get_by_role("button", name="List").click()
+    expect(content.get_by_role("row", name="seen.txt")).to_be_visible()
+    expect(content.get_by_role("alert")).to_have_count(0)
+
+
+def test_a_dialog_sent_while_offline_says_the_platform_cannot_be_reached(
+    signed_in: Page, context: BrowserContext
+) -> None:
+    page = signed_in
+    context.set_offline(True)
+    page.get_by_role("button", name="+ New folder").click()
+    dialog = page.get_by_role("dialog", name="New folder")
+    dialog.get_by_label("Name").fill(unique("never"))
+    dialog.get_by_role("button", name="Create").click()
+    expect(dialog.get_by_role("alert")).to_have_text(
+        "Files cannot be reached: check your connection, then try again."
+    )
+
+
+def test_a_link_to_a_folder_that_is_not_there(signed_in: Page) -> None:
+    page = signed_in
+    page.goto(f"/folders/{uuid.uuid4()}")
+    content = page.get_by_role("main")
+    expect(content.get_by_role("heading", level=1)).to_have_text("Folder not found")
+    expect(content.get_by_role("alert")).to_contain_text("may be in the Trash")
+    expect(content.get_by_role("heading", name="All folders")).to_have_count(0)
+    expect(content.get_by_text("0 items")).to_have_count(0)
+    content.get_by_role("link", name="Go to all folders").click()
+    expect(content.get_by_role("heading", name="All folders", level=1)).to_be_visible()
