@@ -312,7 +312,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
               else if (e.key === "PageDown") to = Math.min(cur + 10 * step, n - 1);
               else if (e.key === "PageUp") to = Math.max(cur - 10 * step, 0);
               if (to >= 0) {
-                if (active < 0) selectOnly(to);
+                // Nothing chosen yet: the first key lands on the first item (End on the last),
+                // not a row or a grid line past it.
+                if (active < 0) selectOnly(e.key === "End" ? n - 1 : 0);
                 else if (e.shiftKey) selectRange(anchor >= 0 ? anchor : cur, to, false);
                 else if (e.ctrlKey || e.metaKey) setActive(to);
                 else selectOnly(to);
