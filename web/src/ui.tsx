@@ -12,8 +12,14 @@ export function Dialog(props: {
   const id = useId();
   useEffect(() => {
     const dialog = ref.current!;
+    // What had the focus (the button, or the grid a menu was opened from) gets it back
+    // when the dialog closes: a keyboard user goes on from where they were.
+    const opener = document.activeElement as HTMLElement | null;
     if (!dialog.open) dialog.showModal();
-    return () => dialog.open && dialog.close();
+    return () => {
+      if (dialog.open) dialog.close();
+      giveBack(opener, dialog);
+    };
   }, []);
   return (
     <dialog
@@ -34,6 +40,14 @@ export function Dialog(props: {
       <div class="dialog-body">{props.children}</div>
     </dialog>
   );
+}
+
+// Focus back to `opener` as `closing` (a dialog, a menu) goes, unless the person has
+// already put it elsewhere (a click on another control).
+function giveBack(opener: HTMLElement | null, closing: HTMLElement) {
+  const now = document.activeElement;
+  const lost = !now || now === document.body || closing.contains(now);
+  if (lost && opener && opener !== document.body && opener.isConnected) opener.focus();
 }
 
 export type Tab = { id: string; label: string };
@@ -102,6 +116,7 @@ export function Menu(props: { x: number; y: number; label: string; items: MenuIt
   const [pos, setPos] = useState({ x: props.x, y: props.y });
   useLayoutEffect(() => {
     const el = ref.current!;
+    const opener = document.activeElement as HTMLElement | null;
     const r = el.getBoundingClientRect();
     setPos({
       x: Math.max(4, Math.min(props.x, window.innerWidth - r.width - 4)),
@@ -119,6 +134,7 @@ export function Menu(props: { x: number; y: number; label: string; items: MenuIt
       document.removeEventListener("mousedown", away, true);
       window.removeEventListener("blur", blur);
       window.removeEventListener("resize", blur);
+      giveBack(opener, el);
     };
   }, []);
   const keys = (e: KeyboardEvent) => {
