@@ -65,3 +65,37 @@ def test_a_link_to_a_folder_that_is_not_there(signed_in: Page) -> None:
     expect(content.get_by_text("0 items")).to_have_count(0)
     content.get_by_role("link", name="Go to all folders").click()
     expect(content.get_by_role("heading", name="All folders", level=1)).to_be_visible()
+
+
+def test_links_to_a_file_or_a_dataset_that_is_not_there(signed_in: Page) -> None:
+    page = signed_in
+    content = page.get_by_role("main")
+    for kind, heading in (("files", "File not found"), ("datasets", "Dataset not found")):
+        missing = str(uuid.uuid4())
+        page.goto(f"/{kind}/{missing}")
+        expect(content.get_by_role("heading", level=1)).to_have_text(heading)
+        expect(content.get_by_role("alert")).to_contain_text("not")
+        expect(content).not_to_contain_text(missing)  # no id for a person to read
+        expect(content.get_by_role("link", name="Go to all folders")).to_be_visible()
+
+
+def test_a_file_opened_while_offline_says_so_and_try_again_recovers(
+    signed_in: Page, context: BrowserContext, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("offline-file"))
+    upload(api, folder["id"], ("opened.txt", text("opened\n")))
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    row = page.get_by_role("row", name="opened.txt")
+    expect(row).to_be_visible()
+
+    context.set_offline(True)
+    row.dblclick()
+    content = page.get_by_role("main")
+    expect(content.get_by_role("heading", level=1)).to_have_text("This file could not be shown")
+    expect(content.get_by_role("alert")).to_contain_text("Files cannot be reached")
+
+    context.set_offline(False)
+    content.get_by_role("button", name="Try again").click()
+    expect(content.get_by_role("heading", name="opened.txt", level=1)).to_be_visible()

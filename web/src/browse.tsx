@@ -2,12 +2,12 @@
 // a list with columns), selection by click, shift-click and ctrl/cmd-click, the
 // keyboard, the right-click menu, and the details panel.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
-import { all, ApiError, get, type FileItem, type Folder, type Item } from "./api";
+import { all, get, type FileItem, type Folder, type Item } from "./api";
 import { bytes, count, date, kindLabel, KINDS } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { gone, goneSince, mayEdit, open, settled, useVersion } from "./store";
-import { Menu, type MenuItem } from "./ui";
+import { Menu, Unavailable, type MenuItem } from "./ui";
 import { roleOf, selectionMenu } from "./actions";
 import { Details } from "./details";
 
@@ -243,34 +243,12 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   );
   // The folder itself could not be read: nothing on the page may pass for it (not the
   // top level's title, not "0 items").
-  if (folderId && !folder && error) {
-    const missing = error instanceof ApiError && error.status === 404;
+  if (folderId && !folder && error)
     return (
       <div class="folder-page">
-        <section class="content" aria-label="Folder unavailable">
-          <Breadcrumbs path={[]} />
-          <h1 class="title">{missing ? "Folder not found" : "This folder could not be shown"}</h1>
-          <p role="alert" class="error-text">
-            {missing
-              ? "This folder does not exist, or it is not shared with you. If it was deleted, it may be in the Trash."
-              : error.message}
-          </p>
-          <p class="actions-inline">
-            {!missing && retry}
-            <a
-              href="/"
-              onClick={(e) => {
-                e.preventDefault();
-                navigate("/");
-              }}
-            >
-              Go to all folders
-            </a>
-          </p>
-        </section>
+        <Unavailable what="folder" error={error} onRetry={() => setAttempt(attempt + 1)} />
       </div>
     );
-  }
   const details = chosen.length === 1 ? chosen[0] : chosen.length === 0 ? folder : null;
   return (
     <div class="folder-page">

@@ -5,7 +5,7 @@ import { all, get } from "./api";
 import { bytes, count, date, kindLabel } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { useVersion } from "./store";
-import { ErrorText } from "./ui";
+import { ErrorText, Unavailable } from "./ui";
 
 export function DatasetList() {
   const version = useVersion();
@@ -74,15 +74,18 @@ export function DatasetPage({ id }: { id: string }) {
   const [dataset, setDataset] = useState<any>(null);
   const [files, setFiles] = useState<any[] | null>(null);
   const [error, setError] = useState<unknown>(null);
+  const [attempt, setAttempt] = useState(0);
   useEffect(() => {
+    setError(null);
     get(`/v1/datasets/${id}`).then(setDataset).catch(setError);
     all(`/v1/datasets/${id}/files`).then(setFiles).catch(setError);
-  }, [id, version]);
-  if (error) return <ErrorText error={error} />;
+  }, [id, version, attempt]);
+  if (error && !dataset) return <Unavailable what="dataset" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!dataset) return <p class="muted">Loading…</p>;
   return (
     <section class="dataset-page" aria-label={`Dataset ${dataset.name}`}>
       <h1 class="title">Dataset {dataset.name}</h1>
+      <ErrorText error={error} />
       {dataset.description && <p>{dataset.description}</p>}
       <p>
         {count(dataset.file_count, "file")}

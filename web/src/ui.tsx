@@ -1,6 +1,8 @@
 // Small accessible building blocks: modal dialogs, tabs, menus, notices.
 import type { ComponentChildren } from "preact";
 import { useEffect, useId, useLayoutEffect, useRef, useState } from "preact/hooks";
+import { ApiError } from "./api";
+import { navigate } from "./router";
 
 export function Dialog(props: {
   title: string;
@@ -217,5 +219,43 @@ export function ErrorText({ error }: { error: unknown }) {
     <p role="alert" class="error-text">
       {message}
     </p>
+  );
+}
+
+// A folder, file or dataset page whose subject could not be read: said in words, with a
+// heading of its own (never another page's), "Try again" when it may come back (the
+// platform unreachable), and the way to the top level.
+const MISSING: Record<string, string> = {
+  folder: "This folder does not exist, or it is not shared with you. If it was deleted, it may be in the Trash.",
+  file: "This file does not exist, or it is not shared with you. If it was deleted, it may be in the Trash.",
+  dataset: "This dataset does not exist, or you may not see it.",
+};
+
+export function Unavailable({ what, error, onRetry }: { what: "folder" | "file" | "dataset"; error: unknown; onRetry: () => void }) {
+  const missing = error instanceof ApiError && error.status === 404;
+  const Name = what[0].toUpperCase() + what.slice(1);
+  return (
+    <section class="unavailable" aria-label={`${Name} unavailable`}>
+      <h1 class="title">{missing ? `${Name} not found` : `This ${what} could not be shown`}</h1>
+      <p role="alert" class="error-text">
+        {missing ? MISSING[what] : error instanceof Error ? error.message : String(error)}
+      </p>
+      <p class="actions-inline">
+        {!missing && (
+          <button type="button" onClick={onRetry}>
+            Try again
+          </button>
+        )}
+        <a
+          href="/"
+          onClick={(e) => {
+            e.preventDefault();
+            navigate("/");
+          }}
+        >
+          Go to all folders
+        </a>
+      </p>
+    </section>
   );
 }
