@@ -9,7 +9,7 @@ import uuid
 import httpx
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.browser.conftest import make_folder, unique, upload
+from tests.browser.conftest import items, make_folder, unique, upload
 from tests.e2e.support import text
 
 
@@ -99,3 +99,30 @@ def test_a_file_opened_while_offline_says_so_and_try_again_recovers(
     context.set_offline(False)
     content.get_by_role("button", name="Try again").click()
     expect(content.get_by_role("heading", name="opened.txt", level=1)).to_be_visible()
+
+
+def test_an_upload_while_offline_is_not_called_refused_and_is_sent_again(
+    signed_in: Page, context: BrowserContext, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("offline-upload"))
+    page.goto(f"/folders/{folder['id']}")
+    expect(page.get_by_role("heading", name=folder["name"], level=1)).to_be_visible()
+    page.get_by_role("button", name="+ Upload files").click()
+    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog.get_by_label("Files", exact=True).set_input_files(
+        [{"name": "later.txt", "mimeType": "text/plain", "buffer": text("later\n")}]
+    )
+
+    context.set_offline(True)
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+    row = dialog.get_by_role("listitem", name="later.txt")
+    expect(row).to_contain_text("Files cannot be reached")
+    notice = page.get_by_role("alert").filter(has_text="0 files uploaded")
+    expect(notice).to_have_text("0 files uploaded, 1 not sent: try again")
+
+    context.set_offline(False)
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+    expect(row).to_contain_text("Uploaded")
+    expect(page.get_by_role("status")).to_contain_text("1 file uploaded")
+    assert [i["name"] for i in items(api, folder["id"])] == ["later.txt"]

@@ -363,8 +363,14 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
     setBusy(false);
     changed();
     const done = live.current.filter((e) => e.status === "done").length;
-    const bad = live.current.length - done;
-    notify(`${done} ${done === 1 ? "file" : "files"} uploaded${bad ? `, ${bad} refused` : ""}`, bad > 0);
+    // Refused: the platform said no (its reason is on the file's row). Not sent: it could
+    // not be reached, or failed; "Upload" sends those again.
+    const refused = live.current.filter((e) => e.status === "refused").length;
+    const unsent = live.current.length - done - refused;
+    notify(
+      `${done} ${done === 1 ? "file" : "files"} uploaded${refused ? `, ${refused} refused` : ""}${unsent ? `, ${unsent} not sent: try again` : ""}`,
+      refused + unsent > 0,
+    );
   };
 
   const batch = async () => {
