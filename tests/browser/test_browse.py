@@ -191,3 +191,21 @@ def test_long_names_are_cut_short_and_a_whole_column_header_sorts(
     expect(size).to_have_attribute("aria-sort", "ascending")
     rows = grid.get_by_role("row").filter(has_not=page.get_by_role("columnheader"))
     expect(rows.first).to_have_attribute("aria-label", "small.txt")
+
+
+def test_a_long_name_leaves_its_kind_icon_whole_in_the_list(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    top = make_folder(api, unique("icons"))
+    long_folder = make_folder(api, "F" * 200, top["id"])
+    long_file = "a_long_file_name_" + "x" * 200 + ".txt"
+    upload(api, top["id"], (long_file, text("x\n")), ("short.txt", text("y\n")))
+    page.goto(f"/folders/{top['id']}")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    for name in (long_folder["name"], long_file, "short.txt"):
+        icon = grid.get_by_role("row", name=name).locator(".col-name svg")
+        expect(icon).to_be_visible()
+        box = icon.bounding_box()
+        assert box is not None and box["width"] >= 17, (name, box)  # 18 px, not squeezed
