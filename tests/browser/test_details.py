@@ -41,7 +41,7 @@ def test_manage_access_invite_change_remove_and_admins_locked(
     emails.press("Enter")
     emails.fill(bob["email"])
     dialog.get_by_role("button", name="Add", exact=True).click()
-    expect(page.get_by_role("status")).to_contain_text("Added 2 people as editor")
+    expect(page.get_by_role("status")).to_contain_text("Added 2 people as Editor")
     roles = {
         c["email"]: c["role"]
         for c in api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]
@@ -51,8 +51,13 @@ def test_manage_access_invite_change_remove_and_admins_locked(
     dialog.get_by_role("tab", name="Manage").click()
     dialog.get_by_label(f"Role of {ann['email']}").select_option("user")
     expect(dialog.get_by_label(f"Role of {ann['email']}")).to_have_value("user")
+    # Each change is confirmed in words, as the invite is.
+    expect(page.get_by_role("status")).to_contain_text(f"{ann['email']} is now User")
     dialog.get_by_role("button", name=f"Remove {bob['email']}").click()
     expect(dialog.get_by_role("button", name=f"Remove {bob['email']}")).to_be_hidden()
+    expect(page.get_by_role("status")).to_contain_text(
+        f"Removed {bob['email']} from {folder['name']}"
+    )
     admin = dialog.get_by_role("row", name="admin@files.local")
     expect(admin).to_contain_text("Admin")
     expect(admin.get_by_role("combobox")).to_have_count(0)

@@ -519,7 +519,7 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
       setPeople(r.items);
       setEmails([]);
       setTyped("");
-      notify(`Added ${all.length} ${all.length === 1 ? "person" : "people"} as ${role}`);
+      notify(`Added ${all.length} ${all.length === 1 ? "person" : "people"} as ${roleName(role)}`);
       changed();
     } catch (e) {
       setError(e);
@@ -527,22 +527,24 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
       setBusy(false);
     }
   };
-  const change = async (userId: string, to: string) => {
+  const change = async (userId: string, email: string, to: string) => {
     setError(null);
     try {
       await patch(`/v1/folders/${props.folderId}/collaborators/${userId}`, { role: to });
       await load();
+      notify(`${email} is now ${roleName(to)}`);
       changed();
     } catch (e) {
       setError(e);
       await load();
     }
   };
-  const remove = async (userId: string) => {
+  const remove = async (userId: string, email: string) => {
     setError(null);
     try {
       await del(`/v1/folders/${props.folderId}/collaborators/${userId}`);
       await load();
+      notify(`Removed ${email} from ${props.folderName}`);
       changed();
     } catch (e) {
       setError(e);
@@ -667,7 +669,7 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
                         <select
                           aria-label={`Role of ${p.email}`}
                           value={p.role}
-                          onChange={(e) => change(p.user_id, (e.target as HTMLSelectElement).value)}
+                          onChange={(e) => change(p.user_id, p.email, (e.target as HTMLSelectElement).value)}
                         >
                           {ROLES.map((r) => (
                             <option value={r.id} key={r.id}>
@@ -679,7 +681,7 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
                     </td>
                     <td>
                       {!locked && !inherited && manager && (
-                        <button type="button" aria-label={`Remove ${p.email}`} onClick={() => remove(p.user_id)}>
+                        <button type="button" aria-label={`Remove ${p.email}`} onClick={() => remove(p.user_id, p.email)}>
                           Remove
                         </button>
                       )}
