@@ -209,3 +209,21 @@ def test_a_long_name_leaves_its_kind_icon_whole_in_the_list(
         expect(icon).to_be_visible()
         box = icon.bounding_box()
         assert box is not None and box["width"] >= 17, (name, box)  # 18 px, not squeezed
+
+
+def test_the_open_folder_shows_its_subfolders_in_the_tree(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    top = make_folder(api, unique("tree-top"))
+    kid = make_folder(api, unique("tree-kid"), top["id"])
+    page.goto(f"/folders/{top['id']}")
+    tree = page.get_by_role("tree", name="Folder tree")
+    opened = tree.get_by_role("treeitem", name=top["name"])
+    expect(opened).to_have_attribute("aria-selected", "true")
+    expect(opened).to_have_attribute("aria-expanded", "true")
+    expect(tree.get_by_role("treeitem", name=kid["name"])).to_be_visible()
+    # Collapsed by hand, it stays collapsed.
+    opened.locator(".twisty").first.click()
+    expect(opened).to_have_attribute("aria-expanded", "false")
+    expect(tree.get_by_role("treeitem", name=kid["name"])).to_have_count(0)

@@ -23,14 +23,19 @@ export function FolderTree({ current }: { current: string | null }) {
     all<Folder>("/v1/folders").then((fs) => setRoots(fs.map((f) => ({ folder: f, children: null })))).catch(() => setRoots([]));
   }, [version]);
 
-  // The open folder's ancestors are expanded.
+  // The open folder's ancestors are expanded, and the folder itself when it is opened (its
+  // subfolders show; collapsed by hand, it stays so until opened again).
+  const opened = useRef<string | null>(null);
   useEffect(() => {
     if (!current) return;
     get<Folder>(`/v1/folders/${current}`)
       .then((f) => {
+        const itself = opened.current !== current;
+        opened.current = current;
         setExpanded((old) => {
           const next = new Set(old);
           f.path.slice(0, -1).forEach((p) => next.add(p.id));
+          if (itself && f.folder_count > 0) next.add(f.id);
           return next;
         });
       })
