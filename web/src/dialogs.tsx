@@ -147,8 +147,11 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   const [activeHit, setActiveHit] = useState(0);
+  // The text whose answer is shown: when nothing matched, the dialog says so.
+  const [searched, setSearched] = useState<string | null>(null);
   const listId = useId();
   useEffect(() => {
+    setSearched(null);
     if (!text.trim() || (target && text === target.name)) {
       setHits([]);
       return;
@@ -157,9 +160,13 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
     const timer = setTimeout(() => {
       get(`/v1/search${query({ q: text.trim(), kind: "folder", limit: 20 })}`, abort.signal)
         .then((r: any) => {
-          // Only folders the caller may add to (the editor role), never one being moved.
-          setHits(r.items.filter((f: Folder) => !props.folderIds.includes(f.id) && mayEdit(f.my_role)));
+          // Only folders the caller may add to (the editor role), never one being moved,
+          // nor the one the selection is already in.
+          setHits(
+            r.items.filter((f: Folder) => !props.folderIds.includes(f.id) && f.id !== props.from && mayEdit(f.my_role)),
+          );
           setActiveHit(0);
+          setSearched(text.trim());
         })
         .catch(() => {});
     }, 150);
@@ -241,6 +248,11 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
           </ul>
         )}
       </div>
+      {!target && searched && hits.length === 0 && (
+        <p class="muted" role="status">
+          No folder you can move this to matches “{searched}”.
+        </p>
+      )}
       {target && !error && <ImpactView impact={impact} verb="move" />}
       <ErrorText error={error} />
       <div class="actions">
