@@ -38,6 +38,11 @@ def test_delete_see_in_trash_restore_and_delete_forever(signed_in: Page, api: ht
     trash = page.get_by_role("region", name="Trash")
     expect(trash.get_by_role("row", name=kept)).to_be_visible()
     expect(trash.get_by_role("row", name=doomed)).to_be_visible()
+    # Where each was, so two files of one name can be told apart (and where Restore puts it).
+    expect(trash.get_by_role("columnheader", name="Was in")).to_be_visible()
+    expect(
+        trash.get_by_role("row", name=kept).get_by_role("link", name=folder["name"])
+    ).to_be_visible()
 
     # Restore one: it leaves the trash and is back in its folder.
     trash.get_by_role("checkbox", name=f"Choose {kept}").check()
