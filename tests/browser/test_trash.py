@@ -110,3 +110,23 @@ def test_what_is_deleted_here_and_restored_elsewhere_shows_again_without_a_reloa
     expect(page.get_by_role("heading", name=parent["name"], level=1)).to_be_visible()
     expect(grid.get_by_role("row", name="child")).to_be_visible()
     expect(grid.get_by_role("row", name="note.txt")).to_be_visible()
+
+
+def test_a_restore_refused_for_a_name_already_there_says_where_and_what_to_do(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    name = unique("twin")
+    first = make_folder(api, name)
+    assert api.post("/v1/delete", json={"folder_ids": [first["id"]]}).status_code == 200
+    make_folder(api, name)  # another of that name, where the first was
+
+    page.goto("/trash")
+    trash = page.get_by_role("region", name="Trash")
+    trash.get_by_role("checkbox", name=f"Choose {name}").check()
+    trash.get_by_role("button", name="Restore").click()
+    expect(trash.get_by_role("alert")).to_contain_text(
+        "a folder of the same name is already where it was"
+    )
+    expect(trash.get_by_role("alert")).not_to_contain_text("already exists here")
+    expect(trash.get_by_role("row", name=name)).to_be_visible()  # still in the trash

@@ -1,7 +1,7 @@
 // The trash: what a delete keeps (FILES_TRASH_DAYS), with "Restore" and "Delete forever"
 // for the items chosen, and "Empty trash" for all the caller could restore.
 import { useEffect, useState } from "preact/hooks";
-import { all, call, del, get, post, type Folder } from "./api";
+import { all, ApiError, call, del, get, post, type Folder } from "./api";
 import { bytes, count, date, kindLabel } from "./format";
 import { changed, mayEdit, restored, useVersion } from "./store";
 import { folderUrl, navigate } from "./router";
@@ -81,7 +81,14 @@ export function TrashPage() {
   };
   const restore = () =>
     act(async () => {
-      const done = await post("/v1/trash/restore", { file_ids: ids("file"), folder_ids: ids("folder") });
+      const done = await post("/v1/trash/restore", { file_ids: ids("file"), folder_ids: ids("folder") }).catch((e) => {
+        // The API's "already exists here" does not say where "here" is, seen from the Trash.
+        if (e instanceof ApiError && e.code === "name_taken")
+          throw new Error(
+            "Nothing was restored: a folder of the same name is already where it was (or two chosen folders share a name). Rename that folder, then restore again.",
+          );
+        throw e;
+      });
       restored(picked.map((i) => i.id));
       return `Restored ${count(done.restored_files, "file")} and ${count(done.restored_folders, "folder")}`;
     });
