@@ -142,3 +142,26 @@ def test_the_datasets_page_lists_datasets_and_opens_one(signed_in: Page, api: ht
     page.reload()  # its own address
     expect(page.get_by_role("link", name="one.txt")).to_be_visible()
     assert page.request.get("/datasets").status == 200
+
+
+def test_edit_description_looks_like_an_action_apart_from_the_facts(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("described"), description="What is in here")
+    page.goto(f"/folders/{folder['id']}")
+    details = page.get_by_role("complementary", name="Details")
+    edit = details.get_by_role("button", name="Edit description")
+    expect(edit).to_be_visible()
+    # Not a bold heading in the text's colour, glued to the facts below: the links' colour,
+    # and a gap before "Kind".
+    link = page.get_by_role("navigation", name="Breadcrumb").get_by_role("link", name="Files")
+    link_colour = link.evaluate("e => getComputedStyle(e).color")
+    assert edit.evaluate("e => getComputedStyle(e).color") == link_colour
+    assert edit.evaluate("e => getComputedStyle(e).fontWeight") == "400"
+    below = details.get_by_text("Kind", exact=True).bounding_box()
+    box = edit.bounding_box()
+    assert box is not None and below is not None
+    assert below["y"] - (box["y"] + box["height"]) >= 8, (box, below)
+    edit.click()
+    expect(details.get_by_label("Description")).to_have_value("What is in here")
