@@ -20,6 +20,13 @@ const ROLE_WORDS: Record<string, string> = { admin: "Admin", editor: "Editor", u
 
 // A refusal for lack of a role names folders and files by id: a person reads the role.
 function inWords(code: string, message: string, details: Record<string, any>): string {
+  // An image group's images name their group by name alone (the API adds its id).
+  const cut = message.indexOf(" instead: ");
+  if (code === "constituent_of_group" && Array.isArray(details.groups) && cut >= 0) {
+    const names = details.groups.map((g: { name: string }) => `“${g.name}”`).join(", ");
+    const said = message.slice(0, cut + " instead".length);
+    return `${said[0].toUpperCase()}${said.slice(1)}: ${names}.`;
+  }
   if (code !== "forbidden" || !details.role_needed) return message;
   const needed = ROLE_WORDS[details.role_needed] ?? details.role_needed;
   const had = details.role ? ` (yours is ${ROLE_WORDS[details.role] ?? details.role})` : "";
