@@ -4,12 +4,13 @@ folder's link leads nowhere: the page says so in words, never passes for another
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.browser.conftest import items, make_folder, unique, upload
+from tests.browser.conftest import items, make_folder, sign_in, unique, upload
 from tests.e2e.support import text
 
 
@@ -126,3 +127,20 @@ def test_an_upload_while_offline_is_not_called_refused_and_is_sent_again(
     expect(row).to_contain_text("Uploaded")
     expect(page.get_by_role("status")).to_contain_text("1 file uploaded")
     assert [i["name"] for i in items(api, folder["id"])] == ["later.txt"]
+
+
+def test_the_folder_tree_never_says_no_folders_when_it_could_not_read_them(
+    page: Page, api: httpx.Client
+) -> None:
+    make_folder(api, unique("still-here"))
+    lists = re.compile(r"/v1/folders\?")
+    page.route(lists, lambda route: route.abort())
+    sign_in(page)
+    nav = page.get_by_role("navigation", name="Folders")
+    expect(nav).to_contain_text("The folders could not be loaded.")
+    expect(nav).not_to_contain_text("No folders yet")
+
+    page.unroute(lists)
+    nav.get_by_role("button", name="Try again").click()
+    expect(nav.get_by_role("tree", name="Folder tree")).to_be_visible()
+    expect(nav).not_to_contain_text("could not be loaded")
