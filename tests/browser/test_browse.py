@@ -77,6 +77,9 @@ def test_browse_a_folder_by_tree_breadcrumbs_and_deep_links(
     expect(page.get_by_role("img", name="big.png")).to_be_visible()
     page.reload()  # the deep link serves the app
     expect(page.get_by_role("heading", name="big.png", level=1)).to_be_visible()
+    # The file's folder is a way up from the file, not "the current page".
+    expect(crumbs.get_by_role("link", name="scans")).to_be_visible()
+    expect(crumbs.get_by_role("link", name="scans")).not_to_have_attribute("aria-current", "page")
 
 
 def found_id(api: httpx.Client, folder_id: str, name: str) -> str:

@@ -361,14 +361,16 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   );
 }
 
-export function Breadcrumbs({ path }: { path: { id: string; name: string }[] }) {
+// `last` says whether the last crumb is the page shown (a folder's page), or a way up from
+// it (a file's page, whose folder is not "the current page").
+export function Breadcrumbs({ path, last = true }: { path: { id: string; name: string }[]; last?: boolean }) {
   return (
     <nav aria-label="Breadcrumb" class="breadcrumbs">
       <ol>
         <li>
           <a
             href="/"
-            aria-current={path.length === 0 ? "page" : undefined}
+            aria-current={path.length === 0 && last ? "page" : undefined}
             onClick={(e) => {
               e.preventDefault();
               navigate("/");
@@ -382,7 +384,7 @@ export function Breadcrumbs({ path }: { path: { id: string; name: string }[] }) 
             <a
               href={folderUrl(p.id)}
               title={p.name}
-              aria-current={i === path.length - 1 ? "page" : undefined}
+              aria-current={i === path.length - 1 && last ? "page" : undefined}
               onClick={(e) => {
                 e.preventDefault();
                 navigate(folderUrl(p.id));

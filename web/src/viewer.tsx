@@ -29,7 +29,7 @@ export function FilePage({ id }: { id: string }) {
   return (
     <div class="file-page">
       <section class="content" aria-label={file.name}>
-        <Breadcrumbs path={folder?.path ?? []} />
+        <Breadcrumbs path={folder?.path ?? []} last={false} />
         <h1 class="title">{file.name}</h1>
         <ErrorText error={error} />
         <Viewer file={file} />
