@@ -3,6 +3,8 @@ back in its folder; "Delete forever" purges only the item chosen."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from playwright.sync_api import Page, expect
 
@@ -130,3 +132,32 @@ def test_a_restore_refused_for_a_name_already_there_says_where_and_what_to_do(
     )
     expect(trash.get_by_role("alert")).not_to_contain_text("already exists here")
     expect(trash.get_by_role("row", name=name)).to_be_visible()  # still in the trash
+
+
+def test_choose_all_in_the_trash_chooses_every_item_one_may_restore(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("many-deleted"))
+    names = [unique("gone") + ".txt" for _ in range(3)]
+    files = upload(api, folder["id"], *((n, text(n)) for n in names))
+    deleted = api.post("/v1/delete", json={"file_ids": [f["id"] for f in files]})
+    assert deleted.status_code == 200, deleted.text
+
+    page.goto("/trash")
+    trash = page.get_by_role("region", name="Trash")
+    for name in names:
+        expect(trash.get_by_role("checkbox", name=f"Choose {name}")).to_be_visible()
+    choosable = trash.get_by_role("checkbox", name=re.compile("^Choose (?!all)")).filter(
+        has_not=page.locator(":disabled")
+    )
+    everything = trash.get_by_role("checkbox", name="Choose all")
+    everything.check()
+    for name in names:
+        expect(trash.get_by_role("checkbox", name=f"Choose {name}")).to_be_checked()
+    expect(trash.get_by_text(f"{choosable.count()} selected", exact=True)).to_be_visible()
+    everything.uncheck()
+    expect(trash.get_by_text("0 selected", exact=True)).to_be_visible()
+    # One chosen by hand: "Choose all" is neither all nor none.
+    trash.get_by_role("checkbox", name=f"Choose {names[0]}").check()
+    assert everything.evaluate("e => e.indeterminate")

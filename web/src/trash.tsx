@@ -146,7 +146,18 @@ export function TrashPage() {
           <thead>
             <tr>
               <th scope="col">
-                <span class="visually-hidden">Chosen</span>
+                {/* Every item one may restore at once (a folder's files deleted one by one
+                    are each a row). */}
+                <input
+                  type="checkbox"
+                  aria-label="Choose all"
+                  disabled={!mine.length}
+                  checked={mine.length > 0 && mine.every((i) => chosen.has(i.id))}
+                  ref={(el) => {
+                    if (el) el.indeterminate = picked.length > 0 && !mine.every((i) => chosen.has(i.id));
+                  }}
+                  onChange={() => setChosen(mine.every((i) => chosen.has(i.id)) ? new Set() : new Set(mine.map((i) => i.id)))}
+                />
               </th>
               <th scope="col">Name</th>
               <th scope="col">Kind</th>
