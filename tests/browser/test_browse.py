@@ -77,6 +77,9 @@ def test_browse_a_folder_by_tree_breadcrumbs_and_deep_links(
     expect(page.get_by_role("img", name="big.png")).to_be_visible()
     page.reload()  # the deep link serves the app
     expect(page.get_by_role("heading", name="big.png", level=1)).to_be_visible()
+    # The file's folder is a way up from the file, not "the current page".
+    expect(crumbs.get_by_role("link", name="scans")).to_be_visible()
+    expect(crumbs.get_by_role("link", name="scans")).not_to_have_attribute("aria-current", "page")
 
 
 def found_id(api: httpx.Client, folder_id: str, name: str) -> str:
@@ -191,3 +194,39 @@ def test_long_names_are_cut_short_and_a_whole_column_header_sorts(
     expect(size).to_have_attribute("aria-sort", "ascending")
     rows = grid.get_by_role("row").filter(has_not=page.get_by_role("columnheader"))
     expect(rows.first).to_have_attribute("aria-label", "small.txt")
+
+
+def test_a_long_name_leaves_its_kind_icon_whole_in_the_list(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    top = make_folder(api, unique("icons"))
+    long_folder = make_folder(api, "F" * 200, top["id"])
+    long_file = "a_long_file_name_" + "x" * 200 + ".txt"
+    upload(api, top["id"], (long_file, text("x\n")), ("short.txt", text("y\n")))
+    page.goto(f"/folders/{top['id']}")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    for name in (long_folder["name"], long_file, "short.txt"):
+        icon = grid.get_by_role("row", name=name).locator(".col-name svg")
+        expect(icon).to_be_visible()
+        box = icon.bounding_box()
+        assert box is not None and box["width"] >= 17, (name, box)  # 18 px, not squeezed
+
+
+def test_the_open_folder_shows_its_subfolders_in_the_tree(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    top = make_folder(api, unique("tree-top"))
+    kid = make_folder(api, unique("tree-kid"), top["id"])
+    page.goto(f"/folders/{top['id']}")
+    tree = page.get_by_role("tree", name="Folder tree")
+    opened = tree.get_by_role("treeitem", name=top["name"])
+    expect(opened).to_have_attribute("aria-selected", "true")
+    expect(opened).to_have_attribute("aria-expanded", "true")
+    expect(tree.get_by_role("treeitem", name=kid["name"])).to_be_visible()
+    # Collapsed by hand, it stays collapsed.
+    opened.locator(".twisty").first.click()
+    expect(opened).to_have_attribute("aria-expanded", "false")
+    expect(tree.get_by_role("treeitem", name=kid["name"])).to_have_count(0)

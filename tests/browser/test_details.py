@@ -41,7 +41,7 @@ def test_manage_access_invite_change_remove_and_admins_locked(
     emails.press("Enter")
     emails.fill(bob["email"])
     dialog.get_by_role("button", name="Add", exact=True).click()
-    expect(page.get_by_role("status")).to_contain_text("Added 2 people as editor")
+    expect(page.get_by_role("status")).to_contain_text("Added 2 people as Editor")
     roles = {
         c["email"]: c["role"]
         for c in api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]
@@ -51,8 +51,13 @@ def test_manage_access_invite_change_remove_and_admins_locked(
     dialog.get_by_role("tab", name="Manage").click()
     dialog.get_by_label(f"Role of {ann['email']}").select_option("user")
     expect(dialog.get_by_label(f"Role of {ann['email']}")).to_have_value("user")
+    # Each change is confirmed in words, as the invite is.
+    expect(page.get_by_role("status")).to_contain_text(f"{ann['email']} is now User")
     dialog.get_by_role("button", name=f"Remove {bob['email']}").click()
     expect(dialog.get_by_role("button", name=f"Remove {bob['email']}")).to_be_hidden()
+    expect(page.get_by_role("status")).to_contain_text(
+        f"Removed {bob['email']} from {folder['name']}"
+    )
     admin = dialog.get_by_role("row", name="admin@files.local")
     expect(admin).to_contain_text("Admin")
     expect(admin.get_by_role("combobox")).to_have_count(0)
@@ -120,8 +125,16 @@ def test_the_datasets_page_lists_datasets_and_opens_one(signed_in: Page, api: ht
     listed = page.get_by_role("region", name="Datasets")
     expect(listed.get_by_role("row", name=plain["name"])).to_contain_text("1 file")
     expect(listed.get_by_role("row", name=plain["name"])).to_contain_text("mine")
-    listed.get_by_role("row", name=synced["name"]).get_by_role("link", name="its folder").click()
+    # A synced dataset names the folder it follows (not "its folder"), on its page too.
+    listed.get_by_role("row", name=synced["name"]).get_by_role("link", name=folder["name"]).click()
     expect(page).to_have_url(f"/folders/{folder['id']}")
+    page.go_back()
+    listed.get_by_role("link", name=synced["name"]).click()
+    dataset = page.get_by_role("region", name=f"Dataset {synced['name']}")
+    expect(dataset).to_contain_text(f"1 file, synced with the folder {folder['name']}")
+    dataset.get_by_role("link", name=folder["name"]).click()
+    expect(page).to_have_url(f"/folders/{folder['id']}")
+    page.go_back()
     page.go_back()
     listed.get_by_role("link", name=plain["name"]).click()
     expect(page).to_have_url(f"/datasets/{plain['id']}")
@@ -129,3 +142,26 @@ def test_the_datasets_page_lists_datasets_and_opens_one(signed_in: Page, api: ht
     page.reload()  # its own address
     expect(page.get_by_role("link", name="one.txt")).to_be_visible()
     assert page.request.get("/datasets").status == 200
+
+
+def test_edit_description_looks_like_an_action_apart_from_the_facts(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("described"), description="What is in here")
+    page.goto(f"/folders/{folder['id']}")
+    details = page.get_by_role("complementary", name="Details")
+    edit = details.get_by_role("button", name="Edit description")
+    expect(edit).to_be_visible()
+    # Not a bold heading in the text's colour, glued to the facts below: the links' colour,
+    # and a gap before "Kind".
+    link = page.get_by_role("navigation", name="Breadcrumb").get_by_role("link", name="Files")
+    link_colour = link.evaluate("e => getComputedStyle(e).color")
+    assert edit.evaluate("e => getComputedStyle(e).color") == link_colour
+    assert edit.evaluate("e => getComputedStyle(e).fontWeight") == "400"
+    below = details.get_by_text("Kind", exact=True).bounding_box()
+    box = edit.bounding_box()
+    assert box is not None and below is not None
+    assert below["y"] - (box["y"] + box["height"]) >= 8, (box, below)
+    edit.click()
+    expect(details.get_by_label("Description")).to_have_value("What is in here")

@@ -3,6 +3,8 @@ back in its folder; "Delete forever" purges only the item chosen."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from playwright.sync_api import Page, expect
 
@@ -38,6 +40,11 @@ def test_delete_see_in_trash_restore_and_delete_forever(signed_in: Page, api: ht
     trash = page.get_by_role("region", name="Trash")
     expect(trash.get_by_role("row", name=kept)).to_be_visible()
     expect(trash.get_by_role("row", name=doomed)).to_be_visible()
+    # Where each was, so two files of one name can be told apart (and where Restore puts it).
+    expect(trash.get_by_role("columnheader", name="Was in")).to_be_visible()
+    expect(
+        trash.get_by_role("row", name=kept).get_by_role("link", name=folder["name"])
+    ).to_be_visible()
 
     # Restore one: it leaves the trash and is back in its folder.
     trash.get_by_role("checkbox", name=f"Choose {kept}").check()
@@ -105,3 +112,52 @@ def test_what_is_deleted_here_and_restored_elsewhere_shows_again_without_a_reloa
     expect(page.get_by_role("heading", name=parent["name"], level=1)).to_be_visible()
     expect(grid.get_by_role("row", name="child")).to_be_visible()
     expect(grid.get_by_role("row", name="note.txt")).to_be_visible()
+
+
+def test_a_restore_refused_for_a_name_already_there_says_where_and_what_to_do(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    name = unique("twin")
+    first = make_folder(api, name)
+    assert api.post("/v1/delete", json={"folder_ids": [first["id"]]}).status_code == 200
+    make_folder(api, name)  # another of that name, where the first was
+
+    page.goto("/trash")
+    trash = page.get_by_role("region", name="Trash")
+    trash.get_by_role("checkbox", name=f"Choose {name}").check()
+    trash.get_by_role("button", name="Restore").click()
+    expect(trash.get_by_role("alert")).to_contain_text(
+        "a folder of the same name is already where it was"
+    )
+    expect(trash.get_by_role("alert")).not_to_contain_text("already exists here")
+    expect(trash.get_by_role("row", name=name)).to_be_visible()  # still in the trash
+
+
+def test_choose_all_in_the_trash_chooses_every_item_one_may_restore(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("many-deleted"))
+    names = [unique("gone") + ".txt" for _ in range(3)]
+    files = upload(api, folder["id"], *((n, text(n)) for n in names))
+    deleted = api.post("/v1/delete", json={"file_ids": [f["id"] for f in files]})
+    assert deleted.status_code == 200, deleted.text
+
+    page.goto("/trash")
+    trash = page.get_by_role("region", name="Trash")
+    for name in names:
+        expect(trash.get_by_role("checkbox", name=f"Choose {name}")).to_be_visible()
+    choosable = trash.get_by_role("checkbox", name=re.compile("^Choose (?!all)")).filter(
+        has_not=page.locator(":disabled")
+    )
+    everything = trash.get_by_role("checkbox", name="Choose all")
+    everything.check()
+    for name in names:
+        expect(trash.get_by_role("checkbox", name=f"Choose {name}")).to_be_checked()
+    expect(trash.get_by_text(f"{choosable.count()} selected", exact=True)).to_be_visible()
+    everything.uncheck()
+    expect(trash.get_by_text("0 selected", exact=True)).to_be_visible()
+    # One chosen by hand: "Choose all" is neither all nor none.
+    trash.get_by_role("checkbox", name=f"Choose {names[0]}").check()
+    assert everything.evaluate("e => e.indeterminate")

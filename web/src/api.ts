@@ -2,6 +2,7 @@
 // cookie. Writes carry the CSRF header the gateway asks of cookie-authenticated writes.
 
 export const CSRF_HEADER = "X-Files-CSRF";
+export const UNREACHABLE = "Files cannot be reached: check your connection, then try again.";
 const CONSISTENCY = "Files-Consistency";
 
 export class ApiError extends Error {
@@ -19,6 +20,13 @@ const ROLE_WORDS: Record<string, string> = { admin: "Admin", editor: "Editor", u
 
 // A refusal for lack of a role names folders and files by id: a person reads the role.
 function inWords(code: string, message: string, details: Record<string, any>): string {
+  // An image group's images name their group by name alone (the API adds its id).
+  const cut = message.indexOf(" instead: ");
+  if (code === "constituent_of_group" && Array.isArray(details.groups) && cut >= 0) {
+    const names = details.groups.map((g: { name: string }) => `“${g.name}”`).join(", ");
+    const said = message.slice(0, cut + " instead".length);
+    return `${said[0].toUpperCase()}${said.slice(1)}: ${names}.`;
+  }
   if (code !== "forbidden" || !details.role_needed) return message;
   const needed = ROLE_WORDS[details.role_needed] ?? details.role_needed;
   const had = details.role ? ` (yours is ${ROLE_WORDS[details.role] ?? details.role})` : "";
@@ -61,13 +69,21 @@ export async function call<T = any>(
   if (method === "GET") Object.assign(headers, consistencyHeaders());
   else headers[CSRF_HEADER] = "1";
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: "same-origin",
-    signal: init.signal,
-  });
+  let response: Response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+      signal: init.signal,
+    });
+  } catch (e) {
+    // The browser's own words ("Failed to fetch") tell a person nothing: the platform
+    // could not be reached (offline, or the service is down). A cancel stays a cancel.
+    if (init.signal?.aborted) throw e;
+    throw new ApiError(0, "network_error", UNREACHABLE);
+  }
   if (method !== "GET") remember(response);
   if (!response.ok) {
     const error = await errorOf(response);
@@ -142,7 +158,7 @@ export function send(
         reject(new ApiError(xhr.status, e.code ?? "error", e.message ?? `${xhr.status} ${xhr.statusText}`, e.details ?? {}));
       }
     };
-    xhr.onerror = () => reject(new ApiError(0, "network_error", "the connection was lost"));
+    xhr.onerror = () => reject(new ApiError(0, "network_error", UNREACHABLE));
     xhr.onabort = () => reject(new ApiError(0, "aborted", "cancelled"));
     signal?.addEventListener("abort", () => xhr.abort());
     xhr.send(form);

@@ -7,7 +7,7 @@ import { bytes, count, date, kindLabel, KINDS } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { gone, goneSince, mayEdit, open, settled, useVersion } from "./store";
-import { Menu, type MenuItem } from "./ui";
+import { Menu, Unavailable, type MenuItem } from "./ui";
 import { roleOf, selectionMenu } from "./actions";
 import { Details } from "./details";
 
@@ -59,7 +59,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const [folder, setFolder] = useState<Folder | null>(null);
   const [items, setItems] = useState<Item[] | null>(null);
   const [loading, setLoading] = useState(true);
-  const [error, setError] = useState<string | null>(null);
+  const [error, setError] = useState<Error | null>(null);
+  // "Try again" after a failed read (the platform unreachable, say) reads everything again.
+  const [attempt, setAttempt] = useState(0);
   const [view, setView] = useState(prefs.view);
   const [sort, setSort] = useState<Sort>({ key: "name", dir: 1 });
   const [kind, setKind] = useState("");
@@ -80,7 +82,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     const abort = new AbortController();
     setError(null);
     setLoading(true);
-    if (folderId) get<Folder>(`/v1/folders/${folderId}`, abort.signal).then(setFolder).catch((e) => !abort.signal.aborted && setError(e.message));
+    if (folderId) get<Folder>(`/v1/folders/${folderId}`, abort.signal).then(setFolder).catch((e) => !abort.signal.aborted && setError(e));
     else setFolder(null);
     const loaded: Item[] = [];
     const path = folderId ? `/v1/folders/${folderId}/items` : "/v1/folders";
@@ -97,9 +99,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       abort.signal,
     )
       .then(() => !abort.signal.aborted && (setItems([...loaded]), setLoading(false)))
-      .catch((e) => !abort.signal.aborted && (setError(e.message), setLoading(false)));
+      .catch((e) => !abort.signal.aborted && (setError(e), setLoading(false)));
     return () => abort.abort();
-  }, [folderId, version, folderId && SERVER_ORDERS.has(sort.key) ? `${sort.key}${sort.dir}` : "", folderId ? kind : ""]);
+  }, [folderId, version, attempt, folderId && SERVER_ORDERS.has(sort.key) ? `${sort.key}${sort.dir}` : "", folderId ? kind : ""]);
 
   // What was selected and is gone (deleted, moved) is no longer selected.
   useEffect(() => {
@@ -234,19 +236,33 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     </div>
   );
 
+  const retry = (
+    <button type="button" onClick={() => setAttempt(attempt + 1)}>
+      Try again
+    </button>
+  );
+  // The folder itself could not be read: nothing on the page may pass for it (not the
+  // top level's title, not "0 items").
+  if (folderId && !folder && error)
+    return (
+      <div class="folder-page">
+        <Unavailable what="folder" error={error} onRetry={() => setAttempt(attempt + 1)} />
+      </div>
+    );
   const details = chosen.length === 1 ? chosen[0] : chosen.length === 0 ? folder : null;
   return (
     <div class="folder-page">
-      <section class="content" aria-label={folder ? folder.name : "All folders"}>
+      <section class="content" aria-label={folder ? folder.name : folderId ? "Folder" : "All folders"}>
         <Breadcrumbs path={folder?.path ?? []} />
-        <h1 class="title">{folder ? folder.name : "All folders"}</h1>
+        {/* Until a folder is read, its page does not pass for the top level. */}
+        <h1 class="title">{folder ? folder.name : folderId ? "Loading folder…" : "All folders"}</h1>
         {toolbar}
         {error && (
           <p role="alert" class="error-text">
-            {error}
+            {error.message} {retry}
           </p>
         )}
-        {items && shown.length === 0 && !loading ? (
+        {!items && error ? null : items && shown.length === 0 && !loading ? (
           <p class="empty">{items.every((i) => gone(i.id)) ? (folderId ? "This folder is empty." : "No folders yet: create one with + New folder.") : "Nothing of this kind here."}</p>
         ) : (
           <Listing
@@ -274,7 +290,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
               else if (e.key === "PageDown") to = Math.min(cur + 10 * step, n - 1);
               else if (e.key === "PageUp") to = Math.max(cur - 10 * step, 0);
               if (to >= 0) {
-                if (active < 0) selectOnly(to);
+                // Nothing chosen yet: the first key lands on the first item (End on the last),
+                // not a row or a grid line past it.
+                if (active < 0) selectOnly(e.key === "End" ? n - 1 : 0);
                 else if (e.shiftKey) selectRange(anchor >= 0 ? anchor : cur, to, false);
                 else if (e.ctrlKey || e.metaKey) setActive(to);
                 else selectOnly(to);
@@ -322,10 +340,12 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
             onMenuKey={(rect) => active >= 0 && contextMenu(active, rect.left + 24, rect.bottom)}
           />
         )}
-        <p class="count" aria-live="polite">
-          {loading ? `Loading… ${count(items?.length ?? 0, "item")}` : count(shown.length, "item")}
-          {chosen.length > 0 && `, ${chosen.length} selected`}
-        </p>
+        {!(error && !items) && (
+          <p class="count" aria-live="polite">
+            {loading ? `Loading… ${count(items?.length ?? 0, "item")}` : count(shown.length, "item")}
+            {chosen.length > 0 && `, ${chosen.length} selected`}
+          </p>
+        )}
       </section>
       <aside class="details" aria-label="Details">
         {details ? (
@@ -341,14 +361,16 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   );
 }
 
-export function Breadcrumbs({ path }: { path: { id: string; name: string }[] }) {
+// `last` says whether the last crumb is the page shown (a folder's page), or a way up from
+// it (a file's page, whose folder is not "the current page").
+export function Breadcrumbs({ path, last = true }: { path: { id: string; name: string }[]; last?: boolean }) {
   return (
     <nav aria-label="Breadcrumb" class="breadcrumbs">
       <ol>
         <li>
           <a
             href="/"
-            aria-current={path.length === 0 ? "page" : undefined}
+            aria-current={path.length === 0 && last ? "page" : undefined}
             onClick={(e) => {
               e.preventDefault();
               navigate("/");
@@ -362,7 +384,7 @@ export function Breadcrumbs({ path }: { path: { id: string; name: string }[] }) 
             <a
               href={folderUrl(p.id)}
               title={p.name}
-              aria-current={i === path.length - 1 ? "page" : undefined}
+              aria-current={i === path.length - 1 && last ? "page" : undefined}
               onClick={(e) => {
                 e.preventDefault();
                 navigate(folderUrl(p.id));

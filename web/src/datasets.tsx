@@ -1,11 +1,49 @@
 // The datasets the person may see (/datasets), and a dataset's page: what "View" opens
 // from a file's "Linked to".
 import { useEffect, useState } from "preact/hooks";
-import { all, get } from "./api";
+import { all, get, type Folder } from "./api";
 import { bytes, count, date, kindLabel } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { useVersion } from "./store";
-import { ErrorText } from "./ui";
+import { ErrorText, Unavailable } from "./ui";
+
+// The names of the folders synced datasets follow ("its folder" said nothing of which).
+function useFolderNames(ids: (string | null | undefined)[]): Record<string, string> {
+  const [names, setNames] = useState<Record<string, string>>({});
+  const wanted = [...new Set(ids.filter((id): id is string => !!id))].sort().join(",");
+  useEffect(() => {
+    if (!wanted) return;
+    const stop = new AbortController();
+    Promise.all(
+      wanted.split(",").map((id) =>
+        get<Folder>(`/v1/folders/${id}`, stop.signal)
+          .then((f) => [id, f.name] as const)
+          .catch(() => [id, null] as const),
+      ),
+    ).then((pairs) => {
+      if (stop.signal.aborted) return;
+      const found: Record<string, string> = {};
+      for (const [id, name] of pairs) if (name) found[id] = name;
+      setNames(found);
+    });
+    return () => stop.abort();
+  }, [wanted]);
+  return names;
+}
+
+function SyncedWith({ id, names }: { id: string; names: Record<string, string> }) {
+  return (
+    <a
+      href={folderUrl(id)}
+      onClick={(e) => {
+        e.preventDefault();
+        navigate(folderUrl(id));
+      }}
+    >
+      {names[id] ?? "its folder"}
+    </a>
+  );
+}
 
 export function DatasetList() {
   const version = useVersion();
@@ -18,6 +56,7 @@ export function DatasetList() {
       .catch((e) => !stop.signal.aborted && setError(e));
     return () => stop.abort();
   }, [version]);
+  const folderNames = useFolderNames((datasets ?? []).map((d) => d.synced_folder_id));
   const go = (e: Event, to: string) => {
     e.preventDefault();
     navigate(to);
@@ -50,15 +89,7 @@ export function DatasetList() {
                   {d.description && <span class="muted"> {d.description}</span>}
                 </td>
                 <td>{count(d.file_count, "file")}</td>
-                <td>
-                  {d.synced_folder_id ? (
-                    <a href={folderUrl(d.synced_folder_id)} onClick={(e) => go(e, folderUrl(d.synced_folder_id))}>
-                      its folder
-                    </a>
-                  ) : (
-                    "—"
-                  )}
-                </td>
+                <td>{d.synced_folder_id ? <SyncedWith id={d.synced_folder_id} names={folderNames} /> : "—"}</td>
                 <td>{date(d.created_at)}</td>
               </tr>
             ))}
@@ -74,30 +105,26 @@ export function DatasetPage({ id }: { id: string }) {
   const [dataset, setDataset] = useState<any>(null);
   const [files, setFiles] = useState<any[] | null>(null);
   const [error, setError] = useState<unknown>(null);
+  const [attempt, setAttempt] = useState(0);
+  const folderNames = useFolderNames([dataset?.synced_folder_id]);
   useEffect(() => {
+    setError(null);
     get(`/v1/datasets/${id}`).then(setDataset).catch(setError);
     all(`/v1/datasets/${id}/files`).then(setFiles).catch(setError);
-  }, [id, version]);
-  if (error) return <ErrorText error={error} />;
+  }, [id, version, attempt]);
+  if (error && !dataset) return <Unavailable what="dataset" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!dataset) return <p class="muted">Loading…</p>;
   return (
     <section class="dataset-page" aria-label={`Dataset ${dataset.name}`}>
       <h1 class="title">Dataset {dataset.name}</h1>
+      <ErrorText error={error} />
       {dataset.description && <p>{dataset.description}</p>}
       <p>
         {count(dataset.file_count, "file")}
         {dataset.synced_folder_id && (
           <>
-            {", synced with "}
-            <a
-              href={folderUrl(dataset.synced_folder_id)}
-              onClick={(e) => {
-                e.preventDefault();
-                navigate(folderUrl(dataset.synced_folder_id));
-              }}
-            >
-              its folder
-            </a>
+            {", synced with the folder "}
+            <SyncedWith id={dataset.synced_folder_id} names={folderNames} />
           </>
         )}
       </p>

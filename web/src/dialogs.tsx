@@ -147,8 +147,11 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   const [activeHit, setActiveHit] = useState(0);
+  // The text whose answer is shown: when nothing matched, the dialog says so.
+  const [searched, setSearched] = useState<string | null>(null);
   const listId = useId();
   useEffect(() => {
+    setSearched(null);
     if (!text.trim() || (target && text === target.name)) {
       setHits([]);
       return;
@@ -157,9 +160,13 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
     const timer = setTimeout(() => {
       get(`/v1/search${query({ q: text.trim(), kind: "folder", limit: 20 })}`, abort.signal)
         .then((r: any) => {
-          // Only folders the caller may add to (the editor role), never one being moved.
-          setHits(r.items.filter((f: Folder) => !props.folderIds.includes(f.id) && mayEdit(f.my_role)));
+          // Only folders the caller may add to (the editor role), never one being moved,
+          // nor the one the selection is already in.
+          setHits(
+            r.items.filter((f: Folder) => !props.folderIds.includes(f.id) && f.id !== props.from && mayEdit(f.my_role)),
+          );
           setActiveHit(0);
+          setSearched(text.trim());
         })
         .catch(() => {});
     }, 150);
@@ -241,6 +248,11 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
           </ul>
         )}
       </div>
+      {!target && searched && hits.length === 0 && (
+        <p class="muted" role="status">
+          No folder you can move this to matches “{searched}”.
+        </p>
+      )}
       {target && !error && <ImpactView impact={impact} verb="move" />}
       <ErrorText error={error} />
       <div class="actions">
@@ -519,7 +531,7 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
       setPeople(r.items);
       setEmails([]);
       setTyped("");
-      notify(`Added ${all.length} ${all.length === 1 ? "person" : "people"} as ${role}`);
+      notify(`Added ${all.length} ${all.length === 1 ? "person" : "people"} as ${roleName(role)}`);
       changed();
     } catch (e) {
       setError(e);
@@ -527,22 +539,24 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
       setBusy(false);
     }
   };
-  const change = async (userId: string, to: string) => {
+  const change = async (userId: string, email: string, to: string) => {
     setError(null);
     try {
       await patch(`/v1/folders/${props.folderId}/collaborators/${userId}`, { role: to });
       await load();
+      notify(`${email} is now ${roleName(to)}`);
       changed();
     } catch (e) {
       setError(e);
       await load();
     }
   };
-  const remove = async (userId: string) => {
+  const remove = async (userId: string, email: string) => {
     setError(null);
     try {
       await del(`/v1/folders/${props.folderId}/collaborators/${userId}`);
       await load();
+      notify(`Removed ${email} from ${props.folderName}`);
       changed();
     } catch (e) {
       setError(e);
@@ -667,7 +681,7 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
                         <select
                           aria-label={`Role of ${p.email}`}
                           value={p.role}
-                          onChange={(e) => change(p.user_id, (e.target as HTMLSelectElement).value)}
+                          onChange={(e) => change(p.user_id, p.email, (e.target as HTMLSelectElement).value)}
                         >
                           {ROLES.map((r) => (
                             <option value={r.id} key={r.id}>
@@ -679,7 +693,7 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
                     </td>
                     <td>
                       {!locked && !inherited && manager && (
-                        <button type="button" aria-label={`Remove ${p.email}`} onClick={() => remove(p.user_id)}>
+                        <button type="button" aria-label={`Remove ${p.email}`} onClick={() => remove(p.user_id, p.email)}>
                           Remove
                         </button>
                       )}

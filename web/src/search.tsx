@@ -123,25 +123,55 @@ export function SearchBox({ current }: { current: string }) {
   );
 }
 
+// Results by name (folders first), a page at a time: "Show more results" reads the next.
+export const RESULTS_PAGE = 100;
+
 export function SearchPage({ q }: { q: string }) {
   const [hits, setHits] = useState<Item[] | null>(null);
+  const [next, setNext] = useState<string | null>(null);
+  const [more, setMore] = useState(false);
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
     setHits(null);
+    setNext(null);
+    setError(null);
     if (!q) return setHits([]);
-    get(`/v1/search${query({ q, limit: 200 })}`)
-      .then((r: any) => setHits(r.items))
-      .catch(setError);
+    const stop = new AbortController();
+    get(`/v1/search${query({ q, order: "name", limit: RESULTS_PAGE })}`, stop.signal)
+      .then((r: any) => {
+        setHits(r.items);
+        setNext(r.next_cursor);
+      })
+      .catch((e) => !stop.signal.aborted && setError(e));
+    return () => stop.abort();
   }, [q]);
+  const showMore = async () => {
+    if (!next) return;
+    setMore(true);
+    setError(null);
+    try {
+      const r: any = await get(`/v1/search${query({ q, order: "name", limit: RESULTS_PAGE, cursor: next })}`);
+      setHits([...(hits ?? []), ...r.items]);
+      setNext(r.next_cursor);
+    } catch (e) {
+      setError(e);
+    } finally {
+      setMore(false);
+    }
+  };
   return (
     <section class="search-page" aria-label="Search results">
       <h1 class="title">Results for “{q}”</h1>
       <ErrorText error={error} />
       {hits === null ? (
-        <p class="muted">Searching…</p>
+        !error && <p class="muted">Searching…</p>
       ) : hits.length === 0 ? (
         <p>Nothing found.</p>
       ) : (
+        <>
+        <p class="muted" aria-live="polite">
+          {next ? `The first ${hits.length} results, by name` : hits.length === 1 ? "1 result" : `${hits.length} results`}
+        </p>
         <ul class="hit-list">
           {hits.map((hit) => (
             <li key={hit.id}>
@@ -158,6 +188,12 @@ export function SearchPage({ q }: { q: string }) {
             </li>
           ))}
         </ul>
+        {next && (
+          <button type="button" disabled={more} onClick={showMore}>
+            Show more results
+          </button>
+        )}
+        </>
       )}
     </section>
   );

@@ -1,9 +1,10 @@
 // The trash: what a delete keeps (FILES_TRASH_DAYS), with "Restore" and "Delete forever"
 // for the items chosen, and "Empty trash" for all the caller could restore.
 import { useEffect, useState } from "preact/hooks";
-import { all, call, del, post } from "./api";
+import { all, ApiError, call, del, get, post, type Folder } from "./api";
 import { bytes, count, date, kindLabel } from "./format";
 import { changed, mayEdit, restored, useVersion } from "./store";
+import { folderUrl, navigate } from "./router";
 import { ErrorText, notify } from "./ui";
 
 type TrashItem = {
@@ -13,6 +14,8 @@ type TrashItem = {
   kind?: string;
   size?: number;
   files?: number;
+  folder_id?: string; // a file's folder
+  parent_id?: string | null; // a folder's parent (null: the top level)
   deleted_at: string;
   purge_at: string;
   my_role?: string | null;
@@ -37,6 +40,20 @@ export function TrashPage() {
       .catch((e) => !stop.signal.aborted && setError(e));
     return () => stop.abort();
   }, [version]);
+
+  // Where each item was (and goes back to on "Restore"): its folder's name.
+  const [places, setPlaces] = useState<Record<string, string | null>>({});
+  useEffect(() => {
+    const wanted = [...new Set((items ?? []).map(placeOf).filter((id): id is string => !!id && !(id in places)))];
+    if (!wanted.length) return;
+    Promise.all(
+      wanted.map((id) =>
+        get<Folder>(`/v1/folders/${id}`)
+          .then((f) => [id, f.path.map((p) => p.name).join(" / ")] as const)
+          .catch(() => [id, null] as const),
+      ),
+    ).then((pairs) => setPlaces((was) => ({ ...was, ...Object.fromEntries(pairs) })));
+  }, [items]);
 
   const picked = (items ?? []).filter((i) => chosen.has(i.id));
   // Restoring and deleting forever need the editor role where the item was.
@@ -64,7 +81,14 @@ export function TrashPage() {
   };
   const restore = () =>
     act(async () => {
-      const done = await post("/v1/trash/restore", { file_ids: ids("file"), folder_ids: ids("folder") });
+      const done = await post("/v1/trash/restore", { file_ids: ids("file"), folder_ids: ids("folder") }).catch((e) => {
+        // The API's "already exists here" does not say where "here" is, seen from the Trash.
+        if (e instanceof ApiError && e.code === "name_taken")
+          throw new Error(
+            "Nothing was restored: a folder of the same name is already where it was (or two chosen folders share a name). Rename that folder, then restore again.",
+          );
+        throw e;
+      });
       restored(picked.map((i) => i.id));
       return `Restored ${count(done.restored_files, "file")} and ${count(done.restored_folders, "folder")}`;
     });
@@ -122,11 +146,23 @@ export function TrashPage() {
           <thead>
             <tr>
               <th scope="col">
-                <span class="visually-hidden">Chosen</span>
+                {/* Every item one may restore at once (a folder's files deleted one by one
+                    are each a row). */}
+                <input
+                  type="checkbox"
+                  aria-label="Choose all"
+                  disabled={!mine.length}
+                  checked={mine.length > 0 && mine.every((i) => chosen.has(i.id))}
+                  ref={(el) => {
+                    if (el) el.indeterminate = picked.length > 0 && !mine.every((i) => chosen.has(i.id));
+                  }}
+                  onChange={() => setChosen(mine.every((i) => chosen.has(i.id)) ? new Set() : new Set(mine.map((i) => i.id)))}
+                />
               </th>
               <th scope="col">Name</th>
               <th scope="col">Kind</th>
               <th scope="col">Size</th>
+              <th scope="col">Was in</th>
               <th scope="col">Deleted</th>
               <th scope="col">Goes for good</th>
             </tr>
@@ -147,6 +183,9 @@ export function TrashPage() {
                 <td>{i.name}</td>
                 <td>{i.type === "folder" ? `Folder (${count(i.files ?? 0, "file")})` : kindLabel(i.kind ?? "")}</td>
                 <td>{bytes(i.size)}</td>
+                <td class="name-cell">
+                  <Place id={placeOf(i)} name={places[placeOf(i) ?? ""]} />
+                </td>
                 <td>{date(i.deleted_at)}</td>
                 <td>{date(i.purge_at)}</td>
               </tr>
@@ -155,5 +194,25 @@ export function TrashPage() {
         </table>
       )}
     </section>
+  );
+}
+
+const placeOf = (i: TrashItem) => (i.type === "file" ? i.folder_id : i.parent_id) ?? null;
+
+function Place({ id, name }: { id: string | null; name: string | null | undefined }) {
+  if (!id) return <span>Top level</span>;
+  // A folder that is itself deleted (or not shared) is not looked up again.
+  if (name === null) return <span class="muted">A deleted folder</span>;
+  if (name === undefined) return <span class="muted">…</span>;
+  return (
+    <a
+      href={folderUrl(id)}
+      onClick={(e) => {
+        e.preventDefault();
+        navigate(folderUrl(id));
+      }}
+    >
+      {name}
+    </a>
   );
 }

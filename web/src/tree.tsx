@@ -19,18 +19,32 @@ export function FolderTree({ current }: { current: string | null }) {
   const [menu, setMenu] = useState<{ x: number; y: number; folder: Folder } | null>(null);
   const tree = useRef<HTMLUListElement>(null);
 
+  // A failed read keeps what was shown; with nothing shown yet it says so (never "No
+  // folders yet.", which would tell a person their folders are gone).
+  const [failed, setFailed] = useState(false);
+  const [attempt, setAttempt] = useState(0);
   useEffect(() => {
-    all<Folder>("/v1/folders").then((fs) => setRoots(fs.map((f) => ({ folder: f, children: null })))).catch(() => setRoots([]));
-  }, [version]);
+    all<Folder>("/v1/folders")
+      .then((fs) => {
+        setRoots(fs.map((f) => ({ folder: f, children: null })));
+        setFailed(false);
+      })
+      .catch(() => setFailed(true));
+  }, [version, attempt]);
 
-  // The open folder's ancestors are expanded.
+  // The open folder's ancestors are expanded, and the folder itself when it is opened (its
+  // subfolders show; collapsed by hand, it stays so until opened again).
+  const opened = useRef<string | null>(null);
   useEffect(() => {
     if (!current) return;
     get<Folder>(`/v1/folders/${current}`)
       .then((f) => {
+        const itself = opened.current !== current;
+        opened.current = current;
         setExpanded((old) => {
           const next = new Set(old);
           f.path.slice(0, -1).forEach((p) => next.add(p.id));
+          if (itself && f.folder_count > 0) next.add(f.id);
           return next;
         });
       })
@@ -149,7 +163,14 @@ export function FolderTree({ current }: { current: string | null }) {
       >
         All folders
       </a>
-      {roots === null ? (
+      {roots === null && failed ? (
+        <p class="muted">
+          The folders could not be loaded.{" "}
+          <button type="button" class="link" onClick={() => setAttempt(attempt + 1)}>
+            Try again
+          </button>
+        </p>
+      ) : roots === null ? (
         <p class="muted">Loading…</p>
       ) : roots.length === 0 ? (
         <p class="muted">No folders yet.</p>

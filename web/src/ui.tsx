@@ -1,6 +1,8 @@
 // Small accessible building blocks: modal dialogs, tabs, menus, notices.
 import type { ComponentChildren } from "preact";
 import { useEffect, useId, useLayoutEffect, useRef, useState } from "preact/hooks";
+import { ApiError } from "./api";
+import { navigate } from "./router";
 
 export function Dialog(props: {
   title: string;
@@ -12,8 +14,14 @@ export function Dialog(props: {
   const id = useId();
   useEffect(() => {
     const dialog = ref.current!;
+    // What had the focus (the button, or the grid a menu was opened from) gets it back
+    // when the dialog closes: a keyboard user goes on from where they were.
+    const opener = document.activeElement as HTMLElement | null;
     if (!dialog.open) dialog.showModal();
-    return () => dialog.open && dialog.close();
+    return () => {
+      if (dialog.open) dialog.close();
+      giveBack(opener, dialog);
+    };
   }, []);
   return (
     <dialog
@@ -34,6 +42,14 @@ export function Dialog(props: {
       <div class="dialog-body">{props.children}</div>
     </dialog>
   );
+}
+
+// Focus back to `opener` as `closing` (a dialog, a menu) goes, unless the person has
+// already put it elsewhere (a click on another control).
+function giveBack(opener: HTMLElement | null, closing: HTMLElement) {
+  const now = document.activeElement;
+  const lost = !now || now === document.body || closing.contains(now);
+  if (lost && opener && opener !== document.body && opener.isConnected) opener.focus();
 }
 
 export type Tab = { id: string; label: string };
@@ -102,6 +118,7 @@ export function Menu(props: { x: number; y: number; label: string; items: MenuIt
   const [pos, setPos] = useState({ x: props.x, y: props.y });
   useLayoutEffect(() => {
     const el = ref.current!;
+    const opener = document.activeElement as HTMLElement | null;
     const r = el.getBoundingClientRect();
     setPos({
       x: Math.max(4, Math.min(props.x, window.innerWidth - r.width - 4)),
@@ -119,6 +136,7 @@ export function Menu(props: { x: number; y: number; label: string; items: MenuIt
       document.removeEventListener("mousedown", away, true);
       window.removeEventListener("blur", blur);
       window.removeEventListener("resize", blur);
+      giveBack(opener, el);
     };
   }, []);
   const keys = (e: KeyboardEvent) => {
@@ -201,5 +219,43 @@ export function ErrorText({ error }: { error: unknown }) {
     <p role="alert" class="error-text">
       {message}
     </p>
+  );
+}
+
+// A folder, file or dataset page whose subject could not be read: said in words, with a
+// heading of its own (never another page's), "Try again" when it may come back (the
+// platform unreachable), and the way to the top level.
+const MISSING: Record<string, string> = {
+  folder: "This folder does not exist, or it is not shared with you. If it was deleted, it may be in the Trash.",
+  file: "This file does not exist, or it is not shared with you. If it was deleted, it may be in the Trash.",
+  dataset: "This dataset does not exist, or you may not see it.",
+};
+
+export function Unavailable({ what, error, onRetry }: { what: "folder" | "file" | "dataset"; error: unknown; onRetry: () => void }) {
+  const missing = error instanceof ApiError && error.status === 404;
+  const Name = what[0].toUpperCase() + what.slice(1);
+  return (
+    <section class="unavailable" aria-label={`${Name} unavailable`}>
+      <h1 class="title">{missing ? `${Name} not found` : `This ${what} could not be shown`}</h1>
+      <p role="alert" class="error-text">
+        {missing ? MISSING[what] : error instanceof Error ? error.message : String(error)}
+      </p>
+      <p class="actions-inline">
+        {!missing && (
+          <button type="button" onClick={onRetry}>
+            Try again
+          </button>
+        )}
+        <a
+          href="/"
+          onClick={(e) => {
+            e.preventDefault();
+            navigate("/");
+          }}
+        >
+          Go to all folders
+        </a>
+      </p>
+    </section>
   );
 }

@@ -307,6 +307,24 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
   const [manifest, setManifest] = useState<File | null>(null);
   const live = useRef(entries);
   live.current = entries;
+  // "+ New folder" at the top level: the name being typed (null: not making one).
+  const [naming, setNaming] = useState<string | null>(null);
+  const [namingError, setNamingError] = useState<unknown>(null);
+  const makeFolder = async (e: Event) => {
+    e.preventDefault();
+    if (!naming?.trim()) return;
+    setNamingError(null);
+    try {
+      const made = await post<Folder>("/v1/folders", { name: naming.trim() });
+      setFolders([...folders, made].sort((a, b) => a.name.localeCompare(b.name)));
+      setFolderId(made.id);
+      setNaming(null);
+      notify(`Folder ${made.name} created`);
+      changed();
+    } catch (err) {
+      setNamingError(err);
+    }
+  };
 
   useEffect(() => {
     // Files go only where the caller may add them (the editor role).
@@ -363,8 +381,14 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
     setBusy(false);
     changed();
     const done = live.current.filter((e) => e.status === "done").length;
-    const bad = live.current.length - done;
-    notify(`${done} ${done === 1 ? "file" : "files"} uploaded${bad ? `, ${bad} refused` : ""}`, bad > 0);
+    // Refused: the platform said no (its reason is on the file's row). Not sent: it could
+    // not be reached, or failed; "Upload" sends those again.
+    const refused = live.current.filter((e) => e.status === "refused").length;
+    const unsent = live.current.length - done - refused;
+    notify(
+      `${done} ${done === 1 ? "file" : "files"} uploaded${refused ? `, ${refused} refused` : ""}${unsent ? `, ${unsent} not sent: try again` : ""}`,
+      refused + unsent > 0,
+    );
   };
 
   const batch = async () => {
@@ -481,14 +505,35 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       {!props.folderId && (
         <div class="field">
           <label for={`${base}-folder`}>Upload to folder</label>
-          <select id={`${base}-folder`} value={folderId ?? ""} onChange={(e) => setFolderId((e.target as HTMLSelectElement).value || null)}>
-            <option value="">Choose a folder (files cannot be added at the top level)</option>
-            {folders.map((f) => (
-              <option key={f.id} value={f.id}>
-                {f.name}
-              </option>
-            ))}
-          </select>
+          <div class="actions-inline">
+            <select id={`${base}-folder`} value={folderId ?? ""} disabled={busy} onChange={(e) => setFolderId((e.target as HTMLSelectElement).value || null)}>
+              <option value="">Choose a folder (files cannot be added at the top level)</option>
+              {folders.map((f) => (
+                <option key={f.id} value={f.id}>
+                  {f.name}
+                </option>
+              ))}
+            </select>
+            {naming === null && (
+              <button type="button" disabled={busy} onClick={() => (setNaming(""), setNamingError(null))}>
+                + New folder
+              </button>
+            )}
+          </div>
+          {naming !== null && (
+            // The seed's "You can click +New folder": a folder made here, and chosen.
+            <form class="inline-form" onSubmit={makeFolder}>
+              <label for={`${base}-new-folder`}>New folder name</label>
+              <input id={`${base}-new-folder`} autoFocus value={naming} onInput={(e) => setNaming((e.target as HTMLInputElement).value)} />
+              <button type="submit" class="primary" disabled={!naming.trim()}>
+                Create
+              </button>
+              <button type="button" onClick={() => (setNaming(null), setNamingError(null))}>
+                Cancel
+              </button>
+              <ErrorText error={namingError} />
+            </form>
+          )}
         </div>
       )}
       <Tabs label="What to add" tabs={tabs} active={tab} onChange={switchTab} idBase={base} />

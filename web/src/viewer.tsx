@@ -5,7 +5,7 @@ import { get, type FileItem, type Folder } from "./api";
 import { Breadcrumbs } from "./browse";
 import { Details } from "./details";
 import { useVersion } from "./store";
-import { ErrorText } from "./ui";
+import { ErrorText, Unavailable } from "./ui";
 
 const content = (id: string) => `/v1/files/${id}/content`;
 
@@ -14,21 +14,24 @@ export function FilePage({ id }: { id: string }) {
   const [file, setFile] = useState<FileItem | null>(null);
   const [folder, setFolder] = useState<Folder | null>(null);
   const [error, setError] = useState<unknown>(null);
+  const [attempt, setAttempt] = useState(0);
   useEffect(() => {
+    setError(null);
     get<FileItem>(`/v1/files/${id}`)
       .then((f) => {
         setFile(f);
         return get<Folder>(`/v1/folders/${f.folder_id}`).then(setFolder);
       })
       .catch(setError);
-  }, [id, version]);
-  if (error) return <ErrorText error={error} />;
+  }, [id, version, attempt]);
+  if (error && !file) return <Unavailable what="file" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!file) return <p class="muted">Loading…</p>;
   return (
     <div class="file-page">
       <section class="content" aria-label={file.name}>
-        <Breadcrumbs path={folder?.path ?? []} />
+        <Breadcrumbs path={folder?.path ?? []} last={false} />
         <h1 class="title">{file.name}</h1>
+        <ErrorText error={error} />
         <Viewer file={file} />
       </section>
       <aside class="details" aria-label="Details">

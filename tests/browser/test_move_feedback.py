@@ -1,0 +1,47 @@
+""" "Move to another folder": typing a name that matches no folder one may move to says
+so (the list stayed blank, the Move button greyed, with no word why); the folder the
+selection is already in is not offered (a move there changed nothing)."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import make_folder, unique, upload
+from tests.e2e.support import text
+
+
+def test_the_move_dialog_says_when_no_folder_matches_and_skips_the_current_one(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    top = make_folder(api, unique("move-from"))
+    elsewhere = make_folder(api, unique("move-to"), top["id"])
+    upload(api, top["id"], ("moving.txt", text("m\n")))
+    page.goto(f"/folders/{top['id']}")
+    page.get_by_role("button", name="List").click()
+    page.get_by_role("row", name="moving.txt").click(button="right")
+    page.get_by_role("menu", name="Actions for moving.txt").get_by_role(
+        "menuitem", name="Move to another folder"
+    ).click()
+    dialog = page.get_by_role("dialog", name="Move to another folder")
+    target = dialog.get_by_role("combobox", name="Target folder")
+
+    nothing = unique("no-such-folder")
+    target.fill(nothing)
+    expect(dialog.get_by_role("status")).to_have_text(
+        f"No folder you can move this to matches “{nothing}”."
+    )
+    expect(dialog.get_by_role("button", name="Move")).to_be_disabled()
+
+    # The folder it is in already is no target.
+    target.fill(top["name"])
+    expect(dialog.get_by_role("status")).to_contain_text(top["name"])
+    expect(dialog.get_by_role("option", name=top["name"])).to_have_count(0)
+
+    target.fill(elsewhere["name"])
+    dialog.get_by_role("option", name=elsewhere["name"]).click()
+    expect(dialog.get_by_role("status")).to_have_count(0)
+    expect(dialog).to_contain_text("This moves 1 file and 0 folders.")
+    dialog.get_by_role("button", name="Move").click()
+    expect(page.get_by_role("row", name="moving.txt")).to_be_hidden()
