@@ -352,7 +352,15 @@ def test_ctrl_c_stops_an_upload_at_once_and_a_run_again_finishes_it(
     top = unique("ctrlc")
     upload = ["upload", str(src), "--to", top, "--parts-from", str(5 * MiB), "--parallel", "1"]
     proc = subprocess.Popen(
-        [FILES, *upload], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [FILES, *upload],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C as a terminal delivers it: a suite started in the background (a shell's
+        # `&`) has SIGINT ignored, which its children would inherit, and Python then
+        # installs no KeyboardInterrupt for it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # The first upload session is remembered as it opens: then Ctrl-C, with 11 to go.
     journal = tmp_path / "state" / "files" / "uploads.json"
