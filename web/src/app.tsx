@@ -9,7 +9,7 @@ import { TrashPage } from "./trash";
 import { DialogHost } from "./dialogs";
 import { navigate, useRoute } from "./router";
 import { session } from "./store";
-import { ErrorText, Notices } from "./ui";
+import { AllFoldersLink, ErrorText, Notices } from "./ui";
 
 export function App() {
   const [me, setMe] = useState<User | null | undefined>(undefined);
@@ -180,15 +180,7 @@ function NotFound() {
       <h1 class="title">Page not found</h1>
       <p>There is no page at {location.pathname}: the link may be mistyped, or what it showed was deleted.</p>
       <p>
-        <a
-          href="/"
-          onClick={(e) => {
-            e.preventDefault();
-            navigate("/");
-          }}
-        >
-          Go to all folders
-        </a>
+        <AllFoldersLink />
       </p>
     </section>
   );

@@ -246,16 +246,23 @@ export function Unavailable({ what, error, onRetry }: { what: "folder" | "file" 
             Try again
           </button>
         )}
-        <a
-          href="/"
-          onClick={(e) => {
-            e.preventDefault();
-            navigate("/");
-          }}
-        >
-          Go to all folders
-        </a>
+        <AllFoldersLink />
       </p>
     </section>
+  );
+}
+
+// The way back to the top level from a page that shows nothing else.
+export function AllFoldersLink() {
+  return (
+    <a
+      href="/"
+      onClick={(e) => {
+        e.preventDefault();
+        navigate("/");
+      }}
+    >
+      Go to all folders
+    </a>
   );
 }
