@@ -118,7 +118,10 @@ class _Worker:
         while len(out) < count:
             if not self._ready(self.from_fd, select.POLLIN, deadline):
                 raise WorkerFailed("the worker did not answer within the time cap")
-            chunk = os.read(self.from_fd, min(count - len(out), 1 << 20))
+            try:
+                chunk = os.read(self.from_fd, min(count - len(out), 1 << 20))
+            except OSError as error:
+                raise WorkerFailed(f"the worker's pipe failed: {error}") from None
             if not chunk:
                 raise WorkerFailed(f"the worker died (exit status {self.proc.poll()})")
             out += chunk
@@ -186,7 +189,10 @@ class Isolated:
                 self._forget(worker)
                 worker = None
             if worker is None:
-                worker = _Worker(self.module, self.address_space, self.start_timeout)
+                try:
+                    worker = _Worker(self.module, self.address_space, self.start_timeout)
+                except OSError as error:  # no process to be had (memory, process limit)
+                    raise WorkerFailed(f"no worker could start: {error}") from None
                 with self._lock:
                     self._all.add(worker)
             deadline = time.monotonic() + time_cap
@@ -198,8 +204,8 @@ class Isolated:
                     settled = True
                     return payload
                 if kind == b"E":
-                    settled = True
                     said = json.loads(payload)
+                    settled = True
                     if isinstance(said, dict) and isinstance(said.get("status"), int):
                         raise Refusal(
                             said["status"],
