@@ -37,10 +37,6 @@ class Content:
             self.data = None
         self.spool.write(piece)
 
-    @property
-    def on_disk(self) -> bool:
-        return self.spool is not None and self.size > SPOOL_IN_MEMORY
-
     def read_at(self, offset: int, length: int) -> bytes:
         if self.data is not None:
             return self.data[offset : offset + length]

@@ -384,9 +384,10 @@ class S3Reader:
         if not isinstance(answer, Content):
             raise refused(protocol.error_code(status, answer, key), self.bucket, key)
         try:
-            if answer.on_disk:
-                return await asyncio.to_thread(answer.facts)
-            return answer.facts()
+            # In a worker thread even from memory: a video's or WebP's facts are read by
+            # the prober process (services/ingest/media/prober.py), a round trip or two
+            # (and its start, the first time) that must not hold the event loop.
+            return await asyncio.to_thread(answer.facts)
         finally:
             answer.close()
 
