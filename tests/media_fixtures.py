@@ -18,13 +18,17 @@ def video(
     height: int = 48,
     frames: int = 10,
     rate: int = 5,
+    rotation: int = 0,
 ) -> bytes:
     """A video of `frames` flat frames, one brighter than the other, at `rate` a second
-    (FFmpeg's MP4 and MOV muxers put the moov box at the end, after the mdat)."""
+    (FFmpeg's MP4 and MOV muxers put the moov box at the end, after the mdat); `rotation`
+    degrees counter-clockwise in its display matrix (-90: a phone held upright)."""
     out = io.BytesIO()
     with av.open(out, "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         for n in range(frames):
             pixels = np.full((height, width, 3), n * 20 % 256, np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):

@@ -47,15 +47,23 @@ def photo(seed: int, width: int = 1024, height: int = 768) -> bytes:
 
 
 def mp4(
-    width: int = 160, height: int = 120, frames: int = 30, rate: int = 10, noise: bool = False
+    width: int = 160,
+    height: int = 120,
+    frames: int = 30,
+    rate: int = 10,
+    noise: bool = False,
+    rotation: int = 0,
 ) -> bytes:
     """A short H.264 video whose frames brighten one after another (with `noise`, random
-    pixels besides: large, since noise does not compress)."""
+    pixels besides: large, since noise does not compress); `rotation` degrees
+    counter-clockwise in its display matrix, as a phone records a portrait clip."""
     rng = np.random.default_rng(3)
     out = io.BytesIO()
     with av.open(out, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         for n in range(frames):
             pixels = np.full((height, width, 3), (n * 8) % 256, np.uint8)
             if noise:

@@ -167,6 +167,7 @@ class _Output:
         self.frames = 0
         self.samples = 0
         self.rate = rate
+        self.turned = False  # a quarter turn: shown with width and height swapped
 
     def add_audio(self, rate: int) -> None:
         import av
@@ -176,6 +177,11 @@ class _Output:
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=rate)
 
     def picture(self, frame: Any) -> None:
+        if self.frames == 0 and (quarters := round(frame.rotation / 90) % 4):
+            # Kept as the source's display matrix, as players apply it (a phone's
+            # portrait clip stays upright); it must be set before the first frame.
+            self.video.set_display_rotation(90 * quarters)
+            self.turned = quarters % 2 == 1
         out = frame.reformat(self.video.width, self.video.height, "yuv420p")
         out.pts, out.time_base = self.frames, self.video.codec_context.time_base
         self.frames += 1
@@ -212,9 +218,10 @@ class _Output:
             raise Unencodable(
                 "too_large", f"the rendition would pass {self.task.limits.max_bytes} bytes"
             )
+        width, height = self.video.width, self.video.height
         return Made(
-            self.video.width,
-            self.video.height,
+            height if self.turned else width,
+            width if self.turned else height,
             round(float(self.frames / self.rate), 3),
             self.audio is not None,
             size,

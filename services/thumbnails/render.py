@@ -239,7 +239,7 @@ def draw_image(source: BinaryIO, longest: int) -> Image.Image:
 
 def draw_video(source: BinaryIO, longest: int) -> Image.Image:
     """A frame a tenth of the way in (at most 5 s: past a fade-in, before a long film's
-    middle), decoded from the nearest keyframe before it."""
+    middle), decoded from the nearest keyframe before it, turned as it is shown."""
     import av
 
     try:
@@ -267,7 +267,14 @@ def draw_video(source: BinaryIO, longest: int) -> Image.Image:
         if chosen is None:
             raise Unthumbnailable("unreadable", "no frame could be decoded")
         image: Image.Image = chosen.to_image()  # type: ignore[no-untyped-call]
-        return image
+        return turned(image, chosen.rotation)
+
+
+def turned(image: Image.Image, rotation: float) -> Image.Image:
+    """The frame as players show it: turned by its display matrix (a phone's portrait
+    clip is stored landscape with a quarter turn to apply), to the nearest quarter."""
+    quarters = round(rotation / 90) % 4
+    return image.rotate(90 * quarters, expand=True) if quarters else image
 
 
 def draw_pdf(source: BinaryIO, longest: int) -> Image.Image:

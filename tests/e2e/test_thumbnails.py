@@ -112,6 +112,7 @@ async def test_every_kind_gets_its_thumbnail(api: httpx.AsyncClient, platform: S
                 ("wide.png", media.png(640, 480)),
                 ("turned.jpg", media.jpeg(800, 400, orientation=6)),
                 ("clip.mp4", media.mp4(160, 120)),
+                ("portrait.mp4", media.mp4(160, 120, rotation=-90)),
                 ("page.pdf", media.pdf(300, 200)),
                 ("sound.wav", wav()),
             )
@@ -140,6 +141,14 @@ async def test_every_kind_gets_its_thumbnail(api: httpx.AsyncClient, platform: S
     clip = picture(await settled(api, files["clip.mp4"]["id"])).convert("RGB")
     assert clip.size == (128, 96)
     assert clip.getpixel((5, 48))[1] > 150  # type: ignore[index]  # its green left quarter
+    # A phone's portrait clip (stored 160x120, a clockwise quarter turn to show it) is
+    # 120 wide and 160 high, and stands in its picture: its green left quarter on top.
+    portrait = files["portrait.mp4"]
+    assert (portrait["media"]["width"], portrait["media"]["height"]) == (120, 160)
+    standing = picture(await settled(api, portrait["id"])).convert("RGB")
+    assert standing.size == (96, 128)
+    assert standing.getpixel((48, 5))[1] > 150  # type: ignore[index]
+    assert standing.getpixel((48, 120))[1] < 150  # type: ignore[index]
     page = picture(await settled(api, files["page.pdf"]["id"], size=512)).convert("RGB")
     assert max(page.size) == 512 and page.getpixel((50, 50))[1] > 120  # type: ignore[index]
     # A sequence shows its first frame (red, not blue).

@@ -21,11 +21,16 @@ KEY = "sha256/ab/cd/abcd"
 ROOM = encoding.Limits(max_duration_s=60, max_pixels=1920 * 1080, max_bytes=1 << 30)
 
 
-def mpeg4(seconds: float = 1, rate: int = 10, width: int = 64, height: int = 48) -> bytes:
+def mpeg4(
+    seconds: float = 1, rate: int = 10, width: int = 64, height: int = 48, rotation: int = 0
+) -> bytes:
+    """MPEG-4 Part 2 in AVI, or in MP4 with `rotation` in its display matrix (a phone's)."""
     out = io.BytesIO()
-    with av.open(out, "w", format="avi") as container:
+    with av.open(out, "w", format="mp4" if rotation else "avi") as container:
         video = container.add_stream("mpeg4", rate=rate)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            video.set_display_rotation(rotation)
         for n in range(int(seconds * rate)):
             frame = av.VideoFrame.from_ndarray(
                 np.full((height, width, 3), n * 10 % 256, np.uint8), format="rgb24"
@@ -59,6 +64,16 @@ def test_a_video_becomes_h264_in_mp4(stored: Path, tmp_path: Path) -> None:
     with av.open(str(out)) as container:
         assert container.format.name.startswith("mov")
         assert [s.codec_context.name for s in container.streams] == ["h264"]
+
+
+def test_a_phone_s_portrait_clip_stays_upright(stored: Path, tmp_path: Path) -> None:
+    stored.write_bytes(mpeg4(rotation=-90))
+    out = tmp_path / "web.mp4"
+    made = encoding.make(task(stored, out))
+    assert (made.width, made.height) == (48, 64)  # as it is shown: standing
+    with av.open(str(out)) as container:
+        first = next(container.decode(video=0))
+        assert (first.width, first.height, first.rotation) == (64, 48, -90)
 
 
 @pytest.mark.parametrize(

@@ -181,6 +181,22 @@ def test_video_facts(name: str) -> None:
     assert inspect_bytes(data) == Facts("video", mime, expected)
 
 
+@pytest.mark.parametrize("rotation", [-90, 90])
+def test_a_phone_s_portrait_clip_has_its_size_as_shown(rotation: int) -> None:
+    # Stored 1920x1080 with a quarter turn in its display matrix: shown 1080 wide.
+    data = media_fixtures.video("mp4", "libx264", 1920, 1080, 5, 5, rotation=rotation)
+
+    media = inspect_bytes(data).media
+
+    assert (media.width, media.height) == (1080, 1920)
+
+
+def test_a_half_turned_clip_keeps_its_size() -> None:
+    data = media_fixtures.video("mp4", "libx264", 64, 48, 5, 5, rotation=180)
+
+    assert (inspect_bytes(data).media.width, inspect_bytes(data).media.height) == (64, 48)
+
+
 def boxes(data: bytes) -> list[tuple[bytes, bytes]]:
     """The top-level ISO boxes of a file: (type, the whole box)."""
     out, pos = [], 0

@@ -201,6 +201,19 @@ def test_a_video_gets_a_frame() -> None:
     assert g > 150 and r < 80
 
 
+@pytest.mark.parametrize(("rotation", "green_at"), [(-90, "top"), (90, "bottom")])
+def test_a_phone_s_portrait_clip_is_drawn_standing(rotation: int, green_at: str) -> None:
+    # Stored 160x120 with its left quarter green and a quarter turn in its display
+    # matrix: a clockwise turn (-90, a phone held upright) puts that quarter on top.
+    _, large = drawn("video", media.mp4(160, 120, rotation=rotation))
+    assert (large.width, large.height) == (120, 160)
+    image = opened(large).convert("RGB")
+    top, bottom = image.getpixel((60, 10)), image.getpixel((60, 150))
+    green, other = (top, bottom) if green_at == "top" else (bottom, top)
+    assert green[1] > 150 and green[0] < 80  # type: ignore[index]
+    assert not (other[1] > 150 and other[0] < 80)  # type: ignore[index]
+
+
 def test_a_pdf_gets_its_first_page_at_the_largest_size() -> None:
     small, large = drawn("pdf", media.pdf(300, 200))
     assert (large.width, large.height) == (512, 341) or (large.width, large.height) == (

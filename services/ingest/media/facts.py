@@ -127,9 +127,12 @@ def _audio_video(source: RangeFile, mime_type: str) -> Media:
         if mime_type.startswith("video/") and container.streams.video:
             video = container.streams.video[0]
             codec: Any = video.codec_context
+            width, height = codec.width, codec.height
+            if _quarter_turned(source, container, video):
+                width, height = height, width
             return Media(
-                width=_positive(codec.width),
-                height=_positive(codec.height),
+                width=_positive(width),
+                height=_positive(height),
                 frames=_positive(video.frames),
                 duration_s=duration or _seconds(video.duration, video.time_base),
                 fps=_rate(video.average_rate) or _rate(video.base_rate),
@@ -145,6 +148,20 @@ def _audio_video(source: RangeFile, mime_type: str) -> Media:
                 codec=_codec_name(sound),
             )
         return Media(duration_s=duration)
+
+
+def _quarter_turned(source: RangeFile, container: Any, video: Any) -> bool:
+    """Whether the video is shown turned a quarter (its display matrix: a phone's portrait
+    clip is stored landscape), so its size as shown is the stored one swapped. The matrix
+    reaches PyAV only on a decoded frame: the first one is decoded for it."""
+    video.thread_type = "NONE"
+    try:
+        for frame in container.decode(video):
+            return bool(round(frame.rotation / 90) % 2)
+    except Exception:
+        if source.failed is not None:
+            raise source.failed from None
+    return False  # not decodable: its size as stored
 
 
 def _positive(value: int | None) -> int | None:
