@@ -124,7 +124,12 @@ def dicomweb_router(dicom: Dicom) -> APIRouter:
         wanted = await stored(folder_id, study_uid, series_uid, sop_uid)
         multipart = dicomweb.Multipart("application/dicom")
         return StreamingResponse(
-            dicomweb.instance_parts(dicom.blobs, wanted, multipart),
+            dicomweb.instance_parts(
+                dicom.blobs,
+                wanted,
+                multipart,
+                f"/v1/folders/{folder_id}/dicomweb",
+            ),
             media_type=multipart.media_type,
         )
 

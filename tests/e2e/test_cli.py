@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydicom
 import pytest
 from files_client import Client
 from files_client._core import Session
@@ -400,14 +401,17 @@ def test_image_groups_sequences_and_dicom_from_the_command_line(
         (scans / f"{i}.dcm").write_bytes(body)
     series = json_lines(ok(env, "upload", str(scans), "--to", f"{top}/ct", "--dicom", "--json"))
     assert [s["kind"] for s in series] == ["dicom_series"] and series[0]["dicom"]["instances"] == 3
-    # Downloaded, a series is its first instance, and the command says so.
-    got = files(env, "download", f"{top}/ct", "-o", str(tmp_path / "out"))
-    assert got.returncode == 0, got
-    [written] = (tmp_path / "out" / "ct").iterdir()
-    assert written.read_bytes() in [(scans / f"{i}.dcm").read_bytes() for i in range(3)]
-    assert got.stderr.startswith(
-        f"files download: {written}: the first of 3 instances of a DICOM series only"
-    ), got.stderr
+    # Downloaded, a series is a directory of its instances, byte for byte, each named
+    # by its SOP Instance UID; a run again writes the same.
+    sent = {pydicom.dcmread(f).SOPInstanceUID: f.read_bytes() for f in scans.glob("*.dcm")}
+    for _ in range(2):
+        got = files(env, "download", f"{top}/ct", "-o", str(tmp_path / "out"))
+        assert got.returncode == 0 and "series only" not in got.stderr, got
+        [written] = (tmp_path / "out" / "ct").iterdir()
+        assert written.name == series[0]["name"] and written.is_dir()
+        assert {f.name: f.read_bytes() for f in written.iterdir()} == {
+            f"{uid}.dcm": body for uid, body in sent.items()
+        }
     (scans / "bad.dcm").write_bytes(b"not dicom at all")
     line = fails(env, "upload", str(scans / "bad.dcm"), "--to", f"{top}/ct", "--dicom", code=3)
     assert "bad.dcm" in line

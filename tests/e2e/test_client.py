@@ -11,12 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pydicom
 import pytest
 from files_client import (
     AsyncClient,
     Client,
     Conflict,
     File,
+    FilesError,
     Folder,
     Forbidden,
     Invalid,
@@ -240,6 +242,22 @@ def test_image_groups_sequences_and_dicom_series_with_their_job(
     assert series.kind == "dicom_series" and series.dicom and series.dicom.instances == 4
     assert series.refresh().id == series.id  # a job's files are bound to the client too
     assert client.wait_for_job(job.id).status == "done"
+
+    # Downloaded, a series is a directory of its instances as sent, named by their UIDs.
+    sent = {pydicom.dcmread(p).SOPInstanceUID: p.read_bytes() for p in slices}
+    written = series.download(f"{tmp_path}/dl/")
+    assert written == tmp_path / "dl" / series.name and written.is_dir()
+    assert {p.name: p.read_bytes() for p in written.iterdir()} == {
+        f"{uid}.dcm": body for uid, body in sent.items()
+    }
+    # The series extended since it was read: what comes is not what it said, and that
+    # is said rather than passed off as it.
+    fifth = write(tmp_path / "s4.dcm", ct_series(5, series=77)[4])
+    assert top.upload_dicom([fifth]).wait().status == "done"
+    with pytest.raises(FilesError) as changed:
+        series.download(f"{tmp_path}/stale/")
+    assert changed.value.code == "checksum_mismatch"
+    assert len(list(series.refresh().download(f"{tmp_path}/fresh/").glob("*.dcm"))) == 5
 
 
 @pytest.fixture(scope="module")

@@ -138,6 +138,17 @@ async def test_a_viewer_searches_and_retrieves_a_folder_s_series_and_nothing_els
     for ds in retrieved:
         assert ds.PixelData == _read(sent[str(ds.SOPInstanceUID)]).PixelData
     assert len(await run("retrieve_study", uid(study))) == 6
+    # Each part names its instance's retrieve URL (what `files download` names files by).
+    root = f"/v1/folders/{here['id']}/dicomweb"
+    whole = await api.get(f"{root}/studies/{uid(study)}/series/{uid(study, 1)}")
+    assert [
+        line.split(b": ", 1)[1].decode()
+        for line in whole.content.split(b"\r\n")
+        if line.lower().startswith(b"content-location: ")
+    ] == [
+        f"{root}/studies/{uid(study)}/series/{uid(study, 1)}/instances/{uid(study, 1, k)}"
+        for k in range(1, 5)
+    ]
     headers = await run("retrieve_series_metadata", uid(study), uid(study, 2))
     assert [value(h, "00080018") for h in headers] == [uid(study, 2, 1), uid(study, 2, 2)]
     assert all("7FE00010" not in h and value(h, "00080060") == "MR" for h in headers)

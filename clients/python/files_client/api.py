@@ -580,7 +580,8 @@ class File(FileData, _Bound[M]):
     ) -> Op[Path]:
         """Its bytes into a directory (under its name; one not there yet is made when
         `to` ends with a slash) or to a file path; a download that stopped goes on where
-        it was. The path written."""
+        it was. The path written. A DICOM series is written as a directory of its
+        instances (`<SOPInstanceUID>.dcm`), at that path."""
         dest = Path(to)
         if dest.is_dir() or str(to).endswith(("/", os.sep)):
             dest = dest / safe_name(self.name)

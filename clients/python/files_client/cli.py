@@ -647,16 +647,6 @@ def download(args: argparse.Namespace) -> int:
     for path in written:
         if args.verbose:
             print(path)
-    for f, path in files:
-        if f.kind == "dicom_series":
-            # Its content is one instance: said, not passed off as the series.
-            count = f.dicom.instances if f.dicom else "its"
-            print(
-                f"files download: {_shown(str(path))}: the first of {count} instances of a"
-                f" DICOM series only (the series' instances: DICOMweb, WADO-RS at"
-                f" /v1/folders/{f.folder_id}/dicomweb)",
-                file=sys.stderr,
-            )
     _note(f"downloaded {len(written)} file(s) ({_size(total)}) into {out}")
     return 0
 

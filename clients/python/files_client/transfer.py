@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from files_client._core import Call, Gather, NextChunk, Op, Session, Sleep, exchange, json_of
 from files_client.errors import FilesError, UnsupportedContent
@@ -493,7 +495,10 @@ def download(
     """A file's bytes into `dest`, through `<dest>.part`: a download that stopped (in an
     earlier run, or a broken connection now) goes on from where it was (HTTP Range). The
     sha256 is checked where it is the content's; a `dest` that holds those bytes already
-    (a run again after an interruption) is left as it is, not downloaded again."""
+    (a run again after an interruption) is left as it is, not downloaded again. A DICOM
+    series is a directory of its instances (`dicom_series`)."""
+    if file.get("kind") == "dicom_series":
+        return (yield from dicom_series(session, file, dest, progress))
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     size = int(file["size"])
@@ -544,3 +549,123 @@ def download(
         )
     os.replace(part, dest)
     return dest
+
+
+_UID = re.compile(r"[0-9]{1,64}(\.[0-9]{1,64}){0,63}")
+
+
+def dicom_series(
+    session: Session,
+    file: dict[str, Any],
+    dest: Path,
+    progress: Progress | None = None,
+) -> Op[Path]:
+    """A DICOM series' instances, byte for byte as stored, into the directory `dest`,
+    each `<SOPInstanceUID>.dcm`: one WADO-RS retrieve of the series (its folder's
+    DICOMweb), streamed, each instance written through a `.part` file. The series'
+    sha256 (the hash of its instances' hashes in slice order) is checked. A broken
+    connection starts the series again; an earlier run's instances are overwritten."""
+    facts = file.get("dicom") or {}
+    study, series = facts.get("study_uid"), facts.get("series_uid")
+    if not (isinstance(study, str) and isinstance(series, str)):
+        raise FilesError("not_a_series", f"{file.get('name')}: no study and series UIDs")
+    dest.mkdir(parents=True, exist_ok=True)
+    url = f"/v1/folders/{file['folder_id']}/dicomweb/studies/{study}/series/{series}"
+    accept = {"Accept": 'multipart/related; type="application/dicom"'}
+    broken = 0
+    while True:
+        response = yield from exchange(session, Call("GET", url, headers=accept, stream=True))
+        instances = _Instances(dest, progress)
+        try:
+            _, options = parse_options_header(response.headers.get("content-type", ""))
+            boundary = options.get(b"boundary")
+            if not boundary:
+                raise FilesError("bad_answer", f"{url}: the answer is not multipart")
+            parser = MultipartParser(boundary, instances.callbacks())
+            while data := (yield NextChunk(response)):
+                parser.write(data)
+            parser.finalize()
+        except httpx.TransportError:
+            instances.abandon()
+            broken += 1
+            if broken >= session.retries.attempts:
+                raise
+            yield Sleep(session.retries.delay(broken))
+            continue
+        except BaseException:
+            instances.abandon()
+            raise
+        break
+    digest = hashlib.sha256("\n".join(instances.digests).encode()).hexdigest()
+    if file.get("sha256") and digest != file["sha256"]:
+        raise FilesError(
+            "checksum_mismatch",
+            f"{dest.name}: the {len(instances.digests)} instances received do not match the"
+            " series' sha256 (was it extended meanwhile? download it again)",
+            {"file_id": file["id"]},
+        )
+    return dest
+
+
+class _Instances:
+    """The parts of a WADO-RS answer as files: each named by the SOP Instance UID at the
+    end of its Content-Location (else by its place), written through a `.part` file."""
+
+    def __init__(self, dest: Path, progress: Progress | None) -> None:
+        self.dest = dest
+        self.progress = progress
+        self.digests: list[str] = []
+        self.received = 0  # bytes, for a progress taken back when the series starts again
+        self.out: IO[bytes] | None = None
+        self.digest = hashlib.sha256()
+        self.field = b""
+        self.headers: dict[bytes, bytes] = {}
+
+    def callbacks(self) -> Any:
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": self._field,
+            "on_header_value": self._value,
+            "on_part_data": self._data,
+            "on_part_end": self._end,
+        }
+
+    def _begin(self) -> None:
+        self.headers, self.field, self.digest = {}, b"", hashlib.sha256()
+        self.out = open(self._part(), "wb")  # noqa: SIM115 - closed at the part's end
+
+    def _part(self) -> Path:
+        return self.dest / f".instance-{len(self.digests) + 1:06d}.part"
+
+    def _field(self, data: bytes, start: int, end: int) -> None:
+        self.field = data[start:end].lower()
+
+    def _value(self, data: bytes, start: int, end: int) -> None:
+        self.headers[self.field] = self.headers.get(self.field, b"") + data[start:end]
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        assert self.out is not None
+        piece = data[start:end]
+        self.out.write(piece)
+        self.digest.update(piece)
+        self.received += len(piece)
+        if self.progress:
+            self.progress(len(piece))
+
+    def _end(self) -> None:
+        assert self.out is not None
+        self.out.close()
+        self.out = None
+        sop = self.headers.get(b"content-location", b"").decode("latin-1").rsplit("/", 1)[-1]
+        name = sop if _UID.fullmatch(sop) else f"instance-{len(self.digests) + 1:06d}"
+        os.replace(self._part(), self.dest / f"{name}.dcm")
+        self.digests.append(self.digest.hexdigest())
+
+    def abandon(self) -> None:
+        """The answer broke: its open part goes, and what it counted is taken back."""
+        if self.out is not None:
+            self.out.close()
+            with contextlib.suppress(OSError):
+                self._part().unlink()
+        if self.progress and self.received:
+            self.progress(-self.received)
