@@ -252,6 +252,29 @@ export function Unavailable({ what, error, onRetry }: { what: "folder" | "file" 
   );
 }
 
+// A list page (the Trash, the Datasets, search results) whose list could not be read:
+// said in words under the page's own heading, "Try again" to read it again, and the way
+// to the top level. Never an empty state ("The trash is empty") in its place.
+export function LoadFailed({ what, error, onRetry }: { what: string; error: unknown; onRetry: () => void }) {
+  return (
+    <div class="load-failed">
+      <p role="alert" class="error-text">
+        {what} could not be loaded. {sentence(error instanceof Error ? error.message : String(error))}
+      </p>
+      <p class="actions-inline">
+        <button type="button" onClick={onRetry}>
+          Try again
+        </button>
+        <AllFoldersLink />
+      </p>
+    </div>
+  );
+}
+
+// The API's messages start in lower case ("the catalog service did not answer…"): after
+// a sentence of ours, one of their own.
+const sentence = (text: string) => text.charAt(0).toUpperCase() + text.slice(1);
+
 // The way back to the top level from a page that shows nothing else.
 export function AllFoldersLink() {
   return (
