@@ -317,7 +317,8 @@ function Rename({ item, onClose }: { item: { type: "file" | "folder"; id: string
   );
 }
 
-function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; onClose: () => void }) {
+// `name`: the one item deleted, named in the notice (the file page's "Delete").
+function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; name?: string; onClose: () => void }) {
   const [impact, setImpact] = useState<Impact | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
@@ -330,7 +331,11 @@ function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; onClose: 
     try {
       const r = await post<{ deleted: number }>("/v1/delete", body);
       forget([...props.fileIds, ...props.folderIds]);
-      notify(`Deleted ${r.deleted} ${r.deleted === 1 ? "item" : "items"}`);
+      notify(
+        props.name && r.deleted === 1
+          ? `Deleted ${props.name}: it is in the Trash`
+          : `Deleted ${r.deleted} ${r.deleted === 1 ? "item" : "items"}`,
+      );
       changed();
       props.onClose();
     } catch (e) {
