@@ -1,5 +1,6 @@
 """The details panel: a folder's summary and "Manage access" (Invite and Manage tabs,
-admins locked); a file's facts and "Linked to" (View, Remove); history from the audit."""
+admins locked, a person removed only once the admin confirms); a file's facts and "Linked
+to" (View, Remove once confirmed); history from the audit."""
 
 from __future__ import annotations
 
@@ -53,11 +54,38 @@ def test_manage_access_invite_change_remove_and_admins_locked(
     expect(dialog.get_by_label(f"Role of {ann['email']}")).to_have_value("user")
     # Each change is confirmed in words, as the invite is.
     expect(page.get_by_role("status")).to_contain_text(f"{ann['email']} is now User")
-    dialog.get_by_role("button", name=f"Remove {bob['email']}").click()
-    expect(dialog.get_by_role("button", name=f"Remove {bob['email']}")).to_be_hidden()
+
+    # Removing a person asks first, naming who and from where; Cancel and Escape keep
+    # them, and give the focus back to their "Remove".
+    remove_bob = dialog.get_by_role("button", name=f"Remove {bob['email']}")
+    question = f"Remove {bob['email']} from folder {folder['name']}?"
+    confirm = page.get_by_role("alertdialog", name=question)
+    remove_bob.click()
+    expect(confirm).to_contain_text("They will lose access to it and everything in it.")
+    expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()
+    confirm.get_by_role("button", name="Cancel").click()
+    expect(confirm).to_have_count(0)
+    expect(remove_bob).to_be_focused()
+    remove_bob.press("Enter")
+    expect(confirm).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(confirm).to_have_count(0)
+    expect(dialog).to_be_visible()  # Escape closed the question, not Manage access
+    expect(remove_bob).to_be_focused()
+    emails_now = {
+        c["email"] for c in api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]
+    }
+    assert bob["email"] in emails_now
+
+    remove_bob.click()
+    confirm.get_by_role("button", name="Remove access").click()
+    expect(confirm).to_have_count(0)
+    expect(remove_bob).to_be_hidden()
     expect(page.get_by_role("status")).to_contain_text(
         f"Removed {bob['email']} from {folder['name']}"
     )
+    # The row went with its button: the focus is on the tab of the list it was in.
+    expect(dialog.get_by_role("tab", name="Manage")).to_be_focused()
     admin = dialog.get_by_role("row", name="admin@files.local")
     expect(admin).to_contain_text("Admin")
     expect(admin.get_by_role("combobox")).to_have_count(0)
@@ -89,11 +117,34 @@ def test_file_facts_linked_to_view_and_remove_and_history(
     details.get_by_role("tab", name="Linked to").click()
     linked = details.get_by_role("list", name="Datasets")
     expect(linked.get_by_role("listitem")).to_have_count(2)
-    linked.get_by_role("listitem", name=second["name"]).get_by_role("button", name="Remove").click()
+    # Removing the file from a dataset asks first, naming the file and the dataset.
+    remove = linked.get_by_role("listitem", name=second["name"]).get_by_role(
+        "button", name="Remove"
+    )
+    confirm = page.get_by_role(
+        "alertdialog", name=f"Remove shot.png from dataset {second['name']}?"
+    )
+    remove.click()
+    expect(confirm).to_contain_text("only this link goes")
+    page.keyboard.press("Escape")
+    expect(confirm).to_have_count(0)
+    expect(remove).to_be_focused()
+    expect(linked.get_by_role("listitem")).to_have_count(2)
+    assert len(api.get(f"/v1/files/{image['id']}/datasets").json()["items"]) == 2
+
+    remove.click()
+    confirm.get_by_role("button", name="Remove from dataset").click()
     expect(linked.get_by_role("listitem")).to_have_count(1)
+    expect(page.get_by_role("status")).to_contain_text(f"Removed shot.png from {second['name']}")
+    expect(details.get_by_role("tab", name="Linked to")).to_be_focused()
     assert [d["id"] for d in api.get(f"/v1/files/{image['id']}/datasets").json()["items"]] == [
         first["id"]
     ]
+    page.reload()  # the link is gone on the platform, not only from the page
+    page.get_by_role("row", name="shot.png").click()
+    details.get_by_role("tab", name="Linked to").click()
+    expect(linked.get_by_role("listitem")).to_have_count(1)
+    expect(linked.get_by_role("listitem", name=second["name"])).to_have_count(0)
     linked.get_by_role("listitem", name=first["name"]).get_by_role("button", name="View").click()
     expect(page).to_have_url(f"/datasets/{first['id']}")
     expect(page.get_by_role("link", name="shot.png")).to_be_visible()

@@ -144,3 +144,98 @@ def test_the_folder_tree_never_says_no_folders_when_it_could_not_read_them(
     nav.get_by_role("button", name="Try again").click()
     expect(nav.get_by_role("tree", name="Folder tree")).to_be_visible()
     expect(nav).not_to_contain_text("could not be loaded")
+
+
+# The Trash, the Datasets and search results: a list that could not be read is said so
+# under the page's own heading, never shown as an empty one, and "Try again" reads it again.
+BUSY = {
+    "error": {
+        "code": "unavailable",
+        "message": "the catalog service did not answer in time; try again shortly",
+        "details": {"service": "catalog", "retry": True},
+    }
+}
+
+
+def test_the_trash_says_when_it_cannot_be_read_and_try_again_recovers(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("trash-down"))
+    name = unique("binned") + ".txt"
+    [binned] = upload(api, folder["id"], (name, text("b\n")))
+    assert api.post("/v1/delete", json={"file_ids": [binned["id"]]}).status_code == 200
+
+    listing = re.compile(r"/v1/trash\?")
+    page.route(listing, lambda route: route.fulfill(status=503, json=BUSY))
+    page.get_by_role("link", name="Trash", exact=True).click()
+    trash = page.get_by_role("region", name="Trash")
+    expect(trash.get_by_role("heading", level=1)).to_have_text("Trash")
+    expect(trash.get_by_role("alert")).to_have_text(
+        "The trash could not be loaded. The catalog service did not answer in time;"
+        " try again shortly"
+    )
+    expect(trash).not_to_contain_text("The trash is empty")
+    expect(trash.get_by_role("link", name="Go to all folders")).to_be_visible()
+
+    page.unroute(listing)
+    trash.get_by_role("button", name="Try again").click()
+    expect(trash.get_by_role("row", name=name)).to_be_visible()
+    expect(trash.get_by_role("alert")).to_have_count(0)
+    expect(trash.get_by_role("button", name="Try again")).to_have_count(0)
+
+
+def test_the_datasets_page_says_when_it_cannot_be_read_and_try_again_recovers(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    dataset = api.post("/v1/datasets", json={"name": unique("listed-later")}).json()
+    listing = re.compile(r"/v1/datasets\?")
+    page.route(listing, lambda route: route.abort())
+    page.get_by_role("link", name="Datasets", exact=True).click()
+    listed = page.get_by_role("region", name="Datasets")
+    expect(listed.get_by_role("heading", level=1)).to_have_text("Datasets")
+    expect(listed.get_by_role("alert")).to_have_text(
+        "The datasets could not be loaded. Files cannot be reached: check your connection,"
+        " then try again."
+    )
+    expect(listed).not_to_contain_text("No datasets")
+
+    page.unroute(listing)
+    listed.get_by_role("button", name="Try again").click()
+    expect(listed.get_by_role("row", name=dataset["name"])).to_be_visible()
+    expect(listed.get_by_role("alert")).to_have_count(0)
+
+
+def test_search_results_say_when_the_search_cannot_be_done_and_try_again_recovers(
+    signed_in: Page, context: BrowserContext, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("found-later"))
+    name = unique("needle") + ".txt"
+    made = api.post(f"/v1/folders/{folder['id']}/files", files=[("file", (name, text("n\n")))])
+    assert made.status_code == 201, made.text
+    # Found by the API before the browser asks (the search's read model has caught up).
+    found = api.get(
+        "/v1/search",
+        params={"q": name},
+        headers={"Files-Consistency": made.headers["Files-Consistency"]},
+    ).json()["items"]
+    assert [hit["name"] for hit in found] == [name]
+    expect(page.get_by_role("heading", name="All folders", level=1)).to_be_visible()
+
+    context.set_offline(True)
+    box = page.get_by_role("searchbox", name="Search files")
+    box.fill(name)
+    box.press("Enter")
+    results = page.get_by_role("region", name="Search results")
+    expect(results.get_by_role("heading", level=1)).to_have_text(f"Results for “{name}”")
+    expect(results.get_by_role("alert")).to_contain_text(
+        "The search results could not be loaded. Files cannot be reached"
+    )
+    expect(results).not_to_contain_text("Nothing found")
+
+    context.set_offline(False)
+    results.get_by_role("button", name="Try again").click()
+    expect(results.get_by_role("link", name=name)).to_be_visible()
+    expect(results.get_by_role("alert")).to_have_count(0)

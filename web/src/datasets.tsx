@@ -5,7 +5,7 @@ import { all, get, type Folder } from "./api";
 import { bytes, count, date, kindLabel } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { useVersion } from "./store";
-import { ErrorText, Unavailable } from "./ui";
+import { ErrorText, LoadFailed, Unavailable } from "./ui";
 
 // The names of the folders synced datasets follow ("its folder" said nothing of which).
 function useFolderNames(ids: (string | null | undefined)[]): Record<string, string> {
@@ -49,13 +49,20 @@ export function DatasetList() {
   const version = useVersion();
   const [datasets, setDatasets] = useState<any[] | null>(null);
   const [error, setError] = useState<unknown>(null);
+  const [attempt, setAttempt] = useState(0);
   useEffect(() => {
     const stop = new AbortController();
+    setError(null);
     all("/v1/datasets", {}, undefined, stop.signal)
       .then(setDatasets)
-      .catch((e) => !stop.signal.aborted && setError(e));
+      .catch((e) => {
+        if (stop.signal.aborted) return;
+        // What was listed before is not passed off as the datasets (nor "No datasets").
+        setDatasets(null);
+        setError(e);
+      });
     return () => stop.abort();
-  }, [version]);
+  }, [version, attempt]);
   const folderNames = useFolderNames((datasets ?? []).map((d) => d.synced_folder_id));
   const go = (e: Event, to: string) => {
     e.preventDefault();
@@ -64,9 +71,10 @@ export function DatasetList() {
   return (
     <section class="dataset-page" aria-label="Datasets">
       <h1 class="title">Datasets</h1>
-      <ErrorText error={error} />
-      {datasets === null ? (
-        !error && <p class="muted">Loading…</p>
+      {error ? (
+        <LoadFailed what="The datasets" error={error} onRetry={() => setAttempt(attempt + 1)} />
+      ) : datasets === null ? (
+        <p class="muted">Loading…</p>
       ) : datasets.length === 0 ? (
         <p class="muted">No datasets yet: choose files in a folder, then "Add to dataset".</p>
       ) : (

@@ -5,7 +5,7 @@ import { del, get, patch, type FileItem, type Folder, type Item } from "./api";
 import { bytes, date, duration, eventLabel, kindLabel } from "./format";
 import { navigate, fileUrl } from "./router";
 import { changed, mayEdit, open, roleName, useVersion } from "./store";
-import { ErrorText, notify, TabPanel, Tabs } from "./ui";
+import { Confirm, ErrorText, notify, TabPanel, Tabs } from "./ui";
 import { knowNames, whoIs } from "./app";
 
 export function Details({ item }: { item: Item }) {
@@ -28,7 +28,7 @@ export function Details({ item }: { item: Item }) {
       <Tabs label="Details" tabs={tabs} active={tab} onChange={setTab} idBase={base} />
       <TabPanel idBase={base} id={tab}>
         {tab === "details" && (item.type === "folder" ? <FolderFacts folder={item} /> : <FileFacts id={item.id} />)}
-        {tab === "linked" && <LinkedTo id={item.id} />}
+        {tab === "linked" && <LinkedTo id={item.id} name={item.name} />}
         {tab === "history" && <History subject={item.id} folderId={item.type === "folder" ? item.id : item.folder_id} />}
       </TabPanel>
     </div>
@@ -251,23 +251,22 @@ export function FileFacts({ id }: { id: string }) {
   );
 }
 
-function LinkedTo({ id }: { id: string }) {
+function LinkedTo({ id, name }: { id: string; name: string }) {
   const version = useVersion();
   const [datasets, setDatasets] = useState<{ id: string; name: string }[] | null>(null);
   const [error, setError] = useState<unknown>(null);
+  // The dataset whose link "Remove" asks about (nothing goes before the person says so).
+  const [removing, setRemoving] = useState<{ id: string; name: string } | null>(null);
+  const load = () => get(`/v1/files/${id}/datasets`).then((r: any) => setDatasets(r.items ?? r));
   useEffect(() => {
-    get(`/v1/files/${id}/datasets`)
-      .then((r: any) => setDatasets(r.items ?? r))
-      .catch(setError);
+    load().catch(setError);
   }, [id, version]);
   const remove = async (d: { id: string; name: string }) => {
-    try {
-      await del(`/v1/datasets/${d.id}/files/${id}`);
-      notify(`Removed from ${d.name}`);
-      changed();
-    } catch (e) {
-      setError(e);
-    }
+    await del(`/v1/datasets/${d.id}/files/${id}`);
+    // The list as it is now, before the question closes (its row, and "Remove", gone).
+    await load().catch(setError);
+    notify(`Removed ${name} from ${d.name}`);
+    changed();
   };
   if (!datasets) return error ? <ErrorText error={error} /> : <p class="muted">Loading…</p>;
   return (
@@ -282,7 +281,7 @@ function LinkedTo({ id }: { id: string }) {
               <button type="button" onClick={() => navigate(`/datasets/${d.id}`)} aria-label="View">
                 View
               </button>
-              <button type="button" onClick={() => remove(d)} aria-label="Remove">
+              <button type="button" onClick={() => setRemoving(d)} aria-label="Remove">
                 Remove
               </button>
             </li>
@@ -290,6 +289,16 @@ function LinkedTo({ id }: { id: string }) {
         </ul>
       )}
       <ErrorText error={error} />
+      {removing && (
+        <Confirm
+          title={`Remove ${name} from dataset ${removing.name}?`}
+          action="Remove from dataset"
+          onConfirm={() => remove(removing)}
+          onClose={() => setRemoving(null)}
+        >
+          <p>The file stays in its folder and in any other dataset it is in: only this link goes.</p>
+        </Confirm>
+      )}
     </div>
   );
 }

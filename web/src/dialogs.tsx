@@ -6,7 +6,7 @@ import { count } from "./format";
 import { Lock } from "./icons";
 import { folderUrl, navigate } from "./router";
 import { changed, closeDialog, forget, mayEdit, mayManage, roleName, session, setDialogOpener, type DialogRequest } from "./store";
-import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
+import { Confirm, Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
 import { UploadDialog } from "./upload";
 
 export function DialogHost() {
@@ -317,7 +317,8 @@ function Rename({ item, onClose }: { item: { type: "file" | "folder"; id: string
   );
 }
 
-function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; onClose: () => void }) {
+// `name`: the one item deleted, named in the notice (the file page's "Delete").
+function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; name?: string; onClose: () => void }) {
   const [impact, setImpact] = useState<Impact | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
@@ -330,7 +331,11 @@ function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; onClose: 
     try {
       const r = await post<{ deleted: number }>("/v1/delete", body);
       forget([...props.fileIds, ...props.folderIds]);
-      notify(`Deleted ${r.deleted} ${r.deleted === 1 ? "item" : "items"}`);
+      notify(
+        props.name && r.deleted === 1
+          ? `Deleted ${props.name}: it is in the Trash`
+          : `Deleted ${r.deleted} ${r.deleted === 1 ? "item" : "items"}`,
+      );
       changed();
       props.onClose();
     } catch (e) {
@@ -551,17 +556,17 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
       await load();
     }
   };
+  // The person "Remove" asks about: nobody loses access before the admin says so.
+  const [removing, setRemoving] = useState<{ user_id: string; email: string } | null>(null);
   const remove = async (userId: string, email: string) => {
     setError(null);
-    try {
-      await del(`/v1/folders/${props.folderId}/collaborators/${userId}`);
-      await load();
-      notify(`Removed ${email} from ${props.folderName}`);
-      changed();
-    } catch (e) {
-      setError(e);
-    }
+    await del(`/v1/folders/${props.folderId}/collaborators/${userId}`);
+    await load();
+    notify(`Removed ${email} from ${props.folderName}`);
+    changed();
   };
+  // A grant on a folder above stays when this one goes: the question says so.
+  const kept = removing && people?.find((p) => p.user_id === removing.user_id && p.inherited_from !== null);
   const suggestions = typed.length > 0 ? known.filter((u) => u.email.includes(typed.toLowerCase()) && !emails.includes(u.email)).slice(0, 8) : [];
   return (
     <Dialog title={`Manage access: ${props.folderName}`} onClose={props.onClose} class="wide">
@@ -693,7 +698,7 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
                     </td>
                     <td>
                       {!locked && !inherited && manager && (
-                        <button type="button" aria-label={`Remove ${p.email}`} onClick={() => remove(p.user_id, p.email)}>
+                        <button type="button" aria-label={`Remove ${p.email}`} onClick={() => setRemoving(p)}>
                           Remove
                         </button>
                       )}
@@ -706,6 +711,20 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
         )}
       </TabPanel>
       <ErrorText error={error} />
+      {removing && (
+        <Confirm
+          title={`Remove ${removing.email} from folder ${props.folderName}?`}
+          action="Remove access"
+          onConfirm={() => remove(removing.user_id, removing.email)}
+          onClose={() => setRemoving(null)}
+        >
+          <p>
+            {kept
+              ? `They keep the ${roleName(kept.role)} role they have from a folder above, and with it access to this folder.`
+              : "They will lose access to it and everything in it."}
+          </p>
+        </Confirm>
+      )}
     </Dialog>
   );
 }

@@ -5,7 +5,7 @@ import { get, query, type Item } from "./api";
 import { kindLabel } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
-import { ErrorText } from "./ui";
+import { ErrorText, LoadFailed } from "./ui";
 
 const where = (hit: Item) => {
   const path = hit.path ?? [];
@@ -131,10 +131,14 @@ export function SearchPage({ q }: { q: string }) {
   const [next, setNext] = useState<string | null>(null);
   const [more, setMore] = useState(false);
   const [error, setError] = useState<unknown>(null);
+  // The first page could not be read: no "Nothing found", and "Try again" searches again.
+  const [failed, setFailed] = useState<unknown>(null);
+  const [attempt, setAttempt] = useState(0);
   useEffect(() => {
     setHits(null);
     setNext(null);
     setError(null);
+    setFailed(null);
     if (!q) return setHits([]);
     const stop = new AbortController();
     get(`/v1/search${query({ q, order: "name", limit: RESULTS_PAGE })}`, stop.signal)
@@ -142,9 +146,9 @@ export function SearchPage({ q }: { q: string }) {
         setHits(r.items);
         setNext(r.next_cursor);
       })
-      .catch((e) => !stop.signal.aborted && setError(e));
+      .catch((e) => !stop.signal.aborted && setFailed(e));
     return () => stop.abort();
-  }, [q]);
+  }, [q, attempt]);
   const showMore = async () => {
     if (!next) return;
     setMore(true);
@@ -163,8 +167,10 @@ export function SearchPage({ q }: { q: string }) {
     <section class="search-page" aria-label="Search results">
       <h1 class="title">Results for “{q}”</h1>
       <ErrorText error={error} />
-      {hits === null ? (
-        !error && <p class="muted">Searching…</p>
+      {failed ? (
+        <LoadFailed what="The search results" error={failed} onRetry={() => setAttempt(attempt + 1)} />
+      ) : hits === null ? (
+        <p class="muted">Searching…</p>
       ) : hits.length === 0 ? (
         <p>Nothing found.</p>
       ) : (

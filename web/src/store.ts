@@ -27,7 +27,7 @@ export type DialogRequest =
   | { kind: "new-folder"; parentId: string | null }
   | { kind: "upload"; folderId: string | null; tab?: string }
   | { kind: "move"; fileIds: string[]; folderIds: string[]; from: string | null }
-  | { kind: "delete"; fileIds: string[]; folderIds: string[] }
+  | { kind: "delete"; fileIds: string[]; folderIds: string[]; name?: string }
   | { kind: "add-to-dataset"; fileIds: string[]; folderIds: string[]; folderId: string | null }
   | { kind: "access"; folderId: string; folderName: string; role: string | null }
   | { kind: "rename"; item: { type: "file" | "folder"; id: string; name: string } };

@@ -5,7 +5,7 @@ import { all, ApiError, call, del, get, post, type Folder } from "./api";
 import { bytes, count, date, kindLabel } from "./format";
 import { changed, mayEdit, restored, useVersion } from "./store";
 import { folderUrl, navigate } from "./router";
-import { ErrorText, notify } from "./ui";
+import { ErrorText, LoadFailed, notify } from "./ui";
 
 type TrashItem = {
   type: "file" | "folder";
@@ -30,16 +30,25 @@ export function TrashPage() {
   const [confirming, setConfirming] = useState<Confirming>(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
+  // The list itself could not be read (the platform unreachable, a 5xx): what was shown
+  // before, if anything, is not passed off as the trash; "Try again" reads it again.
+  const [failed, setFailed] = useState<unknown>(null);
+  const [attempt, setAttempt] = useState(0);
   useEffect(() => {
     const stop = new AbortController();
+    setFailed(null);
     all<TrashItem>("/v1/trash", {}, undefined, stop.signal)
       .then((found) => {
         setItems(found);
         setChosen((was) => new Set([...was].filter((id) => found.some((i) => i.id === id))));
       })
-      .catch((e) => !stop.signal.aborted && setError(e));
+      .catch((e) => {
+        if (stop.signal.aborted) return;
+        setItems(null);
+        setFailed(e);
+      });
     return () => stop.abort();
-  }, [version]);
+  }, [version, attempt]);
 
   // Where each item was (and goes back to on "Restore"): its folder's name.
   const [places, setPlaces] = useState<Record<string, string | null>>({});
@@ -111,18 +120,20 @@ export function TrashPage() {
       {items && items.length > 0 && !mine.length && (
         <p class="muted">Only an Editor or Admin of their folders can restore these or delete them forever.</p>
       )}
-      <div class="toolbar" role="toolbar" aria-label="Trash actions">
-        <span>{picked.length} selected</span>
-        <button type="button" disabled={busy || !picked.length} onClick={restore}>
-          Restore
-        </button>
-        <button type="button" disabled={busy || !picked.length} onClick={() => setConfirming("purge")}>
-          Delete forever
-        </button>
-        <button type="button" disabled={busy || !mine.length} onClick={() => setConfirming("empty")}>
-          Empty trash
-        </button>
-      </div>
+      {!failed && (
+        <div class="toolbar" role="toolbar" aria-label="Trash actions">
+          <span>{picked.length} selected</span>
+          <button type="button" disabled={busy || !picked.length} onClick={restore}>
+            Restore
+          </button>
+          <button type="button" disabled={busy || !picked.length} onClick={() => setConfirming("purge")}>
+            Delete forever
+          </button>
+          <button type="button" disabled={busy || !mine.length} onClick={() => setConfirming("empty")}>
+            Empty trash
+          </button>
+        </div>
+      )}
       {confirming && (
         <div role="alertdialog" aria-label="Confirm" class="confirm">
           <p>
@@ -139,7 +150,8 @@ export function TrashPage() {
         </div>
       )}
       <ErrorText error={error} />
-      {items === null && !error && <p class="muted">Loading…</p>}
+      {failed ? <LoadFailed what="The trash" error={failed} onRetry={() => setAttempt(attempt + 1)} /> : null}
+      {items === null && !failed && <p class="muted">Loading…</p>}
       {items && !items.length && <p class="muted">The trash is empty.</p>}
       {items && items.length > 0 && (
         <table class="trash-items">

@@ -9,6 +9,10 @@ export function Dialog(props: {
   onClose: () => void;
   children: ComponentChildren;
   class?: string;
+  // "alertdialog" for a question that must be answered (a confirmation), described by
+  // the element with the id `describedBy`.
+  role?: "alertdialog";
+  describedBy?: string;
 }) {
   const ref = useRef<HTMLDialogElement>(null);
   const id = useId();
@@ -17,17 +21,20 @@ export function Dialog(props: {
     // What had the focus (the button, or the grid a menu was opened from) gets it back
     // when the dialog closes: a keyboard user goes on from where they were.
     const opener = document.activeElement as HTMLElement | null;
+    const tab = tabOf(opener);
     if (!dialog.open) dialog.showModal();
     return () => {
       if (dialog.open) dialog.close();
-      giveBack(opener, dialog);
+      giveBack(opener, dialog, tab);
     };
   }, []);
   return (
     <dialog
       ref={ref}
       class={`dialog ${props.class ?? ""}`}
+      role={props.role}
       aria-labelledby={id}
+      aria-describedby={props.describedBy}
       onCancel={(e) => {
         e.preventDefault();
         props.onClose();
@@ -45,11 +52,61 @@ export function Dialog(props: {
 }
 
 // Focus back to `opener` as `closing` (a dialog, a menu) goes, unless the person has
-// already put it elsewhere (a click on another control).
-function giveBack(opener: HTMLElement | null, closing: HTMLElement) {
+// already put it elsewhere (a click on another control). An opener that went with what
+// the dialog did (the "Remove" of a row removed) hands it to `fallback`: the tab of the
+// panel it was in.
+function giveBack(opener: HTMLElement | null, closing: HTMLElement, fallback: string | null = null) {
   const now = document.activeElement;
   const lost = !now || now === document.body || closing.contains(now);
-  if (lost && opener && opener !== document.body && opener.isConnected) opener.focus();
+  if (!lost || !opener || opener === document.body) return;
+  if (opener.isConnected) opener.focus();
+  else if (fallback) document.getElementById(fallback)?.focus();
+}
+
+// The id of the tab whose panel holds `el`, if any.
+function tabOf(el: Element | null): string | null {
+  return el?.closest('[role="tabpanel"]')?.getAttribute("aria-labelledby") ?? null;
+}
+
+// A question before an action that cannot be taken back from here (a removal): its
+// title names what goes and from where, `children` what follows from it. "Cancel" has
+// the focus first; Escape cancels; the destructive button says what it does. A refusal
+// is shown in the dialog, which stays open.
+export function Confirm(props: {
+  title: string;
+  action: string;
+  onConfirm: () => Promise<unknown>;
+  onClose: () => void;
+  children?: ComponentChildren;
+}) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const described = useId();
+  const go = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      await props.onConfirm();
+      props.onClose();
+    } catch (e) {
+      setError(e);
+      setBusy(false);
+    }
+  };
+  return (
+    <Dialog title={props.title} onClose={props.onClose} role="alertdialog" describedBy={described} class="confirm-dialog">
+      <div id={described}>{props.children}</div>
+      <ErrorText error={error} />
+      <div class="actions">
+        <button type="button" autoFocus onClick={props.onClose}>
+          Cancel
+        </button>
+        <button type="button" class="danger" disabled={busy} onClick={go}>
+          {props.action}
+        </button>
+      </div>
+    </Dialog>
+  );
 }
 
 export type Tab = { id: string; label: string };
@@ -251,6 +308,29 @@ export function Unavailable({ what, error, onRetry }: { what: "folder" | "file" 
     </section>
   );
 }
+
+// A list page (the Trash, the Datasets, search results) whose list could not be read:
+// said in words under the page's own heading, "Try again" to read it again, and the way
+// to the top level. Never an empty state ("The trash is empty") in its place.
+export function LoadFailed({ what, error, onRetry }: { what: string; error: unknown; onRetry: () => void }) {
+  return (
+    <div class="load-failed">
+      <p role="alert" class="error-text">
+        {what} could not be loaded. {sentence(error instanceof Error ? error.message : String(error))}
+      </p>
+      <p class="actions-inline">
+        <button type="button" onClick={onRetry}>
+          Try again
+        </button>
+        <AllFoldersLink />
+      </p>
+    </div>
+  );
+}
+
+// The API's messages start in lower case ("the catalog service did not answer…"): after
+// a sentence of ours, one of their own.
+const sentence = (text: string) => text.charAt(0).toUpperCase() + text.slice(1);
 
 // The way back to the top level from a page that shows nothing else.
 export function AllFoldersLink() {

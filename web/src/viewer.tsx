@@ -1,10 +1,12 @@
-// A file's page: its viewer (image with zoom, video and audio, a frame strip for image
-// groups and sequences, DICOM slice by slice, PDF, text) beside its details.
+// A file's page: its actions (those of the folder view's menu, by the same dialogs), its
+// viewer (image with zoom, video and audio, a frame strip for image groups and sequences,
+// DICOM slice by slice, PDF, text) beside its details.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { get, type FileItem, type Folder } from "./api";
 import { Breadcrumbs } from "./browse";
 import { Details } from "./details";
-import { useVersion } from "./store";
+import { folderUrl, navigate } from "./router";
+import { goneSince, mayEdit, open, useVersion } from "./store";
 import { ErrorText, Unavailable } from "./ui";
 
 const content = (id: string) => `/v1/files/${id}/content`;
@@ -15,7 +17,11 @@ export function FilePage({ id }: { id: string }) {
   const [folder, setFolder] = useState<Folder | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [attempt, setAttempt] = useState(0);
+  // The version the page was opened at: a delete made since (its "Delete") sends the page
+  // to the file's folder, where the Trash's notice is said.
+  const opened = useRef(version);
   useEffect(() => {
+    if (file && goneSince(id, opened.current)) return navigate(folderUrl(file.folder_id), true);
     setError(null);
     get<FileItem>(`/v1/files/${id}`)
       .then((f) => {
@@ -31,12 +37,47 @@ export function FilePage({ id }: { id: string }) {
       <section class="content" aria-label={file.name}>
         <Breadcrumbs path={folder?.path ?? []} last={false} />
         <h1 class="title">{file.name}</h1>
+        <FileActions file={file} folder={folder} />
         <ErrorText error={error} />
         <Viewer file={file} />
       </section>
       <aside class="details" aria-label="Details">
         <Details item={file} />
       </aside>
+    </div>
+  );
+}
+
+// What the folder view's menu offers for one file, by its dialogs: a User (viewer) of the
+// folder gets Download and Add to dataset, and is told why there is no more.
+function FileActions({ file, folder }: { file: FileItem; folder: Folder | null }) {
+  const editable = mayEdit(folder?.my_role);
+  const item = { type: "file" as const, id: file.id, name: file.name };
+  return (
+    <div class="toolbar" role="toolbar" aria-label="File actions">
+      <a class="button" href={content(file.id)} download={file.name}>
+        Download
+      </a>
+      <button
+        type="button"
+        onClick={() => open({ kind: "add-to-dataset", fileIds: [file.id], folderIds: [], folderId: file.folder_id })}
+      >
+        Add to dataset
+      </button>
+      {editable && (
+        <>
+          <button type="button" onClick={() => open({ kind: "rename", item })}>
+            Rename
+          </button>
+          <button type="button" onClick={() => open({ kind: "move", fileIds: [file.id], folderIds: [], from: file.folder_id })}>
+            Move to another folder
+          </button>
+          <button type="button" onClick={() => open({ kind: "delete", fileIds: [file.id], folderIds: [], name: file.name })}>
+            Delete
+          </button>
+        </>
+      )}
+      {folder && !editable && <span class="muted">You can view this file, not change it.</span>}
     </div>
   );
 }

@@ -1,0 +1,106 @@
+"""A file's own page (`/files/<id>`) has the actions the folder view's menu has for a
+file, by the same dialogs: Download, Add to dataset, Rename, Move to another folder and
+Delete (to the Trash, after which the page goes to the file's folder and says so). A
+User (viewer) of the folder gets Download and Add to dataset, and is told why no more."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import items, make_folder, sign_in, unique, upload
+from tests.e2e.support import png, text
+
+
+def test_a_file_page_downloads_adds_to_a_dataset_renames_moves_and_deletes(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    home = make_folder(api, unique("file-home"))
+    away = make_folder(api, unique("file-away"))
+    body = png(16, 12)
+    [cat] = upload(api, home["id"], ("cat.png", body))
+    dataset = api.post("/v1/datasets", json={"name": unique("Training")}).json()
+
+    page.goto(f"/files/{cat['id']}")
+    expect(page.get_by_role("heading", name="cat.png", level=1)).to_be_visible()
+    actions = page.get_by_role("toolbar", name="File actions")
+
+    # Download: the file's own bytes, under its name.
+    with page.expect_download() as downloading:
+        actions.get_by_role("link", name="Download").click()
+    download = downloading.value
+    assert download.suggested_filename == "cat.png"
+    path = download.path()
+    assert path is not None and path.read_bytes() == body
+
+    # Add to dataset: the folder view's dialog; the focus comes back to the button.
+    actions.get_by_role("button", name="Add to dataset").click()
+    dialog = page.get_by_role("dialog", name="Add to dataset")
+    dialog.get_by_role("listitem", name=dataset["name"]).get_by_role("button", name="Add").click()
+    # (An image's page has a status of its own, the zoom level: the notice is the other.)
+    notices = page.locator(".notices").get_by_role("status")
+    expect(notices).to_contain_text(f"Added 1 file to {dataset['name']}")
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    expect(actions.get_by_role("button", name="Add to dataset")).to_be_focused()
+    linked = api.get(f"/v1/files/{cat['id']}/datasets").json()["items"]
+    assert [d["id"] for d in linked] == [dataset["id"]]
+
+    # Rename: the page's title follows, and so does the platform (after a reload too).
+    actions.get_by_role("button", name="Rename").click()
+    dialog = page.get_by_role("dialog", name="Rename file")
+    dialog.get_by_label("Name").fill("kitten.png")
+    dialog.get_by_role("button", name="Rename").click()
+    expect(page.get_by_role("heading", name="kitten.png", level=1)).to_be_visible()
+    page.reload()
+    expect(page.get_by_role("heading", name="kitten.png", level=1)).to_be_visible()
+    assert api.get(f"/v1/files/{cat['id']}").json()["name"] == "kitten.png"
+
+    # Move: the breadcrumbs name the new folder.
+    actions.get_by_role("button", name="Move to another folder").click()
+    dialog = page.get_by_role("dialog", name="Move to another folder")
+    dialog.get_by_role("combobox", name="Target folder").fill(away["name"])
+    dialog.get_by_role("option", name=away["name"]).click()
+    expect(dialog).to_contain_text("This moves 1 file and 0 folders.")
+    dialog.get_by_role("button", name="Move").click()
+    crumbs = page.get_by_role("navigation", name="Breadcrumb")
+    expect(crumbs.get_by_role("link", name=away["name"])).to_be_visible()
+    expect(crumbs.get_by_role("link", name=home["name"])).to_have_count(0)
+    assert api.get(f"/v1/files/{cat['id']}").json()["folder_id"] == away["id"]
+
+    # Delete: to the Trash; the page goes to the folder it was in and says so.
+    actions.get_by_role("button", name="Delete").click()
+    dialog = page.get_by_role("dialog", name="Delete")
+    expect(dialog).to_contain_text("This deletes 1 file and 0 folders.")
+    dialog.get_by_role("button", name="Delete").click()
+    expect(page).to_have_url(f"/folders/{away['id']}")
+    expect(page.get_by_role("heading", name=away["name"], level=1)).to_be_visible()
+    expect(notices).to_contain_text("Deleted kitten.png: it is in the Trash")
+    expect(page.get_by_text("This folder is empty.")).to_be_visible()
+    assert items(api, away["id"]) == []
+    trash = api.get("/v1/trash", params={"limit": 1000}).json()["items"]
+    assert cat["id"] in {i["id"] for i in trash}
+
+
+def test_a_viewer_of_the_folder_gets_no_write_action_on_a_file_page(
+    page: Page, api: httpx.Client
+) -> None:
+    folder = make_folder(api, unique("file-viewed"))
+    [note] = upload(api, folder["id"], ("note.txt", text("n\n")))
+    email = f"{unique('viewer')}@example.com"
+    made = api.post("/v1/users", json={"email": email, "name": "Viewer", "org_role": "member"})
+    assert made.status_code == 201, made.text
+    added = api.post(
+        f"/v1/folders/{folder['id']}/collaborators", json={"emails": [email], "role": "user"}
+    )
+    assert added.status_code == 200, added.text
+    sign_in(page, made.json()["api_key"])
+
+    page.goto(f"/files/{note['id']}")
+    actions = page.get_by_role("toolbar", name="File actions")
+    expect(actions).to_contain_text("You can view this file, not change it.")
+    expect(actions.get_by_role("link", name="Download")).to_be_visible()
+    expect(actions.get_by_role("button", name="Add to dataset")).to_be_visible()
+    for refused in ("Rename", "Move to another folder", "Delete"):
+        expect(actions.get_by_role("button", name=refused)).to_have_count(0)
