@@ -46,15 +46,13 @@ async def test_a_members_count_of_a_large_dataset_is_one_statement(database_url:
             [FILES, 3, 0],
         )
         await pool.execute(
-            "INSERT INTO datasets.members (dataset_id, file_id)"
-            " SELECT $1, unnest($2::uuid[])",
+            "INSERT INTO datasets.members (dataset_id, file_id) SELECT $1, unnest($2::uuid[])",
             big,
             files,
         )
         # The small one: a file seen, one hidden, one the mirror does not know (yet).
         await pool.execute(
-            "INSERT INTO datasets.members (dataset_id, file_id)"
-            " SELECT $1, unnest($2::uuid[])",
+            "INSERT INTO datasets.members (dataset_id, file_id) SELECT $1, unnest($2::uuid[])",
             small,
             [files[0], files[FOLDERS - 1], uuid.uuid4()],
         )
