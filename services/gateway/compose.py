@@ -414,6 +414,7 @@ class Compose:
         if source.get("type") == "cloud":
             # Imported by reference: the bytes are in the customer's bucket. Ingest holds
             # the integration's credentials and answers a short-lived presigned URL.
+            # The object is signed with the folder's path: ingest presigns that one only.
             integration = urllib.parse.quote(str(source.get("integration_id")), safe="")
             presigned = await self.gateway.call(
                 "ingest",
@@ -422,6 +423,7 @@ class Compose:
                 request,
                 call.user,
                 folder_path=",".join(file.get("folder_path") or ()),
+                object_ref=f"{source.get('integration_id')}:{source.get('key', '')}",
                 params={
                     "key": source.get("key", ""),
                     "name": file["name"],
