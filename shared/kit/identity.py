@@ -43,6 +43,10 @@ import structlog
 from pydantic import SecretStr
 
 HEADER = "X-Files-Identity"
+# A second token, for a call that also acts on the right of another user than its
+# caller: an upload session's completion carries its opener's (the key that opened it,
+# their access now, the session's folder path), beside the completer's own.
+OPENER_HEADER = "X-Files-Opener"
 _HEADER = HEADER.lower().encode()
 VERSION = b"v1"
 # Long enough for any clock skew between pods and a slow hop; short enough that a

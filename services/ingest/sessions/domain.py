@@ -178,6 +178,7 @@ def open_session(
     store_key: str,
     upload_id: str,
     expires_at: datetime,
+    key_id: uuid.UUID | None = None,
 ) -> list[Change]:
     events: list[Event] = [
         ev.UploadJobStarted(job_id=session_id, folder_id=folder_id, total=1, kind="session"),
@@ -191,6 +192,7 @@ def open_session(
             store_key=store_key,
             upload_id=upload_id,
             expires_at=expires_at,
+            key_id=key_id,
         ),
     ]
     return appended(ev.job_stream(session_id), events)
