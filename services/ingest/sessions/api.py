@@ -29,17 +29,26 @@ def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]])
         body: dict[str, Any] = Body(...),
     ) -> JSON:
         await writable(folder_id)
-        # Bound to the key it is opened with (signed by the gateway): see check_opener.
+        # Bound to the key it is opened with (signed by the gateway): see domain.check_opener.
         key_id = identity_of(request).key_id
         opened = await sessions.open(caller, folder_id, body, uuid.UUID(key_id) if key_id else None)
         return recorded(opened, 201)
 
     @api.get("/internal/uploads/{session_id}/opener", include_in_schema=False)
     async def opener(session_id: uuid.UUID) -> dict[str, Any]:
-        found = await sessions.opener_of(session_id)
-        if found is None:
+        """Who opened the session, with which key, for which folder: for the gateway to
+        find what they may do now (domain.check_opener)."""
+        row = await sessions.pool.fetchrow(
+            "SELECT folder_id, created_by, key_id FROM ingest.sessions WHERE id = $1",
+            session_id,
+        )
+        if row is None:
             raise not_found("upload session", session_id)
-        return found
+        return {
+            "folder_id": str(row["folder_id"]),
+            "created_by": row["created_by"],
+            "key_id": str(row["key_id"]) if row["key_id"] else None,
+        }
 
     @api.get("/v1/uploads/{session_id}")
     async def session(session_id: uuid.UUID, _: Caller) -> dict[str, Any]:

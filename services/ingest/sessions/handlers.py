@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,11 +33,9 @@ from services.ingest.sessions import domain
 from services.ingest.sessions.projections import sessions
 from services.ingest.uploads.domain import StoredFile
 from shared.contracts.envelope import Cause, envelopes_of, now
-from shared.kit.access import RANK, Access
 from shared.kit.blobs import BlobStore, UnknownUpload, content_key
 from shared.kit.db import Conn
 from shared.kit.errors import Refused, storage_failed
-from shared.kit.identity import Identity
 from shared.kit.logs import log
 from shared.kit.service import Handlers, Parts
 
@@ -72,45 +70,6 @@ END $$;
 
 async def setup(conn: Conn) -> None:
     await conn.execute(DDL)
-
-
-def check_opener(row: asyncpg.Record, opener: Identity | None) -> None:
-    """A session takes parts and is completed only while the API key that opened it is
-    valid and its user may still upload into its folder (the editor role there): the
-    gateway signs, for the opener, the key's id and their access as the ACL context says
-    them now, and the folder's path as the catalog does; decided here, from that. A
-    session opened before keys were recorded (no `key_id`) is left to its signature."""
-    if row["key_id"] is None:
-        return
-    session_id = row["id"]
-    if (
-        opener is None
-        or opener.access is None
-        or opener.actor != row["created_by"]
-        or opener.key_id != str(row["key_id"])
-    ):
-        raise Refused(
-            403,
-            "session_key_revoked",
-            f"the API key that opened upload session {session_id} was revoked: the session"
-            " takes no more parts and cannot be completed; open a new one with a valid key",
-            {"session_id": str(session_id)},
-        )
-    folder_id = row["folder_id"]
-    try:
-        path = [uuid.UUID(p) for p in (opener.folder_path or "").split(",") if p]
-    except ValueError:
-        path = []
-    role = Access.decode(opener.access).role_on(path) if path and path[-1] == folder_id else None
-    if role is None or RANK[role] < RANK["editor"]:
-        raise Refused(
-            403,
-            "upload_right_lost",
-            f"the user who opened upload session {session_id} may no longer upload into"
-            f" folder {folder_id} (the editor role is needed): the session takes no more"
-            " parts and cannot be completed",
-            {"session_id": str(session_id), "folder_id": str(folder_id), "role_needed": "editor"},
-        )
 
 
 def _signature(secret: bytes, session_id: uuid.UUID, number: int, expires: int) -> str:
@@ -168,11 +127,10 @@ class Sessions(Handlers):
         expires: int,
         signature: str,
         chunks: AsyncIterable[bytes],
-        opener: Identity | None = None,
+        opener: domain.Opener | None = None,
     ) -> dict[str, Any]:
         """A part sent to our own URL (the local store): the signature is the right,
-        while the key that opened the session is valid and its user may upload into the
-        folder (`check_opener`: `opener` is the identity the gateway signed for them)."""
+        while its opener keeps theirs (`domain.check_opener`)."""
         wanted = _signature(self._signing_key, session_id, number, expires)
         # Compared as bytes: a signature of any text is refused, never an error.
         given = signature.encode("utf-8", "surrogatepass")
@@ -181,7 +139,7 @@ class Sessions(Handlers):
         row = await self._row(self.pool, session_id)
         if row is None or row["status"] != "open":
             raise Refused(404, "not_found", f"upload session {session_id} is not open")
-        check_opener(row, opener)
+        domain.check_opener(row, opener)
         if not 1 <= number <= row["parts"]:
             raise Refused(
                 422, "invalid_part", f"this session has parts 1 to {row['parts']}", {"part": number}
@@ -189,7 +147,7 @@ class Sessions(Handlers):
         expected = domain.plan(row["size"], row["part_size"])[number - 1].size
         try:
             etag = await self.blobs.put_part(
-                row["store_key"], row["upload_id"], number, _at_most(chunks, expected, number)
+                row["store_key"], row["upload_id"], number, domain.at_most(chunks, expected, number)
             )
         except (FileNotFoundError, UnknownUpload):
             # The session's parts went while this one streamed (aborted, expired, or
@@ -218,15 +176,14 @@ class Sessions(Handlers):
         return {"done": self._view(row, stored)["bytes_stored"], "total": row["size"]}
 
     async def complete(
-        self, cause: Cause, session_id: uuid.UUID, opener: Identity | None = None
+        self, cause: Cause, session_id: uuid.UUID, opener: domain.Opener | None = None
     ) -> tuple[dict[str, Any], int]:
         """Assemble the parts, read the file once, and register it; all in one
         transaction holding the session, so a second completion waits, then finds it
-        completed. Refused while the key that opened it is revoked or its user may no
-        longer upload into its folder (`check_opener`)."""
+        completed; while its opener keeps their right (`domain.check_opener`)."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._open(conn, session_id, lock=True)
-            check_opener(row, opener)
+            domain.check_opener(row, opener)
             rejected: Refused | None = None
             plan = domain.plan(row["size"], row["part_size"])
             stored, assembled = await self._stored(row)
@@ -293,18 +250,6 @@ class Sessions(Handlers):
         except Exception as error:  # recorded already: the sweep deletes it later
             log.warning("ingest.session_object_left", key=key, error=repr(error))
         return {"job_id": str(session_id), "file_id": str(file.file_id)}, position
-
-    async def opener_of(self, session_id: uuid.UUID) -> dict[str, Any] | None:
-        """Who opened the session, with which key, for which folder (for the gateway to
-        find what they may do now); None if there is no such session."""
-        row = await self._row(self.pool, session_id)
-        if row is None:
-            return None
-        return {
-            "folder_id": str(row["folder_id"]),
-            "created_by": row["created_by"],
-            "key_id": str(row["key_id"]) if row["key_id"] else None,
-        }
 
     async def folder_of(self, session_id: uuid.UUID) -> uuid.UUID:
         """The folder a session adds its file to (it never changes); 404 if none."""
@@ -541,19 +486,3 @@ class Sessions(Handlers):
 
 def _number(part: domain.StoredPart) -> int:
     return part.number
-
-
-async def _at_most(chunks: AsyncIterable[bytes], size: int, number: int) -> AsyncIterator[bytes]:
-    """The part's bytes, refused as soon as they run past its planned size: a signed URL
-    does not buy unlimited disk."""
-    seen = 0
-    async for chunk in chunks:
-        seen += len(chunk)
-        if seen > size:
-            raise Refused(
-                413,
-                "part_too_large",
-                f"part {number} is {size} bytes; more were sent",
-                {"part": number, "size": size},
-            )
-        yield chunk
