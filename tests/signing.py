@@ -28,15 +28,25 @@ class Signed(Mapping[str, str]):
         access: str | None,
         extra: Mapping[str, str],
         folder_path: str | None = None,
+        object_ref: str | None = None,
+        key_id: str | None = None,
     ) -> None:
         self.actor = actor
         self.access = access
         self.extra = dict(extra)
         self.folder_path = folder_path
+        self.object_ref = object_ref
+        self.key_id = key_id
 
     def __getitem__(self, name: str) -> str:
         if name == identity.HEADER:
-            return SIGNER.sign(self.actor, self.access, folder_path=self.folder_path)
+            return SIGNER.sign(
+                self.actor,
+                self.access,
+                folder_path=self.folder_path,
+                object_ref=self.object_ref,
+                key_id=self.key_id,
+            )
         return self.extra[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -48,12 +58,20 @@ class Signed(Mapping[str, str]):
 
 
 def as_user(
-    user_id: str, access: Access | str, *, folder_path: str | None = None, **extra: str
+    user_id: str,
+    access: Access | str,
+    *,
+    folder_path: str | None = None,
+    object_ref: str | None = None,
+    key_id: str | None = None,
+    **extra: str,
 ) -> Signed:
     """What the gateway sends for a user: who they are and what they may do, and for a
-    call about a folder, the folder's path of ids (comma-separated, root first)."""
+    call about a folder, the folder's path of ids (comma-separated, root first); for a
+    file imported by reference, its object (`<integration id>:<key>`); the id of the key
+    they were authenticated by."""
     encoded = access if isinstance(access, str) else access.encode()
-    return Signed(user_id, encoded, extra, folder_path)
+    return Signed(user_id, encoded, extra, folder_path, object_ref, key_id)
 
 
 def as_service(name: str = "gateway") -> Signed:

@@ -38,10 +38,13 @@ Path = Annotated[list[uuid.UUID], Depends(folder_path)]
 
 
 class KeyCheck(BaseModel):
-    """An API key, or a web app session's token."""
+    """An API key, or a web app session's token; or a key's id (the gateway asking
+    whether the key that opened an upload session is still valid, and what its user may
+    do now)."""
 
     api_key: str | None = None
     session_token: str | None = None
+    key_id: uuid.UUID | None = None
 
 
 class SignIn(BaseModel):
@@ -146,7 +149,7 @@ def router(acl: AccessControl) -> APIRouter:
 
     @api.post("/internal/authenticate", include_in_schema=False)
     async def authenticate(body: KeyCheck) -> JSON:
-        user = await acl.authenticate(body.api_key, body.session_token)
+        user = await acl.authenticate(body.api_key, body.session_token, body.key_id)
         if user is None:
             return JSON(error_body("unauthenticated", "unknown or revoked API key"), 401)
         return JSON(user)

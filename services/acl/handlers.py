@@ -179,14 +179,26 @@ class AccessControl(Handlers):
         return domain.Caller(user_id, role)
 
     async def authenticate(
-        self, key: str | None = None, session_token: str | None = None
+        self,
+        key: str | None = None,
+        session_token: str | None = None,
+        key_id: uuid.UUID | None = None,
     ) -> dict[str, Any] | None:
-        """The user of an API key or of a web app session, and what they may do
-        (`access`, the gateway's header), in one round trip; None for an unknown or
+        """The user of an API key, of a web app session or of a key's id, and what they
+        may do (`access`, the gateway's header), with the key's id (`key_id`: the key, or
+        the one the session was started with), in one round trip; None for an unknown or
         revoked key, or a session that is unknown, ended or expired."""
-        grants = """SELECT u.*, ARRAY(SELECT c.folder_id::text || ':' || c.role
-                                      FROM acl.collaborators c WHERE c.user_id = u.id) AS grants"""
-        if session_token is not None:
+        grants = """SELECT u.*, k.id AS key_id,
+                           ARRAY(SELECT c.folder_id::text || ':' || c.role
+                                 FROM acl.collaborators c WHERE c.user_id = u.id) AS grants"""
+        if key_id is not None:
+            row = await self.pool.fetchrow(
+                f"""{grants}
+                    FROM acl.api_keys k JOIN acl.users u ON u.id = k.user_id
+                    WHERE k.id = $1 AND NOT k.revoked""",
+                key_id,
+            )
+        elif session_token is not None:
             row = await self.pool.fetchrow(
                 f"""{grants}
                     FROM acl.sessions s
@@ -211,7 +223,7 @@ class AccessControl(Handlers):
             org_admin=row["org_role"] == "admin",
             grants={uuid.UUID(folder): role for folder, _, role in pairs},
         )
-        return {**user_json(row), "access": access.encode()}
+        return {**user_json(row), "access": access.encode(), "key_id": str(row["key_id"])}
 
     async def user(self, user_id: uuid.UUID) -> dict[str, Any]:
         row = await self.pool.fetchrow("SELECT * FROM acl.users WHERE id = $1", user_id)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from services.datasets import domain
-from services.datasets.handlers import Datasets, files_seen
+from services.datasets.handlers import Datasets, files_seen, visible_file_counts
 from shared.api.datasets import DatasetChanges, FileIds, NewDataset, Sharing
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
@@ -64,7 +64,9 @@ def _after(cursor: str | None) -> uuid.UUID:
         ) from error
 
 
-def dataset_json(row: Any, my_role: str | None = None) -> dict[str, Any]:
+def dataset_json(row: Any, my_role: str | None, file_count: int) -> dict[str, Any]:
+    """A dataset as the caller may see it: `file_count` counts the files of it they see
+    (`visible_file_counts`), as its file list lists them."""
     return {
         "id": str(row["id"]),
         "name": row["name"],
@@ -72,7 +74,7 @@ def dataset_json(row: Any, my_role: str | None = None) -> dict[str, Any]:
         "synced_folder_id": str(row["synced_folder_id"]) if row["synced_folder_id"] else None,
         "synced": row["synced_folder_id"] is not None,
         "unsynced_from_folder_id": str(row["unsynced_from"]) if row["unsynced_from"] else None,
-        "file_count": row["file_count"],
+        "file_count": file_count,
         "created_at": row["created_at"].isoformat(),
         "created_by": row["created_by"],
         "my_role": my_role,
@@ -89,7 +91,9 @@ def router(datasets: Datasets) -> APIRouter:
         role = (
             None if row is None else domain.role_of(caller, row["created_by"], row["shared_role"])
         )
-        return dataset_json(row, domain.require(role, "user", dataset_id))
+        role = domain.require(role, "user", dataset_id)
+        counts = await visible_file_counts(datasets.pool, caller, [row])
+        return dataset_json(row, role, counts[dataset_id])
 
     async def collaborators(dataset_id: uuid.UUID) -> dict[str, Any]:
         creator = await datasets.pool.fetchval(
@@ -132,12 +136,16 @@ def router(datasets: Datasets) -> APIRouter:
             limit + 1,
         )
         more = len(rows) > limit
+        rows = rows[:limit]
+        counts = await visible_file_counts(datasets.pool, rights, rows)
         return {
             "items": [
-                dataset_json(r, domain.role_of(rights, r["created_by"], r["shared_role"]))
-                for r in rows[:limit]
+                dataset_json(
+                    r, domain.role_of(rights, r["created_by"], r["shared_role"]), counts[r["id"]]
+                )
+                for r in rows
             ],
-            "next_cursor": _cursor(str(rows[limit - 1]["id"])) if more else None,
+            "next_cursor": _cursor(str(rows[-1]["id"])) if more else None,
         }
 
     @api.get("/v1/datasets/{dataset_id}")

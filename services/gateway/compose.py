@@ -40,6 +40,7 @@ from shared.kit import consistency
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
 from shared.kit.http import JSON, RETRY_AFTER_S, error_body
+from shared.kit.identity import OPENER_HEADER
 from shared.kit.logs import log
 
 # The catalog registers a group's images all at once: a large group (10,000 frames)
@@ -414,6 +415,7 @@ class Compose:
         if source.get("type") == "cloud":
             # Imported by reference: the bytes are in the customer's bucket. Ingest holds
             # the integration's credentials and answers a short-lived presigned URL.
+            # The object is signed with the folder's path: ingest presigns that one only.
             integration = urllib.parse.quote(str(source.get("integration_id")), safe="")
             presigned = await self.gateway.call(
                 "ingest",
@@ -422,6 +424,7 @@ class Compose:
                 request,
                 call.user,
                 folder_path=",".join(file.get("folder_path") or ()),
+                object_ref=f"{source.get('integration_id')}:{source.get('key', '')}",
                 params={
                     "key": source.get("key", ""),
                     "name": file["name"],
@@ -665,7 +668,20 @@ class Compose:
             return error_response(404, "not_found", f"upload session {session_id} does not exist")
         if call.request.method == "GET":
             return self.gateway.relay(found, body=self.with_part_urls(call, session))
-        answer = await self.gateway.forward(call, folder_path=self.path_of(folder))
+        headers = None
+        if call.request.method == "POST":
+            # Completing: ingest checks the opener's right too (their key, their role).
+            opener, path = await self.session_opener(call, session_id)
+            if opener is not None:
+                signed = self.gateway.identity.sign(
+                    opener["id"],
+                    opener["access"],
+                    call.request.state.correlation_id,
+                    folder_path=path,
+                    key_id=opener.get("key_id"),
+                )
+                headers = {OPENER_HEADER: signed}
+        answer = await self.gateway.forward(call, folder_path=self.path_of(folder), headers=headers)
         if call.request.method != "POST" or answer.status_code != 201:
             return self.gateway.relay(answer)
         # Completed: answer with the file as the catalog registered it, as an upload does.
@@ -687,8 +703,51 @@ class Compose:
 
     async def upload_part(self, call: Call) -> Response:
         """A part of an upload session, sent to the URL the session gave: its signature
-        is the right (as a presigned S3 URL's is), not an API key; ingest checks it."""
-        return self.gateway.relay(await self.gateway.forward(call, stream_body=True))
+        is the right (as a presigned S3 URL's is), not an API key; ingest checks it, and
+        that the session's opener keeps theirs: it is sent as theirs (their key and
+        access as the ACL context says them now, the folder's path if they may still
+        upload there), or as no one's if their key was revoked. Whatever is found, ingest
+        answers (a bad signature is refused before the opener is looked at)."""
+        opener, path = await self.session_opener(call, call.values["session_id"])
+        as_opener = dataclasses.replace(call, user=opener)
+        return self.gateway.relay(
+            await self.gateway.forward(as_opener, stream_body=True, folder_path=path)
+        )
+
+    async def session_opener(
+        self, call: Call, session_id: str
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The user who opened an upload session, as the ACL context has them now, if
+        the key they opened it with is still valid; and the session's folder path if
+        they may still upload there (the editor role). (None, None) for a revoked key or
+        a session opened before keys were recorded."""
+        found = await self.gateway.call(
+            "ingest", "GET", f"/internal/uploads/{session_id}/opener", call.request
+        )
+        if found.status_code != 200 or found.json().get("key_id") is None:
+            return None, None
+        opened = found.json()
+        answer = await self.gateway.call(
+            "acl",
+            "POST",
+            "/internal/authenticate",
+            call.request,
+            json={"key_id": opened["key_id"]},
+        )
+        if answer.status_code >= 500:
+            raise Refused(503, "unavailable", "the access service did not answer; try again")
+        if answer.status_code != 200 or answer.json()["id"] != opened["created_by"]:
+            return None, None
+        opener: dict[str, Any] = answer.json()
+        folder = await self.gateway.call(
+            "catalog",
+            "GET",
+            f"/internal/folders/{opened['folder_id']}",
+            call.request,
+            opener,
+            params={"needed": "editor"},
+        )
+        return opener, self.path_of(folder) if folder.status_code == 200 else None
 
     async def job_with_files(self, call: Call) -> Response:
         answer = await self.gateway.forward(call)

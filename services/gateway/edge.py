@@ -321,6 +321,7 @@ class Gateway:
         *,
         with_body: bool = False,
         folder_path: str | None = None,
+        object_ref: str | None = None,
     ) -> dict[str, str]:
         """The headers of every call to a service, the one place they are made: who
         asks, signed (the user, or the gateway itself for a call made for no user: a
@@ -329,11 +330,19 @@ class Gateway:
         and the trace. `with_body` for the call that carries the caller's own request
         on (it keeps its content type and its Idempotency-Key; else a JSON call of ours
         would go out labelled as, say, the caller's multipart upload). `folder_path`, for
-        a call about a folder whose role the gateway checked, is signed with the user."""
+        a call about a folder whose role the gateway checked, is signed with the user,
+        and with it `object_ref`, the object of a customer's bucket of the file whose
+        folder it is (both from the same answer of the catalog). The id of the key the
+        user was authenticated by, when the ACL context said it, is signed too."""
         correlation = request.state.correlation_id
         headers = {
             identity.HEADER: self.identity.sign(
-                user["id"], user["access"], correlation, folder_path=folder_path
+                user["id"],
+                user["access"],
+                correlation,
+                folder_path=folder_path,
+                object_ref=object_ref,
+                key_id=user.get("key_id"),
             )
             if user is not None
             else self.identity.for_service("gateway", correlation),
@@ -359,6 +368,7 @@ class Gateway:
         headers: dict[str, str] | None = None,
         with_body: bool = False,
         folder_path: str | None = None,
+        object_ref: str | None = None,
         stream: bool = False,
         timeout: float | None = None,  # noqa: ASYNC109 (httpx's, per call)
     ) -> httpx.Response:
@@ -369,7 +379,9 @@ class Gateway:
         under its Idempotency-Key). A read whose kept-alive connection the service
         dropped (it closed it as idle while we sent) is sent once more, on a new one."""
         sent = {
-            **self._headers(request, user, with_body=with_body, folder_path=folder_path),
+            **self._headers(
+                request, user, with_body=with_body, folder_path=folder_path, object_ref=object_ref
+            ),
             **(headers or {}),
         }
         if json is not None:

@@ -384,6 +384,9 @@ class UploadSessionOpened(Event):
     store_key: str
     upload_id: str
     expires_at: datetime
+    # The id of the API key the session was opened with: its part URLs and its
+    # completion need that key still valid (None: opened before 2026-12-06).
+    key_id: uuid.UUID | None = None
 
 
 class UploadSessionEnded(Event):

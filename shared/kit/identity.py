@@ -12,8 +12,12 @@ a user refuses it (`shared/kit/http.py`).
 Token: `v1.<base64(JSON claims)>.<base64(HMAC-SHA256(key, "v1." + claims))>`,
 claims `{sub, acc, cid, iat, exp}` and, for a call about one folder, `fp`: the folder's
 path of ids as the gateway found it in the catalog (`shared/kit/http.py` folder_path),
-signed with the rest so no holder of a token can name another folder's path; valid
-TTL_S seconds. HMAC rather than Ed25519:
+signed with the rest so no holder of a token can name another folder's path; for a
+call about the object of a customer's bucket a file imported by reference is, `obj`
+(`<integration id>:<key>`, from the same answer of the catalog as `fp`: ingest presigns
+that object and no other); for a user authenticated by an API key (or a web session
+started with one), `kid`, the key's id (an upload session is bound to the key that
+opened it). Valid TTL_S seconds. HMAC rather than Ed25519:
 every service signs too (service-to-service calls), so each would need a private key
 of its own and every verifier the others' public keys, while the services already
 share one database credential, so a service holding the key could do no more harm
@@ -39,6 +43,10 @@ import structlog
 from pydantic import SecretStr
 
 HEADER = "X-Files-Identity"
+# A second token, for a call that also acts on the right of another user than its
+# caller: an upload session's completion carries its opener's (the key that opened it,
+# their access now, the session's folder path), beside the completer's own.
+OPENER_HEADER = "X-Files-Opener"
 _HEADER = HEADER.lower().encode()
 VERSION = b"v1"
 # Long enough for any clock skew between pods and a slow hop; short enough that a
@@ -121,6 +129,10 @@ class Identity:
     expires_at: int
     # The folder's path of ids, root first, comma-separated, for a call about a folder.
     folder_path: str | None = None
+    # `<integration id>:<key>`: the object of the file whose folder is `folder_path`.
+    object_ref: str | None = None
+    # The id of the API key the user was authenticated by.
+    key_id: str | None = None
 
     @property
     def service(self) -> str | None:
@@ -158,6 +170,8 @@ class ServiceKey:
         correlation_id: str | None = None,
         *,
         folder_path: str | None = None,
+        object_ref: str | None = None,
+        key_id: str | None = None,
         now: float | None = None,
     ) -> str:
         issued = int(time.time() if now is None else now)
@@ -165,6 +179,10 @@ class ServiceKey:
         claims["iat"], claims["exp"] = issued, issued + TTL_S
         if folder_path is not None:
             claims["fp"] = folder_path
+        if object_ref is not None:
+            claims["obj"] = object_ref
+        if key_id is not None:
+            claims["kid"] = key_id
         signed = VERSION + b"." + _b64(orjson.dumps(claims))
         return (signed + b"." + _b64(self._mac(signed))).decode()
 
@@ -197,7 +215,14 @@ class ServiceKey:
         if expires - issued > TTL_S:
             raise Unauthenticated(f"the identity token lives longer than {TTL_S} s")
         return Identity(
-            claims["sub"], claims["acc"], claims["cid"], issued, expires, claims.get("fp")
+            claims["sub"],
+            claims["acc"],
+            claims["cid"],
+            issued,
+            expires,
+            claims.get("fp"),
+            claims.get("obj"),
+            claims.get("kid"),
         )
 
 

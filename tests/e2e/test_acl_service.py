@@ -108,12 +108,18 @@ async def test_authenticate_answers_the_user_and_their_access(
 ) -> None:
     me = await authenticate(acl, ADMIN_KEY)
     assert me is not None
-    assert set(me) == {"id", "email", "name", "org_role", "created_at", "access"}
+    assert set(me) == {"id", "email", "name", "org_role", "created_at", "access", "key_id"}
     assert (me["org_role"], me["access"]) == ("admin", f"{me['id']};admin")
     alice = await person(acl, admin, "alice")
     found = await authenticate(acl, alice.key)
     assert found is not None and found["access"] == f"{alice.id};member;"
     assert await authenticate(acl, "files_not_a_key") is None
+    # By the key's id (an upload session's opener, asked again by the gateway).
+    by_id = await acl.post("/internal/authenticate", json={"key_id": found["key_id"]})
+    assert by_id.status_code == 200, by_id.text
+    assert by_id.json() == found
+    unknown = await acl.post("/internal/authenticate", json={"key_id": str(uuid.uuid4())})
+    assert unknown.status_code == 401, unknown.text
 
 
 async def test_invite_list_change_and_remove(acl: httpx.AsyncClient, admin: Person) -> None:

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import grpc
 import httpx
 import pytest
 
+from services.gateway.files_pb.files.v1 import files_pb2 as pb
+from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
 from shared.kit import db
 from shared.kit.access import Access
 from shared.kit.stack import Stack
@@ -406,9 +409,10 @@ async def test_files_the_caller_cannot_see_are_refused_like_unknown_ones(world: 
 
     # A role on a folder holds below it.
     assert await added(w, w.as_member(), ds["id"], [w.in_a[0], *w.in_sub]) == 3
-    # An org admin sees every file.
+    # An org admin sees every file; the member counts those they see.
     assert await added(w, ORG_ADMIN, ds["id"], [w.in_b[0]]) == 1
-    assert (await get(w, w.as_member(), ds["id"])).json()["file_count"] == 4
+    assert (await get(w, w.as_member(), ds["id"])).json()["file_count"] == 3
+    assert (await get(w, ORG_ADMIN, ds["id"])).json()["file_count"] == 4
 
 
 async def test_removing_a_file_the_caller_cannot_see_is_404(world: World) -> None:
@@ -442,11 +446,13 @@ async def test_a_datasets_files_are_those_the_caller_sees_page_by_page(
     seen = await file_ids(w, w.as_member(), ds["id"], limit)
     assert seen == sorted(w.in_a + w.in_sub)
     assert await file_ids(w, ORG_ADMIN, ds["id"], limit) == sorted(everything)
-    # The count stays the dataset's own.
-    assert (await get(w, w.as_member(), ds["id"])).json()["file_count"] == len(everything)
+    # The count is of the files each one sees, as the list shows them.
+    assert (await get(w, w.as_member(), ds["id"])).json()["file_count"] == len(seen)
+    assert (await get(w, ORG_ADMIN, ds["id"])).json()["file_count"] == len(everything)
     # Shared with someone who sees no folder: the dataset, and no file.
     await shared(w, ORG_ADMIN, ds["id"], [w.other["email"]], "user")
     assert await file_ids(w, w.as_other(), ds["id"], limit) == []
+    assert (await get(w, w.as_other(), ds["id"])).json()["file_count"] == 0
 
 
 # -- rule 8: "linked to" ------------------------------------------------------------------
@@ -503,3 +509,85 @@ async def test_impact_is_not_restricted(world: World) -> None:
     answer = await w.datasets.post("/internal/impact", json={"file_ids": [w.in_b[2]]})
     assert answer.status_code == 200, answer.text
     assert {"id": ds["id"], "name": ds["name"], "links_removed": 1} in answer.json()["datasets"]
+
+
+# -- rule 7, as a member sees it through the gateway (HTTP and gRPC) ------------------------
+
+
+async def test_file_count_through_the_gateway_counts_only_the_files_the_caller_sees(
+    stack: Stack,
+) -> None:
+    """A dataset linking files of a folder its member cannot see: `file_count` on every
+    route that shows the dataset (HTTP and gRPC) is the number of files its file list
+    shows them, not how many there are; the org admin sees them all. Its creator too
+    counts only what they see: removed from the folder, they see 0."""
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+    ) as api:
+        top = await folder(api, unique("count-leak"))
+        seen = await folder(api, "seen", top["id"])
+        hidden = await folder(api, "hidden", top["id"])
+        in_seen = await upload(api, seen["id"], *((f"s{i}.txt", text("s")) for i in range(2)))
+        in_hidden = await upload(api, hidden["id"], *((f"h{i}.txt", text("h")) for i in range(5)))
+        made = await user(api, "counter")
+        invited = await api.post(
+            f"/v1/folders/{seen['id']}/collaborators",
+            json={"emails": [made["email"]], "role": "editor"},
+        )
+        assert invited.status_code == 200, invited.text
+        async with httpx.AsyncClient(
+            base_url=stack.gateway_url,
+            headers={"Authorization": f"Bearer {made['api_key']}"},
+            timeout=30,
+        ) as member_api:
+            # The member makes the dataset (its admin) with the files they see ...
+            created = await member_api.post("/v1/datasets", json={"name": unique("counted")})
+            assert created.status_code == 201, created.text
+            ds = created.json()
+            linked = await member_api.post(
+                f"/v1/datasets/{ds['id']}/files",
+                json={"file_ids": [f["id"] for f in in_seen["files"]]},
+            )
+            assert linked.status_code == 200, linked.text
+            # ... and an org admin links 5 more, from a folder the member cannot see.
+            more = await api.post(
+                f"/v1/datasets/{ds['id']}/files",
+                json={"file_ids": [f["id"] for f in in_hidden["files"]]},
+                headers={CONSISTENCY: linked.headers[CONSISTENCY]},
+            )
+            assert more.status_code == 200, more.text
+            after = {CONSISTENCY: more.headers[CONSISTENCY]}
+
+            listed = await member_api.get(f"/v1/datasets/{ds['id']}/files", headers=after)
+            assert listed.status_code == 200, listed.text
+            assert len(listed.json()["items"]) == 2
+            one = await member_api.get(f"/v1/datasets/{ds['id']}", headers=after)
+            assert one.json()["file_count"] == 2, one.json()
+            everyone = await member_api.get("/v1/datasets", params={"limit": 1000}, headers=after)
+            [mine] = [d for d in everyone.json()["items"] if d["id"] == ds["id"]]
+            assert mine["file_count"] == 2
+            as_admin = await api.get(f"/v1/datasets/{ds['id']}", headers=after)
+            assert as_admin.json()["file_count"] == 7
+
+            async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+                stub = rpc.DatasetsStub(channel)
+                by_key = (("authorization", f"Bearer {made['api_key']}"),)
+                got = await stub.GetDataset(
+                    pb.GetDatasetRequest(dataset_id=ds["id"]), metadata=by_key
+                )
+                assert got.file_count == 2
+                page = await stub.ListDatasets(pb.ListDatasetsRequest(limit=1000), metadata=by_key)
+                assert [d.file_count for d in page.items if d.id == ds["id"]] == [2]
+
+            # The creator loses their role on the folder: they see none of its files.
+            removed = await api.delete(f"/v1/folders/{seen['id']}/collaborators/{made['id']}")
+            assert removed.status_code == 204, removed.text
+            gone = {CONSISTENCY: removed.headers[CONSISTENCY]}
+
+            async def counted_none() -> bool:
+                answer = await member_api.get(f"/v1/datasets/{ds['id']}", headers=gone)
+                return bool(answer.json()["file_count"] == 0)
+
+            await eventually(counted_none, what="the creator's count without the folder")
+            listed = await member_api.get(f"/v1/datasets/{ds['id']}/files", headers=gone)
+            assert listed.json()["items"] == []

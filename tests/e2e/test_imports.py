@@ -364,6 +364,81 @@ async def viewer_of(api: httpx.AsyncClient, folder_id: str) -> dict[str, Any]:
     return viewer
 
 
+async def test_ingest_presigns_only_the_object_of_the_file_whose_folder_was_checked(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, platform: Stack, as_key: Any
+) -> None:
+    """A viewer of folder A holds a token signed for A's file (its folder's path and its
+    object): with it, ingest presigns that object and no other, whatever ids the call
+    names: not the object of a file of folder B, not a key of the bucket no file is,
+    not A's key through another integration. Through the gateway they get A's file and
+    nothing of B's."""
+    run = uuid.uuid4().hex[:8]
+    objects = {
+        f"{run}/a.png": png(3, 3),
+        f"{run}/b.png": png(4, 4),
+        f"{run}/private/payroll.txt": text("never imported\n"),
+    }
+    for key, data in objects.items():
+        put(bucket, key, data)
+    integration_id = await integration(api, moto)
+    other_integration = await integration(api, moto)
+    in_a = await folder(api, unique("presign-a"))
+    in_b = await folder(api, unique("presign-b"))
+    await finished(
+        api,
+        await start_import(api, in_a["id"], integration_id=integration_id, keys=[f"{run}/a.png"]),
+        files=1,
+    )
+    await finished(
+        api,
+        await start_import(api, in_b["id"], integration_id=integration_id, keys=[f"{run}/b.png"]),
+        files=1,
+    )
+    [file_b] = await items(api, in_b["id"])
+    viewer = await viewer_of(api, in_a["id"])
+    as_viewer = as_key(viewer["api_key"])
+    [file_a] = await items(as_viewer, in_a["id"])
+
+    # Through the gateway: A's file, by a presigned URL; B's does not exist for them.
+    content = await as_viewer.get(f"/v1/files/{file_a['id']}/content")
+    assert content.status_code == 307, content.text
+    error(await as_viewer.get(f"/v1/files/{file_b['id']}/content"), 404, "not_found")
+
+    # At ingest, with the token the gateway signs for A's file.
+    grants = Access(user_id=viewer["id"], grants={uuid.UUID(in_a["id"]): "user"})
+    for_a = as_user(
+        viewer["id"],
+        grants,
+        folder_path=in_a["id"],
+        object_ref=f"{integration_id}:{run}/a.png",
+    )
+    presign = f"/internal/integrations/{integration_id}/presign"
+    async with (
+        httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest,
+        httpx.AsyncClient(timeout=30) as outside,
+    ):
+        own = await ingest.get(
+            presign, params={"key": f"{run}/a.png", "name": "a.png"}, headers=for_a
+        )
+        assert own.status_code == 200, own.text
+        assert (await outside.get(own.json()["url"])).content == objects[f"{run}/a.png"]
+
+        mixed = [
+            (presign, f"{run}/b.png"),  # the object of B's file
+            (presign, f"{run}/private/payroll.txt"),  # a key no file is
+            (f"/internal/integrations/{other_integration}/presign", f"{run}/a.png"),
+        ]
+        for route, key in mixed:
+            answer = await ingest.get(route, params={"key": key, "name": "x.png"}, headers=for_a)
+            refused = error(answer, 403, "object_not_of_file")
+            assert "url" not in answer.text and "X-Amz-Signature" not in answer.text
+            assert key[:20] in refused["message"]
+        # A token with the folder's path and no object presigns nothing.
+        pathless_object = as_user(viewer["id"], grants, folder_path=in_a["id"])
+        asked = {"key": f"{run}/a.png", "name": "a.png"}
+        error(await ingest.get(presign, params=asked, headers=pathless_object), 400)
+
+
 async def test_importing_needs_the_editor_role_on_the_folder(
     api: httpx.AsyncClient, moto: MotoS3, as_key: Any
 ) -> None:

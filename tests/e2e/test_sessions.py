@@ -287,6 +287,66 @@ async def test_only_those_who_may_upload_into_the_folder_see_its_sessions(
     assert (await api.get(f"/v1/uploads/{session['id']}")).json()["status"] == "open"
 
 
+async def uploader(api: httpx.AsyncClient, folder_id: str) -> dict[str, Any]:
+    """A member with the editor role on the folder, and the id of their one key."""
+    made = await member(api, "uploader")
+    invited = await api.post(
+        f"/v1/folders/{folder_id}/collaborators",
+        json={"emails": [made["email"]], "role": "editor"},
+    )
+    assert invited.status_code == 200, invited.text
+    [key] = (await api.get(f"/v1/users/{made['id']}/keys")).json()["items"]
+    return {**made, "key_id": key["id"]}
+
+
+async def parts_stored(api: httpx.AsyncClient, session_id: str) -> list[int]:
+    answer = await api.get(f"/v1/uploads/{session_id}")
+    assert answer.status_code == 200, answer.text
+    return [p["part"] for p in answer.json()["parts_stored"]]
+
+
+@pytest.mark.parametrize("lost", ["key_revoked", "role_removed"])
+async def test_a_session_stops_when_the_key_that_opened_it_is_revoked_or_its_role_goes(
+    api: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    as_key: Callable[[str], httpx.AsyncClient],
+    blobs: str,
+    lost: str,
+) -> None:
+    """An editor opens a session and sends a part; then their key is revoked, or their
+    role on the folder removed. With the local store, the next part is refused (403
+    naming why) and not stored; with S3 the bucket still takes it (a presigned URL
+    cannot be taken back before it expires). Either way the session cannot be completed,
+    not even by an org admin, and no file is made."""
+    top = await folder(api, unique("session-revoked"))
+    editor = await uploader(api, top["id"])
+    data = big_png(2 * PART)
+    session = await open_session(as_key(editor["api_key"]), top["id"], "big.png", len(data))
+    first, second = session["parts"]
+    await put(anonymous, first, piece(data, 1))
+
+    if lost == "key_revoked":
+        gone = await api.delete(f"/v1/keys/{editor['key_id']}")
+        code = "session_key_revoked"
+    else:
+        gone = await api.delete(f"/v1/folders/{top['id']}/collaborators/{editor['id']}")
+        code = "upload_right_lost"
+    assert gone.status_code == 204, gone.text
+
+    sent = await anonymous.put(second["url"], content=piece(data, 2))
+    if blobs == "local":
+        refused = error(sent, 403, code)
+        assert session["id"] in refused["message"]
+        assert await parts_stored(api, session["id"]) == [1]  # the bytes not stored
+    else:
+        assert sent.status_code == 200, sent.text  # S3's own URL: documented in README
+    refused = error(await api.post(f"/v1/uploads/{session['id']}/complete"), 403, code)
+    assert refused["details"]["session_id"] == session["id"]
+    assert await items(api, top["id"]) == []
+    # The session stays: an editor may still abort it (its parts go).
+    assert (await api.delete(f"/v1/uploads/{session['id']}")).status_code == 204
+
+
 async def test_sessions_and_blob_references_rebuild_from_events_with_the_same_rows(
     api: httpx.AsyncClient, anonymous: httpx.AsyncClient, platform: Any
 ) -> None:

@@ -12,7 +12,8 @@ from services.ingest.answers import Caller, Editor, recorded, recorded_no_conten
 from services.ingest.imports.handlers import Imports, Integrations
 from services.ingest.imports.sync import Syncs
 from shared.kit.access import Access
-from shared.kit.http import JSON, JSONRoute, access, folder_path
+from shared.kit.errors import Refused
+from shared.kit.http import JSON, JSONRoute, access, folder_path, identity_of
 
 
 def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRouter:
@@ -116,8 +117,26 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
     ) -> dict[str, str]:
         # For a user who may see the file: the gateway signs its folder's path (as the
         # catalog answered it) in the caller's token; a service's token alone presigns
-        # nothing.
+        # nothing. And only the object of that file: the gateway signs it with the path,
+        # from the same answer of the catalog, so no token for a file of folder A
+        # presigns an object of a file of folder B, nor any other key of the bucket.
         who.require(folder_path(request), "user", f"the file of object {key!r}")
+        signed = identity_of(request).object_ref
+        if signed is None:
+            raise Refused(
+                400,
+                "invalid_object_ref",
+                "no object in the identity token: a presigned URL is for the object of a file"
+                " whose folder the gateway checked, which it signs with the folder's path",
+            )
+        if signed != f"{integration_id}:{key}":
+            raise Refused(
+                403,
+                "object_not_of_file",
+                f"object {key[:200]!r} of integration {integration_id} is not the object of"
+                " the file whose folder was checked: only that one is presigned",
+                {"integration_id": str(integration_id)},
+            )
         return {"url": await integrations.presign(integration_id, key, name, mime_type)}
 
     return api

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,7 +13,8 @@ from fastapi.responses import Response
 from services.ingest.answers import Caller, Editor, recorded, recorded_no_content
 from services.ingest.sessions.handlers import Sessions
 from shared.kit.errors import not_found
-from shared.kit.http import JSON, JSONRoute, role_on_folder
+from shared.kit.http import JSON, JSONRoute, identity_of, role_on_folder
+from shared.kit.identity import OPENER_HEADER, Identity
 
 
 def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]]) -> APIRouter:
@@ -20,10 +22,33 @@ def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]])
 
     @api.post("/v1/folders/{folder_id}/uploads", status_code=201)
     async def open_session(
-        folder_id: uuid.UUID, caller: Caller, _: Editor, body: dict[str, Any] = Body(...)
+        folder_id: uuid.UUID,
+        request: Request,
+        caller: Caller,
+        _: Editor,
+        body: dict[str, Any] = Body(...),
     ) -> JSON:
         await writable(folder_id)
-        return recorded(await sessions.open(caller, folder_id, body), 201)
+        # Bound to the key it is opened with (signed by the gateway): see domain.check_opener.
+        key_id = identity_of(request).key_id
+        opened = await sessions.open(caller, folder_id, body, uuid.UUID(key_id) if key_id else None)
+        return recorded(opened, 201)
+
+    @api.get("/internal/uploads/{session_id}/opener", include_in_schema=False)
+    async def opener(session_id: uuid.UUID) -> dict[str, Any]:
+        """Who opened the session, with which key, for which folder: for the gateway to
+        find what they may do now (domain.check_opener)."""
+        row = await sessions.pool.fetchrow(
+            "SELECT folder_id, created_by, key_id FROM ingest.sessions WHERE id = $1",
+            session_id,
+        )
+        if row is None:
+            raise not_found("upload session", session_id)
+        return {
+            "folder_id": str(row["folder_id"]),
+            "created_by": row["created_by"],
+            "key_id": str(row["key_id"]) if row["key_id"] else None,
+        }
 
     @api.get("/v1/uploads/{session_id}")
     async def session(session_id: uuid.UUID, _: Caller) -> dict[str, Any]:
@@ -40,19 +65,33 @@ def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]])
         expires: int = Query(...),
         signature: str = Query(..., max_length=64),
     ) -> dict[str, Any]:
-        # No caller: the URL's signature is the right, as with a presigned S3 URL.
-        return await sessions.put_part(session_id, number, expires, signature, request.stream())
+        # No caller: the URL's signature is the right, as with a presigned S3 URL, while
+        # the session's opener keeps theirs: the gateway signs their identity as the ACL
+        # context and the catalog say it now (none if their key was revoked).
+        return await sessions.put_part(
+            session_id, number, expires, signature, request.stream(), _opener(request)
+        )
 
     # Completing adds the file to the session's folder, aborting drops what was sent:
     # the editor role there, decided here too (as for the routes that add to a folder).
     @api.post("/v1/uploads/{session_id}/complete", status_code=201)
     async def complete(session_id: uuid.UUID, request: Request, caller: Caller) -> JSON:
         role_on_folder(request, await sessions.folder_of(session_id), "editor")
-        return recorded(await sessions.complete(caller, session_id), 201)
+        # And the opener's right, which the parts came under (the gateway signs it).
+        token = request.headers.get(OPENER_HEADER)
+        opener = None
+        if token is not None:
+            with contextlib.suppress(Exception):  # a bad token is no opener
+                opener = sessions.parts.identity.verify(token)
+        return recorded(await sessions.complete(caller, session_id, opener), 201)
 
     @api.delete("/v1/uploads/{session_id}", status_code=204)
     async def abort(session_id: uuid.UUID, request: Request, caller: Caller) -> Response:
         role_on_folder(request, await sessions.folder_of(session_id), "editor")
         return recorded_no_content(await sessions.abort(caller, session_id))
+
+    def _opener(request: Request) -> Identity | None:
+        found = identity_of(request)
+        return found if found.access is not None else None
 
     return api

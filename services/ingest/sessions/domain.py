@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -20,6 +21,7 @@ from services.ingest.uploads.domain import StoredFile, check_file_name, content_
 from shared.api.common import Strict
 from shared.contracts import ingest as ev
 from shared.contracts.envelope import Change, Event, appended
+from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
 
 MiB = 1024 * 1024
@@ -178,6 +180,7 @@ def open_session(
     store_key: str,
     upload_id: str,
     expires_at: datetime,
+    key_id: uuid.UUID | None = None,
 ) -> list[Change]:
     events: list[Event] = [
         ev.UploadJobStarted(job_id=session_id, folder_id=folder_id, total=1, kind="session"),
@@ -191,6 +194,7 @@ def open_session(
             store_key=store_key,
             upload_id=upload_id,
             expires_at=expires_at,
+            key_id=key_id,
         ),
     ]
     return appended(ev.job_stream(session_id), events)
@@ -242,3 +246,71 @@ def end_session(session_id: uuid.UUID, version: int, status: str) -> list[Change
 
 def expires(now: datetime, ttl_s: float) -> datetime:
     return now + timedelta(seconds=ttl_s)
+
+
+class Opener(Protocol):
+    """Who opened a session, as the gateway signs them (shared/kit/identity.py Identity)."""
+
+    @property
+    def actor(self) -> str: ...
+    @property
+    def access(self) -> str | None: ...
+    @property
+    def key_id(self) -> str | None: ...
+    @property
+    def folder_path(self) -> str | None: ...
+
+
+def check_opener(row: Mapping[str, Any], opener: Opener | None) -> None:
+    """A session takes parts and is completed only while the API key that opened it is
+    valid and its user may still upload into its folder (the editor role there): the
+    gateway signs, for the opener, the key's id and their access as the ACL context says
+    them now, and the folder's path as the catalog does; decided here, from that. A
+    session opened before keys were recorded (no `key_id`) is left to its signature."""
+    if row["key_id"] is None:
+        return
+    session_id = row["id"]
+    if (
+        opener is None
+        or opener.access is None
+        or opener.actor != row["created_by"]
+        or opener.key_id != str(row["key_id"])
+    ):
+        raise Refused(
+            403,
+            "session_key_revoked",
+            f"the API key that opened upload session {session_id} was revoked: the session"
+            " takes no more parts and cannot be completed; open a new one with a valid key",
+            {"session_id": str(session_id)},
+        )
+    folder_id = row["folder_id"]
+    try:
+        path = [uuid.UUID(p) for p in (opener.folder_path or "").split(",") if p]
+    except ValueError:
+        path = []
+    role = Access.decode(opener.access).role_on(path) if path and path[-1] == folder_id else None
+    if role is None or RANK[role] < RANK["editor"]:
+        raise Refused(
+            403,
+            "upload_right_lost",
+            f"the user who opened upload session {session_id} may no longer upload into"
+            f" folder {folder_id} (the editor role is needed): the session takes no more"
+            " parts and cannot be completed",
+            {"session_id": str(session_id), "folder_id": str(folder_id), "role_needed": "editor"},
+        )
+
+
+async def at_most(chunks: AsyncIterable[bytes], size: int, number: int) -> AsyncIterator[bytes]:
+    """The part's bytes, refused as soon as they run past its planned size: a signed URL
+    does not buy unlimited disk."""
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > size:
+            raise Refused(
+                413,
+                "part_too_large",
+                f"part {number} is {size} bytes; more were sent",
+                {"part": number, "size": size},
+            )
+        yield chunk

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -89,7 +89,11 @@ class Sessions(Handlers):
     # -- commands --------------------------------------------------------------------
 
     async def open(
-        self, cause: Cause, folder_id: uuid.UUID, body: dict[str, Any]
+        self,
+        cause: Cause,
+        folder_id: uuid.UUID,
+        body: dict[str, Any],
+        key_id: uuid.UUID | None = None,
     ) -> tuple[dict[str, Any], int]:
         name, size, part_size, lifetime = domain.check_open(body, self.part_size, self.ttl_s)
         session_id = uuid.uuid4()
@@ -105,6 +109,7 @@ class Sessions(Handlers):
             store_key,
             upload_id,
             domain.expires(at, lifetime),
+            key_id,
         )
         envelopes = envelopes_of(changes, cause, at)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -122,8 +127,10 @@ class Sessions(Handlers):
         expires: int,
         signature: str,
         chunks: AsyncIterable[bytes],
+        opener: domain.Opener | None = None,
     ) -> dict[str, Any]:
-        """A part sent to our own URL (the local store): the signature is the right."""
+        """A part sent to our own URL (the local store): the signature is the right,
+        while its opener keeps theirs (`domain.check_opener`)."""
         wanted = _signature(self._signing_key, session_id, number, expires)
         # Compared as bytes: a signature of any text is refused, never an error.
         given = signature.encode("utf-8", "surrogatepass")
@@ -132,6 +139,7 @@ class Sessions(Handlers):
         row = await self._row(self.pool, session_id)
         if row is None or row["status"] != "open":
             raise Refused(404, "not_found", f"upload session {session_id} is not open")
+        domain.check_opener(row, opener)
         if not 1 <= number <= row["parts"]:
             raise Refused(
                 422, "invalid_part", f"this session has parts 1 to {row['parts']}", {"part": number}
@@ -139,7 +147,7 @@ class Sessions(Handlers):
         expected = domain.plan(row["size"], row["part_size"])[number - 1].size
         try:
             etag = await self.blobs.put_part(
-                row["store_key"], row["upload_id"], number, _at_most(chunks, expected, number)
+                row["store_key"], row["upload_id"], number, domain.at_most(chunks, expected, number)
             )
         except (FileNotFoundError, UnknownUpload):
             # The session's parts went while this one streamed (aborted, expired, or
@@ -167,12 +175,15 @@ class Sessions(Handlers):
         stored = (await self._stored(row))[0] if row["status"] == "open" else []
         return {"done": self._view(row, stored)["bytes_stored"], "total": row["size"]}
 
-    async def complete(self, cause: Cause, session_id: uuid.UUID) -> tuple[dict[str, Any], int]:
+    async def complete(
+        self, cause: Cause, session_id: uuid.UUID, opener: domain.Opener | None = None
+    ) -> tuple[dict[str, Any], int]:
         """Assemble the parts, read the file once, and register it; all in one
         transaction holding the session, so a second completion waits, then finds it
-        completed."""
+        completed; while its opener keeps their right (`domain.check_opener`)."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._open(conn, session_id, lock=True)
+            domain.check_opener(row, opener)
             rejected: Refused | None = None
             plan = domain.plan(row["size"], row["part_size"])
             stored, assembled = await self._stored(row)
@@ -475,19 +486,3 @@ class Sessions(Handlers):
 
 def _number(part: domain.StoredPart) -> int:
     return part.number
-
-
-async def _at_most(chunks: AsyncIterable[bytes], size: int, number: int) -> AsyncIterator[bytes]:
-    """The part's bytes, refused as soon as they run past its planned size: a signed URL
-    does not buy unlimited disk."""
-    seen = 0
-    async for chunk in chunks:
-        seen += len(chunk)
-        if seen > size:
-            raise Refused(
-                413,
-                "part_too_large",
-                f"part {number} is {size} bytes; more were sent",
-                {"part": number, "size": size},
-            )
-        yield chunk

@@ -32,6 +32,8 @@ sessions = Projection(
     );
     CREATE INDEX IF NOT EXISTS sessions_open ON ingest.sessions (expires_at)
         WHERE status = 'open';
+    -- The API key the session was opened with (NULL: opened before it was recorded).
+    ALTER TABLE ingest.sessions ADD COLUMN IF NOT EXISTS key_id uuid;
     """,
 )
 
@@ -42,8 +44,9 @@ async def session_opened(
 ) -> None:
     await conn.executemany(
         """INSERT INTO ingest.sessions (id, folder_id, name, size, part_size, parts, store_key,
-                                        upload_id, status, expires_at, created_at, created_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, $11)
+                                        upload_id, status, expires_at, created_at, created_by,
+                                        key_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, $11, $12)
            ON CONFLICT DO NOTHING""",
         [
             (
@@ -58,6 +61,7 @@ async def session_opened(
                 e.event.expires_at,
                 e.occurred_at,
                 e.actor,
+                e.event.key_id,
             )
             for e in events
         ],
