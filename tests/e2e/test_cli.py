@@ -566,3 +566,24 @@ def test_the_progress_bar_shows_on_a_terminal(env: dict[str, str], tmp_path: Pat
     size = f"{len(big.read_bytes()) / 1e6:.1f}"
     assert f"{size}MB/{size}MB" in text, text
     assert f"uploaded 1 files ({size} MB)" in text, text
+
+
+def test_an_unknown_kind_is_refused_naming_it_and_the_kinds(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "a.png").write_bytes(png(3, 3))
+    top = unique("kinds")
+    ok(env, "upload", str(tmp_path / "a.png"), "--to", top)
+    kinds = "folder, image, video, image_group, image_sequence, dicom_series, pdf, audio, text"
+    for args in (["ls", top, "--kind", "imag"], ["search", "a.png", "--kind", "imag"]):
+        # Not an empty answer (the API takes any word as a kind): the typo, named.
+        line = fails(env, *args, code=2)
+        assert line == (
+            f"files {args[0]}: --kind 'imag' is not a kind (did you mean image?);"
+            f" the kinds: {kinds}, nifti"
+        ), line
+    assert "imag" in fails(env, "ls", top, "--kind", "image", "--kind", "imag", code=2)
+    [found] = json_lines(ok(env, "ls", top, "--kind", "image", "--json"))
+    assert found["name"] == "a.png"
+    [hit] = json_lines(ok(env, "search", "a.png", "--kind", "image", "--in", top, "--json"))
+    assert hit["id"] == found["id"]

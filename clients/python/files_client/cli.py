@@ -11,6 +11,7 @@ local path, then a summary): the others were uploaded, and a run again sends non
 from __future__ import annotations
 
 import argparse
+import difflib
 import getpass
 import json
 import os
@@ -58,6 +59,23 @@ class Usage(Exception):
 
 # Some files were refused (no kind the platform accepts), the others uploaded.
 REFUSED = 3
+
+# What `--kind` takes: the file kinds of the API (shared/API.md: those of the contract
+# and those ingest recognises beyond them), and `folder`. The API takes any word as a
+# kind and answers nothing for one it does not know, so a typo would look like an empty
+# folder: refused here instead.
+KINDS = (
+    "folder",
+    "image",
+    "video",
+    "image_group",
+    "image_sequence",
+    "dicom_series",
+    "pdf",
+    "audio",
+    "text",
+    "nifti",
+)
 
 
 # -- output -------------------------------------------------------------------------------
@@ -432,8 +450,13 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     for pair in args.meta or ():
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"files: --meta takes KEY=VALUE, not {pair!r}")
+            raise Usage(f"--meta takes KEY=VALUE, not {pair!r}")
         metadata.setdefault(key, []).append(value)
+    for kind in args.kind or ():
+        if kind not in KINDS:
+            close = difflib.get_close_matches(kind, KINDS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise Usage(f"--kind {kind!r} is not a kind{hint}; the kinds: {', '.join(KINDS)}")
     found: dict[str, Any] = {
         "kind": args.kind or None,
         "metadata": metadata or None,
@@ -447,14 +470,13 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ls(args: argparse.Namespace) -> int:
+    filters = _filters(args)  # refused before anything is asked
     with _client() as c:
         if not args.path or args.path.strip("/") == "":
             listed: Iterator[SyncFolder | SyncFile] = iter(c.list_folders())
         else:
             found = c.resolve(args.path)
-            listed = (
-                iter(found.items(**_filters(args))) if isinstance(found, Folder) else iter([found])
-            )
+            listed = iter(found.items(**filters)) if isinstance(found, Folder) else iter([found])
         filtered = bool(args.kind or args.meta or args.name or args.in_dataset is not None)
         rows = []
         shown = 0
@@ -479,11 +501,12 @@ def ls(args: argparse.Namespace) -> int:
 
 
 def search(args: argparse.Namespace) -> int:
+    filters = _filters(args)  # refused before anything is asked
     with _client() as c:
         within = _folder(c, args.within) if args.within else None
         rows = []
         shown = 0
-        for n, hit in enumerate(c.search(args.text, folder=within, **_filters(args))):
+        for n, hit in enumerate(c.search(args.text, folder=within, **filters)):
             if args.limit and n >= args.limit:
                 break
             shown += 1
@@ -497,7 +520,7 @@ def search(args: argparse.Namespace) -> int:
         if not args.json:
             _table(rows, ["ID", "KIND", "SIZE", "PATH"])
         if not shown:
-            _nothing(f"nothing matches {args.text!r}")
+            _nothing(f"nothing matches {args.text!r}" if args.text else "nothing matches")
     return 0
 
 
@@ -1005,7 +1028,10 @@ PATHS = "folder names joined with '/' from the top level; a file's path ends wit
 
 def _filter_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--kind", action="append", help="only this kind (folder, image, ...; repeatable)"
+        "--kind",
+        action="append",
+        metavar="KIND",
+        help=f"only this kind (repeatable): {', '.join(KINDS)}",
     )
     p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata has VALUE at KEY")
     linked = p.add_mutually_exclusive_group()
