@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
 import stat
@@ -587,3 +588,52 @@ def test_an_unknown_kind_is_refused_naming_it_and_the_kinds(
     assert found["name"] == "a.png"
     [hit] = json_lines(ok(env, "search", "a.png", "--kind", "image", "--in", top, "--json"))
     assert hit["id"] == found["id"]
+
+
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def two_users(
+    platform: Stack, env: dict[str, str]
+) -> tuple[Any, dict[str, str], Any, dict[str, str]]:
+    """Two members (not organisation admins), each with the environment of their own key."""
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        bob = c.create_user(f"{unique('bob')}@example.com", "Bob")
+        carol = c.create_user(f"{unique('carol')}@example.com", "Carol")
+    return (
+        bob,
+        {**env, "FILES_API_KEY": bob.api_key},
+        carol,
+        {**env, "FILES_API_KEY": carol.api_key},
+    )
+
+
+def test_refusals_name_the_folders_by_the_paths_typed_and_the_role_needed(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    (tmp_path / "a.png").write_bytes(png(3, 3))
+    (tmp_path / "b.png").write_bytes(png(4, 3))
+    _, as_bob, carol, as_carol = two_users(platform, env)
+    top = unique("perm")
+    ok(as_bob, "upload", str(tmp_path / "a.png"), "--to", f"{top}/x")
+    ok(as_bob, "share", top, carol.email, "--role", "user")
+    said = [
+        fails(as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{top}/x"),
+        fails(as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{top}/x/new"),
+        fails(as_carol, "rm", f"{top}/x/a.png"),
+        fails(as_carol, "mv", f"{top}/x", f"{top}/y"),
+    ]
+    assert (
+        said[0]
+        == f"files upload: {top}/x: this needs the editor role on the folder (you have user)"
+    )
+    assert said[1] == (
+        f"files upload: {top}/x/new: not there, and not made:"
+        f" {top}/x: this needs the editor role on the folder (you have user)"
+    )
+    assert said[2] == f"files rm: these files need the editor role on their folder: {top}/x/a.png"
+    assert said[3] == f"files mv: {top}/x: this needs the editor role on the folder (you have user)"
+    for line in said:
+        assert not UUID_TEXT.search(line), line
+    # Nothing was made.
+    assert [i["name"] for i in json_lines(ok(as_bob, "ls", f"{top}/x", "--json"))] == ["a.png"]

@@ -15,6 +15,7 @@ import difflib
 import getpass
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ from files_client import config
 from files_client._core import Sync
 from files_client.api import Dataset, File, Folder, Job, safe_name, split_path
 from files_client.client import Client
-from files_client.errors import Conflict, FilesError, Invalid, NotFound
+from files_client.errors import Conflict, FilesError, Forbidden, Invalid, NotFound
 from files_client.transfer import PARTS_FROM, Journal, LocalFile, Refusal
 
 SyncFolder = Folder[Sync]
@@ -174,15 +175,61 @@ def _nothing(text: str) -> None:
 # -- helpers --------------------------------------------------------------------------------
 
 
+# The folders and files met in this run, by id, with the paths the user knows them by:
+# the paths typed, else the paths the platform answered (from the first folder the user
+# may see). A refusal that names one by its id names it by its path instead.
+_KNOWN: dict[str, str] = {}
+_UUID = re.compile(
+    r"(?:\b(?:folder|file) )?\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b"
+)
+
+
+class _Client(Client):
+    """The client, remembering the paths of what it is answered."""
+
+    def _folder(self, data: Any) -> SyncFolder:
+        found = super()._folder(data)
+        _KNOWN.setdefault(found.id, found.full_path)
+        return found
+
+    def _file(self, data: Any) -> SyncFile:
+        found = super()._file(data)
+        if found.full_path:
+            _KNOWN.setdefault(found.id, found.full_path)
+        return found
+
+
 def _client() -> Client:
-    return Client()
+    return _Client()
+
+
+def _typed(found: SyncFolder | SyncFile, path: str) -> None:
+    """`path`, as the user typed it, names `found` from now on."""
+    if split_path(path) != [found.id]:
+        _KNOWN[found.id] = "/".join(split_path(path))
+
+
+def _resolve(c: Client, path: str) -> SyncFolder | SyncFile:
+    found = c.resolve(path)
+    _typed(found, path)
+    return found
 
 
 def _folder(c: Client, path: str) -> SyncFolder:
-    found = c.resolve(path)
+    found = _resolve(c, path)
     if not isinstance(found, Folder):
         raise Invalid("not_a_folder", f"{path}: is a file, not a folder", {"path": path})
     return found
+
+
+def _said(error: FilesError) -> str:
+    """The platform's message, with the folders and files it names by id named by their
+    paths where this run knows them, and the role it needs when it says one."""
+    message = _UUID.sub(lambda m: _KNOWN.get(m.group(1), m.group(0)), error.message)
+    needed = error.details.get("role_needed")
+    if isinstance(needed, str) and needed not in message:
+        message += f" (this needs the {needed} role)"
+    return message
 
 
 def _walk(folder: SyncFolder, into: Path) -> Iterator[tuple[SyncFile, Path]]:
@@ -281,7 +328,12 @@ def upload(args: argparse.Namespace) -> int:
             # A file's path is refused: a folder of its name would be made beside it.
             target = _folder(c, args.to)
         except NotFound:
-            target = c.make_folders(args.to)
+            try:
+                target = c.make_folders(args.to)
+            except Forbidden as error:
+                error.message = f"{args.to}: not there, and not made: {error.message}"
+                raise
+            _typed(target, args.to)
         if args.metadata and (args.group or args.sequence or args.dicom):
             raise Invalid(
                 "metadata_not_taken", "--metadata is for files, not groups or DICOM series"
@@ -475,7 +527,7 @@ def ls(args: argparse.Namespace) -> int:
         if not args.path or args.path.strip("/") == "":
             listed: Iterator[SyncFolder | SyncFile] = iter(c.list_folders())
         else:
-            found = c.resolve(args.path)
+            found = _resolve(c, args.path)
             listed = iter(found.items(**filters)) if isinstance(found, Folder) else iter([found])
         filtered = bool(args.kind or args.meta or args.name or args.in_dataset is not None)
         rows = []
@@ -526,9 +578,9 @@ def search(args: argparse.Namespace) -> int:
 
 def mv(args: argparse.Namespace) -> int:
     with _client() as c:
-        sources = [c.resolve(p) for p in args.sources]
+        sources = [_resolve(c, p) for p in args.sources]
         try:
-            dest = c.resolve(args.dest)
+            dest = _resolve(c, args.dest)
         except NotFound:
             dest = None
         if isinstance(dest, Folder):
@@ -573,7 +625,7 @@ def _print_datasets(datasets: list[Any], dry_run: bool) -> None:
 
 def rm(args: argparse.Namespace) -> int:
     with _client() as c:
-        items = [c.resolve(p) for p in args.paths]
+        items = [_resolve(c, p) for p in args.paths]
         impact = c.delete(items, dry_run=True)
         verb = "would delete" if args.dry_run else "deleting"
         print(f"{verb} {impact.folders or 0} folder(s) and {impact.files or 0} file(s)")
@@ -586,7 +638,7 @@ def rm(args: argparse.Namespace) -> int:
 
 def duplicates(args: argparse.Namespace) -> int:
     with _client() as c:
-        found = c.resolve(args.path)
+        found = _resolve(c, args.path)
         if not isinstance(found, File):
             raise Usage(f"{args.path} is a folder: name a file")
         rows = []
@@ -656,7 +708,7 @@ def trash(args: argparse.Namespace) -> int:
 def download(args: argparse.Namespace) -> int:
     out = Path(args.output)
     with _client() as c:
-        found = c.resolve(args.path)
+        found = _resolve(c, args.path)
         if isinstance(found, File):
             files = [(found, out / safe_name(found.name))]
         else:
@@ -715,7 +767,7 @@ def _looks_like_id(text: str) -> bool:
 def _files_below(c: Client, paths: list[str]) -> list[SyncFile]:
     out: list[SyncFile] = []
     for p in paths:
-        found = c.resolve(p)
+        found = _resolve(c, p)
         if isinstance(found, File):
             out.append(found)
         else:
@@ -772,7 +824,7 @@ def datasets(args: argparse.Namespace) -> int:
             linked = {f.id for f in d.files()}
             files = []
             for p in args.paths:
-                found = c.resolve(p)
+                found = _resolve(c, p)
                 if isinstance(found, Folder):
                     # Those below it that are in the dataset (a folder holds others too).
                     files += [f for f, _ in _walk(found, Path(".")) if f.id in linked]
@@ -825,7 +877,7 @@ def reencode(args: argparse.Namespace) -> int:
     with _client() as c:
         files = []
         for ref in args.paths:
-            found = c.get_file(ref) if _looks_like_id(ref) else c.resolve(ref)
+            found = c.get_file(ref) if _looks_like_id(ref) else _resolve(c, ref)
             if not isinstance(found, File):
                 raise Usage(f"{ref} is a folder: name videos or image sequences")
             files.append(found)
@@ -947,7 +999,7 @@ def history(args: argparse.Namespace) -> int:
             if _looks_like_id(ref):
                 subjects.append(ref)
             else:
-                subjects.append(c.resolve(ref).id)
+                subjects.append(_resolve(c, ref).id)
                 names[subjects[-1]] = ref
         me = c.me()
         actor = me.id if args.actor in ("me", me.email) else args.actor
@@ -1304,7 +1356,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"files {name}: {problem}", file=sys.stderr)
         return 2
     except FilesError as error:
-        print(f"files {name}: {error.message}", file=sys.stderr)
+        print(f"files {name}: {_said(error)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `files ls | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
