@@ -637,3 +637,36 @@ def test_refusals_name_the_folders_by_the_paths_typed_and_the_role_needed(
         assert not UUID_TEXT.search(line), line
     # Nothing was made.
     assert [i["name"] for i in json_lines(ok(as_bob, "ls", f"{top}/x", "--json"))] == ["a.png"]
+
+
+def test_a_path_starts_at_a_top_level_folder_shared_with_the_user_and_two_are_ambiguous(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    (tmp_path / "a.png").write_bytes(png(3, 3))
+    (tmp_path / "b.png").write_bytes(png(4, 3))
+    bob, as_bob, carol, as_carol = two_users(platform, env)
+    top = unique("proj")
+    ok(as_bob, "upload", str(tmp_path / "a.png"), "--to", top)
+    ok(as_bob, "share", top, carol.email, "--role", "editor")
+    [theirs] = json_lines(ok(as_carol, "ls", "--json"))
+    assert theirs["name"] == top
+    # Into Bob's folder, as "All folders" shows it to Carol: no top-level folder of her own.
+    ok(as_carol, "upload", str(tmp_path / "a.png"), "--to", f"{top}/sub")
+    assert [f["id"] for f in json_lines(ok(as_carol, "ls", "--json"))] == [theirs["id"]]
+    assert [f["name"] for f in json_lines(ok(as_bob, "ls", f"{top}/sub", "--json"))] == ["a.png"]
+
+    # Her own folder of that name beside it: which one is meant is hers to say.
+    with Client(platform.gateway_url, api_key=carol.api_key) as c:
+        own = c.create_folder(top)
+    ids = sorted([theirs["id"], own.id])
+    owners = {theirs["id"]: f"{bob.email}'s", own.id: "yours"}
+    named = ", ".join(f"{i} ({owners[i]})" for i in ids)
+    for args in (["upload", str(tmp_path / "b.png"), "--to", f"{top}/sub"], ["ls", top]):
+        assert fails(as_carol, *args, code=2) == (
+            f"files {args[0]}: {top}: 2 folders you can see have that name: {named};"
+            f" name the one you mean by its id (as in {ids[0]}/...)"
+        )
+    ok(as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{theirs['id']}/sub")
+    listed = json_lines(ok(as_bob, "ls", f"{top}/sub", "--json"))
+    assert [f["name"] for f in listed] == ["a.png", "b.png"]
+    assert json_lines(ok(as_carol, "ls", own.id, "--json")) == []

@@ -950,7 +950,11 @@ class Api(Bound[M]):
             raise Conflict(
                 "ambiguous_path",
                 f"{'/'.join(where)}: {len(exact)} folders have that name; name it by id",
-                {"path": "/".join(where), "ids": [f.id for f in exact]},
+                {
+                    "path": "/".join(where),
+                    "ids": [f.id for f in exact],
+                    "created_by": [f.created_by for f in exact],
+                },
             )
         return exact[0] if exact else None
 

@@ -222,6 +222,34 @@ def _folder(c: Client, path: str) -> SyncFolder:
     return found
 
 
+def _ambiguous(error: Conflict) -> str:
+    """A path whose folder is one of several of that name the user may see (their own
+    top-level `proj` and one shared with them, say): each by its id and whose it is."""
+    ids = [str(i) for i in error.details.get("ids") or []]
+    makers = list(error.details.get("created_by") or [])
+    path = str(error.details.get("path") or "")
+    if not ids:
+        return error.message
+    owners: dict[str, str] = {}
+    try:
+        with _client() as c:
+            me = c.me().id
+            for folder_id, maker in zip(ids, makers, strict=False):
+                if maker == me:
+                    owners[folder_id] = "yours"
+                    continue
+                for x in c.get_folder(folder_id).collaborators():
+                    if x.user_id == maker and x.email:
+                        owners[folder_id] = f"{x.email}'s"
+    except FilesError:
+        pass  # the ids alone, then
+    named = ", ".join(f"{i} ({owners[i]})" if i in owners else i for i in ids)
+    return (
+        f"{path}: {len(ids)} folders you can see have that name: {named};"
+        f" name the one you mean by its id (as in {ids[0]}/...)"
+    )
+
+
 def _said(error: FilesError) -> str:
     """The platform's message, with the folders and files it names by id named by their
     paths where this run knows them, and the role it needs when it says one."""
@@ -328,12 +356,20 @@ def upload(args: argparse.Namespace) -> int:
             # A file's path is refused: a folder of its name would be made beside it.
             target = _folder(c, args.to)
         except NotFound:
+            # The top-level folder is one the user can see (theirs, or shared with them:
+            # the web app's "All folders"); one is made only when none has that name.
+            top = split_path(args.to)[0]
+            new_top = not _looks_like_id(top) and not any(
+                f.name.casefold() == top.casefold() for f in c.list_folders()
+            )
             try:
                 target = c.make_folders(args.to)
             except Forbidden as error:
                 error.message = f"{args.to}: not there, and not made: {error.message}"
                 raise
             _typed(target, args.to)
+            if new_top:  # said, as it may be a typo
+                _note(f"made the top-level folder {top} (none you can see has that name)")
         if args.metadata and (args.group or args.sequence or args.dicom):
             raise Invalid(
                 "metadata_not_taken", "--metadata is for files, not groups or DICOM series"
@@ -1354,6 +1390,13 @@ def run(args: argparse.Namespace) -> int:
         return HANDLERS[name](args)
     except Usage as problem:
         print(f"files {name}: {problem}", file=sys.stderr)
+        return 2
+    except Conflict as error:
+        if error.code != "ambiguous_path":
+            print(f"files {name}: {_said(error)}", file=sys.stderr)
+            return 1
+        # Which folder the path means is for the user to say: a misuse, not a failure.
+        print(f"files {name}: {_ambiguous(error)}", file=sys.stderr)
         return 2
     except FilesError as error:
         print(f"files {name}: {_said(error)}", file=sys.stderr)
