@@ -268,11 +268,11 @@ def test_files_the_platform_refuses_are_named_and_the_rest_uploaded(
         earlier = "refused by an earlier run" in said[f"files upload: {src / 'big.bin'}"]
         assert earlier == (run == 1), done.stderr
         assert sessions_of_big() == before + (1 if run < 2 else 2)
-        assert lines[-1].startswith(f"files upload: uploaded {len(sent)} files"), done.stderr
+        assert lines[-1].startswith(f"files upload: {len(sent)} files sent"), done.stderr
         assert lines[-1].endswith("; 3 refused"), done.stderr
         [remembered] = json.loads(journal.read_text()).values()
         assert remembered["refused"]["code"] == "unsupported_content"
-    assert lines[-1].endswith("; 38 already there, skipped; 3 refused"), lines
+    assert lines[-1].endswith("; 38 already there; 3 refused"), lines
     # Changed since, it is sent again.
     with (src / "big.bin").open("ab") as grown:
         grown.write(b"more")
@@ -566,7 +566,7 @@ def test_the_progress_bar_shows_on_a_terminal(env: dict[str, str], tmp_path: Pat
     # One unit system: the bar's 25.2MB is the summary's 25.2 MB (decimal, not MiB).
     size = f"{len(big.read_bytes()) / 1e6:.1f}"
     assert f"{size}MB/{size}MB" in text, text
-    assert f"uploaded 1 files ({size} MB)" in text, text
+    assert f"1 file sent ({size} MB)" in text, text
 
 
 def test_an_unknown_kind_is_refused_naming_it_and_the_kinds(
@@ -670,3 +670,80 @@ def test_a_path_starts_at_a_top_level_folder_shared_with_the_user_and_two_are_am
     listed = json_lines(ok(as_bob, "ls", f"{top}/sub", "--json"))
     assert [f["name"] for f in listed] == ["a.png", "b.png"]
     assert json_lines(ok(as_carol, "ls", own.id, "--json")) == []
+
+
+def on_terminal(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """The command run with its stderr on a terminal, as a person runs it: its exit code
+    and what it wrote there (the progress bar's redraws as lines of their own)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        [FILES, *args],
+        env={**env, "COLUMNS": "100"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    shown = b""
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline, shown
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    code = proc.wait(30)
+    os.close(leader)
+    return code, shown.decode(errors="replace").replace("\r", "\n")
+
+
+def test_the_summary_counts_what_this_run_sent_and_what_was_there(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    small = []
+    for i in range(3):
+        small.append(tmp_path / f"s{i}.png")
+        small[-1].write_bytes(png(3 + i, 3))
+    data = png(40, 30)
+    data += os.urandom(11 * MiB - len(data))
+    big = tmp_path / "big.png"
+    big.write_bytes(data)
+    top = unique("summary")
+    ok(env, "upload", *map(str, small), "--to", top)
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        folder = c.get_folder_by_path(top)
+        # As if an earlier `files upload` had stopped after the first part of big.png.
+        session = folder.open_upload_session("big.png", len(data), part_size=5 * MiB)
+        first = session.parts[0]
+        assert httpx.put(first.url, content=data[: first.size], timeout=60).status_code == 200
+        key = journal_key(Session(platform.gateway_url, ADMIN_KEY), folder.id, LocalFile.at(big))
+    journal = tmp_path / "state" / "files" / "uploads.json"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text(json.dumps({key: session.id}))
+    upload = ["upload", *map(str, small), str(big), "--to", top, "--parts-from", str(5 * MiB)]
+
+    def summary() -> str:
+        code, text = on_terminal(env, *upload)
+        assert code == 0, text
+        return [line for line in text.splitlines() if line.strip()][-1]  # after the bar
+
+    # This run sent the rest of big.png, not the part stored before, nor the files there.
+    rest = f"{(len(data) - first.size) / 1e6:.1f} MB"
+    before = f"{first.size / 1e6:.1f} MB"
+    said = summary()
+    assert said.startswith(f"1 file sent ({rest}; {before} more sent by an earlier run) to {top}")
+    assert said.endswith("; 3 already there"), said
+    # Again: nothing is sent, and the summary says so.
+    said = summary()
+    assert said.startswith(f"0 files sent (0 B) to {top} in ") and said.endswith(
+        " s; 4 already there"
+    ), said

@@ -93,6 +93,10 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
 
@@ -430,11 +434,18 @@ def upload(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     seconds = time.monotonic() - started
-    skipped = f"; {len(report.skipped)} already there, skipped" if report.skipped else ""
+    # What this run sent: the files already there (skipped) and the parts an earlier
+    # run had sent of a file it finished are said apart.
+    earlier = (
+        f"; {_size(report.earlier_bytes)} more sent by an earlier run"
+        if report.earlier_bytes
+        else ""
+    )
+    skipped = f"; {len(report.skipped)} already there" if report.skipped else ""
     refused = f"; {len(report.refused)} refused" if report.refused else ""
     summary = (
-        f"uploaded {len(report.uploaded)} files ({_size(report.bytes)}) to {target.full_path}"
-        f" in {seconds:.1f} s{skipped}{refused}"
+        f"{_count(len(report.uploaded), 'file')} sent ({_size(report.bytes)}{earlier})"
+        f" to {target.full_path} in {seconds:.1f} s{skipped}{refused}"
     )
     if report.refused:
         print(f"files upload: {summary}", file=sys.stderr)
