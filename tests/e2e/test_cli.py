@@ -28,6 +28,7 @@ from files_client import Client
 from files_client._core import Session
 from files_client.cli import VERBS
 from files_client.transfer import LocalFile, journal_key
+from PIL import Image
 
 from shared import cli as files_cli
 from shared.kit import db
@@ -747,3 +748,49 @@ def test_the_summary_counts_what_this_run_sent_and_what_was_there(
     assert said.startswith(f"0 files sent (0 B) to {top} in ") and said.endswith(
         " s; 4 already there"
     ), said
+
+
+def test_a_group_or_sequence_uploaded_again_is_not_made_twice(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        Image.new("RGB", (6, 4), (40 * i, 90, 200)).save(imgs / f"{i}.png")
+    top = unique("regroup")
+
+    def groups() -> list[tuple[str, str]]:
+        listed = json_lines(
+            ok(env, "ls", top, "--kind", "image_group", "--kind", "image_sequence", "--json")
+        )
+        return [(g["name"], g["kind"]) for g in listed]
+
+    for mode in (["--group", "cats"], ["--sequence", "walk"]):
+        ok(env, "upload", str(imgs), "--to", top, *mode)
+        # Run again (after an interruption, say): there already, said, and not made again.
+        code, text = on_terminal(env, "upload", str(imgs), "--to", top, *mode)
+        kind = "image_group" if mode[0] == "--group" else "image_sequence"
+        assert code == 0, text
+        assert f"{kind} {mode[1]} in {top}: already there with these 3 images; not sent again" in (
+            text
+        ), text
+        assert ok(env, "upload", str(imgs), "--to", top, *mode, "--json") == ""
+    assert sorted(groups()) == [("cats", "image_group"), ("walk", "image_sequence")]
+    folders = [f["name"] for f in json_lines(ok(env, "ls", top, "--kind", "folder", "--json"))]
+    assert sorted(folders) == ["cats (images)", "walk (images)"]
+
+    # The same name for other images, or for the other kind: refused, nothing made.
+    assert fails(env, "upload", str(imgs / "0.png"), "--to", top, "--group", "cats") == (
+        f"files upload: {top}/cats: an image_group of that name is there already, with other"
+        " images; give another name, or --duplicates to make one more"
+    )
+    assert fails(env, "upload", str(imgs), "--to", top, "--group", "walk") == (
+        f"files upload: {top}/walk: an image_sequence of that name is there already (not an"
+        " image_group); give another name, or --duplicates to make one more"
+    )
+    Image.new("RGB", (6, 4), (1, 2, 3)).save(imgs / "2.png")  # same name, other bytes
+    assert "with other images" in fails(env, "upload", str(imgs), "--to", top, "--group", "cats")
+    assert sorted(groups()) == [("cats", "image_group"), ("walk", "image_sequence")]
+    # Asked for: one more.
+    ok(env, "upload", str(imgs), "--to", top, "--group", "cats", "--duplicates")
+    assert sorted(groups()) == [("cats", "image_group")] * 2 + [("walk", "image_sequence")]

@@ -30,7 +30,7 @@ from files_client._core import Sync
 from files_client.api import Dataset, File, Folder, Job, safe_name, split_path
 from files_client.client import Client
 from files_client.errors import Conflict, FilesError, Forbidden, Invalid, NotFound
-from files_client.transfer import PARTS_FROM, Journal, LocalFile, Refusal
+from files_client.transfer import PARTS_FROM, Journal, LocalFile, Refusal, sha256_of
 
 SyncFolder = Folder[Sync]
 SyncFile = File[Sync]
@@ -380,6 +380,15 @@ def upload(args: argparse.Namespace) -> int:
             )
         if args.group or args.sequence:
             name = args.group or args.sequence
+            kind = "image_sequence" if args.sequence else "image_group"
+            there = None if args.duplicates else _group_there(c, target, name, kind, local)
+            if there is not None:
+                # A run again (after an interruption, say): made already, not made twice.
+                _note(
+                    f"{kind} {name} in {target.full_path}: already there with these"
+                    f" {_count(len(local), 'image')}; not sent again"
+                )
+                return 0
             bar = Bar(total, "upload")
             try:
                 made = target.upload_image_group(
@@ -452,6 +461,68 @@ def upload(args: argparse.Namespace) -> int:
         return REFUSED
     _note(summary)
     return 0
+
+
+GROUP_KINDS = ("image_group", "image_sequence")
+
+
+def _group_there(
+    c: Client,
+    target: SyncFolder,
+    name: str,
+    kind: str,
+    local: list[tuple[list[str], LocalFile]],
+) -> SyncFile | None:
+    """The image group (or sequence) `name` in `target` that holds these images (same
+    names, sizes and sha256; a sequence's in this order), as a run again of the same
+    upload finds it; None when the folder has none of that name. One of that name with
+    other images, or of the other kind, is refused: the same name for other images is
+    most likely a mistake (`--duplicates` makes a second one)."""
+    named = [
+        f for f in target.items(kind=list(GROUP_KINDS)) if isinstance(f, File) and f.name == name
+    ]
+    if not named:
+        return None
+    files = [f for _, f in local]
+    digests: dict[Path, str] = {}
+    for found in named:
+        if found.kind == kind and _holds_images(c, found, files, digests):
+            return found
+    other = next((f.kind for f in named if f.kind == kind), named[0].kind)
+    what = ", with other images" if other == kind else f" (not an {kind})"
+    raise Conflict(
+        "name_taken",
+        f"{target.full_path}/{name}: an {other} of that name is there already{what};"
+        " give another name, or --duplicates to make one more",
+        {"name": name, "folder_id": target.id, "ids": [f.id for f in named]},
+    )
+
+
+def _holds_images(
+    c: Client, group: SyncFile, files: list[LocalFile], digests: dict[Path, str]
+) -> bool:
+    facts = group.group or c.get_file(group.id).group
+    if facts is None:
+        return False
+    count = getattr(facts, "images", None) or len(facts.file_ids)
+    if count != len(files):
+        return False
+    if len(facts.file_ids) == count:
+        images, missing = c.lookup_files(facts.file_ids)  # in the group's order
+        if missing:
+            return False
+    else:  # a group too large for its ids to be listed: the folder of its images
+        images = list(c.get_folder(facts.constituent_folder_id).files())
+    if sorted((i.name, i.size) for i in images) != sorted((f.name, f.size) for f in files):
+        return False
+    ordered = group.kind == "image_sequence" and len(facts.file_ids) == count
+    if ordered and [i.name for i in images] != [f.name for f in files]:
+        return False
+    for f in files:
+        if f.path not in digests:
+            digests[f.path] = sha256_of(f.path)
+    there = sorted((i.name, i.sha256) for i in images)
+    return there == sorted((f.name, digests[f.path]) for f in files)
 
 
 # A local path's control characters as escapes: a file name may hold a terminal's
@@ -1182,10 +1253,11 @@ def register(commands: Any) -> None:
         " directory uploads recursively, each subdirectory a subfolder of its name."
         " Parallel; resumable: run it again after an interruption and it skips the files"
         " already there (same name, size and sha256) and sends only the missing parts of"
-        " large files. A progress bar on a terminal, quiet otherwise. A file the platform"
-        " refuses (no kind it accepts) is named on stderr by its path and the others are"
-        " uploaded; then the exit code is 3. A large file refused is not sent again while"
-        " it is unchanged (--retry-refused sends it).",
+        " large files; a --group or --sequence the folder has already (same name and"
+        " images) is not made again. A progress bar on a terminal, quiet otherwise. A"
+        " file the platform refuses (no kind it accepts) is named on stderr by its path"
+        " and the others are uploaded; then the exit code is 3. A large file refused is"
+        " not sent again while it is unchanged (--retry-refused sends it).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
     p.add_argument("--to", required=True, metavar="FOLDER/PATH", help="where they go")
@@ -1194,7 +1266,10 @@ def register(commands: Any) -> None:
     kind.add_argument("--group", metavar="NAME", help="the images as one image group")
     kind.add_argument("--sequence", metavar="NAME", help="the images as one image sequence")
     p.add_argument(
-        "--duplicates", action="store_true", help="upload even files already there (no skipping)"
+        "--duplicates",
+        action="store_true",
+        help="upload even files already there (no skipping); with --group/--sequence, make"
+        " one more of a name the folder has",
     )
     p.add_argument(
         "--retry-refused",
