@@ -652,7 +652,8 @@ def test_a_path_starts_at_a_top_level_folder_shared_with_the_user_and_two_are_am
     [theirs] = json_lines(ok(as_carol, "ls", "--json"))
     assert theirs["name"] == top
     # Into Bob's folder, as "All folders" shows it to Carol: no top-level folder of her own.
-    ok(as_carol, "upload", str(tmp_path / "a.png"), "--to", f"{top}/sub")
+    code, text = on_terminal(as_carol, "upload", str(tmp_path / "a.png"), "--to", f"{top}/sub")
+    assert code == 0 and "made the top-level folder" not in text, text
     assert [f["id"] for f in json_lines(ok(as_carol, "ls", "--json"))] == [theirs["id"]]
     assert [f["name"] for f in json_lines(ok(as_bob, "ls", f"{top}/sub", "--json"))] == ["a.png"]
 
@@ -671,6 +672,11 @@ def test_a_path_starts_at_a_top_level_folder_shared_with_the_user_and_two_are_am
     listed = json_lines(ok(as_bob, "ls", f"{top}/sub", "--json"))
     assert [f["name"] for f in listed] == ["a.png", "b.png"]
     assert json_lines(ok(as_carol, "ls", own.id, "--json")) == []
+    # A name none she can see has: a top-level folder of her own is made, and said.
+    mine = unique("mine")
+    code, text = on_terminal(as_carol, "upload", str(tmp_path / "a.png"), "--to", f"{mine}/x")
+    assert code == 0, text
+    assert f"made the top-level folder {mine} (none you can see has that name)" in text, text
 
 
 def on_terminal(env: dict[str, str], *args: str) -> tuple[int, str]:
