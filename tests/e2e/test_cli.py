@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
 import stat
@@ -28,6 +29,7 @@ from files_client import Client
 from files_client._core import Session
 from files_client.cli import VERBS
 from files_client.transfer import LocalFile, journal_key
+from PIL import Image
 
 from shared import cli as files_cli
 from shared.kit import db
@@ -268,11 +270,11 @@ def test_files_the_platform_refuses_are_named_and_the_rest_uploaded(
         earlier = "refused by an earlier run" in said[f"files upload: {src / 'big.bin'}"]
         assert earlier == (run == 1), done.stderr
         assert sessions_of_big() == before + (1 if run < 2 else 2)
-        assert lines[-1].startswith(f"files upload: uploaded {len(sent)} files"), done.stderr
+        assert lines[-1].startswith(f"files upload: {len(sent)} files sent"), done.stderr
         assert lines[-1].endswith("; 3 refused"), done.stderr
         [remembered] = json.loads(journal.read_text()).values()
         assert remembered["refused"]["code"] == "unsupported_content"
-    assert lines[-1].endswith("; 38 already there, skipped; 3 refused"), lines
+    assert lines[-1].endswith("; 38 already there; 3 refused"), lines
     # Changed since, it is sent again.
     with (src / "big.bin").open("ab") as grown:
         grown.write(b"more")
@@ -569,4 +571,236 @@ def test_the_progress_bar_shows_on_a_terminal(env: dict[str, str], tmp_path: Pat
     # One unit system: the bar's 25.2MB is the summary's 25.2 MB (decimal, not MiB).
     size = f"{len(big.read_bytes()) / 1e6:.1f}"
     assert f"{size}MB/{size}MB" in text, text
-    assert f"uploaded 1 files ({size} MB)" in text, text
+    assert f"1 file sent ({size} MB)" in text, text
+
+
+def test_an_unknown_kind_is_refused_naming_it_and_the_kinds(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "a.png").write_bytes(png(3, 3))
+    top = unique("kinds")
+    ok(env, "upload", str(tmp_path / "a.png"), "--to", top)
+    kinds = "folder, image, video, image_group, image_sequence, dicom_series, pdf, audio, text"
+    for args in (["ls", top, "--kind", "imag"], ["search", "a.png", "--kind", "imag"]):
+        # Not an empty answer (the API takes any word as a kind): the typo, named.
+        line = fails(env, *args, code=2)
+        assert line == (
+            f"files {args[0]}: --kind 'imag' is not a kind (did you mean image?);"
+            f" the kinds: {kinds}, nifti"
+        ), line
+    assert "imag" in fails(env, "ls", top, "--kind", "image", "--kind", "imag", code=2)
+    [found] = json_lines(ok(env, "ls", top, "--kind", "image", "--json"))
+    assert found["name"] == "a.png"
+    [hit] = json_lines(ok(env, "search", "a.png", "--kind", "image", "--in", top, "--json"))
+    assert hit["id"] == found["id"]
+
+
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def two_users(
+    platform: Stack, env: dict[str, str]
+) -> tuple[Any, dict[str, str], Any, dict[str, str]]:
+    """Two members (not organisation admins), each with the environment of their own key."""
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        bob = c.create_user(f"{unique('bob')}@example.com", "Bob")
+        carol = c.create_user(f"{unique('carol')}@example.com", "Carol")
+    return (
+        bob,
+        {**env, "FILES_API_KEY": bob.api_key},
+        carol,
+        {**env, "FILES_API_KEY": carol.api_key},
+    )
+
+
+def test_refusals_name_the_folders_by_the_paths_typed_and_the_role_needed(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    (tmp_path / "a.png").write_bytes(png(3, 3))
+    (tmp_path / "b.png").write_bytes(png(4, 3))
+    _, as_bob, carol, as_carol = two_users(platform, env)
+    top = unique("perm")
+    ok(as_bob, "upload", str(tmp_path / "a.png"), "--to", f"{top}/x")
+    ok(as_bob, "share", top, carol.email, "--role", "user")
+    said = [
+        fails(as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{top}/x"),
+        fails(as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{top}/x/new"),
+        fails(as_carol, "rm", f"{top}/x/a.png"),
+        fails(as_carol, "mv", f"{top}/x", f"{top}/y"),
+    ]
+    assert (
+        said[0]
+        == f"files upload: {top}/x: this needs the editor role on the folder (you have user)"
+    )
+    assert said[1] == (
+        f"files upload: {top}/x/new: not there, and not made:"
+        f" {top}/x: this needs the editor role on the folder (you have user)"
+    )
+    assert said[2] == f"files rm: these files need the editor role on their folder: {top}/x/a.png"
+    assert said[3] == f"files mv: {top}/x: this needs the editor role on the folder (you have user)"
+    for line in said:
+        assert not UUID_TEXT.search(line), line
+    # Nothing was made.
+    assert [i["name"] for i in json_lines(ok(as_bob, "ls", f"{top}/x", "--json"))] == ["a.png"]
+
+
+def test_a_path_starts_at_a_top_level_folder_shared_with_the_user_and_two_are_ambiguous(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    (tmp_path / "a.png").write_bytes(png(3, 3))
+    (tmp_path / "b.png").write_bytes(png(4, 3))
+    bob, as_bob, carol, as_carol = two_users(platform, env)
+    top = unique("proj")
+    ok(as_bob, "upload", str(tmp_path / "a.png"), "--to", top)
+    ok(as_bob, "share", top, carol.email, "--role", "editor")
+    [theirs] = json_lines(ok(as_carol, "ls", "--json"))
+    assert theirs["name"] == top
+    # Into Bob's folder, as "All folders" shows it to Carol: no top-level folder of her own.
+    code, text = on_terminal(as_carol, "upload", str(tmp_path / "a.png"), "--to", f"{top}/sub")
+    assert code == 0 and "made the top-level folder" not in text, text
+    assert [f["id"] for f in json_lines(ok(as_carol, "ls", "--json"))] == [theirs["id"]]
+    assert [f["name"] for f in json_lines(ok(as_bob, "ls", f"{top}/sub", "--json"))] == ["a.png"]
+
+    # Her own folder of that name beside it: which one is meant is hers to say.
+    with Client(platform.gateway_url, api_key=carol.api_key) as c:
+        own = c.create_folder(top)
+    ids = sorted([theirs["id"], own.id])
+    owners = {theirs["id"]: f"{bob.email}'s", own.id: "yours"}
+    named = ", ".join(f"{i} ({owners[i]})" for i in ids)
+    for args in (["upload", str(tmp_path / "b.png"), "--to", f"{top}/sub"], ["ls", top]):
+        assert fails(as_carol, *args, code=2) == (
+            f"files {args[0]}: {top}: 2 folders you can see have that name: {named};"
+            f" name the one you mean by its id (as in {ids[0]}/...)"
+        )
+    ok(as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{theirs['id']}/sub")
+    listed = json_lines(ok(as_bob, "ls", f"{top}/sub", "--json"))
+    assert [f["name"] for f in listed] == ["a.png", "b.png"]
+    assert json_lines(ok(as_carol, "ls", own.id, "--json")) == []
+    # A name none she can see has: a top-level folder of her own is made, and said.
+    mine = unique("mine")
+    code, text = on_terminal(as_carol, "upload", str(tmp_path / "a.png"), "--to", f"{mine}/x")
+    assert code == 0, text
+    assert f"made the top-level folder {mine} (none you can see has that name)" in text, text
+
+
+def on_terminal(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """The command run with its stderr on a terminal, as a person runs it: its exit code
+    and what it wrote there (the progress bar's redraws as lines of their own)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        [FILES, *args],
+        env={**env, "COLUMNS": "100"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    shown = b""
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline, shown
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    code = proc.wait(30)
+    os.close(leader)
+    return code, shown.decode(errors="replace").replace("\r", "\n")
+
+
+def test_the_summary_counts_what_this_run_sent_and_what_was_there(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    small = []
+    for i in range(3):
+        small.append(tmp_path / f"s{i}.png")
+        small[-1].write_bytes(png(3 + i, 3))
+    data = png(40, 30)
+    data += os.urandom(11 * MiB - len(data))
+    big = tmp_path / "big.png"
+    big.write_bytes(data)
+    top = unique("summary")
+    ok(env, "upload", *map(str, small), "--to", top)
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        folder = c.get_folder_by_path(top)
+        # As if an earlier `files upload` had stopped after the first part of big.png.
+        session = folder.open_upload_session("big.png", len(data), part_size=5 * MiB)
+        first = session.parts[0]
+        assert httpx.put(first.url, content=data[: first.size], timeout=60).status_code == 200
+        key = journal_key(Session(platform.gateway_url, ADMIN_KEY), folder.id, LocalFile.at(big))
+    journal = tmp_path / "state" / "files" / "uploads.json"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text(json.dumps({key: session.id}))
+    upload = ["upload", *map(str, small), str(big), "--to", top, "--parts-from", str(5 * MiB)]
+
+    def summary() -> str:
+        code, text = on_terminal(env, *upload)
+        assert code == 0, text
+        return [line for line in text.splitlines() if line.strip()][-1]  # after the bar
+
+    # This run sent the rest of big.png, not the part stored before, nor the files there.
+    rest = f"{(len(data) - first.size) / 1e6:.1f} MB"
+    before = f"{first.size / 1e6:.1f} MB"
+    said = summary()
+    assert said.startswith(f"1 file sent ({rest}; {before} more sent by an earlier run) to {top}")
+    assert said.endswith("; 3 already there"), said
+    # Again: nothing is sent, and the summary says so.
+    said = summary()
+    assert said.startswith(f"0 files sent (0 B) to {top} in ") and said.endswith(
+        " s; 4 already there"
+    ), said
+
+
+def test_a_group_or_sequence_uploaded_again_is_not_made_twice(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        Image.new("RGB", (6, 4), (40 * i, 90, 200)).save(imgs / f"{i}.png")
+    top = unique("regroup")
+
+    def groups() -> list[tuple[str, str]]:
+        listed = json_lines(
+            ok(env, "ls", top, "--kind", "image_group", "--kind", "image_sequence", "--json")
+        )
+        return [(g["name"], g["kind"]) for g in listed]
+
+    for mode in (["--group", "cats"], ["--sequence", "walk"]):
+        ok(env, "upload", str(imgs), "--to", top, *mode)
+        # Run again (after an interruption, say): there already, said, and not made again.
+        code, text = on_terminal(env, "upload", str(imgs), "--to", top, *mode)
+        kind = "image_group" if mode[0] == "--group" else "image_sequence"
+        assert code == 0, text
+        assert f"{kind} {mode[1]} in {top}: already there with these 3 images; not sent again" in (
+            text
+        ), text
+        assert ok(env, "upload", str(imgs), "--to", top, *mode, "--json") == ""
+    assert sorted(groups()) == [("cats", "image_group"), ("walk", "image_sequence")]
+    folders = [f["name"] for f in json_lines(ok(env, "ls", top, "--kind", "folder", "--json"))]
+    assert sorted(folders) == ["cats (images)", "walk (images)"]
+
+    # The same name for other images, or for the other kind: refused, nothing made.
+    assert fails(env, "upload", str(imgs / "0.png"), "--to", top, "--group", "cats") == (
+        f"files upload: {top}/cats: an image_group of that name is there already, with other"
+        " images; give another name, or --duplicates to make one more"
+    )
+    assert fails(env, "upload", str(imgs), "--to", top, "--group", "walk") == (
+        f"files upload: {top}/walk: an image_sequence of that name is there already (not an"
+        " image_group); give another name, or --duplicates to make one more"
+    )
+    Image.new("RGB", (6, 4), (1, 2, 3)).save(imgs / "2.png")  # same name, other bytes
+    assert "with other images" in fails(env, "upload", str(imgs), "--to", top, "--group", "cats")
+    assert sorted(groups()) == [("cats", "image_group"), ("walk", "image_sequence")]
+    # Asked for: one more.
+    ok(env, "upload", str(imgs), "--to", top, "--group", "cats", "--duplicates")
+    assert sorted(groups()) == [("cats", "image_group")] * 2 + [("walk", "image_sequence")]

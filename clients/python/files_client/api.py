@@ -386,6 +386,7 @@ class Folder(FolderData, _Bound[M]):
             )
             for (n, _), now in zip(batch, changed, strict=True):
                 skipped[n] = now
+        earlier = transfer.Earlier()
         found_lists = yield from transfer.upload_many(
             self._session,
             work,
@@ -394,11 +395,13 @@ class Folder(FolderData, _Bound[M]):
             journal=journal,
             parts_from=parts_from,
             keep_going=keep_going,
+            earlier=earlier,
         )
         sent = [f for found in found_lists for f in found]
         uploaded = [self._api._file(f) for f in sent if not isinstance(f, transfer.Refusal)]
         refused = [f for f in sent if isinstance(f, transfer.Refusal)]
-        return UploadReport(uploaded, skipped, sum(f.size for f in uploaded), refused)
+        whole = sum(f.size for f in uploaded)
+        return UploadReport(uploaded, skipped, whole - earlier.bytes, refused, earlier.bytes)
 
     @operation
     def upload_file(
@@ -638,12 +641,15 @@ class File(FileData, _Bound[M]):
 @dataclass
 class UploadReport(Generic[M]):
     """What `upload_tree` sent, the files it found there already, and those the
-    platform refused (with `keep_going`)."""
+    platform refused (with `keep_going`). `bytes`: what this run sent of the files
+    uploaded; `earlier_bytes`: what earlier runs had sent of them (the parts of the
+    upload sessions it resumed). Files skipped count in neither."""
 
     uploaded: list[File[M]]
     skipped: list[File[M]]
     bytes: int
     refused: list[transfer.Refusal] = field(default_factory=list)
+    earlier_bytes: int = 0
 
 
 @dataclass
@@ -951,7 +957,11 @@ class Api(Bound[M]):
             raise Conflict(
                 "ambiguous_path",
                 f"{'/'.join(where)}: {len(exact)} folders have that name; name it by id",
-                {"path": "/".join(where), "ids": [f.id for f in exact]},
+                {
+                    "path": "/".join(where),
+                    "ids": [f.id for f in exact],
+                    "created_by": [f.created_by for f in exact],
+                },
             )
         return exact[0] if exact else None
 

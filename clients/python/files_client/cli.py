@@ -11,9 +11,11 @@ local path, then a summary): the others were uploaded, and a run again sends non
 from __future__ import annotations
 
 import argparse
+import difflib
 import getpass
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -27,8 +29,8 @@ from files_client import config
 from files_client._core import Sync
 from files_client.api import Dataset, File, Folder, Job, safe_name, split_path
 from files_client.client import Client
-from files_client.errors import Conflict, FilesError, Invalid, NotFound
-from files_client.transfer import PARTS_FROM, Journal, LocalFile, Refusal
+from files_client.errors import Conflict, FilesError, Forbidden, Invalid, NotFound
+from files_client.transfer import PARTS_FROM, Journal, LocalFile, Refusal, sha256_of
 
 SyncFolder = Folder[Sync]
 SyncFile = File[Sync]
@@ -59,6 +61,23 @@ class Usage(Exception):
 # Some files were refused (no kind the platform accepts), the others uploaded.
 REFUSED = 3
 
+# What `--kind` takes: the file kinds of the API (shared/API.md: those of the contract
+# and those ingest recognises beyond them), and `folder`. The API takes any word as a
+# kind and answers nothing for one it does not know, so a typo would look like an empty
+# folder: refused here instead.
+KINDS = (
+    "folder",
+    "image",
+    "video",
+    "image_group",
+    "image_sequence",
+    "dicom_series",
+    "pdf",
+    "audio",
+    "text",
+    "nifti",
+)
+
 
 # -- output -------------------------------------------------------------------------------
 
@@ -72,6 +91,10 @@ def _size(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{n} B"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _when(moment: datetime | None) -> str:
@@ -156,15 +179,89 @@ def _nothing(text: str) -> None:
 # -- helpers --------------------------------------------------------------------------------
 
 
+# The folders and files met in this run, by id, with the paths the user knows them by:
+# the paths typed, else the paths the platform answered (from the first folder the user
+# may see). A refusal that names one by its id names it by its path instead.
+_KNOWN: dict[str, str] = {}
+_UUID = re.compile(
+    r"(?:\b(?:folder|file) )?\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b"
+)
+
+
+class _Client(Client):
+    """The client, remembering the paths of what it is answered."""
+
+    def _folder(self, data: Any) -> SyncFolder:
+        found = super()._folder(data)
+        _KNOWN.setdefault(found.id, found.full_path)
+        return found
+
+    def _file(self, data: Any) -> SyncFile:
+        found = super()._file(data)
+        if found.full_path:
+            _KNOWN.setdefault(found.id, found.full_path)
+        return found
+
+
 def _client() -> Client:
-    return Client()
+    return _Client()
+
+
+def _typed(found: SyncFolder | SyncFile, path: str) -> None:
+    """`path`, as the user typed it, names `found` from now on."""
+    if split_path(path) != [found.id]:
+        _KNOWN[found.id] = "/".join(split_path(path))
+
+
+def _resolve(c: Client, path: str) -> SyncFolder | SyncFile:
+    found = c.resolve(path)
+    _typed(found, path)
+    return found
 
 
 def _folder(c: Client, path: str) -> SyncFolder:
-    found = c.resolve(path)
+    found = _resolve(c, path)
     if not isinstance(found, Folder):
         raise Invalid("not_a_folder", f"{path}: is a file, not a folder", {"path": path})
     return found
+
+
+def _ambiguous(error: Conflict) -> str:
+    """A path whose folder is one of several of that name the user may see (their own
+    top-level `proj` and one shared with them, say): each by its id and whose it is."""
+    ids = [str(i) for i in error.details.get("ids") or []]
+    makers = list(error.details.get("created_by") or [])
+    path = str(error.details.get("path") or "")
+    if not ids:
+        return error.message
+    owners: dict[str, str] = {}
+    try:
+        with _client() as c:
+            me = c.me().id
+            for folder_id, maker in zip(ids, makers, strict=False):
+                if maker == me:
+                    owners[folder_id] = "yours"
+                    continue
+                for x in c.get_folder(folder_id).collaborators():
+                    if x.user_id == maker and x.email:
+                        owners[folder_id] = f"{x.email}'s"
+    except FilesError:
+        pass  # the ids alone, then
+    named = ", ".join(f"{i} ({owners[i]})" if i in owners else i for i in ids)
+    return (
+        f"{path}: {len(ids)} folders you can see have that name: {named};"
+        f" name the one you mean by its id (as in {ids[0]}/...)"
+    )
+
+
+def _said(error: FilesError) -> str:
+    """The platform's message, with the folders and files it names by id named by their
+    paths where this run knows them, and the role it needs when it says one."""
+    message = _UUID.sub(lambda m: _KNOWN.get(m.group(1), m.group(0)), error.message)
+    needed = error.details.get("role_needed")
+    if isinstance(needed, str) and needed not in message:
+        message += f" (this needs the {needed} role)"
+    return message
 
 
 def _walk(folder: SyncFolder, into: Path) -> Iterator[tuple[SyncFile, Path]]:
@@ -263,13 +360,35 @@ def upload(args: argparse.Namespace) -> int:
             # A file's path is refused: a folder of its name would be made beside it.
             target = _folder(c, args.to)
         except NotFound:
-            target = c.make_folders(args.to)
+            # The top-level folder is one the user can see (theirs, or shared with them:
+            # the web app's "All folders"); one is made only when none has that name.
+            top = split_path(args.to)[0]
+            new_top = not _looks_like_id(top) and not any(
+                f.name.casefold() == top.casefold() for f in c.list_folders()
+            )
+            try:
+                target = c.make_folders(args.to)
+            except Forbidden as error:
+                error.message = f"{args.to}: not there, and not made: {error.message}"
+                raise
+            _typed(target, args.to)
+            if new_top:  # said, as it may be a typo
+                _note(f"made the top-level folder {top} (none you can see has that name)")
         if args.metadata and (args.group or args.sequence or args.dicom):
             raise Invalid(
                 "metadata_not_taken", "--metadata is for files, not groups or DICOM series"
             )
         if args.group or args.sequence:
             name = args.group or args.sequence
+            kind = "image_sequence" if args.sequence else "image_group"
+            there = None if args.duplicates else _group_there(c, target, name, kind, local)
+            if there is not None:
+                # A run again (after an interruption, say): made already, not made twice.
+                _note(
+                    f"{kind} {name} in {target.full_path}: already there with these"
+                    f" {_count(len(local), 'image')}; not sent again"
+                )
+                return 0
             bar = Bar(total, "upload")
             try:
                 made = target.upload_image_group(
@@ -324,17 +443,86 @@ def upload(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     seconds = time.monotonic() - started
-    skipped = f"; {len(report.skipped)} already there, skipped" if report.skipped else ""
+    # What this run sent: the files already there (skipped) and the parts an earlier
+    # run had sent of a file it finished are said apart.
+    earlier = (
+        f"; {_size(report.earlier_bytes)} more sent by an earlier run"
+        if report.earlier_bytes
+        else ""
+    )
+    skipped = f"; {len(report.skipped)} already there" if report.skipped else ""
     refused = f"; {len(report.refused)} refused" if report.refused else ""
     summary = (
-        f"uploaded {len(report.uploaded)} files ({_size(report.bytes)}) to {target.full_path}"
-        f" in {seconds:.1f} s{skipped}{refused}"
+        f"{_count(len(report.uploaded), 'file')} sent ({_size(report.bytes)}{earlier})"
+        f" to {target.full_path} in {seconds:.1f} s{skipped}{refused}"
     )
     if report.refused:
         print(f"files upload: {summary}", file=sys.stderr)
         return REFUSED
     _note(summary)
     return 0
+
+
+GROUP_KINDS = ("image_group", "image_sequence")
+
+
+def _group_there(
+    c: Client,
+    target: SyncFolder,
+    name: str,
+    kind: str,
+    local: list[tuple[list[str], LocalFile]],
+) -> SyncFile | None:
+    """The image group (or sequence) `name` in `target` that holds these images (same
+    names, sizes and sha256; a sequence's in this order), as a run again of the same
+    upload finds it; None when the folder has none of that name. One of that name with
+    other images, or of the other kind, is refused: the same name for other images is
+    most likely a mistake (`--duplicates` makes a second one)."""
+    named = [
+        f for f in target.items(kind=list(GROUP_KINDS)) if isinstance(f, File) and f.name == name
+    ]
+    if not named:
+        return None
+    files = [f for _, f in local]
+    digests: dict[Path, str] = {}
+    for found in named:
+        if found.kind == kind and _holds_images(c, found, files, digests):
+            return found
+    other = next((f.kind for f in named if f.kind == kind), named[0].kind)
+    what = ", with other images" if other == kind else f" (not an {kind})"
+    raise Conflict(
+        "name_taken",
+        f"{target.full_path}/{name}: an {other} of that name is there already{what};"
+        " give another name, or --duplicates to make one more",
+        {"name": name, "folder_id": target.id, "ids": [f.id for f in named]},
+    )
+
+
+def _holds_images(
+    c: Client, group: SyncFile, files: list[LocalFile], digests: dict[Path, str]
+) -> bool:
+    facts = group.group or c.get_file(group.id).group
+    if facts is None:
+        return False
+    count = getattr(facts, "images", None) or len(facts.file_ids)
+    if count != len(files):
+        return False
+    if len(facts.file_ids) == count:
+        images, missing = c.lookup_files(facts.file_ids)  # in the group's order
+        if missing:
+            return False
+    else:  # a group too large for its ids to be listed: the folder of its images
+        images = list(c.get_folder(facts.constituent_folder_id).files())
+    if sorted((i.name, i.size) for i in images) != sorted((f.name, f.size) for f in files):
+        return False
+    ordered = group.kind == "image_sequence" and len(facts.file_ids) == count
+    if ordered and [i.name for i in images] != [f.name for f in files]:
+        return False
+    for f in files:
+        if f.path not in digests:
+            digests[f.path] = sha256_of(f.path)
+    there = sorted((i.name, i.sha256) for i in images)
+    return there == sorted((f.name, digests[f.path]) for f in files)
 
 
 # A local path's control characters as escapes: a file name may hold a terminal's
@@ -432,8 +620,13 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     for pair in args.meta or ():
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"files: --meta takes KEY=VALUE, not {pair!r}")
+            raise Usage(f"--meta takes KEY=VALUE, not {pair!r}")
         metadata.setdefault(key, []).append(value)
+    for kind in args.kind or ():
+        if kind not in KINDS:
+            close = difflib.get_close_matches(kind, KINDS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise Usage(f"--kind {kind!r} is not a kind{hint}; the kinds: {', '.join(KINDS)}")
     found: dict[str, Any] = {
         "kind": args.kind or None,
         "metadata": metadata or None,
@@ -447,14 +640,13 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ls(args: argparse.Namespace) -> int:
+    filters = _filters(args)  # refused before anything is asked
     with _client() as c:
         if not args.path or args.path.strip("/") == "":
             listed: Iterator[SyncFolder | SyncFile] = iter(c.list_folders())
         else:
-            found = c.resolve(args.path)
-            listed = (
-                iter(found.items(**_filters(args))) if isinstance(found, Folder) else iter([found])
-            )
+            found = _resolve(c, args.path)
+            listed = iter(found.items(**filters)) if isinstance(found, Folder) else iter([found])
         filtered = bool(args.kind or args.meta or args.name or args.in_dataset is not None)
         rows = []
         shown = 0
@@ -479,11 +671,12 @@ def ls(args: argparse.Namespace) -> int:
 
 
 def search(args: argparse.Namespace) -> int:
+    filters = _filters(args)  # refused before anything is asked
     with _client() as c:
         within = _folder(c, args.within) if args.within else None
         rows = []
         shown = 0
-        for n, hit in enumerate(c.search(args.text, folder=within, **_filters(args))):
+        for n, hit in enumerate(c.search(args.text, folder=within, **filters)):
             if args.limit and n >= args.limit:
                 break
             shown += 1
@@ -497,15 +690,15 @@ def search(args: argparse.Namespace) -> int:
         if not args.json:
             _table(rows, ["ID", "KIND", "SIZE", "PATH"])
         if not shown:
-            _nothing(f"nothing matches {args.text!r}")
+            _nothing(f"nothing matches {args.text!r}" if args.text else "nothing matches")
     return 0
 
 
 def mv(args: argparse.Namespace) -> int:
     with _client() as c:
-        sources = [c.resolve(p) for p in args.sources]
+        sources = [_resolve(c, p) for p in args.sources]
         try:
-            dest = c.resolve(args.dest)
+            dest = _resolve(c, args.dest)
         except NotFound:
             dest = None
         if isinstance(dest, Folder):
@@ -550,7 +743,7 @@ def _print_datasets(datasets: list[Any], dry_run: bool) -> None:
 
 def rm(args: argparse.Namespace) -> int:
     with _client() as c:
-        items = [c.resolve(p) for p in args.paths]
+        items = [_resolve(c, p) for p in args.paths]
         impact = c.delete(items, dry_run=True)
         verb = "would delete" if args.dry_run else "deleting"
         print(f"{verb} {impact.folders or 0} folder(s) and {impact.files or 0} file(s)")
@@ -563,7 +756,7 @@ def rm(args: argparse.Namespace) -> int:
 
 def duplicates(args: argparse.Namespace) -> int:
     with _client() as c:
-        found = c.resolve(args.path)
+        found = _resolve(c, args.path)
         if not isinstance(found, File):
             raise Usage(f"{args.path} is a folder: name a file")
         rows = []
@@ -633,7 +826,7 @@ def trash(args: argparse.Namespace) -> int:
 def download(args: argparse.Namespace) -> int:
     out = Path(args.output)
     with _client() as c:
-        found = c.resolve(args.path)
+        found = _resolve(c, args.path)
         if isinstance(found, File):
             files = [(found, out / safe_name(found.name))]
         else:
@@ -682,7 +875,7 @@ def _looks_like_id(text: str) -> bool:
 def _files_below(c: Client, paths: list[str]) -> list[SyncFile]:
     out: list[SyncFile] = []
     for p in paths:
-        found = c.resolve(p)
+        found = _resolve(c, p)
         if isinstance(found, File):
             out.append(found)
         else:
@@ -739,7 +932,7 @@ def datasets(args: argparse.Namespace) -> int:
             linked = {f.id for f in d.files()}
             files = []
             for p in args.paths:
-                found = c.resolve(p)
+                found = _resolve(c, p)
                 if isinstance(found, Folder):
                     # Those below it that are in the dataset (a folder holds others too).
                     files += [f for f, _ in _walk(found, Path(".")) if f.id in linked]
@@ -792,7 +985,7 @@ def reencode(args: argparse.Namespace) -> int:
     with _client() as c:
         files = []
         for ref in args.paths:
-            found = c.get_file(ref) if _looks_like_id(ref) else c.resolve(ref)
+            found = c.get_file(ref) if _looks_like_id(ref) else _resolve(c, ref)
             if not isinstance(found, File):
                 raise Usage(f"{ref} is a folder: name videos or image sequences")
             files.append(found)
@@ -914,7 +1107,7 @@ def history(args: argparse.Namespace) -> int:
             if _looks_like_id(ref):
                 subjects.append(ref)
             else:
-                subjects.append(c.resolve(ref).id)
+                subjects.append(_resolve(c, ref).id)
                 names[subjects[-1]] = ref
         me = c.me()
         actor = me.id if args.actor in ("me", me.email) else args.actor
@@ -995,7 +1188,10 @@ PATHS = "folder names joined with '/' from the top level; a file's path ends wit
 
 def _filter_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--kind", action="append", help="only this kind (folder, image, ...; repeatable)"
+        "--kind",
+        action="append",
+        metavar="KIND",
+        help=f"only this kind (repeatable): {', '.join(KINDS)}",
     )
     p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata has VALUE at KEY")
     linked = p.add_mutually_exclusive_group()
@@ -1047,10 +1243,11 @@ def register(commands: Any) -> None:
         " directory uploads recursively, each subdirectory a subfolder of its name."
         " Parallel; resumable: run it again after an interruption and it skips the files"
         " already there (same name, size and sha256) and sends only the missing parts of"
-        " large files. A progress bar on a terminal, quiet otherwise. A file the platform"
-        " refuses (no kind it accepts) is named on stderr by its path and the others are"
-        " uploaded; then the exit code is 3. A large file refused is not sent again while"
-        " it is unchanged (--retry-refused sends it).",
+        " large files; a --group or --sequence the folder has already (same name and"
+        " images) is not made again. A progress bar on a terminal, quiet otherwise. A"
+        " file the platform refuses (no kind it accepts) is named on stderr by its path"
+        " and the others are uploaded; then the exit code is 3. A large file refused is"
+        " not sent again while it is unchanged (--retry-refused sends it).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
     p.add_argument("--to", required=True, metavar="FOLDER/PATH", help="where they go")
@@ -1059,7 +1256,10 @@ def register(commands: Any) -> None:
     kind.add_argument("--group", metavar="NAME", help="the images as one image group")
     kind.add_argument("--sequence", metavar="NAME", help="the images as one image sequence")
     p.add_argument(
-        "--duplicates", action="store_true", help="upload even files already there (no skipping)"
+        "--duplicates",
+        action="store_true",
+        help="upload even files already there (no skipping); with --group/--sequence, make"
+        " one more of a name the folder has",
     )
     p.add_argument(
         "--retry-refused",
@@ -1267,8 +1467,15 @@ def run(args: argparse.Namespace) -> int:
     except Usage as problem:
         print(f"files {name}: {problem}", file=sys.stderr)
         return 2
+    except Conflict as error:
+        if error.code != "ambiguous_path":
+            print(f"files {name}: {_said(error)}", file=sys.stderr)
+            return 1
+        # Which folder the path means is for the user to say: a misuse, not a failure.
+        print(f"files {name}: {_ambiguous(error)}", file=sys.stderr)
+        return 2
     except FilesError as error:
-        print(f"files {name}: {error.message}", file=sys.stderr)
+        print(f"files {name}: {_said(error)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `files ls | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

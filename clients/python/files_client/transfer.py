@@ -304,6 +304,19 @@ class Journal:
             self._write(entries)
 
 
+class Earlier:
+    """The bytes of the files uploaded that an earlier run had sent: the parts of the
+    upload sessions resumed, stored before this run."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.bytes += n
+
+
 def journal_key(session: Session, folder_id: str, f: LocalFile) -> str:
     st = f.path.stat()
     parts = [session.base_url, folder_id, str(f.path.resolve()), f.name]
@@ -336,9 +349,11 @@ def upload_in_parts(
     session_id: str | None = None,
     part_size: int | None = None,
     parallel: int = PARALLEL,
+    earlier: Earlier | None = None,
 ) -> Op[dict[str, Any]]:
     """One file as an upload session: opened (or resumed: `session_id`, or the one the
-    journal remembers), its missing parts PUT side by side, completed."""
+    journal remembers), its missing parts PUT side by side, completed. `earlier` counts
+    the bytes of a resumed session that were stored before, once it is completed."""
     key = journal_key(session, folder_id, f) if journal else ""
     said = journal.refusal(key) if journal else None
     if said is not None:
@@ -369,8 +384,9 @@ def upload_in_parts(
         assert state is not None
         if journal:
             journal.put(key, state["id"])
-    if progress and state.get("bytes_stored"):
-        progress(int(state["bytes_stored"]))  # parts already in the store count as sent
+    stored_before = int(state.get("bytes_stored") or 0)
+    if progress and stored_before:
+        progress(stored_before)  # parts already in the store count as sent
     part_size = int(state["part_size"])
     ops = []
     for part in state["parts"]:
@@ -391,6 +407,8 @@ def upload_in_parts(
         raise
     if journal:
         journal.drop(key)
+    if earlier is not None and stored_before:
+        earlier.add(stored_before)
     if f.metadata is not None:
         # An upload session takes no metadata: set on the file once it is stored.
         changed = yield from json_of(
@@ -418,6 +436,7 @@ def upload_many(
     journal: Journal | None = None,
     parts_from: int = PARTS_FROM,
     keep_going: bool = False,
+    earlier: Earlier | None = None,
 ) -> Op[list[list[Any]]]:
     """Files into folders (`(folder id, files)` each): small ones in multipart batches,
     large ones in parts, all side by side. Each folder's files come back in the order
@@ -431,7 +450,9 @@ def upload_many(
             slots.append((n, group))
         for f in files:
             if f.size >= parts_from:
-                op = upload_in_parts(session, folder_id, f, progress, journal=journal)
+                op = upload_in_parts(
+                    session, folder_id, f, progress, journal=journal, earlier=earlier
+                )
                 ops.append(_refusable(op, f) if keep_going else op)
                 slots.append((n, [f]))
     results = yield Gather(ops, parallel)
