@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import math
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +24,7 @@ from typing import Any, Literal
 
 import orjson
 
+from shared.contracts.catalog import FILE_KINDS
 from shared.kit.errors import Refused
 
 Order = Literal["name", "created_at", "size"]
@@ -35,7 +35,7 @@ MAX_KINDS = 20
 MAX_METADATA_FILTERS = 20
 MAX_METADATA_KEY = 200
 MAX_METADATA_VALUE = 1000
-KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
+KINDS = frozenset({"folder", *FILE_KINDS})
 # `metadata.<key>.gte` / `.lte`: a range, for keys the schema types as number or datetime.
 RANGE_SUFFIXES = (".gte", ".lte")
 
@@ -153,8 +153,11 @@ def parse(
         else:
             single[name] = value
     for kind in kinds:
-        if not KIND.fullmatch(kind):
-            raise invalid("kind", f"{kind[:50]!r} is not a kind")
+        if kind not in KINDS:
+            # Refused, not answered as an empty listing: a typo would pass for "none".
+            raise invalid(
+                "kind", f"{kind[:50]!r} is not a kind; the kinds: {', '.join(sorted(KINDS))}"
+            )
     if len(kinds) > MAX_KINDS:
         raise invalid("kind", f"at most {MAX_KINDS} kinds")
     if sum(len(v) for v in metadata.values()) + len(ranges) > MAX_METADATA_FILTERS:

@@ -35,6 +35,20 @@ FILES_PER_RESTORED = 5_000
 # The organisation's one metadata schema.
 SCHEMA_STREAM = "metadata-schema"
 
+# The kinds a file is (from its bytes; groups, sequences and series as made): what a
+# listing's or a search's `kind` filter may name, besides "folder".
+FILE_KINDS = (
+    "image",
+    "video",
+    "image_group",
+    "image_sequence",
+    "dicom_series",
+    "pdf",
+    "audio",
+    "text",
+    "nifti",
+)
+
 
 class FolderCreated(Event):
     type: ClassVar[str] = "catalog.FolderCreated"

@@ -152,6 +152,7 @@ async def test_unknown_parameters_and_bad_values_are_named(api: httpx.AsyncClien
         ({"in_dataset": "1"}, "in_dataset"),
         ({"dataset_synced": "maybe"}, "dataset_synced"),
         ({"kind": "Image"}, "kind"),
+        ({"kind": "imag"}, "kind"),
         ({"limit": "0"}, "limit"),
         ({"order": ["name", "size"]}, "order"),
         ({"metadata.": "x"}, "metadata."),

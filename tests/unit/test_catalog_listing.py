@@ -44,6 +44,7 @@ def test_parameters_are_parsed_and_unknown_ones_refused() -> None:
         ([("desc", "1")], "desc"),
         ([("q", "a"), ("q", "b")], "q"),
         ([("kind", "Image")], "kind"),
+        ([("kind", "imag")], "kind"),
         ([("limit", "1001")], "limit"),
         ([("metadata.", "x")], "metadata."),
     ):
