@@ -30,6 +30,7 @@ from services.ingest.sessions import api as sessions_api
 from services.ingest.sessions import handlers as sessions_handlers
 from services.ingest.sessions.handlers import Sessions
 from services.ingest.sessions.projections import sessions as sessions_model
+from services.ingest.sessions.revocations import Revocations
 from services.ingest.uploads import api as uploads_api
 from services.ingest.uploads.handlers import Uploads
 from services.ingest.webhooks import api as webhooks_api
@@ -58,6 +59,7 @@ def build(settings: Settings) -> FastAPI:
     react = Bound.joined(
         Collector.reactions.bound(collector),
         SchemaMirror.reactions.bound(SchemaMirror(parts)),
+        Revocations.reactions.bound(Revocations(sessions)),
         Syncs.reactions.bound(syncs),
         Imports.reactions.bound(imports),
     )
@@ -78,8 +80,8 @@ def build(settings: Settings) -> FastAPI:
         # given at upload. The DICOM context's series hold their instances' blobs until
         # released.
         # Webhooks are sent for files uploaded and deleted (catalog) and for jobs that
-        # ended (ingest's own).
-        consumes=(topics.CATALOG, topics.DICOM, topics.INGEST),
+        # ended (ingest's own). A revoked API key ends the upload sessions it opened (ACL).
+        consumes=(topics.CATALOG, topics.DICOM, topics.INGEST, topics.ACL),
         reactions=WithWebhooks(react, webhooks),
         projections=(jobs, integrations_model, synced, sessions_model, blob_refs, schema_mirror),
         setups=(webhooks_model.setup, sessions_handlers.setup),

@@ -270,6 +270,17 @@ class Sessions(Handlers):
         row = await self._open(conn, session_id, lock=True)
         return await self._end(conn, cause, row, "cancelled")
 
+    async def end_opened_with(self, conn: Conn, cause: Cause, key_id: uuid.UUID) -> int:
+        """Abort the open sessions a key opened (locked as a completion locks them)."""
+        opened = "SELECT id FROM ingest.sessions WHERE status = 'open' AND key_id = $1 ORDER BY id"
+        rows = [
+            await self._row(conn, r["id"], " FOR UPDATE") for r in await conn.fetch(opened, key_id)
+        ]
+        ended = [r for r in rows if r is not None and r["status"] == "open"]
+        for row in ended:
+            await self._end(conn, cause, row, "aborted")
+        return len(ended)
+
     async def expire(self) -> int:
         """End the sessions past their time; their parts are deleted from the store."""
         cause = Cause(actor="system:upload-sessions", correlation_id=str(uuid.uuid4()))
