@@ -295,7 +295,7 @@ export function Unavailable({ what, error, onRetry }: { what: "folder" | "file" 
     <section class="unavailable" aria-label={`${Name} unavailable`}>
       <h1 class="title">{missing ? `${Name} not found` : `This ${what} could not be shown`}</h1>
       <p role="alert" class="error-text">
-        {missing ? MISSING[what] : error instanceof Error ? error.message : String(error)}
+        {missing ? MISSING[what] : messageOf(error)}
       </p>
       <p class="actions-inline">
         {!missing && (
@@ -316,7 +316,7 @@ export function LoadFailed({ what, error, onRetry }: { what: string; error: unkn
   return (
     <div class="load-failed">
       <p role="alert" class="error-text">
-        {what} could not be loaded. {sentence(error instanceof Error ? error.message : String(error))}
+        {what} could not be loaded. {messageOf(error)}
       </p>
       <p class="actions-inline">
         <button type="button" onClick={onRetry}>
@@ -328,9 +328,13 @@ export function LoadFailed({ what, error, onRetry }: { what: string; error: unkn
   );
 }
 
-// The API's messages start in lower case ("the catalog service did not answer…"): after
-// a sentence of ours, one of their own.
-const sentence = (text: string) => text.charAt(0).toUpperCase() + text.slice(1);
+// The API's messages start in lower case ("the catalog service did not answer…"): shown
+// as a sentence of their own (a page that could not be shown, a list not loaded), they
+// start with a capital.
+export function messageOf(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
 
 // The way back to the top level from a page that shows nothing else.
 export function AllFoldersLink() {
