@@ -42,7 +42,7 @@ export function FilePage({ id }: { id: string }) {
         <Viewer file={file} />
       </section>
       <aside class="details" aria-label="Details">
-        <Details item={file} />
+        <Details item={file} onItsPage />
       </aside>
     </div>
   );
