@@ -210,6 +210,9 @@ def test_delete_forever_and_empty_trash_are_asked_in_the_confirm_dialog(
     expect(page.locator(".notices").get_by_role("status")).to_contain_text(
         "Deleted forever 2 files"
     )
+    # The button that asked is disabled now (nothing chosen): the focus is on the page.
+    expect(asking).to_be_disabled()
+    expect(trash.get_by_role("heading", name="Trash", level=1)).to_be_focused()
     for name in names:
         expect(trash.get_by_role("row", name=name)).to_have_count(0)
     listed = {i["id"] for i in api.get("/v1/trash", params={"limit": 1000}).json()["items"]}
