@@ -104,3 +104,30 @@ def test_a_viewer_of_the_folder_gets_no_write_action_on_a_file_page(
     expect(actions.get_by_role("button", name="Add to dataset")).to_be_visible()
     for refused in ("Rename", "Move to another folder", "Delete"):
         expect(actions.get_by_role("button", name=refused)).to_have_count(0)
+
+
+def test_a_file_page_downloads_from_its_toolbar_only_and_links_not_to_itself(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("file-once"))
+    [note] = upload(api, folder["id"], ("once.txt", text("once\n")))
+
+    # The folder view's details panel: the file's "Download" and "Open" (its page).
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    page.get_by_role("row", name="once.txt").click()
+    details = page.get_by_role("complementary", name="Details")
+    expect(details.get_by_role("link", name="Download")).to_be_visible()
+    details.get_by_role("link", name="Open").click()
+    expect(page).to_have_url(f"/files/{note['id']}")
+
+    # On that page, one "Download" (the toolbar's) and no link to the page itself.
+    expect(page.get_by_role("heading", name="once.txt", level=1)).to_be_visible()
+    expect(details.get_by_text("Text", exact=True)).to_be_visible()  # its facts are read
+    expect(page.get_by_role("link", name="Download")).to_have_count(1)
+    expect(
+        page.get_by_role("toolbar", name="File actions").get_by_role("link", name="Download")
+    ).to_be_visible()
+    expect(details.get_by_role("link", name="Open")).to_have_count(0)
+    expect(page.locator(f'a[href="/files/{note["id"]}"]')).to_have_count(0)

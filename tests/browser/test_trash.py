@@ -56,7 +56,7 @@ def test_delete_see_in_trash_restore_and_delete_forever(signed_in: Page, api: ht
     # Delete the other forever (confirmed first): gone from the trash for good.
     trash.get_by_role("checkbox", name=f"Choose {doomed}").check()
     trash.get_by_role("button", name="Delete forever").click()
-    trash.get_by_role("alertdialog", name="Confirm").get_by_role(
+    page.get_by_role("alertdialog", name="Delete 1 item forever?").get_by_role(
         "button", name="Delete forever"
     ).click()
     expect(trash.get_by_role("row", name=doomed)).to_be_hidden()
@@ -161,3 +161,59 @@ def test_choose_all_in_the_trash_chooses_every_item_one_may_restore(
     # One chosen by hand: "Choose all" is neither all nor none.
     trash.get_by_role("checkbox", name=f"Choose {names[0]}").check()
     assert everything.evaluate("e => e.indeterminate")
+
+
+def test_delete_forever_and_empty_trash_are_asked_in_the_confirm_dialog(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """The same modal question as every removal: it names how many and what, says it
+    cannot be undone, has the focus on Cancel, Escape keeps everything, and the focus
+    goes back to the button that asked."""
+    page = signed_in
+    folder = make_folder(api, unique("forever"))
+    names = [unique("bin") + ".txt" for _ in range(2)]
+    files = upload(api, folder["id"], *((n, text(n)) for n in names))
+    assert api.post("/v1/delete", json={"file_ids": [f["id"] for f in files]}).status_code == 200
+
+    page.goto("/trash")
+    trash = page.get_by_role("region", name="Trash")
+    for name in names:
+        trash.get_by_role("checkbox", name=f"Choose {name}").check()
+    asking = trash.get_by_role("button", name="Delete forever")
+    asking.click()
+    question = page.get_by_role("alertdialog", name="Delete 2 items forever?")
+    one, two = (re.escape(n) for n in names)  # named in the Trash's order
+    expect(question).to_contain_text(
+        re.compile(rf"({one}|{two}) and ({one}|{two}) will be gone for good")
+    )
+    expect(question).to_contain_text("This cannot be undone.")
+    expect(question.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(question).to_have_count(0)
+    expect(asking).to_be_focused()
+    listed = {i["id"] for i in api.get("/v1/trash", params={"limit": 1000}).json()["items"]}
+    assert {f["id"] for f in files} <= listed  # nothing went
+
+    # "Empty trash" asks the same way; Cancel keeps everything.
+    emptying = trash.get_by_role("button", name="Empty trash")
+    emptying.click()
+    question = page.get_by_role("alertdialog", name="Empty the trash?")
+    expect(question).to_contain_text("deleted forever. This cannot be undone.")
+    question.get_by_role("button", name="Cancel").click()
+    expect(question).to_have_count(0)
+    expect(emptying).to_be_focused()
+
+    asking.click()
+    page.get_by_role("alertdialog", name="Delete 2 items forever?").get_by_role(
+        "button", name="Delete forever"
+    ).click()
+    expect(page.locator(".notices").get_by_role("status")).to_contain_text(
+        "Deleted forever 2 files"
+    )
+    # The button that asked is disabled now (nothing chosen): the focus is on the page.
+    expect(asking).to_be_disabled()
+    expect(trash.get_by_role("heading", name="Trash", level=1)).to_be_focused()
+    for name in names:
+        expect(trash.get_by_role("row", name=name)).to_have_count(0)
+    listed = {i["id"] for i in api.get("/v1/trash", params={"limit": 1000}).json()["items"]}
+    assert not {f["id"] for f in files} & listed

@@ -239,3 +239,32 @@ def test_search_results_say_when_the_search_cannot_be_done_and_try_again_recover
     results.get_by_role("button", name="Try again").click()
     expect(results.get_by_role("link", name=name)).to_be_visible()
     expect(results.get_by_role("alert")).to_have_count(0)
+
+
+def test_a_page_that_could_not_be_shown_says_the_api_s_message_as_a_sentence(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """The API's messages start in lower case; a folder's, a file's and a dataset's page
+    that could not be shown starts its sentence with a capital, as the lists do."""
+    page = signed_in
+    folder = make_folder(api, unique("busy"))
+    [note] = upload(api, folder["id"], ("busy.txt", text("b\n")))
+    dataset = api.post("/v1/datasets", json={"name": unique("busy-set")}).json()
+    content = page.get_by_role("main")
+    for kind, what, subject in (
+        ("folders", "folder", folder),
+        ("files", "file", note),
+        ("datasets", "dataset", dataset),
+    ):
+        read = re.compile(rf"/v1/{kind}/{subject['id']}$")
+        page.route(read, lambda route: route.fulfill(status=503, json=BUSY))
+        page.goto(f"/{kind}/{subject['id']}")
+        expect(content.get_by_role("heading", level=1)).to_have_text(
+            f"This {what} could not be shown"
+        )
+        expect(content.get_by_role("alert")).to_have_text(
+            "The catalog service did not answer in time; try again shortly"
+        )
+        page.unroute(read)
+        content.get_by_role("button", name="Try again").click()
+        expect(content.get_by_role("alert")).to_have_count(0)

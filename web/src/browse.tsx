@@ -10,6 +10,7 @@ import { gone, goneSince, mayEdit, open, settled, useVersion } from "./store";
 import { Menu, Unavailable, type MenuItem } from "./ui";
 import { roleOf, selectionMenu } from "./actions";
 import { Details } from "./details";
+import { useSelection } from "./selection";
 
 type Sort = { key: "name" | "kind" | "size" | "created_at"; dir: 1 | -1 };
 const ROW = 40;
@@ -65,9 +66,6 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const [view, setView] = useState(prefs.view);
   const [sort, setSort] = useState<Sort>({ key: "name", dir: 1 });
   const [kind, setKind] = useState("");
-  const [selected, setSelected] = useState<Set<string>>(new Set());
-  const [anchor, setAnchor] = useState<number>(-1);
-  const [active, setActive] = useState<number>(-1);
   const [menu, setMenu] = useState<{ x: number; y: number; items: MenuItem[]; label: string } | null>(null);
 
   // The version this folder was opened at: only a delete made while it is shown sends
@@ -103,13 +101,6 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     return () => abort.abort();
   }, [folderId, version, attempt, folderId && SERVER_ORDERS.has(sort.key) ? `${sort.key}${sort.dir}` : "", folderId ? kind : ""]);
 
-  // What was selected and is gone (deleted, moved) is no longer selected.
-  useEffect(() => {
-    if (!items) return;
-    const ids = new Set(items.map((i) => i.id));
-    setSelected((old) => new Set([...old].filter((id) => ids.has(id))));
-  }, [items]);
-
   const shown = useMemo(() => {
     const list = (items ?? []).filter((i) => (!kind || kindOf(i) === kind) && !gone(i.id));
     // A folder's items come in the order asked for; only kind (and the top level,
@@ -118,6 +109,8 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     return list.sort((a, b) => compare(a, b, sort));
   }, [items, kind, sort, folderId, version]);
 
+  const selection = useSelection(shown);
+  const { selected, setSelected, active, selectOnly } = selection;
   const chosen = shown.filter((i) => selected.has(i.id));
   // The caller's role here (at the top level, each folder has its own).
   const role = folderId ? folder?.my_role : null;
@@ -125,30 +118,13 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   // At the top level anyone may make a folder; in a folder, an editor.
   const mayAdd = folderId ? mayEdit(role) : true;
 
-  const selectOnly = (i: number) => {
-    setSelected(new Set(shown[i] ? [shown[i].id] : []));
-    setAnchor(i);
-    setActive(i);
-  };
-  const selectRange = (from: number, to: number, add: boolean) => {
-    const [lo, hi] = from < to ? [from, to] : [to, from];
-    const next = add ? new Set(selected) : new Set<string>();
-    for (let k = Math.max(lo, 0); k <= hi; k++) next.add(shown[k].id);
-    setSelected(next);
-    setActive(to);
-  };
-  const click = (i: number, e: MouseEvent) => {
-    if (e.shiftKey && anchor >= 0) selectRange(anchor, i, e.ctrlKey || e.metaKey);
-    else if (e.ctrlKey || e.metaKey) {
-      const next = new Set(selected);
-      const id = shown[i].id;
-      if (next.has(id)) next.delete(id);
-      else next.add(id);
-      setSelected(next);
-      setAnchor(i);
-      setActive(i);
-    } else selectOnly(i);
-  };
+  // What was selected and is gone (deleted, moved) is no longer selected.
+  useEffect(() => {
+    if (!items) return;
+    const ids = new Set(items.map((i) => i.id));
+    setSelected((old) => new Set([...old].filter((id) => ids.has(id))));
+  }, [items]);
+
   const openItem = (item: Item) => navigate(item.type === "folder" ? folderUrl(item.id) : fileUrl(item.id));
   const contextMenu = (i: number, x: number, y: number) => {
     let targets = chosen;
@@ -272,51 +248,14 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
             onSort={(key) => setSort({ key, dir: sort.key === key ? (sort.dir === 1 ? -1 : 1) : 1 })}
             selected={selected}
             active={active}
-            onClick={click}
+            onClick={selection.click}
             onOpen={openItem}
             onContext={contextMenu}
             onKey={(e, cols) => {
-              const n = shown.length;
-              if (!n) return false;
-              const cur = active < 0 ? 0 : active;
-              const step = view === "grid" ? cols : 1;
-              let to = -1;
-              if (e.key === "ArrowDown") to = Math.min(cur + step, n - 1);
-              else if (e.key === "ArrowUp") to = Math.max(cur - step, 0);
-              else if (e.key === "ArrowRight" && view === "grid") to = Math.min(cur + 1, n - 1);
-              else if (e.key === "ArrowLeft" && view === "grid") to = Math.max(cur - 1, 0);
-              else if (e.key === "Home") to = 0;
-              else if (e.key === "End") to = n - 1;
-              else if (e.key === "PageDown") to = Math.min(cur + 10 * step, n - 1);
-              else if (e.key === "PageUp") to = Math.max(cur - 10 * step, 0);
-              if (to >= 0) {
-                // Nothing chosen yet: the first key lands on the first item (End on the last),
-                // not a row or a grid line past it.
-                if (active < 0) selectOnly(e.key === "End" ? n - 1 : 0);
-                else if (e.shiftKey) selectRange(anchor >= 0 ? anchor : cur, to, false);
-                else if (e.ctrlKey || e.metaKey) setActive(to);
-                else selectOnly(to);
-                return true;
-              }
-              if (e.key === " " && active >= 0) {
-                const next = new Set(selected);
-                const id = shown[active].id;
-                if (next.has(id)) next.delete(id);
-                else next.add(id);
-                setSelected(next);
-                setAnchor(active);
-                return true;
-              }
+              if (!shown.length) return false;
+              if (selection.key(e, view === "grid" ? cols : 1, view === "grid")) return true;
               if (e.key === "Enter" && active >= 0) {
                 openItem(shown[active]);
-                return true;
-              }
-              if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "a") {
-                setSelected(new Set(shown.map((i) => i.id)));
-                return true;
-              }
-              if (e.key === "Escape") {
-                setSelected(new Set());
                 return true;
               }
               if (e.key === "F2" && chosen.length === 1 && editable(chosen)) {

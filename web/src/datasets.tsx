@@ -1,11 +1,13 @@
-// The datasets the person may see (/datasets), and a dataset's page: what "View" opens
-// from a file's "Linked to".
-import { useEffect, useState } from "preact/hooks";
-import { all, get, type Folder } from "./api";
-import { bytes, count, date, kindLabel } from "./format";
+// The datasets the person may see (/datasets), and a dataset's page (what "View" opens
+// from a file's "Linked to"): its files, chosen as in the folder view, and for an Editor
+// of the dataset "Remove from dataset".
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { all, ApiError, del, get, type FileItem, type Folder } from "./api";
+import { bytes, count, date, kindLabel, listed } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
-import { useVersion } from "./store";
-import { ErrorText, LoadFailed, Unavailable } from "./ui";
+import { useSelection } from "./selection";
+import { changed, mayEdit, useVersion } from "./store";
+import { Confirm, ErrorText, LoadFailed, messageOf, notify, Unavailable } from "./ui";
 
 // The names of the folders synced datasets follow ("its folder" said nothing of which).
 function useFolderNames(ids: (string | null | undefined)[]): Record<string, string> {
@@ -111,20 +113,41 @@ export function DatasetList() {
 export function DatasetPage({ id }: { id: string }) {
   const version = useVersion();
   const [dataset, setDataset] = useState<any>(null);
-  const [files, setFiles] = useState<any[] | null>(null);
+  const [files, setFiles] = useState<FileItem[] | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [attempt, setAttempt] = useState(0);
+  const [removing, setRemoving] = useState<FileItem[] | null>(null);
   const folderNames = useFolderNames([dataset?.synced_folder_id]);
   useEffect(() => {
     setError(null);
     get(`/v1/datasets/${id}`).then(setDataset).catch(setError);
-    all(`/v1/datasets/${id}/files`).then(setFiles).catch(setError);
+    all<FileItem>(`/v1/datasets/${id}/files`).then(setFiles).catch(setError);
   }, [id, version, attempt]);
+  // By name (the API lists them by id), as a folder is by default.
+  const shown = useMemo(
+    () => [...(files ?? [])].sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true, sensitivity: "base" }) || a.id.localeCompare(b.id)),
+    [files],
+  );
+  const selection = useSelection(shown);
+  const { selected, setSelected, active } = selection;
+  // What was chosen and is no longer in the dataset is no longer chosen.
+  useEffect(() => {
+    const ids = new Set(shown.map((f) => f.id));
+    setSelected((old) => new Set([...old].filter((f) => ids.has(f))));
+  }, [files]);
   if (error && !dataset) return <Unavailable what="dataset" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!dataset) return <p class="muted">Loading…</p>;
+  const chosen = shown.filter((f) => selected.has(f.id));
+  // Removing files needs the Editor role on the dataset (its creator is its Admin).
+  const editable = mayEdit(dataset.my_role);
+  const synced = dataset.synced_folder_id ? (folderNames[dataset.synced_folder_id] ?? "its folder") : null;
+  const ask = () => editable && chosen.length > 0 && setRemoving(chosen);
+  const open = (f: FileItem) => navigate(fileUrl(f.id));
   return (
     <section class="dataset-page" aria-label={`Dataset ${dataset.name}`}>
-      <h1 class="title">Dataset {dataset.name}</h1>
+      <h1 class="title" id="dataset-title" tabIndex={-1}>
+        Dataset {dataset.name}
+      </h1>
       <ErrorText error={error} />
       {dataset.description && <p>{dataset.description}</p>}
       <p>
@@ -136,8 +159,44 @@ export function DatasetPage({ id }: { id: string }) {
           </>
         )}
       </p>
-      {files && (
-        <table class="dataset-files">
+      {files && files.length > 0 && (
+        <div class="toolbar" role="toolbar" aria-label="Dataset actions">
+          <span aria-live="polite">{chosen.length} selected</span>
+          {editable ? (
+            <button type="button" disabled={!chosen.length} onClick={ask}>
+              Remove from dataset
+            </button>
+          ) : (
+            <span class="muted">You can view this dataset, not change it.</span>
+          )}
+        </div>
+      )}
+      {files && files.length === 0 && (
+        <p class="muted">
+          {synced ? `No files yet: files uploaded or moved into ${synced} join it.` : 'No files yet: choose files in a folder, then "Add to dataset".'}
+        </p>
+      )}
+      {files && files.length > 0 && (
+        <table
+          id="dataset-files"
+          class="dataset-files"
+          role="grid"
+          aria-label="Files in the dataset"
+          aria-multiselectable="true"
+          tabIndex={0}
+          aria-activedescendant={shown[active] ? `member-${shown[active].id}` : undefined}
+          onKeyDown={(e) => {
+            let taken = selection.key(e);
+            if (!taken && e.key === "Enter" && shown[active]) {
+              open(shown[active]);
+              taken = true;
+            } else if (!taken && e.key === "Delete" && editable && chosen.length) {
+              ask();
+              taken = true;
+            }
+            if (taken) e.preventDefault();
+          }}
+        >
           <thead>
             <tr>
               <th scope="col">Name</th>
@@ -146,14 +205,26 @@ export function DatasetPage({ id }: { id: string }) {
             </tr>
           </thead>
           <tbody>
-            {files.map((f) => (
-              <tr key={f.id}>
-                <td>
+            {shown.map((f, i) => (
+              <tr
+                key={f.id}
+                id={`member-${f.id}`}
+                aria-label={f.name}
+                aria-selected={selected.has(f.id)}
+                class={`${selected.has(f.id) ? "selected" : ""} ${i === active ? "active" : ""}`}
+                onMouseDown={(e) => e.shiftKey && e.preventDefault()}
+                onClick={(e) => selection.click(i, e)}
+                onDblClick={() => open(f)}
+              >
+                <td class="name-cell">
                   <a
                     href={fileUrl(f.id)}
                     onClick={(e) => {
+                      // Shift- and Ctrl-clicks choose, here as on the rest of the row.
                       e.preventDefault();
-                      navigate(fileUrl(f.id));
+                      if (e.shiftKey || e.ctrlKey || e.metaKey) return;
+                      e.stopPropagation();
+                      open(f);
                     }}
                   >
                     {f.name}
@@ -166,6 +237,63 @@ export function DatasetPage({ id }: { id: string }) {
           </tbody>
         </table>
       )}
+      {removing && (
+        <Confirm
+          title={
+            removing.length === 1
+              ? `Remove ${removing[0].name} from dataset ${dataset.name}?`
+              : `Remove ${removing.length} files from dataset ${dataset.name}?`
+          }
+          action="Remove from dataset"
+          onConfirm={async () => {
+            await removeFiles(dataset, removing);
+            setSelected(new Set());
+          }}
+          onClose={() => setRemoving(null)}
+          fallback={["dataset-files", "dataset-title"]}
+        >
+          {removing.length > 1 && removing.length <= NAMED && <p>{listed(removing.map((f) => f.name))}.</p>}
+          <p>
+            {removing.length === 1 ? "The file stays in its folder" : "The files stay in their folders"} and in any
+            other dataset: only {removing.length === 1 ? "this link goes" : "these links go"}.
+          </p>
+          {synced && (
+            <p>
+              This dataset is synced with the folder {synced}: a file removed by hand stays out of it, unless it leaves
+              that folder and comes back (moved, or restored from the Trash). Files uploaded or moved into it later still
+              join.
+            </p>
+          )}
+        </Confirm>
+      )}
     </section>
+  );
+}
+
+// A question names up to this many files; past that, how many.
+const NAMED = 3;
+
+// One request a file (the API unlinks one at a time), a few at a time. A file already
+// gone from the dataset counts as removed. If any is refused, the dialog says how many
+// went and why the others did not, and the page shows what is left.
+async function removeFiles(dataset: { id: string; name: string }, files: FileItem[]) {
+  const refused: unknown[] = [];
+  const queue = [...files];
+  const worker = async () => {
+    for (let f = queue.shift(); f; f = queue.shift()) {
+      await del(`/v1/datasets/${dataset.id}/files/${f.id}`).catch((e) => {
+        if (!(e instanceof ApiError && e.status === 404)) refused.push(e);
+      });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(4, files.length) }, worker));
+  changed();
+  const removed = files.length - refused.length;
+  if (refused.length)
+    throw new Error(
+      `Removed ${count(removed, "file")} of ${files.length}; ${count(refused.length, "file")} could not be removed: ${messageOf(refused[0])}`,
+    );
+  notify(
+    files.length === 1 ? `Removed ${files[0].name} from ${dataset.name}` : `Removed ${count(removed, "file")} from ${dataset.name}`,
   );
 }

@@ -8,7 +8,9 @@ import { changed, mayEdit, open, roleName, useVersion } from "./store";
 import { Confirm, ErrorText, notify, TabPanel, Tabs } from "./ui";
 import { knowNames, whoIs } from "./app";
 
-export function Details({ item }: { item: Item }) {
+// `onItsPage`: the panel beside a file's own page, whose toolbar downloads it: no
+// "Download · Open" of its own there (the folder view's panel keeps them).
+export function Details({ item, onItsPage = false }: { item: Item; onItsPage?: boolean }) {
   const [tab, setTab] = useState("details");
   const base = `details-${item.id}`;
   const tabs =
@@ -27,7 +29,7 @@ export function Details({ item }: { item: Item }) {
       <h2 class="details-title">{item.name}</h2>
       <Tabs label="Details" tabs={tabs} active={tab} onChange={setTab} idBase={base} />
       <TabPanel idBase={base} id={tab}>
-        {tab === "details" && (item.type === "folder" ? <FolderFacts folder={item} /> : <FileFacts id={item.id} />)}
+        {tab === "details" && (item.type === "folder" ? <FolderFacts folder={item} /> : <FileFacts id={item.id} links={!onItsPage} />)}
         {tab === "linked" && <LinkedTo id={item.id} name={item.name} />}
         {tab === "history" && <History subject={item.id} folderId={item.type === "folder" ? item.id : item.folder_id} />}
       </TabPanel>
@@ -143,7 +145,7 @@ function Description({ folder }: { folder: Folder }) {
   );
 }
 
-export function FileFacts({ id }: { id: string }) {
+export function FileFacts({ id, links = true }: { id: string; links?: boolean }) {
   const version = useVersion();
   const [file, setFile] = useState<FileItem | null>(null);
   const [error, setError] = useState<unknown>(null);
@@ -232,21 +234,23 @@ export function FileFacts({ id }: { id: string }) {
           </dl>
         </section>
       )}
-      <p>
-        <a href={`/v1/files/${file.id}/content`} download={file.name}>
-          Download
-        </a>
-        {" · "}
-        <a
-          href={fileUrl(file.id)}
-          onClick={(e) => {
-            e.preventDefault();
-            navigate(fileUrl(file.id));
-          }}
-        >
-          Open
-        </a>
-      </p>
+      {links && (
+        <p>
+          <a href={`/v1/files/${file.id}/content`} download={file.name}>
+            Download
+          </a>
+          {" · "}
+          <a
+            href={fileUrl(file.id)}
+            onClick={(e) => {
+              e.preventDefault();
+              navigate(fileUrl(file.id));
+            }}
+          >
+            Open
+          </a>
+        </p>
+      )}
     </div>
   );
 }

@@ -46,3 +46,7 @@ export function eventLabel(type: string): string {
 
 // "1 file", "2 files".
 export const count = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+// Names in a sentence: "a", "a and b", "a, b and c".
+export const listed = (names: string[]) =>
+  names.length < 2 ? names.join("") : `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;

@@ -2,10 +2,10 @@
 // for the items chosen, and "Empty trash" for all the caller could restore.
 import { useEffect, useState } from "preact/hooks";
 import { all, ApiError, call, del, get, post, type Folder } from "./api";
-import { bytes, count, date, kindLabel } from "./format";
+import { bytes, count, date, kindLabel, listed } from "./format";
 import { changed, mayEdit, restored, useVersion } from "./store";
 import { folderUrl, navigate } from "./router";
-import { ErrorText, LoadFailed, notify } from "./ui";
+import { Confirm, ErrorText, LoadFailed, notify } from "./ui";
 
 type TrashItem = {
   type: "file" | "folder";
@@ -22,6 +22,9 @@ type TrashItem = {
 };
 
 type Confirming = "purge" | "empty" | null;
+
+// A question names up to this many items; past that, how many.
+const NAMED = 3;
 
 export function TrashPage() {
   const version = useVersion();
@@ -80,7 +83,6 @@ export function TrashPage() {
     try {
       notify(await work());
       setChosen(new Set());
-      setConfirming(null);
       changed();
     } catch (e) {
       setError(e);
@@ -101,21 +103,29 @@ export function TrashPage() {
       restored(picked.map((i) => i.id));
       return `Restored ${count(done.restored_files, "file")} and ${count(done.restored_folders, "folder")}`;
     });
-  const purge = () =>
-    act(async () => {
-      const q = new URLSearchParams({ file_ids: ids("file").join(","), folder_ids: ids("folder").join(",") });
-      const done = await call("DELETE", `/v1/trash?${q}`);
-      return `Deleted forever ${count(done.purged_files, "file")} and ${count(done.purged_folders, "folder")}`;
-    });
-  const empty = () =>
-    act(async () => {
-      const done = await del("/v1/trash");
-      return `Trash emptied: ${count(done.purged_files, "file")} and ${count(done.purged_folders, "folder")}`;
-    });
+  const purge = async () => {
+    const q = new URLSearchParams({ file_ids: ids("file").join(","), folder_ids: ids("folder").join(",") });
+    const done = await call("DELETE", `/v1/trash?${q}`);
+    return `Deleted forever ${count(done.purged_files, "file")} and ${count(done.purged_folders, "folder")}`;
+  };
+  const empty = async () => {
+    const done = await del("/v1/trash");
+    return `Trash emptied: ${count(done.purged_files, "file")} and ${count(done.purged_folders, "folder")}`;
+  };
+  // Asked in the Confirm dialog: a refusal is said there (it stays open); what was done
+  // is said in a notice as the dialog closes.
+  const finish = async (work: () => Promise<string>) => {
+    setError(null);
+    notify(await work());
+    setChosen(new Set());
+    changed();
+  };
 
   return (
     <section class="trash-page" aria-label="Trash">
-      <h1 class="title">Trash</h1>
+      <h1 class="title" id="trash-title" tabIndex={-1}>
+        Trash
+      </h1>
       <p class="muted">Deleted files and folders stay here for a while, then go for good.</p>
       {items && items.length > 0 && !mine.length && (
         <p class="muted">Only an Editor or Admin of their folders can restore these or delete them forever.</p>
@@ -134,20 +144,33 @@ export function TrashPage() {
           </button>
         </div>
       )}
-      {confirming && (
-        <div role="alertdialog" aria-label="Confirm" class="confirm">
+      {confirming === "purge" && (
+        <Confirm
+          title={`Delete ${count(picked.length, "item")} forever?`}
+          action="Delete forever"
+          onConfirm={() => finish(purge)}
+          onClose={() => setConfirming(null)}
+          fallback={["trash-title"]}
+        >
           <p>
-            {confirming === "purge"
-              ? `Delete ${count(picked.length, "item")} forever? This cannot be undone.`
-              : "Delete everything you could restore forever? This cannot be undone."}
+            {picked.length <= NAMED ? `${listed(picked.map((i) => i.name))} will be gone for good.` : `These ${picked.length} items will be gone for good.`}{" "}
+            This cannot be undone.
           </p>
-          <button type="button" class="danger" disabled={busy} onClick={confirming === "purge" ? purge : empty}>
-            {confirming === "purge" ? "Delete forever" : "Empty trash"}
-          </button>
-          <button type="button" onClick={() => setConfirming(null)}>
-            Cancel
-          </button>
-        </div>
+        </Confirm>
+      )}
+      {confirming === "empty" && (
+        <Confirm
+          title="Empty the trash?"
+          action="Empty trash"
+          onConfirm={() => finish(empty)}
+          onClose={() => setConfirming(null)}
+          fallback={["trash-title"]}
+        >
+          <p>
+            {`Everything in it you could restore (${count(mine.length, "item")}) will be deleted forever.`} This cannot be
+            undone.
+          </p>
+        </Confirm>
       )}
       <ErrorText error={error} />
       {failed ? <LoadFailed what="The trash" error={failed} onRetry={() => setAttempt(attempt + 1)} /> : null}

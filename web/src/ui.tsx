@@ -13,6 +13,9 @@ export function Dialog(props: {
   // the element with the id `describedBy`.
   role?: "alertdialog";
   describedBy?: string;
+  // Where the focus goes if what opened the dialog went with what it did (removed, or
+  // disabled now that nothing is chosen): the first of these ids still in the page.
+  fallback?: string[];
 }) {
   const ref = useRef<HTMLDialogElement>(null);
   const id = useId();
@@ -25,7 +28,7 @@ export function Dialog(props: {
     if (!dialog.open) dialog.showModal();
     return () => {
       if (dialog.open) dialog.close();
-      giveBack(opener, dialog, tab);
+      giveBack(opener, dialog, [...(tab ? [tab] : []), ...(props.fallback ?? [])]);
     };
   }, []);
   return (
@@ -53,14 +56,17 @@ export function Dialog(props: {
 
 // Focus back to `opener` as `closing` (a dialog, a menu) goes, unless the person has
 // already put it elsewhere (a click on another control). An opener that went with what
-// the dialog did (the "Remove" of a row removed) hands it to `fallback`: the tab of the
-// panel it was in.
-function giveBack(opener: HTMLElement | null, closing: HTMLElement, fallback: string | null = null) {
+// the dialog did (the "Remove" of a row removed), or that is disabled now, hands it to
+// the first of `fallback` in the page: the tab of the panel it was in, say.
+function giveBack(opener: HTMLElement | null, closing: HTMLElement, fallback: string[] = []) {
   const now = document.activeElement;
   const lost = !now || now === document.body || closing.contains(now);
   if (!lost || !opener || opener === document.body) return;
-  if (opener.isConnected) opener.focus();
-  else if (fallback) document.getElementById(fallback)?.focus();
+  if (opener.isConnected && !opener.matches(":disabled")) return opener.focus();
+  for (const id of fallback) {
+    const el = document.getElementById(id);
+    if (el) return el.focus();
+  }
 }
 
 // The id of the tab whose panel holds `el`, if any.
@@ -78,6 +84,7 @@ export function Confirm(props: {
   onConfirm: () => Promise<unknown>;
   onClose: () => void;
   children?: ComponentChildren;
+  fallback?: string[];
 }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
@@ -94,7 +101,7 @@ export function Confirm(props: {
     }
   };
   return (
-    <Dialog title={props.title} onClose={props.onClose} role="alertdialog" describedBy={described} class="confirm-dialog">
+    <Dialog title={props.title} onClose={props.onClose} role="alertdialog" describedBy={described} class="confirm-dialog" fallback={props.fallback}>
       <div id={described}>{props.children}</div>
       <ErrorText error={error} />
       <div class="actions">
@@ -295,7 +302,7 @@ export function Unavailable({ what, error, onRetry }: { what: "folder" | "file" 
     <section class="unavailable" aria-label={`${Name} unavailable`}>
       <h1 class="title">{missing ? `${Name} not found` : `This ${what} could not be shown`}</h1>
       <p role="alert" class="error-text">
-        {missing ? MISSING[what] : error instanceof Error ? error.message : String(error)}
+        {missing ? MISSING[what] : messageOf(error)}
       </p>
       <p class="actions-inline">
         {!missing && (
@@ -316,7 +323,7 @@ export function LoadFailed({ what, error, onRetry }: { what: string; error: unkn
   return (
     <div class="load-failed">
       <p role="alert" class="error-text">
-        {what} could not be loaded. {sentence(error instanceof Error ? error.message : String(error))}
+        {what} could not be loaded. {messageOf(error)}
       </p>
       <p class="actions-inline">
         <button type="button" onClick={onRetry}>
@@ -328,9 +335,13 @@ export function LoadFailed({ what, error, onRetry }: { what: string; error: unkn
   );
 }
 
-// The API's messages start in lower case ("the catalog service did not answer…"): after
-// a sentence of ours, one of their own.
-const sentence = (text: string) => text.charAt(0).toUpperCase() + text.slice(1);
+// The API's messages start in lower case ("the catalog service did not answer…"): shown
+// as a sentence of their own (a page that could not be shown, a list not loaded), they
+// start with a capital.
+export function messageOf(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
 
 // The way back to the top level from a page that shows nothing else.
 export function AllFoldersLink() {

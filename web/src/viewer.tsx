@@ -7,7 +7,7 @@ import { Breadcrumbs } from "./browse";
 import { Details } from "./details";
 import { folderUrl, navigate } from "./router";
 import { goneSince, mayEdit, open, useVersion } from "./store";
-import { ErrorText, Unavailable } from "./ui";
+import { ErrorText, Menu, Unavailable, type MenuItem } from "./ui";
 
 const content = (id: string) => `/v1/files/${id}/content`;
 
@@ -42,19 +42,27 @@ export function FilePage({ id }: { id: string }) {
         <Viewer file={file} />
       </section>
       <aside class="details" aria-label="Details">
-        <Details item={file} />
+        <Details item={file} onItsPage />
       </aside>
     </div>
   );
 }
 
 // What the folder view's menu offers for one file, by its dialogs: a User (viewer) of the
-// folder gets Download and Add to dataset, and is told why there is no more.
+// folder gets Download and Add to dataset, and is told why there is no more. On a narrow
+// screen an Editor's Rename, Move and Delete are behind "More" (a menu), so that the
+// actions keep to one row.
 function FileActions({ file, folder }: { file: FileItem; folder: Folder | null }) {
   const editable = mayEdit(folder?.my_role);
   const item = { type: "file" as const, id: file.id, name: file.name };
+  const [more, setMore] = useState<{ x: number; y: number } | null>(null);
+  const editing: MenuItem[] = [
+    { label: "Rename", action: () => open({ kind: "rename", item }) },
+    { label: "Move to another folder", action: () => open({ kind: "move", fileIds: [file.id], folderIds: [], from: file.folder_id }) },
+    { label: "Delete", action: () => open({ kind: "delete", fileIds: [file.id], folderIds: [], name: file.name }) },
+  ];
   return (
-    <div class="toolbar" role="toolbar" aria-label="File actions">
+    <div class="toolbar file-actions" role="toolbar" aria-label="File actions">
       <a class="button" href={content(file.id)} download={file.name}>
         Download
       </a>
@@ -66,18 +74,27 @@ function FileActions({ file, folder }: { file: FileItem; folder: Folder | null }
       </button>
       {editable && (
         <>
-          <button type="button" onClick={() => open({ kind: "rename", item })}>
-            Rename
-          </button>
-          <button type="button" onClick={() => open({ kind: "move", fileIds: [file.id], folderIds: [], from: file.folder_id })}>
-            Move to another folder
-          </button>
-          <button type="button" onClick={() => open({ kind: "delete", fileIds: [file.id], folderIds: [], name: file.name })}>
-            Delete
+          {editing.map((a) => (
+            <button type="button" class="wide-only" key={a.label} onClick={a.action}>
+              {a.label}
+            </button>
+          ))}
+          <button
+            type="button"
+            class="narrow-only"
+            aria-haspopup="menu"
+            aria-expanded={!!more}
+            onClick={(e) => {
+              const r = (e.currentTarget as HTMLElement).getBoundingClientRect();
+              setMore(more ? null : { x: r.left, y: r.bottom + 4 });
+            }}
+          >
+            More
           </button>
         </>
       )}
       {folder && !editable && <span class="muted">You can view this file, not change it.</span>}
+      {more && <Menu x={more.x} y={more.y} label={`More actions for ${file.name}`} items={editing} onClose={() => setMore(null)} />}
     </div>
   );
 }

@@ -1,0 +1,165 @@
+"""A dataset's page: its files are chosen as a folder's are (click, Shift-click,
+Ctrl/Cmd-click, the keyboard), and an Editor of the dataset removes them with "Remove
+from dataset", asked first in the Confirm dialog; the files stay in their folders. A
+synced dataset says what sync does with a file removed by hand (it stays out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from playwright.sync_api import Locator, Page, expect
+
+from tests.browser.conftest import items, make_folder, sign_in, unique, upload
+from tests.e2e.support import text
+
+
+def members(api: httpx.Client, dataset: dict[str, Any]) -> set[str]:
+    listed = api.get(f"/v1/datasets/{dataset['id']}/files", params={"limit": 1000})
+    assert listed.status_code == 200, listed.text
+    return {f["name"] for f in listed.json()["items"]}
+
+
+def cell(grid: Locator, name: str) -> Locator:
+    """A row's Kind cell: a click on the row that is not on its name's link."""
+    return grid.get_by_role("row", name=name).locator("td").nth(1)
+
+
+def test_choose_files_of_a_dataset_and_remove_them_from_it(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("set-source"))
+    names = ["a.txt", "b.txt", "c.txt", "d.txt"]
+    files = upload(api, folder["id"], *((n, text(n)) for n in names))
+    dataset = api.post("/v1/datasets", json={"name": unique("Training")}).json()
+    added = api.post(
+        f"/v1/datasets/{dataset['id']}/files", json={"file_ids": [f["id"] for f in files]}
+    )
+    assert added.status_code == 200, added.text
+
+    page.goto(f"/datasets/{dataset['id']}")
+    region = page.get_by_role("region", name=f"Dataset {dataset['name']}")
+    grid = region.get_by_role("grid", name="Files in the dataset")
+    actions = region.get_by_role("toolbar", name="Dataset actions")
+    remove = actions.get_by_role("button", name="Remove from dataset")
+    expect(grid.get_by_role("row", name="d.txt")).to_be_visible()
+    expect(remove).to_be_disabled()
+
+    # Ctrl+A and Escape, as in a folder.
+    grid.focus()
+    page.keyboard.press("Control+a")
+    expect(actions).to_contain_text("4 selected")
+    page.keyboard.press("Escape")
+    expect(actions).to_contain_text("0 selected")
+
+    # Click, Shift-click a range, Ctrl-click out and in again.
+    cell(grid, "a.txt").click()
+    cell(grid, "c.txt").click(modifiers=["Shift"])
+    expect(actions).to_contain_text("3 selected")
+    cell(grid, "b.txt").click(modifiers=["Control"])
+    expect(grid.get_by_role("row", name="b.txt")).to_have_attribute("aria-selected", "false")
+    expect(actions).to_contain_text("2 selected")
+    cell(grid, "b.txt").click(modifiers=["Control"])
+    for name in ("a.txt", "b.txt", "c.txt"):
+        expect(grid.get_by_role("row", name=name)).to_have_attribute("aria-selected", "true")
+    expect(grid.get_by_role("row", name="d.txt")).to_have_attribute("aria-selected", "false")
+
+    # Asked first: how many, which, from which dataset; Cancel has the focus; Escape keeps.
+    remove.click()
+    question = page.get_by_role(
+        "alertdialog", name=f"Remove 3 files from dataset {dataset['name']}?"
+    )
+    expect(question).to_contain_text("a.txt, b.txt and c.txt")
+    expect(question).to_contain_text("The files stay in their folders")
+    expect(question.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(question).to_have_count(0)
+    expect(remove).to_be_focused()
+    assert members(api, dataset) == set(names)
+
+    remove.click()
+    question.get_by_role("button", name="Remove from dataset").click()
+    expect(question).to_have_count(0)
+    expect(page.locator(".notices").get_by_role("status")).to_contain_text(
+        f"Removed 3 files from {dataset['name']}"
+    )
+    expect(grid.get_by_role("row", name="a.txt")).to_have_count(0)
+    expect(grid.get_by_role("row", name="d.txt")).to_be_visible()
+    expect(region).to_contain_text("1 file")
+    expect(grid).to_be_focused()  # the button that asked is disabled now: nothing chosen
+    assert members(api, dataset) == {"d.txt"}
+    # Only the links went: the files are still in their folder.
+    assert {i["name"] for i in items(api, folder["id"])} == set(names)
+
+    page.reload()
+    expect(grid.get_by_role("row", name="d.txt")).to_be_visible()
+    expect(grid.get_by_role("row", name="b.txt")).to_have_count(0)
+
+    # One file, by the keyboard: Delete asks, naming it.
+    grid.focus()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Delete")
+    question = page.get_by_role("alertdialog", name=f"Remove d.txt from dataset {dataset['name']}?")
+    expect(question).to_contain_text("The file stays in its folder")
+    question.get_by_role("button", name="Remove from dataset").click()
+    expect(region.get_by_text("No files yet")).to_be_visible()
+    assert members(api, dataset) == set()
+
+
+def test_a_synced_dataset_says_a_file_removed_by_hand_stays_out(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("synced-source"))
+    upload(api, folder["id"], ("kept.txt", text("k\n")), ("dropped.txt", text("d\n")))
+    dataset = api.post(
+        "/v1/datasets", json={"name": unique("Synced"), "synced_folder_id": folder["id"]}
+    ).json()
+
+    page.goto(f"/datasets/{dataset['id']}")
+    region = page.get_by_role("region", name=f"Dataset {dataset['name']}")
+    grid = region.get_by_role("grid", name="Files in the dataset")
+    cell(grid, "dropped.txt").click()
+    region.get_by_role("button", name="Remove from dataset").click()
+    question = page.get_by_role(
+        "alertdialog", name=f"Remove dropped.txt from dataset {dataset['name']}?"
+    )
+    expect(question).to_contain_text(f"synced with the folder {folder['name']}")
+    expect(question).to_contain_text("stays out of it")
+    question.get_by_role("button", name="Remove from dataset").click()
+    expect(grid.get_by_role("row", name="dropped.txt")).to_have_count(0)
+
+    # What the dialog said: the sync does not bring it back; a new file still joins.
+    upload(api, folder["id"], ("later.txt", text("l\n")))
+    page.reload()
+    expect(grid.get_by_role("row", name="later.txt")).to_be_visible()
+    expect(grid.get_by_role("row", name="kept.txt")).to_be_visible()
+    expect(grid.get_by_role("row", name="dropped.txt")).to_have_count(0)
+    assert members(api, dataset) == {"kept.txt", "later.txt"}
+
+
+def test_a_user_of_a_dataset_chooses_files_but_is_offered_no_removal(
+    page: Page, api: httpx.Client
+) -> None:
+    folder = make_folder(api, unique("set-viewed"))
+    [seen] = upload(api, folder["id"], ("seen.txt", text("s\n")))
+    dataset = api.post("/v1/datasets", json={"name": unique("Shared")}).json()
+    api.post(f"/v1/datasets/{dataset['id']}/files", json={"file_ids": [seen["id"]]})
+    email = f"{unique('set-user')}@example.com"
+    made = api.post("/v1/users", json={"email": email, "name": "Set user", "org_role": "member"})
+    assert made.status_code == 201, made.text
+    for path in (f"/v1/folders/{folder['id']}", f"/v1/datasets/{dataset['id']}"):
+        shared = api.post(f"{path}/collaborators", json={"emails": [email], "role": "user"})
+        assert shared.status_code == 200, shared.text
+    sign_in(page, made.json()["api_key"])
+
+    page.goto(f"/datasets/{dataset['id']}")
+    actions = page.get_by_role("toolbar", name="Dataset actions")
+    expect(actions).to_contain_text("You can view this dataset, not change it.")
+    expect(actions.get_by_role("button", name="Remove from dataset")).to_have_count(0)
+    grid = page.get_by_role("grid", name="Files in the dataset")
+    cell(grid, "seen.txt").click()
+    page.keyboard.press("Delete")
+    expect(page.get_by_role("alertdialog")).to_have_count(0)
+    assert members(api, dataset) == {"seen.txt"}
