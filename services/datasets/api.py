@@ -172,6 +172,13 @@ def router(datasets: Datasets) -> APIRouter:
         added, position = await datasets.add_files(caller, rights, dataset_id, body.file_ids)
         return _written({"added": added}, position)
 
+    @api.post("/v1/datasets/{dataset_id}/files/remove")
+    async def remove_files(
+        dataset_id: uuid.UUID, body: FileIds, caller: Caller, rights: Access
+    ) -> Response:
+        removed, position = await datasets.remove_files(caller, rights, dataset_id, body.file_ids)
+        return _written({"removed": removed}, position)
+
     @api.delete("/v1/datasets/{dataset_id}/files/{file_id}")
     async def remove_file(
         dataset_id: uuid.UUID, file_id: uuid.UUID, caller: Caller, rights: Access

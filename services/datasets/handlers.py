@@ -331,6 +331,41 @@ class Datasets(Handlers):
                 )
             return await self.record(conn, domain.unlink(dataset, [file_id], "removed"), cause)
 
+    async def remove_files(
+        self, cause: Cause, access: Access, dataset_id: uuid.UUID, file_ids: Sequence[uuid.UUID]
+    ) -> tuple[int, int]:
+        """Unlink files, all or none, in one statement; returns (how many, position).
+        A file not in the dataset, or that the caller may not see, is refused as the
+        one-file route refuses it (404), named with the others."""
+        wanted = list(dict.fromkeys(file_ids))
+        async with self.pool.acquire() as conn, conn.transaction():
+            dataset = await self.dataset(conn, dataset_id, access, "editor")
+            roots = access.roots
+            # As `sees_file`: a file the mirror does not know (yet) is not held back.
+            members = await conn.fetch(
+                """SELECT x.id FROM unnest($2::uuid[]) WITH ORDINALITY AS x(id, n)
+                   JOIN datasets.members m ON m.dataset_id = $1 AND m.file_id = x.id
+                   LEFT JOIN datasets.files f ON f.id = x.id
+                   LEFT JOIN datasets.folders fo ON fo.id = f.folder_id
+                   WHERE $3::uuid[] IS NULL OR f.id IS NULL OR fo.path && $3::uuid[]
+                   ORDER BY x.n""",
+                dataset_id,
+                wanted,
+                roots,
+            )
+            found = [r["id"] for r in members]
+            if len(found) != len(wanted):
+                missing = [str(i) for i in wanted if i not in set(found)]
+                shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
+                raise domain.Refused(
+                    404,
+                    "files_not_in_dataset",
+                    f"{len(missing)} of these files are not in dataset {dataset.name!r}: {shown}",
+                    {"missing_file_ids": missing[:1000], "missing": len(missing)},
+                )
+            position = await self.record(conn, domain.unlink(dataset, found, "removed"), cause)
+            return len(found), position
+
     async def sees_file(self, conn: Any, access: Access, file_id: uuid.UUID) -> bool:
         """Whether the caller has a role on the file's folder. A file the mirror does
         not know (yet) is left to the caller's other checks. conn: or the pool."""

@@ -379,6 +379,7 @@ UNARY: dict[str, Route] = {
     "Datasets/DeleteDataset": Route("DELETE", "/v1/datasets/{dataset_id}"),
     "Datasets/AddFiles": Route("POST", "/v1/datasets/{dataset_id}/files"),
     "Datasets/RemoveFile": Route("DELETE", "/v1/datasets/{dataset_id}/files/{file_id}"),
+    "Datasets/RemoveFiles": Route("POST", "/v1/datasets/{dataset_id}/files/remove"),
     "Datasets/ListDatasetFiles": Route("GET", "/v1/datasets/{dataset_id}/files"),
     "Datasets/ListDatasetCollaborators": Route("GET", "/v1/datasets/{dataset_id}/collaborators"),
     "Datasets/ShareDataset": Route("POST", "/v1/datasets/{dataset_id}/collaborators"),

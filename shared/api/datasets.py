@@ -58,6 +58,10 @@ class Added(Shape):
     added: int
 
 
+class Removed(Shape):
+    removed: int
+
+
 class Linked(Shape):
     items: list[IdName]
 

@@ -163,3 +163,37 @@ def test_a_user_of_a_dataset_chooses_files_but_is_offered_no_removal(
     page.keyboard.press("Delete")
     expect(page.get_by_role("alertdialog")).to_have_count(0)
     assert members(api, dataset) == {"seen.txt"}
+
+
+def test_files_removed_elsewhere_meanwhile_are_left_out_and_the_rest_removed(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """The page removes its choice in one request (all or none); one of the files gone
+    from the dataset since the page was shown (another tab) does not stop the others."""
+    page = signed_in
+    folder = make_folder(api, unique("set-meanwhile"))
+    files = upload(api, folder["id"], ("x.txt", text("x")), ("y.txt", text("y")))
+    dataset = api.post("/v1/datasets", json={"name": unique("Meanwhile")}).json()
+    ids = [f["id"] for f in files]
+    assert api.post(f"/v1/datasets/{dataset['id']}/files", json={"file_ids": ids}).is_success
+
+    page.goto(f"/datasets/{dataset['id']}")
+    region = page.get_by_role("region", name=f"Dataset {dataset['name']}")
+    grid = region.get_by_role("grid", name="Files in the dataset")
+    expect(grid.get_by_role("row", name="y.txt")).to_be_visible()
+    grid.focus()
+    page.keyboard.press("Control+a")
+    gone = api.delete(f"/v1/datasets/{dataset['id']}/files/{ids[0]}")
+    assert gone.status_code == 204, gone.text
+
+    region.get_by_role("button", name="Remove from dataset").click()
+    question = page.get_by_role(
+        "alertdialog", name=f"Remove 2 files from dataset {dataset['name']}?"
+    )
+    question.get_by_role("button", name="Remove from dataset").click()
+    expect(question).to_have_count(0)
+    expect(page.locator(".notices").get_by_role("status")).to_contain_text(
+        f"Removed 1 file from {dataset['name']}"
+    )
+    expect(region.get_by_text("No files yet")).to_be_visible()
+    assert members(api, dataset) == set()

@@ -237,6 +237,31 @@ async def test_remove_a_file(api: httpx.AsyncClient) -> None:
     assert (await api.get(f"/v1/files/{ids[1]}")).status_code == 200  # the file itself stays
 
 
+async def test_remove_files_at_once_all_or_none(api: httpx.AsyncClient) -> None:
+    top = await folder(api, unique("ds-remove-many"))
+    ids = await files(api, top["id"], 5)
+    created = await dataset(api)
+    await added(api, created["id"], ids)
+    path = f"/v1/datasets/{created['id']}/files/remove"
+    # One not in the dataset: nothing is removed, and it is named.
+    stranger = str(uuid.uuid4())
+    refused = error(await api.post(path, json={"file_ids": [ids[0], stranger]}), 404)
+    assert refused["code"] == "files_not_in_dataset" and stranger in refused["message"]
+    assert refused["details"] == {"missing_file_ids": [stranger], "missing": 1}
+    assert await member_ids(api, created["id"]) == set(ids)
+    # Three at once (one named twice): one answer, with its token.
+    removed = await api.post(path, json={"file_ids": [ids[1], ids[2], ids[3], ids[1]]})
+    assert removed.status_code == 200, removed.text
+    assert removed.json() == {"removed": 3} and removed.headers.get(CONSISTENCY)
+    token = removed.headers[CONSISTENCY]
+    assert await member_ids(api, created["id"], token) == {ids[0], ids[4]}
+    assert (await get(api, created["id"]))["file_count"] == 2
+    assert await linked(api, ids[2], token) == []
+    error(await api.post(path, json={"file_ids": [ids[1]]}), 404, "files_not_in_dataset")
+    assert (await api.post(path, json={"file_ids": []})).json() == {"removed": 0}
+    error(await api.post(path, json={"file_ids": ["not-an-id"]}), 422)
+
+
 async def test_a_file_in_several_datasets_is_linked_to_all(api: httpx.AsyncClient) -> None:
     top = await folder(api, unique("ds-several"))
     [file_id] = await files(api, top["id"], 1)

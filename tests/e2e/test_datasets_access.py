@@ -320,6 +320,8 @@ async def test_sharing_roles_and_what_each_may_do(world: World) -> None:
     assert forbidden["details"] == {"role_needed": "editor", "role": "user"}
     error(await add(w, member, ds["id"], w.in_a[2:3]), 403, "forbidden")
     error(await w.datasets.delete(f"{path}/files/{w.in_a[0]}", headers=member), 403)
+    some = {"file_ids": w.in_a[:1]}
+    error(await w.datasets.post(f"{path}/files/remove", json=some, headers=member), 403)
     error(await w.datasets.delete(path, headers=member), 403)
     error(await share(w, member, ds["id"], [w.third["email"]], "user"), 403)
     error(await w.datasets.delete(f"{path}/collaborators/{w.member['id']}", headers=member), 403)
@@ -426,6 +428,13 @@ async def test_removing_a_file_the_caller_cannot_see_is_404(world: World) -> Non
     missing = error(await w.datasets.delete(f"{path}/{unknown}", headers=w.as_member()), 404)
     assert hidden["code"] == missing["code"] == "not_found"
     assert hidden["message"].replace(w.in_b[0], "?") == missing["message"].replace(unknown, "?")
+    # At once, in the service itself: the hidden file is refused as an unknown one,
+    # and nothing of the request is removed.
+    many = {"file_ids": [w.in_a[0], w.in_b[0]]}
+    refused = error(await w.datasets.post(f"{path}/remove", json=many, headers=w.as_member()), 404)
+    assert refused["code"] == "files_not_in_dataset"
+    assert refused["details"]["missing_file_ids"] == [w.in_b[0]]
+    assert sorted(await file_ids(w, ORG_ADMIN, ds["id"])) == sorted([w.in_a[0], w.in_b[0]])
     gone = await w.datasets.delete(f"{path}/{w.in_a[0]}", headers=w.as_member())
     assert gone.status_code == 204, gone.text
     assert await file_ids(w, ORG_ADMIN, ds["id"]) == [w.in_b[0]]

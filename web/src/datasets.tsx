@@ -2,12 +2,12 @@
 // from a file's "Linked to"): its files, chosen as in the folder view, and for an Editor
 // of the dataset "Remove from dataset".
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { all, ApiError, del, get, type FileItem, type Folder } from "./api";
+import { all, ApiError, get, post, type FileItem, type Folder } from "./api";
 import { bytes, count, date, kindLabel, listed } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { useSelection } from "./selection";
 import { changed, mayEdit, useVersion } from "./store";
-import { Confirm, ErrorText, LoadFailed, messageOf, notify, Unavailable } from "./ui";
+import { Confirm, ErrorText, LoadFailed, notify, Unavailable } from "./ui";
 
 // The names of the folders synced datasets follow ("its folder" said nothing of which).
 function useFolderNames(ids: (string | null | undefined)[]): Record<string, string> {
@@ -273,26 +273,24 @@ export function DatasetPage({ id }: { id: string }) {
 // A question names up to this many files; past that, how many.
 const NAMED = 3;
 
-// One request a file (the API unlinks one at a time), a few at a time. A file already
-// gone from the dataset counts as removed. If any is refused, the dialog says how many
-// went and why the others did not, and the page shows what is left.
+// One request for them all (the API removes all or none). Files gone from the dataset
+// meanwhile (another tab, a move out of its synced folder) are named by the refusal:
+// left out, the rest are asked again.
 async function removeFiles(dataset: { id: string; name: string }, files: FileItem[]) {
-  const refused: unknown[] = [];
-  const queue = [...files];
-  const worker = async () => {
-    for (let f = queue.shift(); f; f = queue.shift()) {
-      await del(`/v1/datasets/${dataset.id}/files/${f.id}`).catch((e) => {
-        if (!(e instanceof ApiError && e.status === 404)) refused.push(e);
-      });
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(4, files.length) }, worker));
+  const path = `/v1/datasets/${dataset.id}/files/remove`;
+  const ids = files.map((f) => f.id);
+  let removed = ids.length;
+  try {
+    await post(path, { file_ids: ids });
+  } catch (e) {
+    const gone: string[] | undefined =
+      e instanceof ApiError && e.code === "files_not_in_dataset" ? e.details.missing_file_ids : undefined;
+    if (!gone || gone.length >= 1000) throw e; // past 1,000 the refusal names only some
+    const left = ids.filter((id) => !gone.includes(id));
+    if (left.length) await post(path, { file_ids: left });
+    removed = left.length;
+  }
   changed();
-  const removed = files.length - refused.length;
-  if (refused.length)
-    throw new Error(
-      `Removed ${count(removed, "file")} of ${files.length}; ${count(refused.length, "file")} could not be removed: ${messageOf(refused[0])}`,
-    );
   notify(
     files.length === 1 ? `Removed ${files[0].name} from ${dataset.name}` : `Removed ${count(removed, "file")} from ${dataset.name}`,
   );

@@ -101,6 +101,8 @@ def _id(ref: Ref) -> str:
 
 # Ids in one bulk call at most (lookup, edit).
 BULK = 1000
+# The datasets context takes at most this many file ids a request (shared/api FileIds).
+REMOVED_A_REQUEST = 100_000
 
 
 def _flag(value: bool) -> str:
@@ -683,14 +685,18 @@ class Dataset(DatasetData, _Bound[M]):
         )
 
     @operation
-    def remove_files(self, files: Iterable[Ref], *, parallel: int = 8) -> Op[int]:
-        """Unlink files, side by side (a request each); how many."""
-        ops = [
-            exchange(self._session, Call("DELETE", f"/v1/datasets/{self.id}/files/{_id(f)}"))
-            for f in files
-        ]
-        yield Gather(ops, parallel)
-        return len(ops)
+    def remove_files(self, files: Iterable[Ref]) -> Op[int]:
+        """Unlink files, all or none (up to 100,000 a request: each request is); how
+        many. One not in the dataset (or not seen) is NotFound naming it."""
+        ids, removed = _ids(files), 0
+        for start in range(0, len(ids), REMOVED_A_REQUEST):
+            body = FileIdsBody(file_ids=ids[start : start + REMOVED_A_REQUEST])
+            found = yield from json_of(
+                self._session,
+                Call("POST", f"/v1/datasets/{self.id}/files/remove", json=body.as_json()),
+            )
+            removed += int(found["removed"])
+        return removed
 
     @listing
     def files(self, *, page_size: int = 1000) -> Feed[File[M]]:

@@ -508,6 +508,10 @@ class Added(Data):
     added: int
 
 
+class Removed(Data):
+    removed: int
+
+
 class Page(Data):
     items: list[Any]
     next_cursor: str | None = None
@@ -573,6 +577,7 @@ ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[Base
     ("PATCH", "/v1/datasets/{dataset_id}", DatasetChangesBody, DatasetData),
     ("DELETE", "/v1/datasets/{dataset_id}", None, None),
     ("POST", "/v1/datasets/{dataset_id}/files", FileIdsBody, Added),
+    ("POST", "/v1/datasets/{dataset_id}/files/remove", FileIdsBody, Removed),
     ("DELETE", "/v1/datasets/{dataset_id}/files/{file_id}", None, None),
     ("GET", "/v1/datasets/{dataset_id}/files", None, Page),
     ("GET", "/v1/datasets/{dataset_id}/collaborators", None, Page),

@@ -763,6 +763,20 @@ class RemoveFileRequest(_message.Message):
     file_id: str
     def __init__(self, dataset_id: _Optional[str] = ..., file_id: _Optional[str] = ...) -> None: ...
 
+class RemoveFilesRequest(_message.Message):
+    __slots__ = ("dataset_id", "file_ids")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_IDS_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    file_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, dataset_id: _Optional[str] = ..., file_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RemoveFilesResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
 class ListDatasetFilesRequest(_message.Message):
     __slots__ = ("dataset_id", "cursor", "limit")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]

@@ -1247,6 +1247,11 @@ class DatasetsStub:
                 request_serializer=files_dot_v1_dot_files__pb2.RemoveFileRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.Empty.FromString,
                 _registered_method=True)
+        self.RemoveFiles = channel.unary_unary(
+                '/files.v1.Datasets/RemoveFiles',
+                request_serializer=files_dot_v1_dot_files__pb2.RemoveFilesRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.RemoveFilesResponse.FromString,
+                _registered_method=True)
         self.ListDatasetFiles = channel.unary_unary(
                 '/files.v1.Datasets/ListDatasetFiles',
                 request_serializer=files_dot_v1_dot_files__pb2.ListDatasetFilesRequest.SerializeToString,
@@ -1317,6 +1322,13 @@ class DatasetsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveFiles(self, request, context):
+        """POST /v1/datasets/{id}/files/remove: several at once, all or none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDatasetFiles(self, request, context):
         """The dataset's files the caller may see.
         """
@@ -1382,6 +1394,11 @@ def add_DatasetsServicer_to_server(servicer, server):
                     servicer.RemoveFile,
                     request_deserializer=files_dot_v1_dot_files__pb2.RemoveFileRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.Empty.SerializeToString,
+            ),
+            'RemoveFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveFiles,
+                    request_deserializer=files_dot_v1_dot_files__pb2.RemoveFilesRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.RemoveFilesResponse.SerializeToString,
             ),
             'ListDatasetFiles': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDatasetFiles,
@@ -1595,6 +1612,33 @@ class Datasets:
             '/files.v1.Datasets/RemoveFile',
             files_dot_v1_dot_files__pb2.RemoveFileRequest.SerializeToString,
             files_dot_v1_dot_files__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Datasets/RemoveFiles',
+            files_dot_v1_dot_files__pb2.RemoveFilesRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.RemoveFilesResponse.FromString,
             options,
             channel_credentials,
             insecure,
