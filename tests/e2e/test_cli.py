@@ -593,6 +593,11 @@ def test_an_unknown_kind_is_refused_naming_it_and_the_kinds(
     assert found["name"] == "a.png"
     [hit] = json_lines(ok(env, "search", "a.png", "--kind", "image", "--in", top, "--json"))
     assert hit["id"] == found["id"]
+    # The top level holds folders: a file kind finds none there, a name filters them.
+    assert json_lines(ok(env, "ls", "--kind", "image", "--json")) == []
+    named = json_lines(ok(env, "ls", "--kind", "folder", "--name", top.upper(), "--json"))
+    assert [f["name"] for f in named] == [top]
+    assert "name a folder" in fails(env, "ls", "--meta", "a=b", code=2)
 
 
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -643,7 +643,15 @@ def ls(args: argparse.Namespace) -> int:
     filters = _filters(args)  # refused before anything is asked
     with _client() as c:
         if not args.path or args.path.strip("/") == "":
-            listed: Iterator[SyncFolder | SyncFile] = iter(c.list_folders())
+            if args.meta or args.in_dataset is not None:
+                raise Usage("--meta and --in-dataset filter files: name a folder to list")
+            # The top level holds folders only: a kind or a name filters them here.
+            listed: Iterator[SyncFolder | SyncFile] = (
+                f
+                for f in c.list_folders()
+                if (not args.kind or "folder" in args.kind)
+                and (not args.name or args.name.casefold() in f.name.casefold())
+            )
         else:
             found = _resolve(c, args.path)
             listed = iter(found.items(**filters)) if isinstance(found, Folder) else iter([found])
