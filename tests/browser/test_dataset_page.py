@@ -104,6 +104,8 @@ def test_choose_files_of_a_dataset_and_remove_them_from_it(
     expect(question).to_contain_text("The file stays in its folder")
     question.get_by_role("button", name="Remove from dataset").click()
     expect(region.get_by_text("No files yet")).to_be_visible()
+    # The list went with its last file: the focus is on the page's heading, not lost.
+    expect(region.get_by_role("heading", name=f"Dataset {dataset['name']}")).to_be_focused()
     assert members(api, dataset) == set()
 
 

@@ -1,7 +1,7 @@
 // The datasets the person may see (/datasets), and a dataset's page (what "View" opens
 // from a file's "Linked to"): its files, chosen as in the folder view, and for an Editor
 // of the dataset "Remove from dataset".
-import { useEffect, useMemo, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { all, ApiError, get, post, type FileItem, type Folder } from "./api";
 import { bytes, count, date, kindLabel, listed } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
@@ -131,9 +131,14 @@ export function DatasetPage({ id }: { id: string }) {
   const selection = useSelection(shown);
   const { selected, setSelected, active } = selection;
   // What was chosen and is no longer in the dataset is no longer chosen.
+  const had = useRef(0);
   useEffect(() => {
     const ids = new Set(shown.map((f) => f.id));
     setSelected((old) => new Set([...old].filter((f) => ids.has(f))));
+    // The last files removed: the list goes, and the focus it had with it (to the page).
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (files && files.length === 0 && had.current > 0 && lost) document.getElementById("dataset-title")?.focus();
+    had.current = files?.length ?? 0;
   }, [files]);
   if (error && !dataset) return <Unavailable what="dataset" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!dataset) return <p class="muted">Loading…</p>;
