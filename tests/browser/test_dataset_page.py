@@ -11,7 +11,7 @@ import httpx
 from playwright.sync_api import Locator, Page, expect
 
 from tests.browser.conftest import items, make_folder, sign_in, unique, upload
-from tests.e2e.support import text
+from tests.e2e.support import CONSISTENCY, text
 
 
 def members(api: httpx.Client, dataset: dict[str, Any]) -> set[str]:
@@ -132,8 +132,17 @@ def test_a_synced_dataset_says_a_file_removed_by_hand_stays_out(
     question.get_by_role("button", name="Remove from dataset").click()
     expect(grid.get_by_role("row", name="dropped.txt")).to_have_count(0)
 
-    # What the dialog said: the sync does not bring it back; a new file still joins.
-    upload(api, folder["id"], ("later.txt", text("l\n")))
+    # What the dialog said: the sync does not bring it back; a new file still joins
+    # (once the datasets context has read the upload: its token waits for that).
+    later = api.post(
+        f"/v1/folders/{folder['id']}/files", files=[("file", ("later.txt", text("l\n")))]
+    )
+    assert later.status_code == 201, later.text
+    joined = api.get(
+        f"/v1/datasets/{dataset['id']}/files",
+        headers={CONSISTENCY: later.headers[CONSISTENCY]},
+    )
+    assert {f["name"] for f in joined.json()["items"]} == {"kept.txt", "later.txt"}
     page.reload()
     expect(grid.get_by_role("row", name="later.txt")).to_be_visible()
     expect(grid.get_by_role("row", name="kept.txt")).to_be_visible()
