@@ -190,3 +190,21 @@ def unshare(dataset: Dataset, shares: Mapping[str, str], user_id: uuid.UUID) -> 
     return _numbered(
         dataset.id, dataset.version, [ev.DatasetUnshared(dataset_id=dataset.id, user_id=user_id)]
     )
+
+
+def files_refused(
+    wanted: Sequence[uuid.UUID], found: Sequence[uuid.UUID], code: str, why: str
+) -> None:
+    """A bulk request over files is all or none: those of `wanted` not `found` refuse it
+    (404 `code`), the first ten named in the message (`why` says what they are not),
+    the first thousand in the details."""
+    present = set(found)
+    missing = [str(i) for i in wanted if i not in present]
+    if missing:
+        shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
+        raise Refused(
+            404,
+            code,
+            f"{len(missing)} of these files {why}: {shown}",
+            {"missing_file_ids": missing[:1000], "missing": len(missing)},
+        )

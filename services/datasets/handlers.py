@@ -290,15 +290,9 @@ class Datasets(Handlers):
                     *args,
                 )
             }
-            missing = [str(i) for i in wanted if i not in present]
-            if missing:
-                shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
-                raise domain.Refused(
-                    404,
-                    "files_not_found",
-                    f"{len(missing)} of these files do not exist (or were deleted): {shown}",
-                    {"missing_file_ids": missing[:1000], "missing": len(missing)},
-                )
+            domain.files_refused(
+                wanted, list(present), "files_not_found", "do not exist (or were deleted)"
+            )
             dataset = await self.dataset(conn, dataset_id, access, "editor")
             new = [
                 r["id"]
@@ -354,15 +348,9 @@ class Datasets(Handlers):
                 roots,
             )
             found = [r["id"] for r in members]
-            if len(found) != len(wanted):
-                missing = [str(i) for i in wanted if i not in set(found)]
-                shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
-                raise domain.Refused(
-                    404,
-                    "files_not_in_dataset",
-                    f"{len(missing)} of these files are not in dataset {dataset.name!r}: {shown}",
-                    {"missing_file_ids": missing[:1000], "missing": len(missing)},
-                )
+            domain.files_refused(
+                wanted, found, "files_not_in_dataset", f"are not in dataset {dataset.name!r}"
+            )
             position = await self.record(conn, domain.unlink(dataset, found, "removed"), cause)
             return len(found), position
 

@@ -67,3 +67,16 @@ def test_a_deleted_synced_folder_unsyncs_the_dataset() -> None:
     [change] = domain.unsync(dataset(synced=folder), folder)
     assert isinstance(change.event, ev.DatasetUnsynced)
     assert change.event.folder_id == folder
+
+
+def test_a_bulk_request_names_the_files_it_misses_and_passes_when_none() -> None:
+    wanted = [uuid.uuid4() for _ in range(100_000)]
+    domain.files_refused(wanted, list(reversed(wanted)), "files_not_in_dataset", "are not in it")
+    with pytest.raises(domain.Refused) as refused:
+        domain.files_refused(wanted, wanted[12:], "files_not_in_dataset", "are not in it")
+    assert (refused.value.status, refused.value.code) == (404, "files_not_in_dataset")
+    assert refused.value.details == {
+        "missing_file_ids": [str(i) for i in wanted[:12]],
+        "missing": 12,
+    }
+    assert str(wanted[9]) in str(refused.value) and str(wanted[10]) not in str(refused.value)
