@@ -390,6 +390,7 @@ def needed_flows(outsiders: Iterable[str]) -> set[tuple[str, str, str, int]]:
     flows |= {(name, S3, "TCP", 9000) for name in ("ingest", "dicom", "thumbnails")}
     flows |= {("ingest", OUTSIDE, "TCP", 443), ("datasets", "acl", "TCP", 8080)}
     flows |= {("ingest", "acl", "TCP", 8080)}  # sharing an integration names users
+    flows |= {("thumbnails", "ingest", "TCP", 8080)}  # objects imported by reference
     return flows
 
 

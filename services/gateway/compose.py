@@ -1064,11 +1064,22 @@ class Compose:
         if found.status_code != 200:
             return self.gateway.relay(found)
         file = found.json()
+        source = file.get("source") or {}
+        imported = source.get("type") == "cloud"
         params = [
             ("kind", file["kind"]),
-            ("imported", "true" if (file.get("source") or {}).get("type") == "cloud" else "false"),
+            ("imported", "true" if imported else "false"),
             *call.query(),
         ]
+        if imported and source.get("integration_id") and source.get("key"):
+            # What to draw a file imported before its pictures were made of: the
+            # thumbnails context asks for it then (its own record of the import missed).
+            params += [
+                ("sha256", file["sha256"]),
+                ("bytes", str(file["size"])),
+                ("blob_key", file["blob_key"]),
+                ("object", f"{source['integration_id']}:{source['key']}"),
+            ]
         headers = {k: v for k, v in call.request.headers.items() if k.lower() == "if-none-match"}
         answer = await self.gateway.call(
             "thumbnails",

@@ -39,13 +39,19 @@ def router(thumbnails: Thumbnails) -> APIRouter:
     async def thumbnail(
         file_id: uuid.UUID,
         request: Request,
+        who: Annotated[Cause, Depends(cause)],
         size: int = Query(domain.SIZES[0], ge=1, le=domain.MAX_ASKED_SIZE),
         kind: str | None = Query(None, max_length=50),
         imported: bool = False,
+        sha256: str | None = Query(None, max_length=64),
+        bytes_: int | None = Query(None, alias="bytes", ge=0),
+        blob_key: str | None = Query(None, max_length=200),
+        object_ref: str | None = Query(None, alias="object", max_length=1100),
     ) -> Response:
         """The picture covering `size` px on the long side (the smallest made that does,
-        else the largest). `kind` and `imported` are the file's, as the catalog has it: a
-        file this context has not heard of is not ready, unless it never will be."""
+        else the largest). `kind`, `imported` and, for a file imported by reference, what
+        it was imported from are the file's, as the catalog has it: a file this context
+        has not heard of is not ready, unless it never will be."""
         row = await thumbnails.thumbnail(file_id)
         if row is None or row["state"] == "released":
             if kind is not None and kind not in THUMBNAILED_KINDS:
@@ -53,11 +59,18 @@ def router(thumbnails: Thumbnails) -> APIRouter:
                     "thumbnail_unavailable", f"files of kind {kind} have no thumbnail", kind=kind
                 )
             if imported and kind != "dicom_series":
-                return _missing(
-                    "thumbnail_unavailable",
-                    "files imported by reference have no thumbnail",
-                    code="imported",
-                )
+                if kind not in domain.DRAWN_BY_REFERENCE:
+                    return _missing(
+                        "thumbnail_unavailable",
+                        f"{kind}s imported by reference have no thumbnail",
+                        code="imported",
+                    )
+                if row is None and kind and sha256 and bytes_ is not None and blob_key:
+                    # Imported before this context drew imports (or its record of the
+                    # import not read yet): asked for now, by the one who wants it.
+                    await thumbnails.request_imported(
+                        file_id, kind, sha256, blob_key, object_ref, bytes_, who
+                    )
             return _missing("thumbnail_not_ready", f"file {file_id} has no thumbnail yet")
         if row["state"] == "pending":
             await thumbnails.want(file_id)

@@ -26,17 +26,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
+from urllib.parse import urlencode
 
 from services.thumbnails import domain, render, runners
 from services.thumbnails.drawing import Drawing
 from services.thumbnails.projections import thumbnails as model
 from services.thumbnails.renditions import Renditions
 from shared.contracts import thumbnails as ev
-from shared.contracts.catalog import FileDeleted, FilePurged, FileUploaded
+from shared.contracts.catalog import FileContentChanged, FileDeleted, FilePurged, FileUploaded
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended, SeriesReleased
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
+from shared.kit.eventstore import ConcurrencyConflict
 from shared.kit.logs import log
 from shared.kit.reactions import Reactions, Received
 from shared.kit.retry import Backoff, Policy, transient
@@ -77,6 +79,40 @@ URL_LASTS = timedelta(hours=1)
 LOCK_SPACE = zlib.crc32(b"files.thumbnails.source") & 0x7FFFFFFF
 
 
+def wanted_of(
+    file_id: uuid.UUID,
+    kind: str,
+    sha256: str,
+    blob_key: str,
+    object_ref: str | None,
+    size: int,
+    cause: Cause,
+) -> Wanted | None:
+    """What a file's thumbnails are drawn from: its stored content, or the object it was
+    imported from; None for what is not drawn here (a kind without pictures, a DICOM
+    series, drawn from its slices, or content of neither sort)."""
+    renderer = domain.renderer_of(kind)
+    if renderer is None or renderer == "dicom":
+        return None
+    if blob_key.startswith("sha256/"):
+        object_ref = None
+    elif object_ref is None:
+        return None
+    return Wanted(
+        file_id, kind, domain.source_of(renderer, sha256), blob_key, cause, object_ref, size
+    )
+
+
+def object_url(parts: Parts, object_ref: str, lasts: timedelta) -> str:
+    """Ingest's URL of an object of a customer's bucket, signed for it until `lasts` from
+    now (shared/kit/identity.py `object_read_mac`)."""
+    integration_id, _, key = object_ref.partition(":")
+    expires = int((datetime.now(UTC) + lasts).timestamp())
+    signature = parts.identity.object_read_mac(integration_id, key, expires)
+    query = urlencode({"key": key, "expires": expires, "signature": signature})
+    return f"{parts.settings.ingest_url}/internal/objects/{integration_id}?{query}"
+
+
 async def lock_sources(conn: Conn, sources: Iterable[str]) -> None:
     """Until commit, no other transaction changes these sources (in one order everywhere)."""
     await conn.execute(
@@ -90,13 +126,16 @@ async def lock_sources(conn: Conn, sources: Iterable[str]) -> None:
 
 @dataclass(frozen=True)
 class Wanted:
-    """A file whose thumbnails are to be made from `blob_key` (what `source` names)."""
+    """A file whose thumbnails are to be made from `blob_key` (what `source` names), or,
+    imported by reference, from the object `object_ref` of `size` bytes."""
 
     file_id: uuid.UUID
     kind: str
     source: str
     blob_key: str
-    cause: Received[Any]
+    cause: Cause
+    object_ref: str | None = None
+    size: int | None = None
 
 
 def _settled_event(
@@ -168,21 +207,54 @@ class Thumbnails(Handlers):
                 [(e.event.file_id, e) for e in let_go if not isinstance(e.event, SeriesReleased)],
             )
 
+    @reactions.on(FileContentChanged)
+    async def when_content_changed(
+        self, conn: Conn, changed: Sequence[Received[FileContentChanged]]
+    ) -> None:
+        """A cloud-synced file's object changed in its bucket: drawn again from it."""
+        rows = {
+            r["file_id"]: r
+            for r in await conn.fetch(
+                "SELECT file_id, blob_key, object_ref FROM thumbnails.files"
+                " WHERE file_id = ANY($1::uuid[]) AND object_ref IS NOT NULL"
+                " AND state <> 'released'",
+                [e.event.file_id for e in changed],
+            )
+        }
+        wanted = [
+            w
+            for e in changed
+            if (row := rows.get(e.event.file_id)) is not None
+            and (
+                w := wanted_of(
+                    e.event.file_id,
+                    e.event.kind,
+                    e.event.sha256,
+                    row["blob_key"],
+                    row["object_ref"] if e.event.kind in domain.DRAWN_BY_REFERENCE else None,
+                    e.event.size,
+                    Cause.of(e),
+                )
+            )
+        ]
+        await self.request(conn, wanted)
+
     @staticmethod
     def _uploaded(envelope: Received[FileUploaded]) -> Wanted | None:
         """A file registered with its content. A DICOM series is drawn from its middle
-        slice, which the DICOM context's events name; imported files (content in the
-        customer's bucket, `ref:` keys) are not drawn (see README)."""
+        slice, which the DICOM context's events name; a file imported by reference from
+        its object, read through ingest (`domain.object_ref`)."""
         file = envelope.event
-        renderer = domain.renderer_of(file.kind)
-        if renderer is None or renderer == "dicom" or not file.blob_key.startswith("sha256/"):
-            return None
-        return Wanted(
+        return wanted_of(
             file.file_id,
             file.kind,
-            domain.source_of(renderer, file.sha256),
+            file.sha256,
             file.blob_key,
-            envelope,
+            domain.object_ref(
+                file.kind, file.source.type, file.source.integration_id, file.source.key
+            ),
+            file.size,
+            Cause.of(envelope),
         )
 
     @staticmethod
@@ -202,7 +274,7 @@ class Thumbnails(Handlers):
             "dicom_series",
             domain.source_of("dicom", sha256),
             blob_key,
-            envelope,
+            Cause.of(envelope),
         )
 
     async def request(self, conn: Conn, wanted: Sequence[Wanted]) -> None:
@@ -234,7 +306,12 @@ class Thumbnails(Handlers):
                     ev.file_stream(w.file_id),
                     version,
                     ev.ThumbnailsRequested(
-                        file_id=w.file_id, kind=w.kind, source=w.source, blob_key=w.blob_key
+                        file_id=w.file_id,
+                        kind=w.kind,
+                        source=w.source,
+                        blob_key=w.blob_key,
+                        object_ref=w.object_ref,
+                        size=w.size,
                     ),
                 )
             ]
@@ -245,7 +322,7 @@ class Thumbnails(Handlers):
                 event = _settled_event(w.file_id, w.source, settled[w.source])
                 changes.append(Change(ev.file_stream(w.file_id), version, event))
             files[w.file_id] = {"version": version, "state": "pending", "source": w.source}
-            out += envelopes_of(changes, Cause.of(w.cause))
+            out += envelopes_of(changes, w.cause)
         if out:
             if settled_now:
                 await conn.execute(_SETTLED, settled_now)
@@ -497,13 +574,18 @@ class Thumbnails(Handlers):
         return results, all_small
 
     async def _job(self, file: dict[str, Any]) -> render.Job | Drawn:
+        renderer = file["source"].partition(":")[0]
+        if file["object_ref"] is not None:
+            # Imported by reference: read through ingest, by a URL signed for this
+            # object alone (the worker holds no key, and never reaches the bucket).
+            url = object_url(self.parts, file["object_ref"], URL_LASTS)
+            return render.Job(renderer, file["blob_key"], file["bytes"], self.fmt, url=url)
         try:
             size = await self.blobs.size(file["blob_key"])
         except (FileNotFoundError, KeyError):
             return ("content_missing", "the content is not stored")
         # The worker reads this object by it, and holds no key of the store's.
         url = self.blobs.presigned_get(file["blob_key"], URL_LASTS)
-        renderer = file["source"].partition(":")[0]
         return render.Job(renderer, file["blob_key"], size, self.fmt, url=url)
 
     async def record(self, drawn: Mapping[str, tuple[dict[str, Any], Drawn]]) -> None:
@@ -673,6 +755,31 @@ class Thumbnails(Handlers):
                    WHERE f.file_id = w.file_id AND f.state = 'pending')"""
         )
         return int(done.split()[-1])
+
+    async def request_imported(
+        self,
+        file_id: uuid.UUID,
+        kind: str,
+        sha256: str,
+        blob_key: str,
+        object_ref: str | None,
+        size: int,
+        cause: Cause,
+    ) -> None:
+        """A file imported by reference that this context has no record of: requested
+        now (the catalog's `FileUploaded`, if it comes later, finds it requested)."""
+        try:
+            wanted = wanted_of(file_id, kind, sha256, blob_key, object_ref, size, cause)
+        except ValueError:
+            return  # not a sha256 the catalog would give: nothing to draw from
+        if wanted is None:
+            return
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self.request(conn, [wanted])
+        except ConcurrencyConflict:
+            pass  # requested at the same moment by another ask, or by the reaction
+        await self.want(file_id)
 
     async def want(self, file_id: uuid.UUID) -> None:
         """Someone asked for this pending file's picture: it is drawn next."""

@@ -59,6 +59,9 @@ thumbnails = Projection(
     );
     CREATE INDEX IF NOT EXISTS sources_released ON thumbnails.sources (released_at)
         WHERE released_at IS NOT NULL;
+    -- A file imported by reference: its object (`<integration id>:<key>`) and size.
+    ALTER TABLE thumbnails.files ADD COLUMN IF NOT EXISTS object_ref text;
+    ALTER TABLE thumbnails.files ADD COLUMN IF NOT EXISTS bytes bigint;
     """,
 )
 
@@ -70,15 +73,17 @@ async def requested(
     await conn.execute(
         """INSERT INTO thumbnails.files AS f
            (file_id, version, kind, source, blob_key, state, requested_at, request_id,
-            correlation_id)
+            correlation_id, object_ref, bytes)
            SELECT file_id, version, kind, source, blob_key, 'pending', at, request_id,
-                  correlation_id
+                  correlation_id, object_ref, size
            FROM jsonb_to_recordset($1::jsonb) AS x(
                file_id uuid, version integer, kind text, source text, blob_key text,
-               at timestamptz, request_id uuid, correlation_id text)
+               at timestamptz, request_id uuid, correlation_id text, object_ref text,
+               size bigint)
            ON CONFLICT (file_id) DO UPDATE
            SET version = excluded.version, kind = excluded.kind, source = excluded.source,
-               blob_key = excluded.blob_key, state = 'pending',
+               blob_key = excluded.blob_key, object_ref = excluded.object_ref,
+               bytes = excluded.bytes, state = 'pending',
                requested_at = excluded.requested_at, request_id = excluded.request_id,
                correlation_id = excluded.correlation_id, renditions = NULL, code = NULL,
                reason = NULL""",

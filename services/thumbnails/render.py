@@ -100,8 +100,8 @@ def start_worker(settings: Settings) -> None:
 
 def opened(job: Job) -> BinaryIO:
     """The content as a file: the blob itself on a local store, else by ranges of its
-    presigned URL."""
-    if _store is not None:
+    URL (the store's presigned one, or ingest's for an object imported by reference)."""
+    if _store is not None and job.url is None:
         return open(_store.path(job.blob_key), "rb")
     assert _http is not None, "start_worker first"
     if job.url is None:

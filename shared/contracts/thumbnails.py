@@ -50,6 +50,10 @@ class ThumbnailsRequested(Event):
     kind: str
     source: str
     blob_key: str
+    # A file imported by reference (`blob_key` is the catalog's `ref:` key): the object
+    # drawn, `<integration id>:<key>`, read through ingest, and its size in bytes.
+    object_ref: str | None = None
+    size: int | None = None
 
 
 class ThumbnailsMade(Event):

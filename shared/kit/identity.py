@@ -58,6 +58,10 @@ MIN_BITS = 128
 SERVICE_PREFIX = "service:"
 # Health is asked by the orchestrator and the launcher, which hold no key.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# Routes that carry a signature of their own in the URL instead of an identity token:
+# a thumbnail worker, which holds no key, reads an object of a customer's bucket
+# through ingest by such a URL (one object, until it expires; see `object_read_mac`).
+SIGNED_URL_PREFIXES = ("/internal/objects/",)
 
 # Bits per character of the smallest usual alphabet a secret is written in.
 _ALPHABETS = (
@@ -186,6 +190,23 @@ class ServiceKey:
         signed = VERSION + b"." + _b64(orjson.dumps(claims))
         return (signed + b"." + _b64(self._mac(signed))).decode()
 
+    def object_read_mac(self, integration_id: str, key: str, expires: int) -> str:
+        """The signature of a URL that reads one object of an integration's bucket until
+        `expires` (unix seconds). Its own domain of the key: it can never pass for an
+        identity token, nor one of these for another object."""
+        message = b"\n".join(
+            [b"files object read v1", integration_id.encode(), key.encode(), b"%d" % expires]
+        )
+        return _b64(self._mac(message)).decode()
+
+    def object_read_allowed(
+        self, integration_id: str, key: str, expires: int, signature: str, now: float | None = None
+    ) -> bool:
+        if expires < (time.time() if now is None else now):
+            return False
+        wanted = self.object_read_mac(integration_id, key, expires)
+        return hmac.compare_digest(wanted.encode(), signature.encode())
+
     def for_service(self, service: str, correlation_id: str | None = None) -> str:
         """A token for a call that acts for no user, naming the calling service; the
         correlation id defaults to the one of the request or event being handled."""
@@ -236,7 +257,8 @@ class Authenticated:
         self.key = key
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(SIGNED_URL_PREFIXES):
             await self.app(scope, receive, send)
             return
         token = next((v for k, v in scope["headers"] if k == _HEADER), None)

@@ -288,3 +288,14 @@ def test_import_from_private_cloud_by_prefix(
     found = items(api, folder["id"])
     assert sorted(i["name"] for i in found) == ["0.png", "1.png", "2.png"]
     assert all(i["source"]["type"] == "cloud" for i in found)
+    # Imported pictures show in the grid as uploaded ones do (read from the bucket).
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Grid").click()
+    page.wait_for_function(
+        """ids => ids.every(id => {
+            const img = document.querySelector(`[id="item-${id}"] img`);
+            return img && img.complete && img.naturalWidth > 0;
+        })""",
+        arg=[i["id"] for i in found],
+        timeout=60_000,
+    )

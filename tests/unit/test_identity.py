@@ -53,6 +53,22 @@ def test_a_service_token_names_the_service_and_grants_nothing() -> None:
     assert (found.actor, found.access, found.service) == ("service:datasets", None, "datasets")
 
 
+def test_an_object_url_signature_reads_that_object_until_it_expires_and_nothing_else() -> None:
+    integration, soon = str(uuid.uuid4()), int(time.time()) + 60
+    signature = KEY.object_read_mac(integration, "a/b.png", soon)
+    assert KEY.object_read_allowed(integration, "a/b.png", soon, signature)
+    assert not KEY.object_read_allowed(integration, "a/c.png", soon, signature)
+    assert not KEY.object_read_allowed(str(uuid.uuid4()), "a/b.png", soon, signature)
+    assert not KEY.object_read_allowed(integration, "a/b.png", soon + 1, signature)
+    assert not OTHER.object_read_allowed(integration, "a/b.png", soon, signature)
+    assert not KEY.object_read_allowed(integration, "a/b.png", soon, signature, now=soon + 1)
+    # Its own domain of the key: no identity token passes for one, nor the reverse.
+    token = KEY.for_service("thumbnails")
+    assert not KEY.object_read_allowed(integration, "a/b.png", soon, token.rsplit(".", 1)[1])
+    with pytest.raises(identity.Unauthenticated):
+        KEY.verify(f"v1.{signature}.{signature}")
+
+
 def _tampered(token: str, **changes: Any) -> str:
     version, body, mac = token.split(".")
     claims = orjson.loads(base64.b64decode(body))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -14,6 +15,27 @@ from services.ingest.imports.sync import Syncs
 from shared.kit.access import Access
 from shared.kit.errors import Refused
 from shared.kit.http import JSON, JSONRoute, access, folder_path, identity_of
+
+# The most one read of an object may ask: a worker reads 256 KiB blocks.
+MAX_RANGE = 8 * 1024 * 1024
+_RANGE = re.compile(r"^bytes=(\d{1,15})-(\d{1,15})$")
+
+
+def _one_range(header: str | None) -> tuple[int, int]:
+    """(first, last) of the one closed range an object's read must name."""
+    match = _RANGE.match((header or "").strip())
+    if match is None:
+        raise Refused(
+            400, "invalid_range", "name one range of bytes, `Range: bytes=<first>-<last>`"
+        )
+    first, last = int(match[1]), int(match[2])
+    if last < first or last - first + 1 > MAX_RANGE:
+        raise Refused(
+            400,
+            "invalid_range",
+            f"a range of 1 to {MAX_RANGE} bytes, its last byte not before its first",
+        )
+    return first, last
 
 
 def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRouter:
@@ -105,6 +127,34 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
         # Whether the caller may use the integration is decided here too.
         await syncs.refuse_uploads(folder_id)
         return recorded(await imports.start_import(who, caller, folder_id, body), 202)
+
+    @api.get("/internal/objects/{integration_id}", include_in_schema=False)
+    async def object_range(
+        integration_id: uuid.UUID,
+        request: Request,
+        key: str = Query(..., min_length=1, max_length=1024),
+        expires: int = Query(...),
+        signature: str = Query(..., min_length=1, max_length=100),
+    ) -> Response:
+        # A thumbnail worker's read of a file imported by reference. It holds no key, so
+        # it sends no identity token (the middleware lets this path through): the URL's
+        # signature, made by the thumbnails service for this object alone, is the right.
+        # Reading through here keeps every request to a customer's bucket in ingest,
+        # behind its address rule and caps.
+        if not integrations.parts.identity.object_read_allowed(
+            str(integration_id), key, expires, signature
+        ):
+            raise Refused(403, "invalid_object_url", "this object URL is not valid or has expired")
+        first, last = _one_range(request.headers.get("range"))
+        data = await integrations.read_range(integration_id, key, first, last)
+        if not data:
+            return Response(status_code=416, headers={"Content-Range": "bytes */*"})
+        return Response(
+            data,
+            206,
+            headers={"Content-Range": f"bytes {first}-{first + len(data) - 1}/*"},
+            media_type="application/octet-stream",
+        )
 
     @api.get("/internal/integrations/{integration_id}/presign", include_in_schema=False)
     async def presign(

@@ -47,6 +47,9 @@ from shared.kit.secrets import Sealer, SealError, key_material
 from shared.kit.service import Handlers, Parts
 from shared.kit.settings import Settings
 
+# What a bucket said that may pass if asked again later (the others will not).
+PASSING_PROBLEMS = frozenset({"endpoint_unreachable", "bucket_error", "response_timeout"})
+
 
 def require_org_admin(access: Access) -> None:
     """Registering an integration is the organisation admins'."""
@@ -349,6 +352,27 @@ class Integrations(Handlers):
         )
         self._clients[integration_id] = found
         return found
+
+    async def read_range(self, integration_id: uuid.UUID, key: str, first: int, last: int) -> bytes:
+        """Bytes of an object of the integration's bucket, for a thumbnail worker (the
+        route checked its URL's signature). A problem that reading again will not mend
+        (the integration or the object gone, the right to read it lost, a cap) is a 404,
+        so the file is recorded as without a thumbnail; one that may pass (the bucket not
+        answering) a 503, so it is drawn again later."""
+        found = await self.bucket(integration_id)
+        if found is None:
+            raise Refused(
+                404,
+                "integration_removed",
+                f"the file's integration {integration_id} was removed",
+                {"integration_id": str(integration_id)},
+            )
+        _, reader = found
+        try:
+            return (await reader.read_range(key, first, last)).data
+        except CloudProblem as problem:
+            passing = problem.code in PASSING_PROBLEMS
+            raise Refused(503 if passing else 404, problem.code, problem.message) from None
 
     async def presign(self, integration_id: uuid.UUID, key: str, name: str, mime_type: str) -> str:
         found = await self.bucket(integration_id)

@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from services.ingest.imports.buckets.port import Bucket, BucketReader, Listed, Read
+from services.ingest.imports.buckets.port import Bucket, BucketReader, Listed, Ranged, Read
 from shared.kit.blobs import BlobWriter
 
 _T = TypeVar("_T")
@@ -113,6 +113,9 @@ class Threaded:
 
     async def presign(self, key: str, name: str, mime_type: str) -> str:
         return await self.loop.run(self.inner.presign(key, name, mime_type))
+
+    async def read_range(self, key: str, first: int, last: int) -> Ranged:
+        return await self.loop.run(self.inner.read_range(key, first, last))
 
     async def close(self) -> None:
         await self.loop.run(self.inner.close())

@@ -39,6 +39,7 @@ __all__ = [
     "CloudProblem",
     "Credentials",
     "Listed",
+    "Ranged",
     "Read",
     "WebIdentity",
 ]
@@ -73,6 +74,14 @@ class Read:
     size: int
     sha256: str
     facts: media_facts.Facts
+
+
+@dataclass(frozen=True)
+class Ranged:
+    """A range of an object: its bytes and where they start."""
+
+    data: bytes
+    first: int
 
 
 class BucketReader(Protocol):
@@ -113,6 +122,12 @@ class BucketReader(Protocol):
 
     async def presign(self, key: str, name: str, mime_type: str) -> str:
         """A GET URL of the object for a few minutes, served as an attachment."""
+        ...
+
+    async def read_range(self, key: str, first: int, last: int) -> Ranged:
+        """Bytes `first` to `last` (inclusive) of the object, as far as it has them
+        (none when `first` is past its end); CloudProblem when the bucket will not give
+        them."""
         ...
 
     async def close(self) -> None: ...

@@ -1,6 +1,8 @@
 """The bucket adapter kept: aiohttp speaks HTTP, botocore signs (AWS Signature V4,
 with an STS session token when the integration has one); the requests are the few an
-import makes (the location, ListObjectsV2 pages, a GET per object).
+import makes (the location, ListObjectsV2 pages, a GET per object, ranges of one for
+the thumbnails' workers). It runs over 500 lines because the guarantees below hold in
+one place, `_exchange`, which every request goes through.
 
 Why not a library's whole client (bench/README.md has the figures): obstore follows
 redirects, reads a listing's or an error's body whole whatever its size, and resolves
@@ -51,6 +53,7 @@ from services.ingest.imports.buckets.content import Content
 from services.ingest.imports.buckets.port import (
     Bucket,
     CloudProblem,
+    Ranged,
     Read,
     WebIdentity,
     not_allowed,
@@ -285,11 +288,13 @@ class S3Reader:
         *,
         key: str | None = None,
         region: str | None = None,
+        byte_range: str | None = None,
     ) -> tuple[int, _T | bytes]:
         """GET `url`, signed, and read its answer within a fresh `budget()` per attempt:
         (200, what `on_ok` made of the body) or (status, the error's body, at most
         MAX_ERROR_BYTES). Sent again after a 5xx, or a connection that failed before
-        an answer, RETRIES times."""
+        an answer, RETRIES times. With `byte_range` (`bytes=a-b`, sent unsigned, as S3
+        allows any header that is not `x-amz-*`), a 206 is the answer `on_ok` reads."""
         http = self._session()
         target = URL(url, encoded=True)
         for attempt in range(RETRIES + 1):
@@ -299,6 +304,8 @@ class S3Reader:
                 allowance = budget()
                 signer = S3SigV4Auth(await self._frozen(), "s3", region or self.region)
                 headers = self._headers(url, signer)
+                if byte_range is not None:
+                    headers["Range"] = byte_range
                 try:
                     async with asyncio.timeout(allowance.left()):
                         response = await http.get(target, headers=headers, allow_redirects=False)
@@ -308,7 +315,7 @@ class S3Reader:
                     raise _expired(allowance) from None
                 answered = True
                 result: _T | bytes
-                if response.status == 200:
+                if response.status == 200 or (byte_range is not None and response.status == 206):
                     result = await on_ok(_body(response, allowance))
                 else:
                     allowance.max_bytes = MAX_ERROR_BYTES
@@ -483,6 +490,26 @@ class S3Reader:
         except CapReached as cap:
             raise problem(cap, self.bucket) from None
         return page
+
+    async def read_range(self, key: str, first: int, last: int) -> Ranged:
+        urls = await self.prepare()
+        length = last - first + 1
+        status, answer = await self._exchange(
+            urls.object_url(key),
+            lambda: Budget(f"object {key!r}", length, self.caps.response_s),
+            _joined,
+            key=key,
+            byte_range=f"bytes={first}-{last}",
+        )
+        if status == 416:
+            return Ranged(b"", first)  # at or past its end, as a file read there gives
+        if status not in (200, 206) or not isinstance(answer, bytes):
+            raise refused(protocol.error_code(status, answer, key), self.bucket, key)
+        if status == 200:
+            # A bucket that ignores Range sent the whole object: only one within the
+            # budget got here (a larger one is `response_too_large`).
+            return Ranged(answer[first : last + 1], first)
+        return Ranged(answer, first)
 
     async def presign(self, key: str, name: str, mime_type: str) -> str:
         """Computed here: nothing is sent to the bucket once its region is known."""

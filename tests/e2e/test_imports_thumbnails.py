@@ -1,0 +1,209 @@
+"""Files imported by reference get thumbnails as uploads do: their objects are read
+through ingest (the only piece that reaches a customer's bucket) by a URL signed for one
+object, which the thumbnails workers follow without holding any key."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import uuid
+from typing import Any
+
+import httpx
+from minio import Minio
+from PIL import Image
+
+from shared.kit.access import Access
+from shared.kit.stack import Stack
+from tests import thumbnail_fixtures as media
+from tests.cloud_fixtures import MotoS3
+from tests.conftest import eventually
+from tests.e2e.support import error, folder, items, member, unique
+from tests.e2e.test_cloud_sync import file, listing, sync, sync_done, synced_folder
+from tests.e2e.test_imports import finished, integration, put, start_import
+from tests.e2e.test_thumbnails import picture, settled
+from tests.signing import SIGNER, as_user
+
+
+def two_colours(width: int, height: int, left: tuple[int, int, int]) -> bytes:
+    """A PNG whose left half is `left` and right half blue: told apart from another."""
+    image = Image.new("RGB", (width, height), (0, 0, 255))
+    image.paste(left, (0, 0, width // 2, height))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def colour_at(answer: httpx.Response, x: float, y: float) -> tuple[int, ...]:
+    shown = picture(answer).convert("RGB")
+    return tuple(shown.getpixel((int(shown.width * x), int(shown.height * y))))
+
+
+def near(colour: tuple[int, ...], wanted: tuple[int, int, int]) -> bool:
+    return all(abs(a - b) <= 40 for a, b in zip(colour, wanted, strict=True))
+
+
+async def test_files_imported_by_reference_get_their_thumbnails(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, as_key: Any
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    objects = {
+        f"{run}/red.png": two_colours(300, 200, (255, 0, 0)),
+        f"{run}/clip.mp4": media.mp4(),
+        f"{run}/page.pdf": media.pdf(300, 200),
+    }
+    for key, data in objects.items():
+        put(bucket, key, data)
+    integration_id = await integration(api, moto)
+    top = await folder(api, unique("imported-pictures"))
+    job_id = await start_import(api, top["id"], integration_id=integration_id, keys=list(objects))
+    await finished(api, job_id, files=3)
+    listed = {f["name"]: f for f in await items(api, top["id"])}
+
+    red = await settled(api, listed["red.png"]["id"])
+    assert picture(red).size == (128, 85)  # 300x200 fitted in 128 px
+    assert near(colour_at(red, 0.2, 0.5), (255, 0, 0))
+    assert near(colour_at(red, 0.8, 0.5), (0, 0, 255))
+    large = await settled(api, listed["red.png"]["id"], size=512)
+    assert picture(large).size == (300, 200)  # never upscaled
+    clip = picture(await settled(api, listed["clip.mp4"]["id"]))
+    shown = listed["clip.mp4"]["media"]
+    assert clip.width == 128
+    assert abs(clip.height - 128 * shown["height"] / shown["width"]) <= 1
+    page = picture(await settled(api, listed["page.pdf"]["id"]))
+    assert max(page.size) == 128
+
+    # Who may not see the file may not see its picture either.
+    as_stranger = as_key((await member(api, "imported-stranger"))["api_key"])
+    error(await as_stranger.get(f"/v1/files/{listed['red.png']['id']}/thumbnail"), 404, "not_found")
+
+
+async def test_a_file_imported_before_thumbnails_were_drawn_is_drawn_when_asked_for(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, platform: Stack
+) -> None:
+    """Files imported before this context drew imports have no record here: the gateway
+    passes what the catalog says they were imported from, and the first ask requests
+    them (as the catalog's event would have)."""
+    key = f"{uuid.uuid4().hex[:8]}/before.png"
+    data = two_colours(40, 20, (255, 0, 0))
+    put(bucket, key, data)
+    integration_id = await integration(api, moto)
+    file_id = uuid.uuid4()  # a file this context never heard of
+    someone = uuid.uuid4()
+    asked = {
+        "kind": "image",
+        "imported": "true",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": str(len(data)),
+        "blob_key": f"ref:{file_id}",
+        "object": f"{integration_id}:{key}",
+    }
+    headers = as_user(str(someone), Access(user_id=someone, grants={}))
+    async with httpx.AsyncClient(
+        base_url=platform.env["FILES_THUMBNAILS_URL"], timeout=30
+    ) as thumbnails:
+        path = f"/internal/thumbnails/{file_id}"
+        first = await thumbnails.get(path, params=asked, headers=headers)
+        error(first, 404, "thumbnail_not_ready")
+
+        async def drawn() -> bool:
+            answer = await thumbnails.get(path, params=asked, headers=headers)
+            return answer.status_code == 200
+
+        await eventually(drawn, within=60, what="the picture of a file asked for")
+        answer = await thumbnails.get(path, params=asked, headers=headers)
+        assert near(colour_at(answer, 0.2, 0.5), (255, 0, 0))
+        # A group imported by reference is not drawn (its file is no object).
+        group = await thumbnails.get(
+            f"/internal/thumbnails/{uuid.uuid4()}",
+            params={**asked, "kind": "image_group"},
+            headers=headers,
+        )
+        assert error(group, 404, "thumbnail_unavailable")["details"]["code"] == "imported"
+
+
+async def test_a_synced_file_whose_object_changed_is_drawn_again(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
+) -> None:
+    prefix = f"{unique('drawn-again')}/"
+    put(bucket, f"{prefix}shot.png", two_colours(64, 64, (255, 0, 0)))
+    synced = await synced_folder(api, await integration(api, moto), prefix)
+    await sync_done(api, synced["sync_job_id"])
+
+    async def listed() -> bool:
+        return "shot.png" in await listing(api, synced["id"])
+
+    await eventually(listed, within=20, what="the synced folder lists its object")
+    shot = (await listing(api, synced["id"]))["shot.png"]
+    assert near(colour_at(await settled(api, shot["id"]), 0.2, 0.5), (255, 0, 0))
+
+    put(bucket, f"{prefix}shot.png", two_colours(64, 64, (0, 255, 0)))
+    await sync(api, synced["id"])
+    changed = ""
+
+    async def green() -> bool:
+        nonlocal changed
+        if (await file(api, shot["id"]))["sha256"] == shot["sha256"]:
+            return False
+        answer = await api.get(f"/v1/files/{shot['id']}/thumbnail")
+        if answer.status_code != 200:
+            return False
+        changed = str(colour_at(answer, 0.2, 0.5))
+        return near(colour_at(answer, 0.2, 0.5), (0, 255, 0))
+
+    await eventually(green, within=60, what=f"the new object's picture (last seen {changed})")
+
+
+async def test_ingest_reads_an_object_only_by_a_url_signed_for_it(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, platform: Stack
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    data = bytes(range(256)) * 8
+    put(bucket, f"{run}/a.bin", data)
+    put(bucket, f"{run}/b.bin", b"the other object")
+    integration_id = await integration(api, moto)
+    path = f"/internal/objects/{integration_id}"
+    soon = int(time.time()) + 60
+
+    def signed(key: str, expires: int = soon) -> dict[str, Any]:
+        signature = SIGNER.object_read_mac(integration_id, key, expires)
+        return {"key": key, "expires": expires, "signature": signature}
+
+    async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
+        first = f"{run}/a.bin"
+        read = await ingest.get(path, params=signed(first), headers={"Range": "bytes=10-19"})
+        assert read.status_code == 206, read.text
+        assert read.content == data[10:20]
+        assert read.headers["content-range"] == "bytes 10-19/*"
+        ending = await ingest.get(path, params=signed(first), headers={"Range": "bytes=2040-4000"})
+        assert (ending.status_code, ending.content) == (206, data[2040:])
+        past = await ingest.get(path, params=signed(first), headers={"Range": "bytes=5000-5009"})
+        assert past.status_code == 416
+
+        # Another object with this object's signature; a forged, an expired signature.
+        other = {**signed(first), "key": f"{run}/b.bin"}
+        error(await ingest.get(path, params=other, headers={"Range": "bytes=0-9"}), 403)
+        forged = {**signed(first), "signature": "x" * 43}
+        error(await ingest.get(path, params=forged, headers={"Range": "bytes=0-9"}), 403)
+        gone = signed(first, int(time.time()) - 1)
+        error(await ingest.get(path, params=gone, headers={"Range": "bytes=0-9"}), 403)
+        elsewhere = f"/internal/objects/{uuid.uuid4()}"
+        error(
+            await ingest.get(elsewhere, params=signed(first), headers={"Range": "bytes=0-9"}), 403
+        )
+        # One closed range, not more than a worker reads at once.
+        error(await ingest.get(path, params=signed(first)), 400, "invalid_range")
+        huge = {"Range": "bytes=0-99999999"}
+        error(await ingest.get(path, params=signed(first), headers=huge), 400, "invalid_range")
+        # A missing object: a 404, so the file is recorded as without a picture.
+        missing = f"{run}/missing.bin"
+        error(await ingest.get(path, params=signed(missing), headers={"Range": "bytes=0-9"}), 404)
+        # The signature is the only right this route takes: an identity token is none.
+        token_only = {"key": first, "expires": soon, "signature": ""}
+        answer = await ingest.get(
+            path,
+            params=token_only,
+            headers={**as_user(str(uuid.uuid4()), Access(user_id=uuid.uuid4(), grants={}))},
+        )
+        assert answer.status_code in (403, 422), answer.text
