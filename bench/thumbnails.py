@@ -20,6 +20,12 @@ the drawing alone: from the first file's `ThumbnailsRequested` to the last
 Target: the drawing alone at least as fast as the plain loop (ratio >= 1): the pool of
 worker processes wins back what the platform costs around it.
 
+`--imported`: the same photos imported by reference from moto's S3 server (started by
+the benchmark, filled first, not timed) instead of uploaded: one import of their prefix,
+timed from its request until every file's thumbnails are made; each photo is read from
+the bucket twice (ingest's import, then the drawing through ingest's object URL). The
+drawing alone is compared with the plain loop as above.
+
 `--small N`: the thumbnails service's CPU per small uploaded file (issue 19). N files of
 4 KiB as bench.upload_small makes them (PNG-headed random bytes: each an image whose
 drawing fails), or with `--tiny` valid 40x30 PNGs (drawn: one WebP for both sizes),
@@ -46,14 +52,17 @@ from typing import Any
 import asyncpg
 import httpx
 import psutil
+from minio import Minio
 from PIL import Image, ImageOps
 
 from bench import upload_small
 from bench._common import ADMIN_KEY, CpuMeter, KiB, Report, main, progress, stack
 from services.thumbnails import domain, render
+from tests.cloud_fixtures import start_moto
 from tests.thumbnail_fixtures import photo
 
 NAME = "thumbnails"
+BUCKET = "bench-customer"
 TARGET_RATIO = 1.0
 PER_REQUEST = 100
 
@@ -158,6 +167,85 @@ def end_to_end(workdir: Path, paths: list[Path], workers: int) -> tuple[float, f
         return finished - start, drawing, meter
 
 
+def imported_end_to_end(
+    workdir: Path, paths: list[Path], workers: int
+) -> tuple[float, float, CpuMeter]:
+    """As end_to_end, the photos imported by reference from moto's S3 server."""
+    prefix = "photos/"
+    moto = start_moto(log=workdir / "moto.log")
+    try:
+        s3 = Minio(
+            moto.endpoint.removeprefix("http://"),
+            moto.access_key,
+            moto.secret_key,
+            secure=False,
+            region="us-east-1",
+        )
+        s3.make_bucket(BUCKET)
+        progress(f"filling moto's bucket with {len(paths):,} photos")
+        for p in paths:
+            s3.fput_object(BUCKET, prefix + p.name, str(p))
+        with (
+            stack(workdir, thumbnail_workers=workers) as running,
+            httpx.Client(
+                base_url=running.gateway_url,
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                timeout=300,
+            ) as api,
+        ):
+            registered = api.post(
+                "/v1/integrations",
+                json={
+                    "name": "bench bucket",
+                    "provider": "s3",
+                    "endpoint": moto.endpoint,
+                    "region": "us-east-1",
+                    "bucket": BUCKET,
+                    "access_key": moto.access_key,
+                    "secret_key": moto.secret_key,
+                },
+            )
+            registered.raise_for_status()
+            made = api.post("/v1/folders", json={"name": "thumbnails-imported-bench"})
+            made.raise_for_status()
+            pids = {c.name: c.proc.pid for c in running.children}
+            pids["moto"] = moto.process.pid
+            with CpuMeter(pids) as meter:
+                start = time.perf_counter()
+                answer = api.post(
+                    f"/v1/folders/{made.json()['id']}/imports",
+                    json={"integration_id": registered.json()["id"], "prefix": prefix},
+                )
+                if answer.status_code != 202:
+                    raise RuntimeError(f"the import answered {answer.status_code}: {answer.text}")
+                ids = imported_ids(api, answer.json()["job_id"], len(paths))
+                progress(f"imported in {time.perf_counter() - start:.1f} s; waiting for pictures")
+                finished, drawing = asyncio.run(
+                    settled(running.env["FILES_DATABASE_URL"], ids, 1200)
+                )
+            shown = api.get(f"/v1/files/{ids[-1]}/thumbnail", params={"size": 512})
+            if shown.status_code != 200 or shown.headers["content-type"] != "image/webp":
+                raise RuntimeError(f"the thumbnail route answered {shown.status_code}")
+            return finished - start, drawing, meter
+    finally:
+        moto.stop()
+
+
+def imported_ids(api: httpx.Client, job_id: str, count: int) -> list[str]:
+    """The import's file ids, once its job is done."""
+    deadline = time.monotonic() + 1200
+    while time.monotonic() < deadline:
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] == "failed":
+            raise RuntimeError(f"the import failed: {job}")
+        if job["status"] == "done":
+            if len(job["files"]) != count:
+                raise RuntimeError(f"{len(job['files'])} of {count} imported: {job['errors']}")
+            return [str(f) if isinstance(f, str) else str(f["id"]) for f in job["files"]]
+        time.sleep(0.1)  # polling the job's state, with the deadline above
+    raise RuntimeError(f"import job {job_id} not done in 1,200 s")
+
+
 def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     if args.small:
         small_body(args, workdir, report)
@@ -179,12 +267,14 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         with report.contention.measure():
             base_times.append(plain_loop(paths))
     base_s = min(base_times)
-    progress(f"end to end with {args.workers} drawing processes")
+    how = "imported by reference from moto's S3" if args.imported else "uploaded"
+    progress(f"end to end ({how}) with {args.workers} drawing processes")
     with report.contention.measure():
-        e2e_s, drawing_s, meter = end_to_end(workdir, paths, args.workers)
+        run = imported_end_to_end if args.imported else end_to_end
+        e2e_s, drawing_s, meter = run(workdir, paths, args.workers)
     report.figure(
         "e2e_per_s",
-        f"end to end: {count:,} photos uploaded until every thumbnail is made",
+        f"end to end: {count:,} photos {how} until every thumbnail is made",
         count / e2e_s,
         "thumbnails/s",
         headline=True,
@@ -340,6 +430,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--small", type=int, default=0, help="instead: the CPU a small uploaded file (N files)"
     )
     parser.add_argument("--tiny", action="store_true", help="with --small: valid 40x30 PNGs")
+    parser.add_argument(
+        "--imported", action="store_true", help="the photos imported by reference from moto"
+    )
 
 
 if __name__ == "__main__":
