@@ -323,12 +323,13 @@ def report_figures(
 def local_body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     """`--local`: the local store, whose parts are PUT to the gateway, which asks three
     services who the session's opener is now before it forwards each part to ingest
-    (services/gateway/compose.py `upload_part`). Timed, one PUT at a time: a 1-byte part
-    (the last of a 5 MiB + 1 B session, sent again and again: a part sent again
+    (services/gateway/compose.py `upload_part`; since 2026-12-06 ingest asks the last
+    two itself, services/ingest/sessions/openers.py). Timed, one PUT at a time: a 1-byte
+    part (the last of a 5 MiB + 1 B session, sent again and again: a part sent again
     replaces the earlier one) through the gateway; the same PUT straight to ingest with
-    the identity the gateway would sign (its check and its hop skipped); and each of the
-    check's three calls alone. Then one session of `--size-mib` in 64 MiB parts, through
-    the gateway, for MB/s."""
+    the identity the gateway signed before (the gateway's hop skipped, and before
+    2026-12-06 the whole check); and each of the check's three calls alone. Then one
+    session of `--size-mib` in 64 MiB parts, through the gateway, for MB/s."""
     size = (args.size_mib or (64 if args.quick else 1024)) * MiB
     puts = args.puts or (60 if args.quick else 300)
     report.title = (

@@ -30,6 +30,7 @@ from services.ingest.jobs.projections import jobs
 from services.ingest.media import facts as media_facts
 from services.ingest.media import kinds
 from services.ingest.sessions import domain
+from services.ingest.sessions.openers import Openers, Unanswered
 from services.ingest.sessions.projections import sessions
 from services.ingest.uploads.domain import StoredFile
 from shared.contracts.envelope import Cause, envelopes_of, now
@@ -78,9 +79,12 @@ def _signature(secret: bytes, session_id: uuid.UUID, number: int, expires: int) 
 
 
 class Sessions(Handlers):
-    def __init__(self, parts: Parts, blobs: BlobStore, signing_key: bytes) -> None:
+    def __init__(
+        self, parts: Parts, blobs: BlobStore, signing_key: bytes, openers: Openers | None = None
+    ) -> None:
         super().__init__(parts)
         self.blobs = blobs
+        self.openers = openers
         self._signing_key = signing_key
         settings = parts.settings
         self.part_size = settings.upload_part_size
@@ -130,7 +134,8 @@ class Sessions(Handlers):
         opener: domain.Opener | None = None,
     ) -> dict[str, Any]:
         """A part sent to our own URL (the local store): the signature is the right,
-        while its opener keeps theirs (`domain.check_opener`)."""
+        while its opener keeps theirs (`domain.check_opener`), as the ACL context and
+        the catalog say now (`openers.Openers`; `opener` only where there are none)."""
         wanted = _signature(self._signing_key, session_id, number, expires)
         # Compared as bytes: a signature of any text is refused, never an error.
         given = signature.encode("utf-8", "surrogatepass")
@@ -139,6 +144,15 @@ class Sessions(Handlers):
         row = await self._row(self.pool, session_id)
         if row is None or row["status"] != "open":
             raise Refused(404, "not_found", f"upload session {session_id} is not open")
+        if self.openers is not None and row["key_id"] is not None:
+            # Asked here, from the row just read, rather than by the gateway, which had to
+            # ask us for the row first: two calls a part, not three.
+            try:
+                opener = await self.openers.of(row)
+            except Unanswered:
+                raise Refused(
+                    503, "unavailable", "the access service did not answer; try again"
+                ) from None
         domain.check_opener(row, opener)
         if not 1 <= number <= row["parts"]:
             raise Refused(

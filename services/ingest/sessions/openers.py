@@ -1,11 +1,14 @@
-"""Whether the openers of upload sessions may still send them parts, asked as the part
-check asks it (services/gateway/compose.py `session_opener`): the ACL context says who a
-session's key belongs to now and what they may do (none for a revoked key), the catalog
-says the session's folder's path if they have the editor role there; then
-`domain.check_opener` decides, as it does for a part. Role inheritance stays theirs.
+"""Whether the openers of upload sessions may still send them parts: the ACL context
+says who a session's key belongs to now and what they may do (none for a revoked key),
+the catalog says the session's folder's path if they have the editor role there; then
+`domain.check_opener` decides. Role inheritance stays theirs. Asked for each part sent to
+our own URLs (`Sessions.put_part`), and for a user's open sessions when their role went
+down (revocations.py); a completion's opener is signed by the gateway, which asks the
+same two.
 
-One question per distinct key and one per distinct key and folder, not per session:
-a user's open sessions are mostly in a few folders, under one key.
+For many sessions at once: one question a distinct key, and one a distinct key and
+folder, not one a session (a user's open sessions are mostly under one key, in a few
+folders).
 """
 
 from __future__ import annotations
@@ -37,28 +40,48 @@ class Openers:
         self.acl_url = acl_url
         self.catalog_url = catalog_url
         self.key = key
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        # Made on first use, in the service's loop, and kept: a part's two questions go
+        # on kept-alive connections.
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(10.0, connect=5.0),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            )
+        return self._http
+
+    async def of(self, row: Any) -> Identity | None:
+        """The opener of the session `row` (folder_id, key_id) as the ACL context and the
+        catalog say them now, for `domain.check_opener`: None if the key is revoked, no
+        folder path if they may not upload into the folder."""
+        found = await self._user(row["key_id"])
+        if found is None:
+            return None
+        return _opener(found, await self._path(found, row["folder_id"]))
 
     async def refused(self, rows: Sequence[Any]) -> dict[uuid.UUID, Refused]:
         """The sessions among `rows` (id, folder_id, created_by, key_id) whose opener
         the part check would refuse now, with its refusal."""
         gate = asyncio.Semaphore(AT_ONCE)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
 
-            async def user(key_id: uuid.UUID) -> tuple[uuid.UUID, dict[str, Any] | None]:
-                async with gate:
-                    return key_id, await self._user(http, key_id)
+        async def user(key_id: uuid.UUID) -> tuple[uuid.UUID, dict[str, Any] | None]:
+            async with gate:
+                return key_id, await self._user(key_id)
 
-            keys = {r["key_id"] for r in rows if r["key_id"] is not None}
-            users = dict(await asyncio.gather(*(user(k) for k in keys)))
+        keys = {r["key_id"] for r in rows if r["key_id"] is not None}
+        users = dict(await asyncio.gather(*(user(k) for k in keys)))
 
-            async def path(
-                key_id: uuid.UUID, folder_id: uuid.UUID
-            ) -> tuple[tuple[uuid.UUID, uuid.UUID], str | None]:
-                async with gate:
-                    return (key_id, folder_id), await self._path(http, users[key_id], folder_id)
+        async def path(
+            key_id: uuid.UUID, folder_id: uuid.UUID
+        ) -> tuple[tuple[uuid.UUID, uuid.UUID], str | None]:
+            async with gate:
+                return (key_id, folder_id), await self._path(users[key_id], folder_id)
 
-            wanted = {(r["key_id"], r["folder_id"]) for r in rows if users.get(r["key_id"])}
-            paths = dict(await asyncio.gather(*(path(k, f) for k, f in wanted)))
+        wanted = {(r["key_id"], r["folder_id"]) for r in rows if users.get(r["key_id"])}
+        paths = dict(await asyncio.gather(*(path(k, f) for k, f in wanted)))
 
         refused: dict[uuid.UUID, Refused] = {}
         for row in rows:
@@ -66,15 +89,7 @@ class Openers:
             opener = (
                 None
                 if found is None
-                else Identity(
-                    actor=found["id"],
-                    access=found["access"],
-                    correlation_id=None,
-                    issued_at=0,
-                    expires_at=0,
-                    folder_path=paths.get((row["key_id"], row["folder_id"])),
-                    key_id=found.get("key_id"),
-                )
+                else _opener(found, paths.get((row["key_id"], row["folder_id"])))
             )
             try:
                 domain.check_opener(row, opener)
@@ -82,10 +97,10 @@ class Openers:
                 refused[row["id"]] = refusal
         return refused
 
-    async def _user(self, http: httpx.AsyncClient, key_id: uuid.UUID) -> dict[str, Any] | None:
+    async def _user(self, key_id: uuid.UUID) -> dict[str, Any] | None:
         """The key's user and their access now; None if the key is revoked."""
         answer = await _sent(
-            http,
+            self.http,
             "POST",
             f"{self.acl_url}/internal/authenticate",
             self.key.for_service("ingest"),
@@ -97,9 +112,7 @@ class Openers:
         found: dict[str, Any] = answer.json()
         return found
 
-    async def _path(
-        self, http: httpx.AsyncClient, user: dict[str, Any] | None, folder_id: uuid.UUID
-    ) -> str | None:
+    async def _path(self, user: dict[str, Any] | None, folder_id: uuid.UUID) -> str | None:
         """The folder's path if the user has the editor role on it; None if not (or if
         the folder is gone)."""
         if user is None:
@@ -107,7 +120,7 @@ class Openers:
         correlation = structlog.contextvars.get_contextvars().get("correlation_id")
         token = self.key.sign(user["id"], user["access"], correlation, key_id=user.get("key_id"))
         answer = await _sent(
-            http,
+            self.http,
             "GET",
             f"{self.catalog_url}/internal/folders/{folder_id}",
             token,
@@ -117,6 +130,18 @@ class Openers:
             return None
         _check(answer, "the catalog")
         return ",".join(answer.json()["path"])
+
+
+def _opener(user: dict[str, Any], folder_path: str | None) -> Identity:
+    return Identity(
+        actor=user["id"],
+        access=user["access"],
+        correlation_id=None,
+        issued_at=0,
+        expires_at=0,
+        folder_path=folder_path,
+        key_id=user.get("key_id"),
+    )
 
 
 async def _sent(
