@@ -9,6 +9,10 @@ A completion records, in its own transaction, that its assembled object is left 
 delete (`ingest.session_objects_left`), and deletes it once committed: a process that
 dies in between, or a store that refuses the delete, leaves the row, and the sessions'
 sweep deletes what it names, so no completed upload keeps two copies of its bytes.
+
+It runs over 500 lines because every way a session ends (completed, aborted, cancelled,
+expired, its opener's key or role gone) locks its row and ends its multipart upload
+through the same private helpers (`_row`, `_end`), which other modules should not call.
 """
 
 from __future__ import annotations
