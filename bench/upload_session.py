@@ -28,9 +28,10 @@ import contextlib
 import hashlib
 import os
 import shutil
+import statistics
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,15 @@ from minio import Minio
 
 from bench._common import ADMIN_KEY, MB, CpuMeter, MiB, Report, RssSampler, main, progress, stack
 from bench.upload_large import Content
+from shared.kit import identity
 from shared.kit.embedded import Child, start_s3_server
+from shared.kit.identity import ServiceKey
 
 NAME = "upload_session"
 BUCKET = "bench"
 ACCESS_KEY, SECRET_KEY = "bench", "bench-secret"
 PART_SIZE = 64 * MiB
+PART_SIZE_MIN = 5 * MiB
 READ = MiB
 MARK_AT = MiB  # where each round writes its 8 bytes (the start of the second block)
 
@@ -168,9 +172,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-mib", type=int, default=None, help="default 1024 (64 quick)")
     parser.add_argument("--rounds", type=int, default=None, help="default 2 (1 quick)")
     parser.add_argument("--parallel", type=int, default=4, help="parts in flight (4)")
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="blobs on local disk, parts PUT to the gateway: what its opener check costs",
+    )
+    parser.add_argument("--puts", type=int, default=None, help="--local: 1-byte PUTs (300)")
 
 
 def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
+    if args.local:
+        local_body(args, workdir, report)
+        return
     size = (args.size_mib or (64 if args.quick else 1024)) * MiB
     rounds = args.rounds or (1 if args.quick else 2)
     parallel = args.parallel
@@ -305,6 +318,155 @@ def report_figures(
         " object back, then it is copied under its content key and the source deleted"
     )
     report.note("sizes in MB = 10^6 bytes")
+
+
+def local_body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
+    """`--local`: the local store, whose parts are PUT to the gateway, which asks three
+    services who the session's opener is now before it forwards each part to ingest
+    (services/gateway/compose.py `upload_part`; since 2026-12-06 ingest asks the last
+    two itself, services/ingest/sessions/openers.py). Timed, one PUT at a time: a 1-byte
+    part (the last of a 5 MiB + 1 B session, sent again and again: a part sent again
+    replaces the earlier one) through the gateway; the same PUT straight to ingest with
+    the identity the gateway signed before (the gateway's hop skipped, and before
+    2026-12-06 the whole check); and each of the check's three calls alone. Then one
+    session of `--size-mib` in 64 MiB parts, through the gateway, for MB/s."""
+    size = (args.size_mib or (64 if args.quick else 1024)) * MiB
+    puts = args.puts or (60 if args.quick else 300)
+    report.title = (
+        f"local store: what a part PUT to the gateway costs ({puts} of 1 byte, one at a"
+        f" time), then one {size / MiB:,.0f} MiB session in 64 MiB parts"
+    )
+    path = workdir / "content.bin"
+    write_content(Content(size), path)
+    expected = mark(path, 1)
+    with stack(workdir) as running:
+        key = ServiceKey(running.service_key)
+        url = {n: running.env[f"FILES_{n.upper()}_URL"] for n in ("ingest", "acl", "catalog")}
+        everyone = {c.name: c.proc.pid for c in running.children}
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        with (
+            httpx.Client(base_url=running.gateway_url, headers=headers, timeout=600) as api,
+            httpx.Client(timeout=600) as http,
+        ):
+            answer = api.post("/v1/folders", json={"name": f"session-{uuid.uuid4().hex[:8]}"})
+            answer.raise_for_status()
+            folder = answer.json()["id"]
+            answer = api.post(
+                f"/v1/folders/{folder}/uploads",
+                json={"name": "probe.png", "size": PART_SIZE_MIN + 1, "part_size": PART_SIZE_MIN},
+            )
+            answer.raise_for_status()
+            session = answer.json()
+            last = session["parts"][-1]
+            assert last["size"] == 1, last
+            target = httpx.URL(last["url"])
+
+            def service(name: str) -> dict[str, str]:
+                return {identity.HEADER: key.for_service(name)}
+
+            def opener_row() -> dict[str, Any]:
+                found = http.get(
+                    f"{url['ingest']}/internal/uploads/{session['id']}/opener",
+                    headers=service("gateway"),
+                )
+                found.raise_for_status()
+                row: dict[str, Any] = found.json()
+                return row
+
+            def user(key_id: str) -> dict[str, Any]:
+                found = http.post(
+                    f"{url['acl']}/internal/authenticate",
+                    json={"key_id": key_id},
+                    headers=service("gateway"),
+                )
+                found.raise_for_status()
+                who: dict[str, Any] = found.json()
+                return who
+
+            def signed(who: dict[str, Any], folder_path: str | None = None) -> dict[str, str]:
+                token = key.sign(
+                    who["id"], who["access"], None, folder_path=folder_path, key_id=who["key_id"]
+                )
+                return {identity.HEADER: token}
+
+            def path_of(who: dict[str, Any], folder_id: str) -> str:
+                found = http.get(
+                    f"{url['catalog']}/internal/folders/{folder_id}",
+                    params={"needed": "editor"},
+                    headers=signed(who),
+                )
+                found.raise_for_status()
+                return ",".join(found.json()["path"])
+
+            row = opener_row()
+            who = user(row["key_id"])
+            folder_path = path_of(who, row["folder_id"])
+
+            def via_gateway() -> None:
+                sent = http.put(target, content=b"x")
+                if sent.status_code != 200:
+                    raise RuntimeError(f"part answered {sent.status_code}: {sent.text[:300]}")
+
+            def straight() -> None:
+                sent = http.put(
+                    f"{url['ingest']}{target.raw_path.decode()}",
+                    content=b"x",
+                    headers=signed(who, folder_path),
+                )
+                if sent.status_code != 200:
+                    raise RuntimeError(f"part answered {sent.status_code}: {sent.text[:300]}")
+
+            probes: dict[str, Callable[[], Any]] = {
+                "gateway": via_gateway,
+                "straight": straight,
+                "opener": opener_row,
+                "authenticate": lambda: user(row["key_id"]),
+                "folder": lambda: path_of(who, row["folder_id"]),
+            }
+            for probe in probes.values():  # warm-up, not timed
+                for _ in range(10):
+                    probe()
+            progress(f"{puts} of each probe, interleaved; then the {size / MiB:,.0f} MiB session")
+            took: dict[str, list[float]] = {name: [] for name in probes}
+            with report.contention.measure(), CpuMeter(everyone) as cpu:
+                for _ in range(puts):
+                    for name, probe in probes.items():
+                        start = time.perf_counter()
+                        probe()
+                        took[name].append(time.perf_counter() - start)
+                result = product(api, http, folder, path, args.parallel)
+            if result["file"]["sha256"] != expected:
+                raise RuntimeError("the stored file is not the one sent")
+        running.check_alive()
+
+    ms = {name: statistics.median(t) * 1000 for name, t in took.items()}
+    check = ms["opener"] + ms["authenticate"] + ms["folder"]
+    report.figure(
+        "part_put_ms",
+        "1-byte part PUT through the gateway, p50",
+        ms["gateway"],
+        "ms",
+        headline=True,
+    )
+    report.figure("check_ms", "  its check's three calls, each alone, p50s summed", check, "ms")
+    for name in ("opener", "authenticate", "folder"):
+        report.figure(f"{name}_ms", f"    {name}, p50", ms[name], "ms")
+    report.figure("check_share", "  the check's share of the PUT", check / ms["gateway"], "x")
+    report.baseline("straight_ms", "the same PUT straight to ingest, p50", ms["straight"], "ms")
+    report.ratio("ratio", "through the gateway / straight", ms["gateway"], ms["straight"])
+    rate = size / result["total"] / MB
+    report.figure("mb_per_s", f"{size / MiB:,.0f} MiB session, open to 201", rate, "MB/s")
+    report.figure(
+        "part_ms",
+        "  per 64 MiB part",
+        result["parts"] / result["count"] * 1000 * args.parallel,
+        "ms",
+    )
+    report.note(
+        "p95 (ms): "
+        + ", ".join(f"{n} {statistics.quantiles(t, n=20)[-1] * 1000:.2f}" for n, t in took.items())
+    )
+    report.note(f"CPU-seconds used meanwhile: {cpu.describe()}")
 
 
 if __name__ == "__main__":

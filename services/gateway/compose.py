@@ -704,14 +704,11 @@ class Compose:
     async def upload_part(self, call: Call) -> Response:
         """A part of an upload session, sent to the URL the session gave: its signature
         is the right (as a presigned S3 URL's is), not an API key; ingest checks it, and
-        that the session's opener keeps theirs: it is sent as theirs (their key and
-        access as the ACL context says them now, the folder's path if they may still
-        upload there), or as no one's if their key was revoked. Whatever is found, ingest
-        answers (a bad signature is refused before the opener is looked at)."""
-        opener, path = await self.session_opener(call, call.values["session_id"])
-        as_opener = dataclasses.replace(call, user=opener)
+        that the session's opener keeps theirs, asking the ACL context and the catalog
+        itself (it has the session's key and folder at hand: asked from here, that was a
+        third call a part, to ingest for them). Sent as no one's."""
         return self.gateway.relay(
-            await self.gateway.forward(as_opener, stream_body=True, folder_path=path)
+            await self.gateway.forward(dataclasses.replace(call, user=None), stream_body=True)
         )
 
     async def session_opener(

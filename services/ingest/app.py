@@ -29,6 +29,7 @@ from services.ingest.metadata.schema import SchemaMirror, schema_mirror
 from services.ingest.sessions import api as sessions_api
 from services.ingest.sessions import handlers as sessions_handlers
 from services.ingest.sessions.handlers import Sessions
+from services.ingest.sessions.openers import Openers
 from services.ingest.sessions.projections import sessions as sessions_model
 from services.ingest.sessions.revocations import Revocations
 from services.ingest.uploads import api as uploads_api
@@ -50,7 +51,8 @@ def build(settings: Settings) -> FastAPI:
     collector = Collector(parts, blobs)
     uploads = Uploads(parts, blobs)
     material = secrets.key_material(settings.secret_key, settings.data_dir)
-    sessions = Sessions(parts, blobs, secrets.derive(material, "upload part urls"))
+    openers = Openers(settings.acl_url, settings.catalog_url, parts.identity)
+    sessions = Sessions(parts, blobs, secrets.derive(material, "upload part urls"), openers)
     integrations = Integrations(parts, settings)
     imports = Imports(parts, integrations, blobs)
     syncs = Syncs(parts, integrations, blobs)
@@ -59,7 +61,7 @@ def build(settings: Settings) -> FastAPI:
     react = Bound.joined(
         Collector.reactions.bound(collector),
         SchemaMirror.reactions.bound(SchemaMirror(parts)),
-        Revocations.reactions.bound(Revocations(sessions)),
+        Revocations.reactions.bound(Revocations(sessions, openers)),
         Syncs.reactions.bound(syncs),
         Imports.reactions.bound(imports),
     )
@@ -80,7 +82,8 @@ def build(settings: Settings) -> FastAPI:
         # given at upload. The DICOM context's series hold their instances' blobs until
         # released.
         # Webhooks are sent for files uploaded and deleted (catalog) and for jobs that
-        # ended (ingest's own). A revoked API key ends the upload sessions it opened (ACL).
+        # ended (ingest's own). A revoked API key ends the upload sessions it opened, and a
+        # lowered role those its user may no longer send parts to (ACL).
         consumes=(topics.CATALOG, topics.DICOM, topics.INGEST, topics.ACL),
         reactions=WithWebhooks(react, webhooks),
         projections=(jobs, integrations_model, synced, sessions_model, blob_refs, schema_mirror),

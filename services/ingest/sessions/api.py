@@ -14,7 +14,7 @@ from services.ingest.answers import Caller, Editor, recorded, recorded_no_conten
 from services.ingest.sessions.handlers import Sessions
 from shared.kit.errors import not_found
 from shared.kit.http import JSON, JSONRoute, identity_of, role_on_folder
-from shared.kit.identity import OPENER_HEADER, Identity
+from shared.kit.identity import OPENER_HEADER
 
 
 def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]]) -> APIRouter:
@@ -66,11 +66,9 @@ def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]])
         signature: str = Query(..., max_length=64),
     ) -> dict[str, Any]:
         # No caller: the URL's signature is the right, as with a presigned S3 URL, while
-        # the session's opener keeps theirs: the gateway signs their identity as the ACL
-        # context and the catalog say it now (none if their key was revoked).
-        return await sessions.put_part(
-            session_id, number, expires, signature, request.stream(), _opener(request)
-        )
+        # the session's opener keeps theirs: asked of the ACL context and the catalog
+        # (sessions.put_part), not taken from the gateway.
+        return await sessions.put_part(session_id, number, expires, signature, request.stream())
 
     # Completing adds the file to the session's folder, aborting drops what was sent:
     # the editor role there, decided here too (as for the routes that add to a folder).
@@ -89,9 +87,5 @@ def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]])
     async def abort(session_id: uuid.UUID, request: Request, caller: Caller) -> Response:
         role_on_folder(request, await sessions.folder_of(session_id), "editor")
         return recorded_no_content(await sessions.abort(caller, session_id))
-
-    def _opener(request: Request) -> Identity | None:
-        found = identity_of(request)
-        return found if found.access is not None else None
 
     return api

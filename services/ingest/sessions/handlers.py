@@ -9,6 +9,10 @@ A completion records, in its own transaction, that its assembled object is left 
 delete (`ingest.session_objects_left`), and deletes it once committed: a process that
 dies in between, or a store that refuses the delete, leaves the row, and the sessions'
 sweep deletes what it names, so no completed upload keeps two copies of its bytes.
+
+It runs over 500 lines because every way a session ends (completed, aborted, cancelled,
+expired, its opener's key or role gone) locks its row and ends its multipart upload
+through the same private helpers (`_row`, `_end`), which other modules should not call.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from services.ingest.jobs.projections import jobs
 from services.ingest.media import facts as media_facts
 from services.ingest.media import kinds
 from services.ingest.sessions import domain
+from services.ingest.sessions.openers import Openers, Unanswered
 from services.ingest.sessions.projections import sessions
 from services.ingest.uploads.domain import StoredFile
 from shared.contracts.envelope import Cause, envelopes_of, now
@@ -78,9 +83,12 @@ def _signature(secret: bytes, session_id: uuid.UUID, number: int, expires: int) 
 
 
 class Sessions(Handlers):
-    def __init__(self, parts: Parts, blobs: BlobStore, signing_key: bytes) -> None:
+    def __init__(
+        self, parts: Parts, blobs: BlobStore, signing_key: bytes, openers: Openers | None = None
+    ) -> None:
         super().__init__(parts)
         self.blobs = blobs
+        self.openers = openers
         self._signing_key = signing_key
         settings = parts.settings
         self.part_size = settings.upload_part_size
@@ -130,7 +138,8 @@ class Sessions(Handlers):
         opener: domain.Opener | None = None,
     ) -> dict[str, Any]:
         """A part sent to our own URL (the local store): the signature is the right,
-        while its opener keeps theirs (`domain.check_opener`)."""
+        while its opener keeps theirs (`domain.check_opener`), as the ACL context and
+        the catalog say now (`openers.Openers`; `opener` only where there are none)."""
         wanted = _signature(self._signing_key, session_id, number, expires)
         # Compared as bytes: a signature of any text is refused, never an error.
         given = signature.encode("utf-8", "surrogatepass")
@@ -139,6 +148,15 @@ class Sessions(Handlers):
         row = await self._row(self.pool, session_id)
         if row is None or row["status"] != "open":
             raise Refused(404, "not_found", f"upload session {session_id} is not open")
+        if self.openers is not None and row["key_id"] is not None:
+            # Asked here, from the row just read, rather than by the gateway, which had to
+            # ask us for the row first: two calls a part, not three.
+            try:
+                opener = await self.openers.of(row)
+            except Unanswered:
+                raise Refused(
+                    503, "unavailable", "the access service did not answer; try again"
+                ) from None
         domain.check_opener(row, opener)
         if not 1 <= number <= row["parts"]:
             raise Refused(
@@ -271,15 +289,31 @@ class Sessions(Handlers):
         return await self._end(conn, cause, row, "cancelled")
 
     async def end_opened_with(self, conn: Conn, cause: Cause, key_id: uuid.UUID) -> int:
-        """Abort the open sessions a key opened (locked as a completion locks them)."""
+        """Abort the open sessions a key opened."""
         opened = "SELECT id FROM ingest.sessions WHERE status = 'open' AND key_id = $1 ORDER BY id"
-        rows = [
-            await self._row(conn, r["id"], " FOR UPDATE") for r in await conn.fetch(opened, key_id)
-        ]
-        ended = [r for r in rows if r is not None and r["status"] == "open"]
-        for row in ended:
-            await self._end(conn, cause, row, "aborted")
-        return len(ended)
+        return await self.end_open(conn, cause, [r["id"] for r in await conn.fetch(opened, key_id)])
+
+    async def opened_by(self, conn: Conn, users: list[str]) -> list[asyncpg.Record]:
+        """The open sessions these users opened with a key (one opened before keys were
+        recorded is left to its signature: `domain.check_opener`), as the check reads them."""
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "SELECT id, folder_id, created_by, key_id FROM ingest.sessions"
+            " WHERE status = 'open' AND created_by = ANY($1::text[]) AND key_id IS NOT NULL"
+            " ORDER BY id",
+            users,
+        )
+        return rows
+
+    async def end_open(self, conn: Conn, cause: Cause, session_ids: list[uuid.UUID]) -> int:
+        """Abort those of these sessions still open (locked as a completion locks them,
+        in order): ended already, by a completion or an earlier delivery, is no error."""
+        ended = 0
+        for session_id in sorted(session_ids):
+            row = await self._row(conn, session_id, " FOR UPDATE")
+            if row is not None and row["status"] == "open":
+                await self._end(conn, cause, row, "aborted")
+                ended += 1
+        return ended
 
     async def expire(self) -> int:
         """End the sessions past their time; their parts are deleted from the store."""

@@ -34,6 +34,9 @@ sessions = Projection(
         WHERE status = 'open';
     -- The API key the session was opened with (NULL: opened before it was recorded).
     ALTER TABLE ingest.sessions ADD COLUMN IF NOT EXISTS key_id uuid;
+    -- A user's open sessions, looked at again when their role on a folder goes down.
+    CREATE INDEX IF NOT EXISTS sessions_open_by ON ingest.sessions (created_by)
+        WHERE status = 'open';
     """,
 )
 
