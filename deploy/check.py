@@ -391,6 +391,7 @@ def needed_flows(outsiders: Iterable[str]) -> set[tuple[str, str, str, int]]:
     flows |= {("ingest", OUTSIDE, "TCP", 443), ("datasets", "acl", "TCP", 8080)}
     flows |= {("ingest", "acl", "TCP", 8080)}  # sharing an integration names users
     flows |= {("thumbnails", "ingest", "TCP", 8080)}  # objects imported by reference
+    flows |= {("ingest", "catalog", "TCP", 8080)}  # an upload session's opener's folder
     return flows
 
 
