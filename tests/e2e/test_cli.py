@@ -19,6 +19,7 @@ import subprocess
 import sys
 import termios
 import time
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,12 @@ def test_a_download_run_again_keeps_the_files_it_has_and_fetches_the_rest(
     (got / "2.png").unlink()
     (got / "2.png.part").write_bytes(half)
     (got / "3.png").write_bytes(b"not the bytes of 3.png")
-    ok(env, "download", f"{top}/shots", "-o", str(out))
+    code, text = on_terminal(env, "download", f"{top}/shots", "-o", str(out))
+    assert code == 0, text
+    said = [line for line in text.splitlines() if line.strip()][-1]  # after the bar
+    assert said.startswith("downloaded 3 file(s) (") and said.endswith(
+        "(1 differed from the copy there: downloaded again); 1 already there"
+    ), said
     assert tree(got) == tree(src)
     assert (got / "0.png").stat().st_mtime == long_ago  # not downloaded again
 
@@ -417,6 +423,74 @@ def test_image_groups_sequences_and_dicom_from_the_command_line(
     (scans / "bad.dcm").write_bytes(b"not dicom at all")
     line = fails(env, "upload", str(scans / "bad.dcm"), "--to", f"{top}/ct", "--dicom", code=3)
     assert "bad.dcm" in line
+
+
+def test_a_dicom_series_downloaded_again_is_kept_when_there_and_fetched_when_it_differs(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    slices = ct_series(5, series=32)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i, body in enumerate(slices[:3]):
+        (scans / f"{i}.dcm").write_bytes(body)
+    top = unique("reseries")
+    [series] = json_lines(ok(env, "upload", str(scans), "--to", top, "--dicom", "--json"))
+    out = tmp_path / "out"
+
+    def download() -> str:
+        code, text = on_terminal(env, "download", top, "-o", str(out))
+        assert code == 0, text
+        return [line for line in text.splitlines() if line.strip()][-1]  # after the bar
+
+    def on_disk() -> dict[str, bytes]:
+        got = out / top / series["name"]
+        return {f.name: f.read_bytes() for f in got.iterdir()}
+
+    def uid_of(body: bytes) -> str:
+        return str(pydicom.dcmread(BytesIO(body)).SOPInstanceUID)
+
+    first = download()
+    assert first.startswith(f"downloaded 1 file(s) ({series['size'] / 1e3:.1f} KB) into"), first
+    written = out / top / series["name"]
+    assert on_disk() == {f"{uid_of(b)}.dcm": b for b in slices[:3]}
+    # Run again: the series is there, each instance byte for byte: not fetched again.
+    long_ago = 1_000_000_000
+    for f in written.iterdir():
+        os.utime(f, (long_ago, long_ago))
+    again = download()
+    assert again.startswith("downloaded 0 file(s) (0 B) into") and again.endswith(
+        "; 1 already there"
+    ), again
+    assert all(f.stat().st_mtime == long_ago for f in written.iterdir())
+    # An instance of the same name with other bytes is not the series: fetched again.
+    changed = written / f"{uid_of(slices[1])}.dcm"
+    changed.write_bytes(slices[1][:-4] + b"\0\0\0\0")
+    said = download()
+    assert said.startswith("downloaded 1 file(s)") and "differed" in said, said
+    assert on_disk() == {f"{uid_of(b)}.dcm": b for b in slices[:3]}
+
+    # The series extended on the platform (two slices more): downloaded again, whole.
+    more = tmp_path / "more"
+    more.mkdir()
+    for i, body in enumerate(slices[3:]):
+        (more / f"{i}.dcm").write_bytes(body)
+    ok(env, "upload", str(more), "--to", top, "--dicom")
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        deadline = time.monotonic() + 60
+        while (extended := c.get_file(series["id"])).sha256 == series["sha256"]:
+            assert time.monotonic() < deadline, "the series was not extended"
+            time.sleep(0.2)
+        assert extended.dicom is not None and extended.dicom.instances == 5
+    said = download()
+    assert said.startswith(f"downloaded 1 file(s) ({extended.size / 1e3:.1f} KB) into"), said
+    assert "1 differed from the copy there: downloaded again" in said, said
+    assert on_disk() == {f"{uid_of(b)}.dcm": b for b in slices}
+    # And File.download, run again, leaves it as it is.
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        for f in written.iterdir():
+            os.utime(f, (long_ago, long_ago))
+        assert c.get_file(series["id"]).download(out / top) == written
+    assert all(f.stat().st_mtime == long_ago for f in written.iterdir())
 
 
 def test_move_rename_remove_with_its_impact_and_missing_paths(

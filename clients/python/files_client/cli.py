@@ -841,14 +841,30 @@ def download(args: argparse.Namespace) -> int:
             files = list(_walk(found, out / safe_name(found.name)))
         total = sum(f.size for f, _ in files)
         bar = Bar(total, "download")
+        met: dict[Path, str] = {}
         try:
-            written = c.download_many(files, progress=bar, parallel=args.parallel)
+            written = c.download_many(
+                files,
+                progress=bar,
+                parallel=args.parallel,
+                told=lambda path, what: met.__setitem__(path, what),
+            )
         finally:
             bar.close()
     for path in written:
         if args.verbose:
             print(path)
-    _note(f"downloaded {len(written)} file(s) ({_size(total)}) into {out}")
+    # As `files upload` says it: what this run fetched, apart from what was there already
+    # (a run again after an interruption), and what it wrote over because it differed.
+    kept = {p for p, what in met.items() if what == "kept"}
+    replaced = sum(1 for what in met.values() if what == "replaced")
+    fetched = sum(f.size for f, dest in files if Path(dest) not in kept)
+    summary = f"downloaded {len(written) - len(kept)} file(s) ({_size(fetched)}) into {out}"
+    if replaced:
+        summary += f" ({replaced} differed from the copy there: downloaded again)"
+    if kept:
+        summary += f"; {len(kept)} already there"
+    _note(summary)
     return 0
 
 
