@@ -655,7 +655,11 @@ def test_an_unknown_kind_is_refused_naming_it_and_the_kinds(
     top = unique("kinds")
     ok(env, "upload", str(tmp_path / "a.png"), "--to", top)
     kinds = "folder, image, video, image_group, image_sequence, dicom_series, pdf, audio, text"
-    for args in (["ls", top, "--kind", "imag"], ["search", "a.png", "--kind", "imag"]):
+    for args in (
+        ["ls", top, "--kind", "imag"],
+        ["search", "a.png", "--kind", "imag"],
+        ["ls", "--kind", "imag"],  # the top level, which is not listed by kind
+    ):
         # Not an empty answer (the API takes any word as a kind): the typo, named.
         line = fails(env, *args, code=2)
         assert line == (

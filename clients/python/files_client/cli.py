@@ -61,23 +61,6 @@ class Usage(Exception):
 # Some files were refused (no kind the platform accepts), the others uploaded.
 REFUSED = 3
 
-# What `--kind` takes: the file kinds of the API (shared/API.md: those of the contract
-# and those ingest recognises beyond them), and `folder`. The API takes any word as a
-# kind and answers nothing for one it does not know, so a typo would look like an empty
-# folder: refused here instead.
-KINDS = (
-    "folder",
-    "image",
-    "video",
-    "image_group",
-    "image_sequence",
-    "dicom_series",
-    "pdf",
-    "audio",
-    "text",
-    "nifti",
-)
-
 
 # -- output -------------------------------------------------------------------------------
 
@@ -622,11 +605,6 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         if not sep or not key:
             raise Usage(f"--meta takes KEY=VALUE, not {pair!r}")
         metadata.setdefault(key, []).append(value)
-    for kind in args.kind or ():
-        if kind not in KINDS:
-            close = difflib.get_close_matches(kind, KINDS, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise Usage(f"--kind {kind!r} is not a kind{hint}; the kinds: {', '.join(KINDS)}")
     found: dict[str, Any] = {
         "kind": args.kind or None,
         "metadata": metadata or None,
@@ -639,12 +617,33 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return found
 
 
+def _kind_refused(error: Invalid) -> str | None:
+    """A `--kind` the platform does not know, said as a misuse: the kind, the closest of
+    the platform's kinds and the list (the platform's answer holds them; the command keeps
+    no list of its own to fall behind it). None for any other refusal."""
+    if error.details.get("parameter") != "kind":
+        return None
+    given = error.details.get("kind")
+    kinds = error.details.get("kinds")
+    if not isinstance(given, str) or not isinstance(kinds, list):
+        return f"--kind: {error.message}"  # a platform that answers no list
+    names = [str(k) for k in kinds]
+    close = difflib.get_close_matches(given, names, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"--kind {given!r} is not a kind{hint}; the kinds: {', '.join(names)}"
+
+
 def ls(args: argparse.Namespace) -> int:
-    filters = _filters(args)  # refused before anything is asked
+    filters = _filters(args)
     with _client() as c:
         if not args.path or args.path.strip("/") == "":
             if args.meta or args.in_dataset is not None:
                 raise Usage("--meta and --in-dataset filter files: name a folder to list")
+            if args.kind:
+                # The top level is not listed by kind, so the platform is asked about the
+                # kinds apart (one page of a search by them): a typo is refused, as in a
+                # folder, rather than shown as an empty top level.
+                next(iter(c.search(kind=args.kind)), None)
             # The top level holds folders only: a kind or a name filters them here.
             listed: Iterator[SyncFolder | SyncFile] = (
                 f
@@ -679,7 +678,7 @@ def ls(args: argparse.Namespace) -> int:
 
 
 def search(args: argparse.Namespace) -> int:
-    filters = _filters(args)  # refused before anything is asked
+    filters = _filters(args)
     with _client() as c:
         within = _folder(c, args.within) if args.within else None
         rows = []
@@ -1215,7 +1214,8 @@ def _filter_options(p: argparse.ArgumentParser) -> None:
         "--kind",
         action="append",
         metavar="KIND",
-        help=f"only this kind (repeatable): {', '.join(KINDS)}",
+        help="only this kind (repeatable): folder, or a file kind (image, video, pdf, ...;"
+        " a word that is not one is answered with the list)",
     )
     p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata has VALUE at KEY")
     linked = p.add_mutually_exclusive_group()
@@ -1490,6 +1490,13 @@ def run(args: argparse.Namespace) -> int:
         return HANDLERS[name](args)
     except Usage as problem:
         print(f"files {name}: {problem}", file=sys.stderr)
+        return 2
+    except Invalid as error:
+        refused = _kind_refused(error)
+        if refused is None:
+            print(f"files {name}: {_said(error)}", file=sys.stderr)
+            return 1
+        print(f"files {name}: {refused}", file=sys.stderr)
         return 2
     except Conflict as error:
         if error.code != "ambiguous_path":
