@@ -766,6 +766,53 @@ def test_a_path_starts_at_a_top_level_folder_shared_with_the_user_and_two_are_am
     assert f"made the top-level folder {mine} (none you can see has that name)" in text, text
 
 
+def test_a_path_through_a_folder_shared_deep_is_said_not_made_a_new_top_level_folder(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    (tmp_path / "a.png").write_bytes(png(3, 3))
+    (tmp_path / "b.png").write_bytes(png(4, 3))
+    _, as_bob, carol, as_carol = two_users(platform, env)
+    data, proj = unique("data"), unique("proj")
+    ok(as_bob, "upload", str(tmp_path / "a.png"), "--to", f"{data}/{proj}")
+    ok(as_bob, "share", f"{data}/{proj}", carol.email, "--role", "editor")
+    [shared] = json_lines(ok(as_carol, "ls", "--json"))
+    assert shared["name"] == proj  # at her top level: data is not hers to see
+    # Bob's path for it, typed by Carol: the platform cannot tell whether his data is the
+    # one she means, so she is told what to type; no top-level data of her own is made.
+    said = (
+        f"{data}/{proj}/sub: no top-level folder {data} that you can see; {proj} is shared"
+        f" with you and is at your top level (the folders above it are not yours to see):"
+        f" type {proj}/sub (or {shared['id']}/sub)"
+    )
+    assert fails(
+        as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{data}/{proj}/sub", code=2
+    ) == (
+        f"files upload: {said}; a top-level folder {data} of your own: make it first (--to {data})"
+    )
+    assert fails(as_carol, "ls", f"{data}/{proj}/sub", code=2) == f"files ls: {said}"
+    assert [f["id"] for f in json_lines(ok(as_carol, "ls", "--json"))] == [shared["id"]]
+    assert [i["name"] for i in json_lines(ok(as_bob, "ls", f"{data}/{proj}", "--json"))] == [
+        "a.png"
+    ]
+    # As told: into Bob's folder.
+    ok(as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{proj}/sub")
+    assert [i["name"] for i in json_lines(ok(as_bob, "ls", f"{data}/{proj}/sub", "--json"))] == [
+        "b.png"
+    ]
+    # A genuinely new top-level folder of hers is made as before; made first, her own
+    # data takes the path Bob's folder's name is in.
+    code, text = on_terminal(as_carol, "upload", str(tmp_path / "a.png"), "--to", data)
+    assert code == 0 and f"made the top-level folder {data}" in text, text
+    ok(as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{data}/{proj}/sub")
+    mine = json_lines(ok(as_carol, "ls", f"{data}/{proj}/sub", "--json"))
+    assert [i["name"] for i in mine] == ["b.png"]
+    assert mine[0]["folder_id"] != shared["id"]
+    # An org admin sees every top-level folder: a name none has is new, whatever follows.
+    fresh = unique("fresh")
+    code, text = on_terminal(env, "upload", str(tmp_path / "a.png"), "--to", f"{fresh}/{proj}")
+    assert code == 0 and f"made the top-level folder {fresh}" in text, text
+
+
 def on_terminal(env: dict[str, str], *args: str) -> tuple[int, str]:
     """The command run with its stderr on a terminal, as a person runs it: its exit code
     and what it wrote there (the progress bar's redraws as lines of their own)."""

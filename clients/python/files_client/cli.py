@@ -196,14 +196,56 @@ def _typed(found: SyncFolder | SyncFile, path: str) -> None:
         _KNOWN[found.id] = "/".join(split_path(path))
 
 
-def _resolve(c: Client, path: str) -> SyncFolder | SyncFile:
-    found = c.resolve(path)
+def _resolve(c: Client, path: str, *, making: bool = False) -> SyncFolder | SyncFile:
+    try:
+        found = c.resolve(path)
+    except NotFound as error:
+        names = split_path(path)
+        if error.details.get("missing") == (names[0] if names else None):
+            through = _through_shared(c, names, making=making)
+            if through:
+                raise Usage(through) from None
+        raise
     _typed(found, path)
     return found
 
 
-def _folder(c: Client, path: str) -> SyncFolder:
-    found = _resolve(c, path)
+def _through_shared(c: Client, names: list[str], *, making: bool) -> str | None:
+    """A path whose first folder the user does not see, through a folder shared with
+    them (`data/proj/sub`, `data/proj` shared): what to type instead. A folder shared
+    with a member shows at their top level, and the names above it are not theirs, so
+    the platform cannot tell whether that `data` is the one above `proj`: said rather
+    than guessed, or a new top-level `data` made. None when no later name is a folder
+    shared with them (an org admin sees every top-level folder: none is hidden)."""
+    if len(names) < 2 or _looks_like_id(names[0]):
+        return None
+    me = c.me()
+    if me.org_role == "admin":
+        return None
+    shared: dict[str, list[SyncFolder]] = {}
+    for f in c.list_folders():
+        if f.created_by != me.id:
+            shared.setdefault(f.name.casefold(), []).append(f)
+    for depth, name in enumerate(names[1:], 1):
+        found = shared.get(name.casefold())
+        if not found:
+            continue
+        rest = "/".join(names[depth + 1 :])
+        typed = "/".join(names[depth:])
+        by_id = " or ".join(f"{f.id}/{rest}" if rest else f.id for f in found)
+        said = (
+            f"{'/'.join(names)}: no top-level folder {names[0]} that you can see; {name} is"
+            f" shared with you and is at your top level (the folders above it are not yours"
+            f" to see): type {typed} (or {by_id})"
+        )
+        if making:
+            said += f"; a top-level folder {names[0]} of your own: make it first (--to {names[0]})"
+        return said
+    return None
+
+
+def _folder(c: Client, path: str, *, making: bool = False) -> SyncFolder:
+    found = _resolve(c, path, making=making)
     if not isinstance(found, Folder):
         raise Invalid("not_a_folder", f"{path}: is a file, not a folder", {"path": path})
     return found
@@ -341,7 +383,7 @@ def upload(args: argparse.Namespace) -> int:
     with _client() as c:
         try:
             # A file's path is refused: a folder of its name would be made beside it.
-            target = _folder(c, args.to)
+            target = _folder(c, args.to, making=True)
         except NotFound:
             # The top-level folder is one the user can see (theirs, or shared with them:
             # the web app's "All folders"); one is made only when none has that name.
