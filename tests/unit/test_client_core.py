@@ -115,7 +115,7 @@ def test_a_refusal_of_content_names_the_files_of_a_batch_to_set_aside(tmp_path: 
 
 def test_an_unknown_kind_is_said_from_the_platforms_answer_not_a_list_of_the_clients() -> None:
     # A kind the platform learnt after this client was written: suggested all the same.
-    problem = "'nift' is not a kind; the kinds: folder, image, nifti, point_cloud"
+    problem = "'point_clod' is not a kind; the kinds: folder, image, nifti, point_cloud"
     refused = errors.Invalid(
         "invalid_request",
         f"kind: {problem}",
