@@ -47,13 +47,14 @@ SEARCH_PARAMS = frozenset(
 )
 
 
-def invalid(parameter: str, problem: str) -> Refused:
-    """The shape FastAPI gives a bad query value: 422 with the field named."""
+def invalid(parameter: str, problem: str, **more: Any) -> Refused:
+    """The shape FastAPI gives a bad query value: 422 with the field named (and `more`
+    details, for a caller to act on without reading the message)."""
     return Refused(
         422,
         "invalid_request",
         f"{parameter}: {problem}",
-        {"fields": [{"field": parameter, "problem": problem}], "parameter": parameter},
+        {"fields": [{"field": parameter, "problem": problem}], "parameter": parameter} | more,
     )
 
 
@@ -155,8 +156,13 @@ def parse(
     for kind in kinds:
         if kind not in KINDS:
             # Refused, not answered as an empty listing: a typo would pass for "none".
+            # The kinds as data too: a client suggests the closest from them, keeping no
+            # list of its own that would fall behind the platform's.
             raise invalid(
-                "kind", f"{kind[:50]!r} is not a kind; the kinds: {', '.join(sorted(KINDS))}"
+                "kind",
+                f"{kind[:50]!r} is not a kind; the kinds: {', '.join(sorted(KINDS))}",
+                kind=kind[:50],
+                kinds=["folder", *FILE_KINDS],
             )
     if len(kinds) > MAX_KINDS:
         raise invalid("kind", f"at most {MAX_KINDS} kinds")

@@ -162,6 +162,19 @@ async def test_unknown_parameters_and_bad_values_are_named(api: httpx.AsyncClien
         refused = error(await api.get(path, params=params), 422)
         assert refused["details"]["parameter"] == parameter, (params, refused)
         assert parameter in refused["message"]
+    # A kind it does not know: the word and the kinds it knows, as data (a client suggests
+    # the closest from them), in a listing and in a search alike.
+    kinds = ["folder", "image", "video", "image_group", "image_sequence", "dicom_series"]
+    kinds += ["pdf", "audio", "text", "nifti"]
+    for route, params, given in (
+        (path, {"kind": ["image", "imag"]}, "imag"),
+        ("/v1/search", {"kind": "Image"}, "Image"),
+        ("/v1/search", {"q": "x", "kind": "imag"}, "imag"),
+    ):
+        refused = error(await api.get(route, params=params), 422)
+        details = refused["details"]
+        assert details["parameter"] == "kind", refused
+        assert (details["kind"], details["kinds"]) == (given, kinds), refused
 
 
 async def test_search_filters_orders_and_sees_only_what_the_caller_may(

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import termios
 import time
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,12 @@ def test_a_download_run_again_keeps_the_files_it_has_and_fetches_the_rest(
     (got / "2.png").unlink()
     (got / "2.png.part").write_bytes(half)
     (got / "3.png").write_bytes(b"not the bytes of 3.png")
-    ok(env, "download", f"{top}/shots", "-o", str(out))
+    code, text = on_terminal(env, "download", f"{top}/shots", "-o", str(out))
+    assert code == 0, text
+    said = [line for line in text.splitlines() if line.strip()][-1]  # after the bar
+    assert said.startswith("downloaded 3 file(s) (") and said.endswith(
+        "(1 differed from the copy there: downloaded again); 1 already there"
+    ), said
     assert tree(got) == tree(src)
     assert (got / "0.png").stat().st_mtime == long_ago  # not downloaded again
 
@@ -419,6 +425,74 @@ def test_image_groups_sequences_and_dicom_from_the_command_line(
     assert "bad.dcm" in line
 
 
+def test_a_dicom_series_downloaded_again_is_kept_when_there_and_fetched_when_it_differs(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    slices = ct_series(5, series=32)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i, body in enumerate(slices[:3]):
+        (scans / f"{i}.dcm").write_bytes(body)
+    top = unique("reseries")
+    [series] = json_lines(ok(env, "upload", str(scans), "--to", top, "--dicom", "--json"))
+    out = tmp_path / "out"
+
+    def download() -> str:
+        code, text = on_terminal(env, "download", top, "-o", str(out))
+        assert code == 0, text
+        return [line for line in text.splitlines() if line.strip()][-1]  # after the bar
+
+    def on_disk() -> dict[str, bytes]:
+        got = out / top / series["name"]
+        return {f.name: f.read_bytes() for f in got.iterdir()}
+
+    def uid_of(body: bytes) -> str:
+        return str(pydicom.dcmread(BytesIO(body)).SOPInstanceUID)
+
+    first = download()
+    assert first.startswith(f"downloaded 1 file(s) ({series['size'] / 1e3:.1f} KB) into"), first
+    written = out / top / series["name"]
+    assert on_disk() == {f"{uid_of(b)}.dcm": b for b in slices[:3]}
+    # Run again: the series is there, each instance byte for byte: not fetched again.
+    long_ago = 1_000_000_000
+    for f in written.iterdir():
+        os.utime(f, (long_ago, long_ago))
+    again = download()
+    assert again.startswith("downloaded 0 file(s) (0 B) into") and again.endswith(
+        "; 1 already there"
+    ), again
+    assert all(f.stat().st_mtime == long_ago for f in written.iterdir())
+    # An instance of the same name with other bytes is not the series: fetched again.
+    changed = written / f"{uid_of(slices[1])}.dcm"
+    changed.write_bytes(slices[1][:-4] + b"\0\0\0\0")
+    said = download()
+    assert said.startswith("downloaded 1 file(s)") and "differed" in said, said
+    assert on_disk() == {f"{uid_of(b)}.dcm": b for b in slices[:3]}
+
+    # The series extended on the platform (two slices more): downloaded again, whole.
+    more = tmp_path / "more"
+    more.mkdir()
+    for i, body in enumerate(slices[3:]):
+        (more / f"{i}.dcm").write_bytes(body)
+    ok(env, "upload", str(more), "--to", top, "--dicom")
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        deadline = time.monotonic() + 60
+        while (extended := c.get_file(series["id"])).sha256 == series["sha256"]:
+            assert time.monotonic() < deadline, "the series was not extended"
+            time.sleep(0.2)
+        assert extended.dicom is not None and extended.dicom.instances == 5
+    said = download()
+    assert said.startswith(f"downloaded 1 file(s) ({extended.size / 1e3:.1f} KB) into"), said
+    assert "1 differed from the copy there: downloaded again" in said, said
+    assert on_disk() == {f"{uid_of(b)}.dcm": b for b in slices}
+    # And File.download, run again, leaves it as it is.
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        for f in written.iterdir():
+            os.utime(f, (long_ago, long_ago))
+        assert c.get_file(series["id"]).download(out / top) == written
+    assert all(f.stat().st_mtime == long_ago for f in written.iterdir())
+
+
 def test_move_rename_remove_with_its_impact_and_missing_paths(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -581,7 +655,11 @@ def test_an_unknown_kind_is_refused_naming_it_and_the_kinds(
     top = unique("kinds")
     ok(env, "upload", str(tmp_path / "a.png"), "--to", top)
     kinds = "folder, image, video, image_group, image_sequence, dicom_series, pdf, audio, text"
-    for args in (["ls", top, "--kind", "imag"], ["search", "a.png", "--kind", "imag"]):
+    for args in (
+        ["ls", top, "--kind", "imag"],
+        ["search", "a.png", "--kind", "imag"],
+        ["ls", "--kind", "imag"],  # the top level, which is not listed by kind
+    ):
         # Not an empty answer (the API takes any word as a kind): the typo, named.
         line = fails(env, *args, code=2)
         assert line == (
@@ -686,6 +764,53 @@ def test_a_path_starts_at_a_top_level_folder_shared_with_the_user_and_two_are_am
     code, text = on_terminal(as_carol, "upload", str(tmp_path / "a.png"), "--to", f"{mine}/x")
     assert code == 0, text
     assert f"made the top-level folder {mine} (none you can see has that name)" in text, text
+
+
+def test_a_path_through_a_folder_shared_deep_is_said_not_made_a_new_top_level_folder(
+    env: dict[str, str], tmp_path: Path, platform: Stack
+) -> None:
+    (tmp_path / "a.png").write_bytes(png(3, 3))
+    (tmp_path / "b.png").write_bytes(png(4, 3))
+    _, as_bob, carol, as_carol = two_users(platform, env)
+    data, proj = unique("data"), unique("proj")
+    ok(as_bob, "upload", str(tmp_path / "a.png"), "--to", f"{data}/{proj}")
+    ok(as_bob, "share", f"{data}/{proj}", carol.email, "--role", "editor")
+    [shared] = json_lines(ok(as_carol, "ls", "--json"))
+    assert shared["name"] == proj  # at her top level: data is not hers to see
+    # Bob's path for it, typed by Carol: the platform cannot tell whether his data is the
+    # one she means, so she is told what to type; no top-level data of her own is made.
+    said = (
+        f"{data}/{proj}/sub: no top-level folder {data} that you can see; {proj} is shared"
+        f" with you and is at your top level (the folders above it are not yours to see):"
+        f" type {proj}/sub (or {shared['id']}/sub)"
+    )
+    assert fails(
+        as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{data}/{proj}/sub", code=2
+    ) == (
+        f"files upload: {said}; a top-level folder {data} of your own: make it first (--to {data})"
+    )
+    assert fails(as_carol, "ls", f"{data}/{proj}/sub", code=2) == f"files ls: {said}"
+    assert [f["id"] for f in json_lines(ok(as_carol, "ls", "--json"))] == [shared["id"]]
+    assert [i["name"] for i in json_lines(ok(as_bob, "ls", f"{data}/{proj}", "--json"))] == [
+        "a.png"
+    ]
+    # As told: into Bob's folder.
+    ok(as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{proj}/sub")
+    assert [i["name"] for i in json_lines(ok(as_bob, "ls", f"{data}/{proj}/sub", "--json"))] == [
+        "b.png"
+    ]
+    # A genuinely new top-level folder of hers is made as before; made first, her own
+    # data takes the path Bob's folder's name is in.
+    code, text = on_terminal(as_carol, "upload", str(tmp_path / "a.png"), "--to", data)
+    assert code == 0 and f"made the top-level folder {data}" in text, text
+    ok(as_carol, "upload", str(tmp_path / "b.png"), "--to", f"{data}/{proj}/sub")
+    mine = json_lines(ok(as_carol, "ls", f"{data}/{proj}/sub", "--json"))
+    assert [i["name"] for i in mine] == ["b.png"]
+    assert mine[0]["folder_id"] != shared["id"]
+    # An org admin sees every top-level folder: a name none has is new, whatever follows.
+    fresh = unique("fresh")
+    code, text = on_terminal(env, "upload", str(tmp_path / "a.png"), "--to", f"{fresh}/{proj}")
+    assert code == 0 and f"made the top-level folder {fresh}" in text, text
 
 
 def on_terminal(env: dict[str, str], *args: str) -> tuple[int, str]:

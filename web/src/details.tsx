@@ -1,5 +1,6 @@
 // The details panel: a folder's summary and "Manage access"; a file's facts, the
-// datasets it is "Linked to" (each with View and Remove), and anyone's history.
+// datasets it is "Linked to" (each with View, and Remove for an Editor of the dataset),
+// and anyone's history.
 import { useEffect, useState } from "preact/hooks";
 import { del, get, patch, type FileItem, type Folder, type Item } from "./api";
 import { bytes, date, duration, eventLabel, kindLabel } from "./format";
@@ -261,7 +262,24 @@ function LinkedTo({ id, name }: { id: string; name: string }) {
   const [error, setError] = useState<unknown>(null);
   // The dataset whose link "Remove" asks about (nothing goes before the person says so).
   const [removing, setRemoving] = useState<{ id: string; name: string } | null>(null);
-  const load = () => get(`/v1/files/${id}/datasets`).then((r: any) => setDatasets(r.items ?? r));
+  // The caller's role on each dataset: "Remove" changes the dataset, so it is offered to
+  // its Editors and admins only (a User of it is refused, 403). The links answer no role,
+  // so each dataset is asked (a file is in few); one that does not answer offers none.
+  const [roles, setRoles] = useState<Record<string, string | null>>({});
+  const load = () =>
+    get(`/v1/files/${id}/datasets`).then(async (r: any) => {
+      const items: { id: string; name: string }[] = r.items ?? r;
+      const found = await Promise.all(
+        items.map((d) =>
+          get<{ my_role?: string | null }>(`/v1/datasets/${d.id}`).then(
+            (x) => [d.id, x.my_role ?? null] as const,
+            () => [d.id, null] as const,
+          ),
+        ),
+      );
+      setRoles(Object.fromEntries(found));
+      setDatasets(items);
+    });
   useEffect(() => {
     load().catch(setError);
   }, [id, version]);
@@ -285,9 +303,11 @@ function LinkedTo({ id, name }: { id: string; name: string }) {
               <button type="button" onClick={() => navigate(`/datasets/${d.id}`)} aria-label="View">
                 View
               </button>
-              <button type="button" onClick={() => setRemoving(d)} aria-label="Remove">
-                Remove
-              </button>
+              {mayEdit(roles[d.id]) && (
+                <button type="button" onClick={() => setRemoving(d)} aria-label="Remove">
+                  Remove
+                </button>
+              )}
             </li>
           ))}
         </ul>

@@ -1050,10 +1050,13 @@ class Api(Bound[M]):
         *,
         progress: transfer.Progress | None = None,
         parallel: int = transfer.PARALLEL,
+        told: transfer.Told | None = None,
     ) -> Op[list[Path]]:
-        """Files to local paths, side by side; each resumes a download that stopped."""
+        """Files to local paths, side by side; each resumes a download that stopped, and
+        one already there (its bytes; a DICOM series' instances) is not downloaded again:
+        `told(path, "kept")`, or `told(path, "replaced")` for one that differed."""
         ops = [
-            transfer.download(self._session, f.model_dump(), Path(dest), progress)
+            transfer.download(self._session, f.model_dump(), Path(dest), progress, told)
             for f, dest in files
         ]
         paths: list[Path] = yield Gather(ops, parallel)

@@ -61,23 +61,6 @@ class Usage(Exception):
 # Some files were refused (no kind the platform accepts), the others uploaded.
 REFUSED = 3
 
-# What `--kind` takes: the file kinds of the API (shared/API.md: those of the contract
-# and those ingest recognises beyond them), and `folder`. The API takes any word as a
-# kind and answers nothing for one it does not know, so a typo would look like an empty
-# folder: refused here instead.
-KINDS = (
-    "folder",
-    "image",
-    "video",
-    "image_group",
-    "image_sequence",
-    "dicom_series",
-    "pdf",
-    "audio",
-    "text",
-    "nifti",
-)
-
 
 # -- output -------------------------------------------------------------------------------
 
@@ -213,14 +196,56 @@ def _typed(found: SyncFolder | SyncFile, path: str) -> None:
         _KNOWN[found.id] = "/".join(split_path(path))
 
 
-def _resolve(c: Client, path: str) -> SyncFolder | SyncFile:
-    found = c.resolve(path)
+def _resolve(c: Client, path: str, *, making: bool = False) -> SyncFolder | SyncFile:
+    try:
+        found = c.resolve(path)
+    except NotFound as error:
+        names = split_path(path)
+        if error.details.get("missing") == (names[0] if names else None):
+            through = _through_shared(c, names, making=making)
+            if through:
+                raise Usage(through) from None
+        raise
     _typed(found, path)
     return found
 
 
-def _folder(c: Client, path: str) -> SyncFolder:
-    found = _resolve(c, path)
+def _through_shared(c: Client, names: list[str], *, making: bool) -> str | None:
+    """A path whose first folder the user does not see, through a folder shared with
+    them (`data/proj/sub`, `data/proj` shared): what to type instead. A folder shared
+    with a member shows at their top level, and the names above it are not theirs, so
+    the platform cannot tell whether that `data` is the one above `proj`: said rather
+    than guessed, or a new top-level `data` made. None when no later name is a folder
+    shared with them (an org admin sees every top-level folder: none is hidden)."""
+    if len(names) < 2 or _looks_like_id(names[0]):
+        return None
+    me = c.me()
+    if me.org_role == "admin":
+        return None
+    shared: dict[str, list[SyncFolder]] = {}
+    for f in c.list_folders():
+        if f.created_by != me.id:
+            shared.setdefault(f.name.casefold(), []).append(f)
+    for depth, name in enumerate(names[1:], 1):
+        found = shared.get(name.casefold())
+        if not found:
+            continue
+        rest = "/".join(names[depth + 1 :])
+        typed = "/".join(names[depth:])
+        by_id = " or ".join(f"{f.id}/{rest}" if rest else f.id for f in found)
+        said = (
+            f"{'/'.join(names)}: no top-level folder {names[0]} that you can see; {name} is"
+            f" shared with you and is at your top level (the folders above it are not yours"
+            f" to see): type {typed} (or {by_id})"
+        )
+        if making:
+            said += f"; a top-level folder {names[0]} of your own: make it first (--to {names[0]})"
+        return said
+    return None
+
+
+def _folder(c: Client, path: str, *, making: bool = False) -> SyncFolder:
+    found = _resolve(c, path, making=making)
     if not isinstance(found, Folder):
         raise Invalid("not_a_folder", f"{path}: is a file, not a folder", {"path": path})
     return found
@@ -358,7 +383,7 @@ def upload(args: argparse.Namespace) -> int:
     with _client() as c:
         try:
             # A file's path is refused: a folder of its name would be made beside it.
-            target = _folder(c, args.to)
+            target = _folder(c, args.to, making=True)
         except NotFound:
             # The top-level folder is one the user can see (theirs, or shared with them:
             # the web app's "All folders"); one is made only when none has that name.
@@ -622,11 +647,6 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         if not sep or not key:
             raise Usage(f"--meta takes KEY=VALUE, not {pair!r}")
         metadata.setdefault(key, []).append(value)
-    for kind in args.kind or ():
-        if kind not in KINDS:
-            close = difflib.get_close_matches(kind, KINDS, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise Usage(f"--kind {kind!r} is not a kind{hint}; the kinds: {', '.join(KINDS)}")
     found: dict[str, Any] = {
         "kind": args.kind or None,
         "metadata": metadata or None,
@@ -639,12 +659,33 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return found
 
 
+def _kind_refused(error: Invalid) -> str | None:
+    """A `--kind` the platform does not know, said as a misuse: the kind, the closest of
+    the platform's kinds and the list (the platform's answer holds them; the command keeps
+    no list of its own to fall behind it). None for any other refusal."""
+    if error.details.get("parameter") != "kind":
+        return None
+    given = error.details.get("kind")
+    kinds = error.details.get("kinds")
+    if not isinstance(given, str) or not isinstance(kinds, list):
+        return f"--kind: {error.message}"  # a platform that answers no list
+    names = [str(k) for k in kinds]
+    close = difflib.get_close_matches(given, names, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"--kind {given!r} is not a kind{hint}; the kinds: {', '.join(names)}"
+
+
 def ls(args: argparse.Namespace) -> int:
-    filters = _filters(args)  # refused before anything is asked
+    filters = _filters(args)
     with _client() as c:
         if not args.path or args.path.strip("/") == "":
             if args.meta or args.in_dataset is not None:
                 raise Usage("--meta and --in-dataset filter files: name a folder to list")
+            if args.kind:
+                # The top level is not listed by kind, so the platform is asked about the
+                # kinds apart (one page of a search by them): a typo is refused, as in a
+                # folder, rather than shown as an empty top level.
+                next(iter(c.search(kind=args.kind)), None)
             # The top level holds folders only: a kind or a name filters them here.
             listed: Iterator[SyncFolder | SyncFile] = (
                 f
@@ -679,7 +720,7 @@ def ls(args: argparse.Namespace) -> int:
 
 
 def search(args: argparse.Namespace) -> int:
-    filters = _filters(args)  # refused before anything is asked
+    filters = _filters(args)
     with _client() as c:
         within = _folder(c, args.within) if args.within else None
         rows = []
@@ -841,14 +882,30 @@ def download(args: argparse.Namespace) -> int:
             files = list(_walk(found, out / safe_name(found.name)))
         total = sum(f.size for f, _ in files)
         bar = Bar(total, "download")
+        met: dict[Path, str] = {}
         try:
-            written = c.download_many(files, progress=bar, parallel=args.parallel)
+            written = c.download_many(
+                files,
+                progress=bar,
+                parallel=args.parallel,
+                told=lambda path, what: met.__setitem__(path, what),
+            )
         finally:
             bar.close()
     for path in written:
         if args.verbose:
             print(path)
-    _note(f"downloaded {len(written)} file(s) ({_size(total)}) into {out}")
+    # As `files upload` says it: what this run fetched, apart from what was there already
+    # (a run again after an interruption), and what it wrote over because it differed.
+    kept = {p for p, what in met.items() if what == "kept"}
+    replaced = sum(1 for what in met.values() if what == "replaced")
+    fetched = sum(f.size for f, dest in files if Path(dest) not in kept)
+    summary = f"downloaded {len(written) - len(kept)} file(s) ({_size(fetched)}) into {out}"
+    if replaced:
+        summary += f" ({replaced} differed from the copy there: downloaded again)"
+    if kept:
+        summary += f"; {len(kept)} already there"
+    _note(summary)
     return 0
 
 
@@ -1199,7 +1256,8 @@ def _filter_options(p: argparse.ArgumentParser) -> None:
         "--kind",
         action="append",
         metavar="KIND",
-        help=f"only this kind (repeatable): {', '.join(KINDS)}",
+        help="only this kind (repeatable): folder, or a file kind (image, video, pdf, ...;"
+        " a word that is not one is answered with the list)",
     )
     p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata has VALUE at KEY")
     linked = p.add_mutually_exclusive_group()
@@ -1474,6 +1532,13 @@ def run(args: argparse.Namespace) -> int:
         return HANDLERS[name](args)
     except Usage as problem:
         print(f"files {name}: {problem}", file=sys.stderr)
+        return 2
+    except Invalid as error:
+        refused = _kind_refused(error)
+        if refused is None:
+            print(f"files {name}: {_said(error)}", file=sys.stderr)
+            return 1
+        print(f"files {name}: {refused}", file=sys.stderr)
         return 2
     except Conflict as error:
         if error.code != "ambiguous_path":

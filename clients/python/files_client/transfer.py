@@ -33,6 +33,9 @@ BATCH_BYTES = 256 * MiB
 PARALLEL = 4
 
 Progress = Callable[[int], None]
+# What a download found at its destination: "kept" (the bytes were there already, not
+# downloaded again) or "replaced" (something else was there: downloaded again over it).
+Told = Callable[[Path, str], None]
 
 
 @dataclass(frozen=True)
@@ -512,14 +515,16 @@ def download(
     file: dict[str, Any],
     dest: Path,
     progress: Progress | None = None,
+    told: Told | None = None,
 ) -> Op[Path]:
     """A file's bytes into `dest`, through `<dest>.part`: a download that stopped (in an
     earlier run, or a broken connection now) goes on from where it was (HTTP Range). The
     sha256 is checked where it is the content's; a `dest` that holds those bytes already
-    (a run again after an interruption) is left as it is, not downloaded again. A DICOM
-    series is a directory of its instances (`dicom_series`)."""
+    (a run again after an interruption) is left as it is, not downloaded again, and
+    `told` hears "kept" (or "replaced" when other bytes were there). A DICOM series is a
+    directory of its instances (`dicom_series`)."""
     if file.get("kind") == "dicom_series":
-        return (yield from dicom_series(session, file, dest, progress))
+        return (yield from dicom_series(session, file, dest, progress, told))
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     size = int(file["size"])
@@ -527,7 +532,11 @@ def download(
     if checked and file.get("sha256") and _holds(dest, size, str(file["sha256"])):
         if progress:
             progress(size)
+        if told:
+            told(dest, "kept")
         return dest
+    if told and dest.is_file():
+        told(dest, "replaced")
     have = part.stat().st_size if part.exists() else 0
     if have > size:
         have = 0
@@ -580,18 +589,30 @@ def dicom_series(
     file: dict[str, Any],
     dest: Path,
     progress: Progress | None = None,
+    told: Told | None = None,
 ) -> Op[Path]:
     """A DICOM series' instances, byte for byte as stored, into the directory `dest`,
     each `<SOPInstanceUID>.dcm`: one WADO-RS retrieve of the series (its folder's
     DICOMweb), streamed, each instance written through a `.part` file. The series'
     sha256 (the hash of its instances' hashes in slice order) is checked. A broken
-    connection starts the series again; an earlier run's instances are overwritten."""
+    connection starts the series again; an earlier run's instances are overwritten.
+    A `dest` that holds the series already (each instance's file, their hashes in slice
+    order making the series' sha256) is left as it is ("kept"); one holding something
+    else (the series extended since, an instance changed) is downloaded again
+    ("replaced")."""
     facts = file.get("dicom") or {}
     study, series = facts.get("study_uid"), facts.get("series_uid")
     if not (isinstance(study, str) and isinstance(series, str)):
         raise FilesError("not_a_series", f"{file.get('name')}: no study and series UIDs")
-    dest.mkdir(parents=True, exist_ok=True)
     url = f"/v1/folders/{file['folder_id']}/dicomweb/studies/{study}/series/{series}"
+    there = yield from _series_there(session, file, dest, url)
+    if there is not None and told:
+        told(dest, "kept" if there else "replaced")
+    if there:
+        if progress:
+            progress(int(file["size"]))
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
     accept = {"Accept": 'multipart/related; type="application/dicom"'}
     broken = 0
     while True:
@@ -626,6 +647,55 @@ def dicom_series(
             {"file_id": file["id"]},
         )
     return dest
+
+
+def _series_there(session: Session, file: dict[str, Any], dest: Path, url: str) -> Op[bool | None]:
+    """Whether the directory `dest` holds the series (True), something else (False) or
+    nothing of it (None). Held means what a download would write, checked as the API
+    defines the series' sha256: each instance's `<SOPInstanceUID>.dcm` there, and the
+    hash of their sha256s, in slice order, the series' sha256. Names alone would pass an
+    instance cut short or changed. Other files in the directory are not the series'
+    and are left out, as a folder's download leaves other local files alone."""
+    try:
+        local = {p.name for p in dest.iterdir() if p.suffix == ".dcm" and p.is_file()}
+    except OSError:  # not there, or not a directory: downloaded as new
+        return None
+    if not local:
+        return None
+    if not file.get("sha256"):
+        return False
+    # The slice order is the platform's (the DICOM context's ordinal); QIDO-RS lists the
+    # series' instances in it, a page of DICOM JSON at a time.
+    uids: list[str] = []
+    accept = {"Accept": "application/dicom+json"}
+    while True:
+        page = yield from json_of(
+            session,
+            Call(
+                "GET",
+                f"{url}/instances",
+                headers=accept,
+                params={"limit": QIDO_PAGE, "offset": len(uids)},
+            ),
+        )
+        for entry in page or ():
+            value = (entry.get("00080018") or {}).get("Value") or [None]
+            uids.append(str(value[0]))
+        if len(page or ()) < QIDO_PAGE:
+            break
+    if not uids or any(f"{uid}.dcm" not in local for uid in uids):
+        return False
+    digests = []
+    for uid in uids:
+        try:
+            digests.append(sha256_of(dest / f"{uid}.dcm"))
+        except OSError:
+            return False
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest() == str(file["sha256"])
+
+
+# A QIDO-RS page: the most the DICOM context answers at once.
+QIDO_PAGE = 1000
 
 
 class _Instances:
