@@ -212,11 +212,12 @@ def router(datasets: Datasets) -> APIRouter:
 
     @api.get("/v1/files/{file_id}/datasets")
     async def linked_to(file_id: uuid.UUID, rights: Access) -> Any:
-        """The datasets the caller sees that the file is in."""
+        """The datasets the caller sees that the file is in, with the caller's role on
+        each (what the web app's "Linked to" offers: Remove only to an Editor of it)."""
         if not await datasets.sees_file(datasets.pool, rights, file_id):
             raise domain.Refused(404, "not_found", f"file {file_id} does not exist")
         rows = await datasets.pool.fetch(
-            f"""SELECT d.id, d.name FROM ({WITH_SHARE}) AS d
+            f"""SELECT d.id, d.name, d.created_by, d.shared_role FROM ({WITH_SHARE}) AS d
                 JOIN datasets.members m ON m.dataset_id = d.id
                 WHERE m.file_id = $3 AND ($2::boolean OR d.created_by = $1
                                           OR d.shared_role IS NOT NULL)
@@ -225,7 +226,16 @@ def router(datasets: Datasets) -> APIRouter:
             rights.org_admin,
             file_id,
         )
-        return {"items": [{"id": str(r["id"]), "name": r["name"]} for r in rows]}
+        return {
+            "items": [
+                {
+                    "id": str(r["id"]),
+                    "name": r["name"],
+                    "my_role": domain.role_of(rights, r["created_by"], r["shared_role"]),
+                }
+                for r in rows
+            ]
+        }
 
     @api.get("/v1/datasets/{dataset_id}/collaborators")
     async def list_collaborators(dataset_id: uuid.UUID, rights: Access) -> Any:

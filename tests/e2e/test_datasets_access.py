@@ -481,6 +481,10 @@ async def test_linked_to_lists_only_the_datasets_the_caller_sees(world: World) -
     assert answer.status_code == 200, answer.text
     listed = {d["id"] for d in answer.json()["items"]}
     assert {shared_one["id"], own["id"]} <= listed and private["id"] not in listed
+    # With their role on each: what they may do there (the web app offers Remove to
+    # an Editor of it only).
+    roles = {d["id"]: d["my_role"] for d in answer.json()["items"]}
+    assert (roles[shared_one["id"]], roles[own["id"]]) == ("user", "admin")
     # Other tests link this file too: the member sees only datasets they may see.
     assert listed <= set(await visible(w, w.as_member()))
     everyone = {d["id"] for d in (await linked(w, ORG_ADMIN, file_id)).json()["items"]}

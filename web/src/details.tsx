@@ -258,28 +258,16 @@ export function FileFacts({ id, links = true }: { id: string; links?: boolean })
 
 function LinkedTo({ id, name }: { id: string; name: string }) {
   const version = useVersion();
-  const [datasets, setDatasets] = useState<{ id: string; name: string }[] | null>(null);
+  const [datasets, setDatasets] = useState<
+    { id: string; name: string; my_role?: string | null }[] | null
+  >(null);
   const [error, setError] = useState<unknown>(null);
   // The dataset whose link "Remove" asks about (nothing goes before the person says so).
   const [removing, setRemoving] = useState<{ id: string; name: string } | null>(null);
-  // The caller's role on each dataset: "Remove" changes the dataset, so it is offered to
-  // its Editors and admins only (a User of it is refused, 403). The links answer no role,
-  // so each dataset is asked (a file is in few); one that does not answer offers none.
-  const [roles, setRoles] = useState<Record<string, string | null>>({});
+  // "Remove" changes the dataset: offered to its Editors and admins only (a User of it
+  // would be refused, 403), as the links answer the caller's role on each.
   const load = () =>
-    get(`/v1/files/${id}/datasets`).then(async (r: any) => {
-      const items: { id: string; name: string }[] = r.items ?? r;
-      const found = await Promise.all(
-        items.map((d) =>
-          get<{ my_role?: string | null }>(`/v1/datasets/${d.id}`).then(
-            (x) => [d.id, x.my_role ?? null] as const,
-            () => [d.id, null] as const,
-          ),
-        ),
-      );
-      setRoles(Object.fromEntries(found));
-      setDatasets(items);
-    });
+    get(`/v1/files/${id}/datasets`).then((r: any) => setDatasets(r.items ?? r));
   useEffect(() => {
     load().catch(setError);
   }, [id, version]);
@@ -303,7 +291,7 @@ function LinkedTo({ id, name }: { id: string; name: string }) {
               <button type="button" onClick={() => navigate(`/datasets/${d.id}`)} aria-label="View">
                 View
               </button>
-              {mayEdit(roles[d.id]) && (
+              {mayEdit(d.my_role) && (
                 <button type="button" onClick={() => setRemoving(d)} aria-label="Remove">
                   Remove
                 </button>

@@ -121,12 +121,14 @@ class Source(_message.Message):
     def __init__(self, type: _Optional[str] = ..., integration_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class DatasetRef(_message.Message):
-    __slots__ = ("id", "name")
+    __slots__ = ("id", "name", "my_role")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    MY_ROLE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    my_role: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., my_role: _Optional[str] = ...) -> None: ...
 
 class File(_message.Message):
     __slots__ = ("id", "name", "kind", "folder_id", "size", "sha256", "mime_type", "media", "dicom", "group", "source", "metadata", "created_at", "created_by", "datasets", "my_role", "path", "description", "duplicates", "renditions", "tombstone")
