@@ -54,8 +54,10 @@ class RangeFile(io.RawIOBase):
         budget: int,
         deadline: float | None = None,
         blocks_kept: int = BLOCKS_KEPT,
+        block: int = BLOCK,
     ) -> None:
         self._read_at = read_at
+        self._block_size = block
         self._blocks_kept = blocks_kept
         self.length = size
         self.position = 0
@@ -84,8 +86,8 @@ class RangeFile(io.RawIOBase):
         if found is not None:
             self._blocks.move_to_end(number)
             return found
-        start = number * BLOCK
-        length = min(BLOCK, self.length - start)
+        start = number * self._block_size
+        length = min(self._block_size, self.length - start)
         if self.read_bytes + length > self.budget:
             raise OverBudget(self.budget)
         try:
@@ -110,7 +112,7 @@ class RangeFile(io.RawIOBase):
         wanted = min(len(view), self.length - self.position)
         done = 0
         while done < wanted:
-            number, offset = divmod(self.position, BLOCK)
+            number, offset = divmod(self.position, self._block_size)
             block = self._block(number)
             if offset >= len(block):
                 break

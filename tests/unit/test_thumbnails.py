@@ -311,7 +311,29 @@ def test_a_source_past_the_read_budget_is_too_large_to_draw(
     with pytest.raises(render.Unthumbnailable) as refused:
         render.make(render.Job("image", "k", len(data), "webp", url="http://store/k"))
     assert refused.value.code == "too_large"
-    assert store.reads and all(length <= BLOCK for _, length in store.reads)
+    assert sum(length for _, length in store.reads) <= BLOCK  # never past the budget
+
+
+def test_a_photo_read_by_url_takes_one_request_and_a_large_video_its_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each request to S3 (or through ingest to a customer's bucket) is a round trip:
+    content of up to render.WHOLE_AT_ONCE is read in one, larger content by blocks."""
+    photo = media.photo(seed=2)
+    assert BLOCK < len(photo) <= render.WHOLE_AT_ONCE
+    video = media.mp4(320, 240, frames=150, noise=True)  # 15 s, incompressible
+    assert len(video) > render.WHOLE_AT_ONCE
+    stores = {"photo": InMemoryStore(photo), "video": InMemoryStore(video)}
+    monkeypatch.setattr(render, "_store", None)
+    monkeypatch.setattr(render, "_http", httpx.Client())
+    monkeypatch.setattr(
+        render, "presigned_reader", lambda url, _: lambda at, n: stores[url].read_at(url, at, n)
+    )
+    render.make(render.Job("image", "k", len(photo), "webp", url="photo"))
+    assert stores["photo"].reads == [(0, len(photo))]
+    render.make(render.Job("video", "v", len(video), "webp", url="video"))
+    assert all(length <= BLOCK for _, length in stores["video"].reads)
+    assert sum(length for _, length in stores["video"].reads) < len(video) / 3
 
 
 # -- bounded events (docs/events.md) -------------------------------------------------
