@@ -997,6 +997,9 @@ class Compose:
                     "GET",
                     "/internal/audit",
                     call.request,
+                    # As the caller: each service takes out of its events what they list
+                    # that the caller may not see (a dataset's links to others' files).
+                    call.user,
                     params=[*params, ("after", str(after.get(name, 0))), ("limit", str(limit))],
                 )
                 for name in self.gateway.services

@@ -349,6 +349,51 @@ async def test_the_audit_shows_who_did_what_and_why_to_those_who_may_see_it(
     assert [(e["type"], e["subject_id"]) for e in own] == [("catalog.FolderDescribed", top["id"])]
 
 
+async def test_a_datasets_history_lists_to_a_member_only_the_files_they_see(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    # As its file list and count do: the member's dataset holds a file of a folder they
+    # have no role on, which its history must not name either (nor count).
+    theirs, others = await folder(api, unique("seen")), await folder(api, unique("unseen"))
+    [seen] = (await upload(api, theirs["id"], ("seen.txt", text("s"))))["files"]
+    [unseen] = (await upload(api, others["id"], ("unseen.txt", text("u"))))["files"]
+    kim = await member(api, "kim")
+    await invite(api, theirs["id"], kim["email"], "user")
+    made = await api.post("/v1/datasets", json={"name": unique("mixed")})
+    assert made.status_code == 201, made.text
+    dataset = made.json()["id"]
+    both = [seen["id"], unseen["id"]]
+    added = await api.post(f"/v1/datasets/{dataset}/files", json={"file_ids": both})
+    assert added.status_code == 200, added.text
+    removed = await api.delete(f"/v1/datasets/{dataset}/files/{unseen['id']}")
+    assert removed.status_code == 204, removed.text
+    shared = await api.post(
+        f"/v1/datasets/{dataset}/collaborators", json={"emails": [kim["email"]], "role": "user"}
+    )
+    assert shared.status_code == 200, shared.text
+
+    async def links(client: httpx.AsyncClient) -> list[tuple[str, list[str]]]:
+        answer = await client.get(
+            "/v1/audit",
+            params={
+                "subject_id": dataset,
+                "type": ["datasets.FilesLinked", "datasets.FilesUnlinked"],
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        return [(e["type"], sorted(e["data"]["file_ids"])) for e in answer.json()["items"]]
+
+    assert await links(as_key(kim["api_key"])) == [
+        ("datasets.FilesLinked", [seen["id"]]),
+        ("datasets.FilesUnlinked", []),
+    ]
+    # An org admin reads them whole.
+    assert await links(api) == [
+        ("datasets.FilesLinked", sorted(both)),
+        ("datasets.FilesUnlinked", [unseen["id"]]),
+    ]
+
+
 @pytest.fixture(scope="module")
 def second_gateway(stack: Any) -> str:
     return str(stack.add_gateway())
