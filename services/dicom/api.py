@@ -17,7 +17,7 @@ from services.dicom.handlers import Dicom
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, JSONRoute, cause
+from shared.kit.http import JSON, JSONRoute, cause, role_on_folder
 
 Caller = Annotated[Cause, Depends(cause)]
 
@@ -62,10 +62,20 @@ def router(dicom: Dicom) -> APIRouter:
     return api
 
 
+def _seen_folder(folder_id: uuid.UUID, request: Request) -> None:
+    # Decided here too, not only by the gateway: the `user` role on the folder, from the
+    # path the gateway found in the catalog and signed, and the caller's signed grants.
+    role_on_folder(request, folder_id, "user")
+
+
 def dicomweb_router(dicom: Dicom) -> APIRouter:
-    """DICOMweb on one folder's series (services/dicom/dicomweb.py); the gateway asked
-    the catalog first whether the caller may see the folder."""
-    api = APIRouter(route_class=JSONRoute, prefix="/v1/folders/{folder_id}/dicomweb")
+    """DICOMweb on one folder's series (services/dicom/dicomweb.py), for those with a
+    role on the folder: the gateway asked the catalog, and this context checks again."""
+    api = APIRouter(
+        route_class=JSONRoute,
+        prefix="/v1/folders/{folder_id}/dicomweb",
+        dependencies=[Depends(_seen_folder)],
+    )
     gate = asyncio.Semaphore(dicomweb.METADATA_PARALLEL)
 
     def found(answer: list[dict[str, Any]], query: dicomweb.Query) -> Response:
