@@ -1,6 +1,7 @@
 """The DICOM context's HTTP API: its account of a job, for the gateway to compose, and
 a series' slices drawn as images for the web app's viewer (the gateway asks the
-catalog first whether the caller may see the file)."""
+catalog first whether the caller may see the file, and signs the file with its
+folder's path: the role is decided here again)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from services.dicom.handlers import Dicom
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, JSONRoute, cause, role_on_folder
+from shared.kit.http import JSON, JSONRoute, cause, role_on_file, role_on_folder
 
 Caller = Annotated[Cause, Depends(cause)]
 
@@ -49,9 +50,11 @@ def router(dicom: Dicom) -> APIRouter:
 
     @api.get("/v1/files/{file_id}/slices/{index}")
     async def slice_image(
-        file_id: uuid.UUID, index: Annotated[int, Path(ge=0, le=100_000)]
+        file_id: uuid.UUID, index: Annotated[int, Path(ge=0, le=100_000)], request: Request
     ) -> Response:
-        """Slice `index` (0 first, in slice order) of the series `file_id`, as a PNG."""
+        """Slice `index` (0 first, in slice order) of the series `file_id`, as a PNG, for
+        those with a role on its folder (decided here too: role_on_file)."""
+        role_on_file(request, file_id)
         png, etag = await dicom.slice_image(file_id, index)
         return Response(
             png,

@@ -39,7 +39,7 @@ from shared.api.ingest import ReEncodeFiles
 from shared.kit import consistency
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, RETRY_AFTER_S, error_body
+from shared.kit.http import JSON, RETRY_AFTER_S, error_body, file_ref
 from shared.kit.identity import OPENER_HEADER
 from shared.kit.logs import log
 
@@ -450,7 +450,12 @@ class Compose:
                 rendition=rendition,
             )
         made = await self.gateway.call(
-            "thumbnails", "GET", f"/internal/renditions/{file['id']}", call.request, call.user
+            "thumbnails",
+            "GET",
+            f"/internal/renditions/{file['id']}",
+            call.request,
+            call.user,
+            **self.signed_file(file),
         )
         if made.status_code != 200:
             return self.gateway.relay(made)
@@ -1049,6 +1054,16 @@ class Compose:
         return await self.gateway.call("catalog", "GET", path, call.request, call.user)
 
     @staticmethod
+    def signed_file(file: dict[str, Any]) -> dict[str, str]:
+        """The file and its folder's path, from the catalog's one answer, to sign in the
+        caller's token: the context that serves something of the file decides the role
+        again from them (shared/kit/http.py role_on_file)."""
+        return {
+            "folder_path": ",".join(file.get("folder_path") or ()),
+            "object_ref": file_ref(file["id"]),
+        }
+
+    @staticmethod
     def _picture(answer: httpx.Response, passed: tuple[str, ...]) -> Response:
         headers = {k: v for k, v in answer.headers.items() if k.lower() in passed}
         headers["X-Content-Type-Options"] = "nosniff"
@@ -1081,6 +1096,7 @@ class Compose:
             call.user,
             params=params,
             headers=headers,
+            **self.signed_file(file),
         )
         return self._picture(answer, ("content-type", "etag", "cache-control", "retry-after"))
 
@@ -1096,6 +1112,7 @@ class Compose:
             return error_response(
                 422, "not_a_dicom_series", f"file {file_id} is not a DICOM series: it has no slices"
             )
-        return self._picture(
-            await self.gateway.forward(call), ("content-type", "cache-control", "etag")
+        drawn = await self.gateway.call(
+            "dicom", "GET", call.path, call.request, call.user, **self.signed_file(found.json())
         )
+        return self._picture(drawn, ("content-type", "cache-control", "etag"))

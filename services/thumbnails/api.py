@@ -1,5 +1,6 @@
 """The thumbnails context's HTTP API: a file's picture, for the gateway to serve once the
-catalog has said the caller may see the file (`GET /v1/files/{id}/thumbnail`)."""
+catalog has said the caller may see the file (`GET /v1/files/{id}/thumbnail`); the
+gateway signs the file with its folder's path, and the role is decided here again."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from shared.contracts.envelope import Cause
 from shared.contracts.thumbnails import THUMBNAILED_KINDS
 from shared.kit import consistency
 from shared.kit.errors import not_found
-from shared.kit.http import JSON, JSONRoute, cause, error_body
+from shared.kit.http import JSON, JSONRoute, cause, error_body, role_on_file
 from shared.kit.logs import log
 
 NOT_READY_RETRY_S = 2
@@ -45,7 +46,9 @@ def router(thumbnails: Thumbnails) -> APIRouter:
     ) -> Response:
         """The picture covering `size` px on the long side (the smallest made that does,
         else the largest). `kind` and `imported` are the file's, as the catalog has it: a
-        file this context has not heard of is not ready, unless it never will be."""
+        file this context has not heard of is not ready, unless it never will be. For
+        those with a role on the file's folder (decided here too: role_on_file)."""
+        role_on_file(request, file_id)
         row = await thumbnails.thumbnail(file_id)
         if row is None or row["state"] == "released":
             if kind is not None and kind not in THUMBNAILED_KINDS:
@@ -121,7 +124,8 @@ def renditions_router(renditions: Renditions) -> APIRouter:
         return answer
 
     @api.get("/renditions/{file_id}")
-    async def rendition(file_id: uuid.UUID) -> JSON:
+    async def rendition(file_id: uuid.UUID, request: Request) -> JSON:
+        role_on_file(request, file_id)
         row = await renditions.rendition(file_id)
         if row is None or row["state"] in ("released",):
             return _no_rendition(

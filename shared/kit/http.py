@@ -345,6 +345,27 @@ def role_on_folder(request: Request, folder_id: uuid.UUID, needed: str) -> str:
     return access(request).require(path, needed, f"folder {folder_id}")
 
 
+def file_ref(file_id: uuid.UUID | str) -> str:
+    """The object claim the gateway signs for a call about one file (`role_on_file`)."""
+    return f"file:{file_id}"
+
+
+def role_on_file(request: Request, file_id: uuid.UUID, needed: str = "user") -> str:
+    """The caller's role on the folder a file is in, if at least `needed` (404 as for an
+    unknown file, 403), for a context that serves something of the file (its picture,
+    its slices) and does not own the tree: the gateway signs the file (claim `obj`) with
+    its folder's path, both from the one answer of the catalog, so a path checked for
+    one file is no right on another."""
+    if _user(request).object_ref != file_ref(file_id):
+        raise Refused(
+            400,
+            "invalid_object_ref",
+            f"the identity token does not sign file {file_id}: the gateway signs the file"
+            " whose folder it checked, with that folder's path",
+        )
+    return access(request).require(folder_path(request), needed, f"file {file_id}")
+
+
 def access(request: Request) -> access_rules.Access:
     """What the caller may do: their organisation role and folder grants, as the
     gateway found them in the ACL context for this request and signed."""

@@ -12,7 +12,7 @@ import pytest
 
 from shared.kit.access import Access
 from tests.conftest import eventually
-from tests.e2e.support import error, folder, items, member, text, unique, upload
+from tests.e2e.support import error, folder, items, member, png, text, unique, upload
 from tests.signing import as_user
 
 
@@ -245,6 +245,58 @@ async def test_ingest_itself_checks_the_editor_role_on_the_folder_it_adds_to(
         return [i["id"] for i in await items(api, inner["id"])] == [file_id]
 
     await eventually(only_the_allowed_one, within=20, what="the one allowed upload listed")
+
+
+async def test_the_contexts_that_serve_a_files_pictures_check_the_role_themselves(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    """Sent straight to the thumbnails and DICOM contexts with a signed identity, as the
+    gateway sends them: a file's thumbnail, web rendition and slices need the `user`
+    role on its folder, decided there from the file and its folder's path that the
+    gateway signs from the catalog's one answer; a path signed for one file is no right
+    on another, and a call with no file signed is refused."""
+    from tests.e2e.test_dicom import finished, fresh_study, send
+    from tests.e2e.test_dicomweb import series_of
+
+    top = await folder(api, unique("pictures"))
+    inner = await folder(api, "inner", top["id"])
+    elsewhere = await folder(api, unique("elsewhere"))
+    [image] = (await upload(api, inner["id"], ("seen.png", png())))["files"]
+    [other] = (await upload(api, elsewhere["id"], ("unseen.png", png())))["files"]
+    job = await finished(api, await send(api, inner["id"], *series_of(fresh_study(), 1, 2, "CT")))
+    [series] = job["files"]
+
+    async def thumbnailed() -> bool:
+        answer = await api.get(f"/v1/files/{image['id']}/thumbnail")
+        return bool(answer.status_code == 200)
+
+    await eventually(thumbnailed, within=30, what="the image's thumbnail")
+    stranger, reader = await member(api, "stranger"), await member(api, "reader")
+    path = f"{top['id']},{inner['id']}"
+    nothing = Access(user_id=stranger["id"])
+    reading = Access(user_id=reader["id"], grants={uuid.UUID(top["id"]): "user"})
+    asked = (
+        ("thumbnails", f"/internal/thumbnails/{image['id']}", image["id"], 200),
+        # Allowed, and none made: the rendition's own 404.
+        ("thumbnails", f"/internal/renditions/{image['id']}", image["id"], 404),
+        ("dicom", f"/v1/files/{series['id']}/slices/0", series["id"], 200),
+    )
+    for service, route, file_id, allowed in asked:
+        url = platform.env[f"FILES_{service.upper()}_URL"]
+        async with httpx.AsyncClient(base_url=url, timeout=30) as context:
+            signed = {"folder_path": path, "object_ref": f"file:{file_id}"}
+            refused = await context.get(route, headers=as_user(stranger["id"], nothing, **signed))
+            assert error(refused, 404, "not_found")["message"] == f"file {file_id} does not exist"
+            # The reader's path, signed for another file (one they do not see).
+            elsewhere_signed = {"folder_path": path, "object_ref": f"file:{other['id']}"}
+            mismatched = as_user(reader["id"], reading, **elsewhere_signed)
+            error(await context.get(route, headers=mismatched), 400, "invalid_object_ref")
+            unsigned = as_user(reader["id"], reading, folder_path=path)
+            error(await context.get(route, headers=unsigned), 400, "invalid_object_ref")
+            answer = await context.get(route, headers=as_user(reader["id"], reading, **signed))
+            assert answer.status_code == allowed, (route, answer.text)
+            if allowed == 404:
+                error(answer, 404, "rendition_not_found")
 
 
 async def test_datasets_show_a_member_only_the_files_they_may_see(
