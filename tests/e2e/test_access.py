@@ -247,6 +247,43 @@ async def test_ingest_itself_checks_the_editor_role_on_the_folder_it_adds_to(
     await eventually(only_the_allowed_one, within=20, what="the one allowed upload listed")
 
 
+async def test_ingest_itself_shows_a_job_to_its_maker_and_those_who_see_its_folder(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    """Sent straight to ingest with a signed identity, as the gateway sends them: a job
+    is read by its maker, or with the `user` role on its folder and cancelled with the
+    `editor` role there, decided by ingest from the folder's path the gateway signs;
+    anyone else gets 404, as for no such job."""
+    me = (await api.get("/v1/users/me")).json()
+    top = await folder(api, unique("jobs"))
+    inner = await folder(api, "inner", top["id"])
+    job_id = (await upload(api, inner["id"], ("j.txt", text("j"))))["job_id"]
+    stranger, reader = await member(api, "stranger"), await member(api, "reader")
+    path = f"{top['id']},{inner['id']}"
+    nothing = Access(user_id=stranger["id"])
+    reading = Access(user_id=reader["id"], grants={uuid.UUID(top["id"]): "user"})
+    editing = Access(user_id=reader["id"], grants={uuid.UUID(top["id"]): "editor"})
+    job, cancel = f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/cancel"
+    async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
+        for method, route in (("GET", job), ("POST", cancel)):
+            refused = await ingest.request(
+                method, route, headers=as_user(stranger["id"], nothing, folder_path=path)
+            )
+            assert error(refused, 404, "not_found")["message"] == f"job {job_id} does not exist"
+            unsigned = await ingest.request(method, route, headers=as_user(reader["id"], reading))
+            error(unsigned, 400, "invalid_folder_path")
+        seen = await ingest.get(job, headers=as_user(reader["id"], reading, folder_path=path))
+        assert seen.status_code == 200, seen.text
+        weak = await ingest.post(cancel, headers=as_user(reader["id"], reading, folder_path=path))
+        assert error(weak, 403, "forbidden")["details"]["role_needed"] == "editor"
+        # Past the check: an upload is stored whole before it answers, nothing to cancel.
+        ended = await ingest.post(cancel, headers=as_user(reader["id"], editing, folder_path=path))
+        error(ended, 409, "job_finished")
+        # Its maker needs no path: the job is theirs wherever its folder went.
+        own = await ingest.get(job, headers=as_user(me["id"], Access(user_id=me["id"])))
+        assert own.status_code == 200, own.text
+
+
 async def test_the_contexts_that_serve_a_files_pictures_check_the_role_themselves(
     api: httpx.AsyncClient, platform: Any
 ) -> None:
