@@ -18,7 +18,7 @@ from services.dicom.handlers import Dicom
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, JSONRoute, cause, role_on_file, role_on_folder
+from shared.kit.http import JSON, JSONRoute, cause, identity_of, role_on_file, role_on_folder
 
 Caller = Annotated[Cause, Depends(cause)]
 
@@ -38,9 +38,18 @@ def router(dicom: Dicom) -> APIRouter:
         return await dicom.settled(job_id)
 
     @api.post("/internal/jobs/{job_id}/cancel", include_in_schema=False)
-    async def cancel(job_id: uuid.UUID, caller: Caller) -> JSON:
+    async def cancel(job_id: uuid.UUID, caller: Caller, request: Request) -> JSON:
         """A job cancelled: its instances not read yet are skipped (the gateway checked
-        the caller's right, and asks ingest to record the job's end)."""
+        the caller's right, and asks ingest to record the job's end). This context knows
+        neither the job's maker nor its folder: the gateway signs the job it checked
+        (claim `obj`), and a token signed for anything else cancels nothing."""
+        if identity_of(request).object_ref != f"job:{job_id}":
+            raise Refused(
+                400,
+                "invalid_object_ref",
+                f"the identity token does not sign job {job_id}: the gateway signs the job"
+                " whose cancelling it allowed",
+            )
         position = await dicom.cancel(caller, job_id)
         return JSON(
             {"cancelled": True},

@@ -884,7 +884,12 @@ class Compose:
                     409,
                 )
             told = await self.gateway.call(
-                "dicom", "POST", f"/internal/jobs/{job_id}/cancel", call.request, call.user
+                "dicom",
+                "POST",
+                f"/internal/jobs/{job_id}/cancel",
+                call.request,
+                call.user,
+                object_ref=f"job:{job_id}",
             )
             if told.status_code != 200:
                 return self.gateway.relay(told)

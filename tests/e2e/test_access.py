@@ -284,6 +284,38 @@ async def test_ingest_itself_shows_a_job_to_its_maker_and_those_who_see_its_fold
         assert own.status_code == 200, own.text
 
 
+async def test_the_dicom_context_skips_a_jobs_instances_only_for_the_job_the_gateway_signed(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    """The DICOM context knows neither a job's maker nor its folder: the gateway signs
+    the job whose cancelling it allowed, and a user's token signed for anything else
+    (or for nothing) skips nothing."""
+    from tests.e2e.test_dicom import finished, fresh_study, send
+    from tests.e2e.test_dicomweb import series_of
+    from tests.signing import as_service
+
+    top = await folder(api, unique("dicom-cancel"))
+    job_id = (
+        await finished(api, await send(api, top["id"], *series_of(fresh_study(), 1, 1, "CT")))
+    )["id"]
+    other = str(uuid.uuid4())
+    stranger = await member(api, "stranger")
+    nothing = Access(user_id=stranger["id"])
+    cancel = f"/internal/jobs/{job_id}/cancel"
+    async with httpx.AsyncClient(base_url=platform.env["FILES_DICOM_URL"], timeout=30) as dicom:
+        for signed in ({}, {"object_ref": f"job:{other}"}, {"object_ref": f"file:{job_id}"}):
+            refused = await dicom.post(cancel, headers=as_user(stranger["id"], nothing, **signed))
+            error(refused, 400, "invalid_object_ref")
+        account = await dicom.get(f"/internal/jobs/{job_id}", headers=as_service())
+        assert account.json()["cancelled"] is False, account.text
+        allowed = await dicom.post(
+            cancel, headers=as_user(stranger["id"], nothing, object_ref=f"job:{job_id}")
+        )
+        assert allowed.status_code == 200, allowed.text
+        account = await dicom.get(f"/internal/jobs/{job_id}", headers=as_service())
+        assert account.json()["cancelled"] is True, account.text
+
+
 async def test_the_contexts_that_serve_a_files_pictures_check_the_role_themselves(
     api: httpx.AsyncClient, platform: Any
 ) -> None:
