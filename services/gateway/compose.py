@@ -39,7 +39,7 @@ from shared.api.ingest import ReEncodeFiles
 from shared.kit import consistency
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, RETRY_AFTER_S, error_body, file_ref
+from shared.kit.http import JSON, RETRY_AFTER_S, error_body, file_ref, files_ref
 from shared.kit.identity import OPENER_HEADER
 from shared.kit.logs import log
 
@@ -359,7 +359,13 @@ class Compose:
             ]
         }
         answer = await self.gateway.call(
-            "thumbnails", "POST", "/internal/re-encode", call.request, call.user, json=body
+            "thumbnails",
+            "POST",
+            "/internal/re-encode",
+            call.request,
+            call.user,
+            json=body,
+            object_ref=files_ref(f["id"] for f in files),
         )
         return self.gateway.relay(answer)
 

@@ -19,8 +19,16 @@ from shared.contracts import renditions as rendition_events
 from shared.contracts.envelope import Cause
 from shared.contracts.thumbnails import THUMBNAILED_KINDS
 from shared.kit import consistency
-from shared.kit.errors import not_found
-from shared.kit.http import JSON, JSONRoute, cause, error_body, role_on_file
+from shared.kit.errors import Refused, not_found
+from shared.kit.http import (
+    JSON,
+    JSONRoute,
+    cause,
+    error_body,
+    files_ref,
+    identity_of,
+    role_on_file,
+)
 from shared.kit.logs import log
 
 NOT_READY_RETRY_S = 2
@@ -113,7 +121,18 @@ def renditions_router(renditions: Renditions) -> APIRouter:
     api = APIRouter(route_class=JSONRoute, prefix="/internal", include_in_schema=False)
 
     @api.post("/re-encode", status_code=202)
-    async def re_encode(body: ReEncode, caller: Annotated[Cause, Depends(cause)]) -> JSON:
+    async def re_encode(
+        body: ReEncode, caller: Annotated[Cause, Depends(cause)], request: Request
+    ) -> JSON:
+        # This context knows no folders: the gateway signs the files whose editor role it
+        # checked (claim `obj`), and a token signed for other files makes nothing.
+        if identity_of(request).object_ref != files_ref(f.id for f in body.files):
+            raise Refused(
+                400,
+                "invalid_object_ref",
+                "the identity token does not sign these files: the gateway signs the files"
+                " whose re-encoding it allowed",
+            )
         files: list[dict[str, Any]] = [
             {"id": str(f.id), "kind": f.kind, "members": [str(m) for m in f.members]}
             for f in body.files

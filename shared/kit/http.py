@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable, Coroutine, MutableMapping
+from collections.abc import Callable, Coroutine, Iterable, MutableMapping
 from typing import Any
 
 import asyncpg
@@ -348,6 +349,13 @@ def role_on_folder(request: Request, folder_id: uuid.UUID, needed: str) -> str:
 def file_ref(file_id: uuid.UUID | str) -> str:
     """The object claim the gateway signs for a call about one file (`role_on_file`)."""
     return f"file:{file_id}"
+
+
+def files_ref(file_ids: Iterable[uuid.UUID | str]) -> str:
+    """The object claim the gateway signs for a call about a set of files whose rights it
+    checked (a re-encode): their ids' digest, order and repeats aside."""
+    ids = sorted({str(i).lower() for i in file_ids})
+    return "files:" + hashlib.sha256(",".join(ids).encode()).hexdigest()
 
 
 def role_on_file(request: Request, file_id: uuid.UUID, needed: str = "user") -> str:

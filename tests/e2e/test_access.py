@@ -316,6 +316,35 @@ async def test_the_dicom_context_skips_a_jobs_instances_only_for_the_job_the_gat
         assert account.json()["cancelled"] is True, account.text
 
 
+async def test_the_thumbnails_context_re_encodes_only_the_files_the_gateway_signed(
+    platform: Any,
+) -> None:
+    """The thumbnails context knows no folders: the gateway signs the files whose editor
+    role it checked, and a user's token signed for other files (or none) makes nothing."""
+    from shared.kit.http import files_ref
+
+    asked, other = str(uuid.uuid4()), str(uuid.uuid4())
+    stranger = str(uuid.uuid4())
+    nothing = Access(user_id=stranger)
+    body = {"files": [{"id": asked, "kind": "video"}]}
+    async with httpx.AsyncClient(base_url=platform.env["FILES_THUMBNAILS_URL"], timeout=30) as tn:
+        for signed in (
+            {},
+            {"object_ref": files_ref([other])},
+            {"object_ref": files_ref([asked, other])},
+        ):
+            refused = await tn.post(
+                "/internal/re-encode", json=body, headers=as_user(stranger, nothing, **signed)
+            )
+            error(refused, 400, "invalid_object_ref")
+        allowed = await tn.post(
+            "/internal/re-encode",
+            json=body,
+            headers=as_user(stranger, nothing, object_ref=files_ref([asked.upper()])),
+        )
+        assert allowed.status_code == 202, allowed.text
+
+
 async def test_the_contexts_that_serve_a_files_pictures_check_the_role_themselves(
     api: httpx.AsyncClient, platform: Any
 ) -> None:
