@@ -167,9 +167,10 @@ def renditions_router(renditions: Renditions) -> APIRouter:
         return {"made": await renditions.made(body.ids)}
 
     @api.get("/reencode-jobs/{job_id}")
-    async def job(job_id: uuid.UUID) -> dict[str, Any]:
+    async def job(job_id: uuid.UUID, caller: Annotated[Cause, Depends(cause)]) -> dict[str, Any]:
+        # A re-encode job is its maker's alone: anyone else is told there is none.
         found = await renditions.job(job_id)
-        if found is None:
+        if found is None or found["created_by"] != caller.actor:
             raise not_found("job", job_id)
         return found
 

@@ -320,7 +320,8 @@ async def test_the_thumbnails_context_re_encodes_only_the_files_the_gateway_sign
     platform: Any,
 ) -> None:
     """The thumbnails context knows no folders: the gateway signs the files whose editor
-    role it checked, and a user's token signed for other files (or none) makes nothing."""
+    role it checked, and a user's token signed for other files (or none) makes nothing.
+    A re-encode job is read by its maker only."""
     from shared.kit.http import files_ref
 
     asked, other = str(uuid.uuid4()), str(uuid.uuid4())
@@ -343,6 +344,12 @@ async def test_the_thumbnails_context_re_encodes_only_the_files_the_gateway_sign
             headers=as_user(stranger, nothing, object_ref=files_ref([asked.upper()])),
         )
         assert allowed.status_code == 202, allowed.text
+        # Its job is its maker's alone, decided there too.
+        job = f"/internal/reencode-jobs/{allowed.json()['job_id']}"
+        own = await tn.get(job, headers=as_user(stranger, nothing))
+        assert own.status_code == 200, own.text
+        someone = str(uuid.uuid4())
+        error(await tn.get(job, headers=as_user(someone, Access(user_id=someone))), 404)
 
 
 async def test_the_contexts_that_serve_a_files_pictures_check_the_role_themselves(
