@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.datasets import api
-from services.datasets.handlers import Datasets
+from services.datasets.handlers import Datasets, audit_seen
 from services.datasets.projections import membership, tree
 from shared.contracts import topics
 from shared.kit.service import Parts, Runtime, create_app, serve
@@ -21,6 +21,7 @@ def build(settings: Settings) -> FastAPI:
         consumes=(topics.CATALOG,),
         reactions=Datasets.reactions.bound(datasets),
         projections=(membership, tree),
+        audit_view=lambda access, items: audit_seen(parts.pool, access, items),
     )
     app = create_app(runtime, "Files datasets")
     api.install(app, datasets)

@@ -33,7 +33,7 @@ from shared.contracts.catalog import (
     FolderMoved,
     FolderRestored,
 )
-from shared.contracts.datasets import dataset_stream
+from shared.contracts.datasets import FilesLinked, FilesUnlinked, dataset_stream
 from shared.contracts.envelope import Cause, Caused, Change, envelopes_of
 from shared.kit import identity
 from shared.kit.access import Access
@@ -162,6 +162,34 @@ def _by_dataset(links: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> dict[uuid.UUID,
 
 async def _sync_lock(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SYNC_LOCK)
+
+
+# The events of this store that list files (`file_ids`): the audit shows a member only
+# those of them they see.
+LISTING_FILES = (FilesLinked.type, FilesUnlinked.type)
+
+
+async def audit_seen(pool: Any, access: Access | None, items: list[dict[str, Any]]) -> None:
+    """The audit's events as the caller may read them: a dataset they see lists only
+    the files they see, as its file list and count do (a link to a file of a folder
+    they have no role on is none of their business, nor how many there are). Files
+    gone from the mirror (purged) are no longer anyone's to see but an org admin's."""
+    if access is None or access.roots is None:
+        return  # a service's own call, or an org admin: everything
+    listing = [i for i in items if i["type"] in LISTING_FILES]
+    asked = {f for i in listing for f in i["data"].get("file_ids", [])}
+    if not asked:
+        return
+    joins, seen, args = files_seen(access, param=1)
+    rows = await pool.fetch(
+        f"""SELECT f.id FROM datasets.files f {joins}
+            WHERE f.id = ANY($2::uuid[]) AND {seen}""",
+        *args,
+        [uuid.UUID(f) for f in asked],
+    )
+    shown = {str(r["id"]) for r in rows}
+    for item in listing:
+        item["data"]["file_ids"] = [f for f in item["data"]["file_ids"] if f in shown]
 
 
 class Datasets(Handlers):

@@ -1,6 +1,7 @@
 """The DICOM context's HTTP API: its account of a job, for the gateway to compose, and
 a series' slices drawn as images for the web app's viewer (the gateway asks the
-catalog first whether the caller may see the file)."""
+catalog first whether the caller may see the file, and signs the file with its
+folder's path: the role is decided here again)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from services.dicom.handlers import Dicom
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, JSONRoute, cause
+from shared.kit.http import JSON, JSONRoute, cause, identity_of, role_on_file, role_on_folder
 
 Caller = Annotated[Cause, Depends(cause)]
 
@@ -37,9 +38,18 @@ def router(dicom: Dicom) -> APIRouter:
         return await dicom.settled(job_id)
 
     @api.post("/internal/jobs/{job_id}/cancel", include_in_schema=False)
-    async def cancel(job_id: uuid.UUID, caller: Caller) -> JSON:
+    async def cancel(job_id: uuid.UUID, caller: Caller, request: Request) -> JSON:
         """A job cancelled: its instances not read yet are skipped (the gateway checked
-        the caller's right, and asks ingest to record the job's end)."""
+        the caller's right, and asks ingest to record the job's end). This context knows
+        neither the job's maker nor its folder: the gateway signs the job it checked
+        (claim `obj`), and a token signed for anything else cancels nothing."""
+        if identity_of(request).object_ref != f"job:{job_id}":
+            raise Refused(
+                400,
+                "invalid_object_ref",
+                f"the identity token does not sign job {job_id}: the gateway signs the job"
+                " whose cancelling it allowed",
+            )
         position = await dicom.cancel(caller, job_id)
         return JSON(
             {"cancelled": True},
@@ -49,9 +59,11 @@ def router(dicom: Dicom) -> APIRouter:
 
     @api.get("/v1/files/{file_id}/slices/{index}")
     async def slice_image(
-        file_id: uuid.UUID, index: Annotated[int, Path(ge=0, le=100_000)]
+        file_id: uuid.UUID, index: Annotated[int, Path(ge=0, le=100_000)], request: Request
     ) -> Response:
-        """Slice `index` (0 first, in slice order) of the series `file_id`, as a PNG."""
+        """Slice `index` (0 first, in slice order) of the series `file_id`, as a PNG, for
+        those with a role on its folder (decided here too: role_on_file)."""
+        role_on_file(request, file_id)
         png, etag = await dicom.slice_image(file_id, index)
         return Response(
             png,
@@ -62,10 +74,20 @@ def router(dicom: Dicom) -> APIRouter:
     return api
 
 
+def _seen_folder(folder_id: uuid.UUID, request: Request) -> None:
+    # Decided here too, not only by the gateway: the `user` role on the folder, from the
+    # path the gateway found in the catalog and signed, and the caller's signed grants.
+    role_on_folder(request, folder_id, "user")
+
+
 def dicomweb_router(dicom: Dicom) -> APIRouter:
-    """DICOMweb on one folder's series (services/dicom/dicomweb.py); the gateway asked
-    the catalog first whether the caller may see the folder."""
-    api = APIRouter(route_class=JSONRoute, prefix="/v1/folders/{folder_id}/dicomweb")
+    """DICOMweb on one folder's series (services/dicom/dicomweb.py), for those with a
+    role on the folder: the gateway asked the catalog, and this context checks again."""
+    api = APIRouter(
+        route_class=JSONRoute,
+        prefix="/v1/folders/{folder_id}/dicomweb",
+        dependencies=[Depends(_seen_folder)],
+    )
     gate = asyncio.Semaphore(dicomweb.METADATA_PARALLEL)
 
     def found(answer: list[dict[str, Any]], query: dicomweb.Query) -> Response:

@@ -3,9 +3,10 @@
 Rooted at `/v1/folders/{folder_id}/dicomweb`: a viewer (OHIF's `qidoRoot`/`wadoRoot`,
 3D Slicer's DICOMweb browser, Weasis through its DICOMweb connector) or `dicomweb-client`
 takes that as its base URL, with the caller's API key. The gateway first asks the
-catalog whether the caller may see the folder (the catalog owns folder rights); this
-context then serves the series whose files are in that folder now: a series file moved
-away goes with its folder, one in the trash is not served.
+catalog whether the caller may see the folder (the catalog owns folder rights) and
+signs the folder's path in the caller's token; this context decides the role again
+from it (services/dicom/api.py), then serves the series whose files are in that folder
+now: a series file moved away goes with its folder, one in the trash is not served.
 
 Searches answer from what this context keeps of each instance (services/dicom/tags.py):
 the UIDs, PatientID, Modality, InstanceNumber, Rows, Columns, what a study list shows

@@ -39,7 +39,7 @@ from shared.api.ingest import ReEncodeFiles
 from shared.kit import consistency
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, RETRY_AFTER_S, error_body
+from shared.kit.http import JSON, RETRY_AFTER_S, error_body, file_ref, files_ref
 from shared.kit.identity import OPENER_HEADER
 from shared.kit.logs import log
 
@@ -359,7 +359,13 @@ class Compose:
             ]
         }
         answer = await self.gateway.call(
-            "thumbnails", "POST", "/internal/re-encode", call.request, call.user, json=body
+            "thumbnails",
+            "POST",
+            "/internal/re-encode",
+            call.request,
+            call.user,
+            json=body,
+            object_ref=files_ref(f["id"] for f in files),
         )
         return self.gateway.relay(answer)
 
@@ -449,8 +455,15 @@ class Compose:
                 f"no rendition {rendition!r}: `web` is the one made",
                 rendition=rendition,
             )
+        path, ref = self.signed_file(file)
         made = await self.gateway.call(
-            "thumbnails", "GET", f"/internal/renditions/{file['id']}", call.request, call.user
+            "thumbnails",
+            "GET",
+            f"/internal/renditions/{file['id']}",
+            call.request,
+            call.user,
+            folder_path=path,
+            object_ref=ref,
         )
         if made.status_code != 200:
             return self.gateway.relay(made)
@@ -746,27 +759,51 @@ class Compose:
         )
         return opener, self.path_of(folder) if folder.status_code == 200 else None
 
+    async def job_path(
+        self, call: Call, needed: str = "user"
+    ) -> Response | httpx.Response | str | None:
+        """Whose job it is, as ingest says: for its maker None; for someone else, the
+        path of its folder if they have `needed` there (signed for ingest, which decides
+        again), else a refusal (404 as for no such job if they do not see the folder).
+        Ingest's own 404 (httpx) when it has no such job."""
+        job_id = call.values["job_id"]
+        owner = await self.gateway.call(
+            "ingest", "GET", f"/internal/jobs/{job_id}/owner", call.request
+        )
+        if owner.status_code != 200:
+            return owner if owner.status_code == 404 else self.gateway.relay(owner)
+        if owner.json()["created_by"] == (call.user or {}).get("id"):
+            return None
+        folder = await self.find_folder(call, owner.json()["folder_id"])
+        if folder.status_code != 200:
+            return error_response(404, "not_found", f"job {job_id} does not exist")
+        if needed != "user":
+            folder = await self.find_folder(call, owner.json()["folder_id"], needed)
+            if folder.status_code != 200:
+                return self.gateway.relay(folder)
+        return self.path_of(folder)
+
     async def job_with_files(self, call: Call) -> Response:
-        answer = await self.gateway.forward(call)
-        if answer.status_code == 404:
+        path = await self.job_path(call)
+        if isinstance(path, httpx.Response):
             # Not ingest's: a re-encode job (the thumbnails context's), shown to its maker.
-            return await self.re_encode_job(call, answer)
+            return await self.re_encode_job(call, path)
+        if isinstance(path, Response):
+            return path
+        answer = await self.gateway.forward(call, folder_path=path)
         if answer.status_code != 200:
             return self.gateway.relay(answer)
-        job = answer.json()
-        user = call.user or {}
-        if job.get("created_by") != user.get("id"):
-            # Someone else's job shows to those who may see its folder.
-            folder = await self.find_folder(call, job["folder_id"])
-            if folder.status_code != 200:
-                return error_response(404, "not_found", f"job {job['id']} does not exist")
-        return await self._job(call, job)
+        return await self._job(call, answer.json())
 
     async def re_encode_job(self, call: Call, not_ingests: httpx.Response) -> Response:
         found = await self.gateway.call(
-            "thumbnails", "GET", f"/internal/reencode-jobs/{call.values['job_id']}", call.request
+            "thumbnails",
+            "GET",
+            f"/internal/reencode-jobs/{call.values['job_id']}",
+            call.request,
+            call.user,
         )
-        if found.status_code != 200 or found.json()["created_by"] != (call.user or {}).get("id"):
+        if found.status_code != 200:
             return self.gateway.relay(not_ingests)
         job = found.json()
         job["files"] = await self.files_by_id(call, job.pop("file_ids", []))
@@ -825,16 +862,17 @@ class Compose:
         it now is."""
         job_id = call.values["job_id"]
         path = f"/v1/jobs/{job_id}"
-        found = await self.gateway.call("ingest", "GET", path, call.request, call.user)
+        signed = await self.job_path(call, "editor")
+        if isinstance(signed, httpx.Response):
+            return self.gateway.relay(signed)
+        if isinstance(signed, Response):
+            return signed
+        found = await self.gateway.call(
+            "ingest", "GET", path, call.request, call.user, folder_path=signed
+        )
         if found.status_code != 200:
             return self.gateway.relay(found)
         job = found.json()
-        if job.get("created_by") != (call.user or {}).get("id"):
-            if (await self.find_folder(call, job["folder_id"])).status_code != 200:
-                return error_response(404, "not_found", f"job {job_id} does not exist")
-            editor = await self.find_folder(call, job["folder_id"], "editor")
-            if editor.status_code != 200:
-                return self.gateway.relay(editor)
         token: dict[str, int] = {}
         if job["kind"] == "dicom" and job["status"] == "running":
             account = await self.gateway.call(
@@ -853,19 +891,26 @@ class Compose:
                     409,
                 )
             told = await self.gateway.call(
-                "dicom", "POST", f"/internal/jobs/{job_id}/cancel", call.request, call.user
+                "dicom",
+                "POST",
+                f"/internal/jobs/{job_id}/cancel",
+                call.request,
+                call.user,
+                object_ref=f"job:{job_id}",
             )
             if told.status_code != 200:
                 return self.gateway.relay(told)
             token = consistency.decode(told.headers.get(consistency.HEADER, ""))
-        answer = await self.gateway.forward(call)
+        answer = await self.gateway.forward(call, folder_path=signed)
         if answer.status_code != 200:
             return self.gateway.relay(answer)
         token = consistency.merge(
             token, consistency.decode(answer.headers.get(consistency.HEADER, ""))
         )
         token = await self.gateway.wait_for(call.request, token, rounds=1)
-        now = await self.gateway.call("ingest", "GET", path, call.request, call.user)
+        now = await self.gateway.call(
+            "ingest", "GET", path, call.request, call.user, folder_path=signed
+        )
         if now.status_code != 200:
             return self.gateway.relay(now)
         composed = await self._job(call, now.json())
@@ -994,6 +1039,9 @@ class Compose:
                     "GET",
                     "/internal/audit",
                     call.request,
+                    # As the caller: each service takes out of its events what they list
+                    # that the caller may not see (a dataset's links to others' files).
+                    call.user,
                     params=[*params, ("after", str(after.get(name, 0))), ("limit", str(limit))],
                 )
                 for name in self.gateway.services
@@ -1043,6 +1091,13 @@ class Compose:
         return await self.gateway.call("catalog", "GET", path, call.request, call.user)
 
     @staticmethod
+    def signed_file(file: dict[str, Any]) -> tuple[str, str]:
+        """The file's folder path and the file, from the catalog's one answer, to sign in
+        the caller's token (folder_path, object_ref): the context that serves something
+        of the file decides the role again from them (shared/kit/http.py role_on_file)."""
+        return ",".join(file.get("folder_path") or ()), file_ref(file["id"])
+
+    @staticmethod
     def _picture(answer: httpx.Response, passed: tuple[str, ...]) -> Response:
         headers = {k: v for k, v in answer.headers.items() if k.lower() in passed}
         headers["X-Content-Type-Options"] = "nosniff"
@@ -1078,6 +1133,7 @@ class Compose:
                 ("object", f"{source['integration_id']}:{source['key']}"),
             ]
         headers = {k: v for k, v in call.request.headers.items() if k.lower() == "if-none-match"}
+        path, ref = self.signed_file(file)
         answer = await self.gateway.call(
             "thumbnails",
             "GET",
@@ -1086,6 +1142,8 @@ class Compose:
             call.user,
             params=params,
             headers=headers,
+            folder_path=path,
+            object_ref=ref,
         )
         return self._picture(answer, ("content-type", "etag", "cache-control", "retry-after"))
 
@@ -1101,6 +1159,8 @@ class Compose:
             return error_response(
                 422, "not_a_dicom_series", f"file {file_id} is not a DICOM series: it has no slices"
             )
-        return self._picture(
-            await self.gateway.forward(call), ("content-type", "cache-control", "etag")
+        path, ref = self.signed_file(found.json())
+        drawn = await self.gateway.call(
+            "dicom", "GET", call.path, call.request, call.user, folder_path=path, object_ref=ref
         )
+        return self._picture(drawn, ("content-type", "cache-control", "etag"))

@@ -1,6 +1,7 @@
 """DICOMweb at the edge (the DICOM context serves it: services/dicom/dicomweb.py).
 
-Searches and retrievals: the catalog says whether the caller may see the folder, then
+Searches and retrievals: the catalog says whether the caller may see the folder (its
+path is signed in the caller's token: the DICOM context decides the role again), then
 the DICOM context's answer is streamed through. STOW-RS: the editor role on the folder,
 the body streamed to ingest as a DICOM upload, then the job waited for (at most
 STORE_WAIT_S) and answered as PS3.18 says: 200 when every instance was stored, 202 when
@@ -88,7 +89,14 @@ async def retrieve(compose: Compose, call: Call) -> Response:
     if folder.status_code != 200:
         return gateway.relay(folder)
     answer = await gateway.call(
-        "dicom", "GET", call.path, call.request, call.user, params=call.query(), stream=True
+        "dicom",
+        "GET",
+        call.path,
+        call.request,
+        call.user,
+        params=call.query(),
+        stream=True,
+        folder_path=compose.path_of(folder),
     )
     if answer.status_code != 200:
         await answer.aread()

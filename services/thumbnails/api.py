@@ -1,5 +1,6 @@
 """The thumbnails context's HTTP API: a file's picture, for the gateway to serve once the
-catalog has said the caller may see the file (`GET /v1/files/{id}/thumbnail`)."""
+catalog has said the caller may see the file (`GET /v1/files/{id}/thumbnail`); the
+gateway signs the file with its folder's path, and the role is decided here again."""
 
 from __future__ import annotations
 
@@ -18,8 +19,16 @@ from shared.contracts import renditions as rendition_events
 from shared.contracts.envelope import Cause
 from shared.contracts.thumbnails import THUMBNAILED_KINDS
 from shared.kit import consistency
-from shared.kit.errors import not_found
-from shared.kit.http import JSON, JSONRoute, cause, error_body
+from shared.kit.errors import Refused, not_found
+from shared.kit.http import (
+    JSON,
+    JSONRoute,
+    cause,
+    error_body,
+    files_ref,
+    identity_of,
+    role_on_file,
+)
 from shared.kit.logs import log
 
 NOT_READY_RETRY_S = 2
@@ -51,7 +60,9 @@ def router(thumbnails: Thumbnails) -> APIRouter:
         """The picture covering `size` px on the long side (the smallest made that does,
         else the largest). `kind`, `imported` and, for a file imported by reference, what
         it was imported from are the file's, as the catalog has it: a file this context
-        has not heard of is not ready, unless it never will be."""
+        has not heard of is not ready, unless it never will be. For those with a role on
+        the file's folder (decided here too: role_on_file)."""
+        role_on_file(request, file_id)
         row = await thumbnails.thumbnail(file_id)
         if row is None or row["state"] == "released":
             if kind is not None and kind not in THUMBNAILED_KINDS:
@@ -123,7 +134,18 @@ def renditions_router(renditions: Renditions) -> APIRouter:
     api = APIRouter(route_class=JSONRoute, prefix="/internal", include_in_schema=False)
 
     @api.post("/re-encode", status_code=202)
-    async def re_encode(body: ReEncode, caller: Annotated[Cause, Depends(cause)]) -> JSON:
+    async def re_encode(
+        body: ReEncode, caller: Annotated[Cause, Depends(cause)], request: Request
+    ) -> JSON:
+        # This context knows no folders: the gateway signs the files whose editor role it
+        # checked (claim `obj`), and a token signed for other files makes nothing.
+        if identity_of(request).object_ref != files_ref(f.id for f in body.files):
+            raise Refused(
+                400,
+                "invalid_object_ref",
+                "the identity token does not sign these files: the gateway signs the files"
+                " whose re-encoding it allowed",
+            )
         files: list[dict[str, Any]] = [
             {"id": str(f.id), "kind": f.kind, "members": [str(m) for m in f.members]}
             for f in body.files
@@ -134,7 +156,8 @@ def renditions_router(renditions: Renditions) -> APIRouter:
         return answer
 
     @api.get("/renditions/{file_id}")
-    async def rendition(file_id: uuid.UUID) -> JSON:
+    async def rendition(file_id: uuid.UUID, request: Request) -> JSON:
+        role_on_file(request, file_id)
         row = await renditions.rendition(file_id)
         if row is None or row["state"] in ("released",):
             return _no_rendition(
@@ -157,9 +180,10 @@ def renditions_router(renditions: Renditions) -> APIRouter:
         return {"made": await renditions.made(body.ids)}
 
     @api.get("/reencode-jobs/{job_id}")
-    async def job(job_id: uuid.UUID) -> dict[str, Any]:
+    async def job(job_id: uuid.UUID, caller: Annotated[Cause, Depends(cause)]) -> dict[str, Any]:
+        # A re-encode job is its maker's alone: anyone else is told there is none.
         found = await renditions.job(job_id)
-        if found is None:
+        if found is None or found["created_by"] != caller.actor:
             raise not_found("job", job_id)
         return found
 

@@ -24,7 +24,27 @@ def name_problem(name: str, what: str = "name") -> str | None:
         return f"the {what} {name!r} is not allowed: '.' and '..' are parts of paths"
     if any(unicodedata.category(c) == "Cc" for c in name):
         return f"the {what} {name!r} contains control characters"
+    if found := next((c for c in name if c in MISLEADING), None):
+        return (
+            f"the {what} {name!r} contains U+{ord(found):04X} ({MISLEADING[found]}): it makes"
+            " the name show as another"
+        )
     return None
+
+
+# Characters that make a name read as another where it is shown: bidirectional
+# controls ("invoice\u202efdp.exe" shows as "invoiceexe.pdf", Trojan Source), and line
+# and paragraph separators (a name over two lines in a listing or a log). Joiners and
+# variation selectors stay: emoji need them.
+MISLEADING = {
+    "\u061c": "a bidirectional mark",
+    "\u200e": "a bidirectional mark",
+    "\u200f": "a bidirectional mark",
+    **{chr(c): "a bidirectional control" for c in range(0x202A, 0x202F)},
+    **{chr(c): "a bidirectional control" for c in range(0x2066, 0x206A)},
+    "\u2028": "a line separator",
+    "\u2029": "a paragraph separator",
+}
 
 
 def metadata_size(metadata: dict[str, Any]) -> int:

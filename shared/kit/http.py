@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable, Coroutine, MutableMapping
+from collections.abc import Callable, Coroutine, Iterable, MutableMapping
 from typing import Any
 
 import asyncpg
@@ -343,6 +344,34 @@ def role_on_folder(request: Request, folder_id: uuid.UUID, needed: str) -> str:
             400, "invalid_folder_path", f"the signed folder path is not folder {folder_id}'s"
         )
     return access(request).require(path, needed, f"folder {folder_id}")
+
+
+def file_ref(file_id: uuid.UUID | str) -> str:
+    """The object claim the gateway signs for a call about one file (`role_on_file`)."""
+    return f"file:{file_id}"
+
+
+def files_ref(file_ids: Iterable[uuid.UUID | str]) -> str:
+    """The object claim the gateway signs for a call about a set of files whose rights it
+    checked (a re-encode): their ids' digest, order and repeats aside."""
+    ids = sorted({str(i).lower() for i in file_ids})
+    return "files:" + hashlib.sha256(",".join(ids).encode()).hexdigest()
+
+
+def role_on_file(request: Request, file_id: uuid.UUID, needed: str = "user") -> str:
+    """The caller's role on the folder a file is in, if at least `needed` (404 as for an
+    unknown file, 403), for a context that serves something of the file (its picture,
+    its slices) and does not own the tree: the gateway signs the file (claim `obj`) with
+    its folder's path, both from the one answer of the catalog, so a path checked for
+    one file is no right on another."""
+    if _user(request).object_ref != file_ref(file_id):
+        raise Refused(
+            400,
+            "invalid_object_ref",
+            f"the identity token does not sign file {file_id}: the gateway signs the file"
+            " whose folder it checked, with that folder's path",
+        )
+    return access(request).require(folder_path(request), needed, f"file {file_id}")
 
 
 def access(request: Request) -> access_rules.Access:

@@ -19,9 +19,10 @@ from typing import Any
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from pydantic import AwareDatetime, BaseModel
 
+from shared.kit import access as access_rules
 from shared.kit import (
     bus,
     consistency,
@@ -36,7 +37,7 @@ from shared.kit.audit import audit
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.eventstore import EventStore
-from shared.kit.http import JSON, install_errors
+from shared.kit.http import JSON, identity_of, install_errors
 from shared.kit.http_server import INTERNAL, PUBLIC, Bounds, bounded_http
 from shared.kit.identity import ServiceKey
 from shared.kit.inbox import Consumer, Inbox
@@ -95,6 +96,9 @@ class Parts:
         )
 
 
+AuditView = Callable[[access_rules.Access | None, list[dict[str, Any]]], Awaitable[None]]
+
+
 @dataclass
 class Runtime:
     parts: Parts
@@ -112,6 +116,11 @@ class Runtime:
     max_fetch_bytes: int = 8 * 1024 * 1024
     # Run once the database and bus are reachable (e.g. bootstrap records).
     on_start: Sequence[Callable[[], Awaitable[None]]] = ()
+    # The audit's events as the caller (their signed access; None: a service's own call)
+    # may read them: what an event lists that they may not see is taken out of it here,
+    # in the service that knows what it holds (an event is never dropped: the gateway
+    # pages by how many each service answers).
+    audit_view: AuditView | None = None
     producer: AIOKafkaProducer = field(init=False)
     relay: Relay | None = field(init=False, default=None)
     consumer: Consumer | None = field(init=False, default=None)
@@ -351,6 +360,7 @@ def mount_audit(app: FastAPI, runtime: Runtime) -> None:
 
     @app.get("/internal/audit", include_in_schema=False)
     async def audit_events(
+        request: Request,
         subject_id: list[uuid.UUID] | None = Query(None, max_length=1000),
         actor_id: str | None = Query(None, min_length=1, max_length=200),
         types: list[str] | None = Query(None, alias="type", max_length=100),
@@ -377,6 +387,11 @@ def mount_audit(app: FastAPI, runtime: Runtime) -> None:
             after=after,
             limit=limit,
         )
+        if runtime.audit_view is not None:
+            caller = identity_of(request).access
+            await runtime.audit_view(
+                None if caller is None else access_rules.Access.decode(caller), items
+            )
         return {"source": runtime.store.schema, "items": items}
 
 

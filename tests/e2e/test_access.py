@@ -12,7 +12,7 @@ import pytest
 
 from shared.kit.access import Access
 from tests.conftest import eventually
-from tests.e2e.support import error, folder, items, member, text, unique, upload
+from tests.e2e.support import error, folder, items, member, png, text, unique, upload
 from tests.signing import as_user
 
 
@@ -247,6 +247,163 @@ async def test_ingest_itself_checks_the_editor_role_on_the_folder_it_adds_to(
     await eventually(only_the_allowed_one, within=20, what="the one allowed upload listed")
 
 
+async def test_ingest_itself_shows_a_job_to_its_maker_and_those_who_see_its_folder(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    """Sent straight to ingest with a signed identity, as the gateway sends them: a job
+    is read by its maker, or with the `user` role on its folder and cancelled with the
+    `editor` role there, decided by ingest from the folder's path the gateway signs;
+    anyone else gets 404, as for no such job."""
+    me = (await api.get("/v1/users/me")).json()
+    top = await folder(api, unique("jobs"))
+    inner = await folder(api, "inner", top["id"])
+    job_id = (await upload(api, inner["id"], ("j.txt", text("j"))))["job_id"]
+    stranger, reader = await member(api, "stranger"), await member(api, "reader")
+    path = f"{top['id']},{inner['id']}"
+    nothing = Access(user_id=stranger["id"])
+    reading = Access(user_id=reader["id"], grants={uuid.UUID(top["id"]): "user"})
+    editing = Access(user_id=reader["id"], grants={uuid.UUID(top["id"]): "editor"})
+    job, cancel = f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/cancel"
+    async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
+        for method, route in (("GET", job), ("POST", cancel)):
+            refused = await ingest.request(
+                method, route, headers=as_user(stranger["id"], nothing, folder_path=path)
+            )
+            assert error(refused, 404, "not_found")["message"] == f"job {job_id} does not exist"
+            unsigned = await ingest.request(method, route, headers=as_user(reader["id"], reading))
+            error(unsigned, 400, "invalid_folder_path")
+        seen = await ingest.get(job, headers=as_user(reader["id"], reading, folder_path=path))
+        assert seen.status_code == 200, seen.text
+        weak = await ingest.post(cancel, headers=as_user(reader["id"], reading, folder_path=path))
+        assert error(weak, 403, "forbidden")["details"]["role_needed"] == "editor"
+        # Past the check: an upload is stored whole before it answers, nothing to cancel.
+        ended = await ingest.post(cancel, headers=as_user(reader["id"], editing, folder_path=path))
+        error(ended, 409, "job_finished")
+        # Its maker needs no path: the job is theirs wherever its folder went.
+        own = await ingest.get(job, headers=as_user(me["id"], Access(user_id=me["id"])))
+        assert own.status_code == 200, own.text
+
+
+async def test_the_dicom_context_skips_a_jobs_instances_only_for_the_job_the_gateway_signed(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    """The DICOM context knows neither a job's maker nor its folder: the gateway signs
+    the job whose cancelling it allowed, and a user's token signed for anything else
+    (or for nothing) skips nothing."""
+    from tests.e2e.test_dicom import finished, fresh_study, send
+    from tests.e2e.test_dicomweb import series_of
+    from tests.signing import as_service
+
+    top = await folder(api, unique("dicom-cancel"))
+    job_id = (
+        await finished(api, await send(api, top["id"], *series_of(fresh_study(), 1, 1, "CT")))
+    )["id"]
+    other = str(uuid.uuid4())
+    stranger = await member(api, "stranger")
+    nothing = Access(user_id=stranger["id"])
+    cancel = f"/internal/jobs/{job_id}/cancel"
+    async with httpx.AsyncClient(base_url=platform.env["FILES_DICOM_URL"], timeout=30) as dicom:
+        for signed in ({}, {"object_ref": f"job:{other}"}, {"object_ref": f"file:{job_id}"}):
+            refused = await dicom.post(cancel, headers=as_user(stranger["id"], nothing, **signed))
+            error(refused, 400, "invalid_object_ref")
+        account = await dicom.get(f"/internal/jobs/{job_id}", headers=as_service())
+        assert account.json()["cancelled"] is False, account.text
+        allowed = await dicom.post(
+            cancel, headers=as_user(stranger["id"], nothing, object_ref=f"job:{job_id}")
+        )
+        assert allowed.status_code == 200, allowed.text
+        account = await dicom.get(f"/internal/jobs/{job_id}", headers=as_service())
+        assert account.json()["cancelled"] is True, account.text
+
+
+async def test_the_thumbnails_context_re_encodes_only_the_files_the_gateway_signed(
+    platform: Any,
+) -> None:
+    """The thumbnails context knows no folders: the gateway signs the files whose editor
+    role it checked, and a user's token signed for other files (or none) makes nothing.
+    A re-encode job is read by its maker only."""
+    from shared.kit.http import files_ref
+
+    asked, other = str(uuid.uuid4()), str(uuid.uuid4())
+    stranger = str(uuid.uuid4())
+    nothing = Access(user_id=stranger)
+    body = {"files": [{"id": asked, "kind": "video"}]}
+    async with httpx.AsyncClient(base_url=platform.env["FILES_THUMBNAILS_URL"], timeout=30) as tn:
+        for signed in (
+            {},
+            {"object_ref": files_ref([other])},
+            {"object_ref": files_ref([asked, other])},
+        ):
+            refused = await tn.post(
+                "/internal/re-encode", json=body, headers=as_user(stranger, nothing, **signed)
+            )
+            error(refused, 400, "invalid_object_ref")
+        allowed = await tn.post(
+            "/internal/re-encode",
+            json=body,
+            headers=as_user(stranger, nothing, object_ref=files_ref([asked.upper()])),
+        )
+        assert allowed.status_code == 202, allowed.text
+        # Its job is its maker's alone, decided there too.
+        job = f"/internal/reencode-jobs/{allowed.json()['job_id']}"
+        own = await tn.get(job, headers=as_user(stranger, nothing))
+        assert own.status_code == 200, own.text
+        someone = str(uuid.uuid4())
+        error(await tn.get(job, headers=as_user(someone, Access(user_id=someone))), 404)
+
+
+async def test_the_contexts_that_serve_a_files_pictures_check_the_role_themselves(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    """Sent straight to the thumbnails and DICOM contexts with a signed identity, as the
+    gateway sends them: a file's thumbnail, web rendition and slices need the `user`
+    role on its folder, decided there from the file and its folder's path that the
+    gateway signs from the catalog's one answer; a path signed for one file is no right
+    on another, and a call with no file signed is refused."""
+    from tests.e2e.test_dicom import finished, fresh_study, send
+    from tests.e2e.test_dicomweb import series_of
+
+    top = await folder(api, unique("pictures"))
+    inner = await folder(api, "inner", top["id"])
+    elsewhere = await folder(api, unique("elsewhere"))
+    [image] = (await upload(api, inner["id"], ("seen.png", png())))["files"]
+    [other] = (await upload(api, elsewhere["id"], ("unseen.png", png())))["files"]
+    job = await finished(api, await send(api, inner["id"], *series_of(fresh_study(), 1, 2, "CT")))
+    [series] = job["files"]
+
+    async def thumbnailed() -> bool:
+        answer = await api.get(f"/v1/files/{image['id']}/thumbnail")
+        return bool(answer.status_code == 200)
+
+    await eventually(thumbnailed, within=30, what="the image's thumbnail")
+    stranger, reader = await member(api, "stranger"), await member(api, "reader")
+    path = f"{top['id']},{inner['id']}"
+    nothing = Access(user_id=stranger["id"])
+    reading = Access(user_id=reader["id"], grants={uuid.UUID(top["id"]): "user"})
+    asked = (
+        ("thumbnails", f"/internal/thumbnails/{image['id']}", image["id"], 200),
+        # Allowed, and none made: the rendition's own 404.
+        ("thumbnails", f"/internal/renditions/{image['id']}", image["id"], 404),
+        ("dicom", f"/v1/files/{series['id']}/slices/0", series["id"], 200),
+    )
+    for service, route, file_id, allowed in asked:
+        url = platform.env[f"FILES_{service.upper()}_URL"]
+        async with httpx.AsyncClient(base_url=url, timeout=30) as context:
+            signed = {"folder_path": path, "object_ref": f"file:{file_id}"}
+            refused = await context.get(route, headers=as_user(stranger["id"], nothing, **signed))
+            assert error(refused, 404, "not_found")["message"] == f"file {file_id} does not exist"
+            # The reader's path, signed for another file (one they do not see).
+            elsewhere_signed = {"folder_path": path, "object_ref": f"file:{other['id']}"}
+            mismatched = as_user(reader["id"], reading, **elsewhere_signed)
+            error(await context.get(route, headers=mismatched), 400, "invalid_object_ref")
+            unsigned = as_user(reader["id"], reading, folder_path=path)
+            error(await context.get(route, headers=unsigned), 400, "invalid_object_ref")
+            answer = await context.get(route, headers=as_user(reader["id"], reading, **signed))
+            assert answer.status_code == allowed, (route, answer.text)
+            if allowed == 404:
+                error(answer, 404, "rendition_not_found")
+
+
 async def test_datasets_show_a_member_only_the_files_they_may_see(
     api: httpx.AsyncClient, as_key: Any
 ) -> None:
@@ -347,6 +504,51 @@ async def test_the_audit_shows_who_did_what_and_why_to_those_who_may_see_it(
     assert described.status_code == 200, described.text
     own = await history(client, actor_id=june["id"])
     assert [(e["type"], e["subject_id"]) for e in own] == [("catalog.FolderDescribed", top["id"])]
+
+
+async def test_a_datasets_history_lists_to_a_member_only_the_files_they_see(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    # As its file list and count do: the member's dataset holds a file of a folder they
+    # have no role on, which its history must not name either (nor count).
+    theirs, others = await folder(api, unique("seen")), await folder(api, unique("unseen"))
+    [seen] = (await upload(api, theirs["id"], ("seen.txt", text("s"))))["files"]
+    [unseen] = (await upload(api, others["id"], ("unseen.txt", text("u"))))["files"]
+    kim = await member(api, "kim")
+    await invite(api, theirs["id"], kim["email"], "user")
+    made = await api.post("/v1/datasets", json={"name": unique("mixed")})
+    assert made.status_code == 201, made.text
+    dataset = made.json()["id"]
+    both = [seen["id"], unseen["id"]]
+    added = await api.post(f"/v1/datasets/{dataset}/files", json={"file_ids": both})
+    assert added.status_code == 200, added.text
+    removed = await api.delete(f"/v1/datasets/{dataset}/files/{unseen['id']}")
+    assert removed.status_code == 204, removed.text
+    shared = await api.post(
+        f"/v1/datasets/{dataset}/collaborators", json={"emails": [kim["email"]], "role": "user"}
+    )
+    assert shared.status_code == 200, shared.text
+
+    async def links(client: httpx.AsyncClient) -> list[tuple[str, list[str]]]:
+        answer = await client.get(
+            "/v1/audit",
+            params={
+                "subject_id": dataset,
+                "type": ["datasets.FilesLinked", "datasets.FilesUnlinked"],
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        return [(e["type"], sorted(e["data"]["file_ids"])) for e in answer.json()["items"]]
+
+    assert await links(as_key(kim["api_key"])) == [
+        ("datasets.FilesLinked", [seen["id"]]),
+        ("datasets.FilesUnlinked", []),
+    ]
+    # An org admin reads them whole.
+    assert await links(api) == [
+        ("datasets.FilesLinked", sorted(both)),
+        ("datasets.FilesUnlinked", [unseen["id"]]),
+    ]
 
 
 @pytest.fixture(scope="module")

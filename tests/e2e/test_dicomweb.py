@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import uuid
 from typing import Any
 
 import httpx
@@ -15,9 +16,11 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from requests import HTTPError
 
+from shared.kit.access import Access
 from tests.dicom_fixtures import ct_dataset, to_bytes, uid
-from tests.e2e.support import folder, member, unique
+from tests.e2e.support import error, folder, member, unique
 from tests.e2e.test_dicom import finished, fresh_study, send
+from tests.signing import as_service, as_user
 
 
 def series_of(
@@ -200,6 +203,49 @@ async def test_a_viewer_searches_and_retrieves_a_folder_s_series_and_nothing_els
     with pytest.raises(HTTPError) as refused:
         await asyncio.to_thread(outside.retrieve_series, uid(study), uid(study, 1))
     assert refused.value.response.status_code == 404
+
+
+async def test_the_dicom_context_itself_serves_a_folder_only_to_those_with_a_role_there(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    """Sent straight to the DICOM context with a signed identity, as the gateway sends
+    them: searches and retrievals need the `user` role on the folder, decided there from
+    the folder's path the gateway found in the catalog and signed in the caller's token
+    (not only by the gateway); a call with no signed path, or a service's own token
+    (no user), is refused."""
+    top = await folder(api, unique("dicom-checks"))
+    inner = await folder(api, "inner", top["id"])
+    study = fresh_study()
+    job = await finished(api, await send(api, inner["id"], *series_of(study, 1, 2, "CT")))
+    assert job["errors"] == [], job["errors"]
+    stranger = await member(api, "stranger")
+    reader = await member(api, "reader")
+    path = f"{top['id']},{inner['id']}"
+    nothing = Access(user_id=stranger["id"])
+    reading = Access(user_id=reader["id"], grants={uuid.UUID(top["id"]): "user"})
+    base = f"/v1/folders/{inner['id']}/dicomweb"
+    asked = (
+        "/studies",
+        f"/studies/{uid(study)}/series",
+        f"/studies/{uid(study)}",
+        f"/studies/{uid(study)}/metadata",
+        f"/studies/{uid(study)}/series/{uid(study, 1)}/instances/{uid(study, 1, 1)}/rendered",
+    )
+    async with httpx.AsyncClient(base_url=platform.env["FILES_DICOM_URL"], timeout=30) as dicom:
+        for route in asked:
+            refused = await dicom.get(
+                base + route, headers=as_user(stranger["id"], nothing, folder_path=path)
+            )
+            assert error(refused, 404, "not_found")["message"] == (
+                f"folder {inner['id']} does not exist"
+            ), route
+            unsigned = await dicom.get(base + route, headers=as_user(reader["id"], reading))
+            error(unsigned, 400, "invalid_folder_path")
+            error(await dicom.get(base + route, headers=as_service()), 401, "unauthenticated")
+            allowed = await dicom.get(
+                base + route, headers=as_user(reader["id"], reading, folder_path=path)
+            )
+            assert allowed.status_code == 200, (route, allowed.text)
 
 
 def _read(data: bytes) -> Any:

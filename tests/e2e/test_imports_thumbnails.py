@@ -15,6 +15,7 @@ from minio import Minio
 from PIL import Image
 
 from shared.kit.access import Access
+from shared.kit.http import file_ref
 from shared.kit.stack import Stack
 from tests import thumbnail_fixtures as media
 from tests.cloud_fixtures import MotoS3
@@ -99,7 +100,13 @@ async def test_a_file_imported_before_thumbnails_were_drawn_is_drawn_when_asked_
         "blob_key": f"ref:{file_id}",
         "object": f"{integration_id}:{key}",
     }
-    headers = as_user(str(someone), Access(user_id=someone, grants={}))
+    # As the gateway asks for an org admin's file: the file signed with its folder's path.
+    headers = as_user(
+        str(someone),
+        Access(user_id=someone, org_admin=True),
+        folder_path=str(uuid.uuid4()),
+        object_ref=file_ref(file_id),
+    )
     async with httpx.AsyncClient(
         base_url=platform.env["FILES_THUMBNAILS_URL"], timeout=30
     ) as thumbnails:
@@ -115,10 +122,19 @@ async def test_a_file_imported_before_thumbnails_were_drawn_is_drawn_when_asked_
         answer = await thumbnails.get(path, params=asked, headers=headers)
         assert near(colour_at(answer, 0.2, 0.5), (255, 0, 0))
         # A group imported by reference is not drawn (its file is no object).
+        group_id = uuid.uuid4()
         group = await thumbnails.get(
-            f"/internal/thumbnails/{uuid.uuid4()}",
+            f"/internal/thumbnails/{group_id}",
             params={**asked, "kind": "image_group"},
-            headers=headers,
+            headers={
+                **headers,
+                **as_user(
+                    str(someone),
+                    Access(user_id=someone, org_admin=True),
+                    folder_path=str(uuid.uuid4()),
+                    object_ref=file_ref(group_id),
+                ),
+            },
         )
         assert error(group, 404, "thumbnail_unavailable")["details"]["code"] == "imported"
 

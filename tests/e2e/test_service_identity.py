@@ -34,7 +34,7 @@ ROUTES = {
     "acl": ("/v1/users", "/internal/users/lookup"),
     "datasets": ("/v1/datasets", "/internal/impact"),
     "dicom": (f"/internal/jobs/{NOBODY}", "/internal/audit"),
-    "thumbnails": (f"/internal/thumbnails/{NOBODY}", "/internal/audit"),
+    "thumbnails": (f"/internal/reencode-jobs/{NOBODY}", "/internal/audit"),
 }
 
 

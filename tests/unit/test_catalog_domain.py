@@ -39,6 +39,8 @@ def file(name: str, where: domain.Folder, version: int = 1) -> domain.File:
         ("a/b", "'/'"),
         ("bell\x07", "control characters"),
         ("new\nline", "control characters"),
+        ("invoice\u202efdp.exe", "U\\+202E"),
+        ("paragraph\u2029break", "U\\+2029"),
         (".", "parts of paths"),
         ("..", "parts of paths"),
     ],
