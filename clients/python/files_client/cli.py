@@ -6,6 +6,7 @@ FILES_API_KEY, else what `files login` saved. Exit 0 on success; otherwise non-z
 with one line on stderr naming the problem (2: the command used wrongly). `files upload`
 exits REFUSED (3) when the platform refused some files (a line on stderr for each, by its
 local path, then a summary): the others were uploaded, and a run again sends none twice.
+`files import --wait` exits REFUSED when objects were refused, the others imported.
 """
 
 from __future__ import annotations
