@@ -276,6 +276,15 @@ def test_a_role_changed_and_a_collaborator_removed(
     assert changed.startswith(f"files share: {top}: {bob.email} is an admin of it"), changed
     assert role_of(bob.email) == [("admin", "here")]
     assert "give --role" in fails(env, "share", top, bob.email, code=2)
+    # One who may not manage them is told so, with the path.
+    ok(env, "share", top, carol.email, "--role", "editor")
+    assert fails(carols, "unshare", top, bob.email) == (
+        f"files unshare: {top}: managing this folder's collaborators: this needs the admin"
+        " role on the folder (you have editor)"
+    )
+    assert fails(carols, "share", top, carol.email, "--role", "admin").startswith(
+        f"files share: {top}: managing this folder's collaborators: this needs the admin role"
+    )
 
 
 def test_users_and_api_keys_for_org_admins(env: dict[str, str]) -> None:

@@ -12,6 +12,7 @@ local path, then a summary): the others were uploaded, and a run again sends non
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import getpass
 import json
@@ -1048,6 +1049,18 @@ def _admin_kept(error: Conflict, path: str, people: dict[str, str]) -> Conflict:
     return error
 
 
+@contextlib.contextmanager
+def _on(path: str) -> Iterator[None]:
+    """A refusal about the folder at `path` that does not name it ("managing this
+    folder's collaborators: this needs the admin role"), said with the path."""
+    try:
+        yield
+    except Forbidden as error:
+        if path not in _said(error):
+            error.message = f"{path}: {error.message}"
+        raise
+
+
 def share(args: argparse.Namespace) -> int:
     with _client() as c:
         folder = _folder(c, args.path)
@@ -1057,8 +1070,9 @@ def share(args: argparse.Namespace) -> int:
             before = folder.collaborators()
             people = {x.user_id: x.email or x.user_id for x in before}
             try:
-                # Someone with a role here already has it changed to this one.
-                listed = folder.add_collaborators(args.emails, args.role)
+                with _on(args.path):
+                    # Someone with a role here already has it changed to this one.
+                    listed = folder.add_collaborators(args.emails, args.role)
             except Conflict as error:
                 raise _admin_kept(error, args.path, people) from None
             had = {(x.user_id, x.role) for x in before if not x.inherited_from}
@@ -1099,7 +1113,8 @@ def unshare(args: argparse.Namespace) -> int:
             )
         for x in gone:
             try:
-                folder.remove_collaborator(x)
+                with _on(args.path):
+                    folder.remove_collaborator(x)
             except Conflict as error:
                 raise _admin_kept(error, args.path, people) from None
             print(f"removed {x.email} ({x.role}) from {args.path}")
