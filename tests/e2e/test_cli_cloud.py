@@ -5,8 +5,14 @@ changed and removed, users and API keys."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import select
+import subprocess
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +24,7 @@ from tests.cloud_fixtures import MotoS3
 from tests.conftest import ADMIN_KEY
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import ELF, png, unique
-from tests.e2e.test_cli import fails, files, json_lines, ok
+from tests.e2e.test_cli import FILES, fails, files, json_lines, ok
 from tests.e2e.test_imports import put
 
 
@@ -227,6 +233,67 @@ def test_integrations_added_from_the_environment_or_stdin_never_print_a_secret(
     assert fails(env, "integrations", "rm", name) == (
         f"files integrations: integration {name}: no such integration (that you may use)"
     )
+
+
+def test_keys_asked_for_on_a_terminal_are_not_echoed(
+    env: dict[str, str], moto: MotoS3, bucket: Minio
+) -> None:
+    name = unique("lab")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            FILES,
+            "integrations",
+            "add",
+            name,
+            "--bucket",
+            BUCKET,
+            "--endpoint",
+            moto.endpoint,
+            "--keys-stdin",
+        ],
+        env=env,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
+        # The terminal is the process's own, as a shell's is: getpass asks on it.
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
+    os.close(follower)
+    shown = b""
+    answers = [
+        (b"access key: ", moto.access_key),
+        (b"secret key: ", moto.secret_key),
+        (b"(Enter for none): ", ""),
+    ]
+    deadline = time.monotonic() + 60
+    moto.auth(True)  # the keys typed are those checked against the bucket
+    try:
+        while time.monotonic() < deadline:
+            if answers and shown.endswith(answers[0][0]):
+                os.write(leader, answers.pop(0)[1].encode() + b"\n")
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # the terminal closed with the process
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.wait(30) == 0, shown
+    finally:
+        moto.auth(False)
+        if proc.poll() is None:  # failed waiting: not left behind
+            proc.kill()
+        os.close(leader)
+    text = shown.decode(errors="replace")
+    assert f"{name}, s3 {BUCKET}" in text, text
+    assert moto.access_key in text and moto.secret_key not in text, text
+    assert name in ok(env, "integrations", "ls")
 
 
 def test_a_role_changed_and_a_collaborator_removed(

@@ -1267,6 +1267,14 @@ KEY_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKE
 
 
 def _bucket_keys(from_stdin: bool) -> tuple[str, str, str | None]:
+    if from_stdin and sys.stdin.isatty():
+        # Asked, the secrets unechoed (as `files login` asks for the API key).
+        access = input("access key: ").strip()
+        secret = getpass.getpass("secret key: ").strip()
+        token = getpass.getpass("session token (Enter for none): ").strip()
+        if not access or not secret:
+            raise Usage("--keys-stdin: an access key and a secret key are needed")
+        return access, secret, token or None
     if from_stdin:
         lines = [sys.stdin.readline().strip() for _ in range(3)]
         access, secret, token = lines
@@ -1823,7 +1831,14 @@ def register(commands: Any) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("ls", help="the integrations you may use")
     a.add_argument("--json", action="store_true", help="one JSON object per line")
-    a = actions.add_parser("add", help="register a bucket (org admins)")
+    a = actions.add_parser(
+        "add",
+        help="register a bucket (org admins)",
+        description="Register a bucket as the integration NAME (org admins). The keys come"
+        " from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or from"
+        " stdin with --keys-stdin; they are checked against the bucket and never printed."
+        " The events token for the bucket's notifications is printed once.",
+    )
     a.add_argument("name", metavar="NAME")
     a.add_argument("--bucket", required=True)
     a.add_argument("--provider", choices=["s3", "gcs"], default="s3")
@@ -1832,7 +1847,8 @@ def register(commands: Any) -> None:
     a.add_argument(
         "--keys-stdin",
         action="store_true",
-        help="read the access key, the secret key (and a session token) from stdin",
+        help="read the access key, the secret key (and a session token) from stdin, one a"
+        " line (asked for, unechoed, on a terminal)",
     )
     a.add_argument("--json", action="store_true", help="the integration as one JSON object")
     a = actions.add_parser("rotate", help="new keys and/or a new events token (org admins)")
