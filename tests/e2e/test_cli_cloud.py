@@ -15,6 +15,7 @@ import termios
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from files_client import Client
 from minio import Minio
@@ -137,6 +138,21 @@ def test_import_by_prefix_keys_and_manifest_into_a_folder_path(
     assert fails(
         env, "import", "--manifest", str(manifest), "--from", source, "--to", top
     ).startswith(f"files import: {manifest}: not JSON")
+    # A user who may use the integration but not write into the folder: told with its path.
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        dana = c.create_user(f"{unique('dana')}@example.com", "Dana")
+        integration = next(i for i in c.list_integrations() if i.name == source)
+    shared = httpx.patch(
+        f"{platform.gateway_url}/v1/integrations/{integration.id}",
+        json={"shared_with": [dana.id]},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    assert shared.status_code == 200, shared.text
+    ok(env, "share", top, dana.email, "--role", "user")
+    danas = {**env, "FILES_API_KEY": dana.api_key}
+    assert fails(danas, "import", "k.png", "--from", source, "--to", f"{top}/keyed") == (
+        f"files import: {top}/keyed: this needs the editor role on the folder (you have user)"
+    )
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     assert "no keys in it" in fails(
