@@ -1,7 +1,8 @@
 """`files`: run and operate the platform (run, rebuild, audit); use it (upload, ls, ...).
 
 The user verbs are the Python client's (files_client/cli.py): login, upload, ls,
-search, mv, rm, download, datasets, share, jobs, history.
+search, mv, rm, download, datasets, share, unshare, jobs, history, import, sync,
+integrations, users, keys, webhooks.
 
 files run                    the whole platform on the embedded default
 files rebuild <projection>   drop a read model and replay its events

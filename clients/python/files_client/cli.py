@@ -6,11 +6,13 @@ FILES_API_KEY, else what `files login` saved. Exit 0 on success; otherwise non-z
 with one line on stderr naming the problem (2: the command used wrongly). `files upload`
 exits REFUSED (3) when the platform refused some files (a line on stderr for each, by its
 local path, then a summary): the others were uploaded, and a run again sends none twice.
+`files import --wait` exits REFUSED when objects were refused, the others imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import getpass
 import json
@@ -27,9 +29,10 @@ from typing import Any
 
 from files_client import config
 from files_client._core import Sync
-from files_client.api import Dataset, File, Folder, Job, safe_name, split_path
+from files_client.api import Dataset, File, Folder, Integration, Job, safe_name, split_path
 from files_client.client import Client
 from files_client.errors import Conflict, FilesError, Forbidden, Invalid, NotFound
+from files_client.models import Collaborator, User
 from files_client.transfer import PARTS_FROM, Journal, LocalFile, Refusal, sha256_of
 
 SyncFolder = Folder[Sync]
@@ -51,6 +54,13 @@ VERBS = (
     "share",
     "jobs",
     "history",
+    "import",
+    "sync",
+    "integrations",
+    "unshare",
+    "users",
+    "keys",
+    "webhooks",
 )
 
 
@@ -381,24 +391,7 @@ def upload(args: argparse.Namespace) -> int:
             if problem:
                 raise Invalid("invalid_name", f"{_shown(str(f.path))}: {problem}")
     with _client() as c:
-        try:
-            # A file's path is refused: a folder of its name would be made beside it.
-            target = _folder(c, args.to, making=True)
-        except NotFound:
-            # The top-level folder is one the user can see (theirs, or shared with them:
-            # the web app's "All folders"); one is made only when none has that name.
-            top = split_path(args.to)[0]
-            new_top = not _looks_like_id(top) and not any(
-                f.name.casefold() == top.casefold() for f in c.list_folders()
-            )
-            try:
-                target = c.make_folders(args.to)
-            except Forbidden as error:
-                error.message = f"{args.to}: not there, and not made: {error.message}"
-                raise
-            _typed(target, args.to)
-            if new_top:  # said, as it may be a typo
-                _note(f"made the top-level folder {top} (none you can see has that name)")
+        target = _target(c, args.to)
         if args.metadata and (args.group or args.sequence or args.dicom):
             raise Invalid(
                 "metadata_not_taken", "--metadata is for files, not groups or DICOM series"
@@ -486,6 +479,30 @@ def upload(args: argparse.Namespace) -> int:
         return REFUSED
     _note(summary)
     return 0
+
+
+def _target(c: Client, path: str) -> SyncFolder:
+    """The folder at `path`, made with those missing along it."""
+    try:
+        # A file's path is refused: a folder of its name would be made beside it.
+        return _folder(c, path, making=True)
+    except NotFound:
+        pass
+    # The top-level folder is one the user can see (theirs, or shared with them: the web
+    # app's "All folders"); one is made only when none has that name.
+    top = split_path(path)[0]
+    new_top = not _looks_like_id(top) and not any(
+        f.name.casefold() == top.casefold() for f in c.list_folders()
+    )
+    try:
+        target = c.make_folders(path)
+    except Forbidden as error:
+        error.message = f"{path}: not there, and not made: {error.message}"
+        raise
+    _typed(target, path)
+    if new_top:  # said, as it may be a typo
+        _note(f"made the top-level folder {top} (none you can see has that name)")
+    return target
 
 
 GROUP_KINDS = ("image_group", "image_sequence")
@@ -1014,20 +1031,93 @@ def datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collaborator_rows(listed: list[Collaborator]) -> list[list[str]]:
+    return [
+        [x.email or x.user_id, x.role, "inherited" if x.inherited_from else "here"] for x in listed
+    ]
+
+
+def _admin_kept(error: Conflict, path: str, people: dict[str, str]) -> Conflict:
+    """A folder admin's grant refused: said with the folder's path and the person's
+    email rather than their ids."""
+    if error.code == "admin_collaborator":
+        who = people.get(str(error.details.get("user_id")), "that user")
+        error.message = (
+            f"{path}: {who} is an admin of it: an admin of a folder cannot be removed and"
+            " their role cannot be changed (an organisation admin can, to transfer it)"
+        )
+    return error
+
+
+@contextlib.contextmanager
+def _on(path: str) -> Iterator[None]:
+    """A refusal about the folder at `path` that does not name it ("managing this
+    folder's collaborators: this needs the admin role"), said with the path."""
+    try:
+        yield
+    except Forbidden as error:
+        if path not in _said(error):
+            error.message = f"{path}: {error.message}"
+        raise
+
+
 def share(args: argparse.Namespace) -> int:
     with _client() as c:
         folder = _folder(c, args.path)
         if args.emails:
             if not args.role:
                 raise Usage("give --role (admin, editor or user)")
-            listed = folder.add_collaborators(args.emails, args.role)
+            before = folder.collaborators()
+            people = {x.user_id: x.email or x.user_id for x in before}
+            try:
+                with _on(args.path):
+                    # Someone with a role here already has it changed to this one.
+                    listed = folder.add_collaborators(args.emails, args.role)
+            except Conflict as error:
+                raise _admin_kept(error, args.path, people) from None
+            had = {(x.user_id, x.role) for x in before if not x.inherited_from}
+            wanted = {e.casefold() for e in args.emails}
+            for x in listed:
+                if x.inherited_from or (x.email or "").casefold() not in wanted:
+                    continue
+                old = next((r for u, r in had if u == x.user_id and r != x.role), None)
+                if old is not None:
+                    _note(f"{x.email}: {old} -> {x.role} on {args.path}")
         else:
             listed = folder.collaborators()
-        rows = [
-            [x.email or x.user_id, x.role, "inherited" if x.inherited_from else "here"]
-            for x in listed
-        ]
-        _table(rows, ["USER", "ROLE", "GRANTED"])
+        _table(_collaborator_rows(listed), ["USER", "ROLE", "GRANTED"])
+    return 0
+
+
+def unshare(args: argparse.Namespace) -> int:
+    with _client() as c:
+        folder = _folder(c, args.path)
+        listed = folder.collaborators()
+        people = {x.user_id: x.email or x.user_id for x in listed}
+        gone: list[Collaborator] = []
+        for email in dict.fromkeys(args.emails):
+            theirs = [x for x in listed if (x.email or "").casefold() == email.casefold()]
+            here = next((x for x in theirs if not x.inherited_from), None)
+            if here is not None:
+                gone.append(here)
+                continue
+            if not theirs:
+                raise NotFound("not_found", f"{args.path}: {email} has no role on it")
+            above = ", ".join(
+                f"{x.role} on {_KNOWN.get(x.inherited_from or '', x.inherited_from)}"
+                for x in theirs
+            )
+            raise Invalid(
+                "inherited_role",
+                f"{args.path}: {email}'s role is granted above it ({above}): unshare it there",
+            )
+        for x in gone:
+            try:
+                with _on(args.path):
+                    folder.remove_collaborator(x)
+            except Conflict as error:
+                raise _admin_kept(error, args.path, people) from None
+            print(f"removed {x.email} ({x.role}) from {args.path}")
     return 0
 
 
@@ -1066,20 +1156,103 @@ def reencode(args: argparse.Namespace) -> int:
         return 0 if done.status in ("done", "running") and not done.errors else 1
 
 
+def _integration(c: Client, ref: str) -> Integration[Sync]:
+    """An integration the caller may use, by id or name."""
+    if _looks_like_id(ref):
+        try:
+            return c.get_integration(ref)
+        except NotFound:
+            raise NotFound(
+                "not_found", f"integration {ref}: no such integration (that you may use)"
+            ) from None
+    found = [i for i in c.list_integrations() if i.name == ref]
+    if not found:
+        raise NotFound("not_found", f"integration {ref}: no such integration (that you may use)")
+    if len(found) > 1:
+        raise Conflict(
+            "ambiguous_name",
+            f"integration {ref}: {len(found)} integrations have that name; use its id",
+        )
+    return found[0]
+
+
+def _keys_from(path: str) -> list[str]:
+    """Object keys, one a line (`-`: stdin); blank lines skipped."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, path) from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _manifest(path: str) -> dict[str, Any]:
+    try:
+        given = json.loads(Path(path).read_text())
+    except ValueError as error:
+        raise Invalid("invalid_manifest", f"{path}: not JSON: {error}", {"path": path}) from None
+    if not isinstance(given, dict):
+        raise Invalid("invalid_manifest", f"{path}: must be a JSON object", {"path": path})
+    return given
+
+
+def _job_line(job: Job[Sync]) -> str:
+    p = job.progress
+    return f"job {job.id}: {job.status}, {p.done}/{p.total}, {len(job.files)} file(s)"
+
+
+def import_(args: argparse.Namespace) -> int:
+    keys = list(args.keys)
+    if args.keys_from:
+        keys += _keys_from(args.keys_from)
+    if args.keys_from and not keys:
+        raise Usage(f"--keys-from {args.keys_from}: no keys in it")
+    if not (keys or args.prefix is not None or args.manifest):
+        raise Usage("name what to import: KEY..., --keys-from FILE, --prefix or --manifest")
+    manifest = _manifest(args.manifest) if args.manifest else None
+    with _client() as c:
+        source = _integration(c, args.integration)
+        target = _target(c, args.to)
+        job = target.import_objects(
+            source, keys=keys or None, prefix=args.prefix, manifest=manifest
+        )
+        done = _watch(job, "import") if args.wait else job
+    if args.json:
+        _json_line(done)
+    else:
+        print(_job_line(done))
+    for e in done.errors:
+        print(f"files import: {e.name or '-'}: {e.code}: {e.message}", file=sys.stderr)
+    if done.status in ("failed", "cancelled"):
+        return 1
+    if done.errors:
+        print(
+            f"files import: {_count(len(done.files), 'file')} imported to {target.full_path};"
+            f" {len(done.errors)} refused",
+            file=sys.stderr,
+        )
+        return REFUSED
+    if args.wait:
+        _note(f"{_count(len(done.files), 'file')} imported to {target.full_path}")
+    return 0
+
+
 def sync(args: argparse.Namespace) -> int:
     with _client() as c:
         if args.integration:
+            source = _integration(c, args.integration)
             parent, _, name = args.path.rstrip("/").rpartition("/")
             made = c.create_synced_folder(
                 name,
-                integration=args.integration,
+                integration=source,
                 prefix=args.prefix or "",
-                parent=_folder(c, parent) if parent else None,
+                parent=_target(c, parent) if parent else None,
                 sync_interval_s=args.interval,
             )
             print(f"created {made.name} ({made.id}) following {args.prefix or '(the bucket)'}")
             job = c.get_job(made.sync_job_id or "")
         else:
+            if args.prefix is not None or args.interval is not None:
+                raise Usage("--prefix and --interval go with --integration (a new synced folder)")
             job = c.sync_folder(_folder(c, args.path))
         done = _watch(job, "sync") if not args.no_wait else job
         print(f"job {done.id}: {done.status}, {len(done.files)} new file(s)")
@@ -1088,25 +1261,148 @@ def sync(args: argparse.Namespace) -> int:
         return 0 if done.status in ("done", "running") else 1
 
 
+# Where `files integrations add` takes a bucket's keys from: the variables the AWS tools
+# read, never the command line (any user of the machine may read another's argv).
+KEY_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def _bucket_keys(from_stdin: bool) -> tuple[str, str, str | None]:
+    if from_stdin and sys.stdin.isatty():
+        # Asked, the secrets unechoed (as `files login` asks for the API key).
+        access = input("access key: ").strip()
+        secret = getpass.getpass("secret key: ").strip()
+        token = getpass.getpass("session token (Enter for none): ").strip()
+        if not access or not secret:
+            raise Usage("--keys-stdin: an access key and a secret key are needed")
+        return access, secret, token or None
+    if from_stdin:
+        lines = [sys.stdin.readline().strip() for _ in range(3)]
+        access, secret, token = lines
+        if not access or not secret:
+            raise Usage(
+                "--keys-stdin: give the access key, then the secret key (then a session"
+                " token, if any), one a line"
+            )
+        return access, secret, token or None
+    access, secret, token = (os.environ.get(v, "").strip() for v in KEY_VARIABLES)
+    if not access or not secret:
+        raise Usage(
+            "give the bucket's keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and"
+            " AWS_SESSION_TOKEN for temporary ones), or --keys-stdin"
+        )
+    return access, secret, token or None
+
+
 def integrations(args: argparse.Namespace) -> int:
     with _client() as c:
         if args.action == "ls":
-            rows = [[i.id, i.bucket, i.endpoint or "aws", i.name] for i in c.list_integrations()]
-            _table(rows, ["ID", "BUCKET", "ENDPOINT", "NAME"])
-        elif args.action == "rotate":
-            secret = sys.stdin.readline().strip() if args.secret_key_stdin else None
-            found = c.rotate_integration(
-                args.integration,
-                access_key=args.access_key,
+            shown = 0
+            rows = []
+            for i in c.list_integrations():
+                shown += 1
+                if args.json:
+                    _json_line(i)
+                else:
+                    rows.append([i.id, i.provider, i.bucket, i.endpoint or "-", i.name])
+            _table(rows, ["ID", "PROVIDER", "BUCKET", "ENDPOINT", "NAME"])
+            if not shown:
+                _nothing("no integrations (that you may use)")
+        elif args.action == "add":
+            access, secret, token = _bucket_keys(args.keys_stdin)
+            made = c.create_integration(
+                args.name,
+                bucket=args.bucket,
+                access_key=access,
                 secret_key=secret,
+                session_token=token,
+                endpoint=args.endpoint,
+                region=args.region,
+                provider=args.provider,
+            )
+            if args.json:
+                _json_line(made)
+            else:
+                where = f" at {made.endpoint}" if made.endpoint else ""
+                print(f"integration {made.id}: {made.name}, {made.provider} {made.bucket}{where}")
+                if made.events_token:
+                    print(f"events token (shown once): {made.events_token}")
+        elif args.action == "rotate":
+            new_secret = sys.stdin.readline().strip() if args.secret_key_stdin else None
+            found = c.rotate_integration(
+                _integration(c, args.integration),
+                access_key=args.access_key,
+                secret_key=new_secret,
                 events_token=args.events_token,
             )
             print(f"integration {found.id}: rotated")
             if found.events_token:
                 print(f"events token (shown once): {found.events_token}")
-        elif args.action == "delete":
-            c.get_integration(args.integration).delete()
-            print(f"deleted integration {args.integration}")
+        elif args.action in ("delete", "rm"):
+            found = _integration(c, args.integration)
+            found.delete()
+            print(f"deleted integration {found.name} ({found.id})")
+    return 0
+
+
+def _user(c: Client, ref: str | None) -> User:
+    """A user by email or id (org admins); the caller without one."""
+    if ref is None or ref == "me":
+        return c.me()
+    key = ref.casefold()
+    for u in c.list_users():
+        if u.id == ref or u.email.casefold() == key:
+            return u
+    raise NotFound("not_found", f"{ref}: no such user")
+
+
+def users(args: argparse.Namespace) -> int:
+    with _client() as c:
+        if args.action == "ls":
+            rows = []
+            for u in c.list_users():
+                if args.json:
+                    _json_line(u)
+                else:
+                    rows.append([u.id, u.org_role, _when(u.created_at), u.email, u.name])
+            _table(rows, ["ID", "ROLE", "CREATED", "EMAIL", "NAME"])
+        elif args.action == "add":
+            made = c.create_user(
+                args.email, args.name, org_role="admin" if args.admin else "member"
+            )
+            if args.json:
+                _json_line(made)
+            else:
+                print(f"user {made.id}: {made.email} ({made.name}, {made.org_role})")
+                print(f"API key (shown once): {made.api_key}")
+    return 0
+
+
+def keys(args: argparse.Namespace) -> int:
+    with _client() as c:
+        if args.action == "ls":
+            owner = _user(c, args.user)
+            rows = []
+            for k in c.list_keys(owner.id):
+                if args.json:
+                    _json_line(k)
+                else:
+                    rows.append([k.id, _when(k.created_at), "revoked" if k.revoked else "active"])
+            _table(rows, ["ID", "CREATED", "STATE"])
+        elif args.action == "new":
+            owner = _user(c, args.user)
+            made = c.issue_key(owner.id)
+            if args.json:
+                _json_line(made)
+            else:
+                # The key alone on stdout, for `KEY=$(files keys new bob@example.com)`.
+                print(made.api_key)
+                _note(f"API key {made.id} for {owner.email}: shown this once")
+        elif args.action == "revoke":
+            for key_id in args.key_ids:
+                if not _looks_like_id(key_id):
+                    raise Usage(f"{key_id}: not a key id (files keys ls lists them)")
+                c.revoke_key(key_id)
+                print(f"revoked key {key_id}")
     return 0
 
 
@@ -1243,8 +1539,12 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "share": share,
     "jobs": jobs,
     "history": history,
+    "import": import_,
     "sync": sync,
     "integrations": integrations,
+    "unshare": unshare,
+    "users": users,
+    "keys": keys,
     "webhooks": webhooks,
 }
 
@@ -1451,12 +1751,22 @@ def register(commands: Any) -> None:
     p = verb(
         "share",
         "give users a role on a folder (or list who has one)",
-        "Give users (by email) a role on a folder: admin, editor or user. Without EMAIL,"
-        " list the folder's collaborators.",
+        "Give users (by email) a role on a folder: admin, editor or user (viewer is"
+        " user); someone with a role on it has theirs changed. Without EMAIL, list the"
+        " folder's collaborators.",
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("emails", nargs="*", metavar="EMAIL")
     p.add_argument("--role", choices=["admin", "editor", "user", "viewer"])
+
+    p = verb(
+        "unshare",
+        "take users' role on a folder away",
+        "Remove users (by email) from a folder's collaborators. A role granted on a folder"
+        " above it is removed there; a folder's admin only by an organisation admin.",
+    )
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("emails", nargs="+", metavar="EMAIL")
 
     p = verb("jobs", "follow a job (upload, DICOM, import)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -1470,27 +1780,111 @@ def register(commands: Any) -> None:
         a.add_argument("--json", action="store_true")
 
     p = verb(
+        "import",
+        "import objects of a cloud integration's bucket into a folder, by reference",
+        "Register objects of a bucket as files of FOLDER/PATH (made with the folders"
+        " missing along it), by reference: the bytes stay in the bucket. Name them by"
+        " KEY, --keys-from FILE (one a line; - for stdin), --prefix, or --manifest"
+        " FILE (Encord's cloud import JSON), or a mix. With --wait, follow the job to"
+        " its end; objects refused are named on stderr (the others are imported) and"
+        " the exit code is 3; a job that failed exits 1.",
+    )
+    p.add_argument("keys", nargs="*", metavar="KEY", help="object keys")
+    p.add_argument("--to", required=True, metavar="FOLDER/PATH", help="where they go")
+    p.add_argument(
+        "--from",
+        dest="integration",
+        required=True,
+        metavar="INTEGRATION",
+        help="the integration, by name or id",
+    )
+    p.add_argument("--prefix", help="every object whose key starts with it")
+    p.add_argument("--keys-from", metavar="FILE", help="object keys, one a line (-: stdin)")
+    p.add_argument("--manifest", metavar="FILE.json", help="Encord's cloud import JSON")
+    p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    p.add_argument("--json", action="store_true", help="the job as one JSON object")
+
+    p = verb(
         "sync",
         "sync a cloud-synced folder with its bucket now (or make one)",
         "Sync FOLDER/PATH with the bucket prefix it follows, and wait. With --integration,"
-        " make FOLDER/PATH a new folder that follows --prefix of that integration's bucket.",
+        " make FOLDER/PATH a new folder that follows --prefix of that integration's bucket"
+        " (the folders missing above it are made).",
     )
     p.add_argument("path", metavar="FOLDER/PATH")
-    p.add_argument("--integration", metavar="ID", help="make a new synced folder")
+    p.add_argument(
+        "--integration", metavar="INTEGRATION", help="make a new synced folder (name or id)"
+    )
     p.add_argument("--prefix", help="with --integration: the keys it follows")
     p.add_argument("--interval", type=int, metavar="S", help="seconds between scheduled syncs")
     p.add_argument("--no-wait", action="store_true", help="start it, do not wait")
 
-    p = verb("integrations", "list, rotate or delete cloud integrations")
+    p = verb(
+        "integrations",
+        "list, add, rotate or remove cloud integrations (buckets)",
+        "The buckets files may be imported from and folders synced with. Adding, rotating"
+        " and removing one is for organisation admins. Its keys are never printed; `add`"
+        " reads them from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN),"
+        " or from stdin with --keys-stdin (one a line), never from the command line,"
+        " which other users of the machine may see.",
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("ls", help="the integrations you may use")
+    a = actions.add_parser("ls", help="the integrations you may use")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a = actions.add_parser(
+        "add",
+        help="register a bucket (org admins)",
+        description="Register a bucket as the integration NAME (org admins). The keys come"
+        " from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or from"
+        " stdin with --keys-stdin; they are checked against the bucket and never printed."
+        " The events token for the bucket's notifications is printed once.",
+    )
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--bucket", required=True)
+    a.add_argument("--provider", choices=["s3", "gcs"], default="s3")
+    a.add_argument("--endpoint", metavar="URL", help="an S3-compatible endpoint (else AWS)")
+    a.add_argument("--region")
+    a.add_argument(
+        "--keys-stdin",
+        action="store_true",
+        help="read the access key, the secret key (and a session token) from stdin, one a"
+        " line (asked for, unechoed, on a terminal)",
+    )
+    a.add_argument("--json", action="store_true", help="the integration as one JSON object")
     a = actions.add_parser("rotate", help="new keys and/or a new events token (org admins)")
-    a.add_argument("integration", metavar="ID")
+    a.add_argument("integration", metavar="INTEGRATION", help="a name or id")
     a.add_argument("--access-key")
     a.add_argument("--secret-key-stdin", action="store_true", help="read the secret from stdin")
     a.add_argument("--events-token", action="store_true", help="a new notification token")
-    a = actions.add_parser("delete", help="remove (refused while a synced folder uses it)")
-    a.add_argument("integration", metavar="ID")
+    a = actions.add_parser(
+        "rm", aliases=["delete"], help="remove (refused while files or a synced folder use it)"
+    )
+    a.add_argument("integration", metavar="INTEGRATION", help="a name or id")
+
+    p = verb("users", "list or add the organisation's users (org admins)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("ls", help="the users")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a = actions.add_parser("add", help="a new user; their first API key is printed once")
+    a.add_argument("email", metavar="EMAIL")
+    a.add_argument("--name", required=True)
+    a.add_argument("--admin", action="store_true", help="an organisation admin")
+    a.add_argument("--json", action="store_true", help="the user and key as one JSON object")
+
+    p = verb(
+        "keys",
+        "list, issue or revoke API keys (yours; anyone's for org admins)",
+        "A new key is printed once, alone on stdout; rotate by issuing one, then revoking the old.",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("ls", help="a user's keys (never the keys themselves)")
+    a.add_argument("user", nargs="?", metavar="EMAIL", help="whose (default: yours)")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a = actions.add_parser("new", help="issue a key, printed once")
+    a.add_argument("user", nargs="?", metavar="EMAIL", help="whose (default: yours)")
+    a.add_argument("--json", action="store_true", help="the key as one JSON object")
+    a = actions.add_parser("revoke", help="revoke keys by id")
+    a.add_argument("key_ids", nargs="+", metavar="ID")
 
     p = verb("webhooks", "add, list or delete webhooks, and see their deliveries (org admins)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
