@@ -303,6 +303,7 @@ def test_names_the_platform_refuses_are_named_and_the_rest_uploaded(
     (src / "bell\x07.txt").write_text("bell\n")
     (src / os.fsdecode(b"caf\xe9.txt")).write_text("latin-1 name\n")
     (src / "tab\tdir" / "inside.txt").write_text("inside\n")
+    (src / "invoice\u202efdp.exe").write_text("shows as invoiceexe.pdf\n")
     top = unique("names")
 
     done = files(env, "upload", str(src), "--to", top, "--json")
@@ -313,10 +314,12 @@ def test_names_the_platform_refuses_are_named_and_the_rest_uploaded(
         f"files upload: {src}/bell\\x07.txt: refused: the name 'bell\\x07.txt' contains"
         " control characters",
         f"files upload: {src}/caf\\udce9.txt: refused: the name 'caf\\udce9.txt' is not UTF-8",
+        f"files upload: {src}/invoice\\u202efdp.exe: refused: the name 'invoice\\u202efdp.exe'"
+        " contains U+202E (right-to-left override): it makes the name show as another",
         f"files upload: {src}/tab\\tdir/inside.txt: refused: the folder name 'tab\\tdir'"
         " contains control characters",
     ], done.stderr
-    assert lines[-1].endswith("; 3 refused"), done.stderr
+    assert lines[-1].endswith("; 4 refused"), done.stderr
     assert [f["name"] for f in json_lines(ok(env, "ls", f"{top}/names", "--json"))] == ["ok.txt"]
     # A group (or a DICOM series) is one request for all: the name fails it, before it goes.
     for mode in (["--group", "g"], ["--dicom"]):

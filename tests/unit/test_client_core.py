@@ -136,3 +136,16 @@ def test_an_unknown_kind_is_said_from_the_platforms_answer_not_a_list_of_the_cli
     )
     bare = errors.Invalid("invalid_request", "kind: 'x' is not a kind", {"parameter": "kind"})
     assert _kind_refused(bare) == "--kind: kind: 'x' is not a kind"
+
+
+def test_the_cli_refuses_in_names_the_characters_the_platform_refuses() -> None:
+    """The CLI skips, naming it, a file whose name the platform would refuse, before it
+    sends the batch it is in: the same characters, told by their Unicode properties."""
+    from files_client.cli import _misleading, _name_problem
+
+    from shared.contracts.rules import MISLEADING
+
+    assert {chr(c) for c in range(0x110000) if _misleading(chr(c))} == set(MISLEADING)
+    problem = _name_problem("invoice\u202efdp.exe")
+    assert problem is not None and "U+202E" in problem
+    assert _name_problem("family \U0001f468\u200d\U0001f469.png") is None  # a joiner stays

@@ -568,12 +568,15 @@ def _holds_images(
 
 
 # A local path's control characters as escapes: a file name may hold a terminal's
-# escape sequences.
+# escape sequences, or characters that make it show as another (`_misleading`).
 _ESCAPED = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 def _shown(path: str) -> str:
-    return path.translate(_ESCAPED)
+    escaped = path.translate(_ESCAPED)
+    if any(_misleading(c) for c in escaped):
+        escaped = "".join(f"\\u{ord(c):04x}" if _misleading(c) else c for c in escaped)
+    return escaped
 
 
 def _name_problem(name: str, what: str = "name") -> str | None:
@@ -587,7 +590,26 @@ def _name_problem(name: str, what: str = "name") -> str | None:
         return f"the {what} {name!r} is only spaces"
     if any(unicodedata.category(c) == "Cc" for c in name):
         return f"the {what} {name!r} contains control characters"
+    if found := next((c for c in name if _misleading(c)), None):
+        return (
+            f"the {what} {name!r} contains U+{ord(found):04X}"
+            f" ({unicodedata.name(found).lower()}): it makes the name show as another"
+        )
     return None
+
+
+# The characters the platform refuses in names because they make a name show as another
+# (shared/contracts/rules.py `MISLEADING`, which this package cannot import), told by
+# their Unicode properties: the bidirectional controls and marks, and the line and
+# paragraph separators. A unit test holds the two to the same characters.
+_BIDI_WORDS = ("LEFT-TO-RIGHT", "RIGHT-TO-LEFT", "DIRECTIONAL", "ISOLATE", "ARABIC LETTER MARK")
+
+
+def _misleading(c: str) -> bool:
+    category = unicodedata.category(c)
+    if category in ("Zl", "Zp"):
+        return True
+    return category == "Cf" and any(w in unicodedata.name(c, "") for w in _BIDI_WORDS)
 
 
 def _upload_metadata(path: str | None, names: list[str]) -> dict[str, dict[str, Any]]:
