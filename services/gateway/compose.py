@@ -1124,8 +1124,8 @@ class Compose:
             *call.query(),
         ]
         if imported and source.get("integration_id") and source.get("key"):
-            # What to draw a file imported before its pictures were made of: the
-            # thumbnails context asks for it then (its own record of the import missed).
+            # What a file imported by reference is drawn from: the thumbnails context
+            # draws such a file when its picture is first asked for.
             params += [
                 ("sha256", file["sha256"]),
                 ("bytes", str(file["size"])),

@@ -77,8 +77,8 @@ def router(thumbnails: Thumbnails) -> APIRouter:
                         code="imported",
                     )
                 if row is None and kind and sha256 and bytes_ is not None and blob_key:
-                    # Imported before this context drew imports (or its record of the
-                    # import not read yet): asked for now, by the one who wants it.
+                    # Imported files are drawn when first asked for (handlers.py
+                    # `_uploaded` says why): requested now, by the one who wants it.
                     await thumbnails.request_imported(
                         file_id, kind, sha256, blob_key, object_ref, bytes_, who
                     )

@@ -43,14 +43,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 DRAWN_BY_REFERENCE = frozenset({"image", "video", "pdf"})
 
 
-def object_ref(kind: str, source_type: str, integration_id: Any, key: str | None) -> str | None:
-    """`<integration id>:<key>` of the object a file imported by reference is drawn from,
-    None for any other file."""
-    if kind not in DRAWN_BY_REFERENCE or source_type != "cloud" or not integration_id or not key:
-        return None
-    return f"{integration_id}:{key}"
-
-
 def renderer_of(kind: str) -> str | None:
     return RENDERERS.get(kind)
 

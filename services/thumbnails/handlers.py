@@ -242,19 +242,14 @@ class Thumbnails(Handlers):
     @staticmethod
     def _uploaded(envelope: Received[FileUploaded]) -> Wanted | None:
         """A file registered with its content. A DICOM series is drawn from its middle
-        slice, which the DICOM context's events name; a file imported by reference from
-        its object, read through ingest (`domain.object_ref`)."""
+        slice, which the DICOM context's events name. A file imported by reference is
+        not drawn here but when its picture is first asked for (`request_imported`): an
+        import of 100,000 objects would otherwise read every one of them from the
+        customer's bucket again (their egress, ingest's and our workers' time) for
+        pictures nobody may look at; the web app asks for those it shows."""
         file = envelope.event
         return wanted_of(
-            file.file_id,
-            file.kind,
-            file.sha256,
-            file.blob_key,
-            domain.object_ref(
-                file.kind, file.source.type, file.source.integration_id, file.source.key
-            ),
-            file.size,
-            Cause.of(envelope),
+            file.file_id, file.kind, file.sha256, file.blob_key, None, file.size, Cause.of(envelope)
         )
 
     @staticmethod
@@ -766,8 +761,8 @@ class Thumbnails(Handlers):
         size: int,
         cause: Cause,
     ) -> None:
-        """A file imported by reference that this context has no record of: requested
-        now (the catalog's `FileUploaded`, if it comes later, finds it requested)."""
+        """A file imported by reference whose picture is asked for the first time: requested
+        now, by the one who asks, from what the catalog says it was imported from."""
         try:
             wanted = wanted_of(file_id, kind, sha256, blob_key, object_ref, size, cause)
         except ValueError:

@@ -1,6 +1,7 @@
-"""Files imported by reference get thumbnails as uploads do: their objects are read
-through ingest (the only piece that reaches a customer's bucket) by a URL signed for one
-object, which the thumbnails workers follow without holding any key."""
+"""Files imported by reference get thumbnails as uploads do, drawn when first asked for:
+their objects are read through ingest (the only piece that reaches a customer's bucket)
+by a URL signed for one object, which the thumbnails workers follow without holding any
+key."""
 
 from __future__ import annotations
 
@@ -80,17 +81,17 @@ async def test_files_imported_by_reference_get_their_thumbnails(
     error(await as_stranger.get(f"/v1/files/{listed['red.png']['id']}/thumbnail"), 404, "not_found")
 
 
-async def test_a_file_imported_before_thumbnails_were_drawn_is_drawn_when_asked_for(
+async def test_an_imported_file_is_drawn_when_its_picture_is_first_asked_for(
     api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, platform: Stack
 ) -> None:
-    """Files imported before this context drew imports have no record here: the gateway
-    passes what the catalog says they were imported from, and the first ask requests
-    them (as the catalog's event would have)."""
+    """An import draws nothing (its objects are not read again for pictures nobody may
+    look at): the gateway passes what the catalog says a file was imported from, and
+    the first ask for its picture requests it, as the thumbnails context itself."""
     key = f"{uuid.uuid4().hex[:8]}/before.png"
     data = two_colours(40, 20, (255, 0, 0))
     put(bucket, key, data)
     integration_id = await integration(api, moto)
-    file_id = uuid.uuid4()  # a file this context never heard of
+    file_id = uuid.uuid4()
     someone = uuid.uuid4()
     asked = {
         "kind": "image",
