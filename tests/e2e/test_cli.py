@@ -482,7 +482,7 @@ def test_a_dicom_series_downloaded_again_is_kept_when_there_and_fetched_when_it_
         deadline = time.monotonic() + 60
         while (extended := c.get_file(series["id"])).sha256 == series["sha256"]:
             assert time.monotonic() < deadline, "the series was not extended"
-            time.sleep(0.2)
+            time.sleep(0.2)  # poll again, within the deadline above
         assert extended.dicom is not None and extended.dicom.instances == 5
     said = download()
     assert said.startswith(f"downloaded 1 file(s) ({extended.size / 1e3:.1f} KB) into"), said
