@@ -22,9 +22,10 @@ worker processes wins back what the platform costs around it.
 
 `--imported`: the same photos imported by reference from moto's S3 server (started by
 the benchmark, filled first, not timed) instead of uploaded: one import of their prefix,
-timed from its request until every file's thumbnails are made; each photo is read from
-the bucket twice (ingest's import, then the drawing through ingest's object URL). The
-drawing alone is compared with the plain loop as above.
+then each file's picture asked for once (imported files are drawn when first asked
+for), timed from the import's request until every file's thumbnails are made; each
+photo is read from the bucket twice (ingest's import, then the drawing through
+ingest's object URL). The drawing alone is compared with the plain loop as above.
 
 `--small N`: the thumbnails service's CPU per small uploaded file (issue 19). N files of
 4 KiB as bench.upload_small makes them (PNG-headed random bytes: each an image whose
@@ -52,17 +53,16 @@ from typing import Any
 import asyncpg
 import httpx
 import psutil
-from minio import Minio
 from PIL import Image, ImageOps
 
-from bench import upload_small
+from bench import imports, upload_small
 from bench._common import ADMIN_KEY, CpuMeter, KiB, Report, main, progress, stack
+from bench.imports import BUCKET
 from services.thumbnails import domain, render
 from tests.cloud_fixtures import start_moto
 from tests.thumbnail_fixtures import photo
 
 NAME = "thumbnails"
-BUCKET = "bench-customer"
 TARGET_RATIO = 1.0
 PER_REQUEST = 100
 
@@ -174,13 +174,7 @@ def imported_end_to_end(
     prefix = "photos/"
     moto = start_moto(log=workdir / "moto.log")
     try:
-        s3 = Minio(
-            moto.endpoint.removeprefix("http://"),
-            moto.access_key,
-            moto.secret_key,
-            secure=False,
-            region="us-east-1",
-        )
+        s3 = imports.client(moto)
         s3.make_bucket(BUCKET)
         progress(f"filling moto's bucket with {len(paths):,} photos")
         for p in paths:
@@ -219,6 +213,9 @@ def imported_end_to_end(
                 if answer.status_code != 202:
                     raise RuntimeError(f"the import answered {answer.status_code}: {answer.text}")
                 ids = imported_ids(api, answer.json()["job_id"], len(paths))
+                # Imported files are drawn when first asked for, as the web app's grid asks.
+                for file_id in ids:
+                    api.get(f"/v1/files/{file_id}/thumbnail")
                 progress(f"imported in {time.perf_counter() - start:.1f} s; waiting for pictures")
                 finished, drawing = asyncio.run(
                     settled(running.env["FILES_DATABASE_URL"], ids, 1200)
