@@ -23,10 +23,14 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import dlq
-from shared.kit.settings import Settings
+
+# The operator's verbs need the platform's settings; the user's verbs (the client's) do
+# not, and each `files ls` would pay pydantic-settings' import.
+if TYPE_CHECKING:
+    from shared.kit.settings import Settings
 
 # Where each projection lives, by name; imported by path so that this tool
 # does not tie the services to one another.
@@ -47,6 +51,8 @@ PROJECTIONS = {
 
 def _load_stack_env(settings: Settings) -> Settings:
     """Find the database of a running `make run` when none is configured."""
+    from shared.kit.settings import Settings
+
     env_file = settings.data_dir / "stack.env"
     if not settings.database_url and env_file.exists():
         for line in env_file.read_text().splitlines():
@@ -250,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "user_command", None):
         return user_cli.run(args)
+    from shared.kit.settings import Settings
+
     settings = Settings()
     if args.command == "run":
         return run(settings)

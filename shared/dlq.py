@@ -18,13 +18,16 @@ import asyncio
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import orjson
 
-from shared.kit import db
-from shared.kit.settings import Settings
+# Only `files dlq` connects: every other verb of `files` registers this parser too, and
+# asyncpg alone took ~0.4 s to import, paid by each `files ls`.
+if TYPE_CHECKING:
+    import asyncpg
+
+    from shared.kit.settings import Settings
 
 STATUSES = ("dead", "replay_requested", "replayed", "replay_failed")
 COLUMNS = (
@@ -188,6 +191,8 @@ async def _replay(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
 
 
 async def main(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.kit import db
+
     conn = await db.connect(settings.database_url)
     try:
         if args.verb == "list":
