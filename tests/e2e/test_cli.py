@@ -1,6 +1,8 @@
 """The `files` command's user verbs against the running platform, run as a user runs
-them: the console script in a process of its own, FILES_URL and FILES_API_KEY or a saved
-login, exit codes and one line on stderr; the progress bar under a pseudo-terminal."""
+them: each run a process of its own (forked from one that imported the command once,
+tests/files_forks.py says why), FILES_URL and FILES_API_KEY or a saved login, exit codes
+and one line on stderr; Ctrl-C and the progress bar under a pseudo-terminal in the
+console script itself."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY
 from tests.dicom_fixtures import ct_series
 from tests.e2e.support import ELF, png, unique
+from tests.files_forks import FORKS
 
 FILES = str(Path(sys.executable).parent / "files")
 MiB = 1024 * 1024
@@ -59,15 +62,7 @@ def env(platform: Stack, tmp_path: Path) -> dict[str, str]:
 def files(
     env: dict[str, str], *args: str, stdin: str | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FILES, *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
+    return FORKS.run(list(args), env, stdin=stdin, cwd=cwd)
 
 
 def ok(env: dict[str, str], *args: str, **kw: Any) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from tests.cloud_fixtures import MotoS3
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import error, folder, items, member, multipart, png, text, unique
-from tests.e2e.test_cli import FILES
+from tests.e2e.test_cli import files
 from tests.e2e.test_imports import another_ingest, put, register, viewer_of
 from tests.signing import as_user
 
@@ -445,14 +444,10 @@ def test_the_client_and_cli_make_and_sync_a_synced_folder(
             "XDG_CONFIG_HOME": str(tmp_path / "config"),
             "XDG_STATE_HOME": str(tmp_path / "state"),
         }
-        done = subprocess.run(
-            [FILES, "sync", name], env=env, capture_output=True, text=True, timeout=120
-        )
+        done = files(env, "sync", name)
         assert done.returncode == 0, (done.stdout, done.stderr)
         assert "1 new file(s)" in done.stdout
-        listed = subprocess.run(
-            [FILES, "integrations", "ls"], env=env, capture_output=True, text=True, timeout=120
-        )
+        listed = files(env, "integrations", "ls")
         assert listed.returncode == 0 and made.id in listed.stdout, listed
         assert moto.secret_key not in listed.stdout
         rotated = c.rotate_integration(made, events_token=True)
