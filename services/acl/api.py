@@ -57,7 +57,8 @@ class SignOut(BaseModel):
 
 class Lookup(BaseModel):
     emails: list[Annotated[str, Field(max_length=320)]] = Field([], max_length=100_000)
-    # Users by id (the ones of an integration's sharing): which of them do not exist.
+    # Users by id (an integration's sharing, a dataset's collaborators): which of them do
+    # not exist, and the others' emails and names.
     ids: list[uuid.UUID] = Field([], max_length=100_000)
 
 

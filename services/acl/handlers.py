@@ -256,7 +256,8 @@ class AccessControl(Handlers):
         self, emails: Sequence[str], user_ids: Sequence[uuid.UUID] = ()
     ) -> dict[str, Any]:
         """Users by email, case-insensitively (keys are the emails as sent); and, when ids
-        are asked about, which of them are no user's (`unknown_ids`)."""
+        are asked about, which of them are no user's (`unknown_ids`) and the others'
+        emails and names (`users`, by id)."""
         rows = await self.pool.fetch(
             "SELECT id, email FROM acl.users WHERE email = ANY($1::text[])",
             list({e.lower() for e in emails if _storable(e)}),
@@ -267,10 +268,12 @@ class AccessControl(Handlers):
         answer: dict[str, Any] = {"found": found, "unknown": unknown}
         if user_ids:
             rows = await self.pool.fetch(
-                "SELECT id FROM acl.users WHERE id = ANY($1::uuid[])", list(user_ids)
+                "SELECT id, email, name FROM acl.users WHERE id = ANY($1::uuid[])",
+                list(user_ids),
             )
             known = {r["id"] for r in rows}
             answer["unknown_ids"] = [str(u) for u in dict.fromkeys(user_ids) if u not in known]
+            answer["users"] = {str(r["id"]): {"email": r["email"], "name": r["name"]} for r in rows}
         return answer
 
     # -- API keys --------------------------------------------------------------------

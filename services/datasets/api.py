@@ -106,6 +106,9 @@ def router(datasets: Datasets) -> APIRouter:
         )
         owner = [{"user_id": creator, "role": "admin"}] if creator is not None else []
         items = owner + [{"user_id": r["user_id"], "role": r["role"]} for r in shares]
+        people = await datasets.people([str(x["user_id"]) for x in items])
+        for x in items:
+            x.update(people.get(str(x["user_id"]), {}))
         return {"items": items, "next_cursor": None}
 
     @api.post("/v1/datasets", status_code=201)

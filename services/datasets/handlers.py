@@ -396,14 +396,14 @@ class Datasets(Handlers):
 
     # -- sharing ---------------------------------------------------------------------
 
-    async def users_by_email(self, emails: Sequence[str]) -> list[uuid.UUID]:
-        """The users with these emails, from the ACL context; all or none."""
+    async def _lookup(self, asked: dict[str, list[str]]) -> dict[str, Any]:
+        """The ACL context's answer about users, by email or id."""
         url = f"{self.parts.settings.acl_url}/internal/users/lookup"
         try:
             async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
                 answer = await http.post(
                     url,
-                    json={"emails": list(emails)},
+                    json=asked,
                     headers={identity.HEADER: self.parts.identity.for_service("datasets")},
                 )
         except httpx.HTTPError as error:
@@ -416,7 +416,25 @@ class Datasets(Handlers):
                 "acl_unavailable",
                 f"could not look the users up (the ACL service answered {answer.status_code})",
             )
-        body = answer.json()
+        body: dict[str, Any] = answer.json()
+        return body
+
+    async def people(self, user_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """The emails and names of these users, by id, from the ACL context. Empty when
+        it cannot be asked: who has a role is this context's to say, and the list is
+        still right without the names (a member cannot look users up otherwise)."""
+        ids = [u for u in dict.fromkeys(user_ids) if _is_uuid(u)]
+        if not ids:
+            return {}
+        try:
+            body = await self._lookup({"ids": ids})
+        except domain.Refused:
+            return {}
+        return dict(body.get("users") or {})
+
+    async def users_by_email(self, emails: Sequence[str]) -> list[uuid.UUID]:
+        """The users with these emails, from the ACL context; all or none."""
+        body = await self._lookup({"emails": list(emails)})
         unknown = list(body.get("unknown") or [])
         if unknown:
             shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
@@ -951,3 +969,11 @@ class Datasets(Handlers):
             {"id": str(d), "name": names.get(d, ""), "links_removed": len(f)}
             for d, f in sorted(counts.items(), key=lambda kv: names.get(kv[0], ""))
         ]
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True

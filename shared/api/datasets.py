@@ -69,6 +69,8 @@ class Linked(Shape):
 class Share(Shape):
     user_id: str
     role: str
+    email: str | None = Field(None, description="absent when the ACL context could not be asked")
+    name: str | None = None
 
 
 class Shares(Page):

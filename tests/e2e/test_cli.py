@@ -93,7 +93,11 @@ def tree(root: Path) -> dict[str, bytes]:
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in [
         *([verb, "--help"] for verb in VERBS),
-        *(["datasets", a, "--help"] for a in ("create", "ls", "add", "rm", "delete")),
+        *(
+            ["datasets", a, "--help"]
+            for a in ("create", "ls", "add", "rm", "delete", "share", "unshare")
+        ),
+        *(["integrations", a, "--help"] for a in ("share", "unshare")),
         *(["jobs", a, "--help"] for a in ("watch", "show")),
         ["--help"],
         ["audit", "--help"],
@@ -605,6 +609,41 @@ def test_datasets_sharing_jobs_and_history(
     by_email = json_lines(ok(env, "history", top, "--actor", "admin@files.local", "--json"))
     with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
         assert by_email and {e["actor_id"] for e in by_email} == {c.me().id}
+
+
+def test_a_member_shares_a_dataset_by_email_and_takes_it_back(
+    env: dict[str, str], platform: Stack
+) -> None:
+    bob, as_bob, carol, as_carol = two_users(platform, env)
+    name = unique("shared-ds")
+    with Client(platform.gateway_url, api_key=bob.api_key) as c:
+        c.create_dataset(name)
+
+    shared = ok(as_bob, "datasets", "share", name, carol.email, "--role", "editor").splitlines()
+    assert [r.split() for r in shared] == [
+        ["USER", "ROLE", "AS"],
+        [bob.email, "admin", "creator"],
+        [carol.email, "editor", "shared"],
+    ]
+    # Carol sees it now, and who has a role, by email (a member cannot list users).
+    assert ok(as_carol, "datasets", "share", name).splitlines()[1:] == shared[1:]
+    # She may not share it on (an editor), said with its name and the role needed.
+    assert fails(as_carol, "datasets", "unshare", name, carol.email) == (
+        f"files datasets: dataset {name}: this needs the admin role on the dataset"
+        " (you have editor)"
+    )
+    assert fails(as_bob, "datasets", "share", name, "nobody@example.com", "--role", "user") == (
+        "files datasets: no user has these emails: nobody@example.com"
+    )
+    assert fails(as_bob, "datasets", "unshare", name, carol.email, bob.email) == (
+        f"files datasets: dataset {name}: {bob.email} created it and stays its admin"
+    )
+    assert ok(as_bob, "datasets", "unshare", name, carol.email) == (
+        f"removed {carol.email} (editor) from {name}\n"
+    )
+    assert fails(as_carol, "datasets", "ls", name) == (
+        f"files datasets: dataset {name}: no such dataset"
+    )
 
 
 def test_the_progress_bar_shows_on_a_terminal(env: dict[str, str], tmp_path: Path) -> None:

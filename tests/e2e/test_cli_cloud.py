@@ -233,6 +233,7 @@ def test_integrations_added_from_the_environment_or_stdin_never_print_a_secret(
     # A member may not add one, and sees none that is not shared with them.
     with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
         member = c.create_user(f"{unique('dana')}@example.com", "Dana")
+        erin = c.create_user(f"{unique('erin')}@example.com", "Erin")
     theirs = {**keyed, "FILES_API_KEY": member.api_key}
     assert fails(theirs, "integrations", "add", unique("lab"), *where).startswith(
         "files integrations: "
@@ -240,6 +241,29 @@ def test_integrations_added_from_the_environment_or_stdin_never_print_a_secret(
     nothing = files(theirs, "integrations", "ls")
     assert (nothing.returncode, nothing.stdout) == (0, "")
     assert nothing.stderr == "no integrations (that you may use)\n"
+
+    # Shared with her by email, she may use it; taken back, she may not, and the others
+    # it was shared with keep it (the API's list replaces: the command adds and removes).
+    shared = ok(env, "integrations", "share", name, member.email, erin.email).split()
+    assert shared == ["USER", member.email, erin.email]
+    assert name in ok(theirs, "integrations", "ls")
+    assert fails(theirs, "integrations", "share", name, erin.email) == (
+        f"files integrations: integration {name}: seeing or changing who may use it needs"
+        " the organisation admin role"
+    )
+    assert fails(env, "integrations", "share", name, "nobody@example.com") == (
+        "files integrations: no user has these emails: nobody@example.com"
+    )
+    assert ok(env, "integrations", "unshare", name, member.email) == (
+        f"removed {member.email} from {name}\n"
+    )
+    assert fails(env, "integrations", "unshare", name, member.email) == (
+        f"files integrations: integration {name}: not shared with {member.email}"
+    )
+    assert files(theirs, "integrations", "ls").stdout == ""
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        [kept] = [i for i in c.list_integrations() if i.name == name]
+        assert kept.shared_with == [erin.id]
 
     # Removed by name (or id: `delete` too).
     assert f"deleted integration {name}" in ok(env, "integrations", "rm", name)

@@ -295,6 +295,13 @@ def test_cloud_integrations_and_imports(client: Client, moto: MotoS3) -> None:
     assert lab.bucket == "client-e2e" and "secret_key" not in lab.model_dump()
     assert client.get_integration(lab.id).name == lab.name
     assert lab.id in {i.id for i in client.list_integrations()}
+    # Shared with a member, who may then use it; the list replaces the one before.
+    ann = client.create_user(f"{unique('ann')}@example.com", "Ann")
+    assert lab.share_with([ann]).shared_with == [ann.id]
+    with Client(client.url, api_key=ann.api_key) as as_ann:
+        assert lab.id in {i.id for i in as_ann.list_integrations()}
+        assert client.share_integration(lab, []).shared_with == []
+        assert lab.id not in {i.id for i in as_ann.list_integrations()}
     top = client.create_folder(unique("imported"))
     job = top.import_objects(lab, prefix="cats/").wait(timeout=60)
     assert job.status == "done" and sorted(f.name for f in job.files) == ["0.png", "1.png", "2.png"]
@@ -334,7 +341,7 @@ def test_datasets_collaborators_users_keys_and_audit(client: Client, platform: S
     assert ds.update(name="train2", description="second").description == "second"
     assert ds.id in {d.id for d in client.list_datasets()}
     shared = ds.share([email], "user")
-    assert ann.id in {c.user_id for c in shared}
+    assert (ann.id, email, "Ann", "user") in {(c.user_id, c.email, c.name, c.role) for c in shared}
     assert ann.id in {c.user_id for c in ds.collaborators()}
     ds.unshare(ann.id)
     assert ann.id not in {c.user_id for c in ds.collaborators()}

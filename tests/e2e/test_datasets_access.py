@@ -308,7 +308,9 @@ async def test_sharing_roles_and_what_each_may_do(world: World) -> None:
     # user: sees it and its files; may change nothing.
     items = await shared(w, ORG_ADMIN, ds["id"], [w.member["email"]], "viewer")
     assert items[0] == {"user_id": ORG_ADMIN_ID, "role": "admin"}
-    assert {"user_id": w.member["id"], "role": "user"} in items
+    # Named, for a member who cannot list users (the ACL context's emails and names).
+    named = {"email": w.member["email"], "name": w.member["name"]}
+    assert {"user_id": w.member["id"], "role": "user", **named} in items
     assert (await get(w, member, ds["id"])).json()["my_role"] == "user"
     assert sorted(await file_ids(w, member, ds["id"])) == sorted(w.in_a[:2])
     assert await collaborators(w, member, ds["id"]) == {
@@ -374,7 +376,8 @@ async def test_the_creator_is_admin_and_sharing_with_them_changes_nothing(world:
     w = world
     ds = await create(w, w.as_member())
     items = await shared(w, w.as_member(), ds["id"], [w.member["email"]], "user")
-    assert items == [{"user_id": w.member["id"], "role": "admin"}]
+    named = {"email": w.member["email"], "name": w.member["name"]}
+    assert items == [{"user_id": w.member["id"], "role": "admin", **named}]
     assert (await get(w, w.as_member(), ds["id"])).json()["my_role"] == "admin"
 
 

@@ -797,6 +797,12 @@ class Integration(IntegrationData, _Bound[M]):
     model_config = _ignored
 
     @operation
+    def share_with(self, users: Iterable[Ref]) -> Op[Integration[M]]:
+        """Who may use it besides the org admins (org admins): the list replaces the one
+        before, `[]` takes it back from everyone."""
+        return (yield from type(self._api).share_integration.fn(self._api, self, users))
+
+    @operation
     def delete(self) -> Op[None]:
         yield from exchange(self._session, Call("DELETE", f"/v1/integrations/{self.id}"))
 
@@ -1337,6 +1343,19 @@ class Api(Bound[M]):
         if events_token:
             fields["rotate_events_token"] = True
         body = IntegrationChangeBody.model_validate({k: v for k, v in fields.items() if v})
+        found = yield from json_of(
+            self._session,
+            Call("PATCH", f"/v1/integrations/{_id(integration)}", json=body.as_json()),
+        )
+        return _bind(self, Integration, found)
+
+    @operation
+    def share_integration(self, integration: Ref, users: Iterable[Ref]) -> Op[Integration[M]]:
+        """Who may use it besides the org admins (org admins): the list replaces the one
+        before, `[]` takes it back from everyone (the API takes no version: of two admins
+        changing it at once, the later write wins). A user that does not exist is
+        Invalid (`unknown_users`)."""
+        body = IntegrationChangeBody(shared_with=[_user_id(u) for u in users])
         found = yield from json_of(
             self._session,
             Call("PATCH", f"/v1/integrations/{_id(integration)}", json=body.as_json()),

@@ -32,7 +32,7 @@ from files_client._core import Sync
 from files_client.api import Dataset, File, Folder, Integration, Job, safe_name, split_path
 from files_client.client import Client
 from files_client.errors import Conflict, FilesError, Forbidden, Invalid, NotFound
-from files_client.models import Collaborator, User
+from files_client.models import Collaborator, DatasetCollaborator, User
 from files_client.transfer import PARTS_FROM, Journal, LocalFile, Refusal, sha256_of
 
 SyncFolder = Folder[Sync]
@@ -950,9 +950,12 @@ def download(args: argparse.Namespace) -> int:
 
 def _dataset(c: Client, ref: str) -> Dataset[Sync]:
     try:
-        return c.get_dataset(ref) if _looks_like_id(ref) else _dataset_named(c, ref)
+        found = c.get_dataset(ref) if _looks_like_id(ref) else _dataset_named(c, ref)
     except NotFound:
         raise NotFound("not_found", f"dataset {ref}: no such dataset") from None
+    # A refusal says "dataset <id>": said with its name.
+    _KNOWN.setdefault(found.id, found.name)
+    return found
 
 
 def _dataset_named(c: Client, name: str) -> Dataset[Sync]:
@@ -1050,7 +1053,61 @@ def datasets(args: argparse.Namespace) -> int:
             d = _dataset(c, args.dataset)
             d.delete()
             print(f"deleted dataset {d.name}")
+        elif args.action == "share":
+            _share_dataset(c, args)
+        elif args.action == "unshare":
+            _unshare_dataset(c, args)
     return 0
+
+
+def _who(x: DatasetCollaborator) -> str:
+    return x.email or x.user_id
+
+
+def _share_dataset(c: Client, args: argparse.Namespace) -> None:
+    d = _dataset(c, args.dataset)
+    if not args.emails:
+        listed = d.collaborators()
+    elif not args.role:
+        raise Usage("give --role (admin, editor or user)")
+    else:
+        before = {x.user_id: x.role for x in d.collaborators()}
+        listed = d.share(args.emails, args.role)
+        wanted = {e.casefold() for e in args.emails}
+        for x in listed:
+            old = before.get(x.user_id)
+            if (x.email or "").casefold() in wanted and old not in (None, x.role):
+                _note(f"{x.email}: {old} -> {x.role} on {args.dataset}")
+    for x in listed:
+        _KNOWN.setdefault(x.user_id, _who(x))
+    rows = [[_who(x), x.role, "creator" if x.user_id == d.created_by else "shared"] for x in listed]
+    _table(rows, ["USER", "ROLE", "AS"])
+
+
+def _unshare_dataset(c: Client, args: argparse.Namespace) -> None:
+    d = _dataset(c, args.dataset)
+    listed = d.collaborators()
+    for x in listed:
+        _KNOWN.setdefault(x.user_id, _who(x))
+    gone: list[DatasetCollaborator] = []
+    for who in dict.fromkeys(args.emails):
+        # A user id too: where the platform could not name them, the listing shows ids.
+        found = next(
+            (x for x in listed if who.casefold() in ((x.email or "").casefold(), x.user_id)),
+            None,
+        )
+        if found is None:
+            raise NotFound("not_found", f"dataset {args.dataset}: {who} has no role on it")
+        if found.user_id == d.created_by:
+            # Refused here, before the others named are removed: all or none.
+            raise Conflict(
+                "creator_stays_admin",
+                f"dataset {args.dataset}: {who} created it and stays its admin",
+            )
+        gone.append(found)
+    for x in gone:
+        d.unshare(x)
+        print(f"removed {_who(x)} ({x.role}) from {d.name}")
 
 
 def _collaborator_rows(listed: list[Collaborator]) -> list[list[str]]:
@@ -1363,7 +1420,52 @@ def integrations(args: argparse.Namespace) -> int:
             found = _integration(c, args.integration)
             found.delete()
             print(f"deleted integration {found.name} ({found.id})")
+        elif args.action in ("share", "unshare"):
+            _share_integration(c, args)
     return 0
+
+
+def _share_integration(c: Client, args: argparse.Namespace) -> None:
+    """Who may use an integration, added to or taken from. The API's PATCH replaces the
+    whole list (and takes no version), so it is read, changed and written back."""
+    found = _integration(c, args.integration)
+    if found.shared_with is None:  # shown to org admins only
+        doing = "seeing or changing who may use it"
+        raise Forbidden(
+            "forbidden",
+            f"integration {args.integration}: {doing} needs the organisation admin role",
+        )
+    users = {u.id: u for u in c.list_users()}
+    by_email = {u.email.casefold(): u for u in users.values()}
+    unknown = [e for e in args.emails if e.casefold() not in by_email]
+    if unknown:
+        raise Invalid(
+            "unknown_emails",
+            f"no user has these emails: {', '.join(unknown)}",
+            {"unknown_emails": unknown},
+        )
+    named = [by_email[e.casefold()] for e in dict.fromkeys(args.emails)]
+    before = list(found.shared_with or [])
+    if args.action == "share":
+        after = before + [u.id for u in named if u.id not in before]
+    else:
+        absent = [u.email for u in named if u.id not in before]
+        if absent:
+            raise NotFound(
+                "not_found",
+                f"integration {args.integration}: not shared with {', '.join(absent)}",
+            )
+        after = [u for u in before if u not in {x.id for x in named}]
+    if after != before:
+        found = found.share_with(after)
+    if args.action == "unshare":
+        for u in named:
+            print(f"removed {u.email} from {found.name}")
+        return
+    rows = [[users[u].email if u in users else u] for u in found.shared_with or []]
+    _table(rows, ["USER"])
+    if not rows:
+        _nothing(f"{found.name}: shared with nobody (organisation admins may use it)")
 
 
 def _user(c: Client, ref: str | None) -> User:
@@ -1740,7 +1842,7 @@ def register(commands: Any) -> None:
     p.add_argument("--parallel", type=int, default=4, metavar="N", help="downloads in flight")
     p.add_argument("-v", "--verbose", action="store_true", help="print each file written")
 
-    p = verb("datasets", "create, list, fill and empty datasets")
+    p = verb("datasets", "create, list, fill, empty and share datasets")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("create", help="a new dataset", description="Create a dataset.")
     a.add_argument("name")
@@ -1769,6 +1871,26 @@ def register(commands: Any) -> None:
     a.add_argument("paths", nargs="+", metavar="PATH")
     a = actions.add_parser("delete", help="delete a dataset", description="Delete a dataset.")
     a.add_argument("dataset", metavar="DATASET")
+    a = actions.add_parser(
+        "share",
+        help="give users a role on a dataset (or list who has one)",
+        description="Give users (by email) a role on a dataset: admin, editor or user"
+        " (viewer is user); someone with a role on it has theirs changed. Without EMAIL,"
+        " list who has a role: its creator (its admin), then those it is shared with."
+        " Sharing is for the dataset's admins.",
+    )
+    a.add_argument("dataset", metavar="DATASET", help="a name or id")
+    a.add_argument("emails", nargs="*", metavar="EMAIL")
+    a.add_argument("--role", choices=["admin", "editor", "user", "viewer"])
+    a = actions.add_parser(
+        "unshare",
+        help="take users' role on a dataset away",
+        description="Stop sharing a dataset with users (by email, or user id), all or"
+        " none: someone without a role on it refuses the whole call. Its creator stays"
+        " its admin.",
+    )
+    a.add_argument("dataset", metavar="DATASET", help="a name or id")
+    a.add_argument("emails", nargs="+", metavar="EMAIL")
 
     p = verb(
         "share",
@@ -1843,9 +1965,9 @@ def register(commands: Any) -> None:
 
     p = verb(
         "integrations",
-        "list, add, rotate or remove cloud integrations (buckets)",
-        "The buckets files may be imported from and folders synced with. Adding, rotating"
-        " and removing one is for organisation admins. Its keys are never printed; `add`"
+        "list, add, rotate, share or remove cloud integrations (buckets)",
+        "The buckets files may be imported from and folders synced with. Adding, rotating,"
+        " sharing and removing one is for organisation admins. Its keys are never printed; `add`"
         " reads them from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN),"
         " or from stdin with --keys-stdin (one a line), never from the command line,"
         " which other users of the machine may see.",
@@ -1882,6 +2004,30 @@ def register(commands: Any) -> None:
         "rm", aliases=["delete"], help="remove (refused while files or a synced folder use it)"
     )
     a.add_argument("integration", metavar="INTEGRATION", help="a name or id")
+    sharing = (
+        " Org admins only. The platform keeps one list of users per integration and each"
+        " change replaces it: the list is read, changed and written back, so a change"
+        " another admin makes at the same moment may be lost (run `share INTEGRATION`"
+        " after, to see who may use it)."
+    )
+    a = actions.add_parser(
+        "share",
+        help="let users use an integration (or list who may), org admins",
+        description="Let users (by email) import from the integration and sync folders"
+        " with it, besides the organisation admins, who always may. Without EMAIL, list"
+        " who may." + sharing,
+    )
+    a.add_argument("integration", metavar="INTEGRATION", help="a name or id")
+    a.add_argument("emails", nargs="*", metavar="EMAIL")
+    a = actions.add_parser(
+        "unshare",
+        help="stop users using an integration, org admins",
+        description="Stop users (by email) using the integration, all or none: someone it"
+        " is not shared with refuses the whole call. Their new imports are refused at"
+        " once; an import already running goes on." + sharing,
+    )
+    a.add_argument("integration", metavar="INTEGRATION", help="a name or id")
+    a.add_argument("emails", nargs="+", metavar="EMAIL")
 
     p = verb("users", "list or add the organisation's users (org admins)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

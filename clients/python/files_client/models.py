@@ -205,6 +205,8 @@ class Collaborator(Data):
 class DatasetCollaborator(Data):
     user_id: str
     role: str
+    email: str | None = None
+    name: str | None = None
 
 
 class IntegrationData(Data):
@@ -465,6 +467,7 @@ class NewWebhookBody(Body):
 
 
 class IntegrationChangeBody(Body):
+    shared_with: list[str] | None = None
     access_key: str | None = None
     secret_key: str | None = None
     session_token: str | None = None
