@@ -125,7 +125,20 @@ def _rank(item: pytest.Item) -> int:
 _S3_PLATFORM: dict[str, Any] = {"stack": None, "last": None}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# `make test` runs the suite as two sessions at once (FILES_TEST_SHARD), each with its own
+# PostgreSQL and broker: the end-to-end tests on the S3 platform (`s3`, about 60% of the
+# suite's time, mostly waiting on the platform) beside all the others (`rest`).
+_SHARDS = {"s3": {3}, "rest": {0, 1, 2, 4, 5}}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = os.environ.get("FILES_TEST_SHARD", "")
+    if shard:
+        if shard not in _SHARDS:
+            raise pytest.UsageError(f"FILES_TEST_SHARD must be one of {sorted(_SHARDS)}")
+        kept = [item for item in items if _rank(item) in _SHARDS[shard]]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
     items.sort(key=_rank)  # stable: within a rank, the files' own order
     on_s3 = [item.nodeid for item in items if _on_s3_platform(item)]
     _S3_PLATFORM["last"] = on_s3[-1] if on_s3 else None
