@@ -194,7 +194,9 @@ async def test_a_group_moved_alone_names_its_images_only_to_who_sees_them(
     """A group's file may move on its own, away from its images: a member who sees only
     where it went is not told which files its images are, in its answer or its history."""
     home, shared = await folder(api, unique("groups")), await folder(api, unique("shared"))
-    made = await group(api, home["id"], "image_group", "pets", ("a.png", png()), ("b.png", png()))
+    made = await group(
+        api, home["id"], "image_sequence", "pets", ("a.png", png()), ("b.png", png())
+    )
     image_ids = set(made["file"]["group"]["file_ids"])
     moved = await api.post(
         "/v1/move", json={"file_ids": [made["file"]["id"]], "target_folder_id": shared["id"]}
@@ -203,7 +205,7 @@ async def test_a_group_moved_alone_names_its_images_only_to_who_sees_them(
     reader = await member(api, "reader")
     invited = await api.post(
         f"/v1/folders/{shared['id']}/collaborators",
-        json={"emails": [reader["email"]], "role": "user"},
+        json={"emails": [reader["email"]], "role": "editor"},
     )
     assert invited.status_code == 200, invited.text
     client = as_key(reader["api_key"])
@@ -220,6 +222,13 @@ async def test_a_group_moved_alone_names_its_images_only_to_who_sees_them(
     history = await client.get("/v1/audit", params={"subject_id": made["file"]["id"]})
     assert history.json()["items"], history.text
     assert not names_an_image(history)
+    # Nor is its video made for them: it would show the images.
+    refused = error(
+        await client.post("/v1/files/re-encode", json={"file_ids": [made["file"]["id"]]}),
+        403,
+        "forbidden",
+    )
+    assert "no role" in refused["message"] and made["file"]["id"] in refused["message"]
     # Who sees the images is told them, as before.
     found = (await api.get(f"/v1/files/{made['file']['id']}")).json()
     assert set(found["group"]["file_ids"]) == image_ids
