@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.catalog import api
+from services.catalog import api, queries
 from services.catalog.handlers import Catalog, setup_reactions
 from services.catalog.history import setup_history
 from services.catalog.projections import links, tree
@@ -29,6 +29,7 @@ def build(settings: Settings) -> FastAPI:
         projections=(tree, links),
         setups=(setup_reactions, setup_history),
         on_start=[purge],
+        audit_view=lambda access, items: queries.audit_seen(parts.pool, access, items),
     )
     app = create_app(runtime, "Files catalog")
     api.install(app, catalog)

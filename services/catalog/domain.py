@@ -7,6 +7,7 @@ No I/O here; ids and time come in with the command.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence, Set
@@ -355,6 +356,13 @@ def check_move_rights(
             )
 
 
+def name_key(name: str) -> str:
+    """What a folder's name is compared as among its siblings: case aside, and Unicode's
+    forms aside (`café` composed or decomposed, which look the same), as the catalog's
+    index does (projections.py `catalog.name_key`). Names are stored as given."""
+    return unicodedata.normalize("NFC", name).lower()
+
+
 def move(folders: Sequence[Folder], files: Sequence[File], target: Folder) -> list[Change]:
     """Move folders and files into target, all or nothing."""
     moving = {f.id for f in folders}
@@ -368,7 +376,7 @@ def move(folders: Sequence[Folder], files: Sequence[File], target: Folder) -> li
             )
     names: dict[str, Folder] = {}
     for folder in folders:
-        clash = names.setdefault(folder.name.lower(), folder)
+        clash = names.setdefault(name_key(folder.name), folder)
         if clash is not folder:
             raise Conflict(
                 "name_taken",
@@ -556,10 +564,10 @@ GROUP_IDS_SHOWN = 1000
 
 def constituent_folder_name(name: str, taken: set[str]) -> str:
     """`<name> (images)`, or `<name> (images 2)`, ...: the first not taken among the
-    folder's subfolders (case-insensitively)."""
+    folder's subfolders (`taken`: their `name_key`s)."""
     base = name[: MAX_NAME - 20]
     candidate, n = f"{base} (images)", 1
-    while candidate.lower() in taken:
+    while name_key(candidate) in taken:
         n += 1
         candidate = f"{base} (images {n})"
     return candidate

@@ -82,6 +82,32 @@ tree = Projection(
     DROP INDEX IF EXISTS catalog.folders_sibling_name;
     CREATE UNIQUE INDEX IF NOT EXISTS folders_sibling_names
         ON catalog.folders ((coalesce(parent_id::text, 'top:' || created_by)), lower(name));
+    -- Names equal but for their Unicode form (`café` composed and decomposed look the
+    -- same) are taken as well: folder names are compared as `name_key` (NFC, lower
+    -- case), and stored as given. A folder that shared its key with a sibling before
+    -- that rule is `grandfathered` (left out of the index; both keep their names): the
+    -- projection's handlers mark one when an event puts it beside such a sibling, so
+    -- a rebuild replays what was taken then; `Catalog.write` refuses a write that
+    -- marks one now, and a database that holds such siblings already marks, once, all
+    -- but the first made of each.
+    CREATE OR REPLACE FUNCTION catalog.name_key(name text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN lower(normalize(name, NFC));
+    ALTER TABLE catalog.folders ADD COLUMN IF NOT EXISTS grandfathered boolean;
+    DO $$ BEGIN
+        IF to_regclass('catalog.folders_sibling_keys') IS NULL THEN
+            UPDATE catalog.folders f SET grandfathered = true
+            WHERE EXISTS (
+                SELECT 1 FROM catalog.folders o
+                WHERE coalesce(o.parent_id::text, 'top:' || o.created_by)
+                      = coalesce(f.parent_id::text, 'top:' || f.created_by)
+                  AND catalog.name_key(o.name) = catalog.name_key(f.name)
+                  AND (o.created_at, o.id) < (f.created_at, f.id));
+            CREATE UNIQUE INDEX folders_sibling_keys ON catalog.folders
+                ((coalesce(parent_id::text, 'top:' || created_by)), catalog.name_key(name))
+                WHERE grandfathered IS NOT TRUE;
+        END IF;
+    END $$;
     CREATE INDEX IF NOT EXISTS folders_children ON catalog.folders (parent_id, name, id);
     CREATE INDEX IF NOT EXISTS folders_path ON catalog.folders USING gin (path);
     CREATE INDEX IF NOT EXISTS folders_name_trgm ON catalog.folders USING gin (name gin_trgm_ops);
@@ -244,7 +270,12 @@ links = Projection(
 def _folders_created(events: str) -> list[str]:
     """The rows FolderCreated events make (`events`: see shared.kit.projections.GIVEN).
     A folder's parent may be created earlier among the same events: the paths are made
-    from the parents already there, then down the events' own parents (recursively)."""
+    from the parents already there, then down the events' own parents (recursively).
+    One beside a sibling whose name has its key (already there, or earlier among the
+    events) is grandfathered (see `_BESIDE_A_TWIN`)."""
+    twin = _BESIDE_A_TWIN.format(
+        parent="m.parent_id", actor="m.actor", name="m.name", id="m.folder_id"
+    )
     return [
         f"""WITH RECURSIVE made AS (
                SELECT r.folder_id, r.parent_id, r.name, coalesce(r.description, '') AS description,
@@ -264,11 +295,27 @@ def _folders_created(events: str) -> list[str]:
                WHERE m.folder_id <> ALL(paths.path))
            INSERT INTO catalog.folders
            (id, parent_id, name, description, metadata, path, version, created_at, created_by,
-            constituent_of)
+            constituent_of, grandfathered)
            SELECT m.folder_id, m.parent_id, m.name, m.description, m.metadata, p.path,
-                  m.stream_version, m.occurred_at, m.actor, m.constituent_of
+                  m.stream_version, m.occurred_at, m.actor, m.constituent_of,
+                  -- After a sibling of its name key among these events, or beside one.
+                  row_number() OVER (
+                      PARTITION BY coalesce(m.parent_id::text, 'top:' || m.actor),
+                                   catalog.name_key(m.name)
+                      ORDER BY m.occurred_at, m.folder_id) > 1 OR {twin}
            FROM made m JOIN paths p ON p.folder_id = m.folder_id"""
     ]
+
+
+# Whether a folder (its parent, creator, name and id) would be beside a sibling whose
+# name has the same key (see the table's DDL): true only for events recorded before
+# that rule (a rebuild), or a write `Catalog.write` then refuses.
+_BESIDE_A_TWIN = """EXISTS (
+    SELECT FROM catalog.folders o
+    WHERE coalesce(o.parent_id::text, 'top:' || o.created_by)
+          = coalesce({parent}::text, 'top:' || {actor})
+      AND catalog.name_key(o.name) = catalog.name_key({name})
+      AND o.grandfathered IS NOT TRUE AND o.id <> {id})"""
 
 
 @tree.on(catalog_events.FolderCreated, sql=_folders_created, touches=("catalog.folders",))
@@ -283,8 +330,10 @@ async def folder_created(
 async def folder_renamed(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderRenamed]]
 ) -> None:
+    twin = _BESIDE_A_TWIN.format(parent="f.parent_id", actor="f.created_by", name="$2", id="$1")
     await conn.executemany(
-        "UPDATE catalog.folders SET name = $2, version = $3 WHERE id = $1",
+        f"UPDATE catalog.folders f SET name = $2, version = $3, grandfathered = {twin}"
+        " WHERE id = $1",
         [(e.data["folder_id"], e.data["name"], e.stream_version) for e in events],
     )
 
@@ -317,8 +366,12 @@ async def folder_moved(
             folder_id,
             target,
         )
+        twin = _BESIDE_A_TWIN.format(
+            parent="$2::uuid", actor="f.created_by", name="f.name", id="$1"
+        )
         await conn.execute(
-            "UPDATE catalog.folders SET parent_id = $2, version = $3 WHERE id = $1",
+            f"UPDATE catalog.folders f SET parent_id = $2, version = $3, grandfathered = {twin}"
+            " WHERE id = $1",
             folder_id,
             target,
             e.stream_version,
@@ -355,11 +408,19 @@ async def folder_restored(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderRestored]]
 ) -> None:
     # One at a time, outermost first: each takes its parent's path as it is now.
+    twin = _BESIDE_A_TWIN.format(
+        parent="(back.entry->>'parent_id')::uuid",
+        actor="(back.entry->>'created_by')",
+        name="(back.entry->>'name')",
+        id="$1",
+    )
     for e in events:
         await conn.execute(
-            """WITH back AS (DELETE FROM catalog.trash_folders WHERE id = $1 RETURNING entry)
+            f"""WITH back AS (DELETE FROM catalog.trash_folders WHERE id = $1 RETURNING entry)
                INSERT INTO catalog.folders
-               SELECT r.* FROM back, jsonb_populate_record(null::catalog.folders, back.entry) r
+               SELECT r.* FROM back, jsonb_populate_record(
+                   null::catalog.folders,
+                   back.entry || jsonb_build_object('grandfathered', {twin})) r
                ON CONFLICT (id) DO NOTHING""",
             e.data["folder_id"],
         )

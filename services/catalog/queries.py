@@ -63,7 +63,10 @@ async def with_duplicates(
     pool: asyncpg.Pool, found: list[dict[str, Any]], access: Access
 ) -> list[dict[str, Any]]:
     """Each file's `duplicates`: how many other files the caller may see hold the same
-    bytes (by sha256), counted once per distinct sha256 of the page, by index."""
+    bytes (by sha256), counted once per distinct sha256 of the page, by index. Every
+    file the catalog answers passes here, so it also hides the images of groups the
+    caller may not see (`_group_images_seen`)."""
+    await _group_images_seen(pool, found, access)
     shas = sorted({f["sha256"] for f in found if f.get("type") == "file"})
     if not shas:
         return found
@@ -86,6 +89,44 @@ async def with_duplicates(
             # The file itself is one of those counted: the caller sees it.
             f["duplicates"] = max(counts.get(f["sha256"], 1) - 1, 0)
     return found
+
+
+async def _group_images_seen(
+    pool: asyncpg.Pool, found: list[dict[str, Any]], access: Access
+) -> None:
+    await groups_seen(pool, [f["group"] for f in found if f.get("group")], access)
+
+
+async def groups_seen(pool: asyncpg.Pool, groups: list[dict[str, Any]], access: Access) -> None:
+    """A group's file can move on its own, away from its constituent folder: to a caller
+    with no role on that folder, its `file_ids` are ids of files they may not see, so
+    they get none (the count and the folder's id, which opens to nobody else, stay)."""
+    groups = [g for g in groups if g.get("file_ids") and g.get("constituent_folder_id")]
+    if access.roots is None or not groups:
+        return
+    rows = await pool.fetch(
+        "SELECT id, path FROM catalog.folders WHERE id = ANY($1::uuid[])",
+        list({uuid.UUID(g["constituent_folder_id"]) for g in groups}),
+    )
+    seen = {str(r["id"]) for r in rows if access.role_on(r["path"]) is not None}
+    for group in groups:
+        if group["constituent_folder_id"] not in seen:
+            group["file_ids"] = []
+
+
+async def audit_seen(
+    pool: asyncpg.Pool, access: Access | None, items: list[dict[str, Any]]
+) -> None:
+    """The audit's events as the caller may read them: a group file's `FileUploaded`
+    names its images only to who sees them, as the file's answer does."""
+    if access is None:
+        return  # a service's own call
+    groups = [
+        i["data"]["group"]
+        for i in items
+        if i["type"] == "catalog.FileUploaded" and isinstance(i["data"].get("group"), dict)
+    ]
+    await groups_seen(pool, groups, access)
 
 
 async def duplicates(

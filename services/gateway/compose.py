@@ -346,6 +346,24 @@ class Compose:
                 f"only videos and image sequences are re-encoded, not: {named}",
                 not_re_encoded=[f["id"] for f in others],
             )
+        # A sequence whose file moved on its own, away from its images: the catalog does
+        # not name them to a caller with no role where they are; its video would show them.
+        unseen = [
+            f["id"]
+            for f in files
+            if f["kind"] == "image_sequence"
+            and (f.get("group") or {}).get("images")
+            and not f["group"]["file_ids"]
+        ]
+        if unseen:
+            return error_response(
+                403,
+                "forbidden",
+                "these image sequences' images are in folders you have no role on:"
+                f" {', '.join(unseen[:20])}",
+                role_needed="user",
+                forbidden_files=unseen,
+            )
         # What the thumbnails context knows of each file's content comes from the catalog.
         await self.gateway.catch_up(call.request, "thumbnails", "catalog")
         body = {

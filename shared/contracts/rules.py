@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from typing import Any
 
@@ -29,19 +30,74 @@ def name_problem(name: str, what: str = "name") -> str | None:
             f"the {what} {name!r} contains U+{ord(found):04X} ({MISLEADING[found]}): it makes"
             " the name show as another"
         )
+    if found := next((c for c in FLAG_TAGS.sub("", name) if c in TAGS), None):
+        return (
+            f"the {what} {name!r} contains U+{ord(found):04X} (a tag character outside a flag"
+            " emoji, invisible): it makes the name show as another"
+        )
     return None
 
 
 # Characters that make a name read as another where it is shown: bidirectional
-# controls ("invoice\u202efdp.exe" shows as "invoiceexe.pdf", Trojan Source), and line
-# and paragraph separators (a name over two lines in a listing or a log). Joiners and
-# variation selectors stay: emoji need them.
-MISLEADING = {
+# controls ("invoice\u202efdp.exe" shows as "invoiceexe.pdf", Trojan Source), line and
+# paragraph separators (a name over two lines in a listing or a log), and characters
+# that show as nothing ("re\u200bport.pdf" beside "report.pdf"): Unicode's
+# Default_Ignorable_Code_Point, unassigned ones too (a later Unicode may give them a
+# use that still shows nothing). Some of those stay, as text needs them: the joiners
+# (ZWJ in emoji sequences, ZWNJ in Persian and Indic scripts) and the variation
+# selectors (emoji or text presentation, Mongolian forms); tag characters stay only
+# within a flag emoji (`FLAG_TAGS`). The CLI holds the same set (files_client/cli.py
+# `_misleading`, held to this by a unit test).
+_BIDI = {
     "\u061c": "a bidirectional mark",
     "\u200e": "a bidirectional mark",
     "\u200f": "a bidirectional mark",
     **{chr(c): "a bidirectional control" for c in range(0x202A, 0x202F)},
     **{chr(c): "a bidirectional control" for c in range(0x2066, 0x206A)},
+}
+DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+TAGS = frozenset(chr(c) for c in range(0xE0020, 0xE0080))
+KEPT_INVISIBLE = frozenset(
+    {"\u200c", "\u200d", *map(chr, (0x180B, 0x180C, 0x180D, 0x180F))}
+    | {chr(c) for c in range(0xFE00, 0xFE10)}
+    | {chr(c) for c in range(0xE0100, 0xE01F0)}
+    | TAGS
+)
+# A subdivision flag (England: U+1F3F4, the tags "gbeng", U+E007F CANCEL TAG).
+FLAG_TAGS = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
+
+
+def _invisible(c: str) -> str:
+    name = unicodedata.name(c, "")
+    return f"{name.lower()}, invisible" if name else "an unassigned invisible character"
+
+
+MISLEADING = {
+    **{
+        chr(c): _invisible(chr(c))
+        for low, high in DEFAULT_IGNORABLE
+        for c in range(low, high + 1)
+        if chr(c) not in KEPT_INVISIBLE
+    },
+    **_BIDI,
     "\u2028": "a line separator",
     "\u2029": "a paragraph separator",
 }

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import unicodedata
 import uuid
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,10 @@ async def test_a_synced_folder_follows_its_prefix(
     put(bucket, f"{prefix}cat.png", cat)
     put(bucket, f"{prefix}notes/a.txt", note)
     put(bucket, f"{prefix}notes/deep/b.txt", text("deep\n"))
+    # Two key paths that differ in Unicode form only (they look the same).
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    put(bucket, f"{prefix}{composed}/x.txt", text("composed\n"))
+    put(bucket, f"{prefix}{decomposed}/y.txt", text("decomposed\n"))
     answer = await register(api, moto)
     assert answer.status_code == 201, answer.text
     integration = answer.json()
@@ -94,7 +100,7 @@ async def test_a_synced_folder_follows_its_prefix(
     # Files from the bytes; key paths as subfolders.
     async def listed() -> bool:
         found = await listing(api, folder["id"])
-        return {"cat.png", "notes"} <= set(found)
+        return {"cat.png", "notes"} <= set(found) and len(found) == 4
 
     await eventually(listed, within=20, what="the synced folder lists its objects")
     top = await listing(api, folder["id"])
@@ -110,6 +116,12 @@ async def test_a_synced_folder_follows_its_prefix(
 
     await eventually(deep, within=20, what="subfolders made from key paths")
     a_txt = (await listing(api, notes["id"]))["a.txt"]
+    # As with a folder of that name made by hand, the second is told apart by its id.
+    forms = sorted(n for n in top if unicodedata.normalize("NFC", n).startswith(composed))
+    plain = [n for n in forms if n in (composed, decomposed)]
+    assert len(forms) == 2 and len(plain) == 1, forms
+    told = next(n for n in forms if n not in plain)
+    assert re.fullmatch(r"caf(\u00e9|e\u0301) \([0-9a-f]{8}\)", told), told
 
     # A dataset synced with the folder has its files.
     made = await api.post(

@@ -33,6 +33,8 @@ BAD_NAMES = {
     "bidi override": ("invoice\u202efdp.exe", "U+202E"),
     "bidi isolate": ("a\u2067b", "U+2067"),
     "line separator": ("two\u2028lines", "U+2028"),
+    # Shows as "report.pdf", beside the real one.
+    "zero width space": ("re\u200bport.pdf", "U+200B"),
 }
 
 
@@ -205,12 +207,54 @@ async def test_longest_names_and_odd_characters_are_fine(api: httpx.AsyncClient)
     longest = await folder(api, "n" * 300, top["id"])
     assert longest["name"] == "n" * 300
     odd = "Ünïcødé 🐱 👨\u200d👩\u200d👧 'quotes' \"double\" <tag> & % _ \\ back"
+    # What text needs of the invisible characters: a flag's tags, an emoji's variation
+    # selector, Persian's zero width non-joiner.
+    wales = "\U0001f3f4\U000e0067\U000e0062\U000e0077\U000e006c\U000e0073\U000e007f"
+    odd += f" {wales} \u2764\ufe0f \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
     made = await folder(api, odd, top["id"])
     assert (await api.get(f"/v1/folders/{made['id']}")).json()["name"] == odd
     body, headers = multipart(("ümlaut 🐱.txt", text("x")))
     answer = await api.post(f"/v1/folders/{top['id']}/files", content=body, headers=headers)
     assert answer.status_code == 201, answer.text
     assert answer.json()["files"][0]["name"] == "ümlaut 🐱.txt"
+
+
+async def test_invisible_characters_are_refused_in_every_name(api: httpx.AsyncClient) -> None:
+    """Datasets, integrations and image groups are named by the same rule as folders
+    and files (the 422 names the character)."""
+    top = await folder(api, unique("invisible"))
+    for answer, code_point in (
+        (await api.post("/v1/datasets", json={"name": "train\u2060set"}), "U+2060"),
+        (
+            await api.post(
+                "/v1/integrations",
+                json={
+                    "name": "bucket\u00ad",
+                    "provider": "s3",
+                    "bucket": "b",
+                    "access_key": "a",
+                    "secret_key": "s",
+                },
+            ),
+            "U+00AD",
+        ),
+        (
+            await api.post(
+                f"/v1/folders/{top['id']}/image-groups",
+                files=[
+                    ("kind", (None, "image_group")),
+                    ("name", (None, "pets\u180e")),
+                    ("file", ("a.png", png(), "image/png")),
+                ],
+            ),
+            "U+180E",
+        ),
+        (await api.post("/v1/folders", json={"name": "\ufeffbom"}), "U+FEFF"),
+        (await api.post("/v1/folders", json={"name": "flag\U000e0061"}), "U+E0061"),
+    ):
+        refused = error(answer, 422)
+        assert code_point in refused["message"], answer.text
+    assert await items(api, top["id"]) == []
 
 
 async def test_metadata_is_limited_to_64_kib(api: httpx.AsyncClient) -> None:

@@ -167,6 +167,77 @@ async def test_sibling_names_are_unique(api: httpx.AsyncClient) -> None:
     assert sorted(i["name"] for i in top_items) == ["Other", "Scans", "box"]
 
 
+async def test_names_equal_but_for_their_unicode_form_are_taken(api: httpx.AsyncClient) -> None:
+    """`café` composed (NFC) and decomposed (NFD) look the same: beside each other they
+    conflict as equal names do, in every way a folder comes to be beside another; names
+    are kept as given, case is compared as before, and files' names stay free."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    top = await folder(api, unique("forms"))
+    first = await folder(api, composed, top["id"])
+    clash = error(
+        await api.post("/v1/folders", json={"name": decomposed, "parent_id": top["id"]}),
+        409,
+        "name_taken",
+    )
+    assert decomposed in clash["message"]
+    # Case aside too, as before: "CAFÉ" decomposed is "café".
+    error(
+        await api.post("/v1/folders", json={"name": "CAFE\u0301", "parent_id": top["id"]}),
+        409,
+        "name_taken",
+    )
+    other = await folder(api, "other", top["id"])
+    error(await api.patch(f"/v1/folders/{other['id']}", json={"name": decomposed}), 409)
+    away = await folder(api, decomposed, other["id"])  # another parent: free
+    assert away["name"] == decomposed  # stored as given
+    conflict = error(
+        await api.post(
+            "/v1/move", json={"folder_ids": [away["id"]], "target_folder_id": top["id"]}
+        ),
+        409,
+        "name_taken",
+    )
+    assert decomposed in conflict["message"]
+    # A folder back from the trash beside a twin made meanwhile.
+    assert (await api.delete(f"/v1/folders/{first['id']}")).status_code == 204
+    twin = await folder(api, decomposed, top["id"])
+    error(await api.post("/v1/trash/restore", json={"folder_ids": [first["id"]]}), 409)
+    # An image group's folder takes the next name free of either form.
+    made = await api.post(
+        f"/v1/folders/{other['id']}/image-groups",
+        files=[
+            ("kind", (None, "image_group")),
+            ("name", (None, composed)),
+            ("file", ("a.png", png(), "image/png")),
+        ],
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["folder"]["name"] == f"{composed} (images)"
+    group_folder = made.json()["folder"]
+    renamed = await api.patch(
+        f"/v1/folders/{group_folder['id']}", json={"name": f"{decomposed} (images)"}
+    )
+    assert renamed.status_code == 200, renamed.text  # its own name, in another form
+    again = await api.post(
+        f"/v1/folders/{other['id']}/image-groups",
+        files=[
+            ("kind", (None, "image_group")),
+            ("name", (None, composed)),
+            ("file", ("b.png", png(), "image/png")),
+        ],
+    )
+    assert again.status_code == 201, again.text
+    assert again.json()["folder"]["name"] == f"{composed} (images 2)"
+    # Files' names need not be unique, in any form.
+    both = await upload(api, top["id"], (f"{composed}.png", png()), (f"{decomposed}.png", png()))
+    assert [f["name"] for f in both["files"]] == [f"{composed}.png", f"{decomposed}.png"]
+    listed = await items(api, top["id"])
+    assert sorted(i["name"] for i in listed if i["type"] == "folder") == sorted(
+        [decomposed, "other"]
+    )
+    assert twin["name"] == decomposed
+
+
 async def test_deleting_a_folder_deletes_everything_inside(
     api: httpx.AsyncClient, pool: Any
 ) -> None:

@@ -9,7 +9,17 @@ from typing import Any
 import httpx
 
 from tests.conftest import eventually
-from tests.e2e.support import CONSISTENCY, error, folder, items, png, text, unique, upload
+from tests.e2e.support import (
+    CONSISTENCY,
+    error,
+    folder,
+    items,
+    member,
+    png,
+    text,
+    unique,
+    upload,
+)
 
 
 async def post_group(
@@ -176,3 +186,51 @@ async def test_a_group_back_from_the_trash_keeps_its_images_out_of_synced_datase
     assert restored.status_code == 200, restored.text
     # Once the datasets have seen the whole restore: the group, not its images.
     assert await linked(**{CONSISTENCY: restored.headers[CONSISTENCY]}) == {made["file"]["id"]}
+
+
+async def test_a_group_moved_alone_names_its_images_only_to_who_sees_them(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    """A group's file may move on its own, away from its images: a member who sees only
+    where it went is not told which files its images are, in its answer or its history."""
+    home, shared = await folder(api, unique("groups")), await folder(api, unique("shared"))
+    made = await group(
+        api, home["id"], "image_sequence", "pets", ("a.png", png()), ("b.png", png())
+    )
+    image_ids = set(made["file"]["group"]["file_ids"])
+    moved = await api.post(
+        "/v1/move", json={"file_ids": [made["file"]["id"]], "target_folder_id": shared["id"]}
+    )
+    assert moved.status_code == 200, moved.text
+    reader = await member(api, "reader")
+    invited = await api.post(
+        f"/v1/folders/{shared['id']}/collaborators",
+        json={"emails": [reader["email"]], "role": "editor"},
+    )
+    assert invited.status_code == 200, invited.text
+    client = as_key(reader["api_key"])
+
+    def names_an_image(answer: httpx.Response) -> bool:
+        assert answer.status_code == 200, answer.text
+        return any(i in answer.text for i in image_ids)
+
+    seen = await client.get(f"/v1/files/{made['file']['id']}")
+    assert seen.json()["group"]["file_ids"] == [] and seen.json()["group"]["images"] == 2
+    assert not names_an_image(seen)
+    assert not names_an_image(await client.get(f"/v1/folders/{shared['id']}/items"))
+    assert not names_an_image(await client.get("/v1/search", params={"q": "pets"}))
+    history = await client.get("/v1/audit", params={"subject_id": made["file"]["id"]})
+    assert history.json()["items"], history.text
+    assert not names_an_image(history)
+    # Nor is its video made for them: it would show the images.
+    refused = error(
+        await client.post("/v1/files/re-encode", json={"file_ids": [made["file"]["id"]]}),
+        403,
+        "forbidden",
+    )
+    assert "no role" in refused["message"] and made["file"]["id"] in refused["message"]
+    # Who sees the images is told them, as before.
+    found = (await api.get(f"/v1/files/{made['file']['id']}")).json()
+    assert set(found["group"]["file_ids"]) == image_ids
+    history = await api.get("/v1/audit", params={"subject_id": made["file"]["id"]})
+    assert names_an_image(history)

@@ -6,13 +6,18 @@ import asyncio
 import os
 import sys
 import uuid
+from dataclasses import replace
 
 import asyncpg
 import httpx
 
+from services.catalog import domain
 from services.catalog.projections import tree
+from shared.contracts import catalog as ev
+from shared.contracts.envelope import Cause, Change, envelopes_of
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import rebuild
+from tests.conftest import fresh_database
 from tests.e2e.test_smoke import png
 
 SNAPSHOT = {
@@ -107,3 +112,76 @@ async def test_files_rebuild_command(
     assert command.returncode == 0, err.decode()
     assert "catalog.tree: replayed" in out.decode()
     assert await rows(pool) == live
+
+
+async def test_twins_from_before_the_unicode_form_rule_stay_and_rebuild(database_url: str) -> None:
+    """A catalog from before names were compared in NFC may hold `café` composed and
+    decomposed side by side: the schema's migration does not fail on it, keeps both
+    (the later one grandfathered, left out of the new index), a rebuild replays the
+    same, and a third one of the same key is marked (which `Catalog.write` refuses)."""
+    store = EventStore("catalog")
+    cause = Cause(actor="legacy", correlation_id="c")
+    async with fresh_database(database_url, "nfc") as pool:
+        async with pool.acquire() as conn:
+            await store.setup(conn)
+            await tree.setup(conn)
+        top = domain.Folder(uuid.uuid4(), None, "top", 1, ())
+        first = uuid.uuid4()
+        made = [
+            *domain.create_folder(top.id, None, "top", "", {}),
+            *domain.create_folder(first, replace(top, path=(top.id,)), "caf\u00e9", "", {}),
+        ]
+        async with pool.acquire() as conn, conn.transaction():
+            envelopes = envelopes_of(made, cause)
+            await tree.apply(conn, envelopes)
+            await store.append(conn, envelopes)
+        # What the catalog of before wrote: no key, no mark, the twin beside the first.
+        twin = uuid.uuid4()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("ALTER TABLE catalog.folders DROP COLUMN grandfathered")
+            envelopes = envelopes_of(
+                domain.create_folder(twin, replace(top, path=(top.id,)), "cafe\u0301", "", {}),
+                cause,
+            )
+            await conn.execute(
+                """INSERT INTO catalog.folders (id, parent_id, name, description, metadata, path,
+                       version, created_at, created_by)
+                   VALUES ($1, $2, $3, '', '{}', $4, 1, $5, 'legacy')""",
+                twin,
+                top.id,
+                "cafe\u0301",
+                [top.id, twin],
+                envelopes[0].occurred_at,
+            )
+            await store.append(conn, envelopes)
+        async with pool.acquire() as conn:
+            await tree.setup(conn)  # the migration: it must not fail
+        marks = "SELECT id, name, grandfathered FROM catalog.folders WHERE parent_id = $1"
+        found = {r["id"]: r["grandfathered"] for r in await pool.fetch(marks, top.id)}
+        assert found == {first: None, twin: True}
+        live = await rows(pool)
+        assert await rebuild(pool, store, tree) > 0
+        rebuilt = await rows(pool)
+        # A rebuild marks with false what the migration left null: the same folders.
+        for row in live["catalog.folders"]:
+            row["grandfathered"] = bool(row["grandfathered"])
+        for row in rebuilt["catalog.folders"]:
+            row["grandfathered"] = bool(row["grandfathered"])
+        assert rebuilt == live
+        # Renamed away, the twin is an ordinary folder; renamed back, it is marked again
+        # (which `Catalog.write` refuses).
+        for name, marked in (("other", False), ("cafe\u0301", True)):
+            async with pool.acquire() as conn, conn.transaction():
+                version = await conn.fetchval(
+                    "SELECT version FROM catalog.folders WHERE id = $1", twin
+                )
+                change = Change(
+                    ev.folder_stream(twin), version + 1, ev.FolderRenamed(folder_id=twin, name=name)
+                )
+                envelopes = envelopes_of([change], cause)
+                await tree.apply(conn, envelopes)
+                await store.append(conn, envelopes)
+            assert (
+                await pool.fetchval("SELECT grandfathered FROM catalog.folders WHERE id = $1", twin)
+                is marked
+            )

@@ -143,9 +143,21 @@ def test_the_cli_refuses_in_names_the_characters_the_platform_refuses() -> None:
     sends the batch it is in: the same characters, told by their Unicode properties."""
     from files_client.cli import _misleading, _name_problem
 
+    from shared.contracts import rules
     from shared.contracts.rules import MISLEADING
 
     assert {chr(c) for c in range(0x110000) if _misleading(chr(c))} == set(MISLEADING)
     problem = _name_problem("invoice\u202efdp.exe")
     assert problem is not None and "U+202E" in problem
     assert _name_problem("family \U0001f468\u200d\U0001f469.png") is None  # a joiner stays
+    # Invisible characters are refused by the same rule, the few text needs stay.
+    problem = _name_problem("re\u200bport.pdf")
+    assert problem is not None and "U+200B (zero width space)" in problem
+    assert _name_problem("x\U000e0001") is not None and _name_problem("a\ufeff") is not None
+    flag = "\U0001f3f4\U000e0067\U000e0062\U000e0077\U000e006c\U000e0073\U000e007f"
+    for kept in (f"wales {flag}.png", "\u2764\ufe0f.png", "\u0645\u06cc\u200c\u062e.txt"):
+        assert _name_problem(kept) is None and rules.name_problem(kept) is None, kept
+    for hidden in ("report\U000e0078.pdf", f"{flag}\U000e0061.png", "\U000e0067\U000e007f"):
+        problem = _name_problem(hidden)
+        assert problem is not None and "a tag character outside a flag emoji" in problem
+        assert rules.name_problem(hidden) is not None

@@ -574,9 +574,13 @@ _ESCAPED = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 def _shown(path: str) -> str:
     escaped = path.translate(_ESCAPED)
-    if any(_misleading(c) for c in escaped):
-        escaped = "".join(f"\\u{ord(c):04x}" if _misleading(c) else c for c in escaped)
+    if any(_misleading(c) or _is_tag(c) for c in escaped):
+        escaped = "".join(_escape(c) if _misleading(c) or _is_tag(c) else c for c in escaped)
     return escaped
+
+
+def _escape(c: str) -> str:
+    return f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
 
 
 def _name_problem(name: str, what: str = "name") -> str | None:
@@ -593,23 +597,59 @@ def _name_problem(name: str, what: str = "name") -> str | None:
     if found := next((c for c in name if _misleading(c)), None):
         return (
             f"the {what} {name!r} contains U+{ord(found):04X}"
-            f" ({unicodedata.name(found).lower()}): it makes the name show as another"
+            f" ({unicodedata.name(found, 'unassigned').lower()}): it makes the name show as"
+            " another"
+        )
+    if found := next((c for c in _FLAG_TAGS.sub("", name) if _is_tag(c)), None):
+        return (
+            f"the {what} {name!r} contains U+{ord(found):04X} (a tag character outside a flag"
+            " emoji): it makes the name show as another"
         )
     return None
 
 
 # The characters the platform refuses in names because they make a name show as another
-# (shared/contracts/rules.py `MISLEADING`, which this package cannot import), told by
-# their Unicode properties: the bidirectional controls and marks, and the line and
-# paragraph separators. A unit test holds the two to the same characters.
+# (shared/contracts/rules.py `MISLEADING`, which this package cannot import): the
+# bidirectional controls and marks, the line and paragraph separators (told by their
+# Unicode properties), and the characters that show as nothing, Unicode's
+# Default_Ignorable_Code_Point (`_IGNORABLE`), but for the joiners and variation
+# selectors text and emoji need, and tag characters, which stay within a flag emoji. A
+# unit test holds the two to the same characters.
 _BIDI_WORDS = ("LEFT-TO-RIGHT", "RIGHT-TO-LEFT", "DIRECTIONAL", "ISOLATE", "ARABIC LETTER MARK")
+_IGNORABLE = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+_KEPT = {0x200C, 0x200D, 0x180B, 0x180C, 0x180D, 0x180F, *range(0xFE00, 0xFE10)}
+_FLAG_TAGS = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
+
+
+def _is_tag(c: str) -> bool:
+    return 0xE0020 <= ord(c) <= 0xE007F
 
 
 def _misleading(c: str) -> bool:
-    category = unicodedata.category(c)
+    category, code = unicodedata.category(c), ord(c)
     if category in ("Zl", "Zp"):
         return True
-    return category == "Cf" and any(w in unicodedata.name(c, "") for w in _BIDI_WORDS)
+    if category == "Cf" and any(w in unicodedata.name(c, "") for w in _BIDI_WORDS):
+        return True
+    if code in _KEPT or _is_tag(c) or 0xE0100 <= code <= 0xE01EF:
+        return False
+    return any(low <= code <= high for low, high in _IGNORABLE)
 
 
 def _upload_metadata(path: str | None, names: list[str]) -> dict[str, dict[str, Any]]:
