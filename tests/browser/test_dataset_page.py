@@ -1,15 +1,21 @@
 """A dataset's page: its files are chosen as a folder's are (click, Shift-click,
 Ctrl/Cmd-click, the keyboard), and an Editor of the dataset removes them with "Remove
 from dataset", asked first in the Confirm dialog; the files stay in their folders. A
-synced dataset says what sync does with a file removed by hand (it stays out)."""
+synced dataset says what sync does with a file removed by hand (it stays out). Each
+file's folder is named. An Admin of the dataset manages who has access ("Manage
+access", as a folder's) and deletes it; a User of it sees who has access, read-only."""
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
+from shared.kit.stack import Stack
 from tests.browser.conftest import items, make_folder, sign_in, unique, upload
 from tests.e2e.support import CONSISTENCY, text
 
@@ -21,8 +27,8 @@ def members(api: httpx.Client, dataset: dict[str, Any]) -> set[str]:
 
 
 def cell(grid: Locator, name: str) -> Locator:
-    """A row's Kind cell: a click on the row that is not on its name's link."""
-    return grid.get_by_role("row", name=name).locator("td").nth(1)
+    """A row's Kind cell: a click on the row that is not on its name's or folder's link."""
+    return grid.get_by_role("row", name=name).locator("td").nth(2)
 
 
 def test_choose_files_of_a_dataset_and_remove_them_from_it(
@@ -208,3 +214,126 @@ def test_files_removed_elsewhere_meanwhile_are_left_out_and_the_rest_removed(
     )
     expect(region.get_by_text("No files yet")).to_be_visible()
     assert members(api, dataset) == set()
+
+
+def roles(api: httpx.Client, dataset: dict[str, Any]) -> dict[str, str]:
+    listed = api.get(f"/v1/datasets/{dataset['id']}/collaborators")
+    assert listed.status_code == 200, listed.text
+    return {c["email"]: c["role"] for c in listed.json()["items"]}
+
+
+def until(check: Callable[[], bool], what: str) -> None:
+    """What the page did, once the API says so (a write made by the browser, whose
+    consistency token the test does not have)."""
+    deadline = time.monotonic() + 15
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)  # ask again, within the deadline
+
+
+def test_an_admin_manages_who_has_access_to_a_dataset_then_deletes_it(
+    signed_in: Page, api: httpx.Client, browser: Browser, platform: Stack
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("set-access"))
+    files = upload(api, folder["id"], ("kept.txt", text("k\n")))
+    dataset = api.post("/v1/datasets", json={"name": unique("Shared set")}).json()
+    added = api.post(f"/v1/datasets/{dataset['id']}/files", json={"file_ids": [files[0]["id"]]})
+    assert added.status_code == 200, added.text
+    made = api.post(
+        "/v1/users",
+        json={
+            "email": f"{unique('set-member')}@example.com",
+            "name": "Member",
+            "org_role": "member",
+        },
+    )
+    assert made.status_code == 201, made.text
+    member = made.json()
+    email = member["email"]
+
+    page.goto(f"/datasets/{dataset['id']}")
+    region = page.get_by_role("region", name=f"Dataset {dataset['name']}")
+    grid = region.get_by_role("grid", name="Files in the dataset")
+    # Where each file lives: its folder, by name, a link to it.
+    row = grid.get_by_role("row", name="kept.txt")
+    expect(row.get_by_role("link", name=folder["name"])).to_be_visible()
+
+    # Invite: a role and an email, as for a folder.
+    manage = region.get_by_role("button", name="Manage access")
+    manage.click()
+    dialog = page.get_by_role("dialog", name=f"Manage access: {dataset['name']}")
+    expect(dialog.get_by_role("tab", name="Invite")).to_have_attribute("aria-selected", "true")
+    dialog.get_by_label("Role").select_option("editor")
+    dialog.get_by_label("Emails").fill(email)
+    dialog.get_by_role("button", name="Add", exact=True).click()
+    expect(page.locator(".notices").get_by_role("status")).to_contain_text(
+        "Added 1 person as Editor"
+    )
+    until(lambda: roles(api, dataset).get(email) == "editor", "shared as Editor")
+
+    # Manage: the role changed from the list; the creator's row is locked.
+    dialog.get_by_role("tab", name="Manage").click()
+    expect(dialog.get_by_role("row", name="admin@files.local")).to_contain_text("Admin")
+    expect(
+        dialog.get_by_role("row", name="admin@files.local").get_by_role("combobox")
+    ).to_have_count(0)
+    dialog.get_by_label(f"Role of {email}").select_option("user")
+    expect(page.locator(".notices").get_by_role("status")).to_contain_text(f"{email} is now User")
+    until(lambda: roles(api, dataset) == {"admin@files.local": "admin", email: "user"}, "User")
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    expect(manage).to_be_focused()
+
+    # A User of the dataset, on a phone: who has access, read-only; no Delete.
+    context = browser.new_context(
+        base_url=platform.gateway_url, viewport={"width": 390, "height": 800}
+    )
+    context.set_default_timeout(10_000)
+    try:
+        theirs = context.new_page()
+        sign_in(theirs, member["api_key"])
+        theirs.goto(f"/datasets/{dataset['id']}")
+        their_region = theirs.get_by_role("region", name=f"Dataset {dataset['name']}")
+        their_region.get_by_role("button", name="Manage access").click()
+        expect(their_region.get_by_role("button", name="Delete dataset")).to_have_count(0)
+        read_only = theirs.get_by_role("dialog", name=f"Manage access: {dataset['name']}")
+        expect(read_only.get_by_role("row", name=email)).to_contain_text("User")
+        expect(read_only).to_contain_text("only an Admin of this dataset changes who has access")
+        expect(read_only.get_by_role("tab", name="Invite")).to_have_count(0)
+        expect(read_only.get_by_role("combobox")).to_have_count(0)
+        expect(read_only.get_by_role("button", name=re.compile("^Remove"))).to_have_count(0)
+        box = read_only.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        width = theirs.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, width
+    finally:
+        context.close()
+
+    # The Admin takes their access away, asked first.
+    manage.click()
+    dialog.get_by_role("tab", name="Manage").click()
+    dialog.get_by_role("button", name=f"Remove {email}").click()
+    question = page.get_by_role(
+        "alertdialog", name=f"Remove {email} from dataset {dataset['name']}?"
+    )
+    question.get_by_role("button", name="Remove access").click()
+    expect(dialog.get_by_role("row", name=email)).to_have_count(0)
+    until(lambda: roles(api, dataset) == {"admin@files.local": "admin"}, "access removed")
+    dialog.get_by_role("button", name="Close").click()
+
+    # Delete dataset: asked first, the files stay; back on the list, without it.
+    region.get_by_role("button", name="Delete dataset").click()
+    question = page.get_by_role("alertdialog", name=f"Delete dataset {dataset['name']}?")
+    expect(question).to_contain_text("Its file stays in its folder")
+    question.get_by_role("button", name="Delete dataset").click()
+    expect(page).to_have_url(re.compile(r"/datasets$"))
+    listed = page.get_by_role("region", name="Datasets")
+    expect(listed.get_by_role("heading", name="Datasets")).to_be_focused()
+    expect(page.locator(".notices").get_by_role("status")).to_contain_text(
+        f"Deleted dataset {dataset['name']}"
+    )
+    expect(listed).not_to_contain_text("Loading")
+    expect(listed.get_by_role("link", name=dataset["name"])).to_have_count(0)
+    assert api.get(f"/v1/datasets/{dataset['id']}").status_code == 404
+    assert {i["name"] for i in items(api, folder["id"])} == {"kept.txt"}

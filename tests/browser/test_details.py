@@ -183,7 +183,13 @@ def test_the_datasets_page_lists_datasets_and_opens_one(signed_in: Page, api: ht
     listed.get_by_role("link", name=synced["name"]).click()
     dataset = page.get_by_role("region", name=f"Dataset {synced['name']}")
     expect(dataset).to_contain_text(f"1 file, synced with the folder {folder['name']}")
-    dataset.get_by_role("link", name=folder["name"]).click()
+    # The file's row names its folder too: the one followed is the sentence's link.
+    expect(
+        dataset.get_by_role("row", name="one.txt").get_by_role("link", name=folder["name"])
+    ).to_be_visible()
+    dataset.locator("p", has_text="synced with the folder").get_by_role(
+        "link", name=folder["name"]
+    ).click()
     expect(page).to_have_url(f"/folders/{folder['id']}")
     page.go_back()
     page.go_back()

@@ -1,18 +1,22 @@
 // The datasets the person may see (/datasets), and a dataset's page (what "View" opens
-// from a file's "Linked to"): its files, chosen as in the folder view, and for an Editor
-// of the dataset "Remove from dataset".
+// from a file's "Linked to"): its files and the folder each is in, chosen as in the
+// folder view; "Remove from dataset" for an Editor of it; "Manage access" (changed by an
+// Admin of it, only seen by the others) and, for an Admin, "Delete dataset".
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { all, ApiError, get, post, type FileItem, type Folder } from "./api";
+import { all, ApiError, del, get, post, type FileItem, type Folder } from "./api";
 import { bytes, count, date, kindLabel, listed } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { useSelection } from "./selection";
-import { changed, mayEdit, useVersion } from "./store";
+import { changed, mayEdit, mayManage, open as openDialog, useVersion } from "./store";
 import { Confirm, ErrorText, LoadFailed, notify, Unavailable } from "./ui";
 
-// The names of the folders synced datasets follow ("its folder" said nothing of which).
+// The names of the folders synced datasets follow ("its folder" said nothing of which),
+// and of those a dataset's files are in: one request a folder (there is no batch read of
+// folders), for the first `FOLDERS_NAMED` of them; past that, the others are left unnamed.
+const FOLDERS_NAMED = 50;
 function useFolderNames(ids: (string | null | undefined)[]): Record<string, string> {
   const [names, setNames] = useState<Record<string, string>>({});
-  const wanted = [...new Set(ids.filter((id): id is string => !!id))].sort().join(",");
+  const wanted = [...new Set(ids.filter((id): id is string => !!id))].slice(0, FOLDERS_NAMED).sort().join(",");
   useEffect(() => {
     if (!wanted) return;
     const stop = new AbortController();
@@ -32,6 +36,9 @@ function useFolderNames(ids: (string | null | undefined)[]): Record<string, stri
   }, [wanted]);
   return names;
 }
+
+// The datasets list's heading takes the focus when a deleted dataset's page leaves for it.
+let focusListHeading = false;
 
 function SyncedWith({ id, names }: { id: string; names: Record<string, string> }) {
   return (
@@ -66,13 +73,20 @@ export function DatasetList() {
     return () => stop.abort();
   }, [version, attempt]);
   const folderNames = useFolderNames((datasets ?? []).map((d) => d.synced_folder_id));
+  useEffect(() => {
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (focusListHeading && lost) document.getElementById("datasets-title")?.focus();
+    focusListHeading = false;
+  }, []);
   const go = (e: Event, to: string) => {
     e.preventDefault();
     navigate(to);
   };
   return (
     <section class="dataset-page" aria-label="Datasets">
-      <h1 class="title">Datasets</h1>
+      <h1 class="title" id="datasets-title" tabIndex={-1}>
+        Datasets
+      </h1>
       {error ? (
         <LoadFailed what="The datasets" error={error} onRetry={() => setAttempt(attempt + 1)} />
       ) : datasets === null ? (
@@ -117,7 +131,8 @@ export function DatasetPage({ id }: { id: string }) {
   const [error, setError] = useState<unknown>(null);
   const [attempt, setAttempt] = useState(0);
   const [removing, setRemoving] = useState<FileItem[] | null>(null);
-  const folderNames = useFolderNames([dataset?.synced_folder_id]);
+  const [deleting, setDeleting] = useState(false);
+  const folderNames = useFolderNames([dataset?.synced_folder_id, ...(files ?? []).map((f) => f.folder_id)]);
   useEffect(() => {
     setError(null);
     get(`/v1/datasets/${id}`).then(setDataset).catch(setError);
@@ -148,6 +163,8 @@ export function DatasetPage({ id }: { id: string }) {
   const synced = dataset.synced_folder_id ? (folderNames[dataset.synced_folder_id] ?? "its folder") : null;
   const ask = () => editable && chosen.length > 0 && setRemoving(chosen);
   const open = (f: FileItem) => navigate(fileUrl(f.id));
+  // The dataset's Admins (its creator, those shared with as Admin, org admins).
+  const admin = mayManage(dataset.my_role);
   return (
     <section class="dataset-page" aria-label={`Dataset ${dataset.name}`}>
       <h1 class="title" id="dataset-title" tabIndex={-1}>
@@ -164,6 +181,19 @@ export function DatasetPage({ id }: { id: string }) {
           </>
         )}
       </p>
+      <div class="toolbar">
+        <button
+          type="button"
+          onClick={() => openDialog({ kind: "access", on: "dataset", id: dataset.id, name: dataset.name, role: dataset.my_role })}
+        >
+          Manage access
+        </button>
+        {admin && (
+          <button type="button" class="danger" onClick={() => setDeleting(true)}>
+            Delete dataset
+          </button>
+        )}
+      </div>
       {files && files.length > 0 && (
         <div class="toolbar" role="toolbar" aria-label="Dataset actions">
           <span aria-live="polite">{chosen.length} selected</span>
@@ -205,6 +235,7 @@ export function DatasetPage({ id }: { id: string }) {
           <thead>
             <tr>
               <th scope="col">Name</th>
+              <th scope="col">Folder</th>
               <th scope="col">Kind</th>
               <th scope="col">Size</th>
             </tr>
@@ -233,6 +264,19 @@ export function DatasetPage({ id }: { id: string }) {
                     }}
                   >
                     {f.name}
+                  </a>
+                </td>
+                <td class="name-cell">
+                  <a
+                    href={folderUrl(f.folder_id)}
+                    onClick={(e) => {
+                      e.preventDefault();
+                      if (e.shiftKey || e.ctrlKey || e.metaKey) return;
+                      e.stopPropagation();
+                      navigate(folderUrl(f.folder_id));
+                    }}
+                  >
+                    {folderNames[f.folder_id] ?? "Open folder"}
                   </a>
                 </td>
                 <td>{kindLabel(f.kind)}</td>
@@ -269,6 +313,25 @@ export function DatasetPage({ id }: { id: string }) {
               join.
             </p>
           )}
+        </Confirm>
+      )}
+      {deleting && (
+        <Confirm
+          title={`Delete dataset ${dataset.name}?`}
+          action="Delete dataset"
+          onConfirm={async () => {
+            await del(`/v1/datasets/${dataset.id}`);
+            notify(`Deleted dataset ${dataset.name}`);
+            focusListHeading = true;
+            navigate("/datasets");
+            changed();
+          }}
+          onClose={() => setDeleting(false)}
+        >
+          <p>
+            {dataset.file_count === 1 ? "Its file stays in its folder" : "Its files stay in their folders"} and in any other
+            dataset: only this dataset and its links go. Whoever it is shared with loses access to it.
+          </p>
         </Confirm>
       )}
     </section>

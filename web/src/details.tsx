@@ -88,7 +88,7 @@ function FolderFacts({ folder }: { folder: Folder }) {
         </table>
       )}
       <ErrorText error={error} />
-      <button type="button" onClick={() => open({ kind: "access", folderId: folder.id, folderName: folder.name, role: folder.my_role })}>
+      <button type="button" onClick={() => open({ kind: "access", on: "folder", id: folder.id, name: folder.name, role: folder.my_role })}>
         Manage access
       </button>
     </div>

@@ -497,9 +497,13 @@ const ROLES = [
   { id: "user", label: "User" },
 ];
 
-function ManageAccess(props: { folderId: string; folderName: string; role: string | null; onClose: () => void }) {
-  // Only a folder's admin changes who has access; anyone else sees who has it.
+// A folder's collaborators (roles granted on a folder above show, and stay, here) or the
+// people a dataset is shared with (its creator is its Admin). The ACL changes a folder's
+// role in place; a dataset's changes by sharing it again with the new role.
+function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: string; role: string | null; onClose: () => void }) {
+  // Only an admin of it changes who has access; anyone else sees who has it.
   const manager = mayManage(props.role);
+  const path = `/v1/${props.on === "folder" ? "folders" : "datasets"}/${props.id}/collaborators`;
   const [tab, setTab] = useState(manager ? "invite" : "manage");
   const [people, setPeople] = useState<any[] | null>(null);
   const [role, setRole] = useState("user");
@@ -511,7 +515,7 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
   const base = useId();
   const input = useRef<HTMLInputElement>(null);
   const load = () =>
-    get(`/v1/folders/${props.folderId}/collaborators`)
+    get(path)
       .then((r: any) => setPeople(r.items))
       .catch(setError);
   useEffect(() => {
@@ -532,7 +536,7 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
     setBusy(true);
     setError(null);
     try {
-      const r: any = await post(`/v1/folders/${props.folderId}/collaborators`, { emails: all, role });
+      const r: any = await post(path, { emails: all, role });
       setPeople(r.items);
       setEmails([]);
       setTyped("");
@@ -547,7 +551,8 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
   const change = async (userId: string, email: string, to: string) => {
     setError(null);
     try {
-      await patch(`/v1/folders/${props.folderId}/collaborators/${userId}`, { role: to });
+      if (props.on === "folder") await patch(`${path}/${userId}`, { role: to });
+      else await post(path, { emails: [email], role: to });
       await load();
       notify(`${email} is now ${roleName(to)}`);
       changed();
@@ -560,16 +565,16 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
   const [removing, setRemoving] = useState<{ user_id: string; email: string } | null>(null);
   const remove = async (userId: string, email: string) => {
     setError(null);
-    await del(`/v1/folders/${props.folderId}/collaborators/${userId}`);
+    await del(`${path}/${userId}`);
     await load();
-    notify(`Removed ${email} from ${props.folderName}`);
+    notify(`Removed ${email} from ${props.name}`);
     changed();
   };
   // A grant on a folder above stays when this one goes: the question says so.
-  const kept = removing && people?.find((p) => p.user_id === removing.user_id && p.inherited_from !== null);
+  const kept = removing && people?.find((p) => p.user_id === removing.user_id && p.inherited_from != null);
   const suggestions = typed.length > 0 ? known.filter((u) => u.email.includes(typed.toLowerCase()) && !emails.includes(u.email)).slice(0, 8) : [];
   return (
-    <Dialog title={`Manage access: ${props.folderName}`} onClose={props.onClose} class="wide">
+    <Dialog title={`Manage access: ${props.name}`} onClose={props.onClose} class="wide">
       <Tabs
         label="Manage access"
         idBase={base}
@@ -584,7 +589,7 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
             : [{ id: "manage", label: "People" }]
         }
       />
-      {!manager && <p class="muted">Your role here is {roleName(props.role)}: only an Admin of this folder changes who has access.</p>}
+      {!manager && <p class="muted">Your role here is {roleName(props.role)}: only an Admin of this {props.on} changes who has access.</p>}
       <TabPanel idBase={base} id={tab}>
         {tab === "invite" && manager ? (
           <div>
@@ -669,16 +674,21 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
             </thead>
             <tbody>
               {people.map((p) => {
-                const inherited = p.inherited_from !== null;
+                // A dataset's grants come from nowhere else (no inherited_from).
+                const inherited = p.inherited_from != null;
                 const locked = p.role === "admin";
+                // A dataset's role is changed by email: without one (the users could
+                // not be looked up) the row is shown, not changed.
+                const fixed = locked || inherited || !manager || (props.on === "dataset" && !p.email);
+                const who = p.email ?? p.user_id;
                 return (
-                  <tr key={`${p.user_id}-${p.inherited_from}`} aria-label={p.email}>
+                  <tr key={`${p.user_id}-${p.inherited_from}`} aria-label={who}>
                     <td>
                       <span>{p.name}</span> <span class="muted">{p.email}</span>
                       {inherited && <span class="muted"> (from a folder above)</span>}
                     </td>
                     <td>
-                      {locked || inherited || !manager ? (
+                      {fixed ? (
                         <span class="locked" aria-label={`${p.role}${locked ? ", locked" : ""}`}>
                           {locked && <Lock />} {ROLES.find((r) => r.id === p.role)?.label ?? p.role}
                         </span>
@@ -698,7 +708,7 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
                     </td>
                     <td>
                       {!locked && !inherited && manager && (
-                        <button type="button" aria-label={`Remove ${p.email}`} onClick={() => setRemoving(p)}>
+                        <button type="button" aria-label={`Remove ${who}`} onClick={() => setRemoving({ user_id: p.user_id, email: who })}>
                           Remove
                         </button>
                       )}
@@ -713,15 +723,17 @@ function ManageAccess(props: { folderId: string; folderName: string; role: strin
       <ErrorText error={error} />
       {removing && (
         <Confirm
-          title={`Remove ${removing.email} from folder ${props.folderName}?`}
+          title={`Remove ${removing.email} from ${props.on} ${props.name}?`}
           action="Remove access"
           onConfirm={() => remove(removing.user_id, removing.email)}
           onClose={() => setRemoving(null)}
         >
           <p>
-            {kept
-              ? `They keep the ${roleName(kept.role)} role they have from a folder above, and with it access to this folder.`
-              : "They will lose access to it and everything in it."}
+            {props.on === "dataset"
+              ? "They will lose access to it. Its files stay in their folders, for whoever may see them there."
+              : kept
+                ? `They keep the ${roleName(kept.role)} role they have from a folder above, and with it access to this folder.`
+                : "They will lose access to it and everything in it."}
           </p>
         </Confirm>
       )}

@@ -29,7 +29,8 @@ export type DialogRequest =
   | { kind: "move"; fileIds: string[]; folderIds: string[]; from: string | null }
   | { kind: "delete"; fileIds: string[]; folderIds: string[]; name?: string }
   | { kind: "add-to-dataset"; fileIds: string[]; folderIds: string[]; folderId: string | null }
-  | { kind: "access"; folderId: string; folderName: string; role: string | null }
+  // Who has access to a folder (its collaborators) or to a dataset (those it is shared with).
+  | { kind: "access"; on: "folder" | "dataset"; id: string; name: string; role: string | null }
   | { kind: "rename"; item: { type: "file" | "folder"; id: string; name: string } };
 
 let openDialog: (d: DialogRequest | null) => void = () => {};
