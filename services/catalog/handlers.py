@@ -411,9 +411,7 @@ class Catalog(Handlers):
             position = await self.record(conn, changes, cause)
             return {"moved": len(set(file_ids)) + len(set(folder_ids))}, position
 
-    async def _refuse_cloud_synced(
-        self, conn: asyncpg.Connection, folder: domain.Folder, refused: str
-    ) -> None:
+    async def _refuse_cloud_synced(self, conn: Conn, folder: domain.Folder, refused: str) -> None:
         """A cloud-synced folder (and every folder in it) holds what its bucket prefix
         holds: a sync would not know what to do with a folder or file it did not make.
         Only users' commands ask: the sync's own subfolders are made by reaction."""

@@ -14,6 +14,7 @@ import asyncpg
 from shared.contracts import catalog as catalog_events
 from shared.contracts import datasets as datasets_events
 from shared.contracts import ingest as ingest_events
+from shared.kit.db import Conn
 from shared.kit.projections import GIVEN, Projection, given
 from shared.kit.reactions import Received
 
@@ -320,7 +321,7 @@ async def sync_ended(
     )
 
 
-async def synced_root(conn: asyncpg.Connection, path: Sequence[Any]) -> asyncpg.Record | None:
+async def synced_root(conn: Conn, path: Sequence[Any]) -> asyncpg.Record | None:
     """The cloud-synced folder (id, name) that a folder at `path` (ids, top first, its
     own last) is, or is inside, or is a key path's subfolder of; None if none."""
     found: asyncpg.Record | None = await conn.fetchrow(
