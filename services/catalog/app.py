@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from services.catalog import api, queries
 from services.catalog.handlers import Catalog, setup_reactions
 from services.catalog.history import setup_history
-from services.catalog.projections import links, tree
+from services.catalog.projections import cloud_synced, links, tree
 from shared.contracts import topics
 from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
@@ -26,7 +26,7 @@ def build(settings: Settings) -> FastAPI:
         publishes=topics.CATALOG,
         consumes=(topics.INGEST, topics.DICOM, topics.DATASETS),
         reactions=Catalog.reactions.bound(catalog),
-        projections=(tree, links),
+        projections=(tree, links, cloud_synced),
         setups=(setup_reactions, setup_history),
         on_start=[purge],
         audit_view=lambda access, items: queries.audit_seen(parts.pool, access, items),

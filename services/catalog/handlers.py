@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from services.catalog import domain, schema
-from services.catalog.projections import links, tree
+from services.catalog.projections import cloud_synced, links, synced_root, tree
 from shared.contracts import catalog as ev
 from shared.contracts import datasets as ds
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended
@@ -31,6 +31,8 @@ from shared.contracts.ingest import (
     CloudObjectGone,
     FileContentStored,
     FilesStored,
+    FolderSyncConfigured,
+    FolderSyncEnded,
     ImageGroupImagesStored,
     ImageGroupStored,
     ImportedMetadataReplaced,
@@ -242,6 +244,8 @@ class Catalog(Handlers):
                 if parent_id
                 else None
             )
+            if parent is not None:
+                await self._refuse_cloud_synced(conn, parent, "no folder is made in it by hand")
             changes = domain.create_folder(folder_id, parent, name, description, metadata)
             try:
                 return folder_id, await self.record(conn, changes, cause)
@@ -379,6 +383,7 @@ class Catalog(Handlers):
             # pass the cycle check against the other's old tree.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
             target = await self.folder(conn, target_id, access, "editor", "FOR SHARE")
+            await self._refuse_cloud_synced(conn, target, "nothing is moved into it")
             folder_rows = await self._require_all(
                 conn, "folders", FOLDER_COLUMNS, folder_ids, access, "editor", "FOR UPDATE"
             )
@@ -405,6 +410,22 @@ class Catalog(Handlers):
                 return {"dry_run": True, **impact}, 0
             position = await self.record(conn, changes, cause)
             return {"moved": len(set(file_ids)) + len(set(folder_ids))}, position
+
+    async def _refuse_cloud_synced(self, conn: Conn, folder: domain.Folder, refused: str) -> None:
+        """A cloud-synced folder (and every folder in it) holds what its bucket prefix
+        holds: a sync would not know what to do with a folder or file it did not make.
+        Only users' commands ask: the sync's own subfolders are made by reaction."""
+        root = await synced_root(conn, folder.path)
+        if root is None:
+            return
+        synced = f"the cloud-synced folder {root['name']!r}"
+        subject = synced if root["id"] == folder.id else f"folder {folder.name!r} (in {synced})"
+        raise domain.Conflict(
+            "folder_cloud_synced",
+            f"{subject} mirrors a bucket prefix: {refused}. Put the objects in the bucket"
+            " under its prefix and sync, or choose a folder outside it",
+            {"folder_id": str(folder.id), "synced_folder_id": str(root["id"])},
+        )
 
     async def _refuse_name_clash(
         self, conn: asyncpg.Connection, folders: Sequence[domain.Folder], target: domain.Folder
@@ -958,6 +979,8 @@ class Catalog(Handlers):
     ) -> None:
         """A key path below a synced prefix becomes a subfolder, with the id ingest gave
         it (once: a folder with that id, even trashed or purged, is left as it is)."""
+        # Known as the sync's before it is visible: no user's command gets in first.
+        await cloud_synced.apply_received(conn, envelopes)
         for envelope in envelopes:
             need = envelope.event
             if await self.store.read_stream(conn, ev.folder_stream(need.folder_id)):
@@ -981,6 +1004,18 @@ class Catalog(Handlers):
             name = f"{need.name} ({str(need.folder_id)[:8]})" if taken or odd else need.name
             changes = domain.create_folder(need.folder_id, _folder(row), name, "", {})
             await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
+
+    @reactions.on(FolderSyncConfigured)
+    async def when_folder_sync_configured(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[FolderSyncConfigured]]
+    ) -> None:
+        await cloud_synced.apply_received(conn, envelopes)
+
+    @reactions.on(FolderSyncEnded)
+    async def when_folder_sync_ended(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[FolderSyncEnded]]
+    ) -> None:
+        await cloud_synced.apply_received(conn, envelopes)
 
     @reactions.on(CloudObjectGone)
     async def when_cloud_object_gone(

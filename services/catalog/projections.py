@@ -13,6 +13,8 @@ import asyncpg
 
 from shared.contracts import catalog as catalog_events
 from shared.contracts import datasets as datasets_events
+from shared.contracts import ingest as ingest_events
+from shared.kit.db import Conn
 from shared.kit.projections import GIVEN, Projection, given
 from shared.kit.reactions import Received
 
@@ -265,6 +267,74 @@ links = Projection(
     CREATE INDEX IF NOT EXISTS synced_folders_folder ON catalog.synced_folders (folder_id);
     """,
 )
+
+
+# Which folders mirror a bucket prefix (ingest's cloud-synced folders) and the subfolders
+# their key paths made: the catalog refuses users' new folders and moves into them. A
+# synced folder's row names itself as its root; a row whose root has no row of its own
+# (its events came in another order, or the sync ended) refuses nothing.
+cloud_synced = Projection(
+    name="catalog.cloud_synced",
+    tables=("catalog.cloud_synced",),
+    # Follows ingest's events as the consumer applies them: not from our store.
+    replayable=False,
+    ddl="""
+    CREATE TABLE IF NOT EXISTS catalog.cloud_synced (
+        folder_id uuid PRIMARY KEY,
+        root_folder_id uuid NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS cloud_synced_root ON catalog.cloud_synced (root_folder_id);
+    """,
+)
+
+
+@cloud_synced.on(ingest_events.FolderSyncConfigured)
+async def sync_configured(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FolderSyncConfigured]]
+) -> None:
+    await conn.executemany(
+        """INSERT INTO catalog.cloud_synced (folder_id, root_folder_id) VALUES ($1, $1)
+           ON CONFLICT (folder_id) DO UPDATE SET root_folder_id = excluded.root_folder_id""",
+        [(e.event.folder_id,) for e in events],
+    )
+
+
+@cloud_synced.on(ingest_events.SyncFolderNeeded)
+async def sync_folder_needed(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.SyncFolderNeeded]]
+) -> None:
+    await conn.executemany(
+        """INSERT INTO catalog.cloud_synced (folder_id, root_folder_id) VALUES ($1, $2)
+           ON CONFLICT DO NOTHING""",
+        [(e.event.folder_id, e.event.root_folder_id) for e in events],
+    )
+
+
+@cloud_synced.on(ingest_events.FolderSyncEnded)
+async def sync_ended(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FolderSyncEnded]]
+) -> None:
+    # Purged: the folder and its key paths' subfolders are plain folders again.
+    await conn.execute(
+        "DELETE FROM catalog.cloud_synced WHERE root_folder_id = ANY($1::uuid[])",
+        [e.event.folder_id for e in events],
+    )
+
+
+async def synced_root(conn: Conn, path: Sequence[Any]) -> asyncpg.Record | None:
+    """The cloud-synced folder (id, name) that a folder at `path` (ids, top first, its
+    own last) is, or is inside, or is a key path's subfolder of; None if none."""
+    found: asyncpg.Record | None = await conn.fetchrow(
+        """SELECT r.folder_id AS id, f.name
+           FROM catalog.cloud_synced s
+           JOIN catalog.cloud_synced r
+             ON r.folder_id = s.root_folder_id AND r.root_folder_id = r.folder_id
+           JOIN catalog.folders f ON f.id = r.folder_id
+           WHERE s.folder_id = ANY($1::uuid[])
+           LIMIT 1""",
+        list(path),
+    )
+    return found
 
 
 def _folders_created(events: str) -> list[str]:

@@ -204,6 +204,10 @@ class Compose:
             await self._unmake(call, folder, user)
             return self.gateway.relay(synced)
         following = synced.json()
+        # Read-your-writes: the catalog refuses folders made and moves into a synced
+        # folder once it has ingest's FolderSyncConfigured; the next request of anyone
+        # is refused already (bounded by the request's budget).
+        await self.gateway.catch_up(call.request, "catalog", "ingest")
         body = {**folder, "cloud_sync": following["cloud_sync"], "sync_job_id": following["job_id"]}
         return await self._folder_made(call, made, body)
 

@@ -313,7 +313,8 @@ ROUTES: tuple[Route, ...] = (
                       " an editor of the new folder (a top-level folder's maker is its admin"
                       " once the access service has granted it, which the gateway waits for);"
                       " if that grant is late, 503 with `Retry-After` and the folder deleted (to"
-                      " the trash)."),
+                      " the trash). A `parent_id` in a cloud-synced folder (or a subfolder"
+                      " its key paths made): 409 `folder_cloud_synced`."),
     Route("GET", "/v1/folders", "catalog", "Top-level folders, or a folder's children",
           answer=catalog.Folders, errors=(422,), query=(
               Query("parent_id", {"type": "string", "format": "uuid"}, "absent: the top level"),
@@ -395,7 +396,8 @@ ROUTES: tuple[Route, ...] = (
           (f"{INSTANCE}/frames/{{frames}}/rendered", "a frame drawn", Raw("image/png")))),
     Route("POST", "/v1/move", "catalog", "Move files and folders (all or nothing)",
           body=catalog.Move, answer=catalog.MoveAnswer, compose="with_dataset_impact",
-          errors=WRITE_ERRORS, description="`dry_run: true` answers the Impact instead."),
+          errors=WRITE_ERRORS, description="`dry_run: true` answers the Impact instead."
+          " A target in a cloud-synced folder: 409 `folder_cloud_synced`, nothing moved."),
     Route("POST", "/v1/delete", "catalog", "Delete files and folders (all or nothing)",
           body=catalog.Delete, answer=catalog.DeleteAnswer, compose="with_dataset_impact",
           errors=WRITE_ERRORS, description="`dry_run: true` answers the Impact instead."),

@@ -27,7 +27,8 @@ from shared.kit.eventstore import EventStore
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.conftest import BUCKET
-from tests.e2e.support import error, folder, items, member, multipart, png, text, unique
+from tests.e2e.support import error, folder, items, member, multipart, png, text, unique, upload
+from tests.e2e.support import folder as make_folder
 from tests.e2e.test_cli import files
 from tests.e2e.test_imports import another_ingest, put, register, viewer_of
 from tests.signing import as_user
@@ -95,6 +96,11 @@ async def test_a_synced_folder_follows_its_prefix(
     integration = answer.json()
     assert integration["events_token"]
     folder = await synced_folder(api, integration["id"], prefix)
+    # The catalog knows it synced as soon as it is answered: no folder made in it by hand.
+    refused = await api.post("/v1/folders", json={"name": "mine", "parent_id": folder["id"]})
+    found = error(refused, 409, "folder_cloud_synced")
+    assert found["details"]["synced_folder_id"] == folder["id"]
+    assert repr(folder["name"]) in found["message"] and "bucket" in found["message"]
     await sync_done(api, folder["sync_job_id"])
 
     # Files from the bytes; key paths as subfolders.
@@ -144,6 +150,27 @@ async def test_a_synced_folder_follows_its_prefix(
     body, headers = multipart(("x.txt", text()))
     refused = await api.post(f"/v1/folders/{notes['id']}/files", content=body, headers=headers)
     error(refused, 409, "folder_cloud_synced")
+    # Nor a folder made by hand in a key path's subfolder, nor anything moved in.
+    refused = await api.post("/v1/folders", json={"name": "mine", "parent_id": notes["id"]})
+    found = error(refused, 409, "folder_cloud_synced")
+    assert found["details"]["synced_folder_id"] == folder["id"]
+    assert repr(folder["name"]) in found["message"]
+    outside = await make_folder(api, unique("outside"))
+    mine = (await upload(api, outside["id"], ("mine.txt", text())))["files"][0]
+    plain = await make_folder(api, "plain", outside["id"])
+    for target in (folder["id"], notes["id"]):
+        moved = await api.post(
+            "/v1/move",
+            json={
+                "file_ids": [mine["id"]],
+                "folder_ids": [plain["id"]],
+                "target_folder_id": target,
+            },
+        )
+        found = error(moved, 409, "folder_cloud_synced")
+        assert found["details"]["synced_folder_id"] == folder["id"]
+    assert set(await listing(api, outside["id"])) == {"mine.txt", "plain"}
+    assert set(await listing(api, notes["id"])) == {"a.txt", "deep"}
 
     # An unchanged re-sync reads nothing and changes nothing.
     again = await sync(api, folder["id"])
@@ -186,6 +213,15 @@ async def test_a_synced_folder_follows_its_prefix(
     history = await api.get("/v1/audit", params={"subject_id": a_txt["id"]})
     assert history.status_code == 200, history.text
     assert "catalog.FileContentChanged" in {e["type"] for e in history.json()["items"]}
+
+    # Moving out and deleting stay allowed; the sync's folders are there as before.
+    moved = await api.post(
+        "/v1/move", json={"file_ids": [a_txt["id"]], "target_folder_id": outside["id"]}
+    )
+    assert moved.status_code == 200, moved.text
+    assert (await file(api, a_txt["id"]))["folder_id"] == outside["id"]
+    assert (await api.delete(f"/v1/files/{image['id']}")).status_code == 204
+    assert set(await listing(api, notes["id"])) == {"deep"}
 
 
 async def test_a_bucket_notification_makes_a_new_object_visible(
@@ -271,8 +307,24 @@ async def test_integrations_listed_rotated_and_kept_while_used(
     assert moto.secret_key not in rotated.text
 
     # Removal is refused while a synced folder follows it, naming the folder.
-    folder = await synced_folder(api, integration["id"], f"{unique('kept')}/")
+    kept_prefix = f"{unique('kept')}/"
+    put(bucket, f"{kept_prefix}k/x.txt", text())
+    folder = await synced_folder(api, integration["id"], kept_prefix)
     await sync_done(api, folder["sync_job_id"])
+    # A key path's subfolder moved out is still the sync's (new keys under it arrive
+    # there): no folder is made in it by hand while the sync lasts.
+    k = (await listing(api, folder["id"]))["k"]
+    away = await make_folder(api, unique("away"))
+    moved = await api.post(
+        "/v1/move", json={"folder_ids": [k["id"]], "target_folder_id": away["id"]}
+    )
+    assert moved.status_code == 200, moved.text
+    refused = await api.post("/v1/folders", json={"name": "mine", "parent_id": k["id"]})
+    assert error(refused, 409, "folder_cloud_synced")["details"]["synced_folder_id"] == folder["id"]
+    x_txt = (await listing(api, k["id"]))["x.txt"]
+    assert (await api.delete(f"/v1/files/{x_txt['id']}")).status_code == 204
+    gone = await api.delete("/v1/trash", params={"file_ids": x_txt["id"]})
+    assert gone.status_code == 200, gone.text
     refused = await api.delete(f"/v1/integrations/{integration['id']}")
     found = error(refused, 409, "integration_in_use")
     assert found["details"]["folder_ids"] == [folder["id"]]
@@ -312,6 +364,14 @@ async def test_integrations_listed_rotated_and_kept_while_used(
         return answer.status_code == 204
 
     await eventually(removed, within=20, what="the integration removed once unused")
+
+    # The sync ended: its subfolder is a plain folder again.
+    async def plain() -> bool:
+        made = await api.post("/v1/folders", json={"name": "mine", "parent_id": k["id"]})
+        assert made.status_code in (201, 409), made.text
+        return made.status_code == 201
+
+    await eventually(plain, within=20, what="a folder made in the ended sync's subfolder")
     # Bad cloud_sync: named.
     bad = await api.post(
         "/v1/folders",
