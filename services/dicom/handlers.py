@@ -706,14 +706,42 @@ class Dicom(Handlers):
             png = await asyncio.to_thread(slices.drawn, path)
         return png, f"{row['sha256'][:32]}-{index}"
 
-    async def job(self, job_id: uuid.UUID) -> dict[str, Any]:
-        row = await self.pool.fetchrow("SELECT * FROM dicom.jobs WHERE job_id = $1", job_id)
+    async def job(
+        self, job_id: uuid.UUID, files_from: int = 0, errors_from: int = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        """The job's account: how many settled, and a page of its series files and of
+        its errors (`limit` of each, from the given places), with how many there are."""
+        row = await self.pool.fetchrow(
+            """SELECT done, cancelled,
+                      jsonb_array_length(files) AS file_count,
+                      jsonb_array_length(errors) AS error_count,
+                      jsonb_path_query_array(files, '$[$a to $b]',
+                          jsonb_build_object('a', $2::int, 'b', $2::int + $4::int - 1))
+                          AS files,
+                      jsonb_path_query_array(errors, '$[$a to $b]',
+                          jsonb_build_object('a', $3::int, 'b', $3::int + $4::int - 1))
+                          AS errors
+               FROM dicom.jobs WHERE job_id = $1""",
+            job_id,
+            files_from,
+            errors_from,
+            limit,
+        )
         if row is None:
-            return {"done": 0, "file_ids": [], "errors": [], "cancelled": False}
+            return {
+                "done": 0,
+                "file_ids": [],
+                "errors": [],
+                "file_count": 0,
+                "error_count": 0,
+                "cancelled": False,
+            }
         return {
             "done": row["done"],
             "file_ids": row["files"],
             "errors": row["errors"],
+            "file_count": row["file_count"],
+            "error_count": row["error_count"],
             "cancelled": row["cancelled"],
         }
 
