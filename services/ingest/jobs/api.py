@@ -28,14 +28,14 @@ BytesProgress = Callable[[uuid.UUID], Awaitable[dict[str, int]]]
 async def job(pool: asyncpg.Pool, job_id: uuid.UUID) -> dict[str, Any] | None:
     """The job with the first page of its files and errors, their counts and the cursors
     to the rest (None when the page holds them all)."""
-    # One snapshot: the pages and the counts agree while the job goes on.
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        row = await conn.fetchrow("SELECT * FROM ingest.jobs WHERE id = $1", job_id)
-        if row is None:
-            return None
-        files = await files_page(conn, job_id, -1, job_pages.PAGE)
-        errors = await errors_page(conn, job_id, -1, job_pages.PAGE)
-        file_count, error_count = await counts(conn, job_id)
+    row = await pool.fetchrow("SELECT * FROM ingest.jobs WHERE id = $1", job_id)
+    if row is None:
+        return None
+    # Counted after the pages are read: rows are only appended, so a count is never
+    # less than its page, and one larger (rows appended meanwhile) gives a cursor.
+    files = await files_page(pool, job_id, -1, job_pages.PAGE)
+    errors = await errors_page(pool, job_id, -1, job_pages.PAGE)
+    file_count, error_count = await counts(pool, job_id)
     return {
         "id": str(row["id"]),
         "kind": row["kind"],
@@ -58,9 +58,8 @@ async def job(pool: asyncpg.Pool, job_id: uuid.UUID) -> dict[str, Any] | None:
 
 def _next(listed: job_pages.Listed, page: list[tuple[int, Any]], count: int) -> str | None:
     """The cursor after a first page, if it does not hold the whole list."""
-    return (
-        job_pages.encode(listed, job_pages.INGEST, page[-1][0]) if 0 < len(page) < count else None
-    )
+    last = page[-1][0] if page else -1
+    return job_pages.encode(listed, job_pages.INGEST, last) if len(page) < count else None
 
 
 def job_role(request: Request, found: dict[str, Any], needed: str = "user") -> None:
