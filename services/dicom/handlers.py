@@ -711,16 +711,20 @@ class Dicom(Handlers):
     ) -> dict[str, Any]:
         """The job's account: how many settled, and a page of its series files and of
         its errors (`limit` of each, from the given places), with how many there are."""
+        # Errors are numbered from 1 without gaps (projections.py): the `errors_from`
+        # first are those at positions up to it, and the last position is the count.
         row = await self.pool.fetchrow(
             """SELECT done, cancelled,
                       jsonb_array_length(files) AS file_count,
-                      jsonb_array_length(errors) AS error_count,
+                      (SELECT coalesce(max(position), 0) FROM dicom.job_errors
+                       WHERE job_id = $1) AS error_count,
                       jsonb_path_query_array(files, '$[$a to $b]',
                           jsonb_build_object('a', $2::int, 'b', $2::int + $4::int - 1))
                           AS files,
-                      jsonb_path_query_array(errors, '$[$a to $b]',
-                          jsonb_build_object('a', $3::int, 'b', $3::int + $4::int - 1))
-                          AS errors
+                      (SELECT coalesce(jsonb_agg(e.error ORDER BY e.position), '[]')
+                       FROM (SELECT error, position FROM dicom.job_errors
+                             WHERE job_id = $1 AND position > $3
+                             ORDER BY position LIMIT $4) AS e) AS errors
                FROM dicom.jobs WHERE job_id = $1""",
             job_id,
             files_from,

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from minio import Minio
 
+from services.dicom.projections import series as dicom_series
 from services.ingest.imports.domain import jobs as imports
 from services.ingest.imports.domain import requests
 from services.ingest.jobs.projections import jobs
@@ -30,6 +31,8 @@ from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import ELF, error, folder, items, member, png, text, unique
+from tests.e2e.test_dicom import finished as dicom_finished
+from tests.e2e.test_dicom import send as dicom_send
 from tests.signing import as_service, as_user
 from tests.unit.test_media import mp4
 
@@ -677,3 +680,26 @@ async def test_a_job_s_lists_kept_on_its_row_move_to_the_tables_when_ingest_star
     assert [f["id"] for f in job["files"]] == file_ids
     assert job["errors"] == errors
     assert (job["file_count"], job["error_count"]) == (3, 2)
+
+
+async def test_a_dicom_job_s_errors_kept_on_its_row_move_to_a_table(
+    api: httpx.AsyncClient, pool: Any
+) -> None:
+    """The DICOM context's account of a job kept its refused instances in a jsonb array
+    on the job's row: its setup moves them to rows, and the job shows the same errors."""
+    where = await folder(api, unique("dicom-kept-on-the-row"))
+    sent = [("a.txt", b"not dicom\n"), ("b.png", png(2, 2))]
+    job = await dicom_finished(api, await dicom_send(api, where["id"], *sent))
+    assert [e["name"] for e in job["errors"]] == ["a.txt", "b.png"]
+    async with pool.acquire() as conn:
+        # As a row from before kept them.
+        await conn.execute(
+            """UPDATE dicom.jobs SET errors = (
+                   SELECT jsonb_agg(error ORDER BY position) FROM dicom.job_errors
+                   WHERE job_id = $1) WHERE job_id = $1""",
+            uuid.UUID(job["id"]),
+        )
+        await conn.execute("DELETE FROM dicom.job_errors WHERE job_id = $1", uuid.UUID(job["id"]))
+        await dicom_series.setup(conn)
+    again = (await api.get(f"/v1/jobs/{job['id']}")).json()
+    assert again["errors"] == job["errors"] and again["error_count"] == 2
