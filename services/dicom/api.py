@@ -10,7 +10,7 @@ import uuid
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from services.dicom import dicomweb
@@ -27,10 +27,16 @@ def router(dicom: Dicom) -> APIRouter:
     api = APIRouter(route_class=JSONRoute)
 
     @api.get("/internal/jobs/{job_id}", include_in_schema=False)
-    async def job(job_id: uuid.UUID) -> dict[str, Any]:
-        """How many of the job's instances are settled, their series files, the errors.
+    async def job(
+        job_id: uuid.UUID,
+        files_from: Annotated[int, Query(ge=0)] = 0,
+        errors_from: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    ) -> dict[str, Any]:
+        """How many of the job's instances are settled, a page of their series files and
+        of the errors (and how many there are), for the gateway to page a job's lists.
         A job none of whose instances is read yet is all zeros."""
-        return await dicom.job(job_id)
+        return await dicom.job(job_id, files_from, errors_from, limit)
 
     @api.get("/internal/jobs/{job_id}/settled", include_in_schema=False)
     async def settled(job_id: uuid.UUID) -> dict[str, Any]:

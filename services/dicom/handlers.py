@@ -706,14 +706,46 @@ class Dicom(Handlers):
             png = await asyncio.to_thread(slices.drawn, path)
         return png, f"{row['sha256'][:32]}-{index}"
 
-    async def job(self, job_id: uuid.UUID) -> dict[str, Any]:
-        row = await self.pool.fetchrow("SELECT * FROM dicom.jobs WHERE job_id = $1", job_id)
+    async def job(
+        self, job_id: uuid.UUID, files_from: int = 0, errors_from: int = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        """The job's account: how many settled, and a page of its series files and of
+        its errors (`limit` of each, from the given places), with how many there are."""
+        # Errors are numbered from 1 without gaps (projections.py): the `errors_from`
+        # first are those at positions up to it, and the last position is the count.
+        row = await self.pool.fetchrow(
+            """SELECT done, cancelled,
+                      jsonb_array_length(files) AS file_count,
+                      (SELECT coalesce(max(position), 0) FROM dicom.job_errors
+                       WHERE job_id = $1) AS error_count,
+                      jsonb_path_query_array(files, '$[$a to $b]',
+                          jsonb_build_object('a', $2::int, 'b', $2::int + $4::int - 1))
+                          AS files,
+                      (SELECT coalesce(jsonb_agg(e.error ORDER BY e.position), '[]')
+                       FROM (SELECT error, position FROM dicom.job_errors
+                             WHERE job_id = $1 AND position > $3
+                             ORDER BY position LIMIT $4) AS e) AS errors
+               FROM dicom.jobs WHERE job_id = $1""",
+            job_id,
+            files_from,
+            errors_from,
+            limit,
+        )
         if row is None:
-            return {"done": 0, "file_ids": [], "errors": [], "cancelled": False}
+            return {
+                "done": 0,
+                "file_ids": [],
+                "errors": [],
+                "file_count": 0,
+                "error_count": 0,
+                "cancelled": False,
+            }
         return {
             "done": row["done"],
             "file_ids": row["files"],
             "errors": row["errors"],
+            "file_count": row["file_count"],
+            "error_count": row["error_count"],
             "cancelled": row["cancelled"],
         }
 

@@ -25,6 +25,7 @@ series = Projection(
         "dicom.detached_series",
         "dicom.instances",
         "dicom.jobs",
+        "dicom.job_errors",
         "dicom.import_entries",
     ),
     ddl="""
@@ -76,6 +77,21 @@ series = Projection(
     );
     -- Cancelled: its instances not read yet are skipped.
     ALTER TABLE dicom.jobs ADD COLUMN IF NOT EXISTS cancelled boolean NOT NULL DEFAULT false;
+    -- The errors of a job's instances rejected, in order from 1 (`errors` stays []):
+    -- appended a batch at a time, where a jsonb array was rewritten whole at each batch.
+    CREATE TABLE IF NOT EXISTS dicom.job_errors (
+        job_id uuid NOT NULL,
+        position integer NOT NULL,
+        error jsonb NOT NULL,
+        PRIMARY KEY (job_id, position)
+    );
+    -- Rows from before (2026-12-06) kept them on the job's row: moved once, in order.
+    INSERT INTO dicom.job_errors (job_id, position, error)
+    SELECT j.job_id, e.i, e.error
+    FROM dicom.jobs j, jsonb_array_elements(j.errors) WITH ORDINALITY AS e(error, i)
+    WHERE j.errors <> '[]'
+    ON CONFLICT DO NOTHING;
+    UPDATE dicom.jobs SET errors = '[]' WHERE errors <> '[]';
     -- An import's DICOM series entries that name or describe the series they make.
     CREATE TABLE IF NOT EXISTS dicom.import_entries (
         entry_id uuid PRIMARY KEY,
@@ -321,17 +337,25 @@ async def _rejected(conn: Conn, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     await conn.execute(
-        """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors)
-           SELECT job_id, max(version), count(*), '[]',
-                  jsonb_agg(jsonb_build_object('name', name, 'code', code, 'message', message,
-                                               'details', details) ORDER BY n)
-           FROM jsonb_to_recordset($1::jsonb) AS r(
-               n integer, job_id uuid, version integer, name text, code text, message text,
-               details jsonb)
-           GROUP BY job_id
+        """WITH r AS (
+               SELECT job_id, version,
+                      jsonb_build_object('name', name, 'code', code, 'message', message,
+                                         'details', details) AS error,
+                      row_number() OVER (PARTITION BY job_id ORDER BY n) AS k
+               FROM jsonb_to_recordset($1::jsonb) AS x(
+                   n integer, job_id uuid, version integer, name text, code text,
+                   message text, details jsonb)),
+           appended AS (
+               INSERT INTO dicom.job_errors (job_id, position, error)
+               SELECT r.job_id,
+                      coalesce((SELECT max(e.position) FROM dicom.job_errors e
+                                WHERE e.job_id = r.job_id), 0) + r.k,
+                      r.error
+               FROM r)
+           INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors)
+           SELECT job_id, max(version), count(*), '[]', '[]' FROM r GROUP BY job_id
            ON CONFLICT (job_id) DO UPDATE
-           SET version = greatest(j.version, excluded.version), done = j.done + excluded.done,
-               errors = j.errors || excluded.errors""",
+           SET version = greatest(j.version, excluded.version), done = j.done + excluded.done""",
         [{**r, "n": n} for n, r in enumerate(rows)],
     )
 

@@ -36,7 +36,7 @@ from services.gateway.edge import (
 )
 from services.gateway.routes import PARAMS
 from shared.api.ingest import ReEncodeFiles
-from shared.kit import consistency
+from shared.kit import consistency, job_pages
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
 from shared.kit.http import JSON, RETRY_AFTER_S, error_body, file_ref, files_ref
@@ -61,6 +61,37 @@ def _audit_cursor(cursor: str | None) -> dict[str, int]:
     ):
         raise ValueError("not a cursor")
     return decoded
+
+
+# A job's lists as the job's answer names them: (its items, count, cursor to the rest).
+_LISTS: dict[job_pages.Listed, tuple[str, str, str]] = {
+    "files": ("file_ids", "file_count", "next_files_cursor"),
+    "errors": ("errors", "error_count", "next_errors_cursor"),
+}
+
+
+def _joined(job: dict[str, Any], listed: job_pages.Listed, account: dict[str, Any]) -> None:
+    """The DICOM context's part of a job's list (its account's first page) after
+    ingest's, in the job's answer: as much of it as the job's first page has room for,
+    the count of both, and a cursor into the DICOM context's part for the rest."""
+    items, count, cursor = _LISTS[listed]
+    theirs = account["file_ids" if listed == "files" else "errors"]
+    their_count = account["file_count" if listed == "files" else "error_count"]
+    job[count] = job.get(count, len(job[items])) + their_count
+    if job.get(cursor) is not None:
+        return  # ingest's part fills the page: the DICOM context's comes later
+    room = max(job_pages.PAGE - len(job[items]), 0)
+    job[items] = job[items] + theirs[:room]
+    job[cursor] = job_pages.encode(listed, job_pages.DICOM, room) if their_count > room else None
+
+
+def _bounded(job: dict[str, Any]) -> None:
+    """A job whose lists are whole (a re-encode job's files are at most 1,000, the first
+    page) answered with their counts and no cursors, as any other job is."""
+    for listed in _LISTS:
+        items, count, cursor = _LISTS[listed]
+        job[count] = len(job.get(items, []))
+        job[cursor] = None
 
 
 def _encode_audit_cursor(after: dict[str, int]) -> str:
@@ -828,8 +859,95 @@ class Compose:
         if found.status_code != 200:
             return self.gateway.relay(not_ingests)
         job = found.json()
+        job.setdefault("errors", [])
+        _bounded(job)
         job["files"] = await self.files_by_id(call, job.pop("file_ids", []))
         return JSON(job)
+
+    async def job_files(self, call: Call) -> Response:
+        return await self._job_page(call, "files")
+
+    async def job_errors(self, call: Call) -> Response:
+        return await self._job_page(call, "errors")
+
+    async def _job_page(self, call: Call, listed: job_pages.Listed) -> Response:
+        """A page of a job's files (as Files) or errors: ingest checks the caller's right
+        and the cursor, and answers its part; the DICOM context's part follows it."""
+        params = call.request.query_params
+        given = params.get("limit", "100")
+        limit = int(given) if given.isdigit() and 1 <= int(given) <= 1000 else None
+        path = await self.job_path(call)
+        if isinstance(path, httpx.Response):
+            if limit is None:
+                return error_response(
+                    422, "invalid_request", "limit must be a whole number from 1 to 1000"
+                )
+            return await self._re_encode_page(call, path, listed, params.get("cursor"), limit)
+        if isinstance(path, Response):
+            return path
+        answer = await self.gateway.forward(call, folder_path=path)
+        if answer.status_code != 200:
+            return self.gateway.relay(answer)
+        page = answer.json()
+        # Ingest checked the limit (a 422 otherwise).
+        limit = limit or 100
+        items: list[Any] = page["items"]
+        cursor: str | None = page["next_cursor"]
+        if page["dicom"] and cursor is None:
+            # Ingest's part ended: the page goes on with the DICOM context's (from the
+            # cursor's place in it), as much as it has room for.
+            start = page["after"] if page["part"] == job_pages.DICOM else 0
+            room = limit - len(items)
+            files = listed == "files"
+            account = await self.gateway.call(
+                "dicom",
+                "GET",
+                f"/internal/jobs/{call.values['job_id']}",
+                call.request,
+                params={"files_from" if files else "errors_from": start, "limit": max(room, 1)},
+            )
+            if account.status_code != 200:
+                return self.gateway.relay(account)
+            found = account.json()
+            items = items + found["file_ids" if files else "errors"][:room]
+            more = found["file_count" if files else "error_count"] > start + room
+            cursor = job_pages.encode(listed, job_pages.DICOM, start + room) if more else None
+        if listed == "files":
+            items = await self.files_by_id(call, items)
+        return JSON({"items": items, "next_cursor": cursor})
+
+    async def _re_encode_page(
+        self,
+        call: Call,
+        not_ingests: httpx.Response,
+        listed: job_pages.Listed,
+        cursor: str | None,
+        limit: int,
+    ) -> Response:
+        """A page of a re-encode job's lists (the thumbnails context's, at most 1,000
+        files: read whole and paged here), to its maker."""
+        found = await self.gateway.call(
+            "thumbnails",
+            "GET",
+            f"/internal/reencode-jobs/{call.values['job_id']}",
+            call.request,
+            call.user,
+        )
+        if found.status_code != 200:
+            return self.gateway.relay(not_ingests)
+        try:
+            _, after = job_pages.decode(cursor, listed)
+        except Refused as refused:
+            return error_response(refused.status, refused.code, refused.message, **refused.details)
+        whole = found.json().get("file_ids" if listed == "files" else "errors", [])
+        start = after + 1
+        items = whole[start : start + limit]
+        more = len(whole) > start + limit
+        last = start + limit - 1
+        next_cursor = job_pages.encode(listed, job_pages.INGEST, last) if more else None
+        if listed == "files":
+            items = await self.files_by_id(call, items)
+        return JSON({"items": items, "next_cursor": next_cursor})
 
     async def _job(self, call: Call, job: dict[str, Any]) -> Response:
         """A job as ingest has it, with the DICOM context's account and its files."""
@@ -842,8 +960,8 @@ class Compose:
                 return self.gateway.relay(account)
             settled = account.json()
             job["progress"]["done"] = settled["done"]
-            job["errors"] = settled["errors"]
-            job["file_ids"] = settled["file_ids"]
+            _joined(job, "errors", settled)
+            _joined(job, "files", settled)
             if settled.get("cancelled") or job["status"] == "cancelled":
                 job["status"] = "cancelled"
             else:
@@ -862,8 +980,8 @@ class Compose:
             if account.status_code != 200:
                 return self.gateway.relay(account)
             settled = account.json()
-            job["errors"] = job["errors"] + settled["errors"]
-            job["file_ids"] = job["file_ids"] + settled["file_ids"]
+            _joined(job, "errors", settled)
+            _joined(job, "files", settled)
             if job["status"] == "done" and settled["done"] < job["dicom_instances"]:
                 job["status"] = "running"
             if job["status"] in ("done", "failed", "cancelled"):

@@ -392,6 +392,8 @@ UNARY: dict[str, Route] = {
     ),
     "Jobs/GetJob": Route("GET", "/v1/jobs/{job_id}"),
     "Jobs/CancelJob": Route("POST", "/v1/jobs/{job_id}/cancel"),
+    "Jobs/ListJobFiles": Route("GET", "/v1/jobs/{job_id}/files"),
+    "Jobs/ListJobErrors": Route("GET", "/v1/jobs/{job_id}/errors"),
     "Users/CreateUser": Route("POST", "/v1/users"),
     "Users/ListUsers": Route("GET", "/v1/users"),
     "Users/GetMe": Route("GET", "/v1/users/me"),

@@ -198,10 +198,34 @@ class Job(Shape):
     folder_id: str | None = Field(description="none for a re-encode job (files anywhere)")
     status: str = Field(examples=["pending", "running", "done", "failed", "expired", "cancelled"])
     progress: Progress
-    files: list[File]
-    errors: list[JobError]
+    files: list[File] = Field(
+        description="its files, in order: all of them, or the first 1,000 (`file_count`"
+        " says how many; `GET /v1/jobs/{id}/files` pages them all)"
+    )
+    errors: list[JobError] = Field(
+        description="its errors, in order: all of them, or the first 1,000 (`error_count`"
+        " says how many; `GET /v1/jobs/{id}/errors` pages them all)"
+    )
+    file_count: int = Field(description="how many files it has made so far")
+    error_count: int = Field(description="how many errors it has so far")
+    next_files_cursor: str | None = Field(
+        description="null when `files` holds them all; else `cursor` for"
+        " `GET /v1/jobs/{id}/files`, after those in `files`"
+    )
+    next_errors_cursor: str | None = Field(
+        description="null when `errors` holds them all; else `cursor` for"
+        " `GET /v1/jobs/{id}/errors`, after those in `errors`"
+    )
     created_at: str
     created_by: str
+
+
+class JobFiles(Page):
+    items: list[File]
+
+
+class JobErrors(Page):
+    items: list[JobError]
 
 
 UPLOAD: dict[str, Any] = {

@@ -164,6 +164,9 @@ async def test_truncated_and_non_dicom_files_are_rejected_clearly(
     assert errors["notes.txt"]["code"] == "not_dicom"
     assert "DICM" in errors["notes.txt"]["message"]
     assert job["files"] == []
+    # The errors are the DICOM context's: paged from it, in the job's order.
+    assert (job["error_count"], job["next_errors_cursor"]) == (3, None)
+    assert await pages(api, job["id"], "errors", 2) == job["errors"]
     assert [i for i in await items(api, where["id"]) if i.get("kind") == "dicom_series"] == []
 
 
@@ -179,6 +182,24 @@ async def test_a_mixed_upload_makes_two_series_and_one_error(api: httpx.AsyncCli
     counts = {s["dicom"]["series_uid"]: s["dicom"]["instances"] for s in found}
     assert counts == {uid(study, 1): 4, uid(study, 2): 3}
     assert sorted(f["id"] for f in job["files"]) == sorted(s["id"] for s in found)
+    assert job["file_count"] == 2 and job["error_count"] == 1
+    paged = await pages(api, job["id"], "files", 1)
+    assert [f["id"] for f in paged] == [f["id"] for f in job["files"]]
+
+
+async def pages(api: httpx.AsyncClient, job_id: str, listed: str, limit: int) -> list[Any]:
+    """Every item of a job's files or errors, `limit` a page."""
+    found: list[Any] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        page = await api.get(f"/v1/jobs/{job_id}/{listed}", params=params)
+        assert page.status_code == 200, page.text
+        assert len(page.json()["items"]) <= limit
+        found += page.json()["items"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return found
 
 
 async def test_the_same_instance_twice_is_one_instance(api: httpx.AsyncClient) -> None:

@@ -258,6 +258,20 @@ async def test_folders_files_datasets_collaborators_and_jobs(
     )
     assert (job.progress.done, job.progress.total) == (2, 2)
     assert sorted(f.id for f in job.files) == sorted([notes.id, pic.id])
+    assert (job.file_count, job.error_count) == (2, 0)
+    assert not job.HasField("next_files_cursor")
+    listed = await client.jobs.ListJobFiles(
+        pb.ListJobItemsRequest(job_id=uploaded.job_id, limit=1), metadata=ADMIN
+    )
+    assert [f.id for f in listed.items] == [job.files[0].id] and listed.next_cursor
+    rest = await client.jobs.ListJobFiles(
+        pb.ListJobItemsRequest(job_id=uploaded.job_id, cursor=listed.next_cursor), metadata=ADMIN
+    )
+    assert [f.id for f in rest.items] == [job.files[1].id] and not rest.HasField("next_cursor")
+    errors = await client.jobs.ListJobErrors(
+        pb.ListJobItemsRequest(job_id=uploaded.job_id), metadata=ADMIN
+    )
+    assert list(errors.items) == []
 
     # Deleted: gone for gRPC and HTTP alike.
     await client.folders.DeleteFolder(pb.DeleteFolderRequest(folder_id=sub.id), metadata=ADMIN)

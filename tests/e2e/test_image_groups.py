@@ -4,6 +4,7 @@ datasets that never sync the constituent folder."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -41,7 +42,7 @@ async def group(
     return dict(answer.json())
 
 
-async def test_a_group_and_a_sequence(api: httpx.AsyncClient) -> None:
+async def test_a_group_and_a_sequence(api: httpx.AsyncClient, pool: Any) -> None:
     top = await folder(api, unique("groups"))
     made = await group(
         api, top["id"], "image_group", "cats", ("a.png", png()), ("b.png", png(4, 4))
@@ -65,6 +66,16 @@ async def test_a_group_and_a_sequence(api: httpx.AsyncClient) -> None:
     ids = found["group"]["file_ids"]
     names = [(await api.get(f"/v1/files/{i}")).json()["name"] for i in ids]
     assert names == ["f3.png", "f1.png", "f2.png"]  # the order given
+    # Its job (the answer names none: found where ingest keeps it) lists the group's
+    # file first, then its images in the order given.
+    job_id = await pool.fetchval(
+        "SELECT id FROM ingest.jobs WHERE folder_id = $1 AND kind = 'image_sequence'",
+        uuid.UUID(top["id"]),
+    )
+    job = (await api.get(f"/v1/jobs/{job_id}")).json()
+    assert [f["id"] for f in job["files"]] == [seq["file"]["id"], *ids]
+    assert (job["file_count"], job["next_files_cursor"]) == (4, None)
+    assert job["progress"] == {"done": 3, "total": 3}
 
 
 async def test_only_images_and_one_size_per_sequence(api: httpx.AsyncClient) -> None:

@@ -9,15 +9,19 @@ import json
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 from minio import Minio
 
+from services.dicom.projections import series as dicom_series
 from services.ingest.imports.domain import jobs as imports
 from services.ingest.imports.domain import requests
 from services.ingest.jobs.projections import jobs
 from shared.contracts.envelope import Cause, envelopes_of
+from shared.kit import job_pages
 from shared.kit.access import Access
 from shared.kit.embedded import free_port
 from shared.kit.eventstore import EventStore
@@ -27,6 +31,8 @@ from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import ELF, error, folder, items, member, png, text, unique
+from tests.e2e.test_dicom import finished as dicom_finished
+from tests.e2e.test_dicom import send as dicom_send
 from tests.signing import as_service, as_user
 from tests.unit.test_media import mp4
 
@@ -573,3 +579,127 @@ async def test_an_import_s_files_survive_a_rebuild_of_the_jobs_projection(
     await rebuild(pool, EventStore("ingest"), jobs)
     again = (await api.get(f"/v1/jobs/{job_id}")).json()
     assert again == job
+
+
+async def test_a_job_larger_than_a_page_answers_its_first_page_and_pages_the_rest(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, platform: Stack, tmp_path: Path
+) -> None:
+    """A job's answer stays bounded: the first 1,000 files (and errors), how many there
+    are and a cursor; its files and errors pages list every one once, in order, to
+    those who may see the job only, and a cursor not given out is a 400. The client and
+    `files jobs show --json` give them all."""
+    run = uuid.uuid4().hex[:8]
+    names = [f"{n:05d}.txt" for n in range(job_pages.PAGE + 50)]
+    refused = [f"{run}/zz-{n}.bin" for n in range(3)]
+    with ThreadPoolExecutor(8) as puts:
+        list(puts.map(lambda n: put(bucket, f"{run}/{n}", n.encode()), names))
+        list(puts.map(lambda key: put(bucket, key, ELF), refused))
+    integration_id = await integration(api, moto)
+    target = await folder(api, unique("large-job"))
+    job_id = await start_import(api, target["id"], integration_id=integration_id, prefix=f"{run}/")
+    job: dict[str, Any] = {}
+
+    async def done() -> bool:
+        nonlocal job
+        job = (await api.get(f"/v1/jobs/{job_id}")).json()
+        assert job["status"] != "failed", job
+        return job["status"] == "done" and job["file_count"] == len(names)
+
+    await eventually(done, within=120, what=f"import job {job_id} of {len(names)} files")
+    assert len(job["files"]) == job_pages.PAGE and job["next_files_cursor"]
+    assert [e["name"] for e in job["errors"]] == refused
+    assert (job["error_count"], job["next_errors_cursor"]) == (3, None)
+
+    async def pages(listed: str, limit: int, cursor: str | None = None) -> list[Any]:
+        found: list[Any] = []
+        while True:
+            params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+            page = await api.get(f"/v1/jobs/{job_id}/{listed}", params=params)
+            assert page.status_code == 200, page.text
+            found += page.json()["items"]
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                return found
+
+    # In the job's order (the order its files were registered in): the pages begin
+    # with the job's first page, and hold every file once.
+    every = await pages("files", 400)
+    assert [f["id"] for f in every[: job_pages.PAGE]] == [f["id"] for f in job["files"]]
+    assert sorted(f["name"] for f in every) == names
+    rest = await pages("files", 1000, job["next_files_cursor"])
+    assert [f["id"] for f in rest] == [f["id"] for f in every[job_pages.PAGE :]]
+    assert [e["code"] for e in await pages("errors", 2)] == ["unsupported_content"] * 3
+
+    stranger = await member(api, "user")
+    for listed in ("files", "errors"):
+        as_stranger = {"Authorization": f"Bearer {stranger['api_key']}"}
+        error(await api.get(f"/v1/jobs/{job_id}/{listed}", headers=as_stranger), 404)
+        garbage = await api.get(f"/v1/jobs/{job_id}/{listed}", params={"cursor": "garbage"})
+        error(garbage, 400, "invalid_cursor")
+    crossed = await api.get(
+        f"/v1/jobs/{job_id}/errors", params={"cursor": job["next_files_cursor"]}
+    )
+    error(crossed, 400, "invalid_cursor")
+
+
+async def test_a_job_s_lists_kept_on_its_row_move_to_the_tables_when_ingest_starts(
+    api: httpx.AsyncClient, pool: Any
+) -> None:
+    """A job recorded before its files and errors were rows kept them in jsonb arrays on
+    the job's row: the read model's setup moves them, in order, once."""
+    target = await folder(api, unique("kept-on-the-row"))
+    uploaded = (
+        await api.post(
+            f"/v1/folders/{target['id']}/files",
+            files=[("file", (f"{n}.txt", text(f"{n}\n"), "text/plain")) for n in range(3)],
+        )
+    ).json()
+    me = (await api.get("/v1/users/me")).json()["id"]
+    file_ids = [f["id"] for f in uploaded["files"]]
+    errors = [
+        {"name": f"bad-{n}", "code": "unsupported_content", "message": "no", "details": {}}
+        for n in range(2)
+    ]
+    job_id = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO ingest.jobs (id, folder_id, status, total, done, files, errors,
+                                        created_at, created_by, kind)
+               VALUES ($1, $2, 'done', 5, 5, $3, $4, now(), $5, 'upload')""",
+            job_id,
+            uuid.UUID(target["id"]),
+            file_ids,
+            errors,
+            me,
+        )
+        await jobs.setup(conn)
+        await jobs.setup(conn)  # again: nothing left to move
+        row = await conn.fetchrow("SELECT files, errors FROM ingest.jobs WHERE id = $1", job_id)
+    assert (row["files"], row["errors"]) == ([], [])
+    job = (await api.get(f"/v1/jobs/{job_id}")).json()
+    assert [f["id"] for f in job["files"]] == file_ids
+    assert job["errors"] == errors
+    assert (job["file_count"], job["error_count"]) == (3, 2)
+
+
+async def test_a_dicom_job_s_errors_kept_on_its_row_move_to_a_table(
+    api: httpx.AsyncClient, pool: Any
+) -> None:
+    """The DICOM context's account of a job kept its refused instances in a jsonb array
+    on the job's row: its setup moves them to rows, and the job shows the same errors."""
+    where = await folder(api, unique("dicom-kept-on-the-row"))
+    sent = [("a.txt", b"not dicom\n"), ("b.png", png(2, 2))]
+    job = await dicom_finished(api, await dicom_send(api, where["id"], *sent))
+    assert [e["name"] for e in job["errors"]] == ["a.txt", "b.png"]
+    async with pool.acquire() as conn:
+        # As a row from before kept them.
+        await conn.execute(
+            """UPDATE dicom.jobs SET errors = (
+                   SELECT jsonb_agg(error ORDER BY position) FROM dicom.job_errors
+                   WHERE job_id = $1) WHERE job_id = $1""",
+            uuid.UUID(job["id"]),
+        )
+        await conn.execute("DELETE FROM dicom.job_errors WHERE job_id = $1", uuid.UUID(job["id"]))
+        await dicom_series.setup(conn)
+    again = (await api.get(f"/v1/jobs/{job['id']}")).json()
+    assert again["errors"] == job["errors"] and again["error_count"] == 2

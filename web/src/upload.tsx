@@ -250,6 +250,9 @@ function FileList({ entries, onRemove, busy }: { entries: Entry[]; onRemove: (i:
 function JobProgress({ job, label }: { job: any; label: string }) {
   if (!job) return null;
   const p = job.progress ?? { done: 0, total: 0 };
+  // A job's answer holds its first 1,000 files and errors, and how many there are.
+  const files = job.file_count ?? job.files?.length ?? 0;
+  const more = (job.error_count ?? 0) - (job.errors?.length ?? 0);
   return (
     <section class="job" aria-label={label}>
       <label>
@@ -258,7 +261,7 @@ function JobProgress({ job, label }: { job: any; label: string }) {
       </label>
       <p>
         {p.done} of {p.total} done, status {job.status}
-        {job.files?.length ? `, ${job.files.length} ${job.files.length === 1 ? "file" : "files"}` : ""}
+        {files ? `, ${files} ${files === 1 ? "file" : "files"}` : ""}
       </p>
       {job.errors?.length > 0 && (
         <ul class="job-errors" aria-label="Refused">
@@ -267,6 +270,7 @@ function JobProgress({ job, label }: { job: any; label: string }) {
               <strong>{e.name}</strong>: {refusal(e)}
             </li>
           ))}
+          {more > 0 && <li>and {more} more refused</li>}
         </ul>
       )}
     </section>
@@ -278,6 +282,17 @@ function refusal(e: { message?: string; details?: { missing_tags?: string[] } })
   const message = e.message ?? "refused";
   const missing = (e.details?.missing_tags ?? []).filter((t) => !message.includes(t));
   return missing.length ? `${message} (missing tags: ${missing.join(", ")})` : message;
+}
+
+// Every error of a job: its answer's first page, then the rest, page by page.
+async function allErrors(job: any): Promise<any[]> {
+  const found = [...(job.errors ?? [])];
+  for (let cursor = job.next_errors_cursor; cursor; ) {
+    const page = await get(`/v1/jobs/${job.id}/errors?limit=1000&cursor=${encodeURIComponent(cursor)}`);
+    found.push(...page.items);
+    cursor = page.next_cursor;
+  }
+  return found;
 }
 
 async function follow(jobId: string, onJob: (job: any) => void) {
@@ -444,7 +459,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       // file was sent under, its own name without its folder: when rows of several
       // subfolders share that name, it does not say which of them, and those rows say so.
       const refusals = new Map<string, any[]>();
-      for (const x of finished.errors ?? []) refusals.set(x.name, [...(refusals.get(x.name) ?? []), x]);
+      for (const x of await allErrors(finished)) refusals.set(x.name, [...(refusals.get(x.name) ?? []), x]);
       const named = new Map<string, number>();
       for (const e of live.current) named.set(e.file.name, (named.get(e.file.name) ?? 0) + 1);
       setEntries(
@@ -463,7 +478,8 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
         }),
       );
       changed();
-      notify(`DICOM: ${finished.files?.length ?? 0} series, ${finished.errors?.length ?? 0} refused`, (finished.errors?.length ?? 0) > 0);
+      const refused = finished.error_count ?? finished.errors?.length ?? 0;
+      notify(`DICOM: ${finished.file_count ?? finished.files?.length ?? 0} series, ${refused} refused`, refused > 0);
     } catch (err) {
       setError(err);
     } finally {
@@ -485,7 +501,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       const started = await post(`/v1/folders/${folderId}/imports`, body);
       const finished = await follow(started.job_id, setJob);
       changed();
-      notify(`Import ${finished.status}: ${finished.files?.length ?? 0} files`, finished.status === "failed");
+      notify(`Import ${finished.status}: ${finished.file_count ?? finished.files?.length ?? 0} files`, finished.status === "failed");
     } catch (err) {
       setError(err instanceof SyntaxError ? new Error(`The manifest is not JSON: ${err.message}`) : err);
     } finally {

@@ -61,6 +61,7 @@ from files_client.models import (
     IntegrationData,
     InvitationBody,
     JobData,
+    JobError,
     LookupBody,
     MetadataSchema,
     MetadataSchemaBody,
@@ -750,6 +751,26 @@ class Job(JobData, _Bound[M]):
     def finished(self) -> bool:
         return self.status in TERMINAL
 
+    @listing
+    def all_files(self) -> Feed[File[M]]:
+        """Every file of the job as it was fetched: `files` (its first page), then the
+        rest, page by page, in the job's order."""
+        for f in self.files:
+            yield Emit(f)
+        yield from self._api._after(
+            f"/v1/jobs/{self.id}/files", self.next_files_cursor, self._api._file
+        )
+
+    @listing
+    def all_errors(self) -> Feed[JobError]:
+        """Every error of the job as it was fetched: `errors`, then the rest, page by
+        page, in order."""
+        for e in self.errors:
+            yield Emit(e)
+        yield from self._api._after(
+            f"/v1/jobs/{self.id}/errors", self.next_errors_cursor, JobError.model_validate
+        )
+
     @operation
     def refresh(self) -> Op[Job[M]]:
         return (yield from type(self._api).get_job.fn(self._api, self.id))
@@ -852,6 +873,17 @@ class Api(Bound[M]):
             cursor = page.get("next_cursor")
             if not cursor:
                 return
+
+    def _after(
+        self, url: str, cursor: str | None, make: Callable[[dict[str, Any]], Any]
+    ) -> Feed[Any]:
+        """The items of a listing after `cursor` (None: nothing after), page by page."""
+        while cursor:
+            query = {"limit": 1000, "cursor": cursor}
+            page = yield from json_of(self._session, Call("GET", url, params=query))
+            for item in page["items"]:
+                yield Emit(make(item))
+            cursor = page.get("next_cursor")
 
     # -- folders -------------------------------------------------------------------------
 

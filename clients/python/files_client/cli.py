@@ -690,7 +690,7 @@ def _upload_dicom(
         bar.close()
     failed = 0
     for job in jobs:
-        done = _watch(job, "series")
+        done = _whole(_watch(job, "series"))
         for f in done.files:
             if args.json:
                 _json_line(f)
@@ -715,6 +715,22 @@ def _watch(job: Job[Sync], label: str) -> Job[Sync]:
         return job.wait(progress=moved)
     finally:
         bar.close()
+
+
+def _whole(job: Job[Sync], *, files: bool = True) -> Job[Sync]:
+    """The job with every one of its errors (and, with `files`, its files): its answer
+    holds the first 1,000 of each, the rest are paged (a script reading --json, or the
+    refused objects named on stderr, expects them all)."""
+    update: dict[str, Any] = {}
+    if job.next_errors_cursor:
+        update |= {"errors": list(job.all_errors()), "next_errors_cursor": None}
+    if files and job.next_files_cursor:
+        update |= {"files": list(job.all_files()), "next_files_cursor": None}
+    return job.model_copy(update=update) if update else job
+
+
+def _file_count(job: Job[Sync]) -> int:
+    return job.file_count if job.file_count is not None else len(job.files)
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
@@ -1245,11 +1261,11 @@ def jobs(args: argparse.Namespace) -> int:
         fetch = c.cancel_job if args.action == "cancel" else c.get_job
         job = fetch(args.job_id)
         done = _watch(job, job.kind or "job") if args.action == "watch" else job
+        done = _whole(done, files=args.json)
         if args.json:
             _json_line(done)
         else:
-            p = done.progress
-            print(f"job {done.id}: {done.status}, {p.done}/{p.total}, {len(done.files)} file(s)")
+            print(_job_line(done))
         for e in done.errors:
             print(f"files jobs: {e.name}: {e.code}: {e.message}", file=sys.stderr)
         return 0 if done.status == ("cancelled" if args.action == "cancel" else "done") else 1
@@ -1264,7 +1280,7 @@ def reencode(args: argparse.Namespace) -> int:
                 raise Usage(f"{ref} is a folder: name videos or image sequences")
             files.append(found)
         job = c.re_encode(files)
-        done = _watch(job, "re-encode") if args.wait else job
+        done = _whole(_watch(job, "re-encode") if args.wait else job, files=args.json)
         if args.json:
             _json_line(done)
         else:
@@ -1316,7 +1332,7 @@ def _manifest(path: str) -> dict[str, Any]:
 
 def _job_line(job: Job[Sync]) -> str:
     p = job.progress
-    return f"job {job.id}: {job.status}, {p.done}/{p.total}, {len(job.files)} file(s)"
+    return f"job {job.id}: {job.status}, {p.done}/{p.total}, {_file_count(job)} file(s)"
 
 
 def import_(args: argparse.Namespace) -> int:
@@ -1334,7 +1350,7 @@ def import_(args: argparse.Namespace) -> int:
         job = target.import_objects(
             source, keys=keys or None, prefix=args.prefix, manifest=manifest
         )
-        done = _watch(job, "import") if args.wait else job
+        done = _whole(_watch(job, "import") if args.wait else job, files=args.json)
     if args.json:
         _json_line(done)
     else:
@@ -1345,13 +1361,13 @@ def import_(args: argparse.Namespace) -> int:
         return 1
     if done.errors:
         print(
-            f"files import: {_count(len(done.files), 'file')} imported to {target.full_path};"
+            f"files import: {_count(_file_count(done), 'file')} imported to {target.full_path};"
             f" {len(done.errors)} refused",
             file=sys.stderr,
         )
         return REFUSED
     if args.wait:
-        _note(f"{_count(len(done.files), 'file')} imported to {target.full_path}")
+        _note(f"{_count(_file_count(done), 'file')} imported to {target.full_path}")
     return 0
 
 
@@ -1373,8 +1389,8 @@ def sync(args: argparse.Namespace) -> int:
             if args.prefix is not None or args.interval is not None:
                 raise Usage("--prefix and --interval go with --integration (a new synced folder)")
             job = c.sync_folder(_folder(c, args.path))
-        done = _watch(job, "sync") if not args.no_wait else job
-        print(f"job {done.id}: {done.status}, {len(done.files)} new file(s)")
+        done = _whole(_watch(job, "sync") if not args.no_wait else job, files=False)
+        print(f"job {done.id}: {done.status}, {_file_count(done)} new file(s)")
         for e in done.errors:
             print(f"files sync: {e.name}: {e.code}: {e.message}", file=sys.stderr)
         return 0 if done.status in ("done", "running") else 1

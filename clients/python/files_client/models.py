@@ -160,8 +160,15 @@ class JobData(Data):
     kind: str | None = None
     progress: Progress = Field(default_factory=Progress)
     errors: list[JobError] = Field(default_factory=list)
-    # The files it made so far that the caller may see.
+    # The files it made so far that the caller may see: all, or the first 1,000 (the
+    # rest through `Job.all_files()`), as errors are.
     files: Sequence[FileData] = Field(default_factory=list)
+    # How many files and errors it has; the cursors go on past `files` and `errors`
+    # (None when they hold them all).
+    file_count: int | None = None
+    error_count: int | None = None
+    next_files_cursor: str | None = None
+    next_errors_cursor: str | None = None
     folder_id: str | None = None
     created_at: datetime | None = None
     created_by: str | None = None
@@ -588,6 +595,8 @@ ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[Base
     ("DELETE", "/v1/datasets/{dataset_id}/collaborators/{user_id}", None, None),
     ("GET", "/v1/jobs/{job_id}", None, JobData),
     ("POST", "/v1/jobs/{job_id}/cancel", None, JobData),
+    ("GET", "/v1/jobs/{job_id}/files", None, Page),
+    ("GET", "/v1/jobs/{job_id}/errors", None, Page),
     ("POST", "/v1/integrations", NewIntegrationBody, IntegrationData),
     ("GET", "/v1/integrations", None, Page),
     ("GET", "/v1/integrations/{integration_id}", None, IntegrationData),
@@ -619,6 +628,8 @@ PAGE_ITEMS: dict[tuple[str, str], type[BaseModel]] = {
     ("GET", "/v1/trash"): TrashItem,
     ("GET", "/v1/datasets"): DatasetData,
     ("GET", "/v1/datasets/{dataset_id}/files"): FileData,
+    ("GET", "/v1/jobs/{job_id}/files"): FileData,
+    ("GET", "/v1/jobs/{job_id}/errors"): JobError,
     ("GET", "/v1/datasets/{dataset_id}/collaborators"): DatasetCollaborator,
     ("POST", "/v1/datasets/{dataset_id}/collaborators"): DatasetCollaborator,
     ("GET", "/v1/integrations"): IntegrationData,

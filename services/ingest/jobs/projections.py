@@ -1,5 +1,11 @@
 """The jobs read model: every upload, upload session and import is a job, and its
-progress, files and errors are read here (`GET /v1/jobs/{id}`, jobs/api.py)."""
+progress, files and errors are read here (`GET /v1/jobs/{id}`, jobs/api.py).
+
+A job's files and errors are rows keyed (job, position), appended a batch at a time
+and read a page at a time (shared/kit/job_pages.py): an import of 100,000 objects or
+100,000 refused keys would otherwise rewrite a jsonb array whole on every batch (work
+quadratic in the job's size) and answer it whole on every poll. Positions of a job are
+contiguous (each batch goes after the job's last), so the count is max - min + 1."""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from shared.kit.reactions import Received
 
 jobs = Projection(
     name="ingest.jobs",
-    tables=("ingest.jobs", "ingest.job_files"),
+    tables=("ingest.jobs", "ingest.job_files", "ingest.job_errors"),
     ddl="""
     CREATE TABLE IF NOT EXISTS ingest.jobs (
         id uuid PRIMARY KEY,
@@ -45,20 +51,70 @@ jobs = Projection(
         file_id uuid NOT NULL,
         PRIMARY KEY (job_id, position)
     );
+    -- Every job's errors, in order, as its files are (`errors` stays []).
+    CREATE TABLE IF NOT EXISTS ingest.job_errors (
+        job_id uuid NOT NULL,
+        position integer NOT NULL,
+        error jsonb NOT NULL,
+        PRIMARY KEY (job_id, position)
+    );
+    -- Rows from before (2026-12-06) kept uploads' files and every job's errors in the
+    -- job's jsonb arrays: moved to the tables once, in order (nothing to move later).
+    INSERT INTO ingest.job_files (job_id, position, file_id)
+    SELECT j.id, f.i, f.id::uuid
+    FROM ingest.jobs j, jsonb_array_elements_text(j.files) WITH ORDINALITY AS f(id, i)
+    WHERE j.files <> '[]'
+    ON CONFLICT DO NOTHING;
+    UPDATE ingest.jobs SET files = '[]' WHERE files <> '[]';
+    INSERT INTO ingest.job_errors (job_id, position, error)
+    SELECT j.id, e.i, e.error
+    FROM ingest.jobs j, jsonb_array_elements(j.errors) WITH ORDINALITY AS e(error, i)
+    WHERE j.errors <> '[]'
+    ON CONFLICT DO NOTHING;
+    UPDATE ingest.jobs SET errors = '[]' WHERE errors <> '[]';
     """,
 )
 
 
-async def file_ids(conn: Conn | asyncpg.Pool, job: asyncpg.Record) -> list[str]:
-    """A job's files, in order: an import's from ingest.job_files, others' from `files`."""
-    if job["kind"] not in ("import", "sync"):
-        return list(job["files"])
-    found = await conn.fetchval(
-        """SELECT coalesce(array_agg(file_id::text ORDER BY position), '{}')
-           FROM ingest.job_files WHERE job_id = $1""",
-        job["id"],
+async def counts(conn: Conn | asyncpg.Pool, job_id: uuid.UUID) -> tuple[int, int]:
+    """How many files and errors the job has (from the primary keys' ends)."""
+    row = await conn.fetchrow(
+        """SELECT (SELECT coalesce(max(position) - min(position) + 1, 0)
+                   FROM ingest.job_files WHERE job_id = $1) AS files,
+                  (SELECT coalesce(max(position) - min(position) + 1, 0)
+                   FROM ingest.job_errors WHERE job_id = $1) AS errors""",
+        job_id,
     )
-    return list(found)
+    assert row is not None
+    return row["files"], row["errors"]
+
+
+async def files_page(
+    conn: Conn | asyncpg.Pool, job_id: uuid.UUID, after: int, limit: int
+) -> list[tuple[int, str]]:
+    """(position, file id) of the job's files after `after`, in order, at most `limit`."""
+    rows = await conn.fetch(
+        """SELECT position, file_id::text AS id FROM ingest.job_files
+           WHERE job_id = $1 AND position > $2 ORDER BY position LIMIT $3""",
+        job_id,
+        after,
+        limit,
+    )
+    return [(r["position"], r["id"]) for r in rows]
+
+
+async def errors_page(
+    conn: Conn | asyncpg.Pool, job_id: uuid.UUID, after: int, limit: int
+) -> list[tuple[int, dict[str, object]]]:
+    """(position, error) of the job's errors after `after`, in order, at most `limit`."""
+    rows = await conn.fetch(
+        """SELECT position, error FROM ingest.job_errors
+           WHERE job_id = $1 AND position > $2 ORDER BY position LIMIT $3""",
+        job_id,
+        after,
+        limit,
+    )
+    return [(r["position"], r["error"]) for r in rows]
 
 
 @jobs.on(ingest_events.UploadJobStarted)
@@ -98,21 +154,20 @@ async def files_stored(
 
 
 async def _uploaded(conn: Conn, files: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
-    """Files of upload jobs, in order: appended to the job's `files`, and counted done."""
-    await conn.execute(
-        """UPDATE ingest.jobs j SET done = j.done + x.n, files = j.files || x.ids
-           FROM (SELECT job_id, count(*) AS n, jsonb_agg(file_id::text ORDER BY i) AS ids
-                 FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(job_id, file_id, i)
-                 GROUP BY job_id) AS x
-           WHERE j.id = x.job_id""",
-        [job_id for job_id, _ in files],
-        [file_id for _, file_id in files],
-    )
+    """Files of upload jobs, in order: appended, and counted done."""
+    await _append(conn, [job_id for job_id, _ in files], [file_id for _, file_id in files])
 
 
 async def _imported(conn: Conn, job_ids: list[uuid.UUID], file_ids: list[uuid.UUID]) -> None:
-    """Files of import jobs, in order: appended to ingest.job_files after the job's last,
-    and counted done."""
+    """Files of import jobs, in order: appended, and counted done."""
+    await _append(conn, job_ids, file_ids)
+
+
+async def _append(
+    conn: Conn, job_ids: list[uuid.UUID], file_ids: list[uuid.UUID], *, done: bool = True
+) -> None:
+    """Files appended to ingest.job_files after each job's last (set-based, one
+    statement for the whole run); `done`: each counted one of its job's done."""
     await conn.execute(
         """WITH x AS (
                SELECT job_id, file_id,
@@ -128,9 +183,38 @@ async def _imported(conn: Conn, job_ids: list[uuid.UUID], file_ids: list[uuid.UU
                RETURNING job_id)
            UPDATE ingest.jobs j SET done = j.done + a.n
            FROM (SELECT job_id, count(*) AS n FROM appended GROUP BY job_id) AS a
-           WHERE j.id = a.job_id""",
+           WHERE j.id = a.job_id AND $3""",
         job_ids,
         file_ids,
+        done,
+    )
+
+
+async def _errors(
+    conn: Conn, errors: list[tuple[uuid.UUID, dict[str, object]]], *, done: bool = True
+) -> None:
+    """Errors appended to ingest.job_errors after each job's last, in order (set-based:
+    appending never rewrites what a job had); `done`: each counted one of its job's."""
+    if not errors:
+        return
+    await conn.execute(
+        """WITH x AS (
+               SELECT (r.e->>'job_id')::uuid AS job_id, r.e->'error' AS error,
+                      row_number() OVER (PARTITION BY r.e->>'job_id' ORDER BY i) AS n
+               FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS r(e, i)),
+           appended AS (
+               INSERT INTO ingest.job_errors (job_id, position, error)
+               SELECT x.job_id,
+                      coalesce((SELECT max(f.position) FROM ingest.job_errors f
+                                WHERE f.job_id = x.job_id), 0) + x.n,
+                      x.error
+               FROM x
+               RETURNING job_id)
+           UPDATE ingest.jobs j SET done = j.done + a.n
+           FROM (SELECT job_id, count(*) AS n FROM appended GROUP BY job_id) AS a
+           WHERE j.id = a.job_id AND $2""",
+        [{"job_id": str(job_id), "error": error} for job_id, error in errors],
+        done,
     )
 
 
@@ -138,22 +222,20 @@ async def _imported(conn: Conn, job_ids: list[uuid.UUID], file_ids: list[uuid.UU
 async def content_rejected(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FileContentRejected]]
 ) -> None:
-    # One update per job for the whole run, its errors in order.
-    errors: dict[uuid.UUID, list[dict[str, object]]] = {}
-    for e in events:
-        rejected = e.event
-        errors.setdefault(rejected.job_id, []).append(
-            {
-                "name": rejected.name,
-                "code": rejected.code,
-                "message": rejected.message,
-                "details": rejected.details,
-            }
-        )
-    await conn.executemany(
-        """UPDATE ingest.jobs SET done = done + $3, errors = errors || $2::jsonb
-           WHERE id = $1""",
-        [(job_id, found, len(found)) for job_id, found in errors.items()],
+    await _errors(
+        conn,
+        [
+            (
+                e.event.job_id,
+                {
+                    "name": e.event.name,
+                    "code": e.event.code,
+                    "message": e.event.message,
+                    "details": e.event.details,
+                },
+            )
+            for e in events
+        ],
     )
 
 
@@ -171,26 +253,45 @@ async def job_finished(
 async def image_group_images_stored(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImageGroupImagesStored]]
 ) -> None:
-    # An import's group lists the group's file only (its images are the group's).
-    await conn.executemany(
-        "UPDATE ingest.jobs SET files = files || $2::jsonb WHERE id = $1 AND kind <> 'import'",
-        [(e.event.job_id, [f.file_id for f in e.event.files]) for e in events],
+    # An import's group lists the group's file only (its images are the group's). An
+    # upload's images are counted done with the group.
+    uploads = await _not_imports(conn, {e.event.job_id for e in events})
+    pairs = [
+        (e.event.job_id, f.file_id)
+        for e in events
+        if e.event.job_id in uploads
+        for f in e.event.files
+    ]
+    await _append(conn, [j for j, _ in pairs], [f for _, f in pairs], done=False)
+
+
+async def _not_imports(conn: Conn, job_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT id FROM ingest.jobs WHERE id = ANY($1::uuid[]) AND kind <> 'import'",
+        list(job_ids),
     )
+    return {r["id"] for r in rows}
 
 
 @jobs.on(ingest_events.ImageGroupStored)
 async def image_group_stored(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImageGroupStored]]
 ) -> None:
-    # The group's file first, then its images: from its pages, or (events from before
-    # pages) its own `files`.
+    # The group's file first (position 0: an upload makes one group, whose images are
+    # appended from 1), then its images: from its pages, or (events from before pages)
+    # its own `files`.
+    uploads = await _not_imports(conn, {e.event.job_id for e in events})
+    grouped = [e.event for e in events if e.event.job_id in uploads]
     await conn.executemany(
-        "UPDATE ingest.jobs SET done = total, files = $2::jsonb || files || $3::jsonb"
-        " WHERE id = $1 AND kind <> 'import'",
-        [
-            (e.event.job_id, [e.event.group_file_id], [f.file_id for f in e.event.files])
-            for e in events
-        ],
+        """INSERT INTO ingest.job_files (job_id, position, file_id) VALUES ($1, 0, $2)
+           ON CONFLICT DO NOTHING""",
+        [(g.job_id, g.group_file_id) for g in grouped],
+    )
+    pairs = [(g.job_id, f.file_id) for g in grouped for f in g.files]
+    await _append(conn, [j for j, _ in pairs], [f for _, f in pairs], done=False)
+    await conn.execute(
+        "UPDATE ingest.jobs SET done = total WHERE id = ANY($1::uuid[])",
+        list({g.job_id for g in grouped}),
     )
     # A group an import read by reference: one of the job's files, counted done.
     imported = await conn.fetch(
@@ -234,15 +335,20 @@ async def import_failed(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.ImportJobFailed]]
 ) -> None:
     await conn.executemany(
-        """UPDATE ingest.jobs SET status = 'failed', errors = errors || $2::jsonb
-           WHERE id = $1""",
+        "UPDATE ingest.jobs SET status = 'failed' WHERE id = $1",
+        [(e.event.job_id,) for e in events],
+    )
+    # Its error is not one of its objects: not counted done.
+    await _errors(
+        conn,
         [
             (
                 e.event.job_id,
-                [{"name": "", "code": e.event.code, "message": e.event.message, "details": {}}],
+                {"name": "", "code": e.event.code, "message": e.event.message, "details": {}},
             )
             for e in events
         ],
+        done=False,
     )
 
 

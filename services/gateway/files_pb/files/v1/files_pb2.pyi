@@ -845,6 +845,24 @@ class RemoveCollaboratorRequest(_message.Message):
     user_id: str
     def __init__(self, folder_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
+class ListJobItemsRequest(_message.Message):
+    __slots__ = ("job_id", "cursor", "limit")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    cursor: str
+    limit: int
+    def __init__(self, job_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class JobErrorPage(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[JobError]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -876,7 +894,7 @@ class JobError(_message.Message):
     def __init__(self, name: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "folder_id", "status", "progress", "files", "errors", "created_at", "created_by")
+    __slots__ = ("id", "kind", "folder_id", "status", "progress", "files", "errors", "created_at", "created_by", "file_count", "error_count", "next_files_cursor", "next_errors_cursor")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -886,6 +904,10 @@ class Job(_message.Message):
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    FILE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FILES_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ERRORS_CURSOR_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     folder_id: str
@@ -895,7 +917,11 @@ class Job(_message.Message):
     errors: _containers.RepeatedCompositeFieldContainer[JobError]
     created_at: _timestamp_pb2.Timestamp
     created_by: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., status: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., files: _Optional[_Iterable[_Union[File, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
+    file_count: int
+    error_count: int
+    next_files_cursor: str
+    next_errors_cursor: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., status: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., files: _Optional[_Iterable[_Union[File, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., file_count: _Optional[int] = ..., error_count: _Optional[int] = ..., next_files_cursor: _Optional[str] = ..., next_errors_cursor: _Optional[str] = ...) -> None: ...
 
 class User(_message.Message):
     __slots__ = ("id", "email", "name", "org_role", "created_at", "api_key")

@@ -1988,6 +1988,16 @@ class JobsStub:
                 request_serializer=files_dot_v1_dot_files__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.Job.FromString,
                 _registered_method=True)
+        self.ListJobFiles = channel.unary_unary(
+                '/files.v1.Jobs/ListJobFiles',
+                request_serializer=files_dot_v1_dot_files__pb2.ListJobItemsRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.FilePage.FromString,
+                _registered_method=True)
+        self.ListJobErrors = channel.unary_unary(
+                '/files.v1.Jobs/ListJobErrors',
+                request_serializer=files_dot_v1_dot_files__pb2.ListJobItemsRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.JobErrorPage.FromString,
+                _registered_method=True)
 
 
 class JobsServicer:
@@ -1996,7 +2006,7 @@ class JobsServicer:
     """
 
     def GetJob(self, request, context):
-        """GET /v1/jobs/{id}
+        """GET /v1/jobs/{id}: the first 1,000 files and errors, their counts and cursors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -2004,6 +2014,20 @@ class JobsServicer:
 
     def CancelJob(self, request, context):
         """POST /v1/jobs/{id}/cancel: what it did stays, the rest stops; status cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobFiles(self, request, context):
+        """GET /v1/jobs/{id}/files: its files, in order, page by page.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobErrors(self, request, context):
+        """GET /v1/jobs/{id}/errors: its errors, in order, page by page.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -2021,6 +2045,16 @@ def add_JobsServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=files_dot_v1_dot_files__pb2.GetJobRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.Job.SerializeToString,
+            ),
+            'ListJobFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobFiles,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ListJobItemsRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.FilePage.SerializeToString,
+            ),
+            'ListJobErrors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobErrors,
+                    request_deserializer=files_dot_v1_dot_files__pb2.ListJobItemsRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.JobErrorPage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2079,6 +2113,60 @@ class Jobs:
             '/files.v1.Jobs/CancelJob',
             files_dot_v1_dot_files__pb2.GetJobRequest.SerializeToString,
             files_dot_v1_dot_files__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Jobs/ListJobFiles',
+            files_dot_v1_dot_files__pb2.ListJobItemsRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.FilePage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobErrors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Jobs/ListJobErrors',
+            files_dot_v1_dot_files__pb2.ListJobItemsRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.JobErrorPage.FromString,
             options,
             channel_credentials,
             insecure,
