@@ -120,6 +120,23 @@ async def test_a_released_blob_goes_and_a_referenced_one_stays(setup: Any) -> No
     assert not await blobs.exists(key)
 
 
+async def test_a_recorded_key_that_is_not_a_blob_s_does_not_stop_the_sweeps(setup: Any) -> None:
+    """A key no store could have written (an event recorded by hand, an old layout) has
+    no bytes to delete: it is let go, and the blobs swept with it still go. It stopped
+    every sweep before, the same batch failing each time, so nothing was reclaimed."""
+    collector, blobs, pool = setup
+    odd = uuid.uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        await claim_blobs(conn, ["nowhere-" + uuid.uuid4().hex])
+        await blob_refs.apply(conn, stored(odd, f"nowhere-{uuid.uuid4().hex}"))
+    ours, key = await store_file(pool, blobs)
+    await release(pool, odd)
+    await release(pool, ours)
+    assert await collector.sweep() == 3
+    assert not await blobs.exists(key)
+    assert await collector.sweep() == 0
+
+
 @pytest.mark.parametrize("dated", [False, True], ids=["claim undated", "claim dated"])
 async def test_a_sweep_skips_a_blob_claimed_by_a_store_in_flight(setup: Any, dated: bool) -> None:
     collector, blobs, pool = setup
