@@ -926,11 +926,20 @@ class Catalog(Handlers):
                     "SELECT name FROM catalog.folders WHERE parent_id = $1", group.folder_id
                 )
             }
+            name = domain.constituent_folder_name(group.name, taken)
+            # The index compares with PostgreSQL's lower(), which differs from Python's
+            # for a few letters (a final sigma, a dotted I): a name it takes is skipped.
+            while await conn.fetchval(
+                """SELECT 1 FROM catalog.folders WHERE parent_id = $1
+                   AND (catalog.name_key(name) = catalog.name_key($2)
+                        OR lower(name) = lower($2))""",
+                group.folder_id,
+                name,
+            ):
+                taken.add(domain.name_key(name))
+                name = domain.constituent_folder_name(group.name, taken)
             changes = domain.register_image_group(
-                group,
-                images,
-                _folder(row) if row else None,
-                domain.constituent_folder_name(group.name, taken),
+                group, images, _folder(row) if row else None, name
             )
             await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
 
