@@ -245,7 +245,9 @@ class Catalog(Handlers):
                 else None
             )
             if parent is not None:
-                await self._refuse_cloud_synced(conn, parent, "no folder is made in it by hand")
+                await self._refuse_cloud_synced(
+                    conn, parent, access, "no folder is made in it by hand"
+                )
             changes = domain.create_folder(folder_id, parent, name, description, metadata)
             try:
                 return folder_id, await self.record(conn, changes, cause)
@@ -383,7 +385,7 @@ class Catalog(Handlers):
             # pass the cycle check against the other's old tree.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
             target = await self.folder(conn, target_id, access, "editor", "FOR SHARE")
-            await self._refuse_cloud_synced(conn, target, "nothing is moved into it")
+            await self._refuse_cloud_synced(conn, target, access, "nothing is moved into it")
             folder_rows = await self._require_all(
                 conn, "folders", FOLDER_COLUMNS, folder_ids, access, "editor", "FOR UPDATE"
             )
@@ -411,20 +413,28 @@ class Catalog(Handlers):
             position = await self.record(conn, changes, cause)
             return {"moved": len(set(file_ids)) + len(set(folder_ids))}, position
 
-    async def _refuse_cloud_synced(self, conn: Conn, folder: domain.Folder, refused: str) -> None:
+    async def _refuse_cloud_synced(
+        self, conn: Conn, folder: domain.Folder, access: Access, refused: str
+    ) -> None:
         """A cloud-synced folder (and every folder in it) holds what its bucket prefix
         holds: a sync would not know what to do with a folder or file it did not make.
         Only users' commands ask: the sync's own subfolders are made by reaction."""
         root = await synced_root(conn, folder.path)
         if root is None:
             return
-        synced = f"the cloud-synced folder {root['name']!r}"
+        # A key path's subfolder may have been moved where others see it: who has no
+        # role on the synced folder is not told its name or id.
+        if access.role_on(root["path"]) is None:
+            synced, details = "a cloud-synced folder", {}
+        else:
+            synced = f"the cloud-synced folder {root['name']!r}"
+            details = {"synced_folder_id": str(root["id"])}
         subject = synced if root["id"] == folder.id else f"folder {folder.name!r} (in {synced})"
         raise domain.Conflict(
             "folder_cloud_synced",
             f"{subject} mirrors a bucket prefix: {refused}. Put the objects in the bucket"
             " under its prefix and sync, or choose a folder outside it",
-            {"folder_id": str(folder.id), "synced_folder_id": str(root["id"])},
+            {"folder_id": str(folder.id), **details},
         )
 
     async def _refuse_name_clash(
