@@ -135,6 +135,9 @@ PLACING_FOLDERS = frozenset(
 )
 
 
+RESTORED = ev.FolderRestored.type
+
+
 def _name_taken() -> domain.Conflict:
     return domain.Conflict(
         "name_taken",
@@ -170,7 +173,15 @@ class Catalog(Handlers):
         # A folder these events put beside a sibling whose name differs from its own in
         # Unicode form only is marked so (projections.py `_BESIDE_A_TWIN`, for a rebuild
         # of events recorded before the rule), never written now.
-        placed = [e.data["folder_id"] for e in envelopes if e.type in PLACING_FOLDERS]
+        # A folder restored with its parent comes back beside the siblings it had: twins
+        # among them were so before the rule (none are made now), and stay.
+        restored = {str(e.data["folder_id"]) for e in envelopes if e.type == RESTORED}
+        placed = [
+            e.data["folder_id"]
+            for e in envelopes
+            if e.type in PLACING_FOLDERS
+            and not (e.type == RESTORED and str(e.data.get("parent_id")) in restored)
+        ]
         if placed and await conn.fetchval(
             "SELECT 1 FROM catalog.folders WHERE id = ANY($1::uuid[]) AND grandfathered",
             placed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -167,7 +168,9 @@ async def test_sibling_names_are_unique(api: httpx.AsyncClient) -> None:
     assert sorted(i["name"] for i in top_items) == ["Other", "Scans", "box"]
 
 
-async def test_names_equal_but_for_their_unicode_form_are_taken(api: httpx.AsyncClient) -> None:
+async def test_names_equal_but_for_their_unicode_form_are_taken(
+    api: httpx.AsyncClient, pool: Any
+) -> None:
     """`café` composed (NFC) and decomposed (NFD) look the same: beside each other they
     conflict as equal names do, in every way a folder comes to be beside another; names
     are kept as given, case is compared as before, and files' names stay free."""
@@ -249,6 +252,23 @@ async def test_names_equal_but_for_their_unicode_form_are_taken(api: httpx.Async
         [decomposed, "other"]
     )
     assert twin["name"] == decomposed
+
+    # Twins from before the rule (the upgrade marked the later one) inside a folder sent
+    # to the trash come back with it: they were siblings already.
+    legacy = await folder(api, "legacy", top["id"])
+    await folder(api, composed, legacy["id"])
+    later = await folder(api, "later", legacy["id"])
+    await pool.execute(
+        "UPDATE catalog.folders SET name = $2, grandfathered = true WHERE id = $1",
+        uuid.UUID(later["id"]),
+        decomposed,
+    )
+    assert (await api.delete(f"/v1/folders/{legacy['id']}")).status_code == 204
+    back = await api.post("/v1/trash/restore", json={"folder_ids": [legacy["id"]]})
+    assert back.status_code == 200, back.text
+    assert sorted(i["name"] for i in await items(api, legacy["id"])) == sorted(
+        [composed, decomposed]
+    )
 
 
 async def test_deleting_a_folder_deletes_everything_inside(
