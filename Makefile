@@ -37,12 +37,14 @@ run: setup web
 # The suite as two pytest sessions at once (FILES_TEST_SHARD, tests/conftest.py says
 # which tests each takes): the end-to-end tests on the S3 platform mostly wait on it, so
 # on 2 cores the pair takes far less than the one session did (README, Tests).
+# `trap - INT`: a shell's background job ignores Ctrl-C, and the rest's session (its
+# PostgreSQL, broker and platforms) ran on after `make` had stopped.
 test: setup web
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/lean.py services/dicom/tags.py clients/python/files_client
 	@rest=$$(mktemp); \
-	FILES_TEST_SHARD=rest $(UV) run --frozen pytest -q --durations=20 >$$rest 2>&1 & pid=$$!; \
+	(trap - INT; FILES_TEST_SHARD=rest exec $(UV) run --frozen pytest -q --durations=20) >$$rest 2>&1 & pid=$$!; \
 	FILES_TEST_SHARD=s3 $(UV) run --frozen pytest -q --durations=30; s3=$$?; \
 	wait $$pid; others=$$?; \
 	echo; echo "== the rest of the suite, run alongside (FILES_TEST_SHARD=rest) =="; \

@@ -135,6 +135,9 @@ PLACING_FOLDERS = frozenset(
 )
 
 
+RESTORED = ev.FolderRestored.type
+
+
 def _name_taken() -> domain.Conflict:
     return domain.Conflict(
         "name_taken",
@@ -170,7 +173,15 @@ class Catalog(Handlers):
         # A folder these events put beside a sibling whose name differs from its own in
         # Unicode form only is marked so (projections.py `_BESIDE_A_TWIN`, for a rebuild
         # of events recorded before the rule), never written now.
-        placed = [e.data["folder_id"] for e in envelopes if e.type in PLACING_FOLDERS]
+        # A folder restored with its parent comes back beside the siblings it had: twins
+        # among them were so before the rule (none are made now), and stay.
+        restored = {str(e.data["folder_id"]) for e in envelopes if e.type == RESTORED}
+        placed = [
+            e.data["folder_id"]
+            for e in envelopes
+            if e.type in PLACING_FOLDERS
+            and not (e.type == RESTORED and str(e.data.get("parent_id")) in restored)
+        ]
         if placed and await conn.fetchval(
             "SELECT 1 FROM catalog.folders WHERE id = ANY($1::uuid[]) AND grandfathered",
             placed,
@@ -245,7 +256,9 @@ class Catalog(Handlers):
                 else None
             )
             if parent is not None:
-                await self._refuse_cloud_synced(conn, parent, "no folder is made in it by hand")
+                await self._refuse_cloud_synced(
+                    conn, parent, access, "no folder is made in it by hand"
+                )
             changes = domain.create_folder(folder_id, parent, name, description, metadata)
             try:
                 return folder_id, await self.record(conn, changes, cause)
@@ -383,7 +396,7 @@ class Catalog(Handlers):
             # pass the cycle check against the other's old tree.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
             target = await self.folder(conn, target_id, access, "editor", "FOR SHARE")
-            await self._refuse_cloud_synced(conn, target, "nothing is moved into it")
+            await self._refuse_cloud_synced(conn, target, access, "nothing is moved into it")
             folder_rows = await self._require_all(
                 conn, "folders", FOLDER_COLUMNS, folder_ids, access, "editor", "FOR UPDATE"
             )
@@ -411,20 +424,28 @@ class Catalog(Handlers):
             position = await self.record(conn, changes, cause)
             return {"moved": len(set(file_ids)) + len(set(folder_ids))}, position
 
-    async def _refuse_cloud_synced(self, conn: Conn, folder: domain.Folder, refused: str) -> None:
+    async def _refuse_cloud_synced(
+        self, conn: Conn, folder: domain.Folder, access: Access, refused: str
+    ) -> None:
         """A cloud-synced folder (and every folder in it) holds what its bucket prefix
         holds: a sync would not know what to do with a folder or file it did not make.
         Only users' commands ask: the sync's own subfolders are made by reaction."""
         root = await synced_root(conn, folder.path)
         if root is None:
             return
-        synced = f"the cloud-synced folder {root['name']!r}"
+        # A key path's subfolder may have been moved where others see it: who has no
+        # role on the synced folder is not told its name or id.
+        if access.role_on(root["path"]) is None:
+            synced, details = "a cloud-synced folder", {}
+        else:
+            synced = f"the cloud-synced folder {root['name']!r}"
+            details = {"synced_folder_id": str(root["id"])}
         subject = synced if root["id"] == folder.id else f"folder {folder.name!r} (in {synced})"
         raise domain.Conflict(
             "folder_cloud_synced",
             f"{subject} mirrors a bucket prefix: {refused}. Put the objects in the bucket"
             " under its prefix and sync, or choose a folder outside it",
-            {"folder_id": str(folder.id), "synced_folder_id": str(root["id"])},
+            {"folder_id": str(folder.id), **details},
         )
 
     async def _refuse_name_clash(
@@ -926,11 +947,20 @@ class Catalog(Handlers):
                     "SELECT name FROM catalog.folders WHERE parent_id = $1", group.folder_id
                 )
             }
+            name = domain.constituent_folder_name(group.name, taken)
+            # The index compares with PostgreSQL's lower(), which differs from Python's
+            # for a few letters (a final sigma, a dotted I): a name it takes is skipped.
+            while await conn.fetchval(
+                """SELECT 1 FROM catalog.folders WHERE parent_id = $1
+                   AND (catalog.name_key(name) = catalog.name_key($2)
+                        OR lower(name) = lower($2))""",
+                group.folder_id,
+                name,
+            ):
+                taken.add(domain.name_key(name))
+                name = domain.constituent_folder_name(group.name, taken)
             changes = domain.register_image_group(
-                group,
-                images,
-                _folder(row) if row else None,
-                domain.constituent_folder_name(group.name, taken),
+                group, images, _folder(row) if row else None, name
             )
             await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
 

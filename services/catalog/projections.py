@@ -322,10 +322,10 @@ async def sync_ended(
 
 
 async def synced_root(conn: Conn, path: Sequence[Any]) -> asyncpg.Record | None:
-    """The cloud-synced folder (id, name) that a folder at `path` (ids, top first, its
+    """The cloud-synced folder (id, name, path) that a folder at `path` (ids, top first, its
     own last) is, or is inside, or is a key path's subfolder of; None if none."""
     found: asyncpg.Record | None = await conn.fetchrow(
-        """SELECT r.folder_id AS id, f.name
+        """SELECT r.folder_id AS id, f.name, f.path
            FROM catalog.cloud_synced s
            JOIN catalog.cloud_synced r
              ON r.folder_id = s.root_folder_id AND r.root_folder_id = r.folder_id

@@ -35,6 +35,32 @@ def name_problem(name: str, what: str = "name") -> str | None:
             f"the {what} {name!r} contains U+{ord(found):04X} (a tag character outside a flag"
             " emoji, invisible): it makes the name show as another"
         )
+    if found := stray_invisible(name):
+        return (
+            f"the {what} {name!r} contains U+{ord(found):04X} ({_invisible(found)}) where no"
+            " text needs it: it makes the name show as another"
+        )
+    return None
+
+
+# Letters of scripts that join or vary no character with the invisible ones kept below:
+# "re\u200cport.pdf" shows as "report.pdf". Their marks aside ("cafe\u0301\u200c").
+_NO_JOINERS = ("LATIN ", "GREEK ", "CYRILLIC ")
+# A keycap emoji ("1\ufe0f\u20e3"): the one use of a variation selector after ASCII.
+_KEYCAP = re.compile("[0-9#*][\ufe0e\ufe0f]\u20e3")
+
+
+def stray_invisible(name: str) -> str | None:
+    """The first of the invisible characters text needs (`KEPT_INVISIBLE`, tags aside)
+    found where none is needed: first in the name, or after an ASCII character or a
+    Latin, Greek or Cyrillic letter. The CLI holds the same (files_client/cli.py)."""
+    base = None
+    for c in _KEYCAP.sub("\u20e3", name):
+        if c in KEPT_INVISIBLE and c not in TAGS:
+            if base is None or base < "\x80" or unicodedata.name(base, "").startswith(_NO_JOINERS):
+                return c
+        elif not unicodedata.category(c).startswith("M"):
+            base = c
     return None
 
 
@@ -45,8 +71,9 @@ def name_problem(name: str, what: str = "name") -> str | None:
 # Default_Ignorable_Code_Point, unassigned ones too (a later Unicode may give them a
 # use that still shows nothing). Some of those stay, as text needs them: the joiners
 # (ZWJ in emoji sequences, ZWNJ in Persian and Indic scripts) and the variation
-# selectors (emoji or text presentation, Mongolian forms); tag characters stay only
-# within a flag emoji (`FLAG_TAGS`). The CLI holds the same set (files_client/cli.py
+# selectors (emoji or text presentation, Mongolian forms, with its vowel separator),
+# only where a script uses them (`stray_invisible`); tag characters stay only within a
+# flag emoji (`FLAG_TAGS`). The CLI holds the same set (files_client/cli.py
 # `_misleading`, held to this by a unit test).
 _BIDI = {
     "\u061c": "a bidirectional mark",
@@ -76,7 +103,7 @@ DEFAULT_IGNORABLE = (
 )
 TAGS = frozenset(chr(c) for c in range(0xE0020, 0xE0080))
 KEPT_INVISIBLE = frozenset(
-    {"\u200c", "\u200d", *map(chr, (0x180B, 0x180C, 0x180D, 0x180F))}
+    {"\u200c", "\u200d", *map(chr, range(0x180B, 0x1810))}
     | {chr(c) for c in range(0xFE00, 0xFE10)}
     | {chr(c) for c in range(0xE0100, 0xE01F0)}
     | TAGS

@@ -272,7 +272,7 @@ async def test_a_bucket_notification_makes_a_new_object_visible(
 
 
 async def test_integrations_listed_rotated_and_kept_while_used(
-    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, platform: Any
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, platform: Any, as_key: Any
 ) -> None:
     answer = await register(api, moto)
     assert answer.status_code == 201, answer.text
@@ -321,6 +321,18 @@ async def test_integrations_listed_rotated_and_kept_while_used(
     assert moved.status_code == 200, moved.text
     refused = await api.post("/v1/folders", json={"name": "mine", "parent_id": k["id"]})
     assert error(refused, 409, "folder_cloud_synced")["details"]["synced_folder_id"] == folder["id"]
+    # Who sees only where it went is refused too, and not told which folder syncs it.
+    editor = await member(api, "away-editor")
+    invited = await api.post(
+        f"/v1/folders/{away['id']}/collaborators",
+        json={"emails": [editor["email"]], "role": "editor"},
+    )
+    assert invited.status_code == 200, invited.text
+    refused = await as_key(editor["api_key"]).post(
+        "/v1/folders", json={"name": "mine", "parent_id": k["id"]}
+    )
+    found = error(refused, 409, "folder_cloud_synced")
+    assert folder["id"] not in refused.text and repr(folder["name"]) not in refused.text
     x_txt = (await listing(api, k["id"]))["x.txt"]
     assert (await api.delete(f"/v1/files/{x_txt['id']}")).status_code == 204
     gone = await api.delete("/v1/trash", params={"file_ids": x_txt["id"]})

@@ -211,6 +211,8 @@ async def test_longest_names_and_odd_characters_are_fine(api: httpx.AsyncClient)
     # selector, Persian's zero width non-joiner.
     wales = "\U0001f3f4\U000e0067\U000e0062\U000e0077\U000e006c\U000e0073\U000e007f"
     odd += f" {wales} \u2764\ufe0f \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    # Mongolian's vowel separator, a keycap, Devanagari's half form (a joiner after a virama).
+    odd += " \u1828\u1823\u182e\u180e\u1820 1\ufe0f\u20e3 \u0915\u094d\u200d\u0937"
     made = await folder(api, odd, top["id"])
     assert (await api.get(f"/v1/folders/{made['id']}")).json()["name"] == odd
     body, headers = multipart(("ümlaut 🐱.txt", text("x")))
@@ -251,6 +253,9 @@ async def test_invisible_characters_are_refused_in_every_name(api: httpx.AsyncCl
         ),
         (await api.post("/v1/folders", json={"name": "\ufeffbom"}), "U+FEFF"),
         (await api.post("/v1/folders", json={"name": "flag\U000e0061"}), "U+E0061"),
+        # A joiner or variation selector where no script needs one shows as nothing.
+        (await api.post("/v1/folders", json={"name": "re\u200cport"}), "U+200C"),
+        (await api.post("/v1/folders", json={"name": "re\ufe0fport"}), "U+FE0F"),
     ):
         refused = error(answer, 422)
         assert code_point in refused["message"], answer.text

@@ -161,3 +161,20 @@ def test_the_cli_refuses_in_names_the_characters_the_platform_refuses() -> None:
         problem = _name_problem(hidden)
         assert problem is not None and "a tag character outside a flag emoji" in problem
         assert rules.name_problem(hidden) is not None
+    # A joiner or variation selector is kept only where a script uses it: not first, nor
+    # after ASCII (a keycap aside) or a Latin, Greek or Cyrillic letter (its marks aside).
+    mongolian, keycap = "\u1828\u1823\u182e\u180e\u1820", "1\ufe0f\u20e3 #\ufe0f\u20e3"
+    pride, half = "\U0001f3f3\ufe0f\u200d\U0001f308", "\u0915\u094d\u200d\u0937"
+    for kept in (mongolian, keycap, pride, half, "\u845b\U000e0100", "\u00a9\ufe0f 2024"):
+        assert _name_problem(kept) is None and rules.name_problem(kept) is None, kept
+    for hidden in (
+        "re\u200cport",
+        "\u200dx",
+        "cafe\u0301\u200c",
+        "\u03b1\u200d",
+        "pdf\ufe0e",
+        "1\ufe0f",
+    ):
+        problem = _name_problem(hidden)
+        assert problem is not None and "where no text needs it" in problem, hidden
+        assert "where no text needs it" in (rules.name_problem(hidden) or ""), hidden

@@ -605,6 +605,32 @@ def _name_problem(name: str, what: str = "name") -> str | None:
             f"the {what} {name!r} contains U+{ord(found):04X} (a tag character outside a flag"
             " emoji): it makes the name show as another"
         )
+    if found := _stray_invisible(name):
+        return (
+            f"the {what} {name!r} contains U+{ord(found):04X}"
+            f" ({unicodedata.name(found, 'unassigned').lower()}) where no text needs it: it"
+            " makes the name show as another"
+        )
+    return None
+
+
+# shared/contracts/rules.py `stray_invisible`: a joiner or variation selector first in a
+# name, or after an ASCII character or a Latin, Greek or Cyrillic letter (marks aside),
+# shows as nothing; a keycap emoji ("1\ufe0f\u20e3") is the one use after ASCII.
+_KEYCAP = re.compile("[0-9#*][\ufe0e\ufe0f]\u20e3")
+
+
+def _stray_invisible(name: str) -> str | None:
+    base = None
+    for c in _KEYCAP.sub("\u20e3", name):
+        code = ord(c)
+        if code in _KEPT or 0xE0100 <= code <= 0xE01EF:
+            if base is None or base < "\x80":
+                return c
+            if unicodedata.name(base, "").startswith(("LATIN ", "GREEK ", "CYRILLIC ")):
+                return c
+        elif not unicodedata.category(c).startswith("M"):
+            base = c
     return None
 
 
@@ -633,7 +659,7 @@ _IGNORABLE = (
     (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
 )
-_KEPT = {0x200C, 0x200D, 0x180B, 0x180C, 0x180D, 0x180F, *range(0xFE00, 0xFE10)}
+_KEPT = {0x200C, 0x200D, *range(0x180B, 0x1810), *range(0xFE00, 0xFE10)}
 _FLAG_TAGS = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
 
 
