@@ -241,7 +241,12 @@ async def test_a_groups_job_lists_the_group_then_its_images_and_each_image_has_i
             await projection.apply(conn, as_before_pages(old_written))
     for job_id, ids in ((job, files), (old_job, old_files)):
         row = await isolated.fetchrow("SELECT * FROM ingest.jobs WHERE id = $1", job_id)
-        assert row["files"] == [str(i) for i in ids]
+        listed = await isolated.fetchval(
+            """SELECT array_agg(file_id ORDER BY position) FROM ingest.job_files
+               WHERE job_id = $1""",
+            job_id,
+        )
+        assert listed == ids
         assert (row["done"], row["total"], row["status"]) == (len(ids) - 1, len(ids) - 1, "done")
         referred = await isolated.fetchval(
             "SELECT count(*) FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])", ids
@@ -297,7 +302,12 @@ async def test_an_uploads_job_lists_its_files_in_order_and_each_has_its_blob(
             await projection.apply(conn, old)
     for job_id, ids in ((job, files), (old_job, old_files)):
         row = await isolated.fetchrow("SELECT * FROM ingest.jobs WHERE id = $1", job_id)
-        assert row["files"] == [str(i) for i in ids]
+        listed = await isolated.fetchval(
+            """SELECT array_agg(file_id ORDER BY position) FROM ingest.job_files
+               WHERE job_id = $1""",
+            job_id,
+        )
+        assert listed == ids
         assert (row["done"], row["total"], row["status"]) == (len(ids), len(ids), "done")
         referred = await isolated.fetchval(
             "SELECT count(*) FROM ingest.blob_files WHERE file_id = ANY($1::uuid[])", ids

@@ -29,7 +29,7 @@ def test_every_route_the_client_calls_is_declared_in_routes() -> None:
         text = (SOURCES / source).read_text()
         for method, path in re.findall(r'Call\(\s*"([A-Z]+)",\s*f?"(/v1/[^"]*)"', text):
             called.add((method, _shape(path.split("?")[0])))
-        for path in re.findall(r'_pages\(\s*f?"(/v1/[^"]*)"', text):
+        for path in re.findall(r'_(?:pages|after)\(\s*f?"(/v1/[^"]*)"', text):
             called.add(("GET", _shape(path)))
     assert called, "no calls found: the pattern no longer matches the sources"
     assert called - declared == set()

@@ -97,6 +97,9 @@ class Services:
     def forget_callers(self) -> None:
         self.events.append("forget")
 
+    async def catch_up(self, request: Request, consumer: str, source: str) -> None:
+        self.events.append(f"catch up {consumer} {source}")
+
     async def authenticate(self, request: Request) -> dict[str, Any] | None:
         self.events.append("authenticate")
         if self.granted and self.made and self.made["parent_id"] is None:
