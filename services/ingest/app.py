@@ -11,7 +11,9 @@ imports), then the runtime that runs their read models and reactions, then the r
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import uuid
+
+from fastapi import FastAPI, Request
 
 from services.ingest import content
 from services.ingest.cancel import api as cancel_api
@@ -40,6 +42,7 @@ from services.ingest.webhooks.handlers import Webhooks, WithWebhooks
 from shared.contracts import topics
 from shared.kit import secrets
 from shared.kit.blobs import open_blob_store
+from shared.kit.http import access, folder_path
 from shared.kit.reactions import Bound
 from shared.kit.service import Parts, Runtime, create_app, serve
 from shared.kit.settings import Settings
@@ -92,8 +95,12 @@ def build(settings: Settings) -> FastAPI:
         on_start=[blobs.start, imports.resume, syncs.resume, sweep],
     )
     app = create_app(runtime, "Files ingest")
-    app.include_router(uploads_api.router(uploads, syncs.refuse_uploads))
-    app.include_router(sessions_api.router(sessions, syncs.refuse_uploads))
+
+    async def writable(folder_id: uuid.UUID, request: Request) -> None:
+        await syncs.refuse_uploads(folder_id, access(request), folder_path(request))
+
+    app.include_router(uploads_api.router(uploads, writable))
+    app.include_router(sessions_api.router(sessions, writable))
     app.include_router(imports_api.router(integrations, imports, syncs))
     app.include_router(jobs_api.router(parts, sessions.bytes_progress))
     app.include_router(cancel_api.router(cancelling))

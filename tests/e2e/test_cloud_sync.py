@@ -333,6 +333,13 @@ async def test_integrations_listed_rotated_and_kept_while_used(
     )
     found = error(refused, 409, "folder_cloud_synced")
     assert folder["id"] not in refused.text and repr(folder["name"]) not in refused.text
+    # Nor is an upload there (ingest refuses it), while the admin is told.
+    for who, told in ((as_key(editor["api_key"]), False), (api, True)):
+        refused = await who.post(
+            f"/v1/folders/{k['id']}/files", files=[("file", ("y.txt", text(), "text/plain"))]
+        )
+        found = error(refused, 409, "folder_cloud_synced")
+        assert (folder["id"] in refused.text) is told, refused.text
     x_txt = (await listing(api, k["id"]))["x.txt"]
     assert (await api.delete(f"/v1/files/{x_txt['id']}")).status_code == 204
     gone = await api.delete("/v1/trash", params={"file_ids": x_txt["id"]})

@@ -119,13 +119,14 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
     @api.post("/v1/folders/{folder_id}/imports", status_code=202)
     async def import_objects(
         folder_id: uuid.UUID,
+        request: Request,
         caller: Caller,
         _: Editor,
         who: Access = Depends(access),
         body: dict[str, Any] = Body(...),
     ) -> JSON:
         # Whether the caller may use the integration is decided here too.
-        await syncs.refuse_uploads(folder_id)
+        await syncs.refuse_uploads(folder_id, who, folder_path(request))
         return recorded(await imports.start_import(who, caller, folder_id, body), 202)
 
     @api.get("/internal/objects/{integration_id}", include_in_schema=False)

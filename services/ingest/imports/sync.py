@@ -232,19 +232,28 @@ class Syncs(Handlers):
         )
         return found
 
-    async def refuse_uploads(self, folder_id: uuid.UUID) -> None:
+    async def refuse_uploads(
+        self, folder_id: uuid.UUID, who: Access, path: Sequence[uuid.UUID]
+    ) -> None:
         """Uploads into a cloud-synced folder (or a subfolder its keys made) are refused:
         its files are its bucket's objects, and a sync would not know what to do with
-        one the bucket does not hold."""
+        one the bucket does not hold. The synced folder is named only to who has a role
+        on it (`path`: the folder's, signed by the gateway): a key path's subfolder moved
+        into a folder others edit would tell them of it."""
         root = await self.synced_root(folder_id)
-        if root is not None:
-            raise Refused(
-                409,
-                "folder_cloud_synced",
-                f"folder {folder_id} is cloud-synced (it mirrors a bucket prefix): put the"
-                " object in the bucket instead, and sync",
-                {"folder_id": str(folder_id), "synced_folder_id": str(root)},
-            )
+        if root is None:
+            return
+        # Moved out of it, the folder's path no longer shows the synced folder's own:
+        # then a grant on it alone (or an org admin's) says the caller has a role there.
+        above = path[: path.index(root) + 1] if root in path else [root]
+        seen = who.role_on(above) is not None
+        raise Refused(
+            409,
+            "folder_cloud_synced",
+            f"folder {folder_id} is cloud-synced (it mirrors a bucket prefix): put the"
+            " object in the bucket instead, and sync",
+            {"folder_id": str(folder_id)} | ({"synced_folder_id": str(root)} if seen else {}),
+        )
 
     async def folder_json(self, folder_id: uuid.UUID) -> dict[str, Any]:
         config = await self.config(folder_id)

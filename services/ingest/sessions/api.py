@@ -17,7 +17,9 @@ from shared.kit.http import JSON, JSONRoute, identity_of, role_on_folder
 from shared.kit.identity import OPENER_HEADER
 
 
-def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]]) -> APIRouter:
+def router(
+    sessions: Sessions, writable: Callable[[uuid.UUID, Request], Awaitable[None]]
+) -> APIRouter:
     api = APIRouter(route_class=JSONRoute)
 
     @api.post("/v1/folders/{folder_id}/uploads", status_code=201)
@@ -28,7 +30,7 @@ def router(sessions: Sessions, writable: Callable[[uuid.UUID], Awaitable[None]])
         _: Editor,
         body: dict[str, Any] = Body(...),
     ) -> JSON:
-        await writable(folder_id)
+        await writable(folder_id, request)
         # Bound to the key it is opened with (signed by the gateway): see domain.check_opener.
         key_id = identity_of(request).key_id
         opened = await sessions.open(caller, folder_id, body, uuid.UUID(key_id) if key_id else None)

@@ -13,13 +13,15 @@ from services.ingest.uploads.handlers import Uploads
 from shared.kit.http import JSON, JSONRoute
 
 
-def router(uploads: Uploads, writable: Callable[[uuid.UUID], Awaitable[None]]) -> APIRouter:
+def router(
+    uploads: Uploads, writable: Callable[[uuid.UUID, Request], Awaitable[None]]
+) -> APIRouter:
     """`writable`: refuses (409) uploads into a folder that takes none (a cloud-synced one)."""
     api = APIRouter(route_class=JSONRoute)
 
     @api.post("/v1/folders/{folder_id}/files", status_code=201)
     async def upload(folder_id: uuid.UUID, request: Request, caller: Caller, _: Editor) -> JSON:
-        await writable(folder_id)
+        await writable(folder_id, request)
         return recorded(
             await uploads.receive(
                 caller, folder_id, request.headers.get("content-type", ""), request.stream()
@@ -31,7 +33,7 @@ def router(uploads: Uploads, writable: Callable[[uuid.UUID], Awaitable[None]]) -
     async def upload_dicom(
         folder_id: uuid.UUID, request: Request, caller: Caller, _: Editor
     ) -> JSON:
-        await writable(folder_id)
+        await writable(folder_id, request)
         return recorded(
             await uploads.receive_dicom(
                 caller, folder_id, request.headers.get("content-type", ""), request.stream()
@@ -45,7 +47,7 @@ def router(uploads: Uploads, writable: Callable[[uuid.UUID], Awaitable[None]]) -
     ) -> JSON:
         """DICOMweb's STOW-RS: a DICOM upload whose body is multipart/related; the
         gateway waits for its job and answers as PS3.18 says."""
-        await writable(folder_id)
+        await writable(folder_id, request)
         return recorded(
             await uploads.receive_dicom(
                 caller,
@@ -61,7 +63,7 @@ def router(uploads: Uploads, writable: Callable[[uuid.UUID], Awaitable[None]]) -
     async def upload_image_group(
         folder_id: uuid.UUID, request: Request, caller: Caller, _: Editor
     ) -> JSON:
-        await writable(folder_id)
+        await writable(folder_id, request)
         return recorded(
             await uploads.receive_image_group(
                 caller, folder_id, request.headers.get("content-type", ""), request.stream()
