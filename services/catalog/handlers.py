@@ -29,6 +29,7 @@ from shared.contracts.envelope import (
 from shared.contracts.ingest import (
     CloudObjectChanged,
     CloudObjectGone,
+    CloudSyncedFoldersListed,
     FileContentStored,
     FilesStored,
     FolderSyncConfigured,
@@ -1038,6 +1039,12 @@ class Catalog(Handlers):
     @reactions.on(FolderSyncConfigured)
     async def when_folder_sync_configured(
         self, conn: asyncpg.Connection, envelopes: Sequence[Received[FolderSyncConfigured]]
+    ) -> None:
+        await cloud_synced.apply_received(conn, envelopes)
+
+    @reactions.on(CloudSyncedFoldersListed)
+    async def when_synced_folders_listed(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Received[CloudSyncedFoldersListed]]
     ) -> None:
         await cloud_synced.apply_received(conn, envelopes)
 

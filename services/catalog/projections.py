@@ -310,6 +310,24 @@ async def sync_folder_needed(
     )
 
 
+@cloud_synced.on(ingest_events.CloudSyncedFoldersListed)
+async def synced_folders_listed(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.CloudSyncedFoldersListed]]
+) -> None:
+    # Ingest's one listing, for the folders synced before this mirror was: what a later
+    # event said is kept, and a synced folder already purged (its FolderSyncEnded may
+    # come first, from another partition) is not brought back.
+    listed = [f for e in events for f in e.event.folders]
+    await conn.execute(
+        """INSERT INTO catalog.cloud_synced (folder_id, root_folder_id)
+           SELECT x.f, x.r FROM unnest($1::uuid[], $2::uuid[]) AS x(f, r)
+           WHERE EXISTS (SELECT FROM catalog.folders WHERE id = x.r)
+           ON CONFLICT DO NOTHING""",
+        [f.folder_id for f in listed],
+        [f.root_folder_id for f in listed],
+    )
+
+
 @cloud_synced.on(ingest_events.FolderSyncEnded)
 async def sync_ended(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FolderSyncEnded]]

@@ -92,7 +92,7 @@ def build(settings: Settings) -> FastAPI:
         projections=(jobs, integrations_model, synced, sessions_model, blob_refs, schema_mirror),
         setups=(webhooks_model.setup, sessions_handlers.setup),
         # Imports and syncs a restart interrupted go on where they were.
-        on_start=[blobs.start, imports.resume, syncs.resume, sweep],
+        on_start=[blobs.start, imports.resume, syncs.resume, syncs.list_synced_once, sweep],
     )
     app = create_app(runtime, "Files ingest")
 

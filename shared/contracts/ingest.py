@@ -442,6 +442,29 @@ class FolderSyncEnded(Event):
     folder_id: uuid.UUID
 
 
+# The stream of the one listing of ingest's synced folders (CloudSyncedFoldersListed).
+SYNCED_FOLDERS_LISTED_STREAM = "cloud-synced-folders-listed"
+
+
+class SyncedFolderRef(BaseModel):
+    """A folder a synced prefix keeps: the synced folder itself (`root_folder_id` its
+    own id) or a subfolder its key paths made."""
+
+    folder_id: uuid.UUID
+    root_folder_id: uuid.UUID
+
+
+class CloudSyncedFoldersListed(Event):
+    """A page (at most limits.PAGE_ITEMS) of ingest's synced folders and their key
+    paths' subfolders as they were at the first start of an ingest that knows this event,
+    recorded once (SYNCED_FOLDERS_LISTED_STREAM; one empty page when there are none): a
+    context that mirrors them from ingest's events but came after their configurations
+    (the catalog's, since 2026-12-06) learns them from it."""
+
+    type: ClassVar[str] = "ingest.CloudSyncedFoldersListed"
+    folders: list[SyncedFolderRef]
+
+
 class FolderSyncPaused(Event):
     """The synced folder went to the trash: no sync runs (scheduled or notified) until
     it is restored; it still holds its integration, as it may come back."""
@@ -591,6 +614,7 @@ EVENTS: tuple[type[Event], ...] = (
     BlobsReclaimed,
     FolderSyncConfigured,
     FolderSyncEnded,
+    CloudSyncedFoldersListed,
     SyncFolderNeeded,
     CloudObjectSynced,
     CloudObjectGone,

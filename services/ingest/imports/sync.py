@@ -50,7 +50,7 @@ from services.ingest.imports.projections import synced
 from services.ingest.jobs.projections import jobs
 from services.ingest.media import kinds
 from shared.contracts import ingest as ev
-from shared.contracts import rules
+from shared.contracts import limits, rules
 from shared.contracts.catalog import FolderDeleted, FolderPurged, FolderRestored, Source
 from shared.contracts.envelope import Cause, Change, Event, appended, envelopes_of
 from shared.kit.access import Access
@@ -64,6 +64,7 @@ from shared.kit.service import Handlers, Parts
 _T = TypeVar("_T")
 # The scheduled syncs' session lock: one replica runs a round at a time.
 SCHEDULE_LOCK = zlib.crc32(b"files.ingest.sync-schedule")
+LISTING_LOCK = zlib.crc32(b"files.ingest.synced-folders-listed")
 # Objects compared (and read, when they changed) per transaction of events.
 BATCH = 200
 # Objects read at the same time.
@@ -333,6 +334,32 @@ class Syncs(Handlers):
                 continue
             log.info("sync.resumed", job_id=str(row["id"]))
             self._spawn(row["id"], config, len(envelopes), Cause.of(envelopes[0]), None)
+
+    async def list_synced_once(self) -> None:
+        """At start, once in the store's life: every synced folder and its key paths'
+        subfolders as `CloudSyncedFoldersListed` pages, for a context that mirrors them
+        and came after their configurations (the catalog's refusal of hand-made folders,
+        2026-12-06). Replicas starting together take turns on the lock; the second finds
+        the stream written."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LISTING_LOCK)
+            if await self.store.read_stream(conn, ev.SYNCED_FOLDERS_LISTED_STREAM):
+                return
+            rows = await conn.fetch(
+                """SELECT folder_id, folder_id AS root_folder_id FROM ingest.synced_folders
+                   UNION ALL
+                   SELECT folder_id, root_folder_id FROM ingest.synced_subfolders
+                   ORDER BY root_folder_id, folder_id"""
+            )
+            folders = [ev.SyncedFolderRef(**dict(r)) for r in rows]
+            pages = [
+                ev.CloudSyncedFoldersListed(folders=folders[i : i + limits.PAGE_ITEMS])
+                for i in range(0, len(folders), limits.PAGE_ITEMS)
+            ] or [ev.CloudSyncedFoldersListed(folders=[])]
+            cause = Cause(actor="system:ingest", correlation_id=str(uuid.uuid4()))
+            written = envelopes_of(appended(ev.SYNCED_FOLDERS_LISTED_STREAM, pages), cause)
+            await self.store.append(conn, written)
+        log.info("sync.folders_listed", folders=len(folders))
 
     async def schedule_forever(self) -> None:
         """Each synced folder syncs every `sync_interval_s` (its own, or the default). Of
