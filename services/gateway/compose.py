@@ -848,14 +848,19 @@ class Compose:
             return self.gateway.relay(answer)
         return await self._job(call, answer.json())
 
-    async def re_encode_job(self, call: Call, not_ingests: httpx.Response) -> Response:
-        found = await self.gateway.call(
+    async def _re_encode_account(self, call: Call) -> httpx.Response:
+        """The thumbnails context's account of a re-encode job (a job ingest does not
+        know), asked as the caller: it answers its maker only."""
+        return await self.gateway.call(
             "thumbnails",
             "GET",
             f"/internal/reencode-jobs/{call.values['job_id']}",
             call.request,
             call.user,
         )
+
+    async def re_encode_job(self, call: Call, not_ingests: httpx.Response) -> Response:
+        found = await self._re_encode_account(call)
         if found.status_code != 200:
             return self.gateway.relay(not_ingests)
         job = found.json()
@@ -926,13 +931,7 @@ class Compose:
     ) -> Response:
         """A page of a re-encode job's lists (the thumbnails context's, at most 1,000
         files: read whole and paged here), to its maker."""
-        found = await self.gateway.call(
-            "thumbnails",
-            "GET",
-            f"/internal/reencode-jobs/{call.values['job_id']}",
-            call.request,
-            call.user,
-        )
+        found = await self._re_encode_account(call)
         if found.status_code != 200:
             return self.gateway.relay(not_ingests)
         try:
