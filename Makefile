@@ -45,7 +45,9 @@ test: setup web
 	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/lean.py services/dicom/tags.py clients/python/files_client
 	@rest=$$(mktemp); \
 	(trap - INT; FILES_TEST_SHARD=rest exec $(UV) run --frozen pytest -q --durations=20) >$$rest 2>&1 & pid=$$!; \
-	FILES_TEST_SHARD=s3 $(UV) run --frozen pytest -q --durations=30; s3=$$?; \
+	(trap - INT; FILES_TEST_SHARD=s3 exec $(UV) run --frozen pytest -q --durations=30) & s3pid=$$!; \
+	trap 'kill -TERM $$pid $$s3pid 2>/dev/null; wait; rm -f $$rest; exit 143' TERM HUP; \
+	wait $$s3pid; s3=$$?; \
 	wait $$pid; others=$$?; \
 	echo; echo "== the rest of the suite, run alongside (FILES_TEST_SHARD=rest) =="; \
 	cat $$rest; rm -f $$rest; \
