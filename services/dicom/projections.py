@@ -87,8 +87,13 @@ series = Projection(
         PRIMARY KEY (job_id, position)
     );
     -- Rows from before (2026-12-06) kept them on the job's row: moved once, in order.
+    -- After the rows the job has: a replica of the version before, during an upgrade,
+    -- appends to the array from [] after the move (at positions the rows hold).
     INSERT INTO dicom.job_errors (job_id, position, error)
-    SELECT j.job_id, e.i, e.error
+    SELECT j.job_id,
+           coalesce((SELECT max(x.position) FROM dicom.job_errors x
+                     WHERE x.job_id = j.job_id), 0) + e.i,
+           e.error
     FROM dicom.jobs j, jsonb_array_elements(j.errors) WITH ORDINALITY AS e(error, i)
     WHERE j.errors <> '[]'
     ON CONFLICT DO NOTHING;

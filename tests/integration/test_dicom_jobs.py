@@ -180,3 +180,28 @@ async def test_a_job_s_files_kept_on_its_row_move_to_rows_at_setup(database_url:
         after = await account(pool, job_id)
         assert (after["done"], after["file_count"]) == (9, 4)
         assert after["file_ids"] == sorted(str(f) for f in [*files, new])
+
+
+async def test_what_an_older_replica_wrote_to_a_job_s_arrays_joins_its_rows_at_start(
+    dicom_db: asyncpg.Pool,
+) -> None:
+    """While the DICOM context rolls out, a replica of the version before still writes a
+    job's series files and errors into its arrays (from [], after the move): the next
+    start adds them after the job's rows, none lost and none counted twice."""
+    job_id = uuid.uuid4()
+    one, two = uuid.uuid4(), uuid.uuid4()
+    async with dicom_db.acquire() as conn, conn.transaction():
+        await series.apply(conn, [accepted_into(job_id, 1, one), settled(job_id, 2, 0, 2)])
+    late = {"name": "late.dcm", "code": "not_dicom", "message": "no", "details": {}}
+    async with dicom_db.acquire() as conn:
+        await conn.execute(
+            "UPDATE dicom.jobs SET files = $2, errors = $3 WHERE job_id = $1",
+            job_id,
+            [str(one), str(two)],
+            [late],
+        )
+        await series.setup(conn)
+    moved = await account(dicom_db, job_id)
+    assert moved["file_ids"] == sorted([str(one), str(two)]) and moved["file_count"] == 2
+    assert [e["name"] for e in moved["errors"]] == ["bad-2-0", "bad-2-1", "late.dcm"]
+    assert moved["error_count"] == 3
