@@ -25,6 +25,7 @@ series = Projection(
         "dicom.detached_series",
         "dicom.instances",
         "dicom.jobs",
+        "dicom.job_files",
         "dicom.job_errors",
         "dicom.import_entries",
     ),
@@ -86,12 +87,39 @@ series = Projection(
         PRIMARY KEY (job_id, position)
     );
     -- Rows from before (2026-12-06) kept them on the job's row: moved once, in order.
+    -- After the rows the job has: a replica of the version before, during an upgrade,
+    -- appends to the array from [] after the move (at positions the rows hold).
     INSERT INTO dicom.job_errors (job_id, position, error)
-    SELECT j.job_id, e.i, e.error
+    SELECT j.job_id,
+           coalesce((SELECT max(x.position) FROM dicom.job_errors x
+                     WHERE x.job_id = j.job_id), 0) + e.i,
+           e.error
     FROM dicom.jobs j, jsonb_array_elements(j.errors) WITH ORDINALITY AS e(error, i)
     WHERE j.errors <> '[]'
     ON CONFLICT DO NOTHING;
     UPDATE dicom.jobs SET errors = '[]' WHERE errors <> '[]';
+    -- The series files a job's instances joined, each once (`files` stays []): a batch
+    -- adds its own, where a jsonb array of them all was made again at each batch. Listed
+    -- by id, as that array's DISTINCT ordered them, so pages read the same as before;
+    -- `file_count` is kept with them, so a poll does not count a large job's rows.
+    CREATE TABLE IF NOT EXISTS dicom.job_files (
+        job_id uuid NOT NULL,
+        file_id uuid NOT NULL,
+        PRIMARY KEY (job_id, file_id)
+    );
+    ALTER TABLE dicom.jobs ADD COLUMN IF NOT EXISTS file_count integer NOT NULL DEFAULT 0;
+    -- Rows from before (2026-12-06) kept them on the job's row: moved once. The count
+    -- is of the rows, not the array: an array written again by a replica of the version
+    -- before, during an upgrade, may hold files already moved.
+    INSERT INTO dicom.job_files (job_id, file_id)
+    SELECT j.job_id, f::uuid
+    FROM dicom.jobs j, jsonb_array_elements_text(j.files) AS f
+    WHERE j.files <> '[]'
+    ON CONFLICT DO NOTHING;
+    UPDATE dicom.jobs j
+    SET files = '[]',
+        file_count = (SELECT count(*) FROM dicom.job_files f WHERE f.job_id = j.job_id)
+    WHERE j.files <> '[]';
     -- An import's DICOM series entries that name or describe the series they make.
     CREATE TABLE IF NOT EXISTS dicom.import_entries (
         entry_id uuid PRIMARY KEY,
@@ -318,15 +346,25 @@ async def _accepted(conn: Conn, rows: list[dict[str, Any]]) -> None:
     """Rows {job_id, version, file_id}: one an accepted instance."""
     if not rows:
         return
+    # The job counts only the files this batch listed first (a series' later instances,
+    # in this batch or another, join a file already listed).
     await conn.execute(
-        """INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors)
-           SELECT job_id, max(version), count(*), jsonb_agg(DISTINCT file_id), '[]'
-           FROM jsonb_to_recordset($1::jsonb) AS r(job_id uuid, version integer, file_id text)
-           GROUP BY job_id
+        """WITH r AS (
+               SELECT job_id, version, file_id
+               FROM jsonb_to_recordset($1::jsonb) AS x(
+                   job_id uuid, version integer, file_id uuid)),
+           listed AS (
+               INSERT INTO dicom.job_files (job_id, file_id)
+               SELECT DISTINCT job_id, file_id FROM r
+               ON CONFLICT DO NOTHING
+               RETURNING job_id)
+           INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors, file_count)
+           SELECT job_id, max(version), count(*), '[]', '[]',
+                  (SELECT count(*) FROM listed WHERE listed.job_id = r.job_id)
+           FROM r GROUP BY job_id
            ON CONFLICT (job_id) DO UPDATE
            SET version = greatest(j.version, excluded.version), done = j.done + excluded.done,
-               files = (SELECT jsonb_agg(DISTINCT f)
-                        FROM jsonb_array_elements(j.files || excluded.files) AS f)""",
+               file_count = j.file_count + excluded.file_count""",
         rows,
     )
 

@@ -187,6 +187,22 @@ async def test_a_mixed_upload_makes_two_series_and_one_error(api: httpx.AsyncCli
     assert [f["id"] for f in paged] == [f["id"] for f in job["files"]]
 
 
+async def test_a_job_of_many_series_lists_each_once_by_id_page_after_page(
+    api: httpx.AsyncClient,
+) -> None:
+    where = await folder(api, unique("many-series"))
+    study = fresh_study()
+    # Seven one-instance series, the first with a second instance sent last.
+    sent = [part for n in range(1, 8) for part in slices(study, n, 1)]
+    second = slices(study, 1, 2)[1]
+    job = await finished(api, await send(api, where["id"], *sent, second))
+    by_id = sorted(s["id"] for s in await series_files(api, where["id"], 7))
+    assert [f["id"] for f in job["files"]] == by_id
+    assert (job["file_count"], job["next_files_cursor"]) == (7, None)
+    for limit in (2, 3):
+        assert [f["id"] for f in await pages(api, job["id"], "files", limit)] == by_id
+
+
 async def pages(api: httpx.AsyncClient, job_id: str, listed: str, limit: int) -> list[Any]:
     """Every item of a job's files or errors, `limit` a page."""
     found: list[Any] = []
@@ -258,9 +274,10 @@ async def test_progress_moves_to_done_equals_total(api: httpx.AsyncClient) -> No
     study = fresh_study()
     job_id = await send(api, where["id"], *slices(study, 1, 150))
     seen: list[tuple[int, int]] = []
+    job: dict[str, Any] = {}
 
     async def done() -> bool:
-        job = (await api.get(f"/v1/jobs/{job_id}")).json()
+        job.update((await api.get(f"/v1/jobs/{job_id}")).json())
         progress = job["progress"]
         assert progress["total"] == 150
         assert 0 <= progress["done"] <= progress["total"]
@@ -272,6 +289,8 @@ async def test_progress_moves_to_done_equals_total(api: httpx.AsyncClient) -> No
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     [series] = await series_files(api, where["id"], 1)
     assert series["dicom"]["instances"] == 150
+    # Settled in several batches, the series is the job's one file.
+    assert [f["id"] for f in job["files"]] == [series["id"]] and job["file_count"] == 1
 
 
 async def test_the_dicom_route_needs_editor_and_multipart(api: httpx.AsyncClient) -> None:

@@ -32,7 +32,9 @@ from tests.conftest import eventually
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import ELF, error, folder, items, member, png, text, unique
 from tests.e2e.test_dicom import finished as dicom_finished
+from tests.e2e.test_dicom import fresh_study
 from tests.e2e.test_dicom import send as dicom_send
+from tests.e2e.test_dicom import slices as dicom_slices
 from tests.signing import as_service, as_user
 from tests.unit.test_media import mp4
 
@@ -690,24 +692,36 @@ async def test_a_job_s_lists_kept_on_its_row_move_to_the_tables_when_ingest_star
                 await conn.execute(f"DELETE FROM {table} WHERE {column} = $1", job_id)
 
 
-async def test_a_dicom_job_s_errors_kept_on_its_row_move_to_a_table(
+async def test_a_dicom_job_s_lists_kept_on_its_row_move_to_tables(
     api: httpx.AsyncClient, pool: Any
 ) -> None:
-    """The DICOM context's account of a job kept its refused instances in a jsonb array
-    on the job's row: its setup moves them to rows, and the job shows the same errors."""
+    """The DICOM context's account of a job kept its series files and refused instances
+    in jsonb arrays on the job's row: its setup moves them to rows, and the job shows
+    the same files and errors."""
     where = await folder(api, unique("dicom-kept-on-the-row"))
-    sent = [("a.txt", b"not dicom\n"), ("b.png", png(2, 2))]
-    job = await dicom_finished(api, await dicom_send(api, where["id"], *sent))
+    study = fresh_study()
+    sent = [("a.txt", b"not dicom\n"), *dicom_slices(study, 1, 1), ("b.png", png(2, 2))]
+    job = await dicom_finished(
+        api, await dicom_send(api, where["id"], *sent, *dicom_slices(study, 2, 1))
+    )
     assert [e["name"] for e in job["errors"]] == ["a.txt", "b.png"]
-    async with pool.acquire() as conn:
-        # As a row from before kept them.
+    assert job["file_count"] == 2 and len(job["files"]) == 2
+    job_id = uuid.UUID(job["id"])
+    async with pool.acquire() as conn, conn.transaction():
+        # As a row from before kept them (files each once, by id).
         await conn.execute(
-            """UPDATE dicom.jobs SET errors = (
-                   SELECT jsonb_agg(error ORDER BY position) FROM dicom.job_errors
-                   WHERE job_id = $1) WHERE job_id = $1""",
-            uuid.UUID(job["id"]),
+            """UPDATE dicom.jobs SET
+                   errors = (SELECT jsonb_agg(error ORDER BY position) FROM dicom.job_errors
+                             WHERE job_id = $1),
+                   files = (SELECT jsonb_agg(file_id ORDER BY file_id) FROM dicom.job_files
+                            WHERE job_id = $1),
+                   file_count = 0
+               WHERE job_id = $1""",
+            job_id,
         )
-        await conn.execute("DELETE FROM dicom.job_errors WHERE job_id = $1", uuid.UUID(job["id"]))
+        await conn.execute("DELETE FROM dicom.job_errors WHERE job_id = $1", job_id)
+        await conn.execute("DELETE FROM dicom.job_files WHERE job_id = $1", job_id)
         await dicom_series.setup(conn)
     again = (await api.get(f"/v1/jobs/{job['id']}")).json()
     assert again["errors"] == job["errors"] and again["error_count"] == 2
+    assert again["files"] == job["files"] and again["file_count"] == 2

@@ -15,6 +15,8 @@ SNAPSHOT = {
     "dicom.series": "SELECT * FROM dicom.series ORDER BY file_id",
     "dicom.instances": "SELECT * FROM dicom.instances ORDER BY file_id, ordinal",
     "dicom.jobs": "SELECT * FROM dicom.jobs ORDER BY job_id",
+    "dicom.job_files": "SELECT * FROM dicom.job_files ORDER BY job_id, file_id",
+    "dicom.job_errors": "SELECT * FROM dicom.job_errors ORDER BY job_id, position",
     "dicom.import_entries": "SELECT * FROM dicom.import_entries ORDER BY entry_id",
 }
 
@@ -40,6 +42,7 @@ async def test_rebuilt_series_have_the_same_rows_as_the_live_ones(
     await finished(api, await send(api, there["id"], one[0]))
     live = await rows(pool)
     assert live["dicom.series"] and live["dicom.instances"] and live["dicom.jobs"]
+    assert live["dicom.job_files"] and live["dicom.job_errors"]
     replayed = await rebuild(pool, EventStore("dicom"), series)
     assert replayed > 0
     assert await rows(pool) == live
