@@ -59,15 +59,23 @@ jobs = Projection(
         PRIMARY KEY (job_id, position)
     );
     -- Rows from before (2026-12-06) kept uploads' files and every job's errors in the
-    -- job's jsonb arrays: moved to the tables once, in order (nothing to move later).
+    -- job's jsonb arrays: moved to the tables, in order, after the rows the job has: a
+    -- replica of the version before, during an upgrade, appends to the arrays from []
+    -- after the move (at positions the rows hold), and the next start moves those.
     INSERT INTO ingest.job_files (job_id, position, file_id)
-    SELECT j.id, f.i, f.id::uuid
+    SELECT j.id,
+           coalesce((SELECT max(x.position) FROM ingest.job_files x WHERE x.job_id = j.id),
+                    0) + f.i,
+           f.id::uuid
     FROM ingest.jobs j, jsonb_array_elements_text(j.files) WITH ORDINALITY AS f(id, i)
     WHERE j.files <> '[]'
     ON CONFLICT DO NOTHING;
     UPDATE ingest.jobs SET files = '[]' WHERE files <> '[]';
     INSERT INTO ingest.job_errors (job_id, position, error)
-    SELECT j.id, e.i, e.error
+    SELECT j.id,
+           coalesce((SELECT max(x.position) FROM ingest.job_errors x WHERE x.job_id = j.id),
+                    0) + e.i,
+           e.error
     FROM ingest.jobs j, jsonb_array_elements(j.errors) WITH ORDINALITY AS e(error, i)
     WHERE j.errors <> '[]'
     ON CONFLICT DO NOTHING;
