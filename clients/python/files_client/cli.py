@@ -1710,6 +1710,10 @@ def history(args: argparse.Namespace) -> int:
             named = e.data.get("name")
             if e.subject_id and e.type in NAMING_EVENTS and isinstance(named, str):
                 names[e.subject_id] = named
+            elif e.type == "catalog.FilesUploaded":  # a page names the files it uploaded
+                for f in e.data.get("files") or []:
+                    if isinstance(f, dict) and isinstance(f.get("name"), str):
+                        names[str(f.get("file_id"))] = f["name"]
         names.update(given)
         people = {me.id: me.email}
         if me.org_role == "admin" and any(e.actor_id not in people for e in listed):
