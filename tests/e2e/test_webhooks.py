@@ -119,16 +119,25 @@ async def test_an_upload_is_posted_signed_and_a_failure_is_tried_again(
         assert secret not in listed.text and mine not in listed.text
 
         target = await folder(api, unique("hooked"))
-        sent = await upload(api, target["id"], ("cat.png", png(4, 4)))
+        sent = await upload(
+            api, target["id"], *((f"{name}.png", png(4, 4 + n)) for n, name in enumerate("cab"))
+        )
         file_id = sent["files"][0]["id"]
 
         async def posted() -> bool:
-            return bool(receiver.of("/ok", file_id))
+            return all(receiver.of("/ok", f["id"]) for f in sent["files"])
 
         await eventually(posted, within=30, what="file.uploaded posted to the receiver")
+        # The catalog records the request's files as pages: still one delivery a file,
+        # each of its own id.
+        ones = [receiver.of("/ok", f["id"]) for f in sent["files"]]
+        assert [len(one) for one in ones] == [1, 1, 1]
+        assert len({one[0][0]["webhook-id"] for one in ones}) == 3
+        assert [one[0][1]["data"]["name"] for one in ones] == ["c.png", "a.png", "b.png"]
         headers, body = receiver.of("/ok", file_id)[0]
         assert body["type"] == "file.uploaded"
-        assert body["data"]["name"] == "cat.png" and body["data"]["folder_id"] == target["id"]
+        assert body["data"]["name"] == "c.png" and body["data"]["folder_id"] == target["id"]
+        assert body["data"]["job_id"] == sent["job_id"] and body["data"]["kind"] == "image"
         raw = next(
             b
             for p, h, b in receiver.got
