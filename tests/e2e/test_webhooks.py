@@ -147,12 +147,19 @@ async def test_an_upload_is_posted_signed_and_a_failure_is_tried_again(
         assert not verified(mine, headers, raw)
         assert abs(int(headers["webhook-timestamp"]) - time.time()) < 120
 
-        # The flaky receiver answered 500 first: the same message comes again, and counts.
+        # The flaky receiver answered 500 first (to whichever file's message came first):
+        # the same message comes again, and counts.
+        async def refused() -> bool:
+            return any(p == "/flaky" for p, _, _ in receiver.got)
+
+        await eventually(refused, within=30, what="a delivery to the flaky receiver")
+        failed = next(json.loads(b)["data"]["file_id"] for p, _, b in receiver.got if p == "/flaky")
+
         async def retried() -> bool:
-            return len(receiver.of("/flaky", file_id)) >= 2
+            return len(receiver.of("/flaky", failed)) >= 2
 
         await eventually(retried, within=30, what="the failed delivery tried again")
-        first, second = receiver.of("/flaky", file_id)[:2]
+        first, second = receiver.of("/flaky", failed)[:2]
         assert first[0]["webhook-id"] == second[0]["webhook-id"]
         deliveries_url = f"/v1/webhooks/{flaky.json()['id']}/deliveries"
 
