@@ -193,12 +193,7 @@ def _messages_of_one(
     return []
 
 
-TRIGGERS: tuple[type[Event], ...] = (
-    FileUploaded,
-    FilesUploaded,
-    FileDeleted,
-    UploadJobFinished,
-)
+TRIGGERS: tuple[type[Event], ...] = (FileUploaded, FilesUploaded, FileDeleted, UploadJobFinished)
 
 
 class Webhooks(Handlers):
