@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import time
 import uuid
 import zlib
@@ -576,14 +578,16 @@ class Catalog(Handlers):
         on average as many draws as there are partitions)."""
         return self._stream_in(partition, ev.restore_stream)
 
-    def _page_stream_in(self, partition: int) -> str:
-        return self._stream_in(partition, ev.upload_page_stream)
-
-    def _stream_in(self, partition: int, stream_of: Callable[[uuid.UUID], str]) -> str:
-        while True:
-            stream = stream_of(uuid.uuid4())
+    def _stream_in(
+        self, partition: int, stream_of: Callable[[uuid.UUID], str], seed: uuid.UUID | None = None
+    ) -> str:
+        """`seed`: the stream is the first of those derived from it that lands in the
+        partition, so the same seed and partition always name the same stream."""
+        for n in itertools.count():
+            stream = stream_of(uuid.uuid4() if seed is None else uuid.uuid5(seed, str(n)))
             if self._partition_of([stream]) == [partition]:
                 return stream
+        raise AssertionError("unreachable")
 
     async def restore(
         self,
@@ -889,11 +893,15 @@ class Catalog(Handlers):
         for e in envelopes:
             folder = folders.get(e.event.folder_id)
             if isinstance(e.event, FilesStored):
+                # Page streams named after the stored page: were it ever registered
+                # twice, the second would conflict at version 1, as a file's did.
                 made = domain.register_page(
                     e.event,
                     folder,
                     partition_of=self._partition_of,
-                    stream_in=self._page_stream_in,
+                    stream_in=functools.partial(
+                        self._stream_in, stream_of=ev.upload_page_stream, seed=e.event_id
+                    ),
                 )
             else:
                 made = [domain.register_upload(e.event, folder)]
@@ -1014,7 +1022,7 @@ class Catalog(Handlers):
     ) -> None:
         """New files for their folders, each decided against its folder (None if it went
         away meanwhile), created at the time of the event that brought it (`envelopes`:
-        an arrival's, one each; a page's stands for each of its files)."""
+        an arrival's, one each)."""
         folders = await self._arrival_folders(conn, arrivals)
         await self.write(
             conn,
