@@ -4,19 +4,21 @@ reader of uploads takes as it took a `FileUploaded` a file."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from tests.e2e.support import CONSISTENCY, folder, png, unique
+from tests.e2e.support import CONSISTENCY, folder, member, png, unique
+from tests.e2e.test_access import invite
 from tests.e2e.test_as_of import as_of
 from tests.e2e.test_datasets import dataset, member_ids
 from tests.e2e.test_thumbnails import settled
 
 
 async def test_an_upload_enters_the_catalog_as_pages_that_every_reader_takes(
-    api: httpx.AsyncClient, pool: Any
+    api: httpx.AsyncClient, pool: Any, as_key: Callable[[str], httpx.AsyncClient]
 ) -> None:
     """The catalog records a request's files as `FilesUploaded` pages (one a partition
     of the catalog's topic their streams fall in), in streams of their own, not a
@@ -90,6 +92,15 @@ async def test_an_upload_enters_the_catalog_as_pages_that_every_reader_takes(
     token = restored.headers[CONSISTENCY]
     # The synced dataset follows: the moved file left it, the restored one is back.
     assert await member_ids(api, synced["id"], token) == set(ids) - {ids[1]}
+
+    # To a member who sees only where the moved file is now, the page names it alone.
+    viewer = await member(api, "page-viewer")
+    await invite(api, other["id"], viewer["email"], "user")
+    seen = await as_key(viewer["api_key"]).get("/v1/audit", params={"subject_id": ids[1]})
+    assert seen.status_code == 200, seen.text
+    [alone] = [e for e in seen.json()["items"] if e["type"] == "catalog.FilesUploaded"]
+    assert alone["data"]["file_ids"] == [ids[1]]
+    assert [f["name"] for f in alone["data"]["files"]] == ["p1.png"]
 
     # The history shows them where they were, with their upload's facts.
     now = datetime.now(UTC) + timedelta(seconds=1)
