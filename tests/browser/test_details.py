@@ -159,8 +159,7 @@ def test_file_facts_linked_to_view_and_remove_and_history(
     audit = api.get("/v1/audit", params={"subject_id": image["id"]}).json()["items"]
     # The upload's page (FilesUploaded) names the file; its history says "File uploaded".
     assert any(
-        e["type"] == "catalog.FilesUploaded" and image["id"] in e["data"]["file_ids"]
-        for e in audit
+        e["type"] == "catalog.FilesUploaded" and image["id"] in e["data"]["file_ids"] for e in audit
     )
 
 
