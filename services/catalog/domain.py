@@ -22,7 +22,7 @@ from shared.contracts import rules
 from shared.contracts.catalog import Source
 from shared.contracts.dicom import SeriesAssembled, SeriesFacts
 from shared.contracts.envelope import Change
-from shared.contracts.ingest import FileContentStored, ImageGroupStored
+from shared.contracts.ingest import FileContentStored, FilesStored, ImageGroupStored
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
 
@@ -555,6 +555,31 @@ def register_upload(
             constituent_of=constituent_of,
         ),
     )
+
+
+def register_page(
+    page: FilesStored,
+    folder: Folder | None,
+    *,
+    partition_of: Callable[[Sequence[str]], Sequence[int]],
+    stream_in: Callable[[int], str],
+) -> list[Change]:
+    """A page of an upload's stored files enters its folder as one `FilesUploaded` a
+    partition its files' streams fall in (`partition_of`), each in a new page stream
+    that lands in that partition (`stream_in`), as a restore's batches do: a consumer
+    meets a file's upload before its next event, in its own stream. The files' streams
+    get no event (each file is at version 0). If the folder went away, each file is
+    rejected in its own stream, as `register_upload` does."""
+    if folder is None:
+        return [register_upload(stored, None) for stored in page.each()]
+    partitions = partition_of([ev.file_stream(f.file_id) for f in page.files])
+    grouped: dict[int, list[ev.UploadedFile]] = {}
+    for f, partition in zip(page.files, partitions, strict=True):
+        grouped.setdefault(partition, []).append(ev.UploadedFile.model_construct(**dict(f)))
+    return [
+        Change(stream_in(partition), 1, ev.FilesUploaded.page(page.folder_id, page.job_id, files))
+        for partition, files in grouped.items()
+    ]
 
 
 # The group file's event (and the File) names this many of its images; all of them say

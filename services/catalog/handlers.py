@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import time
 import uuid
 import zlib
@@ -574,10 +576,18 @@ class Catalog(Handlers):
     def _restore_stream_in(self, partition: int) -> str:
         """A new restore stream whose events land in `partition` (drawn until one does:
         on average as many draws as there are partitions)."""
-        while True:
-            stream = ev.restore_stream(uuid.uuid4())
+        return self._stream_in(partition, ev.restore_stream)
+
+    def _stream_in(
+        self, partition: int, stream_of: Callable[[uuid.UUID], str], seed: uuid.UUID | None = None
+    ) -> str:
+        """`seed`: the stream is the first of those derived from it that lands in the
+        partition, so the same seed and partition always name the same stream."""
+        for n in itertools.count():
+            stream = stream_of(uuid.uuid4() if seed is None else uuid.uuid5(seed, str(n)))
             if self._partition_of([stream]) == [partition]:
                 return stream
+        raise AssertionError("unreachable")
 
     async def restore(
         self,
@@ -874,16 +884,35 @@ class Catalog(Handlers):
         conn: asyncpg.Connection,
         envelopes: Sequence[Received[FileContentStored] | Received[FilesStored]],
     ) -> None:
-        """Register a batch of stored files (each page's files, or files one an event):
-        one folder lookup, one projection write, one append; each file is caused by the
-        event that named it."""
-        pairs = [
-            (e, stored)
-            for e in envelopes
-            for stored in (e.event.each() if isinstance(e.event, FilesStored) else [e.event])
-        ]
-        await self._enter_folders(
-            conn, [e for e, _ in pairs], [s for _, s in pairs], domain.register_upload
+        """Register a batch of stored files (pages, or files one an event): one folder
+        lookup, one projection write, one append. A page's files enter as `FilesUploaded`
+        pages (`domain.register_page`), a file of its own as a `FileUploaded`; each is
+        caused by the event that named it."""
+        folders = await self._arrival_folders(conn, [e.event for e in envelopes])
+        changes: list[tuple[Received[Any], list[Change]]] = []
+        for e in envelopes:
+            folder = folders.get(e.event.folder_id)
+            if isinstance(e.event, FilesStored):
+                # Page streams named after the stored page: were it ever registered
+                # twice, the second would conflict at version 1, as a file's did.
+                made = domain.register_page(
+                    e.event,
+                    folder,
+                    partition_of=self._partition_of,
+                    stream_in=functools.partial(
+                        self._stream_in, stream_of=ev.upload_page_stream, seed=e.event_id
+                    ),
+                )
+            else:
+                made = [domain.register_upload(e.event, folder)]
+            changes.append((e, made))
+        await self.write(
+            conn,
+            [
+                envelope
+                for cause, made in changes
+                for envelope in envelopes_of(made, Cause.of(cause), cause.occurred_at)
+            ],
         )
 
     @reactions.on(ImageGroupImagesStored)
@@ -973,6 +1002,17 @@ class Catalog(Handlers):
         assembled = [e.event for e in envelopes]
         await self._enter_folders(conn, envelopes, assembled, domain.register_series)
 
+    async def _arrival_folders(
+        self, conn: asyncpg.Connection, arrivals: Sequence[Any]
+    ) -> dict[uuid.UUID, domain.Folder]:
+        """The folders these arrivals are for, as they are now (one missing: gone)."""
+        # FOR SHARE: a folder being deleted or moved waits for these files, or they for it.
+        rows = await conn.fetch(
+            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = ANY($1::uuid[]) FOR SHARE",
+            list({a.folder_id for a in arrivals}),
+        )
+        return {r["id"]: _folder(r) for r in rows}
+
     async def _enter_folders(
         self,
         conn: asyncpg.Connection,
@@ -982,13 +1022,8 @@ class Catalog(Handlers):
     ) -> None:
         """New files for their folders, each decided against its folder (None if it went
         away meanwhile), created at the time of the event that brought it (`envelopes`:
-        an arrival's, one each; a page's stands for each of its files)."""
-        # FOR SHARE: a folder being deleted or moved waits for these files, or they for it.
-        rows = await conn.fetch(
-            f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = ANY($1::uuid[]) FOR SHARE",
-            list({a.folder_id for a in arrivals}),
-        )
-        folders = {r["id"]: _folder(r) for r in rows}
+        an arrival's, one each)."""
+        folders = await self._arrival_folders(conn, arrivals)
         await self.write(
             conn,
             [

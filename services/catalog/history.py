@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from services.catalog import domain
+from services.catalog.projections import page_files
 from services.catalog.queries import _cursor, _uncursor
 from shared.kit.access import Access
 
@@ -55,11 +56,30 @@ FACTS = [
 
 
 # Files back from the trash in batches (`FilesRestored`, in a restore's stream, not
-# the files' own): each as if its own stream said `FileRestored` into the folder then.
-RESTORED_HERE = """
+# the files' own), and files uploaded in pages (`FilesUploaded`, in a page's stream):
+# each as if its own stream said it came into the folder then.
+ARRIVED_HERE = """
     SELECT 'file-' || x.id AS stream_id, e.position
     FROM catalog.events e, jsonb_array_elements_text(e.data->'file_ids') AS x(id)
     WHERE e.type = 'catalog.FilesRestored' AND e.data->>'folder_id' = $1 AND e.occurred_at <= $2
+    UNION ALL
+    SELECT 'file-' || x.id AS stream_id, e.position
+    FROM catalog.events e, jsonb_array_elements_text(e.data->'file_ids') AS x(id)
+    WHERE e.type = 'catalog.FilesUploaded' AND e.data->>'folder_id' = $1 AND e.occurred_at <= $2
+"""
+_PAGES_OF_PRESENT = """(
+    SELECT data, stream_version, occurred_at, metadata->>'actor' AS actor
+    FROM catalog.events
+    WHERE type = 'catalog.FilesUploaded' AND occurred_at <= $2
+      AND data->'file_ids' ?| (SELECT array_agg(substr(stream_id, 6)) FROM present
+                               WHERE stream_id LIKE 'file-%')) AS e"""
+# The upload of each file of `present` that a page recorded (wherever the file is now),
+# as the `FileUploaded` it stands for.
+UPLOADED_IN_PAGES = f"""
+    SELECT 'file-' || (e.data->>'file_id') AS stream_id, 'catalog.FileUploaded' AS type,
+           e.data, e.occurred_at, e.actor, e.stream_version
+    FROM {page_files(_PAGES_OF_PRESENT)}
+    WHERE 'file-' || (e.data->>'file_id') IN (SELECT stream_id FROM present)
 """
 
 
@@ -78,6 +98,17 @@ async def setup_history(conn: asyncpg.Connection) -> None:
         "CREATE INDEX IF NOT EXISTS events_files_restored_ids"
         " ON catalog.events USING gin ((data->'file_ids'))"
         " WHERE type = 'catalog.FilesRestored'"
+    )
+    await conn.execute(
+        "CREATE INDEX IF NOT EXISTS events_files_uploaded"
+        " ON catalog.events ((data->>'folder_id'), occurred_at)"
+        " WHERE type = 'catalog.FilesUploaded'"
+    )
+    # A file's upload in a page, by the file's id: the audit's, and its history's facts.
+    await conn.execute(
+        "CREATE INDEX IF NOT EXISTS events_files_uploaded_ids"
+        " ON catalog.events USING gin ((data->'file_ids'))"
+        " WHERE type = 'catalog.FilesUploaded'"
     )
 
 
@@ -126,11 +157,11 @@ async def items_as_of(
                 "not_found", f"folder {folder_id} did not exist at {at.isoformat()}"
             )
         rows = await conn.fetch(
-            f"""WITH restored_here AS ({RESTORED_HERE}),
+            f"""WITH arrived_here AS ({ARRIVED_HERE}),
                 entered AS (
                     SELECT stream_id FROM catalog.events
                     WHERE {ENTERING} AND {INTO} = $1 AND occurred_at <= $2
-                    UNION SELECT stream_id FROM restored_here),
+                    UNION SELECT stream_id FROM arrived_here),
                 located AS (
                     SELECT DISTINCT ON (stream_id) stream_id, type, data FROM (
                         SELECT e.stream_id, e.type, e.data, e.position
@@ -139,7 +170,7 @@ async def items_as_of(
                         UNION ALL
                         SELECT r.stream_id, 'catalog.FileRestored',
                                jsonb_build_object('folder_id', $1::text), r.position
-                        FROM restored_here r) l
+                        FROM arrived_here r) l
                     ORDER BY stream_id, position DESC),
                 present AS (
                     SELECT stream_id FROM located l
@@ -149,11 +180,14 @@ async def items_as_of(
                                        WHEN 'catalog.FolderCreated' THEN l.data->>'parent_id'
                                        WHEN 'catalog.FolderRestored' THEN l.data->>'parent_id'
                                        ELSE l.data->>'folder_id' END) = $1)
-                SELECT DISTINCT ON (e.stream_id, e.type)
-                       e.stream_id, e.type, e.data, e.occurred_at, e.metadata->>'actor' AS actor
-                FROM catalog.events e JOIN present USING (stream_id)
-                WHERE e.type = ANY($4::text[]) AND e.occurred_at <= $2
-                ORDER BY e.stream_id, e.type, e.stream_version DESC""",
+                SELECT DISTINCT ON (f.stream_id, f.type)
+                       f.stream_id, f.type, f.data, f.occurred_at, f.actor
+                FROM (SELECT e.stream_id, e.type, e.data, e.occurred_at,
+                             e.metadata->>'actor' AS actor, e.stream_version
+                      FROM catalog.events e JOIN present USING (stream_id)
+                      WHERE e.type = ANY($4::text[]) AND e.occurred_at <= $2
+                      UNION ALL {UPLOADED_IN_PAGES}) f
+                ORDER BY f.stream_id, f.type, f.stream_version DESC""",
             str(folder_id),
             at,
             LOCATING,

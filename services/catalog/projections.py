@@ -588,6 +588,36 @@ async def file_uploaded(
         await conn.execute(named, *args)
 
 
+def page_files(events: str) -> str:
+    """The files of `FilesUploaded` pages (`events`: a relation of them, as GIVEN) as a
+    relation of the `FileUploaded` events they stand for: each file's data with the
+    page's folder, job and source, at version 0 (no event in its own stream), at the
+    page's time and by its actor. What reads uploads in SQL reads pages through it."""
+    return f"""(SELECT f.file || jsonb_build_object(
+                           'folder_id', e.data->'folder_id', 'job_id', e.data->'job_id',
+                           'source', '{PAGE_SOURCE}'::jsonb) AS data,
+                       0 AS stream_version, e.occurred_at, e.actor
+                FROM {events}, jsonb_array_elements(e.data->'files') AS f(file)) AS e"""
+
+
+# A page's files are an upload's: FileUploaded's `source` as an upload's says it.
+PAGE_SOURCE = '{"type": "upload", "integration_id": null, "key": null}'
+
+
+@tree.on(
+    catalog_events.FilesUploaded,
+    sql=lambda events: _files_uploaded(page_files(events)),
+    touches=("catalog.files", "catalog.metadata_values"),
+)
+async def files_uploaded(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FilesUploaded]]
+) -> None:
+    # The statement of FileUploaded over the pages' files: one description of the rows
+    # an upload makes (a page names no group, so its second statement never runs).
+    put, _ = _files_uploaded(page_files(GIVEN))
+    await conn.fetchval(put, *given(events))
+
+
 @tree.on(catalog_events.DicomSeriesExtended)
 async def dicom_series_extended(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.DicomSeriesExtended]]

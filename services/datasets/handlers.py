@@ -26,6 +26,7 @@ from shared.contracts.catalog import (
     FileRestored,
     FileReturned,
     FilesRestored,
+    FilesUploaded,
     FileTombstoned,
     FileUploaded,
     FolderCreated,
@@ -483,11 +484,19 @@ class Datasets(Handlers):
     # cannot deadlock with a creation waiting on those rows.
 
     @reactions.on(FileUploaded)
+    @reactions.on(FilesUploaded)
     async def when_file_uploaded(
-        self, conn: asyncpg.Connection, uploaded: Sequence[Received[FileUploaded]]
+        self,
+        conn: asyncpg.Connection,
+        uploaded: Sequence[Received[FileUploaded] | Received[FilesUploaded]],
     ) -> None:
         await _sync_lock(conn)
-        await self._resync(conn, uploaded, [e.event.file_id for e in uploaded])
+        files = [
+            i
+            for e in uploaded
+            for i in (e.event.file_ids if isinstance(e.event, FilesUploaded) else [e.event.file_id])
+        ]
+        await self._resync(conn, uploaded, files)
 
     @reactions.on(FileTombstoned)
     async def when_file_tombstoned(

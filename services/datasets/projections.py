@@ -377,6 +377,18 @@ async def file_uploaded(
         )
 
 
+@tree.on(catalog_events.FilesUploaded)
+async def files_uploaded(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FilesUploaded]]
+) -> None:
+    await conn.execute(
+        """INSERT INTO datasets.files (id, folder_id)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT (id) DO NOTHING""",
+        [i for e in events for i in e.data["file_ids"]],
+        [e.data["folder_id"] for e in events for _ in e.data["file_ids"]],
+    )
+
+
 @tree.on(catalog_events.FilesRestored)
 async def files_restored(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FilesRestored]]

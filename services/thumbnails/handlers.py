@@ -33,7 +33,13 @@ from services.thumbnails.drawing import Drawing
 from services.thumbnails.projections import thumbnails as model
 from services.thumbnails.renditions import Renditions
 from shared.contracts import thumbnails as ev
-from shared.contracts.catalog import FileContentChanged, FileDeleted, FilePurged, FileUploaded
+from shared.contracts.catalog import (
+    FileContentChanged,
+    FileDeleted,
+    FilePurged,
+    FilesUploaded,
+    FileUploaded,
+)
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended, SeriesReleased
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.blobs import BlobStore
@@ -179,10 +185,20 @@ class Thumbnails(Handlers):
     reactions = Reactions("thumbnails")
 
     @reactions.on(FileUploaded)
+    @reactions.on(FilesUploaded)
     async def when_file_uploaded(
-        self, conn: Conn, uploaded: Sequence[Received[FileUploaded]]
+        self, conn: Conn, uploaded: Sequence[Received[FileUploaded] | Received[FilesUploaded]]
     ) -> None:
-        await self.request(conn, [w for e in uploaded if (w := self._uploaded(e))])
+        """A page's files as the files one an event (`each`), caused by the page."""
+        await self.request(
+            conn,
+            [
+                w
+                for e in uploaded
+                for file in (e.event.each() if isinstance(e.event, FilesUploaded) else [e.event])
+                if (w := self._uploaded(file, Cause.of(e)))
+            ],
+        )
 
     @reactions.on(SeriesAssembled)
     @reactions.on(SeriesExtended)
@@ -240,16 +256,15 @@ class Thumbnails(Handlers):
         await self.request(conn, wanted)
 
     @staticmethod
-    def _uploaded(envelope: Received[FileUploaded]) -> Wanted | None:
+    def _uploaded(file: FileUploaded, cause: Cause) -> Wanted | None:
         """A file registered with its content. A DICOM series is drawn from its middle
         slice, which the DICOM context's events name. A file imported by reference is
         not drawn here but when its picture is first asked for (`request_imported`): an
         import of 100,000 objects would otherwise read every one of them from the
         customer's bucket again (their egress, ingest's and our workers' time) for
         pictures nobody may look at; the web app asks for those it shows."""
-        file = envelope.event
         return wanted_of(
-            file.file_id, file.kind, file.sha256, file.blob_key, None, file.size, Cause.of(envelope)
+            file.file_id, file.kind, file.sha256, file.blob_key, None, file.size, cause
         )
 
     @staticmethod

@@ -9,9 +9,10 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts.envelope import Event
+from shared.contracts.limits import PAGE_ITEMS
 
 
 def folder_stream(folder_id: uuid.UUID) -> str:
@@ -25,6 +26,11 @@ def file_stream(file_id: uuid.UUID) -> str:
 def restore_stream(restore_id: uuid.UUID) -> str:
     """One restore from the trash: its `FilesRestored` batches, in order."""
     return f"restore-{restore_id}"
+
+
+def upload_page_stream(page_id: uuid.UUID) -> str:
+    """One page of an upload's files entering the catalog: its one `FilesUploaded`."""
+    return f"upload-page-{page_id}"
 
 
 # Files per FilesRestored event: one event stays well under Kafka's default message
@@ -167,6 +173,68 @@ class FileUploaded(Event):
     constituent_of: uuid.UUID | None = None
 
 
+class UploadedFile(BaseModel):
+    """One file of a `FilesUploaded` page: what its own `FileUploaded` would say but
+    for what the page says once for all (its folder, job and source)."""
+
+    file_id: uuid.UUID
+    name: str
+    kind: str
+    size: int
+    sha256: str
+    mime_type: str
+    media: Media = Media()
+    blob_key: str
+    metadata: dict[str, Any] = {}
+
+
+class FilesUploaded(Event):
+    """A page of an upload's files entering their folder (from ingest's `FilesStored`),
+    in a stream of the page's own (`upload_page_stream`), not the files': one event,
+    row, relay send, message, decode and inbox row a page for every consumer, where a
+    `FileUploaded` a file cost each of those a file. A file born in a page has no event
+    in its own stream: its version starts at 0, and its next event is its stream's
+    first. The page's stream lands in the partition of each of its files' streams (a
+    page is cut by partition), so a consumer meets a file's upload before whatever
+    happens to it next. At most limits.PAGE_ITEMS files, as the `FilesStored` page it
+    comes from (so within its bytes too). `file_ids` names them again, for the audit
+    (`about_each`). `FileUploaded` stays: other arrivals record it, history holds it;
+    `each()` is the page as those events, for readers that take both."""
+
+    type: ClassVar[str] = "catalog.FilesUploaded"
+    about_each: ClassVar[str | None] = "file_ids"
+    folder_id: uuid.UUID
+    job_id: uuid.UUID | None = None
+    file_ids: list[uuid.UUID] = Field(min_length=1, max_length=PAGE_ITEMS)
+    files: list[UploadedFile] = Field(min_length=1, max_length=PAGE_ITEMS)
+
+    @model_validator(mode="after")
+    def _ids_name_the_files(self) -> FilesUploaded:
+        if self.file_ids != [f.file_id for f in self.files]:
+            raise ValueError("file_ids must list the files' ids, in order")
+        return self
+
+    @classmethod
+    def page(
+        cls, folder_id: uuid.UUID, job_id: uuid.UUID | None, files: list[UploadedFile]
+    ) -> FilesUploaded:
+        """Built without validation (the files come from a validated event)."""
+        return cls.model_construct(
+            folder_id=folder_id, job_id=job_id, file_ids=[f.file_id for f in files], files=files
+        )
+
+    def each(self) -> list[FileUploaded]:
+        """The page as the per-file events it stands for (built, not validated: its
+        fields were, as this event's)."""
+        upload = Source(type="upload")
+        return [
+            FileUploaded.model_construct(
+                folder_id=self.folder_id, job_id=self.job_id, source=upload, **dict(f)
+            )
+            for f in self.files
+        ]
+
+
 class DicomSeriesExtended(Event):
     """A later upload added instances to the series this file is."""
 
@@ -299,6 +367,7 @@ EVENTS: tuple[type[Event], ...] = (
     FolderRestored,
     FolderPurged,
     FileUploaded,
+    FilesUploaded,
     DicomSeriesExtended,
     FileRenamed,
     FileMetadataChanged,

@@ -157,7 +157,10 @@ def test_file_facts_linked_to_view_and_remove_and_history(
     expect(history).to_contain_text("File uploaded")
     expect(history).to_contain_text("Administrator (you)")
     audit = api.get("/v1/audit", params={"subject_id": image["id"]}).json()["items"]
-    assert any(e["type"] == "catalog.FileUploaded" for e in audit)
+    # The upload's page (FilesUploaded) names the file; its history says "File uploaded".
+    assert any(
+        e["type"] == "catalog.FilesUploaded" and image["id"] in e["data"]["file_ids"] for e in audit
+    )
 
 
 def test_the_datasets_page_lists_datasets_and_opens_one(signed_in: Page, api: httpx.Client) -> None:

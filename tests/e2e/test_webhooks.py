@@ -119,16 +119,25 @@ async def test_an_upload_is_posted_signed_and_a_failure_is_tried_again(
         assert secret not in listed.text and mine not in listed.text
 
         target = await folder(api, unique("hooked"))
-        sent = await upload(api, target["id"], ("cat.png", png(4, 4)))
+        sent = await upload(
+            api, target["id"], *((f"{name}.png", png(4, 4 + n)) for n, name in enumerate("cab"))
+        )
         file_id = sent["files"][0]["id"]
 
         async def posted() -> bool:
-            return bool(receiver.of("/ok", file_id))
+            return all(receiver.of("/ok", f["id"]) for f in sent["files"])
 
         await eventually(posted, within=30, what="file.uploaded posted to the receiver")
+        # The catalog records the request's files as pages: still one delivery a file,
+        # each of its own id.
+        ones = [receiver.of("/ok", f["id"]) for f in sent["files"]]
+        assert [len(one) for one in ones] == [1, 1, 1]
+        assert len({one[0][0]["webhook-id"] for one in ones}) == 3
+        assert [one[0][1]["data"]["name"] for one in ones] == ["c.png", "a.png", "b.png"]
         headers, body = receiver.of("/ok", file_id)[0]
         assert body["type"] == "file.uploaded"
-        assert body["data"]["name"] == "cat.png" and body["data"]["folder_id"] == target["id"]
+        assert body["data"]["name"] == "c.png" and body["data"]["folder_id"] == target["id"]
+        assert body["data"]["job_id"] == sent["job_id"] and body["data"]["kind"] == "image"
         raw = next(
             b
             for p, h, b in receiver.got
@@ -138,12 +147,19 @@ async def test_an_upload_is_posted_signed_and_a_failure_is_tried_again(
         assert not verified(mine, headers, raw)
         assert abs(int(headers["webhook-timestamp"]) - time.time()) < 120
 
-        # The flaky receiver answered 500 first: the same message comes again, and counts.
+        # The flaky receiver answered 500 first (to whichever file's message came first):
+        # the same message comes again, and counts.
+        async def refused() -> bool:
+            return any(p == "/flaky" for p, _, _ in receiver.got)
+
+        await eventually(refused, within=30, what="a delivery to the flaky receiver")
+        failed = next(json.loads(b)["data"]["file_id"] for p, _, b in receiver.got if p == "/flaky")
+
         async def retried() -> bool:
-            return len(receiver.of("/flaky", file_id)) >= 2
+            return len(receiver.of("/flaky", failed)) >= 2
 
         await eventually(retried, within=30, what="the failed delivery tried again")
-        first, second = receiver.of("/flaky", file_id)[:2]
+        first, second = receiver.of("/flaky", failed)[:2]
         assert first[0]["webhook-id"] == second[0]["webhook-id"]
         deliveries_url = f"/v1/webhooks/{flaky.json()['id']}/deliveries"
 

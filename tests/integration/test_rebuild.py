@@ -32,8 +32,9 @@ async def rows(pool: asyncpg.Pool) -> dict[str, list[dict[str, object]]]:
     return {t: [dict(r) for r in await pool.fetch(q)] for t, q in SNAPSHOT.items()}
 
 
-async def make_history(api: httpx.AsyncClient) -> None:
-    """Every kind of catalog event, on a small tree."""
+async def make_history(api: httpx.AsyncClient) -> list[str]:
+    """Every kind of catalog event, on a small tree; the ids of the files of its first
+    upload (born in a page: each changed after, as any file)."""
     top = (await api.post("/v1/folders", json={"name": f"rebuild-{uuid.uuid4().hex[:8]}"})).json()
     a = (await api.post("/v1/folders", json={"name": "a", "parent_id": top["id"]})).json()
     b = (await api.post("/v1/folders", json={"name": "b", "parent_id": top["id"]})).json()
@@ -45,7 +46,10 @@ async def make_history(api: httpx.AsyncClient) -> None:
         )
     ).json()["files"]
     await api.patch(f"/v1/folders/{a['id']}", json={"name": "a2", "description": "renamed"})
-    await api.patch(f"/v1/files/{files[0]['id']}", json={"name": "first.png", "metadata": {"k": 1}})
+    edited = await api.patch(
+        f"/v1/files/{files[0]['id']}", json={"name": "first.png", "metadata": {"k": 1}}
+    )
+    assert edited.status_code == 200, edited.text
     await api.patch(
         "/v1/files",
         json={
@@ -61,8 +65,11 @@ async def make_history(api: httpx.AsyncClient) -> None:
     schema = (await api.get("/v1/metadata-schema")).json()["keys"]
     await api.put("/v1/metadata-schema", json={"keys": schema})
     await api.post("/v1/move", json={"folder_ids": [a["id"]], "target_folder_id": b["id"]})
-    await api.post("/v1/move", json={"file_ids": [files[1]["id"]], "target_folder_id": top["id"]})
-    await api.delete(f"/v1/files/{files[2]['id']}")
+    moved = await api.post(
+        "/v1/move", json={"file_ids": [files[1]["id"]], "target_folder_id": top["id"]}
+    )
+    assert moved.status_code == 200, moved.text
+    assert (await api.delete(f"/v1/files/{files[2]['id']}")).status_code == 204
     doomed = (await api.post("/v1/folders", json={"name": "doomed", "parent_id": b["id"]})).json()
     await api.post(
         f"/v1/folders/{doomed['id']}/files", files=[("file", ("x.txt", b"hello", "text/plain"))]
@@ -75,12 +82,24 @@ async def make_history(api: httpx.AsyncClient) -> None:
     await api.post("/v1/trash/restore", json={"file_ids": [files[0]["id"]]})
     renamed = await api.patch(f"/v1/files/{files[0]['id']}", json={"name": "back.png"})
     assert renamed.status_code == 200, renamed.text
+    return [f["id"] for f in files]
 
 
 async def test_rebuilt_tree_has_the_same_rows_as_the_live_one(
     api: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    await make_history(api)
+    born = await make_history(api)
+    # Their upload is a page's (FilesUploaded, in its own stream), none a file's own.
+    assert await pool.fetchval(
+        """SELECT count(*) FROM catalog.events
+           WHERE type = 'catalog.FilesUploaded' AND data->'file_ids' ?| $1::text[]""",
+        born,
+    )
+    assert not await pool.fetchval(
+        """SELECT count(*) FROM catalog.events
+           WHERE type = 'catalog.FileUploaded' AND data->>'file_id' = ANY($1::text[])""",
+        born,
+    )
     live = await rows(pool)
     assert live["catalog.folders"] and live["catalog.files"] and live["catalog.metadata_values"]
     indexes = "SELECT indexdef FROM pg_indexes WHERE schemaname = 'catalog' ORDER BY indexname"

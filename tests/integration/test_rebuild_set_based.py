@@ -44,6 +44,33 @@ def upload(folder_id: uuid.UUID, name: str, **more: object) -> Change:
     return Change(cat.file_stream(file_id), 1, event)
 
 
+def page(folder_id: uuid.UUID, *names: str, **metadata: object) -> Change:
+    """An upload's page of files, as the catalog records one (`FilesUploaded`)."""
+    files = []
+    for n, name in enumerate(names):
+        file_id = uuid.uuid4()
+        digest = file_id.hex * 2
+        files.append(
+            cat.UploadedFile(
+                file_id=file_id,
+                name=name,
+                kind="image",
+                size=10 + n,
+                sha256=digest,
+                mime_type="image/png",
+                blob_key=f"sha256/{digest}",
+                metadata=metadata if n == 0 else {},
+            )
+        )
+    event = cat.FilesUploaded(
+        folder_id=folder_id,
+        job_id=uuid.uuid4(),
+        file_ids=[f.file_id for f in files],
+        files=files,
+    )
+    return Change(cat.upload_page_stream(uuid.uuid4()), 1, event)
+
+
 async def test_a_rebuild_makes_the_rows_the_live_handlers_made(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,6 +129,13 @@ async def test_a_rebuild_makes_the_rows_the_live_handlers_made(
         [Change(cat.file_stream(file_id), 2, cat.FileRenamed(file_id=file_id, name="renamed.png"))]
     )
     await record([upload(top, f"tail{i}.txt", metadata={"n": i}) for i in range(4)])
+    # Pages: their files at version 0 (no event in their own streams), then one renamed
+    # (its stream's first event); a page beside files of their own in one batch.
+    paged = page(top, "page0.png", "page1.png", "page2.png", p=7)
+    await record([paged])
+    born = paged.event.file_ids[0]  # type: ignore[attr-defined]
+    await record([Change(cat.file_stream(born), 1, cat.FileRenamed(file_id=born, name="p.png"))])
+    await record([upload(top, "single.png"), page(top, "page3.png", "page4.png")])
     # Runs of folders and of files taking turns, a folder below one made two runs
     # before: a rebuild runs each type's statements once over all their runs.
     d, e = uuid.uuid4(), uuid.uuid4()
@@ -122,12 +156,25 @@ async def test_a_rebuild_makes_the_rows_the_live_handlers_made(
     assert paths[c] == [top, a, b, c]
     assert paths[beside] == [top, beside]
     assert paths[e] == [top, d, e]
-    assert len(live["catalog.files"]) == 17
+    assert len(live["catalog.files"]) == 23
     grouped = [f for f in live["catalog.files"] if f["constituent_of"] is not None]
     assert len(grouped) == 5
-    assert {r["key"] for r in live["catalog.metadata_values"]} == {"score", "site", "at", "n"}
+    assert {r["key"] for r in live["catalog.metadata_values"]} == {"score", "site", "at", "n", "p"}
+    from_pages = {
+        f["name"]: f for f in live["catalog.files"] if f["name"].startswith(("p.", "page"))
+    }
+    assert {n: f["version"] for n, f in from_pages.items()} == {
+        "p.png": 1,
+        "page1.png": 0,
+        "page2.png": 0,
+        "page3.png": 0,
+        "page4.png": 0,
+    }
+    assert from_pages["p.png"]["source"] == {"type": "upload", "integration_id": None, "key": None}
+    assert from_pages["page1.png"]["folder_id"] == top
+    assert from_pages["page1.png"]["size"] == 11
 
-    events = 1 + 4 + 3 + 1 + 3 + 2 + 1 + 4 + 2 * (1 + 2)
+    events = 1 + 4 + 3 + 1 + 3 + 2 + 1 + 4 + 1 + 1 + 2 + 2 * (1 + 2)
     assert await rebuild(pool, store, tree) == events
     assert await rows(pool) == live
     # Windows of 4 positions: runs cut by windows as well as by types.
@@ -198,6 +245,7 @@ async def test_each_declared_touch_covers_every_table_its_statements_use(
         ],
         images,
         [upload(top, "group", group=group), upload(below, "scored.png", metadata={"score": 3})],
+        [page(below, "paged.png", "paged2.png", score=4)],
     ]
     async with pool.acquire() as conn:
         for changes in history:
@@ -206,7 +254,11 @@ async def test_each_declared_touch_covers_every_table_its_statements_use(
                 await tree.apply(conn, envelopes)
                 await store.append(conn, envelopes)
 
-    assert set(tree.touches) == {cat.FolderCreated.type, cat.FileUploaded.type}
+    assert set(tree.touches) == {
+        cat.FolderCreated.type,
+        cat.FileUploaded.type,
+        cat.FilesUploaded.type,
+    }
     used_sql = """SELECT schemaname || '.' || relname AS name,
                          seq_scan + coalesce(idx_scan, 0) AS scans,
                          n_tup_ins + n_tup_upd + n_tup_del AS writes

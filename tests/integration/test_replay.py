@@ -288,15 +288,19 @@ async def test_a_files_history_shows_its_upload_and_the_page_that_stored_it(
 ) -> None:
     h = history
     own = await json_lines(files_cli, "--subject", h.file)
-    assert own[0]["type"] == "catalog.FileUploaded"
-    assert own[0]["data"]["name"] == "img0.png"
+    # The catalog's page of the upload (in a stream of its own) names it.
+    assert own[0]["type"] == "catalog.FilesUploaded"
+    assert own[0]["subject_id"] != h.file
+    [entered] = [f for f in own[0]["data"]["files"] if f["file_id"] == h.file]
+    assert entered["name"] == "img0.png"
+    assert h.file in own[0]["data"]["file_ids"]
     # Its cause: the upload request's one page of stored files, which names both.
     events = await json_lines(
-        files_cli, "--subject", h.file, "--type", "catalog.FileUploaded", "--follow-causes"
+        files_cli, "--subject", h.file, "--type", "catalog.FilesUploaded", "--follow-causes"
     )
     # (At the same moment: the file is created at the time of the event that stored it.)
     [page] = [e for e in events if e["type"] == "ingest.FilesStored"]
-    [uploaded] = [e for e in events if e["type"] == "catalog.FileUploaded"]
+    [uploaded] = [e for e in events if e["type"] == "catalog.FilesUploaded"]
     assert len(events) == 2
     assert page["occurred_at"] == uploaded["occurred_at"]
     assert uploaded["causation_id"] == page["event_id"]

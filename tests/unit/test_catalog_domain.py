@@ -10,7 +10,7 @@ import pytest
 from services.catalog import domain
 from shared.contracts import catalog as ev
 from shared.contracts.catalog import Media
-from shared.contracts.ingest import FileContentStored
+from shared.contracts.ingest import FileContentStored, FilesStored, StoredContent
 from shared.kit.access import Access
 from shared.kit.errors import Refused
 
@@ -202,3 +202,50 @@ def test_a_move_gives_the_mover_no_more_rights_and_keeps_items_in_their_tree() -
     domain.check_move_rights(
         Access("o", org_admin=True), [("file", item, "x", (top,))], folder_at(own)
     )
+
+
+def test_a_stored_page_enters_as_pages_each_beside_its_files_streams() -> None:
+    """One `FilesUploaded` a partition the page's files' streams fall in, each in a new
+    page stream of that partition at version 1; nothing in the files' own streams."""
+
+    def partition_of(streams: object) -> list[int]:
+        return [zlib.crc32(s.encode()) % 3 for s in streams]  # type: ignore[attr-defined]
+
+    def stream_in(partition: int) -> str:
+        while partition_of([stream := ev.upload_page_stream(uuid.uuid4())]) != [partition]:
+            pass
+        return stream
+
+    top = folder("uploads")
+    files = [stored(top.id).model_copy(update={"metadata": {"n": n}}) for n in range(30)]
+    page = FilesStored(
+        job_id=uuid.uuid4(),
+        folder_id=top.id,
+        files=[
+            StoredContent(**{k: getattr(f, k) for k in StoredContent.model_fields}) for f in files
+        ],
+    )
+    changes = domain.register_page(page, top, partition_of=partition_of, stream_in=stream_in)
+    assert len(changes) == 3
+    entered: list[uuid.UUID] = []
+    for c in changes:
+        assert isinstance(c.event, ev.FilesUploaded)
+        assert c.stream_id.startswith("upload-page-") and c.version == 1
+        assert (c.event.folder_id, c.event.job_id) == (top.id, page.job_id)
+        assert c.event.file_ids == [f.file_id for f in c.event.files]
+        assert set(partition_of([ev.file_stream(i) for i in c.event.file_ids])) == set(
+            partition_of([c.stream_id])
+        )
+        entered += c.event.file_ids
+    assert sorted(entered) == sorted(f.file_id for f in files)
+    # What the per-file path would have recorded, file by file.
+    each = {u.file_id: u for c in changes for u in c.event.each()}  # type: ignore[attr-defined]
+    for f in files:
+        alone = domain.register_upload(f.model_copy(update={"job_id": page.job_id}), top).event
+        assert each[f.file_id].model_dump() == alone.model_dump()
+
+    # The folder went away: each file rejected in its own stream, as before pages.
+    gone = domain.register_page(page, None, partition_of=partition_of, stream_in=stream_in)
+    assert [(c.stream_id, c.version, type(c.event)) for c in gone] == [
+        (ev.file_stream(f.file_id), 1, ev.UploadRejected) for f in files
+    ]

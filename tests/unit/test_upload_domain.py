@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 
 import orjson
+import pytest
+from pydantic import ValidationError
 
 from services.ingest.uploads.domain import StoredFile, record_upload, sent_file_name
-from shared.contracts import ingest, limits
+from shared.contracts import catalog, ingest, limits
 from shared.contracts.catalog import Media, Source
 
 
@@ -69,3 +71,45 @@ def test_a_file_name_as_html_forms_escape_it_reads_as_it_was_named() -> None:
     assert sent_file_name("café 100%.txt".encode()) == "café 100%.txt"
     assert sent_file_name(b"50%25 %2F.txt") == "50%25 %2F.txt"  # only those three
     assert sent_file_name(None) is None
+
+
+def test_the_catalogs_page_of_an_upload_is_bounded_as_ingests_and_reads_as_its_files() -> None:
+    """A `FilesUploaded` carries the files of one `FilesStored` page (of a partition):
+    the largest page ingest makes fits in an event, and no page may hold more files
+    than a stored page does; `file_ids` names its files, for the audit."""
+    job_id, folder_id = uuid.uuid4(), uuid.uuid4()
+    files = [stored(n) for n in range(1500)]
+    pages = [c.event for c in record_upload(job_id, folder_id, files, {files[0].name: {"a": 1}})]
+    uploaded = [
+        catalog.FilesUploaded.page(
+            p.folder_id,
+            p.job_id,
+            [catalog.UploadedFile.model_construct(**dict(f)) for f in p.files],
+        )
+        for p in pages
+        if isinstance(p, ingest.FilesStored)
+    ]
+    for page in uploaded:
+        data = page.model_dump(mode="json")
+        assert catalog.FilesUploaded.model_validate(data) == page  # what consumers read
+        assert limits.json_size(data) <= limits.MAX_EVENT_BYTES
+    each = [f for page in uploaded for f in page.each()]
+    assert [f.file_id for f in each] == [f.file_id for f in files]
+    assert each[0].metadata == {"a": 1} and each[1].metadata == {}
+    assert all(
+        (f.folder_id, f.job_id, f.source, f.group, f.constituent_of)
+        == (folder_id, job_id, Source(type="upload"), None, None)
+        for f in each
+    )
+    assert each[5] == catalog.FileUploaded.model_validate(each[5].model_dump())
+
+    one = uploaded[0].model_dump(mode="json")
+    with pytest.raises(ValidationError, match="file_ids"):
+        catalog.FilesUploaded.model_validate({**one, "file_ids": one["file_ids"][::-1]})
+    with pytest.raises(ValidationError):
+        catalog.FilesUploaded.model_validate({**one, "files": [], "file_ids": []})
+    too_many = [one["files"][0]] * (limits.PAGE_ITEMS + 1)
+    with pytest.raises(ValidationError, match="at most 1000"):
+        catalog.FilesUploaded.model_validate(
+            {**one, "files": too_many, "file_ids": [f["file_id"] for f in too_many]}
+        )

@@ -37,9 +37,12 @@ export function duration(s: number | undefined): string {
   return `${m}:${sec}`;
 }
 
+// A page of an upload's files is, in a file's history, that file's upload.
+const AS_ONE_FILE: Record<string, string> = { "catalog.FilesUploaded": "catalog.FileUploaded" };
+
 // "catalog.FileUploaded" -> "File uploaded"
 export function eventLabel(type: string): string {
-  const name = type.split(".").pop() ?? type;
+  const name = (AS_ONE_FILE[type] ?? type).split(".").pop() ?? type;
   const words = name.replace(/([a-z0-9])([A-Z])/g, "$1 $2").toLowerCase();
   return words.charAt(0).toUpperCase() + words.slice(1);
 }

@@ -32,7 +32,7 @@ from files_client._core import Sync
 from files_client.api import Dataset, File, Folder, Integration, Job, safe_name, split_path
 from files_client.client import Client
 from files_client.errors import Conflict, FilesError, Forbidden, Invalid, NotFound
-from files_client.models import Collaborator, DatasetCollaborator, User
+from files_client.models import AuditEvent, Collaborator, DatasetCollaborator, User
 from files_client.transfer import PARTS_FROM, Journal, LocalFile, Refusal, sha256_of
 
 SyncFolder = Folder[Sync]
@@ -1650,6 +1650,17 @@ NAMING_EVENTS = frozenset(
 )
 
 
+def _about(event: AuditEvent, asked: list[str]) -> str | None:
+    """The subject a row is about: an event of a batch (an upload's page, a restore)
+    is in a stream of its own; where it lists a subject asked about, it is that one's."""
+    listed = event.data.get("file_ids")
+    if isinstance(listed, list):
+        for subject in asked:
+            if subject in listed:
+                return subject
+    return event.subject_id
+
+
 def _moment(text: str | None, option: str) -> datetime | None:
     """A time given on the command line: ISO 8601, a date alone its midnight; in UTC
     unless it says its offset (as the times the command prints are)."""
@@ -1710,6 +1721,10 @@ def history(args: argparse.Namespace) -> int:
             named = e.data.get("name")
             if e.subject_id and e.type in NAMING_EVENTS and isinstance(named, str):
                 names[e.subject_id] = named
+            elif e.type == "catalog.FilesUploaded":  # a page names the files it uploaded
+                for f in e.data.get("files") or []:
+                    if isinstance(f, dict) and isinstance(f.get("name"), str):
+                        names[str(f.get("file_id"))] = f["name"]
         names.update(given)
         people = {me.id: me.email}
         if me.org_role == "admin" and any(e.actor_id not in people for e in listed):
@@ -1718,7 +1733,7 @@ def history(args: argparse.Namespace) -> int:
             [
                 e.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
                 e.type,
-                names.get(e.subject_id, e.subject_id) if e.subject_id else "-",
+                names.get(subject, subject) if (subject := _about(e, subjects)) else "-",
                 people.get(e.actor_id, e.actor_id) if e.actor_id else "-",
             ]
             for e in listed

@@ -28,7 +28,7 @@ from services.ingest.imports.buckets.s3 import _Resolver
 from services.ingest.imports.domain.endpoints import EndpointRule
 from services.ingest.imports.egress import Egress, EndpointNotAllowed
 from services.ingest.webhooks import domain
-from shared.contracts.catalog import FileDeleted, FileUploaded
+from shared.contracts.catalog import FileDeleted, FilesUploaded, FileUploaded
 from shared.contracts.envelope import Cause, Change, Envelope, Event, envelopes_of
 from shared.contracts.ingest import (
     UploadJobFinished,
@@ -131,25 +131,40 @@ def _delivery_json(row: Any) -> dict[str, Any]:
     }
 
 
+def _uploaded(up: FileUploaded) -> tuple[str, dict[str, Any]]:
+    return (
+        "file.uploaded",
+        {
+            "file_id": str(up.file_id),
+            "folder_id": str(up.folder_id),
+            "name": up.name,
+            "kind": up.kind,
+            "size": up.size,
+            "job_id": str(up.job_id) if up.job_id else None,
+        },
+    )
+
+
 def _messages(
     conn_rows: dict[uuid.UUID, dict[str, Any]], e: Envelope
-) -> list[tuple[str, dict[str, Any]]]:
-    """What an event means to webhooks: (event name, small payload) pairs."""
-    if e.type == FileUploaded.type:
-        up = parse(e, FileUploaded).event
+) -> list[tuple[uuid.UUID, str, dict[str, Any]]]:
+    """What an event means to webhooks: (delivery's event id, event name, small payload)."""
+    if e.type == FilesUploaded.type:
+        # One delivery a file, as when each had its FileUploaded: a delivery is unique
+        # by (webhook, event id, name), so each file's gets an id of its own, derived
+        # from the page's and the file's (the same on a redelivery of the page).
         return [
-            (
-                "file.uploaded",
-                {
-                    "file_id": str(up.file_id),
-                    "folder_id": str(up.folder_id),
-                    "name": up.name,
-                    "kind": up.kind,
-                    "size": up.size,
-                    "job_id": str(up.job_id) if up.job_id else None,
-                },
-            )
+            (uuid.uuid5(e.event_id, str(up.file_id)), *_uploaded(up))
+            for up in parse(e, FilesUploaded).event.each()
         ]
+    return [(e.event_id, name, data) for name, data in _messages_of_one(conn_rows, e)]
+
+
+def _messages_of_one(
+    conn_rows: dict[uuid.UUID, dict[str, Any]], e: Envelope
+) -> list[tuple[str, dict[str, Any]]]:
+    if e.type == FileUploaded.type:
+        return [_uploaded(parse(e, FileUploaded).event)]
     if e.type == FileDeleted.type:
         gone = parse(e, FileDeleted).event
         return [
@@ -178,7 +193,7 @@ def _messages(
     return []
 
 
-TRIGGERS: tuple[type[Event], ...] = (FileUploaded, FileDeleted, UploadJobFinished)
+TRIGGERS: tuple[type[Event], ...] = (FileUploaded, FilesUploaded, FileDeleted, UploadJobFinished)
 
 
 class Webhooks(Handlers):
@@ -305,8 +320,8 @@ class Webhooks(Handlers):
         names: list[str] = []
         payloads: list[str] = []
         for e in wanted:
-            for name, data in _messages(jobs, e):
-                event_ids.append(e.event_id)
+            for event_id, name, data in _messages(jobs, e):
+                event_ids.append(event_id)
                 names.append(name)
                 payloads.append(
                     orjson.dumps(
@@ -469,7 +484,7 @@ class WithWebhooks(Bound):
 
     async def idle(self, pool: Conn | asyncpg.Pool) -> frozenset[str]:
         """With no webhook registered, the types only webhooks read are passed over (an
-        upload's FileUploaded a file: no inbox row nor whole decoding each). A webhook
+        upload's FilesUploaded pages: no inbox row nor whole decoding each). A webhook
         registered meanwhile gets the events of the batches after its registration, as
         it would when `record` finds it first."""
         if await pool.fetchval("SELECT EXISTS (SELECT 1 FROM ingest.webhooks)"):
