@@ -725,12 +725,15 @@ class Dicom(Handlers):
                       (SELECT coalesce(jsonb_agg(e.error ORDER BY e.position), '[]')
                        FROM (SELECT error, position FROM dicom.job_errors
                              WHERE job_id = $1 AND position > $3
-                             ORDER BY position LIMIT $4) AS e) AS errors
+                             ORDER BY position LIMIT $4) AS e) AS errors,
+                      (SELECT coalesce(max(position), 0) FROM dicom.events
+                       WHERE stream_id = $5) AS position
                FROM dicom.jobs WHERE job_id = $1""",
             job_id,
             files_from,
             errors_from,
             limit,
+            ev.job_stream(job_id),
         )
         if row is None:
             return {
@@ -740,8 +743,13 @@ class Dicom(Handlers):
                 "file_count": 0,
                 "error_count": 0,
                 "cancelled": False,
+                "position": 0,
             }
         return {
+            # The store position of the job's last settlement: its series' events come
+            # before it, so a reader caught up to it has the series files as the account
+            # counts them (the gateway waits for the catalog to reach it, no further).
+            "position": row["position"],
             "done": row["done"],
             "file_ids": row["files"],
             "errors": row["errors"],

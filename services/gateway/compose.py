@@ -967,8 +967,14 @@ class Compose:
                 done = settled["done"] >= job["progress"]["total"]
                 job["status"] = "done" if done else "running"
             if job["status"] == "done":
-                # Done means its series files are in the catalog: let it catch up (bounded).
-                await self.gateway.catch_up(call.request, "catalog", "dicom")
+                # Done means its series files are in the catalog: let it catch up (bounded)
+                # to the job's last settlement, recorded after its series' events, not to
+                # the DICOM store's head, which later uploads keep moving.
+                if "position" in settled:
+                    reached = {"dicom": settled["position"]}
+                    await self.gateway.catch_up_to(call.request, "catalog", reached)
+                else:  # a DICOM replica from before the position was given
+                    await self.gateway.catch_up(call.request, "catalog", "dicom")
         elif job.get("kind") in ("import", "sync") and job.get("dicom_instances"):
             # DICOM objects imported or synced: their instances were copied in; the
             # DICOM context's account gives the series' files and the instances refused,

@@ -243,6 +243,9 @@ class Gateway:
         # The stores each service consumes, as its consistency answers say (and when
         # they said it): a round asks only the services that may have reacted.
         self._consumes: dict[str, tuple[float, frozenset[str]]] = {}
+        # The event types each service applies, as its consistency answers say (and
+        # when): a catch-up asks the source for the last event of those, not its head.
+        self._applies: dict[str, tuple[float, frozenset[str]]] = {}
         # Signs who asks, on every call to a service (refused at start if weak or unset).
         self.identity = identity.ServiceKey(settings.service_key)
         self.http: httpx.AsyncClient
@@ -568,6 +571,7 @@ class Gateway:
                         heads = consistency.merge(heads, _heads(answer))
                         if (consumed := _consumed(answer)) is not None:
                             self._consumes[asks[ask]] = (time.monotonic(), consumed)
+                        self._learn_applies(asks[ask], answer)
                     elif strict and answer.status_code == 400:
                         return self.relay(answer)
                     else:
@@ -596,29 +600,50 @@ class Gateway:
             token = grown
         return token
 
-    async def catch_up(self, request: Request, consumer: str, source: str) -> None:
-        """Wait (within the budget) until `consumer` has applied all `source` recorded."""
+    def _learn_applies(self, name: str, answer: httpx.Response) -> None:
         try:
-            head = await self.call(
-                source,
-                "GET",
-                "/internal/consistency",
-                request,
-                params={"token": "", "timeout": "0"},
-            )
+            applies = answer.json().get("applies")
+        except ValueError:
+            return
+        if isinstance(applies, list):
+            self._applies[name] = (time.monotonic(), frozenset(map(str, applies)))
+
+    async def catch_up(self, request: Request, consumer: str, source: str) -> None:
+        """Wait (within the budget) until `consumer` has applied all `source` recorded
+        of the event types it applies (when known): while a pipeline records, the
+        source's head moves on with events the consumer passes over (the catalog's own
+        listing events, for the DICOM context), and waiting for them costs a broker hop."""
+        params = {"token": "", "timeout": "0"}
+        at, applies = self._applies.get(consumer, (0.0, frozenset()))
+        if applies and time.monotonic() - at < CONSUMES_KNOWN_S:
+            params["types"] = ",".join(sorted(applies))
+        try:
+            head = await self.call(source, "GET", "/internal/consistency", request, params=params)
             if head.status_code != 200:
                 return
+        except Unavailable:
+            log.warning("gateway.catch_up_failed", consumer=consumer, source=source)
+            return
+        await self.catch_up_to(request, consumer, head.json()["head"])
+
+    async def catch_up_to(self, request: Request, consumer: str, token: dict[str, int]) -> None:
+        """Wait (within the budget) until `consumer` has applied `token`. A caller that
+        knows the position it needs asks for it alone: a source's whole head moves on
+        while a busy pipeline records, and chasing it costs a broker hop a look."""
+        try:
             left = self.budget(request)
-            await self.call(
+            answer = await self.call(
                 consumer,
                 "GET",
                 "/internal/consistency",
                 request,
-                params={"token": consistency.encode(head.json()["head"]), "timeout": f"{left:.3f}"},
+                params={"token": consistency.encode(token), "timeout": f"{left:.3f}"},
                 timeout=left + 5.0,
             )
+            if answer.status_code == 200:
+                self._learn_applies(consumer, answer)
         except Unavailable:
-            log.warning("gateway.catch_up_failed", consumer=consumer, source=source)
+            log.warning("gateway.catch_up_failed", consumer=consumer, source=",".join(token))
 
     async def keep_answer(self, request: Request, response: Response) -> Response:
         """A keyed write the owning service applied (or gave back): the answer as composed

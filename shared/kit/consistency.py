@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -29,6 +30,22 @@ def decode(token: str) -> dict[str, int]:
             raise ValueError(f"malformed consistency token part {part!r}")
         positions[source] = max(positions.get(source, 0), int(position))
     return positions
+
+
+# An event type as the stores name them (`catalog.FileMoved`), and how many one asks.
+_TYPE = re.compile(r"[a-z_]+\.[A-Za-z0-9_]+")
+MAX_TYPES = 500
+
+
+def decode_types(types: str) -> list[str]:
+    """A comma-separated list of event types; raises ValueError naming what is wrong."""
+    found = [t.strip() for t in types.split(",") if t.strip()]
+    if len(found) > MAX_TYPES:
+        raise ValueError(f"{len(found)} event types, at most {MAX_TYPES}")
+    for one in found:
+        if not _TYPE.fullmatch(one):
+            raise ValueError(f"malformed event type {one!r}")
+    return found
 
 
 def merge(*tokens: dict[str, int]) -> dict[str, int]:

@@ -277,6 +277,18 @@ class EventStore:
         value: int = await conn.fetchval(f"SELECT coalesce(max(position), 0) FROM {self.table}")
         return value
 
+    async def last_of(self, conn: Conn | asyncpg.Pool, types: Sequence[str]) -> int:
+        """The position of the last event of one of these types (0: none), one index
+        probe a type (events_type)."""
+        value: int = await conn.fetchval(
+            f"""SELECT coalesce(max(last.position), 0)
+                FROM unnest($1::text[]) AS wanted(type),
+                LATERAL (SELECT position FROM {self.table} e WHERE e.type = wanted.type
+                         ORDER BY position DESC LIMIT 1) AS last""",
+            list(types),
+        )
+        return value
+
     def _envelope(self, row: asyncpg.Record) -> Envelope:
         # Not validated again: every row was an Envelope when it was appended, and a
         # rebuild reads a million of them (validation was a third of its Python).

@@ -123,25 +123,47 @@ class Relay:
     async def _lead(self, conn: Conn, probe: AIOKafkaConsumer) -> None:
         while True:
             self._wake.clear()
-            # Before every batch: a batch sent to a broker that lost the earlier ones
-            # would hide the loss from a leader started after it.
-            if self._lost or await self._broker_lost_messages(probe):
+            if self._lost:
                 await self._publish_again(conn, probe)
+            # Before every batch is sent, the broker's ends are looked at: a batch sent to
+            # a broker that lost the earlier ones would hide the loss from a leader started
+            # after it. The look (a broker round trip) goes on while the batch is read and
+            # its WAL flushed (database round trips): one after the other, they were both
+            # part of every hop's latency.
+            looking = asyncio.ensure_future(self._broker_lost_messages(probe))
+            try:
+                rows = await self._pending(conn)
+            except BaseException:
+                looking.cancel()
+                with contextlib.suppress(BaseException):
+                    await looking
+                raise
+            if await looking:
+                await self._publish_again(conn, probe)
+                continue  # the rows read are sent again from the first: read them again
             if self._dropped:
                 continue  # an end went down: look again before sending more
-            if not await self.publish_pending(conn):
+            if not rows or not await self._send(conn, rows):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
 
     async def publish_pending(self, conn: Conn) -> int:
+        rows = await self._pending(conn)
+        return await self._send(conn, rows) if rows else 0
+
+    async def _pending(self, conn: Conn) -> list[asyncpg.Record]:
+        """The next batch to publish, its WAL flushed."""
         rows = await self.store.read_wire_after(conn, self.published, self.batch)
-        if not rows:
-            return 0
+        if rows:
+            # Appends commit before their WAL is flushed (kit/eventstore.py): what the
+            # bus carries must be durable, or a crash could lose an event consumers
+            # applied and give its position to another. (Flushed already, mostly, when
+            # catching up.)
+            await db.flush(conn, rows[0]["wal_at"])
+        return rows
+
+    async def _send(self, conn: Conn, rows: list[asyncpg.Record]) -> int:
         self._floor = dict(self._reached)
-        # Appends commit before their WAL is flushed (kit/eventstore.py): what the bus
-        # carries must be durable, or a crash could lose an event consumers applied and
-        # give its position to another. (Flushed already, mostly, when catching up.)
-        await db.flush(conn, rows[0]["wal_at"])
         with tracing.publishing(self.topic, (r["traceparent"] for r in rows)) as carried:
             sent: list[asyncio.Future[Any]] = []
             parked: set[int] = set()

@@ -260,11 +260,16 @@ class Runtime:
         async def caught_up(
             token: str = "",
             timeout: float = Query(5.0, ge=0, le=30),  # noqa: ASYNC109
+            types: str = "",
         ) -> dict[str, object]:
             try:
                 wanted = consistency.decode(token)
             except ValueError as error:
                 raise Refused(400, "invalid_consistency_token", str(error)) from error
+            try:
+                of_types = consistency.decode_types(types)
+            except ValueError as error:
+                raise Refused(400, "invalid_event_types", str(error)) from error
             head = await self.store.head(self.pool)
             if wanted.get(self.name, 0) > head:
                 # Never to come: refused at once rather than waited for.
@@ -280,13 +285,24 @@ class Runtime:
             ok = await consistency.wait_until_caught_up(
                 self.watermarks, relevant, timeout, self.moved
             )
-            # Read again: the reactions written meanwhile are waited for next.
-            head = await self.store.head(self.pool)
+            # Read again: the reactions written meanwhile are waited for next. With
+            # `types`, the last event of those (what a reader of them only needs to have
+            # applied: the rest of the head changes nothing it holds).
+            if of_types:
+                head = await self.store.last_of(self.pool, of_types)
+            else:
+                head = await self.store.head(self.pool)
             # What the caller is told it may read now is durable first: a consumer's
             # transaction wakes the wait at its commit, before its flush (kit/db.py).
             await db.flush(self.pool)
-            # What it consumes: the gateway asks it again only for tokens naming them.
-            return {"caught_up": ok, "head": {self.name: head}, "consumes": sorted(mine)}
+            # What it consumes, and the event types it applies: the gateway asks it again
+            # only for tokens naming them, and asks a source only for those types' head.
+            return {
+                "caught_up": ok,
+                "head": {self.name: head},
+                "consumes": sorted(mine),
+                "applies": sorted(self.reactions.types) if self.reactions else [],
+            }
 
         @app.put("/internal/idempotency", include_in_schema=False)
         async def keep_public_answer(body: PublicAnswer) -> dict[str, bool]:

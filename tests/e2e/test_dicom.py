@@ -7,10 +7,12 @@ from typing import Any
 
 import httpx
 
+from shared.kit.stack import Stack
 from tests.conftest import eventually
 from tests.dicom_fixtures import ct_dataset, ct_series, ct_slice, png_bytes, to_bytes, uid
 from tests.e2e.support import error, folder, items, member, unique
 from tests.e2e.test_access import invite
+from tests.signing import sign_as_gateway
 
 TAGS_3D = ["ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "SliceThickness"]
 
@@ -269,7 +271,7 @@ async def test_a_later_upload_extends_the_series(api: httpx.AsyncClient) -> None
     assert there["dicom"]["instances"] == 2
 
 
-async def test_progress_moves_to_done_equals_total(api: httpx.AsyncClient) -> None:
+async def test_progress_moves_to_done_equals_total(api: httpx.AsyncClient, platform: Stack) -> None:
     where = await folder(api, unique("progress"))
     study = fresh_study()
     job_id = await send(api, where["id"], *slices(study, 1, 150))
@@ -291,6 +293,22 @@ async def test_progress_moves_to_done_equals_total(api: httpx.AsyncClient) -> No
     assert series["dicom"]["instances"] == 150
     # Settled in several batches, the series is the job's one file.
     assert [f["id"] for f in job["files"]] == [series["id"]] and job["file_count"] == 1
+    # Done was answered once the catalog had the DICOM context's events up to the job's
+    # last settlement (its series' events come before it), which its account names: the
+    # gateway waits for that position, not for the DICOM store's head.
+    async with httpx.AsyncClient(
+        base_url=platform.env["FILES_DICOM_URL"], event_hooks={"request": [sign_as_gateway]}
+    ) as dicom:
+        account = (await dicom.get(f"/internal/jobs/{job_id}")).json()
+        head = (await dicom.get("/internal/consistency", params={"timeout": "0"})).json()
+    assert 0 < account["position"] <= head["head"]["dicom"]
+    async with httpx.AsyncClient(
+        base_url=platform.env["FILES_CATALOG_URL"], event_hooks={"request": [sign_as_gateway]}
+    ) as catalog:
+        reached = await catalog.get(
+            "/internal/consistency", params={"token": f"dicom:{account['position']}", "timeout": 0}
+        )
+    assert reached.json()["caught_up"] is True
 
 
 async def test_the_dicom_route_needs_editor_and_multipart(api: httpx.AsyncClient) -> None:

@@ -21,10 +21,12 @@ import orjson
 import pytest
 
 from services.gateway.routes import ROUTES, Param, Route
+from shared.kit import consistency
 from shared.kit.embedded import free_port
 from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY
 from tests.e2e.support import CONSISTENCY, error, folder, member, multipart, png, unique, upload
+from tests.signing import sign_as_gateway
 
 
 class RawConnection(http.client.HTTPConnection):
@@ -360,6 +362,50 @@ async def test_a_token_from_the_future_is_a_400_naming_its_source(api: httpx.Asy
     assert (await api.get(f"/v1/folders/{top['id']}", headers={CONSISTENCY: token})).json()[
         "folder_count"
     ] == 1
+
+
+async def test_a_catch_up_asks_a_source_for_its_last_event_of_the_types_a_reader_applies(
+    platform: Stack, api: httpx.AsyncClient
+) -> None:
+    """The gateway waits for a reader to catch up with a source as far as the events the
+    reader applies: the source's last event of those types, not its head, which moves on
+    with events the reader passes over (a busy pipeline's, waited for a broker hop)."""
+    async with (
+        httpx.AsyncClient(
+            base_url=platform.env["FILES_CATALOG_URL"],
+            timeout=30,
+            event_hooks={"request": [sign_as_gateway]},
+        ) as catalog,
+        httpx.AsyncClient(
+            base_url=platform.env["FILES_DICOM_URL"],
+            timeout=30,
+            event_hooks={"request": [sign_as_gateway]},
+        ) as dicom,
+    ):
+        made = await api.post("/v1/folders", json={"name": unique("types")})
+        assert made.status_code == 201, made.text
+        created = consistency.decode(made.headers[CONSISTENCY])["catalog"]
+        renamed = await api.patch(f"/v1/folders/{made.json()['id']}", json={"name": unique("r")})
+        assert renamed.status_code == 200, renamed.text
+        assert consistency.decode(renamed.headers[CONSISTENCY])["catalog"] > created
+
+        def head(answer: httpx.Response) -> int:
+            assert answer.status_code == 200, answer.text
+            return int(answer.json()["head"]["catalog"])
+
+        asked = {"token": "", "timeout": "0"}
+        assert head(await catalog.get("/internal/consistency", params=asked)) > created
+        only = {**asked, "types": "catalog.FolderCreated"}
+        assert head(await catalog.get("/internal/consistency", params=only)) == created
+        none = {**asked, "types": "catalog.NeverRecorded"}
+        assert head(await catalog.get("/internal/consistency", params=none)) == 0
+        bad = await catalog.get("/internal/consistency", params={**asked, "types": "x;drop"})
+        assert "x;drop" in error(bad, 400, "invalid_event_types")["message"]
+        # What a reader applies, for the gateway to ask its sources about.
+        applies = (await dicom.get("/internal/consistency", params=asked)).json()["applies"]
+        assert "catalog.FileMoved" in applies
+        assert "ingest.DicomInstancesStored" in applies
+        assert "catalog.FolderRenamed" not in applies
 
 
 # -- dry runs ------------------------------------------------------------------------
