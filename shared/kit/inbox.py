@@ -43,6 +43,7 @@ from shared.kit import tracing
 from shared.kit.bus import PARKED, decode
 from shared.kit.db import Conn
 from shared.kit.logs import log
+from shared.kit.reactions import made_ahead
 from shared.kit.retry import Backoff, Policy, transient
 
 T = TypeVar("T")
@@ -282,6 +283,7 @@ class Consumer:
         after_db_commit: Callable[[], Awaitable[None]] | None = None,
         wanted: Collection[str] | None = None,
         idle: Callable[[asyncpg.Pool], Awaitable[frozenset[str]]] | None = None,
+        prepare: Callable[[Sequence[Envelope]], Awaitable[Mapping[uuid.UUID, Any]]] | None = None,
     ) -> None:
         self.pool = pool
         self.inbox = inbox
@@ -297,6 +299,8 @@ class Consumer:
         # Asked once a poll: wanted types no reaction would act on now (ingest's
         # webhooks' triggers while no webhook is registered), passed over the same way.
         self.idle = idle
+        # Work on a batch's events before its transaction opens (`Reactions.ahead`).
+        self.prepare = prepare
         self.bootstrap = bootstrap
         self.dead_letters = dead_letters
         self.policy = policy or Policy()
@@ -452,13 +456,9 @@ class Consumer:
         wanted = self.wanted - idle if self.wanted is not None and idle else self.wanted
         used = [e for e in envelopes if wanted is None or e.type in wanted]
         passed = [e for e in envelopes if wanted is not None and e.type not in wanted]
-        async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await self.inbox.admit(conn, used) if used else set()
-            new = [e for e in used if str(e.event_id) in fresh]
-            for event_type, run in itertools.groupby(new, key=lambda e: e.type):
-                await self._handle(conn, event_type, list(run), carried)
-            await self.inbox.advance(conn, {e.source for e in envelopes}, passed)
-            await conn.execute(f"NOTIFY {self.inbox.channel}")
+        made = await self.prepare(used) if self.prepare is not None and used else {}
+        with made_ahead(made):
+            new = await self._in_transaction(envelopes, used, passed, carried)
         took = time.monotonic() - started
         if took > SLOW_BATCH_S:
             log.info(
@@ -469,6 +469,22 @@ class Consumer:
                 types=sorted({e.type for e in new}),
                 seconds=round(took, 3),
             )
+
+    async def _in_transaction(
+        self,
+        envelopes: Sequence[Envelope],
+        used: Sequence[Envelope],
+        passed: Sequence[Envelope],
+        carried: Mapping[uuid.UUID, str | None] | None,
+    ) -> list[Envelope]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await self.inbox.admit(conn, used) if used else set()
+            new = [e for e in used if str(e.event_id) in fresh]
+            for event_type, run in itertools.groupby(new, key=lambda e: e.type):
+                await self._handle(conn, event_type, list(run), carried)
+            await self.inbox.advance(conn, {e.source for e in envelopes}, passed)
+            await conn.execute(f"NOTIFY {self.inbox.channel}")
+        return new
 
     async def _handle(
         self,

@@ -13,9 +13,11 @@ declared read by no one (`shared.contracts.READ_BY_NO_ONE`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -163,6 +165,31 @@ class Triggers:
         return [contract for contract, _ in self.by_type.values()]
 
 
+# What a reaction's `ahead` made of the batch's events before the batch's transaction
+# opened, by event id (empty outside a consumer's batch: a dead letter's replay).
+_AHEAD: ContextVar[Mapping[uuid.UUID, Any] | None] = ContextVar("ahead", default=None)
+
+
+def ahead(event_id: uuid.UUID) -> Any | None:
+    """What this batch's `ahead` made of the event, if it ran (None otherwise: the
+    reaction does that work itself)."""
+    made = _AHEAD.get()
+    return made.get(event_id) if made is not None else None
+
+
+@contextlib.contextmanager
+def made_ahead(made: Mapping[uuid.UUID, Any]) -> Iterator[None]:
+    token = _AHEAD.set(made)
+    try:
+        yield
+    finally:
+        _AHEAD.reset(token)
+
+
+Ahead = Callable[[Any, Sequence[Received[Any]]], Awaitable[Mapping[uuid.UUID, Any]]]
+FA = TypeVar("FA", bound=Ahead)
+
+
 class Reactions:
     """A service's reactions to events it consumes, declared on its handlers class:
 
@@ -174,10 +201,28 @@ class Reactions:
 
     `bound(handlers)` is what the runtime's consumer calls with each run of one type;
     events of a type no reaction names are passed over.
+
+    `@reactions.ahead(FileUploaded, ...)` names work done before the batch's transaction
+    opens (reading files: the transaction, and the locks its reaction takes, then last
+    only as long as the writes): a method given the batch's events of those types, in
+    one call, that returns what it made by event id, which the reaction reads with
+    `ahead(event_id)`. It may run again for the same events (a batch retried), and for
+    events the inbox then drops (seen already): it changes nothing.
     """
 
     def __init__(self, consumer: str) -> None:
         self.triggers = Triggers(f"{consumer}.reactions")
+        self.before: dict[str, Ahead] = {}
+
+    def ahead(self, *contracts: type[Event]) -> Callable[[FA], FA]:
+        def register(method: FA) -> FA:
+            for contract in contracts:
+                if contract.type not in self.triggers.by_type:
+                    raise ValueError(f"ahead of {contract.type}, which has no reaction")
+                self.before[contract.type] = method
+            return method
+
+        return register
 
     def on(self, contract: type[E]) -> Callable[[F], F]:
         def register(method: F) -> F:
@@ -187,7 +232,7 @@ class Reactions:
         return register
 
     def bound(self, owner: object) -> Bound:
-        return Bound(self.triggers, owner)
+        return Bound(self.triggers, owner, self.before)
 
 
 class Bound:
@@ -196,11 +241,16 @@ class Bound:
     others without recording them one by one (shared/kit/inbox.py). `Bound.joined` makes
     one consumer's reactions of more than one handlers class."""
 
-    def __init__(self, triggers: Triggers, owner: object) -> None:
+    def __init__(
+        self, triggers: Triggers, owner: object, before: Mapping[str, Ahead] | None = None
+    ) -> None:
         self.by_type: dict[str, tuple[type[Event], Method, object]] = {
             name: (contract, method, owner) for name, (contract, method) in triggers.by_type.items()
         }
         self.types = frozenset(self.by_type)
+        self.before: dict[str, tuple[Ahead, object]] = {
+            name: (method, owner) for name, method in (before or {}).items()
+        }
 
     @classmethod
     def joined(cls, *parts: Bound) -> Bound:
@@ -211,7 +261,25 @@ class Bound:
                 raise ValueError(f"two reactions to {', '.join(sorted(twice))}")
             joined.by_type |= part.by_type
         joined.types = frozenset(joined.by_type)
+        joined.before = {name: found for part in parts for name, found in part.before.items()}
         return joined
+
+    async def prepare(self, envelopes: Sequence[Envelope]) -> Mapping[uuid.UUID, Any]:
+        """What the `ahead` methods make of these events, before the batch's transaction:
+        one call a method with all its events (of every type it is ahead of)."""
+        runs: dict[int, tuple[Ahead, object, list[Received[Any]]]] = {}
+        for envelope in envelopes:
+            found = self.before.get(envelope.type)
+            if found is not None:
+                method, owner = found
+                contract = self.by_type[envelope.type][0]
+                runs.setdefault(id(method), (method, owner, []))[2].append(
+                    parse(envelope, contract)
+                )
+        made: dict[uuid.UUID, Any] = {}
+        for method, owner, run in runs.values():
+            made.update(await method(owner, run))
+        return made
 
     async def idle(self, pool: Conn | asyncpg.Pool) -> frozenset[str]:
         """Types among `types` that no reaction would act on now (none, here; a bound

@@ -192,6 +192,7 @@ class Runtime:
                 handle=self.reactions,
                 wanted=self.reactions.types,
                 idle=self.reactions.idle,
+                prepare=self.reactions.prepare if self.reactions.before else None,
                 bootstrap=s.kafka_bootstrap,
                 dead_letters=self.producer,
                 policy=Policy(

@@ -14,6 +14,7 @@ from services.dicom.handlers import Dicom
 from services.dicom.projections import series
 from shared.contracts.dicom import Accepted, InstancesSettled, Rejected, job_stream
 from shared.contracts.envelope import Cause, Envelope, new_envelope
+from shared.kit.eventstore import EventStore
 from tests.conftest import fresh_database
 
 CAUSE = Cause(actor="test", correlation_id="test")
@@ -23,7 +24,8 @@ CAUSE = Cause(actor="test", correlation_id="test")
 async def dicom_db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with fresh_database(database_url, "t_dicom_jobs") as pool:
         async with pool.acquire() as conn:
-            await conn.execute("CREATE SCHEMA dicom")
+            # The account reads the job's last settlement's position in the store.
+            await EventStore("dicom").setup(conn)
             await series.setup(conn)
         yield pool
 
@@ -144,7 +146,7 @@ async def test_a_job_s_files_kept_on_its_row_move_to_rows_at_setup(database_url:
     files = sorted((uuid.uuid4() for _ in range(3)), key=str)
     async with fresh_database(database_url, "t_dicom_jobs_old") as pool:
         async with pool.acquire() as conn:
-            await conn.execute("CREATE SCHEMA dicom")
+            await EventStore("dicom").setup(conn)
             # The account's table as the version before made it, and a row it wrote.
             await conn.execute(
                 """CREATE TABLE dicom.jobs (

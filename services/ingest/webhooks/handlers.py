@@ -479,6 +479,7 @@ class WithWebhooks(Bound):
 
     def __init__(self, reactions: Bound, webhooks: Webhooks) -> None:
         self.by_type = reactions.by_type
+        self.before = reactions.before
         self.types = reactions.types | _TRIGGER_TYPES
         self.reactions, self.webhooks = reactions, webhooks
 
