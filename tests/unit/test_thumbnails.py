@@ -429,3 +429,29 @@ def test_a_file_met_twice_in_a_batch_keeps_its_events_in_the_order_decided() -> 
         ("ThumbnailsSettled", "image:1"),
         ("ThumbnailsRequestedPage", "image:2"),
     ]
+
+
+async def test_a_member_s_audit_shows_of_a_thumbnails_page_the_files_asked_about() -> None:
+    """A page of a batch names files that may be anyone's (and their bytes' digests): a
+    member asking about one of them gets that one; an admin, and a service, the page."""
+    import copy
+    import uuid
+
+    from services.thumbnails.app import _audit_seen
+    from shared.kit.access import Access
+
+    mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    files = [{"file_id": i, "source": f"image:{i}"} for i in (mine, theirs)]
+    page = {"type": "thumbnails.ThumbnailsSettled", "data": {"file_ids": [mine, theirs]}}
+    page["data"]["files"] = files
+    member = Access(user_id="m", grants={uuid.uuid4(): "viewer"})
+    for access, about, shown in (
+        (member, [uuid.UUID(mine)], [mine]),
+        (member, None, []),
+        (Access(user_id="a", org_admin=True), [uuid.UUID(mine)], [mine, theirs]),
+        (None, None, [mine, theirs]),
+    ):
+        items = [copy.deepcopy(page)]
+        await _audit_seen(access, items, about)
+        assert items[0]["data"]["file_ids"] == shown
+        assert [f["file_id"] for f in items[0]["data"]["files"]] == shown
