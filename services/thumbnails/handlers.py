@@ -163,6 +163,8 @@ def _file_size(file: ev.RequestedFile | ev.SettledFile) -> int:
 def _fields(value: object) -> Any:
     if isinstance(value, BaseModel):
         return value.__dict__
+    if isinstance(value, uuid.UUID):  # asyncpg's, which orjson does not take as one
+        return str(value)
     raise TypeError(type(value))
 
 
