@@ -47,6 +47,17 @@ async def _leases(conn: Conn) -> None:
     await conn.execute(RENDITION_LEASES)
 
 
+async def _pages_by_file(conn: Conn) -> None:
+    """The audit of a file finds its pages by the file's id (shared/kit/audit.py), not by
+    reading every page of their type."""
+    for page in _PAGES:
+        name = "events_" + page.split(".")[1].lower() + "_ids"
+        await conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {name} ON thumbnails.events"
+            f" USING gin ((data->'file_ids')) WHERE type = '{page}'"
+        )
+
+
 def build(settings: Settings) -> FastAPI:
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     blobs = open_blob_store(settings)
@@ -68,7 +79,7 @@ def build(settings: Settings) -> FastAPI:
         consumes=(topics.CATALOG, topics.DICOM),
         reactions=Thumbnails.reactions.bound(thumbnails),
         projections=(model, renditions_model),
-        setups=(_leases,),
+        setups=(_leases, _pages_by_file),
         on_start=[blobs.start, start_work],
         audit_view=_audit_seen,
     )
