@@ -29,7 +29,7 @@ def build(settings: Settings) -> FastAPI:
         projections=(tree, links, cloud_synced),
         setups=(setup_reactions, setup_history),
         on_start=[purge],
-        audit_view=lambda access, items: queries.audit_seen(parts.pool, access, items),
+        audit_view=lambda access, items, _about: queries.audit_seen(parts.pool, access, items),
     )
     app = create_app(runtime, "Files catalog")
     api.install(app, catalog)

@@ -21,7 +21,7 @@ def build(settings: Settings) -> FastAPI:
         consumes=(topics.CATALOG,),
         reactions=Datasets.reactions.bound(datasets),
         projections=(membership, tree),
-        audit_view=lambda access, items: audit_seen(parts.pool, access, items),
+        audit_view=lambda access, items, _about: audit_seen(parts.pool, access, items),
     )
     app = create_app(runtime, "Files datasets")
     api.install(app, datasets)

@@ -25,13 +25,17 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlencode
+
+import orjson
+from pydantic import BaseModel
 
 from services.thumbnails import domain, render, runners
 from services.thumbnails.drawing import Drawing
 from services.thumbnails.projections import thumbnails as model
 from services.thumbnails.renditions import Renditions
+from shared.contracts import limits
 from shared.contracts import thumbnails as ev
 from shared.contracts.catalog import (
     FileContentChanged,
@@ -41,7 +45,7 @@ from shared.contracts.catalog import (
     FileUploaded,
 )
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended, SeriesReleased
-from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
+from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, random_ids
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
 from shared.kit.eventstore import ConcurrencyConflict
@@ -144,14 +148,91 @@ class Wanted:
     size: int | None = None
 
 
-def _settled_event(
-    file_id: uuid.UUID, source: str, row: Any
-) -> ev.ThumbnailsMade | ev.ThumbnailFailed:
+def _settled_file(file_id: uuid.UUID, source: str, row: Any) -> ev.SettledFile:
     if row["state"] == "made":
-        return ev.ThumbnailsMade(file_id=file_id, source=source, renditions=row["renditions"])
-    return ev.ThumbnailFailed(
-        file_id=file_id, source=source, code=row["code"], reason=row["reason"]
-    )
+        return ev.SettledFile(file_id=file_id, source=source, renditions=row["renditions"])
+    return ev.SettledFile(file_id=file_id, source=source, code=row["code"], reason=row["reason"])
+
+
+def _file_size(file: ev.RequestedFile | ev.SettledFile) -> int:
+    # Its JSON as the event's, by orjson from the fields (a model_dump a file cost more
+    # than the page's event saved).
+    return len(orjson.dumps(file.__dict__, default=_fields))
+
+
+def _fields(value: object) -> Any:
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    if isinstance(value, uuid.UUID):  # asyncpg's, which orjson does not take as one
+        return str(value)
+    raise TypeError(type(value))
+
+
+class Paged:
+    """A transaction's thumbnails events as pages: the files asked for and the files
+    settled, a page of each a cause (split at limits.PAGE_ITEMS and PAGE_BYTES), each in
+    a stream of its own. The requests go before the settlements, so a file is pending
+    before it is settled; a file met again (two sources in one batch) first closes the
+    pages so far, so the read model takes its events in the order they were decided."""
+
+    def __init__(self) -> None:
+        self.out: list[Envelope] = []
+        # By cause (its fields: what the events carry of it).
+        self._requested: dict[tuple[Any, ...], tuple[Cause, list[ev.RequestedFile]]] = {}
+        self._settled: dict[tuple[Any, ...], tuple[Cause, list[ev.SettledFile]]] = {}
+        # Files in the pages so far (any), and in their settled pages.
+        self._seen: set[uuid.UUID] = set()
+        self._settling: set[uuid.UUID] = set()
+
+    def requested(self, cause: Cause, file: ev.RequestedFile) -> None:
+        if file.file_id in self._seen:
+            self._close()
+        self._seen.add(file.file_id)
+        self._requested.setdefault(_key(cause), (cause, []))[1].append(file)
+
+    def settled(self, cause: Cause, file: ev.SettledFile) -> None:
+        # Settled after its request in these pages is their order already.
+        if file.file_id in self._settling:
+            self._close()
+        self._seen.add(file.file_id)
+        self._settling.add(file.file_id)
+        self._settled.setdefault(_key(cause), (cause, []))[1].append(file)
+
+    def _close(self) -> None:
+        for cause, requested in self._requested.values():
+            self.out += envelopes_of(
+                [
+                    Change(ev.page_stream(page_id), 1, ev.ThumbnailsRequestedPage.page(page))
+                    for page, page_id in _cut(requested)
+                ],
+                cause,
+            )
+        for cause, settled in self._settled.values():
+            self.out += envelopes_of(
+                [
+                    Change(ev.page_stream(page_id), 1, ev.ThumbnailsSettled.page(page))
+                    for page, page_id in _cut(settled)
+                ],
+                cause,
+            )
+        self._requested, self._settled = {}, {}
+        self._seen, self._settling = set(), set()
+
+    def envelopes(self) -> list[Envelope]:
+        self._close()
+        return self.out
+
+
+def _key(cause: Cause) -> tuple[Any, ...]:
+    return (cause.actor, cause.correlation_id, cause.causation_id, cause.traceparent)
+
+
+F = TypeVar("F", ev.RequestedFile, ev.SettledFile)
+
+
+def _cut(files: list[F]) -> list[tuple[list[F], uuid.UUID]]:
+    pages = list(limits.pages(files, _file_size))
+    return list(zip(pages, random_ids(len(pages)), strict=True))
 
 
 class Thumbnails(Handlers):
@@ -304,36 +385,29 @@ class Thumbnails(Handlers):
                 list({w.source for w in wanted}),
             )
         }
-        out: list[Envelope] = []
+        paged = Paged()
         settled_now: list[uuid.UUID] = []
         for w in wanted:
             row = files.get(w.file_id)
             if row is not None and (row["state"] == "released" or row["source"] == w.source):
                 continue  # a deleted file, or what it has already (a redelivery, a no-op)
-            version = (row["version"] if row else 0) + 1
-            changes = [
-                Change(
-                    ev.file_stream(w.file_id),
-                    version,
-                    ev.ThumbnailsRequested(
-                        file_id=w.file_id,
-                        kind=w.kind,
-                        source=w.source,
-                        blob_key=w.blob_key,
-                        object_ref=w.object_ref,
-                        size=w.size,
-                    ),
-                )
-            ]
+            paged.requested(
+                w.cause,
+                ev.RequestedFile(
+                    file_id=w.file_id,
+                    kind=w.kind,
+                    source=w.source,
+                    blob_key=w.blob_key,
+                    object_ref=w.object_ref,
+                    size=w.size,
+                ),
+            )
             if w.source in settled:
                 # An identical file was drawn already: its pictures are this one's.
                 settled_now.append(w.file_id)
-                version += 1
-                event = _settled_event(w.file_id, w.source, settled[w.source])
-                changes.append(Change(ev.file_stream(w.file_id), version, event))
-            files[w.file_id] = {"version": version, "state": "pending", "source": w.source}
-            out += envelopes_of(changes, w.cause)
-        if out:
+                paged.settled(w.cause, _settled_file(w.file_id, w.source, settled[w.source]))
+            files[w.file_id] = {"state": "pending", "source": w.source}
+        if out := paged.envelopes():
             if settled_now:
                 await conn.execute(_SETTLED, settled_now)
             await model.apply(conn, out)
@@ -629,7 +703,7 @@ class Thumbnails(Handlers):
             ]
             for source, renditions in (await self._store(made)).items():
                 settled[source] = {"state": "made", "renditions": renditions}
-            out: list[Envelope] = []
+            paged = Paged()
             done: list[uuid.UUID] = []
             for source, rows in pending.items():
                 file, outcome = drawn[source]
@@ -643,10 +717,9 @@ class Thumbnails(Handlers):
                     causation_id=str(file["request_id"]),
                 )
                 for r in rows:
-                    event = _settled_event(r["file_id"], source, settled[source])
-                    change = Change(ev.file_stream(r["file_id"]), r["version"] + 1, event)
-                    out += envelopes_of([change], cause)
+                    paged.settled(cause, _settled_file(r["file_id"], source, settled[source]))
                     done.append(r["file_id"])
+            out = paged.envelopes()
             if not out:
                 return
             await conn.execute(_SETTLED, done)

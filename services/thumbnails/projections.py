@@ -10,6 +10,7 @@ records; `files rebuild thumbnails.files` replays it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from shared.contracts import thumbnails as thumbnails_events
@@ -70,16 +71,69 @@ thumbnails = Projection(
 async def requested(
     conn: Conn, events: Sequence[Received[thumbnails_events.ThumbnailsRequested]]
 ) -> None:
+    await _requested(
+        conn,
+        [
+            {**e.data, **_request_of(e), "version": e.stream_version, "grown": None}
+            for e in _last_per_file(events)
+        ],
+    )
+
+
+@thumbnails.on(thumbnails_events.ThumbnailsRequestedPage)
+async def requested_page(
+    conn: Conn, events: Sequence[Received[thumbnails_events.ThumbnailsRequestedPage]]
+) -> None:
+    await _requested(conn, _paged(events))
+
+
+def _request_of(e: Received[Any]) -> dict[str, Any]:
+    return {
+        "at": e.occurred_at.isoformat(),
+        "request_id": str(e.event_id),
+        "correlation_id": e.correlation_id,
+    }
+
+
+def _paged(events: Sequence[Received[Any]]) -> list[dict[str, Any]]:
+    """A page's files as the rows of the per-file events they stand for. A file is in
+    no stream of its own here: its version counts the events about it (`grown`: how many
+    in these pages), so that it is the same whether the pages came in one transaction or
+    several, as a rebuild takes them."""
+    rows: dict[str, dict[str, Any]] = {}
+    for e in events:
+        cause = _request_of(e)
+        for n, f in enumerate(e.data["files"]):
+            grown = rows[f["file_id"]]["grown"] + 1 if f["file_id"] in rows else 1
+            rows.pop(f["file_id"], None)  # in the order of its last event
+            # A microsecond apart, in the page's order: the drawing takes the oldest
+            # request first, and a page's files in the order they were asked for (as
+            # their own events' times did), the same in a rebuild.
+            at = (e.occurred_at + timedelta(microseconds=n)).isoformat()
+            rows[f["file_id"]] = {**f, **cause, "at": at, "version": None, "grown": grown}
+    return list(rows.values())
+
+
+# A row's version: its stream's (a per-file event), or one more for each page about it.
+_VERSION = "coalesce(x.version, f.version + x.grown)"
+
+
+async def _requested(conn: Conn, rows: list[dict[str, Any]]) -> None:
+    # A page's file: its version one more for each page about it (`grown`), from its row
+    # (if any: probed by key, as below); a per-file event's: its stream's.
     await conn.execute(
         """INSERT INTO thumbnails.files AS f
            (file_id, version, kind, source, blob_key, state, requested_at, request_id,
             correlation_id, object_ref, bytes)
-           SELECT file_id, version, kind, source, blob_key, 'pending', at, request_id,
-                  correlation_id, object_ref, size
+           SELECT x.file_id, coalesce(x.version, coalesce(o.version, 0) + x.grown), x.kind,
+                  x.source, x.blob_key, 'pending', x.at, x.request_id, x.correlation_id,
+                  x.object_ref, x.size
            FROM jsonb_to_recordset($1::jsonb) AS x(
-               file_id uuid, version integer, kind text, source text, blob_key text,
-               at timestamptz, request_id uuid, correlation_id text, object_ref text,
-               size bigint)
+               file_id uuid, version integer, grown integer, kind text, source text,
+               blob_key text, at timestamptz, request_id uuid, correlation_id text,
+               object_ref text, size bigint)
+           LEFT JOIN thumbnails.files o
+               ON o.file_id = x.file_id AND o.file_id = ANY($2::uuid[]) AND x.version IS NULL
            ON CONFLICT (file_id) DO UPDATE
            SET version = excluded.version, kind = excluded.kind, source = excluded.source,
                blob_key = excluded.blob_key, object_ref = excluded.object_ref,
@@ -87,16 +141,8 @@ async def requested(
                requested_at = excluded.requested_at, request_id = excluded.request_id,
                correlation_id = excluded.correlation_id, renditions = NULL, code = NULL,
                reason = NULL""",
-        [
-            {
-                **e.data,
-                "version": e.stream_version,
-                "at": e.occurred_at.isoformat(),
-                "request_id": str(e.event_id),
-                "correlation_id": e.correlation_id,
-            }
-            for e in _last_per_file(events)
-        ],
+        rows,
+        [r["file_id"] for r in rows if r["version"] is None],
     )
 
 
@@ -106,57 +152,66 @@ async def requested(
 # analyzed or not), where the key probe is 0.08 ms.
 @thumbnails.on(thumbnails_events.ThumbnailsMade)
 async def made(conn: Conn, events: Sequence[Received[thumbnails_events.ThumbnailsMade]]) -> None:
-    rows = [
-        {**e.data, "version": e.stream_version, "at": e.occurred_at.isoformat()}
-        for e in _last_per_file(events)
-    ]
-    await conn.execute(
-        """UPDATE thumbnails.files AS f
-           SET version = x.version, state = 'made', renditions = x.renditions,
-               code = NULL, reason = NULL
-           FROM jsonb_to_recordset($1::jsonb) AS x(file_id uuid, version integer,
-                                                    renditions jsonb)
-           WHERE f.file_id = x.file_id AND f.file_id = ANY($2::uuid[])""",
-        rows,
-        [r["file_id"] for r in rows],
-    )
-    await _settle(conn, rows, "made")
+    await _settled(conn, [_settled_row(e, "made") for e in _last_per_file(events)])
 
 
 @thumbnails.on(thumbnails_events.ThumbnailFailed)
 async def failed(conn: Conn, events: Sequence[Received[thumbnails_events.ThumbnailFailed]]) -> None:
-    rows = [
-        {**e.data, "version": e.stream_version, "at": e.occurred_at.isoformat()}
-        for e in _last_per_file(events)
-    ]
+    await _settled(conn, [_settled_row(e, "failed") for e in _last_per_file(events)])
+
+
+@thumbnails.on(thumbnails_events.ThumbnailsSettled)
+async def settled(
+    conn: Conn, events: Sequence[Received[thumbnails_events.ThumbnailsSettled]]
+) -> None:
+    await _settled(
+        conn,
+        [
+            {**r, "state": "made" if r.get("renditions") is not None else "failed"}
+            for r in _paged(events)
+        ],
+    )
+
+
+def _settled_row(e: Received[Any], state: str) -> dict[str, Any]:
+    return {
+        **e.data,
+        "version": e.stream_version,
+        "grown": None,
+        "at": e.occurred_at.isoformat(),
+        "state": state,
+    }
+
+
+async def _settled(conn: Conn, rows: list[dict[str, Any]]) -> None:
+    """Each file made (`renditions`) or failed (`code`, `reason`), and its source so."""
     await conn.execute(
-        """UPDATE thumbnails.files AS f
-           SET version = x.version, state = 'failed', renditions = NULL, code = x.code,
-               reason = x.reason
-           FROM jsonb_to_recordset($1::jsonb) AS x(file_id uuid, version integer, code text,
-                                                    reason text)
+        f"""UPDATE thumbnails.files AS f
+           SET version = {_VERSION}, state = x.state,
+               renditions = CASE WHEN x.state = 'made' THEN x.renditions END,
+               code = x.code, reason = x.reason
+           FROM jsonb_to_recordset($1::jsonb) AS x(file_id uuid, version integer,
+                                                    grown integer, state text,
+                                                    renditions jsonb, code text, reason text)
            WHERE f.file_id = x.file_id AND f.file_id = ANY($2::uuid[])""",
         rows,
         [r["file_id"] for r in rows],
     )
-    await _settle(conn, rows, "failed")
-
-
-async def _settle(conn: Conn, rows: list[dict[str, object]], state: str) -> None:
     # A source settled twice (two workers, or drawn again after a failure) keeps the last.
     last = {r["source"]: r for r in rows}
     await conn.execute(
         """INSERT INTO thumbnails.sources AS s (source, state, renditions, code, reason,
                                                settled_at)
-           SELECT source, $2, renditions, code, reason, at
-           FROM jsonb_to_recordset($1::jsonb) AS x(source text, renditions jsonb, code text,
+           SELECT source, state, CASE WHEN state = 'made' THEN renditions END, code, reason,
+                  at
+           FROM jsonb_to_recordset($1::jsonb) AS x(source text, state text,
+                                                    renditions jsonb, code text,
                                                     reason text, at timestamptz)
            ON CONFLICT (source) DO UPDATE
            SET state = excluded.state, renditions = excluded.renditions, code = excluded.code,
                reason = excluded.reason, settled_at = excluded.settled_at,
                released_at = NULL""",
         list(last.values()),
-        state,
     )
 
 

@@ -96,7 +96,10 @@ class Parts:
         )
 
 
-AuditView = Callable[[access_rules.Access | None, list[dict[str, Any]]], Awaitable[None]]
+# (the caller's access, the events, the subjects asked about: None if any)
+AuditView = Callable[
+    [access_rules.Access | None, list[dict[str, Any]], list[uuid.UUID] | None], Awaitable[None]
+]
 
 
 @dataclass
@@ -407,7 +410,7 @@ def mount_audit(app: FastAPI, runtime: Runtime) -> None:
         if runtime.audit_view is not None:
             caller = identity_of(request).access
             await runtime.audit_view(
-                None if caller is None else access_rules.Access.decode(caller), items
+                None if caller is None else access_rules.Access.decode(caller), items, subject_id
             )
         return {"source": runtime.store.schema, "items": items}
 

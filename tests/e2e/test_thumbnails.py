@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,8 @@ from PIL import Image
 
 from services.thumbnails import domain
 from services.thumbnails.projections import thumbnails as model
+from shared.contracts import thumbnails as ev
+from shared.contracts.envelope import Cause, Change, envelopes_of
 from shared.kit.blobs import BlobStore, open_blob_store
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import rebuild
@@ -235,7 +238,7 @@ async def test_rights_etag_and_revalidation(api: httpx.AsyncClient, as_key: Any)
 
 
 async def test_hostile_images_fail_on_record_and_the_rest_goes_on(
-    api: httpx.AsyncClient,
+    api: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
     top = await folder(api, unique("thumbs-hostile"))
     files = {
@@ -256,14 +259,30 @@ async def test_hostile_images_fail_on_record_and_the_rest_goes_on(
     cut = error(await settled(api, files["cut.png"]["id"]), 404, "thumbnail_unavailable")
     assert cut["details"]["code"] == "unreadable" and "truncated" in cut["details"]["reason"]
     picture(await settled(api, files["fine.png"]["id"]))
-    # The failures are events of the file's history, not retried.
-    history = await api.get(
-        "/v1/audit",
-        params={"subject_id": files["bomb.png"]["id"], "type": "thumbnails.ThumbnailFailed"},
-    )
+    # The failures are events of the file's history, not retried: each file settled
+    # once, with its code, in a page of its batch (not an event a file).
+    bomb_id = files["bomb.png"]["id"]
+    history = await api.get("/v1/audit", params={"subject_id": bomb_id})
     assert history.status_code == 200, history.text
-    [failed] = history.json()["items"]
-    assert failed["data"]["code"] == "too_large"
+    types = [e["type"] for e in history.json()["items"] if e["type"].startswith("thumbnails.")]
+    assert types == ["thumbnails.ThumbnailsRequestedPage", "thumbnails.ThumbnailsSettled"]
+    [page] = [e for e in history.json()["items"] if e["type"] == "thumbnails.ThumbnailsSettled"]
+    [failed] = [f for f in page["data"]["files"] if f["file_id"] == bomb_id]
+    assert (failed["code"], failed["renditions"]) == ("too_large", None)
+    settling = await pool.fetch(
+        """SELECT f->>'file_id' AS file_id, f->>'code' AS code FROM thumbnails.events,
+                  jsonb_array_elements(data->'files') AS f
+           WHERE type = 'thumbnails.ThumbnailsSettled' AND data->'file_ids' ?| $1::text[]
+             AND f->>'file_id' = ANY($1::text[])""",
+        [f["id"] for f in files.values()],
+    )
+    assert sorted((r["file_id"], r["code"]) for r in settling) == sorted(
+        [
+            (bomb_id, "too_large"),
+            (files["cut.png"]["id"], "unreadable"),
+            (files["fine.png"]["id"], None),
+        ]
+    )
     # The same bytes again are known undrawable at once (their source is settled).
     [again] = (await upload(api, top["id"], ("bomb-2.png", media.decompression_bomb())))["files"]
     error(await settled(api, again["id"]), 404, "thumbnail_unavailable")
@@ -323,6 +342,53 @@ async def rows(pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+async def older_history(pool: asyncpg.Pool, store: EventStore, drawn_id: str) -> None:
+    """A file whose thumbnails were requested and made as its own events (before pages),
+    then asked for again from other bytes in a page, and found undrawable in another:
+    recorded and projected as the service does, in one transaction each."""
+    file_id = uuid.uuid4()
+    renditions = await pool.fetchval(
+        "SELECT renditions FROM thumbnails.files WHERE file_id = $1", uuid.UUID(drawn_id)
+    )
+    source = await pool.fetchval(
+        "SELECT source FROM thumbnails.files WHERE file_id = $1", uuid.UUID(drawn_id)
+    )
+    other = domain.source_of("image", hashlib.sha256(file_id.bytes).hexdigest())
+    cause = Cause(actor="system:test", correlation_id=str(uuid.uuid4()))
+    own = [
+        Change(
+            ev.file_stream(file_id),
+            1,
+            ev.ThumbnailsRequested(
+                file_id=file_id, kind="image", source=source, blob_key="sha256/old"
+            ),
+        ),
+        Change(
+            ev.file_stream(file_id),
+            2,
+            ev.ThumbnailsMade(file_id=file_id, source=source, renditions=renditions),
+        ),
+    ]
+    asked = ev.RequestedFile(file_id=file_id, kind="image", source=other, blob_key="sha256/x")
+    failed = ev.SettledFile(file_id=file_id, source=other, code="unreadable", reason="cut")
+    for changes in (
+        own,
+        [Change(ev.page_stream(uuid.uuid4()), 1, ev.ThumbnailsRequestedPage.page([asked]))],
+        [Change(ev.page_stream(uuid.uuid4()), 1, ev.ThumbnailsSettled.page([failed]))],
+    ):
+        out = envelopes_of(changes, cause)
+        async with pool.acquire() as conn, conn.transaction():
+            await model.apply(conn, out)
+            await store.append(conn, out)
+    row = await pool.fetchrow("SELECT * FROM thumbnails.files WHERE file_id = $1", file_id)
+    assert (row["version"], row["state"], row["source"], row["code"]) == (
+        4,
+        "failed",
+        other,
+        "unreadable",
+    )
+
+
 async def test_the_read_model_rebuilt_from_events_equals_the_live_one(
     api: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
@@ -340,6 +406,15 @@ async def test_the_read_model_rebuilt_from_events_equals_the_live_one(
         await settled(api, file["id"])
     assert (await api.delete(f"/v1/files/{made[2]['id']}")).status_code == 204
     store = EventStore("thumbnails")
+    # Recorded as pages; history from before them (a file's own events), then pages
+    # about the same file, replay to the same rows.
+    paged = await pool.fetchval(
+        "SELECT count(*) FROM thumbnails.events WHERE type = 'thumbnails.ThumbnailsSettled'"
+        " AND data->'file_ids' ? $1",
+        made[0]["id"],
+    )
+    assert paged == 1
+    await older_history(pool, store, made[0]["id"])
 
     async def quiet() -> bool:
         """Nothing pending, nothing left to reclaim: the live rows hold still."""

@@ -59,6 +59,18 @@ async def test_an_upload_enters_the_catalog_as_pages_that_every_reader_takes(
     assert await member_ids(api, synced["id"], token) == set(ids)
     for f in files:
         assert (await settled(api, f["id"])).status_code == 200
+    # The thumbnails context records them as pages too: one request a catalog page (its
+    # cause), each file settled once, and no event in the files' own streams.
+    drawn = await pool.fetch(
+        """SELECT type, data->'file_ids' AS ids FROM thumbnails.events
+           WHERE data->'file_ids' ?| $1::text[] OR right(stream_id, 36) = ANY($1::text[])""",
+        ids,
+    )
+    asked = [r["ids"] for r in drawn if r["type"] == "thumbnails.ThumbnailsRequestedPage"]
+    made = [r["ids"] for r in drawn if r["type"] == "thumbnails.ThumbnailsSettled"]
+    assert len(asked) == len(recorded) and len(asked) + len(made) == len(drawn) < 2 * len(ids)
+    assert sorted(i for page in asked for i in page) == sorted(ids)
+    assert sorted(i for page in made for i in page) == sorted(ids)
 
     # The audit of a file finds its page (which it may see whole here).
     audit = await api.get("/v1/audit", params={"subject_id": ids[0]})
@@ -101,6 +113,14 @@ async def test_an_upload_enters_the_catalog_as_pages_that_every_reader_takes(
     [alone] = [e for e in seen.json()["items"] if e["type"] == "catalog.FilesUploaded"]
     assert alone["data"]["file_ids"] == [ids[1]]
     assert [f["name"] for f in alone["data"]["files"]] == ["p1.png"]
+    # So do the thumbnails' pages: the others' sources (their bytes' digests) are not shown.
+    thumbs = [e for e in seen.json()["items"] if e["type"].startswith("thumbnails.")]
+    assert {e["type"] for e in thumbs} == {
+        "thumbnails.ThumbnailsRequestedPage",
+        "thumbnails.ThumbnailsSettled",
+    }
+    assert all(e["data"]["file_ids"] == [ids[1]] for e in thumbs), thumbs
+    assert all([f["file_id"] for f in e["data"]["files"]] == [ids[1]] for e in thumbs)
 
     # The history shows them where they were, with their upload's facts.
     now = datetime.now(UTC) + timedelta(seconds=1)

@@ -360,3 +360,98 @@ def test_the_largest_thumbnails_events_are_far_below_what_the_bus_carries() -> N
     )
     for event in (reclaimed, failed):
         assert limits.json_size(event.model_dump(mode="json")) < limits.PAGE_BYTES
+
+
+def test_a_batch_s_requests_and_settlements_are_pages_within_their_bounds() -> None:
+    """2,500 files asked for by one cause: a few pages of at most PAGE_ITEMS; settled with
+    the longest reasons a decoder may give: cut by bytes, each page a whole event the
+    store takes. Each page names its files in order (the audit's `file_ids`) and stands
+    for the per-file events it replaces."""
+    import uuid
+
+    from services.thumbnails.handlers import Paged
+    from shared.contracts import limits
+    from shared.contracts import thumbnails as ev
+    from shared.contracts.envelope import Cause
+
+    cause = Cause(actor="test", correlation_id="c", causation_id=str(uuid.uuid4()))
+    source = domain.source_of("image", "ab" * 32)
+    paged = Paged()
+    ids = [uuid.uuid4() for _ in range(2500)]
+    for i in ids:
+        paged.requested(
+            cause, ev.RequestedFile(file_id=i, kind="image", source=source, blob_key="k")
+        )
+    reason = domain.short_reason("\U0001f600" * 100_000)
+    for i in ids:
+        paged.settled(
+            cause, ev.SettledFile(file_id=i, source=source, code="unreadable", reason=reason)
+        )
+    out = paged.envelopes()
+    requested = [e for e in out if e.type == ev.ThumbnailsRequestedPage.type]
+    settled = [e for e in out if e.type == ev.ThumbnailsSettled.type]
+    sizes = [len(e.data["files"]) for e in requested]
+    assert sum(sizes) == 2500 and 3 <= len(sizes) < 10 and max(sizes) <= limits.PAGE_ITEMS
+    assert 3 < len(settled) < 2500 / 10
+    assert out[: len(requested)] == requested  # asked for before settled
+    for e in out:
+        assert e.stream_id.startswith("thumbnails-page-") and e.stream_version == 1
+        assert e.data["file_ids"] == [f["file_id"] for f in e.data["files"]]
+        assert limits.json_size(e.data["files"]) <= limits.PAGE_BYTES + 1000
+        assert limits.json_size(e.data) < limits.MAX_EVENT_BYTES
+    assert [i for e in settled for i in e.data["file_ids"]] == [str(i) for i in ids]
+    page = ev.ThumbnailsSettled.model_validate(settled[0].data)
+    [first, *_] = page.each()
+    assert isinstance(first, ev.ThumbnailFailed) and first.code == "unreadable"
+    with pytest.raises(ValueError, match="file_ids"):
+        ev.ThumbnailsSettled(file_ids=ids[:1], files=page.files[1:2])
+    with pytest.raises(ValueError, match="renditions or a failure"):
+        ev.SettledFile(file_id=ids[0], source=source)
+
+
+def test_a_file_met_twice_in_a_batch_keeps_its_events_in_the_order_decided() -> None:
+    """Asked for with one source (settled at once), then another: its second request is
+    a page after the first one's settlement, so the read model ends with it pending."""
+    import uuid
+
+    from services.thumbnails.handlers import Paged
+    from shared.contracts import thumbnails as ev
+    from shared.contracts.envelope import Cause
+
+    one, two = (Cause(actor="test", correlation_id=c) for c in ("a", "b"))
+    f = uuid.uuid4()
+    paged = Paged()
+    paged.requested(one, ev.RequestedFile(file_id=f, kind="image", source="image:1", blob_key="k"))
+    paged.settled(one, ev.SettledFile(file_id=f, source="image:1", code="unreadable", reason="-"))
+    paged.requested(two, ev.RequestedFile(file_id=f, kind="image", source="image:2", blob_key="k"))
+    assert [(e.type.split(".")[1], e.data["files"][0]["source"]) for e in paged.envelopes()] == [
+        ("ThumbnailsRequestedPage", "image:1"),
+        ("ThumbnailsSettled", "image:1"),
+        ("ThumbnailsRequestedPage", "image:2"),
+    ]
+
+
+async def test_a_member_s_audit_shows_of_a_thumbnails_page_the_files_asked_about() -> None:
+    """A page of a batch names files that may be anyone's (and their bytes' digests): a
+    member asking about one of them gets that one; an admin, and a service, the page."""
+    import copy
+    import uuid
+
+    from services.thumbnails.app import _audit_seen
+    from shared.kit.access import Access
+
+    mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    files = [{"file_id": i, "source": f"image:{i}"} for i in (mine, theirs)]
+    page = {"type": "thumbnails.ThumbnailsSettled", "data": {"file_ids": [mine, theirs]}}
+    page["data"]["files"] = files
+    member = Access(user_id="m", grants={uuid.uuid4(): "viewer"})
+    for access, about, shown in (
+        (member, [uuid.UUID(mine)], [mine]),
+        (member, None, []),
+        (Access(user_id="a", org_admin=True), [uuid.UUID(mine)], [mine, theirs]),
+        (None, None, [mine, theirs]),
+    ):
+        items = [copy.deepcopy(page)]
+        await _audit_seen(access, items, about)
+        assert items[0]["data"]["file_ids"] == shown
+        assert [f["file_id"] for f in items[0]["data"]["files"]] == shown

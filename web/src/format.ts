@@ -37,8 +37,12 @@ export function duration(s: number | undefined): string {
   return `${m}:${sec}`;
 }
 
-// A page of an upload's files is, in a file's history, that file's upload.
-const AS_ONE_FILE: Record<string, string> = { "catalog.FilesUploaded": "catalog.FileUploaded" };
+// A page of an upload's files is, in a file's history, that file's upload (and a page of
+// requested thumbnails, its thumbnails requested).
+const AS_ONE_FILE: Record<string, string> = {
+  "catalog.FilesUploaded": "catalog.FileUploaded",
+  "thumbnails.ThumbnailsRequestedPage": "thumbnails.ThumbnailsRequested",
+};
 
 // "catalog.FileUploaded" -> "File uploaded"
 export function eventLabel(type: string): string {
