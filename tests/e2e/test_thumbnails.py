@@ -404,7 +404,19 @@ async def test_the_read_model_rebuilt_from_events_equals_the_live_one(
     )["files"]
     for file in made:
         await settled(api, file["id"])
+    # Deleted forever, so that its pictures are released (the trash keeps them).
     assert (await api.delete(f"/v1/files/{made[2]['id']}")).status_code == 204
+    gone = await api.delete("/v1/trash", params={"file_ids": made[2]["id"]})
+    assert gone.status_code == 200 and gone.json()["purged_files"] == 1, gone.text
+
+    async def released() -> bool:
+        """The purge reaches the thumbnails context by the bus, after its answer."""
+        state = await pool.fetchval(
+            "SELECT state FROM thumbnails.files WHERE file_id = $1", uuid.UUID(made[2]["id"])
+        )
+        return bool(state == "released")
+
+    await eventually(released, WITHIN, "the deleted file's thumbnails released")
     store = EventStore("thumbnails")
     # Recorded as pages; history from before them (a file's own events), then pages
     # about the same file, replay to the same rows.
