@@ -371,20 +371,24 @@ class Thumbnails(Handlers):
     async def request(self, conn: Conn, wanted: Sequence[Wanted]) -> None:
         if not wanted:
             return
-        await lock_sources(conn, (w.source for w in wanted))
+        # Only a source drawn already is locked (its pictures are given to these files:
+        # the sweep must not take them meanwhile), and read again under its lock. A new
+        # source is not: locking every source of a page (~50 of the 64 buckets for 100
+        # files) queued the consumer, and the upload answers waiting on it, behind each
+        # drawn batch's record (20 s of lock waits for 10,000 small uploads). Should a
+        # runner settle a source while this file is requested, the file stays pending,
+        # and its claim, seeing the source settled, gives it that source's outcome.
+        sources = list({w.source for w in wanted})
+        settled = await self._settled_sources(conn, sources)
+        if settled:
+            await lock_sources(conn, settled)
+            settled = await self._settled_sources(conn, list(settled))
         rows = await conn.fetch(
             "SELECT file_id, version, state, source FROM thumbnails.files"
             " WHERE file_id = ANY($1::uuid[]) FOR UPDATE",
             [w.file_id for w in wanted],
         )
         files = {r["file_id"]: dict(r) for r in rows}
-        settled = {
-            r["source"]: r
-            for r in await conn.fetch(
-                "SELECT * FROM thumbnails.sources WHERE source = ANY($1::text[])",
-                list({w.source for w in wanted}),
-            )
-        }
         paged = Paged()
         settled_now: list[uuid.UUID] = []
         for w in wanted:
@@ -413,6 +417,15 @@ class Thumbnails(Handlers):
             await model.apply(conn, out)
             await self.store.append(conn, out)
             self._grown += len(wanted)
+
+    @staticmethod
+    async def _settled_sources(conn: Conn, sources: list[str]) -> dict[str, Any]:
+        return {
+            r["source"]: r
+            for r in await conn.fetch(
+                "SELECT * FROM thumbnails.sources WHERE source = ANY($1::text[])", sources
+            )
+        }
 
     async def release(
         self,

@@ -11,6 +11,7 @@ import hashlib
 import io
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -371,6 +372,56 @@ async def test_after_a_batch_of_small_images_a_claim_takes_more(
         )
         assert states == {"made": DRAW_BATCH + 10, "failed": SMALL_BATCH - 10, "pending": 10}
         assert await pool.fetchval("SELECT count(*) FROM thumbnails.leases") == 0
+
+
+@pytest.mark.timeout(300)
+async def test_a_request_of_new_sources_does_not_wait_for_a_batch_being_recorded(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A runner recording its batch holds its sources' locks until it commits. Files of
+    sources never drawn are requested without waiting for it (the consumer, and the
+    upload answers waiting on the consumer, used to queue behind every record); a file
+    given a drawn source's pictures still waits for that source's lock, so the sweep
+    cannot take them meanwhile."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    blobs = LocalBlobStore(settings.blob_root())
+    async with drawing_service(database_url, settings, blobs) as (pool, thumbnails):
+        cause = a_cause()
+
+        def wanted(name: str) -> Wanted:
+            sha = hashlib.sha256(name.encode()).hexdigest()
+            return Wanted(
+                uuid.uuid4(), "image", domain.source_of("image", sha), content_key(sha), cause
+            )
+
+        drawn = wanted("drawn before")
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, [drawn])
+        row = await pool.fetchrow(
+            "SELECT * FROM thumbnails.files WHERE file_id = $1", drawn.file_id
+        )
+        await thumbnails.record({drawn.source: (dict(row), ("unreadable", "cut short"))})
+
+        new = [wanted(f"new {i}") for i in range(100)]
+        same = replace(wanted("drawn before"), file_id=uuid.uuid4())
+        async with pool.acquire() as recording, recording.transaction():
+            await handlers.lock_sources(recording, [drawn.source, *(w.source for w in new)])
+            async with pool.acquire() as conn:
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL lock_timeout = '2s'")
+                    await thumbnails.request(conn, new)
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    async with conn.transaction():
+                        await conn.execute("SET LOCAL lock_timeout = '200ms'")
+                        await thumbnails.request(conn, [same])
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, [same])
+        states = {
+            r["file_id"]: (r["state"], r["code"])
+            for r in await pool.fetch("SELECT file_id, state, code FROM thumbnails.files")
+        }
+        assert [states[w.file_id] for w in new] == [("pending", None)] * 100
+        assert states[same.file_id] == ("failed", "unreadable")
 
 
 def environment() -> bytes:
