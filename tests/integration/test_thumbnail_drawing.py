@@ -424,6 +424,40 @@ async def test_a_request_of_new_sources_does_not_wait_for_a_batch_being_recorded
         assert states[same.file_id] == ("failed", "unreadable")
 
 
+async def test_a_batch_of_small_images_goes_to_the_workers_in_a_task_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim of 64 small images on two workers: two tasks of 32 (a task's round trip
+    cost a worker more than finding a 4 KiB file undrawable), each file with its own
+    outcome; their sizes as their requests kept them, not asked of the store again."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=2)
+
+    class NotAsked(LocalBlobStore):
+        async def size(self, key: str) -> int:
+            raise AssertionError(f"the store asked the size of {key}")
+
+    runtime: Any = SimpleNamespace(settings=settings)
+    thumbnails = Thumbnails(runtime, NotAsked(settings.blob_root()))
+    tasks: list[list[str]] = []
+
+    async def draw_together(jobs: list[render.Job], time_cap: float) -> list[Any]:
+        tasks.append([j.blob_key for j in jobs])
+        return [("unreadable", f"not {j.blob_key}") for j in jobs]
+
+    monkeypatch.setattr(thumbnails.drawing, "draw_together", draw_together)
+    files = []
+    for i in range(SMALL_BATCH):
+        sha = hashlib.sha256(f"small {i}".encode()).hexdigest()
+        source = domain.source_of("image", sha)
+        files.append(
+            {"source": source, "blob_key": content_key(sha), "object_ref": None, "bytes": 4096}
+        )
+    results, all_small = await thumbnails._drawn(files)
+    assert all_small
+    assert sorted(len(t) for t in tasks) == [SMALL_BATCH // 2] * 2
+    assert results == [("unreadable", f"not {f['blob_key']}") for f in files]
+
+
 def environment() -> bytes:
     """A worker's environment as it started (what a decoder's flaw could read)."""
     return Path("/proc/self/environ").read_bytes()
