@@ -37,6 +37,7 @@ RENDERERS = {
     "pdf": "pdf",
     "dicom_series": "dicom",
 }
+_DRAWN_BY = frozenset(RENDERERS.values())
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Kinds drawn from the object they were imported from, by reference: a group's or
 # sequence's file is no object of the bucket (its images are, each a file of its own).
@@ -50,7 +51,7 @@ def renderer_of(kind: str) -> str | None:
 def source_of(renderer: str, sha256: str) -> str:
     """What a thumbnail is of: the renderer and the sha256 of what it reads. Identical
     files have one source, so they share their pictures."""
-    if renderer not in set(RENDERERS.values()) or not _SHA256.fullmatch(sha256):
+    if renderer not in _DRAWN_BY or not _SHA256.fullmatch(sha256):
         raise ValueError(f"not a source: {renderer}:{sha256}")
     return f"{renderer}:{sha256}"
 

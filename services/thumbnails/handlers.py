@@ -43,6 +43,7 @@ from shared.contracts.catalog import (
     FilePurged,
     FilesUploaded,
     FileUploaded,
+    UploadedFile,
 )
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended, SeriesReleased
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, random_ids
@@ -270,16 +271,15 @@ class Thumbnails(Handlers):
     async def when_file_uploaded(
         self, conn: Conn, uploaded: Sequence[Received[FileUploaded] | Received[FilesUploaded]]
     ) -> None:
-        """A page's files as the files one an event (`each`), caused by the page."""
-        await self.request(
-            conn,
-            [
-                w
-                for e in uploaded
-                for file in (e.event.each() if isinstance(e.event, FilesUploaded) else [e.event])
-                if (w := self._uploaded(file, Cause.of(e)))
-            ],
-        )
+        """A page's files as the files one an event would be, caused by the page (read
+        from the page's own entries: a `FileUploaded` built for each cost more than the
+        rest of the request)."""
+        wanted: list[Wanted] = []
+        for e in uploaded:
+            cause = Cause.of(e)
+            files = e.event.files if isinstance(e.event, FilesUploaded) else [e.event]
+            wanted += [w for file in files if (w := self._uploaded(file, cause))]
+        await self.request(conn, wanted)
 
     @reactions.on(SeriesAssembled)
     @reactions.on(SeriesExtended)
@@ -337,7 +337,7 @@ class Thumbnails(Handlers):
         await self.request(conn, wanted)
 
     @staticmethod
-    def _uploaded(file: FileUploaded, cause: Cause) -> Wanted | None:
+    def _uploaded(file: FileUploaded | UploadedFile, cause: Cause) -> Wanted | None:
         """A file registered with its content. A DICOM series is drawn from its middle
         slice, which the DICOM context's events name. A file imported by reference is
         not drawn here but when its picture is first asked for (`request_imported`): an
@@ -371,20 +371,24 @@ class Thumbnails(Handlers):
     async def request(self, conn: Conn, wanted: Sequence[Wanted]) -> None:
         if not wanted:
             return
-        await lock_sources(conn, (w.source for w in wanted))
+        # Only a source drawn already is locked (its pictures are given to these files:
+        # the sweep must not take them meanwhile), and read again under its lock. A new
+        # source is not: locking every source of a page (~50 of the 64 buckets for 100
+        # files) queued the consumer, and the upload answers waiting on it, behind each
+        # drawn batch's record (20 s of lock waits for 10,000 small uploads). Should a
+        # runner settle a source while this file is requested, the file stays pending,
+        # and its claim, seeing the source settled, gives it that source's outcome.
+        sources = list({w.source for w in wanted})
+        settled = await self._settled_sources(conn, sources)
+        if settled:
+            await lock_sources(conn, settled)
+            settled = await self._settled_sources(conn, list(settled))
         rows = await conn.fetch(
             "SELECT file_id, version, state, source FROM thumbnails.files"
             " WHERE file_id = ANY($1::uuid[]) FOR UPDATE",
             [w.file_id for w in wanted],
         )
         files = {r["file_id"]: dict(r) for r in rows}
-        settled = {
-            r["source"]: r
-            for r in await conn.fetch(
-                "SELECT * FROM thumbnails.sources WHERE source = ANY($1::text[])",
-                list({w.source for w in wanted}),
-            )
-        }
         paged = Paged()
         settled_now: list[uuid.UUID] = []
         for w in wanted:
@@ -413,6 +417,15 @@ class Thumbnails(Handlers):
             await model.apply(conn, out)
             await self.store.append(conn, out)
             self._grown += len(wanted)
+
+    @staticmethod
+    async def _settled_sources(conn: Conn, sources: list[str]) -> dict[str, Any]:
+        return {
+            r["source"]: r
+            for r in await conn.fetch(
+                "SELECT * FROM thumbnails.sources WHERE source = ANY($1::text[])", sources
+            )
+        }
 
     async def release(
         self,
@@ -653,7 +666,11 @@ class Thumbnails(Handlers):
             # A file that raised in the group: alone, as any file is drawn.
             await asyncio.gather(*(one(i) for i, m in zip(chunk, made, strict=True) if m is None))
 
-        chunks = [small[n : n + DRAW_BATCH] for n in range(0, len(small), DRAW_BATCH)]
+        # As few tasks as keep every worker busy with this batch (a SMALL_BATCH of 64 on
+        # two workers: two tasks of 32, where tasks of DRAW_BATCH made four): a task's
+        # round trip cost the pool more than finding a 4 KiB file undrawable.
+        per = max(DRAW_BATCH, -(-len(small) // self.workers))
+        chunks = [small[n : n + per] for n in range(0, len(small), per)]
         await asyncio.gather(*(together(c) for c in chunks), *(one(i) for i in alone))
         return results, all_small
 
@@ -664,10 +681,15 @@ class Thumbnails(Handlers):
             # object alone (the worker holds no key, and never reaches the bucket).
             url = object_url(self.parts, file["object_ref"], URL_LASTS)
             return render.Job(renderer, file["blob_key"], file["bytes"], self.fmt, url=url)
-        try:
-            size = await self.blobs.size(file["blob_key"])
-        except (FileNotFoundError, KeyError):
-            return ("content_missing", "the content is not stored")
+        # A content blob's size is the upload's, which the request kept: not asked of
+        # the store again (a stat, or a HEAD on S3, a file). Content gone meanwhile is
+        # the worker's `content_missing`, as when it goes while being drawn.
+        size = file["bytes"]
+        if size is None:
+            try:
+                size = await self.blobs.size(file["blob_key"])
+            except (FileNotFoundError, KeyError):
+                return ("content_missing", "the content is not stored")
         # The worker reads this object by it, and holds no key of the store's.
         url = self.blobs.presigned_get(file["blob_key"], URL_LASTS)
         return render.Job(renderer, file["blob_key"], size, self.fmt, url=url)
@@ -725,14 +747,15 @@ class Thumbnails(Handlers):
             await conn.execute(_SETTLED, done)
             await model.apply(conn, out)
             await self.store.append(conn, out)
-        for file, outcome in drawn.values():
-            if isinstance(outcome, tuple):
-                log.info(
-                    "thumbnails.failed",
-                    file_id=str(file["file_id"]),
-                    code=outcome[0],
-                    reason=outcome[1],
-                )
+        # One line a batch: a line a file was a sixth of the record's time in a burst
+        # of undrawable uploads.
+        failed = [
+            {"file_id": str(file["file_id"]), "code": outcome[0], "reason": outcome[1]}
+            for file, outcome in drawn.values()
+            if isinstance(outcome, tuple)
+        ]
+        if failed:
+            log.info("thumbnails.failed", files=failed)
 
     async def _store(
         self, made: Sequence[tuple[str, list[render.Picture]]]

@@ -11,6 +11,7 @@ import hashlib
 import io
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -371,6 +372,90 @@ async def test_after_a_batch_of_small_images_a_claim_takes_more(
         )
         assert states == {"made": DRAW_BATCH + 10, "failed": SMALL_BATCH - 10, "pending": 10}
         assert await pool.fetchval("SELECT count(*) FROM thumbnails.leases") == 0
+
+
+@pytest.mark.timeout(300)
+async def test_a_request_of_new_sources_does_not_wait_for_a_batch_being_recorded(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A runner recording its batch holds its sources' locks until it commits. Files of
+    sources never drawn are requested without waiting for it (the consumer, and the
+    upload answers waiting on the consumer, used to queue behind every record); a file
+    given a drawn source's pictures still waits for that source's lock, so the sweep
+    cannot take them meanwhile."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    blobs = LocalBlobStore(settings.blob_root())
+    async with drawing_service(database_url, settings, blobs) as (pool, thumbnails):
+        cause = a_cause()
+
+        def wanted(name: str) -> Wanted:
+            sha = hashlib.sha256(name.encode()).hexdigest()
+            return Wanted(
+                uuid.uuid4(), "image", domain.source_of("image", sha), content_key(sha), cause
+            )
+
+        drawn = wanted("drawn before")
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, [drawn])
+        row = await pool.fetchrow(
+            "SELECT * FROM thumbnails.files WHERE file_id = $1", drawn.file_id
+        )
+        await thumbnails.record({drawn.source: (dict(row), ("unreadable", "cut short"))})
+
+        new = [wanted(f"new {i}") for i in range(100)]
+        same = replace(wanted("drawn before"), file_id=uuid.uuid4())
+        async with pool.acquire() as recording, recording.transaction():
+            await handlers.lock_sources(recording, [drawn.source, *(w.source for w in new)])
+            async with pool.acquire() as conn:
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL lock_timeout = '2s'")
+                    await thumbnails.request(conn, new)
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    async with conn.transaction():
+                        await conn.execute("SET LOCAL lock_timeout = '200ms'")
+                        await thumbnails.request(conn, [same])
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, [same])
+        states = {
+            r["file_id"]: (r["state"], r["code"])
+            for r in await pool.fetch("SELECT file_id, state, code FROM thumbnails.files")
+        }
+        assert [states[w.file_id] for w in new] == [("pending", None)] * 100
+        assert states[same.file_id] == ("failed", "unreadable")
+
+
+async def test_a_batch_of_small_images_goes_to_the_workers_in_a_task_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim of 64 small images on two workers: two tasks of 32 (a task's round trip
+    cost a worker more than finding a 4 KiB file undrawable), each file with its own
+    outcome; their sizes as their requests kept them, not asked of the store again."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=2)
+
+    class NotAsked(LocalBlobStore):
+        async def size(self, key: str) -> int:
+            raise AssertionError(f"the store asked the size of {key}")
+
+    runtime: Any = SimpleNamespace(settings=settings)
+    thumbnails = Thumbnails(runtime, NotAsked(settings.blob_root()))
+    tasks: list[list[str]] = []
+
+    async def draw_together(jobs: list[render.Job], time_cap: float) -> list[Any]:
+        tasks.append([j.blob_key for j in jobs])
+        return [("unreadable", f"not {j.blob_key}") for j in jobs]
+
+    monkeypatch.setattr(thumbnails.drawing, "draw_together", draw_together)
+    files = []
+    for i in range(SMALL_BATCH):
+        sha = hashlib.sha256(f"small {i}".encode()).hexdigest()
+        source = domain.source_of("image", sha)
+        files.append(
+            {"source": source, "blob_key": content_key(sha), "object_ref": None, "bytes": 4096}
+        )
+    results, all_small = await thumbnails._drawn(files)
+    assert all_small
+    assert sorted(len(t) for t in tasks) == [SMALL_BATCH // 2] * 2
+    assert results == [("unreadable", f"not {f['blob_key']}") for f in files]
 
 
 def environment() -> bytes:
