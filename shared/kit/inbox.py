@@ -70,6 +70,10 @@ class Inbox:
     def __init__(self, schema: str, consumer: str) -> None:
         self.schema = schema
         self.consumer = consumer
+        # Sources whose watermark row this process has seen: their batches lock it
+        # without first inserting it (a statement a source and batch; rows are never
+        # deleted, and one found missing is inserted again).
+        self._marked: set[str] = set()
 
     async def setup(self, conn: Conn) -> None:
         s = self.schema
@@ -154,18 +158,7 @@ class Inbox:
         # In one order everywhere: replicas iterate a set in different orders (string
         # hashes are seeded per process), and opposite orders of these row locks deadlock.
         for source in sorted(sources):
-            await conn.execute(
-                f"""INSERT INTO {s}.watermarks (consumer, source, position) VALUES ($1, $2, 0)
-                    ON CONFLICT DO NOTHING""",
-                self.consumer,
-                source,
-            )
-            mark: int = await conn.fetchval(
-                f"""SELECT position FROM {s}.watermarks
-                    WHERE consumer = $1 AND source = $2 FOR UPDATE""",
-                self.consumer,
-                source,
-            )
+            mark: int = await self._lock_mark(conn, source)
             start = mark
             mine = skipped.get(source, set())
             while True:
@@ -212,6 +205,27 @@ class Inbox:
                     source,
                     mark,
                 )
+
+    async def _lock_mark(self, conn: Conn, source: str) -> int:
+        """The source's watermark, its row locked for this transaction (made at 0 if
+        there is none)."""
+        lock = f"""SELECT position FROM {self.schema}.watermarks
+                   WHERE consumer = $1 AND source = $2 FOR UPDATE"""
+        if source in self._marked:
+            mark: int | None = await conn.fetchval(lock, self.consumer, source)
+            if mark is not None:
+                return mark
+        await conn.execute(
+            f"""INSERT INTO {self.schema}.watermarks (consumer, source, position)
+                VALUES ($1, $2, 0) ON CONFLICT DO NOTHING""",
+            self.consumer,
+            source,
+        )
+        found: int = await conn.fetchval(lock, self.consumer, source)
+        # Known from now on, even should this transaction roll back its insert: then the
+        # lock above finds no row, and the insert comes again.
+        self._marked.add(source)
+        return found
 
     async def applied_below(self, conn: Conn, source: str, position: int) -> bool:
         """Whether every event of `source` below `position` is applied, in this
