@@ -106,6 +106,22 @@ async def test_watermark_waits_for_gaps(pool: asyncpg.Pool) -> None:
     assert await admit(5) == {"src": 6}
 
 
+async def test_a_watermark_made_in_a_batch_rolled_back_is_made_again(pool: asyncpg.Pool) -> None:
+    # The inbox remembers which sources have a watermark row (their batches lock it
+    # without inserting it first): a row that went with a rolled-back batch is made again.
+    inbox = await fresh_inbox(pool)
+    with contextlib.suppress(Killed):
+        async with pool.acquire() as conn, conn.transaction():
+            await inbox.admit(conn, [at(1)])
+            await inbox.advance(conn, {"src"})
+            raise Killed
+    assert await inbox.watermarks(pool) == {}
+    async with pool.acquire() as conn, conn.transaction():
+        assert len(await inbox.admit(conn, [at(1), at(2)])) == 2
+        await inbox.advance(conn, {"src"})
+    assert await inbox.watermarks(pool) == {"src": 2}
+
+
 async def test_pruned_events_are_still_recognised_as_applied(pool: asyncpg.Pool) -> None:
     inbox = await fresh_inbox(pool)
     events = [at(p) for p in (1, 2, 3, 5)]
