@@ -213,15 +213,15 @@ class Inbox:
         """The source's watermark, its row locked for this transaction (made at 0 if
         there is none), and for a source seen before the first page above it (one
         round trip instead of three a source and batch: this runs for every batch of
-        every consumer). Should the lock wait for another transaction, the page is of
-        the statement's start: rows that one committed above its watermark may be
-        missing, so this watermark stops short of them, never past an event not
-        applied (a later batch moves it on)."""
+        every consumer). Only if the row is free: the page is read as the statement
+        starts, so behind another transaction's lock it would miss the rows that one
+        commits; then the lock is waited for and the page read after, as before."""
         s = self.schema
         if source in self._marked:
             row = await conn.fetchrow(
                 f"""WITH w AS (SELECT position FROM {s}.watermarks
-                               WHERE consumer = $1 AND source = $2 FOR UPDATE)
+                               WHERE consumer = $1 AND source = $2
+                               FOR UPDATE SKIP LOCKED)
                     SELECT w.position AS mark,
                            ARRAY(SELECT i.position FROM {s}.inbox i
                                  WHERE i.consumer = $1 AND i.source = $2
