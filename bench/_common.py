@@ -310,12 +310,15 @@ def broker(workdir: Path) -> Iterator[Child]:
 
 
 @contextlib.contextmanager
-def stack(workdir: Path, *, durable: bool = True, **overrides: Any) -> Iterator[Stack]:
+def stack(
+    workdir: Path, *, durable: bool = True, pg_options: tuple[str, ...] = (), **overrides: Any
+) -> Iterator[Stack]:
     """The whole platform as child processes, with its own PostgreSQL and broker.
 
     `overrides` are more Settings fields (`blob_url=...`, `s3_access_key=...`); the
-    services get them as FILES_* variables. Start it from the main thread: the children
-    get SIGTERM when the thread that started them ends (PR_SET_PDEATHSIG).
+    services get them as FILES_* variables; `pg_options` more PostgreSQL settings
+    (`PgStats.OPTIONS`). Start it from the main thread: the children get SIGTERM when the
+    thread that started them ends (PR_SET_PDEATHSIG).
     """
     fields: dict[str, Any] = {
         "data_dir": workdir / "stack",
@@ -327,7 +330,7 @@ def stack(workdir: Path, *, durable: bool = True, **overrides: Any) -> Iterator[
         "bootstrap_admin_key": ADMIN_KEY,
     }
     settings = Settings(**{**fields, **overrides})
-    running = Stack(settings, durable=durable)
+    running = Stack(settings, durable=durable, pg_options=pg_options)
     try:
         running.start()
         yield running
@@ -384,6 +387,153 @@ class CpuMeter:
             + (f" (kernel {self.kernel[name]:.1f})" if self.kernel.get(name, 0) >= 0.5 else "")
             for name, seconds in ordered
         )
+
+
+class PgStats:
+    """PostgreSQL's statements by total time while measured (pg_stat_statements).
+
+    A benchmark's option only: the embedded PostgreSQL preloads the module when asked
+    (`OPTIONS` to `stack`), never in the platform's own configuration. The counters are
+    reset as the measure starts and read as it ends, so the stack's start (migrations)
+    is left out.
+    """
+
+    OPTIONS = (
+        "shared_preload_libraries=pg_stat_statements",
+        # Statements run inside functions and DO blocks are counted as themselves too.
+        "pg_stat_statements.track=all",
+        "pg_stat_statements.max=5000",
+    )
+
+    def __init__(self, url: str, postmaster: int, services: dict[str, int], top: int = 30) -> None:
+        self.url = url
+        self.top = top
+        self.rows: list[dict[str, Any]] = []
+        self.all: list[dict[str, Any]] = []
+        self.totals: dict[str, float] = {}
+        # Whose are PostgreSQL's CPU-seconds: each backend's client port matched to a
+        # service's sockets, else the backend's type (autovacuum, walwriter, ...).
+        self.postmaster = postmaster
+        self.services = services
+        self._cpu_start: dict[int, float] = {}
+        self._reaped_start = 0.0
+        self._commits_start = 0
+        self.commits = 0
+        self.cpu_by: dict[str, float] = {}
+
+    async def _run(self, sql: str) -> list[Any]:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    def _processes(self) -> tuple[dict[int, float], float]:
+        used: dict[int, float] = {}
+        reaped = 0.0
+        with contextlib.suppress(psutil.Error):
+            master = psutil.Process(self.postmaster)
+            t = master.cpu_times()
+            reaped = t.children_user + t.children_system
+            for proc in [master, *master.children()]:
+                with contextlib.suppress(psutil.Error):
+                    c = proc.cpu_times()
+                    used[proc.pid] = c.user + c.system
+        return used, reaped
+
+    def _owners(self, activity: list[Any]) -> dict[int, str]:
+        ports: dict[int, str] = {}
+        for name, pid in self.services.items():
+            with contextlib.suppress(psutil.Error):
+                top = psutil.Process(pid)
+                for proc in [top, *top.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        for c in proc.net_connections(kind="tcp"):
+                            if c.laddr:
+                                ports[c.laddr.port] = name
+        owners = {}
+        for a in activity:
+            port = a["client_port"]
+            owners[a["pid"]] = ports.get(port, "other client") if port else a["backend_type"]
+        return owners
+
+    def _commits(self) -> int:
+        import asyncio
+
+        (row,) = asyncio.run(
+            self._run("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        )
+        return int(row["xact_commit"])
+
+    def reset(self) -> None:
+        import asyncio
+
+        asyncio.run(self._run("SELECT pg_stat_statements_reset()"))
+        self._commits_start = self._commits()
+        self._cpu_start, self._reaped_start = self._processes()
+
+    def read(self) -> None:
+        import asyncio
+
+        used, reaped = self._processes()
+        self.commits = self._commits() - self._commits_start
+        activity = asyncio.run(
+            self._run("SELECT pid, client_port, backend_type FROM pg_stat_activity")
+        )
+        owners = self._owners(activity)
+        by: dict[str, float] = {}
+        for pid, seconds in used.items():
+            name = "postmaster" if pid == self.postmaster else owners.get(pid, "gone")
+            by[name] = by.get(name, 0.0) + seconds - self._cpu_start.get(pid, 0.0)
+        # Processes that ended meanwhile (autovacuum workers, a pool's closed backends).
+        by["ended processes"] = reaped - self._reaped_start
+        self.cpu_by = dict(sorted(by.items(), key=lambda kv: -kv[1]))
+        rows = asyncio.run(
+            self._run(
+                "SELECT query, calls, total_exec_time, rows, shared_blks_hit,"
+                " shared_blks_read, wal_records FROM pg_stat_statements"
+                " WHERE query NOT LIKE '%pg_stat_statements%'"
+                " ORDER BY total_exec_time DESC"
+            )
+        )
+        self.totals = {
+            "statements": len(rows),
+            "calls": sum(r["calls"] for r in rows),
+            "ms": sum(r["total_exec_time"] for r in rows),
+        }
+        self.all = [dict(r) for r in rows]
+        self.rows = [dict(r) for r in rows[: self.top]]
+        # The most frequent too: a cheap statement issued per batch costs its round trip,
+        # parse and transaction more than its execution shows.
+        chosen = {r["query"] for r in self.rows}
+        frequent = sorted(rows, key=lambda r: -r["calls"])[: self.top // 2]
+        self.rows += [dict(r) for r in frequent if r["query"] not in chosen]
+
+    def describe(self, per: int | None = None) -> str:
+        """A table of the top statements; `per` files turns calls into calls a file."""
+        t = self.totals
+        out = [
+            "PostgreSQL's CPU-s by whose backend: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in self.cpu_by.items() if v >= 0.01),
+            f"pg_stat_statements: {t.get('calls', 0):,} calls of {t.get('statements', 0)}"
+            f" statements, {t.get('ms', 0.0):,.0f} ms of execution in all, {self.commits:,}"
+            f" commits; by time, then the most frequent:",
+            f"{'ms':>9} {'calls':>8} {'rows':>8} {'/file':>6} {'ms/call':>8} {'blks':>8}"
+            f" {'wal':>7}  query",
+        ]
+        for r in self.rows:
+            text = " ".join(str(r["query"]).split())
+            per_file = f"{r['calls'] / per:6.2f}" if per else "     -"
+            out.append(
+                f"{r['total_exec_time']:9,.0f} {r['calls']:8,} {r['rows']:8,} {per_file}"
+                f" {r['total_exec_time'] / max(r['calls'], 1):8.3f}"
+                f" {r['shared_blks_hit'] + r['shared_blks_read']:8,} {r['wal_records']:7,}"
+                f"  {text[:200]}"
+            )
+        return "\n".join(out)
 
 
 class RssSampler:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import struct
@@ -23,7 +24,19 @@ from typing import Any
 
 import httpx
 
-from bench._common import ADMIN_KEY, MB, CpuMeter, KiB, Report, main, percentile, progress, stack
+from bench._common import (
+    ADMIN_KEY,
+    MB,
+    OUT_DIR,
+    CpuMeter,
+    KiB,
+    PgStats,
+    Report,
+    main,
+    percentile,
+    progress,
+    stack,
+)
 
 NAME = "upload_small"
 TARGET_FILES_PER_S = 1500.0  # issue 19
@@ -147,6 +160,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep the blobs under this directory: a volume of their own, as production"
         " has (a blob commit's syncfs then flushes blobs only, not PostgreSQL's pages)",
     )
+    parser.add_argument(
+        "--pg-stats",
+        action="store_true",
+        help="PostgreSQL with pg_stat_statements; print its top statements of the upload",
+    )
 
 
 def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
@@ -170,13 +188,22 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     if args.blob_dir is not None:
         blobs["blob_url"] = str(Path(tempfile.mkdtemp(prefix="blobs-", dir=args.blob_dir)))
     try:
-        with stack(workdir, durable=not args.no_fsync, **blobs) as running:
+        pg_options = PgStats.OPTIONS if args.pg_stats else ()
+        pg_stats: PgStats | None = None
+        with stack(workdir, durable=not args.no_fsync, pg_options=pg_options, **blobs) as running:
+            if args.pg_stats:
+                pg = running.child("postgres")
+                services = {c.name: c.proc.pid for c in running.children if c is not pg}
+                pg_stats = PgStats(pg.url, pg.proc.pid, services)
+                pg_stats.reset()
             progress(f"uploading through {running.gateway_url}")
             pids = {c.name: c.proc.pid for c in running.children}
             with report.contention.measure(), CpuMeter(pids) as cpu:
                 result = asyncio.run(
                     upload(running.gateway_url, files, args.batch, args.concurrency)
                 )
+            if pg_stats:
+                pg_stats.read()
             running.check_alive()
     finally:
         if blobs:
@@ -208,6 +235,12 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         report.note(f"the listing was complete only after {result['polls']} polls")
     if args.no_fsync:
         report.note("PostgreSQL ran without fsync (--no-fsync)")
+    if pg_stats:
+        print(pg_stats.describe(per=count), flush=True)
+        OUT_DIR.mkdir(exist_ok=True)
+        every = OUT_DIR / f"{NAME}-pg-stats.json"
+        every.write_text(json.dumps(pg_stats.all, indent=1, default=str))
+        report.note(f"every statement's pg_stat_statements row in {every}")
     if blobs:
         report.note(f"blobs under {blobs['blob_url']} (--blob-dir), PostgreSQL in {workdir}")
 

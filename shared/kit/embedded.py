@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,12 +135,18 @@ def _postgres_bin() -> Path:
 
 
 def start_postgres(
-    pgdata: Path, *, durable: bool = True, log: Path | None = None, port: int | None = None
+    pgdata: Path,
+    *,
+    durable: bool = True,
+    log: Path | None = None,
+    port: int | None = None,
+    options: Sequence[str] = (),
 ) -> Child:
     """PostgreSQL on `port` (a free one if None), answering. The data dir is made and
-    initialised the first time."""
+    initialised the first time. `options` are more `name=value` settings (benchmarks:
+    `shared_preload_libraries=pg_stat_statements`)."""
     port = port or free_port()
-    child = spawn_postgres(pgdata, durable=durable, log=log, port=port)
+    child = spawn_postgres(pgdata, durable=durable, log=log, port=port, options=options)
     try:
         _wait_for_postgres(child, port)
     except Exception:
@@ -149,7 +156,13 @@ def start_postgres(
 
 
 def spawn_postgres(
-    pgdata: Path, *, durable: bool, log: Path | None, port: int, restart: bool = False
+    pgdata: Path,
+    *,
+    durable: bool,
+    log: Path | None,
+    port: int,
+    restart: bool = False,
+    options: Sequence[str] = (),
 ) -> Child:
     """Start the postmaster without waiting for it to answer (the launcher's restarts
     do not block on it: after a crash it replays its WAL first)."""
@@ -189,6 +202,8 @@ def spawn_postgres(
         # kill it): each commit's WAL reaches the kernel (synchronous_commit stays on),
         # only the fsync is skipped.
         args += ["-c", "fsync=off", "-c", "full_page_writes=off"]
+    for option in options:
+        args += ["-c", option]
     out = open(log or pgdata / "postgres.log", "ab")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(args, user=user, stdout=out, stderr=out, preexec_fn=_die_with_parent)
     return Child("postgres", proc, f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres")

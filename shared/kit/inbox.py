@@ -70,6 +70,10 @@ class Inbox:
     def __init__(self, schema: str, consumer: str) -> None:
         self.schema = schema
         self.consumer = consumer
+        # Sources whose watermark row this process has seen: their batches lock it
+        # without first inserting it (a statement a source and batch; rows are never
+        # deleted, and one found missing is inserted again).
+        self._marked: set[str] = set()
 
     async def setup(self, conn: Conn) -> None:
         s = self.schema
@@ -154,32 +158,12 @@ class Inbox:
         # In one order everywhere: replicas iterate a set in different orders (string
         # hashes are seeded per process), and opposite orders of these row locks deadlock.
         for source in sorted(sources):
-            await conn.execute(
-                f"""INSERT INTO {s}.watermarks (consumer, source, position) VALUES ($1, $2, 0)
-                    ON CONFLICT DO NOTHING""",
-                self.consumer,
-                source,
-            )
-            mark: int = await conn.fetchval(
-                f"""SELECT position FROM {s}.watermarks
-                    WHERE consumer = $1 AND source = $2 FOR UPDATE""",
-                self.consumer,
-                source,
-            )
+            mark, first = await self._lock_mark(conn, source)
             start = mark
             mine = skipped.get(source, set())
             while True:
-                above = [
-                    r["position"]
-                    for r in await conn.fetch(
-                        f"""SELECT position FROM {s}.inbox
-                            WHERE consumer = $1 AND source = $2 AND position > $3
-                            ORDER BY position LIMIT {ADVANCE_PAGE}""",
-                        self.consumer,
-                        source,
-                        mark,
-                    )
-                ]
+                above = first if first is not None else await self._page(conn, source, mark)
+                first = None
                 # Passed-over positions up to the last the page reached (beyond it, the
                 # inbox may hold rows this page did not read).
                 reach = above[-1] if len(above) == ADVANCE_PAGE else None
@@ -212,6 +196,59 @@ class Inbox:
                     source,
                     mark,
                 )
+
+    async def _page(self, conn: Conn, source: str, mark: int) -> list[int]:
+        """Positions of the source's inbox rows above `mark`, a page of them in order."""
+        rows = await conn.fetch(
+            f"""SELECT position FROM {self.schema}.inbox
+                WHERE consumer = $1 AND source = $2 AND position > $3
+                ORDER BY position LIMIT {ADVANCE_PAGE}""",
+            self.consumer,
+            source,
+            mark,
+        )
+        return [r["position"] for r in rows]
+
+    async def _lock_mark(self, conn: Conn, source: str) -> tuple[int, list[int] | None]:
+        """The source's watermark, its row locked for this transaction (made at 0 if
+        there is none), and for a source seen before the first page above it (one
+        round trip instead of three a source and batch: this runs for every batch of
+        every consumer). Only if the row is free: the page is read as the statement
+        starts, so behind another transaction's lock it would miss the rows that one
+        commits; then the lock is waited for and the page read after, as before."""
+        s = self.schema
+        if source in self._marked:
+            row = await conn.fetchrow(
+                f"""WITH w AS (SELECT position FROM {s}.watermarks
+                               WHERE consumer = $1 AND source = $2
+                               FOR UPDATE SKIP LOCKED)
+                    SELECT w.position AS mark,
+                           ARRAY(SELECT i.position FROM {s}.inbox i
+                                 WHERE i.consumer = $1 AND i.source = $2
+                                   AND i.position > w.position
+                                 ORDER BY i.position LIMIT {ADVANCE_PAGE}) AS above
+                    FROM w""",
+                self.consumer,
+                source,
+            )
+            if row is not None:
+                return row["mark"], list(row["above"])
+        await conn.execute(
+            f"""INSERT INTO {s}.watermarks (consumer, source, position)
+                VALUES ($1, $2, 0) ON CONFLICT DO NOTHING""",
+            self.consumer,
+            source,
+        )
+        mark: int = await conn.fetchval(
+            f"""SELECT position FROM {s}.watermarks
+                WHERE consumer = $1 AND source = $2 FOR UPDATE""",
+            self.consumer,
+            source,
+        )
+        # Known from now on, even should this transaction roll back its insert: then the
+        # lock above finds no row, and the insert comes again.
+        self._marked.add(source)
+        return mark, None
 
     async def applied_below(self, conn: Conn, source: str, position: int) -> bool:
         """Whether every event of `source` below `position` is applied, in this

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,10 +86,14 @@ def _env_value(value: object) -> str:
 
 
 class Stack:
-    def __init__(self, settings: Settings, *, durable: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, durable: bool = True, pg_options: Sequence[str] = ()
+    ) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
         self.durable = durable
+        # More settings for the embedded PostgreSQL (a benchmark's pg_stat_statements).
+        self.pg_options = tuple(pg_options)
         self.children: list[Child] = []
         self.env: dict[str, str] = {}
         self.gateway_url = ""
@@ -126,12 +130,17 @@ class Stack:
         database_url, bootstrap = s.database_url, s.kafka_bootstrap
         if not database_url:
             pgdata, pg_log = self.data_dir / "pg", logs / "postgres.log"
-            pg = start_postgres(pgdata, durable=self.durable, log=pg_log)
+            pg = start_postgres(pgdata, durable=self.durable, log=pg_log, options=self.pg_options)
             self._adopt(
                 pg,
                 lambda: (
                     spawn_postgres(
-                        pgdata, durable=self.durable, log=pg_log, port=pg.port, restart=True
+                        pgdata,
+                        durable=self.durable,
+                        log=pg_log,
+                        port=pg.port,
+                        restart=True,
+                        options=self.pg_options,
                     ).proc
                 ),
             )

@@ -106,6 +106,56 @@ async def test_watermark_waits_for_gaps(pool: asyncpg.Pool) -> None:
     assert await admit(5) == {"src": 6}
 
 
+async def test_a_watermark_made_in_a_batch_rolled_back_is_made_again(pool: asyncpg.Pool) -> None:
+    # The inbox remembers which sources have a watermark row (their batches lock it
+    # without inserting it first): a row that went with a rolled-back batch is made again.
+    inbox = await fresh_inbox(pool)
+    with contextlib.suppress(Killed):
+        async with pool.acquire() as conn, conn.transaction():
+            await inbox.admit(conn, [at(1)])
+            await inbox.advance(conn, {"src"})
+            raise Killed
+    assert await inbox.watermarks(pool) == {}
+    async with pool.acquire() as conn, conn.transaction():
+        assert len(await inbox.admit(conn, [at(1), at(2)])) == 2
+        await inbox.advance(conn, {"src"})
+    assert await inbox.watermarks(pool) == {"src": 2}
+
+
+async def test_a_batch_waiting_on_the_watermark_sees_the_rows_the_holder_committed(
+    pool: asyncpg.Pool,
+) -> None:
+    inbox = await fresh_inbox(pool)
+    async with pool.acquire() as conn, conn.transaction():
+        await inbox.admit(conn, [at(1)])
+        await inbox.advance(conn, {"src"})
+    async with pool.acquire() as holder:
+        first = holder.transaction()
+        await first.start()
+        await inbox.admit(holder, [at(3)])  # a gap at 2: the watermark stays at 1
+        await inbox.advance(holder, {"src"})
+
+        async def second() -> None:
+            async with pool.acquire() as conn, conn.transaction():
+                await inbox.admit(conn, [at(2)])
+                await inbox.advance(conn, {"src"})
+
+        waiting = asyncio.create_task(second())
+
+        async def blocked() -> bool:
+            waits: int = await pool.fetchval(
+                f"""SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                    AND query LIKE '%{inbox.schema}.watermarks%'"""
+            )
+            return waits > 0
+
+        await eventually(blocked, what="the second batch waiting on the watermark's lock")
+        await first.commit()
+        await waiting
+    # 2 fills the gap: the run goes on through 3, which the first batch committed.
+    assert await inbox.watermarks(pool) == {"src": 3}
+
+
 async def test_pruned_events_are_still_recognised_as_applied(pool: asyncpg.Pool) -> None:
     inbox = await fresh_inbox(pool)
     events = [at(p) for p in (1, 2, 3, 5)]
