@@ -158,12 +158,11 @@ class Inbox:
         # In one order everywhere: replicas iterate a set in different orders (string
         # hashes are seeded per process), and opposite orders of these row locks deadlock.
         for source in sorted(sources):
-            mark, first = await self._lock_mark(conn, source)
+            mark = await self._lock_mark(conn, source)
             start = mark
             mine = skipped.get(source, set())
             while True:
-                above = first if first is not None else await self._page(conn, source, mark)
-                first = None
+                above = await self._page(conn, source, mark)
                 # Passed-over positions up to the last the page reached (beyond it, the
                 # inbox may hold rows this page did not read).
                 reach = above[-1] if len(above) == ADVANCE_PAGE else None
@@ -209,30 +208,24 @@ class Inbox:
         )
         return [r["position"] for r in rows]
 
-    async def _lock_mark(self, conn: Conn, source: str) -> tuple[int, list[int] | None]:
+    async def _lock_mark(self, conn: Conn, source: str) -> int:
         """The source's watermark, its row locked for this transaction (made at 0 if
-        there is none), and for a source seen before the first page above it (one
-        round trip instead of three a source and batch: this runs for every batch of
-        every consumer). Only if the row is free: the page is read as the statement
-        starts, so behind another transaction's lock it would miss the rows that one
-        commits; then the lock is waited for and the page read after, as before."""
+        there is none: for a source seen before, a statement fewer a source and batch,
+        which runs for every batch of every consumer). The page above it is read by a
+        statement of its own, after the lock: read in the locking statement, its
+        snapshot would be older than the lock and miss the inbox rows of a batch that
+        committed in between, stopping the watermark short of them until the source's
+        next batch."""
         s = self.schema
         if source in self._marked:
-            row = await conn.fetchrow(
-                f"""WITH w AS (SELECT position FROM {s}.watermarks
-                               WHERE consumer = $1 AND source = $2
-                               FOR UPDATE SKIP LOCKED)
-                    SELECT w.position AS mark,
-                           ARRAY(SELECT i.position FROM {s}.inbox i
-                                 WHERE i.consumer = $1 AND i.source = $2
-                                   AND i.position > w.position
-                                 ORDER BY i.position LIMIT {ADVANCE_PAGE}) AS above
-                    FROM w""",
+            known: int | None = await conn.fetchval(
+                f"""SELECT position FROM {s}.watermarks
+                    WHERE consumer = $1 AND source = $2 FOR UPDATE""",
                 self.consumer,
                 source,
             )
-            if row is not None:
-                return row["mark"], list(row["above"])
+            if known is not None:
+                return known
         await conn.execute(
             f"""INSERT INTO {s}.watermarks (consumer, source, position)
                 VALUES ($1, $2, 0) ON CONFLICT DO NOTHING""",
@@ -248,7 +241,7 @@ class Inbox:
         # Known from now on, even should this transaction roll back its insert: then the
         # lock above finds no row, and the insert comes again.
         self._marked.add(source)
-        return mark, None
+        return mark
 
     async def applied_below(self, conn: Conn, source: str, position: int) -> bool:
         """Whether every event of `source` below `position` is applied, in this
