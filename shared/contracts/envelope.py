@@ -47,8 +47,9 @@ class Envelope(BaseModel):
     source: str = ""
     position: int = 0
     data: dict[str, Any] = Field(default_factory=dict)
-    # The event itself when this process made the envelope from it (`new_envelope`):
-    # read models projected in the writing transaction then need not parse `data` back.
+    # The event itself when this process made the envelope from it (`new_envelope`), or
+    # parsed it once (`remember`): read models projected in the writing transaction, and
+    # a batch applied again, then need not parse `data` back.
     _event: Event | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
@@ -65,8 +66,19 @@ class Envelope(BaseModel):
 
     @property
     def made_from(self) -> Event | None:
-        """The event this process made the envelope from, if it did."""
+        """The event this process made the envelope from, or read from its `data` (at
+        the envelope's version), if it did."""
         return self.__pydantic_private__["_event"] if self.__pydantic_private__ else None
+
+    def remember(self, event: Event) -> None:
+        """Keep the event validated from this envelope's `data`: a batch's transaction
+        tried again after a transient failure (a deadlock on the thumbnails' sources,
+        say), or a reaction's `ahead` and then its handler, read it without validating
+        a page of 100 files again."""
+        if self.__pydantic_private__ is None:
+            object.__setattr__(self, "__pydantic_private__", {"_event": event})
+        else:
+            self.__pydantic_private__["_event"] = event
 
 
 # While a reaction runs with tracing on: for each traceparent of the events it handles,
