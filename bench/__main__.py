@@ -36,6 +36,7 @@ BENCHMARKS = (
     "reencode",
     "media_facts",
     "cli_upload",
+    "envelopes",
 )
 TIMEOUT_S = {"quick": 300, "full": 1800}
 

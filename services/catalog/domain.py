@@ -21,7 +21,7 @@ from shared.contracts import catalog as ev
 from shared.contracts import rules
 from shared.contracts.catalog import Source
 from shared.contracts.dicom import SeriesAssembled, SeriesFacts
-from shared.contracts.envelope import Change
+from shared.contracts.envelope import Change, trusted
 from shared.contracts.ingest import FileContentStored, FilesStored, ImageGroupStored
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
@@ -575,7 +575,7 @@ def register_page(
     partitions = partition_of([ev.file_stream(f.file_id) for f in page.files])
     grouped: dict[int, list[ev.UploadedFile]] = {}
     for f, partition in zip(page.files, partitions, strict=True):
-        grouped.setdefault(partition, []).append(ev.UploadedFile.model_construct(**dict(f)))
+        grouped.setdefault(partition, []).append(trusted(ev.UploadedFile, f.__dict__))
     return [
         Change(stream_in(partition), 1, ev.FilesUploaded.page(page.folder_id, page.job_id, files))
         for partition, files in grouped.items()

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contracts.envelope import Event
+from shared.contracts.envelope import Event, trusted
 from shared.contracts.limits import PAGE_ITEMS
 
 
@@ -227,12 +227,8 @@ class FilesUploaded(Event):
         """The page as the per-file events it stands for (built, not validated: its
         fields were, as this event's)."""
         upload = Source(type="upload")
-        return [
-            FileUploaded.model_construct(
-                folder_id=self.folder_id, job_id=self.job_id, source=upload, **dict(f)
-            )
-            for f in self.files
-        ]
+        page = {"folder_id": self.folder_id, "job_id": self.job_id, "source": upload}
+        return [trusted(FileUploaded, {**f.__dict__, **page}) for f in self.files]
 
 
 class DicomSeriesExtended(Event):

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from shared.contracts.catalog import Media, Source
-from shared.contracts.envelope import Event
+from shared.contracts.envelope import Event, trusted
 from shared.contracts.upcasting import upcaster
 
 
@@ -75,12 +75,8 @@ class FilesStored(Event):
         """The page as the per-file events it stands for (built, not validated: its
         fields were, as this event's)."""
         upload = Source(type="upload")
-        return [
-            FileContentStored.model_construct(
-                job_id=self.job_id, folder_id=self.folder_id, source=upload, **dict(f)
-            )
-            for f in self.files
-        ]
+        page = {"job_id": self.job_id, "folder_id": self.folder_id, "source": upload}
+        return [trusted(FileContentStored, {**f.__dict__, **page}) for f in self.files]
 
 
 class FileContentRejected(Event):

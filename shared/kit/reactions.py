@@ -61,6 +61,8 @@ class Received(Generic[E_co]):
         if self._event is None:
             assert self._contract is not None
             self._event = self._contract.model_validate(self.data)
+            if self.data is self.envelope.data:
+                self.envelope.remember(self._event)
         return self._event
 
     # What handlers read of the envelope (and what `Cause.of` takes).
@@ -117,7 +119,10 @@ def parse(envelope: Envelope, contract: type[E], *, lazy: bool = False) -> Recei
         data = upcast(envelope.type, envelope.schema_version, data, contract.version)
     if lazy:
         return Received(envelope, None, data, contract)
-    return Received(envelope, contract.model_validate(data), data)
+    event = contract.model_validate(data)
+    if data is envelope.data:
+        envelope.remember(event)
+    return Received(envelope, event, data)
 
 
 def received(

@@ -96,6 +96,59 @@ def test_an_event_made_here_is_not_parsed_again() -> None:
     assert parse(copied, cat.FileRenamed).event.name == "m"
 
 
+def test_an_event_read_off_the_wire_is_validated_once() -> None:
+    # A batch applied again after a transient failure (or read by a reaction's `ahead`,
+    # then by its handler) gets the same event, not a second validation of its page.
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    data = {"file_id": ids[0], "from_folder_id": ids[1], "to_folder_id": ids[2]}
+    envelope = stored(cat.FileMoved.type, 1, data)
+    first = parse(envelope, cat.FileMoved).event
+    assert parse(envelope, cat.FileMoved).event is first
+    lazy = stored(cat.FileMoved.type, 1, data)
+    read = parse(lazy, cat.FileMoved, lazy=True).event
+    assert parse(lazy, cat.FileMoved).event is read
+    # What is remembered is the envelope's own data's event: one upcast on read is not.
+    group = stored(ImageGroupStored.type, 1, OLD_GROUP)
+    assert parse(group, ImageGroupStored).event is not parse(group, ImageGroupStored).event
+    # Nor does a copy with other data keep it.
+    copied = envelope.model_copy(update={"data": {**data, "to_folder_id": ids[1]}})
+    assert parse(copied, cat.FileMoved).event.to_folder_id == uuid.UUID(ids[1])
+
+
+def test_a_page_read_as_its_files_events_equals_them_validated() -> None:
+    from shared.contracts import ingest
+    from shared.contracts.envelope import trusted
+
+    stored = {
+        "file_id": str(uuid.uuid4()),
+        "name": "a.png",
+        "kind": "image",
+        "size": 1,
+        "sha256": "0" * 64,
+        "mime_type": "image/png",
+        "media": {"width": 2, "height": 3},
+        "blob_key": "k",
+    }
+    page = {"job_id": str(uuid.uuid4()), "folder_id": str(uuid.uuid4()), "files": [stored]}
+    (each,) = ingest.FilesStored.model_validate(page).each()
+    alone = ingest.FileContentStored.model_validate({**stored, **page, "files": None})
+    assert each == alone and each.model_dump_json() == alone.model_dump_json()
+    (uploaded,) = cat.FilesUploaded.model_validate(
+        {**page, "file_ids": [stored["file_id"]], "files": [stored]}
+    ).each()
+    assert uploaded == cat.FileUploaded.model_validate({**stored, **page})
+    assert (
+        uploaded.model_dump_json()
+        == cat.FileUploaded.model_validate({**stored, **page}).model_dump_json()
+    )
+    # Defaults are its own (not shared with the next), and a missing field is an error,
+    # not a model without it.
+    one, two = (trusted(cat.UploadedFile, {**stored, "media": cat.Media()}) for _ in "ab")
+    assert one.metadata == {} and one.metadata is not two.metadata
+    with pytest.raises(KeyError, match="blob_key"):
+        trusted(cat.UploadedFile, {k: v for k, v in stored.items() if k != "blob_key"})
+
+
 OLD_GROUP = {
     "job_id": str(uuid.uuid4()),
     "group_file_id": str(uuid.uuid4()),
