@@ -360,10 +360,16 @@ class Consumer:
         # its transaction has: a plain `commit()` would commit the positions fetched, the
         # next batch's too, which a crash then would lose.
         next_batch: asyncio.Task[Fetched] | None = None
+        # Fetched already, to be applied next (what could not join the batch before).
+        pending: Fetched | None = None
         try:
             while True:
-                if next_batch is not None:
+                if pending is not None:
+                    fetched, pending = pending, None
+                elif next_batch is not None:
                     fetched, next_batch = await next_batch, None
+                    if fetched.messages:
+                        fetched, pending = await self._topped_up(kafka, fetched)
                 else:
                     fetched = await self._fetch(kafka)
                 self.ready.set()
@@ -402,6 +408,48 @@ class Consumer:
         ends = {tp: offset for tp, offset in ends.items() if tp in mine}
         if ends:
             await kafka.commit(ends)
+
+    async def _topped_up(
+        self, kafka: AIOKafkaConsumer, fetched: Fetched
+    ) -> tuple[Fetched, Fetched | None]:
+        """The batch fetched ahead, joined by what arrived while the batch before it was
+        applied: a fetch ahead returns the first messages to arrive, and batches of those
+        alone were smaller (more transactions, each with its fixed work) than a fetch
+        after the transaction gets. What cannot join it (the types passed over changed
+        meanwhile) comes back second, to be applied next."""
+        room = self.max_batch - len(fetched.messages)
+        if room <= 0:
+            return fetched, None
+        batches = await kafka.getmany(timeout_ms=0, max_records=room)
+        messages = [m for batch in batches.values() for m in batch]
+        if not messages:
+            return fetched, None
+        more = await self._decode(messages)
+        if more.idle != fetched.idle:
+            return fetched, more
+        ids = {e.event_id for e in fetched.envelopes}
+        added = [e for e in more.envelopes if e.event_id not in ids]
+        made = fetched.made
+        if made is not None and self.prepare is not None:
+            used = self._used(added, more.idle)
+            try:
+                made = {**made, **(await self.prepare(used))} if used else made
+            except Exception:
+                made = None  # all made in the batch's turn, with its retries
+        carried = (
+            {**fetched.carried, **more.carried}
+            if fetched.carried is not None and more.carried is not None
+            else None
+        )
+        return Fetched(
+            [*fetched.messages, *more.messages],
+            sorted([*fetched.envelopes, *added], key=lambda e: (e.source, e.position)),
+            carried,
+            fetched.idle,
+            [*fetched.malformed, *more.malformed],
+            [*fetched.parked, *(e for e in more.parked if e.event_id not in ids)],
+            made,
+        ), None
 
     async def _fetch(self, kafka: AIOKafkaConsumer) -> Fetched:
         """The next batch, decoded, with what `prepare` made of it (if it could)."""
