@@ -379,7 +379,7 @@ async def search_instances(
         f"""SELECT s.study_uid, s.series_uid, s.patient_id, s.modality, i.sop_uid, i.facts
             FROM dicom.series s {_LISTED} JOIN dicom.instances i ON i.file_id = s.file_id
             WHERE {where.sql()}
-            ORDER BY s.study_uid, s.series_uid, i.ordinal {where.page(query)}""",
+            ORDER BY s.study_uid, s.series_uid, i.slice_key {where.page(query)}""",
         *where.args,
     )
     found = []
@@ -437,7 +437,7 @@ async def stored_instances(
     rows = await conn.fetch(
         f"""SELECT i.sop_uid, i.blob_key, i.size, s.study_uid, s.series_uid
             FROM dicom.series s JOIN dicom.instances i ON i.file_id = s.file_id
-            WHERE {where.sql()} ORDER BY s.series_uid, i.ordinal""",
+            WHERE {where.sql()} ORDER BY s.series_uid, i.slice_key""",
         *where.args,
     )
     if not rows:

@@ -10,6 +10,7 @@ clock, no ids.
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
@@ -307,10 +308,8 @@ def order(instances: Iterable[P]) -> tuple[P, ...]:
     members = list(instances)
     if not members:
         return ()
-    if all(i.position is not None and i.orientation is not None for i in members):
-        reference = min(members, key=_uid_key).orientation
-        assert reference is not None
-        normal = _cross(reference[:3], reference[3:])
+    normal = slice_normal(members)
+    if normal is not None:
 
         def along(instance: P) -> tuple[float, tuple[int, int], tuple[Any, ...]]:
             assert instance.position is not None
@@ -318,6 +317,47 @@ def order(instances: Iterable[P]) -> tuple[P, ...]:
 
         return tuple(sorted(members, key=along))
     return tuple(sorted(members, key=lambda i: (_number_key(i), _uid_key(i))))
+
+
+def slice_normal(instances: Sequence[Placed]) -> tuple[float, float, float] | None:
+    """The direction `order` sorts these instances along (None: by InstanceNumber)."""
+    if not instances or not all(
+        i.position is not None and i.orientation is not None for i in instances
+    ):
+        return None
+    reference = min(instances, key=_uid_key).orientation
+    assert reference is not None
+    return _cross(reference[:3], reference[3:])
+
+
+def slice_key(instance: Placed, normal: tuple[float, float, float] | None) -> bytes:
+    """Bytes that sort (compared byte by byte, as PostgreSQL compares bytea) as `order`
+    sorts the instance among a series whose `slice_normal` is `normal`. A key depends on
+    its own instance and the series' normal only: a series extended keeps its keys while
+    its normal stays (most extensions), where ranks 0..n-1 moved every slice after the
+    first new one."""
+    along = b""
+    if normal is not None:
+        assert instance.position is not None
+        # IEEE 754 bits in sort order: negatives all inverted, positives' sign bit set.
+        bits = struct.unpack(">Q", struct.pack(">d", _dot(instance.position, normal) + 0.0))[0]
+        along = (bits ^ (0xFFFFFFFFFFFFFFFF if bits >> 63 else 1 << 63)).to_bytes(8, "big")
+    absent, n = _number_key(instance)
+    number = bytes([absent]) + (n + (1 << 63)).to_bytes(8, "big")
+    return along + number + _uid_bytes(instance.sop_uid)
+
+
+def _uid_bytes(uid: str) -> bytes:
+    """`_uid_parts` in bytes: a number by its length then its digits' value, a text part
+    after any number, ended by a zero byte; a UID that is another's prefix sorts first."""
+    out = bytearray()
+    for numeric, value, text in _uid_parts(uid):
+        if numeric == 0:
+            digits = value.to_bytes((value.bit_length() + 7) // 8, "big")
+            out += bytes([1, len(digits)]) + digits
+        else:
+            out += b"\x02" + text.encode() + b"\x00"
+    return bytes(out)
 
 
 def _number_key(instance: Placed) -> tuple[int, int]:

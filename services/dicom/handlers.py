@@ -600,7 +600,7 @@ class Dicom(Handlers):
                 parts.update(remembered.parts)
         instances = await conn.fetch(
             """SELECT file_id, sop_uid, name, blob_key, sha256, size, facts
-               FROM dicom.instances WHERE file_id = ANY($1::uuid[]) ORDER BY file_id, ordinal""",
+               FROM dicom.instances WHERE file_id = ANY($1::uuid[]) ORDER BY file_id, slice_key""",
             [file_id for file_id in by_file if file_id not in assembled],
         )
         members: dict[uuid.UUID, list[domain.Instance]] = {}
@@ -774,7 +774,7 @@ class Dicom(Handlers):
         """A slice of a series drawn as a PNG, and its ETag (the instance's hash)."""
         row = await self.pool.fetchrow(
             """SELECT blob_key, sha256 FROM dicom.instances WHERE file_id = $1
-               ORDER BY ordinal OFFSET $2 LIMIT 1""",
+               ORDER BY slice_key OFFSET $2 LIMIT 1""",
             file_id,
             index,
         )

@@ -6,6 +6,7 @@ the previous one assembled; `files rebuild dicom.series` replays it.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +19,9 @@ from shared.kit.reactions import Received
 
 series = Projection(
     name="dicom.series",
-    # 2: the series' sha256; 3: series in the trash; 4: import entries' titles, metadata
-    version=4,
+    # 2: the series' sha256; 3: series in the trash; 4: import entries' titles, metadata;
+    # 5: instances' slice keys
+    version=5,
     tables=(
         "dicom.series",
         "dicom.detached_series",
@@ -56,9 +58,11 @@ series = Projection(
         version integer NOT NULL,
         sha256 text
     );
+    -- slice_key: the slice order (domain.slice_key; the slices route and DICOMweb read
+    -- it), a key of the instance's own, which stays while its series' direction does.
     CREATE TABLE IF NOT EXISTS dicom.instances (
         file_id uuid NOT NULL,
-        ordinal integer NOT NULL,
+        slice_key bytea NOT NULL,
         sop_uid text NOT NULL,
         name text NOT NULL,
         blob_key text NOT NULL,
@@ -67,6 +71,15 @@ series = Projection(
         facts jsonb NOT NULL,
         PRIMARY KEY (file_id, sop_uid)
     );
+    -- Tables from before (2026-12-06) ranked slices 0..n-1 in `ordinal`, which every
+    -- extension rewrote from its first new slice on, facts and all. Kept, null, while a
+    -- replica of the version before may still write it (its rows get a key when their
+    -- series is next extended); version 5's rebuild gives every row its key.
+    ALTER TABLE dicom.instances ADD COLUMN IF NOT EXISTS slice_key bytea;
+    DO $$ BEGIN
+        ALTER TABLE dicom.instances ALTER COLUMN ordinal DROP NOT NULL;
+    EXCEPTION WHEN undefined_column THEN NULL;
+    END $$;
     -- Each job's account: how many of its instances are settled, the series files they
     -- joined, the errors of those rejected. Ingest knows the job's total.
     CREATE TABLE IF NOT EXISTS dicom.jobs (
@@ -178,28 +191,62 @@ def instance_of(facts: dict[str, Any]) -> domain.Instance:
 
 
 async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> None:
-    """Instances after those their series has, in the order given (a new series' pages
-    are in slice order; `_in_slice_order` puts an extended one back in order)."""
-    # Each series' end is looked up once, not once an instance: a row's own lookup read
-    # every instance its series had (an extension of 20 to a series of 2,000 read 40,000).
-    await conn.execute(
-        """WITH x AS (
-               SELECT *, row_number() OVER (PARTITION BY file_id ORDER BY n) AS k
-               FROM jsonb_to_recordset($1::jsonb) AS r(
-                   n integer, file_id uuid, sop_uid text, name text, blob_key text,
-                   sha256 text, size bigint, facts jsonb)),
-           ends AS (
-               SELECT f.file_id,
-                      coalesce((SELECT max(i.ordinal) + 1 FROM dicom.instances i
-                                WHERE i.file_id = f.file_id), 0) AS next
-               FROM (SELECT DISTINCT file_id FROM x) AS f)
-           INSERT INTO dicom.instances
-           (file_id, ordinal, sop_uid, name, blob_key, sha256, size, facts)
-           SELECT x.file_id, ends.next + k - 1, sop_uid, name, blob_key, sha256, size, facts
-           FROM x JOIN ends USING (file_id)
-           ON CONFLICT (file_id, sop_uid) DO NOTHING""",
-        [{**i, "file_id": file_id, "n": n} for n, (file_id, i) in enumerate(instances)],
+    """Instances their series does not have yet (by SOPInstanceUID; the first of a UID
+    given twice), each with its slice key. Keys depend on the series' slice direction,
+    which only a new lowest UID of another orientation, or a slice without a position,
+    changes: then the series' other keys are written again; otherwise only the new rows
+    are written (ranks moved every slice after the first new one, at each extension)."""
+    # By the id's text as PostgreSQL writes it (events carry it as text, read or made).
+    files = list({str(uuid.UUID(str(file_id))) for file_id, _ in instances})
+    # Only what the order reads, not each instance's facts whole.
+    rows = await conn.fetch(
+        """SELECT file_id::text AS file_id, sop_uid, slice_key, facts->'position' AS position,
+                  facts->'orientation' AS orientation,
+                  (facts->>'instance_number')::bigint AS instance_number
+           FROM dicom.instances WHERE file_id = ANY($1::uuid[])""",
+        files,
     )
+    known: dict[str, dict[str, tuple[_Placed, bytes | None]]] = {f: {} for f in files}
+    for r in rows:
+        known[r["file_id"]][r["sop_uid"]] = (_Placed.of(r), r["slice_key"])
+    new: dict[str, dict[str, tuple[_Placed, dict[str, Any]]]] = {f: {} for f in files}
+    for given, i in instances:
+        file_id = str(uuid.UUID(str(given)))
+        if i["sop_uid"] not in known[file_id] and i["sop_uid"] not in new[file_id]:
+            new[file_id][i["sop_uid"]] = (_Placed.of_facts(i["sop_uid"], i["facts"]), i)
+    rekeyed: list[tuple[str, str, bytes]] = []
+    added: list[dict[str, Any]] = []
+    for file_id in files:
+        placed = [p for p, _ in known[file_id].values()] + [p for p, _ in new[file_id].values()]
+        normal = domain.slice_normal(placed)
+        for sop_uid, (p, key) in known[file_id].items():
+            if (now := domain.slice_key(p, normal)) != key:
+                rekeyed.append((file_id, sop_uid, now))
+        added += [
+            {**i, "file_id": file_id, "slice_key": domain.slice_key(p, normal).hex()}
+            for p, i in new[file_id].values()
+        ]
+    if rekeyed:
+        await conn.execute(
+            """UPDATE dicom.instances i SET slice_key = x.slice_key
+               FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS x(file_id, sop_uid, slice_key)
+               WHERE i.file_id = x.file_id AND i.sop_uid = x.sop_uid""",
+            [m[0] for m in rekeyed],
+            [m[1] for m in rekeyed],
+            [m[2] for m in rekeyed],
+        )
+    if added:
+        await conn.execute(
+            """INSERT INTO dicom.instances
+               (file_id, slice_key, sop_uid, name, blob_key, sha256, size, facts)
+               SELECT file_id, decode(slice_key, 'hex'), sop_uid, name, blob_key, sha256, size,
+                      facts
+               FROM jsonb_to_recordset($1::jsonb) AS r(
+                   file_id uuid, slice_key text, sop_uid text, name text, blob_key text,
+                   sha256 text, size bigint, facts jsonb)
+               ON CONFLICT (file_id, sop_uid) DO NOTHING""",
+            added,
+        )
 
 
 @series.on(dicom_events.ImportEntryDescribed)
@@ -234,34 +281,15 @@ class _Placed:
             row["instance_number"],
         )
 
-
-async def _in_slice_order(conn: Conn, files: list[str]) -> None:
-    """`ordinal` is the slice order (the slices route reads it): instances an extension
-    added may go between those the series had, so the series is ordered again."""
-    # Only what the order reads, not each instance's facts whole.
-    rows = await conn.fetch(
-        """SELECT file_id, sop_uid, ordinal, facts->'position' AS position,
-                  facts->'orientation' AS orientation,
-                  (facts->>'instance_number')::integer AS instance_number
-           FROM dicom.instances WHERE file_id = ANY($1::uuid[])""",
-        files,
-    )
-    by_file: dict[Any, list[Any]] = {}
-    for r in rows:
-        by_file.setdefault(r["file_id"], []).append(r)
-    moved: list[tuple[Any, str, int]] = []
-    for file_id, members in by_file.items():
-        now = {r["sop_uid"]: r["ordinal"] for r in members}
-        ordered = domain.order(_Placed.of(r) for r in members)
-        moved += [(file_id, i.sop_uid, k) for k, i in enumerate(ordered) if now[i.sop_uid] != k]
-    if moved:
-        await conn.execute(
-            """UPDATE dicom.instances i SET ordinal = x.ordinal
-               FROM unnest($1::uuid[], $2::text[], $3::int[]) AS x(file_id, sop_uid, ordinal)
-               WHERE i.file_id = x.file_id AND i.sop_uid = x.sop_uid""",
-            [m[0] for m in moved],
-            [m[1] for m in moved],
-            [m[2] for m in moved],
+    @staticmethod
+    def of_facts(sop_uid: str, facts: dict[str, Any]) -> _Placed:
+        return _Placed.of(
+            {
+                "sop_uid": sop_uid,
+                "position": facts.get("position"),
+                "orientation": facts.get("orientation"),
+                "instance_number": facts.get("instance_number"),
+            }
         )
 
 
@@ -269,18 +297,7 @@ async def _in_slice_order(conn: Conn, files: list[str]) -> None:
 async def instances_added(
     conn: Conn, events: Sequence[Received[dicom_events.SeriesInstancesAdded]]
 ) -> None:
-    files = list({e.data["file_id"] for e in events})
-    extended = [
-        r["f"]
-        for r in await conn.fetch(
-            """SELECT f FROM unnest($1::uuid[]) AS f
-               WHERE EXISTS (SELECT 1 FROM dicom.instances i WHERE i.file_id = f)""",
-            files,
-        )
-    ]
     await _insert(conn, [(e.data["file_id"], i) for e in events for i in e.data["instances"]])
-    if extended:
-        await _in_slice_order(conn, extended)
     last = {e.data["file_id"]: e.stream_version for e in events}
     await conn.execute(
         """UPDATE dicom.series s SET version = x.version

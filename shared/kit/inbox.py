@@ -2,8 +2,9 @@
 
 A batch from Kafka is applied in one transaction; each event id goes into the
 inbox first, and only events the inbox had not seen reach the handler. The
-Kafka offset is committed after the database commit, so a crash in between
-redelivers events the inbox then drops.
+batch's Kafka offsets are committed after the database commit, so a crash in between
+redelivers events the inbox then drops. The next batch is fetched (and its `ahead`
+work done) while this one's transaction runs; its offsets wait for its own turn.
 
 Failures (`Consumer._transiently` is the one place that retries; shared/kit/retry.py
 says what is transient): a transient failure (lost connection, restart, deadlock,
@@ -28,6 +29,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -35,7 +37,7 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from shared.contracts import topics as topic_names
 from shared.contracts.envelope import Envelope
@@ -292,6 +294,21 @@ class Inbox:
         return {r["source"]: r["position"] for r in rows}
 
 
+@dataclass
+class Fetched:
+    """A batch as fetched: its messages (for their offsets), its events to apply in
+    order, and what is set aside of it (malformed messages, parked events)."""
+
+    messages: list[ConsumerRecord[Any, Any]]
+    envelopes: list[Envelope]
+    carried: dict[uuid.UUID, str | None] | None
+    idle: frozenset[str]
+    malformed: list[tuple[str, bytes, str]]
+    parked: list[Envelope]
+    # What `prepare` made of it ahead of its turn (None: not made, or it failed).
+    made: Mapping[uuid.UUID, Any] | None = None
+
+
 class Stalled(Exception):
     """A transient failure outlasted the retry policy: the consumer stops, without
     passing the event, and its supervisor starts it again."""
@@ -366,9 +383,25 @@ class Consumer:
         await kafka.start()
         next_prune = time.monotonic() + PRUNE_EVERY_S
         next_replays = time.monotonic()
+        # The next batch, fetched and made ready (`Reactions.ahead`) while this batch's
+        # transaction runs: the consumer applies one batch at a time, and at 64x64 DICOM
+        # requests queued at it, each batch's reads and fetch waiting for the last one's
+        # commit (bench/README.md, dicom). So offsets are committed by the batch, once
+        # its transaction has: a plain `commit()` would commit the positions fetched, the
+        # next batch's too, which a crash then would lose.
+        next_batch: asyncio.Task[Fetched] | None = None
+        # Fetched already, to be applied next (what could not join the batch before).
+        pending: Fetched | None = None
         try:
             while True:
-                batches = await kafka.getmany(timeout_ms=500)
+                if pending is not None:
+                    fetched, pending = pending, None
+                elif next_batch is not None:
+                    fetched, next_batch = await next_batch, None
+                    if fetched.messages:
+                        fetched, pending = await self._topped_up(kafka, fetched)
+                else:
+                    fetched = await self._fetch(kafka)
                 self.ready.set()
                 if time.monotonic() > next_prune:
                     await self.inbox.prune(self.pool)
@@ -376,17 +409,99 @@ class Consumer:
                 if time.monotonic() > next_replays:
                     await self.replay_requested()
                     next_replays = time.monotonic() + REPLAYS_EVERY_S
-                messages = [m for batch in batches.values() for m in batch]
-                if not messages:
+                if not fetched.messages:
                     continue
-                await self.apply_messages(messages)
+                next_batch = asyncio.create_task(self._fetch(kafka))
+                await self._apply_fetched(fetched)
                 if self.after_db_commit is not None:
                     await self.after_db_commit()
-                await kafka.commit()
+                await self.commit_offsets(kafka, fetched.messages)
         finally:
+            if next_batch is not None:
+                next_batch.cancel()
+                # Dropped: its offsets are not committed, so the group gets it again.
+                await asyncio.gather(next_batch, return_exceptions=True)
             await kafka.stop()
 
+    async def commit_offsets(
+        self, kafka: AIOKafkaConsumer, messages: Sequence[ConsumerRecord[Any, Any]]
+    ) -> None:
+        """Commit the offsets past these messages (a batch applied), and no further."""
+        ends: dict[TopicPartition, int] = {}
+        for message in messages:
+            tp = TopicPartition(message.topic, message.partition)
+            ends[tp] = max(ends.get(tp, 0), message.offset + 1)
+        # A partition a rebalance gave to another member meanwhile is not ours to commit:
+        # its new owner starts from its last committed offset, and the inbox drops what
+        # this batch applied of it.
+        mine = kafka.assignment()
+        ends = {tp: offset for tp, offset in ends.items() if tp in mine}
+        if ends:
+            await kafka.commit(ends)
+
+    async def _topped_up(
+        self, kafka: AIOKafkaConsumer, fetched: Fetched
+    ) -> tuple[Fetched, Fetched | None]:
+        """The batch fetched ahead, joined by what arrived while the batch before it was
+        applied: a fetch ahead returns the first messages to arrive, and batches of those
+        alone were smaller (more transactions, each with its fixed work) than a fetch
+        after the transaction gets. What cannot join it (the types passed over changed
+        meanwhile) comes back second, to be applied next."""
+        room = self.max_batch - len(fetched.messages)
+        if room <= 0:
+            return fetched, None
+        batches = await kafka.getmany(timeout_ms=0, max_records=room)
+        messages = [m for batch in batches.values() for m in batch]
+        if not messages:
+            return fetched, None
+        more = await self._decode(messages)
+        if more.idle != fetched.idle:
+            return fetched, more
+        ids = {e.event_id for e in fetched.envelopes}
+        added = [e for e in more.envelopes if e.event_id not in ids]
+        made = fetched.made
+        if made is not None and self.prepare is not None:
+            used = self._used(added, more.idle)
+            try:
+                made = {**made, **(await self.prepare(used))} if used else made
+            except Exception:
+                made = None  # all made in the batch's turn, with its retries
+        carried = (
+            {**fetched.carried, **more.carried}
+            if fetched.carried is not None and more.carried is not None
+            else None
+        )
+        return Fetched(
+            [*fetched.messages, *more.messages],
+            sorted([*fetched.envelopes, *added], key=lambda e: (e.source, e.position)),
+            carried,
+            fetched.idle,
+            [*fetched.malformed, *more.malformed],
+            [*fetched.parked, *(e for e in more.parked if e.event_id not in ids)],
+            made,
+        ), None
+
+    async def _fetch(self, kafka: AIOKafkaConsumer) -> Fetched:
+        """The next batch, decoded, with what `prepare` made of it (if it could)."""
+        batches = await kafka.getmany(timeout_ms=500)
+        messages = [m for batch in batches.values() for m in batch]
+        if not messages:
+            return Fetched([], [], None, frozenset(), [], [])
+        fetched = await self._decode(messages)
+        if self.prepare is not None and fetched.envelopes:
+            used = self._used(fetched.envelopes, fetched.idle)
+            if used:
+                try:
+                    fetched.made = await self.prepare(used)
+                except Exception:
+                    # Made again in the batch's turn, where failures retry as they should.
+                    log.info("consumer.prepare_ahead_failed", consumer=self.inbox.consumer)
+        return fetched
+
     async def apply_messages(self, messages: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        await self._apply_fetched(await self._decode(messages))
+
+    async def _decode(self, messages: Sequence[ConsumerRecord[Any, Any]]) -> Fetched:
         envelopes: list[Envelope] = []
         # With tracing on, the trace context of each message's headers, by event id.
         carried: dict[uuid.UUID, str | None] | None = {} if tracing.enabled else None
@@ -398,13 +513,15 @@ class Consumer:
         read_whole = (
             self._read_whole if not idle or self._read_whole is None else self._read_whole - idle
         )
+        malformed: list[tuple[str, bytes, str]] = []
+        parked: list[Envelope] = []
         for message in messages:
             if message.value is None:
                 continue  # a filler the relay padded a partition with (shared/kit/outbox.py)
             try:
                 envelope = decode(message.value, read_whole)
             except Exception as error:  # malformed on the wire: nothing to apply
-                await self._dead_letter_raw(message.topic, message.value, repr(error))
+                malformed.append((message.topic, message.value, repr(error)))
                 continue
             if envelope.event_id in seen:
                 # Published twice (a relay that lost track of a broker that restarted
@@ -413,14 +530,7 @@ class Consumer:
             seen.add(envelope.event_id)
             if envelope.type == PARKED:
                 # The relay could not publish this event (too big for the bus).
-                data = envelope.data
-                await self._dead_letter(
-                    envelope,
-                    f"the relay of {envelope.source} set it aside: {data.get('type')} is"
-                    f" {data.get('size')} bytes ({data.get('reason')})",
-                    tries=0,
-                    first_failed_at=datetime.now(UTC),
-                )
+                parked.append(envelope)
                 continue
             envelopes.append(envelope)
             if carried is not None:
@@ -428,10 +538,32 @@ class Consumer:
         # Partitions interleave; within a batch, apply each source's events in the
         # order its store recorded them.
         envelopes.sort(key=lambda e: (e.source, e.position))
+        return Fetched(list(messages), envelopes, carried, idle, malformed, parked)
+
+    async def _apply_fetched(self, fetched: Fetched) -> None:
+        # Dead-lettered in the batch's turn (not as it is fetched, while the batch before
+        # is applied): their inbox rows and watermarks follow the batches before.
+        for topic, value, error in fetched.malformed:
+            await self._dead_letter_raw(topic, value, error)
+        for envelope in fetched.parked:
+            data = envelope.data
+            await self._dead_letter(
+                envelope,
+                f"the relay of {envelope.source} set it aside: {data.get('type')} is"
+                f" {data.get('size')} bytes ({data.get('reason')})",
+                tries=0,
+                first_failed_at=datetime.now(UTC),
+            )
+        envelopes, carried, idle, made = (
+            fetched.envelopes,
+            fetched.carried,
+            fetched.idle,
+            fetched.made,
+        )
         if not envelopes:
             return
         try:
-            await self._transiently(lambda: self._apply(envelopes, carried, idle), envelopes)
+            await self._transiently(lambda: self._apply(envelopes, carried, idle, made), envelopes)
             return
         except Stalled:
             raise
@@ -476,17 +608,24 @@ class Consumer:
                 )
                 await backoff.wait()
 
+    def _used(self, envelopes: Sequence[Envelope], idle: frozenset[str]) -> list[Envelope]:
+        wanted = self.wanted - idle if self.wanted is not None and idle else self.wanted
+        return [e for e in envelopes if wanted is None or e.type in wanted]
+
     async def _apply(
         self,
         envelopes: Sequence[Envelope],
         carried: Mapping[uuid.UUID, str | None] | None = None,
         idle: frozenset[str] = frozenset(),
+        made: Mapping[uuid.UUID, Any] | None = None,
     ) -> None:
+        """`made`: what `prepare` made of these events already (None: made here)."""
         started = time.monotonic()
-        wanted = self.wanted - idle if self.wanted is not None and idle else self.wanted
-        used = [e for e in envelopes if wanted is None or e.type in wanted]
-        passed = [e for e in envelopes if wanted is not None and e.type not in wanted]
-        made = await self.prepare(used) if self.prepare is not None and used else {}
+        used = self._used(envelopes, idle)
+        used_ids = {e.event_id for e in used}
+        passed = [e for e in envelopes if e.event_id not in used_ids]
+        if made is None:
+            made = await self.prepare(used) if self.prepare is not None and used else {}
         with made_ahead(made):
             new = await self._in_transaction(envelopes, used, passed, carried)
         took = time.monotonic() - started

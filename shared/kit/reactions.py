@@ -212,7 +212,9 @@ class Reactions:
     only as long as the writes): a method given the batch's events of those types, in
     one call, that returns what it made by event id, which the reaction reads with
     `ahead(event_id)`. It may run again for the same events (a batch retried), and for
-    events the inbox then drops (seen already): it changes nothing.
+    events the inbox then drops (seen already): it changes nothing. It runs while the
+    batch before is still being applied (the consumer fetches a batch ahead), so it
+    reads nothing that batch's reactions write.
     """
 
     def __init__(self, consumer: str) -> None:

@@ -13,7 +13,7 @@ from tests.e2e.test_dicom import finished, fresh_study, send, series_files, slic
 
 SNAPSHOT = {
     "dicom.series": "SELECT * FROM dicom.series ORDER BY file_id",
-    "dicom.instances": "SELECT * FROM dicom.instances ORDER BY file_id, ordinal",
+    "dicom.instances": "SELECT * FROM dicom.instances ORDER BY file_id, slice_key",
     "dicom.jobs": "SELECT * FROM dicom.jobs ORDER BY job_id",
     "dicom.job_files": "SELECT * FROM dicom.job_files ORDER BY job_id, file_id",
     "dicom.job_errors": "SELECT * FROM dicom.job_errors ORDER BY job_id, position",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -22,61 +24,136 @@ class Killed(Exception):
     pass
 
 
-async def test_event_redelivered_after_a_crash_between_commits_is_applied_once(
-    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
-) -> None:
-    s, topic, inbox, producer = world.schema, world.topic, world.inbox, world.producer
+class Ahead:
+    """A consumer's handler and `prepare` that hold the transaction of the batch with
+    event 1 open until the batch with event 2 has been fetched (and made ready) ahead."""
+
+    def __init__(self, world: World, *, hold_second: bool = False) -> None:
+        self.world = world
+        self.hold_second = hold_second
+        self.applying_first = asyncio.Event()
+        self.fetched_second = asyncio.Event()
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        for e in events:
+            await conn.execute(
+                f"INSERT INTO {self.world.schema}.effects VALUES ($1, $2)", e.event_id, e.data["n"]
+            )
+        if any(e.data["n"] == 1 for e in events):
+            self.applying_first.set()
+            await asyncio.wait_for(self.fetched_second.wait(), timeout=20)
+
+    async def prepare(self, events: Sequence[Envelope]) -> dict[uuid.UUID, object]:
+        if any(e.data["n"] == 2 for e in events):
+            self.fetched_second.set()
+            if self.hold_second:
+                await asyncio.Event().wait()  # until the consumer stops
+        return {}
+
+    async def send_second(self) -> None:
+        await asyncio.wait_for(self.applying_first.wait(), timeout=20)
+        await self.world.send(2)
+
+
+async def each_applied_once(pool: asyncpg.Pool, world: World, kafka_bootstrap: str) -> None:
+    """A new member of the group applies what is left; then each event's effect is
+    there once."""
+    s = world.schema
 
     async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
         for e in events:
             await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
 
-    await world.send(1)
-
-    async def die_before_offset_commit() -> None:
-        raise Killed
-
-    first = Consumer(
+    again = Consumer(
         pool=pool,
-        inbox=inbox,
-        topics=[topic],
+        inbox=world.inbox,
+        topics=[world.topic],
         handle=apply,
         bootstrap=kafka_bootstrap,
-        dead_letters=producer,
-        after_db_commit=die_before_offset_commit,
+        dead_letters=world.producer,
     )
-    with pytest.raises(Killed):
-        await asyncio.wait_for(first.run(), timeout=20)
-    assert await pool.fetchval(f"SELECT count(*) FROM {s}.effects") == 1
-
-    # A new member of the group gets the event again, since its offset was never committed.
-    redelivered = asyncio.Event()
-
-    async def watch() -> None:
-        redelivered.set()
-
-    second = Consumer(
-        pool=pool,
-        inbox=inbox,
-        topics=[topic],
-        handle=apply,
-        bootstrap=kafka_bootstrap,
-        dead_letters=producer,
-        after_db_commit=watch,
-    )
-    running = asyncio.create_task(second.run())
+    running = asyncio.create_task(again.run())
     try:
 
-        async def got_it_again() -> bool:
-            return redelivered.is_set()
+        async def both() -> bool:
+            return await world.inbox.watermarks(pool) == {s: 2}
 
-        await eventually(got_it_again, within=20, what="redelivery")
+        await eventually(both, within=30, what="both events applied after the restart")
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
-    assert await pool.fetchval(f"SELECT count(*) FROM {s}.effects") == 1
-    assert await inbox.watermarks(pool) == {s: 1}
+    rows = await pool.fetch(f"SELECT n, count(*) AS c FROM {s}.effects GROUP BY n ORDER BY n")
+    assert [(r["n"], r["c"]) for r in rows] == [(1, 1), (2, 1)]
+
+
+async def test_a_crash_between_commits_with_the_next_batch_fetched_ahead_applies_each_once(
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
+) -> None:
+    """The next batch is fetched while this one's transaction runs; a crash after the
+    transaction commits, before its offsets do, loses neither batch nor applies one twice:
+    the first is redelivered, and the inbox drops it."""
+    ahead = Ahead(world)
+
+    async def die_before_offset_commit() -> None:
+        raise Killed
+
+    await world.send(1)
+    first = Consumer(
+        pool=pool,
+        inbox=world.inbox,
+        topics=[world.topic],
+        handle=ahead.apply,
+        prepare=ahead.prepare,
+        bootstrap=kafka_bootstrap,
+        dead_letters=world.producer,
+        after_db_commit=die_before_offset_commit,
+    )
+    sending = asyncio.create_task(ahead.send_second())
+    with pytest.raises(Killed):
+        await asyncio.wait_for(first.run(), timeout=60)
+    await sending
+    assert ahead.fetched_second.is_set()
+    assert await pool.fetchval(f"SELECT array_agg(n) FROM {world.schema}.effects") == [1]
+    await each_applied_once(pool, world, kafka_bootstrap)
+
+
+async def test_a_batch_fetched_ahead_and_not_applied_is_not_committed_with_the_one_before(
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
+) -> None:
+    """The consumer stops after the first batch's offsets are committed, with the second
+    fetched and not applied: only the first batch's offsets were committed, so a new
+    member gets the second."""
+    ahead = Ahead(world, hold_second=True)
+    committed_first = asyncio.Event()
+
+    class Watched(Consumer):
+        async def commit_offsets(self, kafka: Any, messages: Sequence[Any]) -> None:
+            await super().commit_offsets(kafka, messages)
+            committed_first.set()
+
+    await world.send(1)
+    first = Watched(
+        pool=pool,
+        inbox=world.inbox,
+        topics=[world.topic],
+        handle=ahead.apply,
+        prepare=ahead.prepare,
+        bootstrap=kafka_bootstrap,
+        dead_letters=world.producer,
+    )
+    sending = asyncio.create_task(ahead.send_second())
+    running = asyncio.create_task(first.run())
+    try:
+        await asyncio.wait_for(committed_first.wait(), timeout=30)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    await sending
+    assert ahead.fetched_second.is_set()
+    assert await pool.fetchval(f"SELECT array_agg(n) FROM {world.schema}.effects") == [1]
+    await each_applied_once(pool, world, kafka_bootstrap)
 
 
 async def fresh_inbox(pool: asyncpg.Pool) -> Inbox:

@@ -7,10 +7,12 @@ import random
 import struct
 import time
 import tracemalloc
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
@@ -30,6 +32,8 @@ from services.dicom.domain import (
     assemble,
     merge,
     order,
+    slice_key,
+    slice_normal,
 )
 from services.dicom.handlers import Part
 from services.dicom.reader import read_instance
@@ -540,6 +544,36 @@ def test_uids_order_by_number_not_by_text() -> None:
         )
     ]
     assert [i.sop_uid for i in order(slices)] == [uid(5, k) for k in (2, 9, 10, 100)]
+
+
+@dataclass(frozen=True)
+class _Placed:
+    sop_uid: str
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, float, float, float, float, float] | None
+    instance_number: int | None
+
+
+_coordinate = st.floats(-1e6, 1e6, allow_nan=False) | st.sampled_from([0.0, -0.0, 1.0, -1.0])
+_placed = st.builds(
+    _Placed,
+    sop_uid=st.lists(
+        st.from_regex(r"[0-9]{1,25}", fullmatch=True) | st.sampled_from(["a", "ab", "b", ""]),
+        min_size=1,
+        max_size=5,
+    ).map(".".join),
+    position=st.none() | st.tuples(_coordinate, _coordinate, _coordinate),
+    orientation=st.none() | st.tuples(*[_coordinate] * 6),
+    instance_number=st.none() | st.integers(-(10**11), 10**12),
+)
+
+
+@given(st.lists(_placed, min_size=1, max_size=12, unique_by=lambda p: p.sop_uid))
+def test_slice_keys_sort_as_the_order_does(instances: list[_Placed]) -> None:
+    """The read model keeps a key a slice (its bytes compared as PostgreSQL compares
+    bytea), not a rank, so that an extension writes its new slices only."""
+    normal = slice_normal(instances)
+    assert sorted(instances, key=lambda i: slice_key(i, normal)) == list(order(instances))
 
 
 def test_a_series_missing_3d_tags_names_them() -> None:

@@ -664,7 +664,7 @@ def _series_there(session: Session, file: dict[str, Any], dest: Path, url: str) 
         return None
     if not file.get("sha256"):
         return False
-    # The slice order is the platform's (the DICOM context's ordinal); QIDO-RS lists the
+    # The slice order is the platform's (the DICOM context's slice keys); QIDO-RS lists the
     # series' instances in it, a page of DICOM JSON at a time.
     uids: list[str] = []
     accept = {"Accept": "application/dicom+json"}
