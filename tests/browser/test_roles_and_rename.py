@@ -5,6 +5,8 @@ folder's description, with the API's refusals shown."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from playwright.sync_api import Page, Route, expect
 
@@ -160,3 +162,41 @@ def test_an_editor_renames_and_edits_a_description_and_sees_refusals(
     dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
     expect(dialog.get_by_role("row", name=editor["email"])).to_be_visible()
     expect(dialog.get_by_role("combobox")).to_have_count(0)
+
+
+def test_a_menu_opened_before_the_folders_role_arrives_gains_the_editing_actions(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """On a busy platform the folder's contents can arrive before the folder itself (with
+    the caller's role on it): a right-click then offers what anyone may do, and the
+    editing actions join the open menu once the role is known, as they would have."""
+    page = signed_in
+    folder = make_folder(api, unique("late-role"))
+    name = unique("late") + ".txt"
+    upload(api, folder["id"], (name, text("late\n")))
+    held: list[Route] = []
+    holding = True
+    own = re.compile(rf"/v1/folders/{folder['id']}(\?.*)?$")
+
+    def folder_itself(url: str) -> bool:
+        return bool(own.search(url))
+
+    def hold(route: Route) -> None:
+        if holding:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route(folder_itself, hold)
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    page.get_by_role("row", name=name).click(button="right")
+    menu = page.get_by_role("menu", name=f"Actions for {name}")
+    expect(menu.get_by_role("menuitem", name="Add to dataset")).to_be_visible()
+    expect(menu.get_by_role("menuitem", name="Delete")).to_have_count(0)
+    assert held, "the folder's own read was not made"
+    holding = False
+    for route in held:
+        route.continue_()
+    expect(menu.get_by_role("menuitem", name="Delete")).to_be_visible()
+    expect(menu.get_by_role("menuitem", name="Rename")).to_be_visible()

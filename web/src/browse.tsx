@@ -66,7 +66,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const [view, setView] = useState(prefs.view);
   const [sort, setSort] = useState<Sort>({ key: "name", dir: 1 });
   const [kind, setKind] = useState("");
-  const [menu, setMenu] = useState<{ x: number; y: number; items: MenuItem[]; label: string } | null>(null);
+  // What was right-clicked, and where: its actions are drawn from the role as it is now,
+  // so a menu opened before the folder's role arrived gains "Delete" once it does.
+  const [menu, setMenu] = useState<{ x: number; y: number; targets: Item[] } | null>(null);
 
   // The version this folder was opened at: only a delete made while it is shown sends
   // the page to its parent; one made before is for the read to confirm (it may be back).
@@ -132,6 +134,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       selectOnly(i);
       targets = [shown[i]];
     }
+    setMenu({ x, y, targets });
+  };
+  const actionsFor = (targets: Item[]): { label: string; items: MenuItem[] } => {
     const label = targets.length === 1 ? `Actions for ${targets[0].name}` : `Actions for ${targets.length} items`;
     const extra: MenuItem[] =
       targets.length === 1 && targets[0].type === "folder"
@@ -142,8 +147,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
               : []),
           ]
         : [];
-    setMenu({ x, y, label, items: [...extra, ...selectionMenu(targets, folderId, role)] });
+    return { label, items: [...extra, ...selectionMenu(targets, folderId, role)] };
   };
+  const shownMenu = menu && { ...menu, ...actionsFor(menu.targets) };
 
   const toolbar = (
     <div class="toolbar" role="toolbar" aria-label="Folder actions">
@@ -295,7 +301,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
           <p class="muted">Select a folder or file to see its details.</p>
         )}
       </aside>
-      {menu && <Menu x={menu.x} y={menu.y} label={menu.label} items={menu.items} onClose={() => setMenu(null)} />}
+      {shownMenu && (
+        <Menu x={shownMenu.x} y={shownMenu.y} label={shownMenu.label} items={shownMenu.items} onClose={() => setMenu(null)} />
+      )}
     </div>
   );
 }
