@@ -15,14 +15,6 @@ connection that sent nothing was never closed. Here:
   the application is the one not reading: flow control paused us): else the connection
   is closed, which the application sees as the client gone.
 
-A body is also held differently: uvicorn appends each piece read to a bytearray and
-hands the application `bytes()` of it, two copies of every byte, and the bytearray's
-growth (`realloc` past the allocator's mmap threshold) faults fresh pages in each time:
-measured apart, 1.0 CPU-s of kernel time a GB, most of what ingest and the gateway spent
-in the kernel for a large upload. Here the pieces are kept as they came (a read each,
-up to 256 KiB) and handed on one by one as they are, never joined; reading pauses past
-`BODY_HELD` held rather than uvicorn's 64 KiB.
-
 Between requests uvicorn's own keep-alive timeout closes an idle connection.
 
 The gateway is the edge (`PUBLIC`). A service is reached only by the gateway (and by
@@ -35,13 +27,11 @@ that is stuck, not a client that is slow.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from uvicorn._types import ASGIReceiveEvent, HTTPRequestEvent
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.kit.logs import log
 
@@ -61,41 +51,6 @@ INTERNAL = Bounds(max_head=16 * 1024 * 1024, headers_timeout_s=30.0, body_idle_s
 # connection closes: closed at once with unread bytes, it would be reset, and the client
 # could lose the answer before it read it.
 LINGER_S = 2.0
-# A request's body bytes held before reading pauses (plus at most one read, 256 KiB):
-# what uvicorn holds (64 KiB and a read) is less than one piece the gateway sends on.
-BODY_HELD = 512 * 1024
-
-
-class _PiecedCycle(RequestResponseCycle):
-    """uvicorn's request cycle, its body held as the pieces read (`on_body`), each handed
-    to the application as it is."""
-
-    pieces: deque[bytes]
-    held: int
-
-    async def receive(self) -> ASGIReceiveEvent:
-        # As uvicorn's, but a piece at a time: no bytes joined or copied here.
-        if self.waiting_for_100_continue and not self.transport.is_closing():
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self.waiting_for_100_continue = False
-        if not self.pieces and not self.disconnected and not self.response_complete:
-            self.flow.resume_reading()
-            await self.message_event.wait()
-        # Cleared whether it was waited for or not: what it signals is in the state read
-        # below (the pieces, `more_body`, `disconnected`).
-        self.message_event.clear()
-        if self.disconnected or self.response_complete:
-            return {"type": "http.disconnect"}
-        body = self.pieces.popleft() if self.pieces else b""
-        self.held -= len(body)
-        if self.held <= BODY_HELD:
-            self.flow.resume_reading()
-        message: HTTPRequestEvent = {
-            "type": "http.request",
-            "body": body,
-            "more_body": self.more_body or bool(self.pieces),
-        }
-        return message
 
 
 class BoundedHttp(HttpToolsProtocol):
@@ -169,31 +124,13 @@ class BoundedHttp(HttpToolsProtocol):
         self._in_head = False
         self._body_at = self.loop.time()
         self._arm(self.bounds.body_idle_s, self._body_late)
-        before = self.cycle
         super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is before:  # an upgrade (a websocket): no request cycle made
-            return
-        # The cycle uvicorn just made (its task not started yet, so its `receive` is
-        # looked up after this): ours, holding the body's pieces.
-        cycle.__class__ = _PiecedCycle
-        assert isinstance(cycle, _PiecedCycle)
-        cycle.pieces, cycle.held = deque(), 0
 
     def on_body(self, body: bytes) -> None:
         if self._refused:
             return
         self._body_at = self.loop.time()
-        # As uvicorn's, the piece kept as it is (see the module's docstring).
-        cycle = self.cycle
-        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
-            return
-        assert isinstance(cycle, _PiecedCycle)
-        cycle.pieces.append(body)
-        cycle.held += len(body)
-        if cycle.held > BODY_HELD:
-            self.flow.pause_reading()
-        cycle.message_event.set()
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self._refused:
