@@ -691,8 +691,8 @@ class Thumbnails(Handlers):
             except (FileNotFoundError, KeyError):
                 return ("content_missing", "the content is not stored")
         # The worker reads this object by it, and holds no key of the store's.
-        url = self.blobs.presigned_get(file["blob_key"], URL_LASTS)
-        return render.Job(renderer, file["blob_key"], size, self.fmt, url=url)
+        signed = self.blobs.presigned_get(file["blob_key"], URL_LASTS)
+        return render.Job(renderer, file["blob_key"], size, self.fmt, url=signed)
 
     async def record(self, drawn: Mapping[str, tuple[dict[str, Any], Drawn]]) -> None:
         """Settle each source (store its pictures, or its failure; None: settled already)
