@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +18,18 @@ from shared.kit.inbox import Consumer, Inbox
 from tests.conftest import eventually
 from tests.integration.conftest import World
 from tests.integration.helpers import envelope, schema
+
+
+@contextlib.asynccontextmanager
+async def consuming(consumer: Consumer) -> AsyncIterator[None]:
+    """The consumer running for the block, stopped (cancelled) after it."""
+    running = asyncio.create_task(consumer.run())
+    try:
+        yield
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
 
 class Killed(Exception):
@@ -72,17 +84,12 @@ async def each_applied_once(pool: asyncpg.Pool, world: World, kafka_bootstrap: s
         bootstrap=kafka_bootstrap,
         dead_letters=world.producer,
     )
-    running = asyncio.create_task(again.run())
-    try:
+    async with consuming(again):
 
         async def both() -> bool:
             return await world.inbox.watermarks(pool) == {s: 2}
 
         await eventually(both, within=30, what="both events applied after the restart")
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
     rows = await pool.fetch(f"SELECT n, count(*) AS c FROM {s}.effects GROUP BY n ORDER BY n")
     assert [(r["n"], r["c"]) for r in rows] == [(1, 1), (2, 1)]
 
@@ -143,13 +150,8 @@ async def test_a_batch_fetched_ahead_and_not_applied_is_not_committed_with_the_o
         dead_letters=world.producer,
     )
     sending = asyncio.create_task(ahead.send_second())
-    running = asyncio.create_task(first.run())
-    try:
+    async with consuming(first):
         await asyncio.wait_for(committed_first.wait(), timeout=30)
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
     await sending
     assert ahead.fetched_second.is_set()
     assert await pool.fetchval(f"SELECT array_agg(n) FROM {world.schema}.effects") == [1]
@@ -275,17 +277,12 @@ async def test_an_event_published_twice_in_one_batch_is_applied_once(
         bootstrap=kafka_bootstrap,
         dead_letters=world.producer,
     )
-    running = asyncio.create_task(consumer.run())
-    try:
+    async with consuming(consumer):
 
         async def caught_up() -> bool:
             return await world.inbox.watermarks(pool) == {s: 1}
 
         await eventually(caught_up, within=20, what="the event applied")
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
     assert await pool.fetchval(f"SELECT count(*) FROM {s}.effects") == 1
     assert consumer.retried == 0
     assert consumer.dead_lettered == 0
@@ -362,17 +359,12 @@ async def test_a_consumer_applies_only_the_types_it_wants(
         dead_letters=producer,
         wanted={wanted},
     )
-    running = asyncio.create_task(consumer.run())
-    try:
+    async with consuming(consumer):
 
         async def caught_up() -> bool:
             return await inbox.watermarks(pool) == {s: 6}
 
         await eventually(caught_up, within=20, what="the watermark past all six")
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
     assert set(seen) == {wanted}
     assert sorted(r["n"] for r in await pool.fetch(f"SELECT * FROM {s}.effects")) == [1, 3, 5]
     assert await pool.fetchval(f"SELECT count(*) FROM {s}.inbox") == 3
@@ -406,8 +398,7 @@ async def test_types_idle_for_now_are_passed_over_until_a_reaction_would_act(
         wanted={wanted},
         idle=idle,
     )
-    running = asyncio.create_task(consumer.run())
-    try:
+    async with consuming(consumer):
 
         def past(position: int) -> Callable[[], Awaitable[bool]]:
             async def check() -> bool:
@@ -424,9 +415,5 @@ async def test_types_idle_for_now_are_passed_over_until_a_reaction_would_act(
         for n in (4, 5, 6):
             await send_at(world, n, wanted)
         await eventually(past(6), within=20, what="the watermark past the wanted three")
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
     assert sorted(seen) == [4, 5, 6]
     assert await pool.fetchval(f"SELECT count(*) FROM {s}.inbox") == 3
