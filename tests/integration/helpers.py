@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from aiokafka import AIOKafkaProducer
@@ -8,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from shared.contracts.envelope import Cause, Envelope, Event, new_envelope
 from shared.kit import bus
 from shared.kit.eventstore import EventStore
+from shared.kit.inbox import Consumer
 from shared.kit.outbox import Relay
 
 
@@ -17,6 +21,18 @@ class Happened(Event):
 
 
 CAUSE = Cause(actor="test", correlation_id="test")
+
+
+@contextlib.asynccontextmanager
+async def consuming(consumer: Consumer) -> AsyncIterator[None]:
+    """The consumer running for the block, stopped (cancelled) after it."""
+    running = asyncio.create_task(consumer.run())
+    try:
+        yield
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
 
 def envelope(stream_id: str, version: int, n: int = 0) -> Envelope:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -17,19 +17,7 @@ from shared.kit import bus
 from shared.kit.inbox import Consumer, Inbox
 from tests.conftest import eventually
 from tests.integration.conftest import World
-from tests.integration.helpers import envelope, schema
-
-
-@contextlib.asynccontextmanager
-async def consuming(consumer: Consumer) -> AsyncIterator[None]:
-    """The consumer running for the block, stopped (cancelled) after it."""
-    running = asyncio.create_task(consumer.run())
-    try:
-        yield
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+from tests.integration.helpers import consuming, envelope, schema
 
 
 class Killed(Exception):

@@ -5,11 +5,10 @@ lists, shows and replays it once. On the real PostgreSQL and broker."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -23,21 +22,11 @@ from shared.kit.inbox import Consumer
 from shared.kit.retry import Policy
 from tests.conftest import eventually
 from tests.integration.conftest import World
+from tests.integration.helpers import consuming
 
 ROOT = Path(__file__).resolve().parents[2]
 # Quick tries, so the test runs in seconds; three of them before a dead letter.
 POLICY = Policy(first_s=0.01, cap_s=0.2, retry_for_s=60, poison_tries=3)
-
-
-@contextlib.asynccontextmanager
-async def consuming(consumer: Consumer) -> AsyncIterator[None]:
-    running = asyncio.create_task(consumer.run())
-    try:
-        yield
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
 
 
 async def effects(pool: asyncpg.Pool, s: str) -> list[int]:
