@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import eventually
 from tests.dicom_fixtures import ct_series
-from tests.e2e.support import folder, items, text, unique, upload
+from tests.e2e.support import CONSISTENCY, folder, items, text, unique, upload
 from tests.e2e.test_dicom import finished, fresh_study, series_files
 
 # Thousands of blobs: on local disk, so the figures are the bus's and not moto's.
@@ -43,6 +44,25 @@ async def listed_at_once(api: httpx.AsyncClient, folder_id: str) -> None:
     assert after["files"][0]["id"] in listed
 
 
+async def listed_later(api: httpx.AsyncClient, accepted: httpx.Response) -> dict[str, Any]:
+    """An image group answered 202 (stored, not yet listed): its file and folder once the
+    catalog has them, as the 201 would have given them."""
+    stored = accepted.json()
+    token = {CONSISTENCY: accepted.headers[CONSISTENCY]}
+    found: dict[str, Any] = {}
+
+    async def listed() -> bool:
+        answer = await api.get(f"/v1/files/{stored['file_id']}", headers=token)
+        if answer.status_code == 200:
+            found["file"] = answer.json()
+        return answer.status_code == 200
+
+    await eventually(listed, within=300, what="the stored image group listed")
+    answer = await api.get(f"/v1/folders/{stored['folder_id']}", headers=token)
+    assert answer.status_code == 200, answer.text
+    return {"file": found["file"], "folder": answer.json()}
+
+
 async def test_a_10000_frame_sequence_registers_and_the_next_upload_is_listed_at_once(
     api: httpx.AsyncClient,
 ) -> None:
@@ -54,8 +74,12 @@ async def test_a_10000_frame_sequence_registers_and_the_next_upload_is_listed_at
         files=fields + [("file", (n, data, "image/png")) for n, data in frames],
         timeout=600,  # 10,000 parts to receive, sniff and store on a busy machine
     )
-    assert answer.status_code == 201, answer.text
-    made: dict[str, Any] = answer.json()
+    # 201 once the catalog lists it; 202 when the platform's wait ran out first (a
+    # loaded machine): stored, so followed with its token as the client does.
+    assert answer.status_code in (201, 202), answer.text
+    made: dict[str, Any] = (
+        answer.json() if answer.status_code == 201 else await listed_later(api, answer)
+    )
     group = made["file"]["group"]
     # The File stays small: the first 1,000 ids, and how many there are.
     assert group["images"] == 10_000 and len(group["file_ids"]) == 1000

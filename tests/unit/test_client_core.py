@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import files_client
 import httpx
 from files_client import errors
-from files_client._core import Consistency, Retries
+from files_client._core import Consistency, Retries, Send, Sleep
 from files_client.api import safe_name, split_path
 from files_client.cli import _kind_refused
 from files_client.models import ROUTES
@@ -178,3 +179,68 @@ def test_the_cli_refuses_in_names_the_characters_the_platform_refuses() -> None:
         problem = _name_problem(hidden)
         assert problem is not None and "where no text needs it" in problem, hidden
         assert "where no text needs it" in (rules.name_problem(hidden) or ""), hidden
+
+
+def _answer(call: Any, status: int, body: Any, token: str = "") -> httpx.Response:
+    headers = {"Files-Consistency": token} if token else {}
+    request = httpx.Request(call.method, call.url)
+    return httpx.Response(status, json=body, headers=headers, request=request)
+
+
+def test_an_image_group_answered_202_is_followed_until_listed_not_sent_again(
+    tmp_path: Path,
+) -> None:
+    """Stored but not listed within the platform's wait (a large group on a busy
+    platform): the client must not fail on the 202's body, nor send the group again
+    (that would store a second one); it reads the group's file with the answer's token
+    until the catalog has it, then its images' folder."""
+    image = tmp_path / "a.png"
+    image.write_bytes(b"\x89PNG")
+    client = files_client.Client("http://files.test", api_key="key")
+    top = client._folder({"id": "f-top", "name": "top"})
+    ids = {"file_id": "g-1", "folder_id": "f-images", "job_id": "j-1"}
+    group_file = {
+        "id": "g-1",
+        "name": "scan",
+        "kind": "image_sequence",
+        "folder_id": "f-top",
+        "size": 4,
+        "sha256": "0" * 64,
+        "mime_type": "application/x-image-sequence",
+    }
+    op = type(top).upload_image_group.fn(top, [image], "scan", sequence=True)
+    step: Any = next(op)
+    sent: list[tuple[str, str, str]] = []
+    result = None
+    try:
+        while True:
+            if isinstance(step, Sleep):
+                step = op.send(None)
+                continue
+            assert isinstance(step, Send)
+            call = step.call
+            sent.append((call.method, call.url, call.headers.get("Files-Consistency", "")))
+            if call.method == "POST":
+                reply = _answer(call, 202, ids, token="ingest:7")
+            elif call.url.endswith("/v1/files/g-1"):
+                gets = sum(1 for m, u, _ in sent if u.endswith("/v1/files/g-1"))
+                reply = (
+                    _answer(call, 200, group_file, token="catalog:3")
+                    if gets == 3
+                    else _answer(call, 404, {"error": {"code": "not_found", "message": "no"}})
+                )
+            else:
+                reply = _answer(call, 200, {"id": "f-images", "name": "scan"})
+            step = op.send(reply)
+    except StopIteration as done:
+        result = done.value
+    assert result is not None
+    assert (result.file.id, result.folder.id) == ("g-1", "f-images")
+    assert [m for m, _, _ in sent].count("POST") == 1
+    reads = [(u.removeprefix("http://files.test"), t) for m, u, t in sent if m == "GET"]
+    assert reads == [
+        ("/v1/files/g-1", "ingest:7"),
+        ("/v1/files/g-1", "ingest:7"),
+        ("/v1/files/g-1", "ingest:7"),
+        ("/v1/folders/f-images", "catalog:3,ingest:7"),
+    ]

@@ -452,9 +452,13 @@ class Folder(FolderData, _Bound[M]):
         *,
         sequence: bool = False,
         progress: transfer.Progress | None = None,
+        timeout: float = 600.0,
     ) -> Op[ImageGroup[M]]:
         """Images as one image group (or, `sequence=True`, an image sequence: same
-        width and height, in this order): the group's file, and its images' folder."""
+        width and height, in this order): the group's file, and its images' folder.
+        A group the platform stored but had not listed yet when it answered (202: a
+        large one on a busy platform) is followed until it is, for up to `timeout`
+        seconds; past that, `Unavailable` (code `timeout`) names its file and job."""
         local = [transfer.LocalFile.at(p) for p in paths]
         kind = "image_sequence" if sequence else "image_group"
         found = yield from json_of(
@@ -466,7 +470,30 @@ class Folder(FolderData, _Bound[M]):
                 files=transfer.multipart(local, progress),
             ),
         )
-        return ImageGroup(self._api._file(found["file"]), self._api._folder(found["folder"]))
+        if "file" in found:
+            return ImageGroup(self._api._file(found["file"]), self._api._folder(found["folder"]))
+        # Stored already: sending it again would store a second group, so wait for this
+        # one. The reads carry the answer's consistency token, so each first waits (on
+        # the platform) for the catalog to reach it.
+        api = self._api
+        waited, delay = 0.0, 0.25
+        while True:
+            try:
+                file = yield from type(api).get_file.fn(api, found["file_id"])
+                break
+            except NotFound:
+                if waited >= timeout:
+                    raise Unavailable(
+                        "timeout",
+                        f"image group {name!r} was stored but is not listed after {timeout:g} s;"
+                        f" its job {found['job_id']} follows it",
+                        {k: found[k] for k in ("file_id", "folder_id", "job_id")},
+                    ) from None
+            yield Sleep(delay)
+            waited += delay
+            delay = min(delay * 1.5, 2.0)
+        images = yield from type(api).get_folder.fn(api, found["folder_id"])
+        return ImageGroup(file, images)
 
     @operation
     def upload_dicom(

@@ -543,12 +543,18 @@ class UploadImageGroupRequest(_message.Message):
     def __init__(self, group: _Optional[_Union[ImageGroupHeader, _Mapping]] = ..., file_name: _Optional[str] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class ImageGroupUploaded(_message.Message):
-    __slots__ = ("file", "folder")
+    __slots__ = ("file", "folder", "job_id", "file_id", "folder_id")
     FILE_FIELD_NUMBER: _ClassVar[int]
     FOLDER_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
     file: File
     folder: Folder
-    def __init__(self, file: _Optional[_Union[File, _Mapping]] = ..., folder: _Optional[_Union[Folder, _Mapping]] = ...) -> None: ...
+    job_id: str
+    file_id: str
+    folder_id: str
+    def __init__(self, file: _Optional[_Union[File, _Mapping]] = ..., folder: _Optional[_Union[Folder, _Mapping]] = ..., job_id: _Optional[str] = ..., file_id: _Optional[str] = ..., folder_id: _Optional[str] = ...) -> None: ...
 
 class JobRef(_message.Message):
     __slots__ = ("job_id",)
