@@ -417,7 +417,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
     const total = live.current.reduce((a, e) => a + e.file.size, 0);
     try {
       live.current.forEach((_, i) => update(i, { status: "uploading" }));
-      await send(`/v1/folders/${folderId}/image-groups`, form, (l, t) => {
+      const made = await send(`/v1/folders/${folderId}/image-groups`, form, (l, t) => {
         let left = (l / Math.max(t, 1)) * total;
         setEntries(live.current.map((e) => {
           const mine = Math.min(left, e.file.size);
@@ -426,7 +426,11 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
         }));
       });
       live.current.forEach((e, i) => update(i, { status: "done", loaded: e.file.size }));
-      notify(`${batchKind === "image_group" ? "Image group" : "Image sequence"} ${batchName.trim()} created`);
+      // 202: stored, but not yet listed when the platform answered (a large group on a
+      // busy platform); it appears in the folder shortly, and sending it again would
+      // make a second one.
+      const what = `${batchKind === "image_group" ? "Image group" : "Image sequence"} ${batchName.trim()}`;
+      notify(made?.file ? `${what} created` : `${what} stored: it will be listed in a moment`);
       changed();
     } catch (err) {
       live.current.forEach((_, i) => update(i, { status: "refused", loaded: 0, message: "" }));
