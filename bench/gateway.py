@@ -122,7 +122,7 @@ def the_admin(acl_url: str, key: ServiceKey) -> dict[str, str]:
         body=json.dumps({"api_key": ADMIN_KEY}),
         headers={
             "Content-Type": "application/json",
-            identity.HEADER: key.for_service("gateway", "bench-gateway"),
+            identity.HEADER: key.for_service("gateway", "bench-gateway", audience="acl"),
         },
     )
     user: dict[str, str] = json.loads(conn.getresponse().read())
@@ -200,7 +200,9 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
 
         def sign() -> None:
             catalog.headers = {
-                identity.HEADER: key.sign(admin["id"], admin["access"], "bench-gateway"),
+                identity.HEADER: key.sign(
+                    admin["id"], admin["access"], "bench-gateway", audience="catalog"
+                ),
                 "X-Correlation-Id": "bench-gateway",
             }
 

@@ -176,6 +176,7 @@ async def run(
                     caller = signer.sign(
                         user["id"],
                         Access(user["id"], org_admin=True).encode(),
+                        audience="ingest",
                         folder_path=folder["id"],
                     )
                     seconds, _ = await post_file(raw, url, content, {identity.HEADER: caller})

@@ -361,13 +361,13 @@ def local_body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
             assert last["size"] == 1, last
             target = httpx.URL(last["url"])
 
-            def service(name: str) -> dict[str, str]:
-                return {identity.HEADER: key.for_service(name)}
+            def service(to: str) -> dict[str, str]:
+                return {identity.HEADER: key.for_service("gateway", audience=to)}
 
             def opener_row() -> dict[str, Any]:
                 found = http.get(
                     f"{url['ingest']}/internal/uploads/{session['id']}/opener",
-                    headers=service("gateway"),
+                    headers=service("ingest"),
                 )
                 found.raise_for_status()
                 row: dict[str, Any] = found.json()
@@ -377,15 +377,22 @@ def local_body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
                 found = http.post(
                     f"{url['acl']}/internal/authenticate",
                     json={"key_id": key_id},
-                    headers=service("gateway"),
+                    headers=service("acl"),
                 )
                 found.raise_for_status()
                 who: dict[str, Any] = found.json()
                 return who
 
-            def signed(who: dict[str, Any], folder_path: str | None = None) -> dict[str, str]:
+            def signed(
+                who: dict[str, Any], to: str, folder_path: str | None = None
+            ) -> dict[str, str]:
                 token = key.sign(
-                    who["id"], who["access"], None, folder_path=folder_path, key_id=who["key_id"]
+                    who["id"],
+                    who["access"],
+                    None,
+                    audience=to,
+                    folder_path=folder_path,
+                    key_id=who["key_id"],
                 )
                 return {identity.HEADER: token}
 
@@ -393,7 +400,7 @@ def local_body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
                 found = http.get(
                     f"{url['catalog']}/internal/folders/{folder_id}",
                     params={"needed": "editor"},
-                    headers=signed(who),
+                    headers=signed(who, "catalog"),
                 )
                 found.raise_for_status()
                 return ",".join(found.json()["path"])
@@ -411,7 +418,7 @@ def local_body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
                 sent = http.put(
                     f"{url['ingest']}{target.raw_path.decode()}",
                     content=b"x",
-                    headers=signed(who, folder_path),
+                    headers=signed(who, "ingest", folder_path),
                 )
                 if sent.status_code != 200:
                     raise RuntimeError(f"part answered {sent.status_code}: {sent.text[:300]}")

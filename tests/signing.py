@@ -2,7 +2,10 @@
 
 The test platforms use SERVICE_KEY (tests/conftest.py), so a test can play the
 gateway: `as_user(...)` for a call made for a user, `sign_as_gateway` (an httpx event
-hook) for the calls the gateway makes for no user.
+hook) for the calls the gateway makes for no user. Their tokens name no service (as a
+signer of the version before audiences did: every service accepts them for now), so
+one set of headers serves calls to any service; tests/unit/test_identity.py and
+tests/e2e/test_service_identity.py hold the audience's checks.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Signed(Mapping[str, str]):
             return SIGNER.sign(
                 self.actor,
                 self.access,
+                audience=None,
                 folder_path=self.folder_path,
                 object_ref=self.object_ref,
                 key_id=self.key_id,
@@ -83,4 +87,4 @@ async def sign_as_gateway(request: httpx.Request) -> None:
     """Event hook: a call without a token goes as the gateway's own (as the gateway's
     client does)."""
     if identity.HEADER not in request.headers:
-        request.headers[identity.HEADER] = SIGNER.for_service("gateway")
+        request.headers[identity.HEADER] = SIGNER.for_service("gateway", audience=None)

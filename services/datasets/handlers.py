@@ -405,7 +405,9 @@ class Datasets(Handlers):
                 answer = await http.post(
                     url,
                     json=asked,
-                    headers={identity.HEADER: self.parts.identity.for_service("datasets")},
+                    headers={
+                        identity.HEADER: self.parts.identity.for_service("datasets", audience="acl")
+                    },
                 )
         except httpx.HTTPError as error:
             raise domain.Refused(

@@ -743,6 +743,7 @@ class Compose:
                     opener["id"],
                     opener["access"],
                     call.request.state.correlation_id,
+                    audience="ingest",
                     folder_path=path,
                     key_id=opener.get("key_id"),
                 )

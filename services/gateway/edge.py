@@ -319,6 +319,7 @@ class Gateway:
 
     def _headers(
         self,
+        service: str,
         request: Request,
         user: dict[str, Any] | None = None,
         *,
@@ -326,9 +327,10 @@ class Gateway:
         folder_path: str | None = None,
         object_ref: str | None = None,
     ) -> dict[str, str]:
-        """The headers of every call to a service, the one place they are made: who
-        asks, signed (the user, or the gateway itself for a call made for no user: a
-        key lookup, a consistency wait, a blob read after the rights were checked),
+        """The headers of every call to `service`, the one place they are made: who
+        asks, signed for that service only (the user, or the gateway itself for a call
+        made for no user: a key lookup, a consistency wait, a blob read after the rights
+        were checked),
         the request's correlation id (the service's own request id then matches ours),
         and the trace. `with_body` for the call that carries the caller's own request
         on (it keeps its content type and its Idempotency-Key; else a JSON call of ours
@@ -343,12 +345,13 @@ class Gateway:
                 user["id"],
                 user["access"],
                 correlation,
+                audience=service,
                 folder_path=folder_path,
                 object_ref=object_ref,
                 key_id=user.get("key_id"),
             )
             if user is not None
-            else self.identity.for_service("gateway", correlation),
+            else self.identity.for_service("gateway", correlation, audience=service),
             CORRELATION_HEADER: correlation,
         }
         for name in FORWARDED_WITH_BODY if with_body else ("traceparent",):
@@ -383,7 +386,12 @@ class Gateway:
         dropped (it closed it as idle while we sent) is sent once more, on a new one."""
         sent = {
             **self._headers(
-                request, user, with_body=with_body, folder_path=folder_path, object_ref=object_ref
+                service,
+                request,
+                user,
+                with_body=with_body,
+                folder_path=folder_path,
+                object_ref=object_ref,
             ),
             **(headers or {}),
         }

@@ -9,15 +9,18 @@ consistency waits, datasets asking the ACL context for users) carries a token na
 the calling service instead (`service:gateway`), with no access: a route that acts for
 a user refuses it (`shared/kit/http.py`).
 
-Token: `v1.<base64(JSON claims)>.<base64(HMAC-SHA256(key, "v1." + claims))>`,
-claims `{sub, acc, cid, iat, exp}` and, for a call about one folder, `fp`: the folder's
-path of ids as the gateway found it in the catalog (`shared/kit/http.py` folder_path),
-signed with the rest so no holder of a token can name another folder's path; for a
-call about the object of a customer's bucket a file imported by reference is, `obj`
-(`<integration id>:<key>`, from the same answer of the catalog as `fp`: ingest presigns
-that object and no other); for a user authenticated by an API key (or a web session
-started with one), `kid`, the key's id (an upload session is bound to the key that
-opened it). Valid TTL_S seconds. HMAC rather than Ed25519:
+Token: `v1.<base64(JSON claims)>.<base64(HMAC-SHA256(key, "v1." + claims))>`, claims
+`{sub, acc, cid, iat, exp, aud}`: `aud` names the one service the token is for (a token
+seen on the wire cannot be replayed to another service within its minute; every signer
+names it, and a service refuses a token naming another); for a call about one folder,
+`fp`: the folder's path of ids as the gateway found it in the catalog
+(`shared/kit/http.py` folder_path), signed with the rest so no holder of a token can
+name another folder's path; for a call about the object of a customer's bucket a file
+imported by reference is, `obj` (`<integration id>:<key>`, from the same answer of the
+catalog as `fp`: ingest presigns that object and no other); for a user authenticated by
+an API key (or a web session started with one), `kid`, the key's id (an upload session
+is bound to the key that opened it).
+Valid TTL_S seconds. HMAC rather than Ed25519:
 every service signs too (service-to-service calls), so each would need a private key
 of its own and every verifier the others' public keys, while the services already
 share one database credential, so a service holding the key could do no more harm
@@ -137,6 +140,8 @@ class Identity:
     object_ref: str | None = None
     # The id of the API key the user was authenticated by.
     key_id: str | None = None
+    # The service the token is for (None: signed by a version before audiences).
+    audience: str | None = None
 
     @property
     def service(self) -> str | None:
@@ -173,14 +178,19 @@ class ServiceKey:
         access: str | None = None,
         correlation_id: str | None = None,
         *,
+        audience: str | None,
         folder_path: str | None = None,
         object_ref: str | None = None,
         key_id: str | None = None,
         now: float | None = None,
     ) -> str:
+        """A token for `audience`, the service the call goes to (no default: every
+        signer names it; None is for tests playing a signer of the version before)."""
         issued = int(time.time() if now is None else now)
         claims: dict[str, Any] = {"sub": actor, "acc": access, "cid": correlation_id}
         claims["iat"], claims["exp"] = issued, issued + TTL_S
+        if audience is not None:
+            claims["aud"] = audience
         if folder_path is not None:
             claims["fp"] = folder_path
         if object_ref is not None:
@@ -207,14 +217,24 @@ class ServiceKey:
         wanted = self.object_read_mac(integration_id, key, expires)
         return hmac.compare_digest(wanted.encode(), signature.encode())
 
-    def for_service(self, service: str, correlation_id: str | None = None) -> str:
-        """A token for a call that acts for no user, naming the calling service; the
-        correlation id defaults to the one of the request or event being handled."""
+    def for_service(
+        self, service: str, correlation_id: str | None = None, *, audience: str | None
+    ) -> str:
+        """A token for a call that acts for no user, naming the calling service, to the
+        service `audience`; the correlation id defaults to the one of the request or
+        event being handled."""
         if correlation_id is None:
             correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
-        return self.sign(SERVICE_PREFIX + service, None, correlation_id)
+        return self.sign(SERVICE_PREFIX + service, None, correlation_id, audience=audience)
 
-    def verify(self, token: str | bytes, now: float | None = None) -> Identity:
+    def verify(
+        self, token: str | bytes, now: float | None = None, *, audience: str | None = None
+    ) -> Identity:
+        """The token's caller, if the token is sound, and (given `audience`, the
+        verifying service's name) not for another service. A token naming no service
+        is accepted: signers of the version before audiences make them, for a minute
+        each, while an upgrade rolls out (none of this version does); drop that in the
+        version after."""
         raw = token.encode("latin-1") if isinstance(token, str) else token
         signed, dot, mac = raw.rpartition(b".")
         version, _, body = signed.partition(b".")
@@ -235,6 +255,11 @@ class ServiceKey:
             raise Unauthenticated("the identity token was issued in the future")
         if expires - issued > TTL_S:
             raise Unauthenticated(f"the identity token lives longer than {TTL_S} s")
+        meant = claims.get("aud")
+        if audience is not None and meant is not None and meant != audience:
+            raise Unauthenticated(
+                f"the identity token is for the {meant} service, not the {audience} service"
+            )
         return Identity(
             claims["sub"],
             claims["acc"],
@@ -244,17 +269,20 @@ class ServiceKey:
             claims.get("fp"),
             claims.get("obj"),
             claims.get("kid"),
+            meant,
         )
 
 
 class Authenticated:
     """ASGI middleware: every HTTP request but health needs a valid identity token; the
     verified `Identity` is `request.state.identity`. A missing, malformed, forged,
-    wrongly keyed or expired one is a 401 `unauthenticated`, before any route runs."""
+    wrongly keyed or expired one, or one for another service than `audience`, is a 401
+    `unauthenticated`, before any route runs."""
 
-    def __init__(self, app: Any, key: ServiceKey) -> None:
+    def __init__(self, app: Any, key: ServiceKey, audience: str) -> None:
         self.app = app
         self.key = key
+        self.audience = audience
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope["path"] if scope["type"] == "http" else ""
@@ -267,7 +295,7 @@ class Authenticated:
                 raise Unauthenticated(
                     f"no {HEADER}: services answer only calls signed by the gateway"
                 )
-            identity = self.key.verify(token)
+            identity = self.key.verify(token, audience=self.audience)
         except Unauthenticated as refused:
             await _refuse(send, str(refused))
             return

@@ -363,7 +363,7 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
         caller=_user_of,
     )
     # Outermost: a call without a valid token reaches no route (health excepted).
-    app.add_middleware(identity.Authenticated, key=runtime.identity)
+    app.add_middleware(identity.Authenticated, key=runtime.identity, audience=runtime.name)
     install_errors(app)
     runtime.mount(app)
     mount_audit(app, runtime)

@@ -41,8 +41,12 @@ ROUTES = {
 FORGERIES = {
     "no token": {},
     "raw headers": {"X-Files-Actor": ADMIN.user_id, "X-Files-Access": ADMIN.encode()},
-    "another key": {identity.HEADER: OTHER_KEY.sign(ADMIN.user_id, ADMIN.encode())},
-    "expired": {identity.HEADER: SIGNER.sign(ADMIN.user_id, ADMIN.encode(), now=time.time() - 120)},
+    "another key": {identity.HEADER: OTHER_KEY.sign(ADMIN.user_id, ADMIN.encode(), audience=None)},
+    "expired": {
+        identity.HEADER: SIGNER.sign(
+            ADMIN.user_id, ADMIN.encode(), audience=None, now=time.time() - 120
+        )
+    },
     "not a token": {identity.HEADER: f"{ADMIN.user_id};admin"},
 }
 
@@ -72,7 +76,7 @@ async def admin(stack: Stack) -> dict[str, str]:
     answer = await _call(
         stack.env["FILES_ACL_URL"],
         "/internal/authenticate",
-        {identity.HEADER: SIGNER.for_service("gateway")},
+        {identity.HEADER: SIGNER.for_service("gateway", audience="acl")},
     )
     assert answer.status_code == 200, answer.text
     return dict(answer.json())
@@ -83,10 +87,16 @@ async def test_a_signed_call_is_answered_and_health_is_open(
     stack: Stack, service: str, admin: dict[str, str]
 ) -> None:
     url = stack.env[f"FILES_{service.upper()}_URL"]
-    signed = {identity.HEADER: SIGNER.sign(admin["id"], admin["access"])}
+    signed = {identity.HEADER: SIGNER.sign(admin["id"], admin["access"], audience=service)}
     for path in ROUTES[service]:
         answer = await _call(url, path, signed)
         assert answer.status_code in (200, 404), (path, answer.text)
+    # The same caller's token for another service, as seen on the wire: refused here.
+    elsewhere = "acl" if service != "acl" else "catalog"
+    replayed = {identity.HEADER: SIGNER.sign(admin["id"], admin["access"], audience=elsewhere)}
+    for path in ROUTES[service]:
+        refused = error(await _call(url, path, replayed), 401, "unauthenticated")
+        assert f"for the {elsewhere} service" in refused["message"]
     for path in ("/healthz", "/readyz"):
         assert (await _call(url, path, {})).status_code == 200
 
@@ -95,7 +105,7 @@ async def test_a_signed_call_is_answered_and_health_is_open(
 async def test_a_service_token_does_not_act_for_a_user(stack: Stack, service: str) -> None:
     url = stack.env[f"FILES_{service.upper()}_URL"]
     public, internal = ROUTES[service]
-    as_gateway = {identity.HEADER: SIGNER.for_service("gateway")}
+    as_gateway = {identity.HEADER: SIGNER.for_service("gateway", audience=service)}
     refused = error(await _call(url, public, as_gateway), 401, "unauthenticated")
     assert "acts for a user" in refused["message"]
     if service != "catalog":  # the catalog's internal routes decide with the user's rights

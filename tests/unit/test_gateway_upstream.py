@@ -14,6 +14,7 @@ import pytest
 from starlette.requests import Request
 
 from services.gateway.edge import Gateway, Unavailable
+from shared.kit import identity
 from shared.kit.settings import Settings
 from tests.conftest import SERVICE_KEY, free_port
 
@@ -110,3 +111,44 @@ async def test_a_dropped_keep_alive_connection_retries_a_read_and_refuses_a_writ
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_each_call_is_signed_for_the_service_it_goes_to(gateway: Gateway) -> None:
+    """A token seen on the wire to one service cannot be replayed to another: the
+    gateway names the target in every token it signs, for a user or for itself."""
+    tokens: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        tokens.extend(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(identity.HEADER.lower().encode() + b":")
+        )
+        writer.write(
+            ANSWER.replace(b"content-length: 2", b"connection: close\r\ncontent-length: 2")
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    user = {"id": "u-1", "access": "u-1;admin"}
+    try:
+        for service in ("catalog", "acl", "ingest"):
+            gateway.services[service] = f"http://127.0.0.1:{port}"
+            await gateway.call(service, "GET", "/v1/things", request(), user)
+            await gateway.call(service, "GET", "/internal/things", request())
+    finally:
+        server.close()
+        await server.wait_closed()
+    key = identity.ServiceKey(SERVICE_KEY)
+    seen = [(key.verify(t).audience, key.verify(t).actor) for t in tokens]
+    assert seen == [
+        ("catalog", "u-1"),
+        ("catalog", "service:gateway"),
+        ("acl", "u-1"),
+        ("acl", "service:gateway"),
+        ("ingest", "u-1"),
+        ("ingest", "service:gateway"),
+    ]

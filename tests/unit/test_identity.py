@@ -29,7 +29,7 @@ ADMIN = Access(user_id=str(uuid.uuid4()), org_admin=True)
 
 
 def test_a_signed_token_carries_the_caller() -> None:
-    token = KEY.sign(ADMIN.user_id, ADMIN.encode(), "corr-1")
+    token = KEY.sign(ADMIN.user_id, ADMIN.encode(), "corr-1", audience="things")
     found = KEY.verify(token)
     assert (found.actor, found.access, found.correlation_id) == (
         ADMIN.user_id,
@@ -43,13 +43,27 @@ def test_a_signed_token_carries_the_caller() -> None:
 
 def test_the_folder_path_a_call_is_about_is_signed_with_the_caller() -> None:
     path = f"{uuid.uuid4()},{uuid.uuid4()}"
-    assert KEY.verify(KEY.sign(ADMIN.user_id, ADMIN.encode(), folder_path=path)).folder_path == (
-        path
-    )
+    assert KEY.verify(
+        KEY.sign(ADMIN.user_id, ADMIN.encode(), audience="things", folder_path=path)
+    ).folder_path == (path)
+
+
+def test_a_token_is_for_the_one_service_it_names() -> None:
+    token = KEY.sign(ADMIN.user_id, ADMIN.encode(), audience="catalog")
+    assert KEY.verify(token, audience="catalog").audience == "catalog"
+    with pytest.raises(identity.Unauthenticated, match="for the catalog service, not the acl"):
+        KEY.verify(token, audience="acl")
+    # Named by no service: a signer of the version before audiences, accepted while an
+    # upgrade rolls out.
+    legacy = KEY.sign(ADMIN.user_id, ADMIN.encode(), audience=None)
+    assert KEY.verify(legacy, audience="acl").audience is None
+    # The audience is signed: changing it breaks the signature.
+    with pytest.raises(identity.Unauthenticated, match="signature"):
+        KEY.verify(_tampered(token, aud="acl"), audience="acl")
 
 
 def test_a_service_token_names_the_service_and_grants_nothing() -> None:
-    found = KEY.verify(KEY.for_service("datasets", "corr-2"))
+    found = KEY.verify(KEY.for_service("datasets", "corr-2", audience="acl"))
     assert (found.actor, found.access, found.service) == ("service:datasets", None, "datasets")
 
 
@@ -63,7 +77,7 @@ def test_an_object_url_signature_reads_that_object_until_it_expires_and_nothing_
     assert not OTHER.object_read_allowed(integration, "a/b.png", soon, signature)
     assert not KEY.object_read_allowed(integration, "a/b.png", soon, signature, now=soon + 1)
     # Its own domain of the key: no identity token passes for one, nor the reverse.
-    token = KEY.for_service("thumbnails")
+    token = KEY.for_service("thumbnails", audience="ingest")
     assert not KEY.object_read_allowed(integration, "a/b.png", soon, token.rsplit(".", 1)[1])
     with pytest.raises(identity.Unauthenticated):
         KEY.verify(f"v1.{signature}.{signature}")
@@ -88,11 +102,22 @@ LONG_LIVED["exp"] = LONG_LIVED["iat"] + 3600
 @pytest.mark.parametrize(
     ("token", "says"),
     [
-        (OTHER.sign("someone", "someone;admin"), "signature"),
-        (_tampered(KEY.sign("member", "member;member;"), acc="member;admin"), "signature"),
-        (_tampered(KEY.sign("member", "member;", folder_path="a"), fp="b"), "signature"),
-        (KEY.sign("someone", "someone;admin", now=time.time() - identity.TTL_S - 1), "expired"),
-        (KEY.sign("someone", "someone;admin", now=time.time() + 3600), "future"),
+        (OTHER.sign("someone", "someone;admin", audience="things"), "signature"),
+        (
+            _tampered(KEY.sign("member", "member;member;", audience="things"), acc="member;admin"),
+            "signature",
+        ),
+        (
+            _tampered(KEY.sign("member", "member;", audience="things", folder_path="a"), fp="b"),
+            "signature",
+        ),
+        (
+            KEY.sign(
+                "someone", "someone;admin", audience="things", now=time.time() - identity.TTL_S - 1
+            ),
+            "expired",
+        ),
+        (KEY.sign("someone", "someone;admin", audience="things", now=time.time() + 3600), "future"),
         (_signed_by_hand(LONG_LIVED), "lives longer"),
         ("", "malformed"),
         ("v1", "malformed"),
@@ -143,7 +168,7 @@ def test_the_key_is_never_shown() -> None:
 
 def _app() -> FastAPI:
     app = FastAPI(default_response_class=JSON)
-    app.add_middleware(identity.Authenticated, key=KEY)
+    app.add_middleware(identity.Authenticated, key=KEY, audience="things")
     install_errors(app)
 
     @app.get("/healthz")
@@ -174,9 +199,16 @@ REFUSED = [
     {},
     RAW,
     {**RAW, "X-Correlation-Id": "x"},
-    {identity.HEADER: OTHER.sign(ADMIN.user_id, ADMIN.encode())},
-    {identity.HEADER: KEY.sign(ADMIN.user_id, ADMIN.encode(), now=time.time() - 61)},
-    {identity.HEADER: _tampered(KEY.sign("m", "m;member;"), acc=ADMIN.encode())},
+    {identity.HEADER: OTHER.sign(ADMIN.user_id, ADMIN.encode(), audience="things")},
+    {
+        identity.HEADER: KEY.sign(
+            ADMIN.user_id, ADMIN.encode(), audience="things", now=time.time() - 61
+        )
+    },
+    {identity.HEADER: _tampered(KEY.sign("m", "m;member;", audience="things"), acc=ADMIN.encode())},
+    # Sound, but for another service: seen on the wire, it cannot be replayed here.
+    {identity.HEADER: KEY.sign(ADMIN.user_id, ADMIN.encode(), audience="catalog")},
+    {identity.HEADER: KEY.for_service("gateway", audience="catalog")},
     {identity.HEADER: "v1.%%%%.%%%%"},
     {identity.HEADER: "v1.bm90IGpzb24." + "A" * 43},
 ]
@@ -193,14 +225,14 @@ async def test_a_service_refuses_any_call_without_a_valid_token(
 
 
 async def test_a_signed_call_reaches_the_route_with_the_signed_caller() -> None:
-    signed = {identity.HEADER: KEY.sign(ADMIN.user_id, ADMIN.encode(), "corr-3")}
+    signed = {identity.HEADER: KEY.sign(ADMIN.user_id, ADMIN.encode(), "corr-3", audience="things")}
     answer = await _get("/v1/things", {**signed, "X-Files-Actor": "someone-else"})
     assert answer.json() == {"actor": ADMIN.user_id, "admin": True, "cid": "corr-3"}
     assert (await _get("/internal/things", signed)).status_code == 200
 
 
 async def test_a_service_token_does_not_act_for_a_user() -> None:
-    service = {identity.HEADER: KEY.for_service("gateway")}
+    service = {identity.HEADER: KEY.for_service("gateway", audience="things")}
     refused = await _get("/v1/things", service)
     assert refused.status_code == 401
     assert "acts for a user" in refused.json()["error"]["message"]

@@ -254,7 +254,9 @@ class Integrations(Handlers):
                 answer = await http.post(
                     url,
                     json={"ids": [str(u) for u in user_ids]},
-                    headers={identity.HEADER: self.parts.identity.for_service("ingest")},
+                    headers={
+                        identity.HEADER: self.parts.identity.for_service("ingest", audience="acl")
+                    },
                 )
         except httpx.HTTPError:
             raise Refused(

@@ -82,7 +82,7 @@ def router(
         opener = None
         if token is not None:
             with contextlib.suppress(Exception):  # a bad token is no opener
-                opener = sessions.parts.identity.verify(token)
+                opener = sessions.parts.identity.verify(token, audience="ingest")
         return recorded(await sessions.complete(caller, session_id, opener), 201)
 
     @api.delete("/v1/uploads/{session_id}", status_code=204)

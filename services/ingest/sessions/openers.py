@@ -103,7 +103,7 @@ class Openers:
             self.http,
             "POST",
             f"{self.acl_url}/internal/authenticate",
-            self.key.for_service("ingest"),
+            self.key.for_service("ingest", audience="acl"),
             json={"key_id": str(key_id)},
         )
         if answer.status_code == 401:
@@ -118,7 +118,9 @@ class Openers:
         if user is None:
             return None
         correlation = structlog.contextvars.get_contextvars().get("correlation_id")
-        token = self.key.sign(user["id"], user["access"], correlation, key_id=user.get("key_id"))
+        token = self.key.sign(
+            user["id"], user["access"], correlation, audience="catalog", key_id=user.get("key_id")
+        )
         answer = await _sent(
             self.http,
             "GET",
