@@ -141,9 +141,11 @@ class Relay:
             # after it. The look (a broker round trip) goes on while the batch is read and
             # its WAL flushed (database round trips): one after the other, they were both
             # part of every hop's latency.
+            suspect = self._suspect
             looking = asyncio.ensure_future(self._broker_lost_messages(probe))
             try:
-                rows = await self._pending(conn)
+                # While a loss is suspected nothing is sent: no batch is read for nothing.
+                rows = [] if suspect else await self._pending(conn)
             except BaseException:
                 looking.cancel()
                 with contextlib.suppress(BaseException):
@@ -152,8 +154,10 @@ class Relay:
             if await looking:
                 await self._publish_again(conn, probe)
                 continue  # the rows read are sent again from the first: read them again
-            if self._suspect:
-                continue  # an end went down and its read did not come: look again first
+            if suspect or self._suspect:
+                # An end went down and its read did not come: look again before sending
+                # (or, the suspicion settled, read the batch now).
+                continue
             if not rows or not await self._send(conn, rows):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
@@ -328,31 +332,36 @@ class Relay:
     async def _last_offsets(
         self, probe: AIOKafkaConsumer, partitions: list[int]
     ) -> tuple[dict[int, int], set[int]]:
-        """Each partition's end offset, and the partitions whose end was read: the
-        embedded broker (tansu) lists one past the first offset of its last batch, not
-        of its last record (Kafka lists the latter), so the last batch is fetched, and
-        the fetch's high watermark (the offset the next record gets) taken too. Where
-        it does not come within the deadline, the listed end stands (lower than the true
-        one), not read. An end listed 0 is read: the broker says the partition is empty."""
+        """Each partition's end offset, and the partitions whose end was read. Listed ends
+        are the broker's cheap answer, and the embedded broker (tansu) lists one past the
+        first offset of its last batch, not of its last record (Kafka lists the latter):
+        so the last batch is fetched, and the end read is the fetch's high watermark (the
+        offset the broker gives the next record; that of an empty partition too) or past
+        the last record. Where no fetch answers within the deadline, the listed end stands
+        (lower than the true one), not read."""
         listed = await self._listed_ends(probe, partitions)
         ends = dict(listed)
-        read = {p for p, end in listed.items() if end == 0}
-        pending = {TopicPartition(self.topic, p) for p, end in listed.items() if end > 0}
+        read: set[int] = set()
+        pending = {TopicPartition(self.topic, p) for p in listed}
         if not pending:
             return ends, read
         probe.assign(list(pending))
         try:
             for tp in pending:
-                probe.seek(tp, listed[tp.partition] - 1)
+                probe.seek(tp, max(listed[tp.partition] - 1, 0))
             deadline = time.monotonic() + LAST_BATCH_WITHIN_S
             while pending and time.monotonic() < deadline:
-                for tp, records in (await probe.getmany(*pending, timeout_ms=500)).items():
-                    if records:
-                        ends[tp.partition] = max(
-                            ends[tp.partition], records[-1].offset + 1, probe.highwater(tp) or 0
-                        )
-                        read.add(tp.partition)
-                        pending.discard(tp)
+                fetched = await probe.getmany(*pending, timeout_ms=500)
+                for tp in list(pending):
+                    # Known once a fetch of this assignment has answered, records or not.
+                    highwater = probe.highwater(tp)
+                    records = fetched.get(tp)
+                    if highwater is None and not records:
+                        continue
+                    last = records[-1].offset + 1 if records else 0
+                    ends[tp.partition] = max(highwater or 0, last)
+                    read.add(tp.partition)
+                    pending.discard(tp)
         finally:
             probe.unsubscribe()
         return ends, read

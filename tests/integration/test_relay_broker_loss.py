@@ -238,6 +238,47 @@ async def test_a_partition_missing_from_the_brokers_answer_is_not_taken_for_an_e
         await producer.stop()
 
 
+async def test_an_end_listed_lower_is_checked_by_reading_the_partition_before_any_republishing(
+    pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listed end is the broker's cheap answer (the embedded one lists one past the
+    first offset of its last batch, chosen by the time it was written): one lower than
+    before is a suspicion only. Read, the partition holds everything it acknowledged:
+    nothing is published again, the relay goes on."""
+    store, producer, relay = await relay_on_new_topic(database_url, kafka_bootstrap, 1)
+    topic = relay.topic
+    async with pool.acquire() as conn:
+        await store.setup(conn)
+        await relay.setup(conn)
+    running = asyncio.create_task(relay.run())
+    try:
+        await _append(pool, store, range(1, 11))
+        await eventually(lambda: _true(relay.published == 10), what="1..10 published")
+        odd = iter(range(3))  # three listings in a row say the partition is empty
+        listed = AIOKafkaConsumer.end_offsets
+
+        async def oddly(
+            self: AIOKafkaConsumer, partitions: list[TopicPartition]
+        ) -> dict[TopicPartition, int]:
+            ends: dict[TopicPartition, int] = await listed(self, partitions)
+            if any(tp.topic == topic for tp in ends) and next(odd, None) is not None:
+                return dict.fromkeys(ends, 0)
+            return ends
+
+        monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", oddly)
+        await _append(pool, store, range(11, 21))
+        await eventually(lambda: _true(relay.published == 20), what="11..20 published")
+        assert next(odd, None) is None and not running.done()
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await producer.stop()
+    assert sorted(await _read_all(kafka_bootstrap, topic, 1, set(range(1, 21)))) == list(
+        range(1, 21)
+    )
+
+
 async def _read_all(bootstrap: str, topic: str, partitions: int, positions: set[int]) -> list[int]:
     """Every event's position on the topic's partitions, once the events at `positions`
     are among them, and what else is there then."""
