@@ -76,9 +76,9 @@ class Relay:
         # Events set aside since this relay started (also logged, and in relay_parked).
         self.parked = 0
         self._wake = asyncio.Event()
-        # The topic's end offsets per partition, as last listed (they only ever grow). One
-        # listed lower is a suspicion, settled by reading the ends (`_broker_lost_messages`);
-        # while a read has not come, nothing is sent.
+        # The topic's end offsets per partition, as last listed (growing, from a broker
+        # that lost nothing). One listed lower is a suspicion, settled by reading the ends
+        # (`_broker_lost_messages`); while a read has not come, nothing is sent.
         self._ends: dict[int, int] = {}
         self._suspect = False
         # The highest end offset each partition reached, as the broker stated it to us
