@@ -18,6 +18,13 @@ the end offset it had reached before the loss with fillers (`bus.FILLER`: no val
 consumers pass over), and every event published again lands past any consumer's offset.
 The ends reached are kept with the relay's position, for a relay that starts after the
 loss.
+
+A loss is concluded only from what the broker states: a partition's end, read, below an
+end it had reached (acknowledged, listed or read before), or one of our records placed
+below it. A slow broker is not one that lost its messages: an answer that is late or
+missing concludes nothing (publishing everything again is safe for consumers, but it loads
+a machine exactly when it is overloaded). Each republishing logs why (`relay.republishing`:
+per partition, the end the broker stated and the end it had reached).
 """
 
 from __future__ import annotations
@@ -69,17 +76,21 @@ class Relay:
         # Events set aside since this relay started (also logged, and in relay_parked).
         self.parked = 0
         self._wake = asyncio.Event()
-        # The topic's end offsets per partition, as last seen (they only ever grow), and
-        # how many looks in a row have seen one lower.
+        # The topic's end offsets per partition, as last listed (growing, from a broker
+        # that lost nothing). One listed lower is a suspicion, settled by reading the ends
+        # (`_broker_lost_messages`); while a read has not come, nothing is sent.
         self._ends: dict[int, int] = {}
-        self._dropped = 0
-        # The highest end offset each partition reached, as seen or as our own sends
-        # left it (a look can precede the last batch): what fillers pad up to after a loss.
+        self._suspect = False
+        # The highest end offset each partition reached, as the broker stated it to us
+        # (an ack, a listing, a read; a look can precede the last batch): what fillers pad
+        # up to after a loss, and what a partition's end read is held against.
         self._reached: dict[int, int] = {}
         # The ends reached before the batch being sent: one of its records landing below
         # them means the broker lost records (`_landed`).
         self._floor: dict[int, int] = {}
-        self._lost = False
+        # Why the broker is taken to have lost records, by partition (what the
+        # `relay.republishing` log says); empty while none is seen.
+        self._lost: dict[int, dict[str, int | str]] = {}
         self._lock_key = zlib.crc32(f"files.relay.{store.schema}.{topic}".encode())
 
     async def setup(self, conn: Conn) -> None:
@@ -130,9 +141,11 @@ class Relay:
             # after it. The look (a broker round trip) goes on while the batch is read and
             # its WAL flushed (database round trips): one after the other, they were both
             # part of every hop's latency.
+            suspect = self._suspect
             looking = asyncio.ensure_future(self._broker_lost_messages(probe))
             try:
-                rows = await self._pending(conn)
+                # While a loss is suspected nothing is sent: no batch is read for nothing.
+                rows = [] if suspect else await self._pending(conn)
             except BaseException:
                 looking.cancel()
                 with contextlib.suppress(BaseException):
@@ -141,8 +154,10 @@ class Relay:
             if await looking:
                 await self._publish_again(conn, probe)
                 continue  # the rows read are sent again from the first: read them again
-            if self._dropped:
-                continue  # an end went down: look again before sending more
+            if suspect or self._suspect:
+                # An end went down and its read did not come: look again before sending
+                # (or, the suspicion settled, read the batch now).
+                continue
             if not rows or not await self._send(conn, rows):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
@@ -167,6 +182,7 @@ class Relay:
         with tracing.publishing(self.topic, (r["traceparent"] for r in rows)) as carried:
             sent: list[asyncio.Future[Any]] = []
             parked: set[int] = set()
+            stand_ins: list[RecordMetadata] = []
             keys = [r["stream_id"].encode() for r in rows]
             # The default partitioner's choice, made for the batch at once.
             partitions = bus.partitions_of(
@@ -189,14 +205,12 @@ class Relay:
                     )
                 except TOO_LARGE as error:
                     parked.add(r["position"])
-                    await self._park(conn, r, len(value), repr(error))
+                    stand_ins.append(await self._park(conn, r, len(value), repr(error)))
                     continue
                 sent.append(future)
             # Every record that went counts toward the ends, even when others failed.
             results = await asyncio.gather(*sent, return_exceptions=True)
-            for result in results:
-                if not isinstance(result, BaseException):
-                    self._landed(result)
+            self._placed([*stand_ins, *(r for r in results if not isinstance(r, BaseException))])
             for result in results:
                 if isinstance(result, BaseException) and not isinstance(result, TOO_LARGE):
                     raise result
@@ -212,14 +226,32 @@ class Relay:
         await self._record(conn, rows[-1]["position"])
         return len(rows)
 
+    def _placed(self, written: list[RecordMetadata]) -> None:
+        """Where the broker placed records of ours (`_landed`). A send whose answer came
+        after the producer's timeout goes again, and a broker that already has it may
+        answer DuplicateSequenceNumber: aiokafka gives that batch's records offsets from
+        -1 on (placed; where, not told). A partition with such a record has no placements
+        to go by this time."""
+        untold = {w.partition for w in written if w.offset < 0}
+        for w in written:
+            if w.partition not in untold:
+                self._landed(w)
+
     def _landed(self, written: RecordMetadata) -> None:
         """One of our records is at this offset. Below an end reached before its batch,
         the broker lost records: only the leading relay writes to its topic, and a
         partition's offsets never go back (this catches a loss the looks at the ends
         missed, such as one the new log regrew past between two looks). The records of
         a batch may answer in any order (a stand-in is sent while the batch is)."""
-        if written.offset < self._floor.get(written.partition, 0):
-            self._lost = True
+        floor = self._floor.get(written.partition, 0)
+        if written.offset < floor:
+            seen = self._lost.get(written.partition)
+            if seen is None or written.offset < int(seen["end"]):
+                self._lost[written.partition] = {
+                    "how": "a record placed below the end",
+                    "end": written.offset,
+                    "reached": floor,
+                }
         elif written.offset >= self._reached.get(written.partition, 0):
             self._reached[written.partition] = written.offset + 1
 
@@ -249,17 +281,31 @@ class Relay:
         Position 0 is recorded first, with the ends to fill up to: a relay that dies while
         filling leaves the next one to find the partitions short of them, fill the rest
         and publish everything again; one that dies after, to publish everything again."""
-        self._lost = False
+        lost, self._lost = self._lost, {}
+        log.warning(
+            "relay.republishing",
+            topic=self.topic,
+            published=self.published,
+            lost={str(p): why for p, why in sorted(lost.items())},
+        )
         await self._record(conn, 0)
         partitions = sorted(await self.producer.partitions_for(self.topic))
-        ends, _ = await self._last_offsets(probe, partitions)
+        # A partition whose end was not read in time is filled from its listed end (below
+        # the true one with the embedded broker): fillers more than needed, which consumers
+        # pass over, rather than an event landing below a consumer's offset.
+        ends, read = await self._last_offsets(probe, partitions)
         short = {
             p: self._reached.get(p, 0) - end
             for p, end in ends.items()
             if self._reached.get(p, 0) > end
         }
         if short:
-            log.warning("relay.filling", topic=self.topic, fillers=sum(short.values()))
+            log.warning(
+                "relay.filling",
+                topic=self.topic,
+                fillers=sum(short.values()),
+                unread=sorted(set(ends) - read),
+            )
         for partition, count in short.items():
             # In slices: a filler costs a future until it is sent.
             for start in range(0, count, FILL_SLICE):
@@ -275,7 +321,9 @@ class Relay:
                 ]
                 await asyncio.gather(*filled)
         self._ends = await self._listed_ends(probe, partitions)
-        self._reached = {p: max(end, self._reached.get(p, 0)) for p, end in ends.items()}
+        self._reached = {
+            p: max(ends.get(p, 0), self._reached.get(p, 0)) for p in {*ends, *self._reached}
+        }
 
     async def _listed_ends(self, probe: AIOKafkaConsumer, partitions: list[int]) -> dict[int, int]:
         ends = await probe.end_offsets([TopicPartition(self.topic, p) for p in partitions])
@@ -283,30 +331,49 @@ class Relay:
 
     async def _last_offsets(
         self, probe: AIOKafkaConsumer, partitions: list[int]
-    ) -> tuple[dict[int, int], bool]:
-        """Each partition's end offset, read, and whether every one was: the embedded
-        broker (tansu) lists one past the first offset of its last batch, not of its
-        last record (Kafka lists the latter), so the last batch is fetched. Where it
-        does not come within the deadline, the listed end stands (lower than the
-        true one)."""
+    ) -> tuple[dict[int, int], set[int]]:
+        """Each partition's end offset, and the partitions whose end was read. Listed ends
+        are the broker's cheap answer, and the embedded broker (tansu) lists one past the
+        first offset of its last batch, not of its last record (Kafka lists the latter):
+        so the last batch is fetched, and the end read is the fetch's high watermark (the
+        offset the broker gives the next record; that of an empty partition too) or past
+        the last record. Where no fetch answers within the deadline, the listed end stands
+        (lower than the true one), not read."""
         listed = await self._listed_ends(probe, partitions)
         ends = dict(listed)
-        pending = {TopicPartition(self.topic, p) for p, end in listed.items() if end > 0}
+        read: set[int] = set()
+        pending = {TopicPartition(self.topic, p) for p in listed}
         if not pending:
-            return ends, True
+            return ends, read
         probe.assign(list(pending))
         try:
             for tp in pending:
-                probe.seek(tp, listed[tp.partition] - 1)
+                probe.seek(tp, max(listed[tp.partition] - 1, 0))
             deadline = time.monotonic() + LAST_BATCH_WITHIN_S
             while pending and time.monotonic() < deadline:
-                for tp, records in (await probe.getmany(*pending, timeout_ms=500)).items():
-                    if records:
-                        ends[tp.partition] = max(ends[tp.partition], records[-1].offset + 1)
-                        pending.discard(tp)
+                fetched = await probe.getmany(*pending, timeout_ms=500)
+                for tp in list(pending):
+                    # Known once a fetch of this assignment has answered, records or not.
+                    highwater = probe.highwater(tp)
+                    records = fetched.get(tp)
+                    if highwater is None and not records:
+                        continue
+                    last = records[-1].offset + 1 if records else 0
+                    ends[tp.partition] = max(highwater or 0, last)
+                    read.add(tp.partition)
+                    pending.discard(tp)
         finally:
             probe.unsubscribe()
-        return ends, not pending
+        return ends, read
+
+    def _short(self, ends: dict[int, int], read: set[int]) -> dict[int, dict[str, int | str]]:
+        """The partitions whose end, read, is below the end they had reached: the broker
+        lost records (only it can state an end below one it stated before)."""
+        return {
+            p: {"how": "an end read below the end", "end": ends[p], "reached": reached}
+            for p, reached in sorted(self._reached.items())
+            if p in read and ends[p] < reached
+        }
 
     async def _send_alone(
         self, conn: Conn, r: asyncpg.Record, carried: dict[str | None, str | None]
@@ -316,16 +383,15 @@ class Relay:
             r["type"], r["correlation_id"], carried.get(r["traceparent"], r["traceparent"])
         )
         try:
-            self._landed(
-                await self.producer.send_and_wait(
-                    self.topic, value, key=r["stream_id"].encode(), headers=headers
-                )
+            written = await self.producer.send_and_wait(
+                self.topic, value, key=r["stream_id"].encode(), headers=headers
             )
         except TOO_LARGE as error:
-            await self._park(conn, r, len(value), repr(error))
+            written = await self._park(conn, r, len(value), repr(error))
+        self._placed([written])
 
-    async def _park(self, conn: Conn, r: asyncpg.Record, size: int, reason: str) -> None:
-        """Set the event aside and publish its stand-in, which does fit."""
+    async def _park(self, conn: Conn, r: asyncpg.Record, size: int, reason: str) -> RecordMetadata:
+        """Set the event aside and publish its stand-in, which does fit: where it went."""
         envelope = orjson.loads(r["wire"])
         await conn.execute(
             f"""INSERT INTO {self.store.schema}.relay_parked
@@ -355,16 +421,15 @@ class Relay:
             "type": bus.PARKED,
             "data": {"type": r["type"], "size": size, "reason": reason},
         }
-        self._landed(
-            await (
-                await self.producer.send(
-                    self.topic,
-                    orjson.dumps(stand_in),
-                    key=r["stream_id"].encode(),
-                    headers=bus.wire_headers(bus.PARKED, r["correlation_id"], None),
-                )
+        written: RecordMetadata = await (
+            await self.producer.send(
+                self.topic,
+                orjson.dumps(stand_in),
+                key=r["stream_id"].encode(),
+                headers=bus.wire_headers(bus.PARKED, r["correlation_id"], None),
             )
         )
+        return written
 
     async def _start_position(self, conn: Conn, probe: AIOKafkaConsumer) -> int:
         row = await conn.fetchrow(
@@ -372,36 +437,59 @@ class Relay:
             self.topic,
         )
         recorded: int = row["position"] if row else 0
+        self.published = recorded
         self._reached = {int(p): end for p, end in (row["ends"] if row else {}).items()}
-        await self._broker_lost_messages(probe)
+        if await self._broker_lost_messages(probe):
+            await self._publish_again(conn, probe)
+            return 0
         # A partition short of the end it reached, or (recorded before ends were) an
         # empty topic although events were published: the broker lost messages.
-        # (Where a partition's last batch did not come in time, no loss is concluded:
-        # should there be one, our next send lands below the end reached, `_landed`.)
-        last, read = await self._last_offsets(probe, sorted(self._ends))
-        short = read and any(last.get(p, 0) < end for p, end in self._reached.items())
-        if short or (recorded and not any(self._ends.values())):
-            log.warning("relay.republishing", topic=self.topic, recorded=recorded)
+        # (Where a partition's end was not read in time, or not listed at all, no loss is
+        # concluded: should there be one, our next send lands below the end reached,
+        # `_landed`.)
+        listed = sorted(self._ends)
+        ends, read = await self._last_offsets(probe, listed)
+        self._lost.update(self._short(ends, read))
+        every_one_read_empty = listed and read == set(listed) and not any(ends.values())
+        if recorded and not self._reached and every_one_read_empty:
+            self._lost.update(
+                {
+                    p: {"how": "every partition empty", "end": 0, "published": recorded}
+                    for p in listed
+                }
+            )
+        if self._lost:
             await self._publish_again(conn, probe)
             return 0
         return recorded
 
     async def _broker_lost_messages(self, probe: AIOKafkaConsumer) -> bool:
-        """Whether a partition's end offset went down since the last look: only a broker
-        that lost messages does that (the embedded one, started again, has none). Seen
-        twice in a row before it is believed: a broker going away can answer oddly once,
-        and a false alarm would publish everything again for nothing."""
-        partitions = await self.producer.partitions_for(self.topic)
-        ends = await probe.end_offsets([TopicPartition(self.topic, p) for p in partitions])
-        now = {tp.partition: offset for tp, offset in ends.items()}
-        if any(p in now and now[p] < seen for p, seen in self._ends.items()):
-            self._dropped += 1
-            if self._dropped < 2:
+        """Whether the broker lost records (then `_lost` says where). The ends are listed
+        before every batch (one round trip); one listed lower than seen before (only a
+        broker that lost messages lists that, or one answering oddly) is a suspicion,
+        settled by reading those partitions' ends (`_short`). An answer that is late or
+        missing concludes nothing: the suspicion stands, nothing is sent meanwhile, and
+        the next look reads again."""
+        partitions = sorted(await self.producer.partitions_for(self.topic))
+        now = await self._listed_ends(probe, partitions)
+        lower = sorted(p for p, seen in self._ends.items() if p in now and now[p] < seen)
+        if lower:
+            ends, read = await self._last_offsets(probe, lower)
+            if short := self._short(ends, read):
+                self._lost.update(short)
+                self._ends, self._suspect = now, False
+                return True
+            self._suspect = read != set(lower)
+            if self._suspect:
+                log.warning(
+                    "relay.suspecting",
+                    topic=self.topic,
+                    listed={str(p): now[p] for p in lower},
+                    seen={str(p): self._ends[p] for p in lower},
+                    unread=sorted(set(lower) - read),
+                )
                 return False  # the baseline stays; look again
-            log.warning("relay.republishing", topic=self.topic, published=self.published)
-            self._ends, self._dropped = now, 0
-            return True
-        self._dropped = 0
+        self._suspect = False
         self._ends = {**self._ends, **now}
         for p, end in now.items():
             if end > self._reached.get(p, 0):
