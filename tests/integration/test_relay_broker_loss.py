@@ -254,21 +254,27 @@ async def test_an_end_listed_lower_is_checked_by_reading_the_partition_before_an
     try:
         await _append(pool, store, range(1, 11))
         await eventually(lambda: _true(relay.published == 10), what="1..10 published")
-        odd = iter(range(3))  # three listings in a row say the partition is empty
+        odd: list[int] = []  # three listings in a row say the partition is empty
         listed = AIOKafkaConsumer.end_offsets
 
         async def oddly(
             self: AIOKafkaConsumer, partitions: list[TopicPartition]
         ) -> dict[TopicPartition, int]:
             ends: dict[TopicPartition, int] = await listed(self, partitions)
-            if any(tp.topic == topic for tp in ends) and next(odd, None) is not None:
+            if any(tp.topic == topic for tp in ends) and len(odd) < 3:
+                odd.append(1)
                 return dict.fromkeys(ends, 0)
             return ends
 
         monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", oddly)
         await _append(pool, store, range(11, 21))
-        await eventually(lambda: _true(relay.published == 20), what="11..20 published")
-        assert next(odd, None) is None and not running.done()
+        # The relay looks before each batch and at rest: the three odd listings are met
+        # before, between or after 11..20 go (a look follows the batch at its own pace).
+        await eventually(
+            lambda: _true(relay.published == 20 and len(odd) == 3),
+            what="11..20 published, and three odd listings met",
+        )
+        assert not running.done()
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
