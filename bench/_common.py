@@ -494,7 +494,7 @@ class PgStats:
         rows = asyncio.run(
             self._run(
                 "SELECT query, calls, total_exec_time, rows, shared_blks_hit,"
-                " shared_blks_read, wal_records FROM pg_stat_statements"
+                " shared_blks_read, wal_records, wal_bytes::bigint FROM pg_stat_statements"
                 " WHERE query NOT LIKE '%pg_stat_statements%'"
                 " ORDER BY total_exec_time DESC"
             )

@@ -154,7 +154,8 @@ def raw_sql(params: dict[str, Any]) -> tuple[str, list[Any]]:
             for doc in docs:
                 args.append(doc)
                 ors.append(f"metadata @> ${len(args)}::jsonb")
-            where.append("(" + " OR ".join(ors) + ")")
+            # The containment index's predicate (listing.NOT_EMPTY), as the catalog says it.
+            where.append("(" + " OR ".join(ors) + f") AND metadata {listing.NOT_EMPTY}")
         elif name == "kind":
             args.append(value)
             where.append(f"kind = ${len(args)}")

@@ -311,6 +311,9 @@ def metadata_candidates(value: str) -> list[Any]:
 
 # The longest text value catalog.metadata_values keeps (catalog.metadata_entries).
 TEXT_INDEXED = 200
+# The predicate of the containment index (catalog.files_metadata): a condition on a
+# file's metadata says it too, or the planner cannot take that index.
+NOT_EMPTY = "<> '{}'::jsonb"
 
 
 class Conditions:
@@ -402,10 +405,13 @@ def filters(listing: Listing, alias: str, args: list[Any], *, files: bool) -> Co
             )
             where.typed = True
             continue
-        # Containment documents (the pool encodes them as JSON): the GIN index serves them.
+        # Containment documents (the pool encodes them as JSON): the GIN index serves them,
+        # whose predicate the condition repeats (it holds for every match).
         docs = [{key: v} for value in values for v in metadata_candidates(value)]
         where.add(
-            "(" + " OR ".join(f"{alias}.metadata @> {where.arg(d)}::jsonb" for d in docs) + ")"
+            "("
+            + " OR ".join(f"{alias}.metadata @> {where.arg(d)}::jsonb" for d in docs)
+            + f") AND {alias}.metadata {NOT_EMPTY}"
         )
     return where
 

@@ -381,9 +381,13 @@ async def file_uploaded(
 async def files_uploaded(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FilesUploaded]]
 ) -> None:
+    # A plain insert (`ON CONFLICT`'s speculative insert writes a WAL record a row more):
+    # a page's files are new, each named by that page alone, which the inbox applies
+    # once; every other event that puts a file here (restores, returns) is of a file
+    # whose upload came before it in the file's own partition, so none is here yet.
     await conn.execute(
         """INSERT INTO datasets.files (id, folder_id)
-           SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT (id) DO NOTHING""",
+           SELECT * FROM unnest($1::uuid[], $2::uuid[])""",
         [i for e in events for i in e.data["file_ids"]],
         [e.data["folder_id"] for e in events for _ in e.data["file_ids"]],
     )

@@ -16,6 +16,7 @@ import pytest
 from services.catalog.projections import tree
 from services.dicom.projections import series
 from services.ingest.collector.projections import blob_refs
+from services.ingest.jobs.projections import counts as job_counts
 from services.ingest.jobs.projections import jobs
 from services.ingest.uploads.domain import StoredFile, record_image_group, record_upload
 from shared.contracts import ingest as ingest_events
@@ -316,3 +317,22 @@ async def test_an_uploads_job_lists_its_files_in_order_and_each_has_its_blob(
         "SELECT count(*) FROM ingest.blobs WHERE key LIKE 'u%' AND stored_at > '2000-01-01'"
     )
     assert dated == 2500  # the old upload's 3 keys are among the new one's
+    # Two jobs' pages in one run (one append statement, each job's last position looked
+    # up once), one of them with files already: each goes on after its own last.
+    (x_job, x_files, x), (y_job, y_files, y) = upload_recorded(2100), upload_recorded(1100)
+    x_pages, y_pages = ([e for e in w if e.type == "ingest.FilesStored"] for w in (x, y))
+    assert len(x_pages) >= 3 and len(y_pages) >= 2
+    async with isolated.acquire() as conn, conn.transaction():
+        await jobs.apply(conn, [x[0], y[0], x_pages[0]])
+        await jobs.apply(conn, [y_pages[0], *x_pages[1:], *y_pages[1:]])
+    for job_id, ids in ((x_job, x_files), (y_job, y_files)):
+        listed = await isolated.fetchval(
+            """SELECT array_agg(file_id ORDER BY position) FROM ingest.job_files
+               WHERE job_id = $1""",
+            job_id,
+        )
+        assert listed == ids
+        done = await isolated.fetchval("SELECT done FROM ingest.jobs WHERE id = $1", job_id)
+        assert done == len(ids)
+        # Positions contiguous from 1: the job's count is read from the key's ends.
+        assert await job_counts(isolated, job_id) == (len(ids), 0)

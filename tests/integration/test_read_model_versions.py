@@ -80,3 +80,51 @@ async def test_a_projection_whose_version_changed_is_rebuilt_at_start(pool: asyn
     assert await ensure_current(pool, store, second) == 0
     # The stored events keep the version they were recorded with.
     assert {e.schema_version for e in await store.read_after(pool, 0, limit=10)} == {1}
+
+
+async def test_the_catalogs_metadata_index_from_before_is_made_again_over_files_with_metadata(
+    pool: asyncpg.Pool,
+) -> None:
+    """A catalog whose containment index covers every file (as made before 2026-12-06,
+    evening) has it made again at its next start over files with metadata only, and a
+    metadata filter still finds its files through it."""
+    from services.catalog import listing
+    from services.catalog.projections import tree
+
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS catalog")
+        await tree.setup(conn)
+        # The database as the version before left it: the index over every row.
+        await conn.execute("DROP INDEX catalog.files_metadata")
+        await conn.execute(
+            "CREATE INDEX files_metadata ON catalog.files USING gin (metadata jsonb_path_ops)"
+        )
+        folder = uuid.uuid4()
+        flagged, plain = uuid.uuid4(), uuid.uuid4()
+        for file_id, metadata in ((flagged, {"flag": True}), (plain, {})):
+            await conn.execute(
+                """INSERT INTO catalog.files (id, folder_id, name, kind, size, sha256, mime_type,
+                       media, blob_key, source, metadata, version, created_at, created_by)
+                   VALUES ($1, $2, $3, 'text', 1, 'x', 'text/plain', '{}', 'k',
+                           '{"type": "upload"}', $4, 0, now(), 'u')""",
+                file_id,
+                folder,
+                f"{file_id}.txt",
+                metadata,
+            )
+
+        await tree.setup(conn)  # the next start
+
+        assert "WHERE (metadata <> '{}'::jsonb)" in await conn.fetchval(
+            "SELECT pg_get_indexdef('catalog.files_metadata'::regclass)"
+        )
+        # `flag=true` reads as the boolean or the text: containment, not the typed table.
+        where = listing.filters(
+            listing.Listing(metadata=(("flag", ("true",)),)), "f", [], files=True
+        )
+        query = f"SELECT f.id FROM catalog.files f WHERE {where.sql}"
+        assert [r["id"] for r in await conn.fetch(query, *where.args)] == [flagged]
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + query, *where.args))
+        assert "files_metadata" in plan

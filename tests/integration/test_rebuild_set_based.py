@@ -133,6 +133,12 @@ async def test_a_rebuild_makes_the_rows_the_live_handlers_made(
     # (its stream's first event); a page beside files of their own in one batch.
     paged = page(top, "page0.png", "page1.png", "page2.png", p=7)
     await record([paged])
+    # A page's files are new by construction (ids made for the upload, a page recorded
+    # once), so its insert is a plain one: a page applied twice is refused, whole, not
+    # passed over as a conflict would be.
+    with pytest.raises(asyncpg.UniqueViolationError):
+        async with pool.acquire() as conn, conn.transaction():
+            await tree.apply(conn, envelopes_of([paged], CAUSE))
     born = paged.event.file_ids[0]  # type: ignore[attr-defined]
     await record([Change(cat.file_stream(born), 1, cat.FileRenamed(file_id=born, name="p.png"))])
     await record([upload(top, "single.png"), page(top, "page3.png", "page4.png")])

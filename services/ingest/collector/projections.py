@@ -156,12 +156,17 @@ async def claim_blobs(conn: Conn, keys: list[str], at: datetime = UNDATED) -> No
     await _blobs_stored(conn, keys, at)
 
 
-async def _files(conn: Conn, pairs: list[tuple[uuid.UUID, str]], at: datetime) -> None:
+async def _files(
+    conn: Conn, pairs: list[tuple[uuid.UUID, str]], at: datetime, *, new: bool = False
+) -> None:
+    """`new`: no file of `pairs` can have its row yet, so a plain insert (`ON CONFLICT`'s
+    speculative insert writes a WAL record a row more, its confirmation)."""
     await _blobs_stored(conn, [key for _, key in pairs], at, claimed=True)
+    conflict = "" if new else "ON CONFLICT DO NOTHING"
     # One statement for a request's files, not one a file.
     await conn.execute(
-        """INSERT INTO ingest.blob_files (file_id, blob_key)
-           SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING""",
+        f"""INSERT INTO ingest.blob_files (file_id, blob_key)
+           SELECT * FROM unnest($1::uuid[], $2::text[]) {conflict}""",
         [file_id for file_id, _ in pairs],
         [key for _, key in pairs],
     )
@@ -180,8 +185,11 @@ async def file_stored(
 async def files_stored(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.FilesStored]]
 ) -> None:
+    # A page's files are new: ids the upload made (uuid4), each in one page of its own
+    # job's stream, applied once as it is recorded, or once by a rebuild into emptied
+    # tables. FileContentStored (imports, syncs, sessions) keeps its ON CONFLICT.
     pairs = [(f.file_id, f.blob_key) for e in events for f in e.event.files]
-    await _files(conn, pairs, events[-1].occurred_at)
+    await _files(conn, pairs, events[-1].occurred_at, new=True)
 
 
 async def _cloud_files(conn: Conn, stored: Sequence[ingest_events.FileContentStored]) -> None:
