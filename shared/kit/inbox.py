@@ -389,7 +389,9 @@ class Consumer:
         # commit (bench/README.md, dicom). So offsets are committed by the batch, once
         # its transaction has: a plain `commit()` would commit the positions fetched, the
         # next batch's too, which a crash then would lose.
-        next_batch: asyncio.Task[Fetched] | None = None
+        next_batch: asyncio.Task[tuple[Fetched, Fetched | None]] | None = None
+        # Set when the batch before is done: the batch gathered ahead stops taking more.
+        turn = asyncio.Event()
         # Fetched already, to be applied next (what could not join the batch before).
         pending: Fetched | None = None
         try:
@@ -397,8 +399,9 @@ class Consumer:
                 if pending is not None:
                     fetched, pending = pending, None
                 elif next_batch is not None:
-                    fetched, next_batch = await next_batch, None
-                    if fetched.messages:
+                    turn.set()
+                    (fetched, pending), next_batch = await next_batch, None
+                    if fetched.messages and pending is None:
                         fetched, pending = await self._topped_up(kafka, fetched)
                 else:
                     fetched = await self._fetch(kafka)
@@ -411,7 +414,12 @@ class Consumer:
                     next_replays = time.monotonic() + REPLAYS_EVERY_S
                 if not fetched.messages:
                     continue
-                next_batch = asyncio.create_task(self._fetch(kafka))
+                if pending is None:
+                    # (With one pending, that is the next batch: a second fetch meanwhile
+                    # would take messages no batch then applies, its offsets committed
+                    # past them by the batches after.)
+                    turn = asyncio.Event()
+                    next_batch = asyncio.create_task(self._gathered_ahead(kafka, turn))
                 await self._apply_fetched(fetched)
                 if self.after_db_commit is not None:
                     await self.after_db_commit()
@@ -439,14 +447,56 @@ class Consumer:
         if ends:
             await kafka.commit(ends)
 
+    async def _gathered_ahead(
+        self, kafka: AIOKafkaConsumer, turn: asyncio.Event
+    ) -> tuple[Fetched, Fetched | None]:
+        """The next batch, fetched while the batch before it is applied, and made ready
+        (`prepare`) as it comes: what arrives until its turn joins it. A single fetch
+        ahead returned the first messages to arrive, often only events passed over (the
+        DICOM context's fetch took ingest's own reactions' events), and the instances'
+        headers that came next were read in the batch's turn, after the transaction
+        before it, 0.2-0.25 s a batch (bench/README.md, dicom, 2026-12-06 evening).
+        What cannot join it (the types passed over changed meanwhile) comes back second."""
+        fetched = await self._fetch(kafka)
+        while not turn.is_set() and len(fetched.messages) < self.max_batch:
+            messages = await self._fetched_before(
+                kafka, turn, self.max_batch - len(fetched.messages)
+            )
+            if not messages:
+                continue
+            if not fetched.messages:
+                fetched = await self._made(await self._decode(messages))
+                continue
+            fetched, pending = await self._joined(fetched, messages)
+            if pending is not None:
+                return fetched, pending
+        return fetched, None
+
+    @staticmethod
+    async def _fetched_before(
+        kafka: AIOKafkaConsumer, turn: asyncio.Event, room: int
+    ) -> list[ConsumerRecord[Any, Any]]:
+        """Messages as soon as some arrive, or none once `turn` is set. A fetch cut short
+        takes nothing: aiokafka hands records over only as its wait returns."""
+        getting = asyncio.ensure_future(kafka.getmany(timeout_ms=500, max_records=room))
+        waiting = asyncio.ensure_future(turn.wait())
+        try:
+            await asyncio.wait({getting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            if not getting.done():
+                getting.cancel()
+            await asyncio.gather(getting, waiting, return_exceptions=True)
+        if getting.cancelled():
+            return []
+        return [m for batch in getting.result().values() for m in batch]
+
     async def _topped_up(
         self, kafka: AIOKafkaConsumer, fetched: Fetched
     ) -> tuple[Fetched, Fetched | None]:
-        """The batch fetched ahead, joined by what arrived while the batch before it was
-        applied: a fetch ahead returns the first messages to arrive, and batches of those
-        alone were smaller (more transactions, each with its fixed work) than a fetch
-        after the transaction gets. What cannot join it (the types passed over changed
-        meanwhile) comes back second, to be applied next."""
+        """The batch gathered ahead, joined by what arrived as its turn came. What cannot
+        join it (the types passed over changed meanwhile) comes back second, to be
+        applied next."""
         room = self.max_batch - len(fetched.messages)
         if room <= 0:
             return fetched, None
@@ -454,6 +504,13 @@ class Consumer:
         messages = [m for batch in batches.values() for m in batch]
         if not messages:
             return fetched, None
+        return await self._joined(fetched, messages)
+
+    async def _joined(
+        self, fetched: Fetched, messages: Sequence[ConsumerRecord[Any, Any]]
+    ) -> tuple[Fetched, Fetched | None]:
+        """`fetched` joined by later `messages` (decoded and made ready here), or, when
+        they cannot join it (the types passed over changed meanwhile), both apart."""
         more = await self._decode(messages)
         if more.idle != fetched.idle:
             return fetched, more
@@ -487,15 +544,19 @@ class Consumer:
         messages = [m for batch in batches.values() for m in batch]
         if not messages:
             return Fetched([], [], None, frozenset(), [], [])
-        fetched = await self._decode(messages)
-        if self.prepare is not None and fetched.envelopes:
+        return await self._made(await self._decode(messages))
+
+    async def _made(self, fetched: Fetched) -> Fetched:
+        """`fetched` with what `prepare` made of it (if it could)."""
+        if self.prepare is not None:
             used = self._used(fetched.envelopes, fetched.idle)
-            if used:
-                try:
-                    fetched.made = await self.prepare(used)
-                except Exception:
-                    # Made again in the batch's turn, where failures retry as they should.
-                    log.info("consumer.prepare_ahead_failed", consumer=self.inbox.consumer)
+            try:
+                # Nothing to make is made too: the events that join it later are then
+                # made as they join (`_joined`), not all again in its turn.
+                fetched.made = await self.prepare(used) if used else {}
+            except Exception:
+                # Made again in the batch's turn, where failures retry as they should.
+                log.info("consumer.prepare_ahead_failed", consumer=self.inbox.consumer)
         return fetched
 
     async def apply_messages(self, messages: Sequence[ConsumerRecord[Any, Any]]) -> None:

@@ -146,6 +146,66 @@ async def test_a_batch_fetched_ahead_and_not_applied_is_not_committed_with_the_o
     await each_applied_once(pool, world, kafka_bootstrap)
 
 
+async def test_what_arrives_while_a_batch_is_applied_is_made_ready_before_its_turn(
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
+) -> None:
+    """The next batch is gathered while this one's transaction runs, and each event that
+    joins it is made ready (`prepare`) as it arrives, also when the first to arrive was
+    one passed over: a single fetch ahead stopped there, and the DICOM context then read
+    the headers of the instances that came next in the batch's turn, after the
+    transaction before it."""
+    s = world.schema
+    wanted = envelope("w", 1).type
+    holding_first, release = asyncio.Event(), asyncio.Event()
+    fetched_passed_over, made_third = asyncio.Event(), asyncio.Event()
+
+    class Watched(Consumer):
+        async def _decode(self, messages: Sequence[Any]) -> Any:
+            fetched = await super()._decode(messages)
+            if any(e.position == 2 for e in fetched.envelopes):
+                fetched_passed_over.set()
+            return fetched
+
+    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        for e in events:
+            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+        if any(e.data["n"] == 1 for e in events):
+            holding_first.set()
+            await asyncio.wait_for(release.wait(), timeout=30)
+
+    async def prepare(events: Sequence[Envelope]) -> dict[uuid.UUID, object]:
+        if any(e.data["n"] == 3 for e in events):
+            made_third.set()
+        return {}
+
+    await send_at(world, 1, wanted)
+    consumer = Watched(
+        pool=pool,
+        inbox=world.inbox,
+        topics=[world.topic],
+        handle=apply,
+        prepare=prepare,
+        wanted=[wanted],
+        bootstrap=kafka_bootstrap,
+        dead_letters=world.producer,
+    )
+    async with consuming(consumer):
+        await asyncio.wait_for(holding_first.wait(), timeout=30)
+        await send_at(world, 2, "test.PassedOver")
+        await asyncio.wait_for(fetched_passed_over.wait(), timeout=30)
+        await send_at(world, 3, wanted)
+        # Made ready while the first batch's transaction is still open.
+        await asyncio.wait_for(made_third.wait(), timeout=10)
+        release.set()
+
+        async def all_three() -> bool:
+            return await world.inbox.watermarks(pool) == {s: 3}
+
+        await eventually(all_three, within=30, what="the three events passed or applied")
+    rows = await pool.fetch(f"SELECT n FROM {s}.effects ORDER BY n")
+    assert [r["n"] for r in rows] == [1, 3]
+
+
 async def fresh_inbox(pool: asyncpg.Pool) -> Inbox:
     inbox = Inbox(schema(), "c")
     async with pool.acquire() as conn:
