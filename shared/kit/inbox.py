@@ -394,8 +394,12 @@ class Consumer:
         turn = asyncio.Event()
         # Fetched already, to be applied next (what could not join the batch before).
         pending: Fetched | None = None
+        # The offsets of the batch applied last, on their way to the broker.
+        committing: asyncio.Task[None] | None = None
         try:
             while True:
+                if committing is not None and committing.done():
+                    committing.result()  # a failed commit stops the consumer, as before
                 if pending is not None:
                     fetched, pending = pending, None
                 elif next_batch is not None:
@@ -423,12 +427,24 @@ class Consumer:
                 await self._apply_fetched(fetched)
                 if self.after_db_commit is not None:
                     await self.after_db_commit()
-                await self.commit_offsets(kafka, fetched.messages)
+                # The offsets go to the broker while the next batch is applied: a broker
+                # round trip (1-26 ms, 65-210 ms on a loaded machine) that each batch
+                # waited for before the next transaction. Each commit follows the one
+                # before, so the group's offset only moves on; one lost in a crash has
+                # its batch delivered again, which the inbox drops.
+                if committing is not None:
+                    await committing
+                committing = asyncio.create_task(self.commit_offsets(kafka, fetched.messages))
         finally:
             if next_batch is not None:
                 next_batch.cancel()
                 # Dropped: its offsets are not committed, so the group gets it again.
                 await asyncio.gather(next_batch, return_exceptions=True)
+            if committing is not None:
+                # Landed or not, as for a crash: what it would have passed comes again.
+                await asyncio.wait({committing}, timeout=5.0)
+                committing.cancel()
+                await asyncio.gather(committing, return_exceptions=True)
             await kafka.stop()
 
     async def commit_offsets(

@@ -206,6 +206,55 @@ async def test_what_arrives_while_a_batch_is_applied_is_made_ready_before_its_tu
     assert [r["n"] for r in rows] == [1, 3]
 
 
+async def test_the_next_batch_is_applied_while_the_offsets_before_it_are_committed(
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
+) -> None:
+    """A batch's offsets go to the broker while the next batch is applied (each batch
+    waited for that round trip); the commits still follow each other, and a new member
+    applies nothing again."""
+    s = world.schema
+    committing_first, release = asyncio.Event(), asyncio.Event()
+    committed: list[int] = []
+
+    class Held(Consumer):
+        async def commit_offsets(self, kafka: Any, messages: Sequence[Any]) -> None:
+            if not committing_first.is_set():
+                committing_first.set()
+                await asyncio.wait_for(release.wait(), timeout=30)
+            await super().commit_offsets(kafka, messages)
+            committed.append(max(m.offset for m in messages))
+
+    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        for e in events:
+            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+
+    async def applied(n: int) -> bool:
+        return bool(await pool.fetchval(f"SELECT count(*) FROM {s}.effects WHERE n = $1", n))
+
+    await world.send(1)
+    consumer = Held(
+        pool=pool,
+        inbox=world.inbox,
+        topics=[world.topic],
+        handle=apply,
+        bootstrap=kafka_bootstrap,
+        dead_letters=world.producer,
+    )
+    async with consuming(consumer):
+        await asyncio.wait_for(committing_first.wait(), timeout=30)
+        await world.send(2)
+        # Applied while the first batch's offsets are held on their way.
+        await eventually(lambda: applied(2), within=10, what="event 2 applied")
+        assert committed == []
+        release.set()
+
+        async def both_committed() -> bool:
+            return committed == [0, 1]
+
+        await eventually(both_committed, within=30, what="both offsets, in order")
+    await each_applied_once(pool, world, kafka_bootstrap)
+
+
 async def fresh_inbox(pool: asyncpg.Pool) -> Inbox:
     inbox = Inbox(schema(), "c")
     async with pool.acquire() as conn:
