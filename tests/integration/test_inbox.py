@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from shared.contracts.envelope import Envelope
 from shared.kit import bus
@@ -253,6 +254,63 @@ async def test_the_next_batch_is_applied_while_the_offsets_before_it_are_committ
 
         await eventually(both_committed, within=30, what="both offsets, in order")
     await each_applied_once(pool, world, kafka_bootstrap)
+
+
+class Arrived:
+    """A consumer's broker as its batch's turn comes: these messages have just arrived."""
+
+    def __init__(self, *ns: int) -> None:
+        self.messages = [record(n) for n in ns]
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> Any:
+        taken, self.messages = self.messages, []
+        return {TopicPartition("t", 0): taken} if taken else {}
+
+
+def record(n: int) -> ConsumerRecord[Any, Any]:
+    sent = envelope(f"s-{n}", 1, n=n).model_copy(update={"source": "src", "position": n})
+    value = bus.encode(sent)
+    return ConsumerRecord("t", 0, n, 0, 0, None, value, None, 0, len(value), ())
+
+
+async def test_what_needs_making_ready_as_a_turn_comes_starts_the_next_batch() -> None:
+    """Events that arrive as a batch's turn comes join it only if they need no making
+    ready: else they start the next batch, made ready while this one is applied, not in
+    its turn (a DICOM request's headers, read there before its transaction opened)."""
+    made: list[int] = []
+
+    async def prepare(events: Sequence[Envelope]) -> dict[uuid.UUID, object]:
+        made.extend(e.data["n"] for e in events)
+        return {}
+
+    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        pass
+
+    def consumer(**more: Any) -> Consumer:
+        return Consumer(
+            pool=None,  # type: ignore[arg-type]
+            inbox=Inbox("s", "c"),
+            topics=["t"],
+            handle=apply,
+            bootstrap="",
+            dead_letters=None,  # type: ignore[arg-type]
+            **more,
+        )
+
+    reading = consumer(prepare=prepare)
+    batch = await reading._made(await reading._decode([record(1)]))
+    topped = await reading._topped_up(Arrived(2, 3), batch)  # type: ignore[arg-type]
+    assert [e.position for e in topped[0].envelopes] == [1]
+    assert topped[1] is None
+    late = topped[2]
+    assert late is not None and [e.position for e in late.envelopes] == [2, 3]
+    assert made == [1]  # 2 and 3 are made in the next batch's gathering
+    # Nothing to make ready: what arrived joins the batch, as before.
+    plain = consumer()
+    batch = await plain._decode([record(1)])
+    topped = await plain._topped_up(Arrived(2, 3), batch)  # type: ignore[arg-type]
+    assert [e.position for e in topped[0].envelopes] == [1, 2, 3]
+    assert topped[1:] == (None, None)
 
 
 async def fresh_inbox(pool: asyncpg.Pool) -> Inbox:
