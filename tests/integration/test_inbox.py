@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from shared.contracts.envelope import Envelope
 from shared.kit import bus
@@ -144,6 +145,172 @@ async def test_a_batch_fetched_ahead_and_not_applied_is_not_committed_with_the_o
     assert ahead.fetched_second.is_set()
     assert await pool.fetchval(f"SELECT array_agg(n) FROM {world.schema}.effects") == [1]
     await each_applied_once(pool, world, kafka_bootstrap)
+
+
+async def test_what_arrives_while_a_batch_is_applied_is_made_ready_before_its_turn(
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
+) -> None:
+    """The next batch is gathered while this one's transaction runs, and each event that
+    joins it is made ready (`prepare`) as it arrives, also when the first to arrive was
+    one passed over: a single fetch ahead stopped there, and the DICOM context then read
+    the headers of the instances that came next in the batch's turn, after the
+    transaction before it."""
+    s = world.schema
+    wanted = envelope("w", 1).type
+    holding_first, release = asyncio.Event(), asyncio.Event()
+    fetched_passed_over, made_third = asyncio.Event(), asyncio.Event()
+
+    class Watched(Consumer):
+        async def _decode(self, messages: Sequence[Any]) -> Any:
+            fetched = await super()._decode(messages)
+            if any(e.position == 2 for e in fetched.envelopes):
+                fetched_passed_over.set()
+            return fetched
+
+    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        for e in events:
+            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+        if any(e.data["n"] == 1 for e in events):
+            holding_first.set()
+            await asyncio.wait_for(release.wait(), timeout=30)
+
+    async def prepare(events: Sequence[Envelope]) -> dict[uuid.UUID, object]:
+        if any(e.data["n"] == 3 for e in events):
+            made_third.set()
+        return {}
+
+    await send_at(world, 1, wanted)
+    consumer = Watched(
+        pool=pool,
+        inbox=world.inbox,
+        topics=[world.topic],
+        handle=apply,
+        prepare=prepare,
+        wanted=[wanted],
+        bootstrap=kafka_bootstrap,
+        dead_letters=world.producer,
+    )
+    async with consuming(consumer):
+        await asyncio.wait_for(holding_first.wait(), timeout=30)
+        await send_at(world, 2, "test.PassedOver")
+        await asyncio.wait_for(fetched_passed_over.wait(), timeout=30)
+        await send_at(world, 3, wanted)
+        # Made ready while the first batch's transaction is still open.
+        await asyncio.wait_for(made_third.wait(), timeout=10)
+        release.set()
+
+        async def all_three() -> bool:
+            return await world.inbox.watermarks(pool) == {s: 3}
+
+        await eventually(all_three, within=30, what="the three events passed or applied")
+    rows = await pool.fetch(f"SELECT n FROM {s}.effects ORDER BY n")
+    assert [r["n"] for r in rows] == [1, 3]
+
+
+async def test_the_next_batch_is_applied_while_the_offsets_before_it_are_committed(
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
+) -> None:
+    """A batch's offsets go to the broker while the next batch is applied (each batch
+    waited for that round trip); the commits still follow each other, and a new member
+    applies nothing again."""
+    s = world.schema
+    committing_first, release = asyncio.Event(), asyncio.Event()
+    committed: list[int] = []
+
+    class Held(Consumer):
+        async def commit_offsets(self, kafka: Any, messages: Sequence[Any]) -> None:
+            if not committing_first.is_set():
+                committing_first.set()
+                await asyncio.wait_for(release.wait(), timeout=30)
+            await super().commit_offsets(kafka, messages)
+            committed.append(max(m.offset for m in messages))
+
+    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        for e in events:
+            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+
+    async def applied(n: int) -> bool:
+        return bool(await pool.fetchval(f"SELECT count(*) FROM {s}.effects WHERE n = $1", n))
+
+    await world.send(1)
+    consumer = Held(
+        pool=pool,
+        inbox=world.inbox,
+        topics=[world.topic],
+        handle=apply,
+        bootstrap=kafka_bootstrap,
+        dead_letters=world.producer,
+    )
+    async with consuming(consumer):
+        await asyncio.wait_for(committing_first.wait(), timeout=30)
+        await world.send(2)
+        # Applied while the first batch's offsets are held on their way.
+        await eventually(lambda: applied(2), within=10, what="event 2 applied")
+        assert committed == []
+        release.set()
+
+        async def both_committed() -> bool:
+            return committed == [0, 1]
+
+        await eventually(both_committed, within=30, what="both offsets, in order")
+    await each_applied_once(pool, world, kafka_bootstrap)
+
+
+class Arrived:
+    """A consumer's broker as its batch's turn comes: these messages have just arrived."""
+
+    def __init__(self, *ns: int) -> None:
+        self.messages = [record(n) for n in ns]
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> Any:
+        taken, self.messages = self.messages, []
+        return {TopicPartition("t", 0): taken} if taken else {}
+
+
+def record(n: int) -> ConsumerRecord[Any, Any]:
+    sent = envelope(f"s-{n}", 1, n=n).model_copy(update={"source": "src", "position": n})
+    value = bus.encode(sent)
+    return ConsumerRecord("t", 0, n, 0, 0, None, value, None, 0, len(value), ())
+
+
+async def test_what_needs_making_ready_as_a_turn_comes_starts_the_next_batch() -> None:
+    """Events that arrive as a batch's turn comes join it only if they need no making
+    ready: else they start the next batch, made ready while this one is applied, not in
+    its turn (a DICOM request's headers, read there before its transaction opened)."""
+    made: list[int] = []
+
+    async def prepare(events: Sequence[Envelope]) -> dict[uuid.UUID, object]:
+        made.extend(e.data["n"] for e in events)
+        return {}
+
+    async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        pass
+
+    def consumer(**more: Any) -> Consumer:
+        return Consumer(
+            pool=None,  # type: ignore[arg-type]
+            inbox=Inbox("s", "c"),
+            topics=["t"],
+            handle=apply,
+            bootstrap="",
+            dead_letters=None,  # type: ignore[arg-type]
+            **more,
+        )
+
+    reading = consumer(prepare=prepare)
+    batch = await reading._made(await reading._decode([record(1)]))
+    topped = await reading._topped_up(Arrived(2, 3), batch)  # type: ignore[arg-type]
+    assert [e.position for e in topped[0].envelopes] == [1]
+    assert topped[1] is None
+    late = topped[2]
+    assert late is not None and [e.position for e in late.envelopes] == [2, 3]
+    assert made == [1]  # 2 and 3 are made in the next batch's gathering
+    # Nothing to make ready: what arrived joins the batch, as before.
+    plain = consumer()
+    batch = await plain._decode([record(1)])
+    topped = await plain._topped_up(Arrived(2, 3), batch)  # type: ignore[arg-type]
+    assert [e.position for e in topped[0].envelopes] == [1, 2, 3]
+    assert topped[1:] == (None, None)
 
 
 async def fresh_inbox(pool: asyncpg.Pool) -> Inbox:
