@@ -72,7 +72,7 @@ async def test_one_trace_from_a_request_through_two_reactions(
     # The command: a request whose Cause takes the server span's context.
     app = FastAPI()
     app.add_middleware(tracing.ForwardContext)
-    app.add_middleware(identity.Authenticated, key=SIGNER)
+    app.add_middleware(identity.Authenticated, key=SIGNER, audience="catalog")
 
     @app.post("/things")
     async def command(request: Request) -> dict[str, str]:
