@@ -337,10 +337,11 @@ class Relay:
         first offset of its last batch, not of its last record (Kafka lists the latter):
         so the last batch is fetched, and the end read is past its last record (or the
         fetch's high watermark, if higher). A partition is read only from records, or
-        from a high watermark of 0 (a fetch's word that it is empty): a fetch that answers
-        without records (late, or one of the assignment's first) carries a high watermark
-        that tansu gives as it lists, below the true end, which taken for the end was a
-        loss concluded at a leader's start under load (test_scale_out, CI of 2026-12-06).
+        from a high watermark of 0 (a fetch's word that it is empty): taken alone from a
+        fetch that answered without records, the watermark was below the true end once
+        (a loss concluded at a leader's start under load: test_scale_out, CI of
+        2026-12-06), whether tansu gives it as it lists or the answer was for another
+        position.
         Where no such answer comes within the deadline, the listed end stands (lower than
         the true one), not read."""
         listed = await self._listed_ends(probe, partitions)
