@@ -11,8 +11,10 @@ again, at most MAX_ATTEMPTS times. A transient failure (shared/kit/retry.py: the
 or the blob store away a while) says nothing about the file: its attempt is given back
 and the file taken again after a backoff with jitter, as the event consumers do.
 
-Every change of a source (its pictures stored, reused, reclaimed) holds that source's
-advisory lock until commit, so the sweep never deletes pictures a file is being given.
+Every change of a settled source (its pictures reused, reclaimed) holds that source's
+advisory lock until commit, so the sweep never deletes pictures a file is being given;
+a runner recording a source also holds that source's own lock, so two runners that drew
+it give its files one outcome.
 """
 
 from __future__ import annotations
@@ -79,15 +81,20 @@ Drawn = list[render.Picture] | tuple[str, str] | None
 BROKEN: Final = "broken"
 
 
-# Sources are locked by bucket: a batch of 10,000 uploads then takes at most this many
-# advisory locks (PostgreSQL's lock table is sized for 64 a connection by default), and
-# the sections they guard are short.
+# Settled sources are locked by bucket: a batch of 10,000 uploads then takes at most this
+# many advisory locks (PostgreSQL's lock table is sized for 64 a connection by default),
+# and the sections they guard are short.
 LOCK_BUCKETS = 64
 # How long a worker's presigned URL of a file to draw lasts: its batch, queueing
 # included, is drawn well within it (a URL gone stale is a store error: tried again).
 URL_LASTS = timedelta(hours=1)
 # The class of this context's advisory locks (two-key form: its own key space).
 LOCK_SPACE = zlib.crc32(b"files.thumbnails.source") & 0x7FFFFFFF
+# The class of a source being recorded, a key a source (its hash): a record holds at most
+# SMALL_BATCH of them. By bucket, two runners' batches of 64 new sources shared ~40 of
+# the 64 buckets, so each record waited for the one before it (5 s of waits for 10,000
+# small uploads), though no two held the same source.
+RECORD_SPACE = zlib.crc32(b"files.thumbnails.record") & 0x7FFFFFFF
 
 
 def wanted_of(
@@ -124,14 +131,19 @@ def object_url(parts: Parts, object_ref: str, lasts: timedelta) -> str:
     return f"{parts.settings.ingest_url}/internal/objects/{integration_id}?{query}"
 
 
-async def lock_sources(conn: Conn, sources: Iterable[str]) -> None:
-    """Until commit, no other transaction changes these sources (in one order everywhere)."""
+async def lock_sources(conn: Conn, sources: Iterable[str], recorded: Iterable[str] = ()) -> None:
+    """Until commit, no other transaction changes these settled `sources` (their buckets:
+    a request giving their pictures, the sweep, a record), nor records any of `recorded`
+    (a key each). Buckets first, then keys, each in order: one order everywhere."""
     await conn.execute(
-        f"""SELECT pg_advisory_xact_lock({LOCK_SPACE}, b)
-            FROM (SELECT DISTINCT hashtext(s) & {LOCK_BUCKETS - 1} AS b
-                  FROM unnest($1::text[]) AS s) AS buckets
-            ORDER BY b""",
+        f"""SELECT pg_advisory_xact_lock(k.space, k.key)
+            FROM (SELECT DISTINCT {LOCK_SPACE} AS space, hashtext(s) & {LOCK_BUCKETS - 1} AS key
+                  FROM unnest($1::text[]) AS s
+                  UNION
+                  SELECT {RECORD_SPACE}, hashtext(s) FROM unnest($2::text[]) AS s) AS k
+            ORDER BY k.space = {RECORD_SPACE}, k.key""",
         list(set(sources)),
+        list(set(recorded)),
     )
 
 
@@ -698,9 +710,15 @@ class Thumbnails(Handlers):
         """Settle each source (store its pictures, or its failure; None: settled already)
         and every pending file of it, in one transaction under the sources' locks. Each
         source's events are caused by the request of the file drawn for it (its upload's
-        correlation)."""
+        correlation).
+
+        Each source is recorded under its own lock (a runner that drew it too waits, then
+        finds it settled and gives its files this outcome); a source the claim found
+        settled also under its bucket's, which the sweep takes. A new source needs no
+        bucket: the sweep reclaims only settled sources no pending file uses."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await lock_sources(conn, drawn)
+            known = [s for s, (file, _) in drawn.items() if file.get("known", True)]
+            await lock_sources(conn, known, recorded=drawn)
             pending: dict[str, list[Any]] = {}
             for r in await conn.fetch(
                 """SELECT file_id, version, source FROM thumbnails.files
