@@ -308,7 +308,8 @@ async def test_a_burst_of_requests_has_the_drawing_loop_s_tables_analyzed(
 ) -> None:
     """A burst of uploads grows the read model before autovacuum looks at it; the
     drawing loop's next claim analyzes it, so its statements are planned for what is
-    there (unanalyzed, each claim read every pending file). The claim still takes the
+    there (unanalyzed, each claim read every pending file), and again each time it has
+    doubled (not at every half: their plans stay as they grow). The claim still takes the
     oldest pending files, each with its source's state."""
     settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
     blobs = LocalBlobStore(settings.blob_root())
@@ -336,6 +337,23 @@ async def test_a_burst_of_requests_has_the_drawing_loop_s_tables_analyzed(
             w.file_id for w in wanted[DRAW_BATCH:][:DRAW_BATCH]
         ]
         assert all(c["attempts"] == 1 and c["known"] is False for c in claimed)
+
+        async def grown_by(files: int) -> None:
+            more = []
+            for _ in range(files):
+                sha = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+                source = domain.source_of("image", sha)
+                more.append(Wanted(uuid.uuid4(), "image", source, content_key(sha), cause))
+            async with pool.acquire() as conn, conn.transaction():
+                await thumbnails.request(conn, more)
+            await thumbnails.claim()
+
+        await grown_by(ANALYZE_FROM)
+        assert await pool.fetchval(reltuples) == 2 * ANALYZE_FROM
+        await grown_by(ANALYZE_FROM)
+        assert await pool.fetchval(reltuples) == 2 * ANALYZE_FROM, "analyzed at +50%"
+        await grown_by(ANALYZE_FROM)
+        assert await pool.fetchval(reltuples) == 4 * ANALYZE_FROM
 
 
 @pytest.mark.timeout(300)
