@@ -41,14 +41,13 @@ thumbnails = Projection(
     );
     CREATE INDEX IF NOT EXISTS files_pending ON thumbnails.files (requested_at)
         WHERE state = 'pending';
+    -- A source's files: the sweep's (none left) and the drawing's record (a drawn
+    -- source's pending files; an index of pending files by source for it alone was one
+    -- more index entry for each file requested, and planned the same: a probe by source
+    -- once the drawing loop has analyzed the table, the pending files' index before).
     CREATE INDEX IF NOT EXISTS files_source ON thumbnails.files (source)
         WHERE state <> 'released';
-    -- A drawn source's pending files (the drawing's record): without it, a table not yet
-    -- analyzed (10,000 uploads in half a minute) has the planner read every pending row
-    -- through files_pending for each file drawn, quadratic in the backlog (15 ms a file
-    -- at 9,000 pending, 0.06 ms with it).
-    CREATE INDEX IF NOT EXISTS files_pending_source ON thumbnails.files (source)
-        WHERE state = 'pending';
+    DROP INDEX IF EXISTS thumbnails.files_pending_source;
     CREATE TABLE IF NOT EXISTS thumbnails.sources (
         source text PRIMARY KEY,
         state text NOT NULL,
