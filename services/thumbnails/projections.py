@@ -183,33 +183,34 @@ def _settled_row(e: Received[Any], state: str) -> dict[str, Any]:
 
 
 async def _settled(conn: Conn, rows: list[dict[str, Any]]) -> None:
-    """Each file made (`renditions`) or failed (`code`, `reason`), and its source so."""
-    await conn.execute(
-        f"""UPDATE thumbnails.files AS f
-           SET version = {_VERSION}, state = x.state,
-               renditions = CASE WHEN x.state = 'made' THEN x.renditions END,
-               code = x.code, reason = x.reason
-           FROM jsonb_to_recordset($1::jsonb) AS x(file_id uuid, version integer,
-                                                    grown integer, state text,
-                                                    renditions jsonb, code text, reason text)
-           WHERE f.file_id = x.file_id AND f.file_id = ANY($2::uuid[])""",
-        rows,
-        [r["file_id"] for r in rows],
-    )
+    """Each file made (`renditions`) or failed (`code`, `reason`), and its source so: one
+    statement (a round trip fewer for each batch a runner records)."""
     # A source settled twice (two workers, or drawn again after a failure) keeps the last.
     last = {r["source"]: r for r in rows}
     await conn.execute(
-        """INSERT INTO thumbnails.sources AS s (source, state, renditions, code, reason,
+        f"""WITH files AS (
+               UPDATE thumbnails.files AS f
+               SET version = {_VERSION}, state = x.state,
+                   renditions = CASE WHEN x.state = 'made' THEN x.renditions END,
+                   code = x.code, reason = x.reason
+               FROM jsonb_to_recordset($1::jsonb) AS x(file_id uuid, version integer,
+                                                        grown integer, state text,
+                                                        renditions jsonb, code text,
+                                                        reason text)
+               WHERE f.file_id = x.file_id AND f.file_id = ANY($2::uuid[]))
+           INSERT INTO thumbnails.sources AS s (source, state, renditions, code, reason,
                                                settled_at)
            SELECT source, state, CASE WHEN state = 'made' THEN renditions END, code, reason,
                   at
-           FROM jsonb_to_recordset($1::jsonb) AS x(source text, state text,
+           FROM jsonb_to_recordset($3::jsonb) AS x(source text, state text,
                                                     renditions jsonb, code text,
                                                     reason text, at timestamptz)
            ON CONFLICT (source) DO UPDATE
            SET state = excluded.state, renditions = excluded.renditions, code = excluded.code,
                reason = excluded.reason, settled_at = excluded.settled_at,
                released_at = NULL""",
+        rows,
+        [r["file_id"] for r in rows],
         list(last.values()),
     )
 
