@@ -394,6 +394,36 @@ async def test_after_a_batch_of_small_images_a_claim_takes_more(
 
 
 @pytest.mark.timeout(300)
+async def test_a_claim_passes_over_the_files_this_process_holds(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The files one runner holds are not claimed by the process's other runners, even
+    once their leases ran out (the runner still has them: its renewals failed meanwhile),
+    so they are neither drawn twice here nor counted an attempt more by it; another
+    replica takes them then, as before."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    blobs = LocalBlobStore(settings.blob_root())
+    async with drawing_service(database_url, settings, blobs) as (pool, thumbnails):
+        cause = a_cause()
+        wanted = []
+        for i in range(2 * DRAW_BATCH):
+            sha = hashlib.sha256(f"held {i}".encode()).hexdigest()
+            source = domain.source_of("image", sha)
+            wanted.append(Wanted(uuid.uuid4(), "image", source, content_key(sha), cause))
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted)
+        first = {c["file_id"] for c in await thumbnails.claim()}
+        assert first == {w.file_id for w in wanted[:DRAW_BATCH]}
+        await pool.execute("UPDATE thumbnails.leases SET until = now() - interval '1 second'")
+        second = {c["file_id"] for c in await thumbnails.claim()}
+        assert second == {w.file_id for w in wanted[DRAW_BATCH:]}
+        replica = Thumbnails(thumbnails.parts, blobs)
+        taken = await replica.claim()
+        assert {c["file_id"] for c in taken} == first
+        assert {c["attempts"] for c in taken} == {2}
+
+
+@pytest.mark.timeout(300)
 async def test_a_request_of_new_sources_does_not_wait_for_a_batch_being_recorded(
     database_url: str, tmp_path: Path
 ) -> None:
