@@ -474,12 +474,12 @@ async def test_a_request_of_new_sources_does_not_wait_for_a_batch_being_recorded
 
 
 @pytest.mark.timeout(300)
-async def test_runners_recording_new_sources_wait_only_for_a_runner_recording_the_same(
+async def test_replicas_recording_new_sources_wait_only_for_one_recording_the_same(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two runners recording different new sources go on side by side, even where the
+    """Two replicas recording different new sources go on side by side, even where the
     sources share a bucket of the sweep's locks (by bucket, two batches of 64 shared most
-    of the 64 buckets, and each record waited for the one before). A runner recording a
+    of the 64 buckets, and each record waited for the one before). A replica recording a
     source another one is recording waits for it, then gives its files that outcome: a
     source's files get one outcome."""
     settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
@@ -507,7 +507,7 @@ async def test_runners_recording_new_sources_wait_only_for_a_runner_recording_th
             row = await pool.fetchrow("SELECT * FROM thumbnails.files WHERE file_id = $1", file_id)
             return {**dict(row), "known": False}
 
-        # The first runner's record held once its files are locked, storing its pictures.
+        # The first replica's record held once its files are locked, storing its pictures.
         storing, stored = asyncio.Event(), asyncio.Event()
         store = thumbnails._store
 
@@ -524,21 +524,22 @@ async def test_runners_recording_new_sources_wait_only_for_a_runner_recording_th
             thumbnails.record({first.source: (await claimed(first.file_id), pictures)})
         )
         again: asyncio.Task[None] | None = None
+        replica = Thumbnails(thumbnails.parts, blobs)
         try:
             await asyncio.wait_for(storing.wait(), 30)
             await asyncio.wait_for(
-                thumbnails.record(
+                replica.record(
                     {other.source: (await claimed(other.file_id), ("unreadable", "cut short"))}
                 ),
                 10,
             )
             # An identical file, requested while its source is not settled yet (pending),
-            # drawn by another runner with another outcome.
+            # drawn by another replica with another outcome.
             same = replace(first, file_id=uuid.uuid4())
             async with pool.acquire() as conn, conn.transaction():
                 await thumbnails.request(conn, [same])
             again = asyncio.create_task(
-                thumbnails.record(
+                replica.record(
                     {same.source: (await claimed(same.file_id), ("timed_out", "over the cap"))}
                 )
             )
