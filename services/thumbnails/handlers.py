@@ -11,8 +11,10 @@ again, at most MAX_ATTEMPTS times. A transient failure (shared/kit/retry.py: the
 or the blob store away a while) says nothing about the file: its attempt is given back
 and the file taken again after a backoff with jitter, as the event consumers do.
 
-Every change of a source (its pictures stored, reused, reclaimed) holds that source's
-advisory lock until commit, so the sweep never deletes pictures a file is being given.
+Every change of a settled source (its pictures reused, reclaimed) holds that source's
+advisory lock until commit, so the sweep never deletes pictures a file is being given;
+a runner recording a source also holds that source's own lock, so two runners that drew
+it give its files one outcome.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ from shared.kit.service import Handlers, Parts
 SWEEP_BATCH = 100
 # Files requested between two ANALYZEs of the drawing loop's tables, at least.
 ANALYZE_FROM = 1000
+# What the drawing loop's statements are planned on: their columns' statistics are all an
+# ANALYZE here gathers (the pictures' jsonb, reasons and correlations were two thirds of
+# its time, and no plan reads them).
+_ANALYZED = """ANALYZE (SKIP_LOCKED)
+    thumbnails.files (file_id, source, state, kind, version, requested_at),
+    thumbnails.sources (source, released_at)"""
 # An image of at most this many bytes is drawn with the other small ones of its batch,
 # in one task: for a 4 KiB file the task's round trip cost more than the drawing.
 SMALL_IMAGE = 256 * 1024
@@ -79,15 +87,20 @@ Drawn = list[render.Picture] | tuple[str, str] | None
 BROKEN: Final = "broken"
 
 
-# Sources are locked by bucket: a batch of 10,000 uploads then takes at most this many
-# advisory locks (PostgreSQL's lock table is sized for 64 a connection by default), and
-# the sections they guard are short.
+# Settled sources are locked by bucket: a batch of 10,000 uploads then takes at most this
+# many advisory locks (PostgreSQL's lock table is sized for 64 a connection by default),
+# and the sections they guard are short.
 LOCK_BUCKETS = 64
 # How long a worker's presigned URL of a file to draw lasts: its batch, queueing
 # included, is drawn well within it (a URL gone stale is a store error: tried again).
 URL_LASTS = timedelta(hours=1)
 # The class of this context's advisory locks (two-key form: its own key space).
 LOCK_SPACE = zlib.crc32(b"files.thumbnails.source") & 0x7FFFFFFF
+# The class of a source being recorded, a key a source (its hash): a record holds at most
+# SMALL_BATCH of them. By bucket, two runners' batches of 64 new sources shared ~40 of
+# the 64 buckets, so each record waited for the one before it (5 s of waits for 10,000
+# small uploads), though no two held the same source.
+RECORD_SPACE = zlib.crc32(b"files.thumbnails.record") & 0x7FFFFFFF
 
 
 def wanted_of(
@@ -124,14 +137,19 @@ def object_url(parts: Parts, object_ref: str, lasts: timedelta) -> str:
     return f"{parts.settings.ingest_url}/internal/objects/{integration_id}?{query}"
 
 
-async def lock_sources(conn: Conn, sources: Iterable[str]) -> None:
-    """Until commit, no other transaction changes these sources (in one order everywhere)."""
+async def lock_sources(conn: Conn, sources: Iterable[str], recorded: Iterable[str] = ()) -> None:
+    """Until commit, no other transaction changes these settled `sources` (their buckets:
+    a request giving their pictures, the sweep, a record), nor records any of `recorded`
+    (a key each). Buckets first, then keys, each in order: one order everywhere."""
     await conn.execute(
-        f"""SELECT pg_advisory_xact_lock({LOCK_SPACE}, b)
-            FROM (SELECT DISTINCT hashtext(s) & {LOCK_BUCKETS - 1} AS b
-                  FROM unnest($1::text[]) AS s) AS buckets
-            ORDER BY b""",
+        f"""SELECT pg_advisory_xact_lock(k.space, k.key)
+            FROM (SELECT DISTINCT {LOCK_SPACE} AS space, hashtext(s) & {LOCK_BUCKETS - 1} AS key
+                  FROM unnest($1::text[]) AS s
+                  UNION
+                  SELECT {RECORD_SPACE}, hashtext(s) FROM unnest($2::text[]) AS s) AS k
+            ORDER BY k.space = {RECORD_SPACE}, k.key""",
         list(set(sources)),
+        list(set(recorded)),
     )
 
 
@@ -261,6 +279,15 @@ class Thumbnails(Handlers):
         self._analyzing = False
         # How many pending files the next claim takes (the last batch's sizes say).
         self.batch = DRAW_BATCH
+        # Files this process's runners hold (claimed, not yet recorded): a claim passes
+        # them over without probing their leases (see `_FREE`).
+        self.in_hand: set[uuid.UUID] = set()
+        # A process's runners record one batch at a time (they draw side by side). Every
+        # append holds the store's head row until commit, the consumer's too, which the
+        # upload answers wait for: records side by side queued it behind several (the
+        # appends' wall time 431-4,432 ms against 236-966 for 10,000 small uploads). A
+        # runner waits here without a connection; replicas record side by side.
+        self._recording = asyncio.Lock()
 
     # -- reactions ---------------------------------------------------------------------
 
@@ -507,31 +534,36 @@ class Thumbnails(Handlers):
         waiting behind it: such a batch holds only what was asked for."""
         if self._grown >= self._analyze_at and not self._analyzing:
             await self._analyzed()
-        rows = await self.pool.fetch(_CLAIM.format(pick=_WANTED_FIRST), self.lease)
+        held = list(self.in_hand)
+        rows = await self.pool.fetch(_CLAIM.format(pick=_WANTED_FIRST), self.lease, held)
         if not rows:
             pick = _OLDEST_FIRST.format(limit=self.batch)
-            rows = await self.pool.fetch(_CLAIM.format(pick=pick), self.lease, self.settle)
+            rows = await self.pool.fetch(_CLAIM.format(pick=pick), self.lease, held, self.settle)
+        self.in_hand |= {r["file_id"] for r in rows}
         return [dict(r) for r in rows]
 
     async def _analyzed(self) -> None:
-        """ANALYZE the tables the drawing loop reads, once they have grown by half since
-        it was last done here. A burst of uploads (10,000 small files in 20 s; a fresh
-        install's first import) grows them long before autovacuum looks (once a minute
-        at most), and on a table the planner knows nothing of, the claim and the record
-        were planned as scans of every pending file and of every source: for 10,000
-        small uploads 2-3 M index entries and up to 4 M source rows read, PostgreSQL
-        spending 4-7 CPU-s for this context. Analyzed as they grow: ~60,000 and ~0.3 M.
-        An ANALYZE samples at most 30,000 rows (some ms); a big table is done rarely."""
+        """ANALYZE the tables the drawing loop reads, once they have doubled since it was
+        last done here. A burst of uploads (10,000 small files in 20 s; a fresh install's
+        first import) grows them long before autovacuum looks (once a minute at most),
+        and on a table the planner knows nothing of, the claim and the record were
+        planned as scans of every pending file and of every source: for 10,000 small
+        uploads 2-3 M index entries and up to 4 M source rows read, PostgreSQL spending
+        4-7 CPU-s for this context. Analyzed as they grow: ~60,000 and ~0.3 M. Once the
+        planner knows the tables, their plans (index probes, the oldest pending first)
+        stay right as they grow: analyzed at every half (1,000, 2,000, 3,000, 4,500 and
+        6,750 of 10,000 uploads) was 5 ANALYZEs of ~50-90 ms; at every doubling, 4. An
+        ANALYZE samples at most 30,000 rows; a big table is done rarely."""
         self._analyzing = True
         try:
             async with self.pool.acquire() as conn:
                 # SKIP_LOCKED: never queued behind another replica's ANALYZE, a long
                 # VACUUM or a rebuild's DDL (nor queueing the claims behind itself).
-                await conn.execute("ANALYZE (SKIP_LOCKED) thumbnails.files, thumbnails.sources")
+                await conn.execute(_ANALYZED)
                 rows = await conn.fetchval(
                     "SELECT reltuples FROM pg_class WHERE oid = 'thumbnails.files'::regclass"
                 )
-            self._analyze_at = max(ANALYZE_FROM, int(rows or 0) // 2)
+            self._analyze_at = max(ANALYZE_FROM, int(rows or 0))
         except Exception as error:
             # Autovacuum does it later: the plans are only slower meanwhile.
             log.warning("thumbnails.not_analyzed", error=repr(error))
@@ -548,6 +580,7 @@ class Thumbnails(Handlers):
         try:
             await self._draw(files)
         finally:
+            self.in_hand -= {f["file_id"] for f in files}
             keeping.cancel()
             await asyncio.wait([keeping])
 
@@ -698,9 +731,15 @@ class Thumbnails(Handlers):
         """Settle each source (store its pictures, or its failure; None: settled already)
         and every pending file of it, in one transaction under the sources' locks. Each
         source's events are caused by the request of the file drawn for it (its upload's
-        correlation)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await lock_sources(conn, drawn)
+        correlation).
+
+        Each source is recorded under its own lock (a runner that drew it too waits, then
+        finds it settled and gives its files this outcome); a source the claim found
+        settled also under its bucket's, which the sweep takes. A new source needs no
+        bucket: the sweep reclaims only settled sources no pending file uses."""
+        async with self._recording, self.pool.acquire() as conn, conn.transaction():
+            known = [s for s, (file, _) in drawn.items() if file.get("known", True)]
+            await lock_sources(conn, known, recorded=drawn)
             pending: dict[str, list[Any]] = {}
             for r in await conn.fetch(
                 """SELECT file_id, version, source FROM thumbnails.files
@@ -925,7 +964,10 @@ CREATE TABLE IF NOT EXISTS thumbnails.wanted (
 # back as they were locked (each file's latest version), with whether their source is
 # settled already: one statement a batch. (A second one, a file's row `AND state =
 # 'pending'` by id, was planned as a BitmapAnd with files_pending, reading every pending
-# entry: 2.7 M index entries for 10,000 small uploads.)
+# entry: 2.7 M index entries for 10,000 small uploads.) Whether a source is settled is a
+# probe by key for each file claimed: as an EXISTS, the planner hashed the whole of
+# `thumbnails.sources` for each claim (every source ever drawn: 5,000 rows, 0.3 ms, half
+# way through 10,000 small uploads), which a scalar subquery is never made into.
 _CLAIM = """
 WITH next AS (
     SELECT f.* FROM thumbnails.files f {pick}
@@ -939,10 +981,15 @@ leased AS (
     WHERE l.until <= now()
     RETURNING l.file_id, l.attempts)
 SELECT next.*, leased.attempts,
-       EXISTS (SELECT 1 FROM thumbnails.sources s WHERE s.source = next.source) AS known
+       (SELECT true FROM thumbnails.sources s WHERE s.source = next.source LIMIT 1)
+           IS NOT NULL AS known
 FROM next JOIN leased USING (file_id)
 ORDER BY next.requested_at"""
-_FREE = """f.state = 'pending' AND NOT EXISTS (
+# The files this process's other runners hold ($2) are passed over before their leases
+# are probed: with three runners, each claim walked past the two batches of 64 in hand
+# ahead of it, a lease probe each, two thirds of the claim's buffer reads (19 a file
+# claimed, against 6 with none in hand).
+_FREE = """f.state = 'pending' AND f.file_id <> ALL($2::uuid[]) AND NOT EXISTS (
         SELECT 1 FROM thumbnails.leases l WHERE l.file_id = f.file_id AND l.until > now())"""
 # Nobody asked (nearly always): the uncorrelated EXISTS is a one-time filter, so the
 # pick reads nothing; without it the planner may walk every pending file probing
@@ -956,5 +1003,5 @@ _WANTED_FIRST = f"""JOIN thumbnails.wanted w ON w.file_id = f.file_id
 # A series still growing waits until it settles, unless it has no picture yet (its first
 # request) or someone asked for it (the pick above).
 _OLDEST_FIRST = f"""WHERE {_FREE}
-    AND (f.kind <> 'dicom_series' OR f.version = 1 OR f.requested_at <= now() - $2::interval)
+    AND (f.kind <> 'dicom_series' OR f.version = 1 OR f.requested_at <= now() - $3::interval)
     ORDER BY f.requested_at LIMIT {{limit}}"""

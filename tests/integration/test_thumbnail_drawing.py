@@ -26,6 +26,7 @@ from services.thumbnails.handlers import (
     ANALYZE_FROM,
     DRAW_BATCH,
     LEASES,
+    LOCK_BUCKETS,
     SMALL_BATCH,
     Thumbnails,
     Wanted,
@@ -307,7 +308,8 @@ async def test_a_burst_of_requests_has_the_drawing_loop_s_tables_analyzed(
 ) -> None:
     """A burst of uploads grows the read model before autovacuum looks at it; the
     drawing loop's next claim analyzes it, so its statements are planned for what is
-    there (unanalyzed, each claim read every pending file). The claim still takes the
+    there (unanalyzed, each claim read every pending file), and again each time it has
+    doubled (not at every half: their plans stay as they grow). The claim still takes the
     oldest pending files, each with its source's state."""
     settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
     blobs = LocalBlobStore(settings.blob_root())
@@ -335,6 +337,23 @@ async def test_a_burst_of_requests_has_the_drawing_loop_s_tables_analyzed(
             w.file_id for w in wanted[DRAW_BATCH:][:DRAW_BATCH]
         ]
         assert all(c["attempts"] == 1 and c["known"] is False for c in claimed)
+
+        async def grown_by(files: int) -> None:
+            more = []
+            for _ in range(files):
+                sha = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+                source = domain.source_of("image", sha)
+                more.append(Wanted(uuid.uuid4(), "image", source, content_key(sha), cause))
+            async with pool.acquire() as conn, conn.transaction():
+                await thumbnails.request(conn, more)
+            await thumbnails.claim()
+
+        await grown_by(ANALYZE_FROM)
+        assert await pool.fetchval(reltuples) == 2 * ANALYZE_FROM
+        await grown_by(ANALYZE_FROM)
+        assert await pool.fetchval(reltuples) == 2 * ANALYZE_FROM, "analyzed at +50%"
+        await grown_by(ANALYZE_FROM)
+        assert await pool.fetchval(reltuples) == 4 * ANALYZE_FROM
 
 
 @pytest.mark.timeout(300)
@@ -372,6 +391,36 @@ async def test_after_a_batch_of_small_images_a_claim_takes_more(
         )
         assert states == {"made": DRAW_BATCH + 10, "failed": SMALL_BATCH - 10, "pending": 10}
         assert await pool.fetchval("SELECT count(*) FROM thumbnails.leases") == 0
+
+
+@pytest.mark.timeout(300)
+async def test_a_claim_passes_over_the_files_this_process_holds(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The files one runner holds are not claimed by the process's other runners, even
+    once their leases ran out (the runner still has them: its renewals failed meanwhile),
+    so they are neither drawn twice here nor counted an attempt more by it; another
+    replica takes them then, as before."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    blobs = LocalBlobStore(settings.blob_root())
+    async with drawing_service(database_url, settings, blobs) as (pool, thumbnails):
+        cause = a_cause()
+        wanted = []
+        for i in range(2 * DRAW_BATCH):
+            sha = hashlib.sha256(f"held {i}".encode()).hexdigest()
+            source = domain.source_of("image", sha)
+            wanted.append(Wanted(uuid.uuid4(), "image", source, content_key(sha), cause))
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted)
+        first = {c["file_id"] for c in await thumbnails.claim()}
+        assert first == {w.file_id for w in wanted[:DRAW_BATCH]}
+        await pool.execute("UPDATE thumbnails.leases SET until = now() - interval '1 second'")
+        second = {c["file_id"] for c in await thumbnails.claim()}
+        assert second == {w.file_id for w in wanted[DRAW_BATCH:]}
+        replica = Thumbnails(thumbnails.parts, blobs)
+        taken = await replica.claim()
+        assert {c["file_id"] for c in taken} == first
+        assert {c["attempts"] for c in taken} == {2}
 
 
 @pytest.mark.timeout(300)
@@ -422,6 +471,102 @@ async def test_a_request_of_new_sources_does_not_wait_for_a_batch_being_recorded
         }
         assert [states[w.file_id] for w in new] == [("pending", None)] * 100
         assert states[same.file_id] == ("failed", "unreadable")
+
+
+@pytest.mark.timeout(300)
+async def test_replicas_recording_new_sources_wait_only_for_one_recording_the_same(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas recording different new sources go on side by side, even where the
+    sources share a bucket of the sweep's locks (by bucket, two batches of 64 shared most
+    of the 64 buckets, and each record waited for the one before). A replica recording a
+    source another one is recording waits for it, then gives its files that outcome: a
+    source's files get one outcome."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    blobs = LocalBlobStore(settings.blob_root())
+    async with drawing_service(database_url, settings, blobs) as (pool, thumbnails):
+        cause = a_cause()
+
+        def wanted(name: str) -> Wanted:
+            sha = hashlib.sha256(name.encode()).hexdigest()
+            return Wanted(
+                uuid.uuid4(), "image", domain.source_of("image", sha), content_key(sha), cause
+            )
+
+        async def bucket(source: str) -> int:
+            b: int = await pool.fetchval("SELECT hashtext($1) & $2", source, LOCK_BUCKETS - 1)
+            return b
+
+        first, n = wanted("first"), 0
+        while await bucket((other := wanted(f"other {n}")).source) != await bucket(first.source):
+            n += 1
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, [first, other])
+
+        async def claimed(file_id: uuid.UUID) -> dict[str, Any]:
+            row = await pool.fetchrow("SELECT * FROM thumbnails.files WHERE file_id = $1", file_id)
+            return {**dict(row), "known": False}
+
+        # The first replica's record held once its files are locked, storing its pictures.
+        storing, stored = asyncio.Event(), asyncio.Event()
+        store = thumbnails._store
+
+        async def held(made: Any) -> Any:
+            if made:
+                storing.set()
+                await stored.wait()  # released by the test below, not a timed wait
+            return await store(made)
+
+        monkeypatch.setattr(thumbnails, "_store", held)
+        data = media.png(4, 4)
+        pictures = [render.Picture(size, data, 4, 4) for size in domain.SIZES]
+        recording = asyncio.create_task(
+            thumbnails.record({first.source: (await claimed(first.file_id), pictures)})
+        )
+        again: asyncio.Task[None] | None = None
+        replica = Thumbnails(thumbnails.parts, blobs)
+        try:
+            await asyncio.wait_for(storing.wait(), 30)
+            await asyncio.wait_for(
+                replica.record(
+                    {other.source: (await claimed(other.file_id), ("unreadable", "cut short"))}
+                ),
+                10,
+            )
+            # An identical file, requested while its source is not settled yet (pending),
+            # drawn by another replica with another outcome.
+            same = replace(first, file_id=uuid.uuid4())
+            async with pool.acquire() as conn, conn.transaction():
+                await thumbnails.request(conn, [same])
+            again = asyncio.create_task(
+                replica.record(
+                    {same.source: (await claimed(same.file_id), ("timed_out", "over the cap"))}
+                )
+            )
+
+            async def waiting() -> bool:
+                left: int = await pool.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+                return left == 1
+
+            await eventually(waiting, within=30, what="the second record waiting")
+            assert not again.done()
+            stored.set()
+            await asyncio.wait_for(recording, 30)
+            await asyncio.wait_for(again, 30)
+        finally:
+            stored.set()
+            for task in (recording, again):
+                if task is not None and not task.done():
+                    task.cancel()
+        states = {
+            r["file_id"]: (r["state"], r["code"])
+            for r in await pool.fetch("SELECT file_id, state, code FROM thumbnails.files")
+        }
+        assert states[other.file_id] == ("failed", "unreadable")
+        assert states[first.file_id] == ("made", None)
+        assert states[same.file_id] == ("made", None)
 
 
 async def test_a_batch_of_small_images_goes_to_the_workers_in_a_task_each(
