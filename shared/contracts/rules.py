@@ -23,6 +23,12 @@ def name_problem(name: str, what: str = "name") -> str | None:
         # They stand for folders in every path a person or a script writes (`files
         # upload --to ../x` would make a folder named '..').
         return f"the {what} {name!r} is not allowed: '.' and '..' are parts of paths"
+    if name.isascii() and name.isprintable():
+        # No control character (those are not printable), and every character checked
+        # below is outside ASCII: a plain name, most of them, is done here (a per-file
+        # cost of every small upload: the walks below took ~18 µs for a name of 20
+        # characters, this 0.2).
+        return None
     if any(unicodedata.category(c) == "Cc" for c in name):
         return f"the {what} {name!r} contains control characters"
     if found := next((c for c in name if c in MISLEADING), None):

@@ -23,7 +23,6 @@ from services.ingest.uploads.domain import (
     check_file_name,
     sent_file_name,
 )
-from shared.contracts.catalog import Media
 from shared.kit.blobs import BlobStore, BlobWriter, Held
 from shared.kit.errors import Refused
 
@@ -278,7 +277,7 @@ class Receiver:
                 size=part.writer.size,
                 sha256=sha,
                 blob_key=key,
-                media=Media(),
+                media=media_facts.NO_MEDIA,  # its facts are read next (`read_facts`)
             )
         )
         self.spools.append(part.writer)

@@ -143,9 +143,9 @@ class BlobWriter:
     """
 
     def __init__(self, spool_dir: Path, hold: Held | None = None) -> None:
-        self._spool_dir = spool_dir
-        # The spool's name; its Path is made when needed (most held blobs: in the commit).
-        self._name = os.urandom(16).hex()
+        # The spool's path as a string: pathlib's joins and conversions were most of a
+        # small blob's commit on the GIL (a Path is made only for callers that ask).
+        self._spool = os.path.join(spool_dir, os.urandom(16).hex())
         self._hold = hold
         self._held: bytes | bytearray | None = bytearray() if hold is not None else None
         self._file: BinaryIO | None = None
@@ -172,15 +172,15 @@ class BlobWriter:
 
     @property
     def path(self) -> Path:
-        return self._spool_dir / self._name
+        return Path(self._spool)
 
     def _open(self) -> None:
-        path = self.path
+        path = self._spool
         try:
             self._file = open(path, "wb")  # noqa: SIM115 - closed in finish/abort
         except FileNotFoundError:
             # Made on first use (or again, if swept): not a mkdir per file of a batch.
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             self._file = open(path, "wb")  # noqa: SIM115 - closed in finish/abort
         self._on_disk = True
 
@@ -237,20 +237,20 @@ class BlobWriter:
         self.key = content_key(self.sha256)
         return self.key, self.sha256
 
-    def spooled(self) -> Path:
-        """The spool file, written now if the bytes were held in memory: blocking, for a
-        commit's worker thread."""
+    def spooled(self) -> str:
+        """The spool file's path, written now if the bytes were held in memory: blocking,
+        for a commit's worker thread."""
         if self._held is None:
-            return self.path
+            return self._spool
         with self.lent() as held:
-            path = self.path
+            path = self._spool
             self._on_disk = True
             # os.open and write, not open(): no fstat, isatty ioctl and lseek a file.
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
             try:
                 fd = os.open(path, flags, 0o666)
             except FileNotFoundError:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
                 fd = os.open(path, flags, 0o666)
             try:
                 view = memoryview(held)
@@ -261,7 +261,8 @@ class BlobWriter:
             if self._aborted:
                 # Aborted meanwhile (a cancelled commit: the abort ran on the event loop
                 # while this thread waited in os.open): the file is this thread's to drop.
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
                 raise ValueError("the blob was aborted while its spool was written")
             self._drop_held()
         return path
@@ -273,7 +274,7 @@ class BlobWriter:
     def read_at(self, offset: int, length: int) -> bytes:
         if self._held is not None:
             return bytes(self._held[offset : offset + length])
-        with open(self.path, "rb") as f:
+        with open(self._spool, "rb") as f:
             f.seek(offset)
             return f.read(length)
 
@@ -284,7 +285,8 @@ class BlobWriter:
             self._file.close()
         self._drop_held()
         if self._on_disk:
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._spool)
             self._on_disk = False
 
 

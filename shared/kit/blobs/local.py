@@ -38,7 +38,7 @@ RESERVED = ("incoming", "multipart")
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def _fsync(path: Path) -> None:
+def _fsync(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -77,25 +77,29 @@ def _syncfs(root: Path) -> None:
         os.close(fd)
 
 
-def _make_dirs(directory: Path) -> list[Path]:
+def _make_dirs(directory: str | Path) -> list[str]:
     """Make `directory` and whichever of its ancestors are missing; returns the parent of
     each directory made, deepest first: their entries for it are not durable yet."""
+    directory = os.fspath(directory)
+    parent = os.path.dirname(directory)
     try:
         os.mkdir(directory)
     except FileNotFoundError:
         # One mkdir a level, not pathlib's failed mkdir, mkdir of the parent and stat: a
         # fresh store makes a directory for most blobs it takes, its parent nearly always
         # there.
-        above = _make_dirs(directory.parent)
+        above = _make_dirs(parent)
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory)
-        return [directory.parent, *above]
+        return [parent, *above]
     except FileExistsError:
         pass  # made meanwhile by another commit: synced here too, not waited for
-    return [directory.parent]
+    return [parent]
 
 
-def _replace(spool: Path, final: Path) -> list[Path]:
+# Paths as strings from here to the renames: pathlib's joins, `parent` and conversions
+# at each system call were most of a small blob's commit on the GIL.
+def _replace(spool: str | Path, final: str) -> list[str]:
     """Rename the spool to its key; returns the directories whose entries for a directory
     it had to make are not durable yet, deepest first (the caller that fsyncs syncs them
     too, once each: a store's first blob makes `sha256/aa/bb/`, three new entries)."""
@@ -104,19 +108,19 @@ def _replace(spool: Path, final: Path) -> list[Path]:
         return []
     except FileNotFoundError:
         # The key's directory is new (its spool is there: spools are ours alone).
-        made = _make_dirs(final.parent)
+        made = _make_dirs(os.path.dirname(final))
         os.replace(spool, final)
         return made
 
 
-def _move_into_place(spool: Path, final: Path) -> list[Path]:
+def _move_into_place(spool: str | Path, final: str | Path) -> list[str]:
     """fsync, then rename: after a crash the key holds all of its bytes or nothing.
     Returns the directories to fsync besides the key's own (see `_replace`)."""
     _fsync(spool)
-    return _replace(spool, final)
+    return _replace(spool, os.fspath(final))
 
 
-def _move_writer(writer: BlobWriter, final: Path) -> list[Path]:
+def _move_writer(writer: BlobWriter, final: str) -> list[str]:
     made = _move_into_place(writer.spooled(), final)
     writer.moved()
     return made
@@ -141,14 +145,14 @@ def _start_upload(folder: Path, key: str) -> None:
     made = _make_dirs(folder)
     named = folder / "key"
     named.write_text(key)
-    for path in [named, folder, *made]:
+    for path in [str(named), str(folder), *made]:
         _fsync(path)
 
 
 def _move_durably(spool: Path, final: Path) -> None:
     """`_move_into_place`, then the rename and every directory made for it durable,
     deepest first."""
-    for directory in [final.parent, *_move_into_place(spool, final)]:
+    for directory in [str(final.parent), *_move_into_place(spool, final)]:
         _fsync(directory)
 
 
@@ -156,6 +160,7 @@ class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root = str(self.root)
         self._incoming = self.root / "incoming"
 
     async def start(self) -> None:
@@ -174,12 +179,19 @@ class LocalBlobStore:
         """Where a blob is on disk."""
         return self._path(key)
 
+    def _final(self, key: str) -> str:
+        """`_path` as a string, for a commit's many blobs."""
+        check_key(key)
+        if key.split("/", 1)[0] in RESERVED:
+            raise KeyError(key)
+        return os.path.join(self._root, key)
+
     def writer(self, hold: Held | None = None) -> BlobWriter:
         return BlobWriter(self._incoming, hold)
 
     async def commit(self, writers: Sequence[BlobWriter]) -> None:
         try:
-            await self._place({self._path(w.key): w for w in writers})
+            await self._place({self._final(w.key): w for w in writers})
         finally:
             for w in writers:
                 w.abort()
@@ -187,7 +199,9 @@ class LocalBlobStore:
     async def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         # Every key checked before a byte is written; a key given twice: the last bytes.
         # The caller's bytes as they are: each spool written by the placing thread.
-        writers = {self._path(key): BlobWriter.of(self._incoming, key, data) for key, data in items}
+        writers = {
+            self._final(key): BlobWriter.of(self._incoming, key, data) for key, data in items
+        }
         try:
             await self._place(writers)
         finally:
@@ -197,7 +211,7 @@ class LocalBlobStore:
     async def put(self, key: str, data: bytes) -> None:
         await self.put_many([(key, data)])
 
-    async def _place(self, finals: dict[Path, BlobWriter]) -> None:
+    async def _place(self, finals: dict[str, BlobWriter]) -> None:
         """Each finished writer's bytes renamed into place at its path, durably; the
         caller drops the spools (also on failure)."""
         if _SYNCFS is not None and len(finals) >= SYNCFS_FROM:
@@ -209,10 +223,10 @@ class LocalBlobStore:
         # The renames are durable once their directories are synced, and the directories
         # made for them once their parents are: each directory once, however many blobs
         # went into it.
-        directories = {f.parent for f in finals}.union(*made)
+        directories = {os.path.dirname(f) for f in finals}.union(*made)
         await asyncio.gather(*(asyncio.to_thread(_fsync, d) for d in directories))
 
-    def _place_together(self, finals: dict[Path, BlobWriter]) -> None:
+    def _place_together(self, finals: dict[str, BlobWriter]) -> None:
         """Every spool written and durable, then renamed into place, then every rename
         durable: after a crash each key holds all of its bytes or nothing, as with
         `_move_into_place`."""
