@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, Field
 
 from services.catalog import domain, history, listing, queries
-from services.catalog.handlers import Catalog
+from services.catalog.handlers import CONSUMES, Catalog
 from shared.api.catalog import (
     Delete,
     FileChanges,
@@ -26,10 +26,11 @@ from shared.api.catalog import (
     Restore,
 )
 from shared.contracts.envelope import Cause
-from shared.kit import consistency
+from shared.kit import consistency, db
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
 from shared.kit.http import JSON, JSONRoute, access, cause
+from shared.kit.service import source_of
 
 Caller = Annotated[Cause, Depends(cause)]
 Rights = Annotated[Access, Depends(access)]
@@ -301,8 +302,38 @@ def internal(catalog: Catalog) -> APIRouter:
         return {"id": str(folder_id), "path": [str(p) for p in path], "my_role": role}
 
     @api.post("/files")
-    async def files_by_id(body: FileIds, rights: Rights) -> dict[str, Any]:
-        return {"items": await queries.files(catalog.pool, body.ids, rights)}
+    async def files_by_id(
+        body: FileIds,
+        rights: Rights,
+        token: str = "",
+        timeout: float = Query(0.0, ge=0, le=30),  # noqa: ASYNC109
+    ) -> JSON:
+        """Those of these files the caller may see. With a consistency `token`: read once
+        the catalog has applied what it names of the stores it consumes (or `timeout`
+        has passed), and answered with the catalog's position, as its consistency route
+        would: an upload's answer waits and reads in one call, not in two (or in a round
+        asking every consumer of the upload's store, when only the catalog's reaction is
+        in the answer)."""
+        try:
+            wanted = consistency.decode(token)
+        except ValueError as error:
+            raise Refused(400, "invalid_consistency_token", str(error)) from error
+        mine = {source_of(t) for t in CONSUMES}
+        relevant = {k: v for k, v in wanted.items() if k in mine}
+        parts = catalog.parts
+        if relevant:
+            await consistency.wait_until_caught_up(
+                lambda: parts.inbox.watermarks(catalog.pool), relevant, timeout, parts.moved
+            )
+        response = JSON({"items": await queries.files(catalog.pool, body.ids, rights)})
+        if token:
+            head = await parts.store.head(catalog.pool)
+            # What the caller is told it may read now is durable first (as the
+            # consistency route's answer: a consumer's commit wakes the wait before its
+            # flush, kit/db.py).
+            await db.flush(catalog.pool)
+            response.headers[consistency.HEADER] = consistency.encode({"catalog": head})
+        return response
 
     return api
 

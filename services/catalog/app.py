@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.catalog import api, queries
-from services.catalog.handlers import Catalog, setup_reactions
+from services.catalog.handlers import CONSUMES, Catalog, setup_reactions
 from services.catalog.history import setup_history
 from services.catalog.projections import cloud_synced, links, tree
 from shared.contracts import topics
@@ -24,7 +24,7 @@ def build(settings: Settings) -> FastAPI:
     runtime = Runtime(
         parts,
         publishes=topics.CATALOG,
-        consumes=(topics.INGEST, topics.DICOM, topics.DATASETS),
+        consumes=CONSUMES,
         reactions=Catalog.reactions.bound(catalog),
         projections=(tree, links, cloud_synced),
         setups=(setup_reactions, setup_history),

@@ -18,6 +18,7 @@ from services.catalog import domain, schema
 from services.catalog.projections import cloud_synced, links, synced_root, tree
 from shared.contracts import catalog as ev
 from shared.contracts import datasets as ds
+from shared.contracts import topics
 from shared.contracts.dicom import SeriesAssembled, SeriesExtended
 from shared.contracts.envelope import (
     Cause,
@@ -147,6 +148,11 @@ def _name_taken() -> domain.Conflict:
         "a folder with that name already exists here",
         {"constraint": "unique folder names among siblings"},
     )
+
+
+# The topics the catalog's reactions consume (its runtime's, and what a read that waits
+# for a token waits on).
+CONSUMES = (topics.INGEST, topics.DICOM, topics.DATASETS)
 
 
 class Catalog(Handlers):

@@ -147,6 +147,40 @@ class Compose:
         by_id = {f["id"]: f for f in json_of(found)["items"]} if found.status_code == 200 else {}
         return [by_id[i] for i in ids if i in by_id]
 
+    async def registered(
+        self, call: Call, ids: list[str], token: dict[str, int]
+    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """The files the caller may see, in the order asked, read once the catalog has
+        applied `token` (within the request's budget); and the token grown by the
+        catalog's position. None of them if the catalog fails: the write stands."""
+        if not ids:
+            return [], token
+        left = self.gateway.budget(call.request)
+        try:
+            found = await self.gateway.call(
+                "catalog",
+                "POST",
+                "/internal/files",
+                call.request,
+                call.user,
+                # The catalog waits 30 s at most (its route's bound), as for a round.
+                params={"token": consistency.encode(token), "timeout": f"{min(left, 30):.3f}"},
+                json={"ids": ids},
+                timeout=left + 5.0,
+            )
+        except Unavailable:
+            log.warning("gateway.upload_read_failed")
+            return [], token
+        if found.status_code != 200:
+            log.warning("gateway.upload_read_refused", status=found.status_code)
+            return [], token
+        try:
+            read = consistency.decode(found.headers.get(consistency.HEADER, ""))
+        except ValueError:
+            read = {}
+        by_id = {f["id"]: f for f in json_of(found)["items"]}
+        return [by_id[i] for i in ids if i in by_id], consistency.merge(token, read)
+
     # -- the web app's sessions (services/gateway/sessions.py) ------------------------
 
     async def sign_in(self, call: Call) -> Response:
@@ -566,10 +600,13 @@ class Compose:
 
     # -- uploads, sessions, imports (ingest) -----------------------------------------
 
-    async def _stored(self, call: Call) -> Response | tuple[httpx.Response, dict[str, int]]:
+    async def _stored(
+        self, call: Call, *, wait: bool = True
+    ) -> Response | tuple[httpx.Response, dict[str, int]]:
         """An upload into a folder: the editor role checked, the body streamed to ingest,
-        and the catalog caught up with it (read-your-writes: the folder lists what was
-        stored once this answers). The refusal to relay, or ingest's answer and the token."""
+        and (`wait`) the catalog caught up with it (read-your-writes: the folder lists
+        what was stored once this answers). The refusal to relay, or ingest's answer and
+        the token."""
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
@@ -579,16 +616,20 @@ class Compose:
         )
         if answer.status_code != 201:
             return self.gateway.relay(answer)
-        token = await self.gateway.wait_for(
-            call.request, consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
-        )
+        token = consistency.decode(answer.headers.get(consistency.HEADER, ""))
+        if wait:
+            token = await self.gateway.wait_for(call.request, token, rounds=1)
         return answer, token
 
     async def _folder_gone(self, call: Call) -> bool:
         return (await self.find_folder(call, call.values["folder_id"])).status_code == 404
 
     async def upload(self, call: Call) -> Response:
-        stored = await self._stored(call)
+        # Only the catalog's reaction to the stored files is in the answer: it waits for
+        # them and reads them in one call, rather than a round asking every consumer of
+        # ingest's store first (the token in the answer still names ingest's position:
+        # a caller's next request waits for them all).
+        stored = await self._stored(call, wait=False)
         if isinstance(stored, Response):
             return stored
         answer, token = stored
@@ -596,7 +637,7 @@ class Compose:
         # The answer shows the files as the catalog registered them.
         uploaded = json_of(answer)
         ids = [f["id"] for f in uploaded["files"]]
-        files = await self.files_by_id(call, ids)
+        files, token = await self.registered(call, ids, token)
         if len(files) < len(ids) and await self._folder_gone(call):
             return error_response(
                 409,

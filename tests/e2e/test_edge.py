@@ -22,11 +22,12 @@ import pytest
 
 from services.gateway.routes import ROUTES, Param, Route
 from shared.kit import consistency
+from shared.kit.access import Access
 from shared.kit.embedded import free_port
 from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY
 from tests.e2e.support import CONSISTENCY, error, folder, member, multipart, png, unique, upload
-from tests.signing import sign_as_gateway
+from tests.signing import as_user, sign_as_gateway
 
 
 class RawConnection(http.client.HTTPConnection):
@@ -406,6 +407,43 @@ async def test_a_catch_up_asks_a_source_for_its_last_event_of_the_types_a_reader
         assert "catalog.FileMoved" in applies
         assert "ingest.DicomInstancesStored" in applies
         assert "catalog.FolderRenamed" not in applies
+
+
+async def test_an_uploads_files_are_read_from_the_catalog_once_it_applied_the_upload(
+    platform: Stack, api: httpx.AsyncClient
+) -> None:
+    """An upload answers with its files as the catalog registered them: the gateway asks
+    the catalog to wait for the upload's token and read them in one call (only the
+    catalog's reaction is in the answer), and the catalog names its position."""
+    top = await folder(api, unique("read-after"))
+    sent = await api.post(
+        f"/v1/folders/{top['id']}/files",
+        files=[("file", (n, png(), "image/png")) for n in ("a.png", "b.png")],
+    )
+    assert sent.status_code == 201, sent.text
+    token = consistency.decode(sent.headers[CONSISTENCY])
+    assert {"ingest", "catalog"} <= set(token)
+    files = sent.json()["files"]
+    assert [f["name"] for f in files] == ["a.png", "b.png"]
+    # The same bytes twice: each is the other's duplicate, as the catalog counts them.
+    assert all(f["duplicates"] >= 1 and f["datasets"] == [] for f in files)
+    async with httpx.AsyncClient(
+        base_url=platform.env["FILES_CATALOG_URL"],
+        timeout=30,
+        event_hooks={"request": [sign_as_gateway]},
+    ) as catalog:
+        ids = {"ids": [f["id"] for f in files]}
+        asked = {"token": sent.headers[CONSISTENCY], "timeout": "5"}
+        who = str(uuid.uuid4())
+        admin = as_user(who, Access(user_id=who, org_admin=True))
+        read = await catalog.post("/internal/files", params=asked, json=ids, headers=admin)
+        assert read.status_code == 200, read.text
+        assert {f["id"] for f in read.json()["items"]} == set(ids["ids"])
+        assert consistency.decode(read.headers[CONSISTENCY])["catalog"] >= token["catalog"]
+        bad = await catalog.post(
+            "/internal/files", params={"token": "x;y"}, json=ids, headers=admin
+        )
+        assert "x;y" in error(bad, 400, "invalid_consistency_token")["message"]
 
 
 # -- dry runs ------------------------------------------------------------------------
