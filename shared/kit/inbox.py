@@ -58,6 +58,9 @@ REPLAYS_EVERY_S = 1.0
 # 5 ms after its send at 20 ms, 18 ms at 100, 103 ms at 500), and an idle consumer asks
 # again this often: a whole platform at rest took 45% of a core at 20 ms, 17% at 100 ms.
 FETCH_MAX_WAIT_MS = 100
+# While a batch is applied, how long the next one's gathering waits at a time for more
+# (on the fetcher's buffer, no broker round trip): the most its turn can come late.
+TURN_POLL_MS = 10
 ADVANCE_PAGE = 5000
 # Batches slower than this are logged, with what they held.
 SLOW_BATCH_S = 0.5
@@ -497,20 +500,17 @@ class Consumer:
     async def _fetched_before(
         kafka: AIOKafkaConsumer, turn: asyncio.Event, room: int
     ) -> list[ConsumerRecord[Any, Any]]:
-        """Messages as soon as some arrive, or none once `turn` is set. A fetch cut short
-        takes nothing: aiokafka hands records over only as its wait returns."""
-        getting = asyncio.ensure_future(kafka.getmany(timeout_ms=500, max_records=room))
-        waiting = asyncio.ensure_future(turn.wait())
-        try:
-            await asyncio.wait({getting, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiting.cancel()
-            if not getting.done():
-                getting.cancel()
-            await asyncio.gather(getting, waiting, return_exceptions=True)
-        if getting.cancelled():
-            return []
-        return [m for batch in getting.result().values() for m in batch]
+        """Messages as soon as some arrive, or none once `turn` is set: short waits on
+        what the fetcher (aiokafka's background task) has brought, the turn looked at
+        between them. Not one long wait cancelled at the turn: aiokafka's `getmany`
+        counts fetches in progress in a context that a cancel leaves unended, and with
+        that count stuck above 0 the group's `max_poll_interval_ms` guard never fires
+        again (a batch stuck without raising would keep its partitions for good)."""
+        while not turn.is_set():
+            batches = await kafka.getmany(timeout_ms=TURN_POLL_MS, max_records=room)
+            if messages := [m for batch in batches.values() for m in batch]:
+                return messages
+        return []
 
     async def _topped_up(
         self, kafka: AIOKafkaConsumer, fetched: Fetched

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from shared.contracts.envelope import Envelope
@@ -572,3 +573,26 @@ async def test_types_idle_for_now_are_passed_over_until_a_reaction_would_act(
         await eventually(past(6), within=20, what="the watermark past the wanted three")
     assert sorted(seen) == [4, 5, 6]
     assert await pool.fetchval(f"SELECT count(*) FROM {s}.inbox") == 3
+
+
+async def test_a_batch_gathered_ahead_leaves_no_fetch_open_when_its_turn_comes(
+    kafka_bootstrap: str,
+) -> None:
+    """The next batch's gathering ends at its turn without a fetch left in progress:
+    aiokafka counts fetches in progress, and while one is counted the group's
+    `max_poll_interval_ms` guard (a member whose batches stopped coming back leaves
+    the group, and another replica takes its partitions) never fires. A `getmany`
+    cancelled at the turn stayed counted for the consumer's life."""
+    topic = f"files.{schema()}"
+    await bus.ensure_topics(kafka_bootstrap, 1, [topic])
+    kafka = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    await kafka.start()
+    kafka.assign([TopicPartition(topic, 0)])
+    try:
+        turn = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, turn.set)
+        assert await Consumer._fetched_before(kafka, turn, 10) == []
+        # Idle since: nothing is being fetched for the application.
+        assert kafka._subscription.fetcher_idle_time > 0
+    finally:
+        await kafka.stop()
