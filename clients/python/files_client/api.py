@@ -480,6 +480,8 @@ class Folder(FolderData, _Bound[M]):
         while True:
             try:
                 file = yield from type(api).get_file.fn(api, found["file_id"])
+                # Its images' folder too (a 202 may also mean that read failed).
+                images = yield from type(api).get_folder.fn(api, found["folder_id"])
                 break
             except NotFound:
                 if waited >= timeout:
@@ -492,7 +494,6 @@ class Folder(FolderData, _Bound[M]):
             yield Sleep(delay)
             waited += delay
             delay = min(delay * 1.5, 2.0)
-        images = yield from type(api).get_folder.fn(api, found["folder_id"])
         return ImageGroup(file, images)
 
     @operation
