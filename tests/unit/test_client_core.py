@@ -244,6 +244,7 @@ def test_an_image_group_answered_202_is_followed_until_listed_not_sent_again(
     assert reads == [
         ("/v1/files/g-1", "ingest:7"),
         ("/v1/files/g-1", "ingest:7"),
+        ("/v1/files/g-1", "ingest:7"),
         ("/v1/folders/f-images", "catalog:3,ingest:7"),
         ("/v1/files/g-1", "catalog:3,ingest:7"),
         ("/v1/folders/f-images", "catalog:3,ingest:7"),
