@@ -336,12 +336,13 @@ class Relay:
         are the broker's cheap answer, and the embedded broker (tansu) lists one past the
         first offset of its last batch, not of its last record (Kafka lists the latter):
         so the last batch is fetched, and the end read is past its last record (or the
-        fetch's high watermark, if higher). A partition is read only from records, or
-        from a high watermark of 0 (a fetch's word that it is empty): taken alone from a
-        fetch that answered without records, the watermark was below the true end once
-        (a loss concluded at a leader's start under load: test_scale_out, CI of
-        2026-12-06), whether tansu gives it as it lists or the answer was for another
-        position.
+        fetch's high watermark, if higher). A partition is read only from records, or,
+        listed empty, from a fetch's high watermark of 0 (the broker's word, twice, that
+        it holds nothing). A fetch that answered without records at a partition listed
+        with some gave a high watermark below the true end, twice under load in the CI of
+        2026-12-06 (taken for the end, a loss concluded at a leader's start: a
+        takeover's, then a restart's), whether tansu gives it as it lists or answers an
+        empty fetch with 0.
         Where no such answer comes within the deadline, the listed end stands (lower than
         the true one), not read."""
         listed = await self._listed_ends(probe, partitions)
@@ -361,7 +362,7 @@ class Relay:
                     # Known once a fetch of this assignment has answered, records or not.
                     highwater = probe.highwater(tp)
                     records = fetched.get(tp)
-                    if not records and highwater != 0:
+                    if not records and (highwater != 0 or listed[tp.partition] != 0):
                         continue
                     last = records[-1].offset + 1 if records else 0
                     ends[tp.partition] = max(highwater or 0, last)
