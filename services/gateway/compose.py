@@ -47,6 +47,8 @@ from shared.kit.logs import log
 # may take longer than one consistency budget. An image-group upload's budget is this
 # many of them (still bounded), spent in as many waits before it answers 202.
 GROUP_WAITS = 5
+# DICOM jobs remembered as such (a few hundred bytes each).
+DICOM_JOBS_KNOWN = 10_000
 
 
 def _audit_cursor(cursor: str | None) -> dict[str, int]:
@@ -85,6 +87,15 @@ def _joined(job: dict[str, Any], listed: job_pages.Listed, account: dict[str, An
     job[cursor] = job_pages.encode(listed, job_pages.DICOM, room) if their_count > room else None
 
 
+def _code(answer: httpx.Response) -> str | None:
+    """The code of a service's error answer, if it is one."""
+    try:
+        code = answer.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
+
+
 def _bounded(job: dict[str, Any]) -> None:
     """A job whose lists are whole (a re-encode job's files are at most 1,000, the first
     page) answered with their counts and no cursors, as any other job is."""
@@ -118,6 +129,9 @@ def _with_role(user: dict[str, Any], folder: dict[str, Any]) -> dict[str, Any]:
 class Compose:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        # Jobs ingest said are DICOM ones (a kind never changes), most recent last: a
+        # poll of one asks the DICOM context's account beside ingest's job.
+        self._dicom_jobs: dict[str, None] = {}
 
     async def find_folder(self, call: Call, folder_id: str, needed: str = "user") -> httpx.Response:
         """Whether the caller has `needed` on the folder (else the catalog's 404/403)."""
@@ -143,6 +157,34 @@ class Compose:
             return []
         found = await self.gateway.call(
             "catalog", "POST", "/internal/files", call.request, call.user, json={"ids": ids}
+        )
+        by_id = {f["id"]: f for f in json_of(found)["items"]} if found.status_code == 200 else {}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def files_caught_up(
+        self, call: Call, ids: list[str], token: dict[str, int]
+    ) -> list[dict[str, Any]]:
+        """The files the caller may see, in the order asked, read once the catalog has
+        applied `token` (within the request's budget): the wait and the read in one
+        call. As files_by_id, [] if the catalog refuses; unlike an upload's answer
+        (`registered`), an unavailable catalog is the caller's 503: a job said to be
+        done with none of its files would be taken at its word."""
+        if not token:
+            return await self.files_by_id(call, ids)
+        if not ids:
+            await self.gateway.catch_up_to(call.request, "catalog", token)
+            return []
+        left = self.gateway.budget(call.request)
+        found = await self.gateway.call(
+            "catalog",
+            "POST",
+            "/internal/files",
+            call.request,
+            call.user,
+            # The catalog waits 30 s at most (its route's bound), as for a round.
+            params={"token": consistency.encode(token), "timeout": f"{min(left, 30):.3f}"},
+            json={"ids": ids},
+            timeout=left + 5.0,
         )
         by_id = {f["id"]: f for f in json_of(found)["items"]} if found.status_code == 200 else {}
         return [by_id[i] for i in ids if i in by_id]
@@ -879,16 +921,42 @@ class Compose:
         return self.path_of(folder)
 
     async def job_with_files(self, call: Call) -> Response:
-        path = await self.job_path(call)
-        if isinstance(path, httpx.Response):
-            # Not ingest's: a re-encode job (the thumbnails context's), shown to its maker.
-            return await self.re_encode_job(call, path)
-        if isinstance(path, Response):
-            return path
-        answer = await self.gateway.forward(call, folder_path=path)
-        if answer.status_code != 200:
-            return self.gateway.relay(answer)
-        return await self._job(call, answer.json())
+        """A job, polled by its maker's client as it runs: ingest is asked as for its
+        maker first, with no owner look-up nor folder path (it decides; for anyone else
+        it names the folder, whose path is then found and signed, and it decides again).
+        A known DICOM job's account is asked beside it: it is used only once ingest has
+        granted the caller the job."""
+        job_id = call.values["job_id"]
+        account: asyncio.Future[httpx.Response] | None = None
+        if job_id in self._dicom_jobs:
+            account = asyncio.ensure_future(self._dicom_account(call, job_id))
+        try:
+            answer = await self.gateway.forward(call)
+            if answer.status_code == 404:
+                # Not ingest's: a re-encode job (the thumbnails context's), to its maker.
+                return await self.re_encode_job(call, answer)
+            if answer.status_code == 409 and _code(answer) == "folder_path_needed":
+                folder_id = answer.json()["error"]["details"]["folder_id"]
+                folder = await self.find_folder(call, folder_id)
+                if folder.status_code != 200:
+                    return error_response(404, "not_found", f"job {job_id} does not exist")
+                answer = await self.gateway.forward(call, folder_path=self.path_of(folder))
+            if answer.status_code != 200:
+                return self.gateway.relay(answer)
+            job = answer.json()
+            if job.get("kind") == "dicom":
+                self._dicom_jobs[job_id] = None
+                if len(self._dicom_jobs) > DICOM_JOBS_KNOWN:
+                    del self._dicom_jobs[next(iter(self._dicom_jobs))]
+            return await self._job(call, job, account)
+        finally:
+            if account is not None and not account.done():
+                account.cancel()
+            elif account is not None and not account.cancelled():
+                account.exception()  # unused (ingest refused): not logged as unretrieved
+
+    async def _dicom_account(self, call: Call, job_id: str) -> httpx.Response:
+        return await self.gateway.call("dicom", "GET", f"/internal/jobs/{job_id}", call.request)
 
     async def _re_encode_account(self, call: Call) -> httpx.Response:
         """The thumbnails context's account of a re-encode job (a job ingest does not
@@ -990,13 +1058,19 @@ class Compose:
             items = await self.files_by_id(call, items)
         return JSON({"items": items, "next_cursor": next_cursor})
 
-    async def _job(self, call: Call, job: dict[str, Any]) -> Response:
-        """A job as ingest has it, with the DICOM context's account and its files."""
+    async def _job(
+        self,
+        call: Call,
+        job: dict[str, Any],
+        asked: asyncio.Future[httpx.Response] | None = None,
+    ) -> Response:
+        """A job as ingest has it, with the DICOM context's account (`asked` already, if
+        given) and its files. An ended job's files are read once the catalog has caught
+        up (its listing names them), in the one call that reads them."""
+        token: dict[str, int] = {}
         if job.get("kind") == "dicom":
             # Ingest stored the parts; the DICOM context's account is the job's progress.
-            account = await self.gateway.call(
-                "dicom", "GET", f"/internal/jobs/{job['id']}", call.request
-            )
+            account = await (asked or self._dicom_account(call, job["id"]))
             if account.status_code != 200:
                 return self.gateway.relay(account)
             settled = account.json()
@@ -1013,17 +1087,14 @@ class Compose:
                 # to the job's last settlement, recorded after its series' events, not to
                 # the DICOM store's head, which later uploads keep moving.
                 if "position" in settled:
-                    reached = {"dicom": settled["position"]}
-                    await self.gateway.catch_up_to(call.request, "catalog", reached)
+                    token = {"dicom": settled["position"]}
                 else:  # a DICOM replica from before the position was given
                     await self.gateway.catch_up(call.request, "catalog", "dicom")
         elif job.get("kind") in ("import", "sync") and job.get("dicom_instances"):
             # DICOM objects imported or synced: their instances were copied in; the
             # DICOM context's account gives the series' files and the instances refused,
             # and the job is done once it has settled every one.
-            account = await self.gateway.call(
-                "dicom", "GET", f"/internal/jobs/{job['id']}", call.request
-            )
+            account = await self._dicom_account(call, job["id"])
             if account.status_code != 200:
                 return self.gateway.relay(account)
             settled = account.json()
@@ -1032,15 +1103,29 @@ class Compose:
             if job["status"] == "done" and settled["done"] < job["dicom_instances"]:
                 job["status"] = "running"
             if job["status"] in ("done", "failed", "cancelled"):
-                await self.gateway.catch_up(call.request, "catalog", "ingest")
-                await self.gateway.catch_up(call.request, "catalog", "dicom")
+                token = await self._heads(call, "ingest", "dicom")
         elif job.get("status") in ("done", "failed", "cancelled"):
             # Ended: every file it stored is listed with it, so the catalog (whose
             # listing names them) catches up with ingest first (bounded), as for DICOM.
-            await self.gateway.catch_up(call.request, "catalog", "ingest")
+            token = await self._heads(call, "ingest")
         job.pop("dicom_instances", None)
-        job["files"] = await self.files_by_id(call, job.pop("file_ids", []))
+        job["files"] = await self.files_caught_up(call, job.pop("file_ids", []), token)
         return JSON(job)
+
+    async def _heads(self, call: Call, *sources: str) -> dict[str, int]:
+        """What the catalog must apply to have all `sources` recorded of what it
+        applies (asked side by side); if that is not known here, the catalog is caught
+        up with each the long way (learning it) and {} is given."""
+        heads = await asyncio.gather(
+            *(self.gateway.head_for(call.request, "catalog", s, known=True) for s in sources)
+        )
+        token: dict[str, int] = {}
+        for source, head in zip(sources, heads, strict=True):
+            if head is None:
+                await self.gateway.catch_up(call.request, "catalog", source)
+            else:
+                token = consistency.merge(token, head)
+        return token
 
     async def cancel_job(self, call: Call) -> Response:
         """A job stops: the caller's own, or one in a folder they edit (one they cannot

@@ -621,18 +621,31 @@ class Gateway:
         of the event types it applies (when known): while a pipeline records, the
         source's head moves on with events the consumer passes over (the catalog's own
         listing events, for the DICOM context), and waiting for them costs a broker hop."""
+        head = await self.head_for(request, consumer, source)
+        if head is not None:
+            await self.catch_up_to(request, consumer, head)
+
+    async def head_for(
+        self, request: Request, consumer: str, source: str, *, known: bool = False
+    ) -> dict[str, int] | None:
+        """What `consumer` must apply to have all `source` recorded of the event types
+        it applies (catch_up's token): None if the source did not answer, or (`known`)
+        if those types are not known here (catch_up_to learns them)."""
         params = {"token": "", "timeout": "0"}
         at, applies = self._applies.get(consumer, (0.0, frozenset()))
         if applies and time.monotonic() - at < CONSUMES_KNOWN_S:
             params["types"] = ",".join(sorted(applies))
+        elif known:
+            return None
         try:
             head = await self.call(source, "GET", "/internal/consistency", request, params=params)
             if head.status_code != 200:
-                return
+                return None
         except Unavailable:
             log.warning("gateway.catch_up_failed", consumer=consumer, source=source)
-            return
-        await self.catch_up_to(request, consumer, head.json()["head"])
+            return None
+        found: dict[str, int] = head.json()["head"]
+        return found
 
     async def catch_up_to(self, request: Request, consumer: str, token: dict[str, int]) -> None:
         """Wait (within the budget) until `consumer` has applied `token`. A caller that

@@ -335,6 +335,11 @@ def folder_path(request: Request) -> list[uuid.UUID]:
         ) from None
 
 
+def signs_folder_path(request: Request) -> bool:
+    """Whether the gateway signed a folder's path in the caller's identity token."""
+    return bool(_user(request).folder_path)
+
+
 def role_on_folder(request: Request, folder_id: uuid.UUID, needed: str) -> str:
     """The caller's role on the folder of the route, if at least `needed` (404 or 403
     as the catalog would answer), from the path the gateway sent."""

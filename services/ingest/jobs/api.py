@@ -18,7 +18,7 @@ from services.ingest.jobs.projections import counts, errors_page, files_page
 from shared.kit import job_pages
 from shared.kit.access import require_role
 from shared.kit.errors import Refused, not_found
-from shared.kit.http import JSONRoute, access, cause, folder_path
+from shared.kit.http import JSONRoute, access, cause, folder_path, signs_folder_path
 from shared.kit.service import Parts
 
 # A session's progress in bytes, as its parts reach the store (sessions/handlers.py).
@@ -100,6 +100,16 @@ def router(parts: Parts, session_bytes: BytesProgress) -> APIRouter:
         found = await job(parts.pool, job_id)
         if found is None:
             raise not_found("job", job_id)
+        if found["created_by"] != cause(request).actor and not signs_folder_path(request):
+            # The gateway asks as the maker first (the common case: one round trip, no
+            # folder lookup); anyone else's right needs the folder's path, which it then
+            # finds in the catalog and signs. Nothing of the job is told before that.
+            raise Refused(
+                409,
+                "folder_path_needed",
+                "the job is not the caller's: its folder's path must be signed",
+                {"folder_id": found["folder_id"]},
+            )
         job_role(request, found)
         if found["kind"] == "session":
             # One file in parts: its progress is in bytes, as the parts reach the store.
