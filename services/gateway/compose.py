@@ -174,8 +174,17 @@ class Compose:
         if not ids:
             await self.gateway.catch_up_to(call.request, "catalog", token)
             return []
+        found = await self._read_caught_up(call, ids, token)
+        by_id = {f["id"]: f for f in json_of(found)["items"]} if found.status_code == 200 else {}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def _read_caught_up(
+        self, call: Call, ids: list[str], token: dict[str, int]
+    ) -> httpx.Response:
+        """The catalog's read of these files once it has applied `token`, within the
+        request's budget: the wait and the read in one call."""
         left = self.gateway.budget(call.request)
-        found = await self.gateway.call(
+        return await self.gateway.call(
             "catalog",
             "POST",
             "/internal/files",
@@ -186,8 +195,6 @@ class Compose:
             json={"ids": ids},
             timeout=left + 5.0,
         )
-        by_id = {f["id"]: f for f in json_of(found)["items"]} if found.status_code == 200 else {}
-        return [by_id[i] for i in ids if i in by_id]
 
     async def registered(
         self, call: Call, ids: list[str], token: dict[str, int]
@@ -197,19 +204,8 @@ class Compose:
         catalog's position. None of them if the catalog fails: the write stands."""
         if not ids:
             return [], token
-        left = self.gateway.budget(call.request)
         try:
-            found = await self.gateway.call(
-                "catalog",
-                "POST",
-                "/internal/files",
-                call.request,
-                call.user,
-                # The catalog waits 30 s at most (its route's bound), as for a round.
-                params={"token": consistency.encode(token), "timeout": f"{min(left, 30):.3f}"},
-                json={"ids": ids},
-                timeout=left + 5.0,
-            )
+            found = await self._read_caught_up(call, ids, token)
         except Unavailable:
             log.warning("gateway.upload_read_failed")
             return [], token
