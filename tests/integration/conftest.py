@@ -3,13 +3,14 @@ its topic, and a producer to send on it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from shared.contracts.envelope import Envelope
 from shared.kit import bus
 from shared.kit.inbox import Inbox
 from tests.integration.helpers import envelope, schema
@@ -23,6 +24,13 @@ class World:
     topic: str
     inbox: Inbox
     producer: AIOKafkaProducer
+
+    async def record(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        """What a test's handler does: a row an event in the effects table."""
+        for e in events:
+            await conn.execute(
+                f"INSERT INTO {self.schema}.effects VALUES ($1, $2)", e.event_id, e.data["n"]
+            )
 
     async def send(self, n: int) -> None:
         sent = envelope(f"s-{n}", 1, n=n).model_copy(update={"source": self.schema, "position": n})

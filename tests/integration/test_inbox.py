@@ -63,8 +63,7 @@ async def each_applied_once(pool: asyncpg.Pool, world: World, kafka_bootstrap: s
     s = world.schema
 
     async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-        for e in events:
-            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+        await world.record(conn, events)
 
     again = Consumer(
         pool=pool,
@@ -169,8 +168,7 @@ async def test_what_arrives_while_a_batch_is_applied_is_made_ready_before_its_tu
             return fetched
 
     async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-        for e in events:
-            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+        await world.record(conn, events)
         if any(e.data["n"] == 1 for e in events):
             holding_first.set()
             await asyncio.wait_for(release.wait(), timeout=30)
@@ -227,8 +225,7 @@ async def test_the_next_batch_is_applied_while_the_offsets_before_it_are_committ
             committed.append(max(m.offset for m in messages))
 
     async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-        for e in events:
-            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+        await world.record(conn, events)
 
     async def applied(n: int) -> bool:
         return bool(await pool.fetchval(f"SELECT count(*) FROM {s}.effects WHERE n = $1", n))
@@ -422,8 +419,7 @@ async def test_an_event_published_twice_in_one_batch_is_applied_once(
 
     async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
         applied.append(len(events))
-        for e in events:
-            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+        await world.record(conn, events)
 
     consumer = Consumer(
         pool=pool,
@@ -503,8 +499,7 @@ async def test_a_consumer_applies_only_the_types_it_wants(
 
     async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
         seen.extend(e.type for e in events)
-        for e in events:
-            await conn.execute(f"INSERT INTO {s}.effects VALUES ($1, $2)", e.event_id, e.data["n"])
+        await world.record(conn, events)
 
     consumer = Consumer(
         pool=pool,
