@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared.contracts.envelope import Envelope
 from shared.kit import bus
-from shared.kit.inbox import Inbox
+from shared.kit.inbox import Consumer, Handler, Inbox
 from tests.integration.helpers import envelope, schema
 
 
@@ -24,6 +25,20 @@ class World:
     topic: str
     inbox: Inbox
     producer: AIOKafkaProducer
+    pool: asyncpg.Pool
+    bootstrap: str
+
+    def consumer(self, handle: Handler, kind: type[Consumer] = Consumer, **more: Any) -> Any:
+        """A consumer of the world's topic into its inbox (`kind`, a test's subclass)."""
+        return kind(
+            pool=self.pool,
+            inbox=self.inbox,
+            topics=[self.topic],
+            handle=handle,
+            bootstrap=self.bootstrap,
+            dead_letters=self.producer,
+            **more,
+        )
 
     async def record(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
         """What a test's handler does: a row an event in the effects table."""
@@ -48,5 +63,5 @@ async def world(pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[World
         await conn.execute(f"CREATE TABLE {s}.effects (event_id uuid, n int)")
     producer = bus.producer(kafka_bootstrap, idempotence=False)
     await producer.start()
-    yield World(s, topic, inbox, producer)
+    yield World(s, topic, inbox, producer, pool, kafka_bootstrap)
     await producer.stop()

@@ -65,14 +65,7 @@ async def each_applied_once(pool: asyncpg.Pool, world: World, kafka_bootstrap: s
     async def apply(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
         await world.record(conn, events)
 
-    again = Consumer(
-        pool=pool,
-        inbox=world.inbox,
-        topics=[world.topic],
-        handle=apply,
-        bootstrap=kafka_bootstrap,
-        dead_letters=world.producer,
-    )
+    again = world.consumer(apply)
     async with consuming(again):
 
         async def both() -> bool:
@@ -95,14 +88,9 @@ async def test_a_crash_between_commits_with_the_next_batch_fetched_ahead_applies
         raise Killed
 
     await world.send(1)
-    first = Consumer(
-        pool=pool,
-        inbox=world.inbox,
-        topics=[world.topic],
-        handle=ahead.apply,
+    first = world.consumer(
+        ahead.apply,
         prepare=ahead.prepare,
-        bootstrap=kafka_bootstrap,
-        dead_letters=world.producer,
         after_db_commit=die_before_offset_commit,
     )
     sending = asyncio.create_task(ahead.send_second())
@@ -129,15 +117,7 @@ async def test_a_batch_fetched_ahead_and_not_applied_is_not_committed_with_the_o
             committed_first.set()
 
     await world.send(1)
-    first = Watched(
-        pool=pool,
-        inbox=world.inbox,
-        topics=[world.topic],
-        handle=ahead.apply,
-        prepare=ahead.prepare,
-        bootstrap=kafka_bootstrap,
-        dead_letters=world.producer,
-    )
+    first = world.consumer(ahead.apply, Watched, prepare=ahead.prepare)
     sending = asyncio.create_task(ahead.send_second())
     async with consuming(first):
         await asyncio.wait_for(committed_first.wait(), timeout=30)
@@ -179,16 +159,7 @@ async def test_what_arrives_while_a_batch_is_applied_is_made_ready_before_its_tu
         return {}
 
     await send_at(world, 1, wanted)
-    consumer = Watched(
-        pool=pool,
-        inbox=world.inbox,
-        topics=[world.topic],
-        handle=apply,
-        prepare=prepare,
-        wanted=[wanted],
-        bootstrap=kafka_bootstrap,
-        dead_letters=world.producer,
-    )
+    consumer = world.consumer(apply, Watched, prepare=prepare, wanted=[wanted])
     async with consuming(consumer):
         await asyncio.wait_for(holding_first.wait(), timeout=30)
         await send_at(world, 2, "test.PassedOver")
@@ -231,14 +202,7 @@ async def test_the_next_batch_is_applied_while_the_offsets_before_it_are_committ
         return bool(await pool.fetchval(f"SELECT count(*) FROM {s}.effects WHERE n = $1", n))
 
     await world.send(1)
-    consumer = Held(
-        pool=pool,
-        inbox=world.inbox,
-        topics=[world.topic],
-        handle=apply,
-        bootstrap=kafka_bootstrap,
-        dead_letters=world.producer,
-    )
+    consumer = world.consumer(apply, Held)
     async with consuming(consumer):
         await asyncio.wait_for(committing_first.wait(), timeout=30)
         await world.send(2)
@@ -421,14 +385,7 @@ async def test_an_event_published_twice_in_one_batch_is_applied_once(
         applied.append(len(events))
         await world.record(conn, events)
 
-    consumer = Consumer(
-        pool=pool,
-        inbox=world.inbox,
-        topics=[world.topic],
-        handle=apply,
-        bootstrap=kafka_bootstrap,
-        dead_letters=world.producer,
-    )
+    consumer = world.consumer(apply)
     async with consuming(consumer):
 
         async def caught_up() -> bool:

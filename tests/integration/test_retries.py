@@ -33,16 +33,9 @@ async def effects(pool: asyncpg.Pool, s: str) -> list[int]:
     return [r["n"] for r in await pool.fetch(f"SELECT n FROM {s}.effects ORDER BY n")]
 
 
-def consumer_of(pool: asyncpg.Pool, kafka_bootstrap: str, world: World, handle: object) -> Consumer:
-    return Consumer(
-        pool=pool,
-        inbox=world.inbox,
-        topics=[world.topic],
-        handle=handle,  # type: ignore[arg-type]
-        bootstrap=kafka_bootstrap,
-        dead_letters=world.producer,
-        policy=POLICY,
-    )
+def consumer_of(world: World, handle: object) -> Consumer:
+    consumer: Consumer = world.consumer(handle, policy=POLICY)  # type: ignore[arg-type]
+    return consumer
 
 
 async def test_transient_failures_wait_and_the_event_applies_once(
@@ -68,7 +61,7 @@ async def test_transient_failures_wait_and_the_event_applies_once(
 
     for n in (1, 2, 3):
         await world.send(n)
-    consumer = consumer_of(pool, kafka_bootstrap, world, apply)
+    consumer = consumer_of(world, apply)
     async with consuming(consumer):
 
         async def failed_a_while() -> bool:
@@ -131,7 +124,7 @@ async def test_a_poison_event_is_dead_lettered_after_its_tries_and_replayed_once
         group_id=f"dlq-{s}",
     )
     await dlq.start()
-    consumer = consumer_of(pool, kafka_bootstrap, world, apply)
+    consumer = consumer_of(world, apply)
     try:
         async with consuming(consumer):
 
