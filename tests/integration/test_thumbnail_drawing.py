@@ -110,6 +110,12 @@ def a_cause(stream: str = "test-cause") -> Any:
     )[0]
 
 
+def image_named(name: str, cause: Any) -> Wanted:
+    """A request for a new image file whose content (and so its source) is named."""
+    sha = hashlib.sha256(name.encode()).hexdigest()
+    return Wanted(uuid.uuid4(), "image", domain.source_of("image", sha), content_key(sha), cause)
+
+
 def slow_image() -> bytes:
     """Within Pillow's limit (81 million pixels) and small on disk, but seconds of work
     to decode and scale down."""
@@ -438,10 +444,7 @@ async def test_a_request_of_new_sources_does_not_wait_for_a_batch_being_recorded
         cause = a_cause()
 
         def wanted(name: str) -> Wanted:
-            sha = hashlib.sha256(name.encode()).hexdigest()
-            return Wanted(
-                uuid.uuid4(), "image", domain.source_of("image", sha), content_key(sha), cause
-            )
+            return image_named(name, cause)
 
         drawn = wanted("drawn before")
         async with pool.acquire() as conn, conn.transaction():
@@ -488,10 +491,7 @@ async def test_replicas_recording_new_sources_wait_only_for_one_recording_the_sa
         cause = a_cause()
 
         def wanted(name: str) -> Wanted:
-            sha = hashlib.sha256(name.encode()).hexdigest()
-            return Wanted(
-                uuid.uuid4(), "image", domain.source_of("image", sha), content_key(sha), cause
-            )
+            return image_named(name, cause)
 
         async def bucket(source: str) -> int:
             b: int = await pool.fetchval("SELECT hashtext($1) & $2", source, LOCK_BUCKETS - 1)
