@@ -179,7 +179,14 @@ def end_to_end(
 
         def upload(n: int) -> str:
             parts = [("file", (p.name, p.read_bytes(), "application/dicom")) for p in requests[n]]
-            answer = lanes[n % clients].post(f"/v1/folders/{folder_id}/dicom", files=parts)
+            # Encoded first and sent as one buffer, as Orthanc's clients send each file:
+            # with `files=`, httpx writes each part's header, bytes and CRLF apart.
+            body = httpx.Request("POST", "http://encoded/", files=parts)
+            answer = lanes[n % clients].post(
+                f"/v1/folders/{folder_id}/dicom",
+                headers={"Content-Type": body.headers["Content-Type"]},
+                content=body.read(),
+            )
             if answer.status_code != 202:
                 raise RuntimeError(f"upload answered {answer.status_code}: {answer.text}")
             return str(answer.json()["job_id"])
