@@ -978,7 +978,9 @@ CREATE TABLE IF NOT EXISTS thumbnails.wanted (
 # entry: 2.7 M index entries for 10,000 small uploads.) Whether a source is settled is a
 # probe by key for each file claimed: as an EXISTS, the planner hashed the whole of
 # `thumbnails.sources` for each claim (every source ever drawn: 5,000 rows, 0.3 ms, half
-# way through 10,000 small uploads), which a scalar subquery is never made into.
+# way through 10,000 small uploads), which a scalar subquery is never made into. Only
+# the columns the drawing and its record read come back (not the renditions, reasons,
+# times and kinds of every row: decoded and copied for nothing, a claim at a time).
 _CLAIM = """
 WITH next AS (
     SELECT f.* FROM thumbnails.files f {pick}
@@ -991,7 +993,8 @@ leased AS (
     SET until = excluded.until, attempts = l.attempts + 1
     WHERE l.until <= now()
     RETURNING l.file_id, l.attempts)
-SELECT next.*, leased.attempts,
+SELECT next.file_id, next.source, next.blob_key, next.bytes, next.object_ref,
+       next.request_id, next.correlation_id, leased.attempts,
        (SELECT true FROM thumbnails.sources s WHERE s.source = next.source LIMIT 1)
            IS NOT NULL AS known
 FROM next JOIN leased USING (file_id)
