@@ -35,10 +35,10 @@ uploaded as upload_small does (100 a request, 4 in flight) until every file's
 thumbnails are settled. Figures: CPU-ms a file of the thumbnails service with its
 drawing workers, and of the PostgreSQL backends serving its connections (matched by
 client port), from the first upload to the last file settled; the service's CPU-s while
-the upload ran (until listed), and how long after the listing the last file settled. Baseline: the same files
-opened and drawn by render.py's functions in this process, one after another (CPU-ms a
-file). No target of its own: upload_small's 1,500 files/s needs every service's CPU a
-file down.
+the upload ran (until listed), and how long after the listing the last file settled.
+Baseline: the same files opened and drawn by render.py's functions in this process, one
+after another (CPU-ms a file). No target of its own: upload_small's 1,500 files/s needs
+every service's CPU a file down.
 """
 
 from __future__ import annotations
