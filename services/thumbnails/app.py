@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from typing import Any
 
@@ -60,6 +61,11 @@ async def _pages_by_file(conn: Conn) -> None:
 
 def build(settings: Settings) -> FastAPI:
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    # Thumbnails are background work (a file is listed at once, its pictures moments
+    # later): this process's consumer, runners and records yield to the uploads, the
+    # catalog and the gateway on a busy machine. Before the drawing pool is made: its
+    # workers are spawned at this niceness and go lower from it (render.start_worker).
+    os.nice(settings.thumbnail_nice)
     blobs = open_blob_store(settings)
     keep_secrets_from_workers()
     parts = Parts("thumbnails", settings)

@@ -26,6 +26,9 @@ MAX_REASON = 300
 # A file whose thumbnails were not settled after this many tries (each ended by a crash
 # of the whole service, or a store that would not answer) is given up on.
 MAX_ATTEMPTS = 3
+# How much lower than the processes that started the service its workers (drawing,
+# re-encoding) run: background work, which on a busy machine yields to everything else.
+WORKER_NICE = 10
 
 # What draws a kind: image groups and sequences are drawn from their first image, which is
 # the group file's content; a DICOM series from its middle slice.

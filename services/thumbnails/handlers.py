@@ -79,6 +79,13 @@ DRAW_BATCH = 16
 # PostgreSQL). A batch that held anything else goes back to DRAW_BATCH, since a batch is
 # recorded once all of it is drawn.
 SMALL_BATCH = 64
+# After a full SMALL_BATCH of small images only (a backlog of them: the uploads ran ahead
+# of the drawing, as they do when this service yields the CPU to them), this many: a
+# quarter of the claims, records and their transactions again, while the backlog lasts.
+BACKLOG_BATCH = 256
+# Small images in one worker's task at most: a task that overruns the time cap has each
+# of its files drawn again alone, so a bigger one risks more.
+SMALL_TASK = SMALL_BATCH
 
 # What drawing a source came to: its pictures, why it has none (code, reason), or None
 # when an identical file's pictures were there already.
@@ -97,7 +104,7 @@ URL_LASTS = timedelta(hours=1)
 # The class of this context's advisory locks (two-key form: its own key space).
 LOCK_SPACE = zlib.crc32(b"files.thumbnails.source") & 0x7FFFFFFF
 # The class of a source being recorded, a key a source (its hash): a record holds at most
-# SMALL_BATCH of them. By bucket, two runners' batches of 64 new sources shared ~40 of
+# BACKLOG_BATCH of them. By bucket, two runners' batches of 64 new sources shared ~40 of
 # the 64 buckets, so each record waited for the one before it (5 s of waits for 10,000
 # small uploads), though no two held the same source.
 RECORD_SPACE = zlib.crc32(b"files.thumbnails.record") & 0x7FFFFFFF
@@ -527,7 +534,8 @@ class Thumbnails(Handlers):
                     return
 
     async def claim(self) -> list[dict[str, Any]]:
-        """Up to DRAW_BATCH (SMALL_BATCH in a burst of small images) pending files
+        """Up to DRAW_BATCH (SMALL_BATCH in a burst of small images, BACKLOG_BATCH while a
+        backlog of them lasts) pending files
         nobody holds, leased for this runner: those a person asked for (a thumbnail
         requested while pending, oldest ask first), else the oldest. A backlog (a
         sequence of 10,000 frames) then does not keep the picture someone is looking at
@@ -619,7 +627,10 @@ class Thumbnails(Handlers):
         away: BaseException | None = None
         away_ids: set[uuid.UUID] = set()
         results, all_small = await self._drawn(wanted)
-        self.batch = SMALL_BATCH if wanted and all_small else DRAW_BATCH
+        if not (wanted and all_small):
+            self.batch = DRAW_BATCH
+        else:
+            self.batch = BACKLOG_BATCH if len(files) >= SMALL_BATCH else SMALL_BATCH
         for file, outcome in zip(wanted, results, strict=True):
             if isinstance(outcome, BaseException):
                 # The store away (transient): given back after a backoff, with the
@@ -702,7 +713,7 @@ class Thumbnails(Handlers):
         # As few tasks as keep every worker busy with this batch (a SMALL_BATCH of 64 on
         # two workers: two tasks of 32, where tasks of DRAW_BATCH made four): a task's
         # round trip cost the pool more than finding a 4 KiB file undrawable.
-        per = max(DRAW_BATCH, -(-len(small) // self.workers))
+        per = min(SMALL_TASK, max(DRAW_BATCH, -(-len(small) // self.workers)))
         chunks = [small[n : n + per] for n in range(0, len(small), per)]
         await asyncio.gather(*(together(c) for c in chunks), *(one(i) for i in alone))
         return results, all_small
@@ -967,7 +978,9 @@ CREATE TABLE IF NOT EXISTS thumbnails.wanted (
 # entry: 2.7 M index entries for 10,000 small uploads.) Whether a source is settled is a
 # probe by key for each file claimed: as an EXISTS, the planner hashed the whole of
 # `thumbnails.sources` for each claim (every source ever drawn: 5,000 rows, 0.3 ms, half
-# way through 10,000 small uploads), which a scalar subquery is never made into.
+# way through 10,000 small uploads), which a scalar subquery is never made into. Only
+# the columns the drawing and its record read come back (not the renditions, reasons,
+# times and kinds of every row: decoded and copied for nothing, a claim at a time).
 _CLAIM = """
 WITH next AS (
     SELECT f.* FROM thumbnails.files f {pick}
@@ -980,7 +993,8 @@ leased AS (
     SET until = excluded.until, attempts = l.attempts + 1
     WHERE l.until <= now()
     RETURNING l.file_id, l.attempts)
-SELECT next.*, leased.attempts,
+SELECT next.file_id, next.source, next.blob_key, next.bytes, next.object_ref,
+       next.request_id, next.correlation_id, leased.attempts,
        (SELECT true FROM thumbnails.sources s WHERE s.source = next.source LIMIT 1)
            IS NOT NULL AS known
 FROM next JOIN leased USING (file_id)

@@ -94,7 +94,10 @@ def start_worker(settings: Settings) -> None:
     """A worker process's start: where it reads content, the decoders' limits."""
     global _store, _http
     # Drawing is background work: when the machine is busy, uploads and reads go first.
-    os.nice(10)
+    # A worker is spawned at the service's niceness (FILES_THUMBNAIL_NICE above what
+    # started it), and ends domain.WORKER_NICE above what started the service, or at the
+    # service's if that is lower still.
+    os.nice(max(0, domain.WORKER_NICE - settings.thumbnail_nice))
     store = open_blob_store(settings)
     _store = store if isinstance(store, LocalBlobStore) else None
     _http = httpx.Client(timeout=30, follow_redirects=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     thumbnail_workers: int = 0
     thumbnail_time_cap_s: float = 30.0
     thumbnail_format: Literal["webp", "jpeg"] = "webp"
+    # How much lower the thumbnails service runs than the processes that start it (its
+    # consumer, runners and records; `os.nice`, 0-19): pictures come moments after a
+    # file is listed, so on a busy machine the uploads, listings and reads go first; on
+    # an idle one it changes nothing. Its drawing workers run at 10 at least.
+    thumbnail_nice: int = Field(default=5, ge=0, le=19)
     # Re-encoding (POST /v1/files/re-encode): worker processes making web renditions,
     # the most time one file may take, and the largest source accepted (seconds, pixels
     # a frame) and rendition stored (bytes).

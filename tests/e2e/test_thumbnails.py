@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -25,6 +26,7 @@ from shared.contracts.envelope import Cause, Change, envelopes_of
 from shared.kit.blobs import BlobStore, open_blob_store
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import rebuild
+from shared.kit.settings import Settings
 from shared.kit.stack import Stack
 from tests import thumbnail_fixtures as media
 from tests.conftest import eventually
@@ -168,6 +170,14 @@ async def test_every_kind_gets_its_thumbnail(api: httpx.AsyncClient, platform: S
     # (on S3 they read each file by its presigned URL).
     workers = decoding_workers(platform, "thumbnails", "--multiprocessing-fork")
     assert workers and all(holds_no_secret(platform, env) for env in workers), workers
+    # Background work: on a busy machine the service (its consumer, runners, records)
+    # yields to the upload path, and its drawing workers further; the rest do not.
+    nice = {c.name: psutil.Process(c.proc.pid).nice() for c in platform.children}
+    assert nice["thumbnails"] == nice["gateway"] + Settings().thumbnail_nice > nice["gateway"]
+    assert {n for n, v in nice.items() if v != nice["gateway"]} == {"thumbnails"}, nice
+    service = psutil.Process(platform.child("thumbnails").proc.pid)
+    drawing = [p for p in service.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    assert drawing and {p.nice() for p in drawing} == {nice["gateway"] + domain.WORKER_NICE}
 
 
 async def test_a_series_extended_later_shows_its_new_middle_slice(api: httpx.AsyncClient) -> None:

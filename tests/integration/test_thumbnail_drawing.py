@@ -24,10 +24,12 @@ from services.thumbnails import domain, handlers, render
 from services.thumbnails.drawing import Drawing, keep_secrets_from_workers, worker_settings
 from services.thumbnails.handlers import (
     ANALYZE_FROM,
+    BACKLOG_BATCH,
     DRAW_BATCH,
     LEASES,
     LOCK_BUCKETS,
     SMALL_BATCH,
+    SMALL_TASK,
     Thumbnails,
     Wanted,
 )
@@ -396,6 +398,53 @@ async def test_after_a_batch_of_small_images_a_claim_takes_more(
             await pool.fetch("SELECT state, count(*) FROM thumbnails.files GROUP BY state")
         )
         assert states == {"made": DRAW_BATCH + 10, "failed": SMALL_BATCH - 10, "pending": 10}
+        assert await pool.fetchval("SELECT count(*) FROM thumbnails.leases") == 0
+
+
+@pytest.mark.timeout(300)
+async def test_while_a_backlog_of_small_images_lasts_a_claim_takes_more_still(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A full SMALL_BATCH of small images shows a backlog: the next claims take
+    BACKLOG_BATCH (a quarter of the claims and records again), drawn in tasks of at most
+    SMALL_TASK (a task over the cap has each of its files drawn again alone); what is
+    left of the backlog is claimed as it comes, and every file gets its picture."""
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    blobs = LocalBlobStore(settings.blob_root())
+    async with drawing_service(database_url, settings, blobs) as (pool, thumbnails):
+        cause = a_cause()
+        wanted = []
+        count = DRAW_BATCH + SMALL_BATCH + BACKLOG_BATCH + 10
+        for i in range(count):
+            data = media.png(20 + i % 200, 20 + i // 200)
+            sha = hashlib.sha256(data).hexdigest()
+            await blobs.put(content_key(sha), data)
+            source = domain.source_of("image", sha)
+            wanted.append(Wanted(uuid.uuid4(), "image", source, content_key(sha), cause))
+        async with pool.acquire() as conn, conn.transaction():
+            await thumbnails.request(conn, wanted)
+        tasks: list[int] = []
+        together = thumbnails.drawing.draw_together
+
+        async def counted(jobs: list[render.Job], time_cap: float) -> Any:
+            tasks.append(len(jobs))
+            return await together(jobs, time_cap)
+
+        thumbnails.drawing.draw_together = counted  # type: ignore[method-assign]
+        try:
+            claimed = []
+            while batch := await thumbnails.claim():
+                claimed.append(len(batch))
+                await thumbnails.draw(batch)
+        finally:
+            thumbnails.drawing.stop()
+        assert claimed == [DRAW_BATCH, SMALL_BATCH, BACKLOG_BATCH, 10]
+        assert thumbnails.batch == SMALL_BATCH  # the backlog is gone
+        assert max(tasks) == SMALL_TASK and sum(tasks) == count
+        states = dict(
+            await pool.fetch("SELECT state, count(*) FROM thumbnails.files GROUP BY state")
+        )
+        assert states == {"made": count}
         assert await pool.fetchval("SELECT count(*) FROM thumbnails.leases") == 0
 
 
