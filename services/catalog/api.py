@@ -26,7 +26,7 @@ from shared.api.catalog import (
     Restore,
 )
 from shared.contracts.envelope import Cause
-from shared.kit import consistency, db
+from shared.kit import consistency
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
 from shared.kit.http import JSON, JSONRoute, access, cause
@@ -331,11 +331,10 @@ def internal(catalog: Catalog) -> APIRouter:
             )
         response = JSON({"items": await queries.files(catalog.pool, body.ids, rights)})
         if token:
-            head = await parts.store.head(catalog.pool)
             # What the caller is told it may read now is durable first (as the
             # consistency route's answer: a consumer's commit wakes the wait before its
             # flush, kit/db.py).
-            await db.flush(catalog.pool)
+            head = await parts.store.durable_head(catalog.pool)
             response.headers[consistency.HEADER] = consistency.encode({"catalog": head})
         return response
 

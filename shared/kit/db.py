@@ -47,8 +47,9 @@ async def _init(conn: asyncpg.Connection) -> None:
 # (XLogFlush of a non-transactional logical message; any wal_level, any role), unless
 # the WAL is flushed far enough already. A transaction that only takes an xid would not
 # do: its commit, having written no other WAL, is not flushed synchronously.
-FLUSH = """SELECT CASE WHEN pg_current_wal_flush_lsn() < coalesce($1, pg_current_wal_insert_lsn())
+FLUSHED_PAST = """CASE WHEN pg_current_wal_flush_lsn() < {lsn}
     THEN pg_logical_emit_message(false, 'files', '', true) END"""
+FLUSH = "SELECT " + FLUSHED_PAST.format(lsn="coalesce($1, pg_current_wal_insert_lsn())")
 
 
 async def flush(conn: Conn | asyncpg.Pool, upto: int | None = None) -> None:

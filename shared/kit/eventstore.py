@@ -277,6 +277,31 @@ class EventStore:
         value: int = await conn.fetchval(f"SELECT coalesce(max(position), 0) FROM {self.table}")
         return value
 
+    async def durable_head(
+        self, conn: Conn | asyncpg.Pool, types: Sequence[str] | None = None
+    ) -> int:
+        """`head()` (or `last_of(types)`) for an answer that tells a caller what it may
+        read: in the same statement, the WAL flushed past every commit the caller's
+        reads saw before it (appends and consumers commit before they flush,
+        kit/db.py). Up to the insert position taken after the statement's snapshot,
+        not the flush's own: when the committers' flushes got there first (the usual
+        case), no record is written and no fsync waited for."""
+        read = (
+            f"SELECT coalesce(max(position), 0) FROM {self.table}"
+            if types is None
+            else f"""SELECT coalesce(max(last.position), 0)
+                FROM unnest($1::text[]) AS wanted(type),
+                LATERAL (SELECT position FROM {self.table} e WHERE e.type = wanted.type
+                         ORDER BY position DESC LIMIT 1) AS last"""
+        )
+        value: int = await conn.fetchval(
+            f"""WITH read AS MATERIALIZED (SELECT ({read}) AS head,
+                                              pg_current_wal_insert_lsn() AS at)
+                SELECT head, {db.FLUSHED_PAST.format(lsn="at")} FROM read""",
+            *(() if types is None else (list(types),)),
+        )
+        return value
+
     async def last_of(self, conn: Conn | asyncpg.Pool, types: Sequence[str]) -> int:
         """The position of the last event of one of these types (0: none), one index
         probe a type (events_type)."""

@@ -155,6 +155,7 @@ class Inbox:
         `passed` are events of this batch the consumer has no use for: they count as
         applied without an inbox row, unless they are above the watermark when it stops
         (a gap before them): then they get their row, so that a later run passes them.
+        A watermark moved notifies the consumer's channel (at commit).
         """
         s = self.schema
         skipped: dict[str, set[int]] = {}
@@ -193,12 +194,18 @@ class Inbox:
                     [e.position for e in passed if e.source == source and e.position in left],
                 )
             if mark != start:
+                # Waiters (kit/consistency.py) are woken in the same round trip, and only
+                # by a batch that moved a watermark: one that moved none changed nothing
+                # they read. (Notifications of one transaction are sent once, at commit.)
                 await conn.execute(
-                    f"""UPDATE {s}.watermarks SET position = $3
-                        WHERE consumer = $1 AND source = $2""",
+                    f"""WITH moved AS (
+                            UPDATE {s}.watermarks SET position = $3
+                            WHERE consumer = $1 AND source = $2 RETURNING 1)
+                        SELECT pg_notify($4, '') FROM moved""",
                     self.consumer,
                     source,
                     mark,
+                    self.channel,
                 )
 
     async def _page(self, conn: Conn, source: str, mark: int) -> list[int]:
@@ -741,7 +748,6 @@ class Consumer:
             for event_type, run in itertools.groupby(new, key=lambda e: e.type):
                 await self._handle(conn, event_type, list(run), carried)
             await self.inbox.advance(conn, {e.source for e in envelopes}, passed)
-            await conn.execute(f"NOTIFY {self.inbox.channel}")
         return new
 
     async def _handle(
@@ -835,7 +841,6 @@ class Consumer:
                 )
                 await self.inbox.admit(conn, [envelope])
                 await self.inbox.advance(conn, {envelope.source})
-                await conn.execute(f"NOTIFY {self.inbox.channel}")
 
         await self._transiently(record, [envelope])
         self.dead_lettered += 1

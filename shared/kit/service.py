@@ -295,13 +295,9 @@ class Runtime:
             # Read again: the reactions written meanwhile are waited for next. With
             # `types`, the last event of those (what a reader of them only needs to have
             # applied: the rest of the head changes nothing it holds).
-            if of_types:
-                head = await self.store.last_of(self.pool, of_types)
-            else:
-                head = await self.store.head(self.pool)
             # What the caller is told it may read now is durable first: a consumer's
             # transaction wakes the wait at its commit, before its flush (kit/db.py).
-            await db.flush(self.pool)
+            head = await self.store.durable_head(self.pool, of_types or None)
             # What it consumes, and the event types it applies: the gateway asks it again
             # only for tokens naming them, and asks a source only for those types' head.
             return {

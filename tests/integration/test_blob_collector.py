@@ -16,7 +16,13 @@ import asyncpg
 import pytest
 
 from services.ingest.collector.handlers import Collector
-from services.ingest.collector.projections import RECLAIMABLE, blob_refs, claim_blobs
+from services.ingest.collector.projections import (
+    RECLAIMABLE,
+    UNDATED,
+    blob_refs,
+    claim_blobs,
+    claimed,
+)
 from shared.contracts import ingest as ev
 from shared.contracts.catalog import FileDeleted, Media
 from shared.contracts.envelope import Cause, Change, envelopes_of
@@ -89,16 +95,18 @@ async def store_file(
             await claim_blobs(conn, [key])
         else:
             await claim_blobs(conn, [key], at)
-        claimed = await conn.fetchval("SELECT ctid FROM ingest.blobs WHERE key = $1", key)
+        claimed_row = await conn.fetchval("SELECT ctid FROM ingest.blobs WHERE key = $1", key)
         await blobs.commit([writer])
         if stored_bytes is not None:
             stored_bytes.set()
         if hold is not None:
             await hold.wait()
-        await blob_refs.apply(conn, stored(file_id, key, at))
+        # As the upload route records: its projection told what the claim dated.
+        with claimed([key], at or UNDATED):
+            await blob_refs.apply(conn, stored(file_id, key, at))
         row = await conn.fetchrow("SELECT ctid, stored_at FROM ingest.blobs WHERE key = $1", key)
         if at is not None:
-            assert (row["ctid"], row["stored_at"]) == (claimed, at)
+            assert (row["ctid"], row["stored_at"]) == (claimed_row, at)
     return file_id, key
 
 

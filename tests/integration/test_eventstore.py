@@ -116,6 +116,25 @@ async def wal_flushed(pool: asyncpg.Pool) -> int:
     return flushed
 
 
+async def test_a_durable_head_is_read_with_the_wal_flushed_past_what_it_saw(
+    pool: asyncpg.Pool, store: EventStore
+) -> None:
+    """What a consistency answer tells a caller it may read: the head, with the WAL
+    flushed past every commit before it, also a commit left unflushed (the WAL writer
+    would get there only within 200 ms: most rounds would fail without the flush)."""
+    async with pool.acquire() as conn:
+        for version in range(1, 21):
+            async with conn.transaction():
+                # Asynchronous already: the append owes no flush of its own.
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                last = await store.append(conn, [envelope("durable", version)])
+                written = await conn.fetchval("SELECT pg_current_wal_insert_lsn()")
+            types = None if version % 2 else ["test.Happened"]
+            assert await store.durable_head(pool, types) == last, f"round {version}"
+            assert await wal_flushed(pool) >= written, f"round {version}"
+    assert await store.durable_head(pool, ["test.NeverHappened"]) == 0
+
+
 async def test_an_append_is_durable_when_its_transaction_returns(
     pool: asyncpg.Pool, store: EventStore
 ) -> None:

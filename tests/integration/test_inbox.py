@@ -302,6 +302,35 @@ async def test_watermark_waits_for_gaps(pool: asyncpg.Pool) -> None:
     assert await admit(5) == {"src": 6}
 
 
+async def test_waiters_are_woken_by_the_batches_that_move_a_watermark(
+    pool: asyncpg.Pool, world: World
+) -> None:
+    # A consistency wait wakes on the consumer's channel; a batch that moved no watermark
+    # changed nothing a waiter reads, and wakes nobody.
+    consumer = world.consumer(world.record)
+    heard: list[str] = []
+
+    async def ended() -> bool:
+        return "end" in heard
+
+    def sent(n: int) -> Envelope:
+        return envelope(f"s-{n}", 1, n=n).model_copy(update={"source": "src", "position": n})
+
+    def hear(*args: Any) -> None:
+        heard.append(args[-1])
+
+    async with pool.acquire() as listener:
+        await listener.add_listener(world.inbox.channel, hear)
+        for n in (1, 3, 2):  # moved to 1; a gap before 3; moved to 3
+            await consumer._apply([sent(n)])
+        # Notifications come in commit order: once this one is heard, the batches' have.
+        await pool.execute(f"NOTIFY {world.inbox.channel}, 'end'")
+        await eventually(ended, what="the last notification")
+        await listener.remove_listener(world.inbox.channel, hear)
+    assert await world.inbox.watermarks(pool) == {"src": 3}
+    assert heard == ["", "", "end"]
+
+
 async def test_a_watermark_made_in_a_batch_rolled_back_is_made_again(pool: asyncpg.Pool) -> None:
     # The inbox remembers which sources have a watermark row (their batches lock it
     # without inserting it first): a row that went with a rolled-back batch is made again.

@@ -11,9 +11,11 @@ their settlements were recorded stay pinned."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,6 +116,8 @@ async def _blobs_stored(
     upsert would change nothing, only lock it again (a WAL record a row: 10,000 for
     bench.upload_small's files). A claim itself visits every row: its lock is the
     point."""
+    if claimed and not pins and _claimed_already(keys, at):
+        return
     counted = Counter(keys)
     await conn.execute(
         f"""INSERT INTO ingest.blobs AS b (key, stored_at, pins)
@@ -129,6 +133,29 @@ async def _blobs_stored(
         [n if pins else 0 for n in counted.values()],
         at,
     )
+
+
+# The blobs the running transaction claimed, and the date it claimed them with
+# (`claimed`): the events it records after the claim find their rows dated already.
+_CLAIM: ContextVar[tuple[datetime, frozenset[str]] | None] = ContextVar("claim", default=None)
+
+
+@contextlib.contextmanager
+def claimed(keys: Sequence[str], at: datetime) -> Iterator[None]:
+    """While the transaction that claimed `keys` at `at` (`claim_blobs`) records its
+    events: their projection does not look the rows up again (a statement a request
+    that could change nothing: each row is dated `at` and locked by the claim until the
+    commit). A rebuild, which claims nothing, dates every row as before."""
+    token = _CLAIM.set((at, frozenset(keys)))
+    try:
+        yield
+    finally:
+        _CLAIM.reset(token)
+
+
+def _claimed_already(keys: Sequence[str], at: datetime) -> bool:
+    claim = _CLAIM.get()
+    return claim is not None and claim[0] >= at and claim[1].issuperset(keys)
 
 
 # Rows that an upsert dated `$3` without a pin would leave as they are.

@@ -13,7 +13,7 @@ from typing import Any
 from python_multipart import MultipartParser
 from python_multipart.multipart import MultipartState, parse_options_header
 
-from services.ingest.collector.projections import UNDATED, blob_refs, claim_blobs
+from services.ingest.collector.projections import UNDATED, blob_refs, claim_blobs, claimed
 from services.ingest.jobs.projections import jobs
 from services.ingest.metadata.domain import check_metadata, file_metadata
 from services.ingest.metadata.schema import current as current_schema
@@ -249,7 +249,8 @@ class Uploads(Handlers):
                 log.error("ingest.blob_commit_failed", error=repr(error))
                 raise storage_failed(error) from error
             await jobs.apply(conn, envelopes)
-            await blob_refs.apply(conn, envelopes)
+            with claimed(keys, stored_at or UNDATED):
+                await blob_refs.apply(conn, envelopes)
             return await self.store.append(conn, envelopes)
 
 
