@@ -182,6 +182,8 @@ def test_the_relays_partitions_are_the_default_partitioners() -> None:
         partitions = list(range(count))
         expected = [DefaultPartitioner()(k, partitions, partitions) for k in keys]
         assert partitions_of(keys, partitions) == expected
+        # A few keys (a stream drawn, a relay's small batch) take the plain loop.
+        assert [p for k in keys for p in partitions_of([k], partitions)] == expected
 
 
 def test_event_ids_drawn_in_a_batch_are_random_version_4_ids() -> None:
