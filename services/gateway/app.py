@@ -32,7 +32,7 @@ from services.gateway.routes import TABLE, Refusal
 from shared.kit import consistency, idempotency, tracing
 from shared.kit.http import JSON, RETRY_AFTER_S, install_errors
 from shared.kit.logs import log
-from shared.kit.service import serve
+from shared.kit.service import serve, settle_heap
 from shared.kit.settings import Settings
 
 METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
@@ -54,6 +54,7 @@ def build(settings: Settings) -> FastAPI:
             from services.gateway import grpc_api
 
             grpc_server = await grpc_api.start(served, settings.http_host, settings.grpc_port)
+        settle_heap()
         try:
             yield
         finally:

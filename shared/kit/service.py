@@ -337,6 +337,7 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        settle_heap()
         log.info("service.started", service=runtime.name)
         try:
             yield
@@ -462,6 +463,27 @@ async def supervised(service: str, what: str, run: Callable[[], Awaitable[None]]
                 delay = 0.1
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+# Tracked objects allocated (net) between young collections, after start. Python's 700
+# collects the young every few requests, though nearly all of a request's objects are
+# freed by their counts: at 10,000 a service's collections in upload_small fell from
+# ~0.1 s to ~0.01 s a run (the catalog's ~90 ms to 5; measured with gc.callbacks). Gone
+# is at most 10,000 objects' worth of cyclic garbage held a little longer.
+YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Once a service has started: what it made to start (modules, their classes and
+    functions, pydantic's schemas, routes, pools: ~110,000 objects) is moved out of the
+    cyclic collector's view, so its full collections no longer walk it all again (in
+    upload_small each took 60-70 ms of the catalog's CPU, ~3 a run; frozen, 3 ms); and
+    the young generation is collected less often. What is frozen is never collected as
+    a cycle; it was made to live as long as the process. `collector_paused` still turns
+    the collector off and on around large batches."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 _paused = 0

@@ -182,6 +182,8 @@ def test_the_relays_partitions_are_the_default_partitioners() -> None:
         partitions = list(range(count))
         expected = [DefaultPartitioner()(k, partitions, partitions) for k in keys]
         assert partitions_of(keys, partitions) == expected
+        # A few keys (a stream drawn, a relay's small batch) take the plain loop.
+        assert [p for k in keys for p in partitions_of([k], partitions)] == expected
 
 
 def test_event_ids_drawn_in_a_batch_are_random_version_4_ids() -> None:
@@ -191,3 +193,37 @@ def test_event_ids_drawn_in_a_batch_are_random_version_4_ids() -> None:
     assert len(set(ids)) == 1000
     assert {i.version for i in ids} == {4} and {i.variant for i in ids} == {"specified in RFC 4122"}
     assert random_ids(0) == []
+
+
+async def test_a_started_service_keeps_its_start_out_of_the_collectors_walks() -> None:
+    """What a service made to start is frozen (full collections do not walk it again),
+    the young generation is collected less often, and a pause for a large batch still
+    turns the collector off and back on."""
+    import gc
+
+    from shared.kit.service import Parts, Runtime, collector_paused, create_app
+    from shared.kit.settings import Settings
+    from tests.conftest import SERVICE_KEY
+
+    async def nothing() -> None:
+        pass
+
+    runtime = Runtime(Parts("gc_test", Settings(service_key=SERVICE_KEY)))
+    # Connecting is not what is tested: the lifespan around it is.
+    runtime.start = nothing  # type: ignore[method-assign]
+    runtime.stop = nothing  # type: ignore[method-assign]
+    app = create_app(runtime, "gc test")
+    thresholds = gc.get_threshold()
+    try:
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 10_000
+            assert gc.get_threshold()[0] >= 10_000
+            with collector_paused():
+                with collector_paused():
+                    assert not gc.isenabled()
+                assert not gc.isenabled()
+            assert gc.isenabled()
+    finally:
+        # The test process's own heap is not left frozen.
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
