@@ -36,14 +36,20 @@ from shared.contracts import topics
 from shared.kit import consistency, idempotency, identity, tracing
 from shared.kit.errors import Refused
 from shared.kit.http import CORRELATION_HEADER, JSON, ServiceTransport, error_body
-from shared.kit.inbox import FETCH_MAX_WAIT_MS
 from shared.kit.logs import log
 from shared.kit.settings import Settings
 
 # A cached view of a caller lives at most this long. A change of access drops every
-# replica's cache when its event arrives (tens of milliseconds), and at once on the
+# replica's cache when its event arrives (`ACL_FETCH_WAIT_MS`), and at once on the
 # replica that made it; this bound holds if the events stop coming.
 AUTH_TTL_S = 2.0
+# How long the broker may hold the ACL follower's fetch that finds nothing. Kafka answers
+# a held fetch as a record arrives; tansu (the embedded broker) looks again at doubling
+# intervals, so an event comes within about half this (511 ms), inside AUTH_TTL_S. The
+# consumers' 100 ms (FETCH_MAX_WAIT_MS) made the follower 10 of a platform at rest's 66
+# fetches a second, each costing the broker about 1 ms of CPU and the gateway about as
+# much: 9% of its CPU in upload_small (bench/README.md, "Dec 6, night (brokercost)").
+ACL_FETCH_WAIT_MS = 1000
 # How long what a service consumes is taken as known (`Gateway._round`): it is fixed for
 # a version, and learnt again this often, so a rolling deploy that changes it is
 # followed within this time.
@@ -298,7 +304,7 @@ class Gateway:
                 bootstrap_servers=self.settings.kafka_bootstrap,
                 group_id=None,
                 auto_offset_reset="latest",
-                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                fetch_max_wait_ms=ACL_FETCH_WAIT_MS,
             )
             try:
                 await consumer.start()
