@@ -20,7 +20,6 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from services.thumbnails import domain
 from shared.kit.blobs import LocalBlobStore, open_blob_store
 from shared.kit.media import OverBudget, RangeFile, open_container, presigned_reader, quiet_av
 from shared.kit.settings import Settings
@@ -84,9 +83,9 @@ _http: httpx.Client | None = None
 
 def start_worker(settings: Settings) -> None:
     global _store, _http
-    # Background work, as drawing is (render.start_worker): a video's re-encoding takes
-    # the machine for minutes, the uploads and reads go first.
-    os.nice(max(0, domain.WORKER_NICE - settings.thumbnail_nice))
+    # At the service's priority (FILES_THUMBNAIL_NICE), not the drawing workers' lower
+    # one: a file's re-encoding has a wall-clock cap (renditions.py), which a worker
+    # starved on a busy machine would overrun and fail the file for.
     store = open_blob_store(settings)
     _store = store if isinstance(store, LocalBlobStore) else None
     _http = httpx.Client(timeout=60, follow_redirects=False)

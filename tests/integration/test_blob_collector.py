@@ -5,6 +5,7 @@ the file being stored survive."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -101,8 +102,11 @@ async def store_file(
             stored_bytes.set()
         if hold is not None:
             await hold.wait()
-        # As the upload route records: its projection told what the claim dated.
-        with claimed([key], at or UNDATED):
+        # An undated claim records as the upload route does (its projection told what
+        # the claim dated). A dated one records without being told, so that the row
+        # kept as it was below is the upsert's own filter's doing, not the skip's.
+        told = claimed([key], UNDATED) if at is None else contextlib.nullcontext()
+        with told:
             await blob_refs.apply(conn, stored(file_id, key, at))
         row = await conn.fetchrow("SELECT ctid, stored_at FROM ingest.blobs WHERE key = $1", key)
         if at is not None:

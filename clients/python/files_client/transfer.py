@@ -60,7 +60,8 @@ class LocalFile:
 
 class _Counted:
     """Reports the bytes as they are read, once each (a retry sends again but does not
-    count again), so progress is what reached the wire at least once."""
+    count again), so progress is what was read to be sent at least once: ahead of the
+    wire by at most one piece of a batch's body (`_drivers.COALESCE`)."""
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
