@@ -27,6 +27,7 @@ from shared.kit import (
     bus,
     consistency,
     db,
+    heap,
     idempotency,
     identity,
     private,
@@ -423,6 +424,7 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
     args = parser.parse_args()
     # Before the secrets are read: from here on only root sees this process's memory.
     private.keep_memory_private()
+    heap.keep_body_buffers()
     settings = Settings()
     configure(name, settings.log_level)
     tracing.setup(name, trace_file=settings.trace_file)
