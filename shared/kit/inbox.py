@@ -25,10 +25,11 @@ tokens wait on it.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -324,6 +325,28 @@ class Stalled(Exception):
     passing the event, and its supervisor starts it again."""
 
 
+def in_causal_order(envelopes: Iterable[Envelope]) -> list[Envelope]:
+    """A batch's events in the order they are applied: each source's in the order its
+    store recorded them (partitions interleave), and the sources merged by when their
+    events occurred, so that an event is applied after those of other sources that led
+    to it. (By source name, `dicom` came before `ingest`: the catalog applied a DICOM
+    series before the synced folder it goes into, which ingest had asked for first, and
+    rejected it as if that folder were deleted; CI, 2026-12-06.) Each source's order is
+    kept whatever its times say: the merge only ever takes a source's next event."""
+    by_source: dict[str, list[Envelope]] = {}
+    for envelope in envelopes:
+        by_source.setdefault(envelope.source, []).append(envelope)
+    if len(by_source) == 1:
+        [only] = by_source.values()
+        return sorted(only, key=lambda e: e.position)
+    return list(
+        heapq.merge(
+            *(sorted(events, key=lambda e: e.position) for events in by_source.values()),
+            key=lambda e: e.occurred_at,
+        )
+    )
+
+
 class Consumer:
     def __init__(
         self,
@@ -565,7 +588,7 @@ class Consumer:
         )
         return Fetched(
             [*fetched.messages, *more.messages],
-            sorted([*fetched.envelopes, *added], key=lambda e: (e.source, e.position)),
+            in_causal_order([*fetched.envelopes, *added]),
             carried,
             fetched.idle,
             [*fetched.malformed, *more.malformed],
@@ -631,10 +654,7 @@ class Consumer:
             envelopes.append(envelope)
             if carried is not None:
                 carried[envelope.event_id] = tracing.carried(message.headers)
-        # Partitions interleave; within a batch, apply each source's events in the
-        # order its store recorded them.
-        envelopes.sort(key=lambda e: (e.source, e.position))
-        return Fetched(list(messages), envelopes, carried, idle, malformed, parked)
+        return Fetched(list(messages), in_causal_order(envelopes), carried, idle, malformed, parked)
 
     async def _apply_fetched(self, fetched: Fetched) -> None:
         # Dead-lettered in the batch's turn (not as it is fetched, while the batch before

@@ -227,3 +227,42 @@ async def test_a_started_service_keeps_its_start_out_of_the_collectors_walks() -
         # The test process's own heap is not left frozen.
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+def test_a_batch_applies_an_event_after_the_events_of_other_sources_that_led_to_it() -> None:
+    """The catalog applies a batch holding ingest's `SyncFolderNeeded` (the folder a
+    synced DICOM object goes into) and the DICOM context's series made from that object:
+    the folder first, though `dicom` sorts before `ingest` by name; and each source's
+    events in its store's order, whatever their clocks say."""
+    import datetime as dt
+    import uuid
+
+    from shared.contracts.envelope import Envelope
+    from shared.kit.inbox import in_causal_order
+
+    start = dt.datetime(2026, 12, 6, 18, 0, 32, tzinfo=dt.UTC)
+
+    def event(source: str, position: int, ms: int, type_: str) -> Envelope:
+        return Envelope(
+            event_id=uuid.uuid4(),
+            type=type_,
+            stream_id=f"{source}-{position}",
+            stream_version=1,
+            occurred_at=start + dt.timedelta(milliseconds=ms),
+            actor="system",
+            correlation_id="c",
+            source=source,
+            position=position,
+        )
+
+    folder = event("ingest", 834, 935, "ingest.SyncFolderNeeded")
+    stored = event("ingest", 835, 934, "ingest.DicomInstanceStored")  # a clock a tick behind
+    series = event("dicom", 36, 967, "dicom.SeriesAssembled")
+    later = event("ingest", 845, 2000, "ingest.FilesStored")
+    order = in_causal_order([series, later, stored, folder])
+    assert [e.type for e in order] == [
+        "ingest.SyncFolderNeeded",
+        "ingest.DicomInstanceStored",
+        "dicom.SeriesAssembled",
+        "ingest.FilesStored",
+    ]
