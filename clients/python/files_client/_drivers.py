@@ -65,16 +65,10 @@ class _Coalesced(httpx.SyncByteStream, httpx.AsyncByteStream):
             yield b"".join(held)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        held: list[bytes] = []
-        size = 0
-        async for chunk in self.inner:
-            held.append(chunk)
-            size += len(chunk)
-            if size >= COALESCE:
-                yield b"".join(held)
-                held, size = [], 0
-        if held:
-            yield b"".join(held)
+        # httpx's multipart body reads its files in the loop's thread either way (its
+        # own `__aiter__` runs its sync iteration), so this does too.
+        for piece in self:
+            yield piece
 
 
 def _request(http: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
