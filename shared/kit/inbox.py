@@ -342,7 +342,9 @@ def in_causal_order(envelopes: Iterable[Envelope]) -> list[Envelope]:
     return list(
         heapq.merge(
             *(sorted(events, key=lambda e: e.position) for events in by_source.values()),
-            key=lambda e: e.occurred_at,
+            # As a number: an aware and a naive time (an event of some older writer)
+            # compare, where as datetimes they would stop the consumer.
+            key=lambda e: e.occurred_at.timestamp(),
         )
     )
 
