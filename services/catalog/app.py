@@ -17,9 +17,15 @@ def build(settings: Settings) -> FastAPI:
     parts = Parts("catalog", settings)
     catalog = Catalog(parts)
 
-    async def purge() -> None:
+    async def schedules() -> None:
         every = settings.trash_purge_every_s
         parts.supervise("trash.purge", lambda: catalog.purge_expired_forever(every))
+        parts.supervise(
+            "folder_wait",
+            lambda: catalog.give_up_waiting_forever(
+                settings.folder_wait_s, settings.folder_wait_every_s
+            ),
+        )
 
     runtime = Runtime(
         parts,
@@ -28,7 +34,7 @@ def build(settings: Settings) -> FastAPI:
         reactions=Catalog.reactions.bound(catalog),
         projections=(tree, links, cloud_synced),
         setups=(setup_reactions, setup_history),
-        on_start=[purge],
+        on_start=[schedules],
         audit_view=lambda access, items, _about: queries.audit_seen(parts.pool, access, items),
     )
     app = create_app(runtime, "Files catalog")

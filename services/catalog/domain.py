@@ -521,10 +521,32 @@ def purge(folders: Sequence[Folder], files: Sequence[File]) -> list[Change]:
     return changes
 
 
+# Why an arrival is rejected whose folder the catalog never saw made, after waiting for
+# it (`waits`): an id no folder had, or a request for the folder that was lost.
+NEVER_MADE = (
+    "the folder was never made: no folder with this id came while the catalog waited for it"
+)
+
+
+def waits(folder: Folder | None, seen: bool, overdue: bool) -> bool:
+    """Whether an arrival (stored files, an image group, a DICOM series, a key path's
+    subfolder) waits for its folder rather than being decided now: the folder is not
+    there and the catalog has no record of it (`seen`: its stream has events, or its
+    making was refused), so it may yet come, its request read later than what was
+    made of it (another partition); not past the time an arrival waits (`overdue`).
+    A folder deleted or purged is gone for good: what arrives for it is rejected."""
+    return folder is None and not seen and not overdue
+
+
 def register_upload(
-    stored: FileContentStored, folder: Folder | None, constituent_of: uuid.UUID | None = None
+    stored: FileContentStored,
+    folder: Folder | None,
+    constituent_of: uuid.UUID | None = None,
+    *,
+    never_made: bool = False,
 ) -> Change:
-    """Content is stored: the file enters the catalog, unless its folder went away."""
+    """Content is stored: the file enters the catalog, unless its folder went away (or
+    never came: `never_made`)."""
     if folder is None:
         return Change(
             ev.file_stream(stored.file_id),
@@ -533,7 +555,9 @@ def register_upload(
                 file_id=stored.file_id,
                 folder_id=stored.folder_id,
                 blob_key=stored.blob_key,
-                reason="the folder was deleted while the file was uploading",
+                reason=NEVER_MADE
+                if never_made
+                else "the folder was deleted while the file was uploading",
             ),
         )
     return Change(
@@ -563,6 +587,7 @@ def register_page(
     *,
     partition_of: Callable[[Sequence[str]], Sequence[int]],
     stream_in: Callable[[int], str],
+    never_made: bool = False,
 ) -> list[Change]:
     """A page of an upload's stored files enters its folder as one `FilesUploaded` a
     partition its files' streams fall in (`partition_of`), each in a new page stream
@@ -571,7 +596,7 @@ def register_page(
     get no event (each file is at version 0). If the folder went away, each file is
     rejected in its own stream, as `register_upload` does."""
     if folder is None:
-        return [register_upload(stored, None) for stored in page.each()]
+        return [register_upload(stored, None, never_made=never_made) for stored in page.each()]
     partitions = partition_of([ev.file_stream(f.file_id) for f in page.files])
     grouped: dict[int, list[ev.UploadedFile]] = {}
     for f, partition in zip(page.files, partitions, strict=True):
@@ -603,6 +628,8 @@ def register_image_group(
     images: Sequence[FileContentStored],
     parent: Folder | None,
     folder_name: str,
+    *,
+    never_made: bool = False,
 ) -> list[Change]:
     """A group's images are stored: its constituent folder below the target, the images
     in it (in order) and the group's file in the target, unless the target went away."""
@@ -617,7 +644,9 @@ def register_image_group(
                     file_id=image.file_id,
                     folder_id=group.folder_id,
                     blob_key=image.blob_key,
-                    reason="the folder was deleted while the image group was uploading",
+                    reason=NEVER_MADE
+                    if never_made
+                    else "the folder was deleted while the image group was uploading",
                 ),
             )
             for image in images
@@ -693,9 +722,12 @@ def series_name(series: SeriesFacts) -> str:
     return f"{series.modality or 'DICOM'} series {series.series_uid}"
 
 
-def register_series(series: SeriesAssembled, folder: Folder | None) -> Change:
+def register_series(
+    series: SeriesAssembled, folder: Folder | None, *, never_made: bool = False
+) -> Change:
     """A DICOM series is assembled: one `dicom_series` file in its folder, unless the folder
-    went away. Its content is its first instance (in slice order)."""
+    went away (or never came: `never_made`). Its content is its first instance (in slice
+    order)."""
     if folder is None:
         return Change(
             ev.file_stream(series.file_id),
@@ -704,7 +736,9 @@ def register_series(series: SeriesAssembled, folder: Folder | None) -> Change:
                 file_id=series.file_id,
                 folder_id=series.folder_id,
                 blob_key=series.content_key,
-                reason="the folder was deleted while the series was imported",
+                reason=NEVER_MADE
+                if never_made
+                else "the folder was deleted while the series was imported",
             ),
         )
     return Change(

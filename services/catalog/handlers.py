@@ -8,7 +8,8 @@ import itertools
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -46,6 +47,7 @@ from shared.kit import bus
 from shared.kit.access import RANK, Access
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
+from shared.kit.inbox import in_causal_order
 from shared.kit.logs import log
 from shared.kit.reactions import Reactions, Received
 from shared.kit.service import Handlers, collector_paused
@@ -123,14 +125,36 @@ def _cascade(changes: Sequence[Change], cause: Cause) -> list[Envelope]:
 
 async def setup_reactions(conn: Conn) -> None:
     """The state of reactions in progress (not a read model: nothing rebuilds it): the
-    pages of an image group whose own event has not arrived yet."""
+    pages of an image group whose own event has not arrived yet; arrivals waiting for a
+    folder the catalog has not seen made (`domain.waits`: whole envelopes, handled again
+    when it is made, or rejected past `Settings.folder_wait_s`); and the key paths'
+    subfolders ingest asked for that were not made, their parent gone (what arrives for
+    them is rejected at once, not after waiting)."""
     await conn.execute(
         """CREATE TABLE IF NOT EXISTS catalog.group_images (
                group_file_id uuid NOT NULL,
                ordinal integer NOT NULL,
                image jsonb NOT NULL,
-               PRIMARY KEY (group_file_id, ordinal))"""
+               PRIMARY KEY (group_file_id, ordinal));
+           CREATE TABLE IF NOT EXISTS catalog.awaiting_folders (
+               event_id uuid PRIMARY KEY,
+               folder_id uuid NOT NULL,
+               envelope jsonb NOT NULL,
+               since timestamptz NOT NULL DEFAULT now());
+           CREATE INDEX IF NOT EXISTS awaiting_folders_folder
+               ON catalog.awaiting_folders (folder_id);
+           CREATE INDEX IF NOT EXISTS awaiting_folders_since ON catalog.awaiting_folders (since);
+           CREATE TABLE IF NOT EXISTS catalog.folders_not_made (
+               folder_id uuid PRIMARY KEY,
+               at timestamptz NOT NULL DEFAULT now())"""
     )
+
+
+# Set while arrivals that waited their time for a folder are handled again: they are
+# decided now (rejected if it still is not there), not set aside again.
+_OVERDUE: ContextVar[bool] = ContextVar("overdue", default=False)
+# Arrivals given up on in one transaction.
+OVERDUE_BATCH = 1000
 
 
 # Events that name a folder or put it in a parent: the ones a sibling's name can refuse.
@@ -140,6 +164,7 @@ PLACING_FOLDERS = frozenset(
 
 
 RESTORED = ev.FolderRestored.type
+CREATED = ev.FolderCreated.type
 
 
 def _name_taken() -> domain.Conflict:
@@ -173,6 +198,10 @@ class Catalog(Handlers):
     async def write(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> int:
         if not envelopes:
             return 0
+        # Arrivals that waited for these folders are taken before the store's lock (the
+        # order `give_up_waiting` takes them in), and handled once the folders are made.
+        made = [e.data["folder_id"] for e in envelopes if e.type == CREATED]
+        came = await self._released(conn, made) if made else []
         try:
             await tree.apply(conn, envelopes)
         except asyncpg.UniqueViolationError as error:
@@ -196,7 +225,123 @@ class Catalog(Handlers):
             placed,
         ):
             raise _name_taken()
-        return await self.store.append(conn, envelopes)
+        position = await self.store.append(conn, envelopes)
+        if came:
+            await self._arrive(conn, came)
+            position = await self.store.head(conn)
+        return position
+
+    # -- arrivals whose folder is not made yet ----------------------------------------
+
+    async def _unseen(
+        self, conn: asyncpg.Connection, folder_ids: Collection[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        """Of these folders (none of them there now), those the catalog has no record of:
+        no event in their stream (a deleted or purged folder keeps its events), and not
+        refused by `when_sync_folder_needed`."""
+        if not folder_ids:
+            return set()
+        ids = list(folder_ids)
+        streams = await conn.fetch(
+            f"SELECT DISTINCT stream_id FROM {self.store.table} WHERE stream_id = ANY($1::text[])",
+            [ev.folder_stream(i) for i in ids],
+        )
+        refused = await conn.fetch(
+            "SELECT folder_id FROM catalog.folders_not_made WHERE folder_id = ANY($1::uuid[])", ids
+        )
+        known = {r["stream_id"] for r in streams}
+        return {i for i in ids if ev.folder_stream(i) not in known} - {
+            r["folder_id"] for r in refused
+        }
+
+    async def _wait_for_folders(
+        self, conn: asyncpg.Connection, waiting: Sequence[tuple[uuid.UUID, Received[Any]]]
+    ) -> None:
+        """Set these arrivals aside until their folder is made (`write`) or they have
+        waited their time (`give_up_waiting`). The inbox has them applied meanwhile: the
+        rest of the batch, and the batches after, go on."""
+        if not waiting:
+            return
+        await conn.execute(
+            """INSERT INTO catalog.awaiting_folders (event_id, folder_id, envelope)
+               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[])
+               ON CONFLICT (event_id) DO NOTHING""",
+            [r.event_id for _, r in waiting],
+            [folder_id for folder_id, _ in waiting],
+            [r.envelope.model_dump_json().encode() for _, r in waiting],
+        )
+        log.info(
+            "catalog.waiting_for_folder",
+            folder_ids=sorted({str(f) for f, _ in waiting}),
+            event_ids=[str(r.event_id) for _, r in waiting],
+            types=sorted({r.type for _, r in waiting}),
+        )
+
+    async def _released(
+        self, conn: asyncpg.Connection, folder_ids: Sequence[Any]
+    ) -> list[Envelope]:
+        """The arrivals waiting for these folders, no longer waiting (in this transaction),
+        in the order they occurred."""
+        rows = await conn.fetch(
+            """DELETE FROM catalog.awaiting_folders WHERE folder_id = ANY($1::uuid[])
+               RETURNING envelope""",
+            list(folder_ids),
+        )
+        return in_causal_order(Envelope.model_validate(r["envelope"]) for r in rows)
+
+    async def _arrive(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        """Arrivals that waited, through their reactions again (each is in the inbox
+        already, and leaves the waiting table in this transaction: handled once)."""
+        if envelopes:
+            log.info(
+                "catalog.folder_came",
+                event_ids=[str(e.event_id) for e in envelopes],
+                types=sorted({e.type for e in envelopes}),
+            )
+            await Catalog.reactions.bound(self)(conn, envelopes)
+
+    async def give_up_waiting(self, waited_s: float) -> int:
+        """Arrivals that have waited `waited_s` for a folder are decided: rejected (the
+        folder never came: an id no folder had, or its request lost), or entered if it is
+        there after all. How many were."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            # The store's lock before the waiting rows, as a consumer's transaction that
+            # makes a folder may hold it when it takes them: the other order deadlocks.
+            await self.store.lock(conn)
+            rows = await conn.fetch(
+                """DELETE FROM catalog.awaiting_folders WHERE event_id IN (
+                       SELECT event_id FROM catalog.awaiting_folders
+                       WHERE since < now() - make_interval(secs => $1)
+                       ORDER BY since LIMIT $2 FOR UPDATE SKIP LOCKED)
+                   RETURNING folder_id, envelope, now() - since AS waited""",
+                waited_s,
+                OVERDUE_BATCH,
+            )
+            if not rows:
+                return 0
+            log.warning(
+                "catalog.folder_never_came",
+                folder_ids=sorted({str(r["folder_id"]) for r in rows}),
+                event_ids=[str(r["envelope"]["event_id"]) for r in rows],
+                waited_s=round(max(r["waited"] for r in rows).total_seconds(), 1),
+            )
+            overdue = _OVERDUE.set(True)
+            try:
+                await self._arrive(
+                    conn, in_causal_order(Envelope.model_validate(r["envelope"]) for r in rows)
+                )
+            finally:
+                _OVERDUE.reset(overdue)
+        return len(rows)
+
+    async def give_up_waiting_forever(self, waited_s: float, every_s: float) -> None:
+        while True:
+            try:
+                while await self.give_up_waiting(waited_s) == OVERDUE_BATCH:
+                    pass
+            except Exception:
+                log.error("catalog.give_up_waiting_failed", exc_info=True)
+            await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction
 
     # -- reading state ---------------------------------------------------------------
 
@@ -895,9 +1040,15 @@ class Catalog(Handlers):
         pages (`domain.register_page`), a file of its own as a `FileUploaded`; each is
         caused by the event that named it."""
         folders = await self._arrival_folders(conn, [e.event for e in envelopes])
+        unseen = await self._unseen(conn, {e.event.folder_id for e in envelopes} - folders.keys())
         changes: list[tuple[Received[Any], list[Change]]] = []
+        waiting: list[tuple[uuid.UUID, Received[Any]]] = []
         for e in envelopes:
             folder = folders.get(e.event.folder_id)
+            never_made = e.event.folder_id in unseen
+            if domain.waits(folder, not never_made, _OVERDUE.get()):
+                waiting.append((e.event.folder_id, e))
+                continue
             if isinstance(e.event, FilesStored):
                 # Page streams named after the stored page: were it ever registered
                 # twice, the second would conflict at version 1, as a file's did.
@@ -908,10 +1059,12 @@ class Catalog(Handlers):
                     stream_in=functools.partial(
                         self._stream_in, stream_of=ev.upload_page_stream, seed=e.event_id
                     ),
+                    never_made=never_made,
                 )
             else:
-                made = [domain.register_upload(e.event, folder)]
+                made = [domain.register_upload(e.event, folder, never_made=never_made)]
             changes.append((e, made))
+        await self._wait_for_folders(conn, waiting)
         await self.write(
             conn,
             [
@@ -970,13 +1123,18 @@ class Catalog(Handlers):
         group's file, in this transaction."""
         for envelope in envelopes:
             group = envelope.event
-            images = await self._group_images(conn, group)
             # Stronger than FOR SHARE: a subfolder being created here (which shares the
             # parent) waits for us, so the name chosen below stays free until we commit.
             row = await conn.fetchrow(
                 f"SELECT {FOLDER_COLUMNS} FROM catalog.folders WHERE id = $1 FOR NO KEY UPDATE",
                 group.folder_id,
             )
+            never_made = row is None and bool(await self._unseen(conn, [group.folder_id]))
+            if domain.waits(_folder(row) if row else None, not never_made, _OVERDUE.get()):
+                # Its pages stay kept: they are read when it comes back.
+                await self._wait_for_folders(conn, [(group.folder_id, envelope)])
+                continue
+            images = await self._group_images(conn, group)
             taken = {
                 domain.name_key(r["name"])
                 for r in await conn.fetch(
@@ -996,7 +1154,7 @@ class Catalog(Handlers):
                 taken.add(domain.name_key(name))
                 name = domain.constituent_folder_name(group.name, taken)
             changes = domain.register_image_group(
-                group, images, _folder(row) if row else None, name
+                group, images, _folder(row) if row else None, name, never_made=never_made
             )
             await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
 
@@ -1024,24 +1182,28 @@ class Catalog(Handlers):
         conn: asyncpg.Connection,
         envelopes: Sequence[Received[Any]],
         arrivals: Sequence[Arrival],
-        register: Callable[[Arrival, domain.Folder | None], Change],
+        register: Callable[..., Change],
     ) -> None:
         """New files for their folders, each decided against its folder (None if it went
-        away meanwhile), created at the time of the event that brought it (`envelopes`:
-        an arrival's, one each)."""
+        away meanwhile, or never came), created at the time of the event that brought it
+        (`envelopes`: an arrival's, one each). One for a folder not made yet waits."""
         folders = await self._arrival_folders(conn, arrivals)
-        await self.write(
-            conn,
-            [
-                envelope
-                for cause, arrival in zip(envelopes, arrivals, strict=True)
-                for envelope in envelopes_of(
-                    [register(arrival, folders.get(arrival.folder_id))],
-                    Cause.of(cause),
-                    cause.occurred_at,
-                )
-            ],
-        )
+        unseen = await self._unseen(conn, {a.folder_id for a in arrivals} - folders.keys())
+        decided: list[Envelope] = []
+        waiting: list[tuple[uuid.UUID, Received[Any]]] = []
+        for cause, arrival in zip(envelopes, arrivals, strict=True):
+            folder = folders.get(arrival.folder_id)
+            never_made = arrival.folder_id in unseen
+            if domain.waits(folder, not never_made, _OVERDUE.get()):
+                waiting.append((arrival.folder_id, cause))
+                continue
+            decided += envelopes_of(
+                [register(arrival, folder, never_made=never_made)],
+                Cause.of(cause),
+                cause.occurred_at,
+            )
+        await self._wait_for_folders(conn, waiting)
+        await self.write(conn, decided)
 
     # -- cloud-synced folders (ingest follows the bucket; these are its facts) ---------
 
@@ -1062,7 +1224,21 @@ class Catalog(Handlers):
                 need.parent_id,
             )
             if row is None:
-                continue  # the parent went away: the files for it are rejected
+                parent_seen = not await self._unseen(conn, [need.parent_id])
+                if domain.waits(None, parent_seen, _OVERDUE.get()):
+                    # Its parent, a key path's subfolder too, was asked for in another
+                    # sync's stream, read later.
+                    await self._wait_for_folders(conn, [(need.parent_id, envelope)])
+                elif parent_seen:
+                    # The parent went away: this folder is never made, and what arrives
+                    # for it is rejected, what waited for it too (now, not after waiting).
+                    await conn.execute(
+                        """INSERT INTO catalog.folders_not_made (folder_id) VALUES ($1)
+                           ON CONFLICT DO NOTHING""",
+                        need.folder_id,
+                    )
+                    await self._arrive(conn, await self._released(conn, [need.folder_id]))
+                continue
             taken = await conn.fetchval(
                 """SELECT 1 FROM catalog.folders WHERE parent_id = $1
                    AND catalog.name_key(name) = catalog.name_key($2)""",

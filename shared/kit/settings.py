@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     # catalog purges them (checked every trash_purge_every_s) and their blobs may go.
     trash_days: float = 30.0
     trash_purge_every_s: float = 3600.0
+    # What the catalog gets for a folder it has not seen made (a key path's subfolder
+    # whose request another partition brings later) waits for it this long, then is
+    # rejected as never made (looked for every folder_wait_every_s). Beyond a consumer's
+    # retries (consumer_retry_for_s) and its restart, with room.
+    folder_wait_s: float = 3600.0
+    folder_wait_every_s: float = 60.0
     # A restore of at least this many files leaves its rows in the search indexes'
     # pending lists and merges them after it answers (services/catalog, restore).
     restore_defer_gin_from: int = 10_000

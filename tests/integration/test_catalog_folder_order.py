@@ -1,0 +1,243 @@
+"""The catalog's arrivals (stored files, DICOM series, a key path's subfolder) for a folder
+it has not seen made: the request for that folder (ingest's `SyncFolderNeeded`) may come
+in a later batch than what was made of it (another partition, read late). They wait for
+the folder, not rejected as if it were deleted; a folder deleted or purged still rejects
+them at once; one that never comes rejects them once they have waited their time.
+
+These tests drive the catalog consumer's apply step (one batch, one transaction, as in
+the service) against a real PostgreSQL, in a database of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from services.catalog import domain
+from services.catalog.handlers import Catalog, setup_reactions
+from services.catalog.history import setup_history
+from services.catalog.projections import cloud_synced, links, tree
+from shared.contracts import catalog as ev
+from shared.contracts.dicom import SeriesAssembled
+from shared.contracts.envelope import Cause, Change, Envelope, Event, envelopes_of, new_envelope
+from shared.contracts.ingest import FilesStored, StoredContent, SyncFolderNeeded
+from shared.kit import idempotency
+from shared.kit.inbox import Consumer
+from shared.kit.service import Parts
+from shared.kit.settings import Settings
+from tests.conftest import SERVICE_KEY, fresh_database
+
+CAUSE = Cause(actor="test", correlation_id="test")
+
+
+@dataclass
+class Source:
+    """Another context's store as the catalog's consumer sees it: events at positions."""
+
+    name: str
+    written: int = 0
+
+    def event(self, event: Event) -> Envelope:
+        self.written += 1
+        made = new_envelope(event, stream_id=f"s-{uuid.uuid4()}", stream_version=1, cause=CAUSE)
+        return made.model_copy(update={"source": self.name, "position": self.written})
+
+
+@dataclass
+class Context:
+    catalog: Catalog
+    consumer: Consumer
+    pool: asyncpg.Pool
+    ingest: Source = field(default_factory=lambda: Source("ingest"))
+    dicom: Source = field(default_factory=lambda: Source("dicom"))
+
+    async def batch(self, *envelopes: Envelope) -> None:
+        """One batch of the consumer, in its causal order."""
+        await self.consumer._apply(envelopes)
+
+    async def record(self, *changes: Change) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self.catalog.write(conn, envelopes_of(list(changes), CAUSE))
+
+    async def listed(self, folder_id: uuid.UUID) -> set[str]:
+        rows = await self.pool.fetch(
+            "SELECT name FROM catalog.files WHERE folder_id = $1", folder_id
+        )
+        return {r["name"] for r in rows}
+
+    async def folder_names(self) -> dict[uuid.UUID, str]:
+        rows = await self.pool.fetch("SELECT id, name FROM catalog.folders")
+        return {r["id"]: r["name"] for r in rows}
+
+    async def rejected(self) -> dict[uuid.UUID, str]:
+        """Files the catalog rejected: the reason each was given."""
+        rows = await self.pool.fetch(
+            "SELECT data FROM catalog.events WHERE type = $1", ev.UploadRejected.type
+        )
+        return {uuid.UUID(r["data"]["file_id"]): r["data"]["reason"] for r in rows}
+
+
+@asynccontextmanager
+async def catalog_consumer(database_url: str) -> AsyncIterator[Context]:
+    async with fresh_database(database_url, "t_catalog_order") as pool:
+        parts = Parts("catalog", Settings(service_key=SERVICE_KEY))
+        parts.pool = pool
+        async with pool.acquire() as conn:
+            await parts.store.setup(conn)
+            await parts.inbox.setup(conn)
+            await conn.execute(idempotency.ddl("catalog"))
+            for projection in (tree, links, cloud_synced):
+                await projection.setup(conn)
+            await setup_reactions(conn)
+            await setup_history(conn)
+        catalog = Catalog(parts)
+        reactions = Catalog.reactions.bound(catalog)
+        consumer = Consumer(
+            pool=pool,
+            inbox=parts.inbox,
+            topics=(),
+            handle=reactions,
+            wanted=reactions.types,
+            bootstrap="",
+            dead_letters=None,  # type: ignore[arg-type]  # _apply publishes nothing
+        )
+        yield Context(catalog, consumer, pool)
+
+
+def series(folder_id: uuid.UUID, uid: str) -> SeriesAssembled:
+    return SeriesAssembled(
+        series_uid=uid,
+        folder_id=folder_id,
+        file_id=uuid.uuid4(),
+        study_uid="1.2",
+        patient_id="p",
+        modality="CT",
+        renderable_3d=True,
+        instance_count=2,
+        first_blob_key=f"blobs/{uid}",
+        size=2,
+        sha256="0" * 64,
+        name=f"series {uid}",
+    )
+
+
+def page(folder_id: uuid.UUID, *names: str) -> FilesStored:
+    return FilesStored(
+        job_id=uuid.uuid4(),
+        folder_id=folder_id,
+        files=[
+            StoredContent(
+                file_id=uuid.uuid4(),
+                name=name,
+                kind="text",
+                size=1,
+                sha256="0" * 64,
+                mime_type="text/plain",
+                blob_key=f"blobs/{name}",
+            )
+            for name in names
+        ],
+    )
+
+
+def needed(root: uuid.UUID, parent: uuid.UUID, folder: uuid.UUID, name: str) -> SyncFolderNeeded:
+    return SyncFolderNeeded(
+        job_id=uuid.uuid4(), root_folder_id=root, folder_id=folder, parent_id=parent, name=name
+    )
+
+
+def top(folder_id: uuid.UUID, name: str) -> list[Change]:
+    return domain.create_folder(folder_id, None, name, "", {})
+
+
+async def test_what_arrives_before_its_synced_folder_waits_for_it_and_enters_it(
+    database_url: str,
+) -> None:
+    async with catalog_consumer(database_url) as context:
+        root, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        await context.record(*top(root, "bucket"))
+        # Ingest asks for a/ (one sync), then a/b/ (a later sync, another partition); the
+        # series and the page made of a/'s and a/b/'s objects are read first.
+        ask_a = context.ingest.event(needed(root, root, a, "a"))
+        ask_b = context.ingest.event(needed(root, a, b, "b"))
+        scan = context.dicom.event(series(a, "1.2.3"))
+        notes = context.ingest.event(page(b, "notes.txt", "more.txt"))
+        await context.batch(scan, notes, ask_b)
+        assert await context.listed(a) == set() and await context.listed(b) == set()
+        assert await context.rejected() == {}  # not taken as a deleted folder
+        # Delivered again (the offsets were not committed): the inbox drops it.
+        await context.batch(scan, notes, ask_b)
+
+        await context.batch(ask_a)
+        names = await context.folder_names()
+        assert (names[a], names[b]) == ("a", "b")
+        assert await context.listed(a) == {"series 1.2.3"}
+        assert await context.listed(b) == {"notes.txt", "more.txt"}
+        assert await context.rejected() == {}
+        assert await context.pool.fetchval("SELECT count(*) FROM catalog.awaiting_folders") == 0
+        # Nothing waits any more: giving up finds nothing to reject.
+        assert await context.catalog.give_up_waiting(0) == 0
+        assert await context.rejected() == {}
+
+
+async def test_what_arrives_for_a_deleted_or_purged_folder_is_rejected_at_once(
+    database_url: str,
+) -> None:
+    async with catalog_consumer(database_url) as context:
+        trashed, purged, bucket = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        await context.record(*top(trashed, "trashed"), *top(purged, "purged"))
+        await context.record(*top(bucket, "bucket"))
+        folders = [domain.Folder(f, None, n, 1, (f,)) for f, n in ((trashed, "t"), (purged, "p"))]
+        await context.record(*domain.delete(folders, []))
+        await context.record(*domain.purge([domain.Folder(purged, None, "p", 2, (purged,))], []))
+        in_trash = context.dicom.event(series(trashed, "1.1"))
+        gone = context.ingest.event(page(purged, "gone.txt"))
+        await context.batch(in_trash, gone)
+        reasons = await context.rejected()
+        assert sorted(reasons.values()) == [
+            "the folder was deleted while the file was uploading",
+            "the folder was deleted while the series was imported",
+        ]
+        # A key path's subfolder asked for below a deleted folder is never made, and
+        # what arrives for it (read before or after the request) is rejected at once.
+        below = uuid.uuid4()
+        early = context.dicom.event(series(below, "1.3"))
+        await context.batch(early)
+        assert len(await context.rejected()) == 2
+        await context.batch(context.ingest.event(needed(bucket, trashed, below, "x")))
+        late = context.ingest.event(page(below, "late.txt"))
+        await context.batch(late)
+        assert below not in await context.folder_names()
+        reasons = await context.rejected()
+        assert len(reasons) == 4
+        assert await context.pool.fetchval("SELECT count(*) FROM catalog.awaiting_folders") == 0
+
+
+async def test_what_arrives_for_a_folder_that_never_comes_is_rejected_after_waiting(
+    database_url: str,
+) -> None:
+    async with catalog_consumer(database_url) as context:
+        nowhere = uuid.uuid4()
+        lost = series(nowhere, "9.9")
+        stray = page(nowhere, "stray.txt")
+        await context.batch(context.dicom.event(lost), context.ingest.event(stray))
+        assert await context.rejected() == {}
+        # Not waited its time yet.
+        assert await context.catalog.give_up_waiting(3600) == 0
+        assert await context.rejected() == {}
+
+        assert await context.catalog.give_up_waiting(0) == 2
+        assert await context.rejected() == {
+            lost.file_id: domain.NEVER_MADE,
+            stray.files[0].file_id: domain.NEVER_MADE,
+        }
+        assert await context.listed(nowhere) == set()
+        # Decided once: the folder's late coming finds nothing waiting.
+        assert await context.catalog.give_up_waiting(0) == 0
+        await context.record(*top(nowhere, "late"))
+        assert await context.listed(nowhere) == set()
+        assert len(await context.rejected()) == 2
