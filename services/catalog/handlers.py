@@ -140,9 +140,13 @@ async def setup_reactions(conn: Conn) -> None:
                event_id uuid PRIMARY KEY,
                folder_id uuid NOT NULL,
                envelope jsonb NOT NULL,
+               -- The files it makes: what comes for them meanwhile waits with it.
+               file_ids uuid[] NOT NULL DEFAULT '{}',
                since timestamptz NOT NULL DEFAULT now());
            CREATE INDEX IF NOT EXISTS awaiting_folders_folder
                ON catalog.awaiting_folders (folder_id);
+           CREATE INDEX IF NOT EXISTS awaiting_folders_files
+               ON catalog.awaiting_folders USING gin (file_ids);
            CREATE INDEX IF NOT EXISTS awaiting_folders_since ON catalog.awaiting_folders (since);
            CREATE TABLE IF NOT EXISTS catalog.folders_not_made (
                folder_id uuid PRIMARY KEY,
@@ -155,6 +159,17 @@ async def setup_reactions(conn: Conn) -> None:
 _OVERDUE: ContextVar[bool] = ContextVar("overdue", default=False)
 # Arrivals given up on in one transaction.
 OVERDUE_BATCH = 1000
+
+
+def _made_files(event: Event) -> list[uuid.UUID]:
+    """The files an arrival makes (what later events about them name)."""
+    if isinstance(event, FilesStored):
+        return [f.file_id for f in event.files]
+    if isinstance(event, FileContentStored | SeriesAssembled):
+        return [event.file_id]
+    if isinstance(event, ImageGroupStored):
+        return [event.group_file_id]
+    return []
 
 
 # Events that name a folder or put it in a parent: the ones a sibling's name can refuse.
@@ -262,19 +277,43 @@ class Catalog(Handlers):
         rest of the batch, and the batches after, go on."""
         if not waiting:
             return
-        await conn.execute(
-            """INSERT INTO catalog.awaiting_folders (event_id, folder_id, envelope)
-               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[])
-               ON CONFLICT (event_id) DO NOTHING""",
-            [r.event_id for _, r in waiting],
-            [folder_id for folder_id, _ in waiting],
-            [r.envelope.model_dump_json().encode() for _, r in waiting],
+        # (One row an arrival: unnest would flatten its files' array into the others'.)
+        await conn.executemany(
+            """INSERT INTO catalog.awaiting_folders (event_id, folder_id, envelope, file_ids)
+               VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING""",
+            [
+                (r.event_id, folder_id, r.envelope.model_dump_json().encode(), _made_files(r.event))
+                for folder_id, r in waiting
+            ],
         )
         log.info(
             "catalog.waiting_for_folder",
             folder_ids=sorted({str(f) for f, _ in waiting}),
             event_ids=[str(r.event_id) for _, r in waiting],
             types=sorted({r.type for _, r in waiting}),
+        )
+
+    async def _after_arrivals(
+        self,
+        conn: asyncpg.Connection,
+        missing: Sequence[Received[Any]],
+        file_of: Callable[[Any], uuid.UUID],
+    ) -> None:
+        """Events about files not in the catalog (`missing`; `file_of` names each one's
+        file): those whose file's arrival waits for its folder wait with it, to be
+        handled after it (a DICOM series extended, an object changed or gone before its
+        folder's request was read). The others are about files gone: passed over."""
+        if not missing or _OVERDUE.get():
+            return
+        rows = await conn.fetch(
+            """SELECT folder_id, file_ids FROM catalog.awaiting_folders
+               WHERE file_ids && $1::uuid[]""",
+            list({file_of(e.event) for e in missing}),
+        )
+        folder_of = {f: r["folder_id"] for r in rows for f in r["file_ids"]}
+        await self._wait_for_folders(
+            conn,
+            [(folder_of[file_of(e.event)], e) for e in missing if file_of(e.event) in folder_of],
         )
 
     async def _released(
@@ -1282,6 +1321,9 @@ class Catalog(Handlers):
             [e.event.file_id for e in envelopes],
         )
         by_id = {r["id"]: r for r in rows}
+        await self._after_arrivals(
+            conn, [e for e in envelopes if e.event.file_id not in by_id], lambda g: g.file_id
+        )
         out: list[Envelope] = []
         for envelope in envelopes:
             row = by_id.get(envelope.event.file_id)
@@ -1309,6 +1351,7 @@ class Catalog(Handlers):
                 changed.file_id,
             )
             if row is None:
+                await self._after_arrivals(conn, [envelope], lambda c: c.file_id)
                 continue
             events: list[Event] = []
             if (row["sha256"], row["kind"], row["size"]) != (
@@ -1365,6 +1408,9 @@ class Catalog(Handlers):
             list({s.file_id for s in extended}),
         )
         versions = {r["id"]: r["version"] for r in rows}
+        await self._after_arrivals(
+            conn, [e for e in envelopes if e.event.file_id not in versions], lambda s: s.file_id
+        )
         out: list[Envelope] = []
         for cause, series in zip(envelopes, extended, strict=True):
             if series.file_id not in versions:

@@ -22,9 +22,17 @@ from services.catalog.handlers import Catalog, setup_reactions
 from services.catalog.history import setup_history
 from services.catalog.projections import cloud_synced, links, tree
 from shared.contracts import catalog as ev
-from shared.contracts.dicom import SeriesAssembled
+from shared.contracts.dicom import SeriesAssembled, SeriesExtended
 from shared.contracts.envelope import Cause, Change, Envelope, Event, envelopes_of, new_envelope
-from shared.contracts.ingest import FilesStored, StoredContent, SyncFolderNeeded
+from shared.contracts.ingest import (
+    CloudObjectGone,
+    FileContentStored,
+    FilesStored,
+    ImageGroupImagesStored,
+    ImageGroupStored,
+    StoredContent,
+    SyncFolderNeeded,
+)
 from shared.kit import idempotency
 from shared.kit.inbox import Consumer
 from shared.kit.service import Parts
@@ -144,6 +152,36 @@ def page(folder_id: uuid.UUID, *names: str) -> FilesStored:
     )
 
 
+def group(folder_id: uuid.UUID, name: str) -> tuple[ImageGroupImagesStored, ImageGroupStored]:
+    """An image group of two images: its page, then its own event."""
+    job_id, group_file_id, constituent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    images = [
+        FileContentStored(
+            job_id=job_id,
+            file_id=uuid.uuid4(),
+            folder_id=constituent,
+            name=f"{name}-{n}.png",
+            kind="image",
+            size=1,
+            sha256="0" * 64,
+            mime_type="image/png",
+            blob_key=f"blobs/{name}-{n}",
+        )
+        for n in range(2)
+    ]
+    return ImageGroupImagesStored(
+        job_id=job_id, group_file_id=group_file_id, first=0, files=images
+    ), ImageGroupStored(
+        job_id=job_id,
+        group_file_id=group_file_id,
+        folder_id=folder_id,
+        name=name,
+        kind="image_group",
+        constituent_folder_id=constituent,
+        images=2,
+    )
+
+
 def needed(root: uuid.UUID, parent: uuid.UUID, folder: uuid.UUID, name: str) -> SyncFolderNeeded:
     return SyncFolderNeeded(
         job_id=uuid.uuid4(), root_folder_id=root, folder_id=folder, parent_id=parent, name=name
@@ -164,21 +202,48 @@ async def test_what_arrives_before_its_synced_folder_waits_for_it_and_enters_it(
         # series and the page made of a/'s and a/b/'s objects are read first.
         ask_a = context.ingest.event(needed(root, root, a, "a"))
         ask_b = context.ingest.event(needed(root, a, b, "b"))
-        scan = context.dicom.event(series(a, "1.2.3"))
-        notes = context.ingest.event(page(b, "notes.txt", "more.txt"))
-        await context.batch(scan, notes, ask_b)
+        assembled = series(a, "1.2.3")
+        scan = context.dicom.event(assembled)
+        # What comes for those files meanwhile waits with them: the series grows, an
+        # object of the page is gone from the bucket.
+        grown = SeriesExtended(
+            **{**assembled.model_dump(exclude={"name", "metadata"}), "instance_count": 3}
+        )
+        more = context.dicom.event(grown)
+        stored = page(b, "notes.txt", "more.txt")
+        notes = context.ingest.event(stored)
+        gone = context.ingest.event(
+            CloudObjectGone(
+                job_id=uuid.uuid4(),
+                root_folder_id=root,
+                key="a/b/more.txt",
+                file_id=stored.files[1].file_id,
+            )
+        )
+        images, stack = (context.ingest.event(e) for e in group(b, "stack"))
+        await context.batch(scan, notes, images, stack, ask_b)
+        await context.batch(more, gone)
         assert await context.listed(a) == set() and await context.listed(b) == set()
         assert await context.rejected() == {}  # not taken as a deleted folder
         # Delivered again (the offsets were not committed): the inbox drops it.
-        await context.batch(scan, notes, ask_b)
+        await context.batch(scan, notes, images, stack, ask_b, more, gone)
 
         await context.batch(ask_a)
         names = await context.folder_names()
         assert (names[a], names[b]) == ("a", "b")
         assert await context.listed(a) == {"series 1.2.3"}
-        assert await context.listed(b) == {"notes.txt", "more.txt"}
+        assert await context.listed(b) == {"notes.txt", "more.txt", "stack"}
+        [constituent] = [f for f, name in names.items() if name == "stack (images)"]
+        assert await context.listed(constituent) == {"stack-0.png", "stack-1.png"}
         assert await context.rejected() == {}
         assert await context.pool.fetchval("SELECT count(*) FROM catalog.awaiting_folders") == 0
+        shown = await context.pool.fetchval(
+            "SELECT dicom->>'instances' FROM catalog.files WHERE id = $1", assembled.file_id
+        )
+        tombstones = await context.pool.fetch(
+            "SELECT name FROM catalog.files WHERE folder_id = $1 AND tombstone", b
+        )
+        assert (shown, [r["name"] for r in tombstones]) == ("3", ["more.txt"])
         # Nothing waits any more: giving up finds nothing to reject.
         assert await context.catalog.give_up_waiting(0) == 0
         assert await context.rejected() == {}
@@ -224,20 +289,27 @@ async def test_what_arrives_for_a_folder_that_never_comes_is_rejected_after_wait
         nowhere = uuid.uuid4()
         lost = series(nowhere, "9.9")
         stray = page(nowhere, "stray.txt")
-        await context.batch(context.dicom.event(lost), context.ingest.event(stray))
+        images, stack = group(nowhere, "stack")
+        await context.batch(
+            context.dicom.event(lost),
+            context.ingest.event(stray),
+            context.ingest.event(images),
+            context.ingest.event(stack),
+        )
         assert await context.rejected() == {}
         # Not waited its time yet.
         assert await context.catalog.give_up_waiting(3600) == 0
         assert await context.rejected() == {}
 
-        assert await context.catalog.give_up_waiting(0) == 2
+        assert await context.catalog.give_up_waiting(0) == 3
         assert await context.rejected() == {
             lost.file_id: domain.NEVER_MADE,
             stray.files[0].file_id: domain.NEVER_MADE,
+            **{image.file_id: domain.NEVER_MADE for image in images.files},
         }
         assert await context.listed(nowhere) == set()
         # Decided once: the folder's late coming finds nothing waiting.
         assert await context.catalog.give_up_waiting(0) == 0
         await context.record(*top(nowhere, "late"))
         assert await context.listed(nowhere) == set()
-        assert len(await context.rejected()) == 2
+        assert len(await context.rejected()) == 4
