@@ -343,14 +343,19 @@ class Catalog(Handlers):
         """Arrivals that have waited `waited_s` for a folder are decided: rejected (the
         folder never came: an id no folder had, or its request lost), or entered if it is
         there after all. How many were."""
+        overdue_sql = "since < now() - make_interval(secs => $1)"
+        if not await self.pool.fetchval(
+            f"SELECT 1 FROM catalog.awaiting_folders WHERE {overdue_sql} LIMIT 1", waited_s
+        ):
+            return 0  # without the store's lock, which every append waits for
         async with self.pool.acquire() as conn, conn.transaction():
             # The store's lock before the waiting rows, as a consumer's transaction that
             # makes a folder may hold it when it takes them: the other order deadlocks.
             await self.store.lock(conn)
             rows = await conn.fetch(
-                """DELETE FROM catalog.awaiting_folders WHERE event_id IN (
+                f"""DELETE FROM catalog.awaiting_folders WHERE event_id IN (
                        SELECT event_id FROM catalog.awaiting_folders
-                       WHERE since < now() - make_interval(secs => $1)
+                       WHERE {overdue_sql}
                        ORDER BY since LIMIT $2 FOR UPDATE SKIP LOCKED)
                    RETURNING folder_id, envelope, now() - since AS waited""",
                 waited_s,
