@@ -157,8 +157,9 @@ async def setup_reactions(conn: Conn) -> None:
 # Set while arrivals that waited their time for a folder are handled again: they are
 # decided now (rejected if it still is not there), not set aside again.
 _OVERDUE: ContextVar[bool] = ContextVar("overdue", default=False)
-# Arrivals given up on in one transaction.
-OVERDUE_BATCH = 1000
+# Arrivals given up on in one transaction (the store's lock held meanwhile; a page's
+# rejection is an event a file).
+OVERDUE_BATCH = 100
 
 
 def _made_files(event: Event) -> list[uuid.UUID]:
