@@ -144,6 +144,15 @@ def test_stored_content_becomes_an_uploaded_file() -> None:
 def test_content_for_a_folder_that_went_away_is_rejected() -> None:
     change = domain.register_upload(stored(uuid.uuid4()), None)
     assert isinstance(change.event, ev.UploadRejected)
+    # One the catalog never saw waits for it (its request may come later), until it
+    # has waited its time: then it is rejected as never made.
+    assert not domain.waits(folder("top"), seen=False, overdue=False)
+    assert not domain.waits(None, seen=True, overdue=False)
+    assert domain.waits(None, seen=False, overdue=False)
+    assert not domain.waits(None, seen=False, overdue=True)
+    never = domain.register_upload(stored(uuid.uuid4()), None, never_made=True)
+    assert isinstance(never.event, ev.UploadRejected)
+    assert never.event.reason == domain.NEVER_MADE != change.event.reason
 
 
 def test_restored_files_come_back_in_batches_each_beside_its_files_streams() -> None:
