@@ -129,6 +129,10 @@ ROUTES: list[tuple[str, str, int, Call]] = [
         lambda c, p, w: c.get(f"/v1/files/{p.file['id']}/datasets"),
     ),
     ("GET job", "user", 200, lambda c, p, w: c.get(f"/v1/jobs/{p.job_id}")),
+    ("GET job files", "user", 200, lambda c, p, w: c.get(f"/v1/jobs/{p.job_id}/files")),
+    ("GET job errors", "user", 200, lambda c, p, w: c.get(f"/v1/jobs/{p.job_id}/errors")),
+    # An upload's job is done when it answers: past the check, nothing to cancel.
+    ("POST job cancel", "editor", 409, lambda c, p, w: c.post(f"/v1/jobs/{p.job_id}/cancel")),
     (
         "POST dataset synced",
         "user",
