@@ -906,7 +906,9 @@ class Compose:
         folder_id = answer.json()["error"]["details"]["folder_id"]
         folder = await self.find_folder(call, folder_id, needed)
         if folder.status_code == 404:
-            return error_response(404, "not_found", f"job {call.values['job_id']} does not exist")
+            # Word for word ingest's for a job it does not have: existence does not leak.
+            job_id = call.values["job_id"]
+            return error_response(404, "not_found", f"job {job_id} does not exist", id=job_id)
         if folder.status_code != 200:
             return self.gateway.relay(folder)
         return self.path_of(folder)
