@@ -893,27 +893,24 @@ class Compose:
         return opener, self.path_of(folder) if folder.status_code == 200 else None
 
     async def job_path(
-        self, call: Call, needed: str = "user"
-    ) -> Response | httpx.Response | str | None:
-        """Whose job it is, as ingest says: for its maker None; for someone else, the
-        path of its folder if they have `needed` there (signed for ingest, which decides
-        again), else a refusal (404 as for no such job if they do not see the folder).
-        Ingest's own 404 (httpx) when it has no such job."""
-        job_id = call.values["job_id"]
-        owner = await self.gateway.call(
-            "ingest", "GET", f"/internal/jobs/{job_id}/owner", call.request
-        )
-        if owner.status_code != 200:
-            return owner if owner.status_code == 404 else self.gateway.relay(owner)
-        if owner.json()["created_by"] == (call.user or {}).get("id"):
+        self, call: Call, answer: httpx.Response, needed: str = "user"
+    ) -> Response | str | None:
+        """Ingest was asked about a job as for its maker, with no folder path (its maker
+        needs none: one round trip, no look-up). None if that was its answer; for anyone
+        else (409 `folder_path_needed`, naming the job's folder) the folder's path if they
+        have `needed` there (signed for ingest, which decides again), else a refusal: 404
+        as for no such job if they do not see the folder, the catalog's 403 if they see
+        it without `needed`."""
+        if answer.status_code != 409 or _code(answer) != "folder_path_needed":
             return None
-        folder = await self.find_folder(call, owner.json()["folder_id"])
+        folder_id = answer.json()["error"]["details"]["folder_id"]
+        folder = await self.find_folder(call, folder_id, needed)
+        if folder.status_code == 404:
+            # Word for word ingest's for a job it does not have: existence does not leak.
+            job_id = call.values["job_id"]
+            return error_response(404, "not_found", f"job {job_id} does not exist", id=job_id)
         if folder.status_code != 200:
-            return error_response(404, "not_found", f"job {job_id} does not exist")
-        if needed != "user":
-            folder = await self.find_folder(call, owner.json()["folder_id"], needed)
-            if folder.status_code != 200:
-                return self.gateway.relay(folder)
+            return self.gateway.relay(folder)
         return self.path_of(folder)
 
     async def job_with_files(self, call: Call) -> Response:
@@ -931,12 +928,11 @@ class Compose:
             if answer.status_code == 404:
                 # Not ingest's: a re-encode job (the thumbnails context's), to its maker.
                 return await self.re_encode_job(call, answer)
-            if answer.status_code == 409 and _code(answer) == "folder_path_needed":
-                folder_id = answer.json()["error"]["details"]["folder_id"]
-                folder = await self.find_folder(call, folder_id)
-                if folder.status_code != 200:
-                    return error_response(404, "not_found", f"job {job_id} does not exist")
-                answer = await self.gateway.forward(call, folder_path=self.path_of(folder))
+            path = await self.job_path(call, answer)
+            if isinstance(path, Response):
+                return path
+            if path is not None:
+                answer = await self.gateway.forward(call, folder_path=path)
             if answer.status_code != 200:
                 return self.gateway.relay(answer)
             job = answer.json()
@@ -983,20 +979,24 @@ class Compose:
 
     async def _job_page(self, call: Call, listed: job_pages.Listed) -> Response:
         """A page of a job's files (as Files) or errors: ingest checks the caller's right
-        and the cursor, and answers its part; the DICOM context's part follows it."""
+        (asked as for the job's maker first, as `job_with_files` does) and the cursor, and
+        answers its part; the DICOM context's part follows it."""
         params = call.request.query_params
         given = params.get("limit", "100")
         limit = int(given) if given.isdigit() and 1 <= int(given) <= 1000 else None
-        path = await self.job_path(call)
-        if isinstance(path, httpx.Response):
+        answer = await self.gateway.forward(call)
+        if answer.status_code == 404:
+            # Not ingest's: a re-encode job (the thumbnails context's), to its maker.
             if limit is None:
                 return error_response(
                     422, "invalid_request", "limit must be a whole number from 1 to 1000"
                 )
-            return await self._re_encode_page(call, path, listed, params.get("cursor"), limit)
+            return await self._re_encode_page(call, answer, listed, params.get("cursor"), limit)
+        path = await self.job_path(call, answer)
         if isinstance(path, Response):
             return path
-        answer = await self.gateway.forward(call, folder_path=path)
+        if path is not None:
+            answer = await self.gateway.forward(call, folder_path=path)
         if answer.status_code != 200:
             return self.gateway.relay(answer)
         page = answer.json()
@@ -1130,14 +1130,15 @@ class Compose:
         it now is."""
         job_id = call.values["job_id"]
         path = f"/v1/jobs/{job_id}"
-        signed = await self.job_path(call, "editor")
-        if isinstance(signed, httpx.Response):
-            return self.gateway.relay(signed)
+        # Read as for its maker first (no owner look-up), as `job_with_files` does.
+        found = await self.gateway.call("ingest", "GET", path, call.request, call.user)
+        signed = await self.job_path(call, found, "editor")
         if isinstance(signed, Response):
             return signed
-        found = await self.gateway.call(
-            "ingest", "GET", path, call.request, call.user, folder_path=signed
-        )
+        if signed is not None:
+            found = await self.gateway.call(
+                "ingest", "GET", path, call.request, call.user, folder_path=signed
+            )
         if found.status_code != 200:
             return self.gateway.relay(found)
         job = found.json()

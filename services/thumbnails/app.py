@@ -88,6 +88,7 @@ def build(settings: Settings) -> FastAPI:
         setups=(_leases, _pages_by_file),
         on_start=[blobs.start, start_work],
         audit_view=_audit_seen,
+        after_batch=thumbnails.after_batch,
     )
     app = create_app(runtime, "Files thumbnails")
     api.install(app, thumbnails, renditions)

@@ -295,6 +295,9 @@ class Thumbnails(Handlers):
         # appends' wall time 431-4,432 ms against 236-966 for 10,000 small uploads). A
         # runner waits here without a connection; replicas record side by side.
         self._recording = asyncio.Lock()
+        # A consumer batch requested files to draw: the runners are woken once it has
+        # committed (`after_batch`).
+        self._requested = False
 
     # -- reactions ---------------------------------------------------------------------
 
@@ -425,10 +428,12 @@ class Thumbnails(Handlers):
         files = {r["file_id"]: dict(r) for r in rows}
         paged = Paged()
         settled_now: list[uuid.UUID] = []
+        asked = 0
         for w in wanted:
             row = files.get(w.file_id)
             if row is not None and (row["state"] == "released" or row["source"] == w.source):
                 continue  # a deleted file, or what it has already (a redelivery, a no-op)
+            asked += 1
             paged.requested(
                 w.cause,
                 ev.RequestedFile(
@@ -451,6 +456,16 @@ class Thumbnails(Handlers):
             await model.apply(conn, out)
             await self.store.append(conn, out)
             self._grown += len(wanted)
+            # Some are left to draw (not all given an identical file's pictures).
+            self._requested |= len(settled_now) < asked
+
+    async def after_batch(self) -> None:
+        """A consumer batch committed: files it requested are there to claim now. Runners
+        wait for the watermarks' notification, which a batch above a gap (its watermark
+        not moved) does not send; unwoken, they came at their next look (IDLE_S)."""
+        if self._requested:
+            self._requested = False
+            self.parts.moved.fire()
 
     @staticmethod
     async def _settled_sources(conn: Conn, sources: list[str]) -> dict[str, Any]:
@@ -938,11 +953,15 @@ class Thumbnails(Handlers):
         await self.want(file_id)
 
     async def want(self, file_id: uuid.UUID) -> None:
-        """Someone asked for this pending file's picture: it is drawn next."""
-        await self.pool.execute(
+        """Someone asked for this pending file's picture: it is drawn next (an idle runner
+        is woken for it: an import's file is requested here, by no consumer batch, and a
+        growing series waiting to settle may be claimed once asked for)."""
+        added = await self.pool.execute(
             "INSERT INTO thumbnails.wanted (file_id) VALUES ($1) ON CONFLICT DO NOTHING",
             file_id,
         )
+        if added != "INSERT 0 0":
+            self.parts.moved.fire()
 
     async def thumbnail(self, file_id: uuid.UUID) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(

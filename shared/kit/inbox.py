@@ -388,7 +388,8 @@ class Consumer:
         self.policy = policy or Policy()
         self.max_batch = max_batch
         self.max_fetch_bytes = max_fetch_bytes
-        # A seam for tests that kill the consumer between the two commits.
+        # After each batch's transaction, before its offsets go (a service's wake for
+        # work the batch left; a seam for tests that kill the consumer between the two).
         self.after_db_commit = after_db_commit
         self.ready = asyncio.Event()
         # Counters since start (also logged): transient failures retried, dead letters.

@@ -337,12 +337,13 @@ class Relay:
         first offset of its last batch, not of its last record (Kafka lists the latter):
         so the last batch is fetched, and the end read is past its last record (or the
         fetch's high watermark, if higher). A partition is read only from records, or,
-        listed empty, from a fetch's high watermark of 0 (the broker's word, twice, that
-        it holds nothing). A fetch that answered without records at a partition listed
-        with some gave a high watermark below the true end, twice under load in the CI of
-        2026-12-06 (taken for the end, a loss concluded at a leader's start: a
-        takeover's, then a restart's), whether tansu gives it as it lists or answers an
-        empty fetch with 0.
+        listed empty (its first offset is its end: 0 on a new log, above 0 once Kafka's
+        retention removed every record), from a fetch's high watermark at that end (the
+        broker's word, twice, that it holds nothing past it). A fetch that answered
+        without records at a partition listed with some gave a high watermark below the
+        true end, twice under load in the CI of 2026-12-06 (taken for the end, a loss
+        concluded at a leader's start: a takeover's, then a restart's), whether tansu
+        gives it as it lists or answers an empty fetch with 0.
         Where no such answer comes within the deadline, the listed end stands (lower than
         the true one), not read."""
         listed = await self._listed_ends(probe, partitions)
@@ -351,10 +352,19 @@ class Relay:
         pending = {TopicPartition(self.topic, p) for p in listed}
         if not pending:
             return ends, read
+        # An empty log above 0 has no last batch to fetch (below its first offset is out
+        # of range): unread, a lower listing of it was suspected for ever.
+        firsts = await probe.beginning_offsets(list(pending))
+        empty = {
+            tp.partition
+            for tp, first in firsts.items()
+            if first == listed[tp.partition] or listed[tp.partition] == 0
+        }
         probe.assign(list(pending))
         try:
             for tp in pending:
-                probe.seek(tp, max(listed[tp.partition] - 1, 0))
+                end = listed[tp.partition]
+                probe.seek(tp, end if tp.partition in empty else max(end - 1, 0))
             deadline = time.monotonic() + LAST_BATCH_WITHIN_S
             while pending and time.monotonic() < deadline:
                 fetched = await probe.getmany(*pending, timeout_ms=500)
@@ -362,7 +372,9 @@ class Relay:
                     # Known once a fetch of this assignment has answered, records or not.
                     highwater = probe.highwater(tp)
                     records = fetched.get(tp)
-                    if not records and (highwater != 0 or listed[tp.partition] != 0):
+                    if not records and (
+                        tp.partition not in empty or highwater != listed[tp.partition]
+                    ):
                         continue
                     last = records[-1].offset + 1 if records else 0
                     ends[tp.partition] = max(highwater or 0, last)

@@ -125,6 +125,9 @@ class Runtime:
     # in the service that knows what it holds (an event is never dropped: the gateway
     # pages by how many each service answers).
     audit_view: AuditView | None = None
+    # Called once each batch the consumer applied has committed: work the batch left is
+    # visible then (the watermarks' notification wakes nothing for a batch above a gap).
+    after_batch: Callable[[], Awaitable[None]] | None = None
     producer: AIOKafkaProducer = field(init=False)
     relay: Relay | None = field(init=False, default=None)
     consumer: Consumer | None = field(init=False, default=None)
@@ -204,6 +207,7 @@ class Runtime:
                 ),
                 max_batch=self.max_batch,
                 max_fetch_bytes=self.max_fetch_bytes,
+                after_db_commit=self.after_batch,
             )
             self.supervise("consumer", self.consumer.run)
         self.supervise(

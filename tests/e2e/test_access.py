@@ -253,8 +253,9 @@ async def test_ingest_itself_shows_a_job_to_its_maker_and_those_who_see_its_fold
     """Sent straight to ingest with a signed identity, as the gateway sends them: a job
     is read by its maker, or with the `user` role on its folder and cancelled with the
     `editor` role there, decided by ingest from the folder's path the gateway signs;
-    anyone else gets 404, as for no such job. A read without a path by anyone but its
-    maker is told the folder whose path it needs."""
+    anyone else gets 404, as for no such job. A read (the job, its pages of files and
+    errors) without a path by anyone but its maker is told the folder whose path it
+    needs."""
     me = (await api.get("/v1/users/me")).json()
     top = await folder(api, unique("jobs"))
     inner = await folder(api, "inner", top["id"])
@@ -265,8 +266,9 @@ async def test_ingest_itself_shows_a_job_to_its_maker_and_those_who_see_its_fold
     reading = Access(user_id=reader["id"], grants={uuid.UUID(top["id"]): "user"})
     editing = Access(user_id=reader["id"], grants={uuid.UUID(top["id"]): "editor"})
     job, cancel = f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/cancel"
+    pages = [f"{job}/files", f"{job}/errors"]
     async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
-        for method, route in (("GET", job), ("POST", cancel)):
+        for method, route in (("GET", job), *(("GET", p) for p in pages), ("POST", cancel)):
             refused = await ingest.request(
                 method, route, headers=as_user(stranger["id"], nothing, folder_path=path)
             )
@@ -279,8 +281,9 @@ async def test_ingest_itself_shows_a_job_to_its_maker_and_those_who_see_its_fold
                 assert needed["details"] == {"folder_id": inner["id"]}
             else:
                 error(unsigned, 400, "invalid_folder_path")
-        seen = await ingest.get(job, headers=as_user(reader["id"], reading, folder_path=path))
-        assert seen.status_code == 200, seen.text
+        for route in (job, *pages):
+            seen = await ingest.get(route, headers=as_user(reader["id"], reading, folder_path=path))
+            assert seen.status_code == 200, seen.text
         weak = await ingest.post(cancel, headers=as_user(reader["id"], reading, folder_path=path))
         assert error(weak, 403, "forbidden")["details"]["role_needed"] == "editor"
         # Past the check: an upload is stored whole before it answers, nothing to cancel.

@@ -194,7 +194,12 @@ async def test_re_encoding_is_refused_by_name(api: httpx.AsyncClient) -> None:
             found = error(answer, status)
             assert video["id"] in found["message"]
             error(await theirs.get(f"/v1/jobs/{job_id}"), 404, "not_found")
+            error(await theirs.get(f"/v1/jobs/{job_id}/files"), 404, "not_found")
     assert (await finished(api, job_id))["status"] == "done"
+    # Its pages are the thumbnails context's (ingest has no such job), to its maker.
+    page = await api.get(f"/v1/jobs/{job_id}/files")
+    assert page.status_code == 200, page.text
+    assert [f["id"] for f in page.json()["items"]] == [video["id"]]
 
 
 async def test_hostile_bytes_fail_the_item_by_name(api: httpx.AsyncClient) -> None:

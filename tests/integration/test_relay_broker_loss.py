@@ -194,6 +194,87 @@ def test_a_record_the_broker_places_without_saying_where_is_no_evidence_of_a_los
     assert relay._lost == {0: {"how": "a record placed below the end", "end": 3, "reached": 25}}
 
 
+class _RetainedKafka:
+    """A Kafka partition whose records retention removed: its first offset is its end.
+    Fetched from below its first offset (out of range), the consumer resets to the end;
+    either way the fetch answers no records and the end as high watermark."""
+
+    def __init__(self, first_and_end: int) -> None:
+        self.end = first_and_end
+        self.partitions_for = self._partitions_for  # the producer's question, too
+
+    async def _partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, self.end)
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, self.end)
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        pass
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        pass
+
+    async def getmany(self, *tps: TopicPartition, timeout_ms: int) -> dict[TopicPartition, list]:
+        await asyncio.sleep(0.01)  # the broker's long poll, short
+        return {}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self.end
+
+    def unsubscribe(self) -> None:
+        pass
+
+
+def _relay_on(broker: _RetainedKafka) -> Relay:
+    producer = cast(AIOKafkaProducer, broker)
+    return Relay(EventStore(schema()), "", producer, "files.test", "")
+
+
+async def test_a_log_emptied_by_retention_is_read_at_a_leaders_start_nothing_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kafka's retention removes old records: the partition is empty, its first offset at
+    its end, above 0. That end is read (the listing and an empty fetch's high watermark
+    agree on it): at the end the relay had reached, nothing was lost, and the leader goes
+    on from its checkpoint (before, the partition was left unread, after waiting for a
+    last batch that is not there)."""
+    monkeypatch.setattr("shared.kit.outbox.LAST_BATCH_WITHIN_S", 1.0)
+    broker = _RetainedKafka(100)
+    relay = _relay_on(broker)
+    probe = cast(AIOKafkaConsumer, broker)
+    relay._reached = {0: 100}
+    assert await relay._last_offsets(probe, [0]) == ({0: 100}, {0})
+
+    class Checkpoint:
+        async def fetchrow(self, query: str, *args: object) -> dict[str, object]:
+            return {"position": 40, "ends": {"0": 100}}
+
+    assert await relay._start_position(cast(db.Conn, Checkpoint()), probe) == 40
+    assert not relay._lost and not relay._suspect
+
+
+async def test_an_empty_log_above_0_listed_lower_is_settled_not_suspected_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partition listed below the end it reached is read before anything is sent.
+    Empty, its first offset at that lower end, it has no last batch to read: it was
+    suspected for ever (nothing sent, `relay.suspecting` every 10 s). Its end is the
+    broker's word, twice, so the suspicion is settled: below the end the broker had
+    acknowledged, records were lost (not by retention, which never lowers an end), and
+    the relay publishes again what is missing."""
+    monkeypatch.setattr("shared.kit.outbox.LAST_BATCH_WITHIN_S", 1.0)
+    broker = _RetainedKafka(60)
+    relay = _relay_on(broker)
+    relay._ends, relay._reached = {0: 100}, {0: 100}
+    assert await relay._broker_lost_messages(cast(AIOKafkaConsumer, broker))
+    assert not relay._suspect
+    assert relay._lost == {0: {"how": "an end read below the end", "end": 60, "reached": 100}}
+
+
 async def test_a_partition_missing_from_the_brokers_answer_is_not_taken_for_an_empty_one(
     pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str
 ) -> None:

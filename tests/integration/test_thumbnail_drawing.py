@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 from PIL import Image
 
-from services.thumbnails import domain, handlers, render
+from services.thumbnails import domain, handlers, render, runners
 from services.thumbnails.drawing import Drawing, keep_secrets_from_workers, worker_settings
 from services.thumbnails.handlers import (
     ANALYZE_FROM,
@@ -476,6 +476,69 @@ async def test_a_claim_passes_over_the_files_this_process_holds(
         taken = await replica.claim()
         assert {c["file_id"] for c in taken} == first
         assert {c["attempts"] for c in taken} == {2}
+
+
+@pytest.mark.timeout(300)
+async def test_idle_runners_are_woken_by_a_batch_that_moved_no_watermark_and_by_an_ask(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle runners wait for the consumer's watermarks to move (their notification), or
+    look again after IDLE_S. A batch above a gap moves no watermark: the files it
+    requested wake the runners once it has committed, as the consumer calls
+    `after_batch`. An imported file's picture, requested when first asked for (by no
+    consumer batch), wakes them too. With IDLE_S an hour, only a wake draws them."""
+    monkeypatch.setattr(runners, "IDLE_S", 3600.0)
+    settings = Settings(data_dir=tmp_path, blob_url=str(tmp_path / "blobs"), thumbnail_workers=1)
+    blobs = LocalBlobStore(settings.blob_root())
+    async with drawing_service(database_url, settings, blobs) as (pool, thumbnails):
+        cause = a_cause()
+        pictures = []
+        for width in (40, 41):
+            data = media.png(width, 30)
+            sha = hashlib.sha256(data).hexdigest()
+            await blobs.put(content_key(sha), data)
+            pictures.append((uuid.uuid4(), sha, len(data)))
+        looked = 0
+        claim = thumbnails.claim
+
+        async def counted() -> list[dict[str, Any]]:
+            nonlocal looked
+            looked += 1
+            return await claim()
+
+        thumbnails.claim = counted  # type: ignore[method-assign]
+        drawing = asyncio.create_task(thumbnails.run())
+        try:
+
+            async def idle() -> bool:
+                return looked >= thumbnails.workers + 1  # every runner found nothing
+
+            await eventually(idle, within=60, what="the runners idle")
+
+            async def made(file_id: uuid.UUID) -> bool:
+                state = await pool.fetchval(
+                    "SELECT state FROM thumbnails.files WHERE file_id = $1", file_id
+                )
+                return bool(state == "made")
+
+            (batched, sha, _), (imported, imported_sha, size) = pictures
+            wanted = Wanted(
+                batched, "image", domain.source_of("image", sha), content_key(sha), cause
+            )
+            async with pool.acquire() as conn, conn.transaction():
+                await thumbnails.request(conn, [wanted])  # no watermark moved: no notification
+            await thumbnails.after_batch()
+            await eventually(lambda: made(batched), within=60, what="the batch's file drawn")
+
+            await thumbnails.request_imported(
+                imported, "image", imported_sha, content_key(imported_sha), None, size, cause
+            )
+            await eventually(lambda: made(imported), within=60, what="the asked-for file drawn")
+        finally:
+            drawing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drawing
+            thumbnails.drawing.stop()
 
 
 @pytest.mark.timeout(300)

@@ -81,13 +81,27 @@ def job_role(request: Request, found: dict[str, Any], needed: str = "user") -> N
     require_role(role, needed, f"job {found['id']}", "its folder")
 
 
+def path_needed(request: Request, found: dict[str, Any]) -> None:
+    """The gateway asks as for the job's maker first (the common case: one round trip,
+    no folder look-up); anyone else's right needs the folder's path, which it then finds
+    in the catalog and signs. Nothing of the job is told before that."""
+    if found["created_by"] != cause(request).actor and not signs_folder_path(request):
+        raise Refused(
+            409,
+            "folder_path_needed",
+            "the job is not the caller's: its folder's path must be signed",
+            {"folder_id": found["folder_id"]},
+        )
+
+
 def router(parts: Parts, session_bytes: BytesProgress) -> APIRouter:
     api = APIRouter(route_class=JSONRoute)
 
     @api.get("/internal/jobs/{job_id}/owner", include_in_schema=False)
     async def owner(job_id: uuid.UUID) -> dict[str, Any]:
-        """Whose job it is and its folder: the gateway asks the catalog about the folder
-        (and signs its path) before it asks for the job for anyone but its maker."""
+        """Whose job it is and its folder: gateways before 2026-12-06 (late) ask it before
+        a job's pages and its cancel (this one asks as for the maker first, `path_needed`);
+        kept while one may run in a rollout."""
         row = await parts.pool.fetchrow(
             "SELECT folder_id, created_by FROM ingest.jobs WHERE id = $1", job_id
         )
@@ -100,16 +114,7 @@ def router(parts: Parts, session_bytes: BytesProgress) -> APIRouter:
         found = await job(parts.pool, job_id)
         if found is None:
             raise not_found("job", job_id)
-        if found["created_by"] != cause(request).actor and not signs_folder_path(request):
-            # The gateway asks as the maker first (the common case: one round trip, no
-            # folder lookup); anyone else's right needs the folder's path, which it then
-            # finds in the catalog and signs. Nothing of the job is told before that.
-            raise Refused(
-                409,
-                "folder_path_needed",
-                "the job is not the caller's: its folder's path must be signed",
-                {"folder_id": found["folder_id"]},
-            )
+        path_needed(request, found)
         job_role(request, found)
         if found["kind"] == "session":
             # One file in parts: its progress is in bytes, as the parts reach the store.
@@ -132,8 +137,13 @@ def router(parts: Parts, session_bytes: BytesProgress) -> APIRouter:
         )
         if row is None:
             raise not_found("job", job_id)
-        whose = {"folder_id": str(row["folder_id"]), "created_by": row["created_by"]}
-        job_role(request, {"id": str(job_id), **whose})
+        whose = {
+            "id": str(job_id),
+            "folder_id": str(row["folder_id"]),
+            "created_by": row["created_by"],
+        }
+        path_needed(request, whose)
+        job_role(request, whose)
         part, after = job_pages.decode(cursor, listed)
         read = files_page if listed == "files" else errors_page
         # Past ingest's part (a cursor into the DICOM context's): nothing more here.
