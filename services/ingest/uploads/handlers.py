@@ -15,6 +15,7 @@ from python_multipart.multipart import MultipartState, parse_options_header
 
 from services.ingest.collector.projections import UNDATED, blob_refs, claim_blobs, claimed
 from services.ingest.jobs.projections import jobs
+from services.ingest.media.facts import NO_MEDIA
 from services.ingest.metadata.domain import check_metadata, file_metadata
 from services.ingest.metadata.schema import current as current_schema
 from services.ingest.uploads.domain import (
@@ -157,7 +158,8 @@ class Uploads(Handlers):
                 "size": f.size,
                 "sha256": f.sha256,
                 "mime_type": f.mime_type,
-                "media": f.media.model_dump(exclude_none=True),
+                # The shared empty facts of most small files: no model dumped for them.
+                "media": {} if f.media is NO_MEDIA else f.media.model_dump(exclude_none=True),
                 "source": {"type": "upload"},
                 "metadata": metadata.get(f.name, {}),
                 "created_at": created_at,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,6 +24,7 @@ from services.ingest.uploads.domain import (
     check_file_name,
     sent_file_name,
 )
+from shared.contracts.catalog import Media
 from shared.kit.blobs import BlobStore, BlobWriter, Held
 from shared.kit.errors import Refused
 
@@ -51,6 +53,22 @@ REFUSED_LISTED = 1000
 KEPT_FIELDS = frozenset({METADATA_FIELD, "kind", "name"})
 # A part's headers, bytes: a Content-Disposition with a long file name is a few hundred.
 PART_HEAD_LIMIT = 16 * 1024
+# The Content-Disposition every client we know writes for a form's field or file: read
+# by one match (0.5 µs) rather than python-multipart's general parse (5 µs, a per-part
+# cost of every small upload). Only values without a quote, backslash or semicolon
+# match, so for these the general parse gives the same name and filename (nothing to
+# unquote, no IE path, no `key*=`); anything else goes to it.
+_PLAIN_DISPOSITION = re.compile(rb'form-data; name="([^"\\;]*)"(?:; filename="([^"\\;]*)")?')
+
+
+def disposition(value: bytes) -> tuple[bytes, bytes | None]:
+    """A part's field name and filename (None when it has none), as python-multipart's
+    `parse_options_header` reads them."""
+    plain = _PLAIN_DISPOSITION.fullmatch(value)
+    if plain is not None:
+        return plain.group(1), plain.group(2)
+    _, options = parse_options_header(value)
+    return options.get(b"name", b""), options.get(b"filename")
 
 
 class Allowance:
@@ -158,9 +176,8 @@ class Receiver:
         if self.related:
             self._related_part(part)
             return
-        _, options = parse_options_header(part.headers.get("content-disposition", b""))
-        field_name = options.get(b"name", b"").decode()
-        filename = options.get(b"filename")
+        name, filename = disposition(part.headers.get("content-disposition", b""))
+        field_name = name.decode()
         part.is_file = field_name == "file"
         if not part.is_file and filename is None and field_name in KEPT_FIELDS:
             part.field = field_name
@@ -313,7 +330,7 @@ class Receiver:
         to the store); blocking, in a worker thread: a decoder may take up to its time cap."""
         with self.held.in_use():
             self.stored = [
-                replace(stored, media=media_facts.inspect(spool.read_at, spool.size).media)
+                _with_media(stored, media_facts.inspect(spool.read_at, spool.size).media)
                 for stored, spool in zip(self.stored, self.spools, strict=True)
             ]
 
@@ -336,3 +353,9 @@ class Receiver:
 
         if self.held.unused(give_back):
             allowance.give(reserved)
+
+
+def _with_media(stored: StoredFile, media: Media) -> StoredFile:
+    # Most small files have no facts (text, a PDF, an image whose header says none): their
+    # record is kept as it is, not copied field by field (`replace`, ~4 µs a file).
+    return stored if media is stored.media else replace(stored, media=media)
