@@ -242,6 +242,15 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         f"{rate:,.0f} files/s",
     )
     report.note(f"CPU-seconds used meanwhile: {cpu.describe()}")
+    # Two decimals and the user/kernel split (from /proc, through psutil): an A/B of one
+    # service's cut is read from these, the machine's load moving the rest.
+    report.note(
+        "CPU-s, user + kernel: "
+        + ", ".join(
+            f"{name} {cpu.used[name] - cpu.kernel[name]:.2f} + {cpu.kernel[name]:.2f}"
+            for name in sorted(cpu.used, key=lambda n: -cpu.used[n])
+        )
+    )
     if result["polls"] > 1:
         report.note(f"the listing was complete only after {result['polls']} polls")
     if args.no_fsync:
