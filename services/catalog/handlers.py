@@ -50,6 +50,7 @@ from shared.kit.errors import Refused
 from shared.kit.inbox import in_causal_order
 from shared.kit.logs import log
 from shared.kit.reactions import Reactions, Received
+from shared.kit.retry import transient
 from shared.kit.service import Handlers, collector_paused
 
 FOLDER_COLUMNS = "id, parent_id, name, version, path"
@@ -214,10 +215,7 @@ class Catalog(Handlers):
     async def write(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> int:
         if not envelopes:
             return 0
-        # Arrivals that waited for these folders are taken before the store's lock (the
-        # order `give_up_waiting` takes them in), and handled once the folders are made.
         made = [e.data["folder_id"] for e in envelopes if e.type == CREATED]
-        came = await self._released(conn, made) if made else []
         try:
             await tree.apply(conn, envelopes)
         except asyncpg.UniqueViolationError as error:
@@ -242,6 +240,10 @@ class Catalog(Handlers):
         ):
             raise _name_taken()
         position = await self.store.append(conn, envelopes)
+        # Arrivals that waited for these folders are taken under the store's lock (held
+        # from the append to the commit), as `_wait_for_folders` sets them aside under
+        # it: another replica cannot set one aside for a folder made here unseen.
+        came = await self._released(conn, made) if made else []
         if came:
             await self._arrive(conn, came)
             position = await self.store.head(conn)
@@ -275,7 +277,21 @@ class Catalog(Handlers):
     ) -> None:
         """Set these arrivals aside until their folder is made (`write`) or they have
         waited their time (`give_up_waiting`). The inbox has them applied meanwhile: the
-        rest of the batch, and the batches after, go on."""
+        rest of the batch, and the batches after, go on.
+
+        Under the store's lock, and only for folders still unseen then: a folder made (or
+        refused) by another replica's transaction, committed since this one looked, is
+        seen once the lock is had (its maker held it to its commit, and releases what
+        waits for it under it), so what arrived for it is handled now, not set aside
+        where nothing would release it."""
+        if not waiting:
+            return
+        await self.store.lock(conn)
+        unseen = await self._unseen(conn, {folder_id for folder_id, _ in waiting})
+        meanwhile = [r for folder_id, r in waiting if folder_id not in unseen]
+        waiting = [(folder_id, r) for folder_id, r in waiting if folder_id in unseen]
+        if meanwhile:
+            await self._arrive(conn, [r.envelope for r in meanwhile])
         if not waiting:
             return
         # (One row an arrival: unnest would flatten its files' array into the others'.)
@@ -331,14 +347,48 @@ class Catalog(Handlers):
 
     async def _arrive(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
         """Arrivals that waited, through their reactions again (each is in the inbox
-        already, and leaves the waiting table in this transaction: handled once)."""
-        if envelopes:
-            log.info(
-                "catalog.folder_came",
-                event_ids=[str(e.event_id) for e in envelopes],
-                types=sorted({e.type for e in envelopes}),
-            )
-            await Catalog.reactions.bound(self)(conn, envelopes)
+        already, and leaves the waiting table in this transaction: handled once). Each in
+        a savepoint: one that fails for good is dead-lettered (`files dlq`, replayable),
+        not left to fail what made its folder (or the sweep) again and again."""
+        if not envelopes:
+            return
+        log.info(
+            "catalog.folder_came",
+            event_ids=[str(e.event_id) for e in envelopes],
+            types=sorted({e.type for e in envelopes}),
+        )
+        react = Catalog.reactions.bound(self)
+        for envelope in envelopes:
+            try:
+                async with conn.transaction():
+                    await react(conn, [envelope])
+            except Exception as error:
+                if transient(error):
+                    raise
+                log.error(
+                    "catalog.waiting_arrival_failed",
+                    event_id=str(envelope.event_id),
+                    event_type=envelope.type,
+                    exc_info=True,
+                )
+                await conn.execute(
+                    """INSERT INTO catalog.dead_letters
+                       (id, consumer, topic, event_id, type, source, position, envelope,
+                        error, tries, first_failed_at, last_failed_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, now(), now())
+                       ON CONFLICT (consumer, event_id) DO UPDATE
+                       SET error = excluded.error, tries = dead_letters.tries + 1,
+                           last_failed_at = now(), status = 'dead'""",
+                    uuid.uuid4(),
+                    self.parts.name,
+                    f"files.{envelope.source}",
+                    envelope.event_id,
+                    envelope.type,
+                    envelope.source,
+                    envelope.position,
+                    envelope.model_dump_json().encode(),
+                    repr(error),
+                )
 
     async def give_up_waiting(self, waited_s: float) -> int:
         """Arrivals that have waited `waited_s` for a folder are decided: rejected (the
@@ -1109,7 +1159,8 @@ class Catalog(Handlers):
             else:
                 made = [domain.register_upload(e.event, folder, never_made=never_made)]
             changes.append((e, made))
-        await self._wait_for_folders(conn, waiting)
+        # Decided first: the folders' rows are locked before the store's lock (the order
+        # of commands), which setting the others aside takes.
         await self.write(
             conn,
             [
@@ -1118,6 +1169,7 @@ class Catalog(Handlers):
                 for envelope in envelopes_of(made, Cause.of(cause), cause.occurred_at)
             ],
         )
+        await self._wait_for_folders(conn, waiting)
 
     @reactions.on(ImageGroupImagesStored)
     async def when_image_group_images_stored(
@@ -1247,8 +1299,8 @@ class Catalog(Handlers):
                 Cause.of(cause),
                 cause.occurred_at,
             )
+        await self.write(conn, decided)  # before the store's lock, as above
         await self._wait_for_folders(conn, waiting)
-        await self.write(conn, decided)
 
     # -- cloud-synced folders (ingest follows the bucket; these are its facts) ---------
 
@@ -1277,6 +1329,8 @@ class Catalog(Handlers):
                 elif parent_seen:
                     # The parent went away: this folder is never made, and what arrives
                     # for it is rejected, what waited for it too (now, not after waiting).
+                    # Under the store's lock, as what waits is set aside under it.
+                    await self.store.lock(conn)
                     await conn.execute(
                         """INSERT INTO catalog.folders_not_made (folder_id) VALUES ($1)
                            ON CONFLICT DO NOTHING""",

@@ -10,6 +10,7 @@ the service) against a real PostgreSQL, in a database of its own.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,7 +38,7 @@ from shared.kit import idempotency
 from shared.kit.inbox import Consumer
 from shared.kit.service import Parts
 from shared.kit.settings import Settings
-from tests.conftest import SERVICE_KEY, fresh_database
+from tests.conftest import SERVICE_KEY, eventually, fresh_database
 
 CAUSE = Cause(actor="test", correlation_id="test")
 
@@ -313,3 +314,56 @@ async def test_what_arrives_for_a_folder_that_never_comes_is_rejected_after_wait
         await context.record(*top(nowhere, "late"))
         assert await context.listed(nowhere) == set()
         assert len(await context.rejected()) == 4
+
+
+async def test_an_arrival_read_while_another_replica_makes_its_folder_enters_it(
+    database_url: str,
+) -> None:
+    """Two catalog replicas: one makes the folder (its transaction not yet committed)
+    while the other reads a series for it. The series is not set aside where nothing
+    would release it: it waits for the maker's commit and enters the folder."""
+    async with catalog_consumer(database_url) as context:
+        folder = uuid.uuid4()
+        assembled = series(folder, "4.4")
+        async with context.pool.acquire() as maker:
+            making = maker.transaction()
+            await making.start()
+            await context.catalog.write(maker, envelopes_of(top(folder, "bucket"), CAUSE))
+            reading = asyncio.create_task(context.batch(context.dicom.event(assembled)))
+
+            async def reader_waits_or_is_done() -> bool:
+                # The reader blocked on the store's lock (the maker holds it to commit).
+                return reading.done() or bool(
+                    await context.pool.fetchval(
+                        """SELECT count(*) FROM pg_stat_activity
+                           WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+                    )
+                )
+
+            await eventually(reader_waits_or_is_done, what="the reader at the store's lock")
+            await making.commit()
+        await reading
+        assert await context.listed(folder) == {"series 4.4"}
+        assert await context.rejected() == {}
+        assert await context.pool.fetchval("SELECT count(*) FROM catalog.awaiting_folders") == 0
+
+
+async def test_a_waiting_arrival_that_fails_is_dead_lettered_not_the_folder_it_waited_for(
+    database_url: str,
+) -> None:
+    async with catalog_consumer(database_url) as context:
+        folder = uuid.uuid4()
+        _, broken = group(folder, "stack")  # its images' page never came: it cannot enter
+        assembled = series(folder, "5.5")
+        await context.batch(context.ingest.event(broken), context.dicom.event(assembled))
+        await context.record(*top(folder, "bucket"))
+        assert (await context.folder_names())[folder] == "bucket"
+        assert await context.listed(folder) == {"series 5.5"}
+        dead = await context.pool.fetch(
+            "SELECT consumer, type, status, error FROM catalog.dead_letters"
+        )
+        assert [(r["consumer"], r["type"], r["status"]) for r in dead] == [
+            ("catalog", ImageGroupStored.type, "dead")
+        ]
+        assert "images arrived before it" in dead[0]["error"]
+        assert await context.pool.fetchval("SELECT count(*) FROM catalog.awaiting_folders") == 0
