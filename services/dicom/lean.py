@@ -42,6 +42,11 @@ from services.dicom import tags
 #: How much of a file is read for this walk: real headers are a few KiB; a file whose
 #: pixel data starts further in (large private blocks, enhanced multi-frame) goes to pydicom.
 PREFIX_BYTES: Final = 64 * 1024
+#: What is read first: most headers end well within it (a CT slice's ~1 KiB, a vendor's
+#: private blocks a few more). A walk that runs out of it is tried again on PREFIX_BYTES:
+#: reading 64 KiB of every 512x512 slice copied 131 MB a 2,000-slice upload for headers
+#: of 714 bytes.
+FIRST_BYTES: Final = 16 * 1024
 
 # Implicit VR Little Endian, Explicit VR Big Endian, Deflated Explicit VR Little Endian.
 _OTHER_ENCODINGS: Final = frozenset(

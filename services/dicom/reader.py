@@ -227,9 +227,15 @@ def _read_lean(
     start = raw.tell()
     size = raw.seek(0, io.SEEK_END) - start
     raw.seek(start)
-    head = raw.read(min(size, lean.PREFIX_BYTES))
+    head = raw.read(min(size, lean.FIRST_BYTES))
     try:
         kept = lean.kept_elements(head, size, max_header_bytes)
+        if kept is None and len(head) < min(size, lean.PREFIX_BYTES):
+            # The walk may have stopped for want of bytes only (it cannot tell): once more
+            # on the whole prefix, a cost only headers past FIRST_BYTES and files the walk
+            # does not take pay (these walk a few bytes before they stop, or go to pydicom).
+            head += raw.read(min(size, lean.PREFIX_BYTES) - len(head))
+            kept = lean.kept_elements(head, size, max_header_bytes)
         if kept is None:
             return None
         facts, missing, invalid = tags.read_kept(kept.elements, kept.encodings)

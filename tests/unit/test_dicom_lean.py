@@ -102,6 +102,7 @@ def variants() -> Iterator[tuple[str, bytes, bool]]:
     yield "nested, defined items", _with_sequence(defined=False, nested=True), True
     yield "nested, undefined items", UNDEFINED_SEQUENCES, True
     yield "private block", _private_block(1000), True
+    yield "private block past the first read", _private_block(20_000), True
     yield (
         "listed",
         ct_slice(
@@ -156,6 +157,30 @@ def test_the_benchmarks_series_take_the_lean_walk() -> None:
     for pixels in (64, 512):
         for data in ct_series(3, orientation=AXIAL, rows=pixels, columns=pixels):
             assert agree(data) is not None
+
+
+class _Counted(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.read_bytes = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.read_bytes += len(data)
+        return data
+
+
+def test_a_slice_is_read_as_far_as_its_header() -> None:
+    """A 512x512 slice (~0.5 MB, a header of ~1 KiB) is read 16 KiB in, not 64 KiB (a
+    2,000-slice upload read 131 MB for its headers); a longer header is read further."""
+    for data, most in (
+        (ct_slice(rows=512, columns=512), 16 * 1024),
+        (_private_block(20_000), 64 * 1024),
+        (_private_block(100_000), 64 * 1024 + 100_000 + 2_000),  # pydicom's, to its end
+    ):
+        stream = _Counted(data)
+        assert isinstance(reader.read_instance(stream), Instance)
+        assert stream.read_bytes <= most, (len(data), stream.read_bytes)
 
 
 @pytest.mark.parametrize("name", ["explicit", "encapsulated", "sequences"])
