@@ -330,6 +330,16 @@ def slice_normal(instances: Sequence[Placed]) -> tuple[float, float, float] | No
     return _cross(reference[:3], reference[3:])
 
 
+def uid_order(uid: str) -> tuple[tuple[int, int, str], ...]:
+    """What `order` compares SOPInstanceUIDs by (component by component, as numbers)."""
+    return _uid_parts(uid)
+
+
+def normal_of(orientation: Sequence[float]) -> tuple[float, float, float]:
+    """The slice direction an ImageOrientationPatient gives (`slice_normal`'s)."""
+    return _cross(orientation[:3], orientation[3:])
+
+
 def slice_key(instance: Placed, normal: tuple[float, float, float] | None) -> bytes:
     """Bytes that sort (compared byte by byte, as PostgreSQL compares bytea) as `order`
     sorts the instance among a series whose `slice_normal` is `normal`. A key depends on

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from services.dicom import domain
 from shared.contracts import dicom as dicom_events
 from shared.kit.db import Conn
@@ -198,28 +200,46 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
     are written (ranks moved every slice after the first new one, at each extension)."""
     # By the id's text as PostgreSQL writes it (events carry it as text, read or made).
     files = list({str(uuid.UUID(str(file_id))) for file_id, _ in instances})
-    # Only what the order reads, not each instance's facts whole.
+    # What tells whether the direction stays, not each row's place: a series' rows were
+    # read back whole and keyed again at each extension (O(n) a batch, its jsonb decoded
+    # twice a row), when the direction, and so every key written, almost always stays.
     rows = await conn.fetch(
-        """SELECT file_id::text AS file_id, sop_uid, slice_key, facts->'position' AS position,
-                  facts->'orientation' AS orientation,
-                  (facts->>'instance_number')::bigint AS instance_number
+        """SELECT file_id::text AS file_id, sop_uid, slice_key IS NULL AS unkeyed,
+                  jsonb_typeof(facts->'position') = 'array'
+                  AND jsonb_typeof(facts->'orientation') = 'array' AS placed,
+                  facts->>'orientation' AS orientation
            FROM dicom.instances WHERE file_id = ANY($1::uuid[])""",
         files,
     )
-    known: dict[str, dict[str, tuple[_Placed, bytes | None]]] = {f: {} for f in files}
+    known: dict[str, dict[str, Any]] = {f: {} for f in files}
     for r in rows:
-        known[r["file_id"]][r["sop_uid"]] = (_Placed.of(r), r["slice_key"])
+        known[r["file_id"]][r["sop_uid"]] = r
     new: dict[str, dict[str, tuple[_Placed, dict[str, Any]]]] = {f: {} for f in files}
     for given, i in instances:
         file_id = str(uuid.UUID(str(given)))
         if i["sop_uid"] not in known[file_id] and i["sop_uid"] not in new[file_id]:
             new[file_id][i["sop_uid"]] = (_Placed.of_facts(i["sop_uid"], i["facts"]), i)
+    again = [f for f in files if known[f] and not _direction_stays(known[f], new[f])]
+    placed_again: dict[str, dict[str, tuple[_Placed, bytes | None]]] = {f: {} for f in again}
+    if again:
+        for r in await conn.fetch(
+            """SELECT file_id::text AS file_id, sop_uid, slice_key,
+                      facts->'position' AS position, facts->'orientation' AS orientation,
+                      (facts->>'instance_number')::bigint AS instance_number
+               FROM dicom.instances WHERE file_id = ANY($1::uuid[])""",
+            again,
+        ):
+            placed_again[r["file_id"]][r["sop_uid"]] = (_Placed.of(r), r["slice_key"])
     rekeyed: list[tuple[str, str, bytes]] = []
     added: list[dict[str, Any]] = []
     for file_id in files:
-        placed = [p for p, _ in known[file_id].values()] + [p for p, _ in new[file_id].values()]
-        normal = domain.slice_normal(placed)
-        for sop_uid, (p, key) in known[file_id].items():
+        old = placed_again.get(file_id, {})
+        news = [p for p, _ in new[file_id].values()]
+        if file_id in placed_again:
+            normal = domain.slice_normal([p for p, _ in old.values()] + news)
+        else:
+            normal = domain.slice_normal(news) if not known[file_id] else _normal(known[file_id])
+        for sop_uid, (p, key) in old.items():
             if (now := domain.slice_key(p, normal)) != key:
                 rekeyed.append((file_id, sop_uid, now))
         added += [
@@ -247,6 +267,40 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
                ON CONFLICT (file_id, sop_uid) DO NOTHING""",
             added,
         )
+
+
+def _lowest(rows: dict[str, Any]) -> Any:
+    """The row `domain.slice_normal` takes the orientation of (the lowest UID)."""
+    return rows[min(rows, key=domain.uid_order)]
+
+
+def _normal(rows: dict[str, Any]) -> tuple[float, float, float] | None:
+    """`domain.slice_normal` of a series' rows (as `_insert` reads them first)."""
+    if not all(r["placed"] for r in rows.values()):
+        return None
+    orientation = orjson.loads(_lowest(rows)["orientation"])
+    return domain.normal_of(orientation)
+
+
+def _direction_stays(rows: dict[str, Any], new: dict[str, tuple[_Placed, dict[str, Any]]]) -> bool:
+    """The series' direction is the same with its new instances as without, and every
+    row it has is keyed: its keys written stay as they are."""
+    if not new:
+        return not any(r["unkeyed"] for r in rows.values())
+    if any(r["unkeyed"] for r in rows.values()):
+        return False
+    news = [p for p, _ in new.values()]
+    if _normal(rows) is None:
+        # By InstanceNumber (a known slice lacks a position or orientation): so it stays.
+        return True
+    if not all(p.position is not None and p.orientation is not None for p in news):
+        return False
+    lowest = min(news, key=lambda p: domain.uid_order(p.sop_uid))
+    if domain.uid_order(lowest.sop_uid) >= domain.uid_order(min(rows, key=domain.uid_order)):
+        return True
+    # A new lowest UID: the same direction only if its orientation gives the same normal.
+    assert lowest.orientation is not None
+    return domain.normal_of(lowest.orientation) == _normal(rows)
 
 
 @series.on(dicom_events.ImportEntryDescribed)
