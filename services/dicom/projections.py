@@ -231,7 +231,7 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
         ):
             placed_again[r["file_id"]][r["sop_uid"]] = (_Placed.of(r), r["slice_key"])
     rekeyed: list[tuple[str, str, bytes]] = []
-    added: list[dict[str, Any]] = []
+    added: list[tuple[str, bytes, dict[str, Any]]] = []
     for file_id in files:
         old = placed_again.get(file_id, {})
         news = [p for p, _ in new[file_id].values()]
@@ -242,10 +242,7 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
         for sop_uid, (p, key) in old.items():
             if (now := domain.slice_key(p, normal)) != key:
                 rekeyed.append((file_id, sop_uid, now))
-        added += [
-            {**i, "file_id": file_id, "slice_key": domain.slice_key(p, normal).hex()}
-            for p, i in new[file_id].values()
-        ]
+        added += [(file_id, domain.slice_key(p, normal), i) for p, i in new[file_id].values()]
     if rekeyed:
         await conn.execute(
             """UPDATE dicom.instances i SET slice_key = x.slice_key
@@ -256,16 +253,20 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
             [m[2] for m in rekeyed],
         )
     if added:
+        # Arrays a column each: the rows as one jsonb document were parsed whole, then
+        # each one's facts written out and parsed again.
         await conn.execute(
             """INSERT INTO dicom.instances
                (file_id, slice_key, sop_uid, name, blob_key, sha256, size, facts)
-               SELECT file_id, decode(slice_key, 'hex'), sop_uid, name, blob_key, sha256, size,
-                      facts
-               FROM jsonb_to_recordset($1::jsonb) AS r(
-                   file_id uuid, slice_key text, sop_uid text, name text, blob_key text,
-                   sha256 text, size bigint, facts jsonb)
+               SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[],
+                                    $5::text[], $6::text[], $7::bigint[], $8::jsonb[])
                ON CONFLICT (file_id, sop_uid) DO NOTHING""",
-            added,
+            [f for f, _, _ in added],
+            [k for _, k, _ in added],
+            *(
+                [i[c] for _, _, i in added]
+                for c in ("sop_uid", "name", "blob_key", "sha256", "size", "facts")
+            ),
         )
 
 
