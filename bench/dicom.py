@@ -93,7 +93,7 @@ def product_pass(paths: list[Path]) -> tuple[float, float, list[Instance], int]:
     """(total seconds, of which admit + assemble, instances, series). Each pass starts with
     the reader's caches of decoded values and UID keys empty, as for a new upload."""
     tags.forget()
-    domain._uid_parts.cache_clear()
+    domain._uid_bytes.cache_clear()
     start = time.perf_counter()
     instances = []
     for path in paths:

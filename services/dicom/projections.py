@@ -203,23 +203,25 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
     # What tells whether the direction stays, not each row's place: a series' rows were
     # read back whole and keyed again at each extension (O(n) a batch, its jsonb decoded
     # twice a row), when the direction, and so every key written, almost always stays.
-    rows = await conn.fetch(
-        """SELECT file_id::text AS file_id, sop_uid, slice_key IS NULL AS unkeyed,
-                  jsonb_typeof(facts->'position') = 'array'
-                  AND jsonb_typeof(facts->'orientation') = 'array' AS placed,
-                  facts->>'orientation' AS orientation
-           FROM dicom.instances WHERE file_id = ANY($1::uuid[])""",
-        files,
-    )
-    known: dict[str, dict[str, Any]] = {f: {} for f in files}
-    for r in rows:
-        known[r["file_id"]][r["sop_uid"]] = r
+    known = {
+        r["file_id"]: _Known.of(r)
+        for r in await conn.fetch(
+            """SELECT file_id::text AS file_id, array_agg(sop_uid) AS uids,
+                      array_agg(facts->>'orientation') AS orientations,
+                      bool_and(jsonb_typeof(facts->'position') = 'array'
+                               AND jsonb_typeof(facts->'orientation') = 'array') AS placed,
+                      bool_or(slice_key IS NULL) AS unkeyed
+               FROM dicom.instances WHERE file_id = ANY($1::uuid[]) GROUP BY file_id""",
+            files,
+        )
+    }
     new: dict[str, dict[str, tuple[_Placed, dict[str, Any]]]] = {f: {} for f in files}
     for given, i in instances:
         file_id = str(uuid.UUID(str(given)))
-        if i["sop_uid"] not in known[file_id] and i["sop_uid"] not in new[file_id]:
+        had = known.get(file_id)
+        if (had is None or i["sop_uid"] not in had.uids) and i["sop_uid"] not in new[file_id]:
             new[file_id][i["sop_uid"]] = (_Placed.of_facts(i["sop_uid"], i["facts"]), i)
-    again = [f for f in files if known[f] and not _direction_stays(known[f], new[f])]
+    again = [f for f in files if f in known and not known[f].stays(new[f])]
     placed_again: dict[str, dict[str, tuple[_Placed, bytes | None]]] = {f: {} for f in again}
     if again:
         for r in await conn.fetch(
@@ -238,7 +240,7 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
         if file_id in placed_again:
             normal = domain.slice_normal([p for p, _ in old.values()] + news)
         else:
-            normal = domain.slice_normal(news) if not known[file_id] else _normal(known[file_id])
+            normal = known[file_id].normal if file_id in known else domain.slice_normal(news)
         for sop_uid, (p, key) in old.items():
             if (now := domain.slice_key(p, normal)) != key:
                 rekeyed.append((file_id, sop_uid, now))
@@ -270,38 +272,52 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
         )
 
 
-def _lowest(rows: dict[str, Any]) -> Any:
-    """The row `domain.slice_normal` takes the orientation of (the lowest UID)."""
-    return rows[min(rows, key=domain.uid_order)]
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What `_insert` reads of a series' rows first: their UIDs, and of its direction
+    (`domain.slice_normal`'s) what tells whether new instances keep it."""
 
+    uids: frozenset[str]
+    lowest: str
+    orientation: str | None
+    placed: bool
+    unkeyed: bool
 
-def _normal(rows: dict[str, Any]) -> tuple[float, float, float] | None:
-    """`domain.slice_normal` of a series' rows (as `_insert` reads them first)."""
-    if not all(r["placed"] for r in rows.values()):
-        return None
-    orientation = orjson.loads(_lowest(rows)["orientation"])
-    return domain.normal_of(orientation)
+    @staticmethod
+    def of(row: Any) -> _Known:
+        uids = row["uids"]
+        lowest = min(uids, key=domain.uid_order)
+        return _Known(
+            frozenset(uids),
+            lowest,
+            row["orientations"][uids.index(lowest)],
+            row["placed"],
+            row["unkeyed"],
+        )
 
+    @property
+    def normal(self) -> tuple[float, float, float] | None:
+        if not self.placed or self.orientation is None:
+            return None
+        return domain.normal_of(orjson.loads(self.orientation))
 
-def _direction_stays(rows: dict[str, Any], new: dict[str, tuple[_Placed, dict[str, Any]]]) -> bool:
-    """The series' direction is the same with its new instances as without, and every
-    row it has is keyed: its keys written stay as they are."""
-    if not new:
-        return not any(r["unkeyed"] for r in rows.values())
-    if any(r["unkeyed"] for r in rows.values()):
-        return False
-    news = [p for p, _ in new.values()]
-    if _normal(rows) is None:
-        # By InstanceNumber (a known slice lacks a position or orientation): so it stays.
-        return True
-    if not all(p.position is not None and p.orientation is not None for p in news):
-        return False
-    lowest = min(news, key=lambda p: domain.uid_order(p.sop_uid))
-    if domain.uid_order(lowest.sop_uid) >= domain.uid_order(min(rows, key=domain.uid_order)):
-        return True
-    # A new lowest UID: the same direction only if its orientation gives the same normal.
-    assert lowest.orientation is not None
-    return domain.normal_of(lowest.orientation) == _normal(rows)
+    def stays(self, new: dict[str, tuple[_Placed, dict[str, Any]]]) -> bool:
+        """The direction is the same with these new instances as without, and every row
+        is keyed: the keys written stay as they are."""
+        if self.unkeyed:
+            return False
+        if not new or not self.placed:
+            # By InstanceNumber (a known slice lacks a position or orientation): it stays.
+            return True
+        news = [p for p, _ in new.values()]
+        if not all(p.position is not None and p.orientation is not None for p in news):
+            return False
+        lowest = min(news, key=lambda p: domain.uid_order(p.sop_uid))
+        if domain.uid_order(lowest.sop_uid) >= domain.uid_order(self.lowest):
+            return True
+        # A new lowest UID: the same direction only if its orientation gives the same one.
+        assert lowest.orientation is not None
+        return domain.normal_of(lowest.orientation) == self.normal
 
 
 @series.on(dicom_events.ImportEntryDescribed)
