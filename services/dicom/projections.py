@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from services.dicom import domain
 from shared.contracts import dicom as dicom_events
 from shared.kit.db import Conn
@@ -198,34 +200,51 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
     are written (ranks moved every slice after the first new one, at each extension)."""
     # By the id's text as PostgreSQL writes it (events carry it as text, read or made).
     files = list({str(uuid.UUID(str(file_id))) for file_id, _ in instances})
-    # Only what the order reads, not each instance's facts whole.
-    rows = await conn.fetch(
-        """SELECT file_id::text AS file_id, sop_uid, slice_key, facts->'position' AS position,
-                  facts->'orientation' AS orientation,
-                  (facts->>'instance_number')::bigint AS instance_number
-           FROM dicom.instances WHERE file_id = ANY($1::uuid[])""",
-        files,
-    )
-    known: dict[str, dict[str, tuple[_Placed, bytes | None]]] = {f: {} for f in files}
-    for r in rows:
-        known[r["file_id"]][r["sop_uid"]] = (_Placed.of(r), r["slice_key"])
+    # What tells whether the direction stays, not each row's place: a series' rows were
+    # read back whole and keyed again at each extension (O(n) a batch, its jsonb decoded
+    # twice a row), when the direction, and so every key written, almost always stays.
+    known = {
+        r["file_id"]: _Known.of(r)
+        for r in await conn.fetch(
+            """SELECT file_id::text AS file_id, array_agg(sop_uid) AS uids,
+                      array_agg(facts->>'orientation') AS orientations,
+                      bool_and(jsonb_typeof(facts->'position') = 'array'
+                               AND jsonb_typeof(facts->'orientation') = 'array') AS placed,
+                      bool_or(slice_key IS NULL) AS unkeyed
+               FROM dicom.instances WHERE file_id = ANY($1::uuid[]) GROUP BY file_id""",
+            files,
+        )
+    }
     new: dict[str, dict[str, tuple[_Placed, dict[str, Any]]]] = {f: {} for f in files}
     for given, i in instances:
         file_id = str(uuid.UUID(str(given)))
-        if i["sop_uid"] not in known[file_id] and i["sop_uid"] not in new[file_id]:
+        had = known.get(file_id)
+        if (had is None or i["sop_uid"] not in had.uids) and i["sop_uid"] not in new[file_id]:
             new[file_id][i["sop_uid"]] = (_Placed.of_facts(i["sop_uid"], i["facts"]), i)
+    again = [f for f in files if f in known and not known[f].stays(new[f])]
+    placed_again: dict[str, dict[str, tuple[_Placed, bytes | None]]] = {f: {} for f in again}
+    if again:
+        for r in await conn.fetch(
+            """SELECT file_id::text AS file_id, sop_uid, slice_key,
+                      facts->'position' AS position, facts->'orientation' AS orientation,
+                      (facts->>'instance_number')::bigint AS instance_number
+               FROM dicom.instances WHERE file_id = ANY($1::uuid[])""",
+            again,
+        ):
+            placed_again[r["file_id"]][r["sop_uid"]] = (_Placed.of(r), r["slice_key"])
     rekeyed: list[tuple[str, str, bytes]] = []
-    added: list[dict[str, Any]] = []
+    added: list[tuple[str, bytes, dict[str, Any]]] = []
     for file_id in files:
-        placed = [p for p, _ in known[file_id].values()] + [p for p, _ in new[file_id].values()]
-        normal = domain.slice_normal(placed)
-        for sop_uid, (p, key) in known[file_id].items():
+        old = placed_again.get(file_id, {})
+        news = [p for p, _ in new[file_id].values()]
+        if file_id in placed_again:
+            normal = domain.slice_normal([p for p, _ in old.values()] + news)
+        else:
+            normal = known[file_id].normal if file_id in known else domain.slice_normal(news)
+        for sop_uid, (p, key) in old.items():
             if (now := domain.slice_key(p, normal)) != key:
                 rekeyed.append((file_id, sop_uid, now))
-        added += [
-            {**i, "file_id": file_id, "slice_key": domain.slice_key(p, normal).hex()}
-            for p, i in new[file_id].values()
-        ]
+        added += [(file_id, domain.slice_key(p, normal), i) for p, i in new[file_id].values()]
     if rekeyed:
         await conn.execute(
             """UPDATE dicom.instances i SET slice_key = x.slice_key
@@ -236,17 +255,69 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
             [m[2] for m in rekeyed],
         )
     if added:
+        # Arrays a column each: the rows as one jsonb document were parsed whole, then
+        # each one's facts written out and parsed again.
         await conn.execute(
             """INSERT INTO dicom.instances
                (file_id, slice_key, sop_uid, name, blob_key, sha256, size, facts)
-               SELECT file_id, decode(slice_key, 'hex'), sop_uid, name, blob_key, sha256, size,
-                      facts
-               FROM jsonb_to_recordset($1::jsonb) AS r(
-                   file_id uuid, slice_key text, sop_uid text, name text, blob_key text,
-                   sha256 text, size bigint, facts jsonb)
+               SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[],
+                                    $5::text[], $6::text[], $7::bigint[], $8::jsonb[])
                ON CONFLICT (file_id, sop_uid) DO NOTHING""",
-            added,
+            [f for f, _, _ in added],
+            [k for _, k, _ in added],
+            *(
+                [i[c] for _, _, i in added]
+                for c in ("sop_uid", "name", "blob_key", "sha256", "size", "facts")
+            ),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What `_insert` reads of a series' rows first: their UIDs, and of its direction
+    (`domain.slice_normal`'s) what tells whether new instances keep it."""
+
+    uids: frozenset[str]
+    lowest: str
+    orientation: str | None
+    placed: bool
+    unkeyed: bool
+
+    @staticmethod
+    def of(row: Any) -> _Known:
+        uids = row["uids"]
+        lowest = min(uids, key=domain.uid_order)
+        return _Known(
+            frozenset(uids),
+            lowest,
+            row["orientations"][uids.index(lowest)],
+            row["placed"],
+            row["unkeyed"],
+        )
+
+    @property
+    def normal(self) -> tuple[float, float, float] | None:
+        if not self.placed or self.orientation is None:
+            return None
+        return domain.normal_of(orjson.loads(self.orientation))
+
+    def stays(self, new: dict[str, tuple[_Placed, dict[str, Any]]]) -> bool:
+        """The direction is the same with these new instances as without, and every row
+        is keyed: the keys written stay as they are."""
+        if self.unkeyed:
+            return False
+        if not new or not self.placed:
+            # By InstanceNumber (a known slice lacks a position or orientation): it stays.
+            return True
+        news = [p for p, _ in new.values()]
+        if not all(p.position is not None and p.orientation is not None for p in news):
+            return False
+        lowest = min(news, key=lambda p: domain.uid_order(p.sop_uid))
+        if domain.uid_order(lowest.sop_uid) >= domain.uid_order(self.lowest):
+            return True
+        # A new lowest UID: the same direction only if its orientation gives the same one.
+        assert lowest.orientation is not None
+        return domain.normal_of(lowest.orientation) == self.normal
 
 
 @series.on(dicom_events.ImportEntryDescribed)

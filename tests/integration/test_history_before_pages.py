@@ -336,3 +336,57 @@ async def test_an_uploads_job_lists_its_files_in_order_and_each_has_its_blob(
         assert done == len(ids)
         # Positions contiguous from 1: the job's count is read from the key's ends.
         assert await job_counts(isolated, job_id) == (len(ids), 0)
+
+
+async def test_a_series_keeps_its_keys_until_a_page_turns_its_slice_direction(
+    isolated: asyncpg.Pool,
+) -> None:
+    file_id, folder = uuid.uuid4(), uuid.uuid4()
+    stream = f"dicom-series-{file_id}"
+    facts = {
+        "series_uid": "1.2",
+        "folder_id": str(folder),
+        "file_id": str(file_id),
+        "study_uid": "1",
+        "patient_id": "p",
+        "renderable_3d": True,
+        "size": 30,
+        "sha256": "x",
+    }
+    coronal = instance(1, 0.0)
+    coronal["facts"] |= {"position": [0.0, -5.0, 0.0], "orientation": [1.0, 0, 0, 0, 0, -1.0]}
+    unplaced = instance(3, 0.0)
+    unplaced["facts"]["position"] = None
+    pages = [[instance(5, 10), instance(6, 30)], [instance(7, 20)], [coronal], [unplaced]]
+    history = [
+        event("dicom.SeriesAssembled", stream, 1, facts),
+        *(
+            event(
+                "dicom.SeriesInstancesAdded",
+                stream,
+                n,
+                {"series_uid": "1.2", "file_id": str(file_id), "instances": page},
+            )
+            for n, page in enumerate(pages, start=2)
+        ),
+    ]
+    ordered = "SELECT sop_uid FROM dicom.instances ORDER BY slice_key"
+    written = "SELECT sop_uid, xmin::text FROM dicom.instances"
+    seen: list[tuple[list[str], dict[str, str]]] = []
+    for n in range(2, len(history) + 1):
+        async with isolated.acquire() as conn, conn.transaction():
+            await series.apply(conn, history[n - 1 : n])
+        seen.append(
+            ([r[0] for r in await isolated.fetch(ordered)], dict(await isolated.fetch(written)))
+        )
+    axial, between, turned, by_number = seen
+    assert axial[0] == ["1.2.5", "1.2.6"]
+    # Along the axis, the slice between the others goes between them, its row alone written.
+    assert between[0] == ["1.2.5", "1.2.7", "1.2.6"]
+    assert {k: v for k, v in between[1].items() if k != "1.2.7"} == axial[1]
+    # A lower UID of another orientation turns the direction: every key is written again
+    # (along y the others tie, then go by InstanceNumber).
+    assert turned[0] == ["1.2.1", "1.2.5", "1.2.6", "1.2.7"]
+    assert all(turned[1][k] != v for k, v in between[1].items())
+    # A slice without a position: all by InstanceNumber.
+    assert by_number[0] == ["1.2.1", "1.2.3", "1.2.5", "1.2.6", "1.2.7"]
