@@ -78,6 +78,11 @@ class Context:
         )
         return {r["name"] for r in rows}
 
+    async def waiting(self) -> int:
+        """Arrivals set aside for a folder not seen yet."""
+        count: int = await self.pool.fetchval("SELECT count(*) FROM catalog.awaiting_folders")
+        return count
+
     async def folder_names(self) -> dict[uuid.UUID, str]:
         rows = await self.pool.fetch("SELECT id, name FROM catalog.folders")
         return {r["id"]: r["name"] for r in rows}
@@ -237,7 +242,7 @@ async def test_what_arrives_before_its_synced_folder_waits_for_it_and_enters_it(
         [constituent] = [f for f, name in names.items() if name == "stack (images)"]
         assert await context.listed(constituent) == {"stack-0.png", "stack-1.png"}
         assert await context.rejected() == {}
-        assert await context.pool.fetchval("SELECT count(*) FROM catalog.awaiting_folders") == 0
+        assert await context.waiting() == 0
         shown = await context.pool.fetchval(
             "SELECT dicom->>'instances' FROM catalog.files WHERE id = $1", assembled.file_id
         )
@@ -280,7 +285,7 @@ async def test_what_arrives_for_a_deleted_or_purged_folder_is_rejected_at_once(
         assert below not in await context.folder_names()
         reasons = await context.rejected()
         assert len(reasons) == 4
-        assert await context.pool.fetchval("SELECT count(*) FROM catalog.awaiting_folders") == 0
+        assert await context.waiting() == 0
 
 
 async def test_what_arrives_for_a_folder_that_never_comes_is_rejected_after_waiting(
@@ -345,7 +350,7 @@ async def test_an_arrival_read_while_another_replica_makes_its_folder_enters_it(
         await reading
         assert await context.listed(folder) == {"series 4.4"}
         assert await context.rejected() == {}
-        assert await context.pool.fetchval("SELECT count(*) FROM catalog.awaiting_folders") == 0
+        assert await context.waiting() == 0
 
 
 async def test_a_waiting_arrival_that_fails_is_dead_lettered_not_the_folder_it_waited_for(
@@ -366,4 +371,4 @@ async def test_a_waiting_arrival_that_fails_is_dead_lettered_not_the_folder_it_w
             ("catalog", ImageGroupStored.type, "dead")
         ]
         assert "images arrived before it" in dead[0]["error"]
-        assert await context.pool.fetchval("SELECT count(*) FROM catalog.awaiting_folders") == 0
+        assert await context.waiting() == 0

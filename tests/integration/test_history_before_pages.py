@@ -139,12 +139,9 @@ def instance(n: int, z: float) -> dict[str, Any]:
     }
 
 
-async def test_a_series_that_carried_every_instance_then_grew_in_pages(
-    isolated: asyncpg.Pool,
-) -> None:
-    file_id, folder = uuid.uuid4(), uuid.uuid4()
-    stream = f"dicom-series-{file_id}"
-    facts = {
+def series_facts(file_id: uuid.UUID, folder: uuid.UUID) -> dict[str, Any]:
+    """A series' facts as its events carry them (one series of one study)."""
+    return {
         "series_uid": "1.2",
         "folder_id": str(folder),
         "file_id": str(file_id),
@@ -154,6 +151,14 @@ async def test_a_series_that_carried_every_instance_then_grew_in_pages(
         "size": 30,
         "sha256": "x",
     }
+
+
+async def test_a_series_that_carried_every_instance_then_grew_in_pages(
+    isolated: asyncpg.Pool,
+) -> None:
+    file_id, folder = uuid.uuid4(), uuid.uuid4()
+    stream = f"dicom-series-{file_id}"
+    facts = series_facts(file_id, folder)
     history = [
         event(
             "dicom.SeriesAssembled",
@@ -343,16 +348,7 @@ async def test_a_series_keeps_its_keys_until_a_page_turns_its_slice_direction(
 ) -> None:
     file_id, folder = uuid.uuid4(), uuid.uuid4()
     stream = f"dicom-series-{file_id}"
-    facts = {
-        "series_uid": "1.2",
-        "folder_id": str(folder),
-        "file_id": str(file_id),
-        "study_uid": "1",
-        "patient_id": "p",
-        "renderable_3d": True,
-        "size": 30,
-        "sha256": "x",
-    }
+    facts = series_facts(file_id, folder)
     coronal = instance(1, 0.0)
     coronal["facts"] |= {"position": [0.0, -5.0, 0.0], "orientation": [1.0, 0, 0, 0, 0, -1.0]}
     unplaced = instance(3, 0.0)
