@@ -156,7 +156,9 @@ async def _read_group(
 async def _in_lane(read: Callable[..., T], *args: Any) -> T:
     """`read(*args, stop)` in a lane's thread; a cancelled batch stops it between files."""
     stop = threading.Event()
-    reading = asyncio.get_running_loop().run_in_executor(_READERS, read, *args, stop)
+    reading = asyncio.get_running_loop().run_in_executor(
+        _READERS, functools.partial(read, *args, stop)
+    )
     try:
         return await reading
     except asyncio.CancelledError:
