@@ -25,18 +25,19 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
-from services.dicom import domain, reader, recent, slices
+from services.dicom import domain, lean, reader, recent, slices
 from services.dicom.projections import instance_of
 from services.dicom.projections import series as series_model
 from shared.contracts import dicom as ev
@@ -62,6 +63,8 @@ from shared.kit.errors import Refused
 from shared.kit.reactions import Reactions, Received
 from shared.kit.reactions import ahead as reactions_ahead
 from shared.kit.service import Handlers, Parts
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -137,32 +140,70 @@ async def read_all(
 async def _read_group(
     blobs: BlobStore, keys: Sequence[str], gate: asyncio.Semaphore
 ) -> list[domain.Instance | domain.Rejected]:
-    stop = threading.Event()
     async with gate:
-        try:
-            async with contextlib.AsyncExitStack() as copies:
-                paths: list[Path | domain.Rejected] = []
-                for key in keys:
-                    try:
-                        paths.append(await copies.enter_async_context(blobs.local_copy(key)))
-                    except (OSError, KeyError) as error:
-                        paths.append(_unreadable(error))
-                reading = asyncio.get_running_loop().run_in_executor(
-                    _READERS, _read_paths, paths, stop
-                )
+        if isinstance(blobs, LocalBlobStore):
+            return await _read_copies(blobs, keys)
+        # A blob elsewhere (S3): its header from a ranged read of its first bytes, not a
+        # copy of the whole (a 512x512 slice is 0.5 MB for a header of ~1 KiB). What that
+        # does not settle is read from a whole copy, as every blob was before: encapsulated
+        # pixel data, the files the lean walk leaves to pydicom, every rejection.
+        heads = await _in_lane(_read_heads, blobs, keys)
+        rest = [key for key, found in zip(keys, heads, strict=True) if found is None]
+        copied = iter(await _read_copies(blobs, rest) if rest else [])
+        return [found if found is not None else next(copied) for found in heads]
+
+
+async def _in_lane(read: Callable[..., T], *args: Any) -> T:
+    """`read(*args, stop)` in a lane's thread; a cancelled batch stops it between files."""
+    stop = threading.Event()
+    reading = asyncio.get_running_loop().run_in_executor(
+        _READERS, functools.partial(read, *args, stop)
+    )
+    try:
+        return await reading
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+
+
+async def _read_copies(
+    blobs: BlobStore, keys: Sequence[str]
+) -> list[domain.Instance | domain.Rejected]:
+    try:
+        async with contextlib.AsyncExitStack() as copies:
+            paths: list[Path | domain.Rejected] = []
+            for key in keys:
                 try:
-                    found = await reading
-                except asyncio.CancelledError:
-                    stop.set()
-                    raise
-        except (OSError, KeyError) as error:
-            # A copy that could not be let go of (its spool not removed): that file is
-            # rejected, as when it could not be read. Groups of more than one are of a
-            # local store, whose blobs are not copies.
-            if len(keys) == 1:
-                return [_unreadable(error)]
-            raise
-        return found
+                    paths.append(await copies.enter_async_context(blobs.local_copy(key)))
+                except (OSError, KeyError) as error:
+                    paths.append(_unreadable(error))
+            found = await _in_lane(_read_paths, paths)
+    except (OSError, KeyError) as error:
+        # A copy that could not be let go of (its spool not removed): that file is
+        # rejected, as when it could not be read. Groups of more than one are of a
+        # local store, whose blobs are not copies.
+        if len(keys) == 1:
+            return [_unreadable(error)]
+        raise
+    return found
+
+
+def _read_heads(
+    blobs: BlobStore, keys: Sequence[str], stop: threading.Event
+) -> list[domain.Instance | None]:
+    """Each blob's instance from its first bytes (`reader.read_head`), or None: read it
+    whole. A blob missing or refused is None too, its copy then failing as before (one
+    wording of `unreadable`); other errors of the store (unreachable) fail the batch."""
+    out: list[domain.Instance | None] = []
+    for key in keys:
+        if stop.is_set():
+            raise _Stopped
+        try:
+            head, size = blobs.read_head(key, lean.FIRST_BYTES)
+            out.append(reader.read_head(head, size, functools.partial(blobs.read_at, key)))
+        except (OSError, KeyError):
+            out.append(None)
+    return out
 
 
 def _read_paths(

@@ -229,18 +229,10 @@ def _read_lean(
     raw.seek(start)
     head = raw.read(min(size, lean.FIRST_BYTES))
     try:
-        kept = lean.kept_elements(head, size, max_header_bytes)
-        if kept is None and len(head) < min(size, lean.PREFIX_BYTES):
-            # The walk may have stopped for want of bytes only (it cannot tell): once more
-            # on the whole prefix, a cost only headers past FIRST_BYTES and files the walk
-            # does not take pay (these walk a few bytes before they stop, or go to pydicom).
-            head += raw.read(min(size, lean.PREFIX_BYTES) - len(head))
-            kept = lean.kept_elements(head, size, max_header_bytes)
-        if kept is None:
+        walked = _walk(head, size, raw.read, max_header_bytes)
+        if walked is None:
             return None
-        facts, missing, invalid = tags.read_kept(kept.elements, kept.encodings)
-        if missing or invalid:
-            return None
+        kept, facts = walked
         if kept.encapsulated_at is not None:
             raw.seek(start)
             if not _fragments_whole(
@@ -250,6 +242,74 @@ def _read_lean(
         return _instance(facts, tags.read_listed(kept.elements, kept.encodings))
     except Exception:  # any doubt: pydicom reads it, and says what is wrong
         return None
+
+
+def read_head(
+    head: bytes,
+    size: int,
+    read_at: Callable[[int, int], bytes],
+    *,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+) -> Instance | None:
+    """The instance in a file known by its first bytes and its size only (a blob in S3,
+    read by range), when the lean walk takes it and its pixel data is native: then
+    exactly what `read_instance` of the whole file gives. None otherwise: the caller reads
+    the whole file with `read_instance` (encapsulated pixel data, whose fragments are
+    walked to the end of the file; a file the walk leaves to pydicom; every rejection).
+
+    `head` is the file's first min(size, lean.FIRST_BYTES) bytes; `read_at(offset,
+    length)` reads on, up to lean.PREFIX_BYTES in all, when the walk runs out of them. Its
+    errors are raised as they are (they say nothing about the file).
+    """
+    if len(head) != min(size, lean.FIRST_BYTES):
+        return None
+
+    def more(length: int) -> bytes:
+        try:
+            data = read_at(len(head), length)
+        except Exception as error:
+            raise _ReadFailed(error) from error
+        if len(data) != length:
+            raise ValueError("a short read")  # in doubt: the whole file is read
+        return data
+
+    try:
+        walked = _walk(head, size, more, max_header_bytes)
+        if walked is None or walked[0].encapsulated_at is not None:
+            return None
+        kept, facts = walked
+        return _instance(facts, tags.read_listed(kept.elements, kept.encodings))
+    except _ReadFailed as failed:
+        raise failed.error from None
+    except Exception:  # any doubt: the whole file is read
+        return None
+
+
+class _ReadFailed(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _walk(
+    head: bytes, size: int, more: Callable[[int], bytes], max_header_bytes: int
+) -> tuple[lean.Kept, dict[str, Any]] | None:
+    """The lean walk over the file's first bytes (`head`, `more(n)` the next n), and its
+    kept tags' facts; None when the walk does not take the file or a tag is missing or
+    invalid. Raises whatever the walk, the decoding or `more` raises."""
+    kept = lean.kept_elements(head, size, max_header_bytes)
+    if kept is None and len(head) < min(size, lean.PREFIX_BYTES):
+        # The walk may have stopped for want of bytes only (it cannot tell): once more
+        # on the whole prefix, a cost only headers past FIRST_BYTES and files the walk
+        # does not take pay (these walk a few bytes before they stop, or go to pydicom).
+        head += more(min(size, lean.PREFIX_BYTES) - len(head))
+        kept = lean.kept_elements(head, size, max_header_bytes)
+    if kept is None:
+        return None
+    facts, missing, invalid = tags.read_kept(kept.elements, kept.encodings)
+    if missing or invalid:
+        return None
+    return kept, facts
 
 
 def _fragments_whole(

@@ -334,6 +334,22 @@ async def test_unknown_and_foreign_keys(store: BlobStore) -> None:
             await store.size(foreign)
 
 
+async def test_a_blobs_head_comes_with_its_size_in_one_read(store: BlobStore) -> None:
+    """What the DICOM context reads of an instance: its first bytes and how long it is."""
+    keys = {}
+    for data in (os.urandom(100_000), b"shorter than asked", b""):
+        writer = written(store, data)
+        keys[data], _ = writer.finish()
+        await store.commit([writer])
+    for data, key in keys.items():
+        head = await asyncio.to_thread(store.read_head, key, 16 * 1024)
+        assert head == (data[: 16 * 1024], len(data))
+    with pytest.raises(FileNotFoundError):
+        store.read_head(content_key("0" * 64), 16 * 1024)
+    with pytest.raises(KeyError):
+        store.read_head("sha256/../../x", 16 * 1024)
+
+
 async def test_delete(store: BlobStore) -> None:
     writer = written(store, b"to be collected")
     key, _ = writer.finish()

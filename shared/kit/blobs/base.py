@@ -333,6 +333,11 @@ class BlobStore(Protocol):
         """Up to `length` bytes at `offset`, blocking: for media inspection, which runs
         in a thread and reads a few ranges of a large file."""
 
+    def read_head(self, key: str, length: int) -> tuple[bytes, int]:
+        """The blob's first `length` bytes (all of it, if it is shorter) and its whole
+        size, blocking, in one read (S3: one ranged GET, the size from its Content-Range):
+        for a reader in a thread that needs a file's header and its length, not its body."""
+
     async def copy(self, source: str, target: str) -> None:
         """Put the blob `source`'s bytes under the key `target` too, durably (kept if
         already there, since keys are content hashes); `source` stays."""

@@ -274,6 +274,10 @@ class LocalBlobStore:
             f.seek(offset)
             return f.read(length)
 
+    def read_head(self, key: str, length: int) -> tuple[bytes, int]:
+        with open(self._path(key), "rb") as f:
+            return f.read(length), os.fstat(f.fileno()).st_size
+
     async def copy(self, source: str, target: str) -> None:
         await asyncio.to_thread(self._link, self._path(source), self._path(target))
 

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import io
 import os
+import re
 import shutil
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -56,6 +57,8 @@ THREADS = 32
 PARALLEL_PUTS = 8
 PART_SIZE = 16 * 1024 * 1024
 MAX_COPY = 5 * 1024**3
+# A ranged GET's answer: `bytes <first>-<last>/<whole size>`.
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,28 @@ class S3BlobStore:
         finally:
             response.close()
             response.release_conn()
+
+    def read_head(self, key: str, length: int) -> tuple[bytes, int]:
+        if length <= 0:
+            raise ValueError("a head of at least one byte")
+        try:
+            response = self._client.get_object(self.bucket, check_key(key), 0, length)
+        except S3Error as error:
+            if error.code == "InvalidRange":
+                return b"", 0  # no first byte: the blob is empty
+            raise _missing(error, key) from error
+        try:
+            data = bytes(response.read())
+            if response.status == 200:  # the range ignored: the whole blob came
+                return data[:length], len(data)
+            found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range") or "")
+        finally:
+            response.close()
+            response.release_conn()
+        if found is None or int(found[1]) != 0 or int(found[2]) != len(data) - 1:
+            # An OSError, as a read that failed: the caller reads the blob another way.
+            raise StoreUnavailable(f"the object store answered a ranged read of {key} oddly")
+        return data, int(found[3])
 
     async def copy(self, source: str, target: str) -> None:
         """A server-side copy: no byte passes through us."""
