@@ -288,10 +288,16 @@ class Catalog(Handlers):
             return
         await self.store.lock(conn)
         unseen = await self._unseen(conn, {folder_id for folder_id, _ in waiting})
-        meanwhile = [r for folder_id, r in waiting if folder_id not in unseen]
+        seen = {folder_id for folder_id, _ in waiting if folder_id not in unseen}
+        meanwhile = [r for folder_id, r in waiting if folder_id in seen]
         waiting = [(folder_id, r) for folder_id, r in waiting if folder_id in unseen]
         if meanwhile:
-            await self._arrive(conn, [r.envelope for r in meanwhile])
+            # What still waits for those folders (set aside by a replica of the version
+            # before, which looked without the lock) first: a follower's file is made by
+            # it, and left waiting it would send the follower round here again.
+            await self._arrive(conn, await self._released(conn, list(seen)))
+            # This batch's own events: their failures are the consumer's to retry.
+            await Catalog.reactions.bound(self)(conn, [r.envelope for r in meanwhile])
         if not waiting:
             return
         # (One row an arrival: unnest would flatten its files' array into the others'.)

@@ -372,3 +372,39 @@ async def test_a_waiting_arrival_that_fails_is_dead_lettered_not_the_folder_it_w
         ]
         assert "images arrived before it" in dead[0]["error"]
         assert await context.waiting() == 0
+
+
+async def test_a_follower_of_an_arrival_left_waiting_for_a_folder_now_made_enters_after_it(
+    database_url: str,
+) -> None:
+    """An arrival set aside by a replica of the version before (which looked without the
+    store's lock) may wait for a folder made meanwhile. What comes for its files then
+    takes it along: the arrival first, then the follower, once each."""
+    async with catalog_consumer(database_url) as context:
+        root = uuid.uuid4()
+        await context.record(*top(root, "bucket"))
+        stored = page(root, "kept.txt", "gone.txt")
+        left = context.ingest.event(stored)
+        await context.pool.execute(
+            """INSERT INTO catalog.awaiting_folders (event_id, folder_id, envelope, file_ids)
+               VALUES ($1, $2, $3, $4)""",
+            left.event_id,
+            root,
+            left.model_dump_json().encode(),
+            [f.file_id for f in stored.files],
+        )
+        gone = context.ingest.event(
+            CloudObjectGone(
+                job_id=uuid.uuid4(),
+                root_folder_id=root,
+                key="gone.txt",
+                file_id=stored.files[1].file_id,
+            )
+        )
+        await context.batch(gone)
+        assert await context.listed(root) == {"kept.txt", "gone.txt"}
+        tombstones = await context.pool.fetch(
+            "SELECT name FROM catalog.files WHERE folder_id = $1 AND tombstone", root
+        )
+        assert [r["name"] for r in tombstones] == ["gone.txt"]
+        assert await context.waiting() == 0
