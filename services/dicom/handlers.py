@@ -832,15 +832,15 @@ class Dicom(Handlers):
         its errors (`limit` of each, from the given places), with how many there are."""
         # Errors are numbered from 1 without gaps (projections.py): the `errors_from`
         # first are those at positions up to it, and the last position is the count.
-        # Files are listed by id (a new series may land before a page already read while
-        # the job runs): the `files_from` first are skipped in the primary key's order.
+        # Files too, numbered as the job listed them (projections.py).
         row = await self.pool.fetchrow(
             """SELECT done, cancelled, file_count,
                       (SELECT coalesce(max(position), 0) FROM dicom.job_errors
                        WHERE job_id = $1) AS error_count,
-                      (SELECT coalesce(jsonb_agg(f.file_id ORDER BY f.file_id), '[]')
-                       FROM (SELECT file_id FROM dicom.job_files WHERE job_id = $1
-                             ORDER BY file_id OFFSET $2 LIMIT $4) AS f) AS files,
+                      (SELECT coalesce(jsonb_agg(f.file_id ORDER BY f.position), '[]')
+                       FROM (SELECT file_id, position FROM dicom.job_files
+                             WHERE job_id = $1 AND position > $2
+                             ORDER BY position LIMIT $4) AS f) AS files,
                       (SELECT coalesce(jsonb_agg(e.error ORDER BY e.position), '[]')
                        FROM (SELECT error, position FROM dicom.job_errors
                              WHERE job_id = $1 AND position > $3

@@ -135,6 +135,32 @@ series = Projection(
     SET files = '[]',
         file_count = (SELECT count(*) FROM dicom.job_files f WHERE f.job_id = j.job_id)
     WHERE j.files <> '[]';
+    -- Each file's place in its job, from 1 without gaps, in the order the job listed
+    -- them (a page read while the job runs is never read again, nor a new file missed
+    -- for sorting before it, as when they were listed by id). Set by the trigger, so
+    -- a replica of the version before, during an upgrade, numbers what it adds too.
+    ALTER TABLE dicom.job_files ADD COLUMN IF NOT EXISTS position integer;
+    CREATE OR REPLACE FUNCTION dicom.job_file_position() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.position IS NULL THEN
+            -- Sees the rows an INSERT added before this one (a BEFORE row trigger).
+            NEW.position := coalesce(
+                (SELECT max(position) FROM dicom.job_files WHERE job_id = NEW.job_id), 0) + 1;
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE OR REPLACE TRIGGER job_file_position BEFORE INSERT ON dicom.job_files
+        FOR EACH ROW EXECUTE FUNCTION dicom.job_file_position();
+    -- Rows from before the places: numbered by id, the order pages were read in then.
+    UPDATE dicom.job_files f SET position = n.position
+    FROM (SELECT y.job_id, y.file_id,
+                 coalesce((SELECT max(x.position) FROM dicom.job_files x
+                           WHERE x.job_id = y.job_id), 0)
+                 + row_number() OVER (PARTITION BY y.job_id ORDER BY y.file_id) AS position
+          FROM dicom.job_files y WHERE y.position IS NULL) AS n
+    WHERE f.job_id = n.job_id AND f.file_id = n.file_id;
+    CREATE UNIQUE INDEX IF NOT EXISTS job_files_place ON dicom.job_files (job_id, position);
     -- An import's DICOM series entries that name or describe the series they make.
     CREATE TABLE IF NOT EXISTS dicom.import_entries (
         entry_id uuid PRIMARY KEY,
@@ -442,12 +468,13 @@ async def _accepted(conn: Conn, rows: list[dict[str, Any]]) -> None:
     # in this batch or another, join a file already listed).
     await conn.execute(
         """WITH r AS (
-               SELECT job_id, version, file_id
+               SELECT job_id, version, file_id, n
                FROM jsonb_to_recordset($1::jsonb) AS x(
-                   job_id uuid, version integer, file_id uuid)),
+                   n integer, job_id uuid, version integer, file_id uuid)),
            listed AS (
+               -- In the order the batch names them: the trigger numbers them so.
                INSERT INTO dicom.job_files (job_id, file_id)
-               SELECT DISTINCT job_id, file_id FROM r
+               SELECT job_id, file_id FROM r GROUP BY job_id, file_id ORDER BY min(n)
                ON CONFLICT DO NOTHING
                RETURNING job_id)
            INSERT INTO dicom.jobs AS j (job_id, version, done, files, errors, file_count)
@@ -457,7 +484,7 @@ async def _accepted(conn: Conn, rows: list[dict[str, Any]]) -> None:
            ON CONFLICT (job_id) DO UPDATE
            SET version = greatest(j.version, excluded.version), done = j.done + excluded.done,
                file_count = j.file_count + excluded.file_count""",
-        rows,
+        [{**r, "n": n} for n, r in enumerate(rows)],
     )
 
 

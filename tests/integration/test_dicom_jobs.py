@@ -111,7 +111,8 @@ async def test_a_series_file_settled_in_several_batches_is_listed_once(
     dicom_db: asyncpg.Pool,
 ) -> None:
     """Instances of one series settle in pages, batches and uploads of their own: the
-    job lists its series file once, by id, and pages give each file once."""
+    job lists its series file once, in the order it was first listed, and pages give
+    each file once."""
     job_id = uuid.uuid4()
     files = [uuid.uuid4() for _ in range(5)]
     one, two, three, four, five = files
@@ -123,12 +124,12 @@ async def test_a_series_file_settled_in_several_batches_is_listed_once(
         await series.apply(
             conn, [accepted_into(job_id, 3, four, one), accepted_into(job_id, 4, five, three)]
         )
-    by_id = sorted(str(f) for f in files)
+    in_order = [str(f) for f in files]
     whole = await account(dicom_db, job_id)
     assert (whole["done"], whole["file_count"]) == (9, 5)
-    assert whole["file_ids"] == by_id
+    assert whole["file_ids"] == in_order
     for limit in (1, 2, 3):
-        assert await every_file(dicom_db, job_id, limit) == by_id
+        assert await every_file(dicom_db, job_id, limit) == in_order
     # Past the last file: an empty page, the same count.
     assert (await account(dicom_db, job_id, files_from=5, limit=2))["file_ids"] == []
     # Another job's files are its own.
@@ -136,7 +137,36 @@ async def test_a_series_file_settled_in_several_batches_is_listed_once(
     async with dicom_db.acquire() as conn, conn.transaction():
         await series.apply(conn, [accepted_into(other, 1, one, uuid.uuid4())])
     assert (await account(dicom_db, other))["file_count"] == 2
-    assert (await account(dicom_db, job_id))["file_ids"] == by_id
+    assert (await account(dicom_db, job_id))["file_ids"] == in_order
+
+
+async def test_pages_read_while_a_job_runs_miss_and_repeat_no_file(
+    dicom_db: asyncpg.Pool,
+) -> None:
+    """A client pages a job's files while it is still making series: a series made after
+    a page was read comes on a later page even when its id sorts before the files read
+    (by id, it was skipped and the page's last file came again)."""
+    job_id = uuid.uuid4()
+    late, early = uuid.UUID(int=1), uuid.UUID(int=2**128 - 1)
+    first = [uuid.UUID(f"{n:x}" * 32) for n in range(8, 11)]
+    async with dicom_db.acquire() as conn, conn.transaction():
+        await series.apply(conn, [accepted_into(job_id, 1, *first)])
+    read = (await account(dicom_db, job_id, limit=2))["file_ids"]
+    async with dicom_db.acquire() as conn, conn.transaction():
+        await series.apply(conn, [accepted_into(job_id, 2, late, early)])
+    read += await every_file_from(dicom_db, job_id, len(read), limit=2)
+    assert read == [str(f) for f in [*first, late, early]]
+
+
+async def every_file_from(
+    pool: asyncpg.Pool, job_id: uuid.UUID, start: int, limit: int
+) -> list[str]:
+    found: list[str] = []
+    while True:
+        page = await account(pool, job_id, files_from=start + len(found), limit=limit)
+        found += page["file_ids"]
+        if start + len(found) >= page["file_count"]:
+            return found
 
 
 async def test_a_job_s_files_kept_on_its_row_move_to_rows_at_setup(database_url: str) -> None:
@@ -181,7 +211,45 @@ async def test_a_job_s_files_kept_on_its_row_move_to_rows_at_setup(database_url:
             await series.apply(conn, [accepted_into(job_id, 4, files[1], new)])
         after = await account(pool, job_id)
         assert (after["done"], after["file_count"]) == (9, 4)
-        assert after["file_ids"] == sorted(str(f) for f in [*files, new])
+        assert after["file_ids"] == [str(f) for f in [*files, new]]
+
+
+async def test_a_job_s_file_rows_from_before_places_are_numbered_by_id(
+    database_url: str,
+) -> None:
+    """Rows of the version before (no place): setup numbers them by id, the order their
+    pages were read in, and what comes after (from this version, or inserted as that
+    version does while it rolls out) goes after them."""
+    job_id = uuid.uuid4()
+    files = [uuid.uuid4() for _ in range(3)]
+    async with fresh_database(database_url, "t_dicom_job_places") as pool:
+        async with pool.acquire() as conn:
+            await EventStore("dicom").setup(conn)
+            await conn.execute(
+                """CREATE TABLE dicom.job_files (
+                       job_id uuid NOT NULL, file_id uuid NOT NULL,
+                       PRIMARY KEY (job_id, file_id))"""
+            )
+            await conn.executemany(
+                "INSERT INTO dicom.job_files VALUES ($1, $2)", [(job_id, f) for f in files]
+            )
+            await series.setup(conn)
+            await series.setup(conn)
+            older, newer = uuid.UUID(int=2**128 - 1), uuid.UUID(int=1)
+            # As a replica of the version before inserts (no place given).
+            await conn.execute(
+                "INSERT INTO dicom.job_files (job_id, file_id) VALUES ($1, $2)", job_id, older
+            )
+        async with pool.acquire() as conn, conn.transaction():
+            await series.apply(conn, [accepted_into(job_id, 1, newer)])
+        places = await pool.fetch(
+            "SELECT file_id, position FROM dicom.job_files WHERE job_id = $1 ORDER BY position",
+            job_id,
+        )
+        expected = [*sorted(files, key=str), older, newer]
+        assert [(r["file_id"], r["position"]) for r in places] == [
+            (f, n) for n, f in enumerate(expected, 1)
+        ]
 
 
 async def test_what_an_older_replica_wrote_to_a_job_s_arrays_joins_its_rows_at_start(
@@ -204,6 +272,6 @@ async def test_what_an_older_replica_wrote_to_a_job_s_arrays_joins_its_rows_at_s
         )
         await series.setup(conn)
     moved = await account(dicom_db, job_id)
-    assert moved["file_ids"] == sorted([str(one), str(two)]) and moved["file_count"] == 2
+    assert moved["file_ids"] == [str(one), str(two)] and moved["file_count"] == 2
     assert [e["name"] for e in moved["errors"]] == ["bad-2-0", "bad-2-1", "late.dcm"]
     assert moved["error_count"] == 3
