@@ -181,6 +181,20 @@ async def test_folders_files_datasets_collaborators_and_jobs(
     )
     assert [i.file.id for i in found.items] == [notes.id]
     assert [p.name for p in found.items[0].file.path] == [top.name]
+    # Kinds, any of them, as HTTP's repeated `kind`.
+    chosen = await client.folders.ListItems(
+        pb.ListItemsRequest(folder_id=top.id, kind=["folder", "text"]), metadata=ADMIN
+    )
+    assert [i.WhichOneof("item") for i in chosen.items] == ["folder", "file"]
+    assert chosen.items[1].file.id == notes.id
+    both = await client.files.Search(
+        pb.SearchRequest(folder_id=top.id, kind=["text", "image"]), metadata=ADMIN
+    )
+    assert sorted(i.file.id for i in both.items) == sorted([notes.id, pic.id])
+    one = await client.files.Search(
+        pb.SearchRequest(folder_id=top.id, kind=["image"]), metadata=ADMIN
+    )
+    assert [i.file.id for i in one.items] == [pic.id]
 
     # Datasets: made, the file added, its files listed, "linked to" on the file.
     dataset = await client.datasets.CreateDataset(

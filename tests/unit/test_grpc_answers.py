@@ -18,3 +18,13 @@ def test_an_image_group_stored_but_not_listed_answers_its_ids() -> None:
         {"file": {"id": "g-1", "name": "scan"}, "folder": {"id": "f-1", "name": "scan"}},
     )
     assert (listed.file.id, listed.folder.id) == ("g-1", "f-1")
+
+
+def test_a_kind_sent_by_a_client_of_the_single_kind_proto_is_read_as_one_kind() -> None:
+    """`kind` became repeated (2026-12-06): a request built from the proto before, its
+    one `kind` as field 2, reads as a list of that kind, and one kind given now is the
+    same bytes a client of the proto before reads as its single kind."""
+    for message in (pb.SearchRequest, pb.ListItemsRequest):
+        before = b"\x12\x05image"  # field 2, length-delimited, "image"
+        assert list(message.FromString(before).kind) == ["image"]
+        assert message(kind=["image"]).SerializeToString() == before

@@ -291,7 +291,7 @@ class ListItemsRequest(_message.Message):
     DATASET_SYNCED_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     folder_id: str
-    kind: str
+    kind: _containers.RepeatedScalarFieldContainer[str]
     cursor: str
     limit: int
     q: str
@@ -300,7 +300,7 @@ class ListItemsRequest(_message.Message):
     in_dataset: bool
     dataset_synced: bool
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, folder_id: _Optional[str] = ..., kind: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ..., q: _Optional[str] = ..., order: _Optional[str] = ..., desc: _Optional[bool] = ..., in_dataset: _Optional[bool] = ..., dataset_synced: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, folder_id: _Optional[str] = ..., kind: _Optional[_Iterable[str]] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ..., q: _Optional[str] = ..., order: _Optional[str] = ..., desc: _Optional[bool] = ..., in_dataset: _Optional[bool] = ..., dataset_synced: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class UpdateFolderRequest(_message.Message):
     __slots__ = ("folder_id", "name", "description", "metadata")
@@ -649,7 +649,7 @@ class SearchRequest(_message.Message):
     IN_DATASET_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     q: str
-    kind: str
+    kind: _containers.RepeatedScalarFieldContainer[str]
     folder_id: str
     cursor: str
     limit: int
@@ -657,7 +657,7 @@ class SearchRequest(_message.Message):
     desc: bool
     in_dataset: bool
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, q: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ..., order: _Optional[str] = ..., desc: _Optional[bool] = ..., in_dataset: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, q: _Optional[str] = ..., kind: _Optional[_Iterable[str]] = ..., folder_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ..., order: _Optional[str] = ..., desc: _Optional[bool] = ..., in_dataset: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ShareDatasetRequest(_message.Message):
     __slots__ = ("dataset_id", "emails", "role")
