@@ -422,6 +422,10 @@ UNARY: dict[str, Route] = {
     "Webhooks/ListWebhooks": Route("GET", "/v1/webhooks"),
     "Webhooks/DeleteWebhook": Route("DELETE", "/v1/webhooks/{webhook_id}"),
     "Webhooks/ListWebhookDeliveries": Route("GET", "/v1/webhooks/{webhook_id}/deliveries"),
+    "Webhooks/RotateWebhookSecret": Route("POST", "/v1/webhooks/{webhook_id}/secret"),
+    "Webhooks/RetryWebhookDelivery": Route(
+        "POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"
+    ),
 }
 
 # The streaming RPCs, each a method of `Api` of its name, and the route it stands for.

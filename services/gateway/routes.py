@@ -95,6 +95,7 @@ PARAMS = {
         Param("integration_id", "uuid", "integration"),
         Param("session_id", "uuid", "upload session"),
         Param("webhook_id", "uuid", "webhook"),
+        Param("delivery_id", "uuid", "delivery"),
         Param("number", "int", "part", minimum=1, maximum=10_000),
         Param("index", "int", "slice", minimum=0, maximum=100_000),
         Param("study_uid", "uid", "study"),
@@ -531,6 +532,17 @@ ROUTES: tuple[Route, ...] = (
           errors=(403,)),
     Route("DELETE", "/v1/webhooks/{webhook_id}", "ingest", "Remove a webhook (org admins)",
           204, errors=(403,)),
+    Route("POST", "/v1/webhooks/{webhook_id}/secret", "ingest",
+          "Rotate a webhook's signing secret (org admins)", 200,
+          ingest.WebhookSecretRotation, ingest.Webhook, errors=(403, 404, 422),
+          description="The new secret is answered once. The one before signs beside it"
+                      " (a second `v1,` signature in webhook-signature) for"
+                      " `keep_previous_for_s` (24 h by default, 0 to 7 days)."),
+    Route("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", "ingest",
+          "Send a delivery again now (org admins)", 200, answer=ingest.WebhookDelivery,
+          errors=(403, 404, 409),
+          description="Failed, delivered or pending: sent again under its message id, its"
+                      " attempts counted from now. 409 `delivery_in_flight` while one runs."),
     Route("GET", "/v1/webhooks/{webhook_id}/deliveries", "ingest",
           "A webhook's deliveries, newest first (org admins)", answer=ingest.WebhookDeliveries,
           errors=(403, 422), query=(

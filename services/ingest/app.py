@@ -75,7 +75,7 @@ def build(settings: Settings) -> FastAPI:
         )
         parts.supervise("blobs.collect", lambda: collector.sweep_forever(settings.blob_gc_every_s))
         parts.supervise("syncs.schedule", syncs.schedule_forever)
-        parts.supervise("webhooks.send", webhooks.send_forever)
+        parts.supervise("webhooks.send", webhooks.sender.send_forever)
 
     runtime = Runtime(
         parts,

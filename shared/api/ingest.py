@@ -280,6 +280,21 @@ class NewWebhook(Strict):
     )
 
 
+class WebhookSecretRotation(Strict):
+    secret: str | None = Field(
+        None,
+        description="whsec_<base64 of 24 to 64 bytes>; absent: one is made. Shown once, in"
+        " this answer",
+    )
+    keep_previous_for_s: float | None = Field(
+        None,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="seconds the secret before still signs beside the new one (24 h when"
+        " absent; 0: at once no longer)",
+    )
+
+
 class Webhook(Shape):
     id: str
     url: str
@@ -287,7 +302,11 @@ class Webhook(Shape):
     created_at: str
     created_by: str
     secret: str | None = Field(
-        None, description="when made only: the signing secret (Standard Webhooks)"
+        None,
+        description="when made or its secret rotated only: the signing secret (Standard Webhooks)",
+    )
+    previous_secret_valid_until: str | None = Field(
+        None, description="after a rotation: until when the secret before signs too"
     )
 
 
@@ -306,6 +325,7 @@ class WebhookDelivery(Shape):
     created_at: str
     next_attempt_at: str | None
     delivered_at: str | None
+    retried_at: str | None = Field(None, description="when an admin last sent it again")
 
 
 class WebhookDeliveries(Shape):

@@ -16,4 +16,5 @@ READ_BY_NO_ONE: dict[str, str] = {
     # The rows of ingest.webhooks are the webhooks' state; these are for the audit trail.
     ingest.WebhookRegistered.type: "the audit trail's (ingest.webhooks is written beside it)",
     ingest.WebhookRemoved.type: "the audit trail's (ingest.webhooks is written beside it)",
+    ingest.WebhookSecretRotated.type: "the audit trail's (ingest.webhooks is written beside it)",
 }

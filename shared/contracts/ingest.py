@@ -574,6 +574,15 @@ class WebhookRemoved(Event):
     webhook_id: uuid.UUID
 
 
+class WebhookSecretRotated(Event):
+    """A webhook signs with a new secret (never in an event); the one before signs beside
+    it until `previous_valid_until` (None: no longer)."""
+
+    type: ClassVar[str] = "ingest.WebhookSecretRotated"
+    webhook_id: uuid.UUID
+    previous_valid_until: datetime | None = None
+
+
 EVENTS: tuple[type[Event], ...] = (
     UploadJobStarted,
     FileContentStored,
@@ -615,4 +624,5 @@ EVENTS: tuple[type[Event], ...] = (
     FolderSyncResumed,
     WebhookRegistered,
     WebhookRemoved,
+    WebhookSecretRotated,
 )

@@ -13,8 +13,10 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import UUID, uuid4
 
 import grpc
 import httpx
@@ -297,7 +299,22 @@ async def test_the_files_webhooks_command(
         return bool(receiver.of("/cli", file_id))
 
     await eventually(delivered, within=30, what="the CLI's webhook got file.uploaded")
-    assert "delivered" in ok(env, "webhooks", "deliveries", hook_id)
+    listed = ok(env, "webhooks", "deliveries", hook_id)
+    assert "delivered" in listed
+    delivery_id = next(line.split()[0] for line in listed.splitlines() if "delivered" in line)
+    assert f"delivery {delivery_id} (file.uploaded): sent again" in ok(
+        env, "webhooks", "retry", hook_id, delivery_id
+    )
+
+    async def twice() -> bool:
+        return len(receiver.of("/cli", file_id)) == 2
+
+    await eventually(twice, within=30, what="the delivery sent again by the CLI")
+    rotated = ok(env, "webhooks", "rotate", hook_id, "--keep-previous", "0")
+    assert "the one before no longer signs" in rotated
+    newer = rotated.split("signing secret (shown once): ")[1].strip()
+    assert newer.startswith("whsec_") and newer != secret
+    assert "0 to 604800" in fails(env, "webhooks", "rotate", hook_id, "--keep-previous", "-1")
     assert hook_id in ok(env, "webhooks", "delete", hook_id)
     assert hook_id not in ok(env, "webhooks", "ls")
 
@@ -318,6 +335,17 @@ async def test_webhooks_over_grpc(stack: Stack, receiver: Receiver) -> None:
             pb.ListWebhookDeliveriesRequest(webhook_id=made.id, limit=10), metadata=ADMIN
         )
         assert list(deliveries.items) == []
+        rotated = await hooks.RotateWebhookSecret(
+            pb.RotateWebhookSecretRequest(webhook_id=made.id, keep_previous_for_s=60),
+            metadata=ADMIN,
+        )
+        assert rotated.secret.startswith("whsec_") and rotated.secret != made.secret
+        assert rotated.HasField("previous_secret_valid_until")
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await hooks.RetryWebhookDelivery(
+                pb.WebhookDeliveryRef(webhook_id=made.id, delivery_id=made.id), metadata=ADMIN
+            )
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         await hooks.DeleteWebhook(pb.WebhookRef(webhook_id=made.id), metadata=ADMIN)
         with pytest.raises(grpc.aio.AioRpcError) as gone:
             await hooks.DeleteWebhook(pb.WebhookRef(webhook_id=made.id), metadata=ADMIN)
@@ -392,3 +420,145 @@ async def test_a_sync_that_ends_is_posted_as_job_completed_and_folder_synced(
         assert of_job() == {"job.completed": expected, "folder.synced": expected}
     finally:
         await api.delete(f"/v1/webhooks/{made.json()['id']}")
+
+
+def signatures(headers: dict[str, str]) -> list[str]:
+    return headers["webhook-signature"].split()
+
+
+async def test_a_rotated_secret_signs_beside_the_one_before_for_as_long_as_asked(
+    api: httpx.AsyncClient, as_key: Any, receiver: Receiver
+) -> None:
+    first = "whsec_" + base64.b64encode(b"1" * 32).decode()
+    made = await api.post(
+        "/v1/webhooks",
+        json={"url": f"{receiver.url}/rotated", "events": ["file.uploaded"], "secret": first},
+    )
+    assert made.status_code == 201, made.text
+    hook_id = made.json()["id"]
+    rotate = f"/v1/webhooks/{hook_id}/secret"
+    try:
+        alice = as_key((await member(api, "rotator"))["api_key"])
+        error(await alice.post(rotate, json={}), 403)
+        error(
+            await api.post(rotate, json={"keep_previous_for_s": -5}), 422, "invalid_keep_previous"
+        )
+        error(await api.post(rotate, json={"secret": "plain"}), 422, "invalid_secret")
+        error(await api.post(rotate, json={"url": "https://x.example"}), 422, "invalid_body")
+        error(await api.post(f"/v1/webhooks/{uuid4()}/secret", json={}), 404)
+
+        rotated = await api.post(rotate, json={})
+        assert rotated.status_code == 200, rotated.text
+        second = rotated.json()["secret"]
+        assert second.startswith("whsec_") and second != first
+        until = datetime.fromisoformat(rotated.json()["previous_secret_valid_until"])
+        assert abs((until - datetime.now(UTC)).total_seconds() - 24 * 3600) < 600
+        listed = {h["id"]: h for h in (await api.get("/v1/webhooks")).json()["items"]}
+        assert listed[hook_id]["previous_secret_valid_until"] is not None
+        assert "secret" not in listed[hook_id]
+
+        async def delivered_to(file_id: str) -> tuple[dict[str, str], bytes]:
+            async def posted() -> bool:
+                return bool(receiver.of("/rotated", file_id))
+
+            await eventually(posted, within=30, what="file.uploaded posted after a rotation")
+            return next(
+                (h, b)
+                for p, h, b in receiver.got
+                if p == "/rotated" and json.loads(b)["data"].get("file_id") == file_id
+            )
+
+        target = await folder(api, unique("rotated"))
+        one = (await upload(api, target["id"], ("one.png", png(3, 3))))["files"][0]["id"]
+        headers, body = await delivered_to(one)
+        # Both sign: a receiver still on the first secret takes it, as one on the second.
+        assert len(signatures(headers)) == 2
+        assert verified(first, headers, body) and verified(second, headers, body)
+
+        # Rotated again, the one before at once no longer signing: only the newest does.
+        again = await api.post(rotate, json={"keep_previous_for_s": 0})
+        assert again.status_code == 200, again.text
+        third = again.json()["secret"]
+        assert again.json()["previous_secret_valid_until"] is None
+        two = (await upload(api, target["id"], ("two.png", png(3, 4))))["files"][0]["id"]
+        headers, body = await delivered_to(two)
+        assert len(signatures(headers)) == 1 and verified(third, headers, body)
+        assert not verified(second, headers, body) and not verified(first, headers, body)
+
+        # Its own secret, as at registration.
+        mine = "whsec_" + base64.b64encode(b"m" * 32).decode()
+        given = await api.post(rotate, json={"secret": mine, "keep_previous_for_s": 60})
+        assert given.status_code == 200 and given.json()["secret"] == mine
+    finally:
+        assert (await api.delete(f"/v1/webhooks/{hook_id}")).status_code == 204
+    audit = await api.get("/v1/audit", params={"subject_id": hook_id})
+    assert [e["type"] for e in audit.json()["items"]] == [
+        "ingest.WebhookRegistered",
+        "ingest.WebhookSecretRotated",
+        "ingest.WebhookSecretRotated",
+        "ingest.WebhookSecretRotated",
+        "ingest.WebhookRemoved",
+    ]
+    for secret in (first, second, third, mine):
+        assert secret not in audit.text
+
+
+async def test_a_delivery_given_up_is_sent_again_when_an_admin_asks(
+    api: httpx.AsyncClient, as_key: Any, receiver: Receiver, pool: Any
+) -> None:
+    receiver.refusals["/given-up"] = b"down for maintenance"
+    made = await api.post(
+        "/v1/webhooks", json={"url": f"{receiver.url}/given-up", "events": ["file.uploaded"]}
+    )
+    assert made.status_code == 201, made.text
+    hook_id = made.json()["id"]
+    deliveries = f"/v1/webhooks/{hook_id}/deliveries"
+    try:
+        target = await folder(api, unique("given-up"))
+        file_id = (await upload(api, target["id"], ("late.png", png(2, 3))))["files"][0]["id"]
+
+        async def refused() -> bool:
+            return bool(receiver.of("/given-up", file_id))
+
+        await eventually(refused, within=30, what="an attempt the receiver refused")
+        message_id = receiver.of("/given-up", file_id)[0][0]["webhook-id"]
+        delivery_id = str(UUID(message_id.removeprefix("msg_")))
+        # A day on: given up (as the sender records it past FILES_WEBHOOK_GIVE_UP_S).
+        await pool.execute(
+            """UPDATE ingest.webhook_deliveries SET status = 'failed', lease_until = NULL
+               WHERE id = $1""",
+            UUID(delivery_id),
+        )
+        retry = f"{deliveries}/{delivery_id}/retry"
+        alice = as_key((await member(api, "retrier"))["api_key"])
+        error(await alice.post(retry), 403)
+        error(await api.post(f"{deliveries}/{uuid4()}/retry"), 404)
+        error(await api.post(f"/v1/webhooks/{uuid4()}/deliveries/{delivery_id}/retry"), 404)
+
+        del receiver.refusals["/given-up"]
+        tried = len(receiver.of("/given-up", file_id))
+        again = await api.post(retry)
+        assert again.status_code == 200, again.text
+        assert again.json()["status"] == "pending" and again.json()["attempts"] == 0
+        assert again.json()["retried_at"] is not None
+
+        async def delivered() -> bool:
+            found = {d["id"]: d for d in (await api.get(deliveries)).json()["items"]}
+            return found[delivery_id]["status"] == "delivered"
+
+        await eventually(delivered, within=30, what="the delivery sent again and delivered")
+        sent = receiver.of("/given-up", file_id)
+        assert len(sent) == tried + 1
+        # The same message: a receiver that took it before drops it.
+        assert {h["webhook-id"] for h, _ in sent} == {message_id}
+
+        # One being attempted right now is not sent twice at once.
+        await pool.execute(
+            """UPDATE ingest.webhook_deliveries SET status = 'pending',
+                   lease_until = now() + interval '1 minute', next_attempt_at = now()
+               WHERE id = $1""",
+            UUID(delivery_id),
+        )
+        error(await api.post(retry), 409, "delivery_in_flight")
+    finally:
+        await api.delete(f"/v1/webhooks/{hook_id}")

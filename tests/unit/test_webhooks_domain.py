@@ -11,12 +11,62 @@ from shared.kit.errors import Refused
 def test_the_signature_is_the_standard_webhooks_one() -> None:
     # The example of the Standard Webhooks spec's reference libraries.
     found = domain.signature(
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
         "msg_p5jXN8AQM9LWM0D4loKWxJek",
         1614265330,
         b'{"test": 2432232314}',
     )
     assert found == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_a_rotated_secret_signs_beside_the_one_before() -> None:
+    """While the secret before still signs, the header carries both signatures,
+    space-delimited as the spec has it, the new secret's first."""
+    new = domain.new_secret()
+    old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    args = ("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}')
+    both = domain.signature([new, old], *args)
+    assert (
+        both == f"{domain.signature([new], *args)} v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "secret", "keep"),
+    [
+        (None, None, domain.KEEP_PREVIOUS_S),
+        ({}, None, domain.KEEP_PREVIOUS_S),
+        ({"keep_previous_for_s": 0}, None, 0.0),
+        (
+            {"keep_previous_for_s": 604800, "secret": "whsec_" + "QUFB" * 8},
+            "whsec_" + "QUFB" * 8,
+            604800.0,
+        ),
+    ],
+)
+def test_a_rotation_takes_a_secret_and_how_long_the_one_before_signs(
+    body: object, secret: str | None, keep: float
+) -> None:
+    assert domain.parse_rotation(body) == domain.Rotation(secret, keep)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ([], "invalid_body"),
+        ({"secret": None, "url": "https://x.example"}, "invalid_body"),
+        ({"secret": 5}, "invalid_secret"),
+        ({"secret": "whsec_short"}, "invalid_secret"),
+        ({"keep_previous_for_s": -1}, "invalid_keep_previous"),
+        ({"keep_previous_for_s": 604801}, "invalid_keep_previous"),
+        ({"keep_previous_for_s": True}, "invalid_keep_previous"),
+        ({"keep_previous_for_s": "1h"}, "invalid_keep_previous"),
+    ],
+)
+def test_a_rotation_refuses_what_it_cannot_take(body: object, code: str) -> None:
+    with pytest.raises(Refused) as refused:
+        domain.parse_rotation(body)
+    assert (refused.value.status, refused.value.code) == (422, code)
 
 
 def test_a_secret_made_is_of_the_spec_s_shape() -> None:

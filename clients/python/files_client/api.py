@@ -83,6 +83,7 @@ from files_client.models import (
     User,
     WebhookData,
     WebhookDelivery,
+    WebhookSecretRotationBody,
 )
 
 __all__ = ["Async", "Sync"]
@@ -860,6 +861,17 @@ class Webhook(WebhookData, _Bound[M]):
     model_config = _ignored
 
     @operation
+    def rotate_secret(
+        self, *, secret: str | None = None, keep_previous_for_s: float | None = None
+    ) -> Op[Webhook[M]]:
+        """See `rotate_webhook_secret`."""
+        return (
+            yield from type(self._api).rotate_webhook_secret.fn(
+                self._api, self, secret=secret, keep_previous_for_s=keep_previous_for_s
+            )
+        )
+
+    @operation
     def delete(self) -> Op[None]:
         yield from exchange(self._session, Call("DELETE", f"/v1/webhooks/{self.id}"))
 
@@ -1448,6 +1460,32 @@ class Api(Bound[M]):
     @operation
     def delete_webhook(self, webhook: Ref) -> Op[None]:
         yield from exchange(self._session, Call("DELETE", f"/v1/webhooks/{_id(webhook)}"))
+
+    @operation
+    def rotate_webhook_secret(
+        self, webhook: Ref, *, secret: str | None = None, keep_previous_for_s: float | None = None
+    ) -> Op[Webhook[M]]:
+        """A new signing secret (made unless given), in the answer's `secret` this once;
+        the one before signs beside it for `keep_previous_for_s` (24 h unless given, 0 to
+        7 days), so receivers can switch without missing a delivery."""
+        body = WebhookSecretRotationBody.model_validate(
+            {"secret": secret, "keep_previous_for_s": keep_previous_for_s}
+        )
+        found = yield from json_of(
+            self._session,
+            Call("POST", f"/v1/webhooks/{_id(webhook)}/secret", json=body.as_json()),
+        )
+        return _bind(self, Webhook, found)
+
+    @operation
+    def retry_webhook_delivery(self, webhook: Ref, delivery: Ref) -> Op[WebhookDelivery]:
+        """A delivery sent again now under its message id (failed, delivered or pending),
+        its attempts counted from now."""
+        found = yield from json_of(
+            self._session,
+            Call("POST", f"/v1/webhooks/{_id(webhook)}/deliveries/{_id(delivery)}/retry"),
+        )
+        return WebhookDelivery.model_validate(found)
 
     @listing
     def webhook_deliveries(self, webhook: Ref) -> Feed[WebhookDelivery]:

@@ -1629,6 +1629,23 @@ def webhooks(args: argparse.Namespace) -> int:
                 for d in c.webhook_deliveries(args.webhook)
             ]
             _table(rows, ["ID", "EVENT", "STATUS", "ATTEMPTS", "LAST ERROR"])
+        elif args.action == "rotate":
+            secret = sys.stdin.readline().strip() if args.secret_stdin else None
+            rotated = c.rotate_webhook_secret(
+                args.webhook, secret=secret, keep_previous_for_s=args.keep_previous
+            )
+            until = rotated.previous_secret_valid_until
+            print(
+                f"webhook {rotated.id}: a new signing secret; the one before signs too until"
+                f" {until.isoformat()}"
+                if until
+                else f"webhook {rotated.id}: a new signing secret; the one before no longer signs"
+            )
+            if rotated.secret and not args.secret_stdin:
+                print(f"signing secret (shown once): {rotated.secret}")
+        elif args.action == "retry":
+            again = c.retry_webhook_delivery(args.webhook, args.delivery)
+            print(f"delivery {again.id} ({again.event}): sent again")
         elif args.action == "delete":
             c.delete_webhook(args.webhook)
             print(f"deleted webhook {args.webhook}")
@@ -2151,7 +2168,11 @@ def register(commands: Any) -> None:
     a = actions.add_parser("revoke", help="revoke keys by id")
     a.add_argument("key_ids", nargs="+", metavar="ID")
 
-    p = verb("webhooks", "add, list or delete webhooks, and see their deliveries (org admins)")
+    p = verb(
+        "webhooks",
+        "add, list, rotate or delete webhooks; see their deliveries and send one again"
+        " (org admins)",
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("add", help="post events to URL, signed (Standard Webhooks)")
     a.add_argument("url", metavar="URL")
@@ -2166,6 +2187,20 @@ def register(commands: Any) -> None:
     actions.add_parser("ls", help="the webhooks (never their secrets)")
     a = actions.add_parser("deliveries", help="a webhook's deliveries, newest first")
     a.add_argument("webhook", metavar="ID")
+    a = actions.add_parser(
+        "rotate", help="a new signing secret; the one before signs beside it for a while"
+    )
+    a.add_argument("webhook", metavar="ID")
+    a.add_argument("--secret-stdin", action="store_true", help="read the whsec_ secret from stdin")
+    a.add_argument(
+        "--keep-previous",
+        type=float,
+        metavar="SECONDS",
+        help="how long the secret before still signs (default 86400, 0 to 604800)",
+    )
+    a = actions.add_parser("retry", help="send a delivery again now (files webhooks deliveries)")
+    a.add_argument("webhook", metavar="ID")
+    a.add_argument("delivery", metavar="DELIVERY_ID")
     a = actions.add_parser("delete", help="remove a webhook and its deliveries")
     a.add_argument("webhook", metavar="ID")
 

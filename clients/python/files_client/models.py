@@ -237,8 +237,10 @@ class WebhookData(Data):
     events: list[str]
     created_at: datetime | None = None
     created_by: str | None = None
-    # When made only: the signing secret (whsec_...), shown this once.
+    # When made or its secret rotated only: the signing secret (whsec_...), shown this once.
     secret: str | None = None
+    # After a rotation: until when the secret before signs too.
+    previous_secret_valid_until: datetime | None = None
 
 
 class WebhookDelivery(Data):
@@ -252,6 +254,7 @@ class WebhookDelivery(Data):
     created_at: datetime | None = None
     next_attempt_at: datetime | None = None
     delivered_at: datetime | None = None
+    retried_at: datetime | None = None
 
 
 class User(Data):
@@ -473,6 +476,11 @@ class NewWebhookBody(Body):
     secret: str | None = None
 
 
+class WebhookSecretRotationBody(Body):
+    secret: str | None = None
+    keep_previous_for_s: float | None = None
+
+
 class IntegrationChangeBody(Body):
     shared_with: list[str] | None = None
     access_key: str | None = None
@@ -607,6 +615,8 @@ ROUTES: list[tuple[str, str, type[BaseModel] | tuple[str, ...] | None, type[Base
     ("GET", "/v1/webhooks", None, Page),
     ("DELETE", "/v1/webhooks/{webhook_id}", None, None),
     ("GET", "/v1/webhooks/{webhook_id}/deliveries", None, Page),
+    ("POST", "/v1/webhooks/{webhook_id}/secret", WebhookSecretRotationBody, WebhookData),
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", None, WebhookDelivery),
     ("GET", "/v1/audit", None, Page),
     ("POST", "/v1/users", NewUserBody, NewUser),
     ("GET", "/v1/users", None, Page),

@@ -33,6 +33,18 @@ def router(webhooks: Webhooks) -> APIRouter:
     ) -> Response:
         return recorded_no_content(await webhooks.delete(who, caller, webhook_id))
 
+    @api.post("/v1/webhooks/{webhook_id}/secret")
+    async def rotate_webhook_secret(
+        webhook_id: uuid.UUID, caller: Caller, who: Access = Depends(access), body: Any = Body(None)
+    ) -> JSON:
+        return recorded(await webhooks.rotate(who, caller, webhook_id, body), 200)
+
+    @api.post("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")
+    async def retry_webhook_delivery(
+        webhook_id: uuid.UUID, delivery_id: uuid.UUID, _: Caller, who: Access = Depends(access)
+    ) -> dict[str, Any]:
+        return await webhooks.retry(who, webhook_id, delivery_id)
+
     @api.get("/v1/webhooks/{webhook_id}/deliveries")
     async def webhook_deliveries(
         webhook_id: uuid.UUID,

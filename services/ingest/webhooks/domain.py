@@ -8,6 +8,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -90,6 +91,44 @@ def parse_registration(body: object) -> Registration:
     return Registration(url, parts.hostname, port, tuple(dict.fromkeys(events)), secret)
 
 
+# A rotated secret's predecessor still signs (beside it) this long by default, at most
+# MAX_KEEP_PREVIOUS_S: receivers switch to the new secret in their own time.
+KEEP_PREVIOUS_S = 24 * 3600.0
+MAX_KEEP_PREVIOUS_S = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Rotation:
+    secret: str | None
+    keep_previous_s: float
+
+
+def parse_rotation(body: object) -> Rotation:
+    """`{secret?, keep_previous_for_s?}` (or no body) or 422 naming what is wrong."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise _bad("invalid_body", "the body must be an object {secret?, keep_previous_for_s?}")
+    unknown = sorted(set(body) - {"secret", "keep_previous_for_s"})
+    if unknown:
+        raise _bad("invalid_body", f"unknown field {unknown[0][:50]!r}", fields=unknown[:10])
+    secret = body.get("secret")
+    if secret is not None:
+        if not isinstance(secret, str):
+            raise _bad("invalid_secret", "secret must be a string whsec_<base64>")
+        secret_key(secret)
+    keep = body.get("keep_previous_for_s", KEEP_PREVIOUS_S)
+    number = isinstance(keep, int | float) and not isinstance(keep, bool)
+    if not number or not 0 <= keep <= MAX_KEEP_PREVIOUS_S:
+        raise _bad(
+            "invalid_keep_previous",
+            f"keep_previous_for_s must be a number of seconds from 0 to {MAX_KEEP_PREVIOUS_S:g}"
+            " (7 days): how long the secret before still signs beside the new one",
+            keep_previous_for_s=keep if number else None,
+        )
+    return Rotation(secret, float(keep))
+
+
 def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
@@ -109,11 +148,15 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
-def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` header: `v1,<base64 HMAC-SHA256 of id.timestamp.body>`."""
+def signature(signing: Sequence[str], message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header: `v1,<base64 HMAC-SHA256 of id.timestamp.body>`
+    with each signing secret, space-delimited (the spec's way to rotate: a receiver accepts the
+    message when any signature is one of its secrets')."""
     signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(secret_key(s), signed, hashlib.sha256).digest()).decode()
+        for s in signing
+    )
 
 
 def backoff_s(attempts: int, base_s: float) -> float:

@@ -2,38 +2,34 @@
 
 A delivery is recorded by the consumer in the transaction that takes the event in
 (ingest's inbox), one row per subscribed webhook: a crash before the commit sees the
-event again, after it the row is there. A sender loop claims due deliveries with a
-lease (FOR UPDATE SKIP LOCKED: replicas of ingest share the work), posts each, and
-records the attempt; a delivery not answered 2xx is tried again, backing off, until
-24 hours after it was made. The message id is the delivery's, the same at each attempt,
-so a receiver can tell a retry from a new event.
+event again, after it the row is there. The sender (sending.py) posts it, tried again
+until 24 hours after it was made (or an admin's retry). The message id is the
+delivery's, the same at each attempt, so a receiver can tell a retry from a new event.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp
 import asyncpg
 import orjson
 import structlog
 
-from services.ingest.imports.buckets.s3 import _Resolver
 from services.ingest.imports.domain.endpoints import EndpointRule
 from services.ingest.imports.egress import Egress, EndpointNotAllowed
 from services.ingest.webhooks import domain
+from services.ingest.webhooks.sending import Sender
 from shared.contracts.catalog import FileDeleted, FilesUploaded, FileUploaded
 from shared.contracts.envelope import Cause, Change, Envelope, Event, envelopes_of
 from shared.contracts.ingest import (
     UploadJobFinished,
     WebhookRegistered,
     WebhookRemoved,
+    WebhookSecretRotated,
     webhook_stream,
 )
 from shared.kit.access import Access
@@ -76,15 +72,15 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_due
     ON ingest.webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_deliveries_of
     ON ingest.webhook_deliveries (webhook_id, created_at DESC);
+-- The webhook's stream version (its events: made 1, each rotation one more, removed);
+-- the secret before a rotation, signing beside the new one until `previous_until`.
+ALTER TABLE ingest.webhooks ADD COLUMN IF NOT EXISTS version integer NOT NULL DEFAULT 1;
+ALTER TABLE ingest.webhooks ADD COLUMN IF NOT EXISTS previous_secret_sealed text;
+ALTER TABLE ingest.webhooks ADD COLUMN IF NOT EXISTS previous_until timestamptz;
+-- When an admin last asked a delivery to be sent again: its attempts and the time it
+-- is given up after count from then.
+ALTER TABLE ingest.webhook_deliveries ADD COLUMN IF NOT EXISTS retried_at timestamptz;
 """
-
-# Deliveries one pass of the sender claims, and how long it holds them at least (a
-# sender that died mid-attempt leaves its claim to the others after this).
-BATCH = 32
-LEASE_S = 120.0
-# Deliveries ended (delivered or given up) are listed this long, then deleted.
-KEEP_S = 30 * 24 * 3600.0
-PRUNE_EVERY_S = 600.0
 
 
 async def setup(conn: Conn) -> None:
@@ -102,13 +98,17 @@ def require_org_admin(access: Access) -> None:
 
 
 def _webhook_json(row: Any) -> dict[str, Any]:
-    # Never the secret: it is shown once, when the webhook is made.
+    # Never a secret: one is shown once, when the webhook is made or its secret rotated.
+    previous = row["previous_until"]
     return {
         "id": str(row["id"]),
         "url": row["url"],
         "events": list(row["events"]),
         "created_at": row["created_at"].isoformat(),
         "created_by": row["created_by"],
+        "previous_secret_valid_until": (
+            previous.isoformat() if previous and previous > datetime.now(UTC) else None
+        ),
     }
 
 
@@ -128,6 +128,7 @@ def _delivery_json(row: Any) -> dict[str, Any]:
         "created_at": row["created_at"].isoformat(),
         "next_attempt_at": _iso(row["next_attempt_at"]) if row["status"] == "pending" else None,
         "delivered_at": _iso(row["delivered_at"]),
+        "retried_at": _iso(row["retried_at"]),
     }
 
 
@@ -204,7 +205,7 @@ class Webhooks(Handlers):
         # an org admin's URL must not reach the platform's loopback ports.
         self.egress = Egress(EndpointRule.parse(settings.webhook_allowed_endpoints))
         self._sealer: Sealer | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self.sender = Sender(parts, settings, self.egress, lambda: self.sealer)
 
     @property
     def sealer(self) -> Sealer:
@@ -272,12 +273,82 @@ class Webhooks(Handlers):
         require_org_admin(access)
         gone = WebhookRemoved(webhook_id=webhook_id)
         async with self.pool.acquire() as conn, conn.transaction():
-            done = await conn.execute("DELETE FROM ingest.webhooks WHERE id = $1", webhook_id)
-            if done.endswith(" 0"):
+            version = await conn.fetchval(
+                "DELETE FROM ingest.webhooks WHERE id = $1 RETURNING version", webhook_id
+            )
+            if version is None:
                 raise not_found("webhook", webhook_id)
             return await self.store.append(
-                conn, envelopes_of([Change(webhook_stream(webhook_id), 2, gone)], cause)
+                conn, envelopes_of([Change(webhook_stream(webhook_id), version + 1, gone)], cause)
             )
+
+    async def rotate(
+        self, access: Access, cause: Cause, webhook_id: uuid.UUID, body: object
+    ) -> tuple[dict[str, Any], int]:
+        """A new signing secret, answered this once; the one before signs beside it for
+        the time asked (0: not at all), so receivers can switch without missing one."""
+        require_org_admin(access)
+        rotation = domain.parse_rotation(body)
+        secret = rotation.secret or domain.new_secret()
+        async with self.pool.acquire() as conn, conn.transaction():
+            # A rotation within the window of the one before drops that one's secret:
+            # two signatures at most.
+            row = await conn.fetchrow(
+                """UPDATE ingest.webhooks SET
+                       previous_secret_sealed = CASE WHEN $3 > 0 THEN secret_sealed END,
+                       previous_until = CASE WHEN $3 > 0
+                                        THEN now() + make_interval(secs => $3) END,
+                       secret_sealed = $2, version = version + 1
+                   WHERE id = $1 RETURNING *""",
+                webhook_id,
+                self.sealer.seal(secret.encode(), str(webhook_id)),
+                rotation.keep_previous_s,
+            )
+            if row is None:
+                raise not_found("webhook", webhook_id)
+            rotated = WebhookSecretRotated(
+                webhook_id=webhook_id, previous_valid_until=row["previous_until"]
+            )
+            position = await self.store.append(
+                conn,
+                envelopes_of([Change(webhook_stream(webhook_id), row["version"], rotated)], cause),
+            )
+        return {**_webhook_json(row), "secret": secret}, position
+
+    async def retry(
+        self, access: Access, webhook_id: uuid.UUID, delivery_id: uuid.UUID
+    ) -> dict[str, Any]:
+        """A delivery sent again now, under its message id (a receiver that took it
+        drops it): a failed one (given up), a delivered one the receiver lost, or a
+        pending one not to wait for its next attempt. Its attempts count again from
+        here, and it is given up as long after this as after its event."""
+        require_org_admin(access)
+        row = await self.pool.fetchrow(
+            """UPDATE ingest.webhook_deliveries SET status = 'pending', attempts = 0,
+                   next_attempt_at = now(), retried_at = now(), delivered_at = NULL
+               WHERE id = $2 AND webhook_id = $1
+                 AND NOT (status = 'pending' AND lease_until >= now())
+               RETURNING *""",
+            webhook_id,
+            delivery_id,
+        )
+        if row is not None:
+            return _delivery_json(row)
+        leased = await self.pool.fetchval(
+            """SELECT true FROM ingest.webhook_deliveries
+               WHERE id = $2 AND webhook_id = $1""",
+            webhook_id,
+            delivery_id,
+        )
+        if leased is None:
+            raise not_found("delivery", delivery_id)
+        raise Refused(
+            409,
+            "delivery_in_flight",
+            f"delivery {delivery_id} is being attempted now: see its outcome in the"
+            " webhook's deliveries, and ask again if it fails",
+            {"delivery_id": str(delivery_id)},
+        )
 
     async def deliveries(
         self, access: Access, webhook_id: uuid.UUID, limit: int, status: str | None
@@ -341,133 +412,6 @@ class Webhooks(Handlers):
             names,
             payloads,
         )
-
-    # -- sending ------------------------------------------------------------------
-
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(resolver=_Resolver(self.egress), limit=BATCH),
-                timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s),
-                trust_env=False,
-                auto_decompress=False,
-            )
-        return self._http
-
-    async def send_forever(self) -> None:
-        pruned = 0.0
-        while True:
-            sent = await self.send_due()
-            if time.monotonic() - pruned > PRUNE_EVERY_S:
-                await self.pool.execute(
-                    """DELETE FROM ingest.webhook_deliveries WHERE status <> 'pending'
-                       AND created_at < now() - make_interval(secs => $1)""",
-                    KEEP_S,
-                )
-                pruned = time.monotonic()
-            if sent < BATCH:
-                await asyncio.sleep(self.settings.webhook_poll_s)
-
-    async def send_due(self) -> int:
-        """Claims the due deliveries (a batch) and attempts each; how many."""
-        rows = await self.pool.fetch(
-            """UPDATE ingest.webhook_deliveries d
-               SET lease_until = now() + make_interval(secs => $1)
-               FROM ingest.webhooks w
-               WHERE w.id = d.webhook_id AND d.id IN (
-                   SELECT id FROM ingest.webhook_deliveries
-                   WHERE status = 'pending' AND next_attempt_at <= now()
-                     AND (lease_until IS NULL OR lease_until < now())
-                   ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-               RETURNING d.id, d.payload::text AS payload, d.attempts, d.created_at,
-                         w.id AS webhook_id, w.url, w.secret_sealed""",
-            max(LEASE_S, 3 * self.settings.webhook_timeout_s),
-            BATCH,
-        )
-        await asyncio.gather(*(self._attempt(r) for r in rows))
-        return len(rows)
-
-    async def _attempt(self, row: Any) -> None:
-        body = row["payload"].encode()
-        message_id = f"msg_{row['id'].hex}"
-        timestamp = int(time.time())
-        secret = self.sealer.open(row["secret_sealed"], str(row["webhook_id"])).decode()
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": message_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": domain.signature(secret, message_id, timestamp, body),
-            "user-agent": "files-webhooks/1",
-        }
-        status: int | None = None
-        error: str | None = None
-        try:
-            url = row["url"]
-            target = urlsplit(url)
-            port = target.port or (443 if target.scheme == "https" else 80)
-            # aiohttp dials an address literal without its resolver: judged here too.
-            await asyncio.to_thread(self.egress.addresses, target.hostname or "", port)
-            async with self._session().post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as answer:
-                status = answer.status
-                read = await answer.content.read(domain.MAX_ANSWER_BYTES)
-                if not 200 <= status < 300:
-                    # A short excerpt for the admin to tell why: never the receiver's
-                    # whole page (what a wrongly allowed address answers stays there).
-                    shown = read[: domain.ANSWER_SHOWN_BYTES].decode(errors="replace")
-                    error = f"answered {status}: {shown}"
-        except EndpointNotAllowed as refused:
-            error = (
-                f"the url may not be used: {refused.reason} (FILES_WEBHOOK_ALLOWED_ENDPOINTS"
-                " names the private addresses webhooks may post to)"
-            )
-        except TimeoutError:
-            error = f"no answer within {self.settings.webhook_timeout_s:g} s"
-        except (aiohttp.ClientError, OSError) as failed:
-            error = f"{type(failed).__name__}: {str(failed)[:300]}"
-        except Exception as failed:
-            # Whatever else a receiver's answer raises is this attempt's failure, recorded
-            # like the others: a delivery must never stop the sender.
-            log.warning("webhook.attempt_raised", delivery=str(row["id"]), exc_info=True)
-            error = f"{type(failed).__name__}"
-        attempts = row["attempts"] + 1
-        if error is None:
-            await self.pool.execute(
-                """UPDATE ingest.webhook_deliveries SET status = 'delivered', attempts = $2,
-                   last_status = $3, last_error = NULL, delivered_at = now(),
-                   lease_until = NULL, next_attempt_at = NULL WHERE id = $1""",
-                row["id"],
-                attempts,
-                status,
-            )
-            return
-        wait = domain.backoff_s(attempts, self.settings.webhook_retry_base_s)
-        age = (datetime.now(UTC) - row["created_at"]).total_seconds()
-        given_up = age + wait > self.settings.webhook_give_up_s
-        log.info(
-            "webhook.attempt_failed",
-            delivery=str(row["id"]),
-            attempts=attempts,
-            status=status,
-            given_up=given_up,
-        )
-        await self.pool.execute(
-            """UPDATE ingest.webhook_deliveries SET attempts = $2, last_status = $3,
-               last_error = $4, lease_until = NULL,
-               status = CASE WHEN $5 THEN 'failed' ELSE 'pending' END,
-               next_attempt_at = now() + make_interval(secs => $6) WHERE id = $1""",
-            row["id"],
-            attempts,
-            status,
-            error,
-            given_up,
-            wait,
-        )
-
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
 
 
 _TRIGGER_TYPES = frozenset(t.type for t in TRIGGERS)

@@ -1348,20 +1348,40 @@ class CreateWebhookRequest(_message.Message):
     def __init__(self, url: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ..., secret: _Optional[str] = ...) -> None: ...
 
 class Webhook(_message.Message):
-    __slots__ = ("id", "url", "events", "created_at", "created_by", "secret")
+    __slots__ = ("id", "url", "events", "created_at", "created_by", "secret", "previous_secret_valid_until")
     ID_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     SECRET_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SECRET_VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
     id: str
     url: str
     events: _containers.RepeatedScalarFieldContainer[str]
     created_at: _timestamp_pb2.Timestamp
     created_by: str
     secret: str
-    def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., secret: _Optional[str] = ...) -> None: ...
+    previous_secret_valid_until: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., secret: _Optional[str] = ..., previous_secret_valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RotateWebhookSecretRequest(_message.Message):
+    __slots__ = ("webhook_id", "secret", "keep_previous_for_s")
+    WEBHOOK_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    KEEP_PREVIOUS_FOR_S_FIELD_NUMBER: _ClassVar[int]
+    webhook_id: str
+    secret: str
+    keep_previous_for_s: float
+    def __init__(self, webhook_id: _Optional[str] = ..., secret: _Optional[str] = ..., keep_previous_for_s: _Optional[float] = ...) -> None: ...
+
+class WebhookDeliveryRef(_message.Message):
+    __slots__ = ("webhook_id", "delivery_id")
+    WEBHOOK_ID_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    webhook_id: str
+    delivery_id: str
+    def __init__(self, webhook_id: _Optional[str] = ..., delivery_id: _Optional[str] = ...) -> None: ...
 
 class WebhookList(_message.Message):
     __slots__ = ("items",)
@@ -1386,7 +1406,7 @@ class ListWebhookDeliveriesRequest(_message.Message):
     def __init__(self, webhook_id: _Optional[str] = ..., limit: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
 
 class WebhookDelivery(_message.Message):
-    __slots__ = ("id", "event", "event_id", "status", "attempts", "last_status", "last_error", "created_at", "next_attempt_at", "delivered_at")
+    __slots__ = ("id", "event", "event_id", "status", "attempts", "last_status", "last_error", "created_at", "next_attempt_at", "delivered_at", "retried_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -1397,6 +1417,7 @@ class WebhookDelivery(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
     DELIVERED_AT_FIELD_NUMBER: _ClassVar[int]
+    RETRIED_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     event: str
     event_id: str
@@ -1407,7 +1428,8 @@ class WebhookDelivery(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     next_attempt_at: _timestamp_pb2.Timestamp
     delivered_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., event: _Optional[str] = ..., event_id: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., last_status: _Optional[int] = ..., last_error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    retried_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., event: _Optional[str] = ..., event_id: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., last_status: _Optional[int] = ..., last_error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retried_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class WebhookDeliveryList(_message.Message):
     __slots__ = ("items",)

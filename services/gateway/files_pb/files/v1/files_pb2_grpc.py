@@ -3517,6 +3517,16 @@ class WebhooksStub:
                 request_serializer=files_dot_v1_dot_files__pb2.ListWebhookDeliveriesRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.WebhookDeliveryList.FromString,
                 _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/files.v1.Webhooks/RotateWebhookSecret',
+                request_serializer=files_dot_v1_dot_files__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.Webhook.FromString,
+                _registered_method=True)
+        self.RetryWebhookDelivery = channel.unary_unary(
+                '/files.v1.Webhooks/RetryWebhookDelivery',
+                request_serializer=files_dot_v1_dot_files__pb2.WebhookDeliveryRef.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.WebhookDelivery.FromString,
+                _registered_method=True)
 
 
 class WebhooksServicer:
@@ -3552,6 +3562,21 @@ class WebhooksServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateWebhookSecret(self, request, context):
+        """POST /v1/webhooks/{id}/secret (org admins): the new secret is answered once; the one
+        before signs beside it for keep_previous_for_s (24 h when absent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryWebhookDelivery(self, request, context):
+        """POST /v1/webhooks/{id}/deliveries/{delivery_id}/retry (org admins): sent again now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WebhooksServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -3574,6 +3599,16 @@ def add_WebhooksServicer_to_server(servicer, server):
                     servicer.ListWebhookDeliveries,
                     request_deserializer=files_dot_v1_dot_files__pb2.ListWebhookDeliveriesRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.WebhookDeliveryList.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=files_dot_v1_dot_files__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.Webhook.SerializeToString,
+            ),
+            'RetryWebhookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryWebhookDelivery,
+                    request_deserializer=files_dot_v1_dot_files__pb2.WebhookDeliveryRef.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.WebhookDelivery.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -3686,6 +3721,60 @@ class Webhooks:
             '/files.v1.Webhooks/ListWebhookDeliveries',
             files_dot_v1_dot_files__pb2.ListWebhookDeliveriesRequest.SerializeToString,
             files_dot_v1_dot_files__pb2.WebhookDeliveryList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Webhooks/RotateWebhookSecret',
+            files_dot_v1_dot_files__pb2.RotateWebhookSecretRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.Webhook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryWebhookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Webhooks/RetryWebhookDelivery',
+            files_dot_v1_dot_files__pb2.WebhookDeliveryRef.SerializeToString,
+            files_dot_v1_dot_files__pb2.WebhookDelivery.FromString,
             options,
             channel_credentials,
             insecure,
