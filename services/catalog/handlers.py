@@ -1170,7 +1170,11 @@ class Catalog(Handlers):
         for e in envelopes:
             folder = folders.get(e.event.folder_id)
             never_made = e.event.folder_id in unseen
-            if domain.waits(folder, not never_made, _OVERDUE.get()):
+            # An upload names a folder the gateway found in the catalog, never a synced
+            # one (ingest refuses those): one the catalog has no record of is a forged or
+            # lost request, rejected now rather than waited for (a sync's files wait).
+            uploaded = isinstance(e.event, FilesStored) or e.event.source.type == "upload"
+            if domain.waits(folder, not never_made or uploaded, _OVERDUE.get()):
                 waiting.append((e.event.folder_id, e))
                 continue
             if isinstance(e.event, FilesStored):

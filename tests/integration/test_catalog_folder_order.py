@@ -173,6 +173,22 @@ def page(folder_id: uuid.UUID, *names: str) -> FilesStored:
     )
 
 
+def synced(folder_id: uuid.UUID, name: str) -> FileContentStored:
+    """An object of a synced prefix, stored (a sync's files come one an event)."""
+    return FileContentStored(
+        job_id=uuid.uuid4(),
+        file_id=uuid.uuid4(),
+        folder_id=folder_id,
+        name=name,
+        kind="text",
+        size=1,
+        sha256="0" * 64,
+        mime_type="text/plain",
+        blob_key=f"blobs/{name}",
+        source=ev.Source(type="cloud", integration_id=uuid.uuid4(), key=name),
+    )
+
+
 def group(folder_id: uuid.UUID, name: str) -> tuple[ImageGroupImagesStored, ImageGroupStored]:
     """An image group of two images: its page, then its own event."""
     job_id, group_file_id, constituent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
@@ -231,23 +247,24 @@ async def test_what_arrives_before_its_synced_folder_waits_for_it_and_enters_it(
             **{**assembled.model_dump(exclude={"name", "metadata"}), "instance_count": 3}
         )
         more = context.dicom.event(grown)
-        stored = page(b, "notes.txt", "more.txt")
-        notes = context.ingest.event(stored)
+        notes = context.ingest.event(synced(b, "notes.txt"))
+        removed = synced(b, "more.txt")
+        stored = context.ingest.event(removed)
         gone = context.ingest.event(
             CloudObjectGone(
                 job_id=uuid.uuid4(),
                 root_folder_id=root,
                 key="a/b/more.txt",
-                file_id=stored.files[1].file_id,
+                file_id=removed.file_id,
             )
         )
         images, stack = (context.ingest.event(e) for e in group(b, "stack"))
-        await context.batch(scan, notes, images, stack, ask_b)
+        await context.batch(scan, notes, stored, images, stack, ask_b)
         await context.batch(more, gone)
         assert await context.listed(a) == set() and await context.listed(b) == set()
         assert await context.rejected() == {}  # not taken as a deleted folder
         # Delivered again (the offsets were not committed): the inbox drops it.
-        await context.batch(scan, notes, images, stack, ask_b, more, gone)
+        await context.batch(scan, notes, stored, images, stack, ask_b, more, gone)
 
         await context.batch(ask_a)
         names = await context.folder_names()
@@ -344,7 +361,7 @@ async def test_what_arrives_for_a_folder_that_never_comes_is_rejected_after_wait
     async with catalog_consumer(database_url) as context:
         nowhere = uuid.uuid4()
         lost = series(nowhere, "9.9")
-        stray = page(nowhere, "stray.txt")
+        stray = synced(nowhere, "stray.txt")
         images, stack = group(nowhere, "stack")
         await context.batch(
             context.dicom.event(lost),
@@ -363,7 +380,7 @@ async def test_what_arrives_for_a_folder_that_never_comes_is_rejected_after_wait
         assert await marks(context) == {"dicom": 1, "ingest": 3}
         assert await context.rejected() == {
             lost.file_id: domain.NEVER_MADE,
-            stray.files[0].file_id: domain.NEVER_MADE,
+            stray.file_id: domain.NEVER_MADE,
             **{image.file_id: domain.NEVER_MADE for image in images.files},
         }
         assert await context.listed(nowhere) == set()
@@ -372,6 +389,25 @@ async def test_what_arrives_for_a_folder_that_never_comes_is_rejected_after_wait
         await context.record(*top(nowhere, "late"))
         assert await context.listed(nowhere) == set()
         assert len(await context.rejected()) == 4
+
+
+async def test_an_upload_naming_a_folder_never_seen_is_rejected_at_once(
+    database_url: str,
+) -> None:
+    """The gateway found an upload's folder in the catalog (and ingest refuses synced
+    ones), so one naming an id the catalog never saw is a forged or lost request: its
+    files are rejected now (their blobs let go), not after the hour a sync's wait."""
+    async with catalog_consumer(database_url) as context:
+        nowhere = uuid.uuid4()
+        uploaded = page(nowhere, "forged.txt")
+        single = synced(nowhere, "single.txt").model_copy(update={"source": ev.Source()})
+        await context.batch(context.ingest.event(uploaded), context.ingest.event(single))
+        assert await context.rejected() == {
+            uploaded.files[0].file_id: domain.NEVER_MADE,
+            single.file_id: domain.NEVER_MADE,
+        }
+        assert await context.waiting() == 0
+        assert await marks(context) == {"ingest": 2}
 
 
 async def test_an_arrival_read_while_another_replica_makes_its_folder_enters_it(
