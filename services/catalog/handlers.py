@@ -51,7 +51,7 @@ from shared.kit.inbox import in_causal_order
 from shared.kit.logs import log
 from shared.kit.reactions import Reactions, Received
 from shared.kit.retry import transient
-from shared.kit.service import Handlers, collector_paused
+from shared.kit.service import Handlers, Parts, collector_paused
 
 FOLDER_COLUMNS = "id, parent_id, name, version, path"
 FILE_COLUMNS = "id, folder_id, name, version, blob_key, sha256"
@@ -149,6 +149,8 @@ async def setup_reactions(conn: Conn) -> None:
            CREATE INDEX IF NOT EXISTS awaiting_folders_files
                ON catalog.awaiting_folders USING gin (file_ids);
            CREATE INDEX IF NOT EXISTS awaiting_folders_since ON catalog.awaiting_folders (since);
+           CREATE INDEX IF NOT EXISTS awaiting_folders_position ON catalog.awaiting_folders
+               ((envelope->>'source'), ((envelope->>'position')::bigint));
            CREATE TABLE IF NOT EXISTS catalog.folders_not_made (
                folder_id uuid PRIMARY KEY,
                at timestamptz NOT NULL DEFAULT now())"""
@@ -192,6 +194,15 @@ def _name_taken() -> domain.Conflict:
     )
 
 
+# The first position of a source (the inbox's `w.source`) whose event waits for its
+# folder: consistency waits read the source as applied only short of it (kit/inbox.py
+# `held`), so a token naming it is not answered before the arrival enters (or is
+# rejected). From the stored rows, so a restart keeps it; an empty table costs a lookup
+# in the index within the statement that reads the watermarks, nothing a batch.
+HELD = """SELECT min((a.envelope->>'position')::bigint) FROM catalog.awaiting_folders a
+          WHERE a.envelope->>'source' = w.source"""
+
+
 # The topics the catalog's reactions consume (its runtime's, and what a read that waits
 # for a token waits on).
 CONSUMES = (topics.INGEST, topics.DICOM, topics.DATASETS)
@@ -199,6 +210,10 @@ CONSUMES = (topics.INGEST, topics.DICOM, topics.DATASETS)
 
 class Catalog(Handlers):
     reactions = Reactions("catalog")
+
+    def __init__(self, parts: Parts) -> None:
+        super().__init__(parts)
+        parts.inbox.held = HELD
 
     # -- recording -----------------------------------------------------------------
 
@@ -349,7 +364,14 @@ class Catalog(Handlers):
                RETURNING envelope""",
             list(folder_ids),
         )
+        if rows:
+            await self._wake_waiters(conn)
         return in_causal_order(Envelope.model_validate(r["envelope"]) for r in rows)
+
+    async def _wake_waiters(self, conn: Conn) -> None:
+        """Arrivals leave the waiting table: consistency waits held short of them may
+        pass once this commits (woken as by a watermark moved, not at their next look)."""
+        await conn.execute("SELECT pg_notify($1, '')", self.parts.inbox.channel)
 
     async def _arrive(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
         """Arrivals that waited, through their reactions again (each is in the inbox
@@ -420,6 +442,7 @@ class Catalog(Handlers):
             )
             if not rows:
                 return 0
+            await self._wake_waiters(conn)
             log.warning(
                 "catalog.folder_never_came",
                 folder_ids=sorted({str(r["folder_id"]) for r in rows}),
@@ -1147,7 +1170,11 @@ class Catalog(Handlers):
         for e in envelopes:
             folder = folders.get(e.event.folder_id)
             never_made = e.event.folder_id in unseen
-            if domain.waits(folder, not never_made, _OVERDUE.get()):
+            # An upload names a folder the gateway found in the catalog, never a synced
+            # one (ingest refuses those): one the catalog has no record of is a forged or
+            # lost request, rejected now rather than waited for (a sync's files wait).
+            uploaded = isinstance(e.event, FilesStored) or e.event.source.type == "upload"
+            if domain.waits(folder, not never_made or uploaded, _OVERDUE.get()):
                 waiting.append((e.event.folder_id, e))
                 continue
             if isinstance(e.event, FilesStored):

@@ -19,7 +19,7 @@ same handler, once (its row's status changes in the handler's transaction).
 
 The consumer also keeps, per source store, a watermark: the highest position
 below which it has handled every event (applied, or dead-lettered). Consistency
-tokens wait on it.
+tokens wait on it, held short of events a service handled but set aside (`held`).
 """
 
 from __future__ import annotations
@@ -73,9 +73,15 @@ Handler = Callable[[Conn, Sequence[Envelope]], Awaitable[None]]
 class Inbox:
     """The inbox and watermark tables of one consumer, in its service's schema."""
 
-    def __init__(self, schema: str, consumer: str) -> None:
+    def __init__(self, schema: str, consumer: str, held: str = "") -> None:
         self.schema = schema
         self.consumer = consumer
+        # A service's events handled but not applied yet (set aside until something else
+        # comes, as the catalog's arrivals waiting for their folder): SQL for the first
+        # position of the source `w.source` such an event has, or null. What consistency
+        # waits read stops short of it; the watermark itself (what is admitted, pruned)
+        # passes it, so the batches after go on.
+        self.held = held
         # Sources whose watermark row this process has seen: their batches lock it
         # without first inserting it (a statement a source and batch; rows are never
         # deleted, and one found missing is inserted again).
@@ -298,8 +304,12 @@ class Inbox:
         return f"{self.schema}_watermarks"
 
     async def watermarks(self, conn: Conn | asyncpg.Pool) -> dict[str, int]:
+        """How far each source is applied, as consistency waits read it: the watermark,
+        or short of the first event `held` names (in the same statement)."""
+        position = f"least(w.position, ({self.held}) - 1)" if self.held else "w.position"
         rows = await conn.fetch(
-            f"SELECT source, position FROM {self.schema}.watermarks WHERE consumer = $1",
+            f"""SELECT w.source, {position} AS position FROM {self.schema}.watermarks w
+                WHERE w.consumer = $1""",
             self.consumer,
         )
         return {r["source"]: r["position"] for r in rows}

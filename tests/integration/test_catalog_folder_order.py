@@ -5,7 +5,8 @@ the folder, not rejected as if it were deleted; a folder deleted or purged still
 them at once; one that never comes rejects them once they have waited their time.
 
 These tests drive the catalog consumer's apply step (one batch, one transaction, as in
-the service) against a real PostgreSQL, in a database of its own.
+the service) against a real PostgreSQL, in a database of its own. While an arrival
+waits, a consistency token naming its position is not answered as caught up.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from shared.contracts.ingest import (
     StoredContent,
     SyncFolderNeeded,
 )
-from shared.kit import idempotency
+from shared.kit import consistency, idempotency
 from shared.kit.inbox import Consumer
 from shared.kit.service import Parts
 from shared.kit.settings import Settings
@@ -122,6 +123,20 @@ async def catalog_consumer(database_url: str) -> AsyncIterator[Context]:
         yield Context(catalog, consumer, pool)
 
 
+async def caught_up(context: Context, wanted: dict[str, int], timeout_s: float = 0.0) -> bool:
+    """Whether a read sending a token that names `wanted` is told the catalog has applied
+    it, waiting at most `timeout_s` (as the consistency route and `POST /files` wait)."""
+    parts = context.catalog.parts
+    return await consistency.wait_until_caught_up(
+        lambda: parts.inbox.watermarks(context.pool), wanted, timeout_s, parts.moved
+    )
+
+
+async def marks(context: Context) -> dict[str, int]:
+    """The positions the catalog reports applied, by source."""
+    return await context.catalog.parts.inbox.watermarks(context.pool)
+
+
 def series(folder_id: uuid.UUID, uid: str) -> SeriesAssembled:
     return SeriesAssembled(
         series_uid=uid,
@@ -155,6 +170,22 @@ def page(folder_id: uuid.UUID, *names: str) -> FilesStored:
             )
             for name in names
         ],
+    )
+
+
+def synced(folder_id: uuid.UUID, name: str) -> FileContentStored:
+    """An object of a synced prefix, stored (a sync's files come one an event)."""
+    return FileContentStored(
+        job_id=uuid.uuid4(),
+        file_id=uuid.uuid4(),
+        folder_id=folder_id,
+        name=name,
+        kind="text",
+        size=1,
+        sha256="0" * 64,
+        mime_type="text/plain",
+        blob_key=f"blobs/{name}",
+        source=ev.Source(type="cloud", integration_id=uuid.uuid4(), key=name),
     )
 
 
@@ -216,23 +247,24 @@ async def test_what_arrives_before_its_synced_folder_waits_for_it_and_enters_it(
             **{**assembled.model_dump(exclude={"name", "metadata"}), "instance_count": 3}
         )
         more = context.dicom.event(grown)
-        stored = page(b, "notes.txt", "more.txt")
-        notes = context.ingest.event(stored)
+        notes = context.ingest.event(synced(b, "notes.txt"))
+        removed = synced(b, "more.txt")
+        stored = context.ingest.event(removed)
         gone = context.ingest.event(
             CloudObjectGone(
                 job_id=uuid.uuid4(),
                 root_folder_id=root,
                 key="a/b/more.txt",
-                file_id=stored.files[1].file_id,
+                file_id=removed.file_id,
             )
         )
         images, stack = (context.ingest.event(e) for e in group(b, "stack"))
-        await context.batch(scan, notes, images, stack, ask_b)
+        await context.batch(scan, notes, stored, images, stack, ask_b)
         await context.batch(more, gone)
         assert await context.listed(a) == set() and await context.listed(b) == set()
         assert await context.rejected() == {}  # not taken as a deleted folder
         # Delivered again (the offsets were not committed): the inbox drops it.
-        await context.batch(scan, notes, images, stack, ask_b, more, gone)
+        await context.batch(scan, notes, stored, images, stack, ask_b, more, gone)
 
         await context.batch(ask_a)
         names = await context.folder_names()
@@ -253,6 +285,41 @@ async def test_what_arrives_before_its_synced_folder_waits_for_it_and_enters_it(
         # Nothing waits any more: giving up finds nothing to reject.
         assert await context.catalog.give_up_waiting(0) == 0
         assert await context.rejected() == {}
+
+
+async def test_a_token_naming_an_arrival_that_waits_for_its_folder_waits_for_it(
+    database_url: str,
+) -> None:
+    """The consumer's watermark passes the arrival set aside (the batches after go on),
+    but a read holding a token that names its position (a DICOM job's series made) waits
+    until it enters: it would otherwise list the folder without it. Other sources, and
+    the same source's events before it, are not held back."""
+    async with catalog_consumer(database_url) as context:
+        root, synced = uuid.uuid4(), uuid.uuid4()
+        await context.record(*top(root, "bucket"))
+        before = context.dicom.event(series(root, "7.6"))
+        waiting = context.dicom.event(series(synced, "7.7"))
+        after = context.dicom.event(series(root, "7.8"))
+        notes = context.ingest.event(page(root, "notes.txt"))
+        await context.batch(before, waiting, after, notes)
+        assert await context.waiting() == 1
+        assert await context.listed(root) == {"series 7.6", "series 7.8", "notes.txt"}
+        assert await marks(context) == {"dicom": 1, "ingest": 1}
+        assert await caught_up(context, {"dicom": 1, "ingest": 1})
+        # Waited for as long as the read may wait, and not answered as caught up.
+        assert not await caught_up(context, {"dicom": 2}, timeout_s=0.3)
+
+        # The catalog started again (its parts made anew): still held, from the rows.
+        restarted = Parts("catalog", Settings(service_key=SERVICE_KEY))
+        restarted.pool = context.pool
+        Catalog(restarted)
+        assert await restarted.inbox.watermarks(context.pool) == {"dicom": 1, "ingest": 1}
+
+        reading = asyncio.create_task(caught_up(context, {"dicom": 3}, timeout_s=10))
+        await context.batch(context.ingest.event(needed(root, root, synced, "a")))
+        assert await reading
+        assert await context.listed(synced) == {"series 7.7"}
+        assert await marks(context) == {"dicom": 3, "ingest": 2}
 
 
 async def test_what_arrives_for_a_deleted_or_purged_folder_is_rejected_at_once(
@@ -294,7 +361,7 @@ async def test_what_arrives_for_a_folder_that_never_comes_is_rejected_after_wait
     async with catalog_consumer(database_url) as context:
         nowhere = uuid.uuid4()
         lost = series(nowhere, "9.9")
-        stray = page(nowhere, "stray.txt")
+        stray = synced(nowhere, "stray.txt")
         images, stack = group(nowhere, "stack")
         await context.batch(
             context.dicom.event(lost),
@@ -306,11 +373,14 @@ async def test_what_arrives_for_a_folder_that_never_comes_is_rejected_after_wait
         # Not waited its time yet.
         assert await context.catalog.give_up_waiting(3600) == 0
         assert await context.rejected() == {}
+        assert await marks(context) == {"dicom": 0, "ingest": 0}
 
         assert await context.catalog.give_up_waiting(0) == 3
+        # Decided: a token naming them is answered (what it reads shows them rejected).
+        assert await marks(context) == {"dicom": 1, "ingest": 3}
         assert await context.rejected() == {
             lost.file_id: domain.NEVER_MADE,
-            stray.files[0].file_id: domain.NEVER_MADE,
+            stray.file_id: domain.NEVER_MADE,
             **{image.file_id: domain.NEVER_MADE for image in images.files},
         }
         assert await context.listed(nowhere) == set()
@@ -319,6 +389,25 @@ async def test_what_arrives_for_a_folder_that_never_comes_is_rejected_after_wait
         await context.record(*top(nowhere, "late"))
         assert await context.listed(nowhere) == set()
         assert len(await context.rejected()) == 4
+
+
+async def test_an_upload_naming_a_folder_never_seen_is_rejected_at_once(
+    database_url: str,
+) -> None:
+    """The gateway found an upload's folder in the catalog (and ingest refuses synced
+    ones), so one naming an id the catalog never saw is a forged or lost request: its
+    files are rejected now (their blobs let go), not after the hour a sync's wait."""
+    async with catalog_consumer(database_url) as context:
+        nowhere = uuid.uuid4()
+        uploaded = page(nowhere, "forged.txt")
+        single = synced(nowhere, "single.txt").model_copy(update={"source": ev.Source()})
+        await context.batch(context.ingest.event(uploaded), context.ingest.event(single))
+        assert await context.rejected() == {
+            uploaded.files[0].file_id: domain.NEVER_MADE,
+            single.file_id: domain.NEVER_MADE,
+        }
+        assert await context.waiting() == 0
+        assert await marks(context) == {"ingest": 2}
 
 
 async def test_an_arrival_read_while_another_replica_makes_its_folder_enters_it(
