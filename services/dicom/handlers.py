@@ -144,9 +144,10 @@ async def _read_group(
         if isinstance(blobs, LocalBlobStore):
             return await _read_copies(blobs, keys)
         # A blob elsewhere (S3): its header from a ranged read of its first bytes, not a
-        # copy of the whole (a 512x512 slice is 0.5 MB for a header of ~1 KiB). What that
-        # does not settle is read from a whole copy, as every blob was before: encapsulated
-        # pixel data, the files the lean walk leaves to pydicom, every rejection.
+        # copy of the whole (a 512x512 slice is 0.5 MB for a header of ~1 KiB), and a
+        # compressed one's fragments by their item headers (up to 64). What that does
+        # not settle is read from a whole copy, as every blob was before: more fragments,
+        # the files the lean walk leaves to pydicom, every rejection.
         heads = await _in_lane(_read_heads, blobs, keys)
         rest = [key for key, found in zip(keys, heads, strict=True) if found is None]
         copied = iter(await _read_copies(blobs, rest) if rest else [])
