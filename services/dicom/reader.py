@@ -56,9 +56,13 @@ MAX_SECONDS: Final = 5.0
 MAX_HEADER_BYTES: Final = 64 * 1024 * 1024
 
 #: Ranged reads of item headers that may settle a compressed file's fragments on S3
-#: (`read_head`); one with more fragments than that (a multi-frame's, a bitstream cut
-#: small) is read whole, as a few large reads cost less than many tiny ones.
+#: (`read_head`): one a MiB of the file (an S3 request's round trip costs about as much
+#: as a MiB's transfer, so a walk that needs more reads than that is slower than the
+#: whole download), at least one (the delimiter's, after a single fragment: no more
+#: requests than the whole copy), at most MAX_FRAGMENT_READS. A file with more
+#: fragments (a multi-frame's, a bitstream cut small) is read whole, as before.
 MAX_FRAGMENT_READS: Final = 64
+FRAGMENT_READ_BYTES: Final = 1024 * 1024
 
 _PIXEL_TAGS: Final = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # integer, float, double
 
@@ -258,8 +262,8 @@ def read_head(
 ) -> Instance | None:
     """The instance in a file known by its first bytes and its size only (a blob in S3,
     read by range), when the lean walk takes it and its pixel data is native, or
-    encapsulated in fragments shown whole by up to MAX_FRAGMENT_READS ranged reads of
-    their item headers: then exactly what `read_instance` of the whole file gives. None
+    encapsulated in fragments shown whole by a few ranged reads of their item headers
+    (`fragment_reads`): then exactly what `read_instance` of the whole file gives. None
     otherwise: the caller reads the whole file with `read_instance` (more fragments than
     that, a file the walk leaves to pydicom, every rejection).
 
@@ -295,6 +299,11 @@ def read_head(
         return None
 
 
+def fragment_reads(size: int) -> int:
+    """How many item headers of a compressed file of `size` bytes may be read by range."""
+    return max(1, min(MAX_FRAGMENT_READS, size // FRAGMENT_READ_BYTES))
+
+
 def _fragments_ranged(
     head: bytes,
     size: int,
@@ -303,10 +312,10 @@ def _fragments_ranged(
     max_header_bytes: int,
 ) -> bool:
     """`_fragments_whole` over the file read by range: each fragment's 8-byte item header
-    fetched and its value skipped, at most MAX_FRAGMENT_READS fetches past `head`. False
+    fetched and its value skipped, at most `fragment_reads(size)` fetches past `head`. False
     when that does not show the fragments whole (past the bound, a short read, any
     problem): the whole file is then read, and worded, as a local store's is."""
-    source = ranged.Ranged(read_at, size, head, max_reads=MAX_FRAGMENT_READS, forward=False)
+    source = ranged.Ranged(read_at, size, head, max_reads=fragment_reads(size), forward=False)
     whole = _fragments_whole(cast(IO[bytes], source), value_at, MAX_SECONDS, max_header_bytes)
     if source.failed is not None:
         raise _ReadFailed(source.failed)

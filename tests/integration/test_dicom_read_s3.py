@@ -104,12 +104,13 @@ async def test_s3_reads_a_slice_by_its_prefix_and_every_file_as_a_local_store_do
     files = {
         "plain": plain,
         "compressed": BASES["encapsulated"],
-        "jpeg": _compressed(4, 100_000),
-        "jpeg-many": _compressed(reader.MAX_FRAGMENT_READS + 10, 4_000),
-        "jpeg-cut": _compressed(4, 100_000, cut=50_000),
-        "jpeg-lying": _lying(_compressed(4, 100_000), 1),  # the delimiter missed
-        "jpeg-past-end": _lying(_compressed(4, 100_000), 10**9),
-        "jpeg-no-end": _compressed(4, 100_000, cut=8),  # no sequence delimiter
+        "jpeg": _compressed(4, 1_200_000),  # 4 reads of item headers: one a MiB
+        "jpeg-one": _compressed(1, 400_000),  # one read, the delimiter's
+        "jpeg-many": _compressed(4, 100_000),  # more than one read a MiB: read whole
+        "jpeg-cut": _compressed(1, 400_000, cut=50_000),
+        "jpeg-lying": _lying(_compressed(1, 400_000), 1),  # the delimiter missed
+        "jpeg-past-end": _lying(_compressed(1, 400_000), 10**9),
+        "jpeg-no-end": _compressed(1, 400_000, cut=8),  # no sequence delimiter
         "long-header": _header_of(20_000),  # past the first 16 KiB
         "longer-header": _header_of(100_000),  # past the 64 KiB prefix: pydicom's
         "truncated": plain[:-1000],
@@ -142,6 +143,7 @@ async def test_s3_reads_a_slice_by_its_prefix_and_every_file_as_a_local_store_do
         "dicom/plain": None,
         "dicom/compressed": None,
         "dicom/jpeg": None,
+        "dicom/jpeg-one": None,
         "dicom/jpeg-many": None,
         "dicom/jpeg-cut": "truncated",
         "dicom/jpeg-lying": "malformed_dicom",
@@ -171,6 +173,8 @@ async def test_s3_reads_a_slice_by_its_prefix_and_every_file_as_a_local_store_do
     # the delimiter's), not its 0.4 MB of fragments; the small one is in its prefix.
     assert s3.fetched["dicom/compressed"] == len(files["compressed"])
     assert s3.fetched["dicom/jpeg"] == lean.FIRST_BYTES + 4 * 8
+    assert s3.fetched["dicom/jpeg-one"] == lean.FIRST_BYTES + 8
+    assert reader.fragment_reads(len(files["jpeg-many"])) == 1
     # What that does not settle is read whole: more fragments than the bound, pydicom's
     # files, every rejection (whatever an item header says, as a local store's is).
     for name in (
