@@ -7,10 +7,10 @@ Timed, per round, each workload one way then the other (A/B, then B/A the next r
   same code with no ranged read allowed (`fragment_reads` 0): a whole copy, as before.
 - `metadata`: WADO-RS metadata of N plain 512x512 slices: B `dicomweb.metadata` (ranged
   header reads); A a whole copy each, then `header_json` of it (the code before).
-- `render`: frame 3 of N 4-frame 256x256 instances drawn as the viewer's slice is: B
+- `render`: frame 3 of N 16-frame 256x256 instances (2 MB) drawn as the viewer's slice is: B
   `slices.drawn_by_range` (the header, then the frame); A a whole copy, then
-  `slices.drawn` of it. `render1`: the same for N plain 512x512 slices (one frame: the
-  whole instance either way, without the spool file in B).
+  `slices.drawn` of it. `render1`: the same for N plain 512x512 slices (0.5 MB: read
+  whole in one request either way, B without the spool file).
 `--ways A` runs the whole copies alone: on a checkout before the ranged reads, the
 code of then (its drawing decodes every frame). Figures: seconds and CPU-s of this
 process (the service's part) and of the drawing workers, and MB fetched from the
@@ -26,7 +26,7 @@ import functools
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +75,23 @@ def _compressed(n: int) -> bytes:
 
 
 def _frames(n: int) -> bytes:
-    pixels = bytes((i * 13 + n) % 251 for i in range(256 * 256 * 2)) * 4
+    pixels = bytes((i * 13 + n) % 251 for i in range(256 * 256 * 2)) * 16
     ds = ct_dataset(rows=256, columns=256, sop_uid=uid(61, n), pixel_data=pixels)
-    ds.NumberOfFrames = 4
+    ds.NumberOfFrames = 16
     return to_bytes(ds)
+
+
+@contextlib.contextmanager
+def _whole_copies() -> Iterator[None]:
+    """No item header read by range: each compressed instance copied whole (as a
+    checkout from before those reads does anyway, without this attribute)."""
+    before = vars(reader).get("fragment_reads")
+    reader.fragment_reads = lambda size: 0  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if before is not None:
+            reader.fragment_reads = before  # type: ignore[assignment]
 
 
 def _workers_cpu() -> float:
@@ -113,13 +126,8 @@ async def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         progress(f"{n} instances of each kind stored on moto")
 
         async def settle(ranged: bool) -> None:
-            bound = reader.fragment_reads
-            if not ranged:
-                reader.fragment_reads = lambda size: 0  # type: ignore[assignment]
-            try:
+            with contextlib.nullcontext() if ranged else _whole_copies():
                 found = await handlers.read_all(s3, keys["settle"])
-            finally:
-                reader.fragment_reads = bound  # type: ignore[assignment]
             assert all(not hasattr(f, "code") for f in found), found
 
         async def metadata(ranged: bool) -> None:

@@ -20,7 +20,9 @@ def draw(request: dict[str, Any], read_at: ReadAt) -> bytes:
         if "path" in request:
             return slices.render(Path(request["path"]), int(request["frame"]))
         size = int(request["size"])
-        return slices.render_file(Ranged(read_at, size), size, int(request["frame"]))  # type: ignore[arg-type]
+        step = size if size <= slices.READ_WHOLE_UP_TO else 16 * 1024
+        source = Ranged(read_at, size, step=step)
+        return slices.render_file(source, size, int(request["frame"]))  # type: ignore[arg-type]
     except Refused as refused:
         raise isolated.Refusal(refused.status, refused.code, refused.message) from None
 

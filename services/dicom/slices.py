@@ -29,6 +29,9 @@ from shared.kit.media import ReadAt
 MAX_BYTES = 512 * 1024 * 1024
 MAX_PIXELS = 64 * 1024 * 1024
 RENDER_TIME_CAP_S = 30.0
+#: An instance up to this size is read by range in one read, whole: a second request
+#: (the header's, then the frame's) costs about as much as a MiB's transfer on S3.
+READ_WHOLE_UP_TO = 1024 * 1024
 
 _PIXEL_DATA: Final = 0x7FE00010
 _LITTLE_NATIVE: Final = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})

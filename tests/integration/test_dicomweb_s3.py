@@ -68,7 +68,7 @@ def _lying(data: bytes) -> bytes:
 
 FILES = {
     "plain": ct_slice(rows=512, columns=512, sop_uid=uid(46)),
-    "frames": _frames(4),
+    "frames": _frames(16),  # 2 MB: past slices.READ_WHOLE_UP_TO
     "rle": _rle(),
     "lying": _lying(ct_slice(rows=512, columns=512, sop_uid=uid(47))),
 }
@@ -105,7 +105,7 @@ async def test_retrieval_streams_each_instance_from_s3_as_stored(
     stores: tuple[Streamed, LocalBlobStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s3, local = stores
-    # The two 0.5 MB ones are streamed, the small one read with a group.
+    # The 0.5 and 2 MB ones are streamed, the small one read with a group.
     monkeypatch.setattr(dicomweb, "SMALL_INSTANCE", 256 * 1024)
     wanted = _stored("plain", "frames", "rle")
     multipart = dicomweb.Multipart("application/dicom")
@@ -147,9 +147,9 @@ def _drawn_here(local: LocalBlobStore, name: str, frame: int) -> bytes | Refused
 @pytest.mark.parametrize(
     ("name", "frame", "most"),
     [
-        ("plain", 0, lean.FIRST_BYTES + 512 * 512 * 2),
+        ("plain", 0, len(FILES["plain"])),  # 0.5 MB: one read, whole
         ("frames", 2, lean.FIRST_BYTES + FRAME),
-        ("frames", 4, lean.FIRST_BYTES),  # not there: 404 from the header alone
+        ("frames", 16, lean.FIRST_BYTES),  # not there: 404 from the header alone
         ("rle", 0, len(FILES["rle"])),  # compressed: decoded whole
         ("lying", 0, 2 * len(FILES["lying"])),  # its header says more: read whole
     ],
@@ -166,7 +166,7 @@ async def test_a_frame_is_drawn_from_s3_by_its_header_and_its_own_bytes(
     else:
         assert on_s3 == here and here.startswith(b"\x89PNG")
     assert s3.fetched[f"dicom/{name}"] <= most
-    if name == "frames":  # a frame of four: not the instance's 0.5 MB
+    if name == "frames":  # a frame of 16: not the instance's 2 MB
         assert s3.fetched[f"dicom/{name}"] < len(FILES[name]) // 2
     assert s3.copies == Counter()
 
@@ -181,7 +181,7 @@ async def test_raw_frames_on_s3_are_read_alone(stores: tuple[Streamed, LocalBlob
     assert found == dicomweb.frames(local.path("dicom/frames"), [3, 1])
     assert s3.fetched["dicom/frames"] <= lean.FIRST_BYTES + 2 * FRAME
     with pytest.raises(Refused) as refused:
-        await asyncio.to_thread(on_s3, [5])
+        await asyncio.to_thread(on_s3, [17])
     assert refused.value.code == "frame_not_found"
     # Compressed or lying: the whole instance is read by `frames`, as before.
     for name in ("rle", "lying"):
