@@ -29,6 +29,7 @@ BENCHMARKS = (
     "datasets",
     "trash",
     "dicom",
+    "dicom_s3",
     "imports",
     "cloud_sync",
     "gateway",

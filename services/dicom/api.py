@@ -181,8 +181,17 @@ def dicomweb_router(dicom: Dicom) -> APIRouter:
     ) -> Response:
         numbers = dicomweb.frame_numbers(frames)
         [instance] = await stored(folder_id, study_uid, series_uid, sop_uid)
-        async with dicom.render_gate, dicom.blobs.local_copy(instance.blob_key) as path:
-            parts = await asyncio.to_thread(dicomweb.frames, path, numbers)
+
+        def native() -> list[tuple[str, bytes]] | None:
+            return dicomweb.native_frames(dicomweb.opened(dicom.blobs, instance.blob_key), numbers)
+
+        async with dicom.render_gate:
+            # An uncompressed frame is read alone, after the header; a compressed one's
+            # fragments from a copy of the whole instance (a local store's is in place).
+            parts = await asyncio.to_thread(native)
+            if parts is None:
+                async with dicom.blobs.local_copy(instance.blob_key) as path:
+                    parts = await asyncio.to_thread(dicomweb.frames, path, numbers)
         multipart = dicomweb.Multipart(parts[0][0].split(";")[0])
         body = b"".join(multipart.head(len(data), media) + data + b"\r\n" for media, data in parts)
         return Response(body + multipart.end(), media_type=multipart.media_type)
@@ -200,8 +209,7 @@ def dicomweb_router(dicom: Dicom) -> APIRouter:
         if len(numbers) != 1:
             raise Refused(400, "invalid_frames", "one frame is rendered at a time")
         [instance] = await stored(folder_id, study_uid, series_uid, sop_uid)
-        async with dicom.render_gate, dicom.blobs.local_copy(instance.blob_key) as path:
-            png = await asyncio.to_thread(dicomweb.rendered, path, numbers[0])
+        png = await dicom.draw(instance.blob_key, instance.size, numbers[0] - 1)
         return Response(png, media_type="image/png")
 
     return api

@@ -19,18 +19,20 @@ asks. Metadata is read from the instances' own headers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pydicom
 
-from services.dicom import slices
+from services.dicom import lean, slices
+from services.dicom.ranged import Ranged
 from shared.api.dicomweb import MAX_LIMIT, UNMATCHED
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
@@ -515,10 +517,18 @@ async def instance_parts(
     yield multipart.end()
 
 
-def header_json(path: Path) -> dict[str, Any]:
+def opened(blobs: BlobStore, key: str) -> Ranged:
+    """A stored instance as a file read by range, its first bytes and size in one read
+    (`read_head`): a header costs that read, rarely a few more, never the whole blob.
+    Blocks: call it in a thread."""
+    head, size = blobs.read_head(key, lean.FIRST_BYTES)
+    return Ranged(functools.partial(blobs.read_at, key), size, head)
+
+
+def header_json(source: Path | IO[bytes] | Ranged) -> dict[str, Any]:
     """An instance's header in the DICOM JSON model: its file meta and dataset, pixels
     and elements over INLINE_LIMIT left out."""
-    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    ds = pydicom.dcmread(source, stop_before_pixels=True, force=True)
     meta = getattr(ds, "file_meta", None)
     if meta is not None and "TransferSyntaxUID" in meta:
         ds.add_new(0x00020010, "UI", meta.TransferSyntaxUID)
@@ -537,9 +547,12 @@ async def metadata(
 ) -> AsyncIterator[bytes]:
     """A JSON array of the instances' headers, read a few at a time, written as read."""
 
+    def read(key: str) -> dict[str, Any]:
+        return header_json(opened(blobs, key))
+
     async def one(instance: Stored) -> dict[str, Any]:
-        async with gate, blobs.local_copy(instance.blob_key) as path:
-            return await asyncio.to_thread(header_json, path)
+        async with gate:
+            return await asyncio.to_thread(read, instance.blob_key)
 
     yield b"["
     for start in range(0, len(instances), METADATA_PARALLEL):
@@ -547,6 +560,30 @@ async def metadata(
         for n, header in enumerate(await asyncio.gather(*(one(i) for i in batch))):
             yield (b"," if start + n else b"") + orjson.dumps(header)
     yield b"]"
+
+
+def native_frames(source: Ranged, numbers: Sequence[int]) -> list[tuple[str, bytes]] | None:
+    """`frames` of an uncompressed instance, each read alone after its header; None
+    when the header does not tell where they lie (`slices.native_frames`): read the
+    whole instance with `frames` then."""
+    native = slices.native_frames(source, source.size)  # type: ignore[arg-type]
+    syntax = getattr(
+        getattr(native and native.header, "file_meta", None), "TransferSyntaxUID", None
+    )
+    if native is None or (syntax is not None and syntax.is_compressed):
+        return None
+    for number in numbers:
+        if not 1 <= number <= native.frames:
+            raise Refused(404, "frame_not_found", f"frame {number} is not in 1..{native.frames}")
+    bits = int(native.header.BitsAllocated)
+    if bits % 8:
+        raise Refused(422, "cannot_serve_frames", f"frames of {bits}-bit pixels are not served")
+    found = []
+    for number in numbers:
+        offset, length = native.frame_range(number - 1)
+        source.seek(offset)
+        found.append(("application/octet-stream", source.read(length)))
+    return found
 
 
 def frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
@@ -577,10 +614,6 @@ def frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
     size = int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "SamplesPerPixel", 1)) * bits // 8
     pixels = ds.PixelData
     return [("application/octet-stream", bytes(pixels[(n - 1) * size : n * size])) for n in numbers]
-
-
-def rendered(path: Path, frame: int) -> bytes:
-    return slices.drawn(path, frame - 1)
 
 
 def frame_numbers(text: str) -> list[int]:

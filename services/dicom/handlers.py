@@ -144,9 +144,10 @@ async def _read_group(
         if isinstance(blobs, LocalBlobStore):
             return await _read_copies(blobs, keys)
         # A blob elsewhere (S3): its header from a ranged read of its first bytes, not a
-        # copy of the whole (a 512x512 slice is 0.5 MB for a header of ~1 KiB). What that
-        # does not settle is read from a whole copy, as every blob was before: encapsulated
-        # pixel data, the files the lean walk leaves to pydicom, every rejection.
+        # copy of the whole (a 512x512 slice is 0.5 MB for a header of ~1 KiB), and a
+        # compressed one's fragments by their item headers (up to 64). What that does
+        # not settle is read from a whole copy, as every blob was before: more fragments,
+        # the files the lean walk leaves to pydicom, every rejection.
         heads = await _in_lane(_read_heads, blobs, keys)
         rest = [key for key, found in zip(keys, heads, strict=True) if found is None]
         copied = iter(await _read_copies(blobs, rest) if rest else [])
@@ -814,16 +815,27 @@ class Dicom(Handlers):
     async def slice_image(self, file_id: uuid.UUID, index: int) -> tuple[bytes, str]:
         """A slice of a series drawn as a PNG, and its ETag (the instance's hash)."""
         row = await self.pool.fetchrow(
-            """SELECT blob_key, sha256 FROM dicom.instances WHERE file_id = $1
+            """SELECT blob_key, sha256, size FROM dicom.instances WHERE file_id = $1
                ORDER BY slice_key OFFSET $2 LIMIT 1""",
             file_id,
             index,
         )
         if row is None:
             raise Refused(404, "not_found", f"series {file_id} has no slice {index}")
-        async with self.render_gate, self.blobs.local_copy(row["blob_key"]) as path:
-            png = await asyncio.to_thread(slices.drawn, path)
+        png = await self.draw(row["blob_key"], row["size"])
         return png, f"{row['sha256'][:32]}-{index}"
+
+    async def draw(self, blob_key: str, size: int, frame: int = 0) -> bytes:
+        """Frame `frame` (0 first) of a stored instance as a PNG, drawn in a worker
+        (slices.py): a local store's blob read in place, an S3 blob by ranged reads of
+        this process (its header and the frame's bytes when uncompressed), never copied
+        whole to a spool first."""
+        async with self.render_gate:
+            if isinstance(self.blobs, LocalBlobStore):
+                async with self.blobs.local_copy(blob_key) as path:
+                    return await asyncio.to_thread(slices.drawn, path, frame)
+            read_at = functools.partial(self.blobs.read_at, blob_key)
+            return await asyncio.to_thread(slices.drawn_by_range, read_at, size, frame)
 
     async def job(
         self, job_id: uuid.UUID, files_from: int = 0, errors_from: int = 0, limit: int = 1000

@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any, Final, NoReturn
+from typing import IO, Any, Final, NoReturn, cast
 
 import pydicom
 import pydicom.config
@@ -32,7 +32,7 @@ from pydicom.encaps import parse_fragments
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
 
-from services.dicom import lean, tags
+from services.dicom import lean, ranged, tags
 from services.dicom.domain import (
     PIXEL_DATA,
     Instance,
@@ -54,6 +54,15 @@ MAX_SECONDS: Final = 5.0
 #: Bytes before the pixel data that pydicom may parse (sequences it parses are held in
 #: memory); real headers are kilobytes, an enhanced multi-frame one a few megabytes.
 MAX_HEADER_BYTES: Final = 64 * 1024 * 1024
+
+#: Ranged reads of item headers that may settle a compressed file's fragments on S3
+#: (`read_head`): one a MiB of the file (an S3 request's round trip costs about as much
+#: as a MiB's transfer, so a walk that needs more reads than that is slower than the
+#: whole download), at least one (the delimiter's, after a single fragment: no more
+#: requests than the whole copy), at most MAX_FRAGMENT_READS. A file with more
+#: fragments (a multi-frame's, a bitstream cut small) is read whole, as before.
+MAX_FRAGMENT_READS: Final = 64
+FRAGMENT_READ_BYTES: Final = 1024 * 1024
 
 _PIXEL_TAGS: Final = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # integer, float, double
 
@@ -252,14 +261,16 @@ def read_head(
     max_header_bytes: int = MAX_HEADER_BYTES,
 ) -> Instance | None:
     """The instance in a file known by its first bytes and its size only (a blob in S3,
-    read by range), when the lean walk takes it and its pixel data is native: then
-    exactly what `read_instance` of the whole file gives. None otherwise: the caller reads
-    the whole file with `read_instance` (encapsulated pixel data, whose fragments are
-    walked to the end of the file; a file the walk leaves to pydicom; every rejection).
+    read by range), when the lean walk takes it and its pixel data is native, or
+    encapsulated in fragments shown whole by a few ranged reads of their item headers
+    (`fragment_reads`): then exactly what `read_instance` of the whole file gives. None
+    otherwise: the caller reads the whole file with `read_instance` (more fragments than
+    that, a file the walk leaves to pydicom, every rejection).
 
     `head` is the file's first min(size, lean.FIRST_BYTES) bytes; `read_at(offset,
-    length)` reads on, up to lean.PREFIX_BYTES in all, when the walk runs out of them. Its
-    errors are raised as they are (they say nothing about the file).
+    length)` reads on, up to lean.PREFIX_BYTES in all, when the walk runs out of them,
+    and an item header's 8 bytes where each fragment ends. Its errors are raised as they
+    are (they say nothing about the file).
     """
     if len(head) != min(size, lean.FIRST_BYTES):
         return None
@@ -275,14 +286,40 @@ def read_head(
 
     try:
         walked = _walk(head, size, more, max_header_bytes)
-        if walked is None or walked[0].encapsulated_at is not None:
+        if walked is None:
             return None
         kept, facts = walked
+        at = kept.encapsulated_at
+        if at is not None and not _fragments_ranged(head, size, read_at, at, max_header_bytes):
+            return None
         return _instance(facts, tags.read_listed(kept.elements, kept.encodings))
     except _ReadFailed as failed:
         raise failed.error from None
     except Exception:  # any doubt: the whole file is read
         return None
+
+
+def fragment_reads(size: int) -> int:
+    """How many item headers of a compressed file of `size` bytes may be read by range."""
+    return max(1, min(MAX_FRAGMENT_READS, size // FRAGMENT_READ_BYTES))
+
+
+def _fragments_ranged(
+    head: bytes,
+    size: int,
+    read_at: Callable[[int, int], bytes],
+    value_at: int,
+    max_header_bytes: int,
+) -> bool:
+    """`_fragments_whole` over the file read by range: each fragment's 8-byte item header
+    fetched and its value skipped, at most `fragment_reads(size)` fetches past `head`. False
+    when that does not show the fragments whole (past the bound, a short read, any
+    problem): the whole file is then read, and worded, as a local store's is."""
+    source = ranged.Ranged(read_at, size, head, max_reads=fragment_reads(size), forward=False)
+    whole = _fragments_whole(cast(IO[bytes], source), value_at, MAX_SECONDS, max_header_bytes)
+    if source.failed is not None:
+        raise _ReadFailed(source.failed)
+    return whole
 
 
 class _ReadFailed(Exception):

@@ -4,6 +4,7 @@ its first bytes, not a copy of the whole blob, and every file ends as on a local
 from __future__ import annotations
 
 import contextlib
+import struct
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import urllib3
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEGBaseline8Bit
 
-from services.dicom import handlers, lean
+from services.dicom import handlers, lean, reader
 from services.dicom.domain import Instance, Rejected
 from shared.kit.blobs import LocalBlobStore, S3BlobStore
 from shared.kit.blobs.s3 import parse_url
@@ -65,6 +68,27 @@ def _s3(kind: type[S3BlobStore], endpoint: str, tmp_path: Path) -> S3BlobStore:
     return kind(location, tmp_path / "spool", "test-access-key", "test-secret-key")
 
 
+def _compressed(fragments: int, fragment_size: int, *, cut: int = 0) -> bytes:
+    """A 512x512 slice as JPEG in `fragments` fragments (one frame), `cut` bytes cut off
+    its end; its header settles within the first 16 KiB."""
+    ds = ct_dataset(
+        rows=512, columns=512, sop_uid=uid(43, fragments, cut), transfer_syntax=JPEGBaseline8Bit
+    )
+    frame = b"\xff\xd8" + b"\x01" * (fragments * fragment_size - 4) + b"\xff\xd9"
+    ds.PixelData = encapsulate([frame], fragments_per_frame=fragments)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    data = to_bytes(ds)
+    return data[: len(data) - cut] if cut else data
+
+
+def _lying(data: bytes, by: int) -> bytes:
+    """`data` with its last fragment's item length `by` bytes longer than it is."""
+    at = data.rindex(b"\xfe\xff\x00\xe0")
+    (length,) = struct.unpack_from("<I", data, at + 4)
+    return data[: at + 4] + struct.pack("<I", length + by) + data[at + 8 :]
+
+
 def _header_of(size: int) -> bytes:
     """A 512x512 slice whose header is `size` bytes longer (a vendor's private block)."""
     ds = ct_dataset(rows=512, columns=512, sop_uid=uid(42, size))
@@ -80,6 +104,13 @@ async def test_s3_reads_a_slice_by_its_prefix_and_every_file_as_a_local_store_do
     files = {
         "plain": plain,
         "compressed": BASES["encapsulated"],
+        "jpeg": _compressed(4, 1_200_000),  # 4 reads of item headers: one a MiB
+        "jpeg-one": _compressed(1, 400_000),  # one read, the delimiter's
+        "jpeg-many": _compressed(4, 100_000),  # more than one read a MiB: read whole
+        "jpeg-cut": _compressed(1, 400_000, cut=50_000),
+        "jpeg-lying": _lying(_compressed(1, 400_000), 1),  # the delimiter missed
+        "jpeg-past-end": _lying(_compressed(1, 400_000), 10**9),
+        "jpeg-no-end": _compressed(1, 400_000, cut=8),  # no sequence delimiter
         "long-header": _header_of(20_000),  # past the first 16 KiB
         "longer-header": _header_of(100_000),  # past the 64 KiB prefix: pydicom's
         "truncated": plain[:-1000],
@@ -111,6 +142,13 @@ async def test_s3_reads_a_slice_by_its_prefix_and_every_file_as_a_local_store_do
     assert codes == {
         "dicom/plain": None,
         "dicom/compressed": None,
+        "dicom/jpeg": None,
+        "dicom/jpeg-one": None,
+        "dicom/jpeg-many": None,
+        "dicom/jpeg-cut": "truncated",
+        "dicom/jpeg-lying": "malformed_dicom",
+        "dicom/jpeg-past-end": "truncated",
+        "dicom/jpeg-no-end": "truncated",
         "dicom/long-header": None,
         "dicom/longer-header": None,
         "dicom/truncated": "truncated",
@@ -131,8 +169,22 @@ async def test_s3_reads_a_slice_by_its_prefix_and_every_file_as_a_local_store_do
     # for a longer header), not its whole body.
     assert s3.fetched["dicom/plain"] == lean.FIRST_BYTES
     assert s3.fetched["dicom/long-header"] == lean.PREFIX_BYTES
-    # What the prefix does not settle is read whole: fragments, pydicom's, rejections.
-    for name in ("compressed", "longer-header", "truncated"):
+    # A compressed one by its prefix and an 8-byte item header a fragment past it (and
+    # the delimiter's), not its 0.4 MB of fragments; the small one is in its prefix.
+    assert s3.fetched["dicom/compressed"] == len(files["compressed"])
+    assert s3.fetched["dicom/jpeg"] == lean.FIRST_BYTES + 4 * 8
+    assert s3.fetched["dicom/jpeg-one"] == lean.FIRST_BYTES + 8
+    assert reader.fragment_reads(len(files["jpeg-many"])) == 1
+    # What that does not settle is read whole: more fragments than the bound, pydicom's
+    # files, every rejection (whatever an item header says, as a local store's is).
+    for name in (
+        "jpeg-many",
+        "longer-header",
+        "truncated",
+        "jpeg-cut",
+        "jpeg-lying",
+        "jpeg-past-end",
+    ):
         assert s3.fetched[f"dicom/{name}"] >= len(files[name]), name
 
 

@@ -43,28 +43,23 @@ def agree(data: bytes, max_header_bytes: int = MAX) -> Instance | None:
     assert walked is None or walked == with_pydicom, (walked, with_pydicom)
     # The listed values (QIDO-RS's answers) are left out of an Instance's equality.
     assert walked is None or walked.listed == with_pydicom.listed, (walked, with_pydicom)  # type: ignore[attr-defined]
-    # From the file's first bytes alone (a blob in S3): the same instance, for every file
-    # the walk takes but those whose fragments must be walked to the end; None otherwise.
+    # From the file's first bytes and its item headers (a blob in S3): the same instance,
+    # for every file the walk takes (these have few fragments); None otherwise.
     head = from_head(data, max_header_bytes)
-    native = walked is not None and not _is_encapsulated(data, max_header_bytes)
-    assert (head is not None) == native, (head, walked)
+    assert (head is not None) == (walked is not None), (head, walked)
     assert head is None or (head == walked and head.listed == walked.listed), (head, walked)  # type: ignore[union-attr]
     return walked
 
 
 def from_head(data: bytes, max_header_bytes: int = MAX) -> Instance | None:
     def read_at(offset: int, length: int) -> bytes:
-        assert offset + length <= lean.PREFIX_BYTES  # never further than the prefix
+        # Never further than the prefix, but for an item header past it.
+        assert offset + length <= lean.PREFIX_BYTES or length == 8
         return data[offset : offset + length]
 
     return reader.read_head(
         data[: lean.FIRST_BYTES], len(data), read_at, max_header_bytes=max_header_bytes
     )
-
-
-def _is_encapsulated(data: bytes, max_header_bytes: int) -> bool:
-    kept = lean.kept_elements(data[: lean.PREFIX_BYTES], len(data), max_header_bytes)
-    return kept is not None and kept.encapsulated_at is not None
 
 
 def _with_sequence(defined: bool, items_defined: bool = True, nested: bool = False) -> bytes:
