@@ -20,7 +20,7 @@ from services.catalog.projections import cloud_synced, links, synced_root, tree
 from shared.contracts import catalog as ev
 from shared.contracts import datasets as ds
 from shared.contracts import topics
-from shared.contracts.dicom import SeriesAssembled, SeriesExtended
+from shared.contracts.dicom import SeriesAssembled, SeriesExtended, SeriesShrunk
 from shared.contracts.envelope import (
     Cause,
     Change,
@@ -1491,35 +1491,58 @@ class Catalog(Handlers):
             await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
 
     @reactions.on(SeriesExtended)
-    async def when_series_extended(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[SeriesExtended]]
+    @reactions.on(SeriesShrunk)
+    async def when_series_changed(
+        self,
+        conn: asyncpg.Connection,
+        envelopes: Sequence[Received[SeriesExtended | SeriesShrunk]],
     ) -> None:
-        """A later upload joined a series: its file shows the series as it now is."""
-        extended = [e.event for e in envelopes]
+        """A later upload joined a series, or objects of a synced bucket gone took
+        instances out of it: its file shows the series as it now is (its content the
+        first slice left). A series with no instance left is a tombstone, as a synced
+        file whose object is gone; an instance that comes back returns it."""
+        changed = [e.event for e in envelopes]
         rows = await conn.fetch(
-            "SELECT id, version FROM catalog.files WHERE id = ANY($1::uuid[]) FOR UPDATE",
-            list({s.file_id for s in extended}),
+            """SELECT id, folder_id, version, tombstone, blob_key FROM catalog.files
+               WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
+            list({s.file_id for s in changed}),
         )
-        versions = {r["id"]: r["version"] for r in rows}
+        files = {r["id"]: dict(r) for r in rows}
         await self._after_arrivals(
-            conn, [e for e in envelopes if e.event.file_id not in versions], lambda s: s.file_id
+            conn, [e for e in envelopes if e.event.file_id not in files], lambda s: s.file_id
         )
         out: list[Envelope] = []
-        for cause, series in zip(envelopes, extended, strict=True):
-            if series.file_id not in versions:
+        for cause, series in zip(envelopes, changed, strict=True):
+            row = files.get(series.file_id)
+            if row is None:
                 continue  # the file was deleted (or its folder was): nothing to show it on
-            versions[series.file_id] += 1
-            change = Change(
-                ev.file_stream(series.file_id),
-                versions[series.file_id],
-                ev.DicomSeriesExtended(
-                    file_id=series.file_id,
-                    size=series.size,
-                    sha256=series.sha256,
-                    dicom=domain.series_facts(series),
-                ),
-            )
-            out += envelopes_of([change], Cause.of(cause), cause.occurred_at)
+            events: list[Event] = []
+            if series.count == 0:
+                if not row["tombstone"]:
+                    events.append(ev.FileTombstoned(file_id=row["id"], folder_id=row["folder_id"]))
+                    row["tombstone"] = True
+            else:
+                # An extension keeps the file's content (the first slice it was made
+                # with, still the series'); a series that lost slices, or comes back,
+                # shows its first one now.
+                moved = isinstance(series, SeriesShrunk) or row["tombstone"]
+                content = series.content_key if moved else None
+                events.append(
+                    ev.DicomSeriesExtended(
+                        file_id=series.file_id,
+                        size=series.size,
+                        sha256=series.sha256,
+                        dicom=domain.series_facts(series),
+                        blob_key=content if content != row["blob_key"] else None,
+                    )
+                )
+                row["blob_key"] = content or row["blob_key"]
+                if row["tombstone"]:
+                    events.append(ev.FileReturned(file_id=row["id"], folder_id=row["folder_id"]))
+                    row["tombstone"] = False
+            changes = appended(ev.file_stream(row["id"]), events, after=row["version"])
+            row["version"] += len(events)
+            out += envelopes_of(changes, Cause.of(cause), cause.occurred_at)
         await self.write(conn, out)
 
     # -- the datasets context's links, mirrored for the in_dataset/dataset_synced filters --

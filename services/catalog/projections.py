@@ -648,9 +648,18 @@ async def dicom_series_extended(
     conn: asyncpg.Connection, events: Sequence[Received[catalog_events.DicomSeriesExtended]]
 ) -> None:
     await conn.executemany(
-        "UPDATE catalog.files SET size = $2, sha256 = $3, dicom = $4, version = $5 WHERE id = $1",
+        """UPDATE catalog.files SET size = $2, sha256 = $3, dicom = $4, version = $5,
+               blob_key = coalesce($6, blob_key)
+           WHERE id = $1""",
         [
-            (e.data["file_id"], e.data["size"], e.data["sha256"], e.data["dicom"], e.stream_version)
+            (
+                e.data["file_id"],
+                e.data["size"],
+                e.data["sha256"],
+                e.data["dicom"],
+                e.stream_version,
+                e.data.get("blob_key"),
+            )
             for e in events
         ],
     )

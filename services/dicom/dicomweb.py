@@ -197,13 +197,18 @@ def attribute(vr: str, *values: Any) -> dict[str, Any]:
     return {"vr": vr, "Value": present} if present else {"vr": vr}
 
 
+# A series whose instances all left (their objects gone from a synced bucket) keeps its
+# row, for one that comes back; it is not served.
+_HAS_INSTANCES = "EXISTS (SELECT 1 FROM dicom.instances h WHERE h.file_id = s.file_id)"
+
+
 class Where:
     """A WHERE clause over dicom.series `s` (and dicom.instances `i`), built with
     numbered parameters: the folder always, then each key given."""
 
     def __init__(self, folder_id: uuid.UUID) -> None:
         self.args: list[Any] = [folder_id]
-        self.terms = ["s.folder_id = $1"]
+        self.terms = ["s.folder_id = $1", _HAS_INSTANCES]
 
     def add(self, term: str, value: Any) -> None:
         self.args.append(value)
@@ -300,7 +305,7 @@ async def search_studies(conn: Conn, folder_id: uuid.UUID, query: Query) -> list
                        AS instances,
                    {_STUDY_COLUMNS}
             FROM dicom.series s {_LISTED}
-            WHERE s.folder_id = $1 AND s.study_uid IN (
+            WHERE s.folder_id = $1 AND {_HAS_INSTANCES} AND s.study_uid IN (
                 SELECT s.study_uid FROM dicom.series s {_LISTED} WHERE {where.sql()})
             GROUP BY s.study_uid {having} ORDER BY s.study_uid {where.page(query)}""",
         *where.args,

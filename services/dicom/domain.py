@@ -2,7 +2,8 @@
 
 `admit` sorts out instances that contradict what is known of their series, `assemble`
 groups instances into series and `merge` joins instances of a later upload to the series
-already known; `order` puts a series' instances along its slice direction. One file's
+already known; `without` takes out those whose objects left a synced bucket; `order`
+puts a series' instances along its slice direction. One file's
 headers become an `Instance` (or a `Rejected`) in `services.dicom.reader`. No I/O here; no
 clock, no ids.
 """
@@ -277,6 +278,34 @@ def _series(uid: str, instances: Sequence[Instance], base: Series | None) -> Ser
         renderable_3d=not missing,
         missing_3d_tags=tuple(missing),
     )
+
+
+def without(series: Series, sop_uids: Iterable[str]) -> Series:
+    """The series less these instances (their objects gone from a synced bucket); UIDs
+    it does not have are passed over. Its study, patient and modality stay (the first
+    word on a series still wins: an instance that comes back joins it as before); its 3D
+    facts and order are those of the instances left. It may have none left: then it is
+    not renderable in 3D and misses no tag."""
+    gone = set(sop_uids)
+    left = [instance for instance in series.instances if instance.sop_uid not in gone]
+    if len(left) == len(series.instances):
+        return series
+    missing = sorted({keyword for i in left for keyword in i.missing_3d_tags})
+    return Series(
+        series_uid=series.series_uid,
+        study_uid=series.study_uid,
+        patient_id=series.patient_id,
+        modality=series.modality,
+        instances=order(left),
+        renderable_3d=bool(left) and not missing,
+        missing_3d_tags=tuple(missing),
+    )
+
+
+def emptied(series_uid: str, study_uid: str, patient_id: str, modality: str | None) -> Series:
+    """A series every instance of which left (`without`): what a later instance of it
+    joins, as the series it was."""
+    return Series(series_uid, study_uid, patient_id, modality, (), False, ())
 
 
 class Placed(Protocol):

@@ -52,6 +52,7 @@ from shared.contracts.catalog import (
 )
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.contracts.ingest import (
+    CloudObjectGone,
     DicomInstancesStored,
     DicomInstanceStored,
     ImportGroupRequested,
@@ -75,9 +76,14 @@ class Part:
     blob_key: str
     sha256: str
     size: int
+    # An object of a cloud-synced folder: its id (ingest's) and the position in ingest's
+    # store of the event that stored it; a CloudObjectGone recorded after it takes the
+    # instance out of its series.
+    object_id: uuid.UUID | None = None
+    object_position: int | None = None
 
     def instance_json(self, instance: domain.Instance) -> dict[str, Any]:
-        return {
+        found = {
             "sop_uid": instance.sop_uid,
             "name": self.name,
             "blob_key": self.blob_key,
@@ -90,6 +96,10 @@ class Part:
                 "listed": dict(instance.listed),
             },
         }
+        if self.object_id is not None:
+            found["object_id"] = str(self.object_id)
+            found["object_position"] = self.object_position
+        return found
 
 
 _INSTANCE_FIELDS = tuple(f.name for f in dataclasses.fields(domain.Instance) if f.name != "listed")
@@ -228,6 +238,18 @@ def _unreadable(error: Exception) -> domain.Rejected:
     return domain.Rejected("unreadable", f"the stored file cannot be read: {type(error).__name__}")
 
 
+async def lock_objects(conn: Conn, object_ids: Iterable[uuid.UUID]) -> None:
+    """Until commit, no other transaction of this context stores or takes out the
+    instances of these synced objects: an object's instance stored while its
+    CloudObjectGone is handled elsewhere is seen by one of the two. After the folders'
+    locks, in one order."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('dicom.object:' || o::text, 0))"
+        " FROM unnest($1::uuid[]) AS o ORDER BY o",
+        sorted(set(object_ids)),
+    )
+
+
 async def lock_folders(conn: Conn, folder_ids: Iterable[uuid.UUID]) -> None:
     """Until commit, no other transaction of this context changes these folders' series
     (replicas consume jobs of one folder side by side). In one order, so two batches
@@ -308,6 +330,36 @@ def _described(
     name, metadata = entries.get(entry_id, (None, {}))
     series_of_entry = {r.series_uid for _, s, r in accepted if s.entry_id == entry_id}
     return (name if len(series_of_entry) == 1 else None), dict(metadata)
+
+
+_PART_COLUMNS = "sop_uid, name, blob_key, sha256, size, facts, object_id, object_position"
+
+
+def _part_of(e: Received[Any], s: DicomInstanceStored) -> Part:
+    if s.object_id is None:
+        return Part(s.name, s.blob_key, s.sha256, s.size)
+    return Part(s.name, s.blob_key, s.sha256, s.size, s.object_id, e.envelope.position)
+
+
+def _part_of_row(row: Any) -> Part:
+    return Part(
+        row["name"],
+        row["blob_key"],
+        row["sha256"],
+        row["size"],
+        row["object_id"],
+        row["object_position"],
+    )
+
+
+def _series_of(row: Any, members: Sequence[domain.Instance]) -> domain.Series:
+    """A series row's series, from its instances' rows (none: every one left it)."""
+    if not members:
+        return domain.emptied(
+            row["series_uid"], row["study_uid"], row["patient_id"], row["modality"]
+        )
+    (series,) = domain.assemble(members)
+    return series
 
 
 class Dicom(Handlers):
@@ -555,6 +607,7 @@ class Dicom(Handlers):
         for n, s in enumerate(stored):
             folders.setdefault(s.folder_id, []).append(n)
         await lock_folders(conn, folders)
+        results = await self._not_gone(conn, each, results)
         out: list[Envelope] = []
         job_versions = await self._job_versions(conn, {s.job_id for s in stored})
         # An import's instances name their entry; an upload's none (no query for them).
@@ -581,6 +634,140 @@ class Dicom(Handlers):
             await series_model.apply(conn, _by_kind(out))
             await self.store.append(conn, out)
         return out
+
+    async def _not_gone(
+        self, conn: Conn, each: Sequence[Stored], results: list[domain.Instance | domain.Rejected]
+    ) -> list[domain.Instance | domain.Rejected]:
+        """Instances of synced objects whose CloudObjectGone came first (recorded later
+        by ingest, but of another job's stream): refused, `object_gone`."""
+        objects = [s.object_id for _, s in each if s.object_id is not None]
+        if not objects:
+            return results
+        await lock_objects(conn, objects)
+        gone_at = {
+            r["object_id"]: r["position"]
+            for r in await conn.fetch(
+                "SELECT object_id, position FROM dicom.objects_gone_first"
+                " WHERE object_id = ANY($1::uuid[])",
+                objects,
+            )
+        }
+        return [
+            domain.Rejected(
+                "object_gone",
+                f"{s.name!r} was gone from its bucket before its instance was read",
+            )
+            if s.object_id in gone_at and e.envelope.position < gone_at[s.object_id]
+            else result
+            for (e, s), result in zip(each, results, strict=True)
+        ]
+
+    @reactions.on(CloudObjectGone)
+    async def when_synced_objects_gone(
+        self, conn: Conn, envelopes: Sequence[Received[CloudObjectGone]]
+    ) -> None:
+        """DICOM objects gone from a synced bucket: each one's instance leaves its series
+        (`SeriesShrunk`, then the instances it lost in `SeriesInstancesRemoved` pages,
+        whose blobs the collector may then reclaim); a series left with none is its
+        file's tombstone (the catalog's). Only an instance stored before its object went
+        (ingest's store positions): one stored since (the object came back) stays. An
+        object whose instance is not here may still come (its DicomInstanceStored is of
+        another job's stream, maybe behind): it is remembered, and refused then."""
+        gone = {e.event.file_id: e for e in envelopes if e.event.dicom}
+        if not gone:
+            return
+        query = f"""SELECT file_id, {_PART_COLUMNS} FROM dicom.instances
+                    WHERE object_id = ANY($1::uuid[])"""
+        files = list({r["file_id"] for r in await conn.fetch(query, list(gone))})
+        await lock_folders(
+            conn,
+            [
+                r["folder_id"]
+                for r in await conn.fetch(
+                    """SELECT folder_id FROM dicom.series WHERE file_id = ANY($1::uuid[])
+                       UNION SELECT folder_id FROM dicom.detached_series
+                       WHERE file_id = ANY($1::uuid[])""",
+                    files,
+                )
+            ],
+        )
+        await lock_objects(conn, gone)
+        found = await conn.fetch(query, list(gone))
+        stored = {r["object_id"] for r in found}
+        first = sorted((o, e.envelope.position) for o, e in gone.items() if o not in stored)
+        if first:
+            await conn.execute(
+                """INSERT INTO dicom.objects_gone_first AS g (object_id, position)
+                   SELECT * FROM unnest($1::uuid[], $2::bigint[])
+                   ON CONFLICT (object_id) DO UPDATE
+                   SET position = greatest(g.position, excluded.position)""",
+                [o for o, _ in first],
+                [p for _, p in first],
+            )
+        taken: dict[uuid.UUID, list[tuple[str, Received[CloudObjectGone]]]] = {}
+        for r in found:
+            went = gone[r["object_id"]]
+            if (r["object_position"] or 0) < went.envelope.position:
+                taken.setdefault(r["file_id"], []).append((r["sop_uid"], went))
+        out: list[Envelope] = []
+        for file_id, left in sorted(taken.items()):
+            out += await self._shrunk(conn, file_id, left)
+        if out:
+            await series_model.apply(conn, out)
+            await self.store.append(conn, out)
+
+    async def _shrunk(
+        self, conn: Conn, file_id: uuid.UUID, left: Sequence[tuple[str, Received[Any]]]
+    ) -> list[Envelope]:
+        """The series of this file without these instances: SeriesShrunk and its pages."""
+        row = await conn.fetchrow(
+            "SELECT * FROM dicom.series WHERE file_id = $1 FOR UPDATE", file_id
+        ) or await conn.fetchrow(
+            "SELECT * FROM dicom.detached_series WHERE file_id = $1 FOR UPDATE", file_id
+        )
+        if row is None:
+            return []
+        rows = await conn.fetch(
+            f"""SELECT {_PART_COLUMNS} FROM dicom.instances WHERE file_id = $1
+                ORDER BY slice_key""",
+            file_id,
+        )
+        parts = {r["sop_uid"]: _part_of_row(r) for r in rows}
+        series = dataclasses.replace(
+            _series_of(row, [instance_of(r["facts"]) for r in rows]),
+            study_uid=row["study_uid"],
+            patient_id=row["patient_id"],
+            modality=row["modality"],
+        )
+        now = domain.without(series, [uid for uid, _ in left])
+        kept = set(now.sop_uids)
+        removed = [
+            {"sop_uid": uid, "blob_key": parts[uid].blob_key}
+            for uid in series.sop_uids
+            if uid not in kept
+        ]
+        if not removed:
+            return []
+        members = [parts[uid] for uid in now.sop_uids]
+        stream, version = ev.series_stream(file_id), row["version"]
+        changes = [
+            Change(
+                stream,
+                version + 1,
+                ev.SeriesShrunk(**self._facts(now, row["folder_id"], file_id, members)),
+            )
+        ]
+        for n, page in enumerate(limits.pages(removed, limits.json_size), start=2):
+            changes.append(
+                Change(
+                    stream,
+                    version + n,
+                    ev.SeriesInstancesRemoved(
+                        series_uid=row["series_uid"], file_id=file_id, instances=page
+                    ),
+                )
+            )
+        return envelopes_of(changes, Cause.of(left[0][1]))
 
     async def _read(self, placed: Sequence[Placed]) -> list[domain.Instance | domain.Rejected]:
         """Each instance's headers: as read ahead of the transaction, or now."""
@@ -641,18 +828,18 @@ class Dicom(Handlers):
                 assembled[file_id] = remembered.series
                 parts.update(remembered.parts)
         instances = await conn.fetch(
-            """SELECT file_id, sop_uid, name, blob_key, sha256, size, facts
+            f"""SELECT file_id, {_PART_COLUMNS}
                FROM dicom.instances WHERE file_id = ANY($1::uuid[]) ORDER BY file_id, slice_key""",
             [file_id for file_id in by_file if file_id not in assembled],
         )
         members: dict[uuid.UUID, list[domain.Instance]] = {}
         for i in instances:
             members.setdefault(i["file_id"], []).append(instance_of(i["facts"]))
-            parts[i["sop_uid"]] = Part(i["name"], i["blob_key"], i["sha256"], i["size"])
+            parts[i["sop_uid"]] = _part_of_row(i)
         known: dict[str, domain.Series] = {}
         for file_id, row in by_file.items():
             if file_id not in assembled:
-                (assembled[file_id],) = domain.assemble(members.get(file_id, []))
+                assembled[file_id] = _series_of(row, members.get(file_id, []))
                 if row["sha256"] is not None:
                     self._remember(file_id, row["sha256"], assembled[file_id], parts)
             known[row["series_uid"]] = dataclasses.replace(
@@ -682,8 +869,8 @@ class Dicom(Handlers):
         admission = domain.admit([r for _, _, r in read_ok], known.values())
         refused = {id(f.instance): f.rejected for f in admission.refused}
         accepted = [(e, s, r) for e, s, r in read_ok if id(r) not in refused]
-        for _, s, r in accepted:
-            parts.setdefault(r.sop_uid, Part(s.name, s.blob_key, s.sha256, s.size))
+        for e, s, r in accepted:
+            parts.setdefault(r.sop_uid, _part_of(e, s))
         merged = domain.merge(
             [
                 known[uid]
@@ -755,9 +942,10 @@ class Dicom(Handlers):
             "renderable_3d": series.renderable_3d,
             "missing_3d_tags": facts["missing_3d_tags"],
             "instance_count": len(members),
-            "first_blob_key": members[0].blob_key,
-            "middle_blob_key": members[len(members) // 2].blob_key,
-            "middle_sha256": members[len(members) // 2].sha256,
+            # A series whose instances all left (SeriesShrunk) shows none.
+            "first_blob_key": members[0].blob_key if members else None,
+            "middle_blob_key": members[len(members) // 2].blob_key if members else None,
+            "middle_sha256": members[len(members) // 2].sha256 if members else None,
             "size": sum(p.size for p in members),
             "sha256": _digest(members),
         }

@@ -161,6 +161,22 @@ series = Projection(
           FROM dicom.job_files y WHERE y.position IS NULL) AS n
     WHERE f.job_id = n.job_id AND f.file_id = n.file_id;
     CREATE UNIQUE INDEX IF NOT EXISTS job_files_place ON dicom.job_files (job_id, position);
+    -- An instance of a cloud-synced folder's object: the object (ingest's id for it)
+    -- and the position in ingest's store of the event that stored it (its object's
+    -- CloudObjectGone takes it out if recorded after). Null in other instances, and in
+    -- those synced before it was kept.
+    ALTER TABLE dicom.instances ADD COLUMN IF NOT EXISTS object_id uuid;
+    ALTER TABLE dicom.instances ADD COLUMN IF NOT EXISTS object_position bigint;
+    CREATE INDEX IF NOT EXISTS instances_object ON dicom.instances (object_id)
+        WHERE object_id IS NOT NULL;
+    -- Synced DICOM objects whose CloudObjectGone came before their instance (of another
+    -- job's stream): that instance is refused when it comes, if stored before (by
+    -- ingest's position). The handler's, not a read model's: not in `tables`, so a
+    -- rebuild keeps it.
+    CREATE TABLE IF NOT EXISTS dicom.objects_gone_first (
+        object_id uuid PRIMARY KEY,
+        position bigint NOT NULL
+    );
     -- An import's DICOM series entries that name or describe the series they make.
     CREATE TABLE IF NOT EXISTS dicom.import_entries (
         entry_id uuid PRIMARY KEY,
@@ -285,9 +301,11 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
         # each one's facts written out and parsed again.
         await conn.execute(
             """INSERT INTO dicom.instances
-               (file_id, slice_key, sop_uid, name, blob_key, sha256, size, facts)
+               (file_id, slice_key, sop_uid, name, blob_key, sha256, size, facts, object_id,
+                object_position)
                SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[],
-                                    $5::text[], $6::text[], $7::bigint[], $8::jsonb[])
+                                    $5::text[], $6::text[], $7::bigint[], $8::jsonb[],
+                                    $9::uuid[], $10::bigint[])
                ON CONFLICT (file_id, sop_uid) DO NOTHING""",
             [f for f, _, _ in added],
             [k for _, k, _ in added],
@@ -295,6 +313,8 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
                 [i[c] for _, _, i in added]
                 for c in ("sop_uid", "name", "blob_key", "sha256", "size", "facts")
             ),
+            [i.get("object_id") for _, _, i in added],
+            [i.get("object_position") for _, _, i in added],
         )
 
 
@@ -402,6 +422,71 @@ async def instances_added(
         list(last),
         list(last.values()),
     )
+
+
+@series.on(dicom_events.SeriesShrunk)
+async def series_shrunk(conn: Conn, events: Sequence[Received[dicom_events.SeriesShrunk]]) -> None:
+    """The series as it now is, wherever its row is (a series in the trash loses them
+    too); its instances go with the pages that follow."""
+    rows = [(e.event.file_id, e.stream_version, e.event.sha256) for e in events]
+    for table in ("dicom.series", "dicom.detached_series"):
+        await conn.executemany(
+            f"UPDATE {table} SET version = $2, sha256 = $3 WHERE file_id = $1", rows
+        )
+
+
+@series.on(dicom_events.SeriesInstancesRemoved)
+async def instances_removed(
+    conn: Conn, events: Sequence[Received[dicom_events.SeriesInstancesRemoved]]
+) -> None:
+    removed = [(e.event.file_id, i["sop_uid"]) for e in events for i in e.event.instances]
+    await conn.execute(
+        """DELETE FROM dicom.instances i USING unnest($1::uuid[], $2::text[]) AS x(f, u)
+           WHERE i.file_id = x.f AND i.sop_uid = x.u""",
+        [f for f, _ in removed],
+        [u for _, u in removed],
+    )
+    last = {e.event.file_id: e.stream_version for e in events}
+    for table in ("dicom.series", "dicom.detached_series"):
+        await conn.execute(
+            f"""UPDATE {table} s SET version = x.version
+                FROM unnest($1::uuid[], $2::int[]) AS x(file_id, version)
+                WHERE s.file_id = x.file_id""",
+            list(last),
+            list(last.values()),
+        )
+    await _keyed_again(conn, list(last))
+
+
+async def _keyed_again(conn: Conn, files: list[uuid.UUID]) -> None:
+    """The slice keys of these series' rows as their direction now is: instances that
+    left may have been the ones it was taken from (the lowest UID)."""
+    placed: dict[uuid.UUID, list[tuple[_Placed, bytes | None]]] = {}
+    for r in await conn.fetch(
+        """SELECT file_id, sop_uid, slice_key,
+                  facts->'position' AS position, facts->'orientation' AS orientation,
+                  (facts->>'instance_number')::bigint AS instance_number
+           FROM dicom.instances WHERE file_id = ANY($1::uuid[])""",
+        files,
+    ):
+        placed.setdefault(r["file_id"], []).append((_Placed.of(r), r["slice_key"]))
+    rekeyed: list[tuple[uuid.UUID, str, bytes]] = []
+    for file_id, rows in placed.items():
+        normal = domain.slice_normal([p for p, _ in rows])
+        rekeyed += [
+            (file_id, p.sop_uid, now)
+            for p, key in rows
+            if (now := domain.slice_key(p, normal)) != key
+        ]
+    if rekeyed:
+        await conn.execute(
+            """UPDATE dicom.instances i SET slice_key = x.slice_key
+               FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS x(file_id, sop_uid, slice_key)
+               WHERE i.file_id = x.file_id AND i.sop_uid = x.sop_uid""",
+            [m[0] for m in rekeyed],
+            [m[1] for m in rekeyed],
+            [m[2] for m in rekeyed],
+        )
 
 
 @series.on(dicom_events.SeriesReleased)

@@ -47,7 +47,7 @@ from shared.contracts.catalog import (
     FileUploaded,
     UploadedFile,
 )
-from shared.contracts.dicom import SeriesAssembled, SeriesExtended, SeriesReleased
+from shared.contracts.dicom import SeriesAssembled, SeriesExtended, SeriesReleased, SeriesShrunk
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of, random_ids
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
@@ -320,9 +320,13 @@ class Thumbnails(Handlers):
 
     @reactions.on(SeriesAssembled)
     @reactions.on(SeriesExtended)
+    @reactions.on(SeriesShrunk)
     async def when_series_changed(
-        self, conn: Conn, series: Sequence[Received[SeriesAssembled | SeriesExtended]]
+        self,
+        conn: Conn,
+        series: Sequence[Received[SeriesAssembled | SeriesExtended | SeriesShrunk]],
     ) -> None:
+        """Drawn again from its middle slice (a series left with none is not drawn)."""
         await self.request(conn, [w for e in series if (w := self._series(e))])
 
     @reactions.on(FileDeleted)
@@ -386,7 +390,9 @@ class Thumbnails(Handlers):
         )
 
     @staticmethod
-    def _series(envelope: Received[SeriesAssembled | SeriesExtended]) -> Wanted | None:
+    def _series(
+        envelope: Received[SeriesAssembled | SeriesExtended | SeriesShrunk],
+    ) -> Wanted | None:
         """A series is drawn from its middle slice: the event names it (events from
         before pages name every instance, in slice order, instead)."""
         series = envelope.event

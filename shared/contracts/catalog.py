@@ -232,13 +232,16 @@ class FilesUploaded(Event):
 
 
 class DicomSeriesExtended(Event):
-    """A later upload added instances to the series this file is."""
+    """A later upload added instances to the series this file is (or, since
+    dicom.SeriesShrunk, objects of a synced bucket gone took some out)."""
 
     type: ClassVar[str] = "catalog.DicomSeriesExtended"
     file_id: uuid.UUID
     size: int
     sha256: str
     dicom: dict[str, Any]
+    # The file's content (its first instance's blob) when it changed; None: as it was.
+    blob_key: str | None = None
 
 
 class FileRenamed(Event):

@@ -1,7 +1,8 @@
 """Events of the DICOM context: instances read, admitted and assembled into series.
 
 One series is one file in the catalog: `SeriesAssembled` names the file id it gets,
-`SeriesExtended` the same file when a later upload adds instances to it; `SeriesMoved`,
+`SeriesExtended` the same file when a later upload adds instances to it, `SeriesShrunk`
+when instances leave it (gone from a synced bucket); `SeriesMoved`,
 `SeriesTrashed`, `SeriesRestored` and `SeriesReleased` follow the file in the catalog
 (moved, to the trash and back, deleted for good). Each instance
 of a job ends accepted or rejected in an `InstancesSettled` of its batch (the job's
@@ -96,6 +97,26 @@ class SeriesInstancesAdded(Event):
     sop_uid, name, blob_key, sha256, size, facts (shared/contracts/limits.py)."""
 
     type: ClassVar[str] = "dicom.SeriesInstancesAdded"
+    series_uid: str
+    file_id: uuid.UUID
+    instances: list[dict[str, Any]]
+
+
+class SeriesShrunk(SeriesFacts):
+    """Instances left the series (their objects are gone from a cloud-synced bucket):
+    the series as it now is, maybe with no instance left (`instance_count` 0: its file
+    is then a tombstone, and an instance that comes back extends it again). The
+    instances it lost follow in SeriesInstancesRemoved pages, in the same stream and
+    transaction."""
+
+    type: ClassVar[str] = "dicom.SeriesShrunk"
+
+
+class SeriesInstancesRemoved(Event):
+    """A page of the instances the SeriesShrunk before it lost: each sop_uid and
+    blob_key (their blobs are no longer the series')."""
+
+    type: ClassVar[str] = "dicom.SeriesInstancesRemoved"
     series_uid: str
     file_id: uuid.UUID
     instances: list[dict[str, Any]]
@@ -235,4 +256,6 @@ EVENTS: tuple[type[Event], ...] = (
     InstanceBlobsLeft,
     InstancesSettled,
     ImportEntryDescribed,
+    SeriesShrunk,
+    SeriesInstancesRemoved,
 )

@@ -103,6 +103,10 @@ class DicomInstanceStored(Event):
     # the job): the series it joins take the entry's title and metadata (the DICOM
     # context's ImportEntryDescribed), and the entry its series (ImportedSeriesFiles).
     entry_id: uuid.UUID | None = None
+    # An object of a cloud-synced folder (its id in ingest.synced_objects, the
+    # `file_id` of its CloudObjectSynced): the DICOM context keeps it on the instance,
+    # so that the object's CloudObjectGone takes the instance out of its series.
+    object_id: uuid.UUID | None = None
 
 
 class StoredPart(BaseModel):
@@ -493,16 +497,21 @@ class CloudObjectSynced(Event):
     etag: str
     size: int
     last_modified: str
+    # A DICOM instance (copied in, `file_id` names the object, not a file: its
+    # DicomInstanceStored's `object_id`), not a file of its own.
+    dicom: bool = False
 
 
 class CloudObjectGone(Event):
-    """An object of a synced prefix is no longer listed: its file is a tombstone."""
+    """An object of a synced prefix is no longer listed: its file is a tombstone; a
+    DICOM instance (`dicom`) leaves its series (the DICOM context's reaction)."""
 
     type: ClassVar[str] = "ingest.CloudObjectGone"
     job_id: uuid.UUID
     root_folder_id: uuid.UUID
     key: str
     file_id: uuid.UUID
+    dicom: bool = False
 
 
 class CloudObjectChanged(Event):
@@ -544,6 +553,16 @@ class SeriesBlobsHeld(Event):
     released (`BlobsReleased` of its file id)."""
 
     type: ClassVar[str] = "ingest.SeriesBlobsHeld"
+    file_id: uuid.UUID
+    blob_keys: list[str]
+
+
+class SeriesBlobsDropped(Event):
+    """Instances left a DICOM series' file (a page of the DICOM context's
+    SeriesInstancesRemoved: their objects are gone from a synced bucket): the file no
+    longer refers to these blobs."""
+
+    type: ClassVar[str] = "ingest.SeriesBlobsDropped"
     file_id: uuid.UUID
     blob_keys: list[str]
 
@@ -625,4 +644,5 @@ EVENTS: tuple[type[Event], ...] = (
     WebhookRegistered,
     WebhookRemoved,
     WebhookSecretRotated,
+    SeriesBlobsDropped,
 )

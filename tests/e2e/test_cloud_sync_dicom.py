@@ -3,14 +3,19 @@ synced folder (the subfolder their key path names), as uploaded DICOM is."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable
+from typing import Any
+
 import httpx
 from minio import Minio
 
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
 from tests.dicom_fixtures import ct_series, uid
-from tests.e2e.support import png, unique
-from tests.e2e.test_cloud_sync import listing, sync, sync_done, synced_folder
+from tests.e2e.conftest import BUCKET
+from tests.e2e.support import error, png, unique
+from tests.e2e.test_cloud_sync import file, listing, sync, sync_done, synced_folder
 from tests.e2e.test_dicom import fresh_study, series_files
 from tests.e2e.test_imports import integration, put
 
@@ -55,3 +60,96 @@ async def test_dicom_objects_of_a_synced_prefix_become_series_of_the_folder(
 
     await eventually(five, within=20, what="the series extended to 5 instances")
     assert extended["id"] == series["id"]
+
+
+async def test_a_synced_dicom_object_gone_leaves_its_series_and_the_last_one_tombstones_it(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, pool: Any
+) -> None:
+    """An instance whose object left the bucket is no longer the series' (its file's
+    count, slices, content, DICOMweb; its blob released); a series left with none is a
+    tombstone, as a synced file whose object is gone, and comes back with its object.
+    A sync run again applies nothing twice."""
+    prefix = f"{unique('sync-dicom-gone')}/"
+    study = fresh_study()
+    ct = ct_series(3, study=study, series=1)
+    single = ct_series(1, study=study, series=2)
+    for k, data in enumerate(ct):
+        put(bucket, f"{prefix}scans/{k:03}.dcm", data)
+    put(bucket, f"{prefix}scans/single.dcm", single[0])
+    folder = await synced_folder(api, await integration(api, moto), prefix)
+    assert (await sync_done(api, folder["sync_job_id"]))["errors"] == []
+    scans = (await listing(api, folder["id"]))["scans"]
+    found = {s["dicom"]["series_uid"]: s for s in await series_files(api, scans["id"], 2)}
+    series, alone = found[uid(study, 1)], found[uid(study, 2)]
+    assert series["dicom"]["instances"] == 3
+    root = f"/v1/folders/{scans['id']}/dicomweb/studies/{uid(study)}/series"
+
+    async def held(file_id: str) -> int:
+        count: int = await pool.fetchval(
+            "SELECT count(*) FROM ingest.blob_series WHERE file_id = $1", uuid.UUID(file_id)
+        )
+        return count
+
+    await eventually(lambda: _is(held(series["id"]), 3), within=20, what="3 blobs held")
+
+    # The first slice's object goes: the series has two, shows the next one first.
+    bucket.remove_object(BUCKET, f"{prefix}scans/000.dcm")
+    await sync(api, folder["id"])
+
+    async def two() -> bool:
+        return bool((await file(api, series["id"]))["dicom"]["instances"] == 2)
+
+    await eventually(two, within=20, what="the series down to 2 instances")
+    shown = await file(api, series["id"])
+    assert "tombstone" not in shown
+    content = await api.get(f"/v1/files/{series['id']}/content")
+    assert content.status_code == 200 and content.content == ct[1]
+    assert (await api.get(f"/v1/files/{series['id']}/slices/1")).status_code == 200
+    assert (await api.get(f"/v1/files/{series['id']}/slices/2")).status_code == 404
+    qido = await api.get(root)
+    assert qido.status_code == 200, qido.text
+    counts = {s["0020000E"]["Value"][0]: s["00201209"]["Value"][0] for s in qido.json()}
+    assert counts == {uid(study, 1): 2, uid(study, 2): 1}
+    gone_sop = uid(study, 1, 1)
+    wado = await api.get(f"{root}/{uid(study, 1)}/instances/{gone_sop}")
+    assert wado.status_code == 404, wado.text
+    await eventually(lambda: _is(held(series["id"]), 2), within=20, what="its blob released")
+
+    # Run again: nothing applied twice.
+    stream = f"dicom-series-{series['id']}"
+    version = "SELECT max(stream_version) FROM dicom.events WHERE stream_id = $1"
+    before = await pool.fetchval(version, stream)
+    again = await sync(api, folder["id"])
+    assert again["progress"] == {"done": 0, "total": 0}
+    assert await pool.fetchval(version, stream) == before
+
+    # The last instance of a series goes: its file is a tombstone, as a plain one.
+    bucket.remove_object(BUCKET, f"{prefix}scans/single.dcm")
+    await sync(api, folder["id"])
+
+    async def tombstoned() -> bool:
+        return bool((await file(api, alone["id"])).get("tombstone"))
+
+    await eventually(tombstoned, within=20, what="the emptied series a tombstone")
+    error(await api.get(f"/v1/files/{alone['id']}/content"), 410, "object_gone")
+    qido = await api.get(root)
+    assert [s["0020000E"]["Value"][0] for s in qido.json()] == [uid(study, 1)]
+    await eventually(lambda: _is(held(alone["id"]), 0), within=20, what="its blob released")
+
+    # Back under the same key: the same file, no longer a tombstone.
+    put(bucket, f"{prefix}scans/single.dcm", single[0])
+    await sync(api, folder["id"])
+
+    async def back() -> bool:
+        shown = await file(api, alone["id"])
+        return "tombstone" not in shown and shown["dicom"]["instances"] == 1
+
+    await eventually(back, within=20, what="the series back with its object")
+    content = await api.get(f"/v1/files/{alone['id']}/content")
+    assert content.status_code == 200 and content.content == single[0]
+    listed = {s["id"] for s in await series_files(api, scans["id"], 2)}
+    assert listed == {series["id"], alone["id"]}
+
+
+async def _is(count: Awaitable[int], want: int) -> bool:
+    return await count == want

@@ -30,10 +30,12 @@ from services.dicom.domain import (
     Series,
     admit,
     assemble,
+    emptied,
     merge,
     order,
     slice_key,
     slice_normal,
+    without,
 )
 from services.dicom.handlers import Part
 from services.dicom.reader import read_instance
@@ -697,6 +699,55 @@ def test_a_known_series_keeps_its_identity_and_takes_a_missing_modality() -> Non
     (joined,) = merge([first], [late])
     assert joined.modality == "CT"
     assert (joined.study_uid, joined.patient_id) == (first.study_uid, first.patient_id)
+
+
+# --- without: instances whose objects left a synced bucket ----------------------------------------
+
+
+def test_instances_gone_leave_their_series_as_if_never_joined() -> None:
+    slices = series_instances(6)
+    (whole,) = assemble(slices)
+    less = without(whole, [slices[0].sop_uid, slices[3].sop_uid, uid(9, 9, 9)])
+    (kept,) = assemble([slices[1], slices[2], slices[4], slices[5]])
+    assert less == kept
+    assert less.instance_count == 4 and less.renderable_3d
+    # Nothing of it gone: the same series.
+    assert without(whole, [uid(9, 9, 9)]) is whole
+
+
+def test_a_series_whose_odd_slice_goes_is_renderable_again() -> None:
+    slices = series_instances(3)
+    odd = instance(
+        ct_slice(
+            sop_uid=uid(1, 1, 50),
+            series_uid=uid(1, 1),
+            study_uid=uid(1),
+            omit=["ImagePositionPatient"],
+            instance_number=50,
+        )
+    )
+    (joined,) = merge(assemble(slices), [odd])
+    assert not joined.renderable_3d
+    less = without(joined, [odd.sop_uid])
+    assert less.renderable_3d and less.missing_3d_tags == ()
+    assert less.instances == tuple(slices)  # along the normal again
+
+
+def test_a_series_keeps_its_identity_when_instances_go_and_come_back() -> None:
+    slices = series_instances(2, omit=["Modality"])
+    (first,) = merge([], slices)
+    named = replace(first, modality="CT")
+    gone = without(named, [i.sop_uid for i in slices])
+    assert gone.instances == () and gone.instance_count == 0
+    assert (gone.study_uid, gone.patient_id, gone.modality) == (uid(1), "PAT-0001", "CT")
+    assert not gone.renderable_3d and gone.missing_3d_tags == ()
+    assert gone == emptied(named.series_uid, uid(1), "PAT-0001", "CT")
+    # An instance that comes back joins it as the series it was; another patient's is
+    # still refused.
+    (back,) = merge([gone], slices[:1])
+    assert back.instances == (slices[0],) and back.modality == "CT"
+    stranger = replace(slices[1], patient_id="PAT-OTHER")
+    assert [r.rejected.code for r in admit([stranger], [gone]).refused] == ["series_conflict"]
 
 
 # --- admit: instances that contradict their series ---------------------------------------------

@@ -37,6 +37,13 @@ def held(file_id: uuid.UUID, blob_keys: list[str]) -> Change:
     )
 
 
+def dropped(file_id: uuid.UUID, blob_keys: list[str]) -> Change:
+    """Instances that left a series (as bounded as the DICOM context's page)."""
+    return Change(
+        f"blob-drop-{uuid.uuid4()}", 1, ev.SeriesBlobsDropped(file_id=file_id, blob_keys=blob_keys)
+    )
+
+
 def unpinned(blob_keys: list[str]) -> Change:
     """Instances that joined no series (as bounded as the DICOM context's event)."""
     return Change(f"blob-unpin-{uuid.uuid4()}", 1, ev.BlobsUnpinned(blob_keys=blob_keys))

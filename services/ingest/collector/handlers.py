@@ -7,7 +7,8 @@ download asks the catalog first. Its bytes go later, here: the catalog's
 blobs that no file of ours refers to. Identical uploads share one blob, so a blob
 goes only when its last file has gone. A DICOM instance's blob is held by its series
 (the DICOM context's `SeriesInstancesAdded`) until the series is released
-(`SeriesReleased`: deleted for good); an instance that joined no series
+(`SeriesReleased`: deleted for good) or the instance leaves it (`SeriesInstancesRemoved`:
+its object gone from a synced bucket); an instance that joined no series
 (`InstanceBlobsLeft`: rejected, its job cancelled) holds its blob no longer.
 A blob being stored again meanwhile is claimed in the storing transaction
 (`collector.projections.claim_blobs`); the sweep skips it, or the claim waits for the
@@ -25,7 +26,12 @@ from typing import Any
 from services.ingest.collector import domain
 from services.ingest.collector.projections import RECLAIMABLE, blob_refs
 from shared.contracts.catalog import FileDeleted, FilePurged, UploadRejected
-from shared.contracts.dicom import InstanceBlobsLeft, SeriesInstancesAdded, SeriesReleased
+from shared.contracts.dicom import (
+    InstanceBlobsLeft,
+    SeriesInstancesAdded,
+    SeriesInstancesRemoved,
+    SeriesReleased,
+)
 from shared.contracts.envelope import Cause, envelopes_of
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
@@ -97,6 +103,24 @@ class Collector(Handlers):
             for e in envelopes
             for envelope in envelopes_of(
                 [domain.held(e.event.file_id, [i["blob_key"] for i in e.event.instances])],
+                Cause.of(e),
+            )
+        ]
+        await blob_refs.apply(conn, written)
+        await self.store.append(conn, written)
+
+    @reactions.on(SeriesInstancesRemoved)
+    async def when_series_lost(
+        self, conn: Conn, envelopes: Sequence[Received[SeriesInstancesRemoved]]
+    ) -> None:
+        """Instances that left a series (their objects gone from a synced bucket): the
+        series' file no longer holds their blobs. After the pages that held them, in
+        the series' stream."""
+        written = [
+            envelope
+            for e in envelopes
+            for envelope in envelopes_of(
+                [domain.dropped(e.event.file_id, [i["blob_key"] for i in e.event.instances])],
                 Cause.of(e),
             )
         ]

@@ -332,6 +332,19 @@ async def series_held(
     await _unpin(conn, [k for e in events for k in e.event.blob_keys])
 
 
+@blob_refs.on(ingest_events.SeriesBlobsDropped)
+async def series_dropped(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.SeriesBlobsDropped]]
+) -> None:
+    dropped = sorted({(e.event.file_id, k) for e in events for k in e.event.blob_keys})
+    await conn.execute(
+        """DELETE FROM ingest.blob_series s USING unnest($1::uuid[], $2::text[]) AS x(f, k)
+           WHERE s.file_id = x.f AND s.blob_key = x.k""",
+        [f for f, _ in dropped],
+        [k for _, k in dropped],
+    )
+
+
 @blob_refs.on(ingest_events.BlobsUnpinned)
 async def unpinned(
     conn: asyncpg.Connection, events: Sequence[Received[ingest_events.BlobsUnpinned]]

@@ -141,6 +141,10 @@ synced = Projection(
         gone boolean NOT NULL DEFAULT false,
         PRIMARY KEY (root_folder_id, key)
     );
+    -- A DICOM instance copied in (its file_id names the object, the instance's
+    -- object_id in the DICOM context), not a file; false in rows from before it was kept.
+    ALTER TABLE ingest.synced_objects ADD COLUMN IF NOT EXISTS dicom boolean NOT NULL
+        DEFAULT false;
     """,
 )
 
@@ -210,11 +214,12 @@ async def object_synced(
 ) -> None:
     await conn.executemany(
         """INSERT INTO ingest.synced_objects (root_folder_id, key, file_id, etag, size,
-                                              last_modified, gone)
-           VALUES ($1, $2, $3, $4, $5, $6, false)
+                                              last_modified, gone, dicom)
+           VALUES ($1, $2, $3, $4, $5, $6, false, $7)
            ON CONFLICT (root_folder_id, key) DO UPDATE
            SET etag = excluded.etag, size = excluded.size,
-               last_modified = excluded.last_modified, gone = false""",
+               last_modified = excluded.last_modified, gone = false,
+               dicom = excluded.dicom""",
         [
             (
                 e.event.root_folder_id,
@@ -223,6 +228,7 @@ async def object_synced(
                 e.event.etag,
                 e.event.size,
                 e.event.last_modified,
+                e.event.dicom,
             )
             for e in events
         ],

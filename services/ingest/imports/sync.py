@@ -7,8 +7,9 @@ becomes a file, in the subfolder its key path names; one known whose ETag or siz
 changed, or that comes back after it was gone, is read again (CloudObjectChanged: the
 catalog records the new facts, and that the file is back); an unchanged one is not
 read. Once the listing is complete, every known object it did not show is gone
-(CloudObjectGone: the catalog makes its file a tombstone). A listing that fails part
-way tombstones nothing.
+(CloudObjectGone: the catalog makes its file a tombstone; a DICOM object's instance
+leaves its series in the DICOM context). A listing that fails part way tombstones
+nothing.
 
 Any process may die: each batch is one transaction under the folder's advisory lock,
 and what it decided is checked again there against what is known (by key and ETag),
@@ -656,6 +657,7 @@ class Syncs(Handlers):
                         blob_key=read.key,
                         sha256=read.sha256,
                         size=read.size,
+                        object_id=d.file_id,
                     )
                 )
             elif d.what == "new":
@@ -697,6 +699,7 @@ class Syncs(Handlers):
                     etag=d.listed.etag,
                     size=d.listed.size,
                     last_modified=d.listed.last_modified,
+                    dicom=isinstance(read, BlobWriter),
                 )
             )
         return events
@@ -737,14 +740,14 @@ class Syncs(Handlers):
         while True:
             if keys is not None:
                 rows = await self.pool.fetch(
-                    """SELECT key, file_id FROM ingest.synced_objects
+                    """SELECT key FROM ingest.synced_objects
                        WHERE root_folder_id = $1 AND NOT gone AND key = ANY($2::text[])""",
                     root,
                     [k for k in keys if k not in seen],
                 )
             else:
                 rows = await self.pool.fetch(
-                    """SELECT key, file_id FROM ingest.synced_objects
+                    """SELECT key FROM ingest.synced_objects
                        WHERE root_folder_id = $1 AND NOT gone AND key > $2
                        ORDER BY key LIMIT 5000""",
                     root,
@@ -760,7 +763,7 @@ class Syncs(Handlers):
                             "SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{root}"
                         )
                         still = await conn.fetch(
-                            """SELECT key, file_id FROM ingest.synced_objects
+                            """SELECT key, file_id, dicom FROM ingest.synced_objects
                                WHERE root_folder_id = $1 AND NOT gone
                                  AND key = ANY($2::text[])""",
                             root,
@@ -772,6 +775,7 @@ class Syncs(Handlers):
                                 root_folder_id=root,
                                 key=r["key"],
                                 file_id=r["file_id"],
+                                dicom=r["dicom"],
                             )
                             for r in still
                         ]
