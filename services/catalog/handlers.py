@@ -1522,11 +1522,9 @@ class Catalog(Handlers):
                     events.append(ev.FileTombstoned(file_id=row["id"], folder_id=row["folder_id"]))
                     row["tombstone"] = True
             else:
-                # An extension keeps the file's content (the first slice it was made
-                # with, still the series'); a series that lost slices, or comes back,
-                # shows its first one now.
-                moved = isinstance(series, SeriesShrunk) or row["tombstone"]
-                content = series.content_key if moved else None
+                # The file's content is the series' first slice: one that left (its
+                # object gone or changed) is released, so the file follows.
+                content = series.content_key
                 events.append(
                     ev.DicomSeriesExtended(
                         file_id=series.file_id,
@@ -1536,7 +1534,7 @@ class Catalog(Handlers):
                         blob_key=content if content != row["blob_key"] else None,
                     )
                 )
-                row["blob_key"] = content or row["blob_key"]
+                row["blob_key"] = content
                 if row["tombstone"]:
                     events.append(ev.FileReturned(file_id=row["id"], folder_id=row["folder_id"]))
                     row["tombstone"] = False

@@ -269,12 +269,15 @@ async def lock_folders(conn: Conn, folder_ids: Iterable[uuid.UUID]) -> None:
 _APPLIED_FIRST = {
     ev.SeriesAssembled.type: 0,
     ev.SeriesExtended.type: 0,
-    ev.SeriesInstancesAdded.type: 1,
+    ev.SeriesShrunk.type: 0,
+    # An instance whose object's bytes changed leaves before it joins again.
+    ev.SeriesInstancesRemoved.type: 1,
+    ev.SeriesInstancesAdded.type: 2,
 }
 
 
 def _by_kind(out: Sequence[Envelope]) -> list[Envelope]:
-    return sorted(out, key=lambda e: _APPLIED_FIRST.get(e.type, 2))
+    return sorted(out, key=lambda e: _APPLIED_FIRST.get(e.type, 3))
 
 
 def _stored(
@@ -609,6 +612,7 @@ class Dicom(Handlers):
         await lock_folders(conn, folders)
         results = await self._not_gone(conn, each, results)
         out: list[Envelope] = []
+        replacing = await self._superseded(conn, each, folders, out)
         job_versions = await self._job_versions(conn, {s.job_id for s in stored})
         # An import's instances name their entry; an upload's none (no query for them).
         named = list({s.entry_id for s in stored if s.entry_id is not None})
@@ -629,6 +633,7 @@ class Dicom(Handlers):
                 [(each[n][0], stored[n], results[n]) for n in indexes],
                 job_versions,
                 entries,
+                replacing.get(folder_id, {}),
             )
         if out:
             await series_model.apply(conn, _by_kind(out))
@@ -639,7 +644,9 @@ class Dicom(Handlers):
         self, conn: Conn, each: Sequence[Stored], results: list[domain.Instance | domain.Rejected]
     ) -> list[domain.Instance | domain.Rejected]:
         """Instances of synced objects whose CloudObjectGone came first (recorded later
-        by ingest, but of another job's stream): refused, `object_gone`."""
+        by ingest, but of another job's stream): refused, `object_gone`; and of an
+        object stored twice in the batch (its bytes changed again), the earlier one:
+        `object_changed`."""
         objects = [s.object_id for _, s in each if s.object_id is not None]
         if not objects:
             return results
@@ -652,15 +659,72 @@ class Dicom(Handlers):
                 objects,
             )
         }
+        last: dict[uuid.UUID, int] = {}
+        for e, s in each:
+            if s.object_id is not None:
+                last[s.object_id] = max(last.get(s.object_id, 0), e.envelope.position)
         return [
             domain.Rejected(
                 "object_gone",
                 f"{s.name!r} was gone from its bucket before its instance was read",
             )
             if s.object_id in gone_at and e.envelope.position < gone_at[s.object_id]
+            else domain.Rejected(
+                "object_changed",
+                f"{s.name!r} changed in its bucket again before its instance was read",
+            )
+            if s.object_id is not None and e.envelope.position < last[s.object_id]
             else result
             for (e, s), result in zip(each, results, strict=True)
         ]
+
+    async def _superseded(
+        self,
+        conn: Conn,
+        each: Sequence[Stored],
+        folders: Iterable[uuid.UUID],
+        out: list[Envelope],
+    ) -> dict[uuid.UUID, dict[str, list[str]]]:
+        """Instances of synced objects whose bytes changed (stored again, later by
+        ingest's positions): the old instance leaves its series, and the new bytes
+        arrive as any instance does (the same SOP Instance UID in the same series
+        replaces it; another, or bytes not DICOM, are an instance gone plus a new
+        arrival). Those of a series of the batch's folders: by folder, series and SOP
+        Instance UID, for `_folder` to take out before it merges; others (a series
+        file moved elsewhere, or in the trash) shrink here, into `out`."""
+        stores: dict[uuid.UUID, Received[Any]] = {}
+        for e, s in each:
+            if s.object_id is not None and (
+                s.object_id not in stores
+                or stores[s.object_id].envelope.position < e.envelope.position
+            ):
+                stores[s.object_id] = e
+        if not stores:
+            return {}
+        rows = await conn.fetch(
+            """SELECT i.file_id, i.sop_uid, i.object_id, i.object_position, s.folder_id,
+                      s.series_uid
+               FROM dicom.instances i LEFT JOIN dicom.series s ON s.file_id = i.file_id
+               WHERE i.object_id = ANY($1::uuid[])""",
+            list(stores),
+        )
+        here = set(folders)
+        replacing: dict[uuid.UUID, dict[str, list[str]]] = {}
+        elsewhere: dict[uuid.UUID, list[tuple[str, Received[Any]]]] = {}
+        for r in rows:
+            store = stores[r["object_id"]]
+            if (r["object_position"] or 0) >= store.envelope.position:
+                continue  # stored by this event already (a batch applied again), or later
+            if r["folder_id"] in here:
+                by_series = replacing.setdefault(r["folder_id"], {})
+                by_series.setdefault(r["series_uid"], []).append(r["sop_uid"])
+            else:
+                elsewhere.setdefault(r["file_id"], []).append((r["sop_uid"], store))
+        shrunk = []
+        for file_id, left in sorted(elsewhere.items()):
+            shrunk += await self._shrunk(conn, file_id, left)
+        out += shrunk
+        return replacing
 
     @reactions.on(CloudObjectGone)
     async def when_synced_objects_gone(
@@ -748,6 +812,18 @@ class Dicom(Handlers):
         ]
         if not removed:
             return []
+        return self._shrinking(now, row, parts, removed, left[0][1])
+
+    def _shrinking(
+        self,
+        now: domain.Series,
+        row: Any,
+        parts: dict[str, Part],
+        removed: list[dict[str, Any]],
+        cause: Received[Any],
+    ) -> list[Envelope]:
+        """SeriesShrunk (the series `now`, without `removed`) and its pages."""
+        file_id = row["file_id"]
         members = [parts[uid] for uid in now.sop_uids]
         stream, version = ev.series_stream(file_id), row["version"]
         changes = [
@@ -767,7 +843,7 @@ class Dicom(Handlers):
                     ),
                 )
             )
-        return envelopes_of(changes, Cause.of(left[0][1]))
+        return envelopes_of(changes, Cause.of(cause))
 
     async def _read(self, placed: Sequence[Placed]) -> list[domain.Instance | domain.Rejected]:
         """Each instance's headers: as read ahead of the transaction, or now."""
@@ -863,8 +939,22 @@ class Dicom(Handlers):
         items: Sequence[Read],
         job_versions: dict[uuid.UUID, int],
         entries: dict[uuid.UUID, tuple[str | None, dict[str, Any]]],
+        replacing: dict[str, list[str]],
     ) -> list[Envelope]:
         known, rows, parts = await self._known(conn, folder_id)
+        # Instances whose objects' bytes changed leave their series first (`_superseded`).
+        removed: dict[str, list[dict[str, Any]]] = {}
+        for series_uid, uids in replacing.items():
+            if series_uid not in known:
+                continue
+            less = domain.without(known[series_uid], uids)
+            kept = set(less.sop_uids)
+            removed[series_uid] = [
+                {"sop_uid": uid, "blob_key": parts.pop(uid).blob_key}
+                for uid in known[series_uid].sop_uids
+                if uid not in kept
+            ]
+            known[series_uid] = less
         read_ok = [(e, s, r) for e, s, r in items if isinstance(r, domain.Instance)]
         admission = domain.admit([r for _, _, r in read_ok], known.values())
         refused = {id(f.instance): f.rejected for f in admission.refused}
@@ -881,11 +971,21 @@ class Dicom(Handlers):
         )
         out: list[Envelope] = []
         file_ids: dict[str, uuid.UUID] = {}
+        merged_uids = {series.series_uid for series in merged}
+        for series_uid, gone in removed.items():
+            if series_uid not in merged_uids:
+                # Nothing joined it again: it shrank.
+                row = rows[series_uid]
+                cause = next(e for e, s, _ in items if s.object_id is not None)
+                out += self._shrinking(known[series_uid], row, parts, gone, cause)
         for series in merged:
             row = rows.get(series.series_uid)
             if row is not None:
                 file_ids[series.series_uid] = row["file_id"]
-                if series.sop_uids == known[series.series_uid].sop_uids:
+                if (
+                    series.sop_uids == known[series.series_uid].sop_uids
+                    and series.series_uid not in removed
+                ):
                     continue  # only instances it already had
             else:
                 file_ids[series.series_uid] = uuid.uuid4()
@@ -910,7 +1010,17 @@ class Dicom(Handlers):
             ]
             version = row["version"] if row is not None else 0
             changes: list[Change] = [Change(ev.series_stream(file_id), version + 1, event)]
-            for n, page in enumerate(limits.pages(added, limits.json_size), start=2):
+            for page in limits.pages(removed.get(series.series_uid, []), limits.json_size):
+                changes.append(
+                    Change(
+                        ev.series_stream(file_id),
+                        version + len(changes) + 1,
+                        ev.SeriesInstancesRemoved(
+                            series_uid=series.series_uid, file_id=file_id, instances=page
+                        ),
+                    )
+                )
+            for n, page in enumerate(limits.pages(added, limits.json_size), start=len(changes) + 1):
                 changes.append(
                     Change(
                         ev.series_stream(file_id),

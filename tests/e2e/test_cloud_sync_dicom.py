@@ -12,7 +12,7 @@ from minio import Minio
 
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
-from tests.dicom_fixtures import ct_series, uid
+from tests.dicom_fixtures import ct_series, ct_slice, slice_positions, uid
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import error, png, unique
 from tests.e2e.test_cloud_sync import file, listing, sync, sync_done, synced_folder
@@ -153,3 +153,86 @@ async def test_a_synced_dicom_object_gone_leaves_its_series_and_the_last_one_tom
 
 async def _is(count: Awaitable[int], want: int) -> bool:
     return await count == want
+
+
+async def test_a_synced_dicom_object_whose_bytes_changed_is_replaced_in_its_series(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, pool: Any
+) -> None:
+    """New bytes under the same SOP Instance UID replace the instance (the series serves
+    them; the old blob is let go); another SOP Instance UID, or bytes no longer DICOM,
+    are the old instance gone and a new arrival."""
+    prefix = f"{unique('sync-dicom-changed')}/"
+    study = fresh_study()
+    ct = ct_series(3, study=study, series=1)
+    for k, data in enumerate(ct):
+        put(bucket, f"{prefix}scans/{k:03}.dcm", data)
+    folder = await synced_folder(api, await integration(api, moto), prefix)
+    assert (await sync_done(api, folder["sync_job_id"]))["errors"] == []
+    scans = (await listing(api, folder["id"]))["scans"]
+    [series] = await series_files(api, scans["id"], 1)
+    assert series["dicom"]["instances"] == 3
+    root = f"/v1/folders/{scans['id']}/dicomweb/studies/{uid(study)}/series/{uid(study, 1)}"
+
+    # The first slice's bytes change under its SOP Instance UID (the file's content);
+    # the third's key now holds another instance of the series; the second's, a PNG.
+    changed = ct_series(3, study=study, series=1, pixel_data=bytes([7]) * 128)
+    assert changed[0] != ct[0]
+    put(bucket, f"{prefix}scans/000.dcm", changed[0])
+    other = ct_slice(
+        sop_uid=uid(study, 1, 9),
+        series_uid=uid(study, 1),
+        study_uid=uid(study),
+        position=slice_positions(3)[2],
+        instance_number=1,
+    )
+    put(bucket, f"{prefix}scans/002.dcm", other)
+    put(bucket, f"{prefix}scans/001.dcm", png(4, 4))
+    job = await sync(api, folder["id"])
+    assert job["errors"] == []
+
+    async def replaced() -> bool:
+        shown = await file(api, series["id"])
+        return bool(shown["dicom"]["instances"] == 2 and shown["sha256"] != series["sha256"])
+
+    await eventually(replaced, within=20, what="the series with its changed instances")
+    content = await api.get(f"/v1/files/{series['id']}/content")
+    assert content.status_code == 200 and content.content == changed[0]
+    instances = await api.get(f"{root}/instances")
+    assert instances.status_code == 200, instances.text
+    assert {i["00080018"]["Value"][0] for i in instances.json()} == {
+        uid(study, 1, 1),
+        uid(study, 1, 9),
+    }
+    for sop, want in ((uid(study, 1, 1), 200), (uid(study, 1, 3), 404), (uid(study, 1, 2), 404)):
+        answer = await api.get(f"{root}/instances/{sop}")
+        assert answer.status_code == want, (sop, answer.text)
+    retrieved = await api.get(f"{root}/instances/{uid(study, 1, 1)}")
+    assert bytes([7]) * 128 in retrieved.content  # the new pixels
+
+    async def plain() -> bool:
+        found = await listing(api, scans["id"])
+        return found.get("001.dcm", {}).get("kind") == "image"
+
+    await eventually(plain, within=20, what="the key that is no longer DICOM a plain file")
+
+    # The blobs the series holds are its two instances' (the replaced ones let go).
+    stream = f"dicom-series-{series['id']}"
+    shown = await pool.fetch(
+        "SELECT blob_key FROM dicom.instances WHERE file_id = $1", uuid.UUID(series["id"])
+    )
+
+    async def held() -> bool:
+        rows = await pool.fetch(
+            "SELECT blob_key FROM ingest.blob_series WHERE file_id = $1", uuid.UUID(series["id"])
+        )
+        return {r["blob_key"] for r in rows} == {r["blob_key"] for r in shown}
+
+    await eventually(held, within=20, what="only the current instances' blobs held")
+    assert len(shown) == 2
+
+    # Run again: nothing applied twice.
+    version = "SELECT max(stream_version) FROM dicom.events WHERE stream_id = $1"
+    before = await pool.fetchval(version, stream)
+    again = await sync(api, folder["id"])
+    assert again["progress"] == {"done": 0, "total": 0}
+    assert await pool.fetchval(version, stream) == before

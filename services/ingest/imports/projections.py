@@ -217,7 +217,7 @@ async def object_synced(
                                               last_modified, gone, dicom)
            VALUES ($1, $2, $3, $4, $5, $6, false, $7)
            ON CONFLICT (root_folder_id, key) DO UPDATE
-           SET etag = excluded.etag, size = excluded.size,
+           SET file_id = excluded.file_id, etag = excluded.etag, size = excluded.size,
                last_modified = excluded.last_modified, gone = false,
                dicom = excluded.dicom""",
         [

@@ -85,6 +85,9 @@ class _Decision:
     read: Read | Exception | None = None
     # A DICOM instance, copied into the blob store for the DICOM context (or why not).
     copied: BlobWriter | Exception | None = None
+    # Known as a DICOM instance (a changed one that is no longer DICOM, or one that now
+    # is, leaves as gone and arrives as new).
+    was_dicom: bool = False
 
 
 class Syncs(Handlers):
@@ -493,7 +496,7 @@ class Syncs(Handlers):
 
     async def _known(self, conn: Any, root: uuid.UUID, keys: list[str]) -> dict[str, Any]:
         rows = await conn.fetch(
-            """SELECT key, file_id, etag, size, gone FROM ingest.synced_objects
+            """SELECT key, file_id, etag, size, gone, dicom FROM ingest.synced_objects
                WHERE root_folder_id = $1 AND key = ANY($2::text[])""",
             root,
             keys,
@@ -507,7 +510,7 @@ class Syncs(Handlers):
             if row is None:
                 out.append(_Decision(o, "new", uuid.uuid4()))
             elif row["gone"] or row["etag"] != o.etag or row["size"] != o.size:
-                out.append(_Decision(o, "changed", row["file_id"]))
+                out.append(_Decision(o, "changed", row["file_id"], was_dicom=row["dicom"]))
         return out
 
     async def _batch(
@@ -630,6 +633,21 @@ class Syncs(Handlers):
                     )
                 continue
             assert isinstance(read, Read | BlobWriter)
+            file_id = d.file_id
+            if d.what == "changed" and d.was_dicom != isinstance(read, BlobWriter):
+                # A DICOM instance whose object is no longer DICOM, or a file whose object
+                # now is: the one it was is gone (out of its series, or a tombstone), and
+                # the object arrives as new.
+                events.append(
+                    ev.CloudObjectGone(
+                        job_id=job_id,
+                        root_folder_id=root,
+                        key=key,
+                        file_id=file_id,
+                        dicom=d.was_dicom,
+                    )
+                )
+                file_id = uuid.uuid4()
             folder_id, path = root, ""
             for part in parts[:-1]:
                 path = f"{path}/{part}" if path else part
@@ -657,14 +675,14 @@ class Syncs(Handlers):
                         blob_key=read.key,
                         sha256=read.sha256,
                         size=read.size,
-                        object_id=d.file_id,
+                        object_id=file_id,
                     )
                 )
-            elif d.what == "new":
+            elif file_id != d.file_id or d.what == "new":
                 events.append(
                     ev.FileContentStored(
                         job_id=job_id,
-                        file_id=d.file_id,
+                        file_id=file_id,
                         folder_id=folder_id,
                         name=parts[-1],
                         kind=read.facts.kind,
@@ -672,7 +690,7 @@ class Syncs(Handlers):
                         sha256=read.sha256,
                         mime_type=read.facts.mime_type,
                         media=read.facts.media,
-                        blob_key=imports.reference_key(d.file_id),
+                        blob_key=imports.reference_key(file_id),
                         source=Source(type="cloud", integration_id=config.integration_id, key=key),
                     )
                 )
@@ -695,7 +713,7 @@ class Syncs(Handlers):
                     job_id=job_id,
                     root_folder_id=root,
                     key=key,
-                    file_id=d.file_id,
+                    file_id=file_id,
                     etag=d.listed.etag,
                     size=d.listed.size,
                     last_modified=d.listed.last_modified,
