@@ -975,9 +975,8 @@ class Dicom(Handlers):
         for series_uid, gone in removed.items():
             if series_uid not in merged_uids:
                 # Nothing joined it again: it shrank.
-                row = rows[series_uid]
                 cause = next(e for e, s, _ in items if s.object_id is not None)
-                out += self._shrinking(known[series_uid], row, parts, gone, cause)
+                out += self._shrinking(known[series_uid], rows[series_uid], parts, gone, cause)
         for series in merged:
             row = rows.get(series.series_uid)
             if row is not None:

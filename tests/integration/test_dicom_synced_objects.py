@@ -1,0 +1,152 @@
+"""The DICOM context and the objects of cloud-synced folders: an instance leaves its
+series when its object's CloudObjectGone was recorded after the instance was stored (by
+ingest's store positions), whatever order the two arrive in (they are of different
+jobs' streams, so of any partitions)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import asyncpg
+import pytest
+
+from services.dicom.handlers import Dicom
+from services.dicom.projections import series
+from shared.contracts import dicom as ev
+from shared.contracts.envelope import Cause, Envelope, new_envelope
+from shared.contracts.ingest import CloudObjectGone, DicomInstanceStored
+from shared.kit.blobs import LocalBlobStore
+from shared.kit.eventstore import EventStore
+from shared.kit.inbox import Consumer, Inbox
+from tests.conftest import fresh_database
+from tests.dicom_fixtures import ct_series
+
+CAUSE = Cause(actor="test", correlation_id="test")
+FOLDER = uuid.uuid4()
+
+
+@pytest.fixture
+async def dicom_db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    async with fresh_database(database_url, "t_dicom_synced") as pool:
+        async with pool.acquire() as conn:
+            await EventStore("dicom").setup(conn)
+            await series.setup(conn)
+            await Inbox("dicom", "dicom").setup(conn)
+        yield pool
+
+
+def consumer(pool: asyncpg.Pool, blobs: LocalBlobStore) -> Consumer:
+    handlers = Dicom(cast(Any, SimpleNamespace(pool=pool, store=EventStore("dicom"))), blobs)
+    bound = Dicom.reactions.bound(handlers)
+    return Consumer(
+        pool=pool,
+        inbox=Inbox("dicom", "dicom"),
+        topics=[],
+        handle=bound,
+        wanted=bound.types,
+        prepare=bound.prepare,
+        bootstrap="unused",
+        dead_letters=cast(Any, None),
+    )
+
+
+def at(envelope: Envelope, position: int) -> Envelope:
+    return envelope.model_copy(update={"source": "ingest", "position": position})
+
+
+async def stored(
+    blobs: LocalBlobStore, object_id: uuid.UUID, data: bytes, position: int
+) -> tuple[uuid.UUID, Envelope]:
+    """A sync's copy of the object (its job of its own), recorded at `position`."""
+    key = f"dicom/{uuid.uuid4().hex}"
+    await blobs.put(key, data)
+    job_id = uuid.uuid4()
+    event = DicomInstanceStored(
+        job_id=job_id,
+        folder_id=FOLDER,
+        name="0.dcm",
+        blob_key=key,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        object_id=object_id,
+    )
+    envelope = new_envelope(event, stream_id=f"job-{job_id}", stream_version=1, cause=CAUSE)
+    return job_id, at(envelope, position)
+
+
+def gone(object_id: uuid.UUID, position: int) -> Envelope:
+    job_id = uuid.uuid4()
+    event = CloudObjectGone(
+        job_id=job_id, root_folder_id=FOLDER, key="s/0.dcm", file_id=object_id, dicom=True
+    )
+    envelope = new_envelope(event, stream_id=f"job-{job_id}", stream_version=1, cause=CAUSE)
+    return at(envelope, position)
+
+
+async def settled(pool: asyncpg.Pool, job_id: uuid.UUID) -> ev.InstancesSettled:
+    (row,) = await pool.fetch(
+        "SELECT data FROM dicom.events WHERE stream_id = $1", ev.job_stream(job_id)
+    )
+    return ev.InstancesSettled.model_validate(row["data"])
+
+
+async def types(pool: asyncpg.Pool) -> list[str]:
+    return [r["type"] for r in await pool.fetch("SELECT type FROM dicom.events ORDER BY position")]
+
+
+async def test_an_object_gone_before_its_instance_arrived_refuses_it_and_takes_it_back_later(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    slices = ct_series(2)
+    kept, went = uuid.uuid4(), uuid.uuid4()
+    run = consumer(dicom_db, blobs)
+    _, first = await stored(blobs, kept, slices[0], 1)
+    await run._apply([first])
+    # Recorded at 3, delivered before the store recorded at 2.
+    job_id, late = await stored(blobs, went, slices[1], 2)
+    await run._apply([gone(went, 3)])
+    await run._apply([late])
+    (refused,) = (await settled(dicom_db, job_id)).rejected
+    assert refused.code == "object_gone"
+    assert await dicom_db.fetchval("SELECT count(*) FROM dicom.instances") == 1
+    # It comes back (recorded at 4): accepted.
+    job_id, back = await stored(blobs, went, slices[1], 4)
+    await run._apply([back])
+    assert len((await settled(dicom_db, job_id)).accepted) == 1
+    assert await dicom_db.fetchval("SELECT count(*) FROM dicom.instances") == 2
+
+
+async def test_a_gone_recorded_before_a_later_copy_leaves_that_copy_and_applies_once(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    slices = ct_series(3)
+    objects = [uuid.uuid4() for _ in slices]
+    run = consumer(dicom_db, blobs)
+    for n, (object_id, data) in enumerate(zip(objects, slices, strict=True)):
+        await run._apply([(await stored(blobs, object_id, data, n + 1))[1]])
+    # The first object gone (recorded at 10), then copied again (at 20: it replaces
+    # the instance); the gone is delivered last: the copy stays.
+    _, again = await stored(blobs, objects[0], slices[0], 20)
+    await run._apply([again])
+    before = len(await types(dicom_db))
+    await run._apply([gone(objects[0], 10)])
+    assert await dicom_db.fetchval("SELECT count(*) FROM dicom.instances") == 3
+    assert len(await types(dicom_db)) == before
+    # The second's gone: the series shrinks once, even delivered twice.
+    went = gone(objects[1], 21)
+    await run._apply([went])
+    await run._apply([went])
+    found = (await types(dicom_db))[before:]
+    assert found == [ev.SeriesShrunk.type, ev.SeriesInstancesRemoved.type]
+    assert await dicom_db.fetchval("SELECT count(*) FROM dicom.instances") == 2
+    row = await dicom_db.fetchrow(
+        "SELECT data FROM dicom.events WHERE type = $1", ev.SeriesShrunk.type
+    )
+    assert row["data"]["instance_count"] == 2
