@@ -23,6 +23,7 @@ from shared.contracts.ingest import CloudObjectGone, DicomInstanceStored
 from shared.kit.blobs import LocalBlobStore
 from shared.kit.eventstore import EventStore
 from shared.kit.inbox import Consumer, Inbox
+from shared.kit.projections import rebuild
 from tests.conftest import fresh_database
 from tests.dicom_fixtures import ct_series
 
@@ -150,3 +151,11 @@ async def test_a_gone_recorded_before_a_later_copy_leaves_that_copy_and_applies_
         "SELECT data FROM dicom.events WHERE type = $1", ev.SeriesShrunk.type
     )
     assert row["data"]["instance_count"] == 2
+    # The read model rebuilt from the events is the live one.
+    rows = {
+        "series": "SELECT * FROM dicom.series ORDER BY file_id",
+        "instances": "SELECT * FROM dicom.instances ORDER BY file_id, slice_key",
+    }
+    live = {t: [dict(r) for r in await dicom_db.fetch(q)] for t, q in rows.items()}
+    assert await rebuild(dicom_db, EventStore("dicom"), series) > 0
+    assert {t: [dict(r) for r in await dicom_db.fetch(q)] for t, q in rows.items()} == live
