@@ -756,7 +756,8 @@ class Compose:
         ingest's mirror of the catalog's schema: when the caller sends a token, ingest
         first applies the catalog's events up to it (a schema they just set), within the
         budget. Only that: a client sends its token with every call, and uploads must
-        not wait for every service. A token that cannot be read is left to the write (as before)."""
+        not wait for every service. A token that cannot be read is left to the write
+        (as before)."""
         try:
             wanted = consistency.decode(call.request.headers.get(consistency.HEADER, ""))
         except ValueError:
