@@ -752,11 +752,12 @@ class Compose:
         )
 
     async def after_callers_writes(self, call: Call) -> None:
-        """An upload or import checks the metadata it carries against ingest's mirror of
-        the catalog's schema: when the caller sends a token, ingest first applies the
-        catalog's events up to it (a schema they just set), within the budget. Only that:
-        a client sends its token with every call, and uploads must not wait for every
-        service. A token that cannot be read is left to the write (as before)."""
+        """An upload, import or upload session checks the metadata it carries against
+        ingest's mirror of the catalog's schema: when the caller sends a token, ingest
+        first applies the catalog's events up to it (a schema they just set), within the
+        budget. Only that: a client sends its token with every call, and uploads must
+        not wait for every service. A token that cannot be read is left to the write
+        (as before)."""
         try:
             wanted = consistency.decode(call.request.headers.get(consistency.HEADER, ""))
         except ValueError:
@@ -793,6 +794,8 @@ class Compose:
         folder = await self.find_folder(call, call.values["folder_id"], "editor")
         if folder.status_code != 200:
             return self.gateway.relay(folder)
+        # Its metadata is checked against the schema as an upload's is.
+        await self.after_callers_writes(call)
         answer = await self.gateway.forward(call, folder_path=self.path_of(folder))
         if answer.status_code != 201:
             return self.gateway.relay(answer)
@@ -814,6 +817,9 @@ class Compose:
         if call.request.method == "GET":
             return self.gateway.relay(found, body=self.with_part_urls(call, session))
         headers = None
+        if call.request.method == "POST" and session.get("metadata"):
+            # Its metadata is checked again, against the schema as the caller last set it.
+            await self.after_callers_writes(call)
         if call.request.method == "POST":
             # Completing: ingest checks the opener's right too (their key, their role).
             opener, path = await self.session_opener(call, session_id)

@@ -119,6 +119,13 @@ class NewUploadSession(Strict):
     size: int = Field(ge=0, description="bytes, up to 5 TiB")
     part_size: int | None = Field(None, description="5 MiB to 5 GiB; default 64 MiB")
     expires_in_s: int | None = None
+    metadata: dict[str, Any] | None = Field(
+        None,
+        description="the file's metadata (a JSON object of at most 64 KiB), checked against"
+        " the metadata schema when the session opens (422 naming the key and the type it"
+        " needs: nothing is opened) and again when it completes (a 422 then leaves the"
+        " session open); the file is stored with it",
+    )
 
 
 class PartUrl(Shape):
@@ -137,6 +144,9 @@ class UploadSession(Shape):
     status: Literal["open", "completed", "aborted", "expired", "rejected"]
     expires_at: str
     file_id: str | None
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="the file's metadata, as given when it opened"
+    )
     parts_stored: list[dict[str, Any]]
     bytes_stored: int
     parts: list[PartUrl]

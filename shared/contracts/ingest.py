@@ -379,6 +379,10 @@ class UploadSessionOpened(Event):
     # The id of the API key the session was opened with: its part URLs and its
     # completion need that key still valid (None: opened before 2026-12-06).
     key_id: uuid.UUID | None = None
+    # The file's metadata, given when the session opened (at most 64 KiB of JSON, as an
+    # upload's): the file carries it from the event that stores it. Empty: none given,
+    # or opened before 2026-12-06 (an older reader ignores it).
+    metadata: dict[str, Any] = {}
 
 
 class UploadSessionEnded(Event):

@@ -600,13 +600,20 @@ async def test_upload_sessions_in_parts(client: Client, api: httpx.AsyncClient) 
     )
     head = png(40, 30)
     data = head + os.urandom(5 * MiB + 1000 - len(head))
+    described = struct_pb2.Struct()
+    described.update({"site": "paris", "score": 3})
     session = await client.sessions.OpenUploadSession(
         pb.OpenUploadSessionRequest(
-            folder_id=top.id, name="scan.png", size=len(data), part_size=5 * MiB
+            folder_id=top.id,
+            name="scan.png",
+            size=len(data),
+            part_size=5 * MiB,
+            metadata=described,
         ),
         metadata=ADMIN,
     )
     assert session.status == "open"
+    assert dict(session.metadata) == {"site": "paris", "score": 3.0}
     assert [(p.part, p.size) for p in session.parts] == [(1, 5 * MiB), (2, 1000)]
     for part in reversed(session.parts):
         stored = await client.sessions.PutPart(
@@ -627,6 +634,8 @@ async def test_upload_sessions_in_parts(client: Client, api: httpx.AsyncClient) 
     )
     assert completed.file.sha256 == hashlib.sha256(data).hexdigest()
     assert (completed.file.kind, completed.file.size) == ("image", len(data))
+    # Stored with the metadata it was opened with.
+    assert dict(completed.file.metadata) == {"site": "paris", "score": 3.0}
     job = await client.jobs.GetJob(pb.GetJobRequest(job_id=completed.job_id), metadata=ADMIN)
     assert (job.progress.bytes.done, job.progress.bytes.total) == (len(data), len(data))
 

@@ -389,6 +389,114 @@ async def test_a_session_goes_on_when_its_openers_role_changes_but_stays_editor(
     assert [f["id"] for f in await items(api, below["id"])] == [done.json()["file"]["id"]]
 
 
+async def typed(api: httpx.AsyncClient, **keys: dict[str, Any]) -> dict[str, str]:
+    """The metadata schema with these keys set (it is the organisation's: other tests'
+    keys stay); the headers that carry the write's consistency token."""
+    found = (await api.get("/v1/metadata-schema")).json()["keys"]
+    answer = await api.put("/v1/metadata-schema", json={"keys": {**found, **keys}})
+    assert answer.status_code == 200, answer.text
+    return {CONSISTENCY: answer.headers[CONSISTENCY]}
+
+
+async def history(api: httpx.AsyncClient, file_id: str) -> list[str]:
+    """The types of the file's events, as the audit has them, in order."""
+    answer = await api.get("/v1/audit", params={"subject_id": file_id, "limit": 100})
+    assert answer.status_code == 200, answer.text
+    return [e["type"] for e in answer.json()["items"]]
+
+
+async def test_a_session_opened_with_metadata_stores_its_file_with_it_in_one_write(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    score = f"score{uuid.uuid4().hex[:8]}"
+    token = await typed(api, **{score: {"type": "number"}})
+    top = await folder(api, unique("session-meta"))
+    data = big_png(PART + 11)
+    given = {score: 7, "site": "paris", "tags": ["a", "b"]}
+    session = await open_session(api, top["id"], "m.png", len(data), metadata=given)
+    assert session["metadata"] == given
+    assert (await api.get(f"/v1/uploads/{session['id']}")).json()["metadata"] == given
+    for part in session["parts"]:
+        await put(anonymous, part, piece(data, part["part"]))
+    done = await api.post(f"/v1/uploads/{session['id']}/complete", headers=token)
+    assert done.status_code == 201, done.text
+    file = done.json()["file"]
+    # From its first listing on, the file has it: stored by the event that registers it.
+    assert file["metadata"] == given
+    assert [(f["id"], f["metadata"]) for f in await items(api, top["id"])] == [(file["id"], given)]
+    assert (await api.get(f"/v1/files/{file['id']}")).json()["metadata"] == given
+    after = {CONSISTENCY: done.headers[CONSISTENCY]}
+    found = await api.get("/v1/search", params={f"metadata.{score}.gte": "5"}, headers=after)
+    assert [f["id"] for f in found.json()["items"]] == [file["id"]]
+    # One write: no metadata change follows the upload in the file's history.
+    types = await history(api, file["id"])
+    assert "catalog.FileUploaded" in types and "catalog.FileMetadataChanged" not in types, types
+
+
+async def test_metadata_a_session_is_refused_with_at_opening_opens_nothing(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    score = f"score{uuid.uuid4().hex[:8]}"
+    token = await typed(api, **{score: {"type": "number"}})
+    top = await folder(api, unique("session-meta-refused"))
+    url = f"/v1/folders/{top['id']}/uploads"
+    body = {"name": "m.png", "size": PART + 1}
+    refused = error(
+        await api.post(url, json={**body, "metadata": {score: "high"}}, headers=token),
+        422,
+        "metadata_type_mismatch",
+    )
+    assert (refused["details"]["name"], refused["details"]["key"]) == ("m.png", score)
+    assert refused["details"]["type"] == "number"
+    assert "'m.png'" in refused["message"] and score in refused["message"]
+    # Bad shapes, refused as an upload's metadata is, in the same words.
+    shapes = error(await api.post(url, json={**body, "metadata": ["x"]}), 422, "invalid_metadata")
+    assert shapes["message"] == "file 'm.png': metadata must be a JSON object"
+    error(await api.post(url, json={**body, "metadata": "x"}), 422, "invalid_metadata")
+    big = error(
+        await api.post(url, json={**body, "metadata": {"blob": "x" * 70_000}}),
+        413,
+        "metadata_too_large",
+    )
+    assert big["details"]["limit"] == 64 * 1024
+    pool = await db.connect_pool(platform.env["FILES_DATABASE_URL"], min_size=1, max_size=1)
+    try:
+        opened = await pool.fetchval(
+            "SELECT count(*) FROM ingest.sessions WHERE folder_id = $1", uuid.UUID(top["id"])
+        )
+    finally:
+        await pool.close()
+    assert opened == 0
+
+
+async def test_a_schema_changed_since_opening_refuses_completion_and_the_session_stays_open(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    score = f"score{uuid.uuid4().hex[:8]}"
+    top = await folder(api, unique("session-meta-changed"))
+    data = big_png(PART + 5)
+    # The key is free when the session opens...
+    session = await open_session(api, top["id"], "c.png", len(data), metadata={score: "high"})
+    for part in session["parts"]:
+        await put(anonymous, part, piece(data, part["part"]))
+    # ...and typed as a number before it completes.
+    token = await typed(api, **{score: {"type": "number"}})
+    refused = error(
+        await api.post(f"/v1/uploads/{session['id']}/complete", headers=token),
+        422,
+        "metadata_type_mismatch",
+    )
+    assert refused["details"]["key"] == score and refused["details"]["name"] == "c.png"
+    state = (await api.get(f"/v1/uploads/{session['id']}")).json()
+    assert state["status"] == "open" and state["file_id"] is None
+    assert await items(api, top["id"]) == []
+    # Still open: once the schema takes it again (the key retired), it completes.
+    token = await typed(api, **{score: {"type": "number", "retired": True}})
+    done = await api.post(f"/v1/uploads/{session['id']}/complete", headers=token)
+    assert done.status_code == 201, done.text
+    assert done.json()["file"]["metadata"] == {score: "high"}
+
+
 async def test_sessions_and_blob_references_rebuild_from_events_with_the_same_rows(
     api: httpx.AsyncClient, anonymous: httpx.AsyncClient, platform: Any
 ) -> None:
@@ -398,7 +506,7 @@ async def test_sessions_and_blob_references_rebuild_from_events_with_the_same_ro
     for part in session["parts"]:
         await put(anonymous, part, piece(data, part["part"]))
     assert (await api.post(f"/v1/uploads/{session['id']}/complete")).status_code == 201
-    await open_session(api, top["id"], "open.png", len(data))
+    await open_session(api, top["id"], "open.png", len(data), metadata={"site": "lyon"})
     queries = [
         (sessions, "SELECT * FROM ingest.sessions ORDER BY id"),
         (

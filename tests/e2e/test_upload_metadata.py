@@ -25,6 +25,7 @@ from tests.e2e.conftest import BUCKET
 from tests.e2e.support import CONSISTENCY, error, folder, items, png, text, unique
 from tests.e2e.test_cli import env, fails, ok
 from tests.e2e.test_imports import finished, integration
+from tests.e2e.test_sessions import PART, big_png
 
 __all__ = ["env"]  # the command's environment, a fixture of test_cli's
 client = test_grpc.client  # the gRPC client, a fixture of test_grpc's
@@ -233,3 +234,35 @@ async def test_the_client_the_command_and_grpc_upload_with_metadata(
         ("g.png", {score: 3.0}),
         ("h.txt", {}),
     ]
+
+
+async def test_a_large_file_goes_in_parts_with_its_metadata_in_one_write(
+    api: httpx.AsyncClient, platform: Stack, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The client and the command open the file's upload session with its metadata: no
+    PATCH once it is stored, so no metadata change in its history."""
+    tag = uuid.uuid4().hex[:8]
+    score = f"score{tag}"
+    await _typed(api, **{score: {"type": "number"}})
+    big = tmp_path / "big.png"
+    big.write_bytes(big_png(PART + 3))
+
+    async def one_write(file_id: str) -> None:
+        answer = await api.get("/v1/audit", params={"subject_id": file_id, "limit": 100})
+        types = [e["type"] for e in answer.json()["items"]]
+        assert "catalog.FileUploaded" in types, types
+        assert "catalog.FileMetadataChanged" not in types, types
+
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        top = c.create_folder(unique("client-parts-meta"))
+        [made] = top.upload([big], metadata={"big.png": {score: 4}}, parts_from=PART)
+        assert made.metadata == {score: 4}
+    await one_write(made.id)
+
+    given = tmp_path / "meta.json"
+    given.write_text(json.dumps({"big.png": {score: 5, "site": "lyon"}}))
+    path = unique("cli-parts-meta")
+    ok(env, "upload", str(big), "--to", path, "--parts-from", str(PART), "--metadata", str(given))
+    [listed] = [json.loads(line) for line in ok(env, "ls", path, "--json").splitlines()]
+    assert listed["metadata"] == {score: 5, "site": "lyon"}
+    await one_write(listed["id"])

@@ -10,11 +10,11 @@ from typing import Any
 import files_client
 import httpx
 from files_client import errors
-from files_client._core import Consistency, Retries, Send, Sleep
+from files_client._core import Consistency, Gather, Retries, Send, Sleep
 from files_client.api import safe_name, split_path
 from files_client.cli import _kind_refused
 from files_client.models import ROUTES
-from files_client.transfer import LocalFile, _refused_in
+from files_client.transfer import LocalFile, _refused_in, upload_in_parts
 
 SOURCES = Path(files_client.__file__).parent
 
@@ -274,3 +274,61 @@ def test_a_batch_of_small_files_reaches_the_socket_whole_in_a_few_large_writes(
     assert all(bytes([i]) * 4096 in body for i in range(100))
     assert all(len(p) >= COALESCE for p in pieces[:-1])
     assert len(pieces) <= len(body) // COALESCE + 1
+
+
+def _session_run(tmp_path: Path, metadata: Any, resumed: dict[str, Any]) -> list[Any]:
+    """The calls a large file's upload makes, given a session to resume (no parts
+    missing): the session answers as `resumed` says, a new one as opened."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 10)
+    client = files_client.Client("http://files.test", api_key="key")
+    session = client._session
+    f = LocalFile.at(big).described(metadata)
+    op = upload_in_parts(session, "f-top", f, None, session_id="s-old")
+    opened = {"id": "s-new", "status": "open", "size": 10, "part_size": 10, "parts": []}
+    stored = {"job_id": "j", "file": {"id": "file-1", "name": "big.bin"}}
+    sent: list[Any] = []
+    step: Any = next(op)
+    try:
+        while True:
+            if isinstance(step, Gather):
+                step = op.send([])
+                continue
+            assert isinstance(step, Send)
+            call = step.call
+            sent.append(call)
+            path = call.url.removeprefix("http://files.test")
+            if call.method == "GET":
+                reply = _answer(call, 200, {"id": "s-old", "size": 10, "part_size": 10, **resumed})
+            elif path.endswith("/complete"):
+                reply = _answer(call, 201, stored)
+            else:
+                reply = _answer(call, 201, {**opened, "metadata": call.json.get("metadata", {})})
+            step = op.send(reply)
+    except StopIteration:
+        pass
+    return sent
+
+
+def test_a_large_files_metadata_goes_with_its_session_never_a_patch_after(
+    tmp_path: Path,
+) -> None:
+    """Opened with the file's metadata: stored with it by the completion, so no PATCH.
+    A session to resume that was opened with other metadata would store the file with
+    that: a new one is opened instead."""
+    given = {"site": "paris"}
+    other = _session_run(tmp_path, given, {"status": "open", "parts": [], "metadata": {}})
+    assert [(c.method, c.url.removeprefix("http://files.test")) for c in other] == [
+        ("GET", "/v1/uploads/s-old"),
+        ("POST", "/v1/folders/f-top/uploads"),
+        ("POST", "/v1/uploads/s-new/complete"),
+    ]
+    assert other[1].json == {"name": "big.bin", "size": 10, "metadata": given}
+    same = _session_run(tmp_path, given, {"status": "open", "parts": [], "metadata": given})
+    assert [(c.method, c.url.removeprefix("http://files.test")) for c in same] == [
+        ("GET", "/v1/uploads/s-old"),
+        ("POST", "/v1/uploads/s-old/complete"),
+    ]
+    # Without metadata, a session opened before it was taken (none in its answer) resumes.
+    bare = _session_run(tmp_path, None, {"status": "open", "parts": []})
+    assert [c.method for c in bare] == ["GET", "POST"]

@@ -20,8 +20,9 @@ MAY_IMPORT = {
     # The catalog's metadata schema as ingest follows it, and metadata's rules.
     "metadata": set(),
     "uploads": {"answers", "media", "jobs", "collector", "metadata"},
-    # A completed session's file is recorded as an upload's: its domain, nothing more.
-    "sessions": {"answers", "media", "jobs", "collector", "uploads.domain"},
+    # A completed session's file is recorded as an upload's: its domain, nothing more;
+    # its metadata is checked as an upload's.
+    "sessions": {"answers", "media", "jobs", "collector", "uploads.domain", "metadata"},
     "imports": {"answers", "media", "jobs", "collector", "metadata"},
     # Cancelling a job ends a session, or an import (told through a callable).
     "cancel": {"answers", "jobs", "sessions"},

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.ingest.metadata.domain import file_metadata
 from services.ingest.sessions.domain import (
     MAX_PARTS,
     MAX_SIZE,
@@ -15,9 +19,14 @@ from services.ingest.sessions.domain import (
     StoredPart,
     check_complete,
     check_open,
+    complete_session,
     missing,
     plan,
 )
+from services.ingest.uploads.domain import StoredFile
+from shared.contracts.catalog import Media
+from shared.contracts.ingest import FileContentStored
+from shared.contracts.rules import MAX_METADATA_BYTES
 from shared.kit.errors import Refused
 
 
@@ -91,14 +100,60 @@ def test_opening_refuses_what_cannot_be_uploaded(
 
 def test_opening_accepts_a_named_file_of_some_bytes() -> None:
     body = {"name": "scan.mp4", "size": 3 * 1024 * MiB, "part_size": 64 * MiB, "expires_in_s": 60}
-    assert check_open(body, 8 * MiB, 3600) == ("scan.mp4", 3 * 1024 * MiB, 64 * MiB, 60.0)
+    assert check_open(body, 8 * MiB, 3600) == ("scan.mp4", 3 * 1024 * MiB, 64 * MiB, 60.0, {})
     # What the body leaves out is the service's: its part size, its longest lifetime.
     assert check_open({"name": "a.mp4", "size": 10}, 8 * MiB, 3600) == (
         "a.mp4",
         10,
         8 * MiB,
         3600.0,
+        {},
     )
+
+
+def test_opening_takes_the_files_metadata_bounded_as_an_uploads() -> None:
+    given = {"name": "a.mp4", "size": 10, "metadata": {"site": "paris", "n": [1, 2]}}
+    assert check_open(given, 8 * MiB, 3600)[4] == {"site": "paris", "n": [1, 2]}
+    assert check_open({**given, "metadata": None}, 8 * MiB, 3600)[4] == {}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "status", "code"),
+    [
+        (["site"], 422, "invalid_metadata"),
+        ("site=paris", 422, "invalid_metadata"),
+        (7, 422, "invalid_metadata"),
+        ({"blob": "x" * (MAX_METADATA_BYTES + 1)}, 413, "metadata_too_large"),
+    ],
+)
+def test_opening_refuses_metadata_an_upload_would_refuse_in_the_same_words(
+    metadata: object, status: int, code: str
+) -> None:
+    body = {"name": "a.mp4", "size": 10, "metadata": metadata}
+    with pytest.raises(Refused) as session:
+        check_open(body, 8 * MiB, 3600)
+    with pytest.raises(Refused) as upload:
+        file_metadata(orjson.dumps({"a.mp4": metadata}), ["a.mp4"])
+    assert (session.value.status, session.value.code) == (status, code)
+    assert (session.value.message, session.value.details) == (
+        upload.value.message,
+        upload.value.details,
+    )
+
+
+def test_a_completed_session_stores_its_file_with_the_metadata_in_one_event() -> None:
+    session_id, folder_id = uuid.uuid4(), uuid.uuid4()
+    file = StoredFile(uuid.uuid4(), "a.mp4", "video", "video/mp4", 10, "s", "k", Media())
+    changes = complete_session(session_id, folder_id, 3, file, {"site": "paris"})
+    stored = [c.event for c in changes if isinstance(c.event, FileContentStored)]
+    assert [s.metadata for s in stored] == [{"site": "paris"}]
+    assert [type(c.event).__name__ for c in changes] == [
+        "FileContentStored",
+        "UploadJobFinished",
+    ]
+    # A session opened before metadata was taken completes as before.
+    before = complete_session(session_id, folder_id, 3, file)
+    assert [c.event.metadata for c in before if isinstance(c.event, FileContentStored)] == [{}]
 
 
 def test_opening_refuses_a_field_it_does_not_take() -> None:

@@ -297,11 +297,12 @@ class Folder(FolderData, _Bound[M]):
         metadata: dict[str, dict[str, Any]] | None = None,
         progress: transfer.Progress | None = None,
         parallel: int = transfer.PARALLEL,
+        parts_from: int = transfer.PARTS_FROM,
     ) -> Op[list[File[M]]]:
-        """Files into this folder (streamed; a file of 64 MiB or more goes in parts,
-        resumably); the Files in the order given. `metadata`: a file name's metadata,
-        stored with it and checked against the metadata schema (a file that goes in
-        parts gets it once it is stored)."""
+        """Files into this folder (streamed; a file of `parts_from` bytes, 64 MiB, or
+        more goes in parts, resumably); the Files in the order given. `metadata`: a file
+        name's metadata, stored with it and checked against the metadata schema (a file
+        that goes in parts too: its upload session is opened with it)."""
         given = metadata or {}
         local = [(f := transfer.LocalFile.at(p)).described(given.get(f.name)) for p in paths]
         unknown = sorted(set(given) - {f.name for f in local})
@@ -312,7 +313,7 @@ class Folder(FolderData, _Bound[M]):
                 {"names": unknown[:20]},
             )
         [found] = yield from transfer.upload_many(
-            self._session, [(self.id, local)], progress, parallel=parallel
+            self._session, [(self.id, local)], progress, parallel=parallel, parts_from=parts_from
         )
         return [self._api._file(f) for f in found]
 
@@ -417,13 +418,15 @@ class Folder(FolderData, _Bound[M]):
         session_id: str | None = None,
         part_size: int | None = None,
         parallel: int = transfer.PARALLEL,
+        metadata: dict[str, Any] | None = None,
     ) -> Op[File[M]]:
-        """One file as an upload session, in parts straight to the store. Give the
-        `session_id` of an interrupted one to send only the parts it lacks."""
+        """One file as an upload session, in parts straight to the store, with its
+        `metadata` if given (stored with it, checked against the metadata schema). Give
+        the `session_id` of an interrupted one to send only the parts it lacks."""
         found = yield from transfer.upload_in_parts(
             self._session,
             self.id,
-            transfer.LocalFile.at(path, name),
+            transfer.LocalFile.at(path, name).described(metadata),
             progress,
             session_id=session_id,
             part_size=part_size,
@@ -433,13 +436,20 @@ class Folder(FolderData, _Bound[M]):
 
     @operation
     def open_upload_session(
-        self, name: str, size: int, *, part_size: int | None = None
+        self,
+        name: str,
+        size: int,
+        *,
+        part_size: int | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Op[UploadSession]:
         """An upload session to drive by hand: PUT each of `parts` to its URL, then
-        `complete_upload_session`."""
+        `complete_upload_session` (the file is stored with `metadata`, if given)."""
         body: dict[str, Any] = {"name": name, "size": size}
         if part_size:
             body["part_size"] = part_size
+        if metadata is not None:
+            body["metadata"] = metadata
         found = yield from json_of(
             self._session, Call("POST", f"/v1/folders/{self.id}/uploads", json=body)
         )

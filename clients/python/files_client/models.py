@@ -196,6 +196,7 @@ class UploadSession(Data):
     status: str
     expires_at: datetime | None = None
     file_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
     parts_stored: list[StoredPart] = Field(default_factory=list)
     bytes_stored: int = 0
     parts: list[PartUrl] = Field(default_factory=list)

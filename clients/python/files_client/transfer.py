@@ -376,12 +376,20 @@ def upload_in_parts(
             state = yield from json_of(session, Call("GET", f"/v1/uploads/{known}"))
         except FilesError:
             state = None
-        if state is not None and (state["status"] != "open" or state["size"] != f.size):
+        # A session opened with other metadata would store the file with that: not it.
+        if state is not None and (
+            state["status"] != "open"
+            or state["size"] != f.size
+            or (state.get("metadata") or {}) != (f.metadata or {})
+        ):
             state = None
     if state is None:
         body: dict[str, Any] = {"name": f.name, "size": f.size}
         if part_size:
             body["part_size"] = part_size
+        if f.metadata is not None:
+            # Stored with the file when the session completes: never listed without it.
+            body["metadata"] = f.metadata
         state = yield from json_of(
             session, Call("POST", f"/v1/folders/{folder_id}/uploads", json=body)
         )
@@ -413,12 +421,6 @@ def upload_in_parts(
         journal.drop(key)
     if earlier is not None and stored_before:
         earlier.add(stored_before)
-    if f.metadata is not None:
-        # An upload session takes no metadata: set on the file once it is stored.
-        changed = yield from json_of(
-            session, Call("PATCH", f"/v1/files/{done['file']['id']}", json={"metadata": f.metadata})
-        )
-        return dict(changed)
     return dict(done["file"])
 
 

@@ -57,7 +57,10 @@ class SchemaMirror(Handlers):
         await schema_mirror.apply_received(conn, envelopes)
 
 
-async def current(conn: Conn) -> Schema:
-    """The schema as ingest has it, held (FOR SHARE) until the caller's commit."""
-    keys = await conn.fetchval("SELECT keys FROM ingest.metadata_schema FOR SHARE")
+async def current(conn: Conn, *, held: bool = True) -> Schema:
+    """The schema as ingest has it, held (FOR SHARE) until the caller's commit; not held
+    (`held=False`) for a check made early in a long transaction, which checks again,
+    held, before it records (a lock held for minutes would stall the mirror's updates)."""
+    lock = " FOR SHARE" if held else ""
+    keys = await conn.fetchval(f"SELECT keys FROM ingest.metadata_schema{lock}")
     return from_json(keys or {})

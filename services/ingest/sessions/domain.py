@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from services.ingest.metadata.domain import bounded
 from services.ingest.uploads.domain import StoredFile, check_file_name, content_stored
 from shared.api.common import Strict
 from shared.contracts import ingest as ev
@@ -78,6 +79,9 @@ class NewSession(Strict):
     size: int
     part_size: int | None = None
     expires_in_s: float | None = None
+    # The file's metadata: bounded and refused as an upload's (metadata/domain.py), once
+    # the name it is refused with is known (check_open).
+    metadata: object = None
 
     @field_validator("name", mode="before")
     @classmethod
@@ -140,10 +144,13 @@ class NewSession(Strict):
 STATUS = {"file_too_large": 413}
 
 
-def check_open(body: object, part_size: int, max_lifetime: float) -> tuple[str, int, int, float]:
-    """Name, size, part size and lifetime of a session to open (`part_size` and
-    `max_lifetime` the service's when the body gives none), or the refusal of its first
-    problem, with that field's code."""
+def check_open(
+    body: object, part_size: int, max_lifetime: float
+) -> tuple[str, int, int, float, dict[str, Any]]:
+    """Name, size, part size, lifetime and metadata of a session to open (`part_size`
+    and `max_lifetime` the service's when the body gives none; no metadata, `{}`), or
+    the refusal of its first problem, with that field's code. The metadata's type
+    against the schema is the caller's to check (it needs the schema)."""
     try:
         given = NewSession.model_validate(body, context={"max_lifetime": max_lifetime})
     except ValidationError as error:
@@ -168,6 +175,7 @@ def check_open(body: object, part_size: int, max_lifetime: float) -> tuple[str, 
         given.size,
         given.part_size if given.part_size is not None else part_size,
         given.expires_in_s if given.expires_in_s is not None else float(max_lifetime),
+        {} if given.metadata is None else bounded(given.metadata, given.name),
     )
 
 
@@ -181,6 +189,7 @@ def open_session(
     upload_id: str,
     expires_at: datetime,
     key_id: uuid.UUID | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> list[Change]:
     events: list[Event] = [
         ev.UploadJobStarted(job_id=session_id, folder_id=folder_id, total=1, kind="session"),
@@ -195,6 +204,7 @@ def open_session(
             upload_id=upload_id,
             expires_at=expires_at,
             key_id=key_id,
+            metadata=metadata or {},
         ),
     ]
     return appended(ev.job_stream(session_id), events)
@@ -225,11 +235,16 @@ def check_complete(parts: Sequence[Part], stored: Sequence[StoredPart]) -> None:
 
 
 def complete_session(
-    session_id: uuid.UUID, folder_id: uuid.UUID, version: int, file: StoredFile
+    session_id: uuid.UUID,
+    folder_id: uuid.UUID,
+    version: int,
+    file: StoredFile,
+    metadata: dict[str, Any] | None = None,
 ) -> list[Change]:
-    """The session's file is stored: the catalog registers it."""
+    """The session's file is stored: the catalog registers it, with the metadata the
+    session was opened with (in this one event: never listed without it)."""
     events: list[Event] = [
-        content_stored(session_id, folder_id, file),
+        content_stored(session_id, folder_id, file, metadata),
         ev.UploadJobFinished(job_id=session_id, status="done"),
     ]
     return appended(ev.job_stream(session_id), events, after=version)

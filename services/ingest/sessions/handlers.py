@@ -33,6 +33,8 @@ from services.ingest.collector.projections import blob_refs, claim_blobs
 from services.ingest.jobs.projections import jobs
 from services.ingest.media import facts as media_facts
 from services.ingest.media import kinds
+from services.ingest.metadata.domain import check_metadata
+from services.ingest.metadata.schema import current as current_schema
 from services.ingest.sessions import domain
 from services.ingest.sessions.openers import Openers, Unanswered
 from services.ingest.sessions.projections import sessions
@@ -103,7 +105,13 @@ class Sessions(Handlers):
         body: dict[str, Any],
         key_id: uuid.UUID | None = None,
     ) -> tuple[dict[str, Any], int]:
-        name, size, part_size, lifetime = domain.check_open(body, self.part_size, self.ttl_s)
+        name, size, part_size, lifetime, metadata = domain.check_open(
+            body, self.part_size, self.ttl_s
+        )
+        if metadata:
+            # Before anything is opened in the store: a refusal leaves nothing behind.
+            async with self.pool.acquire() as conn:
+                await _check_metadata(conn, name, metadata)
         session_id = uuid.uuid4()
         store_key = f"uploads/{session_id.hex}"
         upload_id = await self.blobs.create_multipart(store_key)
@@ -118,6 +126,7 @@ class Sessions(Handlers):
             upload_id,
             domain.expires(at, lifetime),
             key_id,
+            metadata,
         )
         envelopes = envelopes_of(changes, cause, at)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -198,10 +207,18 @@ class Sessions(Handlers):
     ) -> tuple[dict[str, Any], int]:
         """Assemble the parts, read the file once, and register it; all in one
         transaction holding the session, so a second completion waits, then finds it
-        completed; while its opener keeps their right (`domain.check_opener`)."""
+        completed; while its opener keeps their right (`domain.check_opener`). Its
+        metadata is checked against the schema as it is now (it may have changed since
+        the session opened): a 422 leaves the session open, to abort or complete once
+        the schema takes it."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._open(conn, session_id, lock=True)
             domain.check_opener(row, opener)
+            metadata = row["metadata"] or {}
+            if metadata:
+                # Before the file is assembled and read (minutes for a large one), so a
+                # refusal comes at once; not held while it is read.
+                await _check_metadata(conn, row["name"], metadata, held=False)
             rejected: Refused | None = None
             plan = domain.plan(row["size"], row["part_size"])
             stored, assembled = await self._stored(row)
@@ -238,6 +255,9 @@ class Sessions(Handlers):
                 log.error("ingest.session_join_failed", error=repr(error))
                 raise storage_failed(error) from error
             else:
+                if metadata:
+                    # Again, now held (FOR SHARE) until the commit that records the file.
+                    await _check_metadata(conn, row["name"], metadata)
                 await claim_blobs(conn, [file.blob_key])
                 try:
                     # A copy: the assembled object stays where completing again finds it
@@ -247,7 +267,7 @@ class Sessions(Handlers):
                     log.error("ingest.session_store_failed", error=repr(error))
                     raise storage_failed(error) from error
                 changes = domain.complete_session(
-                    session_id, row["folder_id"], row["version"], file
+                    session_id, row["folder_id"], row["version"], file, metadata
                 )
                 envelopes = envelopes_of(changes, cause)
                 await jobs.apply(conn, envelopes)
@@ -516,6 +536,7 @@ class Sessions(Handlers):
             "status": row["status"],
             "expires_at": expires_at.isoformat(),
             "file_id": str(row["file_id"]) if row["file_id"] else None,
+            "metadata": row["metadata"] or {},
             "parts_stored": [
                 {"part": p.number, "size": p.size, "etag": p.etag}
                 for p in sorted(stored, key=_number)
@@ -531,3 +552,10 @@ class Sessions(Handlers):
 
 def _number(part: domain.StoredPart) -> int:
     return part.number
+
+
+async def _check_metadata(
+    conn: Conn, name: str, metadata: dict[str, Any], *, held: bool = True
+) -> None:
+    """The file's metadata against the schema, refused as an upload's would be."""
+    check_metadata(await current_schema(conn, held=held), {name: metadata})

@@ -37,6 +37,8 @@ sessions = Projection(
     -- A user's open sessions, looked at again when their role on a folder goes down.
     CREATE INDEX IF NOT EXISTS sessions_open_by ON ingest.sessions (created_by)
         WHERE status = 'open';
+    -- The file's metadata, given at opening (NULL: none, or opened before it was taken).
+    ALTER TABLE ingest.sessions ADD COLUMN IF NOT EXISTS metadata jsonb;
     """,
 )
 
@@ -48,8 +50,8 @@ async def session_opened(
     await conn.executemany(
         """INSERT INTO ingest.sessions (id, folder_id, name, size, part_size, parts, store_key,
                                         upload_id, status, expires_at, created_at, created_by,
-                                        key_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, $11, $12)
+                                        key_id, metadata)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, $11, $12, $13)
            ON CONFLICT DO NOTHING""",
         [
             (
@@ -65,6 +67,7 @@ async def session_opened(
                 e.occurred_at,
                 e.actor,
                 e.event.key_id,
+                e.event.metadata or None,
             )
             for e in events
         ],

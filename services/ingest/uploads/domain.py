@@ -68,9 +68,18 @@ def _fields(f: StoredFile) -> dict[str, Any]:
     return {field.name: getattr(f, field.name) for field in fields(f)}
 
 
-def content_stored(job_id: uuid.UUID, folder_id: uuid.UUID, f: StoredFile) -> ev.FileContentStored:
+def content_stored(
+    job_id: uuid.UUID,
+    folder_id: uuid.UUID,
+    f: StoredFile,
+    metadata: dict[str, Any] | None = None,
+) -> ev.FileContentStored:
     return ev.FileContentStored(
-        job_id=job_id, folder_id=folder_id, source=Source(type="upload"), **_fields(f)
+        job_id=job_id,
+        folder_id=folder_id,
+        source=Source(type="upload"),
+        metadata=metadata or {},
+        **_fields(f),
     )
 
 

@@ -1116,18 +1116,20 @@ class ImportObjectsRequest(_message.Message):
     def __init__(self, folder_id: _Optional[str] = ..., integration_id: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., prefix: _Optional[str] = ..., manifest: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class OpenUploadSessionRequest(_message.Message):
-    __slots__ = ("folder_id", "name", "size", "part_size", "expires_in_s")
+    __slots__ = ("folder_id", "name", "size", "part_size", "expires_in_s", "metadata")
     FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     PART_SIZE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_IN_S_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     folder_id: str
     name: str
     size: int
     part_size: int
     expires_in_s: int
-    def __init__(self, folder_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., part_size: _Optional[int] = ..., expires_in_s: _Optional[int] = ...) -> None: ...
+    metadata: _struct_pb2.Struct
+    def __init__(self, folder_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., part_size: _Optional[int] = ..., expires_in_s: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class UploadSessionRequest(_message.Message):
     __slots__ = ("session_id",)
@@ -1156,7 +1158,7 @@ class StoredPart(_message.Message):
     def __init__(self, part: _Optional[int] = ..., size: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class UploadSession(_message.Message):
-    __slots__ = ("id", "job_id", "folder_id", "name", "size", "part_size", "status", "expires_at", "file_id", "parts_stored", "bytes_stored", "parts")
+    __slots__ = ("id", "job_id", "folder_id", "name", "size", "part_size", "status", "expires_at", "file_id", "parts_stored", "bytes_stored", "parts", "metadata")
     ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -1169,6 +1171,7 @@ class UploadSession(_message.Message):
     PARTS_STORED_FIELD_NUMBER: _ClassVar[int]
     BYTES_STORED_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     id: str
     job_id: str
     folder_id: str
@@ -1181,7 +1184,8 @@ class UploadSession(_message.Message):
     parts_stored: _containers.RepeatedCompositeFieldContainer[StoredPart]
     bytes_stored: int
     parts: _containers.RepeatedCompositeFieldContainer[PartUrl]
-    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., folder_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., part_size: _Optional[int] = ..., status: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_id: _Optional[str] = ..., parts_stored: _Optional[_Iterable[_Union[StoredPart, _Mapping]]] = ..., bytes_stored: _Optional[int] = ..., parts: _Optional[_Iterable[_Union[PartUrl, _Mapping]]] = ...) -> None: ...
+    metadata: _struct_pb2.Struct
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., folder_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., part_size: _Optional[int] = ..., status: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_id: _Optional[str] = ..., parts_stored: _Optional[_Iterable[_Union[StoredPart, _Mapping]]] = ..., bytes_stored: _Optional[int] = ..., parts: _Optional[_Iterable[_Union[PartUrl, _Mapping]]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class PutPartHeader(_message.Message):
     __slots__ = ("url",)
