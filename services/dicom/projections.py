@@ -152,13 +152,22 @@ series = Projection(
     END $$;
     CREATE OR REPLACE TRIGGER job_file_position BEFORE INSERT ON dicom.job_files
         FOR EACH ROW EXECUTE FUNCTION dicom.job_file_position();
-    -- Rows from before the places: numbered by id, the order pages were read in then.
+    -- Rows from before the places: numbered by id, the order pages were read in then,
+    -- after any the job has placed. The partial index finds them (none, past the first
+    -- start) without reading the table at each start.
+    CREATE INDEX IF NOT EXISTS job_files_unplaced ON dicom.job_files (job_id)
+        WHERE position IS NULL;
+    WITH unplaced AS (SELECT DISTINCT job_id FROM dicom.job_files WHERE position IS NULL),
+         placed AS (SELECT f.job_id, max(f.position) AS top
+                    FROM dicom.job_files f JOIN unplaced u USING (job_id)
+                    GROUP BY f.job_id),
+         numbered AS (SELECT y.job_id, y.file_id,
+                             coalesce(p.top, 0) + row_number() OVER (
+                                 PARTITION BY y.job_id ORDER BY y.file_id) AS position
+                      FROM dicom.job_files y LEFT JOIN placed p USING (job_id)
+                      WHERE y.position IS NULL)
     UPDATE dicom.job_files f SET position = n.position
-    FROM (SELECT y.job_id, y.file_id,
-                 coalesce((SELECT max(x.position) FROM dicom.job_files x
-                           WHERE x.job_id = y.job_id), 0)
-                 + row_number() OVER (PARTITION BY y.job_id ORDER BY y.file_id) AS position
-          FROM dicom.job_files y WHERE y.position IS NULL) AS n
+    FROM numbered n
     WHERE f.job_id = n.job_id AND f.file_id = n.file_id;
     CREATE UNIQUE INDEX IF NOT EXISTS job_files_place ON dicom.job_files (job_id, position);
     -- An instance of a cloud-synced folder's object: the object (ingest's id for it)

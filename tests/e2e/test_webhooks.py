@@ -427,7 +427,7 @@ def signatures(headers: dict[str, str]) -> list[str]:
 
 
 async def test_a_rotated_secret_signs_beside_the_one_before_for_as_long_as_asked(
-    api: httpx.AsyncClient, as_key: Any, receiver: Receiver
+    api: httpx.AsyncClient, as_key: Any, receiver: Receiver, pool: Any
 ) -> None:
     first = "whsec_" + base64.b64encode(b"1" * 32).decode()
     made = await api.post(
@@ -485,10 +485,14 @@ async def test_a_rotated_secret_signs_beside_the_one_before_for_as_long_as_asked
         assert len(signatures(headers)) == 1 and verified(third, headers, body)
         assert not verified(second, headers, body) and not verified(first, headers, body)
 
-        # Its own secret, as at registration.
+        # Its own secret, as at registration; a window under a second is one still.
         mine = "whsec_" + base64.b64encode(b"m" * 32).decode()
-        given = await api.post(rotate, json={"secret": mine, "keep_previous_for_s": 60})
+        given = await api.post(rotate, json={"secret": mine, "keep_previous_for_s": 0.4})
         assert given.status_code == 200 and given.json()["secret"] == mine
+        assert await pool.fetchval(
+            "SELECT previous_secret_sealed IS NOT NULL FROM ingest.webhooks WHERE id = $1",
+            UUID(hook_id),
+        )
     finally:
         assert (await api.delete(f"/v1/webhooks/{hook_id}")).status_code == 204
     audit = await api.get("/v1/audit", params={"subject_id": hook_id})

@@ -295,8 +295,8 @@ class Webhooks(Handlers):
             # two signatures at most.
             row = await conn.fetchrow(
                 """UPDATE ingest.webhooks SET
-                       previous_secret_sealed = CASE WHEN $3 > 0 THEN secret_sealed END,
-                       previous_until = CASE WHEN $3 > 0
+                       previous_secret_sealed = CASE WHEN $3::float8 > 0 THEN secret_sealed END,
+                       previous_until = CASE WHEN $3::float8 > 0
                                         THEN now() + make_interval(secs => $3) END,
                        secret_sealed = $2, version = version + 1
                    WHERE id = $1 RETURNING *""",
