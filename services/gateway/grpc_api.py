@@ -327,7 +327,12 @@ class Route:
 
 
 def _filters(fields: dict[str, Any]) -> dict[str, Any]:
-    """A listing's filters as HTTP's query: booleans as words, metadata as its keys."""
+    """A listing's filters as HTTP's query: booleans as words, metadata as its keys,
+    `kind` and `kinds` as one repeated `kind`."""
+    kinds = [fields.pop("kind")] if fields.get("kind") else []
+    kinds += fields.pop("kinds", [])
+    if kinds:
+        fields["kind"] = kinds
     for name in ("desc", "in_dataset", "dataset_synced"):
         if name in fields:
             fields[name] = "true" if fields[name] else "false"

@@ -131,6 +131,7 @@ async def test_every_route_refuses_every_encoding_and_nothing_lands(
         "job_id": str(uuid.uuid4()),
         "integration_id": str(uuid.uuid4()),
         "webhook_id": str(uuid.uuid4()),
+        "delivery_id": str(uuid.uuid4()),
         "session_id": str(uuid.uuid4()),
         "number": "1",
         "index": "0",

@@ -183,16 +183,16 @@ async def test_folders_files_datasets_collaborators_and_jobs(
     assert [p.name for p in found.items[0].file.path] == [top.name]
     # Kinds, any of them, as HTTP's repeated `kind`.
     chosen = await client.folders.ListItems(
-        pb.ListItemsRequest(folder_id=top.id, kind=["folder", "text"]), metadata=ADMIN
+        pb.ListItemsRequest(folder_id=top.id, kind="folder", kinds=["text"]), metadata=ADMIN
     )
     assert [i.WhichOneof("item") for i in chosen.items] == ["folder", "file"]
     assert chosen.items[1].file.id == notes.id
     both = await client.files.Search(
-        pb.SearchRequest(folder_id=top.id, kind=["text", "image"]), metadata=ADMIN
+        pb.SearchRequest(folder_id=top.id, kinds=["text", "image"]), metadata=ADMIN
     )
     assert sorted(i.file.id for i in both.items) == sorted([notes.id, pic.id])
     one = await client.files.Search(
-        pb.SearchRequest(folder_id=top.id, kind=["image"]), metadata=ADMIN
+        pb.SearchRequest(folder_id=top.id, kind="image"), metadata=ADMIN
     )
     assert [i.file.id for i in one.items] == [pic.id]
 

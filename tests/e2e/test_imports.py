@@ -736,3 +736,13 @@ async def test_a_dicom_job_s_lists_kept_on_its_row_move_to_tables(
     # Moved rows are numbered by id, the order pages were read in before.
     assert again["files"] == sorted(job["files"], key=lambda f: f["id"])
     assert again["file_count"] == 2
+    # Placed again as the job listed them, as a rebuild from the events places them
+    # (tests/integration/test_dicom_rebuild.py compares the whole table).
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE dicom.job_files SET position = -position WHERE job_id = $1", job_id
+        )
+        await conn.executemany(
+            "UPDATE dicom.job_files SET position = $3 WHERE job_id = $1 AND file_id = $2",
+            [(job_id, uuid.UUID(f["id"]), n) for n, f in enumerate(job["files"], 1)],
+        )

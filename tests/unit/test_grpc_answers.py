@@ -5,7 +5,7 @@ empty message."""
 from __future__ import annotations
 
 from services.gateway.files_pb.files.v1 import files_pb2 as pb
-from services.gateway.grpc_api import _message
+from services.gateway.grpc_api import _filters, _message
 
 
 def test_an_image_group_stored_but_not_listed_answers_its_ids() -> None:
@@ -20,11 +20,14 @@ def test_an_image_group_stored_but_not_listed_answers_its_ids() -> None:
     assert (listed.file.id, listed.folder.id) == ("g-1", "f-1")
 
 
-def test_a_kind_sent_by_a_client_of_the_single_kind_proto_is_read_as_one_kind() -> None:
-    """`kind` became repeated (2026-12-06): a request built from the proto before, its
-    one `kind` as field 2, reads as a list of that kind, and one kind given now is the
-    same bytes a client of the proto before reads as its single kind."""
-    for message in (pb.SearchRequest, pb.ListItemsRequest):
-        before = b"\x12\x05image"  # field 2, length-delimited, "image"
-        assert list(message.FromString(before).kind) == ["image"]
-        assert message(kind=["image"]).SerializeToString() == before
+def test_a_listing_s_kind_and_kinds_are_http_s_repeated_kind() -> None:
+    """`kind` stays one string (a client of the proto before sets it so); `kinds` adds
+    more: over HTTP, all of them as the repeated `kind`."""
+    assert _filters({"kind": "image", "kinds": ["text", "pdf"]})["kind"] == [
+        "image",
+        "text",
+        "pdf",
+    ]
+    assert _filters({"kinds": ["text"]})["kind"] == ["text"]
+    assert _filters({"kind": "image"})["kind"] == ["image"]
+    assert not _filters({"kind": "", "kinds": []}).get("kind")

@@ -272,7 +272,7 @@ class ListFoldersRequest(_message.Message):
     def __init__(self, parent_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListItemsRequest(_message.Message):
-    __slots__ = ("folder_id", "kind", "cursor", "limit", "q", "order", "desc", "in_dataset", "dataset_synced", "metadata")
+    __slots__ = ("folder_id", "kind", "cursor", "limit", "q", "order", "desc", "in_dataset", "dataset_synced", "metadata", "kinds")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -290,8 +290,9 @@ class ListItemsRequest(_message.Message):
     IN_DATASET_FIELD_NUMBER: _ClassVar[int]
     DATASET_SYNCED_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
     folder_id: str
-    kind: _containers.RepeatedScalarFieldContainer[str]
+    kind: str
     cursor: str
     limit: int
     q: str
@@ -300,7 +301,8 @@ class ListItemsRequest(_message.Message):
     in_dataset: bool
     dataset_synced: bool
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, folder_id: _Optional[str] = ..., kind: _Optional[_Iterable[str]] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ..., q: _Optional[str] = ..., order: _Optional[str] = ..., desc: _Optional[bool] = ..., in_dataset: _Optional[bool] = ..., dataset_synced: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, folder_id: _Optional[str] = ..., kind: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ..., q: _Optional[str] = ..., order: _Optional[str] = ..., desc: _Optional[bool] = ..., in_dataset: _Optional[bool] = ..., dataset_synced: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., kinds: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateFolderRequest(_message.Message):
     __slots__ = ("folder_id", "name", "description", "metadata")
@@ -631,7 +633,7 @@ class GetFileRequest(_message.Message):
     def __init__(self, file_id: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("q", "kind", "folder_id", "cursor", "limit", "order", "desc", "in_dataset", "metadata")
+    __slots__ = ("q", "kind", "folder_id", "cursor", "limit", "order", "desc", "in_dataset", "metadata", "kinds")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -648,8 +650,9 @@ class SearchRequest(_message.Message):
     DESC_FIELD_NUMBER: _ClassVar[int]
     IN_DATASET_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
     q: str
-    kind: _containers.RepeatedScalarFieldContainer[str]
+    kind: str
     folder_id: str
     cursor: str
     limit: int
@@ -657,7 +660,8 @@ class SearchRequest(_message.Message):
     desc: bool
     in_dataset: bool
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, q: _Optional[str] = ..., kind: _Optional[_Iterable[str]] = ..., folder_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ..., order: _Optional[str] = ..., desc: _Optional[bool] = ..., in_dataset: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, q: _Optional[str] = ..., kind: _Optional[str] = ..., folder_id: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ..., order: _Optional[str] = ..., desc: _Optional[bool] = ..., in_dataset: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., kinds: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ShareDatasetRequest(_message.Message):
     __slots__ = ("dataset_id", "emails", "role")
