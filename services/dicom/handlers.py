@@ -734,9 +734,11 @@ class Dicom(Handlers):
         (`SeriesShrunk`, then the instances it lost in `SeriesInstancesRemoved` pages,
         whose blobs the collector may then reclaim); a series left with none is its
         file's tombstone (the catalog's). Only an instance stored before its object went
-        (ingest's store positions): one stored since (the object came back) stays. An
-        object whose instance is not here may still come (its DicomInstanceStored is of
-        another job's stream, maybe behind): it is remembered, and refused then."""
+        (ingest's store positions): one stored since (the object came back) stays. Each
+        gone is remembered, whether or not an instance of it is here: a copy stored
+        before it may still come (its DicomInstanceStored is of another job's stream,
+        maybe behind; the object's first, or a newer one of bytes changed), and is
+        refused then."""
         gone = {e.event.file_id: e for e in envelopes if e.event.dicom}
         if not gone:
             return
@@ -757,17 +759,15 @@ class Dicom(Handlers):
         )
         await lock_objects(conn, gone)
         found = await conn.fetch(query, list(gone))
-        stored = {r["object_id"] for r in found}
-        first = sorted((o, e.envelope.position) for o, e in gone.items() if o not in stored)
-        if first:
-            await conn.execute(
-                """INSERT INTO dicom.objects_gone_first AS g (object_id, position)
-                   SELECT * FROM unnest($1::uuid[], $2::bigint[])
-                   ON CONFLICT (object_id) DO UPDATE
-                   SET position = greatest(g.position, excluded.position)""",
-                [o for o, _ in first],
-                [p for _, p in first],
-            )
+        positions = sorted((o, e.envelope.position) for o, e in gone.items())
+        await conn.execute(
+            """INSERT INTO dicom.objects_gone_first AS g (object_id, position)
+               SELECT * FROM unnest($1::uuid[], $2::bigint[])
+               ON CONFLICT (object_id) DO UPDATE
+               SET position = greatest(g.position, excluded.position)""",
+            [o for o, _ in positions],
+            [p for _, p in positions],
+        )
         taken: dict[uuid.UUID, list[tuple[str, Received[CloudObjectGone]]]] = {}
         for r in found:
             went = gone[r["object_id"]]

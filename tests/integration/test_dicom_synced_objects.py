@@ -61,15 +61,20 @@ def at(envelope: Envelope, position: int) -> Envelope:
 
 
 async def stored(
-    blobs: LocalBlobStore, object_id: uuid.UUID, data: bytes, position: int
+    blobs: LocalBlobStore,
+    object_id: uuid.UUID | None,
+    data: bytes,
+    position: int,
+    folder_id: uuid.UUID = FOLDER,
 ) -> tuple[uuid.UUID, Envelope]:
-    """A sync's copy of the object (its job of its own), recorded at `position`."""
+    """A sync's copy of the object (its job of its own), recorded at `position`; with
+    no object, an upload's instance."""
     key = f"dicom/{uuid.uuid4().hex}"
     await blobs.put(key, data)
     job_id = uuid.uuid4()
     event = DicomInstanceStored(
         job_id=job_id,
-        folder_id=FOLDER,
+        folder_id=folder_id,
         name="0.dcm",
         blob_key=key,
         sha256=hashlib.sha256(data).hexdigest(),
@@ -159,3 +164,25 @@ async def test_a_gone_recorded_before_a_later_copy_leaves_that_copy_and_applies_
     live = {t: [dict(r) for r in await dicom_db.fetch(q)] for t, q in rows.items()}
     assert await rebuild(dicom_db, EventStore("dicom"), series) > 0
     assert {t: [dict(r) for r in await dicom_db.fetch(q)] for t, q in rows.items()} == live
+
+
+async def test_an_object_changed_then_gone_delivered_gone_first_does_not_come_back(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    slices = ct_series(2)
+    went, other = uuid.uuid4(), uuid.uuid4()
+    run = consumer(dicom_db, blobs)
+    await run._apply([(await stored(blobs, other, slices[1], 1))[1]])
+    await run._apply([(await stored(blobs, went, slices[0], 2))[1]])
+    # Changed (recorded at 3, one job), then gone (at 4, another): the gone delivered
+    # first takes the instance of 2 out; the copy of 3 comes late and is refused.
+    job_id, changed = await stored(blobs, went, slices[0], 3)
+    await run._apply([gone(went, 4)])
+    await run._apply([changed])
+    await run._apply([changed])
+    (refused,) = (await settled(dicom_db, job_id)).rejected
+    assert refused.code == "object_gone"
+    assert [r["object_id"] for r in await dicom_db.fetch("SELECT * FROM dicom.instances")] == [
+        other
+    ]
