@@ -684,14 +684,15 @@ class Dicom(Handlers):
         each: Sequence[Stored],
         folders: Iterable[uuid.UUID],
         out: list[Envelope],
-    ) -> dict[uuid.UUID, dict[str, list[str]]]:
+    ) -> dict[uuid.UUID, dict[str, list[tuple[str, Received[Any]]]]]:
         """Instances of synced objects whose bytes changed (stored again, later by
         ingest's positions): the old instance leaves its series, and the new bytes
         arrive as any instance does (the same SOP Instance UID in the same series
         replaces it; another, or bytes not DICOM, are an instance gone plus a new
         arrival). Those of a series of the batch's folders: by folder, series and SOP
-        Instance UID, for `_folder` to take out before it merges; others (a series
-        file moved elsewhere, or in the trash) shrink here, into `out`."""
+        Instance UID, each with the store replacing it (the cause of its leaving), for
+        `_folder` to take out before it merges; others (a series file moved elsewhere,
+        or in the trash) shrink here, into `out`."""
         stores: dict[uuid.UUID, Received[Any]] = {}
         for e, s in each:
             if s.object_id is not None and (
@@ -709,7 +710,7 @@ class Dicom(Handlers):
             list(stores),
         )
         here = set(folders)
-        replacing: dict[uuid.UUID, dict[str, list[str]]] = {}
+        replacing: dict[uuid.UUID, dict[str, list[tuple[str, Received[Any]]]]] = {}
         elsewhere: dict[uuid.UUID, list[tuple[str, Received[Any]]]] = {}
         for r in rows:
             store = stores[r["object_id"]]
@@ -717,7 +718,7 @@ class Dicom(Handlers):
                 continue  # stored by this event already (a batch applied again), or later
             if r["folder_id"] in here:
                 by_series = replacing.setdefault(r["folder_id"], {})
-                by_series.setdefault(r["series_uid"], []).append(r["sop_uid"])
+                by_series.setdefault(r["series_uid"], []).append((r["sop_uid"], store))
             else:
                 elsewhere.setdefault(r["file_id"], []).append((r["sop_uid"], store))
         shrunk = []
@@ -939,15 +940,15 @@ class Dicom(Handlers):
         items: Sequence[Read],
         job_versions: dict[uuid.UUID, int],
         entries: dict[uuid.UUID, tuple[str | None, dict[str, Any]]],
-        replacing: dict[str, list[str]],
+        replacing: dict[str, list[tuple[str, Received[Any]]]],
     ) -> list[Envelope]:
         known, rows, parts = await self._known(conn, folder_id)
         # Instances whose objects' bytes changed leave their series first (`_superseded`).
         removed: dict[str, list[dict[str, Any]]] = {}
-        for series_uid, uids in replacing.items():
+        for series_uid, replaced in replacing.items():
             if series_uid not in known:
                 continue
-            less = domain.without(known[series_uid], uids)
+            less = domain.without(known[series_uid], [uid for uid, _ in replaced])
             kept = set(less.sop_uids)
             removed[series_uid] = [
                 {"sop_uid": uid, "blob_key": parts.pop(uid).blob_key}
@@ -974,8 +975,9 @@ class Dicom(Handlers):
         merged_uids = {series.series_uid for series in merged}
         for series_uid, gone in removed.items():
             if series_uid not in merged_uids:
-                # Nothing joined it again: it shrank.
-                cause = next(e for e, s, _ in items if s.object_id is not None)
+                # Nothing joined it again: it shrank, caused by the store replacing its
+                # first instance that left (maybe of another folder than this one's).
+                cause = replacing[series_uid][0][1]
                 out += self._shrinking(known[series_uid], rows[series_uid], parts, gone, cause)
         for series in merged:
             row = rows.get(series.series_uid)

@@ -186,3 +186,27 @@ async def test_an_object_changed_then_gone_delivered_gone_first_does_not_come_ba
     assert [r["object_id"] for r in await dicom_db.fetch("SELECT * FROM dicom.instances")] == [
         other
     ]
+
+
+async def test_a_moved_series_file_replaced_in_a_batch_with_an_upload_into_its_folder(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    two = ct_series(2, series=1)
+    object_id, moved_to = uuid.uuid4(), uuid.uuid4()
+    run = consumer(dicom_db, blobs)
+    await run._apply([(await stored(blobs, object_id, two[0], 1))[1]])
+    await run._apply([(await stored(blobs, uuid.uuid4(), two[1], 2))[1]])
+    # The series file moved to another folder (as SeriesMoved leaves dicom.series).
+    await dicom_db.execute("UPDATE dicom.series SET folder_id = $1", moved_to)
+    # The object's bytes change to another series' instance, in the batch of a plain
+    # upload (no object) into the folder the series file moved to.
+    _, changed = await stored(blobs, object_id, ct_series(1, series=3)[0], 3)
+    _, upload = await stored(blobs, None, ct_series(1, series=2)[0], 4, moved_to)
+    await run._apply([changed, upload])
+    shrunk = await dicom_db.fetchrow(
+        "SELECT data, metadata->>'causation_id' AS cause FROM dicom.events WHERE type = $1",
+        ev.SeriesShrunk.type,
+    )
+    assert shrunk["data"]["instance_count"] == 1
+    assert shrunk["cause"] == str(changed.event_id)
