@@ -643,10 +643,11 @@ class Dicom(Handlers):
     async def _not_gone(
         self, conn: Conn, each: Sequence[Stored], results: list[domain.Instance | domain.Rejected]
     ) -> list[domain.Instance | domain.Rejected]:
-        """Instances of synced objects whose CloudObjectGone came first (recorded later
-        by ingest, but of another job's stream): refused, `object_gone`; and of an
-        object stored twice in the batch (its bytes changed again), the earlier one:
-        `object_changed`."""
+        """Copies of synced objects older (by ingest's store positions) than what is
+        known of their object: than its CloudObjectGone (of another job's stream, so
+        maybe handled first): refused, `object_gone`; than its instance here, or another
+        copy in the batch (its bytes changed again): `object_changed`. Either would
+        bring back bytes the bucket no longer holds."""
         objects = [s.object_id for _, s in each if s.object_id is not None]
         if not objects:
             return results
@@ -659,7 +660,15 @@ class Dicom(Handlers):
                 objects,
             )
         }
-        last: dict[uuid.UUID, int] = {}
+        last = {
+            r["object_id"]: r["position"]
+            for r in await conn.fetch(
+                """SELECT object_id, max(object_position) AS position FROM dicom.instances
+                   WHERE object_id = ANY($1::uuid[]) GROUP BY object_id""",
+                objects,
+            )
+            if r["position"] is not None
+        }
         for e, s in each:
             if s.object_id is not None:
                 last[s.object_id] = max(last.get(s.object_id, 0), e.envelope.position)

@@ -188,6 +188,25 @@ async def test_an_object_changed_then_gone_delivered_gone_first_does_not_come_ba
     ]
 
 
+async def test_an_older_copy_delivered_after_a_newer_one_is_refused(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    # The object's bytes change twice, each time to an instance of another series.
+    first, middle, last = (ct_series(1, series=n)[0] for n in (1, 2, 3))
+    object_id = uuid.uuid4()
+    run = consumer(dicom_db, blobs)
+    await run._apply([(await stored(blobs, object_id, first, 1))[1]])
+    job_id, late = await stored(blobs, object_id, middle, 2)
+    await run._apply([(await stored(blobs, object_id, last, 3))[1]])
+    await run._apply([late])
+    await run._apply([late])
+    (refused,) = (await settled(dicom_db, job_id)).rejected
+    assert refused.code == "object_changed"
+    rows = await dicom_db.fetch("SELECT object_id, object_position FROM dicom.instances")
+    assert [dict(r) for r in rows] == [{"object_id": object_id, "object_position": 3}]
+
+
 async def test_a_moved_series_file_replaced_in_a_batch_with_an_upload_into_its_folder(
     dicom_db: asyncpg.Pool, tmp_path: Path
 ) -> None:
