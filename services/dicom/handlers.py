@@ -643,10 +643,11 @@ class Dicom(Handlers):
     async def _not_gone(
         self, conn: Conn, each: Sequence[Stored], results: list[domain.Instance | domain.Rejected]
     ) -> list[domain.Instance | domain.Rejected]:
-        """Instances of synced objects whose CloudObjectGone came first (recorded later
-        by ingest, but of another job's stream): refused, `object_gone`; and of an
-        object stored twice in the batch (its bytes changed again), the earlier one:
-        `object_changed`."""
+        """Copies of synced objects older (by ingest's store positions) than what is
+        known of their object: than its CloudObjectGone (of another job's stream, so
+        maybe handled first): refused, `object_gone`; than its instance here, or another
+        copy in the batch (its bytes changed again): `object_changed`. Either would
+        bring back bytes the bucket no longer holds."""
         objects = [s.object_id for _, s in each if s.object_id is not None]
         if not objects:
             return results
@@ -659,7 +660,15 @@ class Dicom(Handlers):
                 objects,
             )
         }
-        last: dict[uuid.UUID, int] = {}
+        last = {
+            r["object_id"]: r["position"]
+            for r in await conn.fetch(
+                """SELECT object_id, max(object_position) AS position FROM dicom.instances
+                   WHERE object_id = ANY($1::uuid[]) GROUP BY object_id""",
+                objects,
+            )
+            if r["position"] is not None
+        }
         for e, s in each:
             if s.object_id is not None:
                 last[s.object_id] = max(last.get(s.object_id, 0), e.envelope.position)
@@ -684,14 +693,15 @@ class Dicom(Handlers):
         each: Sequence[Stored],
         folders: Iterable[uuid.UUID],
         out: list[Envelope],
-    ) -> dict[uuid.UUID, dict[str, list[str]]]:
+    ) -> dict[uuid.UUID, dict[str, list[tuple[str, Received[Any]]]]]:
         """Instances of synced objects whose bytes changed (stored again, later by
         ingest's positions): the old instance leaves its series, and the new bytes
         arrive as any instance does (the same SOP Instance UID in the same series
         replaces it; another, or bytes not DICOM, are an instance gone plus a new
         arrival). Those of a series of the batch's folders: by folder, series and SOP
-        Instance UID, for `_folder` to take out before it merges; others (a series
-        file moved elsewhere, or in the trash) shrink here, into `out`."""
+        Instance UID, each with the store replacing it (the cause of its leaving), for
+        `_folder` to take out before it merges; others (a series file moved elsewhere,
+        or in the trash) shrink here, into `out`."""
         stores: dict[uuid.UUID, Received[Any]] = {}
         for e, s in each:
             if s.object_id is not None and (
@@ -709,7 +719,7 @@ class Dicom(Handlers):
             list(stores),
         )
         here = set(folders)
-        replacing: dict[uuid.UUID, dict[str, list[str]]] = {}
+        replacing: dict[uuid.UUID, dict[str, list[tuple[str, Received[Any]]]]] = {}
         elsewhere: dict[uuid.UUID, list[tuple[str, Received[Any]]]] = {}
         for r in rows:
             store = stores[r["object_id"]]
@@ -717,7 +727,7 @@ class Dicom(Handlers):
                 continue  # stored by this event already (a batch applied again), or later
             if r["folder_id"] in here:
                 by_series = replacing.setdefault(r["folder_id"], {})
-                by_series.setdefault(r["series_uid"], []).append(r["sop_uid"])
+                by_series.setdefault(r["series_uid"], []).append((r["sop_uid"], store))
             else:
                 elsewhere.setdefault(r["file_id"], []).append((r["sop_uid"], store))
         shrunk = []
@@ -734,9 +744,11 @@ class Dicom(Handlers):
         (`SeriesShrunk`, then the instances it lost in `SeriesInstancesRemoved` pages,
         whose blobs the collector may then reclaim); a series left with none is its
         file's tombstone (the catalog's). Only an instance stored before its object went
-        (ingest's store positions): one stored since (the object came back) stays. An
-        object whose instance is not here may still come (its DicomInstanceStored is of
-        another job's stream, maybe behind): it is remembered, and refused then."""
+        (ingest's store positions): one stored since (the object came back) stays. Each
+        gone is remembered, whether or not an instance of it is here: a copy stored
+        before it may still come (its DicomInstanceStored is of another job's stream,
+        maybe behind; the object's first, or a newer one of bytes changed), and is
+        refused then."""
         gone = {e.event.file_id: e for e in envelopes if e.event.dicom}
         if not gone:
             return
@@ -757,17 +769,15 @@ class Dicom(Handlers):
         )
         await lock_objects(conn, gone)
         found = await conn.fetch(query, list(gone))
-        stored = {r["object_id"] for r in found}
-        first = sorted((o, e.envelope.position) for o, e in gone.items() if o not in stored)
-        if first:
-            await conn.execute(
-                """INSERT INTO dicom.objects_gone_first AS g (object_id, position)
-                   SELECT * FROM unnest($1::uuid[], $2::bigint[])
-                   ON CONFLICT (object_id) DO UPDATE
-                   SET position = greatest(g.position, excluded.position)""",
-                [o for o, _ in first],
-                [p for _, p in first],
-            )
+        positions = sorted((o, e.envelope.position) for o, e in gone.items())
+        await conn.execute(
+            """INSERT INTO dicom.objects_gone_first AS g (object_id, position)
+               SELECT * FROM unnest($1::uuid[], $2::bigint[])
+               ON CONFLICT (object_id) DO UPDATE
+               SET position = greatest(g.position, excluded.position)""",
+            [o for o, _ in positions],
+            [p for _, p in positions],
+        )
         taken: dict[uuid.UUID, list[tuple[str, Received[CloudObjectGone]]]] = {}
         for r in found:
             went = gone[r["object_id"]]
@@ -939,15 +949,15 @@ class Dicom(Handlers):
         items: Sequence[Read],
         job_versions: dict[uuid.UUID, int],
         entries: dict[uuid.UUID, tuple[str | None, dict[str, Any]]],
-        replacing: dict[str, list[str]],
+        replacing: dict[str, list[tuple[str, Received[Any]]]],
     ) -> list[Envelope]:
         known, rows, parts = await self._known(conn, folder_id)
         # Instances whose objects' bytes changed leave their series first (`_superseded`).
         removed: dict[str, list[dict[str, Any]]] = {}
-        for series_uid, uids in replacing.items():
+        for series_uid, replaced in replacing.items():
             if series_uid not in known:
                 continue
-            less = domain.without(known[series_uid], uids)
+            less = domain.without(known[series_uid], [uid for uid, _ in replaced])
             kept = set(less.sop_uids)
             removed[series_uid] = [
                 {"sop_uid": uid, "blob_key": parts.pop(uid).blob_key}
@@ -974,8 +984,9 @@ class Dicom(Handlers):
         merged_uids = {series.series_uid for series in merged}
         for series_uid, gone in removed.items():
             if series_uid not in merged_uids:
-                # Nothing joined it again: it shrank.
-                cause = next(e for e, s, _ in items if s.object_id is not None)
+                # Nothing joined it again: it shrank, caused by the store replacing its
+                # first instance that left (maybe of another folder than this one's).
+                cause = replacing[series_uid][0][1]
                 out += self._shrinking(known[series_uid], rows[series_uid], parts, gone, cause)
         for series in merged:
             row = rows.get(series.series_uid)

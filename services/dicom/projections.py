@@ -178,10 +178,10 @@ series = Projection(
     ALTER TABLE dicom.instances ADD COLUMN IF NOT EXISTS object_position bigint;
     CREATE INDEX IF NOT EXISTS instances_object ON dicom.instances (object_id)
         WHERE object_id IS NOT NULL;
-    -- Synced DICOM objects whose CloudObjectGone came before their instance (of another
-    -- job's stream): that instance is refused when it comes, if stored before (by
-    -- ingest's position). The handler's, not a read model's: not in `tables`, so a
-    -- rebuild keeps it.
+    -- Synced DICOM objects gone, at their last CloudObjectGone's position: a copy
+    -- stored before it (of another job's stream, so maybe handled after it) is refused
+    -- when it comes. The handler's, not a read model's: not in `tables`, so a rebuild
+    -- keeps it.
     CREATE TABLE IF NOT EXISTS dicom.objects_gone_first (
         object_id uuid PRIMARY KEY,
         position bigint NOT NULL

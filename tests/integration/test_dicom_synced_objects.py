@@ -61,15 +61,20 @@ def at(envelope: Envelope, position: int) -> Envelope:
 
 
 async def stored(
-    blobs: LocalBlobStore, object_id: uuid.UUID, data: bytes, position: int
+    blobs: LocalBlobStore,
+    object_id: uuid.UUID | None,
+    data: bytes,
+    position: int,
+    folder_id: uuid.UUID = FOLDER,
 ) -> tuple[uuid.UUID, Envelope]:
-    """A sync's copy of the object (its job of its own), recorded at `position`."""
+    """A sync's copy of the object (its job of its own), recorded at `position`; with
+    no object, an upload's instance."""
     key = f"dicom/{uuid.uuid4().hex}"
     await blobs.put(key, data)
     job_id = uuid.uuid4()
     event = DicomInstanceStored(
         job_id=job_id,
-        folder_id=FOLDER,
+        folder_id=folder_id,
         name="0.dcm",
         blob_key=key,
         sha256=hashlib.sha256(data).hexdigest(),
@@ -159,3 +164,68 @@ async def test_a_gone_recorded_before_a_later_copy_leaves_that_copy_and_applies_
     live = {t: [dict(r) for r in await dicom_db.fetch(q)] for t, q in rows.items()}
     assert await rebuild(dicom_db, EventStore("dicom"), series) > 0
     assert {t: [dict(r) for r in await dicom_db.fetch(q)] for t, q in rows.items()} == live
+
+
+async def test_an_object_changed_then_gone_delivered_gone_first_does_not_come_back(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    slices = ct_series(2)
+    went, other = uuid.uuid4(), uuid.uuid4()
+    run = consumer(dicom_db, blobs)
+    await run._apply([(await stored(blobs, other, slices[1], 1))[1]])
+    await run._apply([(await stored(blobs, went, slices[0], 2))[1]])
+    # Changed (recorded at 3, one job), then gone (at 4, another): the gone delivered
+    # first takes the instance of 2 out; the copy of 3 comes late and is refused.
+    job_id, changed = await stored(blobs, went, slices[0], 3)
+    await run._apply([gone(went, 4)])
+    await run._apply([changed])
+    await run._apply([changed])
+    (refused,) = (await settled(dicom_db, job_id)).rejected
+    assert refused.code == "object_gone"
+    assert [r["object_id"] for r in await dicom_db.fetch("SELECT * FROM dicom.instances")] == [
+        other
+    ]
+
+
+async def test_an_older_copy_delivered_after_a_newer_one_is_refused(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    # The object's bytes change twice, each time to an instance of another series.
+    first, middle, last = (ct_series(1, series=n)[0] for n in (1, 2, 3))
+    object_id = uuid.uuid4()
+    run = consumer(dicom_db, blobs)
+    await run._apply([(await stored(blobs, object_id, first, 1))[1]])
+    job_id, late = await stored(blobs, object_id, middle, 2)
+    await run._apply([(await stored(blobs, object_id, last, 3))[1]])
+    await run._apply([late])
+    await run._apply([late])
+    (refused,) = (await settled(dicom_db, job_id)).rejected
+    assert refused.code == "object_changed"
+    rows = await dicom_db.fetch("SELECT object_id, object_position FROM dicom.instances")
+    assert [dict(r) for r in rows] == [{"object_id": object_id, "object_position": 3}]
+
+
+async def test_a_moved_series_file_replaced_in_a_batch_with_an_upload_into_its_folder(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    two = ct_series(2, series=1)
+    object_id, moved_to = uuid.uuid4(), uuid.uuid4()
+    run = consumer(dicom_db, blobs)
+    await run._apply([(await stored(blobs, object_id, two[0], 1))[1]])
+    await run._apply([(await stored(blobs, uuid.uuid4(), two[1], 2))[1]])
+    # The series file moved to another folder (as SeriesMoved leaves dicom.series).
+    await dicom_db.execute("UPDATE dicom.series SET folder_id = $1", moved_to)
+    # The object's bytes change to another series' instance, in the batch of a plain
+    # upload (no object) into the folder the series file moved to.
+    _, changed = await stored(blobs, object_id, ct_series(1, series=3)[0], 3)
+    _, upload = await stored(blobs, None, ct_series(1, series=2)[0], 4, moved_to)
+    await run._apply([changed, upload])
+    shrunk = await dicom_db.fetchrow(
+        "SELECT data, metadata->>'causation_id' AS cause FROM dicom.events WHERE type = $1",
+        ev.SeriesShrunk.type,
+    )
+    assert shrunk["data"]["instance_count"] == 1
+    assert shrunk["cause"] == str(changed.event_id)
