@@ -10,9 +10,10 @@ clock, no ids.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
@@ -255,8 +256,79 @@ def merge(known: Iterable[Series], instances: Iterable[Instance]) -> list[Series
     out = []
     for uid in touched:
         base = known_by_uid.get(uid)
-        out.append(_series(uid, [*(base.instances if base else ()), *groups[uid]], base))
+        if base is not None and base.instances:
+            out.append(_joined(base, groups[uid]))
+        else:
+            out.append(_series(uid, [*(base.instances if base else ()), *groups[uid]], base))
     return out
+
+
+def _joined(base: Series, instances: Sequence[Instance]) -> Series:
+    """`_series` of the base's instances and these, without sorting the base again: its
+    instances are in `order`'s order already, so while the slice direction stays (the
+    common extension) the new ones are put in place by bisection, O(k log n) keys where
+    the whole series' keys were made and sorted each batch. A direction that turns (a
+    new lowest UID of another orientation) or a new slice without a position or an
+    orientation (then by InstanceNumber) orders the whole series again."""
+    had = {i.sop_uid for i in base.instances}
+    fresh: dict[str, Instance] = {}
+    for instance in instances:
+        if instance.sop_uid not in had:
+            fresh.setdefault(instance.sop_uid, instance)
+    added = list(fresh.values())
+    modality = base.modality
+    if modality is None:
+        modality = next(
+            (i.modality for i in (*base.instances, *added) if i.modality is not None), None
+        )
+    missing = sorted(set(base.missing_3d_tags).union(*(i.missing_3d_tags for i in added)))
+    return Series(
+        series_uid=base.series_uid,
+        study_uid=base.study_uid,
+        patient_id=base.patient_id,
+        modality=modality,
+        instances=_inserted(base, added) if added else base.instances,
+        renderable_3d=not missing,
+        missing_3d_tags=tuple(missing),
+    )
+
+
+_PLACING = frozenset({"ImagePositionPatient", "ImageOrientationPatient"})
+
+
+def _inserted(base: Series, added: list[Instance]) -> tuple[Instance, ...]:
+    """The base's instances (ordered) with `added` (new UIDs) in `order`'s order."""
+    # The base's missing tags say whether each of its slices is placed (`slice_normal`).
+    base_placed = not _PLACING.intersection(base.missing_3d_tags)
+    added_placed = all(i.position is not None and i.orientation is not None for i in added)
+    key: Callable[[Instance], Any]
+    if not base_placed:
+        key = _by_number  # so is the whole series, whatever the new slices carry
+    elif not added_placed:
+        return order([*base.instances, *added])  # from by position to by number
+    else:
+        lowest = min(base.instances, key=_uid_key)
+        new_lowest = min(added, key=_uid_key)
+        normal = slice_normal([lowest])
+        if _uid_key(new_lowest) < _uid_key(lowest) and slice_normal([new_lowest]) != normal:
+            return order([*base.instances, *added])  # the direction turned
+        assert normal is not None
+
+        def along(instance: Instance) -> tuple[float, tuple[int, int], bytes]:
+            assert instance.position is not None and normal is not None
+            return _dot(instance.position, normal), _number_key(instance), _uid_key(instance)
+
+        key = along
+    out = list(base.instances)
+    # Ties (UIDs whose parts are equal as numbers: "1.01" and "1.1") after the base's,
+    # in the order given: as the stable sort of the base's then the new ones does.
+    for instance in sorted(added, key=key):
+        bisect.insort_right(out, instance, key=key)
+    return tuple(out)
+
+
+def _by_number(instance: Placed) -> tuple[tuple[int, int], bytes]:
+    return _number_key(instance), _uid_key(instance)
 
 
 def _series(uid: str, instances: Sequence[Instance], base: Series | None) -> Series:
@@ -345,7 +417,7 @@ def order(instances: Iterable[P]) -> tuple[P, ...]:
             return _dot(instance.position, normal), _number_key(instance), _uid_key(instance)
 
         return tuple(sorted(members, key=along))
-    return tuple(sorted(members, key=lambda i: (_number_key(i), _uid_key(i))))
+    return tuple(sorted(members, key=_by_number))
 
 
 def slice_normal(instances: Sequence[Placed]) -> tuple[float, float, float] | None:

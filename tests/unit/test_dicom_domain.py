@@ -7,11 +7,14 @@ import random
 import struct
 import time
 import tracemalloc
+import uuid
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
@@ -37,8 +40,11 @@ from services.dicom.domain import (
     slice_normal,
     without,
 )
-from services.dicom.handlers import Part
+from services.dicom.handlers import Dicom, Part
 from services.dicom.reader import read_instance
+from shared.contracts import dicom as ev
+from shared.contracts.envelope import Cause, new_envelope
+from shared.contracts.ingest import DicomInstanceStored
 from tests.dicom_fixtures import (
     AXIAL,
     OBLIQUE,
@@ -750,6 +756,63 @@ def test_a_series_keeps_its_identity_when_instances_go_and_come_back() -> None:
     assert [r.rejected.code for r in admit([stranger], [gone]).refused] == ["series_conflict"]
 
 
+_AXIAL_IOP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+_TURNED_IOP = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # sagittal: another normal
+_member = st.builds(
+    lambda sop, z, iop, number, modality, thick: Instance(
+        sop_uid=sop,
+        series_uid="1.2.3",
+        study_uid="1.2",
+        patient_id="P",
+        rows=4,
+        columns=4,
+        modality=modality,
+        position=None if z is None else (1.5, -2.0, z),
+        orientation=iop,
+        slice_thickness=thick,
+        pixel_spacing=(0.5, 0.5),
+        instance_number=number,
+    ),
+    # Few UIDs, so that a later batch repeats some. Valid UIDs (no part with a leading
+    # zero): "1.01" and "1.1" are equal as numbers, and which of the two gives a series'
+    # direction depends on the order they come in, merged or assembled alike.
+    sop=st.sampled_from(["1.1", "1.2", "1.10", "2", "1.9.3", "0.5", "7"]),
+    z=st.sampled_from([-3.0, 0.0, -0.0, 2.5, 2.5, 10.0, 10.0, None]),
+    iop=st.sampled_from([_AXIAL_IOP] * 5 + [_TURNED_IOP, _TURNED_IOP, None]),
+    number=st.sampled_from([None, -2, 0, 1, 1, 4]),
+    modality=st.none() | st.just("CT"),
+    thick=st.none() | st.just(1.0),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_member, min_size=1, max_size=6), min_size=2, max_size=5))
+def test_a_series_merged_batch_by_batch_equals_the_whole_assembled(
+    batches: list[list[Instance]],
+) -> None:
+    """`merge` inserts a batch into the known (ordered) series rather than sorting it
+    whole again: batch after batch it must still give what one assembly of everything
+    gives, through turned directions, slices without positions, ties and duplicates."""
+    known: list[Series] = []
+    for batch in batches:
+        merged = merge(known, batch)
+        if merged:
+            known = merged
+    everything = [i for batch in batches for i in batch]
+    assert known == assemble(everything)
+    if known:
+        assert known[0].instances == order(known[0].instances)
+
+
+def test_a_merge_puts_new_slices_in_place_and_keeps_the_first_copy() -> None:
+    slices = series_instances(9)
+    (first,) = assemble(slices[2:7])
+    late = replace(slices[4], instance_number=99)  # a second copy: the known one stays
+    (joined,) = merge([first], [slices[8], late, slices[0], slices[1], slices[7]])
+    assert joined.instances == tuple(slices)
+    assert joined == assemble(slices)[0]
+
+
 # --- admit: instances that contradict their series ---------------------------------------------
 
 
@@ -793,5 +856,47 @@ def test_an_instances_recorded_facts_are_all_its_fields() -> None:
     for data in (ct_slice(), ct_slice(omit=["PixelSpacing", "Modality"])):
         found = instance(data)
         recorded = Part("a.dcm", "blob", "0" * 64, 1).instance_json(found)["facts"]
-        assert recorded == asdict(found)
+        # As JSON has them (the event's data is built from them as they are).
+        assert recorded == orjson.loads(orjson.dumps(asdict(found)))
         assert list(recorded) == list(asdict(found))
+        assert orjson.loads(orjson.dumps(recorded)) == recorded
+
+
+def test_a_batchs_pages_are_built_as_their_events_dump_them() -> None:
+    """The series' instance pages and the job's settlements are built as JSON directly,
+    not validated and dumped: what they hold must be what the events' dump gives."""
+    slices = [instance(data) for data in ct_series(3)]
+    part = Part("a.dcm", "blob", "0" * 64, 1)
+    page = [part.instance_json(i) for i in slices]
+    stored = DicomInstanceStored(
+        job_id=uuid.uuid4(),
+        folder_id=uuid.uuid4(),
+        name="a.dcm",
+        blob_key="blob",
+        sha256="0" * 64,
+        size=1,
+        entry_id=uuid.uuid4(),
+    )
+    cause = new_envelope(
+        stored, stream_id="s", stream_version=1, cause=Cause(actor="u", correlation_id="c")
+    )
+    file_id = uuid.uuid4()
+    bad = Rejected("not_dicom", "no", {"at": (1, 2)})
+    items = [(cause, stored, slices[0]), (cause, stored, bad), (cause, stored, slices[1])]
+    refused = {id(slices[1]): Rejected("duplicate_instance", "twice", {})}
+    (settled,) = Dicom._settled(
+        stored.folder_id,
+        items,
+        refused,
+        {slices[0].series_uid: file_id},
+        {stored.job_id: 4},
+        datetime.now(UTC),
+    )
+    assert settled.stream_version == 5
+    assert settled.data["accepted"][0]["sop_class_uid"]
+    assert [r["code"] for r in settled.data["rejected"]] == ["not_dicom", "duplicate_instance"]
+    added = {"series_uid": slices[0].series_uid, "file_id": str(file_id), "instances": page}
+    for event, data in ((ev.InstancesSettled, settled.data), (ev.SeriesInstancesAdded, added)):
+        dumped = event.model_validate(data).model_dump(mode="json")
+        assert data == dumped  # JSON's types (ids as text, lists), as consumers read them
+        assert orjson.dumps(data) == orjson.dumps(dumped)  # the same bytes, keys in order
