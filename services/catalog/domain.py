@@ -10,11 +10,9 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from services.catalog import schema
 from shared.contracts import catalog as ev
@@ -88,36 +86,16 @@ def valid_description(description: str) -> str:
     return description
 
 
-def _strings(value: Any) -> Iterator[str]:
-    # A loop, not recursion: 64 KiB of JSON can nest deeper than Python's stack allows.
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
 def valid_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    try:
-        size = rules.metadata_size(metadata)
-        # What the store writes with; it refuses integers beyond 64 bits and deep nesting.
-        orjson.dumps(metadata)
-    except (ValueError, TypeError, RecursionError) as error:
-        raise Invalid("invalid_metadata", f"metadata cannot be stored: {error}") from error
+    problem = rules.unstorable_metadata(metadata)
+    if problem is not None:
+        raise Invalid("invalid_metadata", problem)
+    size = rules.metadata_size(metadata)
     if size > MAX_METADATA_BYTES:
         raise Invalid(
             "metadata_too_large",
             f"metadata is {size} bytes of JSON; at most {MAX_METADATA_BYTES} are allowed",
             {"size": size, "limit": MAX_METADATA_BYTES},
-        )
-    if not all(storable(s) for s in _strings(metadata)):
-        raise Invalid(
-            "invalid_metadata", "metadata strings may not contain the NUL character (\\u0000)"
         )
     return metadata
 

@@ -7,6 +7,8 @@ import re
 import unicodedata
 from typing import Any
 
+import orjson
+
 MAX_NAME = 300
 MAX_METADATA_BYTES = 64 * 1024
 
@@ -134,6 +136,31 @@ MISLEADING = {
     "\u2028": "a line separator",
     "\u2029": "a paragraph separator",
 }
+
+
+def unstorable_metadata(metadata: dict[str, Any]) -> str | None:
+    """Why the stores cannot hold this JSON object, if they cannot: integers beyond 64
+    bits and nesting past 255 levels (orjson, which writes the events, refuses them),
+    NaN or Infinity (JSON has none), a NUL character in a string or key (PostgreSQL's
+    text and jsonb have none)."""
+    try:
+        metadata_size(metadata)
+        orjson.dumps(metadata)
+    except (ValueError, TypeError, RecursionError) as error:
+        return f"metadata cannot be stored: {error}"
+    # A loop, not recursion: 64 KiB of JSON can nest deeper than Python's stack allows.
+    stack: list[Any] = [metadata]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "metadata strings may not contain the NUL character (\\u0000)"
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 def metadata_size(metadata: dict[str, Any]) -> int:

@@ -152,3 +152,63 @@ async def test_sessions_completed_before_the_sweep_existed_are_swept_once(
         await handlers.setup(conn)  # made once: a restart adds nothing
     assert await context.sessions.delete_objects_left() == 1
     assert not await context.blobs.exists(f"uploads/{session_id.hex}")
+
+
+async def test_metadata_the_schema_refuses_once_the_file_is_copied_keeps_the_session_open(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schema changed while a large file was read and copied: the held check (after
+    the copy, so the schema's changes never wait for one) refuses, nothing is recorded,
+    the session stays open, and the copy's blob is dated now, for the collector to
+    reclaim after its grace unless a file comes to refer to it."""
+    data = b"a text file with metadata\n" * 100
+    calls: list[bool] = []
+    turned = False
+
+    async def schema_turns(conn: object, name: str, metadata: object, *, held: bool = True) -> None:
+        calls.append(held)
+        if held and turned:
+            raise Refused(422, "metadata_type_mismatch", f"file {name!r}: site must be a number")
+
+    monkeypatch.setattr(handlers, "_check_metadata", schema_turns)
+    opened, _ = await context.sessions.open(
+        CAUSE, uuid.uuid4(), {"name": "notes.txt", "size": len(data), "metadata": {"site": "x"}}
+    )
+    session_id = uuid.UUID(opened["id"])
+    expires = int(time.time() + 3600)
+    await context.sessions.put_part(
+        session_id, 1, expires, _signature(KEY, session_id, 1, expires), chunks(data)
+    )
+    calls.clear()
+    turned = True
+    with pytest.raises(Refused) as refused:
+        await context.sessions.complete(CAUSE, session_id)
+    assert (refused.value.status, refused.value.code) == (422, "metadata_type_mismatch")
+    assert calls == [False, True]
+    state = await context.sessions.state(session_id)
+    assert state is not None and state["status"] == "open"
+    key = content_key(hashlib.sha256(data).hexdigest())
+    assert context.blobs.path(key).read_bytes() == data
+    row = await context.pool.fetchrow(
+        """SELECT b.stored_at > now() - interval '1 minute' AS dated,
+                  EXISTS (SELECT 1 FROM ingest.blob_files f WHERE f.blob_key = b.key) AS used
+           FROM ingest.blobs b WHERE b.key = $1""",
+        key,
+    )
+    assert row is not None and (row["dated"], row["used"]) == (True, False)
+    assert not await context.pool.fetchval(
+        "SELECT count(*) FROM ingest.events WHERE type = $1", "ingest.FileContentStored"
+    )
+
+
+async def test_a_session_whose_opening_fails_to_record_leaves_no_upload_in_the_store(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def append_fails(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(context.sessions.store, "append", append_fails)
+    with pytest.raises(RuntimeError):
+        await context.sessions.open(CAUSE, uuid.uuid4(), {"name": "a.txt", "size": 10})
+    left = context.blobs.root / "multipart"
+    assert not left.exists() or list(left.iterdir()) == []

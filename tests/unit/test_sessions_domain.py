@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
-import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -111,6 +111,22 @@ def test_opening_accepts_a_named_file_of_some_bytes() -> None:
     )
 
 
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_opening_refuses_an_integer_no_store_holds() -> None:
+    """JSON's numbers have no bound; the events' (orjson's) integers stop at 64 bits."""
+    body = {"name": "a.mp4", "size": 10, "metadata": {"n": 2**80}}
+    with pytest.raises(Refused) as refused:
+        check_open(body, 8 * MiB, 3600)
+    assert (refused.value.status, refused.value.code) == (422, "invalid_metadata")
+    assert "64-bit" in refused.value.message
+
+
 def test_opening_takes_the_files_metadata_bounded_as_an_uploads() -> None:
     given = {"name": "a.mp4", "size": 10, "metadata": {"site": "paris", "n": [1, 2]}}
     assert check_open(given, 8 * MiB, 3600)[4] == {"site": "paris", "n": [1, 2]}
@@ -124,6 +140,11 @@ def test_opening_takes_the_files_metadata_bounded_as_an_uploads() -> None:
         ("site=paris", 422, "invalid_metadata"),
         (7, 422, "invalid_metadata"),
         ({"blob": "x" * (MAX_METADATA_BYTES + 1)}, 413, "metadata_too_large"),
+        # What no store holds: refused before anything is opened (they were a 500 at
+        # the session's append, its store upload left behind).
+        ({"site": "pa\x00ris"}, 422, "invalid_metadata"),
+        ({"si\x00te": "paris"}, 422, "invalid_metadata"),
+        ({"deep": _nested(300)}, 422, "invalid_metadata"),
     ],
 )
 def test_opening_refuses_metadata_an_upload_would_refuse_in_the_same_words(
@@ -133,7 +154,7 @@ def test_opening_refuses_metadata_an_upload_would_refuse_in_the_same_words(
     with pytest.raises(Refused) as session:
         check_open(body, 8 * MiB, 3600)
     with pytest.raises(Refused) as upload:
-        file_metadata(orjson.dumps({"a.mp4": metadata}), ["a.mp4"])
+        file_metadata(json.dumps({"a.mp4": metadata}).encode(), ["a.mp4"])
     assert (session.value.status, session.value.code) == (status, code)
     assert (session.value.message, session.value.details) == (
         upload.value.message,

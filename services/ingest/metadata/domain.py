@@ -57,6 +57,9 @@ def bounded(metadata: object, name: str) -> dict[str, Any]:
             f"file {name!r}: metadata must be a JSON object",
             {"name": name},
         )
+    problem = rules.unstorable_metadata(metadata)
+    if problem is not None:
+        raise Refused(422, "invalid_metadata", f"file {name!r}: {problem}", {"name": name})
     size = rules.metadata_size(metadata)
     if size > rules.MAX_METADATA_BYTES:
         raise Refused(

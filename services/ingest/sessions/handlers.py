@@ -128,12 +128,18 @@ class Sessions(Handlers):
             key_id,
             metadata,
         )
-        envelopes = envelopes_of(changes, cause, at)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await jobs.apply(conn, envelopes)
-            await sessions.apply(conn, envelopes)
-            position = await self.store.append(conn, envelopes)
-            row = await self._row(conn, session_id)
+        try:
+            envelopes = envelopes_of(changes, cause, at)
+            async with self.pool.acquire() as conn, conn.transaction():
+                await jobs.apply(conn, envelopes)
+                await sessions.apply(conn, envelopes)
+                position = await self.store.append(conn, envelopes)
+                row = await self._row(conn, session_id)
+        except BaseException:
+            # Not recorded: no session row names the store's upload, so no sweep would.
+            with contextlib.suppress(Exception):
+                await self.blobs.abort_multipart(store_key, upload_id)
+            raise
         assert row is not None
         return self._view(row, []), position
 
@@ -255,9 +261,6 @@ class Sessions(Handlers):
                 log.error("ingest.session_join_failed", error=repr(error))
                 raise storage_failed(error) from error
             else:
-                if metadata:
-                    # Again, now held (FOR SHARE) until the commit that records the file.
-                    await _check_metadata(conn, row["name"], metadata)
                 await claim_blobs(conn, [file.blob_key])
                 try:
                     # A copy: the assembled object stays where completing again finds it
@@ -266,6 +269,18 @@ class Sessions(Handlers):
                 except OSError as error:
                     log.error("ingest.session_store_failed", error=repr(error))
                     raise storage_failed(error) from error
+                if metadata:
+                    # Again, now held (FOR SHARE) until the commit that records the file;
+                    # after the copy (minutes on S3 for a large file), which the schema's
+                    # changes must not wait for.
+                    try:
+                        await _check_metadata(conn, row["name"], metadata)
+                    except Refused as refusal:
+                        # The session stays open; the copy, dated now, is reclaimed
+                        # after the collector's grace unless a file refers to it by then.
+                        await claim_blobs(conn, [file.blob_key], now())
+                        rejected = refusal
+            if rejected is None:
                 changes = domain.complete_session(
                     session_id, row["folder_id"], row["version"], file, metadata
                 )
