@@ -296,15 +296,7 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
             if (now := domain.slice_key(p, normal)) != key:
                 rekeyed.append((file_id, sop_uid, now))
         added += [(file_id, domain.slice_key(p, normal), i) for p, i in new[file_id].values()]
-    if rekeyed:
-        await conn.execute(
-            """UPDATE dicom.instances i SET slice_key = x.slice_key
-               FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS x(file_id, sop_uid, slice_key)
-               WHERE i.file_id = x.file_id AND i.sop_uid = x.sop_uid""",
-            [m[0] for m in rekeyed],
-            [m[1] for m in rekeyed],
-            [m[2] for m in rekeyed],
-        )
+    await _rekey(conn, rekeyed)
     if added:
         # Arrays a column each: the rows as one jsonb document were parsed whole, then
         # each one's facts written out and parsed again.
@@ -487,6 +479,11 @@ async def _keyed_again(conn: Conn, files: list[uuid.UUID]) -> None:
             for p, key in rows
             if (now := domain.slice_key(p, normal)) != key
         ]
+    await _rekey(conn, rekeyed)
+
+
+async def _rekey(conn: Conn, rekeyed: list[tuple[Any, str, bytes]]) -> None:
+    """New slice keys (file id, SOP Instance UID, key) for rows already there."""
     if rekeyed:
         await conn.execute(
             """UPDATE dicom.instances i SET slice_key = x.slice_key

@@ -11,9 +11,10 @@ up short, as a local file's would.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
+
+from shared.kit.media import Seekable
 
 
 class TooManyReads(OSError):
@@ -24,7 +25,7 @@ class ShortRead(OSError):
     """The blob gave fewer bytes than its size promised."""
 
 
-class Ranged(io.RawIOBase):
+class Ranged(Seekable):
     def __init__(
         self,
         read_at: Callable[[int, int], bytes],
@@ -49,20 +50,6 @@ class Ranged(io.RawIOBase):
         self.reads = 0
         self.fetched = 0
         self.failed: Exception | None = None  # an error of read_at, as it was raised
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
-        self.position = max(0, base + offset)
-        return self.position
 
     def _fetch(self, offset: int, length: int) -> bytes:
         if self.max_reads is not None and self.reads >= self.max_reads:

@@ -37,7 +37,28 @@ class TooSlow(TimeoutError):
     """Reading the content took longer than it is allowed."""
 
 
-class RangeFile(io.RawIOBase):
+class Seekable(io.RawIOBase):
+    """A read-only file over `size` bytes read elsewhere: its place and how it moves."""
+
+    position = 0
+    size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+
+class RangeFile(Seekable):
     """`read_at(offset, length)` over content of `size` bytes as a seekable read-only file.
 
     Reads whole blocks through an LRU cache, within `budget` bytes in all and before
@@ -59,7 +80,7 @@ class RangeFile(io.RawIOBase):
         self._read_at = read_at
         self._block_size = block
         self._blocks_kept = blocks_kept
-        self.length = size
+        self.size = size
         self.position = 0
         self.budget = budget
         self.deadline = deadline
@@ -67,27 +88,13 @@ class RangeFile(io.RawIOBase):
         self.failed: Exception | None = None
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
-        self.position = max(0, base + offset)
-        return self.position
-
     def _block(self, number: int) -> bytes:
         found = self._blocks.get(number)
         if found is not None:
             self._blocks.move_to_end(number)
             return found
         start = number * self._block_size
-        length = min(self._block_size, self.length - start)
+        length = min(self._block_size, self.size - start)
         if self.read_bytes + length > self.budget:
             raise OverBudget(self.budget)
         try:
@@ -109,7 +116,7 @@ class RangeFile(io.RawIOBase):
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise TooSlow("reading it took too long")
         view = memoryview(buffer).cast("B")
-        wanted = min(len(view), self.length - self.position)
+        wanted = min(len(view), self.size - self.position)
         done = 0
         while done < wanted:
             number, offset = divmod(self.position, self._block_size)
