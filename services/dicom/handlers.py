@@ -721,18 +721,35 @@ class Dicom(Handlers):
                 objects,
             )
         }
+        # The newest copy read before (instances' rows: those stored before the table
+        # was kept), then this batch's.
         last = {
             r["object_id"]: r["position"]
             for r in await conn.fetch(
-                """SELECT object_id, max(object_position) AS position FROM dicom.instances
-                   WHERE object_id = ANY($1::uuid[]) GROUP BY object_id""",
+                """SELECT object_id, max(position) AS position FROM (
+                       SELECT object_id, position FROM dicom.objects_newest_copy
+                       WHERE object_id = ANY($1::uuid[])
+                       UNION ALL
+                       SELECT object_id, object_position FROM dicom.instances
+                       WHERE object_id = ANY($1::uuid[])) AS known
+                   GROUP BY object_id""",
                 objects,
             )
             if r["position"] is not None
         }
+        newest: dict[uuid.UUID, int] = {}
         for e, s in each:
             if s.object_id is not None:
+                newest[s.object_id] = max(newest.get(s.object_id, 0), e.envelope.position)
                 last[s.object_id] = max(last.get(s.object_id, 0), e.envelope.position)
+        await conn.execute(
+            """INSERT INTO dicom.objects_newest_copy AS n (object_id, position)
+               SELECT * FROM unnest($1::uuid[], $2::bigint[]) ORDER BY 1
+               ON CONFLICT (object_id) DO UPDATE
+               SET position = greatest(n.position, excluded.position)""",
+            list(newest),
+            list(newest.values()),
+        )
         return [
             domain.Rejected(
                 "object_gone",

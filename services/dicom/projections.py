@@ -186,6 +186,14 @@ series = Projection(
         object_id uuid PRIMARY KEY,
         position bigint NOT NULL
     );
+    -- Synced DICOM objects, at the newest position of a copy of theirs this context
+    -- read (accepted or refused): a copy older than it is stale, whether or not an
+    -- instance of the newest is here (refused, or its series purged). The handler's,
+    -- as the table above.
+    CREATE TABLE IF NOT EXISTS dicom.objects_newest_copy (
+        object_id uuid PRIMARY KEY,
+        position bigint NOT NULL
+    );
     -- An import's DICOM series entries that name or describe the series they make.
     CREATE TABLE IF NOT EXISTS dicom.import_entries (
         entry_id uuid PRIMARY KEY,

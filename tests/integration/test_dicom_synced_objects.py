@@ -207,6 +207,30 @@ async def test_an_older_copy_delivered_after_a_newer_one_is_refused(
     assert [dict(r) for r in rows] == [{"object_id": object_id, "object_position": 3}]
 
 
+async def test_an_older_copy_after_a_newest_one_refused_is_refused_too(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """The object's newest bytes are refused (a DICM marker, headers past reading):
+    no instance of them is here to say which copy is newest, yet a copy stored before
+    them is stale all the same (before, it joined its series)."""
+    blobs = LocalBlobStore(tmp_path)
+    first, middle = ct_series(1, series=1)[0], ct_series(1, series=2)[0]
+    broken = b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00garbage" * 10
+    object_id = uuid.uuid4()
+    run = consumer(dicom_db, blobs)
+    await run._apply([(await stored(blobs, object_id, first, 1))[1]])
+    late_job, late = await stored(blobs, object_id, middle, 2)
+    newest_job, newest = await stored(blobs, object_id, broken, 3)
+    await run._apply([newest])
+    assert not (await settled(dicom_db, newest_job)).accepted
+    await run._apply([late])
+    (refused,) = (await settled(dicom_db, late_job)).rejected
+    assert refused.code == "object_changed"
+    assert (
+        await dicom_db.fetch("SELECT * FROM dicom.instances WHERE object_id = $1", object_id) == []
+    )
+
+
 async def test_a_moved_series_file_replaced_in_a_batch_with_an_upload_into_its_folder(
     dicom_db: asyncpg.Pool, tmp_path: Path
 ) -> None:
