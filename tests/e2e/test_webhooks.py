@@ -527,12 +527,19 @@ async def test_a_delivery_given_up_is_sent_again_when_an_admin_asks(
         await eventually(refused, within=30, what="an attempt the receiver refused")
         message_id = receiver.of("/given-up", file_id)[0][0]["webhook-id"]
         delivery_id = str(UUID(message_id.removeprefix("msg_")))
-        # A day on: given up (as the sender records it past FILES_WEBHOOK_GIVE_UP_S).
-        await pool.execute(
-            """UPDATE ingest.webhook_deliveries SET status = 'failed', lease_until = NULL
-               WHERE id = $1""",
-            UUID(delivery_id),
-        )
+
+        # A day on: given up (as the sender records it past FILES_WEBHOOK_GIVE_UP_S),
+        # between attempts: one in flight would record itself pending over it.
+        async def given_up() -> bool:
+            return bool(
+                await pool.fetchval(
+                    """UPDATE ingest.webhook_deliveries SET status = 'failed'
+                       WHERE id = $1 AND lease_until IS NULL RETURNING true""",
+                    UUID(delivery_id),
+                )
+            )
+
+        await eventually(given_up, within=30, what="the delivery given up between attempts")
         retry = f"{deliveries}/{delivery_id}/retry"
         alice = as_key((await member(api, "retrier"))["api_key"])
         error(await alice.post(retry), 403)
