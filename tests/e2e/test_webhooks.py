@@ -5,6 +5,7 @@ deliveries."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -45,6 +46,8 @@ class Receiver:
     failures: dict[str, list[int]] = field(default_factory=dict)
     # A path that always answers 503 with this body.
     refusals: dict[str, bytes] = field(default_factory=dict)
+    # A path whose next request is answered only once this is set.
+    holds: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def of(self, path: str, file_id: str) -> list[tuple[dict[str, str], dict[str, Any]]]:
         return [
@@ -60,6 +63,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     async def take(request: web.Request) -> web.Response:
         found.got.append((request.path, dict(request.headers), await request.read()))
+        held = found.holds.pop(request.path, None)
+        if held is not None:
+            await held.wait()
         if request.path in found.refusals:
             return web.Response(status=503, body=found.refusals[request.path])
         failing = found.failures.get(request.path)
@@ -572,4 +578,62 @@ async def test_a_delivery_given_up_is_sent_again_when_an_admin_asks(
         )
         error(await api.post(retry), 409, "delivery_in_flight")
     finally:
+        await api.delete(f"/v1/webhooks/{hook_id}")
+
+
+async def test_an_attempt_that_outlived_its_claim_does_not_undo_a_retry(
+    api: httpx.AsyncClient, receiver: Receiver, pool: Any, platform: Any
+) -> None:
+    receiver.refusals["/stalled"] = b"not now"
+    first_answer = receiver.holds["/stalled"] = asyncio.Event()
+    made = await api.post(
+        "/v1/webhooks", json={"url": f"{receiver.url}/stalled", "events": ["file.uploaded"]}
+    )
+    assert made.status_code == 201, made.text
+    hook_id = made.json()["id"]
+    deliveries = f"/v1/webhooks/{hook_id}/deliveries"
+    try:
+        target = await folder(api, unique("stalled"))
+        file_id = (await upload(api, target["id"], ("slow.png", png(2, 3))))["files"][0]["id"]
+
+        async def attempted() -> bool:
+            return bool(receiver.of("/stalled", file_id))
+
+        await eventually(attempted, within=30, what="the first attempt, held by the receiver")
+        message_id = receiver.of("/stalled", file_id)[0][0]["webhook-id"]
+        delivery_id = UUID(message_id.removeprefix("msg_"))
+        # The sender stalled past its lease (as a process paused for minutes does): the
+        # delivery is free again, and an admin sends it again.
+        await pool.execute(
+            """UPDATE ingest.webhook_deliveries SET lease_until = now() - interval '1 second'
+               WHERE id = $1""",
+            delivery_id,
+        )
+        del receiver.refusals["/stalled"]
+        again = await api.post(f"{deliveries}/{delivery_id}/retry")
+        assert again.status_code == 200, again.text
+
+        async def delivered() -> bool:
+            found = {d["id"]: d for d in (await api.get(deliveries)).json()["items"]}
+            return found[str(delivery_id)]["status"] == "delivered"
+
+        await eventually(delivered, within=30, what="the retry delivered")
+        # The stalled attempt now hears its 503: too late to count.
+        receiver.refusals["/stalled"] = b"not now"
+        first_answer.set()
+        ingest_log = platform.data_dir / "logs" / "ingest.log"
+
+        async def outlived() -> bool:
+            return any(
+                "webhook.attempt_outlived_its_claim" in line and str(delivery_id) in line
+                for line in ingest_log.read_text().splitlines()
+            )
+
+        await eventually(outlived, within=30, what="the stalled attempt's outcome set aside")
+        found = {d["id"]: d for d in (await api.get(deliveries)).json()["items"]}
+        assert found[str(delivery_id)]["status"] == "delivered"
+        assert found[str(delivery_id)]["attempts"] == 1
+        assert len(receiver.of("/stalled", file_id)) == 2
+    finally:
+        first_answer.set()
         await api.delete(f"/v1/webhooks/{hook_id}")

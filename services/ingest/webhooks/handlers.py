@@ -325,7 +325,8 @@ class Webhooks(Handlers):
         require_org_admin(access)
         row = await self.pool.fetchrow(
             """UPDATE ingest.webhook_deliveries SET status = 'pending', attempts = 0,
-                   next_attempt_at = now(), retried_at = now(), delivered_at = NULL
+                   next_attempt_at = now(), retried_at = now(), delivered_at = NULL,
+                   lease_until = NULL
                WHERE id = $2 AND webhook_id = $1
                  AND NOT (status = 'pending' AND lease_until >= now())
                RETURNING *""",

@@ -77,7 +77,7 @@ class Sender(Handlers):
                    WHERE status = 'pending' AND next_attempt_at <= now()
                      AND (lease_until IS NULL OR lease_until < now())
                    ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-               RETURNING d.id, d.payload::text AS payload, d.attempts,
+               RETURNING d.id, d.payload::text AS payload, d.attempts, d.lease_until,
                          coalesce(d.retried_at, d.created_at) AS created_at,
                          w.id AS webhook_id, w.url, w.secret_sealed,
                          CASE WHEN w.previous_until > now()
@@ -137,15 +137,21 @@ class Sender(Handlers):
             log.warning("webhook.attempt_raised", delivery=str(row["id"]), exc_info=True)
             error = f"{type(failed).__name__}"
         attempts = row["attempts"] + 1
+        # Recorded only under this attempt's own claim: once its lease ran out (the
+        # process stalled) another sender or an admin's retry owns the delivery, and this
+        # outcome, judged by the clock it was claimed with, must not undo theirs.
         if error is None:
-            await self.pool.execute(
+            recorded = await self.pool.execute(
                 """UPDATE ingest.webhook_deliveries SET status = 'delivered', attempts = $2,
                    last_status = $3, last_error = NULL, delivered_at = now(),
-                   lease_until = NULL, next_attempt_at = NULL WHERE id = $1""",
+                   lease_until = NULL, next_attempt_at = NULL
+                   WHERE id = $1 AND lease_until = $4""",
                 row["id"],
                 attempts,
                 status,
+                row["lease_until"],
             )
+            self._outlived(row, recorded)
             return
         wait = domain.backoff_s(attempts, self.settings.webhook_retry_base_s)
         age = (datetime.now(UTC) - row["created_at"]).total_seconds()
@@ -157,18 +163,27 @@ class Sender(Handlers):
             status=status,
             given_up=given_up,
         )
-        await self.pool.execute(
+        recorded = await self.pool.execute(
             """UPDATE ingest.webhook_deliveries SET attempts = $2, last_status = $3,
                last_error = $4, lease_until = NULL,
                status = CASE WHEN $5 THEN 'failed' ELSE 'pending' END,
-               next_attempt_at = now() + make_interval(secs => $6) WHERE id = $1""",
+               next_attempt_at = now() + make_interval(secs => $6)
+               WHERE id = $1 AND lease_until = $7""",
             row["id"],
             attempts,
             status,
             error,
             given_up,
             wait,
+            row["lease_until"],
         )
+        self._outlived(row, recorded)
+
+    @staticmethod
+    def _outlived(row: Any, recorded: str) -> None:
+        if recorded == "UPDATE 0":
+            # Worth an operator's look: a sender stalled for longer than its lease.
+            log.warning("webhook.attempt_outlived_its_claim", delivery=str(row["id"]))
 
     async def close(self) -> None:
         if self._http is not None:
