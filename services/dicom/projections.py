@@ -204,6 +204,12 @@ series = Projection(
         object_id uuid PRIMARY KEY,
         position bigint NOT NULL
     );
+    -- Rows of both past which no copy can come any more go, oldest first
+    -- (handlers.forget_passed_objects).
+    CREATE INDEX IF NOT EXISTS objects_gone_first_position
+        ON dicom.objects_gone_first (position);
+    CREATE INDEX IF NOT EXISTS objects_newest_copy_position
+        ON dicom.objects_newest_copy (position);
     -- An import's DICOM series entries that name or describe the series they make.
     CREATE TABLE IF NOT EXISTS dicom.import_entries (
         entry_id uuid PRIMARY KEY,
