@@ -881,28 +881,33 @@ class Dicom(Handlers):
         of its object stored before its position (ingest's store): once this consumer
         has handled every ingest event below it (its watermark: applied or
         dead-lettered, and its inbox drops one delivered again) and no dead-lettered
-        copy below it may be replayed, none can come. Rows held by another transaction
-        (a batch moving the row on, another replica forgetting) are passed over."""
+        copy of its object below it may be replayed, none can come. Rows held by
+        another transaction (a batch moving the row on, another replica forgetting) are
+        passed over."""
         inbox = self.parts.inbox
         async with self.pool.acquire() as conn:
-            horizon = await conn.fetchval(
-                f"""SELECT least(
-                        coalesce((SELECT position FROM {inbox.schema}.watermarks
-                                  WHERE consumer = $1 AND source = $2), 0) + 1,
-                        (SELECT min(position) FROM {inbox.schema}.dead_letters
-                         WHERE consumer = $1 AND source = $2 AND type = ANY($3::text[])
-                           AND status <> 'replayed'))""",
+            mark = await conn.fetchval(
+                f"""SELECT position FROM {inbox.schema}.watermarks
+                    WHERE consumer = $1 AND source = $2""",
                 inbox.consumer,
                 COPIES_SOURCE,
-                [DicomInstanceStored.type, DicomInstancesStored.type],
             )
             gone = 0
             for table in ("dicom.objects_gone_first", "dicom.objects_newest_copy"):
                 done = await conn.execute(
                     f"""DELETE FROM {table} WHERE object_id IN (
-                            SELECT object_id FROM {table} WHERE position <= $1
-                            ORDER BY position LIMIT $2 FOR UPDATE SKIP LOCKED)""",
-                    horizon,
+                            SELECT t.object_id FROM {table} t
+                            WHERE t.position <= $1 + 1 AND NOT EXISTS (
+                                SELECT FROM {inbox.schema}.dead_letters d
+                                WHERE d.consumer = $2 AND d.source = $3 AND d.type = $4
+                                  AND d.status <> 'replayed' AND d.position < t.position
+                                  AND d.envelope->'data'->>'object_id' = t.object_id::text)
+                            ORDER BY t.position LIMIT $5 FOR UPDATE OF t SKIP LOCKED)""",
+                    mark or 0,
+                    inbox.consumer,
+                    COPIES_SOURCE,
+                    # A page of parts (DicomInstancesStored) is an upload's: no object.
+                    DicomInstanceStored.type,
                     limit,
                 )
                 gone += int(done.split()[-1])

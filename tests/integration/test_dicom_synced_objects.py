@@ -301,7 +301,7 @@ async def test_what_refuses_no_copy_any_more_is_forgotten_and_what_may_is_kept(
     assert await types(dicom_db) == before
     assert await dicom_db.fetchval("SELECT count(*) FROM dicom.instances") == 1
     # A copy stored at 4 was dead-lettered (handled, for the watermark), its object gone
-    # at 5: the gone is kept while the copy may be replayed, and refuses it then.
+    # at 5: that gone is kept while the copy may be replayed, and refuses it then.
     dead_job, copy = await stored(blobs, dead, slices[2], 4)
     async with dicom_db.acquire() as conn, conn.transaction():
         await conn.execute(
@@ -316,8 +316,9 @@ async def test_what_refuses_no_copy_any_more_is_forgotten_and_what_may_is_kept(
         )
         await run.inbox.admit(conn, [copy])
         await run.inbox.advance(conn, {"ingest"})
-    await run._apply([gone(dead, 5)])
-    assert await dicom.forget_passed_objects() == 0
+    # Another object's gone above it does not wait for it.
+    await run._apply([gone(dead, 5), gone(uuid.uuid4(), 6)])
+    assert await dicom.forget_passed_objects() == 1
     assert await remembered(dicom_db) == {
         "objects_gone_first": [(dead, 5)],
         "objects_newest_copy": [],
@@ -330,7 +331,7 @@ async def test_what_refuses_no_copy_any_more_is_forgotten_and_what_may_is_kept(
     assert await dicom.forget_passed_objects() == 2
     assert await remembered(dicom_db) == {"objects_gone_first": [], "objects_newest_copy": []}
     # A later copy of an object whose rows went is taken as ever.
-    back_job, back = await stored(blobs, went, slices[3], 6)
+    back_job, back = await stored(blobs, went, slices[3], 7)
     await run._apply([back])
     assert len((await settled(dicom_db, back_job)).accepted) == 1
 
