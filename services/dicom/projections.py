@@ -290,8 +290,8 @@ async def _insert(
     files = list({_text(file_id) for file_id, _ in instances} | set(stamped))
     # The direction as the series' row keeps it; read from the slices only where the row
     # does not vouch for it. (Each extension read every slice's UID and orientation:
-    # O(n) a batch, 23-25 ms a page at 2,000 slices, for a direction that almost always
-    # stays.)
+    # O(n) a batch, ~2 ms of a page's 7-11 at 2,000 slices, loaded, for a direction that
+    # almost always stays.)
     before: dict[str, _Direction] = {
         r["file_id"]: _Direction.of_row(r)
         for r in await conn.fetch(
@@ -315,10 +315,10 @@ async def _insert(
         ):
             before[r["file_id"]] = _Direction.of_slices(r)
             had[r["file_id"]] = set(r["uids"])
-    kept = [f for f in files if f not in unknown]
+    kept = set(files).difference(unknown)
     if kept:
         # Which of the given UIDs the series has: by its key, the given ones only.
-        given = [(f, i["sop_uid"]) for f, i in instances if _text(f) in before]
+        given = [(f, i["sop_uid"]) for f, i in instances if _text(f) in kept]
         for r in await conn.fetch(
             """SELECT i.file_id::text AS file_id, i.sop_uid
                FROM dicom.instances i JOIN unnest($1::uuid[], $2::text[]) AS x(f, u)
