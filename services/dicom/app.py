@@ -23,6 +23,10 @@ def build(settings: Settings) -> FastAPI:
     parts = Parts("dicom", settings)
     blobs = open_blob_store(settings)
     dicom = Dicom(parts, blobs)
+
+    async def forgetting() -> None:
+        parts.supervise("objects.forget", dicom.forget_passed_objects_forever)
+
     runtime = Runtime(
         parts,
         publishes=topics.DICOM,
@@ -37,7 +41,7 @@ def build(settings: Settings) -> FastAPI:
         # transaction reads thousands of instances, not tens of thousands. Not below the
         # largest message, which a fetch must be able to hold whole.
         max_fetch_bytes=limits.MAX_MESSAGE_BYTES,
-        on_start=[blobs.start],
+        on_start=[blobs.start, forgetting],
     )
     app = create_app(runtime, "Files DICOM")
     api.install(app, dicom)

@@ -71,6 +71,7 @@ from shared.kit import db
 from shared.kit.blobs import BlobStore, LocalBlobStore
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
+from shared.kit.logs import log
 from shared.kit.reactions import Reactions, Received
 from shared.kit.reactions import ahead as reactions_ahead
 from shared.kit.service import Handlers, Parts
@@ -187,6 +188,12 @@ _READERS = concurrent.futures.ThreadPoolExecutor(READ_PARALLEL, thread_name_pref
 # batch's one transaction): a batch of DicomInstancesStored pages (a backlog) may name tens
 # of thousands, where it was at most the consumer's 10,000 events of one instance each.
 ASSEMBLED_AT_ONCE = 10_000
+# Synced objects' rows no copy can still be refused by (`forget_passed_objects`): at most
+# this many of a table a statement, looked for this often. The store whose positions
+# order an object's copies and its going.
+FORGET_AT_ONCE = 1000
+FORGET_EVERY_S = 600.0
+COPIES_SOURCE = "ingest"
 
 
 class _Stopped(Exception):
@@ -867,6 +874,54 @@ class Dicom(Handlers):
         if out:
             await series_model.apply(conn, out)
             await self.store.append(conn, out)
+
+    async def forget_passed_objects(self, limit: int = FORGET_AT_ONCE) -> int:
+        """Rows of dicom.objects_gone_first and dicom.objects_newest_copy that can refuse
+        no copy any more, up to `limit` of each; how many went. A row refuses the copies
+        of its object stored before its position (ingest's store): once this consumer
+        has handled every ingest event below it (its watermark: applied or
+        dead-lettered, and its inbox drops one delivered again) and no dead-lettered
+        copy of its object below it may be replayed, none can come. Rows held by
+        another transaction (a batch moving the row on, another replica forgetting) are
+        passed over."""
+        inbox = self.parts.inbox
+        async with self.pool.acquire() as conn:
+            mark = await conn.fetchval(
+                f"""SELECT position FROM {inbox.schema}.watermarks
+                    WHERE consumer = $1 AND source = $2""",
+                inbox.consumer,
+                COPIES_SOURCE,
+            )
+            gone = 0
+            for table in ("dicom.objects_gone_first", "dicom.objects_newest_copy"):
+                done = await conn.execute(
+                    f"""DELETE FROM {table} WHERE object_id IN (
+                            SELECT t.object_id FROM {table} t
+                            WHERE t.position <= $1 + 1 AND NOT EXISTS (
+                                SELECT FROM {inbox.schema}.dead_letters d
+                                WHERE d.consumer = $2 AND d.source = $3 AND d.type = $4
+                                  AND d.status <> 'replayed' AND d.position < t.position
+                                  AND d.envelope->'data'->>'object_id' = t.object_id::text)
+                            ORDER BY t.position LIMIT $5 FOR UPDATE OF t SKIP LOCKED)""",
+                    mark or 0,
+                    inbox.consumer,
+                    COPIES_SOURCE,
+                    # A page of parts (DicomInstancesStored) is an upload's: no object.
+                    DicomInstanceStored.type,
+                    limit,
+                )
+                gone += int(done.split()[-1])
+        return gone
+
+    async def forget_passed_objects_forever(self, every_s: float = FORGET_EVERY_S) -> None:
+        """`forget_passed_objects` until none is left, then again every `every_s`."""
+        while True:
+            try:
+                while (gone := await self.forget_passed_objects()) > 0:
+                    log.info("dicom.objects_forgotten", rows=gone)
+            except Exception:
+                log.error("dicom.objects_forget_failed", exc_info=True)
+            await asyncio.sleep(every_s)  # a schedule, not a wait for a reaction
 
     async def _shrunk(
         self, conn: Conn, file_id: uuid.UUID, left: Sequence[tuple[str, Received[Any]]]

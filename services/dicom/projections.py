@@ -48,6 +48,16 @@ series = Projection(
         PRIMARY KEY (folder_id, series_uid)
     );
     ALTER TABLE dicom.series ADD COLUMN IF NOT EXISTS sha256 text;
+    -- The series' slice direction (domain.slice_normal's), so that an extension reads
+    -- this row, not every slice of the series, to know whether its keys stay: the
+    -- lowest SOP Instance UID, and the normal of that slice's orientation when every
+    -- slice has a position and an orientation (null: by InstanceNumber, or no slices).
+    -- True as of the series' version `slice_version`: a row whose `version` is another
+    -- (written by a replica of the version before, which does not keep them; or whose
+    -- slices were removed, or were in the trash) is read again from its slices once.
+    ALTER TABLE dicom.series ADD COLUMN IF NOT EXISTS slice_lowest_uid text;
+    ALTER TABLE dicom.series ADD COLUMN IF NOT EXISTS slice_normal float8[];
+    ALTER TABLE dicom.series ADD COLUMN IF NOT EXISTS slice_version integer;
     -- Series whose file is in the trash, or was restored beside a series of the same UID
     -- uploaded since: their instances (slices) stay; uploads do not extend them.
     CREATE TABLE IF NOT EXISTS dicom.detached_series (
@@ -194,6 +204,12 @@ series = Projection(
         object_id uuid PRIMARY KEY,
         position bigint NOT NULL
     );
+    -- Rows of both past which no copy can come any more go, oldest first
+    -- (handlers.forget_passed_objects).
+    CREATE INDEX IF NOT EXISTS objects_gone_first_position
+        ON dicom.objects_gone_first (position);
+    CREATE INDEX IF NOT EXISTS objects_newest_copy_position
+        ON dicom.objects_newest_copy (position);
     -- An import's DICOM series entries that name or describe the series they make.
     CREATE TABLE IF NOT EXISTS dicom.import_entries (
         entry_id uuid PRIMARY KEY,
@@ -209,8 +225,10 @@ async def _series(
     events: Sequence[Received[dicom_events.SeriesAssembled | dicom_events.SeriesExtended]],
 ) -> None:
     last = {e.data["file_id"]: e for e in events}
+    # The event does not change the series' slices (its pages do): a direction true as of
+    # the version before is true as of this one.
     await conn.execute(
-        """INSERT INTO dicom.series
+        """INSERT INTO dicom.series AS s
            (folder_id, series_uid, file_id, study_uid, patient_id, modality, version, sha256)
            SELECT folder_id, series_uid, file_id, study_uid, patient_id, modality, version,
                   sha256
@@ -219,7 +237,9 @@ async def _series(
                patient_id text, modality text, version integer, sha256 text)
            ON CONFLICT (folder_id, series_uid) DO UPDATE
            SET modality = excluded.modality, version = excluded.version,
-               sha256 = excluded.sha256""",
+               sha256 = excluded.sha256,
+               slice_version = CASE WHEN s.slice_version = s.version
+                                    THEN excluded.version END""",
         [
             {k: v for k, v in e.data.items() if k != "instances"} | {"version": e.stream_version}
             for e in last.values()
@@ -229,10 +249,14 @@ async def _series(
     whole = {file_id: e for file_id, e in last.items() if e.data.get("instances")}
     if whole:
         await conn.execute(
-            "DELETE FROM dicom.instances WHERE file_id = ANY($1::uuid[])", list(whole)
+            """WITH gone AS (DELETE FROM dicom.instances WHERE file_id = ANY($1::uuid[]))
+               UPDATE dicom.series SET slice_version = NULL WHERE file_id = ANY($1::uuid[])""",
+            list(whole),
         )
         await _insert(
-            conn, [(file_id, i) for file_id, e in whole.items() for i in e.data["instances"]]
+            conn,
+            [(file_id, i) for file_id, e in whole.items() for i in e.data["instances"]],
+            {file_id: e.stream_version for file_id, e in whole.items()},
         )
 
 
@@ -251,19 +275,35 @@ def instance_of(facts: dict[str, Any]) -> domain.Instance:
     )
 
 
-async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> None:
+async def _insert(
+    conn: Conn, instances: list[tuple[Any, dict[str, Any]]], versions: dict[Any, int]
+) -> None:
     """Instances their series does not have yet (by SOPInstanceUID; the first of a UID
-    given twice), each with its slice key. Keys depend on the series' slice direction,
-    which only a new lowest UID of another orientation, or a slice without a position,
-    changes: then the series' other keys are written again; otherwise only the new rows
-    are written (ranks moved every slice after the first new one, at each extension)."""
+    given twice), each with its slice key, and each series' row at its new version
+    (`versions`, by file id) with its slice direction. Keys depend on the series' slice
+    direction, which only a new lowest UID of another orientation, or a slice without a
+    position, changes: then the series' other keys are written again; otherwise only the
+    new rows are written (ranks moved every slice after the first new one, at each
+    extension)."""
     # By the id's text as PostgreSQL writes it (events carry it as text, read or made).
-    files = list({str(uuid.UUID(str(file_id))) for file_id, _ in instances})
-    # What tells whether the direction stays, not each row's place: a series' rows were
-    # read back whole and keyed again at each extension (O(n) a batch, its jsonb decoded
-    # twice a row), when the direction, and so every key written, almost always stays.
-    known = {
-        r["file_id"]: _Known.of(r)
+    stamped = {_text(f): v for f, v in versions.items()}
+    files = list({_text(file_id) for file_id, _ in instances} | set(stamped))
+    # The direction as the series' row keeps it; read from the slices only where the row
+    # does not vouch for it. (Each extension read every slice's UID and orientation:
+    # O(n) a batch, ~2 ms of a page's 7-11 at 2,000 slices, loaded, for a direction that
+    # almost always stays.)
+    before: dict[str, _Direction] = {
+        r["file_id"]: _Direction.of_row(r)
+        for r in await conn.fetch(
+            """SELECT file_id::text AS file_id, slice_lowest_uid, slice_normal
+               FROM dicom.series
+               WHERE file_id = ANY($1::uuid[]) AND slice_version = version""",
+            files,
+        )
+    }
+    had: dict[str, set[str]] = {f: set() for f in files}
+    unknown = [f for f in files if f not in before]
+    if unknown:
         for r in await conn.fetch(
             """SELECT file_id::text AS file_id, array_agg(sop_uid) AS uids,
                       array_agg(facts->>'orientation') AS orientations,
@@ -271,16 +311,35 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
                                AND jsonb_typeof(facts->'orientation') = 'array') AS placed,
                       bool_or(slice_key IS NULL) AS unkeyed
                FROM dicom.instances WHERE file_id = ANY($1::uuid[]) GROUP BY file_id""",
-            files,
-        )
-    }
+            unknown,
+        ):
+            before[r["file_id"]] = _Direction.of_slices(r)
+            had[r["file_id"]] = set(r["uids"])
+    kept = set(files).difference(unknown)
+    if kept:
+        # Which of the given UIDs the series has: by its key, the given ones only.
+        given = [(f, i["sop_uid"]) for f, i in instances if _text(f) in kept]
+        for r in await conn.fetch(
+            """SELECT i.file_id::text AS file_id, i.sop_uid
+               FROM dicom.instances i JOIN unnest($1::uuid[], $2::text[]) AS x(f, u)
+                    ON i.file_id = x.f AND i.sop_uid = x.u""",
+            [f for f, _ in given],
+            [u for _, u in given],
+        ):
+            had[r["file_id"]].add(r["sop_uid"])
     new: dict[str, dict[str, tuple[_Placed, dict[str, Any]]]] = {f: {} for f in files}
-    for given, i in instances:
-        file_id = str(uuid.UUID(str(given)))
-        had = known.get(file_id)
-        if (had is None or i["sop_uid"] not in had.uids) and i["sop_uid"] not in new[file_id]:
+    for given_id, i in instances:
+        file_id = _text(given_id)
+        if i["sop_uid"] not in had[file_id] and i["sop_uid"] not in new[file_id]:
             new[file_id][i["sop_uid"]] = (_Placed.of_facts(i["sop_uid"], i["facts"]), i)
-    again = [f for f in files if f in known and not known[f].stays(new[f])]
+    after = {f: before.get(f, _EMPTY).joined([p for p, _ in new[f].values()]) for f in files}
+    again = [
+        f
+        for f in files
+        if f in before
+        and before[f].lowest is not None
+        and (before[f].unkeyed or before[f].normal != after[f].normal)
+    ]
     placed_again: dict[str, dict[str, tuple[_Placed, bytes | None]]] = {f: {} for f in again}
     if again:
         for r in await conn.fetch(
@@ -296,10 +355,10 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
     for file_id in files:
         old = placed_again.get(file_id, {})
         news = [p for p, _ in new[file_id].values()]
-        if file_id in placed_again:
-            normal = domain.slice_normal([p for p, _ in old.values()] + news)
-        else:
-            normal = known[file_id].normal if file_id in known else domain.slice_normal(news)
+        if old:
+            # The whole series read: its direction as `order` takes it, not as kept.
+            after[file_id] = _Direction.of_placed([p for p, _ in old.values()] + news)
+        normal = after[file_id].normal
         for sop_uid, (p, key) in old.items():
             if (now := domain.slice_key(p, normal)) != key:
                 rekeyed.append((file_id, sop_uid, now))
@@ -325,54 +384,75 @@ async def _insert(conn: Conn, instances: list[tuple[str, dict[str, Any]]]) -> No
             [i.get("object_id") for _, _, i in added],
             [i.get("object_position") for _, _, i in added],
         )
+    rows = [(f, stamped[f], after[f]) for f in files if f in stamped]
+    await conn.execute(
+        """UPDATE dicom.series s
+           SET version = x.version, slice_version = x.version, slice_lowest_uid = x.lowest,
+               slice_normal = CASE WHEN x.nx IS NOT NULL THEN ARRAY[x.nx, x.ny, x.nz] END
+           FROM unnest($1::uuid[], $2::int[], $3::text[], $4::float8[], $5::float8[],
+                       $6::float8[]) AS x(file_id, version, lowest, nx, ny, nz)
+           WHERE s.file_id = x.file_id""",
+        [f for f, _, _ in rows],
+        [v for _, v, _ in rows],
+        [d.lowest for _, _, d in rows],
+        *([d.normal[n] if d.normal else None for _, _, d in rows] for n in range(3)),
+    )
+
+
+def _text(file_id: Any) -> str:
+    return str(uuid.UUID(str(file_id)))
 
 
 @dataclass(frozen=True, slots=True)
-class _Known:
-    """What `_insert` reads of a series' rows first: their UIDs, and of its direction
-    (`domain.slice_normal`'s) what tells whether new instances keep it."""
+class _Direction:
+    """A series' slice direction (`domain.slice_normal`'s) and what a new slice would
+    change it by: its lowest UID (None: no slices), and that slice's normal when every
+    slice is placed (None: by InstanceNumber). `unkeyed`: a row of it has no key yet."""
 
-    uids: frozenset[str]
-    lowest: str
-    orientation: str | None
-    placed: bool
-    unkeyed: bool
+    lowest: str | None
+    normal: tuple[float, float, float] | None
+    unkeyed: bool = False
 
     @staticmethod
-    def of(row: Any) -> _Known:
+    def of_row(row: Any) -> _Direction:
+        normal = row["slice_normal"]
+        return _Direction(row["slice_lowest_uid"], tuple(normal) if normal else None)
+
+    @staticmethod
+    def of_slices(row: Any) -> _Direction:
+        """Of the aggregate of a series' rows: their UIDs, orientations, whether all are
+        placed and all keyed."""
         uids = row["uids"]
         lowest = min(uids, key=domain.uid_order)
-        return _Known(
-            frozenset(uids),
-            lowest,
-            row["orientations"][uids.index(lowest)],
-            row["placed"],
-            row["unkeyed"],
-        )
+        orientation = row["orientations"][uids.index(lowest)]
+        normal = domain.normal_of(orjson.loads(orientation)) if row["placed"] else None
+        return _Direction(lowest, normal, row["unkeyed"])
 
-    @property
-    def normal(self) -> tuple[float, float, float] | None:
-        if not self.placed or self.orientation is None:
-            return None
-        return domain.normal_of(orjson.loads(self.orientation))
+    @staticmethod
+    def of_placed(members: Sequence[domain.Placed]) -> _Direction:
+        lowest = min(members, key=lambda p: domain.uid_order(p.sop_uid)) if members else None
+        return _Direction(lowest.sop_uid if lowest else None, domain.slice_normal(members))
 
-    def stays(self, new: dict[str, tuple[_Placed, dict[str, Any]]]) -> bool:
-        """The direction is the same with these new instances as without, and every row
-        is keyed: the keys written stay as they are."""
-        if self.unkeyed:
-            return False
-        if not new or not self.placed:
-            # By InstanceNumber (a known slice lacks a position or orientation): it stays.
-            return True
-        news = [p for p, _ in new.values()]
-        if not all(p.position is not None and p.orientation is not None for p in news):
-            return False
+    def joined(self, news: Sequence[domain.Placed]) -> _Direction:
+        """With these new slices (UIDs it does not have), as `domain.slice_normal` of all
+        its slices would give it (ties between UIDs equal as numbers keep the first)."""
+        if not news:
+            return self
+        if self.lowest is None:
+            return _Direction.of_placed(news)
         lowest = min(news, key=lambda p: domain.uid_order(p.sop_uid))
-        if domain.uid_order(lowest.sop_uid) >= domain.uid_order(self.lowest):
-            return True
-        # A new lowest UID: the same direction only if its orientation gives the same one.
-        assert lowest.orientation is not None
-        return domain.normal_of(lowest.orientation) == self.normal
+        lower = domain.uid_order(lowest.sop_uid) < domain.uid_order(self.lowest)
+        normal = self.normal
+        if normal is not None:
+            if not all(p.position is not None and p.orientation is not None for p in news):
+                normal = None
+            elif lower:
+                assert lowest.orientation is not None
+                normal = domain.normal_of(lowest.orientation)
+        return _Direction(lowest.sop_uid if lower else self.lowest, normal, self.unkeyed)
+
+
+_EMPTY = _Direction(None, None)
 
 
 @series.on(dicom_events.ImportEntryDescribed)
@@ -423,13 +503,11 @@ class _Placed:
 async def instances_added(
     conn: Conn, events: Sequence[Received[dicom_events.SeriesInstancesAdded]]
 ) -> None:
-    await _insert(conn, [(e.data["file_id"], i) for e in events for i in e.data["instances"]])
-    last = {e.data["file_id"]: e.stream_version for e in events}
-    await conn.execute(
-        """UPDATE dicom.series s SET version = x.version
-           FROM unnest($1::uuid[], $2::int[]) AS x(file_id, version) WHERE s.file_id = x.file_id""",
-        list(last),
-        list(last.values()),
+    # The series' version follows its last page (the next write's check).
+    await _insert(
+        conn,
+        [(e.data["file_id"], i) for e in events for i in e.data["instances"]],
+        {e.data["file_id"]: e.stream_version for e in events},
     )
 
 
@@ -554,7 +632,10 @@ async def series_restored(
 @series.on(dicom_events.SeriesMoved)
 async def series_moved(conn: Conn, events: Sequence[Received[dicom_events.SeriesMoved]]) -> None:
     await conn.executemany(
-        "UPDATE dicom.series SET folder_id = $2, version = $3 WHERE file_id = $1",
+        """UPDATE dicom.series
+           SET folder_id = $2, version = $3::int,
+               slice_version = CASE WHEN slice_version = version THEN $3::int END
+           WHERE file_id = $1""",
         [(e.data["file_id"], e.data["to_folder_id"], e.stream_version) for e in events],
     )
 

@@ -5,6 +5,7 @@ jobs' streams, so of any partitions)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -41,9 +42,13 @@ async def dicom_db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
 
 
-def consumer(pool: asyncpg.Pool, blobs: LocalBlobStore) -> Consumer:
-    handlers = Dicom(cast(Any, SimpleNamespace(pool=pool, store=EventStore("dicom"))), blobs)
-    bound = Dicom.reactions.bound(handlers)
+def handlers_of(pool: asyncpg.Pool, blobs: LocalBlobStore) -> Dicom:
+    parts = SimpleNamespace(pool=pool, store=EventStore("dicom"), inbox=Inbox("dicom", "dicom"))
+    return Dicom(cast(Any, parts), blobs)
+
+
+def consumer(pool: asyncpg.Pool, blobs: LocalBlobStore, handlers: Dicom | None = None) -> Consumer:
+    bound = Dicom.reactions.bound(handlers or handlers_of(pool, blobs))
     return Consumer(
         pool=pool,
         inbox=Inbox("dicom", "dicom"),
@@ -253,3 +258,107 @@ async def test_a_moved_series_file_replaced_in_a_batch_with_an_upload_into_its_f
     )
     assert shrunk["data"]["instance_count"] == 1
     assert shrunk["cause"] == str(changed.event_id)
+
+
+async def remembered(pool: asyncpg.Pool) -> dict[str, list[tuple[uuid.UUID, int]]]:
+    return {
+        table: [tuple(r) for r in await pool.fetch(f"SELECT * FROM dicom.{table} ORDER BY 2")]
+        for table in ("objects_gone_first", "objects_newest_copy")
+    }
+
+
+async def test_what_refuses_no_copy_any_more_is_forgotten_and_what_may_is_kept(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A gone or a newest copy refuses copies of its object stored before it (ingest's
+    positions). Once every ingest event below it is handled here, and no dead-lettered
+    copy below it may be replayed, none can come: its row goes. One a copy may still
+    come under is kept, and refuses it when it comes."""
+    blobs = LocalBlobStore(tmp_path)
+    slices = ct_series(4)
+    kept, went, dead = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    dicom = handlers_of(dicom_db, blobs)
+    run = consumer(dicom_db, blobs, dicom)
+    await run._apply([(await stored(blobs, kept, slices[0], 1))[1]])
+    # Gone at 3, delivered before the copy stored at 2: ingest's events are handled up
+    # to 1, so the copy may still come, and the gone is kept; the copy at 1 refuses none.
+    late_job, late = await stored(blobs, went, slices[1], 2)
+    await run._apply([gone(went, 3)])
+    assert await dicom.forget_passed_objects() == 1
+    assert await remembered(dicom_db) == {
+        "objects_gone_first": [(went, 3)],
+        "objects_newest_copy": [],
+    }
+    await run._apply([late])
+    (refused,) = (await settled(dicom_db, late_job)).rejected
+    assert refused.code == "object_gone"
+    # Handled up to 3: no copy before either row can come; one delivered again is
+    # dropped by the inbox, as before.
+    assert await dicom.forget_passed_objects() == 2
+    assert await remembered(dicom_db) == {"objects_gone_first": [], "objects_newest_copy": []}
+    before = await types(dicom_db)
+    await run._apply([late])
+    assert await types(dicom_db) == before
+    assert await dicom_db.fetchval("SELECT count(*) FROM dicom.instances") == 1
+    # A copy stored at 4 was dead-lettered (handled, for the watermark), its object gone
+    # at 5: that gone is kept while the copy may be replayed, and refuses it then.
+    dead_job, copy = await stored(blobs, dead, slices[2], 4)
+    async with dicom_db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO dicom.dead_letters (id, consumer, topic, event_id, type, source,
+                   position, envelope, error, tries, first_failed_at, last_failed_at)
+               VALUES ($1, 'dicom', 'files.ingest', $2, $3, 'ingest', 4, $4, 'test', 3,
+                       now(), now())""",
+            uuid.uuid4(),
+            copy.event_id,
+            copy.type,
+            copy.model_dump(mode="json"),
+        )
+        await run.inbox.admit(conn, [copy])
+        await run.inbox.advance(conn, {"ingest"})
+    # Another object's gone above it does not wait for it.
+    await run._apply([gone(dead, 5), gone(uuid.uuid4(), 6)])
+    assert await dicom.forget_passed_objects() == 1
+    assert await remembered(dicom_db) == {
+        "objects_gone_first": [(dead, 5)],
+        "objects_newest_copy": [],
+    }
+    await dicom_db.execute("UPDATE dicom.dead_letters SET status = 'replay_requested'")
+    assert await run.replay_requested() == 1
+    (refused,) = (await settled(dicom_db, dead_job)).rejected
+    assert refused.code == "object_gone"
+    # Replayed: nothing below the gone can come now.
+    assert await dicom.forget_passed_objects() == 2
+    assert await remembered(dicom_db) == {"objects_gone_first": [], "objects_newest_copy": []}
+    # A later copy of an object whose rows went is taken as ever.
+    back_job, back = await stored(blobs, went, slices[3], 7)
+    await run._apply([back])
+    assert len((await settled(dicom_db, back_job)).accepted) == 1
+
+
+async def test_two_replicas_forget_side_by_side_each_row_once(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    await dicom_db.execute(
+        """INSERT INTO dicom.watermarks (consumer, source, position)
+           VALUES ('dicom', 'ingest', 5000);
+           INSERT INTO dicom.objects_gone_first
+           SELECT gen_random_uuid(), n FROM generate_series(1, 3000) AS n;
+           INSERT INTO dicom.objects_newest_copy
+           SELECT gen_random_uuid(), n FROM generate_series(4000, 6000) AS n"""
+    )
+    one, two = (
+        handlers_of(dicom_db, LocalBlobStore(tmp_path)),
+        handlers_of(dicom_db, LocalBlobStore(tmp_path)),
+    )
+
+    async def drain(dicom: Dicom) -> int:
+        total = 0
+        while gone := await dicom.forget_passed_objects(limit=100):
+            total += gone
+        return total
+
+    assert sum(await asyncio.gather(drain(one), drain(two))) == 3000 + 1002
+    # Newest copies above the watermark + 1 stay: a copy before them may still come.
+    assert await dicom_db.fetchval("SELECT min(position) FROM dicom.objects_newest_copy") == 5002
+    assert await dicom_db.fetchval("SELECT count(*) FROM dicom.objects_gone_first") == 0

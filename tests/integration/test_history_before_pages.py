@@ -5,6 +5,7 @@ read models' tables have fixed names)."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,7 +15,8 @@ import asyncpg
 import pytest
 
 from services.catalog.projections import tree
-from services.dicom.projections import series
+from services.dicom.domain import order, slice_key, slice_normal, uid_order
+from services.dicom.projections import instance_of, series
 from services.ingest.collector.projections import blob_refs
 from services.ingest.jobs.projections import counts as job_counts
 from services.ingest.jobs.projections import jobs
@@ -386,3 +388,149 @@ async def test_a_series_keeps_its_keys_until_a_page_turns_its_slice_direction(
     assert all(turned[1][k] != v for k, v in between[1].items())
     # A slice without a position: all by InstanceNumber.
     assert by_number[0] == ["1.2.1", "1.2.3", "1.2.5", "1.2.6", "1.2.7"]
+
+
+def page(file_id: uuid.UUID, version: int, slices: list[dict[str, Any]]) -> Envelope:
+    stream = f"dicom-series-{file_id}"
+    data = {"series_uid": "1.2", "file_id": str(file_id), "instances": slices}
+    return event("dicom.SeriesInstancesAdded", stream, version, data)
+
+
+async def direction(pool: asyncpg.Pool) -> tuple[Any, ...]:
+    row = await pool.fetchrow(
+        "SELECT slice_lowest_uid, slice_normal, slice_version, version FROM dicom.series"
+    )
+    assert row is not None
+    return tuple(row)
+
+
+async def test_a_series_row_keeps_its_slice_direction_for_the_next_extension(
+    isolated: asyncpg.Pool,
+) -> None:
+    """An extension reads the direction its keys depend on from the series' row, not
+    from every slice; a row that does not vouch for it (written by the version before,
+    which did not keep it, or since by a replica of it) has it read from its slices."""
+    file_id, folder = uuid.uuid4(), uuid.uuid4()
+    stream = f"dicom-series-{file_id}"
+    ordered = "SELECT sop_uid FROM dicom.instances ORDER BY slice_key"
+
+    async def apply(*events: Envelope) -> None:
+        async with isolated.acquire() as conn, conn.transaction():
+            await series.apply(conn, list(events))
+
+    await apply(
+        event("dicom.SeriesAssembled", stream, 1, series_facts(file_id, folder)),
+        page(file_id, 2, [instance(6, 10), instance(5, 30)]),
+    )
+    assert await direction(isolated) == ("1.2.5", [0.0, 0.0, 1.0], 2, 2)
+    # Moved to another folder: its slices, and so its direction, stay.
+    moved = {"series_uid": "1.2", "file_id": str(file_id), "from_folder_id": str(folder)}
+    await apply(event("dicom.SeriesMoved", stream, 3, moved | {"to_folder_id": str(folder)}))
+    assert await direction(isolated) == ("1.2.5", [0.0, 0.0, 1.0], 3, 3)
+    # A row of the version before: computed once from the slices, and kept.
+    await isolated.execute("UPDATE dicom.series SET slice_lowest_uid = NULL, slice_version = NULL")
+    await apply(page(file_id, 4, [instance(7, 20)]))
+    assert await direction(isolated) == ("1.2.5", [0.0, 0.0, 1.0], 4, 4)
+    # Delivered again: nothing changes.
+    written = "SELECT sop_uid, xmin::text FROM dicom.instances"
+    before = dict(await isolated.fetch(written))
+    await apply(page(file_id, 4, [instance(7, 20)]))
+    assert dict(await isolated.fetch(written)) == before
+    assert await direction(isolated) == ("1.2.5", [0.0, 0.0, 1.0], 4, 4)
+    # A replica of the version before adds a lower UID of another orientation: it keys
+    # every slice along y and moves the version on, not the direction.
+    coronal = instance(1, 0.0)
+    coronal["facts"] |= {"position": [0.0, -5.0, 0.0], "orientation": [1.0, 0, 0, 0, 0, -1.0]}
+    known = [instance(n, z) for n, z in ((5, 30), (6, 10), (7, 20))] + [coronal]
+    normal = (0.0, 1.0, 0.0)
+    await isolated.execute(
+        """INSERT INTO dicom.instances (file_id, slice_key, sop_uid, name, blob_key, sha256,
+                                        size, facts)
+           VALUES ($1, $2, '1.2.1', 'c', 'c', 'c', 1, $3)""",
+        file_id,
+        slice_key(instance_of(coronal["facts"]), normal),
+        coronal["facts"],
+    )
+    for i in known:
+        await isolated.execute(
+            "UPDATE dicom.instances SET slice_key = $2 WHERE sop_uid = $1",
+            i["sop_uid"],
+            slice_key(instance_of(i["facts"]), normal),
+        )
+    await isolated.execute("UPDATE dicom.series SET version = 5")
+    # Kept along z, the new slice would go first (z = -20); along y it ties the others
+    # (y = 0) and goes by InstanceNumber.
+    await apply(page(file_id, 6, [instance(8, -20)]))
+    rows = [r[0] for r in await isolated.fetch(ordered)]
+    assert rows == ["1.2.1", "1.2.5", "1.2.6", "1.2.7", "1.2.8"]
+    assert await direction(isolated) == ("1.2.1", [0.0, 1.0, 0.0], 6, 6)
+
+
+async def test_a_series_paged_in_any_order_is_keyed_as_the_domain_orders_it(
+    isolated: asyncpg.Pool,
+) -> None:
+    """Pages of slices of two orientations, some without a position, each page applied
+    on its own (some twice, some after a replica of the version before wrote the row):
+    after each, the keys sort as `order` sorts the slices so far and the row keeps their
+    direction; replayed at once, the same rows."""
+    rng = random.Random(7)
+    axial, sagittal = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
+    for _ in range(25):
+        file_id, folder = uuid.uuid4(), uuid.uuid4()
+        stream = f"dicom-series-{file_id}"
+        slices = []
+        for n in rng.sample(range(1, 200), rng.randint(2, 14)):
+            s = instance(n, rng.choice([-3.0, 0.0, 2.5, 10.0, 10.0]))
+            s["facts"]["position"] = [rng.choice([0.0, 4.0]), 0.0, s["facts"]["position"][2]]
+            s["facts"]["orientation"] = rng.choice([axial] * 4 + [sagittal])
+            if rng.random() < 0.06:
+                s["facts"]["position"] = None
+            slices.append(s)
+        history = [event("dicom.SeriesAssembled", stream, 1, series_facts(file_id, folder))]
+        while slices:
+            taken, slices = slices[: rng.randint(1, 4)], slices[rng.randint(1, 4) :]
+            history.append(page(file_id, len(history) + 1, taken))
+        so_far: dict[str, Any] = {}
+        for n, e in enumerate(history):
+            if rng.random() < 0.2:
+                await isolated.execute(
+                    "UPDATE dicom.series SET slice_version = NULL WHERE file_id = $1", file_id
+                )
+            for _ in range(2 if rng.random() < 0.2 else 1):
+                async with isolated.acquire() as conn, conn.transaction():
+                    await series.apply(conn, [e])
+            for s in e.data.get("instances", []):
+                so_far.setdefault(s["sop_uid"], instance_of(s["facts"]))
+            if n == 0:
+                continue
+            keyed = await isolated.fetch(
+                "SELECT sop_uid FROM dicom.instances WHERE file_id = $1 ORDER BY slice_key",
+                file_id,
+            )
+            assert [r[0] for r in keyed] == [i.sop_uid for i in order(so_far.values())]
+            row = await isolated.fetchrow("SELECT * FROM dicom.series WHERE file_id = $1", file_id)
+            lowest = min(so_far, key=uid_order)
+            normal = slice_normal(list(so_far.values()))
+            assert (row["slice_lowest_uid"], row["slice_normal"], row["slice_version"]) == (
+                lowest,
+                list(normal) if normal else None,
+                row["version"],
+            )
+        live = await isolated.fetch(
+            "SELECT sop_uid, slice_key FROM dicom.instances WHERE file_id = $1 ORDER BY 1",
+            file_id,
+        )
+        live_row = await isolated.fetchrow("SELECT * FROM dicom.series WHERE file_id = $1", file_id)
+        async with isolated.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM dicom.instances WHERE file_id = $1", file_id)
+            await conn.execute("DELETE FROM dicom.series WHERE file_id = $1", file_id)
+            await series.apply(conn, history)
+        replayed = await isolated.fetch(
+            "SELECT sop_uid, slice_key FROM dicom.instances WHERE file_id = $1 ORDER BY 1",
+            file_id,
+        )
+        assert replayed == live
+        assert (
+            await isolated.fetchrow("SELECT * FROM dicom.series WHERE file_id = $1", file_id)
+            == live_row
+        )

@@ -38,9 +38,11 @@ from services.dicom.domain import (
     order,
     slice_key,
     slice_normal,
+    uid_order,
     without,
 )
 from services.dicom.handlers import Dicom, Part
+from services.dicom.projections import _EMPTY as _EMPTY_DIRECTION
 from services.dicom.reader import read_instance
 from shared.contracts import dicom as ev
 from shared.contracts.envelope import Cause, new_envelope
@@ -900,3 +902,24 @@ def test_a_batchs_pages_are_built_as_their_events_dump_them() -> None:
         dumped = event.model_validate(data).model_dump(mode="json")
         assert data == dumped  # JSON's types (ids as text, lists), as consumers read them
         assert orjson.dumps(data) == orjson.dumps(dumped)  # the same bytes, keys in order
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_member, min_size=1, max_size=6), min_size=1, max_size=5))
+def test_a_direction_kept_batch_by_batch_is_the_one_of_all_its_slices(
+    batches: list[list[Instance]],
+) -> None:
+    """The read model keeps a series' direction on its row and joins each extension's
+    new slices to it, not reading the series' slices: batch after batch it must be
+    `slice_normal` of all of them (and its lowest UID), through turns and slices
+    without a position or an orientation."""
+    kept, seen = _EMPTY_DIRECTION, {}
+    for batch in batches:
+        news = {}
+        for i in batch:
+            if i.sop_uid not in seen:
+                news.setdefault(i.sop_uid, i)
+        kept = kept.joined(list(news.values()))
+        seen |= news
+        assert kept.normal == slice_normal(list(seen.values()))
+        assert kept.lowest == min(seen, key=uid_order)
