@@ -33,7 +33,14 @@ from files_client.api import Dataset, File, Folder, Integration, Job, safe_name,
 from files_client.client import Client
 from files_client.errors import Conflict, FilesError, Forbidden, Invalid, NotFound
 from files_client.models import AuditEvent, Collaborator, DatasetCollaborator, TrashItem, User
-from files_client.transfer import PARTS_FROM, Journal, LocalFile, Refusal, sha256_of
+from files_client.transfer import (
+    PARTS_FROM,
+    Journal,
+    LocalFile,
+    Refusal,
+    local_tree,
+    sha256_of,
+)
 
 SyncFolder = Folder[Sync]
 SyncFile = File[Sync]
@@ -328,14 +335,7 @@ def _local_files(paths: list[str]) -> list[tuple[list[str], LocalFile]]:
     for given in paths:
         p = Path(given)
         if p.is_dir():
-            base = p.resolve().name
-            for root, dirs, names in os.walk(p, followlinks=False):
-                dirs.sort()
-                rel = Path(root).relative_to(p).parts
-                for name in sorted(names):
-                    full = Path(root) / name
-                    if full.is_file():
-                        out.append(([base, *rel], LocalFile.at(full)))
+            out += local_tree(p)
         elif p.is_file():
             out.append(([], LocalFile.at(p)))
         elif p.exists():
