@@ -990,6 +990,8 @@ def test_the_trash_takes_the_paths_items_had(env: dict[str, str], tmp_path: Path
     ok(env, "rm", top)
     assert ok(env, "trash", "restore", top) == "restored 2 folder(s) and 1 file(s)\n"
     assert [i["name"] for i in json_lines(ok(env, "ls", f"{top}/src", "--json"))] == ["a.png"]
+    [row] = ok(env, "ls", top).splitlines()[1:]
+    assert row.split()[1:4] == ["folder", "1", "item"], row  # not "1 items"
     # Two deleted from one path: which one is for the user to say, by the ids given.
     ok(env, "upload", str(tmp_path / "b.png"), "--to", f"{top}/src")
     ok(env, "rm", f"{top}/src/b.png")

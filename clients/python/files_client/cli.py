@@ -826,7 +826,7 @@ def ls(args: argparse.Namespace) -> int:
                 _json_line(item)
                 continue
             if isinstance(item, Folder):
-                count = f"{item.folder_count + item.file_count} items"
+                count = _count(item.folder_count + item.file_count, "item")
                 rows.append([item.id, "folder", count, _when(item.created_at), item.name + "/"])
             else:
                 rows.append(
