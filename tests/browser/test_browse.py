@@ -4,6 +4,7 @@ deep links per folder and file, keyboard navigation."""
 from __future__ import annotations
 
 import httpx
+from files_client.cli import _size
 from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import make_folder, unique, upload
@@ -230,3 +231,17 @@ def test_the_open_folder_shows_its_subfolders_in_the_tree(
     opened.locator(".twisty").first.click()
     expect(opened).to_have_attribute("aria-expanded", "false")
     expect(tree.get_by_role("treeitem", name=kid["name"])).to_have_count(0)
+
+
+def test_sizes_read_as_the_files_command_writes_them(signed_in: Page, api: httpx.Client) -> None:
+    """Sizes are decimal, as `files ls` prints them: before, the app divided by 1,024 and
+    still wrote "KB" and "MB", so a file of 2,000,000 bytes was 1.9 MB here and 2.0 MB
+    there."""
+    page = signed_in
+    folder = make_folder(api, unique("sizes"))
+    upload(api, folder["id"], ("two.txt", text("x" * 1_999_999 + "\n")))
+    assert _size(2_000_000) == "2.0 MB"
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    expect(page.get_by_role("row", name="two.txt")).to_contain_text("2.0 MB")
+    expect(page.get_by_role("complementary", name="Details")).to_contain_text("2.0 MB")

@@ -128,7 +128,17 @@ def test_add_to_dataset_existing_and_a_new_synced_one(signed_in: Page, api: http
     linked = api.get(f"/v1/datasets/{existing['id']}/files").json()["items"]
     assert sorted(f["id"] for f in linked) == sorted(f["id"] for f in files)
 
+    # A name a dataset has already: said, and no second one of that name made.
     dialog.get_by_role("tab", name="+New dataset").click()
+    dialog.get_by_label("Name").fill(existing["name"])
+    dialog.get_by_role("button", name="Add to new dataset").click()
+    expect(dialog.get_by_role("alert")).to_have_text(
+        f"A dataset named {existing['name']} exists already: add to it in the Datasets tab,"
+        " or give another name."
+    )
+    listed = api.get("/v1/datasets", params={"limit": 1000}).json()["items"]
+    assert [d["name"] for d in listed].count(existing["name"]) == 1
+
     name = unique("fresh")
     dialog.get_by_label("Name").fill(name)
     dialog.get_by_label("Description").fill("follows the folder")

@@ -4,12 +4,15 @@ cookie-authenticated writes need the app's CSRF header and our own origin."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 from playwright.sync_api import Page, expect
 
 from shared.kit.stack import Stack
-from tests.browser.conftest import sign_in, unique
+from tests.browser.conftest import items, make_folder, sign_in, unique
 from tests.conftest import ADMIN_KEY
+from tests.e2e.support import png
 
 
 def _cookie(page: Page) -> dict:
@@ -125,3 +128,64 @@ def test_revoking_the_key_ends_its_sessions_and_the_audit_keeps_no_secret(
     assert ended and ended[0]["data"]["reason"] == "key_revoked"
     assert all("token_hash" not in e["data"] for e in audit)
     assert jar["files_session"] not in str(audit)
+
+
+def test_a_session_that_ends_mid_upload_keeps_the_page_and_the_rest_is_sent_after(
+    signed_in: Page, api: httpx.Client, platform: Stack, tmp_path: Path
+) -> None:
+    """The session ends while the app is open (signed out in another tab, expired, its key
+    revoked): a sign-in dialog over the page, which stays as it was. Before, the whole
+    app gave way to the sign-in page, and with it the upload's list of what was sent."""
+    page = signed_in
+    folder = make_folder(api, unique("ended"))
+    chosen = []
+    for i in range(3):
+        chosen.append(tmp_path / f"f{i}.png")
+        chosen[-1].write_bytes(png(5 + i, 5))
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="Upload files").click()
+    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog.get_by_label("Files", exact=True).set_input_files(chosen)
+    with httpx.Client(base_url=platform.gateway_url) as client:
+        ended = client.delete(
+            "/v1/sessions",
+            cookies={"files_session": _cookie(page)["value"]},
+            headers={"X-Files-CSRF": "1"},
+        )
+        assert ended.status_code == 204, ended.text
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+
+    again = page.get_by_role("dialog", name="Your session has ended")
+    expect(again.get_by_label("API key")).to_be_focused()
+    listed = dialog.get_by_role("list", name="Files to upload")
+    for f in chosen:
+        expect(listed.get_by_role("listitem", name=f.name)).to_contain_text(
+            "Not sent: the session ended"
+        )
+    assert items(api, folder["id"]) == []
+    page.keyboard.press("Escape")  # not a way out that would lose the page
+    expect(again).to_be_visible()
+    again.get_by_label("API key").fill("files_not_a_real_key")
+    again.get_by_role("button", name="Sign in").click()
+    expect(again.get_by_role("alert")).to_contain_text("unknown or revoked")
+    again.get_by_label("API key").fill(ADMIN_KEY)
+    again.get_by_role("button", name="Sign in").click()
+    expect(again).to_be_hidden()
+
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+    for f in chosen:
+        expect(listed.get_by_role("listitem", name=f.name)).to_contain_text("Uploaded")
+    assert sorted(i["name"] for i in items(api, folder["id"])) == ["f0.png", "f1.png", "f2.png"]
+
+    # "Leave" gives the page up for the sign-in page.
+    with httpx.Client(base_url=platform.gateway_url) as client:
+        client.delete(
+            "/v1/sessions",
+            cookies={"files_session": _cookie(page)["value"]},
+            headers={"X-Files-CSRF": "1"},
+        )
+    dialog.get_by_role("button", name="Close").first.click()
+    page.get_by_role("link", name="Trash").click()
+    again.get_by_role("button", name="Leave").click()
+    expect(page.get_by_role("heading", name="Files", level=1)).to_be_visible()
+    expect(page).to_have_url("/")

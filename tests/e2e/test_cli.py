@@ -971,3 +971,55 @@ def test_a_group_or_sequence_uploaded_again_is_not_made_twice(
     # Asked for: one more.
     ok(env, "upload", str(imgs), "--to", top, "--group", "cats", "--duplicates")
     assert sorted(groups()) == [("cats", "image_group")] * 2 + [("walk", "image_sequence")]
+
+
+def test_the_trash_takes_the_paths_items_had(env: dict[str, str], tmp_path: Path) -> None:
+    """A person deletes `top/src/a.png` and restores `top/src/a.png`: the trash's ids are
+    not what they typed (before, a path was "not in the trash", which it was)."""
+    (tmp_path / "a.png").write_bytes(png(3, 3))
+    (tmp_path / "b.png").write_bytes(png(4, 3))
+    top = unique("bin")
+    ok(env, "upload", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--to", f"{top}/src")
+    ok(env, "rm", f"{top}/src/a.png", f"{top}/src/b.png")
+    assert "restored 0 folder(s) and 1 file(s)" in ok(env, "trash", "restore", f"{top}/src/a.png")
+    assert [i["name"] for i in json_lines(ok(env, "ls", f"{top}/src", "--json"))] == ["a.png"]
+    assert "purged 0 folder(s) and 1 file(s)" in ok(env, "trash", "purge", f"{top}/src/b.png")
+    # A folder, by its path; a top-level one by its name.
+    ok(env, "rm", f"{top}/src")
+    assert ok(env, "trash", "restore", f"{top}/src") == "restored 1 folder(s) and 1 file(s)\n"
+    ok(env, "rm", top)
+    assert ok(env, "trash", "restore", top) == "restored 2 folder(s) and 1 file(s)\n"
+    assert [i["name"] for i in json_lines(ok(env, "ls", f"{top}/src", "--json"))] == ["a.png"]
+    [row] = ok(env, "ls", top).splitlines()[1:]
+    assert row.split()[1:4] == ["folder", "1", "item"], row  # not "1 items"
+    # Two deleted from one path: which one is for the user to say, by the ids given.
+    ok(env, "upload", str(tmp_path / "b.png"), "--to", f"{top}/src")
+    ok(env, "rm", f"{top}/src/b.png")
+    ok(env, "upload", str(tmp_path / "b.png"), "--to", f"{top}/src", "--duplicates")
+    ok(env, "rm", f"{top}/src/b.png")
+    line = fails(env, "trash", "restore", f"{top}/src/b.png", code=2)
+    ids = [i["id"] for i in json_lines(ok(env, "trash", "--json")) if i["name"] == "b.png"]
+    assert line.startswith(f"files trash: {top}/src/b.png: 2 items in the trash had that path")
+    assert all(i in line for i in ids), (line, ids)
+    assert fails(env, "trash", "restore", f"{top}/src/c.png", code=2) == (
+        f"files trash: {top}/src/c.png: not in the trash"
+    )
+
+
+def test_a_dataset_name_is_made_once_and_two_of_a_name_are_named_by_id(
+    env: dict[str, str], platform: Stack
+) -> None:
+    """`files datasets create NAME` run again (a script run twice) made a second dataset
+    of that name, after which every `files datasets ... NAME` failed, naming no id."""
+    name = unique("twice")
+    first = json_lines(ok(env, "datasets", "create", name, "--json"))[0]
+    assert fails(env, "datasets", "create", name) == (
+        f"files datasets: dataset {name} exists already ({first['id']});"
+        " --duplicates makes another of that name"
+    )
+    assert [d["name"] for d in json_lines(ok(env, "datasets", "ls", "--json"))].count(name) == 1
+    second = json_lines(ok(env, "datasets", "create", name, "--duplicates", "--json"))[0]
+    line = fails(env, "datasets", "ls", name, code=2)
+    assert line.startswith(f"files datasets: dataset {name}: 2 datasets have that name: ")
+    assert first["id"] in line and second["id"] in line and line.endswith("give its id")
+    assert ok(env, "datasets", "ls", second["id"]) == ""

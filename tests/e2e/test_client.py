@@ -95,6 +95,28 @@ def test_the_issue_example_works_as_written(
         assert from_env.get_folder(f.id).full_path == top
 
 
+def test_a_local_directory_is_uploaded_as_a_tree_and_again_sends_nothing(
+    client: Client, tmp_path: Path
+) -> None:
+    """`folder.upload_tree("shots")`, as a scripter writes it: before, only a plan of
+    LocalFiles was taken, and a path failed with `KeyError: ''`."""
+    write(tmp_path / "shots" / "a.png", png(3, 3))
+    write(tmp_path / "shots" / "inner" / "b.png", png(4, 3))
+    top = client.create_folder(unique("tree"))
+    report = top.upload_tree(tmp_path / "shots")
+    assert sorted(f.name for f in report.uploaded) == ["a.png", "b.png"]
+    shots = client.get_folder_by_path(f"{top.name}/shots")
+    assert [i.name for i in shots.items()] == ["inner", "a.png"]
+    assert [f.name for f in client.get_folder_by_path(f"{top.name}/shots/inner").files()] == [
+        "b.png"
+    ]
+    again = top.upload_tree(str(tmp_path / "shots"))
+    assert again.uploaded == [] and sorted(f.name for f in again.skipped) == ["a.png", "b.png"]
+    with pytest.raises(FilesError) as refused:
+        top.upload_tree(tmp_path / "shots" / "a.png")
+    assert refused.value.code == "not_a_directory"
+
+
 def test_folders_by_id_and_path_items_filters_changes_moves_and_deletes(
     client: Client, tmp_path: Path
 ) -> None:

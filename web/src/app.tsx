@@ -1,4 +1,4 @@
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useId, useState } from "preact/hooks";
 import { ApiError, call, del, get, onUnauthenticated, type User } from "./api";
 import { FolderTree } from "./tree";
 import { FolderPage } from "./browse";
@@ -9,14 +9,18 @@ import { TrashPage } from "./trash";
 import { DialogHost } from "./dialogs";
 import { navigate, useRoute } from "./router";
 import { session } from "./store";
-import { AllFoldersLink, ErrorText, Notices } from "./ui";
+import { AllFoldersLink, Dialog, ErrorText, Notices } from "./ui";
 
 export function App() {
   const [me, setMe] = useState<User | null | undefined>(undefined);
+  // The session ended while the app was in use (signed out in another tab, expired, its
+  // key revoked): the page stays as it is under a sign-in dialog, so what the person
+  // was doing (an upload's list of what was sent and what was not) is not thrown away.
+  const [ended, setEnded] = useState(false);
   useEffect(() => {
     onUnauthenticated(() => {
-      session.me = null;
-      setMe(null);
+      if (session.me) setEnded(true);
+      else setMe(null);
     });
     call<User>("GET", "/v1/users/me", undefined, { quiet401: true })
       .then((u) => {
@@ -35,21 +39,58 @@ export function App() {
         }}
       />
     );
+  const signedOut = () => {
+    session.me = null;
+    setEnded(false);
+    setMe(null);
+  };
   return (
-    <Shell
-      me={me}
-      onSignedOut={() => {
-        session.me = null;
-        setMe(null);
-      }}
-    />
+    <>
+      <Shell me={me} onSignedOut={signedOut} />
+      {ended && (
+        <SessionEnded
+          onSignedIn={(u) => {
+            // Someone else: nothing of the page before is theirs to see.
+            if (u.id !== me.id) return location.assign("/");
+            setEnded(false);
+          }}
+          onLeave={() => {
+            signedOut();
+            navigate("/", true);
+          }}
+        />
+      )}
+    </>
   );
 }
 
 function SignIn({ onSignedIn }: { onSignedIn: (u: User) => void }) {
+  return (
+    <main class="signin">
+      <KeyForm onSignedIn={onSignedIn} titled />
+    </main>
+  );
+}
+
+function SessionEnded({ onSignedIn, onLeave }: { onSignedIn: (u: User) => void; onLeave: () => void }) {
+  return (
+    <Dialog title="Your session has ended" onClose={onLeave} closable={false} class="session-ended">
+      <p>Sign in again to carry on: this page stays as it was, with what was not done yet (files not uploaded are listed in the upload).</p>
+      <KeyForm onSignedIn={onSignedIn} />
+      <div class="actions">
+        <button type="button" onClick={onLeave}>
+          Leave
+        </button>
+      </div>
+    </Dialog>
+  );
+}
+
+function KeyForm({ onSignedIn, titled = false }: { onSignedIn: (u: User) => void; titled?: boolean }) {
   const [key, setKey] = useState("");
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  const id = useId();
   const submit = async (e: Event) => {
     e.preventDefault();
     setBusy(true);
@@ -65,26 +106,29 @@ function SignIn({ onSignedIn }: { onSignedIn: (u: User) => void }) {
     }
   };
   return (
-    <main class="signin">
-      <form onSubmit={submit} aria-labelledby="signin-title">
-        <h1 id="signin-title">Files</h1>
-        <p>Sign in with your API key. It is exchanged for a session and not kept by the browser.</p>
-        <label for="api-key">API key</label>
-        <input
-          id="api-key"
-          type="password"
-          autoComplete="off"
-          spellcheck={false}
-          value={key}
-          onInput={(e) => setKey((e.target as HTMLInputElement).value)}
-          required
-        />
-        <button type="submit" class="primary" disabled={busy || !key.trim()}>
-          Sign in
-        </button>
-        <ErrorText error={error} />
-      </form>
-    </main>
+    <form onSubmit={submit} aria-labelledby={titled ? "signin-title" : undefined}>
+      {titled && (
+        <>
+          <h1 id="signin-title">Files</h1>
+          <p>Sign in with your API key. It is exchanged for a session and not kept by the browser.</p>
+        </>
+      )}
+      <label for={`${id}-key`}>API key</label>
+      <input
+        id={`${id}-key`}
+        type="password"
+        autoComplete="off"
+        spellcheck={false}
+        autoFocus={!titled}
+        value={key}
+        onInput={(e) => setKey((e.target as HTMLInputElement).value)}
+        required
+      />
+      <button type="submit" class="primary" disabled={busy || !key.trim()}>
+        Sign in
+      </button>
+      <ErrorText error={error} />
+    </form>
   );
 }
 

@@ -411,6 +411,14 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
   };
   const create = async (e: Event) => {
     e.preventDefault();
+    // Two datasets of one name cannot be told apart here, in the Datasets list or by
+    // `files datasets NAME`; and "Add to new dataset" clicked again after a failure
+    // would make a second one.
+    const taken = (datasets ?? []).find((d) => d.name === name.trim());
+    if (taken) {
+      setError(new Error(`A dataset named ${taken.name} exists already: add to it in the Datasets tab, or give another name.`));
+      return;
+    }
     setBusy(true);
     setError(null);
     try {
@@ -425,6 +433,8 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
       props.onClose();
     } catch (err) {
       setError(err);
+      // The dataset may have been made before the failure: it is known by its name now.
+      all("/v1/datasets").then(setDatasets).catch(() => {});
     } finally {
       setBusy(false);
     }

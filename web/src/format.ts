@@ -1,11 +1,13 @@
+// Decimal units (1 KB = 1,000 bytes), as the `files` command prints them: the same file
+// has the same size in both.
 export function bytes(n: number | null | undefined): string {
   if (n === null || n === undefined) return "";
-  if (n < 1024) return `${n} B`;
+  if (n < 1000) return `${n} B`;
   const units = ["KB", "MB", "GB", "TB"];
-  let v = n / 1024;
+  let v = n / 1000;
   let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
+  while (v >= 1000 && i < units.length - 1) {
+    v /= 1000;
     i++;
   }
   return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;

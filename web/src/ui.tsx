@@ -16,6 +16,8 @@ export function Dialog(props: {
   // Where the focus goes if what opened the dialog went with what it did (removed, or
   // disabled now that nothing is chosen): the first of these ids still in the page.
   fallback?: string[];
+  // false: no "Close" and Escape does nothing (the dialog's own buttons are the ways out).
+  closable?: boolean;
 }) {
   const ref = useRef<HTMLDialogElement>(null);
   const id = useId();
@@ -40,14 +42,16 @@ export function Dialog(props: {
       aria-describedby={props.describedBy}
       onCancel={(e) => {
         e.preventDefault();
-        props.onClose();
+        if (props.closable !== false) props.onClose();
       }}
     >
       <header class="dialog-head">
         <h2 id={id}>{props.title}</h2>
-        <button type="button" class="icon-button" aria-label="Close" onClick={props.onClose}>
-          ×
-        </button>
+        {props.closable !== false && (
+          <button type="button" class="icon-button" aria-label="Close" onClick={props.onClose}>
+            ×
+          </button>
+        )}
       </header>
       <div class="dialog-body">{props.children}</div>
     </dialog>

@@ -389,8 +389,12 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
         }
         update(i, { status: "done", loaded: e.file.size });
       } catch (err) {
-        const refused = err instanceof ApiError && err.status >= 400 && err.status < 500;
-        update(i, { status: refused ? "refused" : "failed", message: err instanceof Error ? err.message : String(err), loaded: 0 });
+        // A session that ended is no refusal of the file: once signed in again,
+        // "Upload" sends it.
+        const ended = err instanceof ApiError && err.status === 401;
+        const refused = err instanceof ApiError && err.status >= 400 && err.status < 500 && !ended;
+        const message = ended ? "Not sent: the session ended" : err instanceof Error ? err.message : String(err);
+        update(i, { status: refused ? "refused" : "failed", message, loaded: 0 });
       }
     }).catch(() => {});
     setBusy(false);

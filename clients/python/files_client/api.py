@@ -320,7 +320,7 @@ class Folder(FolderData, _Bound[M]):
     @operation
     def upload_tree(
         self,
-        plan: dict[tuple[str, ...], list[transfer.LocalFile]],
+        plan: dict[tuple[str, ...], list[transfer.LocalFile]] | PathLike,
         *,
         progress: transfer.Progress | None = None,
         skip_existing: bool = True,
@@ -336,10 +336,19 @@ class Folder(FolderData, _Bound[M]):
         lacks metadata given with it gets those keys). A `journal` remembers
         upload sessions of large files, so their parts sent before are not sent again. With
         `keep_going`, a file the platform refuses for its content is in the report's
-        `refused` and the others are uploaded; otherwise the refusal is raised."""
+        `refused` and the others are uploaded; otherwise the refusal is raised.
+
+        `plan` may be a local directory instead: it becomes a subfolder of its name, with
+        its files and subdirectories below it (as `files upload DIR --to` does)."""
+        tree: dict[tuple[str, ...], list[transfer.LocalFile]] = {}
+        if isinstance(plan, dict):
+            tree = plan
+        else:
+            for below, local in transfer.local_tree(plan):
+                tree.setdefault(tuple(below), []).append(local)
         folders: dict[tuple[str, ...], Folder[M]] = {(): self}
         made: set[tuple[str, ...]] = set()
-        for sub in sorted(plan):
+        for sub in sorted(tree):
             for depth in range(1, len(sub) + 1):
                 key = sub[:depth]
                 if key in folders:
@@ -357,7 +366,7 @@ class Folder(FolderData, _Bound[M]):
         work: list[tuple[str, list[transfer.LocalFile]]] = []
         skipped: list[File[M]] = []
         stale: list[tuple[int, dict[str, Any]]] = []
-        for sub, files in plan.items():
+        for sub, files in tree.items():
             folder = folders[sub]
             todo = files
             if skip_existing and sub not in made and files:

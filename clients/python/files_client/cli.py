@@ -32,8 +32,15 @@ from files_client._core import Sync
 from files_client.api import Dataset, File, Folder, Integration, Job, safe_name, split_path
 from files_client.client import Client
 from files_client.errors import Conflict, FilesError, Forbidden, Invalid, NotFound
-from files_client.models import AuditEvent, Collaborator, DatasetCollaborator, User
-from files_client.transfer import PARTS_FROM, Journal, LocalFile, Refusal, sha256_of
+from files_client.models import AuditEvent, Collaborator, DatasetCollaborator, TrashItem, User
+from files_client.transfer import (
+    PARTS_FROM,
+    Journal,
+    LocalFile,
+    Refusal,
+    local_tree,
+    sha256_of,
+)
 
 SyncFolder = Folder[Sync]
 SyncFile = File[Sync]
@@ -328,14 +335,7 @@ def _local_files(paths: list[str]) -> list[tuple[list[str], LocalFile]]:
     for given in paths:
         p = Path(given)
         if p.is_dir():
-            base = p.resolve().name
-            for root, dirs, names in os.walk(p, followlinks=False):
-                dirs.sort()
-                rel = Path(root).relative_to(p).parts
-                for name in sorted(names):
-                    full = Path(root) / name
-                    if full.is_file():
-                        out.append(([base, *rel], LocalFile.at(full)))
+            out += local_tree(p)
         elif p.is_file():
             out.append(([], LocalFile.at(p)))
         elif p.exists():
@@ -826,7 +826,7 @@ def ls(args: argparse.Namespace) -> int:
                 _json_line(item)
                 continue
             if isinstance(item, Folder):
-                count = f"{item.folder_count + item.file_count} items"
+                count = _count(item.folder_count + item.file_count, "item")
                 rows.append([item.id, "folder", count, _when(item.created_at), item.name + "/"])
             else:
                 rows.append(
@@ -949,27 +949,20 @@ def trash(args: argparse.Namespace) -> int:
             print(f"purged {done.purged_folders} folder(s) and {done.purged_files} file(s)")
             return 0
         listed = list(c.trash())
-        if args.action == "purge":
-            types = {i.id: i.type for i in listed}
-            unknown = [i for i in args.ids if i not in types]
-            if unknown or not args.ids:
-                raise Usage(f"not in the trash: {', '.join(unknown) or 'give ids'}")
-            gone = c.purge(
-                files=[i for i in args.ids if types[i] == "file"],
-                folders=[i for i in args.ids if types[i] == "folder"],
-            )
-            print(f"purged {gone.purged_folders} folder(s) and {gone.purged_files} file(s)")
-            return 0
-        if args.action == "restore":
-            types = {i.id: i.type for i in listed}
-            unknown = [i for i in args.ids if i not in types]
-            if unknown or not args.ids:
-                raise Usage(f"not in the trash: {', '.join(unknown) or 'give ids'}")
-            back = c.restore(
-                files=[i for i in args.ids if types[i] == "file"],
-                folders=[i for i in args.ids if types[i] == "folder"],
-            )
-            print(f"restored {back.restored_folders} folder(s) and {back.restored_files} file(s)")
+        if args.action in ("purge", "restore"):
+            if not args.ids:
+                raise Usage("name the items: their ids or the paths they had (files trash)")
+            chosen = [_in_trash(c, listed, ref) for ref in args.ids]
+            files = [i.id for i in chosen if i.type == "file"]
+            folders = [i.id for i in chosen if i.type == "folder"]
+            if args.action == "purge":
+                gone = c.purge(files=files, folders=folders)
+                print(f"purged {gone.purged_folders} folder(s) and {gone.purged_files} file(s)")
+            else:
+                back = c.restore(files=files, folders=folders)
+                print(
+                    f"restored {back.restored_folders} folder(s) and {back.restored_files} file(s)"
+                )
             return 0
         if not listed:
             _nothing("the trash is empty")
@@ -991,6 +984,36 @@ def trash(args: argparse.Namespace) -> int:
         ]
         _table(rows, ["TYPE", "ID", "NAME", "SIZE", "DELETED", "PURGED ON"])
     return 0
+
+
+def _in_trash(c: Client, listed: list[TrashItem], ref: str) -> TrashItem:
+    """A trash item by its id, or by the path it had: a person deletes `proj/a.png` and
+    restores `proj/a.png`, not an id they never saw."""
+    for item in listed:
+        if item.id == ref:
+            return item
+    names = split_path(ref)
+    if not names:
+        raise Usage(f"{ref}: not in the trash")
+    parent_id: str | None = None
+    if len(names) > 1:
+        try:
+            parent_id = _folder(c, "/".join(names[:-1])).id
+        except NotFound:
+            # Its folder is not where the path says (in the trash itself, say): what is
+            # in the trash is that folder, with the item inside.
+            raise Usage(f"{ref}: not in the trash (is a folder above it there?)") from None
+    found = [
+        i
+        for i in listed
+        if i.name == names[-1] and (i.folder_id if i.type == "file" else i.parent_id) == parent_id
+    ]
+    if not found:
+        raise Usage(f"{ref}: not in the trash")
+    if len(found) > 1:
+        ids = ", ".join(f"{i.id} (deleted {i.deleted_at:%Y-%m-%d %H:%M})" for i in found)
+        raise Usage(f"{ref}: {len(found)} items in the trash had that path: {ids}; give its id")
+    return found[0]
 
 
 def download(args: argparse.Namespace) -> int:
@@ -1045,9 +1068,14 @@ def _dataset_named(c: Client, name: str) -> Dataset[Sync]:
     if not found:
         raise NotFound("not_found", f"dataset {name}: no such dataset")
     if len(found) > 1:
-        raise Conflict(
-            "ambiguous_name", f"dataset {name}: {len(found)} datasets have that name; use its id"
+        # Which one is meant is for the user to say (exit 2), and they need the ids to.
+        made = ", ".join(
+            f"{d.id} ({d.file_count} files, made {d.created_at:%Y-%m-%d %H:%M})"
+            if d.created_at
+            else d.id
+            for d in found
         )
+        raise Usage(f"dataset {name}: {len(found)} datasets have that name: {made}; give its id")
     return found[0]
 
 
@@ -1075,6 +1103,15 @@ def _files_below(c: Client, paths: list[str]) -> list[SyncFile]:
 def datasets(args: argparse.Namespace) -> int:
     with _client() as c:
         if args.action == "create":
+            # A second dataset of a name makes every later `datasets ... NAME` ambiguous,
+            # and a script run again would make one each run.
+            taken = [d for d in c.list_datasets() if d.name == args.name]
+            if taken and not args.duplicates:
+                raise Conflict(
+                    "name_taken",
+                    f"dataset {args.name} exists already ({taken[0].id});"
+                    " --duplicates makes another of that name",
+                )
             synced = _folder(c, args.synced_to) if args.synced_to else None
             made = c.create_dataset(
                 args.name,
@@ -1330,9 +1367,9 @@ def _integration(c: Client, ref: str) -> Integration[Sync]:
     if not found:
         raise NotFound("not_found", f"integration {ref}: no such integration (that you may use)")
     if len(found) > 1:
-        raise Conflict(
-            "ambiguous_name",
-            f"integration {ref}: {len(found)} integrations have that name; use its id",
+        ids = ", ".join(i.id for i in found)
+        raise Usage(
+            f"integration {ref}: {len(found)} integrations have that name: {ids}; give its id"
         )
     return found[0]
 
@@ -1926,11 +1963,17 @@ def register(commands: Any) -> None:
         "list the trash, restore from it, empty it",
         "What rm deleted stays in the trash (FILES_TRASH_DAYS, 30 by default). `files"
         " trash` lists it; `files trash restore ID...` puts items back where they were,"
-        " with their dataset links; `files trash purge ID...` deletes those forever;"
+        " with their dataset links (an item is its id or the path it had);"
+        " `files trash purge ID...` deletes those forever;"
         " `files trash empty` purges all you could restore.",
     )
     p.add_argument("action", nargs="?", default="ls", choices=["ls", "restore", "purge", "empty"])
-    p.add_argument("ids", nargs="*", metavar="ID", help="restore, purge: the trash's item ids")
+    p.add_argument(
+        "ids",
+        nargs="*",
+        metavar="ID|PATH",
+        help="restore, purge: the trash's item ids, or the paths they had",
+    )
     p.add_argument("--json", action="store_true", help="ls: one JSON object per line")
 
     p = verb(
@@ -1964,6 +2007,11 @@ def register(commands: Any) -> None:
     a.add_argument("--synced-to", metavar="PATH", help="a folder the dataset follows")
     a.add_argument(
         "--with-folder", action="store_true", help="make a top-level folder of its name to follow"
+    )
+    a.add_argument(
+        "--duplicates",
+        action="store_true",
+        help="make it even when a dataset you can see has that name",
     )
     a.add_argument("--json", action="store_true")
     a = actions.add_parser(

@@ -58,6 +58,25 @@ class LocalFile:
         return cls(p, name or p.name, st.st_size)
 
 
+def local_tree(directory: str | os.PathLike[str]) -> list[tuple[list[str], LocalFile]]:
+    """Each regular file below `directory` with the subfolders it goes to: the directory
+    becomes a folder of its name, each subdirectory a subfolder (as `cp -r` does; sorted;
+    links to directories not followed)."""
+    top = Path(directory)
+    if not top.is_dir():
+        raise FilesError("not_a_directory", f"{top} is not a directory", {"path": str(top)})
+    base = top.resolve().name
+    out: list[tuple[list[str], LocalFile]] = []
+    for root, dirs, names in os.walk(top, followlinks=False):
+        dirs.sort()
+        rel = Path(root).relative_to(top).parts
+        for name in sorted(names):
+            full = Path(root) / name
+            if full.is_file():
+                out.append(([base, *rel], LocalFile.at(full)))
+    return out
+
+
 class _Counted:
     """Reports the bytes as they are read, once each (a retry sends again but does not
     count again), so progress is what was read to be sent at least once: ahead of the
