@@ -892,22 +892,30 @@ class Dicom(Handlers):
                 inbox.consumer,
                 COPIES_SOURCE,
             )
+            # The objects a dead letter may still bring back, read apart (joined into
+            # the DELETE, a few thousand made PostgreSQL sort the whole table instead of
+            # walking its position index) and kept whole: a row of one is kept whatever
+            # its position, until the dead letter is replayed or its copy refused.
+            held = await conn.fetchval(
+                f"""SELECT coalesce(array_agg(DISTINCT d.envelope->'data'->>'object_id'), '{{}}')
+                    FROM {inbox.schema}.dead_letters d
+                    WHERE d.consumer = $1 AND d.source = $2 AND d.type = $3
+                      AND d.status <> 'replayed'""",
+                inbox.consumer,
+                COPIES_SOURCE,
+                # A page of parts (DicomInstancesStored) is an upload's: no object.
+                DicomInstanceStored.type,
+            )
             gone = 0
             for table in ("dicom.objects_gone_first", "dicom.objects_newest_copy"):
                 done = await conn.execute(
                     f"""DELETE FROM {table} WHERE object_id IN (
                             SELECT t.object_id FROM {table} t
-                            WHERE t.position <= $1 + 1 AND NOT EXISTS (
-                                SELECT FROM {inbox.schema}.dead_letters d
-                                WHERE d.consumer = $2 AND d.source = $3 AND d.type = $4
-                                  AND d.status <> 'replayed' AND d.position < t.position
-                                  AND d.envelope->'data'->>'object_id' = t.object_id::text)
-                            ORDER BY t.position LIMIT $5 FOR UPDATE OF t SKIP LOCKED)""",
+                            WHERE t.position <= $1::bigint + 1
+                              AND NOT (t.object_id = ANY($2::uuid[]))
+                            ORDER BY t.position LIMIT $3 FOR UPDATE OF t SKIP LOCKED)""",
                     mark or 0,
-                    inbox.consumer,
-                    COPIES_SOURCE,
-                    # A page of parts (DicomInstancesStored) is an upload's: no object.
-                    DicomInstanceStored.type,
+                    _uuids(held),
                     limit,
                 )
                 gone += int(done.split()[-1])
@@ -1375,3 +1383,12 @@ class Dicom(Handlers):
             )
             await series_model.apply(conn, out)
             return await self.store.append(conn, out)
+
+
+def _uuids(texts: Sequence[str | None]) -> list[uuid.UUID]:
+    """The ids among these texts (a dead letter's envelope may hold anything)."""
+    out = []
+    for text in texts:
+        with contextlib.suppress(TypeError, ValueError):
+            out.append(uuid.UUID(text))
+    return out

@@ -362,3 +362,19 @@ async def test_two_replicas_forget_side_by_side_each_row_once(
     # Newest copies above the watermark + 1 stay: a copy before them may still come.
     assert await dicom_db.fetchval("SELECT min(position) FROM dicom.objects_newest_copy") == 5002
     assert await dicom_db.fetchval("SELECT count(*) FROM dicom.objects_gone_first") == 0
+
+
+async def test_positions_past_32_bits_are_forgotten_too(
+    dicom_db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Ingest's store positions are 64-bit: a watermark past 2^31 must not fail the pass
+    (and leave both tables to grow for good)."""
+    far = 3_000_000_000
+    await dicom_db.execute(
+        f"""INSERT INTO dicom.watermarks (consumer, source, position)
+            VALUES ('dicom', 'ingest', {far});
+            INSERT INTO dicom.objects_gone_first VALUES (gen_random_uuid(), {far});
+            INSERT INTO dicom.objects_newest_copy VALUES (gen_random_uuid(), {far + 2})"""
+    )
+    assert await handlers_of(dicom_db, LocalBlobStore(tmp_path)).forget_passed_objects() == 1
+    assert await dicom_db.fetchval("SELECT position FROM dicom.objects_newest_copy") == far + 2
