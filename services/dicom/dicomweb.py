@@ -543,7 +543,13 @@ def header_json(source: Path | IO[bytes] | Ranged) -> dict[str, Any]:
         left_out.append(element.tag)
         return ""
 
-    found = ds.to_json_dict(bulk_data_threshold=INLINE_LIMIT, bulk_data_element_handler=too_large)
+    # An element whose value does not parse (a Number of Frames of "zz") is left out:
+    # raised, it would end a streamed answer already begun, for every instance after it.
+    found = ds.to_json_dict(
+        bulk_data_threshold=INLINE_LIMIT,
+        bulk_data_element_handler=too_large,
+        suppress_invalid_tags=True,
+    )
     return {k: v for k, v in found.items() if "BulkDataURI" not in v}
 
 
@@ -593,7 +599,22 @@ def native_frames(source: Ranged, numbers: Sequence[int]) -> list[tuple[str, byt
 
 def frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
     """The frames asked for (1 first), each with its media type: the stored bytes of
-    an uncompressed frame, or the compressed bitstream as the instance holds it."""
+    an uncompressed frame, or the compressed bitstream as the instance holds it. An
+    instance whose header and pixel data disagree (accepted: its header is what we
+    keep) is a 422 naming why, not a 500 nor a frame of no bytes."""
+    try:
+        return _frames(path, numbers)
+    except Refused:
+        raise
+    except Exception as error:
+        raise Refused(
+            422,
+            "cannot_serve_frames",
+            f"this instance's frames cannot be read: {type(error).__name__}",
+        ) from None
+
+
+def _frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
     ds = pydicom.dcmread(path, force=True)
     if "PixelData" not in ds:
         raise Refused(404, "not_found", "this instance has no pixel data")
@@ -612,13 +633,29 @@ def frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
             for n, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=count), 1)
             if n in wanted
         }
+        missing = wanted - found.keys()
+        if missing:
+            raise _short(min(missing), count)
         return [(f"{media}; transfer-syntax={syntax}", found[n]) for n in numbers]
     bits = int(ds.BitsAllocated)
     if bits % 8:
         raise Refused(422, "cannot_serve_frames", f"frames of {bits}-bit pixels are not served")
     size = int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "SamplesPerPixel", 1)) * bits // 8
     pixels = ds.PixelData
+    for number in numbers:
+        if size <= 0 or number * size > len(pixels):
+            raise _short(number, count)
     return [("application/octet-stream", bytes(pixels[(n - 1) * size : n * size])) for n in numbers]
+
+
+def _short(number: int, count: int) -> Refused:
+    return Refused(
+        422,
+        "cannot_serve_frames",
+        f"frame {number} is named by the header ({count} frames) but the pixel data does"
+        " not hold it",
+        {"frame": number, "frames_in_header": count},
+    )
 
 
 def frame_numbers(text: str) -> list[int]:

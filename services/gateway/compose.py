@@ -802,27 +802,42 @@ class Compose:
         return self.gateway.relay(answer, body=self.with_part_urls(call, answer.json()))
 
     async def upload_session(self, call: Call) -> Response:
-        """A session is the business of those who may upload into its folder."""
+        """A session is the business of those who may upload into its folder. Its folder
+        is found first (where ingest recorded it was opened), so that every call to
+        ingest about it carries the folder's path and ingest decides the role too."""
         session_id = call.values["session_id"]
-        found = await self.gateway.call(
-            "ingest", "GET", f"/v1/uploads/{session_id}", call.request, call.user
+        opened = await self.gateway.call(
+            "ingest", "GET", f"/internal/uploads/{session_id}/opener", call.request
         )
-        if found.status_code != 200:
-            return self.gateway.relay(found)
-        session = found.json()
-        folder = await self.find_folder(call, session["folder_id"], "editor")
+        if opened.status_code != 200:
+            return self.gateway.relay(opened)
+        where = opened.json()
+        folder = await self.find_folder(call, where["folder_id"], "editor")
         if folder.status_code != 200:
             # Not theirs to see: as if there were no such session.
             return error_response(404, "not_found", f"upload session {session_id} does not exist")
         if call.request.method == "GET":
-            return self.gateway.relay(found, body=self.with_part_urls(call, session))
+            found = await self.gateway.forward(call, folder_path=self.path_of(folder))
+            if found.status_code != 200:
+                return self.gateway.relay(found)
+            return self.gateway.relay(found, body=self.with_part_urls(call, found.json()))
         headers = None
-        if call.request.method == "POST" and session.get("metadata"):
-            # Its metadata is checked again, against the schema as the caller last set it.
-            await self.after_callers_writes(call)
         if call.request.method == "POST":
+            found = await self.gateway.call(
+                "ingest",
+                "GET",
+                f"/v1/uploads/{session_id}",
+                call.request,
+                call.user,
+                folder_path=self.path_of(folder),
+            )
+            if found.status_code != 200:
+                return self.gateway.relay(found)
+            if found.json().get("metadata"):
+                # Its metadata is checked again, against the schema as the caller last set it.
+                await self.after_callers_writes(call)
             # Completing: ingest checks the opener's right too (their key, their role).
-            opener, path = await self.session_opener(call, session_id)
+            opener, path = await self.session_opener(call, where)
             if opener is not None:
                 signed = self.gateway.identity.sign(
                     opener["id"],
@@ -846,8 +861,8 @@ class Compose:
             return error_response(
                 409,
                 "folder_deleted",
-                f"folder {session['folder_id']} was deleted while the file was completed",
-                folder_id=session["folder_id"],
+                f"folder {where['folder_id']} was deleted while the file was completed",
+                folder_id=where["folder_id"],
                 job_id=completed["job_id"],
             )
         body = {"job_id": completed["job_id"], "file": registered[0]}
@@ -864,18 +879,15 @@ class Compose:
         )
 
     async def session_opener(
-        self, call: Call, session_id: str
+        self, call: Call, opened: dict[str, Any]
     ) -> tuple[dict[str, Any] | None, str | None]:
-        """The user who opened an upload session, as the ACL context has them now, if
-        the key they opened it with is still valid; and the session's folder path if
-        they may still upload there (the editor role). (None, None) for a revoked key or
-        a session opened before keys were recorded."""
-        found = await self.gateway.call(
-            "ingest", "GET", f"/internal/uploads/{session_id}/opener", call.request
-        )
-        if found.status_code != 200 or found.json().get("key_id") is None:
+        """The user who opened an upload session (`opened`: ingest's record of who, with
+        which key, where), as the ACL context has them now, if the key they opened it
+        with is still valid; and the session's folder path if they may still upload
+        there (the editor role). (None, None) for a revoked key or a session opened
+        before keys were recorded."""
+        if opened.get("key_id") is None:
             return None, None
-        opened = found.json()
         answer = await self.gateway.call(
             "acl",
             "POST",

@@ -20,6 +20,7 @@ import hashlib
 import http.cookiejar
 import json as stdjson
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from services.gateway import sessions
 from services.gateway.routes import Route
 from shared.contracts import topics
 from shared.kit import consistency, idempotency, identity, tracing
+from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
 from shared.kit.http import CORRELATION_HEADER, JSON, ServiceTransport, error_body
 from shared.kit.logs import log
@@ -438,6 +440,8 @@ class Gateway:
         request = call.request
         if stream_body:
             content: Any = in_pieces(request.stream())
+            if call.user is not None:
+                content = self._last_piece_checked(content, call, folder_path)
             headers = {**streamed_length(request), **(headers or {})}
         else:
             content = await capped_body(request)
@@ -460,6 +464,44 @@ class Gateway:
             if call.route.changes_access:
                 self.forget_callers()
         return answer
+
+    async def _last_piece_checked(
+        self, pieces: AsyncIterator[bytes], call: Call, folder_path: str | None
+    ) -> AsyncIterator[bytes]:
+        """A streamed upload is allowed when it starts, and may outlast its caller's key
+        or role. Its last piece is held until the caller is asked again (from the cache,
+        which a revocation or a grant's change empties at once): refused, the service
+        never has the whole body and records nothing, as for a client gone."""
+        pending: bytes | None = None
+        async for piece in pieces:
+            if pending is not None:
+                yield pending
+            pending = piece
+        await self._still_allowed(call, folder_path)
+        if pending is not None:
+            yield pending
+
+    async def _still_allowed(self, call: Call, folder_path: str | None) -> None:
+        assert call.user is not None
+        now = await self.authenticate(call.request)
+        if now is None or now.get("id") != call.user.get("id"):
+            raise Refused(
+                401,
+                "unauthenticated",
+                "the API key (or sign-in) this upload was sent with was revoked while it was"
+                " sent: nothing was stored",
+            )
+        if folder_path:
+            path = [uuid.UUID(p) for p in folder_path.split(",")]
+            role = Access.decode(now["access"]).role_on(path)
+            if role is None or RANK[role] < RANK["editor"]:
+                raise Refused(
+                    403,
+                    "forbidden",
+                    "the editor role on the folder went while this upload was sent: nothing"
+                    " was stored",
+                    {"role_needed": "editor", "role": role},
+                )
 
     # -- authentication --------------------------------------------------------------
 

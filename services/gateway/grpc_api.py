@@ -35,6 +35,8 @@ from google.protobuf.message import Message
 
 from services.gateway.files_pb.files.v1 import files_pb2 as pb
 from shared.contracts import rules
+from shared.kit.http import JSON, error_body
+from shared.kit.http_server import PUBLIC
 from shared.kit.logs import log
 
 ASGIApp = Callable[
@@ -88,6 +90,7 @@ def status_of(http: int, code: str) -> grpc.StatusCode:
         415: grpc.StatusCode.INVALID_ARGUMENT,
         416: grpc.StatusCode.OUT_OF_RANGE,
         422: grpc.StatusCode.INVALID_ARGUMENT,
+        431: grpc.StatusCode.INVALID_ARGUMENT,
     }.get(http, grpc.StatusCode.UNKNOWN)
 
 
@@ -162,6 +165,21 @@ class Exchange:
             "state": {},
         }
         self.app = app
+        # The HTTP edge refuses a request line and headers past its bound before any
+        # route runs, and the routes rely on it (the call to a service cannot carry a
+        # query past 64 KiB): a request made of an RPC's fields is held to the same.
+        head = len(path) + len(self.scope["query_string"])
+        head += sum(len(k) + len(v) + 4 for k, v in self.scope["headers"])
+        if head > PUBLIC.max_head:
+            self.app = JSON(
+                error_body(
+                    "headers_too_large",
+                    f"the request's fields make a request line and headers larger than"
+                    f" {PUBLIC.max_head} bytes (as over HTTP)",
+                    {"limit": PUBLIC.max_head},
+                ),
+                431,
+            )
         self.body: AsyncIterator[bytes] | None = None
         self.pending: bytes | None = b""
         if isinstance(body, bytes):

@@ -21,13 +21,27 @@ def encode(positions: dict[str, int]) -> str:
     return ",".join(f"{source}:{position}" for source, position in sorted(positions.items()))
 
 
+# A token names a few stores, each at a PostgreSQL bigint: anything longer is forged,
+# and its refusal names only its start (a header may be 64 KiB).
+MAX_PARTS = 32
+_POSITION = re.compile(r"[0-9]{1,19}")
+
+
 def decode(token: str) -> dict[str, int]:
     """Parse a token; raises ValueError naming what is wrong."""
     positions: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in token.split(","))):
+    parts = [p for p in (p.strip() for p in token.split(",")) if p]
+    if len(parts) > MAX_PARTS:
+        raise ValueError(f"a consistency token names at most {MAX_PARTS} positions")
+    for part in parts:
         source, sep, position = part.partition(":")
-        if not sep or not source.isidentifier() or not position.isdigit():
-            raise ValueError(f"malformed consistency token part {part!r}")
+        if (
+            not sep
+            or not source.isidentifier()
+            or len(source) > 100
+            or not _POSITION.fullmatch(position)
+        ):
+            raise ValueError(f"malformed consistency token part {part[:120]!r}")
         positions[source] = max(positions.get(source, 0), int(position))
     return positions
 

@@ -76,6 +76,59 @@ async def test_removing_a_collaborator_takes_effect_within_a_second(
     assert file["id"] not in {i["id"] for i in found}
 
 
+@pytest.mark.parametrize("lost", ["key_revoked", "role_lowered"])
+async def test_an_upload_under_way_when_its_right_goes_records_nothing(
+    api: httpx.AsyncClient, as_key: Any, lost: str
+) -> None:
+    """An upload is allowed when it starts; a body held open across the revocation of
+    its key (or its editor role lowered to user) is refused at its end, not recorded."""
+    import asyncio
+
+    top = await folder(api, unique("revoke-upload"))
+    bob = await member(api, "bob")
+    await invite(api, top["id"], bob["email"], "editor")
+    client = as_key(bob["api_key"])
+    [key] = (await api.get(f"/v1/users/{bob['id']}/keys")).json()["items"]
+    started, gone = asyncio.Event(), asyncio.Event()
+
+    async def body() -> Any:
+        yield (
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="late.txt"\r\n'
+            b"Content-Type: text/plain\r\n\r\n" + b"a" * 600_000
+        )
+        started.set()
+        await gone.wait()
+        yield b"b" * 1000 + b"\r\n--B--\r\n"
+
+    async def take_the_right_away() -> None:
+        await started.wait()
+        if lost == "key_revoked":
+            assert (await api.delete(f"/v1/keys/{key['id']}")).status_code == 204
+        else:
+            changed = await api.patch(
+                f"/v1/folders/{top['id']}/collaborators/{bob['id']}", json={"role": "user"}
+            )
+            assert changed.status_code == 200, changed.text
+
+        async def refused() -> bool:
+            probe = await client.post(f"/v1/folders/{top['id']}/uploads", json={"size": 1})
+            return probe.status_code in (401, 403)
+
+        await eventually(refused, within=2.0, what="the right gone at the gateway")
+        gone.set()
+
+    sent, _ = await asyncio.gather(
+        client.post(
+            f"/v1/folders/{top['id']}/files",
+            content=body(),
+            headers={"content-type": "multipart/form-data; boundary=B"},
+        ),
+        take_the_right_away(),
+    )
+    error(sent, 401 if lost == "key_revoked" else 403)
+    assert await items(api, top["id"]) == []
+
+
 async def test_a_folder_admin_stays_unless_an_org_admin_transfers_the_folder(
     api: httpx.AsyncClient, as_key: Any
 ) -> None:

@@ -315,3 +315,55 @@ async def test_instances_stored_through_stow_rs_are_found_and_bad_ones_named(
             dicomweb(api, here["id"], stranger["api_key"]).store_instances, datasets
         )
     assert denied.value.response.status_code == 404
+
+
+async def test_an_instance_whose_header_and_pixels_disagree_is_a_422_not_a_500(
+    api: httpx.AsyncClient,
+) -> None:
+    """Instances accepted for their kept tags whose frames the header misdescribes, or
+    with a value that does not parse: each frame asked of them is a 422 naming why, and
+    their series' metadata is one whole JSON array (a raise mid-stream dropped it)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    here = await folder(api, unique("hostile-dicomweb"))
+    study = fresh_study()
+
+    def instance(series: int, **fields: Any) -> bytes:
+        return to_bytes(
+            ct_dataset(
+                sop_uid=uid(study, series, 1),
+                series_uid=uid(study, series),
+                study_uid=uid(study),
+                rows=4,
+                columns=4,
+                **fields,
+            )
+        )
+
+    hostile = {
+        1: instance(1, omit=["BitsAllocated"]),
+        # Three frames named, one fragment held.
+        2: instance(
+            2,
+            transfer_syntax=RLELossless,
+            pixel_data=encapsulate([b"\0" * 40]),
+            overrides={"NumberOfFrames": 3},
+        ),
+        # Five frames named, one held (uncompressed).
+        3: instance(3, overrides={"NumberOfFrames": 5}),
+        4: instance(4, overrides={"NumberOfFrames": "7777"}).replace(b"7777", b"zzzz"),
+    }
+    job = await finished(
+        api, await send(api, here["id"], *((f"{n}.dcm", b) for n, b in hostile.items()))
+    )
+    assert job["progress"] == {"done": 4, "total": 4} and job["errors"] == []
+    base = f"/v1/folders/{here['id']}/dicomweb/studies/{uid(study)}"
+    for series, frame in ((1, 1), (2, 2), (3, 2), (4, 1)):
+        path = f"{base}/series/{uid(study, series)}/instances/{uid(study, series, 1)}"
+        answer = await api.get(f"{path}/frames/{frame}")
+        error(answer, 422, "cannot_serve_frames")
+        listed = await api.get(f"{base}/series/{uid(study, series)}/metadata")
+        assert listed.status_code == 200 and len(listed.json()) == 1
+    [junk] = (await api.get(f"{base}/series/{uid(study, 4)}/metadata")).json()
+    assert "00280008" not in junk and value(junk, "00080018") == uid(study, 4, 1)

@@ -358,6 +358,20 @@ async def test_a_token_from_the_future_is_a_400_naming_its_source(api: httpx.Asy
         "invalid_consistency_token",
     )
     assert "nowhere" in unknown["message"]
+    # Forged ones: refused naming no more than their start (Python's own words for a
+    # number of 5,000 digits were the message; a thousand sources were listed whole).
+    for forged in (
+        "catalog:" + "9" * 5000,
+        ",".join(f"s{n}:1" for n in range(1000)),
+        "catalog:1" + "0" * 19,
+        "x" * 5000 + ":1",
+    ):
+        refused = error(
+            await api.get(f"/v1/folders/{top['id']}", headers={CONSISTENCY: forged}),
+            400,
+            "invalid_consistency_token",
+        )
+        assert len(refused["message"]) < 200 and "int_max_str_digits" not in refused["message"]
     # A token the store has reached is waited for and answered.
     made = await api.post("/v1/folders", json={"name": "child", "parent_id": top["id"]})
     token = made.headers[CONSISTENCY]

@@ -427,6 +427,34 @@ async def test_metadata_sent_twice_is_refused_not_the_last_one_taken(
     assert made.name == name
 
 
+async def test_fields_past_what_http_takes_in_a_head_are_refused_as_over_http(
+    client: Client,
+) -> None:
+    """Over HTTP a query past 64 KiB never reaches a route (431); an RPC's fields made
+    into one were sent on to the service, which the gateway's HTTP client cannot (500)."""
+    top = await client.folders.CreateFolder(
+        pb.CreateFolderRequest(name=unique("grpc-long")), metadata=ADMIN
+    )
+    for call in (
+        client.folders.ListItems(
+            pb.ListItemsRequest(folder_id=top.id, kinds=["image"] * 20_000), metadata=ADMIN
+        ),
+        client.folders.ListItems(
+            pb.ListItemsRequest(folder_id=top.id, cursor="c" * 100_000), metadata=ADMIN
+        ),
+        client.files.Search(pb.SearchRequest(q="q" * 100_000), metadata=ADMIN),
+    ):
+        trailing = await refused(call, grpc.StatusCode.INVALID_ARGUMENT, "headers_too_large")
+        assert trailing["files-http-status"] == "431"
+    # Below the bound, the same fields are the route's to judge.
+    await refused(
+        client.folders.ListItems(
+            pb.ListItemsRequest(folder_id=top.id, cursor="c" * 1_000), metadata=ADMIN
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
 async def test_large_upload_streams_in_and_out_and_a_cancelled_one_records_nothing(
     client: Client,
 ) -> None:

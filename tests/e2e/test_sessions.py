@@ -17,11 +17,14 @@ import pytest
 from services.ingest.collector.projections import blob_refs
 from services.ingest.sessions.projections import sessions
 from shared.kit import db
+from shared.kit.access import Access
 from shared.kit.blobs import open_blob_store
 from shared.kit.eventstore import EventStore
 from shared.kit.projections import rebuild
+from shared.kit.stack import Stack
 from tests.conftest import eventually
 from tests.e2e.support import CONSISTENCY, ELF, error, folder, items, member, png, unique
+from tests.signing import as_user
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # the smallest part S3 takes
@@ -285,6 +288,34 @@ async def test_only_those_who_may_upload_into_the_folder_see_its_sessions(
     error(await outsider.post(f"/v1/uploads/{session['id']}/complete"), 404)
     error(await outsider.delete(f"/v1/uploads/{session['id']}"), 404)
     assert (await api.get(f"/v1/uploads/{session['id']}")).json()["status"] == "open"
+
+
+async def test_ingest_itself_shows_a_session_only_to_editors_of_its_folder(
+    api: httpx.AsyncClient, platform: Stack
+) -> None:
+    """Sent straight to ingest with a signed identity, as the gateway sends it: a
+    session's state (its part URLs are the right to send its bytes) needs the editor
+    role on its folder, decided there from the path the gateway signs, not only by the
+    gateway."""
+    top = await folder(api, unique("session-ingest"))
+    session = await open_session(api, top["id"], "mine.png", PART + 1)
+    stranger, viewer = await member(api, "stranger"), await member(api, "viewer")
+    path = top["id"]
+    asked = f"/v1/uploads/{session['id']}"
+    async with httpx.AsyncClient(base_url=platform.env["FILES_INGEST_URL"], timeout=30) as ingest:
+        alone = Access(user_id=stranger["id"])
+        refused = await ingest.get(asked, headers=as_user(stranger["id"], alone, folder_path=path))
+        error(refused, 404, "not_found")
+        unsigned = await ingest.get(asked, headers=as_user(stranger["id"], alone))
+        error(unsigned, 400, "invalid_folder_path")
+        reading = Access(user_id=viewer["id"], grants={uuid.UUID(top["id"]): "user"})
+        only_reads = await ingest.get(
+            asked, headers=as_user(viewer["id"], reading, folder_path=path)
+        )
+        error(only_reads, 403, "forbidden")
+        editing = Access(user_id=viewer["id"], grants={uuid.UUID(top["id"]): "editor"})
+        allowed = await ingest.get(asked, headers=as_user(viewer["id"], editing, folder_path=path))
+        assert allowed.status_code == 200 and allowed.json()["parts"], allowed.text
 
 
 async def uploader(api: httpx.AsyncClient, folder_id: str) -> dict[str, Any]:

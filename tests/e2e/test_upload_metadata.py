@@ -98,6 +98,13 @@ async def test_metadata_given_at_upload_is_checked_stored_and_found_by_search(
         422,
         "invalid_metadata",
     )
+    # An integer past 64 bits, as the stores cannot hold it: refused, not made a double.
+    past = error(
+        await api.post(url, **_files(("a.png", png()), metadata={"a.png": {"n": 2**64}})),
+        422,
+        "invalid_metadata",
+    )
+    assert "a.png" in past["message"]
     big = {"a.png": {"blob": "x" * 70_000}}
     error(await api.post(url, **_files(("a.png", png()), metadata=big)), 413, "metadata_too_large")
     huge = json.dumps({"a.png": {}, "pad": "x" * (5 * 1024 * 1024)})

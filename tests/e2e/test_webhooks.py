@@ -257,10 +257,12 @@ async def test_webhooks_are_org_admins_and_refuse_forbidden_addresses(
         await api.post("/v1/webhooks", json={"url": "ftp://x/y", "events": ["file.uploaded"]}),
         422,
     )
-    error(
-        await api.post("/v1/webhooks", json={"url": f"{receiver.url}/ok", "events": ["nope"]}),
-        422,
-    )
+    for events in (["nope"], [{}], [["file.uploaded"]], [None]):
+        error(
+            await api.post("/v1/webhooks", json={"url": f"{receiver.url}/ok", "events": events}),
+            422,
+            "invalid_events",
+        )
     error(
         await api.post(
             "/v1/webhooks",

@@ -34,6 +34,11 @@ def test_s3_sns_and_minio_notifications_name_their_keys_decoded() -> None:
         ({"Type": "SubscriptionConfirmation", "SubscribeURL": "https://x"}, 422),
         ({"Records": [RECORD] * (sync.MAX_RECORDS + 1)}, 413),
         ([RECORD], 422),
+        # Any part of a record of another type than S3's (a 500 before).
+        ({"Records": [{"s3": "x"}]}, 422),
+        ({"Records": [{"s3": {"bucket": "lab", "object": {"key": "a"}}}]}, 422),
+        ({"Records": [{"s3": {"bucket": {"name": "lab"}, "object": ["a"]}}]}, 422),
+        ({"Type": "Notification", "Message": json.dumps({"Records": [{"s3": [1]}]})}, 422),
     ],
 )
 def test_a_notification_of_another_shape_is_refused_naming_why(body: object, status: int) -> None:

@@ -5,6 +5,7 @@ metadata/schema.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,8 +24,12 @@ def file_metadata(
     if field is None:
         return {}
     try:
-        given = orjson.loads(bytes(field))
-    except orjson.JSONDecodeError as error:
+        # orjson judges the text (invalid UTF-8, a lone surrogate, depth); the value is
+        # the standard library's, which keeps an integer past 64 bits exact where orjson
+        # makes it a double (1e+30, stored as such): `bounded` refuses it by name.
+        orjson.loads(bytes(field))
+        given = json.loads(bytes(field))
+    except (orjson.JSONDecodeError, RecursionError) as error:
         raise Refused(
             422, "invalid_metadata", f"the 'metadata' field is not JSON: {error}"
         ) from None

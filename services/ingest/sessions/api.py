@@ -52,8 +52,11 @@ def router(
             "key_id": str(row["key_id"]) if row["key_id"] else None,
         }
 
+    # Its part URLs are the right to send its bytes: the editor role on its folder,
+    # decided here too, as for completing and aborting it.
     @api.get("/v1/uploads/{session_id}")
-    async def session(session_id: uuid.UUID, _: Caller) -> dict[str, Any]:
+    async def session(session_id: uuid.UUID, request: Request, _: Caller) -> dict[str, Any]:
+        role_on_folder(request, await sessions.folder_of(session_id), "editor")
         found = await sessions.state(session_id)
         if found is None:
             raise not_found("upload session", session_id)

@@ -76,7 +76,8 @@ def parse_registration(body: object) -> Registration:
             allowed_events=list(EVENTS),
         )
     for event in events:
-        if event not in EVENTS:
+        # A name is a string: an object or a list is not hashable, and `in` would raise.
+        if not isinstance(event, str) or event not in EVENTS:
             shown = event[:50] if isinstance(event, str) else event
             raise _bad(
                 "invalid_events",

@@ -81,6 +81,12 @@ def relative(prefix: str, key: str) -> list[str]:
     return [p for p in key[len(prefix) :].split("/") if p]
 
 
+def _member(value: object, name: str) -> object:
+    """`value[name]` if `value` is an object: any part of a record may be of another
+    type (`"s3": "x"`), which is the notification's fault, not ours."""
+    return value.get(name) if isinstance(value, dict) else None
+
+
 def notified_keys(body: object) -> list[tuple[str, str]]:
     """(bucket, key) of each record of an S3 event notification: S3's own JSON (sent
     through SNS, whose `Message` holds it, or SQS to HTTP), or MinIO's webhook target's
@@ -110,9 +116,9 @@ def notified_keys(body: object) -> list[tuple[str, str]]:
         )
     found: list[tuple[str, str]] = []
     for i, record in enumerate(records):
-        s3 = record.get("s3") if isinstance(record, dict) else None
-        bucket = ((s3 or {}).get("bucket") or {}).get("name")
-        key = ((s3 or {}).get("object") or {}).get("key")
+        s3 = _member(record, "s3")
+        bucket = _member(_member(s3, "bucket"), "name")
+        key = _member(_member(s3, "object"), "key")
         if not isinstance(bucket, str) or not isinstance(key, str) or not key:
             raise Refused(
                 422,
