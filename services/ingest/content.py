@@ -12,7 +12,9 @@ from shared.kit.blobs import BlobStore
 from shared.kit.errors import not_found
 from shared.kit.http import JSON, JSONRoute, error_body
 
-RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Digits bounded: any offset past 32 digits is past every file, and Python's int() of
+# thousands of digits raises its own words.
+RANGE = re.compile(r"^bytes=(\d{0,32})-(\d{0,32})$")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
