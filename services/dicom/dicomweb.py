@@ -37,6 +37,7 @@ from shared.api.dicomweb import MAX_LIMIT, UNMATCHED
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
+from shared.kit.logs import log
 
 DICOM_JSON = "application/dicom+json"
 # Instances whose headers are read at once for a metadata answer.
@@ -545,11 +546,17 @@ def header_json(source: Path | IO[bytes] | Ranged) -> dict[str, Any]:
 
     # An element whose value does not parse (a Number of Frames of "zz") is left out:
     # raised, it would end a streamed answer already begun, for every instance after it.
-    found = ds.to_json_dict(
-        bulk_data_threshold=INLINE_LIMIT,
-        bulk_data_element_handler=too_large,
-        suppress_invalid_tags=True,
-    )
+    # Element by element, read leniently: pydicom's `suppress_invalid_tags` reads under
+    # its strict mode and drops what scanners commonly write (a UID component with a
+    # leading zero, a DS of 17 characters), which viewers need to place the slices.
+    found: dict[str, Any] = {}
+    for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset converts each element
+        try:
+            found[f"{int(tag):08X}"] = ds[tag].to_json_dict(
+                bulk_data_element_handler=too_large, bulk_data_threshold=INLINE_LIMIT
+            )
+        except Exception:
+            log.info("dicomweb.element_left_out", tag=f"{int(tag):08X}")
     return {k: v for k, v in found.items() if "BulkDataURI" not in v}
 
 
@@ -604,8 +611,8 @@ def frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
     keep) is a 422 naming why, not a 500 nor a frame of no bytes."""
     try:
         return _frames(path, numbers)
-    except Refused:
-        raise
+    except (Refused, OSError, MemoryError):
+        raise  # ours, or the store's: not the instance's fault
     except Exception as error:
         raise Refused(
             422,

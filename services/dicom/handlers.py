@@ -194,6 +194,8 @@ ASSEMBLED_AT_ONCE = 10_000
 FORGET_AT_ONCE = 1000
 FORGET_EVERY_S = 600.0
 COPIES_SOURCE = "ingest"
+# A pass's watermark and the objects a dead letter holds (forget_bounds).
+ForgetBounds = tuple[int, list[uuid.UUID]]
 
 
 class _Stopped(Exception):
@@ -875,37 +877,20 @@ class Dicom(Handlers):
             await series_model.apply(conn, out)
             await self.store.append(conn, out)
 
-    async def forget_passed_objects(self, limit: int = FORGET_AT_ONCE) -> int:
+    async def forget_passed_objects(
+        self, limit: int = FORGET_AT_ONCE, bounds: ForgetBounds | None = None
+    ) -> int:
         """Rows of dicom.objects_gone_first and dicom.objects_newest_copy that can refuse
         no copy any more, up to `limit` of each; how many went. A row refuses the copies
         of its object stored before its position (ingest's store): once this consumer
         has handled every ingest event below it (its watermark: applied or
         dead-lettered, and its inbox drops one delivered again) and no dead-lettered
-        copy of its object below it may be replayed, none can come. Rows held by
-        another transaction (a batch moving the row on, another replica forgetting) are
-        passed over."""
-        inbox = self.parts.inbox
+        copy of its object may be replayed, none can come. Rows held by another
+        transaction (a batch moving the row on, another replica forgetting) are passed
+        over. `bounds` read once serve a pass's rounds: a dead letter made later is
+        above the watermark read, so it holds no row at or below it."""
         async with self.pool.acquire() as conn:
-            mark = await conn.fetchval(
-                f"""SELECT position FROM {inbox.schema}.watermarks
-                    WHERE consumer = $1 AND source = $2""",
-                inbox.consumer,
-                COPIES_SOURCE,
-            )
-            # The objects a dead letter may still bring back, read apart (joined into
-            # the DELETE, a few thousand made PostgreSQL sort the whole table instead of
-            # walking its position index) and kept whole: a row of one is kept whatever
-            # its position, until the dead letter is replayed or its copy refused.
-            held = await conn.fetchval(
-                f"""SELECT coalesce(array_agg(DISTINCT d.envelope->'data'->>'object_id'), '{{}}')
-                    FROM {inbox.schema}.dead_letters d
-                    WHERE d.consumer = $1 AND d.source = $2 AND d.type = $3
-                      AND d.status <> 'replayed'""",
-                inbox.consumer,
-                COPIES_SOURCE,
-                # A page of parts (DicomInstancesStored) is an upload's: no object.
-                DicomInstanceStored.type,
-            )
+            mark, held = bounds or await self.forget_bounds(conn)
             gone = 0
             for table in ("dicom.objects_gone_first", "dicom.objects_newest_copy"):
                 done = await conn.execute(
@@ -914,18 +899,44 @@ class Dicom(Handlers):
                             WHERE t.position <= $1::bigint + 1
                               AND NOT (t.object_id = ANY($2::uuid[]))
                             ORDER BY t.position LIMIT $3 FOR UPDATE OF t SKIP LOCKED)""",
-                    mark or 0,
-                    _uuids(held),
+                    mark,
+                    held,
                     limit,
                 )
                 gone += int(done.split()[-1])
         return gone
 
+    async def forget_bounds(self, conn: Conn) -> ForgetBounds:
+        """The consumer's ingest watermark, then the objects a dead letter may still
+        bring back (read apart: joined into the DELETE, a few thousand made PostgreSQL
+        sort the whole table instead of walking its position index; a row of one is
+        kept whatever its position, until the dead letter is replayed or refused)."""
+        inbox = self.parts.inbox
+        mark = await conn.fetchval(
+            f"""SELECT position FROM {inbox.schema}.watermarks
+                WHERE consumer = $1 AND source = $2""",
+            inbox.consumer,
+            COPIES_SOURCE,
+        )
+        held = await conn.fetchval(
+            f"""SELECT coalesce(array_agg(DISTINCT d.envelope->'data'->>'object_id'), '{{}}')
+                FROM {inbox.schema}.dead_letters d
+                WHERE d.consumer = $1 AND d.source = $2 AND d.type = $3
+                  AND d.status <> 'replayed'""",
+            inbox.consumer,
+            COPIES_SOURCE,
+            # A page of parts (DicomInstancesStored) is an upload's: no object.
+            DicomInstanceStored.type,
+        )
+        return mark or 0, _uuids(held)
+
     async def forget_passed_objects_forever(self, every_s: float = FORGET_EVERY_S) -> None:
         """`forget_passed_objects` until none is left, then again every `every_s`."""
         while True:
             try:
-                while (gone := await self.forget_passed_objects()) > 0:
+                async with self.pool.acquire() as conn:
+                    bounds = await self.forget_bounds(conn)
+                while (gone := await self.forget_passed_objects(bounds=bounds)) > 0:
                     log.info("dicom.objects_forgotten", rows=gone)
             except Exception:
                 log.error("dicom.objects_forget_failed", exc_info=True)

@@ -483,7 +483,16 @@ class Gateway:
 
     async def _still_allowed(self, call: Call, folder_path: str | None) -> None:
         assert call.user is not None
-        now = await self.authenticate(call.request)
+        try:
+            now = await self.authenticate(call.request)
+        except (Unavailable, Refused) as away:
+            if isinstance(away, Refused) and away.status != 503:
+                raise
+            # Only a definite answer refuses a body already sent: a revocation reaches
+            # this gateway's cache anyway (its access follower empties it), and an
+            # upload of minutes lost to a blip of the access service is worse.
+            log.warning("upload.recheck_unanswered", path=call.request.url.path)
+            return
         if now is None or now.get("id") != call.user.get("id"):
             raise Refused(
                 401,

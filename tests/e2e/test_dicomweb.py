@@ -367,3 +367,15 @@ async def test_an_instance_whose_header_and_pixels_disagree_is_a_422_not_a_500(
         assert listed.status_code == 200 and len(listed.json()) == 1
     [junk] = (await api.get(f"{base}/series/{uid(study, 4)}/metadata")).json()
     assert "00280008" not in junk and value(junk, "00080018") == uid(study, 4, 1)
+
+    # Values scanners write that strict DICOM would not, in elements an upload does not
+    # check (a DS of 17 characters, an LO past 64), are served as they are.
+    center = "40.00000000000001"
+    sloppy = instance(5, overrides={"WindowCenter": center, "SeriesDescription": "s" * 70})
+    job = await finished(api, await send(api, here["id"], ("5.dcm", sloppy)))
+    assert job["errors"] == [], job
+    answer = await api.get(f"{base}/series/{uid(study, 5)}/metadata")
+    assert answer.status_code == 200, answer.text
+    [kept] = answer.json()
+    assert value(kept, "00281050") == float(center)
+    assert value(kept, "0008103E") == "s" * 70
