@@ -514,16 +514,16 @@ async def folder_deleted(
         # Went with its parent when the parent went first (a cascade: outermost first,
         # maybe earlier in this run); a parent deleted later in the run is another delete.
         await conn.execute(
-            """INSERT INTO catalog.trash_folders
+            """WITH x AS MATERIALIZED (
+                   SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[])
+                                 WITH ORDINALITY AS x(id, version, at, actor, n))
+               INSERT INTO catalog.trash_folders
                (id, parent_id, name, path, version, entry, trashed_at, trashed_by, itself)
                SELECT f.id, f.parent_id, f.name, f.path, x.version, to_jsonb(f), x.at, x.actor,
                       NOT EXISTS (SELECT 1 FROM catalog.trash_folders p WHERE p.id = f.parent_id)
-                      AND NOT EXISTS (SELECT 1 FROM unnest($1::uuid[]) WITH ORDINALITY
-                                                        AS b(id, n)
-                                      WHERE b.id = f.parent_id AND b.n < x.n)
-               FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[])
-                    WITH ORDINALITY AS x(id, version, at, actor, n)
-               JOIN catalog.folders f ON f.id = x.id
+                      AND (b.n IS NULL OR b.n > x.n)
+               FROM x JOIN catalog.folders f ON f.id = x.id
+               LEFT JOIN x b ON b.id = f.parent_id
                ON CONFLICT (id) DO NOTHING""",
             ids,
             [e.stream_version for e in trashed],
