@@ -218,11 +218,12 @@ tree = Projection(
     -- `itself`: deleted itself (an item of the trash: what its delete named, or a file or
     -- folder deleted while its folder was not in the trash), not with the folder above
     -- it. A restore of a folder brings back what went with it, not the items below it
-    -- deleted before it.
+    -- deleted before it. The default is for rows an older catalog writes while a newer
+    -- one runs beside it: they behave as they did there (taken with a folder above).
     ALTER TABLE catalog.trash_folders ADD COLUMN IF NOT EXISTS itself boolean NOT NULL
-        DEFAULT true;
+        DEFAULT false;
     ALTER TABLE catalog.trash_files ADD COLUMN IF NOT EXISTS itself boolean NOT NULL
-        DEFAULT true;
+        DEFAULT false;
     CREATE INDEX IF NOT EXISTS trash_folders_parent ON catalog.trash_folders (parent_id);
     -- The metadata schema, whole (one row).
     CREATE TABLE IF NOT EXISTS catalog.metadata_schema (
