@@ -60,6 +60,13 @@ MOVE_LOCK = zlib.crc32(b"files.catalog.move")
 Arrival = TypeVar("Arrival", FileContentStored, SeriesAssembled)
 
 
+# A trashed row `{t}` below the trashed folders `{chosen}` (an array) that went to the
+# trash with them: not below an item of its own between (a folder deleted before them).
+# With `NOT {t}.itself` for a file (a file's path is its folder's).
+WENT_WITH = """{t}.path && {chosen}
+    AND NOT {t}.path && coalesce(
+        (SELECT array_agg(s.id) FROM catalog.trash_folders s
+         WHERE s.path && {chosen} AND s.itself AND NOT s.id = ANY({chosen})), '{{}}')"""
 # Files (and folders) purged from the trash in one transaction.
 PURGE_BATCH = 5_000
 # The GIN indexes a large restore leaves its rows in the pending lists of (merged after
@@ -885,17 +892,24 @@ class Catalog(Handlers):
                 above = {p for r in named for p in r["path"]} | {
                     p for r in named_files for p in r["path"]
                 }
+                chosen = [r["id"] for r in named]
                 folder_rows = await conn.fetch(
-                    f"""SELECT {FOLDER_COLUMNS}, (entry->>'constituent_of')::uuid AS constituent_of
-                        FROM catalog.trash_folders
-                        WHERE path && $1::uuid[] OR id = ANY($2::uuid[]) FOR UPDATE""",
-                    [r["id"] for r in named],
+                    f"""SELECT {FOLDER_COLUMNS},
+                               (entry->>'constituent_of')::uuid AS constituent_of,
+                               t.id = ANY($1::uuid[])
+                               OR ({WENT_WITH.format(t="t", chosen="$1::uuid[]")}) AS below
+                        FROM catalog.trash_folders t
+                        WHERE t.path && $1::uuid[] OR t.id = ANY($2::uuid[]) FOR UPDATE""",
+                    chosen,
                     list(above),
                 )
-                below = [r["id"] for r in folder_rows if set(r["path"]) & set(folder_ids)]
+                # Items of their own below them (deleted before them) stay.
+                folder_rows = [r for r in folder_rows if r["below"] or r["id"] in above]
+                below = [r["id"] for r in folder_rows if r["below"]]
                 file_rows = await conn.fetch(
                     f"""SELECT {FILE_COLUMNS} FROM catalog.trash_files
-                        WHERE id = ANY($1::uuid[]) OR folder_id = ANY($2::uuid[]) FOR UPDATE""",
+                        WHERE id = ANY($1::uuid[]) OR (folder_id = ANY($2::uuid[]) AND NOT itself)
+                        FOR UPDATE""",
                     list(file_ids),
                     below,
                 )
@@ -970,15 +984,15 @@ class Catalog(Handlers):
                        SELECT 'folder' AS type, t.id, t.name, t.parent_id AS folder_id,
                               t.path, t.trashed_at, t.trashed_by, t.entry
                        FROM catalog.trash_folders t
-                       WHERE NOT EXISTS (SELECT 1 FROM catalog.trash_folders p
-                                         WHERE p.id = t.parent_id)
+                       WHERE (t.itself OR NOT EXISTS (SELECT 1 FROM catalog.trash_folders p
+                                                      WHERE p.id = t.parent_id))
                          AND ($1::uuid[] IS NULL OR t.path && $1::uuid[])
                        UNION ALL
                        SELECT 'file', t.id, t.name, t.folder_id, t.path, t.trashed_at,
                               t.trashed_by, t.entry
                        FROM catalog.trash_files t
-                       WHERE NOT EXISTS (SELECT 1 FROM catalog.trash_folders p
-                                         WHERE p.id = t.folder_id)
+                       WHERE (t.itself OR NOT EXISTS (SELECT 1 FROM catalog.trash_folders p
+                                                      WHERE p.id = t.folder_id))
                          AND ($1::uuid[] IS NULL OR t.path && $1::uuid[])) x
                    WHERE $2::timestamptz IS NULL OR (x.trashed_at, x.id) < ($2, $3)
                    ORDER BY x.trashed_at DESC, x.id DESC LIMIT $4""",
@@ -990,8 +1004,9 @@ class Catalog(Handlers):
             counts = {
                 r["id"]: r["files"]
                 for r in await conn.fetch(
-                    """SELECT f.id, (SELECT count(*) FROM catalog.trash_files t
-                                     WHERE t.path && ARRAY[f.id]) AS files
+                    f"""SELECT f.id, (SELECT count(*) FROM catalog.trash_files t
+                                      WHERE {WENT_WITH.format(t="t", chosen="ARRAY[f.id]")}
+                                        AND NOT t.itself) AS files
                        FROM unnest($1::uuid[]) AS f(id)""",
                     [r["id"] for r in rows if r["type"] == "folder"],
                 )
@@ -1054,11 +1069,12 @@ class Catalog(Handlers):
                 async with self.pool.acquire() as conn, conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
                     files = await conn.fetch(
-                        f"""SELECT {FILE_COLUMNS} FROM catalog.trash_files
+                        f"""SELECT {FILE_COLUMNS} FROM catalog.trash_files t
                             WHERE ($1::uuid[] IS NULL OR path && $1::uuid[])
                               AND ($2::timestamptz IS NULL OR trashed_at < $2)
                               AND (NOT $4::boolean OR id = ANY($5::uuid[])
-                                   OR path && $6::uuid[])
+                                   OR (NOT itself
+                                       AND {WENT_WITH.format(t="t", chosen="$6::uuid[]")}))
                             ORDER BY id LIMIT $3 FOR UPDATE""",
                         editor_roots,
                         older_than,
@@ -1072,13 +1088,13 @@ class Catalog(Handlers):
                         # Folders once their files have gone: innermost first does not
                         # matter, nothing refers to a purged folder.
                         folders = await conn.fetch(
-                            f"""SELECT {FOLDER_COLUMNS} FROM catalog.trash_folders
+                            f"""SELECT {FOLDER_COLUMNS} FROM catalog.trash_folders d
                                 WHERE ($1::uuid[] IS NULL OR path && $1::uuid[])
                                   AND ($2::timestamptz IS NULL OR trashed_at < $2)
                                   AND (NOT $4::boolean OR id = ANY($5::uuid[])
-                                       OR path && $5::uuid[])
+                                       OR {WENT_WITH.format(t="d", chosen="$5::uuid[]")})
                                   AND NOT EXISTS (SELECT 1 FROM catalog.trash_files t
-                                                  WHERE t.path && ARRAY[id])
+                                                  WHERE t.path && ARRAY[d.id])
                                 ORDER BY id LIMIT $3 FOR UPDATE""",
                             editor_roots,
                             older_than,

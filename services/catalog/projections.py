@@ -22,7 +22,9 @@ tree = Projection(
     name="catalog.tree",
     # 2: a folder restored from the trash had a path of itself alone (its ancestors
     # lost: hidden from who had a role above it, and a parent could be moved into it).
-    version=2,
+    # 3: the trash's `itself` (a file deleted on its own, then its folder, came back
+    # with the folder and was no item of its own).
+    version=3,
     rebuilt_without=(
         "folders_name_trgm",
         "files_search",
@@ -213,6 +215,16 @@ tree = Projection(
     CREATE INDEX IF NOT EXISTS trash_files_folder ON catalog.trash_files (folder_id);
     CREATE INDEX IF NOT EXISTS trash_files_path ON catalog.trash_files USING gin (path);
     CREATE INDEX IF NOT EXISTS trash_files_at ON catalog.trash_files (trashed_at, id);
+    -- `itself`: deleted itself (an item of the trash: what its delete named, or a file or
+    -- folder deleted while its folder was not in the trash), not with the folder above
+    -- it. A restore of a folder brings back what went with it, not the items below it
+    -- deleted before it. The default is for rows an older catalog writes while a newer
+    -- one runs beside it: they behave as they did there (taken with a folder above).
+    ALTER TABLE catalog.trash_folders ADD COLUMN IF NOT EXISTS itself boolean NOT NULL
+        DEFAULT false;
+    ALTER TABLE catalog.trash_files ADD COLUMN IF NOT EXISTS itself boolean NOT NULL
+        DEFAULT false;
+    CREATE INDEX IF NOT EXISTS trash_folders_parent ON catalog.trash_folders (parent_id);
     -- The metadata schema, whole (one row).
     CREATE TABLE IF NOT EXISTS catalog.metadata_schema (
         id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
@@ -486,15 +498,35 @@ async def folder_deleted(
 ) -> None:
     trashed = [e for e in events if e.data.get("trashed")]
     if trashed:
+        ids = [e.data["folder_id"] for e in trashed]
+        # Left in the trash below these by an earlier delete of theirs (a restore brought
+        # them back only as the path of something else): items of their own from now on,
+        # not part of this delete.
         await conn.execute(
-            """INSERT INTO catalog.trash_folders
-               (id, parent_id, name, path, version, entry, trashed_at, trashed_by)
-               SELECT f.id, f.parent_id, f.name, f.path, x.version, to_jsonb(f), x.at, x.actor
-               FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[])
-                    AS x(id, version, at, actor)
-               JOIN catalog.folders f ON f.id = x.id
+            "UPDATE catalog.trash_folders SET itself = true"
+            " WHERE parent_id = ANY($1::uuid[]) AND NOT itself",
+            ids,
+        )
+        await conn.execute(
+            "UPDATE catalog.trash_files SET itself = true"
+            " WHERE folder_id = ANY($1::uuid[]) AND NOT itself",
+            ids,
+        )
+        # Went with its parent when the parent went first (a cascade: outermost first,
+        # maybe earlier in this run); a parent deleted later in the run is another delete.
+        await conn.execute(
+            """WITH x AS MATERIALIZED (
+                   SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[])
+                                 WITH ORDINALITY AS x(id, version, at, actor, n))
+               INSERT INTO catalog.trash_folders
+               (id, parent_id, name, path, version, entry, trashed_at, trashed_by, itself)
+               SELECT f.id, f.parent_id, f.name, f.path, x.version, to_jsonb(f), x.at, x.actor,
+                      NOT EXISTS (SELECT 1 FROM catalog.trash_folders p WHERE p.id = f.parent_id)
+                      AND (b.n IS NULL OR b.n > x.n)
+               FROM x JOIN catalog.folders f ON f.id = x.id
+               LEFT JOIN x b ON b.id = f.parent_id
                ON CONFLICT (id) DO NOTHING""",
-            [e.data["folder_id"] for e in trashed],
+            ids,
             [e.stream_version for e in trashed],
             [e.occurred_at for e in trashed],
             [e.actor for e in trashed],
@@ -772,13 +804,15 @@ async def file_deleted(
     ids = [e.data["file_id"] for e in events]
     trashed = [e for e in events if e.data.get("trashed")]
     if trashed:
-        # The folder's path from the trash when the folder went first (a cascade).
+        # The folder's path from the trash when the folder went first (a cascade: the
+        # file went with it); a file deleted while its folder was not in the trash is
+        # an item of its own.
         await conn.execute(
             """INSERT INTO catalog.trash_files (id, folder_id, name, path, blob_key, sha256,
-                   version, entry, trashed_at, trashed_by)
+                   version, entry, trashed_at, trashed_by, itself)
                SELECT f.id, f.folder_id, f.name,
                       coalesce(fo.path, tf.path, ARRAY[f.folder_id]), f.blob_key, f.sha256,
-                      x.version, to_jsonb(f), x.at, x.actor
+                      x.version, to_jsonb(f), x.at, x.actor, tf.id IS NULL
                FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[])
                     AS x(id, version, at, actor)
                JOIN catalog.files f ON f.id = x.id

@@ -660,26 +660,50 @@ class Datasets(Handlers):
         await self.record(conn, changes, Cause.of(restored[0]))
         contents = [e.event.folder_id for e in restored if e.event.with_contents]
         last = restored[-1]
-        if contents and await self.parts.inbox.applied_below(conn, last.source, last.position):
+        since = {
+            r["id"]: r["trashed_at"]
+            for r in await conn.fetch(
+                "SELECT id, trashed_at FROM datasets.trashed_folders WHERE id = ANY($1::uuid[])",
+                contents,
+            )
+        }
+        if (
+            contents
+            # A folder trashed before its trashing was kept here takes the way below:
+            # which of its files went with it is not known here.
+            and since.keys() >= set(contents)
+            and await self.parts.inbox.applied_below(conn, last.source, last.position)
+        ):
             # The mirror is current up to these events: the files that went to the trash
             # from these folders are the ones the catalog restores with them (their
             # FilesRestored events come next). Back in the mirror here, in one go, and
             # linked at once from one statement; those events then find nothing to do.
-            # Only the files trashed before the folder's restore: one restored with it
-            # and deleted again may be here already, its events being on another
-            # partition than the folder's.
+            # Only the files trashed with the folder or after it (a file deleted on its
+            # own before it stays in the trash) and before the folder's restore (one
+            # restored with it and deleted again may be here already, its events being
+            # on another partition than the folder's).
             await tree.apply_received(conn, restored)
             await conn.execute(
-                """WITH back AS (
-                       DELETE FROM datasets.trashed_files t
-                       USING unnest($1::uuid[], $2::bigint[]) AS x(folder_id, position)
+                """WITH bound AS (
+                       -- Since the trashing of the outermost of them above it: a folder
+                       -- that went with another one went after it, and the files below
+                       -- both were kept aside at either's position.
+                       SELECT x.folder_id, x.position,
+                              (SELECT min(y.since) FROM unnest($1::uuid[], $3::bigint[])
+                                                        AS y(id, since)
+                               WHERE y.id = ANY(fo.path)) AS since
+                       FROM unnest($1::uuid[], $2::bigint[]) AS x(folder_id, position)
+                       JOIN datasets.folders fo ON fo.id = x.folder_id),
+                   back AS (
+                       DELETE FROM datasets.trashed_files t USING bound x
                        WHERE t.folder_id = x.folder_id
-                         AND (t.trashed_at IS NULL OR t.trashed_at < x.position)
+                         AND t.trashed_at >= x.since AND t.trashed_at < x.position
                        RETURNING t.id, t.folder_id)
                    INSERT INTO datasets.files (id, folder_id) SELECT id, folder_id FROM back
                    ON CONFLICT (id) DO NOTHING""",
-                [e.event.folder_id for e in restored if e.event.with_contents],
+                contents,
                 [e.position for e in restored if e.event.with_contents],
+                [since[f] for f in contents],
             )
             await self._links_back_below(conn, restored[0], [e.event.folder_id for e in restored])
             return

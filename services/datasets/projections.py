@@ -65,6 +65,7 @@ tree = Projection(
         "datasets.files",
         "datasets.trashed_files",
         "datasets.deleted_folders",
+        "datasets.trashed_folders",
     ),
     # Follows the catalog's events as the consumer applies them: not from our store.
     replayable=False,
@@ -107,6 +108,14 @@ tree = Projection(
         deleted_at bigint NOT NULL
     );
     CREATE INDEX IF NOT EXISTS deleted_folders_path ON datasets.deleted_folders USING gin (path);
+    -- The catalog position of a folder's last move to the trash, until it is restored:
+    -- its restore brings back the files trashed from it since (those that went with it),
+    -- not those deleted on their own before it, which stay in the trash
+    -- (handlers.when_folders_restored). No row: trashed before this table.
+    CREATE TABLE IF NOT EXISTS datasets.trashed_folders (
+        id uuid PRIMARY KEY,
+        trashed_at bigint NOT NULL
+    );
     """,
 )
 
@@ -305,6 +314,9 @@ async def folder_created(
             "DELETE FROM datasets.deleted_folders WHERE id = $1", e.data["folder_id"]
         )
         await conn.execute(
+            "DELETE FROM datasets.trashed_folders WHERE id = $1", e.data["folder_id"]
+        )
+        await conn.execute(
             f"""UPDATE datasets.folders f
                 SET path = (SELECT path FROM datasets.folders WHERE id = $2::uuid) || f.path
                 FROM ({ORPHANS_OF}) AS o
@@ -355,6 +367,14 @@ async def folder_deleted(
                    deleted_at = excluded.deleted_at""",
         list(at),
         list(at.values()),
+    )
+    trashed = {e.data["folder_id"]: e.position for e in events if e.data.get("trashed")}
+    await conn.execute(
+        """INSERT INTO datasets.trashed_folders (id, trashed_at)
+           SELECT * FROM unnest($1::uuid[], $2::bigint[])
+           ON CONFLICT (id) DO UPDATE SET trashed_at = excluded.trashed_at""",
+        list(trashed),
+        list(trashed.values()),
     )
 
 

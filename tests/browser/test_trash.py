@@ -217,3 +217,31 @@ def test_delete_forever_and_empty_trash_are_asked_in_the_confirm_dialog(
         expect(trash.get_by_role("row", name=name)).to_have_count(0)
     listed = {i["id"] for i in api.get("/v1/trash", params={"limit": 1000}).json()["items"]}
     assert not {f["id"] for f in files} & listed
+
+
+def test_a_file_deleted_before_its_folder_is_an_item_of_its_own(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("before-folder"))
+    alone, went = unique("alone") + ".txt", unique("went") + ".txt"
+    upload(api, folder["id"], (alone, text("a\n")), (went, text("w\n")))
+    [alone_id] = [i["id"] for i in items(api, folder["id"]) if i["name"] == alone]
+    assert api.post("/v1/delete", json={"file_ids": [alone_id]}).status_code == 200
+    assert api.post("/v1/delete", json={"folder_ids": [folder["id"]]}).status_code == 200
+
+    page.goto("/trash")
+    trash = page.get_by_role("region", name="Trash")
+    # The folder counts what went with it; the file deleted before is a row of its own,
+    # waiting in that folder.
+    expect(trash.get_by_role("row", name=folder["name"])).to_contain_text("Folder (1 file)")
+    row = trash.get_by_role("row", name=alone)
+    expect(row).to_contain_text(f"{folder['name']} (in the Trash)")
+    expect(trash.get_by_role("row", name=went)).to_be_hidden()
+
+    # The folder comes back with what went with it; the file stays in the trash.
+    trash.get_by_role("checkbox", name=f"Choose {folder['name']}").check()
+    trash.get_by_role("button", name="Restore").click()
+    expect(trash.get_by_role("row", name=folder["name"])).to_be_hidden()
+    expect(row).to_be_visible()
+    assert [i["name"] for i in items(api, folder["id"])] == [went]

@@ -210,6 +210,45 @@ async def test_a_folder_restored_before_its_files_events_brings_them_back_with_t
     assert await context.file_count(manual) == 2
 
 
+@pytest.mark.parametrize("kept", [True, False], ids=["trashing-kept", "trashed-before-it-was"])
+async def test_a_file_deleted_before_its_folder_stays_out_when_the_folder_is_restored(
+    context: Context, kept: bool
+) -> None:
+    catalog = Catalog()
+    top, sub = uuid.uuid4(), uuid.uuid4()
+    alone, went = uuid.uuid4(), uuid.uuid4()
+    await context.apply(
+        catalog.event(FolderCreated(folder_id=top, parent_id=None, name="top")),
+        catalog.event(FolderCreated(folder_id=sub, parent_id=top, name="sub")),
+        catalog.event(uploaded(alone, sub)),
+        catalog.event(uploaded(went, sub)),
+    )
+    synced, manual = await linked_datasets(context, top, [alone, went])
+    await context.apply(catalog.event(deleted(alone, sub)))
+    await context.apply(
+        catalog.event(FolderDeleted(folder_id=sub, parent_id=top, trashed=True)),
+        catalog.event(deleted(went, sub)),
+    )
+    if not kept:
+        # A folder trashed before its trashing was kept: the files' own events decide.
+        await context.pool.execute("DELETE FROM datasets.trashed_folders")
+
+    # The catalog restores the folder with what went with it, not the file deleted
+    # before it (an item of the trash of its own).
+    await context.apply(catalog.event(FolderRestored(folder_id=sub, parent_id=top)))
+    await context.apply(catalog.event(FilesRestored(folder_id=sub, file_ids=[went])))
+    assert await context.members(synced) == {went}
+    assert await context.members(manual) == {went}
+    in_mirror = await context.pool.fetch("SELECT id FROM datasets.files")
+    assert {r["id"] for r in in_mirror} == {went}
+
+    # Then that file, on its own: its links come back too.
+    await context.apply(catalog.event(FilesRestored(folder_id=sub, file_ids=[alone])))
+    assert await context.members(synced) == {alone, went}
+    assert await context.members(manual) == {alone, went}
+    assert await context.file_count(manual) == 2
+
+
 async def test_a_file_restored_and_moved_out_before_its_folder_is_back_gets_its_links_back(
     context: Context,
 ) -> None:

@@ -25,6 +25,8 @@ SNAPSHOT = {
     "catalog.files": "SELECT * FROM catalog.files ORDER BY id",
     "catalog.metadata_values": "SELECT * FROM catalog.metadata_values ORDER BY file_id, key",
     "catalog.metadata_schema": "SELECT * FROM catalog.metadata_schema",
+    "catalog.trash_folders": "SELECT * FROM catalog.trash_folders ORDER BY id",
+    "catalog.trash_files": "SELECT * FROM catalog.trash_files ORDER BY id",
 }
 
 
@@ -82,6 +84,37 @@ async def make_history(api: httpx.AsyncClient) -> list[str]:
     await api.post("/v1/trash/restore", json={"file_ids": [files[0]["id"]]})
     renamed = await api.patch(f"/v1/files/{files[0]['id']}", json={"name": "back.png"})
     assert renamed.status_code == 200, renamed.text
+    # Left in the trash: a file and a folder deleted on their own, then the folder they
+    # were in (each its own item), and what a restore of a file alone left behind.
+    kept = (await api.post("/v1/folders", json={"name": "kept", "parent_id": top["id"]})).json()
+    inner = (await api.post("/v1/folders", json={"name": "in", "parent_id": kept["id"]})).json()
+    alone, went = (
+        await api.post(
+            f"/v1/folders/{kept['id']}/files",
+            files=[("file", (n, n.encode(), "text/plain")) for n in ("alone.txt", "went.txt")],
+        )
+    ).json()["files"]
+    for body in (
+        {"file_ids": [alone["id"]]},
+        {"folder_ids": [inner["id"]]},
+        {"folder_ids": [kept["id"]]},
+    ):
+        assert (await api.post("/v1/delete", json=body)).status_code == 200
+    left = (await api.post("/v1/folders", json={"name": "left", "parent_id": top["id"]})).json()
+    one, other = (
+        await api.post(
+            f"/v1/folders/{left['id']}/files",
+            files=[("file", (n, n.encode(), "text/plain")) for n in ("one.txt", "other.txt")],
+        )
+    ).json()["files"]
+    await api.delete(f"/v1/folders/{left['id']}")
+    await api.post("/v1/trash/restore", json={"file_ids": [one["id"]]})
+    await api.delete(f"/v1/folders/{left['id']}")
+    trashed = await api.get("/v1/trash", params={"limit": 1000})
+    listed = {i["id"]: i.get("files") for i in trashed.json()["items"]}
+    assert listed.keys() >= {alone["id"], inner["id"], kept["id"], other["id"], left["id"]}
+    assert (listed[kept["id"]], listed[left["id"]]) == (1, 1), listed
+    assert went["id"] not in listed
     return [f["id"] for f in files]
 
 

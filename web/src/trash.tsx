@@ -219,7 +219,7 @@ export function TrashPage() {
                 <td>{i.type === "folder" ? `Folder (${count(i.files ?? 0, "file")})` : kindLabel(i.kind ?? "")}</td>
                 <td>{bytes(i.size)}</td>
                 <td class="name-cell">
-                  <Place id={placeOf(i)} name={places[placeOf(i) ?? ""]} />
+                  <Place id={placeOf(i)} name={places[placeOf(i) ?? ""]} trashed={trashedName(items, placeOf(i))} />
                 </td>
                 <td>{date(i.deleted_at)}</td>
                 <td>{date(i.purge_at)}</td>
@@ -234,10 +234,15 @@ export function TrashPage() {
 
 const placeOf = (i: TrashItem) => (i.type === "file" ? i.folder_id : i.parent_id) ?? null;
 
-function Place({ id, name }: { id: string | null; name: string | null | undefined }) {
+// The name of a folder that is an item of the trash itself: what was deleted on its own
+// before its folder is an item of its own, and says which folder it waits in.
+const trashedName = (items: TrashItem[], id: string | null) =>
+  items.find((t) => t.type === "folder" && t.id === id)?.name;
+
+function Place({ id, name, trashed }: { id: string | null; name: string | null | undefined; trashed?: string }) {
   if (!id) return <span>Top level</span>;
   // A folder that is itself deleted (or not shared) is not looked up again.
-  if (name === null) return <span class="muted">A deleted folder</span>;
+  if (name === null) return <span class="muted">{trashed ? `${trashed} (in the Trash)` : "A deleted folder"}</span>;
   if (name === undefined) return <span class="muted">…</span>;
   return (
     <a
