@@ -167,7 +167,7 @@ async def rebuild(
 
     Runs in one transaction holding the tables and the store's append lock, so no write
     interleaves with the replay; readers of the tables wait until it commits. It records
-    the projection's version. `only_if_stale`: only if the recorded version is another
+    the projection's version. `only_if_stale`: only if the recorded version is older
     (looked at under the locks, so of replicas starting together one rebuilds).
     """
     tables = ", ".join(projection.tables)
@@ -181,7 +181,7 @@ async def rebuild(
                 await store.lock(conn)
                 await conn.execute("SET LOCAL lock_timeout = 0")
                 was = await recorded_version(conn, schema, projection)
-                if only_if_stale and was == projection.version:
+                if only_if_stale and was >= projection.version:
                     return 0
                 await conn.execute(f"TRUNCATE {tables}")
                 dropped = await conn.fetch(
@@ -313,11 +313,22 @@ async def _run(
 
 async def ensure_current(pool: asyncpg.Pool, store: EventStore, projection: Projection) -> int:
     """At a service's start, before it serves or consumes: a read model whose recorded
-    version is not the code's is rebuilt from the store; returns the events replayed (0
-    when it was current)."""
+    version is older than the code's is rebuilt from the store; returns the events
+    replayed (0 when it was current). One recorded newer is a replica of the release
+    before restarting while the next rolls out: rebuilt with this code, it would hold
+    rows the newer replicas (which look only at their start) then serve. It is served
+    as it is; rolling a release back past a read model's version means `files rebuild`
+    of it."""
     async with pool.acquire() as conn:
         was = await recorded_version(conn, store.schema, projection)
-    if was == projection.version:
+    if was > projection.version:
+        log.warning(
+            "projection.newer_than_code",
+            projection=projection.name,
+            recorded=was,
+            version=projection.version,
+        )
+    if was >= projection.version:
         return 0
     started = time.monotonic()
     replayed = await rebuild(pool, store, projection, only_if_stale=True)
