@@ -1095,6 +1095,10 @@ class Catalog(Handlers):
                                        OR {WENT_WITH.format(t="d", chosen="$5::uuid[]")})
                                   AND NOT EXISTS (SELECT 1 FROM catalog.trash_files t
                                                   WHERE t.path && ARRAY[d.id])
+                                  -- a folder deleted on its own below it goes back there
+                                  AND NOT EXISTS (SELECT 1 FROM catalog.trash_folders s
+                                                  WHERE s.itself AND s.id <> d.id
+                                                    AND s.path && ARRAY[d.id])
                                 ORDER BY id LIMIT $3 FOR UPDATE""",
                             editor_roots,
                             older_than,

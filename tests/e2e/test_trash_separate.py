@@ -108,6 +108,30 @@ async def test_delete_forever_of_the_folder_leaves_the_item_deleted_before_it(
     assert {i["id"] for i in await items(api, f["id"])} == {a["id"]}
 
 
+async def test_delete_forever_of_the_folder_leaves_an_empty_subfolder_deleted_before_it(
+    api: httpx.AsyncClient,
+) -> None:
+    f = await folder(api, unique("sep-purge-sub"))
+    d = await folder(api, "d", f["id"])
+    inner = await folder(api, "inner", f["id"])
+    e = await folder(api, "e", inner["id"])
+    [b] = (await upload(api, f["id"], ("b.txt", text("b"))))["files"]
+    await deleted(api, folder_ids=[d["id"]])
+    await deleted(api, folder_ids=[e["id"]])
+    await deleted(api, folder_ids=[f["id"]])
+
+    gone = await api.delete("/v1/trash", params={"folder_ids": f["id"]})
+    assert gone.status_code == 200, gone.text
+    # b and `inner` went with f; f stays as the place d and e (inside `inner`, which
+    # stays for e too) come back to.
+    assert gone.json() == {"purged_folders": 0, "purged_files": 1}
+    trash = await listed(api)
+    assert {f["id"], d["id"], e["id"]} <= set(trash) and b["id"] not in trash
+    assert await restored(api, folder_ids=[d["id"]]) == {"restored_folders": 2, "restored_files": 0}
+    assert await restored(api, folder_ids=[e["id"]]) == {"restored_folders": 2, "restored_files": 0}
+    assert {i["id"] for i in await items(api, f["id"])} == {d["id"], inner["id"]}
+
+
 async def test_what_a_path_only_restore_left_is_not_taken_by_the_folders_next_delete(
     api: httpx.AsyncClient,
 ) -> None:
