@@ -684,16 +684,19 @@ class Datasets(Handlers):
             # on another partition than the folder's).
             await tree.apply_received(conn, restored)
             await conn.execute(
-                """WITH bound AS (
+                """WITH trashed AS (
+                       SELECT * FROM unnest($1::uuid[], $3::bigint[]) AS y(id, since)),
+                   bound AS (
                        -- Since the trashing of the outermost of them above it: a folder
                        -- that went with another one went after it, and the files below
-                       -- both were kept aside at either's position.
-                       SELECT x.folder_id, x.position,
-                              (SELECT min(y.since) FROM unnest($1::uuid[], $3::bigint[])
-                                                        AS y(id, since)
-                               WHERE y.id = ANY(fo.path)) AS since
+                       -- both were kept aside at either's position. Joined by hash
+                       -- over each path's folders (a batch may restore thousands).
+                       SELECT x.folder_id, x.position, min(y.since) AS since
                        FROM unnest($1::uuid[], $2::bigint[]) AS x(folder_id, position)
-                       JOIN datasets.folders fo ON fo.id = x.folder_id),
+                       JOIN datasets.folders fo ON fo.id = x.folder_id
+                       CROSS JOIN LATERAL unnest(fo.path) AS above(id)
+                       JOIN trashed y ON y.id = above.id
+                       GROUP BY x.folder_id, x.position),
                    back AS (
                        DELETE FROM datasets.trashed_files t USING bound x
                        WHERE t.folder_id = x.folder_id
