@@ -586,8 +586,8 @@ async def test_a_delivery_given_up_is_sent_again_when_an_admin_asks(
 async def test_an_attempt_that_outlived_its_claim_does_not_undo_a_retry(
     api: httpx.AsyncClient, receiver: Receiver, pool: Any, platform: Any
 ) -> None:
-    receiver.refusals["/stalled"] = b"not now"
     first_answer = receiver.holds["/stalled"] = asyncio.Event()
+    receiver.failures["/stalled"] = [503]  # what the held attempt hears in the end
     made = await api.post(
         "/v1/webhooks", json={"url": f"{receiver.url}/stalled", "events": ["file.uploaded"]}
     )
@@ -611,17 +611,9 @@ async def test_an_attempt_that_outlived_its_claim_does_not_undo_a_retry(
                WHERE id = $1""",
             delivery_id,
         )
-        del receiver.refusals["/stalled"]
         again = await api.post(f"{deliveries}/{delivery_id}/retry")
         assert again.status_code == 200, again.text
-
-        async def delivered() -> bool:
-            found = {d["id"]: d for d in (await api.get(deliveries)).json()["items"]}
-            return found[str(delivery_id)]["status"] == "delivered"
-
-        await eventually(delivered, within=30, what="the retry delivered")
         # The stalled attempt now hears its 503: too late to count.
-        receiver.refusals["/stalled"] = b"not now"
         first_answer.set()
         ingest_log = platform.data_dir / "logs" / "ingest.log"
 
@@ -632,8 +624,13 @@ async def test_an_attempt_that_outlived_its_claim_does_not_undo_a_retry(
             )
 
         await eventually(outlived, within=30, what="the stalled attempt's outcome set aside")
+
+        async def delivered() -> bool:
+            found = {d["id"]: d for d in (await api.get(deliveries)).json()["items"]}
+            return found[str(delivery_id)]["status"] == "delivered"
+
+        await eventually(delivered, within=30, what="the retry delivered")
         found = {d["id"]: d for d in (await api.get(deliveries)).json()["items"]}
-        assert found[str(delivery_id)]["status"] == "delivered"
         assert found[str(delivery_id)]["attempts"] == 1
         assert len(receiver.of("/stalled", file_id)) == 2
     finally:
