@@ -66,7 +66,7 @@ def test_the_search_and_a_file_s_actions_fit_a_phone_s_width(
 
         # The search box takes the width of the screen (less its margins), and its
         # suggestions are on the screen.
-        search = page.get_by_role("searchbox", name="Search files")
+        search = page.get_by_role("combobox", name="Search files")
         box = search.bounding_box()
         assert box is not None and box["width"] >= 390 - 40, box
         search.fill(name)

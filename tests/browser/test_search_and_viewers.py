@@ -21,11 +21,24 @@ def test_search_finds_a_file_anywhere_with_its_path(signed_in: Page, api: httpx.
     answer = api.post(f"/v1/folders/{deep['id']}/files", files=[("file", (f"{word}.txt", text()))])
     [found] = answer.json()["files"]
     page.goto("/")
-    box = page.get_by_role("searchbox", name="Search files")
+    box = page.get_by_role("combobox", name="Search files")
+    expect(box).to_have_attribute("aria-expanded", "false")
     box.fill(word)
     hits = page.get_by_role("listbox", name="Search results")
     hit = hits.get_by_role("option", name=f"{word}.txt")
     expect(hit).to_contain_text(f"{top['name']} / deep")
+    # A screen reader is told the hits opened below the box, and which one is chosen.
+    expect(box).to_have_attribute("aria-expanded", "true")
+    expect(box).to_have_attribute("aria-controls", hits.get_attribute("id") or "")
+    box.press("ArrowDown")
+    expect(box).to_have_attribute("aria-activedescendant", hit.get_attribute("id") or "")
+    expect(hit).to_have_attribute("aria-selected", "true")
+    box.press("Escape")
+    expect(hits).to_have_count(0)
+    expect(box).to_have_attribute("aria-expanded", "false")
+    expect(box).not_to_have_attribute("aria-activedescendant", re.compile(".*"))
+    box.fill(word + " ")
+    expect(box).to_have_attribute("aria-expanded", "true")
     hit.click()
     expect(page).to_have_url(f"/files/{found['id']}")
     expect(page.get_by_role("heading", name=f"{word}.txt", level=1)).to_be_visible()
@@ -51,7 +64,7 @@ def test_enter_shows_results_uncovered_and_the_box_follows_the_address(
         files=[("file", (f"{word}.txt", text())), ("file", (f"{other}.txt", text()))],
     )
     page.goto("/")
-    box = page.get_by_role("searchbox", name="Search files")
+    box = page.get_by_role("combobox", name="Search files")
     # Typed, then Enter: the suggestions asked for while typing answer only once the
     # results page is shown (held here), and must not open over it. (Enter before the
     # box's 200 ms pause asks for none, which a fast run did: so the ask is awaited.)

@@ -22,7 +22,7 @@ def test_many_results_come_by_name_and_all_can_be_shown(signed_in: Page, api: ht
             api, folder["id"], *((name, text(f"{name}\n")) for name in names[start : start + 50])
         )
 
-    search = page.get_by_role("searchbox", name="Search files")
+    search = page.get_by_role("combobox", name="Search files")
     search.fill(needle)
     search.press("Enter")
     expect(page).to_have_url(f"/search?q={needle}")

@@ -27,7 +27,7 @@ def test_sign_in_with_an_api_key_and_sign_out(page: Page, platform: Stack) -> No
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("unknown or revoked")
     sign_in(page)
-    expect(page.get_by_role("searchbox", name="Search files")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Search files")).to_be_visible()
 
     cookie = _cookie(page)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"

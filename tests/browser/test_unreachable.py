@@ -225,7 +225,7 @@ def test_search_results_say_when_the_search_cannot_be_done_and_try_again_recover
     expect(page.get_by_role("heading", name="All folders", level=1)).to_be_visible()
 
     context.set_offline(True)
-    box = page.get_by_role("searchbox", name="Search files")
+    box = page.get_by_role("combobox", name="Search files")
     box.fill(name)
     box.press("Enter")
     results = page.get_by_role("region", name="Search results")

@@ -1,5 +1,6 @@
-// The global search: a searchbox in the top bar, across every folder the person may
-// see; each hit with its folder path; open a hit to go there.
+// The global search: a combobox in the top bar (ARIA 1.2: the input says whether its
+// hits are open below it, and which one the arrows chose), across every folder the
+// person may see; each hit with its folder path; open a hit to go there.
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { get, query, type Item } from "./api";
 import { kindLabel } from "./format";
@@ -60,6 +61,7 @@ export function SearchBox({ current }: { current: string }) {
     setQ("");
     go(hit);
   };
+  const expanded = open && !!q.trim();
   return (
     <form
       role="search"
@@ -75,12 +77,16 @@ export function SearchBox({ current }: { current: string }) {
       }}
     >
       <input
-        type="search"
+        type="text"
+        enterKeyHint="search"
         aria-label="Search files"
         placeholder="Search all files"
         value={q}
+        role="combobox"
+        aria-autocomplete="list"
+        aria-expanded={expanded}
         aria-controls={`${id}-hits`}
-        aria-activedescendant={active >= 0 ? `${id}-${active}` : undefined}
+        aria-activedescendant={expanded && active >= 0 ? `${id}-${active}` : undefined}
         onInput={(e) => {
           typing.current = true;
           setQ((e.target as HTMLInputElement).value);
@@ -95,7 +101,7 @@ export function SearchBox({ current }: { current: string }) {
           e.preventDefault();
         }}
       />
-      {open && q.trim() && (
+      {expanded && (
         <ul role="listbox" id={`${id}-hits`} aria-label="Search results" class="options hits">
           {hits.length === 0 && (
             <li role="option" aria-selected={false} aria-disabled="true" class="muted">
