@@ -4,10 +4,13 @@ cookie-authenticated writes need the app's CSRF header and our own origin."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import Page, expect
+import pytest
+from playwright.sync_api import Page, Request, Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from shared.kit.stack import Stack
@@ -195,3 +198,119 @@ def test_a_session_that_ends_mid_upload_keeps_the_page_and_the_rest_is_sent_afte
     again.get_by_role("button", name="Leave").click()
     expect(page.get_by_role("heading", name="Files", level=1)).to_be_visible()
     expect(page).to_have_url("/")
+
+
+@pytest.mark.parametrize("how", ["resumed", "gone", "revoked"])
+def test_a_large_file_cut_off_by_a_session_that_ended_goes_on_after_signing_in_again(
+    page: Page, api: httpx.Client, platform: Stack, tmp_path: Path, how: str
+) -> None:
+    """A large file's upload session, cut off when the sign-in ended (its first part
+    stored, the others' connections dropped while signed out), goes on once the person
+    signs in again: "Upload" sends only the parts it is missing and completes it. Before,
+    a new session sent it whole. If the session has gone meanwhile (aborted here, as an
+    expired one is; or its key was revoked, ending the sign-in and, once ingest reads
+    it, the session), the file is sent anew in a session of its own, and its row says so."""
+    folder = make_folder(api, unique("resumed"))
+    if how == "revoked":
+        user = api.post(
+            "/v1/users",
+            json={"email": f"{unique('web')}@example.com", "name": "Web", "org_role": "member"},
+        ).json()
+        added = api.post(
+            f"/v1/folders/{folder['id']}/collaborators",
+            json={"emails": [user["email"]], "role": "editor"},
+        )
+        assert added.status_code == 200, added.text
+        first, second = (api.post(f"/v1/users/{user['id']}/keys").json() for _ in range(2))
+        sign_in(page, first["api_key"])
+        key_again = second["api_key"]
+    else:
+        sign_in(page)
+        key_again = ADMIN_KEY
+    size = 20 * 1024 * 1024  # three parts: 8, 8 and 4 MiB (the app asks for 8 MiB ones)
+    body = (b"resumed, not sent twice\n" * (size // 24 + 1))[:size]
+    big = tmp_path / "big.bin.txt"
+    big.write_bytes(body)
+    cookie = _cookie(page)["value"]
+    phase = ["before"]
+    asked: list[tuple[str, str, int]] = []  # (phase, session, part) of every part PUT
+    stored: list[int] = []  # parts that reached the platform before the sign-in ended
+    ended: list[bool] = []
+
+    def part_of(url: str) -> tuple[str, int]:
+        found = re.search(r"/v1/uploads/([^/]+)/parts/(\d+)", url)
+        assert found, url
+        return found[1], int(found[2])
+
+    def end_the_sign_in() -> None:
+        if how == "revoked":
+            assert api.delete(f"/v1/keys/{first['id']}").status_code == 204
+            return
+        with httpx.Client(base_url=platform.gateway_url) as client:
+            signed_out = client.delete(
+                "/v1/sessions", headers={"Cookie": f"files_session={cookie}", "X-Files-CSRF": "1"}
+            )
+            assert signed_out.status_code == 204, signed_out.text
+
+    def cut_off(route: Route) -> None:
+        if phase[0] == "before" and route.request.method == "PUT":
+            if not ended:
+                ended.append(True)
+                end_the_sign_in()
+            # A revoked key's parts are refused anyway: all their connections drop.
+            if how == "revoked" or part_of(route.request.url)[1] != 1:
+                route.abort("connectionreset")
+                return
+        route.continue_()
+
+    def on_request(request: Request) -> None:
+        if request.method == "PUT" and "/parts/" in request.url:
+            asked.append((phase[0], *part_of(request.url)))
+
+    def on_finished(request: Request) -> None:
+        if request.method == "PUT" and "/parts/" in request.url and phase[0] == "before":
+            response = request.response()
+            if response is not None and response.ok:
+                stored.append(part_of(request.url)[1])
+
+    page.on("request", on_request)
+    page.on("requestfinished", on_finished)
+    page.route("**/v1/uploads/*/parts/*", cut_off)
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="Upload files").click()
+    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog.get_by_label("Files", exact=True).set_input_files(big)
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+
+    row = dialog.get_by_role("list", name="Files to upload").get_by_role(
+        "listitem", name="big.bin.txt"
+    )
+    expect(row).to_contain_text("Not sent: the session ended", timeout=30_000)
+    again = page.get_by_role("dialog", name="Your session has ended")
+    expect(again.get_by_label("API key")).to_be_focused()
+    assert stored == ([] if how == "revoked" else [1])
+    [opened] = {session for _, session, _ in asked}
+    assert items(api, folder["id"]) == []
+    if how == "gone":
+        assert api.delete(f"/v1/uploads/{opened}").status_code == 204
+
+    phase[0] = "after"
+    again.get_by_label("API key").fill(key_again)
+    again.get_by_role("button", name="Sign in").click()
+    expect(again).to_be_hidden()
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+    expect(row).to_contain_text("Uploaded", timeout=30_000)
+
+    after = [(session, part) for when, session, part in asked if when == "after"]
+    if how == "resumed":
+        # Only the parts the session was missing: the one it had was not sent again.
+        expect(row).not_to_contain_text("sent again")
+        assert sorted(after) == [(opened, 2), (opened, 3)]
+        assert api.get(f"/v1/uploads/{opened}").json()["status"] == "completed"
+    else:
+        expect(row).to_contain_text("Its earlier upload had ended: sent again from the start.")
+        [new] = {session for session, _ in after} - {opened}
+        assert sorted(part for session, part in after if session == new) == [1, 2, 3]
+    [listed] = items(api, folder["id"])
+    assert listed["name"] == "big.bin.txt" and listed["size"] == size
+    assert listed["sha256"] == hashlib.sha256(body).hexdigest()

@@ -1,7 +1,8 @@
 // "Upload files": tabs Upload, Batch images as, DICOM and Import from private cloud.
 // Files (or whole folders) come from a drop zone or the pickers; each file goes in a
 // request of its own, so each refused file shows the API's message; large files go
-// through upload sessions, part by part, resumed after a dropped connection.
+// through upload sessions, part by part, resumed after a dropped connection, and after
+// the person's sign-in ended and they signed in again.
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { ApiError, all, get, post, send, type Folder } from "./api";
 import { bytes } from "./format";
@@ -21,6 +22,10 @@ type Entry = {
   status: "waiting" | "uploading" | "checking" | "done" | "refused" | "failed" | "unsure";
   loaded: number;
   message?: string;
+  // The upload session opened for a large file: "Upload" again goes on with it.
+  session?: string;
+  // Said of a large file sent anew because that session had gone.
+  note?: string;
 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -66,14 +71,54 @@ async function entriesOf(items: DataTransferItemList): Promise<{ file: File; pat
   return found;
 }
 
-// A large file through an upload session: parts straight to the part URLs, and after a
-// dropped connection the session says which parts are missing (with fresh URLs).
-export async function uploadInParts(folderId: string, file: File, onProgress: (loaded: number) => void, name = file.name) {
-  let session: any = await post(`/v1/folders/${folderId}/uploads`, {
+// The session a large file goes on with: `resume.id`, opened on an earlier "Upload"
+// (cut off by a sign-in that ended), while it is open; else a new one, and if that one
+// had gone (expired, aborted, or not the person's to see: 404), `resume.anew` says so.
+// A session completed after all (its answer lost) is the file stored: nothing is sent.
+type Resume = { id?: string; opened: (id: string) => void; anew: () => void };
+
+async function sessionFor(folderId: string, file: File, name: string, resume?: Resume): Promise<any> {
+  if (resume?.id) {
+    try {
+      const found = await get(`/v1/uploads/${resume.id}`);
+      if (found.status === "open" || found.status === "completed") return found;
+    } catch (e) {
+      // Unreachable, or signed out again: "Upload" asks once more, sending nothing twice.
+      if (!(e instanceof ApiError && e.status === 404)) throw e;
+    }
+    resume.anew();
+  }
+  const session = await post(`/v1/folders/${folderId}/uploads`, {
     name,
     size: file.size,
     part_size: file.size < 512 * 1024 * 1024 ? PART : undefined,
   });
+  resume?.opened(session.id);
+  return session;
+}
+
+// The session went while its parts were sent: ended (a part 404, a completion 409), or
+// its opener's key revoked or editor role lost before ingest ended it.
+const sessionGone = (e: unknown) =>
+  e instanceof ApiError && (e.status === 404 || ["session_ended", "session_key_revoked", "upload_right_lost"].includes(e.code));
+
+// A large file through an upload session: parts straight to the part URLs, and after a
+// dropped connection the session says which parts are missing (with fresh URLs).
+export async function uploadInParts(folderId: string, file: File, onProgress: (loaded: number) => void, name = file.name, resume?: Resume) {
+  const session = await sessionFor(folderId, file, name, resume);
+  if (session.status === "completed") return session;
+  try {
+    return await sendParts(session, file, onProgress);
+  } catch (e) {
+    // The session taken up again was found gone only as its parts went (its key was
+    // revoked while signed out, and ingest had not ended it yet): the file goes anew.
+    if (!(resume && session.id === resume.id && sessionGone(e))) throw e;
+    resume.anew();
+    return sendParts(await sessionFor(folderId, file, name, { ...resume, id: undefined }), file, onProgress);
+  }
+}
+
+async function sendParts(session: any, file: File, onProgress: (loaded: number) => void) {
   const partSize: number = session.part_size;
   const loaded = new Map<number, number>();
   for (const p of session.parts_stored ?? []) loaded.set(p.part, p.size);
@@ -91,7 +136,8 @@ export async function uploadInParts(folderId: string, file: File, onProgress: (l
       });
       break;
     } catch (e) {
-      const retriable = e instanceof ApiError && (e.status === 0 || e.status >= 500 || e.status === 403);
+      // A 403 is mostly a part URL whose signature expired: the session gives fresh ones.
+      const retriable = e instanceof ApiError && (e.status === 0 || e.status >= 500 || e.status === 403) && !sessionGone(e);
       if (!retriable || attempt >= 8) throw e;
       await sleep(Math.min(500 * 2 ** attempt, 8000));
       for (;;) {
@@ -225,6 +271,7 @@ function FileList({ entries, onRemove, busy }: { entries: Entry[]; onRemove: (i:
             <span class="size">{bytes(e.file.size)}</span>
             <progress aria-label={`Progress of ${e.path}`} max={Math.max(e.file.size, 1)} value={e.loaded} />
             <span class="status">
+              {e.note && `${e.note} `}
               {e.status === "done"
                 ? "Uploaded"
                 : e.status === "refused" || e.status === "failed" || e.status === "unsure"
@@ -377,11 +424,16 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
     const ensure = folderMaker(folderId);
     const todo = live.current.map((e, i) => ({ e, i })).filter(({ e }) => e.status !== "done");
     await pool(todo, PARALLEL, async ({ e, i }) => {
-      update(i, { status: "uploading", loaded: 0, message: undefined });
+      update(i, { status: "uploading", loaded: 0, message: undefined, note: undefined });
       try {
         const dir = e.path.includes("/") ? e.path.slice(0, e.path.lastIndexOf("/")) : "";
         const target = await ensure(dir);
-        if (e.file.size >= SESSION_AT) await uploadInParts(target, e.file, (l) => update(i, { loaded: l }));
+        if (e.file.size >= SESSION_AT)
+          await uploadInParts(target, e.file, (l) => update(i, { loaded: l }), e.file.name, {
+            id: e.session,
+            opened: (session) => update(i, { session }),
+            anew: () => update(i, { note: "Its earlier upload had ended: sent again from the start." }),
+          });
         else {
           const form = new FormData();
           form.append("file", e.file, e.file.name);
