@@ -568,7 +568,7 @@ class Compose:
                 status_code=307,
                 headers={"Location": presigned.json()["url"], "Cache-Control": "no-store"},
             )
-        return await self._blob(call, file["blob_key"], file["name"], file["mime_type"])
+        return await self._blob(call, file, file["blob_key"], file["name"], file["mime_type"])
 
     async def _rendition(self, call: Call, file: dict[str, Any], rendition: str) -> Response:
         """A rendition of the file the caller may see (the thumbnails context made it, or
@@ -593,9 +593,13 @@ class Compose:
         if made.status_code != 200:
             return self.gateway.relay(made)
         stem = file["name"].rsplit(".", 1)[0] or "video"
-        return await self._blob(call, made.json()["blob_key"], f"{stem}.web.mp4", "video/mp4")
+        return await self._blob(call, file, made.json()["blob_key"], f"{stem}.web.mp4", "video/mp4")
 
-    async def _blob(self, call: Call, key: str, name: str, mime_type: str) -> Response:
+    async def _blob(
+        self, call: Call, file: dict[str, Any], key: str, name: str, mime_type: str
+    ) -> Response:
+        """The blob of `file` (its content, or a rendition of it), streamed from ingest by
+        range, and cut short if the caller's right to the file's folder goes meanwhile."""
         request = call.request
         answer = await self.gateway.call(
             "ingest",
@@ -618,7 +622,7 @@ class Compose:
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quoted}"
         headers["X-Content-Type-Options"] = "nosniff"
         return StreamingResponse(
-            answer.aiter_raw(),
+            self.gateway.while_allowed(answer, call, ",".join(file.get("folder_path") or ())),
             answer.status_code,
             headers=headers,
             media_type=mime_type,

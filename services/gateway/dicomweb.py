@@ -119,7 +119,7 @@ async def retrieve(compose: Compose, call: Call) -> Response:
     }
     headers["X-Content-Type-Options"] = "nosniff"
     return StreamingResponse(
-        answer.aiter_raw(),
+        gateway.while_allowed(answer, call, compose.path_of(folder)),
         headers=headers,
         media_type=answer.headers["content-type"],
         background=BackgroundTask(answer.aclose),

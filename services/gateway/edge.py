@@ -37,7 +37,7 @@ from shared.contracts import topics
 from shared.kit import consistency, idempotency, identity, tracing
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
-from shared.kit.http import CORRELATION_HEADER, JSON, ServiceTransport, error_body
+from shared.kit.http import CORRELATION_HEADER, JSON, ServiceTransport, StreamCut, error_body
 from shared.kit.logs import log
 from shared.kit.settings import Settings
 
@@ -69,6 +69,10 @@ FORWARDED_WITH_BODY = ("content-type", "traceparent", "idempotency-key")
 # a GB proxied, 0.8 in half-MiB pieces (bench/README.md, "dicom"). Per request in
 # flight it holds at most this much more than before.
 FORWARDED_PIECE = 512 * 1024
+# A download under way asks its caller again at most this often (from the cache, so
+# about every AUTH_TTL_S the access service itself), and at once after a change of
+# access: a look at the clock a chunk costs nothing a download would notice.
+DOWNLOAD_RECHECK_S = 2.0
 
 
 # A connection that was made and then dropped under a request (not a timeout, not a
@@ -78,6 +82,24 @@ DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 class TooLarge(Exception):
     pass
+
+
+def _right_gone(gone: str, role: str | None) -> Refused:
+    """Why a download was cut short, for an RPC's status (`StreamCut`)."""
+    if gone == "key":
+        return Refused(
+            401,
+            "unauthenticated",
+            "the API key (or sign-in) this download was made with was revoked while it was"
+            " sent: it was cut short",
+        )
+    return Refused(
+        403,
+        "forbidden",
+        "the role on the folder that allowed this download went while it was sent: it was"
+        " cut short",
+        {"role_needed": "user", "role": role},
+    )
 
 
 async def in_pieces(
@@ -248,6 +270,8 @@ class Gateway:
             "thumbnails": settings.thumbnails_url,
         }
         self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        # Counts the times the cache was emptied: a download under way asks again after.
+        self.access_changes = 0
         # The stores each service consumes, as its consistency answers say (and when
         # they said it): a round asks only the services that may have reacted.
         self._consumes: dict[str, tuple[float, frozenset[str]]] = {}
@@ -482,35 +506,74 @@ class Gateway:
             yield pending
 
     async def _still_allowed(self, call: Call, folder_path: str | None) -> None:
-        assert call.user is not None
-        try:
-            now = await self.authenticate(call.request)
-        except (Unavailable, Refused) as away:
-            if isinstance(away, Refused) and away.status != 503:
-                raise
-            # Only a definite answer refuses a body already sent: a revocation reaches
-            # this gateway's cache anyway (its access follower empties it), and an
-            # upload of minutes lost to a blip of the access service is worse.
-            log.warning("upload.recheck_unanswered", path=call.request.url.path)
-            return
-        if now is None or now.get("id") != call.user.get("id"):
+        refused = await self._asked_again(call, folder_path, "editor", "upload")
+        if refused == ("key", None):
             raise Refused(
                 401,
                 "unauthenticated",
                 "the API key (or sign-in) this upload was sent with was revoked while it was"
                 " sent: nothing was stored",
             )
+        if refused is not None:
+            raise Refused(
+                403,
+                "forbidden",
+                "the editor role on the folder went while this upload was sent: nothing was stored",
+                {"role_needed": "editor", "role": refused[1]},
+            )
+
+    async def _asked_again(
+        self, call: Call, folder_path: str | None, needed: str, what: str
+    ) -> tuple[str, str | None] | None:
+        """Whether the caller of a request under way still has its right: None if so, or
+        if the access service does not answer (only a definite answer refuses what is
+        under way: a revocation reaches this gateway's cache anyway, its access follower
+        empties it, and a transfer of minutes lost to a blip of the access service is
+        worse); ("key", None) if the key (or sign-in) is gone; ("role", the role the
+        caller now has on the folder, below `needed`, or None) if the role went."""
+        assert call.user is not None
+        try:
+            now = await self.authenticate(call.request)
+        except (Unavailable, Refused) as away:
+            if isinstance(away, Refused) and away.status != 503:
+                raise
+            log.warning(f"{what}.recheck_unanswered", path=call.request.url.path)
+            return None
+        if now is None or now.get("id") != call.user.get("id"):
+            return ("key", None)
         if folder_path:
             path = [uuid.UUID(p) for p in folder_path.split(",")]
             role = Access.decode(now["access"]).role_on(path)
-            if role is None or RANK[role] < RANK["editor"]:
-                raise Refused(
-                    403,
-                    "forbidden",
-                    "the editor role on the folder went while this upload was sent: nothing"
-                    " was stored",
-                    {"role_needed": "editor", "role": role},
-                )
+            if role is None or RANK[role] < RANK[needed]:
+                return ("role", role)
+        return None
+
+    async def while_allowed(
+        self, answer: httpx.Response, call: Call, folder_path: str | None
+    ) -> AsyncIterator[bytes]:
+        """A download's body, cut short once its caller's right goes. It was allowed when
+        it started, and may outlast the caller's key or their role on the folder: the
+        caller is asked again (from the cache) every DOWNLOAD_RECHECK_S, and at once
+        after a change of access emptied the cache (a counter's look a chunk, not a
+        call). Refused, the body ends where it is and the answer is left unfinished (the
+        connection closed: `StreamCut`), and the service's answer let go (the answer's
+        background task, which would, does not run after an error)."""
+        changes = self.access_changes
+        due = time.monotonic() + DOWNLOAD_RECHECK_S
+        async for chunk in answer.aiter_raw():
+            if self.access_changes != changes or time.monotonic() >= due:
+                changes = self.access_changes
+                try:
+                    refused = await self._asked_again(call, folder_path, "user", "download")
+                except Refused as error:
+                    await answer.aclose()
+                    raise StreamCut(error) from error
+                due = time.monotonic() + DOWNLOAD_RECHECK_S
+                if refused is not None:
+                    log.warning("download.right_gone", path=call.request.url.path, gone=refused[0])
+                    await answer.aclose()
+                    raise StreamCut(_right_gone(*refused))
+            yield chunk
 
     # -- authentication --------------------------------------------------------------
 
@@ -546,6 +609,7 @@ class Gateway:
     def forget_callers(self) -> None:
         """After a change of access made here: the next request asks the ACL again."""
         self._keys.clear()
+        self.access_changes += 1
 
     # -- consistency -----------------------------------------------------------------
 

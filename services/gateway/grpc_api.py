@@ -35,6 +35,7 @@ from google.protobuf.message import Message
 
 from services.gateway.files_pb.files.v1 import files_pb2 as pb
 from shared.contracts import rules
+from shared.kit.errors import Refused
 from shared.kit.http import JSON, error_body
 from shared.kit.http_server import PUBLIC
 from shared.kit.logs import log
@@ -877,8 +878,27 @@ class Api:
             async for chunk in exchange.chunks():
                 for at in range(0, len(chunk), CHUNK):
                     yield pb.DownloadResponse(chunk=chunk[at : at + CHUNK])
+            await self._ended_whole(context, exchange)
         finally:
             await exchange.close()
+
+    async def _ended_whole(self, context: grpc.aio.ServicerContext, exchange: Exchange) -> None:
+        """An answer the app left unfinished (over HTTP its connection is closed) ends
+        the stream with an error, never OK: the client would take what came for the
+        whole. Why, if the app said (a download whose caller's right went: 401 or 403);
+        else as a service that failed mid-way (503, try again)."""
+        if exchange.complete:
+            return
+        cut = exchange.scope["state"].get("cut")
+        if isinstance(cut, Refused):
+            await self.refuse(context, cut.status, cut.code, cut.message, cut.details)
+        await self.refuse(
+            context,
+            503,
+            "unavailable",
+            "the answer was cut short on our side; try again",
+            {"retry": True},
+        )
 
     @staticmethod
     def _download_header(status: int, answer: Mapping[str, str]) -> pb.DownloadHeader:
@@ -917,6 +937,7 @@ class Api:
             async for chunk in exchange.chunks():
                 for at in range(0, len(chunk), CHUNK):
                     yield pb.Picture(chunk=chunk[at : at + CHUNK])
+            await self._ended_whole(context, exchange)
         finally:
             await exchange.close()
 

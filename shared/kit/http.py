@@ -132,6 +132,17 @@ def unexpected_error(request_id: str) -> JSON:
     )
 
 
+class StreamCut(Exception):
+    """An answer cut short on purpose after it began (a download whose caller's right
+    went: services/gateway/edge.py `while_allowed`). The connection is closed, the only
+    honest end of a body sent short; `reason` is what an RPC that stands for the request
+    ends with (`request.state.cut`)."""
+
+    def __init__(self, reason: Refused) -> None:
+        super().__init__(reason.message)
+        self.reason = reason
+
+
 class Guard:
     """The outermost middleware of every app: each request gets an id (the caller's
     `X-Request-Id`, or the gateway's `X-Correlation-Id`, when sane; else a new one),
@@ -173,6 +184,13 @@ class Guard:
         with structlog.contextvars.bound_contextvars(correlation_id=request_id):
             try:
                 await self.app(scope, receive, sending)
+            except StreamCut as cut:
+                if not started:
+                    raise
+                # Logged where it was cut. Left unfinished, the answer's connection is
+                # closed by uvicorn (which notes it in a line of its own); an in-process
+                # caller (the gRPC API) finds why in the request's state.
+                scope["state"]["cut"] = cut.reason
             except ClientDisconnect:
                 # The client went away mid-request (gave up on an upload, timed out):
                 # there is no one to answer, and nothing of ours went wrong.

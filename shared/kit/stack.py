@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,6 +221,22 @@ class Stack:
             self.children.remove(child)
             self._tended.pop(id(child), None)
         child.stop(sig)
+
+    @contextlib.contextmanager
+    def down(self, name: str) -> Iterator[None]:
+        """The first process of that name killed (SIGKILL) and kept down while the block
+        runs, then started again by the supervisor: a piece away for as long as a test
+        needs (restarted at once, it is away for half a second)."""
+        with self._lock:
+            child = next(c for c in self.children if c.name == name)
+            tended = self._tended.pop(id(child))
+        child.proc.send_signal(signal.SIGKILL)
+        child.proc.wait()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._tended[id(child)] = tended
 
     def child(self, name: str) -> Child:
         """The first process of that name (a service, "gateway", "postgres", "broker")."""

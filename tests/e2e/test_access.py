@@ -3,6 +3,7 @@ datasets that follow folder access, and the audit trail."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -127,6 +128,144 @@ async def test_an_upload_under_way_when_its_right_goes_records_nothing(
     )
     error(sent, 401 if lost == "key_revoked" else 403)
     assert await items(api, top["id"]) == []
+
+
+# Far more than the sockets between the client and the gateway hold (a few MB on
+# loopback): what the client has not read yet is still the gateway's to send.
+LARGE = 48 * 1024 * 1024
+
+
+async def download_with_the_right_taken(
+    client: httpx.AsyncClient, file_id: str, take: Any, gone: Any, within: float = 2.0
+) -> tuple[int, bool]:
+    """A download's first chunk read, then `take` (the right taken away) and `gone` waited
+    for (the gateway refusing it; given when the download began), then the rest read
+    until the stream ends or breaks: the bytes delivered, and whether it broke."""
+    import asyncio
+
+    delivered, broke = 0, False
+    async with client.stream("GET", f"/v1/files/{file_id}/content", timeout=60) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-length"] == str(LARGE)
+        began = time.monotonic()
+        chunks = answer.aiter_raw()
+        delivered += len(await anext(chunks))
+        await take()
+        await eventually(lambda: gone(began), within=within, what="the right gone at the gateway")
+        try:
+            async with asyncio.timeout(60):
+                async for chunk in chunks:
+                    delivered += len(chunk)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            broke = True
+    return delivered, broke
+
+
+def gateway_logged(platform: Any, what: str, path: str) -> bool:
+    lines = (platform.data_dir / "logs" / "gateway.log").read_text().splitlines()
+    return any(what in line and path in line for line in lines)
+
+
+@pytest.mark.parametrize("lost", ["key_revoked", "role_removed"])
+async def test_a_download_under_way_when_its_right_goes_is_cut_short(
+    api: httpx.AsyncClient, as_key: Any, platform: Any, lost: str
+) -> None:
+    """A download is allowed when it starts; one still being sent when its key is
+    revoked (or its role on the folder taken away) ends there, short of the file."""
+    top = await folder(api, unique("revoke-download"))
+    [file] = (await upload(api, top["id"], ("large.bin", b"x" * LARGE)))["files"]
+    dora = await member(api, "dora")
+    await invite(api, top["id"], dora["email"], "user")
+    client = as_key(dora["api_key"])
+    [key] = (await api.get(f"/v1/users/{dora['id']}/keys")).json()["items"]
+
+    async def take() -> None:
+        if lost == "key_revoked":
+            assert (await api.delete(f"/v1/keys/{key['id']}")).status_code == 204
+        else:
+            removed = await api.delete(f"/v1/folders/{top['id']}/collaborators/{dora['id']}")
+            assert removed.status_code == 204, removed.text
+
+    async def gone(_: float) -> bool:
+        probe = await client.get(f"/v1/files/{file['id']}")
+        return probe.status_code == (401 if lost == "key_revoked" else 404)
+
+    delivered, broke = await download_with_the_right_taken(client, file["id"], take, gone)
+    assert broke and delivered < LARGE, delivered
+    path = f"/v1/files/{file['id']}/content"
+    assert gateway_logged(platform, "download.right_gone", path)
+    assert not gateway_logged(platform, "unexpected_error", path)
+
+
+async def test_a_grpc_download_under_way_when_its_key_is_revoked_ends_unauthenticated(
+    api: httpx.AsyncClient, as_key: Any, platform: Any
+) -> None:
+    """Over gRPC the stream of a download cut short ends with the reason, never OK."""
+    import grpc
+
+    from services.gateway.files_pb.files.v1 import files_pb2 as pb
+    from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
+
+    top = await folder(api, unique("revoke-grpc"))
+    [file] = (await upload(api, top["id"], ("large.bin", b"z" * LARGE)))["files"]
+    gus = await member(api, "gus")
+    await invite(api, top["id"], gus["email"], "user")
+    [key] = (await api.get(f"/v1/users/{gus['id']}/keys")).json()["items"]
+    client = as_key(gus["api_key"])
+    delivered = 0
+    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+        stream = rpc.FilesStub(channel).Download(
+            pb.DownloadRequest(file_id=file["id"]),
+            metadata=(("authorization", f"Bearer {gus['api_key']}"),),
+        )
+        messages = aiter(stream)
+        assert (await anext(messages)).header.size == LARGE
+        delivered += len((await anext(messages)).chunk)
+        assert (await api.delete(f"/v1/keys/{key['id']}")).status_code == 204
+
+        async def gone() -> bool:
+            return (await client.get(f"/v1/files/{file['id']}")).status_code == 401
+
+        await eventually(gone, within=2.0, what="the key refused at the gateway")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for message in messages:
+                delivered += len(message.chunk)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, caught.value.details()
+    trailing = dict(caught.value.trailing_metadata() or ())
+    assert trailing["files-error-code"] == "unauthenticated"
+    assert delivered < LARGE
+
+
+async def test_a_download_that_meets_the_access_service_away_goes_on(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    """A download under way is asked again every so often; with the access service away
+    at that moment, no answer is not a refusal: the whole file is sent."""
+    top = await folder(api, unique("acl-away-download"))
+    [file] = (await upload(api, top["id"], ("large.bin", b"y" * LARGE)))["files"]
+
+    async def gone(began: float) -> bool:
+        # The gateway's remembered answer for this key has run out (it was made before
+        # the download began), and the download is due to ask again.
+        probe = await api.get(f"/v1/files/{file['id']}")
+        return probe.status_code == 503 and time.monotonic() - began > 2.2
+
+    with contextlib.ExitStack() as held:
+
+        async def take() -> None:
+            held.enter_context(platform.down("acl"))
+
+        delivered, broke = await download_with_the_right_taken(
+            api, file["id"], take, gone, within=30
+        )
+    assert not broke and delivered == LARGE
+    path = f"/v1/files/{file['id']}/content"
+    assert gateway_logged(platform, "download.recheck_unanswered", path)
+
+    async def back() -> bool:
+        return (await api.get(f"/v1/folders/{top['id']}")).status_code == 200
+
+    await eventually(back, within=120, what="the access service back")
 
 
 async def test_a_folder_admin_stays_unless_an_org_admin_transfers_the_folder(
