@@ -73,6 +73,9 @@ FORWARDED_PIECE = 512 * 1024
 # about every AUTH_TTL_S the access service itself), and at once after a change of
 # access: a look at the clock a chunk costs nothing a download would notice.
 DOWNLOAD_RECHECK_S = 2.0
+# How long a transfer under way waits for the access service to answer its recheck; past
+# it, as unanswered (the transfer goes on): a hung service must not stall every download.
+RECHECK_WAIT_S = 1.0
 
 
 # A connection that was made and then dropped under a request (not a timeout, not a
@@ -533,8 +536,8 @@ class Gateway:
         caller now has on the folder, below `needed`, or None) if the role went."""
         assert call.user is not None
         try:
-            now = await self.authenticate(call.request)
-        except (Unavailable, Refused) as away:
+            now = await asyncio.wait_for(self.authenticate(call.request), RECHECK_WAIT_S)
+        except (Unavailable, Refused, TimeoutError) as away:
             if isinstance(away, Refused) and away.status != 503:
                 raise
             log.warning(f"{what}.recheck_unanswered", path=call.request.url.path)
@@ -558,7 +561,8 @@ class Gateway:
         call). Refused, the body ends where it is and the answer is left unfinished (the
         connection closed: `StreamCut`), and the service's answer let go (the answer's
         background task, which would, does not run after an error)."""
-        changes = self.access_changes
+        # From before the caller was first asked: a change landing since is one to see.
+        changes = getattr(call.request.state, "access_changes", self.access_changes)
         due = time.monotonic() + DOWNLOAD_RECHECK_S
         async for chunk in answer.aiter_raw():
             if self.access_changes != changes or time.monotonic() >= due:
@@ -578,6 +582,8 @@ class Gateway:
     # -- authentication --------------------------------------------------------------
 
     async def authenticate(self, request: Request) -> dict[str, Any] | None:
+        if not hasattr(request.state, "access_changes"):
+            request.state.access_changes = self.access_changes
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             # The web app's session cookie (services/gateway/sessions.py).
@@ -591,6 +597,7 @@ class Gateway:
         now = time.monotonic()
         if cached and cached[0] > now:
             return cached[1]
+        changes = self.access_changes
         answer = await self.call(
             "acl", "POST", "/internal/authenticate", request, json={"api_key": key}
         )
@@ -598,10 +605,16 @@ class Gateway:
             # Not a refusal: the caller is unknown for now, and nothing is cached.
             raise Refused(503, "unavailable", "the access service did not answer; try again")
         user = answer.json() if answer.status_code == 200 else None
-        self.remember_caller(digest, now, user)
+        self.remember_caller(digest, now, user, changes)
         return user
 
-    def remember_caller(self, digest: str, now: float, user: dict[str, Any] | None) -> None:
+    def remember_caller(
+        self, digest: str, now: float, user: dict[str, Any] | None, changes: int
+    ) -> None:
+        """Kept unless access changed while it was asked: that answer may be from before
+        the change, and the cache was emptied so that the next look asks again."""
+        if changes != self.access_changes:
+            return
         if len(self._keys) > 10_000:
             self._keys.clear()
         self._keys[digest] = (now + AUTH_TTL_S, user)

@@ -86,13 +86,14 @@ async def authenticate(gateway: Gateway, request: Request) -> dict[str, Any] | N
     cached = gateway._keys.get(digest)
     if cached and cached[0] > now:
         return cached[1]
+    changes = gateway.access_changes
     answer = await gateway.call(
         "acl", "POST", "/internal/authenticate", request, json={"session_token": token}
     )
     if answer.status_code >= 500:
         raise Refused(503, "unavailable", "the access service did not answer; try again")
     user = answer.json() if answer.status_code == 200 else None
-    gateway.remember_caller(digest, now, user)
+    gateway.remember_caller(digest, now, user, changes)
     return user
 
 

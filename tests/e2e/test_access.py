@@ -268,6 +268,36 @@ async def test_a_download_that_meets_the_access_service_away_goes_on(
     await eventually(back, within=120, what="the access service back")
 
 
+async def test_a_download_that_meets_the_access_service_hung_goes_on(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    """An access service that takes the connection and never answers (paused, a lock, a
+    partition dropping packets) must not stall every download while it is asked again:
+    the ask gives up within a second, as unanswered, and the file goes on."""
+    import signal
+
+    top = await folder(api, unique("acl-hung-download"))
+    [file] = (await upload(api, top["id"], ("large.bin", b"z" * LARGE)))["files"]
+    acl = platform.child("acl")
+
+    async def due(began: float) -> bool:
+        # The gateway's remembered answer has run out: the next chunk asks the ACL.
+        return time.monotonic() - began > 2.2
+
+    async def pause() -> None:
+        acl.proc.send_signal(signal.SIGSTOP)
+
+    try:
+        delivered, broke = await download_with_the_right_taken(
+            api, file["id"], pause, due, within=30
+        )
+    finally:
+        acl.proc.send_signal(signal.SIGCONT)
+    assert not broke and delivered == LARGE
+    path = f"/v1/files/{file['id']}/content"
+    assert gateway_logged(platform, "download.recheck_unanswered", path)
+
+
 async def test_a_folder_admin_stays_unless_an_org_admin_transfers_the_folder(
     api: httpx.AsyncClient, as_key: Any
 ) -> None:

@@ -68,7 +68,7 @@ export function SearchBox({ current }: { current: string }) {
       class="search"
       onSubmit={(e) => {
         e.preventDefault();
-        if (active >= 0 && hits[active]) pick(hits[active]);
+        if (expanded && active >= 0 && hits[active]) pick(hits[active]);
         else if (q.trim()) {
           typing.current = false;
           setOpen(false);

@@ -81,7 +81,10 @@ async function sessionFor(folderId: string, file: File, name: string, resume?: R
   if (resume?.id) {
     try {
       const found = await get(`/v1/uploads/${resume.id}`);
-      if (found.status === "open" || found.status === "completed") return found;
+      // Only this file's, into this folder: the person may have chosen another folder
+      // since, or the list's rows moved under a session remembered for another.
+      const same = found.folder_id === folderId && found.name === name && found.size === file.size;
+      if (same && (found.status === "open" || found.status === "completed")) return found;
     } catch (e) {
       // Unreachable, or signed out again: "Upload" asks once more, sending nothing twice.
       if (!(e instanceof ApiError && e.status === 404)) throw e;
