@@ -52,7 +52,9 @@ async def test_an_access_change_made_elsewhere_drops_the_cached_callers(
         # again until one is seen (the first may come before it joined).
         deadline = time.monotonic() + 20
         while True:
-            gateway.remember_caller("digest", time.monotonic(), {"id": "someone"})
+            gateway.remember_caller(
+                "digest", time.monotonic(), {"id": "someone"}, gateway.access_changes
+            )
             await producer.send_and_wait(topics.ACL, b'{"type": "acl.GrantRemoved"}', key=b"k")
             try:
                 await asyncio.wait_for(dropped.wait(), timeout=2 * wait_ms / 1000)
