@@ -40,6 +40,15 @@ def names(version: int, upper: bool) -> Projection:
     return projection
 
 
+async def built_by(pool: asyncpg.Pool) -> tuple[list[str], int]:
+    """The read model's names, and the version recorded as having built them."""
+    rows = await pool.fetch("SELECT name FROM versioned.names ORDER BY name")
+    version = await pool.fetchval(
+        "SELECT version FROM versioned.read_models WHERE name = 'versioned.names'"
+    )
+    return [r["name"] for r in rows], version
+
+
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with fresh_database(database_url, "t_versions") as pool:
@@ -68,28 +77,14 @@ async def test_a_projection_whose_version_changed_is_rebuilt_at_start(pool: asyn
     # The next release changes what the rows hold, and says so with its version.
     second = names(2, upper=True)
     assert await ensure_current(pool, store, second) == 3
-    rows = await pool.fetch("SELECT name FROM versioned.names ORDER BY name")
-    assert [r["name"] for r in rows] == ["SCAN 0", "SCAN 1", "SCAN 2"]
-    assert (
-        await pool.fetchval(
-            "SELECT version FROM versioned.read_models WHERE name = 'versioned.names'"
-        )
-        == 2
-    )
+    assert await built_by(pool) == (["SCAN 0", "SCAN 1", "SCAN 2"], 2)
     # Started again (or another replica starting): current, so not rebuilt again.
     assert await ensure_current(pool, store, second) == 0
     # A replica of the release before restarting while the rollout runs finds a newer
     # read model and serves it as it is: rebuilt by its own code, the newer replicas
     # (which look only at their start) would serve its rows.
     assert await ensure_current(pool, store, first) == 0
-    rows = await pool.fetch("SELECT name FROM versioned.names ORDER BY name")
-    assert [r["name"] for r in rows] == ["SCAN 0", "SCAN 1", "SCAN 2"]
-    assert (
-        await pool.fetchval(
-            "SELECT version FROM versioned.read_models WHERE name = 'versioned.names'"
-        )
-        == 2
-    )
+    assert await built_by(pool) == (["SCAN 0", "SCAN 1", "SCAN 2"], 2)
     # The stored events keep the version they were recorded with.
     assert {e.schema_version for e in await store.read_after(pool, 0, limit=10)} == {1}
 
