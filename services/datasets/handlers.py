@@ -32,6 +32,7 @@ from shared.contracts.catalog import (
     FolderCreated,
     FolderDeleted,
     FolderMoved,
+    FolderPurged,
     FolderRestored,
 )
 from shared.contracts.datasets import FilesLinked, FilesUnlinked, dataset_stream
@@ -820,8 +821,9 @@ class Datasets(Handlers):
         await self.store.append(conn, envelopes)
 
     @reactions.on(FilePurged)
-    async def when_files_purged(
-        self, conn: asyncpg.Connection, purged: Sequence[Received[FilePurged]]
+    @reactions.on(FolderPurged)
+    async def when_purged(
+        self, conn: asyncpg.Connection, purged: Sequence[Received[FilePurged | FolderPurged]]
     ) -> None:
         await tree.apply_received(conn, purged)
 

@@ -378,6 +378,17 @@ async def folder_deleted(
     )
 
 
+@tree.on(catalog_events.FolderPurged)
+async def folder_purged(
+    conn: asyncpg.Connection, events: Sequence[Received[catalog_events.FolderPurged]]
+) -> None:
+    # Never to be restored: its trashing's position has no restore left to serve.
+    await conn.execute(
+        "DELETE FROM datasets.trashed_folders WHERE id = ANY($1::uuid[])",
+        [e.data["folder_id"] for e in events],
+    )
+
+
 @tree.on(catalog_events.FileUploaded)
 @tree.on(catalog_events.FileRestored)
 async def file_uploaded(

@@ -26,6 +26,7 @@ from shared.contracts.catalog import (
     FolderCreated,
     FolderDeleted,
     FolderMoved,
+    FolderPurged,
     FolderRestored,
 )
 from shared.contracts.datasets import dataset_stream
@@ -410,3 +411,19 @@ async def test_a_file_moved_out_of_a_synced_folder_just_before_it_is_deleted_lea
         moved_with_folder,
     }
     assert folders_first == in_order
+
+
+async def test_a_folder_purged_from_the_trash_leaves_no_row_behind(context: Context) -> None:
+    catalog = Catalog()
+    top, gone, kept = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await context.apply(
+        catalog.event(FolderCreated(folder_id=top, parent_id=None, name="top")),
+        catalog.event(FolderCreated(folder_id=gone, parent_id=top, name="gone")),
+        catalog.event(FolderCreated(folder_id=kept, parent_id=top, name="kept")),
+        catalog.event(FolderDeleted(folder_id=gone, parent_id=top, trashed=True)),
+        catalog.event(FolderDeleted(folder_id=kept, parent_id=top, trashed=True)),
+    )
+    await context.apply(catalog.event(FolderPurged(folder_id=gone)))
+    # The one still in the trash keeps its row: its restore needs it.
+    rows = await context.pool.fetch("SELECT id FROM datasets.trashed_folders")
+    assert {r["id"] for r in rows} == {kept}
