@@ -226,7 +226,7 @@ class Catalog(Handlers):
 
     async def record(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         changes: Sequence[Change],
         cause: Cause,
         at: datetime | None = None,
@@ -234,7 +234,7 @@ class Catalog(Handlers):
         """Project and append in the caller's transaction; returns the store position."""
         return await self.write(conn, envelopes_of(changes, cause, at))
 
-    async def write(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> int:
+    async def write(self, conn: Conn, envelopes: Sequence[Envelope]) -> int:
         if not envelopes:
             return 0
         made = [e.data["folder_id"] for e in envelopes if e.type == CREATED]
@@ -273,9 +273,7 @@ class Catalog(Handlers):
 
     # -- arrivals whose folder is not made yet ----------------------------------------
 
-    async def _unseen(
-        self, conn: asyncpg.Connection, folder_ids: Collection[uuid.UUID]
-    ) -> set[uuid.UUID]:
+    async def _unseen(self, conn: Conn, folder_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
         """Of these folders (none of them there now), those the catalog has no record of:
         no event in their stream (a deleted or purged folder keeps its events), and not
         refused by `when_sync_folder_needed`."""
@@ -295,7 +293,7 @@ class Catalog(Handlers):
         }
 
     async def _wait_for_folders(
-        self, conn: asyncpg.Connection, waiting: Sequence[tuple[uuid.UUID, Received[Any]]]
+        self, conn: Conn, waiting: Sequence[tuple[uuid.UUID, Received[Any]]]
     ) -> None:
         """Set these arrivals aside until their folder is made (`write`) or they have
         waited their time (`give_up_waiting`). The inbox has them applied meanwhile: the
@@ -340,7 +338,7 @@ class Catalog(Handlers):
 
     async def _after_arrivals(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         missing: Sequence[Received[Any]],
         file_of: Callable[[Any], uuid.UUID],
     ) -> None:
@@ -361,9 +359,7 @@ class Catalog(Handlers):
             [(folder_of[file_of(e.event)], e) for e in missing if file_of(e.event) in folder_of],
         )
 
-    async def _released(
-        self, conn: asyncpg.Connection, folder_ids: Sequence[Any]
-    ) -> list[Envelope]:
+    async def _released(self, conn: Conn, folder_ids: Sequence[Any]) -> list[Envelope]:
         """The arrivals waiting for these folders, no longer waiting (in this transaction),
         in the order they occurred."""
         rows = await conn.fetch(
@@ -380,7 +376,7 @@ class Catalog(Handlers):
         pass once this commits (woken as by a watermark moved, not at their next look)."""
         await conn.execute("SELECT pg_notify($1, '')", self.parts.inbox.channel)
 
-    async def _arrive(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+    async def _arrive(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
         """Arrivals that waited, through their reactions again (each is in the inbox
         already, and leaves the waiting table in this transaction: handled once). Each in
         a savepoint: one that fails for good is dead-lettered (`files dlq`, replayable),
@@ -478,7 +474,7 @@ class Catalog(Handlers):
 
     async def folder(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         folder_id: uuid.UUID,
         access: Access,
         needed: str,
@@ -494,7 +490,7 @@ class Catalog(Handlers):
 
     async def _require_all(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         table: str,
         columns: str,
         ids: Sequence[uuid.UUID],
@@ -618,7 +614,7 @@ class Catalog(Handlers):
             )
             return await self.record(conn, changes, cause)
 
-    async def schema(self, conn: asyncpg.Connection) -> schema.Schema:
+    async def schema(self, conn: Conn) -> schema.Schema:
         """The metadata schema, held (FOR SHARE) until the caller's commit: a write
         checked against it is not committed beside a schema that would refuse it."""
         keys = await conn.fetchval("SELECT keys FROM catalog.metadata_schema FOR SHARE")
@@ -734,7 +730,7 @@ class Catalog(Handlers):
         )
 
     async def _refuse_name_clash(
-        self, conn: asyncpg.Connection, folders: Sequence[domain.Folder], target: domain.Folder
+        self, conn: Conn, folders: Sequence[domain.Folder], target: domain.Folder
     ) -> None:
         # Checked before writing: a unique violation would abort the transaction.
         clash = await conn.fetchval(
@@ -824,7 +820,7 @@ class Catalog(Handlers):
 
     async def _trashed(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         table: str,
         ids: Sequence[uuid.UUID],
         access: Access,
@@ -1131,7 +1127,7 @@ class Catalog(Handlers):
 
     async def _refuse_constituents(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         folders: Sequence[domain.Folder],
         files: Sequence[domain.File],
         doing: str = "delete",
@@ -1156,11 +1152,11 @@ class Catalog(Handlers):
 
     async def _impact(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         folder_ids: Sequence[uuid.UUID],
         file_ids: Sequence[uuid.UUID],
     ) -> dict[str, Any]:
-        row = await conn.fetchrow(
+        counted = await conn.fetchrow(
             """WITH below AS (SELECT id FROM catalog.folders WHERE path && $1::uuid[])
                SELECT (SELECT count(*) FROM below) AS folders,
                       (SELECT count(*) FROM catalog.files
@@ -1169,14 +1165,15 @@ class Catalog(Handlers):
             list(folder_ids),
             list(file_ids),
         )
+        assert counted is not None  # an aggregate's one row
         # Dataset links are the datasets context's to count; the gateway adds them.
-        return {"folders": row["folders"], "files": row["files"]}
+        return {"folders": counted["folders"], "files": counted["files"]}
 
     @reactions.on(FileContentStored)
     @reactions.on(FilesStored)
     async def when_files_stored(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         envelopes: Sequence[Received[FileContentStored] | Received[FilesStored]],
     ) -> None:
         """Register a batch of stored files (pages, or files one an event): one folder
@@ -1226,7 +1223,7 @@ class Catalog(Handlers):
 
     @reactions.on(ImageGroupImagesStored)
     async def when_image_group_images_stored(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ImageGroupImagesStored]]
+        self, conn: Conn, envelopes: Sequence[Received[ImageGroupImagesStored]]
     ) -> None:
         """A page of a group's images: kept until the group's event (after its pages, in
         the same stream) registers them all at once."""
@@ -1244,9 +1241,7 @@ class Catalog(Handlers):
             ),
         )
 
-    async def _group_images(
-        self, conn: asyncpg.Connection, group: ImageGroupStored
-    ) -> list[FileContentStored]:
+    async def _group_images(self, conn: Conn, group: ImageGroupStored) -> list[FileContentStored]:
         """The group's images: its own `files` (recorded before pages), or its pages
         (kept, then let go)."""
         if group.files:
@@ -1267,7 +1262,7 @@ class Catalog(Handlers):
 
     @reactions.on(ImageGroupStored)
     async def when_image_group_stored(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ImageGroupStored]]
+        self, conn: Conn, envelopes: Sequence[Received[ImageGroupStored]]
     ) -> None:
         """An image group enters its folder: the constituent folder, its images and the
         group's file, in this transaction."""
@@ -1310,14 +1305,14 @@ class Catalog(Handlers):
 
     @reactions.on(SeriesAssembled)
     async def when_series_assembled(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[SeriesAssembled]]
+        self, conn: Conn, envelopes: Sequence[Received[SeriesAssembled]]
     ) -> None:
         """A DICOM series is assembled: it enters its folder as one `dicom_series` file."""
         assembled = [e.event for e in envelopes]
         await self._enter_folders(conn, envelopes, assembled, domain.register_series)
 
     async def _arrival_folders(
-        self, conn: asyncpg.Connection, arrivals: Sequence[Any]
+        self, conn: Conn, arrivals: Sequence[Any]
     ) -> dict[uuid.UUID, domain.Folder]:
         """The folders these arrivals are for, as they are now (one missing: gone)."""
         # FOR SHARE: a folder being deleted or moved waits for these files, or they for it.
@@ -1329,7 +1324,7 @@ class Catalog(Handlers):
 
     async def _enter_folders(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         envelopes: Sequence[Received[Any]],
         arrivals: Sequence[Arrival],
         register: Callable[..., Change],
@@ -1359,7 +1354,7 @@ class Catalog(Handlers):
 
     @reactions.on(SyncFolderNeeded)
     async def when_sync_folder_needed(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[SyncFolderNeeded]]
+        self, conn: Conn, envelopes: Sequence[Received[SyncFolderNeeded]]
     ) -> None:
         """A key path below a synced prefix becomes a subfolder, with the id ingest gave
         it (once: a folder with that id, even trashed or purged, is left as it is)."""
@@ -1407,25 +1402,25 @@ class Catalog(Handlers):
 
     @reactions.on(FolderSyncConfigured)
     async def when_folder_sync_configured(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[FolderSyncConfigured]]
+        self, conn: Conn, envelopes: Sequence[Received[FolderSyncConfigured]]
     ) -> None:
         await cloud_synced.apply_received(conn, envelopes)
 
     @reactions.on(CloudSyncedFoldersListed)
     async def when_synced_folders_listed(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[CloudSyncedFoldersListed]]
+        self, conn: Conn, envelopes: Sequence[Received[CloudSyncedFoldersListed]]
     ) -> None:
         await cloud_synced.apply_received(conn, envelopes)
 
     @reactions.on(FolderSyncEnded)
     async def when_folder_sync_ended(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[FolderSyncEnded]]
+        self, conn: Conn, envelopes: Sequence[Received[FolderSyncEnded]]
     ) -> None:
         await cloud_synced.apply_received(conn, envelopes)
 
     @reactions.on(CloudObjectGone)
     async def when_cloud_object_gone(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[CloudObjectGone]]
+        self, conn: Conn, envelopes: Sequence[Received[CloudObjectGone]]
     ) -> None:
         """Its file becomes a tombstone (a file deleted meanwhile is left as it is)."""
         rows = await conn.fetch(
@@ -1452,7 +1447,7 @@ class Catalog(Handlers):
 
     @reactions.on(CloudObjectChanged)
     async def when_cloud_object_changed(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[CloudObjectChanged]]
+        self, conn: Conn, envelopes: Sequence[Received[CloudObjectChanged]]
     ) -> None:
         """New bytes under the key: the file's new facts; and it is back if it was a
         tombstone."""
@@ -1489,7 +1484,7 @@ class Catalog(Handlers):
 
     @reactions.on(ImportedMetadataReplaced)
     async def when_imported_metadata_replaced(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ImportedMetadataReplaced]]
+        self, conn: Conn, envelopes: Sequence[Received[ImportedMetadataReplaced]]
     ) -> None:
         """An import named objects already imported into the folder with new metadata
         (`upsert_metadata`): their files take it, whole (those since deleted do not)."""
@@ -1514,7 +1509,7 @@ class Catalog(Handlers):
     @reactions.on(SeriesShrunk)
     async def when_series_changed(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         envelopes: Sequence[Received[SeriesExtended | SeriesShrunk]],
     ) -> None:
         """A later upload joined a series, or objects of a synced bucket gone took
@@ -1567,37 +1562,37 @@ class Catalog(Handlers):
 
     @reactions.on(ds.DatasetCreated)
     async def when_dataset_created(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.DatasetCreated]]
+        self, conn: Conn, envelopes: Sequence[Received[ds.DatasetCreated]]
     ) -> None:
         await links.apply_received(conn, envelopes)
 
     @reactions.on(ds.DatasetUnsynced)
     async def when_dataset_unsynced(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.DatasetUnsynced]]
+        self, conn: Conn, envelopes: Sequence[Received[ds.DatasetUnsynced]]
     ) -> None:
         await links.apply_received(conn, envelopes)
 
     @reactions.on(ds.DatasetResynced)
     async def when_dataset_resynced(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.DatasetResynced]]
+        self, conn: Conn, envelopes: Sequence[Received[ds.DatasetResynced]]
     ) -> None:
         await links.apply_received(conn, envelopes)
 
     @reactions.on(ds.DatasetDeleted)
     async def when_dataset_deleted(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.DatasetDeleted]]
+        self, conn: Conn, envelopes: Sequence[Received[ds.DatasetDeleted]]
     ) -> None:
         await links.apply_received(conn, envelopes)
 
     @reactions.on(ds.FilesLinked)
     async def when_files_linked(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.FilesLinked]]
+        self, conn: Conn, envelopes: Sequence[Received[ds.FilesLinked]]
     ) -> None:
         await links.apply_received(conn, envelopes)
 
     @reactions.on(ds.FilesUnlinked)
     async def when_files_unlinked(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[ds.FilesUnlinked]]
+        self, conn: Conn, envelopes: Sequence[Received[ds.FilesUnlinked]]
     ) -> None:
         await links.apply_received(conn, envelopes)
 

@@ -38,7 +38,9 @@ from shared.contracts.catalog import (
 from shared.contracts.datasets import FilesLinked, FilesUnlinked, dataset_stream
 from shared.contracts.envelope import Cause, Caused, Change, envelopes_of
 from shared.kit import identity
-from shared.kit.access import Access
+from shared.kit.access import Access, valid_role
+from shared.kit.db import Conn
+from shared.kit.errors import Refused
 from shared.kit.reactions import Reactions, Received
 from shared.kit.service import Handlers
 
@@ -162,7 +164,7 @@ def _by_dataset(links: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> dict[uuid.UUID,
     return grouped
 
 
-async def _sync_lock(conn: asyncpg.Connection) -> None:
+async def _sync_lock(conn: Conn) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SYNC_LOCK)
 
 
@@ -197,9 +199,7 @@ async def audit_seen(pool: Any, access: Access | None, items: list[dict[str, Any
 class Datasets(Handlers):
     reactions = Reactions("datasets")
 
-    async def record(
-        self, conn: asyncpg.Connection, changes: Sequence[Change], cause: Cause
-    ) -> int:
+    async def record(self, conn: Conn, changes: Sequence[Change], cause: Cause) -> int:
         envelopes = envelopes_of(changes, cause)
         if not envelopes:
             return 0
@@ -207,7 +207,7 @@ class Datasets(Handlers):
         return await self.store.append(conn, envelopes)
 
     async def dataset(
-        self, conn: asyncpg.Connection, dataset_id: uuid.UUID, access: Access, needed: str
+        self, conn: Conn, dataset_id: uuid.UUID, access: Access, needed: str
     ) -> domain.Dataset:
         """The dataset, locked for a change, if the caller has the `needed` role on it."""
         row = await conn.fetchrow(f"{DATASET_FOR} FOR UPDATE OF d", dataset_id, access.user_id)
@@ -243,7 +243,7 @@ class Datasets(Handlers):
                 )
                 # A folder the caller has no role on does not exist, for them.
                 if path is None or access.role_on(path) is None:
-                    raise domain.Refused(
+                    raise Refused(
                         404,
                         "not_found",
                         f"folder {synced_folder_id} does not exist",
@@ -255,7 +255,7 @@ class Datasets(Handlers):
                     path,
                 )
                 if group is not None:
-                    raise domain.Refused(
+                    raise Refused(
                         422,
                         "constituent_folder",
                         f"folder {synced_folder_id} holds the images of image group {group}"
@@ -350,7 +350,7 @@ class Datasets(Handlers):
             )
             # A file the caller may not see is answered as one not in the dataset.
             if member is None or not await self.sees_file(conn, access, file_id):
-                raise domain.Refused(
+                raise Refused(
                     404, "not_found", f"file {file_id} is not in dataset {dataset.name!r}"
                 )
             return await self.record(conn, domain.unlink(dataset, [file_id], "removed"), cause)
@@ -411,11 +411,11 @@ class Datasets(Handlers):
                     },
                 )
         except httpx.HTTPError as error:
-            raise domain.Refused(
+            raise Refused(
                 503, "acl_unavailable", "could not look the users up; try again"
             ) from error
         if answer.status_code != 200:
-            raise domain.Refused(
+            raise Refused(
                 503,
                 "acl_unavailable",
                 f"could not look the users up (the ACL service answered {answer.status_code})",
@@ -432,7 +432,7 @@ class Datasets(Handlers):
             return {}
         try:
             body = await self._lookup({"ids": ids})
-        except domain.Refused:
+        except Refused:
             return {}
         return dict(body.get("users") or {})
 
@@ -442,7 +442,7 @@ class Datasets(Handlers):
         unknown = list(body.get("unknown") or [])
         if unknown:
             shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
-            raise domain.Refused(
+            raise Refused(
                 422,
                 "unknown_emails",
                 f"no user has these emails: {shown}",
@@ -464,7 +464,7 @@ class Datasets(Handlers):
         emails: Sequence[str],
         role: str,
     ) -> int:
-        domain.valid_role(role)
+        valid_role(role)
         # Checked before asking the ACL context, and again under the dataset's lock.
         await self.require(self.pool, dataset_id, access, "admin")
         user_ids = await self.users_by_email(emails)
@@ -490,7 +490,7 @@ class Datasets(Handlers):
     @reactions.on(FilesUploaded)
     async def when_file_uploaded(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         uploaded: Sequence[Received[FileUploaded] | Received[FilesUploaded]],
     ) -> None:
         await _sync_lock(conn)
@@ -503,22 +503,18 @@ class Datasets(Handlers):
 
     @reactions.on(FileTombstoned)
     async def when_file_tombstoned(
-        self, conn: asyncpg.Connection, gone: Sequence[Received[FileTombstoned]]
+        self, conn: Conn, gone: Sequence[Received[FileTombstoned]]
     ) -> None:
         await _sync_lock(conn)
         await self._resync(conn, gone, [e.event.file_id for e in gone])
 
     @reactions.on(FileReturned)
-    async def when_file_returned(
-        self, conn: asyncpg.Connection, back: Sequence[Received[FileReturned]]
-    ) -> None:
+    async def when_file_returned(self, conn: Conn, back: Sequence[Received[FileReturned]]) -> None:
         await _sync_lock(conn)
         await self._resync(conn, back, [e.event.file_id for e in back])
 
     @reactions.on(FileMoved)
-    async def when_file_moved(
-        self, conn: asyncpg.Connection, moved: Sequence[Received[FileMoved]]
-    ) -> None:
+    async def when_file_moved(self, conn: Conn, moved: Sequence[Received[FileMoved]]) -> None:
         await _sync_lock(conn)
         files = [e.event.file_id for e in moved]
         await self._resync(conn, moved, files)
@@ -528,9 +524,7 @@ class Datasets(Handlers):
         await self._links_back(conn, moved[0], files)
 
     @reactions.on(FolderMoved)
-    async def when_folder_moved(
-        self, conn: asyncpg.Connection, moved: Sequence[Received[FolderMoved]]
-    ) -> None:
+    async def when_folder_moved(self, conn: Conn, moved: Sequence[Received[FolderMoved]]) -> None:
         await _sync_lock(conn)
         for envelope in moved:
             below = [
@@ -547,7 +541,7 @@ class Datasets(Handlers):
 
     @reactions.on(FolderCreated)
     async def when_folder_created(
-        self, conn: asyncpg.Connection, created: Sequence[Received[FolderCreated]]
+        self, conn: Conn, created: Sequence[Received[FolderCreated]]
     ) -> None:
         """Files whose folder, or an orphan folder above them, came before the folder
         (another partition): they take their place in synced folders only now."""
@@ -567,12 +561,12 @@ class Datasets(Handlers):
         # Files restored into the folder before it reached the mirror: their links too.
         await self._links_back(conn, created[0], early)
 
-    async def _coverage(self, conn: asyncpg.Connection, files: Sequence[uuid.UUID]) -> Links:
+    async def _coverage(self, conn: Conn, files: Sequence[uuid.UUID]) -> Links:
         return {(r["dataset_id"], r["file_id"]) for r in await conn.fetch(COVERAGE, list(files))}
 
     async def _resync(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         envelopes: Sequence[Received[Any]],
         files: Sequence[uuid.UUID],
     ) -> None:
@@ -596,7 +590,7 @@ class Datasets(Handlers):
             conn, envelopes[0], _by_dataset(joined), "synced", _by_dataset(left), "moved_out"
         )
 
-    async def _members(self, conn: asyncpg.Connection, files: Iterable[uuid.UUID]) -> Links:
+    async def _members(self, conn: Conn, files: Iterable[uuid.UUID]) -> Links:
         rows = await conn.fetch(
             "SELECT dataset_id, file_id FROM datasets.members WHERE file_id = ANY($1::uuid[])",
             list(files),
@@ -605,7 +599,7 @@ class Datasets(Handlers):
 
     async def _relink(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         cause: Caused,
         to_link: dict[uuid.UUID, list[uuid.UUID]],
         joined_reason: str,
@@ -618,7 +612,7 @@ class Datasets(Handlers):
 
     async def _record_links(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         cause: Caused,
         parts: Sequence[tuple[bool, dict[uuid.UUID, list[uuid.UUID]], str]],
     ) -> None:
@@ -645,7 +639,7 @@ class Datasets(Handlers):
 
     @reactions.on(FolderRestored)
     async def when_folders_restored(
-        self, conn: asyncpg.Connection, restored: Sequence[Received[FolderRestored]]
+        self, conn: Conn, restored: Sequence[Received[FolderRestored]]
     ) -> None:
         """A synced folder back from the trash is followed again by the datasets that
         stopped following it when it went (and still follow nothing else); then as a
@@ -724,7 +718,7 @@ class Datasets(Handlers):
         await self._links_back(conn, restored[0], below)
 
     async def _links_back_below(
-        self, conn: asyncpg.Connection, cause: Caused, folder_ids: Sequence[uuid.UUID]
+        self, conn: Conn, cause: Caused, folder_ids: Sequence[uuid.UUID]
     ) -> None:
         """Every file below these folders (just back in the mirror) takes its place in
         the synced datasets above it, and gets back the links its deletion removed:
@@ -823,7 +817,7 @@ class Datasets(Handlers):
     @reactions.on(FilePurged)
     @reactions.on(FolderPurged)
     async def when_purged(
-        self, conn: asyncpg.Connection, purged: Sequence[Received[FilePurged | FolderPurged]]
+        self, conn: Conn, purged: Sequence[Received[FilePurged | FolderPurged]]
     ) -> None:
         await tree.apply_received(conn, purged)
 
@@ -831,7 +825,7 @@ class Datasets(Handlers):
     @reactions.on(FilesRestored)
     async def when_files_restored(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         restored: Sequence[Received[FileRestored | FilesRestored]],
     ) -> None:
         """Synced datasets take a restored file back by their sync, as an upload; the
@@ -861,9 +855,7 @@ class Datasets(Handlers):
         await self._resync(conn, restored, files)
         await self._links_back(conn, restored[0], files)
 
-    async def _links_back(
-        self, conn: asyncpg.Connection, cause: Caused, files: Sequence[uuid.UUID]
-    ) -> None:
+    async def _links_back(self, conn: Conn, cause: Caused, files: Sequence[uuid.UUID]) -> None:
         """The links these files' deletion removed and that are not back yet."""
         back = {
             r["dataset_id"]: r["file_ids"]
@@ -882,7 +874,7 @@ class Datasets(Handlers):
 
     @reactions.on(FileDeleted)
     async def when_files_deleted(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[FileDeleted]]
+        self, conn: Conn, envelopes: Sequence[Received[FileDeleted]]
     ) -> None:
         await _sync_lock(conn)
         await tree.apply_received(conn, envelopes)
@@ -891,7 +883,7 @@ class Datasets(Handlers):
 
     @reactions.on(FolderDeleted)
     async def when_folders_deleted(
-        self, conn: asyncpg.Connection, envelopes: Sequence[Received[FolderDeleted]]
+        self, conn: Conn, envelopes: Sequence[Received[FolderDeleted]]
     ) -> None:
         await _sync_lock(conn)
         folder_ids = [e.event.folder_id for e in envelopes]
