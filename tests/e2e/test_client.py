@@ -27,7 +27,9 @@ from files_client import (
     Unauthenticated,
     Unavailable,
     UnsupportedContent,
+    UploadRefused,
 )
+from files_client.transfer import LocalFile
 from minio import Minio
 
 from shared.kit.embedded import free_port
@@ -415,6 +417,52 @@ def test_errors_are_typed_with_the_api_code_message_and_details(
     with pytest.raises(Unavailable) as down:
         nowhere.me()
     assert down.value.code == "unreachable" and down.value.details["attempts"] == 3
+
+
+def test_an_upload_stores_the_files_taken_and_names_each_refused_with_its_reason(
+    client: Client, tmp_path: Path
+) -> None:
+    """`folder.upload([bad, good])`: before, the platform refused the whole request for
+    the bad one and the client raised, so the good one was not stored either."""
+    top = client.create_folder(unique("mixed"))
+    paths = [
+        write(tmp_path / "elf.bin", ELF),
+        write(tmp_path / "a.png", png(3, 3)),
+        write(tmp_path / "nul.png", png(4, 4)),
+        write(tmp_path / "b.png", png(5, 5)),
+    ]
+    with pytest.raises(UploadRefused) as refused:
+        top.upload(paths, metadata={"nul.png": {"note": "a\x00b"}, "b.png": {"split": "train"}})
+    error = refused.value
+    # The first refusal's own type and code: an `except UnsupportedContent` still holds.
+    assert isinstance(error, UnsupportedContent) and error.code == "unsupported_content"
+    assert [(f.name, f.metadata) for f in error.uploaded] == [
+        ("a.png", {}),
+        ("b.png", {"split": "train"}),
+    ]
+    assert [(r.file.name, r.code, r.status) for r in error.refused] == [
+        ("elf.bin", "unsupported_content", 415),
+        ("nul.png", "invalid_metadata", 422),
+    ]
+    assert "not a kind of file we accept" in error.refused[0].message
+    assert "'nul.png'" in error.refused[1].message
+    assert "2 of 4 files refused" in error.message, error.message
+    assert [f.name for f in top.files()] == ["a.png", "b.png"]
+    # All refused: nothing stored, the same error.
+    with pytest.raises(UploadRefused) as all_refused:
+        top.upload([paths[0]])
+    assert all_refused.value.uploaded == [] and len(all_refused.value.refused) == 1
+    # `upload_tree` without keep_going raises the same, after storing the others.
+    other = client.create_folder(unique("mixed-tree"))
+    with pytest.raises(UploadRefused) as in_tree:
+        other.upload_tree(
+            {
+                (): [LocalFile.at(paths[0]), LocalFile.at(paths[1])],
+                ("sub",): [LocalFile.at(p) for p in paths[2:]],
+            }
+        )
+    assert sorted(f.name for f in in_tree.value.uploaded) == ["a.png", "b.png", "nul.png"]
+    assert [r.file.name for r in in_tree.value.refused] == ["elf.bin"]
 
 
 class Flaky(httpx.HTTPTransport):

@@ -457,7 +457,8 @@ def upload(args: argparse.Namespace) -> int:
             _json_line(sent)
     for refusal in report.refused:
         print(
-            f"files upload: {_shown(str(refusal.file.path))}: refused: {refusal.message}",
+            f"files upload: {_shown(str(refusal.file.path))}: refused: {refusal.code}:"
+            f" {refusal.message}",
             file=sys.stderr,
         )
     seconds = time.monotonic() - started
@@ -1886,9 +1887,10 @@ def register(commands: Any) -> None:
         " already there (same name, size and sha256) and sends only the missing parts of"
         " large files; a --group or --sequence the folder has already (same name and"
         " images) is not made again. A progress bar on a terminal, quiet otherwise. A"
-        " file the platform refuses (no kind it accepts) is named on stderr by its path"
-        " and the others are uploaded; then the exit code is 3. A large file refused is"
-        " not sent again while it is unchanged (--retry-refused sends it).",
+        " file the platform refuses (no kind it accepts, its name, its --metadata) is"
+        " named on stderr by its path, with the platform's code and reason, and the"
+        " others are uploaded; then the exit code is 3. A large file refused for its"
+        " content is not sent again while it is unchanged (--retry-refused sends it).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
     p.add_argument("--to", required=True, metavar="FOLDER/PATH", help="where they go")
