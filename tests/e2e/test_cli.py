@@ -437,6 +437,16 @@ def test_image_groups_sequences_and_dicom_from_the_command_line(
     ok(env, "upload", str(imgs), "--to", top, "--sequence", "walk")
     kinds = {i["name"]: i.get("kind", "folder") for i in json_lines(ok(env, "ls", top, "--json"))}
     assert kinds["cats"] == "image_group" and kinds["walk"] == "image_sequence"
+    # Downloaded, a group is its first image, named with its extension (before: `cats`,
+    # which no OS opens), its images in the folder beside it.
+    ok(env, "download", top, "-o", str(tmp_path / "groups"))
+    got = tree(tmp_path / "groups" / top)
+    assert got["cats.png"] == got["walk.png"] == (imgs / "0.png").read_bytes(), sorted(got)
+    assert sorted(n for n in got if n.startswith("cats (images)/")) == [
+        f"cats (images)/{i}.png" for i in range(3)
+    ]
+    ok(env, "download", f"{top}/cats", "-o", str(tmp_path / "one"))
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["cats.png"]
 
     scans = tmp_path / "scans"
     scans.mkdir()

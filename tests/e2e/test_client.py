@@ -31,6 +31,7 @@ from files_client import (
 )
 from files_client.transfer import LocalFile
 from minio import Minio
+from PIL import Image
 
 from shared.kit.embedded import free_port
 from shared.kit.stack import Stack
@@ -305,6 +306,42 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
         yield server
     finally:
         server.stop()
+
+
+def test_a_group_downloads_as_its_first_image_named_with_its_extension(
+    client: Client, platform: Stack, tmp_path: Path
+) -> None:
+    """A group's content is its first image: before, it came as `cats` (the group's
+    name), which no OS opens as an image."""
+    top = client.create_folder(unique("named"))
+    images = [write(tmp_path / "in" / f"{i}.png", png(6, 4) + bytes([i])) for i in range(3)]
+    jpeg = tmp_path / "in" / "j.jpg"
+    Image.new("RGB", (5, 4)).save(jpeg, "JPEG")
+    made = {
+        "cats": top.upload_image_group(images, "cats").file,
+        "walk.v2": top.upload_image_group(images, "walk.v2", sequence=True).file,
+        "shot.JPEG": top.upload_image_group([jpeg], "shot.JPEG").file,
+    }
+    expected = {"cats": "cats.png", "walk.v2": "walk.v2.png", "shot.JPEG": "shot.JPEG"}
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    for name, file in made.items():
+        got = file.download(f"{tmp_path / 'out'}/")
+        assert got.name == expected[name], got
+        first = jpeg if name == "shot.JPEG" else images[0]
+        assert got.read_bytes() == first.read_bytes()
+        answer = httpx.get(f"{platform.gateway_url}/v1/files/{file.id}/content", headers=headers)
+        assert answer.status_code == 200 and answer.content == first.read_bytes()
+        assert answer.headers["content-type"] == file.mime_type
+        assert answer.headers["content-disposition"] == (
+            f"attachment; filename=\"{expected[name]}\"; filename*=UTF-8''{expected[name]}"
+        )
+    # A name of quotes, a semicolon, a backslash and non-ASCII letters: the plain
+    # `filename` keeps ASCII only (the rest `_`), `filename*` the whole name, encoded.
+    [odd] = top.upload([write(tmp_path / 'q"uo\\te; é.png', png(3, 3))])
+    answer = httpx.get(f"{platform.gateway_url}/v1/files/{odd.id}/content", headers=headers)
+    assert answer.headers["content-disposition"] == (
+        "attachment; filename=\"q_uo_te; _.png\"; filename*=UTF-8''q%22uo%5Cte%3B%20%C3%A9.png"
+    )
 
 
 def test_cloud_integrations_and_imports(client: Client, moto: MotoS3) -> None:

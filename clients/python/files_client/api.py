@@ -663,7 +663,7 @@ class File(FileData, _Bound[M]):
         instances (`<SOPInstanceUID>.dcm`), at that path."""
         dest = Path(to)
         if dest.is_dir() or str(to).endswith(("/", os.sep)):
-            dest = dest / safe_name(self.name)
+            dest = dest / local_name(self)
         return (yield from transfer.download(self._session, self.model_dump(), dest, progress))
 
     @listing
@@ -1633,6 +1633,34 @@ def _is_uuid(text: str) -> bool:
 def split_path(path: str) -> list[str]:
     """`top/sub/name` as names; empty parts (`a//b`, a leading `/`) are dropped."""
     return [part for part in path.split("/") if part]
+
+
+# The extensions of the images the platform accepts, by their MIME type (the first is
+# added); as the gateway names a group's download (services/gateway/compose.py): this
+# wheel has none of the platform's code.
+IMAGE_EXTENSIONS = {
+    "image/png": (".png",),
+    "image/jpeg": (".jpg", ".jpeg", ".jpe"),
+    "image/gif": (".gif",),
+    "image/tiff": (".tif", ".tiff"),
+    "image/webp": (".webp",),
+    "image/bmp": (".bmp",),
+}
+
+
+def local_name(file: FileData) -> str:
+    """The name a file is downloaded as, fit for the local disk. An image group's or
+    sequence's content is its first image: it takes that image's extension (`cats.png`),
+    so the OS opens it as one."""
+    name = file.name
+    extensions = IMAGE_EXTENSIONS.get(file.mime_type)
+    if (
+        file.kind in ("image_group", "image_sequence")
+        and extensions
+        and not name.lower().endswith(extensions)
+    ):
+        name += extensions[0]
+    return safe_name(name)
 
 
 def safe_name(name: str) -> str:

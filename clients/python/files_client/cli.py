@@ -29,7 +29,16 @@ from typing import Any
 
 from files_client import config
 from files_client._core import Sync
-from files_client.api import Dataset, File, Folder, Integration, Job, safe_name, split_path
+from files_client.api import (
+    Dataset,
+    File,
+    Folder,
+    Integration,
+    Job,
+    local_name,
+    safe_name,
+    split_path,
+)
 from files_client.client import Client
 from files_client.errors import Conflict, FilesError, Forbidden, Invalid, NotFound
 from files_client.models import AuditEvent, Collaborator, DatasetCollaborator, TrashItem, User
@@ -311,7 +320,9 @@ def _walk(folder: SyncFolder, into: Path) -> Iterator[tuple[SyncFile, Path]]:
     names made safe for the disk, clashes numbered)."""
     taken: set[str] = set()
     for item in folder.items():
-        name = _unique(safe_name(item.name), taken)
+        name = _unique(
+            safe_name(item.name) if isinstance(item, Folder) else local_name(item), taken
+        )
         if isinstance(item, Folder):
             yield from _walk(item, into / name)
         else:
@@ -1022,7 +1033,7 @@ def download(args: argparse.Namespace) -> int:
     with _client() as c:
         found = _resolve(c, args.path)
         if isinstance(found, File):
-            files = [(found, out / safe_name(found.name))]
+            files = [(found, out / local_name(found))]
         else:
             files = list(_walk(found, out / safe_name(found.name)))
         total = sum(f.size for f, _ in files)
