@@ -1472,8 +1472,12 @@ IMAGE_EXTENSIONS = {
 def download_name(file: dict[str, Any]) -> str:
     """The name a file's content is downloaded as. An image group's or sequence's content
     is its first image, and its name the group's (`cats`): it takes that image's
-    extension, so the OS the file lands on opens it as one (`cats.png`)."""
+    extension, so the OS the file lands on opens it as one (`cats.png`). A DICOM series'
+    is one of its instances, and its name ends with its series UID's last number
+    (`CT series 1.2.840.5`, an extension `.5` to the OS): it takes `.dcm`."""
     name = str(file["name"])
+    if file.get("kind") == "dicom_series":
+        return name if name.lower().endswith(".dcm") else name + ".dcm"
     extensions = IMAGE_EXTENSIONS.get(str(file.get("mime_type")))
     if file.get("kind") not in ("image_group", "image_sequence") or not extensions:
         return name

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -335,6 +336,15 @@ def test_a_group_downloads_as_its_first_image_named_with_its_extension(
         assert answer.headers["content-disposition"] == (
             f"attachment; filename=\"{expected[name]}\"; filename*=UTF-8''{expected[name]}"
         )
+    # A DICOM series' content is one of its instances; its name ends with its UID's last
+    # number (an extension to the OS): it is downloaded as `.dcm`.
+    slices = [write(tmp_path / f"s{i}.dcm", b) for i, b in enumerate(ct_series(2, series=93))]
+    [series] = top.upload_dicom(slices).wait().files
+    answer = httpx.get(f"{platform.gateway_url}/v1/files/{series.id}/content", headers=headers)
+    assert answer.headers["content-type"] == "application/dicom"
+    assert answer.headers["content-disposition"].endswith(
+        f"filename*=UTF-8''{urllib.parse.quote(series.name, safe='')}.dcm"
+    ), answer.headers
     # A name of quotes, a semicolon, a backslash and non-ASCII letters: the plain
     # `filename` keeps ASCII only (the rest `_`), `filename*` the whole name, encoded.
     [odd] = top.upload([write(tmp_path / 'q"uo\\te; é.png', png(3, 3))])
