@@ -1920,7 +1920,9 @@ def register(commands: Any) -> None:
         action="store_true",
         help="send again the large files the platform refused before, though unchanged",
     )
-    p.add_argument("--parallel", type=int, default=4, metavar="N", help="requests in flight")
+    p.add_argument(
+        "--parallel", type=int, default=4, metavar="N", help="requests in flight (default 4)"
+    )
     p.add_argument(
         "--parts-from",
         type=int,
@@ -2003,20 +2005,25 @@ def register(commands: Any) -> None:
     p = verb(
         "download",
         "download a file, or a folder with everything below it",
-        "Download into DIR: a file under its name, a folder as a directory tree. Parallel;"
-        " an interrupted download resumes where it stopped (run it again: the files"
-        " already there, same sha256, are not fetched again); checksums are verified.",
+        "Download into DIR: a file under its name, a folder as a directory tree. An image"
+        " group or sequence is its first image, named with its extension (NAME.png; its"
+        " images are in the folder beside it); a DICOM series a directory of its"
+        " instances. Parallel; an interrupted download resumes where it stopped (run it"
+        " again: the files already there, same sha256, are not fetched again); checksums"
+        " are verified.",
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="where (default: here)")
-    p.add_argument("--parallel", type=int, default=4, metavar="N", help="downloads in flight")
+    p.add_argument(
+        "--parallel", type=int, default=4, metavar="N", help="downloads in flight (default 4)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print each file written")
 
     p = verb("datasets", "create, list, fill, empty and share datasets")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("create", help="a new dataset", description="Create a dataset.")
     a.add_argument("name")
-    a.add_argument("--description")
+    a.add_argument("--description", help="what it holds, for people")
     a.add_argument("--synced-to", metavar="PATH", help="a folder the dataset follows")
     a.add_argument(
         "--with-folder", action="store_true", help="make a top-level folder of its name to follow"
@@ -2056,7 +2063,9 @@ def register(commands: Any) -> None:
     )
     a.add_argument("dataset", metavar="DATASET", help="a name or id")
     a.add_argument("emails", nargs="*", metavar="EMAIL")
-    a.add_argument("--role", choices=["admin", "editor", "user", "viewer"])
+    a.add_argument(
+        "--role", choices=["admin", "editor", "user", "viewer"], help="the role (with EMAIL)"
+    )
     a = actions.add_parser(
         "unshare",
         help="take users' role on a dataset away",
@@ -2076,13 +2085,16 @@ def register(commands: Any) -> None:
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("emails", nargs="*", metavar="EMAIL")
-    p.add_argument("--role", choices=["admin", "editor", "user", "viewer"])
+    p.add_argument(
+        "--role", choices=["admin", "editor", "user", "viewer"], help="the role (with EMAIL)"
+    )
 
     p = verb(
         "unshare",
         "take users' role on a folder away",
         "Remove users (by email) from a folder's collaborators. A role granted on a folder"
-        " above it is removed there; a folder's admin only by an organisation admin.",
+        " above it is not taken here: the command says where, and it is unshared there. A"
+        " folder's admin is removed only by an organisation admin.",
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("emails", nargs="+", metavar="EMAIL")
