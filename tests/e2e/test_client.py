@@ -583,4 +583,11 @@ async def test_the_async_client_does_the_same(platform: Stack, tmp_path: Path) -
         assert (await ds.refresh()).file_count == 4
         with pytest.raises(NotFound):
             await c.get_file(str(uuid.uuid4()))
+        other = await top.create_subfolder("day2")
+        with pytest.raises(UploadRefused) as refused:
+            await other.upload(
+                [write(tmp_path / "elf.bin", ELF), write(tmp_path / "ok.png", png())]
+            )
+        assert [f.name for f in refused.value.uploaded] == ["ok.png"]
+        assert [r.code for r in refused.value.refused] == ["unsupported_content"]
         await top.delete()
