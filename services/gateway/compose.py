@@ -36,6 +36,7 @@ from services.gateway.edge import (
 )
 from services.gateway.routes import PARAMS
 from shared.api.ingest import ReEncodeFiles
+from shared.contracts import rules
 from shared.kit import consistency, job_pages
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
@@ -1477,13 +1478,15 @@ def download_name(file: dict[str, Any]) -> str:
     (`CT series 1.2.840.5`, an extension `.5` to the OS): it takes `.dcm`."""
     name = str(file["name"])
     if file.get("kind") == "dicom_series":
-        return name if name.lower().endswith(".dcm") else name + ".dcm"
-    extensions = IMAGE_EXTENSIONS.get(str(file.get("mime_type")))
-    if file.get("kind") not in ("image_group", "image_sequence") or not extensions:
+        extensions: tuple[str, ...] | None = (".dcm",)
+    elif file.get("kind") in ("image_group", "image_sequence"):
+        extensions = IMAGE_EXTENSIONS.get(str(file.get("mime_type")))
+    else:
+        extensions = None
+    if not extensions or name.lower().endswith(extensions):
         return name
-    if name.lower().endswith(extensions):
-        return name
-    return name + extensions[0]
+    # Within a name's length (a presigned URL's name is one): a long name gives way.
+    return name[: rules.MAX_NAME - len(extensions[0])] + extensions[0]
 
 
 def content_disposition(name: str) -> str:
