@@ -1870,9 +1870,15 @@ def _filter_options(p: argparse.ArgumentParser) -> None:
 def register(commands: Any) -> None:
     """Add the user verbs to the `files` command's subparsers."""
 
-    def verb(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    def verb(
+        name: str, help: str, description: str | None = None, *, paths: bool = True
+    ) -> argparse.ArgumentParser:
+        """A verb; `paths`: it takes folder or file paths, which its help then explains."""
         parser: argparse.ArgumentParser = commands.add_parser(
-            name, help=help, description=description or help, epilog=f"PATH: {PATHS}."
+            name,
+            help=help,
+            description=description or help,
+            epilog=f"PATH: {PATHS}." if paths else None,
         )
         parser.set_defaults(user_command=name)
         return parser
@@ -1883,11 +1889,12 @@ def register(commands: Any) -> None:
         "Save the URL and API key in $XDG_CONFIG_HOME/files/config.json (or"
         " ~/.config/files/config.json), mode 0600, after checking them. FILES_URL and"
         " FILES_API_KEY, when set, take precedence over the saved login.",
+        paths=False,
     )
     p.add_argument("--url", help="the platform, e.g. http://127.0.0.1:8080")
     p.add_argument("--api-key-stdin", action="store_true", help="read the key from stdin")
 
-    verb("whoami", "who the saved login or FILES_API_KEY is")
+    verb("whoami", "who the saved login or FILES_API_KEY is", paths=False)
 
     p = verb(
         "upload",
@@ -2019,9 +2026,11 @@ def register(commands: Any) -> None:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="print each file written")
 
-    p = verb("datasets", "create, list, fill, empty and share datasets")
+    p = verb("datasets", "create, list, fill, empty and share datasets", paths=False)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = actions.add_parser("create", help="a new dataset", description="Create a dataset.")
+    a = actions.add_parser(
+        "create", help="a new dataset", description="Create a dataset.", epilog=f"PATH: {PATHS}."
+    )
     a.add_argument("name")
     a.add_argument("--description", help="what it holds, for people")
     a.add_argument("--synced-to", metavar="PATH", help="a folder the dataset follows")
@@ -2042,12 +2051,16 @@ def register(commands: Any) -> None:
     a = actions.add_parser(
         "add",
         help="link files (a folder: every file below it)",
-        description="Add files to a dataset.",
+        description="Add files to a dataset (a folder: every file below it).",
+        epilog=f"PATH: {PATHS}.",
     )
     a.add_argument("dataset", metavar="DATASET")
     a.add_argument("paths", nargs="+", metavar="PATH")
     a = actions.add_parser(
-        "rm", help="unlink files from a dataset", description="Remove files from a dataset."
+        "rm",
+        help="unlink files from a dataset",
+        description="Remove files from a dataset.",
+        epilog=f"PATH: {PATHS}.",
     )
     a.add_argument("dataset", metavar="DATASET")
     a.add_argument("paths", nargs="+", metavar="PATH")
@@ -2099,7 +2112,7 @@ def register(commands: Any) -> None:
     p.add_argument("path", metavar="PATH")
     p.add_argument("emails", nargs="+", metavar="EMAIL")
 
-    p = verb("jobs", "follow a job (upload, DICOM, import)")
+    p = verb("jobs", "follow a job (upload, DICOM, import)", paths=False)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in (
         ("watch", "wait for the job, with progress"),
@@ -2158,6 +2171,7 @@ def register(commands: Any) -> None:
         " reads them from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN),"
         " or from stdin with --keys-stdin (one a line), never from the command line,"
         " which other users of the machine may see.",
+        paths=False,
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("ls", help="the integrations you may use")
@@ -2216,7 +2230,7 @@ def register(commands: Any) -> None:
     a.add_argument("integration", metavar="INTEGRATION", help="a name or id")
     a.add_argument("emails", nargs="+", metavar="EMAIL")
 
-    p = verb("users", "list or add the organisation's users (org admins)")
+    p = verb("users", "list or add the organisation's users (org admins)", paths=False)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("ls", help="the users")
     a.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -2230,6 +2244,7 @@ def register(commands: Any) -> None:
         "keys",
         "list, issue or revoke API keys (yours; anyone's for org admins)",
         "A new key is printed once, alone on stdout; rotate by issuing one, then revoking the old.",
+        paths=False,
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("ls", help="a user's keys (never the keys themselves)")
@@ -2245,6 +2260,7 @@ def register(commands: Any) -> None:
         "webhooks",
         "add, list, rotate or delete webhooks; see their deliveries and send one again"
         " (org admins)",
+        paths=False,
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("add", help="post events to URL, signed (Standard Webhooks)")
