@@ -36,6 +36,7 @@ from services.gateway.edge import (
 )
 from services.gateway.routes import PARAMS
 from shared.api.ingest import ReEncodeFiles
+from shared.contracts import rules
 from shared.kit import consistency, job_pages
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
@@ -558,7 +559,7 @@ class Compose:
                 object_ref=f"{source.get('integration_id')}:{source.get('key', '')}",
                 params={
                     "key": source.get("key", ""),
-                    "name": file["name"],
+                    "name": download_name(file),
                     "mime_type": file["mime_type"],
                 },
             )
@@ -568,7 +569,9 @@ class Compose:
                 status_code=307,
                 headers={"Location": presigned.json()["url"], "Cache-Control": "no-store"},
             )
-        return await self._blob(call, file, file["blob_key"], file["name"], file["mime_type"])
+        return await self._blob(
+            call, file, file["blob_key"], download_name(file), file["mime_type"]
+        )
 
     async def _rendition(self, call: Call, file: dict[str, Any], rendition: str) -> Response:
         """A rendition of the file the caller may see (the thumbnails context made it, or
@@ -618,8 +621,7 @@ class Compose:
             for k, v in answer.headers.items()
             if k.lower() in ("content-length", "content-range", "accept-ranges")
         }
-        quoted = urllib.parse.quote(name)
-        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quoted}"
+        headers["Content-Disposition"] = content_disposition(name)
         headers["X-Content-Type-Options"] = "nosniff"
         return StreamingResponse(
             self.gateway.while_allowed(answer, call, ",".join(file.get("folder_path") or ())),
@@ -1455,3 +1457,43 @@ class Compose:
             "dicom", "GET", call.path, call.request, call.user, folder_path=path, object_ref=ref
         )
         return self._picture(drawn, ("content-type", "cache-control", "etag"))
+
+
+# The extensions of the images ingest accepts, by their MIME type (the first is added).
+IMAGE_EXTENSIONS = {
+    "image/png": (".png",),
+    "image/jpeg": (".jpg", ".jpeg", ".jpe"),
+    "image/gif": (".gif",),
+    "image/tiff": (".tif", ".tiff"),
+    "image/webp": (".webp",),
+    "image/bmp": (".bmp",),
+}
+
+
+def download_name(file: dict[str, Any]) -> str:
+    """The name a file's content is downloaded as. An image group's or sequence's content
+    is its first image, and its name the group's (`cats`): it takes that image's
+    extension, so the OS the file lands on opens it as one (`cats.png`). A DICOM series'
+    is one of its instances, and its name ends with its series UID's last number
+    (`CT series 1.2.840.5`, an extension `.5` to the OS): it takes `.dcm`."""
+    name = str(file["name"])
+    if file.get("kind") == "dicom_series":
+        extensions: tuple[str, ...] | None = (".dcm",)
+    elif file.get("kind") in ("image_group", "image_sequence"):
+        extensions = IMAGE_EXTENSIONS.get(str(file.get("mime_type")))
+    else:
+        extensions = None
+    if not extensions or name.lower().endswith(extensions):
+        return name
+    # Within a name's length (a presigned URL's name is one): a long name gives way.
+    return name[: rules.MAX_NAME - len(extensions[0])] + extensions[0]
+
+
+def content_disposition(name: str) -> str:
+    """An attachment of this name (RFC 6266): `filename*` the whole name in UTF-8,
+    percent-encoded (quotes, CR/LF, `;` and every non-ASCII character included), and
+    `filename` an ASCII stand-in for clients that know only it (each character that is
+    not printable ASCII, a quote or a backslash is `_`)."""
+    plain = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+    encoded = urllib.parse.quote(name, safe="")
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{encoded}"

@@ -310,13 +310,15 @@ def test_names_the_platform_refuses_are_named_and_the_rest_uploaded(
     assert [f["name"] for f in json_lines(done.stdout)] == ["ok.txt"]
     lines = done.stderr.strip().splitlines()
     assert sorted(lines[:-1]) == [
-        f"files upload: {src}/bell\\x07.txt: refused: the name 'bell\\x07.txt' contains"
-        " control characters",
-        f"files upload: {src}/caf\\udce9.txt: refused: the name 'caf\\udce9.txt' is not UTF-8",
-        f"files upload: {src}/invoice\\u202efdp.exe: refused: the name 'invoice\\u202efdp.exe'"
-        " contains U+202E (right-to-left override): it makes the name show as another",
-        f"files upload: {src}/tab\\tdir/inside.txt: refused: the folder name 'tab\\tdir'"
+        f"files upload: {src}/bell\\x07.txt: refused: invalid_name: the name 'bell\\x07.txt'"
         " contains control characters",
+        f"files upload: {src}/caf\\udce9.txt: refused: invalid_name: the name 'caf\\udce9.txt'"
+        " is not UTF-8",
+        f"files upload: {src}/invoice\\u202efdp.exe: refused: invalid_name: the name"
+        " 'invoice\\u202efdp.exe' contains U+202E (right-to-left override): it makes the name"
+        " show as another",
+        f"files upload: {src}/tab\\tdir/inside.txt: refused: invalid_name: the folder name"
+        " 'tab\\tdir' contains control characters",
     ], done.stderr
     assert lines[-1].endswith("; 4 refused"), done.stderr
     assert [f["name"] for f in json_lines(ok(env, "ls", f"{top}/names", "--json"))] == ["ok.txt"]
@@ -324,6 +326,37 @@ def test_names_the_platform_refuses_are_named_and_the_rest_uploaded(
     for mode in (["--group", "g"], ["--dicom"]):
         said = fails(env, "upload", str(src / os.fsdecode(b"caf\xe9.txt")), "--to", top, *mode)
         assert said.endswith("caf\\udce9.txt: the name 'caf\\udce9.txt' is not UTF-8"), said
+
+
+def test_files_named_on_the_command_line_each_have_their_own_outcome(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`files upload bad good --metadata`: a file whose metadata the platform refuses
+    failed the whole request before (exit 1, nothing stored); now it is named with the
+    API's code and reason, the others stored, exit 3."""
+    paths = [tmp_path / "elf.bin", tmp_path / "a.png", tmp_path / "nul.png", tmp_path / "b.png"]
+    paths[0].write_bytes(ELF)
+    for n, path in enumerate(paths[1:]):
+        path.write_bytes(png(3 + n, 3))
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"nul.png": {"note": "a\x00b"}, "b.png": {"split": "train"}}))
+    top = unique("each")
+    done = files(env, "upload", *map(str, paths), "--to", top, "--metadata", str(labels), "--json")
+    assert done.returncode == 3, done
+    assert [(f["name"], f["metadata"]) for f in json_lines(done.stdout)] == [
+        ("a.png", {}),
+        ("b.png", {"split": "train"}),
+    ]
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith(
+        f"files upload: {paths[0]}: refused: unsupported_content: 'elf.bin' is not a kind"
+    ), lines
+    assert lines[1].startswith(
+        f"files upload: {paths[2]}: refused: invalid_metadata: file 'nul.png': "
+    ), lines
+    assert lines[2].startswith("files upload: 2 files sent") and lines[2].endswith("; 2 refused")
+    listed = json_lines(ok(env, "ls", top, "--json"))
+    assert [f["name"] for f in listed] == ["a.png", "b.png"]
 
 
 def test_a_large_file_resumes_from_the_session_an_interrupted_upload_left(
@@ -404,6 +437,16 @@ def test_image_groups_sequences_and_dicom_from_the_command_line(
     ok(env, "upload", str(imgs), "--to", top, "--sequence", "walk")
     kinds = {i["name"]: i.get("kind", "folder") for i in json_lines(ok(env, "ls", top, "--json"))}
     assert kinds["cats"] == "image_group" and kinds["walk"] == "image_sequence"
+    # Downloaded, a group is its first image, named with its extension (before: `cats`,
+    # which no OS opens), its images in the folder beside it.
+    ok(env, "download", top, "-o", str(tmp_path / "groups"))
+    got = tree(tmp_path / "groups" / top)
+    assert got["cats.png"] == got["walk.png"] == (imgs / "0.png").read_bytes(), sorted(got)
+    assert sorted(n for n in got if n.startswith("cats (images)/")) == [
+        f"cats (images)/{i}.png" for i in range(3)
+    ]
+    ok(env, "download", f"{top}/cats", "-o", str(tmp_path / "one"))
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["cats.png"]
 
     scans = tmp_path / "scans"
     scans.mkdir()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +28,11 @@ from files_client import (
     Unauthenticated,
     Unavailable,
     UnsupportedContent,
+    UploadRefused,
 )
+from files_client.transfer import LocalFile
 from minio import Minio
+from PIL import Image
 
 from shared.kit.embedded import free_port
 from shared.kit.stack import Stack
@@ -305,6 +309,51 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
         server.stop()
 
 
+def test_a_group_downloads_as_its_first_image_named_with_its_extension(
+    client: Client, platform: Stack, tmp_path: Path
+) -> None:
+    """A group's content is its first image: before, it came as `cats` (the group's
+    name), which no OS opens as an image."""
+    top = client.create_folder(unique("named"))
+    images = [write(tmp_path / "in" / f"{i}.png", png(6, 4) + bytes([i])) for i in range(3)]
+    jpeg = tmp_path / "in" / "j.jpg"
+    Image.new("RGB", (5, 4)).save(jpeg, "JPEG")
+    made = {
+        "cats": top.upload_image_group(images, "cats").file,
+        "walk.v2": top.upload_image_group(images, "walk.v2", sequence=True).file,
+        "shot.JPEG": top.upload_image_group([jpeg], "shot.JPEG").file,
+    }
+    expected = {"cats": "cats.png", "walk.v2": "walk.v2.png", "shot.JPEG": "shot.JPEG"}
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    for name, file in made.items():
+        got = file.download(f"{tmp_path / 'out'}/")
+        assert got.name == expected[name], got
+        first = jpeg if name == "shot.JPEG" else images[0]
+        assert got.read_bytes() == first.read_bytes()
+        answer = httpx.get(f"{platform.gateway_url}/v1/files/{file.id}/content", headers=headers)
+        assert answer.status_code == 200 and answer.content == first.read_bytes()
+        assert answer.headers["content-type"] == file.mime_type
+        assert answer.headers["content-disposition"] == (
+            f"attachment; filename=\"{expected[name]}\"; filename*=UTF-8''{expected[name]}"
+        )
+    # A DICOM series' content is one of its instances; its name ends with its UID's last
+    # number (an extension to the OS): it is downloaded as `.dcm`.
+    slices = [write(tmp_path / f"s{i}.dcm", b) for i, b in enumerate(ct_series(2, series=93))]
+    [series] = top.upload_dicom(slices).wait().files
+    answer = httpx.get(f"{platform.gateway_url}/v1/files/{series.id}/content", headers=headers)
+    assert answer.headers["content-type"] == "application/dicom"
+    assert answer.headers["content-disposition"].endswith(
+        f"filename*=UTF-8''{urllib.parse.quote(series.name, safe='')}.dcm"
+    ), answer.headers
+    # A name of quotes, a semicolon, a backslash and non-ASCII letters: the plain
+    # `filename` keeps ASCII only (the rest `_`), `filename*` the whole name, encoded.
+    [odd] = top.upload([write(tmp_path / 'q"uo\\te; é.png', png(3, 3))])
+    answer = httpx.get(f"{platform.gateway_url}/v1/files/{odd.id}/content", headers=headers)
+    assert answer.headers["content-disposition"] == (
+        "attachment; filename=\"q_uo_te; _.png\"; filename*=UTF-8''q%22uo%5Cte%3B%20%C3%A9.png"
+    )
+
+
 def test_cloud_integrations_and_imports(client: Client, moto: MotoS3) -> None:
     lab = client.create_integration(
         unique("lab"),
@@ -417,6 +466,52 @@ def test_errors_are_typed_with_the_api_code_message_and_details(
     assert down.value.code == "unreachable" and down.value.details["attempts"] == 3
 
 
+def test_an_upload_stores_the_files_taken_and_names_each_refused_with_its_reason(
+    client: Client, tmp_path: Path
+) -> None:
+    """`folder.upload([bad, good])`: before, the platform refused the whole request for
+    the bad one and the client raised, so the good one was not stored either."""
+    top = client.create_folder(unique("mixed"))
+    paths = [
+        write(tmp_path / "elf.bin", ELF),
+        write(tmp_path / "a.png", png(3, 3)),
+        write(tmp_path / "nul.png", png(4, 4)),
+        write(tmp_path / "b.png", png(5, 5)),
+    ]
+    with pytest.raises(UploadRefused) as refused:
+        top.upload(paths, metadata={"nul.png": {"note": "a\x00b"}, "b.png": {"split": "train"}})
+    error = refused.value
+    # The first refusal's own type and code: an `except UnsupportedContent` still holds.
+    assert isinstance(error, UnsupportedContent) and error.code == "unsupported_content"
+    assert [(f.name, f.metadata) for f in error.uploaded] == [
+        ("a.png", {}),
+        ("b.png", {"split": "train"}),
+    ]
+    assert [(r.file.name, r.code, r.status) for r in error.refused] == [
+        ("elf.bin", "unsupported_content", 415),
+        ("nul.png", "invalid_metadata", 422),
+    ]
+    assert "not a kind of file we accept" in error.refused[0].message
+    assert "'nul.png'" in error.refused[1].message
+    assert "2 of 4 files refused" in error.message, error.message
+    assert [f.name for f in top.files()] == ["a.png", "b.png"]
+    # All refused: nothing stored, the same error.
+    with pytest.raises(UploadRefused) as all_refused:
+        top.upload([paths[0]])
+    assert all_refused.value.uploaded == [] and len(all_refused.value.refused) == 1
+    # `upload_tree` without keep_going raises the same, after storing the others.
+    other = client.create_folder(unique("mixed-tree"))
+    with pytest.raises(UploadRefused) as in_tree:
+        other.upload_tree(
+            {
+                (): [LocalFile.at(paths[0]), LocalFile.at(paths[1])],
+                ("sub",): [LocalFile.at(p) for p in paths[2:]],
+            }
+        )
+    assert sorted(f.name for f in in_tree.value.uploaded) == ["a.png", "b.png", "nul.png"]
+    assert [r.file.name for r in in_tree.value.refused] == ["elf.bin"]
+
+
 class Flaky(httpx.HTTPTransport):
     """The real transport, with the first attempt of each write failing before it is
     sent, and every request's headers kept."""
@@ -488,4 +583,11 @@ async def test_the_async_client_does_the_same(platform: Stack, tmp_path: Path) -
         assert (await ds.refresh()).file_count == 4
         with pytest.raises(NotFound):
             await c.get_file(str(uuid.uuid4()))
+        other = await top.create_subfolder("day2")
+        with pytest.raises(UploadRefused) as refused:
+            await other.upload(
+                [write(tmp_path / "elf.bin", ELF), write(tmp_path / "ok.png", png())]
+            )
+        assert [f.name for f in refused.value.uploaded] == ["ok.png"]
+        assert [r.code for r in refused.value.refused] == ["unsupported_content"]
         await top.delete()

@@ -105,6 +105,17 @@ def test_a_refusal_of_content_names_the_files_of_a_batch_to_set_aside(tmp_path: 
     # A name the platform refuses: each file of that name goes aside.
     bad_name = errors.Invalid("invalid_name", "the name 'y' is ...", {"name": "y"}, 422)
     assert list(_refused_in(bad_name, batch)) == [2]
+    # A file's metadata refused: each file of that name goes aside.
+    for code, status in (
+        ("invalid_metadata", 422),
+        ("metadata_type_mismatch", 422),
+        ("metadata_too_large", 413),
+    ):
+        bad = errors.BY_STATUS[status](code, "file 'y': ...", {"name": "y"}, status)
+        assert list(_refused_in(bad, batch)) == [2], code
+    # The metadata field as a whole refused (no file named): the batch's failure.
+    whole = errors.TooLarge("metadata_too_large", "the 'metadata' field is ...", {}, 413)
+    assert _refused_in(whole, batch) == {}
     # Anything else is the batch's failure, not a file's.
     other = errors.TooLarge("too_many_files", "too many", {"name": "x"}, 413)
     assert _refused_in(other, batch) == {}

@@ -26,6 +26,7 @@ from files_client.errors import (
     Unauthenticated,
     Unavailable,
     UnsupportedContent,
+    UploadRefused,
 )
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UnsupportedContent",
+    "UploadRefused",
 ]

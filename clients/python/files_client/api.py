@@ -37,7 +37,14 @@ from files_client._core import (
     listing,
     operation,
 )
-from files_client.errors import Conflict, FilesError, Invalid, NotFound, Unavailable
+from files_client.errors import (
+    Conflict,
+    FilesError,
+    Invalid,
+    NotFound,
+    Unavailable,
+    upload_refused,
+)
 from files_client.models import (
     ApiKey,
     AuditEvent,
@@ -302,7 +309,13 @@ class Folder(FolderData, _Bound[M]):
         """Files into this folder (streamed; a file of `parts_from` bytes, 64 MiB, or
         more goes in parts, resumably); the Files in the order given. `metadata`: a file
         name's metadata, stored with it and checked against the metadata schema (a file
-        that goes in parts too: its upload session is opened with it)."""
+        that goes in parts too: its upload session is opened with it).
+
+        Each file has its own outcome: files the platform refuses (their bytes of no kind
+        it accepts, their name, their metadata) do not keep the others from being
+        stored; once all are sent, `UploadRefused` is raised, holding the Files stored
+        (`uploaded`) and each refused file with the API's code and message (`refused`),
+        and typed as the first refusal is (`UnsupportedContent`, say)."""
         given = metadata or {}
         local = [(f := transfer.LocalFile.at(p)).described(given.get(f.name)) for p in paths]
         unknown = sorted(set(given) - {f.name for f in local})
@@ -313,9 +326,18 @@ class Folder(FolderData, _Bound[M]):
                 {"names": unknown[:20]},
             )
         [found] = yield from transfer.upload_many(
-            self._session, [(self.id, local)], progress, parallel=parallel, parts_from=parts_from
+            self._session,
+            [(self.id, local)],
+            progress,
+            parallel=parallel,
+            parts_from=parts_from,
+            keep_going=True,
         )
-        return [self._api._file(f) for f in found]
+        uploaded = [self._api._file(f) for f in found if not isinstance(f, transfer.Refusal)]
+        refused = [f for f in found if isinstance(f, transfer.Refusal)]
+        if refused:
+            raise upload_refused(uploaded, refused)
+        return uploaded
 
     @operation
     def upload_tree(
@@ -334,9 +356,10 @@ class Folder(FolderData, _Bound[M]):
         folder has already (same name, size and sha256) is not sent again: so an
         interrupted upload, run again, sends what is missing (a file skipped so that
         lacks metadata given with it gets those keys). A `journal` remembers
-        upload sessions of large files, so their parts sent before are not sent again. With
-        `keep_going`, a file the platform refuses for its content is in the report's
-        `refused` and the others are uploaded; otherwise the refusal is raised.
+        upload sessions of large files, so their parts sent before are not sent again. A
+        file the platform refuses (its content, name or metadata) does not keep the others
+        from being uploaded: with `keep_going` it is in the report's `refused`; otherwise,
+        once all are sent, `UploadRefused` is raised (as `upload` raises it).
 
         `plan` may be a local directory instead: it becomes a subfolder of its name, with
         its files and subdirectories below it (as `files upload DIR --to` does)."""
@@ -408,12 +431,14 @@ class Folder(FolderData, _Bound[M]):
             parallel=parallel,
             journal=journal,
             parts_from=parts_from,
-            keep_going=keep_going,
+            keep_going=True,
             earlier=earlier,
         )
         sent = [f for found in found_lists for f in found]
         uploaded = [self._api._file(f) for f in sent if not isinstance(f, transfer.Refusal)]
         refused = [f for f in sent if isinstance(f, transfer.Refusal)]
+        if refused and not keep_going:
+            raise upload_refused(uploaded, refused)
         whole = sum(f.size for f in uploaded)
         return UploadReport(uploaded, skipped, whole - earlier.bytes, refused, earlier.bytes)
 
@@ -638,7 +663,7 @@ class File(FileData, _Bound[M]):
         instances (`<SOPInstanceUID>.dcm`), at that path."""
         dest = Path(to)
         if dest.is_dir() or str(to).endswith(("/", os.sep)):
-            dest = dest / safe_name(self.name)
+            dest = dest / local_name(self)
         return (yield from transfer.download(self._session, self.model_dump(), dest, progress))
 
     @listing
@@ -1608,6 +1633,34 @@ def _is_uuid(text: str) -> bool:
 def split_path(path: str) -> list[str]:
     """`top/sub/name` as names; empty parts (`a//b`, a leading `/`) are dropped."""
     return [part for part in path.split("/") if part]
+
+
+# The extensions of the images the platform accepts, by their MIME type (the first is
+# added); as the gateway names a group's download (services/gateway/compose.py): this
+# wheel has none of the platform's code.
+IMAGE_EXTENSIONS = {
+    "image/png": (".png",),
+    "image/jpeg": (".jpg", ".jpeg", ".jpe"),
+    "image/gif": (".gif",),
+    "image/tiff": (".tif", ".tiff"),
+    "image/webp": (".webp",),
+    "image/bmp": (".bmp",),
+}
+
+
+def local_name(file: FileData) -> str:
+    """The name a file is downloaded as, fit for the local disk. An image group's or
+    sequence's content is its first image: it takes that image's extension (`cats.png`),
+    so the OS opens it as one."""
+    name = file.name
+    extensions = IMAGE_EXTENSIONS.get(file.mime_type)
+    if (
+        file.kind in ("image_group", "image_sequence")
+        and extensions
+        and not name.lower().endswith(extensions)
+    ):
+        name += extensions[0]
+    return safe_name(name)
 
 
 def safe_name(name: str) -> str:

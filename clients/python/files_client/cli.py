@@ -29,7 +29,16 @@ from typing import Any
 
 from files_client import config
 from files_client._core import Sync
-from files_client.api import Dataset, File, Folder, Integration, Job, safe_name, split_path
+from files_client.api import (
+    Dataset,
+    File,
+    Folder,
+    Integration,
+    Job,
+    local_name,
+    safe_name,
+    split_path,
+)
 from files_client.client import Client
 from files_client.errors import Conflict, FilesError, Forbidden, Invalid, NotFound
 from files_client.models import AuditEvent, Collaborator, DatasetCollaborator, TrashItem, User
@@ -311,7 +320,9 @@ def _walk(folder: SyncFolder, into: Path) -> Iterator[tuple[SyncFile, Path]]:
     names made safe for the disk, clashes numbered)."""
     taken: set[str] = set()
     for item in folder.items():
-        name = _unique(safe_name(item.name), taken)
+        name = _unique(
+            safe_name(item.name) if isinstance(item, Folder) else local_name(item), taken
+        )
         if isinstance(item, Folder):
             yield from _walk(item, into / name)
         else:
@@ -457,7 +468,8 @@ def upload(args: argparse.Namespace) -> int:
             _json_line(sent)
     for refusal in report.refused:
         print(
-            f"files upload: {_shown(str(refusal.file.path))}: refused: {refusal.message}",
+            f"files upload: {_shown(str(refusal.file.path))}: refused: {refusal.code}:"
+            f" {refusal.message}",
             file=sys.stderr,
         )
     seconds = time.monotonic() - started
@@ -1021,7 +1033,7 @@ def download(args: argparse.Namespace) -> int:
     with _client() as c:
         found = _resolve(c, args.path)
         if isinstance(found, File):
-            files = [(found, out / safe_name(found.name))]
+            files = [(found, out / local_name(found))]
         else:
             files = list(_walk(found, out / safe_name(found.name)))
         total = sum(f.size for f, _ in files)
@@ -1858,9 +1870,15 @@ def _filter_options(p: argparse.ArgumentParser) -> None:
 def register(commands: Any) -> None:
     """Add the user verbs to the `files` command's subparsers."""
 
-    def verb(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    def verb(
+        name: str, help: str, description: str | None = None, *, paths: bool = True
+    ) -> argparse.ArgumentParser:
+        """A verb; `paths`: it takes folder or file paths, which its help then explains."""
         parser: argparse.ArgumentParser = commands.add_parser(
-            name, help=help, description=description or help, epilog=f"PATH: {PATHS}."
+            name,
+            help=help,
+            description=description or help,
+            epilog=f"PATH: {PATHS}." if paths else None,
         )
         parser.set_defaults(user_command=name)
         return parser
@@ -1871,11 +1889,12 @@ def register(commands: Any) -> None:
         "Save the URL and API key in $XDG_CONFIG_HOME/files/config.json (or"
         " ~/.config/files/config.json), mode 0600, after checking them. FILES_URL and"
         " FILES_API_KEY, when set, take precedence over the saved login.",
+        paths=False,
     )
     p.add_argument("--url", help="the platform, e.g. http://127.0.0.1:8080")
     p.add_argument("--api-key-stdin", action="store_true", help="read the key from stdin")
 
-    verb("whoami", "who the saved login or FILES_API_KEY is")
+    verb("whoami", "who the saved login or FILES_API_KEY is", paths=False)
 
     p = verb(
         "upload",
@@ -1886,9 +1905,10 @@ def register(commands: Any) -> None:
         " already there (same name, size and sha256) and sends only the missing parts of"
         " large files; a --group or --sequence the folder has already (same name and"
         " images) is not made again. A progress bar on a terminal, quiet otherwise. A"
-        " file the platform refuses (no kind it accepts) is named on stderr by its path"
-        " and the others are uploaded; then the exit code is 3. A large file refused is"
-        " not sent again while it is unchanged (--retry-refused sends it).",
+        " file the platform refuses (no kind it accepts, its name, its --metadata) is"
+        " named on stderr by its path, with the platform's code and reason, and the"
+        " others are uploaded; then the exit code is 3. A large file refused for its"
+        " content is not sent again while it is unchanged (--retry-refused sends it).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
     p.add_argument("--to", required=True, metavar="FOLDER/PATH", help="where they go")
@@ -1907,7 +1927,9 @@ def register(commands: Any) -> None:
         action="store_true",
         help="send again the large files the platform refused before, though unchanged",
     )
-    p.add_argument("--parallel", type=int, default=4, metavar="N", help="requests in flight")
+    p.add_argument(
+        "--parallel", type=int, default=4, metavar="N", help="requests in flight (default 4)"
+    )
     p.add_argument(
         "--parts-from",
         type=int,
@@ -1990,20 +2012,27 @@ def register(commands: Any) -> None:
     p = verb(
         "download",
         "download a file, or a folder with everything below it",
-        "Download into DIR: a file under its name, a folder as a directory tree. Parallel;"
-        " an interrupted download resumes where it stopped (run it again: the files"
-        " already there, same sha256, are not fetched again); checksums are verified.",
+        "Download into DIR: a file under its name, a folder as a directory tree. An image"
+        " group or sequence is its first image, named with its extension (NAME.png; its"
+        " images are in the folder beside it); a DICOM series a directory of its"
+        " instances. Parallel; an interrupted download resumes where it stopped (run it"
+        " again: the files already there, same sha256, are not fetched again); checksums"
+        " are verified.",
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="where (default: here)")
-    p.add_argument("--parallel", type=int, default=4, metavar="N", help="downloads in flight")
+    p.add_argument(
+        "--parallel", type=int, default=4, metavar="N", help="downloads in flight (default 4)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print each file written")
 
-    p = verb("datasets", "create, list, fill, empty and share datasets")
+    p = verb("datasets", "create, list, fill, empty and share datasets", paths=False)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = actions.add_parser("create", help="a new dataset", description="Create a dataset.")
+    a = actions.add_parser(
+        "create", help="a new dataset", description="Create a dataset.", epilog=f"PATH: {PATHS}."
+    )
     a.add_argument("name")
-    a.add_argument("--description")
+    a.add_argument("--description", help="what it holds, for people")
     a.add_argument("--synced-to", metavar="PATH", help="a folder the dataset follows")
     a.add_argument(
         "--with-folder", action="store_true", help="make a top-level folder of its name to follow"
@@ -2022,12 +2051,16 @@ def register(commands: Any) -> None:
     a = actions.add_parser(
         "add",
         help="link files (a folder: every file below it)",
-        description="Add files to a dataset.",
+        description="Add files to a dataset (a folder: every file below it).",
+        epilog=f"PATH: {PATHS}.",
     )
     a.add_argument("dataset", metavar="DATASET")
     a.add_argument("paths", nargs="+", metavar="PATH")
     a = actions.add_parser(
-        "rm", help="unlink files from a dataset", description="Remove files from a dataset."
+        "rm",
+        help="unlink files from a dataset",
+        description="Remove files from a dataset.",
+        epilog=f"PATH: {PATHS}.",
     )
     a.add_argument("dataset", metavar="DATASET")
     a.add_argument("paths", nargs="+", metavar="PATH")
@@ -2043,7 +2076,9 @@ def register(commands: Any) -> None:
     )
     a.add_argument("dataset", metavar="DATASET", help="a name or id")
     a.add_argument("emails", nargs="*", metavar="EMAIL")
-    a.add_argument("--role", choices=["admin", "editor", "user", "viewer"])
+    a.add_argument(
+        "--role", choices=["admin", "editor", "user", "viewer"], help="the role (with EMAIL)"
+    )
     a = actions.add_parser(
         "unshare",
         help="take users' role on a dataset away",
@@ -2063,18 +2098,21 @@ def register(commands: Any) -> None:
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("emails", nargs="*", metavar="EMAIL")
-    p.add_argument("--role", choices=["admin", "editor", "user", "viewer"])
+    p.add_argument(
+        "--role", choices=["admin", "editor", "user", "viewer"], help="the role (with EMAIL)"
+    )
 
     p = verb(
         "unshare",
         "take users' role on a folder away",
         "Remove users (by email) from a folder's collaborators. A role granted on a folder"
-        " above it is removed there; a folder's admin only by an organisation admin.",
+        " above it is not taken here: the command says where, and it is unshared there. A"
+        " folder's admin is removed only by an organisation admin.",
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("emails", nargs="+", metavar="EMAIL")
 
-    p = verb("jobs", "follow a job (upload, DICOM, import)")
+    p = verb("jobs", "follow a job (upload, DICOM, import)", paths=False)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in (
         ("watch", "wait for the job, with progress"),
@@ -2133,6 +2171,7 @@ def register(commands: Any) -> None:
         " reads them from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN),"
         " or from stdin with --keys-stdin (one a line), never from the command line,"
         " which other users of the machine may see.",
+        paths=False,
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("ls", help="the integrations you may use")
@@ -2191,7 +2230,7 @@ def register(commands: Any) -> None:
     a.add_argument("integration", metavar="INTEGRATION", help="a name or id")
     a.add_argument("emails", nargs="+", metavar="EMAIL")
 
-    p = verb("users", "list or add the organisation's users (org admins)")
+    p = verb("users", "list or add the organisation's users (org admins)", paths=False)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("ls", help="the users")
     a.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -2205,6 +2244,7 @@ def register(commands: Any) -> None:
         "keys",
         "list, issue or revoke API keys (yours; anyone's for org admins)",
         "A new key is printed once, alone on stdout; rotate by issuing one, then revoking the old.",
+        paths=False,
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("ls", help="a user's keys (never the keys themselves)")
@@ -2220,6 +2260,7 @@ def register(commands: Any) -> None:
         "webhooks",
         "add, list, rotate or delete webhooks; see their deliveries and send one again"
         " (org admins)",
+        paths=False,
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("add", help="post events to URL, signed (Standard Webhooks)")

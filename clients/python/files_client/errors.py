@@ -8,7 +8,7 @@ except NotFound as e:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -94,6 +94,57 @@ class Unavailable(FilesError):
 
 class ServerError(FilesError):
     """Any other 5xx: a fault of the platform."""
+
+
+class UploadRefused(FilesError):
+    """Files of an upload the platform refused, each for its own reason (its bytes of no
+    kind it accepts, its name, its metadata), while the others were stored: `uploaded`,
+    the Files stored, in the order given; `refused`, each refused file's `Refusal` (its
+    local file, and the API's status, code and message). The error raised is also the
+    typed error of the first refusal (`UnsupportedContent`, `Invalid` or `TooLarge`),
+    with its code."""
+
+    uploaded: list[Any]
+    refused: list[Any]
+
+
+def _refused_as(base: type[FilesError]) -> type[UploadRefused]:
+    return cast(type[UploadRefused], type("UploadRefused", (UploadRefused, base), {}))
+
+
+_REFUSED_AS: dict[type[FilesError], type[UploadRefused]] = {
+    base: _refused_as(base) for base in (Invalid, UnsupportedContent, TooLarge)
+}
+
+
+def upload_refused(uploaded: list[Any], refused: list[Any]) -> UploadRefused:
+    """The error of an upload some of whose files were refused (`Refusal`s: `file`,
+    `status`, `code`, `message`), the others stored."""
+    first = refused[0]
+    base = BY_STATUS.get(first.status or 0, Invalid)
+    kind = _REFUSED_AS.get(base, _REFUSED_AS[Invalid])
+    total = len(uploaded) + len(refused)
+    named = "; ".join(f"{r.file.name!r}: {r.code}: {r.message}" for r in refused[:5])
+    more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+    error = kind(
+        first.code,
+        f"{len(refused)} of {total} files refused ({len(uploaded)} stored): {named}{more}",
+        {
+            "refused": [
+                {
+                    "name": r.file.name,
+                    "path": str(r.file.path),
+                    "code": r.code,
+                    "message": r.message,
+                }
+                for r in refused
+            ],
+            "uploaded": len(uploaded),
+        },
+        first.status,
+    )
+    error.uploaded, error.refused = uploaded, refused
+    return error
 
 
 BY_STATUS: dict[int, type[FilesError]] = {

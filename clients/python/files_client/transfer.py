@@ -194,22 +194,30 @@ def multipart(
 
 @dataclass(frozen=True)
 class Refusal:
-    """A file the platform would not take (its bytes are of no kind it accepts), while
-    the others sent with it were taken."""
+    """A file the platform would not take (its bytes of no kind it accepts, its name or
+    its metadata), while the others sent with it were taken: the API's code and message,
+    and its HTTP status (None for one the client refused itself)."""
 
     file: LocalFile
     code: str
     message: str
+    status: int | None = None
+
+
+# Refusals of one file, named in `details.name`: a request that holds it is refused
+# whole (ingest stores all of a request or nothing), so it goes again without it.
+REFUSED_BY_NAME = frozenset(
+    {"invalid_name", "invalid_metadata", "metadata_type_mismatch", "metadata_too_large"}
+)
 
 
 def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, str]:
-    """The files of a batch (by place) that a refusal of content or of a name names,
-    with why; none when it names none of them (then the batch as a whole fails)."""
-    if (error.status, error.code) not in ((415, "unsupported_content"), (422, "invalid_name")):
-        return {}
+    """The files of a batch (by place) that a refusal of content, of a name or of a
+    file's metadata names, with why; none when it names none of them (then the batch as
+    a whole fails)."""
     listed = error.details.get("refused")
     found: dict[int, str] = {}
-    if isinstance(listed, list) and error.status == 415:
+    if (error.status, error.code) == (415, "unsupported_content") and isinstance(listed, list):
         for entry in listed:
             place = entry.get("part") if isinstance(entry, dict) else None
             if isinstance(place, int) and 1 <= place <= len(files):
@@ -219,10 +227,12 @@ def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, str]:
                     if reason
                     else error.message
                 )
-    elif isinstance(error.details.get("name"), str):
-        # A name refused, or a platform that names only the first file refused, by
-        # name: every file of that name in the batch goes aside (none of them is taken
-        # in this run).
+    elif error.code in REFUSED_BY_NAME | {"unsupported_content"} and isinstance(
+        error.details.get("name"), str
+    ):
+        # A name or a file's metadata refused, or a platform that names only the first
+        # file refused: every file of that name in the batch goes aside (none of them is
+        # taken in this run).
         found = {n: error.message for n, f in enumerate(files) if f.name == error.details["name"]}
     return found
 
@@ -235,9 +245,10 @@ def upload_batch(
     *,
     keep_going: bool = False,
 ) -> Op[list[dict[str, Any] | Refusal]]:
-    """One multipart request. With `keep_going`, a file refused for its content is set
-    aside and the request sent again without it (a request is all or nothing), so the
-    others are taken: each file's File, or its Refusal, in the order given."""
+    """One multipart request. With `keep_going`, a file refused for its content, its
+    name or its metadata is set aside and the request sent again without it (a request
+    is all or nothing), so the others are taken: each file's File, or its Refusal, in
+    the order given."""
     counters = [_Counted(progress) for _ in files]
     out: dict[int, dict[str, Any] | Refusal] = {}
     left = list(range(len(files)))
@@ -257,7 +268,7 @@ def upload_batch(
             if not refused:
                 raise
             for place, reason in refused.items():
-                out[left[place]] = Refusal(sending[place], error.code, reason)
+                out[left[place]] = Refusal(sending[place], error.code, reason, error.status)
             left = [n for place, n in enumerate(left) if place not in refused]
             continue
         out.update(zip(left, answer["files"], strict=True))
@@ -447,9 +458,11 @@ def _refusable(op: Op[dict[str, Any]], f: LocalFile) -> Op[dict[str, Any] | Refu
     try:
         return (yield from op)
     except FilesError as error:
-        if error.status != 415:
+        # An upload session is the one file's: a refusal of its content (at completion),
+        # its name or its metadata (at opening) is that file's alone.
+        if error.status != 415 and error.code not in REFUSED_BY_NAME:
             raise
-        return Refusal(f, error.code, error.message)
+        return Refusal(f, error.code, error.message, error.status)
 
 
 def upload_many(
@@ -465,8 +478,8 @@ def upload_many(
 ) -> Op[list[list[Any]]]:
     """Files into folders (`(folder id, files)` each): small ones in multipart batches,
     large ones in parts, all side by side. Each folder's files come back in the order
-    given. With `keep_going`, a file refused for its content comes back as its Refusal
-    and the others are taken; otherwise the refusal is raised."""
+    given. With `keep_going`, a file refused (its content, name or metadata) comes back
+    as its Refusal and the others are taken; otherwise the refusal is raised."""
     ops: list[Op[Any]] = []
     slots: list[tuple[int, list[LocalFile]]] = []
     for n, (folder_id, files) in enumerate(work):
