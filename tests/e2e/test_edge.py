@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 import pytest
 
 from services.gateway.routes import ROUTES, Param, Route
@@ -25,7 +26,7 @@ from shared.kit import consistency
 from shared.kit.access import Access
 from shared.kit.embedded import free_port
 from shared.kit.stack import Stack
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import CONSISTENCY, error, folder, member, multipart, png, unique, upload
 from tests.signing import as_user, sign_as_gateway
 
@@ -257,6 +258,62 @@ async def test_a_client_cannot_hold_the_gateway_with_a_huge_or_endless_request(
     # Cut off mid-body: no answer to a request never sent whole.
     assert short == b""
     assert (await api.get("/v1/users/me")).status_code == 200
+
+
+async def test_slow_uploads_do_not_hold_the_way_to_ingest_for_everyone(
+    platform: Stack, api: httpx.AsyncClient, as_key: Any, attacker: dict[str, Any]
+) -> None:
+    """Each upload streamed on to ingest holds a connection for as long as its client
+    takes to send it: 200 slow ones held every connection of the gateway's pool to
+    ingest, and every other upload waited 60 s for one, then failed 503 (until the slow
+    ones were cut off for pausing: 10 s on the test platform)."""
+    own = await folder(as_key(attacker["api_key"]), unique("slow"))
+    boundary = uuid.uuid4().hex
+    part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    start = (
+        (
+            f"POST /v1/folders/{own['id']}/files HTTP/1.1\r\nHost: files\r\n"
+            f"Authorization: Bearer {attacker['api_key']}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(part) + 10_000_000}\r\n\r\n"
+        ).encode()
+        + part
+        + b"hello"
+    )
+    parsed = urllib.parse.urlsplit(platform.gateway_url)
+    slow = []
+    try:
+        for _ in range(210):
+            reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+            writer.write(start)
+            await writer.drain()
+            slow.append((reader, writer))
+        gateway = psutil.Process(platform.child("gateway").proc.pid)
+        ingest = urllib.parse.urlsplit(platform.env["FILES_INGEST_URL"]).port
+
+        async def held() -> bool:
+            to_ingest = [
+                c
+                for c in gateway.net_connections("tcp")
+                if c.raddr and c.raddr.port == ingest and c.status == psutil.CONN_ESTABLISHED
+            ]
+            return len(to_ingest) >= 200
+
+        await eventually(held, 8, "the slow uploads streaming on to ingest")
+        mine = await folder(api, unique("not-slow"))
+        made = await api.post(
+            f"/v1/folders/{mine['id']}/files", files=[("file", ("b.txt", b"hi\n", "text/plain"))]
+        )
+        assert made.status_code == 201, made.text
+        # Answered while the slow uploads still hold their connections, not once they
+        # were cut off for pausing.
+        assert not any(reader.at_eof() for reader, _ in slow)
+    finally:
+        for _, writer in slow:
+            writer.close()
 
 
 def answers(data: bytes) -> list[tuple[int, bytes]]:
