@@ -229,6 +229,23 @@ async def exchange(url: str, sent: bytes, within: float) -> bytes:
         writer.close()
 
 
+async def test_a_limit_in_other_digits_is_a_422_not_a_500(api: httpx.AsyncClient) -> None:
+    """ "²" and "١٢" pass str.isdigit; int() refuses the first (a 500) and reads the
+    second as 12 where the others refuse it."""
+    where = await folder(api, unique("digits"))
+    job = (await upload(api, where["id"], ("a.png", png())))["job_id"]
+    for path, params in (
+        (f"/v1/jobs/{job}/files", {}),
+        (f"/v1/jobs/{job}/errors", {}),
+        (f"/v1/folders/{where['id']}/items", {}),
+        ("/v1/search", {"q": "a"}),
+    ):
+        for limit in ("²", "١٢"):
+            answer = await api.get(path, params={**params, "limit": limit})
+            assert answer.status_code == 422, (path, limit, answer.text)
+            error(answer, 422)
+
+
 async def test_a_client_cannot_hold_the_gateway_with_a_huge_or_endless_request(
     platform: Stack, api: httpx.AsyncClient, attacker: dict[str, Any]
 ) -> None:
