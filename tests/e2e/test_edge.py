@@ -246,6 +246,14 @@ async def test_a_limit_in_other_digits_is_a_422_not_a_500(api: httpx.AsyncClient
             error(answer, 422)
 
 
+async def test_a_nul_in_the_audits_filters_is_a_422_not_a_500(api: httpx.AsyncClient) -> None:
+    # PostgreSQL's text takes no NUL: each context's query failed, and the merge with it.
+    for name in ("actor_id", "type"):
+        answer = await api.get("/v1/audit", params={name: "a\x00b"})
+        refused = error(answer, 422, "invalid_request")
+        assert refused["details"]["fields"][0]["field"] == name, refused
+
+
 async def test_a_client_cannot_hold_the_gateway_with_a_huge_or_endless_request(
     platform: Stack, api: httpx.AsyncClient, attacker: dict[str, Any]
 ) -> None:
