@@ -308,11 +308,12 @@ class Gateway:
             cookies=NoCookies(),
             event_hooks={"request": [_carry_trace]},
         )
-        # Streamed bodies (uploads, their parts, STOW) on a pool of their own, with no cap:
-        # each holds its connection for as long as its client takes to send it, and 200
-        # slow ones held every connection of the pool above, so every other call to that
-        # service waited 60 s for one and failed. What bounds them is the gateway's own
-        # (a body that pauses is cut off: FILES_HTTP_BODY_IDLE_S).
+        # Streamed bodies (uploads, their parts, STOW; downloads, DICOMweb's retrieves)
+        # on a pool of their own, with no cap: each holds its connection for as long as
+        # its client takes to send or read it, and 200 slow ones held every connection of
+        # the pool above, so every other call to that service waited 60 s for one and
+        # failed. A body sent that pauses is cut off (FILES_HTTP_BODY_IDLE_S); an answer
+        # not read is not (Known gaps).
         self.streams = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=5.0),
             transport=ServiceTransport(
@@ -451,7 +452,7 @@ class Gateway:
             content = json_body(json)
             if not any(name.lower() == "content-type" for name in sent):
                 sent["content-type"] = "application/json"
-        streamed = content is not None and not isinstance(content, bytes | str)
+        streamed = stream or (content is not None and not isinstance(content, bytes | str))
         client = self.streams if streamed else self.http
         built = client.build_request(
             method,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import socket
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -316,18 +317,7 @@ async def test_slow_uploads_do_not_hold_the_way_to_ingest_for_everyone(
             writer.write(start)
             await writer.drain()
             slow.append((reader, writer))
-        gateway = psutil.Process(platform.child("gateway").proc.pid)
-        ingest = urllib.parse.urlsplit(platform.env["FILES_INGEST_URL"]).port
-
-        async def held() -> bool:
-            to_ingest = [
-                c
-                for c in gateway.net_connections("tcp")
-                if c.raddr and c.raddr.port == ingest and c.status == psutil.CONN_ESTABLISHED
-            ]
-            return len(to_ingest) >= 200
-
-        await eventually(held, 8, "the slow uploads streaming on to ingest")
+        await held_to_ingest(platform, 200, "the slow uploads streaming on to ingest")
         mine = await folder(api, unique("not-slow"))
         made = await api.post(
             f"/v1/folders/{mine['id']}/files", files=[("file", ("b.txt", b"hi\n", "text/plain"))]
@@ -339,6 +329,62 @@ async def test_slow_uploads_do_not_hold_the_way_to_ingest_for_everyone(
     finally:
         for _, writer in slow:
             writer.close()
+
+
+@pytest.mark.parametrize("blobs", ["local"], indirect=True)  # S3's are presigned URLs
+async def test_unread_downloads_do_not_hold_the_way_to_ingest_for_everyone(
+    platform: Stack, api: httpx.AsyncClient, as_key: Any, attacker: dict[str, Any]
+) -> None:
+    """A download streamed from ingest holds a connection for as long as its client
+    takes to read it: 200 never read held every connection of the gateway's pool to
+    ingest for good, and every upload and download waited 60 s, then failed 503."""
+    mine = as_key(attacker["api_key"])
+    own = await folder(mine, unique("unread"))
+    big = (await upload(mine, own["id"], ("big.txt", b"0123456789abcdef\n" * 1_200_000)))["files"]
+    parsed = urllib.parse.urlsplit(platform.gateway_url)
+    ask = (
+        f"GET /v1/files/{big[0]['id']}/content HTTP/1.1\r\nHost: files\r\n"
+        f"Authorization: Bearer {attacker['api_key']}\r\n\r\n"
+    ).encode()
+    unread = []
+    try:
+        for _ in range(210):
+            sock = socket.socket()
+            # A small window: what the client does not read stays with the gateway.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((parsed.hostname, parsed.port))
+            sock.setblocking(False)
+            _, writer = await asyncio.open_connection(sock=sock)
+            writer.transport.pause_reading()
+            writer.write(ask)
+            unread.append(writer)
+        await held_to_ingest(platform, 200, "the unread downloads streaming from ingest")
+        where = await folder(api, unique("not-unread"))
+        made = await api.post(
+            f"/v1/folders/{where['id']}/files", files=[("file", ("b.txt", b"hi\n", "text/plain"))]
+        )
+        assert made.status_code == 201, made.text
+        got = await api.get(f"/v1/files/{made.json()['files'][0]['id']}/content")
+        assert (got.status_code, got.content) == (200, b"hi\n")
+    finally:
+        for writer in unread:
+            writer.transport.abort()
+
+
+async def held_to_ingest(platform: Stack, count: int, what: str) -> None:
+    """Once the gateway holds at least `count` connections to ingest."""
+    gateway = psutil.Process(platform.child("gateway").proc.pid)
+    ingest = urllib.parse.urlsplit(platform.env["FILES_INGEST_URL"]).port
+
+    async def held() -> bool:
+        to_ingest = [
+            c
+            for c in gateway.net_connections("tcp")
+            if c.raddr and c.raddr.port == ingest and c.status == psutil.CONN_ESTABLISHED
+        ]
+        return len(to_ingest) >= count
+
+    await eventually(held, 30, what)
 
 
 def answers(data: bytes) -> list[tuple[int, bytes]]:
