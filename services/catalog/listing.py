@@ -177,7 +177,7 @@ def parse(
     if order is not None and order not in ORDERS:
         raise invalid("order", f"must be one of {', '.join(ORDERS)}, not {order[:50]!r}")
     limit_text = single.get("limit", "100")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
         raise invalid("limit", "must be an integer from 1 to 1000")
     folder_id = None
     if single.get("folder_id"):

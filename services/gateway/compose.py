@@ -1007,7 +1007,9 @@ class Compose:
         answers its part; the DICOM context's part follows it."""
         params = call.request.query_params
         given = params.get("limit", "100")
-        limit = int(given) if given.isdigit() and 1 <= int(given) <= 1000 else None
+        # ASCII digits only: "²" passes isdigit, and int() refused it (a 500).
+        ok = given.isascii() and given.isdigit()
+        limit = int(given) if ok and 1 <= int(given) <= 1000 else None
         answer = await self.gateway.forward(call)
         if answer.status_code == 404:
             # Not ingest's: a re-encode job (the thumbnails context's), to its maker.

@@ -284,6 +284,7 @@ class Gateway:
         # Signs who asks, on every call to a service (refused at start if weak or unset).
         self.identity = identity.ServiceKey(settings.service_key)
         self.http: httpx.AsyncClient
+        self.streams: httpx.AsyncClient
         self.fresh: httpx.AsyncClient
         self._follower: asyncio.Task[None]
 
@@ -307,6 +308,22 @@ class Gateway:
             cookies=NoCookies(),
             event_hooks={"request": [_carry_trace]},
         )
+        # Streamed bodies (uploads, their parts, STOW; downloads, DICOMweb's retrieves)
+        # on a pool of their own, with no cap: each holds its connection for as long as
+        # its client takes to send or read it, and 200 slow ones held every connection of
+        # the pool above, so every other call to that service waited 60 s for one and
+        # failed. A body sent that pauses is cut off (FILES_HTTP_BODY_IDLE_S); an answer
+        # not read is not (Known gaps).
+        self.streams = httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            transport=ServiceTransport(
+                limits=httpx.Limits(
+                    max_connections=None, max_keepalive_connections=50, keepalive_expiry=2.0
+                )
+            ),
+            cookies=NoCookies(),
+            event_hooks={"request": [_carry_trace]},
+        )
         # For a read retried after its kept-alive connection was dropped: a connection
         # of its own (the pool's other idle ones may have been dropped too).
         self.fresh = httpx.AsyncClient(
@@ -321,6 +338,7 @@ class Gateway:
         with contextlib.suppress(asyncio.CancelledError):
             await self._follower
         await self.http.aclose()
+        await self.streams.aclose()
         await self.fresh.aclose()
 
     async def _follow_access_changes(self) -> None:
@@ -434,7 +452,9 @@ class Gateway:
             content = json_body(json)
             if not any(name.lower() == "content-type" for name in sent):
                 sent["content-type"] = "application/json"
-        built = self.http.build_request(
+        streamed = stream or (content is not None and not isinstance(content, bytes | str))
+        client = self.streams if streamed else self.http
+        built = client.build_request(
             method,
             self.services[service] + path,
             params=params,
@@ -444,7 +464,7 @@ class Gateway:
         )
         try:
             try:
-                return await self.http.send(built, stream=stream)
+                return await client.send(built, stream=stream)
             except DROPPED as error:
                 if method != "GET" or not isinstance(content, bytes | None):
                     raise  # a write, or a body that cannot be sent again

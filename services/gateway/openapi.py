@@ -81,12 +81,13 @@ ERRORS: dict[int, tuple[str, tuple[Example, ...]]] = {
         (Example("range_not_satisfiable", "range starts past the end"),),
     ),
     422: (
-        "A value that breaks a rule; `details.fields` names each",
+        "A value that breaks a rule; `details.fields` names each (the first 20, and"
+        " `details.faults` counts them all)",
         (
             Example(
                 "invalid_request",
                 "name: Field required",
-                {"fields": [{"field": "name", "problem": "Field required"}]},
+                {"fields": [{"field": "name", "problem": "Field required"}], "faults": 1},
             ),
         ),
     ),

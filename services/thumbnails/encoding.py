@@ -21,7 +21,14 @@ from typing import Any, BinaryIO
 import httpx
 
 from shared.kit.blobs import LocalBlobStore, open_blob_store
-from shared.kit.media import OverBudget, RangeFile, open_container, presigned_reader, quiet_av
+from shared.kit.media import (
+    OverBudget,
+    RangeFile,
+    open_container,
+    presigned_reader,
+    quiet_av,
+    without_paths,
+)
 from shared.kit.settings import Settings
 
 # A worker's address space: a decoder or encoder that goes past it fails, not the machine.
@@ -144,7 +151,7 @@ def _guarded(task: Task, encode: Any) -> Made:
 
 
 def describe(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error or 'no detail'}"
+    text = f"{type(error).__name__}: {without_paths(str(error)) or 'no detail'}"
     return text if len(text) <= 300 else text[:299] + "…"
 
 

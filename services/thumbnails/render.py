@@ -29,6 +29,7 @@ from shared.kit.media import (
     open_container,
     presigned_reader,
     quiet_av,
+    without_paths,
 )
 from shared.kit.settings import Settings
 
@@ -195,7 +196,7 @@ def drawn_together(
 
 def describe(error: BaseException) -> str:
     text = str(error) or "no detail"
-    return domain.short_reason(f"{type(error).__name__}: {text}")
+    return domain.short_reason(f"{type(error).__name__}: {without_paths(text)}")
 
 
 def pictures(image: Image.Image, sizes: tuple[int, ...], fmt: str) -> list[Picture]:

@@ -10,6 +10,7 @@ read that goes over: hostile headers cost a bounded amount of I/O and time.
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -128,6 +129,17 @@ class RangeFile(Seekable):
             done += len(chunk)
             self.position += len(chunk)
         return done
+
+
+# A path as FFmpeg's and Pillow's errors quote it ('/data/blobs/sha256/...').
+_QUOTED_PATH = re.compile(r"'/[^']*'")
+
+
+def without_paths(text: str) -> str:
+    """A decoder's error as a reason to show: a local store's blob is opened (and a
+    rendition written) by its path, which FFmpeg's and Pillow's errors quote; the reason
+    is shown to whoever may see the file, where the server keeps it is not."""
+    return _QUOTED_PATH.sub("'…'", text)
 
 
 def quiet_av() -> None:

@@ -401,6 +401,16 @@ def mount_audit(app: FastAPI, runtime: Runtime) -> None:
                 "until: must not be before since",
                 {"fields": [{"field": "until", "problem": "must not be before since"}]},
             )
+        # PostgreSQL's text takes no NUL: the query would fail (a 500).
+        for name, values in (("actor_id", [actor_id]), ("type", types or [])):
+            if any(v is not None and "\x00" in v for v in values):
+                problem = "must not hold a NUL character"
+                raise Refused(
+                    422,
+                    "invalid_request",
+                    f"{name}: {problem}",
+                    {"fields": [{"field": name, "problem": problem}]},
+                )
         items = await audit(
             runtime.pool,
             runtime.store,

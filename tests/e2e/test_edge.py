@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import socket
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 import pytest
 
 from services.gateway.routes import ROUTES, Param, Route
@@ -25,7 +27,7 @@ from shared.kit import consistency
 from shared.kit.access import Access
 from shared.kit.embedded import free_port
 from shared.kit.stack import Stack
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import CONSISTENCY, error, folder, member, multipart, png, unique, upload
 from tests.signing import as_user, sign_as_gateway
 
@@ -228,6 +230,31 @@ async def exchange(url: str, sent: bytes, within: float) -> bytes:
         writer.close()
 
 
+async def test_a_limit_in_other_digits_is_a_422_not_a_500(api: httpx.AsyncClient) -> None:
+    """ "²" and "١٢" pass str.isdigit; int() refuses the first (a 500) and reads the
+    second as 12 where the others refuse it."""
+    where = await folder(api, unique("digits"))
+    job = (await upload(api, where["id"], ("a.png", png())))["job_id"]
+    for path, params in (
+        (f"/v1/jobs/{job}/files", {}),
+        (f"/v1/jobs/{job}/errors", {}),
+        (f"/v1/folders/{where['id']}/items", {}),
+        ("/v1/search", {"q": "a"}),
+    ):
+        for limit in ("²", "١٢"):
+            answer = await api.get(path, params={**params, "limit": limit})
+            assert answer.status_code == 422, (path, limit, answer.text)
+            error(answer, 422)
+
+
+async def test_a_nul_in_the_audits_filters_is_a_422_not_a_500(api: httpx.AsyncClient) -> None:
+    # PostgreSQL's text takes no NUL: each context's query failed, and the merge with it.
+    for name in ("actor_id", "type"):
+        answer = await api.get("/v1/audit", params={name: "a\x00b"})
+        refused = error(answer, 422, "invalid_request")
+        assert refused["details"]["fields"][0]["field"] == name, refused
+
+
 async def test_a_client_cannot_hold_the_gateway_with_a_huge_or_endless_request(
     platform: Stack, api: httpx.AsyncClient, attacker: dict[str, Any]
 ) -> None:
@@ -257,6 +284,107 @@ async def test_a_client_cannot_hold_the_gateway_with_a_huge_or_endless_request(
     # Cut off mid-body: no answer to a request never sent whole.
     assert short == b""
     assert (await api.get("/v1/users/me")).status_code == 200
+
+
+async def test_slow_uploads_do_not_hold_the_way_to_ingest_for_everyone(
+    platform: Stack, api: httpx.AsyncClient, as_key: Any, attacker: dict[str, Any]
+) -> None:
+    """Each upload streamed on to ingest holds a connection for as long as its client
+    takes to send it: 200 slow ones held every connection of the gateway's pool to
+    ingest, and every other upload waited 60 s for one, then failed 503 (until the slow
+    ones were cut off for pausing: 10 s on the test platform)."""
+    own = await folder(as_key(attacker["api_key"]), unique("slow"))
+    boundary = uuid.uuid4().hex
+    part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    start = (
+        (
+            f"POST /v1/folders/{own['id']}/files HTTP/1.1\r\nHost: files\r\n"
+            f"Authorization: Bearer {attacker['api_key']}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(part) + 10_000_000}\r\n\r\n"
+        ).encode()
+        + part
+        + b"hello"
+    )
+    parsed = urllib.parse.urlsplit(platform.gateway_url)
+    slow = []
+    try:
+        for _ in range(210):
+            reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+            writer.write(start)
+            await writer.drain()
+            slow.append((reader, writer))
+        await held_to_ingest(platform, 200, "the slow uploads streaming on to ingest")
+        mine = await folder(api, unique("not-slow"))
+        made = await api.post(
+            f"/v1/folders/{mine['id']}/files", files=[("file", ("b.txt", b"hi\n", "text/plain"))]
+        )
+        assert made.status_code == 201, made.text
+        # Answered while the slow uploads still hold their connections, not once they
+        # were cut off for pausing.
+        assert not any(reader.at_eof() for reader, _ in slow)
+    finally:
+        for _, writer in slow:
+            writer.close()
+
+
+@pytest.mark.parametrize("blobs", ["local"], indirect=True)  # S3's are presigned URLs
+async def test_unread_downloads_do_not_hold_the_way_to_ingest_for_everyone(
+    platform: Stack, api: httpx.AsyncClient, as_key: Any, attacker: dict[str, Any]
+) -> None:
+    """A download streamed from ingest holds a connection for as long as its client
+    takes to read it: 200 never read held every connection of the gateway's pool to
+    ingest for good, and every upload and download waited 60 s, then failed 503."""
+    mine = as_key(attacker["api_key"])
+    own = await folder(mine, unique("unread"))
+    big = (await upload(mine, own["id"], ("big.txt", b"0123456789abcdef\n" * 1_200_000)))["files"]
+    parsed = urllib.parse.urlsplit(platform.gateway_url)
+    ask = (
+        f"GET /v1/files/{big[0]['id']}/content HTTP/1.1\r\nHost: files\r\n"
+        f"Authorization: Bearer {attacker['api_key']}\r\n\r\n"
+    ).encode()
+    unread = []
+    try:
+        for _ in range(210):
+            sock = socket.socket()
+            # A small window: what the client does not read stays with the gateway.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((parsed.hostname, parsed.port))
+            sock.setblocking(False)
+            _, writer = await asyncio.open_connection(sock=sock)
+            writer.transport.pause_reading()
+            writer.write(ask)
+            unread.append(writer)
+        await held_to_ingest(platform, 200, "the unread downloads streaming from ingest")
+        where = await folder(api, unique("not-unread"))
+        made = await api.post(
+            f"/v1/folders/{where['id']}/files", files=[("file", ("b.txt", b"hi\n", "text/plain"))]
+        )
+        assert made.status_code == 201, made.text
+        got = await api.get(f"/v1/files/{made.json()['files'][0]['id']}/content")
+        assert (got.status_code, got.content) == (200, b"hi\n")
+    finally:
+        for writer in unread:
+            writer.transport.abort()
+
+
+async def held_to_ingest(platform: Stack, count: int, what: str) -> None:
+    """Once the gateway holds at least `count` connections to ingest."""
+    gateway = psutil.Process(platform.child("gateway").proc.pid)
+    ingest = urllib.parse.urlsplit(platform.env["FILES_INGEST_URL"]).port
+
+    async def held() -> bool:
+        to_ingest = [
+            c
+            for c in gateway.net_connections("tcp")
+            if c.raddr and c.raddr.port == ingest and c.status == psutil.CONN_ESTABLISHED
+        ]
+        return len(to_ingest) >= count
+
+    await eventually(held, 30, what)
 
 
 def answers(data: bytes) -> list[tuple[int, bytes]]:

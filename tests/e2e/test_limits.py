@@ -27,3 +27,19 @@ async def test_an_upload_of_more_than_10000_files_is_refused_and_records_nothing
     refused = error(answer, 413, "too_many_files")
     assert refused["details"]["limit"] == 10_000
     assert await items(api, where["id"]) == []
+
+
+async def test_a_refusal_names_a_bounded_few_of_the_faults_it_found(
+    api: httpx.AsyncClient,
+) -> None:
+    # Every unknown key was named twice, whole, in the answer: 8 MB sent came back as
+    # 62 MB (600,000 keys), a 4 MB key as 8 MB.
+    body: dict[str, object] = {"name": unique("keys")}
+    body.update({f"{i:06d}" + "k" * 994: 1 for i in range(5_000)})
+    answer = await api.post("/v1/folders", json=body)
+    refused = error(answer, 422, "invalid_request")
+    assert len(answer.content) < 16 * 1024
+    fields = refused["details"]["fields"]
+    assert 1 <= len(fields) <= 20 and refused["details"]["faults"] == 5_000
+    assert fields[0]["field"].startswith("000000k") and len(fields[0]["field"]) <= 201
+    assert "and 4980 more" in refused["message"]

@@ -24,6 +24,7 @@ from services.gateway.files_pb.files.v1 import files_pb2 as pb
 from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
 from services.thumbnails.renditions import rendition_key
 from shared.kit.blobs import BlobStore, open_blob_store
+from tests import thumbnail_fixtures as media
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import error, folder, member, png, unique, upload
 from tests.e2e.test_cli import ok
@@ -215,6 +216,21 @@ async def test_hostile_bytes_fail_the_item_by_name(api: httpx.AsyncClient) -> No
     assert job["status"] == "failed", job
     (failure,) = job["errors"]
     assert failure["details"]["file_id"] == files[0]["id"] and failure["message"]
+
+
+@pytest.mark.parametrize("blobs", ["local"], indirect=True)
+async def test_why_an_item_failed_never_names_where_the_server_keeps_it(
+    api: httpx.AsyncClient, platform: Any
+) -> None:
+    # On a local store the encoder opens the blob by its path, which FFmpeg's error
+    # quoted: the job's errors, shown to its maker, named the data dir.
+    video = media.mp4(frames=20)  # its index at the end: cut, nothing is readable
+    top = await folder(api, unique("reencode-paths"))
+    files = (await upload(api, top["id"], ("cut.mp4", video[: len(video) // 2])))["files"]
+    job = await re_encode(api, files[0]["id"])
+    assert job["status"] == "failed", job
+    (failure,) = job["errors"]
+    assert failure["message"] and str(platform.settings.data_dir) not in str(failure), failure
 
 
 def test_the_client_the_cli_and_grpc_re_encode(platform: Any, tmp_path: Path) -> None:

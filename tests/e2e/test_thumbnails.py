@@ -304,6 +304,27 @@ async def test_hostile_images_fail_on_record_and_the_rest_goes_on(
     error(await settled(api, again["id"]), 404, "thumbnail_unavailable")
 
 
+@pytest.mark.parametrize("blobs", ["local"], indirect=True)
+async def test_why_a_file_is_unreadable_never_names_where_the_server_keeps_it(
+    api: httpx.AsyncClient, platform: Stack
+) -> None:
+    # On a local store a worker opens the blob by its path, and FFmpeg's and Pillow's
+    # errors quote it: the reason, shown to whoever may see the file, named the data dir.
+    video = media.mp4(frames=20)
+    top = await folder(api, unique("thumbs-paths"))
+    made = await upload(
+        api,
+        top["id"],
+        ("cut.mp4", video[: len(video) // 2]),
+        ("junk.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100),
+    )
+    for file in made["files"]:
+        failed = error(await settled(api, file["id"]), 404, "thumbnail_unavailable")
+        assert failed["details"]["code"] == "unreadable", failed
+        assert str(platform.settings.data_dir) not in str(failed), failed
+        assert "/blobs/" not in str(failed) and "sha256" not in str(failed), failed
+
+
 @pytest.fixture
 async def store(platform: Any) -> AsyncIterator[BlobStore]:
     blobs = open_blob_store(platform.settings)

@@ -40,6 +40,14 @@ def test_a_page_gives_its_keys_without_folder_markers_and_the_next_token() -> No
     assert protocol.parse_page(listing(["z.png"], None)).following is None
 
 
+def test_a_size_that_is_no_ascii_number_is_taken_as_unknown() -> None:
+    # "²" and "١٢" pass str.isdigit, and int() refused the first: a bucket's listing
+    # raised ValueError out of the parser.
+    body = listing(["a.png", "b.png", "c.png"], None).replace(b"<Size>1</Size>", b"<Size>%b</Size>")
+    page = protocol.parse_page(body % ("²".encode(), "١٢".encode(), b"7"))
+    assert page.entries is not None and [e.size for e in page.entries] == [0, 0, 7]
+
+
 def test_url_encoded_keys_are_decoded_only_when_the_page_says_so() -> None:
     encoded = listing(["deep/b+c%2Bd.png", "%C3%BCn%C3%AF.png"], None, url=True)
     assert protocol.parse_page(encoded).keys == ["deep/b c+d.png", "ünï.png"]

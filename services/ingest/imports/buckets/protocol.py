@@ -98,7 +98,7 @@ def parse_page(body: bytes) -> Page:
                 Listed(
                     name,
                     (found.findtext(f"{_S3}ETag") or "").strip('"'),
-                    int(size) if size.isdigit() else 0,
+                    int(size) if size.isascii() and size.isdigit() else 0,
                     found.findtext(f"{_S3}LastModified") or "",
                 )
             )
