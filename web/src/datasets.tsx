@@ -7,7 +7,7 @@ import { all, ApiError, del, get, post, type FileItem, type Folder } from "./api
 import { bytes, count, date, kindLabel, listed } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { useSelection } from "./selection";
-import { changed, mayEdit, mayManage, open as openDialog, useVersion } from "./store";
+import { changed, mayEdit, mayManage, open as openDialog, useVersion, useWatch } from "./store";
 import { Confirm, ErrorText, LoadFailed, notify, Unavailable } from "./ui";
 
 // The names of the folders synced datasets follow ("its folder" said nothing of which),
@@ -133,10 +133,21 @@ export function DatasetPage({ id }: { id: string }) {
   const [removing, setRemoving] = useState<FileItem[] | null>(null);
   const [deleting, setDeleting] = useState(false);
   const folderNames = useFolderNames([dataset?.synced_folder_id, ...(files ?? []).map((f) => f.folder_id)]);
+  // Files joining or leaving it (a synced folder's uploads and moves, another person's
+  // changes) show unasked; so does its deletion, or access to it removed.
+  useWatch(`/v1/datasets/${id}`, (d) => [d.name, d.description, d.my_role, d.file_count, d.synced_folder_id].join("\n"));
   useEffect(() => {
     setError(null);
-    get(`/v1/datasets/${id}`).then(setDataset).catch(setError);
-    all<FileItem>(`/v1/datasets/${id}/files`).then(setFiles).catch(setError);
+    const failed = (e: unknown) => {
+      // Gone, or no longer shared with the person: nothing of it stays on the page.
+      if (e instanceof ApiError && (e.status === 404 || e.status === 403)) {
+        setDataset(null);
+        setFiles(null);
+      }
+      setError(e);
+    };
+    get(`/v1/datasets/${id}`).then(setDataset).catch(failed);
+    all<FileItem>(`/v1/datasets/${id}/files`).then(setFiles).catch(failed);
   }, [id, version, attempt]);
   // By name (the API lists them by id), as a folder is by default.
   const shown = useMemo(
