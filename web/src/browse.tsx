@@ -308,7 +308,11 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
               }
               return false;
             }}
-            onMenuKey={(rect) => active >= 0 && contextMenu(active, rect.left + 24, rect.bottom)}
+            onMenuKey={(rect) => {
+              // After Ctrl+A nothing is active: the menu is the selection's, by the list.
+              if (active >= 0) contextMenu(active, rect.left + 24, rect.bottom);
+              else if (chosen.length) setMenu({ x: rect.left + 24, y: rect.top + 24, targets: chosen });
+            }}
           />
         )}
         {!(error && !items) && (
@@ -503,8 +507,8 @@ function Listing(props: {
       aria-activedescendant={activeItem ? `item-${activeItem.id}` : undefined}
       onKeyDown={(e) => {
         if (e.key === "ContextMenu" || (e.shiftKey && e.key === "F10")) {
-          const row = document.getElementById(activeItem ? `item-${activeItem.id}` : "");
-          if (row) props.onMenuKey(row.getBoundingClientRect());
+          const row = activeItem && document.getElementById(`item-${activeItem.id}`);
+          props.onMenuKey((row || e.currentTarget).getBoundingClientRect());
           e.preventDefault();
           return;
         }
