@@ -389,8 +389,14 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
   const [sync, setSync] = useState(false);
   const [busy, setBusy] = useState(false);
   const base = useId();
+  // The folder a new dataset may follow, by name, and how many files it brings.
+  const [folder, setFolder] = useState<{ name: string; files: number } | null>(null);
   useEffect(() => {
     all("/v1/datasets").then(setDatasets).catch(setError);
+    if (props.folderId)
+      Promise.all([get<Folder>(`/v1/folders/${props.folderId}`), get<{ files: number }>(`/v1/folders/${props.folderId}/summary`)])
+        .then(([f, summary]) => setFolder({ name: f.name, files: summary.files }))
+        .catch(() => {});
   }, []);
   const add = async (d: { id: string; name: string }) => {
     setBusy(true);
@@ -486,8 +492,15 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
               >
                 <span />
               </button>
-              <span id={`${base}-sync`}>Sync with folder</span>
+              <span id={`${base}-sync`}>Sync with folder{folder ? ` ${folder.name}` : ""}</span>
             </div>
+            {sync && folder && (
+              // Not only what was chosen: the whole folder, now and from now on.
+              <p class="muted" role="note">
+                The dataset takes every file in {folder.name} and its subfolders ({count(folder.files, "file")} now), not
+                only those chosen, and follows it: files uploaded or moved into it join, files moved out or deleted leave.
+              </p>
+            )}
             <div class="actions">
               <button type="submit" class="primary" disabled={busy || !name.trim()}>
                 Add to new dataset
