@@ -74,3 +74,62 @@ def test_the_first_arrow_key_chooses_the_first_item_in_both_views(
         expect(grid.get_by_role("row", name="f0.txt")).to_have_attribute("aria-selected", "true")
         expect(page.get_by_text("6 items, 1 selected")).to_be_visible()
         page.reload()
+
+
+def test_the_menu_key_after_select_all_opens_the_selections_menu(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """Tab to the grid, Ctrl+A, Shift+F10: nothing is active yet, and the menu used to
+    need an active item, so the keyboard had no way to "Add to dataset" the lot."""
+    page = signed_in
+    folder = make_folder(api, unique("keyed"))
+    upload(api, folder["id"], ("one.txt", text("1\n")), ("two.txt", text("2\n")))
+
+    page.goto(f"/folders/{folder['id']}")
+    grid = page.get_by_role("grid", name="Folder contents")
+    expect(grid.get_by_role("row")).to_have_count(2)
+    grid.focus()
+    page.keyboard.press("Control+a")
+    page.keyboard.press("Shift+F10")
+    menu = page.get_by_role("menu", name="Actions for 2 items")
+    expect(menu.get_by_role("menuitem", name="Add to dataset")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("dialog", name="Add to dataset")).to_be_visible()
+
+
+def test_a_suggested_person_is_chosen_with_the_arrow_keys(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("invite-by-keys"))
+    email = f"{unique('kay')}@example.com"
+    made = api.post("/v1/users", json={"email": email, "name": "Kay", "org_role": "member"})
+    assert made.status_code == 201, made.text
+
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="Manage access").click()
+    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
+    emails = dialog.get_by_role("combobox", name="Emails")
+    emails.fill(email[:8])
+    expect(emails).to_have_attribute("aria-expanded", "true")
+    page.keyboard.press("ArrowDown")
+    option = dialog.get_by_role("option", name=email)
+    expect(option).to_have_attribute("aria-selected", "true")
+    expect(emails).to_have_attribute("aria-activedescendant", option.get_attribute("id") or "")
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_role("list", name="People to add")).to_contain_text(email)
+    expect(emails).to_have_value("")
+
+    # Escape closes the suggestions, not the dialog.
+    emails.fill("admin@")
+    expect(emails).to_have_attribute("aria-expanded", "true")
+    page.keyboard.press("Escape")
+    expect(emails).to_have_attribute("aria-expanded", "false")
+    expect(dialog).to_be_visible()
+
+    page.keyboard.press("Tab")
+    expect(dialog.get_by_role("button", name="Add", exact=True)).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_role("list", name="People to add")).to_have_count(0)
+    people = api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]
+    assert {p["email"]: p["role"] for p in people}.get(email) == "user"

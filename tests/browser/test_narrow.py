@@ -192,3 +192,34 @@ def test_a_user_s_file_page_fits_a_phone_s_width(
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
     finally:
         context.close()
+
+
+def test_the_folders_drawer_by_keyboard_at_a_narrow_width(
+    browser: Browser, platform: Stack, api: httpx.Client
+) -> None:
+    """Opened with Enter, the drawer had no focus (Tab went on through the top bar, the
+    page under the drawer next) and Escape left it open."""
+    top = make_folder(api, unique("drawer"))
+    context = browser.new_context(
+        base_url=platform.gateway_url, viewport={"width": 390, "height": 800}
+    )
+    context.set_default_timeout(10_000)
+    try:
+        page = context.new_page()
+        sign_in(page)
+        page.goto(f"/folders/{top['id']}")
+        # The tree, hidden in its drawer, has been read.
+        hidden = page.get_by_role("treeitem", name=top["name"], include_hidden=True)
+        expect(hidden).to_have_count(1)
+        tree = page.get_by_role("tree", name="Folder tree")
+        toggle = page.get_by_role("button", name="Folders")
+        toggle.focus()
+        page.keyboard.press("Enter")
+        current = tree.get_by_role("treeitem", name=top["name"]).locator(".tree-row").first
+        expect(current).to_be_focused()
+        page.keyboard.press("Escape")
+        expect(toggle).to_have_attribute("aria-expanded", "false")
+        expect(tree).to_be_hidden()
+        expect(toggle).to_be_focused()
+    finally:
+        context.close()

@@ -232,5 +232,10 @@ def test_a_dicom_series_scrolls_slice_by_slice(signed_in: Page, api: httpx.Clien
     image = page.get_by_role("img", name="Slice 4 of 5")
     expect(image).to_be_visible()
     page.wait_for_function("() => document.querySelector('.dicom-viewer img').naturalWidth > 0")
+    # An 8x8 series fills the stage, in proportion (object-fit), not a speck of 8 pixels.
+    box = image.bounding_box()
+    assert box is not None and box["width"] > 200 and box["height"] > 200, box
+    fit = image.evaluate("i => getComputedStyle(i).objectFit")
+    assert fit == "contain", fit
     details = page.get_by_role("complementary", name="Details")
     expect(details.get_by_role("region", name="DICOM tags")).to_contain_text("Renderable in 3D")

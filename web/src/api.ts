@@ -27,6 +27,10 @@ function inWords(code: string, message: string, details: Record<string, any>): s
     const said = message.slice(0, cut + " instead".length);
     return `${said[0].toUpperCase()}${said.slice(1)}: ${names}.`;
   }
+  // "folder <id> does not exist": the id tells a person nothing, and for them it may
+  // well exist, no longer shared with them.
+  const missing = code === "not_found" && /^(folder|file|dataset) \S+ does not exist$/.exec(message);
+  if (missing) return `This ${missing[1]} does not exist, or it is not shared with you.`;
   if (code !== "forbidden" || !details.role_needed) return message;
   const needed = ROLE_WORDS[details.role_needed] ?? details.role_needed;
   const had = details.role ? ` (yours is ${ROLE_WORDS[details.role] ?? details.role})` : "";

@@ -1,4 +1,4 @@
-import { useEffect, useId, useState } from "preact/hooks";
+import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { ApiError, call, del, get, onUnauthenticated, type User } from "./api";
 import { FolderTree } from "./tree";
 import { FolderPage } from "./browse";
@@ -136,6 +136,14 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
   const route = useRoute();
   const [treeOpen, setTreeOpen] = useState(false);
   useEffect(() => setTreeOpen(false), [route]);
+  // At a phone's width the tree is a drawer over the page: opened, it has the focus (its
+  // current folder); Escape closes it and gives the focus back to "Folders".
+  const toggle = useRef<HTMLButtonElement>(null);
+  const nav = useRef<HTMLElement>(null);
+  useEffect(() => {
+    const el = nav.current;
+    if (treeOpen && el) (el.querySelector<HTMLElement>('[role="tree"] [tabindex="0"]') ?? el.querySelector("a"))?.focus();
+  }, [treeOpen]);
   const signOut = async () => {
     try {
       await del("/v1/sessions");
@@ -160,6 +168,7 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
         <button
           type="button"
           class="tree-toggle"
+          ref={toggle}
           aria-expanded={treeOpen}
           aria-controls="folder-tree"
           onClick={() => setTreeOpen(!treeOpen)}
@@ -207,7 +216,19 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
         </button>
       </header>
       <div class="body">
-        <nav id="folder-tree" aria-label="Folders" class={`sidebar ${treeOpen ? "open" : ""}`}>
+        <nav
+          id="folder-tree"
+          aria-label="Folders"
+          class={`sidebar ${treeOpen ? "open" : ""}`}
+          ref={nav}
+          onKeyDown={(e) => {
+            // A folder's menu in the tree takes its own Escape first.
+            if (!treeOpen || e.key !== "Escape" || e.defaultPrevented) return;
+            e.preventDefault();
+            setTreeOpen(false);
+            toggle.current?.focus();
+          }}
+        >
           <FolderTree current={folderId} />
         </nav>
         <main class="main">{page}</main>

@@ -2,11 +2,11 @@
 // a list with columns), selection by click, shift-click and ctrl/cmd-click, the
 // keyboard, the right-click menu, and the details panel.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
-import { all, get, type FileItem, type Folder, type Item } from "./api";
+import { all, ApiError, get, type FileItem, type Folder, type Item } from "./api";
 import { bytes, count, date, kindLabel, KINDS } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
-import { gone, goneSince, mayEdit, open, settled, useVersion } from "./store";
+import { gone, goneSince, mayEdit, open, settled, useVersion, useWatch } from "./store";
 import { Menu, Unavailable, type MenuItem } from "./ui";
 import { roleOf, selectionMenu } from "./actions";
 import { Details } from "./details";
@@ -75,14 +75,35 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const opened = useRef({ folderId, version });
   if (opened.current.folderId !== folderId) opened.current = { folderId, version };
 
+  // What others change here (uploads, a role changed, access removed) shows unasked.
+  useWatch(folderId ? `/v1/folders/${folderId}` : null, (f: Folder) =>
+    [f.name, f.description, f.my_role, f.file_count, f.folder_count].join("\n"),
+  );
+  // What the list was read for: the same list read again (a write, a change seen) keeps
+  // what it shows, and its selection, until the new read is whole.
+  const listOf = `${folderId}|${folderId && SERVER_ORDERS.has(sort.key) ? `${sort.key}${sort.dir}` : ""}|${folderId ? kind : ""}`;
+  const shownList = useRef<string | null>(null);
   useEffect(() => {
     // This folder was deleted (from the tree, say): its parent is shown instead.
     if (folderId && goneSince(folderId, opened.current.version)) return navigate(folderUrl(folder?.parent_id ?? null), true);
     const since = version;
+    const again = shownList.current === listOf;
     const abort = new AbortController();
     setError(null);
-    setLoading(true);
-    if (folderId) get<Folder>(`/v1/folders/${folderId}`, abort.signal).then(setFolder).catch((e) => !abort.signal.aborted && setError(e));
+    if (!again) setLoading(true);
+    // Gone, or no longer shared with the person: nothing of it stays on the page.
+    const lost = (e: unknown) => e instanceof ApiError && (e.status === 404 || e.status === 403);
+    const failed = (e: unknown) => {
+      if (abort.signal.aborted) return;
+      if (lost(e)) {
+        setFolder(null);
+        setItems(null);
+        shownList.current = null;
+      }
+      setError(e as Error);
+      setLoading(false);
+    };
+    if (folderId) get<Folder>(`/v1/folders/${folderId}`, abort.signal).then(setFolder).catch(failed);
     else setFolder(null);
     const loaded: Item[] = [];
     const path = folderId ? `/v1/folders/${folderId}/items` : "/v1/folders";
@@ -94,14 +115,19 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
         // This read began after the deletes before it: what it lists is there again.
         settled(since);
         loaded.push(...page);
-        setItems([...loaded]);
+        if (!again) setItems([...loaded]);
       },
       abort.signal,
     )
-      .then(() => !abort.signal.aborted && (setItems([...loaded]), setLoading(false)))
-      .catch((e) => !abort.signal.aborted && (setError(e), setLoading(false)));
+      .then(() => {
+        if (abort.signal.aborted) return;
+        setItems([...loaded]);
+        setLoading(false);
+        shownList.current = listOf;
+      })
+      .catch(failed);
     return () => abort.abort();
-  }, [folderId, version, attempt, folderId && SERVER_ORDERS.has(sort.key) ? `${sort.key}${sort.dir}` : "", folderId ? kind : ""]);
+  }, [folderId, version, attempt, listOf]);
 
   const shown = useMemo(() => {
     const list = (items ?? []).filter((i) => (!kind || kindOf(i) === kind) && !gone(i.id));
@@ -282,7 +308,11 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
               }
               return false;
             }}
-            onMenuKey={(rect) => active >= 0 && contextMenu(active, rect.left + 24, rect.bottom)}
+            onMenuKey={(rect) => {
+              // After Ctrl+A nothing is active: the menu is the selection's, by the list.
+              if (active >= 0) contextMenu(active, rect.left + 24, rect.bottom);
+              else if (chosen.length) setMenu({ x: rect.left + 24, y: rect.top + 24, targets: chosen });
+            }}
           />
         )}
         {!(error && !items) && (
@@ -477,8 +507,8 @@ function Listing(props: {
       aria-activedescendant={activeItem ? `item-${activeItem.id}` : undefined}
       onKeyDown={(e) => {
         if (e.key === "ContextMenu" || (e.shiftKey && e.key === "F10")) {
-          const row = document.getElementById(activeItem ? `item-${activeItem.id}` : "");
-          if (row) props.onMenuKey(row.getBoundingClientRect());
+          const row = activeItem && document.getElementById(`item-${activeItem.id}`);
+          props.onMenuKey((row || e.currentTarget).getBoundingClientRect());
           e.preventDefault();
           return;
         }

@@ -2,12 +2,12 @@
 // from a file's "Linked to"): its files and the folder each is in, chosen as in the
 // folder view; "Remove from dataset" for an Editor of it; "Manage access" (changed by an
 // Admin of it, only seen by the others) and, for an Admin, "Delete dataset".
-import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { all, ApiError, del, get, post, type FileItem, type Folder } from "./api";
 import { bytes, count, date, kindLabel, listed } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { useSelection } from "./selection";
-import { changed, mayEdit, mayManage, open as openDialog, useVersion } from "./store";
+import { changed, mayEdit, mayManage, open as openDialog, useVersion, useWatch } from "./store";
 import { Confirm, ErrorText, LoadFailed, notify, Unavailable } from "./ui";
 
 // The names of the folders synced datasets follow ("its folder" said nothing of which),
@@ -133,10 +133,21 @@ export function DatasetPage({ id }: { id: string }) {
   const [removing, setRemoving] = useState<FileItem[] | null>(null);
   const [deleting, setDeleting] = useState(false);
   const folderNames = useFolderNames([dataset?.synced_folder_id, ...(files ?? []).map((f) => f.folder_id)]);
+  // Files joining or leaving it (a synced folder's uploads and moves, another person's
+  // changes) show unasked; so does its deletion, or access to it removed.
+  useWatch(`/v1/datasets/${id}`, (d) => [d.name, d.description, d.my_role, d.file_count, d.synced_folder_id].join("\n"));
   useEffect(() => {
     setError(null);
-    get(`/v1/datasets/${id}`).then(setDataset).catch(setError);
-    all<FileItem>(`/v1/datasets/${id}/files`).then(setFiles).catch(setError);
+    const failed = (e: unknown) => {
+      // Gone, or no longer shared with the person: nothing of it stays on the page.
+      if (e instanceof ApiError && (e.status === 404 || e.status === 403)) {
+        setDataset(null);
+        setFiles(null);
+      }
+      setError(e);
+    };
+    get(`/v1/datasets/${id}`).then(setDataset).catch(failed);
+    all<FileItem>(`/v1/datasets/${id}/files`).then(setFiles).catch(failed);
   }, [id, version, attempt]);
   // By name (the API lists them by id), as a folder is by default.
   const shown = useMemo(
@@ -155,8 +166,42 @@ export function DatasetPage({ id }: { id: string }) {
     if (files && files.length === 0 && had.current > 0 && lost) document.getElementById("dataset-title")?.focus();
     had.current = files?.length ?? 0;
   }, [files]);
+  // Thousands of files: only the rows in view (and a few either side) are in the page.
+  const windowed = shown.length >= WINDOW_FROM;
+  const page = useRef<HTMLElement>(null);
+  const body = useRef<HTMLTableSectionElement>(null);
+  const [range, setRange] = useState({ from: 0, to: WINDOW_FROM });
+  useLayoutEffect(() => {
+    const el = page.current;
+    if (!windowed || !el) return;
+    const measure = () => {
+      const rowsTop = (body.current?.getBoundingClientRect().top ?? 0) - el.getBoundingClientRect().top + el.scrollTop;
+      const from = Math.max(0, Math.floor((el.scrollTop - rowsTop) / ROW_H) - SPARE);
+      const to = Math.min(shown.length, Math.ceil((el.scrollTop + el.clientHeight - rowsTop) / ROW_H) + SPARE);
+      setRange((old) => (old.from === from && old.to === to ? old : { from, to }));
+    };
+    measure();
+    el.addEventListener("scroll", measure, { passive: true });
+    window.addEventListener("resize", measure);
+    return () => {
+      el.removeEventListener("scroll", measure);
+      window.removeEventListener("resize", measure);
+    };
+  }, [windowed, shown.length, dataset !== null]);
+  // The row the keyboard moved to is scrolled into view (and so drawn).
+  useLayoutEffect(() => {
+    const el = page.current;
+    if (!windowed || !el || active < 0 || !body.current) return;
+    const rowsTop = body.current.getBoundingClientRect().top - el.getBoundingClientRect().top + el.scrollTop;
+    const head = body.current.parentElement?.querySelector("thead")?.getBoundingClientRect().height ?? 0;
+    const y = rowsTop + active * ROW_H;
+    if (y - head < el.scrollTop) el.scrollTop = y - head;
+    else if (y + ROW_H > el.scrollTop + el.clientHeight) el.scrollTop = y + ROW_H - el.clientHeight;
+  }, [active, windowed]);
   if (error && !dataset) return <Unavailable what="dataset" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!dataset) return <p class="muted">Loading…</p>;
+  const from = windowed ? range.from : 0;
+  const to = windowed ? Math.min(range.to, shown.length) : shown.length;
   const chosen = shown.filter((f) => selected.has(f.id));
   // Removing files needs the Editor role on the dataset (its creator is its Admin).
   const editable = mayEdit(dataset.my_role);
@@ -166,7 +211,7 @@ export function DatasetPage({ id }: { id: string }) {
   // The dataset's Admins (its creator, those shared with as Admin, org admins).
   const admin = mayManage(dataset.my_role);
   return (
-    <section class="dataset-page" aria-label={`Dataset ${dataset.name}`}>
+    <section class="dataset-page" aria-label={`Dataset ${dataset.name}`} ref={page}>
       <h1 class="title" id="dataset-title" tabIndex={-1}>
         Dataset {dataset.name}
       </h1>
@@ -206,6 +251,7 @@ export function DatasetPage({ id }: { id: string }) {
           )}
         </div>
       )}
+      {files === null && !error && <p class="muted">Loading files…</p>}
       {files && files.length === 0 && (
         <p class="muted">
           {synced ? `No files yet: files uploaded or moved into ${synced} join it.` : 'No files yet: choose files in a folder, then "Add to dataset".'}
@@ -214,10 +260,11 @@ export function DatasetPage({ id }: { id: string }) {
       {files && files.length > 0 && (
         <table
           id="dataset-files"
-          class="dataset-files"
+          class={`dataset-files${windowed ? " windowed" : ""}`}
           role="grid"
           aria-label="Files in the dataset"
           aria-multiselectable="true"
+          aria-rowcount={shown.length + 1}
           tabIndex={0}
           aria-activedescendant={shown[active] ? `member-${shown[active].id}` : undefined}
           onKeyDown={(e) => {
@@ -240,49 +287,55 @@ export function DatasetPage({ id }: { id: string }) {
               <th scope="col">Size</th>
             </tr>
           </thead>
-          <tbody>
-            {shown.map((f, i) => (
-              <tr
-                key={f.id}
-                id={`member-${f.id}`}
-                aria-label={f.name}
-                aria-selected={selected.has(f.id)}
-                class={`${selected.has(f.id) ? "selected" : ""} ${i === active ? "active" : ""}`}
-                onMouseDown={(e) => e.shiftKey && e.preventDefault()}
-                onClick={(e) => selection.click(i, e)}
-                onDblClick={() => open(f)}
-              >
-                <td class="name-cell">
-                  <a
-                    href={fileUrl(f.id)}
-                    onClick={(e) => {
-                      // Shift- and Ctrl-clicks choose, here as on the rest of the row.
-                      e.preventDefault();
-                      if (e.shiftKey || e.ctrlKey || e.metaKey) return;
-                      e.stopPropagation();
-                      open(f);
-                    }}
-                  >
-                    {f.name}
-                  </a>
-                </td>
-                <td class="name-cell">
-                  <a
-                    href={folderUrl(f.folder_id)}
-                    onClick={(e) => {
-                      e.preventDefault();
-                      if (e.shiftKey || e.ctrlKey || e.metaKey) return;
-                      e.stopPropagation();
-                      navigate(folderUrl(f.folder_id));
-                    }}
-                  >
-                    {folderNames[f.folder_id] ?? "Open folder"}
-                  </a>
-                </td>
-                <td>{kindLabel(f.kind)}</td>
-                <td>{bytes(f.size)}</td>
-              </tr>
-            ))}
+          <tbody ref={body}>
+            {from > 0 && <tr aria-hidden="true" class="spacer" style={{ height: `${from * ROW_H}px` }} />}
+            {shown.slice(from, to).map((f, k) => {
+              const i = from + k;
+              return (
+                <tr
+                  key={f.id}
+                  id={`member-${f.id}`}
+                  aria-rowindex={i + 2}
+                  aria-label={f.name}
+                  aria-selected={selected.has(f.id)}
+                  class={`${selected.has(f.id) ? "selected" : ""} ${i === active ? "active" : ""}`}
+                  onMouseDown={(e) => e.shiftKey && e.preventDefault()}
+                  onClick={(e) => selection.click(i, e)}
+                  onDblClick={() => open(f)}
+                >
+                  <td class="name-cell">
+                    <a
+                      href={fileUrl(f.id)}
+                      onClick={(e) => {
+                        // Shift- and Ctrl-clicks choose, here as on the rest of the row.
+                        e.preventDefault();
+                        if (e.shiftKey || e.ctrlKey || e.metaKey) return;
+                        e.stopPropagation();
+                        open(f);
+                      }}
+                    >
+                      {f.name}
+                    </a>
+                  </td>
+                  <td class="name-cell">
+                    <a
+                      href={folderUrl(f.folder_id)}
+                      onClick={(e) => {
+                        e.preventDefault();
+                        if (e.shiftKey || e.ctrlKey || e.metaKey) return;
+                        e.stopPropagation();
+                        navigate(folderUrl(f.folder_id));
+                      }}
+                    >
+                      {folderNames[f.folder_id] ?? "Open folder"}
+                    </a>
+                  </td>
+                  <td>{kindLabel(f.kind)}</td>
+                  <td>{bytes(f.size)}</td>
+                </tr>
+              );
+            })}
+            {to < shown.length && <tr aria-hidden="true" class="spacer" style={{ height: `${(shown.length - to) * ROW_H}px` }} />}
           </tbody>
         </table>
       )}
@@ -337,6 +390,12 @@ export function DatasetPage({ id }: { id: string }) {
     </section>
   );
 }
+
+// A dataset of this many files or more is drawn windowed: rows of ROW_H pixels (one line
+// each, long names cut with "…"), SPARE of them either side of those in view.
+const WINDOW_FROM = 300;
+const ROW_H = 33;
+const SPARE = 10;
 
 // A question names up to this many files; past that, how many.
 const NAMED = 3;

@@ -389,8 +389,14 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
   const [sync, setSync] = useState(false);
   const [busy, setBusy] = useState(false);
   const base = useId();
+  // The folder a new dataset may follow, by name, and how many files it brings.
+  const [folder, setFolder] = useState<{ name: string; files: number } | null>(null);
   useEffect(() => {
     all("/v1/datasets").then(setDatasets).catch(setError);
+    if (props.folderId)
+      Promise.all([get<Folder>(`/v1/folders/${props.folderId}`), get<{ files: number }>(`/v1/folders/${props.folderId}/summary`)])
+        .then(([f, summary]) => setFolder({ name: f.name, files: summary.files }))
+        .catch(() => {});
   }, []);
   const add = async (d: { id: string; name: string }) => {
     setBusy(true);
@@ -486,8 +492,15 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
               >
                 <span />
               </button>
-              <span id={`${base}-sync`}>Sync with folder</span>
+              <span id={`${base}-sync`}>Sync with folder{folder ? ` ${folder.name}` : ""}</span>
             </div>
+            {sync && folder && (
+              // Not only what was chosen: the whole folder, now and from now on.
+              <p class="muted" role="note">
+                The dataset takes every file in {folder.name} and its subfolders ({count(folder.files, "file")} now), not
+                only those chosen, and follows it: files uploaded or moved into it join, files moved out or deleted leave.
+              </p>
+            )}
             <div class="actions">
               <button type="submit" class="primary" disabled={busy || !name.trim()}>
                 Add to new dataset
@@ -583,6 +596,14 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
   // A grant on a folder above stays when this one goes: the question says so.
   const kept = removing && people?.find((p) => p.user_id === removing.user_id && p.inherited_from != null);
   const suggestions = typed.length > 0 ? known.filter((u) => u.email.includes(typed.toLowerCase()) && !emails.includes(u.email)).slice(0, 8) : [];
+  // The suggestion the arrow keys chose (-1: none; Enter then takes what was typed).
+  const [pick, setPick] = useState(-1);
+  const choose = (email: string) => {
+    setEmails([...emails, email]);
+    setTyped("");
+    setPick(-1);
+    input.current?.focus();
+  };
   return (
     <Dialog title={`Manage access: ${props.name}`} onClose={props.onClose} class="wide">
       <Tabs
@@ -630,31 +651,50 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
               <input
                 id={`${base}-emails`}
                 ref={input}
-                type="search"
-                list={`${base}-known`}
+                type="text"
+                role="combobox"
+                autocomplete="off"
+                aria-autocomplete="list"
+                aria-expanded={suggestions.length > 0}
+                aria-controls={`${base}-users`}
+                aria-activedescendant={suggestions[pick] ? `${base}-user-${pick}` : undefined}
                 placeholder="Type email addresses"
                 value={typed}
-                onInput={(e) => setTyped((e.target as HTMLInputElement).value)}
+                onInput={(e) => {
+                  setTyped((e.target as HTMLInputElement).value);
+                  setPick(-1);
+                }}
                 onKeyDown={(e) => {
-                  if (e.key === "Enter" || e.key === ",") {
+                  // The suggestions by keyboard, as the search box's hits.
+                  if ((e.key === "ArrowDown" || e.key === "ArrowUp") && suggestions.length) {
+                    e.preventDefault();
+                    const n = suggestions.length;
+                    setPick(e.key === "ArrowDown" ? (pick + 1) % n : (pick - 1 + n) % n);
+                  } else if (e.key === "Escape" && suggestions.length) {
+                    // Closes the suggestions, not the dialog.
+                    e.preventDefault();
+                    e.stopPropagation();
+                    setTyped("");
+                    setPick(-1);
+                  } else if (e.key === "Enter" && suggestions[pick]) {
+                    e.preventDefault();
+                    choose(suggestions[pick].email);
+                  } else if (e.key === "Enter" || e.key === ",") {
                     e.preventDefault();
                     addTyped();
                   }
                 }}
               />
               {suggestions.length > 0 && (
-                <ul class="options" role="listbox" aria-label="Users">
-                  {suggestions.map((u) => (
+                <ul class="options" role="listbox" id={`${base}-users`} aria-label="Users">
+                  {suggestions.map((u, i) => (
                     <li
                       role="option"
-                      aria-selected={false}
+                      id={`${base}-user-${i}`}
+                      aria-selected={i === pick}
                       key={u.email}
                       onMouseDown={(e) => e.preventDefault()}
-                      onClick={() => {
-                        setEmails([...emails, u.email]);
-                        setTyped("");
-                        input.current?.focus();
-                      }}
+                      onClick={() => choose(u.email)}
                     >
                       {u.name} &lt;{u.email}&gt;
                     </li>

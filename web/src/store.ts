@@ -1,7 +1,7 @@
 // What the app shares: who is signed in, and a version that every write bumps so the
 // views showing data read it again.
 import { useEffect, useState } from "preact/hooks";
-import type { User } from "./api";
+import { ApiError, get, type User } from "./api";
 
 let version = 0;
 const listeners = new Set<(v: number) => void>();
@@ -18,6 +18,55 @@ export function useVersion(): number {
     return () => void listeners.delete(setV);
   }, []);
   return v;
+}
+
+// What others change (another person, another tab, a synced folder or dataset, a change
+// of access) shows without a reload: the views read again when the person comes back to
+// the tab, and a page watches the one thing it shows (`useWatch`).
+let returnedAt = 0;
+function returned() {
+  if (document.visibilityState !== "visible" || Date.now() - returnedAt < 2_000) return;
+  returnedAt = Date.now();
+  changed();
+}
+if (typeof document !== "undefined") {
+  document.addEventListener("visibilitychange", returned);
+  window.addEventListener("focus", returned);
+}
+
+// How often a shown page asks whether what it shows changed: one small read (not its
+// list, which may be thousands of items) while the tab is visible.
+export const WATCH_MS = 5_000;
+
+// Every WATCH_MS, `path` is read and `key` taken of it: when the key changes (or the
+// read is refused: the thing is gone, or no longer shared), every view reads again.
+export function useWatch(path: string | null, key: (body: any) => string) {
+  useEffect(() => {
+    if (!path) return;
+    let last: string | null = null;
+    let busy = false;
+    const tick = async () => {
+      if (busy || document.visibilityState !== "visible") return;
+      busy = true;
+      try {
+        const now = key(await get(path));
+        if (last !== null && now !== last) changed();
+        last = now;
+      } catch (e) {
+        // Gone or no longer shared: said once (the views' own reads show it); a network
+        // failure changes nothing here.
+        if (e instanceof ApiError && (e.status === 403 || e.status === 404) && last !== "refused") {
+          last = "refused";
+          changed();
+        }
+      } finally {
+        busy = false;
+      }
+    };
+    tick();
+    const timer = setInterval(tick, WATCH_MS);
+    return () => clearInterval(timer);
+  }, [path]);
 }
 
 export const session: { me: User | null } = { me: null };

@@ -2,11 +2,11 @@
 // viewer (image with zoom, video and audio, a frame strip for image groups and sequences,
 // DICOM slice by slice, PDF, text) beside its details.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { get, type FileItem, type Folder } from "./api";
+import { ApiError, get, type FileItem, type Folder } from "./api";
 import { Breadcrumbs } from "./browse";
 import { Details } from "./details";
 import { folderUrl, navigate } from "./router";
-import { goneSince, mayEdit, open, useVersion } from "./store";
+import { goneSince, mayEdit, open, useVersion, useWatch } from "./store";
 import { ErrorText, Menu, Unavailable, type MenuItem } from "./ui";
 
 const content = (id: string) => `/v1/files/${id}/content`;
@@ -24,12 +24,21 @@ export function FilePage({ id }: { id: string }) {
     if (file && goneSince(id, opened.current)) return navigate(folderUrl(file.folder_id), true);
     setError(null);
     get<FileItem>(`/v1/files/${id}`)
+      .catch((e) => {
+        // Gone, or no longer shared with the person: nothing of it stays on the page.
+        if (e instanceof ApiError && (e.status === 404 || e.status === 403)) setFile(null);
+        throw e;
+      })
       .then((f) => {
         setFile(f);
         return get<Folder>(`/v1/folders/${f.folder_id}`).then(setFolder);
       })
       .catch(setError);
   }, [id, version, attempt]);
+  // Renamed, moved, added to or removed from datasets elsewhere: shown unasked.
+  useWatch(`/v1/files/${id}`, (f: FileItem) =>
+    [f.name, f.folder_id, ...(f.datasets ?? []).map((d) => d.id).sort()].join("\n"),
+  );
   if (error && !file) return <Unavailable what="file" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!file) return <p class="muted">Loading…</p>;
   return (
