@@ -42,6 +42,7 @@ from shared.contracts.ingest import (
     ImageGroupStored,
     ImportedMetadataReplaced,
     SyncFolderNeeded,
+    UploadSessionMetadataRestored,
 )
 from shared.kit import bus
 from shared.kit.access import RANK, Access
@@ -1502,6 +1503,32 @@ class Catalog(Handlers):
                     ev.FileMetadataChanged(file_id=r["id"], metadata=replaced.metadata),
                 )
                 for r in rows
+            ]
+            await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
+
+    @reactions.on(UploadSessionMetadataRestored)
+    async def when_session_metadata_restored(
+        self,
+        conn: asyncpg.Connection,
+        envelopes: Sequence[Received[UploadSessionMetadataRestored]],
+    ) -> None:
+        """An upload session's file stored without its metadata (completed by an older
+        ingest replica) takes it, if it has none yet: metadata given it since (a `PATCH`)
+        is kept. A file deleted since takes nothing."""
+        for envelope in envelopes:
+            restored = envelope.event
+            row = await conn.fetchrow(
+                "SELECT id, version, metadata FROM catalog.files WHERE id = $1 FOR UPDATE",
+                restored.file_id,
+            )
+            if row is None or row["metadata"] or not restored.metadata:
+                continue
+            changes = [
+                Change(
+                    ev.file_stream(row["id"]),
+                    row["version"] + 1,
+                    ev.FileMetadataChanged(file_id=row["id"], metadata=restored.metadata),
+                )
             ]
             await self.write(conn, envelopes_of(changes, Cause.of(envelope), envelope.occurred_at))
 

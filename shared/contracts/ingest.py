@@ -394,6 +394,18 @@ class UploadSessionEnded(Event):
     status: str  # "expired" | "aborted" | "rejected"
 
 
+class UploadSessionMetadataRestored(Event):
+    """An upload session opened with metadata was completed by a replica of a version
+    before sessions took it (before 2026-12-06, late night), whose `FileContentStored`
+    carries none: the file's metadata, for the catalog to give the file if it has none
+    yet (a change made since is kept). Recorded by a newer replica's sweep."""
+
+    type: ClassVar[str] = "ingest.UploadSessionMetadataRestored"
+    session_id: uuid.UUID
+    file_id: uuid.UUID
+    metadata: dict[str, Any]
+
+
 # Ids per BlobsReleased event: a deletion of 100,000 files releases them in pages.
 RELEASED_PER_EVENT = 5_000
 
@@ -630,6 +642,7 @@ EVENTS: tuple[type[Event], ...] = (
     ImportJobFailed,
     UploadSessionOpened,
     UploadSessionEnded,
+    UploadSessionMetadataRestored,
     BlobsReleased,
     BlobsReclaimed,
     FolderSyncConfigured,

@@ -58,10 +58,13 @@ async def chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def completed_once(context: Context, data: bytes) -> uuid.UUID:
+async def completed_once(
+    context: Context, data: bytes, metadata: dict[str, object] | None = None
+) -> uuid.UUID:
     """A session of one part, sent."""
+    body = {"name": "notes.txt", "size": len(data)}
     opened, _ = await context.sessions.open(
-        CAUSE, uuid.uuid4(), {"name": "notes.txt", "size": len(data)}
+        CAUSE, uuid.uuid4(), body if metadata is None else {**body, "metadata": metadata}
     )
     session_id = uuid.UUID(opened["id"])
     expires = int(time.time() + 3600)
@@ -212,3 +215,56 @@ async def test_a_session_whose_opening_fails_to_record_leaves_no_upload_in_the_s
         await context.sessions.open(CAUSE, uuid.uuid4(), {"name": "a.txt", "size": 10})
     left = context.blobs.root / "multipart"
     assert not left.exists() or list(left.iterdir()) == []
+
+
+async def test_a_session_an_older_replica_completes_without_its_metadata_gets_it_after(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a rollout from a version before sessions took metadata goes on (or after a
+    rollback to it), a session opened with metadata on a newer replica may be completed
+    by an older one, whose file event carries none. The newer replica's sweep records
+    the metadata for the catalog, once; a newer completion, or a session ended without a
+    file, leaves nothing owed."""
+
+    async def any_metadata(conn: object, name: str, metadata: object, *, held: bool = True) -> None:
+        pass
+
+    monkeypatch.setattr(handlers, "_check_metadata", any_metadata)
+    data = b"a file with metadata\n" * 100
+    older, newer, aborted = [await completed_once(context, data, {"site": "x"}) for _ in range(3)]
+    read = Sessions._open
+
+    async def as_an_older_replica(
+        self: Sessions, conn: object, session_id: uuid.UUID, *, lock: bool
+    ) -> dict[str, object]:
+        # The version before knew no metadata column: its completion carries none, and
+        # it clears nothing owed.
+        return {**await read(self, conn, session_id, lock=lock), "metadata": None}  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Sessions, "_open", as_an_older_replica)
+    stored, _ = await context.sessions.complete(CAUSE, older)
+    monkeypatch.setattr(Sessions, "_open", read)
+    await context.sessions.complete(CAUSE, newer)
+    await context.sessions.abort(CAUSE, aborted)
+    carried = {
+        r["job"]: r["metadata"]
+        for r in await context.pool.fetch(
+            """SELECT data->>'job_id' AS job, data->'metadata' AS metadata FROM ingest.events
+               WHERE type = 'ingest.FileContentStored'"""
+        )
+    }
+    assert carried == {str(older): {}, str(newer): {"site": "x"}}
+
+    assert await context.sessions.restore_metadata() == 1
+    assert await context.sessions.restore_metadata() == 0  # once
+    restored = await context.pool.fetch(
+        "SELECT stream_id, data FROM ingest.events WHERE type = $1",
+        "ingest.UploadSessionMetadataRestored",
+    )
+    assert [(r["stream_id"], r["data"]) for r in restored] == [
+        (
+            f"upload-job-{older}",
+            {"session_id": str(older), "file_id": stored["file_id"], "metadata": {"site": "x"}},
+        )
+    ]
+    assert await context.pool.fetchval("SELECT count(*) FROM ingest.session_metadata_owed") == 0

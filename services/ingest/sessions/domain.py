@@ -250,6 +250,17 @@ def complete_session(
     return appended(ev.job_stream(session_id), events, after=version)
 
 
+def restore_metadata(
+    session_id: uuid.UUID, version: int, file_id: uuid.UUID, metadata: dict[str, Any]
+) -> list[Change]:
+    """The session was completed by a replica of a version before sessions took
+    metadata: its file was stored without it, which the catalog is now given."""
+    events: list[Event] = [
+        ev.UploadSessionMetadataRestored(session_id=session_id, file_id=file_id, metadata=metadata)
+    ]
+    return appended(ev.job_stream(session_id), events, after=version)
+
+
 def end_session(session_id: uuid.UUID, version: int, status: str) -> list[Change]:
     """An abandoned session expired, or its client aborted it: its parts are gone."""
     events: list[Event] = [

@@ -10,6 +10,12 @@ delete (`ingest.session_objects_left`), and deletes it once committed: a process
 dies in between, or a store that refuses the delete, leaves the row, and the sessions'
 sweep deletes what it names, so no completed upload keeps two copies of its bytes.
 
+A session opened with metadata is owed it (`ingest.session_metadata_owed`) until a
+completion of this version carries it: a replica of a version before sessions took
+metadata (while a rollout from it goes on, or after a rollback to it) completes one
+without (it neither reads the metadata nor clears the row), and the sweep gives the
+file its metadata after the fact (`ingest.UploadSessionMetadataRestored`).
+
 It runs over 500 lines because every way a session ends (completed, aborted, cancelled,
 expired, its opener's key or role gone) locks its row and ends its multipart upload
 through the same private helpers (`_row`, `_end`), which other modules should not call.
@@ -77,6 +83,11 @@ END $$;
 
 async def setup(conn: Conn) -> None:
     await conn.execute(DDL)
+    # Sessions opened before it were opened by replicas whose completions carry their
+    # metadata, or by older ones that took none: nothing is owed for them.
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS ingest.session_metadata_owed (session_id uuid PRIMARY KEY)"
+    )
 
 
 def _signature(secret: bytes, session_id: uuid.UUID, number: int, expires: int) -> str:
@@ -133,6 +144,11 @@ class Sessions(Handlers):
             async with self.pool.acquire() as conn, conn.transaction():
                 await jobs.apply(conn, envelopes)
                 await sessions.apply(conn, envelopes)
+                if metadata:
+                    await conn.execute(
+                        "INSERT INTO ingest.session_metadata_owed (session_id) VALUES ($1)",
+                        session_id,
+                    )
                 position = await self.store.append(conn, envelopes)
                 row = await self._row(conn, session_id)
         except BaseException:
@@ -294,6 +310,11 @@ class Sessions(Handlers):
                     session_id,
                     key,
                 )
+                if metadata:  # carried by the event that stores the file
+                    await conn.execute(
+                        "DELETE FROM ingest.session_metadata_owed WHERE session_id = $1",
+                        session_id,
+                    )
                 position = await self.store.append(conn, envelopes)
         if rejected is not None:
             raise rejected
@@ -367,6 +388,40 @@ class Sessions(Handlers):
                         ended += 1
         return ended
 
+    async def restore_metadata(self) -> int:
+        """Give the files of sessions completed without their metadata (by an older
+        replica) their metadata, a thousand at most a round; forget what is owed to
+        sessions that ended without a file. Each in its own transaction, the row locked
+        (another replica's sweep skips it), recorded and forgotten at once: killed in
+        between, the next round does it, never twice."""
+        cause = Cause(actor="system:upload-sessions", correlation_id=str(uuid.uuid4()))
+        restored = 0
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                """DELETE FROM ingest.session_metadata_owed o USING ingest.sessions s
+                   WHERE s.id = o.session_id AND s.status NOT IN ('open', 'completed')"""
+            )
+            for owed in await conn.fetch(
+                """SELECT o.session_id FROM ingest.session_metadata_owed o
+                   JOIN ingest.sessions s ON s.id = o.session_id
+                   WHERE s.status = 'completed' ORDER BY o.session_id LIMIT 1000"""
+            ):
+                async with conn.transaction():
+                    if not await conn.fetchval(
+                        """DELETE FROM ingest.session_metadata_owed WHERE session_id = $1
+                           RETURNING session_id""",
+                        owed["session_id"],
+                    ):
+                        continue  # another replica's sweep did it
+                    row = await self._row(conn, owed["session_id"])
+                    assert row is not None
+                    changes = domain.restore_metadata(
+                        row["id"], row["version"], row["file_id"], row["metadata"] or {}
+                    )
+                    await self.store.append(conn, envelopes_of(changes, cause))
+                    restored += 1
+        return restored
+
     async def delete_objects_left(self) -> int:
         """Delete the assembled objects completions left behind (see the module's doc),
         a thousand at most a round."""
@@ -419,6 +474,12 @@ class Sessions(Handlers):
                     log.info("sessions.expired", count=ended)
             except Exception:
                 log.error("sessions.expire_failed", exc_info=True)
+            try:
+                restored = await self.restore_metadata()
+                if restored:
+                    log.warning("sessions.metadata_restored", count=restored)
+            except Exception:
+                log.error("sessions.metadata_restore_failed", exc_info=True)
             try:
                 deleted = await self.delete_objects_left()
                 if deleted:
