@@ -1513,15 +1513,30 @@ class Catalog(Handlers):
         envelopes: Sequence[Received[UploadSessionMetadataRestored]],
     ) -> None:
         """An upload session's file stored without its metadata (completed by an older
-        ingest replica) takes it, if it has none yet: metadata given it since (a `PATCH`)
-        is kept. A file deleted since takes nothing."""
+        ingest replica) takes it, if its metadata was never set since: a `PATCH` (even
+        one that cleared it on purpose) is kept, and so is a schema that would now refuse
+        it. A file deleted since takes nothing (in the trash, its entry keeps none)."""
         for envelope in envelopes:
             restored = envelope.event
             row = await conn.fetchrow(
-                "SELECT id, version, metadata FROM catalog.files WHERE id = $1 FOR UPDATE",
+                """SELECT id, version, metadata,
+                          EXISTS (SELECT FROM catalog.events e
+                                  WHERE e.stream_id = $2
+                                    AND e.type = 'catalog.FileMetadataChanged') AS edited
+                   FROM catalog.files WHERE id = $1 FOR UPDATE""",
                 restored.file_id,
+                ev.file_stream(restored.file_id),
             )
-            if row is None or row["metadata"] or not restored.metadata:
+            if row is None or row["metadata"] or row["edited"] or not restored.metadata:
+                continue
+            try:
+                schema.check(await self.schema(conn), restored.metadata)
+            except Refused as refused:
+                log.warning(
+                    "catalog.session_metadata_not_restored",
+                    file_id=str(row["id"]),
+                    code=refused.code,
+                )
                 continue
             changes = [
                 Change(

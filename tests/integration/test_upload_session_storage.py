@@ -231,7 +231,9 @@ async def test_a_session_an_older_replica_completes_without_its_metadata_gets_it
 
     monkeypatch.setattr(handlers, "_check_metadata", any_metadata)
     data = b"a file with metadata\n" * 100
-    older, newer, aborted = [await completed_once(context, data, {"site": "x"}) for _ in range(3)]
+    older, newer, aborted, carried_it = [
+        await completed_once(context, data, {"site": "x"}) for _ in range(4)
+    ]
     read = Sessions._open
 
     async def as_an_older_replica(
@@ -246,6 +248,12 @@ async def test_a_session_an_older_replica_completes_without_its_metadata_gets_it
     monkeypatch.setattr(Sessions, "_open", read)
     await context.sessions.complete(CAUSE, newer)
     await context.sessions.abort(CAUSE, aborted)
+    # A replica of the version just before carries the metadata but knows no note: its
+    # file had the metadata (an editor may have cleared it since), so nothing is owed.
+    await context.sessions.complete(CAUSE, carried_it)
+    await context.pool.execute(
+        "INSERT INTO ingest.session_metadata_owed (session_id) VALUES ($1)", carried_it
+    )
     carried = {
         r["job"]: r["metadata"]
         for r in await context.pool.fetch(
@@ -253,7 +261,11 @@ async def test_a_session_an_older_replica_completes_without_its_metadata_gets_it
                WHERE type = 'ingest.FileContentStored'"""
         )
     }
-    assert carried == {str(older): {}, str(newer): {"site": "x"}}
+    assert carried == {
+        str(older): {},
+        str(newer): {"site": "x"},
+        str(carried_it): {"site": "x"},
+    }
 
     assert await context.sessions.restore_metadata() == 1
     assert await context.sessions.restore_metadata() == 0  # once

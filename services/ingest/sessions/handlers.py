@@ -401,6 +401,18 @@ class Sessions(Handlers):
                 """DELETE FROM ingest.session_metadata_owed o USING ingest.sessions s
                    WHERE s.id = o.session_id AND s.status NOT IN ('open', 'completed')"""
             )
+            # Completed by a replica that carried the metadata but knew nothing of the
+            # note (7be07d1 and af901f3 do): owed nothing, and a restore would bring back
+            # metadata an editor may have cleared since.
+            await conn.execute(
+                """DELETE FROM ingest.session_metadata_owed o USING ingest.sessions s
+                   WHERE s.id = o.session_id AND s.status = 'completed'
+                     AND EXISTS (SELECT FROM ingest.events e
+                                 WHERE e.stream_id = 'upload-job-' || o.session_id::text
+                                   AND e.type = 'ingest.FileContentStored'
+                                   AND coalesce(e.data->'metadata', '{}'::jsonb)
+                                       <> '{}'::jsonb)"""
+            )
             for owed in await conn.fetch(
                 """SELECT o.session_id FROM ingest.session_metadata_owed o
                    JOIN ingest.sessions s ON s.id = o.session_id
