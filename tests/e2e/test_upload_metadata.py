@@ -69,13 +69,20 @@ async def test_metadata_given_at_upload_is_checked_stored_and_found_by_search(
         **_files(
             ("a.png", png()),
             ("b.txt", text()),
-            metadata={"a.png": {score: 1}, "b.txt": {score: "high"}},
+            ("c.txt", text()),
+            metadata={"a.png": {score: 1}, "b.txt": {score: "high"}, "c.txt": {score: "low"}},
         ),
     )
     refused = error(wrong, 422, "metadata_type_mismatch")
     assert refused["details"]["key"] == score
     assert refused["details"]["type"] == "number"
     assert "'b.txt'" in refused["message"] and score in refused["message"]
+    # Every file at fault listed, each with its own details: a client sets them all
+    # aside at once (before, one was named a request).
+    assert [(r["name"], r["key"], r["needs"]) for r in refused["details"]["refused"]] == [
+        ("b.txt", score, "a number"),
+        ("c.txt", score, "a number"),
+    ]
     enum = error(
         await api.post(
             url, headers=token, **_files(("a.png", png()), metadata={"a.png": {site: "rome"}})
