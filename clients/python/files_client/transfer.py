@@ -223,8 +223,9 @@ class Refusal:
     details: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-# Refusals of one file, named in `details.name`: a request that holds it is refused
-# whole (ingest stores all of a request or nothing), so it goes again without it.
+# Refusals of files by name (the first in `details.name`; each file whose metadata is
+# refused in `details.refused`): a request that holds one is refused whole (ingest
+# stores all of a request or nothing), so it goes again without them.
 REFUSED_BY_NAME = frozenset(
     {"invalid_name", "invalid_metadata", "metadata_type_mismatch", "metadata_too_large"}
 )
