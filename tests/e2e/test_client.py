@@ -569,6 +569,15 @@ def test_large_metadata_goes_in_requests_ingest_takes_and_refusals_in_one_round(
             "c.png",
             "e.png",
         ]
+        # A file whose metadata alone passes the field's 4 MiB (refused naming no file):
+        # before, the upload raised `TooLarge`; now that file is refused, the others kept.
+        third = c.create_folder(unique("too-large-alone"))
+        with pytest.raises(UploadRefused) as alone:
+            third.upload(paths[:3], metadata={"b.png": {"blob": "x" * (5 * MiB)}})
+        assert [f.name for f in alone.value.uploaded] == ["a.png", "c.png"]
+        assert [(r.file.name, r.code, r.status) for r in alone.value.refused] == [
+            ("b.png", "metadata_too_large", 413)
+        ]
 
 
 class Flaky(httpx.HTTPTransport):

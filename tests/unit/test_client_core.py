@@ -152,6 +152,9 @@ def test_a_batchs_metadata_stays_below_ingests_limit(tmp_path: Path) -> None:
     for batch in found:
         field = json.dumps({f.name: f.metadata for f in batch}).encode()
         assert len(field) <= METADATA_BATCH_BYTES < METADATA_FIELD_LIMIT
+    # A file whose metadata alone passes the bound goes alone (its refusal its own).
+    huge = LocalFile(tmp_path / "h", "h", 1, {"blob": "x" * METADATA_FIELD_LIMIT})
+    assert [len(b) for b in batches([files[0], huge, files[1]])] == [1, 1, 1]
     # Files without metadata are batched as before.
     plain = [LocalFile(tmp_path / f"{n}", f"{n}", 1) for n in range(1200)]
     assert [len(b) for b in batches(plain)] == [500, 500, 200]
@@ -187,6 +190,10 @@ def test_a_refusal_of_content_names_the_files_of_a_batch_to_set_aside(tmp_path: 
     # The metadata field as a whole refused (no file named): the batch's failure.
     whole = errors.TooLarge("metadata_too_large", "the 'metadata' field is ...", {}, 413)
     assert _refused_in(whole, batch) == {}
+    # Unless the batch is one file with metadata: then its metadata alone passes it.
+    alone = LocalFile(tmp_path / "z", "z", 1, {"blob": "x"})
+    assert [r.file for r in _refused_in(whole, [alone]).values()] == [alone]
+    assert _refused_in(whole, [batch[0]]) == {}
     # Anything else is the batch's failure, not a file's.
     other = errors.TooLarge("too_many_files", "too many", {"name": "x"}, 413)
     assert _refused_in(other, batch) == {}

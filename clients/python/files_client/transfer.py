@@ -285,6 +285,10 @@ def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, Refusal]
             for n, f in enumerate(files)
             if f.name == error.details["name"]
         }
+    elif error.code == "metadata_too_large" and len(files) == 1 and files[0].metadata:
+        # The field as a whole, naming no file: a file whose metadata alone passes the
+        # field's limit goes in a batch of its own (`batches`), so it is this one.
+        found = {0: Refusal(files[0], error.code, error.message, error.status, error.details)}
     return found
 
 
