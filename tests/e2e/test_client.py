@@ -512,6 +512,74 @@ def test_an_upload_stores_the_files_taken_and_names_each_refused_with_its_reason
     assert [r.file.name for r in in_tree.value.refused] == ["elf.bin"]
 
 
+class Counted(httpx.HTTPTransport):
+    """The real transport, counting the multipart uploads sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uploads = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.endswith("/files"):
+            self.uploads += 1
+        return super().handle_request(request)
+
+
+def test_large_metadata_goes_in_requests_ingest_takes_and_refusals_in_one_round(
+    platform: Stack, tmp_path: Path
+) -> None:
+    """Before: 90 files with 50 KB of metadata each (an embedding) were one request whose
+    `metadata` field (4.5 MB) ingest refused naming no file, so the upload raised
+    `TooLarge` and stored nothing; and each file whose metadata ingest refused took a
+    round of its own, the whole batch sent again each time."""
+    counted = Counted()
+    http = httpx.Client(transport=counted, timeout=120)
+    with Client(platform.gateway_url, api_key=ADMIN_KEY, http=http) as c:
+        top = c.create_folder(unique("embedded"))
+        image = png(3, 3)
+        paths = [write(tmp_path / "e" / f"{n}.png", image) for n in range(90)]
+        vector = f"vec{uuid.uuid4().hex[:8]}"  # a key no schema types
+        embedding = [round(0.1 + n / 7919, 6) for n in range(5000)]
+        sent = top.upload(paths, metadata={p.name: {vector: embedding} for p in paths})
+        assert [f.name for f in sent] == [p.name for p in paths]
+        assert sent[-1].metadata == {vector: embedding}
+        assert counted.uploads == 2
+        assert len(list(top.files())) == 90
+
+        other = c.create_folder(unique("refused-at-once"))
+        names = ["a.png", "b.png", "c.png", "d.png", "e.png"]
+        paths = [write(tmp_path / "r" / n, png(3, 3)) for n in names]
+        counted.uploads = 0
+        bad = {"note": "a\x00b"}
+        with pytest.raises(UploadRefused) as refused:
+            other.upload(paths, metadata={"b.png": bad, "c.png": bad, "e.png": bad})
+        # One request refused, naming all three; one more with the others.
+        assert counted.uploads == 2
+        error = refused.value
+        assert [f.name for f in error.uploaded] == ["a.png", "d.png"]
+        assert [(r.file.name, r.code, r.status) for r in error.refused] == [
+            (n, "invalid_metadata", 422) for n in ("b.png", "c.png", "e.png")
+        ]
+        assert error.refused[1].message.startswith("file 'c.png': ")
+        # The API's details, each refusal's own and the first's at the top as before.
+        assert [r.details["name"] for r in error.refused] == ["b.png", "c.png", "e.png"]
+        assert error.details["name"] == "b.png"
+        assert [r["details"]["name"] for r in error.details["refused"]] == [
+            "b.png",
+            "c.png",
+            "e.png",
+        ]
+        # A file whose metadata alone passes the field's 4 MiB (refused naming no file):
+        # before, the upload raised `TooLarge`; now that file is refused, the others kept.
+        third = c.create_folder(unique("too-large-alone"))
+        with pytest.raises(UploadRefused) as alone:
+            third.upload(paths[:3], metadata={"b.png": {"blob": "x" * (5 * MiB)}})
+        assert [f.name for f in alone.value.uploaded] == ["a.png", "c.png"]
+        assert [(r.file.name, r.code, r.status) for r in alone.value.refused] == [
+            ("b.png", "metadata_too_large", 413)
+        ]
+
+
 class Flaky(httpx.HTTPTransport):
     """The real transport, with the first attempt of each write failing before it is
     sent, and every request's headers kept."""

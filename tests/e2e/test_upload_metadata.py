@@ -23,7 +23,7 @@ from tests.conftest import ADMIN_KEY
 from tests.e2e import test_grpc
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import CONSISTENCY, error, folder, items, png, text, unique
-from tests.e2e.test_cli import env, fails, ok
+from tests.e2e.test_cli import env, files, ok
 from tests.e2e.test_imports import finished, integration
 from tests.e2e.test_sessions import PART, big_png
 
@@ -69,13 +69,20 @@ async def test_metadata_given_at_upload_is_checked_stored_and_found_by_search(
         **_files(
             ("a.png", png()),
             ("b.txt", text()),
-            metadata={"a.png": {score: 1}, "b.txt": {score: "high"}},
+            ("c.txt", text()),
+            metadata={"a.png": {score: 1}, "b.txt": {score: "high"}, "c.txt": {score: "low"}},
         ),
     )
     refused = error(wrong, 422, "metadata_type_mismatch")
     assert refused["details"]["key"] == score
     assert refused["details"]["type"] == "number"
     assert "'b.txt'" in refused["message"] and score in refused["message"]
+    # Every file at fault listed, each with its own details: a client sets them all
+    # aside at once (before, one was named a request).
+    assert [(r["name"], r["key"], r["needs"]) for r in refused["details"]["refused"]] == [
+        ("b.txt", score, "a number"),
+        ("c.txt", score, "a number"),
+    ]
     enum = error(
         await api.post(
             url, headers=token, **_files(("a.png", png()), metadata={"a.png": {site: "rome"}})
@@ -222,7 +229,11 @@ async def test_the_client_the_command_and_grpc_upload_with_metadata(
         (f["name"], json.dumps(f["metadata"])) for f in map(json.loads, listed.splitlines())
     } == {("a.png", "{}"), ("b.txt", json.dumps({score: 2}))}
     given.write_text(json.dumps({"b.txt": {score: "two"}}))
-    refused = fails(env, "upload", str(paths[1]), "--to", path + "-2", "--metadata", str(given))
+    # The file refused by name, with the platform's code (exit 3: some files refused).
+    done = files(env, "upload", str(paths[1]), "--to", path + "-2", "--metadata", str(given))
+    assert done.returncode == 3, done
+    refused = done.stderr.splitlines()[0]
+    assert refused.startswith(f"files upload: {paths[1]}: refused: metadata_type_mismatch: ")
     assert score in refused and "number" in refused
 
     top_id = (await folder(api, unique("grpc-upmeta")))["id"]

@@ -3,6 +3,7 @@ against /openapi.json), tokens merge, errors map to their types, names stay name
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,21 @@ import files_client
 import httpx
 from files_client import errors
 from files_client._core import Consistency, Gather, Retries, Send, Sleep
-from files_client.api import safe_name, split_path
+from files_client.api import local_name, safe_name, split_path
 from files_client.cli import _kind_refused
-from files_client.models import ROUTES
-from files_client.transfer import LocalFile, _refused_in, upload_in_parts
+from files_client.models import ROUTES, FileData
+from files_client.transfer import (
+    METADATA_BATCH_BYTES,
+    METADATA_FIELD_LIMIT,
+    LocalFile,
+    Refusal,
+    _refused_in,
+    batches,
+    upload_in_parts,
+)
+
+from services.ingest.uploads import multipart
+from shared.contracts import rules
 
 SOURCES = Path(files_client.__file__).parent
 
@@ -86,7 +98,66 @@ def test_errors_carry_the_api_code_message_and_details() -> None:
 
 def test_paths_split_on_slashes_and_names_never_escape_a_directory() -> None:
     assert split_path("/scans//day1/a.png") == ["scans", "day1", "a.png"]
-    assert [safe_name(n) for n in ("..", ".", "a\\b", "ok.png")] == ["__", "_", "a\\b", "ok.png"]
+    assert [safe_name(n) for n in ("..", ".", "a\\b", "ok.png")] == ["__", "_", "a_b", "ok.png"]
+
+
+def test_names_are_the_same_on_every_os_and_none_escapes_a_windows_directory() -> None:
+    """Before, `C:evil.exe` stayed as it was: on Windows, `out / "C:evil.exe"` is a path
+    on drive C (outside `-o`); `CON` or `nul.txt` opened the device; a trailing dot was
+    dropped by Windows (two names became one)."""
+    named = {
+        "C:evil.exe": "C_evil.exe",
+        'a<b>c"d|e?f*g.txt': "a_b_c_d_e_f_g.txt",
+        "bell\x07\ttab": "bell__tab",
+        "a/b": "a_b",
+        "CON": "_CON",
+        "nul.txt": "_nul.txt",
+        "Com1.tar.gz": "_Com1.tar.gz",
+        "LPT9 .log": "_LPT9 .log",
+        "conx.txt": "conx.txt",
+        "COM10": "COM10",
+        "notes. . ": "notes",
+        "...": "_",
+        "ok.png": "ok.png",
+    }
+    assert {n: safe_name(n) for n in named} == named
+    # At most 255 bytes on disk, cut at a character, the extension kept.
+    long = safe_name("é" * 299 + ".png")
+    assert len(long.encode()) <= 255 and long.endswith("é.png"), long
+    assert len(safe_name("x" * 300).encode()) == 255
+
+
+def test_a_downloaded_group_takes_its_extension_within_a_names_length() -> None:
+    def group(name: str) -> FileData:
+        return FileData.model_construct(name=name, kind="image_group", mime_type="image/png")
+
+    assert local_name(group("cats")) == "cats.png"
+    # As the gateway names it (within the platform's 300 characters), then within the
+    # disk's 255 bytes: before, 300 characters and `.png`, a name no disk takes.
+    assert rules.MAX_NAME == 300
+    got = local_name(group("x" * rules.MAX_NAME))
+    assert got.endswith("x.png") and len(got.encode()) == 255, len(got)
+
+
+def test_a_batchs_metadata_stays_below_ingests_limit(tmp_path: Path) -> None:
+    """500 files with 15 KiB of metadata each (an embedding) were one request whose
+    `metadata` field ingest refused (413, naming no file): the whole upload failed."""
+    assert METADATA_FIELD_LIMIT == multipart.METADATA_FIELD_LIMIT
+    embedding = {"embedding": [0.1234567] * 1500}
+    files = [
+        LocalFile(tmp_path / f"{n}.png", f"{n}.png", 100, {**embedding, "n": n}) for n in range(500)
+    ]
+    found = batches(files)
+    assert len(found) > 1 and [f for b in found for f in b] == files
+    for batch in found:
+        field = json.dumps({f.name: f.metadata for f in batch}).encode()
+        assert len(field) <= METADATA_BATCH_BYTES < METADATA_FIELD_LIMIT
+    # A file whose metadata alone passes the bound goes alone (its refusal its own).
+    huge = LocalFile(tmp_path / "h", "h", 1, {"blob": "x" * METADATA_FIELD_LIMIT})
+    assert [len(b) for b in batches([files[0], huge, files[1]])] == [1, 1, 1]
+    # Files without metadata are batched as before.
+    plain = [LocalFile(tmp_path / f"{n}", f"{n}", 1) for n in range(1200)]
+    assert [len(b) for b in batches(plain)] == [500, 500, 200]
 
 
 def test_a_refusal_of_content_names_the_files_of_a_batch_to_set_aside(tmp_path: Path) -> None:
@@ -98,7 +169,10 @@ def test_a_refusal_of_content_names_the_files_of_a_batch_to_set_aside(tmp_path: 
         415,
     )
     assert list(_refused_in(listed, batch)) == [1]  # the second x only, by its place
-    assert "'x' is not a kind of file we accept: empty file" in _refused_in(listed, batch)[1]
+    said = _refused_in(listed, batch)[1]
+    assert "'x' is not a kind of file we accept: empty file" in said.message
+    # The API's details of this file's refusal are kept.
+    assert said.details == {"part": 2, "name": "x", "reason": "empty file"}
     # A platform that names the first file only: each file of that name goes aside.
     named = errors.UnsupportedContent("unsupported_content", "'x' is ...", {"name": "x"}, 415)
     assert list(_refused_in(named, batch)) == [0, 1]
@@ -116,6 +190,10 @@ def test_a_refusal_of_content_names_the_files_of_a_batch_to_set_aside(tmp_path: 
     # The metadata field as a whole refused (no file named): the batch's failure.
     whole = errors.TooLarge("metadata_too_large", "the 'metadata' field is ...", {}, 413)
     assert _refused_in(whole, batch) == {}
+    # Unless the batch is one file with metadata: then its metadata alone passes it.
+    alone = LocalFile(tmp_path / "z", "z", 1, {"blob": "x"})
+    assert [r.file for r in _refused_in(whole, [alone]).values()] == [alone]
+    assert _refused_in(whole, [batch[0]]) == {}
     # Anything else is the batch's failure, not a file's.
     other = errors.TooLarge("too_many_files", "too many", {"name": "x"}, 413)
     assert _refused_in(other, batch) == {}
@@ -123,6 +201,75 @@ def test_a_refusal_of_content_names_the_files_of_a_batch_to_set_aside(tmp_path: 
         "unsupported_content", "?", {"refused": [{"part": 9}]}, 415
     )
     assert _refused_in(stranger, batch) == {}
+
+
+def test_every_file_whose_metadata_is_listed_goes_aside_in_one_round(tmp_path: Path) -> None:
+    """Ingest lists every file whose metadata it refuses (`details.refused`); before,
+    the client set aside the first named (`details.name`) and sent the rest again, one
+    round a file."""
+    batch = [LocalFile(tmp_path / n, n, 1) for n in ("a", "b", "c", "d")]
+    entries = [
+        {"name": n, "key": "score", "type": "number", "needs": "a number"} for n in ("b", "d")
+    ]
+    listed = errors.Invalid(
+        "metadata_type_mismatch",
+        "file 'b': metadata key 'score' must be a number (and 1 more file: details.refused)",
+        {
+            **entries[0],
+            "refused": [
+                {
+                    **e,
+                    "code": "metadata_type_mismatch",
+                    "message": f"file {e['name']!r}: ...",
+                    "status": 422,
+                }
+                for e in entries
+            ],
+        },
+        422,
+    )
+    found = _refused_in(listed, batch)
+    assert sorted(found) == [1, 3]
+    assert [(r.file.name, r.code, r.status, r.message) for r in found.values()] == [
+        ("b", "metadata_type_mismatch", 422, "file 'b': ..."),
+        ("d", "metadata_type_mismatch", 422, "file 'd': ..."),
+    ]
+    assert [r.details for r in found.values()] == entries
+    # Of mixed codes (too large, not storable): each with its own.
+    mixed = errors.TooLarge(
+        "metadata_too_large",
+        "...",
+        {
+            "name": "a",
+            "refused": [
+                {"name": "a", "code": "metadata_too_large", "message": "big", "status": 413},
+                {"name": "c", "code": "invalid_metadata", "message": "NUL", "status": 422},
+            ],
+        },
+        413,
+    )
+    assert [(n, r.code, r.status) for n, r in _refused_in(mixed, batch).items()] == [
+        (0, "metadata_too_large", 413),
+        (2, "invalid_metadata", 422),
+    ]
+
+
+def test_an_upload_refused_keeps_the_apis_details(tmp_path: Path) -> None:
+    """Before, `UploadRefused.details` was the client's own (`refused`, `uploaded`): the
+    API's `key` and `needs`, a content refusal's `part` and `reason`, a large file's
+    `upload_session_id` were lost."""
+    a, b = LocalFile(tmp_path / "a", "a", 1), LocalFile(tmp_path / "b", "b", 1)
+    first = Refusal(a, "metadata_type_mismatch", "file 'a': ...", 422, {"name": "a", "key": "k"})
+    second = Refusal(b, "unsupported_content", "'b' is ...", 415, {"upload_session_id": "s1"})
+    error = errors.upload_refused(["stored"], [first, second])
+    assert isinstance(error, errors.Invalid) and error.code == "metadata_type_mismatch"
+    assert error.details["key"] == "k" and error.details["name"] == "a"
+    assert error.details["uploaded"] == 1
+    assert [r["details"] for r in error.details["refused"]] == [
+        {"name": "a", "key": "k"},
+        {"upload_session_id": "s1"},
+    ]
+    assert [r["status"] for r in error.details["refused"]] == [422, 415]
 
 
 def test_an_unknown_kind_is_said_from_the_platforms_answer_not_a_list_of_the_clients() -> None:

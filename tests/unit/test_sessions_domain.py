@@ -156,6 +156,9 @@ def test_opening_refuses_metadata_an_upload_would_refuse_in_the_same_words(
     with pytest.raises(Refused) as upload:
         file_metadata(json.dumps({"a.mp4": metadata}).encode(), ["a.mp4"])
     assert (session.value.status, session.value.code) == (status, code)
+    # An upload lists each file it refuses besides (`refused`: here this one alone).
+    listed = upload.value.details.pop("refused")
+    assert [(r["name"], r["code"]) for r in listed] == [("a.mp4", code)]
     assert (session.value.message, session.value.details) == (
         upload.value.message,
         upload.value.details,

@@ -7,6 +7,7 @@ Models answered by a client are bound to it: `folder.create_subfolder("day1")`,
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -1648,10 +1649,15 @@ IMAGE_EXTENSIONS = {
 }
 
 
+# A name's length on the platform (its `rules.MAX_NAME`): an extension added to a group's
+# name keeps it within, as the gateway's `download_name` does.
+MAX_NAME = 300
+
+
 def local_name(file: FileData) -> str:
     """The name a file is downloaded as, fit for the local disk. An image group's or
     sequence's content is its first image: it takes that image's extension (`cats.png`),
-    so the OS opens it as one."""
+    so the OS opens it as one; a long name gives way to it, as the gateway's does."""
     name = file.name
     extensions = IMAGE_EXTENSIONS.get(file.mime_type)
     if (
@@ -1659,15 +1665,41 @@ def local_name(file: FileData) -> str:
         and extensions
         and not name.lower().endswith(extensions)
     ):
-        name += extensions[0]
+        name = name[: MAX_NAME - len(extensions[0])] + extensions[0]
     return safe_name(name)
 
 
+# What no Windows file name holds (and `/`, `\\`: separators), replaced on every OS so a
+# download is named the same everywhere; a name that is one of Windows' devices (before
+# its first dot, case aside: `nul.txt`) is prefixed, never opened as the device.
+_UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{n}" for port in ("COM", "LPT") for n in [*"0123456789", "¹", "²", "³"]}
+)
+# The most a name takes on common file systems (ext4, APFS: 255 bytes of UTF-8).
+MAX_LOCAL_BYTES = 255
+
+
 def safe_name(name: str) -> str:
-    """A name fit for the local disk: never a path of its own (`..`, `.`, separators)."""
-    cleaned = name.replace(os.sep, "_").replace("\x00", "_")
-    if os.altsep:
-        cleaned = cleaned.replace(os.altsep, "_")
-    if cleaned in ("", ".", ".."):
-        cleaned = cleaned.replace(".", "_") or "_"
+    """A name fit for the local disk, the same on every OS: never a path of its own
+    (`..`, `.`, separators, a Windows drive `C:`), no character Windows refuses (each
+    `_`), no trailing dots or spaces (which Windows drops), no device name (`CON`,
+    `nul.txt`: `_` before it), at most 255 bytes (the end of the stem gives way, the
+    extension kept)."""
+    cleaned = _UNSAFE.sub("_", name)
+    if cleaned in (".", ".."):
+        cleaned = cleaned.replace(".", "_")
+    cleaned = cleaned.rstrip(". ") or "_"
+    if cleaned.split(".", 1)[0].rstrip(" ").upper() in _DEVICES:
+        cleaned = "_" + cleaned
+    if len(cleaned.encode()) > MAX_LOCAL_BYTES:
+        stem, dot, ext = cleaned.rpartition(".")
+        if not dot or len(ext.encode()) > 32:
+            stem, ext = cleaned, ""
+        tail = f".{ext}" if ext else ""
+        room = MAX_LOCAL_BYTES - len(tail.encode())
+        # Cut at a character's boundary: no half of a UTF-8 sequence.
+        stem = stem.encode()[:room].decode(errors="ignore").rstrip(". ") or "_"
+        cleaned = stem + tail
     return cleaned

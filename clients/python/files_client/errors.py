@@ -100,9 +100,11 @@ class UploadRefused(FilesError):
     """Files of an upload the platform refused, each for its own reason (its bytes of no
     kind it accepts, its name, its metadata), while the others were stored: `uploaded`,
     the Files stored, in the order given; `refused`, each refused file's `Refusal` (its
-    local file, and the API's status, code and message). The error raised is also the
-    typed error of the first refusal (`UnsupportedContent`, `Invalid` or `TooLarge`),
-    with its code."""
+    local file, and the API's status, code, message and details). The error raised is
+    also the typed error of the first refusal (`UnsupportedContent`, `Invalid` or
+    `TooLarge`), with its code and its details (`name`, `key`, `needs`, ...), to which
+    `details` adds `refused` (each refused file's name, path, status, code, message and
+    details) and `uploaded` (how many were stored)."""
 
     uploaded: list[Any]
     refused: list[Any]
@@ -119,7 +121,7 @@ _REFUSED_AS: dict[type[FilesError], type[UploadRefused]] = {
 
 def upload_refused(uploaded: list[Any], refused: list[Any]) -> UploadRefused:
     """The error of an upload some of whose files were refused (`Refusal`s: `file`,
-    `status`, `code`, `message`), the others stored."""
+    `status`, `code`, `message`, `details`), the others stored."""
     first = refused[0]
     base = BY_STATUS.get(first.status or 0, Invalid)
     kind = _REFUSED_AS.get(base, _REFUSED_AS[Invalid])
@@ -130,12 +132,17 @@ def upload_refused(uploaded: list[Any], refused: list[Any]) -> UploadRefused:
         first.code,
         f"{len(refused)} of {total} files refused ({len(uploaded)} stored): {named}{more}",
         {
+            # As the first refusal's own error had them: a caller reading `key` or
+            # `upload_session_id` reads them as before.
+            **first.details,
             "refused": [
                 {
                     "name": r.file.name,
                     "path": str(r.file.path),
+                    "status": r.status,
                     "code": r.code,
                     "message": r.message,
+                    "details": r.details,
                 }
                 for r in refused
             ],

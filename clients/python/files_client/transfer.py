@@ -30,6 +30,12 @@ PIECE = 1 * MiB
 # request is all or nothing, so a broken connection costs one batch at most.
 BATCH_FILES = 500
 BATCH_BYTES = 256 * MiB
+# The most of a request's `metadata` field ingest takes (uploads/multipart.py's
+# METADATA_FIELD_LIMIT; a unit test holds the two equal): past it the request is refused
+# naming no file. A batch's metadata stays within METADATA_BATCH_BYTES, below it, so
+# files with large metadata (an embedding each) go in more requests.
+METADATA_FIELD_LIMIT = 4 * MiB
+METADATA_BATCH_BYTES = METADATA_FIELD_LIMIT - 512 * 1024
 PARALLEL = 4
 
 Progress = Callable[[int], None]
@@ -159,15 +165,25 @@ class FileSlice(httpx.SyncByteStream, httpx.AsyncByteStream):
 
 
 def batches(files: list[LocalFile]) -> list[list[LocalFile]]:
+    """The files in requests of at most BATCH_FILES files, about BATCH_BYTES bytes and
+    METADATA_BATCH_BYTES of metadata (a file past either goes alone)."""
     out: list[list[LocalFile]] = []
     current: list[LocalFile] = []
-    size = 0
+    size = described = 0
     for f in files:
-        if current and (len(current) >= BATCH_FILES or size + f.size > BATCH_BYTES):
+        # Its entry in the `metadata` field as `multipart` writes it: `"name": {...}`
+        # and a separator, the length of this object.
+        entry = len(json.dumps({f.name: f.metadata})) if f.metadata is not None else 0
+        if current and (
+            len(current) >= BATCH_FILES
+            or size + f.size > BATCH_BYTES
+            or described + entry > METADATA_BATCH_BYTES
+        ):
             out.append(current)
-            current, size = [], 0
+            current, size, described = [], 0, 0
         current.append(f)
         size += f.size
+        described += entry
     if current:
         out.append(current)
     return out
@@ -196,44 +212,83 @@ def multipart(
 class Refusal:
     """A file the platform would not take (its bytes of no kind it accepts, its name or
     its metadata), while the others sent with it were taken: the API's code and message,
-    and its HTTP status (None for one the client refused itself)."""
+    its HTTP status (None for one the client refused itself), and the details the API
+    gave of this file's refusal (`key` and `needs` of a metadata type mismatch, `part`
+    and `reason` of content refused, the `upload_session_id` of a large file's)."""
 
     file: LocalFile
     code: str
     message: str
     status: int | None = None
+    details: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-# Refusals of one file, named in `details.name`: a request that holds it is refused
-# whole (ingest stores all of a request or nothing), so it goes again without it.
+# Refusals of files by name (the first in `details.name`; each file whose metadata is
+# refused in `details.refused`): a request that holds one is refused whole (ingest
+# stores all of a request or nothing), so it goes again without them.
 REFUSED_BY_NAME = frozenset(
     {"invalid_name", "invalid_metadata", "metadata_type_mismatch", "metadata_too_large"}
 )
 
 
-def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, str]:
+# The keys of an error's details that list the files refused, not of one file's refusal.
+_LISTING = ("refused", "more_refused")
+
+
+def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, Refusal]:
     """The files of a batch (by place) that a refusal of content, of a name or of a
-    file's metadata names, with why; none when it names none of them (then the batch as
-    a whole fails)."""
+    file's metadata names, each with its own refusal; none when it names none of them
+    (then the batch as a whole fails)."""
     listed = error.details.get("refused")
-    found: dict[int, str] = {}
-    if (error.status, error.code) == (415, "unsupported_content") and isinstance(listed, list):
-        for entry in listed:
-            place = entry.get("part") if isinstance(entry, dict) else None
+    entries = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
+    found: dict[int, Refusal] = {}
+    if (error.status, error.code) == (415, "unsupported_content") and entries:
+        accepted = error.details.get("accepted")
+        for entry in entries:
+            place = entry.get("part")
             if isinstance(place, int) and 1 <= place <= len(files):
                 reason = entry.get("reason")
-                found[place - 1] = (
+                message = (
                     f"{files[place - 1].name!r} is not a kind of file we accept: {reason}"
                     if reason
                     else error.message
                 )
+                said = {"accepted": accepted, **entry} if accepted is not None else dict(entry)
+                found[place - 1] = Refusal(
+                    files[place - 1], error.code, message, error.status, said
+                )
+    elif error.code in REFUSED_BY_NAME and entries:
+        # Each file whose name or metadata is refused, listed with its own code and
+        # message (an older platform lists none, naming the first only: below).
+        for entry in entries:
+            said = {k: v for k, v in entry.items() if k not in ("code", "message", "status")}
+            code, why, status = entry.get("code"), entry.get("message"), entry.get("status")
+            refusal = Refusal(
+                files[0],
+                code if isinstance(code, str) else error.code,
+                why if isinstance(why, str) else error.message,
+                status if isinstance(status, int) else error.status,
+                said,
+            )
+            for n, f in enumerate(files):
+                if f.name == entry.get("name"):
+                    found[n] = replace(refusal, file=f)
     elif error.code in REFUSED_BY_NAME | {"unsupported_content"} and isinstance(
         error.details.get("name"), str
     ):
         # A name or a file's metadata refused, or a platform that names only the first
         # file refused: every file of that name in the batch goes aside (none of them is
         # taken in this run).
-        found = {n: error.message for n, f in enumerate(files) if f.name == error.details["name"]}
+        said = {k: v for k, v in error.details.items() if k not in _LISTING}
+        found = {
+            n: Refusal(f, error.code, error.message, error.status, said)
+            for n, f in enumerate(files)
+            if f.name == error.details["name"]
+        }
+    elif error.code == "metadata_too_large" and len(files) == 1 and files[0].metadata:
+        # The field as a whole, naming no file: a file whose metadata alone passes the
+        # field's limit goes in a batch of its own (`batches`), so it is this one.
+        found = {0: Refusal(files[0], error.code, error.message, error.status, error.details)}
     return found
 
 
@@ -267,8 +322,8 @@ def upload_batch(
             refused = _refused_in(error, sending) if keep_going else {}
             if not refused:
                 raise
-            for place, reason in refused.items():
-                out[left[place]] = Refusal(sending[place], error.code, reason, error.status)
+            for place, refusal in refused.items():
+                out[left[place]] = refusal
             left = [n for place, n in enumerate(left) if place not in refused]
             continue
         out.update(zip(left, answer["files"], strict=True))
@@ -462,7 +517,8 @@ def _refusable(op: Op[dict[str, Any]], f: LocalFile) -> Op[dict[str, Any] | Refu
         # its name or its metadata (at opening) is that file's alone.
         if error.status != 415 and error.code not in REFUSED_BY_NAME:
             raise
-        return Refusal(f, error.code, error.message, error.status)
+        said = {k: v for k, v in error.details.items() if k not in _LISTING}
+        return Refusal(f, error.code, error.message, error.status, said)
 
 
 def upload_many(

@@ -49,7 +49,16 @@ def file_metadata(
             f"{', '.join(map(repr, shown))}",
             {"names": shown},
         )
-    return {name: bounded(found, name) for name, found in given.items()}
+    checked: dict[str, dict[str, Any]] = {}
+    refusals: list[Refused] = []
+    for name, found in given.items():
+        try:
+            checked[name] = bounded(found, name)
+        except Refused as refusal:
+            refusals.append(refusal)
+    if refusals:
+        raise refused_files(refusals)
+    return checked
 
 
 def bounded(metadata: object, name: str) -> dict[str, Any]:
@@ -79,16 +88,47 @@ def bounded(metadata: object, name: str) -> dict[str, Any]:
 def check_metadata(
     schema: metadata_schema.Schema, metadata: dict[str, dict[str, Any]], what: str = "file"
 ) -> None:
-    """Each file's metadata (by its name) against the schema: 422 naming the file, the
-    key and the type it needs, at the first that does not conform; nothing is then
+    """Each file's metadata (by its name) against the schema: 422 naming each file that
+    does not conform (`refused_files`), the key and the type it needs; nothing is then
     stored."""
+    refusals: list[Refused] = []
     for name, found in metadata.items():
         mismatch = metadata_schema.mismatch(schema, found)
         if mismatch is not None:
             key, kind, needs = mismatch
-            raise Refused(
-                422,
-                "metadata_type_mismatch",
-                f"{what} {name!r}: metadata key {key!r} must be {needs}",
-                {"name": name, "key": key, "type": kind, "needs": needs},
+            refusals.append(
+                Refused(
+                    422,
+                    "metadata_type_mismatch",
+                    f"{what} {name!r}: metadata key {key!r} must be {needs}",
+                    {"name": name, "key": key, "type": kind, "needs": needs},
+                )
             )
+    if refusals:
+        raise refused_files(refusals)
+
+
+# A refusal of files' metadata lists at most this many (as a refusal of content lists
+# its files: uploads/multipart.py's REFUSED_LISTED); a client sends the rest again
+# without them, and hears of the others then.
+REFUSED_LISTED = 1000
+
+
+def refused_files(refusals: list[Refused]) -> Refused:
+    """One refusal of several files' metadata: the first's status, code, message and
+    details as they always were (a client that reads only those sets that file aside),
+    and `details.refused` listing each file refused with its details and its own code,
+    message and status, so a client sets every one aside in one round rather than one a request."""
+    first = refusals[0]
+    listed = [
+        {**r.details, "code": r.code, "message": r.message, "status": r.status}
+        for r in refusals[:REFUSED_LISTED]
+    ]
+    more = len(refusals) - 1
+    message = first.message + (
+        f" (and {more} more file{'s' if more > 1 else ''}: details.refused)" if more else ""
+    )
+    details: dict[str, Any] = {**first.details, "refused": listed}
+    if len(refusals) > REFUSED_LISTED:
+        details["more_refused"] = True
+    return Refused(first.status, first.code, message, details)

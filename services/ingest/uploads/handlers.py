@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,8 +44,18 @@ class Uploads(Handlers):
         body: AsyncIterator[bytes],
     ) -> tuple[dict[str, Any], int]:
         """Store every part of a multipart body; all files are recorded, or none."""
-        receiver = await self._receive(content_type, body)
-        return await self._record(cause, folder_id, receiver)
+        metadata: dict[str, dict[str, Any]] = {}
+
+        def given(receiver: Receiver) -> None:
+            # Before the files' facts are read: metadata refused costs no decoding.
+            metadata.update(
+                file_metadata(
+                    receiver.fields.get(METADATA_FIELD), [f.name for f in receiver.stored]
+                )
+            )
+
+        receiver = await self._receive(content_type, body, check=given)
+        return await self._record(cause, folder_id, receiver, metadata)
 
     async def _receive(
         self,
@@ -54,8 +64,10 @@ class Uploads(Handlers):
         *,
         dicom: bool = False,
         related: bool = False,
+        check: Callable[[Receiver], None] | None = None,
     ) -> Receiver:
-        """Every part of a multipart body in the blob store, or a refusal."""
+        """Every part of a multipart body in the blob store, or a refusal; `check`, what
+        is to be refused of the body as received before its files' facts are read."""
         mime, options = parse_options_header(content_type)
         boundary = options.get(b"boundary")
         if related and (mime != b"multipart/related" or not boundary):
@@ -119,6 +131,8 @@ class Uploads(Handlers):
         if receiver.refusal:
             raise receiver.refusal
         try:
+            if check is not None:
+                check(receiver)
             # Out of the try above: a spool that cannot be read is our fault, not the body's.
             await asyncio.to_thread(receiver.read_facts)
         except BaseException:
@@ -127,15 +141,16 @@ class Uploads(Handlers):
         return receiver
 
     async def _record(
-        self, cause: Cause, folder_id: uuid.UUID, receiver: Receiver
+        self,
+        cause: Cause,
+        folder_id: uuid.UUID,
+        receiver: Receiver,
+        metadata: dict[str, dict[str, Any]],
     ) -> tuple[dict[str, Any], int]:
         job_id = uuid.uuid4()
         # One moment for the whole upload: it is every file's created_at, here and in the catalog.
         at = now()
         try:
-            metadata = file_metadata(
-                receiver.fields.get(METADATA_FIELD), [f.name for f in receiver.stored]
-            )
             changes = record_upload(job_id, folder_id, receiver.stored, metadata)
             position = await self._store(
                 receiver, envelopes_of(changes, cause, at), metadata, stored_at=at
