@@ -12,7 +12,7 @@ import files_client
 import httpx
 from files_client import errors
 from files_client._core import Consistency, Gather, Retries, Send, Sleep
-from files_client.api import local_name, safe_name, split_path
+from files_client.api import MAX_LOCAL_BYTES, local_name, safe_name, split_path
 from files_client.cli import _kind_refused
 from files_client.models import ROUTES, FileData
 from files_client.transfer import (
@@ -101,7 +101,9 @@ def test_paths_split_on_slashes_and_names_never_escape_a_directory() -> None:
     assert [safe_name(n) for n in ("..", ".", "a\\b", "ok.png")] == ["__", "_", "a_b", "ok.png"]
 
 
-def test_names_are_the_same_on_every_os_and_none_escapes_a_windows_directory() -> None:
+def test_names_are_the_same_on_every_os_and_none_escapes_a_windows_directory(
+    tmp_path: Path,
+) -> None:
     """Before, `C:evil.exe` stayed as it was: on Windows, `out / "C:evil.exe"` is a path
     on drive C (outside `-o`); `CON` or `nul.txt` opened the device; a trailing dot was
     dropped by Windows (two names became one)."""
@@ -121,10 +123,14 @@ def test_names_are_the_same_on_every_os_and_none_escapes_a_windows_directory() -
         "ok.png": "ok.png",
     }
     assert {n: safe_name(n) for n in named} == named
-    # At most 255 bytes on disk, cut at a character, the extension kept.
+    # Within 255 bytes on disk while it downloads (`.part`) and numbered as a name taken
+    # twice, cut at a character, the extension kept.
     long = safe_name("é" * 299 + ".png")
-    assert len(long.encode()) <= 255 and long.endswith("é.png"), long
-    assert len(safe_name("x" * 300).encode()) == 255
+    assert len(long.encode()) <= MAX_LOCAL_BYTES and long.endswith("é.png"), long
+    cut = safe_name("x" * 300 + ".png")
+    assert len(cut.encode()) == MAX_LOCAL_BYTES
+    for on_disk in (cut + ".part", cut.replace(".png", " (12345).png") + ".part"):
+        (tmp_path / on_disk).write_bytes(b"")
 
 
 def test_a_downloaded_group_takes_its_extension_within_a_names_length() -> None:
@@ -136,7 +142,7 @@ def test_a_downloaded_group_takes_its_extension_within_a_names_length() -> None:
     # disk's 255 bytes: before, 300 characters and `.png`, a name no disk takes.
     assert rules.MAX_NAME == 300
     got = local_name(group("x" * rules.MAX_NAME))
-    assert got.endswith("x.png") and len(got.encode()) == 255, len(got)
+    assert got.endswith("x.png") and len(got.encode()) == MAX_LOCAL_BYTES, len(got)
 
 
 def test_a_batchs_metadata_stays_below_ingests_limit(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import orjson
 import pytest
 
 from services.ingest.metadata import domain
@@ -66,4 +67,16 @@ def test_the_list_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(Refused) as refused:
         check_metadata({"n": Key("number")}, {f"{n}": {"n": "x"} for n in range(5)})
     assert len(refused.value.details["refused"]) == 2
+    assert refused.value.details["more_refused"] is True
+
+
+def test_the_list_is_bounded_in_bytes_too() -> None:
+    """Each entry repeats its file's name (up to 300 characters, in its message too): a
+    thousand of them were megabytes, built in ingest and carried by the gateway."""
+    names = {f"{'é' * 290}{n:04}.png": {"n": "x"} for n in range(domain.REFUSED_LISTED)}
+    with pytest.raises(Refused) as refused:
+        check_metadata({"n": Key("number")}, names)
+    listed = refused.value.details["refused"]
+    assert len(orjson.dumps(listed)) <= domain.REFUSED_LISTED_BYTES
+    assert 0 < len(listed) < domain.REFUSED_LISTED
     assert refused.value.details["more_refused"] is True

@@ -1677,16 +1677,17 @@ _DEVICES = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
     | {f"{port}{n}" for port in ("COM", "LPT") for n in [*"0123456789", "¹", "²", "³"]}
 )
-# The most a name takes on common file systems (ext4, APFS: 255 bytes of UTF-8).
-MAX_LOCAL_BYTES = 255
+# The most a name takes on common file systems (ext4, APFS: 255 bytes of UTF-8), less
+# what a download adds while it runs (`.part`) and to a name taken twice (` (12345)`).
+MAX_LOCAL_BYTES = 255 - len(".part") - len(" (12345)")
 
 
 def safe_name(name: str) -> str:
     """A name fit for the local disk, the same on every OS: never a path of its own
     (`..`, `.`, separators, a Windows drive `C:`), no character Windows refuses (each
     `_`), no trailing dots or spaces (which Windows drops), no device name (`CON`,
-    `nul.txt`: `_` before it), at most 255 bytes (the end of the stem gives way, the
-    extension kept)."""
+    `nul.txt`: `_` before it), at most MAX_LOCAL_BYTES (the end of the stem gives way,
+    the extension kept)."""
     cleaned = _UNSAFE.sub("_", name)
     if cleaned in (".", ".."):
         cleaned = cleaned.replace(".", "_")

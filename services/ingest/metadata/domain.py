@@ -109,9 +109,11 @@ def check_metadata(
 
 
 # A refusal of files' metadata lists at most this many (as a refusal of content lists
-# its files: uploads/multipart.py's REFUSED_LISTED); a client sends the rest again
-# without them, and hears of the others then.
+# its files: uploads/multipart.py's REFUSED_LISTED), in at most this many bytes of JSON
+# (an entry repeats an enum's values and a name of 300 characters: 1,000 of them were
+# 35 MB); a client sends the rest again without them, and hears of the others then.
 REFUSED_LISTED = 1000
+REFUSED_LISTED_BYTES = 1 << 20
 
 
 def refused_files(refusals: list[Refused]) -> Refused:
@@ -120,15 +122,19 @@ def refused_files(refusals: list[Refused]) -> Refused:
     and `details.refused` listing each file refused with its details and its own code,
     message and status, so a client sets every one aside in one round rather than one a request."""
     first = refusals[0]
-    listed = [
-        {**r.details, "code": r.code, "message": r.message, "status": r.status}
-        for r in refusals[:REFUSED_LISTED]
-    ]
+    listed: list[dict[str, Any]] = []
+    size = 1  # the list's brackets, with the last comma
+    for r in refusals[:REFUSED_LISTED]:
+        entry = {**r.details, "code": r.code, "message": r.message, "status": r.status}
+        size += len(orjson.dumps(entry)) + 1  # and its comma
+        if listed and size > REFUSED_LISTED_BYTES:
+            break
+        listed.append(entry)
     more = len(refusals) - 1
     message = first.message + (
         f" (and {more} more file{'s' if more > 1 else ''}: details.refused)" if more else ""
     )
     details: dict[str, Any] = {**first.details, "refused": listed}
-    if len(refusals) > REFUSED_LISTED:
+    if len(refusals) > len(listed):
         details["more_refused"] = True
     return Refused(first.status, first.code, message, details)
