@@ -10,6 +10,7 @@ answer must be a clean 4xx and the connection must stay usable after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import socket
 import urllib.parse
@@ -369,6 +370,44 @@ async def test_unread_downloads_do_not_hold_the_way_to_ingest_for_everyone(
     finally:
         for writer in unread:
             writer.transport.abort()
+
+
+async def test_transfers_past_the_cap_to_a_service_are_a_503_not_a_stall(stack: Stack) -> None:
+    """The gateway's transfers to each service are capped (httpcore looks over every
+    connection of a pool as each call starts and ends, so an uncapped pool grew that
+    cost without bound): one past the cap is refused 503 with Retry-After at once,
+    other calls go on, and a transfer that ends makes room."""
+    url, child = stack.add_replica(
+        "gateway", env={"FILES_GRPC_PORT": "0", "FILES_GATEWAY_TRANSFERS_PER_SERVICE": "3"}
+    )
+    try:
+        async with (
+            contextlib.AsyncExitStack() as held,
+            httpx.AsyncClient(
+                base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+            ) as gateway,
+        ):
+            own = await folder(gateway, unique("capped"))
+            body = b"0123456789abcdef\n" * 1_200_000
+            big = (await upload(gateway, own["id"], ("big.txt", body)))["files"][0]
+            content = f"/v1/files/{big['id']}/content"
+            unread = [
+                await held.enter_async_context(gateway.stream("GET", content)) for _ in range(3)
+            ]
+            assert [r.status_code for r in unread] == [200, 200, 200]
+            refused = await gateway.get(content)
+            assert "transfers" in error(refused, 503, "unavailable")["message"]
+            assert refused.headers["retry-after"]
+            assert (await gateway.get(f"/v1/files/{big['id']}")).status_code == 200
+            await unread[0].aclose()
+
+            async def room() -> bool:
+                got = await gateway.get(content)
+                return got.status_code == 200 and got.content == body
+
+            await eventually(room, 30, "a download once one held ended")
+    finally:
+        stack.remove(child)
 
 
 async def held_to_ingest(platform: Stack, count: int, what: str) -> None:
