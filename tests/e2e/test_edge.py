@@ -248,6 +248,24 @@ async def test_a_limit_in_other_digits_is_a_422_not_a_500(api: httpx.AsyncClient
             error(answer, 422)
 
 
+async def test_a_jobs_pages_limit_is_digits_alone_for_either_owner(
+    api: httpx.AsyncClient,
+) -> None:
+    """Ingest's own check takes "+5", " 5" and "1_0" (as Python's int does); the
+    gateway, which fills the page's DICOM part to the limit, read them as none, so the
+    page went to 100. An upload's job (ingest's) and a re-encode's (the thumbnails
+    context's) refuse them alike."""
+    where = await folder(api, unique("limits"))
+    job = (await upload(api, where["id"], ("a.png", png())))["job_id"]
+    unknown = uuid.uuid4()  # no one's job: the re-encode's branch
+    for path in (f"/v1/jobs/{job}/files", f"/v1/jobs/{job}/errors", f"/v1/jobs/{unknown}/files"):
+        for limit in ("+5", " 5", "1_0", "0", "1001"):
+            answer = await api.get(path, params={"limit": limit})
+            details = error(answer, 422, "invalid_request")["details"]
+            assert details["parameter"] == "limit", (path, limit, details)
+        assert (await api.get(path, params={"limit": "5"})).status_code in (200, 404)
+
+
 async def test_a_nul_in_the_audits_filters_is_a_422_not_a_500(api: httpx.AsyncClient) -> None:
     # PostgreSQL's text takes no NUL: each context's query failed, and the merge with it.
     for name in ("actor_id", "type"):
