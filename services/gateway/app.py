@@ -148,11 +148,21 @@ def build(settings: Settings) -> FastAPI:
             committed = getattr(request.state, "committed", None)
             if committed is not None:
                 return committed_answer(error, committed)
-            log.warning("gateway.service_unavailable", upstream=error.service, error=str(error))
+            log.warning(
+                "gateway.service_unavailable",
+                upstream=error.service,
+                error=str(error),
+                busy=error.busy,
+            )
+            why = (
+                "has as many transfers under way as this gateway opens to it"
+                if error.busy
+                else "did not answer in time"
+            )
             refused = error_response(
                 503,
                 "unavailable",
-                f"the {error.service} service did not answer in time; try again shortly",
+                f"the {error.service} service {why}; try again shortly",
                 service=error.service,
                 retry=True,
             )

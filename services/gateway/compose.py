@@ -1007,16 +1007,23 @@ class Compose:
         answers its part; the DICOM context's part follows it."""
         params = call.request.query_params
         given = params.get("limit", "100")
-        # ASCII digits only: "²" passes isdigit, and int() refused it (a 500).
-        ok = given.isascii() and given.isdigit()
-        limit = int(given) if ok and 1 <= int(given) <= 1000 else None
+        # ASCII digits only, checked here for both owners' jobs: "²" passes isdigit, and
+        # int() refused it (a 500); ingest's own check takes "+5", " 5" and "1_0", which
+        # this page's DICOM part would then have filled to 100.
+        if not (given.isascii() and given.isdigit() and 1 <= int(given) <= 1000):
+            problem = "a whole number from 1 to 1000"
+            return error_response(
+                422,
+                "invalid_request",
+                f"limit must be {problem}",
+                fields=[{"field": "limit", "problem": problem}],
+                faults=1,
+                parameter="limit",
+            )
+        limit = int(given)
         answer = await self.gateway.forward(call)
         if answer.status_code == 404:
             # Not ingest's: a re-encode job (the thumbnails context's), to its maker.
-            if limit is None:
-                return error_response(
-                    422, "invalid_request", "limit must be a whole number from 1 to 1000"
-                )
             return await self._re_encode_page(call, answer, listed, params.get("cursor"), limit)
         path = await self.job_path(call, answer)
         if isinstance(path, Response):
@@ -1026,8 +1033,6 @@ class Compose:
         if answer.status_code != 200:
             return self.gateway.relay(answer)
         page = answer.json()
-        # Ingest checked the limit (a 422 otherwise).
-        limit = limit or 100
         items: list[Any] = page["items"]
         cursor: str | None = page["next_cursor"]
         if page["dicom"] and cursor is None:

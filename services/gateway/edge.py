@@ -78,6 +78,9 @@ DOWNLOAD_RECHECK_S = 2.0
 RECHECK_WAIT_S = 1.0
 
 
+# How long a transfer waits for one of the cap's connections to a service (above it,
+# FILES_GATEWAY_TRANSFERS_PER_SERVICE are open) before it is refused 503.
+TRANSFER_WAIT_S = 2.0
 # A connection that was made and then dropped under a request (not a timeout, not a
 # refused connection: the service is up, the connection was not).
 DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
@@ -144,9 +147,11 @@ def streamed_length(request: Request) -> dict[str, str]:
 class Unavailable(Exception):
     """A service did not answer: unreachable, or past the timeout."""
 
-    def __init__(self, service: str, error: Exception) -> None:
+    def __init__(self, service: str, error: Exception, *, busy: bool = False) -> None:
         super().__init__(f"{service}: {error!r}")
         self.service = service
+        # The gateway's cap on transfers to the service was reached: none was sent.
+        self.busy = busy
 
 
 @dataclass
@@ -309,18 +314,25 @@ class Gateway:
             event_hooks={"request": [_carry_trace]},
         )
         # Streamed bodies (uploads, their parts, STOW; downloads, DICOMweb's retrieves)
-        # on a pool of their own, with no cap: each holds its connection for as long as
-        # its client takes to send or read it, and 200 slow ones held every connection of
-        # the pool above, so every other call to that service waited 60 s for one and
-        # failed. A body sent that pauses is cut off (FILES_HTTP_BODY_IDLE_S); an answer
-        # not read is not (Known gaps).
+        # on pools of their own: each holds its connection for as long as its client
+        # takes to send or read it, and 200 slow ones held every connection of the pools
+        # above, so every other call to that service waited 60 s for one and failed. A
+        # pool per service, with a high cap: httpcore looks over every connection of a
+        # pool as each call starts and ends (some 4 µs a connection, on the event loop),
+        # so the cap bounds that too. A transfer past it waits a moment for one to end,
+        # then is refused 503 (Retry-After), never stalled. A body sent that pauses is cut
+        # off (FILES_HTTP_BODY_IDLE_S); an answer not read is not (Known gaps).
+        transfers = httpx.Limits(
+            max_connections=self.settings.gateway_transfers_per_service,
+            max_keepalive_connections=50,
+            keepalive_expiry=2.0,
+        )
         self.streams = httpx.AsyncClient(
-            timeout=httpx.Timeout(60.0, connect=5.0),
-            transport=ServiceTransport(
-                limits=httpx.Limits(
-                    max_connections=None, max_keepalive_connections=50, keepalive_expiry=2.0
-                )
-            ),
+            timeout=httpx.Timeout(60.0, connect=5.0, pool=TRANSFER_WAIT_S),
+            transport=ServiceTransport(limits=transfers),
+            mounts={
+                _origin(url): ServiceTransport(limits=transfers) for url in self.services.values()
+            },
             cookies=NoCookies(),
             event_hooks={"request": [_carry_trace]},
         )
@@ -470,6 +482,8 @@ class Gateway:
                     raise  # a write, or a body that cannot be sent again
                 log.info("gateway.read_retried", upstream=service, error=repr(error))
                 return await self.fresh.send(built, stream=stream)
+        except httpx.PoolTimeout as error:
+            raise Unavailable(service, error, busy=True) from error
         except httpx.TransportError as error:
             raise Unavailable(service, error) from error
 

@@ -65,6 +65,9 @@ DETAILS_LIMIT = 4096
 MESSAGE_LIMIT = 1000
 # An upload's metadata in all (ingest's bound on the `metadata` field).
 UPLOAD_METADATA_LIMIT = 4 * 1024 * 1024
+# How long an app whose answer's reader went away has to end on its own (a streamed
+# answer stops at the disconnect and runs its background work) before it is cancelled.
+DISCONNECT_GRACE_S = 1.0
 
 
 def status_of(http: int, code: str) -> grpc.StatusCode:
@@ -263,16 +266,22 @@ class Exchange:
 
     async def close(self) -> None:
         """The app's answer was read whole (its background work may finish, within
-        bounds) or not (the RPC failed or its client went away: the app is cancelled,
-        which drops what it was streaming)."""
+        bounds) or not (the RPC failed or its client went away). Then the app hears
+        the client went (http.disconnect) and is given a moment before it is
+        cancelled: a streamed answer releases what it streams from (the service's
+        answer, and its connection) in its background work, which a cancelled app
+        never runs; the answer would hold its connection until a garbage collection."""
         self.ended.set()
         task = self.task
         if task is None or task.done():
             return
-        if not self.complete:
-            task.cancel()
         try:
-            await asyncio.wait({task}, timeout=10)
+            done, _ = await asyncio.wait(
+                {task}, timeout=10 if self.complete else DISCONNECT_GRACE_S
+            )
+            if not done and not self.complete:
+                task.cancel()
+                await asyncio.wait({task}, timeout=10)
         finally:
             if not task.done():
                 task.cancel()

@@ -81,8 +81,10 @@ ERRORS: dict[int, tuple[str, tuple[Example, ...]]] = {
         (Example("range_not_satisfiable", "range starts past the end"),),
     ),
     422: (
-        "A value that breaks a rule; `details.fields` names each (the first 20, and"
-        " `details.faults` counts them all)",
+        "A value that breaks a rule. When the request's body or parameters failed"
+        " validation, `details.fields` names each fault (the first 20) and"
+        " `details.faults` counts them all; other refusals name what they refuse in"
+        " `details` of their own",
         (
             Example(
                 "invalid_request",

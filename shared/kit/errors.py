@@ -10,6 +10,17 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+# How many of a request's faults a 422 names, and how much of each it shows: a body of
+# 16 MiB can hold 600,000 unknown keys or one 16 MB key, and each was named, whole, in
+# the answer.
+FAULTS_NAMED = 20
+FAULT_CHARS = 200
+
+
+def clipped(text: str) -> str:
+    """A caller's text in a refusal: at most FAULT_CHARS of it."""
+    return text if len(text) <= FAULT_CHARS else text[:FAULT_CHARS] + "…"
+
 
 class Refused(Exception):
     def __init__(

@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
-from shared.kit.errors import Refused
+from shared.kit.errors import FAULTS_NAMED, Refused, clipped
 from shared.kit.eventstore import ConcurrencyConflict, EventTooLarge
 from shared.kit.identity import Identity
 from shared.kit.logs import log
@@ -55,11 +55,6 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 # Seconds a 503 asks a client to wait: the launcher restarts a process within a couple.
 RETRY_AFTER_S = "1"
-
-
-# How many of a request's faults a 422 names, and how much of each it shows.
-FAULTS_NAMED = 20
-FAULT_CHARS = 200
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -117,7 +112,7 @@ async def _validation_error(_: Request, error: Exception) -> JSON:
     # A few, each clipped: a body of 16 MiB can hold 600,000 unknown keys or one 16 MB
     # key, and every one was named twice in the answer (8 MB in, 62 MB out).
     fields = [
-        {"field": _clipped(_location(tuple(p["loc"]))), "problem": _clipped(p["msg"])}
+        {"field": clipped(_location(tuple(p["loc"]))), "problem": clipped(p["msg"])}
         for p in problems[:FAULTS_NAMED]
     ]
     message = "; ".join(f"{f['field'] or 'body'}: {f['problem']}" for f in fields)
@@ -125,10 +120,6 @@ async def _validation_error(_: Request, error: Exception) -> JSON:
         message += f"; and {len(problems) - FAULTS_NAMED} more"
     details = {"fields": fields, "faults": len(problems)}
     return JSON(error_body("invalid_request", message, details), 422)
-
-
-def _clipped(text: str) -> str:
-    return text if len(text) <= FAULT_CHARS else text[:FAULT_CHARS] + "…"
 
 
 async def _http_error(_: Request, error: Exception) -> JSON:

@@ -10,6 +10,7 @@ answer must be a clean 4xx and the connection must stay usable after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import socket
 import urllib.parse
@@ -247,6 +248,24 @@ async def test_a_limit_in_other_digits_is_a_422_not_a_500(api: httpx.AsyncClient
             error(answer, 422)
 
 
+async def test_a_jobs_pages_limit_is_digits_alone_for_either_owner(
+    api: httpx.AsyncClient,
+) -> None:
+    """Ingest's own check takes "+5", " 5" and "1_0" (as Python's int does); the
+    gateway, which fills the page's DICOM part to the limit, read them as none, so the
+    page went to 100. An upload's job (ingest's) and a re-encode's (the thumbnails
+    context's) refuse them alike."""
+    where = await folder(api, unique("limits"))
+    job = (await upload(api, where["id"], ("a.png", png())))["job_id"]
+    unknown = uuid.uuid4()  # no one's job: the re-encode's branch
+    for path in (f"/v1/jobs/{job}/files", f"/v1/jobs/{job}/errors", f"/v1/jobs/{unknown}/files"):
+        for limit in ("+5", " 5", "1_0", "0", "1001"):
+            answer = await api.get(path, params={"limit": limit})
+            details = error(answer, 422, "invalid_request")["details"]
+            assert details["parameter"] == "limit", (path, limit, details)
+        assert (await api.get(path, params={"limit": "5"})).status_code in (200, 404)
+
+
 async def test_a_nul_in_the_audits_filters_is_a_422_not_a_500(api: httpx.AsyncClient) -> None:
     # PostgreSQL's text takes no NUL: each context's query failed, and the merge with it.
     for name in ("actor_id", "type"):
@@ -369,6 +388,44 @@ async def test_unread_downloads_do_not_hold_the_way_to_ingest_for_everyone(
     finally:
         for writer in unread:
             writer.transport.abort()
+
+
+async def test_transfers_past_the_cap_to_a_service_are_a_503_not_a_stall(stack: Stack) -> None:
+    """The gateway's transfers to each service are capped (httpcore looks over every
+    connection of a pool as each call starts and ends, so an uncapped pool grew that
+    cost without bound): one past the cap is refused 503 with Retry-After at once,
+    other calls go on, and a transfer that ends makes room."""
+    url, child = stack.add_replica(
+        "gateway", env={"FILES_GRPC_PORT": "0", "FILES_GATEWAY_TRANSFERS_PER_SERVICE": "3"}
+    )
+    try:
+        async with (
+            contextlib.AsyncExitStack() as held,
+            httpx.AsyncClient(
+                base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+            ) as gateway,
+        ):
+            own = await folder(gateway, unique("capped"))
+            body = b"0123456789abcdef\n" * 1_200_000
+            big = (await upload(gateway, own["id"], ("big.txt", body)))["files"][0]
+            content = f"/v1/files/{big['id']}/content"
+            unread = [
+                await held.enter_async_context(gateway.stream("GET", content)) for _ in range(3)
+            ]
+            assert [r.status_code for r in unread] == [200, 200, 200]
+            refused = await gateway.get(content)
+            assert "transfers" in error(refused, 503, "unavailable")["message"]
+            assert refused.headers["retry-after"]
+            assert (await gateway.get(f"/v1/files/{big['id']}")).status_code == 200
+            await unread[0].aclose()
+
+            async def room() -> bool:
+                got = await gateway.get(content)
+                return got.status_code == 200 and got.content == body
+
+            await eventually(room, 30, "a download once one held ended")
+    finally:
+        stack.remove(child)
 
 
 async def held_to_ingest(platform: Stack, count: int, what: str) -> None:

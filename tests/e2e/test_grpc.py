@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import httpx
+import psutil
 import pytest
 from google.protobuf import struct_pb2
 
@@ -499,3 +500,47 @@ async def test_large_upload_streams_in_and_out_and_a_cancelled_one_records_nothi
     listed = await client.folders.ListItems(pb.ListItemsRequest(folder_id=top.id), metadata=ADMIN)
     assert [i.file.name for i in listed.items] == ["after.txt", "big.txt"]
     assert after.files[0].name == "after.txt"
+
+
+def held_to(platform: Stack, service: str) -> int:
+    """The gateway's open connections to a service (idle ones the service closes after
+    its 5 s keep-alive)."""
+    port = int(platform.env[f"FILES_{service.upper()}_URL"].rsplit(":", 1)[1])
+    return sum(
+        1
+        for c in psutil.Process(platform.child("gateway").proc.pid).net_connections("tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+async def test_a_download_its_client_cancels_releases_its_connection_to_ingest(
+    client: Client, stack: Stack
+) -> None:
+    """Cancelled after its first chunks, a download's answer from ingest is closed at
+    once (its connection too), not left for a garbage collection to find."""
+    top = await client.folders.CreateFolder(
+        pb.CreateFolderRequest(name=unique("grpc-cancelled")), metadata=ADMIN
+    )
+    body = b"".join(f"line {n:07}\n".encode() for n in range(16 * 1024 * 1024 // 13))
+    call = client.files.Upload(
+        send(("big.txt", body), folder_id=top.id, chunk=1024 * 1024), metadata=ADMIN
+    )
+    [big] = (await call).files
+    token = dict(await call.trailing_metadata())["files-consistency"]
+    for _ in range(10):
+        stream = client.files.Download(
+            pb.DownloadRequest(file_id=big.id), metadata=(*ADMIN, ("files-consistency", token))
+        )
+        read = 0
+        async for _message in stream:
+            read += 1
+            if read == 2:
+                break
+        stream.cancel()
+    deadline = asyncio.get_running_loop().time() + 30
+    while held_to(stack, "ingest"):
+        assert asyncio.get_running_loop().time() < deadline, held_to(stack, "ingest")
+        await asyncio.sleep(0.1)
+    # The gateway goes on serving downloads.
+    _, data = await download(client, big.id)
+    assert data == body

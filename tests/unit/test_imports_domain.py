@@ -517,3 +517,13 @@ def test_the_gateway_sends_integrations_and_imports_to_ingest(
     found = TABLE.match(method, path.encode())
     assert found is not None
     assert found.route.owner == service
+
+
+def test_a_refusal_names_a_few_faults_clipped_and_counts_them_all() -> None:
+    # 5,000 unknown keys of 1 KB came back, the first 100 twice (10 in the message).
+    many = body(keys=["a"], **{f"{i:05d}" + "k" * 995: 1 for i in range(5_000)})
+    error = refused(requests.parse_request, many, BUCKET)
+    assert (error.status, error.code, error.details["faults"]) == (422, "invalid_request", 5_000)
+    assert len(error.details["fields"]) == 20
+    assert all(len(f["field"]) <= 201 for f in error.details["fields"])
+    assert len(error.message) < 20 * 500 and error.message.endswith("and 4980 more")

@@ -187,3 +187,12 @@ def test_opening_refuses_a_field_it_does_not_take() -> None:
         "invalid_request",
         "colour",
     )
+
+
+def test_an_unknown_key_is_named_clipped_not_echoed_whole() -> None:
+    # A 16 MB body may be one unknown key: it came back whole, two or three times.
+    with pytest.raises(Refused) as refused:
+        check_open({"name": "a.mp4", "size": 10, "k" * 1_000_000: 1, "x": 2}, 8 * MiB, 3600)
+    details = refused.value.details
+    assert len(json.dumps(details)) + len(refused.value.message) < 1024
+    assert details["fields"][0]["field"].startswith("kkk") and details["faults"] == 2

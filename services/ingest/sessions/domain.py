@@ -23,7 +23,7 @@ from shared.api.common import Strict
 from shared.contracts import ingest as ev
 from shared.contracts.envelope import Change, Event, appended
 from shared.kit.access import RANK, Access
-from shared.kit.errors import Refused
+from shared.kit.errors import Refused, clipped
 
 MiB = 1024 * 1024
 # S3's rules: at most 10,000 parts, each at least 5 MiB except the last, at most 5 GiB.
@@ -155,13 +155,17 @@ def check_open(
         given = NewSession.model_validate(body, context={"max_lifetime": max_lifetime})
     except ValidationError as error:
         first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "body"
+        # Clipped: a body's unknown key may be 16 MB.
+        field = clipped(".".join(str(p) for p in first["loc"]) or "body")
         if first["type"] == "extra_forbidden":
             raise Refused(
                 422,
                 "invalid_request",
                 f"{field}: is not a field of an upload session",
-                {"fields": [{"field": field, "problem": "is not a field of an upload session"}]},
+                {
+                    "fields": [{"field": field, "problem": "is not a field of an upload session"}],
+                    "faults": error.error_count(),
+                },
             ) from None
         if first["type"] == "missing":
             raise Refused(

@@ -12,10 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.kit.errors import Refused
+from shared.kit.errors import FAULTS_NAMED, Refused, clipped
 
-# Problems listed in a refusal's details (its message names the first ten).
-MAX_PROBLEMS = 100
 # A value of the wrong type, in our words.
 TYPE_PROBLEMS = {
     "model_type": "must be a JSON object",
@@ -38,7 +36,7 @@ def where(loc: tuple[int | str, ...]) -> str:
 
 def named(error: ValidationError, unknown: Callable[[str], str]) -> list[dict[str, str]]:
     """Every problem of the body, `unknown(field)` saying what a field we do not take is."""
-    return [_named(e, unknown) for e in error.errors()[:MAX_PROBLEMS]]
+    return [_named(e, unknown) for e in error.errors()]
 
 
 def _named(error: Any, unknown: Callable[[str], str]) -> dict[str, str]:
@@ -56,10 +54,13 @@ def _named(error: Any, unknown: Callable[[str], str]) -> dict[str, str]:
 
 
 def refusal(problems: list[dict[str, str]], code: str = "invalid_request") -> Refused:
-    """One 422 naming every problem: the first ten in its message, all in `fields`."""
-    return Refused(
-        422,
-        code,
-        "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:10]),
-        {"fields": problems},
-    )
+    """One 422 naming the first problems, each clipped (as every service's validation
+    errors: shared/kit/http.py), and counting them all."""
+    shown = [
+        {"field": clipped(p["field"]), "problem": clipped(p["problem"])}
+        for p in problems[:FAULTS_NAMED]
+    ]
+    message = "; ".join(f"{p['field']}: {p['problem']}" for p in shown)
+    if len(problems) > FAULTS_NAMED:
+        message += f"; and {len(problems) - FAULTS_NAMED} more"
+    return Refused(422, code, message, {"fields": shown, "faults": len(problems)})
