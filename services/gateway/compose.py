@@ -1010,7 +1010,12 @@ class Compose:
         # ASCII digits only, checked here for both owners' jobs: "²" passes isdigit, and
         # int() refused it (a 500); ingest's own check takes "+5", " 5" and "1_0", which
         # this page's DICOM part would then have filled to 100.
-        if not (given.isascii() and given.isdigit() and 1 <= int(given) <= 1000):
+        if not (
+            given.isascii()
+            and given.isdigit()
+            and len(given.lstrip("0")) <= 4
+            and 1 <= int(given) <= 1000
+        ):
             problem = "a whole number from 1 to 1000"
             return error_response(
                 422,

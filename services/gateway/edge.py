@@ -483,7 +483,7 @@ class Gateway:
                 log.info("gateway.read_retried", upstream=service, error=repr(error))
                 return await self.fresh.send(built, stream=stream)
         except httpx.PoolTimeout as error:
-            raise Unavailable(service, error, busy=True) from error
+            raise Unavailable(service, error, busy=client is self.streams) from error
         except httpx.TransportError as error:
             raise Unavailable(service, error) from error
 

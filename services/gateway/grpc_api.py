@@ -20,6 +20,7 @@ trailing metadata `files-consistency`; a read that sends it back as metadata wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import urllib.parse
@@ -190,6 +191,7 @@ class Exchange:
             self.pending = body
         elif body is not None:
             self.body = body
+        self.streamed = self.body is not None
         self.failure: BadStream | None = None
         # The app sent its whole answer: it may still finish its background work.
         self.complete = False
@@ -235,7 +237,13 @@ class Exchange:
             if self.failure is None:
                 log.error("grpc.app_error", path=self.scope["path"], exc_info=True)
         finally:
-            await self.answers.put(None)
+            if self.ended.is_set():
+                # Nobody reads the answers any more: a full queue would hold this task
+                # until it is cancelled.
+                with contextlib.suppress(asyncio.QueueFull):
+                    self.answers.put_nowait(None)
+            else:
+                await self.answers.put(None)
 
     async def start(self) -> tuple[int, dict[str, str]]:
         """The answer's status and headers (lower-cased names)."""
@@ -275,10 +283,11 @@ class Exchange:
         task = self.task
         if task is None or task.done():
             return
+        # Not for a streamed request: grpc ends a cancelled client's stream as if it had
+        # ended whole, and the app, given time, would store the upload cut short.
+        grace = 0 if self.streamed else DISCONNECT_GRACE_S
         try:
-            done, _ = await asyncio.wait(
-                {task}, timeout=10 if self.complete else DISCONNECT_GRACE_S
-            )
+            done, _ = await asyncio.wait({task}, timeout=10 if self.complete else grace)
             if not done and not self.complete:
                 task.cancel()
                 await asyncio.wait({task}, timeout=10)
