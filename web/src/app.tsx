@@ -8,7 +8,7 @@ import { SearchBox, SearchPage } from "./search";
 import { TrashPage } from "./trash";
 import { DialogHost } from "./dialogs";
 import { navigate, useRoute } from "./router";
-import { session } from "./store";
+import { changed, session } from "./store";
 import { AllFoldersLink, Dialog, ErrorText, Notices } from "./ui";
 
 export function App() {
@@ -19,8 +19,10 @@ export function App() {
   const [ended, setEnded] = useState(false);
   useEffect(() => {
     onUnauthenticated(() => {
-      if (session.me) setEnded(true);
-      else setMe(null);
+      if (session.me) {
+        session.ended = true;
+        setEnded(true);
+      } else setMe(null);
     });
     call<User>("GET", "/v1/users/me", undefined, { quiet401: true })
       .then((u) => {
@@ -41,6 +43,7 @@ export function App() {
     );
   const signedOut = () => {
     session.me = null;
+    session.ended = false;
     setEnded(false);
     setMe(null);
   };
@@ -52,7 +55,11 @@ export function App() {
           onSignedIn={(u) => {
             // Someone else: nothing of the page before is theirs to see.
             if (u.id !== me.id) return location.assign("/");
+            session.ended = false;
             setEnded(false);
+            // What was refused while it was ended (its errors shown), and what changed
+            // meanwhile, is read again.
+            changed();
           }}
           onLeave={() => {
             signedOut();
