@@ -138,7 +138,11 @@ export function DatasetPage({ id }: { id: string }) {
   useWatch(`/v1/datasets/${id}`, (d) => [d.name, d.description, d.my_role, d.file_count, d.synced_folder_id].join("\n"));
   useEffect(() => {
     setError(null);
+    // A read begun later (a change seen while this one was under way) has the last word,
+    // whichever answers first.
+    const abort = new AbortController();
     const failed = (e: unknown) => {
+      if (abort.signal.aborted) return;
       // Gone, or no longer shared with the person: nothing of it stays on the page.
       if (e instanceof ApiError && (e.status === 404 || e.status === 403)) {
         setDataset(null);
@@ -146,8 +150,13 @@ export function DatasetPage({ id }: { id: string }) {
       }
       setError(e);
     };
-    get(`/v1/datasets/${id}`).then(setDataset).catch(failed);
-    all<FileItem>(`/v1/datasets/${id}/files`).then(setFiles).catch(failed);
+    get(`/v1/datasets/${id}`, abort.signal)
+      .then((d) => abort.signal.aborted || setDataset(d))
+      .catch(failed);
+    all<FileItem>(`/v1/datasets/${id}/files`, {}, undefined, abort.signal)
+      .then((f) => abort.signal.aborted || setFiles(f))
+      .catch(failed);
+    return () => abort.abort();
   }, [id, version, attempt]);
   // By name (the API lists them by id), as a folder is by default.
   const shown = useMemo(
