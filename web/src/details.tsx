@@ -102,6 +102,10 @@ function Description({ folder }: { folder: Folder }) {
   const [shown, setShown] = useState(folder.description ?? "");
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  // Changed elsewhere (another person, another tab): shown, unless being edited here.
+  useEffect(() => {
+    if (!editing) setShown(folder.description ?? "");
+  }, [folder.description]);
   const save = async (e: Event) => {
     e.preventDefault();
     setBusy(true);
