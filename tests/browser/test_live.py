@@ -281,3 +281,44 @@ def test_the_keyboard_stays_on_its_item_when_the_list_read_again_puts_one_before
     page.keyboard.press("ArrowUp")  # from c.txt, not from the place it was at
     expect(grid.get_by_role("row", name="b.txt")).to_have_attribute("aria-selected", "true")
     expect(page.locator("p.count")).to_have_text("3 items, 1 selected")
+
+
+def test_a_folder_changing_at_every_tick_is_read_again_when_it_stops_not_at_every_tick(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """An upload going on into the folder shown (its count changes at every tick of the
+    page's watch: made so here, by answering the watch with a count that grows) has the
+    list read when it starts and once it stops (or every 30 s), not at every tick, which
+    cut off any list slower to read than a tick."""
+    page = signed_in
+    folder = make_folder(api, unique("busy"))
+    upload(api, folder["id"], ("a.txt", text("a\n")))
+    watched = f"/v1/folders/{folder['id']}"
+    state = {"growing": False, "added": 0, "served": 0}
+
+    def growing(route: Route) -> None:
+        response = route.fetch()
+        body = response.json()
+        state["served"] += 1
+        state["added"] += state["growing"]
+        body["file_count"] += state["added"]
+        route.fulfill(response=response, json=body)
+
+    lists: list[str] = []
+    page.on("request", lambda r: f"{watched}/items" in r.url and lists.append(r.url))
+    page.route(f"**{watched}", growing)
+    page.goto(f"/folders/{folder['id']}")
+    expect(page.locator("p.count")).to_have_text("1 item")
+
+    read = len(lists)
+    state["growing"] = True
+    # Three ticks or so (each read of the folder also counted: the page's, the tree's).
+    until = state["served"] + 6
+    while state["served"] < until:
+        page.wait_for_event("request", lambda r: r.url.endswith(watched), timeout=15_000)
+    assert len(lists) == read + 1, lists[read:]
+
+    state["growing"] = False
+    with page.expect_request(lambda r: f"{watched}/items" in r.url, timeout=15_000):
+        pass
+    assert len(lists) == read + 2, lists[read:]

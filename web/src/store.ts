@@ -48,13 +48,13 @@ export function useWatch(path: string | null, key: (body: any) => string) {
     if (!path) return;
     let stopped = false;
     // The key as of the last answer (null before the first) and the version the views
-    // had read at then; whether a change seen is not read by them yet (a change after a
-    // still tick is read at once, one of a run of them when it stops, or BUSY_MS after
-    // the last read, so that a list slower than a tick is not cut off at every tick).
+    // had read at then; whether a change seen is not read by them yet: it is read at
+    // once if the last read it made was BUSY_MS ago, else once the key holds still for
+    // a tick (or BUSY_MS on, if it keeps changing: an upload into the folder), so that a
+    // list slower to read than a tick is not cut off at every tick.
     let last: string | null = null;
     let seen = version;
     let pending = false;
-    let wasMoving = false;
     let readAt = 0;
     let busy = false;
     let again = false;
@@ -75,17 +75,14 @@ export function useWatch(path: string | null, key: (body: any) => string) {
       if (stopped) return;
       let read = false;
       if (now !== undefined) {
-        const moving = last !== null && now !== last;
         if (last === null || at !== seen) {
           // The first answer, or one asked for after the views began reading again (a
           // write made here, the tab come back to): what they read, not a change.
           pending = false;
-        } else if (moving && !wasMoving) read = true;
-        else if (moving) {
+        } else if (now !== last) {
           pending = true;
           read = Date.now() - readAt >= BUSY_MS;
         } else read = pending;
-        wasMoving = moving && at === seen;
         last = now;
         seen = at;
       }
