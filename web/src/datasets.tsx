@@ -197,7 +197,9 @@ export function DatasetPage({ id }: { id: string }) {
       window.removeEventListener("resize", measure);
     };
   }, [windowed, shown.length, dataset !== null]);
-  // The row the keyboard moved to is scrolled into view (and so drawn).
+  // The row the keyboard moved to is scrolled into view (and so drawn), and so is the
+  // row a key acts on after the list was scrolled away from it with the wheel.
+  const [keyed, setKeyed] = useState(0);
   useLayoutEffect(() => {
     const el = page.current;
     if (!windowed || !el || active < 0 || !body.current) return;
@@ -206,7 +208,7 @@ export function DatasetPage({ id }: { id: string }) {
     const y = rowsTop + active * ROW_H;
     if (y - head < el.scrollTop) el.scrollTop = y - head;
     else if (y + ROW_H > el.scrollTop + el.clientHeight) el.scrollTop = y + ROW_H - el.clientHeight;
-  }, [active, windowed]);
+  }, [active, windowed, keyed]);
   if (error && !dataset) return <Unavailable what="dataset" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!dataset) return <p class="muted">Loading…</p>;
   const from = windowed ? range.from : 0;
@@ -275,7 +277,7 @@ export function DatasetPage({ id }: { id: string }) {
           aria-multiselectable="true"
           aria-rowcount={shown.length + 1}
           tabIndex={0}
-          aria-activedescendant={shown[active] ? `member-${shown[active].id}` : undefined}
+          aria-activedescendant={shown[active] && active >= from && active < to ? `member-${shown[active].id}` : undefined}
           onKeyDown={(e) => {
             let taken = selection.key(e);
             if (!taken && e.key === "Enter" && shown[active]) {
@@ -285,7 +287,9 @@ export function DatasetPage({ id }: { id: string }) {
               ask();
               taken = true;
             }
-            if (taken) e.preventDefault();
+            if (!taken) return;
+            e.preventDefault();
+            setKeyed((k) => k + 1);
           }}
         >
           <thead>

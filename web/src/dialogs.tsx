@@ -658,7 +658,7 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
                 autocomplete="off"
                 aria-autocomplete="list"
                 aria-expanded={suggestions.length > 0}
-                aria-controls={`${base}-users`}
+                aria-controls={suggestions.length > 0 ? `${base}-users` : undefined}
                 aria-activedescendant={suggestions[pick] ? `${base}-user-${pick}` : undefined}
                 placeholder="Type email addresses"
                 value={typed}
