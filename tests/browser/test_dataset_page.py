@@ -376,3 +376,15 @@ def test_a_dataset_of_thousands_of_files_draws_only_the_rows_in_view(
     expect(grid.get_by_role("row", name="m0000.txt")).to_have_count(0)
     page.keyboard.press("Home")
     expect(grid.get_by_role("row", name="m0000.txt")).to_be_in_viewport()
+
+    # Scrolled away with the wheel, the row a key acts on is brought back into view, and
+    # the grid names no row that is not drawn.
+    first = grid.get_by_role("row", name="m0000.txt")
+    grid.hover()
+    page.mouse.wheel(0, 20_000)
+    expect(first).to_have_count(0)
+    expect(grid).not_to_have_attribute("aria-activedescendant", re.compile("."))
+    page.keyboard.press(" ")
+    expect(first).to_be_in_viewport()
+    expect(first).to_have_attribute("aria-selected", "false")
+    expect(grid).to_have_attribute("aria-activedescendant", re.compile("^member-"))

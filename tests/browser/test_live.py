@@ -5,13 +5,17 @@ folder read again keeps the selection made in it."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import httpx
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Error as PlaywrightError
 
 from shared.kit.stack import Stack
 from tests.browser.conftest import _context, make_folder, sign_in, unique, upload
+from tests.browser.test_signin import _cookie
+from tests.conftest import ADMIN_KEY
 from tests.e2e.support import png, text
 
 
@@ -119,3 +123,204 @@ def test_a_large_folder_read_again_keeps_its_selection(signed_in: Page, api: htt
 
     upload(api, folder["id"], ("newcomer.txt", text("n\n")))
     expect(count).to_have_text("1201 items, 1200 selected")
+
+
+RETURN_TO_TAB = "document.dispatchEvent(new Event('visibilitychange'))"
+
+
+def test_a_file_deleted_here_stays_gone_while_its_folder_is_read_again_page_by_page(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """A folder read again keeps its old list on screen until the new one is whole: what
+    was deleted here stays hidden until then, not shown again under the old list once the
+    new read's first page answers. Pages of two (the app asks for 1,000), the second of
+    each read held back."""
+    page = signed_in
+    folder = make_folder(api, unique("paged"))
+    upload(api, folder["id"], *[(f"{n}.txt", text(f"{n}\n")) for n in "abcd"])
+    hold = {"on": False}
+    held: list[Route] = []
+
+    def paged(route: Route) -> None:
+        url = route.request.url.replace("limit=1000", "limit=2")
+        if hold["on"] and "cursor=" in url:
+            held.append(route)
+        else:
+            route.continue_(url=url)
+
+    page.route(f"**/v1/folders/{folder['id']}/items?*", paged)
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    count = page.locator("p.count")
+    expect(count).to_have_text("4 items")
+
+    grid.get_by_role("row", name="a.txt").click()
+    hold["on"] = True
+    page.keyboard.press("Delete")
+    with page.expect_request(lambda r: "cursor=" in r.url):
+        page.get_by_role("dialog", name="Delete").get_by_role("button", name="Delete").click()
+    expect(count).to_have_text(re.compile(r"^3 items"))
+    # Something else makes the views read again while the first reread waits for its
+    # second page (here: coming back to the tab).
+    with page.expect_request(lambda r: "/items?" in r.url and "cursor=" not in r.url):
+        page.evaluate(RETURN_TO_TAB)
+    expect(count).to_have_text(re.compile(r"^3 items"))
+    expect(grid.get_by_role("row", name="a.txt")).to_have_count(0)
+
+    hold["on"] = False
+    for route in held:
+        with contextlib.suppress(PlaywrightError):  # a read given up for a later one
+            route.continue_(url=route.request.url.replace("limit=1000", "limit=2"))
+    expect(grid.get_by_role("row", name="d.txt")).to_be_visible()
+    expect(count).to_have_text(re.compile(r"^3 items"))
+    expect(grid.get_by_role("row", name="a.txt")).to_have_count(0)
+
+
+def test_a_datasets_read_overtaken_by_a_later_one_does_not_land_last(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """Two reads of a dataset's files under way at once (the tab come back to, then a
+    change seen): the first one's answer, if it comes last, is dropped."""
+    page = signed_in
+    folder = make_folder(api, unique("overtaken"))
+    upload(api, folder["id"], ("first.png", png(8, 8)))
+    dataset = api.post(
+        "/v1/datasets", json={"name": unique("Overtaken"), "synced_folder_id": folder["id"]}
+    ).json()
+    before = api.get(f"/v1/datasets/{dataset['id']}/files").json()
+    hold = {"on": False}
+    held: list[Route] = []
+
+    def files(route: Route) -> None:
+        if hold["on"]:
+            hold["on"] = False
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route(f"**/v1/datasets/{dataset['id']}/files?*", files)
+    page.goto(f"/datasets/{dataset['id']}")
+    grid = page.get_by_role("grid", name="Files in the dataset")
+    expect(grid.get_by_role("row", name="first.png")).to_be_visible()
+
+    hold["on"] = True
+    with page.expect_request(lambda r: f"/v1/datasets/{dataset['id']}/files" in r.url):
+        page.evaluate(RETURN_TO_TAB)
+    upload(api, folder["id"], ("later.txt", text("l\n")))
+    expect(grid.get_by_role("row", name="later.txt")).to_be_visible()
+
+    # The first read answers now, with what was there when it was asked.
+    [route] = held
+    with contextlib.suppress(PlaywrightError):  # given up already
+        route.fulfill(json={**before, "next_cursor": None})
+    # One more round trip and a frame, so that an answer taken would be on screen.
+    page.evaluate("() => fetch('/v1/users/me').then(() => new Promise(requestAnimationFrame))")
+    expect(grid.get_by_role("row", name="later.txt")).to_be_visible()
+    expect(grid.get_by_role("row", name="first.png")).to_be_visible()
+
+
+def test_coming_back_after_the_session_ended_leaves_no_errors_once_signed_in_again(
+    signed_in: Page, api: httpx.Client, platform: Stack
+) -> None:
+    """Back to the tab while the session has ended: nothing is read (each read would be
+    refused and leave its error); signed in again as the same person, the page reads
+    again, with what changed meanwhile."""
+    page = signed_in
+    folder = make_folder(api, unique("away"))
+    upload(api, folder["id"], ("kept.txt", text("k\n")))
+    page.goto(f"/folders/{folder['id']}")
+    count = page.locator("p.count")
+    expect(count).to_have_text("1 item")
+    with httpx.Client(base_url=platform.gateway_url) as client:
+        ended = client.delete(
+            "/v1/sessions",
+            cookies={"files_session": _cookie(page)["value"]},
+            headers={"X-Files-CSRF": "1"},
+        )
+        assert ended.status_code == 204, ended.text
+    again = page.get_by_role("dialog", name="Your session has ended")
+    expect(again).to_be_visible()  # the page's watch was refused
+    page.evaluate(RETURN_TO_TAB)
+    upload(api, folder["id"], ("meanwhile.txt", text("m\n")))
+
+    again.get_by_label("API key").fill(ADMIN_KEY)
+    again.get_by_role("button", name="Sign in").click()
+    expect(again).to_be_hidden()
+    expect(count).to_have_text("2 items")
+    expect(page.locator(".error-text")).to_have_count(0)
+
+
+def test_a_folders_description_changed_elsewhere_shows_in_its_details(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("described"), description="As it was")
+    page.goto(f"/folders/{folder['id']}")
+    details = page.get_by_role("complementary", name="Details")
+    expect(details.get_by_text("As it was")).to_be_visible()
+    changed = api.patch(f"/v1/folders/{folder['id']}", json={"description": "As it is now"})
+    assert changed.status_code == 200, changed.text
+    expect(details.get_by_text("As it is now")).to_be_visible()
+
+
+def test_the_keyboard_stays_on_its_item_when_the_list_read_again_puts_one_before_it(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("keyboard"))
+    upload(api, folder["id"], ("b.txt", text("b\n")), ("c.txt", text("c\n")))
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    grid.get_by_role("row", name="c.txt").click()
+    expect(grid.get_by_role("row", name="c.txt")).to_have_attribute("aria-selected", "true")
+
+    upload(api, folder["id"], ("a.txt", text("a\n")))
+    expect(grid.get_by_role("row", name="a.txt")).to_be_visible()
+    page.keyboard.press("ArrowUp")  # from c.txt, not from the place it was at
+    expect(grid.get_by_role("row", name="b.txt")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("p.count")).to_have_text("3 items, 1 selected")
+
+
+def test_a_folder_changing_at_every_tick_is_read_again_when_it_stops_not_at_every_tick(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """An upload going on into the folder shown (its count changes at every tick of the
+    page's watch: made so here, by answering the watch with a count that grows) has the
+    list read when it starts and once it stops (or every 30 s), not at every tick, which
+    cut off any list slower to read than a tick."""
+    page = signed_in
+    folder = make_folder(api, unique("busy"))
+    upload(api, folder["id"], ("a.txt", text("a\n")))
+    watched = f"/v1/folders/{folder['id']}"
+    state = {"growing": False, "added": 0, "served": 0}
+
+    def growing(route: Route) -> None:
+        response = route.fetch()
+        body = response.json()
+        state["served"] += 1
+        state["added"] += state["growing"]
+        body["file_count"] += state["added"]
+        route.fulfill(response=response, json=body)
+
+    lists: list[str] = []
+    page.on("request", lambda r: f"{watched}/items" in r.url and lists.append(r.url))
+    page.route(f"**{watched}", growing)
+    page.goto(f"/folders/{folder['id']}")
+    expect(page.locator("p.count")).to_have_text("1 item")
+
+    read = len(lists)
+    state["growing"] = True
+    # Three ticks or so (each read of the folder also counted: the page's, the tree's).
+    until = state["served"] + 6
+    while state["served"] < until:
+        page.wait_for_event("request", lambda r: r.url.endswith(watched), timeout=15_000)
+    assert len(lists) == read + 1, lists[read:]
+
+    state["growing"] = False
+    with page.expect_request(lambda r: f"{watched}/items" in r.url, timeout=15_000):
+        pass
+    assert len(lists) == read + 2, lists[read:]
+    # The watch goes on ticking: none of its reads is left half answered at the close.
+    page.unroute_all(behavior="ignoreErrors")

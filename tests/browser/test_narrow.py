@@ -198,8 +198,10 @@ def test_the_folders_drawer_by_keyboard_at_a_narrow_width(
     browser: Browser, platform: Stack, api: httpx.Client
 ) -> None:
     """Opened with Enter, the drawer had no focus (Tab went on through the top bar, the
-    page under the drawer next) and Escape left it open."""
+    page under the drawer next) and Escape left it open; a folder opened from it left the
+    focus in the hidden drawer (then on the page's body)."""
     top = make_folder(api, unique("drawer"))
+    other = make_folder(api, unique("drawer-other"))
     context = browser.new_context(
         base_url=platform.gateway_url, viewport={"width": 390, "height": 800}
     )
@@ -219,6 +221,13 @@ def test_the_folders_drawer_by_keyboard_at_a_narrow_width(
         expect(current).to_be_focused()
         page.keyboard.press("Escape")
         expect(toggle).to_have_attribute("aria-expanded", "false")
+        expect(tree).to_be_hidden()
+        expect(toggle).to_be_focused()
+
+        page.keyboard.press("Enter")
+        expect(current).to_be_focused()
+        tree.get_by_role("treeitem", name=other["name"]).locator(".tree-row").first.click()
+        expect(page).to_have_url(f"/folders/{other['id']}")
         expect(tree).to_be_hidden()
         expect(toggle).to_be_focused()
     finally:

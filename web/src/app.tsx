@@ -8,7 +8,7 @@ import { SearchBox, SearchPage } from "./search";
 import { TrashPage } from "./trash";
 import { DialogHost } from "./dialogs";
 import { navigate, useRoute } from "./router";
-import { session } from "./store";
+import { changed, session } from "./store";
 import { AllFoldersLink, Dialog, ErrorText, Notices } from "./ui";
 
 export function App() {
@@ -19,8 +19,10 @@ export function App() {
   const [ended, setEnded] = useState(false);
   useEffect(() => {
     onUnauthenticated(() => {
-      if (session.me) setEnded(true);
-      else setMe(null);
+      if (session.me) {
+        session.ended = true;
+        setEnded(true);
+      } else setMe(null);
     });
     call<User>("GET", "/v1/users/me", undefined, { quiet401: true })
       .then((u) => {
@@ -41,6 +43,7 @@ export function App() {
     );
   const signedOut = () => {
     session.me = null;
+    session.ended = false;
     setEnded(false);
     setMe(null);
   };
@@ -52,7 +55,11 @@ export function App() {
           onSignedIn={(u) => {
             // Someone else: nothing of the page before is theirs to see.
             if (u.id !== me.id) return location.assign("/");
+            session.ended = false;
             setEnded(false);
+            // What was refused while it was ended (its errors shown), and what changed
+            // meanwhile, is read again.
+            changed();
           }}
           onLeave={() => {
             signedOut();
@@ -135,11 +142,16 @@ function KeyForm({ onSignedIn, titled = false }: { onSignedIn: (u: User) => void
 function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
   const route = useRoute();
   const [treeOpen, setTreeOpen] = useState(false);
-  useEffect(() => setTreeOpen(false), [route]);
-  // At a phone's width the tree is a drawer over the page: opened, it has the focus (its
-  // current folder); Escape closes it and gives the focus back to "Folders".
   const toggle = useRef<HTMLButtonElement>(null);
   const nav = useRef<HTMLElement>(null);
+  useEffect(() => {
+    // A folder opened from the drawer: the focus, in the drawer about to be hidden, goes
+    // to "Folders" (not to the page's body, from where Tab starts over).
+    if (treeOpen && nav.current?.contains(document.activeElement)) toggle.current?.focus();
+    setTreeOpen(false);
+  }, [route]);
+  // At a phone's width the tree is a drawer over the page: opened, it has the focus (its
+  // current folder); Escape closes it and gives the focus back to "Folders".
   useEffect(() => {
     const el = nav.current;
     if (treeOpen && el) (el.querySelector<HTMLElement>('[role="tree"] [tabindex="0"]') ?? el.querySelector("a"))?.focus();
@@ -227,6 +239,11 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
             e.preventDefault();
             setTreeOpen(false);
             toggle.current?.focus();
+          }}
+          // Tabbing out of the open drawer closes it: what the focus goes to is under it.
+          onFocusOut={(e) => {
+            const to = e.relatedTarget as Node | null;
+            if (treeOpen && to && !nav.current?.contains(to) && to !== toggle.current) setTreeOpen(false);
           }}
         >
           <FolderTree current={folderId} />

@@ -112,15 +112,20 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       folderId ? serverParams(sort, kind) : {},
       (page) => {
         if (abort.signal.aborted) return;
+        loaded.push(...page);
+        if (again) return;
         // This read began after the deletes before it: what it lists is there again.
         settled(since);
-        loaded.push(...page);
-        if (!again) setItems([...loaded]);
+        setItems([...loaded]);
       },
       abort.signal,
     )
       .then(() => {
         if (abort.signal.aborted) return;
+        // Read again, the old list stays until the new one replaces it: only then may
+        // what was deleted before this read show (had it been restored), not at its
+        // first page, under the old list that still has it.
+        settled(since);
         setItems([...loaded]);
         setLoading(false);
         shownList.current = listOf;

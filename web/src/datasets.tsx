@@ -138,7 +138,11 @@ export function DatasetPage({ id }: { id: string }) {
   useWatch(`/v1/datasets/${id}`, (d) => [d.name, d.description, d.my_role, d.file_count, d.synced_folder_id].join("\n"));
   useEffect(() => {
     setError(null);
+    // A read begun later (a change seen while this one was under way) has the last word,
+    // whichever answers first.
+    const abort = new AbortController();
     const failed = (e: unknown) => {
+      if (abort.signal.aborted) return;
       // Gone, or no longer shared with the person: nothing of it stays on the page.
       if (e instanceof ApiError && (e.status === 404 || e.status === 403)) {
         setDataset(null);
@@ -146,8 +150,13 @@ export function DatasetPage({ id }: { id: string }) {
       }
       setError(e);
     };
-    get(`/v1/datasets/${id}`).then(setDataset).catch(failed);
-    all<FileItem>(`/v1/datasets/${id}/files`).then(setFiles).catch(failed);
+    get(`/v1/datasets/${id}`, abort.signal)
+      .then((d) => abort.signal.aborted || setDataset(d))
+      .catch(failed);
+    all<FileItem>(`/v1/datasets/${id}/files`, {}, undefined, abort.signal)
+      .then((f) => abort.signal.aborted || setFiles(f))
+      .catch(failed);
+    return () => abort.abort();
   }, [id, version, attempt]);
   // By name (the API lists them by id), as a folder is by default.
   const shown = useMemo(
@@ -188,7 +197,9 @@ export function DatasetPage({ id }: { id: string }) {
       window.removeEventListener("resize", measure);
     };
   }, [windowed, shown.length, dataset !== null]);
-  // The row the keyboard moved to is scrolled into view (and so drawn).
+  // The row the keyboard moved to is scrolled into view (and so drawn), and so is the
+  // row a key acts on after the list was scrolled away from it with the wheel.
+  const [keyed, setKeyed] = useState(0);
   useLayoutEffect(() => {
     const el = page.current;
     if (!windowed || !el || active < 0 || !body.current) return;
@@ -197,7 +208,7 @@ export function DatasetPage({ id }: { id: string }) {
     const y = rowsTop + active * ROW_H;
     if (y - head < el.scrollTop) el.scrollTop = y - head;
     else if (y + ROW_H > el.scrollTop + el.clientHeight) el.scrollTop = y + ROW_H - el.clientHeight;
-  }, [active, windowed]);
+  }, [active, windowed, keyed]);
   if (error && !dataset) return <Unavailable what="dataset" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!dataset) return <p class="muted">Loading…</p>;
   const from = windowed ? range.from : 0;
@@ -266,7 +277,7 @@ export function DatasetPage({ id }: { id: string }) {
           aria-multiselectable="true"
           aria-rowcount={shown.length + 1}
           tabIndex={0}
-          aria-activedescendant={shown[active] ? `member-${shown[active].id}` : undefined}
+          aria-activedescendant={shown[active] && active >= from && active < to ? `member-${shown[active].id}` : undefined}
           onKeyDown={(e) => {
             let taken = selection.key(e);
             if (!taken && e.key === "Enter" && shown[active]) {
@@ -276,7 +287,9 @@ export function DatasetPage({ id }: { id: string }) {
               ask();
               taken = true;
             }
-            if (taken) e.preventDefault();
+            if (!taken) return;
+            e.preventDefault();
+            setKeyed((k) => k + 1);
           }}
         >
           <thead>

@@ -43,7 +43,10 @@ function FolderFacts({ folder }: { folder: Folder }) {
   const [summary, setSummary] = useState<any>(null);
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
-    get(`/v1/folders/${folder.id}/summary`).then(setSummary).catch(setError);
+    // A read refused once (the session had ended, say) leaves no error once one answers.
+    get(`/v1/folders/${folder.id}/summary`)
+      .then((s) => (setSummary(s), setError(null)))
+      .catch(setError);
   }, [folder.id, version]);
   return (
     <div>
@@ -102,6 +105,10 @@ function Description({ folder }: { folder: Folder }) {
   const [shown, setShown] = useState(folder.description ?? "");
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  // Changed elsewhere (another person, another tab): shown, unless being edited here.
+  useEffect(() => {
+    if (!editing) setShown(folder.description ?? "");
+  }, [folder.description]);
   const save = async (e: Event) => {
     e.preventDefault();
     setBusy(true);
@@ -151,7 +158,9 @@ export function FileFacts({ id, links = true }: { id: string; links?: boolean })
   const [file, setFile] = useState<FileItem | null>(null);
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
-    get<FileItem>(`/v1/files/${id}`).then(setFile).catch(setError);
+    get<FileItem>(`/v1/files/${id}`)
+      .then((f) => (setFile(f), setError(null)))
+      .catch(setError);
   }, [id, version]);
   if (error) return <ErrorText error={error} />;
   if (!file) return <p class="muted">Loading…</p>;
@@ -267,7 +276,7 @@ function LinkedTo({ id, name }: { id: string; name: string }) {
   // "Remove" changes the dataset: offered to its Editors and admins only (a User of it
   // would be refused, 403), as the links answer the caller's role on each.
   const load = () =>
-    get(`/v1/files/${id}/datasets`).then((r: any) => setDatasets(r.items ?? r));
+    get(`/v1/files/${id}/datasets`).then((r: any) => (setDatasets(r.items ?? r), setError(null)));
   useEffect(() => {
     load().catch(setError);
   }, [id, version]);
@@ -324,6 +333,7 @@ export function History({ subject, folderId }: { subject: string; folderId?: str
     get(`/v1/audit?subject_id=${subject}&limit=200`)
       .then(async (r: any) => {
         setEvents(r.items);
+        setError(null);
         const actors = [...new Set<string>(r.items.map((e: any) => e.actor_id))];
         // Who has access here is who acted here, mostly: their names, for anyone.
         if (folderId)

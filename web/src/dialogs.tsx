@@ -595,7 +595,9 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
   };
   // A grant on a folder above stays when this one goes: the question says so.
   const kept = removing && people?.find((p) => p.user_id === removing.user_id && p.inherited_from != null);
-  const suggestions = typed.length > 0 ? known.filter((u) => u.email.includes(typed.toLowerCase()) && !emails.includes(u.email)).slice(0, 8) : [];
+  // Escape closed the suggestions (what was typed stays); typing opens them again.
+  const [dismissed, setDismissed] = useState(false);
+  const suggestions = typed.length > 0 && !dismissed ? known.filter((u) => u.email.includes(typed.toLowerCase()) && !emails.includes(u.email)).slice(0, 8) : [];
   // The suggestion the arrow keys chose (-1: none; Enter then takes what was typed).
   const [pick, setPick] = useState(-1);
   const choose = (email: string) => {
@@ -656,13 +658,14 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
                 autocomplete="off"
                 aria-autocomplete="list"
                 aria-expanded={suggestions.length > 0}
-                aria-controls={`${base}-users`}
+                aria-controls={suggestions.length > 0 ? `${base}-users` : undefined}
                 aria-activedescendant={suggestions[pick] ? `${base}-user-${pick}` : undefined}
                 placeholder="Type email addresses"
                 value={typed}
                 onInput={(e) => {
                   setTyped((e.target as HTMLInputElement).value);
                   setPick(-1);
+                  setDismissed(false);
                 }}
                 onKeyDown={(e) => {
                   // The suggestions by keyboard, as the search box's hits.
@@ -674,7 +677,7 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
                     // Closes the suggestions, not the dialog.
                     e.preventDefault();
                     e.stopPropagation();
-                    setTyped("");
+                    setDismissed(true);
                     setPick(-1);
                   } else if (e.key === "Enter" && suggestions[pick]) {
                     e.preventDefault();

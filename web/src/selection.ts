@@ -6,10 +6,26 @@ import { useState } from "preact/hooks";
 
 export type Selection = ReturnType<typeof useSelection>;
 
+type Mark = { id: string | null; at: number };
+const NONE: Mark = { id: null, at: -1 };
+
 export function useSelection(shown: { id: string }[]) {
   const [selected, setSelected] = useState<Set<string>>(new Set());
-  const [anchor, setAnchor] = useState<number>(-1);
-  const [active, setActive] = useState<number>(-1);
+  // The item the keyboard is on and the one a range starts from, by id, with the place
+  // each was at: a list read again (a change seen) may put items before them, and what
+  // was deleted leaves the place, where the keyboard goes on from.
+  const [anchorAt, setAnchorAt] = useState<Mark>(NONE);
+  const [activeAt, setActiveAt] = useState<Mark>(NONE);
+  const place = (m: Mark) => {
+    if (!m.id) return -1;
+    const i = m.at < shown.length && shown[m.at].id === m.id ? m.at : shown.findIndex((s) => s.id === m.id);
+    return i >= 0 ? i : Math.min(m.at, shown.length - 1);
+  };
+  const anchor = place(anchorAt);
+  const active = place(activeAt);
+  const mark = (i: number): Mark => (shown[i] ? { id: shown[i].id, at: i } : NONE);
+  const setAnchor = (i: number) => setAnchorAt(mark(i));
+  const setActive = (i: number) => setActiveAt(mark(i));
 
   const selectOnly = (i: number) => {
     setSelected(new Set(shown[i] ? [shown[i].id] : []));

@@ -25,51 +25,91 @@ export function useVersion(): number {
 // the tab, and a page watches the one thing it shows (`useWatch`).
 let returnedAt = 0;
 function returned() {
-  if (document.visibilityState !== "visible" || Date.now() - returnedAt < 2_000) return;
+  if (session.ended || document.visibilityState !== "visible" || Date.now() - returnedAt < 2_000) return;
   returnedAt = Date.now();
   changed();
 }
-if (typeof document !== "undefined") {
-  document.addEventListener("visibilitychange", returned);
-  window.addEventListener("focus", returned);
-}
+// Not `focus` as well: it fires on coming back from the PDF viewer's frame or the
+// developer tools too, and coming back to the tab is what visibilitychange tells.
+if (typeof document !== "undefined") document.addEventListener("visibilitychange", returned);
 
 // How often a shown page asks whether what it shows changed: one small read (not its
 // list, which may be thousands of items) while the tab is visible.
 export const WATCH_MS = 5_000;
+// While what is watched keeps changing (an upload into the folder), the views read again
+// at most this often, and once more when it holds still: a list slower to read than
+// WATCH_MS is not cut off at every tick.
+const BUSY_MS = 30_000;
 
 // Every WATCH_MS, `path` is read and `key` taken of it: when the key changes (or the
 // read is refused: the thing is gone, or no longer shared), every view reads again.
 export function useWatch(path: string | null, key: (body: any) => string) {
   useEffect(() => {
     if (!path) return;
+    let stopped = false;
+    // The key as of the last answer (null before the first) and the version the views
+    // had read at then; whether a change seen is not read by them yet: it is read at
+    // once if the last read it made was BUSY_MS ago, else once the key holds still for
+    // a tick (or BUSY_MS on, if it keeps changing: an upload into the folder), so that a
+    // list slower to read than a tick is not cut off at every tick.
     let last: string | null = null;
+    let seen = version;
+    let pending = false;
+    let readAt = 0;
     let busy = false;
+    let again = false;
     const tick = async () => {
-      if (busy || document.visibilityState !== "visible") return;
+      if (busy) return void (again = true);
+      if (stopped || session.ended || document.visibilityState !== "visible") return;
       busy = true;
+      const at = version;
+      let now: string | undefined;
       try {
-        const now = key(await get(path));
-        if (last !== null && now !== last) changed();
-        last = now;
+        now = key(await get(path));
       } catch (e) {
-        // Gone or no longer shared: said once (the views' own reads show it); a network
-        // failure changes nothing here.
-        if (e instanceof ApiError && (e.status === 403 || e.status === 404) && last !== "refused") {
-          last = "refused";
-          changed();
-        }
-      } finally {
-        busy = false;
+        // Gone or no longer shared is a change like another; a network failure, or the
+        // session ended (its dialog is up), changes nothing here.
+        if (e instanceof ApiError && (e.status === 403 || e.status === 404)) now = "\0refused";
+      }
+      busy = false;
+      if (stopped) return;
+      let read = false;
+      if (now !== undefined) {
+        if (last === null || at !== seen) {
+          // The first answer, or one asked for after the views began reading again (a
+          // write made here, the tab come back to): what they read, not a change.
+          pending = false;
+        } else if (now !== last) {
+          pending = true;
+          read = Date.now() - readAt >= BUSY_MS;
+        } else read = pending;
+        last = now;
+        seen = at;
+      }
+      if (read) {
+        pending = false;
+        readAt = Date.now();
+        changed(); // which asks again at once (below), for the new baseline
+      } else if (again) {
+        again = false;
+        tick();
       }
     };
+    // The views read again (for whatever reason): asked again at once, so that what
+    // they read is the baseline and a change after it is seen.
+    const reread = () => void tick();
+    listeners.add(reread);
     tick();
     const timer = setInterval(tick, WATCH_MS);
-    return () => clearInterval(timer);
+    return () => {
+      stopped = true;
+      listeners.delete(reread);
+      clearInterval(timer);
+    };
   }, [path]);
 }
 
-export const session: { me: User | null } = { me: null };
+export const session: { me: User | null; ended: boolean } = { me: null, ended: false };
 
 // Dialogs are opened from menus, toolbars and the tree: one place holds the open one.
 export type DialogRequest =

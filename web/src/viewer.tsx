@@ -23,17 +23,22 @@ export function FilePage({ id }: { id: string }) {
   useEffect(() => {
     if (file && goneSince(id, opened.current)) return navigate(folderUrl(file.folder_id), true);
     setError(null);
-    get<FileItem>(`/v1/files/${id}`)
+    // A read begun later (a change seen while this one was under way) has the last word,
+    // whichever answers first.
+    const abort = new AbortController();
+    get<FileItem>(`/v1/files/${id}`, abort.signal)
       .catch((e) => {
         // Gone, or no longer shared with the person: nothing of it stays on the page.
-        if (e instanceof ApiError && (e.status === 404 || e.status === 403)) setFile(null);
+        if (!abort.signal.aborted && e instanceof ApiError && (e.status === 404 || e.status === 403)) setFile(null);
         throw e;
       })
       .then((f) => {
+        if (abort.signal.aborted) return;
         setFile(f);
-        return get<Folder>(`/v1/folders/${f.folder_id}`).then(setFolder);
+        return get<Folder>(`/v1/folders/${f.folder_id}`, abort.signal).then((d) => abort.signal.aborted || setFolder(d));
       })
-      .catch(setError);
+      .catch((e) => abort.signal.aborted || setError(e));
+    return () => abort.abort();
   }, [id, version, attempt]);
   // Renamed, moved, added to or removed from datasets elsewhere: shown unasked.
   useWatch(`/v1/files/${id}`, (f: FileItem) =>
