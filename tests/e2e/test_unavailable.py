@@ -3,6 +3,7 @@ dropped connection, and the platform whole again once the launcher has restarted
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import AsyncIterator
 
@@ -60,9 +61,9 @@ async def test_an_upload_whose_end_meets_the_access_service_away_is_still_stored
 
     async def take_the_access_service_away() -> None:
         await started.wait()
-        acl = stack.child("acl")
-        acl.proc.send_signal(signal.SIGKILL)
-        acl.proc.wait()
+        # Kept down until the upload has been answered: restarted by the supervisor at
+        # once, it could be back before the gateway's remembered answer ran out.
+        held.enter_context(stack.down("acl"))
 
         async def unanswered() -> bool:
             # Once the gateway's remembered answer for this key has run out.
@@ -71,16 +72,17 @@ async def test_an_upload_whose_end_meets_the_access_service_away_is_still_stored
         await eventually(unanswered, within=30, what="the gateway finding the ACL away")
         away.set()
 
-    async with httpx.AsyncClient(base_url=str(api.base_url), headers=api.headers) as own:
-        sent, _ = await asyncio.gather(
-            own.post(
-                f"/v1/folders/{top['id']}/files",
-                content=body(),
-                headers={"content-type": "multipart/form-data; boundary=B"},
-                timeout=120,
-            ),
-            take_the_access_service_away(),
-        )
+    with contextlib.ExitStack() as held:
+        async with httpx.AsyncClient(base_url=str(api.base_url), headers=api.headers) as own:
+            sent, _ = await asyncio.gather(
+                own.post(
+                    f"/v1/folders/{top['id']}/files",
+                    content=body(),
+                    headers={"content-type": "multipart/form-data; boundary=B"},
+                    timeout=120,
+                ),
+                take_the_access_service_away(),
+            )
     assert sent.status_code == 201, sent.text
 
     async def listed() -> bool:
