@@ -85,6 +85,12 @@ export function useWatch(path: string | null, key: (body: any) => string) {
         } else read = pending;
         last = now;
         seen = at;
+      } else if (at !== seen) {
+        // The views began reading again and this read failed: theirs may have too (the
+        // network not back on waking from sleep), so the next answer is not taken as what
+        // they read; they read once more when it comes.
+        seen = at;
+        pending = true;
       }
       if (read) {
         pending = false;
