@@ -369,3 +369,24 @@ def test_a_change_made_while_every_read_failed_is_read_once_they_answer_again(
 
     down["on"] = False
     expect(count).to_have_text(re.compile(r"^2 items"))
+
+
+def test_a_description_changed_elsewhere_while_edited_here_shows_after_cancel(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("described"), description="As it was")
+    page.goto(f"/folders/{folder['id']}")
+    details = page.get_by_role("complementary", name="Details")
+    details.get_by_role("button", name="Edit description").click()
+    renamed = unique("renamed")
+    changed = api.patch(
+        f"/v1/folders/{folder['id']}", json={"name": renamed, "description": "As it is now"}
+    )
+    assert changed.status_code == 200, changed.text
+    # The page has read the folder again (its name shows) while the description is edited.
+    expect(details.get_by_role("heading", name=renamed)).to_be_visible()
+    expect(details.get_by_role("textbox", name="Description")).to_have_value("As it was")
+
+    details.get_by_role("button", name="Cancel").click()
+    expect(details.get_by_text("As it is now")).to_be_visible()
