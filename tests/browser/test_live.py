@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 import httpx
-from playwright.sync_api import Browser, Page, Request, Route, expect
+from playwright.sync_api import APIResponse, Browser, Page, Request, Route, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from shared.kit.stack import Stack
@@ -390,3 +390,45 @@ def test_a_description_changed_elsewhere_while_edited_here_shows_after_cancel(
 
     details.get_by_role("button", name="Cancel").click()
     expect(details.get_by_text("As it is now")).to_be_visible()
+
+
+def test_a_change_made_while_an_earlier_watch_read_was_under_way_is_seen(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """The views read again (the tab come back to) while the watch's tick still waits
+    for its answer: the watch asks at once too, not after that answer, so that a change
+    made once the views have read is seen as one, not taken for what they read. The held
+    tick answers last, with what was there when it was asked."""
+    page = signed_in
+    folder = make_folder(api, unique("overtaken-watch"))
+    upload(api, folder["id"], ("a.txt", text("a\n")))
+    watched = f"/v1/folders/{folder['id']}"
+    under_way: set[Request] = set()
+    page.on("request", lambda r: watched in r.url and under_way.add(r))
+    page.on("requestfinished", lambda r: under_way.discard(r))
+    page.on("requestfailed", lambda r: under_way.discard(r))
+    hold = {"on": False}
+    held: list[tuple[Route, APIResponse]] = []
+
+    def folder_read(route: Route) -> None:
+        if hold["on"]:
+            hold["on"] = False
+            held.append((route, route.fetch()))
+        else:
+            route.fallback()
+
+    page.route(f"**{watched}", folder_read)
+    page.goto(f"/folders/{folder['id']}")
+    count = page.locator("p.count")
+    expect(count).to_have_text("1 item")
+    _until(page, lambda: not under_way, "the page's first reads answered")
+    hold["on"] = True  # the next read of the folder: the watch's tick
+    _until(page, lambda: bool(held), "the watch's tick asked")
+    [(tick, answer)] = held
+
+    with page.expect_response(lambda r: f"{watched}/items" in r.url):
+        page.evaluate(RETURN_TO_TAB)
+    _until(page, lambda: under_way <= {tick.request}, "the views' reads answered")
+    upload(api, folder["id"], ("c.txt", text("c\n")))
+    tick.fulfill(response=answer)
+    expect(count).to_have_text("2 items")
