@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
+from collections.abc import Callable
 
 import httpx
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import APIResponse, Browser, Page, Request, Route, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from shared.kit.stack import Stack
@@ -324,3 +326,109 @@ def test_a_folder_changing_at_every_tick_is_read_again_when_it_stops_not_at_ever
     assert len(lists) == read + 2, lists[read:]
     # The watch goes on ticking: none of its reads is left half answered at the close.
     page.unroute_all(behavior="ignoreErrors")
+
+
+def _until(page: Page, done: Callable[[], bool], what: str) -> None:
+    """Waits on `done`, each look a frame apart (events and routes are taken meanwhile)."""
+    deadline = time.monotonic() + 15
+    while not done():
+        assert time.monotonic() < deadline, what
+        page.evaluate("() => new Promise(requestAnimationFrame)")
+
+
+def test_a_change_made_while_every_read_failed_is_read_once_they_answer_again(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """Back to the tab while the network is not (waking from sleep): the views' reads
+    and the watch's fail. The watch's next answer, with what changed meanwhile, has the
+    views read again: it is not taken as what they read."""
+    page = signed_in
+    folder = make_folder(api, unique("asleep"))
+    upload(api, folder["id"], ("a.txt", text("a\n")))
+    page.goto(f"/folders/{folder['id']}")
+    count = page.locator("p.count")
+    expect(count).to_have_text("1 item")
+
+    down = {"on": True}
+    page.route("**/v1/**", lambda route: route.abort() if down["on"] else route.fallback())
+    upload(api, folder["id"], ("b.txt", text("b\n")))
+    watched = f"/v1/folders/{folder['id']}"
+    under_way: set[Request] = set()
+    failed: list[str] = []
+    page.on("request", lambda r: watched in r.url and under_way.add(r))
+    page.on("requestfinished", lambda r: under_way.discard(r))
+    page.on("requestfailed", lambda r: (under_way.discard(r), failed.append(r.url)))
+    page.evaluate(RETURN_TO_TAB)
+    # The watch's read (asked at once) and the views' (asked once drawn) have failed.
+    _until(
+        page,
+        lambda: not under_way and any(f"{watched}/items" in u for u in failed),
+        "the reads begun on coming back failed",
+    )
+    expect(count).to_have_text(re.compile(r"^1 item"))
+
+    down["on"] = False
+    expect(count).to_have_text(re.compile(r"^2 items"))
+
+
+def test_a_description_changed_elsewhere_while_edited_here_shows_after_cancel(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("described"), description="As it was")
+    page.goto(f"/folders/{folder['id']}")
+    details = page.get_by_role("complementary", name="Details")
+    details.get_by_role("button", name="Edit description").click()
+    renamed = unique("renamed")
+    changed = api.patch(
+        f"/v1/folders/{folder['id']}", json={"name": renamed, "description": "As it is now"}
+    )
+    assert changed.status_code == 200, changed.text
+    # The page has read the folder again (its name shows) while the description is edited.
+    expect(details.get_by_role("heading", name=renamed)).to_be_visible()
+    expect(details.get_by_role("textbox", name="Description")).to_have_value("As it was")
+
+    details.get_by_role("button", name="Cancel").click()
+    expect(details.get_by_text("As it is now")).to_be_visible()
+
+
+def test_a_change_made_while_an_earlier_watch_read_was_under_way_is_seen(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """The views read again (the tab come back to) while the watch's tick still waits
+    for its answer: the watch asks at once too, not after that answer, so that a change
+    made once the views have read is seen as one, not taken for what they read. The held
+    tick answers last, with what was there when it was asked."""
+    page = signed_in
+    folder = make_folder(api, unique("overtaken-watch"))
+    upload(api, folder["id"], ("a.txt", text("a\n")))
+    watched = f"/v1/folders/{folder['id']}"
+    under_way: set[Request] = set()
+    page.on("request", lambda r: watched in r.url and under_way.add(r))
+    page.on("requestfinished", lambda r: under_way.discard(r))
+    page.on("requestfailed", lambda r: under_way.discard(r))
+    hold = {"on": False}
+    held: list[tuple[Route, APIResponse]] = []
+
+    def folder_read(route: Route) -> None:
+        if hold["on"]:
+            hold["on"] = False
+            held.append((route, route.fetch()))
+        else:
+            route.fallback()
+
+    page.route(f"**{watched}", folder_read)
+    page.goto(f"/folders/{folder['id']}")
+    count = page.locator("p.count")
+    expect(count).to_have_text("1 item")
+    _until(page, lambda: not under_way, "the page's first reads answered")
+    hold["on"] = True  # the next read of the folder: the watch's tick
+    _until(page, lambda: bool(held), "the watch's tick asked")
+    [(tick, answer)] = held
+
+    with page.expect_response(lambda r: f"{watched}/items" in r.url):
+        page.evaluate(RETURN_TO_TAB)
+    _until(page, lambda: under_way <= {tick.request}, "the views' reads answered")
+    upload(api, folder["id"], ("c.txt", text("c\n")))
+    tick.fulfill(response=answer)
+    expect(count).to_have_text("2 items")

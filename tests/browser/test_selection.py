@@ -4,6 +4,8 @@ impact shown before it is confirmed."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from playwright.sync_api import Page, expect
 
@@ -155,3 +157,28 @@ def test_add_to_dataset_existing_and_a_new_synced_one(signed_in: Page, api: http
     ]
     assert made["synced_folder_id"] == folder["id"] and made["description"] == "follows the folder"
     assert made["file_count"] == 2
+
+
+def test_the_keyboard_goes_on_after_a_range_chosen_downward_and_deleted(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """a..i, c to e chosen downward (the keyboard on e) and deleted: the keyboard is on f,
+    the first item after them, not on h, at e's old place in the shorter list."""
+    page = signed_in
+    folder = make_folder(api, unique("range"))
+    upload(api, folder["id"], *[(f"{n}.txt", text(f"{n}\n")) for n in "abcdefghi"])
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    grid.get_by_role("row", name="c.txt").click()
+    page.keyboard.press("Shift+ArrowDown")
+    page.keyboard.press("Shift+ArrowDown")
+    expect(page.locator("p.count")).to_have_text("9 items, 3 selected")
+    assert _selected(page) == ["c.txt", "d.txt", "e.txt"]
+    page.keyboard.press("Delete")
+    page.get_by_role("dialog", name="Delete").get_by_role("button", name="Delete").click()
+    expect(page.locator("p.count")).to_have_text("6 items")
+
+    active = re.compile(r"\bactive\b")
+    expect(grid.get_by_role("row", name="f.txt")).to_have_class(active)
+    expect(grid.get_by_role("row", name="h.txt")).not_to_have_class(active)

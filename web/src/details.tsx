@@ -105,7 +105,8 @@ function Description({ folder }: { folder: Folder }) {
   const [shown, setShown] = useState(folder.description ?? "");
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
-  // Changed elsewhere (another person, another tab): shown, unless being edited here.
+  // Changed elsewhere (another person, another tab): shown, unless being edited here;
+  // Cancel then shows it.
   useEffect(() => {
     if (!editing) setShown(folder.description ?? "");
   }, [folder.description]);
@@ -132,7 +133,7 @@ function Description({ folder }: { folder: Folder }) {
         <textarea id={`description-${folder.id}`} rows={3} value={text} onInput={(e) => setText((e.target as HTMLTextAreaElement).value)} />
         <ErrorText error={error} />
         <div class="actions">
-          <button type="button" onClick={() => (setEditing(false), setText(shown), setError(null))}>
+          <button type="button" onClick={() => (setEditing(false), setShown(folder.description ?? ""), setError(null))}>
             Cancel
           </button>
           <button type="submit" class="primary" disabled={busy}>

@@ -2,7 +2,7 @@
 // click chooses one, Shift-click a range from the last one clicked, Ctrl/Cmd-click adds or
 // removes one; from the keyboard, arrows move (Shift extends, Ctrl/Cmd moves without
 // choosing), Space adds or removes, Ctrl/Cmd+A chooses all, Escape chooses none.
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 
 export type Selection = ReturnType<typeof useSelection>;
 
@@ -12,17 +12,29 @@ const NONE: Mark = { id: null, at: -1 };
 export function useSelection(shown: { id: string }[]) {
   const [selected, setSelected] = useState<Set<string>>(new Set());
   // The item the keyboard is on and the one a range starts from, by id, with the place
-  // each was at: a list read again (a change seen) may put items before them, and what
-  // was deleted leaves the place, where the keyboard goes on from.
+  // each was at: a list read again (a change seen) may put items before them, and the
+  // keyboard goes on from what was deleted at the first item after it that is left.
   const [anchorAt, setAnchorAt] = useState<Mark>(NONE);
   const [activeAt, setActiveAt] = useState<Mark>(NONE);
+  // The last list that had both, where "after it" is looked for: the place alone would
+  // skip as many items as were deleted before it (a range chosen downward).
+  const had = useRef(shown);
   const place = (m: Mark) => {
     if (!m.id) return -1;
     const i = m.at < shown.length && shown[m.at].id === m.id ? m.at : shown.findIndex((s) => s.id === m.id);
-    return i >= 0 ? i : Math.min(m.at, shown.length - 1);
+    if (i >= 0) return i;
+    const before = had.current;
+    const now = new Map(shown.map((s, k) => [s.id, k] as const));
+    for (let k = before.findIndex((s) => s.id === m.id) + 1; k > 0 && k < before.length; k++) {
+      const left = now.get(before[k].id);
+      if (left !== undefined) return left;
+    }
+    return Math.min(m.at, shown.length - 1);
   };
   const anchor = place(anchorAt);
   const active = place(activeAt);
+  const kept = (m: Mark, i: number) => !m.id || shown[i]?.id === m.id;
+  if (kept(anchorAt, anchor) && kept(activeAt, active)) had.current = shown;
   const mark = (i: number): Mark => (shown[i] ? { id: shown[i].id, at: i } : NONE);
   const setAnchor = (i: number) => setAnchorAt(mark(i));
   const setActive = (i: number) => setActiveAt(mark(i));

@@ -56,11 +56,15 @@ export function useWatch(path: string | null, key: (body: any) => string) {
     let seen = version;
     let pending = false;
     let readAt = 0;
+    // A tick while a read is under way leaves it to answer; the views reading again ask
+    // at once (`fresh`), not after it: a change made once their reads answered would be
+    // taken for what they read. The reads asked so far number them: the answer to one
+    // overtaken by a later read is dropped (it may predate a write made here).
     let busy = false;
-    let again = false;
-    const tick = async () => {
-      if (busy) return void (again = true);
-      if (stopped || session.ended || document.visibilityState !== "visible") return;
+    let asked = 0;
+    const tick = async (fresh: boolean) => {
+      if ((busy && !fresh) || stopped || session.ended || document.visibilityState !== "visible") return;
+      const mine = ++asked;
       busy = true;
       const at = version;
       let now: string | undefined;
@@ -71,8 +75,8 @@ export function useWatch(path: string | null, key: (body: any) => string) {
         // session ended (its dialog is up), changes nothing here.
         if (e instanceof ApiError && (e.status === 403 || e.status === 404)) now = "\0refused";
       }
+      if (stopped || mine !== asked) return;
       busy = false;
-      if (stopped) return;
       let read = false;
       if (now !== undefined) {
         if (last === null || at !== seen) {
@@ -85,22 +89,25 @@ export function useWatch(path: string | null, key: (body: any) => string) {
         } else read = pending;
         last = now;
         seen = at;
+      } else if (at !== seen) {
+        // The views began reading again and this read failed: theirs may have too (the
+        // network not back on waking from sleep), so the next answer is not taken as what
+        // they read; they read once more when it comes.
+        seen = at;
+        pending = true;
       }
       if (read) {
         pending = false;
         readAt = Date.now();
         changed(); // which asks again at once (below), for the new baseline
-      } else if (again) {
-        again = false;
-        tick();
       }
     };
     // The views read again (for whatever reason): asked again at once, so that what
     // they read is the baseline and a change after it is seen.
-    const reread = () => void tick();
+    const reread = () => void tick(true);
     listeners.add(reread);
-    tick();
-    const timer = setInterval(tick, WATCH_MS);
+    tick(true);
+    const timer = setInterval(() => tick(false), WATCH_MS);
     return () => {
       stopped = true;
       listeners.delete(reread);
