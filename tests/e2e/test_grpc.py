@@ -19,7 +19,7 @@ from google.protobuf import struct_pb2
 from services.gateway.files_pb.files.v1 import files_pb2 as pb
 from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
 from shared.kit.stack import Stack
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import ELF, png, unique
 
 ADMIN = (("authorization", f"Bearer {ADMIN_KEY}"),)
@@ -537,10 +537,11 @@ async def test_a_download_its_client_cancels_releases_its_connection_to_ingest(
             if read == 2:
                 break
         stream.cancel()
-    deadline = asyncio.get_running_loop().time() + 30
-    while held_to(stack, "ingest"):
-        assert asyncio.get_running_loop().time() < deadline, held_to(stack, "ingest")
-        await asyncio.sleep(0.1)
+
+    async def released() -> bool:
+        return held_to(stack, "ingest") == 0
+
+    await eventually(released, within=30, what="the gateway's connections to ingest released")
     # The gateway goes on serving downloads.
     _, data = await download(client, big.id)
     assert data == body
