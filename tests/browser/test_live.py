@@ -9,9 +9,10 @@ import contextlib
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
-from playwright.sync_api import APIResponse, Browser, Page, Request, Route, expect
+from playwright.sync_api import APIResponse, Browser, Locator, Page, Request, Route, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from shared.kit.stack import Stack
@@ -253,13 +254,18 @@ def test_coming_back_after_the_session_ended_leaves_no_errors_once_signed_in_aga
     expect(page.locator(".error-text")).to_have_count(0)
 
 
+def open_described_folder(page: Page, api: httpx.Client) -> tuple[dict[str, Any], Locator]:
+    """A folder described "As it was", open, and its details panel."""
+    folder = make_folder(api, unique("described"), description="As it was")
+    page.goto(f"/folders/{folder['id']}")
+    return folder, page.get_by_role("complementary", name="Details")
+
+
 def test_a_folders_description_changed_elsewhere_shows_in_its_details(
     signed_in: Page, api: httpx.Client
 ) -> None:
     page = signed_in
-    folder = make_folder(api, unique("described"), description="As it was")
-    page.goto(f"/folders/{folder['id']}")
-    details = page.get_by_role("complementary", name="Details")
+    folder, details = open_described_folder(page, api)
     expect(details.get_by_text("As it was")).to_be_visible()
     changed = api.patch(f"/v1/folders/{folder['id']}", json={"description": "As it is now"})
     assert changed.status_code == 200, changed.text
@@ -375,9 +381,7 @@ def test_a_description_changed_elsewhere_while_edited_here_shows_after_cancel(
     signed_in: Page, api: httpx.Client
 ) -> None:
     page = signed_in
-    folder = make_folder(api, unique("described"), description="As it was")
-    page.goto(f"/folders/{folder['id']}")
-    details = page.get_by_role("complementary", name="Details")
+    folder, details = open_described_folder(page, api)
     details.get_by_role("button", name="Edit description").click()
     renamed = unique("renamed")
     changed = api.patch(
