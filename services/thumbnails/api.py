@@ -30,6 +30,7 @@ from shared.kit.http import (
     role_on_file,
 )
 from shared.kit.logs import log
+from shared.kit.media import without_paths
 
 NOT_READY_RETRY_S = 2
 
@@ -89,9 +90,9 @@ def router(thumbnails: Thumbnails) -> APIRouter:
         if row["state"] == "failed":
             return _missing(
                 "thumbnail_unavailable",
-                f"file {file_id} cannot have a thumbnail: {row['reason']}",
+                f"file {file_id} cannot have a thumbnail: {without_paths(row['reason'])}",
                 code=row["code"],
-                reason=row["reason"],
+                reason=without_paths(row["reason"]),
             )
         renditions = {r["size"]: r for r in row["renditions"]}
         chosen = renditions[domain.pick(list(renditions), size)]
@@ -168,7 +169,7 @@ def renditions_router(renditions: Renditions) -> APIRouter:
         if row["state"] == "failed":
             return _no_rendition(
                 file_id,
-                f"no web rendition: it could not be made ({row['reason']})",
+                f"no web rendition: it could not be made ({without_paths(row['reason'])})",
                 code=row["code"],
             )
         return JSON(

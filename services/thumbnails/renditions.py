@@ -32,6 +32,7 @@ from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
 from shared.kit.logs import log
+from shared.kit.media import without_paths
 from shared.kit.projections import Projection
 from shared.kit.reactions import Received
 from shared.kit.retry import Policy
@@ -348,7 +349,7 @@ class Renditions(Handlers):
             {
                 "name": str(i["file_id"]),
                 "code": i["code"],
-                "message": f"file {i['file_id']}: {i['reason']}",
+                "message": f"file {i['file_id']}: {without_paths(i['reason'])}",
                 "details": {"file_id": str(i["file_id"])},
             }
             for i in items

@@ -19,6 +19,7 @@ import orjson
 from shared.contracts import REGISTRY
 from shared.kit.db import Conn
 from shared.kit.eventstore import EventStore
+from shared.kit.media import without_paths
 
 # A data key containing any of these (case-insensitive) is dropped, at any depth.
 # `sealed`: values encrypted at rest (an integration's credentials) stay out as well.
@@ -65,10 +66,12 @@ def subject_condition(
 
 
 def redact(value: Any) -> Any:
-    """The value without any mapping key that names a secret, recursively."""
+    """The value without any mapping key that names a secret, recursively; a failure's
+    `reason` without the server paths a decoder quoted (reasons recorded before they
+    were cleaned as they are made keep a local blob's path in the data dir)."""
     if isinstance(value, dict):
         return {
-            k: redact(v)
+            k: without_paths(v) if k == "reason" and isinstance(v, str) else redact(v)
             for k, v in value.items()
             if not any(part in str(k).lower() for part in REDACTED_KEY_PARTS)
         }

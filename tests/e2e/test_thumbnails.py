@@ -325,6 +325,48 @@ async def test_why_a_file_is_unreadable_never_names_where_the_server_keeps_it(
         assert "/blobs/" not in str(failed) and "sha256" not in str(failed), failed
 
 
+async def test_a_reason_recorded_with_a_server_path_before_they_were_cleaned_is_shown_without_it(
+    api: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    # Replicas before the reasons were cleaned recorded them as the decoder said them, a
+    # local blob's path in the data dir quoted: the row and the event stay so.
+    top = await folder(api, unique("thumbs-old-paths"))
+    [junk] = (await upload(api, top["id"], ("junk.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64)))[
+        "files"
+    ]
+    error(await settled(api, junk["id"]), 404, "thumbnail_unavailable")
+    file_id = uuid.UUID(junk["id"])
+    old = "UnidentifiedImageError: cannot identify image file '/srv/files/.data/blobs/sha256/ab'"
+    await pool.execute("UPDATE thumbnails.files SET reason = $2 WHERE file_id = $1", file_id, old)
+    source = await pool.fetchval("SELECT source FROM thumbnails.files WHERE file_id = $1", file_id)
+    store = EventStore("thumbnails")
+    head = await pool.fetchval(
+        "SELECT coalesce(max(stream_version), 0) FROM thumbnails.events WHERE stream_id = $1",
+        ev.file_stream(file_id),
+    )
+    recorded = envelopes_of(
+        [
+            Change(
+                ev.file_stream(file_id),
+                head + 1,
+                ev.ThumbnailFailed(file_id=file_id, source=source, code="unreadable", reason=old),
+            )
+        ],
+        Cause(actor="system:test", correlation_id=str(uuid.uuid4())),
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append(conn, recorded)
+
+    failed = error(await api.get(f"/v1/files/{junk['id']}/thumbnail"), 404, "thumbnail_unavailable")
+    assert "/srv/files" not in str(failed) and "cannot identify image file" in str(failed), failed
+    audit = await api.get("/v1/audit", params={"subject_id": junk["id"], "limit": 1000})
+    assert audit.status_code == 200, audit.text
+    reasons = [
+        e["data"]["reason"] for e in audit.json()["items"] if e["type"] == ev.ThumbnailFailed.type
+    ]
+    assert reasons == ["UnidentifiedImageError: cannot identify image file '…'"], reasons
+
+
 @pytest.fixture
 async def store(platform: Any) -> AsyncIterator[BlobStore]:
     blobs = open_blob_store(platform.settings)
