@@ -33,6 +33,7 @@ from fastapi.responses import Response
 
 from services.gateway import sessions
 from services.gateway.routes import Route
+from services.gateway.transfers import Transfers
 from shared.contracts import topics
 from shared.kit import consistency, idempotency, identity, tracing
 from shared.kit.access import RANK, Access
@@ -288,6 +289,11 @@ class Gateway:
         self._applies: dict[str, tuple[float, frozenset[str]]] = {}
         # Signs who asks, on every call to a service (refused at start if weak or unset).
         self.identity = identity.ServiceKey(settings.service_key)
+        self.transfers = Transfers(settings.gateway_transfers_per_caller)
+        # The lookups of a caller under way, by the key's digest and the count of changes
+        # of access they began after: every download of a key asks again at its next
+        # chunk after a change, and they share one call.
+        self._asking: dict[tuple[str, int], asyncio.Future[dict[str, Any] | None]] = {}
         self.http: httpx.AsyncClient
         self.streams: httpx.AsyncClient
         self.fresh: httpx.AsyncClient
@@ -500,6 +506,7 @@ class Gateway:
         caller gets that answer, never an error that would make them send it again."""
         request = call.request
         if stream_body:
+            self.take_transfer(call)
             content: Any = in_pieces(request.stream())
             if call.user is not None:
                 content = self._last_piece_checked(content, call, folder_path)
@@ -525,6 +532,17 @@ class Gateway:
             if call.route.changes_access:
                 self.forget_callers()
         return answer
+
+    def take_transfer(self, call: Call) -> None:
+        """One more transfer of the call's caller (`429` past their cap): a member by
+        their user id, whichever key they use; a session's parts, which come as no one,
+        by their session."""
+        caller = (
+            f"user:{call.user['id']}"
+            if call.user is not None
+            else f"session:{call.values.get('session_id')}"
+        )
+        self.transfers.take(call.request.scope, caller)
 
     async def _last_piece_checked(
         self, pieces: AsyncIterator[bytes], call: Call, folder_path: str | None
