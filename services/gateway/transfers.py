@@ -22,6 +22,19 @@ from shared.kit.errors import Refused
 
 # Where a request keeps the callers whose slots it holds (in the ASGI scope's state).
 HELD = "transfers_held"
+# The composers whose routes take a slot (a streamed upload or download): their routes
+# may answer 429 (services/gateway/openapi.py).
+COMPOSERS = frozenset(
+    {
+        "content",
+        "upload",
+        "upload_image_group",
+        "upload_dicom",
+        "upload_part",
+        "dicomweb",
+        "store_instances",
+    }
+)
 
 
 class Transfers:

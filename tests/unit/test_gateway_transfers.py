@@ -20,6 +20,7 @@ import orjson
 import pytest
 from starlette.requests import Request
 
+from services.gateway import openapi, transfers
 from services.gateway.edge import Call, Gateway, Unavailable
 from services.gateway.routes import TABLE
 from services.gateway.transfers import GiveBack, Transfers
@@ -236,3 +237,12 @@ async def test_a_download_retried_on_a_new_connection_is_within_the_cap(tmp_path
         await gateway.stop()
         server.close()
         await server.wait_closed()
+
+
+def test_the_routes_that_take_a_transfer_declare_its_429() -> None:
+    composers = {route.compose for route in TABLE.routes}
+    assert composers >= transfers.COMPOSERS
+    document = openapi.document(TABLE.routes)
+    content = document["paths"]["/v1/files/{file_id}/content"]["get"]["responses"]
+    assert "429" in content
+    assert "429" not in document["paths"]["/v1/folders"]["post"]["responses"]
