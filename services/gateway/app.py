@@ -29,6 +29,7 @@ from services.gateway.edge import (
     repeated_header,
 )
 from services.gateway.routes import TABLE, Refusal
+from services.gateway.transfers import GiveBack
 from shared.kit import consistency, idempotency, tracing
 from shared.kit.http import JSON, RETRY_AFTER_S, install_errors
 from shared.kit.logs import log
@@ -74,6 +75,9 @@ def build(settings: Settings) -> FastAPI:
     # The `traceparent` forwarded to the services (`Gateway._headers`) is then the one of
     # this request's server span (FastAPI's, when tracing is on).
     app.add_middleware(tracing.ForwardContext)
+    # A transfer's slot is given back once its exchange ends, however it ends (an
+    # answer is streamed after its route returned).
+    app.add_middleware(GiveBack, transfers=gateway.transfers)
     # Outermost: the request id, and a clean JSON 500 that keeps the connection usable.
     install_errors(app)
     document = openapi.document(TABLE.routes)

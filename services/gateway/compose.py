@@ -604,6 +604,7 @@ class Compose:
         """The blob of `file` (its content, or a rendition of it), streamed from ingest by
         range, and cut short if the caller's right to the file's folder goes meanwhile."""
         request = call.request
+        self.gateway.take_transfer(call)
         answer = await self.gateway.call(
             "ingest",
             "GET",

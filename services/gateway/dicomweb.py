@@ -88,6 +88,7 @@ async def retrieve(compose: Compose, call: Call) -> Response:
     folder = await compose.find_folder(call, call.values["folder_id"])
     if folder.status_code != 200:
         return gateway.relay(folder)
+    gateway.take_transfer(call)
     answer = await gateway.call(
         "dicom",
         "GET",

@@ -33,6 +33,7 @@ from fastapi.responses import Response
 
 from services.gateway import sessions
 from services.gateway.routes import Route
+from services.gateway.transfers import Transfers
 from shared.contracts import topics
 from shared.kit import consistency, idempotency, identity, tracing
 from shared.kit.access import RANK, Access
@@ -288,6 +289,11 @@ class Gateway:
         self._applies: dict[str, tuple[float, frozenset[str]]] = {}
         # Signs who asks, on every call to a service (refused at start if weak or unset).
         self.identity = identity.ServiceKey(settings.service_key)
+        self.transfers = Transfers(settings.gateway_transfers_per_caller)
+        # The lookups of a caller under way, by the key's digest and the count of changes
+        # of access they began after: every download of a key asks again at its next
+        # chunk after a change, and they share one call.
+        self._asking: dict[tuple[str, int], asyncio.Future[dict[str, Any] | None]] = {}
         self.http: httpx.AsyncClient
         self.streams: httpx.AsyncClient
         self.fresh: httpx.AsyncClient
@@ -337,10 +343,19 @@ class Gateway:
             event_hooks={"request": [_carry_trace]},
         )
         # For a read retried after its kept-alive connection was dropped: a connection
-        # of its own (the pool's other idle ones may have been dropped too).
+        # of its own (the pool's other idle ones may have been dropped too). Capped as
+        # the transfers are, per service: a retried download holds its connection for as
+        # long as its client reads, and these were unbounded.
+        retried = httpx.Limits(
+            max_connections=self.settings.gateway_transfers_per_service,
+            max_keepalive_connections=0,
+        )
         self.fresh = httpx.AsyncClient(
-            timeout=httpx.Timeout(60.0, connect=5.0),
-            transport=ServiceTransport(limits=httpx.Limits(max_keepalive_connections=0)),
+            timeout=httpx.Timeout(60.0, connect=5.0, pool=TRANSFER_WAIT_S),
+            transport=ServiceTransport(limits=retried),
+            mounts={
+                _origin(url): ServiceTransport(limits=retried) for url in self.services.values()
+            },
             cookies=NoCookies(),
         )
         self._follower = asyncio.create_task(self._follow_access_changes(), name="acl-follower")
@@ -481,9 +496,10 @@ class Gateway:
                 if method != "GET" or not isinstance(content, bytes | None):
                     raise  # a write, or a body that cannot be sent again
                 log.info("gateway.read_retried", upstream=service, error=repr(error))
-                return await self.fresh.send(built, stream=stream)
+                client = self.fresh
+                return await client.send(built, stream=stream)
         except httpx.PoolTimeout as error:
-            raise Unavailable(service, error, busy=client is self.streams) from error
+            raise Unavailable(service, error, busy=client is not self.http) from error
         except httpx.TransportError as error:
             raise Unavailable(service, error) from error
 
@@ -500,6 +516,7 @@ class Gateway:
         caller gets that answer, never an error that would make them send it again."""
         request = call.request
         if stream_body:
+            self.take_transfer(call)
             content: Any = in_pieces(request.stream())
             if call.user is not None:
                 content = self._last_piece_checked(content, call, folder_path)
@@ -525,6 +542,17 @@ class Gateway:
             if call.route.changes_access:
                 self.forget_callers()
         return answer
+
+    def take_transfer(self, call: Call) -> None:
+        """One more transfer of the call's caller (`429` past their cap): a member by
+        their user id, whichever key they use; a session's parts, which come as no one,
+        by their session."""
+        caller = (
+            f"user:{call.user['id']}"
+            if call.user is not None
+            else f"session:{call.values.get('session_id')}"
+        )
+        self.transfers.take(call.request.scope, caller)
 
     async def _last_piece_checked(
         self, pieces: AsyncIterator[bytes], call: Call, folder_path: str | None
@@ -626,15 +654,43 @@ class Gateway:
 
     async def user_of_key(self, request: Request, key: str) -> dict[str, Any] | None:
         """The user an API key is of; None if unknown or revoked."""
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        cached = self._keys.get(digest)
-        now = time.monotonic()
-        if cached and cached[0] > now:
-            return cached[1]
-        changes = self.access_changes
-        answer = await self.call(
-            "acl", "POST", "/internal/authenticate", request, json={"api_key": key}
+        return await self.caller_of(
+            hashlib.sha256(key.encode()).hexdigest(), request, {"api_key": key}
         )
+
+    async def caller_of(
+        self, digest: str, request: Request, credential: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """The user of a credential (an API key, a session's token) by its digest: from
+        the cache, else asked of the access service, in one call shared by every request
+        that asks for the same credential meanwhile (after a change of access each
+        download under way asks at its next chunk: N downloads of a key made N calls at
+        once). A call begun before a change of access is not shared with a request that
+        asks after it: its answer may be from before the change."""
+        cached = self._keys.get(digest)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        asked = (digest, self.access_changes)
+        lookup = self._asking.get(asked)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._ask_caller(digest, request, credential))
+            self._asking[asked] = lookup
+            lookup.add_done_callback(lambda done: self._asked(asked, done))
+        # Shielded: a request that stops waiting (a recheck's bound, a client gone) does
+        # not end the call the others wait on.
+        return await asyncio.shield(lookup)
+
+    def _asked(self, asked: tuple[str, int], done: asyncio.Future[Any]) -> None:
+        if self._asking.get(asked) is done:
+            del self._asking[asked]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have stopped waiting
+
+    async def _ask_caller(
+        self, digest: str, request: Request, credential: dict[str, str]
+    ) -> dict[str, Any] | None:
+        now, changes = time.monotonic(), self.access_changes
+        answer = await self.call("acl", "POST", "/internal/authenticate", request, json=credential)
         if answer.status_code >= 500:
             # Not a refusal: the caller is unknown for now, and nothing is cached.
             raise Refused(503, "unavailable", "the access service did not answer; try again")

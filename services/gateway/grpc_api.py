@@ -95,6 +95,7 @@ def status_of(http: int, code: str) -> grpc.StatusCode:
         415: grpc.StatusCode.INVALID_ARGUMENT,
         416: grpc.StatusCode.OUT_OF_RANGE,
         422: grpc.StatusCode.INVALID_ARGUMENT,
+        429: grpc.StatusCode.RESOURCE_EXHAUSTED,
         431: grpc.StatusCode.INVALID_ARGUMENT,
     }.get(http, grpc.StatusCode.UNKNOWN)
 

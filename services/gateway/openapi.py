@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from services.gateway import transfers
 from services.gateway.routes import Multipart, Raw, Route
 from shared.api.common import Error
 
@@ -90,6 +91,19 @@ ERRORS: dict[int, tuple[str, tuple[Example, ...]]] = {
                 "invalid_request",
                 "name: Field required",
                 {"fields": [{"field": "name", "problem": "Field required"}], "faults": 1},
+            ),
+        ),
+    ),
+    429: (
+        "The caller has as many uploads and downloads under way at this gateway as one may"
+        " (`FILES_GATEWAY_TRANSFERS_PER_CALLER`); try again after `Retry-After`, once one"
+        " has ended",
+        (
+            Example(
+                "too_many_transfers",
+                "you have 32 uploads and downloads under way at this gateway, as many as one"
+                " caller may (FILES_GATEWAY_TRANSFERS_PER_CALLER); try again once one has ended",
+                {"limit": 32, "retry": True},
             ),
         ),
     ),
@@ -266,6 +280,8 @@ def _operation(
         statuses |= {413, 422}
     if route.method != "GET":
         statuses.add(409)  # at least `concurrent_change`: nothing written, try again
+    if route.compose in transfers.COMPOSERS:
+        statuses.add(429)
     for status in sorted(statuses):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     operation["responses"] = responses

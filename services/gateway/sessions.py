@@ -20,7 +20,6 @@ none: signing out again answers the same 204 and records nothing.
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -82,19 +81,7 @@ async def authenticate(gateway: Gateway, request: Request) -> dict[str, Any] | N
     if request.method not in SAFE_METHODS:
         check_csrf(request)
     digest = "session:" + hashlib.sha256(token.encode()).hexdigest()
-    now = time.monotonic()
-    cached = gateway._keys.get(digest)
-    if cached and cached[0] > now:
-        return cached[1]
-    changes = gateway.access_changes
-    answer = await gateway.call(
-        "acl", "POST", "/internal/authenticate", request, json={"session_token": token}
-    )
-    if answer.status_code >= 500:
-        raise Refused(503, "unavailable", "the access service did not answer; try again")
-    user = answer.json() if answer.status_code == 200 else None
-    gateway.remember_caller(digest, now, user, changes)
-    return user
+    return await gateway.caller_of(digest, request, {"session_token": token})
 
 
 def _replayed(answer: Any, response: Response) -> Response:

@@ -63,8 +63,8 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 async def _api_error(_: Request, error: Exception) -> JSON:
     assert isinstance(error, Refused)
-    # A 503 always says when to come back, whichever layer gave up.
-    headers = {"Retry-After": RETRY_AFTER_S} if error.status == 503 else None
+    # A 503 always says when to come back, whichever layer gave up; so does a 429.
+    headers = {"Retry-After": RETRY_AFTER_S} if error.status in (429, 503) else None
     return JSON(error_body(error.code, error.message, error.details), error.status, headers=headers)
 
 

@@ -14,6 +14,11 @@ connection that sent nothing was never closed. Here:
 - a body may pause at most `body_idle_s` while the application waits for it (not while
   the application is the one not reading: flow control paused us): else the connection
   is closed, which the application sees as the client gone.
+- an answer's client may read nothing at most `send_idle_s` (the socket's buffers full,
+  so the application's writes wait): else the connection is dropped, which the
+  application sees as the client gone. A download never read held the gateway's
+  connection to ingest, and ingest's file, for good; a paused video element that finds
+  its connection gone asks again from where it was (a Range request).
 
 Between requests uvicorn's own keep-alive timeout closes an idle connection.
 
@@ -42,11 +47,15 @@ class Bounds:
     max_head: int
     headers_timeout_s: float
     body_idle_s: float
+    send_idle_s: float
 
 
-# The defaults of Settings' FILES_HTTP_HEADERS_TIMEOUT_S and FILES_HTTP_BODY_IDLE_S.
-PUBLIC = Bounds(max_head=64 * 1024, headers_timeout_s=30.0, body_idle_s=120.0)
-INTERNAL = Bounds(max_head=16 * 1024 * 1024, headers_timeout_s=30.0, body_idle_s=3600.0)
+# The defaults of Settings' FILES_HTTP_HEADERS_TIMEOUT_S, FILES_HTTP_BODY_IDLE_S and
+# FILES_HTTP_SEND_IDLE_S.
+PUBLIC = Bounds(max_head=64 * 1024, headers_timeout_s=30.0, body_idle_s=120.0, send_idle_s=300.0)
+INTERNAL = Bounds(
+    max_head=16 * 1024 * 1024, headers_timeout_s=30.0, body_idle_s=3600.0, send_idle_s=3600.0
+)
 # After a refusal, how long what the client still sends is read and dropped before the
 # connection closes: closed at once with unread bytes, it would be reset, and the client
 # could lose the answer before it read it.
@@ -94,6 +103,9 @@ class BoundedHttp(HttpToolsProtocol):
         # A refusal waiting for the answer to the request before it (pipelined).
         self._after_answer: tuple[int, bytes, str, str] | None = None
         self._body_at = 0.0
+        # Armed while flow control holds the application's writes (the client reads
+        # nothing): its own timer, as the body's may run at the same time.
+        self._send_timer: asyncio.TimerHandle | None = None
 
     # -- the connection ---------------------------------------------------------------
 
@@ -103,6 +115,7 @@ class BoundedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._send_resumed()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -130,6 +143,27 @@ class BoundedHttp(HttpToolsProtocol):
                     "headers_too_large",
                     f"the request line and headers are larger than {self.bounds.max_head} bytes",
                 )
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.bounds.send_idle_s, self._send_late)
+
+    def resume_writing(self) -> None:
+        self._send_resumed()
+        super().resume_writing()
+
+    def _send_resumed(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_late(self) -> None:
+        self._send_timer = None
+        log.info("http.answer_unread", client=self.client, idle_s=self.bounds.send_idle_s)
+        # Dropped, not closed: a close waits for the unread bytes to be sent first, for
+        # as long as the client likes.
+        self.transport.abort()
 
     # -- the parser's callbacks -------------------------------------------------------
 

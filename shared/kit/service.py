@@ -455,7 +455,12 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
         timeout_graceful_shutdown=5,
         # The gateway is the edge; a service is called only by it and by services.
         http=bounded_http(
-            Bounds(PUBLIC.max_head, settings.http_headers_timeout_s, settings.http_body_idle_s)
+            Bounds(
+                PUBLIC.max_head,
+                settings.http_headers_timeout_s,
+                settings.http_body_idle_s,
+                settings.http_send_idle_s,
+            )
             if name == "gateway"
             else INTERNAL
         ),

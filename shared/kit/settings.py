@@ -29,9 +29,15 @@ class Settings(BaseSettings):
     # body may pause at most this long while it is read (shared/kit/http_server.py).
     http_headers_timeout_s: float = 30.0
     http_body_idle_s: float = 120.0
+    # At the gateway, an answer its client reads nothing of for this long (the socket's
+    # buffers full) is cut: its connection is dropped, and what it held let go.
+    http_send_idle_s: float = Field(default=300.0, gt=0)
     # The gateway's streamed calls (uploads, parts, STOW; downloads, retrieves) open at
     # once to each service, at most; past it a transfer is refused 503 (Retry-After).
     gateway_transfers_per_service: int = Field(default=2000, ge=1)
+    # The streamed calls one caller (a member, or an upload session's parts) may have
+    # under way at once at a gateway; past it, 429 (services/gateway/transfers.py).
+    gateway_transfers_per_caller: int = Field(default=32, ge=1)
     bootstrap_admin_key: str = ""
     # Signs and verifies who calls a service (shared/kit/identity.py): the same on every
     # service and the gateway, at least 128 bits. Unset: services refuse to start (the

@@ -305,35 +305,44 @@ async def test_a_client_cannot_hold_the_gateway_with_a_huge_or_endless_request(
     assert (await api.get("/v1/users/me")).status_code == 200
 
 
+# Members enough to hold 210 transfers, each under its cap of transfers at once
+# (FILES_GATEWAY_TRANSFERS_PER_CALLER, 32).
+COLLUDING = 7
+
+
 async def test_slow_uploads_do_not_hold_the_way_to_ingest_for_everyone(
-    platform: Stack, api: httpx.AsyncClient, as_key: Any, attacker: dict[str, Any]
+    platform: Stack, api: httpx.AsyncClient, as_key: Any
 ) -> None:
     """Each upload streamed on to ingest holds a connection for as long as its client
     takes to send it: 200 slow ones held every connection of the gateway's pool to
     ingest, and every other upload waited 60 s for one, then failed 503 (until the slow
-    ones were cut off for pausing: 10 s on the test platform)."""
-    own = await folder(as_key(attacker["api_key"]), unique("slow"))
+    ones were cut off for pausing: 10 s on the test platform). One member may hold 32
+    at most: here several do."""
     boundary = uuid.uuid4().hex
     part = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
-    start = (
-        (
-            f"POST /v1/folders/{own['id']}/files HTTP/1.1\r\nHost: files\r\n"
-            f"Authorization: Bearer {attacker['api_key']}\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-            f"Content-Length: {len(part) + 10_000_000}\r\n\r\n"
-        ).encode()
-        + part
-        + b"hello"
-    )
+    starts = []
+    for _ in range(COLLUDING):
+        attacker = await member(api, "attacker")
+        own = await folder(as_key(attacker["api_key"]), unique("slow"))
+        starts.append(
+            (
+                f"POST /v1/folders/{own['id']}/files HTTP/1.1\r\nHost: files\r\n"
+                f"Authorization: Bearer {attacker['api_key']}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {len(part) + 10_000_000}\r\n\r\n"
+            ).encode()
+            + part
+            + b"hello"
+        )
     parsed = urllib.parse.urlsplit(platform.gateway_url)
     slow = []
     try:
-        for _ in range(210):
+        for n in range(210):
             reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
-            writer.write(start)
+            writer.write(starts[n % COLLUDING])
             await writer.drain()
             slow.append((reader, writer))
         await held_to_ingest(platform, 200, "the slow uploads streaming on to ingest")
@@ -356,18 +365,31 @@ async def test_unread_downloads_do_not_hold_the_way_to_ingest_for_everyone(
 ) -> None:
     """A download streamed from ingest holds a connection for as long as its client
     takes to read it: 200 never read held every connection of the gateway's pool to
-    ingest for good, and every upload and download waited 60 s, then failed 503."""
+    ingest for good, and every upload and download waited 60 s, then failed 503. One
+    member may hold 32 at most: here several do."""
     mine = as_key(attacker["api_key"])
     own = await folder(mine, unique("unread"))
     big = (await upload(mine, own["id"], ("big.txt", b"0123456789abcdef\n" * 1_200_000)))["files"]
+    keys = [attacker["api_key"]]
+    for _ in range(COLLUDING - 1):
+        other = await member(api, "attacker")
+        shared = await mine.post(
+            f"/v1/folders/{own['id']}/collaborators",
+            json={"emails": [other["email"]], "role": "user"},
+        )
+        assert shared.status_code < 300, shared.text
+        keys.append(other["api_key"])
     parsed = urllib.parse.urlsplit(platform.gateway_url)
-    ask = (
-        f"GET /v1/files/{big[0]['id']}/content HTTP/1.1\r\nHost: files\r\n"
-        f"Authorization: Bearer {attacker['api_key']}\r\n\r\n"
-    ).encode()
+    asks = [
+        (
+            f"GET /v1/files/{big[0]['id']}/content HTTP/1.1\r\nHost: files\r\n"
+            f"Authorization: Bearer {key}\r\n\r\n"
+        ).encode()
+        for key in keys
+    ]
     unread = []
     try:
-        for _ in range(210):
+        for n in range(210):
             sock = socket.socket()
             # A small window: what the client does not read stays with the gateway.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -375,7 +397,7 @@ async def test_unread_downloads_do_not_hold_the_way_to_ingest_for_everyone(
             sock.setblocking(False)
             _, writer = await asyncio.open_connection(sock=sock)
             writer.transport.pause_reading()
-            writer.write(ask)
+            writer.write(asks[n % COLLUDING])
             unread.append(writer)
         await held_to_ingest(platform, 200, "the unread downloads streaming from ingest")
         where = await folder(api, unique("not-unread"))

@@ -6,6 +6,7 @@ slices cost the gateway and ingest ~0.1 CPU-s)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 from unittest import mock
 
@@ -69,6 +70,45 @@ def test_a_body_read_in_pieces_reaches_the_application_whole_and_in_order() -> N
         await asyncio.wait_for(done.wait(), 10)
         assert b"".join(received) == body
         assert all(type(piece) is bytes for piece in received)
+        protocol.connection_lost(None)
+
+    asyncio.run(run())
+
+
+def test_an_answer_its_client_stops_reading_is_dropped_after_the_bound() -> None:
+    """Flow control holding the application's writes (the client reads nothing) for
+    `send_idle_s` drops the connection (aborted: a close would wait for the client to
+    read what is left); writes that resume in time keep it."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        await asyncio.Event().wait()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        bounds = dataclasses.replace(INTERNAL, send_idle_s=0.05)
+        protocol_class = bounded_http(bounds)
+        config = Config(app=app, http=protocol_class, log_config=None)
+        protocol = protocol_class(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
+        dropped = asyncio.Event()
+        transport = mock.Mock(spec=asyncio.Transport)
+        addresses = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}
+        transport.get_extra_info.side_effect = lambda name, default=None: addresses.get(name)
+        transport.is_closing.return_value = False
+        transport.abort.side_effect = lambda: dropped.set()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET /out HTTP/1.1\r\nhost: x\r\n\r\n")
+        # Held, then let go in time: kept.
+        protocol.pause_writing()
+        protocol.resume_writing()
+        assert protocol._send_timer is None
+        # Held past the bound: dropped.
+        protocol.pause_writing()
+        await asyncio.wait_for(dropped.wait(), 10)
+        assert transport.abort.call_count == 1
         protocol.connection_lost(None)
 
     asyncio.run(run())
