@@ -12,7 +12,7 @@ import contextlib
 import re
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from python_multipart.multipart import parse_options_header
 
@@ -27,6 +27,10 @@ from services.ingest.uploads.domain import (
 from shared.contracts.catalog import Media
 from shared.kit.blobs import BlobStore, BlobWriter, Held
 from shared.kit.errors import Refused
+
+if TYPE_CHECKING:
+    # python-multipart declares its callbacks' shape for type checkers only.
+    from python_multipart.multipart import MultipartCallbacks
 
 # One upload is one transaction of events; more files go in further uploads.
 MAX_FILES = 10_000
@@ -129,7 +133,7 @@ class Receiver:
         # Form fields other than files (an image group's kind and name), a few KiB at most.
         self.fields: dict[str, bytearray] = {}
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.on_part_begin,
             "on_header_field": self.on_header_field,
