@@ -580,6 +580,56 @@ def test_large_metadata_goes_in_requests_ingest_takes_and_refusals_in_one_round(
         ]
 
 
+def test_files_refused_by_name_are_named_in_one_answer_by_the_callers_places(
+    platform: Stack, tmp_path: Path
+) -> None:
+    """Before: a refused name named one file, so a batch of 300 with 100 bad names was
+    sent 101 times; and a refusal's `part` counted the files of the batch sent again,
+    not the caller's."""
+    counted = Counted()
+    http = httpx.Client(transport=counted, timeout=120)
+    with Client(platform.gateway_url, api_key=ADMIN_KEY, http=http) as c:
+        top = c.create_folder(unique("bad-names"))
+        image = png(2, 2)
+        # A right-to-left override: a disk takes it, the platform does not.
+        names = [f"bad\u202e{n}.png" if n % 3 == 1 else f"{n}.png" for n in range(300)]
+        paths = [write(tmp_path / "n" / name, image) for name in names]
+        with pytest.raises(UploadRefused) as refused:
+            top.upload(paths)
+        assert counted.uploads == 2
+        error = refused.value
+        assert [f.name for f in error.uploaded] == [n for n in names if "\u202e" not in n]
+        bad = [(n, name) for n, name in enumerate(names) if "\u202e" in name]
+        assert [(r.index, r.file.name, r.code) for r in error.refused] == [
+            (n, name, "invalid_name") for n, name in bad
+        ]
+        assert [r.details["part"] for r in error.refused] == [n + 1 for n, _ in bad]
+        assert [(r["index"], r["path"]) for r in error.details["refused"]] == [
+            (n, str(tmp_path / "n" / name)) for n, name in bad
+        ]
+        assert len(list(top.files())) == 200
+
+        # A name refused, then content in the batch sent again: the content's refusal
+        # names the caller's file, its place in the list given (not in the batch re-sent).
+        other = c.create_folder(unique("bad-name-then-content"))
+        mixed = [
+            write(tmp_path / "m" / "a\u202e.png", image),
+            write(tmp_path / "m" / "b.png", image),
+            write(tmp_path / "m" / "elf.bin", ELF),
+            write(tmp_path / "m" / "c.png", image),
+        ]
+        counted.uploads = 0
+        with pytest.raises(UploadRefused) as both:
+            other.upload(mixed)
+        assert counted.uploads == 3
+        assert [f.name for f in both.value.uploaded] == ["b.png", "c.png"]
+        assert [(r.index, r.file.path, r.code) for r in both.value.refused] == [
+            (0, mixed[0], "invalid_name"),
+            (2, mixed[2], "unsupported_content"),
+        ]
+        assert both.value.refused[1].details["part"] == 3
+
+
 class Flaky(httpx.HTTPTransport):
     """The real transport, with the first attempt of each write failing before it is
     sent, and every request's headers kept."""

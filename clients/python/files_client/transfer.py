@@ -221,6 +221,14 @@ class Refusal:
     message: str
     status: int | None = None
     details: dict[str, Any] = field(default_factory=dict, compare=False)
+    # The file's place (from 0) in the list the caller gave for its folder; `part` in
+    # `details`, where the API gave one, is that place from 1 (the API's own counts
+    # the files of the request it refused, which a batch sent again no longer starts with).
+    index: int | None = None
+
+    def placed(self, index: int) -> Refusal:
+        said = {**self.details, "part": index + 1} if "part" in self.details else self.details
+        return replace(self, index=index, details=said)
 
 
 # Refusals of files by name (the first in `details.name`; each file whose metadata is
@@ -259,7 +267,9 @@ def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, Refusal]
                 )
     elif error.code in REFUSED_BY_NAME and entries:
         # Each file whose name or metadata is refused, listed with its own code and
-        # message (an older platform lists none, naming the first only: below).
+        # message (an older platform lists none, naming the first only: below). A name
+        # refused is listed by its place (`part`: the name given may be cut), metadata
+        # by the file's name.
         for entry in entries:
             said = {k: v for k, v in entry.items() if k not in ("code", "message", "status")}
             code, why, status = entry.get("code"), entry.get("message"), entry.get("status")
@@ -270,6 +280,10 @@ def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, Refusal]
                 status if isinstance(status, int) else error.status,
                 said,
             )
+            place = entry.get("part")
+            if isinstance(place, int) and 1 <= place <= len(files):
+                found[place - 1] = replace(refusal, file=files[place - 1])
+                continue
             for n, f in enumerate(files):
                 if f.name == entry.get("name"):
                     found[n] = replace(refusal, file=f)
@@ -553,7 +567,13 @@ def upload_many(
     found: list[dict[LocalFile, Any]] = [{} for _ in work]
     for (n, group), answer in zip(slots, results, strict=True):
         found[n].update(zip(group, answer if isinstance(answer, list) else [answer], strict=True))
-    return [[found[n][f] for f in files] for n, (_, files) in enumerate(work)]
+    return [
+        [_placed(found[n][f], i) for i, f in enumerate(files)] for n, (_, files) in enumerate(work)
+    ]
+
+
+def _placed(outcome: Any, index: int) -> Any:
+    return outcome.placed(index) if isinstance(outcome, Refusal) else outcome
 
 
 def _holds(path: Path, size: int, sha256: str) -> bool:

@@ -88,8 +88,8 @@ class Uploads(Handlers):
             listing = True
             async for chunk in body:
                 # After a refusal the rest is read and dropped, so the client gets the
-                # answer; after a refusal of content, parsed on for the heads of the
-                # later files (nothing stored), so the answer lists every refused one.
+                # answer; after a refusal of content or of names, parsed on for the heads
+                # of the later files (nothing stored), so the answer lists every refused one.
                 if listing and receiver.reading_on:
                     try:
                         parser.write(chunk)
@@ -98,6 +98,7 @@ class Uploads(Handlers):
                             raise
                         # Malformed after the refusal: it stands, listing what it has.
                         listing = False
+            receiver.end()
             if receiver.refusal is None:
                 parser.finalize()
                 if parser.state != MultipartState.END:
