@@ -309,6 +309,31 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
         server.stop()
 
 
+def test_a_file_downloaded_into_a_directory_never_writes_over_another(
+    client: Client, tmp_path: Path
+) -> None:
+    """Before: `a:b.png`, then `a_b.png` (both `a_b.png` on a disk) downloaded into one
+    directory: the second wrote over the first. Now numbered, as `files download`
+    numbers a folder's."""
+    top = client.create_folder(unique("clash"))
+    colon, plain = top.upload(
+        [
+            write(tmp_path / "in" / "a:b.png", png(3, 3)),
+            write(tmp_path / "in" / "a_b.png", png(4, 4)),
+        ]
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    first, second = colon.download(out), plain.download(out)
+    assert (first.name, second.name) == ("a_b.png", "a_b (2).png")
+    assert first.read_bytes() == png(3, 3) and second.read_bytes() == png(4, 4)
+    # Again: each is found where it is, neither written again nor copied.
+    assert (colon.download(out), plain.download(out)) == (first, second)
+    assert sorted(p.name for p in out.iterdir()) == ["a_b (2).png", "a_b.png"]
+    # A file's path given is written over, as asked.
+    assert plain.download(first) == first and first.read_bytes() == png(4, 4)
+
+
 def test_a_group_downloads_as_its_first_image_named_with_its_extension(
     client: Client, platform: Stack, tmp_path: Path
 ) -> None:

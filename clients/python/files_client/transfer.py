@@ -576,6 +576,42 @@ def _placed(outcome: Any, index: int) -> Any:
     return outcome.placed(index) if isinstance(outcome, Refusal) else outcome
 
 
+# The most bytes a downloaded name takes (ext4, APFS: 255 of UTF-8), with the `.part`
+# it is written through.
+NAME_BYTES = 255 - len(".part")
+
+
+def numbered(name: str, n: int) -> str:
+    """The `n`th of a name taken (`a (2).png`, `notes (2)`), within NAME_BYTES: the stem
+    gives way, never the number or the extension."""
+    stem, dot, ext = name.rpartition(".") if "." in name.strip(".") else (name, "", "")
+    tail = f" ({n}).{ext}" if dot else f" ({n})"
+    if len(tail.encode()) > 64:  # not an extension: a long name with a dot in it
+        stem, tail = name, f" ({n})"
+    return stem.encode()[: NAME_BYTES - len(tail.encode())].decode(errors="ignore") + tail
+
+
+def into_directory(directory: Path, name: str, file: dict[str, Any]) -> Path:
+    """Where a file downloaded into a directory goes, as `files download` places a
+    folder's files: under its name, unless other bytes hold it; then the first numbered
+    name (`a (2).png`) that is free or holds this file (a run again keeps it, and a
+    download that stopped goes on in its `.part`). Bytes are known by the file's sha256
+    where it is its content's; a DICOM series' directory is its own to check."""
+    sha256 = file.get("sha256")
+    checked = file.get("kind") not in ("dicom_series", "image_group", "image_sequence")
+
+    def ours(path: Path) -> bool:
+        if file.get("kind") == "dicom_series":
+            return path.is_dir()
+        return checked and bool(sha256) and _holds(path, int(file["size"]), str(sha256))
+
+    candidate, n = directory / name, 1
+    while os.path.lexists(candidate) and not ours(candidate):
+        n += 1
+        candidate = directory / numbered(name, n)
+    return candidate
+
+
 def _holds(path: Path, size: int, sha256: str) -> bool:
     """Whether a regular file at `path` has these bytes (its size, then its sha256)."""
     try:
