@@ -42,7 +42,7 @@ run: setup web
 test: setup web
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/lean.py services/dicom/tags.py services/*/handlers.py clients/python/files_client
+	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/lean.py services/dicom/tags.py services/*/handlers.py services/ingest/*/handlers.py clients/python/files_client
 	@rest=$$(mktemp); \
 	(trap - INT; FILES_TEST_SHARD=rest exec $(UV) run --frozen pytest -q --durations=20) >$$rest 2>&1 & pid=$$!; \
 	(trap - INT; FILES_TEST_SHARD=s3 exec $(UV) run --frozen pytest -q --durations=30) & s3pid=$$!; \
@@ -62,7 +62,7 @@ format: setup
 	$(UV) run --frozen ruff check --fix .
 
 typecheck: setup
-	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/lean.py services/dicom/tags.py services/*/handlers.py clients/python/files_client
+	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/lean.py services/dicom/tags.py services/*/handlers.py services/ingest/*/handlers.py clients/python/files_client
 
 bench: setup
 	$(UV) run --frozen python -m bench

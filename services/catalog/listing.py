@@ -25,7 +25,8 @@ from typing import Any, Literal
 import orjson
 
 from shared.contracts.catalog import FILE_KINDS
-from shared.kit.errors import Refused
+from shared.kit.errors import Refused, repeated_parameter
+from shared.kit.errors import invalid_parameter as invalid
 
 Order = Literal["name", "created_at", "size"]
 ORDERS: tuple[Order, ...] = ("name", "created_at", "size")
@@ -45,17 +46,6 @@ ITEMS_PARAMS = frozenset(
 SEARCH_PARAMS = frozenset(
     {"q", "kind", "folder_id", "in_dataset", "order", "desc", "cursor", "limit"}
 )
-
-
-def invalid(parameter: str, problem: str, **more: Any) -> Refused:
-    """The shape FastAPI gives a bad query value: 422 with the field named (and `more`
-    details, for a caller to act on without reading the message)."""
-    return Refused(
-        422,
-        "invalid_request",
-        f"{parameter}: {problem}",
-        {"fields": [{"field": parameter, "problem": problem}], "parameter": parameter} | more,
-    )
 
 
 def _storable(text: str) -> bool:
@@ -128,6 +118,11 @@ def parse(
             f"this route takes no parameter {', '.join(repr(u[:100]) for u in unknown)}",
             {"parameters": [u[:100] for u in unknown], "allowed": sorted(allowed)},
         )
+    repeated = repeated_parameter(
+        params, lambda name: name != "kind" and not name.startswith(METADATA)
+    )
+    if repeated is not None:
+        raise repeated
     single: dict[str, str] = {}
     kinds: list[str] = []
     metadata: dict[str, list[str]] = {}
@@ -149,8 +144,6 @@ def parse(
             if len(value) > MAX_METADATA_VALUE:
                 raise invalid(name[:100], f"at most {MAX_METADATA_VALUE} characters")
             metadata.setdefault(key, []).append(value)
-        elif name in single:
-            raise invalid(name, "given more than once")
         else:
             single[name] = value
     for kind in kinds:

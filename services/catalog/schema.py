@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from services.catalog.listing import Listing, invalid
+from services.catalog.listing import Listing
 from shared.contracts import rules
 from shared.contracts.metadata_schema import TYPES as TYPES
 from shared.contracts.metadata_schema import Key as Key
@@ -24,6 +24,7 @@ from shared.contracts.metadata_schema import check as check
 from shared.contracts.metadata_schema import from_json as from_json
 from shared.contracts.metadata_schema import parse_datetime as parse_datetime
 from shared.kit.errors import Refused
+from shared.kit.errors import invalid_parameter as invalid
 
 RANGED = ("number", "datetime")
 MAX_KEYS = 256

@@ -212,6 +212,11 @@ def build(settings: Settings) -> FastAPI:
                 f"this route takes no parameter {', '.join(repr(u[:100]) for u in unknown)}",
                 parameters=[u[:100] for u in unknown],
             )
+        repeated = call.repeated()
+        if repeated is not None:
+            return error_response(
+                repeated.status, repeated.code, repeated.message, **repeated.details
+            )
         if request.method == "GET" and consistency.HEADER in request.headers:
             try:
                 wanted = consistency.decode(request.headers[consistency.HEADER])

@@ -37,7 +37,7 @@ from services.gateway.transfers import Transfers
 from shared.contracts import topics
 from shared.kit import consistency, idempotency, identity, tracing
 from shared.kit.access import RANK, Access
-from shared.kit.errors import Refused
+from shared.kit.errors import Refused, repeated_parameter
 from shared.kit.http import CORRELATION_HEADER, JSON, ServiceTransport, StreamCut, error_body
 from shared.kit.logs import log
 from shared.kit.settings import Settings
@@ -175,6 +175,15 @@ class Call:
 
     def declares(self, name: str) -> bool:
         return any(q.takes(name) for q in self.route.query if q.where == "query")
+
+    def repeated(self) -> Refused | None:
+        """A 422 naming a declared parameter that takes one value, given more than once."""
+        return repeated_parameter(
+            self.request.query_params.multi_items(),
+            lambda name: any(
+                q.takes(name) and q.one_value for q in self.route.query if q.where == "query"
+            ),
+        )
 
     def undeclared(self) -> list[str]:
         """The query parameters a strict route refuses."""

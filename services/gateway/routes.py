@@ -125,6 +125,12 @@ class Query:
     def takes(self, name: str) -> bool:
         return name == self.name if self.prefix is None else name.startswith(self.prefix)
 
+    @property
+    def one_value(self) -> bool:
+        """Whether it is given at most once (a family's keys are the caller's: each of
+        them may be given again, as `metadata.<key>` matching either value)."""
+        return not self.many and self.prefix is None
+
 
 CURSOR = Query("cursor", {"type": "string"}, "from the previous page's `next_cursor`")
 LIMIT = Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})

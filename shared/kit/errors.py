@@ -8,6 +8,7 @@ API's error format.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable, Iterable
 from typing import Any
 
 # How many of a request's faults a 422 names, and how much of each it shows: a body of
@@ -31,6 +32,31 @@ class Refused(Exception):
         self.code = code
         self.message = message
         self.details = details or {}
+
+
+def invalid_parameter(parameter: str, problem: str, **more: Any) -> Refused:
+    """The shape FastAPI gives a bad query value: 422 with the field named (and `more`
+    details, for a caller to act on without reading the message)."""
+    return Refused(
+        422,
+        "invalid_request",
+        f"{parameter}: {problem}",
+        {"fields": [{"field": parameter, "problem": problem}], "parameter": parameter} | more,
+    )
+
+
+def repeated_parameter(
+    params: Iterable[tuple[str, str]], takes_one: Callable[[str], bool]
+) -> Refused | None:
+    """A 422 naming the first query parameter that takes one value and is given more
+    than once: read as the last (`?limit=5&limit=500`), it was a guess at which one the
+    caller meant."""
+    seen: set[str] = set()
+    for name, _ in params:
+        if name in seen and takes_one(name):
+            return invalid_parameter(clipped(name), "given more than once; it takes one value")
+        seen.add(name)
+    return None
 
 
 def not_found(what: str, ident: object) -> Refused:

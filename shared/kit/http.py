@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, MutableMapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, MutableMapping
 from typing import Any
 
 import asyncpg
@@ -15,6 +15,8 @@ import orjson
 import structlog
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
+from fastapi._compat import ModelField, field_annotation_is_sequence
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -24,7 +26,7 @@ from starlette.responses import Response
 
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
-from shared.kit.errors import FAULTS_NAMED, Refused, clipped
+from shared.kit.errors import FAULTS_NAMED, Refused, clipped, repeated_parameter
 from shared.kit.eventstore import ConcurrencyConflict, EventTooLarge
 from shared.kit.identity import Identity
 from shared.kit.logs import log
@@ -86,16 +88,36 @@ class _StrictJSONRequest(Request):
         return self._json
 
 
+def _query_params(dependant: Dependant) -> Iterator[ModelField]:
+    """A route's query parameters, its dependencies' too."""
+    yield from dependant.query_params
+    for below in dependant.dependencies:
+        yield from _query_params(below)
+
+
 class JSONRoute(APIRoute):
     """Every service route's class (`APIRouter(route_class=JSONRoute)`): its JSON body
     parsed strictly (`_StrictJSONRequest`); a parse error is `400 malformed_json`
     naming the problem (orjson's error is a `json.JSONDecodeError`, which FastAPI turns
-    into a validation error)."""
+    into a validation error). A query parameter it takes one value of, given more than
+    once, is `422 invalid_request` naming it (FastAPI would read the last)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        # As FastAPI decides it: a parameter typed as a sequence reads every value given.
+        single = frozenset(
+            field.alias
+            for field in _query_params(self.dependant)
+            if not field_annotation_is_sequence(field.field_info.annotation)
+        )
 
         async def strict(request: Request) -> Response:
+            if single and request.scope["query_string"]:
+                repeated = repeated_parameter(
+                    request.query_params.multi_items(), single.__contains__
+                )
+                if repeated is not None:
+                    raise repeated
             return await handler(_StrictJSONRequest(request.scope, request.receive))
 
         return strict

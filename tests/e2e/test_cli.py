@@ -328,6 +328,39 @@ def test_names_the_platform_refuses_are_named_and_the_rest_uploaded(
         assert said.endswith("caf\\udce9.txt: the name 'caf\\udce9.txt' is not UTF-8"), said
 
 
+def test_a_batch_with_many_refused_names_is_sent_once(
+    env: dict[str, str], platform: Stack, tmp_path: Path
+) -> None:
+    """300 files, 100 named what the platform refuses: the 200 stored in one request
+    (the command refuses the names itself: none of them is sent, so no batch is sent
+    again for them), the 100 named by their paths."""
+    src = tmp_path / "many"
+    src.mkdir()
+    names = [f"bad\u202e{n}.png" if n % 3 == 1 else f"{n}.png" for n in range(300)]
+    for name in names:
+        (src / name).write_bytes(png(2, 2))
+    top = unique("many-names")
+    done = files(env, "upload", *(str(src / n) for n in names), "--to", top, "--json")
+    assert done.returncode == 3, done
+    assert sorted(f["name"] for f in json_lines(done.stdout)) == sorted(
+        n for n in names if "\u202e" not in n
+    )
+    lines = done.stderr.strip().splitlines()
+    refused = [line for line in lines if ": refused: invalid_name: " in line]
+    assert sorted(line.split(": refused:")[0] for line in refused) == sorted(
+        f"files upload: {src}/bad\\u202e{n}.png" for n in range(1, 300, 3)
+    )
+    assert lines[-1].endswith("; 100 refused"), lines[-1]
+    with Client(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        folder_id = c.get_folder_by_path(top).id
+        started = [
+            e
+            for e in c.audit(actor=c.me().id, type="ingest.UploadJobStarted")
+            if e.data.get("folder_id") == folder_id
+        ]
+    assert [e.data["total"] for e in started] == [200]
+
+
 def test_files_named_on_the_command_line_each_have_their_own_outcome(
     env: dict[str, str], tmp_path: Path
 ) -> None:

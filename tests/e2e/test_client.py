@@ -309,6 +309,31 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
         server.stop()
 
 
+def test_a_file_downloaded_into_a_directory_never_writes_over_another(
+    client: Client, tmp_path: Path
+) -> None:
+    """Before: `a:b.png`, then `a_b.png` (both `a_b.png` on a disk) downloaded into one
+    directory: the second wrote over the first. Now numbered, as `files download`
+    numbers a folder's."""
+    top = client.create_folder(unique("clash"))
+    colon, plain = top.upload(
+        [
+            write(tmp_path / "in" / "a:b.png", png(3, 3)),
+            write(tmp_path / "in" / "a_b.png", png(4, 4)),
+        ]
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    first, second = colon.download(out), plain.download(out)
+    assert (first.name, second.name) == ("a_b.png", "a_b (2).png")
+    assert first.read_bytes() == png(3, 3) and second.read_bytes() == png(4, 4)
+    # Again: each is found where it is, neither written again nor copied.
+    assert (colon.download(out), plain.download(out)) == (first, second)
+    assert sorted(p.name for p in out.iterdir()) == ["a_b (2).png", "a_b.png"]
+    # A file's path given is written over, as asked.
+    assert plain.download(first) == first and first.read_bytes() == png(4, 4)
+
+
 def test_a_group_downloads_as_its_first_image_named_with_its_extension(
     client: Client, platform: Stack, tmp_path: Path
 ) -> None:
@@ -578,6 +603,56 @@ def test_large_metadata_goes_in_requests_ingest_takes_and_refusals_in_one_round(
         assert [(r.file.name, r.code, r.status) for r in alone.value.refused] == [
             ("b.png", "metadata_too_large", 413)
         ]
+
+
+def test_files_refused_by_name_are_named_in_one_answer_by_the_callers_places(
+    platform: Stack, tmp_path: Path
+) -> None:
+    """Before: a refused name named one file, so a batch of 300 with 100 bad names was
+    sent 101 times; and a refusal's `part` counted the files of the batch sent again,
+    not the caller's."""
+    counted = Counted()
+    http = httpx.Client(transport=counted, timeout=120)
+    with Client(platform.gateway_url, api_key=ADMIN_KEY, http=http) as c:
+        top = c.create_folder(unique("bad-names"))
+        image = png(2, 2)
+        # A right-to-left override: a disk takes it, the platform does not.
+        names = [f"bad\u202e{n}.png" if n % 3 == 1 else f"{n}.png" for n in range(300)]
+        paths = [write(tmp_path / "n" / name, image) for name in names]
+        with pytest.raises(UploadRefused) as refused:
+            top.upload(paths)
+        assert counted.uploads == 2
+        error = refused.value
+        assert [f.name for f in error.uploaded] == [n for n in names if "\u202e" not in n]
+        bad = [(n, name) for n, name in enumerate(names) if "\u202e" in name]
+        assert [(r.index, r.file.name, r.code) for r in error.refused] == [
+            (n, name, "invalid_name") for n, name in bad
+        ]
+        assert [r.details["part"] for r in error.refused] == [n + 1 for n, _ in bad]
+        assert [(r["index"], r["path"]) for r in error.details["refused"]] == [
+            (n, str(tmp_path / "n" / name)) for n, name in bad
+        ]
+        assert len(list(top.files())) == 200
+
+        # A name refused, then content in the batch sent again: the content's refusal
+        # names the caller's file, its place in the list given (not in the batch re-sent).
+        other = c.create_folder(unique("bad-name-then-content"))
+        mixed = [
+            write(tmp_path / "m" / "a\u202e.png", image),
+            write(tmp_path / "m" / "b.png", image),
+            write(tmp_path / "m" / "elf.bin", ELF),
+            write(tmp_path / "m" / "c.png", image),
+        ]
+        counted.uploads = 0
+        with pytest.raises(UploadRefused) as both:
+            other.upload(mixed)
+        assert counted.uploads == 3
+        assert [f.name for f in both.value.uploaded] == ["b.png", "c.png"]
+        assert [(r.index, r.file.path, r.code) for r in both.value.refused] == [
+            (0, mixed[0], "invalid_name"),
+            (2, mixed[2], "unsupported_content"),
+        ]
+        assert both.value.refused[1].details["part"] == 3
 
 
 class Flaky(httpx.HTTPTransport):

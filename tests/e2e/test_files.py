@@ -315,6 +315,39 @@ async def test_a_client_gone_mid_upload_stores_nothing_and_breaks_nothing(
     assert [f["name"] for f in kept["files"]] == ["after.txt"]
 
 
+async def test_every_file_name_refused_is_named_in_one_answer(api: httpx.AsyncClient) -> None:
+    """Before, the first name refused was the answer, and a client sent its batch again
+    once per bad name."""
+    top = await folder(api, unique("names-at-once"))
+    path = f"/v1/folders/{top['id']}/files"
+    sent = [
+        ("ok.txt", b"a\n"),
+        ("x\u202e1.txt", b"b\n"),
+        ("y\u202e2.txt", b"c\n"),
+        ("z.txt", b"d\n"),
+    ]
+    refused = error(
+        await api.post(path, files=[("file", (n, b, "text/plain")) for n, b in sent]),
+        422,
+        "invalid_name",
+    )
+    details = refused["details"]
+    # The first's fields as before, for a client that reads only those.
+    assert (details["name"], details["part"]) == ("x\u202e1.txt", 2)
+    assert [(r["part"], r["name"], r["code"], r["status"]) for r in details["refused"]] == [
+        (2, "x\u202e1.txt", "invalid_name", 422),
+        (3, "y\u202e2.txt", "invalid_name", 422),
+    ]
+    assert (
+        "more_refused" not in details and "(and 1 more file: details.refused)" in refused["message"]
+    )
+    assert await items(api, top["id"]) == []
+    # Past 1,000, the list stops and says there are more.
+    many = [("file", (f"n\u202e{n}.txt", b"x", "text/plain")) for n in range(1002)]
+    listed = error(await api.post(path, files=many), 422, "invalid_name")["details"]
+    assert len(listed["refused"]) == 1000 and listed["more_refused"] is True
+
+
 async def test_a_name_with_quotes_is_stored_as_it_was_named(api: httpx.AsyncClient) -> None:
     # httpx, like a browser's form, sends the quote in a filename as %22.
     top = await folder(api, unique("quotes"))

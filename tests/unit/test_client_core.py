@@ -18,10 +18,12 @@ from files_client.models import ROUTES, FileData
 from files_client.transfer import (
     METADATA_BATCH_BYTES,
     METADATA_FIELD_LIMIT,
+    NAME_BYTES,
     LocalFile,
     Refusal,
     _refused_in,
     batches,
+    numbered,
     upload_in_parts,
 )
 
@@ -131,6 +133,23 @@ def test_names_are_the_same_on_every_os_and_none_escapes_a_windows_directory(
     assert len(cut.encode()) == MAX_LOCAL_BYTES
     for on_disk in (cut + ".part", cut.replace(".png", " (12345).png") + ".part"):
         (tmp_path / on_disk).write_bytes(b"")
+
+
+def test_a_number_added_to_a_name_keeps_it_within_255_bytes(tmp_path: Path) -> None:
+    """Before, ` (n)` went after whatever the name was: a name cut to its most, taken
+    100,000 times (or one not cut by `safe_name`), ran past 255 bytes with its `.part`."""
+    assert [numbered(n, 2) for n in ("a.png", "notes", ".bashrc", "a.b.tar")] == [
+        "a (2).png",
+        "notes (2)",
+        ".bashrc (2)",
+        "a.b (2).tar",
+    ]
+    for name in (safe_name("é" * 299 + ".png"), "x" * 250, "é" * 125, "y" * 100 + "." + "z" * 150):
+        for n in (2, 12345, 10**9):
+            made = numbered(name, n)
+            assert len(made.encode()) <= NAME_BYTES, (name, n)
+            assert f" ({n})" in made and made.endswith(".png" if name.endswith(".png") else "")
+            (tmp_path / (made + ".part")).write_bytes(b"")
 
 
 def test_a_downloaded_group_takes_its_extension_within_a_names_length() -> None:

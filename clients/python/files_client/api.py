@@ -658,14 +658,17 @@ class File(FileData, _Bound[M]):
     def download(
         self, to: PathLike = ".", *, progress: transfer.Progress | None = None
     ) -> Op[Path]:
-        """Its bytes into a directory (under its name; one not there yet is made when
-        `to` ends with a slash) or to a file path; a download that stopped goes on where
-        it was. The path written. A DICOM series is written as a directory of its
-        instances (`<SOPInstanceUID>.dcm`), at that path."""
-        dest = Path(to)
+        """Its bytes into a directory (one not there yet is made when `to` ends with a
+        slash) or to a file path; a download that stopped goes on where it was. The path
+        written. Into a directory it goes under its name, made safe for the disk, as
+        `files download` names it; where other bytes hold that name, it is numbered
+        (`a (2).png`: the first free, or holding this file already), never written over
+        (a file path given is written over). A DICOM series is written as a directory of
+        its instances (`<SOPInstanceUID>.dcm`), at that path."""
+        dest, file = Path(to), self.model_dump()
         if dest.is_dir() or str(to).endswith(("/", os.sep)):
-            dest = dest / local_name(self)
-        return (yield from transfer.download(self._session, self.model_dump(), dest, progress))
+            dest = transfer.into_directory(dest, local_name(self), file)
+        return (yield from transfer.download(self._session, file, dest, progress))
 
     @listing
     def content(self, *, offset: int = 0, rendition: str | None = None) -> Feed[bytes]:
@@ -1678,7 +1681,8 @@ _DEVICES = frozenset(
     | {f"{port}{n}" for port in ("COM", "LPT") for n in [*"0123456789", "¹", "²", "³"]}
 )
 # The most a name takes on common file systems (ext4, APFS: 255 bytes of UTF-8), less
-# what a download adds while it runs (`.part`) and to a name taken twice (` (12345)`).
+# what a download adds while it runs (`.part`) and to a name taken twice (` (12345)`;
+# `transfer.numbered` cuts the stem for more).
 MAX_LOCAL_BYTES = 255 - len(".part") - len(" (12345)")
 
 

@@ -48,6 +48,7 @@ from files_client.transfer import (
     LocalFile,
     Refusal,
     local_tree,
+    numbered,
     sha256_of,
 )
 
@@ -330,11 +331,10 @@ def _walk(folder: SyncFolder, into: Path) -> Iterator[tuple[SyncFile, Path]]:
 
 
 def _unique(name: str, taken: set[str]) -> str:
-    stem, dot, ext = name.rpartition(".") if "." in name.strip(".") else (name, "", "")
     candidate, n = name, 1
     while candidate.casefold() in taken:
         n += 1
-        candidate = f"{stem} ({n}){dot}{ext}" if dot else f"{name} ({n})"
+        candidate = numbered(name, n)
     taken.add(candidate.casefold())
     return candidate
 

@@ -103,8 +103,9 @@ class UploadRefused(FilesError):
     local file, and the API's status, code, message and details). The error raised is
     also the typed error of the first refusal (`UnsupportedContent`, `Invalid` or
     `TooLarge`), with its code and its details (`name`, `key`, `needs`, ...), to which
-    `details` adds `refused` (each refused file's name, path, status, code, message and
-    details) and `uploaded` (how many were stored)."""
+    `details` adds `refused` (each refused file's name, path, place in the list given
+    (`index`, from 0), status, code, message and details) and `uploaded` (how many were
+    stored)."""
 
     uploaded: list[Any]
     refused: list[Any]
@@ -139,6 +140,7 @@ def upload_refused(uploaded: list[Any], refused: list[Any]) -> UploadRefused:
                 {
                     "name": r.file.name,
                     "path": str(r.file.path),
+                    "index": r.index,
                     "status": r.status,
                     "code": r.code,
                     "message": r.message,

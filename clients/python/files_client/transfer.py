@@ -221,6 +221,14 @@ class Refusal:
     message: str
     status: int | None = None
     details: dict[str, Any] = field(default_factory=dict, compare=False)
+    # The file's place (from 0) in the list the caller gave for its folder; `part` in
+    # `details`, where the API gave one, is that place from 1 (the API's own counts
+    # the files of the request it refused, which a batch sent again no longer starts with).
+    index: int | None = None
+
+    def placed(self, index: int) -> Refusal:
+        said = {**self.details, "part": index + 1} if "part" in self.details else self.details
+        return replace(self, index=index, details=said)
 
 
 # Refusals of files by name (the first in `details.name`; each file whose metadata is
@@ -259,7 +267,9 @@ def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, Refusal]
                 )
     elif error.code in REFUSED_BY_NAME and entries:
         # Each file whose name or metadata is refused, listed with its own code and
-        # message (an older platform lists none, naming the first only: below).
+        # message (an older platform lists none, naming the first only: below). A name
+        # refused is listed by its place (`part`: the name given may be cut), metadata
+        # by the file's name.
         for entry in entries:
             said = {k: v for k, v in entry.items() if k not in ("code", "message", "status")}
             code, why, status = entry.get("code"), entry.get("message"), entry.get("status")
@@ -270,6 +280,10 @@ def _refused_in(error: FilesError, files: list[LocalFile]) -> dict[int, Refusal]
                 status if isinstance(status, int) else error.status,
                 said,
             )
+            place = entry.get("part")
+            if isinstance(place, int) and 1 <= place <= len(files):
+                found[place - 1] = replace(refusal, file=files[place - 1])
+                continue
             for n, f in enumerate(files):
                 if f.name == entry.get("name"):
                     found[n] = replace(refusal, file=f)
@@ -553,7 +567,49 @@ def upload_many(
     found: list[dict[LocalFile, Any]] = [{} for _ in work]
     for (n, group), answer in zip(slots, results, strict=True):
         found[n].update(zip(group, answer if isinstance(answer, list) else [answer], strict=True))
-    return [[found[n][f] for f in files] for n, (_, files) in enumerate(work)]
+    return [
+        [_placed(found[n][f], i) for i, f in enumerate(files)] for n, (_, files) in enumerate(work)
+    ]
+
+
+def _placed(outcome: Any, index: int) -> Any:
+    return outcome.placed(index) if isinstance(outcome, Refusal) else outcome
+
+
+# The most bytes a downloaded name takes (ext4, APFS: 255 of UTF-8), with the `.part`
+# it is written through.
+NAME_BYTES = 255 - len(".part")
+
+
+def numbered(name: str, n: int) -> str:
+    """The `n`th of a name taken (`a (2).png`, `notes (2)`), within NAME_BYTES: the stem
+    gives way, never the number or the extension."""
+    stem, dot, ext = name.rpartition(".") if "." in name.strip(".") else (name, "", "")
+    tail = f" ({n}).{ext}" if dot else f" ({n})"
+    if len(tail.encode()) > 64:  # not an extension: a long name with a dot in it
+        stem, tail = name, f" ({n})"
+    return stem.encode()[: NAME_BYTES - len(tail.encode())].decode(errors="ignore") + tail
+
+
+def into_directory(directory: Path, name: str, file: dict[str, Any]) -> Path:
+    """Where a file downloaded into a directory goes, as `files download` places a
+    folder's files: under its name, unless other bytes hold it; then the first numbered
+    name (`a (2).png`) that is free or holds this file (a run again keeps it, and a
+    download that stopped goes on in its `.part`). Bytes are known by the file's sha256
+    where it is its content's; a DICOM series' directory is its own to check."""
+    sha256 = file.get("sha256")
+    checked = file.get("kind") not in ("dicom_series", "image_group", "image_sequence")
+
+    def ours(path: Path) -> bool:
+        if file.get("kind") == "dicom_series":
+            return path.is_dir()
+        return checked and bool(sha256) and _holds(path, int(file["size"]), str(sha256))
+
+    candidate, n = directory / name, 1
+    while os.path.lexists(candidate) and not ours(candidate):
+        n += 1
+        candidate = directory / numbered(name, n)
+    return candidate
 
 
 def _holds(path: Path, size: int, sha256: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -291,7 +291,13 @@ class Opener(Protocol):
     def folder_path(self) -> str | None: ...
 
 
-def check_opener(row: Mapping[str, Any], opener: Opener | None) -> None:
+class SessionRow(Protocol):
+    """A session's row as the handlers read it (an asyncpg record), by column name."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
+def check_opener(row: SessionRow, opener: Opener | None) -> None:
     """A session takes parts and is completed only while the API key that opened it is
     valid and its user may still upload into its folder (the editor role there): the
     gateway signs, for the opener, the key's id and their access as the ACL context says

@@ -562,8 +562,9 @@ class Sessions(Handlers):
         return [domain.StoredPart(p.part_number, p.size, p.etag) for p in parts], False
 
     async def _assembled(self, row: asyncpg.Record) -> bool:
+        size: int = row["size"]
         try:
-            return await self.blobs.size(row["store_key"]) == row["size"]
+            return await self.blobs.size(row["store_key"]) == size
         except FileNotFoundError:
             return False
 

@@ -70,30 +70,26 @@ class Uploads(Handlers):
         is to be refused of the body as received before its files' facts are read."""
         mime, options = parse_options_header(content_type)
         boundary = options.get(b"boundary")
-        if related and (mime != b"multipart/related" or not boundary):
+        if mime != (b"multipart/related" if related else b"multipart/form-data") or not boundary:
             raise Refused(
                 415,
                 "expected_multipart",
                 'store instances as multipart/related; type="application/dicom", one'
-                " instance a part",
-            )
-        if not related and (mime != b"multipart/form-data" or not boundary):
-            raise Refused(
-                415,
-                "expected_multipart",
-                "upload files as multipart/form-data with one or more 'file' parts",
+                " instance a part"
+                if related
+                else "upload files as multipart/form-data with one or more 'file' parts",
             )
         receiver = Receiver(self.blobs, dicom=dicom, related=related)
         received = False
         try:
             # In the try: a boundary the parser refuses (over 256 bytes) is the body's
             # fault, and the receiver's reservation of memory is given back.
-            parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
+            parser = MultipartParser(boundary, receiver.callbacks())
             listing = True
             async for chunk in body:
                 # After a refusal the rest is read and dropped, so the client gets the
-                # answer; after a refusal of content, parsed on for the heads of the
-                # later files (nothing stored), so the answer lists every refused one.
+                # answer; after a refusal of content or of names, parsed on for the heads
+                # of the later files (nothing stored), so the answer lists every refused one.
                 if listing and receiver.reading_on:
                     try:
                         parser.write(chunk)
@@ -102,6 +98,7 @@ class Uploads(Handlers):
                             raise
                         # Malformed after the refusal: it stands, listing what it has.
                         listing = False
+            receiver.end()
             if receiver.refusal is None:
                 parser.finalize()
                 if parser.state != MultipartState.END:

@@ -12,12 +12,13 @@ import contextlib
 import re
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from python_multipart.multipart import parse_options_header
 
 from services.ingest.media import facts as media_facts
 from services.ingest.media import kinds
+from services.ingest.metadata.domain import refused_files
 from services.ingest.uploads.domain import (
     StoredFile,
     StoredInstance,
@@ -27,6 +28,10 @@ from services.ingest.uploads.domain import (
 from shared.contracts.catalog import Media
 from shared.kit.blobs import BlobStore, BlobWriter, Held
 from shared.kit.errors import Refused
+
+if TYPE_CHECKING:
+    # python-multipart declares its callbacks' shape for type checkers only.
+    from python_multipart.multipart import MultipartCallbacks
 
 # One upload is one transaction of events; more files go in further uploads.
 MAX_FILES = 10_000
@@ -44,9 +49,10 @@ HELD_LIMIT = 8 * 1024 * 1024
 # comes, so many concurrent uploads cannot grow ingest's memory past this.
 HELD_TOTAL = 256 * 1024 * 1024
 # A refusal of content lists every file part it refuses (their heads still sniffed, their
-# bytes no longer stored), so a client sends the rest again in one more request; at most
-# this many are listed (and at most MAX_FILES parts looked at: past either, the rest of
-# the body is read and dropped, not parsed).
+# bytes no longer stored), as one of names does each file whose name it refuses (by
+# `refused_files`, as metadata's), so a client sends the rest again in one more request;
+# at most this many are listed (and at most MAX_FILES parts looked at: past either, the
+# rest of the body is read and dropped, not parsed).
 REFUSED_LISTED = 1000
 # The form fields an upload reads (the upload's metadata, an image group's kind and
 # name); any other is read and dropped, so a body of many fields holds nothing.
@@ -124,12 +130,14 @@ class Receiver:
         self._reserved = self._allowance.take(HELD_LIMIT)
         self.held = Held(self._reserved)
         self.refusal: Refused | None = None
+        # Each file refused for its name, its place in `part` (`end` makes them the refusal).
+        self.refused_names: list[Refused] = []
         self.writers: list[BlobWriter] = []
         self.file_parts = 0
         # Form fields other than files (an image group's kind and name), a few KiB at most.
         self.fields: dict[str, bytearray] = {}
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.on_part_begin,
             "on_header_field": self.on_header_field,
@@ -190,14 +198,30 @@ class Receiver:
                 part.name = check_file_name(sent_file_name(filename))
             part.sniffed_only = part.name is not None
             return
-        if not part.is_file or self.refusal:
+        if not part.is_file or (self.refusal and not self.refused_names):
             return
         try:
             part.name = check_file_name(sent_file_name(filename))
         except Refused as refusal:
-            self.refusal = refusal
+            self._refuse_name(part, refusal)
             return
-        self._write(part)
+        if self.refusal is None:
+            self._write(part)
+
+    def _refuse_name(self, part: Part, refusal: Refused) -> None:
+        """A file's name refused: the request is, and the later files' names are still
+        checked (none of their bytes stored), so the answer names every one at once."""
+        if len(self.refused_names) <= REFUSED_LISTED:  # one more tells there are more
+            details = {**refusal.details, "part": part.number}
+            self.refused_names.append(
+                Refused(refusal.status, refusal.code, refusal.message, details)
+            )
+        self.refusal = self.refusal or self.refused_names[0]
+
+    def end(self) -> None:
+        """The body read: a refusal of names becomes one naming each file refused."""
+        if self.refused_names:
+            self.refusal = refused_files(self.refused_names)
 
     def _write(self, part: Part) -> None:
         if len(self.writers) == MAX_FILES:
@@ -302,9 +326,11 @@ class Receiver:
     @property
     def reading_on(self) -> bool:
         """Whether the body is still parsed: until a refusal, or to list every refused
-        file after a refusal of content (within REFUSED_LISTED and MAX_FILES)."""
+        file after a refusal of content or of names (within REFUSED_LISTED and MAX_FILES)."""
         if self.refusal is None:
             return True
+        if self.refused_names:
+            return self.file_parts <= MAX_FILES and len(self.refused_names) <= REFUSED_LISTED
         return (
             self._refused_content()
             and self.file_parts <= MAX_FILES
