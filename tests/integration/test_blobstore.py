@@ -31,7 +31,7 @@ from shared.kit.blobs import (
     s3,
 )
 from shared.kit.blobs.s3 import parse_url
-from shared.kit.embedded import start_s3_server
+from shared.kit.embedded import free_port, start_s3_server
 from shared.kit.errors import storage_failed
 from shared.kit.media import StoreAnswered, presigned_reader
 from shared.kit.settings import Settings
@@ -618,3 +618,24 @@ async def test_an_object_store_that_hangs_fails_a_commit_in_bounded_time(
     finally:
         await blobs.close()
         moto.stop()
+
+
+async def test_an_object_store_that_is_down_fails_a_commit_within_seconds(tmp_path: Path) -> None:
+    """Nothing listening where the store should be: a commit is StoreUnavailable (ingest's
+    503) after a few tries to connect, not a wait."""
+    blobs = S3BlobStore(
+        parse_url(f"s3://down?endpoint=http://127.0.0.1:{free_port()}&region=us-east-1"),
+        tmp_path / "spool",
+        access_key="test-access-key",
+        secret_key="test-secret-key",
+    )
+    try:
+        writer = written(blobs, b"while the store is down")
+        writer.finish()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            async with asyncio.timeout(20):
+                await blobs.commit([writer])
+        assert time.monotonic() - started < 10
+    finally:
+        await blobs.close()
