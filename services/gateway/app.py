@@ -33,7 +33,7 @@ from services.gateway.transfers import GiveBack
 from shared.kit import consistency, idempotency, tracing
 from shared.kit.http import JSON, RETRY_AFTER_S, install_errors
 from shared.kit.logs import log
-from shared.kit.service import serve, settle_heap
+from shared.kit.service import READY_PROBE_S, serve, settle_heap
 from shared.kit.settings import Settings
 
 METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
@@ -89,7 +89,12 @@ def build(settings: Settings) -> FastAPI:
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> JSON:
         answers = await asyncio.gather(
-            *(gateway.call(name, "GET", "/readyz", request) for name in gateway.services),
+            # A service hung (its port open, nothing answered) is unready, told
+            # within the orchestrator's probe timeout rather than after a minute.
+            *(
+                gateway.call(name, "GET", "/readyz", request, timeout=READY_PROBE_S + 0.5)
+                for name in gateway.services
+            ),
             return_exceptions=True,
         )
         unready = [

@@ -500,17 +500,27 @@ class Gateway:
         )
         try:
             try:
-                return await client.send(built, stream=stream)
+                answer = await client.send(built, stream=stream)
             except DROPPED as error:
                 if method != "GET" or not isinstance(content, bytes | None):
                     raise  # a write, or a body that cannot be sent again
                 log.info("gateway.read_retried", upstream=service, error=repr(error))
                 client = self.fresh
-                return await client.send(built, stream=stream)
+                answer = await client.send(built, stream=stream)
         except httpx.PoolTimeout as error:
             raise Unavailable(service, error, busy=client is not self.http) from error
         except httpx.TransportError as error:
             raise Unavailable(service, error) from error
+        if answer.status_code == 401 and identity.REFUSED_HEADER in answer.headers:
+            # Our own token refused, before any route ran (nothing applied): most often
+            # it expired while the call waited on a service that hung. Not the client's
+            # credentials: a 503 to try again, never a 401 that would sign them out.
+            if stream:
+                await answer.aread()
+                await answer.aclose()
+            log.error("gateway.identity_refused", upstream=service, reason=answer.text[:300])
+            raise Unavailable(service, RuntimeError(f"refused our identity token: {answer.text}"))
+        return answer
 
     async def forward(
         self,

@@ -51,6 +51,10 @@ HEADER = "X-Files-Identity"
 # their access now, the session's folder path), beside the completer's own.
 OPENER_HEADER = "X-Files-Opener"
 _HEADER = HEADER.lower().encode()
+# On a service's 401 for the call's token (not the user's credentials): the caller's
+# own signature was refused (it expired while the call waited on a hung service, or the
+# keys differ), so the gateway answers its client 503, never a 401 that blames them.
+REFUSED_HEADER = "X-Files-Identity-Refused"
 VERSION = b"v1"
 # Long enough for any clock skew between pods and a slow hop; short enough that a
 # token seen in transit is soon worth nothing.
@@ -308,6 +312,10 @@ class Authenticated:
 
 async def _refuse(send: Any, message: str) -> None:
     body = orjson.dumps({"error": {"code": "unauthenticated", "message": message, "details": {}}})
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (REFUSED_HEADER.lower().encode(), b"1"),
+    ]
     await send({"type": "http.response.start", "status": 401, "headers": headers})
     await send({"type": "http.response.body", "body": body})

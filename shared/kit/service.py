@@ -50,6 +50,10 @@ from shared.kit.retry import Policy
 from shared.kit.settings import Settings
 
 Setup = Callable[[Conn], Awaitable[None]]
+# How long /readyz waits for the database: under the orchestrator's probe timeout (3 s
+# in deploy/k8s), so a hung database is told as such, and the gateway's own /readyz,
+# which asks every service, still answers within it.
+READY_PROBE_S = 2.0
 
 
 class PublicAnswer(BaseModel):
@@ -258,7 +262,13 @@ class Runtime:
         @app.get("/readyz", include_in_schema=False)
         async def readyz() -> JSON:
             try:
-                await self.pool.fetchval("SELECT 1")
+                # Bounded: a database that hangs (connections open, nothing answered)
+                # makes this unready within the probe's own timeout, not a probe hung.
+                async with asyncio.timeout(READY_PROBE_S):
+                    await self.pool.fetchval("SELECT 1")
+            except TimeoutError:
+                reason = f"the database did not answer within {READY_PROBE_S:g} s"
+                return JSON({"status": "unready", "reason": reason}, 503)
             except Exception as error:
                 return JSON({"status": "unready", "reason": repr(error)}, 503)
             if self.consumer is not None and not self.consumer.ready.is_set():

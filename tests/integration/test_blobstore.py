@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,11 +24,14 @@ from shared.kit.blobs import (
     LocalBlobStore,
     S3BlobStore,
     StoreRefused,
+    StoreUnavailable,
     UnknownUpload,
     content_key,
     open_blob_store,
+    s3,
 )
 from shared.kit.blobs.s3 import parse_url
+from shared.kit.embedded import free_port, start_s3_server
 from shared.kit.errors import storage_failed
 from shared.kit.media import StoreAnswered, presigned_reader
 from shared.kit.settings import Settings
@@ -575,5 +579,63 @@ async def test_an_object_store_that_refuses_a_blob_fails_the_commit_as_the_store
             await blobs.commit([writer])
         assert not isinstance(failed.value, OSError)
         assert storage_failed(failed.value).status == 503
+    finally:
+        await blobs.close()
+
+
+async def test_an_object_store_that_hangs_fails_a_commit_in_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 stopped (SIGSTOP: its port open, nothing answered): a commit fails as
+    StoreUnavailable (ingest's 503) once the store has been silent SILENCE_S, rather than
+    holding its caller (and ingest's database connection) for minutes; once the store
+    answers again, the same commit goes through."""
+    monkeypatch.setattr(s3, "SILENCE_S", 1.0)
+    moto = start_s3_server(tmp_path / "moto.log")
+    blobs = S3BlobStore(
+        parse_url(f"s3://hangs?endpoint={moto.url}&region=us-east-1"),
+        tmp_path / "spool",
+        access_key="test-access-key",
+        secret_key="test-secret-key",
+    )
+    try:
+        await blobs.start()
+        moto.proc.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            writer = written(blobs, b"while the store hangs")
+            writer.finish()
+            with pytest.raises(StoreUnavailable):
+                async with asyncio.timeout(20):
+                    await blobs.commit([writer])
+            assert time.monotonic() - started < 10
+        finally:
+            moto.proc.send_signal(signal.SIGCONT)
+        writer = written(blobs, b"once it answers again")
+        writer.finish()
+        await blobs.commit([writer])
+        assert await read(blobs, writer.key, 0, 21) == b"once it answers again"
+    finally:
+        await blobs.close()
+        moto.stop()
+
+
+async def test_an_object_store_that_is_down_fails_a_commit_within_seconds(tmp_path: Path) -> None:
+    """Nothing listening where the store should be: a commit is StoreUnavailable (ingest's
+    503) after a few tries to connect, not a wait."""
+    blobs = S3BlobStore(
+        parse_url(f"s3://down?endpoint=http://127.0.0.1:{free_port()}&region=us-east-1"),
+        tmp_path / "spool",
+        access_key="test-access-key",
+        secret_key="test-secret-key",
+    )
+    try:
+        writer = written(blobs, b"while the store is down")
+        writer.finish()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            async with asyncio.timeout(20):
+                await blobs.commit([writer])
+        assert time.monotonic() - started < 10
     finally:
         await blobs.close()

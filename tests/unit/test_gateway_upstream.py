@@ -7,8 +7,11 @@ request of each connection and drops the connection under the second."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 from starlette.requests import Request
@@ -152,3 +155,64 @@ async def test_each_call_is_signed_for_the_service_it_goes_to(gateway: Gateway) 
         ("ingest", "u-1"),
         ("ingest", "service:gateway"),
     ]
+
+
+async def test_a_service_refusing_the_gateways_token_is_a_503_not_the_callers_401(
+    gateway: Gateway,
+) -> None:
+    """A call that waited on a hung service past its token's life reaches it expired:
+    the service's middleware refuses the token (401, marked as the token's refusal), and
+    the gateway makes that Unavailable (503, try again), not a 401 telling its client
+    that their own credentials are bad. A route's own 401 is passed on as it is."""
+
+    async def route(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b'{"error":{"code":"unauthenticated","message":"no such key","details":{}}}'
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    service = identity.Authenticated(route, identity.ServiceKey(SERVICE_KEY), audience="acl")
+    late_by = [float(identity.TTL_S + 1)]  # how long the call waited before it was read
+    now = time.time
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The service's own middleware, reading the call `late_by` after it was sent."""
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "path": head[0].split(" ")[1],
+            "headers": [
+                (k.strip().lower().encode(), v.strip().encode())
+                for k, _, v in (line.partition(":") for line in head[1:] if line)
+            ],
+        }
+        with mock.patch.object(identity.time, "time", lambda: now() + late_by[0]):
+            await service(scope, None, send)
+        body = sent[1]["body"]
+        headers = b"".join(
+            k + b": " + v + b"\r\n" for k, v in sent[0]["headers"] if k != b"content-length"
+        )
+        writer.write(
+            b"HTTP/1.1 %d X\r\n%sconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+            % (sent[0]["status"], headers, len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    gateway.services["acl"] = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        with pytest.raises(Unavailable) as unavailable:
+            await gateway.call("acl", "GET", "/v1/users", request())
+        assert "expired" in str(unavailable.value)
+        # Read in time: the route's own 401 reaches the caller.
+        late_by[0] = 0.0
+        answer = await gateway.call("acl", "GET", "/v1/users", request())
+        assert answer.status_code == 401 and "no such key" in answer.text
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -53,6 +53,12 @@ _FOR_NOW = frozenset(
     {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeTooSkewed"}
 )
 THREADS = 32
+# A store that hangs (its port open, nothing answered) fails a call within these, so an
+# upload is answered `503 storage_unavailable` by ingest, within the gateway's own 60 s
+# wait for ingest, and gives back its database connection and thread. A store that
+# goes silent longer than SILENCE_S on a healthy call is taken as hung too.
+CONNECT_S = 5.0
+SILENCE_S = 30.0
 # Blobs put side by side at commit, and parts of one large blob.
 PARALLEL_PUTS = 8
 PART_SIZE = 16 * 1024 * 1024
@@ -123,11 +129,17 @@ class S3BlobStore:
             # As minio's own, with a connection for each of our threads.
             http_client=urllib3.PoolManager(
                 maxsize=THREADS,
-                timeout=urllib3.Timeout(connect=10, read=300),
+                timeout=urllib3.Timeout(connect=CONNECT_S, read=SILENCE_S),
                 cert_reqs="CERT_REQUIRED",
                 ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+                # A store that took the request and says nothing is not asked again:
+                # each try would wait SILENCE_S more behind a caller already gone.
                 retries=urllib3.Retry(
-                    total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+                    total=5,
+                    connect=2,
+                    read=0,
+                    backoff_factor=0.2,
+                    status_forcelist=[500, 502, 503, 504],
                 ),
             ),
         )
@@ -371,7 +383,7 @@ class S3BlobStore:
                         yield chunk
 
             if self._http is None:
-                self._http = httpx.AsyncClient(timeout=httpx.Timeout(30, read=300))
+                self._http = httpx.AsyncClient(timeout=httpx.Timeout(SILENCE_S, connect=CONNECT_S))
             size = spool.stat().st_size
             response = await self._http.put(
                 url, content=body(), headers={"Content-Length": str(size)}
