@@ -6,6 +6,7 @@
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { ApiError, all, get, post, send, type Folder } from "./api";
 import { bytes } from "./format";
+import { folderUrl, navigate } from "./router";
 import { changed, mayEdit } from "./store";
 import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
 
@@ -370,6 +371,9 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
   const [prefix, setPrefix] = useState("");
   const [keys, setKeys] = useState("");
   const [manifest, setManifest] = useState<File | null>(null);
+  // "Keep synced": a new folder follows the prefix, rather than a one-time import.
+  const [keepSynced, setKeepSynced] = useState(false);
+  const [syncedName, setSyncedName] = useState("");
   const live = useRef(entries);
   live.current = entries;
   // "+ New folder" at the top level: the name being typed (null: not making one).
@@ -572,6 +576,25 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
     }
   };
 
+  const makeSynced = async () => {
+    if (!integration || !syncedName.trim()) return;
+    setBusy(true);
+    setError(null);
+    try {
+      const body: any = { name: syncedName.trim(), cloud_sync: { integration_id: integration, prefix: prefix.trim() } };
+      if (folderId) body.parent_id = folderId;
+      const made = await post<Folder>("/v1/folders", body);
+      notify(`Folder ${made.name} created: it stays synced with the bucket prefix`);
+      changed();
+      props.onClose();
+      navigate(folderUrl(made.id));
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
   const tabs = [
     { id: "upload", label: "Upload" },
     { id: "batch", label: "Batch images as" },
@@ -695,19 +718,51 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
               <input id={`${base}-prefix`} value={prefix} onInput={(e) => setPrefix((e.target as HTMLInputElement).value)} />
             </div>
             <div class="field">
-              <label for={`${base}-keys`}>Keys (one a line)</label>
-              <textarea id={`${base}-keys`} rows={3} value={keys} onInput={(e) => setKeys((e.target as HTMLTextAreaElement).value)} />
+              <label class="inline">
+                <input type="checkbox" role="switch" checked={keepSynced} disabled={busy} onChange={(e) => setKeepSynced((e.target as HTMLInputElement).checked)} />
+                Keep a folder synced with the bucket
+              </label>
+              <p class="muted" id={`${base}-synced-hint`}>
+                {keepSynced
+                  ? `A new folder${folderId ? " in this one" : " at the top level"} follows the prefix: new objects become files, changed ones are read again and removed ones leave it, at each sync (on a schedule, or "Sync now" on its page). Nothing can be uploaded into it by hand.`
+                  : "Off: the objects are imported once."}
+              </p>
             </div>
-            <div class="field">
-              <label for={`${base}-manifest`}>Manifest (JSON)</label>
-              <input id={`${base}-manifest`} type="file" accept="application/json,.json" onChange={(e) => setManifest((e.target as HTMLInputElement).files?.[0] ?? null)} />
-            </div>
-            <JobProgress job={job} label="Import progress" />
-            <div class="actions">
-              <button type="button" class="primary" disabled={busy || !folderId || !integration || (!prefix.trim() && !keys.trim() && !manifest)} onClick={importObjects}>
-                Import
-              </button>
-            </div>
+            {keepSynced ? (
+              <>
+                <div class="field">
+                  <label for={`${base}-synced-name`}>Synced folder name</label>
+                  <input
+                    id={`${base}-synced-name`}
+                    aria-describedby={`${base}-synced-hint`}
+                    value={syncedName}
+                    onInput={(e) => setSyncedName((e.target as HTMLInputElement).value)}
+                  />
+                </div>
+                <div class="actions">
+                  <button type="button" class="primary" disabled={busy || !integration || !syncedName.trim()} onClick={makeSynced}>
+                    Create synced folder
+                  </button>
+                </div>
+              </>
+            ) : (
+              <>
+                <div class="field">
+                  <label for={`${base}-keys`}>Keys (one a line)</label>
+                  <textarea id={`${base}-keys`} rows={3} value={keys} onInput={(e) => setKeys((e.target as HTMLTextAreaElement).value)} />
+                </div>
+                <div class="field">
+                  <label for={`${base}-manifest`}>Manifest (JSON)</label>
+                  <input id={`${base}-manifest`} type="file" accept="application/json,.json" onChange={(e) => setManifest((e.target as HTMLInputElement).files?.[0] ?? null)} />
+                </div>
+                <JobProgress job={job} label="Import progress" />
+                <div class="actions">
+                  <button type="button" class="primary" disabled={busy || !folderId || !integration || (!prefix.trim() && !keys.trim() && !manifest)} onClick={importObjects}>
+                    Import
+                  </button>
+                </div>
+              </>
+            )}
           </>
         )}
       </TabPanel>

@@ -1053,6 +1053,32 @@ class SyncFolderRequest(_message.Message):
     folder_id: str
     def __init__(self, folder_id: _Optional[str] = ...) -> None: ...
 
+class LastSync(_message.Message):
+    __slots__ = ("job_id", "status", "started_at")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    status: str
+    started_at: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FolderSync(_message.Message):
+    __slots__ = ("cloud_synced", "synced_folder_id", "cloud_sync", "paused", "objects", "last_sync")
+    CLOUD_SYNCED_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_SYNC_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SYNC_FIELD_NUMBER: _ClassVar[int]
+    cloud_synced: bool
+    synced_folder_id: str
+    cloud_sync: CloudSync
+    paused: bool
+    objects: int
+    last_sync: LastSync
+    def __init__(self, cloud_synced: _Optional[bool] = ..., synced_folder_id: _Optional[str] = ..., cloud_sync: _Optional[_Union[CloudSync, _Mapping]] = ..., paused: _Optional[bool] = ..., objects: _Optional[int] = ..., last_sync: _Optional[_Union[LastSync, _Mapping]] = ...) -> None: ...
+
 class IntegrationPage(_message.Message):
     __slots__ = ("items", "next_cursor")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
