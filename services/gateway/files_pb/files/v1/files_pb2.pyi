@@ -682,7 +682,7 @@ class UnshareDatasetRequest(_message.Message):
     def __init__(self, dataset_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("id", "name", "description", "synced_folder_id", "synced", "unsynced_from_folder_id", "file_count", "created_at", "created_by", "my_role")
+    __slots__ = ("id", "name", "description", "synced_folder_id", "synced", "unsynced_from_folder_id", "file_count", "created_at", "created_by", "my_role", "version")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -693,6 +693,7 @@ class Dataset(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     MY_ROLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -703,7 +704,8 @@ class Dataset(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     created_by: str
     my_role: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., synced_folder_id: _Optional[str] = ..., synced: _Optional[bool] = ..., unsynced_from_folder_id: _Optional[str] = ..., file_count: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., my_role: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., synced_folder_id: _Optional[str] = ..., synced: _Optional[bool] = ..., unsynced_from_folder_id: _Optional[str] = ..., file_count: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., my_role: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class DatasetPage(_message.Message):
     __slots__ = ("items", "next_cursor")
