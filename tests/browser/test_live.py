@@ -119,13 +119,13 @@ def test_a_large_folder_read_again_keeps_its_selection(signed_in: Page, api: htt
 
     page.goto(f"/folders/{folder['id']}")
     count = page.locator("p.count")
-    expect(count).to_have_text("1200 items")
+    expect(count).to_have_text("1,200 items")
     page.get_by_role("grid", name="Folder contents").focus()
     page.keyboard.press("Control+a")
-    expect(count).to_have_text("1200 items, 1200 selected")
+    expect(count).to_have_text("1,200 items, 1,200 selected")
 
     upload(api, folder["id"], ("newcomer.txt", text("n\n")))
-    expect(count).to_have_text("1201 items, 1200 selected")
+    expect(count).to_have_text("1,201 items, 1,200 selected")
 
 
 RETURN_TO_TAB = "document.dispatchEvent(new Event('visibilitychange'))"

@@ -3,7 +3,7 @@
 // keyboard, the right-click menu, and the details panel.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { all, ApiError, get, type FileItem, type Folder, type Item } from "./api";
-import { bytes, count, date, kindLabel, KINDS } from "./format";
+import { bytes, count, date, kindLabel, KINDS, num } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { SyncPanel, useSyncState } from "./sync";
@@ -174,7 +174,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     setMenu({ x, y, targets });
   };
   const actionsFor = (targets: Item[]): { label: string; items: MenuItem[] } => {
-    const label = targets.length === 1 ? `Actions for ${targets[0].name}` : `Actions for ${targets.length} items`;
+    const label = targets.length === 1 ? `Actions for ${targets[0].name}` : `Actions for ${count(targets.length, "item")}`;
     const extra: MenuItem[] =
       targets.length === 1 && targets[0].type === "folder"
         ? [
@@ -275,7 +275,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       <section class="content" aria-label={folder ? folder.name : folderId ? "Folder" : "All folders"}>
         <Breadcrumbs path={folder?.path ?? []} />
         {/* Until a folder is read, its page does not pass for the top level. */}
-        <h1 class="title">{folder ? folder.name : folderId ? "Loading folder…" : "All folders"}</h1>
+        <h1 class="title" id="folder-title" tabIndex={-1}>
+          {folder ? folder.name : folderId ? "Loading folder…" : "All folders"}
+        </h1>
         {toolbar}
         {folderId && sync?.cloud_synced && <SyncPanel folderId={folderId} state={sync} role={role} />}
         {error && (
@@ -331,7 +333,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
         {!(error && !items) && (
           <p class="count" aria-live="polite">
             {loading ? `Loading… ${count(items?.length ?? 0, "item")}` : count(shown.length, "item")}
-            {chosen.length > 0 && `, ${chosen.length} selected`}
+            {chosen.length > 0 && `, ${num(chosen.length)} selected`}
           </p>
         )}
       </section>
@@ -339,7 +341,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
         {details ? (
           <Details key={details.id} item={details} />
         ) : chosen.length > 1 ? (
-          <p>{chosen.length} items selected</p>
+          <p>{count(chosen.length, "item")} selected</p>
         ) : (
           <p class="muted">Select a folder or file to see its details.</p>
         )}

@@ -4,7 +4,7 @@
 // Admin of it, only seen by the others) and, for an Admin, "Delete dataset".
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { all, ApiError, del, get, post, type FileItem, type Folder } from "./api";
-import { bytes, count, date, kindLabel, listed } from "./format";
+import { bytes, count, date, kindLabel, listed, num } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { useSelection } from "./selection";
 import { changed, mayEdit, mayManage, open as openDialog, useVersion, useWatch } from "./store";
@@ -254,7 +254,7 @@ export function DatasetPage({ id }: { id: string }) {
       </div>
       {files && files.length > 0 && (
         <div class="toolbar" role="toolbar" aria-label="Dataset actions">
-          <span aria-live="polite">{chosen.length} selected</span>
+          <span aria-live="polite">{num(chosen.length)} selected</span>
           {editable ? (
             <button type="button" disabled={!chosen.length} onClick={ask}>
               Remove from dataset
@@ -359,7 +359,7 @@ export function DatasetPage({ id }: { id: string }) {
           title={
             removing.length === 1
               ? `Remove ${removing[0].name} from dataset ${dataset.name}?`
-              : `Remove ${removing.length} files from dataset ${dataset.name}?`
+              : `Remove ${count(removing.length, "file")} from dataset ${dataset.name}?`
           }
           action="Remove from dataset"
           onConfirm={async () => {

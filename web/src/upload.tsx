@@ -5,7 +5,7 @@
 // the person's sign-in ended and they signed in again.
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { ApiError, all, get, post, send, type Folder } from "./api";
-import { bytes } from "./format";
+import { bytes, count, num } from "./format";
 import { folderUrl, navigate } from "./router";
 import { changed, mayEdit } from "./store";
 import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
@@ -265,7 +265,7 @@ function FileList({ entries, onRemove, busy }: { entries: Entry[]; onRemove: (i:
           <progress aria-label="Total progress" max={Math.max(total, 1)} value={loaded} />
         </label>
         <span>
-          {entries.filter((e) => e.status === "done").length} of {entries.length} files, {bytes(loaded)} of {bytes(total)}
+          {num(entries.filter((e) => e.status === "done").length)} of {count(entries.length, "file")}, {bytes(loaded)} of {bytes(total)}
         </span>
       </div>
       <ul aria-label="Files to upload">
@@ -311,8 +311,8 @@ function JobProgress({ job, label }: { job: any; label: string }) {
         <progress aria-label={label} max={Math.max(p.total, 1)} value={p.done} />
       </label>
       <p>
-        {p.done} of {p.total} done, status {job.status}
-        {files ? `, ${files} ${files === 1 ? "file" : "files"}` : ""}
+        {num(p.done)} of {num(p.total)} done, status {job.status}
+        {files ? `, ${count(files, "file")}` : ""}
       </p>
       {job.errors?.length > 0 && (
         <ul class="job-errors" aria-label="Refused">
@@ -464,7 +464,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
     const refused = live.current.filter((e) => e.status === "refused").length;
     const unsent = live.current.length - done - refused;
     notify(
-      `${done} ${done === 1 ? "file" : "files"} uploaded${refused ? `, ${refused} refused` : ""}${unsent ? `, ${unsent} not sent: try again` : ""}`,
+      `${count(done, "file")} uploaded${refused ? `, ${num(refused)} refused` : ""}${unsent ? `, ${num(unsent)} not sent: try again` : ""}`,
       refused + unsent > 0,
     );
   };
@@ -568,7 +568,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       const started = await post(`/v1/folders/${folderId}/imports`, body);
       const finished = await follow(started.job_id, setJob);
       changed();
-      notify(`Import ${finished.status}: ${finished.file_count ?? finished.files?.length ?? 0} files`, finished.status === "failed");
+      notify(`Import ${finished.status}: ${count(finished.file_count ?? finished.files?.length ?? 0, "file")}`, finished.status === "failed");
     } catch (err) {
       setError(err instanceof SyntaxError ? new Error(`The manifest is not JSON: ${err.message}`) : err);
     } finally {
@@ -588,6 +588,9 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       changed();
       props.onClose();
       navigate(folderUrl(made.id));
+      // The button that opened the dialog is not on the new folder's page (nothing is
+      // uploaded into a synced folder): the keyboard goes on from its heading.
+      requestAnimationFrame(() => document.getElementById("folder-title")?.focus());
     } catch (err) {
       setError(err);
     } finally {
