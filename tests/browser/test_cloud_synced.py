@@ -40,6 +40,23 @@ def put(s3: Minio, key: str, data: bytes) -> None:
     s3.put_object(BUCKET, key, io.BytesIO(data), len(data))
 
 
+def register(api: httpx.Client, moto: MotoS3, bucket: str) -> str:
+    answer = api.post(
+        "/v1/integrations",
+        json={
+            "name": unique("lab"),
+            "provider": "s3",
+            "endpoint": moto.endpoint,
+            "region": "us-east-1",
+            "bucket": bucket,
+            "access_key": moto.access_key,
+            "secret_key": moto.secret_key,
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"])
+
+
 def test_a_folder_synced_with_a_prefix_follows_it_from_the_app(
     signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
 ) -> None:
@@ -47,31 +64,22 @@ def test_a_folder_synced_with_a_prefix_follows_it_from_the_app(
     prefix = f"{unique('scans')}/"
     for n in range(2):
         put(s3, f"{prefix}{n}.png", png(6 + n, 6))
-    integration = api.post(
-        "/v1/integrations",
-        json={
-            "name": unique("lab"),
-            "provider": "s3",
-            "endpoint": moto.endpoint,
-            "region": "us-east-1",
-            "bucket": BUCKET,
-            "access_key": moto.access_key,
-            "secret_key": moto.secret_key,
-        },
-    )
-    assert integration.status_code == 201, integration.text
+    integration_id = register(api, moto, BUCKET)
     page = signed_in
     name = unique("synced")
     page.get_by_role("button", name="Upload files").click()
     dialog = page.get_by_role("dialog", name="Upload files")
     dialog.get_by_role("tab", name="Import from private cloud").click()
-    dialog.get_by_label("Integration").select_option(integration.json()["id"])
+    dialog.get_by_label("Integration").select_option(integration_id)
     dialog.get_by_label("Prefix").fill(prefix)
     dialog.get_by_role("switch", name="Keep a folder synced with the bucket").check()
     dialog.get_by_label("Synced folder name").fill(name)
     dialog.get_by_role("button", name="Create synced folder").click()
 
-    expect(page.get_by_role("heading", name=name, level=1)).to_be_visible()
+    heading = page.get_by_role("heading", name=name, level=1)
+    expect(heading).to_be_visible()
+    # The dialog closed with the page it made: the keyboard goes on from its heading.
+    expect(heading).to_be_focused()
     folder_id = page.url.rsplit("/", 1)[1]
     panel = page.get_by_role("region", name="Cloud sync")
     expect(panel).to_contain_text(prefix)
@@ -101,3 +109,35 @@ def test_a_folder_synced_with_a_prefix_follows_it_from_the_app(
     listed = {i["name"]: i for i in items(api, folder_id)}
     assert listed["0.png"].get("tombstone") is True
     assert "tombstone" not in listed["2.png"]
+
+
+def test_a_failed_sync_says_why(
+    signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+) -> None:
+    moto, s3 = bucket
+    gone = unique("gone")
+    s3.make_bucket(gone)
+    s3.put_object(gone, "p/a.txt", io.BytesIO(b"x\n"), 2)
+    made = api.post(
+        "/v1/folders",
+        json={
+            "name": unique("failing"),
+            "cloud_sync": {"integration_id": register(api, moto, gone), "prefix": "p/"},
+        },
+    )
+    assert made.status_code == 201, made.text
+    folder = made.json()
+    page = signed_in
+    page.goto(f"/folders/{folder['id']}")
+    panel = page.get_by_role("region", name="Cloud sync")
+    state = panel.get_by_role("status")
+    expect(state).to_contain_text("Last synced", timeout=30_000)
+    expect(state).to_contain_text("1 object in the bucket prefix")
+    # The bucket goes: the next listing fails, and the page says so with the job's reason.
+    s3.remove_object(gone, "p/a.txt")
+    s3.remove_bucket(gone)
+    panel.get_by_role("button", name="Sync now").click()
+    expect(state).to_contain_text("Last sync failed", timeout=30_000)
+    expect(state).to_contain_text("could not be listed")
+    # Nothing was marked gone: the file is listed still.
+    expect(page.get_by_role("grid").get_by_text("a.txt", exact=True)).to_be_visible()
