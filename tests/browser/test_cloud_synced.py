@@ -97,6 +97,23 @@ def test_a_folder_synced_with_a_prefix_follows_it_from_the_app(
         "Nothing can be uploaded, made or moved into a cloud-synced folder"
     )
     expect(panel).to_contain_text("put objects in the bucket, then sync")
+    # The tree's menu, which does not read each folder's sync state, opens dialogs that
+    # say so and offer nothing to send; Escape closes them, back to where it was.
+    tree_row = page.get_by_role("tree").get_by_role("treeitem", name=name).locator(".tree-row")
+    for item, title, said in (
+        ("Upload files", "Upload files", "nothing can be uploaded or imported into it"),
+        ("New folder", "New folder", "no folder can be made in it"),
+    ):
+        tree_row.click(button="right")
+        page.get_by_role("menu").get_by_role("menuitem", name=item).click()
+        dialog = page.get_by_role("dialog", name=title)
+        expect(dialog.get_by_role("alert")).to_contain_text(f"This folder is cloud-synced: {said}")
+        expect(dialog.get_by_role("tab")).to_have_count(0)
+        if title == "New folder":
+            dialog.get_by_label("Name").fill("mine")
+            expect(dialog.get_by_role("button", name="Create")).to_be_disabled()
+        page.keyboard.press("Escape")
+        expect(dialog).to_have_count(0)
 
     # An object added to the bucket comes with "Sync now"; a removed one goes.
     put(s3, f"{prefix}2.png", png(9, 6))

@@ -3,6 +3,7 @@
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { all, ApiError, del, get, patch, post, query, type Folder } from "./api";
 import { count, num } from "./format";
+import { SyncedRefusal, useSyncState } from "./sync";
 import { Lock } from "./icons";
 import { folderUrl, navigate } from "./router";
 import { changed, closeDialog, forget, mayEdit, mayManage, roleName, session, setDialogOpener, type DialogRequest } from "./store";
@@ -53,6 +54,7 @@ function Field(props: { label: string; value: string; onInput: (v: string) => vo
 }
 
 function NewFolder({ parentId, onClose }: { parentId: string | null; onClose: () => void }) {
+  const synced = !!useSyncState(parentId)?.cloud_synced;
   const [name, setName] = useState("");
   const [description, setDescription] = useState("");
   const [error, setError] = useState<unknown>(null);
@@ -80,12 +82,13 @@ function NewFolder({ parentId, onClose }: { parentId: string | null; onClose: ()
       <form onSubmit={submit}>
         <Field label="Name" value={name} onInput={setName} required autoFocus />
         <Field label="Description" value={description} onInput={setDescription} multiline />
+        {synced && <SyncedRefusal what="no folder can be made in it" />}
         <ErrorText error={error} />
         <div class="actions">
           <button type="button" onClick={onClose}>
             Cancel
           </button>
-          <button type="submit" class="primary" disabled={busy || !name.trim()}>
+          <button type="submit" class="primary" disabled={busy || !name.trim() || synced}>
             Create
           </button>
         </div>

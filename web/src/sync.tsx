@@ -34,6 +34,23 @@ export function useSyncState(folderId: string | null): SyncState | null {
 
 export const SYNCED_WHY = "Its files are the bucket's objects: put objects in the bucket, then sync.";
 
+// Said where something would be added to a synced folder (a dialog opened from a menu
+// of the tree or the listing, which do not read each folder's sync state).
+export function SyncedRefusal({ what }: { what: string }) {
+  return (
+    <p role="alert" class="error-text">
+      This folder is cloud-synced: {what}. {SYNCED_WHY}
+    </p>
+  );
+}
+
+// Syncs started here (a synced folder made, "Sync now"): when one is read ended, the views
+// read again, also when the folder's state was first read with it ended already (a quick
+// sync): the job's answer comes once the catalog has caught up with it, so that read
+// lists what it brought.
+const started = new Set<string>();
+export const startedHere = (jobId: string) => void started.add(jobId);
+
 const interval = (s: number) => (s % 3600 === 0 ? count(s / 3600, "hour") : s % 60 === 0 ? count(s / 60, "minute") : count(s, "second"));
 
 export function SyncPanel({ folderId, state, role }: { folderId: string; state: SyncState; role: string | null | undefined }) {
@@ -52,8 +69,8 @@ export function SyncPanel({ folderId, state, role }: { folderId: string; state: 
         if (stopped) return;
         setJob(found);
         if (found.status === "running" || found.status === "pending") timer = window.setTimeout(read, 1000);
-        // Done while shown: what it brought or took away is listed.
-        else if (last.status === "running") changed();
+        // Ended while shown, or started here: what it brought or took away is listed.
+        else if (started.delete(last.job_id) || last.status === "running") changed();
       } catch {
         // Its job unreadable: the state's own status is shown.
       }
@@ -77,7 +94,7 @@ export function SyncPanel({ folderId, state, role }: { folderId: string; state: 
     setAsking(true);
     setError(null);
     try {
-      await post(`/v1/folders/${folderId}/sync`);
+      startedHere((await post<{ job_id: string }>(`/v1/folders/${folderId}/sync`)).job_id);
       notify("Sync started");
       changed();
     } catch (e) {

@@ -7,6 +7,7 @@ import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { ApiError, all, get, post, send, type Folder } from "./api";
 import { bytes, count, num } from "./format";
 import { folderUrl, navigate } from "./router";
+import { startedHere, SyncedRefusal, useSyncState } from "./sync";
 import { changed, mayEdit } from "./store";
 import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
 
@@ -374,6 +375,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
   // "Keep synced": a new folder follows the prefix, rather than a one-time import.
   const [keepSynced, setKeepSynced] = useState(false);
   const [syncedName, setSyncedName] = useState("");
+  const synced = !!useSyncState(folderId)?.cloud_synced;
   const live = useRef(entries);
   live.current = entries;
   // "+ New folder" at the top level: the name being typed (null: not making one).
@@ -583,7 +585,8 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
     try {
       const body: any = { name: syncedName.trim(), cloud_sync: { integration_id: integration, prefix: prefix.trim() } };
       if (folderId) body.parent_id = folderId;
-      const made = await post<Folder>("/v1/folders", body);
+      const made = await post<Folder & { sync_job_id: string }>("/v1/folders", body);
+      startedHere(made.sync_job_id);
       notify(`Folder ${made.name} created: it stays synced with the bucket prefix`);
       changed();
       props.onClose();
@@ -641,8 +644,9 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
           )}
         </div>
       )}
-      <Tabs label="What to add" tabs={tabs} active={tab} onChange={switchTab} idBase={base} />
-      <TabPanel idBase={base} id={tab}>
+      {synced && <SyncedRefusal what="nothing can be uploaded or imported into it" />}
+      {!synced && <Tabs label="What to add" tabs={tabs} active={tab} onChange={switchTab} idBase={base} />}
+      {!synced && <TabPanel idBase={base} id={tab}>
         {tab === "upload" && (
           <>
             <Picker label="Drop zone" folders onFiles={add} />
@@ -768,7 +772,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
             )}
           </>
         )}
-      </TabPanel>
+      </TabPanel>}
       <ErrorText error={error} />
       <div class="actions">
         <button type="button" disabled={busy} onClick={props.onClose}>
