@@ -78,6 +78,10 @@ def dataset_json(row: Any, my_role: str | None, file_count: int) -> dict[str, An
         "created_at": row["created_at"].isoformat(),
         "created_by": row["created_by"],
         "my_role": my_role,
+        # Its stream's version: it grows at every change of the dataset (a file in or
+        # out, a rename, a share), so a page that watches it misses none, even a file
+        # moved out and another in between two looks, which leave the count as it was.
+        "version": row["version"],
     }
 
 

@@ -361,6 +361,15 @@ class Compose:
             await self.gateway.forward(call, folder_path=self.path_of(folder))
         )
 
+    async def sync_state(self, call: Call) -> Response:
+        # Any role on the folder: its page says what it follows, and why nothing is added.
+        folder = await self.find_folder(call, call.values["folder_id"])
+        if folder.status_code != 200:
+            return self.gateway.relay(folder)
+        return self.gateway.relay(
+            await self.gateway.forward(call, folder_path=self.path_of(folder))
+        )
+
     async def integration_events(self, call: Call) -> Response:
         """A bucket's notification: its token (never an API key) goes to ingest, which
         checks it; Bearer, MinIO's raw auth_token, or HTTP Basic's password."""

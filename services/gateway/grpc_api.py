@@ -451,6 +451,7 @@ UNARY: dict[str, Route] = {
     "Integrations/DeleteIntegration": Route("DELETE", "/v1/integrations/{integration_id}"),
     "Integrations/SyncFolder": Route("POST", "/v1/folders/{folder_id}/sync"),
     "Integrations/ImportObjects": Route("POST", "/v1/folders/{folder_id}/imports"),
+    "Integrations/GetFolderSync": Route("GET", "/v1/folders/{folder_id}/sync"),
     "UploadSessions/OpenUploadSession": Route("POST", "/v1/folders/{folder_id}/uploads"),
     "UploadSessions/GetUploadSession": Route("GET", "/v1/uploads/{session_id}"),
     "UploadSessions/CompleteUploadSession": Route("POST", "/v1/uploads/{session_id}/complete"),

@@ -44,6 +44,10 @@ class Dataset(Shape):
     created_at: str
     created_by: str
     my_role: str | None
+    version: int = Field(
+        description="grows at every change of the dataset (its files, name, description,"
+        " sync, sharing), also of files the caller does not see: a key to watch"
+    )
 
 
 class Datasets(Page):

@@ -176,6 +176,32 @@ class JobStarted(Shape):
     job_id: str
 
 
+class LastSync(Shape):
+    job_id: str = Field(description="`GET /v1/jobs/{id}` tells its progress, files and errors")
+    status: str = Field(examples=["running", "done", "failed"])
+    started_at: str
+
+
+class SyncState(Shape):
+    cloud_synced: bool = Field(
+        description="the folder follows a bucket prefix, or is a subfolder its key paths"
+        " made; nothing can be uploaded, made or moved into it"
+    )
+    synced_folder_id: str | None = Field(
+        None,
+        description="the folder that follows the prefix (this one, or the one above whose"
+        " key paths made it, named only to a caller with a role on it)",
+    )
+    cloud_sync: dict[str, Any] | None = Field(
+        None, description="the synced folder's own: `{integration_id, prefix, sync_interval_s}`"
+    )
+    paused: bool | None = Field(None, description="in the trash: no syncs until restored")
+    objects: int | None = Field(
+        None, description="the objects the folder holds as last listed (not those gone)"
+    )
+    last_sync: LastSync | None = None
+
+
 class ReEncodeFiles(Strict):
     file_ids: list[uuid.UUID] = Field(
         min_length=1,

@@ -367,7 +367,7 @@ def test_a_dataset_of_thousands_of_files_draws_only_the_rows_in_view(
 
     grid.focus()
     page.keyboard.press("Control+a")
-    expect(region.get_by_text("1500 selected")).to_be_visible()
+    expect(region.get_by_text("1,500 selected")).to_be_visible()
     page.keyboard.press("Escape")
     page.keyboard.press("End")
     last = grid.get_by_role("row", name="m1499.txt")

@@ -90,6 +90,10 @@ def test_manage_access_invite_change_remove_and_admins_locked(
     expect(admin).to_contain_text("Admin")
     expect(admin.get_by_role("combobox")).to_have_count(0)
     expect(admin.get_by_role("button", name="Remove admin@files.local")).to_have_count(0)
+    # Why, in words on the page (what a screen reader reads), not only a lock's tooltip.
+    expect(
+        admin.get_by_text("Locked: an Admin cannot be removed, and their role cannot be changed.")
+    ).to_be_visible()
     roles = {
         c["email"]: c["role"]
         for c in api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import make_folder, unique
+from shared.kit.stack import Stack
+from tests.browser.conftest import _context, make_folder, sign_in, unique
 
 COUNT = 10_000
 
@@ -33,7 +34,8 @@ def test_ten_thousand_files_stay_a_small_page(signed_in: Page, big_folder: dict)
     page = signed_in
     page.goto(f"/folders/{big_folder['id']}")
     page.get_by_role("button", name="List").click()
-    expect(page.get_by_text(f"{COUNT} items", exact=True)).to_be_visible(timeout=60_000)
+    # Grouped by thousands as the person's locale groups them (English here).
+    expect(page.get_by_text(f"{COUNT:,} items", exact=True)).to_be_visible(timeout=60_000)
     grid = page.get_by_role("grid", name="Folder contents")
     expect(grid).to_have_attribute("aria-rowcount", str(COUNT + 1))
     rows = grid.locator('[role="row"].item')
@@ -78,5 +80,20 @@ def test_a_large_folder_is_ordered_by_the_catalog_page_by_page(
     assert first_page.value.json()["items"][0]["name"] == f"f{COUNT - 1:05d}.txt"
     rows = grid.locator('[role="row"].item')
     expect(rows.first).to_have_attribute("aria-label", f"f{COUNT - 1:05d}.txt")
-    expect(page.get_by_text(f"{COUNT} items", exact=True)).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(f"{COUNT:,} items", exact=True)).to_be_visible(timeout=60_000)
     assert rows.count() < 100
+
+
+def test_counts_are_grouped_as_the_persons_locale_groups_them(
+    browser: Browser, platform: Stack, big_folder: dict
+) -> None:
+    context = _context(browser, platform, locale="de-DE")
+    try:
+        page = context.new_page()
+        sign_in(page)
+        page.goto(f"/folders/{big_folder['id']}")
+        expect(page.get_by_text("10.000 items", exact=True)).to_be_visible(timeout=60_000)
+        summary = page.get_by_role("complementary", name="Details")
+        expect(summary).to_contain_text("10.000")
+    finally:
+        context.close()

@@ -119,13 +119,13 @@ def test_a_large_folder_read_again_keeps_its_selection(signed_in: Page, api: htt
 
     page.goto(f"/folders/{folder['id']}")
     count = page.locator("p.count")
-    expect(count).to_have_text("1200 items")
+    expect(count).to_have_text("1,200 items")
     page.get_by_role("grid", name="Folder contents").focus()
     page.keyboard.press("Control+a")
-    expect(count).to_have_text("1200 items, 1200 selected")
+    expect(count).to_have_text("1,200 items, 1,200 selected")
 
     upload(api, folder["id"], ("newcomer.txt", text("n\n")))
-    expect(count).to_have_text("1201 items, 1200 selected")
+    expect(count).to_have_text("1,201 items, 1,200 selected")
 
 
 RETURN_TO_TAB = "document.dispatchEvent(new Event('visibilitychange'))"
@@ -436,3 +436,44 @@ def test_a_change_made_while_an_earlier_watch_read_was_under_way_is_seen(
     upload(api, folder["id"], ("c.txt", text("c\n")))
     tick.fulfill(response=answer)
     expect(count).to_have_text("2 items")
+
+
+def test_a_file_moved_out_and_another_in_between_two_looks_show_on_the_dataset_page(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """The dataset's count is the same after a move out and a move in: its page watches
+    the dataset's version, which each of them changed."""
+    page = signed_in
+    folder = make_folder(api, unique("swapped"))
+    elsewhere = make_folder(api, unique("swapped-from"))
+    [leaving] = upload(api, folder["id"], ("leaving.png", png(8, 8)))
+    [coming] = upload(api, elsewhere["id"], ("coming.txt", text("c\n")))
+    dataset = api.post(
+        "/v1/datasets", json={"name": unique("Swapped"), "synced_folder_id": folder["id"]}
+    ).json()
+    page.goto(f"/datasets/{dataset['id']}")
+    region = page.get_by_role("region", name=f"Dataset {dataset['name']}")
+    grid = region.get_by_role("grid", name="Files in the dataset")
+    expect(grid.get_by_role("row", name="leaving.png")).to_be_visible()
+
+    # No look of the watch while the two moves are made: both land between two looks.
+    watched = f"**/v1/datasets/{dataset['id']}"
+    page.route(watched, lambda route: route.abort())
+    for moved, target in ((leaving, elsewhere), (coming, folder)):
+        answer = api.post(
+            "/v1/move", json={"file_ids": [moved["id"]], "target_folder_id": target["id"]}
+        )
+        assert answer.status_code == 200, answer.text
+    _until(
+        page,
+        lambda: (
+            [f["name"] for f in api.get(f"/v1/datasets/{dataset['id']}/files").json()["items"]]
+            == ["coming.txt"]
+        ),
+        "the dataset follows its folder",
+    )
+    page.unroute(watched)
+
+    expect(grid.get_by_role("row", name="coming.txt")).to_be_visible(timeout=15_000)
+    expect(grid.get_by_role("row", name="leaving.png")).to_have_count(0)
+    expect(region).to_contain_text("1 file, synced with the folder")

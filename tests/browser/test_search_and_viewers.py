@@ -238,4 +238,15 @@ def test_a_dicom_series_scrolls_slice_by_slice(signed_in: Page, api: httpx.Clien
     fit = image.evaluate("i => getComputedStyle(i).objectFit")
     assert fit == "contain", fit
     details = page.get_by_role("complementary", name="Details")
-    expect(details.get_by_role("region", name="DICOM tags")).to_contain_text("Renderable in 3D")
+    tags = details.get_by_role("region", name="DICOM tags")
+    expect(tags).to_contain_text("Renderable in 3D")
+    # What a radiologist looks for, from the first slice's header (DICOMweb).
+    times = "\N{MULTIPLICATION SIGN}"
+    for fact in (
+        "ModalityCT",
+        "Slices5",
+        f"Rows {times} Columns8 {times} 8",
+        f"Pixel spacing0.5 {times} 0.5 mm",
+        "Slice thickness1.25 mm",
+    ):
+        expect(tags).to_contain_text(fact)

@@ -611,3 +611,55 @@ async def test_an_interrupted_sync_runs_again_and_applies_nothing_twice(
     names = [i["name"] for i in await items(api, folder["id"])]
     assert sorted(names) == ["x.png", "y.png"]
     assert (await listing(api, folder["id"]))["x.png"]["id"] == str(file_id)
+
+
+async def test_a_folders_sync_state_is_read_by_anyone_with_a_role_on_it(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, as_key: Any
+) -> None:
+    """`GET /v1/folders/{id}/sync`: the prefix, the objects listed and the latest sync,
+    for a User of the folder too; a key path's subfolder says it is in a synced folder
+    (naming it only to who has a role there); a plain folder follows nothing; a
+    stranger finds no folder."""
+    integration_id = (await register(api, moto)).json()["id"]
+    prefix = f"{unique('state')}/"
+    put(bucket, f"{prefix}cat.png", png(5, 4))
+    put(bucket, f"{prefix}deep/dog.png", png(4, 5))
+    top = await synced_folder(api, integration_id, prefix)
+    await sync_done(api, top["sync_job_id"])
+    una, stranger = await member(api, "una"), await member(api, "stranger")
+    invited = await api.post(
+        f"/v1/folders/{top['id']}/collaborators", json={"emails": [una["email"]], "role": "user"}
+    )
+    assert invited.status_code == 200, invited.text
+    as_una, as_stranger = as_key(una["api_key"]), as_key(stranger["api_key"])
+
+    answer = await as_una.get(f"/v1/folders/{top['id']}/sync")
+    assert answer.status_code == 200, answer.text
+    state = answer.json()
+    assert state["cloud_synced"] and state["synced_folder_id"] == top["id"]
+    assert state["cloud_sync"]["prefix"] == prefix and state["paused"] is False
+    assert state["objects"] == 2
+    assert state["last_sync"]["job_id"] == top["sync_job_id"]
+    assert state["last_sync"]["status"] == "done"
+
+    deep = (await listing(api, top["id"]))["deep"]
+    inside = (await as_una.get(f"/v1/folders/{deep['id']}/sync")).json()
+    assert inside == {"cloud_synced": True, "synced_folder_id": top["id"]}
+    # Moved out to a folder the stranger edits, it still says what it is, not whose.
+    theirs = await folder(api, unique("theirs"))
+    lent = await api.post(
+        f"/v1/folders/{theirs['id']}/collaborators",
+        json={"emails": [stranger["email"]], "role": "editor"},
+    )
+    assert lent.status_code == 200, lent.text
+    moved = await api.post(
+        "/v1/move", json={"folder_ids": [deep["id"]], "target_folder_id": theirs["id"]}
+    )
+    assert moved.status_code == 200, moved.text
+    assert (await as_stranger.get(f"/v1/folders/{deep['id']}/sync")).json() == {
+        "cloud_synced": True
+    }
+
+    plain = (await api.get(f"/v1/folders/{theirs['id']}/sync")).json()
+    assert plain == {"cloud_synced": False}
+    error(await as_stranger.get(f"/v1/folders/{top['id']}/sync"), 404, "not_found")

@@ -217,6 +217,8 @@ export type FileItem = {
   path?: { id: string; name: string }[];
   // One file's answer: the renditions made ("web": a browser-playable MP4).
   renditions?: string[];
+  // Its object left the bucket its cloud-synced folder follows.
+  tombstone?: boolean;
 };
 
 export type Item = Folder | FileItem;

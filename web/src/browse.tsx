@@ -3,9 +3,10 @@
 // keyboard, the right-click menu, and the details panel.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { all, ApiError, get, type FileItem, type Folder, type Item } from "./api";
-import { bytes, count, date, kindLabel, KINDS } from "./format";
+import { bytes, count, date, kindLabel, KINDS, num } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
+import { SyncPanel, useSyncState } from "./sync";
 import { gone, goneSince, mayEdit, open, settled, useVersion, useWatch } from "./store";
 import { Menu, Unavailable, type MenuItem } from "./ui";
 import { roleOf, selectionMenu } from "./actions";
@@ -135,7 +136,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   }, [folderId, version, attempt, listOf]);
 
   const shown = useMemo(() => {
-    const list = (items ?? []).filter((i) => (!kind || kindOf(i) === kind) && !gone(i.id));
+    // A file whose object left the bucket stays in the catalog (the same file comes back
+    // with it) but has no content to show: it is not listed.
+    const list = (items ?? []).filter((i) => (!kind || kindOf(i) === kind) && !gone(i.id) && !(i.type === "file" && i.tombstone));
     // A folder's items come in the order asked for; only kind (and the top level,
     // which has no orders) are sorted here.
     if (folderId && SERVER_ORDERS.has(sort.key)) return list;
@@ -148,8 +151,11 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   // The caller's role here (at the top level, each folder has its own).
   const role = folderId ? folder?.my_role : null;
   const editable = (targets: Item[]) => targets.length > 0 && targets.every((i) => mayEdit(roleOf(i, role)));
-  // At the top level anyone may make a folder; in a folder, an editor.
-  const mayAdd = folderId ? mayEdit(role) : true;
+  // At the top level anyone may make a folder; in a folder, an editor, unless it follows
+  // a bucket (the platform refuses uploads and folders made there).
+  const sync = useSyncState(folderId);
+  const synced = !!sync?.cloud_synced;
+  const mayAdd = folderId ? mayEdit(role) && !synced : true;
 
   // What was selected and is gone (deleted, moved) is no longer selected.
   useEffect(() => {
@@ -168,12 +174,12 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     setMenu({ x, y, targets });
   };
   const actionsFor = (targets: Item[]): { label: string; items: MenuItem[] } => {
-    const label = targets.length === 1 ? `Actions for ${targets[0].name}` : `Actions for ${targets.length} items`;
+    const label = targets.length === 1 ? `Actions for ${targets[0].name}` : `Actions for ${count(targets.length, "item")}`;
     const extra: MenuItem[] =
       targets.length === 1 && targets[0].type === "folder"
         ? [
             { label: "Open", action: () => openItem(targets[0]) },
-            ...(mayEdit(roleOf(targets[0], role))
+            ...(mayEdit(roleOf(targets[0], role)) && !synced
               ? [{ label: "Upload files", action: () => open({ kind: "upload", folderId: targets[0].id }) }]
               : []),
           ]
@@ -194,7 +200,8 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
           </button>
         </>
       )}
-      {folder && !mayAdd && <span class="muted">You can view this folder, not change it.</span>}
+      {folder && !mayAdd && !synced && <span class="muted">You can view this folder, not change it.</span>}
+      {folder && synced && <span class="muted">Nothing can be uploaded, made or moved into a cloud-synced folder.</span>}
       <span class="spacer" />
       <label class="inline" for="kind-filter">
         Kind
@@ -268,8 +275,11 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       <section class="content" aria-label={folder ? folder.name : folderId ? "Folder" : "All folders"}>
         <Breadcrumbs path={folder?.path ?? []} />
         {/* Until a folder is read, its page does not pass for the top level. */}
-        <h1 class="title">{folder ? folder.name : folderId ? "Loading folder…" : "All folders"}</h1>
+        <h1 class="title" id="folder-title" tabIndex={-1}>
+          {folder ? folder.name : folderId ? "Loading folder…" : "All folders"}
+        </h1>
         {toolbar}
+        {folderId && sync?.cloud_synced && <SyncPanel folderId={folderId} state={sync} role={role} />}
         {error && (
           <p role="alert" class="error-text">
             {error.message} {retry}
@@ -323,7 +333,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
         {!(error && !items) && (
           <p class="count" aria-live="polite">
             {loading ? `Loading… ${count(items?.length ?? 0, "item")}` : count(shown.length, "item")}
-            {chosen.length > 0 && `, ${chosen.length} selected`}
+            {chosen.length > 0 && `, ${num(chosen.length)} selected`}
           </p>
         )}
       </section>
@@ -331,7 +341,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
         {details ? (
           <Details key={details.id} item={details} />
         ) : chosen.length > 1 ? (
-          <p>{chosen.length} items selected</p>
+          <p>{count(chosen.length, "item")} selected</p>
         ) : (
           <p class="muted">Select a folder or file to see its details.</p>
         )}

@@ -4,7 +4,7 @@
 // Admin of it, only seen by the others) and, for an Admin, "Delete dataset".
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { all, ApiError, del, get, post, type FileItem, type Folder } from "./api";
-import { bytes, count, date, kindLabel, listed } from "./format";
+import { bytes, count, date, kindLabel, listed, num } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { useSelection } from "./selection";
 import { changed, mayEdit, mayManage, open as openDialog, useVersion, useWatch } from "./store";
@@ -135,7 +135,9 @@ export function DatasetPage({ id }: { id: string }) {
   const folderNames = useFolderNames([dataset?.synced_folder_id, ...(files ?? []).map((f) => f.folder_id)]);
   // Files joining or leaving it (a synced folder's uploads and moves, another person's
   // changes) show unasked; so does its deletion, or access to it removed.
-  useWatch(`/v1/datasets/${id}`, (d) => [d.name, d.description, d.my_role, d.file_count, d.synced_folder_id].join("\n"));
+  // `version` grows at every change of the dataset: a file moved out and another moved in
+  // between two looks leave the count as it was, not it.
+  useWatch(`/v1/datasets/${id}`, (d) => [d.version, d.my_role, d.file_count].join("\n"));
   useEffect(() => {
     setError(null);
     // A read begun later (a change seen while this one was under way) has the last word,
@@ -252,7 +254,7 @@ export function DatasetPage({ id }: { id: string }) {
       </div>
       {files && files.length > 0 && (
         <div class="toolbar" role="toolbar" aria-label="Dataset actions">
-          <span aria-live="polite">{chosen.length} selected</span>
+          <span aria-live="polite">{num(chosen.length)} selected</span>
           {editable ? (
             <button type="button" disabled={!chosen.length} onClick={ask}>
               Remove from dataset
@@ -357,7 +359,7 @@ export function DatasetPage({ id }: { id: string }) {
           title={
             removing.length === 1
               ? `Remove ${removing[0].name} from dataset ${dataset.name}?`
-              : `Remove ${removing.length} files from dataset ${dataset.name}?`
+              : `Remove ${count(removing.length, "file")} from dataset ${dataset.name}?`
           }
           action="Remove from dataset"
           onConfirm={async () => {

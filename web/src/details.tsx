@@ -3,7 +3,7 @@
 // and anyone's history.
 import { useEffect, useState } from "preact/hooks";
 import { del, get, patch, type FileItem, type Folder, type Item } from "./api";
-import { bytes, date, duration, eventLabel, kindLabel } from "./format";
+import { bytes, date, duration, eventLabel, kindLabel, num } from "./format";
 import { navigate, fileUrl } from "./router";
 import { changed, mayEdit, open, roleName, useVersion } from "./store";
 import { Confirm, ErrorText, notify, TabPanel, Tabs } from "./ui";
@@ -57,9 +57,9 @@ function FolderFacts({ folder }: { folder: Folder }) {
         {summary && (
           <>
             <dt>Files</dt>
-            <dd>{summary.files}</dd>
+            <dd>{num(summary.files)}</dd>
             <dt>Folders</dt>
-            <dd>{summary.folders}</dd>
+            <dd>{num(summary.folders)}</dd>
             <dt>Size</dt>
             <dd>{bytes(summary.bytes)}</dd>
           </>
@@ -83,7 +83,7 @@ function FolderFacts({ folder }: { folder: Folder }) {
             {Object.entries(summary.by_kind).map(([k, v]: [string, any]) => (
               <tr key={k}>
                 <td>{kindLabel(k)}</td>
-                <td>{v.files}</td>
+                <td>{num(v.files)}</td>
                 <td>{bytes(v.bytes)}</td>
               </tr>
             ))}
@@ -154,6 +154,37 @@ function Description({ folder }: { folder: Folder }) {
   );
 }
 
+// What a radiologist looks for that the file's answer does not carry: the first slice's
+// Rows × Columns, PixelSpacing and SliceThickness, read from its header (DICOMweb's
+// QIDO-RS for the first instance, then WADO-RS for its metadata). Null until read, or
+// when the header does not say.
+type SeriesHeader = { rows?: number; columns?: number; spacing?: number[]; thickness?: number };
+function useSeriesHeader(file: FileItem | null): SeriesHeader | null {
+  const [header, setHeader] = useState<SeriesHeader | null>(null);
+  const d = file?.dicom;
+  const series = d && file ? `/v1/folders/${file.folder_id}/dicomweb/studies/${d.study_uid}/series/${d.series_uid}` : null;
+  useEffect(() => {
+    setHeader(null);
+    if (!series) return;
+    const abort = new AbortController();
+    const value = (attrs: any, tag: string) => attrs?.[tag]?.Value;
+    (async () => {
+      const [first] = await get<any[]>(`${series}/instances?limit=1`, abort.signal);
+      const sop = value(first, "00080018")?.[0];
+      const [meta] = sop ? await get<any[]>(`${series}/instances/${sop}/metadata`, abort.signal) : [undefined];
+      if (abort.signal.aborted) return;
+      setHeader({
+        rows: value(first, "00280010")?.[0],
+        columns: value(first, "00280011")?.[0],
+        spacing: value(meta, "00280030")?.map(Number),
+        thickness: value(meta, "00180050")?.map(Number)?.[0],
+      });
+    })().catch(() => {});
+    return () => abort.abort();
+  }, [series]);
+  return header;
+}
+
 export function FileFacts({ id, links = true }: { id: string; links?: boolean }) {
   const version = useVersion();
   const [file, setFile] = useState<FileItem | null>(null);
@@ -163,6 +194,7 @@ export function FileFacts({ id, links = true }: { id: string; links?: boolean })
       .then((f) => (setFile(f), setError(null)))
       .catch(setError);
   }, [id, version]);
+  const header = useSeriesHeader(file);
   if (error) return <ErrorText error={error} />;
   if (!file) return <p class="muted">Loading…</p>;
   const m = file.media ?? {};
@@ -228,8 +260,30 @@ export function FileFacts({ id, links = true }: { id: string; links?: boolean })
           <dl class="facts">
             <dt>Modality</dt>
             <dd>{file.dicom.modality ?? "—"}</dd>
-            <dt>Instances</dt>
-            <dd>{file.dicom.instances}</dd>
+            <dt>Slices</dt>
+            <dd>{num(file.dicom.instances)}</dd>
+            {header?.rows !== undefined && header.columns !== undefined && (
+              <>
+                <dt>Rows × Columns</dt>
+                <dd>
+                  {num(header.rows)} × {num(header.columns)}
+                </dd>
+              </>
+            )}
+            {header?.spacing && header.spacing.length === 2 && (
+              <>
+                <dt>Pixel spacing</dt>
+                <dd>
+                  {header.spacing[0]} × {header.spacing[1]} mm
+                </dd>
+              </>
+            )}
+            {header?.thickness !== undefined && (
+              <>
+                <dt>Slice thickness</dt>
+                <dd>{header.thickness} mm</dd>
+              </>
+            )}
             <dt>PatientID</dt>
             <dd>{file.dicom.patient_id}</dd>
             <dt>StudyInstanceUID</dt>

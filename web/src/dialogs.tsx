@@ -2,7 +2,8 @@
 // "Manage access" ("Upload files" is in upload.tsx). One open at a time.
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { all, ApiError, del, get, patch, post, query, type Folder } from "./api";
-import { count } from "./format";
+import { count, num } from "./format";
+import { SyncedRefusal, useSyncState } from "./sync";
 import { Lock } from "./icons";
 import { folderUrl, navigate } from "./router";
 import { changed, closeDialog, forget, mayEdit, mayManage, roleName, session, setDialogOpener, type DialogRequest } from "./store";
@@ -53,6 +54,7 @@ function Field(props: { label: string; value: string; onInput: (v: string) => vo
 }
 
 function NewFolder({ parentId, onClose }: { parentId: string | null; onClose: () => void }) {
+  const synced = !!useSyncState(parentId)?.cloud_synced;
   const [name, setName] = useState("");
   const [description, setDescription] = useState("");
   const [error, setError] = useState<unknown>(null);
@@ -80,12 +82,13 @@ function NewFolder({ parentId, onClose }: { parentId: string | null; onClose: ()
       <form onSubmit={submit}>
         <Field label="Name" value={name} onInput={setName} required autoFocus />
         <Field label="Description" value={description} onInput={setDescription} multiline />
+        {synced && <SyncedRefusal what="no folder can be made in it" />}
         <ErrorText error={error} />
         <div class="actions">
           <button type="button" onClick={onClose}>
             Cancel
           </button>
-          <button type="submit" class="primary" disabled={busy || !name.trim()}>
+          <button type="submit" class="primary" disabled={busy || !name.trim() || synced}>
             Create
           </button>
         </div>
@@ -117,8 +120,7 @@ function ImpactView({ impact, verb }: { impact: Impact | null; verb: string }) {
   return (
     <section class="impact" aria-label="Impact">
       <p>
-        This {verb}s {impact.files} {impact.files === 1 ? "file" : "files"} and {impact.folders}{" "}
-        {impact.folders === 1 ? "folder" : "folders"}.
+        This {verb}s {count(impact.files, "file")} and {count(impact.folders, "folder")}.
       </p>
       {impact.datasets.length > 0 ? (
         <>
@@ -192,7 +194,7 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
     setBusy(true);
     try {
       const r = await post<{ moved: number }>("/v1/move", { ...body, target_folder_id: target.id });
-      notify(`Moved ${r.moved} ${r.moved === 1 ? "item" : "items"} to ${target.name}`);
+      notify(`Moved ${count(r.moved, "item")} to ${target.name}`);
       changed();
       props.onClose();
     } catch (e) {
@@ -334,7 +336,7 @@ function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; name?: st
       notify(
         props.name && r.deleted === 1
           ? `Deleted ${props.name}: it is in the Trash`
-          : `Deleted ${r.deleted} ${r.deleted === 1 ? "item" : "items"}`,
+          : `Deleted ${count(r.deleted, "item")}`,
       );
       changed();
       props.onClose();
@@ -407,7 +409,7 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
       setAdded(new Set([...added, d.id]));
       // The counts shown are the datasets' as they are now.
       all("/v1/datasets").then(setDatasets).catch(() => {});
-      notify(`Added ${ids.length} ${ids.length === 1 ? "file" : "files"} to ${d.name}${r.added < ids.length ? ` (${ids.length - r.added} already there)` : ""}`);
+      notify(`Added ${count(ids.length, "file")} to ${d.name}${r.added < ids.length ? ` (${num(ids.length - r.added)} already there)` : ""}`);
       changed();
     } catch (e) {
       setError(e);
@@ -742,9 +744,13 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
                     </td>
                     <td>
                       {fixed ? (
-                        <span class="locked" aria-label={`${p.role}${locked ? ", locked" : ""}`}>
-                          {locked && <Lock />} {ROLES.find((r) => r.id === p.role)?.label ?? p.role}
-                        </span>
+                        <>
+                          <span class="locked">
+                            {locked && <Lock />} {ROLES.find((r) => r.id === p.role)?.label ?? p.role}
+                          </span>
+                          {/* The seed's rule, in words a screen reader reads (not a tooltip). */}
+                          {locked && <span class="lock-why">Locked: an Admin cannot be removed, and their role cannot be changed.</span>}
+                        </>
                       ) : (
                         <select
                           aria-label={`Role of ${p.email}`}

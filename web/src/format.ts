@@ -53,8 +53,11 @@ export function eventLabel(type: string): string {
   return words.charAt(0).toUpperCase() + words.slice(1);
 }
 
-// "1 file", "2 files".
-export const count = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+// A number grouped as the person's locale groups it ("5,001" in English, "5.001" in German).
+export const num = (n: number) => n.toLocaleString();
+
+// "1 file", "2 files", "5,001 files".
+export const count = (n: number, one: string, many = `${one}s`) => `${num(n)} ${n === 1 ? one : many}`;
 
 // Names in a sentence: "a", "a and b", "a, b and c".
 export const listed = (names: string[]) =>

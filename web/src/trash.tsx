@@ -2,7 +2,7 @@
 // for the items chosen, and "Empty trash" for all the caller could restore.
 import { useEffect, useState } from "preact/hooks";
 import { all, ApiError, call, del, get, post, type Folder } from "./api";
-import { bytes, count, date, kindLabel, listed } from "./format";
+import { bytes, count, date, kindLabel, listed, num } from "./format";
 import { changed, mayEdit, restored, useVersion } from "./store";
 import { folderUrl, navigate } from "./router";
 import { Confirm, ErrorText, LoadFailed, notify } from "./ui";
@@ -132,7 +132,7 @@ export function TrashPage() {
       )}
       {!failed && (
         <div class="toolbar" role="toolbar" aria-label="Trash actions">
-          <span>{picked.length} selected</span>
+          <span>{num(picked.length)} selected</span>
           <button type="button" disabled={busy || !picked.length} onClick={restore}>
             Restore
           </button>
@@ -153,7 +153,7 @@ export function TrashPage() {
           fallback={["trash-title"]}
         >
           <p>
-            {picked.length <= NAMED ? `${listed(picked.map((i) => i.name))} will be gone for good.` : `These ${picked.length} items will be gone for good.`}{" "}
+            {picked.length <= NAMED ? `${listed(picked.map((i) => i.name))} will be gone for good.` : `These ${count(picked.length, "item")} will be gone for good.`}{" "}
             This cannot be undone.
           </p>
         </Confirm>

@@ -5,7 +5,9 @@
 // the person's sign-in ended and they signed in again.
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { ApiError, all, get, post, send, type Folder } from "./api";
-import { bytes } from "./format";
+import { bytes, count, num } from "./format";
+import { folderUrl, navigate } from "./router";
+import { startedHere, SyncedRefusal, useSyncState } from "./sync";
 import { changed, mayEdit } from "./store";
 import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
 
@@ -264,7 +266,7 @@ function FileList({ entries, onRemove, busy }: { entries: Entry[]; onRemove: (i:
           <progress aria-label="Total progress" max={Math.max(total, 1)} value={loaded} />
         </label>
         <span>
-          {entries.filter((e) => e.status === "done").length} of {entries.length} files, {bytes(loaded)} of {bytes(total)}
+          {num(entries.filter((e) => e.status === "done").length)} of {count(entries.length, "file")}, {bytes(loaded)} of {bytes(total)}
         </span>
       </div>
       <ul aria-label="Files to upload">
@@ -310,8 +312,8 @@ function JobProgress({ job, label }: { job: any; label: string }) {
         <progress aria-label={label} max={Math.max(p.total, 1)} value={p.done} />
       </label>
       <p>
-        {p.done} of {p.total} done, status {job.status}
-        {files ? `, ${files} ${files === 1 ? "file" : "files"}` : ""}
+        {num(p.done)} of {num(p.total)} done, status {job.status}
+        {files ? `, ${count(files, "file")}` : ""}
       </p>
       {job.errors?.length > 0 && (
         <ul class="job-errors" aria-label="Refused">
@@ -370,6 +372,10 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
   const [prefix, setPrefix] = useState("");
   const [keys, setKeys] = useState("");
   const [manifest, setManifest] = useState<File | null>(null);
+  // "Keep synced": a new folder follows the prefix, rather than a one-time import.
+  const [keepSynced, setKeepSynced] = useState(false);
+  const [syncedName, setSyncedName] = useState("");
+  const synced = !!useSyncState(folderId)?.cloud_synced;
   const live = useRef(entries);
   live.current = entries;
   // "+ New folder" at the top level: the name being typed (null: not making one).
@@ -460,7 +466,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
     const refused = live.current.filter((e) => e.status === "refused").length;
     const unsent = live.current.length - done - refused;
     notify(
-      `${done} ${done === 1 ? "file" : "files"} uploaded${refused ? `, ${refused} refused` : ""}${unsent ? `, ${unsent} not sent: try again` : ""}`,
+      `${count(done, "file")} uploaded${refused ? `, ${num(refused)} refused` : ""}${unsent ? `, ${num(unsent)} not sent: try again` : ""}`,
       refused + unsent > 0,
     );
   };
@@ -564,9 +570,32 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       const started = await post(`/v1/folders/${folderId}/imports`, body);
       const finished = await follow(started.job_id, setJob);
       changed();
-      notify(`Import ${finished.status}: ${finished.file_count ?? finished.files?.length ?? 0} files`, finished.status === "failed");
+      notify(`Import ${finished.status}: ${count(finished.file_count ?? finished.files?.length ?? 0, "file")}`, finished.status === "failed");
     } catch (err) {
       setError(err instanceof SyntaxError ? new Error(`The manifest is not JSON: ${err.message}`) : err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const makeSynced = async () => {
+    if (!integration || !syncedName.trim()) return;
+    setBusy(true);
+    setError(null);
+    try {
+      const body: any = { name: syncedName.trim(), cloud_sync: { integration_id: integration, prefix: prefix.trim() } };
+      if (folderId) body.parent_id = folderId;
+      const made = await post<Folder & { sync_job_id: string }>("/v1/folders", body);
+      startedHere(made.sync_job_id);
+      notify(`Folder ${made.name} created: it stays synced with the bucket prefix`);
+      changed();
+      props.onClose();
+      navigate(folderUrl(made.id));
+      // The button that opened the dialog is not on the new folder's page (nothing is
+      // uploaded into a synced folder): the keyboard goes on from its heading.
+      requestAnimationFrame(() => document.getElementById("folder-title")?.focus());
+    } catch (err) {
+      setError(err);
     } finally {
       setBusy(false);
     }
@@ -615,8 +644,9 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
           )}
         </div>
       )}
-      <Tabs label="What to add" tabs={tabs} active={tab} onChange={switchTab} idBase={base} />
-      <TabPanel idBase={base} id={tab}>
+      {synced && <SyncedRefusal what="nothing can be uploaded or imported into it" />}
+      {!synced && <Tabs label="What to add" tabs={tabs} active={tab} onChange={switchTab} idBase={base} />}
+      {!synced && <TabPanel idBase={base} id={tab}>
         {tab === "upload" && (
           <>
             <Picker label="Drop zone" folders onFiles={add} />
@@ -695,22 +725,54 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
               <input id={`${base}-prefix`} value={prefix} onInput={(e) => setPrefix((e.target as HTMLInputElement).value)} />
             </div>
             <div class="field">
-              <label for={`${base}-keys`}>Keys (one a line)</label>
-              <textarea id={`${base}-keys`} rows={3} value={keys} onInput={(e) => setKeys((e.target as HTMLTextAreaElement).value)} />
+              <label class="inline">
+                <input type="checkbox" role="switch" checked={keepSynced} disabled={busy} onChange={(e) => setKeepSynced((e.target as HTMLInputElement).checked)} />
+                Keep a folder synced with the bucket
+              </label>
+              <p class="muted" id={`${base}-synced-hint`}>
+                {keepSynced
+                  ? `A new folder${folderId ? " in this one" : " at the top level"} follows the prefix: new objects become files, changed ones are read again and removed ones leave it, at each sync (on a schedule, or "Sync now" on its page). Nothing can be uploaded into it by hand.`
+                  : "Off: the objects are imported once."}
+              </p>
             </div>
-            <div class="field">
-              <label for={`${base}-manifest`}>Manifest (JSON)</label>
-              <input id={`${base}-manifest`} type="file" accept="application/json,.json" onChange={(e) => setManifest((e.target as HTMLInputElement).files?.[0] ?? null)} />
-            </div>
-            <JobProgress job={job} label="Import progress" />
-            <div class="actions">
-              <button type="button" class="primary" disabled={busy || !folderId || !integration || (!prefix.trim() && !keys.trim() && !manifest)} onClick={importObjects}>
-                Import
-              </button>
-            </div>
+            {keepSynced ? (
+              <>
+                <div class="field">
+                  <label for={`${base}-synced-name`}>Synced folder name</label>
+                  <input
+                    id={`${base}-synced-name`}
+                    aria-describedby={`${base}-synced-hint`}
+                    value={syncedName}
+                    onInput={(e) => setSyncedName((e.target as HTMLInputElement).value)}
+                  />
+                </div>
+                <div class="actions">
+                  <button type="button" class="primary" disabled={busy || !integration || !syncedName.trim()} onClick={makeSynced}>
+                    Create synced folder
+                  </button>
+                </div>
+              </>
+            ) : (
+              <>
+                <div class="field">
+                  <label for={`${base}-keys`}>Keys (one a line)</label>
+                  <textarea id={`${base}-keys`} rows={3} value={keys} onInput={(e) => setKeys((e.target as HTMLTextAreaElement).value)} />
+                </div>
+                <div class="field">
+                  <label for={`${base}-manifest`}>Manifest (JSON)</label>
+                  <input id={`${base}-manifest`} type="file" accept="application/json,.json" onChange={(e) => setManifest((e.target as HTMLInputElement).files?.[0] ?? null)} />
+                </div>
+                <JobProgress job={job} label="Import progress" />
+                <div class="actions">
+                  <button type="button" class="primary" disabled={busy || !folderId || !integration || (!prefix.trim() && !keys.trim() && !manifest)} onClick={importObjects}>
+                    Import
+                  </button>
+                </div>
+              </>
+            )}
           </>
         )}
-      </TabPanel>
+      </TabPanel>}
       <ErrorText error={error} />
       <div class="actions">
         <button type="button" disabled={busy} onClick={props.onClose}>

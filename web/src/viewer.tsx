@@ -5,6 +5,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, get, type FileItem, type Folder } from "./api";
 import { Breadcrumbs } from "./browse";
 import { Details } from "./details";
+import { num } from "./format";
 import { folderUrl, navigate } from "./router";
 import { goneSince, mayEdit, open, useVersion, useWatch } from "./store";
 import { ErrorText, Menu, Unavailable, type MenuItem } from "./ui";
@@ -191,7 +192,7 @@ function FrameStrip({ file }: { file: FileItem }) {
         {ids[at] && <img src={content(ids[at])} alt={`Frame ${at + 1} of ${ids.length}`} />}
       </div>
       <p aria-live="polite">
-        Frame {at + 1} of {ids.length}
+        Frame {num(at + 1)} of {num(ids.length)}
       </p>
       <ul
         role="listbox"

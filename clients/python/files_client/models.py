@@ -137,6 +137,7 @@ class DatasetData(Data):
     created_at: datetime | None = None
     created_by: str | None = None
     my_role: str | None = None
+    version: int = 0
 
 
 class Progress(Data):

@@ -14,7 +14,7 @@ from services.ingest.imports.handlers import Imports, Integrations
 from services.ingest.imports.sync import Syncs
 from shared.kit.access import Access
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, JSONRoute, access, folder_path, identity_of
+from shared.kit.http import JSON, JSONRoute, access, folder_path, identity_of, role_on_folder
 
 # The most one read of an object may ask: a worker reads 256 KiB blocks.
 MAX_RANGE = 8 * 1024 * 1024
@@ -65,6 +65,13 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
     @api.post("/v1/folders/{folder_id}/sync", status_code=202)
     async def sync_folder(folder_id: uuid.UUID, caller: Caller, _: Editor) -> JSON:
         return recorded(await syncs.start(caller, folder_id), 202)
+
+    @api.get("/v1/folders/{folder_id}/sync")
+    async def sync_state(folder_id: uuid.UUID, request: Request) -> dict[str, Any]:
+        # Anyone with a role on the folder sees what it follows (a User too: the page
+        # says why nothing can be added to it).
+        role_on_folder(request, folder_id, "user")
+        return await syncs.state(folder_id, access(request), folder_path(request))
 
     @api.get("/internal/folders/{folder_id}/cloud-sync")
     async def cloud_sync_of(folder_id: uuid.UUID) -> dict[str, Any]:

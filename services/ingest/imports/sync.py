@@ -237,6 +237,52 @@ class Syncs(Handlers):
         )
         return found
 
+    async def state(
+        self, folder_id: uuid.UUID, who: Access, path: Sequence[uuid.UUID]
+    ) -> dict[str, Any]:
+        """What a folder follows, for a page that shows it: the bucket prefix, the
+        objects its last complete listings hold, and its latest sync (its job, which
+        `GET /v1/jobs/{id}` tells in full). A key path's subfolder says only that it is
+        in a synced folder, named to who has a role on that (as `refuse_uploads`)."""
+        root = await self.synced_root(folder_id)
+        if root is None:
+            return {"cloud_synced": False}
+        if root != folder_id:
+            above = path[: path.index(root) + 1] if root in path else [root]
+            seen = who.role_on(above) is not None
+            return {"cloud_synced": True} | ({"synced_folder_id": str(root)} if seen else {})
+        row = await self.pool.fetchrow(
+            """SELECT f.*,
+                      (SELECT count(*) FROM ingest.synced_objects o
+                        WHERE o.root_folder_id = f.folder_id AND NOT o.gone) AS objects
+               FROM ingest.synced_folders f WHERE f.folder_id = $1""",
+            folder_id,
+        )
+        if row is None:  # its sync ended (purged) since
+            return {"cloud_synced": False}
+        last = await self.pool.fetchrow(
+            """SELECT id, status, created_at FROM ingest.jobs
+               WHERE folder_id = $1 AND kind = 'sync' ORDER BY created_at DESC LIMIT 1""",
+            folder_id,
+        )
+        config = SyncConfig(
+            row["folder_id"], row["integration_id"], row["prefix"], row["sync_interval_s"]
+        )
+        return {
+            "cloud_synced": True,
+            "synced_folder_id": str(folder_id),
+            "cloud_sync": self._config_json(config),
+            "paused": row["paused"],
+            "objects": row["objects"],
+            "last_sync": None
+            if last is None
+            else {
+                "job_id": str(last["id"]),
+                "status": last["status"],
+                "started_at": last["created_at"].isoformat(),
+            },
+        }
+
     async def refuse_uploads(
         self, folder_id: uuid.UUID, who: Access, path: Sequence[uuid.UUID]
     ) -> None:

@@ -682,7 +682,7 @@ class UnshareDatasetRequest(_message.Message):
     def __init__(self, dataset_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("id", "name", "description", "synced_folder_id", "synced", "unsynced_from_folder_id", "file_count", "created_at", "created_by", "my_role")
+    __slots__ = ("id", "name", "description", "synced_folder_id", "synced", "unsynced_from_folder_id", "file_count", "created_at", "created_by", "my_role", "version")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -693,6 +693,7 @@ class Dataset(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     MY_ROLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -703,7 +704,8 @@ class Dataset(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     created_by: str
     my_role: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., synced_folder_id: _Optional[str] = ..., synced: _Optional[bool] = ..., unsynced_from_folder_id: _Optional[str] = ..., file_count: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., my_role: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., synced_folder_id: _Optional[str] = ..., synced: _Optional[bool] = ..., unsynced_from_folder_id: _Optional[str] = ..., file_count: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., my_role: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class DatasetPage(_message.Message):
     __slots__ = ("items", "next_cursor")
@@ -1052,6 +1054,32 @@ class SyncFolderRequest(_message.Message):
     FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
     folder_id: str
     def __init__(self, folder_id: _Optional[str] = ...) -> None: ...
+
+class LastSync(_message.Message):
+    __slots__ = ("job_id", "status", "started_at")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    status: str
+    started_at: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FolderSync(_message.Message):
+    __slots__ = ("cloud_synced", "synced_folder_id", "cloud_sync", "paused", "objects", "last_sync")
+    CLOUD_SYNCED_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_SYNC_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SYNC_FIELD_NUMBER: _ClassVar[int]
+    cloud_synced: bool
+    synced_folder_id: str
+    cloud_sync: CloudSync
+    paused: bool
+    objects: int
+    last_sync: LastSync
+    def __init__(self, cloud_synced: _Optional[bool] = ..., synced_folder_id: _Optional[str] = ..., cloud_sync: _Optional[_Union[CloudSync, _Mapping]] = ..., paused: _Optional[bool] = ..., objects: _Optional[int] = ..., last_sync: _Optional[_Union[LastSync, _Mapping]] = ...) -> None: ...
 
 class IntegrationPage(_message.Message):
     __slots__ = ("items", "next_cursor")

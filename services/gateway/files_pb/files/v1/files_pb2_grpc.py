@@ -2528,6 +2528,11 @@ class IntegrationsStub:
                 request_serializer=files_dot_v1_dot_files__pb2.ImportObjectsRequest.SerializeToString,
                 response_deserializer=files_dot_v1_dot_files__pb2.JobRef.FromString,
                 _registered_method=True)
+        self.GetFolderSync = channel.unary_unary(
+                '/files.v1.Integrations/GetFolderSync',
+                request_serializer=files_dot_v1_dot_files__pb2.SyncFolderRequest.SerializeToString,
+                response_deserializer=files_dot_v1_dot_files__pb2.FolderSync.FromString,
+                _registered_method=True)
 
 
 class IntegrationsServicer:
@@ -2593,6 +2598,13 @@ class IntegrationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFolderSync(self, request, context):
+        """GET /v1/folders/{id}/sync: what a folder follows of a bucket, and its latest sync.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IntegrationsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -2635,6 +2647,11 @@ def add_IntegrationsServicer_to_server(servicer, server):
                     servicer.ImportObjects,
                     request_deserializer=files_dot_v1_dot_files__pb2.ImportObjectsRequest.FromString,
                     response_serializer=files_dot_v1_dot_files__pb2.JobRef.SerializeToString,
+            ),
+            'GetFolderSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFolderSync,
+                    request_deserializer=files_dot_v1_dot_files__pb2.SyncFolderRequest.FromString,
+                    response_serializer=files_dot_v1_dot_files__pb2.FolderSync.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2855,6 +2872,33 @@ class Integrations:
             '/files.v1.Integrations/ImportObjects',
             files_dot_v1_dot_files__pb2.ImportObjectsRequest.SerializeToString,
             files_dot_v1_dot_files__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFolderSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/files.v1.Integrations/GetFolderSync',
+            files_dot_v1_dot_files__pb2.SyncFolderRequest.SerializeToString,
+            files_dot_v1_dot_files__pb2.FolderSync.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,160 @@
+"""A folder that stays synced with a bucket prefix, made from "Import from private
+cloud": its sync state, "Sync now" bringing an added object and taking a removed one
+away, and a page that offers no upload nor new folder there and says why."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from minio import Minio
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import items, unique
+from tests.cloud_fixtures import MotoS3, start_moto
+from tests.e2e.support import png
+
+BUCKET = "synced-browser"
+
+
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MotoS3, Minio]]:
+    server = start_moto(tmp_path_factory.mktemp("synced") / "moto.log")
+    try:
+        s3 = Minio(
+            server.endpoint.removeprefix("http://"),
+            server.access_key,
+            server.secret_key,
+            secure=False,
+            region="us-east-1",
+        )
+        s3.make_bucket(BUCKET)
+        yield server, s3
+    finally:
+        server.stop()
+
+
+def put(s3: Minio, key: str, data: bytes) -> None:
+    s3.put_object(BUCKET, key, io.BytesIO(data), len(data))
+
+
+def register(api: httpx.Client, moto: MotoS3, bucket: str) -> str:
+    answer = api.post(
+        "/v1/integrations",
+        json={
+            "name": unique("lab"),
+            "provider": "s3",
+            "endpoint": moto.endpoint,
+            "region": "us-east-1",
+            "bucket": bucket,
+            "access_key": moto.access_key,
+            "secret_key": moto.secret_key,
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"])
+
+
+def test_a_folder_synced_with_a_prefix_follows_it_from_the_app(
+    signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+) -> None:
+    moto, s3 = bucket
+    prefix = f"{unique('scans')}/"
+    for n in range(2):
+        put(s3, f"{prefix}{n}.png", png(6 + n, 6))
+    integration_id = register(api, moto, BUCKET)
+    page = signed_in
+    name = unique("synced")
+    page.get_by_role("button", name="Upload files").click()
+    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog.get_by_role("tab", name="Import from private cloud").click()
+    dialog.get_by_label("Integration").select_option(integration_id)
+    dialog.get_by_label("Prefix").fill(prefix)
+    dialog.get_by_role("switch", name="Keep a folder synced with the bucket").check()
+    dialog.get_by_label("Synced folder name").fill(name)
+    dialog.get_by_role("button", name="Create synced folder").click()
+
+    heading = page.get_by_role("heading", name=name, level=1)
+    expect(heading).to_be_visible()
+    # The dialog closed with the page it made: the keyboard goes on from its heading.
+    expect(heading).to_be_focused()
+    folder_id = page.url.rsplit("/", 1)[1]
+    panel = page.get_by_role("region", name="Cloud sync")
+    expect(panel).to_contain_text(prefix)
+    state = panel.get_by_role("status")
+    expect(state).to_contain_text("Last synced", timeout=30_000)
+    expect(state).to_contain_text("2 objects in the bucket prefix")
+    listing = page.get_by_role("grid")
+    for n in range(2):
+        expect(listing.get_by_text(f"{n}.png", exact=True)).to_be_visible()
+    # What the platform refuses in it is not offered, and the page says why.
+    toolbar = page.get_by_role("toolbar", name="Folder actions")
+    expect(toolbar.get_by_role("button", name="Upload files")).to_have_count(0)
+    expect(toolbar.get_by_role("button", name="New folder")).to_have_count(0)
+    expect(toolbar).to_contain_text(
+        "Nothing can be uploaded, made or moved into a cloud-synced folder"
+    )
+    expect(panel).to_contain_text("put objects in the bucket, then sync")
+    # The tree's menu, which does not read each folder's sync state, opens dialogs that
+    # say so and offer nothing to send; Escape closes them, back to where it was.
+    tree_row = page.get_by_role("tree").get_by_role("treeitem", name=name).locator(".tree-row")
+    for item, title, said in (
+        ("Upload files", "Upload files", "nothing can be uploaded or imported into it"),
+        ("New folder", "New folder", "no folder can be made in it"),
+    ):
+        tree_row.click(button="right")
+        page.get_by_role("menu").get_by_role("menuitem", name=item).click()
+        dialog = page.get_by_role("dialog", name=title)
+        expect(dialog.get_by_role("alert")).to_contain_text(f"This folder is cloud-synced: {said}")
+        expect(dialog.get_by_role("tab")).to_have_count(0)
+        if title == "New folder":
+            dialog.get_by_label("Name").fill("mine")
+            expect(dialog.get_by_role("button", name="Create")).to_be_disabled()
+        page.keyboard.press("Escape")
+        expect(dialog).to_have_count(0)
+
+    # An object added to the bucket comes with "Sync now"; a removed one goes.
+    put(s3, f"{prefix}2.png", png(9, 6))
+    s3.remove_object(BUCKET, f"{prefix}0.png")
+    panel.get_by_role("button", name="Sync now").click()
+    expect(listing.get_by_text("2.png", exact=True)).to_be_visible(timeout=30_000)
+    expect(listing.get_by_text("0.png", exact=True)).to_have_count(0, timeout=30_000)
+    expect(state).to_contain_text("Last synced")
+    expect(state).to_contain_text("2 objects in the bucket prefix")
+    listed = {i["name"]: i for i in items(api, folder_id)}
+    assert listed["0.png"].get("tombstone") is True
+    assert "tombstone" not in listed["2.png"]
+
+
+def test_a_failed_sync_says_why(
+    signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+) -> None:
+    moto, s3 = bucket
+    gone = unique("gone")
+    s3.make_bucket(gone)
+    s3.put_object(gone, "p/a.txt", io.BytesIO(b"x\n"), 2)
+    made = api.post(
+        "/v1/folders",
+        json={
+            "name": unique("failing"),
+            "cloud_sync": {"integration_id": register(api, moto, gone), "prefix": "p/"},
+        },
+    )
+    assert made.status_code == 201, made.text
+    folder = made.json()
+    page = signed_in
+    page.goto(f"/folders/{folder['id']}")
+    panel = page.get_by_role("region", name="Cloud sync")
+    state = panel.get_by_role("status")
+    expect(state).to_contain_text("Last synced", timeout=30_000)
+    expect(state).to_contain_text("1 object in the bucket prefix")
+    # The bucket goes: the next listing fails, and the page says so with the job's reason.
+    s3.remove_object(gone, "p/a.txt")
+    s3.remove_bucket(gone)
+    panel.get_by_role("button", name="Sync now").click()
+    expect(state).to_contain_text("Last sync failed", timeout=30_000)
+    expect(state).to_contain_text("could not be listed")
+    # Nothing was marked gone: the file is listed still.
+    expect(page.get_by_role("grid").get_by_text("a.txt", exact=True)).to_be_visible()
