@@ -20,7 +20,8 @@ import httpx
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from files_client._core import Call, Close, Gather, NextChunk, Op, Session, Sleep, exchange, json_of
-from files_client.errors import FilesError, UnsupportedContent
+from files_client.errors import FilesError, Invalid, UnsupportedContent
+from files_client.names import name_problem
 
 MiB = 1024 * 1024
 # Files at least this large go as upload sessions, in parts, straight to the store.
@@ -193,6 +194,12 @@ def batches(files: list[LocalFile]) -> list[list[LocalFile]]:
 def multipart(
     files: list[LocalFile], progress: Progress | None, counters: list[_Counted] | None = None
 ) -> Callable[[], list[Any]]:
+    # A name the platform refuses is refused here, before it is sent: HTML's form
+    # encoding (httpx's) would send a control character in it as `%XX`, which the
+    # platform cannot tell from those characters in a name.
+    for f in files:
+        if problem := name_problem(f.name, "file name"):
+            raise Invalid("invalid_name", problem, {"name": f.name})
     counters = counters or [_Counted(progress) for _ in files]
 
     given = {f.name: f.metadata for f in files if f.metadata is not None}
@@ -552,24 +559,38 @@ def upload_many(
     given. With `keep_going`, a file refused (its content, name or metadata) comes back
     as its Refusal and the others are taken; otherwise the refusal is raised."""
     ops: list[Op[Any]] = []
-    slots: list[tuple[int, list[LocalFile]]] = []
+    # Each request's files by their places in their folder's list: the same file given
+    # twice is two places, each with its own outcome.
+    slots: list[tuple[int, list[int]]] = []
+    found: list[dict[int, Any]] = [{} for _ in work]
     for n, (folder_id, files) in enumerate(work):
-        for group in batches([f for f in files if f.size < parts_from]):
+        sending = []
+        for i, f in enumerate(files):
+            problem = name_problem(f.name, "file name")
+            if problem is None:
+                sending.append(i)
+            elif keep_going:
+                found[n][i] = Refusal(f, "invalid_name", problem, None, {"name": f.name})
+            else:
+                raise Invalid("invalid_name", problem, {"name": f.name})
+        small = [i for i in sending if files[i].size < parts_from]
+        for group in batches([files[i] for i in small]):
             ops.append(upload_batch(session, folder_id, group, progress, keep_going=keep_going))
-            slots.append((n, group))
-        for f in files:
+            slots.append((n, small[: len(group)]))
+            small = small[len(group) :]
+        for i in sending:
+            f = files[i]
             if f.size >= parts_from:
                 op = upload_in_parts(
                     session, folder_id, f, progress, journal=journal, earlier=earlier
                 )
                 ops.append(_refusable(op, f) if keep_going else op)
-                slots.append((n, [f]))
+                slots.append((n, [i]))
     results = yield Gather(ops, parallel)
-    found: list[dict[LocalFile, Any]] = [{} for _ in work]
-    for (n, group), answer in zip(slots, results, strict=True):
-        found[n].update(zip(group, answer if isinstance(answer, list) else [answer], strict=True))
+    for (n, places), answer in zip(slots, results, strict=True):
+        found[n].update(zip(places, answer if isinstance(answer, list) else [answer], strict=True))
     return [
-        [_placed(found[n][f], i) for i, f in enumerate(files)] for n, (_, files) in enumerate(work)
+        [_placed(found[n][i], i) for i in range(len(files))] for n, (_, files) in enumerate(work)
     ]
 
 
