@@ -689,7 +689,9 @@ def test_files_refused_by_name_are_named_in_one_answer_by_the_callers_places(
 ) -> None:
     """Before: a refused name named one file, so a batch of 300 with 100 bad names was
     sent 101 times; and a refusal's `part` counted the files of the batch sent again,
-    not the caller's."""
+    not the caller's. Now the client refuses those names itself (the platform's rule),
+    so the rest go in one request; ingest names them all in one answer too
+    (tests/e2e/test_files.py)."""
     counted = Counted()
     http = httpx.Client(transport=counted, timeout=120)
     with Client(platform.gateway_url, api_key=ADMIN_KEY, http=http) as c:
@@ -700,14 +702,14 @@ def test_files_refused_by_name_are_named_in_one_answer_by_the_callers_places(
         paths = [write(tmp_path / "n" / name, image) for name in names]
         with pytest.raises(UploadRefused) as refused:
             top.upload(paths)
-        assert counted.uploads == 2
+        assert counted.uploads == 1
         error = refused.value
         assert [f.name for f in error.uploaded] == [n for n in names if "\u202e" not in n]
         bad = [(n, name) for n, name in enumerate(names) if "\u202e" in name]
         assert [(r.index, r.file.name, r.code) for r in error.refused] == [
             (n, name, "invalid_name") for n, name in bad
         ]
-        assert [r.details["part"] for r in error.refused] == [n + 1 for n, _ in bad]
+        assert {r.status for r in error.refused} == {None}  # refused by the client
         assert [(r["index"], r["path"]) for r in error.details["refused"]] == [
             (n, str(tmp_path / "n" / name)) for n, name in bad
         ]
@@ -725,7 +727,7 @@ def test_files_refused_by_name_are_named_in_one_answer_by_the_callers_places(
         counted.uploads = 0
         with pytest.raises(UploadRefused) as both:
             other.upload(mixed)
-        assert counted.uploads == 3
+        assert counted.uploads == 2
         assert [f.name for f in both.value.uploaded] == ["b.png", "c.png"]
         assert [(r.index, r.file.path, r.code) for r in both.value.refused] == [
             (0, mixed[0], "invalid_name"),
