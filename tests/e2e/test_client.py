@@ -4,6 +4,7 @@ tokens and typed errors."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import urllib.parse
@@ -30,7 +31,7 @@ from files_client import (
     UnsupportedContent,
     UploadRefused,
 )
-from files_client.transfer import LocalFile
+from files_client.transfer import LocalFile, numbered, part_of
 from minio import Minio
 from PIL import Image
 
@@ -334,6 +335,84 @@ def test_a_file_downloaded_into_a_directory_never_writes_over_another(
     assert plain.download(first) == first and first.read_bytes() == png(4, 4)
 
 
+async def test_same_named_files_downloaded_side_by_side_get_a_name_each(
+    platform: Stack, tmp_path: Path
+) -> None:
+    """Before: two files named `a.png` downloaded at once into one directory both took
+    `a.png` and wrote one `a.png.part`: one's bytes under the other's name, or both
+    spliced. Now each is written through its own `.part` and takes a name free when it
+    is done."""
+    bodies = [big_png(3 * MiB), big_png(3 * MiB)]
+    async with AsyncClient(platform.gateway_url, api_key=ADMIN_KEY) as c:
+        top = await c.create_folder(unique("side"))
+        files = []
+        for n, body in enumerate(bodies):
+            sub = await top.create_subfolder(f"f{n}")
+            [f] = await sub.upload([write(tmp_path / f"in{n}" / "a.png", body)])
+            files.append(f)
+        out = tmp_path / "out"
+        out.mkdir()
+        paths = await asyncio.gather(*(f.download(out) for f in files))
+        assert sorted(p.name for p in paths) == ["a (2).png", "a.png"]
+        assert [p.read_bytes() == body for p, body in zip(paths, bodies, strict=True)] == [
+            True,
+            True,
+        ]
+        assert sorted(p.name for p in out.iterdir()) == ["a (2).png", "a.png"]
+        # Again: each is found where it is.
+        assert await asyncio.gather(*(f.download(out) for f in files)) == paths
+        await top.delete()
+
+
+def test_another_files_part_is_never_resumed_into(client: Client, tmp_path: Path) -> None:
+    """Before: X's download into a directory stopped (its `a.png.part` there), then Y, also
+    `a.png`, went on from X's bytes: a checksum mismatch (and X's part deleted), or, for
+    an image group (no sha256 of its content), a file spliced of both."""
+    top = client.create_folder(unique("parts"))
+    x_body, y_body = png(5, 5) + b"x" * 5000, png(6, 6) + b"y" * 5000
+    [x] = top.create_subfolder("x").upload([write(tmp_path / "x" / "a.png", x_body)])
+    [y] = top.create_subfolder("y").upload([write(tmp_path / "y" / "a.png", y_body)])
+    out = tmp_path / "out"
+    out.mkdir()
+    # X's download stopped half-way: its own `.part` holds half its bytes.
+    part_of(out, "a.png", x.id).write_bytes(x_body[:3000])
+    assert y.download(out) == out / "a.png" and (out / "a.png").read_bytes() == y_body
+    # X goes on from its own part (counted from there), under the next name.
+    seen: list[int] = []
+    assert x.download(out, progress=seen.append) == out / "a (2).png"
+    assert (out / "a (2).png").read_bytes() == x_body and seen[0] == 3000
+    assert not part_of(out, "a.png", x.id).exists()
+    # A name being written through its `.part` (a download to that path) is taken too.
+    (out / "b.png.part").write_bytes(x_body[:3000])
+    [z] = top.create_subfolder("z").upload([write(tmp_path / "z" / "b.png", y_body)])
+    assert z.download(out) == out / "b (2).png" and (out / "b (2).png").read_bytes() == y_body
+    assert (out / "b.png.part").read_bytes() == x_body[:3000]
+    # An image group (not checked by a sha256) is not spliced from another's part.
+    images = [write(tmp_path / "g" / f"{i}.png", png(4 + i, 4)) for i in range(2)]
+    group = top.upload_image_group(images, "g").file
+    (out / "g.png.part").write_bytes(x_body[:3000])
+    got = group.download(out)
+    assert got == out / "g (2).png" and got.read_bytes() == images[0].read_bytes()
+
+
+def test_a_series_takes_no_directory_holding_other_files(client: Client, tmp_path: Path) -> None:
+    """Before: a DICOM series downloaded into a directory took any directory of its name
+    as its own, another series' or a user's: its instances went in among theirs."""
+    top = client.create_folder(unique("series"))
+    slices = [write(tmp_path / f"s{i}.dcm", b) for i, b in enumerate(ct_series(2, series=94))]
+    [series] = top.upload_dicom(slices).wait().files
+    out = tmp_path / "out"
+    write(out / series.name / "notes.txt", b"mine")
+    written = series.download(out)
+    assert written == out / numbered(series.name, 2)
+    assert sorted(p.name for p in (out / series.name).iterdir()) == ["notes.txt"]
+    assert len(list(written.glob("*.dcm"))) == 2
+    # Again: its own directory (only its instances) is kept; an empty one is taken.
+    assert series.download(out) == written
+    (out / series.name / "notes.txt").unlink()
+    assert series.download(out) == out / series.name
+
+
 def test_a_group_downloads_as_its_first_image_named_with_its_extension(
     client: Client, platform: Stack, tmp_path: Path
 ) -> None:
@@ -610,7 +689,9 @@ def test_files_refused_by_name_are_named_in_one_answer_by_the_callers_places(
 ) -> None:
     """Before: a refused name named one file, so a batch of 300 with 100 bad names was
     sent 101 times; and a refusal's `part` counted the files of the batch sent again,
-    not the caller's."""
+    not the caller's. Now the client refuses those names itself (the platform's rule),
+    so the rest go in one request; ingest names them all in one answer too
+    (tests/e2e/test_files.py)."""
     counted = Counted()
     http = httpx.Client(transport=counted, timeout=120)
     with Client(platform.gateway_url, api_key=ADMIN_KEY, http=http) as c:
@@ -621,14 +702,14 @@ def test_files_refused_by_name_are_named_in_one_answer_by_the_callers_places(
         paths = [write(tmp_path / "n" / name, image) for name in names]
         with pytest.raises(UploadRefused) as refused:
             top.upload(paths)
-        assert counted.uploads == 2
+        assert counted.uploads == 1
         error = refused.value
         assert [f.name for f in error.uploaded] == [n for n in names if "\u202e" not in n]
         bad = [(n, name) for n, name in enumerate(names) if "\u202e" in name]
         assert [(r.index, r.file.name, r.code) for r in error.refused] == [
             (n, name, "invalid_name") for n, name in bad
         ]
-        assert [r.details["part"] for r in error.refused] == [n + 1 for n, _ in bad]
+        assert {r.status for r in error.refused} == {None}  # refused by the client
         assert [(r["index"], r["path"]) for r in error.details["refused"]] == [
             (n, str(tmp_path / "n" / name)) for n, name in bad
         ]
@@ -646,7 +727,7 @@ def test_files_refused_by_name_are_named_in_one_answer_by_the_callers_places(
         counted.uploads = 0
         with pytest.raises(UploadRefused) as both:
             other.upload(mixed)
-        assert counted.uploads == 3
+        assert counted.uploads == 2
         assert [f.name for f in both.value.uploaded] == ["b.png", "c.png"]
         assert [(r.index, r.file.path, r.code) for r in both.value.refused] == [
             (0, mixed[0], "invalid_name"),

@@ -10,6 +10,7 @@ from typing import Any
 
 import files_client
 import httpx
+import pytest
 from files_client import errors
 from files_client._core import Consistency, Gather, Retries, Send, Sleep
 from files_client.api import MAX_LOCAL_BYTES, local_name, safe_name, split_path
@@ -325,7 +326,8 @@ def test_an_unknown_kind_is_said_from_the_platforms_answer_not_a_list_of_the_cli
 def test_the_cli_refuses_in_names_the_characters_the_platform_refuses() -> None:
     """The CLI skips, naming it, a file whose name the platform would refuse, before it
     sends the batch it is in: the same characters, told by their Unicode properties."""
-    from files_client.cli import _misleading, _name_problem
+    from files_client.names import misleading as _misleading
+    from files_client.names import name_problem as _name_problem
 
     from shared.contracts import rules
     from shared.contracts.rules import MISLEADING
@@ -515,3 +517,80 @@ def test_a_large_files_metadata_goes_with_its_session_never_a_patch_after(
     # Without metadata, a session opened before it was taken (none in its answer) resumes.
     bare = _session_run(tmp_path, None, {"status": "open", "parts": []})
     assert [c.method for c in bare] == ["GET", "POST"]
+
+
+def _driven(op: Any, reply: Any, sent: list[Any]) -> Any:
+    """An operation run against `reply` (a Send's call to its answer), side by side
+    ones in turn; each call sent kept in `sent`."""
+    step: Any = next(op)
+    try:
+        while True:
+            if isinstance(step, Gather):
+                step = op.send([_driven(o, reply, sent) for o in step.ops])
+            elif isinstance(step, Send):
+                sent.append(step.call)
+                step = op.send(reply(step.call))
+            else:
+                step = op.send(None)
+    except StopIteration as done:
+        return done.value
+
+
+def _stored(name: str, n: int) -> dict[str, Any]:
+    return {
+        "id": f"file-{n}",
+        "name": name,
+        "kind": "image",
+        "folder_id": "f-top",
+        "size": 4,
+        "sha256": "0" * 64,
+        "mime_type": "image/png",
+    }
+
+
+def test_a_name_with_a_control_character_is_refused_before_it_is_sent(tmp_path: Path) -> None:
+    """Before: `bad\\x01.png` went as `bad%01.png` (httpx writes a control character in
+    a form's filename as %XX), and ingest stored that name: not the file's. The client
+    now refuses it as `files upload` does, with the same rule, sending nothing of it."""
+    bad, good = tmp_path / "bad\x01.png", tmp_path / "good.png"
+    bad.write_bytes(b"\x89PNG")
+    good.write_bytes(b"\x89PNG")
+    client = files_client.Client("http://files.test", api_key="key")
+    top = client._folder({"id": "f-top", "name": "top"})
+    sent: list[Any] = []
+    calls = 0
+
+    def reply(call: Any) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return _answer(call, 201, {"files": [_stored("good.png", calls)]})
+
+    with pytest.raises(errors.UploadRefused) as refused:
+        _driven(type(top).upload.fn(top, [bad, good]), reply, sent)
+    assert [f.name for f in refused.value.uploaded] == ["good.png"]
+    [refusal] = refused.value.refused
+    assert (refusal.code, refusal.status, refusal.index) == ("invalid_name", None, 0)
+    assert "control characters" in refusal.message
+    assert len(sent) == 1  # good.png's batch alone
+    # An image group's (or DICOM upload's) names too: nothing sent.
+    sent.clear()
+    with pytest.raises(errors.Invalid) as invalid:
+        _driven(type(top).upload_image_group.fn(top, [good, bad], "g"), reply, sent)
+    assert invalid.value.code == "invalid_name" and sent == []
+
+
+def test_the_same_file_twice_in_one_upload_has_an_outcome_for_each_place(
+    tmp_path: Path,
+) -> None:
+    """Before: outcomes were kept by LocalFile (equal by path, name and size), so the
+    same file given twice took one outcome, the last, in both places."""
+    path = tmp_path / "a.png"
+    path.write_bytes(b"\x89PNG")
+    client = files_client.Client("http://files.test", api_key="key")
+    top = client._folder({"id": "f-top", "name": "top"})
+
+    def reply(call: Any) -> httpx.Response:
+        return _answer(call, 201, {"files": [_stored("a.png", 1), _stored("a.png", 2)]})
+
+    found = _driven(type(top).upload.fn(top, [path, path]), reply, [])
+    assert [f.id for f in found] == ["file-1", "file-2"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from services.ingest.metadata import domain
 from services.ingest.uploads import multipart
 from services.ingest.uploads.handlers import Uploads
 from shared.kit.blobs.base import BlobWriter
@@ -331,6 +332,27 @@ async def test_a_refusal_of_content_stops_listing_at_its_bound(
     assert [r["name"] for r in details["refused"]] == ["x0.bin", "x1.bin"]
     assert details["more_refused"] is True
     assert len(sniffed) <= 4
+
+
+async def test_a_refusal_of_names_past_its_list_counts_every_file_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the body was read only until one past the list's bound, and the message
+    said "and 1000 more" (here 2) however many were refused."""
+    monkeypatch.setattr(multipart, "REFUSED_LISTED", 2)
+    monkeypatch.setattr(domain, "REFUSED_LISTED", 2)
+    sent = [("file", f"x\u202e{i}.png", b"x") for i in range(7)]
+    [whole] = form(*sent, ("file", "ok.png", b"y"))
+    with pytest.raises(Refused) as refused:
+        await Uploads._receive(
+            SimpleNamespace(blobs=LocalBlobStore(tmp_path / "blobs")),  # type: ignore[arg-type]
+            f"multipart/form-data; boundary={BOUNDARY}",
+            chunks([whole[i : i + 64] for i in range(0, len(whole), 64)]),
+        )
+    assert refused.value.code == "invalid_name"
+    assert "(and 6 more files: details.refused)" in refused.value.message, refused.value
+    details = refused.value.details
+    assert len(details["refused"]) == 2 and details["more_refused"] is True
 
 
 async def test_a_refusal_of_content_stands_when_the_body_is_malformed_after_it(

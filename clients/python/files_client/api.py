@@ -667,7 +667,11 @@ class File(FileData, _Bound[M]):
         its instances (`<SOPInstanceUID>.dcm`), at that path."""
         dest, file = Path(to), self.model_dump()
         if dest.is_dir() or str(to).endswith(("/", os.sep)):
-            dest = transfer.into_directory(dest, local_name(self), file)
+            return (
+                yield from transfer.download_into(
+                    self._session, file, dest, local_name(self), progress
+                )
+            )
         return (yield from transfer.download(self._session, file, dest, progress))
 
     @listing

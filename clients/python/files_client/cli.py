@@ -21,7 +21,6 @@ import re
 import sys
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +41,7 @@ from files_client.api import (
 from files_client.client import Client
 from files_client.errors import Conflict, FilesError, Forbidden, Invalid, NotFound
 from files_client.models import AuditEvent, Collaborator, DatasetCollaborator, TrashItem, User
+from files_client.names import is_tag, misleading, name_problem
 from files_client.transfer import (
     PARTS_FROM,
     Journal,
@@ -398,7 +398,7 @@ def upload(args: argparse.Namespace) -> int:
     if args.group or args.sequence or args.dicom:
         # One request or series for them all: a name it cannot take fails it, so here.
         for _, f in local:
-            problem = _name_problem(f.name)
+            problem = name_problem(f.name)
             if problem:
                 raise Invalid("invalid_name", f"{_shown(str(f.path))}: {problem}")
     with _client() as c:
@@ -439,7 +439,7 @@ def upload(args: argparse.Namespace) -> int:
         for sub, f in local:
             problem = next(
                 filter(
-                    None, [*(_name_problem(s, "folder name") for s in sub), _name_problem(f.name)]
+                    None, [*(name_problem(s, "folder name") for s in sub), name_problem(f.name)]
                 ),
                 None,
             )
@@ -580,114 +580,19 @@ def _holds_images(
 
 
 # A local path's control characters as escapes: a file name may hold a terminal's
-# escape sequences, or characters that make it show as another (`_misleading`).
+# escape sequences, or characters that make it show as another (`misleading`).
 _ESCAPED = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 def _shown(path: str) -> str:
     escaped = path.translate(_ESCAPED)
-    if any(_misleading(c) or _is_tag(c) for c in escaped):
-        escaped = "".join(_escape(c) if _misleading(c) or _is_tag(c) else c for c in escaped)
+    if any(misleading(c) or is_tag(c) for c in escaped):
+        escaped = "".join(_escape(c) if misleading(c) or is_tag(c) else c for c in escaped)
     return escaped
 
 
 def _escape(c: str) -> str:
     return f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
-
-
-def _name_problem(name: str, what: str = "name") -> str | None:
-    """What the platform would refuse in a name found on the disk, if anything: what a
-    file system allows and the platform does not (shared/contracts/rules.py)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"the {what} {name!r} is not UTF-8"
-    if not name.strip():
-        return f"the {what} {name!r} is only spaces"
-    if any(unicodedata.category(c) == "Cc" for c in name):
-        return f"the {what} {name!r} contains control characters"
-    if found := next((c for c in name if _misleading(c)), None):
-        return (
-            f"the {what} {name!r} contains U+{ord(found):04X}"
-            f" ({unicodedata.name(found, 'unassigned').lower()}): it makes the name show as"
-            " another"
-        )
-    if found := next((c for c in _FLAG_TAGS.sub("", name) if _is_tag(c)), None):
-        return (
-            f"the {what} {name!r} contains U+{ord(found):04X} (a tag character outside a flag"
-            " emoji): it makes the name show as another"
-        )
-    if found := _stray_invisible(name):
-        return (
-            f"the {what} {name!r} contains U+{ord(found):04X}"
-            f" ({unicodedata.name(found, 'unassigned').lower()}) where no text needs it: it"
-            " makes the name show as another"
-        )
-    return None
-
-
-# shared/contracts/rules.py `stray_invisible`: a joiner or variation selector first in a
-# name, or after an ASCII character or a Latin, Greek or Cyrillic letter (marks aside),
-# shows as nothing; a keycap emoji ("1\ufe0f\u20e3") is the one use after ASCII.
-_KEYCAP = re.compile("[0-9#*][\ufe0e\ufe0f]\u20e3")
-
-
-def _stray_invisible(name: str) -> str | None:
-    base = None
-    for c in _KEYCAP.sub("\u20e3", name):
-        code = ord(c)
-        if code in _KEPT or 0xE0100 <= code <= 0xE01EF:
-            if base is None or base < "\x80":
-                return c
-            if unicodedata.name(base, "").startswith(("LATIN ", "GREEK ", "CYRILLIC ")):
-                return c
-        elif not unicodedata.category(c).startswith("M"):
-            base = c
-    return None
-
-
-# The characters the platform refuses in names because they make a name show as another
-# (shared/contracts/rules.py `MISLEADING`, which this package cannot import): the
-# bidirectional controls and marks, the line and paragraph separators (told by their
-# Unicode properties), and the characters that show as nothing, Unicode's
-# Default_Ignorable_Code_Point (`_IGNORABLE`), but for the joiners and variation
-# selectors text and emoji need, and tag characters, which stay within a flag emoji. A
-# unit test holds the two to the same characters.
-_BIDI_WORDS = ("LEFT-TO-RIGHT", "RIGHT-TO-LEFT", "DIRECTIONAL", "ISOLATE", "ARABIC LETTER MARK")
-_IGNORABLE = (
-    (0x00AD, 0x00AD),
-    (0x034F, 0x034F),
-    (0x115F, 0x1160),
-    (0x17B4, 0x17B5),
-    (0x180B, 0x180F),
-    (0x200B, 0x200F),
-    (0x2060, 0x206F),
-    (0x3164, 0x3164),
-    (0xFE00, 0xFE0F),
-    (0xFEFF, 0xFEFF),
-    (0xFFA0, 0xFFA0),
-    (0xFFF0, 0xFFF8),
-    (0x1BCA0, 0x1BCA3),
-    (0x1D173, 0x1D17A),
-    (0xE0000, 0xE0FFF),
-)
-_KEPT = {0x200C, 0x200D, *range(0x180B, 0x1810), *range(0xFE00, 0xFE10)}
-_FLAG_TAGS = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
-
-
-def _is_tag(c: str) -> bool:
-    return 0xE0020 <= ord(c) <= 0xE007F
-
-
-def _misleading(c: str) -> bool:
-    category, code = unicodedata.category(c), ord(c)
-    if category in ("Zl", "Zp"):
-        return True
-    if category == "Cf" and any(w in unicodedata.name(c, "") for w in _BIDI_WORDS):
-        return True
-    if code in _KEPT or _is_tag(c) or 0xE0100 <= code <= 0xE01EF:
-        return False
-    return any(low <= code <= high for low, high in _IGNORABLE)
 
 
 def _upload_metadata(path: str | None, names: list[str]) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -18,8 +19,9 @@ from typing import IO, Any
 import httpx
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from files_client._core import Call, Gather, NextChunk, Op, Session, Sleep, exchange, json_of
-from files_client.errors import FilesError, UnsupportedContent
+from files_client._core import Call, Close, Gather, NextChunk, Op, Session, Sleep, exchange, json_of
+from files_client.errors import FilesError, Invalid, UnsupportedContent
+from files_client.names import name_problem
 
 MiB = 1024 * 1024
 # Files at least this large go as upload sessions, in parts, straight to the store.
@@ -192,6 +194,12 @@ def batches(files: list[LocalFile]) -> list[list[LocalFile]]:
 def multipart(
     files: list[LocalFile], progress: Progress | None, counters: list[_Counted] | None = None
 ) -> Callable[[], list[Any]]:
+    # A name the platform refuses is refused here, before it is sent: HTML's form
+    # encoding (httpx's) would send a control character in it as `%XX`, which the
+    # platform cannot tell from those characters in a name.
+    for f in files:
+        if problem := name_problem(f.name, "file name"):
+            raise Invalid("invalid_name", problem, {"name": f.name})
     counters = counters or [_Counted(progress) for _ in files]
 
     given = {f.name: f.metadata for f in files if f.metadata is not None}
@@ -551,24 +559,38 @@ def upload_many(
     given. With `keep_going`, a file refused (its content, name or metadata) comes back
     as its Refusal and the others are taken; otherwise the refusal is raised."""
     ops: list[Op[Any]] = []
-    slots: list[tuple[int, list[LocalFile]]] = []
+    # Each request's files by their places in their folder's list: the same file given
+    # twice is two places, each with its own outcome.
+    slots: list[tuple[int, list[int]]] = []
+    found: list[dict[int, Any]] = [{} for _ in work]
     for n, (folder_id, files) in enumerate(work):
-        for group in batches([f for f in files if f.size < parts_from]):
+        sending = []
+        for i, f in enumerate(files):
+            problem = name_problem(f.name, "file name")
+            if problem is None:
+                sending.append(i)
+            elif keep_going:
+                found[n][i] = Refusal(f, "invalid_name", problem, None, {"name": f.name})
+            else:
+                raise Invalid("invalid_name", problem, {"name": f.name})
+        small = [i for i in sending if files[i].size < parts_from]
+        for group in batches([files[i] for i in small]):
             ops.append(upload_batch(session, folder_id, group, progress, keep_going=keep_going))
-            slots.append((n, group))
-        for f in files:
+            slots.append((n, small[: len(group)]))
+            small = small[len(group) :]
+        for i in sending:
+            f = files[i]
             if f.size >= parts_from:
                 op = upload_in_parts(
                     session, folder_id, f, progress, journal=journal, earlier=earlier
                 )
                 ops.append(_refusable(op, f) if keep_going else op)
-                slots.append((n, [f]))
+                slots.append((n, [i]))
     results = yield Gather(ops, parallel)
-    found: list[dict[LocalFile, Any]] = [{} for _ in work]
-    for (n, group), answer in zip(slots, results, strict=True):
-        found[n].update(zip(group, answer if isinstance(answer, list) else [answer], strict=True))
+    for (n, places), answer in zip(slots, results, strict=True):
+        found[n].update(zip(places, answer if isinstance(answer, list) else [answer], strict=True))
     return [
-        [_placed(found[n][f], i) for i, f in enumerate(files)] for n, (_, files) in enumerate(work)
+        [_placed(found[n][i], i) for i in range(len(files))] for n, (_, files) in enumerate(work)
     ]
 
 
@@ -591,25 +613,117 @@ def numbered(name: str, n: int) -> str:
     return stem.encode()[: NAME_BYTES - len(tail.encode())].decode(errors="ignore") + tail
 
 
-def into_directory(directory: Path, name: str, file: dict[str, Any]) -> Path:
-    """Where a file downloaded into a directory goes, as `files download` places a
-    folder's files: under its name, unless other bytes hold it; then the first numbered
-    name (`a (2).png`) that is free or holds this file (a run again keeps it, and a
-    download that stopped goes on in its `.part`). Bytes are known by the file's sha256
-    where it is its content's; a DICOM series' directory is its own to check."""
+def _checked(file: dict[str, Any]) -> str | None:
+    """The sha256 that a file's bytes are checked by, where it is its content's."""
     sha256 = file.get("sha256")
-    checked = file.get("kind") not in ("dicom_series", "image_group", "image_sequence")
+    unchecked = file.get("kind") in ("dicom_series", "image_group", "image_sequence")
+    return None if unchecked or not sha256 else str(sha256)
 
-    def ours(path: Path) -> bool:
-        if file.get("kind") == "dicom_series":
-            return path.is_dir()
-        return checked and bool(sha256) and _holds(path, int(file["size"]), str(sha256))
 
-    candidate, n = directory / name, 1
-    while os.path.lexists(candidate) and not ours(candidate):
-        n += 1
-        candidate = directory / numbered(name, n)
-    return candidate
+def _names(directory: Path, name: str) -> Iterator[Path]:
+    """A name, then its numbered ones (`a (2).png`, ...), in a directory."""
+    yield directory / name
+    for n in itertools.count(2):
+        yield directory / numbered(name, n)
+
+
+def _taken(path: Path) -> bool:
+    """Whether a name is somebody's: there, or being written (its `.part` there, as an
+    explicit path's download writes through)."""
+    return os.path.lexists(path) or os.path.lexists(path.with_name(path.name + ".part"))
+
+
+def part_of(directory: Path, name: str, file_id: str) -> Path:
+    """The `.part` a file downloaded into a directory is written through: hidden, named
+    by the file's id, so that a download of another file of that name (side by side, or
+    after this one stopped) never writes into it nor resumes from it."""
+    tail = "." + re.sub(r"[^A-Za-z0-9_-]", "_", file_id)[:64] + ".part"
+    room = 255 - 1 - len(tail.encode())
+    return directory / ("." + name.encode()[:room].decode(errors="ignore") + tail)
+
+
+def download_into(
+    session: Session,
+    file: dict[str, Any],
+    directory: Path,
+    name: str,
+    progress: Progress | None = None,
+) -> Op[Path]:
+    """A file downloaded into a directory, as `files download` places a folder's files:
+    under its name, unless other bytes hold it (or another download is writing it); then
+    the first numbered name (`a (2).png`) that is free or holds this file (a run again
+    keeps it). Its bytes go through its own `.part` (`part_of`: a download that stopped
+    goes on there) and take a name only where none is there when it is done: two
+    downloads of same-named files side by side get two names, never each other's bytes.
+    Bytes are known by the file's sha256 where it is its content's; a DICOM series is a
+    directory, taken when it is empty or holds only that series' instances."""
+    if file.get("kind") == "dicom_series":
+        dest = yield from _series_place(session, file, directory, name)
+        return (yield from dicom_series(session, file, dest, progress))
+    directory.mkdir(parents=True, exist_ok=True)
+    size, sha256 = int(file["size"]), _checked(file)
+    for candidate in _names(directory, name):
+        if sha256 and _holds(candidate, size, sha256):
+            if progress:
+                progress(size)
+            return candidate
+        if not _taken(candidate):
+            break
+    part = part_of(directory, name, str(file["id"]))
+    yield from _receive(session, file, part, progress)
+    for candidate in _names(directory, name):
+        if os.path.lexists(candidate.with_name(candidate.name + ".part")):
+            continue
+        try:
+            _claim(part, candidate)
+        except FileExistsError:
+            if not (sha256 and _holds(candidate, size, sha256)):
+                continue
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+        return candidate
+    raise AssertionError("unreachable: the names never run out")
+
+
+def _claim(part: Path, dest: Path) -> None:
+    """`part`'s bytes under `dest` only if no name `dest` is there (FileExistsError
+    otherwise): a hard link, which never writes over; where the disk has none (FAT, some
+    network shares), `dest` made empty with O_EXCL (ours, then) and `part` moved onto
+    it."""
+    try:
+        os.link(part, dest)
+    except FileExistsError:
+        raise
+    except OSError:
+        os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        try:
+            os.replace(part, dest)
+        except OSError:
+            dest.unlink()
+            raise
+
+
+def _series_place(session: Session, file: dict[str, Any], directory: Path, name: str) -> Op[Path]:
+    """Where a DICOM series goes in a directory: the first of its names that is not
+    there, or is a directory empty or holding only this series' instances (an earlier
+    run's); a directory of other files (another series of that name) is numbered past."""
+    url = _series_url(file)
+    uids: set[str] | None = None
+    for candidate in _names(directory, name):
+        if not os.path.lexists(candidate):
+            return candidate
+        try:
+            there = {p.name for p in candidate.iterdir()} if candidate.is_dir() else None
+        except OSError:
+            there = None
+        if there is None:
+            continue
+        mine = {n for n in there if not _INSTANCE_PART.fullmatch(n)}
+        if mine and uids is None:
+            uids = {f"{uid}.dcm" for uid in (yield from _series_uids(session, url))}
+        if not mine - (uids or set()):
+            return candidate
+    raise AssertionError("unreachable: the names never run out")
 
 
 def _holds(path: Path, size: int, sha256: str) -> bool:
@@ -674,9 +788,8 @@ def download(
         return (yield from dicom_series(session, file, dest, progress, told))
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    size = int(file["size"])
-    checked = file.get("kind") not in ("dicom_series", "image_group", "image_sequence")
-    if checked and file.get("sha256") and _holds(dest, size, str(file["sha256"])):
+    size, sha256 = int(file["size"]), _checked(file)
+    if sha256 and _holds(dest, size, sha256):
         if progress:
             progress(size)
         if told:
@@ -684,9 +797,22 @@ def download(
         return dest
     if told and dest.is_file():
         told(dest, "replaced")
+    yield from _receive(session, file, part, progress)
+    os.replace(part, dest)
+    return dest
+
+
+def _receive(
+    session: Session, file: dict[str, Any], part: Path, progress: Progress | None
+) -> Op[None]:
+    """A file's bytes into `part`, going on from what it holds (HTTP Range), the sha256
+    checked where it is the content's (a `part` that fails it is removed)."""
+    size = int(file["size"])
     have = part.stat().st_size if part.exists() else 0
     if have > size:
         have = 0
+    # A `.part` begun here is made with O_EXCL: one begun meanwhile is another download's.
+    fresh = "wb" if part.exists() else "xb"
     digest = hashlib.sha256()
     if have:
         with open(part, "rb") as f:
@@ -702,13 +828,19 @@ def download(
                 progress(-have)  # sent whole again: counted again from the start
             have, digest = 0, hashlib.sha256()
         try:
-            with open(part, "ab" if have else "wb") as out:
+            with open(part, "ab" if have else fresh) as out:
+                fresh = "wb"
                 while data := (yield NextChunk(response)):
                     out.write(data)
                     digest.update(data)
                     have += len(data)
                     if progress:
                         progress(len(data))
+        except FileExistsError:
+            yield Close(response)
+            raise FilesError(
+                "download_busy", f"{part}: another download of this file is writing it"
+            ) from None
         except httpx.TransportError:
             broken += 1
             if broken >= session.retries.attempts:
@@ -716,16 +848,15 @@ def download(
             yield Sleep(session.retries.delay(broken))
             continue
         break
-    if checked and file.get("sha256") and digest.hexdigest() != file["sha256"]:
+    sha256 = _checked(file)
+    if sha256 and digest.hexdigest() != sha256:
         with contextlib.suppress(OSError):
             part.unlink()
         raise FilesError(
             "checksum_mismatch",
-            f"{dest.name}: the bytes received do not match the file's sha256",
+            f"{file.get('name')}: the bytes received do not match the file's sha256",
             {"file_id": file["id"]},
         )
-    os.replace(part, dest)
-    return dest
 
 
 _UID = re.compile(r"[0-9]{1,64}(\.[0-9]{1,64}){0,63}")
@@ -747,11 +878,7 @@ def dicom_series(
     order making the series' sha256) is left as it is ("kept"); one holding something
     else (the series extended since, an instance changed) is downloaded again
     ("replaced")."""
-    facts = file.get("dicom") or {}
-    study, series = facts.get("study_uid"), facts.get("series_uid")
-    if not (isinstance(study, str) and isinstance(series, str)):
-        raise FilesError("not_a_series", f"{file.get('name')}: no study and series UIDs")
-    url = f"/v1/folders/{file['folder_id']}/dicomweb/studies/{study}/series/{series}"
+    url = _series_url(file)
     there = yield from _series_there(session, file, dest, url)
     if there is not None and told:
         told(dest, "kept" if there else "replaced")
@@ -811,8 +938,29 @@ def _series_there(session: Session, file: dict[str, Any], dest: Path, url: str) 
         return None
     if not file.get("sha256"):
         return False
-    # The slice order is the platform's (the DICOM context's slice keys); QIDO-RS lists the
-    # series' instances in it, a page of DICOM JSON at a time.
+    uids = yield from _series_uids(session, url)
+    if not uids or any(f"{uid}.dcm" not in local for uid in uids):
+        return False
+    digests = []
+    for uid in uids:
+        try:
+            digests.append(sha256_of(dest / f"{uid}.dcm"))
+        except OSError:
+            return False
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest() == str(file["sha256"])
+
+
+def _series_url(file: dict[str, Any]) -> str:
+    facts = file.get("dicom") or {}
+    study, series = facts.get("study_uid"), facts.get("series_uid")
+    if not (isinstance(study, str) and isinstance(series, str)):
+        raise FilesError("not_a_series", f"{file.get('name')}: no study and series UIDs")
+    return f"/v1/folders/{file['folder_id']}/dicomweb/studies/{study}/series/{series}"
+
+
+def _series_uids(session: Session, url: str) -> Op[list[str]]:
+    """A series' SOP Instance UIDs in its slice order: the platform's (the DICOM
+    context's slice keys), in which QIDO-RS lists them, a page of DICOM JSON at a time."""
     uids: list[str] = []
     accept = {"Accept": "application/dicom+json"}
     while True:
@@ -830,19 +978,15 @@ def _series_there(session: Session, file: dict[str, Any], dest: Path, url: str) 
             uids.append(str(value[0]))
         if len(page or ()) < QIDO_PAGE:
             break
-    if not uids or any(f"{uid}.dcm" not in local for uid in uids):
-        return False
-    digests = []
-    for uid in uids:
-        try:
-            digests.append(sha256_of(dest / f"{uid}.dcm"))
-        except OSError:
-            return False
-    return hashlib.sha256("\n".join(digests).encode()).hexdigest() == str(file["sha256"])
+    return uids
 
 
 # A QIDO-RS page: the most the DICOM context answers at once.
 QIDO_PAGE = 1000
+
+
+# An instance being written (`_Instances._part`): an earlier run's, not another file.
+_INSTANCE_PART = re.compile(r"\.instance-[0-9]{6}\.part")
 
 
 class _Instances:

@@ -116,11 +116,12 @@ REFUSED_LISTED = 1000
 REFUSED_LISTED_BYTES = 1 << 20
 
 
-def refused_files(refusals: list[Refused]) -> Refused:
+def refused_files(refusals: list[Refused], total: int | None = None) -> Refused:
     """One refusal of several files' metadata: the first's status, code, message and
     details as they always were (a client that reads only those sets that file aside),
     and `details.refused` listing each file refused with its details and its own code,
-    message and status, so a client sets every one aside in one round rather than one a request."""
+    message and status, so a client sets every one aside in one round rather than one a request.
+    `total`: how many were refused, where `refusals` stopped short of them all."""
     first = refusals[0]
     listed: list[dict[str, Any]] = []
     size = 1  # the list's brackets, with the last comma
@@ -130,7 +131,7 @@ def refused_files(refusals: list[Refused]) -> Refused:
         if listed and size > REFUSED_LISTED_BYTES:
             break
         listed.append(entry)
-    more = len(refusals) - 1
+    more = (total or len(refusals)) - 1
     message = first.message + (
         f" (and {more} more file{'s' if more > 1 else ''}: details.refused)" if more else ""
     )

@@ -43,6 +43,10 @@ class StoredInstance:
 # in a part's filename for the three characters a quoted string cannot hold as they are:
 # decoded back, so `say "hi".txt` is stored as it was named, not as `say %22hi%22.txt`.
 # (The encoding is not reversible: a name that really holds "%22" reads as a quote.)
+# Any other `%XX` is the name's own text, as HTML's encoding (and RFC 7578, which defines
+# no other) says: `100%25.txt` is a name. httpx also writes other control characters
+# as `%XX`; a name that holds them is refused anyway, and the Python client refuses it
+# before sending, so a `bad%01.png` that arrives is stored as named.
 _FORM_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n", "%0d": "\r", "%0a": "\n"}
 _FORM_ESCAPED = re.compile("|".join(map(re.escape, _FORM_ESCAPES)))
 

@@ -132,6 +132,7 @@ class Receiver:
         self.refusal: Refused | None = None
         # Each file refused for its name, its place in `part` (`end` makes them the refusal).
         self.refused_names: list[Refused] = []
+        self.names_refused = 0  # all of them, listed or not
         self.writers: list[BlobWriter] = []
         self.file_parts = 0
         # Form fields other than files (an image group's kind and name), a few KiB at most.
@@ -211,6 +212,7 @@ class Receiver:
     def _refuse_name(self, part: Part, refusal: Refused) -> None:
         """A file's name refused: the request is, and the later files' names are still
         checked (none of their bytes stored), so the answer names every one at once."""
+        self.names_refused += 1
         if len(self.refused_names) <= REFUSED_LISTED:  # one more tells there are more
             details = {**refusal.details, "part": part.number}
             self.refused_names.append(
@@ -221,7 +223,7 @@ class Receiver:
     def end(self) -> None:
         """The body read: a refusal of names becomes one naming each file refused."""
         if self.refused_names:
-            self.refusal = refused_files(self.refused_names)
+            self.refusal = refused_files(self.refused_names, self.names_refused)
 
     def _write(self, part: Part) -> None:
         if len(self.writers) == MAX_FILES:
@@ -326,11 +328,13 @@ class Receiver:
     @property
     def reading_on(self) -> bool:
         """Whether the body is still parsed: until a refusal, or to list every refused
-        file after a refusal of content or of names (within REFUSED_LISTED and MAX_FILES)."""
+        file after a refusal of content (within REFUSED_LISTED and MAX_FILES) or of names
+        (within MAX_FILES: past REFUSED_LISTED, only counted, for the message's "and N
+        more")."""
         if self.refusal is None:
             return True
         if self.refused_names:
-            return self.file_parts <= MAX_FILES and len(self.refused_names) <= REFUSED_LISTED
+            return self.file_parts <= MAX_FILES
         return (
             self._refused_content()
             and self.file_parts <= MAX_FILES
