@@ -145,6 +145,8 @@ def test_a_number_added_to_a_name_keeps_it_within_255_bytes(tmp_path: Path) -> N
         ".bashrc (2)",
         "a.b (2).tar",
     ]
+    # A series' directory, named by its UID, is numbered after its whole name.
+    assert numbered("CT 1.2.840.94", 2, directory=True) == "CT 1.2.840.94 (2)"
     for name in (safe_name("é" * 299 + ".png"), "x" * 250, "é" * 125, "y" * 100 + "." + "z" * 150):
         for n in (2, 12345, 10**9):
             made = numbered(name, n)

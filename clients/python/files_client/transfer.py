@@ -603,10 +603,12 @@ def _placed(outcome: Any, index: int) -> Any:
 NAME_BYTES = 255 - len(".part")
 
 
-def numbered(name: str, n: int) -> str:
+def numbered(name: str, n: int, *, directory: bool = False) -> str:
     """The `n`th of a name taken (`a (2).png`, `notes (2)`), within NAME_BYTES: the stem
-    gives way, never the number or the extension."""
-    stem, dot, ext = name.rpartition(".") if "." in name.strip(".") else (name, "", "")
+    gives way, never the number or the extension. A directory has no extension (a
+    series named by its UID ends in `.94`)."""
+    dotted = "." in name.strip(".") and not directory
+    stem, dot, ext = name.rpartition(".") if dotted else (name, "", "")
     tail = f" ({n}).{ext}" if dot else f" ({n})"
     if len(tail.encode()) > 64:  # not an extension: a long name with a dot in it
         stem, tail = name, f" ({n})"
@@ -620,11 +622,11 @@ def _checked(file: dict[str, Any]) -> str | None:
     return None if unchecked or not sha256 else str(sha256)
 
 
-def _names(directory: Path, name: str) -> Iterator[Path]:
+def _names(directory: Path, name: str, *, of_directory: bool = False) -> Iterator[Path]:
     """A name, then its numbered ones (`a (2).png`, ...), in a directory."""
     yield directory / name
     for n in itertools.count(2):
-        yield directory / numbered(name, n)
+        yield directory / numbered(name, n, directory=of_directory)
 
 
 def _taken(path: Path) -> bool:
@@ -709,7 +711,7 @@ def _series_place(session: Session, file: dict[str, Any], directory: Path, name:
     run's); a directory of other files (another series of that name) is numbered past."""
     url = _series_url(file)
     uids: set[str] | None = None
-    for candidate in _names(directory, name):
+    for candidate in _names(directory, name, of_directory=True):
         if not os.path.lexists(candidate):
             return candidate
         try:
