@@ -347,20 +347,12 @@ class Gateway:
             cookies=NoCookies(),
             event_hooks={"request": [_carry_trace]},
         )
-        # For a read retried after its kept-alive connection was dropped: a connection
-        # of its own (the pool's other idle ones may have been dropped too). Capped as
-        # the transfers are, per service: a retried download holds its connection for as
-        # long as its client reads, and these were unbounded.
-        retried = httpx.Limits(
-            max_connections=self.settings.gateway_transfers_per_service,
-            max_keepalive_connections=0,
-        )
+        # For a plain read retried after its kept-alive connection was dropped: a
+        # connection of its own (the pool's other idle ones may have been dropped too).
+        # A download is retried on the pool of transfers instead, within its cap.
         self.fresh = httpx.AsyncClient(
-            timeout=httpx.Timeout(60.0, connect=5.0, pool=TRANSFER_WAIT_S),
-            transport=ServiceTransport(limits=retried),
-            mounts={
-                _origin(url): ServiceTransport(limits=retried) for url in self.services.values()
-            },
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            transport=ServiceTransport(limits=httpx.Limits(max_keepalive_connections=0)),
             cookies=NoCookies(),
         )
         self._follower = asyncio.create_task(self._follow_access_changes(), name="acl-follower")
@@ -501,10 +493,15 @@ class Gateway:
                 if method != "GET" or not isinstance(content, bytes | None):
                     raise  # a write, or a body that cannot be sent again
                 log.info("gateway.read_retried", upstream=service, error=repr(error))
-                client = self.fresh
+                # A download again on the pool of transfers, within the one cap of
+                # transfers to the service (a pool of its own was a second cap, and
+                # each download retried holds its connection as long as its client
+                # reads): the connection that failed has left it, and an idle one the
+                # service closed is not taken (httpcore sees it readable, at EOF).
+                client = self.streams if streamed else self.fresh
                 return await client.send(built, stream=stream)
         except httpx.PoolTimeout as error:
-            raise Unavailable(service, error, busy=client is not self.http) from error
+            raise Unavailable(service, error, busy=client is self.streams) from error
         except httpx.TransportError as error:
             raise Unavailable(service, error) from error
 

@@ -6,7 +6,8 @@ the rechecks of downloads under way (services/gateway/edge.py `while_allowed`):
 - after a change of access every download of a key asks its caller again at its next
   chunk: they share one call to the access service, not one each. The access service
   is a loopback server that counts the calls;
-- a download retried on a new connection is within the cap of transfers to its service."""
+- a download retried on a new connection is within the one cap of transfers to its
+  service; a plain read retried is not."""
 
 from __future__ import annotations
 
@@ -233,6 +234,57 @@ async def test_a_download_retried_on_a_new_connection_is_within_the_cap(tmp_path
         again = await retried()
         assert again.status_code == 200
         await again.aclose()
+    finally:
+        await gateway.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_retried_downloads_share_the_one_cap_and_retried_reads_are_not_in_it(
+    tmp_path: Path,
+) -> None:
+    """A retried download took a connection of a second pool as large as the transfers'
+    (so twice FILES_GATEWAY_TRANSFERS_PER_SERVICE to a service), and a plain read
+    retried meanwhile waited on that pool and was refused as if it were a transfer
+    (503, "busy"). A retried download is in the one cap; a plain read is not."""
+    upstream = Dropping("reset")
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gateway = Gateway(
+        Settings(
+            data_dir=tmp_path,
+            service_key=SERVICE_KEY,
+            kafka_bootstrap=f"127.0.0.1:{free_port()}",
+            gateway_transfers_per_service=1,
+            ingest_url=f"http://127.0.0.1:{port}",
+        )
+    )
+    await gateway.start()
+
+    async def retried(stream: bool) -> httpx.Response:
+        """A read sent on a kept-alive connection that is dropped under it."""
+        first = await gateway.call(
+            "ingest", "GET", "/internal/blobs/a", download_request(), stream=stream
+        )
+        await first.aread()
+        await first.aclose()
+        return await gateway.call(
+            "ingest", "GET", "/internal/blobs/a", download_request(), stream=stream
+        )
+
+    try:
+        held = await retried(stream=True)  # a download retried, never read: held
+        assert held.status_code == 200
+        # The cap is full: another download waits, then is refused.
+        with pytest.raises(Unavailable) as refused:
+            await gateway.call(
+                "ingest", "GET", "/internal/blobs/b", download_request(), stream=True
+            )
+        assert refused.value.busy
+        # A plain read, retried, is no transfer: it goes.
+        read = await retried(stream=False)
+        assert read.status_code == 200
+        await held.aclose()
     finally:
         await gateway.stop()
         server.close()
