@@ -886,8 +886,10 @@ class Compose:
 
     async def upload_part(self, call: Call) -> Response:
         """A part of an upload session, sent to the URL the session gave: its signature
-        is the right (as a presigned S3 URL's is), not an API key; ingest checks it, and
-        that the session's opener keeps theirs, asking the ACL context and the catalog
+        is the right (as a presigned S3 URL's is), not an API key. Checked here first, a
+        forged or expired one refused before anything is read or sent on, and counted in
+        its opener's cap (`Gateway.part_caller`); ingest checks it again, and that the
+        session's opener keeps their right, asking the ACL context and the catalog
         itself (it has the session's key and folder at hand: asked from here, that was a
         third call a part, to ingest for them). Sent as no one's."""
         return self.gateway.relay(

@@ -82,6 +82,8 @@ RECHECK_WAIT_S = 1.0
 # How long a transfer waits for one of the cap's connections to a service (above it,
 # FILES_GATEWAY_TRANSFERS_PER_SERVICE are open) before it is refused 503.
 TRANSFER_WAIT_S = 2.0
+# The one caller all part URLs of the version before count as (`Gateway.part_caller`).
+UNSIGNED_PARTS = "parts:unsigned"
 # A connection that was made and then dropped under a request (not a timeout, not a
 # refused connection: the service is up, the connection was not).
 DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
@@ -299,6 +301,9 @@ class Gateway:
         # Signs who asks, on every call to a service (refused at start if weak or unset).
         self.identity = identity.ServiceKey(settings.service_key)
         self.transfers = Transfers(settings.gateway_transfers_per_caller)
+        # The last moment a part URL ingest signed before they named their opener may
+        # be valid (`part_caller`), if ingest was upgraded before this gateway started.
+        self._unsigned_parts_until = time.time() + identity.PART_URL_LIFETIME_S
         # The lookups of a caller under way, by the key's digest and the count of changes
         # of access they began after: every download of a key asks again at its next
         # chunk after a change, and they share one call.
@@ -351,20 +356,12 @@ class Gateway:
             cookies=NoCookies(),
             event_hooks={"request": [_carry_trace]},
         )
-        # For a read retried after its kept-alive connection was dropped: a connection
-        # of its own (the pool's other idle ones may have been dropped too). Capped as
-        # the transfers are, per service: a retried download holds its connection for as
-        # long as its client reads, and these were unbounded.
-        retried = httpx.Limits(
-            max_connections=self.settings.gateway_transfers_per_service,
-            max_keepalive_connections=0,
-        )
+        # For a plain read retried after its kept-alive connection was dropped: a
+        # connection of its own (the pool's other idle ones may have been dropped too).
+        # A download is retried on the pool of transfers instead, within its cap.
         self.fresh = httpx.AsyncClient(
-            timeout=httpx.Timeout(60.0, connect=5.0, pool=TRANSFER_WAIT_S),
-            transport=ServiceTransport(limits=retried),
-            mounts={
-                _origin(url): ServiceTransport(limits=retried) for url in self.services.values()
-            },
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            transport=ServiceTransport(limits=httpx.Limits(max_keepalive_connections=0)),
             cookies=NoCookies(),
         )
         self._follower = asyncio.create_task(self._follow_access_changes(), name="acl-follower")
@@ -505,10 +502,15 @@ class Gateway:
                 if method != "GET" or not isinstance(content, bytes | None):
                     raise  # a write, or a body that cannot be sent again
                 log.info("gateway.read_retried", upstream=service, error=repr(error))
-                client = self.fresh
+                # A download again on the pool of transfers, within the one cap of
+                # transfers to the service (a pool of its own was a second cap, and
+                # each download retried holds its connection as long as its client
+                # reads): the connection that failed has left it, and an idle one the
+                # service closed is not taken (httpcore sees it readable, at EOF).
+                client = self.streams if streamed else self.fresh
                 answer = await client.send(built, stream=stream)
         except httpx.PoolTimeout as error:
-            raise Unavailable(service, error, busy=client is not self.http) from error
+            raise Unavailable(service, error, busy=client is self.streams) from error
         except httpx.TransportError as error:
             raise Unavailable(service, error) from error
         if answer.status_code == 401 and identity.REFUSED_HEADER in answer.headers:
@@ -564,14 +566,36 @@ class Gateway:
 
     def take_transfer(self, call: Call) -> None:
         """One more transfer of the call's caller (`429` past their cap): a member by
-        their user id, whichever key they use; a session's parts, which come as no one,
-        by their session."""
-        caller = (
-            f"user:{call.user['id']}"
-            if call.user is not None
-            else f"session:{call.values.get('session_id')}"
-        )
+        their user id, whichever key they use; a session's part, which comes as no one,
+        by the session's opener its URL names (`part_caller`)."""
+        caller = f"user:{call.user['id']}" if call.user is not None else self.part_caller(call)
         self.transfers.take(call.request.scope, caller)
+
+    def part_caller(self, call: Call) -> str:
+        """Whose cap an upload session's part counts in: its opener's, named by its URL
+        and signed with it (`ServiceKey.upload_part_mac`). Checked here, before a slot is
+        taken or ingest called: a forged or expired URL was sent on, its body streamed
+        to ingest (which answers 403, but the body is sent whole before its answer is
+        read), each on a slot of its own, as long as its client trickled. The URLs
+        ingest signed before they named their opener (with a key the gateway does not
+        hold) go on unchecked until they could have expired, all in one cap: any
+        number of forged ones hold no more than one caller's transfers."""
+        query = call.request.query_params
+        opener, signature = query.get("opener"), query.get("signature", "")
+        try:
+            number, expires = int(call.values["number"]), int(query.get("expires", ""))
+        except (KeyError, ValueError):
+            number = expires = 0
+        session_id = str(call.values.get("session_id"))
+        now = time.time()
+        if opener is not None:
+            if self.identity.upload_part_allowed(
+                session_id, number, expires, opener, signature, now
+            ):
+                return f"user:{opener}"
+        elif now <= expires <= self._unsigned_parts_until:
+            return UNSIGNED_PARTS
+        raise Refused(403, "invalid_part_url", "this part URL is not valid or has expired")
 
     async def _last_piece_checked(
         self, pieces: AsyncIterator[bytes], call: Call, folder_path: str | None

@@ -55,7 +55,9 @@ PASSED_IN = (
     "traceparent",
     "idempotency-key",
 )
-PASSED_OUT = ("files-consistency", "x-request-id", "idempotent-replayed")
+# Retry-After: when to send again a call refused for now (RESOURCE_EXHAUSTED past a
+# caller's transfers, UNAVAILABLE), as an HTTP client is told.
+PASSED_OUT = ("files-consistency", "x-request-id", "idempotent-replayed", "retry-after")
 # A download's messages stay well under gRPC's default 4 MiB message limit.
 CHUNK = 1024 * 1024
 # An error's details in its trailing metadata, at most: a client refuses metadata over

@@ -505,7 +505,10 @@ ROUTES: tuple[Route, ...] = (
           answer=ingest.StoredPart, compose="upload_part", public=True,
           errors=(400, 403, 409, 413, 422, 507), query=(
               Query("expires", {"type": "integer"}, required=True),
-              Query("signature", {"type": "string", "maxLength": 64}, required=True))),
+              Query("signature", {"type": "string", "maxLength": 64}, required=True),
+              Query("opener", {"type": "string", "maxLength": 256},
+                    "The session's opener, signed with the rest (URLs of the version"
+                    " before name none)"))),
     # -- integrations and imports (ingest) --
     Route("POST", "/v1/integrations", "ingest", "Register a cloud integration (org admins)",
           201, ingest.NewIntegration, ingest.Integration, errors=WRITE_ERRORS),

@@ -4,8 +4,9 @@ The transfers to a service share a pool capped per gateway
 (`FILES_GATEWAY_TRANSFERS_PER_SERVICE`): one member holding that many slow uploads or
 unread downloads made every other member's transfers `503`. Each caller (a member, by
 their user id, whichever key or sign-in they use; an upload session's parts, which come
-as no one, by their session) may have `FILES_GATEWAY_TRANSFERS_PER_CALLER` at once; one
-more is `429` with Retry-After, before anything is sent on.
+as no one, count as their opener's, whom the signed part URL names) may have
+`FILES_GATEWAY_TRANSFERS_PER_CALLER` at once; one more is `429` with Retry-After, before
+anything is sent on.
 
 A transfer's slot is taken by the route (`Transfers.take`), and given back by
 `GiveBack`, a middleware around the whole exchange, once the app's call ends: after the

@@ -15,7 +15,8 @@ connection that sent nothing was never closed. Here:
   the application is the one not reading: flow control paused us): else the connection
   is closed, which the application sees as the client gone.
 - an answer's client may read nothing at most `send_idle_s` (the socket's buffers full,
-  so the application's writes wait): else the connection is dropped, which the
+  so the application's writes wait; a client that read some of what waits to be sent
+  meanwhile gets another `send_idle_s`): else the connection is dropped, which the
   application sees as the client gone. A download never read held the gateway's
   connection to ingest, and ingest's file, for good; a paused video element that finds
   its connection gone asks again from where it was (a Range request).
@@ -106,6 +107,8 @@ class BoundedHttp(HttpToolsProtocol):
         # Armed while flow control holds the application's writes (the client reads
         # nothing): its own timer, as the body's may run at the same time.
         self._send_timer: asyncio.TimerHandle | None = None
+        # The bytes left to send when it was armed: fewer when it fires, the client read.
+        self._send_left = 0
 
     # -- the connection ---------------------------------------------------------------
 
@@ -147,6 +150,7 @@ class BoundedHttp(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._send_timer is None:
+            self._send_left = self.transport.get_write_buffer_size()
             self._send_timer = self.loop.call_later(self.bounds.send_idle_s, self._send_late)
 
     def resume_writing(self) -> None:
@@ -159,6 +163,13 @@ class BoundedHttp(HttpToolsProtocol):
             self._send_timer = None
 
     def _send_late(self) -> None:
+        left = self.transport.get_write_buffer_size()
+        if left < self._send_left:
+            # Read from since, if not below the low-water mark (a client reading an
+            # answer written in one large piece slowly): not idle, so another bound.
+            self._send_left = left
+            self._send_timer = self.loop.call_later(self.bounds.send_idle_s, self._send_late)
+            return
         self._send_timer = None
         log.info("http.answer_unread", client=self.client, idle_s=self.bounds.send_idle_s)
         # Dropped, not closed: a close waits for the unread bytes to be sent first, for

@@ -59,6 +59,8 @@ VERSION = b"v1"
 # Long enough for any clock skew between pods and a slow hop; short enough that a
 # token seen in transit is soon worth nothing.
 TTL_S = 60
+# How long an upload session's part URL is valid (`ServiceKey.upload_part_mac`).
+PART_URL_LIFETIME_S = 6 * 3600
 # A token issued by a clock this far ahead of ours is still accepted.
 SKEW_S = 5
 MIN_BITS = 128
@@ -220,6 +222,38 @@ class ServiceKey:
             return False
         wanted = self.object_read_mac(integration_id, key, expires)
         return hmac.compare_digest(wanted.encode(), signature.encode())
+
+    def upload_part_mac(self, session_id: str, number: int, expires: int, opener: str) -> str:
+        """The signature of an upload session's part URL (the local store's): its right
+        to send that part until `expires` (unix seconds), for the session `opener`
+        opened. Of the service key, not of FILES_SECRET_KEY, so that the gateway, which
+        holds only this one, refuses a forged or expired part before it takes a slot or
+        calls ingest; and naming the opener, whose cap of transfers the part counts in."""
+        message = b"\n".join(
+            [
+                b"files upload part v1",
+                session_id.encode(),
+                b"%d" % number,
+                b"%d" % expires,
+                opener.encode("utf-8", "surrogatepass"),
+            ]
+        )
+        return _b64(self._mac(message)).decode()
+
+    def upload_part_allowed(
+        self,
+        session_id: str,
+        number: int,
+        expires: int,
+        opener: str,
+        signature: str,
+        now: float | None = None,
+    ) -> bool:
+        if expires < (time.time() if now is None else now):
+            return False
+        wanted = self.upload_part_mac(session_id, number, expires, opener)
+        # Compared as bytes: a signature of any text is refused, never an error.
+        return hmac.compare_digest(wanted.encode(), signature.encode("utf-8", "surrogatepass"))
 
     def for_service(
         self, service: str, correlation_id: str | None = None, *, audience: str | None

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     # The gateway's streamed calls (uploads, parts, STOW; downloads, retrieves) open at
     # once to each service, at most; past it a transfer is refused 503 (Retry-After).
     gateway_transfers_per_service: int = Field(default=2000, ge=1)
-    # The streamed calls one caller (a member, or an upload session's parts) may have
+    # The streamed calls one caller (a member, with their sessions' parts) may have
     # under way at once at a gateway; past it, 429 (services/gateway/transfers.py).
     gateway_transfers_per_caller: int = Field(default=32, ge=1)
     bootstrap_admin_key: str = ""

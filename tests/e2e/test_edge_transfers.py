@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from shared.kit import identity
 from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import error, folder, member, unique, upload
@@ -138,3 +141,102 @@ async def test_an_answer_never_read_is_cut_gives_back_its_slot_and_resumes_by_ra
                 assert rest.status_code == 206, rest.text
                 assert rest.headers["content-range"] == f"bytes 1000000-{len(BIG) - 1}/{len(BIG)}"
                 assert rest.content == BIG[1000000:]
+
+
+def refused_at_once(url: str, path_and_query: str) -> tuple[socket.socket, bytes]:
+    """A part PUT that promises a large body and sends a few bytes of it, as a client
+    trickling it would: its answer, read while the body is unfinished (the socket kept
+    open, its body never sent whole), up to the refusal's code."""
+    parsed = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((parsed.hostname, parsed.port))
+    sock.settimeout(20)
+    sock.sendall(
+        (
+            f"PUT {path_and_query} HTTP/1.1\r\nHost: files\r\nContent-Length: 10000000\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + b"0123456789"
+    )
+    answer = b""
+    while b"invalid_part_url" not in answer:
+        got = sock.recv(4096)
+        assert got, answer
+        answer += got
+    return sock, answer
+
+
+@pytest.mark.parametrize("blobs", ["local"], indirect=True)
+async def test_forged_or_expired_part_urls_are_refused_at_once_and_take_nothing(
+    platform: Stack,
+) -> None:
+    """Anyone can send a part's PUT, with no key. A forged or expired part URL was sent
+    on to ingest, on a connection of the gateway's capped pool and a slot of its own
+    (each made-up session id counted apart), its body streamed whole before ingest's
+    403 was read: a few trickling clients held every connection to ingest. Now the
+    gateway checks the signature first: 403 at once, while the body is still coming,
+    and the member's real part goes, counted in the member's own cap."""
+    with replica(
+        platform,
+        FILES_GATEWAY_TRANSFERS_PER_SERVICE="2",
+        FILES_GATEWAY_TRANSFERS_PER_CALLER="1",
+    ) as url:
+        async with (
+            client(url, ADMIN_KEY) as admin,
+            httpx.AsyncClient(base_url=url, timeout=30) as anonymous,
+        ):
+            uploader = await member(admin, "part-sender")
+            async with client(url, uploader["api_key"]) as mine:
+                own = await folder(mine, unique("parts"))
+                opened = await mine.post(
+                    f"/v1/folders/{own['id']}/uploads", json={"name": "p.bin", "size": 10}
+                )
+                assert opened.status_code == 201, opened.text
+                real = urllib.parse.urlsplit(opened.json()["parts"][0]["url"])
+                query = dict(urllib.parse.parse_qsl(real.query))
+                assert query["opener"] == uploader["id"]
+                session_id = real.path.split("/")[3]
+                signer = identity.ServiceKey(platform.service_key)
+                past = int(time.time()) - 60
+
+                def at(path: str, **changed: str) -> str:
+                    return f"{path}?{urllib.parse.urlencode({**query, **changed})}"
+
+                forged = [
+                    at(real.path, signature="A" * 43),
+                    at(real.path, opener=ADMIN_KEY),
+                    at(f"/v1/uploads/{uuid.uuid4()}/parts/1"),
+                    at(real.path.replace("/parts/1", "/parts/2")),
+                    # Signed as ingest would, but expired.
+                    at(
+                        real.path,
+                        expires=str(past),
+                        signature=signer.upload_part_mac(session_id, 1, past, uploader["id"]),
+                    ),
+                    # Of the form before openers were named: valid for no longer than
+                    # part URLs live, and not when expired.
+                    f"/v1/uploads/{uuid.uuid4()}/parts/1?expires={past}&signature={'0' * 64}",
+                    f"/v1/uploads/{uuid.uuid4()}/parts/1"
+                    f"?expires={int(time.time()) + 7 * 3600}&signature={'0' * 64}",
+                ]
+                held = []
+                try:
+                    for path in forged:
+                        sock, head = refused_at_once(url, path)
+                        held.append(sock)
+                        assert head.startswith(b"HTTP/1.1 403 "), head
+
+                    # With every forged one still open: the real part goes, in the
+                    # member's cap (one, taken by a download they do not read).
+                    big = (await upload(mine, own["id"], ("big.txt", BIG)))["files"][0]
+                    async with mine.stream("GET", f"/v1/files/{big['id']}/content") as unread:
+                        assert unread.status_code == 200
+                        error(
+                            await anonymous.put(at(real.path), content=b"0123456789"),
+                            429,
+                            "too_many_transfers",
+                        )
+                    sent = await anonymous.put(at(real.path), content=b"0123456789")
+                    assert sent.status_code == 200, sent.text
+                finally:
+                    for sock in held:
+                        sock.close()

@@ -6,11 +6,14 @@ the rechecks of downloads under way (services/gateway/edge.py `while_allowed`):
 - after a change of access every download of a key asks its caller again at its next
   chunk: they share one call to the access service, not one each. The access service
   is a loopback server that counts the calls;
-- a download retried on a new connection is within the cap of transfers to its service."""
+- a download retried on a new connection is within the one cap of transfers to its
+  service; a plain read retried is not."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ import pytest
 from starlette.requests import Request
 
 from services.gateway import openapi, transfers
-from services.gateway.edge import Call, Gateway, Unavailable
+from services.gateway.edge import UNSIGNED_PARTS, Call, Gateway, Unavailable
 from services.gateway.routes import TABLE
 from services.gateway.transfers import GiveBack, Transfers
 from shared.kit.errors import Refused
@@ -237,6 +240,110 @@ async def test_a_download_retried_on_a_new_connection_is_within_the_cap(tmp_path
         await gateway.stop()
         server.close()
         await server.wait_closed()
+
+
+async def test_retried_downloads_share_the_one_cap_and_retried_reads_are_not_in_it(
+    tmp_path: Path,
+) -> None:
+    """A retried download took a connection of a second pool as large as the transfers'
+    (so twice FILES_GATEWAY_TRANSFERS_PER_SERVICE to a service), and a plain read
+    retried meanwhile waited on that pool and was refused as if it were a transfer
+    (503, "busy"). A retried download is in the one cap; a plain read is not."""
+    upstream = Dropping("reset")
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gateway = Gateway(
+        Settings(
+            data_dir=tmp_path,
+            service_key=SERVICE_KEY,
+            kafka_bootstrap=f"127.0.0.1:{free_port()}",
+            gateway_transfers_per_service=1,
+            ingest_url=f"http://127.0.0.1:{port}",
+        )
+    )
+    await gateway.start()
+
+    async def retried(stream: bool) -> httpx.Response:
+        """A read sent on a kept-alive connection that is dropped under it."""
+        first = await gateway.call(
+            "ingest", "GET", "/internal/blobs/a", download_request(), stream=stream
+        )
+        await first.aread()
+        await first.aclose()
+        return await gateway.call(
+            "ingest", "GET", "/internal/blobs/a", download_request(), stream=stream
+        )
+
+    try:
+        held = await retried(stream=True)  # a download retried, never read: held
+        assert held.status_code == 200
+        # The cap is full: another download waits, then is refused.
+        with pytest.raises(Unavailable) as refused:
+            await gateway.call(
+                "ingest", "GET", "/internal/blobs/b", download_request(), stream=True
+            )
+        assert refused.value.busy
+        # A plain read, retried, is no transfer: it goes.
+        read = await retried(stream=False)
+        assert read.status_code == 200
+        await held.aclose()
+    finally:
+        await gateway.stop()
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_part_counts_as_its_opener_and_only_a_sound_url_counts(tmp_path: Path) -> None:
+    """A part's URL names its opener, signed with the rest: the part is in their cap. A
+    forged or expired one is refused before a slot is taken. One of the form before
+    (which the gateway cannot check) goes on while it may still be valid, every such
+    part as one caller, and not once it could have expired."""
+    gateway = Gateway(
+        Settings(
+            data_dir=tmp_path,
+            service_key=SERVICE_KEY,
+            kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        )
+    )
+    route = next(r for r in TABLE.routes if r.compose == "upload_part")
+    session_id = "00000000-0000-4000-8000-0000000000b1"
+    soon = int(time.time()) + 3600
+
+    def caller(**query: Any) -> str:
+        request = Request(
+            {
+                "type": "http",
+                "method": "PUT",
+                "path": f"/v1/uploads/{session_id}/parts/1",
+                "headers": [],
+                "query_string": urllib.parse.urlencode(query).encode(),
+                "state": {},
+            }
+        )
+        return gateway.part_caller(
+            Call(request, route, {"session_id": session_id, "number": "1"}, None)
+        )
+
+    signed = gateway.identity.upload_part_mac(session_id, 1, soon, USER["id"])
+    assert caller(expires=soon, opener=USER["id"], signature=signed) == f"user:{USER['id']}"
+    for forged in [
+        {"expires": soon, "opener": "someone-else", "signature": signed},
+        {"expires": soon + 1, "opener": USER["id"], "signature": signed},
+        {"expires": "soon", "opener": USER["id"], "signature": signed},
+        {
+            "expires": soon - 7200,
+            "opener": USER["id"],
+            "signature": gateway.identity.upload_part_mac(session_id, 1, soon - 7200, USER["id"]),
+        },
+        {"expires": soon - 7200, "signature": "0" * 64},
+    ]:
+        with pytest.raises(Refused) as refused:
+            caller(**forged)
+        assert (refused.value.status, refused.value.code) == (403, "invalid_part_url")
+    assert caller(expires=soon, signature="0" * 64) == UNSIGNED_PARTS
+    gateway._unsigned_parts_until = soon - 1
+    with pytest.raises(Refused):
+        caller(expires=soon, signature="0" * 64)
 
 
 def test_the_routes_that_take_a_transfer_declare_its_429() -> None:

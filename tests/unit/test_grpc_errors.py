@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from typing import Any
+
+import grpc
+import pytest
 
 from services.gateway.grpc_api import (
     DETAILS_LIMIT,
     MESSAGE_LIMIT,
+    Api,
     bounded_details,
     bounded_message,
 )
@@ -30,3 +35,30 @@ def test_a_long_message_is_cut_whole_characters_and_said_cut() -> None:
 
 def test_a_lone_surrogate_in_a_message_is_replaced_not_an_error() -> None:
     assert bounded_message("bad \udcff name") == "bad ? name"
+
+
+async def test_a_refusal_for_now_says_when_to_come_back() -> None:
+    """A 429 (a caller's transfers at their cap) or a 503 carries Retry-After over HTTP;
+    over gRPC it was only `retry` in the details: now `retry-after` in the trailing
+    metadata too."""
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        async def abort(self, code: Any, message: str, trailing: Any) -> None:
+            raise Aborted(code, message, dict(trailing))
+
+    with pytest.raises(Aborted) as aborted:
+        await Api.refuse(
+            Context(),  # type: ignore[arg-type]
+            429,
+            "too_many_transfers",
+            "you have 32 uploads and downloads under way",
+            {"limit": 32, "retry": True},
+            {"retry-after": "1", "content-type": "application/json"},
+        )
+    code, _, trailing = aborted.value.args
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert trailing["retry-after"] == "1"
+    assert "content-type" not in trailing

@@ -98,6 +98,7 @@ def test_an_answer_its_client_stops_reading_is_dropped_after_the_bound() -> None
         addresses = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}
         transport.get_extra_info.side_effect = lambda name, default=None: addresses.get(name)
         transport.is_closing.return_value = False
+        transport.get_write_buffer_size.return_value = 1000
         transport.abort.side_effect = lambda: dropped.set()
         protocol.connection_made(transport)
         protocol.data_received(b"GET /out HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -108,6 +109,52 @@ def test_an_answer_its_client_stops_reading_is_dropped_after_the_bound() -> None
         # Held past the bound: dropped.
         protocol.pause_writing()
         await asyncio.wait_for(dropped.wait(), 10)
+        assert transport.abort.call_count == 1
+        protocol.connection_lost(None)
+
+    asyncio.run(run())
+
+
+def test_an_answer_read_slowly_is_kept_while_its_client_reads() -> None:
+    """An answer written in one large piece, read slowly: the writes stay held (its
+    buffer above the low-water mark) past `send_idle_s`, but the client read some of it
+    meanwhile; it was dropped all the same. Now each bound the client read something in
+    earns another; one in which it read nothing drops it."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        await asyncio.Event().wait()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        bounds = dataclasses.replace(INTERNAL, send_idle_s=0.02)
+        protocol_class = bounded_http(bounds)
+        config = Config(app=app, http=protocol_class, log_config=None)
+        protocol = protocol_class(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
+        # The bytes left to send, as the client reads: less twice, then no less.
+        left = [8000, 6000, 4000, 4000]
+        seen: list[int] = []
+
+        def buffered() -> int:
+            seen.append(left[len(seen)])
+            return seen[-1]
+
+        dropped = asyncio.Event()
+        transport = mock.Mock(spec=asyncio.Transport)
+        addresses = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}
+        transport.get_extra_info.side_effect = lambda name, default=None: addresses.get(name)
+        transport.is_closing.return_value = False
+        transport.get_write_buffer_size.side_effect = buffered
+        transport.abort.side_effect = lambda: dropped.set()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET /out HTTP/1.1\r\nhost: x\r\n\r\n")
+        protocol.pause_writing()
+        await asyncio.wait_for(dropped.wait(), 10)
+        # Dropped once a bound passed with nothing read, not before.
+        assert seen == left
         assert transport.abort.call_count == 1
         protocol.connection_lost(None)
 

@@ -69,11 +69,14 @@ def router(
         request: Request,
         expires: int = Query(...),
         signature: str = Query(..., max_length=64),
+        opener: str | None = Query(None, max_length=256),
     ) -> dict[str, Any]:
         # No caller: the URL's signature is the right, as with a presigned S3 URL, while
         # the session's opener keeps theirs: asked of the ACL context and the catalog
         # (sessions.put_part), not taken from the gateway.
-        return await sessions.put_part(session_id, number, expires, signature, request.stream())
+        return await sessions.put_part(
+            session_id, number, expires, signature, request.stream(), opened_by=opener
+        )
 
     # Completing adds the file to the session's folder, aborting drops what was sent:
     # the editor role there, decided here too (as for the routes that add to a folder).

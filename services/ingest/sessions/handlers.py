@@ -32,6 +32,7 @@ import uuid
 from collections.abc import AsyncIterable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 
@@ -49,11 +50,12 @@ from shared.contracts.envelope import Cause, envelopes_of, now
 from shared.kit.blobs import BlobStore, UnknownUpload, content_key
 from shared.kit.db import Conn
 from shared.kit.errors import Refused, storage_failed
+from shared.kit.identity import PART_URL_LIFETIME_S
 from shared.kit.logs import log
 from shared.kit.service import Handlers, Parts
 
 # A part's URL stays valid this long; GET on the session gives fresh ones.
-URL_LIFETIME = timedelta(hours=6)
+URL_LIFETIME = timedelta(seconds=PART_URL_LIFETIME_S)
 # The sweep leaves a completion this long to delete its own object.
 LEFT_AFTER = timedelta(minutes=1)
 # Deletes the sweep has in flight at once (each a request to S3).
@@ -91,6 +93,9 @@ async def setup(conn: Conn) -> None:
 
 
 def _signature(secret: bytes, session_id: uuid.UUID, number: int, expires: int) -> str:
+    """The signature of a part URL handed out before they were signed with the service
+    key (`ServiceKey.upload_part_mac`): still taken until it expires. Drop it in the
+    version after."""
     message = f"{session_id}:{number}:{expires}".encode()
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
@@ -167,14 +172,23 @@ class Sessions(Handlers):
         signature: str,
         chunks: AsyncIterable[bytes],
         opener: domain.Opener | None = None,
+        opened_by: str | None = None,
     ) -> dict[str, Any]:
         """A part sent to our own URL (the local store): the signature is the right,
         while its opener keeps theirs (`domain.check_opener`), as the ACL context and
-        the catalog say now (`openers.Openers`; `opener` only where there are none)."""
-        wanted = _signature(self._signing_key, session_id, number, expires)
-        # Compared as bytes: a signature of any text is refused, never an error.
-        given = signature.encode("utf-8", "surrogatepass")
-        if not hmac.compare_digest(wanted.encode(), given) or expires < time.time():
+        the catalog say now (`openers.Openers`; `opener` only where there are none).
+        `opened_by`, the opener's id the URL names, is signed with the rest; a URL
+        naming none is of the version before."""
+        if opened_by is not None:
+            valid = self.parts.identity.upload_part_allowed(
+                str(session_id), number, expires, opened_by, signature
+            )
+        else:
+            wanted = _signature(self._signing_key, session_id, number, expires)
+            # Compared as bytes: a signature of any text is refused, never an error.
+            given = signature.encode("utf-8", "surrogatepass")
+            valid = hmac.compare_digest(wanted.encode(), given) and expires >= time.time()
+        if not valid:
             raise Refused(403, "invalid_part_url", "this part URL is not valid or has expired")
         row = await self._row(self.pool, session_id)
         if row is None or row["status"] != "open":
@@ -607,9 +621,11 @@ class Sessions(Handlers):
         if url is not None:
             return url
         expires = int(time.time() + URL_LIFETIME.total_seconds())
-        signature = _signature(self._signing_key, row["id"], number, expires)
+        opener = row["created_by"]
+        signature = self.parts.identity.upload_part_mac(str(row["id"]), number, expires, opener)
+        query = urlencode({"expires": expires, "opener": opener, "signature": signature})
         # Relative: the gateway makes it absolute with the address the client used.
-        return f"/v1/uploads/{row['id']}/parts/{number}?expires={expires}&signature={signature}"
+        return f"/v1/uploads/{row['id']}/parts/{number}?{query}"
 
     def _view(self, row: asyncpg.Record, stored: list[domain.StoredPart]) -> dict[str, Any]:
         plan = domain.plan(row["size"], row["part_size"])
