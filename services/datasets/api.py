@@ -75,7 +75,7 @@ def dataset_json(row: Any, my_role: str | None, seen: Seen) -> dict[str, Any]:
         "synced_folder_id": str(row["synced_folder_id"]) if row["synced_folder_id"] else None,
         "synced": row["synced_folder_id"] is not None,
         "unsynced_from_folder_id": str(row["unsynced_from"]) if row["unsynced_from"] else None,
-        "file_count": seen.count,
+        "file_count": seen.file_count,
         "created_at": row["created_at"].isoformat(),
         "created_by": row["created_by"],
         "my_role": my_role,

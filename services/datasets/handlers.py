@@ -134,7 +134,7 @@ VISIBLE_COUNTS = """
 class Seen(NamedTuple):
     """A dataset's files as the caller may know them."""
 
-    count: int
+    file_count: int
     # The digest of which files they are (`VISIBLE_COUNTS`); None to a caller who sees
     # every file, to whom the dataset's own version tells nothing they may not know.
     files_key: int | None

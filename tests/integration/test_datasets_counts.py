@@ -17,7 +17,7 @@ FOLDERS = 200  # the files spread over them; the member sees the first half of t
 
 
 async def visible_file_counts(pool: Any, access: Access, rows: Any) -> dict[uuid.UUID, int]:
-    return {k: seen.count for k, seen in (await visible_files(pool, access, rows)).items()}
+    return {k: seen.file_count for k, seen in (await visible_files(pool, access, rows)).items()}
 
 
 async def test_a_members_count_of_a_large_dataset_is_one_statement(database_url: str) -> None:
