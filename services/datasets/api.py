@@ -8,6 +8,7 @@ did not exist, and files of folders they may not see are left out.
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from services.datasets import domain
-from services.datasets.handlers import Datasets, files_seen, visible_file_counts
+from services.datasets.handlers import Datasets, Seen, files_seen, visible_files
 from shared.api.datasets import DatasetChanges, FileIds, NewDataset, Sharing
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
@@ -64,25 +65,37 @@ def _after(cursor: str | None) -> uuid.UUID:
         ) from error
 
 
-def dataset_json(row: Any, my_role: str | None, file_count: int) -> dict[str, Any]:
+def dataset_json(row: Any, my_role: str | None, seen: Seen) -> dict[str, Any]:
     """A dataset as the caller may see it: `file_count` counts the files of it they see
-    (`visible_file_counts`), as its file list lists them."""
-    return {
+    (`visible_files`), as its file list lists them."""
+    answer = {
         "id": str(row["id"]),
         "name": row["name"],
         "description": row["description"],
         "synced_folder_id": str(row["synced_folder_id"]) if row["synced_folder_id"] else None,
         "synced": row["synced_folder_id"] is not None,
         "unsynced_from_folder_id": str(row["unsynced_from"]) if row["unsynced_from"] else None,
-        "file_count": file_count,
+        "file_count": seen.file_count,
         "created_at": row["created_at"].isoformat(),
         "created_by": row["created_by"],
         "my_role": my_role,
-        # Its stream's version: it grows at every change of the dataset (a file in or
-        # out, a rename, a share), so a page that watches it misses none, even a file
-        # moved out and another in between two looks, which leave the count as it was.
-        "version": row["version"],
     }
+    return answer | {"version": change_key(row, answer, seen.files_key)}
+
+
+def change_key(row: Any, answer: dict[str, Any], files_key: int | None) -> int:
+    """A key that changes at every change of the dataset the caller may see, so a page
+    that watches it misses none (a file moved out and another in leave the count as it
+    was). The stream's version to a caller who sees every file; to anyone else, a digest
+    of what they see: its version also moves at links and unlinks of files they may not
+    see, and would tell them of those, and of how many (as its count would)."""
+    if files_key is None:
+        return int(row["version"])
+    seen = [files_key] + [answer[k] for k in ("name", "description", "my_role")]
+    seen += [answer["synced_folder_id"], answer["unsynced_from_folder_id"]]
+    digest = hashlib.blake2b(orjson.dumps(seen), digest_size=8).digest()
+    # Below 2**53: a number JavaScript reads exactly.
+    return int.from_bytes(digest) >> 11
 
 
 def router(datasets: Datasets) -> APIRouter:
@@ -96,8 +109,8 @@ def router(datasets: Datasets) -> APIRouter:
             None if row is None else domain.role_of(caller, row["created_by"], row["shared_role"])
         )
         role = domain.require(role, "user", dataset_id)
-        counts = await visible_file_counts(datasets.pool, caller, [row])
-        return dataset_json(row, role, counts[dataset_id])
+        seen = await visible_files(datasets.pool, caller, [row])
+        return dataset_json(row, role, seen[dataset_id])
 
     async def collaborators(dataset_id: uuid.UUID) -> dict[str, Any]:
         creator = await datasets.pool.fetchval(
@@ -144,11 +157,11 @@ def router(datasets: Datasets) -> APIRouter:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        counts = await visible_file_counts(datasets.pool, rights, rows)
+        seen = await visible_files(datasets.pool, rights, rows)
         return {
             "items": [
                 dataset_json(
-                    r, domain.role_of(rights, r["created_by"], r["shared_role"]), counts[r["id"]]
+                    r, domain.role_of(rights, r["created_by"], r["shared_role"]), seen[r["id"]]
                 )
                 for r in rows
             ],

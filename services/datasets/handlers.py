@@ -12,7 +12,7 @@ import uuid
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import httpx
@@ -117,9 +117,13 @@ def files_seen(access: Access, files: str = "f", param: int = 1) -> tuple[str, s
 # How many of each dataset's files the caller sees ($1: the datasets, $2: the folders
 # whose subtrees they see): the files `GET /v1/datasets/{id}/files` lists them, counted in
 # one statement for a page of datasets (an index scan of each one's links, joined to the
-# mirror by hash: no round trip a file).
+# mirror by hash: no round trip a file). `files_key` is a digest of which files they are:
+# an xor of their ids' hashes, which changes with any one in or out, also a file moved out
+# and another in, and which links and unlinks of files they do not see leave as it was.
 VISIBLE_COUNTS = """
-    SELECT m.dataset_id, count(*) AS n FROM datasets.members m
+    SELECT m.dataset_id, count(*) AS n,
+           bit_xor(hashtextextended(m.file_id::text, 0)) AS files_key
+    FROM datasets.members m
     JOIN datasets.files f ON f.id = m.file_id
     JOIN datasets.folders fo ON fo.id = f.folder_id
     WHERE m.dataset_id = ANY($1::uuid[]) AND fo.path && $2::uuid[]
@@ -127,24 +131,32 @@ VISIBLE_COUNTS = """
 """
 
 
-async def visible_file_counts(
+class Seen(NamedTuple):
+    """A dataset's files as the caller may know them."""
+
+    file_count: int
+    # The digest of which files they are (`VISIBLE_COUNTS`); None to a caller who sees
+    # every file, to whom the dataset's own version tells nothing they may not know.
+    files_key: int | None
+
+
+async def visible_files(
     conn: Any, access: Access, rows: Sequence[asyncpg.Record]
-) -> dict[uuid.UUID, int]:
+) -> dict[uuid.UUID, Seen]:
     """Each dataset's `file_count` as the caller may know it: the files of it they see,
     as its file list shows them. An org admin sees every file (the count kept on the
     dataset); anyone else, only those in folders they have a role on, whoever they are
     to the dataset (its creator too: a grant lost on a folder hides its files, and how
     many there are, as it hides their names). conn: a connection or the pool."""
-    counts = {r["id"]: r["file_count"] for r in rows}
     roots = access.roots
     if roots is None:
-        return counts
+        return {r["id"]: Seen(r["file_count"], None) for r in rows}
+    seen = {r["id"]: Seen(0, 0) for r in rows}
     counted = [r["id"] for r in rows if r["file_count"]]
-    counts = dict.fromkeys(counts, 0)
     if counted and roots:
         for row in await conn.fetch(VISIBLE_COUNTS, counted, roots):
-            counts[row["dataset_id"]] = row["n"]
-    return counts
+            seen[row["dataset_id"]] = Seen(row["n"], row["files_key"])
+    return seen
 
 
 def _role(access: Access, row: asyncpg.Record | None) -> str | None:

@@ -45,8 +45,9 @@ class Dataset(Shape):
     created_by: str
     my_role: str | None
     version: int = Field(
-        description="grows at every change of the dataset (its files, name, description,"
-        " sync, sharing), also of files the caller does not see: a key to watch"
+        description="a key to watch, compared for equality: it changes at every change of"
+        " the dataset the caller may see (its files they see, name, description, sync, their"
+        " role), and not at changes to files they may not see"
     )
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from minio import Minio
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import items, unique
 from tests.cloud_fixtures import MotoS3, start_moto
@@ -158,3 +159,83 @@ def test_a_failed_sync_says_why(
     expect(state).to_contain_text("could not be listed")
     # Nothing was marked gone: the file is listed still.
     expect(page.get_by_role("grid").get_by_text("a.txt", exact=True)).to_be_visible()
+
+
+def test_a_cancelled_sync_says_cancelled(
+    signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+) -> None:
+    moto, s3 = bucket
+    prefix = f"{unique('many')}/"
+    # Enough objects that the first sync is still listing and reading them when it is
+    # cancelled, just after the folder is made.
+    data = png(2, 2)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda n: put(s3, f"{prefix}{n:05}.png", data), range(3000)))
+    made = api.post(
+        "/v1/folders",
+        json={
+            "name": unique("cancelled"),
+            "cloud_sync": {"integration_id": register(api, moto, BUCKET), "prefix": prefix},
+        },
+    )
+    assert made.status_code == 201, made.text
+    folder = made.json()
+    cancelled = api.post(f"/v1/jobs/{folder['sync_job_id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    page = signed_in
+    page.goto(f"/folders/{folder['id']}")
+    state = page.get_by_role("region", name="Cloud sync").get_by_role("status")
+    expect(state).to_contain_text("Last sync cancelled", timeout=30_000)
+    expect(state).not_to_contain_text("Last synced")
+
+
+def test_a_set_up_that_fails_says_where_the_folder_went(
+    signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+) -> None:
+    """The gateway sends a synced folder it made to the Trash when its set-up fails
+    after (the grant late, ingest refusing the sync): the dialog says what the person
+    will find there. The failure is the gateway's own answer, after it did just that."""
+    moto, _ = bucket
+    integration_id = register(api, moto, BUCKET)
+    name = unique("unkept")
+    page = signed_in
+
+    def made_then_unmade(route: Route) -> None:
+        if route.request.method != "POST":
+            return route.fallback()
+        made = route.fetch()
+        assert made.status == 201, made.text()
+        gone = api.delete(f"/v1/folders/{made.json()['id']}")
+        assert gone.status_code == 204, gone.text
+        route.fulfill(
+            status=503,
+            headers={"Retry-After": "1"},
+            json={
+                "error": {
+                    "code": "unavailable",
+                    "message": "the access service did not make you the new folder's admin"
+                    " in time, so the folder was not made; try again shortly",
+                    "details": {"service": "acl", "retry": True},
+                }
+            },
+        )
+
+    page.route("**/v1/folders", made_then_unmade)
+    page.get_by_role("button", name="Upload files").click()
+    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog.get_by_role("tab", name="Import from private cloud").click()
+    dialog.get_by_label("Integration").select_option(integration_id)
+    dialog.get_by_role("switch", name="Keep a folder synced with the bucket").check()
+    dialog.get_by_label("Synced folder name").fill(name)
+    dialog.get_by_role("button", name="Create synced folder").click()
+    alert = dialog.get_by_role("alert")
+    expect(alert).to_contain_text("try again shortly")
+    expect(alert).to_contain_text(
+        f"If a folder named “{name}” appears in the Trash, it is this attempt's: it was not kept."
+    )
+    page.unroute("**/v1/folders")
+    # The Trash, read again, lists it.
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    page.goto("/trash")
+    expect(page.get_by_text(name, exact=True)).to_be_visible()

@@ -250,7 +250,8 @@ async def test_a_dataset_is_seen_by_its_creator_org_admins_and_those_it_is_share
     assert (await get(w, w.as_member(), mine["id"])).json() == mine
 
     as_admin = (await get(w, ORG_ADMIN, mine["id"])).json()
-    assert as_admin == {**mine, "my_role": "admin"}
+    # The change key is each caller's: the org admin's is the dataset's version.
+    assert {**as_admin, "version": None} == {**mine, "my_role": "admin", "version": None}
 
     # Someone else: it does not exist, on every route.
     ds = f"/v1/datasets/{mine['id']}"
@@ -607,3 +608,85 @@ async def test_file_count_through_the_gateway_counts_only_the_files_the_caller_s
             await eventually(counted_none, what="the creator's count without the folder")
             listed = await member_api.get(f"/v1/datasets/{ds['id']}/files", headers=gone)
             assert listed.json()["items"] == []
+
+
+# -- the change key (`version`): only of what the caller sees -------------------------------
+
+
+async def test_a_members_change_key_moves_only_with_what_they_see(
+    world: World, stack: Stack
+) -> None:
+    """A member with a role on a dataset and none on its synced folder: files coming into
+    that folder (linked by the sync) and leaving it leave their `version` as it was, as
+    they leave their count; a file they see linked or unlinked, or moved out with another
+    in (the count as it was), changes it. The org admin, who sees every file, watches
+    the dataset's own version."""
+    w = world
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+    ) as api:
+        hidden = await folder(api, "hidden-synced", w.parent)
+        made: list[dict[str, Any]] = []
+
+        async def synced_made() -> bool:
+            # Once the datasets' mirror knows the folder.
+            answer = await w.datasets.post(
+                "/v1/datasets",
+                json={"name": unique("ds"), "synced_folder_id": hidden["id"]},
+                headers=ORG_ADMIN,
+            )
+            made.extend([answer.json()] if answer.status_code == 201 else [])
+            return answer.status_code == 201
+
+        await eventually(synced_made, what="a dataset synced with the new folder")
+        [ds] = made
+        await shared(w, ORG_ADMIN, ds["id"], [w.member["email"]], "user")
+        assert await added(w, ORG_ADMIN, ds["id"], [w.in_a[0]]) == 1
+
+        async def seen(as_: Signed) -> dict[str, Any]:
+            one = (await get(w, as_, ds["id"])).json()
+            listed = await w.datasets.get("/v1/datasets", params={"limit": 1000}, headers=as_)
+            [item] = [d for d in listed.json()["items"] if d["id"] == ds["id"]]
+            assert item["version"] == one["version"], (item, one)
+            return dict(one)
+
+        before = await seen(w.as_member())
+        admin_before = (await seen(ORG_ADMIN))["version"]
+        assert before["file_count"] == 1
+
+        # Files uploaded one by one into the synced folder the member does not see.
+        for i in range(3):
+            await upload(api, hidden["id"], (f"h{i}.txt", text("h")))
+
+        async def all_linked() -> bool:
+            return bool((await get(w, ORG_ADMIN, ds["id"])).json()["file_count"] == 4)
+
+        await eventually(all_linked, what="the synced folder's uploads linked")
+        assert (await seen(ORG_ADMIN))["version"] != admin_before
+        assert await seen(w.as_member()) == before
+        # One of them unlinked: still nothing the member sees.
+        [gone, *_] = [f for f in await file_ids(w, ORG_ADMIN, ds["id"]) if f != w.in_a[0]]
+        removed = await w.datasets.delete(
+            f"/v1/datasets/{ds['id']}/files/{gone}", headers=ORG_ADMIN
+        )
+        assert removed.status_code == 204, removed.text
+        assert await seen(w.as_member()) == before
+
+        # A file they see linked, then unlinked: it changes each time.
+        assert await added(w, ORG_ADMIN, ds["id"], [w.in_a[1]]) == 1
+        with_one = await seen(w.as_member())
+        assert with_one["file_count"] == 2 and with_one["version"] != before["version"]
+        removed = await w.datasets.delete(
+            f"/v1/datasets/{ds['id']}/files/{w.in_a[1]}", headers=ORG_ADMIN
+        )
+        assert removed.status_code == 204, removed.text
+        back = await seen(w.as_member())
+        assert back["file_count"] == 1 and back["version"] != with_one["version"]
+        # One moved out and another in: the count as it was, the key not.
+        removed = await w.datasets.delete(
+            f"/v1/datasets/{ds['id']}/files/{w.in_a[0]}", headers=ORG_ADMIN
+        )
+        assert removed.status_code == 204, removed.text
+        assert await added(w, ORG_ADMIN, ds["id"], [w.in_sub[0]]) == 1
+        swapped = await seen(w.as_member())
+        assert swapped["file_count"] == 1 and swapped["version"] != back["version"]

@@ -135,8 +135,8 @@ export function DatasetPage({ id }: { id: string }) {
   const folderNames = useFolderNames([dataset?.synced_folder_id, ...(files ?? []).map((f) => f.folder_id)]);
   // Files joining or leaving it (a synced folder's uploads and moves, another person's
   // changes) show unasked; so does its deletion, or access to it removed.
-  // `version` grows at every change of the dataset: a file moved out and another moved in
-  // between two looks leave the count as it was, not it.
+  // `version` changes at every change of the dataset the person may see: a file moved out
+  // and another moved in between two looks leave the count as it was, not it.
   useWatch(`/v1/datasets/${id}`, (d) => [d.version, d.my_role, d.file_count].join("\n"));
   useEffect(() => {
     setError(null);

@@ -53,22 +53,44 @@ export const startedHere = (jobId: string) => void started.add(jobId);
 
 const interval = (s: number) => (s % 3600 === 0 ? count(s / 3600, "hour") : s % 60 === 0 ? count(s / 60, "minute") : count(s, "second"));
 
+// A running sync is read again after 1 s, then each time later up to every 5 s, never
+// while the tab is hidden (it is read again when it shows), and no longer after 10
+// minutes of watching (a stuck job): the page then says so and offers to look again.
+const FIRST_LOOK_MS = 1000;
+const SLOWEST_LOOK_MS = 5000;
+const WATCHED_MS = 10 * 60 * 1000;
+
 export function SyncPanel({ folderId, state, role }: { folderId: string; state: SyncState; role: string | null | undefined }) {
   const [job, setJob] = useState<any>(null);
   const [error, setError] = useState<unknown>(null);
   const [asking, setAsking] = useState(false);
+  const [unwatched, setUnwatched] = useState(false);
+  const [round, setRound] = useState(0);
   const last = state.last_sync;
   // The latest sync in full (its counts, a failure's reason), and followed while it runs.
   useEffect(() => {
+    setUnwatched(false);
     if (!last) return setJob(null);
     let stopped = false;
     let timer: number | undefined;
+    let wait = FIRST_LOOK_MS;
+    const until = Date.now() + WATCHED_MS;
+    const shown = () => {
+      if (document.hidden) return;
+      document.removeEventListener("visibilitychange", shown);
+      read();
+    };
+    const later = () => {
+      if (Date.now() + wait > until) return setUnwatched(true);
+      timer = window.setTimeout(() => (document.hidden ? document.addEventListener("visibilitychange", shown) : read()), wait);
+      wait = Math.min(wait * 2, SLOWEST_LOOK_MS);
+    };
     const read = async () => {
       try {
         const found = await get(`/v1/jobs/${last.job_id}`);
         if (stopped) return;
         setJob(found);
-        if (found.status === "running" || found.status === "pending") timer = window.setTimeout(read, 1000);
+        if (found.status === "running" || found.status === "pending") later();
         // Ended while shown, or started here: what it brought or took away is listed.
         else if (started.delete(last.job_id) || last.status === "running") changed();
       } catch {
@@ -79,8 +101,9 @@ export function SyncPanel({ folderId, state, role }: { folderId: string; state: 
     return () => {
       stopped = true;
       clearTimeout(timer);
+      document.removeEventListener("visibilitychange", shown);
     };
-  }, [last?.job_id, last?.status]);
+  }, [last?.job_id, last?.status, round]);
 
   if (!state.cloud_sync)
     return (
@@ -116,16 +139,25 @@ export function SyncPanel({ folderId, state, role }: { folderId: string; state: 
           : !last
             ? "Not synced yet."
             : running
-              ? `Syncing since ${date(last.started_at)}…`
+              ? unwatched
+                ? `Still syncing since ${date(last.started_at)}: this page stopped following it.`
+                : `Syncing since ${date(last.started_at)}…`
               : status === "failed"
                 ? `Last sync failed (${date(last.started_at)})${failure ? `: ${failure.message}` : ""}.`
-                : `Last synced ${date(last.started_at)}.`}{" "}
+                : status === "cancelled"
+                  ? `Last sync cancelled (${date(last.started_at)}).`
+                  : `Last synced ${date(last.started_at)}.`}{" "}
         {count(state.objects ?? 0, "object")} in the bucket prefix
         {job && !running && (job.file_count || job.error_count)
           ? `; the last sync brought ${count(job.file_count ?? 0, "new file")}${job.error_count ? ` and could not take ${count(job.error_count, "object")}` : ""}`
           : ""}
         .
       </p>
+      {running && unwatched && (
+        <button type="button" onClick={() => setRound((r) => r + 1)}>
+          Check again
+        </button>
+      )}
       {mayEdit(role) && (
         <button type="button" disabled={asking || running || state.paused} onClick={syncNow}>
           Sync now

@@ -595,7 +595,15 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       // uploaded into a synced folder): the keyboard goes on from its heading.
       requestAnimationFrame(() => document.getElementById("folder-title")?.focus());
     } catch (err) {
-      setError(err);
+      // A set-up refused once the folder was made (its grant late, the sync refused)
+      // sends the folder to the Trash: what the person finds there is said, and the
+      // views read again. A name taken made nothing.
+      if (err instanceof ApiError && err.code === "name_taken") setError(err);
+      else {
+        const said = err instanceof Error ? err.message : String(err);
+        setError(new Error(`${said} If a folder named “${syncedName.trim()}” appears in the Trash, it is this attempt's: it was not kept.`));
+        changed();
+      }
     } finally {
       setBusy(false);
     }

@@ -145,6 +145,10 @@ synced = Projection(
     -- object_id in the DICOM context), not a file; false in rows from before it was kept.
     ALTER TABLE ingest.synced_objects ADD COLUMN IF NOT EXISTS dicom boolean NOT NULL
         DEFAULT false;
+    -- How many objects a folder's listings hold (`GET /v1/folders/{id}/sync`), counted
+    -- without reading the table.
+    CREATE INDEX IF NOT EXISTS synced_objects_live ON ingest.synced_objects (root_folder_id)
+        WHERE NOT gone;
     """,
 )
 

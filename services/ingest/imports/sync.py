@@ -90,6 +90,24 @@ class _Decision:
     was_dicom: bool = False
 
 
+# A synced folder and how many objects its listings hold, read at every view of its page:
+# counted in the partial index of live objects (`synced_objects_live`: one key, stored
+# deduplicated), an index-only scan of a few ms per 100,000 objects, not the table.
+SYNC_STATE = """
+    SELECT f.*,
+           (SELECT count(*) FROM ingest.synced_objects o
+             WHERE o.root_folder_id = f.folder_id AND NOT o.gone) AS objects
+    FROM ingest.synced_folders f WHERE f.folder_id = $1
+"""
+
+# Its latest sync: the first entry of the folder's sync jobs in `jobs_folder_kind`, not a
+# scan of every job ever.
+LAST_SYNC = """
+    SELECT id, status, created_at FROM ingest.jobs
+    WHERE folder_id = $1 AND kind = 'sync' ORDER BY created_at DESC LIMIT 1
+"""
+
+
 class Syncs(Handlers):
     """Synced folders configured, their syncs started, run, scheduled and resumed."""
 
@@ -251,20 +269,10 @@ class Syncs(Handlers):
             above = path[: path.index(root) + 1] if root in path else [root]
             seen = who.role_on(above) is not None
             return {"cloud_synced": True} | ({"synced_folder_id": str(root)} if seen else {})
-        row = await self.pool.fetchrow(
-            """SELECT f.*,
-                      (SELECT count(*) FROM ingest.synced_objects o
-                        WHERE o.root_folder_id = f.folder_id AND NOT o.gone) AS objects
-               FROM ingest.synced_folders f WHERE f.folder_id = $1""",
-            folder_id,
-        )
+        row = await self.pool.fetchrow(SYNC_STATE, folder_id)
         if row is None:  # its sync ended (purged) since
             return {"cloud_synced": False}
-        last = await self.pool.fetchrow(
-            """SELECT id, status, created_at FROM ingest.jobs
-               WHERE folder_id = $1 AND kind = 'sync' ORDER BY created_at DESC LIMIT 1""",
-            folder_id,
-        )
+        last = await self.pool.fetchrow(LAST_SYNC, folder_id)
         config = SyncConfig(
             row["folder_id"], row["integration_id"], row["prefix"], row["sync_interval_s"]
         )

@@ -45,6 +45,8 @@ jobs = Projection(
     -- An import's DICOM instances, copied in for the DICOM context (whose account of
     -- them the gateway adds to the job).
     ALTER TABLE ingest.jobs ADD COLUMN IF NOT EXISTS dicom_instances integer NOT NULL DEFAULT 0;
+    -- A folder's latest sync (`GET /v1/folders/{id}/sync`, at every view of its page).
+    CREATE INDEX IF NOT EXISTS jobs_folder_kind ON ingest.jobs (folder_id, kind, created_at DESC);
     CREATE TABLE IF NOT EXISTS ingest.job_files (
         job_id uuid NOT NULL,
         position integer NOT NULL,
