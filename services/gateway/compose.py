@@ -288,7 +288,7 @@ class Compose:
                 503,
                 "unavailable",
                 "the access service did not make you the new folder's admin in time, so"
-                " the folder was not made; try again shortly",
+                " the folder was not kept (it went to the Trash); try again shortly",
                 service="acl",
                 retry=True,
             )

@@ -214,7 +214,8 @@ def test_a_set_up_that_fails_says_where_the_folder_went(
                 "error": {
                     "code": "unavailable",
                     "message": "the access service did not make you the new folder's admin"
-                    " in time, so the folder was not made; try again shortly",
+                    " in time, so the folder was not kept (it went to the Trash);"
+                    " try again shortly",
                     "details": {"service": "acl", "retry": True},
                 }
             },
