@@ -20,6 +20,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from services.dicom import handlers as dicom_handlers
 from services.ingest import content
 from shared.kit.blobs import (
     MIN_PART,
@@ -841,5 +842,19 @@ async def test_a_store_that_is_down_is_unavailable_on_every_call_a_route_makes(
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
             answer = await client.get(f"/internal/blobs/{key}", headers={"Range": "bytes=0-9"})
         assert answer.status_code == 503, answer.text
+    finally:
+        await blobs.close()
+
+
+async def test_dicom_fails_its_batch_rather_than_rejecting_files_while_the_store_is_down(
+    tmp_path: Path,
+) -> None:
+    """The store unreachable (StoreUnavailable, an OSError like a blob that cannot be
+    read): the DICOM consumer's read raises it, failing the batch to be retried, rather
+    than rejecting each file as unreadable for good."""
+    blobs = fake_s3_at(f"http://127.0.0.1:{free_port()}", "down", tmp_path)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await dicom_handlers.read_all(blobs, [content_key("ab" * 32)])
     finally:
         await blobs.close()
