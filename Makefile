@@ -79,7 +79,7 @@ chaos: setup
 	mkdir -p $(dir $(FILES_CHAOS_REPORT))
 	FILES_CHAOS_UPLOADS=1000 FILES_CHAOS_FAULTS=all FILES_CHAOS_PAUSE_S=60 FILES_CHAOS_RECOVERY_S=30 \
 		FILES_CHAOS_REPORT=$(abspath $(FILES_CHAOS_REPORT)) \
-		$(UV) run --frozen pytest tests/chaos -q -s
+		$(UV) run --frozen pytest tests/chaos -q -rs -s
 
 deploy-check: setup
 	$(UV) run --frozen python deploy/check.py

@@ -68,7 +68,7 @@ from shared.contracts.ingest import (
     ImportGroupRequested,
 )
 from shared.kit import db
-from shared.kit.blobs import BlobStore, LocalBlobStore
+from shared.kit.blobs import BlobStore, LocalBlobStore, StoreUnavailable
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.logs import log
@@ -256,9 +256,13 @@ async def _read_copies(
             for key in keys:
                 try:
                     paths.append(await copies.enter_async_context(blobs.local_copy(key)))
+                except StoreUnavailable:
+                    raise  # the store, not the file: the batch fails, to be retried
                 except (OSError, KeyError) as error:
                     paths.append(_unreadable(error))
             found = await _in_lane(_read_paths, paths)
+    except StoreUnavailable:
+        raise
     except (OSError, KeyError) as error:
         # A copy that could not be let go of (its spool not removed): that file is
         # rejected, as when it could not be read. Groups of more than one are of a
@@ -274,7 +278,8 @@ def _read_heads(
 ) -> list[domain.Instance | None]:
     """Each blob's instance from its first bytes (`reader.read_head`), or None: read it
     whole. A blob missing or refused is None too, its copy then failing as before (one
-    wording of `unreadable`); other errors of the store (unreachable) fail the batch."""
+    wording of `unreadable`); so is the store unreachable, its copy then failing the
+    batch (`_read_copies`)."""
     out: list[domain.Instance | None] = []
     for key in keys:
         if stop.is_set():

@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
+from shared.kit.blobs.base import StoreUnavailable
 from shared.kit.errors import FAULTS_NAMED, Refused, clipped, repeated_parameter
 from shared.kit.eventstore import ConcurrencyConflict, EventTooLarge
 from shared.kit.identity import Identity
@@ -277,6 +278,7 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     TimeoutError,
     KafkaError,
     httpx.TransportError,  # a service that is down, restarting, or too slow
+    StoreUnavailable,  # the object store down, silent or failing (a route's read of a blob)
 )
 
 
@@ -308,6 +310,8 @@ async def _unavailable(request: Request, error: Exception) -> JSON:
         what = "a service did not answer"
     elif isinstance(error, KafkaError):
         what = "the message broker did not answer"
+    elif isinstance(error, StoreUnavailable):
+        what = "the file store did not answer"
     else:
         what = "the database did not answer"
     log.warning("http.unavailable", error=repr(error))

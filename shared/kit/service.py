@@ -54,6 +54,10 @@ Setup = Callable[[Conn], Awaitable[None]]
 # in deploy/k8s), so a hung database is told as such, and the gateway's own /readyz,
 # which asks every service, still answers within it.
 READY_PROBE_S = 2.0
+# At most this many /readyz queries wait on the database at once. One given up on is
+# cancelled, but asyncpg keeps its connection until the database answers the cancel: a
+# hung database would otherwise cost a pool connection each probe.
+READY_PROBES = 2
 
 
 class PublicAnswer(BaseModel):
@@ -136,6 +140,8 @@ class Runtime:
     relay: Relay | None = field(init=False, default=None)
     consumer: Consumer | None = field(init=False, default=None)
     _listener: Conn | None = field(init=False, default=None)
+    # /readyz's queries not yet done (some given up on: see READY_PROBES).
+    _probes: set[asyncio.Task[Any]] = field(init=False, default_factory=set)
 
     @property
     def name(self) -> str:
@@ -252,6 +258,11 @@ class Runtime:
     async def watermarks(self) -> dict[str, int]:
         return await self.inbox.watermarks(self.pool)
 
+    def _probe_done(self, probe: asyncio.Task[Any]) -> None:
+        self._probes.discard(probe)
+        if not probe.cancelled():
+            probe.exception()  # retrieved: one given up on fails unseen
+
     def mount(self, app: FastAPI) -> None:
         """Health and consistency routes, for the gateway and the orchestrator."""
 
@@ -261,15 +272,22 @@ class Runtime:
 
         @app.get("/readyz", include_in_schema=False)
         async def readyz() -> JSON:
-            try:
-                # Bounded: a database that hangs (connections open, nothing answered)
-                # makes this unready within the probe's own timeout, not a probe hung.
-                async with asyncio.timeout(READY_PROBE_S):
-                    await self.pool.fetchval("SELECT 1")
-            except TimeoutError:
+            if len(self._probes) >= READY_PROBES:
+                reason = "earlier probes still wait on the database"
+                return JSON({"status": "unready", "reason": reason}, 503)
+            # Bounded: a database that hangs (connections open, nothing answered) makes
+            # this unready within the probe's own timeout. The query is given up on,
+            # not awaited: cancelled, asyncpg still waits for the database to answer
+            # before it gives its connection back.
+            probe = asyncio.create_task(self.pool.fetchval("SELECT 1"))
+            self._probes.add(probe)
+            probe.add_done_callback(self._probe_done)
+            await asyncio.wait([probe], timeout=READY_PROBE_S)
+            if not probe.done():
+                probe.cancel()
                 reason = f"the database did not answer within {READY_PROBE_S:g} s"
                 return JSON({"status": "unready", "reason": reason}, 503)
-            except Exception as error:
+            if (error := probe.exception()) is not None:
                 return JSON({"status": "unready", "reason": repr(error)}, 503)
             if self.consumer is not None and not self.consumer.ready.is_set():
                 return JSON({"status": "unready", "reason": "consumer joining"}, 503)

@@ -21,14 +21,15 @@ import pytest
 from shared.kit.embedded import free_port
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
+from tests.chaos import test_chaos as chaos
 from tests.chaos.test_chaos import every_projection_equals_its_rebuild
 from tests.conftest import ADMIN_KEY, eventually
 
-_CHOSEN = os.environ.get("FILES_CHAOS_FAULTS", "")
+# Named, it must run: a machine that cannot mount the small disk fails it.
+NAMED = "full disk" in chaos.NAMED
 pytestmark = [
     pytest.mark.skipif(
-        _CHOSEN != "all" and "full disk" not in _CHOSEN.split(","),
-        reason="make chaos only (FILES_CHAOS_FAULTS=all or 'full disk')",
+        not (chaos.ALL or NAMED), reason="make chaos only (FILES_CHAOS_FAULTS=all or 'full disk')"
     ),
     pytest.mark.timeout(600),
 ]
@@ -46,7 +47,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         capture_output=True,
     )
     if made.returncode != 0:
-        pytest.skip(f"a small file system needs mounting (root): {made.stderr.decode()}")
+        why = f"a small file system needs mounting (root): {made.stderr.decode()}"
+        if NAMED:
+            pytest.fail(why)
+        pytest.skip(why)
     try:
         yield mounted
     finally:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import re
 import signal
+import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from services.dicom import handlers as dicom_handlers
+from services.ingest import content
 from shared.kit.blobs import (
     MIN_PART,
     BlobStore,
@@ -33,6 +40,7 @@ from shared.kit.blobs import (
 from shared.kit.blobs.s3 import parse_url
 from shared.kit.embedded import free_port, start_s3_server
 from shared.kit.errors import storage_failed
+from shared.kit.http import install_errors
 from shared.kit.media import StoreAnswered, presigned_reader
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack
@@ -637,5 +645,216 @@ async def test_an_object_store_that_is_down_fails_a_commit_within_seconds(tmp_pa
             async with asyncio.timeout(20):
                 await blobs.commit([writer])
         assert time.monotonic() - started < 10
+    finally:
+        await blobs.close()
+
+
+class FakeStore:
+    """A stand-in for an S3 store on a local port, taking a PUT's body at `rate` bytes a
+    second (0: it reads the head and a little, then takes nothing more), answering 200.
+    Its receive buffer is small, so the client's sending is paced by it."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.connections = 0
+        self.received = 0
+        self.done = threading.Event()
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(4)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.server.accept()
+                self.connections += 1
+                threading.Thread(target=self._take, args=(conn,), daemon=True).start()
+
+    def _take(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            head, _, body = head.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+            got = len(body)
+            if self.rate == 0:
+                conn.recv(64 * 1024)
+                self.done.wait()  # silent until the test ends
+                return
+            while got < length:
+                piece = conn.recv(16 * 1024)
+                if not piece:
+                    return
+                got += len(piece)
+                time.sleep(len(piece) / self.rate)  # the store's pace, not a wait
+            self.received = got
+            conn.sendall(b'HTTP/1.1 200 OK\r\nETag: "e"\r\nContent-Length: 0\r\n\r\n')
+
+    def close(self) -> None:
+        self.done.set()
+        self.server.close()
+
+
+def fake_s3(store: FakeStore, tmp_path: Path) -> S3BlobStore:
+    return fake_s3_at(store.url, "fake", tmp_path)
+
+
+def fake_s3_at(endpoint: str, bucket: str, tmp_path: Path) -> S3BlobStore:
+    return S3BlobStore(
+        parse_url(f"s3://{bucket}?endpoint={endpoint}&region=us-east-1"),
+        tmp_path / "spool",
+        access_key="test-access-key",
+        secret_key="test-secret-key",
+    )
+
+
+async def test_a_large_blob_goes_to_a_slow_but_steady_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 5 MiB PUT (one request, minio's body as one block) to a store taking it at
+    5 MiB/s takes far longer than the connect timeout: it goes through, since what is
+    bounded is the store's silence, not the whole send. (The silence allowed covers the
+    store draining what the kernels buffered, a few MiB, after the last write.)"""
+    monkeypatch.setattr(s3, "CONNECT_S", 0.1)
+    monkeypatch.setattr(s3, "SILENCE_S", 2.0)
+    store = FakeStore(rate=5 * 1024 * 1024)
+    blobs = fake_s3(store, tmp_path)
+    data = os.urandom(5 * 1024 * 1024)
+    try:
+        await blobs.put(content_key(hashlib.sha256(data).hexdigest()), data)
+        assert store.received == len(data)
+        assert store.connections == 1
+    finally:
+        await blobs.close()
+        store.close()
+
+
+async def test_a_store_that_stops_taking_a_body_fails_it_within_the_silence_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that takes the head and a little of a PUT, then nothing: the PUT fails
+    as StoreUnavailable once it has been silent SILENCE_S, and is not sent again."""
+    monkeypatch.setattr(s3, "CONNECT_S", 0.2)
+    monkeypatch.setattr(s3, "SILENCE_S", 1.0)
+    store = FakeStore(rate=0)
+    blobs = fake_s3(store, tmp_path)
+    data = os.urandom(5 * 1024 * 1024)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            async with asyncio.timeout(20):
+                await blobs.put(content_key(hashlib.sha256(data).hexdigest()), data)
+        assert 0.9 < time.monotonic() - started < 3
+        assert store.connections == 1
+    finally:
+        await blobs.close()
+        store.close()
+
+
+class DropsFirst:
+    """A TCP proxy to an S3 endpoint that closes its first connection once the request
+    has come, unanswered (as a store closes a kept-alive connection as it is reused);
+    the others it passes through."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.removeprefix("http://").partition(":")
+        self.target = (host, int(port))
+        self.connections = 0
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.server.accept()
+                self.connections += 1
+                if self.connections == 1:
+                    conn.recv(65536)
+                    conn.close()
+                    continue
+                upstream = socket.create_connection(self.target)
+                for a, b in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+async def test_a_ranged_read_the_store_drops_unanswered_is_tried_again(
+    tmp_path: Path, s3_endpoint: str
+) -> None:
+    """The store closes the connection of a ranged read before answering (its side of
+    a keep-alive race): the read is sent again on a new connection and served."""
+    bucket = f"drops-{uuid.uuid4().hex[:12]}"
+    direct = fake_s3_at(s3_endpoint, bucket, tmp_path / "a")
+    proxy = DropsFirst(s3_endpoint)
+    proxied = fake_s3_at(proxy.url, bucket, tmp_path / "b")
+    try:
+        await direct.start()
+        key = content_key(hashlib.sha256(b"a ranged read").hexdigest())
+        await direct.put(key, b"a ranged read")
+        assert await asyncio.to_thread(proxied.read_at, key, 2, 6) == b"ranged"
+        assert proxy.connections == 2
+    finally:
+        await direct.close()
+        await proxied.close()
+        proxy.close()
+
+
+async def test_a_store_that_is_down_is_unavailable_on_every_call_a_route_makes(
+    tmp_path: Path,
+) -> None:
+    """Nothing listening where the store should be: each call that reaches a user
+    (ingest's content route, dicom's reads, a session's completion and copy) raises
+    StoreUnavailable, which every service answers 503, never a 500."""
+    blobs = fake_s3_at(f"http://127.0.0.1:{free_port()}", "down", tmp_path)
+    key = content_key("ab" * 32)
+    app = FastAPI()
+    app.include_router(content.router(blobs))
+    install_errors(app)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await blobs.size(key)
+        with pytest.raises(StoreUnavailable):
+            await asyncio.to_thread(blobs.read_at, key, 0, 10)
+        with pytest.raises(StoreUnavailable):
+            await asyncio.to_thread(blobs.read_head, key, 10)
+        with pytest.raises(StoreUnavailable):
+            await blobs.complete_multipart(key, "upload", [(1, "etag")])
+        with pytest.raises(StoreUnavailable):
+            await blobs.copy(key, content_key("cd" * 32))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+            answer = await client.get(f"/internal/blobs/{key}", headers={"Range": "bytes=0-9"})
+        assert answer.status_code == 503, answer.text
+    finally:
+        await blobs.close()
+
+
+async def test_dicom_fails_its_batch_rather_than_rejecting_files_while_the_store_is_down(
+    tmp_path: Path,
+) -> None:
+    """The store unreachable (StoreUnavailable, an OSError like a blob that cannot be
+    read): the DICOM consumer's read raises it, failing the batch to be retried, rather
+    than rejecting each file as unreadable for good."""
+    blobs = fake_s3_at(f"http://127.0.0.1:{free_port()}", "down", tmp_path)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await dicom_handlers.read_all(blobs, [content_key("ab" * 32)])
     finally:
         await blobs.close()

@@ -15,13 +15,22 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -32,6 +41,10 @@ from minio import Minio
 from minio.commonconfig import ComposeSource, CopySource
 from minio.datatypes import Part
 from minio.error import MinioException, S3Error
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import ConnectionPool, HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
+from urllib3.response import BaseHTTPResponse
 
 from shared.kit.blobs.base import (
     CHUNK,
@@ -59,6 +72,8 @@ THREADS = 32
 # goes silent longer than SILENCE_S on a healthy call is taken as hung too.
 CONNECT_S = 5.0
 SILENCE_S = 30.0
+# A request's body goes out in slices of this, each within SILENCE_S (see _Paced).
+SEND_SLICE = 256 * 1024
 # Blobs put side by side at commit, and parts of one large blob.
 PARALLEL_PUTS = 8
 PART_SIZE = 16 * 1024 * 1024
@@ -103,6 +118,76 @@ def _missing(error: S3Error, key: str) -> Exception:
     return error
 
 
+class _Paced(HTTPConnection):
+    """urllib3 sends a request under its connect timeout, and a socket's timeout bounds a
+    whole sendall: minio's 16 MiB part would have to be sent within CONNECT_S. Here the
+    connect timeout bounds the connecting only; the body goes in slices, each with
+    SILENCE_S, so a store taking it slowly but steadily gets it, and one that stops
+    taking it fails within SILENCE_S."""
+
+    def send(self, data: Any) -> None:
+        if self.sock is None:
+            self.connect()
+        assert self.sock is not None
+        self.sock.settimeout(SILENCE_S)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            super().send(data)
+            return
+        view = memoryview(data).cast("B")
+        for at in range(0, len(view), SEND_SLICE):
+            super().send(view[at : at + SEND_SLICE])
+
+
+class _PacedTLS(_Paced, HTTPSConnection):
+    pass
+
+
+class _PacedPool(HTTPConnectionPool):
+    ConnectionCls = _Paced
+
+
+class _PacedTLSPool(HTTPSConnectionPool):
+    ConnectionCls = _PacedTLS
+
+
+def _silent(error: Exception | None) -> bool:
+    """The store took (some of) the request, then said nothing for SILENCE_S."""
+    if isinstance(error, ReadTimeoutError):
+        return True
+    return isinstance(error, ProtocolError) and any(isinstance(a, TimeoutError) for a in error.args)
+
+
+class _Retry(urllib3.Retry):
+    """urllib3's, except that a store that fell silent is not asked again: each try
+    would wait SILENCE_S more behind a caller already gone. A connection dropped before
+    an answer (a kept-alive one the store had closed, a reset) is tried again."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        if _silent(error):
+            # As urllib3 raises when its retries are spent (what callers look for).
+            raise MaxRetryError(_pool, url, error) from error  # type: ignore[arg-type]
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """A connection error of urllib3 (refused, reset, silent, retries spent) as
+    StoreUnavailable: an I/O error of the store, answered 503, never a 500."""
+    try:
+        yield
+    except urllib3.exceptions.HTTPError as error:
+        what = type(getattr(error, "reason", None) or error).__name__
+        raise StoreUnavailable(f"the object store did not answer ({what})") from error
+
+
 def _part_size(size: int) -> int:
     """16 MiB parts, larger when a blob would need more than 10,000 of them."""
     return max(PART_SIZE, -(-size // 9_999))
@@ -119,6 +204,16 @@ class S3BlobStore:
     ) -> None:
         self.bucket = location.bucket
         self.spool_dir = spool_dir
+        http = urllib3.PoolManager(
+            maxsize=THREADS,
+            timeout=urllib3.Timeout(connect=CONNECT_S, read=SILENCE_S),
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            retries=_Retry(
+                total=5, connect=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+            ),
+        )
+        http.pool_classes_by_scheme = {"http": _PacedPool, "https": _PacedTLSPool}
         self._client = Minio(
             location.endpoint,
             access_key=access_key,
@@ -127,28 +222,15 @@ class S3BlobStore:
             secure=location.secure,
             region=location.region,
             # As minio's own, with a connection for each of our threads.
-            http_client=urllib3.PoolManager(
-                maxsize=THREADS,
-                timeout=urllib3.Timeout(connect=CONNECT_S, read=SILENCE_S),
-                cert_reqs="CERT_REQUIRED",
-                ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-                # A store that took the request and says nothing is not asked again:
-                # each try would wait SILENCE_S more behind a caller already gone.
-                retries=urllib3.Retry(
-                    total=5,
-                    connect=2,
-                    read=0,
-                    backoff_factor=0.2,
-                    status_forcelist=[500, 502, 503, 504],
-                ),
-            ),
+            http_client=http,
         )
         self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="s3")
         self._http: httpx.AsyncClient | None = None
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, functools.partial(fn, *args, **kwargs))
+        with _unavailable():
+            return await loop.run_in_executor(self._threads, functools.partial(fn, *args, **kwargs))
 
     async def start(self) -> None:
         """Create the bucket if it is missing (also caches its region, so presigning
@@ -216,7 +298,7 @@ class S3BlobStore:
 
     async def _side_by_side(self, put: Callable[[T], Awaitable[None]], items: Iterable[T]) -> None:
         """`put` for each item, PARALLEL_PUTS at a time; the first failure raised (an
-        S3 or connection error as StoreUnavailable), the others cancelled."""
+        S3 error as StoreUnavailable or StoreRefused), the others cancelled."""
         gate = asyncio.Semaphore(PARALLEL_PUTS)
 
         async def gated(item: T) -> None:
@@ -229,7 +311,7 @@ class S3BlobStore:
                     group.create_task(gated(item))
         except ExceptionGroup as failed:
             first = failed.exceptions[0]  # the first failure says enough
-            if isinstance(first, MinioException | urllib3.exceptions.HTTPError):
+            if isinstance(first, MinioException):
                 code = getattr(first, "code", None) or type(first).__name__
                 if isinstance(first, S3Error) and code not in _FOR_NOW:
                     raise StoreRefused(f"the object store refused a blob ({code})") from first
@@ -286,6 +368,7 @@ class S3BlobStore:
         finally:
             path.unlink(missing_ok=True)
 
+    @_unavailable()
     def read_at(self, key: str, offset: int, length: int) -> bytes:
         if length <= 0:
             return b""
@@ -301,6 +384,7 @@ class S3BlobStore:
             response.close()
             response.release_conn()
 
+    @_unavailable()
     def read_head(self, key: str, length: int) -> tuple[bytes, int]:
         if length <= 0:
             raise ValueError("a head of at least one byte")
@@ -385,13 +469,19 @@ class S3BlobStore:
             if self._http is None:
                 self._http = httpx.AsyncClient(timeout=httpx.Timeout(SILENCE_S, connect=CONNECT_S))
             size = spool.stat().st_size
-            response = await self._http.put(
-                url, content=body(), headers={"Content-Length": str(size)}
-            )
+            try:
+                response = await self._http.put(
+                    url, content=body(), headers={"Content-Length": str(size)}
+                )
+            except httpx.TransportError as error:
+                what = type(error).__name__
+                raise StoreUnavailable(f"the object store did not take a part ({what})") from error
         finally:
             spool.unlink(missing_ok=True)
         if response.status_code == 404:
             raise UnknownUpload(upload_id)
+        if response.status_code >= 500:
+            raise StoreUnavailable(f"the object store did not take a part ({response.status_code})")
         response.raise_for_status()
         return response.headers["etag"].strip('"')
 
