@@ -8,13 +8,17 @@ import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import files_client
 import httpx
 import pytest
 from files_client import transfer
 from files_client._core import NextChunk, Send
+from files_client.api import Folder
+from files_client.cli import _walk
 from files_client.errors import FilesError
 
 DATA = bytes(range(256)) * 2048  # 512 KiB, eight answers' chunks
@@ -173,3 +177,31 @@ def test_a_series_directory_is_claimed_when_it_is_placed(tmp_path: Path) -> None
     (tmp_path / "out" / "CT 2.5").write_bytes(b"x")
     place = transfer._series_place(_session(), series, tmp_path / "out", "CT 2.5")
     assert _run(place) == tmp_path / "out" / "CT 2.5 (2)"
+
+
+def test_a_folders_series_and_subfolders_are_numbered_as_directories(tmp_path: Path) -> None:
+    # `files download` numbered them as files: `1.2.840.113619.2.55.3 (2).94`.
+    def item(name: str, kind: str) -> Any:
+        return SimpleNamespace(name=name, kind=kind, mime_type=None)
+
+    sub = mock.Mock(spec=Folder)
+    sub.name = "v1.2"
+    folder = mock.Mock(spec=Folder)
+    folder.items.return_value = [
+        item("1.2.840.113619.2.55.3.94", "dicom_series"),
+        item("1.2.840.113619.2.55.3.94", "dicom_series"),
+        item("v1.2", "document"),
+        sub,
+        item("a.png", "image"),
+        item("a.png", "image"),
+    ]
+    sub.items.return_value = [item("x", "image")]
+    got = [p.relative_to(tmp_path).as_posix() for _, p in _walk(folder, tmp_path)]
+    assert got == [
+        "1.2.840.113619.2.55.3.94",
+        "1.2.840.113619.2.55.3.94 (2)",
+        "v1.2",
+        "v1.2 (2)/x",
+        "a.png",
+        "a (2).png",
+    ]
