@@ -5,6 +5,7 @@ tokens and typed errors."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 import urllib.parse
@@ -382,17 +383,57 @@ def test_another_files_part_is_never_resumed_into(client: Client, tmp_path: Path
     assert x.download(out, progress=seen.append) == out / "a (2).png"
     assert (out / "a (2).png").read_bytes() == x_body and seen[0] == 3000
     assert not part_of(out, "a.png", x.id).exists()
-    # A name being written through its `.part` (a download to that path) is taken too.
+    # A name being written through its `.part` (a download to that path: locked) is
+    # taken too.
     (out / "b.png.part").write_bytes(x_body[:3000])
     [z] = top.create_subfolder("z").upload([write(tmp_path / "z" / "b.png", y_body)])
-    assert z.download(out) == out / "b (2).png" and (out / "b (2).png").read_bytes() == y_body
+    with open(out / "b.png.part", "rb") as writing:
+        fcntl.flock(writing, fcntl.LOCK_EX)
+        assert z.download(out) == out / "b (2).png"
+    assert (out / "b (2).png").read_bytes() == y_body
     assert (out / "b.png.part").read_bytes() == x_body[:3000]
     # An image group (not checked by a sha256) is not spliced from another's part.
     images = [write(tmp_path / "g" / f"{i}.png", png(4 + i, 4)) for i in range(2)]
     group = top.upload_image_group(images, "g").file
     (out / "g.png.part").write_bytes(x_body[:3000])
-    got = group.download(out)
+    with open(out / "g.png.part", "rb") as writing:
+        fcntl.flock(writing, fcntl.LOCK_EX)
+        got = group.download(out)
     assert got == out / "g (2).png" and got.read_bytes() == images[0].read_bytes()
+    # A dead run's `.part` (nobody's lock) keeps no name: the next file of it takes it.
+    [w] = top.create_subfolder("w").upload([write(tmp_path / "w" / "c.png", y_body)])
+    (out / "c.png.part").write_bytes(x_body[:3000])
+    assert w.download(out) == out / "c.png" and (out / "c.png").read_bytes() == y_body
+
+
+def test_one_file_downloaded_again_while_it_downloads_to_one_place_is_busy(
+    platform: Stack, client: Client, tmp_path: Path
+) -> None:
+    """Before: a second download of a file, begun while the first was writing its `.part`,
+    went on from the `.part`'s size and appended to it: a file larger than the one asked
+    for returned as a success (its checksum taken of what it received, not of the disk),
+    or the other download's `.part` gone under it. Now the second is `download_busy`,
+    and the first's file is whole."""
+    body = big_png(3 * MiB)
+    [f] = client.create_folder(unique("twice")).upload([write(tmp_path / "in" / "a.png", body)])
+    (tmp_path / "dir").mkdir()
+    for into in (tmp_path / "dir", tmp_path / "path" / "a.png"):
+        second: list[Path | FilesError] = []
+
+        def meanwhile(_: int, into: Path = into, second: list[Path | FilesError] = second) -> None:
+            # Once the first has bytes, the second, another client's (as another run's).
+            if not second:
+                with Client(platform.gateway_url, api_key=ADMIN_KEY) as other:
+                    try:
+                        second.append(other.get_file(f.id).download(into))
+                    except FilesError as error:
+                        second.append(error)
+
+        path = f.download(into, progress=meanwhile)
+        [busy] = second
+        assert isinstance(busy, FilesError) and busy.code == "download_busy"
+        assert path.name == "a.png" and path.read_bytes() == body
+        assert [p.name for p in path.parent.iterdir()] == ["a.png"]
 
 
 def test_a_series_takes_no_directory_holding_other_files(client: Client, tmp_path: Path) -> None:
@@ -404,7 +445,7 @@ def test_a_series_takes_no_directory_holding_other_files(client: Client, tmp_pat
     out = tmp_path / "out"
     write(out / series.name / "notes.txt", b"mine")
     written = series.download(out)
-    assert written == out / numbered(series.name, 2)
+    assert written == out / numbered(series.name, 2, directory=True)
     assert sorted(p.name for p in (out / series.name).iterdir()) == ["notes.txt"]
     assert len(list(written.glob("*.dcm"))) == 2
     # Again: its own directory (only its instances) is kept; an empty one is taken.

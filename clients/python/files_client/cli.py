@@ -321,8 +321,12 @@ def _walk(folder: SyncFolder, into: Path) -> Iterator[tuple[SyncFile, Path]]:
     names made safe for the disk, clashes numbered)."""
     taken: set[str] = set()
     for item in folder.items():
+        # A folder or a series is a directory: no extension to number before.
+        directory = isinstance(item, Folder) or item.kind == "dicom_series"
         name = _unique(
-            safe_name(item.name) if isinstance(item, Folder) else local_name(item), taken
+            safe_name(item.name) if isinstance(item, Folder) else local_name(item),
+            taken,
+            directory=directory,
         )
         if isinstance(item, Folder):
             yield from _walk(item, into / name)
@@ -330,11 +334,11 @@ def _walk(folder: SyncFolder, into: Path) -> Iterator[tuple[SyncFile, Path]]:
             yield item, into / name
 
 
-def _unique(name: str, taken: set[str]) -> str:
+def _unique(name: str, taken: set[str], *, directory: bool = False) -> str:
     candidate, n = name, 1
     while candidate.casefold() in taken:
         n += 1
-        candidate = numbered(name, n)
+        candidate = numbered(name, n, directory=directory)
     taken.add(candidate.casefold())
     return candidate
 

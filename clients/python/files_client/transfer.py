@@ -12,6 +12,7 @@ import os
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -19,9 +20,12 @@ from typing import IO, Any
 import httpx
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from files_client._core import Call, Close, Gather, NextChunk, Op, Session, Sleep, exchange, json_of
+from files_client._core import Call, Gather, NextChunk, Op, Session, Sleep, exchange, json_of
 from files_client.errors import FilesError, Invalid, UnsupportedContent
 from files_client.names import name_problem
+
+if os.name == "posix":
+    import fcntl
 
 MiB = 1024 * 1024
 # Files at least this large go as upload sessions, in parts, straight to the store.
@@ -630,9 +634,99 @@ def _names(directory: Path, name: str, *, of_directory: bool = False) -> Iterato
 
 
 def _taken(path: Path) -> bool:
-    """Whether a name is somebody's: there, or being written (its `.part` there, as an
-    explicit path's download writes through)."""
-    return os.path.lexists(path) or os.path.lexists(path.with_name(path.name + ".part"))
+    """Whether a name is somebody's: there, or being written (its `.part` locked, as an
+    explicit path's download writes through: a dead run's is nobody's)."""
+    return os.path.lexists(path) or _being_written(path.with_name(path.name + ".part"))
+
+
+def _lock(fd: int) -> bool:
+    """Whether this open file is now ours alone (an exclusive lock on it, which dies
+    with the process that holds it, so a crashed run's `.part` is free to resume). Only
+    POSIX has one here: on Windows (msvcrt's locks are on bytes, and a file open there
+    cannot be renamed) every download takes it."""
+    if os.name != "posix":
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _being_written(part: Path) -> bool:
+    """Whether a download is writing a `.part` now (holds its lock); on Windows, whether
+    it is there."""
+    if os.name != "posix":
+        return os.path.lexists(part)
+    try:
+        # Not blocking on a FIFO of that name: only a regular file has a download.
+        fd = os.open(part, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return not _lock(fd)
+    finally:
+        os.close(fd)
+
+
+def _same(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open at `fd` (not unlinked or replaced since
+    it was opened)."""
+    try:
+        now, held = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+@contextmanager
+def _writing(part: Path) -> Iterator[IO[bytes]]:
+    """`part` open for this download alone, locked until it is closed (after the bytes
+    take their name): another download of it meanwhile, in this process or another, is
+    `download_busy` rather than appending to it."""
+    while True:
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            if not _lock(fd):
+                raise FilesError(
+                    "download_busy", f"{part}: another download of this file is writing it"
+                )
+            # Locked after its download took it and unlinked it: a new `.part` then.
+            if os.name != "posix" or _same(fd, part):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    with os.fdopen(fd, "r+b") as out:
+        yield out
+
+
+def _named(out: IO[bytes]) -> None:
+    """Ready for its `.part` to take its name: written, and on Windows closed (a file
+    open there cannot be renamed), the name taken unlocked."""
+    out.flush()
+    if os.name != "posix":
+        out.close()
+
+
+def _drop_stale(part: Path) -> None:
+    """A `.part` no download is writing, removed (its file is there whole)."""
+    if os.name != "posix":
+        with contextlib.suppress(OSError):  # open in another download: not removable
+            part.unlink()
+        return
+    try:
+        # Not blocking on a FIFO of that name: only a regular file has a download.
+        fd = os.open(part, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        if _lock(fd) and _same(fd, part):
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+    finally:
+        os.close(fd)
 
 
 def part_of(directory: Path, name: str, file_id: str) -> Path:
@@ -664,26 +758,31 @@ def download_into(
         return (yield from dicom_series(session, file, dest, progress))
     directory.mkdir(parents=True, exist_ok=True)
     size, sha256 = int(file["size"]), _checked(file)
+    part = part_of(directory, name, str(file["id"]))
     for candidate in _names(directory, name):
         if sha256 and _holds(candidate, size, sha256):
+            # A run that stopped before, its file got since (or it died between
+            # taking the name and removing its `.part`): nothing will resume it.
+            _drop_stale(part)
             if progress:
                 progress(size)
             return candidate
         if not _taken(candidate):
             break
-    part = part_of(directory, name, str(file["id"]))
-    yield from _receive(session, file, part, progress)
-    for candidate in _names(directory, name):
-        if os.path.lexists(candidate.with_name(candidate.name + ".part")):
-            continue
-        try:
-            _claim(part, candidate)
-        except FileExistsError:
-            if not (sha256 and _holds(candidate, size, sha256)):
+    with _writing(part) as out:
+        yield from _receive(session, file, part, out, progress)
+        _named(out)
+        for candidate in _names(directory, name):
+            if _being_written(candidate.with_name(candidate.name + ".part")):
                 continue
-        with contextlib.suppress(FileNotFoundError):
-            part.unlink()
-        return candidate
+            try:
+                _claim(part, candidate)
+            except FileExistsError:
+                if not (sha256 and _holds(candidate, size, sha256)):
+                    continue
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+            return candidate
     raise AssertionError("unreachable: the names never run out")
 
 
@@ -711,9 +810,13 @@ def _series_place(session: Session, file: dict[str, Any], directory: Path, name:
     run's); a directory of other files (another series of that name) is numbered past."""
     url = _series_url(file)
     uids: set[str] | None = None
+    directory.mkdir(parents=True, exist_ok=True)
     for candidate in _names(directory, name, of_directory=True):
-        if not os.path.lexists(candidate):
+        try:
+            candidate.mkdir()  # made here: ours, not another run's that looked too
             return candidate
+        except FileExistsError:
+            pass
         try:
             there = {p.name for p in candidate.iterdir()} if candidate.is_dir() else None
         except OSError:
@@ -797,52 +900,54 @@ def download(
         if told:
             told(dest, "kept")
         return dest
-    if told and dest.is_file():
-        told(dest, "replaced")
-    yield from _receive(session, file, part, progress)
-    os.replace(part, dest)
+    with _writing(part) as out:
+        if told and dest.is_file():
+            told(dest, "replaced")
+        yield from _receive(session, file, part, out, progress)
+        _named(out)
+        os.replace(part, dest)
     return dest
 
 
 def _receive(
-    session: Session, file: dict[str, Any], part: Path, progress: Progress | None
+    session: Session,
+    file: dict[str, Any],
+    part: Path,
+    out: IO[bytes],
+    progress: Progress | None,
 ) -> Op[None]:
-    """A file's bytes into `part`, going on from what it holds (HTTP Range), the sha256
-    checked where it is the content's (a `part` that fails it is removed)."""
+    """A file's bytes into `part`, open as `out` for this download alone, going on from
+    what it holds (HTTP Range), the sha256 checked where it is the content's (a `part`
+    that fails it is removed)."""
     size = int(file["size"])
-    have = part.stat().st_size if part.exists() else 0
+    have = os.fstat(out.fileno()).st_size
     if have > size:
         have = 0
-    # A `.part` begun here is made with O_EXCL: one begun meanwhile is another download's.
-    fresh = "wb" if part.exists() else "xb"
     digest = hashlib.sha256()
-    if have:
-        with open(part, "rb") as f:
-            while data := f.read(PIECE):
-                digest.update(data)
-        if progress:
-            progress(have)
-    broken = 0
-    while have < size or not part.exists():
+    out.seek(0)
+    while out.tell() < have and (data := out.read(min(PIECE, have - out.tell()))):
+        digest.update(data)
+    out.truncate(have)
+    if have and progress:
+        progress(have)
+    # A `.part` whole already (its run stopped before taking the name) needs no request.
+    broken, asked = 0, bool(have)
+    while have < size or not asked:
         response = yield from content(session, file["id"], have)
+        asked = True
         if response.status_code != 206 and have:
             if progress:
                 progress(-have)  # sent whole again: counted again from the start
             have, digest = 0, hashlib.sha256()
+        out.seek(have)
+        out.truncate(have)
         try:
-            with open(part, "ab" if have else fresh) as out:
-                fresh = "wb"
-                while data := (yield NextChunk(response)):
-                    out.write(data)
-                    digest.update(data)
-                    have += len(data)
-                    if progress:
-                        progress(len(data))
-        except FileExistsError:
-            yield Close(response)
-            raise FilesError(
-                "download_busy", f"{part}: another download of this file is writing it"
-            ) from None
+            while data := (yield NextChunk(response)):
+                out.write(data)
+                digest.update(data)
+                have += len(data)
+                if progress:
+                    progress(len(data))
         except httpx.TransportError:
             broken += 1
             if broken >= session.retries.attempts:
@@ -852,6 +957,7 @@ def _receive(
         break
     sha256 = _checked(file)
     if sha256 and digest.hexdigest() != sha256:
+        out.truncate(0)
         with contextlib.suppress(OSError):
             part.unlink()
         raise FilesError(

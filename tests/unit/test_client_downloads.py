@@ -1,0 +1,207 @@
+"""Downloads to disk against fake answers: two downloads of one file at once, the
+`.part` files a run leaves, how a series' directory and a folder's names are taken."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from unittest import mock
+
+import files_client
+import httpx
+import pytest
+from files_client import transfer
+from files_client._core import NextChunk, Send
+from files_client.api import Folder
+from files_client.cli import _walk
+from files_client.errors import FilesError
+
+DATA = bytes(range(256)) * 2048  # 512 KiB, eight answers' chunks
+CHUNK = 65536
+
+
+def _file(data: bytes = DATA, n: int = 1) -> dict[str, Any]:
+    return {
+        "id": f"3f1c2a9e-0000-4000-8000-00000000000{n}",
+        "name": "a.bin",
+        "kind": "image",
+        "folder_id": "f",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def _session() -> Any:
+    return files_client.Client("http://files.test", api_key="k")._session
+
+
+def _stepped(op: Any, data: bytes, asked: list[int]) -> Iterator[None]:
+    """An op run against answers serving `data` (from a Range's offset), pausing before
+    each chunk so that two ops can be interleaved; its result (or error) is the
+    generator's return value."""
+    chunks: dict[int, list[bytes]] = {}
+    try:
+        step = next(op)
+    except StopIteration as done:
+        return done.value
+    while True:
+        try:
+            if isinstance(step, Send):
+                rng = step.call.headers.get("Range")
+                off = int(re.match(r"bytes=(\d+)-", rng).group(1)) if rng else 0  # type: ignore[union-attr]
+                asked.append(off)
+                answer = httpx.Response(
+                    206 if off else 200, request=httpx.Request("GET", step.call.url)
+                )
+                chunks[id(answer)] = [data[i : i + CHUNK] for i in range(off, len(data), CHUNK)]
+                step = op.send(answer)
+            elif isinstance(step, NextChunk):
+                left = chunks[id(step.response)]
+                yield
+                step = op.send(left.pop(0) if left else b"")
+            else:
+                step = op.send(None)
+        except StopIteration as done:
+            return done.value
+
+
+def _run(op: Any, data: bytes = DATA, asked: list[int] | None = None) -> Any:
+    steps = _stepped(op, data, [] if asked is None else asked)
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["into_a_directory", "to_a_path"])
+def test_a_second_download_of_a_file_being_downloaded_is_busy(
+    tmp_path: Path, explicit: bool
+) -> None:
+    # The second began long after the first made its `.part`: it used to resume from
+    # its size and append, and the first returned a file larger than the one asked for.
+    file = _file()
+
+    def op() -> Any:
+        if explicit:
+            return transfer.download(_session(), file, tmp_path / "a.bin")
+        return transfer.download_into(_session(), file, tmp_path, "a.bin")
+
+    first = _stepped(op(), DATA, [])
+    for _ in range(3):
+        next(first)
+    with pytest.raises(FilesError) as busy:
+        _run(op())
+    assert busy.value.code == "download_busy"
+    try:
+        while True:
+            next(first)
+    except StopIteration as done:
+        assert done.value == tmp_path / "a.bin"
+    assert (tmp_path / "a.bin").read_bytes() == DATA
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["into_a_directory", "to_a_path"])
+def test_the_part_of_a_run_that_died_is_resumed(tmp_path: Path, explicit: bool) -> None:
+    file = _file()
+    if explicit:
+        part = tmp_path / "a.bin.part"
+        op = transfer.download(_session(), file, tmp_path / "a.bin")
+    else:
+        part = transfer.part_of(tmp_path, "a.bin", file["id"])
+        op = transfer.download_into(_session(), file, tmp_path, "a.bin")
+    part.write_bytes(DATA[:100_000])  # its lock died with it
+    asked: list[int] = []
+    assert _run(op, DATA, asked) == tmp_path / "a.bin"
+    assert asked == [100_000]
+    assert (tmp_path / "a.bin").read_bytes() == DATA
+    assert not part.exists()
+
+
+def test_a_stopped_runs_hidden_part_goes_when_the_name_holds_the_file(tmp_path: Path) -> None:
+    file = _file()
+    part = transfer.part_of(tmp_path, "a.bin", file["id"])
+    part.write_bytes(DATA[:400])
+    (tmp_path / "a.bin").write_bytes(DATA)  # got meanwhile, by another run
+    asked: list[int] = []
+    assert _run(transfer.download_into(_session(), file, tmp_path, "a.bin"), DATA, asked) == (
+        tmp_path / "a.bin"
+    )
+    assert asked == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_a_hidden_part_being_written_is_left_to_its_download(tmp_path: Path) -> None:
+    file = _file()
+    part = transfer.part_of(tmp_path, "a.bin", file["id"])
+    part.write_bytes(DATA[:400])
+    (tmp_path / "a.bin").write_bytes(DATA)
+    with open(part, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        _run(transfer.download_into(_session(), file, tmp_path, "a.bin"))
+        assert part.exists()
+
+
+def test_only_a_path_download_in_progress_keeps_its_name_from_a_directory_download(
+    tmp_path: Path,
+) -> None:
+    # A dead `files download a.bin`'s `.part` used to send every later download of
+    # another `a.bin` into that directory to `a (2).bin`, for ever.
+    other = b"y" * 1000
+    (tmp_path / "a.bin.part").write_bytes(b"zz")
+    into = transfer.download_into(_session(), _file(other, 2), tmp_path, "a.bin")
+    assert _run(into, other) == tmp_path / "a.bin"
+    (tmp_path / "a.bin").unlink()
+    # One being written (locked) still keeps it.
+    with open(tmp_path / "a.bin.part", "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        into = transfer.download_into(_session(), _file(other, 2), tmp_path, "a.bin")
+        assert _run(into, other) == tmp_path / "a (2).bin"
+
+
+def test_a_series_directory_is_claimed_when_it_is_placed(tmp_path: Path) -> None:
+    # Made at once (mkdir, which one run alone succeeds in): placing it used to leave it
+    # unmade until the retrieve began, and a second series of that name took it too.
+    series = {"id": "s", "kind": "dicom_series", "folder_id": "f"}
+    series["dicom"] = {"study_uid": "1.2", "series_uid": "1.2.3"}
+    place = transfer._series_place(_session(), series, tmp_path / "out", "CT 1.2.3")
+    assert _run(place) == tmp_path / "out" / "CT 1.2.3"
+    assert (tmp_path / "out" / "CT 1.2.3").is_dir()
+    # A file of that name is numbered past.
+    (tmp_path / "out" / "CT 2.5").write_bytes(b"x")
+    place = transfer._series_place(_session(), series, tmp_path / "out", "CT 2.5")
+    assert _run(place) == tmp_path / "out" / "CT 2.5 (2)"
+
+
+def test_a_folders_series_and_subfolders_are_numbered_as_directories(tmp_path: Path) -> None:
+    # `files download` numbered them as files: `1.2.840.113619.2.55.3 (2).94`.
+    def item(name: str, kind: str) -> Any:
+        return SimpleNamespace(name=name, kind=kind, mime_type=None)
+
+    sub = mock.Mock(spec=Folder)
+    sub.name = "v1.2"
+    folder = mock.Mock(spec=Folder)
+    folder.items.return_value = [
+        item("1.2.840.113619.2.55.3.94", "dicom_series"),
+        item("1.2.840.113619.2.55.3.94", "dicom_series"),
+        item("v1.2", "document"),
+        sub,
+        item("a.png", "image"),
+        item("a.png", "image"),
+    ]
+    sub.items.return_value = [item("x", "image")]
+    got = [p.relative_to(tmp_path).as_posix() for _, p in _walk(folder, tmp_path)]
+    assert got == [
+        "1.2.840.113619.2.55.3.94",
+        "1.2.840.113619.2.55.3.94 (2)",
+        "v1.2",
+        "v1.2 (2)/x",
+        "a.png",
+        "a (2).png",
+    ]
