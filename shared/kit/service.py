@@ -54,9 +54,11 @@ Setup = Callable[[Conn], Awaitable[None]]
 # in deploy/k8s), so a hung database is told as such, and the gateway's own /readyz,
 # which asks every service, still answers within it.
 READY_PROBE_S = 2.0
-# At most this many /readyz queries wait on the database at once. One given up on is
-# cancelled, but asyncpg keeps its connection until the database answers the cancel: a
-# hung database would otherwise cost a pool connection each probe.
+# At most this many /readyz queries given up on may still wait on the database (more probes
+# are unready at once). One given up on is cancelled, but asyncpg keeps its connection
+# until the database answers the cancel: a hung database would otherwise cost a pool
+# connection each probe. Probes that answer in time are not counted: a few at once (the
+# kubelet's and each gateway replica's) on a busy but healthy database stay ready.
 READY_PROBES = 2
 
 
@@ -140,8 +142,8 @@ class Runtime:
     relay: Relay | None = field(init=False, default=None)
     consumer: Consumer | None = field(init=False, default=None)
     _listener: Conn | None = field(init=False, default=None)
-    # /readyz's queries not yet done (some given up on: see READY_PROBES).
-    _probes: set[asyncio.Task[Any]] = field(init=False, default_factory=set)
+    # /readyz's queries given up on and not yet done (see READY_PROBES).
+    _abandoned: set[asyncio.Task[Any]] = field(init=False, default_factory=set)
 
     @property
     def name(self) -> str:
@@ -259,7 +261,7 @@ class Runtime:
         return await self.inbox.watermarks(self.pool)
 
     def _probe_done(self, probe: asyncio.Task[Any]) -> None:
-        self._probes.discard(probe)
+        self._abandoned.discard(probe)
         if not probe.cancelled():
             probe.exception()  # retrieved: one given up on fails unseen
 
@@ -272,7 +274,7 @@ class Runtime:
 
         @app.get("/readyz", include_in_schema=False)
         async def readyz() -> JSON:
-            if len(self._probes) >= READY_PROBES:
+            if len(self._abandoned) >= READY_PROBES:
                 reason = "earlier probes still wait on the database"
                 return JSON({"status": "unready", "reason": reason}, 503)
             # Bounded: a database that hangs (connections open, nothing answered) makes
@@ -280,10 +282,10 @@ class Runtime:
             # not awaited: cancelled, asyncpg still waits for the database to answer
             # before it gives its connection back.
             probe = asyncio.create_task(self.pool.fetchval("SELECT 1"))
-            self._probes.add(probe)
             probe.add_done_callback(self._probe_done)
             await asyncio.wait([probe], timeout=READY_PROBE_S)
             if not probe.done():
+                self._abandoned.add(probe)
                 probe.cancel()
                 reason = f"the database did not answer within {READY_PROBE_S:g} s"
                 return JSON({"status": "unready", "reason": reason}, 503)
