@@ -240,3 +240,51 @@ def test_a_set_up_that_fails_says_where_the_folder_went(
     expect(dialog).to_have_count(0)
     page.goto("/trash")
     expect(page.get_by_text(name, exact=True)).to_be_visible()
+
+
+def test_a_sync_whose_job_could_not_be_read_once_is_still_followed(
+    signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+) -> None:
+    """A running sync's job read answered 503 once (a restart): the page reads it again
+    later, within its bound, and shows the sync's end. Before, one failed read stopped
+    the following for good: "Syncing since …" stayed, with no "Check again"."""
+    moto, s3 = bucket
+    prefix = f"{unique('hiccup')}/"
+    put(s3, f"{prefix}0.png", png(5, 5))
+    made = api.post(
+        "/v1/folders",
+        json={
+            "name": unique("hiccup"),
+            "cloud_sync": {"integration_id": register(api, moto, BUCKET), "prefix": prefix},
+        },
+    )
+    assert made.status_code == 201, made.text
+    folder = made.json()
+    job_id = folder["sync_job_id"]
+    page = signed_in
+
+    def running(route: Route) -> None:
+        # The folder's state as it was while its first sync ran.
+        state = route.fetch().json()
+        state["last_sync"] = {**state["last_sync"], "status": "running"}
+        route.fulfill(json=state)
+
+    reads: list[str] = []
+
+    def hiccup(route: Route) -> None:
+        reads.append(route.request.url)
+        if len(reads) == 1:
+            route.fulfill(
+                status=503,
+                headers={"Retry-After": "1"},
+                json={"error": {"code": "unavailable", "message": "restarting", "details": {}}},
+            )
+        else:
+            route.fallback()
+
+    page.route(f"**/v1/folders/{folder['id']}/sync", running)
+    page.route(f"**/v1/jobs/{job_id}", hiccup)
+    page.goto(f"/folders/{folder['id']}")
+    state = page.get_by_role("region", name="Cloud sync").get_by_role("status")
+    expect(state).to_contain_text("Last synced", timeout=30_000)
+    assert len(reads) >= 2, reads

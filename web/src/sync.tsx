@@ -74,15 +74,22 @@ export function SyncPanel({ folderId, state, role }: { folderId: string; state: 
     let stopped = false;
     let timer: number | undefined;
     let wait = FIRST_LOOK_MS;
-    const until = Date.now() + WATCHED_MS;
+    // Ten minutes of watching, not of the clock: time the tab spent hidden is given back.
+    let until = Date.now() + WATCHED_MS;
+    let hiddenAt = 0;
     const shown = () => {
       if (document.hidden) return;
       document.removeEventListener("visibilitychange", shown);
+      until += Date.now() - hiddenAt;
       read();
+    };
+    const hide = () => {
+      hiddenAt = Date.now();
+      document.addEventListener("visibilitychange", shown);
     };
     const later = () => {
       if (Date.now() + wait > until) return setUnwatched(true);
-      timer = window.setTimeout(() => (document.hidden ? document.addEventListener("visibilitychange", shown) : read()), wait);
+      timer = window.setTimeout(() => (document.hidden ? hide() : read()), wait);
       wait = Math.min(wait * 2, SLOWEST_LOOK_MS);
     };
     const read = async () => {
@@ -94,7 +101,9 @@ export function SyncPanel({ folderId, state, role }: { folderId: string; state: 
         // Ended while shown, or started here: what it brought or took away is listed.
         else if (started.delete(last.job_id) || last.status === "running") changed();
       } catch {
-        // Its job unreadable: the state's own status is shown.
+        // Its job unreadable for now (a restart's 503): the state's own status is shown,
+        // and the job is read again later, within the same bound.
+        if (!stopped) later();
       }
     };
     read();
