@@ -212,8 +212,10 @@ async def test_forged_or_expired_part_urls_are_refused_at_once_and_take_nothing(
                         expires=str(past),
                         signature=signer.upload_part_mac(session_id, 1, past, uploader["id"]),
                     ),
-                    # Of the form before openers were named: valid for no longer than
-                    # part URLs live, and not when expired.
+                    # Of the form before openers were named: refused with
+                    # FILES_GATEWAY_UNSIGNED_PARTS_UNTIL unset, even unexpired.
+                    f"/v1/uploads/{uuid.uuid4()}/parts/1"
+                    f"?expires={int(time.time()) + 3600}&signature={'0' * 64}",
                     f"/v1/uploads/{uuid.uuid4()}/parts/1?expires={past}&signature={'0' * 64}",
                     f"/v1/uploads/{uuid.uuid4()}/parts/1"
                     f"?expires={int(time.time()) + 7 * 3600}&signature={'0' * 64}",
