@@ -44,8 +44,9 @@ class Settings(BaseSettings):
     gateway_unsigned_parts_until: AwareDatetime | None = None
     bootstrap_admin_key: str = ""
     # Signs and verifies who calls a service (shared/kit/identity.py): the same on every
-    # service and the gateway, at least 128 bits. Unset: services refuse to start (the
-    # embedded platform makes a random one per start).
+    # service and the gateway, at least 128 bits; part URLs are signed with it. Unset:
+    # services refuse to start (the embedded platform makes one once, in
+    # <data dir>/service.key, 0600).
     service_key: SecretStr = SecretStr("")
     # Where the gateway finds the services (set by the launcher or the deployment).
     catalog_url: str = "http://127.0.0.1:8081"
