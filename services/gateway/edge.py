@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import http.cookiejar
 import json as stdjson
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -84,6 +85,9 @@ RECHECK_WAIT_S = 1.0
 TRANSFER_WAIT_S = 2.0
 # The one caller all part URLs of the version before count as (`Gateway.part_caller`).
 UNSIGNED_PARTS = "parts:unsigned"
+# A part URL's number and expiry as ingest writes them: ASCII digits, no sign, no
+# spaces (int() takes "١٢٣" and " 7", which ingest refuses 422 after the body is sent).
+DECIMAL = re.compile(r"[0-9]{1,12}")
 # A connection that was made and then dropped under a request (not a timeout, not a
 # refused connection: the service is up, the connection was not).
 DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
@@ -278,6 +282,12 @@ def note_idempotency(
         request.state.idempotent = (service, state, user["id"])
 
 
+def _decimal(value: object) -> int | None:
+    """A number of a part URL written as ingest writes it (`DECIMAL`), else None."""
+    text = str(value)
+    return int(text) if DECIMAL.fullmatch(text) else None
+
+
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -301,9 +311,11 @@ class Gateway:
         # Signs who asks, on every call to a service (refused at start if weak or unset).
         self.identity = identity.ServiceKey(settings.service_key)
         self.transfers = Transfers(settings.gateway_transfers_per_caller)
-        # The last moment a part URL ingest signed before they named their opener may
-        # be valid (`part_caller`), if ingest was upgraded before this gateway started.
-        self._unsigned_parts_until = time.time() + identity.PART_URL_LIFETIME_S
+        # Until when part URLs of the form before (naming no opener) are passed on
+        # (`part_caller`): set by the operator for a rollout, never by a start, so that
+        # a restart does not open that way again.
+        until = settings.gateway_unsigned_parts_until
+        self._unsigned_parts_until = until.timestamp() if until is not None else None
         # The lookups of a caller under way, by the key's digest and the count of changes
         # of access they began after: every download of a key asks again at its next
         # chunk after a change, and they share one call.
@@ -578,23 +590,26 @@ class Gateway:
         to ingest (which answers 403, but the body is sent whole before its answer is
         read), each on a slot of its own, as long as its client trickled. The URLs
         ingest signed before they named their opener (with a key the gateway does not
-        hold) go on unchecked until they could have expired, all in one cap: any
-        number of forged ones hold no more than one caller's transfers."""
+        hold) go on unchecked only while FILES_GATEWAY_UNSIGNED_PARTS_UNTIL holds, and
+        only if they expire within a URL's lifetime, all in one cap: any number of
+        forged ones hold no more than one caller's transfers."""
         query = call.request.query_params
         opener, signature = query.get("opener"), query.get("signature", "")
-        try:
-            number, expires = int(call.values["number"]), int(query.get("expires", ""))
-        except (KeyError, ValueError):
-            number = expires = 0
+        number, expires = _decimal(call.values.get("number")), _decimal(query.get("expires"))
         session_id = str(call.values.get("session_id"))
         now = time.time()
-        if opener is not None:
-            if self.identity.upload_part_allowed(
-                session_id, number, expires, opener, signature, now
+        if number is not None and expires is not None:
+            if opener is not None:
+                if self.identity.upload_part_allowed(
+                    session_id, number, expires, opener, signature, now
+                ):
+                    return f"user:{opener}"
+            elif (
+                self._unsigned_parts_until is not None
+                and now <= self._unsigned_parts_until
+                and now <= expires <= now + identity.PART_URL_LIFETIME_S
             ):
-                return f"user:{opener}"
-        elif now <= expires <= self._unsigned_parts_until:
-            return UNSIGNED_PARTS
+                return UNSIGNED_PARTS
         raise Refused(403, "invalid_part_url", "this part URL is not valid or has expired")
 
     async def _last_piece_checked(

@@ -92,6 +92,11 @@ class Gathered:
         return b"".join(self.reads)
 
 
+# What a client must have read of an answer since the send bound was armed to earn
+# another (`_send_late`): asyncio's low-water mark, what one resume of the writes asks.
+SEND_PROGRESS = 16 * 1024
+
+
 class BoundedHttp(HttpToolsProtocol):
     bounds = PUBLIC  # `bounded_http` makes the class with a process's own
 
@@ -164,9 +169,10 @@ class BoundedHttp(HttpToolsProtocol):
 
     def _send_late(self) -> None:
         left = self.transport.get_write_buffer_size()
-        if left < self._send_left:
+        if left <= self._send_left - SEND_PROGRESS:
             # Read from since, if not below the low-water mark (a client reading an
             # answer written in one large piece slowly): not idle, so another bound.
+            # At least SEND_PROGRESS read: a byte a bound kept a connection for good.
             self._send_left = left
             self._send_timer = self.loop.call_later(self.bounds.send_idle_s, self._send_late)
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,10 +38,15 @@ class Settings(BaseSettings):
     # The streamed calls one caller (a member, with their sessions' parts) may have
     # under way at once at a gateway; past it, 429 (services/gateway/transfers.py).
     gateway_transfers_per_caller: int = Field(default=32, ge=1)
+    # Until this moment the gateway passes on part URLs of the form before they named
+    # their opener (which it cannot check), every such part as one caller: for a
+    # rollout only (services/gateway/edge.py `part_caller`). Unset: refused at once.
+    gateway_unsigned_parts_until: AwareDatetime | None = None
     bootstrap_admin_key: str = ""
     # Signs and verifies who calls a service (shared/kit/identity.py): the same on every
-    # service and the gateway, at least 128 bits. Unset: services refuse to start (the
-    # embedded platform makes a random one per start).
+    # service and the gateway, at least 128 bits; part URLs are signed with it. Unset:
+    # services refuse to start (the embedded platform makes one once, in
+    # <data dir>/service.key, 0600).
     service_key: SecretStr = SecretStr("")
     # Where the gateway finds the services (set by the launcher or the deployment).
     catalog_url: str = "http://127.0.0.1:8081"

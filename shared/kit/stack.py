@@ -73,6 +73,21 @@ def admin_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:
     return key, True
 
 
+def service_key(settings: Settings, data_dir: Path) -> str:
+    """FILES_SERVICE_KEY, or the data dir's `service.key` (made now if missing, 0600).
+    Kept, not made each start: upload sessions' part URLs are signed with it, and a
+    fresh one made those handed out before a restart refused (`files upload` 403)."""
+    if settings.service_key.get_secret_value():
+        return settings.service_key.get_secret_value()
+    path = data_dir / "service.key"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(identity.new_key() + "\n")
+    return path.read_text().strip()
+
+
 def _ready(url: str, probe: str = "/readyz") -> bool:
     with contextlib.suppress(Exception), urllib.request.urlopen(f"{url}{probe}", timeout=1) as r:
         return bool(r.status == 200)
@@ -122,8 +137,8 @@ class Stack:
             if not s.bootstrap_admin_key:
                 named = f"the admin key in {self.data_dir / 'admin.key'}"
             identity.require_strong(named, self.admin_key, prefix="files_")
-            # Services answer only calls signed with it; a fresh one each start, kept nowhere.
-            self.service_key = s.service_key.get_secret_value() or identity.new_key()
+            # Services answer only calls signed with it, and part URLs are signed with it.
+            self.service_key = service_key(s, self.data_dir)
             identity.ServiceKey(self.service_key)
         except identity.WeakSecret as weak:
             raise RuntimeError(str(weak)) from None

@@ -12,6 +12,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -143,10 +144,8 @@ async def test_an_answer_never_read_is_cut_gives_back_its_slot_and_resumes_by_ra
                 assert rest.content == BIG[1000000:]
 
 
-def refused_at_once(url: str, path_and_query: str) -> tuple[socket.socket, bytes]:
-    """A part PUT that promises a large body and sends a few bytes of it, as a client
-    trickling it would: its answer, read while the body is unfinished (the socket kept
-    open, its body never sent whole), up to the refusal's code."""
+def trickled(url: str, path_and_query: str) -> socket.socket:
+    """A part PUT that promises a large body and sends a few bytes of it."""
     parsed = urllib.parse.urlsplit(url)
     sock = socket.create_connection((parsed.hostname, parsed.port))
     sock.settimeout(20)
@@ -157,6 +156,13 @@ def refused_at_once(url: str, path_and_query: str) -> tuple[socket.socket, bytes
         ).encode()
         + b"0123456789"
     )
+    return sock
+
+
+def refused_at_once(url: str, path_and_query: str) -> tuple[socket.socket, bytes]:
+    """A part PUT trickled (`trickled`): its answer, read while the body is unfinished
+    (the socket kept open, its body never sent whole), up to the refusal's code."""
+    sock = trickled(url, path_and_query)
     answer = b""
     while b"invalid_part_url" not in answer:
         got = sock.recv(4096)
@@ -212,8 +218,10 @@ async def test_forged_or_expired_part_urls_are_refused_at_once_and_take_nothing(
                         expires=str(past),
                         signature=signer.upload_part_mac(session_id, 1, past, uploader["id"]),
                     ),
-                    # Of the form before openers were named: valid for no longer than
-                    # part URLs live, and not when expired.
+                    # Of the form before openers were named: refused with
+                    # FILES_GATEWAY_UNSIGNED_PARTS_UNTIL unset, even unexpired.
+                    f"/v1/uploads/{uuid.uuid4()}/parts/1"
+                    f"?expires={int(time.time()) + 3600}&signature={'0' * 64}",
                     f"/v1/uploads/{uuid.uuid4()}/parts/1?expires={past}&signature={'0' * 64}",
                     f"/v1/uploads/{uuid.uuid4()}/parts/1"
                     f"?expires={int(time.time()) + 7 * 3600}&signature={'0' * 64}",
@@ -235,8 +243,48 @@ async def test_forged_or_expired_part_urls_are_refused_at_once_and_take_nothing(
                             429,
                             "too_many_transfers",
                         )
-                    sent = await anonymous.put(at(real.path), content=b"0123456789")
-                    assert sent.status_code == 200, sent.text
+                    # The download's slot is given back once the gateway has seen its
+                    # client go, not as the client closes.
+                    sent: list[httpx.Response] = []
+
+                    async def part_sent() -> bool:
+                        sent.append(await anonymous.put(at(real.path), content=b"0123456789"))
+                        return sent[-1].status_code != 429
+
+                    await eventually(part_sent, 30, "the unread download's slot given back")
+                    assert sent[-1].status_code == 200, sent[-1].text
                 finally:
                     for sock in held:
                         sock.close()
+
+
+@pytest.mark.parametrize("blobs", ["local"], indirect=True)
+async def test_old_form_part_urls_pass_during_a_rollout_as_one_caller(platform: Stack) -> None:
+    """Part URLs of the form before (no opener), which the gateway cannot check, pass
+    on to ingest while FILES_GATEWAY_UNSIGNED_PARTS_UNTIL holds (set for a rollout),
+    all of them in one caller's cap: a second one, of another session, is 429 while the
+    first is under way. (Unset, they are refused at once: the test above.)"""
+    until = datetime.fromtimestamp(time.time() + 3600, UTC).isoformat()
+    with replica(
+        platform,
+        FILES_GATEWAY_TRANSFERS_PER_CALLER="1",
+        FILES_GATEWAY_UNSIGNED_PARTS_UNTIL=until,
+    ) as url:
+
+        def old_form() -> str:
+            expires = int(time.time()) + 3600
+            return f"/v1/uploads/{uuid.uuid4()}/parts/1?expires={expires}&signature={'0' * 64}"
+
+        first = trickled(url, old_form())
+        try:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as anonymous:
+
+                async def refused_as_one_caller() -> bool:
+                    got = await anonymous.put(old_form(), content=b"0123456789")
+                    return got.status_code == 429 and got.json()["error"]["code"] == (
+                        "too_many_transfers"
+                    )
+
+                await eventually(refused_as_one_caller, 30, "old-form parts share one cap")
+        finally:
+            first.close()

@@ -15,6 +15,7 @@ import asyncio
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -293,57 +294,100 @@ async def test_retried_downloads_share_the_one_cap_and_retried_reads_are_not_in_
         await server.wait_closed()
 
 
-def test_a_part_counts_as_its_opener_and_only_a_sound_url_counts(tmp_path: Path) -> None:
-    """A part's URL names its opener, signed with the rest: the part is in their cap. A
-    forged or expired one is refused before a slot is taken. One of the form before
-    (which the gateway cannot check) goes on while it may still be valid, every such
-    part as one caller, and not once it could have expired."""
-    gateway = Gateway(
+def part_caller(gateway: Gateway, **query: Any) -> str:
+    """Whose cap a part's PUT with this query counts in, at `gateway`."""
+    route = next(r for r in TABLE.routes if r.compose == "upload_part")
+    request = Request(
+        {
+            "type": "http",
+            "method": "PUT",
+            "path": f"/v1/uploads/{PART_SESSION}/parts/1",
+            "headers": [],
+            "query_string": urllib.parse.urlencode(query).encode(),
+            "state": {},
+        }
+    )
+    return gateway.part_caller(
+        Call(request, route, {"session_id": PART_SESSION, "number": "1"}, None)
+    )
+
+
+PART_SESSION = "00000000-0000-4000-8000-0000000000b1"
+
+
+def parts_gateway(tmp_path: Path, **settings: Any) -> Gateway:
+    return Gateway(
         Settings(
             data_dir=tmp_path,
             service_key=SERVICE_KEY,
             kafka_bootstrap=f"127.0.0.1:{free_port()}",
+            **settings,
         )
     )
-    route = next(r for r in TABLE.routes if r.compose == "upload_part")
-    session_id = "00000000-0000-4000-8000-0000000000b1"
+
+
+def test_a_part_counts_as_its_opener_and_only_a_sound_url_counts(tmp_path: Path) -> None:
+    """A part's URL names its opener, signed with the rest: the part is in their cap. A
+    forged or expired one is refused before a slot is taken, as is one whose expiry is
+    not plain ASCII digits (int() took "١٢٣", which ingest refuses 422 only after the
+    body was sent)."""
+    gateway = parts_gateway(tmp_path)
     soon = int(time.time()) + 3600
-
-    def caller(**query: Any) -> str:
-        request = Request(
-            {
-                "type": "http",
-                "method": "PUT",
-                "path": f"/v1/uploads/{session_id}/parts/1",
-                "headers": [],
-                "query_string": urllib.parse.urlencode(query).encode(),
-                "state": {},
-            }
-        )
-        return gateway.part_caller(
-            Call(request, route, {"session_id": session_id, "number": "1"}, None)
-        )
-
-    signed = gateway.identity.upload_part_mac(session_id, 1, soon, USER["id"])
-    assert caller(expires=soon, opener=USER["id"], signature=signed) == f"user:{USER['id']}"
+    signed = gateway.identity.upload_part_mac(PART_SESSION, 1, soon, USER["id"])
+    assert part_caller(gateway, expires=soon, opener=USER["id"], signature=signed) == (
+        f"user:{USER['id']}"
+    )
+    arabic = str(soon).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
     for forged in [
         {"expires": soon, "opener": "someone-else", "signature": signed},
         {"expires": soon + 1, "opener": USER["id"], "signature": signed},
         {"expires": "soon", "opener": USER["id"], "signature": signed},
+        {"expires": arabic, "opener": USER["id"], "signature": signed},
+        {"expires": f" {soon}", "opener": USER["id"], "signature": signed},
+        {"expires": f"+{soon}", "opener": USER["id"], "signature": signed},
         {
             "expires": soon - 7200,
             "opener": USER["id"],
-            "signature": gateway.identity.upload_part_mac(session_id, 1, soon - 7200, USER["id"]),
+            "signature": gateway.identity.upload_part_mac(PART_SESSION, 1, soon - 7200, USER["id"]),
         },
-        {"expires": soon - 7200, "signature": "0" * 64},
     ]:
         with pytest.raises(Refused) as refused:
-            caller(**forged)
+            part_caller(gateway, **forged)
         assert (refused.value.status, refused.value.code) == (403, "invalid_part_url")
-    assert caller(expires=soon, signature="0" * 64) == UNSIGNED_PARTS
-    gateway._unsigned_parts_until = soon - 1
+
+
+def test_old_form_part_urls_pass_only_while_the_rollout_setting_holds(tmp_path: Path) -> None:
+    """Part URLs of the form before (no opener; the gateway cannot check them) passed
+    unchecked for 6 hours after each gateway started: an old ingest's URLs issued later
+    were refused, and every restart opened the way again to anyone who dropped
+    `opener`. Now they pass only while FILES_GATEWAY_UNSIGNED_PARTS_UNTIL holds (unset:
+    never), and only if they expire within a URL's lifetime, all as one caller."""
+    now = time.time()
+    soon = int(now) + 3600
+    old_form = {"expires": soon, "signature": "0" * 64}
+    with pytest.raises(Refused) as refused:
+        part_caller(parts_gateway(tmp_path), **old_form)
+    assert (refused.value.status, refused.value.code) == (403, "invalid_part_url")
+
+    rollout = parts_gateway(
+        tmp_path, gateway_unsigned_parts_until=datetime.fromtimestamp(now + 60, UTC)
+    )
+    assert part_caller(rollout, **old_form) == UNSIGNED_PARTS
+    # Issued by an old ingest well after the gateway started: still taken.
+    assert part_caller(rollout, expires=int(now) + 6 * 3600 - 5, signature="0") == (UNSIGNED_PARTS)
+    for refused_form in [
+        {"expires": int(now) - 60, "signature": "0" * 64},  # expired
+        {"expires": int(now) + 7 * 3600, "signature": "0" * 64},  # past a URL's lifetime
+        {"expires": "١٢٣", "signature": "0" * 64},
+    ]:
+        with pytest.raises(Refused):
+            part_caller(rollout, **refused_form)
+
+    over = parts_gateway(
+        tmp_path, gateway_unsigned_parts_until=datetime.fromtimestamp(now - 1, UTC)
+    )
     with pytest.raises(Refused):
-        caller(expires=soon, signature="0" * 64)
+        part_caller(over, **old_form)
 
 
 def test_the_routes_that_take_a_transfer_declare_its_429() -> None:

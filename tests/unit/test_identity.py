@@ -19,7 +19,7 @@ from shared.kit import identity
 from shared.kit.access import Access
 from shared.kit.http import JSON, access, cause, install_errors
 from shared.kit.settings import Settings
-from shared.kit.stack import Stack
+from shared.kit.stack import Stack, service_key
 from tests.conftest import ADMIN_KEY
 
 KEY_TEXT = "Zt1d0b3-vQ8_kLm2nP4rS6tU8wX0yZ2aB4cD6eF8gH0"
@@ -270,3 +270,19 @@ def test_a_weak_bootstrap_admin_key_is_refused_at_start(key: str, tmp_path: Path
 )
 def test_a_strong_bootstrap_admin_key_is_taken(key: str, tmp_path: Path) -> None:
     build_acl(Settings(data_dir=tmp_path, bootstrap_admin_key=key, service_key=KEY_TEXT))
+
+
+def test_the_embedded_platforms_service_key_outlives_a_restart(tmp_path: Path) -> None:
+    """Under `make run` (FILES_SERVICE_KEY unset) the service key was made afresh at each
+    start: part URLs, signed with it, handed out before a restart were refused after
+    (403 to a `files upload` under way). It is made once, kept in the data dir (0600),
+    and a part URL of before the restart is taken after it."""
+    settings = Settings(data_dir=tmp_path)
+    before = identity.ServiceKey(service_key(settings, tmp_path))
+    session_id, expires = str(uuid.uuid4()), int(time.time()) + 3600
+    signature = before.upload_part_mac(session_id, 1, expires, "opener")
+    after = identity.ServiceKey(service_key(settings, tmp_path))
+    assert after.upload_part_allowed(session_id, 1, expires, "opener", signature)
+    assert (tmp_path / "service.key").stat().st_mode & 0o777 == 0o600
+    # Set, it is the one used, and the file is not read.
+    assert service_key(Settings(data_dir=tmp_path, service_key=KEY_TEXT), tmp_path) == KEY_TEXT
