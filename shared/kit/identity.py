@@ -165,8 +165,8 @@ class ServiceKey:
         if not raw:
             raise WeakSecret(
                 f"{name} is not set: services accept only calls signed with it"
-                " (the embedded platform makes one per start; a deployment takes it from"
-                " its Secret)"
+                " (the embedded platform keeps one in <data dir>/service.key; a deployment"
+                " takes it from its Secret)"
             )
         require_strong(name, raw)
         # Derived once: a verification is then one HMAC, no key derivation per call.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AwareDatetime, Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -154,6 +154,13 @@ class Settings(BaseSettings):
     session_ttl_s: float = 12 * 3600
     # The web app's built files (index.html, assets/); empty: web/dist of the source tree.
     web_dir: str = ""
+
+    @field_validator("gateway_unsigned_parts_until", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # Cleared as deployments clear a variable (`value: ""`, `${X:-}`): unset, not a
+        # failed start of every service.
+        return None if value == "" else value
 
     def blob_root(self) -> Path:
         """The local blob directory (when blob_url is not an s3:// URL)."""

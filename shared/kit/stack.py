@@ -81,11 +81,28 @@ def service_key(settings: Settings, data_dir: Path) -> str:
         return settings.service_key.get_secret_value()
     path = data_dir / "service.key"
     data_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(identity.new_key() + "\n")
-    return path.read_text().strip()
+    if not path.exists():
+        # Written whole, synced, then linked into place: a crash mid-write leaves no empty
+        # key behind, and of two launchers at once the first link wins (both read it).
+        made = data_dir / f".service.key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(identity.new_key() + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(made, path)
+        finally:
+            made.unlink(missing_ok=True)
+    key = path.read_text().strip()
+    try:
+        identity.require_strong(str(path), key)
+    except identity.WeakSecret as error:
+        raise identity.WeakSecret(
+            f"{error} (delete {path} to have a new one made, or set FILES_SERVICE_KEY)"
+        ) from None
+    return key
 
 
 def _ready(url: str, probe: str = "/readyz") -> bool:

@@ -375,6 +375,8 @@ def test_old_form_part_urls_pass_only_while_the_rollout_setting_holds(tmp_path: 
     assert part_caller(rollout, **old_form) == UNSIGNED_PARTS
     # Issued by an old ingest well after the gateway started: still taken.
     assert part_caller(rollout, expires=int(now) + 6 * 3600 - 5, signature="0") == (UNSIGNED_PARTS)
+    # ... and one issued by an old ingest whose clock runs a few seconds ahead of ours.
+    assert part_caller(rollout, expires=int(now) + 6 * 3600 + 3, signature="0") == UNSIGNED_PARTS
     for refused_form in [
         {"expires": int(now) - 60, "signature": "0" * 64},  # expired
         {"expires": int(now) + 7 * 3600, "signature": "0" * 64},  # past a URL's lifetime
@@ -388,6 +390,8 @@ def test_old_form_part_urls_pass_only_while_the_rollout_setting_holds(tmp_path: 
     )
     with pytest.raises(Refused):
         part_caller(over, **old_form)
+    # Cleared the way deployments clear a variable (empty): unset, not a failed start.
+    assert Settings(gateway_unsigned_parts_until="").gateway_unsigned_parts_until is None
 
 
 def test_the_routes_that_take_a_transfer_declare_its_429() -> None:

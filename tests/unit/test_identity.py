@@ -286,3 +286,9 @@ def test_the_embedded_platforms_service_key_outlives_a_restart(tmp_path: Path) -
     assert (tmp_path / "service.key").stat().st_mode & 0o777 == 0o600
     # Set, it is the one used, and the file is not read.
     assert service_key(Settings(data_dir=tmp_path, service_key=KEY_TEXT), tmp_path) == KEY_TEXT
+    # Nothing but the key is left beside it; a key file emptied (a crash of a version
+    # that wrote it in place) is refused naming the file, not the variable alone.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["service.key"]
+    (tmp_path / "service.key").write_text("")
+    with pytest.raises(identity.WeakSecret, match=r"service\.key"):
+        service_key(settings, tmp_path)
