@@ -205,3 +205,44 @@ def test_a_folders_series_and_subfolders_are_numbered_as_directories(tmp_path: P
         "a.png",
         "a (2).png",
     ]
+
+
+async def test_a_download_cancelled_lets_go_of_its_part_at_once(tmp_path: Path) -> None:
+    """A download cancelled mid-body (a `wait_for` that timed out) kept its `.part`
+    locked until the operation was collected, which the error's traceback put off: the
+    retry in its `except TimeoutError:` was `download_busy` with itself."""
+    import asyncio
+
+    from files_client._drivers import AsyncDriver
+
+    file = _file()
+    stalled = asyncio.Event()
+
+    async def first_chunk_then_stall() -> Any:
+        yield DATA[:CHUNK]
+        stalled.set()
+        await asyncio.Event().wait()  # the rest never comes
+
+    def stalling(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=first_chunk_then_stall())
+
+    def whole(request: httpx.Request) -> httpx.Response:
+        rng = request.headers.get("Range")
+        off = int(re.match(r"bytes=(\d+)-", rng).group(1)) if rng else 0  # type: ignore[union-attr]
+        return httpx.Response(206 if off else 200, content=DATA[off:])
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(stalling)) as http:
+        running = asyncio.ensure_future(
+            AsyncDriver(http).run(transfer.download_into(_session(), file, tmp_path, "a.bin"))
+        )
+        await asyncio.wait_for(stalled.wait(), 10)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        held = running  # as an `except` block's traceback would keep it
+    async with httpx.AsyncClient(transport=httpx.MockTransport(whole)) as http:
+        again = await AsyncDriver(http).run(
+            transfer.download_into(_session(), file, tmp_path, "a.bin")
+        )
+    assert again == tmp_path / "a.bin" and again.read_bytes() == DATA
+    assert held.cancelled()

@@ -178,6 +178,11 @@ class SyncDriver(Driver):
                 value = self._do(instruction)
             except Exception as failure:
                 error = failure
+            except BaseException:
+                # Interrupted (Ctrl-C): the operation lets go of what it holds (a
+                # download's locked `.part`) now, not when it is collected.
+                op.close()
+                raise
 
     def iterate(self, feed: Feed[Any]) -> Iterator[Any]:
         value: Any = None
@@ -258,6 +263,11 @@ class AsyncDriver(Driver):
                 value = await self._do(instruction)
             except Exception as failure:
                 error = failure
+            except BaseException:
+                # Cancelled (a timeout's wait_for): the operation lets go of what it holds
+                # (a download's locked `.part`) now, so a retry is not busy with itself.
+                op.close()
+                raise
 
     async def iterate(self, feed: Feed[Any]) -> AsyncIterator[Any]:
         value: Any = None
