@@ -54,12 +54,6 @@ Setup = Callable[[Conn], Awaitable[None]]
 # in deploy/k8s), so a hung database is told as such, and the gateway's own /readyz,
 # which asks every service, still answers within it.
 READY_PROBE_S = 2.0
-# At most this many /readyz queries given up on may still wait on the database (more probes
-# are unready at once). One given up on is cancelled, but asyncpg keeps its connection
-# until the database answers the cancel: a hung database would otherwise cost a pool
-# connection each probe. Probes that answer in time are not counted: a few at once (the
-# kubelet's and each gateway replica's) on a busy but healthy database stay ready.
-READY_PROBES = 2
 
 
 class PublicAnswer(BaseModel):
@@ -142,8 +136,12 @@ class Runtime:
     relay: Relay | None = field(init=False, default=None)
     consumer: Consumer | None = field(init=False, default=None)
     _listener: Conn | None = field(init=False, default=None)
-    # /readyz's queries given up on and not yet done (see READY_PROBES).
-    _abandoned: set[asyncio.Task[Any]] = field(init=False, default_factory=set)
+    # /readyz's query: one at a time, shared by the probes that come while it runs (the
+    # kubelet's, each gateway replica's). One given up on is cancelled, but asyncpg keeps
+    # its connection until the database answers the cancel: probes meanwhile are unready
+    # at once, so a hung database holds one pool connection for them, not one a probe.
+    _probe: asyncio.Task[Any] | None = field(init=False, default=None)
+    _abandoned: asyncio.Task[Any] | None = field(init=False, default=None)
 
     @property
     def name(self) -> str:
@@ -261,7 +259,8 @@ class Runtime:
         return await self.inbox.watermarks(self.pool)
 
     def _probe_done(self, probe: asyncio.Task[Any]) -> None:
-        self._abandoned.discard(probe)
+        if self._abandoned is probe:
+            self._abandoned = None
         if not probe.cancelled():
             probe.exception()  # retrieved: one given up on fails unseen
 
@@ -274,19 +273,22 @@ class Runtime:
 
         @app.get("/readyz", include_in_schema=False)
         async def readyz() -> JSON:
-            if len(self._abandoned) >= READY_PROBES:
-                reason = "earlier probes still wait on the database"
+            if self._abandoned is not None:
+                reason = "an earlier probe still waits on the database"
                 return JSON({"status": "unready", "reason": reason}, 503)
             # Bounded: a database that hangs (connections open, nothing answered) makes
             # this unready within the probe's own timeout. The query is given up on,
             # not awaited: cancelled, asyncpg still waits for the database to answer
             # before it gives its connection back.
-            probe = asyncio.create_task(self.pool.fetchval("SELECT 1"))
-            probe.add_done_callback(self._probe_done)
+            probe = self._probe
+            if probe is None or probe.done():
+                probe = self._probe = asyncio.create_task(self.pool.fetchval("SELECT 1"))
+                probe.add_done_callback(self._probe_done)
             await asyncio.wait([probe], timeout=READY_PROBE_S)
-            if not probe.done():
-                self._abandoned.add(probe)
-                probe.cancel()
+            if not probe.done() or probe.cancelled():
+                if not probe.done():
+                    self._abandoned = probe
+                    probe.cancel()
                 reason = f"the database did not answer within {READY_PROBE_S:g} s"
                 return JSON({"status": "unready", "reason": reason}, 503)
             if (error := probe.exception()) is not None:
