@@ -74,22 +74,27 @@ export function SyncPanel({ folderId, state, role }: { folderId: string; state: 
     let stopped = false;
     let timer: number | undefined;
     let wait = FIRST_LOOK_MS;
-    // Ten minutes of watching, not of the clock: time the tab spent hidden is given back.
+    // Ten minutes of watching, not of the clock: time the tab spends hidden (from when it
+    // hides, seen by its own listener) is given back.
     let until = Date.now() + WATCHED_MS;
-    let hiddenAt = 0;
-    const shown = () => {
-      if (document.hidden) return;
-      document.removeEventListener("visibilitychange", shown);
-      until += Date.now() - hiddenAt;
-      read();
+    let hiddenAt = document.hidden ? Date.now() : 0;
+    let behind = false; // a read is owed once the tab shows
+    const visibility = () => {
+      if (document.hidden) {
+        hiddenAt = Date.now();
+        return;
+      }
+      if (hiddenAt) until += Date.now() - hiddenAt;
+      hiddenAt = 0;
+      if (behind) {
+        behind = false;
+        read();
+      }
     };
-    const hide = () => {
-      hiddenAt = Date.now();
-      document.addEventListener("visibilitychange", shown);
-    };
+    document.addEventListener("visibilitychange", visibility);
     const later = () => {
       if (Date.now() + wait > until) return setUnwatched(true);
-      timer = window.setTimeout(() => (document.hidden ? hide() : read()), wait);
+      timer = window.setTimeout(() => (document.hidden ? (behind = true) : read()), wait);
       wait = Math.min(wait * 2, SLOWEST_LOOK_MS);
     };
     const read = async () => {
@@ -110,7 +115,7 @@ export function SyncPanel({ folderId, state, role }: { folderId: string; state: 
     return () => {
       stopped = true;
       clearTimeout(timer);
-      document.removeEventListener("visibilitychange", shown);
+      document.removeEventListener("visibilitychange", visibility);
     };
   }, [last?.job_id, last?.status, round]);
 
