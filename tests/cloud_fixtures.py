@@ -54,6 +54,19 @@ class MotoS3:
             aws_secret_access_key=self.secret_key,
         )
 
+    def minio(self) -> Any:
+        """A Minio client of this server with the test user's keys (what the platform
+        itself speaks to a bucket)."""
+        from minio import Minio
+
+        return Minio(
+            self.endpoint.removeprefix("http://"),
+            self.access_key,
+            self.secret_key,
+            secure=False,
+            region="us-east-1",
+        )
+
     @property
     def process(self) -> subprocess.Popen[bytes]:
         return self.server.proc

@@ -24,13 +24,7 @@ BUCKET = "synced-browser"
 def bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MotoS3, Minio]]:
     server = start_moto(tmp_path_factory.mktemp("synced") / "moto.log")
     try:
-        s3 = Minio(
-            server.endpoint.removeprefix("http://"),
-            server.access_key,
-            server.secret_key,
-            secure=False,
-            region="us-east-1",
-        )
+        s3 = server.minio()
         s3.make_bucket(BUCKET)
         yield server, s3
     finally:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from minio import Minio
 from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import items, make_folder, unique
@@ -241,13 +240,7 @@ BUCKET = "customer-browser"
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
     server = start_moto(tmp_path_factory.mktemp("customer") / "moto.log")
     try:
-        s3 = Minio(
-            server.endpoint.removeprefix("http://"),
-            server.access_key,
-            server.secret_key,
-            secure=False,
-            region="us-east-1",
-        )
+        s3 = server.minio()
         s3.make_bucket(BUCKET)
         for n in range(3):
             data = png(5 + n, 5)

@@ -50,13 +50,7 @@ BUCKET = "customer-e2e"
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
     server = start_moto(tmp_path_factory.mktemp("customer") / "moto.log")
     try:
-        s3 = Minio(
-            server.endpoint.removeprefix("http://"),
-            server.access_key,
-            server.secret_key,
-            secure=False,
-            region="us-east-1",
-        )
+        s3 = server.minio()
         s3.make_bucket(BUCKET)
         yield server
     finally:
@@ -66,10 +60,4 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
 @pytest.fixture
 def bucket(moto: MotoS3) -> Minio:
     moto.auth(False)
-    return Minio(
-        moto.endpoint.removeprefix("http://"),
-        moto.access_key,
-        moto.secret_key,
-        secure=False,
-        region="us-east-1",
-    )
+    return moto.minio()

@@ -33,7 +33,6 @@ from files_client import (
     UploadRefused,
 )
 from files_client.transfer import LocalFile, numbered, part_of
-from minio import Minio
 from PIL import Image
 
 from shared.kit.embedded import free_port
@@ -293,13 +292,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
     server = start_moto(tmp_path_factory.mktemp("client-bucket") / "moto.log")
     try:
         server.auth(False)
-        s3 = Minio(
-            server.endpoint.removeprefix("http://"),
-            server.access_key,
-            server.secret_key,
-            secure=False,
-            region="us-east-1",
-        )
+        s3 = server.minio()
         s3.make_bucket("client-e2e")
         import io
 
