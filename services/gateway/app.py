@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.routing import Route as StarletteRoute
 
-from services.gateway import openapi, web
+from services.gateway import deadlines, openapi, web
 from services.gateway.compose import Compose
 from services.gateway.edge import (
     MAX_JSON_BODY,
@@ -126,6 +126,12 @@ def build(settings: Settings) -> FastAPI:
         repeated = repeated_header(request)
         if repeated is not None:
             return repeated
+        # A gRPC client's own deadline, when shorter (services/gateway/grpc_api.py).
+        given = request.scope["state"].get(deadlines.CLIENT_TIME_LEFT)
+        seconds = settings.gateway_request_budget_s
+        request.state.budget = deadlines.Budget(
+            min(seconds, given) if isinstance(given, float) else seconds
+        )
         key = request.headers.get(idempotency.HEADER)
         if key is None or request.method not in idempotency.METHODS:
             return await guarded(request)
@@ -163,17 +169,23 @@ def build(settings: Settings) -> FastAPI:
                 error=str(error),
                 busy=error.busy,
             )
-            why = (
-                "has as many transfers under way as this gateway opens to it"
-                if error.busy
-                else "did not answer in time"
-            )
+            if error.busy:
+                why, cause = "has as many transfers under way as this gateway opens to it", "busy"
+            elif error.spent:
+                budget = deadlines.of(request)
+                seconds = budget.seconds if budget is not None else 0.0
+                why = f"did not answer within this request's time budget ({seconds:g} s)"
+                cause = "timeout"
+            else:
+                why, cause = "did not answer in time", "service_unavailable"
             refused = error_response(
                 503,
                 "unavailable",
-                f"the {error.service} service {why}; try again shortly",
+                f"the {error.service} service {why}; try again shortly (a write sent again"
+                " with the same Idempotency-Key is applied once)",
                 service=error.service,
                 retry=True,
+                cause=cause,
             )
             refused.headers["Retry-After"] = RETRY_AFTER_S
             return refused

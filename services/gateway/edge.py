@@ -22,7 +22,7 @@ import json as stdjson
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer
 from fastapi import Request
 from fastapi.responses import Response
 
-from services.gateway import sessions
+from services.gateway import deadlines, sessions
 from services.gateway.routes import Route
 from services.gateway.transfers import Transfers
 from shared.contracts import topics
@@ -154,11 +154,15 @@ def streamed_length(request: Request) -> dict[str, str]:
 class Unavailable(Exception):
     """A service did not answer: unreachable, or past the timeout."""
 
-    def __init__(self, service: str, error: Exception, *, busy: bool = False) -> None:
+    def __init__(
+        self, service: str, error: Exception, *, busy: bool = False, spent: bool = False
+    ) -> None:
         super().__init__(f"{service}: {error!r}")
         self.service = service
         # The gateway's cap on transfers to the service was reached: none was sent.
         self.busy = busy
+        # The request's time budget ran out waiting for it (services/gateway/deadlines.py).
+        self.spent = spent
 
 
 @dataclass
@@ -497,8 +501,28 @@ class Gateway:
             content = json_body(json)
             if not any(name.lower() == "content-type" for name in sent):
                 sent["content-type"] = "application/json"
-        streamed = stream or (content is not None and not isinstance(content, bytes | str))
+        body_streamed = content is not None and not isinstance(content, bytes | str)
+        budget = deadlines.of(request)
+        # A wait given a bound of its own (a consistency wait, the ready probe) is not
+        # drawn from the request's budget.
+        left = budget.left() if budget is not None and timeout is None else None
+        if left is not None:
+            if left <= 0:
+                raise Unavailable(service, TimeoutError("the budget was spent"), spent=True)
+            if not body_streamed:
+                # The service gives up a little before we do: its own answer (naming
+                # what it waited for) then comes first.
+                gives = left - deadlines.SERVICE_MARGIN_S
+                sent[deadlines.HEADER] = str(max(int(gives * 1000), 1))
+        streamed = stream or body_streamed
         client = self.streams if streamed else self.http
+        loop = asyncio.get_running_loop()
+        # A streamed body is bounded by its silences, not the budget: the bound starts
+        # once it is sent (`_sent_then_bounded`), for the wait on the answer.
+        bound = asyncio.timeout_at(None if left is None or body_streamed else loop.time() + left)
+        body = None
+        if left is not None and body_streamed and budget is not None:
+            content = body = _sent_then_bounded(content, budget, bound)
         built = client.build_request(
             method,
             self.services[service] + path,
@@ -508,23 +532,35 @@ class Gateway:
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
         try:
-            try:
-                answer = await client.send(built, stream=stream)
-            except DROPPED as error:
-                if method != "GET" or not isinstance(content, bytes | None):
-                    raise  # a write, or a body that cannot be sent again
-                log.info("gateway.read_retried", upstream=service, error=repr(error))
-                # A download again on the pool of transfers, within the one cap of
-                # transfers to the service (a pool of its own was a second cap, and
-                # each download retried holds its connection as long as its client
-                # reads): the connection that failed has left it, and an idle one the
-                # service closed is not taken (httpcore sees it readable, at EOF).
-                client = self.streams if streamed else self.fresh
-                answer = await client.send(built, stream=stream)
+            with deadlines.paused(request) if timeout is not None else contextlib.nullcontext():
+                async with bound:
+                    try:
+                        answer = await client.send(built, stream=stream)
+                    except DROPPED as error:
+                        if method != "GET" or not isinstance(content, bytes | None):
+                            raise  # a write, or a body that cannot be sent again
+                        log.info("gateway.read_retried", upstream=service, error=repr(error))
+                        # A download again on the pool of transfers, within the one cap
+                        # of transfers to the service (a pool of its own was a second
+                        # cap, and each download retried holds its connection as long as
+                        # its client reads): the connection that failed has left it, and
+                        # an idle one the service closed is not taken (httpcore sees it
+                        # readable, at EOF).
+                        client = self.streams if streamed else self.fresh
+                        answer = await client.send(built, stream=stream)
         except httpx.PoolTimeout as error:
             raise Unavailable(service, error, busy=client is self.streams) from error
         except httpx.TransportError as error:
             raise Unavailable(service, error) from error
+        except TimeoutError as error:
+            if not bound.expired():
+                raise
+            log.warning("gateway.budget_spent", upstream=service, path=path)
+            raise Unavailable(service, error, spent=True) from error
+        finally:
+            if body is not None:
+                # Its pause ends however the call did (a body given up on halfway).
+                await body.aclose()
         if answer.status_code == 401 and identity.REFUSED_HEADER in answer.headers:
             # Our own token refused, before any route ran (nothing applied): most often
             # it expired while the call waited on a service that hung. Not the client's
@@ -555,7 +591,9 @@ class Gateway:
                 content = self._last_piece_checked(content, call, folder_path)
             headers = {**streamed_length(request), **(headers or {})}
         else:
-            content = await capped_body(request)
+            # The caller's own sending is not waiting for a service.
+            with deadlines.paused(request):
+                content = await capped_body(request)
         answer = await self.call(
             call.route.owner,
             request.method,
@@ -685,20 +723,24 @@ class Gateway:
         # From before the caller was first asked: a change landing since is one to see.
         changes = getattr(call.request.state, "access_changes", self.access_changes)
         due = time.monotonic() + DOWNLOAD_RECHECK_S
-        async for chunk in answer.aiter_raw():
-            if self.access_changes != changes or time.monotonic() >= due:
-                changes = self.access_changes
-                try:
-                    refused = await self._asked_again(call, folder_path, "user", "download")
-                except Refused as error:
-                    await answer.aclose()
-                    raise StreamCut(error) from error
-                due = time.monotonic() + DOWNLOAD_RECHECK_S
-                if refused is not None:
-                    log.warning("download.right_gone", path=call.request.url.path, gone=refused[0])
-                    await answer.aclose()
-                    raise StreamCut(_right_gone(*refused))
-            yield chunk
+        # Sending the body is no wait for an answer: its rechecks have their own bound.
+        with deadlines.paused(call.request):
+            async for chunk in answer.aiter_raw():
+                if self.access_changes != changes or time.monotonic() >= due:
+                    changes = self.access_changes
+                    try:
+                        refused = await self._asked_again(call, folder_path, "user", "download")
+                    except Refused as error:
+                        await answer.aclose()
+                        raise StreamCut(error) from error
+                    due = time.monotonic() + DOWNLOAD_RECHECK_S
+                    if refused is not None:
+                        log.warning(
+                            "download.right_gone", path=call.request.url.path, gone=refused[0]
+                        )
+                        await answer.aclose()
+                        raise StreamCut(_right_gone(*refused))
+                yield chunk
 
     # -- authentication --------------------------------------------------------------
 
@@ -735,9 +777,16 @@ class Gateway:
             lookup = asyncio.ensure_future(self._ask_caller(digest, request, credential))
             self._asking[asked] = lookup
             lookup.add_done_callback(lambda done: self._asked(asked, done))
-        # Shielded: a request that stops waiting (a recheck's bound, a client gone) does
-        # not end the call the others wait on.
-        return await asyncio.shield(lookup)
+        # Shielded: a request that stops waiting (a recheck's bound, its budget, a client
+        # gone) does not end the call the others wait on.
+        budget = deadlines.of(request)
+        left = budget.left() if budget is not None else None
+        if left is None:
+            return await asyncio.shield(lookup)
+        try:
+            return await asyncio.wait_for(asyncio.shield(lookup), left)
+        except TimeoutError as error:
+            raise Unavailable("acl", error, spent=True) from error
 
     def _asked(self, asked: tuple[str, int], done: asyncio.Future[Any]) -> None:
         if self._asking.get(asked) is done:
@@ -1048,6 +1097,19 @@ def _heads(answer: httpx.Response) -> dict[str, int]:
         return {str(k): int(v) for k, v in head.items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}
+
+
+async def _sent_then_bounded(
+    body: AsyncIterator[bytes], budget: deadlines.Budget, bound: asyncio.Timeout
+) -> AsyncGenerator[bytes, None]:
+    """A streamed body, sent with the request's budget paused (however long its client
+    takes: it has bounds of silence of its own); once it is all sent, the wait for the
+    service's answer is bounded by what is left."""
+    with budget.paused():
+        async for piece in body:
+            yield piece
+    left = budget.left()
+    bound.reschedule(None if left is None else asyncio.get_running_loop().time() + left)
 
 
 async def _carry_trace(request: httpx.Request) -> None:

@@ -34,6 +34,7 @@ import orjson
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from services.gateway import deadlines
 from services.gateway.files_pb.files.v1 import files_pb2 as pb
 from shared.contracts import rules
 from shared.kit.errors import Refused
@@ -577,7 +578,7 @@ class Api:
                     params.append((k, str(one)))
         extra = {k.lower(): v for k, v in (headers or {}).items()}
         passed = [(k, v) for k, v in self._headers(context) if k not in extra]
-        return Exchange(
+        exchange = Exchange(
             self.app,
             method,
             path,
@@ -586,6 +587,12 @@ class Api:
             body,
             context.peer() or "grpc",
         )
+        # The client's deadline bounds the request's budget, when shorter: past it,
+        # waiting on the services (and theirs on their databases) helps no one.
+        left = context.time_remaining()
+        if left is not None:
+            exchange.scope["state"][deadlines.CLIENT_TIME_LEFT] = max(float(left), 0.0)
+        return exchange
 
     async def call(
         self,

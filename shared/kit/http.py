@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -46,6 +47,9 @@ class JSON(JSONResponse):
 
 
 CORRELATION_HEADER = "X-Correlation-Id"
+# Gateway to service: the milliseconds its caller will still wait for this call's answer
+# (services/gateway/deadlines.py); past them the service stops waiting (`Deadline`).
+DEADLINE_HEADER = "Files-Deadline-Ms"
 REQUEST_ID_HEADER = "X-Request-Id"
 # A request id we take from a caller: short, printable, nothing a log line or a header
 # could be bent with. Anything else is replaced by one of ours.
@@ -236,6 +240,58 @@ class Guard:
                 if started:
                     raise
                 await unexpected_error(request_id)(scope, receive, sending)
+
+
+class Deadline:
+    """ASGI middleware: a call whose caller said how long it will wait
+    (`DEADLINE_HEADER`) is given up on then, if it has not begun its answer: the
+    handler is cancelled (a transaction under way is rolled back, a keyed write
+    abandoned: nothing of it applied) and the call answered `503`, `cause: timeout`.
+    Past the gateway's budget nobody reads the answer, and a handler that waited on a
+    hung database would hold its pool's connections and its request for a minute more.
+    An answer once begun (a blob's download) goes on: its body is not waited for."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        wait = None
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"files-deadline-ms" and value.isdigit() and len(value) < 10:
+                    wait = int(value) / 1000
+                    break
+        if wait is None:
+            await self.app(scope, receive, send)
+            return
+        started = False
+        bound = asyncio.timeout(wait)
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                bound.reschedule(None)
+            await send(message)
+
+        try:
+            async with bound:
+                await self.app(scope, receive, sending)
+        except TimeoutError:
+            if started or not bound.expired():
+                raise
+            log.warning("http.caller_gave_up", method=scope.get("method"), path=scope.get("path"))
+            answer = JSON(
+                error_body(
+                    "unavailable",
+                    "this call ran out of the time its caller gave it (a database or service"
+                    " it waited for did not answer); nothing of it was applied, try again",
+                    {"retry": True, "cause": "timeout"},
+                ),
+                503,
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+            await answer(scope, receive, send)
 
 
 async def _raced(_: Request, error: Exception) -> JSON:

@@ -38,7 +38,7 @@ from shared.kit.audit import audit
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.eventstore import EventStore
-from shared.kit.http import JSON, identity_of, install_errors
+from shared.kit.http import JSON, Deadline, identity_of, install_errors
 from shared.kit.http_server import INTERNAL, PUBLIC, Bounds, bounded_http
 from shared.kit.identity import ServiceKey
 from shared.kit.inbox import Consumer, Inbox
@@ -388,6 +388,9 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
         telemetry={"exclude": tracing.untraced},
     )
     app.add_middleware(tracing.ForwardContext)
+    # Inside the keyed writes' units of work: a call given up on at its caller's
+    # deadline is answered 503, which abandons its unit (nothing of it applied).
+    app.add_middleware(Deadline)
     # Keyed writes (Idempotency-Key) as units of work, their answers kept; inside the
     # identity check, whose verified caller scopes the keys.
     app.add_middleware(

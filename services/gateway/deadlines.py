@@ -1,0 +1,79 @@
+"""A request's time budget at the gateway: how long it may wait for the services' answers.
+
+Each call to a service is bounded on its own (60 s of silence), and a request may make
+several in turn (its caller's lookup, the folder's role, the service's own call, keeping
+a keyed answer): while a dependency hung, a keyed upload was answered after 123 s. So
+every `/v1` request gets one budget (`FILES_GATEWAY_REQUEST_BUDGET_S`, or a gRPC
+client's shorter deadline) that all its calls draw on; once it is spent the request is
+`503 unavailable` (Retry-After), its details naming the cause `timeout`.
+
+What is not waiting for an answer does not count: a body streamed either way (an
+upload's, a download's: they keep their own bounds of silence), and a wait with a bound
+of its own (consistency waits, `FILES_CONSISTENCY_TIMEOUT_S`). The budget is paused
+meanwhile (`paused`). The time left goes to the service with each call
+(`DEADLINE_HEADER`, shared/kit/http.py), which stops waiting on its own database once
+the gateway would have given up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from fastapi import Request
+
+from shared.kit.http import DEADLINE_HEADER
+
+HEADER = DEADLINE_HEADER
+# The service is told to give up this much before the gateway would: its own answer
+# (naming what it waited for: its database) then arrives before the gateway's bound.
+SERVICE_MARGIN_S = 0.25
+# Where a gRPC call puts its client's deadline (seconds left, a float) in the request's
+# ASGI state: a budget shorter than the gateway's is then the client's.
+CLIENT_TIME_LEFT = "client_time_left"
+
+
+class Budget:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._deadline = time.monotonic() + seconds
+        # Pauses under way (a request's calls run concurrently), and since when.
+        self._pauses = 0
+        self._paused_at = 0.0
+
+    def left(self) -> float | None:
+        """Seconds left; None while paused (what runs then has bounds of its own)."""
+        if self._pauses:
+            return None
+        return max(self._deadline - time.monotonic(), 0.0)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The time inside does not count."""
+        if not self._pauses:
+            self._paused_at = time.monotonic()
+        self._pauses += 1
+        try:
+            yield
+        finally:
+            self._pauses -= 1
+            if not self._pauses:
+                self._deadline += time.monotonic() - self._paused_at
+
+
+def of(request: Request) -> Budget | None:
+    """The request's budget, if it has one (a `/v1` request)."""
+    found = getattr(request.state, "budget", None)
+    return found if isinstance(found, Budget) else None
+
+
+@contextlib.contextmanager
+def paused(request: Request) -> Iterator[None]:
+    """The request's budget (if any) paused inside."""
+    budget = of(request)
+    if budget is None:
+        yield
+        return
+    with budget.paused():
+        yield

@@ -1,0 +1,196 @@
+"""A request's time budget at the gateway (`FILES_GATEWAY_REQUEST_BUDGET_S`): while a
+service hangs (paused with SIGSTOP, as `make chaos` does), a request that waits on it is
+answered `503` (Retry-After, `cause: timeout`) once its budget is spent, not after each
+call's minute of silence; a keyed write given up on that way is applied once however
+often it is sent again; and a body streamed for longer than the budget still goes
+through. On a gateway replica of its own whose budget is a few seconds."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.kit.stack import Stack
+from tests.conftest import ADMIN_KEY, eventually
+from tests.e2e.support import error, folder, items, member, multipart, unique
+
+BUDGET_S = 3.0
+# What a loaded machine may add to the budget before the answer is read here: far below
+# the minute a call to a hung service waited before.
+MARGIN_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def url(stack: Stack) -> Iterator[str]:
+    url, child = stack.add_replica(
+        "gateway", env={"FILES_GRPC_PORT": "0", "FILES_GATEWAY_REQUEST_BUDGET_S": str(BUDGET_S)}
+    )
+    try:
+        yield url
+    finally:
+        stack.remove(child)
+
+
+@contextlib.asynccontextmanager
+async def client(url: str, key: str = ADMIN_KEY) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=90
+    ) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def paused(stack: Stack, name: str) -> Iterator[None]:
+    """The service's process stopped (its port open, nothing answered) while inside."""
+    child = stack.child(name)
+    child.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        child.proc.send_signal(signal.SIGCONT)
+
+
+def timed_out(answer: httpx.Response, service: str) -> dict[str, Any]:
+    found = error(answer, 503, "unavailable")
+    assert answer.headers["retry-after"], answer.headers
+    assert found["details"]["cause"] == "timeout", found
+    assert found["details"]["service"] == service, found
+    assert f"({BUDGET_S:g} s)" in found["message"], found
+    return found
+
+
+async def test_a_read_while_the_catalog_or_the_access_service_hangs_is_503_within_the_budget(
+    stack: Stack, url: str
+) -> None:
+    async with client(stack.gateway_url) as api:
+        top = await folder(api, unique("hung-read"))
+        newcomer = await member(api, "hung-acl")
+    async with client(url) as edge, client(url, newcomer["api_key"]) as theirs:
+        assert (await edge.get(f"/v1/folders/{top['id']}")).status_code == 200
+        with paused(stack, "catalog"):
+            began = time.monotonic()
+            answer = await edge.get(f"/v1/folders/{top['id']}")
+            took = time.monotonic() - began
+        assert took < BUDGET_S + MARGIN_S, took
+        timed_out(answer, "catalog")
+
+        # A key this gateway has not seen is asked of the access service.
+        with paused(stack, "acl"):
+            began = time.monotonic()
+            answer = await theirs.get("/v1/users/me")
+            took = time.monotonic() - began
+        assert took < BUDGET_S + MARGIN_S, took
+        timed_out(answer, "acl")
+
+        async def answered() -> bool:
+            read = await edge.get(f"/v1/folders/{top['id']}")
+            me = await theirs.get("/v1/users/me")
+            return read.status_code == 200 and me.status_code == 200
+
+        await eventually(answered, within=60, what="the platform answering once resumed")
+
+
+async def test_a_keyed_write_given_up_on_while_its_service_hung_is_applied_once(
+    stack: Stack, url: str
+) -> None:
+    """The gateway gave up; the service, resumed, finds the request in its socket and
+    may apply it after all. Sent again with its key, it is answered as applied once:
+    the service's kept answer, or a first application if the first never ran."""
+    key = str(uuid.uuid4())
+    async with client(url) as edge:
+        parent = await folder(edge, unique("hung-create"))
+        asked = {"name": "once", "parent_id": parent["id"]}
+        with paused(stack, "catalog"):
+            began = time.monotonic()
+            answer = await edge.post("/v1/folders", json=asked, headers={"Idempotency-Key": key})
+            took = time.monotonic() - began
+        assert took < BUDGET_S + MARGIN_S, took
+        timed_out(answer, "catalog")
+
+        made: list[httpx.Response] = []
+
+        async def applied() -> bool:
+            again = await edge.post("/v1/folders", json=asked, headers={"Idempotency-Key": key})
+            assert again.status_code in (201, 503), again.text
+            made.append(again)
+            return again.status_code == 201
+
+        await eventually(applied, within=60, what="the keyed folder made once resumed")
+        again = await edge.post("/v1/folders", json=asked, headers={"Idempotency-Key": key})
+        assert again.status_code == 201, again.text
+        assert again.json()["id"] == made[-1].json()["id"]
+        assert again.headers["idempotent-replayed"] == "true"
+        children = await items(edge, parent["id"])
+        assert [c["id"] for c in children] == [again.json()["id"]]
+
+
+async def test_a_keyed_upload_given_up_on_while_ingest_hung_is_stored_once(
+    stack: Stack, url: str
+) -> None:
+    """Its body sent whole (into the sockets' buffers), the upload waits for ingest's
+    answer within what is left of the budget; sent again once ingest is back, the file
+    is there once."""
+    body, headers = multipart(("once.txt", b"stored once\n"))
+    key = str(uuid.uuid4())
+    async with client(url) as edge:
+        top = await folder(edge, unique("hung-upload"))
+        path = f"/v1/folders/{top['id']}/files"
+        sent = {**headers, "Idempotency-Key": key}
+        with paused(stack, "ingest"):
+            began = time.monotonic()
+            answer = await edge.post(path, content=body, headers=sent)
+            took = time.monotonic() - began
+        assert took < BUDGET_S + MARGIN_S, took
+        timed_out(answer, "ingest")
+
+        async def stored() -> bool:
+            again = await edge.post(path, content=body, headers=sent)
+            assert again.status_code in (201, 503), again.text
+            return again.status_code == 201
+
+        await eventually(stored, within=60, what="the keyed upload stored once resumed")
+        again = await edge.post(path, content=body, headers=sent)
+        assert again.status_code == 201, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+        [file] = again.json()["files"]
+        listed = await items(edge, top["id"])
+        assert [i["id"] for i in listed if i["name"] == "once.txt"] == [file["id"]]
+
+
+async def test_an_upload_whose_body_takes_longer_than_the_budget_goes_through(
+    stack: Stack, url: str
+) -> None:
+    """The budget covers waiting for services' answers, not a body a client streams:
+    an upload whose body comes over more than the budget is stored."""
+    body, headers = multipart(("slow.txt", b"s" * 200_000))
+    half = len(body) // 2
+
+    async def slowly() -> AsyncIterator[bytes]:
+        began = time.monotonic()
+        yield body[:half]
+
+        async def budget_over() -> bool:
+            return time.monotonic() - began > BUDGET_S + 1
+
+        # A slow client: the rest comes once the whole budget has gone by.
+        await eventually(budget_over, within=BUDGET_S + 5, what="the budget gone by")
+        yield body[half:]
+
+    async with client(url) as edge:
+        top = await folder(edge, unique("slow-body"))
+        began = time.monotonic()
+        answer = await edge.post(
+            f"/v1/folders/{top['id']}/files", content=slowly(), headers=headers
+        )
+        assert time.monotonic() - began > BUDGET_S + 1
+        assert answer.status_code == 201, answer.text
+        [file] = answer.json()["files"]
+        got = await edge.get(f"/v1/files/{file['id']}/content")
+        assert got.status_code == 200 and got.content == b"s" * 200_000
