@@ -24,7 +24,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
-from services.gateway import dicomweb, sessions
+from services.gateway import deadlines, dicomweb, sessions
 from services.gateway.edge import (
     Call,
     Gateway,
@@ -864,7 +864,13 @@ class Compose:
                     key_id=opener.get("key_id"),
                 )
                 headers = {OPENER_HEADER: signed}
-        answer = await self.gateway.forward(call, folder_path=self.path_of(folder), headers=headers)
+        # Completing may copy the file within the store (a server-side copy of a large
+        # one takes minutes): bounded by its silence, as before, not the request's budget.
+        completing = call.request.method == "POST"
+        with deadlines.paused(call.request) if completing else contextlib.nullcontext():
+            answer = await self.gateway.forward(
+                call, folder_path=self.path_of(folder), headers=headers
+            )
         if call.request.method != "POST" or answer.status_code != 201:
             return self.gateway.relay(answer)
         # Completed: answer with the file as the catalog registered it, as an upload does.

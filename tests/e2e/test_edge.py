@@ -772,7 +772,11 @@ async def test_an_unreachable_acl_is_a_503_not_a_500(stack: Stack, api: httpx.As
         auth = {"Authorization": api.headers["Authorization"]}
         status, headers, data = raw.send("GET", "/v1/users/me", headers=auth)
         assert status == 503, data
-        assert orjson.loads(data)["error"]["details"] == {"service": "acl", "retry": True}
+        assert orjson.loads(data)["error"]["details"] == {
+            "service": "acl",
+            "retry": True,
+            "cause": "service_unavailable",
+        }
         assert headers["retry-after"] == "1"
         status, _, _ = raw.send("GET", "/healthz")
         assert status == 200

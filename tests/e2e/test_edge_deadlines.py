@@ -14,9 +14,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
+from services.gateway.files_pb.files.v1 import files_pb2 as pb
+from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
 from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import error, folder, items, member, multipart, unique
@@ -194,3 +197,38 @@ async def test_an_upload_whose_body_takes_longer_than_the_budget_goes_through(
         [file] = answer.json()["files"]
         got = await edge.get(f"/v1/files/{file['id']}/content")
         assert got.status_code == 200 and got.content == b"s" * 200_000
+
+
+async def test_a_grpc_clients_shorter_deadline_bounds_the_budget(stack: Stack) -> None:
+    """On the platform's own gateway (its budget the default, 15 s): an RPC whose client
+    gives it 2 s stops waiting on a hung catalog then, not at the gateway's budget."""
+    async with client(stack.gateway_url) as api:
+        top = await folder(api, unique("grpc-deadline"))
+    logs = stack.data_dir / "logs" / "gateway.log"
+
+    def spent() -> bool:
+        return any(
+            "gateway.budget_spent" in line and top["id"] in line
+            for line in logs.read_text().splitlines()
+        )
+
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        folders = rpc.FoldersStub(channel)
+        asked = pb.GetFolderRequest(folder_id=top["id"])
+        metadata = (("authorization", f"Bearer {ADMIN_KEY}"),)
+        await folders.GetFolder(asked, metadata=metadata)
+        with paused(stack, "catalog"):
+            began = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await folders.GetFolder(asked, metadata=metadata, timeout=2.0)
+            assert failed.value.code() in (
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.UNAVAILABLE,
+            )
+
+            async def given_up() -> bool:
+                return spent()
+
+            # Well before the gateway's own 15 s.
+            await eventually(given_up, within=began + 10 - time.monotonic(), what="given up")
+        assert (await folders.GetFolder(asked, metadata=metadata)).id == top["id"]
