@@ -9,8 +9,9 @@ client's shorter deadline) that all its calls draw on; once it is spent the requ
 
 What is not waiting for an answer does not count: a body streamed either way (an
 upload's, a download's: they keep their own bounds of silence), and a wait with a bound
-of its own (consistency waits, `FILES_CONSISTENCY_TIMEOUT_S`). The budget is paused
-meanwhile (`paused`). The time left goes to the service with each call
+of its own (consistency waits, `FILES_CONSISTENCY_TIMEOUT_S`; a STOW-RS's wait for its
+job; an upload session's completion, which may copy a large file within the store). The
+budget is paused meanwhile (`paused`). The time left goes to the service with each call
 (`DEADLINE_HEADER`, shared/kit/http.py), which stops waiting on its own database once
 the gateway would have given up.
 """

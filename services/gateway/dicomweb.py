@@ -20,6 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 from python_multipart.multipart import parse_options_header
 from starlette.background import BackgroundTask
 
+from services.gateway import deadlines
 from services.gateway.edge import Call, error_response
 
 if TYPE_CHECKING:
@@ -138,7 +139,9 @@ async def store(compose: Compose, call: Call) -> Response:
     if stored.status_code != 202:
         return gateway.relay(stored)
     job_id, instances = stored.json()["job_id"], int(stored.json()["instances"])
-    done = await _settled(compose, call, job_id, instances)
+    # A wait with its own bound (STORE_WAIT_S), as a consistency wait is.
+    with deadlines.paused(call.request):
+        done = await _settled(compose, call, job_id, instances)
     if done:
         # Read-your-writes: the series files are in the catalog once this answers.
         await gateway.catch_up(call.request, "catalog", "dicom")
