@@ -123,8 +123,10 @@ ERRORS: dict[int, tuple[str, tuple[Example, ...]]] = {
         (
             Example(
                 "unavailable",
-                "the catalog service did not answer in time; try again shortly",
-                {"service": "catalog"},
+                "the catalog service did not answer within this request's time budget (15 s);"
+                " try again shortly (a write sent again with the same Idempotency-Key is"
+                " applied once)",
+                {"service": "catalog", "retry": True, "cause": "timeout"},
             ),
             Example(
                 "storage_unavailable",
