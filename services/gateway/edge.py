@@ -60,7 +60,14 @@ ACL_FETCH_WAIT_MS = 1000
 CONSUMES_KNOWN_S = 60.0
 # 100,000 ids as JSON are about 4 MB.
 MAX_JSON_BODY = 16 * 1024 * 1024
-PASSED_HEADERS = ("content-type", consistency.HEADER.lower(), "location", "content-range")
+# A service's 503 says when to try again (its own deadline passed, its database away).
+PASSED_HEADERS = (
+    "content-type",
+    consistency.HEADER.lower(),
+    "location",
+    "content-range",
+    "retry-after",
+)
 # Headers of the caller's own request that go on with it to the owning service: the
 # reliability work keys retries by Idempotency-Key; the trace continues.
 FORWARDED_WITH_BODY = ("content-type", "traceparent", "idempotency-key")

@@ -7,6 +7,7 @@ through. On a gateway replica of its own whose budget is a few seconds."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import time
@@ -20,6 +21,7 @@ import pytest
 
 from services.gateway.files_pb.files.v1 import files_pb2 as pb
 from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
+from shared.kit import db
 from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import error, folder, items, member, multipart, unique
@@ -103,6 +105,50 @@ async def test_a_read_while_the_catalog_or_the_access_service_hangs_is_503_withi
             return read.status_code == 200 and me.status_code == 200
 
         await eventually(answered, within=60, what="the platform answering once resumed")
+
+
+# The catalog's read of a folder, waiting on a lock of the test's.
+WAITING = """SELECT count(*) FROM pg_stat_activity
+    WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+      AND query ILIKE 'select%from catalog.folders%'"""
+
+
+async def test_a_service_stops_waiting_on_its_database_once_the_gateway_gave_up(
+    stack: Stack, url: str
+) -> None:
+    """The service is told how long the gateway will wait (`Files-Deadline-Ms`): past
+    it, the catalog cancels its statement stuck behind a lock, rather than hold the
+    connection (and the lock's queue) for as long as the lock is held."""
+    async with client(stack.gateway_url) as api:
+        top = await folder(api, unique("locked-read"))
+    conn = await db.connect(stack.settings.database_url)
+    try:
+        async with client(url) as edge:
+            # Its caller known (for 2 s), the read's only wait is the catalog's query.
+            assert (await edge.get(f"/v1/folders/{top['id']}")).status_code == 200
+            locked = conn.transaction()
+            await locked.start()
+            try:
+                await conn.execute("LOCK TABLE catalog.folders IN ACCESS EXCLUSIVE MODE")
+                began = time.monotonic()
+                reading = asyncio.ensure_future(edge.get(f"/v1/folders/{top['id']}"))
+
+                async def waiting(count: int) -> bool:
+                    return await conn.fetchval(WAITING) == count
+
+                await eventually(lambda: waiting(1), within=BUDGET_S, what="the read waiting")
+                answer = await reading
+                took = time.monotonic() - began
+                # Still locked: the statement was given up on by the catalog itself.
+                await eventually(lambda: waiting(0), within=MARGIN_S, what="the read cancelled")
+            finally:
+                await locked.rollback()
+    finally:
+        await conn.close()
+    assert took < BUDGET_S + MARGIN_S, took
+    found = error(answer, 503, "unavailable")
+    assert answer.headers["retry-after"], answer.headers
+    assert found["details"]["cause"] == "timeout", found
 
 
 async def test_a_keyed_write_given_up_on_while_its_service_hung_is_applied_once(
