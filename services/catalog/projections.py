@@ -24,7 +24,9 @@ tree = Projection(
     # lost: hidden from who had a role above it, and a parent could be moved into it).
     # 3: the trash's `itself` (a file deleted on its own, then its folder, came back
     # with the folder and was no item of its own).
-    version=3,
+    # 4: the trash's paths follow moves of the folders above them (they kept the path
+    # they had when deleted: rights were decided where the folder no longer was).
+    version=4,
     rebuilt_without=(
         "folders_name_trgm",
         "files_search",
@@ -480,6 +482,17 @@ async def folder_moved(
             folder_id,
             target,
         )
+        # And what went to the trash from below it: restores, the trash's list and
+        # "Delete forever" decide rights on these paths, so they follow the folder.
+        for table in ("trash_folders", "trash_files"):
+            await conn.execute(
+                f"""UPDATE catalog.{table} t
+                   SET path = (SELECT path FROM catalog.folders WHERE id = $2)
+                              || t.path[array_position(t.path, $1::uuid):]
+                   WHERE t.path @> ARRAY[$1::uuid]""",
+                folder_id,
+                target,
+            )
         twin = _BESIDE_A_TWIN.format(
             parent="$2::uuid", actor="f.created_by", name="f.name", id="$1"
         )

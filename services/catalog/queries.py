@@ -128,24 +128,33 @@ async def audit_seen(
     ]
     await groups_seen(pool, groups, access)
     pages = [i["data"] for i in items if i["type"] == "catalog.FilesUploaded"]
-    await pages_seen(pool, pages, access)
+    restores = [i["data"] for i in items if i["type"] == "catalog.FilesRestored"]
+    await pages_seen(pool, pages, restores, access)
 
 
-async def pages_seen(pool: asyncpg.Pool, pages: list[dict[str, Any]], access: Access) -> None:
+async def pages_seen(
+    pool: asyncpg.Pool,
+    pages: list[dict[str, Any]],
+    restores: list[dict[str, Any]],
+    access: Access,
+) -> None:
     """An upload's page names every file of it: the audit of one of them shows the
     others only where the caller may see them now (they may have moved apart, or to
-    the trash), as each file's own `FileUploaded` would have been shown to them."""
-    if access.roots is None or not pages:
+    the trash), as each file's own `FileUploaded` would have been shown to them. So
+    does a restore's batch (`FilesRestored`, `restores`) of the files it brought back."""
+    if access.roots is None or not (pages or restores):
         return
     rows = await pool.fetch(
         """SELECT f.id, fo.path FROM catalog.files f JOIN catalog.folders fo ON fo.id = f.folder_id
            WHERE f.id = ANY($1::uuid[])""",
-        list({i for page in pages for i in page.get("file_ids", [])}),
+        list({i for batch in pages + restores for i in batch.get("file_ids", [])}),
     )
     seen = {str(r["id"]) for r in rows if access.role_on(r["path"]) is not None}
     for page in pages:
         page["files"] = [f for f in page.get("files", []) if f.get("file_id") in seen]
         page["file_ids"] = [f["file_id"] for f in page["files"]]
+    for restore in restores:
+        restore["file_ids"] = [i for i in restore.get("file_ids", []) if i in seen]
 
 
 async def duplicates(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
@@ -181,9 +182,12 @@ def dicomweb_router(dicom: Dicom) -> APIRouter:
     ) -> Response:
         numbers = dicomweb.frame_numbers(frames)
         [instance] = await stored(folder_id, study_uid, series_uid, sop_uid)
+        bound = dicom.parts.settings.dicomweb_frames_max_bytes
 
         def native() -> list[tuple[str, bytes]] | None:
-            return dicomweb.native_frames(dicomweb.opened(dicom.blobs, instance.blob_key), numbers)
+            return dicomweb.native_frames(
+                dicomweb.opened(dicom.blobs, instance.blob_key), numbers, bound
+            )
 
         async with dicom.render_gate:
             # An uncompressed frame is read alone, after the header; a compressed one's
@@ -191,10 +195,18 @@ def dicomweb_router(dicom: Dicom) -> APIRouter:
             parts = await asyncio.to_thread(native)
             if parts is None:
                 async with dicom.blobs.local_copy(instance.blob_key) as path:
-                    parts = await asyncio.to_thread(dicomweb.frames, path, numbers)
+                    parts = await asyncio.to_thread(dicomweb.frames, path, numbers, bound)
         multipart = dicomweb.Multipart(parts[0][0].split(";")[0])
-        body = b"".join(multipart.head(len(data), media) + data + b"\r\n" for media, data in parts)
-        return Response(body + multipart.end(), media_type=multipart.media_type)
+
+        async def body() -> AsyncIterator[bytes]:
+            # Part by part: the frames are not copied again into one body.
+            for media, data in parts:
+                yield multipart.head(len(data), media)
+                yield data
+                yield b"\r\n"
+            yield multipart.end()
+
+        return StreamingResponse(body(), media_type=multipart.media_type)
 
     @api.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered")
     @api.get(

@@ -580,7 +580,9 @@ async def metadata(
     yield b"]"
 
 
-def native_frames(source: Ranged, numbers: Sequence[int]) -> list[tuple[str, bytes]] | None:
+def native_frames(
+    source: Ranged, numbers: Sequence[int], max_bytes: int
+) -> list[tuple[str, bytes]] | None:
     """`frames` of an uncompressed instance, each read alone after its header; None
     when the header does not tell where they lie (`slices.native_frames`): read the
     whole instance with `frames` then."""
@@ -596,6 +598,7 @@ def native_frames(source: Ranged, numbers: Sequence[int]) -> list[tuple[str, byt
     bits = int(native.header.BitsAllocated)
     if bits % 8:
         raise Refused(422, "cannot_serve_frames", f"frames of {bits}-bit pixels are not served")
+    _bounded(len(numbers) * native.frame_bytes, max_bytes)
     found = []
     for number in numbers:
         offset, length = native.frame_range(number - 1)
@@ -604,13 +607,13 @@ def native_frames(source: Ranged, numbers: Sequence[int]) -> list[tuple[str, byt
     return found
 
 
-def frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
+def frames(path: Path, numbers: Sequence[int], max_bytes: int) -> list[tuple[str, bytes]]:
     """The frames asked for (1 first), each with its media type: the stored bytes of
     an uncompressed frame, or the compressed bitstream as the instance holds it. An
     instance whose header and pixel data disagree (accepted: its header is what we
     keep) is a 422 naming why, not a 500 nor a frame of no bytes."""
     try:
-        return _frames(path, numbers)
+        return _frames(path, numbers, max_bytes)
     except (Refused, OSError, MemoryError):
         raise  # ours, or the store's: not the instance's fault
     except Exception as error:
@@ -621,7 +624,7 @@ def frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
         ) from None
 
 
-def _frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
+def _frames(path: Path, numbers: Sequence[int], max_bytes: int) -> list[tuple[str, bytes]]:
     ds = pydicom.dcmread(path, force=True)
     if "PixelData" not in ds:
         raise Refused(404, "not_found", "this instance has no pixel data")
@@ -643,6 +646,7 @@ def _frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
         missing = wanted - found.keys()
         if missing:
             raise _short(min(missing), count)
+        _bounded(sum(len(frame) for frame in found.values()), max_bytes)
         return [(f"{media}; transfer-syntax={syntax}", found[n]) for n in numbers]
     bits = int(ds.BitsAllocated)
     if bits % 8:
@@ -652,6 +656,7 @@ def _frames(path: Path, numbers: Sequence[int]) -> list[tuple[str, bytes]]:
     for number in numbers:
         if size <= 0 or number * size > len(pixels):
             raise _short(number, count)
+    _bounded(len(numbers) * size, max_bytes)
     return [("application/octet-stream", bytes(pixels[(n - 1) * size : n * size])) for n in numbers]
 
 
@@ -665,8 +670,23 @@ def _short(number: int, count: int) -> Refused:
     )
 
 
+def _bounded(total: int, max_bytes: int) -> None:
+    """A retrieve of frames is answered from memory: one past the bound is refused
+    before it is read (uncompressed) or sent (compressed), not held."""
+    if total > max_bytes:
+        raise Refused(
+            413,
+            "frames_too_large",
+            f"these frames are {total} bytes, more than one retrieve answers ({max_bytes}):"
+            " ask for fewer at a time",
+            {"bytes": total, "max_bytes": max_bytes},
+        )
+
+
 def frame_numbers(text: str) -> list[int]:
+    """The frames asked for, each once, in the order first asked: a frame named again
+    adds nothing to the answer (it was the same bytes again, up to 100 times)."""
     numbers = [int(n) for n in text.split(",") if n.isdigit()]
     if not numbers or len(numbers) != len(text.split(",")) or len(numbers) > 100:
         raise Refused(400, "invalid_frames", "frames are 1-100 numbers separated by commas")
-    return numbers
+    return list(dict.fromkeys(numbers))

@@ -51,6 +51,11 @@ def renderer_of(kind: str) -> str | None:
     return RENDERERS.get(kind)
 
 
+# Why an imported file has no picture when its object is no longer the bytes its import
+# read: the file's failure alone, never its source's (shared by every file of those bytes).
+CONTENT_CHANGED = "content_changed"
+
+
 def source_of(renderer: str, sha256: str) -> str:
     """What a thumbnail is of: the renderer and the sha256 of what it reads. Identical
     files have one source, so they share their pictures."""

@@ -745,7 +745,10 @@ class Thumbnails(Handlers):
             # Imported by reference: read through ingest, by a URL signed for this
             # object alone (the worker holds no key, and never reaches the bucket).
             url = object_url(self.parts, file["object_ref"], URL_LASTS)
-            return render.Job(renderer, file["blob_key"], file["bytes"], self.fmt, url=url)
+            sha256 = file["source"].partition(":")[2]
+            return render.Job(
+                renderer, file["blob_key"], file["bytes"], self.fmt, url=url, sha256=sha256
+            )
         # A content blob's size is the upload's, which the request kept: not asked of
         # the store again (a stat, or a HEAD on S3, a file). Content gone meanwhile is
         # the worker's `content_missing`, as when it goes while being drawn.
@@ -800,9 +803,17 @@ class Thumbnails(Handlers):
             done: list[uuid.UUID] = []
             for source, rows in pending.items():
                 file, outcome = drawn[source]
-                if source not in settled and isinstance(outcome, tuple):
-                    settled[source] = {"state": "failed", "code": outcome[0], "reason": outcome[1]}
-                if source not in settled:
+                outcomes = settled.get(source)
+                if outcomes is None and isinstance(outcome, tuple):
+                    outcomes = {"state": "failed", "code": outcome[0], "reason": outcome[1]}
+                    if outcome[0] == domain.CONTENT_CHANGED:
+                        # The object drawn is not the source's bytes: this file's failure
+                        # alone. The source stays unsettled, and the others of it are
+                        # drawn from their own content (once their leases run out).
+                        rows = [r for r in rows if r["file_id"] == file["file_id"]]
+                    else:
+                        settled[source] = outcomes
+                if outcomes is None:
                     continue
                 cause = Cause(
                     actor="system:thumbnails",
@@ -810,7 +821,7 @@ class Thumbnails(Handlers):
                     causation_id=str(file["request_id"]),
                 )
                 for r in rows:
-                    paged.settled(cause, _settled_file(r["file_id"], source, settled[source]))
+                    paged.settled(cause, _settled_file(r["file_id"], source, outcomes))
                     done.append(r["file_id"])
             out = paged.envelopes()
             if not out:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from services.thumbnails import domain
 from shared.contracts import thumbnails as thumbnails_events
 from shared.kit.db import Conn
 from shared.kit.projections import Projection
@@ -186,7 +187,8 @@ async def _settled(conn: Conn, rows: list[dict[str, Any]]) -> None:
     """Each file made (`renditions`) or failed (`code`, `reason`), and its source so: one
     statement (a round trip fewer for each batch a runner records)."""
     # A source settled twice (two workers, or drawn again after a failure) keeps the last.
-    last = {r["source"]: r for r in rows}
+    # An imported file whose object changed failed alone: its source is not settled.
+    last = {r["source"]: r for r in rows if r.get("code") != domain.CONTENT_CHANGED}
     await conn.execute(
         f"""WITH files AS (
                UPDATE thumbnails.files AS f

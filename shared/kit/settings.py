@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     idempotency_ttl_s: float = 24 * 3600
     # Tests only (tests/chaos/): where fault triggers are dropped (shared/kit/faults.py).
     faults_dir: str = ""
+    # The most bytes one DICOMweb retrieve of frames answers (services/dicom): its frames
+    # are held in memory, so a request for more is a 413 rather than that much held.
+    dicomweb_frames_max_bytes: int = Field(default=256 * 1024**2, ge=1)
     # Thumbnails (services/thumbnails): worker processes drawing them (0: one per CPU this
     # process may use), the most time one file may take, and the pictures' format.
     thumbnail_workers: int = 0

@@ -379,3 +379,39 @@ async def test_an_instance_whose_header_and_pixels_disagree_is_a_422_not_a_500(
     [kept] = answer.json()
     assert value(kept, "00281050") == float(center)
     assert value(kept, "0008103E") == "s" * 70
+
+
+async def test_a_frame_named_again_is_answered_once(api: httpx.AsyncClient) -> None:
+    """Frames 1,1,1 were three copies of the frame (100 names: a hundredfold answer from
+    one short URL); each frame asked for is one part, in the order first asked."""
+    here = await folder(api, unique("repeated-frames"))
+    study = fresh_study()
+    pixels = [bytes([n]) * (4 * 4 * 2) for n in (1, 2, 3)]
+    instance = ct_dataset(
+        sop_uid=uid(study, 1, 1),
+        series_uid=uid(study, 1),
+        study_uid=uid(study),
+        rows=4,
+        columns=4,
+        pixel_data=b"".join(pixels),
+        overrides={"NumberOfFrames": 3},
+    )
+    job = await finished(api, await send(api, here["id"], ("multi.dcm", to_bytes(instance))))
+    assert job["errors"] == [], job
+    path = (
+        f"/v1/folders/{here['id']}/dicomweb/studies/{uid(study)}/series/{uid(study, 1)}"
+        f"/instances/{uid(study, 1, 1)}/frames"
+    )
+
+    async def parts(frames: str) -> list[bytes]:
+        answer = await api.get(f"{path}/{frames}")
+        assert answer.status_code == 200, answer.text
+        boundary = answer.headers["content-type"].split("boundary=")[1].encode()
+        return [
+            part.split(b"\r\n\r\n", 1)[1].removesuffix(b"\r\n")
+            for part in answer.content.split(b"--" + boundary)[1:-1]
+        ]
+
+    assert await parts("1,1,1") == [pixels[0]]
+    assert await parts("3,1,3,2,1") == [pixels[2], pixels[0], pixels[1]]
+    assert await parts("2") == [pixels[1]]

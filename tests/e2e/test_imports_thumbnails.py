@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import secrets
 import time
 import uuid
 from typing import Any
@@ -21,7 +22,7 @@ from shared.kit.stack import Stack
 from tests import thumbnail_fixtures as media
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
-from tests.e2e.support import error, folder, items, member, unique
+from tests.e2e.support import error, folder, items, member, unique, upload
 from tests.e2e.test_cloud_sync import file, listing, sync, sync_done, synced_folder
 from tests.e2e.test_imports import finished, integration, put, start_import
 from tests.e2e.test_thumbnails import picture, settled
@@ -170,6 +171,35 @@ async def test_a_synced_file_whose_object_changed_is_drawn_again(
         return near(colour_at(answer, 0.2, 0.5), (0, 255, 0))
 
     await eventually(green, within=60, what=f"the new object's picture (last seen {changed})")
+
+
+async def test_an_object_changed_after_its_import_gives_its_picture_to_no_identical_file(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3
+) -> None:
+    """Pictures are shared by files of the same bytes (their sha256). An imported file's
+    are drawn from its object when first asked for: an object changed since its import
+    (by whoever may write the bucket) gave its new picture to every file of the bytes
+    imported, other people's uploads too. Drawn now, the object that is not those bytes
+    any more is that file's failure alone."""
+    width = 64 + secrets.randbelow(1000)  # bytes no other test uploads
+    original = two_colours(width, 40, (255, 0, 0))
+    key = f"{unique('changed')}/shot.png"
+    put(bucket, key, original)
+    top = await folder(api, unique("changed-object"))
+    job_id = await start_import(
+        api, top["id"], integration_id=await integration(api, moto), keys=[key]
+    )
+    await finished(api, job_id, files=1)
+    [imported] = await items(api, top["id"])
+    assert imported["sha256"] == hashlib.sha256(original).hexdigest()
+    # Changed before anyone asked for the imported file's picture (an import draws none).
+    put(bucket, key, two_colours(width, 40, (0, 255, 0)))
+    drawn = await settled(api, imported["id"])
+
+    [uploaded] = (await upload(api, top["id"], ("same.png", original)))["files"]
+    assert uploaded["sha256"] == imported["sha256"]
+    assert near(colour_at(await settled(api, uploaded["id"]), 0.2, 0.5), (255, 0, 0))
+    assert error(drawn, 404, "thumbnail_unavailable")["details"]["code"] == "content_changed"
 
 
 async def test_ingest_reads_an_object_only_by_a_url_signed_for_it(

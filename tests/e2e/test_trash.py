@@ -295,3 +295,92 @@ async def test_a_restored_file_is_found_by_its_metadata_and_name_again(
     assert [i["id"] for i in await items(api, inner["id"], **{f"metadata.{key}": value})] == [
         file["id"]
     ]
+
+
+async def test_the_trash_decides_rights_where_things_are_after_a_move_above_them(
+    api: httpx.AsyncClient, as_key: Callable[[str], httpx.AsyncClient]
+) -> None:
+    """Alice edits A; F and G in A/B and the folder A/B/C go to the trash; B moves into
+    the private P. The trash decides where they are now: P's admin's, no longer Alice's."""
+    a, p = await folder(api, unique("moved-from")), await folder(api, unique("private"))
+    b = await folder(api, "b", a["id"])
+    c = await folder(api, "c", b["id"])
+    f, g = (await upload(api, b["id"], ("f.txt", text("f")), ("g.txt", text("g"))))["files"]
+    alice, admin = await member(api, "alice"), await member(api, "p-admin")
+    for person, place, role in ((alice, a, "editor"), (admin, p, "admin")):
+        invited = await api.post(
+            f"/v1/folders/{place['id']}/collaborators",
+            json={"emails": [person["email"]], "role": role},
+        )
+        assert invited.status_code in (200, 201), invited.text
+    for gone in (f"/v1/files/{f['id']}", f"/v1/files/{g['id']}", f"/v1/folders/{c['id']}"):
+        assert (await api.delete(gone)).status_code == 204
+    moved = await api.post("/v1/move", json={"folder_ids": [b["id"]], "target_folder_id": p["id"]})
+    assert moved.status_code == 200, moved.text
+    as_alice, as_admin = as_key(alice["api_key"]), as_key(admin["api_key"])
+
+    async def moved_for_alice() -> bool:
+        return (await as_alice.get(f"/v1/folders/{b['id']}")).status_code == 404
+
+    await eventually(moved_for_alice, what="B is out of Alice's reach")
+    trashed = {f["id"], g["id"], c["id"]}
+    assert not trashed & {i["id"] for i in await trash(as_alice)}
+    error(await as_alice.post("/v1/trash/restore", json={"file_ids": [f["id"]]}), 404)
+    error(await as_alice.post("/v1/trash/restore", json={"folder_ids": [c["id"]]}), 404)
+    purged = await as_alice.delete("/v1/trash", params={"file_ids": g["id"], "folder_ids": c["id"]})
+    assert purged.json() == {"purged_folders": 0, "purged_files": 0}, purged.text
+    assert (await as_alice.delete("/v1/trash")).json() == {"purged_folders": 0, "purged_files": 0}
+
+    seen = {i["id"]: i for i in await trash(as_admin)}
+    assert trashed <= set(seen) and seen[f["id"]]["my_role"] == "admin", seen
+    restored = await as_admin.post("/v1/trash/restore", json={"file_ids": [f["id"]]})
+    assert restored.status_code == 200, restored.text
+    purged = await as_admin.delete("/v1/trash", params={"file_ids": g["id"], "folder_ids": c["id"]})
+    assert purged.json() == {"purged_folders": 1, "purged_files": 1}, purged.text
+    back = (await as_admin.get(f"/v1/files/{f['id']}")).json()
+    assert back["folder_id"] == b["id"], back
+
+
+async def test_the_audit_of_a_restore_names_only_the_files_the_caller_sees(
+    api: httpx.AsyncClient, as_key: Callable[[str], httpx.AsyncClient]
+) -> None:
+    top, private = await folder(api, unique("restore-audit")), await folder(api, unique("apart"))
+    files = (await upload(api, top["id"], *((f"{n}.txt", text(str(n))) for n in range(16))))[
+        "files"
+    ]
+    ids = [f["id"] for f in files]
+    assert (await api.post("/v1/delete", json={"file_ids": ids})).status_code == 200
+    restored = await api.post("/v1/trash/restore", json={"file_ids": ids})
+    assert restored.status_code == 200, restored.text
+    # A batch of two or more (16 files in fewer partitions): one stays, one moves apart.
+    batches = [b for i in ids for b in await restored_batches(api, i)]
+    stays, apart = next(b for b in batches if len(b) > 1)[:2]
+    moved = await api.post(
+        "/v1/move", json={"file_ids": [apart], "target_folder_id": private["id"]}
+    )
+    assert moved.status_code == 200, moved.text
+    viewer = await member(api, "restore-viewer")
+    invited = await api.post(
+        f"/v1/folders/{top['id']}/collaborators", json={"emails": [viewer["email"]], "role": "user"}
+    )
+    assert invited.status_code in (200, 201), invited.text
+    as_viewer = as_key(viewer["api_key"])
+
+    async def sees_one_not_the_other() -> bool:
+        one = await as_viewer.get(f"/v1/files/{stays}")
+        return (
+            one.status_code == 200
+            and (await as_viewer.get(f"/v1/files/{apart}")).status_code == 404
+        )
+
+    await eventually(sees_one_not_the_other, what="the viewer sees the file that stayed alone")
+    [batch] = [b for b in await restored_batches(as_viewer, stays) if stays in b]
+    assert apart not in batch, batch
+
+
+async def restored_batches(api: httpx.AsyncClient, file_id: str) -> list[list[str]]:
+    audit = await api.get("/v1/audit", params={"subject_id": file_id, "limit": 100})
+    assert audit.status_code == 200, audit.text
+    return [
+        e["data"]["file_ids"] for e in audit.json()["items"] if e["type"] == "catalog.FilesRestored"
+    ]

@@ -175,19 +175,32 @@ async def test_raw_frames_on_s3_are_read_alone(stores: tuple[Streamed, LocalBlob
     s3, local = stores
 
     def on_s3(numbers: list[int]) -> list[tuple[str, bytes]] | None:
-        return dicomweb.native_frames(dicomweb.opened(s3, "dicom/frames"), numbers)
+        return dicomweb.native_frames(dicomweb.opened(s3, "dicom/frames"), numbers, 2 * FRAME)
 
     found = await asyncio.to_thread(on_s3, [3, 1])
-    assert found == dicomweb.frames(local.path("dicom/frames"), [3, 1])
+    assert found == dicomweb.frames(local.path("dicom/frames"), [3, 1], 2 * FRAME)
     assert s3.fetched["dicom/frames"] <= lean.FIRST_BYTES + 2 * FRAME
     with pytest.raises(Refused) as refused:
         await asyncio.to_thread(on_s3, [17])
     assert refused.value.code == "frame_not_found"
+    # Past the bound, nothing is read of their pixels: a 413 naming it.
+    fetched = s3.fetched["dicom/frames"]
+    with pytest.raises(Refused) as refused:
+        await asyncio.to_thread(on_s3, [1, 2, 3])
+    assert (refused.value.status, refused.value.code) == (413, "frames_too_large")
+    assert s3.fetched["dicom/frames"] - fetched <= lean.FIRST_BYTES
+    with pytest.raises(Refused) as refused:
+        dicomweb.frames(local.path("dicom/frames"), [1, 2, 3], 2 * FRAME)
+    assert (refused.value.status, refused.value.code) == (413, "frames_too_large")
     # Compressed or lying: the whole instance is read by `frames`, as before.
     for name in ("rle", "lying"):
         assert (
             await asyncio.to_thread(
-                dicomweb.native_frames, dicomweb.opened(s3, f"dicom/{name}"), [1]
+                dicomweb.native_frames, dicomweb.opened(s3, f"dicom/{name}"), [1], 2 * FRAME
             )
             is None
         )
+    rle = await asyncio.to_thread(dicomweb.frames, local.path("dicom/rle"), [1], 2 * FRAME)
+    with pytest.raises(Refused) as refused:
+        dicomweb.frames(local.path("dicom/rle"), [1], len(rle[0][1]) - 1)
+    assert (refused.value.status, refused.value.code) == (413, "frames_too_large")

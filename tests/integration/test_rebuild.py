@@ -110,9 +110,23 @@ async def make_history(api: httpx.AsyncClient) -> list[str]:
     await api.delete(f"/v1/folders/{left['id']}")
     await api.post("/v1/trash/restore", json={"file_ids": [one["id"]]})
     await api.delete(f"/v1/folders/{left['id']}")
+    # Trashed from a folder (a file, a folder), then the folder moved: their paths follow.
+    box = (await api.post("/v1/folders", json={"name": "box", "parent_id": top["id"]})).json()
+    lid = (await api.post("/v1/folders", json={"name": "lid", "parent_id": box["id"]})).json()
+    (inside,) = (
+        await api.post(
+            f"/v1/folders/{box['id']}/files", files=[("file", ("in.txt", b"in", "text/plain"))]
+        )
+    ).json()["files"]
+    await api.post("/v1/delete", json={"file_ids": [inside["id"]], "folder_ids": [lid["id"]]})
+    moved = await api.post(
+        "/v1/move", json={"folder_ids": [box["id"]], "target_folder_id": b["id"]}
+    )
+    assert moved.status_code == 200, moved.text
     trashed = await api.get("/v1/trash", params={"limit": 1000})
     listed = {i["id"]: i.get("files") for i in trashed.json()["items"]}
     assert listed.keys() >= {alone["id"], inner["id"], kept["id"], other["id"], left["id"]}
+    assert listed.keys() >= {inside["id"], lid["id"]}
     assert (listed[kept["id"]], listed[left["id"]]) == (1, 1), listed
     assert went["id"] not in listed
     return [f["id"] for f in files]
@@ -151,6 +165,11 @@ async def test_rebuilt_tree_has_the_same_rows_as_the_live_one(
     assert live["catalog.folders"] and live["catalog.files"] and live["catalog.metadata_values"]
     assert replayed > 0
     assert rebuilt == live
+    # A trashed file's path is its folder's where the folder is now (moved after it went).
+    assert not await pool.fetchval(
+        """SELECT count(*) FROM catalog.trash_files t JOIN catalog.folders f ON f.id = t.folder_id
+           WHERE t.path <> f.path"""
+    )
     # The indexes a rebuild drops while it loads (search, orders) are all made again.
     assert [r["indexdef"] for r in await pool.fetch(indexes)] == before
     assert set(tree.rebuilt_without) <= {d.split()[2] for d in before}

@@ -3,6 +3,7 @@ functions on real files made in memory (no store, no process pool)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 
@@ -455,3 +456,40 @@ async def test_a_member_s_audit_shows_of_a_thumbnails_page_the_files_asked_about
         await _audit_seen(access, items, about)
         assert items[0]["data"]["file_ids"] == shown
         assert [f["file_id"] for f in items[0]["data"]["files"]] == shown
+
+
+def test_an_imported_object_read_again_must_be_the_bytes_of_its_import() -> None:
+    """What is drawn of an imported object is checked against the sha256 its import
+    read: the whole object read once more, and any range read twice the same both times."""
+    original = bytes(range(256)) * 40_000  # 10 MB: blocks evicted and read again
+    sha256 = hashlib.sha256(original).hexdigest()
+    assert len(original) > 2 * render.HASH_CHUNK
+    content = [original]
+
+    def read_at(offset: int, length: int) -> bytes:
+        return content[0][offset : offset + length]
+
+    def opened() -> RangeFile:
+        return RangeFile(
+            render.Remembered(read_at), len(original), budget=len(original), blocks_kept=2
+        )
+
+    source = opened()
+    source.read(100)
+    render.check_unchanged(source, sha256)  # a whole read more than its budget, allowed once
+    # Changed before it was read: the digest differs.
+    content[0] = b"x" * len(original)
+    with pytest.raises(render.Unthumbnailable) as changed:
+        render.check_unchanged(opened(), sha256)
+    assert changed.value.code == "content_changed"
+    # Drawn while changed, then changed back before the check: the digest is right,
+    # but the block drawn, read again (evicted meanwhile), is not what was drawn.
+    content[0] = b"y" * 100 + original[100:]
+    source = opened()
+    source.read(100)
+    content[0] = original
+    source.seek(len(original) - 3 * BLOCK)
+    source.read(3 * BLOCK)  # block 0 is out of the cache of 2
+    with pytest.raises(render.Unthumbnailable) as changed:
+        render.check_unchanged(source, sha256)
+    assert changed.value.code == "content_changed"
