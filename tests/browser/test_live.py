@@ -21,6 +21,25 @@ from tests.browser.test_signin import _cookie
 from tests.conftest import ADMIN_KEY
 from tests.e2e.support import png, text
 
+# The pages' watch looks every 5 s (web/src/store.ts, WATCH_MS). Tests of what it sees
+# run the pages' clock (`page.clock`, installed before they load) a tick on at a time,
+# rather than wait for it: the app's logic is its own, only its timers run fast.
+WATCH_MS = 5_000
+
+
+def _ticks_until(page: Page, seen: Callable[[], None]) -> None:
+    """The watch's next ticks, run at once, until `seen` passes (an `expect` with a short
+    timeout: a tick's read that comes before the platform has the change is followed by
+    another)."""
+    deadline = time.monotonic() + 20
+    while True:
+        page.clock.run_for(WATCH_MS)
+        try:
+            return seen()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
 
 def test_a_synced_dataset_and_a_files_links_follow_changes_made_elsewhere(
     signed_in: Page, api: httpx.Client
@@ -33,6 +52,7 @@ def test_a_synced_dataset_and_a_files_links_follow_changes_made_elsewhere(
         "/v1/datasets", json={"name": unique("Follows"), "synced_folder_id": folder["id"]}
     ).json()
 
+    page.clock.install()
     page.goto(f"/datasets/{dataset['id']}")
     region = page.get_by_role("region", name=f"Dataset {dataset['name']}")
     grid = region.get_by_role("grid", name="Files in the dataset")
@@ -40,7 +60,9 @@ def test_a_synced_dataset_and_a_files_links_follow_changes_made_elsewhere(
 
     # Another person's upload into the folder joins the dataset: the open page shows it.
     upload(api, folder["id"], ("later.txt", text("l\n")))
-    expect(grid.get_by_role("row", name="later.txt")).to_be_visible()
+    _ticks_until(
+        page, lambda: expect(grid.get_by_role("row", name="later.txt")).to_be_visible(timeout=1_000)
+    )
     expect(region).to_contain_text("2 files, synced with the folder")
 
     # The file's own page, open in a second tab: its "Linked to" loses the dataset when
@@ -54,10 +76,14 @@ def test_a_synced_dataset_and_a_files_links_follow_changes_made_elsewhere(
         "/v1/move", json={"file_ids": [first["id"]], "target_folder_id": elsewhere["id"]}
     )
     assert moved.status_code == 200, moved.text
-    expect(details.get_by_text("Not linked to any dataset.")).to_be_visible()
-    expect(file_page.get_by_role("link", name=elsewhere["name"])).to_be_visible()
 
-    expect(grid.get_by_role("row", name="first.png")).to_have_count(0)
+    def both_seen() -> None:
+        # The two pages' clock is their context's: each tick is both pages'.
+        expect(details.get_by_text("Not linked to any dataset.")).to_be_visible(timeout=1_000)
+        expect(grid.get_by_role("row", name="first.png")).to_have_count(0, timeout=1_000)
+
+    _ticks_until(page, both_seen)
+    expect(file_page.get_by_role("link", name=elsewhere["name"])).to_be_visible()
     expect(region).to_contain_text("1 file, synced with the folder")
 
 
@@ -79,6 +105,7 @@ def test_a_member_sees_a_role_changed_and_access_removed_on_the_page_they_have_o
     context = _context(browser, platform)
     try:
         page = context.new_page()
+        page.clock.install()
         sign_in(page, member["api_key"])
         page.goto(f"/folders/{folder['id']}")
         expect(page.get_by_role("button", name="+ Upload files")).to_be_visible()
@@ -90,13 +117,15 @@ def test_a_member_sees_a_role_changed_and_access_removed_on_the_page_they_have_o
             f"/v1/folders/{folder['id']}/collaborators/{member['id']}", json={"role": "user"}
         )
         assert changed.status_code == 200, changed.text
-        expect(page.get_by_role("button", name="+ Upload files")).to_have_count(0)
+        upload_button = page.get_by_role("button", name="+ Upload files")
+        _ticks_until(page, lambda: expect(upload_button).to_have_count(0, timeout=1_000))
         expect(page.get_by_text("You can view this folder, not change it.")).to_be_visible()
 
         # Removed: the page says so, in words, and no longer lists what they cannot see.
         removed = api.delete(f"/v1/folders/{folder['id']}/collaborators/{member['id']}")
         assert removed.status_code == 204, removed.text
-        expect(page.get_by_role("heading", name="Folder not found")).to_be_visible()
+        not_found = page.get_by_role("heading", name="Folder not found")
+        _ticks_until(page, lambda: expect(not_found).to_be_visible(timeout=1_000))
         expect(page.get_by_role("alert").filter(has_text="not shared with you")).to_be_visible()
         expect(page.get_by_text("a.png")).to_have_count(0)
         expect(tree.get_by_role("treeitem", name=folder["name"])).to_have_count(0)
@@ -315,20 +344,26 @@ def test_a_folder_changing_at_every_tick_is_read_again_when_it_stops_not_at_ever
     lists: list[str] = []
     page.on("request", lambda r: f"{watched}/items" in r.url and lists.append(r.url))
     page.route(f"**{watched}", growing)
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     expect(page.locator("p.count")).to_have_text("1 item")
+    _until(page, lambda: state["served"] > 0, "the folder read")
 
     read = len(lists)
     state["growing"] = True
-    # Three ticks or so (each read of the folder also counted: the page's, the tree's).
-    until = state["served"] + 6
-    while state["served"] < until:
-        page.wait_for_event("request", lambda r: r.url.endswith(watched), timeout=15_000)
+    # Three ticks of the watch, run at once, each answered with a count that grew (the
+    # views' reads of the folder are also answered so: the page's, the tree's).
+    for _ in range(3):
+        served = state["served"]
+        page.clock.run_for(WATCH_MS)
+        _until(page, lambda served=served: state["served"] > served, "the watch's tick")
+    # The list's read at the first change has answered (the views read the folder too).
+    _until(page, lambda: len(lists) > read, "the list read at the first change")
     assert len(lists) == read + 1, lists[read:]
 
     state["growing"] = False
     with page.expect_request(lambda r: f"{watched}/items" in r.url, timeout=15_000):
-        pass
+        page.clock.run_for(WATCH_MS)
     assert len(lists) == read + 2, lists[read:]
     # The watch goes on ticking: none of its reads is left half answered at the close.
     page.unroute_all(behavior="ignoreErrors")
@@ -422,11 +457,13 @@ def test_a_change_made_while_an_earlier_watch_read_was_under_way_is_seen(
             route.fallback()
 
     page.route(f"**{watched}", folder_read)
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     count = page.locator("p.count")
     expect(count).to_have_text("1 item")
     _until(page, lambda: not under_way, "the page's first reads answered")
     hold["on"] = True  # the next read of the folder: the watch's tick
+    page.clock.run_for(WATCH_MS)
     _until(page, lambda: bool(held), "the watch's tick asked")
     [(tick, answer)] = held
 
@@ -435,7 +472,7 @@ def test_a_change_made_while_an_earlier_watch_read_was_under_way_is_seen(
     _until(page, lambda: under_way <= {tick.request}, "the views' reads answered")
     upload(api, folder["id"], ("c.txt", text("c\n")))
     tick.fulfill(response=answer)
-    expect(count).to_have_text("2 items")
+    _ticks_until(page, lambda: expect(count).to_have_text("2 items", timeout=1_000))
 
 
 def test_a_file_moved_out_and_another_in_between_two_looks_show_on_the_dataset_page(
