@@ -146,6 +146,7 @@ def test_a_large_folder_read_again_keeps_its_selection(signed_in: Page, api: htt
             *[(f"f{n:04d}.txt", text(f"{n}\n")) for n in range(start, start + 300)],
         )
 
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     count = page.locator("p.count")
     expect(count).to_have_text("1,200 items")
@@ -154,7 +155,9 @@ def test_a_large_folder_read_again_keeps_its_selection(signed_in: Page, api: htt
     expect(count).to_have_text("1,200 items, 1,200 selected")
 
     upload(api, folder["id"], ("newcomer.txt", text("n\n")))
-    expect(count).to_have_text("1,201 items, 1,200 selected")
+    _ticks_until(
+        page, lambda: expect(count).to_have_text("1,201 items, 1,200 selected", timeout=1_000)
+    )
 
 
 RETURN_TO_TAB = "document.dispatchEvent(new Event('visibilitychange'))"
@@ -232,6 +235,7 @@ def test_a_datasets_read_overtaken_by_a_later_one_does_not_land_last(
             route.continue_()
 
     page.route(f"**/v1/datasets/{dataset['id']}/files?*", files)
+    page.clock.install()
     page.goto(f"/datasets/{dataset['id']}")
     grid = page.get_by_role("grid", name="Files in the dataset")
     expect(grid.get_by_role("row", name="first.png")).to_be_visible()
@@ -240,7 +244,8 @@ def test_a_datasets_read_overtaken_by_a_later_one_does_not_land_last(
     with page.expect_request(lambda r: f"/v1/datasets/{dataset['id']}/files" in r.url):
         page.evaluate(RETURN_TO_TAB)
     upload(api, folder["id"], ("later.txt", text("l\n")))
-    expect(grid.get_by_role("row", name="later.txt")).to_be_visible()
+    later = grid.get_by_role("row", name="later.txt")
+    _ticks_until(page, lambda: expect(later).to_be_visible(timeout=1_000))
 
     # The first read answers now, with what was there when it was asked.
     [route] = held
@@ -261,6 +266,7 @@ def test_coming_back_after_the_session_ended_leaves_no_errors_once_signed_in_aga
     page = signed_in
     folder = make_folder(api, unique("away"))
     upload(api, folder["id"], ("kept.txt", text("k\n")))
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     count = page.locator("p.count")
     expect(count).to_have_text("1 item")
@@ -272,7 +278,8 @@ def test_coming_back_after_the_session_ended_leaves_no_errors_once_signed_in_aga
         )
         assert ended.status_code == 204, ended.text
     again = page.get_by_role("dialog", name="Your session has ended")
-    expect(again).to_be_visible()  # the page's watch was refused
+    # The page's watch, at its next tick, is refused.
+    _ticks_until(page, lambda: expect(again).to_be_visible(timeout=1_000))
     page.evaluate(RETURN_TO_TAB)
     upload(api, folder["id"], ("meanwhile.txt", text("m\n")))
 
@@ -286,6 +293,7 @@ def test_coming_back_after_the_session_ended_leaves_no_errors_once_signed_in_aga
 def open_described_folder(page: Page, api: httpx.Client) -> tuple[dict[str, Any], Locator]:
     """A folder described "As it was", open, and its details panel."""
     folder = make_folder(api, unique("described"), description="As it was")
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     return folder, page.get_by_role("complementary", name="Details")
 
@@ -298,7 +306,8 @@ def test_a_folders_description_changed_elsewhere_shows_in_its_details(
     expect(details.get_by_text("As it was")).to_be_visible()
     changed = api.patch(f"/v1/folders/{folder['id']}", json={"description": "As it is now"})
     assert changed.status_code == 200, changed.text
-    expect(details.get_by_text("As it is now")).to_be_visible()
+    now = details.get_by_text("As it is now")
+    _ticks_until(page, lambda: expect(now).to_be_visible(timeout=1_000))
 
 
 def test_the_keyboard_stays_on_its_item_when_the_list_read_again_puts_one_before_it(
@@ -307,6 +316,7 @@ def test_the_keyboard_stays_on_its_item_when_the_list_read_again_puts_one_before
     page = signed_in
     folder = make_folder(api, unique("keyboard"))
     upload(api, folder["id"], ("b.txt", text("b\n")), ("c.txt", text("c\n")))
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     page.get_by_role("button", name="List").click()
     grid = page.get_by_role("grid", name="Folder contents")
@@ -314,7 +324,8 @@ def test_the_keyboard_stays_on_its_item_when_the_list_read_again_puts_one_before
     expect(grid.get_by_role("row", name="c.txt")).to_have_attribute("aria-selected", "true")
 
     upload(api, folder["id"], ("a.txt", text("a\n")))
-    expect(grid.get_by_role("row", name="a.txt")).to_be_visible()
+    first = grid.get_by_role("row", name="a.txt")
+    _ticks_until(page, lambda: expect(first).to_be_visible(timeout=1_000))
     page.keyboard.press("ArrowUp")  # from c.txt, not from the place it was at
     expect(grid.get_by_role("row", name="b.txt")).to_have_attribute("aria-selected", "true")
     expect(page.locator("p.count")).to_have_text("3 items, 1 selected")
@@ -395,6 +406,7 @@ def test_a_change_made_while_every_read_failed_is_read_once_they_answer_again(
     page = signed_in
     folder = make_folder(api, unique("asleep"))
     upload(api, folder["id"], ("a.txt", text("a\n")))
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     count = page.locator("p.count")
     expect(count).to_have_text("1 item")
@@ -418,7 +430,7 @@ def test_a_change_made_while_every_read_failed_is_read_once_they_answer_again(
     expect(count).to_have_text(re.compile(r"^1 item"))
 
     down["on"] = False
-    expect(count).to_have_text(re.compile(r"^2 items"))
+    _ticks_until(page, lambda: expect(count).to_have_text(re.compile(r"^2 items"), timeout=1_000))
 
 
 def test_a_description_changed_elsewhere_while_edited_here_shows_after_cancel(
@@ -433,7 +445,8 @@ def test_a_description_changed_elsewhere_while_edited_here_shows_after_cancel(
     )
     assert changed.status_code == 200, changed.text
     # The page has read the folder again (its name shows) while the description is edited.
-    expect(details.get_by_role("heading", name=renamed)).to_be_visible()
+    heading = details.get_by_role("heading", name=renamed)
+    _ticks_until(page, lambda: expect(heading).to_be_visible(timeout=1_000))
     expect(details.get_by_role("textbox", name="Description")).to_have_value("As it was")
 
     details.get_by_role("button", name="Cancel").click()
@@ -497,6 +510,7 @@ def test_a_file_moved_out_and_another_in_between_two_looks_show_on_the_dataset_p
     dataset = api.post(
         "/v1/datasets", json={"name": unique("Swapped"), "synced_folder_id": folder["id"]}
     ).json()
+    page.clock.install()
     page.goto(f"/datasets/{dataset['id']}")
     region = page.get_by_role("region", name=f"Dataset {dataset['name']}")
     grid = region.get_by_role("grid", name="Files in the dataset")
@@ -520,6 +534,7 @@ def test_a_file_moved_out_and_another_in_between_two_looks_show_on_the_dataset_p
     )
     page.unroute(watched)
 
-    expect(grid.get_by_role("row", name="coming.txt")).to_be_visible(timeout=15_000)
+    coming_row = grid.get_by_role("row", name="coming.txt")
+    _ticks_until(page, lambda: expect(coming_row).to_be_visible(timeout=1_000))
     expect(grid.get_by_role("row", name="leaving.png")).to_have_count(0)
     expect(region).to_contain_text("1 file, synced with the folder")
