@@ -372,3 +372,6 @@ def test_a_synced_folder_names_its_integration_to_a_user_of_the_folder(
     panel = page.get_by_role("region", name="Cloud sync")
     expect(panel).to_contain_text(f"Synced with the integration “{integration}”, its bucket prefix")
     expect(panel).to_contain_text(folder["cloud_sync"]["prefix"])
+    # Where the folder is described too.
+    details = page.get_by_role("complementary", name="Details")
+    expect(details.locator("dt", has_text="Cloud sync").locator("+ dd")).to_have_text(integration)

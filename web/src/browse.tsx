@@ -169,7 +169,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const roleKnown = (targets: Item[]) => targets.every((i) => roleOf(i, role) !== undefined);
   const keyAction = ({ key, targets }: { key: string; targets: Item[] }) => {
     if (!editable(targets)) {
-      if (targets.length) notify(folder && !mayEdit(role) ? "You can view this folder, not change it." : "You cannot change these items.");
+      notify(folder && !mayEdit(role) ? "You can view this folder, not change it." : "You cannot change these items.");
       return;
     }
     if (key === "F2") open({ kind: "rename", item: targets[0] });
@@ -329,7 +329,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
                 openItem(shown[active]);
                 return true;
               }
-              if ((e.key === "F2" && chosen.length === 1) || e.key === "Delete") {
+              if (chosen.length > 0 && ((e.key === "F2" && chosen.length === 1) || e.key === "Delete")) {
                 const asked = { key: e.key, targets: chosen };
                 // Before the folder's role is read, the key waits for it (said in words).
                 if (!roleKnown(chosen)) {
