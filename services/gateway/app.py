@@ -172,7 +172,7 @@ def build(settings: Settings) -> FastAPI:
                 cause = "timeout"
             else:
                 why, cause = "did not answer in time", "service_unavailable"
-            keyed = idempotency.HEADER in request.headers
+            keyed = request.method in idempotency.METHODS and idempotency.HEADER in request.headers
             if error.busy or keyed or request.method in deadlines.READS:
                 then = (
                     "try again shortly (a write sent again with the same Idempotency-Key"
