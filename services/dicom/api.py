@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from services.dicom import dicomweb
-from services.dicom.handlers import Dicom
+from services.dicom.handlers import Dicom, to_worker
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.errors import Refused
@@ -192,10 +192,10 @@ def dicomweb_router(dicom: Dicom) -> APIRouter:
         async with dicom.render_gate:
             # An uncompressed frame is read alone, after the header; a compressed one's
             # fragments from a copy of the whole instance (a local store's is in place).
-            parts = await asyncio.to_thread(native)
+            parts = await to_worker(native)
             if parts is None:
                 async with dicom.blobs.local_copy(instance.blob_key) as path:
-                    parts = await asyncio.to_thread(dicomweb.frames, path, numbers, bound)
+                    parts = await to_worker(dicomweb.frames, path, numbers, bound)
         multipart = dicomweb.Multipart(parts[0][0].split(";")[0])
 
         async def body() -> AsyncIterator[bytes]:

@@ -63,15 +63,18 @@ CLIENTS = 8
 # work the short run in `make test` allows more.
 RECOVERY_S = float(os.environ.get("FILES_CHAOS_RECOVERY_S", "90"))
 # How long the gateway waits in all for the services' answers to one request, whatever
-# hangs behind them (FILES_GATEWAY_REQUEST_BUDGET_S, services/gateway/deadlines.py): a
-# keyed upload's caller lookup, folder check, ingest's answer and its key's record draw
-# on it together (each waited up to 60 s before: 123 s seen). Its consistency waits are
-# bounded apart: the shared FILES_CONSISTENCY_TIMEOUT_S (5 s), and each wait at most 5 s
-# of silence past it, two in an upload (the caller's schema, the stored files listed).
-# The uploads here are small: sending their bodies adds nothing to speak of.
+# hangs behind them (services/gateway/deadlines.py): a read's
+# (FILES_GATEWAY_REQUEST_BUDGET_S), a write's (FILES_GATEWAY_WRITE_BUDGET_S): a keyed
+# upload's caller lookup, folder check and its key's record draw on it together (each
+# waited up to 60 s before: 123 s seen); ingest's answer after the body has its own 60 s
+# of silence. Its consistency waits are bounded apart: the shared
+# FILES_CONSISTENCY_TIMEOUT_S (5 s), and each wait at most 5 s of silence past it, two in
+# an upload (the caller's schema, the stored files listed). The uploads here are small:
+# sending their bodies adds nothing to speak of.
 REQUEST_BUDGET_S = 15.0
+WRITE_BUDGET_S = 60.0
 CONSISTENCY_WAITS_S = 5.0 + 2 * 5.0
-LONGEST_ANSWER_S = REQUEST_BUDGET_S + CONSISTENCY_WAITS_S + 10
+LONGEST_ANSWER_S = WRITE_BUDGET_S + CONSISTENCY_WAITS_S + 10
 
 SERVICES = ("gateway", "ingest", "catalog", "datasets", "acl", "dicom", "thumbnails")
 EVERY_FAULT = (
