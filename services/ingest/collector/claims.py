@@ -46,18 +46,23 @@ async def settle(conn: Conn, keys: list[str]) -> list[str]:
     (`projections.claim_blobs`): each key's claim given up (the row goes with its last
     holder). The keys whose claim the collector took meanwhile, their bytes perhaps
     deleted: the caller records nothing if there is any."""
-    kept = await conn.fetch(
-        """UPDATE ingest.blob_claims AS c SET holders = c.holders - 1
-           FROM (SELECT key FROM ingest.blob_claims WHERE key = ANY($1::text[])
-                 ORDER BY key FOR UPDATE) AS x
-           WHERE c.key = x.key RETURNING c.key, c.holders""",
+    # One statement: the rows locked in the keys' order, then the last holder's row
+    # deleted (an upload's usual case) and the others' counted down.
+    found = await conn.fetch(
+        """WITH held AS (
+               SELECT key, holders FROM ingest.blob_claims WHERE key = ANY($1::text[])
+               ORDER BY key FOR UPDATE),
+           gone AS (
+               DELETE FROM ingest.blob_claims c USING held
+               WHERE c.key = held.key AND held.holders <= 1),
+           kept AS (
+               UPDATE ingest.blob_claims c SET holders = c.holders - 1 FROM held
+               WHERE c.key = held.key AND held.holders > 1)
+           SELECT key FROM held""",
         keys,
     )
-    done = [r["key"] for r in kept if r["holders"] <= 0]
-    if done:
-        await conn.execute("DELETE FROM ingest.blob_claims WHERE key = ANY($1::text[])", done)
-    found = {r["key"] for r in kept}
-    return [k for k in keys if k not in found]
+    settled = {r["key"] for r in found}
+    return [k for k in keys if k not in settled]
 
 
 async def claimed(conn: Conn, keys: list[str]) -> set[str]:
