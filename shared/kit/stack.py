@@ -244,6 +244,7 @@ class Stack:
         self.gateway_url = f"http://{s.http_host}:{s.http_port}"
         self.grpc_target = f"{s.http_host}:{grpc_port}"
         self._wait([self.gateway_url], deadline)
+        self._answered(self.children)
         # For `files rebuild` and `files audit`; the URL holds the database's password.
         found = self.data_dir / "stack.env"
         found.touch(mode=0o600)
@@ -277,6 +278,7 @@ class Stack:
         # Only the replica watched: a piece that died earlier and was started again
         # (a test's deliberate kill) is the supervisor's business, not this start's.
         self._wait([url], time.monotonic() + timeout, probe, watched=child)
+        self._answered([child])
         return url, child
 
     def remove(self, child: Child, sig: int = signal.SIGTERM) -> None:
@@ -428,8 +430,14 @@ class Stack:
         side; one that missed `watchdog_failures` in a row is killed, to be started
         again by the supervisor."""
         s = self.settings
+        round_at = time.monotonic()
         with ThreadPoolExecutor(thread_name_prefix="watchdog") as probes:
-            while not self._stopping.wait(s.watchdog_every_s):
+            # A round every `watchdog_every_s` from the start of the last, however long
+            # its probes waited: a hung process is judged in about failures x every.
+            while not self._stopping.wait(
+                max(0.0, round_at + s.watchdog_every_s - time.monotonic())
+            ):
+                round_at = time.monotonic()
                 with self._lock:
                     pauses = self._pauses
                     watched = [
@@ -451,6 +459,15 @@ class Stack:
                             if child.proc is proc and not self._stopping.is_set():
                                 self._judge(child, tended, proc, alive)
                     self.watch_rounds += 1
+
+    def _answered(self, children: list[Child]) -> None:
+        """These processes answered as they started (`_wait`): judged from the first
+        round, not only once they have answered it (one could hang before)."""
+        with self._lock:
+            for child in children:
+                tended = self._tended.get(id(child))
+                if tended is not None and tended.health:
+                    tended.pid, tended.answered, tended.missed = child.proc.pid, True, 0
 
     def _judge(
         self, child: Child, tended: _Tended, proc: subprocess.Popen[bytes], alive: bool
@@ -479,7 +496,7 @@ class Stack:
         # SIGKILL: a stopped process takes no other signal, and a hung one may not act
         # on SIGTERM. The supervisor sees it exit and starts it again.
         proc.send_signal(signal.SIGKILL)
-        tended.missed = 0
+        tended.answered, tended.missed = False, 0  # a dying process is not judged again
 
     def _wait(
         self, urls: list[str], deadline: float, probe: str = "/readyz", watched: Child | None = None

@@ -98,7 +98,6 @@ async def test_a_hung_service_is_killed_and_started_again(watched: Stack) -> Non
     datasets = watched.child("datasets")
     old = datasets.proc.pid
     url = watched.env["FILES_DATASETS_URL"]
-    await rounds_pass(watched, 2)  # it has answered since it started: it is judged
     stopped = hung(psutil.Process(old))
     try:
 
