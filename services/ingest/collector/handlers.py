@@ -11,8 +11,10 @@ goes only when its last file has gone. A DICOM instance's blob is held by its se
 its object gone from a synced bucket); an instance that joined no series
 (`InstanceBlobsLeft`: rejected, its job cancelled) holds its blob no longer.
 A blob being stored again meanwhile is claimed in the storing transaction
-(`collector.projections.claim_blobs`); the sweep skips it, or the claim waits for the
-sweep and the bytes are stored again.
+(`collector.projections.claim_blobs`), or, by an upload of files, before its put
+(`collector.claims`); the sweep skips it, or the claim waits for the sweep and the
+bytes are stored again. Claims no upload ever settled are swept too, with the bytes
+only they held.
 """
 
 from __future__ import annotations
