@@ -524,7 +524,10 @@ class Gateway:
                 raise Unavailable(service, TimeoutError("the budget was spent"), spent=True)
             if not body_streamed and (
                 method in deadlines.READS
-                or any(name.lower() == idempotency.HEADER.lower() for name in sent)
+                or (
+                    method in idempotency.METHODS
+                    and any(name.lower() == idempotency.HEADER.lower() for name in sent)
+                )
             ):
                 # The service gives up a little before we do: its own answer (naming
                 # what it waited for) then comes first. Only where giving up applies

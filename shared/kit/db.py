@@ -87,8 +87,10 @@ class DurableTransaction(Transaction):
         await self._end(super().commit())
 
     def _committing(self) -> None:
+        # A read-only transaction's commit makes nothing: the request stays cancellable
+        # (a read's deadline kept after it would hold the database past the caller).
         hold = committing.get()
-        if hold is not None and not self._asyncpg._nested:
+        if hold is not None and not self._asyncpg._nested and not self._asyncpg._readonly:
             hold()
 
     async def rollback(self) -> None:

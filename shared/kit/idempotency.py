@@ -284,7 +284,14 @@ class _UnitAcquire:
             return
         try:
             if kind is None:
-                await self.tx.commit()
+                # A connection that did not claim the key (the pool's own reads,
+                # `fetchrow`, acquire so): the request's write commits with the answer, on
+                # the claiming one, so this commit does not end the request's deadline.
+                hold = db.committing.set(None)
+                try:
+                    await self.tx.commit()
+                finally:
+                    db.committing.reset(hold)
             else:
                 await self.tx.rollback()
         finally:

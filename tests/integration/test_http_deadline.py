@@ -32,6 +32,15 @@ def app(pool: asyncpg.Pool, table: str = "") -> FastAPI:
             await conn.fetchval(SLEEP)
         return {"done": True}
 
+    @served.get("/read-then-slow")
+    async def read_then_slow() -> dict[str, Any]:
+        # A read-only transaction's commit makes nothing: it must not end the deadline.
+        async with pool.acquire() as conn:
+            async with conn.transaction(readonly=True):
+                await conn.fetchval("SELECT 1")
+            await conn.fetchval(SLEEP)
+        return {"done": True}
+
     @served.get("/quick")
     async def quick() -> dict[str, Any]:
         return {"one": await pool.fetchval("SELECT 1")}
@@ -83,6 +92,13 @@ async def test_a_call_past_its_callers_deadline_stops_waiting_on_the_database(
         async def stopped() -> bool:
             return await sleeping(pool) == 0
 
+        await eventually(stopped, within=10, what="the statement cancelled")
+
+        # A read-only transaction committed first does not hold the deadline off.
+        began = time.monotonic()
+        answer = await service.get("/read-then-slow", headers={DEADLINE_HEADER: "500"})
+        assert answer.status_code == 503, answer.text
+        assert time.monotonic() - began < 5
         await eventually(stopped, within=10, what="the statement cancelled")
 
         # A deadline met, none given, an answer begun before it: as before.
