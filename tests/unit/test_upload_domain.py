@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import orjson
@@ -9,6 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from services.ingest.uploads.domain import StoredFile, record_upload, sent_file_name
+from services.ingest.uploads.handlers import media_json
+from services.ingest.uploads.multipart import _with_media
 from shared.contracts import catalog, ingest, limits
 from shared.contracts.catalog import Media, Source
 from shared.contracts.envelope import Cause, envelopes_of
@@ -136,3 +139,27 @@ def test_an_upload_pages_data_is_its_events_own_json_dumped_once() -> None:
     for change, envelope in [(changes[0], envelopes[0]), (changes[-1], envelopes[-1])]:
         assert change.data is None
         assert envelope.data == change.event.model_dump(mode="json")  # dumped by the envelope
+
+
+@pytest.mark.parametrize(
+    "media",
+    [
+        Media(width=64, height=48),
+        Media(width=0, height=0, frames=1, duration_s=0.0, fps=29.97, codec="h264"),
+        Media(sample_rate=44100, channels=2, duration_s=1.5, codec="mp3"),
+        Media(dims=(64, 64, 30), voxel_size=(0.5, 0.5, 2.0), datatype="int16"),
+        Media(dims=(), voxel_size=()),
+    ],
+)
+def test_an_answers_media_is_the_facts_dump_without_nulls(media: Media) -> None:
+    """The upload's answer reads a file's facts from their fields: what their dump
+    without nulls gives, as values and as JSON."""
+    assert media_json(media) == media.model_dump(exclude_none=True)
+    assert orjson.dumps(media_json(media)) == orjson.dumps(media.model_dump(exclude_none=True))
+
+
+def test_a_file_with_facts_is_its_record_with_them() -> None:
+    media, one = Media(width=64, height=48), stored(1)
+    assert _with_media(one, media) == dataclasses.replace(one, media=media)
+    plain = stored(2)
+    assert _with_media(plain, plain.media) is plain
