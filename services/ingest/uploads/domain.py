@@ -68,9 +68,10 @@ def check_file_name(name: str | None) -> str:
 
 
 def _fields(f: StoredFile) -> dict[str, Any]:
-    """A stored file's fields, shallow (its events name each of them): its `__dict__`,
-    which holds them and nothing else (a plain dataclass, no slots); `dataclasses.fields`
-    and a `getattr` each cost ~1 µs a file of an upload."""
+    """A stored file's fields, shallow (its events name each of them), to be unpacked
+    (`**`), never changed: the record's own `__dict__`, which holds them and nothing else
+    (a plain dataclass, no slots); `dataclasses.fields` and a `getattr` each cost ~1 µs a
+    file of an upload."""
     return vars(f)
 
 
