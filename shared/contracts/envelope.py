@@ -7,7 +7,7 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -128,11 +128,15 @@ class Cause(BaseModel):
 
 @dataclass(frozen=True)
 class Change:
-    """What a decision returns: an event, the stream it goes to, the version it makes."""
+    """What a decision returns: an event, the stream it goes to, the version it makes;
+    `data`, the event's JSON form when the decision made it already (an upload's page,
+    each file dumped to size the pages): its envelope takes it rather than dumping the
+    event a second time. It must equal `event.model_dump(mode="json")`."""
 
     stream_id: str
     version: int
     event: Event
+    data: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def appended(stream_id: str, events: Iterable[Event], after: int = 0) -> list[Change]:
@@ -152,6 +156,7 @@ def envelopes_of(
             cause=cause,
             at=at,
             event_id=event_id,
+            data=c.data,
         )
         for c, event_id in zip(changes, random_ids(len(changes)), strict=True)
     ]
@@ -176,7 +181,9 @@ def new_envelope(
     cause: Cause,
     at: datetime | None = None,
     event_id: uuid.UUID | None = None,
+    data: dict[str, Any] | None = None,
 ) -> Envelope:
+    """`data`: the event already in its JSON form (see `Change.data`)."""
     return _trusted(
         {
             "event_id": event_id or uuid.uuid4(),
@@ -191,7 +198,7 @@ def new_envelope(
             "traceparent": cause.traceparent,
             "source": "",
             "position": 0,
-            "data": event.model_dump(mode="json"),
+            "data": event.model_dump(mode="json") if data is None else data,
         },
         event,
     )

@@ -135,3 +135,19 @@ def test_a_copy_is_a_new_spool_to_the_sweep_however_old_its_bytes(tmp_path: Path
     _link_or_copy(source, spools / "link")
     assert sweep_spools(spools) == 0
     assert (spools / "link").read_bytes() == b"hours old"
+
+
+def test_spool_names_are_unique_and_a_forked_process_draws_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spools are named by a per-process random prefix and a counter: every name of a
+    process differs, and a child forked from it (same counter, same prefix in its memory)
+    names its spools apart from its parent's."""
+    store = LocalBlobStore(tmp_path)
+    names = [os.path.basename(store.writer(base.Held(0)).path) for _ in range(1000)]
+    assert len(set(names)) == 1000
+    assert all(len(n) == 32 and int(n, 16) >= 0 for n in names)
+    monkeypatch.setattr(os, "getpid", lambda: -2)  # as in a forked child
+    forked = [os.path.basename(store.writer(base.Held(0)).path) for _ in range(1000)]
+    assert not {n[:24] for n in forked} & {n[:24] for n in names}
+    assert len(set(forked)) == 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import orjson
@@ -9,8 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from services.ingest.uploads.domain import StoredFile, record_upload, sent_file_name
+from services.ingest.uploads.handlers import media_json
+from services.ingest.uploads.multipart import _with_media
 from shared.contracts import catalog, ingest, limits
 from shared.contracts.catalog import Media, Source
+from shared.contracts.envelope import Cause, envelopes_of
 
 
 def stored(n: int) -> StoredFile:
@@ -113,3 +117,49 @@ def test_the_catalogs_page_of_an_upload_is_bounded_as_ingests_and_reads_as_its_f
         catalog.FilesUploaded.model_validate(
             {**one, "files": too_many, "file_ids": [f["file_id"] for f in too_many]}
         )
+
+
+def test_an_upload_pages_data_is_its_events_own_json_dumped_once() -> None:
+    """Each page's data is the files' dumps made to size the pages, given to the
+    envelope (not dumped again), and equal, as JSON too, to the event's own dump, with
+    metadata of every JSON kind."""
+    files = [stored(n) for n in range(700)]
+    given = {
+        files[1].name: {"score": 1e16, "small": 2.5e-7, "text": "é\u2028\U0001f600", "n": None},
+        files[2].name: {"nested": [1, {"a": True, "b": [None, -0.0]}], "big": 2**62},
+    }
+    changes = record_upload(uuid.uuid4(), uuid.uuid4(), files, given)
+    envelopes = envelopes_of(changes, Cause(actor="user:u", correlation_id="c"))
+    pages = [(c, e) for c, e in zip(changes, envelopes, strict=True) if c.data is not None]
+    assert [type(c.event) for c, _ in pages] == [ingest.FilesStored] * (len(changes) - 2)
+    for change, envelope in pages:
+        own = change.event.model_dump(mode="json")
+        assert envelope.data is change.data
+        assert change.data == own and orjson.dumps(change.data) == orjson.dumps(own)
+    for change, envelope in [(changes[0], envelopes[0]), (changes[-1], envelopes[-1])]:
+        assert change.data is None
+        assert envelope.data == change.event.model_dump(mode="json")  # dumped by the envelope
+
+
+@pytest.mark.parametrize(
+    "media",
+    [
+        Media(width=64, height=48),
+        Media(width=0, height=0, frames=1, duration_s=0.0, fps=29.97, codec="h264"),
+        Media(sample_rate=44100, channels=2, duration_s=1.5, codec="mp3"),
+        Media(dims=(64, 64, 30), voxel_size=(0.5, 0.5, 2.0), datatype="int16"),
+        Media(dims=(), voxel_size=()),
+    ],
+)
+def test_an_answers_media_is_the_facts_dump_without_nulls(media: Media) -> None:
+    """The upload's answer reads a file's facts from their fields: what their dump
+    without nulls gives, as values and as JSON."""
+    assert media_json(media) == media.model_dump(exclude_none=True)
+    assert orjson.dumps(media_json(media)) == orjson.dumps(media.model_dump(exclude_none=True))
+
+
+def test_a_file_with_facts_is_its_record_with_them() -> None:
+    media, one = Media(width=64, height=48), stored(1)
+    assert _with_media(one, media) == dataclasses.replace(one, media=media)
+    plain = stored(2)
+    assert _with_media(plain, plain.media) is plain

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from shared.contracts import ingest as ev
@@ -68,8 +68,11 @@ def check_file_name(name: str | None) -> str:
 
 
 def _fields(f: StoredFile) -> dict[str, Any]:
-    """A stored file's fields, shallow (its events name each of them)."""
-    return {field.name: getattr(f, field.name) for field in fields(f)}
+    """A stored file's fields, shallow (its events name each of them), to be unpacked
+    (`**`), never changed: the record's own `__dict__`, which holds them and nothing else
+    (a plain dataclass, no slots); `dataclasses.fields` and a `getattr` each cost ~1 µs a
+    file of an upload."""
+    return vars(f)
 
 
 def content_stored(
@@ -97,17 +100,24 @@ def record_upload(
     name) in FilesStored pages of bounded size, finished."""
     if not files:
         raise Refused(422, "no_files", "the upload has no 'file' parts")
-    events: list[Event] = [
-        ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files))
-    ]
+    stream = ev.job_stream(job_id)
+    started = ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=len(files))
+    changes = [Change(stream, 1, started)]
     given = metadata or {}
     contents = [ev.StoredContent(**_fields(f), metadata=given.get(f.name) or {}) for f in files]
-    events += [
-        ev.FilesStored(job_id=job_id, folder_id=folder_id, files=page)
-        for page in limits.pages(contents, lambda c: limits.json_size(c.model_dump(mode="json")))
-    ]
-    events.append(ev.UploadJobFinished(job_id=job_id, status="done"))
-    return appended(ev.job_stream(job_id), events)
+    # Each file dumped once, to size the pages, and that dump is its page's data: the
+    # envelope does not dump the page again (~3 µs a file). A unit test holds the data
+    # equal to the event's own dump.
+    dumped = [c.model_dump(mode="json") for c in contents]
+    for page in limits.pages(range(len(contents)), lambda i: limits.json_size(dumped[i])):
+        files_of = [contents[i] for i in page]
+        event = ev.FilesStored(job_id=job_id, folder_id=folder_id, files=files_of)
+        data: dict[str, Any] = {"job_id": str(job_id), "folder_id": str(folder_id)}
+        data["files"] = [dumped[i] for i in page]
+        changes.append(Change(stream, len(changes) + 1, event, data))
+    finished = ev.UploadJobFinished(job_id=job_id, status="done")
+    changes.append(Change(stream, len(changes) + 1, finished))
+    return changes
 
 
 def record_dicom_upload(

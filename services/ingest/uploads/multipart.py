@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from python_multipart.multipart import parse_options_header
@@ -57,6 +58,8 @@ REFUSED_LISTED = 1000
 # The form fields an upload reads (the upload's metadata, an image group's kind and
 # name); any other is read and dropped, so a body of many fields holds nothing.
 KEPT_FIELDS = frozenset({METADATA_FIELD, "kind", "name"})
+# Files' ids drawn from one read of randomness (16 bytes each): 1 KiB a read.
+ID_BLOCK = 64
 # A part's headers, bytes: a Content-Disposition with a long file name is a few hundred.
 PART_HEAD_LIMIT = 16 * 1024
 # The Content-Disposition every client we know writes for a form's field or file: read
@@ -137,6 +140,8 @@ class Receiver:
         self.file_parts = 0
         # Form fields other than files (an image group's kind and name), a few KiB at most.
         self.fields: dict[str, bytearray] = {}
+        self._ids = b""  # randomness for the next files' ids (`_file_id`)
+        self._ids_at = 0
 
     def callbacks(self) -> MultipartCallbacks:
         return {
@@ -313,7 +318,7 @@ class Receiver:
         key, sha = part.writer.finish()
         self.stored.append(
             StoredFile(
-                file_id=uuid.uuid4(),
+                file_id=self._file_id(),
                 name=part.name,
                 kind=kind,
                 mime_type=mime_type,
@@ -324,6 +329,15 @@ class Receiver:
             )
         )
         self.spools.append(part.writer)
+
+    def _file_id(self) -> uuid.UUID:
+        """A random (version 4) id, from randomness read for up to ID_BLOCK files at once:
+        `uuid4()` reads it once an id, a system call that lets go of the GIL on the event
+        loop (see `_SpoolNames`)."""
+        if self._ids_at == len(self._ids):
+            self._ids, self._ids_at = os.urandom(16 * ID_BLOCK), 0
+        at, self._ids_at = self._ids_at, self._ids_at + 16
+        return uuid.UUID(bytes=self._ids[at : at + 16], version=4)
 
     @property
     def reading_on(self) -> bool:
@@ -387,5 +401,6 @@ class Receiver:
 
 def _with_media(stored: StoredFile, media: Media) -> StoredFile:
     # A file without facts (text, a PDF, a header that gives none) keeps its record as it
-    # is, not copied field by field (`replace`, ~4 µs a file).
-    return stored if media is stored.media else replace(stored, media=media)
+    # is; one with facts is made again from its fields (~3 µs), not by `replace`, whose
+    # look-up of the fields doubles that (~6 µs a file).
+    return stored if media is stored.media else StoredFile(**{**vars(stored), "media": media})

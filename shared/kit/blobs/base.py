@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import re
 import threading
@@ -131,6 +132,28 @@ class Held:
         return True
 
 
+class _SpoolNames:
+    """Spool file names unique across processes: a random prefix drawn once a process
+    (again after a fork) and a counter. `os.urandom` a name was a system call a file of
+    an upload, which lets go of the GIL: on the event loop, with the commit's and the
+    facts' threads waiting for it, each call cost ~28 µs of the loop's time under
+    upload_small (cProfile), for ~0.4 µs of CPU."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        if os.getpid() != self._pid:
+            self._prefix, self._count = os.urandom(12).hex(), itertools.count()
+            self._pid = os.getpid()
+        return f"{self._prefix}{next(self._count):08x}"
+
+
+_SPOOL_NAMES = _SpoolNames()
+
+
 class BlobWriter:
     """One upload's bytes, hashed as they come and spooled to a local file.
 
@@ -145,7 +168,7 @@ class BlobWriter:
     def __init__(self, spool_dir: Path, hold: Held | None = None) -> None:
         # The spool's path as a string: pathlib's joins and conversions were most of a
         # small blob's commit on the GIL (a Path is made only for callers that ask).
-        self._spool = os.path.join(spool_dir, os.urandom(16).hex())
+        self._spool = f"{os.fspath(spool_dir)}/{_SPOOL_NAMES.next()}"
         self._hold = hold
         self._held: bytes | bytearray | None = bytearray() if hold is not None else None
         self._file: BinaryIO | None = None
