@@ -817,6 +817,16 @@ async def file_deleted(
     ids = [e.data["file_id"] for e in events]
     trashed = [e for e in events if e.data.get("trashed")]
     if trashed:
+        # A move above the folders, not yet committed, re-roots the trash without
+        # seeing these rows: wait for it, so the INSERT (a statement of its own, read
+        # after it) takes the folders' paths as the move left them. In ids' order, as
+        # any other delete's.
+        await conn.execute(
+            """SELECT 1 FROM catalog.folders
+               WHERE id IN (SELECT folder_id FROM catalog.files WHERE id = ANY($1::uuid[]))
+               ORDER BY id FOR SHARE""",
+            [e.data["file_id"] for e in trashed],
+        )
         # The folder's path from the trash when the folder went first (a cascade: the
         # file went with it); a file deleted while its folder was not in the trash is
         # an item of its own.
