@@ -73,6 +73,9 @@ blob_refs = Projection(
     ALTER TABLE ingest.cloud_files ADD COLUMN IF NOT EXISTS key text;
     CREATE INDEX IF NOT EXISTS cloud_files_key
         ON ingest.cloud_files (integration_id, folder_id, key);
+    -- The object's ETag as its import read it: each later read of it names it
+    -- (`If-Match`). Null for imports from before 2026-12-07 (their events have none).
+    ALTER TABLE ingest.cloud_files ADD COLUMN IF NOT EXISTS etag text;
     -- Image groups and sequences imported by reference, by the folder they were imported
     -- into and their frames' keys (imports/domain/groups.py `frames_sha256`).
     CREATE TABLE IF NOT EXISTS ingest.cloud_groups (
@@ -221,10 +224,10 @@ async def files_stored(
 
 async def _cloud_files(conn: Conn, stored: Sequence[ingest_events.FileContentStored]) -> None:
     """Files whose content is an object of a customer's bucket: by integration, and by
-    the folder and key they were imported as."""
+    the folder and key they were imported as, with the ETag their import read."""
     cloud = sorted(
         {
-            (f.file_id, f.source.integration_id, f.folder_id, f.source.key)
+            (f.file_id, f.source.integration_id, f.folder_id, f.source.key, f.etag)
             for f in stored
             if f.source.type == "cloud" and f.source.integration_id is not None
         },
@@ -232,8 +235,8 @@ async def _cloud_files(conn: Conn, stored: Sequence[ingest_events.FileContentSto
     )
     if cloud:
         await conn.executemany(
-            "INSERT INTO ingest.cloud_files (file_id, integration_id, folder_id, key)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            "INSERT INTO ingest.cloud_files (file_id, integration_id, folder_id, key, etag)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             cloud,
         )
 

@@ -20,7 +20,12 @@ import orjson
 
 from services.ingest.collector.projections import blob_refs
 from services.ingest.imports.buckets.loop import BucketLoop, Threaded
-from services.ingest.imports.buckets.port import Bucket, BucketReader, CloudProblem
+from services.ingest.imports.buckets.port import (
+    CONTENT_CHANGED,
+    Bucket,
+    BucketReader,
+    CloudProblem,
+)
 from services.ingest.imports.buckets.s3 import S3Reader, Sts
 from services.ingest.imports.domain import integrations as rules
 from services.ingest.imports.domain import jobs as domain
@@ -355,12 +360,34 @@ class Integrations(Handlers):
         self._clients[integration_id] = found
         return found
 
-    async def read_range(self, integration_id: uuid.UUID, key: str, first: int, last: int) -> bytes:
+    async def read_range(
+        self,
+        integration_id: uuid.UUID,
+        key: str,
+        first: int,
+        last: int,
+        file_id: uuid.UUID | None = None,
+    ) -> bytes:
         """Bytes of an object of the integration's bucket, for a thumbnail worker (the
         route checked its URL's signature). A problem that reading again will not mend
         (the integration or the object gone, the right to read it lost, a cap) is a 404,
         so the file is recorded as without a thumbnail; one that may pass (the bucket not
-        answering) a 503, so it is drawn again later."""
+        answering) a 503, so it is drawn again later. Of `file_id`'s object: read only
+        while its ETag is the one its import read (a synced file's: its last sync's), so
+        what is drawn is the bytes of the file's sha256, else a 412 `content_changed`."""
+        etag = None
+        if file_id is not None:
+            etag = await self.pool.fetchval(
+                """SELECT coalesce(s.etag, c.etag) FROM ingest.cloud_files c
+                   LEFT JOIN ingest.synced_subfolders sub ON sub.folder_id = c.folder_id
+                   LEFT JOIN ingest.synced_objects s
+                     ON s.root_folder_id = coalesce(sub.root_folder_id, c.folder_id)
+                    AND s.key = c.key AND s.file_id = c.file_id
+                   WHERE c.file_id = $1 AND c.integration_id = $2 AND c.key = $3""",
+                file_id,
+                integration_id,
+                key,
+            )
         found = await self.bucket(integration_id)
         if found is None:
             raise Refused(
@@ -371,8 +398,10 @@ class Integrations(Handlers):
             )
         _, reader = found
         try:
-            return (await reader.read_range(key, first, last)).data
+            return (await reader.read_range(key, first, last, etag)).data
         except CloudProblem as problem:
+            if problem.code == CONTENT_CHANGED:
+                raise Refused(412, problem.code, problem.message) from None
             passing = problem.code in PASSING_PROBLEMS
             raise Refused(503 if passing else 404, problem.code, problem.message) from None
 

@@ -746,6 +746,7 @@ class Syncs(Handlers):
                         media=read.facts.media,
                         blob_key=imports.reference_key(file_id),
                         source=Source(type="cloud", integration_id=config.integration_id, key=key),
+                        etag=read.etag,
                     )
                 )
             else:
