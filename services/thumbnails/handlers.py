@@ -134,15 +134,23 @@ def wanted_of(
     )
 
 
-def object_url(parts: Parts, object_ref: str, lasts: timedelta, file_id: uuid.UUID) -> str:
+def object_url(
+    parts: Parts, object_ref: str, lasts: timedelta, file_id: uuid.UUID, sha256: str
+) -> str:
     """Ingest's URL of an object of a customer's bucket, signed for it until `lasts` from
-    now (shared/kit/identity.py `object_read_mac`), read as `file_id`'s content: ingest
-    answers only while the object is still what that file's import read (412 else)."""
+    now (shared/kit/identity.py `object_read_mac`), read as `file_id`'s bytes of `sha256`:
+    ingest answers only while the object is still what the read of those found (412)."""
     integration_id, _, key = object_ref.partition(":")
     expires = int((datetime.now(UTC) + lasts).timestamp())
     signature = parts.identity.object_read_mac(integration_id, key, expires)
     query = urlencode(
-        {"key": key, "expires": expires, "signature": signature, "file": str(file_id)}
+        {
+            "key": key,
+            "expires": expires,
+            "signature": signature,
+            "file": str(file_id),
+            "sha256": sha256,
+        }
     )
     return f"{parts.settings.ingest_url}/internal/objects/{integration_id}?{query}"
 
@@ -753,7 +761,8 @@ class Thumbnails(Handlers):
         if file["object_ref"] is not None:
             # Imported by reference: read through ingest, by a URL signed for this
             # object alone (the worker holds no key, and never reaches the bucket).
-            url = object_url(self.parts, file["object_ref"], URL_LASTS, file["file_id"])
+            sha256 = file["source"].partition(":")[2]
+            url = object_url(self.parts, file["object_ref"], URL_LASTS, file["file_id"], sha256)
             return render.Job(renderer, file["blob_key"], file["bytes"], self.fmt, url=url)
         # A content blob's size is the upload's, which the request kept: not asked of
         # the store again (a stat, or a HEAD on S3, a file). Content gone meanwhile is

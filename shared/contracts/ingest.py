@@ -548,6 +548,9 @@ class CloudObjectChanged(Event):
     sha256: str
     mime_type: str
     media: Media = Media()
+    # The object's ETag as this read answered it (FileContentStored's `etag`), since
+    # 2026-12-07.
+    etag: str | None = None
 
 
 class IntegrationCredentialsRotated(Event):

@@ -761,6 +761,7 @@ class Syncs(Handlers):
                         sha256=read.sha256,
                         mime_type=read.facts.mime_type,
                         media=read.facts.media,
+                        etag=read.etag,
                     )
                 )
             events.append(

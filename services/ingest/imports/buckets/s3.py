@@ -323,7 +323,9 @@ class S3Reader:
                 answered = True
                 result: _T | bytes
                 if response.status == 200 or (byte_range is not None and response.status == 206):
-                    if seen is not None and (etag := response.headers.get("ETag")):
+                    etag = response.headers.get("ETag", "")
+                    # A weak one (W/"...") never matches If-Match's strong comparison.
+                    if seen is not None and etag and not etag.startswith("W/"):
                         seen["etag"] = etag.strip('"')
                     result = await on_ok(_body(response, allowance))
                 else:
