@@ -16,7 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from services.dicom import dicomweb
-from services.dicom.handlers import Dicom
+from services.dicom.handlers import Dicom, to_worker
 from shared.contracts.envelope import Cause
 from shared.kit import consistency
 from shared.kit.errors import Refused
@@ -221,10 +221,10 @@ def dicomweb_router(dicom: Dicom) -> APIRouter:
                 # An uncompressed frame is read alone, after the header; a compressed
                 # one's fragments from a copy of the whole instance (a local store's is
                 # in place).
-                parts = await asyncio.to_thread(native)
+                parts = await to_worker(native)
                 if parts is None:
                     async with dicom.blobs.local_copy(instance.blob_key) as path:
-                        parts = await asyncio.to_thread(dicomweb.frames, path, numbers, bound)
+                        parts = await to_worker(dicomweb.frames, path, numbers, bound)
         except BaseException:
             memory.give(held)
             raise

@@ -441,6 +441,19 @@ def _series_of(row: Any, members: Sequence[domain.Instance]) -> domain.Series:
     return series
 
 
+async def to_worker(work: Callable[..., T], *args: Any) -> T:
+    """`work` in a worker thread; its caller cancelled (a caller's deadline), it still
+    waits for the thread to end before it gives up: a thread cannot be stopped, and a
+    gate its caller holds (the render gate: 4 instances' pixels in memory at once) must
+    stay held while it draws."""
+    running = asyncio.ensure_future(asyncio.to_thread(work, *args))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        raise
+
+
 class Dicom(Handlers):
     def __init__(self, parts: Parts, blobs: BlobStore) -> None:
         super().__init__(parts)
@@ -1315,9 +1328,9 @@ class Dicom(Handlers):
         async with self.render_gate:
             if isinstance(self.blobs, LocalBlobStore):
                 async with self.blobs.local_copy(blob_key) as path:
-                    return await asyncio.to_thread(slices.drawn, path, frame)
+                    return await to_worker(slices.drawn, path, frame)
             read_at = functools.partial(self.blobs.read_at, blob_key)
-            return await asyncio.to_thread(slices.drawn_by_range, read_at, size, frame)
+            return await to_worker(slices.drawn_by_range, read_at, size, frame)
 
     async def job(
         self, job_id: uuid.UUID, files_from: int = 0, errors_from: int = 0, limit: int = 1000

@@ -28,7 +28,7 @@ from services.gateway.edge import (
     error_response,
     repeated_header,
 )
-from services.gateway.routes import TABLE, Refusal
+from services.gateway.routes import TABLE, Refusal, Route
 from services.gateway.transfers import GiveBack
 from shared.kit import consistency, idempotency, tracing
 from shared.kit.http import JSON, RETRY_AFTER_S, install_errors
@@ -126,12 +126,6 @@ def build(settings: Settings) -> FastAPI:
         repeated = repeated_header(request)
         if repeated is not None:
             return repeated
-        # A gRPC client's own deadline, when shorter (services/gateway/grpc_api.py).
-        given = request.scope["state"].get(deadlines.CLIENT_TIME_LEFT)
-        seconds = settings.gateway_request_budget_s
-        request.state.budget = deadlines.Budget(
-            min(seconds, given) if isinstance(given, float) else seconds
-        )
         key = request.headers.get(idempotency.HEADER)
         if key is None or request.method not in idempotency.METHODS:
             return await guarded(request)
@@ -178,11 +172,24 @@ def build(settings: Settings) -> FastAPI:
                 cause = "timeout"
             else:
                 why, cause = "did not answer in time", "service_unavailable"
+            keyed = request.method in idempotency.METHODS and idempotency.HEADER in request.headers
+            if error.busy or keyed or request.method in deadlines.READS:
+                then = (
+                    "try again shortly (a write sent again with the same Idempotency-Key"
+                    " is applied once)"
+                )
+            else:
+                # A write without a key: the service may have made it after all (it is
+                # not told to give up on it), and sent again it would be made twice.
+                then = (
+                    "this write may have been applied: check before sending it again (a"
+                    " write sent with an Idempotency-Key is applied once however often it is"
+                    " sent)"
+                )
             refused = error_response(
                 503,
                 "unavailable",
-                f"the {error.service} service {why}; try again shortly (a write sent again"
-                " with the same Idempotency-Key is applied once)",
+                f"the {error.service} service {why}; {then}",
                 service=error.service,
                 retry=True,
                 cause=cause,
@@ -205,6 +212,7 @@ def build(settings: Settings) -> FastAPI:
                 return error_response(400, refusal.code, refusal.message, **refusal.details)
             found = refusal
         route = found.route if found is not None else None
+        request.state.budget = budget_of(request, route)
         user = None
         if route is None or not route.public:
             user = await gateway.authenticate(request)
@@ -246,6 +254,14 @@ def build(settings: Settings) -> FastAPI:
             return gateway.relay(await gateway.forward(call))
         composed: Response = await composers[call.route.compose](call)
         return composed
+
+    def budget_of(request: Request, route: Route | None) -> deadlines.Budget:
+        """A read's budget, or a write's (`long` routes' too); a gRPC client's own
+        deadline, when shorter (services/gateway/grpc_api.py)."""
+        long = request.method not in deadlines.READS or (route is not None and route.long)
+        seconds = settings.gateway_write_budget_s if long else settings.gateway_request_budget_s
+        given = request.scope["state"].get(deadlines.CLIENT_TIME_LEFT)
+        return deadlines.Budget(min(seconds, given) if isinstance(given, float) else seconds)
 
     def committed_answer(error: Exception, committed: httpx.Response) -> Response:
         """The write was made: the caller gets the service's own answer to it (with its

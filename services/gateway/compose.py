@@ -414,7 +414,7 @@ class Compose:
         do not); only videos and image sequences (422 naming the others). The thumbnails
         context records the job and makes them; 202 with the job's id."""
         try:
-            asked = ReEncodeFiles.model_validate_json(await call.request.body())
+            asked = ReEncodeFiles.model_validate_json(await capped_body(call.request))
         except ValidationError as error:
             return error_response(
                 422,

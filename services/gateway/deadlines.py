@@ -3,17 +3,23 @@
 Each call to a service is bounded on its own (60 s of silence), and a request may make
 several in turn (its caller's lookup, the folder's role, the service's own call, keeping
 a keyed answer): while a dependency hung, a keyed upload was answered after 123 s. So
-every `/v1` request gets one budget (`FILES_GATEWAY_REQUEST_BUDGET_S`, or a gRPC
-client's shorter deadline) that all its calls draw on; once it is spent the request is
-`503 unavailable` (Retry-After), its details naming the cause `timeout`.
+every `/v1` request gets one budget that all its calls draw on: a read's
+(`FILES_GATEWAY_REQUEST_BUDGET_S`, 15 s), a write's (`FILES_GATEWAY_WRITE_BUDGET_S`,
+60 s: a bulk restore of 100,000 files takes seconds, tens of them under load; a DICOMweb
+retrieve's too, `Route.long`), or a gRPC client's shorter deadline. Once it is spent the
+request is `503 unavailable` (Retry-After), its details naming the cause `timeout`.
 
 What is not waiting for an answer does not count: a body streamed either way (an
-upload's, a download's: they keep their own bounds of silence), and a wait with a bound
-of its own (consistency waits, `FILES_CONSISTENCY_TIMEOUT_S`; a STOW-RS's wait for its
-job; an upload session's completion, which may copy a large file within the store). The
-budget is paused meanwhile (`paused`). The time left goes to the service with each call
-(`DEADLINE_HEADER`, shared/kit/http.py), which stops waiting on its own database once
-the gateway would have given up.
+upload's, a download's: they keep their own bounds of silence, and so does the wait for
+an upload's answer after its last byte, while ingest inspects and stores the files), a
+JSON body coming in, and a wait with a bound of its own (consistency waits,
+`FILES_CONSISTENCY_TIMEOUT_S`; a STOW-RS's wait for its job; an upload session's
+completion, which may copy a large file within the store; the caller's lookup, shared
+by the requests asking meanwhile). The budget is paused meanwhile (`paused`). The time
+left goes to the service with each read and keyed write (`DEADLINE_HEADER`,
+shared/kit/http.py), which stops waiting on its own database once the gateway would have
+given up: giving up on those applies nothing. An unkeyed write is not told (cancelled
+mid-commit it was made, and answered as not).
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from collections.abc import Iterator
 
 from fastapi import Request
 
-from shared.kit.http import DEADLINE_HEADER
+from shared.kit import http
 
-HEADER = DEADLINE_HEADER
+HEADER = http.DEADLINE_HEADER
+# Methods given the read budget (FILES_GATEWAY_REQUEST_BUDGET_S); the others, and routes
+# marked `long`, the write budget (FILES_GATEWAY_WRITE_BUDGET_S).
+READS = http.READS
 # The service is told to give up this much before the gateway would: its own answer
 # (naming what it waited for: its database) then arrives before the gateway's bound.
 SERVICE_MARGIN_S = 0.25

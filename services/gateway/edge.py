@@ -22,7 +22,7 @@ import json as stdjson
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,15 +210,18 @@ class Call:
 
 
 async def capped_body(request: Request) -> bytes:
-    """A JSON body, read up to MAX_JSON_BODY: bulk ids fit, a runaway client does not."""
+    """A JSON body, read up to MAX_JSON_BODY: bulk ids fit, a runaway client does not.
+    The caller's own sending is not waiting for a service: the request's budget is
+    paused meanwhile."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_JSON_BODY:
         raise TooLarge
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BODY:
-            raise TooLarge
+    with deadlines.paused(request):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_JSON_BODY:
+                raise TooLarge
     # Kept where Starlette keeps a body it read itself, for composing the answer.
     request._body = bytes(body)
     return request._body
@@ -486,13 +489,16 @@ class Gateway:
         object_ref: str | None = None,
         stream: bool = False,
         timeout: float | None = None,  # noqa: ASYNC109 (httpx's, per call)
+        shared: bool = False,
     ) -> httpx.Response:
         """Every call to a service goes through here and the one client: `path` is
         ours (a route's template filled with parsed values, or an internal route),
         never the client's. A service that does not answer raises Unavailable (a 503,
         never a 500: a write may or may not have been made, and the caller may retry it
         under its Idempotency-Key). A read whose kept-alive connection the service
-        dropped (it closed it as idle while we sent) is sent once more, on a new one."""
+        dropped (it closed it as idle while we sent) is sent once more, on a new one.
+        `shared`: a call made for several requests (the caller's lookup), bounded by
+        its own caller, not by this request's budget."""
         sent = {
             **self._headers(
                 service,
@@ -509,27 +515,30 @@ class Gateway:
             if not any(name.lower() == "content-type" for name in sent):
                 sent["content-type"] = "application/json"
         body_streamed = content is not None and not isinstance(content, bytes | str)
-        budget = deadlines.of(request)
+        budget = None if shared else deadlines.of(request)
         # A wait given a bound of its own (a consistency wait, the ready probe) is not
         # drawn from the request's budget.
         left = budget.left() if budget is not None and timeout is None else None
         if left is not None:
             if left <= 0:
                 raise Unavailable(service, TimeoutError("the budget was spent"), spent=True)
-            if not body_streamed:
+            if not body_streamed and (
+                method in deadlines.READS
+                or any(name.lower() == idempotency.HEADER.lower() for name in sent)
+            ):
                 # The service gives up a little before we do: its own answer (naming
-                # what it waited for) then comes first.
+                # what it waited for) then comes first. Only where giving up applies
+                # nothing: a read, or a keyed write (its unit of work is abandoned).
                 gives = left - deadlines.SERVICE_MARGIN_S
                 sent[deadlines.HEADER] = str(max(int(gives * 1000), 1))
         streamed = stream or body_streamed
         client = self.streams if streamed else self.http
         loop = asyncio.get_running_loop()
-        # A streamed body is bounded by its silences, not the budget: the bound starts
-        # once it is sent (`_sent_then_bounded`), for the wait on the answer.
-        bound = asyncio.timeout_at(None if left is None or body_streamed else loop.time() + left)
-        body = None
-        if left is not None and body_streamed and budget is not None:
-            content = body = _sent_then_bounded(content, budget, bound)
+        # A streamed body's call is bounded by its silences (60 s), not the budget, until
+        # its answer: ingest inspects the files and puts them in the store after the last
+        # byte (given up on at the budget, a stored upload was answered 503).
+        own_bound = timeout is not None or body_streamed
+        bound = asyncio.timeout_at(None if left is None or own_bound else loop.time() + left)
         built = client.build_request(
             method,
             self.services[service] + path,
@@ -539,7 +548,7 @@ class Gateway:
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
         try:
-            with deadlines.paused(request) if timeout is not None else contextlib.nullcontext():
+            with budget.paused() if budget is not None and own_bound else contextlib.nullcontext():
                 async with bound:
                     try:
                         answer = await client.send(built, stream=stream)
@@ -564,10 +573,6 @@ class Gateway:
                 raise
             log.warning("gateway.budget_spent", upstream=service, path=path)
             raise Unavailable(service, error, spent=True) from error
-        finally:
-            if body is not None:
-                # Its pause ends however the call did (a body given up on halfway).
-                await body.aclose()
         if answer.status_code == 401 and identity.REFUSED_HEADER in answer.headers:
             # Our own token refused, before any route ran (nothing applied): most often
             # it expired while the call waited on a service that hung. Not the client's
@@ -598,9 +603,7 @@ class Gateway:
                 content = self._last_piece_checked(content, call, folder_path)
             headers = {**streamed_length(request), **(headers or {})}
         else:
-            # The caller's own sending is not waiting for a service.
-            with deadlines.paused(request):
-                content = await capped_body(request)
+            content = await capped_body(request)
         answer = await self.call(
             call.route.owner,
             request.method,
@@ -805,7 +808,16 @@ class Gateway:
         self, digest: str, request: Request, credential: dict[str, str]
     ) -> dict[str, Any] | None:
         now, changes = time.monotonic(), self.access_changes
-        answer = await self.call("acl", "POST", "/internal/authenticate", request, json=credential)
+        # Shared by every request asking meanwhile, each waiting up to its own budget
+        # (`caller_of`): bounded as a read is, not by the budget of the one that began it
+        # (a joiner with more time left found the lookup given up on with it).
+        try:
+            async with asyncio.timeout(self.settings.gateway_request_budget_s):
+                answer = await self.call(
+                    "acl", "POST", "/internal/authenticate", request, json=credential, shared=True
+                )
+        except TimeoutError as error:
+            raise Unavailable("acl", error) from error
         if answer.status_code >= 500:
             # Not a refusal: the caller is unknown for now, and nothing is cached.
             raise Refused(503, "unavailable", "the access service did not answer; try again")
@@ -1104,19 +1116,6 @@ def _heads(answer: httpx.Response) -> dict[str, int]:
         return {str(k): int(v) for k, v in head.items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}
-
-
-async def _sent_then_bounded(
-    body: AsyncIterator[bytes], budget: deadlines.Budget, bound: asyncio.Timeout
-) -> AsyncGenerator[bytes, None]:
-    """A streamed body, sent with the request's budget paused (however long its client
-    takes: it has bounds of silence of its own); once it is all sent, the wait for the
-    service's answer is bounded by what is left."""
-    with budget.paused():
-        async for piece in body:
-            yield piece
-    left = budget.left()
-    bound.reschedule(None if left is None else asyncio.get_running_loop().time() + left)
 
 
 async def _carry_trace(request: httpx.Request) -> None:

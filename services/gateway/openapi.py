@@ -119,7 +119,9 @@ ERRORS: dict[int, tuple[str, tuple[Example, ...]]] = {
     ),
     503: (
         "For now, try again shortly: a service did not answer in time, or the file store"
-        " could not write what was sent (nothing of it was recorded)",
+        " could not write what was sent (nothing of it was recorded). A write sent without"
+        " an Idempotency-Key that timed out may have been applied: check before sending it"
+        " again",
         (
             Example(
                 "unavailable",

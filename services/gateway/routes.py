@@ -203,6 +203,9 @@ class Route:
     public: bool = False
     # A change of users, keys or grants: cached callers are forgotten once it is made.
     changes_access: bool = False
+    # A read given a write's time budget (FILES_GATEWAY_WRITE_BUDGET_S): a DICOMweb
+    # retrieve of a compressed instance copies it whole from the object store first.
+    long: bool = False
     # Statuses beyond those every route may answer (documented in /openapi.json).
     errors: Sequence[int] = ()
     # Other successful answers, with what they mean.
@@ -389,7 +392,8 @@ ROUTES: tuple[Route, ...] = (
                       " instance a part, stored as a DICOM upload is (a job). 409: none"
                       " was stored."),
     *(Route("GET", f"{DICOMWEB}{path}", "dicom", f"WADO-RS: {what}", answer=answer,
-            compose="dicomweb", errors=(400, 413, 422) if path.endswith("{frames}") else (400, 422))
+            compose="dicomweb", long=True,
+            errors=(400, 413, 422) if path.endswith("{frames}") else (400, 422))
       for path, what, answer in (
           (STUDY, "a study's instances as stored", MULTIPART_DICOM),
           (SERIES, "a series' instances as stored", MULTIPART_DICOM),

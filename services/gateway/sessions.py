@@ -27,6 +27,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from services.gateway import deadlines
 from shared.api.acl import SignIn
 from shared.kit import consistency, idempotency
 from shared.kit.errors import Refused
@@ -97,10 +98,11 @@ async def sign_in(gateway: Gateway, call: Call) -> Response:
     request = call.request
     check_csrf(request, "a sign-in (what the web app sends to make a session)")
     body_bytes = bytearray()
-    async for chunk in request.stream():
-        body_bytes += chunk
-        if len(body_bytes) > MAX_BODY:
-            return JSON(error_body("request_too_large", "a sign-in is a few bytes"), 413)
+    with deadlines.paused(request):  # the caller's sending: not a wait for a service
+        async for chunk in request.stream():
+            body_bytes += chunk
+            if len(body_bytes) > MAX_BODY:
+                return JSON(error_body("request_too_large", "a sign-in is a few bytes"), 413)
     try:
         body = SignIn.model_validate_json(bytes(body_bytes))
     except ValidationError:

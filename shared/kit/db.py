@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, Literal, TypeAlias
 
 import asyncpg
@@ -58,6 +59,13 @@ async def flush(conn: Conn | asyncpg.Pool, upto: int | None = None) -> None:
     await conn.execute(FLUSH, upto)
 
 
+# Called as a transaction begins its commit, where a request's deadline is kept (the
+# kit's `Deadline` sets it): from then the request is not cancelled, so its commit and
+# the flush that makes it durable finish and its answer is sent. Cancelled halfway, a
+# write may be made and answered as not (a client sending it again makes it twice).
+committing: ContextVar[Callable[[], None] | None] = ContextVar("committing", default=None)
+
+
 class DurableTransaction(Transaction):
     """A transaction of a pooled connection that, once committed, makes its commit
     durable before it returns, if it committed asynchronously (`owe_flush`).
@@ -70,10 +78,18 @@ class DurableTransaction(Transaction):
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self._committing()
         await self._end(super().__aexit__(*exc))
 
     async def commit(self) -> None:
+        self._committing()
         await self._end(super().commit())
+
+    def _committing(self) -> None:
+        hold = committing.get()
+        if hold is not None and not self._asyncpg._nested:
+            hold()
 
     async def rollback(self) -> None:
         await self._end(super().rollback())

@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from shared.contracts.envelope import Cause
 from shared.kit import access as access_rules
+from shared.kit import db, idempotency
 from shared.kit.blobs.base import StoreUnavailable
 from shared.kit.errors import FAULTS_NAMED, Refused, clipped, repeated_parameter
 from shared.kit.eventstore import ConcurrencyConflict, EventTooLarge
@@ -50,6 +51,8 @@ CORRELATION_HEADER = "X-Correlation-Id"
 # Gateway to service: the milliseconds its caller will still wait for this call's answer
 # (services/gateway/deadlines.py); past them the service stops waiting (`Deadline`).
 DEADLINE_HEADER = "Files-Deadline-Ms"
+# The methods `Deadline` gives up on unkeyed: they apply nothing.
+READS = frozenset({"GET", "HEAD"})
 REQUEST_ID_HEADER = "X-Request-Id"
 # A request id we take from a caller: short, printable, nothing a log line or a header
 # could be bent with. Anything else is replaced by one of ours.
@@ -243,20 +246,23 @@ class Guard:
 
 
 class Deadline:
-    """ASGI middleware: a call whose caller said how long it will wait
+    """ASGI middleware: a read or a keyed write whose caller said how long it will wait
     (`DEADLINE_HEADER`) is given up on then, if it has not begun its answer: the
-    handler is cancelled (a transaction under way is rolled back, a keyed write
+    handler is cancelled (a read's statement stopped, a keyed write's unit of work
     abandoned: nothing of it applied) and the call answered `503`, `cause: timeout`.
     Past the gateway's budget nobody reads the answer, and a handler that waited on a
     hung database would hold its pool's connections and its request for a minute more.
-    An answer once begun (a blob's download) goes on: its body is not waited for."""
+    An answer once begun (a blob's download) goes on: its body is not waited for; so
+    does a request whose transaction began its commit (`db.committing`): it is made, and
+    answered so. An unkeyed write is not given up on: cancelled after a commit of its
+    own, it was made and would be answered as not."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         wait = None
-        if scope["type"] == "http":
+        if scope["type"] == "http" and (scope["method"] in READS or idempotency.keyed()):
             for name, value in scope["headers"]:
                 if name == b"files-deadline-ms" and value.isdigit() and len(value) < 10:
                     wait = int(value) / 1000
@@ -264,21 +270,26 @@ class Deadline:
         if wait is None:
             await self.app(scope, receive, send)
             return
-        started = False
+        held = False
         bound = asyncio.timeout(wait)
 
-        async def sending(message: MutableMapping[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        def hold() -> None:
+            nonlocal held
+            if not held and not bound.expired():
+                held = True
                 bound.reschedule(None)
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                hold()
             await send(message)
 
+        token = db.committing.set(hold)
         try:
             async with bound:
                 await self.app(scope, receive, sending)
         except TimeoutError:
-            if started or not bound.expired():
+            if held or not bound.expired():
                 raise
             log.warning("http.caller_gave_up", method=scope.get("method"), path=scope.get("path"))
             answer = JSON(
@@ -292,6 +303,9 @@ class Deadline:
                 headers={"Retry-After": RETRY_AFTER_S},
             )
             await answer(scope, receive, send)
+        finally:
+            held = True  # a task the handler left behind, committing later: nothing to hold
+            db.committing.reset(token)
 
 
 async def _raced(_: Request, error: Exception) -> JSON:

@@ -200,6 +200,13 @@ class Unit:
 _unit: contextvars.ContextVar[Unit | None] = contextvars.ContextVar("idempotency", default=None)
 
 
+def keyed() -> bool:
+    """Whether the request running is a keyed write, a unit of work: what it writes is
+    committed with its answer, after its handler; abandoned, nothing of it is applied."""
+    unit = _unit.get()
+    return unit is not None and unit.mine()
+
+
 async def claim(conn: Conn, schema: str) -> None:
     """Called by the event store before each append: in a keyed request, record the
     claim of the key in the transaction of its events. Raises AlreadyApplied if another

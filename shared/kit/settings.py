@@ -38,11 +38,14 @@ class Settings(BaseSettings):
     # The streamed calls one caller (a member, with their sessions' parts) may have
     # under way at once at a gateway; past it, 429 (services/gateway/transfers.py).
     gateway_transfers_per_caller: int = Field(default=32, ge=1)
-    # How long the gateway waits in all for the services' answers to one request (its
-    # caller's lookup, the folder's role, the service's call, keeping a keyed answer);
-    # past it, 503 (Retry-After). Not counted: streaming a body either way, and the
-    # consistency waits (services/gateway/deadlines.py).
+    # How long the gateway waits in all for the services' answers to one read (its
+    # caller's lookup, the folder's role, the service's call); past it, 503
+    # (Retry-After). Not counted: streaming a body either way, and the consistency waits
+    # (services/gateway/deadlines.py).
     gateway_request_budget_s: float = Field(default=15.0, gt=0)
+    # The same for a write (and a DICOMweb retrieve): a bulk restore, move or delete of
+    # 100,000 files takes seconds, and under load took 46 s.
+    gateway_write_budget_s: float = Field(default=60.0, gt=0)
     # Until this moment the gateway passes on part URLs of the form before they named
     # their opener (which it cannot check), every such part as one caller: for a
     # rollout only (services/gateway/edge.py `part_caller`). Unset: refused at once.
@@ -104,6 +107,14 @@ class Settings(BaseSettings):
     upload_part_size: int = 64 * 1024 * 1024
     upload_session_ttl_s: float = 24 * 3600
     upload_sweep_every_s: float = 60.0
+    # The launcher of `make run` (`files run`): it asks each service's and the gateway's
+    # /healthz this often, giving each this long to answer, and a process that has
+    # answered since it started but then misses this many in a row is killed (SIGKILL:
+    # it may be stopped) and started again. 0 s: no such check. Liveness only: a service
+    # whose database hangs still answers it (its /readyz does not), and is left be.
+    watchdog_every_s: float = Field(default=5.0, ge=0)
+    watchdog_timeout_s: float = Field(default=5.0, gt=0)
+    watchdog_failures: int = Field(default=3, ge=1)
     # The blob collector: how often it sweeps, and how long an unreferenced blob is
     # kept (safety margin only; the claim protocol is what protects stores in flight).
     blob_gc_every_s: float = 60.0

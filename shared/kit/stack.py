@@ -6,7 +6,10 @@ are used instead of starting embedded ones.
 
 Once started, the platform is supervised: a piece that exits is started again, on
 the same port (PostgreSQL on the same data dir), backing off while it keeps dying;
-each exit and restart is a line of `<data dir>/logs/stack.log`.
+each exit and restart is a line of `<data dir>/logs/stack.log`. A watchdog asks each
+service and gateway for its `/healthz` (liveness: answered by the process alone, never
+by its database or broker) and kills one that stopped answering (hung, deadlocked,
+stopped), which the supervisor then starts again (FILES_WATCHDOG_*).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +62,14 @@ class _Tended:
     backoff: float = FIRST_BACKOFF_S
     started: float = 0.0
     due: float | None = None
+    # Liveness (`_watch`), for a piece that serves HTTP: where it answers, the process
+    # judged (a new one starts afresh), whether it has answered since it started (one
+    # still starting, or never able to, is the supervisor's business, not the
+    # watchdog's), and the probes in a row it has missed since.
+    health: str = ""
+    pid: int = 0
+    answered: bool = False
+    missed: int = 0
 
 
 def admin_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:
@@ -105,10 +117,22 @@ def service_key(settings: Settings, data_dir: Path) -> str:
     return key
 
 
-def _ready(url: str, probe: str = "/readyz") -> bool:
-    with contextlib.suppress(Exception), urllib.request.urlopen(f"{url}{probe}", timeout=1) as r:
+def _ready(url: str, probe: str = "/readyz", timeout: float = 1) -> bool:
+    with (
+        contextlib.suppress(Exception),
+        urllib.request.urlopen(f"{url}{probe}", timeout=timeout) as r,
+    ):
         return bool(r.status == 200)
     return False
+
+
+def _local(host: str) -> str:
+    """Where this machine reaches a server listening on `host`."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def _env_value(value: object) -> str:
@@ -143,6 +167,12 @@ class Stack:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        # Rounds of liveness probes done (a test waits on it), and a count raised at
+        # the start and the end of a pause of every client (`_restart_broker`): a
+        # round that overlaps one judges nothing.
+        self.watch_rounds = 0
+        self._pauses = 0
 
     def start(self, timeout: float = 90) -> None:
         s = self.settings
@@ -214,6 +244,7 @@ class Stack:
         self.gateway_url = f"http://{s.http_host}:{s.http_port}"
         self.grpc_target = f"{s.http_host}:{grpc_port}"
         self._wait([self.gateway_url], deadline)
+        self._answered(self.children)
         # For `files rebuild` and `files audit`; the URL holds the database's password.
         found = self.data_dir / "stack.env"
         found.touch(mode=0o600)
@@ -221,6 +252,9 @@ class Stack:
         found.write_text(f"FILES_DATABASE_URL={database_url}\nFILES_KAFKA_BOOTSTRAP={bootstrap}\n")
         self._supervisor = threading.Thread(target=self._supervise, name="stack", daemon=True)
         self._supervisor.start()
+        if s.watchdog_every_s:
+            self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+            self._watchdog.start()
 
     def add_gateway(self, timeout: float = 30) -> str:
         """Start one more gateway replica in front of the same services; its URL."""
@@ -244,12 +278,18 @@ class Stack:
         # Only the replica watched: a piece that died earlier and was started again
         # (a test's deliberate kill) is the supervisor's business, not this start's.
         self._wait([url], time.monotonic() + timeout, probe, watched=child)
+        self._answered([child])
         return url, child
 
     def remove(self, child: Child, sig: int = signal.SIGTERM) -> None:
         """Stop one process (SIGKILL: as if its machine died) and forget it: it is not
         started again."""
         with self._lock:
+            if child not in self.children:
+                # The stack stopped first, and the child with it: the S3 platform stops
+                # after its last test (tests/conftest.py), before a module's fixture that
+                # added a replica to it is torn down.
+                return
             self.children.remove(child)
             self._tended.pop(id(child), None)
         child.stop(sig)
@@ -293,13 +333,17 @@ class Stack:
             )
 
         child = Child(name, popen(), "")
-        self._adopt(child, popen)
+        port = args[args.index("--port") + 1] if "--port" in args else self.settings.http_port
+        host = "127.0.0.1" if name != "gateway" else _local(self.settings.http_host)
+        self._adopt(child, popen, f"http://{host}:{port}")
         return child
 
-    def _adopt(self, child: Child, restart: Callable[[], subprocess.Popen[bytes]]) -> None:
+    def _adopt(
+        self, child: Child, restart: Callable[[], subprocess.Popen[bytes]], health: str = ""
+    ) -> None:
         with self._lock:
             self.children.append(child)
-            self._tended[id(child)] = _Tended(restart, started=time.monotonic())
+            self._tended[id(child)] = _Tended(restart, started=time.monotonic(), health=health)
 
     def _restart_broker(self, broker: Child) -> subprocess.Popen[bytes]:
         """The broker again, on its port, with its topics made before any client of ours
@@ -314,6 +358,7 @@ class Stack:
             for c in self.children
             if c.name not in ("postgres", "broker") and c.proc.poll() is None
         ]
+        self._pauses += 1
         for proc in clients:
             proc.send_signal(signal.SIGSTOP)
         try:
@@ -329,6 +374,7 @@ class Stack:
         finally:
             for proc in clients:
                 proc.send_signal(signal.SIGCONT)
+            self._pauses += 1
         return started.proc
 
     # -- supervision ---------------------------------------------------------------
@@ -384,6 +430,79 @@ class Stack:
             tended.started, tended.due = time.monotonic(), None
         tended.backoff = min(tended.backoff * 2, MAX_BACKOFF_S)
 
+    def _watch(self) -> None:
+        """Liveness: each round, every service's and gateway's /healthz asked side by
+        side; one that missed `watchdog_failures` in a row is killed, to be started
+        again by the supervisor."""
+        s = self.settings
+        round_at = time.monotonic()
+        with ThreadPoolExecutor(thread_name_prefix="watchdog") as probes:
+            # A round every `watchdog_every_s` from the start of the last, however long
+            # its probes waited: a hung process is judged in about failures x every.
+            while not self._stopping.wait(
+                max(0.0, round_at + s.watchdog_every_s - time.monotonic())
+            ):
+                round_at = time.monotonic()
+                with self._lock:
+                    pauses = self._pauses
+                    watched = [
+                        (child, tended, child.proc)
+                        for child in self.children
+                        if (tended := self._tended.get(id(child))) is not None
+                        and tended.health
+                        and tended.due is None
+                        and child.proc.poll() is None
+                    ]
+                answers = list(
+                    probes.map(
+                        lambda w: _ready(w[1].health, "/healthz", s.watchdog_timeout_s), watched
+                    )
+                )
+                with self._lock:
+                    if self._pauses == pauses and not pauses % 2:
+                        for (child, tended, proc), alive in zip(watched, answers, strict=True):
+                            if child.proc is proc and not self._stopping.is_set():
+                                self._judge(child, tended, proc, alive)
+                    self.watch_rounds += 1
+
+    def _answered(self, children: list[Child]) -> None:
+        """These processes answered as they started (`_wait`): judged from the first
+        round, not only once they have answered it (one could hang before)."""
+        with self._lock:
+            for child in children:
+                tended = self._tended.get(id(child))
+                if tended is not None and tended.health:
+                    tended.pid, tended.answered, tended.missed = child.proc.pid, True, 0
+
+    def _judge(
+        self, child: Child, tended: _Tended, proc: subprocess.Popen[bytes], alive: bool
+    ) -> None:
+        if tended.pid != proc.pid:
+            tended.pid, tended.answered, tended.missed = proc.pid, False, 0
+        if alive:
+            tended.answered, tended.missed = True, 0
+            return
+        if not tended.answered:
+            return
+        tended.missed += 1
+        if tended.missed < self.settings.watchdog_failures:
+            return
+        s = self.settings
+        self._note(
+            "unresponsive",
+            name=child.name,
+            pid=proc.pid,
+            reason=(
+                f"/healthz not answered {tended.missed} times in a row"
+                f" (every {s.watchdog_every_s:g} s, {s.watchdog_timeout_s:g} s each)"
+            ),
+            action="killed (SIGKILL), to be started again",
+        )
+        # SIGKILL: a stopped process takes no other signal, and a hung one may not act
+        # on SIGTERM. The supervisor sees it exit and starts it again.
+        proc.send_signal(signal.SIGKILL)
+        tended.answered, tended.missed = False, 0  # a dying process is not judged again
+
     def _wait(
         self, urls: list[str], deadline: float, probe: str = "/readyz", watched: Child | None = None
     ) -> None:
@@ -416,6 +535,8 @@ class Stack:
         self._stopping.set()
         if self._supervisor is not None:
             self._supervisor.join()
+        if self._watchdog is not None:
+            self._watchdog.join()
         # Services first, so nothing talks to a database or broker that is gone.
         for child in reversed(self.children):
             if child.name == "postgres":

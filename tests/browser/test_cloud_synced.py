@@ -13,9 +13,11 @@ import pytest
 from minio import Minio
 from playwright.sync_api import Page, Route, expect
 
-from tests.browser.conftest import items, unique
+from tests.browser.conftest import items, make_folder, sign_in, unique, upload
+from tests.browser.test_dataset_page import until
+from tests.browser.test_roles_and_rename import _member
 from tests.cloud_fixtures import MotoS3, start_moto
-from tests.e2e.support import png
+from tests.e2e.support import png, text
 
 BUCKET = "synced-browser"
 
@@ -35,11 +37,11 @@ def put(s3: Minio, key: str, data: bytes) -> None:
     s3.put_object(BUCKET, key, io.BytesIO(data), len(data))
 
 
-def register(api: httpx.Client, moto: MotoS3, bucket: str) -> str:
+def register(api: httpx.Client, moto: MotoS3, bucket: str, name: str | None = None) -> str:
     answer = api.post(
         "/v1/integrations",
         json={
-            "name": unique("lab"),
+            "name": name or unique("lab"),
             "provider": "s3",
             "endpoint": moto.endpoint,
             "region": "us-east-1",
@@ -161,10 +163,11 @@ def test_a_cancelled_sync_says_cancelled(
     moto, s3 = bucket
     prefix = f"{unique('many')}/"
     # Enough objects that the first sync is still listing and reading them when it is
-    # cancelled, just after the folder is made.
+    # cancelled, just after the folder is made: 600 take it about 5 s (Dec 7), the
+    # cancel comes within a few tenths (3,000 took 8 s to put into the bucket alone).
     data = png(2, 2)
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda n: put(s3, f"{prefix}{n:05}.png", data), range(3000)))
+        list(pool.map(lambda n: put(s3, f"{prefix}{n:05}.png", data), range(600)))
     made = api.post(
         "/v1/folders",
         json={
@@ -285,3 +288,90 @@ def test_a_sync_whose_job_could_not_be_read_once_is_still_followed(
     # The page goes on watching its folder: no handler of ours may run as it closes (its
     # error would surface in the next test's browser).
     page.unroute_all(behavior="ignoreErrors")
+
+
+def _synced(
+    api: httpx.Client, moto: MotoS3, s3: Minio, name: str, *keys: str, integration: str = ""
+) -> dict:
+    """A folder synced with a new prefix holding `keys`, once its first sync is over."""
+    prefix = f"{unique('p')}/"
+    for key in keys:
+        put(s3, f"{prefix}{key}", png(4, 4))
+    made = api.post(
+        "/v1/folders",
+        json={
+            "name": name,
+            "cloud_sync": {
+                "integration_id": register(api, moto, BUCKET, integration or None),
+                "prefix": prefix,
+            },
+        },
+    )
+    assert made.status_code == 201, made.text
+    folder = dict(made.json())
+    job = f"/v1/jobs/{folder['sync_job_id']}"
+    until(lambda: api.get(job).json()["status"] == "done", "the first sync did not end")
+    return folder
+
+
+def test_the_move_dialog_offers_no_cloud_synced_folder_nor_one_of_its_subfolders(
+    signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+) -> None:
+    """A synced folder's files follow its bucket: a move into it (or into a subfolder its
+    key paths made) is refused, so the dialog does not offer it, and says why. Before,
+    it was offered and the dry run refused it."""
+    moto, s3 = bucket
+    tag = unique("dest")
+    synced = _synced(api, moto, s3, f"{tag}-synced", f"{tag}-inner/0.png")
+    plain = make_folder(api, f"{tag}-plain")
+    source = make_folder(api, unique("source"))
+    upload(api, source["id"], ("moving.txt", text("moving\n")))
+    # All three found by search (the catalog's index follows the writes).
+    until(
+        lambda: (
+            len(api.get("/v1/search", params={"q": tag, "kind": "folder"}).json()["items"]) == 3
+        ),
+        "search did not find the folders",
+    )
+    page = signed_in
+    page.goto(f"/folders/{source['id']}")
+    page.get_by_role("button", name="List").click()
+    page.get_by_role("row", name="moving.txt").click(button="right")
+    page.get_by_role("menu").get_by_role("menuitem", name="Move to another folder").click()
+    dialog = page.get_by_role("dialog", name="Move to another folder")
+    dialog.get_by_label("Target folder").fill(tag)
+    options = dialog.get_by_role("listbox", name="Folders").get_by_role("option")
+    expect(options).to_have_count(1)
+    expect(options.first).to_have_accessible_name(plain["name"])
+    said = dialog.get_by_text("Not offered:")
+    expect(said).to_contain_text(
+        "Nothing can be uploaded, made or moved into a cloud-synced folder."
+    )
+    for name in (synced["name"], f"{tag}-inner"):
+        expect(said).to_contain_text(f"“{name}”")
+    options.first.click()
+    dialog.get_by_role("button", name="Move").click()
+    expect(dialog).to_have_count(0)
+    assert [i["name"] for i in items(api, plain["id"])] == ["moving.txt"]
+
+
+def test_a_synced_folder_names_its_integration_to_a_user_of_the_folder(
+    page: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+) -> None:
+    """The Cloud sync region says which integration the folder follows, by its name,
+    also to a member who may not use (nor list) the integration: a role on the folder
+    is what its sync state asks. Before, only the prefix was shown."""
+    moto, s3 = bucket
+    integration = unique("Lab bucket")
+    folder = _synced(api, moto, s3, unique("named"), "a.png", integration=integration)
+    member = _member(api, folder["id"], "user")
+    state = api.get(f"/v1/folders/{folder['id']}/sync").json()
+    assert state["cloud_sync"]["integration_name"] == integration
+    sign_in(page, member["api_key"])
+    page.goto(f"/folders/{folder['id']}")
+    panel = page.get_by_role("region", name="Cloud sync")
+    expect(panel).to_contain_text(f"Synced with the integration “{integration}”, its bucket prefix")
+    expect(panel).to_contain_text(folder["cloud_sync"]["prefix"])
+    # Where the folder is described too.
+    details = page.get_by_role("complementary", name="Details")
+    expect(details.locator("dt", has_text="Cloud sync").locator("+ dd")).to_have_text(integration)

@@ -21,6 +21,25 @@ from tests.browser.test_signin import _cookie
 from tests.conftest import ADMIN_KEY
 from tests.e2e.support import png, text
 
+# The pages' watch looks every 5 s (web/src/store.ts, WATCH_MS). Tests of what it sees
+# run the pages' clock (`page.clock`, installed before they load) a tick on at a time,
+# rather than wait for it: the app's logic is its own, only its timers run fast.
+WATCH_MS = 5_000
+
+
+def _ticks_until(page: Page, seen: Callable[[], None]) -> None:
+    """The watch's next ticks, run at once, until `seen` passes (an `expect` with a short
+    timeout: a tick's read that comes before the platform has the change is followed by
+    another)."""
+    deadline = time.monotonic() + 20
+    while True:
+        page.clock.run_for(WATCH_MS)
+        try:
+            return seen()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
 
 def test_a_synced_dataset_and_a_files_links_follow_changes_made_elsewhere(
     signed_in: Page, api: httpx.Client
@@ -33,6 +52,7 @@ def test_a_synced_dataset_and_a_files_links_follow_changes_made_elsewhere(
         "/v1/datasets", json={"name": unique("Follows"), "synced_folder_id": folder["id"]}
     ).json()
 
+    page.clock.install()
     page.goto(f"/datasets/{dataset['id']}")
     region = page.get_by_role("region", name=f"Dataset {dataset['name']}")
     grid = region.get_by_role("grid", name="Files in the dataset")
@@ -40,7 +60,9 @@ def test_a_synced_dataset_and_a_files_links_follow_changes_made_elsewhere(
 
     # Another person's upload into the folder joins the dataset: the open page shows it.
     upload(api, folder["id"], ("later.txt", text("l\n")))
-    expect(grid.get_by_role("row", name="later.txt")).to_be_visible()
+    _ticks_until(
+        page, lambda: expect(grid.get_by_role("row", name="later.txt")).to_be_visible(timeout=1_000)
+    )
     expect(region).to_contain_text("2 files, synced with the folder")
 
     # The file's own page, open in a second tab: its "Linked to" loses the dataset when
@@ -54,10 +76,14 @@ def test_a_synced_dataset_and_a_files_links_follow_changes_made_elsewhere(
         "/v1/move", json={"file_ids": [first["id"]], "target_folder_id": elsewhere["id"]}
     )
     assert moved.status_code == 200, moved.text
-    expect(details.get_by_text("Not linked to any dataset.")).to_be_visible()
-    expect(file_page.get_by_role("link", name=elsewhere["name"])).to_be_visible()
 
-    expect(grid.get_by_role("row", name="first.png")).to_have_count(0)
+    def both_seen() -> None:
+        # The two pages' clock is their context's: each tick is both pages'.
+        expect(details.get_by_text("Not linked to any dataset.")).to_be_visible(timeout=1_000)
+        expect(grid.get_by_role("row", name="first.png")).to_have_count(0, timeout=1_000)
+
+    _ticks_until(page, both_seen)
+    expect(file_page.get_by_role("link", name=elsewhere["name"])).to_be_visible()
     expect(region).to_contain_text("1 file, synced with the folder")
 
 
@@ -79,6 +105,7 @@ def test_a_member_sees_a_role_changed_and_access_removed_on_the_page_they_have_o
     context = _context(browser, platform)
     try:
         page = context.new_page()
+        page.clock.install()
         sign_in(page, member["api_key"])
         page.goto(f"/folders/{folder['id']}")
         expect(page.get_by_role("button", name="+ Upload files")).to_be_visible()
@@ -90,13 +117,15 @@ def test_a_member_sees_a_role_changed_and_access_removed_on_the_page_they_have_o
             f"/v1/folders/{folder['id']}/collaborators/{member['id']}", json={"role": "user"}
         )
         assert changed.status_code == 200, changed.text
-        expect(page.get_by_role("button", name="+ Upload files")).to_have_count(0)
+        upload_button = page.get_by_role("button", name="+ Upload files")
+        _ticks_until(page, lambda: expect(upload_button).to_have_count(0, timeout=1_000))
         expect(page.get_by_text("You can view this folder, not change it.")).to_be_visible()
 
         # Removed: the page says so, in words, and no longer lists what they cannot see.
         removed = api.delete(f"/v1/folders/{folder['id']}/collaborators/{member['id']}")
         assert removed.status_code == 204, removed.text
-        expect(page.get_by_role("heading", name="Folder not found")).to_be_visible()
+        not_found = page.get_by_role("heading", name="Folder not found")
+        _ticks_until(page, lambda: expect(not_found).to_be_visible(timeout=1_000))
         expect(page.get_by_role("alert").filter(has_text="not shared with you")).to_be_visible()
         expect(page.get_by_text("a.png")).to_have_count(0)
         expect(tree.get_by_role("treeitem", name=folder["name"])).to_have_count(0)
@@ -117,6 +146,7 @@ def test_a_large_folder_read_again_keeps_its_selection(signed_in: Page, api: htt
             *[(f"f{n:04d}.txt", text(f"{n}\n")) for n in range(start, start + 300)],
         )
 
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     count = page.locator("p.count")
     expect(count).to_have_text("1,200 items")
@@ -125,7 +155,9 @@ def test_a_large_folder_read_again_keeps_its_selection(signed_in: Page, api: htt
     expect(count).to_have_text("1,200 items, 1,200 selected")
 
     upload(api, folder["id"], ("newcomer.txt", text("n\n")))
-    expect(count).to_have_text("1,201 items, 1,200 selected")
+    _ticks_until(
+        page, lambda: expect(count).to_have_text("1,201 items, 1,200 selected", timeout=1_000)
+    )
 
 
 RETURN_TO_TAB = "document.dispatchEvent(new Event('visibilitychange'))"
@@ -203,6 +235,7 @@ def test_a_datasets_read_overtaken_by_a_later_one_does_not_land_last(
             route.continue_()
 
     page.route(f"**/v1/datasets/{dataset['id']}/files?*", files)
+    page.clock.install()
     page.goto(f"/datasets/{dataset['id']}")
     grid = page.get_by_role("grid", name="Files in the dataset")
     expect(grid.get_by_role("row", name="first.png")).to_be_visible()
@@ -211,7 +244,8 @@ def test_a_datasets_read_overtaken_by_a_later_one_does_not_land_last(
     with page.expect_request(lambda r: f"/v1/datasets/{dataset['id']}/files" in r.url):
         page.evaluate(RETURN_TO_TAB)
     upload(api, folder["id"], ("later.txt", text("l\n")))
-    expect(grid.get_by_role("row", name="later.txt")).to_be_visible()
+    later = grid.get_by_role("row", name="later.txt")
+    _ticks_until(page, lambda: expect(later).to_be_visible(timeout=1_000))
 
     # The first read answers now, with what was there when it was asked.
     [route] = held
@@ -232,6 +266,7 @@ def test_coming_back_after_the_session_ended_leaves_no_errors_once_signed_in_aga
     page = signed_in
     folder = make_folder(api, unique("away"))
     upload(api, folder["id"], ("kept.txt", text("k\n")))
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     count = page.locator("p.count")
     expect(count).to_have_text("1 item")
@@ -243,7 +278,8 @@ def test_coming_back_after_the_session_ended_leaves_no_errors_once_signed_in_aga
         )
         assert ended.status_code == 204, ended.text
     again = page.get_by_role("dialog", name="Your session has ended")
-    expect(again).to_be_visible()  # the page's watch was refused
+    # The page's watch, at its next tick, is refused.
+    _ticks_until(page, lambda: expect(again).to_be_visible(timeout=1_000))
     page.evaluate(RETURN_TO_TAB)
     upload(api, folder["id"], ("meanwhile.txt", text("m\n")))
 
@@ -257,6 +293,7 @@ def test_coming_back_after_the_session_ended_leaves_no_errors_once_signed_in_aga
 def open_described_folder(page: Page, api: httpx.Client) -> tuple[dict[str, Any], Locator]:
     """A folder described "As it was", open, and its details panel."""
     folder = make_folder(api, unique("described"), description="As it was")
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     return folder, page.get_by_role("complementary", name="Details")
 
@@ -269,7 +306,8 @@ def test_a_folders_description_changed_elsewhere_shows_in_its_details(
     expect(details.get_by_text("As it was")).to_be_visible()
     changed = api.patch(f"/v1/folders/{folder['id']}", json={"description": "As it is now"})
     assert changed.status_code == 200, changed.text
-    expect(details.get_by_text("As it is now")).to_be_visible()
+    now = details.get_by_text("As it is now")
+    _ticks_until(page, lambda: expect(now).to_be_visible(timeout=1_000))
 
 
 def test_the_keyboard_stays_on_its_item_when_the_list_read_again_puts_one_before_it(
@@ -278,6 +316,7 @@ def test_the_keyboard_stays_on_its_item_when_the_list_read_again_puts_one_before
     page = signed_in
     folder = make_folder(api, unique("keyboard"))
     upload(api, folder["id"], ("b.txt", text("b\n")), ("c.txt", text("c\n")))
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     page.get_by_role("button", name="List").click()
     grid = page.get_by_role("grid", name="Folder contents")
@@ -285,7 +324,8 @@ def test_the_keyboard_stays_on_its_item_when_the_list_read_again_puts_one_before
     expect(grid.get_by_role("row", name="c.txt")).to_have_attribute("aria-selected", "true")
 
     upload(api, folder["id"], ("a.txt", text("a\n")))
-    expect(grid.get_by_role("row", name="a.txt")).to_be_visible()
+    first = grid.get_by_role("row", name="a.txt")
+    _ticks_until(page, lambda: expect(first).to_be_visible(timeout=1_000))
     page.keyboard.press("ArrowUp")  # from c.txt, not from the place it was at
     expect(grid.get_by_role("row", name="b.txt")).to_have_attribute("aria-selected", "true")
     expect(page.locator("p.count")).to_have_text("3 items, 1 selected")
@@ -314,21 +354,36 @@ def test_a_folder_changing_at_every_tick_is_read_again_when_it_stops_not_at_ever
 
     lists: list[str] = []
     page.on("request", lambda r: f"{watched}/items" in r.url and lists.append(r.url))
+    # The folder's reads under way (the watch's, the views'): a tick is run only once
+    # they have all answered, as a tick while the watch's read is under way is skipped.
+    under_way: set[Request] = set()
+    page.on("request", lambda r: watched in r.url and under_way.add(r))
+    page.on("requestfinished", lambda r: under_way.discard(r))
+    page.on("requestfailed", lambda r: under_way.discard(r))
+
+    def tick() -> None:
+        _until(page, lambda: not under_way, "the folder's reads answered")
+        served = state["served"]
+        page.clock.run_for(WATCH_MS)
+        _until(page, lambda: state["served"] > served, "the watch's tick")
+        _until(page, lambda: not under_way, "the folder's reads answered")
+
     page.route(f"**{watched}", growing)
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     expect(page.locator("p.count")).to_have_text("1 item")
 
     read = len(lists)
     state["growing"] = True
-    # Three ticks or so (each read of the folder also counted: the page's, the tree's).
-    until = state["served"] + 6
-    while state["served"] < until:
-        page.wait_for_event("request", lambda r: r.url.endswith(watched), timeout=15_000)
+    # Three ticks of the watch, run at once, each answered with a count that grew (the
+    # views' reads of the folder are also answered so: the page's, the tree's).
+    for _ in range(3):
+        tick()
     assert len(lists) == read + 1, lists[read:]
 
     state["growing"] = False
     with page.expect_request(lambda r: f"{watched}/items" in r.url, timeout=15_000):
-        pass
+        tick()
     assert len(lists) == read + 2, lists[read:]
     # The watch goes on ticking: none of its reads is left half answered at the close.
     page.unroute_all(behavior="ignoreErrors")
@@ -351,6 +406,7 @@ def test_a_change_made_while_every_read_failed_is_read_once_they_answer_again(
     page = signed_in
     folder = make_folder(api, unique("asleep"))
     upload(api, folder["id"], ("a.txt", text("a\n")))
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     count = page.locator("p.count")
     expect(count).to_have_text("1 item")
@@ -374,7 +430,7 @@ def test_a_change_made_while_every_read_failed_is_read_once_they_answer_again(
     expect(count).to_have_text(re.compile(r"^1 item"))
 
     down["on"] = False
-    expect(count).to_have_text(re.compile(r"^2 items"))
+    _ticks_until(page, lambda: expect(count).to_have_text(re.compile(r"^2 items"), timeout=1_000))
 
 
 def test_a_description_changed_elsewhere_while_edited_here_shows_after_cancel(
@@ -389,7 +445,8 @@ def test_a_description_changed_elsewhere_while_edited_here_shows_after_cancel(
     )
     assert changed.status_code == 200, changed.text
     # The page has read the folder again (its name shows) while the description is edited.
-    expect(details.get_by_role("heading", name=renamed)).to_be_visible()
+    heading = details.get_by_role("heading", name=renamed)
+    _ticks_until(page, lambda: expect(heading).to_be_visible(timeout=1_000))
     expect(details.get_by_role("textbox", name="Description")).to_have_value("As it was")
 
     details.get_by_role("button", name="Cancel").click()
@@ -422,11 +479,13 @@ def test_a_change_made_while_an_earlier_watch_read_was_under_way_is_seen(
             route.fallback()
 
     page.route(f"**{watched}", folder_read)
+    page.clock.install()
     page.goto(f"/folders/{folder['id']}")
     count = page.locator("p.count")
     expect(count).to_have_text("1 item")
     _until(page, lambda: not under_way, "the page's first reads answered")
     hold["on"] = True  # the next read of the folder: the watch's tick
+    page.clock.run_for(WATCH_MS)
     _until(page, lambda: bool(held), "the watch's tick asked")
     [(tick, answer)] = held
 
@@ -435,7 +494,7 @@ def test_a_change_made_while_an_earlier_watch_read_was_under_way_is_seen(
     _until(page, lambda: under_way <= {tick.request}, "the views' reads answered")
     upload(api, folder["id"], ("c.txt", text("c\n")))
     tick.fulfill(response=answer)
-    expect(count).to_have_text("2 items")
+    _ticks_until(page, lambda: expect(count).to_have_text("2 items", timeout=1_000))
 
 
 def test_a_file_moved_out_and_another_in_between_two_looks_show_on_the_dataset_page(
@@ -451,6 +510,7 @@ def test_a_file_moved_out_and_another_in_between_two_looks_show_on_the_dataset_p
     dataset = api.post(
         "/v1/datasets", json={"name": unique("Swapped"), "synced_folder_id": folder["id"]}
     ).json()
+    page.clock.install()
     page.goto(f"/datasets/{dataset['id']}")
     region = page.get_by_role("region", name=f"Dataset {dataset['name']}")
     grid = region.get_by_role("grid", name="Files in the dataset")
@@ -474,6 +534,7 @@ def test_a_file_moved_out_and_another_in_between_two_looks_show_on_the_dataset_p
     )
     page.unroute(watched)
 
-    expect(grid.get_by_role("row", name="coming.txt")).to_be_visible(timeout=15_000)
+    coming_row = grid.get_by_role("row", name="coming.txt")
+    _ticks_until(page, lambda: expect(coming_row).to_be_visible(timeout=1_000))
     expect(grid.get_by_role("row", name="leaving.png")).to_have_count(0)
     expect(region).to_contain_text("1 file, synced with the folder")

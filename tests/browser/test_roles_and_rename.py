@@ -13,6 +13,8 @@ from playwright.sync_api import Page, Route, expect
 from tests.browser.conftest import items, make_folder, sign_in, unique, upload
 from tests.e2e.support import png, text
 
+ROLE_PENDING = "Your role on this folder is still being read."
+
 
 def _member(api: httpx.Client, folder_id: str, role: str) -> dict:
     answer = api.post(
@@ -168,8 +170,9 @@ def test_a_menu_opened_before_the_folders_role_arrives_gains_the_editing_actions
     signed_in: Page, api: httpx.Client
 ) -> None:
     """On a busy platform the folder's contents can arrive before the folder itself (with
-    the caller's role on it): a right-click then offers what anyone may do, and the
-    editing actions join the open menu once the role is known, as they would have."""
+    the caller's role on it): a right-click then offers what anyone may do, shows the
+    editing actions disabled, saying why, and enables them in the open menu once the
+    role is known."""
     page = signed_in
     folder = make_folder(api, unique("late-role"))
     name = unique("late") + ".txt"
@@ -192,11 +195,50 @@ def test_a_menu_opened_before_the_folders_role_arrives_gains_the_editing_actions
     page.get_by_role("button", name="List").click()
     page.get_by_role("row", name=name).click(button="right")
     menu = page.get_by_role("menu", name=f"Actions for {name}")
-    expect(menu.get_by_role("menuitem", name="Add to dataset")).to_be_visible()
-    expect(menu.get_by_role("menuitem", name="Delete")).to_have_count(0)
+    expect(menu.get_by_role("menuitem", name="Add to dataset")).to_be_enabled()
+    for action in ("Rename", "Move to another folder", "Delete"):
+        item = menu.get_by_role("menuitem", name=action)
+        expect(item).to_be_disabled()
+        expect(item).to_have_attribute("title", ROLE_PENDING)
+    # Pressed, a disabled item does nothing and says why: the menu stays, no dialog opens.
+    menu.get_by_role("menuitem", name="Delete").click(force=True)
+    expect(menu).to_be_visible()
+    expect(page.get_by_role("dialog")).to_have_count(0)
     assert held, "the folder's own read was not made"
     holding = False
     for route in held:
         route.continue_()
-    expect(menu.get_by_role("menuitem", name="Delete")).to_be_visible()
-    expect(menu.get_by_role("menuitem", name="Rename")).to_be_visible()
+    expect(menu.get_by_role("menuitem", name="Delete")).to_be_enabled()
+    expect(menu.get_by_role("menuitem", name="Rename")).to_be_enabled()
+    menu.get_by_role("menuitem", name="Delete").click()
+    expect(page.get_by_role("dialog", name="Delete")).to_be_visible()
+
+
+def test_delete_pressed_before_the_folders_role_arrives_asks_once_it_does(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """The Delete key on a file chosen before the folder's role has arrived waits for it,
+    and says so, then asks as it would have; before, it did nothing, silently."""
+    page = signed_in
+    folder = make_folder(api, unique("late-key"))
+    name = unique("late") + ".txt"
+    upload(api, folder["id"], (name, text("late\n")))
+    held: list[Route] = []
+    own = re.compile(rf"/v1/folders/{folder['id']}(\?.*)?$")
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route(lambda url: bool(own.search(url)), hold)
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    page.get_by_role("row", name=name).click()
+    page.keyboard.press("Delete")
+    expect(page.get_by_role("status").filter(has_text="Delete waits for your role")).to_be_visible()
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    assert held, "the folder's own read was not made"
+    for route in held:
+        route.continue_()
+    dialog = page.get_by_role("dialog", name="Delete")
+    expect(dialog).to_contain_text("1 file")
+    page.unroute_all(behavior="ignoreErrors")

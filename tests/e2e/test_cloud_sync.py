@@ -619,8 +619,10 @@ async def test_a_folders_sync_state_is_read_by_anyone_with_a_role_on_it(
     """`GET /v1/folders/{id}/sync`: the prefix, the objects listed and the latest sync,
     for a User of the folder too; a key path's subfolder says it is in a synced folder
     (naming it only to who has a role there); a plain folder follows nothing; a
-    stranger finds no folder."""
-    integration_id = (await register(api, moto)).json()["id"]
+    stranger finds no folder. The integration is named to anyone with a role on the
+    folder, also to a User who may not read the integration itself."""
+    integration = (await register(api, moto)).json()
+    integration_id = integration["id"]
     prefix = f"{unique('state')}/"
     put(bucket, f"{prefix}cat.png", png(5, 4))
     put(bucket, f"{prefix}deep/dog.png", png(4, 5))
@@ -638,6 +640,8 @@ async def test_a_folders_sync_state_is_read_by_anyone_with_a_role_on_it(
     state = answer.json()
     assert state["cloud_synced"] and state["synced_folder_id"] == top["id"]
     assert state["cloud_sync"]["prefix"] == prefix and state["paused"] is False
+    assert state["cloud_sync"]["integration_name"] == integration["name"]
+    error(await as_una.get(f"/v1/integrations/{integration_id}"), 404, "not_found")
     assert state["objects"] == 2
     assert state["last_sync"]["job_id"] == top["sync_job_id"]
     assert state["last_sync"]["status"] == "done"

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from services.ingest.collector import claims
 from services.ingest.collector.handlers import Collector
 from services.ingest.collector.projections import (
     RECLAIMABLE,
@@ -51,10 +52,13 @@ async def setup(
     async with pool.acquire() as conn:
         await store.setup(conn)
         await blob_refs.setup(conn)
-        await conn.execute("TRUNCATE ingest.blobs, ingest.blob_files")
+        await conn.execute("TRUNCATE ingest.blobs, ingest.blob_files, ingest.blob_claims")
     blobs = LocalBlobStore(tmp_path / "blobs")
     runtime: Any = SimpleNamespace(pool=pool, store=store, settings=Settings(blob_gc_grace_s=0))
-    yield Collector(runtime, blobs), blobs, pool
+    collector = Collector(runtime, blobs)
+    # Uploads' claims are stale at once too, as blobs are (their own floor is an hour).
+    collector.claims_kept = timedelta(0)
+    yield collector, blobs, pool
     await pool.close()
 
 
@@ -198,6 +202,136 @@ async def test_a_store_waits_for_a_sweep_that_took_the_blob_first_then_stores_ag
     await in_flight
     assert await blobs.exists(key)
     assert await collector.sweep() == 0
+
+
+# -- an upload of files: claimed, put holding no connection, then recorded -------------
+
+
+async def claim_and_put(
+    pool: asyncpg.Pool, blobs: LocalBlobStore, at: datetime | None = None
+) -> tuple[str, datetime]:
+    """The first two steps of an upload of files (uploads/handlers.py `_store`): its
+    blob claimed in a transaction of its own, then put with no connection held."""
+    writer = blobs.writer()
+    writer.write(DATA)
+    key, _ = writer.finish()
+    at = at or datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        await claims.claim(conn, [key], at)
+    await blobs.commit([writer])
+    return key, at
+
+
+async def record(pool: asyncpg.Pool, key: str, at: datetime) -> tuple[uuid.UUID, list[str]]:
+    """The last step: the file recorded, unless its claim went meanwhile (the keys)."""
+    file_id = uuid.uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        await claim_blobs(conn, [key], at)
+        if missing := await claims.settle(conn, [key]):
+            return file_id, missing
+        with claimed([key], at):
+            await blob_refs.apply(conn, stored(file_id, key, at))
+    return file_id, []
+
+
+async def unclaimed(pool: asyncpg.Pool) -> bool:
+    return not await pool.fetchval("SELECT count(*) FROM ingest.blob_claims")
+
+
+async def test_an_upload_that_never_records_leaves_bytes_the_collector_reclaims(
+    setup: Any,
+) -> None:
+    """Its process killed between the put and the record (or the put failed): the claim
+    outlives the time claims are kept (0 here), and the bytes it alone held go with it."""
+    collector, blobs, pool = setup
+    key, _ = await claim_and_put(pool, blobs)
+    assert await blobs.exists(key)
+    assert await collector.sweep() == 1
+    assert not await blobs.exists(key)
+    assert await unclaimed(pool)
+    assert await collector.sweep() == 0
+
+
+async def test_a_claim_keeps_an_unreferenced_blob_from_the_sweep_until_its_upload_records(
+    setup: Any,
+) -> None:
+    collector, blobs, pool = setup
+    collector.claims_kept = timedelta(minutes=10)
+    old, key = await store_file(pool, blobs, dated=True)
+    await release(pool, old)
+    # Unreferenced for an hour: the collector's, unless an upload claims it.
+    await pool.execute(
+        "UPDATE ingest.blobs SET stored_at = $2 WHERE key = $1",
+        key,
+        datetime.now(UTC) - timedelta(hours=1),
+    )
+    key_again, at = await claim_and_put(pool, blobs)
+    assert key_again == key
+    assert await collector.sweep() == 0
+    assert await blobs.exists(key)
+    _, missing = await record(pool, key, at)
+    assert missing == []
+    assert await unclaimed(pool)
+    assert await collector.sweep() == 0
+    assert await blobs.exists(key)
+
+
+async def test_an_upload_whose_claim_the_collector_took_during_its_put_records_nothing(
+    setup: Any,
+) -> None:
+    """A put longer than the collector's grace: the claim went, and its bytes perhaps
+    with it; the upload is refused rather than recorded without its bytes."""
+    collector, blobs, pool = setup
+    key, at = await claim_and_put(pool, blobs)
+    assert await collector.sweep() == 1
+    _, missing = await record(pool, key, at)
+    assert missing == [key]
+    assert not await pool.fetchval("SELECT count(*) FROM ingest.blob_files")
+
+
+async def test_two_uploads_of_the_same_bytes_each_record_whichever_settles_first(
+    setup: Any,
+) -> None:
+    collector, blobs, pool = setup
+    collector.claims_kept = timedelta(minutes=10)
+    key, first_at = await claim_and_put(pool, blobs)
+    _, second_at = await claim_and_put(pool, blobs)
+    assert (await record(pool, key, second_at))[1] == []
+    assert not await unclaimed(pool)  # the first upload's claim stays
+    assert (await record(pool, key, first_at))[1] == []
+    assert await unclaimed(pool)
+
+
+async def test_a_claim_waits_for_a_sweep_that_took_the_blob_first_then_the_put_stores_again(
+    setup: Any,
+) -> None:
+    collector, blobs, pool = setup
+    old, key = await store_file(pool, blobs, dated=True)
+    await release(pool, old)
+    async with pool.acquire() as sweeping, sweeping.transaction():
+        # The sweep has locked the row and is deleting the bytes...
+        later = datetime.now(UTC) + timedelta(days=1)
+        assert [r["key"] for r in await sweeping.fetch(RECLAIMABLE, later, 10)] == [key]
+        in_flight = asyncio.create_task(claim_and_put(pool, blobs))
+
+        async def waiting() -> bool:
+            return bool(
+                await pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE '%FOR SHARE%'"
+                )
+            )
+
+        await eventually(waiting, within=5, what="the claim waits on the sweep's lock")
+        assert not in_flight.done()
+        await blobs.delete(key)
+        await sweeping.execute("DELETE FROM ingest.blobs WHERE key = $1", key)
+    # ... and the put, let through once the sweep committed, stored the bytes again.
+    _, at = await in_flight
+    assert await blobs.exists(key)
+    assert (await record(pool, key, at))[1] == []
+    assert await collector.sweep() == 0
+    assert await blobs.exists(key)
 
 
 async def test_a_deletion_of_12000_files_releases_their_blobs_in_bounded_pages(

@@ -1,16 +1,24 @@
 """The launcher: a piece that cannot start fails the start, naming its log (the tests'
-fixtures rely on it), rather than being started again for ever."""
+fixtures rely on it), rather than being started again for ever; a service that hangs
+is killed and started again (its /healthz unanswered), one whose database hangs is
+not (its /readyz fails, its /healthz holds)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 from shared.kit.embedded import free_port
 from shared.kit.settings import Settings
-from shared.kit.stack import Stack
-from tests.conftest import ADMIN_KEY
+from shared.kit.stack import Stack, _ready
+from tests.conftest import ADMIN_KEY, eventually
 
 
 @pytest.mark.timeout(300)  # five Python processes start (and die) side by side
@@ -30,3 +38,110 @@ def test_a_service_that_dies_at_start_fails_the_start_naming_its_log(tmp_path: P
     finally:
         stack.stop()
     assert not stack.children
+
+
+# -- the watchdog: a hung service is started again, one whose database hangs is not ----
+
+# Short, so the test sees several rounds quickly; the defaults are 5 s, 5 s, 3.
+WATCH = {"watchdog_every_s": 0.5, "watchdog_timeout_s": 1.0, "watchdog_failures": 3}
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("watched"),
+        http_port=free_port(),
+        bootstrap_admin_key=ADMIN_KEY,
+        **WATCH,
+    )
+    stack = Stack(settings, durable=False)
+    try:
+        stack.start(timeout=280)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def notes(stack: Stack, event: str) -> list[dict[str, Any]]:
+    log = stack.data_dir / "logs" / "stack.log"
+    lines = log.read_text().splitlines() if log.exists() else []  # made by the first note
+    return [note for line in lines if (note := json.loads(line))["event"] == event]
+
+
+async def rounds_pass(stack: Stack, count: int) -> None:
+    """Until the watchdog has probed every service `count` times more."""
+    after = stack.watch_rounds + count
+
+    async def done() -> bool:
+        return stack.watch_rounds >= after
+
+    await eventually(done, within=60, what=f"{count} rounds of the watchdog")
+
+
+def hung(process: psutil.Process) -> list[psutil.Process]:
+    """A process and its children (PostgreSQL's backends), stopped (SIGSTOP)."""
+    stopped = [process, *process.children(recursive=True)]
+    for each in stopped:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            each.send_signal(signal.SIGSTOP)
+    return stopped
+
+
+def resumed(stopped: list[psutil.Process]) -> None:
+    for each in stopped:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            each.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.timeout(300)
+async def test_a_hung_service_is_killed_and_started_again(watched: Stack) -> None:
+    datasets = watched.child("datasets")
+    old = datasets.proc.pid
+    url = watched.env["FILES_DATASETS_URL"]
+    stopped = hung(psutil.Process(old))
+    try:
+
+        async def whole_again() -> bool:
+            return datasets.proc.pid != old and _ready(url, "/healthz")
+
+        await eventually(whole_again, within=120, what="datasets answering, a new process")
+    finally:
+        resumed(stopped)
+    [note] = [n for n in notes(watched, "unresponsive") if n["pid"] == old]
+    assert note["name"] == "datasets"
+    assert "/healthz not answered 3 times in a row" in note["reason"]
+    assert any(name == "datasets" for name, _, _ in watched.exits)
+
+    async def ready() -> bool:
+        return _ready(url)
+
+    await eventually(ready, within=120, what="datasets ready again")
+
+
+@pytest.mark.timeout(300)
+async def test_a_service_whose_database_hangs_is_not_started_again(watched: Stack) -> None:
+    catalog = watched.env["FILES_CATALOG_URL"]
+    pids = {c.name: c.proc.pid for c in watched.children}
+    exits = len(watched.exits)
+    stopped = hung(psutil.Process(watched.child("postgres").proc.pid))
+    try:
+
+        async def unready() -> bool:
+            return not _ready(catalog, timeout=5)
+
+        await eventually(unready, within=30, what="the catalog unready")
+        # Rounds enough for every service to have been killed twice over, were liveness
+        # tied to the database.
+        await rounds_pass(watched, 2 * WATCH["watchdog_failures"])
+        assert _ready(catalog, "/healthz")
+        assert not _ready(catalog, timeout=5)
+    finally:
+        resumed(stopped)
+    assert len(watched.exits) == exits, watched.exits[exits:]
+    assert {c.name: c.proc.pid for c in watched.children} == pids
+    assert not [n for n in notes(watched, "unresponsive") if n["pid"] in pids.values()]
+
+    async def ready() -> bool:
+        return _ready(catalog)
+
+    await eventually(ready, within=120, what="the catalog ready again")

@@ -5,6 +5,8 @@ import { fileUrl, folderUrl, navigate } from "./router";
 import { mayEdit, open } from "./store";
 import type { MenuItem } from "./ui";
 
+export const ROLE_PENDING = "Your role on this folder is still being read.";
+
 export const roleOf = (item: Item, folderRole: string | null | undefined) =>
   item.type === "folder" ? item.my_role ?? folderRole : folderRole;
 
@@ -23,14 +25,17 @@ export function selectionMenu(items: Item[], folderId: string | null, folderRole
   const folderIds = items.filter((i) => i.type === "folder").map((i) => i.id);
   const single = items.length === 1 ? items[0] : null;
   const editable = items.length > 0 && items.every((i) => mayEdit(roleOf(i, folderRole)));
+  // The folder's role not read yet (a busy platform answers its contents first): what it
+  // may allow is shown disabled, saying why, rather than missing or doing nothing.
+  const waiting = !editable && items.some((i) => roleOf(i, folderRole) === undefined);
   const opening: MenuItem[] =
     single && single.type === "file" ? [{ label: "Open", action: () => navigate(fileUrl(single.id)) }] : [];
-  const editing: MenuItem[] = editable
+  const editing: MenuItem[] = editable || waiting
     ? [
         ...(single ? [{ label: "Rename", action: () => open({ kind: "rename", item: single }) }] : []),
         { label: "Move to another folder", action: () => open({ kind: "move", fileIds, folderIds, from: folderId }) },
         { label: "Delete", action: () => open({ kind: "delete", fileIds, folderIds }) },
-      ]
+      ].map((item) => (waiting ? { ...item, disabled: true, why: ROLE_PENDING } : item))
     : [];
   return [
     ...opening,

@@ -8,7 +8,7 @@ import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { SyncPanel, useSyncState } from "./sync";
 import { gone, goneSince, mayEdit, open, settled, useVersion, useWatch } from "./store";
-import { Menu, Unavailable, type MenuItem } from "./ui";
+import { Menu, notify, Unavailable, type MenuItem } from "./ui";
 import { roleOf, selectionMenu } from "./actions";
 import { Details } from "./details";
 import { useSelection } from "./selection";
@@ -164,6 +164,30 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     setSelected((old) => new Set([...old].filter((id) => ids.has(id))));
   }, [items]);
 
+  // F2 and Delete pressed before the folder's role was read: done once it is, or told.
+  const [pendingKey, setPendingKey] = useState<{ key: string; targets: Item[] } | null>(null);
+  const roleKnown = (targets: Item[]) => targets.every((i) => roleOf(i, role) !== undefined);
+  const keyAction = ({ key, targets }: { key: string; targets: Item[] }) => {
+    if (!editable(targets)) {
+      notify(folder && !mayEdit(role) ? "You can view this folder, not change it." : "You cannot change these items.");
+      return;
+    }
+    if (key === "F2") open({ kind: "rename", item: targets[0] });
+    else
+      open({
+        kind: "delete",
+        fileIds: targets.filter((i) => i.type === "file").map((i) => i.id),
+        folderIds: targets.filter((i) => i.type === "folder").map((i) => i.id),
+      });
+  };
+  useEffect(() => {
+    if (!pendingKey || !roleKnown(pendingKey.targets)) return;
+    setPendingKey(null);
+    keyAction(pendingKey);
+  }, [pendingKey, role]);
+  // Another folder opened meanwhile: what was asked here is dropped.
+  useEffect(() => setPendingKey(null), [folderId]);
+
   const openItem = (item: Item) => navigate(item.type === "folder" ? folderUrl(item.id) : fileUrl(item.id));
   const contextMenu = (i: number, x: number, y: number) => {
     let targets = chosen;
@@ -305,16 +329,13 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
                 openItem(shown[active]);
                 return true;
               }
-              if (e.key === "F2" && chosen.length === 1 && editable(chosen)) {
-                open({ kind: "rename", item: chosen[0] });
-                return true;
-              }
-              if (e.key === "Delete" && editable(chosen)) {
-                open({
-                  kind: "delete",
-                  fileIds: chosen.filter((i) => i.type === "file").map((i) => i.id),
-                  folderIds: chosen.filter((i) => i.type === "folder").map((i) => i.id),
-                });
+              if (chosen.length > 0 && ((e.key === "F2" && chosen.length === 1) || e.key === "Delete")) {
+                const asked = { key: e.key, targets: chosen };
+                // Before the folder's role is read, the key waits for it (said in words).
+                if (!roleKnown(chosen)) {
+                  setPendingKey(asked);
+                  notify(`${e.key === "F2" ? "Rename" : "Delete"} waits for your role on this folder, still being read.`);
+                } else keyAction(asked);
                 return true;
               }
               if (e.key === "Backspace" && folder) {

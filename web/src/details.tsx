@@ -8,6 +8,7 @@ import { navigate, fileUrl } from "./router";
 import { changed, mayEdit, open, roleName, useVersion } from "./store";
 import { Confirm, ErrorText, notify, TabPanel, Tabs } from "./ui";
 import { knowNames, whoIs } from "./app";
+import { useSyncState } from "./sync";
 
 // `onItsPage`: the panel beside a file's own page, whose toolbar downloads it: no
 // "Download · Open" of its own there (the folder view's panel keeps them).
@@ -42,6 +43,14 @@ function FolderFacts({ folder }: { folder: Folder }) {
   const version = useVersion();
   const [summary, setSummary] = useState<any>(null);
   const [error, setError] = useState<unknown>(null);
+  // What a cloud-synced folder follows: its integration by name (its prefix from a
+  // platform that does not say the name); a key path's subfolder, that it is in one.
+  const sync = useSyncState(folder.id);
+  const follows = sync?.cloud_sync
+    ? sync.cloud_sync.integration_name ?? `Bucket prefix ${sync.cloud_sync.prefix || "(the whole bucket)"}`
+    : sync?.cloud_synced
+      ? "Part of a cloud-synced folder"
+      : null;
   useEffect(() => {
     // A read refused once (the session had ended, say) leaves no error once one answers.
     get(`/v1/folders/${folder.id}/summary`)
@@ -54,6 +63,12 @@ function FolderFacts({ folder }: { folder: Folder }) {
       <dl class="facts">
         <dt>Kind</dt>
         <dd>Folder</dd>
+        {follows && (
+          <>
+            <dt>Cloud sync</dt>
+            <dd>{follows}</dd>
+          </>
+        )}
         {summary && (
           <>
             <dt>Files</dt>

@@ -152,8 +152,23 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
   // The text whose answer is shown: when nothing matched, the dialog says so.
   const [searched, setSearched] = useState<string | null>(null);
   const listId = useId();
+  // Those of the hits left out as cloud-synced, named under the field.
+  const [leftOut, setLeftOut] = useState<string[]>([]);
+  const synced = useRef(new Map<string, Promise<boolean>>());
+  const syncedOf = (id: string) => {
+    let known = synced.current.get(id);
+    if (!known) {
+      known = get<{ cloud_synced: boolean }>(`/v1/folders/${id}/sync`).then(
+        (s) => s.cloud_synced,
+        () => false,
+      );
+      synced.current.set(id, known);
+    }
+    return known;
+  };
   useEffect(() => {
     setSearched(null);
+    setLeftOut([]);
     if (!text.trim() || (target && text === target.name)) {
       setHits([]);
       return;
@@ -161,12 +176,20 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
     const abort = new AbortController();
     const timer = setTimeout(() => {
       get(`/v1/search${query({ q: text.trim(), kind: "folder", limit: 20 })}`, abort.signal)
-        .then((r: any) => {
+        .then(async (r: any) => {
           // Only folders the caller may add to (the editor role), never one being moved,
           // nor the one the selection is already in.
-          setHits(
-            r.items.filter((f: Folder) => !props.folderIds.includes(f.id) && f.id !== props.from && mayEdit(f.my_role)),
+          const may: Folder[] = r.items.filter(
+            (f: Folder) => !props.folderIds.includes(f.id) && f.id !== props.from && mayEdit(f.my_role),
           );
+          // Nor a cloud-synced folder or one of its subfolders: their files follow the
+          // bucket, so the move would be refused. A folder's answer does not say so: its
+          // sync state does (read once a dialog; unreadable, it is offered, and the dry
+          // run says what the platform says).
+          const states = await Promise.all(may.map((f) => syncedOf(f.id)));
+          if (abort.signal.aborted) return;
+          setHits(may.filter((_, i) => !states[i]));
+          setLeftOut(may.filter((_, i) => states[i]).map((f) => f.name));
           setActiveHit(0);
           setSearched(text.trim());
         })
@@ -253,6 +276,11 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
       {!target && searched && hits.length === 0 && (
         <p class="muted" role="status">
           No folder you can move this to matches “{searched}”.
+        </p>
+      )}
+      {!target && searched && leftOut.length > 0 && (
+        <p class="muted">
+          Not offered: {leftOut.map((n) => `“${n}”`).join(", ")}. Nothing can be uploaded, made or moved into a cloud-synced folder.
         </p>
       )}
       {target && !error && <ImpactView impact={impact} verb="move" />}

@@ -9,7 +9,8 @@ import { ErrorText, notify } from "./ui";
 export type SyncState = {
   cloud_synced: boolean;
   synced_folder_id?: string;
-  cloud_sync?: { integration_id: string; prefix: string; sync_interval_s: number };
+  // integration_name: absent from a platform older than the field.
+  cloud_sync?: { integration_id: string; integration_name?: string | null; prefix: string; sync_interval_s: number };
   paused?: boolean;
   objects?: number;
   last_sync?: { job_id: string; status: string; started_at: string } | null;
@@ -144,8 +145,9 @@ export function SyncPanel({ folderId, state, role }: { folderId: string; state: 
   return (
     <section class="sync-panel" aria-label="Cloud sync">
       <p>
-        Synced with the bucket prefix <code>{state.cloud_sync.prefix || "(the whole bucket)"}</code>, every{" "}
-        {interval(state.cloud_sync.sync_interval_s)}. {SYNCED_WHY}
+        Synced with {state.cloud_sync.integration_name ? `the integration “${state.cloud_sync.integration_name}”, its` : "the"} bucket
+        prefix <code>{state.cloud_sync.prefix || "(the whole bucket)"}</code>, every {interval(state.cloud_sync.sync_interval_s)}.{" "}
+        {SYNCED_WHY}
       </p>
       <p role="status">
         {state.paused

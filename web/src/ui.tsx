@@ -179,7 +179,8 @@ export function TabPanel(props: { idBase: string; id: string; children: Componen
   );
 }
 
-export type MenuItem = { label: string; action: () => void; disabled?: boolean };
+// `why`: a disabled item's reason, as its title and its description.
+export type MenuItem = { label: string; action: () => void; disabled?: boolean; why?: string };
 
 export function Menu(props: { x: number; y: number; label: string; items: MenuItem[]; onClose: () => void }) {
   const ref = useRef<HTMLDivElement>(null);
@@ -235,6 +236,7 @@ export function Menu(props: { x: number; y: number; label: string; items: MenuIt
           key={item.label}
           tabIndex={-1}
           aria-disabled={item.disabled ? "true" : undefined}
+          title={item.disabled ? item.why : undefined}
           onClick={() => {
             if (item.disabled) return;
             props.onClose();

@@ -11,8 +11,10 @@ goes only when its last file has gone. A DICOM instance's blob is held by its se
 its object gone from a synced bucket); an instance that joined no series
 (`InstanceBlobsLeft`: rejected, its job cancelled) holds its blob no longer.
 A blob being stored again meanwhile is claimed in the storing transaction
-(`collector.projections.claim_blobs`); the sweep skips it, or the claim waits for the
-sweep and the bytes are stored again.
+(`collector.projections.claim_blobs`), or, by an upload of files, before its put
+(`collector.claims`); the sweep skips it, or the claim waits for the sweep and the
+bytes are stored again. Claims no upload ever settled are swept too, with the bytes
+only they held.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.ingest.collector import domain
+from services.ingest.collector import claims, domain
 from services.ingest.collector.projections import RECLAIMABLE, blob_refs
 from shared.contracts.catalog import FileDeleted, FilePurged, UploadRejected
 from shared.contracts.dicom import (
@@ -43,6 +45,10 @@ from shared.kit.service import Handlers, Parts
 SWEEP_BATCH = 1000
 # Deletes in flight at once.
 DELETES_IN_FLIGHT = 16
+# An upload's claim (collector/claims.py) is kept at least this long, and the grace: the
+# put of one request's files takes less (larger files go by upload sessions). An upload
+# whose put took longer is refused, to be sent again; its bytes are reclaimed.
+CLAIMS_KEPT = timedelta(hours=1)
 
 
 class Collector(Handlers):
@@ -50,6 +56,7 @@ class Collector(Handlers):
         super().__init__(parts)
         self.blobs = store
         self.grace = timedelta(seconds=parts.settings.blob_gc_grace_s)
+        self.claims_kept = max(self.grace, CLAIMS_KEPT)
 
     reactions = Reactions("ingest")
 
@@ -151,37 +158,55 @@ class Collector(Handlers):
             await self._release(conn, gone, envelopes[0])
 
     async def sweep(self) -> int:
-        """Delete up to SWEEP_BATCH unreferenced blobs; how many went."""
+        """Delete up to SWEEP_BATCH unreferenced blobs, and as many stale claims; how
+        many went."""
         cutoff = datetime.now(UTC) - self.grace
         async with self.pool.acquire() as conn, conn.transaction():
-            keys = [r["key"] for r in await conn.fetch(RECLAIMABLE, cutoff, SWEEP_BATCH)]
-            if not keys:
-                return 0
-            # Bytes first: if this transaction then fails, the rows stay and the next
-            # sweep deletes again (deleting a missing blob is no error).
-            limit = asyncio.Semaphore(DELETES_IN_FLIGHT)
+            found = [r["key"] for r in await conn.fetch(RECLAIMABLE, cutoff, SWEEP_BATCH)]
+            # Bytes an upload in flight is putting again stay (uploads/handlers.py).
+            held = await claims.claimed(conn, found) if found else set()
+            keys = [k for k in found if k not in held]
+            if keys:
+                # Bytes first: if this transaction then fails, the rows stay and the
+                # next sweep deletes again (deleting a missing blob is no error).
+                await self._delete(keys)
+                cause = Cause(actor="system:blob-collector", correlation_id=str(uuid.uuid4()))
+                written = envelopes_of(domain.reclaim(keys), cause)
+                await blob_refs.apply(conn, written)
+                await self.store.append(conn, written)
+        return len(keys) + await self._sweep_claims(datetime.now(UTC) - self.claims_kept)
 
-            async def delete(key: str) -> None:
-                async with limit:
-                    try:
-                        await self.blobs.delete(key)
-                    except KeyError:
-                        # No store writes such a key (an event recorded by hand, an old
-                        # layout): no bytes to delete. Raised, it failed every sweep on
-                        # the same batch, and nothing was reclaimed any more.
-                        log.warning("blobs.not_a_blob_key", key=key[:80])
+    async def _sweep_claims(self, cutoff: datetime) -> int:
+        """Claims of uploads that never recorded (collector/claims.py): the bytes they
+        alone hold deleted, the claims dropped; how many claims went."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            gone, orphans = await claims.stale(conn, cutoff, SWEEP_BATCH)
+            if orphans:
+                log.info("blobs.orphans_reclaimed", count=len(orphans))
+                await self._delete(orphans)
+            if gone:
+                await claims.drop(conn, gone)
+        return len(gone)
 
-            await asyncio.gather(*(delete(k) for k in keys))
-            cause = Cause(actor="system:blob-collector", correlation_id=str(uuid.uuid4()))
-            written = envelopes_of(domain.reclaim(keys), cause)
-            await blob_refs.apply(conn, written)
-            await self.store.append(conn, written)
-        return len(keys)
+    async def _delete(self, keys: list[str]) -> None:
+        limit = asyncio.Semaphore(DELETES_IN_FLIGHT)
+
+        async def delete(key: str) -> None:
+            async with limit:
+                try:
+                    await self.blobs.delete(key)
+                except KeyError:
+                    # No store writes such a key (an event recorded by hand, an old
+                    # layout): no bytes to delete. Raised, it failed every sweep on
+                    # the same batch, and nothing was reclaimed any more.
+                    log.warning("blobs.not_a_blob_key", key=key[:80])
+
+        await asyncio.gather(*(delete(k) for k in keys))
 
     async def sweep_forever(self, every_s: float) -> None:
         while True:
             try:
-                while (reclaimed := await self.sweep()) == SWEEP_BATCH:
+                while (reclaimed := await self.sweep()) >= SWEEP_BATCH:
                     log.info("blobs.reclaimed", count=reclaimed)
                 if reclaimed:
                     log.info("blobs.reclaimed", count=reclaimed)

@@ -104,6 +104,14 @@ blob_refs = Projection(
         PRIMARY KEY (group_file_id, file_id)
     );
     CREATE INDEX IF NOT EXISTS cloud_series_file ON ingest.cloud_series (file_id);
+    -- Not the read model's (no event writes it; a rebuild leaves it be): the blobs
+    -- uploads in flight are putting (collector/claims.py).
+    CREATE UNLOGGED TABLE IF NOT EXISTS ingest.blob_claims (
+        key text PRIMARY KEY,
+        claimed_at timestamptz NOT NULL,
+        holders integer NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS blob_claims_at ON ingest.blob_claims (claimed_at);
     """,
 )
 

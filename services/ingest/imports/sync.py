@@ -96,7 +96,9 @@ class _Decision:
 SYNC_STATE = """
     SELECT f.*,
            (SELECT count(*) FROM ingest.synced_objects o
-             WHERE o.root_folder_id = f.folder_id AND NOT o.gone) AS objects
+             WHERE o.root_folder_id = f.folder_id AND NOT o.gone) AS objects,
+           (SELECT name FROM ingest.integrations i WHERE i.id = f.integration_id)
+             AS integration_name
     FROM ingest.synced_folders f WHERE f.folder_id = $1
 """
 
@@ -279,7 +281,10 @@ class Syncs(Handlers):
         return {
             "cloud_synced": True,
             "synced_folder_id": str(folder_id),
-            "cloud_sync": self._config_json(config),
+            # The integration's name, for the page to say what it follows: to anyone with a
+            # role on the folder (checked by the route), as its prefix and id are, not only
+            # to those who may use the integration.
+            "cloud_sync": self._config_json(config) | {"integration_name": row["integration_name"]},
             "paused": row["paused"],
             "objects": row["objects"],
             "last_sync": None

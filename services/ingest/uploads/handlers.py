@@ -13,6 +13,7 @@ from typing import Any
 from python_multipart import MultipartParser
 from python_multipart.multipart import MultipartState, parse_options_header
 
+from services.ingest.collector import claims
 from services.ingest.collector.projections import UNDATED, blob_refs, claim_blobs, claimed
 from services.ingest.jobs.projections import jobs
 from services.ingest.media.facts import NO_MEDIA
@@ -245,23 +246,42 @@ class Uploads(Handlers):
         *,
         stored_at: datetime | None = None,
     ) -> int:
-        """Store the received blobs and record their events in one transaction, the
-        blobs claimed first: the collector cannot take one between its store and the
-        event that refers to it. Metadata given is checked first, against the schema
-        held until the commit. `stored_at`: the one time every envelope carries, which
-        the claim dates the blobs with."""
+        """Put the received blobs to the store, then record their events in one
+        transaction. No database connection is held while the store is waited on (a
+        hung store, up to 30 s a call, would hold one per upload and starve ingest's
+        other routes): the blobs are claimed first in a short transaction of their own
+        (collector/claims.py), which keeps the collector off them during the put and
+        lets it reclaim them if nothing is ever recorded (a crash, a failed put). The
+        recording transaction claims their rows as before (the collector cannot take one
+        between the check and the events) and gives up the claims; one the collector
+        took meanwhile (a put longer than its grace) refuses the upload, nothing
+        recorded. Metadata given is checked before the put (a refusal costs none) and
+        again against the schema held until the commit. `stored_at`: the one time
+        every envelope carries, which the claim dates the blobs with."""
+        keys = sorted({w.key for w in receiver.writers})
+        async with self.pool.acquire() as conn, conn.transaction():
+            if metadata:
+                check_metadata(await current_schema(conn, held=False), metadata)
+            await claims.claim(conn, keys, stored_at or now())
+        try:
+            await self.blobs.commit(receiver.writers)
+        except (OSError, StoreRefused) as error:
+            # A local store's disk (held blobs are written out only now), or the object
+            # store: blobs put already stay claimed until the collector reclaims them.
+            log.error("ingest.blob_commit_failed", error=repr(error))
+            raise storage_failed(error) from error
         async with self.pool.acquire() as conn, conn.transaction():
             if metadata:
                 check_metadata(await current_schema(conn), metadata)
-            keys = sorted({w.key for w in receiver.writers})
             await claim_blobs(conn, keys, stored_at or UNDATED)
-            try:
-                await self.blobs.commit(receiver.writers)
-            except (OSError, StoreRefused) as error:
-                # A local store's disk (held blobs are written out only now): the
-                # transaction rolls back; blobs renamed already are unclaimed, collected.
-                log.error("ingest.blob_commit_failed", error=repr(error))
-                raise storage_failed(error) from error
+            if await claims.settle(conn, keys):
+                log.error("ingest.blob_claims_reclaimed", blobs=len(keys))
+                raise Refused(
+                    503,
+                    "storage_unavailable",
+                    "the file store took longer than the collector waits for an upload:"
+                    " nothing of this upload was recorded; try again",
+                )
             await jobs.apply(conn, envelopes)
             with claimed(keys, stored_at or UNDATED):
                 await blob_refs.apply(conn, envelopes)

@@ -49,14 +49,16 @@ class Folder(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parent_id: _Optional[str] = ..., path: _Optional[_Iterable[_Union[PathEntry, _Mapping]]] = ..., file_count: _Optional[int] = ..., folder_count: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., my_role: _Optional[str] = ..., cloud_sync: _Optional[_Union[CloudSync, _Mapping]] = ..., sync_job_id: _Optional[str] = ...) -> None: ...
 
 class CloudSync(_message.Message):
-    __slots__ = ("integration_id", "prefix", "sync_interval_s")
+    __slots__ = ("integration_id", "prefix", "sync_interval_s", "integration_name")
     INTEGRATION_ID_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     SYNC_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    INTEGRATION_NAME_FIELD_NUMBER: _ClassVar[int]
     integration_id: str
     prefix: str
     sync_interval_s: int
-    def __init__(self, integration_id: _Optional[str] = ..., prefix: _Optional[str] = ..., sync_interval_s: _Optional[int] = ...) -> None: ...
+    integration_name: str
+    def __init__(self, integration_id: _Optional[str] = ..., prefix: _Optional[str] = ..., sync_interval_s: _Optional[int] = ..., integration_name: _Optional[str] = ...) -> None: ...
 
 class Media(_message.Message):
     __slots__ = ("width", "height", "frames", "duration_s", "sample_rate", "channels", "fps", "codec", "dims", "voxel_size", "datatype")
