@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from services.dicom import dicomweb
 from services.dicom.handlers import Dicom, to_worker
@@ -22,6 +23,26 @@ from shared.kit.errors import Refused
 from shared.kit.http import JSON, JSONRoute, cause, identity_of, role_on_file, role_on_folder
 
 Caller = Annotated[Cause, Depends(cause)]
+# How long a retrieve of frames waits for its part of the process's frames budget.
+FRAMES_MEMORY_WAIT_S = 5.0
+
+
+class Holding(StreamingResponse):
+    """A streamed answer whose memory is given back (`done`) when it ends: sent, failed
+    or cut off. Not in the body's `finally`: a body never started (the client gone
+    before it) runs none."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], done: Callable[[], None], media_type: str
+    ) -> None:
+        super().__init__(content, media_type=media_type)
+        self.done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.done()
 
 
 def router(dicom: Dicom) -> APIRouter:
@@ -189,13 +210,28 @@ def dicomweb_router(dicom: Dicom) -> APIRouter:
                 dicomweb.opened(dicom.blobs, instance.blob_key), numbers, bound
             )
 
-        async with dicom.render_gate:
-            # An uncompressed frame is read alone, after the header; a compressed one's
-            # fragments from a copy of the whole instance (a local store's is in place).
-            parts = await to_worker(native)
-            if parts is None:
-                async with dicom.blobs.local_copy(instance.blob_key) as path:
-                    parts = await to_worker(dicomweb.frames, path, numbers, bound)
+        # The frames are held until their answer is sent, after the gate is left, for
+        # as long as the reader takes: each answer holds its part of the process's
+        # budget from before they are read. Distinct frames are at most the instance's
+        # bytes (and the bound); what they turn out to be is kept, the rest given back.
+        memory = dicom.frames_memory
+        held = await memory.take(min(instance.size, bound), FRAMES_MEMORY_WAIT_S)
+        try:
+            async with dicom.render_gate:
+                # An uncompressed frame is read alone, after the header; a compressed
+                # one's fragments from a copy of the whole instance (a local store's is
+                # in place).
+                parts = await to_worker(native)
+                if parts is None:
+                    async with dicom.blobs.local_copy(instance.blob_key) as path:
+                        parts = await to_worker(dicomweb.frames, path, numbers, bound)
+        except BaseException:
+            memory.give(held)
+            raise
+        read = sum(len(data) for _, data in parts)
+        if read < held:
+            memory.give(held - read)
+            held = read
         multipart = dicomweb.Multipart(parts[0][0].split(";")[0])
 
         async def body() -> AsyncIterator[bytes]:
@@ -206,7 +242,7 @@ def dicomweb_router(dicom: Dicom) -> APIRouter:
                 yield b"\r\n"
             yield multipart.end()
 
-        return StreamingResponse(body(), media_type=multipart.media_type)
+        return Holding(body(), lambda: memory.give(held), media_type=multipart.media_type)
 
     @api.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered")
     @api.get(

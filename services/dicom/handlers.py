@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from services.dicom import domain, lean, reader, recent, slices
+from services.dicom.memory import ByteBudget
 from services.dicom.projections import instance_of
 from services.dicom.projections import series as series_model
 from shared.contracts import dicom as ev
@@ -459,6 +460,8 @@ class Dicom(Handlers):
         self.blobs = blobs
         # Slices drawn at once (each holds an instance's pixels in memory).
         self.render_gate = asyncio.Semaphore(4)
+        # Frames held by WADO-RS answers until they are sent (api.py `frames`).
+        self.frames_memory = ByteBudget(parts.settings.dicomweb_frames_memory_bytes)
         self.recent = recent.Recent()
 
     reactions = Reactions("dicom")

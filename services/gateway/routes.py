@@ -392,7 +392,8 @@ ROUTES: tuple[Route, ...] = (
                       " instance a part, stored as a DICOM upload is (a job). 409: none"
                       " was stored."),
     *(Route("GET", f"{DICOMWEB}{path}", "dicom", f"WADO-RS: {what}", answer=answer,
-            compose="dicomweb", errors=(400, 422), long=True)
+            compose="dicomweb", long=True,
+            errors=(400, 413, 422) if path.endswith("{frames}") else (400, 422))
       for path, what, answer in (
           (STUDY, "a study's instances as stored", MULTIPART_DICOM),
           (SERIES, "a series' instances as stored", MULTIPART_DICOM),

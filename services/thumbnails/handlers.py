@@ -134,13 +134,24 @@ def wanted_of(
     )
 
 
-def object_url(parts: Parts, object_ref: str, lasts: timedelta) -> str:
+def object_url(
+    parts: Parts, object_ref: str, lasts: timedelta, file_id: uuid.UUID, sha256: str
+) -> str:
     """Ingest's URL of an object of a customer's bucket, signed for it until `lasts` from
-    now (shared/kit/identity.py `object_read_mac`)."""
+    now (shared/kit/identity.py `object_read_mac`), read as `file_id`'s bytes of `sha256`:
+    ingest answers only while the object is still what the read of those found (412)."""
     integration_id, _, key = object_ref.partition(":")
     expires = int((datetime.now(UTC) + lasts).timestamp())
     signature = parts.identity.object_read_mac(integration_id, key, expires)
-    query = urlencode({"key": key, "expires": expires, "signature": signature})
+    query = urlencode(
+        {
+            "key": key,
+            "expires": expires,
+            "signature": signature,
+            "file": str(file_id),
+            "sha256": sha256,
+        }
+    )
     return f"{parts.settings.ingest_url}/internal/objects/{integration_id}?{query}"
 
 
@@ -177,7 +188,13 @@ class Wanted:
 def _settled_file(file_id: uuid.UUID, source: str, row: Any) -> ev.SettledFile:
     if row["state"] == "made":
         return ev.SettledFile(file_id=file_id, source=source, renditions=row["renditions"])
-    return ev.SettledFile(file_id=file_id, source=source, code=row["code"], reason=row["reason"])
+    return ev.SettledFile(
+        file_id=file_id,
+        source=source,
+        code=row["code"],
+        reason=row["reason"],
+        alone=row.get("alone", False),
+    )
 
 
 def _file_size(file: ev.RequestedFile | ev.SettledFile) -> int:
@@ -744,11 +761,9 @@ class Thumbnails(Handlers):
         if file["object_ref"] is not None:
             # Imported by reference: read through ingest, by a URL signed for this
             # object alone (the worker holds no key, and never reaches the bucket).
-            url = object_url(self.parts, file["object_ref"], URL_LASTS)
             sha256 = file["source"].partition(":")[2]
-            return render.Job(
-                renderer, file["blob_key"], file["bytes"], self.fmt, url=url, sha256=sha256
-            )
+            url = object_url(self.parts, file["object_ref"], URL_LASTS, file["file_id"], sha256)
+            return render.Job(renderer, file["blob_key"], file["bytes"], self.fmt, url=url)
         # A content blob's size is the upload's, which the request kept: not asked of
         # the store again (a stat, or a HEAD on S3, a file). Content gone meanwhile is
         # the worker's `content_missing`, as when it goes while being drawn.
@@ -806,10 +821,13 @@ class Thumbnails(Handlers):
                 outcomes = settled.get(source)
                 if outcomes is None and isinstance(outcome, tuple):
                     outcomes = {"state": "failed", "code": outcome[0], "reason": outcome[1]}
-                    if outcome[0] == domain.CONTENT_CHANGED:
-                        # The object drawn is not the source's bytes: this file's failure
-                        # alone. The source stays unsettled, and the others of it are
-                        # drawn from their own content (once their leases run out).
+                    if file["object_ref"] is not None:
+                        # Drawn from an imported object: whatever failed (it changed, or
+                        # no longer decodes, or went, or took too long) may be that
+                        # object's, not the source's bytes: this file's failure alone.
+                        # The source stays unsettled, and the others of it are drawn
+                        # from their own content (once their leases run out).
+                        outcomes = {**outcomes, "alone": True}
                         rows = [r for r in rows if r["file_id"] == file["file_id"]]
                     else:
                         settled[source] = outcomes

@@ -187,8 +187,13 @@ async def _settled(conn: Conn, rows: list[dict[str, Any]]) -> None:
     """Each file made (`renditions`) or failed (`code`, `reason`), and its source so: one
     statement (a round trip fewer for each batch a runner records)."""
     # A source settled twice (two workers, or drawn again after a failure) keeps the last.
-    # An imported file whose object changed failed alone: its source is not settled.
-    last = {r["source"]: r for r in rows if r.get("code") != domain.CONTENT_CHANGED}
+    # A file drawn from an imported object failed alone: its source is not settled
+    # (`alone`; content_changed was before it was recorded, and is an imported file's).
+    last = {
+        r["source"]: r
+        for r in rows
+        if not r.get("alone") and r.get("code") != domain.CONTENT_CHANGED
+    }
     await conn.execute(
         f"""WITH files AS (
                UPDATE thumbnails.files AS f

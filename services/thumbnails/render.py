@@ -10,7 +10,6 @@ size for DICOM, a render size for PDFs.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import resource
@@ -25,9 +24,9 @@ from services.thumbnails import domain
 from shared.kit.blobs import LocalBlobStore, open_blob_store
 from shared.kit.media import (
     BLOCK,
+    ContentChanged,
     OverBudget,
     RangeFile,
-    ReadAt,
     open_container,
     presigned_reader,
     quiet_av,
@@ -42,8 +41,6 @@ READ_BUDGET = 512 * 1024 * 1024
 # round trip that dwarfs its bytes (a 700 KB photo took three; a larger video still
 # reads 256 KiB blocks, only those its decoder asks for).
 WHOLE_AT_ONCE = 4 * 1024 * 1024
-# The reads of an imported object's check (`check_unchanged`): the RangeFile's blocks.
-HASH_CHUNK = 4 * 1024 * 1024
 # A video frame or DICOM frame larger than this is not decoded.
 MAX_FRAME_PIXELS = 64_000_000
 MAX_DICOM_PIXEL_BYTES = 1024 * 1024 * 1024
@@ -80,10 +77,6 @@ class Job:
     # The content's presigned GET URL, on a store that is not local: the worker reads
     # this object and no other, without the store's keys.
     url: str | None = None
-    # An object imported by reference: the sha256 its import read. Its owner may change
-    # it at any time, and the pictures are stored as those of the bytes of this sha256
-    # (shared by every file of them), so what is read must be those bytes.
-    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,26 +122,9 @@ def start_worker(settings: Settings) -> None:
 
 
 CHANGED = (
-    "its object in the bucket is no longer the content imported (its sha256 differs):"
+    "its object in the bucket is no longer the content imported (its ETag changed):"
     " import it again for its picture"
 )
-
-
-class Remembered:
-    """`read_at` of an object that may change while it is read: each range's digest as
-    first read; a range read again that came back other than it was is the file's
-    `content_changed`."""
-
-    def __init__(self, read_at: ReadAt) -> None:
-        self.read_at = read_at
-        self.seen: dict[tuple[int, int], bytes] = {}
-
-    def __call__(self, offset: int, length: int) -> bytes:
-        data = self.read_at(offset, length)
-        digest = hashlib.sha256(data[:length]).digest()
-        if self.seen.setdefault((offset, length), digest) != digest:
-            raise Unthumbnailable(domain.CONTENT_CHANGED, CHANGED)
-        return data
 
 
 def opened(job: Job) -> BinaryIO:
@@ -159,25 +135,8 @@ def opened(job: Job) -> BinaryIO:
     assert _http is not None, "start_worker first"
     if job.url is None:
         raise SourceUnavailable("no URL to read the content by")
-    read_at: ReadAt = presigned_reader(job.url, _http)
-    if job.sha256 is not None:
-        read_at = Remembered(read_at)
     block = job.size if 0 < job.size <= WHOLE_AT_ONCE else BLOCK
-    return RangeFile(read_at, job.size, budget=READ_BUDGET, block=block)  # type: ignore[return-value]
-
-
-def check_unchanged(source: RangeFile, sha256: str) -> None:
-    """The object drawn is still the bytes of `sha256`: read whole once more, within
-    the budget's one more read of it (what the cache still holds of the drawing's reads
-    is not fetched again; what is fetched again is compared, `Remembered`). Otherwise
-    its picture is this file's failure, never stored as the picture of those bytes."""
-    source.budget = source.read_bytes + source.size
-    source.seek(0)
-    digest = hashlib.sha256()
-    while chunk := source.read(HASH_CHUNK):
-        digest.update(chunk)
-    if digest.hexdigest() != sha256:
-        raise Unthumbnailable(domain.CONTENT_CHANGED, CHANGED)
+    return RangeFile(presigned_reader(job.url, _http), job.size, budget=READ_BUDGET, block=block)  # type: ignore[return-value]
 
 
 def make(job: Job) -> list[Picture]:
@@ -189,13 +148,12 @@ def make(job: Job) -> list[Picture]:
     with source:
         try:
             picture = DRAW[job.renderer](source, max(job.sizes))
-            if job.sha256 is not None and isinstance(source, RangeFile):
-                check_unchanged(source, job.sha256)
         except Exception as error:
             failed = source.failed if isinstance(source, RangeFile) else None
-            if isinstance(failed, Unthumbnailable) and failed is not error:
-                # `Remembered`'s, which a decoder wrapped in an error of its own.
-                raise failed from error
+            if isinstance(failed, ContentChanged):
+                # Ingest's 412 to an imported object's read (which a decoder may have
+                # wrapped in an error of its own): the object is not its import's bytes.
+                raise Unthumbnailable(domain.CONTENT_CHANGED, CHANGED) from error
             if isinstance(error, (Unthumbnailable, SourceUnavailable)):
                 raise
             if isinstance(error, OverBudget):

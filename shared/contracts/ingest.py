@@ -42,6 +42,10 @@ class FileContentStored(Event):
     blob_key: str
     source: Source = Source()
     metadata: dict[str, Any] = {}
+    # Imported by reference: the object's ETag as the import read it (its bytes of this
+    # sha256), which every later read of the object names (`If-Match`). None: an upload,
+    # or an import from before 2026-12-07.
+    etag: str | None = None
 
 
 class StoredContent(BaseModel):
@@ -544,6 +548,9 @@ class CloudObjectChanged(Event):
     sha256: str
     mime_type: str
     media: Media = Media()
+    # The object's ETag as this read answered it (FileContentStored's `etag`), since
+    # 2026-12-07.
+    etag: str | None = None
 
 
 class IntegrationCredentialsRotated(Event):

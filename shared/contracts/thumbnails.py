@@ -135,6 +135,9 @@ class SettledFile(BaseModel):
     renditions: list[Rendition] | None = None
     code: str | None = None
     reason: str | None = None
+    # Failed for this file alone, its source not settled: drawn from an imported object,
+    # which may no longer be the bytes of the source's sha256 (since 2026-12-07).
+    alone: bool = False
 
     @model_validator(mode="after")
     def _made_or_failed(self) -> SettledFile:

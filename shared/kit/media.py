@@ -184,10 +184,15 @@ class StoreAnswered(OSError):
     """The store's answer to a ranged GET of a presigned URL was not the range."""
 
 
+class ContentChanged(StoreAnswered):
+    """The object is no longer the one the URL is for (412: its ETag changed)."""
+
+
 def presigned_reader(url: str, client: httpx.Client) -> ReadAt:
     """`read_at` over a presigned GET URL, a ranged GET a read: how a worker reads
     content without the store's credentials (only this one object, for a while). A
-    missing object is FileNotFoundError; any other answer but the range an OSError."""
+    missing object is FileNotFoundError, one changed (412) ContentChanged; any other
+    answer but the range an OSError."""
 
     def read_at(offset: int, length: int) -> bytes:
         if length <= 0:
@@ -198,6 +203,8 @@ def presigned_reader(url: str, client: httpx.Client) -> ReadAt:
                 return b""  # at or past the end, as a file read there gives nothing
             if answer.status_code == 404:
                 raise FileNotFoundError("the content is no longer stored")
+            if answer.status_code == 412:
+                raise ContentChanged("the object changed since it was imported")
             if answer.status_code != 206:
                 # A 200 is the whole object: never read that into memory.
                 raise StoreAnswered(f"the store answered {answer.status_code} to a range")

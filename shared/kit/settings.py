@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     # The most bytes one DICOMweb retrieve of frames answers (services/dicom): its frames
     # are held in memory, so a request for more is a 413 rather than that much held.
     dicomweb_frames_max_bytes: int = Field(default=256 * 1024**2, ge=1)
+    # The most bytes of frames a DICOM process holds for all its answers at once (their
+    # readers may be slow): a retrieve that cannot have its part in time is a 503.
+    dicomweb_frames_memory_bytes: int = Field(default=1024**3, ge=1)
     # Thumbnails (services/thumbnails): worker processes drawing them (0: one per CPU this
     # process may use), the most time one file may take, and the pictures' format.
     thumbnail_workers: int = 0

@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 from minio import Minio
 from PIL import Image
@@ -200,6 +201,36 @@ async def test_an_object_changed_after_its_import_gives_its_picture_to_no_identi
     assert uploaded["sha256"] == imported["sha256"]
     assert near(colour_at(await settled(api, uploaded["id"]), 0.2, 0.5), (255, 0, 0))
     assert error(drawn, 404, "thumbnail_unavailable")["details"]["code"] == "content_changed"
+
+
+async def test_an_object_imported_before_etags_that_no_longer_decodes_fails_that_file_alone(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, pool: asyncpg.Pool
+) -> None:
+    """A file imported before its object's ETag was recorded is read as the object is
+    now: changed to bytes that do not decode, its drawing fails `unreadable`, which was
+    recorded for the imported bytes' source, so an upload of those bytes was refused its
+    picture too. A failure of a file drawn from an imported object is that file's alone."""
+    width = 64 + secrets.randbelow(1000)  # bytes no other test uploads
+    original = two_colours(width, 40, (255, 0, 0))
+    key = f"{unique('undecodable')}/shot.png"
+    put(bucket, key, original)
+    top = await folder(api, unique("undecodable-object"))
+    job_id = await start_import(
+        api, top["id"], integration_id=await integration(api, moto), keys=[key]
+    )
+    await finished(api, job_id, files=1)
+    [imported] = await items(api, top["id"])
+    # As an import from before 2026-12-07 left it: no ETag to read it by.
+    await pool.execute(
+        "UPDATE ingest.cloud_files SET etag = NULL WHERE file_id = $1", uuid.UUID(imported["id"])
+    )
+    put(bucket, key, b"\x00" * len(original))
+    drawn = await settled(api, imported["id"])
+    assert error(drawn, 404, "thumbnail_unavailable")["details"]["code"] == "unreadable"
+
+    [uploaded] = (await upload(api, top["id"], ("same.png", original)))["files"]
+    assert uploaded["sha256"] == imported["sha256"]
+    assert near(colour_at(await settled(api, uploaded["id"]), 0.2, 0.5), (255, 0, 0))
 
 
 async def test_ingest_reads_an_object_only_by_a_url_signed_for_it(

@@ -131,6 +131,27 @@ async def test_signed_requests_list_read_and_presign(moto: MotoS3, tmp_path: Pat
         moto.auth(True)
 
 
+async def test_ranges_of_an_object_name_the_etag_its_read_answered(
+    moto: MotoS3, tmp_path: Path
+) -> None:
+    """An import records the ETag of the object it read; a worker's ranges of it carry
+    it (`If-Match`), and an object changed since is `content_changed`, not other bytes."""
+    key = "changing.png"
+    moto.client("s3").put_object(Bucket=BUCKET, Key=key, Body=png(3, 2))
+    found = reader(moto.endpoint, BUCKET, Credentials(moto.access_key, moto.secret_key))
+    try:
+        read = await found.read(key, tmp_path)
+        assert read.etag is not None and not read.etag.startswith('"')
+        ranged = await found.read_range(key, 0, 7, read.etag)
+        assert ranged.data == png(3, 2)[:8]
+        moto.client("s3").put_object(Bucket=BUCKET, Key=key, Body=png(4, 2))
+        changed = await problem_of(found.read_range(key, 0, 7, read.etag))
+        assert changed.code == "content_changed"
+        assert (await found.read_range(key, 0, 7)).data == png(4, 2)[:8]  # none named
+    finally:
+        await found.close()
+
+
 async def test_a_wrong_secret_or_bucket_is_named(moto: MotoS3) -> None:
     wrong = reader(moto.endpoint, BUCKET, Credentials(moto.access_key, "not-the-secret"))
     assert (await problem_of(wrong.check())).code == "invalid_credentials"

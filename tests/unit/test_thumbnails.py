@@ -3,7 +3,6 @@ functions on real files made in memory (no store, no process pool)."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import warnings
 
@@ -458,38 +457,26 @@ async def test_a_member_s_audit_shows_of_a_thumbnails_page_the_files_asked_about
         assert [f["file_id"] for f in items[0]["data"]["files"]] == shown
 
 
-def test_an_imported_object_read_again_must_be_the_bytes_of_its_import() -> None:
-    """What is drawn of an imported object is checked against the sha256 its import
-    read: the whole object read once more, and any range read twice the same both times."""
-    original = bytes(range(256)) * 40_000  # 10 MB: blocks evicted and read again
-    sha256 = hashlib.sha256(original).hexdigest()
-    assert len(original) > 2 * render.HASH_CHUNK
-    content = [original]
+def test_an_imported_object_that_changed_is_that_files_content_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ingest reads an imported object only while its ETag is its import's: a 412 to any
+    range (here the second block of a video, which the decoder wraps in an error of its
+    own) is `content_changed`, not the decoder's `unreadable` nor a store not answering."""
+    video = media.mp4(320, 240, frames=150, noise=True)
+    assert len(video) > render.WHOLE_AT_ONCE
+    asked: list[str] = []
 
-    def read_at(offset: int, length: int) -> bytes:
-        return content[0][offset : offset + length]
+    def ingest(request: httpx.Request) -> httpx.Response:
+        first, last = (int(n) for n in request.headers["range"][6:].split("-"))
+        asked.append(request.headers["range"])
+        if len(asked) > 1:
+            return httpx.Response(412)
+        return httpx.Response(206, content=video[first : last + 1])
 
-    def opened() -> RangeFile:
-        return RangeFile(
-            render.Remembered(read_at), len(original), budget=len(original), blocks_kept=2
-        )
-
-    source = opened()
-    source.read(100)
-    render.check_unchanged(source, sha256)  # a whole read more than its budget, allowed once
-    # Changed before it was read: the digest differs.
-    content[0] = b"x" * len(original)
+    monkeypatch.setattr(render, "_store", None)
+    monkeypatch.setattr(render, "_http", httpx.Client(transport=httpx.MockTransport(ingest)))
+    job = render.Job("video", "k", len(video), "webp", url="http://ingest/internal/objects/i")
     with pytest.raises(render.Unthumbnailable) as changed:
-        render.check_unchanged(opened(), sha256)
-    assert changed.value.code == "content_changed"
-    # Drawn while changed, then changed back before the check: the digest is right,
-    # but the block drawn, read again (evicted meanwhile), is not what was drawn.
-    content[0] = b"y" * 100 + original[100:]
-    source = opened()
-    source.read(100)
-    content[0] = original
-    source.seek(len(original) - 3 * BLOCK)
-    source.read(3 * BLOCK)  # block 0 is out of the cache of 2
-    with pytest.raises(render.Unthumbnailable) as changed:
-        render.check_unchanged(source, sha256)
+        render.make(job)
     assert changed.value.code == "content_changed"

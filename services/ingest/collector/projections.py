@@ -73,6 +73,11 @@ blob_refs = Projection(
     ALTER TABLE ingest.cloud_files ADD COLUMN IF NOT EXISTS key text;
     CREATE INDEX IF NOT EXISTS cloud_files_key
         ON ingest.cloud_files (integration_id, folder_id, key);
+    -- The bytes the file is (their sha256) and the object's ETag as the read of them
+    -- answered (its import's, or a sync's that found it changed): each later read of it
+    -- for that file names them (`If-Match`). Null in rows from before 2026-12-07.
+    ALTER TABLE ingest.cloud_files ADD COLUMN IF NOT EXISTS sha256 text;
+    ALTER TABLE ingest.cloud_files ADD COLUMN IF NOT EXISTS etag text;
     -- Image groups and sequences imported by reference, by the folder they were imported
     -- into and their frames' keys (imports/domain/groups.py `frames_sha256`).
     CREATE TABLE IF NOT EXISTS ingest.cloud_groups (
@@ -229,10 +234,10 @@ async def files_stored(
 
 async def _cloud_files(conn: Conn, stored: Sequence[ingest_events.FileContentStored]) -> None:
     """Files whose content is an object of a customer's bucket: by integration, and by
-    the folder and key they were imported as."""
+    the folder and key they were imported as, with the bytes and ETag their read found."""
     cloud = sorted(
         {
-            (f.file_id, f.source.integration_id, f.folder_id, f.source.key)
+            (f.file_id, f.source.integration_id, f.folder_id, f.source.key, f.sha256, f.etag)
             for f in stored
             if f.source.type == "cloud" and f.source.integration_id is not None
         },
@@ -240,10 +245,27 @@ async def _cloud_files(conn: Conn, stored: Sequence[ingest_events.FileContentSto
     )
     if cloud:
         await conn.executemany(
-            "INSERT INTO ingest.cloud_files (file_id, integration_id, folder_id, key)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            "INSERT INTO ingest.cloud_files (file_id, integration_id, folder_id, key, sha256,"
+            " etag) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             cloud,
         )
+
+
+@blob_refs.on(ingest_events.CloudObjectChanged)
+async def cloud_object_changed(
+    conn: asyncpg.Connection, events: Sequence[Received[ingest_events.CloudObjectChanged]]
+) -> None:
+    """A synced file's object read again, changed: its file is those bytes now, read as
+    that version of the object."""
+    last = {e.event.file_id: e.event for e in events}
+    await conn.execute(
+        """UPDATE ingest.cloud_files c SET sha256 = x.sha256, etag = x.etag
+           FROM unnest($1::uuid[], $2::text[], $3::text[]) AS x(file_id, sha256, etag)
+           WHERE c.file_id = x.file_id""",
+        list(last),
+        [e.sha256 for e in last.values()],
+        [e.etag for e in last.values()],
+    )
 
 
 @blob_refs.on(ingest_events.ImageGroupImagesStored)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from services.ingest.answers import Caller, Editor, recorded, recorded_no_content
+from services.ingest.imports import objects
 from services.ingest.imports.handlers import Imports, Integrations
 from services.ingest.imports.sync import Syncs
 from shared.kit.access import Access
@@ -143,18 +144,24 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
         key: str = Query(..., min_length=1, max_length=1024),
         expires: int = Query(...),
         signature: str = Query(..., min_length=1, max_length=100),
+        file_id: uuid.UUID | None = Query(None, alias="file"),
+        sha256: str | None = Query(None, max_length=64),
     ) -> Response:
         # A thumbnail worker's read of a file imported by reference. It holds no key, so
         # it sends no identity token (the middleware lets this path through): the URL's
         # signature, made by the thumbnails service for this object alone, is the right.
         # Reading through here keeps every request to a customer's bucket in ingest,
-        # behind its address rule and caps.
+        # behind its address rule and caps. `file`, `sha256`: whose bytes are wanted (read
+        # only while the object is still what the read of them found: 412 otherwise).
+        # Not signed: they grant nothing, and naming others only makes the read fail.
         if not integrations.parts.identity.object_read_allowed(
             str(integration_id), key, expires, signature
         ):
             raise Refused(403, "invalid_object_url", "this object URL is not valid or has expired")
         first, last = _one_range(request.headers.get("range"))
-        data = await integrations.read_range(integration_id, key, first, last)
+        data = await objects.read_range(
+            integrations, integration_id, key, first, last, file_id, sha256
+        )
         if not data:
             return Response(status_code=416, headers={"Content-Range": "bytes */*"})
         return Response(

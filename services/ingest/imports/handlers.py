@@ -20,7 +20,7 @@ import orjson
 
 from services.ingest.collector.projections import blob_refs
 from services.ingest.imports.buckets.loop import BucketLoop, Threaded
-from services.ingest.imports.buckets.port import Bucket, BucketReader, CloudProblem
+from services.ingest.imports.buckets.port import CONTENT_CHANGED, Bucket, BucketReader, CloudProblem
 from services.ingest.imports.buckets.s3 import S3Reader, Sts
 from services.ingest.imports.domain import integrations as rules
 from services.ingest.imports.domain import jobs as domain
@@ -355,12 +355,15 @@ class Integrations(Handlers):
         self._clients[integration_id] = found
         return found
 
-    async def read_range(self, integration_id: uuid.UUID, key: str, first: int, last: int) -> bytes:
+    async def read_range(
+        self, integration_id: uuid.UUID, key: str, first: int, last: int, if_match: str | None
+    ) -> bytes:
         """Bytes of an object of the integration's bucket, for a thumbnail worker (the
         route checked its URL's signature). A problem that reading again will not mend
         (the integration or the object gone, the right to read it lost, a cap) is a 404,
         so the file is recorded as without a thumbnail; one that may pass (the bucket not
-        answering) a 503, so it is drawn again later."""
+        answering) a 503, so it is drawn again later; an object whose ETag is no longer
+        `if_match` a 412 (`objects.py`)."""
         found = await self.bucket(integration_id)
         if found is None:
             raise Refused(
@@ -371,10 +374,11 @@ class Integrations(Handlers):
             )
         _, reader = found
         try:
-            return (await reader.read_range(key, first, last)).data
+            return (await reader.read_range(key, first, last, if_match)).data
         except CloudProblem as problem:
             passing = problem.code in PASSING_PROBLEMS
-            raise Refused(503 if passing else 404, problem.code, problem.message) from None
+            status = 412 if problem.code == CONTENT_CHANGED else 503 if passing else 404
+            raise Refused(status, problem.code, problem.message) from None
 
     async def presign(self, integration_id: uuid.UUID, key: str, name: str, mime_type: str) -> str:
         found = await self.bucket(integration_id)

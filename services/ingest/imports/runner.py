@@ -313,6 +313,7 @@ def _settled(obj: ev.ImportObject, read: Read | Exception) -> domain.Found | Rej
         size=read.size,
         sha256=read.sha256,
         media=facts.media,
+        etag=read.etag,
     )
 
 

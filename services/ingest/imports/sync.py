@@ -751,6 +751,7 @@ class Syncs(Handlers):
                         media=read.facts.media,
                         blob_key=imports.reference_key(file_id),
                         source=Source(type="cloud", integration_id=config.integration_id, key=key),
+                        etag=read.etag,
                     )
                 )
             else:
@@ -765,6 +766,7 @@ class Syncs(Handlers):
                         sha256=read.sha256,
                         mime_type=read.facts.mime_type,
                         media=read.facts.media,
+                        etag=read.etag,
                     )
                 )
             events.append(

@@ -22,6 +22,7 @@ class Content:
         self.size = 0
         self.data: bytes | None = b""
         self.spool: IO[bytes] | None = None
+        self.etag: str | None = None
 
     def add(self, piece: bytes) -> None:
         self.digest.update(piece)
@@ -47,7 +48,7 @@ class Content:
     def facts(self) -> Read:
         # inspect() sniffs the head first: the kind comes from the bytes.
         facts = media_facts.inspect(self.read_at, self.size)
-        return Read(size=self.size, sha256=self.digest.hexdigest(), facts=facts)
+        return Read(size=self.size, sha256=self.digest.hexdigest(), facts=facts, etag=self.etag)
 
     def close(self) -> None:
         if self.spool is not None:

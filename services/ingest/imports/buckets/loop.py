@@ -114,8 +114,10 @@ class Threaded:
     async def presign(self, key: str, name: str, mime_type: str) -> str:
         return await self.loop.run(self.inner.presign(key, name, mime_type))
 
-    async def read_range(self, key: str, first: int, last: int) -> Ranged:
-        return await self.loop.run(self.inner.read_range(key, first, last))
+    async def read_range(
+        self, key: str, first: int, last: int, if_match: str | None = None
+    ) -> Ranged:
+        return await self.loop.run(self.inner.read_range(key, first, last, if_match))
 
     async def close(self) -> None:
         await self.loop.run(self.inner.close())

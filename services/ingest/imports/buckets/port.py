@@ -45,10 +45,14 @@ __all__ = [
 ]
 
 
+# A read naming the ETag its object had (`If-Match`) met another one: the object changed.
+CONTENT_CHANGED = "content_changed"
+
+
 class CloudProblem(Exception):
     """What the bucket said, as a code (`invalid_credentials`, `bucket_not_found`,
     `access_denied`, `endpoint_unreachable`, `endpoint_not_allowed`, `object_not_found`,
-    `object_unreadable`, `bucket_error`, or a cap reached: `response_too_large`,
+    `object_unreadable`, `bucket_error`, `content_changed`, or a cap reached: `response_too_large`,
     `response_timeout`, `listing_too_large`, `listing_timeout`, `listing_loop`) and a
     message for a person."""
 
@@ -74,6 +78,8 @@ class Read:
     size: int
     sha256: str
     facts: media_facts.Facts
+    # The object's ETag as the GET that read it answered (unquoted; None if it sent none).
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,10 +130,12 @@ class BucketReader(Protocol):
         """A GET URL of the object for a few minutes, served as an attachment."""
         ...
 
-    async def read_range(self, key: str, first: int, last: int) -> Ranged:
+    async def read_range(
+        self, key: str, first: int, last: int, if_match: str | None = None
+    ) -> Ranged:
         """Bytes `first` to `last` (inclusive) of the object, as far as it has them
         (none when `first` is past its end); CloudProblem when the bucket will not give
-        them."""
+        them (`content_changed` when its ETag is no longer `if_match`)."""
         ...
 
     async def close(self) -> None: ...

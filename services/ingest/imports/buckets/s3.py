@@ -51,6 +51,7 @@ from yarl import URL
 from services.ingest.imports.buckets import protocol
 from services.ingest.imports.buckets.content import Content
 from services.ingest.imports.buckets.port import (
+    CONTENT_CHANGED,
     Bucket,
     CloudProblem,
     Ranged,
@@ -289,12 +290,16 @@ class S3Reader:
         key: str | None = None,
         region: str | None = None,
         byte_range: str | None = None,
+        if_match: str | None = None,
+        seen: dict[str, str] | None = None,
     ) -> tuple[int, _T | bytes]:
         """GET `url`, signed, and read its answer within a fresh `budget()` per attempt:
         (200, what `on_ok` made of the body) or (status, the error's body, at most
         MAX_ERROR_BYTES). Sent again after a 5xx, or a connection that failed before
         an answer, RETRIES times. With `byte_range` (`bytes=a-b`, sent unsigned, as S3
-        allows any header that is not `x-amz-*`), a 206 is the answer `on_ok` reads."""
+        allows any header that is not `x-amz-*`), a 206 is the answer `on_ok` reads;
+        with `if_match` (an ETag, unquoted; unsigned too) a 412 says the object is no
+        longer that one. `seen` gets the read answer's ETag (unquoted), if it has one."""
         http = self._session()
         target = URL(url, encoded=True)
         for attempt in range(RETRIES + 1):
@@ -306,6 +311,8 @@ class S3Reader:
                 headers = self._headers(url, signer)
                 if byte_range is not None:
                     headers["Range"] = byte_range
+                if if_match is not None:
+                    headers["If-Match"] = f'"{if_match}"'
                 try:
                     async with asyncio.timeout(allowance.left()):
                         response = await http.get(target, headers=headers, allow_redirects=False)
@@ -316,6 +323,10 @@ class S3Reader:
                 answered = True
                 result: _T | bytes
                 if response.status == 200 or (byte_range is not None and response.status == 206):
+                    etag = response.headers.get("ETag", "")
+                    # A weak one (W/"...") never matches If-Match's strong comparison.
+                    if seen is not None and etag and not etag.startswith("W/"):
+                        seen["etag"] = etag.strip('"')
                     result = await on_ok(_body(response, allowance))
                 else:
                     allowance.max_bytes = MAX_ERROR_BYTES
@@ -371,6 +382,8 @@ class S3Reader:
 
     async def read(self, key: str, spool_dir: Path) -> Read:
         urls = await self.prepare()
+        # Its ETag: what later reads of it for this file name (`read_range`'s if_match).
+        seen: dict[str, str] = {}
 
         async def spooled(pieces: AsyncIterator[bytes]) -> Content:
             content = Content(spool_dir)
@@ -387,9 +400,11 @@ class S3Reader:
             lambda: Budget(f"object {key!r}", None, self.caps.response_s),
             spooled,
             key=key,
+            seen=seen,
         )
         if not isinstance(answer, Content):
             raise refused(protocol.error_code(status, answer, key), self.bucket, key)
+        answer.etag = seen.get("etag")
         try:
             # In a worker thread even from memory: a video's or WebP's facts are read by
             # the prober process (services/ingest/media/prober.py), a round trip or two
@@ -491,7 +506,9 @@ class S3Reader:
             raise problem(cap, self.bucket) from None
         return page
 
-    async def read_range(self, key: str, first: int, last: int) -> Ranged:
+    async def read_range(
+        self, key: str, first: int, last: int, if_match: str | None = None
+    ) -> Ranged:
         urls = await self.prepare()
         length = last - first + 1
         status, answer = await self._exchange(
@@ -500,7 +517,13 @@ class S3Reader:
             _joined,
             key=key,
             byte_range=f"bytes={first}-{last}",
+            if_match=if_match,
         )
+        if status == 412:
+            raise CloudProblem(
+                CONTENT_CHANGED,
+                f"object {key!r} is no longer the one imported (its ETag changed)",
+            )
         if status == 416:
             return Ranged(b"", first)  # at or past its end, as a file read there gives
         if status not in (200, 206) or not isinstance(answer, bytes):

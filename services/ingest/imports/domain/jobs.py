@@ -97,6 +97,8 @@ class Found:
     size: int
     sha256: str
     media: Media
+    # Its ETag as the read answered it (FileContentStored's `etag`).
+    etag: str | None = None
 
 
 def chunks(objects: Sequence[ev.ImportObject]) -> list[list[ev.ImportObject]]:
@@ -240,6 +242,7 @@ def batch(
             blob_key=reference_key(f.file_id),
             source=Source(type="cloud", integration_id=integration_id, key=f.obj.key),
             metadata=f.obj.metadata,
+            etag=f.etag,
         )
         for f in found
     ]
@@ -267,6 +270,7 @@ def stored_data(job_id: str, folder_id: str, integration_id: str, found: Found) 
         "blob_key": reference_key(found.file_id),
         "source": {"type": "cloud", "integration_id": integration_id, "key": found.obj.key},
         "metadata": dict(found.obj.metadata),
+        "etag": found.etag,
     }
 
 

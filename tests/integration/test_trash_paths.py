@@ -1,0 +1,157 @@
+"""A file deleted while a folder above it moves goes to the trash with the path its
+folder has once the move is done: the move's re-rooting of the trash cannot see a row
+not yet committed, so the delete's projection must wait for the move and read after it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from services.catalog import domain
+from services.catalog.projections import tree
+from shared.contracts import catalog as ev
+from shared.contracts.envelope import Cause, Change, envelopes_of
+from shared.kit.eventstore import EventStore
+from tests.conftest import fresh_database
+
+CAUSE = Cause(actor="test", correlation_id="c")
+
+
+async def test_a_file_deleted_during_a_move_above_it_is_trashed_at_the_new_path(
+    database_url: str,
+) -> None:
+    async with fresh_database(database_url, "trashrace") as pool:
+        async with pool.acquire() as conn:
+            await EventStore("catalog").setup(conn)
+            await tree.setup(conn)
+        left, right, box, inner, file_id = (uuid.uuid4() for _ in range(5))
+        made = [
+            *domain.create_folder(left, None, "left", "", {}),
+            *domain.create_folder(right, None, "right", "", {}),
+            *domain.create_folder(
+                box, domain.Folder(left, None, "left", 1, (left,)), "box", "", {}
+            ),
+            *domain.create_folder(
+                inner, domain.Folder(box, left, "box", 1, (left, box)), "inner", "", {}
+            ),
+            Change(
+                ev.file_stream(file_id),
+                1,
+                ev.FileUploaded(
+                    file_id=file_id,
+                    folder_id=inner,
+                    name="a.txt",
+                    kind="text",
+                    size=1,
+                    sha256="0" * 64,
+                    mime_type="text/plain",
+                    blob_key="k",
+                ),
+            ),
+        ]
+        async with pool.acquire() as conn, conn.transaction():
+            await tree.apply(conn, envelopes_of(made, CAUSE))
+        moved = domain.move(
+            [domain.Folder(box, left, "box", 1, (left, box))],
+            [],
+            domain.Folder(right, None, "right", 1, (right,)),
+        )
+        deleted = domain.delete([], [domain.File(file_id, inner, "a.txt", 1, "k", "0" * 64)])
+
+        async with pool.acquire() as mover, pool.acquire() as deleter:
+            # The move is projected, not yet committed; the delete comes meanwhile.
+            moving = mover.transaction()
+            await moving.start()
+            await tree.apply(mover, envelopes_of(moved, CAUSE))
+
+            async def delete() -> None:
+                async with deleter.transaction():
+                    await tree.apply(deleter, envelopes_of(deleted, CAUSE))
+
+            deleting = asyncio.create_task(delete())
+            pid = deleter.get_server_pid()
+            deadline = time.monotonic() + 10
+            # Until the delete waits on the move's locks (or is done: the race lost).
+            while not deleting.done():
+                waiting = await pool.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+                )
+                if waiting:
+                    break
+                assert time.monotonic() < deadline, "the delete neither waited nor ended"
+                await asyncio.sleep(0.01)
+            await moving.commit()
+            await deleting
+
+        path = await pool.fetchval("SELECT path FROM catalog.trash_files WHERE id = $1", file_id)
+        assert path == [right, box, inner]
+
+
+async def test_trash_rows_misplaced_before_are_re_rooted_once_at_start(database_url: str) -> None:
+    """Rows trashed before their paths followed moves are re-rooted by the DDL, once
+    (not a rebuild): a folder's to its parent's path now (live, or in the trash), a
+    file's to its folder's."""
+    async with fresh_database(database_url, "trashroot") as pool:
+        async with pool.acquire() as conn:
+            await EventStore("catalog").setup(conn)
+            await tree.setup(conn)
+        left, right, box, inner, file_id = (uuid.uuid4() for _ in range(5))
+        made = [
+            *domain.create_folder(left, None, "left", "", {}),
+            *domain.create_folder(right, None, "right", "", {}),
+            *domain.create_folder(
+                box, domain.Folder(left, None, "left", 1, (left,)), "box", "", {}
+            ),
+            *domain.create_folder(
+                inner, domain.Folder(box, left, "box", 1, (left, box)), "inner", "", {}
+            ),
+            Change(
+                ev.file_stream(file_id),
+                1,
+                ev.FileUploaded(
+                    file_id=file_id,
+                    folder_id=inner,
+                    name="a.txt",
+                    kind="text",
+                    size=1,
+                    sha256="0" * 64,
+                    mime_type="text/plain",
+                    blob_key="k",
+                ),
+            ),
+        ]
+        # The file, then its folder, to the trash; then the folder above moves.
+        changes = [
+            *domain.delete([], [domain.File(file_id, inner, "a.txt", 1, "k", "0" * 64)]),
+            *domain.delete([domain.Folder(inner, box, "inner", 1, (left, box, inner))], []),
+            *domain.move(
+                [domain.Folder(box, left, "box", 1, (left, box))],
+                [],
+                domain.Folder(right, None, "right", 1, (right,)),
+            ),
+        ]
+        async with pool.acquire() as conn, conn.transaction():
+            await tree.apply(conn, envelopes_of([*made, *changes], CAUSE))
+
+        async def paths() -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+            return (
+                await pool.fetchval("SELECT path FROM catalog.trash_folders WHERE id = $1", inner),
+                await pool.fetchval("SELECT path FROM catalog.trash_files WHERE id = $1", file_id),
+            )
+
+        assert await paths() == ([right, box, inner], [right, box, inner])
+        # As an older catalog left them (paths from before the move), not yet re-rooted.
+        stale = "UPDATE catalog.{} SET path = $1"
+        for table in ("trash_folders", "trash_files"):
+            await pool.execute(stale.format(table), [left, box, inner])
+        await pool.execute("COMMENT ON COLUMN catalog.trash_files.path IS NULL")
+        async with pool.acquire() as conn:
+            await tree.setup(conn)
+        assert await paths() == ([right, box, inner], [right, box, inner])
+        # Once: a start after leaves the rows as they are.
+        for table in ("trash_folders", "trash_files"):
+            await pool.execute(stale.format(table), [left, box, inner])
+        async with pool.acquire() as conn:
+            await tree.setup(conn)
+        assert await paths() == ([left, box, inner], [left, box, inner])
