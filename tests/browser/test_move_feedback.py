@@ -5,6 +5,7 @@ selection is already in is not offered (a move there changed nothing)."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import httpx
 from playwright.sync_api import Page, Route, expect
@@ -67,7 +68,7 @@ def test_the_move_dialog_offers_each_hit_as_its_sync_state_arrives_and_reads_a_f
         "search did not find the folders",
     )
     held: list[Route] = []
-    reads = {slow["id"]: 0, quick["id"]: 0}
+    reads: Counter[str] = Counter()
 
     def sync_read(route: Route) -> None:
         folder_id = route.request.url.split("/")[-2]
@@ -97,5 +98,5 @@ def test_the_move_dialog_offers_each_hit_as_its_sync_state_arrives_and_reads_a_f
     with page.expect_request(lambda r: r.url.endswith(f"/v1/folders/{slow['id']}/sync")):
         target.fill(f"{tag}-")
     expect(dialog.get_by_role("option", name=slow["name"])).to_be_visible()
-    assert reads == {slow["id"]: 2, quick["id"]: 1}, reads
+    assert (reads[slow["id"]], reads[quick["id"]]) == (2, 1), reads
     page.unroute_all(behavior="ignoreErrors")

@@ -256,7 +256,11 @@ def test_a_key_waiting_for_the_role_is_dropped_once_the_person_goes_on(
     upload(api, folder["id"], (first, text("1\n")), (second, text("2\n")))
     held: list[Route] = []
     own = re.compile(rf"/v1/folders/{folder['id']}(\?.*)?$")
-    page.route(lambda url: bool(own.search(url)), held.append)
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route(lambda url: bool(own.search(url)), hold)
     page.goto(f"/folders/{folder['id']}")
     page.get_by_role("button", name="List").click()
     page.get_by_role("row", name=first).click()
