@@ -168,7 +168,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   // F2 and Delete pressed before the folder's role was read: done once it is, or told,
   // unless the person went on meanwhile (another selection, Escape, a dialog opened, the
   // folder unreadable): a key acted on late must not replace what they do now.
-  const [pendingKey, setPendingKey] = useState<{ key: string; targets: Item[]; dialogs: number } | null>(null);
+  const [pendingKey, setPendingKey] = useState<{ key: string; targets: Item[]; dialogs: number; selection: number } | null>(null);
   const roleKnown = (targets: Item[]) => targets.every((i) => roleOf(i, role) !== undefined);
   const keyAction = ({ key, targets }: { key: string; targets: Item[] }) => {
     if (!editable(targets)) {
@@ -183,17 +183,20 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
         folderIds: targets.filter((i) => i.type === "folder").map((i) => i.id),
       });
   };
-  const idsOf = (targets: Item[]) => targets.map((i) => i.id).sort().join(",");
-  const chosenIds = idsOf(chosen);
+  // Each other selection counted as the page draws it (not in an effect, which runs a
+  // frame later: after a key pressed at once on what was just chosen).
+  const chosenIds = chosen.map((i) => i.id).sort().join(",");
+  const choices = useRef({ ids: chosenIds, made: 0 });
+  if (choices.current.ids !== chosenIds) choices.current = { ids: chosenIds, made: choices.current.made + 1 };
   useEffect(() => {
     if (!pendingKey || !roleKnown(pendingKey.targets)) return;
     setPendingKey(null);
     const dialogs = dialogState();
-    if (dialogs.shown || dialogs.opened !== pendingKey.dialogs || idsOf(pendingKey.targets) !== chosenIds) return;
+    if (dialogs.shown || dialogs.opened !== pendingKey.dialogs || choices.current.made !== pendingKey.selection) return;
     keyAction(pendingKey);
   }, [pendingKey, role]);
-  // Another folder opened, or another selection made, meanwhile: what was asked is dropped.
-  useEffect(() => setPendingKey(null), [folderId, chosenIds]);
+  // Another folder opened meanwhile: what was asked here is dropped.
+  useEffect(() => setPendingKey(null), [folderId]);
 
   const openItem = (item: Item) => navigate(item.type === "folder" ? folderUrl(item.id) : fileUrl(item.id));
   const contextMenu = (i: number, x: number, y: number) => {
@@ -338,7 +341,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
                 return true;
               }
               if (chosen.length > 0 && ((e.key === "F2" && chosen.length === 1) || e.key === "Delete")) {
-                const asked = { key: e.key, targets: chosen, dialogs: dialogState().opened };
+                const asked = { key: e.key, targets: chosen, dialogs: dialogState().opened, selection: choices.current.made };
                 // Before the folder's role is read, the key waits for it (said in words).
                 if (!roleKnown(chosen)) {
                   setPendingKey(asked);
