@@ -18,6 +18,11 @@ class CloudSync(Strict):
     sync_interval_s: int | None = Field(
         None, ge=60, le=604_800, description="absent: FILES_SYNC_INTERVAL_S"
     )
+    integration_name: str | None = Field(
+        None,
+        description="ignored: `GET /v1/folders/{id}/sync` says it, so its `cloud_sync` may be"
+        " sent back as it is; the integration is the one `integration_id` names",
+    )
 
 
 class NewFolder(Strict):

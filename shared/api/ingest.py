@@ -193,7 +193,10 @@ class SyncState(Shape):
         " key paths made it, named only to a caller with a role on it)",
     )
     cloud_sync: dict[str, Any] | None = Field(
-        None, description="the synced folder's own: `{integration_id, prefix, sync_interval_s}`"
+        None,
+        description="the synced folder's own: `{integration_id, integration_name, prefix,"
+        " sync_interval_s}` (the integration's name to anyone with a role on the folder;"
+        " sent back in a new folder's `cloud_sync`, it is ignored)",
     )
     paused: bool | None = Field(None, description="in the trash: no syncs until restored")
     objects: int | None = Field(

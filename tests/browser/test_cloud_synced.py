@@ -368,6 +368,9 @@ def test_a_synced_folder_names_its_integration_to_a_user_of_the_folder(
     state = api.get(f"/v1/folders/{folder['id']}/sync").json()
     assert state["cloud_sync"]["integration_name"] == integration
     sign_in(page, member["api_key"])
+    reads: list[str] = []
+    state_path = f"/v1/folders/{folder['id']}/sync"
+    page.on("request", lambda r: reads.append(r.url) if r.url.endswith(state_path) else None)
     page.goto(f"/folders/{folder['id']}")
     panel = page.get_by_role("region", name="Cloud sync")
     expect(panel).to_contain_text(f"Synced with the integration “{integration}”, its bucket prefix")
@@ -375,3 +378,5 @@ def test_a_synced_folder_names_its_integration_to_a_user_of_the_folder(
     # Where the folder is described too.
     details = page.get_by_role("complementary", name="Details")
     expect(details.locator("dt", has_text="Cloud sync").locator("+ dd")).to_have_text(integration)
+    # Read once, by the page, for the region and the panel both (each read it before).
+    assert len(reads) == 1, reads

@@ -242,3 +242,42 @@ def test_delete_pressed_before_the_folders_role_arrives_asks_once_it_does(
     dialog = page.get_by_role("dialog", name="Delete")
     expect(dialog).to_contain_text("1 file")
     page.unroute_all(behavior="ignoreErrors")
+
+
+def test_a_key_waiting_for_the_role_is_dropped_once_the_person_goes_on(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """Delete pressed before the folder's role arrived, then another file chosen and
+    "Add to dataset" opened: the role arriving leaves that dialog as it is (the Delete
+    asked for the earlier choice is dropped, not opened over it)."""
+    page = signed_in
+    folder = make_folder(api, unique("late-drop"))
+    first, second = unique("first") + ".txt", unique("second") + ".txt"
+    upload(api, folder["id"], (first, text("1\n")), (second, text("2\n")))
+    held: list[Route] = []
+    own = re.compile(rf"/v1/folders/{folder['id']}(\?.*)?$")
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route(lambda url: bool(own.search(url)), hold)
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    page.get_by_role("row", name=first).click()
+    page.keyboard.press("Delete")
+    expect(page.get_by_role("status").filter(has_text="Delete waits for your role")).to_be_visible()
+    page.get_by_role("row", name=second).click(button="right")
+    page.get_by_role("menu", name=f"Actions for {second}").get_by_role(
+        "menuitem", name="Add to dataset"
+    ).click()
+    expect(page.get_by_role("dialog", name="Add to dataset")).to_be_visible()
+    assert held, "the folder's own read was not made"
+    for route in held:
+        route.continue_()
+    expect(page.locator("#folder-title")).to_have_text(folder["name"])
+    # The role's render has run its effects (Preact runs them after the next frame).
+    page.evaluate("new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    page.evaluate("new Promise((r) => setTimeout(r))")
+    expect(page.get_by_role("dialog", name="Add to dataset")).to_be_visible()
+    expect(page.get_by_role("dialog", name="Delete")).to_have_count(0)
+    page.unroute_all(behavior="ignoreErrors")

@@ -667,3 +667,12 @@ async def test_a_folders_sync_state_is_read_by_anyone_with_a_role_on_it(
     plain = (await api.get(f"/v1/folders/{theirs['id']}/sync")).json()
     assert plain == {"cloud_synced": False}
     error(await as_stranger.get(f"/v1/folders/{top['id']}/sync"), 404, "not_found")
+
+    # What the state says it follows, sent back as it is, makes a folder following the
+    # same (the name, read-only, is ignored rather than refused).
+    again = await api.post(
+        "/v1/folders", json={"name": unique("echoed"), "cloud_sync": state["cloud_sync"]}
+    )
+    assert again.status_code == 201, again.text
+    assert again.json()["cloud_sync"]["prefix"] == prefix
+    await sync_done(api, again.json()["sync_job_id"])

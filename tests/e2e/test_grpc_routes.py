@@ -549,7 +549,8 @@ async def test_cloud_synced_folders(client: Client, moto: MotoS3, bucket: Minio)
     folder = await client.folders.CreateFolder(
         pb.CreateFolderRequest(
             name=unique("grpc-synced"),
-            cloud_sync=pb.CloudSync(integration_id=made.id, prefix=prefix),
+            # GetFolderSync's name sent back (as a client copying a folder's would): ignored.
+            cloud_sync=pb.CloudSync(integration_id=made.id, prefix=prefix, integration_name="x"),
         ),
         metadata=ADMIN,
     )

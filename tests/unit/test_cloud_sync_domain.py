@@ -54,6 +54,9 @@ def test_cloud_sync_is_checked_field_by_field() -> None:
         "a/",
         None,
     )
+    # A folder's sync state sent back as it is: its integration's name is ignored.
+    echoed = {"integration_id": str(ident), "integration_name": "Lab", "prefix": "a/"}
+    assert sync.parse_cloud_sync(echoed) == (ident, "a/", None)
     with pytest.raises(Refused) as refused:
         sync.parse_cloud_sync(
             {"integration_id": "x", "prefix": "p" * 2000, "sync_interval_s": 5, "other": 1}

@@ -7,7 +7,7 @@ import { bytes, count, date, kindLabel, KINDS, num } from "./format";
 import { KindIcon } from "./icons";
 import { fileUrl, folderUrl, navigate } from "./router";
 import { SyncPanel, useSyncState } from "./sync";
-import { gone, goneSince, mayEdit, open, settled, useVersion, useWatch } from "./store";
+import { dialogState, gone, goneSince, mayEdit, open, settled, useVersion, useWatch } from "./store";
 import { Menu, notify, Unavailable, type MenuItem } from "./ui";
 import { roleOf, selectionMenu } from "./actions";
 import { Details } from "./details";
@@ -96,6 +96,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     const lost = (e: unknown) => e instanceof ApiError && (e.status === 404 || e.status === 403);
     const failed = (e: unknown) => {
       if (abort.signal.aborted) return;
+      setPendingKey(null);
       if (lost(e)) {
         setFolder(null);
         setItems(null);
@@ -164,8 +165,10 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     setSelected((old) => new Set([...old].filter((id) => ids.has(id))));
   }, [items]);
 
-  // F2 and Delete pressed before the folder's role was read: done once it is, or told.
-  const [pendingKey, setPendingKey] = useState<{ key: string; targets: Item[] } | null>(null);
+  // F2 and Delete pressed before the folder's role was read: done once it is, or told,
+  // unless the person went on meanwhile (another selection, Escape, a dialog opened, the
+  // folder unreadable): a key acted on late must not replace what they do now.
+  const [pendingKey, setPendingKey] = useState<{ key: string; targets: Item[]; dialogs: number; selection: number } | null>(null);
   const roleKnown = (targets: Item[]) => targets.every((i) => roleOf(i, role) !== undefined);
   const keyAction = ({ key, targets }: { key: string; targets: Item[] }) => {
     if (!editable(targets)) {
@@ -180,9 +183,16 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
         folderIds: targets.filter((i) => i.type === "folder").map((i) => i.id),
       });
   };
+  // Each other selection counted as the page draws it (not in an effect, which runs a
+  // frame later: after a key pressed at once on what was just chosen).
+  const chosenIds = chosen.map((i) => i.id).sort().join(",");
+  const choices = useRef({ ids: chosenIds, made: 0 });
+  if (choices.current.ids !== chosenIds) choices.current = { ids: chosenIds, made: choices.current.made + 1 };
   useEffect(() => {
     if (!pendingKey || !roleKnown(pendingKey.targets)) return;
     setPendingKey(null);
+    const dialogs = dialogState();
+    if (dialogs.shown || dialogs.opened !== pendingKey.dialogs || choices.current.made !== pendingKey.selection) return;
     keyAction(pendingKey);
   }, [pendingKey, role]);
   // Another folder opened meanwhile: what was asked here is dropped.
@@ -324,13 +334,14 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
             onContext={contextMenu}
             onKey={(e, cols) => {
               if (!shown.length) return false;
+              if (e.key === "Escape") setPendingKey(null);
               if (selection.key(e, view === "grid" ? cols : 1, view === "grid")) return true;
               if (e.key === "Enter" && active >= 0) {
                 openItem(shown[active]);
                 return true;
               }
               if (chosen.length > 0 && ((e.key === "F2" && chosen.length === 1) || e.key === "Delete")) {
-                const asked = { key: e.key, targets: chosen };
+                const asked = { key: e.key, targets: chosen, dialogs: dialogState().opened, selection: choices.current.made };
                 // Before the folder's role is read, the key waits for it (said in words).
                 if (!roleKnown(chosen)) {
                   setPendingKey(asked);
@@ -360,7 +371,8 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       </section>
       <aside class="details" aria-label="Details">
         {details ? (
-          <Details key={details.id} item={details} />
+          // The folder shown: its sync state as the page read it (not read twice).
+          <Details key={details.id} item={details} sync={details === folder ? sync : undefined} />
         ) : chosen.length > 1 ? (
           <p>{count(chosen.length, "item")} selected</p>
         ) : (

@@ -8,11 +8,13 @@ import { navigate, fileUrl } from "./router";
 import { changed, mayEdit, open, roleName, useVersion } from "./store";
 import { Confirm, ErrorText, notify, TabPanel, Tabs } from "./ui";
 import { knowNames, whoIs } from "./app";
-import { useSyncState } from "./sync";
+import { useSyncState, type SyncState } from "./sync";
 
 // `onItsPage`: the panel beside a file's own page, whose toolbar downloads it: no
 // "Download · Open" of its own there (the folder view's panel keeps them).
-export function Details({ item, onItsPage = false }: { item: Item; onItsPage?: boolean }) {
+// `sync`: the folder's sync state as its page read it (the panel of the folder shown),
+// rather than read again here; absent, the panel reads it.
+export function Details({ item, onItsPage = false, sync }: { item: Item; onItsPage?: boolean; sync?: SyncState | null }) {
   const [tab, setTab] = useState("details");
   const base = `details-${item.id}`;
   const tabs =
@@ -31,7 +33,7 @@ export function Details({ item, onItsPage = false }: { item: Item; onItsPage?: b
       <h2 class="details-title">{item.name}</h2>
       <Tabs label="Details" tabs={tabs} active={tab} onChange={setTab} idBase={base} />
       <TabPanel idBase={base} id={tab}>
-        {tab === "details" && (item.type === "folder" ? <FolderFacts folder={item} /> : <FileFacts id={item.id} links={!onItsPage} />)}
+        {tab === "details" && (item.type === "folder" ? <FolderFacts folder={item} sync={sync} /> : <FileFacts id={item.id} links={!onItsPage} />)}
         {tab === "linked" && <LinkedTo id={item.id} name={item.name} />}
         {tab === "history" && <History subject={item.id} folderId={item.type === "folder" ? item.id : item.folder_id} />}
       </TabPanel>
@@ -39,13 +41,14 @@ export function Details({ item, onItsPage = false }: { item: Item; onItsPage?: b
   );
 }
 
-function FolderFacts({ folder }: { folder: Folder }) {
+function FolderFacts({ folder, sync: given }: { folder: Folder; sync?: SyncState | null }) {
   const version = useVersion();
   const [summary, setSummary] = useState<any>(null);
   const [error, setError] = useState<unknown>(null);
   // What a cloud-synced folder follows: its integration by name (its prefix from a
   // platform that does not say the name); a key path's subfolder, that it is in one.
-  const sync = useSyncState(folder.id);
+  const read = useSyncState(given === undefined ? folder.id : null);
+  const sync = given === undefined ? read : given;
   const follows = sync?.cloud_sync
     ? sync.cloud_sync.integration_name ?? `Bucket prefix ${sync.cloud_sync.prefix || "(the whole bucket)"}`
     : sync?.cloud_synced

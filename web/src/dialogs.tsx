@@ -14,7 +14,7 @@ export function DialogHost() {
   const [dialog, setDialog] = useState<DialogRequest | null>(null);
   useEffect(() => setDialogOpener(setDialog), []);
   if (!dialog) return null;
-  const close = () => setDialog(null);
+  const close = closeDialog;
   switch (dialog.kind) {
     case "new-folder":
       return <NewFolder parentId={dialog.parentId} onClose={close} />;
@@ -143,40 +143,50 @@ function ImpactView({ impact, verb }: { impact: Impact | null; verb: string }) {
 
 function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: string | null; onClose: () => void }) {
   const [text, setText] = useState("");
-  const [hits, setHits] = useState<Folder[]>([]);
+  // The search's hits the caller may move to, in its order; each is offered once its
+  // sync state is read (see below).
+  const [found, setFound] = useState<Folder[]>([]);
   const [target, setTarget] = useState<Folder | null>(null);
   const [impact, setImpact] = useState<Impact | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
-  const [activeHit, setActiveHit] = useState(0);
+  // The hit the keyboard is on, by id: hits shown as their states arrive do not move it.
+  const [activeId, setActiveId] = useState<string | null>(null);
   // The text whose answer is shown: when nothing matched, the dialog says so.
   const [searched, setSearched] = useState<string | null>(null);
   const listId = useId();
-  // Those of the hits left out as cloud-synced, named under the field.
-  const [leftOut, setLeftOut] = useState<string[]>([]);
-  const synced = useRef(new Map<string, Promise<boolean>>());
+  // Whether each hit is cloud-synced (or in a synced folder): true, false, or null when
+  // its state could not be read (it is offered then, and the dry run says what the
+  // platform says). What was read holds for the dialog; what failed is read again at
+  // the next search.
+  const [syncedIds, setSyncedIds] = useState<Record<string, boolean | null>>({});
+  const reads = useRef(new Map<string, Promise<boolean | null>>());
   const syncedOf = (id: string) => {
-    let known = synced.current.get(id);
+    let known = reads.current.get(id);
     if (!known) {
       known = get<{ cloud_synced: boolean }>(`/v1/folders/${id}/sync`).then(
         (s) => s.cloud_synced,
-        () => false,
+        () => (reads.current.delete(id), null),
       );
-      synced.current.set(id, known);
+      reads.current.set(id, known);
     }
     return known;
   };
+  const hits = found.filter((f) => f.id in syncedIds && syncedIds[f.id] !== true);
+  const leftOut = found.filter((f) => syncedIds[f.id] === true).map((f) => f.name);
+  const reading = found.some((f) => !(f.id in syncedIds));
+  const activeHit = Math.max(0, hits.findIndex((f) => f.id === activeId));
+  const setActiveHit = (i: number) => setActiveId(hits[i]?.id ?? null);
   useEffect(() => {
     setSearched(null);
-    setLeftOut([]);
     if (!text.trim() || (target && text === target.name)) {
-      setHits([]);
+      setFound([]);
       return;
     }
     const abort = new AbortController();
     const timer = setTimeout(() => {
       get(`/v1/search${query({ q: text.trim(), kind: "folder", limit: 20 })}`, abort.signal)
-        .then(async (r: any) => {
+        .then((r: any) => {
           // Only folders the caller may add to (the editor role), never one being moved,
           // nor the one the selection is already in.
           const may: Folder[] = r.items.filter(
@@ -184,13 +194,12 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
           );
           // Nor a cloud-synced folder or one of its subfolders: their files follow the
           // bucket, so the move would be refused. A folder's answer does not say so: its
-          // sync state does (read once a dialog; unreadable, it is offered, and the dry
-          // run says what the platform says).
-          const states = await Promise.all(may.map((f) => syncedOf(f.id)));
-          if (abort.signal.aborted) return;
-          setHits(may.filter((_, i) => !states[i]));
-          setLeftOut(may.filter((_, i) => states[i]).map((f) => f.name));
-          setActiveHit(0);
+          // sync state does, and each hit shows as its state arrives.
+          setSyncedIds((old) => Object.fromEntries(Object.entries(old).filter(([, s]) => s !== null)));
+          for (const f of may)
+            syncedOf(f.id).then((s) => !abort.signal.aborted && setSyncedIds((old) => ({ ...old, [f.id]: s })));
+          setFound(may);
+          setActiveId(null);
           setSearched(text.trim());
         })
         .catch(() => {});
@@ -210,7 +219,7 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
   const choose = (f: Folder) => {
     setTarget(f);
     setText(f.name);
-    setHits([]);
+    setFound([]);
   };
   const move = async () => {
     if (!target) return;
@@ -273,7 +282,7 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
           </ul>
         )}
       </div>
-      {!target && searched && hits.length === 0 && (
+      {!target && searched && !reading && hits.length === 0 && (
         <p class="muted" role="status">
           No folder you can move this to matches “{searched}”.
         </p>

@@ -130,13 +130,21 @@ export type DialogRequest =
   | { kind: "rename"; item: { type: "file" | "folder"; id: string; name: string } };
 
 let openDialog: (d: DialogRequest | null) => void = () => {};
+// Whether one is open, and how many were opened: an action asked before something it
+// waits on arrived (a key pressed before the folder's role) is dropped if one opened since.
+let dialogShown = false;
+let dialogsOpened = 0;
+export const dialogState = () => ({ shown: dialogShown, opened: dialogsOpened });
 export function setDialogOpener(f: (d: DialogRequest | null) => void) {
   openDialog = f;
 }
 export function open(d: DialogRequest) {
+  dialogShown = true;
+  dialogsOpened++;
   openDialog(d);
 }
 export function closeDialog() {
+  dialogShown = false;
   openDialog(null);
 }
 

@@ -43,11 +43,12 @@ class SyncConfig:
 
 
 def parse_cloud_sync(body: object) -> tuple[uuid.UUID, str, int | None]:
-    """`cloud_sync: {integration_id, prefix, sync_interval_s?}`, or 422 naming the field."""
+    """`cloud_sync: {integration_id, prefix, sync_interval_s?}`, or 422 naming the field.
+    `integration_name` is ignored: a folder's sync state says it, and may be sent back."""
     problems: list[dict[str, str]] = []
     if not isinstance(body, dict):
         raise Refused(422, "invalid_request", "cloud_sync must be an object")
-    unknown = set(body) - {"integration_id", "prefix", "sync_interval_s"}
+    unknown = set(body) - {"integration_id", "integration_name", "prefix", "sync_interval_s"}
     problems += [
         {"field": f"cloud_sync.{f}", "problem": "is not a field of cloud_sync"} for f in unknown
     ]
