@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from services.ingest.imports.projections import synced
+from services.ingest.imports.projections import integrations, synced
 from services.ingest.imports.sync import LAST_SYNC, SYNC_STATE
 from services.ingest.jobs.projections import jobs
 from tests.conftest import fresh_database
@@ -28,6 +28,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         await pool.execute("CREATE SCHEMA IF NOT EXISTS ingest")
         async with pool.acquire() as conn:
             await jobs.setup(conn)
+            await integrations.setup(conn)  # the state names the folder's integration
             await synced.setup(conn)
         yield pool
 
