@@ -259,10 +259,11 @@ class Uploads(Handlers):
         again against the schema held until the commit. `stored_at`: the one time
         every envelope carries, which the claim dates the blobs with."""
         keys = sorted({w.key for w in receiver.writers})
+        upload = uuid.uuid4()
         async with self.pool.acquire() as conn, conn.transaction():
             if metadata:
                 check_metadata(await current_schema(conn, held=False), metadata)
-            await claims.claim(conn, keys, stored_at or now())
+            await claims.claim(conn, keys, upload, stored_at or now())
         try:
             await self.blobs.commit(receiver.writers)
         except (OSError, StoreRefused) as error:
@@ -274,7 +275,7 @@ class Uploads(Handlers):
             if metadata:
                 check_metadata(await current_schema(conn), metadata)
             await claim_blobs(conn, keys, stored_at or UNDATED)
-            if await claims.settle(conn, keys):
+            if not await claims.settle(conn, keys, upload):
                 log.error("ingest.blob_claims_reclaimed", blobs=len(keys))
                 raise Refused(
                     503,
