@@ -413,6 +413,24 @@ async def test_the_sweep_leaves_a_claimed_blob_unlocked_for_its_upload_to_record
     assert await blobs.exists(key)
 
 
+async def test_the_first_shape_of_the_claims_table_is_replaced_at_setup(setup: Any) -> None:
+    """Its rows a key each, holders counted (before claims were each upload's own): the
+    table is made again; claims last a request, and one gone refuses its upload."""
+    _, blobs, pool = setup
+    async with pool.acquire() as conn:
+        await conn.execute("DROP TABLE ingest.blob_claims")
+        await conn.execute(
+            """CREATE UNLOGGED TABLE ingest.blob_claims (
+                   key text PRIMARY KEY, claimed_at timestamptz NOT NULL,
+                   holders integer NOT NULL)"""
+        )
+        await blob_refs.setup(conn)
+        await blob_refs.setup(conn)  # the new shape left as it is
+    upload = await claim_and_put(pool, blobs)
+    assert await record(pool, upload)
+    assert await unclaimed(pool)
+
+
 async def test_a_deletion_of_12000_files_releases_their_blobs_in_bounded_pages(
     setup: Any,
 ) -> None:
