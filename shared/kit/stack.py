@@ -8,8 +8,10 @@ Once started, the platform is supervised: a piece that exits is started again, o
 the same port (PostgreSQL on the same data dir), backing off while it keeps dying;
 each exit and restart is a line of `<data dir>/logs/stack.log`. A watchdog asks each
 service and gateway for its `/healthz` (liveness: answered by the process alone, never
-by its database or broker) and kills one that stopped answering (hung, deadlocked,
-stopped), which the supervisor then starts again (FILES_WATCHDOG_*).
+by its database or broker) and kills one that stopped answering and is not working
+either (stopped, or using next to no CPU: hung, deadlocked), which the supervisor then
+starts again (FILES_WATCHDOG_*). One that stops answering while busy on the CPU (a long
+computation holding its event loop) is slow, not hung: noted, left running.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ MAX_BACKOFF_S = 8.0
 # ...and forgiven once it has stayed up this long.
 STEADY_S = 30.0
 SUPERVISE_EVERY_S = 0.2
+# A process that used at least this share of a CPU since the watchdog's last round is
+# busy, not hung: its missed /healthz is not counted. A hung one (stopped, or blocked on
+# a lock) uses next to none; a busy one, most of a CPU, a good share of it even on a
+# loaded machine.
+BUSY_CPU_SHARE = 0.05
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -65,11 +73,15 @@ class _Tended:
     # Liveness (`_watch`), for a piece that serves HTTP: where it answers, the process
     # judged (a new one starts afresh), whether it has answered since it started (one
     # still starting, or never able to, is the supervisor's business, not the
-    # watchdog's), and the probes in a row it has missed since.
+    # watchdog's), the probes in a row it has missed since, the CPU time it had used
+    # at the last round and when (monotonic; 0: not yet), and whether it was noted slow.
     health: str = ""
     pid: int = 0
     answered: bool = False
     missed: int = 0
+    cpu_s: float = 0.0
+    cpu_at: float = 0.0
+    slow: bool = False
 
 
 def admin_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:
@@ -124,6 +136,33 @@ def _ready(url: str, probe: str = "/readyz", timeout: float = 1) -> bool:
     ):
         return bool(r.status == 200)
     return False
+
+
+def _cpu(pid: int) -> tuple[bool, float] | None:
+    """Whether the process is stopped (SIGSTOP, a debugger), and the CPU time its
+    threads have used, in seconds; None where /proc does not tell (not Linux, or gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # After "pid (comm) ": the state, then utime and stime as the 12th and 13th fields
+    # (proc(5)); the name may hold spaces and parentheses, so from its last ")".
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0] in "Tt", (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _busy(tended: _Tended, pid: int) -> bool:
+    """Whether the process used at least BUSY_CPU_SHARE of a CPU since the last round,
+    and is not stopped; its use noted for the next. Not busy where that is unknown (the
+    first round, or no /proc): a missed probe counts, as it always did."""
+    sample = _cpu(pid)
+    if sample is None:
+        return False
+    stopped, used = sample
+    now = time.monotonic()
+    last_used, last_at = tended.cpu_s, tended.cpu_at
+    tended.cpu_s, tended.cpu_at = used, now
+    return not stopped and last_at > 0 and used - last_used >= BUSY_CPU_SHARE * (now - last_at)
 
 
 def _local(host: str) -> str:
@@ -479,22 +518,39 @@ class Stack:
     ) -> None:
         if tended.pid != proc.pid:
             tended.pid, tended.answered, tended.missed = proc.pid, False, 0
+            tended.cpu_at, tended.slow = 0.0, False
+        busy = _busy(tended, proc.pid)
         if alive:
-            tended.answered, tended.missed = True, 0
+            tended.answered, tended.missed, tended.slow = True, 0, False
             return
         if not tended.answered:
             return
-        tended.missed += 1
-        if tended.missed < self.settings.watchdog_failures:
-            return
         s = self.settings
+        if busy:
+            # Its event loop held by a long computation: killed, it would lose that
+            # work, and under load every replica could be, over and over. Noted once.
+            tended.missed = 0
+            if not tended.slow:
+                tended.slow = True
+                self._note(
+                    "slow",
+                    name=child.name,
+                    pid=proc.pid,
+                    reason=f"/healthz not answered in {s.watchdog_timeout_s:g} s, busy on the CPU",
+                    action="left running",
+                )
+            return
+        tended.missed += 1
+        if tended.missed < s.watchdog_failures:
+            return
         self._note(
             "unresponsive",
             name=child.name,
             pid=proc.pid,
             reason=(
                 f"/healthz not answered {tended.missed} times in a row"
-                f" (every {s.watchdog_every_s:g} s, {s.watchdog_timeout_s:g} s each)"
+                f" (every {s.watchdog_every_s:g} s, {s.watchdog_timeout_s:g} s each),"
+                " stopped or using next to no CPU"
             ),
             action="killed (SIGKILL), to be started again",
         )

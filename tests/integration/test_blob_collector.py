@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -207,31 +208,38 @@ async def test_a_store_waits_for_a_sweep_that_took_the_blob_first_then_stores_ag
 # -- an upload of files: claimed, put holding no connection, then recorded -------------
 
 
-async def claim_and_put(
-    pool: asyncpg.Pool, blobs: LocalBlobStore, at: datetime | None = None
-) -> tuple[str, datetime]:
+@dataclass(frozen=True)
+class Upload:
+    key: str
+    id: uuid.UUID
+    at: datetime
+
+
+async def claim_and_put(pool: asyncpg.Pool, blobs: LocalBlobStore, *, put: bool = True) -> Upload:
     """The first two steps of an upload of files (uploads/handlers.py `_store`): its
-    blob claimed in a transaction of its own, then put with no connection held."""
+    blob claimed in a transaction of its own, then put with no connection held (unless
+    not `put`: still putting)."""
     writer = blobs.writer()
     writer.write(DATA)
     key, _ = writer.finish()
-    at = at or datetime.now(UTC)
+    upload = Upload(key=key, id=uuid.uuid4(), at=datetime.now(UTC))
     async with pool.acquire() as conn, conn.transaction():
-        await claims.claim(conn, [key], at)
-    await blobs.commit([writer])
-    return key, at
+        await claims.claim(conn, [key], upload.id, upload.at)
+    if put:
+        await blobs.commit([writer])
+    return upload
 
 
-async def record(pool: asyncpg.Pool, key: str, at: datetime) -> tuple[uuid.UUID, list[str]]:
-    """The last step: the file recorded, unless its claim went meanwhile (the keys)."""
-    file_id = uuid.uuid4()
+async def record(pool: asyncpg.Pool, upload: Upload) -> bool:
+    """The last step: the file recorded, unless its claim went meanwhile (False)."""
+    key, at = upload.key, upload.at
     async with pool.acquire() as conn, conn.transaction():
         await claim_blobs(conn, [key], at)
-        if missing := await claims.settle(conn, [key]):
-            return file_id, missing
+        if not await claims.settle(conn, [key], upload.id):
+            return False
         with claimed([key], at):
-            await blob_refs.apply(conn, stored(file_id, key, at))
-    return file_id, []
+            await blob_refs.apply(conn, stored(uuid.uuid4(), key, at))
+    return True
 
 
 async def unclaimed(pool: asyncpg.Pool) -> bool:
@@ -244,9 +252,10 @@ async def test_an_upload_that_never_records_leaves_bytes_the_collector_reclaims(
     """Its process killed between the put and the record (or the put failed): the claim
     outlives the time claims are kept (0 here), and the bytes it alone held go with it."""
     collector, blobs, pool = setup
-    key, _ = await claim_and_put(pool, blobs)
+    key = (await claim_and_put(pool, blobs)).key
     assert await blobs.exists(key)
-    assert await collector.sweep() == 1
+    # The claim dropped, its key left to the sweep of blobs, which deletes the bytes.
+    assert await collector.sweep() == 2
     assert not await blobs.exists(key)
     assert await unclaimed(pool)
     assert await collector.sweep() == 0
@@ -265,12 +274,11 @@ async def test_a_claim_keeps_an_unreferenced_blob_from_the_sweep_until_its_uploa
         key,
         datetime.now(UTC) - timedelta(hours=1),
     )
-    key_again, at = await claim_and_put(pool, blobs)
-    assert key_again == key
+    upload = await claim_and_put(pool, blobs)
+    assert upload.key == key
     assert await collector.sweep() == 0
     assert await blobs.exists(key)
-    _, missing = await record(pool, key, at)
-    assert missing == []
+    assert await record(pool, upload)
     assert await unclaimed(pool)
     assert await collector.sweep() == 0
     assert await blobs.exists(key)
@@ -282,10 +290,9 @@ async def test_an_upload_whose_claim_the_collector_took_during_its_put_records_n
     """A put longer than the collector's grace: the claim went, and its bytes perhaps
     with it; the upload is refused rather than recorded without its bytes."""
     collector, blobs, pool = setup
-    key, at = await claim_and_put(pool, blobs)
-    assert await collector.sweep() == 1
-    _, missing = await record(pool, key, at)
-    assert missing == [key]
+    upload = await claim_and_put(pool, blobs)
+    assert await collector.sweep() == 2
+    assert not await record(pool, upload)
     assert not await pool.fetchval("SELECT count(*) FROM ingest.blob_files")
 
 
@@ -294,11 +301,11 @@ async def test_two_uploads_of_the_same_bytes_each_record_whichever_settles_first
 ) -> None:
     collector, blobs, pool = setup
     collector.claims_kept = timedelta(minutes=10)
-    key, first_at = await claim_and_put(pool, blobs)
-    _, second_at = await claim_and_put(pool, blobs)
-    assert (await record(pool, key, second_at))[1] == []
+    first = await claim_and_put(pool, blobs)
+    second = await claim_and_put(pool, blobs)
+    assert await record(pool, second)
     assert not await unclaimed(pool)  # the first upload's claim stays
-    assert (await record(pool, key, first_at))[1] == []
+    assert await record(pool, first)
     assert await unclaimed(pool)
 
 
@@ -327,11 +334,101 @@ async def test_a_claim_waits_for_a_sweep_that_took_the_blob_first_then_the_put_s
         await blobs.delete(key)
         await sweeping.execute("DELETE FROM ingest.blobs WHERE key = $1", key)
     # ... and the put, let through once the sweep committed, stored the bytes again.
-    _, at = await in_flight
+    upload = await in_flight
     assert await blobs.exists(key)
-    assert (await record(pool, key, at))[1] == []
+    assert await record(pool, upload)
     assert await collector.sweep() == 0
     assert await blobs.exists(key)
+
+
+async def lock_waiter(pool: asyncpg.Pool, like: str) -> bool:
+    return bool(
+        await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE $1",
+            like,
+        )
+    )
+
+
+async def test_a_stale_claim_leaves_bytes_another_transaction_is_storing_uncommitted(
+    setup: Any,
+) -> None:
+    """An upload that never recorded, and a session storing the same bytes, its blob
+    row not committed yet: the collector cannot see that row, and must not delete the
+    bytes it is about to refer to."""
+    collector, blobs, pool = setup
+    key = (await claim_and_put(pool, blobs)).key
+    async with pool.acquire() as session:
+        storing = session.transaction()
+        await storing.start()
+        await claim_blobs(session, [key])
+        sweeping = asyncio.create_task(collector.sweep())
+
+        async def waits_or_done() -> bool:
+            return sweeping.done() or await lock_waiter(pool, "%INSERT INTO ingest.blobs%")
+
+        await eventually(waits_or_done, within=5, what="the sweep waits on the session's row")
+        with claimed([key], UNDATED):
+            await blob_refs.apply(session, stored(uuid.uuid4(), key))
+        await storing.commit()
+    await sweeping
+    assert await blobs.exists(key)
+    assert await unclaimed(pool)
+    assert await collector.sweep() == 0
+    assert await blobs.exists(key)
+
+
+async def test_an_upload_whose_claim_was_erased_does_not_settle_anothers(setup: Any) -> None:
+    """The claims are erased (a PostgreSQL crash empties their unlogged table) after an
+    upload's put, and the sweep deletes its bytes; another upload of the same bytes
+    claims them and is still putting. The first must not take the second's claim for
+    its own and record a file whose bytes may never come (the second's put may fail)."""
+    collector, blobs, pool = setup
+    old, key = await store_file(pool, blobs, dated=True)
+    await release(pool, old)
+    first = await claim_and_put(pool, blobs)
+    await pool.execute("TRUNCATE ingest.blob_claims")
+    assert await collector.sweep() == 1
+    assert not await blobs.exists(key)
+    await claim_and_put(pool, blobs, put=False)
+    assert not await record(pool, first)
+    assert not await pool.fetchval("SELECT count(*) FROM ingest.blob_files")
+    assert not await unclaimed(pool)  # the second's claim stays
+
+
+async def test_the_sweep_leaves_a_claimed_blob_unlocked_for_its_upload_to_record(
+    setup: Any,
+) -> None:
+    collector, blobs, pool = setup
+    collector.claims_kept = timedelta(minutes=10)
+    old, key = await store_file(pool, blobs, dated=True)
+    await release(pool, old)
+    upload = await claim_and_put(pool, blobs)
+    async with pool.acquire() as sweeping, sweeping.transaction():
+        later = datetime.now(UTC) + timedelta(days=1)
+        assert await sweeping.fetch(RECLAIMABLE, later, 10) == []
+        # Its record goes through while the sweep is still deleting others' bytes.
+        assert await asyncio.wait_for(record(pool, upload), 5)
+    assert await blobs.exists(key)
+
+
+async def test_the_first_shape_of_the_claims_table_is_replaced_at_setup(setup: Any) -> None:
+    """Its rows a key each, holders counted (before claims were each upload's own): the
+    table is made again; claims last a request, and one gone refuses its upload."""
+    _, blobs, pool = setup
+    async with pool.acquire() as conn:
+        await conn.execute("DROP TABLE ingest.blob_claims")
+        await conn.execute(
+            """CREATE UNLOGGED TABLE ingest.blob_claims (
+                   key text PRIMARY KEY, claimed_at timestamptz NOT NULL,
+                   holders integer NOT NULL)"""
+        )
+        await blob_refs.setup(conn)
+        await blob_refs.setup(conn)  # the new shape left as it is
+    upload = await claim_and_put(pool, blobs)
+    assert await record(pool, upload)
+    assert await unclaimed(pool)
 
 
 async def test_a_deletion_of_12000_files_releases_their_blobs_in_bounded_pages(

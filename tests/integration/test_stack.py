@@ -1,21 +1,24 @@
 """The launcher: a piece that cannot start fails the start, naming its log (the tests'
 fixtures rely on it), rather than being started again for ever; a service that hangs
-is killed and started again (its /healthz unanswered), one whose database hangs is
-not (its /readyz fails, its /healthz holds)."""
+is killed and started again (its /healthz unanswered, no CPU used), one whose
+database hangs is not (its /readyz fails, its /healthz holds), nor one busy on the
+CPU."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import signal
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from shared.kit.embedded import free_port
+from shared.kit.embedded import Child, free_port
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack, _ready
 from tests.conftest import ADMIN_KEY, eventually
@@ -43,7 +46,9 @@ def test_a_service_that_dies_at_start_fails_the_start_naming_its_log(tmp_path: P
 # -- the watchdog: a hung service is started again, one whose database hangs is not ----
 
 # Short, so the test sees several rounds quickly; the defaults are 5 s, 5 s, 3.
-WATCH = {"watchdog_every_s": 0.5, "watchdog_timeout_s": 1.0, "watchdog_failures": 3}
+# The probes' timeout is as long as the default, though: a process stalled on a loaded
+# machine for a second or two is not to be killed here.
+WATCH = {"watchdog_every_s": 0.5, "watchdog_timeout_s": 5.0, "watchdog_failures": 3}
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +150,90 @@ async def test_a_service_whose_database_hangs_is_not_started_again(watched: Stac
         return _ready(catalog)
 
     await eventually(ready, within=120, what="the catalog ready again")
+
+
+# A piece the watchdog tends as it does a service: it answers /healthz until SIGUSR1
+# makes it compute for ever on its main thread (busy: unanswered, most of a CPU used),
+# and SIGUSR2, taken in the middle of that, deadlocks it (blocked on a lock, no CPU).
+PIECE = """
+import http.server, signal, sys, threading
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+def busy(*_):
+    while True:
+        pass
+
+def deadlocked(*_):
+    lock = threading.Lock()
+    lock.acquire()
+    lock.acquire()
+
+signal.signal(signal.SIGUSR1, busy)
+signal.signal(signal.SIGUSR2, deadlocked)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+"""
+
+
+@contextlib.asynccontextmanager
+async def piece(stack: Stack) -> AsyncIterator[tuple[Child, str]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def popen() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", PIECE, str(port)])
+
+    child = Child("piece", popen(), "")
+    stack._adopt(child, popen, url)
+    try:
+
+        async def answers() -> bool:
+            return _ready(url, "/healthz")
+
+        await eventually(answers, within=30, what="the piece answering")
+        stack._answered([child])
+        yield child, url
+    finally:
+        stack.remove(child, signal.SIGKILL)
+
+
+@pytest.mark.timeout(300)
+async def test_a_busy_service_is_left_running_a_deadlocked_or_stopped_one_is_killed(
+    watched: Stack,
+) -> None:
+    async with piece(watched) as (child, url):
+        busy = child.proc.pid
+        child.proc.send_signal(signal.SIGUSR1)
+        # Rounds enough for it to have been killed twice over, were it judged by its
+        # /healthz alone.
+        await rounds_pass(watched, 2 * WATCH["watchdog_failures"] + 1)
+        assert child.proc.pid == busy and child.proc.poll() is None
+        assert not _ready(url, "/healthz")
+        [note] = [n for n in notes(watched, "slow") if n["pid"] == busy]
+        assert note["action"] == "left running"
+        assert not [n for n in notes(watched, "unresponsive") if n["pid"] == busy]
+
+        async def again(old: int) -> bool:
+            return child.proc.pid != old and _ready(url, "/healthz")
+
+        child.proc.send_signal(signal.SIGUSR2)
+        await eventually(
+            lambda: again(busy), within=120, what="the deadlocked piece killed, started again"
+        )
+        [note] = [n for n in notes(watched, "unresponsive") if n["pid"] == busy]
+        assert "next to no CPU" in note["reason"]
+
+        # A process is judged once the watchdog has seen it answer: a round begun after
+        # it answered the test's probe.
+        await rounds_pass(watched, 2)
+        stopped = child.proc.pid
+        child.proc.send_signal(signal.SIGSTOP)
+        await eventually(
+            lambda: again(stopped), within=120, what="the stopped piece killed, started again"
+        )

@@ -2,97 +2,109 @@
 transaction that records the files: no database connection is held while the store is
 waited on (a hung store would hold one per upload, and use up ingest's pool).
 
-A claim is a row a key (`holders`: the uploads of those bytes in flight), dated by the
-latest claim. While it is there the collector leaves the key's blob row alone, and the
-bytes with it. A claim older than the collector keeps them (`CLAIMS_KEPT`, an hour, or
-its grace if longer) is an upload that never recorded (its process died between the
-put and the record, or the put failed): the collector deletes the bytes, when no blob
-row governs them, and the claim; an upload whose claim went so (a put longer than that)
-is refused 503, nothing recorded.
+A claim is a row a key and upload (its own: two uploads of the same bytes claim apart,
+and each settles only what it claimed), dated when it was made. While a key has one the
+collector leaves the key's blob row alone, and the bytes with it. A claim older than
+the collector keeps them (`CLAIMS_KEPT`, an hour, or its grace if longer) is an upload
+that never recorded (its process died between the put and the record, or the put
+failed): the collector drops it, and gives its key to the sweep of blobs as a row of
+its own, unreferenced and undated, where no row is; the sweep deletes its bytes under
+the row's lock, as any other blob's, unless something refers to them by then. An upload
+whose claim went so (a put longer than that) is refused 503, nothing recorded.
 
 Not a read model (no event makes a claim; a rebuild leaves them be: the table is made
 with `blob_refs`'s, not one of its `tables`), and UNLOGGED: a PostgreSQL crash empties
-the table, which refuses the uploads in flight (503) and leaves bytes they had put
-behind, unclaimed (README, Known gaps)."""
+the table, which refuses the uploads that claimed before it (503) and leaves bytes they
+had put behind, unclaimed (README, Known gaps)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
+from services.ingest.collector.projections import UNDATED
 from shared.kit.db import Conn
 
 
-async def claim(conn: Conn, keys: list[str], at: datetime) -> None:
-    """Claim `keys` (sorted, distinct) before their bytes are put; its own transaction,
-    committed before the put. The keys' blob rows are locked first (FOR SHARE): a sweep
-    that took one already is waited for (its bytes are then gone, and the put stores
-    them again), and one that comes later skips it, or finds the claim."""
+async def claim(conn: Conn, keys: list[str], upload: uuid.UUID, at: datetime) -> None:
+    """`upload` claims `keys` (sorted, distinct) before their bytes are put; its own
+    transaction, committed before the put. The keys' blob rows are locked first (FOR
+    SHARE): a sweep that took one already is waited for (its bytes are then gone, and
+    the put stores them again), and one that comes later skips it, or finds the claim."""
     await conn.execute(
         "SELECT 1 FROM ingest.blobs WHERE key = ANY($1::text[]) ORDER BY key FOR SHARE", keys
     )
     await conn.execute(
-        """INSERT INTO ingest.blob_claims AS c (key, claimed_at, holders)
-           SELECT key, $2, 1 FROM unnest($1::text[]) AS key ORDER BY key
-           ON CONFLICT (key) DO UPDATE
-               SET claimed_at = greatest(c.claimed_at, excluded.claimed_at),
-                   holders = c.holders + 1""",
+        """INSERT INTO ingest.blob_claims (key, upload_id, claimed_at)
+           SELECT key, $2, $3 FROM unnest($1::text[]) AS key""",
         keys,
+        upload,
         at,
     )
 
 
-async def settle(conn: Conn, keys: list[str]) -> list[str]:
+async def settle(conn: Conn, keys: list[str], upload: uuid.UUID) -> bool:
     """In the transaction that records the files, after their blob rows are claimed
-    (`projections.claim_blobs`): each key's claim given up (the row goes with its last
-    holder). The keys whose claim the collector took meanwhile, their bytes perhaps
-    deleted: the caller records nothing if there is any."""
-    # One statement: the rows locked in the keys' order, then the last holder's row
-    # deleted (an upload's usual case) and the others' counted down.
-    found = await conn.fetch(
-        """WITH held AS (
-               SELECT key, holders FROM ingest.blob_claims WHERE key = ANY($1::text[])
-               ORDER BY key FOR UPDATE),
-           gone AS (
-               DELETE FROM ingest.blob_claims c USING held
-               WHERE c.key = held.key AND held.holders <= 1),
-           kept AS (
-               UPDATE ingest.blob_claims c SET holders = c.holders - 1 FROM held
-               WHERE c.key = held.key AND held.holders > 1)
-           SELECT key FROM held""",
+    (`projections.claim_blobs`): `upload`'s claims given up, and whether they were all
+    there. One the collector dropped meanwhile (its bytes perhaps deleted), or a crash
+    erased: the caller records nothing."""
+    gone = await conn.fetchval(
+        """WITH mine AS (
+               DELETE FROM ingest.blob_claims WHERE upload_id = $2 AND key = ANY($1::text[])
+               RETURNING 1)
+           SELECT count(*) FROM mine""",
         keys,
+        upload,
     )
-    settled = {r["key"] for r in found}
-    return [k for k in keys if k not in settled]
+    return bool(gone == len(keys))
 
 
 async def claimed(conn: Conn, keys: list[str]) -> set[str]:
     """Which of `keys` (blob rows the sweep has locked) an upload in flight claims: their
     bytes stay. A statement of its own after the rows' locks: a claim committed before
     the lock was taken is seen."""
-    rows = await conn.fetch("SELECT key FROM ingest.blob_claims WHERE key = ANY($1::text[])", keys)
+    rows = await conn.fetch(
+        "SELECT DISTINCT key FROM ingest.blob_claims WHERE key = ANY($1::text[])", keys
+    )
     return {r["key"] for r in rows}
 
 
-async def stale(conn: Conn, cutoff: datetime, limit: int) -> tuple[list[str], list[str]]:
-    """Claims older than `cutoff`, locked until the caller's commit, and of them the keys
-    no blob row governs (whose bytes are the claim's alone: orphans to delete)."""
+async def drop_stale(conn: Conn, cutoff: datetime, limit: int) -> int:
+    """Claims older than `cutoff`, of up to `limit` keys, dropped, their keys given to
+    the sweep of blobs (a row unreferenced and undated, where there is none); how many
+    claims went. The bytes are not deleted here: another transaction may be storing the
+    key (a session, a sync, a group's run, whose `claim_blobs` row is not committed
+    yet), which this one cannot see. The insert waits for such a row, and does nothing
+    once it is committed; the sweep then decides under the row's lock."""
     keys = [
         r["key"]
         for r in await conn.fetch(
             """SELECT key FROM ingest.blob_claims WHERE claimed_at < $1
-               ORDER BY claimed_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
+               GROUP BY key ORDER BY min(claimed_at) LIMIT $2""",
             cutoff,
             limit,
         )
     ]
     if not keys:
-        return [], []
-    governed = {
-        r["key"]
-        for r in await conn.fetch("SELECT key FROM ingest.blobs WHERE key = ANY($1::text[])", keys)
-    }
-    return keys, [k for k in keys if k not in governed]
-
-
-async def drop(conn: Conn, keys: list[str]) -> None:
-    await conn.execute("DELETE FROM ingest.blob_claims WHERE key = ANY($1::text[])", keys)
+        return 0
+    # Blob rows before claims, in the keys' order, as an upload takes them (`claim`,
+    # then `claim_blobs` and `settle`): no two wait on each other the other way round.
+    keys.sort()
+    await conn.execute(
+        """INSERT INTO ingest.blobs (key, stored_at, pins)
+           SELECT key, $2, 0 FROM unnest($1::text[]) AS key ORDER BY key
+           ON CONFLICT (key) DO NOTHING""",
+        keys,
+        UNDATED,
+    )
+    # The date checked again: a claim made since the select stays.
+    return int(
+        await conn.fetchval(
+            """WITH gone AS (
+                   DELETE FROM ingest.blob_claims
+                   WHERE key = ANY($1::text[]) AND claimed_at < $2 RETURNING 1)
+               SELECT count(*) FROM gone""",
+            keys,
+            cutoff,
+        )
+    )

@@ -13,8 +13,8 @@ its object gone from a synced bucket); an instance that joined no series
 A blob being stored again meanwhile is claimed in the storing transaction
 (`collector.projections.claim_blobs`), or, by an upload of files, before its put
 (`collector.claims`); the sweep skips it, or the claim waits for the sweep and the
-bytes are stored again. Claims no upload ever settled are swept too, with the bytes
-only they held.
+bytes are stored again. Claims no upload ever settled are dropped, their keys left to
+the sweep as unreferenced blobs.
 """
 
 from __future__ import annotations
@@ -158,12 +158,14 @@ class Collector(Handlers):
             await self._release(conn, gone, envelopes[0])
 
     async def sweep(self) -> int:
-        """Delete up to SWEEP_BATCH unreferenced blobs, and as many stale claims; how
-        many went."""
+        """Give stale claims' keys to the sweep, then delete up to SWEEP_BATCH
+        unreferenced blobs; how many claims and blobs went."""
+        dropped = await self._sweep_claims(datetime.now(UTC) - self.claims_kept)
         cutoff = datetime.now(UTC) - self.grace
         async with self.pool.acquire() as conn, conn.transaction():
             found = [r["key"] for r in await conn.fetch(RECLAIMABLE, cutoff, SWEEP_BATCH)]
-            # Bytes an upload in flight is putting again stay (uploads/handlers.py).
+            # A claim committed after RECLAIMABLE's snapshot, before its lock: bytes an
+            # upload in flight is putting again stay (uploads/handlers.py).
             held = await claims.claimed(conn, found) if found else set()
             keys = [k for k in found if k not in held]
             if keys:
@@ -174,19 +176,16 @@ class Collector(Handlers):
                 written = envelopes_of(domain.reclaim(keys), cause)
                 await blob_refs.apply(conn, written)
                 await self.store.append(conn, written)
-        return len(keys) + await self._sweep_claims(datetime.now(UTC) - self.claims_kept)
+        return dropped + len(keys)
 
     async def _sweep_claims(self, cutoff: datetime) -> int:
-        """Claims of uploads that never recorded (collector/claims.py): the bytes they
-        alone hold deleted, the claims dropped; how many claims went."""
+        """Claims of uploads that never recorded (collector/claims.py) dropped, their
+        keys left to the sweep of blobs; how many claims went."""
         async with self.pool.acquire() as conn, conn.transaction():
-            gone, orphans = await claims.stale(conn, cutoff, SWEEP_BATCH)
-            if orphans:
-                log.info("blobs.orphans_reclaimed", count=len(orphans))
-                await self._delete(orphans)
-            if gone:
-                await claims.drop(conn, gone)
-        return len(gone)
+            dropped = await claims.drop_stale(conn, cutoff, SWEEP_BATCH)
+        if dropped:
+            log.info("blobs.stale_claims_dropped", count=dropped)
+        return dropped
 
     async def _delete(self, keys: list[str]) -> None:
         limit = asyncio.Semaphore(DELETES_IN_FLIGHT)

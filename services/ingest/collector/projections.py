@@ -105,11 +105,20 @@ blob_refs = Projection(
     );
     CREATE INDEX IF NOT EXISTS cloud_series_file ON ingest.cloud_series (file_id);
     -- Not the read model's (no event writes it; a rebuild leaves it be): the blobs
-    -- uploads in flight are putting (collector/claims.py).
+    -- uploads in flight are putting (collector/claims.py). Its first shape (a row a
+    -- key, its holders counted) is dropped: claims last a request, and an upload whose
+    -- claim is gone is refused, nothing recorded.
+    DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'ingest'
+                   AND table_name = 'blob_claims' AND column_name = 'holders') THEN
+            DROP TABLE IF EXISTS ingest.blob_claims;
+        END IF;
+    END $$;
     CREATE UNLOGGED TABLE IF NOT EXISTS ingest.blob_claims (
-        key text PRIMARY KEY,
+        key text NOT NULL,
+        upload_id uuid NOT NULL,
         claimed_at timestamptz NOT NULL,
-        holders integer NOT NULL
+        PRIMARY KEY (key, upload_id)
     );
     CREATE INDEX IF NOT EXISTS blob_claims_at ON ingest.blob_claims (claimed_at);
     """,
@@ -404,12 +413,16 @@ async def blobs_reclaimed(
     )
 
 
-# A blob nothing refers to or waits on, stored before the cutoff, not held by a claim.
+# A blob nothing refers to or waits on, stored before the cutoff, not held by a claim
+# (a storing transaction's lock: skipped) nor claimed by an upload in flight (left
+# unlocked: its upload's record waits on no sweep; the sweep checks again once the rows
+# are locked, for a claim committed meanwhile).
 RECLAIMABLE = """
     SELECT b.key FROM ingest.blobs b
     WHERE b.pins = 0 AND b.stored_at < $1
       AND NOT EXISTS (SELECT 1 FROM ingest.blob_files f WHERE f.blob_key = b.key)
       AND NOT EXISTS (SELECT 1 FROM ingest.blob_series s WHERE s.blob_key = b.key)
+      AND NOT EXISTS (SELECT 1 FROM ingest.blob_claims c WHERE c.key = b.key)
     ORDER BY b.stored_at LIMIT $2
     FOR UPDATE SKIP LOCKED
 """

@@ -254,16 +254,17 @@ class Uploads(Handlers):
         (collector/claims.py), which keeps the collector off them during the put and
         lets it reclaim them if nothing is ever recorded (a crash, a failed put). The
         recording transaction claims their rows as before (the collector cannot take one
-        between the check and the events) and gives up the claims; one the collector
-        took meanwhile (a put longer than its grace) refuses the upload, nothing
-        recorded. Metadata given is checked before the put (a refusal costs none) and
+        between the check and the events) and gives up its own claims; one gone
+        meanwhile (dropped by the collector: a put longer than it keeps claims; or
+        forgotten by a PostgreSQL crash) refuses the upload, nothing recorded. Metadata given is checked before the put (a refusal costs none) and
         again against the schema held until the commit. `stored_at`: the one time
         every envelope carries, which the claim dates the blobs with."""
         keys = sorted({w.key for w in receiver.writers})
+        upload = uuid.uuid4()
         async with self.pool.acquire() as conn, conn.transaction():
             if metadata:
                 check_metadata(await current_schema(conn, held=False), metadata)
-            await claims.claim(conn, keys, stored_at or now())
+            await claims.claim(conn, keys, upload, stored_at or now())
         try:
             await self.blobs.commit(receiver.writers)
         except (OSError, StoreRefused) as error:
@@ -275,7 +276,7 @@ class Uploads(Handlers):
             if metadata:
                 check_metadata(await current_schema(conn), metadata)
             await claim_blobs(conn, keys, stored_at or UNDATED)
-            if await claims.settle(conn, keys):
+            if not await claims.settle(conn, keys, upload):
                 log.error("ingest.blob_claims_reclaimed", blobs=len(keys))
                 raise Refused(
                     503,
