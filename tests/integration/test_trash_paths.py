@@ -95,9 +95,9 @@ async def test_a_file_deleted_during_a_move_above_it_is_trashed_at_the_new_path(
 
 
 async def test_trash_rows_misplaced_before_are_re_rooted_once_at_start(database_url: str) -> None:
-    """Rows trashed before their paths followed moves are re-rooted by the DDL, once
-    (not a rebuild): a folder's to its parent's path now (live, or in the trash), a
-    file's to its folder's."""
+    """Rows trashed before their paths followed moves are re-rooted at start, once
+    (not a rebuild), after the DDL commits: a folder's to its parent's path now (live,
+    or in the trash), a file's to its folder's."""
     async with fresh_database(database_url, "trashroot") as pool:
         async with pool.acquire() as conn:
             await EventStore("catalog").setup(conn)
@@ -154,12 +154,21 @@ async def test_trash_rows_misplaced_before_are_re_rooted_once_at_start(database_
         await pool.execute("COMMENT ON COLUMN catalog.trash_files.path IS NULL")
         async with pool.acquire() as conn:
             await tree.setup(conn)
+            # After the DDL's transaction, in one of its own: while it is open (here
+            # held open around it), readers of the tables it re-roots wait for nothing.
+            async with conn.transaction():
+                await tree.migrate(conn)
+                async with pool.acquire() as reader:
+                    await reader.execute("SET lock_timeout = '1s'")
+                    for table in ("folders", "files", "trash_folders", "trash_files"):
+                        await reader.fetchval(f"SELECT count(*) FROM catalog.{table}")
         assert await paths() == ([right, box, inner], [right, box, inner])
         # Once: a start after leaves the rows as they are.
         for table in ("trash_folders", "trash_files"):
             await pool.execute(stale.format(table), [left, box, inner])
         async with pool.acquire() as conn:
             await tree.setup(conn)
+            await tree.migrate(conn)
         assert await paths() == ([left, box, inner], [left, box, inner])
 
 
