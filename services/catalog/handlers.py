@@ -784,6 +784,15 @@ class Catalog(Handlers):
                     list(folder_ids),
                 )
             ]
+            # Folder before file, as an arrival takes them and a folder's delete (above):
+            # the projection of a file's delete locks its folder, which a delete of the
+            # folder, holding it, would wait for the file behind (a deadlock).
+            await conn.execute(
+                """SELECT 1 FROM catalog.folders
+                   WHERE id IN (SELECT folder_id FROM catalog.files WHERE id = ANY($1::uuid[]))
+                   ORDER BY id FOR SHARE""",
+                list(file_ids),
+            )
             files = [
                 _file(r)
                 for r in await conn.fetch(

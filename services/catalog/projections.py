@@ -25,7 +25,9 @@ tree = Projection(
     # 3: the trash's `itself` (a file deleted on its own, then its folder, came back
     # with the folder and was no item of its own).
     # The trash's paths following moves of the folders above them is no version: the
-    # rows misplaced before are re-rooted once by the DDL (`trash_*.path`'s comment).
+    # rows misplaced before are re-rooted once at start (`trash_files.path`'s comment).
+    # 4 was an unreleased build's (f93c905): a database that ran it says 4, so the next
+    # version is 5, not 4 (which those would take as done and never rebuild).
     version=3,
     rebuilt_without=(
         "folders_name_trgm",
@@ -227,34 +229,6 @@ tree = Projection(
     ALTER TABLE catalog.trash_files ADD COLUMN IF NOT EXISTS itself boolean NOT NULL
         DEFAULT false;
     CREATE INDEX IF NOT EXISTS trash_folders_parent ON catalog.trash_folders (parent_id);
-    -- A trashed row's path follows moves of the folders above it (FolderMoved); before
-    -- 2026-12-07 it kept the one it had when deleted. Those rows are re-rooted once, to
-    -- where their folder (live, or in the trash, re-rooted first) is now: an UPDATE of
-    -- the rows that differ, not a rebuild (which held the tables for minutes on a large
-    -- store). One below a purged folder keeps its path (it cannot be restored anyway).
-    DO $$ BEGIN
-        IF col_description('catalog.trash_files'::regclass,
-                           (SELECT attnum FROM pg_attribute
-                            WHERE attrelid = 'catalog.trash_files'::regclass
-                              AND attname = 'path')) IS NULL THEN
-            WITH RECURSIVE placed (id, path) AS (
-                SELECT t.id, coalesce(p.path, '{}') || t.id
-                FROM catalog.trash_folders t LEFT JOIN catalog.folders p ON p.id = t.parent_id
-                WHERE t.parent_id IS NULL OR p.id IS NOT NULL
-                UNION ALL
-                SELECT t.id, placed.path || t.id
-                FROM catalog.trash_folders t JOIN placed ON t.parent_id = placed.id)
-            UPDATE catalog.trash_folders t SET path = placed.path
-            FROM placed WHERE t.id = placed.id AND t.path <> placed.path;
-            UPDATE catalog.trash_files t SET path = coalesce(fo.path, tf.path)
-            FROM catalog.trash_files x
-            LEFT JOIN catalog.folders fo ON fo.id = x.folder_id
-            LEFT JOIN catalog.trash_folders tf ON tf.id = x.folder_id
-            WHERE t.id = x.id AND coalesce(fo.path, tf.path) <> t.path;
-            COMMENT ON COLUMN catalog.trash_files.path IS
-                'its folder''s path as it is now (follows moves; re-rooted once, 2026-12-07)';
-        END IF;
-    END $$;
     -- The metadata schema, whole (one row).
     CREATE TABLE IF NOT EXISTS catalog.metadata_schema (
         id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
@@ -299,6 +273,38 @@ tree = Projection(
     END $$;
     CREATE INDEX IF NOT EXISTS metadata_values_txt ON catalog.metadata_values (key, txt, file_id)
         WHERE txt IS NOT NULL;
+    """,
+    migration="""
+    -- A trashed row's path follows moves of the folders above it (FolderMoved); before
+    -- 2026-12-07 it kept the one it had when deleted. Those rows are re-rooted once, to
+    -- where their folder (live, or in the trash, re-rooted first) is now: an UPDATE of
+    -- the rows that differ, not a rebuild (which held the tables for minutes on a large
+    -- store). One below a purged folder keeps its path (it cannot be restored anyway).
+    -- After the DDL commits (`Projection.migration`): readers of the tables wait for none
+    -- of it.
+    DO $$ BEGIN
+        IF col_description('catalog.trash_files'::regclass,
+                           (SELECT attnum FROM pg_attribute
+                            WHERE attrelid = 'catalog.trash_files'::regclass
+                              AND attname = 'path')) IS NULL THEN
+            WITH RECURSIVE placed (id, path) AS (
+                SELECT t.id, coalesce(p.path, '{}') || t.id
+                FROM catalog.trash_folders t LEFT JOIN catalog.folders p ON p.id = t.parent_id
+                WHERE t.parent_id IS NULL OR p.id IS NOT NULL
+                UNION ALL
+                SELECT t.id, placed.path || t.id
+                FROM catalog.trash_folders t JOIN placed ON t.parent_id = placed.id)
+            UPDATE catalog.trash_folders t SET path = placed.path
+            FROM placed WHERE t.id = placed.id AND t.path <> placed.path;
+            UPDATE catalog.trash_files t SET path = coalesce(fo.path, tf.path)
+            FROM catalog.trash_files x
+            LEFT JOIN catalog.folders fo ON fo.id = x.folder_id
+            LEFT JOIN catalog.trash_folders tf ON tf.id = x.folder_id
+            WHERE t.id = x.id AND coalesce(fo.path, tf.path) <> t.path;
+            COMMENT ON COLUMN catalog.trash_files.path IS
+                'its folder''s path as it is now (follows moves; re-rooted once, 2026-12-07)';
+        END IF;
+    END $$;
     """,
 )
 

@@ -214,10 +214,12 @@ def dicomweb_router(dicom: Dicom) -> APIRouter:
         # as long as the reader takes: each answer holds its part of the process's
         # budget from before they are read. Distinct frames are at most the instance's
         # bytes (and the bound); what they turn out to be is kept, the rest given back.
+        # Taken inside the gate: one waiting for the gate holds none (the gate's four
+        # could otherwise hold it all, and a fifth be refused busy, not queued).
         memory = dicom.frames_memory
-        held = await memory.take(min(instance.size, bound), FRAMES_MEMORY_WAIT_S)
-        try:
-            async with dicom.render_gate:
+        async with dicom.render_gate:
+            held = await memory.take(min(instance.size, bound), FRAMES_MEMORY_WAIT_S)
+            try:
                 # An uncompressed frame is read alone, after the header; a compressed
                 # one's fragments from a copy of the whole instance (a local store's is
                 # in place).
@@ -225,9 +227,9 @@ def dicomweb_router(dicom: Dicom) -> APIRouter:
                 if parts is None:
                     async with dicom.blobs.local_copy(instance.blob_key) as path:
                         parts = await to_worker(dicomweb.frames, path, numbers, bound)
-        except BaseException:
-            memory.give(held)
-            raise
+            except BaseException:
+                memory.give(held)
+                raise
         read = sum(len(data) for _, data in parts)
         if read < held:
             memory.give(held - read)

@@ -32,6 +32,10 @@ from shared.kit.reactions import E, Received, Triggers, received
 BatchHandler = Callable[[Conn, Sequence[Received[E]]], Awaitable[None]]
 H = TypeVar("H", bound=Callable[..., Awaitable[None]])
 
+# The advisory lock services' start-up DDL (and migrations) take: they start side by side
+# against one database.
+DDL_LOCK = 7314
+
 # A set-based handler is SQL over a relation of its events, `e`, with these columns;
 # given the relation's text, it returns its statements (`Projection.on(..., sql=...)`),
 # run in order until one answers false (the rest has nothing to do: no round trip).
@@ -77,6 +81,11 @@ class Projection:
     # drops them and makes them again once the rows are in, as a bulk load does (kept
     # up row by row, a trigram index cost a rebuild a quarter of its time).
     rebuilt_without: Sequence[str] = ()
+    # Statements run at start once the DDL has committed, in a transaction of their own
+    # (`migrate`): in the DDL's, an UPDATE of rows would run while its ALTER TABLEs hold
+    # their tables (ACCESS EXCLUSIVE, taken even when the column is there) to commit,
+    # and every reader of them would wait for it.
+    migration: str = ""
     triggers: Triggers = field(init=False)
     # Contract type -> the statements of its set-based handler (see `on`).
     statements: dict[str, Statements] = field(init=False, default_factory=dict)
@@ -109,6 +118,15 @@ class Projection:
 
     async def setup(self, conn: Conn) -> None:
         await conn.execute(self.ddl)
+
+    async def migrate(self, conn: Conn) -> None:
+        """`migration`, in a transaction of its own, after `setup`'s has committed; under
+        the start-up DDL's advisory lock, so replicas starting together run it one at a
+        time (the statements check whether it is still to do)."""
+        if self.migration:
+            async with conn.transaction():
+                await conn.execute(f"SELECT pg_advisory_xact_lock({DDL_LOCK})")
+                await conn.execute(self.migration)
 
     async def apply(self, conn: Conn, envelopes: Sequence[Envelope]) -> None:
         """The service's own envelopes (made here, or read back from its store, where

@@ -178,7 +178,7 @@ class Runtime:
         )
         # Services start side by side against one database: serialise DDL.
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(7314)")
+            await conn.execute(f"SELECT pg_advisory_xact_lock({projections.DDL_LOCK})")
             await self.store.setup(conn)
             await self.inbox.setup(conn)
             await conn.execute(idempotency.ddl(self.name))
@@ -186,6 +186,9 @@ class Runtime:
                 await projection.setup(conn)
             for setup in self.setups:
                 await setup(conn)
+        async with self.pool.acquire() as conn:
+            for projection in self.projections:
+                await projection.migrate(conn)
         for projection in self.projections:
             if projection.replayable:
                 await projections.ensure_current(self.pool, self.store, projection)

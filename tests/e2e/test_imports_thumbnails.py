@@ -23,6 +23,7 @@ from shared.kit.stack import Stack
 from tests import thumbnail_fixtures as media
 from tests.cloud_fixtures import MotoS3
 from tests.conftest import eventually
+from tests.e2e.conftest import BUCKET
 from tests.e2e.support import error, folder, items, member, unique, upload
 from tests.e2e.test_cloud_sync import file, listing, sync, sync_done, synced_folder
 from tests.e2e.test_imports import finished, integration, put, start_import
@@ -201,6 +202,46 @@ async def test_an_object_changed_after_its_import_gives_its_picture_to_no_identi
     assert uploaded["sha256"] == imported["sha256"]
     assert near(colour_at(await settled(api, uploaded["id"]), 0.2, 0.5), (255, 0, 0))
     assert error(drawn, 404, "thumbnail_unavailable")["details"]["code"] == "content_changed"
+
+
+async def test_an_object_of_the_same_bytes_under_a_new_etag_is_still_drawn(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, pool: asyncpg.Pool
+) -> None:
+    """An ETag changes when the bytes do not too (a copy onto itself to apply SSE-KMS,
+    metadata or a storage class; a re-upload in parts): the read of the range by the ETag
+    recorded at import met a 412, and the file was `content_changed` for good. Ingest
+    hashes the object once: the same bytes record its new ETag and are drawn."""
+    width = 64 + secrets.randbelow(1000)  # bytes no other test uploads
+    original = two_colours(width, 40, (255, 0, 0))
+    key = f"{unique('reuploaded')}/shot.png"
+    put(bucket, key, original)
+    top = await folder(api, unique("same-bytes-new-etag"))
+    job_id = await start_import(
+        api, top["id"], integration_id=await integration(api, moto), keys=[key]
+    )
+    await finished(api, job_id, files=1)
+    [imported] = await items(api, top["id"])
+    etag = "SELECT etag FROM ingest.cloud_files WHERE file_id = $1"
+    before = await pool.fetchval(etag, uuid.UUID(imported["id"]))
+    assert before is not None
+    # The same bytes again, in parts (a copy onto itself keeps moto's ETag: the MD5).
+    s3 = moto.client("s3")
+    started = s3.create_multipart_upload(Bucket=BUCKET, Key=key)
+    part = s3.upload_part(
+        Bucket=BUCKET, Key=key, UploadId=started["UploadId"], PartNumber=1, Body=original
+    )
+    s3.complete_multipart_upload(
+        Bucket=BUCKET,
+        Key=key,
+        UploadId=started["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )
+    now = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+    assert now != before
+
+    drawn = await settled(api, imported["id"])
+    assert near(colour_at(drawn, 0.2, 0.5), (255, 0, 0))
+    assert await pool.fetchval(etag, uuid.UUID(imported["id"])) == now
 
 
 async def test_an_object_imported_before_etags_that_no_longer_decodes_fails_that_file_alone(

@@ -148,6 +148,9 @@ async def test_ranges_of_an_object_name_the_etag_its_read_answered(
         changed = await problem_of(found.read_range(key, 0, 7, read.etag))
         assert changed.code == "content_changed"
         assert (await found.read_range(key, 0, 7)).data == png(4, 2)[:8]  # none named
+        # What a 412 is checked by: the object hashed whole, with the ETag it has now.
+        now = moto.client("s3").head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+        assert await found.hashed(key) == (hashlib.sha256(png(4, 2)).hexdigest(), now)
     finally:
         await found.close()
 

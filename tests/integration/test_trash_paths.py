@@ -7,13 +7,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 from services.catalog import domain
-from services.catalog.projections import tree
+from services.catalog.handlers import Catalog, setup_reactions
+from services.catalog.history import setup_history
+from services.catalog.projections import cloud_synced, links, tree
 from shared.contracts import catalog as ev
 from shared.contracts.envelope import Cause, Change, envelopes_of
+from shared.kit.access import Access
 from shared.kit.eventstore import EventStore
-from tests.conftest import fresh_database
+from shared.kit.service import Parts
+from shared.kit.settings import Settings
+from tests.conftest import SERVICE_KEY, fresh_database
 
 CAUSE = Cause(actor="test", correlation_id="c")
 
@@ -89,9 +95,9 @@ async def test_a_file_deleted_during_a_move_above_it_is_trashed_at_the_new_path(
 
 
 async def test_trash_rows_misplaced_before_are_re_rooted_once_at_start(database_url: str) -> None:
-    """Rows trashed before their paths followed moves are re-rooted by the DDL, once
-    (not a rebuild): a folder's to its parent's path now (live, or in the trash), a
-    file's to its folder's."""
+    """Rows trashed before their paths followed moves are re-rooted at start, once
+    (not a rebuild), after the DDL commits: a folder's to its parent's path now (live,
+    or in the trash), a file's to its folder's."""
     async with fresh_database(database_url, "trashroot") as pool:
         async with pool.acquire() as conn:
             await EventStore("catalog").setup(conn)
@@ -148,10 +154,93 @@ async def test_trash_rows_misplaced_before_are_re_rooted_once_at_start(database_
         await pool.execute("COMMENT ON COLUMN catalog.trash_files.path IS NULL")
         async with pool.acquire() as conn:
             await tree.setup(conn)
+            # After the DDL's transaction, in one of its own: while it is open (here
+            # held open around it), readers of the tables it re-roots wait for nothing.
+            async with conn.transaction():
+                await tree.migrate(conn)
+                async with pool.acquire() as reader:
+                    await reader.execute("SET lock_timeout = '1s'")
+                    for table in ("folders", "files", "trash_folders", "trash_files"):
+                        await reader.fetchval(f"SELECT count(*) FROM catalog.{table}")
         assert await paths() == ([right, box, inner], [right, box, inner])
         # Once: a start after leaves the rows as they are.
         for table in ("trash_folders", "trash_files"):
             await pool.execute(stale.format(table), [left, box, inner])
         async with pool.acquire() as conn:
             await tree.setup(conn)
+            await tree.migrate(conn)
         assert await paths() == ([left, box, inner], [left, box, inner])
+
+
+async def test_a_file_delete_and_a_delete_of_its_folder_meeting_both_answer(
+    database_url: str,
+) -> None:
+    """A file's delete locks its folder before the file, as a folder's delete does: the
+    other way, the file's delete held the file while its projection waited for the
+    folder, which the folder's delete held while waiting for the file (a deadlock)."""
+    async with fresh_database(database_url, "trashlocks") as pool:
+        parts = Parts("catalog", Settings(service_key=SERVICE_KEY))
+        parts.pool = pool
+        async with pool.acquire() as conn:
+            await parts.store.setup(conn)
+            await parts.inbox.setup(conn)
+            for projection in (tree, links, cloud_synced):
+                await projection.setup(conn)
+            await setup_reactions(conn)
+            await setup_history(conn)
+        catalog = Catalog(parts)
+        box, file_id = uuid.uuid4(), uuid.uuid4()
+        made = [
+            *domain.create_folder(box, None, "box", "", {}),
+            Change(
+                ev.file_stream(file_id),
+                1,
+                ev.FileUploaded(
+                    file_id=file_id,
+                    folder_id=box,
+                    name="a.txt",
+                    kind="text",
+                    size=1,
+                    sha256="0" * 64,
+                    mime_type="text/plain",
+                    blob_key="k",
+                ),
+            ),
+        ]
+        async with pool.acquire() as conn, conn.transaction():
+            await catalog.write(conn, envelopes_of(made, CAUSE))
+
+        # The file's delete stops once it holds its locks, before it writes (and its
+        # projection locks the folder), until the folder's delete waits on it.
+        written = catalog.write
+        holding, go = asyncio.Event(), asyncio.Event()
+
+        async def write(conn: Any, envelopes: Any) -> int:
+            if not holding.is_set():
+                holding.set()
+                await go.wait()
+            return await written(conn, envelopes)
+
+        catalog.write = write  # type: ignore[method-assign]
+        admin = Access(user_id="test", org_admin=True)
+
+        async def delete(file_ids: list[uuid.UUID], folder_ids: list[uuid.UUID]) -> Any:
+            return await catalog.delete(
+                CAUSE, file_ids=file_ids, folder_ids=folder_ids, dry_run=False, access=admin
+            )
+
+        file_delete = asyncio.create_task(delete([file_id], []))
+        await asyncio.wait_for(holding.wait(), 10)
+        folder_delete = asyncio.create_task(delete([], [box]))
+        deadline = time.monotonic() + 10
+        while not await pool.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+        ):
+            assert not folder_delete.done(), folder_delete.result()
+            assert time.monotonic() < deadline, "the folder's delete never waited"
+            await asyncio.sleep(0.01)
+        go.set()
+        assert (await file_delete)[0] == {"deleted": 1}
+        assert (await folder_delete)[0] == {"deleted": 1}
+        assert await pool.fetchval("SELECT itself FROM catalog.trash_files WHERE id = $1", file_id)

@@ -119,5 +119,8 @@ class Threaded:
     ) -> Ranged:
         return await self.loop.run(self.inner.read_range(key, first, last, if_match))
 
+    async def hashed(self, key: str) -> tuple[str, str | None]:
+        return await self.loop.run(self.inner.hashed(key))
+
     async def close(self) -> None:
         await self.loop.run(self.inner.close())

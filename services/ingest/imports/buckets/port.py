@@ -138,6 +138,12 @@ class BucketReader(Protocol):
         them (`content_changed` when its ETag is no longer `if_match`)."""
         ...
 
+    async def hashed(self, key: str) -> tuple[str, str | None]:
+        """The object's sha256, read whole as it streams (none of it kept), and the ETag
+        that GET answered (unquoted; None if none, or a weak one); CloudProblem as
+        `read`."""
+        ...
+
     async def close(self) -> None: ...
 
 

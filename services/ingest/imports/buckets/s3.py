@@ -23,6 +23,7 @@ The guarantees of services/ingest/imports/egress.py hold here:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -412,6 +413,28 @@ class S3Reader:
             return await asyncio.to_thread(answer.facts)
         finally:
             answer.close()
+
+    async def hashed(self, key: str) -> tuple[str, str | None]:
+        urls = await self.prepare()
+        seen: dict[str, str] = {}
+
+        async def digest(pieces: AsyncIterator[bytes]) -> str:
+            # A fresh digest per attempt: a retried GET starts again from the first byte.
+            sha256 = hashlib.sha256()
+            async for piece in pieces:
+                sha256.update(piece)
+            return sha256.hexdigest()
+
+        status, answer = await self._exchange(
+            urls.object_url(key),
+            lambda: Budget(f"object {key!r}", None, self.caps.response_s),
+            digest,
+            key=key,
+            seen=seen,
+        )
+        if not isinstance(answer, str):
+            raise refused(protocol.error_code(status, answer, key), self.bucket, key)
+        return answer, seen.get("etag")
 
     async def copy(self, key: str, writer: Callable[[], BlobWriter]) -> BlobWriter:
         urls = await self.prepare()
