@@ -256,8 +256,9 @@ class Uploads(Handlers):
         recording transaction claims their rows as before (the collector cannot take one
         between the check and the events) and gives up its own claims; one gone
         meanwhile (dropped by the collector: a put longer than it keeps claims; or
-        forgotten by a PostgreSQL crash) refuses the upload, nothing recorded. Metadata given is checked before the put (a refusal costs none) and
-        again against the schema held until the commit. `stored_at`: the one time
+        forgotten by a PostgreSQL crash) refuses the upload, nothing recorded. Metadata
+        given is checked before the put (a refusal costs none) and again against the
+        schema held until the commit. `stored_at`: the one time
         every envelope carries, which the claim dates the blobs with."""
         keys = sorted({w.key for w in receiver.writers})
         upload = uuid.uuid4()
