@@ -139,10 +139,13 @@ def _ready(url: str, probe: str = "/readyz", timeout: float = 1) -> bool:
 
 
 def _cpu(pid: int) -> tuple[bool, float] | None:
-    """Whether the process is stopped (SIGSTOP, a debugger), and the CPU time its
-    threads have used, in seconds; None where /proc does not tell (not Linux, or gone)."""
+    """Whether the process is stopped (SIGSTOP, a debugger), and the CPU time its main
+    thread has used, in seconds; None where /proc does not tell (not Linux, or gone).
+    The main thread's, where the event loop that answers `/healthz` runs: a loop hung
+    while another thread works (a bucket's stream, a hash, a `to_thread` job) is not
+    busy."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
     except OSError:
         return None
     # After "pid (comm) ": the state, then utime and stime as the 12th and 13th fields

@@ -31,6 +31,16 @@ OTHER_BYTES_KEPT = 4096
 _HASHING: weakref.WeakValueDictionary[tuple[uuid.UUID, str], asyncio.Lock] = (
     weakref.WeakValueDictionary()
 )
+# A whole object's hash may take far longer than a drawing waits for a read (a 4 GB
+# video: minutes, and the worker gives up after 30 s, recording `timed_out`): it goes on
+# in the background while the read is answered 503 after this long, which the worker
+# takes as its source away for now, so the file is drawn again later, once the new ETag
+# is recorded. A hash of the same object and ETag is joined, not started again.
+HASH_WAIT_S = 10.0
+_CHECKS: dict[tuple[uuid.UUID, str, str], asyncio.Task[str | None]] = {}
+# Whole-object reads at once, a process: a bucket re-encrypted in place (every ETag
+# changed) would otherwise start one for every drawing under way.
+_HASH_SLOTS = asyncio.Semaphore(2)
 
 
 async def read_range(
@@ -66,10 +76,44 @@ async def read_range(
         if refused.status != 412 or recorded["sha256"] is None:
             raise
         changed = refused
-    etag = await _same_bytes(integrations, integration_id, key, file_id, recorded["sha256"], etag)
+    etag = await _checked(integrations, integration_id, key, file_id, recorded["sha256"], etag)
     if etag is None:
         raise changed
     return await integrations.read_range(integration_id, key, first, last, etag)
+
+
+async def _checked(
+    integrations: Integrations,
+    integration_id: uuid.UUID,
+    key: str,
+    file_id: uuid.UUID,
+    sha256: str,
+    etag: str,
+) -> str | None:
+    """`_same_bytes`, run in the background and waited for HASH_WAIT_S at most."""
+    at = (integration_id, key, etag)
+    task = _CHECKS.get(at)
+    if task is None:
+        task = asyncio.create_task(
+            _same_bytes(integrations, integration_id, key, file_id, sha256, etag)
+        )
+        _CHECKS[at] = task
+        task.add_done_callback(lambda done: _ended(at, done))
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), HASH_WAIT_S)
+    except TimeoutError:
+        raise Refused(
+            503,
+            "object_being_checked",
+            "the object's ETag changed; its bytes are being checked: try again shortly",
+            {"retry": True},
+        ) from None
+
+
+def _ended(at: tuple[uuid.UUID, str, str], done: asyncio.Task[str | None]) -> None:
+    _CHECKS.pop(at, None)
+    if not done.cancelled():
+        done.exception()  # retrieved: a check nobody waited for to its end fails quietly
 
 
 async def _same_bytes(
@@ -101,7 +145,8 @@ async def _same_bytes(
                 {"integration_id": str(integration_id)},
             )
         try:
-            hashed, now = await found[1].hashed(key)
+            async with _HASH_SLOTS:
+                hashed, now = await found[1].hashed(key)
         except CloudProblem as problem:
             status = 503 if problem.code in PASSING_PROBLEMS else 404
             raise Refused(status, problem.code, problem.message) from None
