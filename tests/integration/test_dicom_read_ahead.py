@@ -27,6 +27,9 @@ from tests.dicom_fixtures import ct_series
 
 CAUSE = Cause(actor="test", correlation_id="test")
 
+# What the handlers read of a service's settings (the WADO-RS frames' memory budget).
+SETTINGS = SimpleNamespace(dicomweb_frames_memory_bytes=1 << 30)
+
 
 @pytest.fixture
 async def dicom_db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
@@ -55,7 +58,9 @@ class Held(LocalBlobStore):
 
 
 def consumer(pool: asyncpg.Pool, blobs: LocalBlobStore) -> Consumer:
-    handlers = Dicom(cast(Any, SimpleNamespace(pool=pool, store=EventStore("dicom"))), blobs)
+    handlers = Dicom(
+        cast(Any, SimpleNamespace(pool=pool, store=EventStore("dicom"), settings=SETTINGS)), blobs
+    )
     bound = Dicom.reactions.bound(handlers)
     return Consumer(
         pool=pool,

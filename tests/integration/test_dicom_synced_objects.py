@@ -31,6 +31,9 @@ from tests.dicom_fixtures import ct_series
 CAUSE = Cause(actor="test", correlation_id="test")
 FOLDER = uuid.uuid4()
 
+# What the handlers read of a service's settings (the WADO-RS frames' memory budget).
+SETTINGS = SimpleNamespace(dicomweb_frames_memory_bytes=1 << 30)
+
 
 @pytest.fixture
 async def dicom_db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
@@ -43,7 +46,9 @@ async def dicom_db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 def handlers_of(pool: asyncpg.Pool, blobs: LocalBlobStore) -> Dicom:
-    parts = SimpleNamespace(pool=pool, store=EventStore("dicom"), inbox=Inbox("dicom", "dicom"))
+    parts = SimpleNamespace(
+        pool=pool, store=EventStore("dicom"), inbox=Inbox("dicom", "dicom"), settings=SETTINGS
+    )
     return Dicom(cast(Any, parts), blobs)
 
 
