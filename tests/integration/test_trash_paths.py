@@ -24,6 +24,39 @@ from tests.conftest import SERVICE_KEY, fresh_database
 CAUSE = Cause(actor="test", correlation_id="c")
 
 
+def uploaded(file_id: uuid.UUID, folder_id: uuid.UUID) -> Change:
+    """A one-byte text file `a.txt` uploaded into the folder."""
+    return Change(
+        ev.file_stream(file_id),
+        1,
+        ev.FileUploaded(
+            file_id=file_id,
+            folder_id=folder_id,
+            name="a.txt",
+            kind="text",
+            size=1,
+            sha256="0" * 64,
+            mime_type="text/plain",
+            blob_key="k",
+        ),
+    )
+
+
+def left_right_tree(
+    left: uuid.UUID, right: uuid.UUID, box: uuid.UUID, inner: uuid.UUID, file_id: uuid.UUID
+) -> list[Change]:
+    """Top-level `left` and `right`, `left/box/inner`, and a file in `inner`."""
+    return [
+        *domain.create_folder(left, None, "left", "", {}),
+        *domain.create_folder(right, None, "right", "", {}),
+        *domain.create_folder(box, domain.Folder(left, None, "left", 1, (left,)), "box", "", {}),
+        *domain.create_folder(
+            inner, domain.Folder(box, left, "box", 1, (left, box)), "inner", "", {}
+        ),
+        uploaded(file_id, inner),
+    ]
+
+
 async def test_a_file_deleted_during_a_move_above_it_is_trashed_at_the_new_path(
     database_url: str,
 ) -> None:
@@ -32,30 +65,7 @@ async def test_a_file_deleted_during_a_move_above_it_is_trashed_at_the_new_path(
             await EventStore("catalog").setup(conn)
             await tree.setup(conn)
         left, right, box, inner, file_id = (uuid.uuid4() for _ in range(5))
-        made = [
-            *domain.create_folder(left, None, "left", "", {}),
-            *domain.create_folder(right, None, "right", "", {}),
-            *domain.create_folder(
-                box, domain.Folder(left, None, "left", 1, (left,)), "box", "", {}
-            ),
-            *domain.create_folder(
-                inner, domain.Folder(box, left, "box", 1, (left, box)), "inner", "", {}
-            ),
-            Change(
-                ev.file_stream(file_id),
-                1,
-                ev.FileUploaded(
-                    file_id=file_id,
-                    folder_id=inner,
-                    name="a.txt",
-                    kind="text",
-                    size=1,
-                    sha256="0" * 64,
-                    mime_type="text/plain",
-                    blob_key="k",
-                ),
-            ),
-        ]
+        made = left_right_tree(left, right, box, inner, file_id)
         async with pool.acquire() as conn, conn.transaction():
             await tree.apply(conn, envelopes_of(made, CAUSE))
         moved = domain.move(
@@ -103,30 +113,7 @@ async def test_trash_rows_misplaced_before_are_re_rooted_once_at_start(database_
             await EventStore("catalog").setup(conn)
             await tree.setup(conn)
         left, right, box, inner, file_id = (uuid.uuid4() for _ in range(5))
-        made = [
-            *domain.create_folder(left, None, "left", "", {}),
-            *domain.create_folder(right, None, "right", "", {}),
-            *domain.create_folder(
-                box, domain.Folder(left, None, "left", 1, (left,)), "box", "", {}
-            ),
-            *domain.create_folder(
-                inner, domain.Folder(box, left, "box", 1, (left, box)), "inner", "", {}
-            ),
-            Change(
-                ev.file_stream(file_id),
-                1,
-                ev.FileUploaded(
-                    file_id=file_id,
-                    folder_id=inner,
-                    name="a.txt",
-                    kind="text",
-                    size=1,
-                    sha256="0" * 64,
-                    mime_type="text/plain",
-                    blob_key="k",
-                ),
-            ),
-        ]
+        made = left_right_tree(left, right, box, inner, file_id)
         # The file, then its folder, to the trash; then the folder above moves.
         changes = [
             *domain.delete([], [domain.File(file_id, inner, "a.txt", 1, "k", "0" * 64)]),
@@ -190,23 +177,7 @@ async def test_a_file_delete_and_a_delete_of_its_folder_meeting_both_answer(
             await setup_history(conn)
         catalog = Catalog(parts)
         box, file_id = uuid.uuid4(), uuid.uuid4()
-        made = [
-            *domain.create_folder(box, None, "box", "", {}),
-            Change(
-                ev.file_stream(file_id),
-                1,
-                ev.FileUploaded(
-                    file_id=file_id,
-                    folder_id=box,
-                    name="a.txt",
-                    kind="text",
-                    size=1,
-                    sha256="0" * 64,
-                    mime_type="text/plain",
-                    blob_key="k",
-                ),
-            ),
-        ]
+        made = [*domain.create_folder(box, None, "box", "", {}), uploaded(file_id, box)]
         async with pool.acquire() as conn, conn.transaction():
             await catalog.write(conn, envelopes_of(made, CAUSE))
 
