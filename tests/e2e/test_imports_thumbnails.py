@@ -49,6 +49,24 @@ def near(colour: tuple[int, ...], wanted: tuple[int, int, int]) -> bool:
     return all(abs(a - b) <= 40 for a, b in zip(colour, wanted, strict=True))
 
 
+async def imported_red_picture(
+    api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, key_prefix: str, folder_name: str
+) -> tuple[bytes, str, dict[str, Any], dict[str, Any]]:
+    """A PNG no other test uploads (red on its left), put in the bucket and imported into
+    a new folder: its bytes, key, folder and imported file."""
+    width = 64 + secrets.randbelow(1000)
+    original = two_colours(width, 40, (255, 0, 0))
+    key = f"{unique(key_prefix)}/shot.png"
+    put(bucket, key, original)
+    top = await folder(api, unique(folder_name))
+    job_id = await start_import(
+        api, top["id"], integration_id=await integration(api, moto), keys=[key]
+    )
+    await finished(api, job_id, files=1)
+    [imported] = await items(api, top["id"])
+    return original, key, top, imported
+
+
 async def test_files_imported_by_reference_get_their_thumbnails(
     api: httpx.AsyncClient, bucket: Minio, moto: MotoS3, as_key: Any
 ) -> None:
@@ -183,18 +201,12 @@ async def test_an_object_changed_after_its_import_gives_its_picture_to_no_identi
     (by whoever may write the bucket) gave its new picture to every file of the bytes
     imported, other people's uploads too. Drawn now, the object that is not those bytes
     any more is that file's failure alone."""
-    width = 64 + secrets.randbelow(1000)  # bytes no other test uploads
-    original = two_colours(width, 40, (255, 0, 0))
-    key = f"{unique('changed')}/shot.png"
-    put(bucket, key, original)
-    top = await folder(api, unique("changed-object"))
-    job_id = await start_import(
-        api, top["id"], integration_id=await integration(api, moto), keys=[key]
+    original, key, top, imported = await imported_red_picture(
+        api, bucket, moto, "changed", "changed-object"
     )
-    await finished(api, job_id, files=1)
-    [imported] = await items(api, top["id"])
     assert imported["sha256"] == hashlib.sha256(original).hexdigest()
     # Changed before anyone asked for the imported file's picture (an import draws none).
+    width = Image.open(io.BytesIO(original)).width
     put(bucket, key, two_colours(width, 40, (0, 255, 0)))
     drawn = await settled(api, imported["id"])
 
@@ -211,16 +223,9 @@ async def test_an_object_of_the_same_bytes_under_a_new_etag_is_still_drawn(
     metadata or a storage class; a re-upload in parts): the read of the range by the ETag
     recorded at import met a 412, and the file was `content_changed` for good. Ingest
     hashes the object once: the same bytes record its new ETag and are drawn."""
-    width = 64 + secrets.randbelow(1000)  # bytes no other test uploads
-    original = two_colours(width, 40, (255, 0, 0))
-    key = f"{unique('reuploaded')}/shot.png"
-    put(bucket, key, original)
-    top = await folder(api, unique("same-bytes-new-etag"))
-    job_id = await start_import(
-        api, top["id"], integration_id=await integration(api, moto), keys=[key]
+    original, key, _, imported = await imported_red_picture(
+        api, bucket, moto, "reuploaded", "same-bytes-new-etag"
     )
-    await finished(api, job_id, files=1)
-    [imported] = await items(api, top["id"])
     etag = "SELECT etag FROM ingest.cloud_files WHERE file_id = $1"
     before = await pool.fetchval(etag, uuid.UUID(imported["id"]))
     assert before is not None
@@ -251,16 +256,9 @@ async def test_an_object_imported_before_etags_that_no_longer_decodes_fails_that
     now: changed to bytes that do not decode, its drawing fails `unreadable`, which was
     recorded for the imported bytes' source, so an upload of those bytes was refused its
     picture too. A failure of a file drawn from an imported object is that file's alone."""
-    width = 64 + secrets.randbelow(1000)  # bytes no other test uploads
-    original = two_colours(width, 40, (255, 0, 0))
-    key = f"{unique('undecodable')}/shot.png"
-    put(bucket, key, original)
-    top = await folder(api, unique("undecodable-object"))
-    job_id = await start_import(
-        api, top["id"], integration_id=await integration(api, moto), keys=[key]
+    original, key, top, imported = await imported_red_picture(
+        api, bucket, moto, "undecodable", "undecodable-object"
     )
-    await finished(api, job_id, files=1)
-    [imported] = await items(api, top["id"])
     # As an import from before 2026-12-07 left it: no ETag to read it by.
     await pool.execute(
         "UPDATE ingest.cloud_files SET etag = NULL WHERE file_id = $1", uuid.UUID(imported["id"])
