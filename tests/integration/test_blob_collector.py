@@ -187,15 +187,11 @@ async def test_a_store_waits_for_a_sweep_that_took_the_blob_first_then_stores_ag
         assert [r["key"] for r in await sweeping.fetch(RECLAIMABLE, later, 10)] == [key]
         in_flight = asyncio.create_task(store_file(pool, blobs, dated=dated))
 
-        async def waiting() -> bool:
-            return bool(
-                await pool.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO ingest.blobs%'"
-                )
-            )
-
-        await eventually(waiting, within=5, what="the store waits on the sweep's lock")
+        await eventually(
+            lambda: lock_waiter(pool, "%INSERT INTO ingest.blobs%"),
+            within=5,
+            what="the store waits on the sweep's lock",
+        )
         assert not in_flight.done()
         await blobs.delete(key)
         await sweeping.execute("DELETE FROM ingest.blobs WHERE key = $1", key)
@@ -321,15 +317,11 @@ async def test_a_claim_waits_for_a_sweep_that_took_the_blob_first_then_the_put_s
         assert [r["key"] for r in await sweeping.fetch(RECLAIMABLE, later, 10)] == [key]
         in_flight = asyncio.create_task(claim_and_put(pool, blobs))
 
-        async def waiting() -> bool:
-            return bool(
-                await pool.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND query LIKE '%FOR SHARE%'"
-                )
-            )
-
-        await eventually(waiting, within=5, what="the claim waits on the sweep's lock")
+        await eventually(
+            lambda: lock_waiter(pool, "%FOR SHARE%"),
+            within=5,
+            what="the claim waits on the sweep's lock",
+        )
         assert not in_flight.done()
         await blobs.delete(key)
         await sweeping.execute("DELETE FROM ingest.blobs WHERE key = $1", key)
