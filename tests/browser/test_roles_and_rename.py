@@ -214,6 +214,19 @@ def test_a_menu_opened_before_the_folders_role_arrives_gains_the_editing_actions
     expect(page.get_by_role("dialog", name="Delete")).to_be_visible()
 
 
+def hold_the_folders_read(page: Page, folder_id: str) -> list[Route]:
+    """The folder's own read (which brings the caller's role) held: its routes, to be
+    let go with `continue_()` (and `page.unroute_all` at the test's end)."""
+    held: list[Route] = []
+    own = re.compile(rf"/v1/folders/{folder_id}(\?.*)?$")
+
+    def hold(route: Route) -> None:  # a function: Playwright takes no bound built-in
+        held.append(route)
+
+    page.route(lambda url: bool(own.search(url)), hold)
+    return held
+
+
 def test_delete_pressed_before_the_folders_role_arrives_asks_once_it_does(
     signed_in: Page, api: httpx.Client
 ) -> None:
@@ -223,13 +236,7 @@ def test_delete_pressed_before_the_folders_role_arrives_asks_once_it_does(
     folder = make_folder(api, unique("late-key"))
     name = unique("late") + ".txt"
     upload(api, folder["id"], (name, text("late\n")))
-    held: list[Route] = []
-    own = re.compile(rf"/v1/folders/{folder['id']}(\?.*)?$")
-
-    def hold(route: Route) -> None:
-        held.append(route)
-
-    page.route(lambda url: bool(own.search(url)), hold)
+    held = hold_the_folders_read(page, folder["id"])
     page.goto(f"/folders/{folder['id']}")
     page.get_by_role("button", name="List").click()
     page.get_by_role("row", name=name).click()
@@ -254,13 +261,7 @@ def test_a_key_waiting_for_the_role_is_dropped_once_the_person_goes_on(
     folder = make_folder(api, unique("late-drop"))
     first, second = unique("first") + ".txt", unique("second") + ".txt"
     upload(api, folder["id"], (first, text("1\n")), (second, text("2\n")))
-    held: list[Route] = []
-    own = re.compile(rf"/v1/folders/{folder['id']}(\?.*)?$")
-
-    def hold(route: Route) -> None:
-        held.append(route)
-
-    page.route(lambda url: bool(own.search(url)), hold)
+    held = hold_the_folders_read(page, folder["id"])
     page.goto(f"/folders/{folder['id']}")
     page.get_by_role("button", name="List").click()
     page.get_by_role("row", name=first).click()
