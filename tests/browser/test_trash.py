@@ -178,7 +178,11 @@ def test_delete_forever_and_empty_trash_are_asked_in_the_confirm_dialog(
     page.goto("/trash")
     trash = page.get_by_role("region", name="Trash")
     for name in names:
-        trash.get_by_role("checkbox", name=f"Choose {name}").check()
+        # Chosen once the row is whole (its folder's name read): as a person sees it.
+        row = trash.get_by_role("row", name=name)
+        expect(row.get_by_role("link", name=folder["name"])).to_be_visible()
+        row.get_by_role("checkbox", name=f"Choose {name}").check()
+    expect(trash.get_by_text("2 selected", exact=True)).to_be_visible()
     asking = trash.get_by_role("button", name="Delete forever")
     asking.click()
     question = page.get_by_role("alertdialog", name="Delete 2 items forever?")

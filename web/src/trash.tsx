@@ -71,12 +71,15 @@ export function TrashPage() {
   // Restoring and deleting forever need the editor role where the item was.
   const mine = (items ?? []).filter((i) => mayEdit(i.my_role));
   const ids = (type: string) => picked.filter((i) => i.type === type).map((i) => i.id);
-  const toggle = (id: string) => {
-    const next = new Set(chosen);
-    if (next.has(id)) next.delete(id);
-    else next.add(id);
-    setChosen(next);
-  };
+  // From the state as it is when the click lands, not as this render saw it: a list read
+  // again (a change seen) re-renders between two clicks, and a choice is never undone by it.
+  const toggle = (id: string) =>
+    setChosen((was) => {
+      const next = new Set(was);
+      if (next.has(id)) next.delete(id);
+      else next.add(id);
+      return next;
+    });
   const act = async (work: () => Promise<string>) => {
     setBusy(true);
     setError(null);
@@ -191,7 +194,7 @@ export function TrashPage() {
                   ref={(el) => {
                     if (el) el.indeterminate = picked.length > 0 && !mine.every((i) => chosen.has(i.id));
                   }}
-                  onChange={() => setChosen(mine.every((i) => chosen.has(i.id)) ? new Set() : new Set(mine.map((i) => i.id)))}
+                  onChange={() => setChosen((was) => (mine.every((i) => was.has(i.id)) ? new Set() : new Set(mine.map((i) => i.id))))}
                 />
               </th>
               <th scope="col">Name</th>
