@@ -70,6 +70,8 @@ WENT_WITH = """{t}.path && {chosen}
          WHERE s.path && {chosen} AND s.itself AND NOT s.id = ANY({chosen})), '{{}}')"""
 # Files (and folders) purged from the trash in one transaction.
 PURGE_BATCH = 5_000
+# Tries of a delete PostgreSQL chose as a deadlock's victim (see Catalog.delete).
+DELETE_TRIES = 3
 # The GIN indexes a large restore leaves its rows in the pending lists of (merged after
 # the answer, `Settings.restore_defer_gin_from`).
 GIN_INDEXES = ("catalog.files_search", "catalog.files_metadata")
@@ -762,7 +764,20 @@ class Catalog(Handlers):
         started = time.monotonic()
         # A folder's cascade builds an event per file below it (100,000 in one call).
         with collector_paused():
-            return await self._delete(cause, file_ids, folder_ids, dry_run, access, started)
+            attempt = 1
+            while True:
+                try:
+                    return await self._delete(cause, file_ids, folder_ids, dry_run, access, started)
+                except asyncpg.DeadlockDetectedError:
+                    # A delete locks its folders' trees, then the folders of the files
+                    # it names: two deletes each naming a file of the other's folder
+                    # take them in opposite orders. One statement in id order would
+                    # make every file delete exclude uploads into its folder; the one
+                    # PostgreSQL aborted wrote nothing, so it runs again instead.
+                    if attempt == DELETE_TRIES:
+                        raise
+                    log.info("catalog.delete_deadlock_retried", attempt=attempt)
+                    attempt += 1
 
     async def _delete(
         self,

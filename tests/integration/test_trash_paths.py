@@ -215,3 +215,78 @@ async def test_a_file_delete_and_a_delete_of_its_folder_meeting_both_answer(
         assert (await file_delete)[0] == {"deleted": 1}
         assert (await folder_delete)[0] == {"deleted": 1}
         assert await pool.fetchval("SELECT itself FROM catalog.trash_files WHERE id = $1", file_id)
+
+
+async def test_deletes_of_two_folders_each_with_a_file_of_the_other_both_answer(
+    database_url: str,
+) -> None:
+    """A delete of folder A with a file of B, crossing one of B with a file of A: each
+    locks its own folder's tree, then the other's folder (the file's), the two orders
+    opposite. PostgreSQL breaks the deadlock by aborting one, which nothing had written:
+    the catalog runs it again, and neither caller is refused."""
+    async with fresh_database(database_url, "crossing") as pool:
+        parts = Parts("catalog", Settings(service_key=SERVICE_KEY))
+        parts.pool = pool
+        async with pool.acquire() as conn:
+            await parts.store.setup(conn)
+            await parts.inbox.setup(conn)
+            for projection in (tree, links, cloud_synced):
+                await projection.setup(conn)
+            await setup_reactions(conn)
+            await setup_history(conn)
+        catalog = Catalog(parts)
+        a, b, in_a, in_b = (uuid.uuid4() for _ in range(4))
+        made = [
+            *domain.create_folder(a, None, "a", "", {}),
+            *domain.create_folder(b, None, "b", "", {}),
+            uploaded(in_a, a),
+            uploaded(in_b, b),
+        ]
+        async with pool.acquire() as conn, conn.transaction():
+            await catalog.write(conn, envelopes_of(made, CAUSE))
+
+        # Each delete stops once it holds its own tree, until both do: then each asks
+        # for the other's folder.
+        both, met = asyncio.Barrier(2), asyncio.Event()
+
+        class Held:
+            def __init__(self, conn: Any) -> None:
+                self.conn = conn
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.conn, name)
+
+            async def execute(self, query: str, *args: Any) -> Any:
+                if "FOR SHARE" in query and not met.is_set():
+                    await asyncio.wait_for(both.wait(), 10)
+                    met.set()
+                return await self.conn.execute(query, *args)
+
+        class Acquired:
+            async def __aenter__(self) -> Held:
+                self.inner = pool.acquire()
+                return Held(await self.inner.__aenter__())
+
+            async def __aexit__(self, *exc: Any) -> Any:
+                return await self.inner.__aexit__(*exc)
+
+        class Pool:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(pool, name)
+
+            def acquire(self) -> Acquired:
+                return Acquired()
+
+        parts.pool = Pool()  # type: ignore[assignment]
+        admin = Access(user_id="test", org_admin=True)
+        answers = await asyncio.gather(
+            *(
+                catalog.delete(
+                    CAUSE, file_ids=[file_id], folder_ids=[folder_id], dry_run=False, access=admin
+                )
+                for folder_id, file_id in ((a, in_b), (b, in_a))
+            )
+        )
+        assert [answer[0] for answer in answers] == [{"deleted": 2}, {"deleted": 2}]
+        assert await pool.fetchval("SELECT count(*) FROM catalog.folders") == 0
+        assert await pool.fetchval("SELECT count(*) FROM catalog.files") == 0
