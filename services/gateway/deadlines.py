@@ -39,6 +39,13 @@ READS = http.READS
 # The service is told to give up this much before the gateway would: its own answer
 # (naming what it waited for: its database) then arrives before the gateway's bound.
 SERVICE_MARGIN_S = 0.25
+# An unkeyed write is told this share of the time left: it gives up only before its
+# commit begins, and one begun (a bulk write's, of 100,000 files: seconds) has the rest
+# to end and be answered before the gateway's "it may have been applied".
+UNKEYED_SHARE = 0.75
+# A consistency wait asked of a service ends this much before it is told to give up:
+# it then answers how far it got (a wait cut short answers nothing).
+CONSISTENCY_MARGIN_S = 2 * SERVICE_MARGIN_S
 # Where a gRPC call puts its client's deadline (seconds left, a float) in the request's
 # ASGI state: a budget shorter than the gateway's is then the client's.
 CLIENT_TIME_LEFT = "client_time_left"
@@ -70,6 +77,14 @@ class Budget:
             self._pauses -= 1
             if not self._pauses:
                 self._deadline += time.monotonic() - self._paused_at
+
+
+def told(left: float, *, unkeyed: bool = False) -> str:
+    """The `HEADER` a service is sent when the gateway will wait `left` s more."""
+    gives = left - SERVICE_MARGIN_S
+    if unkeyed:
+        gives = min(gives, left * UNKEYED_SHARE)
+    return str(max(int(gives * 1000), 1))
 
 
 def of(request: Request) -> Budget | None:
