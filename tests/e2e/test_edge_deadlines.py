@@ -26,6 +26,7 @@ import pytest
 from services.gateway.files_pb.files.v1 import files_pb2 as pb
 from services.gateway.files_pb.files.v1 import files_pb2_grpc as rpc
 from shared.kit import db
+from shared.kit.embedded import free_ports
 from shared.kit.stack import Stack
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import error, folder, items, member, multipart, unique
@@ -592,4 +593,45 @@ async def test_an_unkeyed_write_whose_commit_began_is_applied_and_answered(
             assert [i["id"] for i in listed.json()["items"]] == [file["id"]], listed.text
     finally:
         await conn.close()
+        stack.remove(child)
+
+
+async def test_a_grpc_download_its_client_stops_reading_is_let_go(stack: Stack) -> None:
+    """HTTP/2's flow control holds a download whose client stops reading (its windows
+    full): past FILES_HTTP_SEND_IDLE_S it is let go, as over HTTP, and its client, reading
+    again, finds it ended `UNAVAILABLE`, not the rest of the file. It was held until the
+    RPC's deadline, or for ever."""
+    [port] = free_ports(1, set())
+    url, child = stack.add_replica(
+        "gateway", env={"FILES_GRPC_PORT": str(port), "FILES_HTTP_SEND_IDLE_S": "2"}
+    )
+    logs = stack.data_dir / "logs" / "gateway.log"
+    try:
+        async with client(url) as edge:
+            top = await folder(edge, unique("unread-grpc"))
+            body, headers = multipart(("big.txt", b"0123456789abcde\n" * (4 * 65536)))
+            uploaded = await edge.post(
+                f"/v1/folders/{top['id']}/files", content=body, headers=headers
+            )
+            assert uploaded.status_code == 201, uploaded.text
+            [file] = uploaded.json()["files"]
+        # Windows that stay small (64 KiB): 4 MiB do not fit in the sockets and windows.
+        options = [("grpc.http2.bdp_probe", 0)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            stream = rpc.FilesStub(channel).Download(
+                pb.DownloadRequest(file_id=file["id"]),
+                metadata=(("authorization", f"Bearer {ADMIN_KEY}"),),
+            )
+            first = await stream.read()
+            assert first.header.name == "big.txt", first
+
+            async def let_go() -> bool:
+                return "grpc.answer_unread" in logs.read_text()
+
+            await eventually(let_go, within=2 + MARGIN_S + 5, what="the download let go")
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while await stream.read() is not grpc.aio.EOF:
+                    pass
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+    finally:
         stack.remove(child)
