@@ -2,10 +2,12 @@
 `FILES_GATEWAY_WRITE_BUDGET_S` for a write): while a service hangs (paused with SIGSTOP,
 as `make chaos` does), a request that waits on it is answered `503` (Retry-After,
 `cause: timeout`) once its budget is spent, not after each call's minute of silence; a
-keyed write given up on that way is applied once however often it is sent again; a body
-streamed for longer than the budget still goes through, and so does an upload whose
-storing after its last byte outlasts the budget. On a gateway replica of its own whose
-budgets are a few seconds."""
+keyed write given up on that way is applied once however often it is sent again; an
+unkeyed one its service gives up on before its commit is not applied, and one whose
+commit began is; a body streamed for longer than the budget still goes through, and an
+upload's answer is waited for a write's budget from its last byte; the consistency waits
+end within the budget; a gRPC download left unread is let go. On a gateway replica of
+its own whose budgets are a few seconds."""
 
 from __future__ import annotations
 
