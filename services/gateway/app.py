@@ -54,7 +54,9 @@ def build(settings: Settings) -> FastAPI:
             # to this very app in process (same gateway, rights, composition, errors).
             from services.gateway import grpc_api
 
-            grpc_server = await grpc_api.start(served, settings.http_host, settings.grpc_port)
+            grpc_server = await grpc_api.start(
+                served, settings.http_host, settings.grpc_port, settings.http_send_idle_s
+            )
         settle_heap()
         try:
             yield

@@ -110,6 +110,19 @@ def _encode_audit_cursor(after: dict[str, int]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(after)).decode()
 
 
+def _read_answered(service: str, answer: httpx.Response) -> httpx.Response:
+    """A read of ours the service could not answer (its own `503`: it gave up at the
+    deadline it was told, or its database is away) is the service unavailable, as
+    when it is silent: never an answer with nothing in it (a file said not to exist)."""
+    if answer.status_code != 503:
+        return answer
+    try:
+        timed_out = json_of(answer)["error"]["details"]["cause"] == "timeout"
+    except (ValueError, KeyError, TypeError):
+        timed_out = False
+    raise Unavailable(service, RuntimeError(f"answered 503: {answer.text[:300]}"), spent=timed_out)
+
+
 def _is_editor(user: dict[str, Any], path: list[str]) -> bool:
     """Whether the caller's grants give them the editor role on a folder at `path`."""
     role = Access.decode(user["access"]).role_on(uuid.UUID(step) for step in path)
@@ -156,8 +169,17 @@ class Compose:
         """The files the caller may see, in the order asked; [] if the catalog fails."""
         if not ids:
             return []
-        found = await self.gateway.call(
-            "catalog", "POST", "/internal/files", call.request, call.user, json={"ids": ids}
+        found = _read_answered(
+            "catalog",
+            await self.gateway.call(
+                "catalog",
+                "POST",
+                "/internal/files",
+                call.request,
+                call.user,
+                json={"ids": ids},
+                reads=True,
+            ),
         )
         by_id = {f["id"]: f for f in json_of(found)["items"]} if found.status_code == 200 else {}
         return [by_id[i] for i in ids if i in by_id]
@@ -185,7 +207,7 @@ class Compose:
         """The catalog's read of these files once it has applied `token`, within the
         request's budget: the wait and the read in one call."""
         left = self.gateway.budget(call.request)
-        return await self.gateway.call(
+        answer = await self.gateway.call(
             "catalog",
             "POST",
             "/internal/files",
@@ -195,7 +217,9 @@ class Compose:
             params={"token": consistency.encode(token), "timeout": f"{min(left, 30):.3f}"},
             json={"ids": ids},
             timeout=left + 5.0,
+            reads=True,
         )
+        return _read_answered("catalog", answer)
 
     async def registered(
         self, call: Call, ids: list[str], token: dict[str, int]
@@ -527,6 +551,7 @@ class Compose:
                 "folder_ids": asked.get("folder_ids", []),
                 "target_folder_id": asked.get("target_folder_id") if moving else None,
             },
+            reads=True,
         )
         found = impact.json() if impact.status_code == 200 else {}
         result["datasets"] = found.get("datasets", [])

@@ -10,16 +10,18 @@ retrieve's too, `Route.long`), or a gRPC client's shorter deadline. Once it is s
 request is `503 unavailable` (Retry-After), its details naming the cause `timeout`.
 
 What is not waiting for an answer does not count: a body streamed either way (an
-upload's, a download's: they keep their own bounds of silence, and so does the wait for
-an upload's answer after its last byte, while ingest inspects and stores the files), a
-JSON body coming in, and a wait with a bound of its own (consistency waits,
-`FILES_CONSISTENCY_TIMEOUT_S`; a STOW-RS's wait for its job; an upload session's
-completion, which may copy a large file within the store; the caller's lookup, shared
-by the requests asking meanwhile). The budget is paused meanwhile (`paused`). The time
-left goes to the service with each read and keyed write (`DEADLINE_HEADER`,
-shared/kit/http.py), which stops waiting on its own database once the gateway would have
-given up: giving up on those applies nothing. An unkeyed write is not told (cancelled
-mid-commit it was made, and answered as not).
+upload's, a download's: they keep their own bounds of silence; an upload's answer after
+its last byte, while ingest inspects and stores the files, is waited for a write's
+budget from that byte), a JSON body coming in, and a wait with a bound of its own (a
+STOW-RS's wait for its job; an upload session's completion, which may copy a large file
+within the store; the caller's lookup, shared by the requests asking meanwhile). The
+budget is paused meanwhile (`paused`). The consistency waits end within it. The time
+left goes to the service with each read (a POST that only reads, too) and keyed write
+(`DEADLINE_HEADER`, shared/kit/http.py), which stops waiting on its own database once
+the gateway would have given up: giving up on those applies nothing. The caller's own
+unkeyed write is told `UNKEYED_SHARE` of it: its service gives up then only before its
+commit (and before any statement outside a transaction), saying nothing was applied,
+while the gateway still waits; a commit begun has the rest to be answered in.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ READS = http.READS
 # The service is told to give up this much before the gateway would: its own answer
 # (naming what it waited for: its database) then arrives before the gateway's bound.
 SERVICE_MARGIN_S = 0.25
+# An unkeyed write is told this share of the time left: it gives up only before its
+# commit begins, and one begun (a bulk write's, of 100,000 files: seconds) has the rest
+# to end and be answered before the gateway's "it may have been applied".
+UNKEYED_SHARE = 0.75
+# A consistency wait asked of a service ends this much before it is told to give up:
+# it then answers how far it got (a wait cut short answers nothing).
+CONSISTENCY_MARGIN_S = 2 * SERVICE_MARGIN_S
 # Where a gRPC call puts its client's deadline (seconds left, a float) in the request's
 # ASGI state: a budget shorter than the gateway's is then the client's.
 CLIENT_TIME_LEFT = "client_time_left"
@@ -70,6 +79,14 @@ class Budget:
             self._pauses -= 1
             if not self._pauses:
                 self._deadline += time.monotonic() - self._paused_at
+
+
+def told(left: float, *, unkeyed: bool = False) -> str:
+    """The `HEADER` a service is sent when the gateway will wait `left` s more."""
+    gives = left - SERVICE_MARGIN_S
+    if unkeyed:
+        gives = min(gives, left * UNKEYED_SHARE)
+    return str(max(int(gives * 1000), 1))
 
 
 def of(request: Request) -> Budget | None:

@@ -209,6 +209,20 @@ class Call:
         return sorted({k for k in self.request.query_params if not self.declares(k)})
 
 
+async def _last_byte_bounds(
+    pieces: AsyncIterator[bytes], bound: asyncio.Timeout, seconds: float
+) -> AsyncIterator[bytes]:
+    """A streamed body's pieces; once the last is sent, its answer is waited for a
+    write's budget from then (`bound`, the call's). Ingest inspects the files and puts
+    them in the store after the last byte: a budget counted from the request's start
+    would leave it what the body's time left over (a stored upload answered 503, and
+    the web app, which sends no key, stored it again), and 60 s of silence, which bound
+    it before, may go on for ever."""
+    async for piece in pieces:
+        yield piece
+    bound.reschedule(asyncio.get_running_loop().time() + seconds)
+
+
 async def capped_body(request: Request) -> bytes:
     """A JSON body, read up to MAX_JSON_BODY: bulk ids fit, a runaway client does not.
     The caller's own sending is not waiting for a service: the request's budget is
@@ -490,6 +504,7 @@ class Gateway:
         stream: bool = False,
         timeout: float | None = None,  # noqa: ASYNC109 (httpx's, per call)
         shared: bool = False,
+        reads: bool = False,
     ) -> httpx.Response:
         """Every call to a service goes through here and the one client: `path` is
         ours (a route's template filled with parsed values, or an internal route),
@@ -498,7 +513,10 @@ class Gateway:
         under its Idempotency-Key). A read whose kept-alive connection the service
         dropped (it closed it as idle while we sent) is sent once more, on a new one.
         `shared`: a call made for several requests (the caller's lookup), bounded by
-        its own caller, not by this request's budget."""
+        its own caller, not by this request's budget. `timeout`: the call's own bound
+        of silence (a consistency wait's), within the budget's remainder all the same.
+        `reads`: a POST that only reads (its query too long for a URL), told its
+        deadline as a read is."""
         sent = {
             **self._headers(
                 service,
@@ -516,32 +534,46 @@ class Gateway:
                 sent["content-type"] = "application/json"
         body_streamed = content is not None and not isinstance(content, bytes | str)
         budget = None if shared else deadlines.of(request)
-        # A wait given a bound of its own (a consistency wait, the ready probe) is not
-        # drawn from the request's budget.
-        left = budget.left() if budget is not None and timeout is None else None
+        left = budget.left() if budget is not None else None
+        if shared and timeout is None:
+            # The caller's lookup: its own bound is a read's budget (`_ask_caller`).
+            sent[deadlines.HEADER] = deadlines.told(self.settings.gateway_request_budget_s)
         if left is not None:
             if left <= 0:
                 raise Unavailable(service, TimeoutError("the budget was spent"), spent=True)
+            # A streamed body is told nothing: its time is not known ahead.
             if not body_streamed and (
                 method in deadlines.READS
+                or reads
                 or (
                     method in idempotency.METHODS
                     and any(name.lower() == idempotency.HEADER.lower() for name in sent)
                 )
             ):
                 # The service gives up a little before we do: its own answer (naming
-                # what it waited for) then comes first. Only where giving up applies
-                # nothing: a read, or a keyed write (its unit of work is abandoned).
-                gives = left - deadlines.SERVICE_MARGIN_S
-                sent[deadlines.HEADER] = str(max(int(gives * 1000), 1))
+                # what it waited for) then comes first. Giving up applies nothing: a
+                # read, or a keyed write (its unit of work is abandoned).
+                sent[deadlines.HEADER] = deadlines.told(left)
+            elif (
+                not body_streamed
+                and with_body
+                and getattr(request.state, "committed", None) is None
+            ):
+                # The caller's own write, unkeyed, before anything of it was made: the
+                # service gives up well before we do, and only before its commit
+                # begins (`db.committing`), so its "nothing applied" is true and comes
+                # while we still wait; a commit begun has the rest to be answered in.
+                sent[deadlines.HEADER] = deadlines.told(left, unkeyed=True)
         streamed = stream or body_streamed
         client = self.streams if streamed else self.http
         loop = asyncio.get_running_loop()
         # A streamed body's call is bounded by its silences (60 s), not the budget, until
-        # its answer: ingest inspects the files and puts them in the store after the last
-        # byte (given up on at the budget, a stored upload was answered 503).
-        own_bound = timeout is not None or body_streamed
-        bound = asyncio.timeout_at(None if left is None or own_bound else loop.time() + left)
+        # its last byte; then by a write's budget from there (`_last_byte_bounds`):
+        # ingest inspects the files and puts them in the store after the last byte
+        # (given up on at the budget's remainder, a stored upload was answered 503).
+        bound = asyncio.timeout_at(None if left is None or body_streamed else loop.time() + left)
+        if body_streamed and budget is not None:
+            content = _last_byte_bounds(content, bound, budget.seconds)
         built = client.build_request(
             method,
             self.services[service] + path,
@@ -551,7 +583,11 @@ class Gateway:
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
         try:
-            with budget.paused() if budget is not None and own_bound else contextlib.nullcontext():
+            with (
+                budget.paused()
+                if budget is not None and body_streamed
+                else contextlib.nullcontext()
+            ):
                 async with bound:
                     try:
                         answer = await client.send(built, stream=stream)
@@ -848,13 +884,22 @@ class Gateway:
 
     def budget(self, request: Request) -> float:
         """Seconds left of the request's one consistency budget: every wait of a
-        request (a token's, a write's effects, a catch-up) draws on the same one."""
+        request (a token's, a write's effects, a catch-up) draws on the same one, and
+        ends within the request's time budget (`deadlines`), a little before it, so
+        the service answers how far it got before it is told to give up. A write's
+        wait cut short so is answered as one whose effects are not all visible yet:
+        its own answer and token."""
         state = request.state
         deadline = getattr(state, "consistency_deadline", None)
         if deadline is None:
             deadline = time.monotonic() + self.settings.consistency_timeout_s
             state.consistency_deadline = deadline
-        return max(deadline - time.monotonic(), 0.0)
+        left = max(deadline - time.monotonic(), 0.0)
+        whole = deadlines.of(request)
+        within = whole.left() if whole is not None else None
+        if within is not None:
+            left = min(left, max(within - deadlines.CONSISTENCY_MARGIN_S, 0.0))
+        return left
 
     def widen_budget(self, request: Request, times: int) -> None:
         """A route whose effects take longer to apply gets `times` the usual budget."""

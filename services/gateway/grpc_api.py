@@ -545,10 +545,13 @@ def _form(
 
 
 class Api:
-    """The RPCs: each the HTTP call it stands for, made to the app, and its errors."""
+    """The RPCs: each the HTTP call it stands for, made to the app, and its errors.
+    `send_idle_s`: how long a streamed answer's message may wait for its client to take
+    it (FILES_HTTP_SEND_IDLE_S, as over HTTP)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, send_idle_s: float = PUBLIC.send_idle_s) -> None:
         self.app = app
+        self.send_idle_s = send_idle_s
 
     @staticmethod
     def _headers(context: grpc.aio.ServicerContext) -> list[tuple[str, str]]:
@@ -876,7 +879,7 @@ class Api:
 
     async def Download(
         self, request: pb.DownloadRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.DownloadResponse]:
+    ) -> None:
         file_id = await self.uuid(context, request.file_id, "file_id")
         headers: dict[str, str] = {}
         if request.HasField("offset") or request.HasField("length"):
@@ -901,15 +904,36 @@ class Api:
                 data = b"".join([chunk async for chunk in exchange.chunks()])
                 await self.fail(context, Answer(status, answer, data))
             self.trail(context, answer)
-            yield pb.DownloadResponse(header=self._download_header(status, answer))
+            await self._sent(
+                context, pb.DownloadResponse(header=self._download_header(status, answer))
+            )
             if status == 307:
                 return
             async for chunk in exchange.chunks():
                 for at in range(0, len(chunk), CHUNK):
-                    yield pb.DownloadResponse(chunk=chunk[at : at + CHUNK])
+                    await self._sent(context, pb.DownloadResponse(chunk=chunk[at : at + CHUNK]))
             await self._ended_whole(context, exchange)
         finally:
             await exchange.close()
+
+    async def _sent(self, context: grpc.aio.ServicerContext, message: Message) -> None:
+        """One message of a streamed answer, taken by its client within `send_idle_s`:
+        one that stops reading holds the write under HTTP/2's flow control, with its
+        transfer's slot and ingest's answer, until the RPC's deadline, maybe never. As
+        over HTTP, it is then let go; a client resumes with `offset`."""
+        try:
+            async with asyncio.timeout(self.send_idle_s):
+                await context.write(message)
+        except TimeoutError:
+            log.info("grpc.answer_unread", peer=context.peer(), idle_s=self.send_idle_s)
+            await self.refuse(
+                context,
+                503,
+                "unavailable",
+                f"the answer was not read for {self.send_idle_s:g} s"
+                " (FILES_HTTP_SEND_IDLE_S); ask again from where it got to (offset)",
+                {"retry": True},
+            )
 
     async def _ended_whole(self, context: grpc.aio.ServicerContext, exchange: Exchange) -> None:
         """An answer the app left unfinished (over HTTP its connection is closed) ends
@@ -1028,10 +1052,10 @@ class Api:
         return made
 
 
-async def start(app: ASGIApp, host: str, port: int) -> grpc.aio.Server:
+async def start(app: ASGIApp, host: str, port: int, send_idle_s: float) -> grpc.aio.Server:
     """A gRPC server for the gateway's app, listening on host:port."""
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers(Api(app).handlers())
+    server.add_generic_rpc_handlers(Api(app, send_idle_s).handlers())
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"gRPC: cannot listen on {address}")

@@ -38,10 +38,15 @@ def _jsonb_in(data: bytes) -> Any:
 
 
 async def _init(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("json", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
-    await conn.set_type_codec(
-        "jsonb", encoder=_jsonb_out, decoder=_jsonb_in, schema="pg_catalog", format="binary"
-    )
+    # A connection made for a request sets itself up: no statement of the request's.
+    token = bare.set(None)
+    try:
+        await conn.set_type_codec("json", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+        await conn.set_type_codec(
+            "jsonb", encoder=_jsonb_out, decoder=_jsonb_in, schema="pg_catalog", format="binary"
+        )
+    finally:
+        bare.reset(token)
 
 
 # One durable WAL flush, through a record written now, so past every commit before it
@@ -64,6 +69,11 @@ async def flush(conn: Conn | asyncpg.Pool, upto: int | None = None) -> None:
 # the flush that makes it durable finish and its answer is sent. Cancelled halfway, a
 # write may be made and answered as not (a client sending it again makes it twice).
 committing: ContextVar[Callable[[], None] | None] = ContextVar("committing", default=None)
+# Called as a pooled connection runs a statement outside any transaction, where an
+# unkeyed write's deadline is kept (the kit's `Deadline` sets it): a write so is made at
+# once, with no commit to mark it, and cancelled after it, the request would be
+# answered "nothing applied". A bare read holds it too: which is which is not known.
+bare: ContextVar[Callable[[], None] | None] = ContextVar("bare", default=None)
 
 
 class DurableTransaction(Transaction):
@@ -158,6 +168,36 @@ class PooledConnection(asyncpg.Connection):
 
     def get_reset_query(self) -> str:
         return ""
+
+    def _bare(self) -> None:
+        me: Any = self
+        if me._top_xact is None and not me.is_in_transaction():
+            hold = bare.get()
+            if hold is not None:
+                hold()
+
+    # Every statement passes through one of these (fetch*, execute with arguments:
+    # `_execute`; executemany, fetchmany: `_executemany`; COPY in: `_copy_in*`), and a
+    # transaction's BEGIN runs with `_top_xact` already set.
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109 - asyncpg's
+        self._bare()
+        return await super().execute(query, *args, timeout=timeout)
+
+    async def _execute(self, *args: Any, **kwargs: Any) -> Any:
+        self._bare()
+        return await super()._execute(*args, **kwargs)  # type: ignore[misc]
+
+    async def _executemany(self, *args: Any, **kwargs: Any) -> Any:
+        self._bare()
+        return await super()._executemany(*args, **kwargs)  # type: ignore[misc]
+
+    async def _copy_in(self, *args: Any, **kwargs: Any) -> Any:
+        self._bare()
+        return await super()._copy_in(*args, **kwargs)  # type: ignore[misc]
+
+    async def copy_records_to_table(self, *args: Any, **kwargs: Any) -> Any:
+        self._bare()
+        return await super().copy_records_to_table(*args, **kwargs)
 
     def transaction(
         self,

@@ -51,8 +51,11 @@ CORRELATION_HEADER = "X-Correlation-Id"
 # Gateway to service: the milliseconds its caller will still wait for this call's answer
 # (services/gateway/deadlines.py); past them the service stops waiting (`Deadline`).
 DEADLINE_HEADER = "Files-Deadline-Ms"
-# The methods `Deadline` gives up on unkeyed: they apply nothing.
+# The methods `Deadline` gives up on as reads: they apply nothing.
 READS = frozenset({"GET", "HEAD"})
+# The POSTs that only read (their query too long for a URL: many ids), which the
+# gateway tells their deadline as reads: `Deadline` treats them as reads.
+READ_POSTS = frozenset({"/internal/files", "/internal/impact", "/internal/authenticate"})
 REQUEST_ID_HEADER = "X-Request-Id"
 # A request id we take from a caller: short, printable, nothing a log line or a header
 # could be bent with. Anything else is replaced by one of ours.
@@ -246,23 +249,24 @@ class Guard:
 
 
 class Deadline:
-    """ASGI middleware: a read or a keyed write whose caller said how long it will wait
+    """ASGI middleware: a call whose caller said how long it will wait
     (`DEADLINE_HEADER`) is given up on then, if it has not begun its answer: the
-    handler is cancelled (a read's statement stopped, a keyed write's unit of work
-    abandoned: nothing of it applied) and the call answered `503`, `cause: timeout`.
-    Past the gateway's budget nobody reads the answer, and a handler that waited on a
-    hung database would hold its pool's connections and its request for a minute more.
-    An answer once begun (a blob's download) goes on: its body is not waited for; so
-    does a request whose transaction began its commit (`db.committing`): it is made, and
-    answered so. An unkeyed write is not given up on: cancelled after a commit of its
-    own, it was made and would be answered as not."""
+    handler is cancelled (a read's statement stopped, a write's transaction rolled
+    back or a keyed write's unit of work abandoned: nothing of it applied) and the
+    call answered `503`, `cause: timeout`, `applied: false`. Past the gateway's budget
+    nobody reads the answer, and a handler that waited on a hung database would hold
+    its pool's connections and its request for a minute more. An answer once begun (a
+    blob's download) goes on: its body is not waited for; so does a request whose
+    transaction began its commit (`db.committing`): it is made, and answered so. An
+    unkeyed write is held so too from its first statement outside a transaction
+    (`db.bare`: it may have written then, with no commit to mark it)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         wait = None
-        if scope["type"] == "http" and (scope["method"] in READS or idempotency.keyed()):
+        if scope["type"] == "http":
             for name, value in scope["headers"]:
                 if name == b"files-deadline-ms" and value.isdigit() and len(value) < 10:
                     wait = int(value) / 1000
@@ -270,6 +274,12 @@ class Deadline:
         if wait is None:
             await self.app(scope, receive, send)
             return
+        # A keyed write's statements run in its unit of work, committed after it.
+        unkeyed_write = (
+            scope["method"] not in READS
+            and not (scope["method"] == "POST" and scope.get("path") in READ_POSTS)
+            and not idempotency.keyed()
+        )
         held = False
         bound = asyncio.timeout(wait)
 
@@ -285,6 +295,7 @@ class Deadline:
             await send(message)
 
         token = db.committing.set(hold)
+        bare = db.bare.set(hold if unkeyed_write else None)
         try:
             async with bound:
                 await self.app(scope, receive, sending)
@@ -297,7 +308,7 @@ class Deadline:
                     "unavailable",
                     "this call ran out of the time its caller gave it (a database or service"
                     " it waited for did not answer); nothing of it was applied, try again",
-                    {"retry": True, "cause": "timeout"},
+                    {"retry": True, "cause": "timeout", "applied": False},
                 ),
                 503,
                 headers={"Retry-After": RETRY_AFTER_S},
@@ -305,6 +316,7 @@ class Deadline:
             await answer(scope, receive, send)
         finally:
             held = True  # a task the handler left behind, committing later: nothing to hold
+            db.bare.reset(bare)
             db.committing.reset(token)
 
 

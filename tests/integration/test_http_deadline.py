@@ -1,7 +1,7 @@
 """The kit's `Deadline`: a service stops waiting on its own database once the gateway,
 which said how long it would wait (`Files-Deadline-Ms`), has given up; an answer already
-begun goes on, and so does a commit begun; a call that says nothing waits as before, and
-so does an unkeyed write (cancelled, it may have been made and answered as not)."""
+begun goes on, and so does a commit begun, or an unkeyed write's statement outside a
+transaction (it may have written); a call that says nothing waits as before."""
 
 from __future__ import annotations
 
@@ -40,6 +40,26 @@ def app(pool: asyncpg.Pool, table: str = "") -> FastAPI:
                 await conn.fetchval("SELECT 1")
             await conn.fetchval(SLEEP)
         return {"done": True}
+
+    @served.post("/internal/files")
+    async def read_posted() -> dict[str, Any]:
+        # A read sent as a POST (its ids too many for a URL): its bare statements are
+        # reads, and it is given up on as a read is.
+        return {"read": await pool.fetchval(SLEEP)}
+
+    @served.post("/waits-then-writes/{name}")
+    async def waits_then_writes(name: str) -> dict[str, Any]:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.fetchval(SLEEP)
+            await conn.execute(f"INSERT INTO {table} VALUES ($1)", name)
+        return {"made": name}
+
+    @served.post("/bare-then-slow/{name}")
+    async def bare_then_slow(name: str) -> dict[str, Any]:
+        # Made at once, with no commit to mark it: from then it is not given up on.
+        await pool.execute(f"INSERT INTO {table} VALUES ($1)", name)
+        await pool.fetchval("SELECT pg_sleep(1.0)")
+        return {"made": name}
 
     @served.get("/quick")
     async def quick() -> dict[str, Any]:
@@ -86,7 +106,7 @@ async def test_a_call_past_its_callers_deadline_stops_waiting_on_the_database(
         assert answer.headers["retry-after"]
         problem = answer.json()["error"]
         assert problem["code"] == "unavailable"
-        assert problem["details"] == {"retry": True, "cause": "timeout"}
+        assert problem["details"] == {"retry": True, "cause": "timeout", "applied": False}
 
         # The statement was cancelled in PostgreSQL too, its connection given back.
         async def stopped() -> bool:
@@ -101,6 +121,11 @@ async def test_a_call_past_its_callers_deadline_stops_waiting_on_the_database(
         assert time.monotonic() - began < 5
         await eventually(stopped, within=10, what="the statement cancelled")
 
+        # A read sent as a POST is given up on too.
+        answer = await service.post("/internal/files", headers={DEADLINE_HEADER: "500"})
+        assert answer.status_code == 503, answer.text
+        await eventually(stopped, within=10, what="the statement cancelled")
+
         # A deadline met, none given, an answer begun before it: as before.
         assert (await service.get("/quick", headers={DEADLINE_HEADER: "5000"})).json() == {"one": 1}
         assert (await service.get("/quick")).status_code == 200
@@ -108,11 +133,14 @@ async def test_a_call_past_its_callers_deadline_stops_waiting_on_the_database(
         assert (got.status_code, got.content) == (200, b"begun;ended")
 
 
-async def test_a_commit_begun_and_an_unkeyed_write_are_not_given_up_on(pool: asyncpg.Pool) -> None:
+async def test_a_write_is_given_up_on_only_before_it_may_have_written(
+    pool: asyncpg.Pool,
+) -> None:
     """Cancelled during its COMMIT (or the flush that makes it durable), a write was made
     and answered "nothing of it was applied": a client that tried again made it twice.
-    A commit once begun ends, and its answer is sent; an unkeyed write is not given up on
-    at all (its handler may commit more than once)."""
+    A commit once begun ends, and its answer is sent; so does an unkeyed write that ran
+    a statement outside a transaction. One that waited before either is given up on,
+    and nothing of it is made."""
     table = f"deadline_made_{uuid.uuid4().hex[:12]}"
     await pool.execute(
         f"""CREATE TABLE {table} (name text PRIMARY KEY);
@@ -130,7 +158,14 @@ async def test_a_commit_begun_and_an_unkeyed_write_are_not_given_up_on(pool: asy
                 )
                 assert answer.status_code == 200, answer.text
                 assert answer.json() == {"made": method}
+            answer = await service.post("/bare-then-slow/bare", headers={DEADLINE_HEADER: "300"})
+            assert answer.status_code == 200, answer.text
+            answer = await service.post(
+                "/waits-then-writes/never", headers={DEADLINE_HEADER: "300"}
+            )
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["details"]["applied"] is False
             names = await pool.fetch(f"SELECT name FROM {table} ORDER BY name")
-            assert [r["name"] for r in names] == ["GET", "POST"]
+            assert [r["name"] for r in names] == ["GET", "POST", "bare"]
     finally:
         await pool.execute(f"DROP TABLE {table}; DROP FUNCTION {table}_slow()")
