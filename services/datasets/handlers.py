@@ -213,13 +213,17 @@ LISTING_FILES = (FilesLinked.type, FilesUnlinked.type)
 
 
 async def audit_seen(pool: Any, access: Access | None, items: list[dict[str, Any]]) -> None:
-    """The audit's events as the caller may read them: a dataset they see lists only
-    the files they see, as its file list and count do (a link to a file of a folder
-    they have no role on is none of their business, nor how many there are). Files
-    gone from the mirror (purged) are no longer anyone's to see but an org admin's."""
+    """The audit's events as the caller may read them: those of a dataset they have no
+    role on are hidden (a member's own audit holds the links their uploads, moves and
+    deletes made in others' synced datasets: in their name, but of datasets they may not
+    know exist); a dataset they see lists only the files they see, as its file list and
+    count do (a link to a file of a folder they have no role on is none of their
+    business, nor how many there are). Files gone from the mirror (purged) are no longer
+    anyone's to see but an org admin's."""
     if access is None or access.roots is None:
         return  # a service's own call, or an org admin: everything
-    listing = [i for i in items if i["type"] in LISTING_FILES]
+    await _hide_unseen_datasets(pool, access, items)
+    listing = [i for i in items if i["type"] in LISTING_FILES and not i.get("hidden")]
     asked = {f for i in listing for f in i["data"].get("file_ids", [])}
     if not asked:
         return
@@ -233,6 +237,35 @@ async def audit_seen(pool: Any, access: Access | None, items: list[dict[str, Any
     shown = {str(r["id"]) for r in rows}
     for item in listing:
         item["data"]["file_ids"] = [f for f in item["data"]["file_ids"] if f in shown]
+
+
+async def _hide_unseen_datasets(pool: Any, access: Access, items: list[dict[str, Any]]) -> None:
+    """Marks `hidden` the events of datasets the caller has no role on. A deleted
+    dataset's are its creator's (by its first event) and, of the others, those the
+    caller recorded by their own request (no causation): they acted on it themselves."""
+    subjects = {i["subject_id"] for i in items if i["subject_id"] is not None}
+    if not subjects:
+        return
+    rows = await pool.fetch(
+        """SELECT x.id, d.created_by, s.role AS shared_role, d.id IS NOT NULL AS present,
+                  (SELECT e.metadata->>'actor' FROM datasets.events e
+                   WHERE e.stream_id = 'dataset-' || x.id AND e.stream_version = 1) AS creator
+           FROM unnest($1::uuid[]) AS x(id)
+           LEFT JOIN datasets.datasets d ON d.id = x.id
+           LEFT JOIN datasets.shares s ON s.dataset_id = d.id AND s.user_id = $2""",
+        [uuid.UUID(i) for i in subjects],
+        access.user_id,
+    )
+    seen = {
+        str(r["id"])
+        for r in rows
+        if (r["present"] and _role(access, r) is not None)
+        or (not r["present"] and r["creator"] == access.user_id)
+    }
+    for item in items:
+        own_request = item["actor_id"] == access.user_id and item["causation_id"] is None
+        if item["subject_id"] not in seen and not own_request:
+            item["hidden"] = True
 
 
 class Datasets(Handlers):
