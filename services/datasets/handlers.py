@@ -1017,14 +1017,18 @@ class Datasets(Handlers):
                            FROM below b WHERE $2
                            ON CONFLICT (id) DO UPDATE
                                SET folder_id = excluded.folder_id,
-                                   trashed_at = excluded.trashed_at)
+                                   trashed_at = excluded.trashed_at),
+                       -- Looked up a folder, not a file (nor a link) at a time.
+                       caused AS (
+                           SELECT b.folder_id,
+                                  (SELECT x.id
+                                   FROM unnest($1::uuid[], $3::bigint[]) AS x(id, position)
+                                   WHERE x.id = ANY(b.path) ORDER BY x.position LIMIT 1) AS cause
+                           FROM (SELECT DISTINCT folder_id, path FROM below) b)
                        SELECT m.dataset_id, c.cause,
                               array_agg(m.file_id ORDER BY m.file_id) AS file_ids
                        FROM datasets.members m JOIN below b ON b.id = m.file_id
-                       CROSS JOIN LATERAL (
-                           SELECT x.id AS cause
-                           FROM unnest($1::uuid[], $3::bigint[]) AS x(id, position)
-                           WHERE x.id = ANY(b.path) ORDER BY x.position LIMIT 1) c
+                       JOIN caused c ON c.folder_id = b.folder_id
                        GROUP BY m.dataset_id, c.cause""",
                     folder_ids,
                     all(e.event.trashed for e in envelopes),
