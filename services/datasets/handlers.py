@@ -11,7 +11,7 @@ import dataclasses
 import uuid
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -177,25 +177,48 @@ def _by_dataset(links: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> dict[uuid.UUID,
 
 
 # The event that caused each file's change (the last of a batch's about it: what it did
-# is what the mirror shows): a dataset change a reaction records carries the cause of
-# the event that made it for that file, not that of the first event of the batch, which
-# may be another user's (a batch holds a run of one type, whoever caused it).
-Causes = dict[uuid.UUID, Caused]
-# A dataset's links to change, one group a cause: {dataset id: [(cause, file ids)]}.
-ByCause = dict[uuid.UUID, list[tuple[Caused, list[uuid.UUID]]]]
+# is what the mirror shows). A dataset change a reaction records carries the cause of
+# the request that made it for those files, not that of the batch's first event, which
+# may be another user's (a batch holds a run of one type, whoever caused it): its links
+# are recorded one group a request (actor and correlation id), each group's events with
+# the cause of the first of its events in the batch. Not one group an event: a sync or
+# import of 100,000 files, one event each, or a deleted tree of 1,000 folders, would
+# record as many events a dataset, where one request's links go in pages of 5,000.
+Causes = dict[uuid.UUID, Received[Any]]
+# A dataset's links to change, one group a request: {dataset id: [(cause, file ids)]}.
+ByCause = dict[uuid.UUID, list[tuple[Received[Any], list[uuid.UUID]]]]
 
 
-def _causes(events: Sequence[Received[Any]], ids_of: Any) -> Causes:
+def _causes(
+    events: Sequence[Received[Any]], ids_of: Callable[[Any], Iterable[uuid.UUID]]
+) -> Causes:
     """Each file these events are about (`ids_of(event)`), with the last of them about it."""
     return {i: e for e in events for i in ids_of(e)}
 
 
 def _by_cause(links: Iterable[tuple[uuid.UUID, uuid.UUID]], causes: Causes) -> ByCause:
-    grouped: dict[uuid.UUID, dict[uuid.UUID, tuple[Caused, list[uuid.UUID]]]] = defaultdict(dict)
-    for dataset_id, file_id in sorted(links):
-        cause = causes[file_id]
-        grouped[dataset_id].setdefault(cause.event_id, (cause, []))[1].append(file_id)
-    return {d: list(groups.values()) for d, groups in grouped.items()}
+    grouped: ByCause = defaultdict(list)
+    for dataset_id, file_id in links:
+        grouped[dataset_id].append((causes[file_id], [file_id]))
+    return {d: _by_request(groups) for d, groups in grouped.items()}
+
+
+def _by_request(
+    groups: Iterable[tuple[Received[Any], list[uuid.UUID]]],
+) -> list[tuple[Received[Any], list[uuid.UUID]]]:
+    """Groups of files of one request made one, with the cause of its first event, in
+    the order of those events; each group's files sorted."""
+    first: dict[tuple[str, str], Received[Any]] = {}
+    files: dict[tuple[str, str], list[uuid.UUID]] = defaultdict(list)
+    for cause, file_ids in groups:
+        key = (cause.actor, cause.correlation_id)
+        if key not in first or cause.position < first[key].position:
+            first[key] = cause
+        files[key].extend(file_ids)
+    return [
+        (first[key], sorted(files[key]))
+        for key in sorted(first, key=lambda key: first[key].position)
+    ]
 
 
 def _one_of(events: Sequence[Received[Any]], folder_id: Any) -> Caused:
@@ -699,9 +722,7 @@ class Datasets(Handlers):
             dataset = _dataset(row)
             for linking, ids, reason in parts:
                 for cause, group in ids.get(dataset.id, []):
-                    made = (domain.link if linking else domain.unlink)(
-                        dataset, sorted(group), reason
-                    )
+                    made = (domain.link if linking else domain.unlink)(dataset, group, reason)
                     dataset = dataclasses.replace(dataset, version=dataset.version + len(made))
                     envelopes += envelopes_of(made, Cause.of(cause))
         await self._append(conn, envelopes)
@@ -879,11 +900,12 @@ class Datasets(Handlers):
                    FROM new GROUP BY dataset_id, by_sync, cause"""
             )
         ).fetch([r["id"] for r in locked])
-        # A dataset's groups in the order of their restores.
-        order = {folder_id: n for n, folder_id in enumerate(by_folder)}
-        ids: dict[tuple[uuid.UUID, bool], list[tuple[Caused, list[uuid.UUID]]]] = defaultdict(list)
-        for r in sorted(made, key=lambda r: order[r["cause"]]):
-            ids[r["dataset_id"], r["by_sync"]].append((by_folder[r["cause"]], r["file_ids"]))
+        restores: dict[tuple[uuid.UUID, bool], list[tuple[Received[Any], list[uuid.UUID]]]] = (
+            defaultdict(list)
+        )
+        for r in made:
+            restores[r["dataset_id"], r["by_sync"]].append((by_folder[r["cause"]], r["file_ids"]))
+        ids = {key: _by_request(groups) for key, groups in restores.items()}
         envelopes: list[Envelope] = []
         for row in locked:
             dataset = _dataset(row)
@@ -999,11 +1021,9 @@ class Datasets(Handlers):
             # file). Files that go to the trash are kept aside (`trashed_files`), for a
             # restore.
             by_folder = {e.event.folder_id: e for e in envelopes}
-            order = {folder_id: n for n, folder_id in enumerate(by_folder)}
-            gone: ByCause = defaultdict(list)
-            for r in sorted(
-                await conn.fetch(
-                    """WITH below AS (
+            deletions: ByCause = defaultdict(list)
+            for r in await conn.fetch(
+                """WITH below AS (
                            DELETE FROM datasets.files f USING datasets.folders fo
                            WHERE fo.id = f.folder_id AND fo.path && $1::uuid[]
                            RETURNING f.id, f.folder_id, fo.path),
@@ -1030,14 +1050,12 @@ class Datasets(Handlers):
                        FROM datasets.members m JOIN below b ON b.id = m.file_id
                        JOIN caused c ON c.folder_id = b.folder_id
                        GROUP BY m.dataset_id, c.cause""",
-                    folder_ids,
-                    all(e.event.trashed for e in envelopes),
-                    [e.position for e in envelopes],
-                ),
-                # A dataset's groups in the order of their deletions.
-                key=lambda r: order[r["cause"]],
+                folder_ids,
+                all(e.event.trashed for e in envelopes),
+                [e.position for e in envelopes],
             ):
-                gone[r["dataset_id"]].append((by_folder[r["cause"]], r["file_ids"]))
+                deletions[r["dataset_id"]].append((by_folder[r["cause"]], r["file_ids"]))
+            gone = {d: _by_request(groups) for d, groups in deletions.items()}
             await self._relink(conn, {}, "", gone, "file_deleted")
         rows = await conn.fetch(
             f"""SELECT {DATASET_COLUMNS} FROM datasets.datasets

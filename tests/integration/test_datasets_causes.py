@@ -41,9 +41,10 @@ class Catalog:
     written: int = 0
     made: dict[str, str] = field(default_factory=dict)  # event id -> actor
 
-    def event(self, event: Event, actor: str) -> Envelope:
+    def event(self, event: Event, actor: str, request: str | None = None) -> Envelope:
+        """`request`: the correlation id of the request that recorded it (its own if None)."""
         self.written += 1
-        cause = Cause(actor=actor, correlation_id=f"request-{self.written}")
+        cause = Cause(actor=actor, correlation_id=request or f"request-{self.written}")
         made = new_envelope(event, stream_id=f"s-{uuid.uuid4()}", stream_version=1, cause=cause)
         self.made[str(made.event_id)] = actor
         return made.model_copy(update={"source": "catalog", "position": self.written})
@@ -116,15 +117,18 @@ async def test_folders_deleted_and_restored_together_credit_each_folders_actor(
     context: Context,
 ) -> None:
     """The set-based ways (a batch's folders deleted, then restored, at once): each
-    file's links go and come back in the name of the deletion or restore above it."""
+    file's links go and come back in the name of the deletion or restore above it, one
+    event a request (a folder deleted with the one below it)."""
     catalog = Catalog()
-    top, alices, bobs = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    a_file, b_file = uuid.uuid4(), uuid.uuid4()
+    top, alices, inner, bobs = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    a_file, inner_file, b_file = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await context.apply(
         catalog.event(FolderCreated(folder_id=top, parent_id=None, name="top"), ALICE),
         catalog.event(FolderCreated(folder_id=alices, parent_id=top, name="a"), ALICE),
+        catalog.event(FolderCreated(folder_id=inner, parent_id=alices, name="i"), ALICE),
         catalog.event(FolderCreated(folder_id=bobs, parent_id=top, name="b"), BOB),
         catalog.event(uploaded(a_file, alices), ALICE),
+        catalog.event(uploaded(inner_file, inner), ALICE),
         catalog.event(uploaded(b_file, bobs), BOB),
     )
     synced, _ = await context.datasets.create(
@@ -132,22 +136,26 @@ async def test_folders_deleted_and_restored_together_credit_each_folders_actor(
     )
     await context.apply(
         catalog.event(FolderDeleted(folder_id=bobs, parent_id=top, trashed=True), BOB),
-        catalog.event(FolderDeleted(folder_id=alices, parent_id=top, trashed=True), ALICE),
+        catalog.event(FolderDeleted(folder_id=alices, parent_id=top, trashed=True), ALICE, "a"),
+        catalog.event(FolderDeleted(folder_id=inner, parent_id=alices, trashed=True), ALICE, "a"),
     )
     assert await context.members(synced) == set()
     unlinked = await recorded(context, "datasets.FilesUnlinked")
-    assert credited(catalog, unlinked) == {ALICE: {a_file}, BOB: {b_file}}
+    assert credited(catalog, unlinked) == {ALICE: {a_file, inner_file}, BOB: {b_file}}
+    assert len(unlinked) == 2
 
     await context.apply(
-        catalog.event(FolderRestored(folder_id=alices, parent_id=top), ALICE),
+        catalog.event(FolderRestored(folder_id=alices, parent_id=top), ALICE, "b"),
+        catalog.event(FolderRestored(folder_id=inner, parent_id=alices), ALICE, "b"),
         catalog.event(FolderRestored(folder_id=bobs, parent_id=top), BOB),
     )
-    assert await context.members(synced) == {a_file, b_file}
+    assert await context.members(synced) == {a_file, inner_file, b_file}
     linked = await recorded(context, "datasets.FilesLinked")
     # The files' first links (their uploads), then their links back.
-    assert credited(catalog, linked[-2:]) == {ALICE: {a_file}, BOB: {b_file}}
+    assert credited(catalog, linked[-2:]) == {ALICE: {a_file, inner_file}, BOB: {b_file}}
     await context.apply(
         catalog.event(FilesRestored(folder_id=alices, file_ids=[a_file]), ALICE),
+        catalog.event(FilesRestored(folder_id=inner, file_ids=[inner_file]), ALICE),
         catalog.event(FilesRestored(folder_id=bobs, file_ids=[b_file]), BOB),
     )
     assert len(await recorded(context, "datasets.FilesLinked")) == len(linked)
