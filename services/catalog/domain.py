@@ -302,6 +302,25 @@ def set_schema(
     return [Change(ev.SCHEMA_STREAM, version + 1, ev.MetadataSchemaSet(keys=wanted))]
 
 
+def check_top_level_naming(access: Access, folder: Folder, created_by: str, act: str) -> None:
+    """Top-level names are unique per creator (projections.py), among folders of theirs
+    no one else need see: whoever picks a top-level folder's name (a rename; a restore,
+    beside what its creator made meanwhile) would learn from a clash whether the creator
+    has a private folder of that name, and could test guessed names without end. So only
+    its creator, and an org admin (who sees every folder), may rename or restore it; an
+    editor or admin it is shared with is refused whatever the name, before any name is
+    compared, and told who may. The other way, a clash answered alike to them, still has
+    to leave the name as it was or give it another (`Research (2)`): either tells."""
+    if folder.parent_id is None and not access.org_admin and access.user_id != created_by:
+        raise Refused(
+            403,
+            "forbidden",
+            f"only the folder's creator or an organisation admin may {act} top-level folder"
+            f" {folder.name!r}: its name is checked against its creator's other folders",
+            {"role_needed": "org_admin", "folder_id": str(folder.id)},
+        )
+
+
 def check_move_rights(
     access: Access,
     moving: Sequence[tuple[str, uuid.UUID, str, Sequence[uuid.UUID]]],

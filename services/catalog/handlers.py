@@ -566,13 +566,15 @@ class Catalog(Handlers):
     ) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                f"SELECT {FOLDER_COLUMNS}, description, metadata FROM catalog.folders"
+                f"SELECT {FOLDER_COLUMNS}, description, metadata, created_by FROM catalog.folders"
                 " WHERE id = $1 FOR UPDATE",
                 folder_id,
             )
             if row is None:
                 raise domain.NotFound("not_found", f"folder {folder_id} does not exist")
             access.require(row["path"], "editor", f"folder {folder_id}")
+            if name is not None and name != row["name"]:
+                domain.check_top_level_naming(access, _folder(row), row["created_by"], "rename")
             changes = domain.update_folder(
                 _folder(row),
                 row["description"],
@@ -915,7 +917,7 @@ class Catalog(Handlers):
                 }
                 chosen = [r["id"] for r in named]
                 folder_rows = await conn.fetch(
-                    f"""SELECT {FOLDER_COLUMNS},
+                    f"""SELECT {FOLDER_COLUMNS}, entry->>'created_by' AS created_by,
                                (entry->>'constituent_of')::uuid AS constituent_of,
                                t.id = ANY($1::uuid[])
                                OR ({WENT_WITH.format(t="t", chosen="$1::uuid[]")}) AS below
@@ -934,6 +936,8 @@ class Catalog(Handlers):
                     list(file_ids),
                     below,
                 )
+                for r in folder_rows:
+                    domain.check_top_level_naming(access, _folder(r), r["created_by"], "restore")
                 folders = [_folder(r) for r in folder_rows]
                 files = [_file(r) for r in file_rows]
                 parents = {f.parent_id for f in folders} | {f.folder_id for f in files}

@@ -11,7 +11,7 @@ import dataclasses
 import uuid
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -36,7 +36,7 @@ from shared.contracts.catalog import (
     FolderRestored,
 )
 from shared.contracts.datasets import FilesLinked, FilesUnlinked, dataset_stream
-from shared.contracts.envelope import Cause, Caused, Change, envelopes_of
+from shared.contracts.envelope import Cause, Caused, Change, Envelope, envelopes_of
 from shared.kit import identity
 from shared.kit.access import Access, valid_role
 from shared.kit.db import Conn
@@ -176,6 +176,56 @@ def _by_dataset(links: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> dict[uuid.UUID,
     return grouped
 
 
+# The event that caused each file's change (the last of a batch's about it: what it did
+# is what the mirror shows). A dataset change a reaction records carries the cause of
+# the request that made it for those files, not that of the batch's first event, which
+# may be another user's (a batch holds a run of one type, whoever caused it): its links
+# are recorded one group a request (actor and correlation id), each group's events with
+# the cause of the first of its events in the batch. Not one group an event: a sync or
+# import of 100,000 files, one event each, or a deleted tree of 1,000 folders, would
+# record as many events a dataset, where one request's links go in pages of 5,000.
+Causes = dict[uuid.UUID, Received[Any]]
+# A dataset's links to change, one group a request: {dataset id: [(cause, file ids)]}.
+ByCause = dict[uuid.UUID, list[tuple[Received[Any], list[uuid.UUID]]]]
+
+
+def _causes(
+    events: Sequence[Received[Any]], ids_of: Callable[[Any], Iterable[uuid.UUID]]
+) -> Causes:
+    """Each file these events are about (`ids_of(event)`), with the last of them about it."""
+    return {i: e for e in events for i in ids_of(e)}
+
+
+def _by_cause(links: Iterable[tuple[uuid.UUID, uuid.UUID]], causes: Causes) -> ByCause:
+    grouped: ByCause = defaultdict(list)
+    for dataset_id, file_id in links:
+        grouped[dataset_id].append((causes[file_id], [file_id]))
+    return {d: _by_request(groups) for d, groups in grouped.items()}
+
+
+def _by_request(
+    groups: Iterable[tuple[Received[Any], list[uuid.UUID]]],
+) -> list[tuple[Received[Any], list[uuid.UUID]]]:
+    """Groups of files of one request made one, with the cause of its first event, in
+    the order of those events; each group's files sorted."""
+    first: dict[tuple[str, str], Received[Any]] = {}
+    files: dict[tuple[str, str], list[uuid.UUID]] = defaultdict(list)
+    for cause, file_ids in groups:
+        key = (cause.actor, cause.correlation_id)
+        if key not in first or cause.position < first[key].position:
+            first[key] = cause
+        files[key].extend(file_ids)
+    return [
+        (first[key], sorted(files[key]))
+        for key in sorted(first, key=lambda key: first[key].position)
+    ]
+
+
+def _one_of(events: Sequence[Received[Any]], folder_id: Any) -> Caused:
+    """The event of this folder among `events` (each about one folder)."""
+    return next(e for e in events if e.event.folder_id == folder_id)
+
+
 async def _sync_lock(conn: Conn) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SYNC_LOCK)
 
@@ -186,13 +236,17 @@ LISTING_FILES = (FilesLinked.type, FilesUnlinked.type)
 
 
 async def audit_seen(pool: Any, access: Access | None, items: list[dict[str, Any]]) -> None:
-    """The audit's events as the caller may read them: a dataset they see lists only
-    the files they see, as its file list and count do (a link to a file of a folder
-    they have no role on is none of their business, nor how many there are). Files
-    gone from the mirror (purged) are no longer anyone's to see but an org admin's."""
+    """The audit's events as the caller may read them: those of a dataset they have no
+    role on are hidden (a member's own audit holds the links their uploads, moves and
+    deletes made in others' synced datasets: in their name, but of datasets they may not
+    know exist); a dataset they see lists only the files they see, as its file list and
+    count do (a link to a file of a folder they have no role on is none of their
+    business, nor how many there are). Files gone from the mirror (purged) are no longer
+    anyone's to see but an org admin's."""
     if access is None or access.roots is None:
         return  # a service's own call, or an org admin: everything
-    listing = [i for i in items if i["type"] in LISTING_FILES]
+    await _hide_unseen_datasets(pool, access, items)
+    listing = [i for i in items if i["type"] in LISTING_FILES and not i.get("hidden")]
     asked = {f for i in listing for f in i["data"].get("file_ids", [])}
     if not asked:
         return
@@ -208,11 +262,42 @@ async def audit_seen(pool: Any, access: Access | None, items: list[dict[str, Any
         item["data"]["file_ids"] = [f for f in item["data"]["file_ids"] if f in shown]
 
 
+async def _hide_unseen_datasets(pool: Any, access: Access, items: list[dict[str, Any]]) -> None:
+    """Marks `hidden` the events of datasets the caller has no role on. A deleted
+    dataset's are its creator's (by its first event) and, of the others, those the
+    caller recorded by their own request (no causation): they acted on it themselves."""
+    subjects = {i["subject_id"] for i in items if i["subject_id"] is not None}
+    if not subjects:
+        return
+    rows = await pool.fetch(
+        """SELECT x.id, d.created_by, s.role AS shared_role, d.id IS NOT NULL AS present,
+                  (SELECT e.metadata->>'actor' FROM datasets.events e
+                   WHERE e.stream_id = 'dataset-' || x.id AND e.stream_version = 1) AS creator
+           FROM unnest($1::uuid[]) AS x(id)
+           LEFT JOIN datasets.datasets d ON d.id = x.id
+           LEFT JOIN datasets.shares s ON s.dataset_id = d.id AND s.user_id = $2""",
+        [uuid.UUID(i) for i in subjects],
+        access.user_id,
+    )
+    seen = {
+        str(r["id"])
+        for r in rows
+        if (r["present"] and _role(access, r) is not None)
+        or (not r["present"] and r["creator"] == access.user_id)
+    }
+    for item in items:
+        own_request = item["actor_id"] == access.user_id and item["causation_id"] is None
+        if item["subject_id"] not in seen and not own_request:
+            item["hidden"] = True
+
+
 class Datasets(Handlers):
     reactions = Reactions("datasets")
 
     async def record(self, conn: Conn, changes: Sequence[Change], cause: Cause) -> int:
-        envelopes = envelopes_of(changes, cause)
+        return await self._append(conn, envelopes_of(changes, cause))
+
+    async def _append(self, conn: Conn, envelopes: list[Envelope]) -> int:
         if not envelopes:
             return 0
         await membership.apply(conn, envelopes)
@@ -506,34 +591,33 @@ class Datasets(Handlers):
         uploaded: Sequence[Received[FileUploaded] | Received[FilesUploaded]],
     ) -> None:
         await _sync_lock(conn)
-        files = [
-            i
-            for e in uploaded
-            for i in (e.event.file_ids if isinstance(e.event, FilesUploaded) else [e.event.file_id])
-        ]
-        await self._resync(conn, uploaded, files)
+        causes = _causes(
+            uploaded,
+            lambda e: e.event.file_ids if isinstance(e.event, FilesUploaded) else [e.event.file_id],
+        )
+        await self._resync(conn, uploaded, causes)
 
     @reactions.on(FileTombstoned)
     async def when_file_tombstoned(
         self, conn: Conn, gone: Sequence[Received[FileTombstoned]]
     ) -> None:
         await _sync_lock(conn)
-        await self._resync(conn, gone, [e.event.file_id for e in gone])
+        await self._resync(conn, gone, _causes(gone, lambda e: [e.event.file_id]))
 
     @reactions.on(FileReturned)
     async def when_file_returned(self, conn: Conn, back: Sequence[Received[FileReturned]]) -> None:
         await _sync_lock(conn)
-        await self._resync(conn, back, [e.event.file_id for e in back])
+        await self._resync(conn, back, _causes(back, lambda e: [e.event.file_id]))
 
     @reactions.on(FileMoved)
     async def when_file_moved(self, conn: Conn, moved: Sequence[Received[FileMoved]]) -> None:
         await _sync_lock(conn)
-        files = [e.event.file_id for e in moved]
-        await self._resync(conn, moved, files)
+        causes = _causes(moved, lambda e: [e.event.file_id])
+        await self._resync(conn, moved, causes)
         # A file restored while its folder's restore was still to come here (and so not
         # linked back by its FilesRestored) may move out before that folder's restore
         # applies, which then no longer finds it below: its links come back now.
-        await self._links_back(conn, moved[0], files)
+        await self._links_back(conn, causes)
 
     @reactions.on(FolderMoved)
     async def when_folder_moved(self, conn: Conn, moved: Sequence[Received[FolderMoved]]) -> None:
@@ -549,7 +633,7 @@ class Datasets(Handlers):
                     envelope.event.folder_id,
                 )
             ]
-            await self._resync(conn, [envelope], below)
+            await self._resync(conn, [envelope], dict.fromkeys(below, envelope))
 
     @reactions.on(FolderCreated)
     async def when_folder_created(
@@ -558,33 +642,33 @@ class Datasets(Handlers):
         """Files whose folder, or an orphan folder above them, came before the folder
         (another partition): they take their place in synced folders only now."""
         await _sync_lock(conn)
-        early = [
-            r["id"]
+        # Each file with the folder whose creation places it (its own, or one above it).
+        by_folder = {e.event.folder_id: e for e in created}
+        early: Causes = {
+            r["id"]: by_folder[r["folder_id"]]
             for r in await conn.fetch(
-                f"""SELECT f.id FROM datasets.files f WHERE f.folder_id = ANY($1::uuid[])
+                f"""SELECT f.id, f.folder_id FROM datasets.files f
+                    WHERE f.folder_id = ANY($1::uuid[])
                     UNION
-                    SELECT f.id FROM ({ORPHANS_OF}) AS o
+                    SELECT f.id, o.parent_id FROM ({ORPHANS_OF}) AS o
                     JOIN datasets.folders fo ON fo.path @> ARRAY[o.id]
                     JOIN datasets.files f ON f.folder_id = fo.id""",
-                [e.event.folder_id for e in created],
+                list(by_folder),
             )
-        ]
+        }
         await self._resync(conn, created, early)
         # Files restored into the folder before it reached the mirror: their links too.
-        await self._links_back(conn, created[0], early)
+        await self._links_back(conn, early)
 
     async def _coverage(self, conn: Conn, files: Sequence[uuid.UUID]) -> Links:
         return {(r["dataset_id"], r["file_id"]) for r in await conn.fetch(COVERAGE, list(files))}
 
-    async def _resync(
-        self,
-        conn: Conn,
-        envelopes: Sequence[Received[Any]],
-        files: Sequence[uuid.UUID],
-    ) -> None:
+    async def _resync(self, conn: Conn, envelopes: Sequence[Received[Any]], causes: Causes) -> None:
         """Apply the tree change, then link what came into a synced folder and unlink
-        what left one. Each reaction compares the mirror before and after itself, so
-        events of different streams converge in whatever order they arrive."""
+        what left one (`causes`: the files it may move, each with its event). Each
+        reaction compares the mirror before and after itself, so events of different
+        streams converge in whatever order they arrive."""
+        files = list(causes)
         # Kept folders go once the watermark passes them (not only when a later deletion
         # arrives in order: on a lagging consumer that may not come).
         await conn.execute(
@@ -599,7 +683,7 @@ class Datasets(Handlers):
         joined = {link for link in after - before if link not in members}
         left = {link for link in before - after if link in members}
         await self._relink(
-            conn, envelopes[0], _by_dataset(joined), "synced", _by_dataset(left), "moved_out"
+            conn, _by_cause(joined, causes), "synced", _by_cause(left, causes), "moved_out"
         )
 
     async def _members(self, conn: Conn, files: Iterable[uuid.UUID]) -> Links:
@@ -612,24 +696,19 @@ class Datasets(Handlers):
     async def _relink(
         self,
         conn: Conn,
-        cause: Caused,
-        to_link: dict[uuid.UUID, list[uuid.UUID]],
+        to_link: ByCause,
         joined_reason: str,
-        to_unlink: dict[uuid.UUID, list[uuid.UUID]],
+        to_unlink: ByCause,
         left_reason: str,
     ) -> None:
         await self._record_links(
-            conn, cause, [(False, to_unlink, left_reason), (True, to_link, joined_reason)]
+            conn, [(False, to_unlink, left_reason), (True, to_link, joined_reason)]
         )
 
-    async def _record_links(
-        self,
-        conn: Conn,
-        cause: Caused,
-        parts: Sequence[tuple[bool, dict[uuid.UUID, list[uuid.UUID]], str]],
-    ) -> None:
+    async def _record_links(self, conn: Conn, parts: Sequence[tuple[bool, ByCause, str]]) -> None:
         """Links made (True) or removed (False) for a reason, each dataset's in the
-        order of `parts`, recorded as its events."""
+        order of `parts`, recorded as its events: each event lists files of one cause,
+        and carries it."""
         parts = [p for p in parts if p[1]]
         if not parts:
             return
@@ -638,16 +717,15 @@ class Datasets(Handlers):
                 WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
             list({d for _, ids, _ in parts for d in ids}),
         )
-        changes: list[Change] = []
+        envelopes: list[Envelope] = []
         for row in rows:
             dataset = _dataset(row)
             for linking, ids, reason in parts:
-                made = (domain.link if linking else domain.unlink)(
-                    dataset, sorted(ids.get(dataset.id, [])), reason
-                )
-                dataset = dataclasses.replace(dataset, version=dataset.version + len(made))
-                changes += made
-        await self.record(conn, changes, Cause.of(cause))
+                for cause, group in ids.get(dataset.id, []):
+                    made = (domain.link if linking else domain.unlink)(dataset, group, reason)
+                    dataset = dataclasses.replace(dataset, version=dataset.version + len(made))
+                    envelopes += envelopes_of(made, Cause.of(cause))
+        await self._append(conn, envelopes)
 
     @reactions.on(FolderRestored)
     async def when_folders_restored(
@@ -663,8 +741,17 @@ class Datasets(Handlers):
                 ORDER BY id FOR UPDATE""",
             [e.event.folder_id for e in restored],
         )
-        changes = [c for r in rows for c in domain.resync(_dataset(r), r["unsynced_from"])]
-        await self.record(conn, changes, Cause.of(restored[0]))
+        await self._append(
+            conn,
+            [
+                envelope
+                for r in rows
+                for envelope in envelopes_of(
+                    domain.resync(_dataset(r), r["unsynced_from"]),
+                    Cause.of(_one_of(restored, r["unsynced_from"])),
+                )
+            ],
+        )
         contents = [e.event.folder_id for e in restored if e.event.with_contents]
         last = restored[-1]
         since = {
@@ -715,52 +802,63 @@ class Datasets(Handlers):
                 [e.position for e in restored if e.event.with_contents],
                 [since[f] for f in contents],
             )
-            await self._links_back_below(conn, restored[0], [e.event.folder_id for e in restored])
+            await self._links_back_below(conn, restored)
             return
         await self.when_folder_created(conn, restored)  # type: ignore[arg-type]
-        below = [
-            r["id"]
+        by_folder = {e.event.folder_id: e for e in restored}
+        # Each file with the first restore of a folder above it (or its own).
+        below: Causes = {
+            r["id"]: by_folder[r["cause"]]
             for r in await conn.fetch(
-                """SELECT f.id FROM datasets.files f
+                """SELECT f.id, (SELECT x.id FROM unnest($1::uuid[]) WITH ORDINALITY AS x(id, n)
+                                 WHERE x.id = ANY(fo.path) ORDER BY x.n LIMIT 1) AS cause
+                   FROM datasets.files f
                    JOIN datasets.folders fo ON fo.id = f.folder_id
                    WHERE fo.path && $1::uuid[]""",
-                [e.event.folder_id for e in restored],
+                list(by_folder),
             )
-        ]
-        await self._links_back(conn, restored[0], below)
+        }
+        await self._links_back(conn, below)
 
     async def _links_back_below(
-        self, conn: Conn, cause: Caused, folder_ids: Sequence[uuid.UUID]
+        self, conn: Conn, restored: Sequence[Received[FolderRestored]]
     ) -> None:
         """Every file below these folders (just back in the mirror) takes its place in
         the synced datasets above it, and gets back the links its deletion removed:
         computed, made and grouped by PostgreSQL, then recorded as the FilesLinked
-        events that would make them (as a rebuild does). The links do not go through
-        Python and back: at 100,000 files that was 300,000 ids to encode, 0.8 s."""
+        events that would make them (as a rebuild does), each with the cause of the
+        first restore above its file (`cause`: that folder's id; restores in a batch are
+        in position order). The links do not go through Python and back: at 100,000
+        files that was 300,000 ids to encode, 0.8 s."""
+        by_folder = {e.event.folder_id: e for e in restored}
         # Kept for this transaction only; made before the datasets it names are known,
         # so they can be locked (as every writer of their members does) before it is used.
         await conn.execute(
             f"""CREATE TEMPORARY TABLE links_back ON COMMIT DROP AS
                 WITH folders AS (
-                    SELECT fo.id, fo.path FROM datasets.folders fo WHERE fo.path && $1::uuid[]),
+                    SELECT fo.id, fo.path,
+                           (SELECT x.id FROM unnest($1::uuid[]) WITH ORDINALITY AS x(id, n)
+                            WHERE x.id = ANY(fo.path) ORDER BY x.n LIMIT 1) AS cause
+                    FROM datasets.folders fo WHERE fo.path && $1::uuid[]),
                 covering AS (
                     SELECT fo.id AS folder_id, d.id AS dataset_id FROM folders fo
                     JOIN datasets.datasets d ON d.synced_folder_id = ANY(fo.path)
                     WHERE NOT {IN_CONSTITUENT.format(path="fo.path")}),
                 below AS (
-                    SELECT f.id, f.folder_id FROM datasets.files f
+                    SELECT f.id, f.folder_id, fo.cause FROM datasets.files f
                     JOIN folders fo ON fo.id = f.folder_id),
                 wanted AS (
-                    SELECT c.dataset_id, b.id AS file_id, true AS by_sync
+                    SELECT c.dataset_id, b.id AS file_id, b.cause, true AS by_sync
                     FROM below b JOIN covering c ON c.folder_id = b.folder_id
                     UNION ALL
-                    SELECT t.dataset_id, t.file_id, false FROM datasets.trashed_links t
+                    SELECT t.dataset_id, t.file_id, b.cause, false FROM datasets.trashed_links t
                     JOIN below b ON b.id = t.file_id)
                 -- A link both by sync and from the history comes back by sync. Hashed,
                 -- not a correlated look-up (that one ran over 80 s at 100,000 files).
-                SELECT dataset_id, file_id, bool_or(by_sync) AS by_sync FROM wanted
-                GROUP BY dataset_id, file_id""",
-            list(folder_ids),
+                -- A file's cause is one (its folder's).
+                SELECT dataset_id, file_id, cause, bool_or(by_sync) AS by_sync FROM wanted
+                GROUP BY dataset_id, file_id, cause""",
+            list(by_folder),
         )
         # Its statistics, so that the planner knows it holds (say) 300,000 rows: without
         # them the statement below was planned from a guess and from the members' stale
@@ -797,24 +895,30 @@ class Datasets(Handlers):
                        DELETE FROM datasets.trashed_links t USING links_back l
                        WHERE t.file_id = l.file_id AND t.dataset_id = l.dataset_id
                          AND l.dataset_id = ANY($1::uuid[]))
-                   SELECT dataset_id, by_sync, array_agg(file_id ORDER BY file_id) AS file_ids
-                   FROM new GROUP BY dataset_id, by_sync"""
+                   SELECT dataset_id, by_sync, cause,
+                          array_agg(file_id ORDER BY file_id) AS file_ids
+                   FROM new GROUP BY dataset_id, by_sync, cause"""
             )
         ).fetch([r["id"] for r in locked])
-        ids = {(r["dataset_id"], r["by_sync"]): r["file_ids"] for r in made}
-        changes: list[Change] = []
+        restores: dict[tuple[uuid.UUID, bool], list[tuple[Received[Any], list[uuid.UUID]]]] = (
+            defaultdict(list)
+        )
+        for r in made:
+            restores[r["dataset_id"], r["by_sync"]].append((by_folder[r["cause"]], r["file_ids"]))
+        ids = {key: _by_request(groups) for key, groups in restores.items()}
+        envelopes: list[Envelope] = []
         for row in locked:
             dataset = _dataset(row)
             for by_sync, reason in ((True, "synced"), (False, "restored")):
-                linked = domain.link(dataset, ids.get((dataset.id, by_sync), []), reason)
-                dataset = dataclasses.replace(dataset, version=dataset.version + len(linked))
-                changes += linked
-        envelopes = envelopes_of(changes, Cause.of(cause))
+                for cause, file_ids in ids.get((dataset.id, by_sync), []):
+                    linked = domain.link(dataset, file_ids, reason)
+                    dataset = dataclasses.replace(dataset, version=dataset.version + len(linked))
+                    envelopes += envelopes_of(linked, Cause.of(cause))
         if not envelopes:
             return
         counts: dict[uuid.UUID, int] = defaultdict(int)
-        for (dataset_id, _), file_ids in ids.items():
-            counts[dataset_id] += len(file_ids)
+        for (dataset_id, _), groups in ids.items():
+            counts[dataset_id] += sum(len(file_ids) for _, file_ids in groups)
         last = {e.stream_id: e.stream_version for e in envelopes}
         await conn.execute(
             """UPDATE datasets.datasets d SET file_count = d.file_count + x.n, version = x.version
@@ -864,25 +968,28 @@ class Datasets(Handlers):
             # with it), rather than these a batch at a time now.
             await tree.apply_received(conn, restored)
             return
-        await self._resync(conn, restored, files)
-        await self._links_back(conn, restored[0], files)
+        causes = _causes(
+            restored,
+            lambda e: e.event.file_ids if isinstance(e.event, FilesRestored) else [e.event.file_id],
+        )
+        await self._resync(conn, restored, causes)
+        await self._links_back(conn, causes)
 
-    async def _links_back(self, conn: Conn, cause: Caused, files: Sequence[uuid.UUID]) -> None:
+    async def _links_back(self, conn: Conn, causes: Causes) -> None:
         """The links these files' deletion removed and that are not back yet."""
-        back = {
-            r["dataset_id"]: r["file_ids"]
+        back = [
+            (r["dataset_id"], r["file_id"])
             for r in await conn.fetch(
-                """SELECT t.dataset_id, array_agg(t.file_id ORDER BY t.file_id) AS file_ids
-                   FROM datasets.trashed_links t
+                """SELECT t.dataset_id, t.file_id FROM datasets.trashed_links t
                    JOIN datasets.files f ON f.id = t.file_id
                    WHERE t.file_id = ANY($1::uuid[])
-                     AND NOT EXISTS (SELECT 1 FROM datasets.members m
-                                     WHERE m.dataset_id = t.dataset_id AND m.file_id = t.file_id)
-                   GROUP BY t.dataset_id""",
-                list(files),
+                     AND NOT EXISTS (
+                         SELECT 1 FROM datasets.members m
+                         WHERE m.dataset_id = t.dataset_id AND m.file_id = t.file_id)""",
+                list(causes),
             )
-        }
-        await self._relink(conn, cause, back, "restored", {}, "")
+        ]
+        await self._relink(conn, _by_cause(back, causes), "restored", {}, "")
 
     @reactions.on(FileDeleted)
     async def when_files_deleted(
@@ -890,8 +997,9 @@ class Datasets(Handlers):
     ) -> None:
         await _sync_lock(conn)
         await tree.apply_received(conn, envelopes)
-        gone = await self._members(conn, [e.event.file_id for e in envelopes])
-        await self._relink(conn, envelopes[0], {}, "", _by_dataset(gone), "file_deleted")
+        causes = _causes(envelopes, lambda e: [e.event.file_id])
+        gone = await self._members(conn, causes)
+        await self._relink(conn, {}, "", _by_cause(gone, causes), "file_deleted")
 
     @reactions.on(FolderDeleted)
     async def when_folders_deleted(
@@ -908,12 +1016,14 @@ class Datasets(Handlers):
             # the datasets a wait for 100,000 events; those then find nothing to do.
             # Otherwise (events before these still on their way) the FileDeleted
             # events unlink the files one batch at a time.
-            # Grouped and sorted by PostgreSQL: 300,000 links come back as three arrays.
-            # Files that go to the trash are kept aside (`trashed_files`), for a restore.
-            gone = {
-                r["dataset_id"]: r["file_ids"]
-                for r in await conn.fetch(
-                    """WITH below AS (
+            # Grouped and sorted by PostgreSQL: 300,000 links come back as a few arrays,
+            # one a dataset and cause (`cause`: the first of these deletions above the
+            # file). Files that go to the trash are kept aside (`trashed_files`), for a
+            # restore.
+            by_folder = {e.event.folder_id: e for e in envelopes}
+            deletions: ByCause = defaultdict(list)
+            for r in await conn.fetch(
+                """WITH below AS (
                            DELETE FROM datasets.files f USING datasets.folders fo
                            WHERE fo.id = f.folder_id AND fo.path && $1::uuid[]
                            RETURNING f.id, f.folder_id, fo.path),
@@ -927,23 +1037,42 @@ class Datasets(Handlers):
                            FROM below b WHERE $2
                            ON CONFLICT (id) DO UPDATE
                                SET folder_id = excluded.folder_id,
-                                   trashed_at = excluded.trashed_at)
-                       SELECT m.dataset_id, array_agg(m.file_id ORDER BY m.file_id) AS file_ids
+                                   trashed_at = excluded.trashed_at),
+                       -- Looked up a folder, not a file (nor a link) at a time.
+                       caused AS (
+                           SELECT b.folder_id,
+                                  (SELECT x.id
+                                   FROM unnest($1::uuid[], $3::bigint[]) AS x(id, position)
+                                   WHERE x.id = ANY(b.path) ORDER BY x.position LIMIT 1) AS cause
+                           FROM (SELECT DISTINCT folder_id, path FROM below) b)
+                       SELECT m.dataset_id, c.cause,
+                              array_agg(m.file_id ORDER BY m.file_id) AS file_ids
                        FROM datasets.members m JOIN below b ON b.id = m.file_id
-                       GROUP BY m.dataset_id""",
-                    folder_ids,
-                    all(e.event.trashed for e in envelopes),
-                    [e.position for e in envelopes],
-                )
-            }
-            await self._relink(conn, envelopes[0], {}, "", gone, "file_deleted")
+                       JOIN caused c ON c.folder_id = b.folder_id
+                       GROUP BY m.dataset_id, c.cause""",
+                folder_ids,
+                all(e.event.trashed for e in envelopes),
+                [e.position for e in envelopes],
+            ):
+                deletions[r["dataset_id"]].append((by_folder[r["cause"]], r["file_ids"]))
+            gone = {d: _by_request(groups) for d, groups in deletions.items()}
+            await self._relink(conn, {}, "", gone, "file_deleted")
         rows = await conn.fetch(
             f"""SELECT {DATASET_COLUMNS} FROM datasets.datasets
                 WHERE synced_folder_id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
             folder_ids,
         )
-        changes = [c for r in rows for c in domain.unsync(_dataset(r), r["synced_folder_id"])]
-        await self.record(conn, changes, Cause.of(envelopes[0]))
+        await self._append(
+            conn,
+            [
+                envelope
+                for r in rows
+                for envelope in envelopes_of(
+                    domain.unsync(_dataset(r), r["synced_folder_id"]),
+                    Cause.of(_one_of(envelopes, r["synced_folder_id"])),
+                )
+            ],
+        )
         await tree.apply_received(conn, envelopes)
         if in_order:
             # No event from before these deletions (or earlier ones) is still to come:

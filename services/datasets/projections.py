@@ -283,7 +283,7 @@ async def dataset_unshared(
 # comes and adopts it. Orphans are the folders whose path starts with themselves but
 # that have a parent.
 ORPHANS_OF = """
-    SELECT o.id FROM datasets.folders o
+    SELECT o.id, o.parent_id FROM datasets.folders o
     WHERE o.parent_id = ANY($1::uuid[]) AND o.path[1] = o.id
 """
 

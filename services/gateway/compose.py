@@ -1410,7 +1410,14 @@ class Compose:
         more = not exhausted or len(events) > limit
         return JSON(
             {
-                "items": [{k: v for k, v in e.items() if k not in ("position",)} for e in page],
+                # Rows the caller may not see (`hidden`, a service's `audit_view`) take
+                # their place in the page and the cursor moves past them, but are not
+                # shown: a page may come back short, or empty with a cursor to the rest.
+                "items": [
+                    {k: v for k, v in e.items() if k != "position"}
+                    for e in page
+                    if not e.get("hidden")
+                ],
                 "next_cursor": _encode_audit_cursor(after) if more else None,
             }
         )

@@ -126,8 +126,10 @@ class Runtime:
     on_start: Sequence[Callable[[], Awaitable[None]]] = ()
     # The audit's events as the caller (their signed access; None: a service's own call)
     # may read them: what an event lists that they may not see is taken out of it here,
-    # in the service that knows what it holds (an event is never dropped: the gateway
-    # pages by how many each service answers).
+    # in the service that knows what it holds; an event they may not see at all is
+    # marked `hidden` (True), and answered as its place only (`hidden_in_audit`): the
+    # gateway pages by how many rows each service read and where they were, and shows
+    # none of it.
     audit_view: AuditView | None = None
     # Called once each batch the consumer applied has committed: work the batch left is
     # visible then (the watermarks' notification wakes nothing for a batch above a gap).
@@ -417,6 +419,15 @@ def _user_of(scope: MutableMapping[str, Any]) -> str | None:
     return found.actor if found is not None and found.access is not None else None
 
 
+def hidden_in_audit(item: dict[str, Any]) -> dict[str, Any]:
+    """An audit row the caller may not see as only its place in the merge (time, store
+    and position: the gateway's page moves past it, and does not show it); any other as
+    it is."""
+    if not item.get("hidden"):
+        return item
+    return {"hidden": True, **{k: item[k] for k in ("occurred_at", "source", "position")}}
+
+
 def mount_audit(app: FastAPI, runtime: Runtime) -> None:
     """This service's part of `GET /v1/audit`: its own events, for the gateway to merge
     with the other services' (it decides what the caller may see)."""
@@ -465,7 +476,7 @@ def mount_audit(app: FastAPI, runtime: Runtime) -> None:
             await runtime.audit_view(
                 None if caller is None else access_rules.Access.decode(caller), items, subject_id
             )
-        return {"source": runtime.store.schema, "items": items}
+        return {"source": runtime.store.schema, "items": [hidden_in_audit(i) for i in items]}
 
 
 def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | None) -> None:

@@ -783,6 +783,120 @@ async def test_a_datasets_history_lists_to_a_member_only_the_files_they_see(
     ]
 
 
+async def test_a_members_own_audit_hides_the_datasets_they_may_not_see_and_pages_to_its_end(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    # Bob edits a folder the admin's private dataset is synced to: his uploads link his
+    # files into it, in his name, and his own audit must not tell him it exists.
+    top = await folder(api, unique("synced-by-two"))
+    bob = await member(api, "bob")
+    await invite(api, top["id"], bob["email"], "editor")
+    bobs = as_key(bob["api_key"])
+    private = await api.post(
+        "/v1/datasets", json={"name": unique("private"), "synced_folder_id": top["id"]}
+    )
+    assert private.status_code == 201, private.text
+    his = await bobs.post(
+        "/v1/datasets", json={"name": unique("his"), "synced_folder_id": top["id"]}
+    )
+    assert his.status_code == 201, his.text
+    files = [
+        (await upload(bobs, top["id"], (f"{n}.txt", text(str(n)))))["files"][0]["id"]
+        for n in range(4)
+    ]
+
+    async def all_linked() -> bool:
+        for dataset in (private.json()["id"], his.json()["id"]):
+            answer = await api.get(
+                "/v1/audit", params={"subject_id": dataset, "type": "datasets.FilesLinked"}
+            )
+            assert answer.status_code == 200, answer.text
+            if not set(files) <= {f for e in answer.json()["items"] for f in e["data"]["file_ids"]}:
+                return False
+        return True
+
+    await eventually(all_linked, what="the uploads linked in both datasets")
+
+    async def walk(limit: int) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        cursor = None
+        for _ in range(200):
+            query = {
+                "actor_id": bob["id"],
+                "limit": limit,
+                **({"cursor": cursor} if cursor else {}),
+            }
+            answer = await bobs.get("/v1/audit", params=query)
+            assert answer.status_code == 200, answer.text
+            found += answer.json()["items"]
+            cursor = answer.json()["next_cursor"]
+            if cursor is None:
+                return found
+        raise AssertionError("the audit never ended")
+
+    whole = await walk(1000)
+    subjects = {e["subject_id"] for e in whole}
+    assert private.json()["id"] not in subjects, [e["type"] for e in whole]
+    # His own dataset's links are his to read.
+    assert his.json()["id"] in subjects
+    assert {
+        f
+        for e in whole
+        if e["subject_id"] == his.json()["id"]
+        for f in e["data"].get("file_ids", [])
+    } == set(files)
+    # A page at a time, the hidden rows between them do not end the walk early (some
+    # pages come back empty), nor change what it finds.
+    assert [e["event_id"] for e in await walk(1)] == [e["event_id"] for e in whole]
+    # An org admin sees them all.
+    assert private.json()["id"] in {
+        e["subject_id"]
+        for e in (await api.get("/v1/audit", params={"actor_id": bob["id"], "limit": 1000})).json()[
+            "items"
+        ]
+    }
+
+
+async def test_only_a_top_level_folders_creator_or_an_org_admin_renames_or_restores_it(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    # Top-level names are unique per creator: a rename of Alice's shared folder by Bob
+    # answered 409 or 200 told him whether she has a private folder of that name.
+    alice, bob = await member(api, "alice"), await member(api, "bob")
+    alices, bobs = as_key(alice["api_key"]), as_key(bob["api_key"])
+    shared = await folder(alices, unique("research"))
+    private = unique("falcon")
+    await folder(alices, private)
+    await invite(alices, shared["id"], bob["email"], "admin")
+    at = f"/v1/folders/{shared['id']}"
+    for name in (private, unique("free")):  # whatever the name: it is never compared
+        refused = error(await bobs.patch(at, json={"name": name}), 403, "forbidden")
+        assert "creator or an organisation admin" in refused["message"], refused
+    # All else of it stays his to edit, and the names of what is in it.
+    described = await bobs.patch(at, json={"description": "bob's notes"})
+    assert described.status_code == 200, described.text
+    unchanged = await bobs.patch(at, json={"name": shared["name"], "description": "again"})
+    assert unchanged.status_code == 200, unchanged.text
+    sub = await folder(bobs, "sub", shared["id"])
+    renamed = await bobs.patch(f"/v1/folders/{sub['id']}", json={"name": "sub 2"})
+    assert renamed.status_code == 200, renamed.text
+    # Its creator hears of her own clash, and renames it; so may an org admin.
+    error(await alices.patch(at, json={"name": private}), 409, "name_taken")
+    for client in (alices, api):
+        answer = await client.patch(at, json={"name": unique("renamed")})
+        assert answer.status_code == 200, answer.text
+
+    # A restore beside what its creator made meanwhile would tell the same.
+    assert (await alices.delete(at)).status_code == 204
+    error(
+        await bobs.post("/v1/trash/restore", json={"folder_ids": [shared["id"]]}), 403, "forbidden"
+    )
+    # Nor through a folder of it brought back with the path above it.
+    error(await bobs.post("/v1/trash/restore", json={"folder_ids": [sub["id"]]}), 403, "forbidden")
+    restored = await alices.post("/v1/trash/restore", json={"folder_ids": [shared["id"]]})
+    assert restored.status_code == 200, restored.text
+
+
 @pytest.fixture(scope="module")
 def second_gateway(stack: Any) -> str:
     return str(stack.add_gateway())
