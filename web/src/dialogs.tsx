@@ -155,26 +155,11 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
   // The text whose answer is shown: when nothing matched, the dialog says so.
   const [searched, setSearched] = useState<string | null>(null);
   const listId = useId();
-  // Whether each hit is cloud-synced (or in a synced folder): true, false, or null when
-  // its state could not be read (it is offered then, and the dry run says what the
-  // platform says). What was read holds for the dialog; what failed is read again at
-  // the next search.
-  const [syncedIds, setSyncedIds] = useState<Record<string, boolean | null>>({});
-  const reads = useRef(new Map<string, Promise<boolean | null>>());
-  const syncedOf = (id: string) => {
-    let known = reads.current.get(id);
-    if (!known) {
-      known = get<{ cloud_synced: boolean }>(`/v1/folders/${id}/sync`).then(
-        (s) => s.cloud_synced,
-        () => (reads.current.delete(id), null),
-      );
-      reads.current.set(id, known);
-    }
-    return known;
-  };
-  const hits = found.filter((f) => f.id in syncedIds && syncedIds[f.id] !== true);
-  const leftOut = found.filter((f) => syncedIds[f.id] === true).map((f) => f.name);
-  const reading = found.some((f) => !(f.id in syncedIds));
+  // A cloud-synced folder (or one in it) is not offered: its files follow the bucket, so
+  // the move would be refused. Each hit says so (a catalog of before, which does not,
+  // has its hits offered, and the dry run says what the platform says).
+  const hits = found.filter((f) => !f.cloud_synced);
+  const leftOut = found.filter((f) => f.cloud_synced).map((f) => f.name);
   const activeHit = Math.max(0, hits.findIndex((f) => f.id === activeId));
   const setActiveHit = (i: number) => setActiveId(hits[i]?.id ?? null);
   useEffect(() => {
@@ -192,12 +177,6 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
           const may: Folder[] = r.items.filter(
             (f: Folder) => !props.folderIds.includes(f.id) && f.id !== props.from && mayEdit(f.my_role),
           );
-          // Nor a cloud-synced folder or one of its subfolders: their files follow the
-          // bucket, so the move would be refused. A folder's answer does not say so: its
-          // sync state does, and each hit shows as its state arrives.
-          setSyncedIds((old) => Object.fromEntries(Object.entries(old).filter(([, s]) => s !== null)));
-          for (const f of may)
-            syncedOf(f.id).then((s) => !abort.signal.aborted && setSyncedIds((old) => ({ ...old, [f.id]: s })));
           setFound(may);
           setActiveId(null);
           setSearched(text.trim());
@@ -282,7 +261,7 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
           </ul>
         )}
       </div>
-      {!target && searched && !reading && hits.length === 0 && (
+      {!target && searched && hits.length === 0 && (
         <p class="muted" role="status">
           No folder you can move this to matches “{searched}”.
         </p>
