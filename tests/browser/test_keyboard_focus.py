@@ -135,3 +135,39 @@ def test_a_suggested_person_is_chosen_with_the_arrow_keys(
     expect(dialog.get_by_role("list", name="People to add")).to_have_count(0)
     people = api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]
     assert {p["email"]: p["role"] for p in people}.get(email) == "user"
+
+
+def test_the_focus_is_kept_after_an_upload_and_after_a_new_top_level_folder(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """ "Upload" is disabled while it sends (and once all is sent): its focus fell to the
+    page, and the keyboard started again from the top. It goes to "Close" once done. A
+    folder made at the top level opens its page, where the button that asked is not:
+    the keyboard goes on from the new page's heading (it too fell to the page)."""
+    page = signed_in
+    folder = make_folder(api, unique("kept-focus"))
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="+ Upload files").focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog.get_by_label("Files", exact=True).set_input_files(
+        [{"name": "sent.txt", "mimeType": "text/plain", "buffer": text("sent\n")}]
+    )
+    dialog.get_by_role("button", name="Upload", exact=True).focus()
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_role("listitem", name="sent.txt")).to_contain_text("Uploaded")
+    close = dialog.get_by_role("button", name="Close", exact=True).last
+    expect(close).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(dialog).to_have_count(0)
+    expect(page.get_by_role("button", name="+ Upload files")).to_be_focused()
+
+    name = unique("made-top")
+    page.goto("/")
+    page.get_by_role("button", name="+ New folder").focus()
+    page.keyboard.press("Enter")
+    page.get_by_role("dialog", name="New folder").get_by_label("Name").fill(name)
+    page.keyboard.press("Enter")
+    heading = page.get_by_role("heading", name=name, level=1)
+    expect(heading).to_be_visible()
+    expect(heading).to_be_focused()

@@ -5,7 +5,7 @@ import { all, ApiError, del, get, patch, post, query, type Folder } from "./api"
 import { count, num } from "./format";
 import { SyncedRefusal, useSyncState } from "./sync";
 import { Lock } from "./icons";
-import { folderUrl, navigate } from "./router";
+import { openMadeFolder } from "./router";
 import { changed, closeDialog, forget, mayEdit, mayManage, roleName, session, setDialogOpener, type DialogRequest } from "./store";
 import { Confirm, Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
 import { UploadDialog } from "./upload";
@@ -70,7 +70,7 @@ function NewFolder({ parentId, onClose }: { parentId: string | null; onClose: ()
       notify(`Folder ${created.name} created`);
       changed();
       onClose();
-      if (!parentId) navigate(folderUrl(created.id));
+      if (!parentId) openMadeFolder(created.id);
     } catch (err) {
       setError(err);
     } finally {
@@ -143,8 +143,8 @@ function ImpactView({ impact, verb }: { impact: Impact | null; verb: string }) {
 
 function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: string | null; onClose: () => void }) {
   const [text, setText] = useState("");
-  // The search's hits the caller may move to, in its order; each is offered once its
-  // sync state is read (see below).
+  // The search's hits the caller may move to, in its order (cloud-synced ones are left
+  // out below).
   const [found, setFound] = useState<Folder[]>([]);
   const [target, setTarget] = useState<Folder | null>(null);
   const [impact, setImpact] = useState<Impact | null>(null);
@@ -181,7 +181,8 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
           setActiveId(null);
           setSearched(text.trim());
         })
-        .catch(() => {});
+        // A search that failed says so: else the dialog shows nothing, as if still looking.
+        .catch((e) => abort.signal.aborted || setError(e));
     }, 150);
     return () => {
       clearTimeout(timer);
@@ -233,6 +234,7 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
             setText((e.target as HTMLInputElement).value);
             setTarget(null);
             setImpact(null);
+            setError(null);
           }}
           onKeyDown={(e) => {
             if (e.key === "ArrowDown") setActiveHit(Math.min(activeHit + 1, hits.length - 1));

@@ -6,7 +6,7 @@
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { ApiError, all, get, post, send, type Folder } from "./api";
 import { bytes, count, num } from "./format";
-import { folderUrl, navigate } from "./router";
+import { openMadeFolder } from "./router";
 import { startedHere, SyncedRefusal, useSyncState } from "./sync";
 import { changed, mayEdit } from "./store";
 import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
@@ -363,6 +363,15 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
   const [folders, setFolders] = useState<Folder[]>([]);
   const [entries, setEntries] = useState<Entry[]>([]);
   const [busy, setBusy] = useState(false);
+  // The button pressed ("Upload", "Import") is disabled while sending, and stays so
+  // once all is sent: the focus it had falls to the page. Once done it goes to Close.
+  const closing = useRef<HTMLButtonElement>(null);
+  const wasBusy = useRef(false);
+  useEffect(() => {
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (wasBusy.current && !busy && lost) closing.current?.focus();
+    wasBusy.current = busy;
+  }, [busy]);
   const [error, setError] = useState<unknown>(null);
   const [job, setJob] = useState<any>(null);
   const [batchKind, setBatchKind] = useState("image_group");
@@ -590,10 +599,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       notify(`Folder ${made.name} created: it stays synced with the bucket prefix`);
       changed();
       props.onClose();
-      navigate(folderUrl(made.id));
-      // The button that opened the dialog is not on the new folder's page (nothing is
-      // uploaded into a synced folder): the keyboard goes on from its heading.
-      requestAnimationFrame(() => document.getElementById("folder-title")?.focus());
+      openMadeFolder(made.id);
     } catch (err) {
       // A set-up refused once the folder was made (its grant late, the sync refused)
       // sends the folder to the Trash: what the person finds there is said, and the
@@ -783,7 +789,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       </TabPanel>}
       <ErrorText error={error} />
       <div class="actions">
-        <button type="button" disabled={busy} onClick={props.onClose}>
+        <button type="button" ref={closing} disabled={busy} onClick={props.onClose}>
           Close
         </button>
       </div>
