@@ -171,3 +171,49 @@ def test_the_focus_is_kept_after_an_upload_and_after_a_new_top_level_folder(
     heading = page.get_by_role("heading", name=name, level=1)
     expect(heading).to_be_visible()
     expect(heading).to_be_focused()
+
+
+def test_the_focus_stays_on_add_in_add_to_dataset_and_manage_access(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """ "Add" (to a dataset, or people to a folder) is disabled while it is asked: its
+    focus fell to the page. It comes back to "Add" (now "Added"), or to "Emails" once
+    the people are added (nothing left to add). A refusal is said in the API's words."""
+    page = signed_in
+    folder = make_folder(api, unique("focus-add"))
+    upload(api, folder["id"], ("kept.txt", text("k\n")))
+    dataset = api.post("/v1/datasets", json={"name": unique("focus-ds")}).json()
+    email = f"{unique('erin')}@example.com"
+    made = api.post("/v1/users", json={"email": email, "name": "Erin", "org_role": "member"})
+    assert made.status_code == 201, made.text
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    page.get_by_role("row", name="kept.txt").click(button="right")
+    page.get_by_role("menuitem", name="Add to dataset").click()
+    dialog = page.get_by_role("dialog", name="Add to dataset")
+    add = dialog.get_by_role("listitem", name=dataset["name"]).get_by_role("button")
+    add.focus()
+    page.keyboard.press("Enter")
+    expect(add).to_have_text("Added")
+    expect(add).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+
+    page.keyboard.press("Escape")  # nothing chosen: the folder's details
+    details = page.get_by_role("complementary", name="Details")
+    details.get_by_role("button", name="Manage access").click()
+    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
+    emails = dialog.get_by_role("combobox", name="Emails")
+    emails.fill("nobody-here@example.com")
+    invite = dialog.get_by_role("button", name="Add", exact=True)
+    invite.focus()
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_role("alert")).to_have_text(
+        "no user has these emails: nobody-here@example.com"
+    )
+    expect(invite).to_be_focused()
+    emails.fill(email)
+    invite.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status").filter(has_text="Added 1 person as User")).to_be_visible()
+    expect(emails).to_be_focused()

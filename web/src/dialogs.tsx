@@ -7,7 +7,7 @@ import { SyncedRefusal, useSyncState } from "./sync";
 import { Lock } from "./icons";
 import { openMadeFolder } from "./router";
 import { changed, closeDialog, forget, mayEdit, mayManage, roleName, session, setDialogOpener, type DialogRequest } from "./store";
-import { Confirm, Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
+import { Confirm, Dialog, ErrorText, notify, TabPanel, Tabs, useFocusKept } from "./ui";
 import { UploadDialog } from "./upload";
 
 export function DialogHost() {
@@ -408,6 +408,7 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
   const [description, setDescription] = useState("");
   const [sync, setSync] = useState(false);
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   const base = useId();
   // The folder a new dataset may follow, by name, and how many files it brings.
   const [folder, setFolder] = useState<{ name: string; files: number } | null>(null);
@@ -557,6 +558,8 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
   const [busy, setBusy] = useState(false);
   const base = useId();
   const input = useRef<HTMLInputElement>(null);
+  // Once added, "Add" is disabled (no email left): the focus goes to Emails, for more.
+  useFocusKept(busy, input);
   const load = () =>
     get(path)
       .then((r: any) => setPeople(r.items))

@@ -9,7 +9,7 @@ import { bytes, count, num } from "./format";
 import { openMadeFolder } from "./router";
 import { startedHere, SyncedRefusal, useSyncState } from "./sync";
 import { changed, mayEdit } from "./store";
-import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
+import { Dialog, ErrorText, notify, TabPanel, Tabs, useFocusKept } from "./ui";
 
 // Files from this size go through upload sessions, in parts of PART bytes.
 export const SESSION_AT = 8 * 1024 * 1024;
@@ -363,15 +363,9 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
   const [folders, setFolders] = useState<Folder[]>([]);
   const [entries, setEntries] = useState<Entry[]>([]);
   const [busy, setBusy] = useState(false);
-  // The button pressed ("Upload", "Import") is disabled while sending, and stays so
-  // once all is sent: the focus it had falls to the page. Once done it goes to Close.
+  // "Upload" stays disabled once all is sent: the focus then goes to Close.
   const closing = useRef<HTMLButtonElement>(null);
-  const wasBusy = useRef(false);
-  useEffect(() => {
-    const lost = !document.activeElement || document.activeElement === document.body;
-    if (wasBusy.current && !busy && lost) closing.current?.focus();
-    wasBusy.current = busy;
-  }, [busy]);
+  useFocusKept(busy, closing);
   const [error, setError] = useState<unknown>(null);
   const [job, setJob] = useState<any>(null);
   const [batchKind, setBatchKind] = useState("image_group");
