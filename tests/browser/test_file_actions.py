@@ -69,7 +69,7 @@ def test_a_file_page_downloads_adds_to_a_dataset_renames_moves_and_deletes(
     dialog = page.get_by_role("dialog", name="Move to another folder")
     dialog.get_by_role("combobox", name="Target folder").fill(away["name"])
     dialog.get_by_role("option", name=away["name"]).click()
-    expect(dialog).to_contain_text("This moves 1 file and 0 folders.")
+    expect(dialog).to_contain_text("This moves 1 file.")
     dialog.get_by_role("button", name="Move").click()
     crumbs = page.get_by_role("navigation", name="Breadcrumb")
     expect(crumbs.get_by_role("link", name=away["name"])).to_be_visible()
@@ -79,7 +79,7 @@ def test_a_file_page_downloads_adds_to_a_dataset_renames_moves_and_deletes(
     # Delete: to the Trash; the page goes to the folder it was in and says so.
     actions.get_by_role("button", name="Delete").click()
     dialog = page.get_by_role("dialog", name="Delete")
-    expect(dialog).to_contain_text("This deletes 1 file and 0 folders.")
+    expect(dialog).to_contain_text("This deletes 1 file.")
     dialog.get_by_role("button", name="Delete").click()
     expect(page).to_have_url(f"/folders/{away['id']}")
     expect(page.get_by_role("heading", name=away["name"], level=1)).to_be_visible()

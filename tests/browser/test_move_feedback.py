@@ -45,7 +45,7 @@ def test_the_move_dialog_says_when_no_folder_matches_and_skips_the_current_one(
     target.fill(elsewhere["name"])
     dialog.get_by_role("option", name=elsewhere["name"]).click()
     expect(dialog.get_by_role("status")).to_have_count(0)
-    expect(dialog).to_contain_text("This moves 1 file and 0 folders.")
+    expect(dialog).to_contain_text("This moves 1 file.")
     dialog.get_by_role("button", name="Move").click()
     expect(page.get_by_role("row", name="moving.txt")).to_be_hidden()
 

@@ -2,7 +2,7 @@
 // "Manage access" ("Upload files" is in upload.tsx). One open at a time.
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { all, ApiError, del, get, patch, post, query, type Folder } from "./api";
-import { count, num } from "./format";
+import { count, filesAndFolders, num } from "./format";
 import { SyncedRefusal, useSyncState } from "./sync";
 import { Lock } from "./icons";
 import { openMadeFolder } from "./router";
@@ -120,7 +120,7 @@ function ImpactView({ impact, verb }: { impact: Impact | null; verb: string }) {
   return (
     <section class="impact" aria-label="Impact">
       <p>
-        This {verb}s {count(impact.files, "file")} and {count(impact.folders, "folder")}.
+        This {verb}s {filesAndFolders(impact.files, impact.folders)}.
       </p>
       {impact.datasets.length > 0 ? (
         <>
