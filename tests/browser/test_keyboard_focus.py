@@ -217,3 +217,34 @@ def test_the_focus_stays_on_add_in_add_to_dataset_and_manage_access(
     page.keyboard.press("Enter")
     expect(page.get_by_role("status").filter(has_text="Added 1 person as User")).to_be_visible()
     expect(emails).to_be_focused()
+
+
+def test_a_name_refused_in_new_folder_or_rename_gives_the_focus_back_to_its_button(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """A name the platform refuses is said, and the focus comes back to the button
+    pressed: it fell to the page while the button was disabled, and the keyboard
+    started again from the top."""
+    page = signed_in
+    folder = make_folder(api, unique("refused-name"))
+    upload(api, folder["id"], ("named.txt", text("n\n")))
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="+ New folder").click()
+    dialog = page.get_by_role("dialog", name="New folder")
+    name = dialog.get_by_label("Name")
+    name.fill("a/b")
+    create = dialog.get_by_role("button", name="Create")
+    create.click()
+    expect(dialog.get_by_role("alert")).to_contain_text("'/'")
+    expect(create).to_be_focused()
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="List").click()
+    page.get_by_role("row", name="named.txt").click()
+    page.keyboard.press("F2")
+    dialog = page.get_by_role("dialog", name="Rename file")
+    name = dialog.get_by_label("Name")
+    name.fill("c/d.txt")
+    rename = dialog.get_by_role("button", name="Rename")
+    rename.click()
+    expect(dialog.get_by_role("alert")).to_contain_text("'/'")
+    expect(rename).to_be_focused()

@@ -59,6 +59,7 @@ function NewFolder({ parentId, onClose }: { parentId: string | null; onClose: ()
   const [description, setDescription] = useState("");
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   const submit = async (e: Event) => {
     e.preventDefault();
     setBusy(true);
@@ -150,6 +151,7 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
   const [impact, setImpact] = useState<Impact | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   // The hit the keyboard is on, by id: hits shown as their states arrive do not move it.
   const [activeId, setActiveId] = useState<string | null>(null);
   // The text whose answer is shown: when nothing matched, the dialog says so.
@@ -297,6 +299,7 @@ function Rename({ item, onClose }: { item: { type: "file" | "folder"; id: string
   const [name, setName] = useState(item.name);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   const submit = async (e: Event) => {
     e.preventDefault();
     const to = name.trim();
@@ -342,6 +345,7 @@ function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; name?: st
   const [impact, setImpact] = useState<Impact | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   const body = { file_ids: props.fileIds, folder_ids: props.folderIds };
   useEffect(() => {
     post<Impact>("/v1/delete", { ...body, dry_run: true }).then(setImpact).catch(setError);

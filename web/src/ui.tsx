@@ -111,6 +111,7 @@ export function Confirm(props: {
   fallback?: string[];
 }) {
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   const [error, setError] = useState<unknown>(null);
   const described = useId();
   const go = async () => {
