@@ -212,6 +212,10 @@ def test_the_focus_stays_on_add_in_add_to_dataset_and_manage_access(
         "no user has these emails: nobody-here@example.com"
     )
     expect(invite).to_be_focused()
+    # The refusal is the Invite tab's: not shown under Manage.
+    dialog.get_by_role("tab", name="Manage").click()
+    expect(dialog.get_by_role("alert")).to_have_count(0)
+    dialog.get_by_role("tab", name="Invite").click()
     emails.fill(email)
     invite.focus()
     page.keyboard.press("Enter")

@@ -639,7 +639,11 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
         label="Manage access"
         idBase={base}
         active={tab}
-        onChange={setTab}
+        // What one tab's action was refused is not the other's to show.
+        onChange={(to) => {
+          setTab(to);
+          setError(null);
+        }}
         tabs={
           manager
             ? [
