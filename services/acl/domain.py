@@ -238,7 +238,7 @@ def invite(
         raise Refused(
             422,
             "unknown_emails",
-            f"{len(unknown_emails)} of these emails belong to no user: {shown}",
+            f"no user has these emails: {shown}",
             {"unknown_emails": list(unknown_emails)},
         )
     events: list[Event] = []

@@ -240,6 +240,19 @@ async def folders_json(
         )
     }
     paths = await _paths(conn, [list(r["path"]) for r in rows], access)
+    # Cloud-synced: it, or a folder above it, follows a bucket (the rule the catalog
+    # refuses uploads, new folders and moves by, as `synced_root`), in one read a page.
+    synced = {
+        r["folder_id"]
+        for r in await conn.fetch(
+            """SELECT s.folder_id
+               FROM catalog.cloud_synced s
+               JOIN catalog.cloud_synced r
+                 ON r.folder_id = s.root_folder_id AND r.root_folder_id = r.folder_id
+               WHERE s.folder_id = ANY($1::uuid[])""",
+            list({p for r in rows for p in r["path"]}),
+        )
+    }
     return [
         {
             "type": "folder",
@@ -258,6 +271,7 @@ async def folders_json(
             "created_at": r["created_at"].isoformat(),
             "created_by": r["created_by"],
             "my_role": access.role_on(r["path"]),
+            "cloud_synced": any(p in synced for p in r["path"]),
         }
         for r, path in zip(rows, paths, strict=True)
     ]

@@ -111,6 +111,11 @@ class Folder(Shape):
     created_at: str
     created_by: str
     my_role: Role | None
+    cloud_synced: bool = Field(
+        False,
+        description="it, or a folder above it, follows a bucket prefix: nothing can be"
+        " uploaded, made or moved into it (409 `folder_cloud_synced`)",
+    )
     cloud_sync: dict[str, Any] | None = Field(
         None,
         description="in the answer that made a cloud-synced folder: {integration_id, prefix,"

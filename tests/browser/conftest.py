@@ -25,6 +25,7 @@ from playwright.sync_api import (
     BrowserContext,
     Page,
     Playwright,
+    Route,
     expect,
     sync_playwright,
 )
@@ -182,3 +183,16 @@ def items(api: httpx.Client, folder_id: str) -> list[dict[str, Any]]:
         cursor = page["next_cursor"]
         if not cursor:
             return found
+
+
+def hold_the_folders_read(page: Page, folder_id: str) -> list[Route]:
+    """The folder's own read (which brings the caller's role) held: its routes, to be
+    let go with `continue_()` (and `page.unroute_all` at the test's end)."""
+    held: list[Route] = []
+    own = re.compile(rf"/v1/folders/{folder_id}(\?.*)?$")
+
+    def hold(route: Route) -> None:  # a function: Playwright takes no bound built-in
+        held.append(route)
+
+    page.route(lambda url: bool(own.search(url)), hold)
+    return held

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from minio import Minio
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, Request, Route, expect
 
 from tests.browser.conftest import items, make_folder, sign_in, unique, upload
 from tests.browser.test_dataset_page import until
@@ -339,6 +339,14 @@ def test_the_move_dialog_offers_no_cloud_synced_folder_nor_one_of_its_subfolders
     page.get_by_role("row", name="moving.txt").click(button="right")
     page.get_by_role("menu").get_by_role("menuitem", name="Move to another folder").click()
     dialog = page.get_by_role("dialog", name="Move to another folder")
+    # The hits say which are cloud-synced: no sync state is read per hit.
+    reads: list[str] = []
+
+    def sync_read(request: Request) -> None:
+        if request.url.endswith("/sync") and source["id"] not in request.url:
+            reads.append(request.url)
+
+    page.on("request", sync_read)
     dialog.get_by_label("Target folder").fill(tag)
     options = dialog.get_by_role("listbox", name="Folders").get_by_role("option")
     expect(options).to_have_count(1)
@@ -353,6 +361,8 @@ def test_the_move_dialog_offers_no_cloud_synced_folder_nor_one_of_its_subfolders
     dialog.get_by_role("button", name="Move").click()
     expect(dialog).to_have_count(0)
     assert [i["name"] for i in items(api, plain["id"])] == ["moving.txt"]
+    page.remove_listener("request", sync_read)
+    assert reads == []
 
 
 def test_a_synced_folder_names_its_integration_to_a_user_of_the_folder(

@@ -8,7 +8,14 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import items, make_folder, sign_in, unique, upload
+from tests.browser.conftest import (
+    hold_the_folders_read,
+    items,
+    make_folder,
+    sign_in,
+    unique,
+    upload,
+)
 from tests.e2e.support import png, text
 
 
@@ -62,7 +69,7 @@ def test_a_file_page_downloads_adds_to_a_dataset_renames_moves_and_deletes(
     dialog = page.get_by_role("dialog", name="Move to another folder")
     dialog.get_by_role("combobox", name="Target folder").fill(away["name"])
     dialog.get_by_role("option", name=away["name"]).click()
-    expect(dialog).to_contain_text("This moves 1 file and 0 folders.")
+    expect(dialog).to_contain_text("This moves 1 file.")
     dialog.get_by_role("button", name="Move").click()
     crumbs = page.get_by_role("navigation", name="Breadcrumb")
     expect(crumbs.get_by_role("link", name=away["name"])).to_be_visible()
@@ -72,7 +79,7 @@ def test_a_file_page_downloads_adds_to_a_dataset_renames_moves_and_deletes(
     # Delete: to the Trash; the page goes to the folder it was in and says so.
     actions.get_by_role("button", name="Delete").click()
     dialog = page.get_by_role("dialog", name="Delete")
-    expect(dialog).to_contain_text("This deletes 1 file and 0 folders.")
+    expect(dialog).to_contain_text("This deletes 1 file.")
     dialog.get_by_role("button", name="Delete").click()
     expect(page).to_have_url(f"/folders/{away['id']}")
     expect(page.get_by_role("heading", name=away["name"], level=1)).to_be_visible()
@@ -131,3 +138,32 @@ def test_a_file_page_downloads_from_its_toolbar_only_and_links_not_to_itself(
     ).to_be_visible()
     expect(details.get_by_role("link", name="Open")).to_have_count(0)
     expect(page.locator(f'a[href="/files/{note["id"]}"]')).to_have_count(0)
+
+
+def test_a_file_pages_editing_actions_show_disabled_until_the_folders_role_is_read(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """On a busy platform the file arrives before its folder (with the caller's role on
+    it): Rename, Move and Delete are there, disabled and saying why, and enabled once the
+    role is read; before, they were missing until then, and the row of actions moved."""
+    page = signed_in
+    folder = make_folder(api, unique("late-file-role"))
+    [late] = upload(api, folder["id"], ("late.txt", text("late\n")))
+    held = hold_the_folders_read(page, folder["id"])
+    page.goto(f"/files/{late['id']}")
+    expect(page.get_by_role("heading", name="late.txt", level=1)).to_be_visible()
+    actions = page.get_by_role("toolbar", name="File actions")
+    expect(actions.get_by_role("button", name="Add to dataset")).to_be_enabled()
+    for action in ("Rename", "Move to another folder", "Delete"):
+        button = actions.get_by_role("button", name=action)
+        expect(button).to_be_disabled()
+        expect(button).to_have_attribute("title", "Your role on this folder is still being read.")
+    expect(actions).not_to_contain_text("You can view this file")
+    assert held, "the folder's own read was not made"
+    for route in held:
+        route.continue_()
+    for action in ("Rename", "Move to another folder", "Delete"):
+        expect(actions.get_by_role("button", name=action)).to_be_enabled()
+    actions.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("dialog", name="Delete")).to_be_visible()
+    page.unroute_all(behavior="ignoreErrors")

@@ -135,3 +135,120 @@ def test_a_suggested_person_is_chosen_with_the_arrow_keys(
     expect(dialog.get_by_role("list", name="People to add")).to_have_count(0)
     people = api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]
     assert {p["email"]: p["role"] for p in people}.get(email) == "user"
+
+
+def test_the_focus_is_kept_after_an_upload_and_after_a_new_top_level_folder(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """ "Upload" is disabled while it sends (and once all is sent): its focus fell to the
+    page, and the keyboard started again from the top. It goes to "Close" once done. A
+    folder made at the top level opens its page, where the button that asked is not:
+    the keyboard goes on from the new page's heading (it too fell to the page)."""
+    page = signed_in
+    folder = make_folder(api, unique("kept-focus"))
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="+ Upload files").focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog.get_by_label("Files", exact=True).set_input_files(
+        [{"name": "sent.txt", "mimeType": "text/plain", "buffer": text("sent\n")}]
+    )
+    dialog.get_by_role("button", name="Upload", exact=True).focus()
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_role("listitem", name="sent.txt")).to_contain_text("Uploaded")
+    close = dialog.get_by_role("button", name="Close", exact=True).last
+    expect(close).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(dialog).to_have_count(0)
+    expect(page.get_by_role("button", name="+ Upload files")).to_be_focused()
+
+    name = unique("made-top")
+    page.goto("/")
+    page.get_by_role("button", name="+ New folder").focus()
+    page.keyboard.press("Enter")
+    page.get_by_role("dialog", name="New folder").get_by_label("Name").fill(name)
+    page.keyboard.press("Enter")
+    heading = page.get_by_role("heading", name=name, level=1)
+    expect(heading).to_be_visible()
+    expect(heading).to_be_focused()
+
+
+def test_the_focus_stays_on_add_in_add_to_dataset_and_manage_access(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """ "Add" (to a dataset, or people to a folder) is disabled while it is asked: its
+    focus fell to the page. It comes back to "Add" (now "Added"), or to "Emails" once
+    the people are added (nothing left to add). A refusal is said in the API's words."""
+    page = signed_in
+    folder = make_folder(api, unique("focus-add"))
+    upload(api, folder["id"], ("kept.txt", text("k\n")))
+    dataset = api.post("/v1/datasets", json={"name": unique("focus-ds")}).json()
+    email = f"{unique('erin')}@example.com"
+    made = api.post("/v1/users", json={"email": email, "name": "Erin", "org_role": "member"})
+    assert made.status_code == 201, made.text
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="List").click()
+    page.get_by_role("row", name="kept.txt").click(button="right")
+    page.get_by_role("menuitem", name="Add to dataset").click()
+    dialog = page.get_by_role("dialog", name="Add to dataset")
+    add = dialog.get_by_role("listitem", name=dataset["name"]).get_by_role("button")
+    add.focus()
+    page.keyboard.press("Enter")
+    expect(add).to_have_text("Added")
+    expect(add).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+
+    page.keyboard.press("Escape")  # nothing chosen: the folder's details
+    details = page.get_by_role("complementary", name="Details")
+    details.get_by_role("button", name="Manage access").click()
+    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
+    emails = dialog.get_by_role("combobox", name="Emails")
+    emails.fill("nobody-here@example.com")
+    invite = dialog.get_by_role("button", name="Add", exact=True)
+    invite.focus()
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_role("alert")).to_have_text(
+        "no user has these emails: nobody-here@example.com"
+    )
+    expect(invite).to_be_focused()
+    # The refusal is the Invite tab's: not shown under Manage.
+    dialog.get_by_role("tab", name="Manage").click()
+    expect(dialog.get_by_role("alert")).to_have_count(0)
+    dialog.get_by_role("tab", name="Invite").click()
+    emails.fill(email)
+    invite.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status").filter(has_text="Added 1 person as User")).to_be_visible()
+    expect(emails).to_be_focused()
+
+
+def test_a_name_refused_in_new_folder_or_rename_gives_the_focus_back_to_its_button(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """A name the platform refuses is said, and the focus comes back to the button
+    pressed: it fell to the page while the button was disabled, and the keyboard
+    started again from the top."""
+    page = signed_in
+    folder = make_folder(api, unique("refused-name"))
+    upload(api, folder["id"], ("named.txt", text("n\n")))
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="+ New folder").click()
+    dialog = page.get_by_role("dialog", name="New folder")
+    name = dialog.get_by_label("Name")
+    name.fill("a/b")
+    create = dialog.get_by_role("button", name="Create")
+    create.click()
+    expect(dialog.get_by_role("alert")).to_contain_text("'/'")
+    expect(create).to_be_focused()
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="List").click()
+    page.get_by_role("row", name="named.txt").click()
+    page.keyboard.press("F2")
+    dialog = page.get_by_role("dialog", name="Rename file")
+    name = dialog.get_by_label("Name")
+    name.fill("c/d.txt")
+    rename = dialog.get_by_role("button", name="Rename")
+    rename.click()
+    expect(dialog.get_by_role("alert")).to_contain_text("'/'")
+    expect(rename).to_be_focused()

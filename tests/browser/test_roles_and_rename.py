@@ -10,7 +10,14 @@ import re
 import httpx
 from playwright.sync_api import Page, Route, expect
 
-from tests.browser.conftest import items, make_folder, sign_in, unique, upload
+from tests.browser.conftest import (
+    hold_the_folders_read,
+    items,
+    make_folder,
+    sign_in,
+    unique,
+    upload,
+)
 from tests.e2e.support import png, text
 
 ROLE_PENDING = "Your role on this folder is still being read."
@@ -212,19 +219,6 @@ def test_a_menu_opened_before_the_folders_role_arrives_gains_the_editing_actions
     expect(menu.get_by_role("menuitem", name="Rename")).to_be_enabled()
     menu.get_by_role("menuitem", name="Delete").click()
     expect(page.get_by_role("dialog", name="Delete")).to_be_visible()
-
-
-def hold_the_folders_read(page: Page, folder_id: str) -> list[Route]:
-    """The folder's own read (which brings the caller's role) held: its routes, to be
-    let go with `continue_()` (and `page.unroute_all` at the test's end)."""
-    held: list[Route] = []
-    own = re.compile(rf"/v1/folders/{folder_id}(\?.*)?$")
-
-    def hold(route: Route) -> None:  # a function: Playwright takes no bound built-in
-        held.append(route)
-
-    page.route(lambda url: bool(own.search(url)), hold)
-    return held
 
 
 def test_delete_pressed_before_the_folders_role_arrives_asks_once_it_does(

@@ -68,7 +68,7 @@ def test_move_a_selection_finding_the_target_as_you_type(
     dialog.get_by_role("combobox", name="Target folder").fill(target_name[:10])
     dialog.get_by_role("option", name=target_name).click()
     impact = dialog.get_by_role("region", name="Impact")
-    expect(impact).to_contain_text("2 files and 0 folders")
+    expect(impact).to_contain_text("This moves 2 files.")
     expect(impact).to_contain_text(f"{dataset['name']}: 2 links removed (synced dataset)")
     dialog.get_by_role("button", name="Move").click()
     expect(dialog).to_be_hidden()

@@ -214,14 +214,56 @@ def test_a_download_run_again_keeps_the_files_it_has_and_fetches_the_rest(
     (got / "2.png").unlink()
     (got / "2.png.part").write_bytes(half)
     (got / "3.png").write_bytes(b"not the bytes of 3.png")
+    # 3.png is not written over unasked (a local edit is not lost): named, the rest
+    # fetched, exit 1.
     code, text = on_terminal(env, "download", f"{top}/shots", "-o", str(out))
+    assert code == 1, text
+    said = [line for line in text.splitlines() if line.strip()]
+    assert (
+        f"files download: {got / '3.png'}: there already, with other bytes than the"
+        " platform's: left as it is (--overwrite writes over it)"
+    ) in said, text
+    assert said[-1].startswith("files download: downloaded 2 file(s) (") and said[-1].endswith(
+        "; 1 already there; 1 left as they were: other bytes there"
+    ), said
+    assert (got / "3.png").read_bytes() == b"not the bytes of 3.png"
+    assert {n: b for n, b in tree(got).items() if n != "3.png"} == {
+        n: b for n, b in tree(src).items() if n != "3.png"
+    }
+    code, text = on_terminal(env, "download", f"{top}/shots", "-o", str(out), "--overwrite")
     assert code == 0, text
-    said = [line for line in text.splitlines() if line.strip()][-1]  # after the bar
-    assert said.startswith("downloaded 3 file(s) (") and said.endswith(
-        "(1 differed from the copy there: downloaded again); 1 already there"
+    said = [line for line in text.splitlines() if line.strip()]
+    assert said[-1].startswith("downloaded 1 file(s) (") and said[-1].endswith(
+        "(1 differed from the copy there: downloaded again); 3 already there"
     ), said
     assert tree(got) == tree(src)
     assert (got / "0.png").stat().st_mtime == long_ago  # not downloaded again
+
+
+def test_a_single_file_downloaded_over_other_bytes_is_refused_unless_overwrite(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`files download` of one file onto a local file of that name holding other bytes
+    (a local edit) refuses, naming it, exit 1, and leaves it as it is; `--overwrite`
+    writes over it. Before, it was written over silently."""
+    (tmp_path / "a.png").write_bytes(png(5, 5))
+    top = unique("single")
+    ok(env, "upload", str(tmp_path / "a.png"), "--to", top)
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "a.png"
+    mine.write_bytes(b"my own edit")
+    line = fails(env, "download", f"{top}/a.png", "-o", str(out))
+    assert line == (
+        f"files download: {mine}: there already, with other bytes than the platform's:"
+        " left as it is (--overwrite writes over it)"
+    ), line
+    assert mine.read_bytes() == b"my own edit"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]  # no .part left either
+    ok(env, "download", f"{top}/a.png", "-o", str(out), "--overwrite")
+    assert mine.read_bytes() == (tmp_path / "a.png").read_bytes()
+    # The same bytes there: nothing to refuse.
+    ok(env, "download", f"{top}/a.png", "-o", str(out))
 
 
 def test_files_the_platform_refuses_are_named_and_the_rest_uploaded(
@@ -515,8 +557,8 @@ def test_a_dicom_series_downloaded_again_is_kept_when_there_and_fetched_when_it_
     [series] = json_lines(ok(env, "upload", str(scans), "--to", top, "--dicom", "--json"))
     out = tmp_path / "out"
 
-    def download() -> str:
-        code, text = on_terminal(env, "download", top, "-o", str(out))
+    def download(*more: str) -> str:
+        code, text = on_terminal(env, "download", top, "-o", str(out), *more)
         assert code == 0, text
         return [line for line in text.splitlines() if line.strip()][-1]  # after the bar
 
@@ -540,10 +582,14 @@ def test_a_dicom_series_downloaded_again_is_kept_when_there_and_fetched_when_it_
         "; 1 already there"
     ), again
     assert all(f.stat().st_mtime == long_ago for f in written.iterdir())
-    # An instance of the same name with other bytes is not the series: fetched again.
+    # An instance of the same name with other bytes is not the series: left as it is,
+    # said, unless --overwrite, which fetches it again.
     changed = written / f"{uid_of(slices[1])}.dcm"
     changed.write_bytes(slices[1][:-4] + b"\0\0\0\0")
-    said = download()
+    code, text = on_terminal(env, "download", top, "-o", str(out))
+    assert code == 1 and f"files download: {written}: there already" in text, text
+    assert changed.read_bytes() == slices[1][:-4] + b"\0\0\0\0"
+    said = download("--overwrite")
     assert said.startswith("downloaded 1 file(s)") and "differed" in said, said
     assert on_disk() == {f"{uid_of(b)}.dcm": b for b in slices[:3]}
 
@@ -559,7 +605,7 @@ def test_a_dicom_series_downloaded_again_is_kept_when_there_and_fetched_when_it_
             assert time.monotonic() < deadline, "the series was not extended"
             time.sleep(0.2)  # poll again, within the deadline above
         assert extended.dicom is not None and extended.dicom.instances == 5
-    said = download()
+    said = download("--overwrite")
     assert said.startswith(f"downloaded 1 file(s) ({extended.size / 1e3:.1f} KB) into"), said
     assert "1 differed from the copy there: downloaded again" in said, said
     assert on_disk() == {f"{uid_of(b)}.dcm": b for b in slices}

@@ -171,6 +171,15 @@ async def test_a_synced_folder_follows_its_prefix(
         assert found["details"]["synced_folder_id"] == folder["id"]
     assert set(await listing(api, outside["id"])) == {"mine.txt", "plain"}
     assert set(await listing(api, notes["id"])) == {"a.txt", "deep"}
+    # A folder's answer says whether that rule holds for it (a key path's subfolder, and
+    # in a listing and a search too): the web app's move dialog leaves those out by it.
+    for shown, follows in ((folder, True), (notes, True), (outside, False), (plain, False)):
+        got = await api.get(f"/v1/folders/{shown['id']}")
+        assert got.json()["cloud_synced"] is follows, shown["name"]
+    assert (await listing(api, notes["id"]))["deep"]["cloud_synced"] is True
+    assert (await listing(api, outside["id"]))["plain"]["cloud_synced"] is False
+    hits = await api.get("/v1/search", params={"q": "notes", "kind": "folder"})
+    assert [h["cloud_synced"] for h in hits.json()["items"] if h["id"] == notes["id"]] == [True]
 
     # An unchanged re-sync reads nothing and changes nothing.
     again = await sync(api, folder["id"])

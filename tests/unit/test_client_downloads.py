@@ -246,3 +246,35 @@ async def test_a_download_cancelled_lets_go_of_its_part_at_once(tmp_path: Path) 
         )
     assert again == tmp_path / "a.bin" and again.read_bytes() == DATA
     assert held.cancelled()
+
+
+def test_an_image_groups_file_not_to_be_written_over_is_compared_once_downloaded(
+    tmp_path: Path,
+) -> None:
+    """An image group's content (its first image) is not checked by the group's sha256:
+    without `overwrite`, what came is compared with what is there. Other bytes there are
+    left as they are ("differs", no `.part` left); the same bytes are no refusal."""
+    group = {**_file(), "kind": "image_group", "sha256": "0" * 64}
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(b"my own edit")
+    told: list[tuple[Path, str]] = []
+
+    def tell(path: Path, what: str) -> None:
+        told.append((path, what))
+
+    op = transfer.download(_session(), group, dest, told=tell, overwrite=False)
+    assert _run(op) == dest
+    assert told == [(dest, "differs")]
+    assert dest.read_bytes() == b"my own edit"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+    dest.write_bytes(DATA)
+    told.clear()
+    assert _run(transfer.download(_session(), group, dest, told=tell, overwrite=False)) == dest
+    assert told == [] and dest.read_bytes() == DATA
+    # A file checked by its sha256 is not even asked for.
+    dest.write_bytes(b"my own edit")
+    asked: list[int] = []
+    op = transfer.download(_session(), _file(), dest, told=tell, overwrite=False)
+    assert _run(op, DATA, asked) == dest
+    assert asked == [] and told == [(dest, "differs")]

@@ -20,23 +20,35 @@ export function folderMenu(f: Folder): MenuItem[] {
   return [{ label: "Open", action: () => navigate(folderUrl(f.id)) }, ...editing, ...selectionMenu([f], f.parent_id, f.my_role)];
 }
 
-export function selectionMenu(items: Item[], folderId: string | null, folderRole: string | null | undefined): MenuItem[] {
+// Rename, Move and Delete of some items, as the caller's role allows: none without the
+// editor role; before the folder's role is read (a busy platform answers the folder's
+// contents, or the file, first), shown disabled saying why, rather than missing or doing
+// nothing. The folder's menu and a file's page draw them from here alike.
+export function editingActions(
+  items: Item[],
+  folderId: string | null,
+  folderRole: string | null | undefined,
+  name?: string,
+): MenuItem[] {
   const fileIds = items.filter((i) => i.type === "file").map((i) => i.id);
   const folderIds = items.filter((i) => i.type === "folder").map((i) => i.id);
   const single = items.length === 1 ? items[0] : null;
   const editable = items.length > 0 && items.every((i) => mayEdit(roleOf(i, folderRole)));
-  // The folder's role not read yet (a busy platform answers its contents first): what it
-  // may allow is shown disabled, saying why, rather than missing or doing nothing.
   const waiting = !editable && items.some((i) => roleOf(i, folderRole) === undefined);
+  if (!editable && !waiting) return [];
+  return [
+    ...(single ? [{ label: "Rename", action: () => open({ kind: "rename", item: single }) }] : []),
+    { label: "Move to another folder", action: () => open({ kind: "move", fileIds, folderIds, from: folderId }) },
+    { label: "Delete", action: () => open({ kind: "delete", fileIds, folderIds, name }) },
+  ].map((item) => (waiting ? { ...item, disabled: true, why: ROLE_PENDING } : item));
+}
+
+export function selectionMenu(items: Item[], folderId: string | null, folderRole: string | null | undefined): MenuItem[] {
+  const fileIds = items.filter((i) => i.type === "file").map((i) => i.id);
+  const folderIds = items.filter((i) => i.type === "folder").map((i) => i.id);
+  const single = items.length === 1 ? items[0] : null;
   const opening: MenuItem[] =
     single && single.type === "file" ? [{ label: "Open", action: () => navigate(fileUrl(single.id)) }] : [];
-  const editing: MenuItem[] = editable || waiting
-    ? [
-        ...(single ? [{ label: "Rename", action: () => open({ kind: "rename", item: single }) }] : []),
-        { label: "Move to another folder", action: () => open({ kind: "move", fileIds, folderIds, from: folderId }) },
-        { label: "Delete", action: () => open({ kind: "delete", fileIds, folderIds }) },
-      ].map((item) => (waiting ? { ...item, disabled: true, why: ROLE_PENDING } : item))
-    : [];
   return [
     ...opening,
     {
@@ -49,6 +61,6 @@ export function selectionMenu(items: Item[], folderId: string | null, folderRole
           folderId: single && single.type === "folder" ? single.id : folderId,
         }),
     },
-    ...editing,
+    ...editingActions(items, folderId, folderRole),
   ];
 }

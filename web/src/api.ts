@@ -181,6 +181,8 @@ export type Folder = {
   created_at: string;
   created_by: string;
   my_role: string | null;
+  // It, or a folder above it, follows a bucket prefix: nothing is uploaded, made or moved into it.
+  cloud_synced?: boolean;
 };
 
 export type FileItem = {

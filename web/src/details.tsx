@@ -6,7 +6,7 @@ import { del, get, patch, type FileItem, type Folder, type Item } from "./api";
 import { bytes, date, duration, eventLabel, kindLabel, num } from "./format";
 import { navigate, fileUrl } from "./router";
 import { changed, mayEdit, open, roleName, useVersion } from "./store";
-import { Confirm, ErrorText, notify, TabPanel, Tabs } from "./ui";
+import { Confirm, ErrorText, notify, TabPanel, Tabs, useFocusKept } from "./ui";
 import { knowNames, whoIs } from "./app";
 import { useSyncState, type SyncState } from "./sync";
 
@@ -123,6 +123,7 @@ function Description({ folder }: { folder: Folder }) {
   const [shown, setShown] = useState(folder.description ?? "");
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   // Changed elsewhere (another person, another tab): shown, unless being edited here;
   // Cancel then shows it.
   useEffect(() => {

@@ -2,12 +2,12 @@
 // "Manage access" ("Upload files" is in upload.tsx). One open at a time.
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { all, ApiError, del, get, patch, post, query, type Folder } from "./api";
-import { count, num } from "./format";
+import { count, filesAndFolders, num } from "./format";
 import { SyncedRefusal, useSyncState } from "./sync";
 import { Lock } from "./icons";
-import { folderUrl, navigate } from "./router";
+import { openMadeFolder } from "./router";
 import { changed, closeDialog, forget, mayEdit, mayManage, roleName, session, setDialogOpener, type DialogRequest } from "./store";
-import { Confirm, Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
+import { Confirm, Dialog, ErrorText, notify, TabPanel, Tabs, useFocusKept } from "./ui";
 import { UploadDialog } from "./upload";
 
 export function DialogHost() {
@@ -59,6 +59,7 @@ function NewFolder({ parentId, onClose }: { parentId: string | null; onClose: ()
   const [description, setDescription] = useState("");
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   const submit = async (e: Event) => {
     e.preventDefault();
     setBusy(true);
@@ -70,7 +71,7 @@ function NewFolder({ parentId, onClose }: { parentId: string | null; onClose: ()
       notify(`Folder ${created.name} created`);
       changed();
       onClose();
-      if (!parentId) navigate(folderUrl(created.id));
+      if (!parentId) openMadeFolder(created.id);
     } catch (err) {
       setError(err);
     } finally {
@@ -120,7 +121,7 @@ function ImpactView({ impact, verb }: { impact: Impact | null; verb: string }) {
   return (
     <section class="impact" aria-label="Impact">
       <p>
-        This {verb}s {count(impact.files, "file")} and {count(impact.folders, "folder")}.
+        This {verb}s {filesAndFolders(impact.files, impact.folders)}.
       </p>
       {impact.datasets.length > 0 ? (
         <>
@@ -143,38 +144,24 @@ function ImpactView({ impact, verb }: { impact: Impact | null; verb: string }) {
 
 function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: string | null; onClose: () => void }) {
   const [text, setText] = useState("");
-  // The search's hits the caller may move to, in its order; each is offered once its
-  // sync state is read (see below).
+  // The search's hits the caller may move to, in its order (cloud-synced ones are left
+  // out below).
   const [found, setFound] = useState<Folder[]>([]);
   const [target, setTarget] = useState<Folder | null>(null);
   const [impact, setImpact] = useState<Impact | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   // The hit the keyboard is on, by id: hits shown as their states arrive do not move it.
   const [activeId, setActiveId] = useState<string | null>(null);
   // The text whose answer is shown: when nothing matched, the dialog says so.
   const [searched, setSearched] = useState<string | null>(null);
   const listId = useId();
-  // Whether each hit is cloud-synced (or in a synced folder): true, false, or null when
-  // its state could not be read (it is offered then, and the dry run says what the
-  // platform says). What was read holds for the dialog; what failed is read again at
-  // the next search.
-  const [syncedIds, setSyncedIds] = useState<Record<string, boolean | null>>({});
-  const reads = useRef(new Map<string, Promise<boolean | null>>());
-  const syncedOf = (id: string) => {
-    let known = reads.current.get(id);
-    if (!known) {
-      known = get<{ cloud_synced: boolean }>(`/v1/folders/${id}/sync`).then(
-        (s) => s.cloud_synced,
-        () => (reads.current.delete(id), null),
-      );
-      reads.current.set(id, known);
-    }
-    return known;
-  };
-  const hits = found.filter((f) => f.id in syncedIds && syncedIds[f.id] !== true);
-  const leftOut = found.filter((f) => syncedIds[f.id] === true).map((f) => f.name);
-  const reading = found.some((f) => !(f.id in syncedIds));
+  // A cloud-synced folder (or one in it) is not offered: its files follow the bucket, so
+  // the move would be refused. Each hit says so (a catalog of before, which does not,
+  // has its hits offered, and the dry run says what the platform says).
+  const hits = found.filter((f) => !f.cloud_synced);
+  const leftOut = found.filter((f) => f.cloud_synced).map((f) => f.name);
   const activeHit = Math.max(0, hits.findIndex((f) => f.id === activeId));
   const setActiveHit = (i: number) => setActiveId(hits[i]?.id ?? null);
   useEffect(() => {
@@ -192,17 +179,12 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
           const may: Folder[] = r.items.filter(
             (f: Folder) => !props.folderIds.includes(f.id) && f.id !== props.from && mayEdit(f.my_role),
           );
-          // Nor a cloud-synced folder or one of its subfolders: their files follow the
-          // bucket, so the move would be refused. A folder's answer does not say so: its
-          // sync state does, and each hit shows as its state arrives.
-          setSyncedIds((old) => Object.fromEntries(Object.entries(old).filter(([, s]) => s !== null)));
-          for (const f of may)
-            syncedOf(f.id).then((s) => !abort.signal.aborted && setSyncedIds((old) => ({ ...old, [f.id]: s })));
           setFound(may);
           setActiveId(null);
           setSearched(text.trim());
         })
-        .catch(() => {});
+        // A search that failed says so: else the dialog shows nothing, as if still looking.
+        .catch((e) => abort.signal.aborted || setError(e));
     }, 150);
     return () => {
       clearTimeout(timer);
@@ -254,6 +236,7 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
             setText((e.target as HTMLInputElement).value);
             setTarget(null);
             setImpact(null);
+            setError(null);
           }}
           onKeyDown={(e) => {
             if (e.key === "ArrowDown") setActiveHit(Math.min(activeHit + 1, hits.length - 1));
@@ -282,7 +265,7 @@ function MoveDialog(props: { fileIds: string[]; folderIds: string[]; from: strin
           </ul>
         )}
       </div>
-      {!target && searched && !reading && hits.length === 0 && (
+      {!target && searched && hits.length === 0 && (
         <p class="muted" role="status">
           No folder you can move this to matches “{searched}”.
         </p>
@@ -316,6 +299,7 @@ function Rename({ item, onClose }: { item: { type: "file" | "folder"; id: string
   const [name, setName] = useState(item.name);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   const submit = async (e: Event) => {
     e.preventDefault();
     const to = name.trim();
@@ -361,6 +345,7 @@ function DeleteDialog(props: { fileIds: string[]; folderIds: string[]; name?: st
   const [impact, setImpact] = useState<Impact | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   const body = { file_ids: props.fileIds, folder_ids: props.folderIds };
   useEffect(() => {
     post<Impact>("/v1/delete", { ...body, dry_run: true }).then(setImpact).catch(setError);
@@ -427,6 +412,7 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
   const [description, setDescription] = useState("");
   const [sync, setSync] = useState(false);
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   const base = useId();
   // The folder a new dataset may follow, by name, and how many files it brings.
   const [folder, setFolder] = useState<{ name: string; files: number } | null>(null);
@@ -576,6 +562,8 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
   const [busy, setBusy] = useState(false);
   const base = useId();
   const input = useRef<HTMLInputElement>(null);
+  // Once added, "Add" is disabled (no email left): the focus goes to Emails, for more.
+  useFocusKept(busy, input);
   const load = () =>
     get(path)
       .then((r: any) => setPeople(r.items))
@@ -651,7 +639,11 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
         label="Manage access"
         idBase={base}
         active={tab}
-        onChange={setTab}
+        // What one tab's action was refused is not the other's to show.
+        onChange={(to) => {
+          setTab(to);
+          setError(null);
+        }}
         tabs={
           manager
             ? [

@@ -59,6 +59,15 @@ export const num = (n: number) => n.toLocaleString();
 // "1 file", "2 files", "5,001 files".
 export const count = (n: number, one: string, many = `${one}s`) => `${num(n)} ${n === 1 ? one : many}`;
 
+// How many files and folders, naming only those there are: "1 file", "2 folders",
+// "3 files and 1 folder" (not "1 file and 0 folders").
+export const filesAndFolders = (files: number, folders: number) =>
+  files && folders
+    ? `${count(files, "file")} and ${count(folders, "folder")}`
+    : folders
+      ? count(folders, "folder")
+      : count(files, "file");
+
 // Names in a sentence: "a", "a and b", "a, b and c".
 export const listed = (names: string[]) =>
   names.length < 2 ? names.join("") : `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;

@@ -49,3 +49,10 @@ export function useRoute(): Route {
 
 export const folderUrl = (id: string | null) => (id ? `/folders/${id}` : "/");
 export const fileUrl = (id: string) => `/files/${id}`;
+
+// A folder a dialog just made, shown: the button that opened the dialog is not on the
+// new folder's page, so the keyboard goes on from its heading.
+export function openMadeFolder(id: string) {
+  navigate(folderUrl(id));
+  requestAnimationFrame(() => document.getElementById("folder-title")?.focus());
+}

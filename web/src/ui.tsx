@@ -73,6 +73,26 @@ function giveBack(opener: HTMLElement | null, closing: HTMLElement, fallback: st
   }
 }
 
+// A button pressed is disabled while its request runs (`busy`): the focus it had falls
+// to the page, and the keyboard would start again from the top. Once done, the focus
+// goes back to it, or to `fallback` where it stays disabled (nothing left to send),
+// unless the person has put it elsewhere meanwhile.
+export function useFocusKept(busy: boolean, fallback?: { current: HTMLElement | null }) {
+  const pressed = useRef<HTMLElement | null>(null);
+  const wasBusy = useRef(false);
+  // Taken as the page draws "busy", before the button is disabled.
+  if (busy && !wasBusy.current) pressed.current = document.activeElement as HTMLElement | null;
+  useEffect(() => {
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (wasBusy.current && !busy && lost) {
+      const el = pressed.current;
+      if (el && el !== document.body && el.isConnected && !el.matches(":disabled")) el.focus();
+      else fallback?.current?.focus();
+    }
+    wasBusy.current = busy;
+  }, [busy]);
+}
+
 // The id of the tab whose panel holds `el`, if any.
 function tabOf(el: Element | null): string | null {
   return el?.closest('[role="tabpanel"]')?.getAttribute("aria-labelledby") ?? null;
@@ -91,6 +111,7 @@ export function Confirm(props: {
   fallback?: string[];
 }) {
   const [busy, setBusy] = useState(false);
+  useFocusKept(busy);
   const [error, setError] = useState<unknown>(null);
   const described = useId();
   const go = async () => {

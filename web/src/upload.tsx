@@ -6,10 +6,10 @@
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { ApiError, all, get, post, send, type Folder } from "./api";
 import { bytes, count, num } from "./format";
-import { folderUrl, navigate } from "./router";
+import { openMadeFolder } from "./router";
 import { startedHere, SyncedRefusal, useSyncState } from "./sync";
 import { changed, mayEdit } from "./store";
-import { Dialog, ErrorText, notify, TabPanel, Tabs } from "./ui";
+import { Dialog, ErrorText, notify, TabPanel, Tabs, useFocusKept } from "./ui";
 
 // Files from this size go through upload sessions, in parts of PART bytes.
 export const SESSION_AT = 8 * 1024 * 1024;
@@ -363,6 +363,9 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
   const [folders, setFolders] = useState<Folder[]>([]);
   const [entries, setEntries] = useState<Entry[]>([]);
   const [busy, setBusy] = useState(false);
+  // "Upload" stays disabled once all is sent: the focus then goes to Close.
+  const closing = useRef<HTMLButtonElement>(null);
+  useFocusKept(busy, closing);
   const [error, setError] = useState<unknown>(null);
   const [job, setJob] = useState<any>(null);
   const [batchKind, setBatchKind] = useState("image_group");
@@ -590,10 +593,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       notify(`Folder ${made.name} created: it stays synced with the bucket prefix`);
       changed();
       props.onClose();
-      navigate(folderUrl(made.id));
-      // The button that opened the dialog is not on the new folder's page (nothing is
-      // uploaded into a synced folder): the keyboard goes on from its heading.
-      requestAnimationFrame(() => document.getElementById("folder-title")?.focus());
+      openMadeFolder(made.id);
     } catch (err) {
       // A set-up refused once the folder was made (its grant late, the sync refused)
       // sends the folder to the Trash: what the person finds there is said, and the
@@ -783,7 +783,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       </TabPanel>}
       <ErrorText error={error} />
       <div class="actions">
-        <button type="button" disabled={busy} onClick={props.onClose}>
+        <button type="button" ref={closing} disabled={busy} onClick={props.onClose}>
           Close
         </button>
       </div>

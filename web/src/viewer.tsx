@@ -7,8 +7,9 @@ import { Breadcrumbs } from "./browse";
 import { Details } from "./details";
 import { num } from "./format";
 import { folderUrl, navigate } from "./router";
-import { goneSince, mayEdit, open, useVersion, useWatch } from "./store";
-import { ErrorText, Menu, Unavailable, type MenuItem } from "./ui";
+import { goneSince, open, useVersion, useWatch } from "./store";
+import { editingActions, ROLE_PENDING } from "./actions";
+import { ErrorText, Menu, Unavailable } from "./ui";
 
 const content = (id: string) => `/v1/files/${id}/content`;
 
@@ -52,7 +53,7 @@ export function FilePage({ id }: { id: string }) {
       <section class="content" aria-label={file.name}>
         <Breadcrumbs path={folder?.path ?? []} last={false} />
         <h1 class="title">{file.name}</h1>
-        <FileActions file={file} folder={folder} />
+        <FileActions file={file} folder={folder} failed={!!error} />
         <ErrorText error={error} />
         <Viewer file={file} />
       </section>
@@ -64,18 +65,16 @@ export function FilePage({ id }: { id: string }) {
 }
 
 // What the folder view's menu offers for one file, by its dialogs: a User (viewer) of the
-// folder gets Download and Add to dataset, and is told why there is no more. On a narrow
+// folder gets Download and Add to dataset, and is told why there is no more; until the
+// folder's role is read, Rename, Move and Delete show disabled, saying why. On a narrow
 // screen an Editor's Rename, Move and Delete are behind "More" (a menu), so that the
 // actions keep to one row.
-function FileActions({ file, folder }: { file: FileItem; folder: Folder | null }) {
-  const editable = mayEdit(folder?.my_role);
-  const item = { type: "file" as const, id: file.id, name: file.name };
+function FileActions({ file, folder, failed }: { file: FileItem; folder: Folder | null; failed: boolean }) {
+  // The folder's read that failed brings no role: nothing waits for it.
+  const role = folder ? folder.my_role : failed ? null : undefined;
   const [more, setMore] = useState<{ x: number; y: number } | null>(null);
-  const editing: MenuItem[] = [
-    { label: "Rename", action: () => open({ kind: "rename", item }) },
-    { label: "Move to another folder", action: () => open({ kind: "move", fileIds: [file.id], folderIds: [], from: file.folder_id }) },
-    { label: "Delete", action: () => open({ kind: "delete", fileIds: [file.id], folderIds: [], name: file.name }) },
-  ];
+  const editing = editingActions([file], file.folder_id, role, file.name);
+  const waiting = editing.length > 0 && editing.every((a) => a.disabled);
   return (
     <div class="toolbar file-actions" role="toolbar" aria-label="File actions">
       <a class="button" href={content(file.id)} download={file.name}>
@@ -87,10 +86,10 @@ function FileActions({ file, folder }: { file: FileItem; folder: Folder | null }
       >
         Add to dataset
       </button>
-      {editable && (
+      {editing.length > 0 && (
         <>
           {editing.map((a) => (
-            <button type="button" class="wide-only" key={a.label} onClick={a.action}>
+            <button type="button" class="wide-only" key={a.label} disabled={a.disabled} title={a.why} onClick={a.action}>
               {a.label}
             </button>
           ))}
@@ -99,6 +98,8 @@ function FileActions({ file, folder }: { file: FileItem; folder: Folder | null }
             class="narrow-only"
             aria-haspopup="menu"
             aria-expanded={!!more}
+            disabled={waiting}
+            title={waiting ? ROLE_PENDING : undefined}
             onClick={(e) => {
               const r = (e.currentTarget as HTMLElement).getBoundingClientRect();
               setMore(more ? null : { x: r.left, y: r.bottom + 4 });
@@ -108,7 +109,7 @@ function FileActions({ file, folder }: { file: FileItem; folder: Folder | null }
           </button>
         </>
       )}
-      {folder && !editable && <span class="muted">You can view this file, not change it.</span>}
+      {folder && editing.length === 0 && <span class="muted">You can view this file, not change it.</span>}
       {more && <Menu x={more.x} y={more.y} label={`More actions for ${file.name}`} items={editing} onClose={() => setMore(null)} />}
     </div>
   );

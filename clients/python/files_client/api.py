@@ -1181,12 +1181,16 @@ class Api(Bound[M]):
         progress: transfer.Progress | None = None,
         parallel: int = transfer.PARALLEL,
         told: transfer.Told | None = None,
+        overwrite: bool = True,
     ) -> Op[list[Path]]:
         """Files to local paths, side by side; each resumes a download that stopped, and
         one already there (its bytes; a DICOM series' instances) is not downloaded again:
-        `told(path, "kept")`, or `told(path, "replaced")` for one that differed."""
+        `told(path, "kept")`, or `told(path, "replaced")` for one that differed (without
+        `overwrite`, left as it was: `told(path, "differs")`)."""
         ops = [
-            transfer.download(self._session, f.model_dump(), Path(dest), progress, told)
+            transfer.download(
+                self._session, f.model_dump(), Path(dest), progress, told, overwrite=overwrite
+            )
             for f, dest in files
         ]
         paths: list[Path] = yield Gather(ops, parallel)

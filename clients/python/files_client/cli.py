@@ -954,22 +954,38 @@ def download(args: argparse.Namespace) -> int:
                 progress=bar,
                 parallel=args.parallel,
                 told=lambda path, what: met.__setitem__(path, what),
+                overwrite=args.overwrite,
             )
         finally:
             bar.close()
+    # What is there with other bytes (a local edit, an older copy) is not lost silently:
+    # left as it is, each named, unless --overwrite.
+    differ = [p for p, what in met.items() if what == "differs"]
+    for path in sorted(differ):
+        print(
+            f"files download: {path}: there already, with other bytes than the platform's:"
+            " left as it is (--overwrite writes over it)",
+            file=sys.stderr,
+        )
+    if isinstance(found, File) and differ:
+        return 1
     for path in written:
-        if args.verbose:
+        if args.verbose and path not in differ:
             print(path)
     # As `files upload` says it: what this run fetched, apart from what was there already
     # (a run again after an interruption), and what it wrote over because it differed.
-    kept = {p for p, what in met.items() if what == "kept"}
+    kept = {p for p, what in met.items() if what in ("kept", "differs")}
     replaced = sum(1 for what in met.values() if what == "replaced")
     fetched = sum(f.size for f, dest in files if Path(dest) not in kept)
     summary = f"downloaded {len(written) - len(kept)} file(s) ({_size(fetched)}) into {out}"
     if replaced:
         summary += f" ({replaced} differed from the copy there: downloaded again)"
-    if kept:
-        summary += f"; {len(kept)} already there"
+    if len(kept) > len(differ):
+        summary += f"; {len(kept) - len(differ)} already there"
+    if differ:
+        summary += f"; {len(differ)} left as they were: other bytes there"
+        print(f"files download: {summary}", file=sys.stderr)
+        return 1
     _note(summary)
     return 0
 
@@ -1926,7 +1942,8 @@ def register(commands: Any) -> None:
         " images are in the folder beside it); a DICOM series a directory of its"
         " instances. Parallel; an interrupted download resumes where it stopped (run it"
         " again: the files already there, same sha256, are not fetched again); checksums"
-        " are verified.",
+        " are verified. A local file of that name holding other bytes is not written over"
+        " (it is named, the rest downloaded, exit 1) unless --overwrite.",
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="where (default: here)")
@@ -1934,6 +1951,12 @@ def register(commands: Any) -> None:
         "--parallel", type=int, default=4, metavar="N", help="downloads in flight (default 4)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="print each file written")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write over local files that hold other bytes (else they are left as they are,"
+        " named, and the exit code is 1)",
+    )
 
     p = verb("datasets", "create, list, fill, empty and share datasets", paths=False)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -92,6 +92,9 @@ class FolderData(Data):
     created_at: datetime | None = None
     created_by: str | None = None
     my_role: str | None = None
+    # It, or a folder above it, follows a bucket prefix: nothing is uploaded, made or
+    # moved into it.
+    cloud_synced: bool = False
     # A cloud-synced folder's, in the answer that made it: what it follows, its first sync.
     cloud_sync: dict[str, Any] | None = None
     sync_job_id: str | None = None

@@ -46,7 +46,9 @@ PARALLEL = 4
 
 Progress = Callable[[int], None]
 # What a download found at its destination: "kept" (the bytes were there already, not
-# downloaded again) or "replaced" (something else was there: downloaded again over it).
+# downloaded again), "replaced" (something else was there: downloaded again over it) or,
+# when it may not write over what is there, "differs" (something else was there: left
+# as it is, nothing written).
 Told = Callable[[Path, str], None]
 
 
@@ -882,15 +884,18 @@ def download(
     dest: Path,
     progress: Progress | None = None,
     told: Told | None = None,
+    *,
+    overwrite: bool = True,
 ) -> Op[Path]:
     """A file's bytes into `dest`, through `<dest>.part`: a download that stopped (in an
     earlier run, or a broken connection now) goes on from where it was (HTTP Range). The
     sha256 is checked where it is the content's; a `dest` that holds those bytes already
     (a run again after an interruption) is left as it is, not downloaded again, and
-    `told` hears "kept" (or "replaced" when other bytes were there). A DICOM series is a
-    directory of its instances (`dicom_series`)."""
+    `told` hears "kept" (or "replaced" when other bytes were there). Without `overwrite`,
+    a `dest` holding other bytes is left as it is, nothing written, and `told` hears
+    "differs". A DICOM series is a directory of its instances (`dicom_series`)."""
     if file.get("kind") == "dicom_series":
-        return (yield from dicom_series(session, file, dest, progress, told))
+        return (yield from dicom_series(session, file, dest, progress, told, overwrite=overwrite))
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     size, sha256 = int(file["size"]), _checked(file)
@@ -900,12 +905,33 @@ def download(
         if told:
             told(dest, "kept")
         return dest
+    if sha256 and not overwrite and dest.exists():
+        return _differs(dest, size, progress, told)
     with _writing(part) as out:
-        if told and dest.is_file():
-            told(dest, "replaced")
-        yield from _receive(session, file, part, out, progress)
+        # An image group's content is not checked by its sha256: what is there is
+        # compared with what came.
+        there = dest.is_file()
+        if not sha256 and there and not overwrite:
+            yield from _receive(session, file, part, out, progress)
+            out.flush()
+            if sha256_of(part) != sha256_of(dest):
+                part.unlink()
+                return _differs(dest, 0, None, told)
+        else:
+            if told and there:
+                told(dest, "replaced")
+            yield from _receive(session, file, part, out, progress)
         _named(out)
         os.replace(part, dest)
+    return dest
+
+
+def _differs(dest: Path, size: int, progress: Progress | None, told: Told | None) -> Path:
+    """`dest` holds something else, not to be written over: left as it is, and said."""
+    if progress:
+        progress(size)
+    if told:
+        told(dest, "differs")
     return dest
 
 
@@ -976,6 +1002,8 @@ def dicom_series(
     dest: Path,
     progress: Progress | None = None,
     told: Told | None = None,
+    *,
+    overwrite: bool = True,
 ) -> Op[Path]:
     """A DICOM series' instances, byte for byte as stored, into the directory `dest`,
     each `<SOPInstanceUID>.dcm`: one WADO-RS retrieve of the series (its folder's
@@ -985,9 +1013,11 @@ def dicom_series(
     A `dest` that holds the series already (each instance's file, their hashes in slice
     order making the series' sha256) is left as it is ("kept"); one holding something
     else (the series extended since, an instance changed) is downloaded again
-    ("replaced")."""
+    ("replaced"), or without `overwrite` left as it is ("differs")."""
     url = _series_url(file)
     there = yield from _series_there(session, file, dest, url)
+    if there is False and not overwrite:
+        return _differs(dest, int(file["size"]), progress, told)
     if there is not None and told:
         told(dest, "kept" if there else "replaced")
     if there:
