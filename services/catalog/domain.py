@@ -312,6 +312,16 @@ def check_top_level_naming(access: Access, folder: Folder, created_by: str, act:
     compared, and told who may. The other way, a clash answered alike to them, still has
     to leave the name as it was or give it another (`Research (2)`): either tells."""
     if folder.parent_id is None and not access.org_admin and access.user_id != created_by:
+        if access.role_on(folder.path) is None:
+            # Brought back with a folder below it shared with the caller: the top-level
+            # folder itself is not theirs to see, nor its name or id.
+            raise Refused(
+                403,
+                "forbidden",
+                f"a folder above it would come back at the top level: only that folder's"
+                f" creator or an organisation admin may {act} it",
+                {"role_needed": "org_admin"},
+            )
         raise Refused(
             403,
             "forbidden",

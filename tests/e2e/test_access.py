@@ -886,6 +886,9 @@ async def test_only_a_top_level_folders_creator_or_an_org_admin_renames_or_resto
         answer = await client.patch(at, json={"name": unique("renamed")})
         assert answer.status_code == 200, answer.text
 
+    # Carol edits only the folder inside it: the top-level one is not hers to see.
+    carol = await member(api, "carol")
+    await invite(alices, sub["id"], carol["email"], "editor")
     # A restore beside what its creator made meanwhile would tell the same.
     assert (await alices.delete(at)).status_code == 204
     error(
@@ -893,6 +896,12 @@ async def test_only_a_top_level_folders_creator_or_an_org_admin_renames_or_resto
     )
     # Nor through a folder of it brought back with the path above it.
     error(await bobs.post("/v1/trash/restore", json={"folder_ids": [sub["id"]]}), 403, "forbidden")
+    # Refused to Carol too, without the name or id of the folder above hers.
+    answer = await as_key(carol["api_key"]).post(
+        "/v1/trash/restore", json={"folder_ids": [sub["id"]]}
+    )
+    refused = error(answer, 403, "forbidden")
+    assert shared["id"] not in answer.text and shared["name"] not in answer.text, refused
     restored = await alices.post("/v1/trash/restore", json={"folder_ids": [shared["id"]]})
     assert restored.status_code == 200, restored.text
 
