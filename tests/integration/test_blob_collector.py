@@ -374,10 +374,11 @@ async def test_a_stale_claim_leaves_bytes_another_transaction_is_storing_uncommi
 
 
 async def test_an_upload_whose_claim_was_erased_does_not_settle_anothers(setup: Any) -> None:
-    """The claims are erased (as a crash of PostgreSQL did while their table was unlogged) after an
-    upload's put, and the sweep deletes its bytes; another upload of the same bytes
-    claims them and is still putting. The first must not take the second's claim for
-    its own and record a file whose bytes may never come (the second's put may fail)."""
+    """The claims are erased (as a crash of PostgreSQL did while their table was
+    unlogged; or the collector dropped them) after an upload's put, and the sweep
+    deletes its bytes; another upload of the same bytes claims them and is still
+    putting. The first must not take the second's claim for its own and record a file
+    whose bytes may never come (the second's put may fail)."""
     collector, blobs, pool = setup
     old, key = await store_file(pool, blobs, dated=True)
     await release(pool, old)

@@ -264,7 +264,13 @@ class Sessions(Handlers):
         key = row["store_key"]
         plan = domain.plan(row["size"], row["part_size"])
         stored, assembled = await self._stored(row)
-        domain.check_complete(plan, stored)
+        try:
+            domain.check_complete(plan, stored)
+        except Refused:
+            # Or a completion alongside recorded the file and deleted its object since
+            # the session was read: that one's answer (409 `session_ended`) comes first.
+            await self._check_open(session_id)
+            raise
         try:
             if not assembled:
                 await self._join(row, stored)
