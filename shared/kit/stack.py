@@ -75,9 +75,9 @@ class _Tended:
     due: float | None = None
     # Liveness (`_watch`), for a piece that serves HTTP: where it answers, the process
     # judged (a new one starts afresh), whether it has answered since it started (one
-    # still starting is judged only after `grace`, which a start killed so doubles:
-    # 0, FILES_WATCHDOG_START_S), the probes in a row it has missed since while idle
-    # and whatever its CPU, the CPU time it had used at the last round and when
+    # not yet is judged only `grace` after its start: FILES_WATCHDOG_START_S, doubled
+    # each time a start is killed so), the probes in a row it has missed since while
+    # idle and whatever its CPU, the CPU time it had used at the last round and when
     # (monotonic; 0: not yet), and whether it was noted slow.
     health: str = ""
     pid: int = 0
@@ -568,14 +568,14 @@ class Stack:
                         action="left running",
                     )
                 return
-            why = "busy on the CPU all along"
+            why = "busy on the CPU, never answering"
         else:
             tended.missed += 1
             if tended.missed < s.watchdog_failures:
                 return
             why = "stopped or using next to no CPU"
         if starting:
-            why += f", never answered since it started {s.watchdog_start_s:g} s or more ago"
+            why += f", never answered since it started {tended.grace:g} s or more ago"
             # The next start has twice as long, up to 16 times the setting: one that
             # needs longer than the grace (a rebuild of a large projection) gets there,
             # in a few tries, and one that hangs each time is still restarted.
