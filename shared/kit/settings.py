@@ -108,13 +108,20 @@ class Settings(BaseSettings):
     upload_session_ttl_s: float = 24 * 3600
     upload_sweep_every_s: float = 60.0
     # The launcher of `make run` (`files run`): it asks each service's and the gateway's
-    # /healthz this often, giving each this long to answer, and a process that has
-    # answered since it started but then misses this many in a row is killed (SIGKILL:
-    # it may be stopped) and started again. 0 s: no such check. Liveness only: a service
-    # whose database hangs still answers it (its /readyz does not), and is left be.
+    # /healthz this often, giving each this long to answer, and a process that misses
+    # this many in a row while using next to no CPU is killed (SIGKILL: it may be
+    # stopped) and started again; one busy on the CPU, only once it has missed
+    # `watchdog_busy_failures` in a row (an endless loop; a long computation answers
+    # within that). One that has not answered since it started is judged only after
+    # `watchdog_start_s` (doubled each time a start is killed so, until one answers: a
+    # start that migrates or rebuilds for longer still gets there). 0 s every: no such
+    # check. Liveness only: a service whose database hangs still answers it (its
+    # /readyz does not), and is left be.
     watchdog_every_s: float = Field(default=5.0, ge=0)
     watchdog_timeout_s: float = Field(default=5.0, gt=0)
     watchdog_failures: int = Field(default=3, ge=1)
+    watchdog_busy_failures: int = Field(default=24, ge=1)
+    watchdog_start_s: float = Field(default=60.0, ge=0)
     # The blob collector: how often it sweeps, and how long an unreferenced blob is
     # kept (safety margin only; the claim protocol is what protects stores in flight).
     blob_gc_every_s: float = 60.0

@@ -11,7 +11,10 @@ service and gateway for its `/healthz` (liveness: answered by the process alone,
 by its database or broker) and kills one that stopped answering and is not working
 either (stopped, or using next to no CPU: hung, deadlocked), which the supervisor then
 starts again (FILES_WATCHDOG_*). One that stops answering while busy on the CPU (a long
-computation holding its event loop) is slow, not hung: noted, left running.
+computation holding its event loop) is slow, not hung: noted, left running, until it
+has missed many more probes in a row than a hung one may (an endless loop, a livelock:
+killed too). One that has not answered since it started is judged so once its start's
+grace is over (it may hang before it ever answers).
 """
 
 from __future__ import annotations
@@ -72,13 +75,16 @@ class _Tended:
     due: float | None = None
     # Liveness (`_watch`), for a piece that serves HTTP: where it answers, the process
     # judged (a new one starts afresh), whether it has answered since it started (one
-    # still starting, or never able to, is the supervisor's business, not the
-    # watchdog's), the probes in a row it has missed since, the CPU time it had used
-    # at the last round and when (monotonic; 0: not yet), and whether it was noted slow.
+    # not yet is judged only `grace` after its start: FILES_WATCHDOG_START_S, doubled
+    # each time a start is killed so), the probes in a row it has missed since while
+    # idle and whatever its CPU, the CPU time it had used at the last round and when
+    # (monotonic; 0: not yet), and whether it was noted slow.
     health: str = ""
     pid: int = 0
     answered: bool = False
+    grace: float = 0.0
     missed: int = 0
+    unanswered: int = 0
     cpu_s: float = 0.0
     cpu_at: float = 0.0
     slow: bool = False
@@ -292,9 +298,13 @@ class Stack:
         found.touch(mode=0o600)
         found.chmod(0o600)
         found.write_text(f"FILES_DATABASE_URL={database_url}\nFILES_KAFKA_BOOTSTRAP={bootstrap}\n")
+        self.supervise()
+
+    def supervise(self) -> None:
+        """Start the threads that start again what exits, and kill what hangs."""
         self._supervisor = threading.Thread(target=self._supervise, name="stack", daemon=True)
         self._supervisor.start()
-        if s.watchdog_every_s:
+        if self.settings.watchdog_every_s:
             self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
             self._watchdog.start()
 
@@ -385,7 +395,12 @@ class Stack:
     ) -> None:
         with self._lock:
             self.children.append(child)
-            self._tended[id(child)] = _Tended(restart, started=time.monotonic(), health=health)
+            self._tended[id(child)] = _Tended(
+                restart,
+                started=time.monotonic(),
+                health=health,
+                grace=self.settings.watchdog_start_s,
+            )
 
     def _restart_broker(self, broker: Child) -> subprocess.Popen[bytes]:
         """The broker again, on its port, with its topics made before any client of ours
@@ -474,8 +489,9 @@ class Stack:
 
     def _watch(self) -> None:
         """Liveness: each round, every service's and gateway's /healthz asked side by
-        side; one that missed `watchdog_failures` in a row is killed, to be started
-        again by the supervisor."""
+        side; one that missed `watchdog_failures` in a row idle, or
+        `watchdog_busy_failures` busy, is killed, to be started again by the
+        supervisor."""
         s = self.settings
         round_at = time.monotonic()
         with ThreadPoolExecutor(thread_name_prefix="watchdog") as probes:
@@ -519,48 +535,65 @@ class Stack:
     def _judge(
         self, child: Child, tended: _Tended, proc: subprocess.Popen[bytes], alive: bool
     ) -> None:
+        s = self.settings
         if tended.pid != proc.pid:
-            tended.pid, tended.answered, tended.missed = proc.pid, False, 0
+            tended.pid, tended.answered, tended.missed, tended.unanswered = proc.pid, False, 0, 0
             tended.cpu_at, tended.slow = 0.0, False
         busy = _busy(tended, proc.pid)
         if alive:
-            tended.answered, tended.missed, tended.slow = True, 0, False
+            tended.answered, tended.missed, tended.unanswered, tended.slow = True, 0, 0, False
+            tended.grace = s.watchdog_start_s
             return
-        if not tended.answered:
+        # Not yet answered: still starting (migrations, a projection's rebuild, all
+        # before it serves) until its grace is over; then judged as any other.
+        starting = not tended.answered
+        if starting and time.monotonic() - tended.started < tended.grace:
             return
-        s = self.settings
+        tended.unanswered += 1
         if busy:
             # Its event loop held by a long computation: killed, it would lose that
-            # work, and under load every replica could be, over and over. Noted once.
+            # work, and under load every replica could be, over and over. Noted once;
+            # killed only once it has been so much longer than any computation of ours
+            # (an endless loop, a livelock).
             tended.missed = 0
-            if not tended.slow:
-                tended.slow = True
-                self._note(
-                    "slow",
-                    name=child.name,
-                    pid=proc.pid,
-                    reason=f"/healthz not answered in {s.watchdog_timeout_s:g} s, busy on the CPU",
-                    action="left running",
-                )
-            return
-        tended.missed += 1
-        if tended.missed < s.watchdog_failures:
-            return
+            if tended.unanswered < s.watchdog_busy_failures:
+                if not tended.slow:
+                    tended.slow = True
+                    self._note(
+                        "slow",
+                        name=child.name,
+                        pid=proc.pid,
+                        reason=f"/healthz not answered in {s.watchdog_timeout_s:g} s,"
+                        " busy on the CPU",
+                        action="left running",
+                    )
+                return
+            why = "busy on the CPU, never answering"
+        else:
+            tended.missed += 1
+            if tended.missed < s.watchdog_failures:
+                return
+            why = "stopped or using next to no CPU"
+        if starting:
+            why += f", never answered since it started {tended.grace:g} s or more ago"
+            # The next start has twice as long, up to 16 times the setting: one that
+            # needs longer than the grace (a rebuild of a large projection) gets there,
+            # in a few tries, and one that hangs each time is still restarted.
+            tended.grace = min(2 * tended.grace, 16 * s.watchdog_start_s) or s.watchdog_every_s
         self._note(
             "unresponsive",
             name=child.name,
             pid=proc.pid,
             reason=(
-                f"/healthz not answered {tended.missed} times in a row"
-                f" (every {s.watchdog_every_s:g} s, {s.watchdog_timeout_s:g} s each),"
-                " stopped or using next to no CPU"
+                f"/healthz not answered {tended.unanswered} times in a row"
+                f" (every {s.watchdog_every_s:g} s, {s.watchdog_timeout_s:g} s each), {why}"
             ),
             action="killed (SIGKILL), to be started again",
         )
         # SIGKILL: a stopped process takes no other signal, and a hung one may not act
         # on SIGTERM. The supervisor sees it exit and starts it again.
         proc.send_signal(signal.SIGKILL)
-        tended.answered, tended.missed = False, 0  # a dying process is not judged again
+        tended.missed, tended.unanswered = 0, 0
 
     def _wait(
         self, urls: list[str], deadline: float, probe: str = "/readyz", watched: Child | None = None

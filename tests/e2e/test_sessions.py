@@ -195,6 +195,27 @@ async def test_a_completion_that_died_after_the_store_assembled_the_file_can_be_
         await blobs.close()
 
 
+async def test_two_completions_at_once_store_the_file_once(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    """Completions hold the session only as they record: both may assemble, read and
+    copy, and the second to record finds the session completed."""
+    top = await folder(api, unique("twice"))
+    data = big_png(PART + 99)
+    session = await open_session(api, top["id"], "twice.png", len(data))
+    for part in session["parts"]:
+        await put(anonymous, part, piece(data, part["part"]))
+    url = f"/v1/uploads/{session['id']}/complete"
+    answers = await asyncio.gather(api.post(url), api.post(url))
+    assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+    [refused] = [a for a in answers if a.status_code == 409]
+    error(refused, 409, "session_ended")
+    [done] = [a for a in answers if a.status_code == 201]
+    file = done.json()["file"]
+    assert (await api.get(f"/v1/files/{file['id']}/content")).content == data
+    assert [i["id"] for i in await items(api, top["id"])] == [file["id"]]
+
+
 async def test_an_abandoned_session_expires_and_its_parts_are_deleted(
     api: httpx.AsyncClient, anonymous: httpx.AsyncClient
 ) -> None:

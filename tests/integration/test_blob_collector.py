@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from shared.contracts.catalog import FileDeleted, Media
 from shared.contracts.envelope import Cause, Change, envelopes_of
 from shared.kit import db
 from shared.kit.blobs import LocalBlobStore
+from shared.kit.embedded import start_postgres
 from shared.kit.eventstore import EventStore
 from shared.kit.settings import Settings
 from tests.conftest import _create_database, eventually
@@ -372,10 +374,11 @@ async def test_a_stale_claim_leaves_bytes_another_transaction_is_storing_uncommi
 
 
 async def test_an_upload_whose_claim_was_erased_does_not_settle_anothers(setup: Any) -> None:
-    """The claims are erased (a PostgreSQL crash empties their unlogged table) after an
-    upload's put, and the sweep deletes its bytes; another upload of the same bytes
-    claims them and is still putting. The first must not take the second's claim for
-    its own and record a file whose bytes may never come (the second's put may fail)."""
+    """The claims are erased (as a crash of PostgreSQL did while their table was
+    unlogged; or the collector dropped them) after an upload's put, and the sweep
+    deletes its bytes; another upload of the same bytes claims them and is still
+    putting. The first must not take the second's claim for its own and record a file
+    whose bytes may never come (the second's put may fail)."""
     collector, blobs, pool = setup
     old, key = await store_file(pool, blobs, dated=True)
     await release(pool, old)
@@ -421,6 +424,50 @@ async def test_the_first_shape_of_the_claims_table_is_replaced_at_setup(setup: A
     upload = await claim_and_put(pool, blobs)
     assert await record(pool, upload)
     assert await unclaimed(pool)
+
+
+async def test_an_unlogged_claims_table_is_made_logged_at_setup(setup: Any) -> None:
+    """As an ingest before 2026-12-07 made it: rewritten logged, its claims kept."""
+    _, blobs, pool = setup
+    async with pool.acquire() as conn:
+        await conn.execute("ALTER TABLE ingest.blob_claims SET UNLOGGED")
+    upload = await claim_and_put(pool, blobs)
+    async with pool.acquire() as conn:
+        await blob_refs.setup(conn)
+        persistence = await conn.fetchval(
+            "SELECT relpersistence::text FROM pg_class WHERE oid = 'ingest.blob_claims'::regclass"
+        )
+    assert persistence == "p"
+    assert await record(pool, upload)
+
+
+async def test_a_claim_outlives_a_crash_of_postgresql(tmp_path: Path) -> None:
+    """An upload's claim survives PostgreSQL's immediate shutdown (its crash recovery
+    empties unlogged tables): the upload records after it; had it died, the collector
+    would reclaim its bytes from the claim."""
+    pgdata = tmp_path / "pg"
+    pg = start_postgres(pgdata, durable=False)
+    try:
+        pool = await db.connect_pool(pg.url, max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                await EventStore("ingest").setup(conn)
+                await blob_refs.setup(conn)
+            upload = await claim_and_put(pool, LocalBlobStore(tmp_path / "blobs"))
+        finally:
+            await pool.close()
+        pg.stop(signal.SIGQUIT)  # immediate: no checkpoint, WAL replayed at the start
+        pg = start_postgres(pgdata, durable=False, port=pg.port)
+        pool = await db.connect_pool(pg.url, max_size=2)
+        try:
+            assert await pool.fetchval(
+                "SELECT count(*) FROM ingest.blob_claims WHERE upload_id = $1", upload.id
+            )
+            assert await record(pool, upload)
+        finally:
+            await pool.close()
+    finally:
+        pg.stop(signal.SIGINT)
 
 
 async def test_a_deletion_of_12000_files_releases_their_blobs_in_bounded_pages(

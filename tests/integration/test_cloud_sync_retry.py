@@ -1,7 +1,8 @@
 """A cloud sync's batch retried after a deadlock, on a real PostgreSQL, moto's S3 and a
-local blob store: the collector may sweep, between the two attempts, the bytes the
-first one stored (their claim went with its rollback); what the batch records then
-still has its bytes."""
+local blob store: the collector sweeps between the two attempts, but the bytes the
+batch put are claimed before the put (collector/claims.py), not in the transaction
+rolled back: the sweep leaves them, and what the batch records has its bytes. A claim
+the collector dropped (a put longer than it keeps claims) has the batch read again."""
 
 from __future__ import annotations
 
@@ -74,8 +75,9 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
 
 
-async def test_bytes_swept_between_a_deadlocked_attempt_and_its_retry_are_stored_again(
-    pool: asyncpg.Pool, moto: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("claim", ["kept", "dropped"])
+async def test_what_a_sync_batch_records_has_its_bytes_after_a_retry_or_a_dropped_claim(
+    pool: asyncpg.Pool, moto: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claim: str
 ) -> None:
     instance = ct_series(1, series=1)[0]
     key = content_key(hashlib.sha256(instance).hexdigest())
@@ -83,7 +85,9 @@ async def test_bytes_swept_between_a_deadlocked_attempt_and_its_retry_are_stored
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}0.dcm", Body=instance)
 
-    store = DeadlockOnce()
+    # Kept: the first attempt deadlocks, and the collector sweeps before the second.
+    # Dropped: the collector sweeps before the first, every claim stale for it.
+    store = DeadlockOnce() if claim == "kept" else EventStore("ingest")
     async with pool.acquire() as conn:
         await store.setup(conn)
         for projection in (jobs, synced, blob_refs):
@@ -103,14 +107,15 @@ async def test_bytes_swept_between_a_deadlocked_attempt_and_its_retry_are_stored
         SimpleNamespace(pool=pool, store=EventStore("ingest"), settings=settings), blobs
     )
 
-    # Between the deadlocked attempt and its retry, the collector sweeps.
-    claim = sync_module.claim_blobs
+    if claim == "dropped":
+        collector.claims_kept = timedelta(0)
+    claim_rows = sync_module.claim_blobs
     swept: list[int] = []
 
     async def claim_after_a_sweep(conn: Any, keys: list[str], *args: Any) -> None:
-        if store.deadlocks and not swept:
+        if (claim == "dropped" or store.deadlocks) and not swept:
             swept.append(await collector.sweep())
-        await claim(conn, keys, *args)
+        await claim_rows(conn, keys, *args)
 
     monkeypatch.setattr(sync_module, "claim_blobs", claim_after_a_sweep)
 
@@ -127,12 +132,20 @@ async def test_bytes_swept_between_a_deadlocked_attempt_and_its_retry_are_stored
     finally:
         await reader.close()
 
-    assert store.deadlocks == 1 and swept == [1]  # the sweep did take the bytes
+    if claim == "kept":
+        # The sweep took nothing: the claim outlived the rolled-back attempt (before
+        # claims, it took the bytes, and the batch was read again).
+        assert store.deadlocks == 1 and swept == [0]
+    else:
+        # The claim dropped and the bytes deleted (two things reclaimed): the batch was
+        # read again, its bytes put again.
+        assert swept == [2]
     recorded = await pool.fetch("SELECT type, data FROM ingest.events ORDER BY position")
     stored = [r["data"] for r in recorded if "DicomInstanceStored" in r["type"]]
     assert len(stored) == 1, [r["type"] for r in recorded]
     assert stored[0]["blob_key"] == key
-    # What the batch recorded names bytes that are there, claimed again.
+    # What the batch recorded names bytes that are there, its claim given up.
     assert await blobs.exists(key)
     async with blobs.local_copy(key) as path:
         assert path.read_bytes() == instance
+    assert not await pool.fetchval("SELECT count(*) FROM ingest.blob_claims")

@@ -2,7 +2,8 @@
 fixtures rely on it), rather than being started again for ever; a service that hangs
 is killed and started again (its /healthz unanswered, no CPU used), one whose
 database hangs is not (its /readyz fails, its /healthz holds), nor one busy on the
-CPU."""
+CPU for a while; one busy for much longer is, and one that hangs before it ever
+answers, once its start's grace is over."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -152,6 +154,28 @@ async def test_a_service_whose_database_hangs_is_not_started_again(watched: Stac
     await eventually(ready, within=120, what="the catalog ready again")
 
 
+# The watchdog alone, tending pieces of the tests' own (no platform): a round every
+# 0.2 s, a piece judged in a few seconds.
+QUICK = {
+    "watchdog_every_s": 0.2,
+    "watchdog_timeout_s": 0.5,
+    "watchdog_failures": 3,
+    "watchdog_busy_failures": 12,
+    "watchdog_start_s": 2.0,
+}
+
+
+@pytest.fixture
+def bare(tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(Settings(data_dir=tmp_path, **QUICK))
+    (tmp_path / "logs").mkdir()
+    stack.supervise()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
 # A piece the watchdog tends as it does a service: it answers /healthz until SIGUSR1
 # makes it compute for ever on its main thread (busy: unanswered, most of a CPU used),
 # and SIGUSR2, taken in the middle of that, deadlocks it (blocked on a lock, no CPU).
@@ -181,43 +205,62 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
 """
 
 
+# One that listens but never answers, from its start (hung before it serves).
+SILENT = """
+import socket, sys, time
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+time.sleep(3600)
+"""
+
+
 @contextlib.asynccontextmanager
-async def piece(stack: Stack) -> AsyncIterator[tuple[Child, str]]:
+async def piece(stack: Stack, program: str = PIECE) -> AsyncIterator[tuple[Child, str]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
 
     def popen() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-c", PIECE, str(port)])
+        return subprocess.Popen([sys.executable, "-c", program, str(port)])
 
     child = Child("piece", popen(), "")
     stack._adopt(child, popen, url)
     try:
+        if program == PIECE:
 
-        async def answers() -> bool:
-            return _ready(url, "/healthz")
+            async def answers() -> bool:
+                return _ready(url, "/healthz")
 
-        await eventually(answers, within=30, what="the piece answering")
-        stack._answered([child])
+            await eventually(answers, within=30, what="the piece answering")
+            stack._answered([child])
         yield child, url
     finally:
         stack.remove(child, signal.SIGKILL)
 
 
-@pytest.mark.timeout(300)
+async def restarted(child: Child, old: int) -> float:
+    """When (monotonic) a new process replaced `old`."""
+
+    async def new() -> bool:
+        return child.proc.pid != old
+
+    await eventually(new, within=60, what=f"process {old} replaced")
+    return time.monotonic()
+
+
+@pytest.mark.timeout(120)
 async def test_a_busy_service_is_left_running_a_deadlocked_or_stopped_one_is_killed(
-    watched: Stack,
+    bare: Stack,
 ) -> None:
-    async with piece(watched) as (child, url):
+    async with piece(bare) as (child, url):
         busy = child.proc.pid
         child.proc.send_signal(signal.SIGUSR1)
         # Rounds enough for it to have been killed twice over, were it judged by its
-        # /healthz alone.
-        await rounds_pass(watched, 2 * WATCH["watchdog_failures"] + 1)
+        # /healthz alone (and fewer than its bound while busy).
+        await rounds_pass(bare, 2 * QUICK["watchdog_failures"] + 1)
         assert child.proc.pid == busy and child.proc.poll() is None
         assert not _ready(url, "/healthz")
-        [note] = [n for n in notes(watched, "slow") if n["pid"] == busy]
+        [note] = [n for n in notes(bare, "slow") if n["pid"] == busy]
         assert note["action"] == "left running"
-        assert not [n for n in notes(watched, "unresponsive") if n["pid"] == busy]
+        assert not [n for n in notes(bare, "unresponsive") if n["pid"] == busy]
 
         async def again(old: int) -> bool:
             return child.proc.pid != old and _ready(url, "/healthz")
@@ -226,14 +269,54 @@ async def test_a_busy_service_is_left_running_a_deadlocked_or_stopped_one_is_kil
         await eventually(
             lambda: again(busy), within=120, what="the deadlocked piece killed, started again"
         )
-        [note] = [n for n in notes(watched, "unresponsive") if n["pid"] == busy]
+        [note] = [n for n in notes(bare, "unresponsive") if n["pid"] == busy]
         assert "next to no CPU" in note["reason"]
 
         # A process is judged once the watchdog has seen it answer: a round begun after
         # it answered the test's probe.
-        await rounds_pass(watched, 2)
+        await rounds_pass(bare, 2)
         stopped = child.proc.pid
         child.proc.send_signal(signal.SIGSTOP)
         await eventually(
             lambda: again(stopped), within=120, what="the stopped piece killed, started again"
         )
+
+
+@pytest.mark.timeout(120)
+async def test_a_service_spinning_on_the_cpu_without_answering_is_killed_after_the_busy_bound(
+    bare: Stack,
+) -> None:
+    async with piece(bare) as (child, url):
+        spinning = child.proc.pid
+        child.proc.send_signal(signal.SIGUSR1)  # an endless loop on its main thread
+        await restarted(child, spinning)
+        [slow] = [n for n in notes(bare, "slow") if n["pid"] == spinning]
+        assert slow["action"] == "left running"
+        [note] = [n for n in notes(bare, "unresponsive") if n["pid"] == spinning]
+        assert "/healthz not answered 12 times in a row" in note["reason"]
+        assert "busy on the CPU, never answering" in note["reason"]
+
+        async def answers() -> bool:
+            return _ready(url, "/healthz")
+
+        await eventually(answers, within=30, what="the piece answering again")
+
+
+@pytest.mark.timeout(120)
+async def test_a_service_that_never_answers_is_killed_after_its_start_s_grace(
+    bare: Stack,
+) -> None:
+    grace = QUICK["watchdog_start_s"]
+    started = time.monotonic()
+    async with piece(bare, SILENT) as (child, _):
+        first = child.proc.pid
+        killed = await restarted(child, first)
+        # Not before its grace: a start (migrations, a rebuild) is let be that long.
+        assert killed - started >= grace
+        [note] = [n for n in notes(bare, "unresponsive") if n["pid"] == first]
+        assert "never answered since it started" in note["reason"]
+        assert "next to no CPU" in note["reason"]
+        # Killed at its start, it has twice as long the next time.
+        second = child.proc.pid
+        again = await restarted(child, second)
+        assert again - killed >= 2 * grace

@@ -114,13 +114,22 @@ blob_refs = Projection(
             DROP TABLE IF EXISTS ingest.blob_claims;
         END IF;
     END $$;
-    CREATE UNLOGGED TABLE IF NOT EXISTS ingest.blob_claims (
+    CREATE TABLE IF NOT EXISTS ingest.blob_claims (
         key text NOT NULL,
         upload_id uuid NOT NULL,
         claimed_at timestamptz NOT NULL,
         PRIMARY KEY (key, upload_id)
     );
     CREATE INDEX IF NOT EXISTS blob_claims_at ON ingest.blob_claims (claimed_at);
+    -- Logged since 2026-12-07: unlogged, a crash of PostgreSQL emptied it, and the bytes
+    -- of the puts in flight were never reclaimed (bench/README, "ops5"). Rewritten once
+    -- (claims of the requests in flight only: a moment's exclusive lock).
+    DO $$ BEGIN
+        IF (SELECT relpersistence FROM pg_class
+            WHERE oid = 'ingest.blob_claims'::regclass) = 'u' THEN
+            ALTER TABLE ingest.blob_claims SET LOGGED;
+        END IF;
+    END $$;
     """,
 )
 

@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
+from services.ingest.collector import claims
 from services.ingest.collector.projections import blob_refs, claim_blobs
 from services.ingest.imports.buckets.port import Bucket, BucketReader
 from services.ingest.imports.domain import groups
@@ -17,7 +18,7 @@ from services.ingest.imports.domain import jobs as domain
 from services.ingest.imports.domain.requests import Rejection
 from services.ingest.jobs.projections import jobs
 from shared.contracts import ingest as ev
-from shared.contracts.envelope import Cause, Change, envelopes_of
+from shared.contracts.envelope import Cause, Change, envelopes_of, now
 from shared.kit.blobs import BlobStore, BlobWriter
 from shared.kit.service import Handlers
 
@@ -179,9 +180,19 @@ class GroupRuns(Handlers):
                 [(o, w.key, w.sha256, w.size) for o, w in zip(instances, writers, strict=True)],
             )
             envelopes = envelopes_of(changes, cause)
+            keys = sorted({w.key for w in writers})
+            holder = uuid.uuid4()
+            # As an upload's blobs: claimed, put with no database connection held (a
+            # hung store would hold one a series), then recorded (collector/claims.py).
             async with self.pool.acquire() as conn, conn.transaction():
-                await claim_blobs(conn, sorted({w.key for w in writers}))
-                await self.blobs.commit(writers)
+                await claims.claim(conn, keys, holder, now())
+            await self.blobs.commit(writers)
+            async with self.pool.acquire() as conn, conn.transaction():
+                await claim_blobs(conn, keys)
+                if not await claims.settle(conn, keys, holder):
+                    # A put longer than the collector keeps claims: the job stops as on
+                    # the store's error, nothing of the series recorded.
+                    raise claims.refused()
                 await jobs.apply(conn, envelopes)
                 await blob_refs.apply(conn, envelopes)
                 await self.store.append(conn, envelopes)

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from services.ingest.collector import claims
 from services.ingest.collector.projections import blob_refs, claim_blobs
 from services.ingest.imports.buckets.port import BucketReader, CloudProblem, Listed, Read
 from services.ingest.imports.domain import integrations as integration_rules
@@ -53,7 +54,7 @@ from services.ingest.media import kinds
 from shared.contracts import ingest as ev
 from shared.contracts import limits, rules
 from shared.contracts.catalog import FolderDeleted, FolderPurged, FolderRestored, Source
-from shared.contracts.envelope import Cause, Change, Event, appended, envelopes_of
+from shared.contracts.envelope import Cause, Change, Event, appended, envelopes_of, now
 from shared.kit.access import Access
 from shared.kit.blobs import BlobStore, BlobWriter
 from shared.kit.errors import Refused
@@ -604,23 +605,25 @@ class Syncs(Handlers):
 
         await asyncio.gather(*(read(d) for d in decisions))
         copies = [d.copied for d in decisions if isinstance(d.copied, BlobWriter)]
-        committed = False
+        keys = sorted({w.key for w in copies})
+        holder = uuid.uuid4()
+        if copies:
+            # As an upload's blobs: claimed, put with no database connection held (a
+            # hung store would hold one a batch), then recorded (collector/claims.py).
+            async with self.pool.acquire() as conn, conn.transaction():
+                await claims.claim(conn, keys, holder, now())
+            await self.blobs.commit(copies)
 
         async def write() -> int:
-            nonlocal committed
             async with self.pool.acquire() as conn, conn.transaction():
+                # A write rolled back (a deadlock) and done again finds the claims as
+                # they were: the collector left the bytes alone meanwhile.
                 if copies:
-                    # As an upload's parts: claimed, then stored, then the events.
-                    keys = sorted({w.key for w in copies})
                     await claim_blobs(conn, keys)
-                    if not committed:
-                        await self.blobs.commit(copies)
-                        committed = True
-                    elif not all(await asyncio.gather(*(self.blobs.exists(k) for k in keys))):
-                        # Written by an attempt that was rolled back: its claim went with
-                        # it, and the collector may have taken bytes it found unclaimed
-                        # (the same content released earlier). The writers' spools went
-                        # with the commit: the batch is read again.
+                    if not await claims.settle(conn, keys, holder):
+                        # Dropped by the collector (a put longer than it keeps claims),
+                        # the bytes perhaps deleted; the writers' spools went with the
+                        # put: the batch is read again.
                         raise _ContentGone
                 # One sync of a folder decides at a time: what another recorded
                 # meanwhile is seen here, and not recorded again.

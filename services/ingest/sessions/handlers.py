@@ -36,6 +36,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 
+from services.ingest.collector import claims
 from services.ingest.collector.projections import blob_refs, claim_blobs
 from services.ingest.jobs.projections import jobs
 from services.ingest.media import facts as media_facts
@@ -241,76 +242,95 @@ class Sessions(Handlers):
     async def complete(
         self, cause: Cause, session_id: uuid.UUID, opener: domain.Opener | None = None
     ) -> tuple[dict[str, Any], int]:
-        """Assemble the parts, read the file once, and register it; all in one
-        transaction holding the session, so a second completion waits, then finds it
-        completed; while its opener keeps their right (`domain.check_opener`). Its
-        metadata is checked against the schema as it is now (it may have changed since
-        the session opened): a 422 leaves the session open, to abort or complete once
-        the schema takes it."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await self._open(conn, session_id, lock=True)
+        """Assemble the parts, read the file once, copy it under its content key, and
+        register it, while its opener keeps their right (`domain.check_opener`). No
+        database connection is held while the store is waited on (a hung store, up to
+        30 s a call, would hold one per completion and starve ingest's other routes):
+        the session is read, then assembled, read and copied with none, its content key
+        claimed before the copy (collector/claims.py, as an upload's blobs), then
+        recorded in a transaction holding the session, which checks it is still open:
+        of two completions at once both may assemble, read and copy the same bytes, and
+        the second to record finds the session completed (409). Its metadata is checked
+        against the schema as it is now (it may have changed since the session opened):
+        a 422 leaves the session open, to abort or complete once the schema takes it."""
+        async with self.pool.acquire() as conn:
+            row = await self._open(conn, session_id, lock=False)
             domain.check_opener(row, opener)
             metadata = row["metadata"] or {}
             if metadata:
                 # Before the file is assembled and read (minutes for a large one), so a
                 # refusal comes at once; not held while it is read.
                 await _check_metadata(conn, row["name"], metadata, held=False)
-            rejected: Refused | None = None
-            plan = domain.plan(row["size"], row["part_size"])
-            stored, assembled = await self._stored(row)
+        key = row["store_key"]
+        plan = domain.plan(row["size"], row["part_size"])
+        stored, assembled = await self._stored(row)
+        try:
             domain.check_complete(plan, stored)
-            key = row["store_key"]
+        except Refused:
+            # Or a completion alongside recorded the file and deleted its object since
+            # the session was read: that one's answer (409 `session_ended`) comes first.
+            await self._check_open(session_id)
+            raise
+        try:
+            if not assembled:
+                await self._join(row, stored)
+            file = await self._read(key, row)
+        except UnknownUpload:
+            # Ended in the store between its listing and now (a bucket's lifecycle
+            # rule): its parts are gone, and the session ends as an expired one does
+            # (a client would otherwise resume it, part after refused part).
+            await self._end_open(cause, session_id, "expired")
+            raise Refused(
+                409,
+                "session_lost",
+                f"the store no longer has the parts of upload session {session_id}:"
+                " open a new session and send the file again",
+            ) from None
+        except Refused:
+            # The assembled object is no file we take: it goes, and the session ends.
+            await self.blobs.delete(key)
+            await self._end_open(cause, session_id, "rejected")
+            raise
+        except OSError as error:
+            # The local store writes the file whole from its parts (its disk may be
+            # full), then it is read back; or a completion alongside recorded the file
+            # and deleted the object this one was reading. Still open, the session keeps
+            # its parts or its assembled object: completing again may do.
+            await self._check_open(session_id)
+            log.error("ingest.session_join_failed", error=repr(error))
+            raise storage_failed(error) from error
+        holder = uuid.uuid4()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await claims.claim(conn, [file.blob_key], holder, now())
+        try:
+            # A copy: the assembled object stays where completing again finds it until
+            # this is recorded (then it goes, below). Failed, the claim stays until the
+            # collector drops it and reclaims what the copy left.
+            await self.blobs.copy(key, file.blob_key)
+        except OSError as error:
+            log.error("ingest.session_store_failed", error=repr(error))
+            raise storage_failed(error) from error
+        rejected: Refused | None = None
+        async with self.pool.acquire() as conn, conn.transaction():
+            await claim_blobs(conn, [file.blob_key])
+            if not await claims.settle(conn, [file.blob_key], holder):
+                log.error("ingest.blob_claims_reclaimed", blobs=1)
+                raise claims.refused()
             try:
-                if not assembled:
-                    await self.blobs.complete_multipart(
-                        key,
-                        row["upload_id"],
-                        [(p.number, p.etag) for p in sorted(stored, key=_number)],
-                    )
-                file = await self._read(key, row)
-            except UnknownUpload:
-                # Ended in the store between its listing and now (a bucket's lifecycle
-                # rule): its parts are gone, and the session ends as an expired one does
-                # (a client would otherwise resume it, part after refused part).
-                await self._end(conn, cause, row, "expired", parts_gone=True)
-                rejected = Refused(
-                    409,
-                    "session_lost",
-                    f"the store no longer has the parts of upload session {session_id}:"
-                    " open a new session and send the file again",
-                )
-            except Refused as refusal:
-                # The assembled object is no file we take: it goes, and the session ends.
-                await self.blobs.delete(key)
-                await self._end(conn, cause, row, "rejected", parts_gone=True)
-                rejected = refusal
-            except OSError as error:
-                # The local store writes the file whole from its parts (its disk may be
-                # full), then it is read back. The session stays open, its parts or its
-                # assembled object kept: completing again may do.
-                log.error("ingest.session_join_failed", error=repr(error))
-                raise storage_failed(error) from error
-            else:
-                await claim_blobs(conn, [file.blob_key])
-                try:
-                    # A copy: the assembled object stays where completing again finds it
-                    # until this is recorded (then it goes, below).
-                    await self.blobs.copy(key, file.blob_key)
-                except OSError as error:
-                    log.error("ingest.session_store_failed", error=repr(error))
-                    raise storage_failed(error) from error
+                row = await self._open(conn, session_id, lock=True)
+                domain.check_opener(row, opener)
                 if metadata:
-                    # Again, now held (FOR SHARE) until the commit that records the file;
-                    # after the copy (minutes on S3 for a large file), which the schema's
-                    # changes must not wait for.
-                    try:
-                        await _check_metadata(conn, row["name"], metadata)
-                    except Refused as refusal:
-                        # The session stays open; the copy, dated now, is reclaimed
-                        # after the collector's grace unless a file refers to it by then.
-                        await claim_blobs(conn, [file.blob_key], now())
-                        rejected = refusal
-            if rejected is None:
+                    # Again, now held (FOR SHARE) until the commit that records the
+                    # file; after the copy (minutes on S3 for a large file), which the
+                    # schema's changes must not wait for.
+                    await _check_metadata(conn, row["name"], metadata)
+            except Refused as refusal:
+                # Ended meanwhile (another completion, its expiry, its opener's right
+                # gone), or its metadata no longer taken: the copy, dated now, is
+                # reclaimed after the collector's grace unless a file refers to it.
+                await claim_blobs(conn, [file.blob_key], now())
+                rejected = refusal
+            else:
                 changes = domain.complete_session(
                     session_id, row["folder_id"], row["version"], file, metadata
                 )
@@ -338,6 +358,31 @@ class Sessions(Handlers):
         except Exception as error:  # recorded already: the sweep deletes it later
             log.warning("ingest.session_object_left", key=key, error=repr(error))
         return {"job_id": str(session_id), "file_id": str(file.file_id)}, position
+
+    async def _join(self, row: asyncpg.Record, stored: list[domain.StoredPart]) -> None:
+        """The session's parts assembled in the store into its object."""
+        try:
+            await self.blobs.complete_multipart(
+                row["store_key"],
+                row["upload_id"],
+                [(p.number, p.etag) for p in sorted(stored, key=_number)],
+            )
+        except UnknownUpload:
+            # Assembled by a completion alongside, since the listing.
+            if not await self._assembled(row):
+                raise
+
+    async def _check_open(self, session_id: uuid.UUID) -> None:
+        """409 if the session ended since it was read (`_open`'s refusal)."""
+        async with self.pool.acquire() as conn:
+            await self._open(conn, session_id, lock=False)
+
+    async def _end_open(self, cause: Cause, session_id: uuid.UUID, status: str) -> None:
+        """A session whose parts are gone ended as `status`, if nothing ended it since it
+        was read (then `_open`'s 409)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await self._open(conn, session_id, lock=True)
+            await self._end(conn, cause, row, status, parts_gone=True)
 
     async def folder_of(self, session_id: uuid.UUID) -> uuid.UUID:
         """The folder a session adds its file to (it never changes); 404 if none."""

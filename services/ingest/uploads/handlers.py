@@ -279,12 +279,7 @@ class Uploads(Handlers):
             await claim_blobs(conn, keys, stored_at or UNDATED)
             if not await claims.settle(conn, keys, upload):
                 log.error("ingest.blob_claims_reclaimed", blobs=len(keys))
-                raise Refused(
-                    503,
-                    "storage_unavailable",
-                    "the file store took longer than the collector waits for an upload:"
-                    " nothing of this upload was recorded; try again",
-                )
+                raise claims.refused()
             await jobs.apply(conn, envelopes)
             with claimed(keys, stored_at or UNDATED):
                 await blob_refs.apply(conn, envelopes)
