@@ -167,3 +167,40 @@ def test_a_file_pages_editing_actions_show_disabled_until_the_folders_role_is_re
     actions.get_by_role("button", name="Delete").click()
     expect(page.get_by_role("dialog", name="Delete")).to_be_visible()
     page.unroute_all(behavior="ignoreErrors")
+
+
+def test_a_file_moved_away_while_its_page_is_open_waits_for_its_new_folders_role(
+    page: Page, api: httpx.Client
+) -> None:
+    """Mia edits one folder and only views another: her file moved from the first to
+    the second by someone else, the page no longer offers Rename, Move and Delete by the
+    first folder's role while it reads the second's (before, they stayed enabled, each
+    refused once pressed, and for good if that read failed)."""
+    edited, viewed = make_folder(api, unique("mia-edits")), make_folder(api, unique("mia-views"))
+    [note] = upload(api, edited["id"], ("moving.txt", text("m\n")))
+    email = f"{unique('mia')}@example.com"
+    made = api.post("/v1/users", json={"email": email, "name": "Mia", "org_role": "member"})
+    assert made.status_code == 201, made.text
+    for folder, role in ((edited, "editor"), (viewed, "user")):
+        added = api.post(
+            f"/v1/folders/{folder['id']}/collaborators", json={"emails": [email], "role": role}
+        )
+        assert added.status_code == 200, added.text
+    sign_in(page, made.json()["api_key"])
+
+    page.goto(f"/files/{note['id']}")
+    actions = page.get_by_role("toolbar", name="File actions")
+    expect(actions.get_by_role("button", name="Rename")).to_be_enabled()
+    held = hold_the_folders_read(page, viewed["id"])
+    moved = api.post("/v1/move", json={"file_ids": [note["id"]], "target_folder_id": viewed["id"]})
+    assert moved.status_code == 200, moved.text
+    expect(page.get_by_role("heading", name="moving.txt", level=1)).to_be_visible()
+    # Seen, and the new folder's read on its way: nothing offered by the old role.
+    expect(actions.get_by_role("button", name="Rename")).to_be_disabled()
+    assert held, "the new folder's read was not made"
+    for route in held:
+        route.continue_()
+    expect(actions).to_contain_text("You can view this file, not change it.")
+    for refused in ("Rename", "Move to another folder", "Delete"):
+        expect(actions.get_by_role("button", name=refused)).to_have_count(0)
+    page.unroute_all(behavior="ignoreErrors")

@@ -70,8 +70,9 @@ export function FilePage({ id }: { id: string }) {
 // screen an Editor's Rename, Move and Delete are behind "More" (a menu), so that the
 // actions keep to one row.
 function FileActions({ file, folder, failed }: { file: FileItem; folder: Folder | null; failed: boolean }) {
-  // The folder's read that failed brings no role: nothing waits for it.
-  const role = folder ? folder.my_role : failed ? null : undefined;
+  // The folder's read that failed brings no role: nothing waits for it. A folder read
+  // before the file moved elsewhere is not its folder: its role waits for the new one.
+  const role = folder?.id === file.folder_id ? folder.my_role : failed ? null : undefined;
   const [more, setMore] = useState<{ x: number; y: number } | null>(null);
   const editing = editingActions([file], file.folder_id, role, file.name);
   const waiting = editing.length > 0 && editing.every((a) => a.disabled);
