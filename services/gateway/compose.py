@@ -178,7 +178,6 @@ class Compose:
                 call.request,
                 call.user,
                 json={"ids": ids},
-                reads=True,
             ),
         )
         by_id = {f["id"]: f for f in json_of(found)["items"]} if found.status_code == 200 else {}
@@ -217,7 +216,6 @@ class Compose:
             params={"token": consistency.encode(token), "timeout": f"{min(left, 30):.3f}"},
             json={"ids": ids},
             timeout=left + 5.0,
-            reads=True,
         )
         return _read_answered("catalog", answer)
 
@@ -551,7 +549,6 @@ class Compose:
                 "folder_ids": asked.get("folder_ids", []),
                 "target_folder_id": asked.get("target_folder_id") if moving else None,
             },
-            reads=True,
         )
         found = impact.json() if impact.status_code == 200 else {}
         result["datasets"] = found.get("datasets", [])
