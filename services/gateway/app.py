@@ -31,7 +31,7 @@ from services.gateway.edge import (
 from services.gateway.routes import TABLE, Refusal, Route
 from services.gateway.transfers import GiveBack
 from shared.kit import consistency, idempotency, tracing
-from shared.kit.http import JSON, RETRY_AFTER_S, install_errors
+from shared.kit.http import JSON, RETRY_AFTER_S, install_errors, only_reads
 from shared.kit.logs import log
 from shared.kit.service import READY_PROBE_S, serve, settle_heap
 from shared.kit.settings import Settings
@@ -175,14 +175,17 @@ def build(settings: Settings) -> FastAPI:
             else:
                 why, cause = "did not answer in time", "service_unavailable"
             keyed = request.method in idempotency.METHODS and idempotency.HEADER in request.headers
-            if error.busy or keyed or request.method in deadlines.READS:
+            # No write of it sent to a service yet (a check before it, a read that is
+            # a POST): nothing of it can have been made (`Gateway.call`).
+            unsent = not getattr(request.state, "wrote", False)
+            if error.busy or keyed or unsent or only_reads(request.method, request.url.path):
                 then = (
                     "try again shortly (a write sent again with the same Idempotency-Key"
                     " is applied once)"
                 )
             else:
-                # A write without a key: the service may have made it after all (it is
-                # not told to give up on it), and sent again it would be made twice.
+                # A write without a key sent on: the service may have made it after all,
+                # and sent again it would be made twice.
                 then = (
                     "this write may have been applied: check before sending it again (a"
                     " write sent with an Idempotency-Key is applied once however often it is"

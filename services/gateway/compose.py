@@ -178,7 +178,6 @@ class Compose:
                 call.request,
                 call.user,
                 json={"ids": ids},
-                reads=True,
             ),
         )
         by_id = {f["id"]: f for f in json_of(found)["items"]} if found.status_code == 200 else {}
@@ -217,7 +216,6 @@ class Compose:
             params={"token": consistency.encode(token), "timeout": f"{min(left, 30):.3f}"},
             json={"ids": ids},
             timeout=left + 5.0,
-            reads=True,
         )
         return _read_answered("catalog", answer)
 
@@ -551,7 +549,6 @@ class Compose:
                 "folder_ids": asked.get("folder_ids", []),
                 "target_folder_id": asked.get("target_folder_id") if moving else None,
             },
-            reads=True,
         )
         found = impact.json() if impact.status_code == 200 else {}
         result["datasets"] = found.get("datasets", [])
@@ -700,8 +697,23 @@ class Compose:
             token = await self.gateway.wait_for(call.request, token, rounds=1)
         return answer, token
 
-    async def _folder_gone(self, call: Call) -> bool:
-        return (await self.find_folder(call, call.values["folder_id"])).status_code == 404
+    async def _folder_gone(self, call: Call, folder_id: str) -> bool:
+        """Whether the catalog says the folder is gone; not if it cannot say (a write
+        made is then answered as made, not with the catalog's 503)."""
+        try:
+            return (await self.find_folder(call, folder_id)).status_code == 404
+        except Unavailable:
+            log.warning("gateway.folder_check_failed", folder_id=folder_id)
+            return False
+
+    async def _listed(self, call: Call, ids: list[str]) -> list[dict[str, Any]]:
+        """As files_by_id, after a write was made: a catalog that cannot answer has not
+        listed them yet (the write's own answer follows), as for `registered`."""
+        try:
+            return await self.files_by_id(call, ids)
+        except Unavailable:
+            log.warning("gateway.written_read_failed")
+            return []
 
     async def upload(self, call: Call) -> Response:
         # Only the catalog's reaction to the stored files is in the answer: it waits for
@@ -717,7 +729,7 @@ class Compose:
         uploaded = json_of(answer)
         ids = [f["id"] for f in uploaded["files"]]
         files, token = await self.registered(call, ids, token)
-        if len(files) < len(ids) and await self._folder_gone(call):
+        if len(files) < len(ids) and await self._folder_gone(call, folder_id):
             return error_response(
                 409,
                 "folder_deleted",
@@ -740,17 +752,22 @@ class Compose:
         folder_id = call.values["folder_id"]
         # Answered with the group's file and folder as the catalog has them.
         stored = answer.json()
-        files = await self.files_by_id(call, [stored["file_id"]])
+        files = await self._listed(call, [stored["file_id"]])
         for _ in range(GROUP_WAITS):
             if files:
                 break
             token = await self.gateway.wait_for(call.request, token, rounds=1)
-            files = await self.files_by_id(call, [stored["file_id"]])
-        made = await self.gateway.call(
-            "catalog", "GET", f"/v1/folders/{stored['folder_id']}", call.request, call.user
-        )
-        if not files or made.status_code != 200:
-            if await self._folder_gone(call):
+            files = await self._listed(call, [stored["file_id"]])
+        made = None
+        if files:
+            try:
+                made = await self.gateway.call(
+                    "catalog", "GET", f"/v1/folders/{stored['folder_id']}", call.request, call.user
+                )
+            except Unavailable:
+                log.warning("gateway.written_read_failed")
+        if made is None or made.status_code != 200:
+            if await self._folder_gone(call, folder_id):
                 return error_response(
                     409,
                     "folder_deleted",
@@ -903,14 +920,23 @@ class Compose:
             call.request, consistency.decode(answer.headers.get(consistency.HEADER, "")), rounds=1
         )
         completed = answer.json()
-        registered = await self.files_by_id(call, [completed["file_id"]])
+        registered = await self._listed(call, [completed["file_id"]])
         if not registered:
-            return error_response(
-                409,
-                "folder_deleted",
-                f"folder {where['folder_id']} was deleted while the file was completed",
-                folder_id=where["folder_id"],
-                job_id=completed["job_id"],
+            if await self._folder_gone(call, where["folder_id"]):
+                return error_response(
+                    409,
+                    "folder_deleted",
+                    f"folder {where['folder_id']} was deleted while the file was completed",
+                    folder_id=where["folder_id"],
+                    job_id=completed["job_id"],
+                )
+            # Completed (its session has ended), not yet listed within the budget, or
+            # the catalog did not answer: accepted, as an image group is, with the
+            # token to read the file with.
+            return JSON(
+                {k: completed[k] for k in ("job_id", "file_id")},
+                202,
+                headers={consistency.HEADER: consistency.encode(token)},
             )
         body = {"job_id": completed["job_id"], "file": registered[0]}
         return JSON(body, 201, headers={consistency.HEADER: consistency.encode(token)})
@@ -1255,12 +1281,16 @@ class Compose:
         token = consistency.merge(
             token, consistency.decode(answer.headers.get(consistency.HEADER, ""))
         )
+        # The answer kept for a failure from here (`committed`) names the DICOM
+        # context's cancel too: a caller's next read waits for both.
+        answer.headers[consistency.HEADER] = consistency.encode(token)
         token = await self.gateway.wait_for(call.request, token, rounds=1)
         now = await self.gateway.call(
             "ingest", "GET", path, call.request, call.user, folder_path=signed
         )
         if now.status_code != 200:
-            return self.gateway.relay(now)
+            # Cancelled all the same: its own answer, never the read's refusal.
+            return self.gateway.relay(answer)
         composed = await self._job(call, now.json())
         composed.headers[consistency.HEADER] = consistency.encode(token)
         return composed

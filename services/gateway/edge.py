@@ -39,7 +39,14 @@ from shared.contracts import topics
 from shared.kit import consistency, idempotency, identity, tracing
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused, repeated_parameter
-from shared.kit.http import CORRELATION_HEADER, JSON, ServiceTransport, StreamCut, error_body
+from shared.kit.http import (
+    CORRELATION_HEADER,
+    JSON,
+    ServiceTransport,
+    StreamCut,
+    error_body,
+    only_reads,
+)
 from shared.kit.logs import log
 from shared.kit.settings import Settings
 
@@ -504,7 +511,6 @@ class Gateway:
         stream: bool = False,
         timeout: float | None = None,  # noqa: ASYNC109 (httpx's, per call)
         shared: bool = False,
-        reads: bool = False,
     ) -> httpx.Response:
         """Every call to a service goes through here and the one client: `path` is
         ours (a route's template filled with parsed values, or an internal route),
@@ -515,8 +521,8 @@ class Gateway:
         `shared`: a call made for several requests (the caller's lookup), bounded by
         its own caller, not by this request's budget. `timeout`: the call's own bound
         of silence (a consistency wait's), within the budget's remainder all the same.
-        `reads`: a POST that only reads (its query too long for a URL), told its
-        deadline as a read is."""
+        A POST that only reads (`http.READ_POSTS`: its query too long for a URL) is
+        told its deadline as a read is."""
         sent = {
             **self._headers(
                 service,
@@ -543,8 +549,7 @@ class Gateway:
                 raise Unavailable(service, TimeoutError("the budget was spent"), spent=True)
             # A streamed body is told nothing: its time is not known ahead.
             if not body_streamed and (
-                method in deadlines.READS
-                or reads
+                only_reads(method, path)
                 or (
                     method in idempotency.METHODS
                     and any(name.lower() == idempotency.HEADER.lower() for name in sent)
@@ -554,16 +559,18 @@ class Gateway:
                 # what it waited for) then comes first. Giving up applies nothing: a
                 # read, or a keyed write (its unit of work is abandoned).
                 sent[deadlines.HEADER] = deadlines.told(left)
-            elif (
-                not body_streamed
-                and with_body
-                and getattr(request.state, "committed", None) is None
-            ):
-                # The caller's own write, unkeyed, before anything of it was made: the
-                # service gives up well before we do, and only before its commit
-                # begins (`db.committing`), so its "nothing applied" is true and comes
-                # while we still wait; a commit begun has the rest to be answered in.
+            elif not body_streamed and with_body and not getattr(request.state, "wrote", False):
+                # The caller's own write, unkeyed, before anything of it was made (here
+                # or by an earlier call of the request: a DICOM job's cancel is the
+                # DICOM context's first): the service gives up well before we do, and
+                # only before its commit begins (`db.committing`), so its "nothing
+                # applied" is true and comes while we still wait; a commit begun has
+                # the rest to be answered in.
                 sent[deadlines.HEADER] = deadlines.told(left, unkeyed=True)
+        if not shared and not only_reads(method, path):
+            # From here something of the request may be made: none of its later writes
+            # is told the unkeyed deadline, whose 503 says nothing was applied.
+            request.state.wrote = True
         streamed = stream or body_streamed
         client = self.streams if streamed else self.http
         loop = asyncio.get_running_loop()

@@ -39,7 +39,7 @@ from services.gateway.files_pb.files.v1 import files_pb2 as pb
 from shared.contracts import rules
 from shared.kit.errors import Refused
 from shared.kit.http import JSON, error_body
-from shared.kit.http_server import PUBLIC
+from shared.kit.http_server import PUBLIC, SEND_PROGRESS
 from shared.kit.logs import log
 
 ASGIApp = Callable[
@@ -59,8 +59,13 @@ PASSED_IN = (
 # Retry-After: when to send again a call refused for now (RESOURCE_EXHAUSTED past a
 # caller's transfers, UNAVAILABLE), as an HTTP client is told.
 PASSED_OUT = ("files-consistency", "x-request-id", "idempotent-replayed", "retry-after")
-# A download's messages stay well under gRPC's default 4 MiB message limit.
+# A picture's messages stay well under gRPC's default 4 MiB message limit.
 CHUNK = 1024 * 1024
+# A download's messages, each given one `send_idle_s` per SEND_PROGRESS of it to be
+# taken: a client reading as little as an HTTP one may (SEND_PROGRESS a bound) is never
+# let go, and one that stops reading is within four bounds. Its pieces from ingest are
+# this size or less already (a read from the socket), so no more messages are sent.
+DOWNLOAD_MESSAGE = 4 * SEND_PROGRESS
 # An error's details in its trailing metadata, at most: a client refuses metadata over
 # 8 KiB (soft) or 16 KiB (hard) in all, and would see RESOURCE_EXHAUSTED, not the error.
 DETAILS_LIMIT = 4096
@@ -544,6 +549,23 @@ def _form(
     return f"multipart/form-data; boundary={boundary}", body()
 
 
+def _error_trailer(
+    http: int,
+    code: str,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[tuple[str, str], ...]:
+    """An error's trailing metadata: its code, details, HTTP status and passed headers."""
+    trailing = [
+        ("files-error-code", code),
+        # ASCII-only JSON: metadata values must be printable ASCII.
+        ("files-error-details", bounded_details(details or {})),
+        ("files-http-status", str(http)),
+    ]
+    trailing += [(n, (headers or {})[n]) for n in PASSED_OUT if n in (headers or {})]
+    return tuple(trailing)
+
+
 class Api:
     """The RPCs: each the HTTP call it stands for, made to the app, and its errors.
     `send_idle_s`: how long a streamed answer's message may wait for its client to take
@@ -658,14 +680,8 @@ class Api:
         details: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> NoReturn:
-        trailing = [
-            ("files-error-code", code),
-            # ASCII-only JSON: metadata values must be printable ASCII.
-            ("files-error-details", bounded_details(details or {})),
-            ("files-http-status", str(http)),
-        ]
-        trailing += [(n, (headers or {})[n]) for n in PASSED_OUT if n in (headers or {})]
-        await context.abort(status_of(http, code), bounded_message(message), tuple(trailing))
+        trailing = _error_trailer(http, code, details, headers)
+        await context.abort(status_of(http, code), bounded_message(message), trailing)
         raise AssertionError("unreachable")  # abort raises
 
     async def uuid(self, context: grpc.aio.ServicerContext, value: str, field: str) -> str:
@@ -904,36 +920,45 @@ class Api:
                 data = b"".join([chunk async for chunk in exchange.chunks()])
                 await self.fail(context, Answer(status, answer, data))
             self.trail(context, answer)
-            await self._sent(
-                context, pb.DownloadResponse(header=self._download_header(status, answer))
-            )
-            if status == 307:
+            header = pb.DownloadResponse(header=self._download_header(status, answer))
+            if not await self._sent(context, header) or status == 307:
                 return
             async for chunk in exchange.chunks():
-                for at in range(0, len(chunk), CHUNK):
-                    await self._sent(context, pb.DownloadResponse(chunk=chunk[at : at + CHUNK]))
+                for at in range(0, len(chunk), DOWNLOAD_MESSAGE):
+                    piece = chunk[at : at + DOWNLOAD_MESSAGE]
+                    if not await self._sent(context, pb.DownloadResponse(chunk=piece), len(piece)):
+                        return
             await self._ended_whole(context, exchange)
         finally:
             await exchange.close()
 
-    async def _sent(self, context: grpc.aio.ServicerContext, message: Message) -> None:
-        """One message of a streamed answer, taken by its client within `send_idle_s`:
-        one that stops reading holds the write under HTTP/2's flow control, with its
-        transfer's slot and ingest's answer, until the RPC's deadline, maybe never. As
-        over HTTP, it is then let go; a client resumes with `offset`."""
+    async def _sent(
+        self, context: grpc.aio.ServicerContext, message: Message, size: int = 0
+    ) -> bool:
+        """One message of a streamed answer (`size` bytes of a body), taken by its client
+        within `send_idle_s` for each SEND_PROGRESS of it, as over HTTP, where a client
+        that read that much has another bound (a message's progress is not seen until
+        it is all taken: one bound for the whole of a 1 MiB one let go a client reading
+        1 MiB/s). One that stops reading holds the write under HTTP/2's flow control,
+        with its transfer's slot and ingest's answer, until the RPC's deadline, maybe
+        never: it is let go, False (the RPC then returns, its status set: aborted, it
+        waited for its status to be sent, behind the unread messages, holding all that
+        as before); a client resumes with `offset`."""
+        bounds = max(-(-size // SEND_PROGRESS), 1)
         try:
-            async with asyncio.timeout(self.send_idle_s):
+            async with asyncio.timeout(self.send_idle_s * bounds):
                 await context.write(message)
         except TimeoutError:
             log.info("grpc.answer_unread", peer=context.peer(), idle_s=self.send_idle_s)
-            await self.refuse(
-                context,
-                503,
-                "unavailable",
-                f"the answer was not read for {self.send_idle_s:g} s"
-                " (FILES_HTTP_SEND_IDLE_S); ask again from where it got to (offset)",
-                {"retry": True},
+            context.set_code(grpc.StatusCode.UNAVAILABLE)
+            context.set_details(
+                f"the answer was read too slowly (under {SEND_PROGRESS // 1024} KiB in"
+                f" {self.send_idle_s:g} s, FILES_HTTP_SEND_IDLE_S); ask again from where it"
+                " got to (offset)"
             )
+            context.set_trailing_metadata(_error_trailer(503, "unavailable", {"retry": True}))
+            return False
+        return True
 
     async def _ended_whole(self, context: grpc.aio.ServicerContext, exchange: Exchange) -> None:
         """An answer the app left unfinished (over HTTP its connection is closed) ends

@@ -501,7 +501,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/uploads/{session_id}", "ingest", "An upload session, to resume it",
           answer=ingest.UploadSession, compose="upload_session"),
     Route("POST", "/v1/uploads/{session_id}/complete", "ingest", "Complete an upload session",
-          201, answer=ingest.Completed, compose="upload_session", errors=(403, 409, 415, 507)),
+          201, answer=ingest.Completed, compose="upload_session", errors=(403, 409, 415, 507),
+          also={202: "completed, but not yet listed in time: `{job_id, file_id}`; read the"
+                     " file with the answer's consistency token"}),
     Route("DELETE", "/v1/uploads/{session_id}", "ingest", "Abort an upload session", 204,
           compose="upload_session", errors=(403, 409)),
     Route("PUT", "/v1/uploads/{session_id}/parts/{number}", "ingest",

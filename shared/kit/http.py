@@ -53,9 +53,25 @@ CORRELATION_HEADER = "X-Correlation-Id"
 DEADLINE_HEADER = "Files-Deadline-Ms"
 # The methods `Deadline` gives up on as reads: they apply nothing.
 READS = frozenset({"GET", "HEAD"})
-# The POSTs that only read (their query too long for a URL: many ids), which the
+# The POSTs that only read (their query too long for a URL: many ids, a key), which the
 # gateway tells their deadline as reads: `Deadline` treats them as reads.
-READ_POSTS = frozenset({"/internal/files", "/internal/impact", "/internal/authenticate"})
+READ_POSTS = frozenset(
+    {
+        "/internal/files",
+        "/internal/impact",
+        "/internal/authenticate",
+        "/internal/renditions",
+        "/internal/users/lookup",
+        "/v1/files/lookup",
+    }
+)
+
+
+def only_reads(method: str, path: str) -> bool:
+    """Whether a call to `path` only reads: given up on, it applies nothing."""
+    return method in READS or (method == "POST" and path in READ_POSTS)
+
+
 REQUEST_ID_HEADER = "X-Request-Id"
 # A request id we take from a caller: short, printable, nothing a log line or a header
 # could be bent with. Anything else is replaced by one of ours.
@@ -275,10 +291,8 @@ class Deadline:
             await self.app(scope, receive, send)
             return
         # A keyed write's statements run in its unit of work, committed after it.
-        unkeyed_write = (
-            scope["method"] not in READS
-            and not (scope["method"] == "POST" and scope.get("path") in READ_POSTS)
-            and not idempotency.keyed()
+        unkeyed_write = not only_reads(scope["method"], scope.get("path", "")) and not (
+            idempotency.keyed()
         )
         held = False
         bound = asyncio.timeout(wait)

@@ -16,6 +16,7 @@ from unittest import mock
 import pytest
 from starlette.requests import Request
 
+from services.gateway import deadlines
 from services.gateway.edge import Gateway, Unavailable
 from shared.kit import identity
 from shared.kit.settings import Settings
@@ -216,3 +217,64 @@ async def test_a_service_refusing_the_gateways_token_is_a_503_not_the_callers_40
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_service_is_told_its_deadline_as_what_the_call_may_have_applied(
+    gateway: Gateway,
+) -> None:
+    """A POST that only reads (the catalog's files by id, the client's own
+    `/v1/files/lookup`) is told the time left as a read is; the caller's unkeyed write
+    three quarters of it, which its service gives up on saying nothing was applied; and
+    not once an earlier call of the request wrote (a DICOM job's cancel, told to the
+    DICOM context first): its "nothing applied" would hide that write."""
+    told: list[tuple[str, int | None]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        fields = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in head[1:])}
+        await reader.readexactly(int(fields.get("content-length", "0")))
+        wait = fields.get(deadlines.HEADER.lower())
+        told.append((head[0].split(" ")[1], None if wait is None else int(wait)))
+        writer.write(
+            ANSWER.replace(b"content-length: 2", b"connection: close\r\ncontent-length: 2")
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    for service in ("catalog", "dicom", "ingest"):
+        gateway.services[service] = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    def budgeted() -> Request:
+        made = request()
+        made.state.budget = deadlines.Budget(40.0)
+        return made
+
+    try:
+        asked = budgeted()
+        await gateway.call("catalog", "POST", "/internal/files", asked, json={"ids": []})
+        await gateway.call(
+            "catalog", "POST", "/v1/files/lookup", asked, content=b"{}", with_body=True
+        )
+        await gateway.call("catalog", "POST", "/v1/move", asked, content=b"{}", with_body=True)
+        cancelled = budgeted()
+        await gateway.call("dicom", "POST", "/internal/jobs/j/cancel", cancelled)
+        await gateway.call(
+            "ingest", "POST", "/v1/jobs/j/cancel", cancelled, content=b"", with_body=True
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    paths = [path for path, _ in told]
+    assert paths == [
+        "/internal/files",
+        "/v1/files/lookup",
+        "/v1/move",
+        "/internal/jobs/j/cancel",
+        "/v1/jobs/j/cancel",
+    ]
+    reads = [wait for _, wait in told[:2]]
+    assert all(wait is not None and 39_000 < wait <= 39_750 for wait in reads), told
+    unkeyed = told[2][1]
+    assert unkeyed is not None and 29_000 < unkeyed <= 30_000, told
+    assert told[3][1] is None and told[4][1] is None, told

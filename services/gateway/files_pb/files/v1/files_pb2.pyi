@@ -1236,12 +1236,14 @@ class PutPartRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[PutPartHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class UploadCompleted(_message.Message):
-    __slots__ = ("job_id", "file")
+    __slots__ = ("job_id", "file", "file_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FILE_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     file: File
-    def __init__(self, job_id: _Optional[str] = ..., file: _Optional[_Union[File, _Mapping]] = ...) -> None: ...
+    file_id: str
+    def __init__(self, job_id: _Optional[str] = ..., file: _Optional[_Union[File, _Mapping]] = ..., file_id: _Optional[str] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("subject_id", "actor_id", "type", "since", "until", "cursor", "limit")
