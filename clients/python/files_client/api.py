@@ -1350,7 +1350,7 @@ class Api(Bound[M]):
         found = yield from json_of(
             self._session, Call("POST", f"/v1/uploads/{session_id}/complete")
         )
-        return self._file(found["file"])
+        return self._file((yield from transfer.completed_file(self._session, found)))
 
     @operation
     def abort_upload_session(self, session_id: str) -> Op[None]:

@@ -21,7 +21,7 @@ import httpx
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from files_client._core import Call, Gather, NextChunk, Op, Session, Sleep, exchange, json_of
-from files_client.errors import FilesError, Invalid, UnsupportedContent
+from files_client.errors import FilesError, Invalid, NotFound, Unavailable, UnsupportedContent
 from files_client.names import name_problem
 
 if os.name == "posix":
@@ -534,7 +534,40 @@ def upload_in_parts(
         journal.drop(key)
     if earlier is not None and stored_before:
         earlier.add(stored_before)
-    return dict(done["file"])
+    return (yield from completed_file(session, done))
+
+
+# How long a completed session's file stored but not listed yet is followed.
+LISTED_WITHIN_S = 60.0
+
+
+def completed_file(
+    session: Session, done: dict[str, Any], timeout: float | None = None
+) -> Op[dict[str, Any]]:
+    """A completed upload session's file. A 202 (stored, its file not listed yet: the
+    catalog busy or away when the gateway read it) is followed until it is listed: the
+    reads carry the answer's consistency token. Completing again would find the session
+    ended, so this is the one way to its file."""
+    if "file" in done:
+        return dict(done["file"])
+    timeout = LISTED_WITHIN_S if timeout is None else timeout
+    waited, delay = 0.0, 0.25
+    while True:
+        try:
+            found = yield from json_of(session, Call("GET", f"/v1/files/{done['file_id']}"))
+            assert found is not None
+            return dict(found)
+        except (NotFound, Unavailable):
+            if waited >= timeout:
+                raise Unavailable(
+                    "timeout",
+                    f"the upload was stored but its file is not listed after {timeout:g} s;"
+                    f" its job {done['job_id']} follows it",
+                    {"file_id": done["file_id"], "job_id": done["job_id"]},
+                ) from None
+        yield Sleep(delay)
+        waited += delay
+        delay = min(delay * 1.5, 2.0)
 
 
 def _refusable(op: Op[dict[str, Any]], f: LocalFile) -> Op[dict[str, Any] | Refusal]:
