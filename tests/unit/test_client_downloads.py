@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,7 +254,7 @@ def test_an_image_groups_file_not_to_be_written_over_is_compared_once_downloaded
 ) -> None:
     """An image group's content (its first image) is not checked by the group's sha256:
     without `overwrite`, what came is compared with what is there. Other bytes there are
-    left as they are ("differs", no `.part` left); the same bytes are no refusal."""
+    left as they are ("differs", no `.part` left); the same bytes are no refusal ("kept")."""
     group = {**_file(), "kind": "image_group", "sha256": "0" * 64}
     dest = tmp_path / "a.bin"
     dest.write_bytes(b"my own edit")
@@ -271,10 +272,126 @@ def test_an_image_groups_file_not_to_be_written_over_is_compared_once_downloaded
     dest.write_bytes(DATA)
     told.clear()
     assert _run(transfer.download(_session(), group, dest, told=tell, overwrite=False)) == dest
-    assert told == [] and dest.read_bytes() == DATA
+    assert told == [(dest, "kept")] and dest.read_bytes() == DATA
     # A file checked by its sha256 is not even asked for.
     dest.write_bytes(b"my own edit")
+    told.clear()
     asked: list[int] = []
     op = transfer.download(_session(), _file(), dest, told=tell, overwrite=False)
     assert _run(op, DATA, asked) == dest
     assert asked == [] and told == [(dest, "differs")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "meanwhile", "heard"),
+    [
+        ("image", b"saved by the person meanwhile", "differs"),
+        ("image", DATA, "kept"),
+        ("image_group", b"saved by the person meanwhile", "differs"),
+        ("image_group", DATA, "kept"),
+    ],
+)
+def test_a_file_made_at_the_path_during_the_download_is_not_written_over(
+    tmp_path: Path, kind: str, meanwhile: bytes, heard: str
+) -> None:
+    """Without `overwrite`, the name is taken only where none is there once the bytes
+    are in (a link, never a replace): what was checked before the download no longer
+    holds at its end."""
+    dest = tmp_path / "a.bin"
+    told: list[tuple[Path, str]] = []
+    file = {**_file(), "kind": kind}
+    op = transfer.download(
+        _session(), file, dest, told=lambda p, w: told.append((p, w)), overwrite=False
+    )
+    steps = _stepped(op, DATA, [])
+    next(steps)  # begun: nothing was there when it looked
+    dest.write_bytes(meanwhile)
+    made = dest.stat().st_ino
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        assert done.value == dest
+    assert dest.read_bytes() == meanwhile and dest.stat().st_ino == made
+    assert told == [(dest, heard)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_image_groups_file_with_the_same_bytes_is_kept_not_rewritten(
+    tmp_path: Path, overwrite: bool
+) -> None:
+    # It was written again and counted downloaded (with `overwrite`, "replaced").
+    group = {**_file(), "kind": "image_group", "sha256": "0" * 64}
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(DATA)
+    was = dest.stat().st_ino
+    told: list[tuple[Path, str]] = []
+    op = transfer.download(
+        _session(), group, dest, told=lambda p, w: told.append((p, w)), overwrite=overwrite
+    )
+    assert _run(op) == dest
+    assert told == [(dest, "kept")] and dest.stat().st_ino == was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+@pytest.mark.parametrize("kind", ["image", "image_group"])
+def test_a_dangling_link_at_the_path_is_not_taken_for_nothing_there(
+    tmp_path: Path, kind: str
+) -> None:
+    # `is_file()` follows it: an image group's download replaced it silently.
+    dest = tmp_path / "a.bin"
+    dest.symlink_to(tmp_path / "elsewhere.bin")
+    told: list[tuple[Path, str]] = []
+    op = transfer.download(
+        _session(),
+        {**_file(), "kind": kind},
+        dest,
+        told=lambda p, w: told.append((p, w)),
+        overwrite=False,
+    )
+    assert _run(op) == dest
+    assert dest.is_symlink() and told == [(dest, "differs")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+class _AsWindows:
+    """`os` as transfer.py sees it on Windows (pathlib still this system's)."""
+
+    name = "nt"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+def test_an_image_groups_part_is_closed_before_it_is_removed(tmp_path: Path) -> None:
+    """On Windows an open file cannot be removed: the `.part` of an image group whose
+    bytes differ from what is there was removed while open (PermissionError there)."""
+    group = {**_file(), "kind": "image_group", "sha256": "0" * 64}
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(b"my own edit")
+    part = tmp_path / "a.bin.part"
+    unlink = Path.unlink
+
+    def as_windows_does(self: Path, missing_ok: bool = False) -> None:
+        if self == part:
+            for fd in Path("/proc/self/fd").iterdir():
+                try:
+                    held = Path(os.readlink(fd))
+                except OSError:  # closed since it was listed
+                    continue
+                if held == part:
+                    raise PermissionError(f"{self} is open")
+        unlink(self, missing_ok)
+
+    told: list[tuple[Path, str]] = []
+    with (
+        mock.patch.object(transfer, "os", _AsWindows()),
+        mock.patch.object(Path, "unlink", as_windows_does),
+    ):
+        op = transfer.download(
+            _session(), group, dest, told=lambda p, w: told.append((p, w)), overwrite=False
+        )
+        assert _run(op) == dest
+    assert told == [(dest, "differs")] and dest.read_bytes() == b"my own edit"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]

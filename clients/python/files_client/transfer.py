@@ -905,24 +905,40 @@ def download(
         if told:
             told(dest, "kept")
         return dest
-    if sha256 and not overwrite and dest.exists():
+    # A link there, even one to nothing, is something there: never followed to nothing
+    # and replaced silently.
+    if sha256 and not overwrite and os.path.lexists(dest):
         return _differs(dest, size, progress, told)
     with _writing(part) as out:
-        # An image group's content is not checked by its sha256: what is there is
-        # compared with what came.
-        there = dest.is_file()
-        if not sha256 and there and not overwrite:
-            yield from _receive(session, file, part, out, progress)
-            out.flush()
-            if sha256_of(part) != sha256_of(dest):
-                part.unlink()
-                return _differs(dest, 0, None, told)
-        else:
-            if told and there:
-                told(dest, "replaced")
-            yield from _receive(session, file, part, out, progress)
+        there = os.path.lexists(dest)
+        yield from _receive(session, file, part, out, progress)
         _named(out)
+        # An image group's content is not checked by its sha256: what came is compared
+        # with what is there.
+        came = (size, sha256) if sha256 else (part.stat().st_size, sha256_of(part))
+        if not sha256 and there and _holds(dest, *came):
+            return _drop(part, dest, told, "kept")
+        if not overwrite:
+            # What is there now, made while the bytes came, is not written over either:
+            # the name is taken only where none is (a link, never a replace).
+            try:
+                _claim(part, dest)
+            except FileExistsError:
+                return _drop(part, dest, told, "kept" if _holds(dest, *came) else "differs")
+            return _drop(part, dest, None, "")
+        if told and there:
+            told(dest, "replaced")
         os.replace(part, dest)
+    return dest
+
+
+def _drop(part: Path, dest: Path, told: Told | None, what: str) -> Path:
+    """A download's `.part` removed, done with (its bytes `dest`'s, or not wanted), and
+    what it found there said."""
+    with contextlib.suppress(FileNotFoundError):  # moved onto `dest` (`_claim`)
+        part.unlink()
+    if told:
+        told(dest, what)
     return dest
 
 
