@@ -395,3 +395,97 @@ def test_an_image_groups_part_is_closed_before_it_is_removed(tmp_path: Path) -> 
         assert _run(op) == dest
     assert told == [(dest, "differs")] and dest.read_bytes() == b"my own edit"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def _series(instances: dict[str, bytes]) -> tuple[dict[str, Any], httpx.MockTransport]:
+    """A DICOM series of these instances (SOP Instance UID: bytes, in slice order) and
+    its folder's DICOMweb: QIDO-RS lists them, WADO-RS retrieves them."""
+    digests = "\n".join(hashlib.sha256(b).hexdigest() for b in instances.values())
+    series = {
+        "id": "s",
+        "name": "series",
+        "kind": "dicom_series",
+        "folder_id": "f",
+        "size": sum(len(b) for b in instances.values()),
+        "sha256": hashlib.sha256(digests.encode()).hexdigest(),
+        "dicom": {"study_uid": "1.2", "series_uid": "1.2.3"},
+    }
+    url = "/v1/folders/f/dicomweb/studies/1.2/series/1.2.3"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"{url}/instances":
+            listed = [{"00080018": {"Value": [uid]}} for uid in instances]
+            return httpx.Response(200, json=listed)
+        assert request.url.path == url
+        body = b"".join(
+            b"--B\r\nContent-Type: application/dicom\r\nContent-Location: "
+            + f"{url}/instances/{uid}".encode()
+            + b"\r\n\r\n"
+            + data
+            + b"\r\n"
+            for uid, data in instances.items()
+        )
+        kind = 'multipart/related; type="application/dicom"; boundary=B'
+        return httpx.Response(200, content=body + b"--B--\r\n", headers={"content-type": kind})
+
+    return series, httpx.MockTransport(answer)
+
+
+INSTANCES = {f"1.2.3.{n}": f"instance {n}, as the platform has it".encode() for n in (1, 2, 3)}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_series_download_that_stopped_goes_on_when_run_again(
+    tmp_path: Path, overwrite: bool
+) -> None:
+    """Some of the series' own instances there (a run that stopped half-way, or the
+    series extended since) is no refusal: the rest is downloaded."""
+    from files_client._drivers import SyncDriver
+
+    series, platform = _series(INSTANCES)
+    dest = tmp_path / "series"
+    dest.mkdir()
+    (dest / "1.2.3.1.dcm").write_bytes(INSTANCES["1.2.3.1"])
+    told: list[tuple[Path, str]] = []
+    op = transfer.download(
+        _session(), series, dest, told=lambda p, w: told.append((p, w)), overwrite=overwrite
+    )
+    with httpx.Client(base_url="http://files.test", transport=platform) as http:
+        assert SyncDriver(http).run(op) == dest
+    assert told == []
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == {
+        f"{uid}.dcm": data for uid, data in INSTANCES.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("there", "why"),
+    [
+        ({"9.9.dcm": b"another series' instance"}, "not one of the series' instances"),
+        (
+            {f"{uid}.dcm": data for uid, data in INSTANCES.items()} | {"1.2.3.2.dcm": b"edit"},
+            "all there, one changed",
+        ),
+        ({"1.2.3.1.dcm": INSTANCES["1.2.3.1"], "1.2.3.2.dcm": b"edit"}, "some there, one changed"),
+    ],
+)
+def test_a_series_directory_holding_other_bytes_is_left_as_it_is(
+    tmp_path: Path, there: dict[str, bytes], why: str
+) -> None:
+    from files_client._drivers import SyncDriver
+
+    series, platform = _series(INSTANCES)
+    dest = tmp_path / "series"
+    dest.mkdir()
+    for name, data in there.items():
+        (dest / name).write_bytes(data)
+    told: list[tuple[Path, str]] = []
+    op = transfer.download(
+        _session(), series, dest, told=lambda p, w: told.append((p, w)), overwrite=False
+    )
+    with httpx.Client(base_url="http://files.test", transport=platform) as http:
+        assert SyncDriver(http).run(op) == dest
+    assert told == [(dest, "differs")], why
+    for name, data in there.items():
+        assert (dest / name).read_bytes() == data, why
+    assert not [p.name for p in dest.iterdir() if p.name.endswith(".part")], why
