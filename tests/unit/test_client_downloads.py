@@ -18,6 +18,7 @@ import httpx
 import pytest
 from files_client import transfer
 from files_client._core import NextChunk, Send
+from files_client._drivers import SyncDriver
 from files_client.api import Folder
 from files_client.cli import _walk
 from files_client.errors import FilesError
@@ -440,8 +441,6 @@ def test_a_series_download_that_stopped_goes_on_when_run_again(
 ) -> None:
     """Some of the series' own instances there (a run that stopped half-way, or the
     series extended since) is no refusal: the rest is downloaded."""
-    from files_client._drivers import SyncDriver
-
     series, platform = _series(INSTANCES)
     dest = tmp_path / "series"
     dest.mkdir()
@@ -472,8 +471,9 @@ def test_a_series_download_that_stopped_goes_on_when_run_again(
 def test_a_series_directory_holding_other_bytes_is_left_as_it_is(
     tmp_path: Path, there: dict[str, bytes], why: str
 ) -> None:
-    from files_client._drivers import SyncDriver
-
+    """Without `overwrite`: a `.dcm` of no instance of the series, or all of them there
+    with one changed, is refused before the retrieve; one changed among some of them is
+    found as the series comes, left as it is, the rest of the series downloaded."""
     series, platform = _series(INSTANCES)
     dest = tmp_path / "series"
     dest.mkdir()
@@ -489,3 +489,5 @@ def test_a_series_directory_holding_other_bytes_is_left_as_it_is(
     for name, data in there.items():
         assert (dest / name).read_bytes() == data, why
     assert not [p.name for p in dest.iterdir() if p.name.endswith(".part")], why
+    if "1.2.3.1.dcm" in there and len(there) < len(INSTANCES):
+        assert (dest / "1.2.3.3.dcm").read_bytes() == INSTANCES["1.2.3.3"]
