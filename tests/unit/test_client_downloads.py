@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from files_client import transfer
 from files_client._core import NextChunk, Send
+from files_client._drivers import SyncDriver
 from files_client.api import Folder
 from files_client.cli import _walk
 from files_client.errors import FilesError
@@ -253,7 +255,7 @@ def test_an_image_groups_file_not_to_be_written_over_is_compared_once_downloaded
 ) -> None:
     """An image group's content (its first image) is not checked by the group's sha256:
     without `overwrite`, what came is compared with what is there. Other bytes there are
-    left as they are ("differs", no `.part` left); the same bytes are no refusal."""
+    left as they are ("differs", no `.part` left); the same bytes are no refusal ("kept")."""
     group = {**_file(), "kind": "image_group", "sha256": "0" * 64}
     dest = tmp_path / "a.bin"
     dest.write_bytes(b"my own edit")
@@ -271,10 +273,221 @@ def test_an_image_groups_file_not_to_be_written_over_is_compared_once_downloaded
     dest.write_bytes(DATA)
     told.clear()
     assert _run(transfer.download(_session(), group, dest, told=tell, overwrite=False)) == dest
-    assert told == [] and dest.read_bytes() == DATA
+    assert told == [(dest, "kept")] and dest.read_bytes() == DATA
     # A file checked by its sha256 is not even asked for.
     dest.write_bytes(b"my own edit")
+    told.clear()
     asked: list[int] = []
     op = transfer.download(_session(), _file(), dest, told=tell, overwrite=False)
     assert _run(op, DATA, asked) == dest
     assert asked == [] and told == [(dest, "differs")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "meanwhile", "heard"),
+    [
+        ("image", b"saved by the person meanwhile", "differs"),
+        ("image", DATA, "kept"),
+        ("image_group", b"saved by the person meanwhile", "differs"),
+        ("image_group", DATA, "kept"),
+    ],
+)
+def test_a_file_made_at_the_path_during_the_download_is_not_written_over(
+    tmp_path: Path, kind: str, meanwhile: bytes, heard: str
+) -> None:
+    """Without `overwrite`, the name is taken only where none is there once the bytes
+    are in (a link, never a replace): what was checked before the download no longer
+    holds at its end."""
+    dest = tmp_path / "a.bin"
+    told: list[tuple[Path, str]] = []
+    file = {**_file(), "kind": kind}
+    op = transfer.download(
+        _session(), file, dest, told=lambda p, w: told.append((p, w)), overwrite=False
+    )
+    steps = _stepped(op, DATA, [])
+    next(steps)  # begun: nothing was there when it looked
+    dest.write_bytes(meanwhile)
+    made = dest.stat().st_ino
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        assert done.value == dest
+    assert dest.read_bytes() == meanwhile and dest.stat().st_ino == made
+    assert told == [(dest, heard)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_image_groups_file_with_the_same_bytes_is_kept_not_rewritten(
+    tmp_path: Path, overwrite: bool
+) -> None:
+    # It was written again and counted downloaded (with `overwrite`, "replaced").
+    group = {**_file(), "kind": "image_group", "sha256": "0" * 64}
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(DATA)
+    was = dest.stat().st_ino
+    told: list[tuple[Path, str]] = []
+    op = transfer.download(
+        _session(), group, dest, told=lambda p, w: told.append((p, w)), overwrite=overwrite
+    )
+    assert _run(op) == dest
+    assert told == [(dest, "kept")] and dest.stat().st_ino == was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+@pytest.mark.parametrize("kind", ["image", "image_group"])
+def test_a_dangling_link_at_the_path_is_not_taken_for_nothing_there(
+    tmp_path: Path, kind: str
+) -> None:
+    # `is_file()` follows it: an image group's download replaced it silently.
+    dest = tmp_path / "a.bin"
+    dest.symlink_to(tmp_path / "elsewhere.bin")
+    told: list[tuple[Path, str]] = []
+    op = transfer.download(
+        _session(),
+        {**_file(), "kind": kind},
+        dest,
+        told=lambda p, w: told.append((p, w)),
+        overwrite=False,
+    )
+    assert _run(op) == dest
+    assert dest.is_symlink() and told == [(dest, "differs")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+class _AsWindows:
+    """`os` as transfer.py sees it on Windows (pathlib still this system's)."""
+
+    name = "nt"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+def test_an_image_groups_part_is_closed_before_it_is_removed(tmp_path: Path) -> None:
+    """On Windows an open file cannot be removed: the `.part` of an image group whose
+    bytes differ from what is there was removed while open (PermissionError there)."""
+    group = {**_file(), "kind": "image_group", "sha256": "0" * 64}
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(b"my own edit")
+    part = tmp_path / "a.bin.part"
+    unlink = Path.unlink
+
+    def as_windows_does(self: Path, missing_ok: bool = False) -> None:
+        if self == part:
+            for fd in Path("/proc/self/fd").iterdir():
+                try:
+                    held = Path(os.readlink(fd))
+                except OSError:  # closed since it was listed
+                    continue
+                if held == part:
+                    raise PermissionError(f"{self} is open")
+        unlink(self, missing_ok)
+
+    told: list[tuple[Path, str]] = []
+    with (
+        mock.patch.object(transfer, "os", _AsWindows()),
+        mock.patch.object(Path, "unlink", as_windows_does),
+    ):
+        op = transfer.download(
+            _session(), group, dest, told=lambda p, w: told.append((p, w)), overwrite=False
+        )
+        assert _run(op) == dest
+    assert told == [(dest, "differs")] and dest.read_bytes() == b"my own edit"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def _series(instances: dict[str, bytes]) -> tuple[dict[str, Any], httpx.MockTransport]:
+    """A DICOM series of these instances (SOP Instance UID: bytes, in slice order) and
+    its folder's DICOMweb: QIDO-RS lists them, WADO-RS retrieves them."""
+    digests = "\n".join(hashlib.sha256(b).hexdigest() for b in instances.values())
+    series = {
+        "id": "s",
+        "name": "series",
+        "kind": "dicom_series",
+        "folder_id": "f",
+        "size": sum(len(b) for b in instances.values()),
+        "sha256": hashlib.sha256(digests.encode()).hexdigest(),
+        "dicom": {"study_uid": "1.2", "series_uid": "1.2.3"},
+    }
+    url = "/v1/folders/f/dicomweb/studies/1.2/series/1.2.3"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"{url}/instances":
+            listed = [{"00080018": {"Value": [uid]}} for uid in instances]
+            return httpx.Response(200, json=listed)
+        assert request.url.path == url
+        body = b"".join(
+            b"--B\r\nContent-Type: application/dicom\r\nContent-Location: "
+            + f"{url}/instances/{uid}".encode()
+            + b"\r\n\r\n"
+            + data
+            + b"\r\n"
+            for uid, data in instances.items()
+        )
+        kind = 'multipart/related; type="application/dicom"; boundary=B'
+        return httpx.Response(200, content=body + b"--B--\r\n", headers={"content-type": kind})
+
+    return series, httpx.MockTransport(answer)
+
+
+INSTANCES = {f"1.2.3.{n}": f"instance {n}, as the platform has it".encode() for n in (1, 2, 3)}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_series_download_that_stopped_goes_on_when_run_again(
+    tmp_path: Path, overwrite: bool
+) -> None:
+    """Some of the series' own instances there (a run that stopped half-way, or the
+    series extended since) is no refusal: the rest is downloaded."""
+    series, platform = _series(INSTANCES)
+    dest = tmp_path / "series"
+    dest.mkdir()
+    (dest / "1.2.3.1.dcm").write_bytes(INSTANCES["1.2.3.1"])
+    told: list[tuple[Path, str]] = []
+    op = transfer.download(
+        _session(), series, dest, told=lambda p, w: told.append((p, w)), overwrite=overwrite
+    )
+    with httpx.Client(base_url="http://files.test", transport=platform) as http:
+        assert SyncDriver(http).run(op) == dest
+    assert told == []
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == {
+        f"{uid}.dcm": data for uid, data in INSTANCES.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("there", "why"),
+    [
+        ({"9.9.dcm": b"another series' instance"}, "not one of the series' instances"),
+        (
+            {f"{uid}.dcm": data for uid, data in INSTANCES.items()} | {"1.2.3.2.dcm": b"edit"},
+            "all there, one changed",
+        ),
+        ({"1.2.3.1.dcm": INSTANCES["1.2.3.1"], "1.2.3.2.dcm": b"edit"}, "some there, one changed"),
+    ],
+)
+def test_a_series_directory_holding_other_bytes_is_left_as_it_is(
+    tmp_path: Path, there: dict[str, bytes], why: str
+) -> None:
+    """Without `overwrite`: a `.dcm` of no instance of the series, or all of them there
+    with one changed, is refused before the retrieve; one changed among some of them is
+    found as the series comes, left as it is, the rest of the series downloaded."""
+    series, platform = _series(INSTANCES)
+    dest = tmp_path / "series"
+    dest.mkdir()
+    for name, data in there.items():
+        (dest / name).write_bytes(data)
+    told: list[tuple[Path, str]] = []
+    op = transfer.download(
+        _session(), series, dest, told=lambda p, w: told.append((p, w)), overwrite=False
+    )
+    with httpx.Client(base_url="http://files.test", transport=platform) as http:
+        assert SyncDriver(http).run(op) == dest
+    assert told == [(dest, "differs")], why
+    for name, data in there.items():
+        assert (dest / name).read_bytes() == data, why
+    assert not [p.name for p in dest.iterdir() if p.name.endswith(".part")], why
+    if "1.2.3.1.dcm" in there and len(there) < len(INSTANCES):
+        assert (dest / "1.2.3.3.dcm").read_bytes() == INSTANCES["1.2.3.3"]

@@ -938,24 +938,40 @@ def download(
         if told:
             told(dest, "kept")
         return dest
-    if sha256 and not overwrite and dest.exists():
+    # A link there, even one to nothing, is something there: never followed to nothing
+    # and replaced silently.
+    if sha256 and not overwrite and os.path.lexists(dest):
         return _differs(dest, size, progress, told)
     with _writing(part) as out:
-        # An image group's content is not checked by its sha256: what is there is
-        # compared with what came.
-        there = dest.is_file()
-        if not sha256 and there and not overwrite:
-            yield from _receive(session, file, part, out, progress)
-            out.flush()
-            if sha256_of(part) != sha256_of(dest):
-                part.unlink()
-                return _differs(dest, 0, None, told)
-        else:
-            if told and there:
-                told(dest, "replaced")
-            yield from _receive(session, file, part, out, progress)
+        there = os.path.lexists(dest)
+        yield from _receive(session, file, part, out, progress)
         _named(out)
+        # An image group's content is not checked by its sha256: what came is compared
+        # with what is there.
+        came = (size, sha256) if sha256 else (part.stat().st_size, sha256_of(part))
+        if not sha256 and there and _holds(dest, *came):
+            return _drop(part, dest, told, "kept")
+        if not overwrite:
+            # What is there now, made while the bytes came, is not written over either:
+            # the name is taken only where none is (a link, never a replace).
+            try:
+                _claim(part, dest)
+            except FileExistsError:
+                return _drop(part, dest, told, "kept" if _holds(dest, *came) else "differs")
+            return _drop(part, dest, None, "")
+        if told and there:
+            told(dest, "replaced")
         os.replace(part, dest)
+    return dest
+
+
+def _drop(part: Path, dest: Path, told: Told | None, what: str) -> Path:
+    """A download's `.part` removed, done with (its bytes `dest`'s, or not wanted), and
+    what it found there said."""
+    with contextlib.suppress(FileNotFoundError):  # moved onto `dest` (`_claim`)
+        part.unlink()
+    if told:
+        told(dest, what)
     return dest
 
 
@@ -1042,11 +1058,14 @@ def dicom_series(
     each `<SOPInstanceUID>.dcm`: one WADO-RS retrieve of the series (its folder's
     DICOMweb), streamed, each instance written through a `.part` file. The series'
     sha256 (the hash of its instances' hashes in slice order) is checked. A broken
-    connection starts the series again; an earlier run's instances are overwritten.
-    A `dest` that holds the series already (each instance's file, their hashes in slice
-    order making the series' sha256) is left as it is ("kept"); one holding something
-    else (the series extended since, an instance changed) is downloaded again
-    ("replaced"), or without `overwrite` left as it is ("differs")."""
+    connection starts the series again. A `dest` that holds the series already (each
+    instance's file, their hashes in slice order making the series' sha256) is left as
+    it is ("kept"); one holding some of its instances (a run that stopped, the series
+    extended since) is downloaded into, told nothing; one holding something else (a
+    `.dcm` of no instance of it, all of them there but one changed) is downloaded again
+    ("replaced"), or without `overwrite` left as it is ("differs"). Without `overwrite`,
+    an instance's file there is never written over: one with other bytes than the
+    platform's is left as it is, the rest downloaded, and `told` hears "differs"."""
     url = _series_url(file)
     there = yield from _series_there(session, file, dest, url)
     if there is False and not overwrite:
@@ -1062,7 +1081,7 @@ def dicom_series(
     broken = 0
     while True:
         response = yield from exchange(session, Call("GET", url, headers=accept, stream=True))
-        instances = _Instances(dest, progress)
+        instances = _Instances(dest, progress, overwrite=overwrite)
         try:
             _, options = parse_options_header(response.headers.get("content-type", ""))
             boundary = options.get(b"boundary")
@@ -1091,26 +1110,34 @@ def dicom_series(
             " series' sha256 (was it extended meanwhile? download it again)",
             {"file_id": file["id"]},
         )
+    if instances.differ and told:
+        told(dest, "differs")
     return dest
 
 
 def _series_there(session: Session, file: dict[str, Any], dest: Path, url: str) -> Op[bool | None]:
     """Whether the directory `dest` holds the series (True), something else (False) or
-    nothing of it (None). Held means what a download would write, checked as the API
+    nothing of it yet (None). Held means what a download would write, checked as the API
     defines the series' sha256: each instance's `<SOPInstanceUID>.dcm` there, and the
     hash of their sha256s, in slice order, the series' sha256. Names alone would pass an
-    instance cut short or changed. Other files in the directory are not the series'
-    and are left out, as a folder's download leaves other local files alone."""
+    instance cut short or changed. Some of its instances alone (a run that stopped, or
+    the series extended since) is the series not there yet: the download goes on, each
+    instance there checked as it comes (`_Instances`). A `.dcm` of no instance of the
+    series is something else. Other files in the directory are not the series' and are
+    left out, as a folder's download leaves other local files alone."""
     try:
         local = {p.name for p in dest.iterdir() if p.suffix == ".dcm" and p.is_file()}
     except OSError:  # not there, or not a directory: downloaded as new
         return None
     if not local:
         return None
-    if not file.get("sha256"):
-        return False
     uids = yield from _series_uids(session, url)
-    if not uids or any(f"{uid}.dcm" not in local for uid in uids):
+    names = {f"{uid}.dcm" for uid in uids}
+    if local - names:
+        return False
+    if local != names:
+        return None
+    if not file.get("sha256"):
         return False
     digests = []
     for uid in uids:
@@ -1164,9 +1191,14 @@ class _Instances:
     """The parts of a WADO-RS answer as files: each named by the SOP Instance UID at the
     end of its Content-Location (else by its place), written through a `.part` file."""
 
-    def __init__(self, dest: Path, progress: Progress | None) -> None:
+    def __init__(self, dest: Path, progress: Progress | None, *, overwrite: bool = True) -> None:
         self.dest = dest
         self.progress = progress
+        # Without it, an instance's file there is not written over: one holding other
+        # bytes (a local edit) is left as it is, and the series `differ`s.
+        self.overwrite = overwrite
+        self.differ = False
+        self.size = 0  # the instance being written's
         self.digests: list[str] = []
         self.received = 0  # bytes, for a progress taken back when the series starts again
         self.out: IO[bytes] | None = None
@@ -1184,7 +1216,7 @@ class _Instances:
         }
 
     def _begin(self) -> None:
-        self.headers, self.field, self.digest = {}, b"", hashlib.sha256()
+        self.headers, self.field, self.digest, self.size = {}, b"", hashlib.sha256(), 0
         self.out = open(self._part(), "wb")  # noqa: SIM115 - closed at the part's end
 
     def _part(self) -> Path:
@@ -1201,6 +1233,7 @@ class _Instances:
         piece = data[start:end]
         self.out.write(piece)
         self.digest.update(piece)
+        self.size += len(piece)
         self.received += len(piece)
         if self.progress:
             self.progress(len(piece))
@@ -1211,8 +1244,18 @@ class _Instances:
         self.out = None
         sop = self.headers.get(b"content-location", b"").decode("latin-1").rsplit("/", 1)[-1]
         name = sop if _UID.fullmatch(sop) else f"instance-{len(self.digests) + 1:06d}"
-        os.replace(self._part(), self.dest / f"{name}.dcm")
-        self.digests.append(self.digest.hexdigest())
+        digest, part, there = self.digest.hexdigest(), self._part(), self.dest / f"{name}.dcm"
+        if self.overwrite:
+            os.replace(part, there)
+        else:
+            try:
+                _claim(part, there)
+            except FileExistsError:
+                if not _holds(there, self.size, digest):
+                    self.differ = True
+            with contextlib.suppress(FileNotFoundError):  # moved onto `there` (`_claim`)
+                part.unlink()
+        self.digests.append(digest)
 
     def abandon(self) -> None:
         """The answer broke: its open part goes, and what it counted is taken back."""
