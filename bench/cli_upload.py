@@ -97,7 +97,7 @@ def raw_session(api: httpx.Client, parts_http: httpx.Client, folder_id: str, pat
     session = answer.json()
     put_parts(parts_http, path, session["parts"], 4)
     done = api.post(f"/v1/uploads/{session['id']}/complete")
-    if done.status_code != 201:
+    if done.status_code not in (201, 202):  # 202: stored, not listed yet
         raise RuntimeError(f"complete answered {done.status_code}: {done.text[:300]}")
     return time.perf_counter() - start
 

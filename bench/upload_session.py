@@ -124,7 +124,7 @@ def product(
         f"/v1/folders/{folder}/uploads",
         json={"name": f"scan_{uuid.uuid4().hex[:8]}.png", "size": size, "part_size": PART_SIZE},
     )
-    if answer.status_code != 201:
+    if answer.status_code not in (201, 202):  # 202: stored, not listed yet
         raise RuntimeError(f"open answered {answer.status_code}: {answer.text[:300]}")
     session = answer.json()
     t1 = time.perf_counter()
@@ -132,14 +132,20 @@ def product(
     t2 = time.perf_counter()
     answer = api.post(f"/v1/uploads/{session['id']}/complete")
     t3 = time.perf_counter()
-    if answer.status_code != 201:
+    if answer.status_code not in (201, 202):  # 202: stored, not listed yet
         raise RuntimeError(f"complete answered {answer.status_code}: {answer.text[:300]}")
+    done = answer.json()
+    if "file" not in done:  # read with the answer's token: it waits until listed
+        token = {"Files-Consistency": answer.headers.get("files-consistency", "")}
+        read = api.get(f"/v1/files/{done['file_id']}", headers=token)
+        read.raise_for_status()
+        done["file"] = read.json()
     return {
         "total": t3 - t0,
         "open": t1 - t0,
         "parts": t2 - t1,
         "complete": t3 - t2,
-        "file": answer.json()["file"],
+        "file": done["file"],
         "count": len(session["parts"]),
     }
 

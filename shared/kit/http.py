@@ -60,6 +60,7 @@ READ_POSTS = frozenset(
         "/internal/files",
         "/internal/impact",
         "/internal/authenticate",
+        "/internal/cloud-sync/check",
         "/internal/renditions",
         "/internal/users/lookup",
         "/v1/files/lookup",

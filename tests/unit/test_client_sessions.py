@@ -9,7 +9,7 @@ from typing import Any
 import files_client
 import httpx
 import pytest
-from files_client.errors import Unavailable
+from files_client.errors import NotFound
 
 FILE = {"id": "3f1c2a9e-0000-4000-8000-000000000001", "name": "a.txt", "kind": "text"}
 FILE.update(folder_id="3f1c2a9e-0000-4000-8000-0000000000f0", size=2, sha256="0" * 64)
@@ -47,11 +47,14 @@ def test_a_session_completed_but_not_listed_yet_gives_its_file_once_listed() -> 
     assert len(reads) == 3 and all(token == "catalog:41" for token in reads), asked
 
 
-def test_a_file_never_listed_is_named_with_its_job(monkeypatch: Any) -> None:
+def test_a_file_never_listed_is_not_found_naming_it_and_its_job(monkeypatch: Any) -> None:
+    """Not `Unavailable`: the bytes are stored, and a caller retrying on it would upload
+    them again."""
     from files_client import transfer
 
     monkeypatch.setattr(transfer, "LISTED_WITHIN_S", 0.0)
     client = _client(_platform(listed_after=10**6, asked=[]))
-    with pytest.raises(Unavailable) as refused:
+    with pytest.raises(NotFound) as refused:
         client.complete_upload_session("s1")
-    assert refused.value.details == {"file_id": FILE["id"], "job_id": ACCEPTED["job_id"]}
+    assert refused.value.details["file_id"] == FILE["id"]
+    assert refused.value.details["job_id"] == ACCEPTED["job_id"]

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -545,28 +546,30 @@ def completed_file(
     session: Session, done: dict[str, Any], timeout: float | None = None
 ) -> Op[dict[str, Any]]:
     """A completed upload session's file. A 202 (stored, its file not listed yet: the
-    catalog busy or away when the gateway read it) is followed until it is listed: the
-    reads carry the answer's consistency token. Completing again would find the session
-    ended, so this is the one way to its file."""
+    catalog busy or away when the gateway read it) is followed until it is listed, for
+    `timeout` seconds by the clock: the reads carry the answer's consistency token.
+    Completing again would find the session ended, so this is the one way to its file.
+    Still not found then (deleted since, or the catalog far behind), it is `NotFound`
+    naming the file and its job, never `Unavailable`: the bytes are stored, and a caller
+    retrying on `Unavailable` would upload them again. A platform unavailable while
+    following is `Unavailable` naming them too."""
     if "file" in done:
         return dict(done["file"])
-    timeout = LISTED_WITHIN_S if timeout is None else timeout
-    waited, delay = 0.0, 0.25
+    named = {"file_id": done["file_id"], "job_id": done["job_id"]}
+    ends = time.monotonic() + (LISTED_WITHIN_S if timeout is None else timeout)
+    delay = 0.25
     while True:
         try:
             found = yield from json_of(session, Call("GET", f"/v1/files/{done['file_id']}"))
             assert found is not None
             return dict(found)
-        except (NotFound, Unavailable):
-            if waited >= timeout:
-                raise Unavailable(
-                    "timeout",
-                    f"the upload was stored but its file is not listed after {timeout:g} s;"
-                    f" its job {done['job_id']} follows it",
-                    {"file_id": done["file_id"], "job_id": done["job_id"]},
-                ) from None
+        except FilesError as error:
+            if not isinstance(error, NotFound | Unavailable):
+                raise
+            error.details.update(named)
+            if isinstance(error, Unavailable) or time.monotonic() >= ends:
+                raise
         yield Sleep(delay)
-        waited += delay
         delay = min(delay * 1.5, 2.0)
 
 
