@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from shared.kit.blobs import base
+from shared.kit.blobs import base, local
 from shared.kit.blobs.base import HOLD_PER_BLOB, sweep_spools
 from shared.kit.blobs.local import SYNCFS_FROM, LocalBlobStore, _link_or_copy
 
@@ -151,3 +153,134 @@ def test_spool_names_are_unique_and_a_forked_process_draws_its_own(
     forked = [os.path.basename(store.writer(base.Held(0)).path) for _ in range(1000)]
     assert not {n[:24] for n in forked} & {n[:24] for n in names}
     assert len(set(forked)) == 1000
+
+
+def _held_writers(store: LocalBlobStore, blobs: list[bytes]) -> list[base.BlobWriter]:
+    held = base.Held(HOLD_PER_BLOB * len(blobs))
+    writers = []
+    for data in blobs:
+        writer = store.writer(held)
+        writer.write(data)
+        writer.finish()
+        writers.append(writer)
+    return writers
+
+
+async def test_a_commit_of_small_blobs_names_no_spool_and_keeps_its_two_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held blobs are written to files without a name and linked to their keys: nothing
+    is created in `incoming/`; the bytes are durable (the first syncfs) before any key
+    names them, and every key is there before the second; a key already there (the
+    same bytes, by its hash) is kept."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    blobs = [os.urandom(100 + n) for n in range(SYNCFS_FROM + 2)]
+    await store.commit(_held_writers(store, blobs[:1]))  # one already there
+    keys = [base.content_key(hashlib.sha256(b).hexdigest()) for b in blobs]
+    seen: list[list[bool]] = []
+    real_syncfs, real_os_open = local._syncfs, os.open
+    named: list[str] = []
+
+    def syncfs(root: Path) -> None:
+        seen.append([(store.root / key).is_file() for key in keys])
+        real_syncfs(root)
+
+    def spy_os_open(path: str | Path, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(path).parent == store.root / "incoming":
+            named.append(str(path))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(local, "_syncfs", syncfs)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    await store.commit(_held_writers(store, blobs))
+    assert seen == [[True] + [False] * (len(blobs) - 1), [True] * len(blobs)]
+    assert named == []
+    for key, data in zip(keys, blobs, strict=True):
+        assert (store.root / key).read_bytes() == data
+    assert list((store.root / "incoming").iterdir()) == []
+
+
+async def test_past_the_open_files_bound_a_commit_spools_the_rest_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most UNNAMED_OPEN files without a name are open at once in a process: the
+    other blobs of a commit go through named spools, as before, and the bound is whole
+    again after it."""
+    monkeypatch.setattr(local, "_UNNAMED", threading.BoundedSemaphore(3))
+    store = LocalBlobStore(tmp_path / "blobs")
+    blobs = [os.urandom(50 + n) for n in range(SYNCFS_FROM + 4)]
+    renamed: list[str] = []
+    real_replace = local._replace
+
+    def spy_replace(spool: str | Path, final: str) -> list[str]:
+        renamed.append(final)
+        return real_replace(spool, final)
+
+    monkeypatch.setattr(local, "_replace", spy_replace)
+    await store.commit(_held_writers(store, blobs))
+    assert len(renamed) == len(blobs) - 3
+    for data in blobs:
+        key = base.content_key(hashlib.sha256(data).hexdigest())
+        assert (store.root / key).read_bytes() == data
+    assert all(local._UNNAMED.acquire(blocking=False) for _ in range(3))
+    assert list((store.root / "incoming").iterdir()) == []
+
+
+async def test_a_disk_failing_mid_write_leaves_no_blob_and_no_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while a commit writes its small blobs: the commit fails, no key
+    names any of its bytes (not even those written whole), nothing is left in
+    `incoming/`, and every file it opened is closed."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    blobs = [os.urandom(3000 + n) for n in range(SYNCFS_FROM + 2)]
+    writers = _held_writers(store, blobs)
+    real_write, writes = os.write, [0]
+
+    def filling(fd: int, data: Any) -> int:
+        writes[0] += 1
+        if writes[0] == 5:
+            real_write(fd, bytes(data)[:100])  # a part of the fifth, then the disk is full
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    open_before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "write", filling)
+    with pytest.raises(OSError, match="No space"):
+        await store.commit(writers)
+    monkeypatch.undo()
+    assert not (store.root / "sha256").exists()
+    assert list((store.root / "incoming").iterdir()) == []
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert all(local._UNNAMED.acquire(blocking=False) for _ in range(local.UNNAMED_OPEN))
+    for _ in range(local.UNNAMED_OPEN):
+        local._UNNAMED.release()
+
+
+_CRASH = """
+import asyncio, os, sys
+from pathlib import Path
+from shared.kit.blobs import base, local
+
+store = local.LocalBlobStore(Path(sys.argv[1]))
+held = base.Held(1 << 20)
+writers = []
+for n in range(local.SYNCFS_FROM + 2):
+    writer = store.writer(held)
+    writer.write(os.urandom(2000 + n))
+    writer.finish()
+    writers.append(writer)
+local._syncfs = lambda root: os._exit(17)  # the power goes as the bytes are made durable
+asyncio.run(store.commit(writers))
+"""
+
+
+def test_a_crash_before_the_links_leaves_no_blob_and_no_spool(tmp_path: Path) -> None:
+    """A process killed between writing a commit's small blobs and naming them: no key
+    names a byte of them, and no spool is left for the sweep (the files had no name)."""
+    root = tmp_path / "blobs"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", _CRASH, str(root)], env=env, timeout=60)
+    assert done.returncode == 17
+    assert not (root / "sha256").exists()
+    assert list((root / "incoming").iterdir()) == []
