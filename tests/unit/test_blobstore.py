@@ -368,3 +368,15 @@ async def test_a_store_made_before_layouts_is_read_and_written_as_it_was(
     await again.copy(old_key, "thumbnails/y/copied")
     assert (root / "thumbnails/y/copied").read_bytes() == old
     assert not (root / local.LAYOUT_FILE).exists()
+
+
+async def test_a_content_key_that_is_a_directory_is_refused_not_kept(tmp_path: Path) -> None:
+    """A linked blob whose key is taken by a directory fails its commit, as a rename
+    over a directory would: never taken for the blob already there."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    blobs = [os.urandom(100 + n) for n in range(SYNCFS_FROM)]
+    blocked = base.content_key(hashlib.sha256(blobs[3]).hexdigest())
+    store.path(blocked).mkdir()
+    with pytest.raises(IsADirectoryError):
+        await store.commit(_held_writers(store, blobs))
+    assert list((store.root / "incoming").iterdir()) == []

@@ -124,15 +124,17 @@ def _unnamed_files_work(directory: str) -> bool:
 def _link_into_place(fd: int, final: str) -> None:
     """A written file without a name given the content key `final`. A key already there
     holds the same bytes (its name is their hash), placed whole by an earlier commit:
-    kept, as a rename would have replaced it with the same."""
+    kept, as a rename would have replaced it with the same; a directory there is refused
+    as a rename would refuse it."""
     try:
-        _link_fd(fd, final)
-    except FileNotFoundError:
-        _make_dirs(os.path.dirname(final))
-        with contextlib.suppress(FileExistsError):
+        try:
+            _link_fd(fd, final)
+        except FileNotFoundError:
+            _make_dirs(os.path.dirname(final))
             _link_fd(fd, final)
     except FileExistsError:
-        pass
+        if os.path.isdir(final):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), final) from None
 
 
 def _make_dirs(directory: str | Path) -> list[str]:
