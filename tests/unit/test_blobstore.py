@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -167,126 +165,6 @@ def _held_writers(store: LocalBlobStore, blobs: list[bytes]) -> list[base.BlobWr
     return writers
 
 
-async def test_a_commit_of_small_blobs_names_no_spool_and_keeps_its_two_syncs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Held blobs are written to files without a name and linked to their keys: nothing
-    is created in `incoming/`; the bytes are durable (the first syncfs) before any key
-    names them, and every key is there before the second; a key already there (the
-    same bytes, by its hash) is kept."""
-    store = LocalBlobStore(tmp_path / "blobs")
-    blobs = [os.urandom(100 + n) for n in range(SYNCFS_FROM + 2)]
-    await store.commit(_held_writers(store, blobs[:1]))  # one already there
-    keys = [base.content_key(hashlib.sha256(b).hexdigest()) for b in blobs]
-    seen: list[list[bool]] = []
-    real_syncfs, real_os_open = local._syncfs, os.open
-    named: list[str] = []
-
-    def syncfs(root: Path) -> None:
-        seen.append([store.path(key).is_file() for key in keys])
-        real_syncfs(root)
-
-    def spy_os_open(path: str | Path, flags: int, *args: Any, **kwargs: Any) -> int:
-        if Path(path).parent == store.root / "incoming":
-            named.append(str(path))
-        return real_os_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(local, "_syncfs", syncfs)
-    monkeypatch.setattr(os, "open", spy_os_open)
-    await store.commit(_held_writers(store, blobs))
-    assert seen == [[True] + [False] * (len(blobs) - 1), [True] * len(blobs)]
-    assert named == []
-    for key, data in zip(keys, blobs, strict=True):
-        assert store.path(key).read_bytes() == data
-    assert list((store.root / "incoming").iterdir()) == []
-
-
-async def test_past_the_open_files_bound_a_commit_spools_the_rest_by_name(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """At most UNNAMED_OPEN files without a name are open at once in a process: the
-    other blobs of a commit go through named spools, as before, and the bound is whole
-    again after it."""
-    monkeypatch.setattr(local, "_UNNAMED", threading.BoundedSemaphore(3))
-    store = LocalBlobStore(tmp_path / "blobs")
-    blobs = [os.urandom(50 + n) for n in range(SYNCFS_FROM + 4)]
-    renamed: list[str] = []
-    real_replace = local._replace
-
-    def spy_replace(spool: str | Path, final: str) -> list[str]:
-        renamed.append(final)
-        return real_replace(spool, final)
-
-    monkeypatch.setattr(local, "_replace", spy_replace)
-    await store.commit(_held_writers(store, blobs))
-    assert len(renamed) == len(blobs) - 3
-    for data in blobs:
-        key = base.content_key(hashlib.sha256(data).hexdigest())
-        assert store.path(key).read_bytes() == data
-    assert all(local._UNNAMED.acquire(blocking=False) for _ in range(3))
-    assert list((store.root / "incoming").iterdir()) == []
-
-
-async def test_a_disk_failing_mid_write_leaves_no_blob_and_no_spool(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The disk fills while a commit writes its small blobs: the commit fails, no key
-    names any of its bytes (not even those written whole), nothing is left in
-    `incoming/`, and every file it opened is closed."""
-    store = LocalBlobStore(tmp_path / "blobs")
-    blobs = [os.urandom(3000 + n) for n in range(SYNCFS_FROM + 2)]
-    writers = _held_writers(store, blobs)
-    real_write, writes = os.write, [0]
-
-    def filling(fd: int, data: Any) -> int:
-        writes[0] += 1
-        if writes[0] == 5:
-            real_write(fd, bytes(data)[:100])  # a part of the fifth, then the disk is full
-            raise OSError(28, "No space left on device")
-        return real_write(fd, data)
-
-    open_before = len(os.listdir("/proc/self/fd"))
-    monkeypatch.setattr(os, "write", filling)
-    with pytest.raises(OSError, match="No space"):
-        await store.commit(writers)
-    monkeypatch.undo()
-    assert not any(p.is_file() for p in (store.root / "sha256").rglob("*"))
-    assert list((store.root / "incoming").iterdir()) == []
-    assert len(os.listdir("/proc/self/fd")) == open_before
-    assert all(local._UNNAMED.acquire(blocking=False) for _ in range(local.UNNAMED_OPEN))
-    for _ in range(local.UNNAMED_OPEN):
-        local._UNNAMED.release()
-
-
-_CRASH = """
-import asyncio, os, sys
-from pathlib import Path
-from shared.kit.blobs import base, local
-
-store = local.LocalBlobStore(Path(sys.argv[1]))
-held = base.Held(1 << 20)
-writers = []
-for n in range(local.SYNCFS_FROM + 2):
-    writer = store.writer(held)
-    writer.write(os.urandom(2000 + n))
-    writer.finish()
-    writers.append(writer)
-local._syncfs = lambda root: os._exit(17)  # the power goes as the bytes are made durable
-asyncio.run(store.commit(writers))
-"""
-
-
-def test_a_crash_before_the_links_leaves_no_blob_and_no_spool(tmp_path: Path) -> None:
-    """A process killed between writing a commit's small blobs and naming them: no key
-    names a byte of them, and no spool is left for the sweep (the files had no name)."""
-    root = tmp_path / "blobs"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", _CRASH, str(root)], env=env, timeout=60)
-    assert done.returncode == 17
-    assert not any(p.is_file() for p in (root / "sha256").rglob("*"))
-    assert list((root / "incoming").iterdir()) == []
-
-
 def _blob_with_prefix(prefix: str) -> tuple[bytes, str]:
     """Bytes whose hash starts with `prefix` (a few hex digits), and their hash."""
     for n in range(1_000_000):
@@ -368,15 +246,3 @@ async def test_a_store_made_before_layouts_is_read_and_written_as_it_was(
     await again.copy(old_key, "thumbnails/y/copied")
     assert (root / "thumbnails/y/copied").read_bytes() == old
     assert not (root / local.LAYOUT_FILE).exists()
-
-
-async def test_a_content_key_that_is_a_directory_is_refused_not_kept(tmp_path: Path) -> None:
-    """A linked blob whose key is taken by a directory fails its commit, as a rename
-    over a directory would: never taken for the blob already there."""
-    store = LocalBlobStore(tmp_path / "blobs")
-    blobs = [os.urandom(100 + n) for n in range(SYNCFS_FROM)]
-    blocked = base.content_key(hashlib.sha256(blobs[3]).hexdigest())
-    store.path(blocked).mkdir()
-    with pytest.raises(IsADirectoryError):
-        await store.commit(_held_writers(store, blobs))
-    assert list((store.root / "incoming").iterdir()) == []

@@ -290,34 +290,6 @@ class BlobWriter:
             self._drop_held()
         return path
 
-    def unnamed(self) -> int:
-        """The held bytes written to a file without a name (O_TMPFILE) in the spool's
-        directory; its descriptor, for a commit's worker thread to link into place
-        (`os.link` of `/proc/self/fd/N`) and close. No spool is created and renamed (two
-        directory entries a file fewer), and a crash before the link leaves nothing
-        behind: the file system frees a file that has no name. OSError where the file
-        system has no such files."""
-        with self.lent() as held:
-            directory = os.path.dirname(self._spool)
-            flags = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
-            try:
-                fd = os.open(directory, flags, 0o666)
-            except FileNotFoundError:
-                os.makedirs(directory, exist_ok=True)
-                fd = os.open(directory, flags, 0o666)
-            try:
-                view = memoryview(held)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self._aborted:
-                    # Aborted meanwhile, as in `spooled`: no name to drop, only the file.
-                    raise ValueError("the blob was aborted while it was written")
-            except BaseException:
-                os.close(fd)
-                raise
-            self._drop_held()
-        return fd
-
     def moved(self) -> None:
         """The spool was renamed into the store: nothing of it is left to drop."""
         self._on_disk = False

@@ -9,12 +9,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import functools
 import hashlib
 import os
 import re
 import shutil
-import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -80,63 +78,6 @@ def _syncfs(root: Path) -> None:
         os.close(fd)
 
 
-# A commit of content keys writes each held (small) blob to a file without a name and
-# links it into place (see `BlobWriter.unnamed`), at most this many open at once in a
-# process: past it, or where the file system has no such files, a named spool renamed.
-UNNAMED_OPEN = 512
-_UNNAMED = threading.BoundedSemaphore(UNNAMED_OPEN)
-
-
-@functools.cache
-def _any_directory() -> int:
-    return os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-
-
-def _link_fd(fd: int, final: str) -> None:
-    """linkat(2) of an open file's `/proc/self/fd` entry, following it to the file: on
-    Python 3.11 `os.link` given no directory calls link(2), which would link the
-    symlink itself (EXDEV); given one (ignored: the path is absolute) it calls linkat
-    with AT_SYMLINK_FOLLOW."""
-    os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=_any_directory())
-
-
-def _unnamed_files_work(directory: str) -> bool:
-    """Whether `directory`'s file system makes files without a name and links them (an
-    old kernel, a file system without O_TMPFILE, or no /proc: not)."""
-    if not hasattr(os, "O_TMPFILE"):
-        return False
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
-    except OSError:
-        return False
-    name = os.path.join(directory, f"probe-{os.urandom(8).hex()}")
-    try:
-        _link_fd(fd, name)
-        os.unlink(name)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def _link_into_place(fd: int, final: str) -> None:
-    """A written file without a name given the content key `final`. A key already there
-    holds the same bytes (its name is their hash), placed whole by an earlier commit:
-    kept, as a rename would have replaced it with the same; a directory there is refused
-    as a rename would refuse it."""
-    try:
-        try:
-            _link_fd(fd, final)
-        except FileNotFoundError:
-            _make_dirs(os.path.dirname(final))
-            _link_fd(fd, final)
-    except FileExistsError:
-        if os.path.isdir(final):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), final) from None
-
-
 def _make_dirs(directory: str | Path) -> list[str]:
     """Make `directory` and whichever of its ancestors are missing; returns the parent of
     each directory made, deepest first: their entries for it are not durable yet."""
@@ -162,7 +103,8 @@ def _make_dirs(directory: str | Path) -> list[str]:
 def _replace(spool: str | Path, final: str) -> list[str]:
     """Rename the spool to its key; returns the directories whose entries for a directory
     it had to make are not durable yet, deepest first (the caller that fsyncs syncs them
-    too, once each: an old-layout store's first blob makes `sha256/aa/bb/`, three new entries)."""
+    too, once each: an old-layout store's first blob makes `sha256/aa/bb/`, three new
+    entries)."""
     try:
         os.replace(spool, final)
         return []
@@ -267,7 +209,6 @@ class LocalBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._root = str(self.root)
         self._incoming = self.root / "incoming"
-        self._unnamed: bool | None = None  # whether `_unnamed_files_work`, once asked
         self._leaves_256 = _open_layout(self._root)
 
     def _relative(self, key: str) -> str:
@@ -307,7 +248,7 @@ class LocalBlobStore:
 
     async def commit(self, writers: Sequence[BlobWriter]) -> None:
         try:
-            await self._place({self._final(w.key): w for w in writers}, linked=True)
+            await self._place({self._final(w.key): w for w in writers})
         finally:
             for w in writers:
                 w.abort()
@@ -327,12 +268,11 @@ class LocalBlobStore:
     async def put(self, key: str, data: bytes) -> None:
         await self.put_many([(key, data)])
 
-    async def _place(self, finals: dict[str, BlobWriter], *, linked: bool = False) -> None:
+    async def _place(self, finals: dict[str, BlobWriter]) -> None:
         """Each finished writer's bytes renamed into place at its path, durably; the
-        caller drops the spools (also on failure). `linked`: the keys are content keys
-        (a key there already holds the same bytes), so held blobs may be linked."""
+        caller drops the spools (also on failure)."""
         if _SYNCFS is not None and len(finals) >= SYNCFS_FROM:
-            await asyncio.to_thread(self._place_together, finals, linked)
+            await asyncio.to_thread(self._place_together, finals)
             return
         made = await asyncio.gather(
             *(asyncio.to_thread(_move_writer, w, f) for f, w in finals.items())
@@ -343,37 +283,16 @@ class LocalBlobStore:
         directories = {os.path.dirname(f) for f in finals}.union(*made)
         await asyncio.gather(*(asyncio.to_thread(_fsync, d) for d in directories))
 
-    def _place_together(self, finals: dict[str, BlobWriter], linked: bool) -> None:
-        """Every spool written and durable, then renamed (or linked) into place, then
-        every rename durable: after a crash each key holds all of its bytes or nothing,
-        as with `_move_into_place`."""
-        if linked and self._unnamed is None:
-            self._unnamed = _unnamed_files_work(os.fspath(self._incoming))
-        linked = linked and bool(self._unnamed)
-        staged: list[tuple[str, BlobWriter, int | str]] = []
-        try:
-            for final, writer in finals.items():
-                if linked and writer.held is not None and _UNNAMED.acquire(blocking=False):
-                    try:
-                        staged.append((final, writer, writer.unnamed()))
-                    except BaseException:
-                        _UNNAMED.release()
-                        raise
-                else:
-                    staged.append((final, writer, writer.spooled()))
-            _syncfs(self.root)
-            for final, writer, spool in staged:
-                if isinstance(spool, int):
-                    _link_into_place(spool, final)
-                else:
-                    _replace(spool, final)
-                    writer.moved()
-            _syncfs(self.root)
-        finally:
-            for _, _, spool in staged:
-                if isinstance(spool, int):
-                    os.close(spool)
-                    _UNNAMED.release()
+    def _place_together(self, finals: dict[str, BlobWriter]) -> None:
+        """Every spool written and durable, then renamed into place, then every rename
+        durable: after a crash each key holds all of its bytes or nothing, as with
+        `_move_into_place`."""
+        spools = [w.spooled() for w in finals.values()]
+        _syncfs(self.root)
+        for (final, writer), spool in zip(finals.items(), spools, strict=True):
+            _replace(spool, final)
+            writer.moved()
+        _syncfs(self.root)
 
     async def size(self, key: str) -> int:
         path = self._path(key)
