@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shared.kit.blobs import base
+from shared.kit.blobs import base, local
 from shared.kit.blobs.base import HOLD_PER_BLOB, sweep_spools
 from shared.kit.blobs.local import SYNCFS_FROM, LocalBlobStore, _link_or_copy
 
@@ -38,32 +38,33 @@ def fsynced(monkeypatch: pytest.MonkeyPatch) -> Counter[Path]:
 async def test_every_directory_a_put_makes_is_durable_in_its_parent_once(
     tmp_path: Path, fsynced: Counter[Path]
 ) -> None:
-    """A fresh store's first blobs make `sha256/ab/01/` and `sha256/ab/02/`: each new
+    """A fresh store's first blobs make `pictures/ab/01/` and `pictures/ab/02/`: each new
     directory's entry is synced in its parent (the store's root included), once however
     many blobs went through it; where the directories are there already, only the key's
     own is synced."""
     store = LocalBlobStore(tmp_path / "blobs")
     root = store.root
+    fsynced.clear()  # the new store's layout file and leaves: tested below
     assert SYNCFS_FROM > 2  # a blob at a time: fsyncs, not syncfs
-    await store.put_many([("sha256/ab/01/first", b"one"), ("sha256/ab/02/second", b"two")])
+    await store.put_many([("pictures/ab/01/first", b"one"), ("pictures/ab/02/second", b"two")])
     assert fsynced == {
-        root / "sha256/ab/01": 1,
-        root / "sha256/ab/02": 1,
-        root / "sha256/ab": 1,
-        root / "sha256": 1,
+        root / "pictures/ab/01": 1,
+        root / "pictures/ab/02": 1,
+        root / "pictures/ab": 1,
+        root / "pictures": 1,
         root: 1,
     }
     fsynced.clear()
-    await store.put_many([("sha256/ab/01/again", b"three"), ("sha256/ab/01/more", b"four")])
-    assert fsynced == {root / "sha256/ab/01": 1}
+    await store.put_many([("pictures/ab/01/again", b"three"), ("pictures/ab/01/more", b"four")])
+    assert fsynced == {root / "pictures/ab/01": 1}
     fsynced.clear()
-    await store.put("sha256/ab/03/third", b"five")  # one new level under one there
-    assert fsynced == {root / "sha256/ab/03": 1, root / "sha256/ab": 1}
+    await store.put("pictures/ab/03/third", b"five")  # one new level under one there
+    assert fsynced == {root / "pictures/ab/03": 1, root / "pictures/ab": 1}
     fsynced.clear()
-    await store.copy("sha256/ab/03/third", "thumbnails/x/copied")
+    await store.copy("pictures/ab/03/third", "thumbnails/x/copied")
     assert fsynced == {root / "thumbnails/x": 1, root / "thumbnails": 1, root: 1}
     assert (root / "thumbnails/x/copied").read_bytes() == b"five"
-    assert (root / "sha256/ab/03/third").read_bytes() == b"five"
+    assert (root / "pictures/ab/03/third").read_bytes() == b"five"
     # A multipart upload's folder and the key it names are durable before its session
     # is recorded.
     fsynced.clear()
@@ -151,3 +152,97 @@ def test_spool_names_are_unique_and_a_forked_process_draws_its_own(
     forked = [os.path.basename(store.writer(base.Held(0)).path) for _ in range(1000)]
     assert not {n[:24] for n in forked} & {n[:24] for n in names}
     assert len(set(forked)) == 1000
+
+
+def _held_writers(store: LocalBlobStore, blobs: list[bytes]) -> list[base.BlobWriter]:
+    held = base.Held(HOLD_PER_BLOB * len(blobs))
+    writers = []
+    for data in blobs:
+        writer = store.writer(held)
+        writer.write(data)
+        writer.finish()
+        writers.append(writer)
+    return writers
+
+
+def _blob_with_prefix(prefix: str) -> tuple[bytes, str]:
+    """Bytes whose hash starts with `prefix` (a few hex digits), and their hash."""
+    for n in range(1_000_000):
+        data = f"blob {n}".encode()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest.startswith(prefix):
+            return data, digest
+    raise AssertionError(prefix)
+
+
+async def test_a_new_store_keeps_content_keys_in_256_leaves_made_with_it(
+    tmp_path: Path, fsynced: Counter[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new store records its layout, makes its 256 leaves and syncs them in their
+    parents before any blob; a content key is then `sha256/aa/<hash>` on disk, and a
+    commit makes no directory. Opened again it keeps that layout; a leaf gone (a crash
+    between the layout file and the leaves) is made by the commit that needs it; a key
+    under `sha256/` that is no content key stays where it names."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    root = store.root
+    assert (root / local.LAYOUT_FILE).read_text() == local.LAYOUT_256
+    assert sorted(p.name for p in (root / "sha256").iterdir()) == [f"{a:02x}" for a in range(256)]
+    assert fsynced == {root: 2, root / "sha256": 1}
+    made: list[str] = []
+    real_mkdir = os.mkdir
+
+    def spy_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path).is_relative_to(root / "sha256"):
+            made.append(str(path))
+        real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", spy_mkdir)
+    blobs = [os.urandom(200 + n) for n in range(SYNCFS_FROM + 2)]
+    await store.commit(_held_writers(store, blobs[:1]))  # a blob alone: fsyncs
+    await store.commit(_held_writers(store, blobs))  # together: syncfs
+    assert made == []
+    again = LocalBlobStore(root)
+    for data in blobs:
+        digest = hashlib.sha256(data).hexdigest()
+        key = base.content_key(digest)
+        assert again.path(key) == root / "sha256" / digest[:2] / digest
+        assert (root / "sha256" / digest[:2] / digest).read_bytes() == data
+        assert await again.exists(key) and await again.size(key) == len(data)
+        assert again.read_head(key, 10) == (data[:10], len(data))
+    data, digest = _blob_with_prefix("ee")
+    (root / "sha256" / "ee").rmdir()
+    await again.commit(_held_writers(again, [data]))
+    assert (root / "sha256/ee" / digest).read_bytes() == data
+    await again.put("sha256/ab/01/picture", b"not a content key")
+    assert (root / "sha256/ab/01/picture").read_bytes() == b"not a content key"
+    await again.copy(base.content_key(digest), "thumbnails/x/copied")
+    assert (root / "thumbnails/x/copied").read_bytes() == data
+
+
+async def test_a_store_made_before_layouts_is_read_and_written_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """A store of `sha256/aa/bb/<hash>` (no layout file: made before there was one) is
+    read where its blobs are, its new blobs go there too, alone or together, and it is
+    given no layout file, however often it is opened."""
+    root = tmp_path / "blobs"
+    old, old_digest = _blob_with_prefix("abcd")
+    (root / "sha256/ab/cd").mkdir(parents=True)
+    (root / "sha256/ab/cd" / old_digest).write_bytes(old)
+    store = LocalBlobStore(root)
+    old_key = base.content_key(old_digest)
+    assert await store.exists(old_key)
+    assert store.read_head(old_key, 100) == (old, len(old))
+    async with store.local_copy(old_key) as path:
+        assert path.read_bytes() == old
+    blobs = [os.urandom(300 + n) for n in range(SYNCFS_FROM + 1)]
+    await store.commit(_held_writers(store, blobs[:1]))
+    await store.commit(_held_writers(store, blobs[1:]))
+    again = LocalBlobStore(root)
+    for data in blobs:
+        digest = hashlib.sha256(data).hexdigest()
+        assert (root / "sha256" / digest[:2] / digest[2:4] / digest).read_bytes() == data
+        assert await again.size(base.content_key(digest)) == len(data)
+    await again.copy(old_key, "thumbnails/y/copied")
+    assert (root / "thumbnails/y/copied").read_bytes() == old
+    assert not (root / local.LAYOUT_FILE).exists()

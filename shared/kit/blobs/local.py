@@ -1,4 +1,5 @@
-"""Blobs in a local directory: `<root>/sha256/aa/bb/<sha256>`, spools in `<root>/incoming`
+"""Blobs in a local directory: `<root>/sha256/aa/<sha256>` (a store made before
+LAYOUT_FILE: `sha256/aa/bb/<sha256>`), spools in `<root>/incoming`
 (the same file system, so a commit is a rename), multipart parts in `<root>/multipart`."""
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ def _make_dirs(directory: str | Path) -> list[str]:
         os.mkdir(directory)
     except FileNotFoundError:
         # One mkdir a level, not pathlib's failed mkdir, mkdir of the parent and stat: a
-        # fresh store makes a directory for most blobs it takes, its parent nearly always
-        # there.
+        # fresh store of the old layout makes a directory for most blobs it takes, its
+        # parent nearly always there.
         above = _make_dirs(parent)
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory)
@@ -102,7 +103,8 @@ def _make_dirs(directory: str | Path) -> list[str]:
 def _replace(spool: str | Path, final: str) -> list[str]:
     """Rename the spool to its key; returns the directories whose entries for a directory
     it had to make are not durable yet, deepest first (the caller that fsyncs syncs them
-    too, once each: a store's first blob makes `sha256/aa/bb/`, three new entries)."""
+    too, once each: an old-layout store's first blob makes `sha256/aa/bb/`, three new
+    entries)."""
     try:
         os.replace(spool, final)
         return []
@@ -156,12 +158,73 @@ def _move_durably(spool: Path, final: Path) -> None:
         _fsync(directory)
 
 
+# A store's layout of content keys, in this file at its root (never a key: a key's first
+# segment has no dot). A store made before it has none and keeps `sha256/aa/bb/<hash>`:
+# 65,536 leaf directories, made as blobs come, so a fresh store made one for ~93% of its
+# first 10,000 blobs (a mkdir a blob, ext4's inode allocator, ~a third of ingest's CPU
+# on small files: bench/README, Dec 7). A store made since holds `sha256/<hash>` as
+# `sha256/aa/<hash>`: 256 leaves, made with the store (~4,000 blobs a leaf at a million:
+# ext4 indexes a directory's names by their hash).
+LAYOUT_FILE = ".layout"
+LAYOUT_256 = "sha256/aa/<sha256>\n"
+# `content_key`'s length: "sha256/", "aa/", "bb/" and 64 hex digits.
+_CONTENT_KEY_LEN = 77
+
+
+def _open_layout(root: str) -> bool:
+    """Whether the store at `root` keeps its content keys in 256 leaves: read from its
+    layout file; for a store with neither that file nor a `sha256` directory (a new
+    one), written first (then a crash leaves a store of that layout missing leaves,
+    which a blob's commit makes), then its leaves made, durable in their parents."""
+    layout = os.path.join(root, LAYOUT_FILE)
+    try:
+        with open(layout) as f:
+            return f.read() == LAYOUT_256
+    except FileNotFoundError:
+        pass
+    top = os.path.join(root, "sha256")
+    if os.path.isdir(top):
+        return False  # made before layouts: as it is, for good
+    # Two processes starting a new store at once both write the same file.
+    temp = f"{layout}.{os.getpid()}.{os.urandom(4).hex()}"
+    with open(temp, "w") as f:
+        f.write(LAYOUT_256)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, layout)
+    _fsync(root)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(top)
+    for a in range(256):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(os.path.join(top, f"{a:02x}"))
+    _fsync(top)
+    _fsync(root)
+    return True
+
+
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._root = str(self.root)
         self._incoming = self.root / "incoming"
+        self._leaves_256 = _open_layout(self._root)
+
+    def _relative(self, key: str) -> str:
+        """Where under the root a key is: a content key in this store's layout."""
+        check_key(key)
+        if key.split("/", 1)[0] in RESERVED:
+            raise KeyError(key)
+        if (
+            self._leaves_256
+            and len(key) == _CONTENT_KEY_LEN
+            and key.startswith("sha256/")
+            and key[13:15] == key[7:9]
+            and key[15:17] == key[10:12]
+        ):
+            return key[:10] + key[13:]  # sha256/aa/<sha256>
+        return key
 
     async def start(self) -> None:
         await asyncio.to_thread(sweep_spools, self._incoming)
@@ -170,10 +233,7 @@ class LocalBlobStore:
         pass
 
     def _path(self, key: str) -> Path:
-        check_key(key)
-        if key.split("/", 1)[0] in RESERVED:
-            raise KeyError(key)
-        return self.root / key
+        return self.root / self._relative(key)
 
     def path(self, key: str) -> Path:
         """Where a blob is on disk."""
@@ -181,10 +241,7 @@ class LocalBlobStore:
 
     def _final(self, key: str) -> str:
         """`_path` as a string, for a commit's many blobs."""
-        check_key(key)
-        if key.split("/", 1)[0] in RESERVED:
-            raise KeyError(key)
-        return os.path.join(self._root, key)
+        return os.path.join(self._root, self._relative(key))
 
     def writer(self, hold: Held | None = None) -> BlobWriter:
         return BlobWriter(self._incoming, hold)
