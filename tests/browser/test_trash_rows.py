@@ -7,7 +7,8 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import items, make_folder, unique, upload
+from tests.browser.conftest import items, make_folder, sign_in, unique, upload
+from tests.browser.test_roles_and_rename import _member
 from tests.e2e.support import text
 
 
@@ -61,3 +62,20 @@ def test_rows_are_chosen_by_a_click_and_restore_keeps_the_focus(
     expect(trash.get_by_role("button", name="Restore")).to_be_disabled()
     expect(trash.get_by_role("heading", name="Trash")).to_be_focused()
     assert {i["name"] for i in items(api, folder["id"])} == {order[1], order[2]}
+
+
+def test_a_restore_of_a_shared_top_level_folder_says_who_may(page: Page, api: httpx.Client) -> None:
+    """Only its creator or an org admin may restore a top-level folder: its Editor is
+    told so in the platform's words (not "it needs the org_admin role")."""
+    shared = make_folder(api, unique("shared-gone"))
+    editor = _member(api, shared["id"], "editor")
+    deleted = api.post("/v1/delete", json={"folder_ids": [shared["id"]]})
+    assert deleted.status_code == 200, deleted.text
+    sign_in(page, editor["api_key"])
+    page.goto("/trash")
+    trash = page.get_by_role("region", name="Trash")
+    trash.get_by_role("checkbox", name=f"Choose {shared['name']}").check()
+    trash.get_by_role("button", name="Restore").click()
+    said = trash.get_by_role("alert")
+    expect(said).to_contain_text("Only the folder's creator or an organisation admin may")
+    expect(said).not_to_contain_text("org_admin")
