@@ -94,23 +94,21 @@ def test_a_folder_synced_with_a_prefix_follows_it_from_the_app(
         "Nothing can be uploaded, made or moved into a cloud-synced folder"
     )
     expect(panel).to_contain_text("put objects in the bucket, then sync")
-    # The tree's menu, which does not read each folder's sync state, opens dialogs that
-    # say so and offer nothing to send; Escape closes them, back to where it was.
+    # The tree's menu shows its "Upload files" and "New folder" disabled, saying why
+    # (each folder's answer says it is cloud-synced): they open nothing.
     tree_row = page.get_by_role("tree").get_by_role("treeitem", name=name).locator(".tree-row")
-    for item, title, said in (
-        ("Upload files", "Upload files", "nothing can be uploaded or imported into it"),
-        ("New folder", "New folder", "no folder can be made in it"),
-    ):
-        tree_row.click(button="right")
-        page.get_by_role("menu").get_by_role("menuitem", name=item).click()
-        dialog = page.get_by_role("dialog", name=title)
-        expect(dialog.get_by_role("alert")).to_contain_text(f"This folder is cloud-synced: {said}")
-        expect(dialog.get_by_role("tab")).to_have_count(0)
-        if title == "New folder":
-            dialog.get_by_label("Name").fill("mine")
-            expect(dialog.get_by_role("button", name="Create")).to_be_disabled()
-        page.keyboard.press("Escape")
-        expect(dialog).to_have_count(0)
+    tree_row.click(button="right")
+    menu = page.get_by_role("menu", name=f"Actions for {name}")
+    for item in ("Upload files", "New folder"):
+        offered = menu.get_by_role("menuitem", name=item)
+        expect(offered).to_have_attribute("aria-disabled", "true")
+        expect(offered).to_have_attribute(
+            "title", "Nothing can be uploaded, made or moved into a cloud-synced folder."
+        )
+        offered.click(force=True)
+        expect(page.get_by_role("dialog")).to_have_count(0)
+    page.keyboard.press("Escape")
+    expect(menu).to_have_count(0)
 
     # An object added to the bucket comes with "Sync now"; a removed one goes.
     put(s3, f"{prefix}2.png", png(9, 6))

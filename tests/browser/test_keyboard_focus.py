@@ -252,3 +252,32 @@ def test_a_name_refused_in_new_folder_or_rename_gives_the_focus_back_to_its_butt
     rename.click()
     expect(dialog.get_by_role("alert")).to_contain_text("'/'")
     expect(rename).to_be_focused()
+
+
+def test_editing_a_description_keeps_the_focus_in_the_details(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """The field has the focus once "Edit description" is pressed; Save (and Cancel)
+    give it to "Edit description", which stands where the form was: not to the page,
+    from whose top the keyboard would start again."""
+    page = signed_in
+    folder = make_folder(api, unique("described"))
+    page.goto(f"/folders/{folder['id']}")
+    details = page.get_by_role("complementary", name="Details")
+    edit = details.get_by_role("button", name="Edit description")
+    edit.focus()
+    page.keyboard.press("Enter")
+    field = details.get_by_label("Description")
+    expect(field).to_be_focused()
+    page.keyboard.type("Scans from March")
+    details.get_by_role("button", name="Save").focus()
+    page.keyboard.press("Enter")
+    expect(details).to_contain_text("Scans from March")
+    expect(edit).to_be_focused()
+    assert api.get(f"/v1/folders/{folder['id']}").json()["description"] == "Scans from March"
+
+    page.keyboard.press("Enter")
+    expect(field).to_be_focused()
+    details.get_by_role("button", name="Cancel").focus()
+    page.keyboard.press("Enter")
+    expect(edit).to_be_focused()

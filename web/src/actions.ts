@@ -2,10 +2,24 @@
 // role on it allows (a file takes its folder's role, a folder has its own).
 import type { Folder, Item } from "./api";
 import { fileUrl, folderUrl, navigate } from "./router";
-import { mayEdit, open } from "./store";
+import { mayEdit, open, session } from "./store";
 import type { MenuItem } from "./ui";
 
 export const ROLE_PENDING = "Your role on this folder is still being read.";
+
+// Nothing is uploaded or made in a folder that follows a bucket (the platform refuses it).
+export const SYNCED = "Nothing can be uploaded, made or moved into a cloud-synced folder.";
+export const TOP_LEVEL_RENAME = "Only its creator or an organisation admin may rename a top-level folder.";
+
+// A top-level folder's name is checked against its creator's other folders, which others
+// need not see: only its creator or an org admin may rename it (the platform refuses
+// anyone else, its editors and admins included). A folder shared on its own, whose parent
+// the person cannot see, answers no parent either and is taken as top-level here.
+export function renameRefused(item: Item): string | null {
+  const me = session.me;
+  if (item.type !== "folder" || item.parent_id !== null || !me) return null;
+  return me.org_role === "admin" || item.created_by === me.id ? null : TOP_LEVEL_RENAME;
+}
 
 export const roleOf = (item: Item, folderRole: string | null | undefined) =>
   item.type === "folder" ? item.my_role ?? folderRole : folderRole;
@@ -15,7 +29,7 @@ export function folderMenu(f: Folder): MenuItem[] {
     ? [
         { label: "Upload files", action: () => open({ kind: "upload", folderId: f.id }) },
         { label: "New folder", action: () => open({ kind: "new-folder", parentId: f.id }) },
-      ]
+      ].map((item) => (f.cloud_synced ? { ...item, disabled: true, why: SYNCED } : item))
     : [];
   return [{ label: "Open", action: () => navigate(folderUrl(f.id)) }, ...editing, ...selectionMenu([f], f.parent_id, f.my_role)];
 }
@@ -36,8 +50,16 @@ export function editingActions(
   const editable = items.length > 0 && items.every((i) => mayEdit(roleOf(i, folderRole)));
   const waiting = !editable && items.some((i) => roleOf(i, folderRole) === undefined);
   if (!editable && !waiting) return [];
+  const refused = single && renameRefused(single);
+  const rename: MenuItem[] = single
+    ? [
+        refused && !waiting
+          ? { label: "Rename", action: () => {}, disabled: true, why: refused }
+          : { label: "Rename", action: () => open({ kind: "rename", item: single }) },
+      ]
+    : [];
   return [
-    ...(single ? [{ label: "Rename", action: () => open({ kind: "rename", item: single }) }] : []),
+    ...rename,
     { label: "Move to another folder", action: () => open({ kind: "move", fileIds, folderIds, from: folderId }) },
     { label: "Delete", action: () => open({ kind: "delete", fileIds, folderIds, name }) },
   ].map((item) => (waiting ? { ...item, disabled: true, why: ROLE_PENDING } : item));

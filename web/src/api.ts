@@ -32,6 +32,9 @@ function inWords(code: string, message: string, details: Record<string, any>): s
   const missing = code === "not_found" && /^(folder|file|dataset) \S+ does not exist$/.exec(message);
   if (missing) return `This ${missing[1]} does not exist, or it is not shared with you.`;
   if (code !== "forbidden" || !details.role_needed) return message;
+  // No role on a folder gives this one (a top-level folder renamed or restored by other
+  // than its creator): the platform's words say who may.
+  if (details.role_needed === "org_admin") return `${message[0].toUpperCase()}${message.slice(1)}.`;
   const needed = ROLE_WORDS[details.role_needed] ?? details.role_needed;
   const had = details.role ? ` (yours is ${ROLE_WORDS[details.role] ?? details.role})` : "";
   return `You cannot do this: it needs the ${needed} role on the folder${had}.`;

@@ -9,7 +9,7 @@ import { fileUrl, folderUrl, navigate } from "./router";
 import { SyncPanel, useSyncState } from "./sync";
 import { dialogState, gone, goneSince, mayEdit, open, settled, useVersion, useWatch } from "./store";
 import { Menu, notify, Unavailable, type MenuItem } from "./ui";
-import { roleOf, selectionMenu } from "./actions";
+import { renameRefused, roleOf, selectionMenu, SYNCED } from "./actions";
 import { Details } from "./details";
 import { useSelection } from "./selection";
 
@@ -175,7 +175,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       notify(folder && !mayEdit(role) ? "You can view this folder, not change it." : "You cannot change these items.");
       return;
     }
-    if (key === "F2") open({ kind: "rename", item: targets[0] });
+    const refused = key === "F2" && renameRefused(targets[0]);
+    if (refused) notify(refused);
+    else if (key === "F2") open({ kind: "rename", item: targets[0] });
     else
       open({
         kind: "delete",
@@ -213,8 +215,12 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       targets.length === 1 && targets[0].type === "folder"
         ? [
             { label: "Open", action: () => openItem(targets[0]) },
-            ...(mayEdit(roleOf(targets[0], role)) && !synced
-              ? [{ label: "Upload files", action: () => open({ kind: "upload", folderId: targets[0].id }) }]
+            ...(mayEdit(roleOf(targets[0], role))
+              ? [
+                  synced || targets[0].cloud_synced
+                    ? { label: "Upload files", action: () => {}, disabled: true, why: SYNCED }
+                    : { label: "Upload files", action: () => open({ kind: "upload", folderId: targets[0].id }) },
+                ]
               : []),
           ]
         : [];
@@ -235,7 +241,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
         </>
       )}
       {folder && !mayAdd && !synced && <span class="muted">You can view this folder, not change it.</span>}
-      {folder && synced && <span class="muted">Nothing can be uploaded, made or moved into a cloud-synced folder.</span>}
+      {folder && synced && <span class="muted">{SYNCED}</span>}
       <span class="spacer" />
       <label class="inline" for="kind-filter">
         Kind

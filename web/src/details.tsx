@@ -1,7 +1,7 @@
 // The details panel: a folder's summary and "Manage access"; a file's facts, the
 // datasets it is "Linked to" (each with View, and Remove for an Editor of the dataset),
 // and anyone's history.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { del, get, patch, type FileItem, type Folder, type Item } from "./api";
 import { bytes, date, duration, eventLabel, kindLabel, num } from "./format";
 import { navigate, fileUrl } from "./router";
@@ -123,7 +123,20 @@ function Description({ folder }: { folder: Folder }) {
   const [shown, setShown] = useState(folder.description ?? "");
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
-  useFocusKept(busy);
+  // The form opens with the focus in its field; as it closes (saved, or cancelled) the
+  // focus goes to "Edit description", which stands where it was, not to the page. A
+  // refusal keeps the form, with the focus back on Save.
+  const field = useRef<HTMLTextAreaElement>(null);
+  const edit = useRef<HTMLButtonElement>(null);
+  const wasEditing = useRef(editing);
+  useFocusKept(busy, edit);
+  useEffect(() => {
+    if (editing === wasEditing.current) return;
+    wasEditing.current = editing;
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (editing) field.current?.focus();
+    else if (lost) edit.current?.focus();
+  }, [editing]);
   // Changed elsewhere (another person, another tab): shown, unless being edited here;
   // Cancel then shows it.
   useEffect(() => {
@@ -149,7 +162,7 @@ function Description({ folder }: { folder: Folder }) {
     return (
       <form class="description-form" onSubmit={save}>
         <label for={`description-${folder.id}`}>Description</label>
-        <textarea id={`description-${folder.id}`} rows={3} value={text} onInput={(e) => setText((e.target as HTMLTextAreaElement).value)} />
+        <textarea ref={field} id={`description-${folder.id}`} rows={3} value={text} onInput={(e) => setText((e.target as HTMLTextAreaElement).value)} />
         <ErrorText error={error} />
         <div class="actions">
           <button type="button" onClick={() => (setEditing(false), setShown(folder.description ?? ""), setError(null))}>
@@ -165,7 +178,7 @@ function Description({ folder }: { folder: Folder }) {
     <div class="description">
       {shown ? <p>{shown}</p> : mayEdit(folder.my_role) ? <p class="muted">No description.</p> : null}
       {mayEdit(folder.my_role) && (
-        <button type="button" class="link" onClick={() => (setText(shown), setEditing(true))}>
+        <button type="button" class="link" ref={edit} onClick={() => (setText(shown), setEditing(true))}>
           Edit description
         </button>
       )}

@@ -1,11 +1,11 @@
 // The trash: what a delete keeps (FILES_TRASH_DAYS), with "Restore" and "Delete forever"
 // for the items chosen, and "Empty trash" for all the caller could restore.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { all, ApiError, call, del, get, post, type Folder } from "./api";
-import { bytes, count, date, kindLabel, listed, num } from "./format";
+import { bytes, count, date, filesAndFolders, kindLabel, listed, num } from "./format";
 import { changed, mayEdit, restored, useVersion } from "./store";
 import { folderUrl, navigate } from "./router";
-import { Confirm, ErrorText, LoadFailed, notify } from "./ui";
+import { Confirm, ErrorText, LoadFailed, notify, useFocusKept } from "./ui";
 
 type TrashItem = {
   type: "file" | "folder";
@@ -80,6 +80,30 @@ export function TrashPage() {
       else next.add(id);
       return next;
     });
+  // A row is chosen by a click on it, as in a folder: alone, or added or removed with
+  // Ctrl/Cmd, or a range from the last one clicked with Shift (its checkbox adds or
+  // removes it alone). Rows one may not restore are not chosen.
+  const anchor = useRef<string | null>(null);
+  const clickRow = (item: TrashItem, e: MouseEvent) => {
+    // The checkbox and the "Was in" link do their own.
+    if ((e.target as HTMLElement).closest("input, a, button") || !mayEdit(item.my_role)) return;
+    const list = items ?? [];
+    const from = anchor.current ? list.findIndex((i) => i.id === anchor.current) : -1;
+    if (e.shiftKey && from >= 0) {
+      const to = list.indexOf(item);
+      const [lo, hi] = from < to ? [from, to] : [to, from];
+      const range = list.slice(lo, hi + 1).filter((i) => mayEdit(i.my_role)).map((i) => i.id);
+      setChosen((was) => new Set([...(e.ctrlKey || e.metaKey ? was : []), ...range]));
+      return;
+    }
+    anchor.current = item.id;
+    if (e.ctrlKey || e.metaKey) toggle(item.id);
+    else setChosen(new Set([item.id]));
+  };
+  // Restore is disabled while it runs and stays so (nothing chosen after): the focus it
+  // had goes to the heading, not the page, as after "Delete forever".
+  const heading = useRef<HTMLHeadingElement>(null);
+  useFocusKept(busy, heading);
   const act = async (work: () => Promise<string>) => {
     setBusy(true);
     setError(null);
@@ -104,16 +128,16 @@ export function TrashPage() {
         throw e;
       });
       restored(picked.map((i) => i.id));
-      return `Restored ${count(done.restored_files, "file")} and ${count(done.restored_folders, "folder")}`;
+      return `Restored ${filesAndFolders(done.restored_files, done.restored_folders)}`;
     });
   const purge = async () => {
     const q = new URLSearchParams({ file_ids: ids("file").join(","), folder_ids: ids("folder").join(",") });
     const done = await call("DELETE", `/v1/trash?${q}`);
-    return `Deleted forever ${count(done.purged_files, "file")} and ${count(done.purged_folders, "folder")}`;
+    return `Deleted forever ${filesAndFolders(done.purged_files, done.purged_folders)}`;
   };
   const empty = async () => {
     const done = await del("/v1/trash");
-    return `Trash emptied: ${count(done.purged_files, "file")} and ${count(done.purged_folders, "folder")}`;
+    return `Trash emptied: ${filesAndFolders(done.purged_files, done.purged_folders)}`;
   };
   // Asked in the Confirm dialog: a refusal is said there (it stays open); what was done
   // is said in a notice as the dialog closes.
@@ -126,7 +150,7 @@ export function TrashPage() {
 
   return (
     <section class="trash-page" aria-label="Trash">
-      <h1 class="title" id="trash-title" tabIndex={-1}>
+      <h1 class="title" id="trash-title" tabIndex={-1} ref={heading}>
         Trash
       </h1>
       <p class="muted">Deleted files and folders stay here for a while, then go for good.</p>
@@ -207,7 +231,14 @@ export function TrashPage() {
           </thead>
           <tbody>
             {items.map((i) => (
-              <tr key={i.id} aria-label={i.name} aria-selected={chosen.has(i.id)}>
+              <tr
+                key={i.id}
+                aria-label={i.name}
+                aria-selected={chosen.has(i.id)}
+                class={chosen.has(i.id) ? "selected" : undefined}
+                onMouseDown={(e) => e.shiftKey && e.preventDefault()}
+                onClick={(e) => clickRow(i, e)}
+              >
                 <td>
                   <input
                     type="checkbox"
