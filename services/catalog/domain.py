@@ -302,6 +302,17 @@ def set_schema(
     return [Change(ev.SCHEMA_STREAM, version + 1, ev.MetadataSchemaSet(keys=wanted))]
 
 
+def may_rename(
+    access: Access, role: str | None, parent_id: uuid.UUID | None, created_by: str
+) -> bool:
+    """Whether the caller may rename a folder, said on each folder's answer: an app
+    cannot tell a top-level folder from one shared alone (neither shows a parent). It
+    tells an editor no more than a rename would (refused or not); a viewer, nothing."""
+    if role is None or RANK[role] < RANK["editor"]:
+        return False
+    return parent_id is not None or access.org_admin or access.user_id == created_by
+
+
 def check_top_level_naming(access: Access, folder: Folder, created_by: str, act: str) -> None:
     """Top-level names are unique per creator (projections.py), among folders of theirs
     no one else need see: whoever picks a top-level folder's name (a rename; a restore,

@@ -271,6 +271,9 @@ async def folders_json(
             "created_at": r["created_at"].isoformat(),
             "created_by": r["created_by"],
             "my_role": access.role_on(r["path"]),
+            "may_rename": domain.may_rename(
+                access, access.role_on(r["path"]), r["parent_id"], r["created_by"]
+            ),
             "cloud_synced": any(p in synced for p in r["path"]),
         }
         for r, path in zip(rows, paths, strict=True)

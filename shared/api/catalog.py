@@ -111,6 +111,11 @@ class Folder(Shape):
     created_at: str
     created_by: str
     my_role: Role | None
+    may_rename: bool = Field(
+        False,
+        description="whether the caller may rename it: an editor or more, and of a"
+        " top-level folder only its creator or an org admin (403 `forbidden` otherwise)",
+    )
     cloud_synced: bool = Field(
         False,
         description="it, or a folder above it, follows a bucket prefix: nothing can be"

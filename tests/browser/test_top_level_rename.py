@@ -99,3 +99,22 @@ def test_an_org_admin_renames_a_members_top_level_folder(
     grid.get_by_role("row", name=folder["name"]).click()
     page.keyboard.press("F2")
     expect(page.get_by_role("dialog", name="Rename folder")).to_be_visible()
+
+
+def test_a_folder_shared_on_its_own_is_renamed_by_its_editor(page: Page, api: httpx.Client) -> None:
+    """Shared alone, a folder shows its editor no parent, as a top-level one does: the
+    platform says which may be renamed (`may_rename`), and this one may (the app took
+    it for top-level and refused, where the platform would not)."""
+    top = make_folder(api, unique("private-top"))
+    alone = make_folder(api, unique("alone"), top["id"])
+    editor = _member(api, alone["id"], "editor")
+    sign_in(page, editor["api_key"])
+    page.goto("/")
+    page.get_by_role("button", name="List").click()
+    grid = page.get_by_role("grid", name="Folder contents")
+    grid.get_by_role("row", name=alone["name"]).click()
+    page.keyboard.press("F2")
+    dialog = page.get_by_role("dialog", name="Rename folder")
+    dialog.get_by_label("Name").fill(alone["name"] + "-renamed")
+    dialog.get_by_role("button", name="Rename").click()
+    expect(grid.get_by_role("row", name=alone["name"] + "-renamed")).to_be_visible()

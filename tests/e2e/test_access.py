@@ -878,6 +878,10 @@ async def test_only_a_top_level_folders_creator_or_an_org_admin_renames_or_resto
     unchanged = await bobs.patch(at, json={"name": shared["name"], "description": "again"})
     assert unchanged.status_code == 200, unchanged.text
     sub = await folder(bobs, "sub", shared["id"])
+    # Each folder's answer says so, for an app to offer Rename where it may be done.
+    assert (await bobs.get(at)).json()["may_rename"] is False
+    assert (await bobs.get(f"/v1/folders/{sub['id']}")).json()["may_rename"] is True
+    assert (await alices.get(at)).json()["may_rename"] is True
     renamed = await bobs.patch(f"/v1/folders/{sub['id']}", json={"name": "sub 2"})
     assert renamed.status_code == 200, renamed.text
     # Its creator hears of her own clash, and renames it; so may an org admin.

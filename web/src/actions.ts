@@ -2,7 +2,7 @@
 // role on it allows (a file takes its folder's role, a folder has its own).
 import type { Folder, Item } from "./api";
 import { fileUrl, folderUrl, navigate } from "./router";
-import { mayEdit, open, session } from "./store";
+import { mayEdit, open } from "./store";
 import type { MenuItem } from "./ui";
 
 export const ROLE_PENDING = "Your role on this folder is still being read.";
@@ -13,12 +13,12 @@ export const TOP_LEVEL_RENAME = "Only its creator or an organisation admin may r
 
 // A top-level folder's name is checked against its creator's other folders, which others
 // need not see: only its creator or an org admin may rename it (the platform refuses
-// anyone else, its editors and admins included). A folder shared on its own, whose parent
-// the person cannot see, answers no parent either and is taken as top-level here.
+// anyone else, its editors and admins included). The platform says so on each folder
+// (`may_rename`): a folder shared on its own shows no parent either, and is no top-level
+// folder for that. Only an editor's refusal is said here; a viewer has no Rename at all.
 export function renameRefused(item: Item): string | null {
-  const me = session.me;
-  if (item.type !== "folder" || item.parent_id !== null || !me) return null;
-  return me.org_role === "admin" || item.created_by === me.id ? null : TOP_LEVEL_RENAME;
+  if (item.type !== "folder" || item.may_rename || !mayEdit(item.my_role)) return null;
+  return TOP_LEVEL_RENAME;
 }
 
 export const roleOf = (item: Item, folderRole: string | null | undefined) =>

@@ -185,6 +185,7 @@ export type Folder = {
   created_by: string;
   my_role: string | null;
   // It, or a folder above it, follows a bucket prefix: nothing is uploaded, made or moved into it.
+  may_rename?: boolean;
   cloud_synced?: boolean;
 };
 

@@ -92,6 +92,8 @@ class FolderData(Data):
     created_at: datetime | None = None
     created_by: str | None = None
     my_role: str | None = None
+    # Whether the caller may rename it (of a top-level folder: its creator, an org admin).
+    may_rename: bool = False
     # It, or a folder above it, follows a bucket prefix: nothing is uploaded, made or
     # moved into it.
     cloud_synced: bool = False
