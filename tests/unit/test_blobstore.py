@@ -246,3 +246,51 @@ async def test_a_store_made_before_layouts_is_read_and_written_as_it_was(
     await again.copy(old_key, "thumbnails/y/copied")
     assert (root / "thumbnails/y/copied").read_bytes() == old
     assert not (root / local.LAYOUT_FILE).exists()
+
+
+def test_a_process_opening_a_new_store_as_another_makes_it_takes_its_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingest, DICOM, thumbnails and the collector open one new store at once: one that
+    found no layout file, then the other's `sha256` made, kept the old layout in a new
+    store (its blobs written where no other process looks). The other makes it between
+    this one's two looks."""
+    root = tmp_path / "blobs"
+    root.mkdir()
+    real_isdir = os.path.isdir
+    looked: list[str] = []
+
+    def meanwhile(path: Any) -> bool:
+        if not looked:
+            looked.append(str(path))
+            monkeypatch.setattr(os.path, "isdir", real_isdir)
+            assert local._open_layout(str(root))  # the other process, making it
+        return real_isdir(path)
+
+    real_open = open
+
+    def late_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith(local.LAYOUT_FILE) and not looked:
+            meanwhile(root / "sha256")  # the other process, before this one looks on
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "isdir", meanwhile)
+    monkeypatch.setattr("builtins.open", late_open)
+    assert local._open_layout(str(root)), "a new store opened in the old layout"
+    assert looked
+
+
+def test_a_store_of_an_unknown_layout_or_a_key_a_leaf_would_hold_is_refused(
+    tmp_path: Path,
+) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    digest = "ab" + "0" * 62
+    # `sha256/ab/<hash>` is where the content key `sha256/ab/00/<hash>` lives.
+    with pytest.raises(KeyError):
+        store.path(f"sha256/ab/{digest}")
+    for near in (f"sha256/ab/00X{digest}", f"sha256/AB/00/{digest}"):
+        assert store.path(near) == store.root / near  # no content key: where it names
+    (store.root / local.LAYOUT_FILE).write_text("sha256/<sha256>\n")
+    with pytest.raises(RuntimeError, match="unknown layout"):
+        LocalBlobStore(store.root)

@@ -167,8 +167,10 @@ def _move_durably(spool: Path, final: Path) -> None:
 # ext4 indexes a directory's names by their hash).
 LAYOUT_FILE = ".layout"
 LAYOUT_256 = "sha256/aa/<sha256>\n"
-# `content_key`'s length: "sha256/", "aa/", "bb/" and 64 hex digits.
-_CONTENT_KEY_LEN = 77
+# `content_key`'s shape, exactly: only such a key is kept in a leaf of 256. A key of
+# the shape a leaf holds (`sha256/aa/<64 hex>`) would be another key's file there.
+_CONTENT_KEY = re.compile(r"sha256/([0-9a-f]{2})/([0-9a-f]{2})/\1\2[0-9a-f]{60}")
+_LEAF_256_KEY = re.compile(r"sha256/[0-9a-f]{2}/[0-9a-f]{64}")
 
 
 def _open_layout(root: str) -> bool:
@@ -177,13 +179,22 @@ def _open_layout(root: str) -> bool:
     one), written first (then a crash leaves a store of that layout missing leaves,
     which a blob's commit makes), then its leaves made, durable in their parents."""
     layout = os.path.join(root, LAYOUT_FILE)
+    top = os.path.join(root, "sha256")
+    # Looked at before the layout file: a new store's maker writes that file before it
+    # makes `sha256`, so a `sha256` seen first with no file after is a store made before
+    # layouts. The other order let a process starting beside the maker see the file
+    # missing, then `sha256` made, and keep the old layout in a new store.
+    made_before = os.path.isdir(top)
     try:
         with open(layout) as f:
-            return f.read() == LAYOUT_256
+            kept = f.read()
     except FileNotFoundError:
-        pass
-    top = os.path.join(root, "sha256")
-    if os.path.isdir(top):
+        kept = None
+    if kept is not None:
+        if kept != LAYOUT_256:
+            raise RuntimeError(f"blob store {root}: unknown layout in {LAYOUT_FILE}: {kept!r}")
+        return True
+    if made_before:
         return False  # made before layouts: as it is, for good
     # Two processes starting a new store at once both write the same file.
     temp = f"{layout}.{os.getpid()}.{os.urandom(4).hex()}"
@@ -216,14 +227,11 @@ class LocalBlobStore:
         check_key(key)
         if key.split("/", 1)[0] in RESERVED:
             raise KeyError(key)
-        if (
-            self._leaves_256
-            and len(key) == _CONTENT_KEY_LEN
-            and key.startswith("sha256/")
-            and key[13:15] == key[7:9]
-            and key[15:17] == key[10:12]
-        ):
-            return key[:10] + key[13:]  # sha256/aa/<sha256>
+        if self._leaves_256:
+            if _CONTENT_KEY.fullmatch(key):
+                return key[:10] + key[13:]  # sha256/aa/<sha256>
+            if _LEAF_256_KEY.fullmatch(key):
+                raise KeyError(key)
         return key
 
     async def start(self) -> None:
