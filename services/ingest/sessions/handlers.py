@@ -59,6 +59,10 @@ from shared.kit.service import Handlers, Parts
 URL_LIFETIME = timedelta(seconds=PART_URL_LIFETIME_S)
 # The sweep leaves a completion this long to delete its own object.
 LEFT_AFTER = timedelta(minutes=1)
+# How long a completion's stamp keeps expiry off its session: longer than the read and
+# copy of the largest file (5 TiB, hours) take; a completion that died leaves its
+# session to expire this much late.
+COMPLETING_KEPT = timedelta(hours=24)
 # Deletes the sweep has in flight at once (each a request to S3).
 SWEEP_DELETES = 16
 
@@ -261,6 +265,15 @@ class Sessions(Handlers):
                 # Before the file is assembled and read (minutes for a large one), so a
                 # refusal comes at once; not held while it is read.
                 await _check_metadata(conn, row["name"], metadata, held=False)
+            # Expiry leaves it be from now (the row is not held while the parts are
+            # assembled, read and copied, and expiry would delete them under this).
+            stamped = await conn.execute(
+                "UPDATE ingest.sessions SET completing_since = now()"
+                " WHERE id = $1 AND status = 'open'",
+                session_id,
+            )
+            if stamped == "UPDATE 0":
+                await self._open(conn, session_id, lock=False)
         key = row["store_key"]
         plan = domain.plan(row["size"], row["part_size"])
         stored, assembled = await self._stored(row)
@@ -308,6 +321,9 @@ class Sessions(Handlers):
             # collector drops it and reclaims what the copy left.
             await self.blobs.copy(key, file.blob_key)
         except OSError as error:
+            # Or ended meanwhile (aborted, expired, another completion recorded it and
+            # deleted the object copied from): that answer (409) first.
+            await self._check_open(session_id)
             log.error("ingest.session_store_failed", error=repr(error))
             raise storage_failed(error) from error
         rejected: Refused | None = None
@@ -367,8 +383,10 @@ class Sessions(Handlers):
                 row["upload_id"],
                 [(p.number, p.etag) for p in sorted(stored, key=_number)],
             )
-        except UnknownUpload:
-            # Assembled by a completion alongside, since the listing.
+        except (UnknownUpload, FileNotFoundError):
+            # Assembled by a completion alongside, since the listing: the local store
+            # finds the parts folder gone once it opens a part that one's assembly
+            # deleted (it moves the object into place first).
             if not await self._assembled(row):
                 raise
 
@@ -437,12 +455,24 @@ class Sessions(Handlers):
         async with self.pool.acquire() as conn:
             for session_id in await conn.fetch(
                 "SELECT id FROM ingest.sessions WHERE status = 'open' AND expires_at < now()"
-                " ORDER BY expires_at LIMIT 1000"
+                " AND (completing_since IS NULL OR completing_since < now() - $1::interval)"
+                " ORDER BY expires_at LIMIT 1000",
+                COMPLETING_KEPT,
             ):
                 async with conn.transaction():
-                    # Skipped if a completion holds it; ended only if still open.
-                    row = await self._row(conn, session_id["id"], lock=" FOR UPDATE SKIP LOCKED")
-                    if row is not None and row["status"] == "open":
+                    # Skipped if a completion holds it, or one began lately (it holds
+                    # the row only as it records, and expiry would delete the parts it
+                    # is assembling); ended only if still open.
+                    fresh = await conn.fetchval(
+                        "SELECT id FROM ingest.sessions WHERE id = $1 AND status = 'open'"
+                        " AND (completing_since IS NULL"
+                        " OR completing_since < now() - $2::interval)"
+                        " FOR UPDATE SKIP LOCKED",
+                        session_id["id"],
+                        COMPLETING_KEPT,
+                    )
+                    row = await self._row(conn, fresh) if fresh else None
+                    if row is not None:
                         await self._end(conn, cause, row, "expired")
                         ended += 1
         return ended
