@@ -349,11 +349,14 @@ async def test_expiry_leaves_a_session_being_completed_be(
     monkeypatch.undo()
     dead = await completed_once(context, data)
     await context.pool.execute(
-        "UPDATE ingest.sessions SET expires_at = now() - interval '1 second',"
-        " completing_since = now() - $2::interval WHERE id = $1",
+        "UPDATE ingest.sessions SET expires_at = now() - interval '1 second' WHERE id = $1", dead
+    )
+    await context.pool.execute(
+        "INSERT INTO ingest.sessions_completing VALUES ($1, now() - $2::interval)",
         dead,
         handlers.COMPLETING_KEPT + timedelta(seconds=1),
     )
     assert await context.sessions.expire() == 1
     state = await context.sessions.state(dead)
     assert state is not None and state["status"] == "expired"
+    assert not await context.pool.fetchval("SELECT count(*) FROM ingest.sessions_completing")

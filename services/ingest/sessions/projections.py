@@ -39,9 +39,6 @@ sessions = Projection(
         WHERE status = 'open';
     -- The file's metadata, given at opening (NULL: none, or opened before it was taken).
     ALTER TABLE ingest.sessions ADD COLUMN IF NOT EXISTS metadata jsonb;
-    -- When a completion of the session began (NULL: none has): expiry leaves it be
-    -- a while (sessions/handlers.py `COMPLETING_KEPT`). No event's: a rebuild clears it.
-    ALTER TABLE ingest.sessions ADD COLUMN IF NOT EXISTS completing_since timestamptz;
     """,
 )
 
