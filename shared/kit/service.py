@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
@@ -21,6 +22,7 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Query, Request
 from pydantic import AwareDatetime, BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.kit import access as access_rules
 from shared.kit import (
@@ -38,7 +40,7 @@ from shared.kit.audit import audit
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
 from shared.kit.eventstore import EventStore
-from shared.kit.http import JSON, Deadline, identity_of, install_errors
+from shared.kit.http import JSON, RETRY_AFTER_S, Deadline, error_body, identity_of, install_errors
 from shared.kit.http_server import INTERNAL, PUBLIC, Bounds, bounded_http
 from shared.kit.identity import ServiceKey
 from shared.kit.inbox import Consumer, Inbox
@@ -54,6 +56,11 @@ Setup = Callable[[Conn], Awaitable[None]]
 # in deploy/k8s), so a hung database is told as such, and the gateway's own /readyz,
 # which asks every service, still answers within it.
 READY_PROBE_S = 2.0
+# A start (migrations, a projection's rebuild: minutes, an hour for a large store) that
+# has not finished in this long is gone on with while the process serves /healthz, so
+# liveness (the launcher's watchdog, the orchestrator's probes) sees it alive, and
+# /readyz and every other route answer 503 `starting` until it has.
+SERVE_DURING_START_S = 5.0
 
 
 class PublicAnswer(BaseModel):
@@ -144,6 +151,8 @@ class Runtime:
     # at once, so a hung database holds one pool connection for them, not one a probe.
     _probe: asyncio.Task[Any] | None = field(init=False, default=None)
     _abandoned: asyncio.Task[Any] | None = field(init=False, default=None)
+    # Its start still going on while it serves (`create_app`'s lifespan).
+    starting: bool = field(init=False, default=False)
 
     @property
     def name(self) -> str:
@@ -278,6 +287,8 @@ class Runtime:
 
         @app.get("/readyz", include_in_schema=False)
         async def readyz() -> JSON:
+            if self.starting:
+                return JSON({"status": "unready", "reason": "starting"}, 503)
             if self._abandoned is not None:
                 reason = "an earlier probe still waits on the database"
                 return JSON({"status": "unready", "reason": reason}, 503)
@@ -378,13 +389,23 @@ class Handlers:
 def create_app(runtime: Runtime, title: str) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
-        settle_heap()
-        log.info("service.started", service=runtime.name)
+        start = asyncio.create_task(_started(runtime))
+        await asyncio.wait([start], timeout=SERVE_DURING_START_S)
+        if not start.done():
+            runtime.starting = True
+            log.info("service.still_starting", service=runtime.name)
+            start.add_done_callback(lambda task: _start_ended(runtime, task))
+        else:
+            start.result()  # a start failed at once fails the process as before
         try:
             yield
         finally:
-            await runtime.stop()
+            if not start.done():
+                start.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await start
+            if start.done() and not start.cancelled() and start.exception() is None:
+                await runtime.stop()
 
     app = FastAPI(
         title=title,
@@ -407,9 +428,53 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
     # Outermost: a call without a valid token reaches no route (health excepted).
     app.add_middleware(identity.Authenticated, key=runtime.identity, audience=runtime.name)
     install_errors(app)
+    # Outside all: nothing but the probes reaches a route before the start has finished.
+    app.add_middleware(WhileStarting, runtime=runtime)
     runtime.mount(app)
     mount_audit(app, runtime)
     return app
+
+
+async def _started(runtime: Runtime) -> None:
+    await runtime.start()
+    settle_heap()
+    log.info("service.started", service=runtime.name)
+
+
+def _start_ended(runtime: Runtime, start: asyncio.Task[None]) -> None:
+    """A start that went on while the process served: it serves all once it has; failed,
+    the process exits, to be started again, as a start failed at once does."""
+    runtime.starting = False
+    if start.cancelled():
+        return
+    if (error := start.exception()) is not None:
+        log.error("service.start_failed", service=runtime.name, error=repr(error))
+        # uvicorn shuts down, then raises it again: the process ends by it (status 143).
+        signal.raise_signal(signal.SIGTERM)
+
+
+class WhileStarting:
+    """503 `starting` for every route but /healthz and /readyz while the runtime's start
+    goes on (its pool and projections are not there yet)."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self.runtime.starting
+            and scope["path"] not in identity.OPEN_PATHS
+        ):
+            refusal = JSON(
+                error_body("starting", f"{self.runtime.name} is starting: try again shortly", {}),
+                503,
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _user_of(scope: MutableMapping[str, Any]) -> str | None:

@@ -113,8 +113,9 @@ class Settings(BaseSettings):
     # stopped) and started again; one busy on the CPU, only once it has missed
     # `watchdog_busy_failures` in a row (an endless loop; a long computation answers
     # within that). One that has not answered since it started is judged only after
-    # `watchdog_start_s` (doubled each time a start is killed so, until one answers: a
-    # start that migrates or rebuilds for longer still gets there). 0 s every: no such
+    # `watchdog_start_s` (doubled each time a start is killed so, until one answers); a
+    # service answers 5 s into its start, its migrations or rebuild going on
+    # (`service.SERVE_DURING_START_S`), judged from then as it runs. 0 s every: no such
     # check. Liveness only: a service whose database hangs still answers it (its
     # /readyz does not), and is left be.
     watchdog_every_s: float = Field(default=5.0, ge=0)

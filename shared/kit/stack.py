@@ -544,8 +544,9 @@ class Stack:
             tended.answered, tended.missed, tended.unanswered, tended.slow = True, 0, 0, False
             tended.grace = s.watchdog_start_s
             return
-        # Not yet answered: still starting (migrations, a projection's rebuild, all
-        # before it serves) until its grace is over; then judged as any other.
+        # Not yet answered: still starting (importing, connecting: a service answers
+        # /healthz 5 s into its start, its migrations and rebuilds going on) until its
+        # grace is over; then judged as any other.
         starting = not tended.answered
         if starting and time.monotonic() - tended.started < tended.grace:
             return
@@ -576,9 +577,9 @@ class Stack:
             why = "stopped or using next to no CPU"
         if starting:
             why += f", never answered since it started {tended.grace:g} s or more ago"
-            # The next start has twice as long, up to 16 times the setting: one that
-            # needs longer than the grace (a rebuild of a large projection) gets there,
-            # in a few tries, and one that hangs each time is still restarted.
+            # The next start has twice as long, up to 16 times the setting: one slow to
+            # serve (a loaded machine's imports) gets there in a few tries, and one that
+            # hangs each time is still restarted.
             tended.grace = min(2 * tended.grace, 16 * s.watchdog_start_s) or s.watchdog_every_s
         self._note(
             "unresponsive",

@@ -441,6 +441,28 @@ async def test_an_unlogged_claims_table_is_made_logged_at_setup(setup: Any) -> N
     assert await record(pool, upload)
 
 
+async def test_a_busy_claims_table_is_made_logged_at_a_later_setup(setup: Any) -> None:
+    """A collector's sweep holds the table (through its deletes from a hung store): the
+    setup waits 2 s at most, leaves it unlogged, and claims go on; the next one does it."""
+    _, blobs, pool = setup
+    persistence = (
+        "SELECT relpersistence::text FROM pg_class WHERE oid = 'ingest.blob_claims'::regclass"
+    )
+    async with pool.acquire() as conn:
+        await conn.execute("ALTER TABLE ingest.blob_claims SET UNLOGGED")
+    async with pool.acquire() as sweep, sweep.transaction():
+        await sweep.fetch("SELECT key FROM ingest.blob_claims")
+        async with pool.acquire() as conn:
+            await asyncio.wait_for(blob_refs.setup(conn), 30)
+            assert await conn.fetchval(persistence) == "u"
+            assert await conn.fetchval("SHOW lock_timeout") == "0"
+        upload = await claim_and_put(pool, blobs)
+    async with pool.acquire() as conn:
+        await blob_refs.setup(conn)
+        assert await conn.fetchval(persistence) == "p"
+    assert await record(pool, upload)
+
+
 async def test_a_claim_outlives_a_crash_of_postgresql(tmp_path: Path) -> None:
     """An upload's claim survives PostgreSQL's immediate shutdown (its crash recovery
     empties unlogged tables): the upload records after it; had it died, the collector

@@ -2,8 +2,9 @@
 fixtures rely on it), rather than being started again for ever; a service that hangs
 is killed and started again (its /healthz unanswered, no CPU used), one whose
 database hangs is not (its /readyz fails, its /healthz holds), nor one busy on the
-CPU for a while; one busy for much longer is, and one that hangs before it ever
-answers, once its start's grace is over."""
+CPU for a while, nor one whose start waits on its migrations (it answers /healthz
+meanwhile); one busy for much longer is, and one that hangs before it ever answers,
+once its start's grace is over."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 import psutil
 import pytest
 
+from shared.kit import projections
 from shared.kit.embedded import Child, free_port
 from shared.kit.settings import Settings
 from shared.kit.stack import Stack, _ready
@@ -152,6 +156,44 @@ async def test_a_service_whose_database_hangs_is_not_started_again(watched: Stac
         return _ready(catalog)
 
     await eventually(ready, within=120, what="the catalog ready again")
+
+
+@pytest.mark.timeout(300)
+async def test_a_start_waiting_on_its_migrations_answers_liveness_and_is_left_be(
+    watched: Stack,
+) -> None:
+    """Started again while another start holds the DDL lock (a long migration, a rebuild
+    of a large store): it answers /healthz from 5 s in, /readyz `starting`, and the
+    watchdog leaves it be however long that takes; it serves once it has the lock."""
+    datasets = watched.child("datasets")
+    old = datasets.proc.pid
+    url = watched.env["FILES_DATASETS_URL"]
+    conn = await asyncpg.connect(watched.env["FILES_DATABASE_URL"])
+    try:
+        await conn.execute(f"SELECT pg_advisory_lock({projections.DDL_LOCK})")
+        datasets.proc.send_signal(signal.SIGKILL)
+
+        async def starting() -> bool:
+            if datasets.proc.pid == old or not _ready(url, "/healthz"):
+                return False
+            async with httpx.AsyncClient(timeout=5) as client:
+                answer = await client.get(f"{url}/readyz")
+            return answer.status_code == 503 and answer.json()["reason"] == "starting"
+
+        await eventually(starting, within=120, what="datasets answering as it starts")
+        new = datasets.proc.pid
+        await rounds_pass(watched, 2 * WATCH["watchdog_failures"])
+        assert datasets.proc.pid == new
+        assert not [n for n in notes(watched, "unresponsive") if n["pid"] == new]
+        assert not _ready(url)
+    finally:
+        await conn.close()  # the lock with it
+
+    async def ready() -> bool:
+        return _ready(url)
+
+    await eventually(ready, within=120, what="datasets ready once its start is done")
+    assert datasets.proc.pid == new
 
 
 # The watchdog alone, tending pieces of the tests' own (no platform): a round every

@@ -280,3 +280,83 @@ async def test_a_session_an_older_replica_completes_without_its_metadata_gets_it
         )
     ]
     assert await context.pool.fetchval("SELECT count(*) FROM ingest.session_metadata_owed") == 0
+
+
+async def test_a_completion_finding_the_parts_gone_under_another_ones_assembly_goes_on(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two completions at once: the local store's assembly of one deletes the parts
+    folder the other is reading (it moves the object into place first). The other
+    finds the object assembled and goes on, never a 503."""
+    data = b"a file two completions assemble at once\n" * 100
+    session_id = await completed_once(context, data)
+    join = LocalBlobStore._join
+
+    def the_other_assembles_first(
+        self: LocalBlobStore, folder: Path, parts: list[tuple[int, str]], final: Path
+    ) -> None:
+        join(self, folder, parts, final)
+        number, etag = parts[0]
+        raise FileNotFoundError(2, "No such file or directory", str(folder / f"{number}.{etag}"))
+
+    monkeypatch.setattr(LocalBlobStore, "_join", the_other_assembles_first)
+    done, _ = await context.sessions.complete(CAUSE, session_id)
+    assert done["job_id"] == str(session_id)
+    stored = context.blobs.path(content_key(hashlib.sha256(data).hexdigest()))
+    assert stored.read_bytes() == data
+
+
+async def test_a_copy_failing_once_the_session_ended_answers_that_it_ended(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Aborted (or completed alongside) while its object was copied: 409, not 503."""
+    session_id = await completed_once(context, b"aborted while copied\n" * 100)
+
+    async def aborted_meanwhile(self: LocalBlobStore, source: str, target: str) -> None:
+        await context.sessions.abort(CAUSE, session_id)
+        raise OSError(5, "the store said no")
+
+    monkeypatch.setattr(LocalBlobStore, "copy", aborted_meanwhile)
+    with pytest.raises(Refused) as refused:
+        await context.sessions.complete(CAUSE, session_id)
+    assert (refused.value.status, refused.value.code) == (409, "session_ended")
+
+
+async def test_expiry_leaves_a_session_being_completed_be(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its time passes while a completion reads and copies it (holding no row): expiry
+    skips it, and the completion records the file. Stamped long ago (a completion that
+    died), it expires."""
+    data = b"completed as its time runs out\n" * 100
+    session_id = await completed_once(context, data)
+    await context.pool.execute(
+        "UPDATE ingest.sessions SET expires_at = now() - interval '1 second'"
+    )
+    expired: list[int] = []
+    copy = LocalBlobStore.copy
+
+    async def expiry_runs_meanwhile(self: LocalBlobStore, source: str, target: str) -> None:
+        expired.append(await context.sessions.expire())
+        await copy(self, source, target)
+
+    monkeypatch.setattr(LocalBlobStore, "copy", expiry_runs_meanwhile)
+    done, _ = await context.sessions.complete(CAUSE, session_id)
+    assert (done["job_id"], expired) == (str(session_id), [0])
+    state = await context.sessions.state(session_id)
+    assert state is not None and state["status"] == "completed"
+
+    monkeypatch.undo()
+    dead = await completed_once(context, data)
+    await context.pool.execute(
+        "UPDATE ingest.sessions SET expires_at = now() - interval '1 second' WHERE id = $1", dead
+    )
+    await context.pool.execute(
+        "INSERT INTO ingest.sessions_completing VALUES ($1, now() - $2::interval)",
+        dead,
+        handlers.COMPLETING_KEPT + timedelta(seconds=1),
+    )
+    assert await context.sessions.expire() == 1
+    state = await context.sessions.state(dead)
+    assert state is not None and state["status"] == "expired"
+    assert not await context.pool.fetchval("SELECT count(*) FROM ingest.sessions_completing")

@@ -229,6 +229,63 @@ async def test_a_started_service_keeps_its_start_out_of_the_collectors_walks() -
         gc.set_threshold(*thresholds)
 
 
+@pytest.mark.parametrize("fails", [False, True])
+async def test_a_long_start_serves_liveness_and_nothing_else_until_it_has_finished(
+    monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """Migrations or a rebuild outlasting the moment a start is waited for: /healthz
+    answers (the watchdog and the orchestrator's liveness see it alive), /readyz and
+    every other route are 503 `starting`; once started, all are served. One failing
+    after that moment ends the process (SIGTERM to itself, uvicorn's shutdown)."""
+    import signal
+
+    import httpx
+
+    from shared.kit import service
+    from shared.kit.service import Parts, Runtime, create_app
+    from shared.kit.settings import Settings
+    from tests.conftest import SERVICE_KEY
+
+    monkeypatch.setattr(service, "SERVE_DURING_START_S", 0.0)
+    monkeypatch.setattr(service, "settle_heap", lambda: None)
+    raised: list[int] = []
+    monkeypatch.setattr(signal, "raise_signal", raised.append)
+    migrated = asyncio.Event()
+
+    async def start() -> None:
+        await migrated.wait()
+        if fails:
+            raise RuntimeError("the migration failed")
+
+    async def stop() -> None:
+        pass
+
+    runtime = Runtime(Parts("start_test", Settings(service_key=SERVICE_KEY)))
+    runtime.start = start  # type: ignore[method-assign]
+    runtime.stop = stop  # type: ignore[method-assign]
+    app = create_app(runtime, "start test")
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        asyncio.timeout(30),  # not waiting for the start to serve
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://service") as client,
+    ):
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert (ready.status_code, ready.json()["reason"]) == (503, "starting")
+        other = await client.get("/internal/audit")
+        assert (other.status_code, other.json()["error"]["code"]) == (503, "starting")
+        assert other.headers["Retry-After"]
+        [starting] = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_started"]
+        migrated.set()
+        # Its end noted first (the lifespan's callback came before this wait's).
+        await asyncio.wait([starting])
+        assert not runtime.starting
+        # The route's own answer now: unsigned, refused by the identity check.
+        assert (await client.get("/internal/audit")).status_code == 401
+    assert raised == ([signal.SIGTERM] if fails else [])
+
+
 def test_a_batch_applies_an_event_after_the_events_of_other_sources_that_led_to_it() -> None:
     """The catalog applies a batch holding ingest's `SyncFolderNeeded` (the folder a
     synced DICOM object goes into) and the DICOM context's series made from that object:

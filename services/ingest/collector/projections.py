@@ -123,11 +123,22 @@ blob_refs = Projection(
     CREATE INDEX IF NOT EXISTS blob_claims_at ON ingest.blob_claims (claimed_at);
     -- Logged since 2026-12-07: unlogged, a crash of PostgreSQL emptied it, and the bytes
     -- of the puts in flight were never reclaimed (bench/README, "ops5"). Rewritten once
-    -- (claims of the requests in flight only: a moment's exclusive lock).
-    DO $$ BEGIN
+    -- (claims of the requests in flight only: a moment's exclusive lock). It waits at
+    -- most 2 s for the transactions on the table (a collector's sweep holds it through
+    -- its deletes from the store, long if the store hangs, and every claim would queue
+    -- behind the waiting ALTER), or is left to a later start.
+    DO $$
+    DECLARE was text := current_setting('lock_timeout');
+    BEGIN
         IF (SELECT relpersistence FROM pg_class
             WHERE oid = 'ingest.blob_claims'::regclass) = 'u' THEN
-            ALTER TABLE ingest.blob_claims SET LOGGED;
+            PERFORM set_config('lock_timeout', '2s', true);
+            BEGIN
+                ALTER TABLE ingest.blob_claims SET LOGGED;
+            EXCEPTION WHEN lock_not_available THEN
+                RAISE NOTICE 'ingest.blob_claims busy: it is made logged at a later start';
+            END;
+            PERFORM set_config('lock_timeout', was, true);
         END IF;
     END $$;
     """,

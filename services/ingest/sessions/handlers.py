@@ -59,6 +59,14 @@ from shared.kit.service import Handlers, Parts
 URL_LIFETIME = timedelta(seconds=PART_URL_LIFETIME_S)
 # The sweep leaves a completion this long to delete its own object.
 LEFT_AFTER = timedelta(minutes=1)
+# How long a completion's stamp keeps expiry off its session: longer than the read and
+# copy of the largest file (5 TiB, hours) take; a completion that died leaves its
+# session to expire this much late.
+COMPLETING_KEPT = timedelta(hours=24)
+# A session (`s`) no completion began within `COMPLETING_KEPT` ($1). A completion stamps
+# it holding the session's row, which expiry takes (SKIP LOCKED) before it reads this.
+NOT_COMPLETING = """NOT EXISTS (SELECT 1 FROM ingest.sessions_completing c
+    WHERE c.session_id = s.id AND c.since > now() - $1::interval)"""
 # Deletes the sweep has in flight at once (each a request to S3).
 SWEEP_DELETES = 16
 
@@ -81,6 +89,13 @@ BEGIN
             SELECT id, store_key, '-infinity' FROM ingest.sessions WHERE status = 'completed';
     END IF;
 END $$;
+-- When the last completion of an open session began: expiry leaves it be a while
+-- (`COMPLETING_KEPT`). Not the read model's (no event's; a rebuild leaves it be); gone
+-- once the session ends.
+CREATE TABLE IF NOT EXISTS ingest.sessions_completing (
+    session_id uuid PRIMARY KEY,
+    since timestamptz NOT NULL
+);
 """
 
 
@@ -261,6 +276,15 @@ class Sessions(Handlers):
                 # Before the file is assembled and read (minutes for a large one), so a
                 # refusal comes at once; not held while it is read.
                 await _check_metadata(conn, row["name"], metadata, held=False)
+            # Expiry leaves it be from now (the row is not held while the parts are
+            # assembled, read and copied, and expiry would delete them under this).
+            async with conn.transaction():
+                await self._open(conn, session_id, lock=True)
+                await conn.execute(
+                    "INSERT INTO ingest.sessions_completing (session_id, since)"
+                    " VALUES ($1, now()) ON CONFLICT (session_id) DO UPDATE SET since = now()",
+                    session_id,
+                )
         key = row["store_key"]
         plan = domain.plan(row["size"], row["part_size"])
         stored, assembled = await self._stored(row)
@@ -308,6 +332,9 @@ class Sessions(Handlers):
             # collector drops it and reclaims what the copy left.
             await self.blobs.copy(key, file.blob_key)
         except OSError as error:
+            # Or ended meanwhile (aborted, expired, another completion recorded it and
+            # deleted the object copied from): that answer (409) first.
+            await self._check_open(session_id)
             log.error("ingest.session_store_failed", error=repr(error))
             raise storage_failed(error) from error
         rejected: Refused | None = None
@@ -344,6 +371,7 @@ class Sessions(Handlers):
                     session_id,
                     key,
                 )
+                await self._forget_completing(conn, session_id)
                 if metadata:  # carried by the event that stores the file
                     await conn.execute(
                         "DELETE FROM ingest.session_metadata_owed WHERE session_id = $1",
@@ -367,8 +395,10 @@ class Sessions(Handlers):
                 row["upload_id"],
                 [(p.number, p.etag) for p in sorted(stored, key=_number)],
             )
-        except UnknownUpload:
-            # Assembled by a completion alongside, since the listing.
+        except (UnknownUpload, FileNotFoundError):
+            # Assembled by a completion alongside, since the listing: the local store
+            # finds the parts folder gone once it opens a part that one's assembly
+            # deleted (it moves the object into place first).
             if not await self._assembled(row):
                 raise
 
@@ -436,13 +466,22 @@ class Sessions(Handlers):
         ended = 0
         async with self.pool.acquire() as conn:
             for session_id in await conn.fetch(
-                "SELECT id FROM ingest.sessions WHERE status = 'open' AND expires_at < now()"
-                " ORDER BY expires_at LIMIT 1000"
+                "SELECT id FROM ingest.sessions s WHERE status = 'open' AND expires_at < now()"
+                f" AND {NOT_COMPLETING} ORDER BY expires_at LIMIT 1000",
+                COMPLETING_KEPT,
             ):
                 async with conn.transaction():
-                    # Skipped if a completion holds it; ended only if still open.
-                    row = await self._row(conn, session_id["id"], lock=" FOR UPDATE SKIP LOCKED")
-                    if row is not None and row["status"] == "open":
+                    # Skipped if a completion holds it, or one began lately (it holds
+                    # the row only as it records, and expiry would delete the parts it
+                    # is assembling); ended only if still open.
+                    fresh = await conn.fetchval(
+                        "SELECT id FROM ingest.sessions s WHERE id = $2 AND status = 'open'"
+                        f" AND {NOT_COMPLETING} FOR UPDATE SKIP LOCKED",
+                        COMPLETING_KEPT,
+                        session_id["id"],
+                    )
+                    row = await self._row(conn, fresh) if fresh else None
+                    if row is not None:
                         await self._end(conn, cause, row, "expired")
                         ended += 1
         return ended
@@ -579,7 +618,14 @@ class Sessions(Handlers):
         envelopes = envelopes_of(domain.end_session(row["id"], row["version"], status), cause)
         await jobs.apply(conn, envelopes)
         await sessions.apply(conn, envelopes)
+        await self._forget_completing(conn, row["id"])
         return await self.store.append(conn, envelopes)
+
+    async def _forget_completing(self, conn: Conn, session_id: uuid.UUID) -> None:
+        """Ended: its completions' stamp goes."""
+        await conn.execute(
+            "DELETE FROM ingest.sessions_completing WHERE session_id = $1", session_id
+        )
 
     async def _open(self, conn: Conn, session_id: uuid.UUID, *, lock: bool) -> asyncpg.Record:
         row = await self._row(conn, session_id, lock=" FOR UPDATE" if lock else "")
