@@ -204,3 +204,36 @@ def test_a_file_moved_away_while_its_page_is_open_waits_for_its_new_folders_role
     for refused in ("Rename", "Move to another folder", "Delete"):
         expect(actions.get_by_role("button", name=refused)).to_have_count(0)
     page.unroute_all(behavior="ignoreErrors")
+
+
+def test_a_moved_files_new_folder_unread_says_nothing_of_the_old_folders_role(
+    page: Page, api: httpx.Client
+) -> None:
+    """Moved into another folder Mia edits, whose read then fails: the page does not
+    tell her she may only view the file (that was the old folder's role, or none), nor
+    show the old folder's path."""
+    first, second = make_folder(api, unique("mia-a")), make_folder(api, unique("mia-b"))
+    [note] = upload(api, first["id"], ("moved.txt", text("m\n")))
+    email = f"{unique('mia')}@example.com"
+    made = api.post("/v1/users", json={"email": email, "name": "Mia", "org_role": "member"})
+    assert made.status_code == 201, made.text
+    for folder in (first, second):
+        added = api.post(
+            f"/v1/folders/{folder['id']}/collaborators", json={"emails": [email], "role": "editor"}
+        )
+        assert added.status_code == 200, added.text
+    sign_in(page, made.json()["api_key"])
+    page.goto(f"/files/{note['id']}")
+    actions = page.get_by_role("toolbar", name="File actions")
+    expect(actions.get_by_role("button", name="Rename")).to_be_enabled()
+    held = hold_the_folders_read(page, second["id"])
+    moved = api.post("/v1/move", json={"file_ids": [note["id"]], "target_folder_id": second["id"]})
+    assert moved.status_code == 200, moved.text
+    expect(actions.get_by_role("button", name="Rename")).to_be_disabled()
+    for route in held:
+        route.fulfill(status=503, json={"error": {"code": "unavailable", "message": "busy"}})
+    crumbs = page.get_by_role("navigation", name="Breadcrumb")
+    expect(crumbs.get_by_role("link", name=first["name"])).to_have_count(0)
+    expect(actions.get_by_role("button", name="Rename")).to_have_count(0)
+    expect(actions).not_to_contain_text("You can view this file")
+    page.unroute_all(behavior="ignoreErrors")

@@ -48,12 +48,14 @@ export function FilePage({ id }: { id: string }) {
   );
   if (error && !file) return <Unavailable what="file" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!file) return <p class="muted">Loading…</p>;
+  // A folder read before the file moved elsewhere is not its folder (its path, its role).
+  const own = folder?.id === file.folder_id ? folder : null;
   return (
     <div class="file-page">
       <section class="content" aria-label={file.name}>
-        <Breadcrumbs path={folder?.path ?? []} last={false} />
+        <Breadcrumbs path={own?.path ?? []} last={false} />
         <h1 class="title">{file.name}</h1>
-        <FileActions file={file} folder={folder} failed={!!error} />
+        <FileActions file={file} folder={own} failed={!!error} />
         <ErrorText error={error} />
         <Viewer file={file} />
       </section>
@@ -70,9 +72,8 @@ export function FilePage({ id }: { id: string }) {
 // screen an Editor's Rename, Move and Delete are behind "More" (a menu), so that the
 // actions keep to one row.
 function FileActions({ file, folder, failed }: { file: FileItem; folder: Folder | null; failed: boolean }) {
-  // The folder's read that failed brings no role: nothing waits for it. A folder read
-  // before the file moved elsewhere is not its folder: its role waits for the new one.
-  const role = folder?.id === file.folder_id ? folder.my_role : failed ? null : undefined;
+  // The folder's read that failed brings no role: nothing waits for it.
+  const role = folder ? folder.my_role : failed ? null : undefined;
   const [more, setMore] = useState<{ x: number; y: number } | null>(null);
   const editing = editingActions([file], file.folder_id, role, file.name);
   const waiting = editing.length > 0 && editing.every((a) => a.disabled);
