@@ -443,14 +443,17 @@ async def _started(runtime: Runtime) -> None:
 
 def _start_ended(runtime: Runtime, start: asyncio.Task[None]) -> None:
     """A start that went on while the process served: it serves all once it has; failed,
-    the process exits, to be started again, as a start failed at once does."""
-    runtime.starting = False
+    the process exits, to be started again, as a start failed at once does (its routes
+    refused until it has: the runtime is half started)."""
     if start.cancelled():
         return
     if (error := start.exception()) is not None:
         log.error("service.start_failed", service=runtime.name, error=repr(error))
-        # uvicorn shuts down, then raises it again: the process ends by it (status 143).
+        # uvicorn shuts down, then raises it again: the process ends by it (143; as PID
+        # 1 in a container, which takes no default action on it, 0): restarted either way.
         signal.raise_signal(signal.SIGTERM)
+        return
+    runtime.starting = False
 
 
 class WhileStarting:

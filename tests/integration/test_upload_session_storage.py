@@ -91,6 +91,9 @@ async def test_a_disk_failing_as_a_session_completes_is_the_stores_fault_and_kee
     assert str(context.blobs.root) not in refused.value.message
     state = await context.sessions.state(session_id)
     assert state is not None and state["status"] == "open"
+    # Nor is it kept from expiring: the stamp of a completion under way went with it
+    # (completing it again and again, each refused, kept it for good).
+    assert not await context.pool.fetchval("SELECT count(*) FROM ingest.sessions_completing")
     monkeypatch.undo()
     done, _ = await context.sessions.complete(CAUSE, session_id)
     assert done["job_id"] == str(session_id)
@@ -330,13 +333,14 @@ async def test_expiry_leaves_a_session_being_completed_be(
     died), it expires."""
     data = b"completed as its time runs out\n" * 100
     session_id = await completed_once(context, data)
-    await context.pool.execute(
-        "UPDATE ingest.sessions SET expires_at = now() - interval '1 second'"
-    )
     expired: list[int] = []
     copy = LocalBlobStore.copy
 
     async def expiry_runs_meanwhile(self: LocalBlobStore, source: str, target: str) -> None:
+        # Its time runs out once it has begun.
+        await context.pool.execute(
+            "UPDATE ingest.sessions SET expires_at = now() - interval '1 second'"
+        )
         expired.append(await context.sessions.expire())
         await copy(self, source, target)
 
@@ -359,4 +363,14 @@ async def test_expiry_leaves_a_session_being_completed_be(
     assert await context.sessions.expire() == 1
     state = await context.sessions.state(dead)
     assert state is not None and state["status"] == "expired"
+    assert not await context.pool.fetchval("SELECT count(*) FROM ingest.sessions_completing")
+
+    # Past its time before it began: refused, and nothing stamped that would keep it.
+    late = await completed_once(context, data)
+    await context.pool.execute(
+        "UPDATE ingest.sessions SET expires_at = now() - interval '1 second' WHERE id = $1", late
+    )
+    with pytest.raises(Refused) as refused:
+        await context.sessions.complete(CAUSE, late)
+    assert refused.value.code == "session_ended"
     assert not await context.pool.fetchval("SELECT count(*) FROM ingest.sessions_completing")

@@ -276,15 +276,46 @@ class Sessions(Handlers):
                 # Before the file is assembled and read (minutes for a large one), so a
                 # refusal comes at once; not held while it is read.
                 await _check_metadata(conn, row["name"], metadata, held=False)
-            # Expiry leaves it be from now (the row is not held while the parts are
-            # assembled, read and copied, and expiry would delete them under this).
-            async with conn.transaction():
-                await self._open(conn, session_id, lock=True)
-                await conn.execute(
-                    "INSERT INTO ingest.sessions_completing (session_id, since)"
-                    " VALUES ($1, now()) ON CONFLICT (session_id) DO UPDATE SET since = now()",
-                    session_id,
+        # Expiry leaves it be from now (the row is not held while the parts are
+        # assembled, read and copied, and expiry would delete them under this); a
+        # session past its time is not begun (else completing it again and again, each
+        # refused, would keep it from expiring).
+        async with self.pool.acquire() as conn, conn.transaction():
+            held = await self._open(conn, session_id, lock=True)
+            if held["expires_at"] <= now():
+                raise Refused(
+                    409,
+                    "session_ended",
+                    f"upload session {session_id} has expired",
+                    {"status": "expired"},
                 )
+            stamped = await conn.fetchval(
+                "INSERT INTO ingest.sessions_completing (session_id, since)"
+                " VALUES ($1, clock_timestamp()) ON CONFLICT (session_id)"
+                " DO UPDATE SET since = clock_timestamp() RETURNING since",
+                session_id,
+            )
+        try:
+            return await self._completed(cause, session_id, opener, row, metadata)
+        except BaseException:
+            # Not recorded: its stamp goes, unless a completion alongside stamped since.
+            async with self.pool.acquire() as conn:
+                await conn.execute(
+                    "DELETE FROM ingest.sessions_completing WHERE session_id = $1 AND since = $2",
+                    session_id,
+                    stamped,
+                )
+            raise
+
+    async def _completed(
+        self,
+        cause: Cause,
+        session_id: uuid.UUID,
+        opener: domain.Opener | None,
+        row: asyncpg.Record,
+        metadata: dict[str, Any],
+    ) -> tuple[dict[str, Any], int]:
+        """`complete` once begun (stamped): assembled, read, copied, recorded."""
         key = row["store_key"]
         plan = domain.plan(row["size"], row["part_size"])
         stored, assembled = await self._stored(row)
@@ -480,6 +511,14 @@ class Sessions(Handlers):
                         COMPLETING_KEPT,
                         session_id["id"],
                     )
+                    # Again, in a snapshot of its own: a completion's stamp committed
+                    # after the statement above began was not in its snapshot.
+                    if fresh and not await conn.fetchval(
+                        f"SELECT {NOT_COMPLETING} FROM (SELECT $2::uuid AS id) s",
+                        COMPLETING_KEPT,
+                        fresh,
+                    ):
+                        fresh = None
                     row = await self._row(conn, fresh) if fresh else None
                     if row is not None:
                         await self._end(conn, cause, row, "expired")
