@@ -5,6 +5,8 @@ User (viewer) of the folder gets Download and Add to dataset, and is told why no
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from playwright.sync_api import Page, expect
 
@@ -169,6 +171,19 @@ def test_a_file_pages_editing_actions_show_disabled_until_the_folders_role_is_re
     page.unroute_all(behavior="ignoreErrors")
 
 
+def mia(api: httpx.Client, *roles: tuple[dict[str, Any], str]) -> str:
+    """Mia, a member with these roles on these folders: her API key."""
+    email = f"{unique('mia')}@example.com"
+    made = api.post("/v1/users", json={"email": email, "name": "Mia", "org_role": "member"})
+    assert made.status_code == 201, made.text
+    for folder, role in roles:
+        added = api.post(
+            f"/v1/folders/{folder['id']}/collaborators", json={"emails": [email], "role": role}
+        )
+        assert added.status_code == 200, added.text
+    return str(made.json()["api_key"])
+
+
 def test_a_file_moved_away_while_its_page_is_open_waits_for_its_new_folders_role(
     page: Page, api: httpx.Client
 ) -> None:
@@ -178,15 +193,7 @@ def test_a_file_moved_away_while_its_page_is_open_waits_for_its_new_folders_role
     refused once pressed, and for good if that read failed)."""
     edited, viewed = make_folder(api, unique("mia-edits")), make_folder(api, unique("mia-views"))
     [note] = upload(api, edited["id"], ("moving.txt", text("m\n")))
-    email = f"{unique('mia')}@example.com"
-    made = api.post("/v1/users", json={"email": email, "name": "Mia", "org_role": "member"})
-    assert made.status_code == 201, made.text
-    for folder, role in ((edited, "editor"), (viewed, "user")):
-        added = api.post(
-            f"/v1/folders/{folder['id']}/collaborators", json={"emails": [email], "role": role}
-        )
-        assert added.status_code == 200, added.text
-    sign_in(page, made.json()["api_key"])
+    sign_in(page, mia(api, (edited, "editor"), (viewed, "user")))
 
     page.goto(f"/files/{note['id']}")
     actions = page.get_by_role("toolbar", name="File actions")
@@ -214,15 +221,7 @@ def test_a_moved_files_new_folder_unread_says_nothing_of_the_old_folders_role(
     show the old folder's path."""
     first, second = make_folder(api, unique("mia-a")), make_folder(api, unique("mia-b"))
     [note] = upload(api, first["id"], ("moved.txt", text("m\n")))
-    email = f"{unique('mia')}@example.com"
-    made = api.post("/v1/users", json={"email": email, "name": "Mia", "org_role": "member"})
-    assert made.status_code == 201, made.text
-    for folder in (first, second):
-        added = api.post(
-            f"/v1/folders/{folder['id']}/collaborators", json={"emails": [email], "role": "editor"}
-        )
-        assert added.status_code == 200, added.text
-    sign_in(page, made.json()["api_key"])
+    sign_in(page, mia(api, (first, "editor"), (second, "editor")))
     page.goto(f"/files/{note['id']}")
     actions = page.get_by_role("toolbar", name="File actions")
     expect(actions.get_by_role("button", name="Rename")).to_be_enabled()

@@ -159,6 +159,20 @@ async def test_trash_rows_misplaced_before_are_re_rooted_once_at_start(database_
         assert await paths() == ([left, box, inner], [left, box, inner])
 
 
+async def catalog_on(pool: Any) -> Catalog:
+    """The catalog's handlers on a fresh database, its tables made."""
+    parts = Parts("catalog", Settings(service_key=SERVICE_KEY))
+    parts.pool = pool
+    async with pool.acquire() as conn:
+        await parts.store.setup(conn)
+        await parts.inbox.setup(conn)
+        for projection in (tree, links, cloud_synced):
+            await projection.setup(conn)
+        await setup_reactions(conn)
+        await setup_history(conn)
+    return Catalog(parts)
+
+
 async def test_a_file_delete_and_a_delete_of_its_folder_meeting_both_answer(
     database_url: str,
 ) -> None:
@@ -166,16 +180,7 @@ async def test_a_file_delete_and_a_delete_of_its_folder_meeting_both_answer(
     other way, the file's delete held the file while its projection waited for the
     folder, which the folder's delete held while waiting for the file (a deadlock)."""
     async with fresh_database(database_url, "trashlocks") as pool:
-        parts = Parts("catalog", Settings(service_key=SERVICE_KEY))
-        parts.pool = pool
-        async with pool.acquire() as conn:
-            await parts.store.setup(conn)
-            await parts.inbox.setup(conn)
-            for projection in (tree, links, cloud_synced):
-                await projection.setup(conn)
-            await setup_reactions(conn)
-            await setup_history(conn)
-        catalog = Catalog(parts)
+        catalog = await catalog_on(pool)
         box, file_id = uuid.uuid4(), uuid.uuid4()
         made = [*domain.create_folder(box, None, "box", "", {}), uploaded(file_id, box)]
         async with pool.acquire() as conn, conn.transaction():
@@ -225,16 +230,7 @@ async def test_deletes_of_two_folders_each_with_a_file_of_the_other_both_answer(
     opposite. PostgreSQL breaks the deadlock by aborting one, which nothing had written:
     the catalog runs it again, and neither caller is refused."""
     async with fresh_database(database_url, "crossing") as pool:
-        parts = Parts("catalog", Settings(service_key=SERVICE_KEY))
-        parts.pool = pool
-        async with pool.acquire() as conn:
-            await parts.store.setup(conn)
-            await parts.inbox.setup(conn)
-            for projection in (tree, links, cloud_synced):
-                await projection.setup(conn)
-            await setup_reactions(conn)
-            await setup_history(conn)
-        catalog = Catalog(parts)
+        catalog = await catalog_on(pool)
         a, b, in_a, in_b = (uuid.uuid4() for _ in range(4))
         made = [
             *domain.create_folder(a, None, "a", "", {}),
@@ -277,7 +273,7 @@ async def test_deletes_of_two_folders_each_with_a_file_of_the_other_both_answer(
             def acquire(self) -> Acquired:
                 return Acquired()
 
-        parts.pool = Pool()  # type: ignore[assignment]
+        catalog.parts.pool = Pool()  # type: ignore[assignment]
         admin = Access(user_id="test", org_admin=True)
         answers = await asyncio.gather(
             *(
