@@ -121,10 +121,11 @@ async def test_a_read_while_the_catalog_or_the_access_service_hangs_is_503_withi
         await eventually(answered, within=60, what="the platform answering once resumed")
 
 
-# The catalog's read of a folder, waiting on a lock of the test's.
-WAITING = """SELECT count(*) FROM pg_stat_activity
-    WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()
-      AND query ILIKE 'select%from catalog.folders%'"""
+# The catalog's read of a folder, waiting on a lock of the test's: by the lock asked
+# for, not by `pg_stat_activity.query`, which names a connection's last statement while
+# a prepared one waits for its locks before it runs (its plan checked again).
+WAITING = """SELECT count(*) FROM pg_locks
+    WHERE NOT granted AND relation = 'catalog.folders'::regclass AND pid <> pg_backend_pid()"""
 
 
 async def test_a_service_stops_waiting_on_its_database_once_the_gateway_gave_up(
