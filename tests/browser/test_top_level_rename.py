@@ -91,7 +91,8 @@ def test_an_org_admin_renames_a_members_top_level_folder(
         headers={"Authorization": f"Bearer {member['api_key']}"},
         timeout=30,
     ) as theirs:
-        folder = make_folder(theirs, unique("theirs"))
+        # Named to come first in the admin's top level, by name, among every test's.
+        folder = make_folder(theirs, unique("0-theirs"))
     page = signed_in
     page.goto("/")
     page.get_by_role("button", name="List").click()

@@ -527,6 +527,8 @@ async def test_a_download_its_client_cancels_releases_its_connection_to_ingest(
     )
     [big] = (await call).files
     token = dict(await call.trailing_metadata())["files-consistency"]
+    # The platform is shared: what other tests' calls hold to ingest, they hold still.
+    before = held_to(stack, "ingest")
     for _ in range(10):
         stream = client.files.Download(
             pb.DownloadRequest(file_id=big.id), metadata=(*ADMIN, ("files-consistency", token))
@@ -539,7 +541,7 @@ async def test_a_download_its_client_cancels_releases_its_connection_to_ingest(
         stream.cancel()
 
     async def released() -> bool:
-        return held_to(stack, "ingest") == 0
+        return held_to(stack, "ingest") <= before
 
     await eventually(released, within=30, what="the gateway's connections to ingest released")
     # The gateway goes on serving downloads.
