@@ -426,10 +426,11 @@ class Sessions(Handlers):
                 row["upload_id"],
                 [(p.number, p.etag) for p in sorted(stored, key=_number)],
             )
-        except (UnknownUpload, FileNotFoundError):
+        except (UnknownUpload, OSError):
             # Assembled by a completion alongside, since the listing: the local store
             # finds the parts folder gone once it opens a part that one's assembly
-            # deleted (it moves the object into place first).
+            # deleted (it moves the object into place first); a store may fail the
+            # second of two assemblies at once.
             if not await self._assembled(row):
                 raise
 

@@ -40,7 +40,7 @@ import urllib3
 from minio import Minio
 from minio.commonconfig import ComposeSource, CopySource
 from minio.datatypes import Part
-from minio.error import MinioException, S3Error
+from minio.error import InvalidResponseError, MinioException, S3Error
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import ConnectionPool, HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
@@ -186,6 +186,10 @@ def _unavailable() -> Iterator[None]:
     except urllib3.exceptions.HTTPError as error:
         what = type(getattr(error, "reason", None) or error).__name__
         raise StoreUnavailable(f"the object store did not answer ({what})") from error
+    except InvalidResponseError as error:
+        # An answer that is no S3 one (a proxy's error page, a store failing inside:
+        # moto answers two completions of one upload at once with an HTML 500).
+        raise StoreUnavailable("the object store answered no S3 answer") from error
 
 
 def _part_size(size: int) -> int:
