@@ -25,6 +25,14 @@ others side by side since 2026-12-06), until every job is done:
 instances/s from the first request to the last job done (stored by ingest, read and
 assembled by the dicom service, registered as series files by the catalog). Its ratio to the plain
 dcmread loop is shown; no target.
+
+Orthanc (`--no-orthanc` skips it) stores the same files by `POST /instances` from 4
+clients, done when the last answers. Its storage area is on the volume Files' blobs had
+(`--blob-dir`; in the work directory before 2026-12-07), with its own default
+`SyncStorageArea` true (an fsync a stored file; its SQLite index in WAL mode,
+`synchronous=NORMAL`, not flushed at each store); `--no-sync` runs both sides without
+what can be turned off: Orthanc's fsyncs, and Files' PostgreSQL fsync (the blob store's
+syncfs of each request's blobs stays: it is what makes an answered upload stored).
 """
 
 from __future__ import annotations
