@@ -399,9 +399,12 @@ class Sessions(Handlers):
             await claims.claim(conn, [file.blob_key], holder, now())
         try:
             # A copy: the assembled object stays where completing again finds it until
-            # this is recorded (then it goes, below). Failed, the claim stays until the
+            # this is recorded (then it goes, below). Its claim is dated anew while it
+            # goes on (a file of terabytes: hours). Failed, the claim stays until the
             # collector drops it and reclaims what the copy left.
-            await self.blobs.copy(key, file.blob_key)
+            await claims.kept_while(
+                self.pool, [file.blob_key], holder, self.blobs.copy(key, file.blob_key)
+            )
         except OSError as error:
             # Or ended meanwhile (aborted, expired, another completion recorded it and
             # deleted the object copied from): that answer (409) first.
