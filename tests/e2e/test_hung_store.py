@@ -347,19 +347,23 @@ async def test_sessions_expiring_while_the_store_hangs_are_ended_and_end_in_the_
         httpx.AsyncClient(timeout=60) as anonymous,
     ):
         target = await folder(api, unique("hung-expiry"))
-        signed, opened = await sessions_opened(api, ingest, anonymous, target["id"], expires_in_s=1)
-        async with hung(own_s3):
+        _, opened = await sessions_opened(api, ingest, anonymous, target["id"], expires_in_s=1)
+        database = await asyncpg.connect(stack.env["FILES_DATABASE_URL"])
+        try:
+            async with hung(own_s3):
 
-            async def expired() -> bool:
-                states = [
-                    (await ingest.get(f"/v1/uploads/{s}", headers=signed)).json()["status"]
-                    for s in opened
-                ]
-                return set(states) == {"expired"}
+                async def expired() -> bool:
+                    states = await database.fetch(
+                        "SELECT status FROM ingest.sessions WHERE id = ANY($1::uuid[])",
+                        [uuid.UUID(s) for s in opened],
+                    )
+                    return {r["status"] for r in states} == {"expired"}
 
-            # A few sweeps (0.2 s apart here), not one store's timeout a session.
-            await eventually(expired, within=PROMPT_S * 3, what="the sessions expired")
-            await prompt(api, ("/v1/integrations", "/readyz"))
+                # A few sweeps (0.2 s apart here), not one store's timeout a session.
+                await eventually(expired, within=PROMPT_S * 3, what="the sessions expired")
+                await prompt(api, ("/v1/integrations", "/readyz"))
+        finally:
+            await database.close()
         await ended_in_the_store(stack, own_s3, opened)
 
 
