@@ -539,7 +539,7 @@ class Sessions(Handlers):
         return ended
 
     async def expire(self) -> int:
-        """End the sessions past their time; their parts are deleted from the store."""
+        """End the sessions past their time; the reclaimer deletes their parts after."""
         cause = Cause(actor="system:upload-sessions", correlation_id=str(uuid.uuid4()))
         ended = 0
         async with self.pool.acquire() as conn:
