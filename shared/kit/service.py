@@ -462,6 +462,7 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
         telemetry={"exclude": tracing.untraced},
     )
     app.add_middleware(tracing.ForwardContext)
+    app.state.start_watch = runtime.parts.start_watch  # `serve` exits by it
     # Inside the keyed writes' units of work: a call given up on at its caller's
     # deadline is answered 503, which abandons its unit (nothing of it applied).
     app.add_middleware(Deadline)
@@ -668,6 +669,12 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
             else INTERNAL
         ),
     )
+    # Ended by its stuck start: uvicorn raised SIGTERM again once shut down, which ends
+    # the process (143) unless it is a container's PID 1 (no default action): non-zero
+    # either way, so that it is seen to have failed.
+    watch: StartWatch | None = getattr(app.state, "start_watch", None)
+    if watch is not None and watch.stuck:
+        raise SystemExit(f"{name}: its start was stuck: {watch.step}")
 
 
 async def supervised(service: str, what: str, run: Callable[[], Awaitable[None]]) -> None:
