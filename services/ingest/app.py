@@ -73,6 +73,9 @@ def build(settings: Settings) -> FastAPI:
         parts.supervise(
             "sessions.expire", lambda: sessions.expire_forever(settings.upload_sweep_every_s)
         )
+        parts.supervise(
+            "sessions.reclaim", lambda: sessions.reclaim_forever(settings.upload_sweep_every_s)
+        )
         parts.supervise("blobs.collect", lambda: collector.sweep_forever(settings.blob_gc_every_s))
         parts.supervise("syncs.schedule", syncs.schedule_forever)
         parts.supervise("webhooks.send", webhooks.sender.send_forever)
@@ -93,6 +96,8 @@ def build(settings: Settings) -> FastAPI:
         setups=(webhooks_model.setup, sessions_handlers.setup),
         # Imports and syncs a restart interrupted go on where they were.
         on_start=[blobs.start, imports.resume, syncs.resume, syncs.list_synced_once, sweep],
+        # Sessions its reactions ended have their store's side done once committed.
+        after_batch=sessions.after_batch,
     )
     app = create_app(runtime, "Files ingest")
 

@@ -147,6 +147,11 @@ class UploadSession(Shape):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="the file's metadata, as given when it opened"
     )
+    parts_known: bool = Field(
+        default=True,
+        description="false when the store did not list the open session's parts in time:"
+        " none shown stored, a URL for each part; ask again rather than send them all",
+    )
     parts_stored: list[dict[str, Any]]
     bytes_stored: int
     parts: list[PartUrl]

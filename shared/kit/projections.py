@@ -179,7 +179,12 @@ async def recorded_version(conn: Conn, schema: str, projection: Projection) -> i
 
 
 async def rebuild(
-    pool: asyncpg.Pool, store: EventStore, projection: Projection, *, only_if_stale: bool = False
+    pool: asyncpg.Pool,
+    store: EventStore,
+    projection: Projection,
+    *,
+    only_if_stale: bool = False,
+    progress: Callable[[], None] | None = None,
 ) -> int:
     """Drop the projection's rows and replay the store into it; returns events replayed.
 
@@ -187,6 +192,7 @@ async def rebuild(
     interleaves with the replay; readers of the tables wait until it commits. It records
     the projection's version. `only_if_stale`: only if the recorded version is older
     (looked at under the locks, so of replicas starting together one rebuilds).
+    `progress` is called as the replay goes on (a start's watch: service.StartWatch).
     """
     tables = ", ".join(projection.tables)
     deadline = time.monotonic() + REBUILD_TRIES_S
@@ -210,7 +216,7 @@ async def rebuild(
                 )
                 for index in dropped:
                     await conn.execute(f"DROP INDEX {index['schemaname']}.{index['indexname']}")
-                replayed = await _replay(conn, store, projection)
+                replayed = await _replay(conn, store, projection, progress)
                 await conn.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
                 for index in dropped:
                     await conn.execute(index["indexdef"])
@@ -236,7 +242,12 @@ WINDOW = 100_000
 PAGE = 5000
 
 
-async def _replay(conn: Conn, store: EventStore, projection: Projection) -> int:
+async def _replay(
+    conn: Conn,
+    store: EventStore,
+    projection: Projection,
+    progress: Callable[[], None] | None = None,
+) -> int:
     """The store's events through the projection's handlers, in position order, by runs
     of one type and schema version: a run of a set-based handler's type at its contract's
     version is its statements over the store's rows; a run of another handled type is
@@ -294,8 +305,12 @@ async def _replay(conn: Conn, store: EventStore, projection: Projection) -> int:
                     break
                 await projection.apply(conn, envelopes)
                 position = envelopes[-1].position
+                if progress is not None:
+                    progress()
         await _run(conn, store, projection, pending)
         after = upto
+        if progress is not None:
+            progress()
     return replayed
 
 
@@ -329,7 +344,12 @@ async def _run(
     pending.clear()
 
 
-async def ensure_current(pool: asyncpg.Pool, store: EventStore, projection: Projection) -> int:
+async def ensure_current(
+    pool: asyncpg.Pool,
+    store: EventStore,
+    projection: Projection,
+    progress: Callable[[], None] | None = None,
+) -> int:
     """At a service's start, before it serves or consumes: a read model whose recorded
     version is older than the code's is rebuilt from the store; returns the events
     replayed (0 when it was current). One recorded newer is a replica of the release
@@ -349,7 +369,7 @@ async def ensure_current(pool: asyncpg.Pool, store: EventStore, projection: Proj
     if was >= projection.version:
         return 0
     started = time.monotonic()
-    replayed = await rebuild(pool, store, projection, only_if_stale=True)
+    replayed = await rebuild(pool, store, projection, only_if_stale=True, progress=progress)
     log.info(
         "projection.rebuilt",
         projection=projection.name,

@@ -61,6 +61,31 @@ READY_PROBE_S = 2.0
 # liveness (the launcher's watchdog, the orchestrator's probes) sees it alive, and
 # /readyz and every other route answer 503 `starting` until it has.
 SERVE_DURING_START_S = 5.0
+# How long a process whose start failed gives it to end before it exits anyway (it may
+# wait on a database that does not answer its cancel).
+START_GIVEN_UP_S = 5.0
+
+
+class StartWatch:
+    """What a service's start is at, and when it last moved: each step it begins, and
+    what a long step tells of its progress (`progressed`: a rebuild, each window of the
+    store it replays). A start that has not moved for `Settings.start_timeout_s` is stuck
+    (on a lock held elsewhere, a database that never answers) and fails, naming its
+    step, rather than answer `starting` for ever. A step that may run long must tell its
+    progress within that time, or be its own steps."""
+
+    def __init__(self) -> None:
+        self.step = "starting"
+        self.moved = time.monotonic()
+        self.stuck = False
+        self.exiting = False
+
+    def at(self, step: str) -> None:
+        self.step = step
+        self.moved = time.monotonic()
+
+    def progressed(self) -> None:
+        self.moved = time.monotonic()
 
 
 class PublicAnswer(BaseModel):
@@ -95,6 +120,9 @@ class Parts:
     # The partitions of the topic it publishes, sorted, read at start: an event about
     # many aggregates is keyed to land beside their own streams (catalog.FilesRestored).
     partitions: list[int] = field(init=False, default_factory=list)
+    # Where its start is (`StartWatch`): a hook run at start that may take long tells
+    # its progress here.
+    start_watch: StartWatch = field(init=False, default_factory=StartWatch)
 
     def __post_init__(self) -> None:
         self.store = EventStore(self.name)
@@ -184,12 +212,19 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
+        watch = self.parts.start_watch
+        watch.at("connecting to the database")
         self.parts.pool = await db.connect_pool(
             s.database_url, max_size=self.parts.pool_size, kind=idempotency.Pool
         )
         # Services start side by side against one database: serialise DDL.
         async with self.pool.acquire() as conn, conn.transaction():
+            watch.at(
+                f"the schema lock (pg_advisory_xact_lock({projections.DDL_LOCK})),"
+                " held by another process's start or `files rebuild`"
+            )
             await conn.execute(f"SELECT pg_advisory_xact_lock({projections.DDL_LOCK})")
+            watch.at("making the tables")
             await self.store.setup(conn)
             await self.inbox.setup(conn)
             await conn.execute(idempotency.ddl(self.name))
@@ -199,18 +234,25 @@ class Runtime:
                 await setup(conn)
         async with self.pool.acquire() as conn:
             for projection in self.projections:
+                watch.at(f"migrating {projection.name}")
                 await projection.migrate(conn)
         for projection in self.projections:
             if projection.replayable:
-                await projections.ensure_current(self.pool, self.store, projection)
+                watch.at(f"rebuilding {projection.name} if stale")
+                await projections.ensure_current(
+                    self.pool, self.store, projection, progress=watch.progressed
+                )
+        watch.at("the broker's topics")
         await bus.ensure_topics(s.kafka_bootstrap, s.topic_partitions)
         self.producer = bus.producer(s.kafka_bootstrap, idempotence=s.kafka_idempotence)
+        watch.at("connecting to the broker")
         await self.producer.start()
         if self.publishes:
             self.parts.partitions = sorted(await self.producer.partitions_for(self.publishes))
             self.relay = Relay(
                 self.store, s.database_url, self.producer, self.publishes, s.kafka_bootstrap
             )
+            watch.at("the relay's tables")
             async with self.pool.acquire() as conn:
                 await self.relay.setup(conn)
             self.supervise("relay", self.relay.run)
@@ -239,6 +281,7 @@ class Runtime:
             lambda: idempotency.prune_forever(self.pool, self.name, s.idempotency_ttl_s),
         )
         for hook in self.on_start:
+            watch.at(f"the start hook {getattr(hook, '__qualname__', hook)!s}")
             await hook()
 
     async def _listen(self) -> None:
@@ -390,20 +433,25 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         start = asyncio.create_task(_started(runtime))
+        bound = asyncio.create_task(_bound_start(runtime, start))
         await asyncio.wait([start], timeout=SERVE_DURING_START_S)
         if not start.done():
             runtime.starting = True
             log.info("service.still_starting", service=runtime.name)
             start.add_done_callback(lambda task: _start_ended(runtime, task))
+        elif start.cancelled() and runtime.parts.start_watch.stuck:
+            raise RuntimeError(f"the start was stuck: {runtime.parts.start_watch.step}")
         else:
             start.result()  # a start failed at once fails the process as before
         try:
             yield
         finally:
+            bound.cancel()
             if not start.done():
                 start.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await start
+                # Not for ever: a start stuck on a database that does not answer its
+                # cancel would keep the process from exiting.
+                await asyncio.wait([start], timeout=START_GIVEN_UP_S)
             if start.done() and not start.cancelled() and start.exception() is None:
                 await runtime.stop()
 
@@ -414,6 +462,7 @@ def create_app(runtime: Runtime, title: str) -> FastAPI:
         telemetry={"exclude": tracing.untraced},
     )
     app.add_middleware(tracing.ForwardContext)
+    app.state.start_watch = runtime.parts.start_watch  # `serve` exits by it
     # Inside the keyed writes' units of work: a call given up on at its caller's
     # deadline is answered 503, which abandons its unit (nothing of it applied).
     app.add_middleware(Deadline)
@@ -441,11 +490,49 @@ async def _started(runtime: Runtime) -> None:
     log.info("service.started", service=runtime.name)
 
 
+async def _bound_start(runtime: Runtime, start: asyncio.Task[None]) -> None:
+    """Fail a start that has not moved for `start_timeout_s` (`StartWatch`): logged
+    naming the step it waits in, and the process ends (as a failed start ends it), to
+    be started again by the launcher or the orchestrator, which see it alive meanwhile."""
+    limit = runtime.settings.start_timeout_s
+    watch = runtime.parts.start_watch
+    while limit and not start.done():
+        left = watch.moved + limit - time.monotonic()
+        if left > 0:
+            await asyncio.wait([start], timeout=left)
+            continue
+        watch.stuck = True
+        log.error(
+            "service.start_stuck",
+            service=runtime.name,
+            waiting_on=watch.step,
+            still_for_s=round(limit, 1),
+        )
+        # Ended by its cancel (`_start_ended`, or the lifespan's first wait, which fails
+        # the process); one stuck where a cancel is not answered (a hung database), here.
+        start.cancel()
+        await asyncio.wait([start], timeout=START_GIVEN_UP_S)
+        if not start.done():
+            _exit_once(runtime)
+        return
+
+
+def _exit_once(runtime: Runtime) -> None:
+    """Its stuck start ends the process (uvicorn's shutdown on SIGTERM): once, as a
+    second SIGTERM would cut that shutdown short."""
+    watch = runtime.parts.start_watch
+    if runtime.starting and not watch.exiting:
+        watch.exiting = True
+        signal.raise_signal(signal.SIGTERM)
+
+
 def _start_ended(runtime: Runtime, start: asyncio.Task[None]) -> None:
     """A start that went on while the process served: it serves all once it has; failed,
     the process exits, to be started again, as a start failed at once does (its routes
     refused until it has: the runtime is half started)."""
     if start.cancelled():
+        if runtime.parts.start_watch.stuck:  # `_bound_start` ended it
+            _exit_once(runtime)
         return
     if (error := start.exception()) is not None:
         log.error("service.start_failed", service=runtime.name, error=repr(error))
@@ -582,6 +669,12 @@ def serve(name: str, build: Callable[[Settings], FastAPI], default_port: int | N
             else INTERNAL
         ),
     )
+    # Ended by its stuck start: uvicorn raised SIGTERM again once shut down, which ends
+    # the process (143) unless it is a container's PID 1 (no default action): non-zero
+    # either way, so that it is seen to have failed.
+    watch: StartWatch | None = getattr(app.state, "start_watch", None)
+    if watch is not None and watch.stuck:
+        raise SystemExit(f"{name}: its start was stuck: {watch.step}")
 
 
 async def supervised(service: str, what: str, run: Callable[[], Awaitable[None]]) -> None:

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     watchdog_failures: int = Field(default=3, ge=1)
     watchdog_busy_failures: int = Field(default=24, ge=1)
     watchdog_start_s: float = Field(default=60.0, ge=0)
+    # A service's start (migrations, a projection's rebuild) that has moved on for this
+    # long (no step begun, no progress told: `service.StartWatch`) fails, and its process
+    # exits to be started again (a migration waiting for ever on a lock held elsewhere
+    # would otherwise answer liveness for ever, `/readyz` saying `starting`). 0: never.
+    start_timeout_s: float = Field(default=30 * 60.0, ge=0)
     # The blob collector: how often it sweeps, and how long an unreferenced blob is
     # kept (safety margin only; the claim protocol is what protects stores in flight).
     blob_gc_every_s: float = 60.0

@@ -294,6 +294,43 @@ async def test_an_upload_whose_claim_the_collector_took_during_its_put_records_n
     assert not await pool.fetchval("SELECT count(*) FROM ingest.blob_files")
 
 
+async def test_a_put_longer_than_the_collector_keeps_claims_keeps_its_claim_while_it_goes_on(
+    setup: Any,
+) -> None:
+    """A server-side copy of hours (an upload session's file of terabytes): its claim,
+    made long ago, is dated anew while the copy goes on, so the collector leaves it and
+    the copy records; before, the copy's claim went after an hour and it was refused."""
+    collector, _, pool = setup
+    collector.claims_kept = timedelta(minutes=30)
+    key, holder = f"blobs/{uuid.uuid4().hex}", uuid.uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        await claims.claim(conn, [key], holder, datetime.now(UTC) - timedelta(hours=2))
+    copied = asyncio.Event()
+
+    async def copy() -> str:
+        await copied.wait()
+        return "copied"
+
+    putting = asyncio.create_task(
+        claims.kept_while(pool, [key], holder, copy(), every=timedelta(seconds=0.05))
+    )
+
+    async def renewed() -> bool:
+        since = await pool.fetchval(
+            "SELECT now() - claimed_at FROM ingest.blob_claims WHERE key = $1", key
+        )
+        return since is not None and since < timedelta(minutes=1)
+
+    await eventually(renewed, within=10, what="the claim dated anew")
+    await collector.sweep()
+    assert await pool.fetchval("SELECT count(*) FROM ingest.blob_claims WHERE key = $1", key)
+    copied.set()
+    assert await putting == "copied"
+    async with pool.acquire() as conn, conn.transaction():
+        await claim_blobs(conn, [key])
+        assert await claims.settle(conn, [key], holder)
+
+
 async def test_two_uploads_of_the_same_bytes_each_record_whichever_settles_first(
     setup: Any,
 ) -> None:

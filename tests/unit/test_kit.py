@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import pathlib
 
 import pytest
@@ -290,6 +291,73 @@ async def test_a_long_start_serves_liveness_and_nothing_else_until_it_has_finish
             assert not runtime.starting
             assert after.status_code == 401
     assert raised == ([signal.SIGTERM] if fails else [])
+
+
+@pytest.mark.parametrize("progressing", [False, True])
+async def test_a_start_that_stops_moving_fails_naming_its_step_and_one_telling_progress_goes_on(
+    monkeypatch: pytest.MonkeyPatch, progressing: bool
+) -> None:
+    """A start waiting in one step (a lock held elsewhere) for `start_timeout_s` with no
+    progress told fails: its log names the step, and the process ends (SIGTERM to
+    itself) to be started again. One telling its progress more often than that (a
+    rebuild, window after window) goes on for as long as it moves, and serves."""
+    import signal
+
+    import httpx
+    import structlog
+
+    from shared.kit import service
+    from shared.kit.service import Parts, Runtime, create_app
+    from shared.kit.settings import Settings
+    from tests.conftest import SERVICE_KEY, eventually
+
+    monkeypatch.setattr(service, "SERVE_DURING_START_S", 0.0)
+    monkeypatch.setattr(service, "settle_heap", lambda: None)
+    raised: list[int] = []
+    monkeypatch.setattr(signal, "raise_signal", raised.append)
+    bound_s = 0.5
+    parts = Parts("start_test", Settings(service_key=SERVICE_KEY, start_timeout_s=bound_s))
+    never = asyncio.Event()
+
+    async def start() -> None:
+        parts.start_watch.at("the test's lock")
+        if not progressing:
+            await never.wait()
+        loop = asyncio.get_running_loop()
+        moving_until = loop.time() + 4 * bound_s
+        while loop.time() < moving_until:  # a long step's work, told as it goes
+            parts.start_watch.progressed()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(never.wait(), bound_s / 5)
+
+    async def stop() -> None:
+        pass
+
+    runtime = Runtime(parts)
+    runtime.start = start  # type: ignore[method-assign]
+    runtime.stop = stop  # type: ignore[method-assign]
+    app = create_app(runtime, "start test")
+    transport = httpx.ASGITransport(app=app)
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            asyncio.timeout(30),
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://service") as client,
+        ):
+            assert (await client.get("/healthz")).status_code == 200
+
+            async def ended() -> bool:
+                return bool(raised) or not runtime.starting
+
+            await eventually(ended, within=20, what="the start ended or given up")
+    stuck = [line for line in logs if line["event"] == "service.start_stuck"]
+    if progressing:
+        assert not runtime.starting and raised == [] and stuck == []
+    else:
+        assert raised == [signal.SIGTERM]
+        assert [(s["waiting_on"], s["still_for_s"]) for s in stuck] == [
+            ("the test's lock", bound_s)
+        ]
 
 
 def test_a_batch_applies_an_event_after_the_events_of_other_sources_that_led_to_it() -> None:

@@ -34,6 +34,14 @@ class Cancelling(Handlers):
         self.stop_import = stop_import
 
     async def cancel(self, cause: Cause, job_id: uuid.UUID) -> tuple[dict[str, Any], int]:
+        try:
+            return await self._cancel(cause, job_id)
+        finally:
+            # A session's end committed: its store's side is done now, never inside the
+            # transaction (sessions/handlers.py).
+            self.sessions.reclaim_soon()
+
+    async def _cancel(self, cause: Cause, job_id: uuid.UUID) -> tuple[dict[str, Any], int]:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow("SELECT kind FROM ingest.jobs WHERE id = $1", job_id)
             if row is None:

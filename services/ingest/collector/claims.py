@@ -13,7 +13,9 @@ failed): the collector drops it, and gives its key to the sweep of blobs as a ro
 its own, unreferenced and undated, where no row is; the sweep deletes its bytes under
 the row's lock, as any other blob's, unless something refers to them by then. A holder
 whose claim went so (a put longer than that) records nothing: a request is refused 503
-(`refused`), a sync reads its batch again.
+(`refused`), a sync reads its batch again. A put that may last longer (an upload
+session's server-side copy of a file of terabytes) dates its claims anew while it goes
+on (`kept_while`).
 
 Not a read model (no event makes a claim; a rebuild leaves them be: the table is made
 with `blob_refs`'s, not one of its `tables`). Logged: unlogged, a PostgreSQL crash
@@ -22,12 +24,24 @@ emptied it, and the bytes of the puts in flight were never reclaimed; logging co
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import datetime
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+import asyncpg
 
 from services.ingest.collector.projections import UNDATED
+from shared.contracts.envelope import now
 from shared.kit.db import Conn
 from shared.kit.errors import Refused
+from shared.kit.logs import log
+
+T = TypeVar("T")
+# How often a long put's claims are dated anew: well within the hour the collector
+# keeps a claim (`CLAIMS_KEPT`), so a missed renewal or two loses nothing.
+RENEW_EVERY = timedelta(minutes=10)
 
 
 async def claim(conn: Conn, keys: list[str], upload: uuid.UUID, at: datetime) -> None:
@@ -61,6 +75,40 @@ async def settle(conn: Conn, keys: list[str], upload: uuid.UUID) -> bool:
         upload,
     )
     return bool(gone == len(keys))
+
+
+async def kept_while(
+    pool: asyncpg.Pool,
+    keys: list[str],
+    upload: uuid.UUID,
+    put: Awaitable[T],
+    every: timedelta = RENEW_EVERY,
+) -> T:
+    """`put` awaited, `upload`'s claims on `keys` dated now every `every` while it goes
+    on, so the collector does not take a put of hours for one that died. Only while it
+    moves: the store's calls fail after 30 s of silence, so a put the store stopped
+    answering ends, and its claims age from their last date as any other's; a process
+    that dies renews nothing. A claim the collector dropped before a renewal stays gone
+    (the put's `settle` finds it so, and records nothing)."""
+    task = asyncio.ensure_future(put)
+    try:
+        while True:
+            done, _ = await asyncio.wait([task], timeout=every.total_seconds())
+            if done:
+                return task.result()
+            try:
+                async with pool.acquire() as conn:
+                    await conn.execute(
+                        """UPDATE ingest.blob_claims SET claimed_at = $3
+                           WHERE upload_id = $2 AND key = ANY($1::text[])""",
+                        keys,
+                        upload,
+                        now(),
+                    )
+            except (OSError, asyncpg.PostgresError) as error:  # the next one may do
+                log.warning("ingest.blob_claim_not_renewed", error=repr(error))
+    finally:
+        task.cancel()  # given up on (its caller cancelled): not left running
 
 
 def refused() -> Refused:

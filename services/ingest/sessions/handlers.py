@@ -16,9 +16,19 @@ metadata (while a rollout from it goes on, or after a rollback to it) completes 
 without (it neither reads the metadata nor clears the row), and the sweep gives the
 file its metadata after the fact (`ingest.UploadSessionMetadataRestored`).
 
+A session ended otherwise (aborted, cancelled, expired, its opener's right gone) is
+ended in the database first: its end's transaction notes the store's side of it
+(`ingest.session_uploads_left`: its multipart upload to abort, an object a completion
+assembled to delete), and the store is called only once that has committed, by the
+sessions' reclaimer (`reclaim_forever`), woken by the commit. So a hung store (up to
+30 s a call) holds no database connection and no session's row while it is waited on:
+before, each end held both, and enough ends at once (a revoked key's sessions, a sweep
+of expired ones) starved ingest's pool. A process that dies between the commit and the
+store's answer, or a store that refuses, leaves the note, and the next round does it.
+
 It runs over 500 lines because every way a session ends (completed, aborted, cancelled,
-expired, its opener's key or role gone) locks its row and ends its multipart upload
-through the same private helpers (`_row`, `_end`), which other modules should not call.
+expired, its opener's key or role gone) locks its row and ends it through the same
+private helpers (`_row`, `_end`), which other modules should not call.
 """
 
 from __future__ import annotations
@@ -63,12 +73,21 @@ LEFT_AFTER = timedelta(minutes=1)
 # copy of the largest file (5 TiB, hours) take; a completion that died leaves its
 # session to expire this much late.
 COMPLETING_KEPT = timedelta(hours=24)
+# How long a read of an open session (its GET, its job's progress) waits for the store
+# to list its parts: well within the gateway's read budget (15 s), so a hung store
+# (30 s a call) does not hang the read; past it the session is shown from what the
+# database has, its parts unknown (`_view`).
+PARTS_WAIT_S = 5.0
 # A session (`s`) no completion began within `COMPLETING_KEPT` ($1). A completion stamps
 # it holding the session's row, which expiry takes (SKIP LOCKED) before it reads this.
 NOT_COMPLETING = """NOT EXISTS (SELECT 1 FROM ingest.sessions_completing c
     WHERE c.session_id = s.id AND c.since > now() - $1::interval)"""
 # Deletes the sweep has in flight at once (each a request to S3).
 SWEEP_DELETES = 16
+# A store's side of an ended session the store refused (or did not answer) is tried
+# again this much later, and an ended session's page of them is this long.
+RECLAIM_AGAIN = timedelta(minutes=1)
+RECLAIM_PAGE = 1000
 
 # The assembled objects completions have left to delete. Filled, when the table is
 # made, with the sessions completed before it (an older ingest kept no account of what
@@ -96,6 +115,17 @@ CREATE TABLE IF NOT EXISTS ingest.sessions_completing (
     session_id uuid PRIMARY KEY,
     since timestamptz NOT NULL
 );
+-- The store's side of the sessions ended otherwise than completed (their multipart
+-- upload to abort, an object a completion assembled to delete): noted by the end's
+-- transaction, done once it has committed, then forgotten. Not the read model's.
+CREATE TABLE IF NOT EXISTS ingest.session_uploads_left (
+    session_id uuid PRIMARY KEY,
+    store_key text NOT NULL,
+    upload_id text NOT NULL,
+    -- Not tried before then: noted at the end, put back after a failed try.
+    due timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS session_uploads_left_due ON ingest.session_uploads_left (due);
 """
 
 
@@ -127,6 +157,10 @@ class Sessions(Handlers):
         settings = parts.settings
         self.part_size = settings.upload_part_size
         self.ttl_s = settings.upload_session_ttl_s
+        # Set once an end has committed: the reclaimer does its store's side now.
+        self._reclaim_now = asyncio.Event()
+        # An end noted in a transaction the consumer commits (a revocation's).
+        self._ended_in_batch = False
 
     # -- commands --------------------------------------------------------------------
 
@@ -241,8 +275,10 @@ class Sessions(Handlers):
         row = await self._row(self.pool, session_id)
         if row is None:
             return None
-        stored = (await self._stored(row))[0] if row["status"] == "open" else []
-        return self._view(row, stored)
+        if row["status"] != "open":
+            return self._view(row, [])
+        stored = await self._stored_now(row)
+        return self._view(row, stored or [], known=stored is not None)
 
     async def bytes_progress(self, session_id: uuid.UUID) -> dict[str, int]:
         """Bytes of the file in the store so far, of its size."""
@@ -251,7 +287,11 @@ class Sessions(Handlers):
             return {"done": 0, "total": 0}
         if row["status"] == "completed":
             return {"done": row["size"], "total": row["size"]}
-        stored = (await self._stored(row))[0] if row["status"] == "open" else []
+        if row["status"] != "open":
+            return {"done": 0, "total": row["size"]}
+        stored = await self._stored_now(row)
+        if stored is None:
+            return {"done": 0, "total": row["size"], "known": False}
         return {"done": self._view(row, stored)["bytes_stored"], "total": row["size"]}
 
     async def complete(
@@ -359,9 +399,12 @@ class Sessions(Handlers):
             await claims.claim(conn, [file.blob_key], holder, now())
         try:
             # A copy: the assembled object stays where completing again finds it until
-            # this is recorded (then it goes, below). Failed, the claim stays until the
+            # this is recorded (then it goes, below). Its claim is dated anew while it
+            # goes on (a file of terabytes: hours). Failed, the claim stays until the
             # collector drops it and reclaims what the copy left.
-            await self.blobs.copy(key, file.blob_key)
+            await claims.kept_while(
+                self.pool, [file.blob_key], holder, self.blobs.copy(key, file.blob_key)
+            )
         except OSError as error:
             # Or ended meanwhile (aborted, expired, another completion recorded it and
             # deleted the object copied from): that answer (409) first.
@@ -457,11 +500,14 @@ class Sessions(Handlers):
     async def abort(self, cause: Cause, session_id: uuid.UUID) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._open(conn, session_id, lock=True)
-            return await self._end(conn, cause, row, "aborted")
+            position = await self._end(conn, cause, row, "aborted")
+        self.reclaim_soon()
+        return position
 
     async def cancel(self, conn: Conn, cause: Cause, session_id: uuid.UUID) -> int:
         """The session's job cancelled (jobs/handlers.py): ended as an abort ends it, in
-        the caller's transaction; 409 if it ended first."""
+        the caller's transaction (which calls `reclaim_soon` once committed); 409 if it
+        ended first."""
         row = await self._open(conn, session_id, lock=True)
         return await self._end(conn, cause, row, "cancelled")
 
@@ -493,7 +539,7 @@ class Sessions(Handlers):
         return ended
 
     async def expire(self) -> int:
-        """End the sessions past their time; their parts are deleted from the store."""
+        """End the sessions past their time; the reclaimer deletes their parts after."""
         cause = Cause(actor="system:upload-sessions", correlation_id=str(uuid.uuid4()))
         ended = 0
         async with self.pool.acquire() as conn:
@@ -524,6 +570,8 @@ class Sessions(Handlers):
                     if row is not None:
                         await self._end(conn, cause, row, "expired")
                         ended += 1
+        if ended:
+            self.reclaim_soon()
         return ended
 
     async def restore_metadata(self) -> int:
@@ -608,6 +656,80 @@ class Sessions(Handlers):
             )
         return len(gone)
 
+    async def reclaim(self) -> int:
+        """The store's side of ended sessions (`ingest.session_uploads_left`), a page at
+        most a round: each multipart upload aborted, then its key deleted (an object a
+        completion assembled but never recorded goes with the session; S3 may still
+        take an abort of a completed upload, so the abort is not a sign), no database
+        connection held meanwhile. Both are the same done twice (an upload or a key
+        gone is no error): a note done by two replicas at once, or again after a crash
+        before it was forgotten, costs requests only. Returns the notes done."""
+        rows = await self.pool.fetch(
+            "SELECT session_id, store_key, upload_id FROM ingest.session_uploads_left"
+            " WHERE due <= now() ORDER BY due LIMIT $1",
+            RECLAIM_PAGE,
+        )
+        gate = asyncio.Semaphore(SWEEP_DELETES)
+        gone: list[uuid.UUID] = []
+        kept: list[uuid.UUID] = []
+
+        async def end(row: asyncpg.Record) -> None:
+            async with gate:
+                try:
+                    with contextlib.suppress(UnknownUpload):  # gone already: the same
+                        await self.blobs.abort_multipart(row["store_key"], row["upload_id"])
+                    await self.blobs.delete(row["store_key"])
+                except Exception as error:  # the store away: a later round tries again
+                    log.warning(
+                        "ingest.session_upload_left", key=row["store_key"], error=repr(error)
+                    )
+                    kept.append(row["session_id"])
+                else:
+                    gone.append(row["session_id"])
+
+        await asyncio.gather(*(end(r) for r in rows))
+        if gone:
+            await self.pool.execute(
+                "DELETE FROM ingest.session_uploads_left WHERE session_id = ANY($1::uuid[])",
+                gone,
+            )
+        if kept:
+            # Later, and behind the others: a store refusing some keys holds up no other.
+            await self.pool.execute(
+                "UPDATE ingest.session_uploads_left SET due = now() + $2::interval"
+                " WHERE session_id = ANY($1::uuid[])",
+                kept,
+                RECLAIM_AGAIN,
+            )
+        if len(rows) == RECLAIM_PAGE:
+            self.reclaim_soon()  # more are due
+        return len(gone)
+
+    def reclaim_soon(self) -> None:
+        """An end has committed: the reclaimer does its store's side now."""
+        self._reclaim_now.set()
+
+    async def after_batch(self) -> None:
+        """The consumer's batch committed: the sessions its reactions ended (a revoked
+        key's, a lowered role's) have their store's side done now."""
+        if self._ended_in_batch:
+            self._ended_in_batch = False
+            self.reclaim_soon()
+
+    async def reclaim_forever(self, every_s: float) -> None:
+        """`reclaim` once an end has committed, and every `every_s` for what a crash
+        left or the store refused."""
+        while True:
+            self._reclaim_now.clear()  # an end committed from here on wakes the next
+            try:
+                done = await self.reclaim()
+                if done:
+                    log.info("sessions.uploads_reclaimed", count=done)
+            except Exception:
+                log.error("sessions.reclaim_failed", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reclaim_now.wait(), every_s)
+
     async def _forget_left(self, session_ids: list[uuid.UUID]) -> None:
         if session_ids:
             await self.pool.execute(
@@ -650,11 +772,15 @@ class Sessions(Handlers):
         parts_gone: bool = False,
     ) -> int:
         if not parts_gone:
-            with contextlib.suppress(UnknownUpload):  # gone already: the end is the same
-                await self.blobs.abort_multipart(row["store_key"], row["upload_id"])
-            # An object a completion assembled but never recorded goes with the session
-            # (S3 may still take an abort of a completed upload, so it is not a sign).
-            await self.blobs.delete(row["store_key"])
+            # Done by the reclaimer once this commits (the module's doc).
+            await conn.execute(
+                "INSERT INTO ingest.session_uploads_left (session_id, store_key, upload_id)"
+                " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                row["id"],
+                row["store_key"],
+                row["upload_id"],
+            )
+            self._ended_in_batch = True
         envelopes = envelopes_of(domain.end_session(row["id"], row["version"], status), cause)
         await jobs.apply(conn, envelopes)
         await sessions.apply(conn, envelopes)
@@ -705,6 +831,16 @@ class Sessions(Handlers):
                 return [domain.StoredPart(p.number, p.size, "") for p in plan], True
             return [], False
         return [domain.StoredPart(p.part_number, p.size, p.etag) for p in parts], False
+
+    async def _stored_now(self, row: asyncpg.Record) -> list[domain.StoredPart] | None:
+        """The parts in the store for a read, or None if the store did not say within
+        `PARTS_WAIT_S` (hung, or away)."""
+        try:
+            async with asyncio.timeout(PARTS_WAIT_S):
+                return (await self._stored(row))[0]
+        except (TimeoutError, OSError) as error:
+            log.warning("ingest.session_parts_unknown", session=str(row["id"]), error=repr(error))
+            return None
 
     async def _assembled(self, row: asyncpg.Record) -> bool:
         size: int = row["size"]
@@ -758,7 +894,13 @@ class Sessions(Handlers):
         # Relative: the gateway makes it absolute with the address the client used.
         return f"/v1/uploads/{row['id']}/parts/{number}?{query}"
 
-    def _view(self, row: asyncpg.Record, stored: list[domain.StoredPart]) -> dict[str, Any]:
+    def _view(
+        self, row: asyncpg.Record, stored: list[domain.StoredPart], *, known: bool = True
+    ) -> dict[str, Any]:
+        """The session as answered. Its parts not `known` (the store did not list them in
+        time): none shown stored, and a URL for each (any may be missing; a part sent
+        again replaces the one stored), with `parts_known: false` so that a client may
+        ask again rather than send it all."""
         plan = domain.plan(row["size"], row["part_size"])
         gaps = set(domain.missing(plan, stored)) if row["status"] == "open" else set()
         expires_at: datetime = row["expires_at"]
@@ -773,6 +915,7 @@ class Sessions(Handlers):
             "expires_at": expires_at.isoformat(),
             "file_id": str(row["file_id"]) if row["file_id"] else None,
             "metadata": row["metadata"] or {},
+            "parts_known": known,
             "parts_stored": [
                 {"part": p.number, "size": p.size, "etag": p.etag}
                 for p in sorted(stored, key=_number)

@@ -5,7 +5,8 @@ revoked, or its opener no longer has the editor role on its folder (the gateway 
 the opener's key and access for ingest to check, `domain.check_opener`); with S3 the
 parts go to the bucket's presigned URLs, which the bucket would take until they expire.
 So such sessions are ended here, as an abort ends one: the multipart upload they name
-is aborted, and its part URLs answer `NoSuchUpload` from then on.
+is aborted once the consumer's batch has committed (`Sessions.after_batch`: never while
+its transaction waits on the store), and its part URLs answer `NoSuchUpload` from then on.
 
 A revoked key ends every open session it opened. A collaborator's role that went down
 from editor or admin (removed, or changed to user), on any folder, may have taken the
