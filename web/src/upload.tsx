@@ -50,8 +50,20 @@ async function pool<T>(items: T[], width: number, work: (item: T) => Promise<voi
   if (errors.length) throw errors[0];
 }
 
-// Every file of a dropped folder, with its path.
-async function entriesOf(items: DataTransferItemList): Promise<{ file: File; path: string }[]> {
+// What was dropped: its files, and every file of a dropped folder with its path.
+// Its entries are read as the drop is handled, before any await (they are gone after).
+export function dropped(dt: DataTransfer): Promise<{ file: File; path: string }[]> {
+  const roots = Array.from(dt.items ?? [])
+    .map((i) => (i as any).webkitGetAsEntry?.())
+    .filter(Boolean);
+  if (roots.length) return entriesOf(roots);
+  return Promise.resolve(Array.from(dt.files).map((f) => ({ file: f, path: f.name })));
+}
+
+// Files being dragged (not text or a link): what a drop zone takes.
+export const draggingFiles = (e: DragEvent) => !!e.dataTransfer?.types.includes("Files");
+
+async function entriesOf(roots: any[]): Promise<{ file: File; path: string }[]> {
   const found: { file: File; path: string }[] = [];
   const walk = async (entry: any, prefix: string): Promise<void> => {
     if (entry.isFile) {
@@ -66,9 +78,6 @@ async function entriesOf(items: DataTransferItemList): Promise<{ file: File; pat
       }
     }
   };
-  const roots = Array.from(items)
-    .map((i) => (i as any).webkitGetAsEntry?.())
-    .filter(Boolean);
   for (const root of roots) await walk(root, "");
   return found;
 }
@@ -208,9 +217,7 @@ function Picker(props: { onFiles: (files: { file: File; path: string }[]) => voi
       onDrop={async (e) => {
         e.preventDefault();
         setOver(false);
-        const dt = e.dataTransfer!;
-        if (dt.items && dt.items.length && (dt.items[0] as any).webkitGetAsEntry) props.onFiles(await entriesOf(dt.items));
-        else pick(dt.files);
+        props.onFiles(await dropped(e.dataTransfer!));
       }}
     >
       <p>Drag and drop files{props.folders ? " or folders" : ""} here, or</p>
@@ -356,12 +363,19 @@ async function follow(jobId: string, onJob: (job: any) => void) {
   }
 }
 
-export function UploadDialog(props: { folderId: string | null; tab?: string; onClose: () => void }) {
+const UNDER_WAY = "Sending the files: it may be closed once each has its answer.";
+
+export function UploadDialog(props: {
+  folderId: string | null;
+  tab?: string;
+  files?: { file: File; path: string }[];
+  onClose: () => void;
+}) {
   const base = useId();
   const [tab, setTab] = useState(props.tab ?? "upload");
   const [folderId, setFolderId] = useState(props.folderId);
   const [folders, setFolders] = useState<Folder[]>([]);
-  const [entries, setEntries] = useState<Entry[]>([]);
+  const [entries, setEntries] = useState<Entry[]>(() => (props.files ?? []).map((f) => ({ ...f, status: "waiting" as const, loaded: 0 })));
   const [busy, setBusy] = useState(false);
   // "Upload" stays disabled once all is sent: the focus then goes to Close.
   const closing = useRef<HTMLButtonElement>(null);
@@ -617,7 +631,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
   ];
   const nothing = entries.filter((e) => e.status !== "done").length === 0;
   return (
-    <Dialog title="Upload files" onClose={() => !busy && props.onClose()} class="wide">
+    <Dialog title="Upload files" onClose={props.onClose} closeBlocked={busy ? UNDER_WAY : undefined} class="wide">
       {!props.folderId && (
         <div class="field">
           <label for={`${base}-folder`}>Upload to folder</label>
@@ -783,7 +797,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       </TabPanel>}
       <ErrorText error={error} />
       <div class="actions">
-        <button type="button" ref={closing} disabled={busy} onClick={props.onClose}>
+        <button type="button" ref={closing} disabled={busy} title={busy ? UNDER_WAY : undefined} onClick={props.onClose}>
           Close
         </button>
       </div>
