@@ -6,12 +6,15 @@ the app to open them (an upload under way would go with it)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 from playwright.sync_api import JSHandle, Page, Route, expect
 
 from tests.browser.conftest import items, make_folder, sign_in, unique
 from tests.browser.test_roles_and_rename import _member
+from tests.dicom_fixtures import ct_series
+from tests.e2e.support import text
 
 
 def _files(page: Page, names: list[str]) -> JSHandle:
@@ -110,3 +113,54 @@ def test_the_upload_dialogs_close_says_why_it_waits_while_files_are_sent(
     dialog.get_by_role("button", name="Close").last.click()
     expect(dialog).to_be_hidden()
     page.unroute_all()
+
+
+def test_dicom_files_in_upload_are_offered_to_the_dicom_tab(
+    signed_in: Page, api: httpx.Client, tmp_path: Path
+) -> None:
+    """A DICOM file chosen in "Upload" was sent and refused in the API's words (its
+    route, `POST /v1/folders/{id}/dicom`): it is set aside in the app's, and offered to
+    the "DICOM" tab, where its series is made. DICOM files alone, dropped on a folder's
+    page, open that tab."""
+    page = signed_in
+    folder = make_folder(api, unique("scans"))
+    [instance] = ct_series(1, series=11)
+    (tmp_path / "slice.dcm").write_bytes(instance)
+    (tmp_path / "notes.txt").write_bytes(text("a scan\n"))
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="Upload files").click()
+    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog.get_by_label("Files", exact=True).set_input_files(
+        [tmp_path / "slice.dcm", tmp_path / "notes.txt"]
+    )
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+    rows = dialog.get_by_role("list", name="Files to upload")
+    expect(rows.get_by_role("listitem", name="notes.txt")).to_contain_text("Uploaded")
+    set_aside = rows.get_by_role("listitem", name="slice.dcm")
+    expect(set_aside).to_contain_text("Its series is made in the “DICOM” tab.")
+    expect(set_aside).not_to_contain_text("/v1/")
+    dialog.get_by_role("button", name="Upload the DICOM file in the DICOM tab").click()
+    expect(dialog.get_by_role("tab", name="DICOM")).to_have_attribute("aria-selected", "true")
+    expect(rows.get_by_role("listitem")).to_have_count(1)
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+    job = dialog.get_by_role("region", name="DICOM progress")
+    expect(job).to_contain_text("1 of 1 done", timeout=30_000)
+    kinds = sorted(i["kind"] for i in items(api, folder["id"]))
+    assert kinds == ["dicom_series", "text"]
+    dialog.get_by_role("button", name="Close").last.click()
+    expect(dialog).to_be_hidden()
+
+    dragged = page.evaluate_handle(
+        """(bytes) => {
+            const dt = new DataTransfer();
+            const data = new Uint8Array(bytes);
+            dt.items.add(new File([data], "again.dcm", { type: "application/dicom" }));
+            return dt;
+        }""",
+        list(instance),
+    )
+    content = page.get_by_role("region", name=folder["name"])
+    content.dispatch_event("dragover", {"dataTransfer": dragged})
+    content.dispatch_event("drop", {"dataTransfer": dragged})
+    expect(dialog.get_by_role("tab", name="DICOM")).to_have_attribute("aria-selected", "true")
+    expect(rows.get_by_role("listitem", name="again.dcm")).to_be_visible()

@@ -12,7 +12,7 @@ import { Menu, notify, Unavailable, type MenuItem } from "./ui";
 import { renameRefused, roleOf, selectionMenu, SYNCED } from "./actions";
 import { Details } from "./details";
 import { useSelection } from "./selection";
-import { draggingFiles, dropped } from "./upload";
+import { draggingFiles, dropped, isDicom } from "./upload";
 
 type Sort = { key: "name" | "kind" | "size" | "created_at"; dir: 1 | -1 };
 const ROW = 40;
@@ -323,7 +323,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       return;
     }
     const files = await dropped(e.dataTransfer!);
-    if (files.length && !dialogState().shown) open({ kind: "upload", folderId, files });
+    // DICOM files alone (a scan's folder): to the tab that makes their series.
+    const dicom = files.length > 0 && (await Promise.all(files.map((f) => isDicom(f.file)))).every(Boolean);
+    if (files.length && !dialogState().shown) open({ kind: "upload", folderId, files, tab: dicom ? "dicom" : undefined });
   };
   return (
     <div class="folder-page">

@@ -28,7 +28,18 @@ type Entry = {
   session?: string;
   // Said of a large file sent anew because that session had gone.
   note?: string;
+  // A DICOM instance chosen in "Upload": not sent there (the platform would refuse it,
+  // naming its API route), but offered to the "DICOM" tab.
+  dicom?: boolean;
 };
+
+// A DICOM file: "DICM" after its 128-byte preamble, as the platform tells one.
+export async function isDicom(file: File): Promise<boolean> {
+  if (file.size < 132) return false;
+  const magic = new Uint8Array(await file.slice(128, 132).arrayBuffer());
+  return String.fromCharCode(...magic) === "DICM";
+}
+const DICOM_ELSEWHERE = "A DICOM file: not sent here. Its series is made in the “DICOM” tab.";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -427,13 +438,15 @@ export function UploadDialog(props: {
         })
         .catch(() => setIntegrations([]));
   }, [tab]);
-  const switchTab = (t: string) => {
+  const switchTab = (t: string, keep: Entry[] = []) => {
     if (busy) return;
     setTab(t);
-    setEntries([]);
+    live.current = keep;
+    setEntries(keep);
     setJob(null);
     setError(null);
   };
+  const dicomSetAside = entries.filter((e) => e.dicom);
   const add = (files: { file: File; path: string }[]) =>
     setEntries([...live.current.filter((e) => e.status !== "done"), ...files.map((f) => ({ ...f, status: "waiting" as const, loaded: 0 }))]);
   const update = (i: number, change: Partial<Entry>) => {
@@ -450,6 +463,10 @@ export function UploadDialog(props: {
     const ensure = folderMaker(folderId);
     const todo = live.current.map((e, i) => ({ e, i })).filter(({ e }) => e.status !== "done");
     await pool(todo, PARALLEL, async ({ e, i }) => {
+      if (e.dicom || (await isDicom(e.file))) {
+        update(i, { status: "refused", loaded: 0, message: DICOM_ELSEWHERE, dicom: true });
+        return;
+      }
       update(i, { status: "uploading", loaded: 0, message: undefined, note: undefined });
       try {
         const dir = e.path.includes("/") ? e.path.slice(0, e.path.lastIndexOf("/")) : "";
@@ -674,6 +691,19 @@ export function UploadDialog(props: {
             <Picker label="Drop zone" folders onFiles={add} />
             <FileList entries={entries} busy={busy} onRemove={(i) => setEntries(entries.filter((_, k) => k !== i))} />
             <div class="actions">
+              {!busy && dicomSetAside.length > 0 && (
+                <button
+                  type="button"
+                  onClick={() =>
+                    switchTab(
+                      "dicom",
+                      dicomSetAside.map((e) => ({ file: e.file, path: e.path, status: "waiting" as const, loaded: 0 })),
+                    )
+                  }
+                >
+                  {`Upload ${dicomSetAside.length === 1 ? "the DICOM file" : `the ${num(dicomSetAside.length)} DICOM files`} in the DICOM tab`}
+                </button>
+              )}
               <button type="button" class="primary" disabled={busy || !folderId || nothing} onClick={upload}>
                 Upload
               </button>
