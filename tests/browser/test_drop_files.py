@@ -61,6 +61,21 @@ def test_files_dropped_on_a_folders_page_are_uploaded_into_it(
         dragged,
     )
     assert left_alone is True
+    # A file field takes a file dropped on it itself (the import's manifest): not refused.
+    field_takes_it = page.evaluate(
+        """(dt) => {
+            const field = document.createElement("input");
+            field.type = "file";
+            document.querySelector("dialog").append(field);
+            const init = { dataTransfer: dt, bubbles: true, cancelable: true };
+            const over = new DragEvent("dragover", init);
+            field.dispatchEvent(over);
+            field.remove();
+            return !over.defaultPrevented;
+        }""",
+        dragged,
+    )
+    assert field_takes_it is True
 
 
 def test_files_dropped_where_one_may_not_upload_are_refused_in_words(

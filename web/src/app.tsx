@@ -162,6 +162,8 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
   useEffect(() => {
     const refuse = (e: DragEvent) => {
       if (e.defaultPrevented || !e.dataTransfer?.types.includes("Files")) return;
+      // A file field (the import's manifest) takes a file dropped on it itself.
+      if ((e.target as HTMLElement | null)?.closest?.('input[type="file"]')) return;
       e.preventDefault();
       if (e.type === "dragover") e.dataTransfer.dropEffect = "none";
     };
