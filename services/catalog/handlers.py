@@ -1058,6 +1058,16 @@ class Catalog(Handlers):
                 "deleted_by": r["trashed_by"],
                 "purge_at": (r["trashed_at"] + timedelta(days=keep)).isoformat(),
                 "my_role": access.role_on(r["path"]),
+                # The restore's own rule for a top-level folder (check_top_level_naming),
+                # told ahead: its parent is not shown to all who may see it.
+                "may_restore": domain.may_rename(
+                    access,
+                    access.role_on(r["path"]),
+                    r["folder_id"],
+                    r["entry"].get("created_by", ""),
+                )
+                if r["type"] == "folder"
+                else RANK.get(access.role_on(r["path"]) or "", 0) >= RANK["editor"],
             }
             for r in rows[:limit]
         ]

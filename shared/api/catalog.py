@@ -288,6 +288,11 @@ class TrashItem(Shape):
     deleted_by: str
     purge_at: str = Field(description="when the trash lets it go (`FILES_TRASH_DAYS`)")
     my_role: Role
+    may_restore: bool = Field(
+        False,
+        description="whether the caller may restore it: an editor or more where it was, and"
+        " of a top-level folder only its creator or an org admin (403 `forbidden` otherwise)",
+    )
 
 
 class Trash(Page):

@@ -236,3 +236,46 @@ def test_a_moved_files_new_folder_unread_says_nothing_of_the_old_folders_role(
     expect(actions.get_by_role("button", name="Rename")).to_have_count(0)
     expect(actions).not_to_contain_text("You can view this file")
     page.unroute_all(behavior="ignoreErrors")
+
+
+def test_a_file_pages_f2_and_delete_act_as_in_a_folder_and_wait_for_the_role(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """F2 and Delete on a file's page open its Rename and Delete, as in a folder; pressed
+    before the folder's role is read they wait for it, said in words."""
+    page = signed_in
+    folder = make_folder(api, unique("keyed-file"))
+    [keyed] = upload(api, folder["id"], ("keyed.txt", text("keyed\n")))
+    held = hold_the_folders_read(page, folder["id"])
+    page.goto(f"/files/{keyed['id']}")
+    expect(page.get_by_role("heading", name="keyed.txt", level=1)).to_be_visible()
+    page.keyboard.press("Delete")
+    notice = page.locator(".notices").get_by_role("status")
+    expect(notice).to_contain_text("Delete waits for your role on this folder")
+    assert held, "the folder's own read was not made"
+    for route in held:
+        route.continue_()
+    dialog = page.get_by_role("dialog", name="Delete")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.keyboard.press("F2")
+    renaming = page.get_by_role("dialog", name="Rename file")
+    expect(renaming).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(renaming).to_be_hidden()
+    page.unroute_all(behavior="ignoreErrors")
+
+
+def test_a_file_pages_f2_tells_a_user_they_may_not(page: Page, api: httpx.Client) -> None:
+    folder = make_folder(api, unique("keyed-viewed"))
+    [keyed] = upload(api, folder["id"], ("viewed.txt", text("viewed\n")))
+    sign_in(page, mia(api, (folder, "user")))
+    page.goto(f"/files/{keyed['id']}")
+    actions = page.get_by_role("toolbar", name="File actions")
+    expect(actions).to_contain_text("You can view this file, not change it.")
+    page.keyboard.press("F2")
+    expect(page.locator(".notices").get_by_role("status").last).to_contain_text(
+        "You can view this file, not change it."
+    )
+    expect(page.get_by_role("dialog")).to_have_count(0)

@@ -4,12 +4,17 @@ or removes one, Shift-click a range; after Restore the focus is on the page's he
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import items, make_folder, sign_in, unique, upload
 from tests.browser.test_roles_and_rename import _member
+from tests.browser.test_top_level_rename import WHO_MAY as WHO_RENAMES
 from tests.e2e.support import text
+
+WHO_MAY = WHO_RENAMES.replace("rename", "restore")
 
 
 def test_rows_are_chosen_by_a_click_and_restore_keeps_the_focus(
@@ -32,18 +37,18 @@ def test_rows_are_chosen_by_a_click_and_restore_keeps_the_focus(
     order = sorted(names, key=lambda n: next(i for i, t in enumerate(shown) if n in t))
     first, middle, last = (trash.get_by_role("row", name=n) for n in order)
 
-    first.get_by_role("cell", name=order[0], exact=True).click()
+    first.get_by_role("gridcell", name=order[0], exact=True).click()
     expect(first).to_have_attribute("aria-selected", "true")
     expect(trash.get_by_text("1 selected")).to_be_visible()
-    last.get_by_role("cell", name=order[2], exact=True).click(modifiers=["Control"])
+    last.get_by_role("gridcell", name=order[2], exact=True).click(modifiers=["Control"])
     expect(trash.get_by_text("2 selected")).to_be_visible()
-    last.get_by_role("cell", name=order[2], exact=True).click(modifiers=["Control"])
+    last.get_by_role("gridcell", name=order[2], exact=True).click(modifiers=["Control"])
     expect(trash.get_by_text("1 selected")).to_be_visible()
     expect(first).to_have_attribute("aria-selected", "true")
-    middle.get_by_role("cell", name=order[1], exact=True).click()
+    middle.get_by_role("gridcell", name=order[1], exact=True).click()
     expect(first).to_have_attribute("aria-selected", "false")
     expect(middle).to_have_attribute("aria-selected", "true")
-    last.get_by_role("cell", name=order[2], exact=True).click(modifiers=["Shift"])
+    last.get_by_role("gridcell", name=order[2], exact=True).click(modifiers=["Shift"])
     expect(trash.get_by_text("2 selected")).to_be_visible()
     expect(last).to_have_attribute("aria-selected", "true")
     expect(first).to_have_attribute("aria-selected", "false")
@@ -64,9 +69,12 @@ def test_rows_are_chosen_by_a_click_and_restore_keeps_the_focus(
     assert {i["name"] for i in items(api, folder["id"])} == {order[1], order[2]}
 
 
-def test_a_restore_of_a_shared_top_level_folder_says_who_may(page: Page, api: httpx.Client) -> None:
+def test_a_shared_top_level_folder_is_told_ahead_to_be_its_creators_to_restore(
+    page: Page, api: httpx.Client
+) -> None:
     """Only its creator or an org admin may restore a top-level folder: its Editor is
-    told so in the platform's words (not "it needs the org_admin role")."""
+    told so on its row and by a disabled "Restore" before asking (the trash's
+    `may_restore`), and may still delete it forever."""
     shared = make_folder(api, unique("shared-gone"))
     editor = _member(api, shared["id"], "editor")
     deleted = api.post("/v1/delete", json={"folder_ids": [shared["id"]]})
@@ -74,8 +82,49 @@ def test_a_restore_of_a_shared_top_level_folder_says_who_may(page: Page, api: ht
     sign_in(page, editor["api_key"])
     page.goto("/trash")
     trash = page.get_by_role("region", name="Trash")
+    row = trash.get_by_role("row", name=shared["name"])
+    expect(row).to_contain_text(WHO_MAY)
     trash.get_by_role("checkbox", name=f"Choose {shared['name']}").check()
-    trash.get_by_role("button", name="Restore").click()
-    said = trash.get_by_role("alert")
-    expect(said).to_contain_text("Only the folder's creator or an organisation admin may")
-    expect(said).not_to_contain_text("org_admin")
+    expect(trash.get_by_role("button", name="Restore")).to_be_disabled()
+    expect(trash.get_by_role("button", name="Restore")).to_have_accessible_description(
+        re.compile(re.escape(WHO_MAY))
+    )
+    expect(trash.get_by_role("button", name="Delete forever")).to_be_enabled()
+
+
+def test_the_trash_rows_take_a_folders_keys(signed_in: Page, api: httpx.Client) -> None:
+    """Arrows move and choose, Shift extends, Space adds or removes, Escape chooses
+    none, Delete asks to delete forever."""
+    page = signed_in
+    folder = make_folder(api, unique("trash-keys"))
+    names = [unique(n) + ".txt" for n in ("a", "b")]
+    made = upload(api, folder["id"], *((n, text(n + "\n")) for n in names))
+    deleted = api.post("/v1/delete", json={"file_ids": [f["id"] for f in made]})
+    assert deleted.status_code == 200, deleted.text
+
+    page.goto("/trash")
+    trash = page.get_by_role("region", name="Trash")
+    grid = trash.get_by_role("grid", name="Items in the trash")
+    for n in names:
+        expect(grid.get_by_role("row", name=n)).to_be_visible()
+    # Newest first: the two are the first rows (other tests' items come after).
+    first, second = (grid.get_by_role("row").nth(k) for k in (1, 2))
+    grid.focus()
+    page.keyboard.press("ArrowDown")
+    expect(first).to_have_attribute("aria-selected", "true")
+    page.keyboard.press("ArrowDown")
+    expect(second).to_have_attribute("aria-selected", "true")
+    expect(first).to_have_attribute("aria-selected", "false")
+    expect(grid).to_have_attribute("aria-activedescendant", re.compile("^trash-"))
+    page.keyboard.press("Shift+ArrowUp")
+    expect(trash.get_by_text("2 selected")).to_be_visible()
+    page.keyboard.press("Space")
+    expect(trash.get_by_text("1 selected")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(trash.get_by_text("0 selected")).to_be_visible()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Delete")
+    dialog = page.get_by_role("alertdialog", name="Delete 1 item forever?")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()

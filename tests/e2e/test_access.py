@@ -895,6 +895,10 @@ async def test_only_a_top_level_folders_creator_or_an_org_admin_renames_or_resto
     await invite(alices, sub["id"], carol["email"], "editor")
     # A restore beside what its creator made meanwhile would tell the same.
     assert (await alices.delete(at)).status_code == 204
+    # The trash says so ahead, for an app to offer Restore where it may be done.
+    for client, may in ((bobs, False), (alices, True), (api, True)):
+        trash = (await client.get("/v1/trash", params={"limit": 1000})).json()["items"]
+        assert {i["id"]: i["may_restore"] for i in trash}[shared["id"]] is may
     error(
         await bobs.post("/v1/trash/restore", json={"folder_ids": [shared["id"]]}), 403, "forbidden"
     )

@@ -398,9 +398,12 @@ def test_an_image_groups_part_is_closed_before_it_is_removed(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
 
 
-def _series(instances: dict[str, bytes]) -> tuple[dict[str, Any], httpx.MockTransport]:
+def _series(
+    instances: dict[str, bytes], asked: list[str] | None = None
+) -> tuple[dict[str, Any], httpx.MockTransport]:
     """A DICOM series of these instances (SOP Instance UID: bytes, in slice order) and
-    its folder's DICOMweb: QIDO-RS lists them, WADO-RS retrieves them."""
+    its folder's DICOMweb: QIDO-RS lists them, WADO-RS retrieves them (the series, or
+    one instance); `asked` hears the retrieves' paths."""
     digests = "\n".join(hashlib.sha256(b).hexdigest() for b in instances.values())
     series = {
         "id": "s",
@@ -417,14 +420,18 @@ def _series(instances: dict[str, bytes]) -> tuple[dict[str, Any], httpx.MockTran
         if request.url.path == f"{url}/instances":
             listed = [{"00080018": {"Value": [uid]}} for uid in instances]
             return httpx.Response(200, json=listed)
-        assert request.url.path == url
+        if asked is not None:
+            asked.append(request.url.path)
+        one = request.url.path.removeprefix(f"{url}/instances/")
+        assert request.url.path == url or one in instances
+        wanted = {one: instances[one]} if one in instances else instances
         body = b"".join(
             b"--B\r\nContent-Type: application/dicom\r\nContent-Location: "
             + f"{url}/instances/{uid}".encode()
             + b"\r\n\r\n"
             + data
             + b"\r\n"
-            for uid, data in instances.items()
+            for uid, data in wanted.items()
         )
         kind = 'multipart/related; type="application/dicom"; boundary=B'
         return httpx.Response(200, content=body + b"--B--\r\n", headers={"content-type": kind})
@@ -491,3 +498,68 @@ def test_a_series_directory_holding_other_bytes_is_left_as_it_is(
     assert not [p.name for p in dest.iterdir() if p.name.endswith(".part")], why
     if "1.2.3.1.dcm" in there and len(there) < len(INSTANCES):
         assert (dest / "1.2.3.3.dcm").read_bytes() == INSTANCES["1.2.3.3"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_only_the_instances_not_there_are_retrieved(tmp_path: Path, overwrite: bool) -> None:
+    """Half of the series or more there: each other instance is retrieved alone, and
+    the whole checked by the series' sha256 from the files there."""
+    asked: list[str] = []
+    series, platform = _series(INSTANCES, asked)
+    dest = tmp_path / "series"
+    dest.mkdir()
+    for uid in ("1.2.3.1", "1.2.3.3"):
+        (dest / f"{uid}.dcm").write_bytes(INSTANCES[uid])
+    progress: list[int] = []
+    told: list[tuple[Path, str]] = []
+    op = transfer.download(
+        _session(),
+        series,
+        dest,
+        progress.append,
+        told=lambda p, w: told.append((p, w)),
+        overwrite=overwrite,
+    )
+    with httpx.Client(base_url="http://files.test", transport=platform) as http:
+        assert SyncDriver(http).run(op) == dest
+    assert asked == ["/v1/folders/f/dicomweb/studies/1.2/series/1.2.3/instances/1.2.3.2"]
+    assert told == [] and sum(progress) == series["size"]
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == {
+        f"{uid}.dcm": data for uid, data in INSTANCES.items()
+    }
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_edited_instance_among_some_is_said_without_the_whole_series(
+    tmp_path: Path, overwrite: bool
+) -> None:
+    """Without `overwrite`, one changed among those there is said once the missing ones
+    came alone; with it, the series is retrieved whole and written over (which instance
+    differs, nothing tells: the API has no instance's sha256)."""
+    url = "/v1/folders/f/dicomweb/studies/1.2/series/1.2.3"
+    asked: list[str] = []
+    series, platform = _series(INSTANCES, asked)
+    dest = tmp_path / "series"
+    dest.mkdir()
+    (dest / "1.2.3.1.dcm").write_bytes(b"my own edit")
+    (dest / "1.2.3.3.dcm").write_bytes(INSTANCES["1.2.3.3"])
+    progress: list[int] = []
+    told: list[tuple[Path, str]] = []
+    op = transfer.download(
+        _session(),
+        series,
+        dest,
+        progress.append,
+        told=lambda p, w: told.append((p, w)),
+        overwrite=overwrite,
+    )
+    with httpx.Client(base_url="http://files.test", transport=platform) as http:
+        assert SyncDriver(http).run(op) == dest
+    assert sum(progress) == series["size"]
+    assert (dest / "1.2.3.2.dcm").read_bytes() == INSTANCES["1.2.3.2"]
+    if overwrite:
+        assert asked == [f"{url}/instances/1.2.3.2", url] and told == []
+        assert (dest / "1.2.3.1.dcm").read_bytes() == INSTANCES["1.2.3.1"]
+    else:
+        assert asked == [f"{url}/instances/1.2.3.2"] and told == [(dest, "differs")]
+        assert (dest / "1.2.3.1.dcm").read_bytes() == b"my own edit"

@@ -156,6 +156,24 @@ function Shell({ me, onSignedOut }: { me: User; onSignedOut: () => void }) {
     const el = nav.current;
     if (treeOpen && el) (el.querySelector<HTMLElement>('[role="tree"] [tabindex="0"]') ?? el.querySelector("a"))?.focus();
   }, [treeOpen]);
+  // Files dropped where nothing takes them (beside a dialog's drop zone, on a page that
+  // has none) would have the browser open them in place of the app, an upload under
+  // way with it: such a drop is refused.
+  useEffect(() => {
+    const refuse = (e: DragEvent) => {
+      if (e.defaultPrevented || !e.dataTransfer?.types.includes("Files")) return;
+      // A file field (the import's manifest) takes a file dropped on it itself.
+      if ((e.target as HTMLElement | null)?.closest?.('input[type="file"]')) return;
+      e.preventDefault();
+      if (e.type === "dragover") e.dataTransfer.dropEffect = "none";
+    };
+    window.addEventListener("dragover", refuse);
+    window.addEventListener("drop", refuse);
+    return () => {
+      window.removeEventListener("dragover", refuse);
+      window.removeEventListener("drop", refuse);
+    };
+  }, []);
   const signOut = async () => {
     try {
       await del("/v1/sessions");

@@ -12,6 +12,7 @@ import { Menu, notify, Unavailable, type MenuItem } from "./ui";
 import { renameRefused, roleOf, selectionMenu, SYNCED } from "./actions";
 import { Details } from "./details";
 import { useSelection } from "./selection";
+import { draggingFiles, dropped, isDicom } from "./upload";
 
 type Sort = { key: "name" | "kind" | "size" | "created_at"; dir: 1 | -1 };
 const ROW = 40;
@@ -157,6 +158,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const sync = useSyncState(folderId);
   const synced = !!sync?.cloud_synced;
   const mayAdd = folderId ? mayEdit(role) && !synced : true;
+  const [dropping, setDropping] = useState(false);
 
   // What was selected and is gone (deleted, moved) is no longer selected.
   useEffect(() => {
@@ -310,9 +312,39 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       </div>
     );
   const details = chosen.length === 1 ? chosen[0] : chosen.length === 0 ? folder : null;
+  // Files dropped on the page go to "+ Upload files" for this folder (at the top level,
+  // the dialog asks for a folder first), or are refused in words where none may go.
+  const drop = async (e: DragEvent) => {
+    if (!draggingFiles(e)) return;
+    e.preventDefault();
+    setDropping(false);
+    if (folderId && (!folder || !mayAdd)) {
+      notify(!folder ? "The folder is still being read: drop the files again in a moment." : synced ? SYNCED : "You can view this folder, not change it.");
+      return;
+    }
+    const files = await dropped(e.dataTransfer!);
+    // DICOM files alone (a scan's folder): to the tab that makes their series.
+    const dicom = files.length > 0 && (await Promise.all(files.map((f) => isDicom(f.file)))).every(Boolean);
+    if (files.length && !dialogState().shown) open({ kind: "upload", folderId, files, tab: dicom ? "dicom" : undefined });
+  };
   return (
     <div class="folder-page">
-      <section class="content" aria-label={folder ? folder.name : folderId ? "Folder" : "All folders"}>
+      <section
+        class={`content${dropping ? " dropping" : ""}`}
+        aria-label={folder ? folder.name : folderId ? "Folder" : "All folders"}
+        onDragOver={(e) => {
+          if (!draggingFiles(e) || dialogState().shown) return;
+          e.preventDefault();
+          e.dataTransfer!.dropEffect = "copy";
+          setDropping(true);
+        }}
+        onDragLeave={(e) => {
+          if (!(e.currentTarget as HTMLElement).contains(e.relatedTarget as Node | null)) setDropping(false);
+        }}
+        onDrop={(e) => {
+          if (!dialogState().shown) drop(e);
+        }}
+      >
         <Breadcrumbs path={folder?.path ?? []} />
         {/* Until a folder is read, its page does not pass for the top level. */}
         <h1 class="title" id="folder-title" tabIndex={-1}>

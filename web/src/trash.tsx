@@ -5,6 +5,7 @@ import { all, ApiError, call, del, get, post, type Folder } from "./api";
 import { bytes, count, date, filesAndFolders, kindLabel, listed, num } from "./format";
 import { changed, mayEdit, restored, useVersion } from "./store";
 import { folderUrl, navigate } from "./router";
+import { useSelection } from "./selection";
 import { Confirm, ErrorText, LoadFailed, notify, useFocusKept } from "./ui";
 
 type TrashItem = {
@@ -19,7 +20,13 @@ type TrashItem = {
   deleted_at: string;
   purge_at: string;
   my_role?: string | null;
+  // A top-level folder comes back only by its creator's or an org admin's hand (a
+  // platform before this field: undefined, and its refusal is said when asked).
+  may_restore?: boolean;
 };
+
+const restorable = (i: TrashItem) => i.may_restore ?? mayEdit(i.my_role);
+const ONLY_CREATOR = "Only its creator or an organisation admin may restore a top-level folder.";
 
 type Confirming = "purge" | "empty" | null;
 
@@ -29,7 +36,11 @@ const NAMED = 3;
 export function TrashPage() {
   const version = useVersion();
   const [items, setItems] = useState<TrashItem[] | null>(null);
-  const [chosen, setChosen] = useState<Set<string>>(new Set());
+  // Restoring and deleting forever need the editor role where the item was: the rows one
+  // may choose, by click or from the keyboard (the others are skipped).
+  const mine = (items ?? []).filter((i) => mayEdit(i.my_role));
+  const selection = useSelection(mine);
+  const { selected: chosen, setSelected: setChosen, active } = selection;
   const [confirming, setConfirming] = useState<Confirming>(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
@@ -68,8 +79,7 @@ export function TrashPage() {
   }, [items]);
 
   const picked = (items ?? []).filter((i) => chosen.has(i.id));
-  // Restoring and deleting forever need the editor role where the item was.
-  const mine = (items ?? []).filter((i) => mayEdit(i.my_role));
+  const kept = picked.filter((i) => !restorable(i));
   const ids = (type: string) => picked.filter((i) => i.type === type).map((i) => i.id);
   // From the state as it is when the click lands, not as this render saw it: a list read
   // again (a change seen) re-renders between two clicks, and a choice is never undone by it.
@@ -82,23 +92,13 @@ export function TrashPage() {
     });
   // A row is chosen by a click on it, as in a folder: alone, or added or removed with
   // Ctrl/Cmd, or a range from the last one clicked with Shift (its checkbox adds or
-  // removes it alone). Rows one may not restore are not chosen.
-  const anchor = useRef<string | null>(null);
+  // removes it alone); the list takes a folder's keys too (arrows, Space, Ctrl/Cmd+A,
+  // Escape; Delete asks to delete forever).
   const clickRow = (item: TrashItem, e: MouseEvent) => {
     // The checkbox and the "Was in" link do their own.
-    if ((e.target as HTMLElement).closest("input, a, button") || !mayEdit(item.my_role)) return;
-    const list = items ?? [];
-    const from = anchor.current ? list.findIndex((i) => i.id === anchor.current) : -1;
-    if (e.shiftKey && from >= 0) {
-      const to = list.indexOf(item);
-      const [lo, hi] = from < to ? [from, to] : [to, from];
-      const range = list.slice(lo, hi + 1).filter((i) => mayEdit(i.my_role)).map((i) => i.id);
-      setChosen((was) => new Set([...(e.ctrlKey || e.metaKey ? was : []), ...range]));
-      return;
-    }
-    anchor.current = item.id;
-    if (e.ctrlKey || e.metaKey) toggle(item.id);
-    else setChosen(new Set([item.id]));
+    if ((e.target as HTMLElement).closest("input, a, button")) return;
+    const at = mine.indexOf(item);
+    if (at >= 0) selection.click(at, e);
   };
   // Restore is disabled while it runs and stays so (nothing chosen after): the focus it
   // had goes to the heading, not the page, as after "Delete forever".
@@ -160,7 +160,7 @@ export function TrashPage() {
       {!failed && (
         <div class="toolbar" role="toolbar" aria-label="Trash actions">
           <span>{num(picked.length)} selected</span>
-          <button type="button" disabled={busy || !picked.length} onClick={restore}>
+          <button type="button" disabled={busy || !picked.length || kept.length > 0} aria-describedby="trash-kept" onClick={restore}>
             Restore
           </button>
           <button type="button" disabled={busy || !picked.length} onClick={() => setConfirming("purge")}>
@@ -199,12 +199,33 @@ export function TrashPage() {
           </p>
         </Confirm>
       )}
+      {kept.length > 0 && (
+        <p class="muted" id="trash-kept">
+          {`${listed(kept.slice(0, NAMED).map((i) => `“${i.name}”`))}${kept.length > NAMED ? ` and ${num(kept.length - NAMED)} more` : ""}: ${ONLY_CREATOR} Choose ${kept.length > 1 ? "them" : "it"} out to restore the rest.`}
+        </p>
+      )}
       <ErrorText error={error} />
       {failed ? <LoadFailed what="The trash" error={failed} onRetry={() => setAttempt(attempt + 1)} /> : null}
       {items === null && !failed && <p class="muted">Loading…</p>}
       {items && !items.length && <p class="muted">The trash is empty.</p>}
       {items && items.length > 0 && (
-        <table class="trash-items">
+        <table
+          class="trash-items"
+          role="grid"
+          aria-label="Items in the trash"
+          aria-multiselectable="true"
+          tabIndex={0}
+          aria-activedescendant={mine[active] ? `trash-${mine[active].id}` : undefined}
+          onKeyDown={(e) => {
+            if ((e.target as HTMLElement) !== e.currentTarget) return; // a checkbox's or link's own keys
+            let taken = selection.key(e);
+            if (!taken && e.key === "Delete" && picked.length && !busy) {
+              setConfirming("purge");
+              taken = true;
+            }
+            if (taken) e.preventDefault();
+          }}
+        >
           <thead>
             <tr>
               <th scope="col">
@@ -233,9 +254,10 @@ export function TrashPage() {
             {items.map((i) => (
               <tr
                 key={i.id}
+                id={`trash-${i.id}`}
                 aria-label={i.name}
                 aria-selected={chosen.has(i.id)}
-                class={chosen.has(i.id) ? "selected" : undefined}
+                class={`${chosen.has(i.id) ? "selected" : ""} ${mine[active] === i ? "active" : ""}`}
                 onMouseDown={(e) => e.shiftKey && e.preventDefault()}
                 onClick={(e) => clickRow(i, e)}
               >
@@ -249,7 +271,10 @@ export function TrashPage() {
                     onChange={() => toggle(i.id)}
                   />
                 </td>
-                <td>{i.name}</td>
+                <td>
+                  {i.name}
+                  {mayEdit(i.my_role) && !restorable(i) && <div class="muted">{ONLY_CREATOR}</div>}
+                </td>
                 <td>{i.type === "folder" ? `Folder (${count(i.files ?? 0, "file")})` : kindLabel(i.kind ?? "")}</td>
                 <td>{bytes(i.size)}</td>
                 <td class="name-cell">

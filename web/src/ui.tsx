@@ -18,6 +18,9 @@ export function Dialog(props: {
   fallback?: string[];
   // false: no "Close" and Escape does nothing (the dialog's own buttons are the ways out).
   closable?: boolean;
+  // Set while the dialog may not be left (its work under way): its "Close" is shown
+  // disabled, titled with this, rather than doing nothing when pressed.
+  closeBlocked?: string;
 }) {
   const ref = useRef<HTMLDialogElement>(null);
   const id = useId();
@@ -42,13 +45,20 @@ export function Dialog(props: {
       aria-describedby={props.describedBy}
       onCancel={(e) => {
         e.preventDefault();
-        if (props.closable !== false) props.onClose();
+        if (props.closable !== false && !props.closeBlocked) props.onClose();
       }}
     >
       <header class="dialog-head">
         <h2 id={id}>{props.title}</h2>
         {props.closable !== false && (
-          <button type="button" class="icon-button" aria-label="Close" onClick={props.onClose}>
+          <button
+            type="button"
+            class="icon-button"
+            aria-label="Close"
+            disabled={!!props.closeBlocked}
+            title={props.closeBlocked}
+            onClick={props.onClose}
+          >
             ×
           </button>
         )}

@@ -28,7 +28,18 @@ type Entry = {
   session?: string;
   // Said of a large file sent anew because that session had gone.
   note?: string;
+  // A DICOM instance chosen in "Upload": not sent there (the platform would refuse it,
+  // naming its API route), but offered to the "DICOM" tab.
+  dicom?: boolean;
 };
+
+// A DICOM file: "DICM" after its 128-byte preamble, as the platform tells one.
+export async function isDicom(file: File): Promise<boolean> {
+  if (file.size < 132) return false;
+  const magic = new Uint8Array(await file.slice(128, 132).arrayBuffer());
+  return String.fromCharCode(...magic) === "DICM";
+}
+const DICOM_ELSEWHERE = "A DICOM file: not sent here. Its series is made in the “DICOM” tab.";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -50,8 +61,20 @@ async function pool<T>(items: T[], width: number, work: (item: T) => Promise<voi
   if (errors.length) throw errors[0];
 }
 
-// Every file of a dropped folder, with its path.
-async function entriesOf(items: DataTransferItemList): Promise<{ file: File; path: string }[]> {
+// What was dropped: its files, and every file of a dropped folder with its path.
+// Its entries are read as the drop is handled, before any await (they are gone after).
+export function dropped(dt: DataTransfer): Promise<{ file: File; path: string }[]> {
+  const roots = Array.from(dt.items ?? [])
+    .map((i) => (i as any).webkitGetAsEntry?.())
+    .filter(Boolean);
+  if (roots.length) return entriesOf(roots);
+  return Promise.resolve(Array.from(dt.files).map((f) => ({ file: f, path: f.name })));
+}
+
+// Files being dragged (not text or a link): what a drop zone takes.
+export const draggingFiles = (e: DragEvent) => !!e.dataTransfer?.types.includes("Files");
+
+async function entriesOf(roots: any[]): Promise<{ file: File; path: string }[]> {
   const found: { file: File; path: string }[] = [];
   const walk = async (entry: any, prefix: string): Promise<void> => {
     if (entry.isFile) {
@@ -66,9 +89,6 @@ async function entriesOf(items: DataTransferItemList): Promise<{ file: File; pat
       }
     }
   };
-  const roots = Array.from(items)
-    .map((i) => (i as any).webkitGetAsEntry?.())
-    .filter(Boolean);
   for (const root of roots) await walk(root, "");
   return found;
 }
@@ -208,9 +228,7 @@ function Picker(props: { onFiles: (files: { file: File; path: string }[]) => voi
       onDrop={async (e) => {
         e.preventDefault();
         setOver(false);
-        const dt = e.dataTransfer!;
-        if (dt.items && dt.items.length && (dt.items[0] as any).webkitGetAsEntry) props.onFiles(await entriesOf(dt.items));
-        else pick(dt.files);
+        props.onFiles(await dropped(e.dataTransfer!));
       }}
     >
       <p>Drag and drop files{props.folders ? " or folders" : ""} here, or</p>
@@ -356,12 +374,19 @@ async function follow(jobId: string, onJob: (job: any) => void) {
   }
 }
 
-export function UploadDialog(props: { folderId: string | null; tab?: string; onClose: () => void }) {
+const UNDER_WAY = "Sending the files: it may be closed once each has its answer.";
+
+export function UploadDialog(props: {
+  folderId: string | null;
+  tab?: string;
+  files?: { file: File; path: string }[];
+  onClose: () => void;
+}) {
   const base = useId();
   const [tab, setTab] = useState(props.tab ?? "upload");
   const [folderId, setFolderId] = useState(props.folderId);
   const [folders, setFolders] = useState<Folder[]>([]);
-  const [entries, setEntries] = useState<Entry[]>([]);
+  const [entries, setEntries] = useState<Entry[]>(() => (props.files ?? []).map((f) => ({ ...f, status: "waiting" as const, loaded: 0 })));
   const [busy, setBusy] = useState(false);
   // "Upload" stays disabled once all is sent: the focus then goes to Close.
   const closing = useRef<HTMLButtonElement>(null);
@@ -413,13 +438,15 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
         })
         .catch(() => setIntegrations([]));
   }, [tab]);
-  const switchTab = (t: string) => {
+  const switchTab = (t: string, keep: Entry[] = []) => {
     if (busy) return;
     setTab(t);
-    setEntries([]);
+    live.current = keep;
+    setEntries(keep);
     setJob(null);
     setError(null);
   };
+  const dicomSetAside = entries.filter((e) => e.dicom);
   const add = (files: { file: File; path: string }[]) =>
     setEntries([...live.current.filter((e) => e.status !== "done"), ...files.map((f) => ({ ...f, status: "waiting" as const, loaded: 0 }))]);
   const update = (i: number, change: Partial<Entry>) => {
@@ -436,6 +463,10 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
     const ensure = folderMaker(folderId);
     const todo = live.current.map((e, i) => ({ e, i })).filter(({ e }) => e.status !== "done");
     await pool(todo, PARALLEL, async ({ e, i }) => {
+      if (e.dicom || (await isDicom(e.file))) {
+        update(i, { status: "refused", loaded: 0, message: DICOM_ELSEWHERE, dicom: true });
+        return;
+      }
       update(i, { status: "uploading", loaded: 0, message: undefined, note: undefined });
       try {
         const dir = e.path.includes("/") ? e.path.slice(0, e.path.lastIndexOf("/")) : "";
@@ -617,7 +648,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
   ];
   const nothing = entries.filter((e) => e.status !== "done").length === 0;
   return (
-    <Dialog title="Upload files" onClose={() => !busy && props.onClose()} class="wide">
+    <Dialog title="Upload files" onClose={props.onClose} closeBlocked={busy ? UNDER_WAY : undefined} class="wide">
       {!props.folderId && (
         <div class="field">
           <label for={`${base}-folder`}>Upload to folder</label>
@@ -660,6 +691,19 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
             <Picker label="Drop zone" folders onFiles={add} />
             <FileList entries={entries} busy={busy} onRemove={(i) => setEntries(entries.filter((_, k) => k !== i))} />
             <div class="actions">
+              {!busy && dicomSetAside.length > 0 && (
+                <button
+                  type="button"
+                  onClick={() =>
+                    switchTab(
+                      "dicom",
+                      dicomSetAside.map((e) => ({ file: e.file, path: e.path, status: "waiting" as const, loaded: 0 })),
+                    )
+                  }
+                >
+                  {`Upload ${dicomSetAside.length === 1 ? "the DICOM file" : `the ${num(dicomSetAside.length)} DICOM files`} in the DICOM tab`}
+                </button>
+              )}
               <button type="button" class="primary" disabled={busy || !folderId || nothing} onClick={upload}>
                 Upload
               </button>
@@ -783,7 +827,7 @@ export function UploadDialog(props: { folderId: string | null; tab?: string; onC
       </TabPanel>}
       <ErrorText error={error} />
       <div class="actions">
-        <button type="button" ref={closing} disabled={busy} onClick={props.onClose}>
+        <button type="button" ref={closing} disabled={busy} title={busy ? UNDER_WAY : undefined} onClick={props.onClose}>
           Close
         </button>
       </div>

@@ -7,9 +7,9 @@ import { Breadcrumbs } from "./browse";
 import { Details } from "./details";
 import { num } from "./format";
 import { folderUrl, navigate } from "./router";
-import { goneSince, open, useVersion, useWatch } from "./store";
+import { dialogState, goneSince, open, useVersion, useWatch } from "./store";
 import { editingActions, ROLE_PENDING } from "./actions";
-import { ErrorText, Menu, Unavailable } from "./ui";
+import { ErrorText, Menu, notify, Unavailable } from "./ui";
 
 const content = (id: string) => `/v1/files/${id}/content`;
 
@@ -77,6 +77,39 @@ function FileActions({ file, folder, failed }: { file: FileItem; folder: Folder 
   const [more, setMore] = useState<{ x: number; y: number } | null>(null);
   const editing = editingActions([file], file.folder_id, role, file.name);
   const waiting = editing.length > 0 && editing.every((a) => a.disabled);
+  // F2 renames and Delete deletes, as in a folder, pressed on the page (not in a field, a
+  // player, a menu or a dialog); before the folder's role is read the key waits for it,
+  // said in words, unless a dialog opened or Escape was pressed meanwhile.
+  const now = useRef({ editing, known: !!folder });
+  now.current = { editing, known: !!folder };
+  const [pending, setPending] = useState<{ label: string; dialogs: number } | null>(null);
+  const act = (label: string) => {
+    const action = now.current.editing.find((a) => a.label === label);
+    if (!action) notify("You can view this file, not change it.");
+    else if (action.disabled) notify(action.why ?? "");
+    else action.action();
+  };
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "Escape") setPending(null);
+      if ((e.key !== "F2" && e.key !== "Delete") || e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
+      const at = e.target as HTMLElement | null;
+      if (at?.closest?.("input, textarea, select, [contenteditable], video, audio, dialog, [role=menu]") || dialogState().shown) return;
+      e.preventDefault();
+      const label = e.key === "F2" ? "Rename" : "Delete";
+      if (now.current.known) return act(label);
+      setPending({ label, dialogs: dialogState().opened });
+      notify(`${label} waits for your role on this folder, still being read.`);
+    };
+    document.addEventListener("keydown", onKey);
+    return () => document.removeEventListener("keydown", onKey);
+  }, []);
+  useEffect(() => {
+    if (!pending || role === undefined) return;
+    setPending(null);
+    const dialogs = dialogState();
+    if (!dialogs.shown && dialogs.opened === pending.dialogs) act(pending.label);
+  }, [pending, role]);
   return (
     <div class="toolbar file-actions" role="toolbar" aria-label="File actions">
       <a class="button" href={content(file.id)} download={file.name}>

@@ -327,6 +327,9 @@ class TrashItem(Data):
     deleted_by: str
     purge_at: datetime
     my_role: str | None = None
+    # Whether the caller may restore it (a top-level folder: its creator or an org admin
+    # only); None from a platform that does not say.
+    may_restore: bool | None = None
 
 
 class Restored(Data):

@@ -1068,9 +1068,11 @@ def dicom_series(
     `.dcm` of no instance of it, all of them there but one changed) is downloaded again
     ("replaced"), or without `overwrite` left as it is ("differs"). Without `overwrite`,
     an instance's file there is never written over: one with other bytes than the
-    platform's is left as it is, the rest downloaded, and `told` hears "differs"."""
+    platform's is left as it is, the rest downloaded, and `told` hears "differs". Where
+    half of the instances or more are there, only the others are retrieved
+    (`_rest_of_series`)."""
     url = _series_url(file)
-    there = yield from _series_there(session, file, dest, url)
+    there, uids = yield from _series_there(session, file, dest, url)
     if there is False and not overwrite:
         return _differs(dest, int(file["size"]), progress, told)
     if there is not None and told:
@@ -1080,6 +1082,72 @@ def dicom_series(
             progress(int(file["size"]))
         return dest
     dest.mkdir(parents=True, exist_ok=True)
+    if there is None and uids:
+        rest = _rest_of_series(session, file, dest, url, uids, progress, told, overwrite)
+        if (yield from rest):
+            return dest
+    instances = yield from _retrieve(session, url, dest, progress, overwrite)
+    digest = hashlib.sha256("\n".join(instances.digests).encode()).hexdigest()
+    if file.get("sha256") and digest != file["sha256"]:
+        raise FilesError(
+            "checksum_mismatch",
+            f"{dest.name}: the {len(instances.digests)} instances received do not match the"
+            " series' sha256 (was it extended meanwhile? download it again)",
+            {"file_id": file["id"]},
+        )
+    if instances.differ and told:
+        told(dest, "differs")
+    return dest
+
+
+def _rest_of_series(
+    session: Session,
+    file: dict[str, Any],
+    dest: Path,
+    url: str,
+    uids: list[str],
+    progress: Progress | None,
+    told: Told | None,
+    overwrite: bool,
+) -> Op[bool]:
+    """Some of the series' instances there (a run that stopped, the series extended
+    since): only the others are retrieved, one WADO-RS retrieve each, then the whole is
+    checked from the files there by the series' sha256 (the API has no instance's own).
+    True when that settles it: the series is there, or, without `overwrite`, an instance
+    there differs and is left as it is, said. False when the whole series is to be
+    retrieved: fewer than half of it there (one retrieve, not many), or, with
+    `overwrite`, something there differs (which instance, nothing tells)."""
+    missing = [uid for uid in uids if not (dest / f"{uid}.dcm").is_file()]
+    if not file.get("sha256") or len(missing) * 2 > len(uids):
+        return False
+    counted = 0
+    for uid in missing:
+        got = yield from _retrieve(session, f"{url}/instances/{uid}", dest, progress, overwrite)
+        counted += got.received
+        if got.differ:  # written meanwhile, by another run
+            break
+    digests = []
+    for uid in uids:
+        try:
+            digests.append(sha256_of(dest / f"{uid}.dcm"))
+        except OSError:  # gone meanwhile: the series is not there
+            digests.append("")
+    same = hashlib.sha256("\n".join(digests).encode()).hexdigest() == file["sha256"]
+    if not same and overwrite:
+        if progress:
+            progress(-counted)
+        return False
+    if progress:
+        progress(int(file["size"]) - counted)
+    if not same and told:
+        told(dest, "differs")
+    return True
+
+
+def _retrieve(
+    session: Session, url: str, dest: Path, progress: Progress | None, overwrite: bool
+) -> Op[_Instances]:
+    """A WADO-RS retrieve's instances into `dest`; a broken connection starts it again."""
     accept = {"Accept": 'multipart/related; type="application/dicom"'}
     broken = 0
     while True:
@@ -1104,51 +1172,43 @@ def dicom_series(
         except BaseException:
             instances.abandon()
             raise
-        break
-    digest = hashlib.sha256("\n".join(instances.digests).encode()).hexdigest()
-    if file.get("sha256") and digest != file["sha256"]:
-        raise FilesError(
-            "checksum_mismatch",
-            f"{dest.name}: the {len(instances.digests)} instances received do not match the"
-            " series' sha256 (was it extended meanwhile? download it again)",
-            {"file_id": file["id"]},
-        )
-    if instances.differ and told:
-        told(dest, "differs")
-    return dest
+        return instances
 
 
-def _series_there(session: Session, file: dict[str, Any], dest: Path, url: str) -> Op[bool | None]:
+def _series_there(
+    session: Session, file: dict[str, Any], dest: Path, url: str
+) -> Op[tuple[bool | None, list[str] | None]]:
     """Whether the directory `dest` holds the series (True), something else (False) or
-    nothing of it yet (None). Held means what a download would write, checked as the API
-    defines the series' sha256: each instance's `<SOPInstanceUID>.dcm` there, and the
-    hash of their sha256s, in slice order, the series' sha256. Names alone would pass an
-    instance cut short or changed. Some of its instances alone (a run that stopped, or
-    the series extended since) is the series not there yet: the download goes on, each
-    instance there checked as it comes (`_Instances`). A `.dcm` of no instance of the
-    series is something else. Other files in the directory are not the series' and are
-    left out, as a folder's download leaves other local files alone."""
+    nothing of it yet (None), with its instances' UIDs where they were listed. Held
+    means what a download would write, checked as the API defines the series' sha256:
+    each instance's `<SOPInstanceUID>.dcm` there, and the hash of their sha256s, in
+    slice order, the series' sha256. Names alone would pass an instance cut short or
+    changed. Some of its instances alone (a run that stopped, or the series extended
+    since) is the series not there yet: the download goes on (`_rest_of_series`). A
+    `.dcm` of no instance of the series is something else. Other files in the directory
+    are not the series' and are left out, as a folder's download leaves other local
+    files alone."""
     try:
         local = {p.name for p in dest.iterdir() if p.suffix == ".dcm" and p.is_file()}
     except OSError:  # not there, or not a directory: downloaded as new
-        return None
+        return None, None
     if not local:
-        return None
+        return None, None
     uids = yield from _series_uids(session, url)
     names = {f"{uid}.dcm" for uid in uids}
     if local - names:
-        return False
+        return False, uids
     if local != names:
-        return None
+        return None, uids
     if not file.get("sha256"):
-        return False
+        return False, uids
     digests = []
     for uid in uids:
         try:
             digests.append(sha256_of(dest / f"{uid}.dcm"))
         except OSError:
-            return False
-    return hashlib.sha256("\n".join(digests).encode()).hexdigest() == str(file["sha256"])
+            return False, uids
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest() == str(file["sha256"]), uids
 
 
 def _series_url(file: dict[str, Any]) -> str:
