@@ -34,24 +34,29 @@ web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
 run: setup web
 	$(UV) run --frozen files run
 
-# The suite as two pytest sessions at once (FILES_TEST_SHARD, tests/conftest.py says
-# which tests each takes): the end-to-end tests on the S3 platform mostly wait on it, so
-# on 2 cores the pair takes far less than the one session did (README, Tests).
-# `trap - INT`: a shell's background job ignores Ctrl-C, and the rest's session (its
+# The suite as three pytest sessions at once (FILES_TEST_SHARD, tests/conftest.py says
+# which tests each takes): the end-to-end tests mostly wait on their platform's
+# reactions, so on 2 cores the three take far less than one session did (README, Tests).
+# The S3 session's output comes as it runs, the other two's after it.
+# `trap - INT`: a shell's background job ignores Ctrl-C, and the other sessions (their
 # PostgreSQL, broker and platforms) ran on after `make` had stopped.
 test: setup web
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/lean.py services/dicom/tags.py services/*/handlers.py services/ingest/*/handlers.py clients/python/files_client
-	@rest=$$(mktemp); \
-	(trap - INT; FILES_TEST_SHARD=rest exec $(UV) run --frozen pytest -q --durations=20) >$$rest 2>&1 & pid=$$!; \
-	(trap - INT; FILES_TEST_SHARD=s3 exec $(UV) run --frozen pytest -q --durations=30) & s3pid=$$!; \
-	trap 'kill -TERM $$pid $$s3pid 2>/dev/null; wait; rm -f $$rest; exit 143' TERM HUP; \
+	@units=$$(mktemp); local=$$(mktemp); \
+	(trap - INT; FILES_TEST_SHARD=units exec $(UV) run --frozen pytest -q --durations=20) >$$units 2>&1 & upid=$$!; \
+	(trap - INT; FILES_TEST_SHARD=local exec $(UV) run --frozen pytest -q --durations=20) >$$local 2>&1 & lpid=$$!; \
+	(trap - INT; FILES_TEST_SHARD=s3 exec $(UV) run --frozen pytest -q --durations=20) & s3pid=$$!; \
+	trap 'kill -TERM $$upid $$lpid $$s3pid 2>/dev/null; wait; rm -f $$units $$local; exit 143' TERM HUP; \
 	wait $$s3pid; s3=$$?; \
-	wait $$pid; others=$$?; \
-	echo; echo "== the rest of the suite, run alongside (FILES_TEST_SHARD=rest) =="; \
-	cat $$rest; rm -f $$rest; \
-	test $$s3 -eq 0 -a $$others -eq 0
+	wait $$upid; u=$$?; \
+	wait $$lpid; l=$$?; \
+	echo; echo "== unit, integration and some S3 modules, run alongside (FILES_TEST_SHARD=units) =="; \
+	cat $$units; rm -f $$units; \
+	echo; echo "== the local-disk platform and the browser, run alongside (FILES_TEST_SHARD=local) =="; \
+	cat $$local; rm -f $$local; \
+	test $$s3 -eq 0 -a $$u -eq 0 -a $$l -eq 0
 
 lint: setup
 	$(UV) run --frozen ruff check .
