@@ -240,9 +240,23 @@ class Sessions(Handlers):
             valid = hmac.compare_digest(wanted.encode(), given) and expires >= time.time()
         if not valid:
             raise Refused(403, "invalid_part_url", "this part URL is not valid or has expired")
-        row = await self._row(self.pool, session_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Held as a completion holds it to stamp it: none takes a part once one
+            # has begun, which reads the parts' bytes (see LocalBlobStore._join).
+            row = await self._row(conn, session_id, " FOR SHARE")
+            completing = row is not None and await conn.fetchval(
+                f"SELECT NOT {NOT_COMPLETING} FROM (SELECT $2::uuid AS id) s",
+                COMPLETING_KEPT,
+                session_id,
+            )
         if row is None or row["status"] != "open":
             raise Refused(404, "not_found", f"upload session {session_id} is not open")
+        if completing:
+            raise Refused(
+                409,
+                "session_completing",
+                f"upload session {session_id} is being completed: it takes no more parts",
+            )
         if self.openers is not None and row["key_id"] is not None:
             # Asked here, from the row just read, rather than by the gateway, which had to
             # ask us for the row first: two calls a part, not three.
