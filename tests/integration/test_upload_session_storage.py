@@ -25,7 +25,7 @@ from services.ingest.sessions import handlers
 from services.ingest.sessions.handlers import Sessions, _signature
 from services.ingest.sessions.projections import sessions
 from shared.contracts.envelope import Cause
-from shared.kit.blobs import LocalBlobStore, content_key
+from shared.kit.blobs import LocalBlobStore, UnknownUpload, content_key
 from shared.kit.errors import Refused
 from shared.kit.service import Parts
 from shared.kit.settings import Settings
@@ -458,3 +458,24 @@ async def test_an_assembly_begun_alongside_never_replaces_the_assembled_object(
     # Its parts went with the first assembly; the second left nothing behind.
     assert not folder.exists()
     assert not list((blobs.root / "incoming").iterdir())
+
+
+async def test_an_upload_whose_assembly_died_once_it_took_the_upload_is_aborted_whole(
+    tmp_path: Path,
+) -> None:
+    """Killed between taking the upload's name file and placing the object: its session
+    sees the parts gone (and expires); the abort of its expiry deletes them all the same."""
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    key = f"uploads/{uuid.uuid4().hex}"
+    upload_id = await blobs.create_multipart(key)
+    await blobs.put_part(key, upload_id, 1, chunks(b"sent before the crash\n"))
+    folder = blobs.root / "multipart" / upload_id
+    (folder / "key").rename(folder / "joined")
+    with pytest.raises(UnknownUpload):
+        await blobs.list_parts(key, upload_id)
+    with pytest.raises(UnknownUpload):  # another upload's name is not this one's
+        await blobs.abort_multipart(f"uploads/{uuid.uuid4().hex}", upload_id)
+    await blobs.abort_multipart(key, upload_id)
+    assert not folder.exists()
+    with pytest.raises(UnknownUpload):
+        await blobs.abort_multipart(key, upload_id)

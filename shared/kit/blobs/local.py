@@ -487,9 +487,9 @@ class LocalBlobStore:
             # go with the upload all the same.
             folder = self.root / "multipart" / upload_id
             try:
-                taken = _UPLOAD_ID.fullmatch(upload_id) and (folder / JOINED).read_text()
+                taken = _UPLOAD_ID.fullmatch(upload_id) and (folder / JOINED).read_text() == key
             except FileNotFoundError:
                 taken = False
-            if taken != key:
+            if not taken:
                 raise
         await asyncio.to_thread(shutil.rmtree, folder, True)
