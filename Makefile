@@ -20,8 +20,9 @@ setup: .venv/.synced
 	touch $@
 
 # The web app (web/): its dependencies exactly as web/package-lock.json pins them, then
-# the build (type check, bundle, precompressed assets) into web/dist, served at /.
-WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json web/scripts/compress.mjs
+# the build (type check, bundle, precompressed assets) into web/dist, served at / (and
+# the API's reference page, Swagger UI from the pinned swagger-ui-dist, at /docs).
+WEB_SOURCES := $(shell find web/src web/docs -type f 2>/dev/null) web/index.html web/docs.html web/vite.config.ts web/tsconfig.json web/scripts/compress.mjs
 
 web: web/dist/index.html
 

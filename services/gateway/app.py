@@ -112,13 +112,8 @@ def build(settings: Settings) -> FastAPI:
     async def openapi_document() -> dict[str, Any]:
         return document
 
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> Response:
-        from fastapi.openapi.docs import get_swagger_ui_html
-
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Files API")
-
-    # The web app's pages (not the API: kept out of its document).
+    # The web app's pages and the API's reference at /docs (not the API: kept out of
+    # its document).
     web.install(app, settings)
 
     async def public(request: Request) -> Response:

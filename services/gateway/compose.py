@@ -843,7 +843,8 @@ class Compose:
         the address the client used."""
         base = str(call.request.base_url).rstrip("/")
         for part in session.get("parts", []):
-            if part["url"].startswith("/"):
+            # No URL for a caller other than the session's opener.
+            if part.get("url", "").startswith("/"):
                 part["url"] = base + part["url"]
         return session
 

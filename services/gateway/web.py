@@ -1,7 +1,8 @@
 """The web app's static files, served at `/`.
 
 The app (web/, built into web/dist by `make web`) is a client of the public `/v1` API
-and nothing else. Its deep links (`/folders/<id>`, `/files/<id>`, `/datasets`, `/datasets/<id>`,
+and nothing else; the build also makes the API's reference page, served at `/docs`.
+Its deep links (`/folders/<id>`, `/files/<id>`, `/datasets`, `/datasets/<id>`,
 `/search`, `/trash`) answer its index page, which then reads the address; so does any other
 address a browser opens outside `/v1` (with 404: the app shows its "Page not found").
 Hashed assets are
@@ -64,8 +65,8 @@ PAGE_HEADERS = {
 def install(app: FastAPI, settings: Settings) -> None:
     root = Path(settings.web_dir) if settings.web_dir else SOURCE_BUILD
 
-    def page(status: int) -> Response:
-        index = root / "index.html"
+    def page(status: int, name: str = "index.html") -> Response:
+        index = root / name
         if not index.is_file():
             return JSON(
                 error_body("web_app_not_built", f"the web app is not built in {root}: make web"),
@@ -78,6 +79,13 @@ def install(app: FastAPI, settings: Settings) -> None:
 
     for path in APP_PATHS:
         app.add_api_route(path, app_page, methods=["GET", "HEAD"], include_in_schema=False)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        """The API's reference: Swagger UI, built with the app from a pinned package
+        (web/docs.html) and served from here under the app's policy, so no script of
+        another origin runs where the session cookie is."""
+        return page(200, "docs.html")
 
     async def elsewhere(request: Request) -> Response:
         """No route: a browser's page load gets the app (which says "Page not found"),

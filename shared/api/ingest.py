@@ -131,7 +131,9 @@ class NewUploadSession(Strict):
 class PartUrl(Shape):
     part: int
     size: int
-    url: str
+    url: str | None = Field(
+        None, description="where to PUT the part: shown to the session's opener only"
+    )
 
 
 class UploadSession(Shape):

@@ -5,6 +5,7 @@ other method or path is not (405, or a 404 "no route")."""
 from __future__ import annotations
 
 import errno
+import re
 import uuid
 from typing import Any
 
@@ -121,7 +122,20 @@ async def test_the_web_app_is_served_but_not_documented(api: httpx.AsyncClient) 
     assert all(path.startswith("/v1/") for path in doc["paths"])
 
 
-async def test_the_docs_page_shows_the_document(api: httpx.AsyncClient) -> None:
+async def test_the_docs_page_shows_the_document_with_nothing_of_another_origin(
+    api: httpx.AsyncClient,
+) -> None:
+    """Swagger UI, built with the web app from a pinned package and served from here
+    under the app's Content-Security-Policy: no script of another origin (a CDN's, as
+    before) runs on the origin of the session cookie."""
     page = await api.get("/docs")
     assert page.status_code == 200
-    assert "/openapi.json" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy
+    linked = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]+)""", page.text)
+    assert linked and all(url.startswith("/assets/") for url in linked), linked
+    assert "//" not in re.sub(r"<!doctype html>", "", page.text, flags=re.I), page.text
+    [script] = [url for url in linked if url.endswith(".js")]
+    bundle = await api.get(script)
+    assert bundle.status_code == 200 and "/openapi.json" in bundle.text

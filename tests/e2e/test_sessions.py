@@ -391,6 +391,61 @@ async def test_ingest_itself_shows_a_session_only_to_editors_of_its_folder(
         assert allowed.status_code == 200 and allowed.json()["parts"], allowed.text
 
 
+async def test_a_sessions_part_urls_are_shown_to_its_opener_only(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient, as_key: Callable[[str], httpx.AsyncClient]
+) -> None:
+    """A part URL is the right to send the session's bytes, hours long: another editor of
+    the folder sees the session and what it still needs, not where to send it."""
+    top = await folder(api, unique("session-urls"))
+    data = big_png(PART + 99)
+    session = await open_session(api, top["id"], "mine.png", len(data))
+    other = as_key((await uploader(api, top["id"]))["api_key"])
+    seen = await other.get(f"/v1/uploads/{session['id']}")
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["parts"] == [{"part": 1, "size": PART}, {"part": 2, "size": 99}]
+    mine = await api.get(f"/v1/uploads/{session['id']}")
+    assert [p["url"] for p in mine.json()["parts"]] != [None, None]
+    for part in mine.json()["parts"]:
+        await put(anonymous, part, piece(data, part["part"]))
+    # It may still complete it, as any editor may.
+    done = await other.post(f"/v1/uploads/{session['id']}/complete")
+    assert done.status_code == 201, done.text
+
+
+async def test_a_part_sent_while_a_completion_is_under_way_is_refused(
+    api: httpx.AsyncClient, anonymous: httpx.AsyncClient, platform: Stack, blobs: str
+) -> None:
+    """A completion reads the parts it assembled: our part URLs (the local store) take
+    none once one has begun, 409 naming it, and the file is what was sent before."""
+    if blobs == "s3":
+        pytest.skip("S3 takes the parts itself (presigned URLs) and assembles an upload once")
+    top = await folder(api, unique("completing"))
+    data = big_png(PART + 99)
+    session = await open_session(api, top["id"], "sent.png", len(data))
+    for part in session["parts"]:
+        await put(anonymous, part, piece(data, part["part"]))
+    session_id = uuid.UUID(session["id"])
+    pool = await db.connect_pool(platform.env["FILES_DATABASE_URL"], min_size=1, max_size=1)
+    try:
+        # As a completion stamps it when it begins, and keeps it while it reads.
+        await pool.execute(
+            "INSERT INTO ingest.sessions_completing (session_id, since) VALUES ($1, now())",
+            session_id,
+        )
+        sent = await anonymous.put(session["parts"][1]["url"], content=b"o" * 99)
+        found = error(sent, 409, "session_completing")
+        assert session["id"] in found["message"]
+        await pool.execute(
+            "DELETE FROM ingest.sessions_completing WHERE session_id = $1", session_id
+        )
+    finally:
+        await pool.close()
+    done = await api.post(f"/v1/uploads/{session['id']}/complete")
+    assert done.status_code == 201, done.text
+    file = done.json()["file"]
+    assert (await api.get(f"/v1/files/{file['id']}/content")).content == data
+
+
 async def uploader(api: httpx.AsyncClient, folder_id: str) -> dict[str, Any]:
     """A member with the editor role on the folder, and the id of their one key."""
     made = await member(api, "uploader")

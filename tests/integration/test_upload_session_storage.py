@@ -6,12 +6,15 @@ assembled object it cannot delete once the file is recorded is deleted by the sw
 from __future__ import annotations
 
 import hashlib
+import shutil
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -22,7 +25,7 @@ from services.ingest.sessions import handlers
 from services.ingest.sessions.handlers import Sessions, _signature
 from services.ingest.sessions.projections import sessions
 from shared.contracts.envelope import Cause
-from shared.kit.blobs import LocalBlobStore, content_key
+from shared.kit.blobs import LocalBlobStore, UnknownUpload, content_key
 from shared.kit.errors import Refused
 from shared.kit.service import Parts
 from shared.kit.settings import Settings
@@ -374,3 +377,105 @@ async def test_expiry_leaves_a_session_being_completed_be(
         await context.sessions.complete(CAUSE, late)
     assert refused.value.code == "session_ended"
     assert not await context.pool.fetchval("SELECT count(*) FROM ingest.sessions_completing")
+
+
+async def test_a_part_sent_while_a_completion_is_under_way_is_refused(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A completion reads the parts' bytes: none is taken once one has begun (409 naming
+    it), and the file stored is what was sent before."""
+    data = b"the bytes the completion began with\n" * 100
+    other = data.replace(b"began", b"ended")
+    session_id = await completed_once(context, data)
+    expires = int(time.time() + 3600)
+    signature = _signature(KEY, session_id, 1, expires)
+    refused: list[Refused] = []
+    join = Sessions._join
+
+    async def sent_meanwhile(self: Sessions, row: asyncpg.Record, stored: list[Any]) -> None:
+        with pytest.raises(Refused) as sent:
+            await self.put_part(session_id, 1, expires, signature, chunks(other))
+        refused.append(sent.value)
+        await join(self, row, stored)
+
+    monkeypatch.setattr(Sessions, "_join", sent_meanwhile)
+    done, _ = await context.sessions.complete(CAUSE, session_id)
+    [sent] = refused
+    assert (sent.status, sent.code) == (409, "session_completing")
+    assert str(session_id) in sent.message
+    assert done["job_id"] == str(session_id)
+    stored = context.blobs.path(content_key(hashlib.sha256(data).hexdigest()))
+    assert stored.read_bytes() == data
+
+
+async def test_an_assembly_begun_alongside_never_replaces_the_assembled_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two completions of one upload, the second begun from other bytes of part 1 sent
+    while the first assembled (a PUT begun before the first completion): the second's
+    assembly, finishing while the first completion hashes the object, must not replace
+    it, or the first would link those bytes under the first's hash."""
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    key = f"uploads/{uuid.uuid4().hex}"
+    upload_id = await blobs.create_multipart(key)
+    first, second = b"x" * 1000, b"y" * 1000
+    first_tag = await blobs.put_part(key, upload_id, 1, chunks(first))
+    second_tag = hashlib.md5(second, usedforsecurity=False).hexdigest()
+    folder = blobs.root / "multipart" / upload_id
+    final = blobs.path(key)
+    copy = shutil.copyfileobj
+    second_opened, first_placed = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def assemble_the_second() -> None:
+        try:
+            blobs._join(folder, [(1, second_tag)], final)
+        except BaseException as error:
+            failed.append(error)
+
+    other = threading.Thread(target=assemble_the_second)
+
+    def copying(source: Any, target: Any, length: int = 0) -> None:
+        if source.name.endswith(f"1.{first_tag}"):
+            copy(source, target, length)
+            # The other bytes land in place of part 1, and the second assembly opens them.
+            (folder / f"1.{second_tag}").write_bytes(second)
+            (folder / f"1.{first_tag}").unlink()
+            other.start()
+            assert second_opened.wait(10), "the second assembly never began"
+        else:
+            second_opened.set()
+            assert first_placed.wait(10), "the first assembly never ended"
+            copy(source, target, length)
+
+    monkeypatch.setattr(shutil, "copyfileobj", copying)
+    await blobs.complete_multipart(key, upload_id, [(1, first_tag)])
+    first_placed.set()
+    other.join(10)
+    assert final.read_bytes() == first
+    [error] = failed
+    assert isinstance(error, FileNotFoundError)
+    # Its parts went with the first assembly; the second left nothing behind.
+    assert not folder.exists()
+    assert not list((blobs.root / "incoming").iterdir())
+
+
+async def test_an_upload_whose_assembly_died_once_it_took_the_upload_is_aborted_whole(
+    tmp_path: Path,
+) -> None:
+    """Killed between taking the upload's name file and placing the object: its session
+    sees the parts gone (and expires); the abort of its expiry deletes them all the same."""
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    key = f"uploads/{uuid.uuid4().hex}"
+    upload_id = await blobs.create_multipart(key)
+    await blobs.put_part(key, upload_id, 1, chunks(b"sent before the crash\n"))
+    folder = blobs.root / "multipart" / upload_id
+    (folder / "key").rename(folder / "joined")
+    with pytest.raises(UnknownUpload):
+        await blobs.list_parts(key, upload_id)
+    with pytest.raises(UnknownUpload):  # another upload's name is not this one's
+        await blobs.abort_multipart(f"uploads/{uuid.uuid4().hex}", upload_id)
+    await blobs.abort_multipart(key, upload_id)
+    assert not folder.exists()
+    with pytest.raises(UnknownUpload):
+        await blobs.abort_multipart(key, upload_id)

@@ -52,12 +52,12 @@ def router(
             "key_id": str(row["key_id"]) if row["key_id"] else None,
         }
 
-    # Its part URLs are the right to send its bytes: the editor role on its folder,
-    # decided here too, as for completing and aborting it.
+    # The editor role on its folder, decided here too, as for completing and aborting
+    # it; its part URLs, the right to send its bytes, to its opener only.
     @api.get("/v1/uploads/{session_id}")
-    async def session(session_id: uuid.UUID, request: Request, _: Caller) -> dict[str, Any]:
+    async def session(session_id: uuid.UUID, request: Request, caller: Caller) -> dict[str, Any]:
         role_on_folder(request, await sessions.folder_of(session_id), "editor")
-        found = await sessions.state(session_id)
+        found = await sessions.state(session_id, caller.actor)
         if found is None:
             raise not_found("upload session", session_id)
         return found

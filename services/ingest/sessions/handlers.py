@@ -240,9 +240,23 @@ class Sessions(Handlers):
             valid = hmac.compare_digest(wanted.encode(), given) and expires >= time.time()
         if not valid:
             raise Refused(403, "invalid_part_url", "this part URL is not valid or has expired")
-        row = await self._row(self.pool, session_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Held as a completion holds it to stamp it: none takes a part once one
+            # has begun, which reads the parts' bytes (see LocalBlobStore._join).
+            row = await self._row(conn, session_id, " FOR SHARE")
+            completing = row is not None and await conn.fetchval(
+                f"SELECT NOT {NOT_COMPLETING} FROM (SELECT $2::uuid AS id) s",
+                COMPLETING_KEPT,
+                session_id,
+            )
         if row is None or row["status"] != "open":
             raise Refused(404, "not_found", f"upload session {session_id} is not open")
+        if completing:
+            raise Refused(
+                409,
+                "session_completing",
+                f"upload session {session_id} is being completed: it takes no more parts",
+            )
         if self.openers is not None and row["key_id"] is not None:
             # Asked here, from the row just read, rather than by the gateway, which had to
             # ask us for the row first: two calls a part, not three.
@@ -271,14 +285,17 @@ class Sessions(Handlers):
             raise storage_failed(error) from error
         return {"part": number, "etag": etag}
 
-    async def state(self, session_id: uuid.UUID) -> dict[str, Any] | None:
+    async def state(self, session_id: uuid.UUID, actor: str | None = None) -> dict[str, Any] | None:
+        """The session as `actor` may see it: its part URLs (the right to send its bytes,
+        valid hours after a part is stored) are its opener's alone."""
         row = await self._row(self.pool, session_id)
         if row is None:
             return None
+        urls = actor is None or actor == row["created_by"]
         if row["status"] != "open":
-            return self._view(row, [])
+            return self._view(row, [], urls=urls)
         stored = await self._stored_now(row)
-        return self._view(row, stored or [], known=stored is not None)
+        return self._view(row, stored or [], known=stored is not None, urls=urls)
 
     async def bytes_progress(self, session_id: uuid.UUID) -> dict[str, int]:
         """Bytes of the file in the store so far, of its size."""
@@ -895,12 +912,18 @@ class Sessions(Handlers):
         return f"/v1/uploads/{row['id']}/parts/{number}?{query}"
 
     def _view(
-        self, row: asyncpg.Record, stored: list[domain.StoredPart], *, known: bool = True
+        self,
+        row: asyncpg.Record,
+        stored: list[domain.StoredPart],
+        *,
+        known: bool = True,
+        urls: bool = True,
     ) -> dict[str, Any]:
         """The session as answered. Its parts not `known` (the store did not list them in
         time): none shown stored, and a URL for each (any may be missing; a part sent
         again replaces the one stored), with `parts_known: false` so that a client may
-        ask again rather than send it all."""
+        ask again rather than send it all. Without `urls` (for any but its opener), the
+        parts still missing are shown with no URL."""
         plan = domain.plan(row["size"], row["part_size"])
         gaps = set(domain.missing(plan, stored)) if row["status"] == "open" else set()
         expires_at: datetime = row["expires_at"]
@@ -922,7 +945,8 @@ class Sessions(Handlers):
             ],
             "bytes_stored": sum(p.size for p in stored if p.number not in gaps),
             "parts": [
-                {"part": p.number, "size": p.size, "url": self._part_url(row, p.number)}
+                {"part": p.number, "size": p.size}
+                | ({"url": self._part_url(row, p.number)} if urls else {})
                 for p in plan
                 if p.number in gaps
             ],

@@ -36,6 +36,9 @@ from shared.kit.blobs.base import (
 
 # Our own bookkeeping: never a blob's key.
 RESERVED = ("incoming", "multipart")
+# What an upload's name file (`multipart/<upload id>/key`) becomes once an assembly took
+# it: the upload has ended (see `_join`).
+JOINED = "joined"
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -458,11 +461,35 @@ class LocalBlobStore:
                 for n, etag in parts:
                     with open(folder / f"{n}.{etag}", "rb") as part:
                         shutil.copyfileobj(part, out, CHUNK)
-            _move_durably(spool, final)
+            _fsync(spool)
+            # An upload is assembled once, as on S3: the first assembly to take its
+            # name file places the object; one begun alongside (from parts it opened
+            # before, perhaps other bytes sent since) finds it gone and places nothing.
+            # Else that one could replace the object while a completion hashed it, and
+            # the completion would then link those other bytes under the first's hash.
+            os.rename(folder / "key", folder / JOINED)
+            try:
+                made = _replace(spool, os.fspath(final))
+            except BaseException:
+                os.rename(folder / JOINED, folder / "key")
+                raise
+            for directory in [str(final.parent), *made]:
+                _fsync(directory)
         finally:
             spool.unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
-        folder = self._upload(key, upload_id)
+        try:
+            folder = self._upload(key, upload_id)
+        except UnknownUpload:
+            # Or taken by an assembly that died before it placed the object: its parts
+            # go with the upload all the same.
+            folder = self.root / "multipart" / upload_id
+            try:
+                taken = _UPLOAD_ID.fullmatch(upload_id) and (folder / JOINED).read_text() == key
+            except FileNotFoundError:
+                taken = False
+            if not taken:
+                raise
         await asyncio.to_thread(shutil.rmtree, folder, True)
