@@ -1036,6 +1036,22 @@ class Catalog(Handlers):
                     [r["id"] for r in rows if r["type"] == "folder"],
                 )
             }
+            # A restore brings back the trashed folders above an item too, and holds a
+            # top-level one among them to its rule (check_top_level_naming).
+            barred: set[uuid.UUID] = (
+                set()
+                if access.org_admin
+                else {
+                    t["id"]
+                    for t in await conn.fetch(
+                        """SELECT id, entry->>'created_by' AS created_by
+                           FROM catalog.trash_folders
+                           WHERE id = ANY($1::uuid[]) AND parent_id IS NULL""",
+                        list({r["path"][0] for r in rows[:limit] if r["path"]}),
+                    )
+                    if t["created_by"] != access.user_id
+                }
+            )
         keep = self.parts.settings.trash_days
         items = [
             {
@@ -1060,14 +1076,17 @@ class Catalog(Handlers):
                 "my_role": access.role_on(r["path"]),
                 # The restore's own rule for a top-level folder (check_top_level_naming),
                 # told ahead: its parent is not shown to all who may see it.
-                "may_restore": domain.may_rename(
-                    access,
-                    access.role_on(r["path"]),
-                    r["folder_id"],
-                    r["entry"].get("created_by", ""),
+                "may_restore": (
+                    domain.may_rename(
+                        access,
+                        access.role_on(r["path"]),
+                        r["folder_id"],
+                        r["entry"].get("created_by", ""),
+                    )
+                    if r["type"] == "folder"
+                    else RANK.get(access.role_on(r["path"]) or "", 0) >= RANK["editor"]
                 )
-                if r["type"] == "folder"
-                else RANK.get(access.role_on(r["path"]) or "", 0) >= RANK["editor"],
+                and not (r["path"] and r["path"][0] in barred),
             }
             for r in rows[:limit]
         ]

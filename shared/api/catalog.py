@@ -291,7 +291,8 @@ class TrashItem(Shape):
     may_restore: bool = Field(
         False,
         description="whether the caller may restore it: an editor or more where it was, and"
-        " of a top-level folder only its creator or an org admin (403 `forbidden` otherwise)",
+        " of a top-level folder (it, or a trashed one above it, which the restore brings back"
+        " too) only its creator or an org admin (403 `forbidden` otherwise)",
     )
 
 

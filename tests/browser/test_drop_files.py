@@ -17,16 +17,49 @@ from tests.dicom_fixtures import ct_series
 from tests.e2e.support import text
 
 
-def _files(page: Page, names: list[str]) -> JSHandle:
-    """A drag's data holding these text files, as a desktop's drag brings them."""
+def _files(page: Page, names: list[str], pad: int = 0) -> JSHandle:
+    """A drag's data holding these text files, as a desktop's drag brings them (`pad`
+    spaces more in each: from 132 bytes, a file's start is read to tell DICOM)."""
     return page.evaluate_handle(
-        """(names) => {
+        """([names, pad]) => {
             const dt = new DataTransfer();
-            for (const n of names) dt.items.add(new File([n + "\\n"], n, { type: "text/plain" }));
+            for (const n of names)
+                dt.items.add(new File([n + "\\n" + " ".repeat(pad)], n, { type: "text/plain" }));
             return dt;
         }""",
-        names,
+        [names, pad],
     )
+
+
+def _hold_reads(page: Page) -> None:
+    """Reads of the files' bytes wait for `_release(page)`: the page as it is while a
+    drop of many files, or large ones, is read."""
+    page.evaluate(
+        """() => {
+            const original = Blob.prototype.arrayBuffer;
+            let release;
+            const held = new Promise((r) => (release = r));
+            window.__release = (error) => {
+                Blob.prototype.arrayBuffer = original;
+                release(error);
+            };
+            Blob.prototype.arrayBuffer = function () {
+                return held.then((error) =>
+                    error ? Promise.reject(new Error(error)) : original.call(this));
+            };
+        }"""
+    )
+
+
+def _release(page: Page, error: str | None = None) -> None:
+    """The held reads go on, or fail with `error`."""
+    page.evaluate("(error) => window.__release(error)", error)
+
+
+def _drop(page: Page, region: str, dragged: JSHandle) -> None:
+    content = page.get_by_role("region", name=region)
+    content.dispatch_event("dragover", {"dataTransfer": dragged})
+    content.dispatch_event("drop", {"dataTransfer": dragged})
 
 
 def test_files_dropped_on_a_folders_page_are_uploaded_into_it(
@@ -179,3 +212,71 @@ def test_dicom_files_in_upload_are_offered_to_the_dicom_tab(
     content.dispatch_event("drop", {"dataTransfer": dragged})
     expect(dialog.get_by_role("tab", name="DICOM")).to_have_attribute("aria-selected", "true")
     expect(rows.get_by_role("listitem", name="again.dcm")).to_be_visible()
+
+
+def test_files_dropped_go_nowhere_once_another_folder_is_shown(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """The files are read before "Upload files" opens (said on the page); another
+    folder opened meanwhile, they are not added (the dialog was opened over it, sending
+    them to the first, named nowhere), and the notices say so."""
+    page = signed_in
+    first, other = make_folder(api, unique("dropped-on")), make_folder(api, unique("opened"))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"/folders/{first['id']}")
+    content = page.get_by_role("region", name=first["name"])
+    expect(content.get_by_text("This folder is empty.")).to_be_visible()
+    _hold_reads(page)
+    _drop(page, first["name"], _files(page, ["late.txt"], pad=200))
+    expect(content.get_by_role("status")).to_have_text("Reading 1 file…")
+    page.evaluate(
+        """(to) => {
+            history.pushState(null, "", to);
+            dispatchEvent(new PopStateEvent("popstate"));
+        }""",
+        f"/folders/{other['id']}",
+    )
+    expect(page.get_by_role("heading", name=other["name"], level=1)).to_be_visible()
+    _release(page)
+    expect(page.locator(".notices").get_by_role("alert")).to_contain_text(
+        f"The files dropped on “{first['name']}” were not added: another page was opened"
+    )
+    expect(page.get_by_role("dialog", name="Upload files")).to_have_count(0)
+    assert errors == []
+
+
+def test_a_drop_while_one_is_read_is_refused_in_words_and_the_dialog_names_the_folder(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """A second drop while the first is read was lost without a word; a read that
+    fails was an error in the console only."""
+    page = signed_in
+    folder = make_folder(api, unique("twice"))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"/folders/{folder['id']}")
+    content = page.get_by_role("region", name=folder["name"])
+    expect(content.get_by_text("This folder is empty.")).to_be_visible()
+    _hold_reads(page)
+    _drop(page, folder["name"], _files(page, ["first.txt"], pad=200))
+    _drop(page, folder["name"], _files(page, ["second.txt"], pad=200))
+    alert = page.locator(".notices").get_by_role("alert")
+    expect(alert).to_contain_text("These files were not added: the files dropped before")
+    _release(page)
+    dialog = page.get_by_role("dialog", name="Upload files")
+    expect(dialog).to_contain_text(f"Into folder {folder['name']}")
+    listed = dialog.get_by_role("list", name="Files to upload")
+    expect(listed.get_by_role("listitem")).to_have_count(1)
+    expect(listed.get_by_role("listitem", name="first.txt")).to_be_visible()
+    expect(content.get_by_role("status")).to_have_count(0)
+    dialog.get_by_role("button", name="Close").last.click()
+    expect(dialog).to_be_hidden()
+
+    _hold_reads(page)
+    _drop(page, folder["name"], _files(page, ["unreadable.txt"], pad=200))
+    _release(page, "the file went away")
+    expect(alert).to_contain_text("The dropped files could not be read: the file went away")
+    expect(dialog).to_have_count(0)
+    expect(content.get_by_role("status")).to_have_count(0)
+    assert errors == []

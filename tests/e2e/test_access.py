@@ -914,6 +914,33 @@ async def test_only_a_top_level_folders_creator_or_an_org_admin_renames_or_resto
     assert restored.status_code == 200, restored.text
 
 
+async def test_the_trash_tells_a_restore_that_would_bring_back_a_top_level_folder(
+    api: httpx.AsyncClient, as_key: Any
+) -> None:
+    # What Bob deleted himself in Alice's shared folder, before she trashed the folder:
+    # its restore brings the folder back too, at the top level, which only she (or an
+    # org admin) may do; the trash said Bob might, and the restore was then refused.
+    alice, bob = await member(api, "alice"), await member(api, "bob")
+    alices, bobs = as_key(alice["api_key"]), as_key(bob["api_key"])
+    shared = await folder(alices, unique("shared"))
+    await invite(alices, shared["id"], bob["email"], "admin")
+    sub = await folder(bobs, "sub", shared["id"])
+    [file] = (await upload(bobs, shared["id"], ("b.txt", text("b"))))["files"]
+    assert (await bobs.delete(f"/v1/folders/{sub['id']}")).status_code == 204
+    assert (await bobs.delete(f"/v1/files/{file['id']}")).status_code == 204
+    mine = {i["id"]: i["may_restore"] for i in (await bobs.get("/v1/trash")).json()["items"]}
+    assert mine[sub["id"]] is True and mine[file["id"]] is True  # its folder is there
+    assert (await alices.delete(f"/v1/folders/{shared['id']}")).status_code == 204
+    for client, may in ((bobs, False), (alices, True), (api, True)):
+        trash = (await client.get("/v1/trash", params={"limit": 1000})).json()["items"]
+        told = {i["id"]: i["may_restore"] for i in trash}
+        assert (told[sub["id"]], told[file["id"]]) == (may, may), client
+    for body in ({"folder_ids": [sub["id"]]}, {"file_ids": [file["id"]]}):
+        error(await bobs.post("/v1/trash/restore", json=body), 403, "forbidden")
+    restored = await alices.post("/v1/trash/restore", json={"file_ids": [file["id"]]})
+    assert restored.status_code == 200, restored.text
+
+
 @pytest.fixture(scope="module")
 def second_gateway(stack: Any) -> str:
     return str(stack.add_gateway())

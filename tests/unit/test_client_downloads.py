@@ -399,11 +399,14 @@ def test_an_image_groups_part_is_closed_before_it_is_removed(tmp_path: Path) -> 
 
 
 def _series(
-    instances: dict[str, bytes], asked: list[str] | None = None
+    instances: dict[str, bytes],
+    asked: list[str] | None = None,
+    alone: dict[str, bytes] | None = None,
 ) -> tuple[dict[str, Any], httpx.MockTransport]:
     """A DICOM series of these instances (SOP Instance UID: bytes, in slice order) and
     its folder's DICOMweb: QIDO-RS lists them, WADO-RS retrieves them (the series, or
-    one instance); `asked` hears the retrieves' paths."""
+    one instance, with the bytes `alone` has for it, if any: damaged in transit);
+    `asked` hears the retrieves' paths."""
     digests = "\n".join(hashlib.sha256(b).hexdigest() for b in instances.values())
     series = {
         "id": "s",
@@ -424,7 +427,7 @@ def _series(
             asked.append(request.url.path)
         one = request.url.path.removeprefix(f"{url}/instances/")
         assert request.url.path == url or one in instances
-        wanted = {one: instances[one]} if one in instances else instances
+        wanted = {one: (alone or {}).get(one, instances[one])} if one in instances else instances
         body = b"".join(
             b"--B\r\nContent-Type: application/dicom\r\nContent-Location: "
             + f"{url}/instances/{uid}".encode()
@@ -530,12 +533,13 @@ def test_only_the_instances_not_there_are_retrieved(tmp_path: Path, overwrite: b
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_an_edited_instance_among_some_is_said_without_the_whole_series(
+def test_an_edited_instance_among_some_is_found_by_the_whole_series(
     tmp_path: Path, overwrite: bool
 ) -> None:
-    """Without `overwrite`, one changed among those there is said once the missing ones
-    came alone; with it, the series is retrieved whole and written over (which instance
-    differs, nothing tells: the API has no instance's sha256)."""
+    """One changed among those there: once the missing ones came alone the whole does
+    not match (which instance differs, nothing tells: the API has no instance's sha256),
+    so the series is retrieved whole, and the edit written over, or without `overwrite`
+    left as it is and said."""
     url = "/v1/folders/f/dicomweb/studies/1.2/series/1.2.3"
     asked: list[str] = []
     series, platform = _series(INSTANCES, asked)
@@ -561,5 +565,74 @@ def test_an_edited_instance_among_some_is_said_without_the_whole_series(
         assert asked == [f"{url}/instances/1.2.3.2", url] and told == []
         assert (dest / "1.2.3.1.dcm").read_bytes() == INSTANCES["1.2.3.1"]
     else:
-        assert asked == [f"{url}/instances/1.2.3.2"] and told == [(dest, "differs")]
+        assert asked == [f"{url}/instances/1.2.3.2", url] and told == [(dest, "differs")]
         assert (dest / "1.2.3.1.dcm").read_bytes() == b"my own edit"
+    assert not [p.name for p in dest.iterdir() if p.name.endswith(".part")]
+
+
+def _rest_of_series(
+    tmp_path: Path, series: dict[str, Any], platform: httpx.MockTransport, overwrite: bool
+) -> tuple[Path, list[int], list[tuple[Path, str]], FilesError | None]:
+    """`series` downloaded into a directory holding its first and third instances."""
+    dest = tmp_path / "series"
+    dest.mkdir()
+    for uid in ("1.2.3.1", "1.2.3.3"):
+        (dest / f"{uid}.dcm").write_bytes(INSTANCES[uid])
+    progress: list[int] = []
+    told: list[tuple[Path, str]] = []
+    op = transfer.download(
+        _session(),
+        series,
+        dest,
+        progress.append,
+        told=lambda p, w: told.append((p, w)),
+        overwrite=overwrite,
+    )
+    with httpx.Client(base_url="http://files.test", transport=platform) as http:
+        try:
+            SyncDriver(http).run(op)
+        except FilesError as error:
+            return dest, progress, told, error
+    return dest, progress, told, None
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_instance_damaged_in_transit_comes_again_with_the_series(
+    tmp_path: Path, overwrite: bool
+) -> None:
+    """The missing instance received damaged: the whole does not match, the damaged
+    file goes (no local file is blamed, "differs") and the series is retrieved whole."""
+    url = "/v1/folders/f/dicomweb/studies/1.2/series/1.2.3"
+    asked: list[str] = []
+    series, platform = _series(INSTANCES, asked, alone={"1.2.3.2": b"damaged in transit"})
+    dest, progress, told, error = _rest_of_series(tmp_path, series, platform, overwrite)
+    assert error is None and told == []
+    assert asked == [f"{url}/instances/1.2.3.2", url]
+    assert sum(progress) == series["size"]
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == {
+        f"{uid}.dcm": data for uid, data in INSTANCES.items()
+    }
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize(
+    "served",
+    [
+        INSTANCES | {"1.2.3.2": b"damaged on the platform"},
+        INSTANCES | {"1.2.3.4": b"instance 4, added since the listing"},
+    ],
+    ids=["damaged", "extended meanwhile"],
+)
+def test_a_series_not_matching_its_sha256_is_a_checksum_mismatch(
+    tmp_path: Path, overwrite: bool, served: dict[str, bytes]
+) -> None:
+    """What the platform serves does not make the series' sha256 (damaged, or the
+    series extended since the listing): `checksum_mismatch`, not a local file said to
+    differ."""
+    series, _ = _series(INSTANCES)
+    _, platform = _series(served)
+    dest, _, told, error = _rest_of_series(tmp_path, series, platform, overwrite)
+    assert error is not None and error.code == "checksum_mismatch"
+    assert told == []
+    for uid in ("1.2.3.1", "1.2.3.3"):
+        assert (dest / f"{uid}.dcm").read_bytes() == INSTANCES[uid]

@@ -27,7 +27,7 @@ export const roleOf = (item: Item, folderRole: string | null | undefined) =>
 export function folderMenu(f: Folder): MenuItem[] {
   const editing: MenuItem[] = mayEdit(f.my_role)
     ? [
-        { label: "Upload files", action: () => open({ kind: "upload", folderId: f.id }) },
+        { label: "Upload files", action: () => open({ kind: "upload", folderId: f.id, folderName: f.name }) },
         { label: "New folder", action: () => open({ kind: "new-folder", parentId: f.id }) },
       ].map((item) => (f.cloud_synced ? { ...item, disabled: true, why: SYNCED } : item))
     : [];

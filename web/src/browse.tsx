@@ -159,6 +159,19 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const synced = !!sync?.cloud_synced;
   const mayAdd = folderId ? mayEdit(role) && !synced : true;
   const [dropping, setDropping] = useState(false);
+  // Files dropped being read (their number once known), before "Upload files" opens:
+  // said on the page, and a drop meanwhile refused (the ref: two drops in one frame).
+  const [reading, setReading] = useState<number | null>(null);
+  const readingNow = useRef(false);
+  // Whether this page is still shown: files dropped on it go nowhere once another is
+  // (each folder's page is a page of its own, and the dialog would not name this one).
+  const onScreen = useRef(true);
+  useEffect(
+    () => () => {
+      onScreen.current = false;
+    },
+    [],
+  );
 
   // What was selected and is gone (deleted, moved) is no longer selected.
   useEffect(() => {
@@ -221,7 +234,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
               ? [
                   synced || targets[0].cloud_synced
                     ? { label: "Upload files", action: () => {}, disabled: true, why: SYNCED }
-                    : { label: "Upload files", action: () => open({ kind: "upload", folderId: targets[0].id }) },
+                    : { label: "Upload files", action: () => open({ kind: "upload", folderId: targets[0].id, folderName: targets[0].name }) },
                 ]
               : []),
           ]
@@ -237,7 +250,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
           <button type="button" class="primary" onClick={() => open({ kind: "new-folder", parentId: folderId })}>
             + New folder
           </button>
-          <button type="button" class="primary" onClick={() => open({ kind: "upload", folderId })}>
+          <button type="button" class="primary" onClick={() => open({ kind: "upload", folderId, folderName: folder?.name })}>
             + Upload files
           </button>
         </>
@@ -322,10 +335,27 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       notify(!folder ? "The folder is still being read: drop the files again in a moment." : synced ? SYNCED : "You can view this folder, not change it.");
       return;
     }
-    const files = await dropped(e.dataTransfer!);
-    // DICOM files alone (a scan's folder): to the tab that makes their series.
-    const dicom = files.length > 0 && (await Promise.all(files.map((f) => isDicom(f.file)))).every(Boolean);
-    if (files.length && !dialogState().shown) open({ kind: "upload", folderId, files, tab: dicom ? "dicom" : undefined });
+    if (readingNow.current) {
+      notify("These files were not added: the files dropped before are still being read. Drop them again in a moment.", true);
+      return;
+    }
+    readingNow.current = true;
+    setReading(0);
+    try {
+      const files = await dropped(e.dataTransfer!);
+      if (onScreen.current) setReading(files.length);
+      // DICOM files alone (a scan's folder): to the tab that makes their series.
+      const dicom = files.length > 0 && (await Promise.all(files.map((f) => isDicom(f.file)))).every(Boolean);
+      const into = folder ? `“${folder.name}”` : "the top level";
+      if (!onScreen.current) notify(`The files dropped on ${into} were not added: another page was opened meanwhile.`, true);
+      else if (dialogState().shown) notify(`The files dropped on ${into} were not added: a dialog was opened meanwhile.`, true);
+      else if (files.length) open({ kind: "upload", folderId, folderName: folder?.name, files, tab: dicom ? "dicom" : undefined });
+    } catch (err) {
+      notify(`The dropped files could not be read: ${err instanceof Error ? err.message : String(err)}`, true);
+    } finally {
+      readingNow.current = false;
+      if (onScreen.current) setReading(null);
+    }
   };
   return (
     <div class="folder-page">
@@ -351,6 +381,11 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
           {folder ? folder.name : folderId ? "Loading folder…" : "All folders"}
         </h1>
         {toolbar}
+        {reading !== null && (
+          <p role="status" class="muted">
+            {reading ? `Reading ${count(reading, "file")}…` : "Reading the dropped files…"}
+          </p>
+        )}
         {folderId && sync?.cloud_synced && <SyncPanel folderId={folderId} state={sync} role={role} />}
         {error && (
           <p role="alert" class="error-text">

@@ -19,7 +19,7 @@ export function DialogHost() {
     case "new-folder":
       return <NewFolder parentId={dialog.parentId} onClose={close} />;
     case "upload":
-      return <UploadDialog folderId={dialog.folderId} tab={dialog.tab} files={dialog.files} onClose={close} />;
+      return <UploadDialog folderId={dialog.folderId} folderName={dialog.folderName} tab={dialog.tab} files={dialog.files} onClose={close} />;
     case "move":
       return <MoveDialog {...dialog} onClose={close} />;
     case "delete":

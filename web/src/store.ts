@@ -121,8 +121,9 @@ export const session: { me: User | null; ended: boolean } = { me: null, ended: f
 // Dialogs are opened from menus, toolbars and the tree: one place holds the open one.
 export type DialogRequest =
   | { kind: "new-folder"; parentId: string | null }
-  // `files`: dropped on the folder's page, listed in the dialog to be sent.
-  | { kind: "upload"; folderId: string | null; tab?: string; files?: { file: File; path: string }[] }
+  // `files`: dropped on the folder's page, listed in the dialog to be sent; `folderName`:
+  // the folder they go to, named in the dialog.
+  | { kind: "upload"; folderId: string | null; folderName?: string; tab?: string; files?: { file: File; path: string }[] }
   | { kind: "move"; fileIds: string[]; folderIds: string[]; from: string | null }
   | { kind: "delete"; fileIds: string[]; folderIds: string[]; name?: string }
   | { kind: "add-to-dataset"; fileIds: string[]; folderIds: string[]; folderId: string | null }

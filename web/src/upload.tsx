@@ -378,6 +378,7 @@ const UNDER_WAY = "Sending the files: it may be closed once each has its answer.
 
 export function UploadDialog(props: {
   folderId: string | null;
+  folderName?: string;
   tab?: string;
   files?: { file: File; path: string }[];
   onClose: () => void;
@@ -649,6 +650,11 @@ export function UploadDialog(props: {
   const nothing = entries.filter((e) => e.status !== "done").length === 0;
   return (
     <Dialog title="Upload files" onClose={props.onClose} closeBlocked={busy ? UNDER_WAY : undefined} class="wide">
+      {props.folderId && props.folderName && (
+        <p class="muted">
+          Into folder <strong>{props.folderName}</strong>
+        </p>
+      )}
       {!props.folderId && (
         <div class="field">
           <label for={`${base}-folder`}>Upload to folder</label>

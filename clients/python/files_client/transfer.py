@@ -1070,7 +1070,7 @@ def dicom_series(
     an instance's file there is never written over: one with other bytes than the
     platform's is left as it is, the rest downloaded, and `told` hears "differs". Where
     half of the instances or more are there, only the others are retrieved
-    (`_rest_of_series`)."""
+    (`_rest_of_series`), and the whole series if the result does not match its sha256."""
     url = _series_url(file)
     there, uids = yield from _series_there(session, file, dest, url)
     if there is False and not overwrite:
@@ -1083,7 +1083,7 @@ def dicom_series(
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     if there is None and uids:
-        rest = _rest_of_series(session, file, dest, url, uids, progress, told, overwrite)
+        rest = _rest_of_series(session, file, dest, url, uids, progress, overwrite)
         if (yield from rest):
             return dest
     instances = yield from _retrieve(session, url, dest, progress, overwrite)
@@ -1107,23 +1107,27 @@ def _rest_of_series(
     url: str,
     uids: list[str],
     progress: Progress | None,
-    told: Told | None,
     overwrite: bool,
 ) -> Op[bool]:
     """Some of the series' instances there (a run that stopped, the series extended
     since): only the others are retrieved, one WADO-RS retrieve each, then the whole is
     checked from the files there by the series' sha256 (the API has no instance's own).
-    True when that settles it: the series is there, or, without `overwrite`, an instance
-    there differs and is left as it is, said. False when the whole series is to be
-    retrieved: fewer than half of it there (one retrieve, not many), or, with
-    `overwrite`, something there differs (which instance, nothing tells)."""
+    True when the series is there. False when the whole series is to be retrieved:
+    fewer than half of it there (one retrieve, not many), or the whole not matching the
+    series' sha256, in either mode. Which file is wrong, nothing here tells (the API has
+    no instance's sha256): one there edited, one received damaged, the series extended
+    meanwhile. So the instances this call wrote go and the whole retrieve decides: it
+    compares each file there with the bytes received (an edit is "differs", or written
+    over with `overwrite`) and checks the series' sha256 (`checksum_mismatch`)."""
     missing = [uid for uid in uids if not (dest / f"{uid}.dcm").is_file()]
     if not file.get("sha256") or len(missing) * 2 > len(uids):
         return False
     counted = 0
+    placed: list[Path] = []
     for uid in missing:
         got = yield from _retrieve(session, f"{url}/instances/{uid}", dest, progress, overwrite)
         counted += got.received
+        placed += got.placed
         if got.differ:  # written meanwhile, by another run
             break
     digests = []
@@ -1132,15 +1136,16 @@ def _rest_of_series(
             digests.append(sha256_of(dest / f"{uid}.dcm"))
         except OSError:  # gone meanwhile: the series is not there
             digests.append("")
-    same = hashlib.sha256("\n".join(digests).encode()).hexdigest() == file["sha256"]
-    if not same and overwrite:
+    if hashlib.sha256("\n".join(digests).encode()).hexdigest() != file["sha256"]:
+        # Left there, a damaged instance received would pass for a local edit.
+        for path in placed:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         if progress:
             progress(-counted)
         return False
     if progress:
         progress(int(file["size"]) - counted)
-    if not same and told:
-        told(dest, "differs")
     return True
 
 
@@ -1261,6 +1266,7 @@ class _Instances:
         # bytes (a local edit) is left as it is, and the series `differ`s.
         self.overwrite = overwrite
         self.differ = False
+        self.placed: list[Path] = []  # the instances' files this answer wrote
         self.size = 0  # the instance being written's
         self.digests: list[str] = []
         self.received = 0  # bytes, for a progress taken back when the series starts again
@@ -1310,12 +1316,15 @@ class _Instances:
         digest, part, there = self.digest.hexdigest(), self._part(), self.dest / f"{name}.dcm"
         if self.overwrite:
             os.replace(part, there)
+            self.placed.append(there)
         else:
             try:
                 _claim(part, there)
             except FileExistsError:
                 if not _holds(there, self.size, digest):
                     self.differ = True
+            else:
+                self.placed.append(there)
             with contextlib.suppress(FileNotFoundError):  # moved onto `there` (`_claim`)
                 part.unlink()
         self.digests.append(digest)
