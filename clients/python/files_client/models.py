@@ -205,6 +205,9 @@ class UploadSession(Data):
     metadata: dict[str, Any] = Field(default_factory=dict)
     parts_stored: list[StoredPart] = Field(default_factory=list)
     bytes_stored: int = 0
+    # False when the store did not list an open session's parts in time: none are shown
+    # stored then, though some may be.
+    parts_known: bool = True
     parts: list[PartUrl] = Field(default_factory=list)
 
 
