@@ -100,7 +100,7 @@ def inspect(read_at: ReadAt, size: int, *, time_cap: float = TIME_CAP) -> Facts:
     # a per-file cost of every small upload).
     media = NO_MEDIA
     reader = READERS.get(kind)
-    if kind in ("video", "audio") or mime_type == "image/webp":
+    if kind in ("video", "audio") or mime_type in IN_WORKER_IMAGES:
         media = _in_worker(read_at, size, kind, mime_type, time_cap)
     elif reader is not None:
         try:
@@ -116,13 +116,13 @@ def _small_file(read_at: ReadAt, size: int, time_cap: float) -> Facts:
     """`inspect` of a file no larger than what sniffing reads anyway (every small upload's):
     read whole once, and its header parsed from memory rather than through RangeFile's
     checked reads (a quarter of a 4 KiB image's facts, in six reads). Within the caps:
-    HEAD_SIZE bytes, and a parse of as few has nothing to wait for (audio, video and WebP
-    are read by the prober, with its own caps, as any)."""
+    HEAD_SIZE bytes, and a parse of as few has nothing to wait for (audio, video, WebP and
+    TIFF are read by the prober, with its own caps, as any)."""
     data = bytes(read_at(0, size)[:size])
     kind, mime_type = sniff(data)
     media = NO_MEDIA
     reader = READERS.get(kind)
-    if kind in ("video", "audio") or mime_type == "image/webp":
+    if kind in ("video", "audio") or mime_type in IN_WORKER_IMAGES:
         media = _in_worker(read_at, size, kind, mime_type, time_cap)
     elif reader is not None:
         with contextlib.suppress(Exception):  # damaged headers: only the facts are lost
@@ -258,8 +258,13 @@ READERS: dict[str, Callable[[Any, str], Media]] = {
 
 # FFmpeg's demuxers and libwebp are C, with a history of flaws a crafted file reaches:
 # they read in a worker without the platform's secrets (services/ingest/media/prober.py).
-# The other readers are Python (Pillow's PNG, JPEG, GIF, BMP and TIFF headers, nibabel)
-# and stay here, where a small file's facts cost no round trip.
+# So does Pillow's TIFF opener, though Python: it builds a tile for each of the strips a
+# header lists, in a loop no read interrupts (the time cap is checked on reads), so 16 MB
+# of strip offsets held ingest's thread 37 s and 1.3 GB; the worker is killed at its cap
+# with its address space capped. The other readers (Pillow's PNG, JPEG, GIF and BMP
+# headers, nibabel) do a bounded parse and stay here, where a small file's facts cost no
+# round trip.
+IN_WORKER_IMAGES = frozenset({"image/webp", "image/tiff"})
 PROBER = isolated.Isolated("services.ingest.media.prober", workers=2, max_answer=64 * 1024)
 # A worker's own cap runs out first; this much more lets it say so.
 PROBE_GRACE_S = 2.0
