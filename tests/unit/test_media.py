@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import random
 import struct
+import threading
 import time
 import wave
 
@@ -14,9 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from services.ingest.media import facts as facts_module
 from services.ingest.media.facts import READ_BUDGET, Facts, inspect
 from services.ingest.media.kinds import HEAD_SIZE, UnknownContent, sniff
 from shared.contracts.catalog import Media
+from shared.kit.isolated import Isolated
 from shared.kit.media import BLOCK
 from tests import media_fixtures
 from tests.thumbnail_fixtures import decompression_bomb
@@ -164,6 +167,20 @@ def test_a_tiff_s_strip_list_is_read_in_the_prober_not_in_ingest_s_thread() -> N
     facts = inspect_bytes(data)
     assert time.thread_time() - started < 0.3
     assert (facts.kind, facts.mime_type) == ("image", "image/tiff")
+
+
+def test_a_file_waits_for_a_busy_prober_a_bounded_time_and_loses_only_its_facts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No worker free at all (each held by a hostile file to its cap, say).
+    monkeypatch.setattr(facts_module, "PROBER", Isolated(facts_module.PROBER.module, workers=0))
+    monkeypatch.setattr(facts_module, "PROBE_WAIT_S", 0.2)
+    found: list[Facts] = []
+    asking = threading.Thread(target=lambda: found.append(inspect_bytes(IMAGES["webp-vp8"][0])))
+    asking.daemon = True  # before the bound, it waited forever
+    asking.start()
+    asking.join(timeout=5)
+    assert found == [Facts("image", "image/webp", Media())]
 
 
 # --- Video -------------------------------------------------------------------------------------

@@ -268,11 +268,15 @@ IN_WORKER_IMAGES = frozenset({"image/webp", "image/tiff"})
 PROBER = isolated.Isolated("services.ingest.media.prober", workers=2, max_answer=64 * 1024)
 # A worker's own cap runs out first; this much more lets it say so.
 PROBE_GRACE_S = 2.0
+# How long a file waits for one of the workers: the others' files may each be hostile and
+# held to their cap, and an upload's thread that waited without bound held one of the
+# service's threads too (a few such files and no upload was served).
+PROBE_WAIT_S = TIME_CAP
 
 
 def _in_worker(read_at: ReadAt, size: int, kind: str, mime_type: str, time_cap: float) -> Media:
-    """The facts as the prober reads them; unknown when it fails or overruns. An error of
-    `read_at` itself propagates."""
+    """The facts as the prober reads them; unknown when it fails or overruns, or when no
+    worker is free within PROBE_WAIT_S. An error of `read_at` itself propagates."""
     try:
         answer = PROBER.call(
             {"kind": kind, "mime_type": mime_type, "size": size, "time_cap": time_cap},
@@ -280,6 +284,7 @@ def _in_worker(read_at: ReadAt, size: int, kind: str, mime_type: str, time_cap: 
             read_at=read_at,
             size=size,
             budget=READ_BUDGET,
+            wait=PROBE_WAIT_S,
         )
         return _bounded(Media.model_validate_json(answer))
     except (isolated.WorkerFailed, isolated.Refusal, ValueError) as failed:
