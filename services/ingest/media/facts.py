@@ -33,7 +33,7 @@ from services.ingest.media.kinds import (
 from shared.contracts.catalog import Media
 from shared.kit import isolated
 from shared.kit.logs import log
-from shared.kit.media import RangeFile, ReadAt, open_container, quiet_av
+from shared.kit.media import DEMUXERS, RangeFile, ReadAt, open_container, quiet_av
 
 __all__ = ["Facts", "UnknownContent", "inspect"]
 
@@ -51,22 +51,8 @@ _PILLOW = {
     "image/bmp": "BMP",
     "image/tiff": "TIFF",
 }
-# FFmpeg's demuxer for each audio and video type: the sniffer's verdict binds, FFmpeg does
-# not probe the content for a format of its own choosing.
-_DEMUXER = {
-    "video/mp4": "mov",
-    "video/quicktime": "mov",
-    "video/x-m4v": "mov",
-    "audio/mp4": "mov",
-    "video/webm": "matroska",
-    "video/x-matroska": "matroska",
-    "video/x-msvideo": "avi",
-    "audio/wav": "wav",
-    "audio/flac": "flac",
-    "audio/ogg": "ogg",
-    "audio/mpeg": "mp3",
-}
-
+# FFmpeg's demuxer for an audio or video type is shared/kit/media.py's DEMUXERS: the
+# sniffer's verdict binds, FFmpeg does not probe the content for a format of its own choosing.
 
 NO_MEDIA = Media()
 
@@ -148,7 +134,7 @@ def _audio_video(source: RangeFile, mime_type: str) -> Media:
     # FFmpeg's interrupt callback stops what does not read (the range file stops what does).
     left = max(source.deadline - time.monotonic(), 0.001)
     with open_container(
-        source, fmt=_DEMUXER[mime_type], timeout=left, probe_bytes=PROBE_BYTES
+        source, fmt=DEMUXERS[mime_type], timeout=left, probe_bytes=PROBE_BYTES
     ) as container:
         duration = _seconds(container.duration, Fraction(1, 1_000_000))
         if mime_type.startswith("video/") and container.streams.video:
