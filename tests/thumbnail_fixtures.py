@@ -53,13 +53,15 @@ def mp4(
     rate: int = 10,
     noise: bool = False,
     rotation: int = 0,
+    container_format: str = "mp4",
 ) -> bytes:
     """A short H.264 video whose frames brighten one after another (with `noise`, random
     pixels besides: large, since noise does not compress); `rotation` degrees
-    counter-clockwise in its display matrix, as a phone records a portrait clip."""
+    counter-clockwise in its display matrix, as a phone records a portrait clip; in MP4
+    unless `container_format` names another of FFmpeg's muxers."""
     rng = np.random.default_rng(3)
     out = io.BytesIO()
-    with av.open(out, "w", format="mp4") as container:
+    with av.open(out, "w", format=container_format) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if rotation:

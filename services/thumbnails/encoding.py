@@ -22,6 +22,7 @@ import httpx
 
 from shared.kit.blobs import LocalBlobStore, open_blob_store
 from shared.kit.media import (
+    VIDEO_DEMUXERS,
     OverBudget,
     RangeFile,
     open_container,
@@ -244,7 +245,9 @@ def _video(task: Task) -> Made:
     budget = 2 * size + 64 * 1024 * 1024
     with (
         opened(key, size, budget, url) as source,
-        open_container(source, timeout=OPEN_TIMEOUT_S, probe_bytes=PROBE_BYTES) as container,
+        open_container(
+            source, among=VIDEO_DEMUXERS, timeout=OPEN_TIMEOUT_S, probe_bytes=PROBE_BYTES
+        ) as container,
     ):
         if not container.streams.video:
             raise Unencodable("not_video", "the file has no video stream")

@@ -24,6 +24,7 @@ from services.thumbnails import domain
 from shared.kit.blobs import LocalBlobStore, open_blob_store
 from shared.kit.media import (
     BLOCK,
+    VIDEO_DEMUXERS,
     ContentChanged,
     OverBudget,
     RangeFile,
@@ -279,7 +280,7 @@ def draw_video(source: BinaryIO, longest: int) -> Image.Image:
     import av
 
     try:
-        container = open_container(source)
+        container = open_container(source, among=VIDEO_DEMUXERS)
     except av.error.FFmpegError as error:
         raise Unthumbnailable("unreadable", describe(error)) from error
     with container:

@@ -31,6 +31,7 @@ from shared.contracts import renditions as ev
 from shared.contracts.envelope import Cause, Change, Envelope, envelopes_of
 from shared.kit.blobs import BlobStore
 from shared.kit.db import Conn
+from shared.kit.errors import Refused
 from shared.kit.logs import log
 from shared.kit.media import without_paths
 from shared.kit.projections import Projection
@@ -218,13 +219,23 @@ CREATE TABLE IF NOT EXISTS thumbnails.rendition_leases (
 );
 """
 
+# Each person's files in turn, not the oldest first: one who asked for a thousand files
+# (at up to 10 minutes each) held the workers for days before another's first. A pending
+# file's turn is its place among its requester's pending files (one being made counts,
+# so the next is another person's first); equal turns go by age.
 _CLAIM = """
-WITH next AS (
-    SELECT r.file_id FROM thumbnails.renditions r
+WITH turns AS (
+    SELECT r.file_id, r.requested_at,
+        row_number() OVER (PARTITION BY j.created_by ORDER BY r.requested_at, r.file_id)
+            AS turn
+    FROM thumbnails.renditions r LEFT JOIN thumbnails.reencode_jobs j ON j.id = r.job_id
+    WHERE r.state = 'pending'),
+next AS (
+    SELECT r.file_id FROM thumbnails.renditions r JOIN turns t USING (file_id)
     WHERE r.state = 'pending' AND NOT EXISTS (
         SELECT 1 FROM thumbnails.rendition_leases l
         WHERE l.file_id = r.file_id AND l.until > now())
-    ORDER BY r.requested_at LIMIT 1
+    ORDER BY t.turn, t.requested_at LIMIT 1
     FOR UPDATE OF r SKIP LOCKED)
 INSERT INTO thumbnails.rendition_leases AS l (file_id, until, attempts)
 SELECT file_id, now() + $1::interval, 1 FROM next
@@ -240,6 +251,7 @@ class Renditions(Handlers):
         self.blobs = blobs
         self.workers = max(1, settings.reencode_workers)
         self.time_cap = settings.reencode_time_cap_s
+        self.max_pending = settings.reencode_max_pending
         # A worker's presigned URLs outlast a task (its queueing too): an hour at least.
         self.url_lasts = max(timedelta(hours=1), timedelta(seconds=self.time_cap * 2 + 60))
         self.limits = encoding.Limits(
@@ -306,6 +318,7 @@ class Renditions(Handlers):
                         ),
                     )
                 )
+            await self._within_pending_cap(conn, cause.actor, len(changes))
             requested = ev.ReEncodeRequested(
                 job_id=job_id, file_ids=ids, created_by=cause.actor, failed=failed
             )
@@ -314,6 +327,28 @@ class Renditions(Handlers):
             position = await self.store.append(conn, out)
         self.parts.moved.fire()  # the runners look for work now
         return job_id, position
+
+    async def _within_pending_cap(self, conn: Conn, actor: str, adding: int) -> None:
+        """429 when `actor` would have more than max_pending files waiting (their jobs
+        counted one at a time: two at once could each pass a count alone)."""
+        if not adding:
+            return
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('reencode:' || $1))", actor)
+        waiting = await conn.fetchval(
+            """SELECT count(*) FROM thumbnails.renditions r
+               JOIN thumbnails.reencode_jobs j ON j.id = r.job_id
+               WHERE r.state = 'pending' AND j.created_by = $1""",
+            actor,
+        )
+        if waiting + adding > self.max_pending:
+            raise Refused(
+                429,
+                "too_many_pending",
+                f"{waiting} of your files are waiting to be re-encoded and this job adds"
+                f" {adding}: at most {self.max_pending} may wait at once; ask again once"
+                " some are made",
+                {"pending": waiting, "adding": adding, "max_pending": self.max_pending},
+            )
 
     # -- reading -----------------------------------------------------------------------
 

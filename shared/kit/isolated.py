@@ -54,6 +54,11 @@ class WorkerFailed(Exception):
     outcome is unknown (its input may be what killed it)."""
 
 
+class Busy(WorkerFailed):
+    """No worker was free within the call's wait: the others are busy (perhaps each with
+    a hostile input held to its cap); the outcome is unknown, nothing was sent."""
+
+
 class Refusal(Exception):
     """The work refused its input (an HTTP status, a code and a message to answer with);
     raised by the work in the worker, raised again by `call` in the parent."""
@@ -175,12 +180,18 @@ class Isolated:
         read_at: ReadAt | None = None,
         size: int = 0,
         budget: int = 0,
+        wait: float | None = None,
     ) -> bytes:
         """The work's answer to `request`, within `time_cap` seconds (a worker's start is
         not counted). The worker may read `size` bytes of content through `read_at`, at
-        most `budget` bytes in all. Raises Refusal (the work refused the input),
-        WorkerFailed (the outcome is unknown), or what `read_at` raised."""
-        worker = self._idle.get()
+        most `budget` bytes in all. A free worker is waited for at most `wait` seconds
+        (None: for as long as it takes). Raises Refusal (the work refused the input),
+        WorkerFailed (the outcome is unknown; Busy: no worker was free), or what
+        `read_at` raised."""
+        try:
+            worker = self._idle.get(timeout=wait)
+        except queue.Empty:
+            raise Busy(f"no worker was free within {wait:g} s") from None
         settled = False
         try:
             if worker is not None and worker.proc.poll() is not None:

@@ -26,6 +26,29 @@ BLOCKS_KEPT = 64  # 16 MiB of cache at most, unless told fewer
 ReadAt = Callable[[int, int], bytes]
 
 
+# FFmpeg's demuxer for each audio and video type the sniffer accepts
+# (services/ingest/media/kinds.py): what ingest opens a file with, and the only demuxers
+# FFmpeg may choose among where the type is not at hand (thumbnails, re-encoding), rather
+# than any of the hundreds it could probe for (playlists and session descriptions among
+# them, which name other sources to open).
+DEMUXERS = {
+    "video/mp4": "mov",
+    "video/quicktime": "mov",
+    "video/x-m4v": "mov",
+    "audio/mp4": "mov",
+    "video/webm": "matroska",
+    "video/x-matroska": "matroska",
+    "video/x-msvideo": "avi",
+    "audio/wav": "wav",
+    "audio/flac": "flac",
+    "audio/ogg": "ogg",
+    "audio/mpeg": "mp3",
+}
+VIDEO_DEMUXERS = frozenset(
+    demuxer for mime_type, demuxer in DEMUXERS.items() if mime_type.startswith("video/")
+)
+
+
 class OverBudget(Exception):
     """Reading the content would take more bytes than it is allowed."""
 
@@ -153,11 +176,13 @@ def open_container(
     source: Any,
     *,
     fmt: str | None = None,
+    among: frozenset[str] | None = None,
     timeout: float | None = None,
     probe_bytes: int | None = None,
 ) -> InputContainer:
     """PyAV's container over `source` (a file name or a binary file), for reading, with
-    FFmpeg's demuxer `fmt` when given (else FFmpeg probes the content for one).
+    FFmpeg's demuxer `fmt` when given, else the one FFmpeg probes the content for
+    `among` those (a file probed as any other is refused: FFmpeg's "not on whitelist").
 
     Metadata that is not valid text is dropped rather than failing the file; `timeout`
     caps the seconds FFmpeg may spend opening it and finding its streams (its interrupt
@@ -166,9 +191,12 @@ def open_container(
     """
     import av
 
+    assert fmt is not None or among, "FFmpeg may not probe for any demuxer of its choosing"
     options = {}
     if probe_bytes is not None:
         options = {"probesize": str(probe_bytes), "analyzeduration": "1000000"}
+    if fmt is None and among:
+        options["format_whitelist"] = ",".join(sorted(among))
     container: InputContainer = av.open(
         source,
         mode="r",

@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     reencode_max_duration_s: float = 3 * 3600.0
     reencode_max_pixels: int = 3840 * 2160
     reencode_max_bytes: int = 4 * 1024**3
+    # The most files one person may have waiting for a web rendition at once (a job asks
+    # for at most 1,000); past it, 429. The workers take each person's files in turn.
+    reencode_max_pending: int = Field(default=1000, ge=1)
     # A series drawn once is drawn again from its new middle slice only after it has had
     # no new slices for this long: an upload of 2,000 slices in 10 parts then costs two
     # drawings of it, not ten.

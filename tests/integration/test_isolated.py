@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shared.kit.isolated import Isolated, Refusal, WorkerFailed
+from shared.kit.isolated import Busy, Isolated, Refusal, WorkerFailed
 
 CONTENT = bytes(range(256)) * 64  # 16 KiB
 
@@ -123,3 +124,28 @@ def test_a_worker_gone_while_idle_is_started_again_for_the_next_call(workers: Is
         assert time.monotonic() < deadline, "the killed worker did not die"
         time.sleep(0.01)
     assert echo(workers) != first
+
+
+def test_a_call_waits_for_a_busy_worker_at_most_its_wait(workers: Isolated) -> None:
+    echo(workers)  # started: its start is not the wait measured
+    outcome: list[BaseException] = []
+
+    def hang() -> None:
+        try:
+            call(workers, time_cap=2, do="hang")
+        except WorkerFailed as failed:
+            outcome.append(failed)
+
+    held = threading.Thread(target=hang)
+    held.start()
+    deadline = time.monotonic() + 10
+    while not workers._idle.empty():  # the only worker taken by the hanging call
+        assert time.monotonic() < deadline, "the hanging call took no worker"
+        time.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(Busy, match=r"no worker was free within 0\.2 s"):
+        workers.call({"do": "echo"}, time_cap=30, wait=0.2)
+    assert time.monotonic() - started < 1.5
+    held.join()
+    assert [type(failed) for failed in outcome] == [WorkerFailed]
+    echo(workers)  # the hanging one killed at its cap, its slot back

@@ -16,6 +16,7 @@ from services.thumbnails import encoding
 from services.thumbnails.drawing import worker_settings
 from shared.kit.blobs import open_blob_store
 from shared.kit.settings import Settings
+from tests.thumbnail_fixtures import mp4
 
 KEY = "sha256/ab/cd/abcd"
 ROOM = encoding.Limits(max_duration_s=60, max_pixels=1920 * 1080, max_bytes=1 << 30)
@@ -100,6 +101,15 @@ def test_bytes_that_are_no_video_are_unreadable(stored: Path, tmp_path: Path) ->
     with pytest.raises(encoding.Unencodable) as refused:
         encoding.make(task(stored, tmp_path / "web.mp4"))
     assert refused.value.code in ("unreadable", "not_video")
+
+
+def test_a_video_in_a_container_ingest_does_not_take_is_not_probed_for(
+    stored: Path, tmp_path: Path
+) -> None:
+    stored.write_bytes(mp4(container_format="mpegts"))
+    with pytest.raises(encoding.Unencodable) as refused:
+        encoding.make(task(stored, tmp_path / "web.mp4"))
+    assert refused.value.code == "unreadable"
 
 
 def test_workers_get_the_blob_store_and_no_secret() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import random
 import struct
+import threading
+import time
 import wave
 
 import pytest
@@ -13,9 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from services.ingest.media import facts as facts_module
 from services.ingest.media.facts import READ_BUDGET, Facts, inspect
 from services.ingest.media.kinds import HEAD_SIZE, UnknownContent, sniff
 from shared.contracts.catalog import Media
+from shared.kit.isolated import Isolated
 from shared.kit.media import BLOCK
 from tests import media_fixtures
 from tests.thumbnail_fixtures import decompression_bomb
@@ -132,6 +136,51 @@ def test_image_dimensions(name: str) -> None:
 def test_a_huge_image_has_its_size_though_nothing_is_decoded() -> None:
     # 40,000 x 40,000: past Pillow's decompression-bomb limit, which guards decoding.
     assert inspect_bytes(decompression_bomb()).media == Media(width=40_000, height=40_000)
+
+
+def tiff_of_strips(count: int) -> bytes:
+    """A 1 x `count` TIFF listing `count` one-row strips (all at one offset): Pillow's
+    opener builds a tile for each, in Python, before any size is known."""
+    entries = [
+        (256, 4, 1, struct.pack("<I", 1)),  # width
+        (257, 4, 1, struct.pack("<I", count)),  # height
+        (258, 3, 1, struct.pack("<HH", 8, 0)),  # bits per sample
+        (259, 3, 1, struct.pack("<HH", 1, 0)),  # no compression
+        (262, 3, 1, struct.pack("<HH", 1, 0)),  # black is zero
+        (273, 4, count, b""),  # strip offsets: after the directory (below)
+        (278, 4, 1, struct.pack("<I", 1)),  # rows per strip
+        (279, 4, 1, struct.pack("<I", 1)),  # strip byte counts
+    ]
+    after = 8 + 2 + 12 * len(entries) + 4
+    directory = struct.pack("<H", len(entries))
+    for tag, kind, number, value in entries:
+        directory += struct.pack("<HHI", tag, kind, number) + (value or struct.pack("<I", after))
+    offsets = struct.pack(f"<{count}I", *([after] * count))
+    return b"II*\x00" + struct.pack("<I", 8) + directory + struct.pack("<I", 0) + offsets
+
+
+def test_a_tiff_s_strip_list_is_read_in_the_prober_not_in_ingest_s_thread() -> None:
+    # 400,000 strips: about a second of Pillow's loop in whichever process opens it (4
+    # million took 37 s and 1.3 GB), none of it in the thread that asked.
+    data = tiff_of_strips(400_000)
+    started = time.thread_time()
+    facts = inspect_bytes(data)
+    assert time.thread_time() - started < 0.3
+    assert (facts.kind, facts.mime_type) == ("image", "image/tiff")
+
+
+def test_a_file_waits_for_a_busy_prober_a_bounded_time_and_loses_only_its_facts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No worker free at all (each held by a hostile file to its cap, say).
+    monkeypatch.setattr(facts_module, "PROBER", Isolated(facts_module.PROBER.module, workers=0))
+    monkeypatch.setattr(facts_module, "PROBE_WAIT_S", 0.2)
+    found: list[Facts] = []
+    asking = threading.Thread(target=lambda: found.append(inspect_bytes(IMAGES["webp-vp8"][0])))
+    asking.daemon = True  # before the bound, it waited forever
+    asking.start()
+    asking.join(timeout=5)
+    assert found == [Facts("image", "image/webp", Media())]
 
 
 # --- Video -------------------------------------------------------------------------------------

@@ -201,6 +201,22 @@ def test_a_video_gets_a_frame() -> None:
     assert g > 150 and r < 80
 
 
+@pytest.mark.parametrize("container_format", ["matroska", "avi"])
+def test_a_video_in_each_container_ingest_takes_gets_a_frame(container_format: str) -> None:
+    _, large = drawn("video", media.mp4(160, 120, container_format=container_format))
+    assert (large.width, large.height) == (160, 120)
+
+
+@pytest.mark.parametrize("container_format", ["nut", "flv"])
+def test_ffmpeg_probes_only_for_the_demuxers_ingest_takes(container_format: str) -> None:
+    # Only what ingest sniffed as MP4/MOV, Matroska/WebM or AVI is drawn as a video:
+    # content that FFmpeg would take for another of its formats (a playlist, a session
+    # description naming other sources) is not opened as that.
+    with pytest.raises(render.Unthumbnailable) as refused:
+        drawn("video", media.mp4(160, 120, container_format=container_format))
+    assert refused.value.code == "unreadable"
+
+
 @pytest.mark.parametrize(("rotation", "green_at"), [(-90, "top"), (90, "bottom")])
 def test_a_phone_s_portrait_clip_is_drawn_standing(rotation: int, green_at: str) -> None:
     # Stored 160x120 with its left quarter green and a quarter turn in its display

@@ -33,7 +33,7 @@ from services.ingest.media.kinds import (
 from shared.contracts.catalog import Media
 from shared.kit import isolated
 from shared.kit.logs import log
-from shared.kit.media import RangeFile, ReadAt, open_container, quiet_av
+from shared.kit.media import DEMUXERS, RangeFile, ReadAt, open_container, quiet_av
 
 __all__ = ["Facts", "UnknownContent", "inspect"]
 
@@ -51,22 +51,8 @@ _PILLOW = {
     "image/bmp": "BMP",
     "image/tiff": "TIFF",
 }
-# FFmpeg's demuxer for each audio and video type: the sniffer's verdict binds, FFmpeg does
-# not probe the content for a format of its own choosing.
-_DEMUXER = {
-    "video/mp4": "mov",
-    "video/quicktime": "mov",
-    "video/x-m4v": "mov",
-    "audio/mp4": "mov",
-    "video/webm": "matroska",
-    "video/x-matroska": "matroska",
-    "video/x-msvideo": "avi",
-    "audio/wav": "wav",
-    "audio/flac": "flac",
-    "audio/ogg": "ogg",
-    "audio/mpeg": "mp3",
-}
-
+# FFmpeg's demuxer for an audio or video type is shared/kit/media.py's DEMUXERS: the
+# sniffer's verdict binds, FFmpeg does not probe the content for a format of its own choosing.
 
 NO_MEDIA = Media()
 
@@ -100,7 +86,7 @@ def inspect(read_at: ReadAt, size: int, *, time_cap: float = TIME_CAP) -> Facts:
     # a per-file cost of every small upload).
     media = NO_MEDIA
     reader = READERS.get(kind)
-    if kind in ("video", "audio") or mime_type == "image/webp":
+    if kind in ("video", "audio") or mime_type in IN_WORKER_IMAGES:
         media = _in_worker(read_at, size, kind, mime_type, time_cap)
     elif reader is not None:
         try:
@@ -116,13 +102,13 @@ def _small_file(read_at: ReadAt, size: int, time_cap: float) -> Facts:
     """`inspect` of a file no larger than what sniffing reads anyway (every small upload's):
     read whole once, and its header parsed from memory rather than through RangeFile's
     checked reads (a quarter of a 4 KiB image's facts, in six reads). Within the caps:
-    HEAD_SIZE bytes, and a parse of as few has nothing to wait for (audio, video and WebP
-    are read by the prober, with its own caps, as any)."""
+    HEAD_SIZE bytes, and a parse of as few has nothing to wait for (audio, video, WebP and
+    TIFF are read by the prober, with its own caps, as any)."""
     data = bytes(read_at(0, size)[:size])
     kind, mime_type = sniff(data)
     media = NO_MEDIA
     reader = READERS.get(kind)
-    if kind in ("video", "audio") or mime_type == "image/webp":
+    if kind in ("video", "audio") or mime_type in IN_WORKER_IMAGES:
         media = _in_worker(read_at, size, kind, mime_type, time_cap)
     elif reader is not None:
         with contextlib.suppress(Exception):  # damaged headers: only the facts are lost
@@ -148,7 +134,7 @@ def _audio_video(source: RangeFile, mime_type: str) -> Media:
     # FFmpeg's interrupt callback stops what does not read (the range file stops what does).
     left = max(source.deadline - time.monotonic(), 0.001)
     with open_container(
-        source, fmt=_DEMUXER[mime_type], timeout=left, probe_bytes=PROBE_BYTES
+        source, fmt=DEMUXERS[mime_type], timeout=left, probe_bytes=PROBE_BYTES
     ) as container:
         duration = _seconds(container.duration, Fraction(1, 1_000_000))
         if mime_type.startswith("video/") and container.streams.video:
@@ -258,16 +244,25 @@ READERS: dict[str, Callable[[Any, str], Media]] = {
 
 # FFmpeg's demuxers and libwebp are C, with a history of flaws a crafted file reaches:
 # they read in a worker without the platform's secrets (services/ingest/media/prober.py).
-# The other readers are Python (Pillow's PNG, JPEG, GIF, BMP and TIFF headers, nibabel)
-# and stay here, where a small file's facts cost no round trip.
+# So does Pillow's TIFF opener, though Python: it builds a tile for each of the strips a
+# header lists, in a loop no read interrupts (the time cap is checked on reads), so 16 MB
+# of strip offsets held ingest's thread 37 s and 1.3 GB; the worker is killed at its cap
+# with its address space capped. The other readers (Pillow's PNG, JPEG, GIF and BMP
+# headers, nibabel) do a bounded parse and stay here, where a small file's facts cost no
+# round trip.
+IN_WORKER_IMAGES = frozenset({"image/webp", "image/tiff"})
 PROBER = isolated.Isolated("services.ingest.media.prober", workers=2, max_answer=64 * 1024)
 # A worker's own cap runs out first; this much more lets it say so.
 PROBE_GRACE_S = 2.0
+# How long a file waits for one of the workers: the others' files may each be hostile and
+# held to their cap, and an upload's thread that waited without bound held one of the
+# service's threads too (a few such files and no upload was served).
+PROBE_WAIT_S = TIME_CAP
 
 
 def _in_worker(read_at: ReadAt, size: int, kind: str, mime_type: str, time_cap: float) -> Media:
-    """The facts as the prober reads them; unknown when it fails or overruns. An error of
-    `read_at` itself propagates."""
+    """The facts as the prober reads them; unknown when it fails or overruns, or when no
+    worker is free within PROBE_WAIT_S. An error of `read_at` itself propagates."""
     try:
         answer = PROBER.call(
             {"kind": kind, "mime_type": mime_type, "size": size, "time_cap": time_cap},
@@ -275,6 +270,7 @@ def _in_worker(read_at: ReadAt, size: int, kind: str, mime_type: str, time_cap: 
             read_at=read_at,
             size=size,
             budget=READ_BUDGET,
+            wait=PROBE_WAIT_S,
         )
         return _bounded(Media.model_validate_json(answer))
     except (isolated.WorkerFailed, isolated.Refusal, ValueError) as failed:

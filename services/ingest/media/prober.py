@@ -1,7 +1,8 @@
 """The worker that reads facts with decoders written in C: FFmpeg (a video's or an audio
-file's facts) and libwebp (a WebP image's size), in a process of its own without the
-platform's secrets (shared/kit/isolated.py). It reads the content through ingest, by
-range, within the same budget and time cap as facts read in ingest itself."""
+file's facts) and libwebp (a WebP image's size), and Pillow's TIFF opener (whose strip
+list is unbounded work), in a process of its own without the platform's secrets
+(shared/kit/isolated.py). It reads the content through ingest, by range, within the same
+budget and time cap as facts read in ingest itself."""
 
 from __future__ import annotations
 
