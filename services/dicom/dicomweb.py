@@ -786,7 +786,10 @@ def _fragments_by_frame(
     """Each fragment's frame, where its item starts and its length, up to frame `last`,
     the fragments told apart as pydicom's `generate_frames` does: by the basic offset
     table; else one fragment a frame, one frame of them all, or a JPEG end marker ending
-    each (of the fragments, only those 10 last bytes are read)."""
+    each (of the fragments, only those 10 last bytes are read). Hand-written beside
+    pydicom: its `encaps` readers read every fragment's bytes as they walk, so a frame's
+    size could only be known once its bytes were in memory; the bound needs the items'
+    heads alone, first (tests/unit/test_dicom_frames.py holds the two equal)."""
     basic = _item(file, order)
     if basic is None or basic % 4:
         raise ValueError("no basic offset table")
