@@ -45,19 +45,19 @@ test: setup web
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy shared services/*/domain* services/ingest/*/domain* services/ingest/media services/dicom/reader.py services/dicom/lean.py services/dicom/tags.py services/*/handlers.py services/ingest/*/handlers.py clients/python/files_client
-	@units=$$(mktemp); local=$$(mktemp); \
-	(trap - INT; FILES_TEST_SHARD=units exec $(UV) run --frozen pytest -q --durations=20) >$$units 2>&1 & upid=$$!; \
+	@integration=$$(mktemp); local=$$(mktemp); \
+	(trap - INT; FILES_TEST_SHARD=integration exec $(UV) run --frozen pytest -q --durations=20) >$$integration 2>&1 & ipid=$$!; \
 	(trap - INT; FILES_TEST_SHARD=local exec $(UV) run --frozen pytest -q --durations=20) >$$local 2>&1 & lpid=$$!; \
 	(trap - INT; FILES_TEST_SHARD=s3 exec $(UV) run --frozen pytest -q --durations=20) & s3pid=$$!; \
-	trap 'kill -TERM $$upid $$lpid $$s3pid 2>/dev/null; wait; rm -f $$units $$local; exit 143' TERM HUP; \
+	trap 'kill -TERM $$ipid $$lpid $$s3pid 2>/dev/null; wait; rm -f $$integration $$local; exit 143' TERM HUP; \
 	wait $$s3pid; s3=$$?; \
-	wait $$upid; u=$$?; \
+	wait $$ipid; i=$$?; \
 	wait $$lpid; l=$$?; \
-	echo; echo "== unit, integration and some S3 modules, run alongside (FILES_TEST_SHARD=units) =="; \
-	cat $$units; rm -f $$units; \
-	echo; echo "== the local-disk platform and the browser, run alongside (FILES_TEST_SHARD=local) =="; \
+	echo; echo "== the integration tests and some S3 modules, run alongside (FILES_TEST_SHARD=integration) =="; \
+	cat $$integration; rm -f $$integration; \
+	echo; echo "== the unit tests, the local-disk platform and the browser, run alongside (FILES_TEST_SHARD=local) =="; \
 	cat $$local; rm -f $$local; \
-	test $$s3 -eq 0 -a $$u -eq 0 -a $$l -eq 0
+	test $$s3 -eq 0 -a $$i -eq 0 -a $$l -eq 0
 
 lint: setup
 	$(UV) run --frozen ruff check .

@@ -127,13 +127,13 @@ _S3_PLATFORM: dict[str, Any] = {"stack": None, "last": None}
 
 # `make test` runs the suite as three sessions at once (FILES_TEST_SHARD), each with its
 # own PostgreSQL and broker: the short chaos run (a platform of its own) and most of the
-# end-to-end tests on the S3 platform (`s3`); the unit and integration tests, then the
-# heaviest S3 modules below on an S3 platform of their own (`units`); the local-disk
-# platform's tests and the browser (`local`). Two sessions (S3 beside the rest) took
-# 871 s and 844 s on 2 cores with about 1.4 of them busy, the rest waiting on the
-# platforms' reactions; the modules below are chosen by their share of a profiled run to
-# even the three out (README, Tests).
-_S3_BESIDE_UNITS = frozenset(
+# end-to-end tests on the S3 platform (`s3`); the integration tests, then the heaviest
+# S3 modules below on an S3 platform of their own (`integration`); the unit tests, the
+# local-disk platform's tests and the browser (`local`). Two sessions (S3 beside the
+# rest) took 871 s and 844 s on 2 cores with about 1.4 of them busy, the rest waiting on
+# the platforms' reactions; the modules below are chosen by their share of a profiled
+# run to even the three out (README, Tests).
+_S3_BESIDE_INTEGRATION = frozenset(
     {
         "tests/e2e/test_datasets.py",
         "tests/e2e/test_fuzz.py",
@@ -147,14 +147,14 @@ _S3_BESIDE_UNITS = frozenset(
 
 def _shard(item: pytest.Item) -> str:
     rank = _rank(item)
-    if rank in (4, 5):
+    if rank in (0, 4, 5):
         return "local"
-    if rank in (0, 2) or item.nodeid.split("::", 1)[0] in _S3_BESIDE_UNITS:
-        return "units"
+    if rank == 2 or item.nodeid.split("::", 1)[0] in _S3_BESIDE_INTEGRATION:
+        return "integration"
     return "s3"
 
 
-_SHARDS = ("s3", "units", "local")
+_SHARDS = ("s3", "integration", "local")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
