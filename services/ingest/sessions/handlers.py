@@ -58,6 +58,7 @@ from services.ingest.sessions.openers import Openers, Unanswered
 from services.ingest.sessions.projections import sessions
 from services.ingest.uploads.domain import StoredFile
 from shared.contracts.envelope import Cause, envelopes_of, now
+from shared.kit import idempotency
 from shared.kit.blobs import BlobStore, UnknownUpload, content_key
 from shared.kit.db import Conn
 from shared.kit.errors import Refused, storage_failed
@@ -501,13 +502,14 @@ class Sessions(Handlers):
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._open(conn, session_id, lock=True)
             position = await self._end(conn, cause, row, "aborted")
-        self.reclaim_soon()
+        # Once committed: a keyed abort's transaction commits with its answer, after this.
+        idempotency.after_commit(self.reclaim_soon)
         return position
 
     async def cancel(self, conn: Conn, cause: Cause, session_id: uuid.UUID) -> int:
         """The session's job cancelled (jobs/handlers.py): ended as an abort ends it, in
-        the caller's transaction (which calls `reclaim_soon` once committed); 409 if it
-        ended first."""
+        the caller's transaction (which has `reclaim_soon` called once that has committed:
+        `idempotency.after_commit`); 409 if it ended first."""
         row = await self._open(conn, session_id, lock=True)
         return await self._end(conn, cause, row, "cancelled")
 
