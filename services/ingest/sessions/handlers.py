@@ -39,7 +39,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -75,9 +75,11 @@ LEFT_AFTER = timedelta(minutes=1)
 # session to expire this much late.
 COMPLETING_KEPT = timedelta(hours=24)
 # How long a read of an open session (its GET, its job's progress) waits for the store
-# to list its parts: well within the gateway's read budget (15 s), so a hung store
-# (30 s a call) does not hang the read; past it the session is shown from what the
-# database has, its parts unknown (`_view`).
+# to list a page of its parts (1,000): well within the gateway's read budget (15 s), so
+# a hung store (30 s a call) does not hang the read; past it the session is shown from
+# what the database has, its parts unknown (`_view`). A page, not the listing: a
+# session of 10,000 parts on a slow but answering store is listed whole (the caller's
+# deadline bounds the rest).
 PARTS_WAIT_S = 5.0
 # A session (`s`) no completion began within `COMPLETING_KEPT` ($1). A completion stamps
 # it holding the session's row, which expiry takes (SKIP LOCKED) before it reads this.
@@ -819,10 +821,13 @@ class Sessions(Handlers):
         )
         return row
 
-    async def _stored(self, row: asyncpg.Record) -> tuple[list[domain.StoredPart], bool]:
-        """The parts in the store, and whether they are assembled already."""
+    async def _stored(
+        self, row: asyncpg.Record, paged: Callable[[], None] | None = None
+    ) -> tuple[list[domain.StoredPart], bool]:
+        """The parts in the store, and whether they are assembled already (`paged`: as
+        the store's `list_parts`)."""
         try:
-            parts = await self.blobs.list_parts(row["store_key"], row["upload_id"])
+            parts = await self.blobs.list_parts(row["store_key"], row["upload_id"], paged=paged)
         except UnknownUpload:
             # Ended in the store while the session is open: a completion assembled the
             # parts and then died, or its transaction failed, before it was recorded (the
@@ -835,11 +840,16 @@ class Sessions(Handlers):
         return [domain.StoredPart(p.part_number, p.size, p.etag) for p in parts], False
 
     async def _stored_now(self, row: asyncpg.Record) -> list[domain.StoredPart] | None:
-        """The parts in the store for a read, or None if the store did not say within
-        `PARTS_WAIT_S` (hung, or away)."""
+        """The parts in the store for a read, or None if the store did not give a page
+        of them within `PARTS_WAIT_S` (hung, or away)."""
         try:
-            async with asyncio.timeout(PARTS_WAIT_S):
-                return (await self._stored(row))[0]
+            async with asyncio.timeout(PARTS_WAIT_S) as bound:
+                loop = asyncio.get_running_loop()
+
+                def paged() -> None:  # the store answers: the next page has as long
+                    bound.reschedule(loop.time() + PARTS_WAIT_S)
+
+                return (await self._stored(row, paged))[0]
         except (TimeoutError, OSError) as error:
             log.warning("ingest.session_parts_unknown", session=str(row["id"]), error=repr(error))
             return None
