@@ -88,8 +88,10 @@ NOT_COMPLETING = """NOT EXISTS (SELECT 1 FROM ingest.sessions_completing c
 # Deletes the sweep has in flight at once (each a request to S3).
 SWEEP_DELETES = 16
 # A store's side of an ended session the store refused (or did not answer) is tried
-# again this much later, and an ended session's page of them is this long.
+# again this much later, twice as late after each refusal up to `RECLAIM_AT_MOST` (a
+# key the store refuses for good costs a request a day); a round takes this many.
 RECLAIM_AGAIN = timedelta(minutes=1)
+RECLAIM_AT_MOST = timedelta(days=1)
 RECLAIM_PAGE = 1000
 
 # The assembled objects completions have left to delete. Filled, when the table is
@@ -129,6 +131,11 @@ CREATE TABLE IF NOT EXISTS ingest.session_uploads_left (
     due timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS session_uploads_left_due ON ingest.session_uploads_left (due);
+-- Tries the store refused, and when it was noted (added later: a note from before is
+-- dated by the start that added them): an operator's view of the old ones (README).
+ALTER TABLE ingest.session_uploads_left
+    ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS noted_at timestamptz NOT NULL DEFAULT now();
 """
 
 
@@ -676,6 +683,7 @@ class Sessions(Handlers):
         gate = asyncio.Semaphore(SWEEP_DELETES)
         gone: list[uuid.UUID] = []
         kept: list[uuid.UUID] = []
+        errors: list[str] = []
 
         async def end(row: asyncpg.Record) -> None:
             async with gate:
@@ -684,10 +692,8 @@ class Sessions(Handlers):
                         await self.blobs.abort_multipart(row["store_key"], row["upload_id"])
                     await self.blobs.delete(row["store_key"])
                 except Exception as error:  # the store away: a later round tries again
-                    log.warning(
-                        "ingest.session_upload_left", key=row["store_key"], error=repr(error)
-                    )
                     kept.append(row["session_id"])
+                    errors.append(repr(error))
                 else:
                     gone.append(row["session_id"])
 
@@ -699,11 +705,22 @@ class Sessions(Handlers):
             )
         if kept:
             # Later, and behind the others: a store refusing some keys holds up no other.
+            # One line a round, not one a note: a store refusing for good is no flood.
+            log.warning(
+                "ingest.session_uploads_left",
+                refused=len(kept),
+                of=len(rows),
+                error=errors[0],
+            )
             await self.pool.execute(
-                "UPDATE ingest.session_uploads_left SET due = now() + $2::interval"
-                " WHERE session_id = ANY($1::uuid[])",
+                """UPDATE ingest.session_uploads_left
+                   SET attempts = attempts + 1,
+                       due = now() + least($2::interval * power(2, least(attempts, 30)),
+                                           $3::interval)
+                   WHERE session_id = ANY($1::uuid[])""",
                 kept,
                 RECLAIM_AGAIN,
+                RECLAIM_AT_MOST,
             )
         if len(rows) == RECLAIM_PAGE:
             self.reclaim_soon()  # more are due
