@@ -1,11 +1,13 @@
 """Ingest's sessions' reclaimer (services/ingest/sessions/handlers.py, `reclaim`) against
 a store that refuses a note's key for good: tried again later and later (twice as late
-each time, a day at most), counted and dated for an operator, one log line a round."""
+each time, a day at most), counted and dated for an operator, one log line a round. And
+a completion that finds its session ended notes its store's side again, which a round
+in flight then does not forget."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import asyncpg
@@ -15,6 +17,8 @@ import structlog
 from services.ingest.sessions import handlers
 from services.ingest.sessions.handlers import Sessions
 from services.ingest.sessions.projections import sessions as sessions_model
+from shared.kit.errors import Refused
+from shared.kit.eventstore import EventStore
 from shared.kit.service import Parts
 from shared.kit.settings import Settings
 from tests.conftest import SERVICE_KEY, fresh_database
@@ -25,10 +29,13 @@ class RefusingStore:
 
     def __init__(self) -> None:
         self.done: list[str] = []
+        self.meanwhile: list[Callable[[], Awaitable[None]]] = []
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         if key.startswith("refused/"):
             raise PermissionError(f"access denied: {key}")
+        for happens in self.meanwhile:
+            await happens()
 
     async def delete(self, key: str) -> None:
         self.done.append(key)
@@ -39,18 +46,23 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with fresh_database(database_url, "t_reclaim") as pool:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("CREATE SCHEMA IF NOT EXISTS ingest")
+            await EventStore("ingest").setup(conn)
             await sessions_model.setup(conn)
             await handlers.setup(conn)
         yield pool
 
 
+def reclaimer_on(pool: asyncpg.Pool, store: RefusingStore) -> Sessions:
+    parts = Parts("ingest", Settings(service_key=SERVICE_KEY))
+    parts.pool = pool
+    return Sessions(parts, store, b"k")  # type: ignore[arg-type]
+
+
 async def test_a_note_the_store_refuses_for_good_is_tried_later_each_time_and_counted(
     pool: asyncpg.Pool,
 ) -> None:
-    parts = Parts("ingest", Settings(service_key=SERVICE_KEY))
-    parts.pool = pool
     store = RefusingStore()
-    reclaimer = Sessions(parts, store, b"k")  # type: ignore[arg-type]
+    reclaimer = reclaimer_on(pool, store)
     refused = [uuid.uuid4() for _ in range(3)]
     taken = uuid.uuid4()
     await pool.executemany(
@@ -80,3 +92,47 @@ async def test_a_note_the_store_refuses_for_good_is_tried_later_each_time_and_co
     assert store.done == [f"uploads/{taken}"]
     minutes = [round(w / timedelta(minutes=1)) for w in waits]
     assert minutes == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1440]
+
+
+async def session(pool: asyncpg.Pool, status: str) -> uuid.UUID:
+    made = uuid.uuid4()
+    await pool.execute(
+        """INSERT INTO ingest.sessions (id, folder_id, name, size, part_size, parts, store_key,
+                                        upload_id, status, expires_at, created_at, created_by)
+           VALUES ($1, $1, 'f', 1, 1, 1, $3, 'u', $2, now(), now(), 'x')""",
+        made,
+        status,
+        f"uploads/{made}",
+    )
+    return made
+
+
+async def test_a_completion_finding_its_session_ended_notes_its_store_side_again(
+    pool: asyncpg.Pool,
+) -> None:
+    """An abort while a completion assembled: the abort's note was done (the store had
+    no object yet), then the assembly put it there. The completion, refused as it comes
+    to record, notes it again, even while a round doing the first note is in flight;
+    an open session it leaves be."""
+    store = RefusingStore()
+    reclaimer = reclaimer_on(pool, store)
+    aborted, still_open = await session(pool, "aborted"), await session(pool, "open")
+    await reclaimer._check_open(still_open)
+    with pytest.raises(Refused) as refused:
+        await reclaimer._check_open(aborted)
+    assert refused.value.status == 409
+    assert await pool.fetchval("SELECT array_agg(session_id) FROM ingest.session_uploads_left") == [
+        aborted
+    ]
+
+    async def assembled_and_refused() -> None:  # during the round's store calls
+        store.meanwhile.clear()
+        async with pool.acquire() as conn:
+            await reclaimer._note_again(conn, aborted)
+
+    store.meanwhile.append(assembled_and_refused)
+    assert await reclaimer.reclaim() == 1
+    assert await pool.fetchval("SELECT count(*) FROM ingest.session_uploads_left") == 1
+    assert await reclaimer.reclaim() == 1  # the object the assembly left, deleted
+    assert await pool.fetchval("SELECT count(*) FROM ingest.session_uploads_left") == 0
+    assert store.done == [f"uploads/{aborted}"] * 2

@@ -440,6 +440,7 @@ class Sessions(Handlers):
                 # gone), or its metadata no longer taken: the copy, dated now, is
                 # reclaimed after the collector's grace unless a file refers to it.
                 await claim_blobs(conn, [file.blob_key], now())
+                await self._note_again(conn, session_id)
                 rejected = refusal
             else:
                 changes = domain.complete_session(
@@ -488,9 +489,30 @@ class Sessions(Handlers):
                 raise
 
     async def _check_open(self, session_id: uuid.UUID) -> None:
-        """409 if the session ended since it was read (`_open`'s refusal)."""
+        """409 if the session ended since it was read (`_open`'s refusal), its store's
+        side noted again first (`_note_again`)."""
+        async with self.pool.acquire() as conn:
+            await self._note_again(conn, session_id)
         async with self.pool.acquire() as conn:
             await self._open(conn, session_id, lock=False)
+
+    async def _note_again(self, conn: Conn, session_id: uuid.UUID) -> None:
+        """A completion that finds its session ended (aborted, expired, its opener's
+        right gone while it assembled, read or copied) notes its store's side again,
+        for the reclaimer: the end's note may have been done before the assembly put
+        the object in place (a store's assembly of a huge file, the local store's join),
+        which would stay for good. Done twice, it costs requests only; an open session
+        (a refusal that leaves it open) is not noted."""
+        noted = await conn.fetchval(
+            """INSERT INTO ingest.session_uploads_left (session_id, store_key, upload_id)
+               SELECT id, store_key, upload_id FROM ingest.sessions
+               WHERE id = $1 AND status <> 'open'
+               ON CONFLICT (session_id) DO UPDATE SET due = clock_timestamp()
+               RETURNING true""",
+            session_id,
+        )
+        if noted:
+            idempotency.after_commit(self.reclaim_soon)
 
     async def _end_open(self, cause: Cause, session_id: uuid.UUID, status: str) -> None:
         """A session whose parts are gone ended as `status`, if nothing ended it since it
@@ -676,12 +698,12 @@ class Sessions(Handlers):
         gone is no error): a note done by two replicas at once, or again after a crash
         before it was forgotten, costs requests only. Returns the notes done."""
         rows = await self.pool.fetch(
-            "SELECT session_id, store_key, upload_id FROM ingest.session_uploads_left"
+            "SELECT session_id, store_key, upload_id, due FROM ingest.session_uploads_left"
             " WHERE due <= now() ORDER BY due LIMIT $1",
             RECLAIM_PAGE,
         )
         gate = asyncio.Semaphore(SWEEP_DELETES)
-        gone: list[uuid.UUID] = []
+        gone: list[asyncpg.Record] = []
         kept: list[uuid.UUID] = []
         errors: list[str] = []
 
@@ -695,13 +717,18 @@ class Sessions(Handlers):
                     kept.append(row["session_id"])
                     errors.append(repr(error))
                 else:
-                    gone.append(row["session_id"])
+                    gone.append(row)
 
         await asyncio.gather(*(end(r) for r in rows))
         if gone:
+            # Those not noted again meanwhile (`_note_again`: a completion's assembly may
+            # have put the object back after this round deleted it).
             await self.pool.execute(
-                "DELETE FROM ingest.session_uploads_left WHERE session_id = ANY($1::uuid[])",
-                gone,
+                """DELETE FROM ingest.session_uploads_left l
+                   USING unnest($1::uuid[], $2::timestamptz[]) AS d (session_id, due)
+                   WHERE l.session_id = d.session_id AND l.due = d.due""",
+                [r["session_id"] for r in gone],
+                [r["due"] for r in gone],
             )
         if kept:
             # Later, and behind the others: a store refusing some keys holds up no other.
