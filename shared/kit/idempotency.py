@@ -192,6 +192,8 @@ class Unit:
     pinned_tx: Any = None
     position: int = 0
     done: bool = False
+    # Called once the unit has committed (`after_commit`).
+    committed_hooks: list[Callable[[], None]] = field(default_factory=list)
 
     def mine(self) -> bool:
         return not self.done and self.owner is asyncio.current_task()
@@ -205,6 +207,28 @@ def keyed() -> bool:
     committed with its answer, after its handler; abandoned, nothing of it is applied."""
     unit = _unit.get()
     return unit is not None and unit.mine()
+
+
+def after_commit(hook: Callable[[], None]) -> None:
+    """`hook` called once what the request running wrote has committed: at once outside
+    a keyed request (its transactions have committed when they end), after the unit's
+    commit inside one (its handler's transactions are savepoints until the answer is
+    stored), never if the unit is abandoned (nothing of it applied). For what must not
+    start before the write is seen (a worker woken to act on a row it wrote)."""
+    unit = _unit.get()
+    if unit is not None and unit.mine():
+        unit.committed_hooks.append(hook)
+    else:
+        hook()
+
+
+def _committed(unit: Unit) -> None:
+    hooks, unit.committed_hooks = unit.committed_hooks, []
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # the request's answer stands: its write is committed
+            log.error("idempotency.after_commit_failed", exc_info=True)
 
 
 async def claim(conn: Conn, schema: str) -> None:
@@ -599,9 +623,11 @@ class _Request:
         if unit.pinned is not None and not self.buffering:
             # Claimed after its answer was sent (a streamed answer): no answer to keep.
             log.error("idempotency.claimed_while_answering", path=self.path)
-            await self._commit(None)
+            if await self._commit(None):
+                _committed(unit)
             return
         if not self.buffering:
+            _committed(unit)  # its transactions committed as they ended
             return
         assert self.started is not None
         answer = Answer(
@@ -610,8 +636,10 @@ class _Request:
             b"".join(self.chunks),
         )
         if unit.pinned is None:
-            # Refused, nothing written. If another try of this request has committed
-            # since, its answer is the one (a folder it made is no name clash for us).
+            # Refused, nothing written (or only on connections that committed as they
+            # ended). If another try of this request has committed since, its answer is
+            # the one (a folder it made is no name clash for us).
+            _committed(unit)
             try:
                 found = await self.found()
             except _Away:
@@ -627,6 +655,7 @@ class _Request:
             return
         await self.drain()
         if await self._commit(answer):
+            _committed(unit)
             await self.mw._send(self.send, answer, "applied")
         else:
             await self.mw._send(self.send, _unavailable())

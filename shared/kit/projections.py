@@ -14,12 +14,13 @@ makes the rows it has wrong: at its next start the service rebuilds it from the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -35,6 +36,19 @@ H = TypeVar("H", bound=Callable[..., Awaitable[None]])
 # The advisory lock services' start-up DDL (and migrations) take: they start side by side
 # against one database.
 DDL_LOCK = 7314
+
+
+class Progress(Protocol):
+    """A start's watch (`service.StartWatch`), told how a rebuild goes: each step it
+    begins, its progress within one, and the connection it works on (whose statement
+    the watch may look at in the database before it takes the start for stuck)."""
+
+    def at(self, step: str) -> None: ...
+
+    def progressed(self) -> None: ...
+
+    def working_on(self, conn: Conn) -> contextlib.AbstractContextManager[None]: ...
+
 
 # A set-based handler is SQL over a relation of its events, `e`, with these columns;
 # given the relation's text, it returns its statements (`Projection.on(..., sql=...)`),
@@ -184,7 +198,7 @@ async def rebuild(
     projection: Projection,
     *,
     only_if_stale: bool = False,
-    progress: Callable[[], None] | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Drop the projection's rows and replay the store into it; returns events replayed.
 
@@ -192,14 +206,19 @@ async def rebuild(
     interleaves with the replay; readers of the tables wait until it commits. It records
     the projection's version. `only_if_stale`: only if the recorded version is older
     (looked at under the locks, so of replicas starting together one rebuilds).
-    `progress` is called as the replay goes on (a start's watch: service.StartWatch).
+    `progress` is told as the replay goes on, and of each index made again after it (a
+    start's watch: one index of a large store, a trigram one, may take longer than the
+    watch waits for a step).
     """
     tables = ", ".join(projection.tables)
     deadline = time.monotonic() + REBUILD_TRIES_S
     schema = store.schema
     while True:
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn, contextlib.AsyncExitStack() as working:
+                if progress is not None:
+                    working.enter_context(progress.working_on(conn))
+                await working.enter_async_context(conn.transaction())
                 await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
                 await conn.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
                 await store.lock(conn)
@@ -219,6 +238,8 @@ async def rebuild(
                 replayed = await _replay(conn, store, projection, progress)
                 await conn.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
                 for index in dropped:
+                    if progress is not None:
+                        progress.at(f"rebuilding {projection.name}: index {index['indexname']}")
                     await conn.execute(index["indexdef"])
                 await conn.execute(
                     f"""INSERT INTO {schema}.read_models (name, version, rebuilt_at)
@@ -246,7 +267,7 @@ async def _replay(
     conn: Conn,
     store: EventStore,
     projection: Projection,
-    progress: Callable[[], None] | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """The store's events through the projection's handlers, in position order, by runs
     of one type and schema version: a run of a set-based handler's type at its contract's
@@ -306,11 +327,11 @@ async def _replay(
                 await projection.apply(conn, envelopes)
                 position = envelopes[-1].position
                 if progress is not None:
-                    progress()
+                    progress.progressed()
         await _run(conn, store, projection, pending)
         after = upto
         if progress is not None:
-            progress()
+            progress.progressed()
     return replayed
 
 
@@ -348,7 +369,7 @@ async def ensure_current(
     pool: asyncpg.Pool,
     store: EventStore,
     projection: Projection,
-    progress: Callable[[], None] | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """At a service's start, before it serves or consumes: a read model whose recorded
     version is older than the code's is rebuilt from the store; returns the events

@@ -64,6 +64,9 @@ SERVE_DURING_START_S = 5.0
 # How long a process whose start failed gives it to end before it exits anyway (it may
 # wait on a database that does not answer its cancel).
 START_GIVEN_UP_S = 5.0
+# How long a start's watch waits for the database to show what the start's backends do
+# (`StartWatch.busy`) before it takes the start for stuck.
+BUSY_PROBE_S = 10.0
 
 
 class StartWatch:
@@ -72,13 +75,17 @@ class StartWatch:
     store it replays). A start that has not moved for `Settings.start_timeout_s` is stuck
     (on a lock held elsewhere, a database that never answers) and fails, naming its
     step, rather than answer `starting` for ever. A step that may run long must tell its
-    progress within that time, or be its own steps."""
+    progress within that time, be its own steps, or run its long statements on a
+    connection it names (`working_on`): before the start is taken for stuck, the database
+    is asked whether one of those runs a statement that waits on no lock (`busy`)."""
 
     def __init__(self) -> None:
         self.step = "starting"
         self.moved = time.monotonic()
         self.stuck = False
         self.exiting = False
+        # The database backends of the start's connections while a step works on them.
+        self.backends: set[int] = set()
 
     def at(self, step: str) -> None:
         self.step = step
@@ -86,6 +93,43 @@ class StartWatch:
 
     def progressed(self) -> None:
         self.moved = time.monotonic()
+
+    @contextlib.contextmanager
+    def working_on(self, conn: Conn) -> Iterator[None]:
+        """While `conn` does the step's work: a statement of its that runs long (one
+        index of millions of rows, a migration's one UPDATE) tells no progress, but the
+        database shows it running (`busy`)."""
+        pid = conn.get_server_pid()
+        self.backends.add(pid)
+        try:
+            yield
+        finally:
+            self.backends.discard(pid)
+
+    async def busy(self, dsn: str) -> bool:
+        """Whether a backend of the start's runs a statement that waits on no lock: a
+        long statement at work is no stuck start; one waiting on a lock held elsewhere
+        (or a database that does not say within `BUSY_PROBE_S`) is."""
+        if not self.backends:
+            return False
+        conn: asyncpg.Connection | None = None
+        try:
+            async with asyncio.timeout(BUSY_PROBE_S):
+                conn = await asyncpg.connect(dsn)
+                return bool(
+                    await conn.fetchval(
+                        """SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                           WHERE pid = ANY($1::int[]) AND state = 'active'
+                             AND wait_event_type IS DISTINCT FROM 'Lock')""",
+                        list(self.backends),
+                    )
+                )
+        except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+            log.warning("service.start_not_probed", error=repr(error))
+            return False
+        finally:
+            if conn is not None:
+                conn.terminate()  # not a close's goodbye to a database that may hang
 
 
 class PublicAnswer(BaseModel):
@@ -223,7 +267,8 @@ class Runtime:
                 f"the schema lock (pg_advisory_xact_lock({projections.DDL_LOCK})),"
                 " held by another process's start or `files rebuild`"
             )
-            await conn.execute(f"SELECT pg_advisory_xact_lock({projections.DDL_LOCK})")
+            with watch.working_on(conn):
+                await conn.execute(f"SELECT pg_advisory_xact_lock({projections.DDL_LOCK})")
             watch.at("making the tables")
             await self.store.setup(conn)
             await self.inbox.setup(conn)
@@ -235,13 +280,12 @@ class Runtime:
         async with self.pool.acquire() as conn:
             for projection in self.projections:
                 watch.at(f"migrating {projection.name}")
-                await projection.migrate(conn)
+                with watch.working_on(conn):
+                    await projection.migrate(conn)
         for projection in self.projections:
             if projection.replayable:
                 watch.at(f"rebuilding {projection.name} if stale")
-                await projections.ensure_current(
-                    self.pool, self.store, projection, progress=watch.progressed
-                )
+                await projections.ensure_current(self.pool, self.store, projection, progress=watch)
         watch.at("the broker's topics")
         await bus.ensure_topics(s.kafka_bootstrap, s.topic_partitions)
         self.producer = bus.producer(s.kafka_bootstrap, idempotence=s.kafka_idempotence)
@@ -500,6 +544,11 @@ async def _bound_start(runtime: Runtime, start: asyncio.Task[None]) -> None:
         left = watch.moved + limit - time.monotonic()
         if left > 0:
             await asyncio.wait([start], timeout=left)
+            continue
+        if await watch.busy(runtime.settings.database_url):
+            # A statement at work (an index, a migration): looked at again a bound later.
+            log.info("service.start_busy", service=runtime.name, step=watch.step)
+            watch.progressed()
             continue
         watch.stuck = True
         log.error(

@@ -49,6 +49,8 @@ class Service:
             caller=lambda scope: dict(scope["headers"]).get(ACTOR, b"").decode() or None,
         )
         self.app.post("/streams/{stream}", status_code=201)(self.write)
+        # What each `after_commit` hook saw of its stream from outside, when called.
+        self.seen_after_commit: list[asyncio.Task[int]] = []
 
     async def write(self, stream: str, request: Request, fault: str = "") -> JSON:
         await request.body()
@@ -62,6 +64,12 @@ class Service:
                     if fault == "conflict" and attempt == 0:
                         version -= 1  # a stale read: the append meets the version check
                     position = await self.store.append(conn, [envelope(stream, version + 1)])
+                    # A worker woken to act on what was written (as ingest's reclaimer).
+                    idempotency.after_commit(
+                        lambda: self.seen_after_commit.append(
+                            asyncio.create_task(self.seen(stream))
+                        )
+                    )
                     self.appended.set()
                     await self.go_on.wait()
             except ConcurrencyConflict:
@@ -82,6 +90,15 @@ class Service:
         if fault == "crash":
             raise Died
         return JSON({"id": str(uuid.uuid4()), "events": count, "position": position}, 201)
+
+    async def seen(self, stream: str) -> int:
+        """The stream's events, seen from outside the request."""
+        assert self.raw is not None
+        return int(
+            await self.raw.fetchval(
+                f"SELECT count(*) FROM {self.store.schema}.events WHERE stream_id = $1", stream
+            )
+        )
 
     async def events(self, stream: str) -> int:
         return int(
@@ -169,6 +186,38 @@ async def test_a_process_that_dies_before_answering_leaves_nothing_applied(
         again = await http.post("/streams/b", json={}, headers=keyed(key))
         assert again.json() == first.json()
         assert await service.events("b") == 1
+
+
+async def test_an_after_commit_hook_runs_once_the_keyed_write_is_seen_and_never_if_abandoned(
+    service: Service,
+) -> None:
+    """A keyed request's handler commits savepoints only: the unit commits with its
+    answer after it. What the handler asks to be done after its commit (wake a worker
+    that acts on its rows) runs then, and finds them; a request abandoned wakes none."""
+    async with client(service) as http:
+        service.go_on.clear()
+        service.appended.clear()
+        first = asyncio.create_task(
+            http.post("/streams/h", json={}, headers=keyed(str(uuid.uuid4())))
+        )
+        try:
+            await asyncio.wait_for(service.appended.wait(), 10)
+            assert service.seen_after_commit == []  # its handler is still running
+        finally:
+            service.go_on.set()
+        done = await first
+        assert done.status_code == 201, done.text
+        [woken] = service.seen_after_commit
+        assert await woken == 1
+        service.seen_after_commit.clear()
+        died = await http.post("/streams/i?fault=crash", json={}, headers=keyed(str(uuid.uuid4())))
+        assert died.status_code == 500
+        assert service.seen_after_commit == []
+        # Unkeyed: the handler's transactions committed as they ended, so at once.
+        plain = await http.post("/streams/j", json={}, headers={ACTOR.decode(): "alice"})
+        assert plain.status_code == 201
+        [woken] = service.seen_after_commit
+        assert await woken == 1
 
 
 async def test_a_database_lost_before_the_commit_applies_nothing(service: Service) -> None:

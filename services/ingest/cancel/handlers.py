@@ -19,6 +19,7 @@ from services.ingest.jobs.projections import jobs
 from services.ingest.sessions.handlers import Sessions
 from shared.contracts import ingest as ev
 from shared.contracts.envelope import Cause, appended, envelopes_of
+from shared.kit import idempotency
 from shared.kit.errors import Refused, not_found
 from shared.kit.service import Handlers, Parts
 
@@ -34,12 +35,11 @@ class Cancelling(Handlers):
         self.stop_import = stop_import
 
     async def cancel(self, cause: Cause, job_id: uuid.UUID) -> tuple[dict[str, Any], int]:
-        try:
-            return await self._cancel(cause, job_id)
-        finally:
-            # A session's end committed: its store's side is done now, never inside the
-            # transaction (sessions/handlers.py).
-            self.sessions.reclaim_soon()
+        answer = await self._cancel(cause, job_id)
+        # A session's end: its store's side is done once it has committed, never inside
+        # the transaction (sessions/handlers.py); a keyed cancel commits with its answer.
+        idempotency.after_commit(self.sessions.reclaim_soon)
+        return answer
 
     async def _cancel(self, cause: Cause, job_id: uuid.UUID) -> tuple[dict[str, Any], int]:
         async with self.pool.acquire() as conn, conn.transaction():

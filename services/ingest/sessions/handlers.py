@@ -39,7 +39,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -58,6 +58,7 @@ from services.ingest.sessions.openers import Openers, Unanswered
 from services.ingest.sessions.projections import sessions
 from services.ingest.uploads.domain import StoredFile
 from shared.contracts.envelope import Cause, envelopes_of, now
+from shared.kit import idempotency
 from shared.kit.blobs import BlobStore, UnknownUpload, content_key
 from shared.kit.db import Conn
 from shared.kit.errors import Refused, storage_failed
@@ -74,9 +75,11 @@ LEFT_AFTER = timedelta(minutes=1)
 # session to expire this much late.
 COMPLETING_KEPT = timedelta(hours=24)
 # How long a read of an open session (its GET, its job's progress) waits for the store
-# to list its parts: well within the gateway's read budget (15 s), so a hung store
-# (30 s a call) does not hang the read; past it the session is shown from what the
-# database has, its parts unknown (`_view`).
+# to list a page of its parts (1,000): well within the gateway's read budget (15 s), so
+# a hung store (30 s a call) does not hang the read; past it the session is shown from
+# what the database has, its parts unknown (`_view`). A page, not the listing: a
+# session of 10,000 parts on a slow but answering store is listed whole (the caller's
+# deadline bounds the rest).
 PARTS_WAIT_S = 5.0
 # A session (`s`) no completion began within `COMPLETING_KEPT` ($1). A completion stamps
 # it holding the session's row, which expiry takes (SKIP LOCKED) before it reads this.
@@ -85,8 +88,10 @@ NOT_COMPLETING = """NOT EXISTS (SELECT 1 FROM ingest.sessions_completing c
 # Deletes the sweep has in flight at once (each a request to S3).
 SWEEP_DELETES = 16
 # A store's side of an ended session the store refused (or did not answer) is tried
-# again this much later, and an ended session's page of them is this long.
+# again this much later, twice as late after each refusal up to `RECLAIM_AT_MOST` (a
+# key the store refuses for good costs a request a day); a round takes this many.
 RECLAIM_AGAIN = timedelta(minutes=1)
+RECLAIM_AT_MOST = timedelta(days=1)
 RECLAIM_PAGE = 1000
 
 # The assembled objects completions have left to delete. Filled, when the table is
@@ -126,6 +131,11 @@ CREATE TABLE IF NOT EXISTS ingest.session_uploads_left (
     due timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS session_uploads_left_due ON ingest.session_uploads_left (due);
+-- Tries the store refused, and when it was noted (added later: a note from before is
+-- dated by the start that added them): an operator's view of the old ones (README).
+ALTER TABLE ingest.session_uploads_left
+    ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS noted_at timestamptz NOT NULL DEFAULT now();
 """
 
 
@@ -447,6 +457,7 @@ class Sessions(Handlers):
                 # gone), or its metadata no longer taken: the copy, dated now, is
                 # reclaimed after the collector's grace unless a file refers to it.
                 await claim_blobs(conn, [file.blob_key], now())
+                await self._note_again(conn, session_id)
                 rejected = refusal
             else:
                 changes = domain.complete_session(
@@ -495,9 +506,30 @@ class Sessions(Handlers):
                 raise
 
     async def _check_open(self, session_id: uuid.UUID) -> None:
-        """409 if the session ended since it was read (`_open`'s refusal)."""
+        """409 if the session ended since it was read (`_open`'s refusal), its store's
+        side noted again first (`_note_again`)."""
+        async with self.pool.acquire() as conn:
+            await self._note_again(conn, session_id)
         async with self.pool.acquire() as conn:
             await self._open(conn, session_id, lock=False)
+
+    async def _note_again(self, conn: Conn, session_id: uuid.UUID) -> None:
+        """A completion that finds its session ended (aborted, expired, its opener's
+        right gone while it assembled, read or copied) notes its store's side again,
+        for the reclaimer: the end's note may have been done before the assembly put
+        the object in place (a store's assembly of a huge file, the local store's join),
+        which would stay for good. Done twice, it costs requests only; an open session
+        (a refusal that leaves it open) is not noted."""
+        noted = await conn.fetchval(
+            """INSERT INTO ingest.session_uploads_left (session_id, store_key, upload_id)
+               SELECT id, store_key, upload_id FROM ingest.sessions
+               WHERE id = $1 AND status <> 'open'
+               ON CONFLICT (session_id) DO UPDATE SET due = clock_timestamp()
+               RETURNING true""",
+            session_id,
+        )
+        if noted:
+            idempotency.after_commit(self.reclaim_soon)
 
     async def _end_open(self, cause: Cause, session_id: uuid.UUID, status: str) -> None:
         """A session whose parts are gone ended as `status`, if nothing ended it since it
@@ -518,13 +550,14 @@ class Sessions(Handlers):
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._open(conn, session_id, lock=True)
             position = await self._end(conn, cause, row, "aborted")
-        self.reclaim_soon()
+        # Once committed: a keyed abort's transaction commits with its answer, after this.
+        idempotency.after_commit(self.reclaim_soon)
         return position
 
     async def cancel(self, conn: Conn, cause: Cause, session_id: uuid.UUID) -> int:
         """The session's job cancelled (jobs/handlers.py): ended as an abort ends it, in
-        the caller's transaction (which calls `reclaim_soon` once committed); 409 if it
-        ended first."""
+        the caller's transaction (which has `reclaim_soon` called once that has committed:
+        `idempotency.after_commit`); 409 if it ended first."""
         row = await self._open(conn, session_id, lock=True)
         return await self._end(conn, cause, row, "cancelled")
 
@@ -682,13 +715,14 @@ class Sessions(Handlers):
         gone is no error): a note done by two replicas at once, or again after a crash
         before it was forgotten, costs requests only. Returns the notes done."""
         rows = await self.pool.fetch(
-            "SELECT session_id, store_key, upload_id FROM ingest.session_uploads_left"
+            "SELECT session_id, store_key, upload_id, due FROM ingest.session_uploads_left"
             " WHERE due <= now() ORDER BY due LIMIT $1",
             RECLAIM_PAGE,
         )
         gate = asyncio.Semaphore(SWEEP_DELETES)
-        gone: list[uuid.UUID] = []
+        gone: list[asyncpg.Record] = []
         kept: list[uuid.UUID] = []
+        errors: list[str] = []
 
         async def end(row: asyncpg.Record) -> None:
             async with gate:
@@ -697,26 +731,40 @@ class Sessions(Handlers):
                         await self.blobs.abort_multipart(row["store_key"], row["upload_id"])
                     await self.blobs.delete(row["store_key"])
                 except Exception as error:  # the store away: a later round tries again
-                    log.warning(
-                        "ingest.session_upload_left", key=row["store_key"], error=repr(error)
-                    )
                     kept.append(row["session_id"])
+                    errors.append(repr(error))
                 else:
-                    gone.append(row["session_id"])
+                    gone.append(row)
 
         await asyncio.gather(*(end(r) for r in rows))
         if gone:
+            # Those not noted again meanwhile (`_note_again`: a completion's assembly may
+            # have put the object back after this round deleted it).
             await self.pool.execute(
-                "DELETE FROM ingest.session_uploads_left WHERE session_id = ANY($1::uuid[])",
-                gone,
+                """DELETE FROM ingest.session_uploads_left l
+                   USING unnest($1::uuid[], $2::timestamptz[]) AS d (session_id, due)
+                   WHERE l.session_id = d.session_id AND l.due = d.due""",
+                [r["session_id"] for r in gone],
+                [r["due"] for r in gone],
             )
         if kept:
             # Later, and behind the others: a store refusing some keys holds up no other.
+            # One line a round, not one a note: a store refusing for good is no flood.
+            log.warning(
+                "ingest.session_uploads_left",
+                refused=len(kept),
+                of=len(rows),
+                error=errors[0],
+            )
             await self.pool.execute(
-                "UPDATE ingest.session_uploads_left SET due = now() + $2::interval"
-                " WHERE session_id = ANY($1::uuid[])",
+                """UPDATE ingest.session_uploads_left
+                   SET attempts = attempts + 1,
+                       due = now() + least($2::interval * power(2, least(attempts, 30)),
+                                           $3::interval)
+                   WHERE session_id = ANY($1::uuid[])""",
                 kept,
                 RECLAIM_AGAIN,
+                RECLAIM_AT_MOST,
             )
         if len(rows) == RECLAIM_PAGE:
             self.reclaim_soon()  # more are due
@@ -834,10 +882,13 @@ class Sessions(Handlers):
         )
         return row
 
-    async def _stored(self, row: asyncpg.Record) -> tuple[list[domain.StoredPart], bool]:
-        """The parts in the store, and whether they are assembled already."""
+    async def _stored(
+        self, row: asyncpg.Record, paged: Callable[[], None] | None = None
+    ) -> tuple[list[domain.StoredPart], bool]:
+        """The parts in the store, and whether they are assembled already (`paged`: as
+        the store's `list_parts`)."""
         try:
-            parts = await self.blobs.list_parts(row["store_key"], row["upload_id"])
+            parts = await self.blobs.list_parts(row["store_key"], row["upload_id"], paged=paged)
         except UnknownUpload:
             # Ended in the store while the session is open: a completion assembled the
             # parts and then died, or its transaction failed, before it was recorded (the
@@ -850,11 +901,16 @@ class Sessions(Handlers):
         return [domain.StoredPart(p.part_number, p.size, p.etag) for p in parts], False
 
     async def _stored_now(self, row: asyncpg.Record) -> list[domain.StoredPart] | None:
-        """The parts in the store for a read, or None if the store did not say within
-        `PARTS_WAIT_S` (hung, or away)."""
+        """The parts in the store for a read, or None if the store did not give a page
+        of them within `PARTS_WAIT_S` (hung, or away)."""
         try:
-            async with asyncio.timeout(PARTS_WAIT_S):
-                return (await self._stored(row))[0]
+            async with asyncio.timeout(PARTS_WAIT_S) as bound:
+                loop = asyncio.get_running_loop()
+
+                def paged() -> None:  # the store answers: the next page has as long
+                    bound.reschedule(loop.time() + PARTS_WAIT_S)
+
+                return (await self._stored(row, paged))[0]
         except (TimeoutError, OSError) as error:
             log.warning("ingest.session_parts_unknown", session=str(row["id"]), error=repr(error))
             return None

@@ -380,7 +380,11 @@ class BlobStore(Protocol):
     ) -> str:
         """Store one part (replacing an earlier one of that number); its etag."""
 
-    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]: ...
+    async def list_parts(
+        self, key: str, upload_id: str, *, paged: Callable[[], None] | None = None
+    ) -> list[PartInfo]:
+        """The parts stored so far; `paged` called as each page of them comes (S3 lists
+        1,000 a call), so a caller may bound the wait for a page, not for all."""
 
     async def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -435,8 +435,10 @@ class LocalBlobStore:
             raise UnknownUpload(folder.name) from None
         return sorted(parts)
 
-    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
-        return self._parts(self._upload(key, upload_id))
+    async def list_parts(
+        self, key: str, upload_id: str, *, paged: Callable[[], None] | None = None
+    ) -> list[PartInfo]:
+        return self._parts(self._upload(key, upload_id))  # one page
 
     async def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]

@@ -489,7 +489,9 @@ class S3BlobStore:
         response.raise_for_status()
         return response.headers["etag"].strip('"')
 
-    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+    async def list_parts(
+        self, key: str, upload_id: str, *, paged: Callable[[], None] | None = None
+    ) -> list[PartInfo]:
         parts: list[PartInfo] = []
         marker: str | None = None
         while True:
@@ -504,6 +506,8 @@ class S3BlobStore:
             except S3Error as error:
                 raise _missing(error, upload_id) from error
             parts += [PartInfo(p.part_number, p.etag, p.size or 0) for p in page.parts]
+            if paged is not None:
+                paged()
             if not page.is_truncated or not page.next_part_number_marker:
                 return parts
             marker = page.next_part_number_marker
