@@ -509,22 +509,8 @@ def test_only_the_instances_not_there_are_retrieved(tmp_path: Path, overwrite: b
     the whole checked by the series' sha256 from the files there."""
     asked: list[str] = []
     series, platform = _series(INSTANCES, asked)
-    dest = tmp_path / "series"
-    dest.mkdir()
-    for uid in ("1.2.3.1", "1.2.3.3"):
-        (dest / f"{uid}.dcm").write_bytes(INSTANCES[uid])
-    progress: list[int] = []
-    told: list[tuple[Path, str]] = []
-    op = transfer.download(
-        _session(),
-        series,
-        dest,
-        progress.append,
-        told=lambda p, w: told.append((p, w)),
-        overwrite=overwrite,
-    )
-    with httpx.Client(base_url="http://files.test", transport=platform) as http:
-        assert SyncDriver(http).run(op) == dest
+    dest, progress, told, error = _rest_of_series(tmp_path, series, platform, overwrite)
+    assert error is None
     assert asked == ["/v1/folders/f/dicomweb/studies/1.2/series/1.2.3/instances/1.2.3.2"]
     assert told == [] and sum(progress) == series["size"]
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == {
