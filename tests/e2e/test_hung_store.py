@@ -194,14 +194,7 @@ async def test_session_completions_waiting_on_a_hung_store_leave_ingest_s_other_
 ) -> None:
     """Sent to ingest itself: the gateway reads a session from ingest (which asks the
     store for its parts) before it forwards the completion."""
-    gateway_url, ingest_url = on_own_store
-    async with (
-        httpx.AsyncClient(
-            base_url=gateway_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120
-        ) as api,
-        httpx.AsyncClient(base_url=ingest_url, timeout=120) as ingest,
-        httpx.AsyncClient(timeout=60) as anonymous,
-    ):
+    async with clients(on_own_store) as (api, ingest, anonymous):
         target = await folder(api, unique("hung-sessions"))
         first = await api.post(
             f"/v1/folders/{target['id']}/files", files=[("file", ("first.txt", b"first\n"))]
@@ -237,6 +230,23 @@ async def test_session_completions_waiting_on_a_hung_store_leave_ingest_s_other_
             if outcome == 201
         ]
         assert set(done) <= {"completed"}, done
+
+
+@contextlib.asynccontextmanager
+async def clients(
+    on_own_store: tuple[str, str],
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, httpx.AsyncClient]]:
+    """The admin's client of the gateway, one of ingest itself, and one that signs
+    nothing (for part URLs), on the platform whose blobs are on the store that hangs."""
+    gateway_url, ingest_url = on_own_store
+    async with (
+        httpx.AsyncClient(
+            base_url=gateway_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120
+        ) as api,
+        httpx.AsyncClient(base_url=ingest_url, timeout=120) as ingest,
+        httpx.AsyncClient(timeout=60) as anonymous,
+    ):
+        yield api, ingest, anonymous
 
 
 @contextlib.asynccontextmanager
@@ -296,14 +306,9 @@ async def test_aborts_against_a_hung_store_answer_at_once_and_end_in_the_store_o
     while the store hangs (before, each held a connection and its session's row while
     it waited on the store, up to 30 s a call), ingest's other routes answer meanwhile,
     and the store's side is done once it answers."""
-    gateway_url, ingest_url = on_own_store
     async with (
         the_replica_alone(stack),
-        httpx.AsyncClient(
-            base_url=gateway_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120
-        ) as api,
-        httpx.AsyncClient(base_url=ingest_url, timeout=120) as ingest,
-        httpx.AsyncClient(timeout=60) as anonymous,
+        clients(on_own_store) as (api, ingest, anonymous),
     ):
         target = await folder(api, unique("hung-aborts"))
         signed, opened = await sessions_opened(api, ingest, anonymous, target["id"])
@@ -337,14 +342,9 @@ async def test_sessions_expiring_while_the_store_hangs_are_ended_and_end_in_the_
     """The sweep ends sessions past their time while the store hangs (before, it held a
     connection and each session's row while it waited on the store, one after another,
     up to 30 s a call); their parts go once the store answers."""
-    gateway_url, ingest_url = on_own_store
     async with (
         the_replica_alone(stack),
-        httpx.AsyncClient(
-            base_url=gateway_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120
-        ) as api,
-        httpx.AsyncClient(base_url=ingest_url, timeout=120) as ingest,
-        httpx.AsyncClient(timeout=60) as anonymous,
+        clients(on_own_store) as (api, ingest, anonymous),
     ):
         target = await folder(api, unique("hung-expiry"))
         _, opened = await sessions_opened(api, ingest, anonymous, target["id"], expires_in_s=1)
@@ -373,14 +373,7 @@ async def test_an_open_session_is_read_while_the_store_hangs_its_parts_unknown(
     """Its GET and its job's progress answer within the request's budget, from what the
     database has: `parts_known: false`, a URL for every part (any may be missing), and
     the job's bytes not known. Once the store answers, its parts are shown again."""
-    gateway_url, ingest_url = on_own_store
-    async with (
-        httpx.AsyncClient(
-            base_url=gateway_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120
-        ) as api,
-        httpx.AsyncClient(base_url=ingest_url, timeout=120) as ingest,
-        httpx.AsyncClient(timeout=60) as anonymous,
-    ):
+    async with clients(on_own_store) as (api, ingest, anonymous):
         target = await folder(api, unique("hung-reads"))
         signed, [session_id, *_] = await sessions_opened(api, ingest, anonymous, target["id"])
         bound_s = 5.0 + PROMPT_S  # the listing's wait (PARTS_WAIT_S), then the answer
