@@ -78,9 +78,14 @@ COMPLETING_KEPT = timedelta(hours=24)
 # to list a page of its parts (1,000): well within the gateway's read budget (15 s), so
 # a hung store (30 s a call) does not hang the read; past it the session is shown from
 # what the database has, its parts unknown (`_view`). A page, not the listing: a
-# session of 10,000 parts on a slow but answering store is listed whole (the caller's
-# deadline bounds the rest).
+# session of 10,000 parts on a slow but answering store is listed whole, if within
+# `PARTS_TOTAL_S` of the read's first call.
 PARTS_WAIT_S = 5.0
+# How long a read waits for the whole listing, however its pages come: under the
+# gateway's read budget (15 s) with room for the rest of the read, so a slow listing (or
+# a store paging without end) gives `parts_known: false`, not the gateway's 503 (on which
+# the Python client opens a new session and sends the file again).
+PARTS_TOTAL_S = 10.0
 # A session (`s`) no completion began within `COMPLETING_KEPT` ($1). A completion stamps
 # it holding the session's row, which expiry takes (SKIP LOCKED) before it reads this.
 NOT_COMPLETING = """NOT EXISTS (SELECT 1 FROM ingest.sessions_completing c
@@ -902,13 +907,14 @@ class Sessions(Handlers):
 
     async def _stored_now(self, row: asyncpg.Record) -> list[domain.StoredPart] | None:
         """The parts in the store for a read, or None if the store did not give a page
-        of them within `PARTS_WAIT_S` (hung, or away)."""
+        of them within `PARTS_WAIT_S` (hung, or away), or not all within `PARTS_TOTAL_S`."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + PARTS_TOTAL_S
         try:
-            async with asyncio.timeout(PARTS_WAIT_S) as bound:
-                loop = asyncio.get_running_loop()
+            async with asyncio.timeout(min(PARTS_WAIT_S, PARTS_TOTAL_S)) as bound:
 
                 def paged() -> None:  # the store answers: the next page has as long
-                    bound.reschedule(loop.time() + PARTS_WAIT_S)
+                    bound.reschedule(min(loop.time() + PARTS_WAIT_S, until))
 
                 return (await self._stored(row, paged))[0]
         except (TimeoutError, OSError) as error:
