@@ -444,6 +444,7 @@ class Sessions(Handlers):
             log.error("ingest.session_store_failed", error=repr(error))
             raise storage_failed(error) from error
         rejected: Refused | None = None
+        noted = False
         async with self.pool.acquire() as conn, conn.transaction():
             await claim_blobs(conn, [file.blob_key])
             if not await claims.settle(conn, [file.blob_key], holder):
@@ -462,7 +463,7 @@ class Sessions(Handlers):
                 # gone), or its metadata no longer taken: the copy, dated now, is
                 # reclaimed after the collector's grace unless a file refers to it.
                 await claim_blobs(conn, [file.blob_key], now())
-                await self._note_again(conn, session_id)
+                noted = await self._note_again(conn, session_id)
                 rejected = refusal
             else:
                 changes = domain.complete_session(
@@ -486,6 +487,8 @@ class Sessions(Handlers):
                     )
                 position = await self.store.append(conn, envelopes)
         if rejected is not None:
+            if noted:  # once the note has committed (unkeyed, the hook runs at once)
+                idempotency.after_commit(self.reclaim_soon)
             raise rejected
         try:
             await self.blobs.delete(key)
@@ -514,17 +517,20 @@ class Sessions(Handlers):
         """409 if the session ended since it was read (`_open`'s refusal), its store's
         side noted again first (`_note_again`)."""
         async with self.pool.acquire() as conn:
-            await self._note_again(conn, session_id)
+            if await self._note_again(conn, session_id):
+                idempotency.after_commit(self.reclaim_soon)
         async with self.pool.acquire() as conn:
             await self._open(conn, session_id, lock=False)
 
-    async def _note_again(self, conn: Conn, session_id: uuid.UUID) -> None:
+    async def _note_again(self, conn: Conn, session_id: uuid.UUID) -> bool:
         """A completion that finds its session ended (aborted, expired, its opener's
         right gone while it assembled, read or copied) notes its store's side again,
         for the reclaimer: the end's note may have been done before the assembly put
         the object in place (a store's assembly of a huge file, the local store's join),
         which would stay for good. Done twice, it costs requests only; an open session
-        (a refusal that leaves it open) is not noted."""
+        (a refusal that leaves it open) is not noted. Whether it noted: the caller wakes
+        the reclaimer once `conn`'s transaction has committed (`idempotency.after_commit`
+        runs its hook at once outside a keyed request)."""
         noted = await conn.fetchval(
             """INSERT INTO ingest.session_uploads_left (session_id, store_key, upload_id)
                SELECT id, store_key, upload_id FROM ingest.sessions
@@ -533,8 +539,7 @@ class Sessions(Handlers):
                RETURNING true""",
             session_id,
         )
-        if noted:
-            idempotency.after_commit(self.reclaim_soon)
+        return bool(noted)
 
     async def _end_open(self, cause: Cause, session_id: uuid.UUID, status: str) -> None:
         """A session whose parts are gone ended as `status`, if nothing ended it since it
