@@ -731,7 +731,7 @@ class Sessions(Handlers):
         )
         gate = asyncio.Semaphore(SWEEP_DELETES)
         gone: list[asyncpg.Record] = []
-        kept: list[uuid.UUID] = []
+        kept: list[asyncpg.Record] = []
         errors: list[str] = []
 
         async def end(row: asyncpg.Record) -> None:
@@ -741,7 +741,7 @@ class Sessions(Handlers):
                         await self.blobs.abort_multipart(row["store_key"], row["upload_id"])
                     await self.blobs.delete(row["store_key"])
                 except Exception as error:  # the store away: a later round tries again
-                    kept.append(row["session_id"])
+                    kept.append(row)
                     errors.append(repr(error))
                 else:
                     gone.append(row)
@@ -760,6 +760,8 @@ class Sessions(Handlers):
         if kept:
             # Later, and behind the others: a store refusing some keys holds up no other.
             # One line a round, not one a note: a store refusing for good is no flood.
+            # Those noted again meanwhile stay due at once (as the delete above: their
+            # completion's object may have come after this round's calls).
             log.warning(
                 "ingest.session_uploads_left",
                 refused=len(kept),
@@ -767,12 +769,14 @@ class Sessions(Handlers):
                 error=errors[0],
             )
             await self.pool.execute(
-                """UPDATE ingest.session_uploads_left
-                   SET attempts = attempts + 1,
-                       due = now() + least($2::interval * power(2, least(attempts, 30)),
-                                           $3::interval)
-                   WHERE session_id = ANY($1::uuid[])""",
-                kept,
+                """UPDATE ingest.session_uploads_left l
+                   SET attempts = l.attempts + 1,
+                       due = now() + least($3::interval * power(2, least(l.attempts, 30)),
+                                           $4::interval)
+                   FROM unnest($1::uuid[], $2::timestamptz[]) AS d (session_id, due)
+                   WHERE l.session_id = d.session_id AND l.due = d.due""",
+                [r["session_id"] for r in kept],
+                [r["due"] for r in kept],
                 RECLAIM_AGAIN,
                 RECLAIM_AT_MOST,
             )
