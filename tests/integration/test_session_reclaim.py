@@ -2,7 +2,7 @@
 a store that refuses a note's key for good: tried again later and later (twice as late
 each time, a day at most), counted and dated for an operator, one log line a round. And
 a completion that finds its session ended notes its store's side again, which a round
-in flight then does not forget."""
+in flight then does not forget, nor put off when the store refuses it."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ class RefusingStore:
         self.meanwhile: list[Callable[[], Awaitable[None]]] = []
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
-        if key.startswith("refused/"):
-            raise PermissionError(f"access denied: {key}")
         for happens in self.meanwhile:
             await happens()
+        if key.startswith("refused/"):
+            raise PermissionError(f"access denied: {key}")
 
     async def delete(self, key: str) -> None:
         self.done.append(key)
@@ -136,3 +136,32 @@ async def test_a_completion_finding_its_session_ended_notes_its_store_side_again
     assert await reclaimer.reclaim() == 1  # the object the assembly left, deleted
     assert await pool.fetchval("SELECT count(*) FROM ingest.session_uploads_left") == 0
     assert store.done == [f"uploads/{aborted}"] * 2
+
+
+async def test_a_note_noted_again_during_a_round_the_store_refuses_stays_due(
+    pool: asyncpg.Pool,
+) -> None:
+    """A completion notes a session's store's side again while a round is refused that
+    note's calls: the round's backoff is for the note it read, not the new one, which
+    the next round does at once."""
+    store = RefusingStore()
+    reclaimer = reclaimer_on(pool, store)
+    aborted = await session(pool, "aborted")
+    await pool.execute(
+        "INSERT INTO ingest.session_uploads_left (session_id, store_key, upload_id)"
+        " VALUES ($1, $2, 'u')",
+        aborted,
+        f"refused/{aborted}",
+    )
+
+    async def assembled_and_refused() -> None:  # during the round's store calls
+        store.meanwhile.clear()
+        async with pool.acquire() as conn:
+            assert await reclaimer._note_again(conn, aborted)
+
+    store.meanwhile.append(assembled_and_refused)
+    assert await reclaimer.reclaim() == 0
+    note = await pool.fetchrow(
+        "SELECT attempts, due <= now() AS due FROM ingest.session_uploads_left"
+    )
+    assert note is not None and (note["attempts"], note["due"]) == (0, True)

@@ -328,6 +328,36 @@ async def test_a_copy_failing_once_the_session_ended_answers_that_it_ended(
     assert (refused.value.status, refused.value.code) == (409, "session_ended")
 
 
+async def test_a_completion_refused_as_it_records_wakes_the_reclaimer_once_committed(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Aborted while its object was copied (the copy done): the completion, refused as
+    it records, notes its store's side again and wakes the reclaimer after its
+    transaction has committed, unkeyed as the browser completes, not inside it (the
+    reclaimer's round would not see the note, and wait for its next sweep)."""
+    session_id = await completed_once(context, b"aborted while copied\n" * 100)
+    copy = LocalBlobStore.copy
+
+    async def aborted_meanwhile(self: LocalBlobStore, source: str, target: str) -> None:
+        await context.sessions.abort(CAUSE, session_id)
+        await copy(self, source, target)
+
+    def in_transaction() -> bool:  # any of the pool's connections (asyncpg's own)
+        holders = context.pool._holders  # type: ignore[attr-defined]
+        return any(h._con is not None and h._con.is_in_transaction() for h in holders)
+
+    woken: list[bool] = []
+    monkeypatch.setattr(context.sessions, "reclaim_soon", lambda: woken.append(in_transaction()))
+    monkeypatch.setattr(LocalBlobStore, "copy", aborted_meanwhile)
+    with pytest.raises(Refused) as refused:
+        await context.sessions.complete(CAUSE, session_id)
+    assert (refused.value.status, refused.value.code) == (409, "session_ended")
+    assert woken == [False, False]  # the abort's, then the completion's: each committed
+    assert await context.pool.fetchval(
+        "SELECT count(*) FROM ingest.session_uploads_left WHERE session_id = $1", session_id
+    )
+
+
 async def test_expiry_leaves_a_session_being_completed_be(
     context: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -78,9 +78,14 @@ COMPLETING_KEPT = timedelta(hours=24)
 # to list a page of its parts (1,000): well within the gateway's read budget (15 s), so
 # a hung store (30 s a call) does not hang the read; past it the session is shown from
 # what the database has, its parts unknown (`_view`). A page, not the listing: a
-# session of 10,000 parts on a slow but answering store is listed whole (the caller's
-# deadline bounds the rest).
+# session of 10,000 parts on a slow but answering store is listed whole, if within
+# `PARTS_TOTAL_S` of the read's first call.
 PARTS_WAIT_S = 5.0
+# How long a read waits for the whole listing, however its pages come: under the
+# gateway's read budget (15 s) with room for the rest of the read, so a slow listing (or
+# a store paging without end) gives `parts_known: false`, not the gateway's 503 (on which
+# the Python client opens a new session and sends the file again).
+PARTS_TOTAL_S = 10.0
 # A session (`s`) no completion began within `COMPLETING_KEPT` ($1). A completion stamps
 # it holding the session's row, which expiry takes (SKIP LOCKED) before it reads this.
 NOT_COMPLETING = """NOT EXISTS (SELECT 1 FROM ingest.sessions_completing c
@@ -439,6 +444,7 @@ class Sessions(Handlers):
             log.error("ingest.session_store_failed", error=repr(error))
             raise storage_failed(error) from error
         rejected: Refused | None = None
+        noted = False
         async with self.pool.acquire() as conn, conn.transaction():
             await claim_blobs(conn, [file.blob_key])
             if not await claims.settle(conn, [file.blob_key], holder):
@@ -457,7 +463,7 @@ class Sessions(Handlers):
                 # gone), or its metadata no longer taken: the copy, dated now, is
                 # reclaimed after the collector's grace unless a file refers to it.
                 await claim_blobs(conn, [file.blob_key], now())
-                await self._note_again(conn, session_id)
+                noted = await self._note_again(conn, session_id)
                 rejected = refusal
             else:
                 changes = domain.complete_session(
@@ -481,6 +487,8 @@ class Sessions(Handlers):
                     )
                 position = await self.store.append(conn, envelopes)
         if rejected is not None:
+            if noted:  # once the note has committed (unkeyed, the hook runs at once)
+                idempotency.after_commit(self.reclaim_soon)
             raise rejected
         try:
             await self.blobs.delete(key)
@@ -509,17 +517,20 @@ class Sessions(Handlers):
         """409 if the session ended since it was read (`_open`'s refusal), its store's
         side noted again first (`_note_again`)."""
         async with self.pool.acquire() as conn:
-            await self._note_again(conn, session_id)
+            if await self._note_again(conn, session_id):
+                idempotency.after_commit(self.reclaim_soon)
         async with self.pool.acquire() as conn:
             await self._open(conn, session_id, lock=False)
 
-    async def _note_again(self, conn: Conn, session_id: uuid.UUID) -> None:
+    async def _note_again(self, conn: Conn, session_id: uuid.UUID) -> bool:
         """A completion that finds its session ended (aborted, expired, its opener's
         right gone while it assembled, read or copied) notes its store's side again,
         for the reclaimer: the end's note may have been done before the assembly put
         the object in place (a store's assembly of a huge file, the local store's join),
         which would stay for good. Done twice, it costs requests only; an open session
-        (a refusal that leaves it open) is not noted."""
+        (a refusal that leaves it open) is not noted. Whether it noted: the caller wakes
+        the reclaimer once `conn`'s transaction has committed (`idempotency.after_commit`
+        runs its hook at once outside a keyed request)."""
         noted = await conn.fetchval(
             """INSERT INTO ingest.session_uploads_left (session_id, store_key, upload_id)
                SELECT id, store_key, upload_id FROM ingest.sessions
@@ -528,8 +539,7 @@ class Sessions(Handlers):
                RETURNING true""",
             session_id,
         )
-        if noted:
-            idempotency.after_commit(self.reclaim_soon)
+        return bool(noted)
 
     async def _end_open(self, cause: Cause, session_id: uuid.UUID, status: str) -> None:
         """A session whose parts are gone ended as `status`, if nothing ended it since it
@@ -721,7 +731,7 @@ class Sessions(Handlers):
         )
         gate = asyncio.Semaphore(SWEEP_DELETES)
         gone: list[asyncpg.Record] = []
-        kept: list[uuid.UUID] = []
+        kept: list[asyncpg.Record] = []
         errors: list[str] = []
 
         async def end(row: asyncpg.Record) -> None:
@@ -731,7 +741,7 @@ class Sessions(Handlers):
                         await self.blobs.abort_multipart(row["store_key"], row["upload_id"])
                     await self.blobs.delete(row["store_key"])
                 except Exception as error:  # the store away: a later round tries again
-                    kept.append(row["session_id"])
+                    kept.append(row)
                     errors.append(repr(error))
                 else:
                     gone.append(row)
@@ -750,6 +760,8 @@ class Sessions(Handlers):
         if kept:
             # Later, and behind the others: a store refusing some keys holds up no other.
             # One line a round, not one a note: a store refusing for good is no flood.
+            # Those noted again meanwhile stay due at once (as the delete above: their
+            # completion's object may have come after this round's calls).
             log.warning(
                 "ingest.session_uploads_left",
                 refused=len(kept),
@@ -757,12 +769,14 @@ class Sessions(Handlers):
                 error=errors[0],
             )
             await self.pool.execute(
-                """UPDATE ingest.session_uploads_left
-                   SET attempts = attempts + 1,
-                       due = now() + least($2::interval * power(2, least(attempts, 30)),
-                                           $3::interval)
-                   WHERE session_id = ANY($1::uuid[])""",
-                kept,
+                """UPDATE ingest.session_uploads_left l
+                   SET attempts = l.attempts + 1,
+                       due = now() + least($3::interval * power(2, least(l.attempts, 30)),
+                                           $4::interval)
+                   FROM unnest($1::uuid[], $2::timestamptz[]) AS d (session_id, due)
+                   WHERE l.session_id = d.session_id AND l.due = d.due""",
+                [r["session_id"] for r in kept],
+                [r["due"] for r in kept],
                 RECLAIM_AGAIN,
                 RECLAIM_AT_MOST,
             )
@@ -902,13 +916,14 @@ class Sessions(Handlers):
 
     async def _stored_now(self, row: asyncpg.Record) -> list[domain.StoredPart] | None:
         """The parts in the store for a read, or None if the store did not give a page
-        of them within `PARTS_WAIT_S` (hung, or away)."""
+        of them within `PARTS_WAIT_S` (hung, or away), or not all within `PARTS_TOTAL_S`."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + PARTS_TOTAL_S
         try:
-            async with asyncio.timeout(PARTS_WAIT_S) as bound:
-                loop = asyncio.get_running_loop()
+            async with asyncio.timeout(min(PARTS_WAIT_S, PARTS_TOTAL_S)) as bound:
 
                 def paged() -> None:  # the store answers: the next page has as long
-                    bound.reschedule(loop.time() + PARTS_WAIT_S)
+                    bound.reschedule(min(loop.time() + PARTS_WAIT_S, until))
 
                 return (await self._stored(row, paged))[0]
         except (TimeoutError, OSError) as error:

@@ -494,6 +494,7 @@ class S3BlobStore:
     ) -> list[PartInfo]:
         parts: list[PartInfo] = []
         marker: str | None = None
+        markers: set[str] = set()
         while True:
             try:
                 page = await self._call(
@@ -511,6 +512,9 @@ class S3BlobStore:
             if not page.is_truncated or not page.next_part_number_marker:
                 return parts
             marker = page.next_part_number_marker
+            if marker in markers:  # a store paging in a circle would be listed for ever
+                raise StoreUnavailable(f"the object store listed parts from {marker} again")
+            markers.add(marker)
 
     async def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
