@@ -22,6 +22,7 @@ import asyncio
 import bisect
 import functools
 import itertools
+import os
 import re
 import secrets
 import struct
@@ -845,11 +846,16 @@ MAX_FRAGMENTS = 250_000
 def _fragments(file: IO[bytes], order: str) -> Iterator[tuple[int, int]]:
     """Where each fragment's item starts and its value's length, read item head by item
     head (the file is moved on, not read)."""
+    end = os.fstat(file.fileno()).st_size
     for walked in itertools.count():
         at = file.tell()
         length = _item(file, order)
         if length is None:
             return
+        if at + 8 + length > end:
+            # A damaged length: trusted, it made a frame larger than the bound, a 413
+            # asking for fewer frames that no request could satisfy.
+            raise ValueError("a fragment runs past the end of the file")
         if walked == MAX_FRAGMENTS:
             raise Refused(
                 422,

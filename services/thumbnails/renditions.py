@@ -49,6 +49,8 @@ def rendition_key(file_id: uuid.UUID) -> str:
 
 model = Projection(
     name="thumbnails.renditions",
+    # 2: each rendition's turn (`_requested`), kept as it was asked for.
+    version=2,
     tables=("thumbnails.renditions", "thumbnails.reencode_jobs", "thumbnails.reencode_items"),
     ddl="""
     CREATE TABLE IF NOT EXISTS thumbnails.renditions (
@@ -68,12 +70,18 @@ model = Projection(
     );
     CREATE INDEX IF NOT EXISTS renditions_pending ON thumbnails.renditions (requested_at)
         WHERE state = 'pending';
+    ALTER TABLE thumbnails.renditions ADD COLUMN IF NOT EXISTS turn integer NOT NULL DEFAULT 1;
+    CREATE INDEX IF NOT EXISTS renditions_turn ON thumbnails.renditions (turn, requested_at)
+        WHERE state = 'pending';
+    CREATE INDEX IF NOT EXISTS renditions_pending_job ON thumbnails.renditions (job_id)
+        WHERE state = 'pending';
     CREATE TABLE IF NOT EXISTS thumbnails.reencode_jobs (
         id uuid PRIMARY KEY,
         created_by text NOT NULL,
         total integer NOT NULL,
         created_at timestamptz NOT NULL
     );
+    CREATE INDEX IF NOT EXISTS reencode_jobs_creator ON thumbnails.reencode_jobs (created_by);
     CREATE TABLE IF NOT EXISTS thumbnails.reencode_items (
         job_id uuid NOT NULL,
         file_id uuid NOT NULL,
@@ -128,19 +136,36 @@ async def _job(conn: Conn, events: Sequence[Received[ev.ReEncodeRequested]]) -> 
         )
 
 
+# A file's turn is its place among its requester's pending files when it was asked for
+# (one being made counts), so the claim takes each person's files in turn (`_CLAIM`)
+# from an index rather than ranking every pending file of everyone at each claim.
+_PENDING_OF_REQUESTER = """
+SELECT count(*) FROM thumbnails.renditions r JOIN thumbnails.reencode_jobs j ON j.id = r.job_id
+WHERE r.state = 'pending' AND j.created_by = (
+    SELECT created_by FROM thumbnails.reencode_jobs WHERE id = $1)"""
+
+
 @model.on(ev.WebRenditionRequested)
 async def _requested(conn: Conn, events: Sequence[Received[ev.WebRenditionRequested]]) -> None:
+    # A job's files are requested one after another, its job's row first; their turns
+    # follow the requester's pending files as they were before the job's first.
+    next_turn: dict[uuid.UUID, int] = {}
     for e in events:
         r = e.event
+        if r.job_id not in next_turn:
+            next_turn[r.job_id] = 1 + await conn.fetchval(_PENDING_OF_REQUESTER, r.job_id)
+        turn = next_turn[r.job_id]
+        next_turn[r.job_id] += 1
         await conn.execute(
             """INSERT INTO thumbnails.renditions AS t (file_id, version, job_id, kind, sources,
-                   state, requested_at, request_id, correlation_id)
-               VALUES ($1, $2, $3, $4, $5::jsonb, 'pending', $6, $7, $8)
+                   state, requested_at, request_id, correlation_id, turn)
+               VALUES ($1, $2, $3, $4, $5::jsonb, 'pending', $6, $7, $8, $9)
                ON CONFLICT (file_id) DO UPDATE SET version = excluded.version,
                    job_id = excluded.job_id, kind = excluded.kind, sources = excluded.sources,
                    state = 'pending', requested_at = excluded.requested_at,
                    request_id = excluded.request_id, correlation_id = excluded.correlation_id,
-                   blob_key = NULL, facts = NULL, code = NULL, reason = NULL""",
+                   blob_key = NULL, facts = NULL, code = NULL, reason = NULL,
+                   turn = excluded.turn""",
             r.file_id,
             e.stream_version,
             r.job_id,
@@ -149,6 +174,7 @@ async def _requested(conn: Conn, events: Sequence[Received[ev.WebRenditionReques
             e.occurred_at,
             e.event_id,
             e.correlation_id,
+            turn,
         )
 
 
@@ -221,21 +247,16 @@ CREATE TABLE IF NOT EXISTS thumbnails.rendition_leases (
 
 # Each person's files in turn, not the oldest first: one who asked for a thousand files
 # (at up to 10 minutes each) held the workers for days before another's first. A pending
-# file's turn is its place among its requester's pending files (one being made counts,
-# so the next is another person's first); equal turns go by age.
+# file's turn is its place among its requester's pending files when it was asked for
+# (`_requested`; so the next is another person's first); equal turns go by age, read
+# from the index renditions_turn.
 _CLAIM = """
-WITH turns AS (
-    SELECT r.file_id, r.requested_at,
-        row_number() OVER (PARTITION BY j.created_by ORDER BY r.requested_at, r.file_id)
-            AS turn
-    FROM thumbnails.renditions r LEFT JOIN thumbnails.reencode_jobs j ON j.id = r.job_id
-    WHERE r.state = 'pending'),
-next AS (
-    SELECT r.file_id FROM thumbnails.renditions r JOIN turns t USING (file_id)
+WITH next AS (
+    SELECT r.file_id FROM thumbnails.renditions r
     WHERE r.state = 'pending' AND NOT EXISTS (
         SELECT 1 FROM thumbnails.rendition_leases l
         WHERE l.file_id = r.file_id AND l.until > now())
-    ORDER BY t.turn, t.requested_at LIMIT 1
+    ORDER BY r.turn, r.requested_at LIMIT 1
     FOR UPDATE OF r SKIP LOCKED)
 INSERT INTO thumbnails.rendition_leases AS l (file_id, until, attempts)
 SELECT file_id, now() + $1::interval, 1 FROM next

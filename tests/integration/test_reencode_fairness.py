@@ -84,3 +84,16 @@ async def test_one_person_s_waiting_files_are_capped_by_name(queue: Renditions) 
         "UPDATE thumbnails.renditions SET state = 'made' WHERE file_id = $1", made[0]["file_id"]
     )
     await ask(queue, "user:many", 1)  # one made: room for one more
+
+
+async def test_a_file_s_turn_is_its_place_when_it_was_asked_for(queue: Renditions) -> None:
+    many = await ask(queue, "user:many", 3)
+    for _ in range(2):
+        made = await claimed(queue)
+        await queue.pool.execute(
+            "UPDATE thumbnails.renditions SET state = 'made' WHERE file_id = $1", made
+        )
+    other = await ask(queue, "user:other", 1)
+    # The third of three keeps its third turn: another person's first comes before it
+    # (stored when asked for, a turn is read from an index, not ranked at each claim).
+    assert [await claimed(queue), await claimed(queue)] == [other[0], many[2]]

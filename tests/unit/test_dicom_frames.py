@@ -4,6 +4,7 @@ as pydicom tells them apart when it parses the whole instance."""
 
 from __future__ import annotations
 
+import struct
 import tracemalloc
 from pathlib import Path
 
@@ -91,6 +92,22 @@ def test_uncompressed_frames_are_read_alone(tmp_path: Path, syntax: str) -> None
 def test_a_frame_named_but_not_held_is_a_422(tmp_path: Path) -> None:
     path = instance(tmp_path / "i.dcm", 3, encapsulate([b"\0" * 40]), RLELossless)
     with pytest.raises(Refused) as refused:
+        dicomweb.frames(path, [2], MIB)
+    assert (refused.value.status, refused.value.code) == (422, "cannot_serve_frames")
+
+
+def test_a_fragment_whose_length_runs_past_the_file_is_a_422(tmp_path: Path) -> None:
+    path = instance(
+        tmp_path / "i.dcm",
+        2,
+        encapsulate([jpeg(1, 30), jpeg(2, 30)], has_bot=False),
+        JPEGBaseline8Bit,
+    )
+    data = bytearray(path.read_bytes())
+    second = data.rfind(b"\xfe\xff\x00\xe0" + struct.pack("<I", 34))  # frame 2's item
+    data[second + 4 : second + 8] = struct.pack("<I", 0x7FFFFFF0)
+    path.write_bytes(bytes(data))
+    with pytest.raises(Refused) as refused:  # was a 413 "ask for fewer": none could be had
         dicomweb.frames(path, [2], MIB)
     assert (refused.value.status, refused.value.code) == (422, "cannot_serve_frames")
 

@@ -254,10 +254,13 @@ IN_WORKER_IMAGES = frozenset({"image/webp", "image/tiff"})
 PROBER = isolated.Isolated("services.ingest.media.prober", workers=2, max_answer=64 * 1024)
 # A worker's own cap runs out first; this much more lets it say so.
 PROBE_GRACE_S = 2.0
-# How long a file waits for one of the workers: the others' files may each be hostile and
-# held to their cap, and an upload's thread that waited without bound held one of the
-# service's threads too (a few such files and no upload was served).
-PROBE_WAIT_S = TIME_CAP
+# How long a file waits for one of the workers. Bounded: an upload's thread that waited
+# without bound held one of the service's threads too (a few hostile files, each held to
+# its cap, and no upload was served). But long enough that ordinary files queued behind
+# each other get their facts: a bucket import's 32 readers of a 54 MB mp4 waited past 5 s
+# for 4 to 8 of them, whose facts were lost for good. 30 s is four hostile files' worth
+# (TIME_CAP + PROBE_GRACE_S each) queued ahead on each of the two workers.
+PROBE_WAIT_S = 30.0
 
 
 def _in_worker(read_at: ReadAt, size: int, kind: str, mime_type: str, time_cap: float) -> Media:
@@ -273,6 +276,11 @@ def _in_worker(read_at: ReadAt, size: int, kind: str, mime_type: str, time_cap: 
             wait=PROBE_WAIT_S,
         )
         return _bounded(Media.model_validate_json(answer))
+    except isolated.Busy:
+        # Not the file's doing: a pile-up of others' files (told apart so an operator
+        # reading why facts are missing looks at the load, not at the file).
+        log.info("ingest.facts_unknown", mime_type=mime_type, reason="busy", wait_s=PROBE_WAIT_S)
+        return Media()
     except (isolated.WorkerFailed, isolated.Refusal, ValueError) as failed:
         log.info("ingest.facts_unknown", mime_type=mime_type, reason=str(failed)[:200])
         return Media()
