@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared.kit.logs import log
@@ -171,6 +172,11 @@ class Isolated:
             self._idle.put(None)  # a slot; its worker starts on first use
         self._lock = threading.Lock()
         self._all: set[_Worker] = set()
+        # A worker dies with the thread that started it (PR_SET_PDEATHSIG, so that it
+        # never outlives its parent): started by the callers' threads, which come and go
+        # (anyio's end after 10 s idle), one was killed as the next call took it. So one
+        # thread of this pool's own, which never ends while the process runs, starts them.
+        self._starter = ThreadPoolExecutor(1, thread_name_prefix="isolated-start")
 
     def call(
         self,
@@ -195,13 +201,15 @@ class Isolated:
         settled = False
         try:
             if worker is not None and worker.proc.poll() is not None:
-                # Gone while idle (the parent's thread that started it ended, and took
-                # it along: PR_SET_PDEATHSIG): another one, nothing was sent to it.
+                # Gone while idle (killed, or out of memory): another one, nothing was
+                # sent to it.
                 self._forget(worker)
                 worker = None
             if worker is None:
                 try:
-                    worker = _Worker(self.module, self.address_space, self.start_timeout)
+                    worker = self._starter.submit(
+                        _Worker, self.module, self.address_space, self.start_timeout
+                    ).result()
                 except OSError as error:  # no process to be had (memory, process limit)
                     raise WorkerFailed(f"no worker could start: {error}") from None
                 with self._lock:
@@ -254,6 +262,9 @@ class Isolated:
             workers, self._all = list(self._all), set()
         for worker in workers:
             worker.kill()
+        # Its thread ends; a call after this starts workers from a new one.
+        self._starter.shutdown(wait=False)
+        self._starter = ThreadPoolExecutor(1, thread_name_prefix="isolated-start")
 
 
 def _range(payload: bytes) -> tuple[int, int]:

@@ -149,3 +149,14 @@ def test_a_call_waits_for_a_busy_worker_at_most_its_wait(workers: Isolated) -> N
     held.join()
     assert [type(failed) for failed in outcome] == [WorkerFailed]
     echo(workers)  # the hanging one killed at its cap, its slot back
+
+
+def test_a_worker_started_by_a_thread_that_ended_serves_the_next_call(workers: Isolated) -> None:
+    """A worker dies with the thread that started it (PR_SET_PDEATHSIG): started from the
+    caller's thread, one of anyio's that ended after its idle time, it was killed as the
+    next file's call took it, and that file lost its facts."""
+    started: list[int] = []
+    first = threading.Thread(target=lambda: started.append(echo(workers)))
+    first.start()
+    first.join()
+    assert echo(workers) == started[0]
