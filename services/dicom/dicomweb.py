@@ -34,6 +34,8 @@ from typing import IO, Any
 
 import orjson
 import pydicom
+from pydicom._private_dict import private_dictionaries
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 
 from services.dicom import lean, slices
@@ -64,7 +66,17 @@ _LONG_VRS = frozenset(
     [b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"]
 )
 _HEADER = struct.Struct("<HH2sH").unpack_from
+_IMPLICIT_HEADER = struct.Struct("<HHL").unpack_from
 _LENGTH = struct.Struct("<L").unpack_from
+_ITEM = b"\xfe\xff\x00\xe0"
+# Private elements some private dictionary of pydicom's holds as sequences, by group
+# ("xx" where any) and the element's last byte (its creator's block aside).
+_PRIVATE_SQ = frozenset(
+    (key[:4], int(key[6:], 16))
+    for entries in private_dictionaries.values()
+    for key, entry in entries.items()
+    if entry[0] == "SQ"
+)
 
 _UID = re.compile(r"[0-9]{1,64}(\.[0-9]{1,64}){0,63}")
 _UID_KEYS = {
@@ -599,40 +611,100 @@ def _parts(element: Any, most: int) -> int:
                     return most
         return count
     value = element.value or b""
-    if element.VR not in (None, "SQ", "UN") or len(value) < 8:
-        return 0
-    if element.is_implicit_VR or not element.is_little_endian:
+    if len(value) < 8 or not _holds_items(int(element.tag), element.VR, value):
+        # Every item and element takes 8 bytes at least.
+        return min(most, len(value) // 8) if _maybe_private_sequence(element.tag, element.VR) else 0
+    if not element.is_little_endian:
         # Every item and element takes 8 bytes at least.
         return min(most, len(value) // 8)
-    return _walked_parts(value, most)
+    return _walked_parts(value, most, element.is_implicit_VR)
 
 
-def _walked_parts(value: bytes, most: int) -> int:
-    """Item and element headers in Explicit VR Little Endian bytes, walked in order (a
-    sequence's items and an item's elements follow their headers, whatever their lengths
-    or delimiters): `most` once there are that many, or if the walk loses its way."""
+def _holds_items(tag: int, vr: str | None, value: bytes) -> bool:
+    """Whether pydicom reads an element's value as a sequence: its VR says so, or,
+    unknown (implicit VR, UN), the dictionary does or the value begins as items do. An
+    implicit VR element has no VR of its own (None): charged as a sequence, every long
+    value of an implicit VR file would be."""
+    if vr not in (None, "UN"):
+        return vr == "SQ"
+    if value[:4] == _ITEM:
+        return True
+    try:
+        return dictionary_VR(tag) == "SQ"
+    except KeyError:
+        return False
+
+
+def _maybe_private_sequence(tag: int, vr: str | None) -> bool:
+    """Whether pydicom may read a private element of no known VR as a sequence (some
+    private dictionary of its creator's has it so), whatever its value holds."""
+    if vr not in (None, "UN") or not tag >> 16 & 1:
+        return False
+    group, last = f"{tag >> 16:04X}", tag & 0xFF
+    return (group, last) in _PRIVATE_SQ or (group[:2] + "xx", last) in _PRIVATE_SQ
+
+
+def _walked_parts(value: bytes, most: int, implicit: bool) -> int:
+    """Item and element headers in Little Endian bytes, walked in order (a sequence's
+    items and an item's elements follow their headers, whatever their lengths or
+    delimiters), each item read as pydicom reads it: in implicit VR within one, else as
+    its first element's VR bytes tell. `most` once there are that many, or where the
+    walk cannot follow pydicom."""
     count, at, end = 0, 0, len(value)
+    # The items open at `at`: where each ends (None: at its delimiter), and its encoding.
+    items: list[tuple[int | None, bool]] = []
     while at + 8 <= end:
+        while items and items[-1][0] is not None and at >= items[-1][0]:
+            items.pop()
         count += 1
         if count >= most:
             return most
-        group, _, vr, length = _HEADER(value, at)
+        inside = items[-1][1] if items else implicit
+        group, element, length = _IMPLICIT_HEADER(value, at)
         if group == 0xFFFE:  # an item or a delimiter: 8 bytes, its content follows
+            if element == 0xE000:
+                first_vr = value[at + 12 : at + 14]
+                items.append(
+                    (
+                        None if length == 0xFFFFFFFF else at + 8 + length,
+                        inside or not all(0x40 < b < 0x5B for b in first_vr),
+                    )
+                )
+            elif element == 0xE00D and items:
+                items.pop()
             at += 8
             continue
-        if vr in _LONG_VRS:
-            if at + 12 > end:
-                return most
-            (length,) = _LENGTH(value, at + 8)
-            at += 12
-        else:
+        if inside:
+            vr = None
             at += 8
-        if vr == b"SQ":
-            continue  # its items follow
-        if length == 0xFFFFFFFF or (vr == b"UN" and length > INLINE_LIMIT):
+        else:
+            _, _, raw_vr, length = _HEADER(value, at)
+            if not b"AA" <= raw_vr <= b"ZZ":
+                # pydicom reads it as implicit VR, a length of 4 bytes, where this walk
+                # could skip what it parses: left out.
+                return most
+            if raw_vr in _LONG_VRS:
+                if at + 12 > end:
+                    return most
+                (length,) = _LENGTH(value, at + 8)
+                at += 12
+            else:
+                at += 8
+            vr = raw_vr.decode()
+        if vr == "SQ" or (
+            vr in (None, "UN")
+            and (
+                length == 0xFFFFFFFF
+                or _holds_items((group << 16) | element, vr, value[at : at + 4])
+            )
+        ):
+            continue  # its items follow (a private sequence may be UN of undefined length)
+        if length == 0xFFFFFFFF:
             return most  # a value pydicom parses that this walk does not
+        if _maybe_private_sequence((group << 16) | element, vr):
+            count += length // 8
         at += length
-    return count
+    return min(count, most)
 
 
 async def metadata(

@@ -314,3 +314,59 @@ def test_a_large_file_cut_off_by_a_session_that_ended_goes_on_after_signing_in_a
     [listed] = items(api, folder["id"])
     assert listed["name"] == "big.bin.txt" and listed["size"] == size
     assert listed["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_large_file_is_not_sent_on_the_session_of_one_who_signed_out(
+    page: Page, api: httpx.Client, platform: Stack, tmp_path: Path
+) -> None:
+    """Found by review43: another editor signs in on the same browser (in another tab)
+    while a large file's parts go; asked again for its parts after a failed one, the
+    session shows them without URLs (its opener's alone), and the app PUT them to
+    "undefined". The file is not sent, and says why."""
+    folder = make_folder(api, unique("switched"))
+    user = api.post(
+        "/v1/users",
+        json={"email": f"{unique('web')}@example.com", "name": "Web", "org_role": "member"},
+    ).json()
+    added = api.post(
+        f"/v1/folders/{folder['id']}/collaborators",
+        json={"emails": [user["email"]], "role": "editor"},
+    )
+    assert added.status_code == 200, added.text
+    key = api.post(f"/v1/users/{user['id']}/keys").json()["api_key"]
+    sign_in(page)
+    size = 20 * 1024 * 1024
+    body = (b"not theirs to send\n" * (size // 19 + 1))[:size]
+    big = tmp_path / "big.bin.txt"
+    big.write_bytes(body)
+    switched: list[bool] = []
+    sent_to: list[str] = []
+
+    def switch_then_fail(route: Route) -> None:
+        if not switched:
+            switched.append(True)
+            with httpx.Client(base_url=platform.gateway_url) as client:
+                started = client.post(
+                    "/v1/sessions", json={"api_key": key}, headers={"X-Files-CSRF": "1"}
+                )
+                assert started.status_code == 201, started.text
+            page.context.add_cookies(
+                [{**_cookie(page), "value": started.cookies["files_session"]}]  # type: ignore[list-item]
+            )
+        route.fulfill(status=503, json={"code": "unavailable", "message": "try again"})
+
+    page.on("request", lambda r: r.method == "PUT" and sent_to.append(r.url))
+    page.route("**/v1/uploads/*/parts/*", switch_then_fail)
+    page.goto(f"/folders/{folder['id']}")
+    page.get_by_role("button", name="Upload files").click()
+    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog.get_by_label("Files", exact=True).set_input_files(big)
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+    row = dialog.get_by_role("list", name="Files to upload").get_by_role(
+        "listitem", name="big.bin.txt"
+    )
+    expect(row).to_contain_text("someone else signed in on this browser", timeout=30_000)
+    assert sent_to and all("/v1/uploads/" in url for url in sent_to), sent_to
+    [opened] = {re.search(r"/v1/uploads/([^/]+)/", url)[1] for url in sent_to}  # type: ignore[index]
+    assert api.get(f"/v1/uploads/{opened}").json()["status"] == "open"
+    assert items(api, folder["id"]) == []

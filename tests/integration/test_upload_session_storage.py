@@ -5,6 +5,7 @@ assembled object it cannot delete once the file is recorded is deleted by the sw
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 import threading
@@ -25,7 +26,7 @@ from services.ingest.sessions import handlers
 from services.ingest.sessions.handlers import Sessions, _signature
 from services.ingest.sessions.projections import sessions
 from shared.contracts.envelope import Cause
-from shared.kit.blobs import LocalBlobStore, UnknownUpload, content_key
+from shared.kit.blobs import LocalBlobStore, UnknownUpload, content_key, local
 from shared.kit.errors import Refused
 from shared.kit.service import Parts
 from shared.kit.settings import Settings
@@ -493,15 +494,16 @@ async def test_an_assembly_begun_alongside_never_replaces_the_assembled_object(
 async def test_an_upload_whose_assembly_died_once_it_took_the_upload_is_aborted_whole(
     tmp_path: Path,
 ) -> None:
-    """Killed between taking the upload's name file and placing the object: its session
-    sees the parts gone (and expires); the abort of its expiry deletes them all the same."""
+    """Killed between taking the upload's name file and placing the object: the store
+    says it busy (503s, as while an assembly goes on) until the session expires; the
+    abort of its expiry deletes the parts all the same."""
     blobs = LocalBlobStore(tmp_path / "blobs")
     key = f"uploads/{uuid.uuid4().hex}"
     upload_id = await blobs.create_multipart(key)
     await blobs.put_part(key, upload_id, 1, chunks(b"sent before the crash\n"))
     folder = blobs.root / "multipart" / upload_id
     (folder / "key").rename(folder / "joined")
-    with pytest.raises(UnknownUpload):
+    with pytest.raises(local.Assembling):
         await blobs.list_parts(key, upload_id)
     with pytest.raises(UnknownUpload):  # another upload's name is not this one's
         await blobs.abort_multipart(f"uploads/{uuid.uuid4().hex}", upload_id)
@@ -509,3 +511,61 @@ async def test_an_upload_whose_assembly_died_once_it_took_the_upload_is_aborted_
     assert not folder.exists()
     with pytest.raises(UnknownUpload):
         await blobs.abort_multipart(key, upload_id)
+
+
+async def test_a_completion_alongside_one_that_assembles_is_told_to_try_again(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review43: a second completion whose assembly asked for the upload after
+    the first's had taken it (its name file moved) but before it placed the object found
+    it gone, and ended the session as expired (409 session_lost) while the first stored
+    the file. It is the store busy (503); asked again, the session has ended completed."""
+    data = b"two completions, one assembly\n" * 100
+    session_id = await completed_once(context, data)
+    loop = asyncio.get_running_loop()
+    join, replace = Sessions._join, local._replace
+    second_listed, second_done = asyncio.Event(), threading.Event()
+    second: list[BaseException] = []
+    joins: list[bool] = []
+
+    async def completing_again() -> None:
+        try:
+            await context.sessions.complete(CAUSE, session_id)
+        except BaseException as error:
+            second.append(error)
+        finally:
+            second_done.set()
+
+    async def both_listed(self: Sessions, row: asyncpg.Record, stored: list[Any]) -> None:
+        joins.append(True)
+        if len(joins) == 1:  # the first: the second lists the parts too
+            task = asyncio.create_task(completing_again())
+            await asyncio.wait_for(second_listed.wait(), 10)
+            await join(self, row, stored)
+            await task
+        else:
+            second_listed.set()
+            await go_on.wait()
+            await join(self, row, stored)
+
+    go_on = asyncio.Event()
+
+    def taken_not_placed(spool: str | Path, final: str) -> list[str]:
+        # The first's assembly has taken the upload: the second's goes now.
+        loop.call_soon_threadsafe(go_on.set)
+        assert second_done.wait(10), "the second completion never ended"
+        return replace(spool, final)
+
+    monkeypatch.setattr(Sessions, "_join", both_listed)
+    monkeypatch.setattr(local, "_replace", taken_not_placed)
+    done, _ = await context.sessions.complete(CAUSE, session_id)
+    assert done["job_id"] == str(session_id)
+    [busy] = second
+    assert isinstance(busy, Refused) and (busy.status, busy.code) == (503, "storage_unavailable")
+    state = await context.sessions.state(session_id)
+    assert state is not None and state["status"] == "completed"
+    stored = context.blobs.path(content_key(hashlib.sha256(data).hexdigest()))
+    assert stored.read_bytes() == data
+    with pytest.raises(Refused) as again:
+        await context.sessions.complete(CAUSE, session_id)
+    assert again.value.code == "session_ended"

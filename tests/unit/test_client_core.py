@@ -521,6 +521,42 @@ def test_a_large_files_metadata_goes_with_its_session_never_a_patch_after(
     assert [c.method for c in bare] == ["GET", "POST"]
 
 
+def test_a_session_opened_by_another_is_not_resumed(tmp_path: Path) -> None:
+    """Found by review43: its missing parts come without URLs (shown to its opener
+    only), and resuming it (by its id, or the journal, the OS user's and not the key's)
+    was a KeyError; a new session is opened instead. Its own parts, with URLs, resume."""
+    theirs = {"status": "open", "parts": [{"part": 1, "size": 10}]}
+    sent = _session_run(tmp_path, None, theirs)
+    assert [(c.method, c.url.removeprefix("http://files.test")) for c in sent] == [
+        ("GET", "/v1/uploads/s-old"),
+        ("POST", "/v1/folders/f-top/uploads"),
+        ("POST", "/v1/uploads/s-new/complete"),
+    ]
+    mine = {"status": "open", "parts": [{"part": 1, "size": 10, "url": "http://files.test/p/1"}]}
+    assert [c.method for c in _session_run(tmp_path, None, mine)] == ["GET", "POST"]
+
+
+def test_a_session_read_by_another_editor_parses_without_part_urls() -> None:
+    """Found by review43: `PartUrl.url` was required, so `get_upload_session` raised a
+    ValidationError for any editor but the session's opener."""
+    from files_client.models import UploadSession
+
+    found = UploadSession.model_validate(
+        {
+            "id": "s1",
+            "job_id": "s1",
+            "folder_id": "f",
+            "name": "big.bin",
+            "size": 10,
+            "part_size": 10,
+            "status": "open",
+            "expires_at": "2026-12-08T00:00:00+00:00",
+            "parts": [{"part": 1, "size": 10}],
+        }
+    )
+    assert found.parts[0].url is None
+
+
 def _driven(op: Any, reply: Any, sent: list[Any]) -> Any:
     """An operation run against `reply` (a Send's call to its answer), side by side
     ones in turn; each call sent kept in `sent`."""

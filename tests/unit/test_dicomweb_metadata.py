@@ -108,3 +108,114 @@ def test_a_sequence_of_undefined_length_is_counted_as_read(
     assert PRIVATE not in header and len(header[REFERENCED]["Value"]) == 2
     header = dicomweb.header_json(io.BytesIO(ct_slice(100, undefined=True)))
     assert len(header[PRIVATE]["Value"]) == 100
+
+
+def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    if vr in (b"SQ", b"UN", b"OB"):
+        return struct.pack("<HH2sHL", group, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def _item(content: bytes) -> bytes:
+    return struct.pack("<HHL", 0xFFFE, 0xE000, len(content)) + content
+
+
+def _enhanced(frames: int, *, syntax: str) -> bytes:
+    """An enhanced CT of `frames` frames (written by pydicom, in `syntax`): four
+    functional group sequences a frame, and a private block of 100 elements of 5 KB."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.NumberOfFrames = frames
+    block = ds.private_block(0x0019, "ACME", create=True)
+    for offset in range(0x10, 0x10 + 100):
+        block.add_new(offset, "UN", b"x" * 5000)
+    groups = []
+    for n in range(frames):
+        content, position, place, exposure = Dataset(), Dataset(), Dataset(), Dataset()
+        content.FrameAcquisitionNumber, content.StackID, content.InStackPositionNumber = n, "1", n
+        content.FrameAcquisitionDateTime = "20261207101010.123456"
+        content.FrameReferenceDateTime = "20261207101010.123456"
+        content.FrameAcquisitionDuration, content.DimensionIndexValues = 500.0, [1, n + 1]
+        position.ImagePositionPatient = [-250.0, -250.0, -n * 0.625]
+        place.TablePosition = -n * 0.625
+        place.ReconstructionTargetCenterPatient = [0.0, 0.0, -n * 0.625]
+        place.DataCollectionCenterPatient = [0.0, 0.0, -n * 0.625]
+        exposure.ExposureTimeInms, exposure.XRayTubeCurrentInmA = 500.0, 200.0
+        exposure.ExposureInmAs, exposure.CTDIvol = 100.0, 10.0
+        group = Dataset()
+        group.FrameContentSequence = Sequence([content])
+        group.PlanePositionSequence = Sequence([position])
+        group.CTPositionSequence = Sequence([place])
+        group.CTExposureSequence = Sequence([exposure])
+        groups.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(groups)
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_an_enhanced_header_is_served_whole_in_either_encoding(syntax: str) -> None:
+    """Found by review43: in implicit VR (pydicom 3 gives its elements no VR) every
+    element of 8 bytes or more was charged as a sequence of its length over 8: the
+    per-frame sequence of 1,200 frames, and plain private elements of 5 KB, were left out."""
+    header = dicomweb.header_json(io.BytesIO(_enhanced(1_200, syntax=syntax)))
+    assert len(header["52009230"]["Value"]) == 1_200
+    assert sum(key.startswith("00191") for key in header) == 100
+
+
+def _single_frame(content: bytes) -> bytes:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue() + content
+
+
+def test_a_private_sequence_as_un_of_undefined_length_is_walked_as_one() -> None:
+    """Found by review43: a per-frame item holding a private sequence written as UN of
+    undefined length (its items in implicit VR, as PS3.5 6.2.2 has it) left the whole
+    per-frame sequence out."""
+    private = struct.pack("<HH2sHL", 0x2005, 0x140F, b"UN", 0, 0xFFFFFFFF)
+    private += struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    private += struct.pack("<HHL", 0x2005, 0x1001, 4) + b"abcd"
+    private += struct.pack("<HHL", 0xFFFE, 0xE00D, 0) + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    position = _element(0x0020, 0x9113, b"SQ", _item(_element(0x0020, 0x0032, b"DS", b"0\\0\\1 ")))
+    creator = _element(0x2005, 0x0010, b"LO", b"Philips MR Imaging DD 005")
+    frame = _item(position + creator + private)
+    data = _single_frame(
+        _element(0x0028, 0x0008, b"IS", b"1 ") + _element(0x5200, 0x9230, b"SQ", frame)
+    )
+    header = dicomweb.header_json(io.BytesIO(data))
+    first = header["52009230"]["Value"][0]
+    assert first["00209113"]["Value"][0]["00200032"]["Value"] == [0, 0, 1]
+
+
+def test_invalid_vr_bytes_within_a_sequence_leave_it_out_fast() -> None:
+    """Found by review43: pydicom reads an element of invalid VR bytes as implicit VR
+    (a length of 4 bytes, here undefined: a sequence), where the walk read 2 bytes of
+    length and skipped 64 KB of empty items pydicom then parsed, 296,000 of them."""
+    hdr = struct.Struct("<HHL").pack
+    decoy_items = 8_000
+    padding = 65_535 - 24 - 8 * decoy_items
+    content = b""
+    for _ in range(37):
+        content += struct.pack("<HH", 0x0008, 0x1140) + b"\xff\xff\xff\xff"
+        content += hdr(0xFFFE, 0xE000, 8 + padding) + hdr(0x0008, 0x0100, padding) + b"A" * padding
+        content += hdr(0xFFFE, 0xE000, 0) * decoy_items + hdr(0xFFFE, 0xE0DD, 0)
+    data = _single_frame(_element(0x0008, 0x1115, b"SQ", _item(content)))
+    began = time.process_time()
+    header = dicomweb.header_json(io.BytesIO(data))
+    spent = time.process_time() - began
+    assert "00081115" not in header
+    assert spent < 1.0, f"{spent:.2f} s of CPU"

@@ -97,6 +97,8 @@ async function entriesOf(roots: any[]): Promise<{ file: File; path: string }[]> 
 // (cut off by a sign-in that ended), while it is open; else a new one, and if that one
 // had gone (expired, aborted, or not the person's to see: 404), `resume.anew` says so.
 // A session completed after all (its answer lost) is the file stored: nothing is sent.
+// One opened by another (who signed in on this browser before) shows its missing parts
+// without URLs, its opener's alone: not taken up, a new one is opened.
 type Resume = { id?: string; opened: (id: string) => void; anew: () => void };
 
 async function sessionFor(folderId: string, file: File, name: string, resume?: Resume): Promise<any> {
@@ -106,7 +108,8 @@ async function sessionFor(folderId: string, file: File, name: string, resume?: R
       // Only this file's, into this folder: the person may have chosen another folder
       // since, or the list's rows moved under a session remembered for another.
       const same = found.folder_id === folderId && found.name === name && found.size === file.size;
-      if (same && (found.status === "open" || found.status === "completed")) return found;
+      const mine = (found.parts as any[]).every((p) => p.url);
+      if (same && ((found.status === "open" && mine) || found.status === "completed")) return found;
     } catch (e) {
       // Unreachable, or signed out again: "Upload" asks once more, sending nothing twice.
       if (!(e instanceof ApiError && e.status === 404)) throw e;
@@ -174,6 +177,10 @@ async function sendParts(session: any, file: File, onProgress: (loaded: number) 
           await sleep(1000);
         }
       }
+      // Someone else signed in on this browser meanwhile (in another tab): the session's
+      // part URLs are its opener's alone, and the file was not theirs to send.
+      if ((session.parts as any[]).some((p) => !p.url))
+        throw new ApiError(409, "signed_in_as_another", "Not sent: someone else signed in on this browser since it was chosen");
       loaded.clear();
       for (const p of session.parts_stored ?? []) loaded.set(p.part, p.size);
       report();

@@ -183,7 +183,8 @@ class JobData(Data):
 class PartUrl(Data):
     part: int
     size: int
-    url: str
+    # Where to PUT the part: shown to the session's opener only.
+    url: str | None = None
 
 
 class StoredPart(Data):

@@ -491,10 +491,13 @@ def upload_in_parts(
         except FilesError:
             state = None
         # A session opened with other metadata would store the file with that: not it.
+        # Nor one opened by another (the journal is the OS user's, not the key's): its
+        # missing parts come without URLs, shown to its opener only.
         if state is not None and (
             state["status"] != "open"
             or state["size"] != f.size
             or (state.get("metadata") or {}) != (f.metadata or {})
+            or any(not part.get("url") for part in state["parts"])
         ):
             state = None
     if state is None:

@@ -390,7 +390,11 @@ class Sessions(Handlers):
         """`complete` once begun (stamped): assembled, read, copied, recorded."""
         key = row["store_key"]
         plan = domain.plan(row["size"], row["part_size"])
-        stored, assembled = await self._stored(row)
+        try:
+            stored, assembled = await self._stored(row)
+        except OSError as error:  # the local store's assembly alongside, not done yet
+            await self._check_open(session_id)
+            raise storage_failed(error) from error
         try:
             domain.check_complete(plan, stored)
         except Refused:

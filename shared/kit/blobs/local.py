@@ -217,6 +217,11 @@ def _open_layout(root: str) -> bool:
     return True
 
 
+class Assembling(OSError):
+    """An upload an assembly has taken (`_join`) and not ended: the store is busy with
+    it, a 503 to be tried again."""
+
+
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -377,7 +382,16 @@ class LocalBlobStore:
         try:
             named = (folder / "key").read_text()
         except FileNotFoundError:
-            # Never made, or ended (aborted, expired) while we looked: gone either way.
+            try:
+                taken = (folder / JOINED).read_text() == key
+            except FileNotFoundError:
+                # Never made, or ended (aborted, expired) while we looked: gone either way.
+                raise UnknownUpload(upload_id) from None
+            if taken:
+                # An assembly took it and has not placed the object yet: not gone (its
+                # session must not end as expired while that completion records the
+                # file), nor there. Asked again, the object is placed or the upload back.
+                raise Assembling(errno.EBUSY, f"upload {upload_id} is being assembled") from None
             raise UnknownUpload(upload_id) from None
         if named != key:
             raise UnknownUpload(upload_id)
@@ -484,14 +498,8 @@ class LocalBlobStore:
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
             folder = self._upload(key, upload_id)
-        except UnknownUpload:
+        except Assembling:
             # Or taken by an assembly that died before it placed the object: its parts
             # go with the upload all the same.
             folder = self.root / "multipart" / upload_id
-            try:
-                taken = _UPLOAD_ID.fullmatch(upload_id) and (folder / JOINED).read_text() == key
-            except FileNotFoundError:
-                taken = False
-            if not taken:
-                raise
         await asyncio.to_thread(shutil.rmtree, folder, True)
