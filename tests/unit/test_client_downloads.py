@@ -529,22 +529,10 @@ def test_an_edited_instance_among_some_is_found_by_the_whole_series(
     url = "/v1/folders/f/dicomweb/studies/1.2/series/1.2.3"
     asked: list[str] = []
     series, platform = _series(INSTANCES, asked)
-    dest = tmp_path / "series"
-    dest.mkdir()
-    (dest / "1.2.3.1.dcm").write_bytes(b"my own edit")
-    (dest / "1.2.3.3.dcm").write_bytes(INSTANCES["1.2.3.3"])
-    progress: list[int] = []
-    told: list[tuple[Path, str]] = []
-    op = transfer.download(
-        _session(),
-        series,
-        dest,
-        progress.append,
-        told=lambda p, w: told.append((p, w)),
-        overwrite=overwrite,
+    dest, progress, told, error = _rest_of_series(
+        tmp_path, series, platform, overwrite, first=b"my own edit"
     )
-    with httpx.Client(base_url="http://files.test", transport=platform) as http:
-        assert SyncDriver(http).run(op) == dest
+    assert error is None
     assert sum(progress) == series["size"]
     assert (dest / "1.2.3.2.dcm").read_bytes() == INSTANCES["1.2.3.2"]
     if overwrite:
@@ -557,13 +545,18 @@ def test_an_edited_instance_among_some_is_found_by_the_whole_series(
 
 
 def _rest_of_series(
-    tmp_path: Path, series: dict[str, Any], platform: httpx.MockTransport, overwrite: bool
+    tmp_path: Path,
+    series: dict[str, Any],
+    platform: httpx.MockTransport,
+    overwrite: bool,
+    first: bytes = INSTANCES["1.2.3.1"],
 ) -> tuple[Path, list[int], list[tuple[Path, str]], FilesError | None]:
-    """`series` downloaded into a directory holding its first and third instances."""
+    """`series` downloaded into a directory holding its first instance (as `first`
+    has it) and its third."""
     dest = tmp_path / "series"
     dest.mkdir()
-    for uid in ("1.2.3.1", "1.2.3.3"):
-        (dest / f"{uid}.dcm").write_bytes(INSTANCES[uid])
+    (dest / "1.2.3.1.dcm").write_bytes(first)
+    (dest / "1.2.3.3.dcm").write_bytes(INSTANCES["1.2.3.3"])
     progress: list[int] = []
     told: list[tuple[Path, str]] = []
     op = transfer.download(
