@@ -18,9 +18,9 @@ twice), the dataset holds exactly the folder's files, every projection equals it
 rebuild from the events, and every answer was a success or a clear 503 (a lost
 connection only while the gateway itself was down).
 
-`make test` runs a short version (FILES_CHAOS_UPLOADS=150, one fault of each kind, a 5 s
-pause); `make chaos` the full one (1,000 uploads, every fault, a 60 s pause; or the
-faults FILES_CHAOS_FAULTS names). The figures go to FILES_CHAOS_REPORT if set.
+`make test` runs a short version (FILES_CHAOS_UPLOADS=150, five faults, a 5 s pause);
+`make chaos` the full one (1,000 uploads, every fault, a 60 s pause; or the faults
+FILES_CHAOS_FAULTS names). The figures go to FILES_CHAOS_REPORT if set.
 """
 
 from __future__ import annotations
@@ -90,16 +90,15 @@ EVERY_FAULT = (
     "pause ingest",
     "pause catalog",
 )
-# The short run strikes one of each kind: the edge, the service written to, a service
-# that reacts to it, a relay leader, the database and the broker (killed and paused),
-# the object store (hung).
+# The short run strikes the edge, the service written to, the database (killed), the
+# broker (paused) and the object store (hung). A reacting service and a relay leader
+# killed, and the broker killed, are the full run's (and tests/e2e/test_replicas.py,
+# tests/integration/test_scale_out.py kill a datasets process and a relay leader):
+# three fewer faults kept the suite within its 15 minutes.
 SOME_FAULTS = (
     "kill gateway",
     "kill ingest",
-    "kill datasets",
-    "kill relay files.ingest",
     "kill postgres",
-    "kill broker",
     "pause broker",
     "pause s3",
 )

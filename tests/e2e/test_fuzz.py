@@ -35,7 +35,7 @@ import pytest
 from shared.kit.stack import Stack
 from tests.e2e.support import member
 
-EXAMPLES = int(os.environ.get("FILES_FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("FILES_FUZZ_EXAMPLES", "4"))
 SEED = int(os.environ.get("FILES_FUZZ_SEED", "20261202"))
 MAX_TIME_S = int(os.environ.get("FILES_FUZZ_MAX_TIME_S", "0"))
 # A bounded run takes a few minutes on a busy machine; `make fuzz`, as long as it needs.
