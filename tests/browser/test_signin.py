@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Request, Route, expect
+from playwright.sync_api import Locator, Page, Request, Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from shared.kit.stack import Stack
@@ -22,6 +22,17 @@ from tests.e2e.support import png
 def _cookie(page: Page) -> dict:
     [cookie] = [c for c in page.context.cookies() if c["name"] == "files_session"]
     return dict(cookie)
+
+
+def uploading(page: Page, folder_id: str, path: Path) -> tuple[Locator, Locator]:
+    """The Upload files dialog of a folder's page, sending `path`, and its row."""
+    page.goto(f"/folders/{folder_id}")
+    page.get_by_role("button", name="Upload files").click()
+    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog.get_by_label("Files", exact=True).set_input_files(path)
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+    row = dialog.get_by_role("list", name="Files to upload").get_by_role("listitem", name=path.name)
+    return dialog, row
 
 
 def test_sign_in_with_an_api_key_and_sign_out(page: Page, platform: Stack) -> None:
@@ -276,15 +287,7 @@ def test_a_large_file_cut_off_by_a_session_that_ended_goes_on_after_signing_in_a
     page.on("request", on_request)
     page.on("requestfinished", on_finished)
     page.route("**/v1/uploads/*/parts/*", cut_off)
-    page.goto(f"/folders/{folder['id']}")
-    page.get_by_role("button", name="Upload files").click()
-    dialog = page.get_by_role("dialog", name="Upload files")
-    dialog.get_by_label("Files", exact=True).set_input_files(big)
-    dialog.get_by_role("button", name="Upload", exact=True).click()
-
-    row = dialog.get_by_role("list", name="Files to upload").get_by_role(
-        "listitem", name="big.bin.txt"
-    )
+    dialog, row = uploading(page, folder["id"], big)
     expect(row).to_contain_text("Not sent: the session ended", timeout=30_000)
     again = page.get_by_role("dialog", name="Your session has ended")
     expect(again.get_by_label("API key")).to_be_focused()
@@ -357,14 +360,7 @@ def test_a_large_file_is_not_sent_on_the_session_of_one_who_signed_out(
 
     page.on("request", lambda r: r.method == "PUT" and sent_to.append(r.url))
     page.route("**/v1/uploads/*/parts/*", switch_then_fail)
-    page.goto(f"/folders/{folder['id']}")
-    page.get_by_role("button", name="Upload files").click()
-    dialog = page.get_by_role("dialog", name="Upload files")
-    dialog.get_by_label("Files", exact=True).set_input_files(big)
-    dialog.get_by_role("button", name="Upload", exact=True).click()
-    row = dialog.get_by_role("list", name="Files to upload").get_by_role(
-        "listitem", name="big.bin.txt"
-    )
+    _, row = uploading(page, folder["id"], big)
     expect(row).to_contain_text("someone else signed in on this browser", timeout=30_000)
     assert sent_to and all("/v1/uploads/" in url for url in sent_to), sent_to
     [opened] = {re.search(r"/v1/uploads/([^/]+)/", url)[1] for url in sent_to}  # type: ignore[index]
