@@ -764,22 +764,20 @@ class Catalog(Handlers):
     ) -> tuple[dict[str, Any], int]:
         """Needs the editor role on what is named; what lies below comes with it."""
         started = time.monotonic()
-        # A folder's cascade builds an event per file below it (100,000 in one call).
-        with collector_paused():
-            attempt = 1
-            while True:
-                try:
-                    return await self._delete(cause, file_ids, folder_ids, dry_run, access, started)
-                except asyncpg.DeadlockDetectedError:
-                    # A delete locks its folders' trees, then the folders of the files
-                    # it names: two deletes each naming a file of the other's folder
-                    # take them in opposite orders. One statement in id order would
-                    # make every file delete exclude uploads into its folder; the one
-                    # PostgreSQL aborted wrote nothing, so it runs again instead.
-                    if attempt == DELETE_TRIES:
-                        raise
-                    log.info("catalog.delete_deadlock_retried", attempt=attempt)
-                    attempt += 1
+        attempt = 1
+        while True:
+            try:
+                return await self._delete(cause, file_ids, folder_ids, dry_run, access, started)
+            except asyncpg.DeadlockDetectedError:
+                # A delete locks its folders' trees, then the folders of the files
+                # it names: two deletes each naming a file of the other's folder
+                # take them in opposite orders. One statement in id order would
+                # make every file delete exclude uploads into its folder; the one
+                # PostgreSQL aborted wrote nothing, so it runs again instead.
+                if attempt == DELETE_TRIES:
+                    raise
+                log.info("catalog.delete_deadlock_retried", attempt=attempt)
+                attempt += 1
 
     async def _delete(
         self,
@@ -827,7 +825,11 @@ class Catalog(Handlers):
                     "trash_days": self.parts.settings.trash_days,
                 }, 0
             read = time.monotonic()
-            envelopes = _cascade(domain.delete(folders, files), cause)
+            # A folder's cascade builds an event per file below it (100,000 in one
+            # call). Paused here only, never across an await: the pause is the whole
+            # process's, and a request waiting on a lock would hold it for every other.
+            with collector_paused():
+                envelopes = _cascade(domain.delete(folders, files), cause)
             decided = time.monotonic()
             position = await self.write(conn, envelopes)
             written = time.monotonic()
@@ -906,59 +908,61 @@ class Catalog(Handlers):
         that went to the trash with it (below it); trashed folders above what is
         restored come back too (without their other contents), so the path is whole."""
         started = time.monotonic()
-        with collector_paused():
-            async with self.pool.acquire() as conn, conn.transaction():
-                # Restores and deletes of one subtree go one at a time.
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
-                named = await self._trashed(conn, "folders", folder_ids, access, "editor")
-                named_files = await self._trashed(conn, "files", file_ids, access, "editor")
-                above = {p for r in named for p in r["path"]} | {
-                    p for r in named_files for p in r["path"]
-                }
-                chosen = [r["id"] for r in named]
-                folder_rows = await conn.fetch(
-                    f"""SELECT {FOLDER_COLUMNS}, entry->>'created_by' AS created_by,
-                               (entry->>'constituent_of')::uuid AS constituent_of,
-                               t.id = ANY($1::uuid[])
-                               OR ({WENT_WITH.format(t="t", chosen="$1::uuid[]")}) AS below
-                        FROM catalog.trash_folders t
-                        WHERE t.path && $1::uuid[] OR t.id = ANY($2::uuid[]) FOR UPDATE""",
-                    chosen,
-                    list(above),
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Restores and deletes of one subtree go one at a time.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
+            named = await self._trashed(conn, "folders", folder_ids, access, "editor")
+            named_files = await self._trashed(conn, "files", file_ids, access, "editor")
+            above = {p for r in named for p in r["path"]} | {
+                p for r in named_files for p in r["path"]
+            }
+            chosen = [r["id"] for r in named]
+            folder_rows = await conn.fetch(
+                f"""SELECT {FOLDER_COLUMNS}, entry->>'created_by' AS created_by,
+                           (entry->>'constituent_of')::uuid AS constituent_of,
+                           t.id = ANY($1::uuid[])
+                           OR ({WENT_WITH.format(t="t", chosen="$1::uuid[]")}) AS below
+                    FROM catalog.trash_folders t
+                    WHERE t.path && $1::uuid[] OR t.id = ANY($2::uuid[]) FOR UPDATE""",
+                chosen,
+                list(above),
+            )
+            # Items of their own below them (deleted before them) stay.
+            folder_rows = [r for r in folder_rows if r["below"] or r["id"] in above]
+            below = [r["id"] for r in folder_rows if r["below"]]
+            file_rows = await conn.fetch(
+                f"""SELECT {FILE_COLUMNS} FROM catalog.trash_files
+                    WHERE id = ANY($1::uuid[]) OR (folder_id = ANY($2::uuid[]) AND NOT itself)
+                    FOR UPDATE""",
+                list(file_ids),
+                below,
+            )
+            for r in folder_rows:
+                domain.check_top_level_naming(access, _folder(r), r["created_by"], "restore")
+            folders = [_folder(r) for r in folder_rows]
+            files = [_file(r) for r in file_rows]
+            parents = {f.parent_id for f in folders} | {f.folder_id for f in files}
+            present = {
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM catalog.folders WHERE id = ANY($1::uuid[]) FOR SHARE",
+                    [p for p in parents if p is not None],
                 )
-                # Items of their own below them (deleted before them) stay.
-                folder_rows = [r for r in folder_rows if r["below"] or r["id"] in above]
-                below = [r["id"] for r in folder_rows if r["below"]]
-                file_rows = await conn.fetch(
-                    f"""SELECT {FILE_COLUMNS} FROM catalog.trash_files
-                        WHERE id = ANY($1::uuid[]) OR (folder_id = ANY($2::uuid[]) AND NOT itself)
-                        FOR UPDATE""",
-                    list(file_ids),
-                    below,
+            }
+            domain.refuse_orphans(folders, present)
+            back = {f.id for f in folders}
+            lost = [f for f in files if f.folder_id not in back | present]
+            if lost:
+                raise domain.Conflict(
+                    "parent_gone",
+                    f"file {lost[0].name!r} cannot be restored: its folder is gone for good",
+                    {"file_id": str(lost[0].id)},
                 )
-                for r in folder_rows:
-                    domain.check_top_level_naming(access, _folder(r), r["created_by"], "restore")
-                folders = [_folder(r) for r in folder_rows]
-                files = [_file(r) for r in file_rows]
-                parents = {f.parent_id for f in folders} | {f.folder_id for f in files}
-                present = {
-                    r["id"]
-                    for r in await conn.fetch(
-                        "SELECT id FROM catalog.folders WHERE id = ANY($1::uuid[]) FOR SHARE",
-                        [p for p in parents if p is not None],
-                    )
-                }
-                domain.refuse_orphans(folders, present)
-                back = {f.id for f in folders}
-                lost = [f for f in files if f.folder_id not in back | present]
-                if lost:
-                    raise domain.Conflict(
-                        "parent_gone",
-                        f"file {lost[0].name!r} cannot be restored: its folder is gone for good",
-                        {"file_id": str(lost[0].id)},
-                    )
-                read = time.monotonic()
-                path_only = {f.id for f in folders} - set(below)
+            read = time.monotonic()
+            path_only = {f.id for f in folders} - set(below)
+            # An event per file restored (100,000 in one call); paused around the
+            # building alone, never across an await (`delete`).
+            with collector_paused():
                 envelopes = envelopes_of(
                     domain.restore(
                         folders,
@@ -969,18 +973,18 @@ class Catalog(Handlers):
                     ),
                     cause,
                 )
-                decided = time.monotonic()
-                deferred = len(files) >= self.parts.settings.restore_defer_gin_from
-                if deferred:
-                    # The GIN indexes (trigrams, metadata) take the rows into their pending
-                    # lists only; they are merged after the answer, beside the datasets'
-                    # work on the other core (bench/README.md, trash).
-                    await conn.execute("SET LOCAL gin_pending_list_limit = '2GB'")
-                    # The rows' sort into the widest index's order (tree.files_restored),
-                    # 50 MB at 100,000 files, in memory rather than through temp files.
-                    await conn.execute("SET LOCAL work_mem = '64MB'")
-                position = await self.write(conn, envelopes)
-                written = time.monotonic()
+            decided = time.monotonic()
+            deferred = len(files) >= self.parts.settings.restore_defer_gin_from
+            if deferred:
+                # The GIN indexes (trigrams, metadata) take the rows into their pending
+                # lists only; they are merged after the answer, beside the datasets'
+                # work on the other core (bench/README.md, trash).
+                await conn.execute("SET LOCAL gin_pending_list_limit = '2GB'")
+                # The rows' sort into the widest index's order (tree.files_restored),
+                # 50 MB at 100,000 files, in memory rather than through temp files.
+                await conn.execute("SET LOCAL work_mem = '64MB'")
+            position = await self.write(conn, envelopes)
+            written = time.monotonic()
         if deferred:
             task = asyncio.create_task(self._merge_gin_pending(), name="catalog.gin-merge")
             # The runtime cancels its tasks before it closes the pool.
@@ -1118,54 +1122,59 @@ class Catalog(Handlers):
             if access.org_admin
             else [f for f, role in access.grants.items() if RANK[role] >= RANK["editor"]]
         )
-        with collector_paused():
-            while True:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
-                    files = await conn.fetch(
-                        f"""SELECT {FILE_COLUMNS} FROM catalog.trash_files t
+        while True:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MOVE_LOCK)
+                files = await conn.fetch(
+                    f"""SELECT {FILE_COLUMNS} FROM catalog.trash_files t
+                        WHERE ($1::uuid[] IS NULL OR path && $1::uuid[])
+                          AND ($2::timestamptz IS NULL OR trashed_at < $2)
+                          AND (NOT $4::boolean OR id = ANY($5::uuid[])
+                               OR (NOT itself
+                                   AND {WENT_WITH.format(t="t", chosen="$6::uuid[]")}))
+                        ORDER BY id LIMIT $3 FOR UPDATE""",
+                    editor_roots,
+                    older_than,
+                    PURGE_BATCH,
+                    chosen,
+                    chosen_files,
+                    chosen_folders,
+                )
+                folders = []
+                if len(files) < PURGE_BATCH:
+                    # Folders once their files have gone: innermost first does not
+                    # matter, nothing refers to a purged folder.
+                    folders = await conn.fetch(
+                        f"""SELECT {FOLDER_COLUMNS} FROM catalog.trash_folders d
                             WHERE ($1::uuid[] IS NULL OR path && $1::uuid[])
                               AND ($2::timestamptz IS NULL OR trashed_at < $2)
                               AND (NOT $4::boolean OR id = ANY($5::uuid[])
-                                   OR (NOT itself
-                                       AND {WENT_WITH.format(t="t", chosen="$6::uuid[]")}))
+                                   OR {WENT_WITH.format(t="d", chosen="$5::uuid[]")})
+                              AND NOT EXISTS (SELECT 1 FROM catalog.trash_files t
+                                              WHERE t.path && ARRAY[d.id])
+                              -- a folder deleted on its own below it goes back there
+                              AND NOT EXISTS (SELECT 1 FROM catalog.trash_folders s
+                                              WHERE s.itself AND s.id <> d.id
+                                                AND s.path && ARRAY[d.id])
                             ORDER BY id LIMIT $3 FOR UPDATE""",
                         editor_roots,
                         older_than,
-                        PURGE_BATCH,
+                        PURGE_BATCH - len(files),
                         chosen,
-                        chosen_files,
                         chosen_folders,
                     )
-                    folders = []
-                    if len(files) < PURGE_BATCH:
-                        # Folders once their files have gone: innermost first does not
-                        # matter, nothing refers to a purged folder.
-                        folders = await conn.fetch(
-                            f"""SELECT {FOLDER_COLUMNS} FROM catalog.trash_folders d
-                                WHERE ($1::uuid[] IS NULL OR path && $1::uuid[])
-                                  AND ($2::timestamptz IS NULL OR trashed_at < $2)
-                                  AND (NOT $4::boolean OR id = ANY($5::uuid[])
-                                       OR {WENT_WITH.format(t="d", chosen="$5::uuid[]")})
-                                  AND NOT EXISTS (SELECT 1 FROM catalog.trash_files t
-                                                  WHERE t.path && ARRAY[d.id])
-                                  -- a folder deleted on its own below it goes back there
-                                  AND NOT EXISTS (SELECT 1 FROM catalog.trash_folders s
-                                                  WHERE s.itself AND s.id <> d.id
-                                                    AND s.path && ARRAY[d.id])
-                                ORDER BY id LIMIT $3 FOR UPDATE""",
-                            editor_roots,
-                            older_than,
-                            PURGE_BATCH - len(files),
-                            chosen,
-                            chosen_folders,
-                        )
-                    if not files and not folders:
-                        break
-                    changes = domain.purge([_folder(r) for r in folders], [_file(r) for r in files])
-                    position = await self.record(conn, changes, cause)
-                    purged_folders += len(folders)
-                    purged_files += len(files)
+                if not files and not folders:
+                    break
+                # A batch's events built with the collector paused, never across an
+                # await (`delete`).
+                with collector_paused():
+                    envelopes = envelopes_of(
+                        domain.purge([_folder(r) for r in folders], [_file(r) for r in files]),
+                        cause,
+                    )
+                position = await self.write(conn, envelopes)
+                purged_folders += len(folders)
+                purged_files += len(files)
         return {"purged_folders": purged_folders, "purged_files": purged_files}, position
 
     async def purge_expired_forever(self, every_s: float) -> None:

@@ -776,7 +776,9 @@ def collector_paused() -> Iterator[None]:
     Building 100,000 envelopes allocates enough to set off many full collections,
     each walking the whole heap of a long-running service: measured, they cost as
     much as the building itself. The batch holds no reference cycles worth finding
-    meanwhile, and collection resumes when the outermost pause ends.
+    meanwhile, and collection resumes when the outermost pause ends. The pause is the
+    whole process's: hold it around synchronous building only, never across an
+    `await`, or a request waiting on a lock keeps every other from being collected.
     """
     global _paused
     if _paused == 0:
