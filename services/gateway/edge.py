@@ -22,6 +22,7 @@ import json as stdjson
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,11 @@ from shared.kit.settings import Settings
 # replica's cache when its event arrives (`ACL_FETCH_WAIT_MS`), and at once on the
 # replica that made it; this bound holds if the events stop coming.
 AUTH_TTL_S = 2.0
+# The callers kept (signed-in users' keys and sessions), the least recently asked for
+# dropped first; credentials no user has are kept apart, fewer, so a stream of made-up
+# keys (no credential needed to send one) drops only its own kind, never a user's.
+CALLERS_KEPT = 10_000
+UNKNOWN_KEPT = 1_000
 # How long the broker may hold the ACL follower's fetch that finds nothing. Kafka answers
 # a held fetch as a record arrives; tansu (the embedded broker) looks again at doubling
 # intervals, so an event comes within about half this (511 ms), inside AUTH_TTL_S. The
@@ -334,7 +340,8 @@ class Gateway:
             "dicom": settings.dicom_url,
             "thumbnails": settings.thumbnails_url,
         }
-        self._keys: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._keys: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
         # Counts the times the cache was emptied: a download under way asks again after.
         self.access_changes = 0
         # The stores each service consumes, as its consistency answers say (and when
@@ -824,9 +831,13 @@ class Gateway:
         download under way asks at its next chunk: N downloads of a key made N calls at
         once). A call begun before a change of access is not shared with a request that
         asks after it: its answer may be from before the change."""
+        now = time.monotonic()
         cached = self._keys.get(digest)
-        if cached and cached[0] > time.monotonic():
+        if cached and cached[0] > now:
+            self._keys.move_to_end(digest)
             return cached[1]
+        if self._unknown.get(digest, 0.0) > now:
+            return None
         asked = (digest, self.access_changes)
         lookup = self._asking.get(asked)
         if lookup is None:
@@ -878,13 +889,24 @@ class Gateway:
         the change, and the cache was emptied so that the next look asks again."""
         if changes != self.access_changes:
             return
-        if len(self._keys) > 10_000:
-            self._keys.clear()
-        self._keys[digest] = (now + AUTH_TTL_S, user)
+        if user is None:
+            self._keys.pop(digest, None)
+            kept: OrderedDict[str, Any] = self._unknown
+            kept[digest] = now + AUTH_TTL_S
+            bound = UNKNOWN_KEPT
+        else:
+            self._unknown.pop(digest, None)
+            kept = self._keys
+            kept[digest] = (now + AUTH_TTL_S, user)
+            bound = CALLERS_KEPT
+        kept.move_to_end(digest)
+        while len(kept) > bound:
+            kept.popitem(last=False)
 
     def forget_callers(self) -> None:
         """After a change of access made here: the next request asks the ACL again."""
         self._keys.clear()
+        self._unknown.clear()
         self.access_changes += 1
 
     # -- consistency -----------------------------------------------------------------

@@ -7,6 +7,8 @@ request of each connection and drops the connection under the second."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from unittest import mock
 import pytest
 from starlette.requests import Request
 
-from services.gateway import deadlines
+from services.gateway import deadlines, edge
 from services.gateway.edge import Gateway, Unavailable
 from shared.kit import identity
 from shared.kit.settings import Settings
@@ -278,3 +280,66 @@ async def test_a_service_is_told_its_deadline_as_what_the_call_may_have_applied(
     unkeyed = told[2][1]
     assert unkeyed is not None and 29_000 < unkeyed <= 30_000, told
     assert told[3][1] is None and told[4][1] is None, told
+
+
+async def test_made_up_keys_never_push_a_signed_in_caller_out_of_the_cache(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone may send a made-up key, and the access service's "no such key" is kept
+    too: more of them than the cache holds (10,000 cleared it whole) drop only their own
+    kind, and a signed-in caller stays cached; users past the bound drop the least
+    recently asked for. The access service is a loopback server counting its asks."""
+    monkeypatch.setattr(edge, "AUTH_TTL_S", 3600.0)  # no entry expires in the test
+    asked: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                key = json.loads(await reader.readexactly(length))["api_key"]
+                asked.append(key)
+                body = b'{"id": "u-1"}' if key == "known" else b'{"code": "unauthenticated"}'
+                status = b"200 OK" if key == "known" else b"401 Unauthorized"
+                writer.write(
+                    b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+                    b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    gateway.services["acl"] = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        assert await gateway.user_of_key(request(), "known") == {"id": "u-1"}
+        assert await gateway.user_of_key(request(), "made-up") is None
+        assert await gateway.user_of_key(request(), "made-up") is None
+        assert asked == ["known", "made-up"]
+        # What each made-up key's "no such key" records (asking 10,001 times over HTTP
+        # would only slow the test).
+        for n in range(10_001):
+            digest = hashlib.sha256(f"x{n}".encode()).hexdigest()
+            gateway.remember_caller(digest, time.monotonic(), None, gateway.access_changes)
+        assert await gateway.user_of_key(request(), "known") == {"id": "u-1"}
+        assert asked == ["known", "made-up"]
+        assert len(gateway._unknown) == edge.UNKNOWN_KEPT
+
+        # Users past the bound: the least recently asked for goes, not the one in use.
+        for n in range(edge.CALLERS_KEPT):
+            gateway.remember_caller(
+                f"user-{n}", time.monotonic(), {"id": f"u{n}"}, gateway.access_changes
+            )
+            if n == edge.CALLERS_KEPT // 2:
+                assert await gateway.user_of_key(request(), "known") == {"id": "u-1"}
+        assert len(gateway._keys) == edge.CALLERS_KEPT
+        assert "user-0" not in gateway._keys
+        assert await gateway.user_of_key(request(), "known") == {"id": "u-1"}
+        assert asked == ["known", "made-up"]
+    finally:
+        server.close()
+        await server.wait_closed()
