@@ -140,6 +140,15 @@ def _with_role(user: dict[str, Any], folder: dict[str, Any]) -> dict[str, Any]:
     return {**user, "access": dataclasses.replace(access, grants=grants).encode()}
 
 
+def images_unseen(file: dict[str, Any]) -> bool:
+    """A sequence whose file moved on its own, away from its images: the catalog does not
+    name them to a caller with no role where they are (`group.file_ids` empty), and its
+    video would show them all. (Its content and thumbnail are its first image alone, the
+    group file's own content, shown to whoever sees the file.)"""
+    group = file.get("group") or {}
+    return file["kind"] == "image_sequence" and bool(group.get("images")) and not group["file_ids"]
+
+
 class Compose:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -485,15 +494,7 @@ class Compose:
                 f"only videos and image sequences are re-encoded, not: {named}",
                 not_re_encoded=[f["id"] for f in others],
             )
-        # A sequence whose file moved on its own, away from its images: the catalog does
-        # not name them to a caller with no role where they are; its video would show them.
-        unseen = [
-            f["id"]
-            for f in files
-            if f["kind"] == "image_sequence"
-            and (f.get("group") or {}).get("images")
-            and not f["group"]["file_ids"]
-        ]
+        unseen = [f["id"] for f in files if images_unseen(f)]
         if unseen:
             return error_response(
                 403,
@@ -613,6 +614,15 @@ class Compose:
                 "unknown_rendition",
                 f"no rendition {rendition!r}: `web` is the one made",
                 rendition=rendition,
+            )
+        if images_unseen(file):
+            return error_response(
+                403,
+                "forbidden",
+                f"image sequence {file['id']}'s images are in a folder you have no role on:"
+                " its video would show them",
+                role_needed="user",
+                forbidden_files=[file["id"]],
             )
         path, ref = self.signed_file(file)
         made = await self.gateway.call(

@@ -6,6 +6,7 @@ bytes with the file."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from collections.abc import AsyncIterator
@@ -266,3 +267,51 @@ def test_the_client_the_cli_and_grpc_re_encode(platform: Any, tmp_path: Path) ->
         )
         data = b"".join(c.chunk for c in answer if c.WhichOneof("part") == "chunk")
         assert streams_of(data) == {"video": "h264", "audio": "aac"}
+
+
+async def test_a_sequence_moved_alone_shows_its_video_only_to_who_sees_its_images(
+    api: httpx.AsyncClient, as_key: Any, platform: Any
+) -> None:
+    """A sequence's video is made of all its images: once its file has moved on its own
+    into a folder where a member has a role and its images stay where they have none, the
+    member is refused the video (HTTP and gRPC's Download), as a re-encode of it is."""
+    home, shared = await folder(api, unique("seq-home")), await folder(api, unique("seq-shared"))
+    frames = [(f"f{n}.png", png(32, 24)) for n in range(3)]
+    made = await group(api, home["id"], "image_sequence", "private walk", *frames)
+    sequence = made["file"]["id"]
+    assert (await re_encode(api, sequence))["status"] == "done"
+    moved = await api.post(
+        "/v1/move", json={"file_ids": [sequence], "target_folder_id": shared["id"]}
+    )
+    assert moved.status_code == 200, moved.text
+    viewer = await member(api, "viewer")
+    invited = await api.post(
+        f"/v1/folders/{shared['id']}/collaborators",
+        json={"emails": [viewer["email"]], "role": "user"},
+    )
+    assert invited.status_code == 200, invited.text
+    client = as_key(viewer["api_key"])
+    assert (await client.get(f"/v1/files/{sequence}")).status_code == 200
+
+    web = f"/v1/files/{sequence}/content"
+    refused = error(await client.get(web, params={"rendition": "web"}), 403, "forbidden")
+    assert sequence in refused["message"] and "no role" in refused["message"], refused
+    assert refused["details"] == {"role_needed": "user", "forbidden_files": [sequence]}
+
+    def download() -> grpc.RpcError:
+        with grpc.insecure_channel(platform.grpc_target) as channel:
+            answer = rpc.FilesStub(channel).Download(
+                pb.DownloadRequest(file_id=sequence, rendition="web"),
+                metadata=(("authorization", f"Bearer {viewer['api_key']}"),),
+            )
+            with pytest.raises(grpc.RpcError) as raised:
+                b"".join(c.chunk for c in answer)
+            return raised.value
+
+    failed = await asyncio.to_thread(download)
+    assert failed.code() == grpc.StatusCode.PERMISSION_DENIED, failed
+    assert "no role" in (failed.details() or ""), failed.details()
+    # Who sees the images is served the video, as before.
+    served = await api.get(web, params={"rendition": "web"})
+    assert served.status_code == 200, served.text
+    assert streams_of(served.content) == {"video": "h264"}
