@@ -426,7 +426,9 @@ class Compose:
         path = f"/v1/files/{call.values['file_id']}/datasets"
         linked = await self.gateway.call("datasets", "GET", path, call.request, call.user)
         file["datasets"] = linked.json()["items"] if linked.status_code == 200 else []
-        file["renditions"] = await self.renditions_of(call, file["id"])
+        # One the caller would be refused (`_rendition`) is not offered.
+        unseen = images_unseen(file)
+        file["renditions"] = [] if unseen else await self.renditions_of(call, file["id"])
         return self.gateway.relay(answer, body=file)
 
     async def renditions_of(self, call: Call, file_id: str) -> list[str]:

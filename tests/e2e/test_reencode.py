@@ -291,7 +291,10 @@ async def test_a_sequence_moved_alone_shows_its_video_only_to_who_sees_its_image
     )
     assert invited.status_code == 200, invited.text
     client = as_key(viewer["api_key"])
-    assert (await client.get(f"/v1/files/{sequence}")).status_code == 200
+    seen = await client.get(f"/v1/files/{sequence}")
+    assert seen.status_code == 200, seen.text
+    # Not offered to them either.
+    assert seen.json()["renditions"] == [], seen.text
 
     web = f"/v1/files/{sequence}/content"
     refused = error(await client.get(web, params={"rendition": "web"}), 403, "forbidden")
@@ -311,7 +314,8 @@ async def test_a_sequence_moved_alone_shows_its_video_only_to_who_sees_its_image
     failed = await asyncio.to_thread(download)
     assert failed.code() == grpc.StatusCode.PERMISSION_DENIED, failed
     assert "no role" in (failed.details() or ""), failed.details()
-    # Who sees the images is served the video, as before.
+    # Who sees the images is offered and served the video, as before.
+    assert (await api.get(f"/v1/files/{sequence}")).json()["renditions"] == ["web"]
     served = await api.get(web, params={"rendition": "web"})
     assert served.status_code == 200, served.text
     assert streams_of(served.content) == {"video": "h264"}
