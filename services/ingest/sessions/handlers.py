@@ -25,6 +25,10 @@ sessions' reclaimer (`reclaim_forever`), woken by the commit. So a hung store (u
 before, each end held both, and enough ends at once (a revoked key's sessions, a sweep
 of expired ones) starved ingest's pool. A process that dies between the commit and the
 store's answer, or a store that refuses, leaves the note, and the next round does it.
+A completion notes its assembly before the store begins it (`ingest.session_assemblies`)
+and dates it anew while it goes on: one that dies or is cancelled before it records
+(the store perhaps assembling still) leaves it, and once it is old and the session has
+ended, the reclaimer deletes the object, which the end's note may have missed.
 
 It runs over 500 lines because every way a session ends (completed, aborted, cancelled,
 expired, its opener's key or role gone) locks its row and ends it through the same
