@@ -77,7 +77,8 @@ class StartWatch:
     step, rather than answer `starting` for ever. A step that may run long must tell its
     progress within that time, be its own steps, or run its long statements on a
     connection it names (`working_on`): before the start is taken for stuck, the database
-    is asked whether one of those runs a statement that waits on no lock (`busy`)."""
+    is asked whether one of those runs a statement that waits on no lock, or waits on a
+    lock held by a backend at work (`busy`)."""
 
     def __init__(self) -> None:
         self.step = "starting"
@@ -107,9 +108,12 @@ class StartWatch:
             self.backends.discard(pid)
 
     async def busy(self, dsn: str) -> bool:
-        """Whether a backend of the start's runs a statement that waits on no lock: a
-        long statement at work is no stuck start; one waiting on a lock held elsewhere
-        (or a database that does not say within `BUSY_PROBE_S`) is."""
+        """Whether a backend of the start's runs a statement that waits on no lock, or
+        waits on a lock held by a backend that does (`pg_blocking_pids`): a long
+        statement at work is no stuck start, nor one queued behind another process's
+        (another replica's index build of the same table, a `files rebuild`). One
+        waiting on a lock whose holders are idle, idle in a transaction, or waiting
+        themselves (or a database that does not say within `BUSY_PROBE_S`) is stuck."""
         if not self.backends:
             return False
         conn: asyncpg.Connection | None = None
@@ -118,9 +122,14 @@ class StartWatch:
                 conn = await asyncpg.connect(dsn)
                 return bool(
                     await conn.fetchval(
-                        """SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-                           WHERE pid = ANY($1::int[]) AND state = 'active'
-                             AND wait_event_type IS DISTINCT FROM 'Lock')""",
+                        """SELECT EXISTS (SELECT 1 FROM pg_stat_activity a
+                           WHERE a.pid = ANY($1::int[]) AND a.state = 'active'
+                             AND (a.wait_event_type IS DISTINCT FROM 'Lock'
+                                  OR EXISTS (
+                                      SELECT 1 FROM pg_stat_activity b
+                                      WHERE b.pid = ANY(pg_blocking_pids(a.pid))
+                                        AND b.state = 'active'
+                                        AND b.wait_event_type IS DISTINCT FROM 'Lock')))""",
                         list(self.backends),
                     )
                 )

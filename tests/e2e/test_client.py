@@ -849,3 +849,62 @@ async def test_the_async_client_does_the_same(platform: Stack, tmp_path: Path) -
         assert [f.name for f in refused.value.uploaded] == ["ok.png"]
         assert [r.code for r in refused.value.refused] == ["unsupported_content"]
         await top.delete()
+
+
+class Unlisted(httpx.HTTPTransport):
+    """The platform, except that a session's first `unknown_for` reads answer as when the
+    store did not list its parts in time: `parts_known: false`, none stored, a URL for
+    every part (those it was opened with). Counts the parts PUT."""
+
+    def __init__(self, opened: dict[str, object], unknown_for: int) -> None:
+        super().__init__()
+        self.opened, self.unknown_for = opened, unknown_for
+        self.reads = self.puts = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "PUT":
+            self.puts += 1
+        if request.method != "GET" or request.url.path != f"/v1/uploads/{self.opened['id']}":
+            return response
+        self.reads += 1
+        if self.reads > self.unknown_for:
+            return response
+        response.read()
+        unknown = response.json() | {"parts_known": False, "parts_stored": [], "bytes_stored": 0}
+        return httpx.Response(200, json=unknown | {"parts": self.opened["parts"]})
+
+
+@pytest.mark.parametrize("unknown_for", [2, 100])
+def test_a_session_resumed_while_its_parts_are_unknown_is_read_again_before_sending(
+    client: Client,
+    platform: Stack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    unknown_for: int,
+) -> None:
+    """Read again after a short wait, only the parts missing are sent once the store
+    lists them; while it never does (past the reads), every part is sent again, and the
+    file is stored whole all the same (a part sent again replaces the same bytes)."""
+    from files_client import transfer
+
+    monkeypatch.setattr(transfer, "UNKNOWN_PARTS_WAIT_S", 0.05)
+    top = client.create_folder(unique("unlisted"))
+    data = big_png(11 * MiB + 7)
+    path = write(tmp_path / "big.png", data)
+    session = top.open_upload_session("big.png", len(data), part_size=5 * MiB)
+    first = session.parts[0]
+    assert httpx.put(first.url, content=data[: first.size], timeout=60).status_code == 200
+    opened = {"id": session.id, "parts": [p.model_dump() for p in session.parts]}
+    unlisted = Unlisted(opened, unknown_for)
+    http = httpx.Client(transport=unlisted, timeout=60)
+    with Client(platform.gateway_url, api_key=ADMIN_KEY, http=http) as c:
+        sent: list[int] = []
+        stored = c.get_folder(top.id).upload_file(path, session_id=session.id, progress=sent.append)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    if unknown_for == 2:
+        assert (unlisted.reads, unlisted.puts) == (3, 2)
+        assert sent[0] == first.size and sum(sent) == len(data)
+    else:
+        assert (unlisted.reads, unlisted.puts) == (1 + transfer.UNKNOWN_PARTS_READS, 3)
+        assert sum(sent) == len(data)

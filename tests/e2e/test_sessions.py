@@ -190,7 +190,11 @@ async def test_a_completion_that_died_after_the_store_assembled_the_file_can_be_
             return (await api.get(f"/v1/uploads/{left['id']}")).json()["status"] == "expired"
 
         await eventually(expired, within=20, what="the assembled session expired")
-        assert not await blobs.exists(key)
+
+        async def deleted() -> bool:  # by the reclaimer, once the expiry has committed
+            return not await blobs.exists(key)
+
+        await eventually(deleted, within=10, what="the assembled object deleted")
     finally:
         await blobs.close()
 

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from services.ingest.collector import claims
 from services.ingest.collector.handlers import Collector
 from services.ingest.collector.projections import blob_refs
 from services.ingest.imports import sync as sync_module
@@ -31,12 +32,12 @@ from services.ingest.imports.projections import synced
 from services.ingest.imports.sync import Syncs, _Job
 from services.ingest.jobs.projections import jobs
 from shared.contracts.envelope import Cause, Envelope
-from shared.kit.blobs import LocalBlobStore
+from shared.kit.blobs import BlobWriter, LocalBlobStore
 from shared.kit.blobs.base import content_key
 from shared.kit.eventstore import EventStore
 from shared.kit.settings import Settings
 from tests.cloud_fixtures import MotoS3, start_moto
-from tests.conftest import fresh_database
+from tests.conftest import eventually, fresh_database
 from tests.dicom_fixtures import ct_series
 
 BUCKET = "synced-bucket"
@@ -148,4 +149,64 @@ async def test_what_a_sync_batch_records_has_its_bytes_after_a_retry_or_a_droppe
     assert await blobs.exists(key)
     async with blobs.local_copy(key) as path:
         assert path.read_bytes() == instance
+    assert not await pool.fetchval("SELECT count(*) FROM ingest.blob_claims")
+
+
+class PutUntilRenewed(LocalBlobStore):
+    """A local store whose put of a batch lasts until its claims have been dated anew (a
+    put of large objects to a slow store, past the hour the collector keeps a claim)."""
+
+    def __init__(self, root: Path, pool: asyncpg.Pool) -> None:
+        super().__init__(root)
+        self.pool = pool
+
+    async def commit(self, writers: Sequence[BlobWriter]) -> None:
+        claimed = "SELECT max(claimed_at) FROM ingest.blob_claims"
+        first = await self.pool.fetchval(claimed)
+
+        async def renewed() -> bool:
+            return bool(await self.pool.fetchval(claimed) > first)
+
+        await eventually(renewed, within=10, what="the batch's claims dated anew")
+        await super().commit(writers)
+
+
+async def test_a_sync_batch_dates_its_claims_anew_while_its_put_goes_on(
+    pool: asyncpg.Pool, moto: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, only an upload session's copy did: a batch put for longer than the
+    collector keeps claims lost them, and was read and put again."""
+    monkeypatch.setattr(claims, "RENEW_EVERY", timedelta(seconds=0.05))
+    instance = ct_series(1, series=2)[0]
+    key = content_key(hashlib.sha256(instance).hexdigest())
+    bucket_name = f"{BUCKET}-long"
+    s3 = moto.client("s3")
+    s3.create_bucket(Bucket=bucket_name)
+    s3.put_object(Bucket=bucket_name, Key=f"{PREFIX}0.dcm", Body=instance)
+    store = EventStore("ingest")
+    async with pool.acquire() as conn:
+        await store.setup(conn)
+        for projection in (jobs, synced, blob_refs):
+            await projection.setup(conn)
+    blobs = PutUntilRenewed(tmp_path / "blobs", pool)
+    settings = Settings(data_dir=tmp_path / "data", blob_gc_grace_s=0)
+    parts: Any = SimpleNamespace(pool=pool, store=store, settings=settings)
+    syncs = Syncs(parts, None, blobs)
+    endpoint = parse_endpoint(moto.endpoint)
+    bucket = Bucket(
+        endpoint, "us-east-1", bucket_name, Credentials(moto.access_key, moto.secret_key)
+    )
+    egress = Egress(EndpointRule.parse(f"127.0.0.1:{endpoint.port}"))
+    reader = Threaded(S3Reader(bucket, egress, Caps(response_s=5.0)), BUCKETS)
+    syncs.spool.mkdir(parents=True, exist_ok=True)
+    try:
+        listed = [o async for page in reader.listing(PREFIX) for o in page]
+        job = _Job(uuid.uuid4(), 0)
+        await syncs._batch(
+            job, SyncConfig(uuid.uuid4(), uuid.uuid4(), PREFIX, None), CAUSE, reader, listed
+        )
+    finally:
+        await reader.close()
+    assert job.version > 0
+    assert await blobs.exists(key)
     assert not await pool.fetchval("SELECT count(*) FROM ingest.blob_claims")

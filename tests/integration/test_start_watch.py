@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import signal
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import asyncpg
 import httpx
@@ -25,6 +26,8 @@ from shared.kit.settings import Settings
 from tests.conftest import SERVICE_KEY, eventually
 
 LOCK = 99_731
+# How long the tests' starts may go without moving.
+BOUND_S = 0.5
 
 
 class Told:
@@ -83,34 +86,31 @@ async def test_a_rebuild_tells_its_watch_of_each_index_it_makes_again(pool: asyn
     await pool.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-@pytest.mark.parametrize("waits_on_a_lock", [False, True])
-async def test_a_start_running_a_long_statement_goes_on_and_one_waiting_on_a_lock_fails(
-    monkeypatch: pytest.MonkeyPatch, database_url: str, pool: asyncpg.Pool, waits_on_a_lock: bool
-) -> None:
-    """A step whose one statement (an index of a large table: here a sleep) outlasts the
-    bound tells no progress, but the database shows it at work: the start goes on. One
-    waiting as long on a lock held elsewhere is stuck, and fails as before."""
+async def started(
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    step: Callable[[asyncpg.Connection], Awaitable[None]],
+) -> tuple[Runtime, list[int], list[dict[str, Any]]]:
+    """A service whose start runs `step` on a connection it names to its watch, bound
+    to half a second without moving; once it ended or was given up: the service, the
+    signals it raised, its log."""
     monkeypatch.setattr(service, "SERVE_DURING_START_S", 0.0)
     monkeypatch.setattr(service, "settle_heap", lambda: None)
     raised: list[int] = []
     monkeypatch.setattr(signal, "raise_signal", raised.append)
-    bound_s = 0.5
     parts = Parts(
         "watch_test",
-        Settings(service_key=SERVICE_KEY, start_timeout_s=bound_s, database_url=database_url),
+        Settings(service_key=SERVICE_KEY, start_timeout_s=BOUND_S, database_url=database_url),
     )
-    holder = await asyncpg.connect(database_url)
-    if waits_on_a_lock:
-        await holder.execute(f"SELECT pg_advisory_lock({LOCK})")
 
     async def start() -> None:
         parts.start_watch.at("the test's index")
-        async with pool.acquire() as conn:
+        conn = await asyncpg.connect(database_url)
+        try:
             with parts.start_watch.working_on(conn):
-                if waits_on_a_lock:
-                    await conn.execute(f"SELECT pg_advisory_lock({LOCK})")
-                else:
-                    await conn.execute(f"SELECT pg_sleep({6 * bound_s})")
+                await step(conn)
+        finally:
+            conn.terminate()
 
     async def stop() -> None:
         pass
@@ -120,25 +120,91 @@ async def test_a_start_running_a_long_statement_goes_on_and_one_waiting_on_a_loc
     runtime.stop = stop  # type: ignore[method-assign]
     app = create_app(runtime, "watch test")
     transport = httpx.ASGITransport(app=app)
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            asyncio.timeout(60),
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://service") as client,
+        ):
+            assert (await client.get("/healthz")).status_code == 200
+
+            async def ended() -> bool:
+                return bool(raised) or not runtime.starting
+
+            await eventually(ended, within=30, what="the start ended or given up")
+    return runtime, raised, logs
+
+
+def went_on(runtime: Runtime, raised: list[int], logs: list[dict[str, Any]]) -> bool:
+    stuck = [line for line in logs if line["event"] == "service.start_stuck"]
+    busy = any(line["event"] == "service.start_busy" for line in logs)
+    return not runtime.starting and raised == [] and stuck == [] and busy
+
+
+def was_stuck(raised: list[int], logs: list[dict[str, Any]]) -> bool:
+    stuck = [line["waiting_on"] for line in logs if line["event"] == "service.start_stuck"]
+    return raised == [signal.SIGTERM] and stuck == ["the test's index"]
+
+
+@pytest.mark.parametrize("waits_on_a_lock", [False, True])
+async def test_a_start_running_a_long_statement_goes_on_and_one_waiting_on_a_lock_fails(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, waits_on_a_lock: bool
+) -> None:
+    """A step whose one statement (an index of a large table: here a sleep) outlasts the
+    bound tells no progress, but the database shows it at work: the start goes on. One
+    waiting as long on a lock held elsewhere (by an idle session) is stuck, and fails as
+    before."""
+    holder = await asyncpg.connect(database_url)
+    if waits_on_a_lock:
+        await holder.execute(f"SELECT pg_advisory_lock({LOCK})")
+
+    async def step(conn: asyncpg.Connection) -> None:
+        if waits_on_a_lock:
+            await conn.execute(f"SELECT pg_advisory_lock({LOCK})")
+        else:
+            await conn.execute(f"SELECT pg_sleep({6 * BOUND_S})")
+
     try:
-        with structlog.testing.capture_logs() as logs:
-            async with (
-                asyncio.timeout(60),
-                app.router.lifespan_context(app),
-                httpx.AsyncClient(transport=transport, base_url="http://service") as client,
-            ):
-                assert (await client.get("/healthz")).status_code == 200
-
-                async def ended() -> bool:
-                    return bool(raised) or not runtime.starting
-
-                await eventually(ended, within=30, what="the start ended or given up")
+        runtime, raised, logs = await started(monkeypatch, database_url, step)
     finally:
         await holder.close()
-    stuck = [line for line in logs if line["event"] == "service.start_stuck"]
     if waits_on_a_lock:
-        assert raised == [signal.SIGTERM]
-        assert [s["waiting_on"] for s in stuck] == ["the test's index"]
+        assert was_stuck(raised, logs)
     else:
-        assert not runtime.starting and raised == [] and stuck == []
-        assert any(line["event"] == "service.start_busy" for line in logs)
+        assert went_on(runtime, raised, logs)
+
+
+@pytest.mark.parametrize("holder_is", ["active", "idle in transaction", "waiting"])
+async def test_a_start_waiting_on_a_lock_goes_on_while_its_holder_works(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, holder_is: str
+) -> None:
+    """Waiting on a lock held by another process whose statement runs waiting on no lock
+    (another replica's index build: here a sleep) is progress: the start goes on, and
+    ends once the holder lets go. A holder idle in its transaction, or itself waiting on
+    a lock, is none: the start is stuck after the bound, as before."""
+    holder = await asyncpg.connect(database_url)
+    other = await asyncpg.connect(database_url)
+    working: asyncio.Task[Any] | None = None
+    await holder.execute(f"BEGIN; SELECT pg_advisory_xact_lock({LOCK})")
+    if holder_is == "active":
+        # Lets go of the lock when its transaction ends, after the statement.
+        working = asyncio.ensure_future(holder.execute(f"SELECT pg_sleep({6 * BOUND_S}); COMMIT"))
+    elif holder_is == "waiting":
+        await other.execute(f"SELECT pg_advisory_lock({LOCK + 1})")
+        working = asyncio.ensure_future(holder.execute(f"SELECT pg_advisory_lock({LOCK + 1})"))
+
+    async def step(conn: asyncpg.Connection) -> None:
+        await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK})")
+
+    try:
+        runtime, raised, logs = await started(monkeypatch, database_url, step)
+    finally:
+        for conn in (holder, other):
+            conn.terminate()
+        if working is not None:
+            with contextlib.suppress(Exception):
+                await working
+    if holder_is == "active":
+        assert went_on(runtime, raised, logs)
+    else:
+        assert was_stuck(raised, logs)

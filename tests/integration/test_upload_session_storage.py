@@ -146,6 +146,8 @@ async def test_a_completion_that_deletes_its_object_leaves_nothing_to_sweep(
     await context.sessions.complete(CAUSE, session_id)
     assert not await context.blobs.exists(f"uploads/{session_id.hex}")
     assert await context.pool.fetchval("SELECT count(*) FROM ingest.session_objects_left") == 0
+    # Its note of the assembly went with its record.
+    assert await context.pool.fetchval("SELECT count(*) FROM ingest.session_assemblies") == 0
 
 
 async def test_sessions_completed_before_the_sweep_existed_are_swept_once(
@@ -569,3 +571,41 @@ async def test_a_completion_alongside_one_that_assembles_is_told_to_try_again(
     with pytest.raises(Refused) as again:
         await context.sessions.complete(CAUSE, session_id)
     assert again.value.code == "session_ended"
+
+
+async def test_an_object_assembled_after_its_sessions_end_was_done_goes_with_its_completion(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Aborted while the store assembled its object, the abort's note done before the
+    object came (a large file's assembly takes minutes): the completion, cancelled
+    before it records (its caller gone; or its process killed), left the object for
+    good. Its note of the assembly, once not dated for `ASSEMBLY_KEPT`, has the
+    reclaimer delete it; before then it is left be (the store may still be assembling)."""
+    session_id = await completed_once(context, b"assembled after the abort\n" * 100)
+    key = f"uploads/{session_id.hex}"
+    placed = context.blobs.path(key)
+    aside = placed.with_name("aside")
+    assemble = LocalBlobStore.complete_multipart
+    assembled = asyncio.Event()
+
+    async def aborted_meanwhile(self: LocalBlobStore, *args: Any) -> None:
+        await assemble(self, *args)
+        placed.rename(aside)  # not in place yet when the abort's note is done
+        await context.sessions.abort(CAUSE, session_id)
+        assert await context.sessions.reclaim() == 1
+        aside.rename(placed)
+        assembled.set()
+        await asyncio.Event().wait()  # cancelled here, before it records
+
+    monkeypatch.setattr(LocalBlobStore, "complete_multipart", aborted_meanwhile)
+    completing = asyncio.ensure_future(context.sessions.complete(CAUSE, session_id))
+    await asyncio.wait_for(assembled.wait(), 30)
+    completing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await completing
+    await context.sessions.reclaim()
+    assert await context.blobs.exists(key)  # within the grace: the store may still assemble
+    monkeypatch.setattr(handlers, "ASSEMBLY_KEPT", timedelta(0))
+    assert await context.sessions.reclaim() == 1
+    assert not await context.blobs.exists(key)
+    assert await context.pool.fetchval("SELECT count(*) FROM ingest.session_assemblies") == 0

@@ -31,3 +31,13 @@ def test_a_listing_s_kind_and_kinds_are_http_s_repeated_kind() -> None:
     assert _filters({"kinds": ["text"]})["kind"] == ["text"]
     assert _filters({"kind": "image"})["kind"] == ["image"]
     assert not _filters({"kind": "", "kinds": []}).get("kind")
+
+
+def test_an_upload_session_says_whether_its_parts_were_listed() -> None:
+    """`parts_known: false` (the store did not list the parts in time) reaches a gRPC
+    client, told from a gateway that does not say (the field unset)."""
+    unknown = _message(pb.UploadSession, {"id": "s-1", "parts_known": False})
+    assert unknown.HasField("parts_known") and unknown.parts_known is False
+    known = _message(pb.UploadSession, {"id": "s-1", "parts_known": True})
+    assert known.parts_known is True
+    assert not pb.UploadSession(id="s-1").HasField("parts_known")

@@ -93,6 +93,19 @@ async function entriesOf(roots: any[]): Promise<{ file: File; path: string }[]> 
   return found;
 }
 
+// An upload session as read: one read while the store did not list its parts in time
+// (`parts_known: false`) shows none stored and every part to send, so it is read again
+// 1, 2, then 4 s later before that answer is taken. Sending again a part the store has
+// is harmless (it keeps the last sent, the same bytes): it costs the bytes only.
+async function readSession(id: string): Promise<any> {
+  let session = await get(`/v1/uploads/${id}`);
+  for (let wait = 1000; session.parts_known === false && wait <= 4000; wait *= 2) {
+    await sleep(wait);
+    session = await get(`/v1/uploads/${id}`);
+  }
+  return session;
+}
+
 // The session a large file goes on with: `resume.id`, opened on an earlier "Upload"
 // (cut off by a sign-in that ended), while it is open; else a new one, and if that one
 // had gone (expired, aborted, or not the person's to see: 404), `resume.anew` says so.
@@ -104,7 +117,7 @@ type Resume = { id?: string; opened: (id: string) => void; anew: () => void };
 async function sessionFor(folderId: string, file: File, name: string, resume?: Resume): Promise<any> {
   if (resume?.id) {
     try {
-      const found = await get(`/v1/uploads/${resume.id}`);
+      const found = await readSession(resume.id);
       // Only this file's, into this folder: the person may have chosen another folder
       // since, or the list's rows moved under a session remembered for another.
       const same = found.folder_id === folderId && found.name === name && found.size === file.size;
@@ -170,7 +183,7 @@ async function sendParts(session: any, file: File, onProgress: (loaded: number) 
       await sleep(Math.min(500 * 2 ** attempt, 8000));
       for (;;) {
         try {
-          session = await get(`/v1/uploads/${session.id}`);
+          session = await readSession(session.id);
           break;
         } catch (err) {
           if (!(err instanceof ApiError && err.status === 0) || attempt++ >= 8) throw err;

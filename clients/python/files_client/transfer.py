@@ -457,6 +457,28 @@ def put_part(
     return response.status_code
 
 
+# An open session read while the store did not list its parts in time (`parts_known:
+# false`) shows none stored and every part to send. Resuming, it is read again up to
+# this many times, the first this long after, then twice as long each time (7 s of
+# waits, besides each read's up to 10 s for the listing), before every part is sent.
+UNKNOWN_PARTS_READS = 3
+UNKNOWN_PARTS_WAIT_S = 1.0
+
+
+def session_state(session: Session, session_id: str) -> Op[dict[str, Any]]:
+    """An upload session as its GET answers, its parts known if the store lists them
+    within a few reads."""
+    delay, reads = UNKNOWN_PARTS_WAIT_S, 0
+    while True:
+        state = yield from json_of(session, Call("GET", f"/v1/uploads/{session_id}"))
+        assert state is not None
+        if state.get("parts_known", True) or reads == UNKNOWN_PARTS_READS:
+            return dict(state)
+        reads += 1
+        yield Sleep(delay)
+        delay *= 2
+
+
 def upload_in_parts(
     session: Session,
     folder_id: str,
@@ -487,7 +509,7 @@ def upload_in_parts(
     known = session_id or (journal.get(key) if journal else None)
     if known:
         try:
-            state = yield from json_of(session, Call("GET", f"/v1/uploads/{known}"))
+            state = yield from session_state(session, known)
         except FilesError:
             state = None
         # A session opened with other metadata would store the file with that: not it.
@@ -517,6 +539,9 @@ def upload_in_parts(
     if progress and stored_before:
         progress(stored_before)  # parts already in the store count as sent
     part_size = int(state["part_size"])
+    # Still `parts_known: false` after its reads: every part is sent. Sending again a
+    # part the store has is harmless (the store keeps the last one sent, the same bytes);
+    # it costs the bytes, not the file.
     ops = []
     for part in state["parts"]:
         offset = (int(part["part"]) - 1) * part_size

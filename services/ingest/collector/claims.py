@@ -15,7 +15,8 @@ the row's lock, as any other blob's, unless something refers to them by then. A 
 whose claim went so (a put longer than that) records nothing: a request is refused 503
 (`refused`), a sync reads its batch again. A put that may last longer (an upload
 session's server-side copy of a file of terabytes) dates its claims anew while it goes
-on (`kept_while`).
+on (`kept_while`), and so do the other puts that may (an upload's files, a sync's
+batch of objects, a DICOM series imported).
 
 Not a read model (no event makes a claim; a rebuild leaves them be: the table is made
 with `blob_refs`'s, not one of its `tables`). Logged: unlogged, a PostgreSQL crash
@@ -82,14 +83,16 @@ async def kept_while(
     keys: list[str],
     upload: uuid.UUID,
     put: Awaitable[T],
-    every: timedelta = RENEW_EVERY,
+    every: timedelta | None = None,
 ) -> T:
     """`put` awaited, `upload`'s claims on `keys` dated now every `every` while it goes
     on, so the collector does not take a put of hours for one that died. Only while it
     moves: the store's calls fail after 30 s of silence, so a put the store stopped
     answering ends, and its claims age from their last date as any other's; a process
     that dies renews nothing. A claim the collector dropped before a renewal stays gone
-    (the put's `settle` finds it so, and records nothing)."""
+    (the put's `settle` finds it so, and records nothing). `every`: `RENEW_EVERY` as it
+    is when called."""
+    every = every or RENEW_EVERY
     task = asyncio.ensure_future(put)
     try:
         while True:

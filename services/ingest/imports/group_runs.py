@@ -183,10 +183,11 @@ class GroupRuns(Handlers):
             keys = sorted({w.key for w in writers})
             holder = uuid.uuid4()
             # As an upload's blobs: claimed, put with no database connection held (a
-            # hung store would hold one a series), then recorded (collector/claims.py).
+            # hung store would hold one a series), then recorded (collector/claims.py);
+            # claims dated anew while the put goes on (a series of GiBs to a slow store).
             async with self.pool.acquire() as conn, conn.transaction():
                 await claims.claim(conn, keys, holder, now())
-            await self.blobs.commit(writers)
+            await claims.kept_while(self.pool, keys, holder, self.blobs.commit(writers))
             async with self.pool.acquire() as conn, conn.transaction():
                 await claim_blobs(conn, keys)
                 if not await claims.settle(conn, keys, holder):

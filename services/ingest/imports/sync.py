@@ -609,10 +609,12 @@ class Syncs(Handlers):
         holder = uuid.uuid4()
         if copies:
             # As an upload's blobs: claimed, put with no database connection held (a
-            # hung store would hold one a batch), then recorded (collector/claims.py).
+            # hung store would hold one a batch), then recorded (collector/claims.py);
+            # claims dated anew while the put goes on (large objects: past the hour
+            # the collector keeps a claim).
             async with self.pool.acquire() as conn, conn.transaction():
                 await claims.claim(conn, keys, holder, now())
-            await self.blobs.commit(copies)
+            await claims.kept_while(self.pool, keys, holder, self.blobs.commit(copies))
 
         async def write() -> int:
             async with self.pool.acquire() as conn, conn.transaction():

@@ -25,6 +25,10 @@ sessions' reclaimer (`reclaim_forever`), woken by the commit. So a hung store (u
 before, each end held both, and enough ends at once (a revoked key's sessions, a sweep
 of expired ones) starved ingest's pool. A process that dies between the commit and the
 store's answer, or a store that refuses, leaves the note, and the next round does it.
+A completion notes its assembly before the store begins it (`ingest.session_assemblies`)
+and dates it anew while it goes on: one that dies or is cancelled before it records
+(the store perhaps assembling still) leaves it, and once it is old and the session has
+ended, the reclaimer deletes the object, which the end's note may have missed.
 
 It runs over 500 lines because every way a session ends (completed, aborted, cancelled,
 expired, its opener's key or role gone) locks its row and ends it through the same
@@ -98,6 +102,13 @@ SWEEP_DELETES = 16
 RECLAIM_AGAIN = timedelta(minutes=1)
 RECLAIM_AT_MOST = timedelta(days=1)
 RECLAIM_PAGE = 1000
+# A completion's note of the object it assembles (`ingest.session_assemblies`) is dated
+# anew this often while it goes on, and taken for a completion that is gone (its process
+# died, or it was cancelled with a call to the store perhaps still in flight) once not
+# dated for `ASSEMBLY_KEPT`: well past a renewal or two missed, and past the longest call
+# the store may still finish after its caller gave up on it.
+ASSEMBLY_RENEW = timedelta(minutes=1)
+ASSEMBLY_KEPT = timedelta(minutes=10)
 
 # The assembled objects completions have left to delete. Filled, when the table is
 # made, with the sessions completed before it (an older ingest kept no account of what
@@ -141,6 +152,17 @@ CREATE INDEX IF NOT EXISTS session_uploads_left_due ON ingest.session_uploads_le
 ALTER TABLE ingest.session_uploads_left
     ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS noted_at timestamptz NOT NULL DEFAULT now();
+-- The completions under way since before their assembly: each notes its session's
+-- object before the store is asked to assemble it, dates it anew while it goes on, and
+-- forgets it in the transaction that records (or refuses) it. One left undated past
+-- `ASSEMBLY_KEPT`, its session ended, is a completion gone before it recorded: the
+-- reclaimer deletes its object. Not the read model's.
+CREATE TABLE IF NOT EXISTS ingest.session_assemblies (
+    holder uuid PRIMARY KEY,
+    session_id uuid NOT NULL,
+    alive timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS session_assemblies_alive ON ingest.session_assemblies (alive);
 """
 
 
@@ -388,7 +410,6 @@ class Sessions(Handlers):
         metadata: dict[str, Any],
     ) -> tuple[dict[str, Any], int]:
         """`complete` once begun (stamped): assembled, read, copied, recorded."""
-        key = row["store_key"]
         plan = domain.plan(row["size"], row["part_size"])
         try:
             stored, assembled = await self._stored(row)
@@ -402,6 +423,39 @@ class Sessions(Handlers):
             # the session was read: that one's answer (409 `session_ended`) comes first.
             await self._check_open(session_id)
             raise
+        # Noted before the store assembles the object, in a statement of its own, and
+        # dated anew until this ends: one that dies or is cancelled before it records
+        # leaves the note, and once its session has ended the reclaimer deletes the
+        # object (`_note_assemblies_gone`), which nothing else would note again (the
+        # end's note may be done before the store put it there).
+        assembly = uuid.uuid4()
+        await self.pool.execute(
+            "INSERT INTO ingest.session_assemblies (holder, session_id) VALUES ($1, $2)",
+            assembly,
+            session_id,
+        )
+        renewing = asyncio.ensure_future(self._keep_assembly(assembly))
+        try:
+            return await self._recorded(
+                cause, session_id, opener, row, metadata, stored, assembled, assembly
+            )
+        finally:
+            renewing.cancel()
+
+    async def _recorded(
+        self,
+        cause: Cause,
+        session_id: uuid.UUID,
+        opener: domain.Opener | None,
+        row: asyncpg.Record,
+        metadata: dict[str, Any],
+        stored: list[domain.StoredPart],
+        assembled: bool,
+        assembly: uuid.UUID,
+    ) -> tuple[dict[str, Any], int]:
+        """`_completed` once its assembly is noted: assembled, read, copied, recorded,
+        the note forgotten in the transaction that records (or refuses) it."""
+        key = row["store_key"]
         try:
             if not assembled:
                 await self._join(row, stored)
@@ -450,6 +504,7 @@ class Sessions(Handlers):
         rejected: Refused | None = None
         noted = False
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM ingest.session_assemblies WHERE holder = $1", assembly)
             await claim_blobs(conn, [file.blob_key])
             if not await claims.settle(conn, [file.blob_key], holder):
                 log.error("ingest.blob_claims_reclaimed", blobs=1)
@@ -500,6 +555,20 @@ class Sessions(Handlers):
         except Exception as error:  # recorded already: the sweep deletes it later
             log.warning("ingest.session_object_left", key=key, error=repr(error))
         return {"job_id": str(session_id), "file_id": str(file.file_id)}, position
+
+    async def _keep_assembly(self, assembly: uuid.UUID) -> None:
+        """A completion's note of its assembly dated anew every `ASSEMBLY_RENEW` while it
+        goes on (cancelled once it ends), so the reclaimer does not take it for gone."""
+        while True:
+            await asyncio.sleep(ASSEMBLY_RENEW.total_seconds())  # a schedule
+            try:
+                await self.pool.execute(
+                    "UPDATE ingest.session_assemblies SET alive = clock_timestamp()"
+                    " WHERE holder = $1",
+                    assembly,
+                )
+            except (OSError, asyncpg.PostgresError) as error:  # the next one may do
+                log.warning("ingest.session_assembly_not_renewed", error=repr(error))
 
     async def _join(self, row: asyncpg.Record, stored: list[domain.StoredPart]) -> None:
         """The session's parts assembled in the store into its object."""
@@ -728,6 +797,7 @@ class Sessions(Handlers):
         connection held meanwhile. Both are the same done twice (an upload or a key
         gone is no error): a note done by two replicas at once, or again after a crash
         before it was forgotten, costs requests only. Returns the notes done."""
+        await self._note_assemblies_gone()
         rows = await self.pool.fetch(
             "SELECT session_id, store_key, upload_id, due FROM ingest.session_uploads_left"
             " WHERE due <= now() ORDER BY due LIMIT $1",
@@ -787,6 +857,24 @@ class Sessions(Handlers):
         if len(rows) == RECLAIM_PAGE:
             self.reclaim_soon()  # more are due
         return len(gone)
+
+    async def _note_assemblies_gone(self) -> None:
+        """The objects of completions gone before they recorded (their note not dated
+        for `ASSEMBLY_KEPT`: a crash, or a cancel whose call to the store may have gone
+        on), once their session has ended, noted for the reclaimer, and their notes
+        forgotten, in one transaction. An open session keeps its object (completing it
+        again uses it; its end notes it)."""
+        await self.pool.execute(
+            """WITH gone AS (
+                   DELETE FROM ingest.session_assemblies a USING ingest.sessions s
+                   WHERE s.id = a.session_id AND s.status <> 'open'
+                     AND a.alive < now() - $1::interval
+                   RETURNING s.id, s.store_key, s.upload_id)
+               INSERT INTO ingest.session_uploads_left (session_id, store_key, upload_id)
+               SELECT DISTINCT id, store_key, upload_id FROM gone
+               ON CONFLICT (session_id) DO UPDATE SET due = clock_timestamp()""",
+            ASSEMBLY_KEPT,
+        )
 
     def reclaim_soon(self) -> None:
         """An end has committed: the reclaimer does its store's side now."""

@@ -267,7 +267,9 @@ class Uploads(Handlers):
                 check_metadata(await current_schema(conn, held=False), metadata)
             await claims.claim(conn, keys, upload, stored_at or now())
         try:
-            await self.blobs.commit(receiver.writers)
+            # Its claims dated anew while the put goes on (a batch of GiBs to a slow
+            # store may outlast the hour the collector keeps a claim).
+            await claims.kept_while(self.pool, keys, upload, self.blobs.commit(receiver.writers))
         except (OSError, StoreRefused) as error:
             # A local store's disk (held blobs are written out only now), or the object
             # store: blobs put already stay claimed until the collector reclaims them.

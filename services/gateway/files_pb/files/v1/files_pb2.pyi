@@ -1192,7 +1192,7 @@ class StoredPart(_message.Message):
     def __init__(self, part: _Optional[int] = ..., size: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class UploadSession(_message.Message):
-    __slots__ = ("id", "job_id", "folder_id", "name", "size", "part_size", "status", "expires_at", "file_id", "parts_stored", "bytes_stored", "parts", "metadata")
+    __slots__ = ("id", "job_id", "folder_id", "name", "size", "part_size", "status", "expires_at", "file_id", "parts_stored", "bytes_stored", "parts", "metadata", "parts_known")
     ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FOLDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -1206,6 +1206,7 @@ class UploadSession(_message.Message):
     BYTES_STORED_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    PARTS_KNOWN_FIELD_NUMBER: _ClassVar[int]
     id: str
     job_id: str
     folder_id: str
@@ -1219,7 +1220,8 @@ class UploadSession(_message.Message):
     bytes_stored: int
     parts: _containers.RepeatedCompositeFieldContainer[PartUrl]
     metadata: _struct_pb2.Struct
-    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., folder_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., part_size: _Optional[int] = ..., status: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_id: _Optional[str] = ..., parts_stored: _Optional[_Iterable[_Union[StoredPart, _Mapping]]] = ..., bytes_stored: _Optional[int] = ..., parts: _Optional[_Iterable[_Union[PartUrl, _Mapping]]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    parts_known: bool
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., folder_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., part_size: _Optional[int] = ..., status: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_id: _Optional[str] = ..., parts_stored: _Optional[_Iterable[_Union[StoredPart, _Mapping]]] = ..., bytes_stored: _Optional[int] = ..., parts: _Optional[_Iterable[_Union[PartUrl, _Mapping]]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parts_known: _Optional[bool] = ...) -> None: ...
 
 class PutPartHeader(_message.Message):
     __slots__ = ("url",)
