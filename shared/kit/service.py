@@ -112,8 +112,9 @@ class StartWatch:
         waits on a lock held by a backend that does (`pg_blocking_pids`): a long
         statement at work is no stuck start, nor one queued behind another process's
         (another replica's index build of the same table, a `files rebuild`). One
-        waiting on a lock whose holders are idle, idle in a transaction, or waiting
-        themselves (or a database that does not say within `BUSY_PROBE_S`) is stuck."""
+        waiting on a lock whose holders are idle, idle in a transaction, waiting
+        themselves or waiting on their own client (or a database that does not say
+        within `BUSY_PROBE_S`) is stuck."""
         if not self.backends:
             return False
         conn: asyncpg.Connection | None = None
@@ -122,14 +123,18 @@ class StartWatch:
                 conn = await asyncpg.connect(dsn)
                 return bool(
                     await conn.fetchval(
+                        # 'Client': a statement waiting on its own client (a COPY
+                        # whose hung process stopped feeding it) is not at work.
                         """SELECT EXISTS (SELECT 1 FROM pg_stat_activity a
                            WHERE a.pid = ANY($1::int[]) AND a.state = 'active'
-                             AND (a.wait_event_type IS DISTINCT FROM 'Lock'
-                                  OR EXISTS (
-                                      SELECT 1 FROM pg_stat_activity b
-                                      WHERE b.pid = ANY(pg_blocking_pids(a.pid))
-                                        AND b.state = 'active'
-                                        AND b.wait_event_type IS DISTINCT FROM 'Lock')))""",
+                             AND (coalesce(a.wait_event_type, '') NOT IN ('Lock', 'Client')
+                                  OR a.wait_event_type = 'Lock' AND EXISTS (
+                                      SELECT 1
+                                      FROM unnest(pg_blocking_pids(a.pid)) AS blocker(pid)
+                                      JOIN pg_stat_activity b USING (pid)
+                                      WHERE b.state = 'active'
+                                        AND coalesce(b.wait_event_type, '')
+                                            NOT IN ('Lock', 'Client'))))""",
                         list(self.backends),
                     )
                 )

@@ -174,17 +174,21 @@ async def test_a_start_running_a_long_statement_goes_on_and_one_waiting_on_a_loc
         assert went_on(runtime, raised, logs)
 
 
-@pytest.mark.parametrize("holder_is", ["active", "idle in transaction", "waiting"])
+@pytest.mark.parametrize(
+    "holder_is", ["active", "idle in transaction", "waiting", "waiting on its client"]
+)
 async def test_a_start_waiting_on_a_lock_goes_on_while_its_holder_works(
     monkeypatch: pytest.MonkeyPatch, database_url: str, holder_is: str
 ) -> None:
     """Waiting on a lock held by another process whose statement runs waiting on no lock
     (another replica's index build: here a sleep) is progress: the start goes on, and
     ends once the holder lets go. A holder idle in its transaction, or itself waiting on
-    a lock, is none: the start is stuck after the bound, as before."""
+    a lock, is none: the start is stuck after the bound, as before; so is one whose
+    statement waits on its own client (a COPY its hung process stopped feeding)."""
     holder = await asyncpg.connect(database_url)
     other = await asyncpg.connect(database_url)
     working: asyncio.Task[Any] | None = None
+    fed = asyncio.Event()
     await holder.execute(f"BEGIN; SELECT pg_advisory_xact_lock({LOCK})")
     if holder_is == "active":
         # Lets go of the lock when its transaction ends, after the statement.
@@ -192,6 +196,14 @@ async def test_a_start_waiting_on_a_lock_goes_on_while_its_holder_works(
     elif holder_is == "waiting":
         await other.execute(f"SELECT pg_advisory_lock({LOCK + 1})")
         working = asyncio.ensure_future(holder.execute(f"SELECT pg_advisory_lock({LOCK + 1})"))
+    elif holder_is == "waiting on its client":
+        await holder.execute("CREATE TEMP TABLE fed (x int)")
+
+        async def rows() -> Any:
+            yield (1,)
+            await fed.wait()
+
+        working = asyncio.ensure_future(holder.copy_records_to_table("fed", records=rows()))
 
     async def step(conn: asyncpg.Connection) -> None:
         await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK})")
@@ -201,6 +213,7 @@ async def test_a_start_waiting_on_a_lock_goes_on_while_its_holder_works(
     finally:
         for conn in (holder, other):
             conn.terminate()
+        fed.set()
         if working is not None:
             with contextlib.suppress(Exception):
                 await working

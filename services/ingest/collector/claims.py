@@ -108,7 +108,8 @@ async def kept_while(
                         upload,
                         now(),
                     )
-            except (OSError, asyncpg.PostgresError) as error:  # the next one may do
+            # InterfaceError: the pool closing as the replica drains; the put goes on.
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 log.warning("ingest.blob_claim_not_renewed", error=repr(error))
     finally:
         task.cancel()  # given up on (its caller cancelled): not left running

@@ -567,7 +567,8 @@ class Sessions(Handlers):
                     " WHERE holder = $1",
                     assembly,
                 )
-            except (OSError, asyncpg.PostgresError) as error:  # the next one may do
+            # InterfaceError: the pool closing as the replica drains; the next one may do.
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 log.warning("ingest.session_assembly_not_renewed", error=repr(error))
 
     async def _join(self, row: asyncpg.Record, stored: list[domain.StoredPart]) -> None:
