@@ -29,6 +29,8 @@ def work(request: dict[str, Any], read_at: ReadAt) -> bytes:
         sys.stdout.flush()
         os.write(1, b"\x00\x00\x00\x00 written to fd 1")
         return b"ok"
+    if do == "eof":
+        raise EOFError("a decoder's input ended early")  # as PyAV's av.error.EOFError
     if do == "refuse":
         raise Refusal(422, "cannot_render", "this slice cannot be rendered")
     if do == "huge":

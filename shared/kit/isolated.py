@@ -277,13 +277,19 @@ def _range(payload: bytes) -> tuple[int, int]:
 # -- the worker's side ---------------------------------------------------------------
 
 
+class _ParentGone(Exception):
+    """The parent closed its end, or broke the protocol: the worker's cue to end. Not
+    EOFError, which decoders raise for their input's end (PyAV's `av.error.EOFError` is
+    one): a truncated file ended the worker, and the next file paid for a new one."""
+
+
 def _frame_reader(fd: int) -> Callable[[], tuple[bytes, bytes]]:
     def read_exactly(count: int) -> bytes:
         out = bytearray()
         while len(out) < count:
             chunk = os.read(fd, count - len(out))
             if not chunk:
-                raise EOFError
+                raise _ParentGone
             out += chunk
         return bytes(out)
 
@@ -320,20 +326,20 @@ def serve(work: Work) -> None:
         send(b"R", json.dumps([offset, length]).encode())
         kind, data = receive()
         if kind != b"D":
-            raise EOFError
+            raise _ParentGone
         return data
 
     send(b"Y", b"")
     while True:
         try:
             kind, payload = receive()
-        except EOFError:
+        except _ParentGone:
             return
         if kind != b"C":
             return
         try:
             answer = work(json.loads(payload), read_at)
-        except EOFError:
+        except _ParentGone:
             return
         except Refusal as refused:
             said = {"status": refused.status, "code": refused.code, "message": refused.message}

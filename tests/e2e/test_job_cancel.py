@@ -4,6 +4,7 @@ stops; what it did stays, nothing more appears; again is no error; a finished jo
 
 from __future__ import annotations
 
+import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,6 +14,7 @@ from files_client import Client, Conflict
 from minio import Minio
 
 from services.gateway.files_pb.files.v1 import files_pb2 as pb
+from services.ingest.imports.runner import BATCH
 from services.ingest.jobs.projections import jobs
 from shared.contracts import ingest as ev
 from shared.contracts.envelope import Cause, appended, envelopes_of
@@ -30,7 +32,10 @@ from tests.e2e.test_imports import finished, integration, put, start_import
 __all__ = ["env"]  # the command's environment, a fixture of test_cli's
 grpc_client = test_grpc.client  # the gRPC client, a fixture of test_grpc's
 
-KEYS = 3000
+# Two batches' worth (runner.BATCH): the first recorded, the rest still to read when
+# the customer's bucket is paused (below), so the cancel finds the import midway
+# however fast the machine reads.
+KEYS = 2 * BATCH
 
 
 async def test_an_import_cancelled_midway_keeps_what_it_registered_and_stops(
@@ -51,16 +56,22 @@ async def test_an_import_cancelled_midway_keeps_what_it_registered_and_stops(
         return bool(job["progress"]["done"])
 
     await eventually(started, within=60, what="the import's first batch")
-    # Someone who cannot see the folder does not find the job; a viewer may not stop it.
-    stranger = await member(api, "cancel-stranger")
-    viewer = await member(api, "cancel-viewer")
-    await invite(api, top["id"], viewer["email"], "viewer")
-    url = f"/v1/jobs/{job_id}/cancel"
-    error(await as_key(stranger["api_key"]).post(url), 404, "not_found")
-    refused = error(await as_key(viewer["api_key"]).post(url), 403)
-    assert refused["details"].get("role_needed") == "editor", refused
+    # The bucket paused (SIGSTOP: its connections open, nothing answered): the reads
+    # after the first batch wait, and the job is still running when the cancel comes.
+    moto.process.send_signal(signal.SIGSTOP)
+    try:
+        # Someone who cannot see the folder does not find the job; a viewer may not stop it.
+        stranger = await member(api, "cancel-stranger")
+        viewer = await member(api, "cancel-viewer")
+        await invite(api, top["id"], viewer["email"], "viewer")
+        url = f"/v1/jobs/{job_id}/cancel"
+        error(await as_key(stranger["api_key"]).post(url), 404, "not_found")
+        refused = error(await as_key(viewer["api_key"]).post(url), 403)
+        assert refused["details"].get("role_needed") == "editor", refused
 
-    cancelled = await api.post(url)
+        cancelled = await api.post(url)
+    finally:
+        moto.process.send_signal(signal.SIGCONT)
     assert cancelled.status_code == 200, cancelled.text
     job = cancelled.json()
     assert job["status"] == "cancelled"

@@ -1,6 +1,7 @@
 """Collections that grow with user input travel in pages the bus carries: a 10,000-frame
-image sequence and a 3,000-instance DICOM series register end to end, and an upload
-right after each is listed at once (nothing stalled behind them)."""
+image sequence (the most a multipart upload takes) and a DICOM series of more instances
+than a page holds register end to end, and an upload right after each is listed at once
+(nothing stalled behind them)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.contracts.limits import PAGE_ITEMS
 from tests.conftest import eventually
 from tests.dicom_fixtures import ct_series
 from tests.e2e.support import CONSISTENCY, folder, items, text, unique, upload
@@ -97,14 +99,20 @@ async def test_a_10000_frame_sequence_registers_and_the_next_upload_is_listed_at
     assert refused.json()["error"]["code"] == "constituent_of_group"
 
 
-async def test_a_3000_instance_series_registers_and_the_next_upload_is_listed_at_once(
+# Past a page's items (limits.PAGE_ITEMS: the settled instances' pages) and a
+# page's bytes (PAGE_BYTES: the series' instances added), over the DICOM context's
+# batches one after the other.
+INSTANCES = PAGE_ITEMS + 200
+
+
+async def test_a_series_of_pages_of_instances_registers_and_the_next_upload_is_listed_at_once(
     api: httpx.AsyncClient,
 ) -> None:
     where = await folder(api, unique("large-ct"))
     study = fresh_study()
     instances = [
         (f"ct-{k:04}.dcm", data)
-        for k, data in enumerate(ct_series(3000, study=study, rows=2, columns=2))
+        for k, data in enumerate(ct_series(INSTANCES, study=study, rows=2, columns=2))
     ]
     answer = await api.post(
         f"/v1/folders/{where['id']}/dicom",
@@ -115,9 +123,9 @@ async def test_a_3000_instance_series_registers_and_the_next_upload_is_listed_at
     job_id = answer.json()["job_id"]
     await listed_at_once(api, where["id"])
     job = await finished(api, job_id, within=300)
-    assert job["progress"] == {"done": 3000, "total": 3000}, job
+    assert job["progress"] == {"done": INSTANCES, "total": INSTANCES}, job
     assert job["errors"] == []
     (series,) = await series_files(api, where["id"], 1)
-    assert series["dicom"]["instances"] == 3000
+    assert series["dicom"]["instances"] == INSTANCES
     assert series["size"] == sum(len(data) for _, data in instances)
     await listed_at_once(api, where["id"])

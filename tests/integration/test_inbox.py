@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from shared.contracts.envelope import Envelope
@@ -577,3 +578,28 @@ async def test_a_batch_gathered_ahead_leaves_no_fetch_open_when_its_turn_comes(
         assert kafka._subscription.fetcher_idle_time > 0
     finally:
         await kafka.stop()
+
+
+async def test_a_consumer_stopped_in_its_groups_first_generation_leaves_the_group(
+    pool: asyncpg.Pool, kafka_bootstrap: str, world: World
+) -> None:
+    """tansu numbers a group's first generation 0, from which aiokafka sends no
+    LeaveGroup: the stopped member stayed in the group until its session ended, and the
+    next one (its restart) waited on it, about 8 s more before it got its partitions."""
+    await world.send(1)
+    first = world.consumer(world.record)
+    async with consuming(first):
+
+        async def applied() -> bool:
+            return await world.inbox.watermarks(pool) == {world.schema: 1}
+
+        await eventually(applied, within=30, what="the event applied")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_consumer_groups([world.inbox.consumer])
+    finally:
+        await admin.close()
+    [group] = described.groups
+    assert group[1] == world.inbox.consumer
+    assert group[2] == "Empty" and group[5] == [], group

@@ -95,6 +95,15 @@ def test_a_worker_that_dies_or_fails_leaves_the_outcome_unknown(workers: Isolate
     assert echo(workers) != first
 
 
+def test_a_decoders_end_of_file_fails_the_call_and_keeps_the_worker(workers: Isolated) -> None:
+    """A truncated file's decoder raises EOFError (PyAV's does): the work failed, the
+    worker serves the next call (it ended, and each such file cost a new one's start)."""
+    first = echo(workers)
+    with pytest.raises(WorkerFailed, match="failed on this input"):
+        call(workers, do="eof")
+    assert echo(workers) == first
+
+
 def test_a_refusal_of_the_input_crosses_as_it_was_said(workers: Isolated) -> None:
     with pytest.raises(Refusal) as refused:
         call(workers, do="refuse")
