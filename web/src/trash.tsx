@@ -5,6 +5,7 @@ import { all, ApiError, call, del, get, post, type Folder } from "./api";
 import { bytes, count, date, filesAndFolders, kindLabel, listed, num } from "./format";
 import { changed, mayEdit, restored, useVersion } from "./store";
 import { folderUrl, navigate } from "./router";
+import { useRowWindow } from "./rows";
 import { useSelection } from "./selection";
 import { Confirm, ErrorText, LoadFailed, notify, useFocusKept } from "./ui";
 
@@ -41,6 +42,12 @@ export function TrashPage() {
   const mine = (items ?? []).filter((i) => mayEdit(i.my_role));
   const selection = useSelection(mine);
   const { selected: chosen, setSelected: setChosen, active } = selection;
+  // Thousands of items: only the rows in view (and a few either side) are in the page, as
+  // a dataset's files; the keyboard's row is brought into view, and so drawn.
+  const activeItem = mine[active];
+  const activeRow = activeItem ? (items ?? []).indexOf(activeItem) : -1;
+  const rows = useRowWindow(items?.length ?? 0, activeRow);
+  const { windowed, from, to } = rows;
   const [confirming, setConfirming] = useState<Confirming>(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
@@ -149,7 +156,7 @@ export function TrashPage() {
   };
 
   return (
-    <section class="trash-page" aria-label="Trash">
+    <section class="trash-page" aria-label="Trash" ref={rows.scroller}>
       <h1 class="title" id="trash-title" tabIndex={-1} ref={heading}>
         Trash
       </h1>
@@ -210,12 +217,13 @@ export function TrashPage() {
       {items && !items.length && <p class="muted">The trash is empty.</p>}
       {items && items.length > 0 && (
         <table
-          class="trash-items"
+          class={`trash-items${windowed ? " windowed" : ""}`}
           role="grid"
           aria-label="Items in the trash"
           aria-multiselectable="true"
+          aria-rowcount={items.length + 1}
           tabIndex={0}
-          aria-activedescendant={mine[active] ? `trash-${mine[active].id}` : undefined}
+          aria-activedescendant={activeItem && activeRow >= from && activeRow < to ? `trash-${activeItem.id}` : undefined}
           onKeyDown={(e) => {
             if ((e.target as HTMLElement) !== e.currentTarget) return; // a checkbox's or link's own keys
             let taken = selection.key(e);
@@ -223,11 +231,13 @@ export function TrashPage() {
               setConfirming("purge");
               taken = true;
             }
-            if (taken) e.preventDefault();
+            if (!taken) return;
+            e.preventDefault();
+            rows.keyed();
           }}
         >
           <thead>
-            <tr>
+            <tr aria-rowindex={1}>
               <th scope="col">
                 {/* Every item one may restore at once (a folder's files deleted one by one
                     are each a row). */}
@@ -250,11 +260,13 @@ export function TrashPage() {
               <th scope="col">Goes for good</th>
             </tr>
           </thead>
-          <tbody>
-            {items.map((i) => (
+          <tbody ref={rows.body}>
+            {from > 0 && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.before}px` }} />}
+            {items.slice(from, to).map((i, k) => (
               <tr
                 key={i.id}
                 id={`trash-${i.id}`}
+                aria-rowindex={from + k + 2}
                 aria-label={i.name}
                 aria-selected={chosen.has(i.id)}
                 class={`${chosen.has(i.id) ? "selected" : ""} ${mine[active] === i ? "active" : ""}`}
@@ -284,6 +296,7 @@ export function TrashPage() {
                 <td>{date(i.purge_at)}</td>
               </tr>
             ))}
+            {to < items.length && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.after}px` }} />}
           </tbody>
         </table>
       )}
