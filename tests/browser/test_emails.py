@@ -1,4 +1,4 @@
-""""Emails" in "Manage access" makes a person to add only of an email address: one typed
+"""The "Emails" of "Manage access" makes a person to add only of an email address: one typed
 ("dog" stays typed, marked, and named), or a pasted list split at commas, semicolons,
 spaces and line ends; an address listed already is not listed twice, and nothing is
 sent while what is typed is not an address."""
@@ -19,7 +19,8 @@ def _paste(field: Locator, text: str) -> None:
             el.setSelectionRange(el.value.length, el.value.length);
             const data = new DataTransfer();
             data.setData("text/plain", text);
-            el.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));
+            const init = { clipboardData: data, bubbles: true, cancelable: true };
+            el.dispatchEvent(new ClipboardEvent("paste", init));
         }""",
         text,
     )
@@ -64,16 +65,22 @@ def test_emails_takes_only_addresses_and_names_what_is_not_one(
 
     # A pasted list: each address its chip, once; the rest left typed and named.
     emails.fill("")
-    _paste(emails, f"{bob['email']}; {ann['email']}\ncat,\n{carol['email']} {bob['email']}\tnot-one@")
+    pasted = f"{bob['email']}; {ann['email']}\ncat,\n{carol['email']} {bob['email']}\tnot-one@"
+    _paste(emails, pasted)
     expect(chips).to_have_count(3)
     for person in (ann, bob, carol):
         expect(dialog.get_by_role("button", name=f"Do not add {person['email']}")).to_be_visible()
     expect(emails).to_have_value("cat, not-one@")
-    expect(dialog.get_by_role("alert")).to_contain_text("Not email addresses: “cat” and “not-one@”.")
+    expect(dialog.get_by_role("alert")).to_contain_text(
+        "Not email addresses: “cat” and “not-one@”."
+    )
 
     # "Add" sends nothing while something typed is not an address.
     sent: list[str] = []
-    page.on("request", lambda r: r.method == "POST" and "/collaborators" in r.url and sent.append(r.url))
+    page.on(
+        "request",
+        lambda r: r.method == "POST" and "/collaborators" in r.url and sent.append(r.url),
+    )
     dialog.get_by_role("button", name="Add", exact=True).click()
     expect(emails).to_be_focused()
     expect(dialog.get_by_role("alert")).to_contain_text("“cat”")

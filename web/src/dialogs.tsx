@@ -647,6 +647,7 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
   const choose = (email: string) => {
     setEmails([...emails, email]);
     setTyped("");
+    setBad([]);
     setPick(-1);
     input.current?.focus();
   };
