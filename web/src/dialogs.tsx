@@ -548,6 +548,13 @@ function addresses(text: string): { valid: string[]; invalid: string[] } {
   return { valid: parts.filter((p) => ADDRESS.test(p)), invalid: [...new Set(parts.filter((p) => !ADDRESS.test(p)))] };
 }
 
+// `more` after `emails`, but those listed already (in any case).
+const merged = (emails: string[], more: string[]) => {
+  const next = [...emails];
+  for (const e of more) if (!next.some((x) => x.toLowerCase() === e.toLowerCase())) next.push(e);
+  return next;
+};
+
 const ROLES = [
   { id: "admin", label: "Admin" },
   { id: "editor", label: "Editor" },
@@ -584,22 +591,24 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
   // What "Emails" holds that is not an address: left in it, marked, and named.
   const [bad, setBad] = useState<string[]>([]);
   // The addresses in `text` become people to add (each once); what is not an address
-  // stays typed. The people to add as they are then.
+  // stays typed.
   const addTyped = (text = typed) => {
     const { valid, invalid } = addresses(text);
-    const next = [...emails];
-    for (const e of valid) if (!next.some((x) => x.toLowerCase() === e.toLowerCase())) next.push(e);
-    setEmails(next);
+    setEmails(merged(emails, valid));
     setTyped(invalid.join(", "));
     setBad(invalid);
-    return { next, invalid };
   };
+  // Addresses typed and not yet made people to add go with them (and stay typed if the
+  // platform refuses one); anything else typed holds "Add" back, named.
   const invite = async () => {
-    const { next: wanted, invalid } = addTyped();
-    if (invalid.length || !wanted.length) {
+    const { valid, invalid } = addresses(typed);
+    if (invalid.length) {
+      setBad(invalid);
       input.current?.focus();
       return;
     }
+    const wanted = merged(emails, valid);
+    if (!wanted.length) return;
     setBusy(true);
     setError(null);
     try {
