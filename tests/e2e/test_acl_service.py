@@ -246,6 +246,11 @@ async def test_unknown_emails_add_no_one(acl: httpx.AsyncClient, admin: Person) 
     found = error(answer, 422, "unknown_emails")
     assert found["details"]["unknown_emails"] == [e.lower() for e in unknown]
     assert await listed(admin, path) == []
+    # Text that is no address at all (the web app keeps it from "Add"; a client may not).
+    found = error(await invite(admin, path, ["dog", alice.email], "user"), 422, "unknown_emails")
+    assert found["details"]["unknown_emails"] == ["dog"]
+    assert "dog" in found["message"]
+    assert await listed(admin, path) == []
 
     error(await invite(admin, path, [alice.email], "owner"), 422, "invalid_role")
     error(await invite(admin, path, [], "user"), 422, "invalid_request")

@@ -166,9 +166,25 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   // Whether this page is still shown: files dropped on it go nowhere once another is
   // (each folder's page is a page of its own, and the dialog would not name this one).
   const onScreen = useRef(true);
+  // Files dropped before the folder (and the person's role on it) is read wait for it:
+  // what the page knows as it is now, and the drops waiting for the read to end.
+  const latest = useRef({ folder, mayAdd, synced, error });
+  latest.current = { folder, mayAdd, synced, error };
+  const waiting = useRef<(() => void)[]>([]);
+  const wake = () => {
+    for (const go of waiting.current.splice(0)) go();
+  };
+  useEffect(() => {
+    if (folder || error) wake();
+  }, [folder, error]);
+  const roleRead = () =>
+    !folderId || latest.current.folder || latest.current.error || !onScreen.current
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => waiting.current.push(resolve));
   useEffect(
     () => () => {
       onScreen.current = false;
+      wake();
     },
     [],
   );
@@ -327,12 +343,14 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const details = chosen.length === 1 ? chosen[0] : chosen.length === 0 ? folder : null;
   // Files dropped on the page go to "+ Upload files" for this folder (at the top level,
   // the dialog asks for a folder first), or are refused in words where none may go.
+  const refusal = () => (!folderId || latest.current.mayAdd ? null : latest.current.synced ? SYNCED : "You can view this folder, not change it.");
   const drop = async (e: DragEvent) => {
     if (!draggingFiles(e)) return;
     e.preventDefault();
     setDropping(false);
-    if (folderId && (!folder || !mayAdd)) {
-      notify(!folder ? "The folder is still being read: drop the files again in a moment." : synced ? SYNCED : "You can view this folder, not change it.");
+    const refused = folder && refusal();
+    if (refused) {
+      notify(refused);
       return;
     }
     if (readingNow.current) {
@@ -346,10 +364,16 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       if (onScreen.current) setReading(files.length);
       // DICOM files alone (a scan's folder): to the tab that makes their series.
       const dicom = files.length > 0 && (await Promise.all(files.map((f) => isDicom(f.file)))).every(Boolean);
-      const into = folder ? `“${folder.name}”` : "the top level";
+      // Dropped before the folder's role was read: held (still "Reading") until it is.
+      await roleRead();
+      const now = latest.current.folder;
+      const into = now ? `“${now.name}”` : folderId ? "the folder" : "the top level";
+      const why = refusal();
       if (!onScreen.current) notify(`The files dropped on ${into} were not added: another page was opened meanwhile.`, true);
+      else if (folderId && !now) notify(`The files dropped on ${into} were not added: it could not be read.`, true);
+      else if (why) notify(`The files dropped on ${into} were not added. ${why}`, true);
       else if (dialogState().shown) notify(`The files dropped on ${into} were not added: a dialog was opened meanwhile.`, true);
-      else if (files.length) open({ kind: "upload", folderId, folderName: folder?.name, files, tab: dicom ? "dicom" : undefined });
+      else if (files.length) open({ kind: "upload", folderId, folderName: now?.name, files, tab: dicom ? "dicom" : undefined });
     } catch (err) {
       notify(`The dropped files could not be read: ${err instanceof Error ? err.message : String(err)}`, true);
     } finally {

@@ -2,10 +2,11 @@
 // from a file's "Linked to"): its files and the folder each is in, chosen as in the
 // folder view; "Remove from dataset" for an Editor of it; "Manage access" (changed by an
 // Admin of it, only seen by the others) and, for an Admin, "Delete dataset".
-import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { all, ApiError, del, get, post, type FileItem, type Folder } from "./api";
 import { bytes, count, date, kindLabel, listed, num } from "./format";
 import { fileUrl, folderUrl, navigate } from "./router";
+import { useRowWindow } from "./rows";
 import { useSelection } from "./selection";
 import { changed, mayEdit, mayManage, open as openDialog, useVersion, useWatch } from "./store";
 import { Confirm, ErrorText, LoadFailed, notify, Unavailable } from "./ui";
@@ -178,43 +179,10 @@ export function DatasetPage({ id }: { id: string }) {
     had.current = files?.length ?? 0;
   }, [files]);
   // Thousands of files: only the rows in view (and a few either side) are in the page.
-  const windowed = shown.length >= WINDOW_FROM;
-  const page = useRef<HTMLElement>(null);
-  const body = useRef<HTMLTableSectionElement>(null);
-  const [range, setRange] = useState({ from: 0, to: WINDOW_FROM });
-  useLayoutEffect(() => {
-    const el = page.current;
-    if (!windowed || !el) return;
-    const measure = () => {
-      const rowsTop = (body.current?.getBoundingClientRect().top ?? 0) - el.getBoundingClientRect().top + el.scrollTop;
-      const from = Math.max(0, Math.floor((el.scrollTop - rowsTop) / ROW_H) - SPARE);
-      const to = Math.min(shown.length, Math.ceil((el.scrollTop + el.clientHeight - rowsTop) / ROW_H) + SPARE);
-      setRange((old) => (old.from === from && old.to === to ? old : { from, to }));
-    };
-    measure();
-    el.addEventListener("scroll", measure, { passive: true });
-    window.addEventListener("resize", measure);
-    return () => {
-      el.removeEventListener("scroll", measure);
-      window.removeEventListener("resize", measure);
-    };
-  }, [windowed, shown.length, dataset !== null]);
-  // The row the keyboard moved to is scrolled into view (and so drawn), and so is the
-  // row a key acts on after the list was scrolled away from it with the wheel.
-  const [keyed, setKeyed] = useState(0);
-  useLayoutEffect(() => {
-    const el = page.current;
-    if (!windowed || !el || active < 0 || !body.current) return;
-    const rowsTop = body.current.getBoundingClientRect().top - el.getBoundingClientRect().top + el.scrollTop;
-    const head = body.current.parentElement?.querySelector("thead")?.getBoundingClientRect().height ?? 0;
-    const y = rowsTop + active * ROW_H;
-    if (y - head < el.scrollTop) el.scrollTop = y - head;
-    else if (y + ROW_H > el.scrollTop + el.clientHeight) el.scrollTop = y + ROW_H - el.clientHeight;
-  }, [active, windowed, keyed]);
+  const rows = useRowWindow(shown.length, active, dataset !== null);
+  const { windowed, from, to } = rows;
   if (error && !dataset) return <Unavailable what="dataset" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!dataset) return <p class="muted">Loading…</p>;
-  const from = windowed ? range.from : 0;
-  const to = windowed ? Math.min(range.to, shown.length) : shown.length;
   const chosen = shown.filter((f) => selected.has(f.id));
   // Removing files needs the Editor role on the dataset (its creator is its Admin).
   const editable = mayEdit(dataset.my_role);
@@ -224,7 +192,7 @@ export function DatasetPage({ id }: { id: string }) {
   // The dataset's Admins (its creator, those shared with as Admin, org admins).
   const admin = mayManage(dataset.my_role);
   return (
-    <section class="dataset-page" aria-label={`Dataset ${dataset.name}`} ref={page}>
+    <section class="dataset-page" aria-label={`Dataset ${dataset.name}`} ref={rows.scroller}>
       <h1 class="title" id="dataset-title" tabIndex={-1}>
         Dataset {dataset.name}
       </h1>
@@ -291,7 +259,7 @@ export function DatasetPage({ id }: { id: string }) {
             }
             if (!taken) return;
             e.preventDefault();
-            setKeyed((k) => k + 1);
+            rows.keyed();
           }}
         >
           <thead>
@@ -302,8 +270,8 @@ export function DatasetPage({ id }: { id: string }) {
               <th scope="col">Size</th>
             </tr>
           </thead>
-          <tbody ref={body}>
-            {from > 0 && <tr aria-hidden="true" class="spacer" style={{ height: `${from * ROW_H}px` }} />}
+          <tbody ref={rows.body}>
+            {from > 0 && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.before}px` }} />}
             {shown.slice(from, to).map((f, k) => {
               const i = from + k;
               return (
@@ -350,7 +318,7 @@ export function DatasetPage({ id }: { id: string }) {
                 </tr>
               );
             })}
-            {to < shown.length && <tr aria-hidden="true" class="spacer" style={{ height: `${(shown.length - to) * ROW_H}px` }} />}
+            {to < shown.length && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.after}px` }} />}
           </tbody>
         </table>
       )}
@@ -405,12 +373,6 @@ export function DatasetPage({ id }: { id: string }) {
     </section>
   );
 }
-
-// A dataset of this many files or more is drawn windowed: rows of ROW_H pixels (one line
-// each, long names cut with "…"), SPARE of them either side of those in view.
-const WINDOW_FROM = 300;
-const ROW_H = 33;
-const SPARE = 10;
 
 // A question names up to this many files; past that, how many.
 const NAMED = 3;

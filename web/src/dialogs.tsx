@@ -2,7 +2,7 @@
 // "Manage access" ("Upload files" is in upload.tsx). One open at a time.
 import { useEffect, useId, useRef, useState } from "preact/hooks";
 import { all, ApiError, del, get, patch, post, query, type Folder } from "./api";
-import { count, filesAndFolders, num } from "./format";
+import { count, filesAndFolders, listed, num } from "./format";
 import { SyncedRefusal, useSyncState } from "./sync";
 import { Lock } from "./icons";
 import { openMadeFolder } from "./router";
@@ -539,6 +539,22 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
   );
 }
 
+// An email address as people type one: one "@", a dot in the part after it, no spaces
+// (the platform says which it knows). A list is split at commas, semicolons, spaces and
+// line ends.
+const ADDRESS = /^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$/;
+function addresses(text: string): { valid: string[]; invalid: string[] } {
+  const parts = text.split(/[\s,;]+/).filter(Boolean);
+  return { valid: parts.filter((p) => ADDRESS.test(p)), invalid: [...new Set(parts.filter((p) => !ADDRESS.test(p)))] };
+}
+
+// `more` after `emails`, but those listed already (in any case).
+const merged = (emails: string[], more: string[]) => {
+  const next = [...emails];
+  for (const e of more) if (!next.some((x) => x.toLowerCase() === e.toLowerCase())) next.push(e);
+  return next;
+};
+
 const ROLES = [
   { id: "admin", label: "Admin" },
   { id: "editor", label: "Editor" },
@@ -572,25 +588,35 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
     load();
     if (session.me?.org_role === "admin") all<any>("/v1/users").then(setKnown).catch(() => {});
   }, []);
-  const addTyped = () => {
-    const found = typed
-      .split(/[\s,;]+/)
-      .map((s) => s.trim())
-      .filter(Boolean);
-    if (found.length) setEmails([...new Set([...emails, ...found])]);
-    setTyped("");
+  // What "Emails" holds that is not an address: left in it, marked, and named.
+  const [bad, setBad] = useState<string[]>([]);
+  // The addresses in `text` become people to add (each once); what is not an address
+  // stays typed.
+  const addTyped = (text = typed) => {
+    const { valid, invalid } = addresses(text);
+    setEmails(merged(emails, valid));
+    setTyped(invalid.join(", "));
+    setBad(invalid);
   };
+  // Addresses typed and not yet made people to add go with them (and stay typed if the
+  // platform refuses one); anything else typed holds "Add" back, named.
   const invite = async () => {
-    const all = [...emails, ...typed.split(/[\s,;]+/).filter(Boolean)];
-    if (!all.length) return;
+    const { valid, invalid } = addresses(typed);
+    if (invalid.length) {
+      setBad(invalid);
+      input.current?.focus();
+      return;
+    }
+    const wanted = merged(emails, valid);
+    if (!wanted.length) return;
     setBusy(true);
     setError(null);
     try {
-      const r: any = await post(path, { emails: all, role });
+      const r: any = await post(path, { emails: wanted, role });
       setPeople(r.items);
       setEmails([]);
       setTyped("");
-      notify(`Added ${all.length} ${all.length === 1 ? "person" : "people"} as ${roleName(role)}`);
+      notify(`Added ${wanted.length} ${wanted.length === 1 ? "person" : "people"} as ${roleName(role)}`);
       changed();
     } catch (e) {
       setError(e);
@@ -630,6 +656,7 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
   const choose = (email: string) => {
     setEmails([...emails, email]);
     setTyped("");
+    setBad([]);
     setPick(-1);
     input.current?.focus();
   };
@@ -693,10 +720,22 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
                 aria-activedescendant={suggestions[pick] ? `${base}-user-${pick}` : undefined}
                 placeholder="Type email addresses"
                 value={typed}
+                aria-invalid={bad.length > 0}
+                aria-describedby={bad.length > 0 ? `${base}-emails-bad` : undefined}
                 onInput={(e) => {
                   setTyped((e.target as HTMLInputElement).value);
+                  setBad([]);
                   setPick(-1);
                   setDismissed(false);
+                }}
+                // A pasted list (a column of a sheet, a mail's To: line) becomes its people
+                // at once: a text input would join its lines.
+                onPaste={(e) => {
+                  const text = e.clipboardData?.getData("text") ?? "";
+                  if (!/[\s,;]/.test(text.trim())) return;
+                  e.preventDefault();
+                  const el = e.currentTarget as HTMLInputElement;
+                  addTyped(el.value.slice(0, el.selectionStart ?? el.value.length) + " " + text + " " + el.value.slice(el.selectionEnd ?? el.value.length));
                 }}
                 onKeyDown={(e) => {
                   // The suggestions by keyboard, as the search box's hits.
@@ -713,12 +752,18 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
                   } else if (e.key === "Enter" && suggestions[pick]) {
                     e.preventDefault();
                     choose(suggestions[pick].email);
-                  } else if (e.key === "Enter" || e.key === ",") {
+                  } else if (e.key === "Enter" || e.key === "," || e.key === ";") {
                     e.preventDefault();
                     addTyped();
                   }
                 }}
               />
+              {bad.length > 0 && (
+                <p id={`${base}-emails-bad`} class="error-text" role="alert">
+                  {bad.length === 1 ? `Not an email address: “${bad[0]}”.` : `Not email addresses: ${listed(bad.map((b) => `“${b}”`))}.`} Correct{" "}
+                  {bad.length === 1 ? "it" : "them"} or remove {bad.length === 1 ? "it" : "them"} to add the others.
+                </p>
+              )}
               {suggestions.length > 0 && (
                 <ul class="options" role="listbox" id={`${base}-users`} aria-label="Users">
                   {suggestions.map((u, i) => (

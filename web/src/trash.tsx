@@ -5,6 +5,7 @@ import { all, ApiError, call, del, get, post, type Folder } from "./api";
 import { bytes, count, date, filesAndFolders, kindLabel, listed, num } from "./format";
 import { changed, mayEdit, restored, useVersion } from "./store";
 import { folderUrl, navigate } from "./router";
+import { useRowWindow } from "./rows";
 import { useSelection } from "./selection";
 import { Confirm, ErrorText, LoadFailed, notify, useFocusKept } from "./ui";
 
@@ -32,6 +33,8 @@ type Confirming = "purge" | "empty" | null;
 
 // A question names up to this many items; past that, how many.
 const NAMED = 3;
+// Ids of each kind a "Delete forever" request: 500 of each fill about 40 KB of its query.
+const PURGED_AT_ONCE = 500;
 
 export function TrashPage() {
   const version = useVersion();
@@ -41,6 +44,12 @@ export function TrashPage() {
   const mine = (items ?? []).filter((i) => mayEdit(i.my_role));
   const selection = useSelection(mine);
   const { selected: chosen, setSelected: setChosen, active } = selection;
+  // Thousands of items: only the rows in view (and a few either side) are in the page, as
+  // a dataset's files; the keyboard's row is brought into view, and so drawn.
+  const activeItem = mine[active];
+  const activeRow = activeItem ? (items ?? []).indexOf(activeItem) : -1;
+  const rows = useRowWindow(items?.length ?? 0, activeRow);
+  const { windowed, from, to } = rows;
   const [confirming, setConfirming] = useState<Confirming>(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
@@ -130,10 +139,31 @@ export function TrashPage() {
       restored(picked.map((i) => i.id));
       return `Restored ${filesAndFolders(done.restored_files, done.restored_folders)}`;
     });
+  // The route takes the ids in its query, at most 1,000 of each kind (and a request's head
+  // is bounded): more chosen (Ctrl/Cmd+A in a large trash) go in turns, and a refusal
+  // after the first says what was deleted before it.
   const purge = async () => {
-    const q = new URLSearchParams({ file_ids: ids("file").join(","), folder_ids: ids("folder").join(",") });
-    const done = await call("DELETE", `/v1/trash?${q}`);
-    return `Deleted forever ${filesAndFolders(done.purged_files, done.purged_folders)}`;
+    const files = ids("file");
+    const folders = ids("folder");
+    const gone = { files: 0, folders: 0 };
+    for (let at = 0; at === 0 || at < Math.max(files.length, folders.length); at += PURGED_AT_ONCE) {
+      const q = new URLSearchParams({
+        file_ids: files.slice(at, at + PURGED_AT_ONCE).join(","),
+        folder_ids: folders.slice(at, at + PURGED_AT_ONCE).join(","),
+      });
+      try {
+        const done = await call("DELETE", `/v1/trash?${q}`);
+        gone.files += done.purged_files;
+        gone.folders += done.purged_folders;
+      } catch (e) {
+        if (!at) throw e;
+        changed();
+        throw new Error(
+          `Deleted forever ${filesAndFolders(gone.files, gone.folders)}, then the rest was refused: ${e instanceof Error ? e.message : String(e)}`,
+        );
+      }
+    }
+    return `Deleted forever ${filesAndFolders(gone.files, gone.folders)}`;
   };
   const empty = async () => {
     const done = await del("/v1/trash");
@@ -149,7 +179,7 @@ export function TrashPage() {
   };
 
   return (
-    <section class="trash-page" aria-label="Trash">
+    <section class="trash-page" aria-label="Trash" ref={rows.scroller}>
       <h1 class="title" id="trash-title" tabIndex={-1} ref={heading}>
         Trash
       </h1>
@@ -210,12 +240,13 @@ export function TrashPage() {
       {items && !items.length && <p class="muted">The trash is empty.</p>}
       {items && items.length > 0 && (
         <table
-          class="trash-items"
+          class={`trash-items${windowed ? " windowed" : ""}`}
           role="grid"
           aria-label="Items in the trash"
           aria-multiselectable="true"
+          aria-rowcount={items.length + 1}
           tabIndex={0}
-          aria-activedescendant={mine[active] ? `trash-${mine[active].id}` : undefined}
+          aria-activedescendant={activeItem && activeRow >= from && activeRow < to ? `trash-${activeItem.id}` : undefined}
           onKeyDown={(e) => {
             if ((e.target as HTMLElement) !== e.currentTarget) return; // a checkbox's or link's own keys
             let taken = selection.key(e);
@@ -223,11 +254,13 @@ export function TrashPage() {
               setConfirming("purge");
               taken = true;
             }
-            if (taken) e.preventDefault();
+            if (!taken) return;
+            e.preventDefault();
+            rows.keyed();
           }}
         >
           <thead>
-            <tr>
+            <tr aria-rowindex={1}>
               <th scope="col">
                 {/* Every item one may restore at once (a folder's files deleted one by one
                     are each a row). */}
@@ -250,11 +283,13 @@ export function TrashPage() {
               <th scope="col">Goes for good</th>
             </tr>
           </thead>
-          <tbody>
-            {items.map((i) => (
+          <tbody ref={rows.body}>
+            {from > 0 && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.before}px` }} />}
+            {items.slice(from, to).map((i, k) => (
               <tr
                 key={i.id}
                 id={`trash-${i.id}`}
+                aria-rowindex={from + k + 2}
                 aria-label={i.name}
                 aria-selected={chosen.has(i.id)}
                 class={`${chosen.has(i.id) ? "selected" : ""} ${mine[active] === i ? "active" : ""}`}
@@ -284,6 +319,7 @@ export function TrashPage() {
                 <td>{date(i.purge_at)}</td>
               </tr>
             ))}
+            {to < items.length && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.after}px` }} />}
           </tbody>
         </table>
       )}
