@@ -25,6 +25,7 @@ tokens wait on it, held short of events a service handled but set aside (`held`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -52,6 +53,8 @@ from shared.kit.retry import Backoff, Policy, transient
 T = TypeVar("T")
 
 PRUNE_EVERY_S = 60.0
+# How long a stopping consumer waits for the broker to take its leaving the group.
+LEAVE_GROUP_S = 5.0
 # How often a consumer looks for dead letters someone asked to replay.
 REPLAYS_EVERY_S = 1.0
 # How long the broker may hold a fetch that finds nothing. tansu does not answer a held
@@ -372,7 +375,10 @@ async def _stop_leaving_the_group(kafka: AIOKafkaConsumer) -> None:
         async def leave_from_generation_0_too() -> None:
             if coordinator.generation == 0:
                 coordinator.generation = 1
-            await leave()
+            # Bounded: a hung broker would hold a stop for its request timeout (40 s),
+            # past a service's stop grace; the session's end lets the member go then.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(leave(), LEAVE_GROUP_S)
 
         coordinator._maybe_leave_group = leave_from_generation_0_too
     await kafka.stop()

@@ -32,10 +32,11 @@ from tests.e2e.test_imports import finished, integration, put, start_import
 __all__ = ["env"]  # the command's environment, a fixture of test_cli's
 grpc_client = test_grpc.client  # the gRPC client, a fixture of test_grpc's
 
-# Two batches' worth (runner.BATCH): the first recorded, the rest still to read when
-# the customer's bucket is paused (below), so the cancel finds the import midway
-# however fast the machine reads.
-KEYS = 2 * BATCH
+# Four batches' worth (runner.BATCH): the first recorded, and more than the runner's
+# reads in flight (32 runs of 8) still to read when the customer's bucket is paused
+# (below), so the cancel finds the import midway: keys past the pause cost only their
+# puts here, as nothing reads them before the cancel.
+KEYS = 4 * BATCH
 
 
 async def test_an_import_cancelled_midway_keeps_what_it_registered_and_stops(
