@@ -6,6 +6,13 @@ upload-session part URLs are the gateway's own, as the browser's same-origin pol
 wants (an S3 store's part URLs need the bucket's CORS, see README). One browser per
 session, a fresh context (cookies, storage) per test; a failing test leaves a
 screenshot in `.artifacts/browser/`.
+
+The admin signs in through the form once a session (`admin_state`); a test that asks
+for `admin_page` (or `signed_in`, on the home page) starts from that session's cookie,
+in a context of its own. A test
+whose subject is signing in or out, or a session ending, signs in through the form
+itself (`page` and `sign_in`): ending the shared session would sign every later test
+out.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import pytest
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    Locator,
     Page,
     Playwright,
     Route,
@@ -109,11 +117,30 @@ def _context(browser: Browser, platform: Stack, **options: Any) -> BrowserContex
     return context
 
 
+@pytest.fixture(scope="session")
+def admin_state(browser: Browser, platform: Stack) -> dict[str, Any]:
+    """The admin's session, signed in through the form once: its cookie, for the
+    contexts of the tests that are not about signing in (each form sign-in cost a test
+    about a second, most of it the app's first load and the session's start)."""
+    context = _context(browser, platform)
+    try:
+        sign_in(context.new_page())
+        return dict(context.storage_state())
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def context(
     browser: Browser, platform: Stack, request: pytest.FixtureRequest
 ) -> Iterator[BrowserContext]:
-    context = _context(browser, platform)
+    """A fresh context; the admin's session in it when the test asks for `admin_page` or
+    `signed_in` (or for `admin_state`, to do something before the app's first load, then
+    `home`)."""
+    options: dict[str, Any] = {}
+    if {"admin_page", "signed_in", "admin_state"} & set(request.fixturenames):
+        options["storage_state"] = request.getfixturevalue("admin_state")
+    context = _context(browser, platform, **options)
     yield context
     failed = any(
         getattr(getattr(request.node, f"report_{when}", None), "failed", False)
@@ -142,9 +169,24 @@ def sign_in(page: Page, key: str = ADMIN_KEY) -> None:
     page.get_by_role("button", name="Sign out").wait_for()
 
 
+def home(page: Page) -> None:
+    """The app's home page, in a context signed in already (`admin_state`)."""
+    page.goto("/")
+    page.get_by_role("button", name="Sign out").wait_for()
+
+
+@pytest.fixture
+def admin_page(page: Page) -> Page:
+    """A page signed in as the admin (the session's cookie, `context`), on no address
+    yet: for a test whose first step is to go to one (a load of the home page before it
+    would be a load for nothing)."""
+    return page
+
+
 @pytest.fixture
 def signed_in(page: Page) -> Page:
-    sign_in(page)
+    """The app's home page, signed in as the admin (the session's cookie, `context`)."""
+    home(page)
     return page
 
 
@@ -183,6 +225,27 @@ def items(api: httpx.Client, folder_id: str) -> list[dict[str, Any]]:
         cursor = page["next_cursor"]
         if not cursor:
             return found
+
+
+def upload_dialog(page: Page, folder_id: str, tab: str | None = None) -> Locator:
+    """A folder's page, its Upload files dialog open (on `tab`, else on Upload)."""
+    page.goto(f"/folders/{folder_id}")
+    page.get_by_role("button", name="Upload files").click()
+    dialog = page.get_by_role("dialog", name="Upload files")
+    if tab is not None:
+        dialog.get_by_role("tab", name=tab).click()
+    return dialog
+
+
+def uploading(
+    page: Page, folder_id: str, files: Path | list[Path], tab: str | None = None
+) -> tuple[Locator, Locator]:
+    """The Upload files dialog of a folder's page (on `tab`) sending `files`: the dialog
+    and its list of files to upload."""
+    dialog = upload_dialog(page, folder_id, tab)
+    dialog.get_by_label("Files", exact=True).set_input_files(files)
+    dialog.get_by_role("button", name="Upload", exact=True).click()
+    return dialog, dialog.get_by_role("list", name="Files to upload")
 
 
 def hold_the_folders_read(page: Page, folder_id: str) -> list[Route]:

@@ -12,9 +12,9 @@ from tests.e2e.support import PDF, png, text
 
 
 def test_browse_a_folder_by_tree_breadcrumbs_and_deep_links(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     top = make_folder(api, unique("browse"))
     sub = make_folder(api, "scans", top["id"])
     upload(
@@ -91,9 +91,9 @@ def found_id(api: httpx.Client, folder_id: str, name: str) -> str:
 
 
 def test_grid_shows_thumbnails_and_the_kind_icon_for_a_file_without_one(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("thumbs"))
     [photo, _] = upload(
         api, folder["id"], ("photo.png", png(64, 48)), ("notes.txt", text("hello\n"))
@@ -135,9 +135,9 @@ def test_grid_shows_thumbnails_and_the_kind_icon_for_a_file_without_one(
 
 
 def test_a_deleted_item_is_no_longer_asked_for_and_an_unknown_address_is_not_found(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("deleting"))
     [doomed] = upload(api, folder["id"], ("doomed.txt", text("x\n")))
     page.goto(f"/folders/{folder['id']}")
@@ -167,9 +167,9 @@ def test_a_deleted_item_is_no_longer_asked_for_and_an_unknown_address_is_not_fou
 
 
 def test_long_names_are_cut_short_and_a_whole_column_header_sorts(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     long = "L" * 290 + unique("")
     top = make_folder(api, long)
     sub = make_folder(api, "x" * 300, top["id"])
@@ -198,9 +198,9 @@ def test_long_names_are_cut_short_and_a_whole_column_header_sorts(
 
 
 def test_a_long_name_leaves_its_kind_icon_whole_in_the_list(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     top = make_folder(api, unique("icons"))
     long_folder = make_folder(api, "F" * 200, top["id"])
     long_file = "a_long_file_name_" + "x" * 200 + ".txt"
@@ -216,9 +216,9 @@ def test_a_long_name_leaves_its_kind_icon_whole_in_the_list(
 
 
 def test_the_open_folder_shows_its_subfolders_in_the_tree(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     top = make_folder(api, unique("tree-top"))
     kid = make_folder(api, unique("tree-kid"), top["id"])
     page.goto(f"/folders/{top['id']}")
@@ -233,11 +233,11 @@ def test_the_open_folder_shows_its_subfolders_in_the_tree(
     expect(tree.get_by_role("treeitem", name=kid["name"])).to_have_count(0)
 
 
-def test_sizes_read_as_the_files_command_writes_them(signed_in: Page, api: httpx.Client) -> None:
+def test_sizes_read_as_the_files_command_writes_them(admin_page: Page, api: httpx.Client) -> None:
     """Sizes are decimal, as `files ls` prints them: before, the app divided by 1,024 and
     still wrote "KB" and "MB", so a file of 2,000,000 bytes was 1.9 MB here and 2.0 MB
     there."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("sizes"))
     upload(api, folder["id"], ("two.txt", text("x" * 1_999_999 + "\n")))
     assert _size(2_000_000) == "2.0 MB"

@@ -124,7 +124,7 @@ def test_a_folder_synced_with_a_prefix_follows_it_from_the_app(
 
 
 def test_a_failed_sync_says_why(
-    signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+    admin_page: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
 ) -> None:
     moto, s3 = bucket
     gone = unique("gone")
@@ -139,7 +139,7 @@ def test_a_failed_sync_says_why(
     )
     assert made.status_code == 201, made.text
     folder = made.json()
-    page = signed_in
+    page = admin_page
     page.goto(f"/folders/{folder['id']}")
     panel = page.get_by_role("region", name="Cloud sync")
     state = panel.get_by_role("status")
@@ -156,7 +156,7 @@ def test_a_failed_sync_says_why(
 
 
 def test_a_cancelled_sync_says_cancelled(
-    signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+    admin_page: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
 ) -> None:
     moto, s3 = bucket
     prefix = f"{unique('many')}/"
@@ -177,7 +177,7 @@ def test_a_cancelled_sync_says_cancelled(
     folder = made.json()
     cancelled = api.post(f"/v1/jobs/{folder['sync_job_id']}/cancel")
     assert cancelled.status_code == 200, cancelled.text
-    page = signed_in
+    page = admin_page
     page.goto(f"/folders/{folder['id']}")
     state = page.get_by_role("region", name="Cloud sync").get_by_role("status")
     expect(state).to_contain_text("Last sync cancelled", timeout=30_000)
@@ -238,7 +238,7 @@ def test_a_set_up_that_fails_says_where_the_folder_went(
 
 
 def test_a_sync_whose_job_could_not_be_read_once_is_still_followed(
-    signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+    admin_page: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
 ) -> None:
     """A running sync's job read answered 503 once (a restart): the page reads it again
     later, within its bound, and shows the sync's end. Before, one failed read stopped
@@ -256,7 +256,7 @@ def test_a_sync_whose_job_could_not_be_read_once_is_still_followed(
     assert made.status_code == 201, made.text
     folder = made.json()
     job_id = folder["sync_job_id"]
-    page = signed_in
+    page = admin_page
 
     def running(route: Route) -> None:
         # The folder's state as it was while its first sync ran.
@@ -313,7 +313,7 @@ def _synced(
 
 
 def test_the_move_dialog_offers_no_cloud_synced_folder_nor_one_of_its_subfolders(
-    signed_in: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
+    admin_page: Page, api: httpx.Client, bucket: tuple[MotoS3, Minio]
 ) -> None:
     """A synced folder's files follow its bucket: a move into it (or into a subfolder its
     key paths made) is refused, so the dialog does not offer it, and says why. Before,
@@ -331,7 +331,7 @@ def test_the_move_dialog_offers_no_cloud_synced_folder_nor_one_of_its_subfolders
         ),
         "search did not find the folders",
     )
-    page = signed_in
+    page = admin_page
     page.goto(f"/folders/{source['id']}")
     page.get_by_role("button", name="List").click()
     page.get_by_role("row", name="moving.txt").click(button="right")

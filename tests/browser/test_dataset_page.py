@@ -32,9 +32,9 @@ def cell(grid: Locator, name: str) -> Locator:
 
 
 def test_choose_files_of_a_dataset_and_remove_them_from_it(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("set-source"))
     names = ["a.txt", "b.txt", "c.txt", "d.txt"]
     files = upload(api, folder["id"], *((n, text(n)) for n in names))
@@ -116,9 +116,9 @@ def test_choose_files_of_a_dataset_and_remove_them_from_it(
 
 
 def test_a_synced_dataset_says_a_file_removed_by_hand_stays_out(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("synced-source"))
     upload(api, folder["id"], ("kept.txt", text("k\n")), ("dropped.txt", text("d\n")))
     dataset = api.post(
@@ -183,11 +183,11 @@ def test_a_user_of_a_dataset_chooses_files_but_is_offered_no_removal(
 
 
 def test_files_removed_elsewhere_meanwhile_are_left_out_and_the_rest_removed(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """The page removes its choice in one request (all or none); one of the files gone
     from the dataset since the page was shown (another tab) does not stop the others."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("set-meanwhile"))
     files = upload(api, folder["id"], ("x.txt", text("x")), ("y.txt", text("y")))
     dataset = api.post("/v1/datasets", json={"name": unique("Meanwhile")}).json()
@@ -232,9 +232,9 @@ def until(check: Callable[[], bool], what: str) -> None:
 
 
 def test_an_admin_manages_who_has_access_to_a_dataset_then_deletes_it(
-    signed_in: Page, api: httpx.Client, browser: Browser, platform: Stack
+    admin_page: Page, api: httpx.Client, browser: Browser, platform: Stack
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("set-access"))
     files = upload(api, folder["id"], ("kept.txt", text("k\n")))
     dataset = api.post("/v1/datasets", json={"name": unique("Shared set")}).json()
@@ -340,12 +340,12 @@ def test_an_admin_manages_who_has_access_to_a_dataset_then_deletes_it(
 
 
 def test_a_dataset_of_thousands_of_files_draws_only_the_rows_in_view(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """Every one of 5,000 rows drawn took the page 15 s to show (and 2 s a Ctrl+A):
     past a few hundred files only the rows in view are in the page, and the keyboard
     still reaches every one."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("thousands"))
     for start in range(0, 1_500, 300):
         upload(

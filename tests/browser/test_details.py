@@ -25,9 +25,9 @@ def _user(api: httpx.Client, prefix: str) -> dict:
 
 
 def test_manage_access_invite_change_remove_and_admins_locked(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("shared"))
     ann, bob = _user(api, "ann"), _user(api, "bob")
     page.goto(f"/folders/{folder['id']}")
@@ -102,9 +102,9 @@ def test_manage_access_invite_change_remove_and_admins_locked(
 
 
 def test_file_facts_linked_to_view_and_remove_and_history(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("facts"))
     [image] = upload(api, folder["id"], ("shot.png", png(32, 24)))
     upload(api, folder["id"], ("other.txt", text()))
@@ -167,8 +167,10 @@ def test_file_facts_linked_to_view_and_remove_and_history(
     )
 
 
-def test_the_datasets_page_lists_datasets_and_opens_one(signed_in: Page, api: httpx.Client) -> None:
-    page = signed_in
+def test_the_datasets_page_lists_datasets_and_opens_one(
+    admin_page: Page, api: httpx.Client
+) -> None:
+    page = admin_page
     folder = make_folder(api, unique("listed"))
     [one] = upload(api, folder["id"], ("one.txt", text("1\n")))
     plain = api.post("/v1/datasets", json={"name": unique("plain"), "description": "mine"}).json()
@@ -209,9 +211,9 @@ def test_the_datasets_page_lists_datasets_and_opens_one(signed_in: Page, api: ht
 
 
 def test_edit_description_looks_like_an_action_apart_from_the_facts(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("described"), description="What is in here")
     page.goto(f"/folders/{folder['id']}")
     details = page.get_by_role("complementary", name="Details")

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import JSHandle, Page, Route, expect
 
-from tests.browser.conftest import items, make_folder, sign_in, unique
+from tests.browser.conftest import items, make_folder, sign_in, unique, uploading
 from tests.browser.test_roles_and_rename import _member
 from tests.dicom_fixtures import ct_series
 from tests.e2e.support import text
@@ -63,9 +63,9 @@ def _drop(page: Page, region: str, dragged: JSHandle) -> None:
 
 
 def test_files_dropped_on_a_folders_page_are_uploaded_into_it(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("dropped-on"))
     names = ["one.txt", "two.txt"]
     page.goto(f"/folders/{folder['id']}")
@@ -130,11 +130,11 @@ def test_files_dropped_where_one_may_not_upload_are_refused_in_words(
 
 
 def test_the_upload_dialogs_close_says_why_it_waits_while_files_are_sent(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """While files are sent, its corner's "Close" did nothing when pressed: it is shown
     disabled, as its other "Close" is, titled with why."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("held-up"))
     held: list[Route] = []
 
@@ -164,25 +164,18 @@ def test_the_upload_dialogs_close_says_why_it_waits_while_files_are_sent(
 
 
 def test_dicom_files_in_upload_are_offered_to_the_dicom_tab(
-    signed_in: Page, api: httpx.Client, tmp_path: Path
+    admin_page: Page, api: httpx.Client, tmp_path: Path
 ) -> None:
     """A DICOM file chosen in "Upload" was sent and refused in the API's words (its
     route, `POST /v1/folders/{id}/dicom`): it is set aside in the app's, and offered to
     the "DICOM" tab, where its series is made. DICOM files alone, dropped on a folder's
     page, open that tab."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("scans"))
     [instance] = ct_series(1, series=11)
     (tmp_path / "slice.dcm").write_bytes(instance)
     (tmp_path / "notes.txt").write_bytes(text("a scan\n"))
-    page.goto(f"/folders/{folder['id']}")
-    page.get_by_role("button", name="Upload files").click()
-    dialog = page.get_by_role("dialog", name="Upload files")
-    dialog.get_by_label("Files", exact=True).set_input_files(
-        [tmp_path / "slice.dcm", tmp_path / "notes.txt"]
-    )
-    dialog.get_by_role("button", name="Upload", exact=True).click()
-    rows = dialog.get_by_role("list", name="Files to upload")
+    dialog, rows = uploading(page, folder["id"], [tmp_path / "slice.dcm", tmp_path / "notes.txt"])
     expect(rows.get_by_role("listitem", name="notes.txt")).to_contain_text("Uploaded")
     set_aside = rows.get_by_role("listitem", name="slice.dcm")
     expect(set_aside).to_contain_text("Its series is made in the “DICOM” tab.")
@@ -215,12 +208,12 @@ def test_dicom_files_in_upload_are_offered_to_the_dicom_tab(
 
 
 def test_files_dropped_go_nowhere_once_another_folder_is_shown(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """The files are read before "Upload files" opens (said on the page); another
     folder opened meanwhile, they are not added (the dialog was opened over it, sending
     them to the first, named nowhere), and the notices say so."""
-    page = signed_in
+    page = admin_page
     first, other = make_folder(api, unique("dropped-on")), make_folder(api, unique("opened"))
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -247,11 +240,11 @@ def test_files_dropped_go_nowhere_once_another_folder_is_shown(
 
 
 def test_a_drop_while_one_is_read_is_refused_in_words_and_the_dialog_names_the_folder(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """A second drop while the first is read was lost without a word; a read that
     fails was an error in the console only."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("twice"))
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))

@@ -22,9 +22,9 @@ from tests.e2e.support import png, text
 
 
 def test_a_file_page_downloads_adds_to_a_dataset_renames_moves_and_deletes(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     home = make_folder(api, unique("file-home"))
     away = make_folder(api, unique("file-away"))
     body = png(16, 12)
@@ -116,9 +116,9 @@ def test_a_viewer_of_the_folder_gets_no_write_action_on_a_file_page(
 
 
 def test_a_file_page_downloads_from_its_toolbar_only_and_links_not_to_itself(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("file-once"))
     [note] = upload(api, folder["id"], ("once.txt", text("once\n")))
 
@@ -143,12 +143,12 @@ def test_a_file_page_downloads_from_its_toolbar_only_and_links_not_to_itself(
 
 
 def test_a_file_pages_editing_actions_show_disabled_until_the_folders_role_is_read(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """On a busy platform the file arrives before its folder (with the caller's role on
     it): Rename, Move and Delete are there, disabled and saying why, and enabled once the
     role is read; before, they were missing until then, and the row of actions moved."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("late-file-role"))
     [late] = upload(api, folder["id"], ("late.txt", text("late\n")))
     held = hold_the_folders_read(page, folder["id"])
@@ -239,11 +239,11 @@ def test_a_moved_files_new_folder_unread_says_nothing_of_the_old_folders_role(
 
 
 def test_a_file_pages_f2_and_delete_act_as_in_a_folder_and_wait_for_the_role(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """F2 and Delete on a file's page open its Rename and Delete, as in a folder; pressed
     before the folder's role is read they wait for it, said in words."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("keyed-file"))
     [keyed] = upload(api, folder["id"], ("keyed.txt", text("keyed\n")))
     held = hold_the_folders_read(page, folder["id"])

@@ -11,9 +11,9 @@ from tests.e2e.support import png
 
 
 def test_deleting_an_image_of_a_group_names_the_group_in_words(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("grouped"))
     made = api.post(
         f"/v1/folders/{folder['id']}/image-groups",

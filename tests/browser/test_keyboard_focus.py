@@ -12,9 +12,9 @@ from tests.e2e.support import text
 
 
 def test_focus_comes_back_after_a_dialog_or_a_menu_closes(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("keys"))
     upload(api, folder["id"], ("first.txt", text("1\n")), ("second.txt", text("2\n")))
     page.goto(f"/folders/{folder['id']}")
@@ -59,9 +59,9 @@ def test_focus_comes_back_after_a_dialog_or_a_menu_closes(
 
 
 def test_the_first_arrow_key_chooses_the_first_item_in_both_views(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("first-key"))
     upload(api, folder["id"], *((f"f{n}.txt", text(f"{n}\n")) for n in range(6)))
     page.goto(f"/folders/{folder['id']}")
@@ -77,11 +77,11 @@ def test_the_first_arrow_key_chooses_the_first_item_in_both_views(
 
 
 def test_the_menu_key_after_select_all_opens_the_selections_menu(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """Tab to the grid, Ctrl+A, Shift+F10: nothing is active yet, and the menu used to
     need an active item, so the keyboard had no way to "Add to dataset" the lot."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("keyed"))
     upload(api, folder["id"], ("one.txt", text("1\n")), ("two.txt", text("2\n")))
 
@@ -98,9 +98,9 @@ def test_the_menu_key_after_select_all_opens_the_selections_menu(
 
 
 def test_a_suggested_person_is_chosen_with_the_arrow_keys(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("invite-by-keys"))
     email = f"{unique('kay')}@example.com"
     made = api.post("/v1/users", json={"email": email, "name": "Kay", "org_role": "member"})
@@ -138,13 +138,13 @@ def test_a_suggested_person_is_chosen_with_the_arrow_keys(
 
 
 def test_the_focus_is_kept_after_an_upload_and_after_a_new_top_level_folder(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """ "Upload" is disabled while it sends (and once all is sent): its focus fell to the
     page, and the keyboard started again from the top. It goes to "Close" once done. A
     folder made at the top level opens its page, where the button that asked is not:
     the keyboard goes on from the new page's heading (it too fell to the page)."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("kept-focus"))
     page.goto(f"/folders/{folder['id']}")
     page.get_by_role("button", name="+ Upload files").focus()
@@ -174,12 +174,12 @@ def test_the_focus_is_kept_after_an_upload_and_after_a_new_top_level_folder(
 
 
 def test_the_focus_stays_on_add_in_add_to_dataset_and_manage_access(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """ "Add" (to a dataset, or people to a folder) is disabled while it is asked: its
     focus fell to the page. It comes back to "Add" (now "Added"), or to "Emails" once
     the people are added (nothing left to add). A refusal is said in the API's words."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("focus-add"))
     upload(api, folder["id"], ("kept.txt", text("k\n")))
     dataset = api.post("/v1/datasets", json={"name": unique("focus-ds")}).json()
@@ -224,12 +224,12 @@ def test_the_focus_stays_on_add_in_add_to_dataset_and_manage_access(
 
 
 def test_a_name_refused_in_new_folder_or_rename_gives_the_focus_back_to_its_button(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """A name the platform refuses is said, and the focus comes back to the button
     pressed: it fell to the page while the button was disabled, and the keyboard
     started again from the top."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("refused-name"))
     upload(api, folder["id"], ("named.txt", text("n\n")))
     page.goto(f"/folders/{folder['id']}")
@@ -255,12 +255,12 @@ def test_a_name_refused_in_new_folder_or_rename_gives_the_focus_back_to_its_butt
 
 
 def test_editing_a_description_keeps_the_focus_in_the_details(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """The field has the focus once "Edit description" is pressed; Save (and Cancel)
     give it to "Edit description", which stands where the form was: not to the page,
     from whose top the keyboard would start again."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("described"))
     page.goto(f"/folders/{folder['id']}")
     details = page.get_by_role("complementary", name="Details")

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from shared.kit.stack import Stack
-from tests.browser.conftest import _context, make_folder, sign_in, unique
+from tests.browser.conftest import _context, home, make_folder, unique
 
 COUNT = 10_000
 
@@ -30,8 +30,8 @@ def big_folder(platform: object) -> dict:
     return folder
 
 
-def test_ten_thousand_files_stay_a_small_page(signed_in: Page, big_folder: dict) -> None:
-    page = signed_in
+def test_ten_thousand_files_stay_a_small_page(admin_page: Page, big_folder: dict) -> None:
+    page = admin_page
     page.goto(f"/folders/{big_folder['id']}")
     page.get_by_role("button", name="List").click()
     # Grouped by thousands as the person's locale groups them (English here).
@@ -63,11 +63,11 @@ def test_ten_thousand_files_stay_a_small_page(signed_in: Page, big_folder: dict)
 
 
 def test_a_large_folder_is_ordered_by_the_catalog_page_by_page(
-    signed_in: Page, big_folder: dict
+    admin_page: Page, big_folder: dict
 ) -> None:
     """Turning the order around asks the catalog for it: the last name comes first with
     the first page, not once all 10,000 files are loaded and sorted in the browser."""
-    page = signed_in
+    page = admin_page
     page.goto(f"/folders/{big_folder['id']}")
     page.get_by_role("button", name="List").click()
     grid = page.get_by_role("grid", name="Folder contents")
@@ -85,12 +85,12 @@ def test_a_large_folder_is_ordered_by_the_catalog_page_by_page(
 
 
 def test_counts_are_grouped_as_the_persons_locale_groups_them(
-    browser: Browser, platform: Stack, big_folder: dict
+    browser: Browser, platform: Stack, big_folder: dict, admin_state: dict
 ) -> None:
-    context = _context(browser, platform, locale="de-DE")
+    context = _context(browser, platform, locale="de-DE", storage_state=admin_state)
     try:
         page = context.new_page()
-        sign_in(page)
+        home(page)
         page.goto(f"/folders/{big_folder['id']}")
         expect(page.get_by_text("10.000 items", exact=True)).to_be_visible(timeout=60_000)
         summary = page.get_by_role("complementary", name="Details")

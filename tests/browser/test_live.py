@@ -45,9 +45,9 @@ def _ticks_until(page: Page, seen: Callable[[], None]) -> None:
 
 
 def test_a_synced_dataset_and_a_files_links_follow_changes_made_elsewhere(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("followed"))
     elsewhere = make_folder(api, unique("elsewhere"))
     [first] = upload(api, folder["id"], ("first.png", png(8, 8)))
@@ -137,10 +137,10 @@ def test_a_member_sees_a_role_changed_and_access_removed_on_the_page_they_have_o
         context.close()
 
 
-def test_a_large_folder_read_again_keeps_its_selection(signed_in: Page, api: httpx.Client) -> None:
+def test_a_large_folder_read_again_keeps_its_selection(admin_page: Page, api: httpx.Client) -> None:
     """A folder of more than one page (1,000 items) read again after a change made
     elsewhere: the list is replaced once whole, so every item chosen stays chosen."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("many"))
     for start in range(0, 1_200, 300):
         upload(
@@ -167,13 +167,13 @@ RETURN_TO_TAB = "document.dispatchEvent(new Event('visibilitychange'))"
 
 
 def test_a_file_deleted_here_stays_gone_while_its_folder_is_read_again_page_by_page(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """A folder read again keeps its old list on screen until the new one is whole: what
     was deleted here stays hidden until then, not shown again under the old list once the
     new read's first page answers. Pages of two (the app asks for 1,000), the second of
     each read held back."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("paged"))
     upload(api, folder["id"], *[(f"{n}.txt", text(f"{n}\n")) for n in "abcd"])
     hold = {"on": False}
@@ -216,11 +216,11 @@ def test_a_file_deleted_here_stays_gone_while_its_folder_is_read_again_page_by_p
 
 
 def test_a_datasets_read_overtaken_by_a_later_one_does_not_land_last(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """Two reads of a dataset's files under way at once (the tab come back to, then a
     change seen): the first one's answer, if it comes last, is dropped."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("overtaken"))
     upload(api, folder["id"], ("first.png", png(8, 8)))
     dataset = api.post(
@@ -261,12 +261,12 @@ def test_a_datasets_read_overtaken_by_a_later_one_does_not_land_last(
 
 
 def test_coming_back_after_the_session_ended_leaves_no_errors_once_signed_in_again(
-    signed_in: Page, api: httpx.Client, platform: Stack
+    page: Page, api: httpx.Client, platform: Stack
 ) -> None:
     """Back to the tab while the session has ended: nothing is read (each read would be
     refused and leave its error); signed in again as the same person, the page reads
-    again, with what changed meanwhile."""
-    page = signed_in
+    again, with what changed meanwhile. (Its own sign-in: it ends it.)"""
+    sign_in(page)
     folder = make_folder(api, unique("away"))
     upload(api, folder["id"], ("kept.txt", text("k\n")))
     page.clock.install()
@@ -302,9 +302,9 @@ def open_described_folder(page: Page, api: httpx.Client) -> tuple[dict[str, Any]
 
 
 def test_a_folders_description_changed_elsewhere_shows_in_its_details(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder, details = open_described_folder(page, api)
     expect(details.get_by_text("As it was")).to_be_visible()
     changed = api.patch(f"/v1/folders/{folder['id']}", json={"description": "As it is now"})
@@ -314,9 +314,9 @@ def test_a_folders_description_changed_elsewhere_shows_in_its_details(
 
 
 def test_the_keyboard_stays_on_its_item_when_the_list_read_again_puts_one_before_it(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("keyboard"))
     upload(api, folder["id"], ("b.txt", text("b\n")), ("c.txt", text("c\n")))
     page.clock.install()
@@ -335,13 +335,13 @@ def test_the_keyboard_stays_on_its_item_when_the_list_read_again_puts_one_before
 
 
 def test_a_folder_changing_at_every_tick_is_read_again_when_it_stops_not_at_every_tick(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """An upload going on into the folder shown (its count changes at every tick of the
     page's watch: made so here, by answering the watch with a count that grows) has the
     list read when it starts and once it stops (or every 30 s), not at every tick, which
     cut off any list slower to read than a tick."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("busy"))
     upload(api, folder["id"], ("a.txt", text("a\n")))
     watched = f"/v1/folders/{folder['id']}"
@@ -401,12 +401,12 @@ def _until(page: Page, done: Callable[[], bool], what: str) -> None:
 
 
 def test_a_change_made_while_every_read_failed_is_read_once_they_answer_again(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """Back to the tab while the network is not (waking from sleep): the views' reads
     and the watch's fail. The watch's next answer, with what changed meanwhile, has the
     views read again: it is not taken as what they read."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("asleep"))
     upload(api, folder["id"], ("a.txt", text("a\n")))
     page.clock.install()
@@ -437,9 +437,9 @@ def test_a_change_made_while_every_read_failed_is_read_once_they_answer_again(
 
 
 def test_a_description_changed_elsewhere_while_edited_here_shows_after_cancel(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder, details = open_described_folder(page, api)
     details.get_by_role("button", name="Edit description").click()
     renamed = unique("renamed")
@@ -457,13 +457,13 @@ def test_a_description_changed_elsewhere_while_edited_here_shows_after_cancel(
 
 
 def test_a_change_made_while_an_earlier_watch_read_was_under_way_is_seen(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """The views read again (the tab come back to) while the watch's tick still waits
     for its answer: the watch asks at once too, not after that answer, so that a change
     made once the views have read is seen as one, not taken for what they read. The held
     tick answers last, with what was there when it was asked."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("overtaken-watch"))
     upload(api, folder["id"], ("a.txt", text("a\n")))
     watched = f"/v1/folders/{folder['id']}"
@@ -501,11 +501,11 @@ def test_a_change_made_while_an_earlier_watch_read_was_under_way_is_seen(
 
 
 def test_a_file_moved_out_and_another_in_between_two_looks_show_on_the_dataset_page(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """The dataset's count is the same after a move out and a move in: its page watches
     the dataset's version, which each of them changed."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("swapped"))
     elsewhere = make_folder(api, unique("swapped-from"))
     [leaving] = upload(api, folder["id"], ("leaving.png", png(8, 8)))

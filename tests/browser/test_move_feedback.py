@@ -15,9 +15,9 @@ from tests.e2e.support import text
 
 
 def test_the_move_dialog_says_when_no_folder_matches_and_skips_the_current_one(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     top = make_folder(api, unique("move-from"))
     elsewhere = make_folder(api, unique("move-to"), top["id"])
     upload(api, top["id"], ("moving.txt", text("m\n")))
@@ -51,12 +51,12 @@ def test_the_move_dialog_says_when_no_folder_matches_and_skips_the_current_one(
 
 
 def test_the_move_dialog_says_when_its_search_fails_and_clears_it_at_the_next(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """A search the platform could not answer is said in the dialog, in its words;
     before, the dialog showed nothing at all (no hit, no "No folder matches"), as if
     still looking. Typing again searches again, the message gone."""
-    page = signed_in
+    page = admin_page
     tag = unique("hits")
     there = make_folder(api, f"{tag}-there")
     source = make_folder(api, unique("hits-from"))

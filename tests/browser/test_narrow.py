@@ -9,24 +9,26 @@ import httpx
 from playwright.sync_api import Browser, expect
 
 from shared.kit.stack import Stack
-from tests.browser.conftest import make_folder, sign_in, unique, upload
+from tests.browser.conftest import home, make_folder, sign_in, unique, upload
 from tests.browser.test_roles_and_rename import _member
 from tests.e2e.support import CONSISTENCY, png, text
 
 
 def test_browse_and_upload_at_a_narrow_width(
-    browser: Browser, platform: Stack, api: httpx.Client
+    browser: Browser, platform: Stack, api: httpx.Client, admin_state: dict
 ) -> None:
     top = make_folder(api, unique("narrow"))
     sub = make_folder(api, "inside", top["id"])
     upload(api, sub["id"], ("n.txt", text()))
     context = browser.new_context(
-        base_url=platform.gateway_url, viewport={"width": 390, "height": 800}
+        base_url=platform.gateway_url,
+        viewport={"width": 390, "height": 800},
+        storage_state=admin_state,
     )
     context.set_default_timeout(10_000)
     try:
         page = context.new_page()
-        sign_in(page)
+        home(page)
         tree = page.get_by_role("tree", name="Folder tree")
         expect(tree).to_be_hidden()
         toggle = page.get_by_role("button", name="Folders")
@@ -49,18 +51,20 @@ def test_browse_and_upload_at_a_narrow_width(
 
 
 def test_the_search_and_a_file_s_actions_fit_a_phone_s_width(
-    browser: Browser, platform: Stack, api: httpx.Client
+    browser: Browser, platform: Stack, api: httpx.Client, admin_state: dict
 ) -> None:
     folder = make_folder(api, unique("narrow-file"))
     name = unique("phone") + ".png"
     [photo] = upload(api, folder["id"], (name, png(8, 8)))
     context = browser.new_context(
-        base_url=platform.gateway_url, viewport={"width": 390, "height": 800}
+        base_url=platform.gateway_url,
+        viewport={"width": 390, "height": 800},
+        storage_state=admin_state,
     )
     context.set_default_timeout(10_000)
     try:
         page = context.new_page()
-        sign_in(page)
+        home(page)
         page.goto(f"/files/{photo['id']}")
         expect(page.get_by_role("heading", name=name, level=1)).to_be_visible()
 
@@ -195,7 +199,7 @@ def test_a_user_s_file_page_fits_a_phone_s_width(
 
 
 def test_the_folders_drawer_by_keyboard_at_a_narrow_width(
-    browser: Browser, platform: Stack, api: httpx.Client
+    browser: Browser, platform: Stack, api: httpx.Client, admin_state: dict
 ) -> None:
     """Opened with Enter, the drawer had no focus (Tab went on through the top bar, the
     page under the drawer next) and Escape left it open; a folder opened from it left the
@@ -203,12 +207,14 @@ def test_the_folders_drawer_by_keyboard_at_a_narrow_width(
     top = make_folder(api, unique("drawer"))
     other = make_folder(api, unique("drawer-other"))
     context = browser.new_context(
-        base_url=platform.gateway_url, viewport={"width": 390, "height": 800}
+        base_url=platform.gateway_url,
+        viewport={"width": 390, "height": 800},
+        storage_state=admin_state,
     )
     context.set_default_timeout(10_000)
     try:
         page = context.new_page()
-        sign_in(page)
+        home(page)
         page.goto(f"/folders/{top['id']}")
         # The tree, hidden in its drawer, has been read.
         hidden = page.get_by_role("treeitem", name=top["name"], include_hidden=True)

@@ -174,13 +174,13 @@ def test_an_editor_renames_and_edits_a_description_and_sees_refusals(
 
 
 def test_a_menu_opened_before_the_folders_role_arrives_gains_the_editing_actions(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """On a busy platform the folder's contents can arrive before the folder itself (with
     the caller's role on it): a right-click then offers what anyone may do, shows the
     editing actions disabled, saying why, and enables them in the open menu once the
     role is known."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("late-role"))
     name = unique("late") + ".txt"
     upload(api, folder["id"], (name, text("late\n")))
@@ -222,11 +222,11 @@ def test_a_menu_opened_before_the_folders_role_arrives_gains_the_editing_actions
 
 
 def test_delete_pressed_before_the_folders_role_arrives_asks_once_it_does(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """The Delete key on a file chosen before the folder's role has arrived waits for it,
     and says so, then asks as it would have; before, it did nothing, silently."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("late-key"))
     name = unique("late") + ".txt"
     upload(api, folder["id"], (name, text("late\n")))
@@ -246,12 +246,12 @@ def test_delete_pressed_before_the_folders_role_arrives_asks_once_it_does(
 
 
 def test_a_key_waiting_for_the_role_is_dropped_once_the_person_goes_on(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """Delete pressed before the folder's role arrived, then another file chosen and
     "Add to dataset" opened: the role arriving leaves that dialog as it is (the Delete
     asked for the earlier choice is dropped, not opened over it)."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("late-drop"))
     first, second = unique("first") + ".txt", unique("second") + ".txt"
     upload(api, folder["id"], (first, text("1\n")), (second, text("2\n")))

@@ -13,8 +13,8 @@ from tests.browser.conftest import make_folder, unique
 from tests.e2e.support import PDF, png, text
 
 
-def test_search_finds_a_file_anywhere_with_its_path(signed_in: Page, api: httpx.Client) -> None:
-    page = signed_in
+def test_search_finds_a_file_anywhere_with_its_path(admin_page: Page, api: httpx.Client) -> None:
+    page = admin_page
     word = unique("needle")
     top = make_folder(api, unique("hay"))
     deep = make_folder(api, "deep", top["id"])
@@ -54,9 +54,9 @@ SUGGESTIONS = re.compile(r"/v1/search\?.*limit=10(&|$)")
 
 
 def test_enter_shows_results_uncovered_and_the_box_follows_the_address(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     word, other = unique("cat"), unique("dog")
     folder = make_folder(api, unique("pets"))
     api.post(
@@ -99,8 +99,8 @@ def test_enter_shows_results_uncovered_and_the_box_follows_the_address(
     expect(page.get_by_role("heading", name=f"{word}.txt", level=1)).to_be_visible()
 
 
-def test_image_zoom_pdf_and_a_frame_strip(signed_in: Page, api: httpx.Client) -> None:
-    page = signed_in
+def test_image_zoom_pdf_and_a_frame_strip(admin_page: Page, api: httpx.Client) -> None:
+    page = admin_page
     folder = make_folder(api, unique("view"))
     answer = api.post(
         f"/v1/folders/{folder['id']}/files",
@@ -172,8 +172,8 @@ def webm(seconds: float = 3.0, rate: int = 10) -> bytes:
     return out.getvalue()
 
 
-def test_a_video_plays_and_seeks_by_range(signed_in: Page, api: httpx.Client) -> None:
-    page = signed_in
+def test_a_video_plays_and_seeks_by_range(admin_page: Page, api: httpx.Client) -> None:
+    page = admin_page
     folder = make_folder(api, unique("video"))
     answer = api.post(f"/v1/folders/{folder['id']}/files", files=[("file", ("clip.webm", webm()))])
     assert answer.status_code == 201, answer.text
@@ -200,10 +200,10 @@ def test_a_video_plays_and_seeks_by_range(signed_in: Page, api: httpx.Client) ->
     assert 206 in ranges, ranges
 
 
-def test_a_dicom_series_scrolls_slice_by_slice(signed_in: Page, api: httpx.Client) -> None:
+def test_a_dicom_series_scrolls_slice_by_slice(admin_page: Page, api: httpx.Client) -> None:
     from tests.dicom_fixtures import ct_series
 
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("ct"))
     started = api.post(
         f"/v1/folders/{folder['id']}/dicom",

@@ -20,8 +20,8 @@ def _selected(page: Page) -> list[str]:
     return sorted(rows.evaluate_all("rows => rows.map(r => r.getAttribute('aria-label'))"))
 
 
-def test_select_by_click_shift_click_and_ctrl_click(signed_in: Page, api: httpx.Client) -> None:
-    page = signed_in
+def test_select_by_click_shift_click_and_ctrl_click(admin_page: Page, api: httpx.Client) -> None:
+    page = admin_page
     folder = make_folder(api, unique("select"))
     upload(api, folder["id"], *[(f"f{n}.txt", text(f"{n}\n")) for n in range(6)])
     page.goto(f"/folders/{folder['id']}")
@@ -45,9 +45,9 @@ def test_select_by_click_shift_click_and_ctrl_click(signed_in: Page, api: httpx.
 
 
 def test_move_a_selection_finding_the_target_as_you_type(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     source = make_folder(api, unique("from"))
     target_name = unique("target")
     target = make_folder(api, target_name)
@@ -79,8 +79,8 @@ def test_move_a_selection_finding_the_target_as_you_type(
     assert [f["id"] for f in linked] == [files[2]["id"]]
 
 
-def test_delete_a_folder_shows_what_it_takes_first(signed_in: Page, api: httpx.Client) -> None:
-    page = signed_in
+def test_delete_a_folder_shows_what_it_takes_first(admin_page: Page, api: httpx.Client) -> None:
+    page = admin_page
     top = make_folder(api, unique("del"))
     doomed = make_folder(api, "doomed", top["id"])
     inner = make_folder(api, "inner", doomed["id"])
@@ -109,8 +109,8 @@ def test_delete_a_folder_shows_what_it_takes_first(signed_in: Page, api: httpx.C
     assert api.get(f"/v1/datasets/{dataset['id']}").json()["file_count"] == 0
 
 
-def test_add_to_dataset_existing_and_a_new_synced_one(signed_in: Page, api: httpx.Client) -> None:
-    page = signed_in
+def test_add_to_dataset_existing_and_a_new_synced_one(admin_page: Page, api: httpx.Client) -> None:
+    page = admin_page
     folder = make_folder(api, unique("ds"))
     files = upload(api, folder["id"], ("p.txt", text("p\n")), ("q.txt", text("q\n")))
     existing = api.post("/v1/datasets", json={"name": unique("existing")}).json()
@@ -160,11 +160,11 @@ def test_add_to_dataset_existing_and_a_new_synced_one(signed_in: Page, api: http
 
 
 def test_the_keyboard_goes_on_after_a_range_chosen_downward_and_deleted(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """a..i, c to e chosen downward (the keyboard on e) and deleted: the keyboard is on f,
     the first item after them, not on h, at e's old place in the shorter list."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("range"))
     upload(api, folder["id"], *[(f"{n}.txt", text(f"{n}\n")) for n in "abcdefghi"])
     page.goto(f"/folders/{folder['id']}")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Locator, Page, Request, Route, expect
+from playwright.sync_api import Page, Request, Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from shared.kit.stack import Stack
-from tests.browser.conftest import items, make_folder, sign_in, unique
+from tests.browser.conftest import items, make_folder, sign_in, unique, upload_dialog, uploading
 from tests.conftest import ADMIN_KEY
 from tests.e2e.support import png
 
@@ -22,17 +22,6 @@ from tests.e2e.support import png
 def _cookie(page: Page) -> dict:
     [cookie] = [c for c in page.context.cookies() if c["name"] == "files_session"]
     return dict(cookie)
-
-
-def uploading(page: Page, folder_id: str, path: Path) -> tuple[Locator, Locator]:
-    """The Upload files dialog of a folder's page, sending `path`, and its row."""
-    page.goto(f"/folders/{folder_id}")
-    page.get_by_role("button", name="Upload files").click()
-    dialog = page.get_by_role("dialog", name="Upload files")
-    dialog.get_by_label("Files", exact=True).set_input_files(path)
-    dialog.get_by_role("button", name="Upload", exact=True).click()
-    row = dialog.get_by_role("list", name="Files to upload").get_by_role("listitem", name=path.name)
-    return dialog, row
 
 
 def test_sign_in_with_an_api_key_and_sign_out(page: Page, platform: Stack) -> None:
@@ -146,20 +135,19 @@ def test_revoking_the_key_ends_its_sessions_and_the_audit_keeps_no_secret(
 
 
 def test_a_session_that_ends_mid_upload_keeps_the_page_and_the_rest_is_sent_after(
-    signed_in: Page, api: httpx.Client, platform: Stack, tmp_path: Path
+    page: Page, api: httpx.Client, platform: Stack, tmp_path: Path
 ) -> None:
     """The session ends while the app is open (signed out in another tab, expired, its key
     revoked): a sign-in dialog over the page, which stays as it was. Before, the whole
-    app gave way to the sign-in page, and with it the upload's list of what was sent."""
-    page = signed_in
+    app gave way to the sign-in page, and with it the upload's list of what was sent.
+    (Its own sign-in: it ends it.)"""
+    sign_in(page)
     folder = make_folder(api, unique("ended"))
     chosen = []
     for i in range(3):
         chosen.append(tmp_path / f"f{i}.png")
         chosen[-1].write_bytes(png(5 + i, 5))
-    page.goto(f"/folders/{folder['id']}")
-    page.get_by_role("button", name="Upload files").click()
-    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog = upload_dialog(page, folder["id"])
     dialog.get_by_label("Files", exact=True).set_input_files(chosen)
     with httpx.Client(base_url=platform.gateway_url) as client:
         ended = client.delete(
@@ -287,7 +275,8 @@ def test_a_large_file_cut_off_by_a_session_that_ended_goes_on_after_signing_in_a
     page.on("request", on_request)
     page.on("requestfinished", on_finished)
     page.route("**/v1/uploads/*/parts/*", cut_off)
-    dialog, row = uploading(page, folder["id"], big)
+    dialog, listed = uploading(page, folder["id"], big)
+    row = listed.get_by_role("listitem", name=big.name)
     expect(row).to_contain_text("Not sent: the session ended", timeout=30_000)
     again = page.get_by_role("dialog", name="Your session has ended")
     expect(again.get_by_label("API key")).to_be_focused()
@@ -360,7 +349,8 @@ def test_a_large_file_is_not_sent_on_the_session_of_one_who_signed_out(
 
     page.on("request", lambda r: r.method == "PUT" and sent_to.append(r.url))
     page.route("**/v1/uploads/*/parts/*", switch_then_fail)
-    _, row = uploading(page, folder["id"], big)
+    _, listed = uploading(page, folder["id"], big)
+    row = listed.get_by_role("listitem", name=big.name)
     expect(row).to_contain_text("someone else signed in on this browser", timeout=30_000)
     assert sent_to and all("/v1/uploads/" in url for url in sent_to), sent_to
     [opened] = {re.search(r"/v1/uploads/([^/]+)/", url)[1] for url in sent_to}  # type: ignore[index]

@@ -104,11 +104,11 @@ def _reads(page: Page) -> list[int]:
 
 
 def test_a_running_syncs_job_is_read_less_and_less_often_while_it_cannot_be_read(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """Its job answering 503 (a restart): read again after 1 s, 2 s, 4 s, then every 5 s,
     not at a fixed pace."""
-    page = signed_in
+    page = admin_page
 
     def unavailable(route: Route) -> None:
         route.fulfill(
@@ -129,11 +129,11 @@ def test_a_running_syncs_job_is_read_less_and_less_often_while_it_cannot_be_read
 
 
 def test_a_running_syncs_job_is_not_read_while_the_tab_is_hidden(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """Hidden, the tab reads nothing for as long as it stays so (its reads come due and
     wait); shown again, the job is read at once, and then on the same pace."""
-    page = signed_in
+    page = admin_page
     _following(page, api, lambda route: route.fulfill(json={"status": "running"}))
     before = _reads(page)
     page.evaluate(

@@ -11,8 +11,8 @@ from tests.browser.conftest import make_folder, unique, upload
 from tests.e2e.support import text
 
 
-def test_the_sync_switch_says_the_whole_folder_joins(signed_in: Page, api: httpx.Client) -> None:
-    page = signed_in
+def test_the_sync_switch_says_the_whole_folder_joins(admin_page: Page, api: httpx.Client) -> None:
+    page = admin_page
     folder = make_folder(api, unique("source"))
     inner = make_folder(api, "inner", folder["id"])
     upload(api, folder["id"], ("chosen.txt", text("c\n")), ("other.txt", text("o\n")))

@@ -80,7 +80,7 @@ def test_a_shared_top_level_folder_offers_its_editor_no_rename(
 
 
 def test_an_org_admin_renames_a_members_top_level_folder(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     member = api.post(
         "/v1/users",
@@ -93,7 +93,7 @@ def test_an_org_admin_renames_a_members_top_level_folder(
     ) as theirs:
         # Named to come first in the admin's top level, by name, among every test's.
         folder = make_folder(theirs, unique("0-theirs"))
-    page = signed_in
+    page = admin_page
     page.goto("/")
     page.get_by_role("button", name="List").click()
     grid = page.get_by_role("grid", name="Folder contents")

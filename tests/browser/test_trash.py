@@ -12,8 +12,10 @@ from tests.browser.conftest import items, make_folder, unique, upload
 from tests.e2e.support import text
 
 
-def test_delete_see_in_trash_restore_and_delete_forever(signed_in: Page, api: httpx.Client) -> None:
-    page = signed_in
+def test_delete_see_in_trash_restore_and_delete_forever(
+    admin_page: Page, api: httpx.Client
+) -> None:
+    page = admin_page
     folder = make_folder(api, unique("trash-ui"))
     kept, doomed = unique("kept") + ".txt", unique("doomed") + ".txt"
     upload(api, folder["id"], (kept, text("kept\n")), (doomed, text("doomed\n")))
@@ -70,9 +72,9 @@ def test_delete_see_in_trash_restore_and_delete_forever(signed_in: Page, api: ht
 
 
 def test_what_is_deleted_here_and_restored_elsewhere_shows_again_without_a_reload(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     parent = make_folder(api, unique("back-again"))
     child = make_folder(api, "child", parent["id"])
     [note] = upload(api, parent["id"], ("note.txt", text("n\n")))
@@ -115,9 +117,9 @@ def test_what_is_deleted_here_and_restored_elsewhere_shows_again_without_a_reloa
 
 
 def test_a_restore_refused_for_a_name_already_there_says_where_and_what_to_do(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     name = unique("twin")
     first = make_folder(api, name)
     assert api.post("/v1/delete", json={"folder_ids": [first["id"]]}).status_code == 200
@@ -135,9 +137,9 @@ def test_a_restore_refused_for_a_name_already_there_says_where_and_what_to_do(
 
 
 def test_choose_all_in_the_trash_chooses_every_item_one_may_restore(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("many-deleted"))
     names = [unique("gone") + ".txt" for _ in range(3)]
     files = upload(api, folder["id"], *((n, text(n)) for n in names))
@@ -164,12 +166,12 @@ def test_choose_all_in_the_trash_chooses_every_item_one_may_restore(
 
 
 def test_delete_forever_and_empty_trash_are_asked_in_the_confirm_dialog(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """The same modal question as every removal: it names how many and what, says it
     cannot be undone, has the focus on Cancel, Escape keeps everything, and the focus
     goes back to the button that asked."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("forever"))
     names = [unique("bin") + ".txt" for _ in range(2)]
     files = upload(api, folder["id"], *((n, text(n)) for n in names))
@@ -224,9 +226,9 @@ def test_delete_forever_and_empty_trash_are_asked_in_the_confirm_dialog(
 
 
 def test_a_file_deleted_before_its_folder_is_an_item_of_its_own(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("before-folder"))
     alone, went = unique("alone") + ".txt", unique("went") + ".txt"
     upload(api, folder["id"], (alone, text("a\n")), (went, text("w\n")))

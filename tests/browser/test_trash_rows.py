@@ -18,9 +18,9 @@ WHO_MAY = WHO_RENAMES.replace("rename", "restore")
 
 
 def test_rows_are_chosen_by_a_click_and_restore_keeps_the_focus(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("trash-rows"))
     names = [unique(n) + ".txt" for n in ("a", "b", "c")]
     made = upload(api, folder["id"], *((n, text(n + "\n")) for n in names))
@@ -92,10 +92,10 @@ def test_a_shared_top_level_folder_is_told_ahead_to_be_its_creators_to_restore(
     expect(trash.get_by_role("button", name="Delete forever")).to_be_enabled()
 
 
-def test_the_trash_rows_take_a_folders_keys(signed_in: Page, api: httpx.Client) -> None:
+def test_the_trash_rows_take_a_folders_keys(admin_page: Page, api: httpx.Client) -> None:
     """Arrows move and choose, Shift extends, Space adds or removes, Escape chooses
     none, Delete asks to delete forever."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("trash-keys"))
     names = [unique(n) + ".txt" for n in ("a", "b")]
     made = upload(api, folder["id"], *((n, text(n + "\n")) for n in names))

@@ -10,14 +10,14 @@ import uuid
 import httpx
 from playwright.sync_api import BrowserContext, Page, Route, expect
 
-from tests.browser.conftest import items, make_folder, sign_in, unique, upload
+from tests.browser.conftest import home, items, make_folder, unique, upload
 from tests.e2e.support import text
 
 
 def test_a_folder_opened_while_offline_says_so_and_try_again_recovers(
-    signed_in: Page, context: BrowserContext, api: httpx.Client
+    admin_page: Page, context: BrowserContext, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("offline"))
     upload(api, folder["id"], ("seen.txt", text("seen\n")))
     page.goto("/")
@@ -56,8 +56,8 @@ def test_a_dialog_sent_while_offline_says_the_platform_cannot_be_reached(
     )
 
 
-def test_a_link_to_a_folder_that_is_not_there(signed_in: Page) -> None:
-    page = signed_in
+def test_a_link_to_a_folder_that_is_not_there(admin_page: Page) -> None:
+    page = admin_page
     page.goto(f"/folders/{uuid.uuid4()}")
     content = page.get_by_role("main")
     expect(content.get_by_role("heading", level=1)).to_have_text("Folder not found")
@@ -68,8 +68,8 @@ def test_a_link_to_a_folder_that_is_not_there(signed_in: Page) -> None:
     expect(content.get_by_role("heading", name="All folders", level=1)).to_be_visible()
 
 
-def test_links_to_a_file_or_a_dataset_that_is_not_there(signed_in: Page) -> None:
-    page = signed_in
+def test_links_to_a_file_or_a_dataset_that_is_not_there(admin_page: Page) -> None:
+    page = admin_page
     content = page.get_by_role("main")
     for kind, heading in (("files", "File not found"), ("datasets", "Dataset not found")):
         missing = str(uuid.uuid4())
@@ -81,9 +81,9 @@ def test_links_to_a_file_or_a_dataset_that_is_not_there(signed_in: Page) -> None
 
 
 def test_a_file_opened_while_offline_says_so_and_try_again_recovers(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("offline-file"))
     upload(api, folder["id"], ("opened.txt", text("opened\n")))
     page.goto(f"/folders/{folder['id']}")
@@ -108,9 +108,9 @@ def test_a_file_opened_while_offline_says_so_and_try_again_recovers(
 
 
 def test_an_upload_while_offline_is_not_called_refused_and_is_sent_again(
-    signed_in: Page, context: BrowserContext, api: httpx.Client
+    admin_page: Page, context: BrowserContext, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("offline-upload"))
     page.goto(f"/folders/{folder['id']}")
     expect(page.get_by_role("heading", name=folder["name"], level=1)).to_be_visible()
@@ -135,12 +135,12 @@ def test_an_upload_while_offline_is_not_called_refused_and_is_sent_again(
 
 
 def test_the_folder_tree_never_says_no_folders_when_it_could_not_read_them(
-    page: Page, api: httpx.Client
+    page: Page, api: httpx.Client, admin_state: dict
 ) -> None:
     make_folder(api, unique("still-here"))
     lists = re.compile(r"/v1/folders\?")
     page.route(lists, lambda route: route.abort())
-    sign_in(page)
+    home(page)
     nav = page.get_by_role("navigation", name="Folders")
     expect(nav).to_contain_text("The folders could not be loaded.")
     expect(nav).not_to_contain_text("No folders yet")
@@ -247,11 +247,11 @@ def test_search_results_say_when_the_search_cannot_be_done_and_try_again_recover
 
 
 def test_a_page_that_could_not_be_shown_says_the_api_s_message_as_a_sentence(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
     """The API's messages start in lower case; a folder's, a file's and a dataset's page
     that could not be shown starts its sentence with a capital, as the lists do."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("busy"))
     [note] = upload(api, folder["id"], ("busy.txt", text("b\n")))
     dataset = api.post("/v1/datasets", json={"name": unique("busy-set")}).json()

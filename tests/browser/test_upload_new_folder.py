@@ -12,9 +12,9 @@ from tests.e2e.support import text
 
 
 def test_a_new_folder_made_in_the_upload_dialog_is_chosen_and_receives_the_files(
-    signed_in: Page, api: httpx.Client
+    admin_page: Page, api: httpx.Client
 ) -> None:
-    page = signed_in
+    page = admin_page
     taken = make_folder(api, unique("taken"))
     make_folder(api, "W" * 250 + unique(""))  # a long name among the choices
     name = unique("made-here")

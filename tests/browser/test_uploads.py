@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from tests.browser.conftest import items, make_folder, unique
+from tests.browser.conftest import items, make_folder, unique, upload_dialog, uploading
 from tests.cloud_fixtures import MotoS3, start_moto
 from tests.dicom_fixtures import ct_series
 from tests.e2e.support import ELF, png, text
@@ -57,9 +57,9 @@ def test_new_folder_at_the_top_and_inside_and_no_file_at_the_top(
 
 
 def test_upload_files_and_a_folder_with_progress_and_refusals(
-    signed_in: Page, api: httpx.Client, tmp_path: Path
+    admin_page: Page, api: httpx.Client, tmp_path: Path
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("up"))
     (tmp_path / "cat.png").write_bytes(png(20, 10))
     (tmp_path / "virus.exe").write_bytes(ELF)
@@ -68,9 +68,7 @@ def test_upload_files_and_a_folder_with_progress_and_refusals(
     (tree / "a.txt").write_bytes(text("a\n"))
     (tree / "inner" / "b.txt").write_bytes(text("b\n"))
 
-    page.goto(f"/folders/{folder['id']}")
-    page.get_by_role("button", name="Upload files").click()
-    dialog = page.get_by_role("dialog", name="Upload files")
+    dialog = upload_dialog(page, folder["id"])
     expect(dialog.get_by_role("tab", name="Upload")).to_have_attribute("aria-selected", "true")
     for tab in ("Batch images as", "DICOM", "Import from private cloud"):
         expect(dialog.get_by_role("tab", name=tab)).to_be_visible()
@@ -102,9 +100,9 @@ def test_upload_files_and_a_folder_with_progress_and_refusals(
 
 
 def test_a_large_file_goes_in_parts_and_resumes_after_a_dropped_connection(
-    signed_in: Page, api: httpx.Client, tmp_path: Path
+    admin_page: Page, api: httpx.Client, tmp_path: Path
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("large"))
     size = 12 * 1024 * 1024  # two parts, of 8 MiB and 4 MiB
     big = tmp_path / "big.bin.txt"
@@ -119,11 +117,7 @@ def test_a_large_file_goes_in_parts_and_resumes_after_a_dropped_connection(
             route.continue_()
 
     page.route("**/v1/uploads/*/parts/*", drop_the_first_try)
-    page.goto(f"/folders/{folder['id']}")
-    page.get_by_role("button", name="Upload files").click()
-    dialog = page.get_by_role("dialog", name="Upload files")
-    dialog.get_by_label("Files", exact=True).set_input_files(big)
-    dialog.get_by_role("button", name="Upload", exact=True).click()
+    dialog, _ = uploading(page, folder["id"], big)
     expect(dialog.get_by_role("listitem", name="big.bin.txt")).to_contain_text(
         "Uploaded", timeout=30_000
     )
@@ -136,19 +130,16 @@ def test_a_large_file_goes_in_parts_and_resumes_after_a_dropped_connection(
 
 
 def test_batch_images_as_an_image_sequence(
-    signed_in: Page, api: httpx.Client, tmp_path: Path
+    admin_page: Page, api: httpx.Client, tmp_path: Path
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("batch"))
     frames = []
     for n in range(3):
         path = tmp_path / f"frame{n}.png"
         path.write_bytes(png(12, 8))
         frames.append(path)
-    page.goto(f"/folders/{folder['id']}")
-    page.get_by_role("button", name="Upload files").click()
-    dialog = page.get_by_role("dialog", name="Upload files")
-    dialog.get_by_role("tab", name="Batch images as").click()
+    dialog = upload_dialog(page, folder["id"], tab="Batch images as")
     dialog.get_by_label("Image sequence").check()
     dialog.get_by_label("Name").fill("walk")
     dialog.get_by_label("Files", exact=True).set_input_files(frames)
@@ -161,9 +152,9 @@ def test_batch_images_as_an_image_sequence(
 
 
 def test_dicom_upload_shows_the_job_and_names_missing_tags(
-    signed_in: Page, api: httpx.Client, tmp_path: Path
+    admin_page: Page, api: httpx.Client, tmp_path: Path
 ) -> None:
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("dicom"))
     paths = []
     for n, data in enumerate(ct_series(3)):
@@ -173,18 +164,12 @@ def test_dicom_upload_shows_the_job_and_names_missing_tags(
     [broken] = ct_series(1, series=7, omit=("PatientID",))
     (tmp_path / "nopatient.dcm").write_bytes(broken)
     paths.append(tmp_path / "nopatient.dcm")
-    page.goto(f"/folders/{folder['id']}")
-    page.get_by_role("button", name="Upload files").click()
-    dialog = page.get_by_role("dialog", name="Upload files")
-    dialog.get_by_role("tab", name="DICOM").click()
-    dialog.get_by_label("Files", exact=True).set_input_files(paths)
-    dialog.get_by_role("button", name="Upload", exact=True).click()
+    dialog, rows = uploading(page, folder["id"], paths, tab="DICOM")
     job = dialog.get_by_role("region", name="DICOM progress")
     expect(job).to_contain_text("4 of 4 done", timeout=30_000)
     expect(job.get_by_role("list", name="Refused")).to_contain_text("nopatient.dcm")
     expect(job.get_by_role("list", name="Refused")).to_contain_text("PatientID")
     # Each file's row says what became of it, the refusal once, beside its bar (not on it).
-    rows = dialog.get_by_role("list", name="Files to upload")
     refused = rows.get_by_role("listitem", name="nopatient.dcm")
     expect(refused).not_to_contain_text("Uploaded")
     expect(refused).to_contain_text("PatientID")
@@ -198,11 +183,11 @@ def test_dicom_upload_shows_the_job_and_names_missing_tags(
 
 
 def test_a_dicom_refusal_marks_only_the_rows_of_its_name_and_says_when_it_cannot_tell(
-    signed_in: Page, api: httpx.Client, tmp_path: Path
+    admin_page: Page, api: httpx.Client, tmp_path: Path
 ) -> None:
     """The job names a refused file by its own name, not its folder: of two files named
     alike in two subfolders, it cannot say which; rows of other names are not marked."""
-    page = signed_in
+    page = admin_page
     folder = make_folder(api, unique("dicom-tree"))
     tree = tmp_path / "scans"
     for sub in ("good", "bad"):
@@ -212,10 +197,7 @@ def test_a_dicom_refusal_marks_only_the_rows_of_its_name_and_says_when_it_cannot
     (tree / "bad" / "other.dcm").write_bytes(second)
     [broken] = ct_series(1, series=7, omit=("PatientID",))
     (tree / "bad" / "slice.dcm").write_bytes(broken)
-    page.goto(f"/folders/{folder['id']}")
-    page.get_by_role("button", name="Upload files").click()
-    dialog = page.get_by_role("dialog", name="Upload files")
-    dialog.get_by_role("tab", name="DICOM").click()
+    dialog = upload_dialog(page, folder["id"], tab="DICOM")
     dialog.get_by_label("Whole folder").set_input_files(tree)
     rows = dialog.get_by_role("list", name="Files to upload")
     expect(rows.get_by_role("listitem")).to_have_count(3)
@@ -251,9 +233,9 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
 
 
 def test_import_from_private_cloud_by_prefix(
-    signed_in: Page, api: httpx.Client, moto: MotoS3
+    admin_page: Page, api: httpx.Client, moto: MotoS3
 ) -> None:
-    page = signed_in
+    page = admin_page
     integration = api.post(
         "/v1/integrations",
         json={
@@ -268,10 +250,7 @@ def test_import_from_private_cloud_by_prefix(
     )
     assert integration.status_code == 201, integration.text
     folder = make_folder(api, unique("imported"))
-    page.goto(f"/folders/{folder['id']}")
-    page.get_by_role("button", name="Upload files").click()
-    dialog = page.get_by_role("dialog", name="Upload files")
-    dialog.get_by_role("tab", name="Import from private cloud").click()
+    dialog = upload_dialog(page, folder["id"], tab="Import from private cloud")
     dialog.get_by_label("Integration").select_option(integration.json()["id"])
     dialog.get_by_label("Prefix").fill("cats/")
     dialog.get_by_role("button", name="Import").click()

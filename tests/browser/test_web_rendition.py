@@ -12,8 +12,8 @@ from tests.browser.conftest import make_folder, unique, upload
 from tests.e2e.test_reencode import mpeg4_avi
 
 
-def test_the_player_uses_the_web_rendition_once_made(signed_in: Page, api: httpx.Client) -> None:
-    page = signed_in
+def test_the_player_uses_the_web_rendition_once_made(admin_page: Page, api: httpx.Client) -> None:
+    page = admin_page
     folder = make_folder(api, unique("web-rendition"))
     (clip,) = upload(api, folder["id"], ("clip.avi", mpeg4_avi(seconds=1)))
     page.goto(f"/files/{clip['id']}")
