@@ -123,6 +123,9 @@ def admin_state(browser: Browser, platform: Stack) -> dict[str, Any]:
     contexts of the tests that are not about signing in (each form sign-in cost a test
     about a second, most of it the app's first load and the session's start)."""
     context = _context(browser, platform)
+    # A failure here is every admin test's (pytest keeps a session fixture's error):
+    # the one sign-in is given the time a busy machine may take, not a step's 10 s.
+    context.set_default_timeout(60_000)
     try:
         sign_in(context.new_page())
         return dict(context.storage_state())
