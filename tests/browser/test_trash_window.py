@@ -127,6 +127,15 @@ def test_a_trash_of_thousands_is_windowed_and_its_keys_reach_the_last_item(
     expect(trash.get_by_text("1 selected", exact=True)).to_be_visible()
     assert rows.count() < 100, rows.count()
 
+    # A row's checkbox has the focus, and the list is scrolled far from it: its row stays
+    # drawn, the focus on it (it went to the page, the row taken out).
+    box = grid.locator('tr[aria-rowindex="2"] input[type="checkbox"]')
+    box.focus()
+    trash.evaluate("el => { el.scrollTop = 20000; }")
+    expect(grid.locator('tr[aria-rowindex="600"]')).to_be_attached()
+    expect(box).to_be_focused()
+    assert rows.count() < 100, rows.count()
+
 
 def test_more_than_a_thousand_items_are_deleted_forever_in_turns(
     page: Page, api: httpx.Client, trash_of_many: Trash
