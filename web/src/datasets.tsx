@@ -274,51 +274,51 @@ export function DatasetPage({ id }: { id: string }) {
             {rows.runs.map((run) => [
               run.gap > 0 && <tr aria-hidden="true" class="spacer" key={`gap-${run.from}`} style={{ height: `${run.gap}px` }} />,
               ...shown.slice(run.from, run.to).map((f, k) => {
-              const i = run.from + k;
-              return (
-                <tr
-                  key={f.id}
-                  id={`member-${f.id}`}
-                  data-row={i}
-                  aria-rowindex={i + 2}
-                  aria-label={f.name}
-                  aria-selected={selected.has(f.id)}
-                  class={`${selected.has(f.id) ? "selected" : ""} ${i === active ? "active" : ""}`}
-                  onMouseDown={(e) => e.shiftKey && e.preventDefault()}
-                  onClick={(e) => selection.click(i, e)}
-                  onDblClick={() => open(f)}
-                >
-                  <td class="name-cell">
-                    <a
-                      href={fileUrl(f.id)}
-                      onClick={(e) => {
-                        // Shift- and Ctrl-clicks choose, here as on the rest of the row.
-                        e.preventDefault();
-                        if (e.shiftKey || e.ctrlKey || e.metaKey) return;
-                        e.stopPropagation();
-                        open(f);
-                      }}
-                    >
-                      {f.name}
-                    </a>
-                  </td>
-                  <td class="name-cell">
-                    <a
-                      href={folderUrl(f.folder_id)}
-                      onClick={(e) => {
-                        e.preventDefault();
-                        if (e.shiftKey || e.ctrlKey || e.metaKey) return;
-                        e.stopPropagation();
-                        navigate(folderUrl(f.folder_id));
-                      }}
-                    >
-                      {folderNames[f.folder_id] ?? "Open folder"}
-                    </a>
-                  </td>
-                  <td>{kindLabel(f.kind)}</td>
-                  <td>{bytes(f.size)}</td>
-                </tr>
-              );
+                const i = run.from + k;
+                return (
+                  <tr
+                    key={f.id}
+                    id={`member-${f.id}`}
+                    data-row={i}
+                    aria-rowindex={i + 2}
+                    aria-label={f.name}
+                    aria-selected={selected.has(f.id)}
+                    class={`${selected.has(f.id) ? "selected" : ""} ${i === active ? "active" : ""}`}
+                    onMouseDown={(e) => e.shiftKey && e.preventDefault()}
+                    onClick={(e) => selection.click(i, e)}
+                    onDblClick={() => open(f)}
+                  >
+                    <td class="name-cell">
+                      <a
+                        href={fileUrl(f.id)}
+                        onClick={(e) => {
+                          // Shift- and Ctrl-clicks choose, here as on the rest of the row.
+                          e.preventDefault();
+                          if (e.shiftKey || e.ctrlKey || e.metaKey) return;
+                          e.stopPropagation();
+                          open(f);
+                        }}
+                      >
+                        {f.name}
+                      </a>
+                    </td>
+                    <td class="name-cell">
+                      <a
+                        href={folderUrl(f.folder_id)}
+                        onClick={(e) => {
+                          e.preventDefault();
+                          if (e.shiftKey || e.ctrlKey || e.metaKey) return;
+                          e.stopPropagation();
+                          navigate(folderUrl(f.folder_id));
+                        }}
+                      >
+                        {folderNames[f.folder_id] ?? "Open folder"}
+                      </a>
+                    </td>
+                    <td>{kindLabel(f.kind)}</td>
+                    <td>{bytes(f.size)}</td>
+                  </tr>
+                );
               }),
             ])}
             {rows.after > 0 && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.after}px` }} />}

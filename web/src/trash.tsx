@@ -295,39 +295,39 @@ export function TrashPage() {
             {rows.runs.map((run) => [
               run.gap > 0 && <tr aria-hidden="true" class="spacer" key={`gap-${run.from}`} style={{ height: `${run.gap}px` }} />,
               ...items.slice(run.from, run.to).map((i, k) => (
-              <tr
-                key={i.id}
-                id={`trash-${i.id}`}
-                data-row={run.from + k}
-                aria-rowindex={run.from + k + 2}
-                aria-label={i.name}
-                aria-selected={chosen.has(i.id)}
-                class={`${chosen.has(i.id) ? "selected" : ""} ${mine[active] === i ? "active" : ""}`}
-                onMouseDown={(e) => e.shiftKey && e.preventDefault()}
-                onClick={(e) => clickRow(i, e)}
-              >
-                <td>
-                  <input
-                    type="checkbox"
-                    aria-label={`Choose ${i.name}`}
-                    disabled={!mayEdit(i.my_role)}
-                    title={mayEdit(i.my_role) ? undefined : "Only an Editor or Admin of its folder can restore it or delete it forever"}
-                    checked={chosen.has(i.id)}
-                    onChange={() => toggle(i.id)}
-                  />
-                </td>
-                <td>
-                  {i.name}
-                  {mayEdit(i.my_role) && !restorable(i) && <div class="muted">{ONLY_CREATOR}</div>}
-                </td>
-                <td>{i.type === "folder" ? `Folder (${count(i.files ?? 0, "file")})` : kindLabel(i.kind ?? "")}</td>
-                <td>{bytes(i.size)}</td>
-                <td class="name-cell">
-                  <Place id={placeOf(i)} name={places[placeOf(i) ?? ""]} trashed={trashedName(items, placeOf(i))} />
-                </td>
-                <td>{date(i.deleted_at)}</td>
-                <td>{date(i.purge_at)}</td>
-              </tr>
+                <tr
+                  key={i.id}
+                  id={`trash-${i.id}`}
+                  data-row={run.from + k}
+                  aria-rowindex={run.from + k + 2}
+                  aria-label={i.name}
+                  aria-selected={chosen.has(i.id)}
+                  class={`${chosen.has(i.id) ? "selected" : ""} ${mine[active] === i ? "active" : ""}`}
+                  onMouseDown={(e) => e.shiftKey && e.preventDefault()}
+                  onClick={(e) => clickRow(i, e)}
+                >
+                  <td>
+                    <input
+                      type="checkbox"
+                      aria-label={`Choose ${i.name}`}
+                      disabled={!mayEdit(i.my_role)}
+                      title={mayEdit(i.my_role) ? undefined : "Only an Editor or Admin of its folder can restore it or delete it forever"}
+                      checked={chosen.has(i.id)}
+                      onChange={() => toggle(i.id)}
+                    />
+                  </td>
+                  <td>
+                    {i.name}
+                    {mayEdit(i.my_role) && !restorable(i) && <div class="muted">{ONLY_CREATOR}</div>}
+                  </td>
+                  <td>{i.type === "folder" ? `Folder (${count(i.files ?? 0, "file")})` : kindLabel(i.kind ?? "")}</td>
+                  <td>{bytes(i.size)}</td>
+                  <td class="name-cell">
+                    <Place id={placeOf(i)} name={places[placeOf(i) ?? ""]} trashed={trashedName(items, placeOf(i))} />
+                  </td>
+                  <td>{date(i.deleted_at)}</td>
+                  <td>{date(i.purge_at)}</td>
+                </tr>
               )),
             ])}
             {rows.after > 0 && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.after}px` }} />}
