@@ -5,8 +5,10 @@ refused: "The folder is still being read: drop the files again in a moment.")"""
 
 from __future__ import annotations
 
+import re
+
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import hold_the_folders_read, make_folder, sign_in, unique
 from tests.browser.test_drop_files import _drop, _files
@@ -67,3 +69,39 @@ def test_a_drop_before_the_role_is_read_is_refused_in_words_for_a_user(
     expect(page.get_by_role("dialog", name="Upload files")).to_have_count(0)
     content = page.get_by_role("region", name=folder["name"])
     expect(content.get_by_role("status")).to_have_count(0)
+
+
+def test_a_drop_held_for_the_role_waits_on_the_folders_read_not_its_lists(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """The folder's list refused while its own read is held, after the drop: the drop
+    still waits for the folder and opens "Upload files" (it was refused: "it could not
+    be read", the page saying the folder could not be read)."""
+    page = signed_in
+    folder = make_folder(api, unique("list-fails"))
+    listed = re.compile(rf"/v1/folders/{folder['id']}/items")
+    lists: list[Route] = []
+
+    def hold(route: Route) -> None:  # a function: Playwright takes no bound built-in
+        lists.append(route)
+
+    page.route(lambda url: bool(listed.search(url)), hold)
+    held = hold_the_folders_read(page, folder["id"])
+    page.goto(f"/folders/{folder['id']}")
+    expect(page.get_by_role("heading", name="Loading folder…", level=1)).to_be_visible()
+    _drop(page, "Folder", _files(page, ["early.txt"]))
+    status = page.get_by_role("region", name="Folder").get_by_role("status")
+    expect(status).to_have_text("Reading 1 file…")
+    assert held, "the folder's own read was not made"
+    assert lists, "the folder's list was not read"
+
+    for route in lists:
+        route.fulfill(status=503, json={"detail": "unavailable", "code": "unavailable"})
+    expect(page.get_by_role("region", name="Folder").get_by_role("alert")).to_be_visible()
+    expect(status).to_have_text("Reading 1 file…")
+    expect(page.locator(".notices")).not_to_contain_text("could not be read")
+
+    _let_go(page, held)
+    dialog = page.get_by_role("dialog", name="Upload files")
+    expect(dialog).to_contain_text(f"Into folder {folder['name']}")
+    expect(page.locator(".notices")).not_to_contain_text("could not be read")

@@ -81,6 +81,9 @@ def test_emails_takes_only_addresses_and_names_what_is_not_one(
         "request",
         lambda r: r.method == "POST" and "/collaborators" in r.url and sent.append(r.url),
     )
+    # Typing takes the message away; the click brings it back: it has been handled.
+    emails.fill("cat, not-one@")
+    expect(dialog.get_by_role("alert")).to_have_count(0)
     dialog.get_by_role("button", name="Add", exact=True).click()
     expect(emails).to_be_focused()
     expect(dialog.get_by_role("alert")).to_contain_text("“cat”")
@@ -92,3 +95,61 @@ def test_emails_takes_only_addresses_and_names_what_is_not_one(
     assert len(sent) == 1
     listed = api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]
     assert {ann["email"], bob["email"], carol["email"]} <= {c["email"] for c in listed}
+
+
+def test_a_mails_to_line_gives_its_addresses_not_its_names(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    """Pasted from a mail: "Ann Lee <ann@…>, "Lee, Bob" <bob@…>" gives Ann's and Bob's
+    addresses (they were "<ann@…>" chips, the platform refusing them, and the names left
+    typed as not addresses); quotes and a link's "mailto:" are not part of an address; a
+    paste into a half-typed address completes it; a suggestion is not an address listed
+    already in another case."""
+    page = signed_in
+    folder = make_folder(api, unique("to-line"))
+    ann, bob, carol, dan = (_user(api, n) for n in ("ann", "bob", "carol", "dan"))
+    page.goto(f"/folders/{folder['id']}")
+    details = page.get_by_role("complementary", name="Details")
+    details.get_by_role("button", name="Manage access").click()
+    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
+    emails = dialog.get_by_label("Emails")
+    chips = dialog.get_by_role("list", name="People to add").get_by_role("listitem")
+
+    _paste(emails, f'Ann Lee <{ann["email"]}>, "Lee, Bob" <{bob["email"]}>')
+    expect(chips).to_have_count(2)
+    for person in (ann, bob):
+        expect(dialog.get_by_role("button", name=f"Do not add {person['email']}")).to_be_visible()
+    expect(emails).to_have_value("")
+    expect(emails).to_have_attribute("aria-invalid", "false")
+
+    _paste(emails, f"mailto:{carol['email']}; '{ann['email']}'")
+    expect(chips).to_have_count(3)
+    expect(dialog.get_by_role("button", name=f"Do not add {carol['email']}")).to_be_visible()
+    expect(emails).to_have_value("")
+
+    # Half typed, then the rest pasted with another address: two addresses, not three parts.
+    at = dan["email"].index("@")
+    emails.fill(dan["email"][: at + 1])
+    _paste(emails, f"{dan['email'][at + 1 :]}, {bob['email']}")
+    expect(chips).to_have_count(4)
+    expect(dialog.get_by_role("button", name=f"Do not add {dan['email']}")).to_be_visible()
+    expect(emails).to_have_value("")
+
+    # Listed in capitals: its suggestion is not offered again.
+    for person in (ann, bob, carol, dan):
+        dialog.get_by_role("button", name=f"Do not add {person['email']}").click()
+    expect(chips).to_have_count(0)
+    emails.fill(ann["email"].upper())
+    emails.press("Enter")
+    expect(chips).to_have_count(1)
+    users = dialog.get_by_role("listbox", name="Users")
+    emails.fill(bob["email"].split("@")[0])
+    expect(users.get_by_role("option")).to_have_count(1)
+    emails.fill(ann["email"].split("@")[0])
+    expect(users).to_have_count(0)
+
+    emails.fill("")
+    dialog.get_by_role("button", name="Add", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("Added 1 person as User")
+    listed = api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]
+    assert ann["email"] in {c["email"] for c in listed}

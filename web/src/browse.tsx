@@ -63,6 +63,8 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const [items, setItems] = useState<Item[] | null>(null);
   const [loading, setLoading] = useState(true);
   const [error, setError] = useState<Error | null>(null);
+  // The folder's own read failed (not its list's): a drop held for its role is refused.
+  const [folderFailed, setFolderFailed] = useState(false);
   // "Try again" after a failed read (the platform unreachable, say) reads everything again.
   const [attempt, setAttempt] = useState(0);
   const [view, setView] = useState(prefs.view);
@@ -92,6 +94,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
     const again = shownList.current === listOf;
     const abort = new AbortController();
     setError(null);
+    setFolderFailed(false);
     if (!again) setLoading(true);
     // Gone, or no longer shared with the person: nothing of it stays on the page.
     const lost = (e: unknown) => e instanceof ApiError && (e.status === 404 || e.status === 403);
@@ -106,7 +109,13 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       setError(e as Error);
       setLoading(false);
     };
-    if (folderId) get<Folder>(`/v1/folders/${folderId}`, abort.signal).then(setFolder).catch(failed);
+    if (folderId)
+      get<Folder>(`/v1/folders/${folderId}`, abort.signal)
+        .then(setFolder)
+        .catch((e) => {
+          if (!abort.signal.aborted) setFolderFailed(true);
+          failed(e);
+        });
     else setFolder(null);
     const loaded: Item[] = [];
     const path = folderId ? `/v1/folders/${folderId}/items` : "/v1/folders";
@@ -168,17 +177,18 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   const onScreen = useRef(true);
   // Files dropped before the folder (and the person's role on it) is read wait for it:
   // what the page knows as it is now, and the drops waiting for the read to end.
-  const latest = useRef({ folder, mayAdd, synced, error });
-  latest.current = { folder, mayAdd, synced, error };
+  const latest = useRef({ folder, mayAdd, synced, folderFailed });
+  latest.current = { folder, mayAdd, synced, folderFailed };
   const waiting = useRef<(() => void)[]>([]);
   const wake = () => {
     for (const go of waiting.current.splice(0)) go();
   };
+  // On the folder's read alone: its list may fail while the folder is read.
   useEffect(() => {
-    if (folder || error) wake();
-  }, [folder, error]);
+    if (folder || folderFailed) wake();
+  }, [folder, folderFailed]);
   const roleRead = () =>
-    !folderId || latest.current.folder || latest.current.error || !onScreen.current
+    !folderId || latest.current.folder || latest.current.folderFailed || !onScreen.current
       ? Promise.resolve()
       : new Promise<void>((resolve) => waiting.current.push(resolve));
   useEffect(
@@ -334,7 +344,7 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
   );
   // The folder itself could not be read: nothing on the page may pass for it (not the
   // top level's title, not "0 items").
-  if (folderId && !folder && error)
+  if (folderId && !folder && folderFailed && error)
     return (
       <div class="folder-page">
         <Unavailable what="folder" error={error} onRetry={() => setAttempt(attempt + 1)} />

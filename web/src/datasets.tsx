@@ -180,7 +180,7 @@ export function DatasetPage({ id }: { id: string }) {
   }, [files]);
   // Thousands of files: only the rows in view (and a few either side) are in the page.
   const rows = useRowWindow(shown.length, active, dataset !== null);
-  const { windowed, from, to } = rows;
+  const { windowed } = rows;
   if (error && !dataset) return <Unavailable what="dataset" error={error} onRetry={() => setAttempt(attempt + 1)} />;
   if (!dataset) return <p class="muted">Loading…</p>;
   const chosen = shown.filter((f) => selected.has(f.id));
@@ -247,7 +247,7 @@ export function DatasetPage({ id }: { id: string }) {
           aria-multiselectable="true"
           aria-rowcount={shown.length + 1}
           tabIndex={0}
-          aria-activedescendant={shown[active] && active >= from && active < to ? `member-${shown[active].id}` : undefined}
+          aria-activedescendant={shown[active] && rows.runs.some((r) => active >= r.from && active < r.to) ? `member-${shown[active].id}` : undefined}
           onKeyDown={(e) => {
             let taken = selection.key(e);
             if (!taken && e.key === "Enter" && shown[active]) {
@@ -271,54 +271,57 @@ export function DatasetPage({ id }: { id: string }) {
             </tr>
           </thead>
           <tbody ref={rows.body}>
-            {from > 0 && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.before}px` }} />}
-            {shown.slice(from, to).map((f, k) => {
-              const i = from + k;
-              return (
-                <tr
-                  key={f.id}
-                  id={`member-${f.id}`}
-                  aria-rowindex={i + 2}
-                  aria-label={f.name}
-                  aria-selected={selected.has(f.id)}
-                  class={`${selected.has(f.id) ? "selected" : ""} ${i === active ? "active" : ""}`}
-                  onMouseDown={(e) => e.shiftKey && e.preventDefault()}
-                  onClick={(e) => selection.click(i, e)}
-                  onDblClick={() => open(f)}
-                >
-                  <td class="name-cell">
-                    <a
-                      href={fileUrl(f.id)}
-                      onClick={(e) => {
-                        // Shift- and Ctrl-clicks choose, here as on the rest of the row.
-                        e.preventDefault();
-                        if (e.shiftKey || e.ctrlKey || e.metaKey) return;
-                        e.stopPropagation();
-                        open(f);
-                      }}
-                    >
-                      {f.name}
-                    </a>
-                  </td>
-                  <td class="name-cell">
-                    <a
-                      href={folderUrl(f.folder_id)}
-                      onClick={(e) => {
-                        e.preventDefault();
-                        if (e.shiftKey || e.ctrlKey || e.metaKey) return;
-                        e.stopPropagation();
-                        navigate(folderUrl(f.folder_id));
-                      }}
-                    >
-                      {folderNames[f.folder_id] ?? "Open folder"}
-                    </a>
-                  </td>
-                  <td>{kindLabel(f.kind)}</td>
-                  <td>{bytes(f.size)}</td>
-                </tr>
-              );
-            })}
-            {to < shown.length && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.after}px` }} />}
+            {rows.runs.map((run) => [
+              run.gap > 0 && <tr aria-hidden="true" class="spacer" key={`gap-${run.from}`} style={{ height: `${run.gap}px` }} />,
+              ...shown.slice(run.from, run.to).map((f, k) => {
+                const i = run.from + k;
+                return (
+                  <tr
+                    key={f.id}
+                    id={`member-${f.id}`}
+                    data-row={i}
+                    aria-rowindex={i + 2}
+                    aria-label={f.name}
+                    aria-selected={selected.has(f.id)}
+                    class={`${selected.has(f.id) ? "selected" : ""} ${i === active ? "active" : ""}`}
+                    onMouseDown={(e) => e.shiftKey && e.preventDefault()}
+                    onClick={(e) => selection.click(i, e)}
+                    onDblClick={() => open(f)}
+                  >
+                    <td class="name-cell">
+                      <a
+                        href={fileUrl(f.id)}
+                        onClick={(e) => {
+                          // Shift- and Ctrl-clicks choose, here as on the rest of the row.
+                          e.preventDefault();
+                          if (e.shiftKey || e.ctrlKey || e.metaKey) return;
+                          e.stopPropagation();
+                          open(f);
+                        }}
+                      >
+                        {f.name}
+                      </a>
+                    </td>
+                    <td class="name-cell">
+                      <a
+                        href={folderUrl(f.folder_id)}
+                        onClick={(e) => {
+                          e.preventDefault();
+                          if (e.shiftKey || e.ctrlKey || e.metaKey) return;
+                          e.stopPropagation();
+                          navigate(folderUrl(f.folder_id));
+                        }}
+                      >
+                        {folderNames[f.folder_id] ?? "Open folder"}
+                      </a>
+                    </td>
+                    <td>{kindLabel(f.kind)}</td>
+                    <td>{bytes(f.size)}</td>
+                  </tr>
+                );
+              }),
+            ])}
+            {rows.after > 0 && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.after}px` }} />}
           </tbody>
         </table>
       )}

@@ -541,10 +541,31 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
 
 // An email address as people type one: one "@", a dot in the part after it, no spaces
 // (the platform says which it knows). A list is split at commas, semicolons, spaces and
-// line ends.
+// line ends; a mail's To: line (`Ann Lee <ann@x.com>, "Lee, Bob" <bob@x.org>`) gives its
+// addresses, not its names: the platform knows "ann@x.com", not "<ann@x.com>".
 const ADDRESS = /^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$/;
+// Quotes around an address, and a link's "mailto:", are not part of it.
+const bare = (p: string) => p.replace(/^["'“”‘’]+|["'“”‘’]+$/g, "").replace(/^mailto:/i, "");
 function addresses(text: string): { valid: string[]; invalid: string[] } {
-  const parts = text.split(/[\s,;]+/).filter(Boolean);
+  // Split at commas, semicolons and line ends outside quotes (a quoted name may hold one).
+  const entries: string[] = [];
+  let entry = "";
+  let quoted = false;
+  for (const c of text) {
+    if (c === '"') quoted = !quoted;
+    if (!quoted && (c === "," || c === ";" || c === "\n" || c === "\r")) {
+      entries.push(entry);
+      entry = "";
+    } else entry += c;
+  }
+  entries.push(entry);
+  const parts = entries.flatMap((e) => {
+    const angled = [...e.matchAll(/<([^<>]*)>/g)].map((m) => m[1]);
+    if (!angled.length) return e.split(/\s+/).map(bare).filter(Boolean);
+    // `Name <address>`: the name dropped, unless it is an address itself.
+    const named = e.replace(/<[^<>]*>/g, " ").replace(/"[^"]*"/g, " ").split(/\s+/).map(bare);
+    return [...angled.map((a) => bare(a.trim())), ...named.filter((p) => ADDRESS.test(p))].filter(Boolean);
+  });
   return { valid: parts.filter((p) => ADDRESS.test(p)), invalid: [...new Set(parts.filter((p) => !ADDRESS.test(p)))] };
 }
 
@@ -650,11 +671,11 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
   const kept = removing && people?.find((p) => p.user_id === removing.user_id && p.inherited_from != null);
   // Escape closed the suggestions (what was typed stays); typing opens them again.
   const [dismissed, setDismissed] = useState(false);
-  const suggestions = typed.length > 0 && !dismissed ? known.filter((u) => u.email.includes(typed.toLowerCase()) && !emails.includes(u.email)).slice(0, 8) : [];
+  const suggestions = typed.length > 0 && !dismissed ? known.filter((u) => u.email.toLowerCase().includes(typed.toLowerCase()) && !emails.some((e) => e.toLowerCase() === u.email.toLowerCase())).slice(0, 8) : [];
   // The suggestion the arrow keys chose (-1: none; Enter then takes what was typed).
   const [pick, setPick] = useState(-1);
   const choose = (email: string) => {
-    setEmails([...emails, email]);
+    setEmails(merged(emails, [email]));
     setTyped("");
     setBad([]);
     setPick(-1);
@@ -735,7 +756,7 @@ function ManageAccess(props: { on: "folder" | "dataset"; id: string; name: strin
                   if (!/[\s,;]/.test(text.trim())) return;
                   e.preventDefault();
                   const el = e.currentTarget as HTMLInputElement;
-                  addTyped(el.value.slice(0, el.selectionStart ?? el.value.length) + " " + text + " " + el.value.slice(el.selectionEnd ?? el.value.length));
+                  addTyped(el.value.slice(0, el.selectionStart ?? el.value.length) + text + el.value.slice(el.selectionEnd ?? el.value.length));
                 }}
                 onKeyDown={(e) => {
                   // The suggestions by keyboard, as the search box's hits.

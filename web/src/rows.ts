@@ -1,7 +1,7 @@
 // A long table drawn windowed (a dataset's files, the Trash): from WINDOW_FROM rows on,
 // each one line of ROW_H pixels (long names cut with "…"), and only those in view, with
 // SPARE either side, are in the page; spacer rows stand for the others.
-import { useLayoutEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 
 export const WINDOW_FROM = 300;
 export const ROW_H = 33;
@@ -44,18 +44,43 @@ export function useRowWindow(count: number, active: number, ready: unknown = tru
     if (y - head < el.scrollTop) el.scrollTop = y - head;
     else if (y + ROW_H > el.scrollTop + el.clientHeight) el.scrollTop = y + ROW_H - el.clientHeight;
   }, [active, windowed, keys]);
+  // The row holding the focus (its checkbox, a link in it: rows carry their index in
+  // `data-row`) stays drawn when the wheel scrolls it out: removed, it would drop the
+  // focus to the page.
+  const [kept, setKept] = useState(-1);
+  useEffect(() => {
+    if (!windowed) return;
+    const seen = (e: FocusEvent) => {
+      const row = (e.target as Element | null)?.closest?.("tr[data-row]");
+      setKept(row && body.current?.contains(row) ? Number(row.getAttribute("data-row")) : -1);
+    };
+    document.addEventListener("focusin", seen);
+    return () => document.removeEventListener("focusin", seen);
+  }, [windowed]);
   const from = windowed ? Math.min(range.from, count) : 0;
   const to = windowed ? Math.min(range.to, count) : count;
+  // The rows drawn, in runs, each after a spacer `gap` pixels high standing for those not.
+  const runs =
+    kept >= 0 && kept < count && (kept < from || kept >= to)
+      ? kept < from
+        ? [
+            { from: kept, to: kept + 1, gap: kept * ROW_H },
+            { from, to, gap: (from - kept - 1) * ROW_H },
+          ]
+        : [
+            { from, to, gap: from * ROW_H },
+            { from: kept, to: kept + 1, gap: (kept - to) * ROW_H },
+          ]
+      : [{ from, to, gap: from * ROW_H }];
+  const end = runs[runs.length - 1].to;
   return {
     scroller,
     body,
     windowed,
-    from,
-    to,
+    runs,
     // A key taken: its row is brought into view even if the keyboard stayed on it.
     keyed: () => setKeys((k) => k + 1),
-    // The spacers' heights, in pixels, before and after the rows drawn.
-    before: from * ROW_H,
-    after: (count - to) * ROW_H,
+    // The spacer's height, in pixels, after the rows drawn.
+    after: (count - end) * ROW_H,
   };
 }

@@ -49,7 +49,7 @@ export function TrashPage() {
   const activeItem = mine[active];
   const activeRow = activeItem ? (items ?? []).indexOf(activeItem) : -1;
   const rows = useRowWindow(items?.length ?? 0, activeRow);
-  const { windowed, from, to } = rows;
+  const { windowed } = rows;
   const [confirming, setConfirming] = useState<Confirming>(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
@@ -156,8 +156,10 @@ export function TrashPage() {
         gone.files += done.purged_files;
         gone.folders += done.purged_folders;
       } catch (e) {
-        if (!at) throw e;
+        // What the trash holds now is read again: a refused request may have deleted
+        // some of its ids before the refusal (the platform deletes them in batches).
         changed();
+        if (!at) throw e;
         throw new Error(
           `Deleted forever ${filesAndFolders(gone.files, gone.folders)}, then the rest was refused: ${e instanceof Error ? e.message : String(e)}`,
         );
@@ -171,11 +173,17 @@ export function TrashPage() {
   };
   // Asked in the Confirm dialog: a refusal is said there (it stays open); what was done
   // is said in a notice as the dialog closes.
+  // The toolbar's buttons wait for it (no second "Delete forever" of the same items).
   const finish = async (work: () => Promise<string>) => {
+    setBusy(true);
     setError(null);
-    notify(await work());
-    setChosen(new Set());
-    changed();
+    try {
+      notify(await work());
+      setChosen(new Set());
+      changed();
+    } finally {
+      setBusy(false);
+    }
   };
 
   return (
@@ -246,7 +254,7 @@ export function TrashPage() {
           aria-multiselectable="true"
           aria-rowcount={items.length + 1}
           tabIndex={0}
-          aria-activedescendant={activeItem && activeRow >= from && activeRow < to ? `trash-${activeItem.id}` : undefined}
+          aria-activedescendant={activeItem && rows.runs.some((r) => activeRow >= r.from && activeRow < r.to) ? `trash-${activeItem.id}` : undefined}
           onKeyDown={(e) => {
             if ((e.target as HTMLElement) !== e.currentTarget) return; // a checkbox's or link's own keys
             let taken = selection.key(e);
@@ -284,42 +292,45 @@ export function TrashPage() {
             </tr>
           </thead>
           <tbody ref={rows.body}>
-            {from > 0 && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.before}px` }} />}
-            {items.slice(from, to).map((i, k) => (
-              <tr
-                key={i.id}
-                id={`trash-${i.id}`}
-                aria-rowindex={from + k + 2}
-                aria-label={i.name}
-                aria-selected={chosen.has(i.id)}
-                class={`${chosen.has(i.id) ? "selected" : ""} ${mine[active] === i ? "active" : ""}`}
-                onMouseDown={(e) => e.shiftKey && e.preventDefault()}
-                onClick={(e) => clickRow(i, e)}
-              >
-                <td>
-                  <input
-                    type="checkbox"
-                    aria-label={`Choose ${i.name}`}
-                    disabled={!mayEdit(i.my_role)}
-                    title={mayEdit(i.my_role) ? undefined : "Only an Editor or Admin of its folder can restore it or delete it forever"}
-                    checked={chosen.has(i.id)}
-                    onChange={() => toggle(i.id)}
-                  />
-                </td>
-                <td>
-                  {i.name}
-                  {mayEdit(i.my_role) && !restorable(i) && <div class="muted">{ONLY_CREATOR}</div>}
-                </td>
-                <td>{i.type === "folder" ? `Folder (${count(i.files ?? 0, "file")})` : kindLabel(i.kind ?? "")}</td>
-                <td>{bytes(i.size)}</td>
-                <td class="name-cell">
-                  <Place id={placeOf(i)} name={places[placeOf(i) ?? ""]} trashed={trashedName(items, placeOf(i))} />
-                </td>
-                <td>{date(i.deleted_at)}</td>
-                <td>{date(i.purge_at)}</td>
-              </tr>
-            ))}
-            {to < items.length && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.after}px` }} />}
+            {rows.runs.map((run) => [
+              run.gap > 0 && <tr aria-hidden="true" class="spacer" key={`gap-${run.from}`} style={{ height: `${run.gap}px` }} />,
+              ...items.slice(run.from, run.to).map((i, k) => (
+                <tr
+                  key={i.id}
+                  id={`trash-${i.id}`}
+                  data-row={run.from + k}
+                  aria-rowindex={run.from + k + 2}
+                  aria-label={i.name}
+                  aria-selected={chosen.has(i.id)}
+                  class={`${chosen.has(i.id) ? "selected" : ""} ${mine[active] === i ? "active" : ""}`}
+                  onMouseDown={(e) => e.shiftKey && e.preventDefault()}
+                  onClick={(e) => clickRow(i, e)}
+                >
+                  <td>
+                    <input
+                      type="checkbox"
+                      aria-label={`Choose ${i.name}`}
+                      disabled={!mayEdit(i.my_role)}
+                      title={mayEdit(i.my_role) ? undefined : "Only an Editor or Admin of its folder can restore it or delete it forever"}
+                      checked={chosen.has(i.id)}
+                      onChange={() => toggle(i.id)}
+                    />
+                  </td>
+                  <td>
+                    {i.name}
+                    {mayEdit(i.my_role) && !restorable(i) && <div class="muted">{ONLY_CREATOR}</div>}
+                  </td>
+                  <td>{i.type === "folder" ? `Folder (${count(i.files ?? 0, "file")})` : kindLabel(i.kind ?? "")}</td>
+                  <td>{bytes(i.size)}</td>
+                  <td class="name-cell">
+                    <Place id={placeOf(i)} name={places[placeOf(i) ?? ""]} trashed={trashedName(items, placeOf(i))} />
+                  </td>
+                  <td>{date(i.deleted_at)}</td>
+                  <td>{date(i.purge_at)}</td>
+                </tr>
+              )),
+            ])}
+            {rows.after > 0 && <tr aria-hidden="true" class="spacer" style={{ height: `${rows.after}px` }} />}
           </tbody>
         </table>
       )}

@@ -108,6 +108,9 @@ function tabOf(el: Element | null): string | null {
   return el?.closest('[role="tabpanel"]')?.getAttribute("aria-labelledby") ?? null;
 }
 
+// Why a Confirm may not be closed while its work is under way.
+const UNDER_WAY = "Under way: this closes once it is done.";
+
 // A question before an action that cannot be taken back from here (a removal): its
 // title names what goes and from where, `children` what follows from it. "Cancel" has
 // the focus first; Escape cancels; the destructive button says what it does. A refusal
@@ -136,11 +139,21 @@ export function Confirm(props: {
     }
   };
   return (
-    <Dialog title={props.title} onClose={props.onClose} role="alertdialog" describedBy={described} class="confirm-dialog" fallback={props.fallback}>
+    // Not closed while the work is under way (Cancel, Escape, "Close"): it may take several
+    // requests ("Delete forever" of thousands), and a refusal after it closed would be lost.
+    <Dialog
+      title={props.title}
+      onClose={props.onClose}
+      role="alertdialog"
+      describedBy={described}
+      class="confirm-dialog"
+      fallback={props.fallback}
+      closeBlocked={busy ? UNDER_WAY : undefined}
+    >
       <div id={described}>{props.children}</div>
       <ErrorText error={error} />
       <div class="actions">
-        <button type="button" autoFocus onClick={props.onClose}>
+        <button type="button" autoFocus disabled={busy} title={busy ? UNDER_WAY : undefined} onClick={props.onClose}>
           Cancel
         </button>
         <button type="button" class="danger" disabled={busy} onClick={go}>
