@@ -564,6 +564,8 @@ async def _bound_start(runtime: Runtime, start: asyncio.Task[None]) -> None:
             log.info("service.start_busy", service=runtime.name, step=watch.step)
             watch.progressed()
             continue
+        if start.done():  # its last statement ended as it was looked at: not stuck
+            return
         watch.stuck = True
         log.error(
             "service.start_stuck",

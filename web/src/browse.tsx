@@ -102,6 +102,9 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       if (abort.signal.aborted) return;
       setPendingKey(null);
       if (lost(e)) {
+        // The folder went with its list: the page says it cannot be read (a drop held
+        // for its role is refused), not "Loading folder…".
+        if (folderId) setFolderFailed(true);
         setFolder(null);
         setItems(null);
         shownList.current = null;

@@ -271,7 +271,7 @@ export function DatasetPage({ id }: { id: string }) {
             </tr>
           </thead>
           <tbody ref={rows.body}>
-            {rows.runs.map((run) => [
+            {rows.runs.flatMap((run) => [
               run.gap > 0 && <tr aria-hidden="true" class="spacer" key={`gap-${run.from}`} style={{ height: `${run.gap}px` }} />,
               ...shown.slice(run.from, run.to).map((f, k) => {
                 const i = run.from + k;

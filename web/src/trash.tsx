@@ -292,7 +292,7 @@ export function TrashPage() {
             </tr>
           </thead>
           <tbody ref={rows.body}>
-            {rows.runs.map((run) => [
+            {rows.runs.flatMap((run) => [
               run.gap > 0 && <tr aria-hidden="true" class="spacer" key={`gap-${run.from}`} style={{ height: `${run.gap}px` }} />,
               ...items.slice(run.from, run.to).map((i, k) => (
                 <tr

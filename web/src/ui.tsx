@@ -4,6 +4,9 @@ import { useEffect, useId, useLayoutEffect, useRef, useState } from "preact/hook
 import { ApiError } from "./api";
 import { navigate } from "./router";
 
+// The dialogs open, the topmost last.
+const shown: HTMLDialogElement[] = [];
+
 export function Dialog(props: {
   title: string;
   onClose: () => void;
@@ -24,14 +27,30 @@ export function Dialog(props: {
 }) {
   const ref = useRef<HTMLDialogElement>(null);
   const id = useId();
+  const latest = useRef(props);
+  latest.current = props;
   useEffect(() => {
     const dialog = ref.current!;
+    // Escape taken at its keydown, anywhere in the page (the focus may have gone to the
+    // body with a button disabled as the work began): Chromium closes a modal dialog on
+    // a second Escape even when its cancel was refused (no user activation between),
+    // which left a dialog gone whose work was still under way. Only the topmost dialog
+    // answers; a key a control inside handled (prevented) is left alone.
+    shown.push(dialog);
+    const escape = (e: KeyboardEvent) => {
+      if (e.key !== "Escape" || e.defaultPrevented || e.isComposing || shown[shown.length - 1] !== dialog) return;
+      e.preventDefault();
+      if (latest.current.closable !== false && !latest.current.closeBlocked) latest.current.onClose();
+    };
+    document.addEventListener("keydown", escape);
     // What had the focus (the button, or the grid a menu was opened from) gets it back
     // when the dialog closes: a keyboard user goes on from where they were.
     const opener = document.activeElement as HTMLElement | null;
     const tab = tabOf(opener);
     if (!dialog.open) dialog.showModal();
     return () => {
+      document.removeEventListener("keydown", escape);
+      shown.splice(shown.indexOf(dialog), 1);
       if (dialog.open) dialog.close();
       giveBack(opener, dialog, [...(tab ? [tab] : []), ...(props.fallback ?? [])]);
     };
