@@ -19,6 +19,20 @@ from tests.conftest import ADMIN_KEY
 from tests.e2e.support import png
 
 
+def an_editor_of(api: httpx.Client, folder: dict) -> dict:
+    """A new member, made an Editor of `folder`."""
+    user = api.post(
+        "/v1/users",
+        json={"email": f"{unique('web')}@example.com", "name": "Web", "org_role": "member"},
+    ).json()
+    added = api.post(
+        f"/v1/folders/{folder['id']}/collaborators",
+        json={"emails": [user["email"]], "role": "editor"},
+    )
+    assert added.status_code == 200, added.text
+    return user
+
+
 def _cookie(page: Page) -> dict:
     [cookie] = [c for c in page.context.cookies() if c["name"] == "files_session"]
     return dict(cookie)
@@ -211,15 +225,7 @@ def test_a_large_file_cut_off_by_a_session_that_ended_goes_on_after_signing_in_a
     it, the session), the file is sent anew in a session of its own, and its row says so."""
     folder = make_folder(api, unique("resumed"))
     if how == "revoked":
-        user = api.post(
-            "/v1/users",
-            json={"email": f"{unique('web')}@example.com", "name": "Web", "org_role": "member"},
-        ).json()
-        added = api.post(
-            f"/v1/folders/{folder['id']}/collaborators",
-            json={"emails": [user["email"]], "role": "editor"},
-        )
-        assert added.status_code == 200, added.text
+        user = an_editor_of(api, folder)
         first, second = (api.post(f"/v1/users/{user['id']}/keys").json() for _ in range(2))
         sign_in(page, first["api_key"])
         key_again = second["api_key"]
@@ -316,15 +322,7 @@ def test_a_large_file_is_not_sent_on_the_session_of_one_who_signed_out(
     session shows them without URLs (its opener's alone), and the app PUT them to
     "undefined". The file is not sent, and says why."""
     folder = make_folder(api, unique("switched"))
-    user = api.post(
-        "/v1/users",
-        json={"email": f"{unique('web')}@example.com", "name": "Web", "org_role": "member"},
-    ).json()
-    added = api.post(
-        f"/v1/folders/{folder['id']}/collaborators",
-        json={"emails": [user["email"]], "role": "editor"},
-    )
-    assert added.status_code == 200, added.text
+    user = an_editor_of(api, folder)
     key = api.post(f"/v1/users/{user['id']}/keys").json()["api_key"]
     sign_in(page)
     size = 20 * 1024 * 1024

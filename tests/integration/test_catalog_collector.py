@@ -21,16 +21,13 @@ import asyncpg
 import pytest
 
 from services.catalog import domain
-from services.catalog.handlers import MOVE_LOCK, Catalog, setup_reactions
-from services.catalog.history import setup_history
-from services.catalog.projections import cloud_synced, links, tree
-from shared.contracts import catalog as ev
+from services.catalog.handlers import MOVE_LOCK, Catalog
 from shared.contracts.envelope import Cause, Change, envelopes_of
-from shared.kit import db, idempotency
+from shared.kit import db
 from shared.kit.access import Access
-from shared.kit.service import Parts
-from shared.kit.settings import Settings
-from tests.conftest import SERVICE_KEY, eventually, fresh_database
+from tests.conftest import eventually, fresh_database
+from tests.integration.test_catalog_folder_order import catalog_parts
+from tests.integration.test_trash_paths import uploaded
 
 CAUSE = Cause(actor="test", correlation_id="test")
 ADMIN = Access(user_id="u-admin", org_admin=True)
@@ -44,16 +41,7 @@ WAITING = """SELECT count(*) FROM pg_stat_activity
 @asynccontextmanager
 async def catalog_on(database_url: str) -> AsyncIterator[tuple[Catalog, asyncpg.Pool, str]]:
     async with fresh_database(database_url, "t_catalog_gc") as pool:
-        parts = Parts("catalog", Settings(service_key=SERVICE_KEY))
-        parts.pool = pool
-        async with pool.acquire() as conn:
-            await parts.store.setup(conn)
-            await parts.inbox.setup(conn)
-            await conn.execute(idempotency.ddl("catalog"))
-            for projection in (tree, links, cloud_synced):
-                await projection.setup(conn)
-            await setup_reactions(conn)
-            await setup_history(conn)
+        parts = await catalog_parts(pool)
         name = await pool.fetchval("SELECT current_database()")
         yield Catalog(parts), pool, database_url.rsplit("/", 1)[0] + "/" + name
 
@@ -62,20 +50,7 @@ async def a_folder_with_a_file(catalog: Catalog, pool: asyncpg.Pool) -> uuid.UUI
     top, file_id = uuid.uuid4(), uuid.uuid4()
     made: list[Change] = [
         *domain.create_folder(top, None, f"top-{top.hex[:8]}", "", {}),
-        Change(
-            ev.file_stream(file_id),
-            1,
-            ev.FileUploaded(
-                file_id=file_id,
-                folder_id=top,
-                name="a.txt",
-                kind="text",
-                size=1,
-                sha256="0" * 64,
-                mime_type="text/plain",
-                blob_key="k",
-            ),
-        ),
+        uploaded(file_id, top),
     ]
     async with pool.acquire() as conn, conn.transaction():
         await catalog.write(conn, envelopes_of(made, CAUSE))

@@ -96,19 +96,25 @@ class Context:
         return {uuid.UUID(r["data"]["file_id"]): r["data"]["reason"] for r in rows}
 
 
+async def catalog_parts(pool: asyncpg.Pool) -> Parts:
+    """The catalog's parts on `pool`, its tables made (as its start makes them)."""
+    parts = Parts("catalog", Settings(service_key=SERVICE_KEY))
+    parts.pool = pool
+    async with pool.acquire() as conn:
+        await parts.store.setup(conn)
+        await parts.inbox.setup(conn)
+        await conn.execute(idempotency.ddl("catalog"))
+        for projection in (tree, links, cloud_synced):
+            await projection.setup(conn)
+        await setup_reactions(conn)
+        await setup_history(conn)
+    return parts
+
+
 @asynccontextmanager
 async def catalog_consumer(database_url: str) -> AsyncIterator[Context]:
     async with fresh_database(database_url, "t_catalog_order") as pool:
-        parts = Parts("catalog", Settings(service_key=SERVICE_KEY))
-        parts.pool = pool
-        async with pool.acquire() as conn:
-            await parts.store.setup(conn)
-            await parts.inbox.setup(conn)
-            await conn.execute(idempotency.ddl("catalog"))
-            for projection in (tree, links, cloud_synced):
-                await projection.setup(conn)
-            await setup_reactions(conn)
-            await setup_history(conn)
+        parts = await catalog_parts(pool)
         catalog = Catalog(parts)
         reactions = Catalog.reactions.bound(catalog)
         consumer = Consumer(
