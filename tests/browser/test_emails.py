@@ -153,3 +153,55 @@ def test_a_mails_to_line_gives_its_addresses_not_its_names(
     expect(page.get_by_role("status")).to_contain_text("Added 1 person as User")
     listed = api.get(f"/v1/folders/{folder['id']}/collaborators").json()["items"]
     assert ann["email"] in {c["email"] for c in listed}
+
+
+# Pasted lists and what they give: (pasted, people to add, left typed as not addresses).
+PASTED = [
+    # An unbalanced quote does not take the rest of the list into a name.
+    ('"Smith, Ann <ann@x.org>, bo@y.org, cy@z.org', ["ann@x.org", "bo@y.org", "cy@z.org"], ""),
+    ('"Ann <ann@x.org>\nbo@y.org', ["ann@x.org", "bo@y.org"], ""),
+    # Outlook's To: line (its names unquoted, "Last, First"), and the same with commas.
+    ("Smith, Ann <ann@x.org>; Lee, Bo <bo@y.org>", ["ann@x.org", "bo@y.org"], ""),
+    ("Smith, Ann <ann@x.org>, Lee, Bo <bo@y.org>", ["ann@x.org", "bo@y.org"], ""),
+    # Curly quotes quote a name as straight ones do.
+    ("“Ann” <ann@x.org>, “Lee, Bo” <bo@y.org>", ["ann@x.org", "bo@y.org"], ""),
+    ('"Lee, Bo" bo@y.org, "ann@x.org"', ["bo@y.org", "ann@x.org"], ""),
+    # What holds , ; < > or " is not an address: left typed, named.
+    (
+        'a"b@x.org, <ann@x.org, bo@y.org>, cy@z.org',
+        ["cy@z.org"],
+        'a"b@x.org, <ann@x.org, bo@y.org>',
+    ),
+    ("a@x.org;b@x.org>,c@x.org", ["a@x.org", "c@x.org"], "b@x.org>"),
+]
+
+
+def test_pasted_lists_quotes_outlook_and_what_no_address_holds(
+    signed_in: Page, api: httpx.Client
+) -> None:
+    page = signed_in
+    folder = make_folder(api, unique("pasted-lists"))
+    page.goto(f"/folders/{folder['id']}")
+    details = page.get_by_role("complementary", name="Details")
+    details.get_by_role("button", name="Manage access").click()
+    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
+    emails = dialog.get_by_label("Emails")
+    chips = dialog.get_by_role("list", name="People to add").get_by_role("button")
+
+    for pasted, people, typed in PASTED:
+        emails.fill("")
+        while chips.count():
+            chips.first.click()
+        _paste(emails, pasted)
+        expect(emails).to_have_value(typed)
+        expect(chips).to_have_count(len(people))
+        added = chips.evaluate_all("els => els.map(e => e.getAttribute('aria-label'))")
+        assert added == [f"Do not add {p}" for p in people], (pasted, added)
+        alert = dialog.get_by_role("alert")
+        if typed:
+            expect(emails).to_have_attribute("aria-invalid", "true")
+            for part in typed.split(", "):
+                expect(alert).to_contain_text(f"“{part}”")
+        else:
+            expect(emails).to_have_attribute("aria-invalid", "false")
+            expect(alert).to_have_count(0)

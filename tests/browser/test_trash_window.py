@@ -199,8 +199,12 @@ def test_more_than_a_thousand_items_are_deleted_forever_in_turns(
     expect(question.get_by_role("alert")).to_contain_text(
         "Deleted forever 500 files, then the rest was refused"
     )
-    # Read again: what was deleted is gone from the list and from the question.
+    # Read again: what was deleted is gone from the list and from the question, which
+    # says what went and what did not.
     expect(question).to_have_accessible_name(f"Delete {COUNT - 500:,} items forever?")
+    expect(question).to_contain_text(
+        f"Deleted forever so far: 500 files. Not deleted: {COUNT - 500:,} items."
+    )
     expect(grid).to_have_attribute("aria-rowcount", str(COUNT - 500 + 1))
     expect(question.get_by_role("button", name="Cancel")).to_be_enabled()
 
@@ -217,7 +221,8 @@ def test_more_than_a_thousand_items_are_deleted_forever_in_turns(
 
 def test_a_refused_delete_forever_reads_the_trash_again(page: Page, api: httpx.Client) -> None:
     """The platform deleted the items, but its answer was lost (a 502 from a proxy): the
-    trash is read again, not left listing them."""
+    trash is read again, not left listing them, and the question (about nothing now) is
+    not left asking "Delete 0 items forever?": it closes, saying what became of them."""
     folder = make_folder(api, unique("purge-lost"))
     editor = _member(api, folder["id"], "editor")
     files = upload(api, folder["id"], ("a.txt", b"a"), ("b.txt", b"b"))
@@ -243,6 +248,11 @@ def test_a_refused_delete_forever_reads_the_trash_again(page: Page, api: httpx.C
     question = page.get_by_role("alertdialog")
     expect(question).to_have_accessible_name("Delete 2 items forever?")
     question.get_by_role("button", name="Delete forever").click()
-    expect(question.get_by_role("alert")).to_contain_text("Bad Gateway")
+    notice = page.locator(".notices").get_by_role("status")
+    expect(notice).to_contain_text(
+        "Nothing is left to delete forever: the trash no longer holds the 2 items asked about"
+    )
+    expect(notice).to_contain_text("Bad Gateway")
+    expect(question).to_have_count(0)
     expect(trash.get_by_text("The trash is empty.")).to_be_attached()
     page.unroute_all(behavior="ignoreErrors")

@@ -27,6 +27,11 @@ function kindOf(i: Item) {
 // cursor), so that the first page of a large folder is already the right one. Kind is not
 // one of them: it is sorted here, over what is loaded.
 const SERVER_ORDERS = new Set<Sort["key"]>(["name", "size", "created_at"]);
+// The folder's own read refused for a moment (a 503 from a busy gateway, the network gone
+// a moment) while its list came: read again by itself after these waits (ms), before the
+// page says it could not be read. A refusal of the person (403, 404) is not asked again.
+const FOLDER_RETRIES = [500, 1000, 2000, 4000];
+const passing = (e: unknown) => e instanceof ApiError && [0, 502, 503, 504].includes(e.status);
 
 function serverParams(sort: Sort, kind: string): Record<string, string | undefined> {
   const ordered = SERVER_ORDERS.has(sort.key);
@@ -112,13 +117,21 @@ export function FolderPage({ folderId }: { folderId: string | null }) {
       setError(e as Error);
       setLoading(false);
     };
-    if (folderId)
+    const readFolder = (tried: number): void => {
       get<Folder>(`/v1/folders/${folderId}`, abort.signal)
         .then(setFolder)
         .catch((e) => {
-          if (!abort.signal.aborted) setFolderFailed(true);
+          if (abort.signal.aborted) return;
+          if (passing(e) && tried < FOLDER_RETRIES.length) {
+            const wait = setTimeout(() => readFolder(tried + 1), FOLDER_RETRIES[tried]);
+            abort.signal.addEventListener("abort", () => clearTimeout(wait));
+            return;
+          }
+          setFolderFailed(true);
           failed(e);
         });
+    };
+    if (folderId) readFolder(0);
     else setFolder(null);
     const loaded: Item[] = [];
     const path = folderId ? `/v1/folders/${folderId}/items` : "/v1/folders";

@@ -540,33 +540,61 @@ function AddToDataset(props: { fileIds: string[]; folderIds: string[]; folderId:
 }
 
 // An email address as people type one: one "@", a dot in the part after it, no spaces
-// (the platform says which it knows). A list is split at commas, semicolons, spaces and
-// line ends; a mail's To: line (`Ann Lee <ann@x.com>, "Lee, Bob" <bob@x.org>`) gives its
+// and none of what separates or wraps addresses in a list (`,;<>"`: anything with them is
+// left typed and named, not sent). The platform says which it knows. A list is split at
+// commas, semicolons, spaces and line ends; a mail's To: line (`Ann Lee <ann@x.com>,
+// "Lee, Bob" <bob@x.org>`, Outlook's `Lee, Bob <bob@x.org>; Kim, Al <al@x.org>`) gives its
 // addresses, not its names: the platform knows "ann@x.com", not "<ann@x.com>".
-const ADDRESS = /^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$/;
+const ADDRESS = /^[^@\s,;<>"]+@[^@\s.,;<>"]+(\.[^@\s.,;<>"]+)+$/;
+const isAddress = (p: string) => ADDRESS.test(p);
 // Quotes around an address, and a link's "mailto:", are not part of it.
 const bare = (p: string) => p.replace(/^["'“”‘’]+|["'“”‘’]+$/g, "").replace(/^mailto:/i, "");
-function addresses(text: string): { valid: string[]; invalid: string[] } {
-  // Split at commas, semicolons and line ends outside quotes (a quoted name may hold one).
-  const entries: string[] = [];
-  let entry = "";
-  let quoted = false;
-  for (const c of text) {
-    if (c === '"') quoted = !quoted;
-    if (!quoted && (c === "," || c === ";" || c === "\n" || c === "\r")) {
-      entries.push(entry);
-      entry = "";
-    } else entry += c;
+const words = (s: string) => s.split(/\s+/).map(bare).filter(Boolean);
+// Where the quoted name opened at `at` closes: a quote with no closing one before the
+// next "<", ">" or line end opens none (else `"Smith, Ann <ann@x.org>, bo@y.org` would
+// take the rest of the list into one name); -1 then.
+function closing(text: string, at: number): number {
+  for (let i = at + 1; i < text.length; i++) {
+    if (text[i] === '"') return i;
+    if ("<>\n\r".includes(text[i])) return -1;
   }
-  entries.push(entry);
-  const parts = entries.flatMap((e) => {
-    const angled = [...e.matchAll(/<([^<>]*)>/g)].map((m) => m[1]);
-    if (!angled.length) return e.split(/\s+/).map(bare).filter(Boolean);
-    // `Name <address>`: the name dropped, unless it is an address itself.
-    const named = e.replace(/<[^<>]*>/g, " ").replace(/"[^"]*"/g, " ").split(/\s+/).map(bare);
-    return [...angled.map((a) => bare(a.trim())), ...named.filter((p) => ADDRESS.test(p))].filter(Boolean);
+  return -1;
+}
+function addresses(pasted: string): { valid: string[]; invalid: string[] } {
+  // Curly quotes (a word processor's, a phone's) quote a name as straight ones do.
+  const text = pasted.replace(/[“”„]/g, '"');
+  // Split at commas, semicolons and line ends outside quotes (a quoted name may hold one).
+  const pieces: { text: string; comma: boolean }[] = [];
+  let piece = "";
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    const end = c === '"' ? closing(text, i) : -1;
+    if (end > 0) {
+      piece += text.slice(i, end + 1);
+      i = end;
+    } else if (c === "," || c === ";" || c === "\n" || c === "\r") {
+      pieces.push({ text: piece, comma: c === "," });
+      piece = "";
+    } else piece += c;
+  }
+  pieces.push({ text: piece, comma: false });
+  // "Smith, Ann <ann@x.org>" unquoted (Outlook's way): a comma after words that are no
+  // address, before a `<address>`, is inside that address's name, not between two entries.
+  const entries: string[] = [];
+  pieces.forEach((p, i) => {
+    const next = pieces[i + 1];
+    if (p.comma && next && p.text.trim() && !p.text.includes("@") && /<[^<>]*>/.test(next.text)) next.text = `${p.text},${next.text}`;
+    else entries.push(p.text);
   });
-  return { valid: parts.filter((p) => ADDRESS.test(p)), invalid: [...new Set(parts.filter((p) => !ADDRESS.test(p)))] };
+  const parts = entries.flatMap((e) => {
+    const angled = [...e.matchAll(/<([^<>]*)>/g)].map((m) => bare(m[1].trim()));
+    // What is outside angle brackets and quotes: a name, unless it is an address itself.
+    const outside = words(e.replace(/<[^<>]*>/g, " ").replace(/"[^"]*"/g, " "));
+    if (angled.length) return [...angled, ...outside.filter(isAddress)].filter(Boolean);
+    // `"Lee, Bob" bob@x.org`: the quoted name dropped; `"bob@x.org"` alone: the address.
+    return outside.some(isAddress) ? outside : words(e);
+  });
+  return { valid: parts.filter(isAddress), invalid: [...new Set(parts.filter((p) => !isAddress(p)))] };
 }
 
 // `more` after `emails`, but those listed already (in any case).

@@ -7,7 +7,7 @@ import { changed, mayEdit, restored, useVersion } from "./store";
 import { folderUrl, navigate } from "./router";
 import { useRowWindow } from "./rows";
 import { useSelection } from "./selection";
-import { Confirm, ErrorText, LoadFailed, notify, useFocusKept } from "./ui";
+import { Confirm, ErrorText, LoadFailed, messageOf, notify, useFocusKept } from "./ui";
 
 type TrashItem = {
   type: "file" | "folder";
@@ -29,7 +29,18 @@ type TrashItem = {
 const restorable = (i: TrashItem) => i.may_restore ?? mayEdit(i.my_role);
 const ONLY_CREATOR = "Only its creator or an organisation admin may restore a top-level folder.";
 
-type Confirming = "purge" | "empty" | null;
+// "Delete forever" asked: what the question is about, taken as it opens (the list read
+// again meanwhile, or failing to be read, does not change what was asked), and after a
+// failure what went before it and what is left.
+type Purging = {
+  asked: TrashItem[];
+  left: TrashItem[];
+  deleted: { files: number; folders: number };
+  // The last attempt's failure; `unsure` until the trash is read again after it (a request
+  // refused or lost midway may have deleted some of what is left).
+  failure: unknown;
+  unsure: boolean;
+};
 
 // A question names up to this many items; past that, how many.
 const NAMED = 3;
@@ -50,7 +61,8 @@ export function TrashPage() {
   const activeRow = activeItem ? (items ?? []).indexOf(activeItem) : -1;
   const rows = useRowWindow(items?.length ?? 0, activeRow);
   const { windowed } = rows;
-  const [confirming, setConfirming] = useState<Confirming>(null);
+  const [emptying, setEmptying] = useState(false);
+  const [purging, setPurging] = useState<Purging | null>(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
   // The list itself could not be read (the platform unreachable, a 5xx): what was shown
@@ -64,6 +76,10 @@ export function TrashPage() {
       .then((found) => {
         setItems(found);
         setChosen((was) => new Set([...was].filter((id) => found.some((i) => i.id === id))));
+        // What left the trash meanwhile (deleted by a request whose answer was lost,
+        // restored elsewhere) is no longer asked about.
+        const here = new Set(found.map((i) => i.id));
+        setPurging((p) => p && { ...p, left: p.left.filter((i) => here.has(i.id)), unsure: false });
       })
       .catch((e) => {
         if (stop.signal.aborted) return;
@@ -139,34 +155,62 @@ export function TrashPage() {
       restored(picked.map((i) => i.id));
       return `Restored ${filesAndFolders(done.restored_files, done.restored_folders)}`;
     });
+  const askPurge = () => {
+    if (picked.length) setPurging({ asked: picked, left: picked, deleted: { files: 0, folders: 0 }, failure: null, unsure: false });
+  };
   // The route takes the ids in its query, at most 1,000 of each kind (and a request's head
   // is bounded): more chosen (Ctrl/Cmd+A in a large trash) go in turns, and a refusal
-  // after the first says what was deleted before it.
+  // after the first says what was deleted before it. Asked again after a failure, it
+  // deletes what is left of what was asked.
   const purge = async () => {
-    const files = ids("file");
-    const folders = ids("folder");
+    const left = purging?.left ?? [];
+    const files = left.filter((i) => i.type === "file").map((i) => i.id);
+    const folders = left.filter((i) => i.type === "folder").map((i) => i.id);
     const gone = { files: 0, folders: 0 };
-    for (let at = 0; at === 0 || at < Math.max(files.length, folders.length); at += PURGED_AT_ONCE) {
-      const q = new URLSearchParams({
-        file_ids: files.slice(at, at + PURGED_AT_ONCE).join(","),
-        folder_ids: folders.slice(at, at + PURGED_AT_ONCE).join(","),
-      });
+    const sent = new Set<string>();
+    for (let at = 0; at < Math.max(files.length, folders.length); at += PURGED_AT_ONCE) {
+      const these = { files: files.slice(at, at + PURGED_AT_ONCE), folders: folders.slice(at, at + PURGED_AT_ONCE) };
+      const q = new URLSearchParams({ file_ids: these.files.join(","), folder_ids: these.folders.join(",") });
       try {
         const done = await call("DELETE", `/v1/trash?${q}`);
         gone.files += done.purged_files;
         gone.folders += done.purged_folders;
+        for (const id of [...these.files, ...these.folders]) sent.add(id);
       } catch (e) {
+        // The question stays, on what is left of it (not on the selection, which a failed
+        // read of the trash empties), saying what went before the failure.
+        setPurging(
+          (p) =>
+            p && {
+              ...p,
+              left: p.left.filter((i) => !sent.has(i.id)),
+              deleted: { files: p.deleted.files + gone.files, folders: p.deleted.folders + gone.folders },
+              failure: e,
+              unsure: true,
+            },
+        );
         // What the trash holds now is read again: a refused request may have deleted
         // some of its ids before the refusal (the platform deletes them in batches).
         changed();
         if (!at) throw e;
-        throw new Error(
-          `Deleted forever ${filesAndFolders(gone.files, gone.folders)}, then the rest was refused: ${e instanceof Error ? e.message : String(e)}`,
-        );
+        throw new Error(`Deleted forever ${filesAndFolders(gone.files, gone.folders)}, then the rest was refused: ${messageOf(e)}`);
       }
     }
     return `Deleted forever ${filesAndFolders(gone.files, gone.folders)}`;
   };
+  // Nothing asked about is in the trash any more (read again after a request whose
+  // answer was lost, or restored elsewhere meanwhile): no question about 0 items, it is
+  // said what became of them.
+  useEffect(() => {
+    if (!purging || purging.left.length || busy) return;
+    setPurging(null);
+    const { asked, deleted, failure } = purging;
+    const before = deleted.files || deleted.folders ? `Deleted forever ${filesAndFolders(deleted.files, deleted.folders)}. ` : "";
+    const lost = failure ? ` (the answer to “Delete forever” was lost: ${messageOf(failure)})` : "";
+    notify(
+      `${before}Nothing is left to delete forever: the trash no longer holds ${asked.length === 1 ? "the item" : `the ${count(asked.length, "item")}`} asked about${lost}.`,
+    );
+  }, [purging, busy]);
   const empty = async () => {
     const done = await del("/v1/trash");
     return `Trash emptied: ${filesAndFolders(done.purged_files, done.purged_folders)}`;
@@ -201,34 +245,31 @@ export function TrashPage() {
           <button type="button" disabled={busy || !picked.length || kept.length > 0} aria-describedby="trash-kept" onClick={restore}>
             Restore
           </button>
-          <button type="button" disabled={busy || !picked.length} onClick={() => setConfirming("purge")}>
+          <button type="button" disabled={busy || !picked.length} onClick={askPurge}>
             Delete forever
           </button>
-          <button type="button" disabled={busy || !mine.length} onClick={() => setConfirming("empty")}>
+          <button type="button" disabled={busy || !mine.length} onClick={() => setEmptying(true)}>
             Empty trash
           </button>
         </div>
       )}
-      {confirming === "purge" && (
+      {purging && purging.left.length > 0 && (
         <Confirm
-          title={`Delete ${count(picked.length, "item")} forever?`}
+          title={`Delete ${count(purging.left.length, "item")} forever?`}
           action="Delete forever"
           onConfirm={() => finish(purge)}
-          onClose={() => setConfirming(null)}
+          onClose={() => setPurging(null)}
           fallback={["trash-title"]}
         >
-          <p>
-            {picked.length <= NAMED ? `${listed(picked.map((i) => i.name))} will be gone for good.` : `These ${count(picked.length, "item")} will be gone for good.`}{" "}
-            This cannot be undone.
-          </p>
+          <PurgeQuestion purging={purging} />
         </Confirm>
       )}
-      {confirming === "empty" && (
+      {emptying && (
         <Confirm
           title="Empty the trash?"
           action="Empty trash"
           onConfirm={() => finish(empty)}
-          onClose={() => setConfirming(null)}
+          onClose={() => setEmptying(false)}
           fallback={["trash-title"]}
         >
           <p>
@@ -259,7 +300,7 @@ export function TrashPage() {
             if ((e.target as HTMLElement) !== e.currentTarget) return; // a checkbox's or link's own keys
             let taken = selection.key(e);
             if (!taken && e.key === "Delete" && picked.length && !busy) {
-              setConfirming("purge");
+              askPurge();
               taken = true;
             }
             if (!taken) return;
@@ -335,6 +376,31 @@ export function TrashPage() {
         </table>
       )}
     </section>
+  );
+}
+
+// What "Delete forever" will do; after a failure, what it did and what is left of what
+// was asked (asked again, it deletes that).
+function PurgeQuestion({ purging }: { purging: Purging }) {
+  const { left, deleted, failure, unsure } = purging;
+  const what = left.length <= NAMED ? listed(left.map((i) => `“${i.name}”`)) : count(left.length, "item");
+  if (!failure)
+    return (
+      <p>
+        {left.length <= NAMED ? `${listed(left.map((i) => i.name))} will be gone for good.` : `These ${count(left.length, "item")} will be gone for good.`} This
+        cannot be undone.
+      </p>
+    );
+  const done = deleted.files || deleted.folders;
+  return (
+    <>
+      <p>
+        {done ? `Deleted forever so far: ${filesAndFolders(deleted.files, deleted.folders)}. ` : unsure ? "" : "Nothing was deleted. "}
+        {/* Until the trash is read again, what the failed request may have deleted is not known. */}
+        {unsure ? `Not known to be deleted: ${what}.` : `Not deleted: ${what}.`}
+      </p>
+      <p>“Delete forever” tries again on {left.length === 1 ? "it" : "them"}. This cannot be undone.</p>
+    </>
   );
 }
 
