@@ -14,9 +14,11 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import time
 import urllib.parse
 import uuid
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -26,6 +28,8 @@ from starlette.background import BackgroundTask
 
 from services.gateway import deadlines, dicomweb, sessions
 from services.gateway.edge import (
+    DOWNLOAD_RECHECK_S,
+    RECHECK_WAIT_S,
     Call,
     Gateway,
     Unavailable,
@@ -40,7 +44,14 @@ from shared.contracts import rules
 from shared.kit import consistency, job_pages
 from shared.kit.access import RANK, Access
 from shared.kit.errors import Refused
-from shared.kit.http import JSON, RETRY_AFTER_S, error_body, file_ref, files_ref
+from shared.kit.http import (
+    JSON,
+    RETRY_AFTER_S,
+    StreamCut,
+    error_body,
+    file_ref,
+    files_ref,
+)
 from shared.kit.identity import OPENER_HEADER
 from shared.kit.logs import log
 
@@ -50,6 +61,11 @@ from shared.kit.logs import log
 GROUP_WAITS = 5
 # DICOM jobs remembered as such (a few hundred bytes each).
 DICOM_JOBS_KNOWN = 10_000
+# A group's web rendition under way asks the catalog again whether its caller still sees
+# the images this often (and at once after a change of access): a move of their folder
+# (or of a folder above it) out of the caller's reach is no event a gateway follows. A
+# catalog read per such download per 10 s; a role taken away is seen at its ACL event.
+IMAGES_RECHECK_S = 10.0
 
 
 def _audit_cursor(cursor: str | None) -> dict[str, int]:
@@ -639,13 +655,82 @@ class Compose:
         if made.status_code != 200:
             return self.gateway.relay(made)
         stem = file["name"].rsplit(".", 1)[0] or "video"
-        return await self._blob(call, file, made.json()["blob_key"], f"{stem}.web.mp4", "video/mp4")
+        return await self._blob(
+            call,
+            file,
+            made.json()["blob_key"],
+            f"{stem}.web.mp4",
+            "video/mp4",
+            # A group's video shows its images: seeing the group's file is not enough.
+            shows_images=bool((file.get("group") or {}).get("images")),
+        )
+
+    async def _images_still_seen(
+        self, body: AsyncIterator[bytes], answer: httpx.Response, call: Call, file_id: str
+    ) -> AsyncIterator[bytes]:
+        """A group's web rendition as it is sent (`body`, already cut if the caller's key
+        or role on the group file's folder goes), cut short too once the caller no longer
+        sees its images: the catalog is asked again, with the caller's access as it is
+        now, at once after a change of access and every IMAGES_RECHECK_S (their folder
+        may have moved). Only a definite answer cuts, as `while_allowed`'s."""
+        gateway = self.gateway
+        changes = getattr(call.request.state, "access_changes", gateway.access_changes)
+        due = time.monotonic() + IMAGES_RECHECK_S
+        # Closed with this one: the rechecks' pause of the request's budget ends with it.
+        async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], body)):
+            async for chunk in body:
+                if gateway.access_changes != changes or time.monotonic() >= due:
+                    changes = gateway.access_changes
+                    answered, gone = await self._images_gone(call, file_id)
+                    # Unanswered, asked again sooner: the change may have been a refusal.
+                    due = time.monotonic() + (IMAGES_RECHECK_S if answered else DOWNLOAD_RECHECK_S)
+                    if gone is not None:
+                        log.warning("rendition.images_gone", path=call.request.url.path)
+                        await answer.aclose()
+                        raise StreamCut(gone)
+                yield chunk
+
+    async def _images_gone(self, call: Call, file_id: str) -> tuple[bool, Refused | None]:
+        """Whether the access service and the catalog answered, and why the caller may no
+        longer see the group's images (for the answer cut short), or None if they may
+        (or if no answer said they may not)."""
+        try:
+            async with asyncio.timeout(RECHECK_WAIT_S):
+                now = await self.gateway.authenticate(call.request)
+                if now is None or now.get("id") != (call.user or {}).get("id"):
+                    return True, None  # the key went: `while_allowed` cuts for that
+                found = await self.gateway.call(
+                    "catalog", "GET", f"/internal/files/{file_id}", call.request, now
+                )
+        except (Unavailable, Refused, TimeoutError):
+            log.warning("rendition.recheck_unanswered", path=call.request.url.path)
+            return False, None
+        if found.status_code == 200 and not images_unseen(found.json()):
+            return True, None
+        if found.status_code not in (200, 403, 404):
+            log.warning("rendition.recheck_unanswered", path=call.request.url.path)
+            return False, None
+        return True, Refused(
+            403,
+            "forbidden",
+            f"image sequence {file_id} (or its images) left the folders you have a role on while"
+            " its video was sent: it was cut short",
+            {"role_needed": "user", "forbidden_files": [file_id]},
+        )
 
     async def _blob(
-        self, call: Call, file: dict[str, Any], key: str, name: str, mime_type: str
+        self,
+        call: Call,
+        file: dict[str, Any],
+        key: str,
+        name: str,
+        mime_type: str,
+        *,
+        shows_images: bool = False,
     ) -> Response:
         """The blob of `file` (its content, or a rendition of it), streamed from ingest by
-        range, and cut short if the caller's right to the file's folder goes meanwhile."""
+        range, and cut short if the caller's right to the file's folder goes meanwhile
+        (`shows_images`: or their sight of its group's images)."""
         request = call.request
         self.gateway.take_transfer(call)
         answer = await self.gateway.call(
@@ -667,8 +752,11 @@ class Compose:
         }
         headers["Content-Disposition"] = content_disposition(name)
         headers["X-Content-Type-Options"] = "nosniff"
+        body = self.gateway.while_allowed(answer, call, ",".join(file.get("folder_path") or ()))
+        if shows_images:
+            body = self._images_still_seen(body, answer, call, file["id"])
         return StreamingResponse(
-            self.gateway.while_allowed(answer, call, ",".join(file.get("folder_path") or ())),
+            body,
             answer.status_code,
             headers=headers,
             media_type=mime_type,

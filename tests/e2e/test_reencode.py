@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import uuid
 from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
@@ -28,6 +29,7 @@ from shared.kit.blobs import BlobStore, open_blob_store
 from tests import thumbnail_fixtures as media
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import error, folder, member, png, unique, upload
+from tests.e2e.test_access import LARGE, gateway_logged, invite
 from tests.e2e.test_cli import ok
 from tests.e2e.test_image_groups import group
 
@@ -319,3 +321,78 @@ async def test_a_sequence_moved_alone_shows_its_video_only_to_who_sees_its_image
     served = await api.get(web, params={"rendition": "web"})
     assert served.status_code == 200, served.text
     assert streams_of(served.content) == {"video": "h264"}
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+async def test_a_sequences_video_under_way_ends_when_its_images_are_no_longer_seen(
+    api: httpx.AsyncClient, as_key: Any, platform: Any, store: BlobStore, transport: str
+) -> None:
+    """A member who sees a sequence's file (moved on its own) and its images starts its
+    video; their role on the images' folder is taken away, the file's folder kept: the
+    video ends there, short of its bytes (over gRPC `PERMISSION_DENIED`), and asking
+    again is refused 403. (The rendition's bytes are replaced by a large blob: encoding
+    48 MB of video would take minutes of the platform's two cores.)"""
+    home, shared = await folder(api, unique("seq-cut-home")), await folder(api, unique("seq-cut"))
+    frames = [(f"f{n}.png", png(32, 24)) for n in range(3)]
+    sequence = (await group(api, home["id"], "image_sequence", "walk", *frames))["file"]["id"]
+    assert (await re_encode(api, sequence))["status"] == "done"
+    await store.put(rendition_key(uuid.UUID(sequence)), b"v" * LARGE)
+    moved = await api.post(
+        "/v1/move", json={"file_ids": [sequence], "target_folder_id": shared["id"]}
+    )
+    assert moved.status_code == 200, moved.text
+    viewer = await member(api, "seq-viewer")
+    for where in (home, shared):
+        await invite(api, where["id"], viewer["email"], "user")
+    client = as_key(viewer["api_key"])
+    assert (await client.get(f"/v1/files/{sequence}")).json()["renditions"] == ["web"]
+
+    async def take() -> None:
+        removed = await api.delete(f"/v1/folders/{home['id']}/collaborators/{viewer['id']}")
+        assert removed.status_code == 204, removed.text
+
+    async def gone(_: float = 0.0) -> bool:
+        # The file still seen (its folder's role kept), its images not: no video offered.
+        seen = await client.get(f"/v1/files/{sequence}")
+        assert seen.status_code == 200, seen.text
+        return bool(seen.json()["renditions"] == [])
+
+    web = f"/v1/files/{sequence}/content"
+    if transport == "http":
+        delivered = 0
+        broke = False
+        async with client.stream("GET", web, params={"rendition": "web"}, timeout=60) as answer:
+            assert answer.status_code == 200
+            assert answer.headers["content-length"] == str(LARGE)
+            chunks = answer.aiter_raw()
+            delivered += len(await anext(chunks))
+            await take()
+            await eventually(gone, within=5.0, what="the images no longer seen")
+            try:
+                async with asyncio.timeout(60):
+                    async for chunk in chunks:
+                        delivered += len(chunk)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                broke = True
+        assert broke and delivered < LARGE, delivered
+        assert gateway_logged(platform, "rendition.images_gone", web)
+    else:
+        delivered = 0
+        async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+            stream = rpc.FilesStub(channel).Download(
+                pb.DownloadRequest(file_id=sequence, rendition="web"),
+                metadata=(("authorization", f"Bearer {viewer['api_key']}"),),
+            )
+            messages = aiter(stream)
+            assert (await anext(messages)).header.size == LARGE
+            delivered += len((await anext(messages)).chunk)
+            await take()
+            await eventually(gone, within=5.0, what="the images no longer seen")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for message in messages:
+                    delivered += len(message.chunk)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED, caught.value.details()
+        assert "images" in (caught.value.details() or ""), caught.value.details()
+        assert delivered < LARGE
+    refused = error(await client.get(web, params={"rendition": "web"}), 403, "forbidden")
+    assert refused["details"] == {"role_needed": "user", "forbidden_files": [sequence]}
