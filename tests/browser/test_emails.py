@@ -173,6 +173,8 @@ PASTED = [
         'a"b@x.org, <ann@x.org, bo@y.org>',
     ),
     ("a@x.org;b@x.org>,c@x.org", ["a@x.org", "c@x.org"], "b@x.org>"),
+    # A mistyped address before an Outlook entry is no name of it: named, not dropped.
+    ("annx.org, Bo Lee <bo@y.org>", ["bo@y.org"], "annx.org"),
 ]
 
 

@@ -560,6 +560,7 @@ function closing(text: string, at: number): number {
   }
   return -1;
 }
+const NAME_WORDS = /^\s*"?[\p{L}\p{M}'’ -]*\p{L}[\p{L}\p{M}'’ -]*"?\s*$/u;
 function addresses(pasted: string): { valid: string[]; invalid: string[] } {
   // Curly quotes (a word processor's, a phone's) quote a name as straight ones do.
   const text = pasted.replace(/[“”„]/g, '"');
@@ -578,12 +579,13 @@ function addresses(pasted: string): { valid: string[]; invalid: string[] } {
     } else piece += c;
   }
   pieces.push({ text: piece, comma: false });
-  // "Smith, Ann <ann@x.org>" unquoted (Outlook's way): a comma after words that are no
-  // address, before a `<address>`, is inside that address's name, not between two entries.
+  // "Smith, Ann <ann@x.org>" unquoted (Outlook's way): a comma after a name's words (letters,
+  // spaces, hyphens, apostrophes only: a mistyped address such as "annx.org" stays an entry
+  // of its own, named as no address), before a `<address>`, is inside that address's name.
   const entries: string[] = [];
   pieces.forEach((p, i) => {
     const next = pieces[i + 1];
-    if (p.comma && next && p.text.trim() && !p.text.includes("@") && /<[^<>]*>/.test(next.text)) next.text = `${p.text},${next.text}`;
+    if (p.comma && next && NAME_WORDS.test(p.text) && /<[^<>]*>/.test(next.text)) next.text = `${p.text},${next.text}`;
     else entries.push(p.text);
   });
   const parts = entries.flatMap((e) => {

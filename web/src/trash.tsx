@@ -196,7 +196,9 @@ export function TrashPage() {
         throw new Error(`Deleted forever ${filesAndFolders(gone.files, gone.folders)}, then the rest was refused: ${messageOf(e)}`);
       }
     }
-    return `Deleted forever ${filesAndFolders(gone.files, gone.folders)}`;
+    // Asked again after a failure: what the first tries deleted counts too.
+    const before = purging?.deleted ?? { files: 0, folders: 0 };
+    return `Deleted forever ${filesAndFolders(before.files + gone.files, before.folders + gone.folders)}`;
   };
   // Nothing asked about is in the trash any more (read again after a request whose
   // answer was lost, or restored elsewhere meanwhile): no question about 0 items, it is
@@ -206,7 +208,9 @@ export function TrashPage() {
     setPurging(null);
     const { asked, deleted, failure } = purging;
     const before = deleted.files || deleted.folders ? `Deleted forever ${filesAndFolders(deleted.files, deleted.folders)}. ` : "";
-    const lost = failure ? ` (the answer to “Delete forever” was lost: ${messageOf(failure)})` : "";
+    // A refusal (4xx) is said as one: only a failure that may have deleted is "lost".
+    const refused = failure instanceof ApiError && failure.status >= 400 && failure.status < 500;
+    const lost = failure ? ` (the answer to “Delete forever” was ${refused ? "refused" : "lost"}: ${messageOf(failure)})` : "";
     notify(
       `${before}Nothing is left to delete forever: the trash no longer holds ${asked.length === 1 ? "the item" : `the ${count(asked.length, "item")}`} asked about${lost}.`,
     );
@@ -253,9 +257,10 @@ export function TrashPage() {
           </button>
         </div>
       )}
-      {purging && purging.left.length > 0 && (
+      {/* Kept while its work runs (a read of the trash meanwhile may find none left). */}
+      {purging && (purging.left.length > 0 || busy) && (
         <Confirm
-          title={`Delete ${count(purging.left.length, "item")} forever?`}
+          title={`Delete ${count(purging.left.length || purging.asked.length, "item")} forever?`}
           action="Delete forever"
           onConfirm={() => finish(purge)}
           onClose={() => setPurging(null)}
