@@ -6,6 +6,7 @@ flaky under load for it); refused past its waits, it says so, with "Try again"."
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 from playwright.sync_api import Page, Route, expect
@@ -59,12 +60,20 @@ def test_a_folder_refused_past_its_waits_says_so_and_try_again_reads_it(
 ) -> None:
     page = admin_page
     folder = make_folder(api, unique("read-refused"))
-    _refuse_reads(page, folder["id"], None)
+    refused = _refuse_reads(page, folder["id"], None)
+    # The page's clock, not the test's, waits the backoff (0.5 + 1 + 2 + 4 s).
+    page.clock.install()
 
     page.goto(f"/folders/{folder['id']}")
-    # Read five times in all (0.5 + 1 + 2 + 4 s of waits), then said.
     unavailable = page.get_by_role("region", name="Folder unavailable")
-    expect(unavailable.get_by_role("alert")).to_contain_text("The catalog is unavailable")
+    said = unavailable.get_by_role("alert")
+    deadline = time.monotonic() + 30
+    while not said.is_visible():
+        assert time.monotonic() < deadline, f"not said after {len(refused)} refused reads"
+        page.clock.run_for(250)
+    expect(said).to_contain_text("The catalog is unavailable")
+    # Read again after each wait (with the watch's and the tree's reads at the open).
+    assert len(refused) >= 5, refused
     page.unroute_all(behavior="ignoreErrors")
     unavailable.get_by_role("button", name="Try again").click()
     expect(page.get_by_role("heading", name=folder["name"], level=1)).to_be_visible()
