@@ -676,12 +676,19 @@ class Compose:
         gateway = self.gateway
         changes = getattr(call.request.state, "access_changes", gateway.access_changes)
         due = time.monotonic() + IMAGES_RECHECK_S
+        # Every event of the access topic is a change (anyone's sign-in too): the catalog
+        # is asked on one only if the caller's own access differs from the last asked
+        # with (a move is the timer's to see).
+        asked_with = (call.user or {}).get("access")
         # Closed with this one: the rechecks' pause of the request's budget ends with it.
         async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], body)):
             async for chunk in body:
                 if gateway.access_changes != changes or time.monotonic() >= due:
                     changes = gateway.access_changes
-                    answered, gone = await self._images_gone(call, file_id)
+                    timed = time.monotonic() >= due
+                    answered, gone, asked_with = await self._images_gone(
+                        call, file_id, None if timed else asked_with
+                    )
                     # Unanswered, asked again sooner: the change may have been a refusal.
                     due = time.monotonic() + (IMAGES_RECHECK_S if answered else DOWNLOAD_RECHECK_S)
                     if gone is not None:
@@ -690,32 +697,50 @@ class Compose:
                         raise StreamCut(gone)
                 yield chunk
 
-    async def _images_gone(self, call: Call, file_id: str) -> tuple[bool, Refused | None]:
-        """Whether the access service and the catalog answered, and why the caller may no
-        longer see the group's images (for the answer cut short), or None if they may
-        (or if no answer said they may not)."""
+    async def _images_gone(
+        self, call: Call, file_id: str, unless_access: Any = None
+    ) -> tuple[bool, Refused | None, Any]:
+        """Whether the access service and the catalog answered, why the caller may no
+        longer see the group's images (for the answer cut short) or None if they may (or
+        if no answer said they may not), and the caller's access asked with. The catalog
+        is not asked if the caller's access is still `unless_access`."""
         try:
             async with asyncio.timeout(RECHECK_WAIT_S):
                 now = await self.gateway.authenticate(call.request)
                 if now is None or now.get("id") != (call.user or {}).get("id"):
-                    return True, None  # the key went: `while_allowed` cuts for that
+                    return True, None, unless_access  # the key went: `while_allowed` cuts
+                if unless_access is not None and now.get("access") == unless_access:
+                    return True, None, unless_access
                 found = await self.gateway.call(
-                    "catalog", "GET", f"/internal/files/{file_id}", call.request, now
+                    "catalog",
+                    "GET",
+                    f"/internal/files/{file_id}",
+                    call.request,
+                    now,
+                    # The budget is paused while the body is sent: told the recheck's own.
+                    headers={deadlines.HEADER: deadlines.told(RECHECK_WAIT_S)},
                 )
-        except (Unavailable, Refused, TimeoutError):
+                seen = found.status_code == 200 and not images_unseen(found.json())
+        except (Unavailable, Refused, TimeoutError, ValueError):
+            # ValueError: a 200 that is no JSON is no answer either.
             log.warning("rendition.recheck_unanswered", path=call.request.url.path)
-            return False, None
-        if found.status_code == 200 and not images_unseen(found.json()):
-            return True, None
+            return False, None, unless_access
+        if seen:
+            return True, None, now.get("access")
         if found.status_code not in (200, 403, 404):
             log.warning("rendition.recheck_unanswered", path=call.request.url.path)
-            return False, None
-        return True, Refused(
-            403,
-            "forbidden",
-            f"image sequence {file_id} (or its images) left the folders you have a role on while"
-            " its video was sent: it was cut short",
-            {"role_needed": "user", "forbidden_files": [file_id]},
+            return False, None, unless_access
+        return (
+            True,
+            Refused(
+                403,
+                "forbidden",
+                f"image sequence {file_id} or its images went out of your sight (moved from the"
+                " folders you have a role on, or deleted) while its video was sent: it was cut"
+                " short",
+                {"role_needed": "user", "forbidden_files": [file_id]},
+            ),
+            unless_access,
         )
 
     async def _blob(
