@@ -444,6 +444,10 @@ class FolderSyncConfigured(Event):
     prefix: str
     # Seconds between scheduled syncs; None: the settings' default.
     sync_interval_s: int | None = None
+    # Whether the one who configured it (the envelope's actor) was an org admin: who may
+    # use every integration. Scheduled syncs and notifications run while that one may
+    # still use the integration. None: recorded before it was kept.
+    by_org_admin: bool | None = None
 
 
 class FolderSyncEnded(Event):

@@ -64,8 +64,12 @@ def router(integrations: Integrations, imports: Imports, syncs: Syncs) -> APIRou
         return recorded(await syncs.configure(who, caller, folder_id, body), 201)
 
     @api.post("/v1/folders/{folder_id}/sync", status_code=202)
-    async def sync_folder(folder_id: uuid.UUID, caller: Caller, _: Editor) -> JSON:
-        return recorded(await syncs.start(caller, folder_id), 202)
+    async def sync_folder(
+        folder_id: uuid.UUID, caller: Caller, _: Editor, who: Access = Depends(access)
+    ) -> JSON:
+        # An editor of the folder who may use its integration; while a sync of the whole
+        # prefix runs, its job's id (one listing of the bucket for many requests).
+        return recorded(await syncs.requested(who, caller, folder_id), 202)
 
     @api.get("/v1/folders/{folder_id}/sync")
     async def sync_state(folder_id: uuid.UUID, request: Request) -> dict[str, Any]:

@@ -125,6 +125,9 @@ synced = Projection(
     );
     ALTER TABLE ingest.synced_folders ADD COLUMN IF NOT EXISTS
         paused boolean NOT NULL DEFAULT false;
+    -- Whether `created_by` (FolderSyncConfigured's actor) was an org admin; null in rows
+    -- from before it was recorded (then only the integration's sharing with them counts).
+    ALTER TABLE ingest.synced_folders ADD COLUMN IF NOT EXISTS by_org_admin boolean;
     CREATE INDEX IF NOT EXISTS synced_folders_integration
         ON ingest.synced_folders (integration_id);
     CREATE TABLE IF NOT EXISTS ingest.synced_subfolders (
@@ -159,8 +162,9 @@ async def sync_configured(
 ) -> None:
     await conn.executemany(
         """INSERT INTO ingest.synced_folders (folder_id, integration_id, prefix,
-                                              sync_interval_s, created_at, created_by)
-           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+                                              sync_interval_s, created_at, created_by,
+                                              by_org_admin)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
         [
             (
                 e.event.folder_id,
@@ -169,6 +173,7 @@ async def sync_configured(
                 e.event.sync_interval_s,
                 e.occurred_at,
                 e.actor,
+                e.event.by_org_admin,
             )
             for e in events
         ],

@@ -71,6 +71,13 @@ LISTING_LOCK = zlib.crc32(b"files.ingest.synced-folders-listed")
 BATCH = 200
 # Objects read at the same time.
 READERS = 16
+# Keys notified while a folder's sync runs, kept for the sync right after it: past this
+# many, that sync lists the whole prefix instead.
+MAX_QUEUED = 10_000
+# The actor of syncs a bucket notification starts (of the integration's id).
+NOTIFIED = "system:integration-events:"
+# Why a scheduled or notified sync does not run (its one failed job says so).
+NOT_USABLE = "integration_not_usable"
 
 
 def _system(actor: str) -> Cause:
@@ -101,6 +108,25 @@ SYNC_STATE = """
            (SELECT name FROM ingest.integrations i WHERE i.id = f.integration_id)
              AS integration_name
     FROM ingest.synced_folders f WHERE f.folder_id = $1
+"""
+
+# A sync of the folder that is running now (its latest), under the folder's lock.
+RUNNING_SYNC = """
+    SELECT id, created_by FROM ingest.jobs
+    WHERE folder_id = $1 AND kind = 'sync' AND status = 'running'
+    ORDER BY created_at DESC LIMIT 1
+"""
+
+# A synced folder whose configurer may no longer use its integration (domain
+# `configurer_may_use`, as SQL), and whose latest sync already says so: not started
+# again, nor told again, until that changes.
+CONFIGURER_MAY_USE = "(i.id IS NULL OR f.by_org_admin IS TRUE OR f.created_by = ANY(i.shared_with))"
+TOLD_NOT_USABLE = f"""
+    EXISTS (SELECT 1 FROM (SELECT j.id, j.status FROM ingest.jobs j
+                           WHERE j.folder_id = f.folder_id AND j.kind = 'sync'
+                           ORDER BY j.created_at DESC LIMIT 1) last
+            JOIN ingest.job_errors x ON x.job_id = last.id
+            WHERE last.status = 'failed' AND x.error->>'code' = '{NOT_USABLE}')
 """
 
 # Its latest sync: the first entry of the folder's sync jobs in `jobs_folder_kind`, not a
@@ -206,6 +232,7 @@ class Syncs(Handlers):
                     integration_id=integration_id,
                     prefix=prefix,
                     sync_interval_s=interval,
+                    by_org_admin=access.org_admin,
                 ),
             )
         ]
@@ -338,10 +365,20 @@ class Syncs(Handlers):
 
     # -- starting ------------------------------------------------------------------
 
-    async def start(
-        self, cause: Cause, folder_id: uuid.UUID, keys: Sequence[str] | None = None
+    async def requested(
+        self, who: Access, cause: Cause, folder_id: uuid.UUID
     ) -> tuple[dict[str, Any], int]:
-        """A sync job of the folder recorded and run in the background: 202."""
+        """`POST /v1/folders/{id}/sync`: by an editor of the folder (the route checks)
+        who may use its integration now (404 as for imports: an integration taken back
+        from them syncs nothing more of theirs, nor of editors it was never lent to)."""
+        config = await self._configured(folder_id)
+        row = await self.integrations.row(config.integration_id)
+        integration_rules.require_use(
+            who, config.integration_id, None if row is None else list(row["shared_with"])
+        )
+        return await self.start(cause, folder_id, config=config)
+
+    async def _configured(self, folder_id: uuid.UUID) -> SyncConfig:
         config = await self.config(folder_id)
         if config is None:
             raise Refused(
@@ -350,6 +387,21 @@ class Syncs(Handlers):
                 f"folder {folder_id} does not follow a bucket prefix: nothing to sync",
                 {"folder_id": str(folder_id)},
             )
+        return config
+
+    async def start(
+        self,
+        cause: Cause,
+        folder_id: uuid.UUID,
+        keys: Sequence[str] | None = None,
+        *,
+        config: SyncConfig | None = None,
+    ) -> tuple[dict[str, Any], int]:
+        """A sync job of the folder recorded and run in the background: 202. Syncs of a
+        folder are merged: asked while a sync of the whole prefix runs, a sync of it is
+        that one (its job's id again: the bucket is not listed once more per request);
+        notified keys while a sync runs here are synced right after it (`_queued`)."""
+        config = config or await self._configured(folder_id)
         job_id = uuid.uuid4()
         changes = [
             Change(
@@ -360,14 +412,43 @@ class Syncs(Handlers):
         ]
         envelopes = envelopes_of(changes, cause)
 
-        async def record() -> int:
+        async def record() -> tuple[uuid.UUID, int]:
             async with self.pool.acquire() as conn, conn.transaction():
+                # Requests of one folder take turns here: the second sees the first's job.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{folder_id}"
+                )
+                running = await conn.fetchrow(RUNNING_SYNC, folder_id)
+                if running is not None and self._merged(folder_id, running, keys):
+                    position = await conn.fetchval(
+                        """SELECT position FROM ingest.events
+                           WHERE stream_id = $1 AND stream_version = 1""",
+                        ev.job_stream(running["id"]),
+                    )
+                    return running["id"], position or 0
                 await jobs.apply(conn, envelopes)
-                return await self.store.append(conn, envelopes)
+                return job_id, await self.store.append(conn, envelopes)
 
-        position = await _again(record)
-        self._spawn(job_id, config, 1, Cause.of(envelopes[0]), keys)
-        return {"job_id": str(job_id)}, position
+        found, position = await _again(record)
+        if found == job_id:
+            self._spawn(job_id, config, 1, Cause.of(envelopes[0]), keys)
+        return {"job_id": str(found)}, position
+
+    def _merged(self, folder_id: uuid.UUID, running: Any, keys: Sequence[str] | None) -> bool:
+        """Is a sync asked now the running one (or queued behind it)? A sync of the whole
+        prefix is one that lists it (not a notification's, of its keys alone), here or in
+        another replica; notified keys wait for one running here, which syncs them when
+        it ends. No await in here: a sync ending (`_run`) sees these keys or none."""
+        if keys is None:
+            return not str(running["created_by"]).startswith(NOTIFIED)
+        if running["id"] not in self._running:
+            return False
+        queued = self._queued.setdefault(folder_id, set())
+        if queued is not None:
+            queued.update(keys)
+            if len(queued) > MAX_QUEUED:
+                self._queued[folder_id] = None  # too many: the next sync lists the prefix
+        return True
 
     def _spawn(
         self,
@@ -432,23 +513,63 @@ class Syncs(Handlers):
         default = self.settings.sync_interval_s
         while True:
             await asyncio.sleep(min(30.0, default / 2))  # a schedule, not a wait
-            # The lock is the transaction's: a pooled connection keeps no session state.
+            await self.schedule_round()
+
+    async def schedule_round(self) -> None:
+        """The syncs due now started. Only while the one who configured the folder may
+        still use its integration: a folder of one it was taken from is not synced by
+        the schedule (it would go on reading the bucket for them, and for the editors
+        they invited); its one failed sync says why, and it is not looked at again
+        until that changes (sharing again, or a sync asked by one who may use it)."""
+        default = self.settings.sync_interval_s
+        # The lock is the transaction's: a pooled connection keeps no session state.
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SCHEDULE_LOCK):
+                return
+            due = await conn.fetch(
+                f"""SELECT f.folder_id, {CONFIGURER_MAY_USE} AS usable
+                    FROM ingest.synced_folders f
+                    LEFT JOIN ingest.integrations i ON i.id = f.integration_id
+                    WHERE NOT f.paused AND NOT EXISTS (
+                        SELECT 1 FROM ingest.jobs j WHERE j.folder_id = f.folder_id
+                          AND j.kind = 'sync'
+                          AND (j.status = 'running' OR j.created_at > now()
+                               - make_interval(secs => coalesce(f.sync_interval_s, $1))))
+                      AND ({CONFIGURER_MAY_USE} OR NOT {TOLD_NOT_USABLE})
+                    LIMIT 100""",
+                default,
+            )
+            for row in due:
+                cause = _system("system:sync-schedule")
+                with contextlib.suppress(Refused):
+                    if row["usable"]:
+                        await self.start(cause, row["folder_id"])
+                    else:
+                        await self._not_usable(cause, row["folder_id"])
+
+    async def _not_usable(self, cause: Cause, folder_id: uuid.UUID) -> None:
+        """A sync job of the folder that fails at once: the one who configured it may no
+        longer use its integration (the folder's page shows its latest sync's reason)."""
+        config = await self._configured(folder_id)
+        job_id = uuid.uuid4()
+        message = (
+            f"not synced: integration {config.integration_id} is no longer shared with the"
+            " one who set up this folder. Syncs run again once it is shared with them again;"
+            " meanwhile someone who may use it can sync the folder"
+        )
+        events: list[Event] = [
+            ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=0, kind="sync"),
+            ev.ImportJobFailed(job_id=job_id, code=NOT_USABLE, message=message),
+        ]
+        envelopes = envelopes_of(appended(ev.job_stream(job_id), events), cause)
+
+        async def record() -> int:
             async with self.pool.acquire() as conn, conn.transaction():
-                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SCHEDULE_LOCK):
-                    continue
-                due = await conn.fetch(
-                    """SELECT f.folder_id FROM ingest.synced_folders f
-                           WHERE NOT f.paused AND NOT EXISTS (
-                               SELECT 1 FROM ingest.jobs j WHERE j.folder_id = f.folder_id
-                                 AND j.kind = 'sync'
-                                 AND (j.status = 'running' OR j.created_at > now()
-                                      - make_interval(secs => coalesce(f.sync_interval_s, $1))))
-                           LIMIT 100""",
-                    default,
-                )
-                for row in due:
-                    with contextlib.suppress(Refused):
-                        await self.start(_system("system:sync-schedule"), row["folder_id"])
+                await jobs.apply(conn, envelopes)
+                return await self.store.append(conn, envelopes)
+
+        await _again(record)
+        log.info("sync.not_usable", folder_id=str(folder_id), job_id=str(job_id))
 
     # -- notifications -------------------------------------------------------------
 
@@ -466,21 +587,28 @@ class Syncs(Handlers):
             raise Refused(403, "forbidden", "the events token is not this integration's")
         records = notified_keys(body)
         keys = [key for bucket, key in records if bucket == row["bucket"]]
+        # Only the folders whose configurer may still use the integration (as the
+        # schedule's); the others' latest sync says why, once.
         folders = await self.pool.fetch(
-            "SELECT folder_id, prefix FROM ingest.synced_folders"
-            " WHERE integration_id = $1 AND NOT paused",
+            f"""SELECT f.folder_id, f.prefix, {CONFIGURER_MAY_USE} AS usable,
+                       {TOLD_NOT_USABLE} AS told
+                FROM ingest.synced_folders f
+                LEFT JOIN ingest.integrations i ON i.id = f.integration_id
+                WHERE f.integration_id = $1 AND NOT f.paused""",
             integration_id,
         )
         started = []
         for folder in folders:
             mine = [k for k in keys if k.startswith(folder["prefix"])]
-            if mine:
-                job, _ = await self.start(
-                    _system(f"system:integration-events:{integration_id}"),
-                    folder["folder_id"],
-                    mine,
-                )
-                started.append(job["job_id"])
+            if not mine:
+                continue
+            cause = _system(f"{NOTIFIED}{integration_id}")
+            if not folder["usable"]:
+                if not folder["told"]:
+                    await self._not_usable(cause, folder["folder_id"])
+                continue
+            job, _ = await self.start(cause, folder["folder_id"], mine)
+            started.append(job["job_id"])
         return {"records": len(records), "job_ids": started}
 
     # -- running -------------------------------------------------------------------
@@ -504,6 +632,24 @@ class Syncs(Handlers):
             log.error("sync.crashed", job_id=str(job_id), exc_info=True)
             with contextlib.suppress(Exception):
                 await self._fail(state, cause, "internal_error", "the sync stopped on an error")
+        # Keys notified while it ran: no longer merged into it from here (no await
+        # between), synced by one more job.
+        self._running.pop(job_id, None)
+        if config.folder_id not in self._queued:
+            return
+        queued = self._queued.pop(config.folder_id)
+        try:
+            # Too many keys: the whole prefix, as the schedule's.
+            actor = (
+                "system:sync-schedule" if queued is None else f"{NOTIFIED}{config.integration_id}"
+            )
+            await self.start(
+                _system(actor), config.folder_id, None if queued is None else sorted(queued)
+            )
+        except Refused:
+            pass  # its sync ended meanwhile
+        except Exception:
+            log.error("sync.queued_keys_not_synced", folder_id=str(config.folder_id), exc_info=True)
 
     async def _append(self, state: _Job, cause: Cause, events: Sequence[Event]) -> None:
         envelopes = envelopes_of(

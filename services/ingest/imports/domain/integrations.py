@@ -305,6 +305,17 @@ def may_use(access: Access, shared_with: list[str]) -> bool:
     return access.org_admin or access.user_id in shared_with
 
 
+def configurer_may_use(
+    created_by: str, by_org_admin: bool | None, shared_with: list[str] | None
+) -> bool:
+    """May the one who configured a synced folder still use its integration (its
+    scheduled syncs and notifications run for them)? An org admin at the time stays one
+    (org roles do not change); a member, while it is shared with them. A folder
+    configured before `by_org_admin` was recorded (None) counts as a member's. An
+    integration removed (None) is the sync's to report (`integration_removed`)."""
+    return shared_with is None or by_org_admin is True or created_by in shared_with
+
+
 def require_use(access: Access, integration_id: uuid.UUID, shared_with: list[str] | None) -> None:
     """The integration exists (`shared_with` is not None) and the caller may use it;
     else 404, as for an integration that does not exist (no existence leak)."""

@@ -1,0 +1,201 @@
+"""Synced folders and the right to use their integration, end to end (moto as the
+customer's bucket): an integration taken back from a member syncs nothing more of the
+folders they set up, neither on request (theirs, or an editor's they invited), nor on
+schedule, nor on a bucket notification; and syncs of one folder are merged, so many
+requests at once list the bucket once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from minio import Minio
+
+from tests.cloud_fixtures import MotoS3
+from tests.conftest import eventually
+from tests.e2e.conftest import BUCKET
+from tests.e2e.support import error, member, text, unique
+from tests.e2e.test_cloud_sync import listing, sync_done
+from tests.e2e.test_imports import put, register
+
+
+async def share(api: httpx.AsyncClient, integration_id: str, users: list[str]) -> None:
+    shared = await api.patch(f"/v1/integrations/{integration_id}", json={"shared_with": users})
+    assert shared.status_code == 200, shared.text
+
+
+async def lent_integration(api: httpx.AsyncClient, moto: MotoS3, user_id: str) -> dict[str, Any]:
+    answer = await register(api, moto)
+    assert answer.status_code == 201, answer.text
+    integration = dict(answer.json())
+    await share(api, integration["id"], [user_id])
+    return integration
+
+
+async def made_synced(
+    client: httpx.AsyncClient, integration_id: str, prefix: str, **more: Any
+) -> dict[str, Any]:
+    made = await client.post(
+        "/v1/folders",
+        json={
+            "name": unique("synced"),
+            "cloud_sync": {"integration_id": integration_id, "prefix": prefix, **more},
+        },
+    )
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
+async def latest_sync(client: httpx.AsyncClient, folder_id: str) -> dict[str, Any] | None:
+    state = await client.get(f"/v1/folders/{folder_id}/sync")
+    assert state.status_code == 200, state.text
+    found: dict[str, Any] | None = state.json()["last_sync"]
+    return found
+
+
+async def told_not_usable(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    job = (await client.get(f"/v1/jobs/{job_id}")).json()
+    assert job["status"] == "failed", job
+    reason = [e for e in job["errors"] if not e["name"]]
+    assert [e["code"] for e in reason] == ["integration_not_usable"], job
+    assert "no longer shared" in reason[0]["message"]
+    return dict(job)
+
+
+async def test_an_integration_taken_back_syncs_nothing_more_on_request_or_notification(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, as_key: Any, platform: Any
+) -> None:
+    alice, bob = await member(api, "alice"), await member(api, "bob")
+    integration = await lent_integration(api, moto, alice["id"])
+    as_alice, as_bob = as_key(alice["api_key"]), as_key(bob["api_key"])
+    prefix = f"{unique('unshared')}/"
+    put(bucket, f"{prefix}one.txt", text("one\n"))
+    top = await made_synced(as_alice, integration["id"], prefix)
+    await sync_done(as_alice, top["sync_job_id"])
+    invited = await as_alice.post(
+        f"/v1/folders/{top['id']}/collaborators",
+        json={"emails": [bob["email"]], "role": "editor"},
+    )
+    assert invited.status_code == 200, invited.text
+    # Bob, an editor never lent the integration, syncs nothing through Alice's folder.
+    error(await as_bob.post(f"/v1/folders/{top['id']}/sync"), 404, "not_found")
+    await share(api, integration["id"], [])
+    put(bucket, f"{prefix}after.txt", text("after the integration was taken back\n"))
+    for client in (as_alice, as_bob):
+        # As an import of hers would be: the integration is not found (no existence leak).
+        refused = error(await client.post(f"/v1/folders/{top['id']}/sync"), 404, "not_found")
+        assert integration["id"] in refused["message"]
+    # A bucket notification starts no sync of her folder: its latest sync says why.
+    record = {"s3": {"bucket": {"name": BUCKET}, "object": {"key": f"{prefix}after.txt"}}}
+    sns = {"Type": "Notification", "Message": json.dumps({"Records": [record]})}
+    async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=30) as anyone:
+        notified = await anyone.post(
+            f"/v1/integrations/{integration['id']}/events",
+            json=sns,
+            headers={"Authorization": f"Bearer {integration['events_token']}"},
+        )
+    assert notified.status_code == 202, notified.text
+    assert notified.json()["job_ids"] == []
+    last = await latest_sync(as_bob, top["id"])
+    assert last is not None and last["job_id"] != top["sync_job_id"]
+    await told_not_usable(as_bob, last["job_id"])
+    assert "after.txt" not in await listing(as_alice, top["id"])
+    # An org admin may use every integration: their sync of the folder brings it.
+    synced = await api.post(f"/v1/folders/{top['id']}/sync")
+    assert synced.status_code == 202, synced.text
+    await sync_done(api, synced.json()["job_id"])
+    assert "after.txt" in await listing(as_alice, top["id"])
+    # Shared with her again, she syncs again.
+    await share(api, integration["id"], [alice["id"]])
+    again = await as_alice.post(f"/v1/folders/{top['id']}/sync")
+    assert again.status_code == 202, again.text
+
+
+async def test_the_schedule_stops_syncing_a_folder_whose_maker_lost_the_integration(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, as_key: Any
+) -> None:
+    alice = await member(api, "alice")
+    integration = await lent_integration(api, moto, alice["id"])
+    as_alice = as_key(alice["api_key"])
+    prefix = f"{unique('schedule')}/"
+    put(bucket, f"{prefix}one.txt", text("one\n"))
+    # An org admin's folder on the same integration goes on syncing on schedule.
+    admins = await made_synced(api, integration["id"], prefix, sync_interval_s=60)
+    top = await made_synced(as_alice, integration["id"], prefix, sync_interval_s=60)
+    await sync_done(as_alice, top["sync_job_id"])
+    await sync_done(api, admins["sync_job_id"])
+    await share(api, integration["id"], [])
+    put(bucket, f"{prefix}after.txt", text("after\n"))
+    ended: dict[str, dict[str, Any]] = {}
+
+    async def scheduled() -> bool:
+        # The next sync the schedule starts (within a minute and its 30 s rounds).
+        for folder, first in ((top, top["sync_job_id"]), (admins, admins["sync_job_id"])):
+            last = await latest_sync(api, folder["id"])
+            if last is not None and last["job_id"] != first and last["status"] != "running":
+                ended[folder["id"]] = last
+        return len(ended) == 2
+
+    await eventually(scheduled, within=150, what="a scheduled sync of each folder")
+    await told_not_usable(as_alice, ended[top["id"]]["job_id"])
+    assert "after.txt" not in await listing(as_alice, top["id"])
+    assert ended[admins["id"]]["status"] == "done"
+    assert "after.txt" in await listing(api, admins["id"])
+
+
+def listings_of(moto: MotoS3, prefix: str) -> int:
+    """The listings of exactly this prefix moto's server logged (its request log: our
+    fixture's file, open as the process's stderr)."""
+    log = Path(os.readlink(f"/proc/{moto.process.pid}/fd/2"))
+    found = 0
+    for line in log.read_text(errors="replace").splitlines():
+        request = line.partition('"GET ')[2].partition(" ")[0]
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(request).query)
+        if "list-type" in query and query.get("prefix") == [prefix]:
+            found += 1
+    return found
+
+
+async def test_syncs_asked_at_once_are_one_listing_of_the_bucket(
+    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, platform: Any
+) -> None:
+    integration = (await register(api, moto)).json()
+    prefix = f"{unique('flood')}/"
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: put(bucket, f"{prefix}o{i}.txt", text(f"{i}\n")), range(300)))
+    made = await made_synced(api, integration["id"], prefix)
+    first = made["sync_job_id"]
+    # While its first sync reads the 300 objects, a key is notified: it waits for that
+    # sync to end, then is synced (its own listing, of the key alone).
+    key = f"{prefix}notified.txt"
+    put(bucket, key, text("notified\n"))
+    record = {"s3": {"bucket": {"name": BUCKET}, "object": {"key": key}}}
+    async with httpx.AsyncClient(base_url=platform.gateway_url, timeout=30) as anyone:
+        notified = await anyone.post(
+            f"/v1/integrations/{integration['id']}/events",
+            json={"Records": [record]},
+            headers={"Authorization": f"Bearer {integration['events_token']}"},
+        )
+    assert notified.status_code == 202, notified.text
+    assert notified.json()["job_ids"] == [first]
+    # And 20 more syncs are asked at once.
+    answers = await asyncio.gather(*(api.post(f"/v1/folders/{made['id']}/sync") for _ in range(20)))
+    assert {a.status_code for a in answers} == {202}, [a.text for a in answers]
+    ids = {a.json()["job_id"] for a in answers} | {first}
+    assert len(ids) <= 2, ids
+    for job_id in ids:
+        await sync_done(api, job_id)
+
+    async def all_there() -> bool:
+        state = await api.get(f"/v1/folders/{made['id']}/sync")
+        return bool(state.json()["objects"] == 301)
+
+    await eventually(all_there, within=30, what="the 300 objects and the notified one")
+    assert listings_of(moto, prefix) == len(ids), ids
+    assert listings_of(moto, key) >= 1
