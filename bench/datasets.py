@@ -422,7 +422,7 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     report.figure("sync_max_ms", "   sync latency max", max(sync_ms), "ms", role="detail")
     report.figure(
         "sync_datasets_cpu_ms",
-        "   the datasets service's CPU an upload",
+        "   the datasets service's CPU an upload (and the polls it answers)",
         got["sync_datasets_cpu_s"] * 1e3 / uploads,
         "ms",
         role="detail",
