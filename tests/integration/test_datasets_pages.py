@@ -36,12 +36,12 @@ from tests.integration.test_datasets_reactions import (
 
 # Folders: `top` (followed by the dataset "top"), below it `sub`, `gone` (followed by
 # "gone", deleted after the uploads into it) and `group` (an image group's constituent
-# folder: never synced); `late` below `sub`, whose creation comes after the upload into
-# it; `elsewhere`, followed by nothing.
+# folder: never synced); `late` below `sub`, made after the uploads into it (whose files
+# may reach the mirror before it); `elsewhere`, a root followed by "elsewhere".
 TOP, SUB, GONE, GROUP, LATE, ELSEWHERE = (uuid.UUID(int=i) for i in range(1, 7))
 GROUP_FILE = uuid.UUID(int=99)
-INTO = {folder: [uuid.UUID(int=100 + 10 * n + i) for i in range(3)] for n, folder in
-        enumerate((TOP, SUB, GONE, GROUP, LATE, ELSEWHERE))}  # fmt: skip
+FOLDERS = (TOP, SUB, GONE, GROUP, LATE, ELSEWHERE)
+INTO = {f: [uuid.UUID(int=100 + 10 * n + i) for i in range(3)] for n, f in enumerate(FOLDERS)}
 
 
 def page(folder_id: uuid.UUID, file_ids: Sequence[uuid.UUID]) -> FilesUploaded:
@@ -93,11 +93,7 @@ async def placed(database_url: str, as_pages: bool, folders_first: bool) -> dict
             )
             names[dataset_id] = name
         # In the catalog's order: the uploads, then `late` made, then `gone` deleted.
-        files = [
-            catalog.event(e)
-            for folder_id in (TOP, SUB, GONE, GROUP, LATE, ELSEWHERE)
-            for e in uploads(folder_id, as_pages)
-        ]
+        files = [catalog.event(e) for folder_id in FOLDERS for e in uploads(folder_id, as_pages)]
         folders = [
             catalog.event(FolderCreated(folder_id=LATE, parent_id=SUB, name="late")),
             catalog.event(FolderDeleted(folder_id=GONE, parent_id=TOP, trashed=True)),
