@@ -36,7 +36,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench._common import ADMIN_KEY, Report, main, percentile, progress, stack
+from bench._common import ADMIN_KEY, CpuMeter, Report, main, percentile, progress, stack
 from services.datasets.projections import membership
 from shared.kit import bus, db
 from shared.kit.eventstore import EventStore
@@ -200,6 +200,11 @@ async def kafka_round_trips(bootstrap: str, count: int) -> list[float]:
 # -- the measurements ------------------------------------------------------------------
 
 
+async def mirrored(conn: asyncpg.Connection, files: int) -> bool:
+    """Whether the datasets' mirror of the catalog holds (at least) this many files."""
+    return bool(await conn.fetchval("SELECT count(*) >= $1 FROM datasets.files", files))
+
+
 async def wait_until(check: Callable[[], Awaitable[bool]], deadline_s: float, every: float) -> bool:
     deadline = time.perf_counter() + deadline_s
     while time.perf_counter() < deadline:
@@ -210,17 +215,30 @@ async def wait_until(check: Callable[[], Awaitable[bool]], deadline_s: float, ev
 
 
 async def measure(
-    gateway: str, dsn: str, bootstrap: str, report: Report, files: int, uploads: int
+    gateway: str,
+    dsn: str,
+    bootstrap: str,
+    report: Report,
+    files: int,
+    uploads: int,
+    datasets_pid: int,
 ) -> dict[str, Any]:
     api = Api(gateway)
+    # The datasets service's own CPU while files arrive (its consumer's reaction to each
+    # upload page: the catalog's mirror, the synced datasets' links), by /proc.
+    service = {"datasets": datasets_pid}
     conn = await db.connect(dsn)
     got: dict[str, Any] = {}
     try:
         tag = uuid.uuid4().hex[:6]
         folder_id = await api.folder(f"bulk-{tag}")
         progress(f"uploading {files:,} files of 64 B (100 per request, 4 in flight)")
-        up_s, file_ids = await timed(lambda: upload_many(api, folder_id, files, 100, 4))
+        with CpuMeter(service) as cpu:
+            up_s, file_ids = await timed(lambda: upload_many(api, folder_id, files, 100, 4))
+            # Until the datasets mirror has them all (adding them needs it): its share.
+            await wait_until(lambda: mirrored(conn, files), 300, 0.05)
         got["setup_upload_s"] = up_s
+        got["setup_datasets_cpu_s"] = cpu.used["datasets"]
         progress(f"uploaded in {up_s:.1f} s ({files / up_s:,.0f} files/s)")
         datasets = [await api.dataset(f"bulk-{tag}-{i}") for i in range(DATASETS)]
 
@@ -276,7 +294,7 @@ async def measure(
             await api.upload(sub, [(f"warm_{i}.txt", text_file(i))])
         latencies: list[float] = []
         polls: list[int] = []
-        with report.contention.measure():
+        with report.contention.measure(), CpuMeter(service) as cpu:
             for i in range(uploads):
                 [file_id] = await api.upload(sub, [(f"s_{i:05d}.txt", text_file(i))])
                 answered = time.perf_counter()
@@ -293,6 +311,7 @@ async def measure(
                 latencies.append(time.perf_counter() - answered)
                 polls.append(n)
         got["sync"] = latencies
+        got["sync_datasets_cpu_s"] = cpu.used["datasets"]
         got["sync_polls"] = polls
         if await api.file_count(synced) != uploads + 5:
             raise RuntimeError("the synced dataset's file_count is wrong")
@@ -354,7 +373,8 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     with stack(workdir) as running:
         dsn = running.env["FILES_DATABASE_URL"]
         bootstrap = running.env["FILES_KAFKA_BOOTSTRAP"]
-        got = asyncio.run(measure(running.gateway_url, dsn, bootstrap, report, files, uploads))
+        pid = running.child("datasets").proc.pid
+        got = asyncio.run(measure(running.gateway_url, dsn, bootstrap, report, files, uploads, pid))
         running.check_alive()
 
     add_s, add_base = got["add_s"][0], got["add_base_s"]
@@ -400,6 +420,13 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     report.figure("sync_p50_ms", f"3. sync latency p50 ({len(sync_ms)} uploads)", p50, "ms")
     report.figure("sync_p99_ms", "   sync latency p99", p99, "ms", headline=True)
     report.figure("sync_max_ms", "   sync latency max", max(sync_ms), "ms", role="detail")
+    report.figure(
+        "sync_datasets_cpu_ms",
+        "   the datasets service's CPU an upload (and the polls it answers)",
+        got["sync_datasets_cpu_s"] * 1e3 / uploads,
+        "ms",
+        role="detail",
+    )
     report.baseline("kafka_p50_ms", "   aiokafka produce->consume p50", k50, "ms")
     report.baseline("kafka_p99_ms", "   aiokafka produce->consume p99", k99, "ms")
     report.ratio("sync_p50_ratio", "   sync p50 / round trip p50", p50, k50)
@@ -448,6 +475,11 @@ def body(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         f"setup: {files:,} files uploaded through the gateway in {got['setup_upload_s']:.0f} s"
         f" (not timed); sync polled every 2 ms, median {percentile(got['sync_polls'], 50):.0f}"
         " polls per upload"
+    )
+    report.note(
+        f"setup: the datasets service used {got['setup_datasets_cpu_s']:.2f} CPU-s until its"
+        f" mirror held the {files:,} files"
+        f" ({got['setup_datasets_cpu_s'] * 1e6 / files:.0f} µs a file; no dataset synced)"
     )
     report.note(
         f"the store held {got['events_total']:,} events ({got['linked_ids']:,} ids linked,"

@@ -63,25 +63,39 @@ IN_CONSTITUENT = """EXISTS (SELECT 1 FROM datasets.folders c
 # outcome would hang on whether the folder's deletion or the file's move arrived first.
 FOLDERS_AS_THEY_WERE = """(SELECT id, path FROM datasets.folders
     UNION ALL SELECT id, path FROM datasets.deleted_folders)"""
-COVERAGE = f"""
+
+
+def _covering(placed: str) -> str:
+    """Which synced datasets hold what `placed` names (rows of `key`, `folder_id`): the
+    datasets' rows of (`dataset_id`, `key`)."""
+    return f"""
     WITH placed AS (
-        SELECT f.id AS file_id, fo.path FROM datasets.files f
-        JOIN {FOLDERS_AS_THEY_WERE} fo ON fo.id = f.folder_id
-        WHERE f.id = ANY($1::uuid[]) AND NOT {IN_CONSTITUENT.format(path="fo.path")}
+        SELECT p.key, fo.path FROM ({placed}) p
+        JOIN {FOLDERS_AS_THEY_WERE} fo ON fo.id = p.folder_id
+        WHERE NOT {IN_CONSTITUENT.format(path="fo.path")}
           AND NOT EXISTS (SELECT 1 FROM datasets.deleted_folders c
                           WHERE c.id = ANY(fo.path) AND c.constituent_of IS NOT NULL))
-    SELECT d.id AS dataset_id, p.file_id FROM placed p
+    SELECT d.id AS dataset_id, p.key FROM placed p
     JOIN datasets.datasets d ON d.synced_folder_id = ANY(p.path)
     UNION ALL
     -- Few rows: a deleted folder's goes when it is restored (its datasets follow it
     -- again), or once no event from before its deletion can come.
     -- The whole branch skipped, once a statement, while there are none.
-    SELECT d.id, p.file_id FROM placed p
+    SELECT d.id, p.key FROM placed p
     JOIN datasets.datasets d ON d.unsynced_from = ANY(p.path)
     WHERE EXISTS (SELECT 1 FROM datasets.deleted_folders)
       AND d.synced_folder_id IS NULL
       AND EXISTS (SELECT 1 FROM datasets.deleted_folders x WHERE x.id = d.unsynced_from)
 """
+
+
+# Files, by their folder in the mirror ($1: the files).
+COVERAGE = _covering(
+    "SELECT f.id AS key, f.folder_id FROM datasets.files f WHERE f.id = ANY($1::uuid[])"
+)
+# Folders, for the files in them ($1: the folders): what COVERAGE finds of each file
+# there, from one look-up a folder rather than one a file.
+FOLDER_COVERAGE = _covering("SELECT x.id AS key, x.id AS folder_id FROM unnest($1::uuid[]) x(id)")
 # The folders kept as they were when deleted that no event still to come can need: every
 # event of the source up to the consumer's watermark is applied ($1: consumer, $2: source).
 # (Rows another replica's reaction holds are left to a later batch: no lock waits.)
@@ -591,11 +605,38 @@ class Datasets(Handlers):
         uploaded: Sequence[Received[FileUploaded] | Received[FilesUploaded]],
     ) -> None:
         await _sync_lock(conn)
+        if all(e.type == FilesUploaded.type for e in uploaded):  # a run is of one type
+            await self._pages_placed(conn, uploaded)  # type: ignore[arg-type]
+            return
         causes = _causes(
             uploaded,
             lambda e: e.event.file_ids if isinstance(e.event, FilesUploaded) else [e.event.file_id],
         )
         await self._resync(conn, uploaded, causes)
+
+    async def _pages_placed(self, conn: Conn, pages: Sequence[Received[FilesUploaded]]) -> None:
+        """An upload's pages: their files linked to the synced datasets over their
+        folders, as `_resync` links them, from less. A page's files are new to the mirror
+        (its plain insert fails the batch for one that is not: a test pins it), so none
+        was in any dataset before it, and all of a page's files land in its folder: one
+        look-up a folder after the insert, where COVERAGE probed each file twice (the
+        consumer's costliest statement in bench.upload_small)."""
+        await self._prune_deleted(conn, pages[0].source)
+        await tree.apply_received(conn, pages)
+        covering: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)  # folder: datasets
+        for r in await conn.fetch(FOLDER_COVERAGE, list({e.event.folder_id for e in pages})):
+            covering[r["key"]].append(r["dataset_id"])
+        if not covering:
+            return
+        after = {
+            (dataset_id, file_id)
+            for e in pages
+            for dataset_id in covering.get(e.event.folder_id, [])
+            for file_id in e.event.file_ids
+        }
+        causes = _causes(pages, lambda e: e.event.file_ids)
+        joined = after - await self._members(conn, {f for _, f in after})
+        await self._relink(conn, _by_cause(joined, causes), "synced", {}, "")
 
     @reactions.on(FileTombstoned)
     async def when_file_tombstoned(
@@ -661,7 +702,14 @@ class Datasets(Handlers):
         await self._links_back(conn, early)
 
     async def _coverage(self, conn: Conn, files: Sequence[uuid.UUID]) -> Links:
-        return {(r["dataset_id"], r["file_id"]) for r in await conn.fetch(COVERAGE, list(files))}
+        return {(r["dataset_id"], r["key"]) for r in await conn.fetch(COVERAGE, list(files))}
+
+    async def _prune_deleted(self, conn: Conn, source: str) -> None:
+        # Kept folders go once the watermark passes them (not only when a later deletion
+        # arrives in order: on a lagging consumer that may not come).
+        await conn.execute(
+            PRUNE_DELETED.format(schema=self.parts.inbox.schema), self.parts.inbox.consumer, source
+        )
 
     async def _resync(self, conn: Conn, envelopes: Sequence[Received[Any]], causes: Causes) -> None:
         """Apply the tree change, then link what came into a synced folder and unlink
@@ -669,16 +717,12 @@ class Datasets(Handlers):
         reaction compares the mirror before and after itself, so events of different
         streams converge in whatever order they arrive."""
         files = list(causes)
-        # Kept folders go once the watermark passes them (not only when a later deletion
-        # arrives in order: on a lagging consumer that may not come).
-        await conn.execute(
-            PRUNE_DELETED.format(schema=self.parts.inbox.schema),
-            self.parts.inbox.consumer,
-            envelopes[0].source,
-        )
+        await self._prune_deleted(conn, envelopes[0].source)
         before = await self._coverage(conn, files)
         await tree.apply_received(conn, envelopes)
         after = await self._coverage(conn, files)
+        if not before and not after:
+            return  # in no synced dataset, before or after: nothing to compare
         members = await self._members(conn, {f for _, f in before | after})
         joined = {link for link in after - before if link not in members}
         left = {link for link in before - after if link in members}
