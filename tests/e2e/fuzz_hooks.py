@@ -17,6 +17,7 @@ coverage cases. `make fuzz` sends everything.
 from __future__ import annotations
 
 import os
+from typing import Any
 from urllib.parse import urlsplit
 
 import schemathesis
@@ -36,7 +37,7 @@ TRIMMED = os.environ.get("FILES_FUZZ_TRIM") == "1"
 _SENT_TO: dict[tuple[str, str], str] = {}
 
 
-def _refused_before_routing(case: schemathesis.Case, where: ParameterLocation) -> bool:
+def _refused_before_routing(case: schemathesis.Case[Any], where: ParameterLocation) -> bool:
     sent = case.as_transport_kwargs()
     if where == ParameterLocation.PATH:
         path = urlsplit(sent["url"]).path
@@ -57,7 +58,7 @@ def _refused_before_routing(case: schemathesis.Case, where: ParameterLocation) -
 
 
 @schemathesis.hook
-def filter_case(context: schemathesis.HookContext, case: schemathesis.Case) -> bool:
+def filter_case(context: schemathesis.HookContext, case: schemathesis.Case[Any]) -> bool:
     meta = case.meta
     if not TRIMMED or meta is None or not isinstance(meta.phase.data, CoveragePhaseData):
         return True
@@ -74,4 +75,4 @@ def filter_case(context: schemathesis.HookContext, case: schemathesis.Case) -> b
     ):
         return True
     label = case.operation.label
-    return _SENT_TO.setdefault((str(where), data.parameter), label) == label
+    return bool(_SENT_TO.setdefault((str(where), data.parameter), label) == label)
