@@ -5,9 +5,9 @@ A run of the console script spent about 0.5 s starting the interpreter and impor
 the client before it did anything, and the CLI tests run it a few hundred times: that
 was the largest share of their time. A forked run is still a process of its own, with
 its own environment, working directory, stdin, stdout and stderr (files, as a pipe is
-not a terminal) and exit code; only the interpreter's start and the imports are shared.
-The tests of what only the console script does (Ctrl-C, the progress bar under a
-terminal) still start it.
+not a terminal, or a terminal the caller reads: `terminal`) and exit code; only the
+interpreter's start and the imports are shared. The tests of what only the console
+script does (Ctrl-C, the progress bar under a terminal) still start it.
 
 The server (`python -m tests.files_forks`) reads one request a line on stdin, forks,
 answers the child's pid, then its exit status.
@@ -126,7 +126,10 @@ class Forks:
         stdin: str | None = None,
         cwd: Path | None = None,
         timeout: float = 120,
+        terminal: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """`terminal`: the path of a terminal (a pty's follower) the run's stderr is, as
+        a person's is; what it writes there is the caller's to read, as it comes."""
         with self.lock, tempfile.TemporaryDirectory(prefix="files-run-") as scratch:
             place = Path(scratch)
             (place / "stdin").write_text(stdin or "", encoding="utf-8")
@@ -137,6 +140,7 @@ class Forks:
                 "env": env,
                 "cwd": str(cwd or Path.cwd()),
                 **{name: str(place / name) for name in ("stdin", "stdout", "stderr")},
+                **({"stderr": terminal} if terminal else {}),
             }
             server = self._started()
             assert server.stdin is not None
