@@ -225,3 +225,41 @@ async def test_not_usable_is_told_once_under_notifications_at_once(
         "SELECT count(*) FROM ingest.jobs WHERE folder_id = $1 AND kind = 'sync'", folder_id
     )
     assert told == 1
+
+
+async def test_a_persons_sync_is_not_merged_into_one_that_may_fail_not_usable(
+    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = HeldBucket()
+    syncs = syncs_of(pool, bucket, tmp_path)
+    folder_id, _ = await synced_folder(pool, [ALICE])
+    first, _ = await syncs.start(PERSON, folder_id)
+
+    async def listing() -> bool:
+        return len(bucket.listings) == 1
+
+    await eventually(listing, what="the first sync listing the bucket")
+    scheduled, _ = await syncs.start(
+        Cause(actor="system:sync-schedule", correlation_id="s"), folder_id
+    )
+    await pool.execute("UPDATE ingest.integrations SET shared_with = '{}'")
+    # The scheduled one, pending, is held while it checks Alice may still use it.
+    checking, gate = asyncio.Event(), asyncio.Event()
+    check = syncs._configurer_may_use
+
+    async def held(folder: uuid.UUID) -> bool:
+        checking.set()
+        await gate.wait()
+        return await check(folder)
+
+    monkeypatch.setattr(syncs, "_configurer_may_use", held)
+    bucket.released.set()
+    await asyncio.wait_for(checking.wait(), 20)
+    # An org admin (who may use every integration: the route checked) asks now.
+    admin = Cause(actor="user:admin", correlation_id="a")
+    asked, _ = await syncs.start(admin, folder_id)
+    assert asked != scheduled
+    gate.set()
+    assert await ended(pool, scheduled["job_id"]) == "failed"
+    assert await ended(pool, asked["job_id"]) == "done"
+    assert await ended(pool, first["job_id"]) == "done"

@@ -461,7 +461,7 @@ class Syncs(Handlers):
         run = self._behind(folder_id)
         if run is None:
             return None
-        if run.whole and not run.listing:
+        if run.whole and not run.listing and not (run.unchecked and _asked(cause)):
             return run.job_id
         pending = self._pending.get(folder_id)
         if pending is None:
@@ -489,7 +489,7 @@ class Syncs(Handlers):
             self._run(job_id, config, version, cause, keys, follow_up), name=f"sync-{job_id}"
         )
         self._running[job_id] = task
-        self._runs[config.folder_id] = _Run(job_id, whole=keys is None)
+        self._runs[config.folder_id] = _Run(job_id, whole=keys is None, unchecked=follow_up)
         task.add_done_callback(lambda _: self._running.pop(job_id, None))
         self.parts.tasks.append(task)
 
@@ -668,6 +668,9 @@ class Syncs(Handlers):
                     state, cause, NOT_USABLE, _not_usable_message(config.integration_id)
                 )
             else:
+                this = self._runs.get(config.folder_id)
+                if this is not None and this.job_id == job_id:
+                    this.unchecked = False
                 await self._sync(state, config, cause, keys)
         except ConcurrencyConflict:
             log.warning("sync.stream_moved_on", job_id=str(job_id))
@@ -1113,6 +1116,9 @@ class _Run:
     job_id: uuid.UUID
     whole: bool  # lists the whole prefix (not notified keys alone)
     listing: bool = False  # has begun listing: an object put now may be missed
+    # Asked by no person, and the configurer's right to the integration not yet checked:
+    # it may fail `integration_not_usable`, which a person's request must not share.
+    unchecked: bool = False
 
 
 @dataclass
