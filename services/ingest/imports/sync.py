@@ -110,12 +110,6 @@ SYNC_STATE = """
     FROM ingest.synced_folders f WHERE f.folder_id = $1
 """
 
-# A sync of the folder that is running now (its latest), under the folder's lock.
-RUNNING_SYNC = """
-    SELECT id, created_by FROM ingest.jobs
-    WHERE folder_id = $1 AND kind = 'sync' AND status = 'running'
-    ORDER BY created_at DESC LIMIT 1
-"""
 
 # A synced folder whose configurer may no longer use its integration (domain
 # `configurer_may_use`, as SQL), and whose latest sync already says so: not started
@@ -201,8 +195,9 @@ class Syncs(Handlers):
         self.blobs = blobs
         self.spool = parts.settings.data_dir / "spool"
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
-        # Keys notified while a folder's sync runs: synced right after it.
-        self._queued: dict[uuid.UUID, set[str] | None] = {}
+        # Each folder's latest sync spawned here, and the one job pending behind it.
+        self._runs: dict[uuid.UUID, _Run] = {}
+        self._pending: dict[uuid.UUID, _Pending] = {}
 
     # -- configuring ---------------------------------------------------------------
 
@@ -398,9 +393,9 @@ class Syncs(Handlers):
         config: SyncConfig | None = None,
     ) -> tuple[dict[str, Any], int]:
         """A sync job of the folder recorded and run in the background: 202. Syncs of a
-        folder are merged: asked while a sync of the whole prefix runs, a sync of it is
-        that one (its job's id again: the bucket is not listed once more per request);
-        notified keys while a sync runs here are synced right after it (`_queued`)."""
+        folder are merged (`_merged`): asked before the folder's running sync lists the
+        bucket, a sync is that one; asked after, it is the one job pending behind it, which
+        lists once more when it ends (the bucket is not listed once more per request)."""
         config = config or await self._configured(folder_id)
         job_id = uuid.uuid4()
         changes = [
@@ -418,37 +413,67 @@ class Syncs(Handlers):
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{folder_id}"
                 )
-                running = await conn.fetchrow(RUNNING_SYNC, folder_id)
-                if running is not None and self._merged(folder_id, running, keys):
+                merged = self._merged(folder_id, cause, keys)
+                if merged is not None:
                     position = await conn.fetchval(
                         """SELECT position FROM ingest.events
                            WHERE stream_id = $1 AND stream_version = 1""",
-                        ev.job_stream(running["id"]),
+                        ev.job_stream(merged),
                     )
-                    return running["id"], position or 0
+                    return merged, position or 0
                 await jobs.apply(conn, envelopes)
                 return job_id, await self.store.append(conn, envelopes)
 
         found, position = await _again(record)
-        if found == job_id:
-            self._spawn(job_id, config, 1, Cause.of(envelopes[0]), keys)
-        return {"job_id": str(found)}, position
+        if found != job_id:
+            return {"job_id": str(found)}, position
+        # No await from here to the spawn: a sync ending (`_run`) sees this one pending
+        # behind it, or it has ended and this one runs now. Behind a sync that has begun
+        # listing, the one pending job lists once more after it (many asked meanwhile
+        # are that one); a second one recorded in the same instant runs at once.
+        started = Cause.of(envelopes[0])
+        if self._behind(folder_id) is not None and folder_id not in self._pending:
+            self._pending[folder_id] = _Pending(
+                job_id, config, started, None if keys is None else set(keys), _asked(cause)
+            )
+        else:
+            self._spawn(job_id, config, 1, started, keys)
+        return {"job_id": str(job_id)}, position
 
-    def _merged(self, folder_id: uuid.UUID, running: Any, keys: Sequence[str] | None) -> bool:
-        """Is a sync asked now the running one (or queued behind it)? A sync of the whole
-        prefix is one that lists it (not a notification's, of its keys alone), here or in
-        another replica; notified keys wait for one running here, which syncs them when
-        it ends. No await in here: a sync ending (`_run`) sees these keys or none."""
-        if keys is None:
-            return not str(running["created_by"]).startswith(NOTIFIED)
-        if running["id"] not in self._running:
-            return False
-        queued = self._queued.setdefault(folder_id, set())
-        if queued is not None:
-            queued.update(keys)
-            if len(queued) > MAX_QUEUED:
-                self._queued[folder_id] = None  # too many: the next sync lists the prefix
-        return True
+    def _behind(self, folder_id: uuid.UUID) -> _Run | None:
+        """The folder's sync running in this replica, if any (a `running` row no task
+        here runs, a dead replica's or one whose end was not recorded, is not one)."""
+        run = self._runs.get(folder_id)
+        if run is None or run.job_id not in self._running:
+            return None
+        return run
+
+    def _merged(
+        self, folder_id: uuid.UUID, cause: Cause, keys: Sequence[str] | None
+    ) -> uuid.UUID | None:
+        """The job a sync asked now is (None: a job of its own). Merged only into a job
+        that will list what is in the bucket now: the folder's running sync here, if it
+        has not begun listing and lists what was asked (the whole prefix, or, for notified
+        keys, the prefix); else the one sync pending behind it here, which lists after it
+        ends (notified keys added to it; a sync of the whole prefix makes it one). Once the
+        job a caller is given is done, what they put before asking is synced. No await in
+        here: a sync ending (`_run`) sees what was merged, or none of it."""
+        run = self._behind(folder_id)
+        if run is None:
+            return None
+        if run.whole and not run.listing and not (run.unchecked and _asked(cause)):
+            return run.job_id
+        pending = self._pending.get(folder_id)
+        if pending is None:
+            return None
+        if keys is None or pending.keys is None:
+            pending.keys = None
+        else:
+            pending.keys.update(keys)
+            if len(pending.keys) > MAX_QUEUED:
+                pending.keys = None  # too many: it lists the prefix
+        pending.asked = pending.asked or _asked(cause)
+        return pending.job_id
 
     def _spawn(
         self,
@@ -457,11 +482,14 @@ class Syncs(Handlers):
         version: int,
         cause: Cause,
         keys: Sequence[str] | None,
+        *,
+        follow_up: bool = False,
     ) -> None:
         task = asyncio.create_task(
-            self._run(job_id, config, version, cause, keys), name=f"sync-{job_id}"
+            self._run(job_id, config, version, cause, keys, follow_up), name=f"sync-{job_id}"
         )
         self._running[job_id] = task
+        self._runs[config.folder_id] = _Run(job_id, whole=keys is None, unchecked=follow_up)
         task.add_done_callback(lambda _: self._running.pop(job_id, None))
         self.parts.tasks.append(task)
 
@@ -552,23 +580,31 @@ class Syncs(Handlers):
         longer use its integration (the folder's page shows its latest sync's reason)."""
         config = await self._configured(folder_id)
         job_id = uuid.uuid4()
-        message = (
-            f"not synced: integration {config.integration_id} is no longer shared with the"
-            " one who set up this folder. Syncs run again once it is shared with them again;"
-            " meanwhile someone who may use it can sync the folder"
-        )
+        message = _not_usable_message(config.integration_id)
         events: list[Event] = [
             ev.UploadJobStarted(job_id=job_id, folder_id=folder_id, total=0, kind="sync"),
             ev.ImportJobFailed(job_id=job_id, code=NOT_USABLE, message=message),
         ]
         envelopes = envelopes_of(appended(ev.job_stream(job_id), events), cause)
 
-        async def record() -> int:
+        async def record() -> bool:
             async with self.pool.acquire() as conn, conn.transaction():
+                # Notifications at once take turns here: told once, by the first.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext($1))", f"sync:{folder_id}"
+                )
+                told = await conn.fetchval(
+                    f"SELECT {TOLD_NOT_USABLE} FROM ingest.synced_folders f WHERE f.folder_id = $1",
+                    folder_id,
+                )
+                if told:
+                    return False
                 await jobs.apply(conn, envelopes)
-                return await self.store.append(conn, envelopes)
+                await self.store.append(conn, envelopes)
+                return True
 
-        await _again(record)
+        if not await _again(record):
+            return
         log.info("sync.not_usable", folder_id=str(folder_id), job_id=str(job_id))
 
     # -- notifications -------------------------------------------------------------
@@ -620,10 +656,22 @@ class Syncs(Handlers):
         version: int,
         cause: Cause,
         keys: Sequence[str] | None,
+        follow_up: bool = False,
     ) -> None:
         state = _Job(job_id, version)
         try:
-            await self._sync(state, config, cause, keys)
+            # A sync pending behind another, asked by no person (notified keys, the
+            # schedule): the integration may have been taken back from the folder's
+            # configurer meanwhile.
+            if follow_up and not await self._configurer_may_use(config.folder_id):
+                await self._fail(
+                    state, cause, NOT_USABLE, _not_usable_message(config.integration_id)
+                )
+            else:
+                this = self._runs.get(config.folder_id)
+                if this is not None and this.job_id == job_id:
+                    this.unchecked = False
+                await self._sync(state, config, cause, keys)
         except ConcurrencyConflict:
             log.warning("sync.stream_moved_on", job_id=str(job_id))
         except asyncio.CancelledError:
@@ -632,24 +680,37 @@ class Syncs(Handlers):
             log.error("sync.crashed", job_id=str(job_id), exc_info=True)
             with contextlib.suppress(Exception):
                 await self._fail(state, cause, "internal_error", "the sync stopped on an error")
-        # Keys notified while it ran: no longer merged into it from here (no await
-        # between), synced by one more job.
+        # No await from here to the spawn: what `start` merged into the pending job is
+        # in it, and what comes after finds that job running (and not yet listing).
         self._running.pop(job_id, None)
-        if config.folder_id not in self._queued:
-            return
-        queued = self._queued.pop(config.folder_id)
-        try:
-            # Too many keys: the whole prefix, as the schedule's.
-            actor = (
-                "system:sync-schedule" if queued is None else f"{NOTIFIED}{config.integration_id}"
+        run = self._runs.get(config.folder_id)
+        if run is not None and run.job_id == job_id:
+            del self._runs[config.folder_id]
+        pending = self._pending.pop(config.folder_id, None)
+        if pending is not None:
+            self._spawn(
+                pending.job_id,
+                pending.config,
+                1,
+                pending.cause,
+                None if pending.keys is None else sorted(pending.keys),
+                follow_up=not pending.asked,
             )
-            await self.start(
-                _system(actor), config.folder_id, None if queued is None else sorted(queued)
-            )
-        except Refused:
-            pass  # its sync ended meanwhile
-        except Exception:
-            log.error("sync.queued_keys_not_synced", folder_id=str(config.folder_id), exc_info=True)
+
+    async def _configurer_may_use(self, folder_id: uuid.UUID) -> bool:
+        row = await self.pool.fetchrow(
+            """SELECT f.created_by, f.by_org_admin, i.shared_with
+               FROM ingest.synced_folders f
+               LEFT JOIN ingest.integrations i ON i.id = f.integration_id
+               WHERE f.folder_id = $1""",
+            folder_id,
+        )
+        if row is None:
+            return True  # no longer synced: the sync says so
+        shared = row["shared_with"]
+        return integration_rules.configurer_may_use(
+            row["created_by"], row["by_org_admin"], None if shared is None else list(shared)
+        )
 
     async def _append(self, state: _Job, cause: Cause, events: Sequence[Event]) -> None:
         envelopes = envelopes_of(
@@ -681,6 +742,9 @@ class Syncs(Handlers):
         reader: BucketReader = found[1]
         self.spool.mkdir(parents=True, exist_ok=True)
         seen: set[str] = set()
+        this = self._runs.get(config.folder_id)
+        if this is not None and this.job_id == state.job_id:
+            this.listing = True  # what is put from now on may be missed: not merged into
         try:
             async for page in _listed(reader, config.prefix, keys):
                 for i in range(0, len(page), BATCH):
@@ -1043,6 +1107,41 @@ async def _again(write: Callable[[], Awaitable[_T]]) -> _T:
 class _Job:
     job_id: uuid.UUID
     version: int
+
+
+@dataclass
+class _Run:
+    """A folder's sync running in this replica."""
+
+    job_id: uuid.UUID
+    whole: bool  # lists the whole prefix (not notified keys alone)
+    listing: bool = False  # has begun listing: an object put now may be missed
+    # Asked by no person, and the configurer's right to the integration not yet checked:
+    # it may fail `integration_not_usable`, which a person's request must not share.
+    unchecked: bool = False
+
+
+@dataclass
+class _Pending:
+    """The one sync recorded behind a folder's running one here, run when it ends."""
+
+    job_id: uuid.UUID
+    config: SyncConfig
+    cause: Cause
+    keys: set[str] | None  # notified keys alone, or (None) the whole prefix
+    asked: bool  # by a person (who may use the integration), not only by the system
+
+
+def _asked(cause: Cause) -> bool:
+    return not cause.actor.startswith("system:")
+
+
+def _not_usable_message(integration_id: uuid.UUID) -> str:
+    return (
+        f"not synced: integration {integration_id} is no longer shared with the"
+        " one who set up this folder. Syncs run again once it is shared with them again;"
+        " meanwhile someone who may use it can sync the folder"
+    )
 
 
 async def _listed(
