@@ -68,11 +68,14 @@ def uploads(folder_id: uuid.UUID, as_pages: bool) -> list[Any]:
     return [page(folder_id, files)] if as_pages else [uploaded(f, folder_id) for f in files]
 
 
-async def placed(database_url: str, as_pages: bool, folders_first: bool) -> dict[str, Any]:
+async def placed(
+    database_url: str, as_pages: bool, folders_first: bool, together: bool = False
+) -> dict[str, Any]:
     """The uploads into each folder, then `late` made and `gone` deleted with its files:
     what each dataset then holds, keeps for a restore and recorded. `folders_first`: the
     folders' partition ahead of the files' (`late` made and `gone` deleted when the
-    uploads arrive)."""
+    uploads arrive). `together`: the uploads, each folder's by a person of its own, come
+    as one batch (a reaction then gets pages into several folders from several causes)."""
     catalog = Catalog()
     async with datasets_consumer(database_url) as context:
         await context.apply(
@@ -93,7 +96,13 @@ async def placed(database_url: str, as_pages: bool, folders_first: bool) -> dict
             )
             names[dataset_id] = name
         # In the catalog's order: the uploads, then `late` made, then `gone` deleted.
-        files = [catalog.event(e) for folder_id in FOLDERS for e in uploads(folder_id, as_pages)]
+        files = [
+            catalog.event(e).model_copy(
+                update={"actor": f"user:{folder_id}", "correlation_id": f"upload-{folder_id}"}
+            )
+            for folder_id in FOLDERS
+            for e in uploads(folder_id, as_pages)
+        ]
         folders = [
             catalog.event(FolderCreated(folder_id=LATE, parent_id=SUB, name="late")),
             catalog.event(FolderDeleted(folder_id=GONE, parent_id=TOP, trashed=True)),
@@ -103,8 +112,16 @@ async def placed(database_url: str, as_pages: bool, folders_first: bool) -> dict
         arrival: list[Envelope] = (
             folders + files + gone if folders_first else files + folders + gone
         )
-        for envelope in arrival:  # each on its own, as from partitions of their own
-            await context.apply(envelope)
+        if together:
+            before = folders if folders_first else []
+            for envelope in before:
+                await context.apply(envelope)
+            await context.apply(*files)
+            for envelope in [*([] if folders_first else folders), *gone]:
+                await context.apply(envelope)
+        else:
+            for envelope in arrival:  # each on its own, as from partitions of their own
+                await context.apply(envelope)
         return {name: await held(context, dataset_id) for dataset_id, name in names.items()}
 
 
@@ -117,9 +134,12 @@ async def held(context: Context, dataset_id: uuid.UUID) -> dict[str, Any]:
         "members": await context.members(dataset_id),
         "file_count": await context.file_count(dataset_id),
         "trashed links": {r["file_id"] for r in trashed},
-        # Each link and unlink recorded, by file (one event may list several).
+        # Each link and unlink recorded, by file (one event may list several), with who
+        # caused it and in which correlation.
         "links": sorted(
-            (e.type, e.data["reason"], f) for e in history for f in e.data.get("file_ids", [])
+            (e.type, e.data["reason"], f, e.actor, e.correlation_id)
+            for e in history
+            for f in e.data.get("file_ids", [])
         ),
     }
 
@@ -139,6 +159,9 @@ async def test_a_pages_files_take_their_place_in_synced_datasets_as_uploads_one_
     assert pages["gone"]["trashed links"] == set(INTO[GONE])
     assert pages["elsewhere"]["members"] == set(INTO[ELSEWHERE])
     assert pages == one_a_file
+    # All the pages in one batch: each folder's looked up, each link caused by its page.
+    together = await placed(database_url, as_pages=True, folders_first=folders_first, together=True)
+    assert together == pages
 
 
 async def test_a_file_already_in_the_mirror_named_by_a_page_fails_its_batch(
