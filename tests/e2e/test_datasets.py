@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import eventually
 from tests.e2e.support import CONSISTENCY, error, folder, pages, png, text, unique, upload
 
-# The tree race's trees made at once (each still one request after another).
+# The fresh trees made, and how many at once (each still one request after another).
+TREES = 5
 TREES_AT_ONCE = 5
 
 
@@ -604,9 +605,11 @@ async def test_a_synced_dataset_created_during_uploads_and_moves_gets_them_all(
 
 
 async def test_a_tree_made_a_moment_ago_is_synced_to_its_depth(api: httpx.AsyncClient) -> None:
-    # Folders travel on several partitions: a child may reach datasets before its parent.
-    # Each tree is made one request after another, as before; the 20 trees, a few at a
-    # time: a round spends most of its time waiting on the reactions, not working.
+    # A tree made one request after another and a dataset following its top at once:
+    # the file deep in it, and one moved in later, are members as soon as asked. (Its
+    # folders travel on several partitions, but this seldom sees a child reach datasets
+    # before its parent: test_datasets_reactions.py feeds them deepest first.) The trees
+    # at once: a round spends most of its time waiting on the reactions, not working.
     async def a_tree(round_: int) -> None:
         top = await folder(api, unique(f"ds-fresh-tree{round_}"))
         a = await folder(api, "a", top["id"])
@@ -630,7 +633,7 @@ async def test_a_tree_made_a_moment_ago_is_synced_to_its_depth(api: httpx.AsyncC
         async with at_once:
             await a_tree(round_)
 
-    await asyncio.gather(*(in_turn(round_) for round_ in range(20)))
+    await asyncio.gather(*(in_turn(round_) for round_ in range(TREES)))
 
 
 async def test_linked_to_of_an_unknown_file_is_404(api: httpx.AsyncClient) -> None:

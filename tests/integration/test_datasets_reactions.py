@@ -427,3 +427,35 @@ async def test_a_folder_purged_from_the_trash_leaves_no_row_behind(context: Cont
     # The one still in the trash keeps its row: its restore needs it.
     rows = await context.pool.fetch("SELECT id FROM datasets.trashed_folders")
     assert {r["id"] for r in rows} == {kept}
+
+
+@pytest.mark.parametrize("synced_first", [False, True], ids=["tree-first", "dataset-first"])
+async def test_a_tree_whose_folders_arrive_deepest_first_is_synced_to_its_depth(
+    context: Context, synced_first: bool
+) -> None:
+    """Folders travel on several partitions: a child, and a file in it, may reach the
+    datasets context before the folders above it (the end-to-end tree test seldom sees
+    it happen). Each is adopted when its parent comes, and the file takes its place in
+    the dataset following the top, made before or after the tree arrived."""
+    catalog = Catalog()
+    top, a, b, c, in_c = (uuid.uuid4() for _ in range(5))
+    synced = None
+    if synced_first:
+        await context.apply(catalog.event(FolderCreated(folder_id=top, parent_id=None, name="t")))
+        synced, _ = await context.datasets.create(
+            CAUSE, ADMIN, name="top", description="", synced_folder_id=top
+        )
+    for event in (
+        FolderCreated(folder_id=c, parent_id=b, name="c"),
+        uploaded(in_c, c),
+        FolderCreated(folder_id=b, parent_id=a, name="b"),
+        FolderCreated(folder_id=a, parent_id=top, name="a"),
+        *([] if synced_first else [FolderCreated(folder_id=top, parent_id=None, name="t")]),
+    ):
+        await context.apply(catalog.event(event))  # each on its own partition's turn
+    if synced is None:
+        synced, _ = await context.datasets.create(
+            CAUSE, ADMIN, name="top", description="", synced_folder_id=top
+        )
+    assert await context.members(synced) == {in_c}
+    assert await context.file_count(synced) == 1
