@@ -1,9 +1,10 @@
-"""A synced folder's syncs merged, on a real PostgreSQL and a bucket whose listings the
-test holds: a sync is merged only into one that will list the bucket after it was asked
-(the caller's object is synced once the job they were given is done), only into one this
-replica runs (a `running` row of a dead replica answers nothing), a sync pending behind
-another checks the integration is still the configurer's to use, and a folder whose
-configurer lost it is told so once, however many notifications come at once."""
+"""A synced folder's syncs merged, on a real PostgreSQL and moto's S3 server read by the
+S3 adapter (as ingest reads a customer's bucket), whose listings the test holds: a sync
+is merged only into one that will list the bucket after it was asked (the caller's
+object is synced once the job they were given is done), only into one this replica runs
+(a `running` row of a dead replica answers nothing), a sync pending behind another
+checks the integration is still the configurer's to use, and a folder whose configurer
+lost it is told so once, however many notifications come at once."""
 
 from __future__ import annotations
 
@@ -15,9 +16,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
+import boto3
 import pytest
 
-from services.ingest.imports.buckets.port import CloudProblem, Listed
+from services.ingest.collector.projections import blob_refs
+from services.ingest.imports.buckets.loop import BucketLoop, Threaded
+from services.ingest.imports.buckets.port import Bucket, BucketReader, Listed
+from services.ingest.imports.buckets.s3 import S3Reader
+from services.ingest.imports.domain.endpoints import EndpointRule
+from services.ingest.imports.domain.integrations import Credentials, parse_endpoint
+from services.ingest.imports.egress import Caps, Egress
 from services.ingest.imports.projections import integrations, synced
 from services.ingest.imports.sync import NOT_USABLE, NOTIFIED, Syncs
 from services.ingest.jobs.projections import jobs
@@ -30,31 +38,66 @@ from tests.conftest import eventually, fresh_database
 PREFIX = "scans/"
 ALICE = "user:alice"
 PERSON = Cause(actor=ALICE, correlation_id="c")
+BUCKETS = BucketLoop()
 
 
 class HeldBucket:
-    """A bucket whose listings take what it holds when they start, then wait for the
-    test to release them (as a large bucket's listing takes a while)."""
+    """The customer's bucket as ingest reads it in production (the S3 adapter, on its
+    own loop) against moto's S3 server, whose listings the test holds: a listing lists
+    the bucket for real when it starts, then waits for the test to release it before
+    yielding those pages (as a large bucket's listing takes a while). Everything else
+    is the adapter's own."""
 
-    def __init__(self) -> None:
-        self.objects: dict[str, Listed] = {}
+    def __init__(self, s3: Any, name: str, reader: BucketReader) -> None:
+        self.s3, self.name, self.reader = s3, name, reader
         self.listings: list[tuple[str, set[str]]] = []  # (prefix, keys it showed)
         self.released = asyncio.Event()
 
     def put(self, key: str) -> None:
-        self.objects[key] = Listed(key, f"etag-{key}", 1, "2026-12-07T00:00:00Z")
+        self.s3.put_object(Bucket=self.name, Key=key, Body=key.encode())
 
     async def listing(self, prefix: str) -> AsyncIterator[list[Listed]]:
-        shown = [o for k, o in sorted(self.objects.items()) if k.startswith(prefix)]
-        self.listings.append((prefix, {o.key for o in shown}))
+        pages = [page async for page in self.reader.listing(prefix)]
+        self.listings.append((prefix, {o.key for page in pages for o in page}))
         await self.released.wait()
-        yield shown
+        for page in pages:
+            yield page
 
-    async def read(self, key: str, spool: Path) -> Any:
-        raise CloudProblem("object_unreadable", "not read in this test")
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reader, name)
 
     def listed(self, key: str) -> bool:
         return any(key in shown for _, shown in self.listings)
+
+
+@pytest.fixture(scope="module")
+def s3(s3_endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+@pytest.fixture
+async def bucket(s3_endpoint: str, s3: Any) -> AsyncIterator[HeldBucket]:
+    name = f"synced-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    endpoint = parse_endpoint(s3_endpoint)
+    reader = Threaded(
+        S3Reader(
+            Bucket(endpoint, "us-east-1", name, Credentials("test", "test")),
+            Egress(EndpointRule.parse(f"127.0.0.1:{endpoint.port}")),
+            Caps(response_s=5.0),
+        ),
+        BUCKETS,
+    )
+    try:
+        yield HeldBucket(s3, name, reader)
+    finally:
+        await reader.close()
 
 
 @pytest.fixture
@@ -62,7 +105,8 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with fresh_database(database_url, "sync_merged") as pool:
         async with pool.acquire() as conn:
             await EventStore("ingest").setup(conn)
-            for projection in (jobs, synced, integrations):
+            # The objects read are recorded as files holding the integration.
+            for projection in (jobs, synced, integrations, blob_refs):
                 await projection.setup(conn)
         yield pool
 
@@ -116,9 +160,8 @@ async def ended(pool: asyncpg.Pool, job_id: str) -> str:
 
 
 async def test_a_sync_asked_after_the_running_one_listed_syncs_what_was_put_before(
-    pool: asyncpg.Pool, tmp_path: Path
+    pool: asyncpg.Pool, bucket: HeldBucket, tmp_path: Path
 ) -> None:
-    bucket = HeldBucket()
     bucket.put(f"{PREFIX}old.txt")
     syncs = syncs_of(pool, bucket, tmp_path)
     folder_id, _ = await synced_folder(pool, [ALICE])
@@ -141,9 +184,8 @@ async def test_a_sync_asked_after_the_running_one_listed_syncs_what_was_put_befo
 
 
 async def test_a_sync_asked_before_the_running_one_listed_is_that_one(
-    pool: asyncpg.Pool, tmp_path: Path
+    pool: asyncpg.Pool, bucket: HeldBucket, tmp_path: Path
 ) -> None:
-    bucket = HeldBucket()
     syncs = syncs_of(pool, bucket, tmp_path)
     folder_id, _ = await synced_folder(pool, [ALICE])
     # Its listing not begun yet (the test holds the bucket's answer to `bucket`).
@@ -166,9 +208,8 @@ async def test_a_sync_asked_before_the_running_one_listed_is_that_one(
 
 
 async def test_a_running_row_no_sync_here_runs_does_not_answer_a_request(
-    pool: asyncpg.Pool, tmp_path: Path
+    pool: asyncpg.Pool, bucket: HeldBucket, tmp_path: Path
 ) -> None:
-    bucket = HeldBucket()
     bucket.released.set()
     syncs = syncs_of(pool, bucket, tmp_path)
     folder_id, _ = await synced_folder(pool, [ALICE])
@@ -187,9 +228,8 @@ async def test_a_running_row_no_sync_here_runs_does_not_answer_a_request(
 
 
 async def test_keys_pending_when_the_integration_is_taken_back_are_not_synced(
-    pool: asyncpg.Pool, tmp_path: Path
+    pool: asyncpg.Pool, bucket: HeldBucket, tmp_path: Path
 ) -> None:
-    bucket = HeldBucket()
     syncs = syncs_of(pool, bucket, tmp_path)
     folder_id, integration_id = await synced_folder(pool, [ALICE])
     first, _ = await syncs.start(PERSON, folder_id)
@@ -215,9 +255,9 @@ async def test_keys_pending_when_the_integration_is_taken_back_are_not_synced(
 
 
 async def test_not_usable_is_told_once_under_notifications_at_once(
-    pool: asyncpg.Pool, tmp_path: Path
+    pool: asyncpg.Pool, bucket: HeldBucket, tmp_path: Path
 ) -> None:
-    syncs = syncs_of(pool, HeldBucket(), tmp_path)
+    syncs = syncs_of(pool, bucket, tmp_path)
     folder_id, integration_id = await synced_folder(pool, [])
     cause = Cause(actor=f"{NOTIFIED}{integration_id}", correlation_id="n")
     await asyncio.gather(*(syncs._not_usable(cause, folder_id) for _ in range(4)))
@@ -228,9 +268,8 @@ async def test_not_usable_is_told_once_under_notifications_at_once(
 
 
 async def test_a_persons_sync_is_not_merged_into_one_that_may_fail_not_usable(
-    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pool: asyncpg.Pool, bucket: HeldBucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bucket = HeldBucket()
     syncs = syncs_of(pool, bucket, tmp_path)
     folder_id, _ = await synced_folder(pool, [ALICE])
     first, _ = await syncs.start(PERSON, folder_id)
