@@ -7,7 +7,7 @@ was the largest share of their time. A forked run is still a process of its own,
 its own environment, working directory, stdin, stdout and stderr (files, as a pipe is
 not a terminal, or a terminal the caller reads: `terminal`) and exit code; only the
 interpreter's start and the imports are shared. The tests of what only the console
-script does (Ctrl-C, the progress bar under a terminal) still start it.
+script does (Ctrl-C, and one test of the progress bar on a terminal) still start it.
 
 The server (`python -m tests.files_forks`) reads one request a line on stdin, forks,
 answers the child's pid, then its exit status.

@@ -633,7 +633,9 @@ async def test_a_tree_made_a_moment_ago_is_synced_to_its_depth(api: httpx.AsyncC
         async with at_once:
             await a_tree(round_)
 
-    await asyncio.gather(*(in_turn(round_) for round_ in range(TREES)))
+    async with asyncio.TaskGroup() as trees:  # one failing stops the others
+        for round_ in range(TREES):
+            trees.create_task(in_turn(round_))
 
 
 async def test_linked_to_of_an_unknown_file_is_404(api: httpx.AsyncClient) -> None:

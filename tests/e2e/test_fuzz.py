@@ -15,10 +15,12 @@ another test relies on can be touched:
 The bounded run leaves out coverage cases that send nothing new to the gateway's code
 (`make fuzz` sends them all): the member's coverage phase on the admin's routes (the
 admin's run sends every one of them, and gets past the refusal the member meets; the
-member's examples and fuzzing still meet it), an unexpected method other than OPTIONS
-and TRACE (the route table's one 405 for any method a path lacks; OPTIONS a method
-the cookie check takes as safe, TRACE one it does not), and a path parameter or token
-the gateway refuses before routing sent to every route (tests/e2e/fuzz_hooks.py).
+member's examples and fuzzing still meet it: its coverage cases there, which reach the
+owning services' checks as a member's, are the one trade of coverage for time), an
+unexpected method other than OPTIONS and TRACE (the route table's one 405 for any method
+a path lacks; OPTIONS a method the cookie check takes as safe, TRACE one it does not),
+and a path parameter or token the gateway refuses before routing sent to every route
+(tests/e2e/fuzz_hooks.py).
 
 Three routes are never fuzzed. `POST /v1/integrations`: registering one makes ingest
 connect to the endpoint given (or to AWS when none is), and this machine sends
