@@ -1,8 +1,9 @@
 """Synced folders and the right to use their integration, end to end (moto as the
 customer's bucket): an integration taken back from a member syncs nothing more of the
-folders they set up, neither on request (theirs, or an editor's they invited), nor on
-schedule, nor on a bucket notification; and syncs of one folder are merged, so many
-requests at once list the bucket once."""
+folders they set up, neither on request (theirs, or an editor's they invited) nor on a
+bucket notification (the schedule's rounds: tests/integration/test_cloud_sync_merged.py,
+which need not wait for one); and syncs of one folder are merged, so many requests at
+once list the bucket once."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import httpx
 from minio import Minio
 
 from tests.cloud_fixtures import MotoS3
-from tests.conftest import eventually
 from tests.e2e.conftest import BUCKET
 from tests.e2e.support import error, member, text, unique
 from tests.e2e.test_cloud_sync import listing, sync_done
@@ -115,38 +115,6 @@ async def test_an_integration_taken_back_syncs_nothing_more_on_request_or_notifi
     await share(api, integration["id"], [alice["id"]])
     again = await as_alice.post(f"/v1/folders/{top['id']}/sync")
     assert again.status_code == 202, again.text
-
-
-async def test_the_schedule_stops_syncing_a_folder_whose_maker_lost_the_integration(
-    api: httpx.AsyncClient, moto: MotoS3, bucket: Minio, as_key: Any
-) -> None:
-    alice = await member(api, "alice")
-    integration = await lent_integration(api, moto, alice["id"])
-    as_alice = as_key(alice["api_key"])
-    prefix = f"{unique('schedule')}/"
-    put(bucket, f"{prefix}one.txt", text("one\n"))
-    # An org admin's folder on the same integration goes on syncing on schedule.
-    admins = await made_synced(api, integration["id"], prefix, sync_interval_s=60)
-    top = await made_synced(as_alice, integration["id"], prefix, sync_interval_s=60)
-    await sync_done(as_alice, top["sync_job_id"])
-    await sync_done(api, admins["sync_job_id"])
-    await share(api, integration["id"], [])
-    put(bucket, f"{prefix}after.txt", text("after\n"))
-    ended: dict[str, dict[str, Any]] = {}
-
-    async def scheduled() -> bool:
-        # The next sync the schedule starts (within a minute and its 30 s rounds).
-        for folder, first in ((top, top["sync_job_id"]), (admins, admins["sync_job_id"])):
-            last = await latest_sync(api, folder["id"])
-            if last is not None and last["job_id"] != first and last["status"] != "running":
-                ended[folder["id"]] = last
-        return len(ended) == 2
-
-    await eventually(scheduled, within=150, what="a scheduled sync of each folder")
-    await told_not_usable(as_alice, ended[top["id"]]["job_id"])
-    assert "after.txt" not in await listing(as_alice, top["id"])
-    assert ended[admins["id"]]["status"] == "done"
-    assert "after.txt" in await listing(api, admins["id"])
 
 
 def listings_of(moto: MotoS3, prefix: str) -> int:

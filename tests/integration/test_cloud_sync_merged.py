@@ -302,3 +302,46 @@ async def test_a_persons_sync_is_not_merged_into_one_that_may_fail_not_usable(
     assert await ended(pool, scheduled["job_id"]) == "failed"
     assert await ended(pool, asked["job_id"]) == "done"
     assert await ended(pool, first["job_id"]) == "done"
+
+
+async def test_the_schedule_skips_a_folder_whose_maker_lost_the_integration_saying_so_once(
+    pool: asyncpg.Pool, bucket: HeldBucket, tmp_path: Path
+) -> None:
+    """The schedule's rounds sync an org admin's folder on an integration, not a member's
+    on the same one once it is no longer shared with them: that one's one failed sync
+    says why, and the rounds after it add nothing."""
+    bucket.released.set()
+    bucket.put(f"{PREFIX}after.txt")
+    syncs = syncs_of(pool, bucket, tmp_path)
+    alices, integration_id = await synced_folder(pool, [])
+    admins = uuid.uuid4()
+    await pool.execute(
+        """INSERT INTO ingest.synced_folders (folder_id, integration_id, prefix, created_at,
+               created_by, by_org_admin) VALUES ($1, $2, $3, now(), 'user:admin', true)""",
+        admins,
+        integration_id,
+        PREFIX,
+    )
+
+    async def syncs_of_folder(folder_id: uuid.UUID) -> list[str]:
+        rows = await pool.fetch(
+            "SELECT id FROM ingest.jobs WHERE folder_id = $1 AND kind = 'sync'", folder_id
+        )
+        return [str(r["id"]) for r in rows]
+
+    await syncs.schedule_round()
+    [admins_sync] = await syncs_of_folder(admins)
+    assert await ended(pool, admins_sync) == "done"
+    assert bucket.listings == [(PREFIX, {f"{PREFIX}after.txt"})]  # the admin's folder's
+    [alices_sync] = await syncs_of_folder(alices)
+    assert await status(pool, alices_sync) == "failed"
+    codes = await pool.fetch(
+        "SELECT error->>'code' AS code FROM ingest.job_errors WHERE job_id = $1",
+        uuid.UUID(alices_sync),
+    )
+    assert [r["code"] for r in codes] == [NOT_USABLE]
+    for _ in range(2):
+        await syncs.schedule_round()
+    assert await syncs_of_folder(alices) == [alices_sync]
+    assert await syncs_of_folder(admins) == [admins_sync]  # not due again for an hour
+    assert len(bucket.listings) == 1
