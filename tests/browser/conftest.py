@@ -262,3 +262,19 @@ def hold_the_folders_read(page: Page, folder_id: str) -> list[Route]:
 
     page.route(lambda url: bool(own.search(url)), hold)
     return held
+
+
+def ask_to_delete_all_forever(page: Page, count: int) -> tuple[Locator, Locator, Locator]:
+    """The Trash opened, its `count` items chosen (Ctrl+A) and "Delete forever" asked of
+    them: the Trash, its grid and the question."""
+    page.goto("/trash")
+    trash = page.get_by_role("region", name="Trash")
+    grid = trash.get_by_role("grid", name="Items in the trash")
+    expect(grid).to_be_visible(timeout=60_000)
+    grid.focus()
+    page.keyboard.press("Control+a")
+    expect(trash.get_by_text(f"{count:,} selected", exact=True)).to_be_visible()
+    page.keyboard.press("Delete")
+    question = page.get_by_role("alertdialog")
+    expect(question).to_have_accessible_name(f"Delete {count:,} items forever?")
+    return trash, grid, question

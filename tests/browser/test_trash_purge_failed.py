@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import httpx
 from playwright.sync_api import Page, Route, expect
 
-from tests.browser.conftest import make_folder, sign_in, unique, upload
+from tests.browser.conftest import ask_to_delete_all_forever, make_folder, sign_in, unique, upload
 from tests.browser.test_roles_and_rename import _member
 
 UNREACHABLE = "Files cannot be reached"
@@ -44,15 +44,7 @@ def test_a_delete_forever_lost_with_the_trash_unreadable_still_asks_about_what_w
 
     sign_in(page, editor["api_key"])
     page.route(lambda url: urlparse(url).path == "/v1/trash", trash_route)
-    page.goto("/trash")
-    trash = page.get_by_role("region", name="Trash")
-    grid = trash.get_by_role("grid", name="Items in the trash")
-    expect(grid.locator("tbody tr")).to_have_count(2)
-    grid.focus()
-    page.keyboard.press("Control+a")
-    page.keyboard.press("Delete")
-    question = page.get_by_role("alertdialog")
-    expect(question).to_have_accessible_name("Delete 2 items forever?")
+    trash, _, question = ask_to_delete_all_forever(page, 2)
     question.get_by_role("button", name="Delete forever").click()
 
     expect(question.get_by_role("alert")).to_contain_text(UNREACHABLE)

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Page, Request, Route, expect
 
 from shared.kit.stack import Stack
-from tests.browser.conftest import make_folder, sign_in, unique, upload
+from tests.browser.conftest import ask_to_delete_all_forever, make_folder, sign_in, unique, upload
 from tests.browser.test_roles_and_rename import _member
 from tests.conftest import ADMIN_KEY
 
@@ -167,16 +167,7 @@ def test_more_than_a_thousand_items_are_deleted_forever_in_turns(
 
     sign_in(page, trash_of_many.editor["api_key"])
     page.route(re.compile(r"/v1/trash\?"), second_held)
-    page.goto("/trash")
-    trash = page.get_by_role("region", name="Trash")
-    grid = trash.get_by_role("grid", name="Items in the trash")
-    expect(grid).to_be_visible(timeout=60_000)
-    grid.focus()
-    page.keyboard.press("Control+a")
-    expect(trash.get_by_text(f"{COUNT:,} selected", exact=True)).to_be_visible()
-    page.keyboard.press("Delete")
-    question = page.get_by_role("alertdialog")
-    expect(question).to_have_accessible_name(f"Delete {COUNT:,} items forever?")
+    trash, grid, question = ask_to_delete_all_forever(page, COUNT)
     question.get_by_role("button", name="Delete forever").click()
 
     # The second request held: the question cannot be closed, nor a second one asked.
@@ -238,15 +229,7 @@ def test_a_refused_delete_forever_reads_the_trash_again(page: Page, api: httpx.C
 
     sign_in(page, editor["api_key"])
     page.route(re.compile(r"/v1/trash\?"), answer_lost)
-    page.goto("/trash")
-    trash = page.get_by_role("region", name="Trash")
-    grid = trash.get_by_role("grid", name="Items in the trash")
-    expect(grid.locator("tbody tr")).to_have_count(2)
-    grid.focus()
-    page.keyboard.press("Control+a")
-    page.keyboard.press("Delete")
-    question = page.get_by_role("alertdialog")
-    expect(question).to_have_accessible_name("Delete 2 items forever?")
+    trash, _, question = ask_to_delete_all_forever(page, 2)
     question.get_by_role("button", name="Delete forever").click()
     notice = page.locator(".notices").get_by_role("status")
     expect(notice).to_contain_text(

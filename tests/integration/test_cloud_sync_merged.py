@@ -159,6 +159,15 @@ async def ended(pool: asyncpg.Pool, job_id: str) -> str:
     return await status(pool, job_id)
 
 
+async def first_listing(bucket: HeldBucket) -> None:
+    """Until the folder's first sync has listed the bucket (its pages held)."""
+
+    async def listing() -> bool:
+        return len(bucket.listings) == 1
+
+    await eventually(listing, what="the first sync listing the bucket")
+
+
 async def test_a_sync_asked_after_the_running_one_listed_syncs_what_was_put_before(
     pool: asyncpg.Pool, bucket: HeldBucket, tmp_path: Path
 ) -> None:
@@ -167,10 +176,7 @@ async def test_a_sync_asked_after_the_running_one_listed_syncs_what_was_put_befo
     folder_id, _ = await synced_folder(pool, [ALICE])
     first, _ = await syncs.start(PERSON, folder_id)
 
-    async def listing() -> bool:
-        return len(bucket.listings) == 1
-
-    await eventually(listing, what="the first sync listing the bucket")
+    await first_listing(bucket)
     # Put after it listed: its listing misses the object; asked now, syncs are merged
     # into one pending job behind it, not into it.
     bucket.put(f"{PREFIX}new.txt")
@@ -234,10 +240,7 @@ async def test_keys_pending_when_the_integration_is_taken_back_are_not_synced(
     folder_id, integration_id = await synced_folder(pool, [ALICE])
     first, _ = await syncs.start(PERSON, folder_id)
 
-    async def listing() -> bool:
-        return len(bucket.listings) == 1
-
-    await eventually(listing, what="the first sync listing the bucket")
+    await first_listing(bucket)
     key = f"{PREFIX}notified.txt"
     bucket.put(key)
     notified = Cause(actor=f"{NOTIFIED}{integration_id}", correlation_id="n")
@@ -274,10 +277,7 @@ async def test_a_persons_sync_is_not_merged_into_one_that_may_fail_not_usable(
     folder_id, _ = await synced_folder(pool, [ALICE])
     first, _ = await syncs.start(PERSON, folder_id)
 
-    async def listing() -> bool:
-        return len(bucket.listings) == 1
-
-    await eventually(listing, what="the first sync listing the bucket")
+    await first_listing(bucket)
     scheduled, _ = await syncs.start(
         Cause(actor="system:sync-schedule", correlation_id="s"), folder_id
     )
