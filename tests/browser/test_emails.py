@@ -5,6 +5,8 @@ sent while what is typed is not an address."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from playwright.sync_api import Locator, Page, expect
 
@@ -26,18 +28,24 @@ def _paste(field: Locator, text: str) -> None:
     )
 
 
+def _manage_access(page: Page, folder: dict[str, Any]) -> tuple[Locator, Locator, Locator]:
+    """The folder's "Manage access" opened from its details: the dialog, its "Emails" and
+    its list of people to add."""
+    page.goto(f"/folders/{folder['id']}")
+    details = page.get_by_role("complementary", name="Details")
+    details.get_by_role("button", name="Manage access").click()
+    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
+    return dialog, dialog.get_by_label("Emails"), dialog.get_by_role("list", name="People to add")
+
+
 def test_emails_takes_only_addresses_and_names_what_is_not_one(
     signed_in: Page, api: httpx.Client
 ) -> None:
     page = signed_in
     folder = make_folder(api, unique("emails"))
     ann, bob, carol = (_user(api, n) for n in ("ann", "bob", "carol"))
-    page.goto(f"/folders/{folder['id']}")
-    details = page.get_by_role("complementary", name="Details")
-    details.get_by_role("button", name="Manage access").click()
-    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
-    emails = dialog.get_by_label("Emails")
-    chips = dialog.get_by_role("list", name="People to add").get_by_role("listitem")
+    dialog, emails, to_add = _manage_access(page, folder)
+    chips = to_add.get_by_role("listitem")
 
     # Not an address: it stays typed, marked, and the message names it.
     emails.fill("dog")
@@ -108,12 +116,8 @@ def test_a_mails_to_line_gives_its_addresses_not_its_names(
     page = signed_in
     folder = make_folder(api, unique("to-line"))
     ann, bob, carol, dan = (_user(api, n) for n in ("ann", "bob", "carol", "dan"))
-    page.goto(f"/folders/{folder['id']}")
-    details = page.get_by_role("complementary", name="Details")
-    details.get_by_role("button", name="Manage access").click()
-    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
-    emails = dialog.get_by_label("Emails")
-    chips = dialog.get_by_role("list", name="People to add").get_by_role("listitem")
+    dialog, emails, to_add = _manage_access(page, folder)
+    chips = to_add.get_by_role("listitem")
 
     _paste(emails, f'Ann Lee <{ann["email"]}>, "Lee, Bob" <{bob["email"]}>')
     expect(chips).to_have_count(2)
@@ -183,12 +187,8 @@ def test_pasted_lists_quotes_outlook_and_what_no_address_holds(
 ) -> None:
     page = signed_in
     folder = make_folder(api, unique("pasted-lists"))
-    page.goto(f"/folders/{folder['id']}")
-    details = page.get_by_role("complementary", name="Details")
-    details.get_by_role("button", name="Manage access").click()
-    dialog = page.get_by_role("dialog", name=f"Manage access: {folder['name']}")
-    emails = dialog.get_by_label("Emails")
-    chips = dialog.get_by_role("list", name="People to add").get_by_role("button")
+    dialog, emails, to_add = _manage_access(page, folder)
+    chips = to_add.get_by_role("button")
 
     for pasted, people, typed in PASTED:
         emails.fill("")
