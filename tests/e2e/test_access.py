@@ -136,7 +136,12 @@ LARGE = 48 * 1024 * 1024
 
 
 async def download_with_the_right_taken(
-    client: httpx.AsyncClient, file_id: str, take: Any, gone: Any, within: float = 2.0
+    client: httpx.AsyncClient,
+    file_id: str,
+    take: Any,
+    gone: Any,
+    within: float = 2.0,
+    params: dict[str, str] | None = None,
 ) -> tuple[int, bool]:
     """A download's first chunk read, then `take` (the right taken away) and `gone` waited
     for (the gateway refusing it; given when the download began), then the rest read
@@ -144,7 +149,8 @@ async def download_with_the_right_taken(
     import asyncio
 
     delivered, broke = 0, False
-    async with client.stream("GET", f"/v1/files/{file_id}/content", timeout=60) as answer:
+    content = f"/v1/files/{file_id}/content"
+    async with client.stream("GET", content, params=params, timeout=60) as answer:
         assert answer.status_code == 200
         assert answer.headers["content-length"] == str(LARGE)
         began = time.monotonic()

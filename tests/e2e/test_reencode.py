@@ -29,7 +29,7 @@ from shared.kit.blobs import BlobStore, open_blob_store
 from tests import thumbnail_fixtures as media
 from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.support import error, folder, member, png, unique, upload
-from tests.e2e.test_access import LARGE, gateway_logged, invite
+from tests.e2e.test_access import LARGE, download_with_the_right_taken, gateway_logged, invite
 from tests.e2e.test_cli import ok
 from tests.e2e.test_image_groups import group
 
@@ -359,21 +359,9 @@ async def test_a_sequences_video_under_way_ends_when_its_images_are_no_longer_se
 
     web = f"/v1/files/{sequence}/content"
     if transport == "http":
-        delivered = 0
-        broke = False
-        async with client.stream("GET", web, params={"rendition": "web"}, timeout=60) as answer:
-            assert answer.status_code == 200
-            assert answer.headers["content-length"] == str(LARGE)
-            chunks = answer.aiter_raw()
-            delivered += len(await anext(chunks))
-            await take()
-            await eventually(gone, within=5.0, what="the images no longer seen")
-            try:
-                async with asyncio.timeout(60):
-                    async for chunk in chunks:
-                        delivered += len(chunk)
-            except (httpx.RemoteProtocolError, httpx.ReadError):
-                broke = True
+        delivered, broke = await download_with_the_right_taken(
+            client, sequence, take, gone, within=5.0, params={"rendition": "web"}
+        )
         assert broke and delivered < LARGE, delivered
         assert gateway_logged(platform, "rendition.images_gone", web)
     else:
